@@ -1,0 +1,29 @@
+"""Error types of the ``kcp`` package.
+
+One base, :class:`KCPError`, so callers can catch everything this package raises on purpose.
+Misuse by the caller (bad arguments) raises :class:`KCPUsageError`, which is also a ``ValueError``.
+Garbage from the network never raises: it is dropped and counted. :class:`RemoteProtocolError`
+exists for decoders that are used directly and must say why they refused a packet.
+"""
+
+from __future__ import annotations
+
+
+class KCPError(Exception):
+    """Base class of every error raised by the ``kcp`` package."""
+
+
+class KCPUsageError(KCPError, ValueError):
+    """The caller passed an invalid argument or used an object in a state that forbids it."""
+
+
+class RemoteProtocolError(KCPError):
+    """A packet from the peer is malformed, forged or otherwise unacceptable."""
+
+
+class ConnectionClosedError(KCPError, ConnectionError):
+    """The session is closed; the reason is in the message."""
+
+
+class DeadLinkError(ConnectionClosedError):
+    """A segment was retransmitted ``dead_link`` times without an ack: the peer is gone."""

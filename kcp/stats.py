@@ -1,0 +1,85 @@
+"""Transport counters, in the spirit of kcp-go's SNMP struct.
+
+One :class:`Counters` object per session, plus one process-wide object (:data:`SNMP`) that every
+session also adds to. Counters are plain integer attributes (slots) so the hot path does a single
+``+=``; :meth:`Counters.snapshot` turns them into a dict for logs, the RPC ``stats`` call and tests.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+_FIELDS: tuple[str, ...] = (
+    # UDP level
+    "bytes_sent",  # UDP payload bytes written
+    "bytes_received",  # UDP payload bytes read
+    "out_pkts",  # datagrams written
+    "in_pkts",  # datagrams read
+    "send_syscalls",  # sendto/sendmmsg calls
+    "recv_syscalls",  # recvfrom/recvmmsg calls
+    # KCP level
+    "in_segs",
+    "out_segs",
+    "in_bytes",  # KCP payload bytes accepted by an engine
+    "out_bytes",
+    "retrans_segs",  # every retransmission
+    "fast_retrans_segs",  # retransmitted because of skipped acks
+    "early_retrans_segs",  # kcp-go's early retransmit (counted as fast in ikcp terms)
+    "lost_segs",  # retransmitted because the RTO expired
+    "repeat_segs",  # duplicate segments received
+    "kcp_in_errors",  # engine refused the packet (bad conv, bad cmd, lying length)
+    # packet layer
+    "in_errs",  # packets dropped before the engine for any reason below
+    "in_csum_errors",  # crc32 mismatch after decryption
+    "decrypt_errors",  # AEAD tag failure or undecryptable packet
+    "short_packets",  # too short for the configured headers
+    "fec_recovered",
+    "fec_errs",  # shards that could not be used (bad size, reconstruct failure)
+    "fec_parity_shards",  # parity shards received
+    "fec_short_shards",  # groups given up because too few shards arrived
+    "oob_in",
+    "oob_out",
+    # sessions
+    "active_opens",  # sessions we dialled
+    "passive_opens",  # sessions a listener accepted
+    "curr_estab",  # sessions open now
+    "max_conn",  # the highest curr_estab seen
+    "closed",
+    "dropped_no_session",  # listener: packet for no session and no room to create one
+    "dropped_table_full",
+    "dropped_bad_conv",
+    "dropped_backlog_full",
+)
+
+
+class Counters:
+    """A set of named integer counters. Attribute access is the fast path."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
+    __slots__ = _FIELDS
+
+    def __init__(self) -> None:
+        for name in _FIELDS:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """Return the current values as a new dict (field order is stable)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def reset(self) -> None:
+        """Set every counter to zero."""
+        for name in _FIELDS:
+            setattr(self, name, 0)
+
+    def add(self, other: Counters) -> None:
+        """Add another set of counters into this one."""
+        for name in _FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def __repr__(self) -> str:
+        nonzero = {k: v for k, v in self.snapshot().items() if v}
+        return f"Counters({nonzero})"
+
+
+SNMP = Counters()
+"""Process-wide counters; sessions add to these as well as to their own."""
