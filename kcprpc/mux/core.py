@@ -1,0 +1,744 @@
+"""Sans-I/O smux session: the whole multiplexer state machine, without asyncio, sockets or clocks.
+
+:class:`MuxConnection` takes received bytes and ``now`` (milliseconds, int) and hands back
+outgoing bytes and events. It owns every per-stream buffer, the session-wide receive token bucket
+(versions 1 and 2), the per-stream send windows (version 2), the keepalive clock and the counters.
+The asyncio glue (:mod:`kcprpc.mux.session`) only moves bytes and wakes waiters.
+
+Behaviour follows xtaci/smux (v1.5.x), described in our own words in docs/wire-format/smux.md:
+
+* ids: the client opens odd ids 3, 5, 7 ..., the server even ids 2, 4, 6 ... (smux starts its
+  counter at 1 or 0 and adds 2 before each use); ids are never reused within a session;
+* receive: every PSH payload taken in costs tokens from a bucket of ``max_receive_buffer`` bytes;
+  reading returns them. While the bucket is empty the core parses no further frames, so the glue
+  stops reading the transport (backpressure onto KCP), exactly as smux's recvLoop blocks;
+* version 2: a reader announces ``UPD(consumed, window=max_stream_buffer)`` on its first read and
+  then whenever half a stream buffer has been read since the last UPD; a writer keeps
+  ``written - peer_consumed < peer_window`` (initially 256 KiB) and waits for UPD otherwise;
+* keepalive: a NOP every ``keepalive_interval``; every ``keepalive_timeout`` the session checks
+  that something arrived since the previous check, otherwise it dies (unless our own bucket is
+  empty, in which case we are the ones not reading);
+* FIN is a half-close: sent after all data written before it; the receiving side still drains its
+  buffer and then reads EOF. A stream leaves the table once FIN went both ways.
+
+Hostile-peer policy: wrong version, unknown command or a lying length → the session is closed with a
+:class:`MuxProtocolError` reason and the event is counted. A SYN beyond ``max_streams`` is refused
+with an immediate FIN (the opener sees EOF) and counted. Data for unknown streams is dropped and
+counted, as smux does. Nothing raised by the decoder escapes :meth:`MuxConnection.receive_data`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from .errors import (
+    MuxClosedError,
+    MuxError,
+    MuxKeepaliveTimeoutError,
+    MuxProtocolError,
+    MuxStreamClosedError,
+    MuxUsageError,
+)
+from .frame import (
+    CMD_FIN,
+    CMD_NOP,
+    CMD_PSH,
+    CMD_SYN,
+    CMD_UPD,
+    HEADER_SIZE,
+    INITIAL_PEER_WINDOW,
+    MAX_PAYLOAD,
+    U32_MASK,
+    FrameDecoder,
+    pack_header_unchecked,
+    pack_upd_unchecked,
+    unpack_upd,
+)
+
+_MAX_INT32: Final = 0x7FFFFFFF
+
+COUNTER_NAMES: Final = (
+    "frames_in",
+    "frames_out",
+    "bytes_in",  # PSH payload bytes accepted for a live stream
+    "bytes_out",  # PSH payload bytes sent
+    "syn_in",
+    "syn_out",
+    "fin_in",
+    "fin_out",
+    "nop_in",
+    "nop_out",
+    "upd_in",
+    "upd_out",
+    "streams_opened",  # by us
+    "streams_accepted",  # opened by the peer and admitted
+    "streams_refused",  # peer SYN beyond max_streams, answered with FIN
+    "streams_released",  # FIN both ways, left the table
+    "duplicate_syn",  # SYN for an id already open (ignored, as smux)
+    "dropped_unknown_stream",  # PSH for no open stream (dropped, as smux)
+    "dropped_after_fin",  # PSH after the peer's own FIN on that stream
+    "bad_version",
+    "bad_cmd",
+    "bad_length",
+    "bad_upd",  # UPD acknowledging bytes never sent
+    "protocol_errors",  # sum of the above four: each closed the session
+    "keepalive_timeouts",
+    "recv_paused",  # times the token bucket ran dry and parsing paused
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MuxConfig:
+    """Multiplexer settings. Defaults equal smux's ``DefaultConfig()`` where the peer must agree.
+
+    ``version`` must match the peer's. Durations are in seconds. ``max_streams`` and
+    ``stream_send_buffer`` are local limits of ours (smux has no equivalent) and need no agreement.
+    Validation mirrors smux's ``VerifyConfig`` and raises :class:`MuxUsageError`.
+    """
+
+    version: int = 1
+    keepalive_interval: float = 10.0
+    keepalive_timeout: float = 30.0
+    keepalive_disabled: bool = False
+    max_frame_size: int = 32768
+    max_receive_buffer: int = 4 * 1024 * 1024
+    max_stream_buffer: int = 65536
+    max_streams: int = 4096
+    stream_send_buffer: int = 65536
+
+    def __post_init__(self) -> None:
+        def is_int(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not is_int(self.version) or self.version not in (1, 2):
+            raise MuxUsageError(f"unsupported smux protocol version {self.version!r}: use 1 or 2")
+        for name in ("keepalive_interval", "keepalive_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise MuxUsageError(f"{name} must be a finite number of seconds, got {v!r}")
+        if not self.keepalive_disabled:
+            if self.keepalive_interval <= 0:
+                raise MuxUsageError("keepalive_interval must be positive")
+            if self.keepalive_timeout < self.keepalive_interval:
+                raise MuxUsageError("keepalive_timeout must not be smaller than keepalive_interval")
+        for name in (
+            "max_frame_size",
+            "max_receive_buffer",
+            "max_stream_buffer",
+            "max_streams",
+            "stream_send_buffer",
+        ):
+            v = getattr(self, name)
+            if not is_int(v) or v <= 0:
+                raise MuxUsageError(f"{name} must be a positive int, got {v!r}")
+        if self.max_frame_size > MAX_PAYLOAD:
+            raise MuxUsageError(f"max_frame_size must not be larger than {MAX_PAYLOAD}")
+        if self.max_receive_buffer > _MAX_INT32:
+            raise MuxUsageError("max_receive_buffer must fit in int32")
+        if self.max_stream_buffer > self.max_receive_buffer:
+            raise MuxUsageError("max_stream_buffer must not be larger than max_receive_buffer")
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened a stream (SYN) and it was admitted; hand it to ``accept``."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """``length`` bytes were appended to the stream's receive buffer."""
+
+    stream_id: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer sent FIN: after the buffered data, the stream reads EOF."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdated:
+    """Version 2: the peer sent UPD; the stream may be able to send again."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReleased:
+    """FIN went both ways: the stream left the session table (unread data stays readable)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTerminated:
+    """The session is dead; ``error`` says why. Every stream fails with it (after buffered data)."""
+
+    error: MuxClosedError
+
+
+MuxEvent = StreamOpened | DataReceived | StreamEnded | WindowUpdated | StreamReleased | ConnectionTerminated
+
+
+# ---------------------------------------------------------------------------------------------
+# streams
+
+
+@dataclass(eq=False, slots=True)
+class StreamState:
+    """Per-stream state inside :class:`MuxConnection` (a handle for the glue; fields are internal)."""
+
+    stream_id: int
+    local: bool
+    recv: deque[bytes] = field(default_factory=deque)
+    recv_bytes: int = 0
+    charged: bool = True  # unread bytes still hold tokens from the session bucket
+    fin_received: bool = False
+    send: deque[bytes] = field(default_factory=deque)
+    send_bytes: int = 0
+    fin_queued: bool = False  # close() called: FIN goes out after the pending data
+    fin_sent: bool = False
+    in_table: bool = True
+    scheduled: bool = False  # in the round-robin send queue
+    # version 2 flow control (u32 counters, modular arithmetic as smux)
+    num_read: int = 0
+    incr: int = 0
+    num_written: int = 0
+    peer_consumed: int = 0
+    peer_window: int = INITIAL_PEER_WINDOW
+
+    @property
+    def readable(self) -> int:
+        """Bytes buffered and not yet read."""
+        return self.recv_bytes
+
+    @property
+    def at_eof(self) -> bool:
+        """FIN received and every byte before it read."""
+        return self.fin_received and self.recv_bytes == 0
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes written by the application and not yet framed."""
+        return self.send_bytes
+
+    def send_window(self) -> int:
+        """Version 2: bytes the peer still allows in flight (may be <= 0)."""
+        inflight = (self.num_written - self.peer_consumed) & U32_MASK
+        if inflight > _MAX_INT32:
+            return 0
+        window = self.peer_window if self.peer_window <= _MAX_INT32 else self.peer_window - (1 << 32)
+        return window - inflight
+
+
+class MuxConnection:
+    """One smux session endpoint as a pure state machine.
+
+    Inputs: :meth:`receive_data`, :meth:`handle_timer`, :meth:`connection_lost` and the stream
+    operations (:meth:`open_stream`, :meth:`send`, :meth:`read`, :meth:`close_stream`,
+    :meth:`close`). Outputs: :meth:`data_to_send`, :meth:`events` and :meth:`next_timer`.
+    """
+
+    def __init__(self, config: MuxConfig | None = None, *, client: bool, now: int = 0) -> None:
+        self.config = cfg = config if config is not None else MuxConfig()
+        if not isinstance(cfg, MuxConfig):
+            raise MuxUsageError("config must be a MuxConfig")
+        self.client = bool(client)
+        self.version = cfg.version
+        self._v2 = cfg.version == 2
+        self._frame_size = cfg.max_frame_size
+        self._stream_buffer = cfg.max_stream_buffer
+        self._half_buffer = cfg.max_stream_buffer // 2
+        self._decoder = FrameDecoder(cfg.version)
+        self._streams: dict[int, StreamState] = {}
+        self._next_id = 1 if self.client else 0
+        self._bucket = cfg.max_receive_buffer
+        self._events: list[MuxEvent] = []
+        self._ctrl: list[bytes] = []
+        self._rr: deque[StreamState] = deque()
+        self._error: MuxClosedError | None = None
+        self._closing = False
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        # keepalive (milliseconds)
+        self._ka = not cfg.keepalive_disabled
+        self._ka_interval = max(1, round(cfg.keepalive_interval * 1000))
+        self._ka_timeout = max(1, round(cfg.keepalive_timeout * 1000))
+        self._next_ping = now + self._ka_interval
+        self._next_check = now + self._ka_timeout
+        self._data_ready = False
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is dead (see :attr:`error`)."""
+        return self._error is not None
+
+    @property
+    def error(self) -> MuxClosedError | None:
+        """Why the session died, or None while it is alive."""
+        return self._error
+
+    @property
+    def wants_read(self) -> bool:
+        """False while the receive token bucket is empty (stop reading the transport) or dead."""
+        return self._error is None and self._bucket > 0
+
+    @property
+    def bucket(self) -> int:
+        """Receive tokens left (bytes the peer may still push before we stop reading)."""
+        return self._bucket
+
+    @property
+    def buffered_input(self) -> int:
+        """Received bytes not parsed yet (held back while the bucket is empty)."""
+        return self._decoder.buffered
+
+    @property
+    def num_streams(self) -> int:
+        """Streams in the table (not yet closed both ways)."""
+        return len(self._streams)
+
+    def get_stream(self, stream_id: int) -> StreamState | None:
+        """The live stream with this id, or None."""
+        return self._streams.get(stream_id)
+
+    def events(self) -> list[MuxEvent]:
+        """Return and clear the events produced so far."""
+        ev = self._events
+        if ev:
+            self._events = []
+        return ev
+
+    def has_data_to_send(self) -> bool:
+        """True if :meth:`data_to_send` would return bytes now."""
+        if self._error is not None:
+            return False
+        if self._ctrl:
+            return True
+        return any(self._can_send(st) for st in self._rr)
+
+    # -- opening and closing streams -------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise MuxClosedError("session is closing")
+
+    def open_stream(self) -> StreamState:
+        """Open a stream: allocate the next id of our parity and queue its SYN."""
+        self._check_alive()
+        if len(self._streams) >= self.config.max_streams:
+            raise MuxUsageError(f"too many open streams (max_streams={self.config.max_streams})")
+        sid = self._next_id
+        while True:
+            sid += 2
+            if sid > U32_MASK:
+                raise MuxClosedError("stream ids exhausted: start a new session (smux ErrGoAway)")
+            if sid not in self._streams:  # a peer squatting our parity cannot make us collide
+                break
+        self._next_id = sid
+        st = StreamState(sid, True)
+        self._streams[sid] = st
+        self._ctrl.append(pack_header_unchecked(self.version, CMD_SYN, sid, 0))
+        c = self.counters
+        c["syn_out"] += 1
+        c["frames_out"] += 1
+        c["streams_opened"] += 1
+        return st
+
+    def close_stream(self, st: StreamState) -> None:
+        """Half-close: FIN goes out after every byte already written. Idempotent."""
+        if st.fin_queued or self._error is not None:
+            st.fin_queued = True
+            return
+        st.fin_queued = True
+        if st.send_bytes == 0 and not st.scheduled:
+            self._emit_fin(st, self._ctrl)
+        # otherwise the scheduler sends FIN right after the stream's last data
+
+    def _emit_fin(self, st: StreamState, out: list[bytes]) -> None:
+        out.append(pack_header_unchecked(self.version, CMD_FIN, st.stream_id, 0))
+        st.fin_sent = True
+        self.counters["fin_out"] += 1
+        self.counters["frames_out"] += 1
+        self._maybe_release(st)
+
+    def _maybe_release(self, st: StreamState) -> None:
+        if st.fin_sent and st.fin_received and st.in_table:
+            st.in_table = False
+            self._streams.pop(st.stream_id, None)
+            if st.charged:
+                st.charged = False
+                self._return_tokens(st.recv_bytes)
+            self.counters["streams_released"] += 1
+            self._events.append(StreamReleased(st.stream_id))
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def send(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
+        """Queue stream data; it is framed (split at ``max_frame_size``) by :meth:`data_to_send`."""
+        if self._error is not None:
+            raise self._error
+        if st.fin_queued:
+            raise MuxStreamClosedError(f"stream {st.stream_id} was closed for writing")
+        if self._closing:
+            raise MuxClosedError("session is closing")
+        n = len(data)
+        if not n:
+            return
+        st.send.append(bytes(data))
+        st.send_bytes += n
+        if not st.scheduled:
+            st.scheduled = True
+            self._rr.append(st)
+
+    def _can_send(self, st: StreamState) -> bool:
+        if st.send_bytes:
+            return not self._v2 or st.send_window() > 0
+        return st.fin_queued and not st.fin_sent
+
+    def _take(self, st: StreamState, limit: int) -> bytes:
+        q = st.send
+        first = q[0]
+        if len(first) > limit:
+            q[0] = first[limit:]
+            st.send_bytes -= limit
+            return first[:limit]
+        if len(first) == limit or len(q) == 1:
+            q.popleft()
+            st.send_bytes -= len(first)
+            return first
+        parts = [q.popleft()]
+        size = len(first)
+        while q and size < limit:
+            nxt = q[0]
+            room = limit - size
+            if len(nxt) > room:
+                parts.append(nxt[:room])
+                q[0] = nxt[room:]
+                size += room
+                break
+            parts.append(q.popleft())
+            size += len(nxt)
+        st.send_bytes -= size
+        return b"".join(parts)
+
+    def data_to_send(self, max_bytes: int = 1 << 20) -> bytes:
+        """Return the next outgoing bytes (control frames first, then round-robin stream data).
+
+        Stops after about ``max_bytes`` (at least one frame). Data frames never exceed
+        ``max_frame_size``; in version 2 a stream sends only within its peer window.
+        """
+        if self._error is not None:
+            return b""
+        out: list[bytes] = []
+        size = 0
+        c = self.counters
+        if self._ctrl:
+            out.extend(self._ctrl)
+            size = len(self._ctrl) * HEADER_SIZE  # control frames are 8 or 16 bytes; close enough
+            self._ctrl = []
+        rr = self._rr
+        v2 = self._v2
+        frame_size = self._frame_size
+        version = self.version
+        frames = 0
+        payload = 0
+        while rr and size < max_bytes:
+            st = rr.popleft()
+            st.scheduled = False
+            if not st.in_table and not st.fin_queued:
+                continue
+            if st.send_bytes:
+                limit = frame_size
+                if v2:
+                    win = st.send_window()
+                    if win <= 0:
+                        continue  # parked until UPD reschedules it
+                    if win < limit:
+                        limit = win
+                chunk = self._take(st, limit)
+                n = len(chunk)
+                out.append(pack_header_unchecked(version, CMD_PSH, st.stream_id, n))
+                out.append(chunk)
+                size += HEADER_SIZE + n
+                frames += 1
+                payload += n
+                if v2:
+                    st.num_written = (st.num_written + n) & U32_MASK
+                if st.send_bytes:
+                    st.scheduled = True
+                    rr.append(st)
+                    continue
+            if st.fin_queued and not st.fin_sent and not st.send_bytes:
+                self._emit_fin(st, out)
+        c["frames_out"] += frames
+        c["bytes_out"] += payload
+        return b"".join(out)
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: int) -> None:
+        """Take bytes from the transport. Never raises on garbage: a bad frame kills the session."""
+        if self._error is not None or not data:
+            return
+        self._data_ready = True
+        self._decoder.feed(data)
+        self._parse()
+
+    def _parse(self) -> None:
+        dec = self._decoder
+        streams = self._streams
+        c = self.counters
+        events = self._events
+        while self._bucket > 0 and self._error is None:
+            try:
+                frame = dec.next_frame()
+            except MuxProtocolError as exc:
+                self._protocol_error(exc)
+                return
+            if frame is None:
+                return
+            c["frames_in"] += 1
+            cmd = frame.cmd
+            sid = frame.stream_id
+            if cmd == CMD_PSH:
+                n = len(frame.data)
+                if not n:
+                    continue
+                st = streams.get(sid)
+                if st is None:
+                    c["dropped_unknown_stream"] += 1
+                    continue
+                if st.fin_received:
+                    c["dropped_after_fin"] += 1
+                    continue
+                st.recv.append(frame.data)
+                st.recv_bytes += n
+                self._bucket -= n
+                c["bytes_in"] += n
+                events.append(DataReceived(sid, n))
+                if self._bucket <= 0:
+                    c["recv_paused"] += 1
+            elif cmd == CMD_UPD:
+                c["upd_in"] += 1
+                st = streams.get(sid)
+                if st is None:
+                    continue
+                consumed, window = unpack_upd(frame.data)
+                inflight = (st.num_written - consumed) & U32_MASK
+                if inflight > _MAX_INT32:
+                    c["bad_upd"] += 1
+                    self._protocol_error(
+                        MuxProtocolError(f"stream {sid}: peer consumed more than was sent", "bad_upd"),
+                        counted=True,
+                    )
+                    return
+                st.peer_consumed = consumed
+                st.peer_window = window
+                if st.send_bytes and not st.scheduled and st.send_window() > 0:
+                    st.scheduled = True
+                    self._rr.append(st)
+                events.append(WindowUpdated(sid))
+            elif cmd == CMD_NOP:
+                c["nop_in"] += 1
+            elif cmd == CMD_SYN:
+                c["syn_in"] += 1
+                if sid in streams:
+                    c["duplicate_syn"] += 1
+                    continue
+                if len(streams) >= self.config.max_streams:
+                    c["streams_refused"] += 1
+                    self._ctrl.append(pack_header_unchecked(self.version, CMD_FIN, sid, 0))
+                    c["fin_out"] += 1
+                    c["frames_out"] += 1
+                    continue
+                streams[sid] = StreamState(sid, False)
+                c["streams_accepted"] += 1
+                events.append(StreamOpened(sid))
+            else:  # CMD_FIN (the decoder admits nothing else)
+                c["fin_in"] += 1
+                st = streams.get(sid)
+                if st is None or st.fin_received:
+                    continue
+                st.fin_received = True
+                events.append(StreamEnded(sid))
+                self._maybe_release(st)
+
+    def _protocol_error(self, exc: MuxProtocolError, counted: bool = False) -> None:
+        c = self.counters
+        if not counted and exc.kind in c:
+            c[exc.kind] += 1
+        c["protocol_errors"] += 1
+        err = MuxClosedError(f"session closed: protocol error from peer: {exc}")
+        err.__cause__ = exc
+        self._terminate(err)
+
+    def _return_tokens(self, n: int) -> None:
+        if n <= 0:
+            return
+        was_empty = self._bucket <= 0
+        self._bucket += n
+        if was_empty and self._bucket > 0 and self._error is None:
+            self._parse()
+
+    def read(self, st: StreamState, n: int = -1) -> bytes:
+        """Take up to ``n`` buffered bytes (all of them if ``n < 0``) from a stream.
+
+        Returns ``b""`` when nothing is buffered (check :attr:`StreamState.at_eof`); raises the
+        session's error when nothing is buffered, no FIN came and the session is dead. Returning
+        tokens may let held-back input be parsed, so check :meth:`events` afterwards.
+        """
+        if n == 0:
+            return b""
+        if not st.recv_bytes:
+            if not st.fin_received and self._error is not None:
+                raise self._error
+            return b""
+        q = st.recv
+        if n < 0 or n >= st.recv_bytes:
+            data = q[0] if len(q) == 1 else b"".join(q)
+            q.clear()
+        else:
+            first = q[0]
+            if len(first) > n:
+                data = first[:n]
+                q[0] = first[n:]
+            elif len(first) == n:
+                data = q.popleft()
+            else:
+                parts = []
+                need = n
+                while need:
+                    piece = q[0]
+                    if len(piece) <= need:
+                        parts.append(q.popleft())
+                        need -= len(piece)
+                    else:
+                        parts.append(piece[:need])
+                        q[0] = piece[need:]
+                        need = 0
+                data = b"".join(parts)
+        got = len(data)
+        st.recv_bytes -= got
+        if self._v2 and st.in_table and not st.fin_received and self._error is None:
+            st.num_read = (st.num_read + got) & U32_MASK
+            st.incr += got
+            if st.incr >= self._half_buffer or st.num_read == got:
+                st.incr = 0
+                self._ctrl.append(
+                    pack_upd_unchecked(self.version, st.stream_id, st.num_read, self._stream_buffer)
+                )
+                self.counters["upd_out"] += 1
+                self.counters["frames_out"] += 1
+        if st.charged:
+            self._return_tokens(got)
+        return data
+
+    # -- keepalive --------------------------------------------------------------------------------
+
+    def next_timer(self) -> int | None:
+        """When :meth:`handle_timer` wants to run next (ms), or None (keepalive off or dead)."""
+        if not self._ka or self._error is not None:
+            return None
+        return min(self._next_ping, self._next_check)
+
+    def handle_timer(self, now: int) -> None:
+        """Send a NOP if the interval passed; close the session if the timeout passed in silence."""
+        if not self._ka or self._error is not None:
+            return
+        if now >= self._next_ping:
+            self._ctrl.append(pack_header_unchecked(self.version, CMD_NOP, 0, 0))
+            self.counters["nop_out"] += 1
+            self.counters["frames_out"] += 1
+            self._next_ping += self._ka_interval
+            if self._next_ping <= now:
+                self._next_ping = now + self._ka_interval
+        if now >= self._next_check:
+            self._next_check += self._ka_timeout
+            if self._next_check <= now:
+                self._next_check = now + self._ka_timeout
+            if self._data_ready:
+                self._data_ready = False
+            elif self._bucket > 0:  # if our bucket is empty, we are the ones not reading
+                self.counters["keepalive_timeouts"] += 1
+                self._terminate(
+                    MuxKeepaliveTimeoutError(
+                        f"session closed: nothing received for {self.config.keepalive_timeout:g} s (keepalive timeout)"
+                    )
+                )
+
+    # -- session end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Begin a local close: queue FIN (after pending data) on every stream not closed yet.
+
+        The caller should flush :meth:`data_to_send` and then call :meth:`terminate`.
+        """
+        if self._error is not None or self._closing:
+            return
+        for st in list(self._streams.values()):
+            if not st.fin_queued:
+                self.close_stream(st)
+        self._closing = True
+
+    def connection_lost(self, exc: BaseException | None = None) -> None:
+        """The transport ended (EOF if ``exc`` is None) or failed."""
+        if self._error is not None:
+            return
+        if exc is None:
+            err = MuxClosedError("session closed: the transport reached EOF")
+        else:
+            err = MuxClosedError(f"session closed: transport failed: {exc}")
+            err.__cause__ = exc
+        self._terminate(err)
+
+    def terminate(self, error: MuxClosedError | str = "session closed locally") -> None:
+        """Kill the session now with ``error`` (a message or a :class:`MuxClosedError`)."""
+        if self._error is not None:
+            return
+        self._terminate(error if isinstance(error, MuxClosedError) else MuxClosedError(error))
+
+    def _terminate(self, err: MuxClosedError) -> None:
+        self._error = err
+        self._ctrl = []
+        for st in self._rr:
+            st.scheduled = False
+        self._rr.clear()
+        for st in self._streams.values():
+            st.in_table = False
+            st.charged = False
+            st.send.clear()
+            st.send_bytes = 0
+        self._streams.clear()
+        self._events.append(ConnectionTerminated(err))
+
+
+__all__ = [
+    "COUNTER_NAMES",
+    "ConnectionTerminated",
+    "DataReceived",
+    "MuxConfig",
+    "MuxConnection",
+    "MuxError",
+    "MuxEvent",
+    "StreamEnded",
+    "StreamOpened",
+    "StreamReleased",
+    "StreamState",
+    "WindowUpdated",
+]

@@ -1,0 +1,512 @@
+"""asyncio glue around :class:`~kcprpc.mux.core.MuxConnection`: :class:`MuxSession` and :class:`MuxStream`.
+
+The glue owns three things only: a reader task (transport → core, paused while the core's receive
+bucket is empty), a writer task (core → transport, one ``drain()`` per chunk, several writes in one
+loop tick go out together) and one ``call_at`` timer for keepalive. Everything else — framing,
+windows, keepalive decisions, counters — is in the sans-I/O core.
+
+The transport is any object with ``async read(n) -> bytes`` (``b""`` at EOF), ``write(data)``,
+``async drain()``, ``close()`` and ``async wait_closed()``: a :class:`kcp.session.KCPSession`, or
+:func:`kcprpc.mux.testing.memory_pipe` in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Protocol
+
+from .core import (
+    ConnectionTerminated,
+    DataReceived,
+    MuxConfig,
+    MuxConnection,
+    StreamEnded,
+    StreamOpened,
+    StreamReleased,
+    StreamState,
+    WindowUpdated,
+)
+from .errors import MuxClosedError, MuxUsageError
+
+_DEFAULT_CONFIG = MuxConfig()
+
+
+class ByteTransport(Protocol):
+    """What :class:`MuxSession` needs from the layer below (a KCP session has this shape)."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
+class MuxStream:
+    """One logical byte stream inside a :class:`MuxSession`.
+
+    Reading: :meth:`read` returns what is buffered (at least one byte, or ``b""`` at EOF after the
+    peer's FIN); :meth:`readexactly` collects exactly ``n`` bytes. Writing: :meth:`write` queues
+    (never blocks), :meth:`drain` waits while too much is queued (``stream_send_buffer``) or, in
+    version 2, while the peer's window is closed. :meth:`close` sends FIN after the queued data
+    (half-close: reading goes on until the peer's FIN).
+
+    If the session dies, buffered data can still be read; after it, reads raise the session's
+    :class:`MuxClosedError` (or return EOF if the peer had sent FIN).
+    """
+
+    __slots__ = ("_closed_waiter", "_drain_waiter", "_read_waiter", "_session", "_st", "stream_id")
+
+    def __init__(self, session: MuxSession, st: StreamState) -> None:
+        self._session = session
+        self._st = st
+        self.stream_id: int = st.stream_id
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._closed_waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        st = self._st
+        return (
+            f"<MuxStream id={self.stream_id} buffered={st.recv_bytes} unsent={st.send_bytes}"
+            f" fin_sent={st.fin_sent} fin_received={st.fin_received}>"
+        )
+
+    @property
+    def session(self) -> MuxSession:
+        """The session this stream belongs to."""
+        return self._session
+
+    def at_eof(self) -> bool:
+        """True once the peer's FIN came and every byte before it was read."""
+        return self._st.at_eof
+
+    def is_closing(self) -> bool:
+        """True once :meth:`close` was called (or the session died)."""
+        return self._st.fin_queued or self._session._core.closed
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return self._st.recv_bytes
+
+    async def _wait_readable(self) -> None:
+        fut = self._session._loop.create_future()
+        self._read_waiter = fut
+        try:
+            await fut
+        finally:
+            self._read_waiter = None
+
+    async def read(self, n: int = -1) -> bytes:
+        """Return up to ``n`` bytes (all buffered bytes if ``n < 0``), waiting for at least one.
+
+        Returns ``b""`` at EOF (the peer sent FIN and everything was read). Unlike
+        ``asyncio.StreamReader.read(-1)`` this does not wait for EOF. Raises
+        :class:`MuxClosedError` if the session died and nothing is left to read.
+        """
+        if n == 0:
+            return b""
+        sess = self._session
+        core = sess._core
+        st = self._st
+        while True:
+            data = core.read(st, n)  # raises the session error once drained
+            if data:
+                sess._after_read()
+                return data
+            if st.fin_received:
+                return b""
+            if self._read_waiter is not None:
+                raise MuxUsageError("another coroutine is already reading this stream")
+            await self._wait_readable()
+
+    async def readexactly(self, n: int) -> bytes:
+        """Return exactly ``n`` bytes; raise ``asyncio.IncompleteReadError`` on EOF before that."""
+        if n < 0:
+            raise MuxUsageError("readexactly needs n >= 0")
+        if n == 0:
+            return b""
+        parts: list[bytes] = []
+        need = n
+        while need:
+            chunk = await self.read(need)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            need -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending (split into frames of at most ``max_frame_size``).
+
+        Raises :class:`~kcprpc.mux.errors.MuxStreamClosedError` after :meth:`close`, and the
+        session's :class:`MuxClosedError` if the session is dead.
+        """
+        sess = self._session
+        sess._core.send(self._st, data)
+        sess._kick_writer()
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        """Write several buffers in order."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _writable(self) -> bool:
+        return self._st.send_bytes <= self._session._send_limit
+
+    async def drain(self) -> None:
+        """Wait until the queued data is down to ``stream_send_buffer`` bytes.
+
+        In version 2 this also waits while the peer's window for this stream is closed, which is
+        how a slow reader on the other side pushes back on this writer. Raises the session's
+        error if the session dies while waiting.
+        """
+        sess = self._session
+        core = sess._core
+        while True:
+            if core.error is not None:
+                raise core.error
+            if self._writable():
+                return
+            fut = sess._loop.create_future()
+            self._drain_waiter = fut
+            sess._drain_waiters.add(self)
+            try:
+                await fut
+            finally:
+                self._drain_waiter = None
+                sess._drain_waiters.discard(self)
+
+    def close(self) -> None:
+        """Half-close: FIN goes out after the data written so far. Reading stays possible."""
+        st = self._st
+        if st.fin_queued:
+            return
+        self._session._core.close_stream(st)
+        self._session._kick_writer()
+
+    async def wait_closed(self) -> None:
+        """Wait until our FIN has been handed to the transport (or the session died)."""
+        st = self._st
+        sess = self._session
+        while not (st.fin_sent or sess._core.closed):
+            if not st.fin_queued:
+                raise MuxUsageError("wait_closed() before close()")
+            fut = sess._loop.create_future()
+            self._closed_waiter = fut
+            sess._close_waiters.add(self)
+            try:
+                await fut
+            finally:
+                self._closed_waiter = None
+                sess._close_waiters.discard(self)
+
+    async def __aenter__(self) -> MuxStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MuxSession:
+    """A smux session over a byte transport: many :class:`MuxStream` objects on one connection.
+
+    Create it inside a running event loop. ``client`` picks the stream id parity (odd for the
+    client, even for the server, as smux). ``counters`` exposes the core's counters.
+    """
+
+    def __init__(
+        self,
+        transport: ByteTransport,
+        *,
+        client: bool,
+        config: MuxConfig = _DEFAULT_CONFIG,
+        read_size: int = 65536,
+        write_chunk: int = 262144,
+    ) -> None:
+        if not isinstance(config, MuxConfig):
+            raise MuxUsageError("config must be a MuxConfig")
+        if read_size <= 0 or write_chunk <= 0:
+            raise MuxUsageError("read_size and write_chunk must be positive")
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self.config = config
+        self.client = client
+        self._core = MuxConnection(config, client=client, now=self._now())
+        self._send_limit = config.stream_send_buffer
+        self._read_size = read_size
+        self._write_chunk = write_chunk
+        self._streams: dict[int, MuxStream] = {}
+        self._accept_queue: deque[MuxStream] = deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: set[MuxStream] = set()
+        self._close_waiters: set[MuxStream] = set()
+        self._send_event = asyncio.Event()
+        self._resume_event = asyncio.Event()
+        self._dead = False
+        self._closing = False
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
+        self._writer = self._loop.create_task(self._write_loop(), name="mux-writer")
+        self._arm_timer()
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is dead (closed locally, by EOF, keepalive or protocol error)."""
+        return self._core.closed
+
+    @property
+    def error(self) -> MuxClosedError | None:
+        """Why the session died, or None."""
+        return self._core.error
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the session counters (frames, bytes, refusals, protocol errors ...)."""
+        c = dict(self._core.counters)
+        c["streams_open"] = self._core.num_streams
+        return c
+
+    @property
+    def num_streams(self) -> int:
+        """Streams not yet closed both ways."""
+        return self._core.num_streams
+
+    @property
+    def transport(self) -> ByteTransport:
+        """The underlying byte transport."""
+        return self._transport
+
+    async def open_stream(self) -> MuxStream:
+        """Open a new stream (sends SYN). Raises :class:`MuxClosedError` if the session is dead."""
+        st = self._core.open_stream()
+        stream = MuxStream(self, st)
+        self._streams[st.stream_id] = stream
+        self._kick_writer()
+        return stream
+
+    async def accept_stream(self) -> MuxStream:
+        """Wait for the next stream opened by the peer. Raises :class:`MuxClosedError` once dead."""
+        while True:
+            if self._accept_queue:
+                return self._accept_queue.popleft()
+            err = self._core.error
+            if err is not None:
+                raise err
+            if self._accept_waiter is not None:
+                raise MuxUsageError("another coroutine is already waiting in accept_stream()")
+            fut = self._loop.create_future()
+            self._accept_waiter = fut
+            try:
+                await fut
+            finally:
+                self._accept_waiter = None
+
+    async def close(self) -> None:
+        """Close the session: FIN every stream, flush what the windows allow, close the transport."""
+        if self._closing:
+            await self.wait_closed()
+            return
+        self._closing = True
+        core = self._core
+        if not core.closed:
+            core.close()
+            with contextlib.suppress(Exception):
+                for _ in range(64):  # bounded: data parked behind a closed v2 window is dropped
+                    data = core.data_to_send(self._write_chunk)
+                    if not data:
+                        break
+                    self._transport.write(data)
+            core.terminate(MuxClosedError("session closed locally"))
+            self._pump()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._transport.drain(), 1.0)
+        await self._shutdown()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session is dead and its tasks have finished."""
+        await asyncio.shield(self._closed_fut)
+
+    async def __aenter__(self) -> MuxSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    def _kick_writer(self) -> None:
+        self._send_event.set()
+
+    def _arm_timer(self) -> None:
+        at = self._core.next_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self._loop.call_at(at / 1000.0, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._core.handle_timer(self._now())
+        self._pump()
+
+    def _after_read(self) -> None:
+        """After a stream read: tokens came back (maybe resume input) and UPD may be queued."""
+        self._pump()
+
+    def _pump(self) -> None:
+        """Dispatch core events, wake waiters and tasks, re-arm the timer."""
+        core = self._core
+        for ev in core.events():
+            if isinstance(ev, DataReceived):
+                s = self._streams.get(ev.stream_id)
+                if s is not None:
+                    _wake(s._read_waiter)
+            elif isinstance(ev, StreamOpened):
+                st = core.get_stream(ev.stream_id)
+                if st is not None:
+                    stream = MuxStream(self, st)
+                    self._streams[ev.stream_id] = stream
+                    self._accept_queue.append(stream)
+                    _wake(self._accept_waiter)
+            elif isinstance(ev, WindowUpdated):
+                if self._drain_waiters:
+                    s = self._streams.get(ev.stream_id)
+                    if s is not None:
+                        _wake(s._drain_waiter)
+            elif isinstance(ev, StreamEnded):
+                s = self._streams.get(ev.stream_id)
+                if s is not None:
+                    _wake(s._read_waiter)
+            elif isinstance(ev, StreamReleased):
+                self._streams.pop(ev.stream_id, None)
+            elif isinstance(ev, ConnectionTerminated):
+                self._on_dead()
+        if core.closed:
+            return
+        if core.has_data_to_send():
+            self._send_event.set()
+        if core.wants_read:
+            self._resume_event.set()
+        self._arm_timer()
+
+    def _on_dead(self) -> None:
+        if self._dead:
+            return
+        self._dead = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for s in list(self._streams.values()):
+            _wake(s._read_waiter)
+            _wake(s._drain_waiter)
+            _wake(s._closed_waiter)
+        self._streams.clear()
+        _wake(self._accept_waiter)
+        self._send_event.set()
+        self._resume_event.set()
+        if not self._closing:
+            # died underneath us (EOF, keepalive, protocol error): release the transport
+            self._shutdown_task = self._loop.create_task(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self._transport.close()
+        current = asyncio.current_task()
+        for task in (self._reader, self._writer):
+            if task is not current and not task.done():
+                task.cancel()
+        for task in (self._reader, self._writer):
+            if task is not current:
+                with contextlib.suppress(BaseException):
+                    await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._transport.wait_closed(), 1.0)
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    def _wake_writers(self) -> None:
+        if self._drain_waiters:
+            for s in list(self._drain_waiters):
+                if s._writable():
+                    _wake(s._drain_waiter)
+        if self._close_waiters:
+            for s in list(self._close_waiters):
+                if s._st.fin_sent:
+                    _wake(s._closed_waiter)
+
+    async def _read_loop(self) -> None:
+        core = self._core
+        transport = self._transport
+        size = self._read_size
+        try:
+            while not core.closed:
+                if not core.wants_read:
+                    self._resume_event.clear()
+                    if core.wants_read or core.closed:
+                        continue
+                    await self._resume_event.wait()
+                    continue
+                data = await transport.read(size)
+                if not data:
+                    core.connection_lost(None)
+                    break
+                core.receive_data(data, self._now())
+                self._pump()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            core.connection_lost(exc)
+        finally:
+            self._pump()
+
+    async def _write_loop(self) -> None:
+        core = self._core
+        transport = self._transport
+        chunk = self._write_chunk
+        event = self._send_event
+        try:
+            while not core.closed:
+                await event.wait()
+                event.clear()
+                while True:
+                    data = core.data_to_send(chunk)
+                    if not data:
+                        break
+                    transport.write(data)
+                    self._wake_writers()
+                    await transport.drain()
+                self._wake_writers()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            core.connection_lost(exc)
+        finally:
+            self._pump()
+
+
+__all__ = ["ByteTransport", "MuxSession", "MuxStream"]
