@@ -1,0 +1,876 @@
+"""A sans-I/O KCP ARQ engine, segment-for-segment compatible with skywind3000's C ``ikcp``.
+
+The engine does no I/O and never reads a clock. The caller passes ``now`` (milliseconds, any
+non-negative int; only its low 32 bits go on the wire) to :meth:`KCP.update`, :meth:`KCP.flush`,
+:meth:`KCP.input` and :meth:`KCP.check`. Datagrams leave through the ``output`` callback given to
+the constructor (one call per datagram, with a ``bytes`` the callee may keep) or, without a
+callback, pile up until :meth:`KCP.take_output` collects them.
+
+Behaviour follows ``ikcp.c`` (with ``IKCP_FASTACK_CONSERVE``, as the C file defines it): defaults,
+window rules, RTO arithmetic, fast resend, window probing and even the ``sn``/``ts`` that a
+window-probe segment inherits from the last ack of the same flush, so the datagrams we emit are
+byte-identical to ikcp's for the same calls. Garbage input never raises: :meth:`KCP.input`
+returns ikcp's codes (-1 short packet or wrong conv, -2 a length field longer than the data,
+-3 an unknown command) and counts the packet in ``counters.kcp_in_errors``.
+
+Implementation notes (all invisible on the wire):
+
+* the send buffer is a list of slotted :class:`_Seg` objects whose ``sn`` run contiguously from
+  ``snd_una``; an ack marks a segment instead of unlinking it, so finding it is an index, and
+  acknowledged segments are dropped from the front as ``snd_una`` advances;
+* the receive buffer is a dict keyed by ``sn``; the receive queue holds ``(frg, payload)`` pairs;
+* :meth:`KCP.flush` remembers the earliest retransmission time, so a flush with nothing due only
+  looks at new segments, and it returns at once when there is nothing at all to send.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kcp.errors import KCPUsageError
+
+if TYPE_CHECKING:
+    from kcp.stats import Counters
+
+__all__ = [
+    "IKCP_ASK_SEND",
+    "IKCP_ASK_TELL",
+    "IKCP_CMD_ACK",
+    "IKCP_CMD_PUSH",
+    "IKCP_CMD_WASK",
+    "IKCP_CMD_WINS",
+    "IKCP_DEADLINK",
+    "IKCP_FASTACK_LIMIT",
+    "IKCP_INTERVAL",
+    "IKCP_MTU_DEF",
+    "IKCP_OVERHEAD",
+    "IKCP_PROBE_INIT",
+    "IKCP_PROBE_LIMIT",
+    "IKCP_RTO_DEF",
+    "IKCP_RTO_MAX",
+    "IKCP_RTO_MIN",
+    "IKCP_RTO_NDL",
+    "IKCP_THRESH_INIT",
+    "IKCP_THRESH_MIN",
+    "IKCP_WND_RCV",
+    "IKCP_WND_SND",
+    "KCP",
+    "getconv",
+]
+
+# ikcp constants (same names and values as ikcp.c)
+IKCP_RTO_NDL = 30  # minimum RTO in nodelay mode
+IKCP_RTO_MIN = 100  # minimum RTO otherwise
+IKCP_RTO_DEF = 200
+IKCP_RTO_MAX = 60000
+IKCP_CMD_PUSH = 81
+IKCP_CMD_ACK = 82
+IKCP_CMD_WASK = 83  # window probe (ask)
+IKCP_CMD_WINS = 84  # window size (tell)
+IKCP_ASK_SEND = 1
+IKCP_ASK_TELL = 2
+IKCP_WND_SND = 32
+IKCP_WND_RCV = 128  # must be >= the largest fragment count
+IKCP_MTU_DEF = 1400
+IKCP_ACK_FAST = 3
+IKCP_INTERVAL = 100
+IKCP_OVERHEAD = 24
+IKCP_DEADLINK = 20
+IKCP_THRESH_INIT = 2
+IKCP_THRESH_MIN = 2
+IKCP_PROBE_INIT = 7000
+IKCP_PROBE_LIMIT = 120000
+IKCP_FASTACK_LIMIT = 5
+
+_MASK = 0xFFFFFFFF
+_HALF = 0x80000000
+_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
+_pack_into = _HDR.pack_into
+_unpack_from = _HDR.unpack_from
+_CONV = struct.Struct("<I")
+
+OutputFn = Callable[[bytes], object]
+
+
+def _s32(x: int) -> int:
+    """Signed 32-bit view of a difference of two u32 values (ikcp's ``_itimediff``)."""
+    x &= _MASK
+    return x - 0x100000000 if x >= _HALF else x
+
+
+def getconv(packet: bytes | bytearray | memoryview) -> int:
+    """Return the conversation id of a raw KCP packet, or -1 if it is shorter than 4 bytes."""
+    if len(packet) < 4:
+        return -1
+    return int(_CONV.unpack_from(packet, 0)[0])
+
+
+class _Seg:
+    """A segment in the send buffer (the header fields that vary, plus retransmission state)."""
+
+    __slots__ = ("acked", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
+
+    def __init__(self, sn: int, frg: int, data: bytes, ts: int, rto: int) -> None:
+        self.sn = sn
+        self.frg = frg
+        self.data = data
+        self.ts = ts
+        self.resendts = ts
+        self.rto = rto
+        self.fastack = 0
+        self.xmit = 0
+        self.acked = False
+
+
+class KCP:
+    """One KCP control block (ikcp's ``ikcpcb``), without I/O.
+
+    ``KCP(conv, output)``: ``conv`` must match on both ends; ``output(datagram)`` is called once per
+    datagram a flush produces. Attribute names and defaults are ikcp's.
+    """
+
+    __slots__ = (
+        "_acklist",
+        "_buf",
+        "_fast_pending",
+        "_mv",
+        "_nacked",
+        "_next_resend",
+        "_outbox",
+        "conv",
+        "counters",
+        "current",
+        "cwnd",
+        "dead_link",
+        "fastlimit",
+        "fastresend",
+        "incr",
+        "interval",
+        "mss",
+        "mtu",
+        "nocwnd",
+        "nodelay_",
+        "output",
+        "probe",
+        "probe_wait",
+        "rcv_buf",
+        "rcv_nxt",
+        "rcv_queue",
+        "rcv_wnd",
+        "rmt_wnd",
+        "rx_minrto",
+        "rx_rto",
+        "rx_rttval",
+        "rx_srtt",
+        "snd_buf",
+        "snd_nxt",
+        "snd_queue",
+        "snd_una",
+        "snd_wnd",
+        "ssthresh",
+        "state",
+        "stream",
+        "ts_flush",
+        "ts_probe",
+        "updated",
+        "xmit",
+    )
+
+    def __init__(self, conv: int, output: OutputFn | None = None) -> None:
+        if not 0 <= conv <= _MASK:
+            raise KCPUsageError(f"conv must be a 32-bit unsigned integer, got {conv!r}")
+        self.conv = conv
+        self.output: OutputFn | None = output
+        self.counters: Counters | None = None
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.rcv_nxt = 0
+        self.ts_probe = 0
+        self.probe_wait = 0
+        self.snd_wnd = IKCP_WND_SND
+        self.rcv_wnd = IKCP_WND_RCV
+        self.rmt_wnd = IKCP_WND_RCV
+        self.cwnd = 0
+        self.incr = 0
+        self.probe = 0
+        self.mtu = IKCP_MTU_DEF
+        self.mss = self.mtu - IKCP_OVERHEAD
+        self.stream = 0
+        self.state = 0
+        self.rx_srtt = 0
+        self.rx_rttval = 0
+        self.rx_rto = IKCP_RTO_DEF
+        self.rx_minrto = IKCP_RTO_MIN
+        self.current = 0
+        self.interval = IKCP_INTERVAL
+        self.ts_flush = IKCP_INTERVAL
+        self.nodelay_ = 0
+        self.updated = 0
+        self.ssthresh = IKCP_THRESH_INIT
+        self.fastresend = 0
+        self.fastlimit = IKCP_FASTACK_LIMIT
+        self.nocwnd = 0
+        self.xmit = 0
+        self.dead_link = IKCP_DEADLINK
+        # queues and buffers
+        self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
+        self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
+        self.rcv_buf: dict[int, tuple[int, bytes]] = {}  # sn -> (frg, payload), out of order
+        self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
+        self._buf = self.snd_buf
+        self._nacked = 0  # acked segments still sitting in snd_buf
+        self._acklist: list[int] = []  # flat [sn, ts, sn, ts, ...]
+        self._next_resend = 0  # no segment needs a retransmission before this time
+        self._fast_pending = False  # some segment may be due for a fast retransmission
+        self._outbox: list[bytes] = []
+        self._mv = memoryview(bytearray((self.mtu + IKCP_OVERHEAD) * 3))
+
+    # ------------------------------------------------------------------ configuration
+
+    def nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> int:
+        """ikcp_nodelay: negative arguments leave a setting unchanged. Returns 0."""
+        if nodelay >= 0:
+            self.nodelay_ = nodelay
+            self.rx_minrto = IKCP_RTO_NDL if nodelay else IKCP_RTO_MIN
+        if interval >= 0:
+            self.interval = min(max(interval, 10), 5000)
+        if resend >= 0:
+            self.fastresend = resend
+            self._fast_pending = True
+        if nc >= 0:
+            self.nocwnd = nc
+        return 0
+
+    def set_interval(self, interval: int) -> int:
+        """ikcp_interval: set the flush interval, clamped to 10..5000 ms. Returns 0."""
+        self.interval = min(max(interval, 10), 5000)
+        return 0
+
+    def wndsize(self, sndwnd: int, rcvwnd: int) -> int:
+        """ikcp_wndsize: non-positive values are ignored; rcv_wnd is at least 128. Returns 0."""
+        if sndwnd > 0:
+            self.snd_wnd = sndwnd
+        if rcvwnd > 0:
+            self.rcv_wnd = max(rcvwnd, IKCP_WND_RCV)
+        return 0
+
+    def setmtu(self, mtu: int) -> int:
+        """ikcp_setmtu: returns -1 if ``mtu`` < 50, else 0 (mss becomes mtu - 24)."""
+        if mtu < 50 or mtu < IKCP_OVERHEAD:
+            return -1
+        self.mtu = mtu
+        self.mss = mtu - IKCP_OVERHEAD
+        self._mv = memoryview(bytearray((mtu + IKCP_OVERHEAD) * 3))
+        return 0
+
+    def waitsnd(self) -> int:
+        """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
+        return len(self.snd_buf) - self._nacked + len(self.snd_queue)
+
+    @property
+    def nsnd_buf(self) -> int:
+        """Unacknowledged segments in flight."""
+        return len(self.snd_buf) - self._nacked
+
+    @property
+    def nsnd_que(self) -> int:
+        """Segments waiting for the send window."""
+        return len(self.snd_queue)
+
+    @property
+    def nrcv_buf(self) -> int:
+        """Out-of-order segments held for reassembly."""
+        return len(self.rcv_buf)
+
+    @property
+    def nrcv_que(self) -> int:
+        """In-order segments waiting for :meth:`recv`."""
+        return len(self.rcv_queue)
+
+    def take_output(self) -> list[bytes]:
+        """Return and clear the datagrams produced while no ``output`` callback was set."""
+        out = self._outbox
+        self._outbox = []
+        return out
+
+    # ------------------------------------------------------------------ user side
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue ``data``; returns the bytes queued (>= 0) or -2 if it needs >= 128 fragments.
+
+        As in ikcp: in message mode an empty ``data`` becomes one empty message; in stream mode
+        data first tops up the last queued segment, and a partial count may be returned.
+        """
+        if not isinstance(data, bytes):
+            if not isinstance(data, (bytearray, memoryview)):
+                raise KCPUsageError(f"send() needs a bytes-like object, got {type(data).__name__}")
+            data = bytes(data)
+        n = len(data)
+        mss = self.mss
+        queue = self.snd_queue
+        sent = 0
+        if self.stream:
+            if queue:
+                _frg, old = queue[-1]
+                if len(old) < mss:
+                    extend = min(n, mss - len(old))
+                    queue[-1] = (0, old + data[:extend])
+                    sent = extend
+                    data = data[extend:]
+                    n -= extend
+            if n <= 0:
+                return sent
+        count = 1 if n <= mss else (n + mss - 1) // mss
+        if count >= IKCP_WND_RCV:
+            if self.stream and sent > 0:
+                return sent
+            return -2
+        if count == 1:
+            queue.append((0, data))
+            return sent + n
+        stream = self.stream
+        for i in range(count):
+            queue.append((0 if stream else count - i - 1, data[i * mss : (i + 1) * mss]))
+        return sent + n
+
+    def peeksize(self) -> int:
+        """Size of the next complete message (message mode) or of the queued bytes (stream
+        mode); -1 if nothing is complete."""
+        q = self.rcv_queue
+        if not q:
+            return -1
+        frg, data = q[0]
+        if self.stream:
+            return sum(len(d) for _, d in q)
+        if frg == 0:
+            return len(data)
+        if len(q) < frg + 1:
+            return -1
+        length = 0
+        for frg, data in q:
+            length += len(data)
+            if frg == 0:
+                break
+        return length
+
+    def recv(self) -> bytes | None:
+        """Return the next message (message mode) or everything deliverable (stream mode).
+
+        ``None`` when nothing is ready. An empty message (``b""``) is possible in message mode if
+        the peer sent one.
+        """
+        q = self.rcv_queue
+        if not q:
+            return None
+        rcv_wnd = self.rcv_wnd
+        recover = len(q) >= rcv_wnd
+        if self.stream:
+            parts = []
+            while q:
+                for _ in range(len(q)):
+                    parts.append(q.popleft()[1])
+                self._move_rcv_buf()
+            result = parts[0] if len(parts) == 1 else b"".join(parts)
+        else:
+            frg, data = q[0]
+            if frg == 0:
+                q.popleft()
+                result = data
+            else:
+                if len(q) < frg + 1:
+                    return None
+                parts = []
+                while True:
+                    frg, data = q.popleft()
+                    parts.append(data)
+                    if frg == 0:
+                        break
+                result = b"".join(parts)
+            if self.rcv_buf:
+                self._move_rcv_buf()
+        if recover and len(q) < rcv_wnd:
+            self.probe |= IKCP_ASK_TELL
+        return result
+
+    def _move_rcv_buf(self) -> None:
+        rcv_buf = self.rcv_buf
+        q = self.rcv_queue
+        nxt = self.rcv_nxt
+        wnd = self.rcv_wnd
+        while rcv_buf and len(q) < wnd:
+            item = rcv_buf.pop(nxt, None)
+            if item is None:
+                break
+            q.append(item)
+            nxt = (nxt + 1) & _MASK
+        self.rcv_nxt = nxt
+
+    # ------------------------------------------------------------------ network side
+
+    def _update_ack(self, rtt: int) -> None:
+        if self.rx_srtt == 0:
+            self.rx_srtt = rtt
+            self.rx_rttval = rtt // 2
+        else:
+            delta = rtt - self.rx_srtt
+            if delta < 0:
+                delta = -delta
+            self.rx_rttval = (3 * self.rx_rttval + delta) // 4
+            self.rx_srtt = (7 * self.rx_srtt + rtt) // 8
+            if self.rx_srtt < 1:
+                self.rx_srtt = 1
+        rto = self.rx_srtt + max(self.interval, 4 * self.rx_rttval)
+        self.rx_rto = min(max(self.rx_minrto, rto), IKCP_RTO_MAX)
+
+    def _drop_front(self, k: int) -> None:
+        """Remove the first ``k`` segments of snd_buf, then any acked ones that follow."""
+        buf = self.snd_buf
+        if k:
+            if self._nacked:
+                nacked = self._nacked
+                for seg in buf[:k]:
+                    if seg.acked:
+                        nacked -= 1
+                self._nacked = nacked
+            del buf[:k]
+        if self._nacked and buf and buf[0].acked:
+            i = 1
+            n = len(buf)
+            while i < n and buf[i].acked:
+                i += 1
+            self._nacked -= i
+            del buf[:i]
+        self.snd_una = buf[0].sn if buf else self.snd_nxt
+
+    def input(self, data: bytes | bytearray | memoryview, now: int | None = None) -> int:
+        """Feed one datagram from the network (ikcp_input). Returns 0 or a negative ikcp code.
+
+        ``now``, if given, becomes the engine's current time (used for RTT samples); otherwise the
+        time of the last :meth:`update`/:meth:`flush` is used, as in ikcp.
+        """
+        if now is not None:
+            self.current = now & _MASK
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                if data is None:
+                    return self._in_error(-1)
+                raise KCPUsageError(f"input() needs a bytes-like object, got {type(data).__name__}")
+            data = bytes(data)
+        size = len(data)
+        if size < 24:
+            return self._in_error(-1)
+        conv_self = self.conv
+        prev_una = self.snd_una
+        flag = False
+        maxack = 0
+        latest_ts = 0
+        off = 0
+        nsegs = 0
+        in_bytes = 0
+        repeat = 0
+        current = self.current
+        buf = self.snd_buf
+        acklist = self._acklist
+        rcv_buf = self.rcv_buf
+        rcv_queue = self.rcv_queue
+        rc = 0
+        while size - off >= 24:
+            conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(data, off)
+            if conv != conv_self:
+                rc = -1
+                break
+            off += 24
+            if size - off < ln:
+                rc = -2
+                break
+            if cmd < 81 or cmd > 84:
+                rc = -3
+                break
+            nsegs += 1
+            self.rmt_wnd = wnd
+            # parse_una + shrink_buf
+            d = (una - self.snd_una) & _MASK
+            if 0 < d < _HALF and buf:
+                self._drop_front(d if d < len(buf) else len(buf))
+            if cmd == 82:  # ACK
+                rtt = (current - ts) & _MASK
+                if rtt < _HALF:
+                    self._update_ack(rtt)
+                d = (sn - self.snd_una) & _MASK
+                if d < len(buf):
+                    seg = buf[d]
+                    if not seg.acked:
+                        seg.acked = True
+                        self._nacked += 1
+                        if d == 0:
+                            self._drop_front(0)
+                if not flag:
+                    flag = True
+                    maxack = sn
+                    latest_ts = ts
+                elif 0 < ((sn - maxack) & _MASK) < _HALF and 0 < ((ts - latest_ts) & _MASK) < _HALF:
+                    maxack = sn
+                    latest_ts = ts
+            elif cmd == 81:  # PUSH
+                rcv_nxt = self.rcv_nxt
+                rcv_wnd = self.rcv_wnd
+                if ((sn - rcv_nxt - rcv_wnd) & _MASK) >= _HALF:
+                    acklist.append(sn)
+                    acklist.append(ts)
+                    if ((sn - rcv_nxt) & _MASK) < _HALF:
+                        # parse_data (the window check there is implied by the one above)
+                        if sn == rcv_nxt and not rcv_buf and len(rcv_queue) < rcv_wnd:
+                            rcv_queue.append((frg, data[off : off + ln]))
+                            self.rcv_nxt = (rcv_nxt + 1) & _MASK
+                            in_bytes += ln
+                        elif sn in rcv_buf:
+                            repeat += 1
+                        else:
+                            rcv_buf[sn] = (frg, data[off : off + ln])
+                            in_bytes += ln
+                            self._move_rcv_buf()
+                    else:
+                        repeat += 1
+                else:
+                    repeat += 1
+            elif cmd == 83:  # WASK
+                self.probe |= IKCP_ASK_TELL
+            # WINS: nothing beyond the window update above
+            off += ln
+
+        c: Any = self.counters
+        if c is not None:
+            c.in_segs += nsegs
+            c.in_bytes += in_bytes
+            c.repeat_segs += repeat
+            if rc:
+                c.kcp_in_errors += 1
+        if rc:
+            return rc
+
+        if flag:
+            self._parse_fastack(maxack, latest_ts)
+
+        if 0 < ((self.snd_una - prev_una) & _MASK) < _HALF and self.cwnd < self.rmt_wnd:
+            mss = self.mss
+            if self.cwnd < self.ssthresh:
+                self.cwnd += 1
+                self.incr += mss
+            else:
+                if self.incr < mss:
+                    self.incr = mss
+                self.incr += (mss * mss) // self.incr + (mss // 16)
+                if (self.cwnd + 1) * mss <= self.incr:
+                    self.cwnd = (self.incr + mss - 1) // (mss if mss > 0 else 1)
+            if self.cwnd > self.rmt_wnd:
+                self.cwnd = self.rmt_wnd
+                self.incr = self.rmt_wnd * mss
+        return 0
+
+    def _in_error(self, rc: int) -> int:
+        c: Any = self.counters
+        if c is not None:
+            c.kcp_in_errors += 1
+        return rc
+
+    def _parse_fastack(self, sn: int, ts: int) -> None:
+        buf = self.snd_buf
+        d = (sn - self.snd_una) & _MASK
+        if d >= len(buf):  # outside [snd_una, snd_nxt)
+            return
+        resent = self.fastresend
+        fastlimit = self.fastlimit
+        pending = False
+        for i in range(d):
+            seg = buf[i]
+            if not seg.acked and ((ts - seg.ts) & _MASK) < _HALF:
+                seg.fastack += 1
+                if 0 < resent <= seg.fastack and (seg.xmit <= fastlimit or fastlimit <= 0):
+                    pending = True
+        if pending:
+            self._fast_pending = True
+
+    # ------------------------------------------------------------------ timers
+
+    def update(self, now: int) -> None:
+        """ikcp_update: call every ``interval`` ms (or when :meth:`check` says); flushes when due."""
+        current = self.current = now & _MASK
+        if not self.updated:
+            self.updated = 1
+            self.ts_flush = current
+        slap = _s32(current - self.ts_flush)
+        if slap >= 10000 or slap < -10000:
+            self.ts_flush = current
+            slap = 0
+        if slap >= 0:
+            ts_flush = (self.ts_flush + self.interval) & _MASK
+            if _s32(current - ts_flush) >= 0:
+                ts_flush = (current + self.interval) & _MASK
+            self.ts_flush = ts_flush
+            self.flush()
+
+    def check(self, now: int) -> int:
+        """ikcp_check: when :meth:`update` should next be called, in the caller's clock.
+
+        Returns ``now`` if it is due already, else ``now + delta`` with ``delta <= interval``.
+        """
+        if not self.updated:
+            return now
+        current = now & _MASK
+        ts_flush = self.ts_flush
+        d = _s32(current - ts_flush)
+        if d >= 10000 or d < -10000:
+            return now
+        if d >= 0:
+            return now
+        tm_flush = -d
+        buf = self.snd_buf
+        if buf and _s32(self._next_resend - current) < tm_flush:
+            tm_packet = 0x7FFFFFFF
+            for seg in buf:
+                if seg.acked:
+                    continue
+                diff = _s32(seg.resendts - current)
+                if diff <= 0:
+                    return now
+                if diff < tm_packet:
+                    tm_packet = diff
+            minimal = tm_packet if tm_packet < tm_flush else tm_flush
+        else:
+            minimal = tm_flush
+        if minimal >= self.interval:
+            minimal = self.interval
+        return now + minimal
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self, now: int | None = None) -> None:
+        """ikcp_flush: send pending acks, probes and data that the windows allow.
+
+        Does nothing before the first :meth:`update` unless ``now`` is given (which then also
+        becomes the engine's current time). Cheap when there is nothing to send.
+        """
+        if now is not None:
+            self.current = now & _MASK
+            if not self.updated:
+                self.updated = 1
+                self.ts_flush = self.current
+        elif not self.updated:
+            return
+        current = self.current
+        acklist = self._acklist
+        buf = self.snd_buf
+        # fast exit: nothing to ack, probe, move or resend
+        if (
+            not acklist
+            and not self.probe
+            and self.rmt_wnd
+            and self.cwnd >= 1
+            and not self._fast_pending
+            and (not buf or _s32(current - self._next_resend) < 0)
+        ):
+            self.ts_probe = 0
+            self.probe_wait = 0
+            if not self.snd_queue:
+                return
+            cwnd = min(self.snd_wnd, self.rmt_wnd)
+            if not self.nocwnd:
+                cwnd = min(self.cwnd, cwnd)
+            if _s32(self.snd_nxt - self.snd_una - cwnd) >= 0:
+                return
+
+        out = self.output
+        if out is None:
+            out = self._outbox.append
+        mv = self._mv
+        mtu = self.mtu
+        conv = self.conv
+        nq = len(self.rcv_queue)
+        wnd = self.rcv_wnd - nq if nq < self.rcv_wnd else 0
+        una = self.rcv_nxt
+        ptr = 0
+        nout = 0
+        ack_sn = 0
+        ack_ts = 0
+
+        # acknowledgements
+        if acklist:
+            n = len(acklist)
+            nout += n >> 1
+            for i in range(0, n, 2):
+                if ptr + 24 > mtu:
+                    out(mv[:ptr].tobytes())
+                    ptr = 0
+                _pack_into(mv, ptr, conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0)
+                ptr += 24
+            ack_sn = acklist[n - 2]
+            ack_ts = acklist[n - 1]
+            acklist.clear()
+
+        # remote window probing
+        if self.rmt_wnd == 0:
+            if self.probe_wait == 0:
+                self.probe_wait = IKCP_PROBE_INIT
+                self.ts_probe = (current + self.probe_wait) & _MASK
+            elif _s32(current - self.ts_probe) >= 0:
+                if self.probe_wait < IKCP_PROBE_INIT:
+                    self.probe_wait = IKCP_PROBE_INIT
+                self.probe_wait += self.probe_wait // 2
+                if self.probe_wait > IKCP_PROBE_LIMIT:
+                    self.probe_wait = IKCP_PROBE_LIMIT
+                self.ts_probe = (current + self.probe_wait) & _MASK
+                self.probe |= IKCP_ASK_SEND
+        else:
+            self.ts_probe = 0
+            self.probe_wait = 0
+
+        probe = self.probe
+        if probe:
+            if probe & IKCP_ASK_SEND:
+                if ptr + 24 > mtu:
+                    out(mv[:ptr].tobytes())
+                    ptr = 0
+                _pack_into(mv, ptr, conv, 83, 0, wnd, ack_ts, ack_sn, una, 0)
+                ptr += 24
+                nout += 1
+            if probe & IKCP_ASK_TELL:
+                if ptr + 24 > mtu:
+                    out(mv[:ptr].tobytes())
+                    ptr = 0
+                _pack_into(mv, ptr, conv, 84, 0, wnd, ack_ts, ack_sn, una, 0)
+                ptr += 24
+                nout += 1
+            self.probe = 0
+
+        # sliding window
+        cwnd = min(self.snd_wnd, self.rmt_wnd)
+        if not self.nocwnd:
+            cwnd = min(self.cwnd, cwnd)
+        queue = self.snd_queue
+        nbuf_old = len(buf)
+        if queue:
+            snd_nxt = self.snd_nxt
+            limit = (self.snd_una + cwnd) & _MASK
+            rx_rto = self.rx_rto
+            while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
+                frg, data = queue.popleft()
+                buf.append(_Seg(snd_nxt, frg, data, current, rx_rto))
+                snd_nxt = (snd_nxt + 1) & _MASK
+            self.snd_nxt = snd_nxt
+            if not nbuf_old and buf:
+                self.snd_una = buf[0].sn
+
+        resent = self.fastresend if self.fastresend > 0 else 0xFFFFFFFF
+        nodelay = self.nodelay_
+        rx_rto = self.rx_rto
+        rtomin = (rx_rto >> 3) if nodelay == 0 else 0
+        fastlimit = self.fastlimit
+        dead_link = self.dead_link
+        change = 0
+        lost = False
+        nlost = 0
+        nfast = 0
+        out_bytes = 0
+        full = self._fast_pending or (nbuf_old and _s32(current - self._next_resend) >= 0)
+        if full:
+            start = 0
+            next_resend = (current + 0x7FFFFFFF) & _MASK
+            next_diff = 0x7FFFFFFF
+        else:
+            start = nbuf_old
+            next_resend = self._next_resend if nbuf_old else (current + 0x7FFFFFFF) & _MASK
+            next_diff = _s32(next_resend - current)
+        fast_pending = False
+        for idx in range(start, len(buf)):
+            seg = buf[idx]
+            if seg.acked:
+                continue
+            if seg.xmit == 0:
+                seg.xmit = 1
+                seg.rto = rx_rto
+                seg.resendts = (current + rx_rto + rtomin) & _MASK
+            else:
+                if ((current - seg.resendts) & _MASK) < _HALF:
+                    seg.xmit += 1
+                    self.xmit += 1
+                    if nodelay == 0:
+                        seg.rto += seg.rto if seg.rto > rx_rto else rx_rto
+                    else:
+                        seg.rto += (seg.rto if nodelay < 2 else rx_rto) // 2
+                    seg.resendts = (current + seg.rto) & _MASK
+                    lost = True
+                    nlost += 1
+                    if seg.fastack >= resent and (seg.xmit <= fastlimit or fastlimit <= 0):
+                        fast_pending = True
+                elif seg.fastack >= resent:
+                    if seg.xmit <= fastlimit or fastlimit <= 0:
+                        seg.xmit += 1
+                        seg.fastack = 0
+                        seg.resendts = (current + seg.rto) & _MASK
+                        change += 1
+                        nfast += 1
+                    else:
+                        diff = _s32(seg.resendts - current)
+                        if diff < next_diff:
+                            next_diff = diff
+                            next_resend = seg.resendts
+                        continue
+                else:
+                    diff = _s32(seg.resendts - current)
+                    if diff < next_diff:
+                        next_diff = diff
+                        next_resend = seg.resendts
+                    continue
+            # send it
+            seg.ts = current
+            data = seg.data
+            ln = len(data)
+            if ptr + 24 + ln > mtu:
+                if ptr:
+                    out(mv[:ptr].tobytes())
+                ptr = 0
+                if 24 + ln > len(mv):  # a segment queued before setmtu shrank the mtu
+                    self._mv = mv = memoryview(bytearray((24 + ln) * 2))
+            _pack_into(mv, ptr, conv, 81, seg.frg, wnd, current, seg.sn, una, ln)
+            ptr += 24
+            if ln:
+                mv[ptr : ptr + ln] = data
+                ptr += ln
+            nout += 1
+            out_bytes += ln
+            if seg.xmit >= dead_link:
+                self.state = -1
+            diff = _s32(seg.resendts - current)
+            if diff < next_diff:
+                next_diff = diff
+                next_resend = seg.resendts
+        self._next_resend = next_resend
+        self._fast_pending = fast_pending
+
+        if ptr:
+            out(mv[:ptr].tobytes())
+
+        c: Any = self.counters
+        if c is not None:
+            c.out_segs += nout
+            c.out_bytes += out_bytes
+            if nlost or nfast:
+                c.lost_segs += nlost
+                c.fast_retrans_segs += nfast
+                c.retrans_segs += nlost + nfast
+
+        if change:
+            inflight = (self.snd_nxt - self.snd_una) & _MASK
+            self.ssthresh = max(inflight // 2, IKCP_THRESH_MIN)
+            self.cwnd = (self.ssthresh + resent) & _MASK
+            self.incr = (self.cwnd * self.mss) & _MASK
+        if lost:
+            self.ssthresh = max(cwnd // 2, IKCP_THRESH_MIN)
+            self.cwnd = 1
+            self.incr = self.mss
+        if self.cwnd < 1:
+            self.cwnd = 1
+            self.incr = self.mss
