@@ -1,0 +1,303 @@
+"""The packet layer: the one place that knows kcp-go's packet order.
+
+Outgoing, a KCP packet (one engine ``output`` datagram) goes through:
+
+1. the FEC encoder, when FEC is on (``data_shards > 0 and parity_shards > 0``): it becomes a data
+   shard (6-byte FEC header + 2-byte size + the packet) and, at the end of a group, the parity
+   shards follow;
+2. for a block cipher (everything but ``null`` and ``aes-128-gcm``): a 16-byte random nonce and the
+   crc32 (IEEE, little-endian) of what follows are put in front, and the cipher runs over the whole
+   packet, nonce included;
+3. for ``aes-128-gcm``: a 12-byte random nonce, then the AES-GCM ciphertext and tag of the body (no
+   crc32, no additional data);
+4. for ``null`` (``crypt is None``): nothing.
+
+Incoming is the exact reverse: decrypt (or open), check the crc32, then look at the 16-bit flag at
+offset 4. ``0xf1`` is an FEC data shard (its KCP packet goes straight to the engine and the shard
+also feeds the decoder), ``0xf2`` a parity shard (decoder only), ``0xf3`` an out-of-band packet;
+anything else is a plain KCP packet (a KCP ``cmd``/``frg`` pair never reads as 0xf1-0xf3). Every
+malformed datagram is dropped and counted in :class:`kcp.stats.Counters`; :meth:`Pipeline.open`
+never raises on input from the network.
+
+OOB packets (kcp-go's ``SendOOB``) bypass FEC: ``seqid 0xffffffff | 0x00f3 | size | conv | payload``,
+then the crypt layer. kcp-go only sends and delivers them on sessions with FEC enabled; this
+pipeline seals and opens them with or without FEC (the bytes are the same).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
+
+from kcp import fec
+from kcp.crypt import AEADCrypt, BlockCrypt
+from kcp.errors import KCPUsageError
+from kcp.stats import Counters
+
+if TYPE_CHECKING:
+    from kcp.crypt import PacketCrypt
+
+__all__ = [
+    "CONV_SIZE",
+    "CRC_SIZE",
+    "CRYPT_HEADER_SIZE",
+    "FEC_HEADER_SIZE",
+    "FEC_HEADER_SIZE_PLUS2",
+    "KIND_KCP",
+    "KIND_OOB",
+    "MIN_PACKET_SIZE",
+    "NONCE_SIZE",
+    "OOB_SEQID",
+    "TYPE_DATA",
+    "TYPE_OOB",
+    "TYPE_PARITY",
+    "Pipeline",
+]
+
+KIND_KCP = 0
+"""``open`` result kind: a KCP packet for the engine's ``input``."""
+KIND_OOB = 1
+"""``open`` result kind: the payload of an out-of-band packet (conv removed)."""
+
+NONCE_SIZE = 16
+CRC_SIZE = 4
+CRYPT_HEADER_SIZE = NONCE_SIZE + CRC_SIZE
+FEC_HEADER_SIZE = 6
+FEC_HEADER_SIZE_PLUS2 = FEC_HEADER_SIZE + 2
+TYPE_DATA = 0xF1
+TYPE_PARITY = 0xF2
+TYPE_OOB = 0xF3
+OOB_SEQID = 0xFFFFFFFF
+CONV_SIZE = 4
+MIN_PACKET_SIZE = FEC_HEADER_SIZE_PLUS2 + CONV_SIZE
+"""Shortest decrypted packet kcp-go accepts: min(KCP overhead 24, OOB framing 12)."""
+
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_OOB_HEADER = struct.Struct("<IHHI")  # seqid, flag, size, conv
+_pack_crc = _U32.pack
+_unpack_u16_from = _U16.unpack_from
+_crc32 = zlib.crc32
+
+
+class _PacketCounters(Protocol):
+    """The :class:`kcp.stats.Counters` fields the pipeline moves (Counters builds its slots dynamically)."""
+
+    in_errs: int
+    in_csum_errors: int
+    decrypt_errors: int
+    short_packets: int
+    fec_errs: int
+    oob_in: int
+    oob_out: int
+
+
+class _UrandomPool:
+    """``os.urandom`` drawn 4 KiB at a time: one syscall per ~250 nonces instead of one each."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self._pos
+        end = pos + n
+        if end > len(self._buf):
+            self._buf = os.urandom(max(4096, n))
+            pos, end = 0, n
+        self._pos = end
+        return self._buf[pos:end]
+
+
+class Pipeline:
+    """kcp-go's packet layer for one session: FEC, then nonce + crc32 + cipher (or the AEAD).
+
+    ``crypt`` is what :func:`kcp.crypt.new_crypt` returns (``None`` for ``null``). FEC is on when
+    both shard counts are positive, as in kcp-go. ``rng(n)`` supplies the nonces (default: the OS
+    CSPRNG, drawn in 4 KiB batches). Drops are counted in ``counters``.
+    """
+
+    __slots__ = (
+        "_aead",
+        "_block",
+        "_c",
+        "_dec",
+        "_enc",
+        "_rng",
+        "counters",
+        "crypt",
+        "data_shards",
+        "fec_enabled",
+        "header_size",
+        "overhead",
+        "parity_shards",
+    )
+
+    def __init__(
+        self,
+        crypt: PacketCrypt | None,
+        data_shards: int,
+        parity_shards: int,
+        counters: Counters,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.crypt = crypt
+        self.counters = counters
+        self._c = cast(_PacketCounters, counters)
+        self._rng: Callable[[int], bytes] = _UrandomPool() if rng is os.urandom else rng
+        self._aead: AEADCrypt | None = None
+        self._block: BlockCrypt | None = None
+        if crypt is None:
+            header = 0
+            tail = 0
+        elif isinstance(crypt, AEADCrypt):
+            self._aead = crypt
+            header = crypt.nonce_size
+            tail = crypt.overhead
+        elif isinstance(crypt, BlockCrypt):
+            self._block = crypt
+            header = CRYPT_HEADER_SIZE
+            tail = 0
+        else:
+            raise KCPUsageError(
+                f"crypt must be a BlockCrypt, an AEADCrypt or None, not {type(crypt).__name__}"
+            )
+        self.fec_enabled = fec.fec_enabled(data_shards, parity_shards)  # raises on nonsense
+        self.data_shards = data_shards if self.fec_enabled else 0
+        self.parity_shards = parity_shards if self.fec_enabled else 0
+        self._enc: fec.FECEncoder | None = None
+        self._dec: fec.FECDecoder | None = None
+        if self.fec_enabled:
+            self._enc = fec.FECEncoder(data_shards, parity_shards)
+            self._dec = fec.FECDecoder(data_shards, parity_shards, counters)
+            header += FEC_HEADER_SIZE_PLUS2
+        self.header_size = header
+        """Bytes put in front of a KCP packet (crypt header + FEC header)."""
+        self.overhead = header + tail
+        """Total bytes added to a KCP packet: the engine's MTU is the UDP MTU minus this."""
+
+    # ----------------------------------------------------------------------------------------
+    # outgoing
+    # ----------------------------------------------------------------------------------------
+
+    def seal(self, kcp_packet: bytes, now: int) -> list[bytes]:
+        """Turn one KCP packet into UDP payloads: its data shard (or itself) and any parity shards."""
+        if self._enc is not None:
+            bodies = self._enc.encode(kcp_packet, now)
+            return [self._protect(body) for body in bodies]
+        return [self._protect(kcp_packet)]
+
+    def seal_oob(self, payload: bytes, conv: int) -> bytes:
+        """Build one out-of-band UDP payload carrying ``payload`` for conversation ``conv``.
+
+        Layout before the crypt layer: ``0xffffffff | 0x00f3 | size | conv | payload``, all
+        little-endian, ``size`` counting itself, the conv and the payload. OOB packets bypass FEC.
+        """
+        if not 0 <= conv <= 0xFFFFFFFF:
+            raise KCPUsageError(f"conv must be a u32, got {conv}")
+        if len(payload) > 0xFFFF - 2 - CONV_SIZE:
+            raise KCPUsageError(f"OOB payload too large: {len(payload)} bytes")
+        body = _OOB_HEADER.pack(OOB_SEQID, TYPE_OOB, 2 + CONV_SIZE + len(payload), conv) + bytes(payload)
+        self._c.oob_out += 1
+        return self._protect(body)
+
+    def _protect(self, body: bytes) -> bytes:
+        block = self._block
+        if block is not None:
+            return block.encrypt(self._rng(NONCE_SIZE) + _pack_crc(_crc32(body)) + body)
+        aead = self._aead
+        if aead is not None:
+            nonce = self._rng(aead.nonce_size)
+            return nonce + aead.seal(nonce, body)
+        return bytes(body)
+
+    def oob_max_size(self, kcp_mtu: int) -> int:
+        """Largest OOB payload that fits an engine MTU (kcp-go: ``mtu - 4`` for the conv)."""
+        return max(0, kcp_mtu - CONV_SIZE)
+
+    # ----------------------------------------------------------------------------------------
+    # incoming
+    # ----------------------------------------------------------------------------------------
+
+    def open(self, datagram: bytes, now: int) -> list[tuple[int, bytes]]:
+        """Undo :meth:`seal` / :meth:`seal_oob` for one received UDP payload.
+
+        Returns ``(KIND_KCP, packet)`` for every KCP packet to feed the engine (a data shard's
+        packet first, then any packets FEC recovered) and ``(KIND_OOB, payload)`` for an OOB
+        packet. Garbage returns ``[]`` and moves ``in_errs`` plus the counter naming the reason.
+        """
+        if type(datagram) is not bytes:
+            datagram = bytes(datagram)
+        c = self._c
+        block = self._block
+        if block is not None:
+            if len(datagram) < CRYPT_HEADER_SIZE:
+                c.short_packets += 1
+                c.in_errs += 1
+                return []
+            plain = block.decrypt(datagram)
+            data = plain[CRYPT_HEADER_SIZE:]
+            if _crc32(data) != _U32.unpack_from(plain, NONCE_SIZE)[0]:
+                c.in_csum_errors += 1
+                c.in_errs += 1
+                return []
+        elif self._aead is not None:
+            aead = self._aead
+            ns = aead.nonce_size
+            if len(datagram) < ns + aead.overhead:
+                c.short_packets += 1
+                c.in_errs += 1
+                return []
+            opened = aead.open(datagram[:ns], datagram[ns:])
+            if opened is None:
+                c.decrypt_errors += 1
+                c.in_errs += 1
+                return []
+            data = opened
+        else:
+            data = datagram
+
+        n = len(data)
+        if n < MIN_PACKET_SIZE:
+            c.short_packets += 1
+            c.in_errs += 1
+            return []
+        flag = _unpack_u16_from(data, 4)[0]
+        if flag in (TYPE_DATA, TYPE_PARITY):
+            return self._open_fec(data, flag, now)
+        if flag == TYPE_OOB:
+            if _unpack_u16_from(data, FEC_HEADER_SIZE)[0] != n - FEC_HEADER_SIZE:
+                c.fec_errs += 1
+                c.in_errs += 1
+                return []
+            c.oob_in += 1
+            return [(KIND_OOB, data[FEC_HEADER_SIZE_PLUS2 + CONV_SIZE :])]
+        return [(KIND_KCP, data)]
+
+    def _open_fec(self, data: bytes, flag: int, now: int) -> list[tuple[int, bytes]]:
+        c = self._c
+        out: list[tuple[int, bytes]] = []
+        if flag == TYPE_DATA:
+            if _unpack_u16_from(data, FEC_HEADER_SIZE)[0] != len(data) - FEC_HEADER_SIZE:
+                c.fec_errs += 1
+                c.in_errs += 1
+                return out
+            out.append((KIND_KCP, data[FEC_HEADER_SIZE_PLUS2:]))
+        dec = self._dec
+        if dec is None:
+            # FEC is off here but the peer sends shards: kcp-go then starts a (1, 1) decoder that
+            # tunes itself to the peer's parameters, so lost packets can still be recovered.
+            dec = self._dec = fec.FECDecoder(1, 1, self.counters)
+        try:
+            recovered = dec.decode(data, now)  # counts fec_parity_shards / fec_recovered / fec_errs
+        except Exception:  # a codec bug must not take the read loop down
+            c.fec_errs += 1
+            return out
+        for packet in recovered:
+            out.append((KIND_KCP, packet))
+        return out
