@@ -2,4 +2,43 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from kcprpc.client import Client, ClientConfig, StreamCall, UnaryCall
+from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
+from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
+from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
+from kcprpc.push import Broker, BrokerMessage, MemoryBroker
+from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
+from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, rpc, service_spec
+from kcprpc.status import Status
+
+__all__ = [
+    "Broker",
+    "BrokerMessage",
+    "Client",
+    "ClientCallDetails",
+    "ClientConfig",
+    "ClientInterceptor",
+    "Delivery",
+    "HeartbeatConfig",
+    "KcpRpcError",
+    "MemoryBroker",
+    "MethodKind",
+    "MethodSpec",
+    "ProtocolError",
+    "ReconnectPolicy",
+    "RpcError",
+    "Server",
+    "ServerConfig",
+    "ServerContext",
+    "ServerInterceptor",
+    "ServerSession",
+    "Service",
+    "Status",
+    "StreamCall",
+    "UnaryCall",
+    "UsageError",
+    "current_context",
+    "event",
+    "rpc",
+    "service_spec",
+]

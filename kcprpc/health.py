@@ -1,0 +1,111 @@
+"""Built-in services every server carries: health, stats, and topic subscription.
+
+Wire names: ``kcprpc.Health/Check``, ``kcprpc.Health/Stats``, ``kcprpc.Push/Subscribe``,
+``kcprpc.Push/Unsubscribe``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from kcprpc.errors import RpcError
+from kcprpc.service import Service
+from kcprpc.status import Status
+
+
+class HealthCheckRequest(BaseModel):
+    """``service`` empty means the whole server."""
+
+    service: str = ""
+
+
+class HealthCheckResponse(BaseModel):
+    """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""
+
+    status: str
+
+
+class StatsResponse(BaseModel):
+    """Counters of the connection the call came on and of the server."""
+
+    transport: dict[str, int]
+    server: dict[str, int]
+    session: dict[str, float | int | str | None]
+
+
+class HealthService(Service, name="kcprpc.Health"):
+    """Health and stats."""
+
+    async def Check(self, req: HealthCheckRequest) -> HealthCheckResponse:
+        """Report whether the server (or one service) is serving."""
+        from kcprpc.server import current_context
+
+        server = current_context().server
+        if req.service and not any(m.service == req.service for m in server.methods.values()):
+            return HealthCheckResponse(status="SERVICE_UNKNOWN")
+        return HealthCheckResponse(status="NOT_SERVING" if server._closing else "SERVING")
+
+    async def Stats(self) -> StatsResponse:
+        """Transport counters (KCP, mux) of this connection and the server's RPC counters."""
+        from kcprpc.server import current_context
+
+        ctx = current_context()
+        sess = ctx.session
+        try:
+            transport = {k: int(v) for k, v in sess.conn.stats().items() if isinstance(v, (int, float))}
+        except Exception:
+            transport = {}
+        server_stats = dict(ctx.server.stats)
+        server_stats["sessions"] = len(ctx.server.sessions)
+        return StatsResponse(
+            transport=transport,
+            server=server_stats,
+            session={
+                "id": sess.id,
+                "rtt_ms": sess.rtt_ms,
+                "active_calls": sess.active_calls,
+                "rooms": len(sess.rooms),
+                "topics": len(sess.topics),
+            },
+        )
+
+
+class SubscribeRequest(BaseModel):
+    """A topic name."""
+
+    topic: str
+
+
+class SubscribeReply(BaseModel):
+    """The broker's epoch and the topic's last sequence number at subscription time."""
+
+    epoch: int
+    seq: int
+
+
+class PushService(Service, name="kcprpc.Push"):
+    """Topic subscription for clients (``client.subscribe(topic)``)."""
+
+    async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:
+        """Subscribe the calling session to a topic."""
+        from kcprpc.push import topic_key
+        from kcprpc.server import current_context
+
+        ctx = current_context()
+        if not req.topic:
+            raise RpcError(Status.INVALID_ARGUMENT, "empty topic")
+        hub = ctx.server.push
+        hub.subscribe(ctx.session, req.topic)
+        return SubscribeReply(epoch=hub.broker.epoch, seq=hub.broker.last_seq(topic_key(req.topic)))
+
+    async def Unsubscribe(self, req: SubscribeRequest) -> None:
+        """Unsubscribe the calling session from a topic."""
+        from kcprpc.server import current_context
+
+        ctx = current_context()
+        ctx.server.push.unsubscribe(ctx.session, req.topic)
+
+
+def builtin_services() -> list[object]:
+    """Instances of the built-in services."""
+    return [HealthService(), PushService()]

@@ -1,0 +1,104 @@
+"""Heartbeat policy and reconnect backoff (sans-I/O: times are passed in as ``now`` in ms).
+
+The client sends ``PING`` every ``interval_ms``; the peer answers ``PONG`` at once. Each pong gives
+an RTT sample (smoothed like TCP's SRTT, 1/8 gain). If nothing at all is received for
+``timeout_ms`` the peer is declared dead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from kcprpc.errors import UsageError
+
+
+class HeartbeatAction(Enum):
+    """What the driver must do after :meth:`Heartbeat.poll`."""
+
+    NONE = 0
+    PING = 1
+    DEAD = 2
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """Ping every ``interval`` seconds; the peer is dead after ``timeout`` seconds of silence."""
+
+    interval: float = 1.0
+    timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0 or self.timeout <= self.interval:
+            raise UsageError("heartbeat needs 0 < interval < timeout")
+
+
+class Heartbeat:
+    """Heartbeat state of one connection."""
+
+    def __init__(self, config: HeartbeatConfig, now: int) -> None:
+        self.interval_ms = int(config.interval * 1000)
+        self.timeout_ms = int(config.timeout * 1000)
+        self.last_receive = now
+        self.last_ping = now
+        self._nonce = 0
+        self._sent: dict[int, int] = {}
+        self.srtt_ms: float | None = None
+        self.last_rtt_ms: float | None = None
+        self.min_rtt_ms: float | None = None
+
+    def on_receive(self, now: int) -> None:
+        """Any frame arrived."""
+        self.last_receive = now
+
+    def on_pong(self, nonce: int, now: int) -> float | None:
+        """A pong arrived; returns the RTT sample in ms, or None for an unknown nonce."""
+        self.last_receive = now
+        sent = self._sent.pop(nonce, None)
+        if sent is None:
+            return None
+        # drop older outstanding pings: their pongs are late or lost
+        for n in [n for n in self._sent if n < nonce]:
+            del self._sent[n]
+        rtt = float(now - sent)
+        self.last_rtt_ms = rtt
+        self.min_rtt_ms = rtt if self.min_rtt_ms is None else min(self.min_rtt_ms, rtt)
+        self.srtt_ms = rtt if self.srtt_ms is None else self.srtt_ms + (rtt - self.srtt_ms) / 8
+        return rtt
+
+    def poll(self, now: int) -> tuple[HeartbeatAction, int]:
+        """(action, nonce to send with a PING)."""
+        if now - self.last_receive >= self.timeout_ms:
+            return HeartbeatAction.DEAD, 0
+        if now - self.last_ping >= self.interval_ms:
+            self.last_ping = now
+            self._nonce = (self._nonce + 1) & 0xFFFFFFFF
+            self._sent[self._nonce] = now
+            if len(self._sent) > 64:
+                del self._sent[min(self._sent)]
+            return HeartbeatAction.PING, self._nonce
+        return HeartbeatAction.NONE, 0
+
+    def next_wakeup(self, now: int) -> int:
+        """Milliseconds until :meth:`poll` may act."""
+        return max(1, min(self.last_ping + self.interval_ms, self.last_receive + self.timeout_ms) - now)
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Exponential backoff with jitter. ``max_attempts=None`` retries forever."""
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    max_attempts: int | None = None
+    restore: bool = True  # re-join rooms and re-subscribe topics after reconnecting
+
+    def delay(self, attempt: int, rng: Callable[[int], bytes] = os.urandom) -> float:
+        """Seconds to wait before attempt number ``attempt`` (0-based)."""
+        base = min(self.maximum, self.initial * self.multiplier**attempt)
+        r = int.from_bytes(rng(4), "big") / 0xFFFFFFFF  # 0..1
+        return max(0.0, base * (1 + self.jitter * (2 * r - 1)))

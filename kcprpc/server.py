@@ -1,0 +1,858 @@
+"""The RPC server: dispatch, validation, deadlines, cancellation, limits, push and heartbeats.
+
+A :class:`Server` serves any :class:`~kcprpc.transport.Connection` given to
+:meth:`Server.handle_connection` (in-memory pairs in tests); :meth:`Server.serve` listens on KCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from kcprpc import codec
+from kcprpc.codec import (
+    CALL,
+    CANCEL,
+    END,
+    GOAWAY,
+    HEADERS,
+    HELLO,
+    MSG,
+    NOTIFY,
+    OVERSIZED,
+    PING,
+    PONG,
+    REPLY,
+    ROOMS,
+    TRAILER,
+    UNDECODABLE,
+    WELCOME,
+    Frame,
+    encode_frame,
+)
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.heartbeat import HeartbeatConfig
+from kcprpc.interceptors import ServerInterceptor, chain_server
+from kcprpc.push import Broker, BrokerMessage, MemoryBroker, room_key, route, topic_key
+from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
+from kcprpc.status import Status
+from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
+
+log = logging.getLogger("kcprpc.server")
+
+_current: contextvars.ContextVar[ServerContext] = contextvars.ContextVar("kcprpc_server_context")
+
+
+def current_context() -> ServerContext:
+    """The :class:`ServerContext` of the call being handled (inside a handler or interceptor)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise UsageError("current_context() called outside an RPC handler") from None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and timings of a server (per connection unless said otherwise)."""
+
+    max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
+    max_concurrent_calls: int = 1000
+    max_subscriptions: int = 1000  # topics plus streaming calls open at once
+    heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
+    shutdown_grace: float = 5.0
+    stream_high_water: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_message_size <= 0 or self.max_concurrent_calls <= 0 or self.max_subscriptions < 0:
+            raise UsageError("limits must be positive")
+
+
+# why a call's task was cancelled
+_CLIENT, _DEADLINE, _SHUTDOWN = 1, 2, 3
+
+
+class ServerContext:
+    """Per-call information for handlers and interceptors (see :func:`current_context`)."""
+
+    __slots__ = ("_call", "_initial_md", "_trailing_md", "deadline", "metadata", "method", "session", "spec")
+
+    def __init__(
+        self,
+        spec: MethodSpec,
+        metadata: dict[str, Any],
+        session: ServerSession,
+        deadline: float | None,
+        call: _ServerCall | None,
+    ) -> None:
+        self.spec = spec
+        self.method = spec.wire_name
+        self.metadata = metadata
+        self.session = session
+        self.deadline = deadline
+        self._call = call
+        self._initial_md: dict[str, Any] | None = None
+        self._trailing_md: dict[str, Any] | None = None
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the deadline, or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def set_trailing_metadata(self, md: Mapping[str, Any]) -> None:
+        """Metadata sent with the final status."""
+        self._trailing_md = {**(self._trailing_md or {}), **md}
+
+    def set_initial_metadata(self, md: Mapping[str, Any]) -> None:
+        """Metadata sent before the first response message."""
+        self._initial_md = {**(self._initial_md or {}), **md}
+
+    @property
+    def peer(self) -> Any:
+        """Remote address of the connection."""
+        return self.session.remote_address
+
+    @property
+    def server(self) -> Server:
+        """The server handling the call."""
+        return self.session.server
+
+
+class _ServerCall:
+    __slots__ = ("cid", "ctx", "inbound", "reason", "task", "timer", "writer")
+
+    def __init__(self, cid: int, writer: FrameWriter) -> None:
+        self.cid = cid
+        self.writer = writer
+        self.ctx: ServerContext | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.inbound: asyncio.Queue[Any] | None = None
+        self.reason = 0
+
+    def cancel(self, reason: int) -> None:
+        if self.task is not None and not self.task.done():
+            if not self.reason:
+                self.reason = reason
+            self.task.cancel()
+
+
+_END = object()
+
+
+class ServerSession:
+    """One connected client, as seen by the server (``ctx.session`` in handlers)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, server: Server, conn: Connection) -> None:
+        self.server = server
+        self.conn = conn
+        self.id = f"{os.getpid():x}-{next(self._ids)}"
+        self.metadata: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}  # free for the application
+        self.rooms: set[str] = set()
+        self.topics: set[str] = set()
+        self.rtt_ms: float | None = None  # as measured and reported by the client
+        self.active_calls = 0
+        self.streaming_calls = 0
+        self.closed = False
+        self.control: FrameWriter | None = None
+        self._loop = asyncio.get_running_loop()
+        self.last_receive = self._loop.time()
+        self._max_dgram = conn.max_datagram_size
+        self.calls: set[_ServerCall] = set()
+
+    @property
+    def remote_address(self) -> Any:
+        """The client's address."""
+        return self.conn.remote_address
+
+    # -- Peer protocol (push.route) --
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a frame on the control stream."""
+        if self.control is not None:
+            self.control.send(frame)
+
+    def send_datagram(self, frame: bytes) -> bool:
+        """Send a frame as one OOB datagram if it fits."""
+        if self.closed or len(frame) > self._max_dgram:
+            return False
+        try:
+            self.conn.send_datagram(frame)
+        except Exception:
+            return False
+        return True
+
+    # -- push API --
+    def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
+        """Push one typed event to this session only."""
+        name, default, adapter = event_info(type(event))
+        frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
+        self.server.stats["events_sent"] += 1
+        route(self, frame, Delivery(delivery) if delivery is not None else default)
+
+    def join(self, room: str) -> None:
+        """Add this session to ``room`` (it leaves on disconnect)."""
+        self.server.push.join(self, room)
+
+    def leave(self, room: str) -> None:
+        """Remove this session from ``room``."""
+        self.server.push.leave(self, room)
+
+    def deliver(self, msg: BrokerMessage) -> None:
+        """Broker fan-out target."""
+        if not self.closed:
+            route(self, msg.frame(), msg.delivery)
+
+    async def close(self) -> None:
+        """Disconnect this client."""
+        await self.conn.close()
+
+
+class PushHub:
+    """Local membership of rooms and topics, wired to the broker (``server.push``)."""
+
+    def __init__(self, server: Server, broker: Broker) -> None:
+        self.server = server
+        self.broker = broker
+        self._local: dict[str, set[ServerSession]] = {}
+        self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
+
+    def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
+        members = self._local[key]
+        stats = self.server.stats
+
+        def deliver(msg: BrokerMessage) -> None:
+            frame = msg.frame()
+            unreliable = msg.delivery is Delivery.UNRELIABLE
+            n = 0
+            for s in tuple(members):
+                if s.closed:
+                    continue
+                n += 1
+                if unreliable:
+                    route(s, frame, msg.delivery)
+                elif s.control is not None:
+                    s.control.send(frame)
+            stats["events_sent"] += n
+
+        return deliver
+
+    def _add(self, session: ServerSession, key: str) -> None:
+        members = self._local.get(key)
+        if members is None:
+            members = self._local[key] = set()
+            cb = self._callbacks[key] = self._fanout(key)
+            self.broker.subscribe(key, cb)
+        members.add(session)
+
+    def _remove(self, session: ServerSession, key: str) -> None:
+        members = self._local.get(key)
+        if not members:
+            return
+        members.discard(session)
+        if not members:
+            del self._local[key]
+            self.broker.unsubscribe(key, self._callbacks.pop(key))
+
+    def join(self, session: ServerSession, room: str) -> None:
+        """Add a session to a room and tell its client (so it can restore the room later)."""
+        if room in session.rooms or session.closed:
+            return
+        session.rooms.add(room)
+        self._add(session, room_key(room))
+        session.send_frame(encode_frame(ROOMS, 0, [True, room]))
+
+    def leave(self, session: ServerSession, room: str) -> None:
+        """Remove a session from a room."""
+        if room not in session.rooms:
+            return
+        session.rooms.discard(room)
+        self._remove(session, room_key(room))
+        if not session.closed:
+            session.send_frame(encode_frame(ROOMS, 0, [False, room]))
+
+    def subscribe(self, session: ServerSession, topic: str) -> None:
+        """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``)."""
+        if topic in session.topics:
+            return
+        if len(session.topics) + session.streaming_calls >= self.server.config.max_subscriptions:
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many subscriptions")
+        session.topics.add(topic)
+        self._add(session, topic_key(topic))
+
+    def unsubscribe(self, session: ServerSession, topic: str) -> None:
+        """Unsubscribe a session from a topic."""
+        if topic in session.topics:
+            session.topics.discard(topic)
+            self._remove(session, topic_key(topic))
+
+    def members(self, room: str) -> set[ServerSession]:
+        """Local sessions in a room."""
+        return set(self._local.get(room_key(room), ()))
+
+    def drop(self, session: ServerSession) -> None:
+        """Forget a disconnected session everywhere."""
+        for room in list(session.rooms):
+            self._remove(session, room_key(room))
+        for topic in list(session.topics):
+            self._remove(session, topic_key(topic))
+        session.rooms.clear()
+        session.topics.clear()
+
+    async def to_room(
+        self, room: str, event: Any, *, delivery: Delivery | str | None = None
+    ) -> BrokerMessage:
+        """Push a typed event to every member of ``room`` (on every server sharing the broker)."""
+        name, default, adapter = event_info(type(event))
+        d = Delivery(delivery) if delivery is not None else default
+        return await self.broker.publish(room_key(room), name, adapter.dump_python(event), d)
+
+    async def publish(
+        self, topic: str, event: Any, *, delivery: Delivery | str | None = None
+    ) -> BrokerMessage:
+        """Publish a typed event on ``topic``."""
+        name, default, adapter = event_info(type(event))
+        d = Delivery(delivery) if delivery is not None else default
+        return await self.broker.publish(topic_key(topic), name, adapter.dump_python(event), d)
+
+
+Handler = Callable[..., Any]
+RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
+SessionHook = Callable[[ServerSession], Awaitable[None] | None]
+
+
+class Server:
+    """Serves a list of service instances.
+
+    ``Server([GameService()], host, port, crypt="aes", key=b"...", fec=(10, 3))`` then
+    ``await server.serve()``. Built-in services (health, stats, topic subscription) are always added.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[object],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        crypt: str | None = None,
+        key: bytes | str | None = None,
+        fec: tuple[int, int] | None = None,
+        config: ServerConfig | None = None,
+        interceptors: Sequence[ServerInterceptor] = (),
+        broker: Broker | None = None,
+        on_connect: SessionHook | None = None,
+        on_disconnect: SessionHook | None = None,
+        on_restore: RestoreHook | None = None,
+        transport_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from kcprpc.health import builtin_services
+
+        self.host = host
+        self.port = port
+        self.crypt = crypt
+        self.key = key
+        self.fec = fec
+        self.transport_options = dict(transport_options or {})
+        self.config = config or ServerConfig()
+        self.interceptors = tuple(interceptors)
+        self.push = PushHub(self, broker or MemoryBroker())
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_restore = on_restore
+        self.sessions: set[ServerSession] = set()
+        self.stats: dict[str, int] = {
+            "connections": 0,
+            "calls_started": 0,
+            "calls_ok": 0,
+            "calls_failed": 0,
+            "calls_cancelled": 0,
+            "notifications": 0,
+            "notifications_dropped": 0,
+            "events_sent": 0,
+            "bad_frames": 0,
+        }
+        self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
+        self.services: list[object] = []
+        for svc in [*services, *builtin_services()]:
+            self.add_service(svc)
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener: Any = None
+        self._serving: asyncio.Future[None] | None = None
+        self.address: tuple[str, int] | None = None
+
+    def add_service(self, svc: object) -> None:
+        """Register a service instance (before serving)."""
+        if isinstance(svc, type):
+            raise UsageError("pass service instances, not classes")
+        spec = service_spec(type(svc))
+        for m in spec.methods.values():
+            if m.wire_name in self._methods:
+                raise UsageError(f"method {m.wire_name!r} registered twice")
+            self._methods[m.wire_name] = (m, getattr(svc, m.attr))
+        self.services.append(svc)
+
+    @property
+    def methods(self) -> dict[str, MethodSpec]:
+        """Every served method by wire name."""
+        return {k: v[0] for k, v in self._methods.items()}
+
+    # ------------------------------------------------------------------ connections
+    async def handle_connection(self, conn: Connection) -> None:
+        """Serve one connection until it closes."""
+        if self._closing:
+            await conn.close()
+            return
+        sess = ServerSession(self, conn)
+        self.sessions.add(sess)
+        self.stats["connections"] += 1
+        tasks: set[asyncio.Task[Any]] = set()
+        dgram_task = asyncio.ensure_future(self._datagram_loop(sess))
+        try:
+            while True:
+                try:
+                    stream = await conn.accept_stream()
+                except (ConnectionError, OSError, EOFError):
+                    break
+                t = asyncio.ensure_future(self._serve_stream(sess, stream))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        finally:
+            sess.closed = True
+            dgram_task.cancel()
+            for call in list(sess.calls):
+                call.cancel(_CLIENT)
+            for t in list(tasks):
+                t.cancel()
+            self.push.drop(sess)
+            self.sessions.discard(sess)
+            if not conn.closed:
+                await conn.close()
+            if self.on_disconnect is not None:
+                await _maybe_await(self.on_disconnect(sess))
+
+    async def _datagram_loop(self, sess: ServerSession) -> None:
+        conn = sess.conn
+        while True:
+            try:
+                data = await conn.recv_datagram()
+            except (ConnectionError, OSError, EOFError):
+                return
+            try:
+                ftype, _cid, body = codec.decode_datagram(data)
+            except Exception:
+                self.stats["bad_frames"] += 1
+                continue
+            sess.last_receive = sess._loop.time()
+            if ftype == NOTIFY:
+                self._on_notify(sess, body)
+            else:
+                self.stats["bad_frames"] += 1
+
+    async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
+        ch = _Channel(self, sess, stream)
+        try:
+            await read_frames(stream, ch.on_frames, max_message_size=self.config.max_message_size)
+        except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            ch.on_eof()
+            if ch.is_control and not sess.conn.closed:
+                await sess.conn.close()
+
+    # ------------------------------------------------------------------ notify
+    def _on_notify(self, sess: ServerSession, body: Any) -> None:
+        if not isinstance(body, list) or len(body) < 2:
+            self.stats["notifications_dropped"] += 1
+            return
+        entry = self._methods.get(body[0]) if isinstance(body[0], str) else None
+        if entry is None or entry[0].kind is not MethodKind.NOTIFY:
+            self.stats["notifications_dropped"] += 1
+            return
+        spec, handler = entry
+        try:
+            req = spec.load_request(body[1])
+        except ValidationError:
+            self.stats["notifications_dropped"] += 1
+            return
+        md = body[2] if len(body) > 2 and isinstance(body[2], dict) else {}
+        self.stats["notifications"] += 1
+        ctx = ServerContext(spec, md, sess, None, None)
+        t = asyncio.ensure_future(self._run_notify(ctx, handler, req))
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _run_notify(self, ctx: ServerContext, handler: Handler, req: Any) -> None:
+        _current.set(ctx)
+        try:
+            if self.interceptors:
+                await chain_server(self.interceptors, ctx, lambda: _invoke(handler, ctx.spec, req))
+            else:
+                await _invoke(handler, ctx.spec, req)
+        except Exception:
+            log.exception("notify handler %s failed", ctx.method)
+
+    # ------------------------------------------------------------------ serving on KCP
+    async def start(self) -> tuple[str, int]:
+        """Bind and start accepting KCP connections; returns the bound (host, port)."""
+        from kcprpc.net import listen
+
+        if self.host is None or self.port is None:
+            raise UsageError("Server needs host and port to listen")
+        self._listener = await listen(
+            self.host, self.port, crypt=self.crypt, key=self.key, fec=self.fec, **self.transport_options
+        )
+        self.address = self._listener.address
+        t = asyncio.ensure_future(self._accept_loop())
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return self.address
+
+    async def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn = await self._listener.accept()
+            except (ConnectionError, OSError, EOFError):
+                return
+            t = asyncio.ensure_future(self.handle_connection(conn))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def serve(self) -> None:
+        """Start (if needed) and serve until :meth:`shutdown` (or cancellation)."""
+        if self._listener is None:
+            await self.start()
+        self._serving = asyncio.get_running_loop().create_future()
+        try:
+            await self._serving
+        finally:
+            if not self._closing:
+                await self.shutdown()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, tell clients (GOAWAY), let in-flight calls finish up to ``grace`` seconds,
+        then cancel what is left (those fail with UNAVAILABLE) and close every connection."""
+        if self._closing:
+            return
+        self._closing = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        if self._listener is not None:
+            self._listener.close()
+        goaway = encode_frame(GOAWAY, 0, [int(Status.UNAVAILABLE), "server shutting down"])
+        for s in list(self.sessions):
+            s.send_frame(goaway)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        calls = [c.task for s in self.sessions for c in s.calls if c.task is not None]
+        if calls:
+            await asyncio.wait(calls, timeout=max(0.0, end - loop.time()))
+        for s in list(self.sessions):
+            for c in list(s.calls):
+                c.cancel(_SHUTDOWN)
+        await asyncio.sleep(0)
+        for s in list(self.sessions):
+            if s.control is not None:
+                s.control.flush()
+        await asyncio.sleep(0)
+        for s in list(self.sessions):
+            await s.conn.close()
+        if self._listener is not None:
+            wc = getattr(self._listener, "wait_closed", None)
+            if wc is not None:
+                await wc()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_result(None)
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+
+async def _maybe_await(v: Any) -> None:
+    if inspect.isawaitable(v):
+        await v
+
+
+def _invoke(handler: Handler, spec: MethodSpec, req: Any) -> Any:
+    return handler(req) if spec.has_request else handler()
+
+
+class _Channel:
+    """One stream on the server: the control stream (after HELLO) or a call stream."""
+
+    def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
+        self.server = server
+        self.sess = sess
+        self.writer = FrameWriter(stream)
+        self.calls: dict[int, _ServerCall] = {}
+        self.is_control = False
+        self.loop = sess._loop
+
+    # ---------------------------------------------------------------- frames in
+    def on_frames(self, frames: list[Frame]) -> None:
+        sess = self.sess
+        sess.last_receive = self.loop.time()
+        for ftype, cid, body in frames:
+            if ftype == CALL:
+                self._on_call(cid, body)
+            elif ftype == MSG:
+                call = self.calls.get(cid)
+                if call is not None and call.inbound is not None:
+                    call.inbound.put_nowait(body)
+            elif ftype == END:
+                call = self.calls.get(cid)
+                if call is not None and call.inbound is not None:
+                    call.inbound.put_nowait(_END)
+            elif ftype == CANCEL:
+                call = self.calls.get(cid)
+                if call is not None:
+                    call.cancel(_CLIENT)
+            elif ftype == PING:
+                nonce = body[0] if isinstance(body, list) and body else 0
+                if isinstance(body, list) and len(body) > 1 and isinstance(body[1], (int, float)):
+                    sess.rtt_ms = body[1] / 1000.0
+                self.writer.send(encode_frame(PONG, 0, [nonce]))
+            elif ftype == PONG:
+                pass
+            elif ftype == NOTIFY:
+                self.server._on_notify(sess, body)
+            elif ftype == HELLO and not self.is_control and sess.control is None:
+                self._on_hello(body)
+            else:
+                self.server.stats["bad_frames"] += 1
+
+    def _on_hello(self, body: Any) -> None:
+        sess = self.sess
+        self.is_control = True
+        sess.control = self.writer
+        if isinstance(body, dict):
+            md = body.get("md")
+            if isinstance(md, dict):
+                sess.metadata = md
+        hb = self.server.config.heartbeat
+        self.writer.send(
+            encode_frame(
+                WELCOME,
+                0,
+                {
+                    "v": codec.PROTOCOL_VERSION,
+                    "sid": sess.id,
+                    "hb": int(hb.interval * 1000),
+                    "epoch": self.server.push.broker.epoch,
+                    "max_msg": self.server.config.max_message_size,
+                },
+            )
+        )
+        restore = body.get("restore") if isinstance(body, dict) else None
+        t = asyncio.ensure_future(self._after_hello(restore))
+        self.server._tasks.add(t)
+        t.add_done_callback(self.server._tasks.discard)
+
+    async def _after_hello(self, restore: Any) -> None:
+        server, sess = self.server, self.sess
+        if server.on_connect is not None:
+            await _maybe_await(server.on_connect(sess))
+        if isinstance(restore, dict):
+            rooms = [r for r in restore.get("rooms", ()) if isinstance(r, str)]
+            topics = [t for t in restore.get("topics", ()) if isinstance(t, str)]
+            if server.on_restore is not None:
+                await _maybe_await(server.on_restore(sess, rooms, topics))
+            else:
+                for r in rooms:
+                    sess.join(r)
+                for t in topics:
+                    try:
+                        server.push.subscribe(sess, t)
+                    except RpcError:
+                        break
+
+    def on_eof(self) -> None:
+        for call in list(self.calls.values()):
+            if call.inbound is not None:
+                call.inbound.put_nowait(_END)
+            if not self.is_control:
+                call.cancel(_CLIENT)
+        if self.is_control:
+            for call in list(self.calls.values()):
+                call.cancel(_CLIENT)
+        if not self.is_control and not self.calls:
+            self.writer.close()
+
+    # ---------------------------------------------------------------- calls
+    def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
+        self.writer.send(encode_frame(TRAILER, cid, [int(status), message, details, md]))
+
+    def _on_call(self, cid: int, body: Any) -> None:
+        server = self.server
+        if body is OVERSIZED:
+            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
+            return
+        if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
+            server.stats["bad_frames"] += 1
+            self._trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
+            return
+        method, md, timeout_ms, flags, payload = body
+        entry = server._methods.get(method) if isinstance(method, str) else None
+        if entry is None:
+            self._trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
+            return
+        if cid in self.calls:
+            server.stats["bad_frames"] += 1
+            return
+        spec, handler = entry
+        sess = self.sess
+        if server._closing:
+            self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
+            return
+        if sess.active_calls >= server.config.max_concurrent_calls:
+            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
+            return
+        streaming = spec.kind.streams_responses
+        if streaming and len(sess.topics) + sess.streaming_calls >= server.config.max_subscriptions:
+            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
+            return
+        if spec.kind is MethodKind.NOTIFY:
+            self._trailer(cid, Status.UNIMPLEMENTED, "notify methods take no calls")
+            return
+        call = _ServerCall(cid, self.writer)
+        deadline = None
+        if isinstance(timeout_ms, (int, float)) and timeout_ms >= 0:
+            deadline = self.loop.time() + timeout_ms / 1000.0
+            call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
+        ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
+        if spec.kind.streams_requests:
+            call.inbound = asyncio.Queue()
+        self.calls[cid] = call
+        sess.calls.add(call)
+        sess.active_calls += 1
+        if streaming:
+            sess.streaming_calls += 1
+        server.stats["calls_started"] += 1
+        has_payload = bool(flags & codec.FLAG_END)
+        call.task = self.loop.create_task(self._run(call, ctx, handler, payload if has_payload else None))
+
+    async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:
+        _current.set(ctx)
+        spec = ctx.spec
+        server = self.server
+        w = self.writer
+        cid = call.cid
+        try:
+            try:
+                if spec.kind.streams_requests:
+                    req: Any = self._request_iter(call, spec)
+                elif spec.has_request:
+                    req = spec.load_request(payload)
+                else:
+                    req = None
+            except ValidationError as e:
+                raise RpcError(
+                    Status.INVALID_ARGUMENT,
+                    "request validation failed",
+                    e.errors(include_url=False, include_context=False),
+                ) from None
+            if spec.kind.streams_responses:
+                if server.interceptors:
+                    await chain_server(
+                        server.interceptors, ctx, lambda: self._stream_out(call, ctx, handler, req)
+                    )
+                else:
+                    await self._stream_out(call, ctx, handler, req)
+                self._trailer(cid, Status.OK, "", None, ctx._trailing_md)
+            else:
+                if server.interceptors:
+                    result = await chain_server(server.interceptors, ctx, lambda: _invoke(handler, spec, req))
+                else:
+                    result = await (handler(req) if spec.has_request else handler())
+                try:
+                    out = spec.dump_response(result)
+                except Exception:
+                    log.exception("%s: cannot serialize the response", spec.wire_name)
+                    raise RpcError(Status.INTERNAL, "response serialization failed") from None
+                w.send(encode_frame(REPLY, cid, [out, ctx._initial_md, ctx._trailing_md]))
+            server.stats["calls_ok"] += 1
+        except RpcError as e:
+            server.stats["calls_failed"] += 1
+            md = {**(ctx._trailing_md or {}), **e.trailing_metadata} or None
+            self._trailer(cid, e.status, e.message, e.details, md)
+        except asyncio.CancelledError:
+            server.stats["calls_cancelled"] += 1
+            if call.reason == _DEADLINE:
+                self._trailer(cid, Status.DEADLINE_EXCEEDED, "deadline exceeded")
+            elif call.reason == _SHUTDOWN:
+                self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
+            else:
+                self._trailer(cid, Status.CANCELLED, "cancelled")
+        except Exception:
+            server.stats["calls_failed"] += 1
+            log.exception("handler %s raised", spec.wire_name)
+            self._trailer(cid, Status.INTERNAL, "internal error")
+        finally:
+            if call.timer is not None:
+                call.timer.cancel()
+            self.calls.pop(cid, None)
+            sess = self.sess
+            sess.calls.discard(call)
+            sess.active_calls -= 1
+            if spec.kind.streams_responses:
+                sess.streaming_calls -= 1
+            if not self.is_control:
+                self.writer.close()
+
+    async def _stream_out(self, call: _ServerCall, ctx: ServerContext, handler: Handler, req: Any) -> None:
+        spec = ctx.spec
+        w = self.writer
+        cid = call.cid
+        it = handler(req) if spec.has_request else handler()
+        if inspect.isawaitable(it):
+            it = await it
+        if ctx._initial_md:
+            w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+            ctx._initial_md = None
+        dump = spec.dump_response
+        high = self.server.config.stream_high_water
+        async for item in it:
+            if ctx._initial_md:
+                w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+                ctx._initial_md = None
+            w.send(encode_frame(MSG, cid, dump(item)))
+            if w.pending_bytes >= high:
+                await w.drain()
+        if ctx._initial_md:
+            w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+
+    async def _request_iter(self, call: _ServerCall, spec: MethodSpec) -> AsyncIterator[Any]:
+        q = call.inbound
+        assert q is not None
+        load = spec.load_request
+        while True:
+            item = await q.get()
+            if item is _END:
+                return
+            if item is OVERSIZED:
+                raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
+            try:
+                yield load(item)
+            except ValidationError as e:
+                raise RpcError(
+                    Status.INVALID_ARGUMENT,
+                    "request validation failed",
+                    e.errors(include_url=False, include_context=False),
+                ) from None

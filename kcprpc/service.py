@@ -1,0 +1,323 @@
+"""Service definitions: a class of async methods becomes a table of :class:`MethodSpec`.
+
+Everything that can be prepared is prepared once, when the class is defined (or, if its type hints
+name models defined later in the module, on first use): the method kind, the wire name, and the
+pydantic ``TypeAdapter`` for the request and the response. A call then only runs prepared code.
+
+Kinds are inferred from annotations and can be stated with decorators:
+
+* ``async def f(self, req: A) -> B`` — unary (``@rpc.unary``)
+* ``async def f(self, req: A) -> AsyncIterator[B]`` with ``yield`` — server streaming (``@rpc.server_stream``)
+* ``async def f(self, reqs: AsyncIterator[A]) -> B`` — client streaming (``@rpc.client_stream``)
+* ``async def f(self, reqs: AsyncIterator[A]) -> AsyncIterator[B]`` — bidirectional (``@rpc.bidi``)
+* ``@rpc.notify async def f(self, msg: A) -> None`` — fire-and-forget; unreliable (OOB datagram) by default
+
+Wire names are explicit and stable: ``"<service>/<method>"``; the service name defaults to the
+class name and the method name to the attribute name, and either can be set.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import contextlib
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, TypeVar, overload
+
+from pydantic import TypeAdapter
+
+from kcprpc.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class MethodKind(str, Enum):
+    """Cardinality of a method."""
+
+    UNARY = "unary"
+    SERVER_STREAM = "server_stream"
+    CLIENT_STREAM = "client_stream"
+    BIDI = "bidi"
+    NOTIFY = "notify"
+
+    @property
+    def streams_requests(self) -> bool:
+        """The client sends a stream of messages."""
+        return self in (MethodKind.CLIENT_STREAM, MethodKind.BIDI)
+
+    @property
+    def streams_responses(self) -> bool:
+        """The server sends a stream of messages."""
+        return self in (MethodKind.SERVER_STREAM, MethodKind.BIDI)
+
+
+class Delivery(str, Enum):
+    """How a message travels. The one place that turns this into a path is ``kcprpc.push.route``."""
+
+    RELIABLE = "reliable"  # ordered, on a mux stream (the default)
+    UNRELIABLE = "unreliable"  # one OOB datagram, may be lost or reordered
+
+
+@dataclass(frozen=True)
+class _Options:
+    kind: MethodKind | None
+    name: str | None
+    delivery: Delivery | None
+
+
+_ATTR = "__kcprpc_method__"
+
+
+def _decorator(kind: MethodKind | None) -> Any:
+    @overload
+    def deco(fn: F, /) -> F: ...
+    @overload
+    def deco(*, name: str | None = None, delivery: Delivery | str | None = None) -> Callable[[F], F]: ...
+    def deco(fn: Any = None, /, *, name: str | None = None, delivery: Delivery | str | None = None) -> Any:
+        def apply(f: Any) -> Any:
+            setattr(f, _ATTR, _Options(kind, name, Delivery(delivery) if delivery is not None else None))
+            return f
+
+        return apply(fn) if fn is not None else apply
+
+    return deco
+
+
+class _Rpc:
+    """Method decorators: ``@rpc.unary``, ``@rpc.server_stream``, ``@rpc.client_stream``, ``@rpc.bidi``,
+    ``@rpc.notify``, ``@rpc.method(name=...)`` (kind inferred). Each accepts ``name=`` and ``delivery=``."""
+
+    unary = staticmethod(_decorator(MethodKind.UNARY))
+    server_stream = staticmethod(_decorator(MethodKind.SERVER_STREAM))
+    client_stream = staticmethod(_decorator(MethodKind.CLIENT_STREAM))
+    bidi = staticmethod(_decorator(MethodKind.BIDI))
+    notify = staticmethod(_decorator(MethodKind.NOTIFY))
+    method = staticmethod(_decorator(None))
+
+
+rpc = _Rpc()
+"""Namespace of method decorators."""
+
+
+_NONE_ADAPTER: TypeAdapter[None] = TypeAdapter(type(None))
+
+
+@dataclass(eq=False)
+class MethodSpec:
+    """Everything prepared about one method."""
+
+    service: str
+    attr: str
+    wire_name: str
+    kind: MethodKind
+    delivery: Delivery
+    request_type: Any
+    response_type: Any
+    request_adapter: TypeAdapter[Any] = field(repr=False)
+    response_adapter: TypeAdapter[Any] = field(repr=False)
+    has_request: bool = True
+
+    def __post_init__(self) -> None:
+        self.dump_request: Callable[[Any], Any] = self.request_adapter.dump_python
+        self.load_request: Callable[[Any], Any] = self.request_adapter.validate_python
+        self.dump_response: Callable[[Any], Any] = self.response_adapter.dump_python
+        self.load_response: Callable[[Any], Any] = self.response_adapter.validate_python
+
+
+@dataclass
+class ServiceSpec:
+    """The methods of one service class, by attribute name and by wire name."""
+
+    name: str
+    cls: type
+    methods: dict[str, MethodSpec]
+
+    def by_wire_name(self) -> dict[str, MethodSpec]:
+        """Map ``"<service>/<method>"`` to the spec."""
+        return {m.wire_name: m for m in self.methods.values()}
+
+
+_ITER_ORIGINS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
+
+
+def _stream_item(tp: Any) -> tuple[bool, Any]:
+    """(is an async iterator type, its item type)."""
+    origin = typing.get_origin(tp)
+    if origin in _ITER_ORIGINS:
+        args = typing.get_args(tp)
+        return True, (args[0] if args else Any)
+    if tp in _ITER_ORIGINS:
+        return True, Any
+    return False, tp
+
+
+def _public_methods(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if klass in (object, Service):
+            continue
+        for attr, fn in vars(klass).items():
+            if attr.startswith("_") or not callable(fn):
+                continue
+            if hasattr(fn, _ATTR) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+                out[attr] = fn
+            elif attr in out:
+                del out[attr]
+    return out
+
+
+def _build_method(service: str, cls: type, attr: str, fn: Any) -> MethodSpec:
+    opts: _Options = getattr(fn, _ATTR, _Options(None, None, None))
+    if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+        raise UsageError(f"{cls.__name__}.{attr}: RPC methods must be 'async def'")
+    module = inspect.getmodule(fn) or inspect.getmodule(cls)
+    hints = typing.get_type_hints(fn, globalns=vars(module) if module else None, localns=dict(vars(cls)))
+    params = [p for p in inspect.signature(fn).parameters.values()][1:]  # drop self
+    if len(params) > 1:
+        raise UsageError(
+            f"{cls.__name__}.{attr}: an RPC method takes at most one argument (use a pydantic model for several)"
+        )
+    has_request = bool(params)
+    if has_request:
+        p = params[0]
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise UsageError(f"{cls.__name__}.{attr}: *args/**kwargs are not supported")
+        req_tp = hints.get(p.name, Any)
+    else:
+        req_tp = type(None)
+    ret_tp = hints.get("return", Any)
+    req_stream, req_item = _stream_item(req_tp)
+    resp_stream, resp_item = _stream_item(ret_tp)
+    if inspect.isasyncgenfunction(fn):
+        resp_stream = True
+    if req_stream and resp_stream:
+        inferred = MethodKind.BIDI
+    elif req_stream:
+        inferred = MethodKind.CLIENT_STREAM
+    elif resp_stream:
+        inferred = MethodKind.SERVER_STREAM
+    else:
+        inferred = MethodKind.UNARY
+    kind = opts.kind or inferred
+    if kind is MethodKind.NOTIFY:
+        if req_stream or resp_stream:
+            raise UsageError(f"{cls.__name__}.{attr}: a notify method takes one message and returns None")
+        resp_item = type(None)
+    elif kind is not inferred:
+        raise UsageError(
+            f"{cls.__name__}.{attr}: declared {kind.value} but the annotations say {inferred.value}"
+        )
+    default_delivery = Delivery.UNRELIABLE if kind is MethodKind.NOTIFY else Delivery.RELIABLE
+    delivery = opts.delivery or default_delivery
+    if delivery is Delivery.UNRELIABLE and kind is not MethodKind.NOTIFY:
+        raise UsageError(f"{cls.__name__}.{attr}: only notify methods can be unreliable")
+    wire = f"{service}/{opts.name or attr}"
+    return MethodSpec(
+        service=service,
+        attr=attr,
+        wire_name=wire,
+        kind=kind,
+        delivery=delivery,
+        request_type=req_item,
+        response_type=resp_item,
+        request_adapter=_NONE_ADAPTER if req_item is type(None) else TypeAdapter(req_item),
+        response_adapter=_NONE_ADAPTER if resp_item is type(None) else TypeAdapter(resp_item),
+        has_request=has_request,
+    )
+
+
+_SPEC_ATTR = "__kcprpc_spec__"
+_METHOD_SPEC_ATTR = "__kcprpc_method_spec__"
+
+
+def method_spec(fn: Any) -> MethodSpec:
+    """The spec of a service method given as ``Service.method`` (the unbound function)."""
+    spec = getattr(fn, _METHOD_SPEC_ATTR, None)
+    if spec is None:
+        qual = getattr(fn, "__qualname__", "")
+        owner_name = qual.rsplit(".", 1)[0] if "." in qual else ""
+        module = inspect.getmodule(fn)
+        owner = getattr(module, owner_name, None) if module and owner_name else None
+        if isinstance(owner, type):
+            service_spec(owner)
+            spec = getattr(fn, _METHOD_SPEC_ATTR, None)
+    if not isinstance(spec, MethodSpec):
+        raise UsageError(f"{fn!r} is not a method of a service class")
+    return spec
+
+
+def service_spec(cls: type) -> ServiceSpec:
+    """Analyse (once, then cached on the class) a service class and return its spec."""
+    cached = cls.__dict__.get(_SPEC_ATTR)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    name = cls.__dict__.get("__rpc_name__") or cls.__name__
+    methods = {attr: _build_method(name, cls, attr, fn) for attr, fn in _public_methods(cls).items()}
+    wire_seen: dict[str, str] = {}
+    for m in methods.values():
+        if m.wire_name in wire_seen:
+            raise UsageError(f"{cls.__name__}: wire name {m.wire_name!r} used twice")
+        wire_seen[m.wire_name] = m.attr
+    spec = ServiceSpec(name=name, cls=cls, methods=methods)
+    setattr(cls, _SPEC_ATTR, spec)
+    for m in methods.values():
+        fn = getattr(cls, m.attr)
+        if not hasattr(fn, _METHOD_SPEC_ATTR):
+            with contextlib.suppress(AttributeError):
+                setattr(fn, _METHOD_SPEC_ATTR, m)
+    return spec
+
+
+class Service:
+    """Optional base class: analyses the service when the class is defined.
+
+    ``class Greeter(kcprpc.Service, name="hello.Greeter")`` sets the wire name of the service.
+    If a type hint names a model defined later in the module, analysis waits for first use.
+    """
+
+    __rpc_name__: ClassVar[str]
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.__rpc_name__ = name
+        elif "__rpc_name__" not in cls.__dict__:
+            cls.__rpc_name__ = cls.__name__
+        # forward references are resolved by service_spec() at registration instead
+        with contextlib.suppress(NameError):
+            service_spec(cls)
+
+
+def event(
+    name: str | None = None, *, delivery: Delivery | str = Delivery.RELIABLE
+) -> Callable[[type[T]], type[T]]:
+    """Class decorator for push event types: sets the stable wire name and the default delivery."""
+
+    def apply(cls: type[T]) -> type[T]:
+        setattr(cls, "__rpc_event__", name or cls.__name__)  # noqa: B010
+        setattr(cls, "__rpc_delivery__", Delivery(delivery))  # noqa: B010
+        _EVENT_ADAPTERS.pop(cls, None)
+        return cls
+
+    return apply
+
+
+_EVENT_ADAPTERS: dict[Any, tuple[str, Delivery, TypeAdapter[Any]]] = {}
+
+
+def event_info(tp: Any) -> tuple[str, Delivery, TypeAdapter[Any]]:
+    """(wire name, default delivery, adapter) for an event type; built once per type."""
+    info = _EVENT_ADAPTERS.get(tp)
+    if info is None:
+        name = getattr(tp, "__rpc_event__", None) or getattr(tp, "__name__", None) or str(tp)
+        info = (name, getattr(tp, "__rpc_delivery__", Delivery.RELIABLE), TypeAdapter(tp))
+        _EVENT_ADAPTERS[tp] = info
+    return info

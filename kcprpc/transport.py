@@ -1,0 +1,162 @@
+"""The connection the RPC layer runs on, and frame I/O over a byte stream.
+
+The RPC core only needs a :class:`Connection`: reliable byte streams it can open and accept (the
+mux gives these) and unreliable datagrams (KCP's OOB). :mod:`kcprpc.memory` implements it in
+memory for tests; :mod:`kcprpc.net` implements it with ``kcprpc.mux`` over a ``kcp`` session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from kcprpc.codec import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
+
+
+@runtime_checkable
+class ByteStream(Protocol):
+    """A reliable, ordered byte stream (a mux stream)."""
+
+    async def read(self, n: int = -1) -> bytes:
+        """Return up to ``n`` bytes (any amount when -1); ``b""`` at end of stream."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Queue bytes for sending."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its high-water mark."""
+        ...
+
+    def close(self) -> None:
+        """Half-close: no more writes from this side."""
+        ...
+
+
+class Connection(Protocol):
+    """One peer: streams both ways plus unreliable datagrams."""
+
+    async def open_stream(self) -> ByteStream:
+        """Open a new stream to the peer."""
+        ...
+
+    async def accept_stream(self) -> ByteStream:
+        """Wait for a stream opened by the peer; raises ``ConnectionError`` once the connection is closed."""
+        ...
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send one unreliable datagram (may be dropped)."""
+        ...
+
+    async def recv_datagram(self) -> bytes:
+        """Wait for one datagram; raises ``ConnectionError`` once the connection is closed."""
+        ...
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Largest payload :meth:`send_datagram` carries."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once closed by either side."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and every stream on it."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Transport counters (KCP, mux) for the ``stats`` call."""
+        ...
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address, when it has one."""
+        ...
+
+
+class FrameWriter:
+    """Writes frames to a stream, coalescing every frame sent in one loop tick into one write.
+
+    Many small frames (64 replies to 64 calls in flight) then cost one mux frame and one KCP send.
+    """
+
+    __slots__ = ("_loop", "_pending", "_pending_bytes", "_scheduled", "closed", "high_water", "stream")
+
+    def __init__(self, stream: ByteStream, *, high_water: int = 256 * 1024) -> None:
+        self.stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._scheduled = False
+        self.closed = False
+        self.high_water = high_water
+
+    def send(self, frame: bytes) -> None:
+        """Queue one encoded frame; it is written at the end of this loop tick."""
+        if self.closed:
+            return
+        self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write everything queued now."""
+        self._scheduled = False
+        if not self._pending or self.closed:
+            return
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._pending_bytes = 0
+        try:
+            self.stream.write(data)
+        except Exception:
+            self.closed = True
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet handed to the stream."""
+        return self._pending_bytes
+
+    async def drain(self) -> None:
+        """Flush and wait for the stream's buffer to drain (backpressure for streaming calls)."""
+        self.flush()
+        if not self.closed:
+            await self.stream.drain()
+
+    def close(self) -> None:
+        """Flush and half-close the stream."""
+        self.flush()
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.stream.close()
+
+
+async def read_frames(
+    stream: ByteStream,
+    on_frames: Callable[[list[Frame]], None],
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    first: list[Frame] | None = None,
+    decoder: FrameDecoder | None = None,
+) -> None:
+    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames``."""
+    dec = decoder or FrameDecoder(max_message_size)
+    if first:
+        on_frames(first)
+    read = stream.read
+    feed = dec.feed
+    while True:
+        data = await read(65536)
+        if not data:
+            return
+        frames = feed(data)
+        if frames:
+            on_frames(frames)
