@@ -113,15 +113,15 @@ class _Seg:
 
     __slots__ = ("acked", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
 
-    def __init__(self, sn: int, frg: int, data: bytes, ts: int, rto: int) -> None:
+    def __init__(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int) -> None:
         self.sn = sn
         self.frg = frg
         self.data = data
         self.ts = ts
-        self.resendts = ts
+        self.resendts = resendts
         self.rto = rto
         self.fastack = 0
-        self.xmit = 0
+        self.xmit = 1  # created when first sent
         self.acked = False
 
 
@@ -477,6 +477,7 @@ class KCP:
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
         rc = 0
+        last_wnd = -1
         while size - off >= 24:
             conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(data, off)
             if conv != conv_self:
@@ -490,15 +491,32 @@ class KCP:
                 rc = -3
                 break
             nsegs += 1
-            self.rmt_wnd = wnd
+            last_wnd = wnd  # rmt_wnd: the last good segment's window (stored after the loop)
             # parse_una + shrink_buf
             d = (una - self.snd_una) & _MASK
             if 0 < d < _HALF and buf:
                 self._drop_front(d if d < len(buf) else len(buf))
             if cmd == 82:  # ACK
                 rtt = (current - ts) & _MASK
-                if rtt < _HALF:
-                    self._update_ack(rtt)
+                if rtt < _HALF:  # ikcp_update_ack, inlined
+                    srtt = self.rx_srtt
+                    if srtt == 0:
+                        self.rx_srtt = srtt = rtt
+                        self.rx_rttval = rttval = rtt >> 1
+                    else:
+                        delta = rtt - srtt if rtt > srtt else srtt - rtt
+                        self.rx_rttval = rttval = (3 * self.rx_rttval + delta) >> 2
+                        srtt = (7 * srtt + rtt) >> 3
+                        if srtt < 1:
+                            srtt = 1
+                        self.rx_srtt = srtt
+                    rto = 4 * rttval
+                    if rto < self.interval:
+                        rto = self.interval
+                    rto += srtt
+                    if rto < self.rx_minrto:
+                        rto = self.rx_minrto
+                    self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
                 d = (sn - self.snd_una) & _MASK
                 if d < len(buf):
                     seg = buf[d]
@@ -517,30 +535,33 @@ class KCP:
             elif cmd == 81:  # PUSH
                 rcv_nxt = self.rcv_nxt
                 rcv_wnd = self.rcv_wnd
-                if ((sn - rcv_nxt - rcv_wnd) & _MASK) >= _HALF:
+                d = (sn - rcv_nxt) & _MASK
+                if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
                     acklist.append(sn)
                     acklist.append(ts)
-                    if ((sn - rcv_nxt) & _MASK) < _HALF:
-                        # parse_data (the window check there is implied by the one above)
-                        if sn == rcv_nxt and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                            rcv_queue.append((frg, data[off : off + ln]))
-                            self.rcv_nxt = (rcv_nxt + 1) & _MASK
-                            in_bytes += ln
-                        elif sn in rcv_buf:
-                            repeat += 1
-                        else:
-                            rcv_buf[sn] = (frg, data[off : off + ln])
-                            in_bytes += ln
-                            self._move_rcv_buf()
-                    else:
+                    if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
+                        rcv_queue.append((frg, data[off : off + ln]))
+                        self.rcv_nxt = (rcv_nxt + 1) & _MASK
+                        in_bytes += ln
+                    elif sn in rcv_buf:
                         repeat += 1
-                else:
+                    else:
+                        rcv_buf[sn] = (frg, data[off : off + ln])
+                        in_bytes += ln
+                        self._move_rcv_buf()
+                elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
+                    acklist.append(sn)
+                    acklist.append(ts)
+                    repeat += 1
+                else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
             elif cmd == 83:  # WASK
                 self.probe |= IKCP_ASK_TELL
             # WINS: nothing beyond the window update above
             off += ln
 
+        if last_wnd >= 0:
+            self.rmt_wnd = last_wnd
         c: Any = self.counters
         if c is not None:
             c.in_segs += nsegs
@@ -745,55 +766,29 @@ class KCP:
                 nout += 1
             self.probe = 0
 
-        # sliding window
-        cwnd = min(self.snd_wnd, self.rmt_wnd)
-        if not self.nocwnd:
-            cwnd = min(self.cwnd, cwnd)
-        queue = self.snd_queue
-        nbuf_old = len(buf)
-        if queue:
-            snd_nxt = self.snd_nxt
-            limit = (self.snd_una + cwnd) & _MASK
-            rx_rto = self.rx_rto
-            while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
-                frg, data = queue.popleft()
-                buf.append(_Seg(snd_nxt, frg, data, current, rx_rto))
-                snd_nxt = (snd_nxt + 1) & _MASK
-            self.snd_nxt = snd_nxt
-            if not nbuf_old and buf:
-                self.snd_una = buf[0].sn
-
         resent = self.fastresend if self.fastresend > 0 else 0xFFFFFFFF
         nodelay = self.nodelay_
         rx_rto = self.rx_rto
         rtomin = (rx_rto >> 3) if nodelay == 0 else 0
-        fastlimit = self.fastlimit
-        dead_link = self.dead_link
         change = 0
         lost = False
         nlost = 0
         nfast = 0
         out_bytes = 0
-        full = self._fast_pending or (nbuf_old and _s32(current - self._next_resend) >= 0)
-        if full:
-            start = 0
-            next_resend = (current + 0x7FFFFFFF) & _MASK
+        nbuf_old = len(buf)
+        # Retransmissions. ikcp walks the whole send buffer on every flush; we only do when the
+        # earliest retransmission time has come or a fast resend may be due. Segments moved in
+        # below are sent after these, exactly as in ikcp's single walk.
+        if nbuf_old and (self._fast_pending or ((current - self._next_resend) & _MASK) < _HALF):
+            fastlimit = self.fastlimit
+            dead_link = self.dead_link
             next_diff = 0x7FFFFFFF
-        else:
-            start = nbuf_old
-            next_resend = self._next_resend if nbuf_old else (current + 0x7FFFFFFF) & _MASK
-            next_diff = _s32(next_resend - current)
-        fast_pending = False
-        for idx in range(start, len(buf)):
-            seg = buf[idx]
-            if seg.acked:
-                continue
-            if seg.xmit == 0:
-                seg.xmit = 1
-                seg.rto = rx_rto
-                seg.resendts = (current + rx_rto + rtomin) & _MASK
-            else:
-                if ((current - seg.resendts) & _MASK) < _HALF:
+            fast_pending = False
+            for seg in buf:
+                if seg.acked:
+                    continue
+                d = (current - seg.resendts) & _MASK
+                if d < _HALF:  # RTO expired
                     seg.xmit += 1
                     self.xmit += 1
                     if nodelay == 0:
@@ -805,50 +800,84 @@ class KCP:
                     nlost += 1
                     if seg.fastack >= resent and (seg.xmit <= fastlimit or fastlimit <= 0):
                         fast_pending = True
-                elif seg.fastack >= resent:
-                    if seg.xmit <= fastlimit or fastlimit <= 0:
-                        seg.xmit += 1
-                        seg.fastack = 0
-                        seg.resendts = (current + seg.rto) & _MASK
-                        change += 1
-                        nfast += 1
-                    else:
-                        diff = _s32(seg.resendts - current)
-                        if diff < next_diff:
-                            next_diff = diff
-                            next_resend = seg.resendts
-                        continue
+                elif seg.fastack >= resent and (seg.xmit <= fastlimit or fastlimit <= 0):
+                    seg.xmit += 1
+                    seg.fastack = 0
+                    seg.resendts = (current + seg.rto) & _MASK
+                    change += 1
+                    nfast += 1
                 else:
-                    diff = _s32(seg.resendts - current)
-                    if diff < next_diff:
-                        next_diff = diff
-                        next_resend = seg.resendts
+                    d = 0x100000000 - d  # resendts - current, > 0
+                    if d < next_diff:
+                        next_diff = d
                     continue
-            # send it
-            seg.ts = current
-            data = seg.data
-            ln = len(data)
-            if ptr + 24 + ln > mtu:
-                if ptr:
-                    out(mv[:ptr].tobytes())
-                ptr = 0
-                if 24 + ln > len(mv):  # a segment queued before setmtu shrank the mtu
-                    self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-            _pack_into(mv, ptr, conv, 81, seg.frg, wnd, current, seg.sn, una, ln)
-            ptr += 24
-            if ln:
-                mv[ptr : ptr + ln] = data
-                ptr += ln
-            nout += 1
-            out_bytes += ln
-            if seg.xmit >= dead_link:
-                self.state = -1
-            diff = _s32(seg.resendts - current)
-            if diff < next_diff:
-                next_diff = diff
-                next_resend = seg.resendts
-        self._next_resend = next_resend
-        self._fast_pending = fast_pending
+                seg.ts = current
+                data = seg.data
+                ln = len(data)
+                if ptr + 24 + ln > mtu:
+                    if ptr:
+                        out(mv[:ptr].tobytes())
+                    ptr = 0
+                    if 24 + ln > len(mv):  # queued before setmtu shrank the mtu
+                        self._mv = mv = memoryview(bytearray((24 + ln) * 2))
+                _pack_into(mv, ptr, conv, 81, seg.frg, wnd, current, seg.sn, una, ln)
+                ptr += 24
+                if ln:
+                    mv[ptr : ptr + ln] = data
+                    ptr += ln
+                nout += 1
+                out_bytes += ln
+                if seg.xmit >= dead_link:
+                    self.state = -1
+                d = (seg.resendts - current) & _MASK
+                if d >= _HALF:
+                    d -= 0x100000000
+                if d < next_diff:
+                    next_diff = d
+            self._next_resend = (current + next_diff) & _MASK
+            self._fast_pending = fast_pending
+
+        # New segments, as far as the send window, the remote window and cwnd allow.
+        queue = self.snd_queue
+        if queue:
+            cwnd = self.snd_wnd if self.snd_wnd < self.rmt_wnd else self.rmt_wnd
+            if not self.nocwnd and self.cwnd < cwnd:
+                cwnd = self.cwnd
+            snd_nxt = self.snd_nxt
+            limit = (self.snd_una + cwnd) & _MASK
+            if ((snd_nxt - limit) & _MASK) >= _HALF:
+                resendts = (current + rx_rto + rtomin) & _MASK
+                append = buf.append
+                popleft = queue.popleft
+                while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
+                    frg, data = popleft()
+                    append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts))
+                    ln = len(data)
+                    if ptr + 24 + ln > mtu:
+                        if ptr:
+                            out(mv[:ptr].tobytes())
+                        ptr = 0
+                        if 24 + ln > len(mv):
+                            self._mv = mv = memoryview(bytearray((24 + ln) * 2))
+                    _pack_into(mv, ptr, conv, 81, frg, wnd, current, snd_nxt, una, ln)
+                    ptr += 24
+                    if ln:
+                        mv[ptr : ptr + ln] = data
+                        ptr += ln
+                    out_bytes += ln
+                    nout += 1
+                    snd_nxt = (snd_nxt + 1) & _MASK
+                self.snd_nxt = snd_nxt
+                if self.dead_link <= 1:
+                    self.state = -1
+                if not nbuf_old or ((resendts - self._next_resend) & _MASK) >= _HALF:
+                    self._next_resend = resendts
+        else:
+            cwnd = 0  # only needed below if something was lost
+        if lost:
+            cwnd = self.snd_wnd if self.snd_wnd < self.rmt_wnd else self.rmt_wnd
+            if not self.nocwnd and self.cwnd < cwnd:
+                cwnd = self.cwnd
 
         if ptr:
             out(mv[:ptr].tobytes())
