@@ -1,0 +1,537 @@
+"""Batched UDP I/O over a non-blocking socket.
+
+On Linux, :class:`DatagramIO` receives with ``recvmmsg(2)`` and sends with ``sendmmsg(2)``, called
+through :mod:`ctypes` on the C library with preallocated ``mmsghdr``/``iovec``/``sockaddr`` arrays,
+so one system call moves up to ``batch`` datagrams. Elsewhere, or when forced (argument
+``mmsg=False`` or the environment variable ``KCP_NO_MMSG=1``), the same interface is served by
+plain ``recvfrom``/``sendto`` calls. Optionally, runs of equal-sized datagrams to one address are
+sent as a single UDP GSO super-packet (``UDP_SEGMENT`` through :meth:`socket.socket.sendmsg`).
+
+Addresses are the tuples :mod:`socket` uses: ``(host, port)`` for IPv4 and
+``(host, port, flowinfo, scope_id)`` for IPv6, identical in both code paths, so they can be used
+as dictionary keys by a demultiplexer.
+
+System calls, datagrams and bytes are counted into :class:`kcp.stats.Counters`
+(``recv_syscalls``, ``send_syscalls``, ``in_pkts``, ``out_pkts``, ``bytes_received``,
+``bytes_sent``). Network errors never raise: a datagram that cannot be sent is dropped (UDP is
+lossy anyway) and the error is remembered in :attr:`DatagramIO.last_error`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import struct
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kcp.stats import Counters
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "MAX_DATAGRAM",
+    "Address",
+    "DatagramIO",
+    "gso_supported",
+    "mmsg_supported",
+    "open_udp_socket",
+]
+
+Address = Any
+"""A socket address tuple as used by :mod:`socket` (``(host, port)`` or the IPv6 4-tuple)."""
+
+DEFAULT_BATCH = 64
+MAX_DATAGRAM = 2048  # kcp-go's mtuLimit; larger datagrams are truncated on receive
+_SOCKADDR_SIZE = 128  # sizeof(struct sockaddr_storage)
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_GSO_MAX_SEGS = 64
+_GSO_MAX_BYTES = 65000
+_ADDR_CACHE_LIMIT = 65536
+_RETRY_ERRNOS = (errno.EINTR,)
+_AGAIN_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+class _IOVec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.c_void_p),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    )
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint))
+
+
+_libc: Any = None
+_recvmmsg: Any = None
+_sendmmsg: Any = None
+
+
+def _load_libc() -> bool:
+    global _libc, _recvmmsg, _sendmmsg
+    if _libc is not None:
+        return _recvmmsg is not None
+    if not sys.platform.startswith("linux"):
+        _libc = False
+        return False
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        recv = lib.recvmmsg
+        send = lib.sendmmsg
+    except (OSError, AttributeError):
+        _libc = False
+        return False
+    recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+    recv.restype = ctypes.c_int
+    send.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    send.restype = ctypes.c_int
+    _libc, _recvmmsg, _sendmmsg = lib, recv, send
+    return True
+
+
+def mmsg_supported() -> bool:
+    """True when recvmmsg/sendmmsg can be called here (Linux with a C library that has them)."""
+    return _load_libc()
+
+
+_gso_cache: bool | None = None
+
+
+def gso_supported() -> bool:
+    """True when the kernel accepts ``UDP_SEGMENT`` (UDP generic segmentation offload)."""
+    global _gso_cache
+    if _gso_cache is None:
+        ok = False
+        if sys.platform.startswith("linux"):
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.setsockopt(_SOL_UDP, _UDP_SEGMENT, 1200)
+                    ok = True
+            except OSError:
+                ok = False
+        _gso_cache = ok
+    return _gso_cache
+
+
+def open_udp_socket(
+    host: str,
+    port: int,
+    *,
+    family: int = 0,
+    reuse_port: bool = False,
+    rcvbuf: int | None = 4 << 20,
+    sndbuf: int | None = 4 << 20,
+) -> socket.socket:
+    """Create a bound, non-blocking UDP socket.
+
+    ``family`` 0 picks the family of the first address ``host`` resolves to. ``reuse_port`` sets
+    ``SO_REUSEPORT`` so that several processes can share the port (the kernel spreads remote
+    addresses over them). Buffer sizes are requests; the kernel may cap them.
+    """
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    fam, typ, proto, _, addr = infos[0]
+    sock = socket.socket(fam, typ, proto)
+    try:
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise OSError("SO_REUSEPORT is not available on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for opt, size in ((socket.SO_RCVBUF, rcvbuf), (socket.SO_SNDBUF, sndbuf)):
+            if size:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        sock.bind(addr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _decode_sockaddr(raw: bytes) -> Address:
+    fam = int.from_bytes(raw[0:2], sys.byteorder)
+    port = int.from_bytes(raw[2:4], "big")
+    if fam == socket.AF_INET:
+        return (socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+    if fam == socket.AF_INET6:
+        flowinfo = int.from_bytes(raw[4:8], "big")
+        scope = int.from_bytes(raw[24:28], sys.byteorder)
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        if scope:
+            try:
+                host = f"{host}%{socket.if_indextoname(scope)}"
+            except OSError:
+                host = f"{host}%{scope}"
+        return (host, port, flowinfo, scope)
+    return None
+
+
+def _encode_sockaddr(family: int, addr: Address) -> bytes:
+    host, port = addr[0], addr[1]
+    if family == socket.AF_INET:
+        return struct.pack("=H", socket.AF_INET) + struct.pack(
+            "!H4s8x", port, socket.inet_pton(socket.AF_INET, host)
+        )
+    if family == socket.AF_INET6:
+        flowinfo = addr[2] if len(addr) > 2 else 0
+        scope = addr[3] if len(addr) > 3 else 0
+        if "%" in host:
+            host, _, zone = host.partition("%")
+            if not scope:
+                scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+        return (
+            struct.pack("=H", socket.AF_INET6)
+            + struct.pack("!HI16s", port, flowinfo, socket.inet_pton(socket.AF_INET6, host))
+            + struct.pack("=I", scope)
+        )
+    raise OSError(f"unsupported address family {family}")
+
+
+class DatagramIO:
+    """Batched send and receive on one non-blocking UDP socket.
+
+    ``recv()`` returns what is readable now, at most ``batch * max_batches`` datagrams;
+    ``send(items)`` writes a list of ``(payload, address)`` and returns how many left the process
+    (the rest hit a full socket buffer: keep them and retry when the socket is writable).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        counters: Counters | Sequence[Counters] | None = None,
+        *,
+        batch: int = DEFAULT_BATCH,
+        mmsg: bool | None = None,
+        gso: bool = False,
+        max_datagram: int = MAX_DATAGRAM,
+    ) -> None:
+        if batch < 1 or batch > 1024:
+            raise ValueError("batch must be in 1..1024")
+        if max_datagram < 64:
+            raise ValueError("max_datagram must be at least 64")
+        self.sock = sock
+        self.family = sock.family
+        self.fd = sock.fileno()
+        self.batch = batch
+        self.max_datagram = max_datagram
+        if counters is None:
+            # Any: Counters declares its fields through a computed __slots__ that mypy cannot see
+            self.counters: tuple[Any, ...] = ()
+        elif isinstance(counters, Counters):
+            self.counters = (counters,)
+        else:
+            self.counters = tuple(counters)
+        if mmsg is None:
+            mmsg = os.environ.get("KCP_NO_MMSG", "") in ("", "0")
+        self.mmsg = bool(mmsg) and mmsg_supported()
+        self.gso = bool(gso) and gso_supported()
+        self.last_error: OSError | None = None
+        self._name_cache: dict[bytes, Address] = {}
+        self._addr_cache: dict[Address, tuple[bytes, int]] = {}
+        if self.mmsg:
+            self._setup_mmsg()
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _setup_mmsg(self) -> None:
+        n, slot = self.batch, self.max_datagram
+        # receive side
+        self._rbuf = (ctypes.c_char * (n * slot))()
+        self._rnames = (ctypes.c_char * (n * _SOCKADDR_SIZE))()
+        self._riov = (_IOVec * n)()
+        self._rmsg = (_MMsgHdr * n)()
+        rbase = ctypes.addressof(self._rbuf)
+        nbase = ctypes.addressof(self._rnames)
+        for i in range(n):
+            self._riov[i].iov_base = rbase + i * slot
+            self._riov[i].iov_len = slot
+            hdr = self._rmsg[i].msg_hdr
+            hdr.msg_name = nbase + i * _SOCKADDR_SIZE
+            hdr.msg_namelen = _SOCKADDR_SIZE
+            hdr.msg_iov = ctypes.addressof(self._riov[i])
+            hdr.msg_iovlen = 1
+        stride = ctypes.sizeof(_MMsgHdr)
+        self._stride32 = stride // 4
+        self._stride64 = stride // 8
+        self._len_off = _MMsgHdr.msg_len.offset // 4
+        self._namelen_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_namelen.offset) // 4
+        self._name_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_name.offset) // 8
+        self._rmsg32 = memoryview(self._rmsg).cast("B").cast("I")
+        self._rbufmv = memoryview(self._rbuf).cast("B")
+        self._rnamesmv = memoryview(self._rnames).cast("B")
+        self._rbase = rbase
+        # send side
+        self._sbuf = (ctypes.c_char * (n * slot))()
+        self._siov = (_IOVec * n)()
+        self._smsg = (_MMsgHdr * n)()
+        sbase = ctypes.addressof(self._sbuf)
+        for i in range(n):
+            self._siov[i].iov_base = sbase + i * slot
+            hdr = self._smsg[i].msg_hdr
+            hdr.msg_iov = ctypes.addressof(self._siov[i])
+            hdr.msg_iovlen = 1
+        self._sbase = sbase
+        self._smsg32 = memoryview(self._smsg).cast("B").cast("I")
+        self._smsg64 = memoryview(self._smsg).cast("B").cast("Q")
+        self._siov64 = memoryview(self._siov).cast("B").cast("Q")
+        self._rmsg_ptr = ctypes.addressof(self._rmsg)
+        self._smsg_ptr = ctypes.addressof(self._smsg)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _count_recv(self, calls: int, pkts: int, nbytes: int) -> None:
+        for c in self.counters:
+            c.recv_syscalls += calls
+            c.in_pkts += pkts
+            c.bytes_received += nbytes
+
+    def _count_send(self, calls: int, pkts: int, nbytes: int) -> None:
+        for c in self.counters:
+            c.send_syscalls += calls
+            c.out_pkts += pkts
+            c.bytes_sent += nbytes
+
+    def _sockaddr(self, addr: Address) -> tuple[bytes, int]:
+        """Packed sockaddr for ``addr`` and a pointer to it (kept alive by the cache)."""
+        hit = self._addr_cache.get(addr)
+        if hit is None:
+            packed = _encode_sockaddr(self.family, addr)
+            buf = ctypes.create_string_buffer(packed, len(packed))
+            hit = (buf, ctypes.addressof(buf))  # type: ignore[assignment]
+            if len(self._addr_cache) >= _ADDR_CACHE_LIMIT:
+                self._addr_cache.clear()
+            self._addr_cache[addr] = hit  # type: ignore[assignment]
+        return hit  # type: ignore[return-value]
+
+    # -- receive ---------------------------------------------------------------------------------
+    def recv(self, max_batches: int = 16) -> list[tuple[bytes, Address]]:
+        """Read the datagrams that are ready, up to ``batch * max_batches``; [] if none."""
+        if self.mmsg:
+            return self._recv_mmsg(max_batches)
+        return self._recv_plain(max_batches)
+
+    def _recv_plain(self, max_batches: int) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = []
+        recvfrom = self.sock.recvfrom
+        size = self.max_datagram
+        limit = self.batch * max_batches
+        calls = nbytes = 0
+        while len(out) < limit:
+            calls += 1
+            try:
+                data, addr = recvfrom(size)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # ICMP errors reported on the socket (e.g. ECONNREFUSED)
+                self.last_error = exc
+                continue
+            nbytes += len(data)
+            out.append((data, addr))
+        self._count_recv(calls, len(out), nbytes)
+        return out
+
+    def _recv_mmsg(self, max_batches: int) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = []
+        n = self.batch
+        fd = self.fd
+        ptr = self._rmsg_ptr
+        m32 = self._rmsg32
+        bufmv = self._rbufmv
+        names = self._rnamesmv
+        cache = self._name_cache
+        s32 = self._stride32
+        len_off = self._len_off
+        nl_off = self._namelen_off
+        slot = self.max_datagram
+        recvmmsg = _recvmmsg
+        calls = nbytes = 0
+        for _ in range(max_batches):
+            calls += 1
+            got = recvmmsg(fd, ptr, n, 0, None)
+            if got < 0:
+                err = ctypes.get_errno()
+                if err in _AGAIN_ERRNOS:
+                    break
+                if err in _RETRY_ERRNOS:
+                    continue
+                self.last_error = OSError(err, os.strerror(err))
+                if err == errno.ECONNREFUSED:
+                    continue
+                break
+            for i in range(got):
+                base = i * s32
+                size = m32[base + len_off]
+                namelen = m32[base + nl_off]
+                m32[base + nl_off] = _SOCKADDR_SIZE
+                key = names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + namelen].tobytes()
+                addr = cache.get(key)
+                if addr is None:
+                    addr = _decode_sockaddr(key)
+                    if len(cache) >= _ADDR_CACHE_LIMIT:
+                        cache.clear()
+                    cache[key] = addr
+                off = i * slot
+                nbytes += size
+                out.append((bufmv[off : off + size].tobytes(), addr))
+            if got < n:
+                break
+        self._count_recv(calls, len(out), nbytes)
+        return out
+
+    # -- send ------------------------------------------------------------------------------------
+    def send(self, items: Sequence[tuple[bytes, Address]]) -> int:
+        """Send ``items`` in order; return how many were handled (sent or dropped on error).
+
+        A return value below ``len(items)`` means the socket buffer is full: retry the rest later.
+        """
+        if not items:
+            return 0
+        if self.gso:
+            return self._send_gso(items)
+        if self.mmsg:
+            return self._send_mmsg(items, 0, len(items))
+        return self._send_plain(items, 0, len(items))
+
+    def _send_plain(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
+        sendto = self.sock.sendto
+        calls = nbytes = sent = 0
+        i = start
+        while i < stop:
+            data, addr = items[i]
+            calls += 1
+            try:
+                sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.last_error = exc
+                i += 1
+                continue
+            nbytes += len(data)
+            sent += 1
+            i += 1
+        self._count_send(calls, sent, nbytes)
+        return i - start
+
+    def _send_mmsg(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
+        n = self.batch
+        slot = self.max_datagram
+        fd = self.fd
+        sbase = self._sbase
+        m32 = self._smsg32
+        m64 = self._smsg64
+        iov64 = self._siov64
+        s32 = self._stride32
+        s64 = self._stride64
+        nl_off = self._namelen_off
+        name_off = self._name_off
+        memmove = ctypes.memmove
+        sendmmsg = _sendmmsg
+        sockaddr = self._sockaddr
+        calls = nbytes = sent = 0
+        i = start
+        while i < stop:
+            # fill up to n slots; an oversized datagram goes alone through sendto
+            k = 0
+            j = i
+            batch_bytes = 0
+            while j < stop and k < n:
+                data, addr = items[j]
+                size = len(data)
+                if size > slot:
+                    break
+                _, name_ptr = sockaddr(addr)
+                memmove(sbase + k * slot, data, size)
+                iov64[k * 2 + 1] = size
+                m64[k * s64 + name_off] = name_ptr
+                m32[k * s32 + nl_off] = 16 if self.family == socket.AF_INET else 28
+                batch_bytes += size
+                k += 1
+                j += 1
+            if k == 0:
+                # oversized datagram at i
+                self._count_send(calls, sent, nbytes)
+                calls = nbytes = sent = 0
+                done = self._send_plain(items, i, i + 1)
+                if done == 0:
+                    return i - start
+                i += 1
+                continue
+            calls += 1
+            got = sendmmsg(fd, self._smsg_ptr, k, 0)
+            if got < 0:
+                err = ctypes.get_errno()
+                if err in _AGAIN_ERRNOS:
+                    break
+                if err in _RETRY_ERRNOS:
+                    continue
+                # the first datagram of the batch failed (bad address, EMSGSIZE, a pending ICMP
+                # error ...): drop it and go on with the rest
+                self.last_error = OSError(err, os.strerror(err))
+                i += 1
+                continue
+            if got == k:
+                nbytes += batch_bytes
+            else:
+                nbytes += sum(len(items[x][0]) for x in range(i, i + got))
+            sent += got
+            i += got
+            if got < k:
+                continue  # partial: the kernel stopped (buffer full or error); retry from there
+        self._count_send(calls, sent, nbytes)
+        return i - start
+
+    def _send_gso(self, items: Sequence[tuple[bytes, Address]]) -> int:
+        sendmsg = self.sock.sendmsg
+        calls = nbytes = sent = 0
+        i = 0
+        total = len(items)
+        while i < total:
+            data, addr = items[i]
+            seg = len(data)
+            j = i + 1
+            size = seg
+            while (
+                j < total
+                and j - i < _GSO_MAX_SEGS
+                and items[j][1] == addr
+                and len(items[j][0]) <= seg
+                and size + len(items[j][0]) <= _GSO_MAX_BYTES
+            ):
+                size += len(items[j][0])
+                j += 1
+                if len(items[j - 1][0]) < seg:
+                    break  # a shorter datagram may only end a run
+            calls += 1
+            try:
+                if j - i == 1:
+                    sendmsg([data], [], 0, addr)
+                else:
+                    bufs = [items[x][0] for x in range(i, j)]
+                    sendmsg(bufs, [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))], 0, addr)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.last_error = exc
+                i = j
+                continue
+            nbytes += size
+            sent += j - i
+            i = j
+        self._count_send(calls, sent, nbytes)
+        return i

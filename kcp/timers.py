@@ -1,0 +1,167 @@
+"""One timer heap per event loop, serving every KCP session of that loop.
+
+A session asks to be woken at the time its engine's ``check()`` names (or at its idle deadline
+when it has nothing in flight). The heap keeps one entry per pending wake-up and arms a single
+``loop.call_at`` for the earliest one, so an idle session costs nothing between packets and
+5,000 sessions cost one heap operation each per wake-up instead of one asyncio timer each.
+
+Rescheduling uses lazy deletion: moving a wake-up *earlier* invalidates the old entry in place
+(it is skipped when popped); asking for a *later* time than an entry already pending keeps the
+earlier one, and the target simply re-evaluates when it fires. Targets must therefore tolerate
+early wake-ups, which KCP engines do (``update()`` before the flush time is a no-op).
+
+Time is in integer milliseconds from :meth:`TimerHeap.now_ms`, counted from the heap's creation
+on the loop's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import weakref
+from typing import Protocol
+
+__all__ = ["TimerHeap", "TimerTarget"]
+
+
+class TimerTarget(Protocol):
+    """What the heap needs from a scheduled object."""
+
+    _timer_entry: list[object] | None
+
+    def _on_timer(self, now: int) -> None:
+        """Called once the scheduled time has come (possibly early, never much late)."""
+
+
+_heaps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerHeap] = weakref.WeakKeyDictionary()
+
+
+class TimerHeap:
+    """A min-heap of wake-ups driven by one ``loop.call_at`` handle."""
+
+    __slots__ = (
+        "__weakref__",
+        "_armed_at",
+        "_base",
+        "_firing",
+        "_handle",
+        "_heap",
+        "_loop",
+        "_seq",
+        "_stale",
+        "fired",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._base = loop.time()
+        self._heap: list[list[object]] = []
+        self._seq = 0
+        self._stale = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = -1
+        self._firing = False
+        self.fired = 0  # targets woken so far (for tests and benchmarks)
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> TimerHeap:
+        """The heap shared by everything on ``loop`` (default: the running loop)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        heap = _heaps.get(loop)
+        if heap is None:
+            heap = _heaps[loop] = cls(loop)
+        return heap
+
+    def now_ms(self) -> int:
+        """Milliseconds on the loop's clock since this heap was created."""
+        return int((self._loop.time() - self._base) * 1000.0 + 1e-6)
+
+    def __len__(self) -> int:
+        """Number of pending wake-ups (including not yet discarded stale entries)."""
+        return len(self._heap) - self._stale
+
+    def schedule(self, target: TimerTarget, due: int) -> None:
+        """Wake ``target`` at ``due`` ms, or earlier if it already has an earlier wake-up."""
+        entry = target._timer_entry
+        if entry is not None:
+            if entry[0] <= due:  # type: ignore[operator]
+                return
+            entry[2] = None
+            self._stale += 1
+        self._seq += 1
+        entry = [due, self._seq, target]
+        target._timer_entry = entry
+        heapq.heappush(self._heap, entry)
+        if not self._firing and (self._armed_at < 0 or due < self._armed_at):
+            self._arm(due)
+        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+            self._compact()
+
+    def cancel(self, target: TimerTarget) -> None:
+        """Forget ``target``'s pending wake-up, if any."""
+        entry = target._timer_entry
+        if entry is not None:
+            entry[2] = None
+            target._timer_entry = None
+            self._stale += 1
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if e[2] is not None]
+        heapq.heapify(self._heap)
+        self._stale = 0
+
+    def _arm(self, due: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed_at = due
+        self._handle = self._loop.call_at(self._base + due / 1000.0, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._armed_at = -1
+        heap = self._heap
+        now = self.now_ms()
+        limit = now + 1  # the loop may run a handle a hair early; accept 1 ms of slack
+        due_targets: list[TimerTarget] = []
+        pop = heapq.heappop
+        while heap and heap[0][0] <= limit:  # type: ignore[operator]
+            entry = pop(heap)
+            target = entry[2]
+            if target is None:
+                self._stale -= 1
+                continue
+            target._timer_entry = None  # type: ignore[attr-defined]
+            due_targets.append(target)  # type: ignore[arg-type]
+        self.fired += len(due_targets)
+        self._firing = True
+        try:
+            for target in due_targets:
+                try:
+                    target._on_timer(now)
+                except Exception as exc:
+                    self._loop.call_exception_handler(
+                        {"message": "KCP timer callback failed", "exception": exc, "target": target}
+                    )
+        finally:
+            self._firing = False
+        heap = self._heap  # a compaction may have replaced it
+        # drop stale entries at the top so the timer is armed for a live one
+        while heap and heap[0][2] is None:
+            pop(heap)
+            self._stale -= 1
+        if heap:
+            self._arm(heap[0][0])  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Cancel the armed handle and drop every entry."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        for entry in self._heap:
+            target = entry[2]
+            if target is not None:
+                target._timer_entry = None  # type: ignore[attr-defined]
+        self._heap.clear()
+        self._stale = 0
+        self._armed_at = -1

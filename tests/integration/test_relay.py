@@ -1,0 +1,148 @@
+"""The seeded lossy relay: forwarding, per-client upstream sockets, loss, delay, duplication."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from kcp.batch import open_udp_socket
+from kcp.relay import LossyRelay, main
+
+
+class Echo(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.peers: set[tuple[str, int]] = set()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.peers.add(addr)
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+
+class Client(asyncio.DatagramProtocol):
+    def __init__(self, expect: int) -> None:
+        self.got: list[bytes] = []
+        self.times: list[float] = []
+        self.expect = expect
+        self.done = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append(data)
+        self.times.append(asyncio.get_running_loop().time())
+        if len(self.got) >= self.expect and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _echo_server() -> tuple[asyncio.DatagramTransport, Echo]:
+    loop = asyncio.get_running_loop()
+    # big socket buffers: the kernel must not drop what the test counts
+    tr, proto = await loop.create_datagram_endpoint(Echo, sock=open_udp_socket("127.0.0.1", 0))
+    return tr, proto
+
+
+async def _client(relay: LossyRelay, expect: int) -> tuple[asyncio.DatagramTransport, Client]:
+    loop = asyncio.get_running_loop()
+    sock = open_udp_socket("127.0.0.1", 0)
+    sock.connect(relay.address)
+    tr, proto = await loop.create_datagram_endpoint(lambda: Client(expect), sock=sock)
+    return tr, proto
+
+
+async def _until_sentinel_returns(tr: asyncio.DatagramTransport, c: Client) -> None:
+    """The link is FIFO here: once a sentinel comes back, everything sent before it was handled."""
+    for _ in range(50):
+        c.done = asyncio.get_running_loop().create_future()
+        c.expect = len(c.got) + 1
+        tr.sendto(b"end")
+        try:
+            await asyncio.wait_for(asyncio.shield(c.done), 0.5)
+        except asyncio.TimeoutError:
+            continue  # the sentinel itself was lost: send another
+        while c.got and c.got[-1] != b"end":
+            c.expect = len(c.got) + 1
+            c.done = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(c.done, 2)
+        return
+    raise AssertionError("no sentinel came back")
+
+
+async def test_relay_forwards_both_ways_with_one_upstream_per_client() -> None:
+    server, echo = await _echo_server()
+    async with LossyRelay(target=server.get_extra_info("sockname")) as relay:
+        clients = [await _client(relay, 20) for _ in range(3)]
+        for tr, _ in clients:
+            for i in range(20):
+                tr.sendto(b"m%d" % i)
+        await asyncio.wait_for(asyncio.gather(*(c.done for _, c in clients)), 5)
+        for tr, c in clients:
+            assert c.got == [b"m%d" % i for i in range(20)]
+            tr.close()
+        assert len(echo.peers) == 3
+        assert relay.stats["clients"] == 3
+        assert relay.stats["up_delivered"] == relay.stats["down_delivered"] == 60
+    server.close()
+
+
+async def test_loss_is_seeded_and_near_the_rate() -> None:
+    server, _ = await _echo_server()
+    drops = []
+    for _ in range(2):
+        async with LossyRelay(target=server.get_extra_info("sockname"), loss_up=10, seed=7) as relay:
+            tr, c = await _client(relay, 10**9)
+            for i in range(1000):
+                tr.sendto(b"%d" % i)
+            await _until_sentinel_returns(tr, c)
+            got = {int(x) for x in c.got if x != b"end"}
+            drops.append(sorted(set(range(1000)) - got))
+            sentinels = c.got.count(b"end")
+            assert relay.stats["up_delivered"] == len(got) + sentinels
+            tr.close()
+    assert drops[0] == drops[1]  # same seed, same datagrams lost
+    assert 60 <= len(drops[0]) <= 140
+    server.close()
+
+
+async def test_delay_and_duplication() -> None:
+    server, _ = await _echo_server()
+    async with LossyRelay(target=server.get_extra_info("sockname"), delay=20, dup=100, seed=3) as relay:
+        tr, c = await _client(relay, 4)  # one datagram, duplicated each way: 4 copies back
+        t0 = asyncio.get_running_loop().time()
+        tr.sendto(b"ping")
+        await asyncio.wait_for(c.done, 5)
+        assert c.got == [b"ping"] * 4
+        assert c.times[0] - t0 >= 0.039  # 20 ms each way
+        assert relay.stats["up_duplicated"] == 1 and relay.stats["down_duplicated"] == 2
+        tr.close()
+    server.close()
+
+
+async def test_reorder_swaps_datagrams() -> None:
+    server, _ = await _echo_server()
+    async with LossyRelay(target=server.get_extra_info("sockname"), reorder=30, seed=5) as relay:
+        tr, c = await _client(relay, 200)
+        for i in range(200):
+            tr.sendto(b"%d" % i)
+        await asyncio.wait_for(c.done, 5)
+        order = [int(x) for x in c.got]
+        assert sorted(order) == list(range(200))
+        assert order != sorted(order)
+        assert relay.stats["up_reordered"] > 0
+        tr.close()
+    server.close()
+
+
+def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError):
+        LossyRelay(loss=150)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert main(["--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}", "--duration", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "relay 127.0.0.1:" in out and "up_dropped" in out

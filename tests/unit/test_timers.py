@@ -1,0 +1,174 @@
+"""The shared timer heap: one armed handle, lazy rescheduling, idle targets cost nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kcp.timers import TimerHeap
+
+
+class FakeHandle:
+    def __init__(self, loop: FakeLoop, when: float, cb: Any) -> None:
+        self.when, self.cb, self.cancelled = when, cb, False
+        self.loop = loop
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """Just enough of an event loop: a settable clock and call_at handles."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.handles: list[FakeHandle] = []
+        self.errors: list[dict[str, Any]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, cb: Any) -> FakeHandle:
+        h = FakeHandle(self, when, cb)
+        self.handles.append(h)
+        return h
+
+    def call_exception_handler(self, ctx: dict[str, Any]) -> None:
+        self.errors.append(ctx)
+
+    def live(self) -> list[FakeHandle]:
+        return [h for h in self.handles if not h.cancelled]
+
+    def advance_to(self, ms: float, heap: TimerHeap) -> None:
+        """Run every armed handle due up to ``ms`` (relative to the heap's base)."""
+        target = 100.0 + ms / 1000.0
+        while True:
+            due = [h for h in self.live() if h.when <= target + 1e-9]
+            if not due:
+                break
+            h = min(due, key=lambda x: x.when)
+            h.cancelled = True
+            self.now = max(self.now, h.when)
+            h.cb()
+        self.now = target
+
+
+class Target:
+    def __init__(self, name: str, log: list[tuple[str, int]], heap: TimerHeap | None = None) -> None:
+        self.name = name
+        self.log = log
+        self._timer_entry: list[object] | None = None
+        self.heap = heap
+        self.again: int | None = None
+
+    def _on_timer(self, now: int) -> None:
+        self.log.append((self.name, now))
+        if self.again is not None and self.heap is not None:
+            self.heap.schedule(self, now + self.again)
+
+
+def make() -> tuple[FakeLoop, TimerHeap, list[tuple[str, int]]]:
+    loop = FakeLoop()
+    heap = TimerHeap(loop)  # type: ignore[arg-type]
+    return loop, heap, []
+
+
+def test_only_the_earliest_wakeup_is_armed() -> None:
+    loop, heap, log = make()
+    targets = [Target(f"t{i}", log) for i in range(100)]
+    for i, t in enumerate(targets):
+        heap.schedule(t, 1000 - i)
+    # one call_at per new minimum, but only one live handle at any time
+    assert len(loop.live()) == 1
+    assert abs(loop.live()[0].when - (100.0 + 0.901)) < 1e-9
+    loop.advance_to(950, heap)
+    assert [n for n, _ in log] == [f"t{i}" for i in range(99, 49, -1)]
+    assert len(heap) == 50
+    loop.advance_to(2000, heap)
+    assert len(log) == 100 and len(heap) == 0
+    assert loop.live() == []  # nothing pending: no timer at all
+
+
+def test_rescheduling_earlier_replaces_and_later_keeps_the_earlier() -> None:
+    loop, heap, log = make()
+    t = Target("a", log)
+    heap.schedule(t, 500)
+    heap.schedule(t, 200)  # earlier: the 500 entry becomes stale
+    heap.schedule(t, 900)  # later: keep 200, the target re-evaluates then
+    loop.advance_to(1000, heap)
+    assert log == [("a", 200)]
+    assert len(heap) == 0
+
+
+def test_cancel_and_rearm_after_fire() -> None:
+    loop, heap, log = make()
+    a, b = Target("a", log), Target("b", log, heap)
+    heap.schedule(a, 10)
+    heap.schedule(b, 20)
+    heap.cancel(a)
+    b.again = 30
+    loop.advance_to(85, heap)
+    assert log == [("b", 20), ("b", 50), ("b", 80)]
+    b.again = None
+    loop.advance_to(200, heap)
+    assert log[-1] == ("b", 110)
+    assert loop.live() == []
+
+
+def test_target_scheduled_during_fire_does_not_hide_an_earlier_entry() -> None:
+    loop, heap, log = make()
+    a, b = Target("a", log, heap), Target("b", log)
+    heap.schedule(a, 10)
+    heap.schedule(b, 15)
+    a.again = 100  # a re-arms far away while b is still pending at 15
+    loop.advance_to(12, heap)
+    assert len(loop.live()) == 1 and abs(loop.live()[0].when - 100.015) < 1e-9
+    loop.advance_to(20, heap)
+    assert log == [("a", 10), ("b", 15)]
+
+
+def test_exceptions_go_to_the_loop_handler_and_others_still_fire() -> None:
+    loop, heap, log = make()
+
+    class Bad(Target):
+        def _on_timer(self, now: int) -> None:
+            raise RuntimeError("boom")
+
+    heap.schedule(Bad("bad", log), 5)
+    heap.schedule(Target("good", log), 5)
+    loop.advance_to(10, heap)
+    assert log == [("good", 5)]
+    assert len(loop.errors) == 1 and isinstance(loop.errors[0]["exception"], RuntimeError)
+
+
+def test_stale_entries_are_compacted() -> None:
+    loop, heap, log = make()
+    targets = [Target(str(i), log) for i in range(100)]
+    for rnd in range(40):
+        for t in targets:
+            heap.schedule(t, 100000 - rnd)  # always earlier: one stale entry per call
+    assert len(heap) == 100
+    assert len(heap._heap) < 100 * 40  # compaction ran
+    loop.advance_to(200000, heap)
+    assert len(log) == 100
+
+
+async def test_real_loop_fires_in_order_with_one_handle() -> None:
+    loop = asyncio.get_running_loop()
+    heap = TimerHeap.for_loop()
+    assert TimerHeap.for_loop(loop) is heap
+    done = loop.create_future()
+    log: list[tuple[str, int]] = []
+
+    class T(Target):
+        def _on_timer(self, now: int) -> None:
+            super()._on_timer(now)
+            if len(log) == 3:
+                done.set_result(None)
+
+    base = heap.now_ms()
+    for name, delay in (("c", 30), ("a", 10), ("b", 20)):
+        heap.schedule(T(name, log), base + delay)
+    await asyncio.wait_for(done, 5)
+    assert [n for n, _ in log] == ["a", "b", "c"]
+    assert all(now >= base + d - 1 for (_, now), d in zip(log, (10, 20, 30), strict=True))
