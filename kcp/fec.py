@@ -321,9 +321,14 @@ class FECDecoder:
       auto-tuning: shards are dropped until the period of data/parity runs in the last 258 seqids
       gives new parameters (the kcp-go receiver with FEC off starts as (1, 1) and tunes this way).
 
-    Deliberate difference: a group that has been decoded is remembered as done until it leaves the
-    window, so late shards of it are ignored instead of being collected again (kcp-go can rebuild and
-    re-deliver data KCP already has). Nothing on the wire changes.
+    Deliberate differences (nothing on the wire changes):
+
+    * a group that has been decoded is remembered as done until it leaves the window, so late shards
+      of it are ignored instead of being collected again (kcp-go can rebuild and re-deliver data KCP
+      already has);
+    * the window starts at the first group seen (and again after auto-tuning), where kcp-go starts at
+      group 0 and keeps its old newest group across a re-tune. For a stream that starts at seqid 0, as
+      every kcp-go session does, the two are the same; ours also works when joining mid-stream.
 
     Counters (``kcp.stats.Counters``): ``fec_recovered``, ``fec_errs``, ``fec_parity_shards``,
     ``fec_short_shards``, ``short_packets``.
@@ -358,7 +363,6 @@ class FECDecoder:
         self.autotune = autotune
         self._autotune = _AutoTune()
         self._should_tune = False
-        self._newest = 0
         self._configure(data_shards, parity_shards)
 
     def _configure(self, data_shards: int, parity_shards: int) -> None:
@@ -369,6 +373,8 @@ class FECDecoder:
         self._paws = paws(self._n)
         # group id -> {index in group: shard}; None once the group has been decoded
         self._sets: dict[int, dict[int, bytes] | None] = {}
+        # newest group id seen; None until the first shard is accepted
+        self._newest: int | None = None
 
     @property
     def pending_groups(self) -> int:
@@ -422,7 +428,9 @@ class FECDecoder:
 
         # newest group and the window of kept groups
         newest = self._newest
-        if gid != newest and _itimediff(gid * n, newest * n) > 0:
+        if newest is None:  # first group seen (kcp-go starts from group 0 instead)
+            self._newest = gid
+        elif gid != newest and _itimediff(gid * n, newest * n) > 0:
             self._newest = newest = gid
             self._discard(newest)
         elif _itimediff(newest * n, gid * n) > MAX_SHARD_SETS * n:

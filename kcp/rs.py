@@ -118,28 +118,31 @@ def mul_table(c: int) -> bytes:
 Matrix = list[list[int]]
 
 
-def _mat_mul(a: Matrix, b: Matrix) -> Matrix:
-    cols = len(b[0])
+def _xor_bytes(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+def _mat_mul(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> Matrix:
+    """``a * b``; each output row is a sum of rows of ``b`` scaled with ``bytes.translate``."""
+    rows_b = [bytes(row) for row in b]
+    width = len(rows_b[0])
     out: Matrix = []
     for row in a:
-        out_row = []
-        for c in range(cols):
-            acc = 0
-            for k, v in enumerate(row):
-                if v:
-                    acc ^= gf_mul(v, b[k][c])
-            out_row.append(acc)
-        out.append(out_row)
+        acc = 0
+        for k, v in enumerate(row):
+            if v:
+                acc ^= int.from_bytes(rows_b[k].translate(mul_table(v)), "little")
+        out.append(list(acc.to_bytes(width, "little")))
     return out
 
 
 def invert_matrix(m: Sequence[Sequence[int]]) -> Matrix:
-    """Invert a square matrix over GF(2^8) by Gauss-Jordan elimination.
+    """Invert a square matrix over GF(2^8) by Gauss-Jordan elimination (rows scaled with ``translate``).
 
     Raises ``ValueError`` if the matrix is singular.
     """
     n = len(m)
-    work = [[*row, *(1 if i == j else 0 for j in range(n))] for i, row in enumerate(m)]
+    work = [bytes([*row, *(1 if i == j else 0 for j in range(n))]) for i, row in enumerate(m)]
     for col in range(n):
         pivot = next((r for r in range(col, n) if work[r][col]), -1)
         if pivot < 0:
@@ -147,16 +150,14 @@ def invert_matrix(m: Sequence[Sequence[int]]) -> Matrix:
         if pivot != col:
             work[col], work[pivot] = work[pivot], work[col]
         prow = work[col]
-        scale = gf_inv(prow[col])
-        if scale != 1:
-            prow[:] = [gf_mul(v, scale) for v in prow]
+        if prow[col] != 1:
+            prow = work[col] = prow.translate(mul_table(gf_inv(prow[col])))
         for r in range(n):
             if r != col:
                 f = work[r][col]
                 if f:
-                    row = work[r]
-                    row[:] = [v ^ gf_mul(f, p) for v, p in zip(row, prow, strict=True)]
-    return [row[n:] for row in work]
+                    work[r] = _xor_bytes(work[r], prow if f == 1 else prow.translate(mul_table(f)))
+    return [list(row[n:]) for row in work]
 
 
 def build_matrix(data: int, total: int) -> Matrix:
