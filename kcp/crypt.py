@@ -142,11 +142,13 @@ class _OpenSSLCFB:
 
     __slots__ = ("_bs", "_dec", "_ecb", "_enc", "_iv", "_iv_int", "_reg", "name")
 
-    def __init__(self, name: str, algorithm: Any) -> None:
+    def __init__(self, name: str, algorithm: Any, iv: bytes | None = None) -> None:
         self.name = name
         bs = algorithm.block_size // 8
         self._bs = bs
-        self._iv = INITIAL_VECTOR[:bs]
+        self._iv = INITIAL_VECTOR[:bs] if iv is None else bytes(iv)
+        if len(self._iv) != bs:
+            raise KCPUsageError(f"IV must be {bs} bytes")
         self._iv_int = int.from_bytes(self._iv, "little")
         self._enc = Cipher(algorithm, _CFB(self._iv)).encryptor()
         self._dec = Cipher(algorithm, _CFB(self._iv)).decryptor()
@@ -189,10 +191,14 @@ class _PythonCFB:
 
     __slots__ = ("_block", "_bs", "_iv", "name")
 
-    def __init__(self, name: str, block_size: int, block: Callable[[bytes], bytes]) -> None:
+    def __init__(
+        self, name: str, block_size: int, block: Callable[[bytes], bytes], iv: bytes | None = None
+    ) -> None:
         self.name = name
         self._bs = block_size
-        self._iv = INITIAL_VECTOR[:block_size]
+        self._iv = INITIAL_VECTOR[:block_size] if iv is None else bytes(iv)
+        if len(self._iv) != block_size:
+            raise KCPUsageError(f"IV must be {block_size} bytes")
         self._block = block
 
     def encrypt(self, data: bytes) -> bytes:
