@@ -1,0 +1,69 @@
+"""Secure wire mode: Noise handshake, connection IDs, AEAD packets, replay window, key update,
+path validation (migration), CLOSE and GOAWAY — a sans-I/O core (see docs/security.md).
+
+Typical use by the session layer::
+
+    client = SecureClient(SecureConfig(server_public_key=pub), rng)
+    send(client.initiate(now))                    # then feed replies to client.receive(...)
+    conn = client.connection                      # once established
+    send(conn.seal(kcp_packet, now)); payload = conn.open(datagram, addr, now)
+
+    server = SecureServer(SecureConfig(static_key=priv), rng, authorize=hook)
+    r = server.receive(datagram, addr, now)       # r.replies, r.connection, r.payload, r.accepted
+"""
+
+from __future__ import annotations
+
+from .config import Authorizer, ClientHello, SecureConfig, SessionParams, derive_psk
+from .connection import SecureConnection
+from .errors import (
+    HandshakeError,
+    HandshakeRefused,
+    HandshakeTimeout,
+    SecureConnectionClosed,
+    SecureError,
+    SecureUsageError,
+)
+from .events import (
+    ConnectionClosed,
+    Event,
+    GoAwayReceived,
+    KeyUpdated,
+    PathChanged,
+    PathFailed,
+    PathValidated,
+)
+from .handshake import Received, SecureClient, SecureServer, generate_keypair
+from .packet import Reason, peek_cid
+from .replay import ReplayWindow
+from .stats import SecureCounters
+
+__all__ = [
+    "Authorizer",
+    "ClientHello",
+    "ConnectionClosed",
+    "Event",
+    "GoAwayReceived",
+    "HandshakeError",
+    "HandshakeRefused",
+    "HandshakeTimeout",
+    "KeyUpdated",
+    "PathChanged",
+    "PathFailed",
+    "PathValidated",
+    "Reason",
+    "Received",
+    "ReplayWindow",
+    "SecureClient",
+    "SecureConfig",
+    "SecureConnection",
+    "SecureConnectionClosed",
+    "SecureCounters",
+    "SecureError",
+    "SecureServer",
+    "SecureUsageError",
+    "SessionParams",
+    "derive_psk",
+    "generate_keypair",
+    "peek_cid",
+]

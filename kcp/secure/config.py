@@ -1,0 +1,307 @@
+"""Configuration of secure mode and the negotiation of session parameters."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SecureUsageError
+from .noise import SUITE_BY_NAME, SUITES
+from .packet import (
+    INIT_FIXED,
+    TAG_FEC,
+    TAG_MTU,
+    TAG_MUX,
+    TAG_SUITES,
+    TAG_TOKEN,
+    TAG_VERSIONS,
+    TAG_WINDOWS,
+    Reason,
+    decode_tlv,
+    encode_tlv,
+    tlv_u16s,
+)
+
+PSK_SALT = b"kcprpc secure psk v1"
+SUPPORTED_VERSIONS = (1,)
+MAX_TOKEN = 512
+
+
+@functools.lru_cache(maxsize=16)
+def derive_psk(passphrase: str) -> bytes:
+    """The 32-byte PSK of a passphrase: scrypt (n=2**14, r=8, p=1) with a fixed salt.
+
+    scrypt makes each offline guess cost ~16 MiB and tens of milliseconds; a weak passphrase is
+    still guessable by whoever records a handshake (see docs/security.md).
+    """
+    return hashlib.scrypt(passphrase.encode("utf-8"), salt=PSK_SALT, n=1 << 14, r=8, p=1, dklen=32)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParams:
+    """What both sides agreed on during the handshake (windows are the client's view: snd = client→server)."""
+
+    version: int
+    suite: str
+    mtu: int
+    snd_wnd: int
+    rcv_wnd: int
+    data_shards: int
+    parity_shards: int
+    mux_version: int
+
+
+@dataclass(frozen=True)
+class SecureConfig:
+    """Settings of one secure endpoint (client or server). Frozen and validated.
+
+    Authentication: a client that sets ``server_public_key`` runs ``Noise_IKpsk2`` (its own
+    static key is ``static_key`` or a fresh one); a client with only ``psk``/``passphrase`` runs
+    ``Noise_NNpsk0``. A server with ``static_key`` accepts IKpsk2, with a PSK it accepts NNpsk0.
+    """
+
+    static_key: bytes | None = None
+    server_public_key: bytes | None = None
+    psk: bytes | None = None
+    passphrase: str | None = None
+    token: bytes = b""
+    # negotiated parameters (the client proposes, the server decides)
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
+    suites: tuple[str, ...] = ("aesgcm", "chachapoly")
+    mtu: int = 1400
+    min_mtu: int = 576
+    snd_wnd: int = 32
+    rcv_wnd: int = 32
+    max_window: int = 8192
+    fec: tuple[int, int] = (0, 0)
+    fec_strict: bool = False
+    mux_versions: tuple[int, ...] = (1, 2)
+    # handshake and DoS
+    initiation_size: int = 1200
+    handshake_timeout_ms: int = 5000
+    handshake_retry_ms: int = 1000
+    max_half_open: int = 1024
+    retry_threshold: int = 64
+    retry_rate: int = 500
+    always_retry: bool = False
+    half_open_timeout_ms: int = 10_000
+    cookie_rotate_ms: int = 120_000
+    replay_cache: int = 8192
+    # transport
+    replay_window: int = 2048
+    rekey_after_packets: int = 1 << 22
+    rekey_after_ms: int = 120_000
+    key_grace_ms: int = 5000
+    path_probe_interval_ms: int = 500
+    path_probe_attempts: int = 4
+    amplification_factor: int = 3
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise SecureUsageError(f"SecureConfig: {msg}")
+
+        for name in ("static_key", "server_public_key", "psk"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, bytes) and len(v) == 32), f"{name} must be 32 bytes")
+        need(self.psk is None or self.passphrase is None, "give psk or passphrase, not both")
+        need(self.passphrase is None or len(self.passphrase) > 0, "passphrase must not be empty")
+        need(len(self.token) <= MAX_TOKEN, f"token longer than {MAX_TOKEN} bytes")
+        need(len(self.versions) > 0 and all(0 < v < 256 for v in self.versions), "versions must be 1..255")
+        need(
+            len(self.suites) > 0 and all(s in SUITE_BY_NAME for s in self.suites),
+            f"suites must be among {sorted(SUITE_BY_NAME)}",
+        )
+        need(576 <= self.min_mtu <= self.mtu <= 65000, "need 576 <= min_mtu <= mtu <= 65000")
+        need(0 < self.snd_wnd <= 65535 and 0 < self.rcv_wnd <= 65535, "windows must be 1..65535")
+        need(0 < self.max_window <= 65535, "max_window must be 1..65535")
+        d, p = self.fec
+        need(0 <= d < 256 and 0 <= p < 256 and (d > 0 or p == 0), "fec must be (data, parity) in 0..255")
+        need(
+            len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions), "mux versions 1..255"
+        )
+        need(256 <= self.initiation_size <= 1472, "initiation_size must be 256..1472")
+        need(self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0, "handshake timers must be > 0")
+        need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
+        need(self.replay_window >= 2048 or self.replay_window >= 64, "replay_window >= 64")
+        need(
+            self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,
+            "rekey limits",
+        )
+
+    # ---- derived values
+
+    @property
+    def effective_psk(self) -> bytes | None:
+        """The PSK in use: ``psk``, or scrypt(``passphrase``), or None."""
+        if self.psk is not None:
+            return self.psk
+        if self.passphrase is not None:
+            return derive_psk(self.passphrase)
+        return None
+
+    def suite_ids(self) -> list[int]:
+        return [SUITE_BY_NAME[s].suite_id for s in self.suites]
+
+
+# ------------------------------------------------------------------------------------------ hello
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """The client's proposal, carried encrypted in the first handshake message."""
+
+    versions: tuple[int, ...]
+    suites: tuple[int, ...]
+    mtu: int
+    snd_wnd: int
+    rcv_wnd: int
+    fec: tuple[int, int]
+    fec_strict: bool
+    mux_versions: tuple[int, ...]
+    token: bytes
+
+    @classmethod
+    def from_config(cls, cfg: SecureConfig) -> ClientHello:
+        return cls(
+            tuple(cfg.versions),
+            tuple(cfg.suite_ids()),
+            cfg.mtu,
+            cfg.snd_wnd,
+            cfg.rcv_wnd,
+            cfg.fec,
+            cfg.fec_strict,
+            tuple(cfg.mux_versions),
+            cfg.token,
+        )
+
+    def encode(self) -> bytes:
+        return encode_tlv(
+            [
+                (TAG_VERSIONS, bytes(self.versions)),
+                (TAG_SUITES, bytes(self.suites)),
+                (TAG_MTU, struct.pack(">H", self.mtu)),
+                (TAG_WINDOWS, struct.pack(">HH", self.snd_wnd, self.rcv_wnd)),
+                (TAG_FEC, bytes((self.fec[0], self.fec[1], int(self.fec_strict)))),
+                (TAG_MUX, bytes(self.mux_versions)),
+                (TAG_TOKEN, self.token),
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClientHello:
+        """Parse; raises DecodeError on malformed input (missing fields included)."""
+        from .errors import DecodeError
+
+        t = decode_tlv(data)
+        try:
+            (mtu,) = tlv_u16s(t, TAG_MTU, 1) or (None,)
+            wnd = tlv_u16s(t, TAG_WINDOWS, 2)
+            fec = t[TAG_FEC]
+            versions, suites, mux = t[TAG_VERSIONS], t[TAG_SUITES], t[TAG_MUX]
+        except KeyError as exc:
+            raise DecodeError("client hello misses a field") from exc
+        if mtu is None or wnd is None or len(fec) != 3 or not versions or not suites or not mux:
+            raise DecodeError("client hello malformed")
+        return cls(
+            tuple(versions),
+            tuple(suites),
+            mtu,
+            wnd[0],
+            wnd[1],
+            (fec[0], fec[1]),
+            bool(fec[2]),
+            tuple(mux),
+            t.get(TAG_TOKEN, b""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A negotiation failure: reason code and a human message (sent authenticated to the client)."""
+
+    code: int
+    message: str
+    allowed_suites: tuple[int, ...] = ()
+
+
+def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> SessionParams | Refusal:
+    """The server's decision on a client's proposal: agreed parameters or a refusal with a reason."""
+    common = set(hello.versions) & set(server.versions)
+    if not common:
+        return Refusal(
+            Reason.VERSION_MISMATCH,
+            f"version mismatch: client speaks {sorted(hello.versions)}, "
+            f"server speaks {sorted(server.versions)}",
+        )
+    allowed = tuple(server.suite_ids())
+    if suite_id not in allowed:
+        name = SUITES[suite_id].noise_name if suite_id in SUITES else str(suite_id)
+        return Refusal(
+            Reason.SUITE_REFUSED,
+            f"cipher suite {name} refused; server allows {[SUITES[s].noise_name for s in allowed]}",
+            allowed,
+        )
+    if hello.mtu < server.min_mtu:
+        return Refusal(
+            Reason.PARAMS_REFUSED, f"MTU {hello.mtu} is below the server's minimum {server.min_mtu}"
+        )
+    mtu = min(hello.mtu, server.mtu)
+    mux = set(hello.mux_versions) & set(server.mux_versions)
+    if not mux:
+        return Refusal(
+            Reason.PARAMS_REFUSED,
+            f"mux version mismatch: client speaks {sorted(hello.mux_versions)}, "
+            f"server speaks {sorted(server.mux_versions)}",
+        )
+    if hello.fec == server.fec:
+        fec = hello.fec
+    elif server.fec_strict and hello.fec_strict:
+        return Refusal(
+            Reason.PARAMS_REFUSED,
+            f"FEC mismatch: client requires {hello.fec[0]}/{hello.fec[1]} shards, "
+            f"server requires {server.fec[0]}/{server.fec[1]}",
+        )
+    elif server.fec_strict:
+        fec = server.fec
+    else:
+        fec = hello.fec
+    return SessionParams(
+        version=max(common),
+        suite=next(n for n, s in SUITE_BY_NAME.items() if s.suite_id == suite_id),
+        mtu=mtu,
+        snd_wnd=min(hello.snd_wnd, server.max_window),
+        rcv_wnd=min(hello.rcv_wnd, server.max_window),
+        data_shards=fec[0],
+        parity_shards=fec[1],
+        mux_version=max(mux),
+    )
+
+
+def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
+    """The client's check of the server's answer; a reason string if it cannot accept it."""
+    if p.version not in client.versions:
+        return f"server chose version {p.version}, client speaks {sorted(client.versions)}"
+    if p.mux_version not in client.mux_versions:
+        return f"server chose mux version {p.mux_version}, client speaks {sorted(client.mux_versions)}"
+    if not client.min_mtu <= p.mtu <= client.mtu:
+        return f"server chose MTU {p.mtu}, client accepts {client.min_mtu}..{client.mtu}"
+    if (p.data_shards, p.parity_shards) != client.fec and client.fec_strict:
+        return (
+            f"FEC mismatch: server chose {p.data_shards}/{p.parity_shards} shards, "
+            f"client requires {client.fec[0]}/{client.fec[1]}"
+        )
+    return None
+
+
+def max_token_for(cfg: SecureConfig, pattern_overhead: int) -> int:
+    """How many token bytes fit into the padded initiation."""
+    return cfg.initiation_size - INIT_FIXED - pattern_overhead - 64
+
+
+Authorizer = Callable[[bytes, "bytes | None", Any], "str | None"]
+"""Server hook ``(token, client_static_public_or_None, addr) -> None to accept, or a refusal message``."""

@@ -1,0 +1,457 @@
+"""An established secure connection: sealing, opening, key updates, path validation, CLOSE, GOAWAY.
+
+Sans-I/O: every method takes ``now`` (ms) and returns bytes or queues events; the session layer
+sends what :meth:`SecureConnection.datagrams_to_send` returns and calls
+:meth:`SecureConnection.handle_timer` at :meth:`SecureConnection.get_timer`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from .config import SecureConfig, SessionParams
+from .errors import SecureConnectionClosed
+from .events import (
+    ConnectionClosed,
+    Event,
+    GoAwayReceived,
+    KeyUpdated,
+    PathChanged,
+    PathFailed,
+    PathValidated,
+)
+from .keys import EpochKeys
+from .noise import CipherSuite
+from .packet import (
+    CID_LEN,
+    F_CLOSE,
+    F_DATA,
+    F_GOAWAY,
+    F_PATH_CHALLENGE,
+    F_PATH_RESPONSE,
+    F_PING,
+    MIN_TRANSPORT,
+    T_TRANSPORT,
+    TRANSPORT_HEADER,
+    TRANSPORT_TYPES,
+    Reason,
+    decode_reason_frame,
+    encode_reason_frame,
+    reason_name,
+)
+from .replay import OK, TOO_OLD, ReplayWindow
+from .stats import SecureCounters
+
+OPEN = "open"
+CLOSED = "closed"
+_DATA = bytes((F_DATA,))
+
+
+class SecureConnection:
+    """One side of an established secure connection (see docs/security.md for the protocol)."""
+
+    __slots__ = (
+        "_cfg",
+        "_challenge",
+        "_challenge_addr",
+        "_challenge_attempts",
+        "_challenge_due",
+        "_confirmed",
+        "_epoch_started",
+        "_events",
+        "_first_pn",
+        "_next_pn",
+        "_outbox",
+        "_path_in",
+        "_path_out",
+        "_prev_expiry",
+        "_recv",
+        "_recv_next",
+        "_recv_prev",
+        "_rng",
+        "_send",
+        "_sent_in_epoch",
+        "_suite",
+        "_validated_addr",
+        "_window",
+        "close_code",
+        "close_message",
+        "close_packet",
+        "counters",
+        "goaway_received",
+        "goaway_sent",
+        "handshake_hash",
+        "is_client",
+        "local_cid",
+        "params",
+        "path_validated",
+        "peer_addr",
+        "peer_static",
+        "remote_cid",
+        "state",
+    )
+
+    def __init__(
+        self,
+        *,
+        config: SecureConfig,
+        suite: CipherSuite,
+        is_client: bool,
+        send_secret: bytes,
+        recv_secret: bytes,
+        local_cid: bytes,
+        remote_cid: bytes,
+        peer_addr: Any,
+        params: SessionParams,
+        rng: Callable[[int], bytes],
+        now: int,
+        counters: SecureCounters | None = None,
+        peer_static: bytes | None = None,
+        handshake_hash: bytes = b"",
+    ) -> None:
+        self._cfg = config
+        self._suite = suite
+        self._rng = rng
+        self.is_client = is_client
+        self.local_cid = local_cid
+        self.remote_cid = remote_cid
+        self.peer_addr = peer_addr
+        self.params = params
+        self.peer_static = peer_static
+        self.handshake_hash = handshake_hash
+        self.counters = counters if counters is not None else SecureCounters()
+        self._send = EpochKeys(suite, send_secret, 0)
+        self._recv = EpochKeys(suite, recv_secret, 0)
+        self._recv_next: EpochKeys | None = None
+        self._recv_prev: EpochKeys | None = None
+        self._prev_expiry = 0
+        self._epoch_started = now
+        self._sent_in_epoch = 0
+        self._confirmed = True
+        self._first_pn: int | None = 0  # the peer's epoch-0 packets start at packet number 0
+        self._next_pn = 0
+        self._window = ReplayWindow(config.replay_window)
+        self._validated_addr = peer_addr
+        self.path_validated = True
+        self._challenge: bytes | None = None
+        self._challenge_addr: Any = None
+        self._challenge_attempts = 0
+        self._challenge_due = 0
+        self._path_in = 0
+        self._path_out = 0
+        self.state = OPEN
+        self.close_code: int | None = None
+        self.close_message = ""
+        self.close_packet: bytes | None = None
+        self.goaway_sent = False
+        self.goaway_received: tuple[int, str] | None = None
+        self._events: deque[Event] = deque()
+        self._outbox: list[tuple[bytes, Any]] = []
+
+    # ------------------------------------------------------------------------------ properties
+
+    @property
+    def epoch(self) -> int:
+        """The current key epoch (0 after the handshake; +1 per key update)."""
+        return self._send.epoch
+
+    @property
+    def closed(self) -> bool:
+        return self.state == CLOSED
+
+    @property
+    def next_packet_number(self) -> int:
+        return self._next_pn
+
+    # ------------------------------------------------------------------------------ sending
+
+    def seal(self, payload: bytes, now: int) -> bytes:
+        """One transport datagram carrying ``payload`` (a KCP packet, FEC shard or OOB datagram)."""
+        if self.state != OPEN:
+            raise SecureConnectionClosed(
+                f"secure connection is closed ({self.close_message or 'closed'})", self.close_code or 0
+            )
+        return self._seal_frame(_DATA + payload, now)
+
+    def ping(self, now: int, pad_to: int = 0) -> bytes:
+        """An authenticated PING (keeps NAT bindings, confirms keys; ``pad_to`` for MTU probes)."""
+        if self.state != OPEN:
+            raise SecureConnectionClosed("secure connection is closed", self.close_code or 0)
+        body = bytes((F_PING,))
+        extra = pad_to - TRANSPORT_HEADER - 16 - 1
+        return self._seal_frame(body + bytes(max(0, extra)), now)
+
+    def close(self, code: int = Reason.NONE, message: str = "", now: int = 0) -> bytes:
+        """Close now: returns an authenticated CLOSE datagram (kept in ``close_packet`` for resends)."""
+        if self.state == CLOSED:
+            if self.close_packet is not None:
+                return self.close_packet
+            raise SecureConnectionClosed("already closed by the peer", self.close_code or 0)
+        pkt = self._seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
+        self.state = CLOSED
+        self.close_packet = pkt
+        self.close_code = int(code)
+        self.close_message = message
+        self._events.append(ConnectionClosed(int(code), message, by_peer=False))
+        self.counters.closes_sent += 1
+        return pkt
+
+    def goaway(self, code: int = Reason.GOING_AWAY, message: str = "", now: int = 0) -> bytes:
+        """An authenticated GOAWAY datagram: the peer should open no new streams (the connection stays open)."""
+        if self.state != OPEN:
+            raise SecureConnectionClosed("secure connection is closed", self.close_code or 0)
+        self.goaway_sent = True
+        self.counters.goaways_sent += 1
+        return self._seal_frame(encode_reason_frame(F_GOAWAY, int(code), message), now)
+
+    def update_keys(self, now: int) -> bool:
+        """Start a key update now; False if the previous one is not finished yet (try again later)."""
+        self._expire_prev(now)
+        if not self._confirmed or self._recv_prev is not None:
+            return False
+        self._local_update(now)
+        return True
+
+    def can_send(self, nbytes: int) -> bool:
+        """False while an unvalidated new path has used its anti-amplification budget (3x received)."""
+        return (
+            self.path_validated or self._path_out + nbytes <= self._cfg.amplification_factor * self._path_in
+        )
+
+    def datagrams_to_send(self, now: int) -> list[tuple[bytes, Any]]:
+        """Control datagrams (path probes and answers, key confirmation) and where to send them."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the oldest pending event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> int | None:
+        """When :meth:`handle_timer` wants to run next (ms), or None."""
+        if self._challenge is not None:
+            return self._challenge_due
+        if self._recv_prev is not None:
+            return self._prev_expiry
+        return None
+
+    def handle_timer(self, now: int) -> None:
+        """Retransmit or give up a path probe; drop the previous epoch's key after its grace time."""
+        self._expire_prev(now)
+        if self._challenge is not None and now >= self._challenge_due and self.state == OPEN:
+            if self._challenge_attempts >= self._cfg.path_probe_attempts:
+                failed = self._challenge_addr
+                self._challenge = None
+                self.peer_addr = self._validated_addr
+                self.path_validated = True
+                self.counters.path_failed += 1
+                self._events.append(PathFailed(failed, self._validated_addr))
+            else:
+                self._send_challenge(now)
+
+    def _seal_frame(self, plaintext: bytes, now: int) -> bytes:
+        if self._sent_in_epoch >= self._cfg.rekey_after_packets or (
+            now - self._epoch_started >= self._cfg.rekey_after_ms
+        ):
+            self.update_keys(now)
+        pn = self._next_pn
+        self._next_pn = pn + 1
+        k = self._send
+        header = bytes((T_TRANSPORT | (k.epoch & 1),)) + self.remote_cid + pn.to_bytes(8, "big")
+        pkt = header + k.aead.encrypt(k.nonce(pn), plaintext, header)
+        self._sent_in_epoch += 1
+        self.counters.packets_sealed += 1
+        if not self.path_validated:
+            self._path_out += len(pkt)
+        return pkt
+
+    # ------------------------------------------------------------------------------ receiving
+
+    def open(self, datagram: bytes, addr: Any, now: int) -> bytes | None:
+        """Authenticate and decrypt one datagram. Returns the data payload, or None (control frame or
+        dropped; every drop is counted). Never raises on network input."""
+        c = self.counters
+        if len(datagram) < MIN_TRANSPORT:
+            c.short_packets += 1
+            return None
+        t = datagram[0]
+        if t not in TRANSPORT_TYPES:
+            c.bad_type += 1
+            return None
+        if datagram[1 : 1 + CID_LEN] != self.local_cid:
+            c.unknown_cid += 1
+            return None
+        if self.state != OPEN:
+            c.after_close += 1
+            return None
+        pn = int.from_bytes(datagram[1 + CID_LEN : TRANSPORT_HEADER], "big")
+        verdict = self._window.check(pn)
+        if verdict != OK:
+            if verdict == TOO_OLD:
+                c.replay_too_old += 1
+            else:
+                c.replay_duplicates += 1
+            return None
+        header = datagram[:TRANSPORT_HEADER]
+        body = datagram[TRANSPORT_HEADER:]
+        keys = None
+        plaintext = None
+        for cand in self._candidates(t & 1, pn, now):
+            try:
+                plaintext = cand.aead.decrypt(cand.nonce(pn), body, header)
+            except InvalidTag:
+                continue
+            keys = cand
+            break
+        if keys is None or plaintext is None:
+            c.decrypt_errors += 1
+            return None
+        newest = pn > self._window.top
+        self._window.update(pn)
+        c.packets_opened += 1
+        if keys is self._recv:
+            self._confirmed = True
+            if self._first_pn is None or pn < self._first_pn:
+                self._first_pn = pn
+        elif keys is self._recv_prev:
+            c.prev_key_used += 1
+        else:
+            self._peer_update(keys, pn, now)
+        if addr != self.peer_addr and newest:
+            self._new_path(addr, now)
+        if not self.path_validated and addr == self.peer_addr:
+            self._path_in += len(datagram)
+        if not plaintext:
+            c.frame_errors += 1
+            return None
+        ft = plaintext[0]
+        if ft == F_DATA:
+            return plaintext[1:]
+        self._control(ft, plaintext, addr, now)
+        return None
+
+    def _control(self, ft: int, plaintext: bytes, addr: Any, now: int) -> None:
+        c = self.counters
+        if ft == F_PING:
+            return None
+        if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
+            self._outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
+            return None
+        if ft == F_PATH_RESPONSE and len(plaintext) == 9:
+            if self._challenge is not None and plaintext[1:] == self._challenge:
+                validated = self._challenge_addr
+                self._challenge = None
+                self._validated_addr = validated
+                if self.peer_addr == validated:
+                    self.path_validated = True
+                c.path_validated += 1
+                self._events.append(PathValidated(validated))
+            return None
+        if ft in (F_CLOSE, F_GOAWAY):
+            try:
+                code, message = decode_reason_frame(plaintext[1:])
+            except Exception:
+                c.frame_errors += 1
+                return None
+            if ft == F_CLOSE:
+                self.state = CLOSED
+                self.close_code = code
+                self.close_message = message
+                c.closes_received += 1
+                self._events.append(ConnectionClosed(code, message, by_peer=True))
+            else:
+                self.goaway_received = (code, message)
+                c.goaways_received += 1
+                self._events.append(GoAwayReceived(code, message))
+            return None
+        c.frame_errors += 1
+        return None
+
+    # ------------------------------------------------------------------------------ keys
+
+    def _candidates(self, phase: int, pn: int, now: int) -> tuple[EpochKeys, ...]:
+        cur = self._recv
+        if phase == (cur.epoch & 1):
+            return (cur,)
+        self._expire_prev(now)
+        if self._recv_next is None:
+            self._recv_next = cur.next(self._suite)
+        if self._first_pn is not None and pn >= self._first_pn:
+            return (self._recv_next,)
+        if self._recv_prev is not None:
+            return (self._recv_prev, self._recv_next)
+        return (self._recv_next,)
+
+    def _expire_prev(self, now: int) -> None:
+        if self._recv_prev is None:
+            return
+        if now >= self._prev_expiry or (
+            self._first_pn is not None and self._window.top - self._first_pn >= self._window.size
+        ):
+            self._recv_prev = None
+
+    def _local_update(self, now: int) -> None:
+        self._recv_prev = self._recv
+        self._prev_expiry = now + self._cfg.key_grace_ms
+        self._recv = self._recv_next if self._recv_next is not None else self._recv.next(self._suite)
+        self._recv_next = None
+        self._send = self._send.next(self._suite)
+        self._first_pn = None
+        self._confirmed = False
+        self._sent_in_epoch = 0
+        self._epoch_started = now
+        self.counters.key_updates += 1
+        self._events.append(KeyUpdated(self._send.epoch, by_peer=False))
+
+    def _peer_update(self, keys: EpochKeys, pn: int, now: int) -> None:
+        self._recv_prev = self._recv
+        self._prev_expiry = now + self._cfg.key_grace_ms
+        self._recv = keys
+        self._recv_next = None
+        while self._send.epoch < keys.epoch:
+            self._send = self._send.next(self._suite)
+        self._first_pn = pn
+        self._confirmed = True
+        self._sent_in_epoch = 0
+        self._epoch_started = now
+        self.counters.key_updates_by_peer += 1
+        self._events.append(KeyUpdated(keys.epoch, by_peer=True))
+
+    # ------------------------------------------------------------------------------ paths
+
+    def _new_path(self, addr: Any, now: int) -> None:
+        old = self.peer_addr
+        self.peer_addr = addr
+        self.counters.path_changes += 1
+        self._events.append(PathChanged(old, addr))
+        if addr == self._validated_addr:
+            self.path_validated = True
+            self._challenge = None
+            return
+        self.path_validated = False
+        self._path_in = 0
+        self._path_out = 0
+        self._challenge = self._rng(8)
+        self._challenge_addr = addr
+        self._challenge_attempts = 0
+        self._send_challenge(now)
+
+    def _send_challenge(self, now: int) -> None:
+        assert self._challenge is not None
+        self._challenge_attempts += 1
+        self._challenge_due = now + self._cfg.path_probe_interval_ms
+        self.counters.path_challenges_sent += 1
+        pkt = self._seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
+        self._outbox.append((pkt, self._challenge_addr))
+
+
+def reason_text(code: int, message: str) -> str:
+    """``"<reason>: <message>"`` for logs and errors."""
+    name = reason_name(code)
+    if not message:
+        return name
+    return message if message.lower().startswith(name) else f"{name}: {message}"

@@ -1,0 +1,47 @@
+"""Errors of secure wire mode.
+
+Misuse of the API raises :class:`SecureUsageError` (also a :class:`kcp.errors.KCPUsageError`).
+A handshake that cannot complete ends in a :class:`HandshakeError` kept on the client
+(``SecureClient.error``); the session layer raises it to the user. Garbage from the network never
+raises out of the public entry points: it is dropped and counted in :class:`SecureCounters`.
+"""
+
+from __future__ import annotations
+
+from kcp.errors import ConnectionClosedError, KCPError, KCPUsageError
+
+
+class SecureError(KCPError):
+    """Base class of errors raised by :mod:`kcp.secure`."""
+
+
+class SecureUsageError(SecureError, KCPUsageError):
+    """The caller used the secure API wrongly (bad config, sealing on a closed connection...)."""
+
+
+class HandshakeError(SecureError):
+    """The handshake failed. ``code`` is a :class:`kcp.secure.Reason` value, ``str()`` is for humans."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HandshakeTimeout(HandshakeError):
+    """No authenticated reply arrived in time (wrong server key, wrong PSK, or server unreachable)."""
+
+
+class HandshakeRefused(HandshakeError):
+    """The server answered with an authenticated refusal (bad token, version or parameter mismatch)."""
+
+
+class SecureConnectionClosed(SecureError, ConnectionClosedError):
+    """The secure connection was closed (locally or by an authenticated CLOSE from the peer)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DecodeError(SecureError):
+    """Internal: a packet or payload does not parse. Never escapes the public entry points."""

@@ -1,0 +1,690 @@
+"""The one-round-trip handshake: :class:`SecureClient` (initiator) and :class:`SecureServer` (responder).
+
+Sans-I/O like the rest of secure mode: the caller passes datagrams, addresses and ``now`` (ms),
+and sends what ``datagrams_to_send``/``Received.replies`` return. The Noise pattern is
+``Noise_IKpsk2_25519_<cipher>_SHA256`` when the client pins the server's static key and
+``Noise_NNpsk0_25519_<cipher>_SHA256`` when the two share only a PSK (or passphrase).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import (
+    Authorizer,
+    ClientHello,
+    Refusal,
+    SecureConfig,
+    SessionParams,
+    check_accepted,
+    negotiate,
+)
+from .connection import SecureConnection, reason_text
+from .cookie import SEALED_COOKIE_LEN, CookieJar, mac16, open_cookie, seal_cookie
+from .errors import DecodeError, HandshakeError, HandshakeRefused, HandshakeTimeout, SecureUsageError
+from .noise import (
+    IKPSK2,
+    NNPSK0,
+    SUITE_BY_NAME,
+    SUITES,
+    HandshakeState,
+    KeyPair,
+    NoiseError,
+    Pattern,
+    sha256,
+)
+from .packet import (
+    CID_LEN,
+    PATTERN_IKPSK2,
+    PATTERN_NNPSK0,
+    PROLOGUE_LABEL,
+    RESP_HEADER,
+    RETRY_HEADER,
+    T_INITIATION,
+    T_RESPONSE,
+    T_RETRY,
+    TAG_CID,
+    TAG_FEC,
+    TAG_MESSAGE,
+    TAG_MTU,
+    TAG_MUX,
+    TAG_STATUS,
+    TAG_SUITES,
+    TAG_VERSIONS,
+    TAG_WINDOWS,
+    TRANSPORT_TYPES,
+    WIRE_VERSION,
+    Reason,
+    decode_tlv,
+    encode_tlv,
+    tlv_u8,
+    tlv_u16s,
+)
+from .stats import SecureCounters
+
+Rng = Callable[[int], bytes]
+ZERO_PSK = bytes(32)
+_MIN_INITIATION = 256
+_MAX_INITIATION = 1472
+_PATTERNS: dict[int, Pattern] = {PATTERN_IKPSK2: IKPSK2, PATTERN_NNPSK0: NNPSK0}
+
+TIMEOUT_MESSAGE = "handshake failed: server key/PSK mismatch or server unreachable"
+PSK_MISMATCH_MESSAGE = "handshake failed: PSK mismatch (the server's reply did not authenticate)"
+
+
+def generate_keypair(rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+    """A new static X25519 key pair for a server (or a client identity): (private, public), 32 bytes each."""
+    kp = KeyPair.generate(rng)
+    return kp.private_bytes_raw(), kp.public
+
+
+def _mac1_key(pattern_id: int, material: bytes) -> bytes:
+    return sha256(b"kcprpc mac1" + bytes((pattern_id,)) + material)
+
+
+def _cookie_key(pattern_id: int, material: bytes) -> bytes:
+    return sha256(b"kcprpc cookie" + bytes((pattern_id,)) + material)
+
+
+def _encode_accept(server_cid: bytes, p: SessionParams) -> bytes:
+    return encode_tlv(
+        [
+            (TAG_STATUS, b"\x00"),
+            (TAG_CID, server_cid),
+            (TAG_VERSIONS, bytes((p.version,))),
+            (TAG_SUITES, bytes((SUITE_BY_NAME[p.suite].suite_id,))),
+            (TAG_MTU, struct.pack(">H", p.mtu)),
+            (TAG_WINDOWS, struct.pack(">HH", p.snd_wnd, p.rcv_wnd)),
+            (TAG_FEC, bytes((p.data_shards, p.parity_shards))),
+            (TAG_MUX, bytes((p.mux_version,))),
+        ]
+    )
+
+
+def _encode_refusal(r: Refusal) -> bytes:
+    items = [(TAG_STATUS, bytes((int(r.code),))), (TAG_MESSAGE, r.message.encode()[:512])]
+    if r.allowed_suites:
+        items.append((TAG_SUITES, bytes(r.allowed_suites)))
+    return encode_tlv(items)
+
+
+# ============================================================================================ client
+
+
+class SecureClient:
+    """The initiator. ``initiate(now)`` gives the first datagram; feed replies to :meth:`receive`.
+
+    On success :attr:`connection` holds the established :class:`SecureConnection` (its first
+    datagram, a key-confirming PING, waits in ``connection.datagrams_to_send``). On failure
+    :attr:`error` holds a :class:`HandshakeError` with a readable message.
+    """
+
+    def __init__(
+        self, config: SecureConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
+    ) -> None:
+        self.config = config
+        self._rng = rng
+        self.counters = counters if counters is not None else SecureCounters()
+        psk = config.effective_psk
+        if config.server_public_key is not None:
+            self._pattern_id = PATTERN_IKPSK2
+            self._psk = psk if psk is not None else ZERO_PSK
+            self._static: KeyPair | None = (
+                KeyPair.from_private_bytes(config.static_key) if config.static_key else KeyPair.generate(rng)
+            )
+            material = config.server_public_key
+        elif psk is not None:
+            self._pattern_id = PATTERN_NNPSK0
+            self._psk = psk
+            self._static = None
+            material = psk
+        else:
+            raise SecureUsageError("secure client needs server_public_key (pinned key) or psk/passphrase")
+        self._mac1_key = _mac1_key(self._pattern_id, material)
+        self._cookie_key = _cookie_key(self._pattern_id, material)
+        self._suites_left = list(config.suite_ids())
+        self._suite_id = self._suites_left.pop(0)
+        self.local_cid = rng(CID_LEN)
+        self.state = "idle"
+        self.error: HandshakeError | None = None
+        self.connection: SecureConnection | None = None
+        self._hs: HandshakeState | None = None
+        self._base = b""
+        self._mac1 = b""
+        self._cookie: bytes | None = None
+        self._outbox: list[bytes] = []
+        self._deadline = 0
+        self._next_retx = 0
+        self._interval = config.handshake_retry_ms
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The client's static public key (IK mode), which the server's hook sees."""
+        return self._static.public if self._static else None
+
+    @property
+    def pattern_name(self) -> str:
+        return "IKpsk2" if self._pattern_id == PATTERN_IKPSK2 else "NNpsk0"
+
+    def initiate(self, now: int) -> bytes:
+        """Start the handshake; returns the (padded, fixed-size) initiation datagram."""
+        if self.state != "idle":
+            raise SecureUsageError("initiate() called twice")
+        self.state = "initiating"
+        self.counters.handshakes_initiated += 1
+        self._deadline = now + self.config.handshake_timeout_ms
+        return self._start(now)
+
+    def _start(self, now: int) -> bytes:
+        cfg = self.config
+        suite = SUITES[self._suite_id]
+        header = bytes((T_INITIATION, WIRE_VERSION, self._suite_id, self._pattern_id)) + self.local_cid
+        pattern = _PATTERNS[self._pattern_id]
+        self._hs = HandshakeState(
+            pattern,
+            suite,
+            initiator=True,
+            prologue=PROLOGUE_LABEL + header,
+            rng=self._rng,
+            s=self._static,
+            rs=cfg.server_public_key,
+            psk=self._psk,
+        )
+        msg1 = self._hs.write_message(ClientHello.from_config(cfg).encode())
+        body = header + struct.pack(">H", len(msg1)) + msg1
+        room = cfg.initiation_size - 32 - len(body)
+        if room < 0:
+            raise SecureUsageError(
+                f"the token does not fit: initiation needs {len(body) + 32} bytes, initiation_size is "
+                f"{cfg.initiation_size}"
+            )
+        padded = body + bytes(room)
+        self._mac1 = mac16(self._mac1_key, padded)
+        self._base = padded + self._mac1
+        self._cookie = None
+        self._interval = cfg.handshake_retry_ms
+        self._next_retx = now + self._interval
+        self.counters.initiations_sent += 1
+        return self._current()
+
+    def _current(self) -> bytes:
+        mac2 = mac16(self._cookie, self._base) if self._cookie is not None else bytes(16)
+        return self._base + mac2
+
+    def datagrams_to_send(self, now: int) -> list[bytes]:
+        """Handshake datagrams (retransmissions, retries with a cookie) for the server address."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def get_timer(self) -> int | None:
+        """When :meth:`handle_timer` wants to run (ms), or None when the handshake is over."""
+        return min(self._next_retx, self._deadline) if self.state == "initiating" else None
+
+    def handle_timer(self, now: int) -> None:
+        """Retransmit the initiation (backing off), or fail once ``handshake_timeout_ms`` is over."""
+        if self.state != "initiating":
+            return
+        if now >= self._deadline:
+            self._fail(
+                HandshakeTimeout(
+                    f"{TIMEOUT_MESSAGE} (no authenticated reply within {self.config.handshake_timeout_ms} ms)"
+                )
+            )
+        elif now >= self._next_retx:
+            self._interval *= 2
+            self._next_retx = now + self._interval
+            self.counters.initiations_sent += 1
+            self._outbox.append(self._current())
+
+    def abandon(self, now: int) -> HandshakeError:
+        """Give up now (the session layer's own timeout); returns the error, also kept in :attr:`error`."""
+        if self.state == "initiating":
+            self._fail(HandshakeTimeout(f"{TIMEOUT_MESSAGE} (gave up after the caller's timeout)"))
+        return self.error or HandshakeError("handshake not running")
+
+    def _fail(self, err: HandshakeError) -> None:
+        self.state = "failed"
+        self.error = err
+        self.counters.handshakes_failed += 1
+
+    def receive(self, datagram: bytes, addr: Any, now: int) -> SecureConnection | None:
+        """Handle one datagram from the server during the handshake. Returns the connection once it
+        is established (then feed transport packets to ``connection.open``). Never raises on garbage."""
+        c = self.counters
+        if self.state != "initiating" or not datagram:
+            if datagram and datagram[0] in TRANSPORT_TYPES and self.connection is not None:
+                return None
+            c.bad_type += 1
+            return None
+        t = datagram[0]
+        if t == T_RETRY:
+            if (
+                len(datagram) != RETRY_HEADER + SEALED_COOKIE_LEN
+                or datagram[2 : 2 + CID_LEN] != self.local_cid
+            ):
+                c.unknown_cid += 1
+                return None
+            cookie = open_cookie(self._cookie_key, bytes(datagram[RETRY_HEADER:]), self._mac1)
+            if cookie is None:
+                c.decrypt_errors += 1
+                return None
+            self._cookie = cookie
+            c.retries_received += 1
+            c.initiations_sent += 1
+            self._outbox.append(self._current())
+            return None
+        if t != T_RESPONSE:
+            c.bad_type += 1
+            return None
+        if len(datagram) < RESP_HEADER + 48 or datagram[2 : 2 + CID_LEN] != self.local_cid:
+            c.unknown_cid += 1
+            return None
+        assert self._hs is not None
+        try:
+            payload = self._hs.read_message(bytes(datagram[RESP_HEADER:]))
+        except NoiseError:
+            c.handshake_decrypt_errors += 1
+            self._fail(HandshakeError(PSK_MISMATCH_MESSAGE, Reason.PROTOCOL_ERROR))
+            return None
+        try:
+            return self._on_answer(payload, addr, now)
+        except DecodeError:
+            c.frame_errors += 1
+            self._fail(
+                HandshakeError("handshake failed: the server's answer is malformed", Reason.PROTOCOL_ERROR)
+            )
+            return None
+
+    def _on_answer(self, payload: bytes, addr: Any, now: int) -> SecureConnection | None:
+        assert self._hs is not None
+        t = decode_tlv(payload)
+        status = tlv_u8(t, TAG_STATUS)
+        if status is None:
+            raise DecodeError("no status")
+        if status != 0:
+            message = t.get(TAG_MESSAGE, b"").decode("utf-8", "replace")
+            allowed = t.get(TAG_SUITES, b"")
+            if status == Reason.SUITE_REFUSED:
+                usable = [s for s in self._suites_left if s in allowed]
+                if usable:
+                    self._suites_left = [s for s in self._suites_left if s != usable[0]]
+                    self._suite_id = usable[0]
+                    self._outbox.append(self._start(now))
+                    return None
+            self._fail(
+                HandshakeRefused(f"handshake refused by server: {reason_text(status, message)}", status)
+            )
+            return None
+        cid = t.get(TAG_CID)
+        version = tlv_u8(t, TAG_VERSIONS)
+        suite = tlv_u8(t, TAG_SUITES)
+        (mtu,) = tlv_u16s(t, TAG_MTU, 1) or (0,)
+        wnd = tlv_u16s(t, TAG_WINDOWS, 2)
+        fec = t.get(TAG_FEC, b"")
+        mux = tlv_u8(t, TAG_MUX)
+        if (
+            cid is None
+            or len(cid) != CID_LEN
+            or version is None
+            or suite != self._suite_id
+            or wnd is None
+            or len(fec) != 2
+            or mux is None
+        ):
+            raise DecodeError("incomplete accept")
+        params = SessionParams(
+            version,
+            next(n for n, s in SUITE_BY_NAME.items() if s.suite_id == suite),
+            mtu,
+            wnd[0],
+            wnd[1],
+            fec[0],
+            fec[1],
+            mux,
+        )
+        k1, k2 = self._hs.split()
+        conn = SecureConnection(
+            config=self.config,
+            suite=SUITES[self._suite_id],
+            is_client=True,
+            send_secret=k1,
+            recv_secret=k2,
+            local_cid=self.local_cid,
+            remote_cid=cid,
+            peer_addr=addr,
+            params=params,
+            rng=self._rng,
+            now=now,
+            peer_static=self.config.server_public_key,
+            handshake_hash=self._hs.handshake_hash,
+        )
+        self._hs = None
+        problem = check_accepted(self.config, params)
+        if problem is not None:
+            conn.close(Reason.PARAMS_REFUSED, problem, now)
+            assert conn.close_packet is not None
+            self._outbox.append(conn.close_packet)
+            self._fail(HandshakeRefused(f"handshake failed: {problem}", Reason.PARAMS_REFUSED))
+            return None
+        conn._outbox.append((conn.ping(now), addr))
+        self.state = "established"
+        self.connection = conn
+        self.counters.handshakes_completed += 1
+        return conn
+
+
+# ============================================================================================ server
+
+
+@dataclass(slots=True)
+class Received:
+    """What the server made of one datagram."""
+
+    replies: list[tuple[bytes, Any]] = field(default_factory=list)
+    connection: SecureConnection | None = None
+    payload: bytes | None = None
+    accepted: bool = False
+
+
+@dataclass(slots=True)
+class _HalfOpen:
+    server_cid: bytes
+    client_cid: bytes
+    addr: Any
+    send_secret: bytes
+    recv_secret: bytes
+    suite_id: int
+    params: SessionParams
+    client_static: bytes | None
+    handshake_hash: bytes
+    created: int
+    msg1: bytes
+    response: bytes
+
+
+class SecureServer:
+    """The responder: answers initiations (or asks for a cookie under load), confirms connections,
+    and finds established connections by connection ID.
+
+    ``authorize(token, client_static_public, addr)`` returns None to accept or a refusal message.
+    """
+
+    def __init__(
+        self,
+        config: SecureConfig,
+        rng: Rng = os.urandom,
+        *,
+        authorize: Authorizer | None = None,
+        counters: SecureCounters | None = None,
+        now: int = 0,
+    ) -> None:
+        self.config = config
+        self._rng = rng
+        self._authorize = authorize
+        self.counters = counters if counters is not None else SecureCounters()
+        self._static = KeyPair.from_private_bytes(config.static_key) if config.static_key else None
+        psk = config.effective_psk
+        self._psk = psk
+        self._mac1_keys: dict[int, bytes] = {}
+        self._cookie_keys: dict[int, bytes] = {}
+        if self._static is not None:
+            self._mac1_keys[PATTERN_IKPSK2] = _mac1_key(PATTERN_IKPSK2, self._static.public)
+            self._cookie_keys[PATTERN_IKPSK2] = _cookie_key(PATTERN_IKPSK2, self._static.public)
+        if psk is not None:
+            self._mac1_keys[PATTERN_NNPSK0] = _mac1_key(PATTERN_NNPSK0, psk)
+            self._cookie_keys[PATTERN_NNPSK0] = _cookie_key(PATTERN_NNPSK0, psk)
+        if not self._mac1_keys:
+            raise SecureUsageError("secure server needs static_key and/or psk/passphrase")
+        self._jar = CookieJar(rng, config.cookie_rotate_ms, now)
+        self._half_open: OrderedDict[bytes, _HalfOpen] = OrderedDict()
+        self._by_ephemeral: dict[bytes, bytes] = {}
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self.connections: dict[bytes, SecureConnection] = {}
+        self._rate_start = now
+        self._rate_count = 0
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The server's static public key (what clients pin), or None in PSK-only mode."""
+        return self._static.public if self._static else None
+
+    @property
+    def half_open(self) -> int:
+        """Handshakes answered and not yet confirmed (bounded by ``max_half_open``)."""
+        return len(self._half_open)
+
+    def state_sizes(self) -> dict[str, int]:
+        """Sizes of every per-peer table (for memory-bound checks)."""
+        return {
+            "half_open": len(self._half_open),
+            "by_ephemeral": len(self._by_ephemeral),
+            "seen": len(self._seen),
+            "connections": len(self.connections),
+        }
+
+    def connection_for(self, datagram: bytes) -> SecureConnection | None:
+        """The established connection a transport datagram is addressed to (hot path), or None."""
+        if len(datagram) > CID_LEN and datagram[0] in TRANSPORT_TYPES:
+            return self.connections.get(bytes(datagram[1 : 1 + CID_LEN]))
+        return None
+
+    def remove(self, conn: SecureConnection) -> None:
+        """Forget a connection (the session layer calls this when it ends)."""
+        self.connections.pop(conn.local_cid, None)
+
+    def get_timer(self) -> int | None:
+        """When :meth:`handle_timer` wants to run next (ms)."""
+        if self._half_open:
+            first = next(iter(self._half_open.values()))
+            return first.created + self.config.half_open_timeout_ms
+        return None
+
+    def handle_timer(self, now: int) -> None:
+        """Expire half-open handshakes and rotate the cookie secret."""
+        self._jar.rotate_if_due(now)
+        self._expire(now)
+
+    def _expire(self, now: int) -> None:
+        limit = now - self.config.half_open_timeout_ms
+        while self._half_open:
+            cid, h = next(iter(self._half_open.items()))
+            if h.created > limit:
+                break
+            self._drop_half_open(cid)
+            self.counters.half_open_expired += 1
+
+    def _drop_half_open(self, cid: bytes) -> _HalfOpen | None:
+        h = self._half_open.pop(cid, None)
+        if h is not None:
+            self._by_ephemeral.pop(h.msg1[:32], None)
+            self.counters.half_open = len(self._half_open)
+        return h
+
+    # -------------------------------------------------------------------------------- receive
+
+    def receive(self, datagram: bytes, addr: Any, now: int) -> Received:
+        """Handle one datagram from ``addr``. Never raises on network input."""
+        c = self.counters
+        if not datagram:
+            c.short_packets += 1
+            return Received()
+        t = datagram[0]
+        if t in TRANSPORT_TYPES:
+            return self._transport(datagram, addr, now)
+        if t == T_INITIATION:
+            try:
+                return self._initiation(datagram, addr, now)
+            except (DecodeError, ValueError, struct.error):
+                c.frame_errors += 1
+                return Received()
+        c.bad_type += 1
+        return Received()
+
+    def _transport(self, datagram: bytes, addr: Any, now: int) -> Received:
+        cid = bytes(datagram[1 : 1 + CID_LEN])
+        conn = self.connections.get(cid)
+        if conn is not None:
+            return Received(connection=conn, payload=conn.open(datagram, addr, now))
+        h = self._half_open.get(cid)
+        if h is None:
+            self.counters.unknown_cid += 1
+            return Received()
+        conn = SecureConnection(
+            config=self.config,
+            suite=SUITES[h.suite_id],
+            is_client=False,
+            send_secret=h.send_secret,
+            recv_secret=h.recv_secret,
+            local_cid=h.server_cid,
+            remote_cid=h.client_cid,
+            peer_addr=h.addr,
+            params=h.params,
+            rng=self._rng,
+            now=now,
+            peer_static=h.client_static,
+            handshake_hash=h.handshake_hash,
+        )
+        payload = conn.open(datagram, addr, now)
+        if conn.counters.packets_opened == 0:
+            self.counters.decrypt_errors += 1
+            return Received()
+        self._drop_half_open(cid)
+        self.connections[cid] = conn
+        self.counters.accepted += 1
+        return Received(connection=conn, payload=payload, accepted=True)
+
+    def _initiation(self, d: bytes, addr: Any, now: int) -> Received:
+        c = self.counters
+        cfg = self.config
+        c.initiations_received += 1
+        n = len(d)
+        if n < _MIN_INITIATION or n > _MAX_INITIATION:
+            c.short_packets += 1
+            return Received()
+        if d[1] != WIRE_VERSION:
+            c.bad_type += 1
+            return Received()
+        suite_id, pattern_id = d[2], d[3]
+        mac1_key = self._mac1_keys.get(pattern_id)
+        if mac1_key is None or suite_id not in SUITES:
+            c.bad_mac1 += 1
+            return Received()
+        mac1 = d[n - 32 : n - 16]
+        if not hmac.compare_digest(mac16(mac1_key, d[: n - 32]), mac1):
+            c.bad_mac1 += 1
+            return Received()
+        self._jar.rotate_if_due(now)
+        self._expire(now)
+        if now - self._rate_start >= 1000:
+            self._rate_start = now
+            self._rate_count = 0
+        client_cid = bytes(d[4:12])
+        under_load = (
+            cfg.always_retry
+            or len(self._half_open) >= cfg.retry_threshold
+            or self._rate_count >= cfg.retry_rate
+        )
+        if under_load and not self._jar.check_mac2(addr, d[: n - 16], d[n - 16 :]):
+            if any(d[n - 16 :]):
+                c.bad_mac2 += 1
+            sealed = seal_cookie(
+                self._cookie_keys[pattern_id], self._rng(12), self._jar.cookie(addr), bytes(mac1)
+            )
+            reply = bytes((T_RETRY, 0)) + client_cid + sealed
+            c.retries_sent += 1
+            return self._reply(reply, n, addr)
+        (noise_len,) = struct.unpack_from(">H", d, 12)
+        if 14 + noise_len > n - 32 or noise_len < 48:
+            c.short_packets += 1
+            return Received()
+        msg1 = bytes(d[14 : 14 + noise_len])
+        e_pub = msg1[:32]
+        known = self._by_ephemeral.get(e_pub)
+        if known is not None:
+            h = self._half_open.get(known)
+            if h is not None and h.msg1 == msg1 and h.client_cid == client_cid:
+                c.initiation_retransmits += 1
+                return self._reply(h.response, n, addr)
+        if known is not None or e_pub in self._seen:
+            c.initiation_replays += 1
+            return Received()
+        self._rate_count += 1
+        pattern = _PATTERNS[pattern_id]
+        hs = HandshakeState(
+            pattern,
+            SUITES[suite_id],
+            initiator=False,
+            prologue=PROLOGUE_LABEL + bytes(d[:12]),
+            rng=self._rng,
+            s=self._static if pattern is IKPSK2 else None,
+            psk=(self._psk or ZERO_PSK) if pattern is IKPSK2 else self._psk,
+        )
+        try:
+            payload = hs.read_message(msg1)
+        except NoiseError:
+            c.handshake_decrypt_errors += 1
+            return Received()
+        hello = ClientHello.decode(payload)
+        self._remember(e_pub)
+        client_static = hs.rs if pattern is IKPSK2 else None
+        decision: SessionParams | Refusal = negotiate(cfg, hello, suite_id)
+        if isinstance(decision, SessionParams) and self._authorize is not None:
+            try:
+                verdict = self._authorize(hello.token, client_static, addr)
+            except Exception as exc:  # the hook is user code: refuse rather than crash the loop
+                verdict = f"authorization hook raised {type(exc).__name__}"
+            if verdict is not None:
+                decision = Refusal(Reason.BAD_TOKEN, verdict)
+        if isinstance(decision, Refusal):
+            c.refused += 1
+            reply = bytes((T_RESPONSE, 0)) + client_cid + hs.write_message(_encode_refusal(decision))
+            return self._reply(reply, n, addr)
+        server_cid = self._rng(CID_LEN)
+        while server_cid in self.connections or server_cid in self._half_open:
+            server_cid = self._rng(CID_LEN)
+        response = (
+            bytes((T_RESPONSE, 0)) + client_cid + hs.write_message(_encode_accept(server_cid, decision))
+        )
+        if len(response) > n:
+            c.amplification_refused += 1
+            return Received()
+        k1, k2 = hs.split()
+        while len(self._half_open) >= cfg.max_half_open:
+            oldest = next(iter(self._half_open))
+            self._drop_half_open(oldest)
+            c.half_open_evicted += 1
+        self._half_open[server_cid] = _HalfOpen(
+            server_cid,
+            client_cid,
+            addr,
+            send_secret=k2,
+            recv_secret=k1,
+            suite_id=suite_id,
+            params=decision,
+            client_static=client_static,
+            handshake_hash=hs.handshake_hash,
+            created=now,
+            msg1=msg1,
+            response=response,
+        )
+        self._by_ephemeral[e_pub] = server_cid
+        c.half_open = len(self._half_open)
+        c.half_open_max = max(c.half_open_max, c.half_open)
+        return Received(replies=[(response, addr)])
+
+    def _reply(self, reply: bytes, request_len: int, addr: Any) -> Received:
+        if len(reply) > request_len:
+            self.counters.amplification_refused += 1
+            return Received()
+        return Received(replies=[(reply, addr)])
+
+    def _remember(self, e_pub: bytes) -> None:
+        self._seen[e_pub] = None
+        while len(self._seen) > self.config.replay_cache:
+            self._seen.popitem(last=False)

@@ -1,0 +1,109 @@
+"""Counters of secure mode: every dropped datagram and every protocol event is counted here."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+_FIELDS: tuple[str, ...] = (
+    # handshake, client side
+    "handshakes_initiated",
+    "initiations_sent",  # including retransmissions and retries with a cookie
+    "retries_received",
+    "handshakes_completed",
+    "handshakes_failed",
+    # handshake, server side
+    "initiations_received",
+    "bad_mac1",  # wrong server key / PSK, or garbage: dropped silently
+    "bad_mac2",  # cookie missing or stale while under load
+    "retries_sent",
+    "initiation_replays",  # an initiation whose ephemeral key was already used
+    "initiation_retransmits",  # same initiation again: the stored response is sent again
+    "handshake_decrypt_errors",
+    "refused",  # authenticated refusals sent (token, version, parameters)
+    "half_open",  # gauge: handshakes answered but not yet confirmed by the client
+    "half_open_max",
+    "half_open_evicted",
+    "half_open_expired",
+    "accepted",  # connections confirmed by the client's first packet
+    "amplification_refused",  # a reply would have been larger than the datagram that caused it
+    # transport
+    "packets_sealed",
+    "packets_opened",
+    "short_packets",
+    "bad_type",
+    "unknown_cid",
+    "decrypt_errors",
+    "replay_duplicates",
+    "replay_too_old",
+    "frame_errors",
+    "after_close",  # packets received after the connection closed
+    "key_updates",
+    "key_updates_by_peer",
+    "prev_key_used",
+    "path_changes",
+    "path_validated",
+    "path_failed",
+    "path_challenges_sent",
+    "closes_sent",
+    "closes_received",
+    "goaways_sent",
+    "goaways_received",
+)
+
+
+class SecureCounters:
+    """Named integer counters (slots); :meth:`snapshot` returns them as a dict."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
+    __slots__ = _FIELDS
+    handshakes_initiated: int
+    initiations_sent: int
+    retries_received: int
+    handshakes_completed: int
+    handshakes_failed: int
+    initiations_received: int
+    bad_mac1: int
+    bad_mac2: int
+    retries_sent: int
+    initiation_replays: int
+    initiation_retransmits: int
+    handshake_decrypt_errors: int
+    refused: int
+    half_open: int
+    half_open_max: int
+    half_open_evicted: int
+    half_open_expired: int
+    accepted: int
+    amplification_refused: int
+    packets_sealed: int
+    packets_opened: int
+    short_packets: int
+    bad_type: int
+    unknown_cid: int
+    decrypt_errors: int
+    replay_duplicates: int
+    replay_too_old: int
+    frame_errors: int
+    after_close: int
+    key_updates: int
+    key_updates_by_peer: int
+    prev_key_used: int
+    path_changes: int
+    path_validated: int
+    path_failed: int
+    path_challenges_sent: int
+    closes_sent: int
+    closes_received: int
+    goaways_sent: int
+    goaways_received: int
+
+    def __init__(self) -> None:
+        for name in _FIELDS:
+            setattr(self, name, 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """The current values, in a stable order."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def __repr__(self) -> str:
+        return f"SecureCounters({ {k: v for k, v in self.snapshot().items() if v} })"
