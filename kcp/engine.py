@@ -87,6 +87,7 @@ IKCP_FASTACK_LIMIT = 5
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
+_BIG = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 _pack_into = _HDR.pack_into
 _unpack_from = _HDR.unpack_from
@@ -99,6 +100,11 @@ def _s32(x: int) -> int:
     """Signed 32-bit view of a difference of two u32 values (ikcp's ``_itimediff``)."""
     x &= _MASK
     return x - 0x100000000 if x >= _HALF else x
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C integer division (truncates toward zero) for ``b > 0``."""
+    return a // b if a >= 0 else -((-a) // b)
 
 
 def getconv(packet: bytes | bytearray | memoryview) -> int:
@@ -411,19 +417,34 @@ class KCP:
     # ------------------------------------------------------------------ network side
 
     def _update_ack(self, rtt: int) -> None:
-        if self.rx_srtt == 0:
-            self.rx_srtt = rtt
-            self.rx_rttval = rtt // 2
+        """ikcp_update_ack with C's 32-bit arithmetic, wrap-arounds included.
+
+        Only reached with absurd samples (hours of "RTT", i.e. forged acks); the common case is
+        inlined in :meth:`input`. Matching C here keeps us byte-identical to ikcp under garbage.
+        """
+        srtt = self.rx_srtt
+        rttval = self.rx_rttval
+        if srtt == 0:
+            srtt = rtt
+            rttval = rtt >> 1
         else:
-            delta = rtt - self.rx_srtt
+            delta = _s32(rtt - srtt)  # int - int, then widened to long
             if delta < 0:
                 delta = -delta
-            self.rx_rttval = (3 * self.rx_rttval + delta) // 4
-            self.rx_srtt = (7 * self.rx_srtt + rtt) // 8
-            if self.rx_srtt < 1:
-                self.rx_srtt = 1
-        rto = self.rx_srtt + max(self.interval, 4 * self.rx_rttval)
-        self.rx_rto = min(max(self.rx_minrto, rto), IKCP_RTO_MAX)
+            rttval = _s32(_cdiv(_s32(3 * rttval) + delta, 4))
+            srtt = _s32(_cdiv(_s32(7 * srtt + rtt), 8))
+            if srtt < 1:
+                srtt = 1
+        self.rx_srtt = srtt
+        self.rx_rttval = rttval
+        lo = (4 * rttval) & _MASK
+        if lo < self.interval:
+            lo = self.interval
+        rto = (srtt + lo) & _MASK
+        minrto = self.rx_minrto & _MASK
+        if rto < minrto:
+            rto = minrto
+        self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
 
     def _drop_front(self, k: int) -> None:
         """Remove the first ``k`` segments of snd_buf, then any acked ones that follow."""
@@ -498,25 +519,28 @@ class KCP:
                 self._drop_front(d if d < len(buf) else len(buf))
             if cmd == 82:  # ACK
                 rtt = (current - ts) & _MASK
-                if rtt < _HALF:  # ikcp_update_ack, inlined
+                if rtt < _HALF:  # ikcp_update_ack, inlined for sane values
                     srtt = self.rx_srtt
-                    if srtt == 0:
-                        self.rx_srtt = srtt = rtt
-                        self.rx_rttval = rttval = rtt >> 1
+                    if rtt >= _BIG or srtt >= _BIG or not 0 <= self.rx_rttval < _BIG:
+                        self._update_ack(rtt)
                     else:
-                        delta = rtt - srtt if rtt > srtt else srtt - rtt
-                        self.rx_rttval = rttval = (3 * self.rx_rttval + delta) >> 2
-                        srtt = (7 * srtt + rtt) >> 3
-                        if srtt < 1:
-                            srtt = 1
-                        self.rx_srtt = srtt
-                    rto = 4 * rttval
-                    if rto < self.interval:
-                        rto = self.interval
-                    rto += srtt
-                    if rto < self.rx_minrto:
-                        rto = self.rx_minrto
-                    self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
+                        if srtt == 0:
+                            self.rx_srtt = srtt = rtt
+                            self.rx_rttval = rttval = rtt >> 1
+                        else:
+                            delta = rtt - srtt if rtt > srtt else srtt - rtt
+                            self.rx_rttval = rttval = (3 * self.rx_rttval + delta) >> 2
+                            srtt = (7 * srtt + rtt) >> 3
+                            if srtt < 1:
+                                srtt = 1
+                            self.rx_srtt = srtt
+                        rto = 4 * rttval
+                        if rto < self.interval:
+                            rto = self.interval
+                        rto += srtt
+                        if rto < self.rx_minrto:
+                            rto = self.rx_minrto
+                        self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
                 d = (sn - self.snd_una) & _MASK
                 if d < len(buf):
                     seg = buf[d]
