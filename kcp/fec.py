@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from operator import itemgetter
 from typing import Protocol, cast
 
 from kcp.errors import KCPUsageError
@@ -61,6 +62,7 @@ MAX_SHARD_SETS = 3
 """The decoder keeps shard sets at most this many groups older than the newest group seen."""
 
 _AUTOTUNE_SAMPLES = 258
+_second = itemgetter(1)
 
 
 class _FECCounters(Protocol):
@@ -165,12 +167,12 @@ class FECEncoder:
     """
 
     __slots__ = (
-        "_bodies",
         "_codec",
         "_last_ts",
-        "_max_body",
+        "_max_len",
         "_next",
         "_paws",
+        "_shards",
         "data_shards",
         "offset",
         "parity_shards",
@@ -190,8 +192,8 @@ class FECEncoder:
         self._codec: ReedSolomon = get_codec(data_shards, parity_shards)
         self._paws = paws(data_shards + parity_shards)
         self._next = 0
-        self._bodies: list[bytes] = []
-        self._max_body = 0
+        self._shards: list[bytes] = []  # data shards of the current group, as sent
+        self._max_len = 0  # longest KCP packet of the current group
         self._last_ts: int | None = None
 
     @property
@@ -205,7 +207,7 @@ class FECEncoder:
         n = self.data_shards + self.parity_shards
         if not 0 <= value < self._paws or value % n:
             raise KCPUsageError(f"next_seqid must be a multiple of {n} below {self._paws}, got {value}")
-        if self._bodies:
+        if self._shards:
             raise KCPUsageError("cannot move next_seqid in the middle of a group")
         self._next = value
 
@@ -219,33 +221,31 @@ class FECEncoder:
             raise KCPUsageError(f"packet too long for the FEC size field ({n} bytes)")
         seq = self._next
         if off:
-            payload = packet[off:]
-            body = _U16.pack(n + 2) + payload
-            shard = packet[:off] + _pack_hdr(seq, TYPE_DATA) + body
+            shard = packet[:off] + _pack_hdr_size(seq, TYPE_DATA, n + 2) + packet[off:]
         else:
-            body = _U16.pack(n + 2) + packet
-            shard = _pack_hdr(seq, TYPE_DATA) + body
+            shard = _pack_hdr_size(seq, TYPE_DATA, n + 2) + packet
         seq += 1
         if seq >= self._paws:
             seq = 0
         self._next = seq
-        bodies = self._bodies
-        bodies.append(body)
-        if n + 2 > self._max_body:
-            self._max_body = n + 2
+        shards = self._shards
+        shards.append(shard)
+        if n > self._max_len:
+            self._max_len = n
         last = self._last_ts
         self._last_ts = now
-        if len(bodies) < self.data_shards:
+        if len(shards) < self.data_shards:
             return [shard]
-        size = self._max_body
-        self._bodies = []
-        self._max_body = 0
+        size = self._max_len + 2  # RS runs from the size field on: bodies are size field + packet
+        self._shards = []
+        self._max_len = 0
         if last is None or now - last >= self.rto:
             self._next = (seq + self.parity_shards) % self._paws
             return [shard]
         out = [shard]
         room = bytes(off)
-        for parity in self._codec.encode(bodies, size):
+        # whole shards go in; the room and the 6-byte header are shifted out by the codec
+        for parity in self._codec.encode(shards, size, off + FEC_HEADER_SIZE):
             head = _pack_hdr(seq, TYPE_PARITY)
             out.append(room + head + parity if off else head + parity)
             seq += 1
@@ -263,16 +263,25 @@ class _AutoTune:
     def __init__(self) -> None:
         self.samples: deque[tuple[bool, int]] = deque(maxlen=_AUTOTUNE_SAMPLES)
 
-    def find_period(self, bit: bool) -> int:
-        """Length of the first complete run of ``bit`` in seqid order, or -1.
-
-        Every step before the run's end must be seqid + 1; any gap or duplicate gives -1.
-        """
+    def periods(self) -> tuple[int, int]:
+        """(data run length, parity run length) found in the samples; -1 where none is found."""
         samples = self.samples
         if len(samples) < 3:
-            return -1
-        base = samples[-1][1] - 0x80000000
-        ordered = sorted(samples, key=lambda s: (s[1] - base) & 0xFFFFFFFF)
+            return -1, -1
+        seqs = [s[1] for s in samples]
+        if max(seqs) - min(seqs) < 0x80000000:
+            ordered = sorted(samples, key=_second)
+        else:  # the samples straddle the 2^32 wrap: order them relative to the latest one
+            base = samples[-1][1] - 0x80000000
+            ordered = sorted(samples, key=lambda s: (s[1] - base) & 0xFFFFFFFF)
+        return self._find_period(ordered, True), self._find_period(ordered, False)
+
+    @staticmethod
+    def _find_period(ordered: list[tuple[bool, int]], bit: bool) -> int:
+        """Length of the first complete run of ``bit`` in seqid order, or -1.
+
+        Every step up to the run's end must be seqid + 1; any gap or duplicate before it gives -1.
+        """
         left = -1
         prev_bit, prev_seq = ordered[0]
         idx = 1
@@ -447,14 +456,14 @@ class FECDecoder:
             return
         counters = self._c
         slots: list[bytes | None] = [None] * self._n
-        size = 0
+        longest = 0
         for i, pkt in group.items():
-            body = pkt[FEC_HEADER_SIZE:]
-            slots[i] = body
-            if len(body) > size:
-                size = len(body)
+            slots[i] = pkt
+            if len(pkt) > longest:
+                longest = len(pkt)
         try:
-            rebuilt = self._codec.reconstruct_data(slots, size)
+            # whole packets go in; the codec shifts the 6-byte headers out
+            rebuilt = self._codec.reconstruct_data(slots, longest - FEC_HEADER_SIZE, FEC_HEADER_SIZE)
         except ValueError:
             counters.fec_errs += 1
             return
@@ -482,8 +491,7 @@ class FECDecoder:
             # without auto-tuning a mismatch is a one-packet drop
             self._should_tune = False
             return
-        ds = self._autotune.find_period(True)
-        ps = self._autotune.find_period(False)
+        ds, ps = self._autotune.periods()
         if ds > 0 and ps > 0 and ds + ps < 256:
             if ds != self.data_shards or ps != self.parity_shards:
                 short = sum(1 for g in self._sets.values() if g is not None)

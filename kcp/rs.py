@@ -207,21 +207,24 @@ class ReedSolomon:
     def _row_plan(row: Sequence[int]) -> tuple[tuple[int, bytes | None], ...]:
         return tuple((k, None if c == 1 else mul_table(c)) for k, c in enumerate(row) if c)
 
-    def encode(self, data: Sequence[bytes], size: int) -> list[bytes]:
+    def encode(self, data: Sequence[bytes], size: int, skip: int = 0) -> list[bytes]:
         """Return the parity shards (each ``size`` bytes) of ``data_shards`` data shards.
 
-        Each data shard is treated as zero-padded to ``size`` bytes; none may be longer.
+        Each data shard is ``data[k][skip:]``, treated as zero-padded to ``size`` bytes (none may be
+        longer). ``skip`` lets a caller pass whole packets with a header in front without slicing them:
+        the header bytes are multiplied along and shifted out once per parity shard.
         """
         if len(data) != self.data_shards:
             raise KCPUsageError(f"expected {self.data_shards} data shards, got {len(data)}")
         from_bytes = int.from_bytes
+        shift = 8 * skip
         out = []
         for plan in self._parity_rows:
             acc = 0
             for k, table in plan:
                 shard = data[k]
                 acc ^= from_bytes(shard if table is None else shard.translate(table), "little")
-            out.append(acc.to_bytes(size, "little"))
+            out.append((acc >> shift).to_bytes(size, "little"))
         return out
 
     def _decode_plan(self, valid: tuple[int, ...]) -> tuple[tuple[tuple[int, bytes | None], ...], ...]:
@@ -237,13 +240,13 @@ class ReedSolomon:
             cache.popitem(last=False)
         return plan
 
-    def reconstruct_data(self, shards: Sequence[bytes | None], size: int) -> dict[int, bytes]:
+    def reconstruct_data(self, shards: Sequence[bytes | None], size: int, skip: int = 0) -> dict[int, bytes]:
         """Rebuild the missing data shards of one group.
 
-        ``shards`` has ``total_shards`` entries in index order; ``None`` marks a missing shard. Present
-        shards are treated as zero-padded to ``size`` bytes. Returns ``{index: shard}`` for every missing
-        data shard (each ``size`` bytes). Raises ``ValueError`` if fewer than ``data_shards`` shards are
-        present.
+        ``shards`` has ``total_shards`` entries in index order; ``None`` marks a missing shard. A present
+        shard is ``shards[i][skip:]`` (``skip`` as in :meth:`encode`), treated as zero-padded to ``size``
+        bytes. Returns ``{index: shard}`` for every missing data shard (each ``size`` bytes). Raises
+        ``ValueError`` if fewer than ``data_shards`` shards are present.
         """
         if len(shards) != self.total_shards:
             raise KCPUsageError(f"expected {self.total_shards} shard slots, got {len(shards)}")
@@ -257,6 +260,7 @@ class ReedSolomon:
         plan = self._decode_plan(valid)
         sub = [shards[i] for i in valid]
         from_bytes = int.from_bytes
+        shift = 8 * skip
         out: dict[int, bytes] = {}
         for m in missing:
             acc = 0
@@ -264,7 +268,7 @@ class ReedSolomon:
                 shard = sub[k]
                 assert shard is not None
                 acc ^= from_bytes(shard if table is None else shard.translate(table), "little")
-            out[m] = acc.to_bytes(size, "little")
+            out[m] = (acc >> shift).to_bytes(size, "little")
         return out
 
 

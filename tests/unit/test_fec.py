@@ -426,3 +426,28 @@ def test_random_stream_with_loss_delivers_everything_fec_can() -> None:
                 expected.append(group[i][8:])
     assert sorted(delivered) == sorted(expected)
     assert dec.counters.snapshot()["fec_errs"] == 0
+
+
+def test_autotune_period_detection() -> None:
+    from kcp.fec import _AutoTune
+
+    tune = _AutoTune()
+    assert tune.periods() == (-1, -1)
+    for s in range(60):
+        tune.samples.append(((s % 7) < 4, s))
+    assert tune.periods() == (4, 3)
+    # across the 2^32 wrap the samples are ordered relative to the newest one
+    tune = _AutoTune()
+    for s in range(60):
+        tune.samples.append(((s % 13) < 10, (s - 30) & 0xFFFFFFFF))
+    assert tune.periods() == (10, 3)
+    # a gap before both edges are seen gives nothing (kcp-go needs contiguous seqids)
+    tune = _AutoTune()
+    for s in [*range(0, 5), *range(6, 40)]:
+        tune.samples.append(((s % 13) < 10, s))
+    assert tune.periods() == (-1, -1)
+    # only the last 258 samples count
+    tune = _AutoTune()
+    for s in range(1000):
+        tune.samples.append(((s % 5) < 3, s))
+    assert len(tune.samples) == 258 and tune.periods() == (3, 2)
