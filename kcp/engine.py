@@ -389,13 +389,13 @@ class KCP:
                 if len(q) < frg + 1:
                     return None
                 parts = []
-                while True:
+                while q:  # garbage frg values may never reach 0: ikcp then takes the whole queue
                     frg, data = q.popleft()
                     parts.append(data)
                     if frg == 0:
                         break
                 result = b"".join(parts)
-            if self.rcv_buf:
+            if self.rcv_nxt in self.rcv_buf:
                 self._move_rcv_buf()
         if recover and len(q) < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
@@ -572,7 +572,8 @@ class KCP:
                     else:
                         rcv_buf[sn] = (frg, data[off : off + ln])
                         in_bytes += ln
-                        self._move_rcv_buf()
+                        if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
+                            self._move_rcv_buf()
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
                     acklist.append(sn)
                     acklist.append(ts)

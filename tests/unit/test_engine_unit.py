@@ -545,3 +545,13 @@ def test_take_output_without_callback() -> None:
     k.flush(0)
     (dg,) = k.take_output()
     assert split(dg)[0][7] == b"hi" and k.take_output() == []
+
+
+def test_garbage_fragment_numbers_take_whole_queue_like_ikcp() -> None:
+    """frg values that never reach 0: ikcp's peeksize/recv run to the end of the queue."""
+    k, _ = engine()
+    k.flush(0)
+    for sn, frg in ((0, 2), (1, 5), (2, 7)):
+        assert k.input(seg(IKCP_CMD_PUSH, sn, frg=frg, data=b"x")) == 0
+    assert k.peeksize() == 3
+    assert k.recv() == b"xxx" and k.recv() is None
