@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError, RemoteProtocolError
+from kcp.listener import Listener, listen
+from kcp.session import KCPSession, SessionConfig, dial, run, snmp
 from kcp.stats import SNMP, Counters
 
 __all__ = [
@@ -11,6 +13,13 @@ __all__ = [
     "Counters",
     "DeadLinkError",
     "KCPError",
+    "KCPSession",
     "KCPUsageError",
+    "Listener",
     "RemoteProtocolError",
+    "SessionConfig",
+    "dial",
+    "listen",
+    "run",
+    "snmp",
 ]

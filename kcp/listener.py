@@ -1,0 +1,318 @@
+"""The KCP listener: one UDP socket, sessions demultiplexed by remote address as kcp-go does.
+
+A datagram from a known address goes to that address's session. A datagram from an unknown
+address creates a session when, once through the packet layer (decrypt, crc32, FEC framing), it
+holds a well-formed KCP packet: the session takes that packet's conversation id (kcp-go's
+``Listener.packetInput``). On a known address, a KCP packet with another conv is dropped, unless
+its ``sn`` is 0: then the peer restarted, and the old session is closed and replaced, as in kcp-go.
+FEC parity shards and OOB packets never create a session.
+
+The table is bounded: at most ``max_sessions`` sessions, and at most ``backlog`` created but not
+yet accepted (half-open). Datagrams refused for either reason, or that are not KCP at all, are
+dropped and counted (``dropped_table_full``, ``dropped_backlog_full``, ``dropped_no_session``,
+``dropped_bad_conv`` in :attr:`Listener.counters` and :data:`kcp.stats.SNMP`). Closed sessions
+leave the table at once. The address lookup lives in :meth:`Listener._dispatch` only, so a
+connection-id lookup can replace it later without touching sessions or engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from kcp.batch import Address, open_udp_socket
+from kcp.crypt import PacketCrypt
+from kcp.engine import IKCP_OVERHEAD
+from kcp.errors import ConnectionClosedError, KCPUsageError
+from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.session import KCPSession, SessionConfig, _Endpoint, _make_crypt
+from kcp.stats import SNMP, Counters
+
+__all__ = ["Listener", "listen"]
+
+_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
+_snmp: Any = SNMP
+
+AcceptCallback = Callable[[KCPSession], "Awaitable[None] | None"]
+
+
+def _kcp_conv(packet: bytes) -> int:
+    """The conv of a well-formed KCP packet (every segment parses, same conv, known cmd), else -1."""
+    n = len(packet)
+    if n < IKCP_OVERHEAD:
+        return -1
+    off = 0
+    conv = -1
+    unpack = _HDR.unpack_from
+    while n - off >= IKCP_OVERHEAD:
+        c, cmd, _frg, _wnd, _ts, _sn, _una, ln = unpack(packet, off)
+        if (conv >= 0 and c != conv) or cmd < 81 or cmd > 84 or n - off - IKCP_OVERHEAD < ln:
+            return -1
+        conv = c
+        off += IKCP_OVERHEAD + ln
+    return conv
+
+
+class Listener:
+    """Accepts KCP sessions on one UDP address; iterate it (``async for``) or pass ``on_accept``."""
+
+    def __init__(
+        self,
+        ep: _Endpoint,
+        config: SessionConfig,
+        crypt: PacketCrypt | None,
+        data_shards: int,
+        parity_shards: int,
+        *,
+        max_sessions: int,
+        backlog: int,
+        on_accept: AcceptCallback | None,
+        rng: Callable[[int], bytes],
+    ) -> None:
+        self._ep = ep
+        self._loop = ep.loop
+        self.config = config
+        self._crypt = crypt
+        self._data_shards = data_shards
+        self._parity_shards = parity_shards
+        self.max_sessions = max_sessions
+        self.backlog = backlog
+        self._on_accept = on_accept
+        self._rng = rng
+        self.counters: Counters = ep.counters
+        self._c: Any = ep.counters
+        # the probe only learns the conv of a first packet: crypt check, no FEC state kept
+        self._probe = Pipeline(crypt, 0, 0, self.counters, rng)
+        self._sessions: dict[Address, KCPSession] = {}
+        self._pending: deque[KCPSession] = deque()
+        self._accept_waiter: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        ep.dispatch = self._dispatch
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def address(self) -> Address:
+        """The local address (host, port, ...)."""
+        return self._ep.sock.getsockname()
+
+    @property
+    def sessions(self) -> dict[Address, KCPSession]:
+        """A copy of the session table, by remote address."""
+        return dict(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Listener counters (socket I/O and drops) plus table sizes."""
+        out = self.counters.snapshot()
+        out["sessions"] = len(self._sessions)
+        out["backlog"] = len(self._pending)
+        out["tx_dropped"] = self._ep.tx_dropped
+        return out
+
+    # -- demux -----------------------------------------------------------------------------------
+    def _dispatch(self, data: bytes, addr: Address, now: int) -> None:
+        s = self._sessions.get(addr)
+        if s is not None:
+            s._input(data, now)
+        else:
+            self._new_peer(data, addr, now)
+
+    def _new_peer(self, data: bytes, addr: Address, now: int) -> None:
+        c = self._c
+        if self._closed:
+            return
+        if len(self._sessions) >= self.max_sessions:
+            c.dropped_table_full += 1
+            _snmp.dropped_table_full += 1
+            return
+        if self._on_accept is None and len(self._pending) >= self.backlog:
+            c.dropped_backlog_full += 1
+            _snmp.dropped_backlog_full += 1
+            return
+        conv = -1
+        for kind, payload in self._probe.open(data, now):
+            if kind == KIND_KCP:
+                conv = _kcp_conv(payload)
+                break
+        if conv < 0:
+            c.dropped_no_session += 1
+            _snmp.dropped_no_session += 1
+            return
+        s = KCPSession(
+            self._ep,
+            conv,
+            addr,
+            self.config,
+            self._crypt,
+            self._data_shards,
+            self._parity_shards,
+            listener=self,
+            rng=self._rng,
+        )
+        self._sessions[addr] = s
+        s._input(data, now)
+        if self._on_accept is not None:
+            self._run_callback(s)
+        else:
+            self._pending.append(s)
+            w = self._accept_waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+
+    def _conv_mismatch(self, s: KCPSession, datagram: bytes, packet: bytes, now: int) -> bool:
+        """A KCP packet with a foreign conv reached ``s``; True if ``s`` was replaced."""
+        conv, _cmd, _frg, _wnd, _ts, sn, _una, _ln = _HDR.unpack_from(packet, 0)
+        if conv != s.conv and sn == 0 and _kcp_conv(packet) >= 0:
+            # the peer restarted with a new conversation from the same address (kcp-go's rule)
+            addr = s.remote_address
+            s._finish(now, None, "replaced by a new conversation")
+            if self._sessions.get(addr) is None:
+                self._new_peer(datagram, addr, now)
+            return True
+        self._c.dropped_bad_conv += 1
+        _snmp.dropped_bad_conv += 1
+        return False
+
+    def _forget(self, s: KCPSession) -> None:
+        addr = s.remote_address
+        if self._sessions.get(addr) is s:
+            del self._sessions[addr]
+
+    def _run_callback(self, s: KCPSession) -> None:
+        assert self._on_accept is not None
+        try:
+            result = self._on_accept(s)
+        except Exception as exc:
+            self._loop.call_exception_handler({"message": "KCP accept callback failed", "exception": exc})
+            s.abort()
+            return
+        if asyncio.iscoroutine(result):
+            task = self._loop.create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- accepting -------------------------------------------------------------------------------
+    async def accept(self) -> KCPSession:
+        """The next new session; raises :class:`ConnectionClosedError` once the listener is closed."""
+        if self._on_accept is not None:
+            raise KCPUsageError("this listener hands sessions to its on_accept callback")
+        while True:
+            while self._pending:
+                s = self._pending.popleft()
+                if not s.closed:
+                    return s
+            if self._closed:
+                raise ConnectionClosedError("listener closed")
+            if self._accept_waiter is not None:
+                raise KCPUsageError("another coroutine is already waiting in accept()")
+            fut = self._loop.create_future()
+            self._accept_waiter = fut
+            try:
+                await fut
+            finally:
+                self._accept_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[KCPSession]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[KCPSession]:
+        while True:
+            try:
+                yield await self.accept()
+            except ConnectionClosedError:
+                return
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop accepting, end every session and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        now = self._ep.timers.now_ms()
+        for s in list(self._sessions.values()):
+            s._engine.flush(now)
+            s._finish(now, None, "listener closed")
+        self._sessions.clear()
+        self._pending.clear()
+        self._ep.close()
+        w = self._accept_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait for :meth:`close` and for the accept callbacks still running."""
+        await asyncio.shield(self._closed_fut)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.address} sessions={len(self._sessions)}>"
+
+
+async def listen(
+    host: str,
+    port: int,
+    *,
+    crypt: str | PacketCrypt | None = None,
+    key: bytes | str | None = None,
+    data_shards: int = 0,
+    parity_shards: int = 0,
+    config: SessionConfig | None = None,
+    max_sessions: int = 16384,
+    backlog: int = 1024,
+    on_accept: AcceptCallback | None = None,
+    reuse_port: bool = False,
+    mmsg: bool | None = None,
+    gso: bool = False,
+    rng: Callable[[int], bytes] = os.urandom,
+    **options: Any,
+) -> Listener:
+    """Listen for KCP sessions on ``host:port`` (kcp-go's ``ListenWithOptions``).
+
+    ``crypt``/``key``/``data_shards``/``parity_shards`` must match the clients'. Sessions are
+    returned by ``async for session in listener`` / :meth:`Listener.accept`, or handed to
+    ``on_accept(session)`` (a coroutine function runs as a task). ``reuse_port`` sets
+    ``SO_REUSEPORT`` so several processes can share the port. Further keyword arguments override
+    :class:`SessionConfig` fields for every accepted session.
+    """
+    if max_sessions < 1 or backlog < 1:
+        raise KCPUsageError("max_sessions and backlog must be >= 1")
+    loop = asyncio.get_running_loop()
+    cfg = (config or SessionConfig()).with_options(**options)
+    packet_crypt = _make_crypt(crypt, key)
+    Pipeline(packet_crypt, data_shards, parity_shards, Counters())  # validates the shard counts now
+    sock = open_udp_socket(host, port, reuse_port=reuse_port)
+    try:
+        ep = _Endpoint(loop, sock, Counters(), mmsg=mmsg, gso=gso)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(
+        ep,
+        cfg,
+        packet_crypt,
+        data_shards,
+        parity_shards,
+        max_sessions=max_sessions,
+        backlog=backlog,
+        on_accept=on_accept,
+        rng=rng,
+    )

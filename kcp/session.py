@@ -1,0 +1,879 @@
+"""asyncio KCP sessions over UDP: :func:`dial`, :class:`KCPSession`, and the shared UDP endpoint.
+
+Data path (one UDP socket = one :class:`_Endpoint`):
+
+* receive: the socket is read in a ``loop.add_reader`` callback with :class:`kcp.batch.DatagramIO`
+  (``recvmmsg`` on Linux), each datagram goes through the session's :class:`kcp.pipeline.Pipeline`
+  (decrypt, crc, FEC) into its :class:`kcp.engine.KCP`; after the whole batch every touched
+  session delivers to its reader, and acks are flushed;
+* send: ``write()`` queues into the engine and marks the session; one ``call_soon`` per loop tick
+  flushes every marked engine and hands all datagrams of the tick to one ``sendmmsg`` batch (as
+  aioquic batches its datagrams);
+* timers: one :class:`kcp.timers.TimerHeap` per loop. A session with data in flight is woken when
+  its engine's ``check()`` says; an idle session is only woken at its idle deadline.
+
+KCP has no FIN: a session ends on :meth:`KCPSession.close` (after a bounded linger while sent data
+is unacknowledged), on the idle timeout, or when the engine reports a dead link. After a local
+close or an idle timeout, reads return ``b""``; after a dead link they raise
+:class:`kcp.errors.DeadLinkError`. Writes after the end raise the matching
+:class:`kcp.errors.ConnectionClosedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from kcp.batch import Address, DatagramIO, open_udp_socket
+from kcp.crypt import PacketCrypt, derive_key, new_crypt
+from kcp.engine import IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
+from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
+from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.stats import SNMP, Counters
+from kcp.timers import TimerHeap
+
+if TYPE_CHECKING:
+    from kcp.listener import Listener
+
+__all__ = ["KCPSession", "SessionConfig", "dial", "run", "snmp"]
+
+_T = TypeVar("_T")
+_U32 = struct.Struct("<I")
+_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+_TX_LIMIT = 65536  # datagrams held while the socket buffer is full; beyond that they are dropped
+
+# Counters that live on the endpoint/listener/SNMP directly, not per session (never folded twice)
+_NOT_FOLDED = frozenset(
+    {
+        "bytes_sent",
+        "bytes_received",
+        "out_pkts",
+        "in_pkts",
+        "send_syscalls",
+        "recv_syscalls",
+        "active_opens",
+        "passive_opens",
+        "curr_estab",
+        "max_conn",
+        "closed",
+        "dropped_no_session",
+        "dropped_table_full",
+        "dropped_bad_conv",
+        "dropped_backlog_full",
+    }
+)
+_FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED)
+_live: weakref.WeakSet[KCPSession] = weakref.WeakSet()
+_snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
+
+
+def snmp() -> dict[str, int]:
+    """Process-wide counters: :data:`kcp.stats.SNMP` plus what live sessions counted so far.
+
+    Sessions count engine and packet-layer events in their own :class:`Counters` and fold them into
+    ``SNMP`` when they close; socket-level and session-lifecycle counters go to ``SNMP`` directly.
+    """
+    total = SNMP.snapshot()
+    for s in list(_live):
+        c = s.counters
+        for f in _FOLDED:
+            total[f] += getattr(c, f)
+    return total
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        return asyncio.run(main)
+    result: _T = uvloop.run(main)
+    return result
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Tuning of one session; defaults follow kcp-go/kcptun where a peer would notice.
+
+    ``nodelay``/``interval``/``resend``/``nc`` are ikcp's ``nodelay()`` (the default is kcptun's
+    ``fast3``); ``mtu`` is the UDP payload size, the engine gets ``mtu`` minus the packet-layer
+    overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch.
+    ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
+    slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
+    queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
+    send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
+    nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
+    """
+
+    mtu: int = 1400
+    snd_wnd: int = 128
+    rcv_wnd: int = 128
+    nodelay: int = 1
+    interval: int = 10
+    resend: int = 2
+    nc: int = 1
+    stream: bool = True
+    ack_nodelay: bool = True
+    dead_link: int = 20
+    read_buffer: int = 1 << 20
+    write_buffer: int = 0
+    datagram_queue: int = 256
+    idle_timeout: float | None = 60.0
+    close_linger: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.mtu <= 9000:
+            raise KCPUsageError("mtu must be in 64..9000")
+        if self.snd_wnd < 1 or self.rcv_wnd < 1:
+            raise KCPUsageError("windows must be >= 1")
+        if not 10 <= self.interval <= 5000:
+            raise KCPUsageError("interval must be in 10..5000 ms")
+        if self.read_buffer < 1 or self.write_buffer < 0 or self.datagram_queue < 1:
+            raise KCPUsageError("buffer sizes must be positive")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise KCPUsageError("idle_timeout must be > 0 or None")
+        if self.close_linger < 0 or self.dead_link < 1:
+            raise KCPUsageError("close_linger must be >= 0 and dead_link >= 1")
+
+    def with_options(self, **options: Any) -> SessionConfig:
+        """A copy with some fields replaced (unknown names raise :class:`KCPUsageError`)."""
+        unknown = set(options) - set(self.__dataclass_fields__)
+        if unknown:
+            raise KCPUsageError(f"unknown session option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **options) if options else self
+
+
+def _make_crypt(crypt: str | PacketCrypt | None, key: bytes | str | None) -> PacketCrypt | None:
+    if crypt is None or crypt == "null":
+        return None
+    if not isinstance(crypt, str):
+        return crypt
+    if key is None:
+        raise KCPUsageError(f"cipher {crypt!r} needs a key (a passphrase str or derived key bytes)")
+    material = derive_key(key) if isinstance(key, str) else bytes(key)
+    return new_crypt(crypt, material)
+
+
+class _Endpoint:
+    """One UDP socket shared by one session (client) or many (listener)."""
+
+    __slots__ = (
+        "closed",
+        "counters",
+        "dirty",
+        "dispatch",
+        "flushq",
+        "io",
+        "loop",
+        "scheduled",
+        "sock",
+        "timers",
+        "tx",
+        "tx_dropped",
+        "writer_armed",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        counters: Counters,
+        *,
+        mmsg: bool | None = None,
+        gso: bool = False,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.counters = counters
+        self.io = DatagramIO(sock, (counters, SNMP), mmsg=mmsg, gso=gso)
+        self.timers = TimerHeap.for_loop(loop)
+        self.tx: list[tuple[bytes, Address]] = []
+        self.flushq: list[KCPSession] = []
+        self.dirty: list[KCPSession] = []
+        self.scheduled = False
+        self.writer_armed = False
+        self.closed = False
+        self.tx_dropped = 0
+        self.dispatch: Callable[[bytes, Address, int], None] = lambda d, a, n: None
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    def kick(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._tick)
+
+    def _on_readable(self) -> None:
+        items = self.io.recv()
+        if not items:
+            return
+        now = self.timers.now_ms()
+        dispatch = self.dispatch
+        for data, addr in items:
+            dispatch(data, addr, now)
+        dirty = self.dirty
+        if dirty:
+            self.dirty = []
+            for s in dirty:
+                s._after_input(now)
+        self.kick()
+
+    def _tick(self) -> None:
+        self.scheduled = False
+        if self.flushq:
+            now = self.timers.now_ms()
+            q = self.flushq
+            self.flushq = []
+            for s in q:
+                s._flush(now)
+        if self.tx and not self.writer_armed:
+            self.send_now()
+
+    def send_now(self) -> None:
+        if self.closed:
+            self.tx.clear()
+            return
+        tx = self.tx
+        n = self.io.send(tx)
+        if n >= len(tx):
+            tx.clear()
+            return
+        del tx[:n]
+        if len(tx) > _TX_LIMIT:
+            extra = len(tx) - _TX_LIMIT
+            del tx[:extra]
+            self.tx_dropped += extra
+        if not self.writer_armed:
+            self.writer_armed = True
+            self.loop.add_writer(self.sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        self.loop.remove_writer(self.sock.fileno())
+        self.writer_armed = False
+        self.send_now()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.tx and not self.writer_armed:
+            self.send_now()  # last acks and data, best effort
+        self.closed = True
+        fd = self.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self.writer_armed:
+                self.loop.remove_writer(fd)
+        self.sock.close()
+        self.tx.clear()
+
+
+class KCPSession:
+    """A reliable, ordered byte stream (and unreliable datagrams) to one peer over KCP.
+
+    Created by :func:`dial` or accepted from a :class:`kcp.listener.Listener`; not built directly.
+    Reading and writing follow :class:`asyncio.StreamReader`/:class:`asyncio.StreamWriter`, except
+    that ``read(-1)`` returns whatever is buffered as soon as there is something (KCP streams
+    rarely end, so it does not wait for EOF).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closed_fut",
+        "_config",
+        "_dgram_waiter",
+        "_dgrams",
+        "_drain_waiter",
+        "_engine",
+        "_ep",
+        "_exc",
+        "_flush_marked",
+        "_high_water",
+        "_idle_ms",
+        "_in_dirty",
+        "_last_recv",
+        "_linger_until",
+        "_listener",
+        "_loop",
+        "_low_water",
+        "_pipeline",
+        "_plain",
+        "_rbuf",
+        "_read_waiter",
+        "_rlimit",
+        "_state",
+        "_timer_entry",
+        "_timers",
+        "ack_nodelay",
+        "close_reason",
+        "counters",
+        "datagrams_dropped",
+        "local_address",
+        "remote_address",
+    )
+
+    def __init__(
+        self,
+        ep: _Endpoint,
+        conv: int,
+        remote: Address,
+        config: SessionConfig,
+        crypt: PacketCrypt | None,
+        data_shards: int,
+        parity_shards: int,
+        *,
+        listener: Listener | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._ep = ep
+        self._loop = ep.loop
+        self._timers = ep.timers
+        self._listener = listener
+        self._config = config
+        self.remote_address: Address = remote
+        self.local_address: Address = ep.sock.getsockname()
+        self.counters = Counters()
+        self._pipeline = Pipeline(crypt, data_shards, parity_shards, self.counters, rng)
+        self._plain = crypt is None and not self._pipeline.fec_enabled
+        eng = self._engine = KCP(conv, None)
+        eng.counters = self.counters
+        eng.nodelay(config.nodelay, config.interval, config.resend, config.nc)
+        eng.wndsize(config.snd_wnd, config.rcv_wnd)
+        if eng.setmtu(config.mtu - self._pipeline.overhead) < 0:
+            raise KCPUsageError("mtu too small for the packet-layer overhead")
+        eng.stream = 1 if config.stream else 0
+        eng.dead_link = config.dead_link
+        eng.output = self._make_output()
+        self.ack_nodelay = config.ack_nodelay
+        self._rbuf = bytearray()
+        self._rlimit = config.read_buffer
+        self._dgrams: deque[bytes] = deque()
+        self.datagrams_dropped = 0
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._dgram_waiter: asyncio.Future[None] | None = None
+        self._closed_fut: asyncio.Future[None] = self._loop.create_future()
+        self._state = _OPEN
+        self._exc: BaseException | None = None
+        self.close_reason = ""
+        self._flush_marked = False
+        self._in_dirty = False
+        self._timer_entry: list[object] | None = None
+        self._set_water_marks()
+        self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
+        self._linger_until = 0
+        self._last_recv = self._timers.now_ms()
+        _live.add(self)
+        _snmp.curr_estab += 1
+        if _snmp.curr_estab > _snmp.max_conn:
+            _snmp.max_conn = _snmp.curr_estab
+        if listener is None:
+            _snmp.active_opens += 1
+        else:
+            _snmp.passive_opens += 1
+        self._post(self._last_recv)
+
+    # -- wiring ----------------------------------------------------------------------------------
+    def _make_output(self) -> Callable[[bytes], None]:
+        tx_append = self._ep.tx.append
+        addr = self.remote_address
+        c: Any = self.counters
+        if self._plain:
+
+            def output(packet: bytes) -> None:
+                tx_append((packet, addr))
+                c.out_pkts += 1
+                c.bytes_sent += len(packet)
+
+            return output
+        seal = self._pipeline.seal
+        now_ms = self._timers.now_ms
+
+        def output_sealed(packet: bytes) -> None:
+            for datagram in seal(packet, now_ms()):
+                tx_append((datagram, addr))
+                c.out_pkts += 1
+                c.bytes_sent += len(datagram)
+
+        return output_sealed
+
+    def _set_water_marks(self) -> None:
+        eng = self._engine
+        high = self._config.write_buffer or 2 * eng.snd_wnd
+        self._high_water = max(high, 1)
+        self._low_water = max(self._high_water // 2, 1)
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def conv(self) -> int:
+        """The KCP conversation id."""
+        return self._engine.conv
+
+    @property
+    def config(self) -> SessionConfig:
+        """The configuration the session was created with."""
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        """True once the session has fully ended (see :meth:`wait_closed`)."""
+        return self._state == _CLOSED
+
+    def is_closing(self) -> bool:
+        """True after :meth:`close` or once the session ended for any reason."""
+        return self._state != _OPEN
+
+    @property
+    def engine(self) -> KCP:
+        """The underlying engine (for inspection; do not drive it directly)."""
+        return self._engine
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """This session's counters plus the engine's RTT and window state."""
+        eng = self._engine
+        out = self.counters.snapshot()
+        out.update(
+            srtt=eng.rx_srtt,
+            rttvar=eng.rx_rttval,
+            rto=eng.rx_rto,
+            cwnd=eng.cwnd,
+            snd_wnd=eng.snd_wnd,
+            rcv_wnd=eng.rcv_wnd,
+            rmt_wnd=eng.rmt_wnd,
+            waitsnd=eng.waitsnd(),
+            read_buffered=len(self._rbuf),
+            datagrams_queued=len(self._dgrams),
+            datagrams_dropped=self.datagrams_dropped,
+            mtu=eng.mtu,
+        )
+        return out
+
+    # -- tuning ----------------------------------------------------------------------------------
+    def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
+        """ikcp ``nodelay()``: e.g. ``(1, 10, 2, 1)`` for the fastest retransmission."""
+        self._engine.nodelay(nodelay, interval, resend, nc)
+
+    def set_window(self, snd_wnd: int, rcv_wnd: int) -> None:
+        """Send and receive windows, in segments (the receive window is at least 128)."""
+        self._engine.wndsize(snd_wnd, rcv_wnd)
+        self._set_water_marks()
+
+    def set_mtu(self, mtu: int) -> None:
+        """UDP payload size; the engine gets ``mtu`` minus the packet-layer overhead."""
+        if self._engine.setmtu(mtu - self._pipeline.overhead) < 0:
+            raise KCPUsageError(f"mtu {mtu} is too small")
+
+    def set_stream_mode(self, enable: bool) -> None:
+        """KCP stream mode: writes are packed into full segments, message boundaries are lost."""
+        self._engine.stream = 1 if enable else 0
+
+    def set_ack_nodelay(self, enable: bool) -> None:
+        """Flush acks right after each receive batch instead of at the next interval."""
+        self.ack_nodelay = enable
+
+    # -- network input ---------------------------------------------------------------------------
+    def _input(self, data: bytes, now: int) -> None:
+        """One datagram from the remote address (called by the endpoint)."""
+        self._last_recv = now
+        c: Any = self.counters
+        c.in_pkts += 1
+        c.bytes_received += len(data)
+        eng = self._engine
+        if self._plain and not (len(data) > 5 and 0xF1 <= data[4] <= 0xF3 and data[5] == 0):
+            rc = eng.input(data, now)
+            if rc == -1 and self._listener is not None and len(data) >= IKCP_OVERHEAD:
+                self._listener._conv_mismatch(self, data, data, now)
+                return
+        else:
+            for kind, payload in self._pipeline.open(data, now):
+                if kind == KIND_KCP:
+                    rc = eng.input(payload, now)
+                    if (
+                        rc == -1
+                        and self._listener is not None
+                        and len(payload) >= IKCP_OVERHEAD
+                        and self._listener._conv_mismatch(self, data, payload, now)
+                    ):
+                        return
+                else:
+                    self._on_datagram(payload)
+        if not self._in_dirty:
+            self._in_dirty = True
+            self._ep.dirty.append(self)
+
+    def _on_datagram(self, payload: bytes) -> None:
+        if self._state != _OPEN:
+            return
+        q = self._dgrams
+        if len(q) >= self._config.datagram_queue:
+            q.popleft()
+            self.datagrams_dropped += 1
+        q.append(payload)
+        w = self._dgram_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _after_input(self, now: int) -> None:
+        """After a receive batch: deliver to the reader, flush acks, re-arm the timer."""
+        self._in_dirty = False
+        if self._state == _CLOSED:
+            return
+        self._deliver()
+        eng = self._engine
+        if (self.ack_nodelay or eng.waitsnd()) and not self._flush_marked:
+            self._flush_marked = True
+            self._ep.flushq.append(self)
+        if eng.state != 0:
+            self._die(now)
+            return
+        self._post(now)
+
+    def _deliver(self) -> None:
+        eng = self._engine
+        if self._state != _OPEN:
+            while eng.recv() is not None:  # nobody reads any more: keep the window open
+                pass
+            return
+        rbuf = self._rbuf
+        limit = self._rlimit
+        got = False
+        while len(rbuf) < limit:
+            m = eng.recv()
+            if m is None:
+                break
+            if m:
+                rbuf += m
+                got = True
+        if got:
+            w = self._read_waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+
+    # -- timers and flushing ---------------------------------------------------------------------
+    def _on_timer(self, now: int) -> None:
+        if self._state == _CLOSED:
+            return
+        eng = self._engine
+        if self._idle_ms and now - self._last_recv >= self._idle_ms:
+            self._finish(now, None, "idle timeout")
+            return
+        if self._state == _CLOSING and now >= self._linger_until:
+            self._finish(now, None, self.close_reason or "closed")
+            return
+        eng.update(now)
+        if eng.state != 0:
+            self._die(now)
+            return
+        self._ep.kick()
+        self._post(now)
+
+    def _flush(self, now: int) -> None:
+        self._flush_marked = False
+        if self._state == _CLOSED:
+            return
+        eng = self._engine
+        eng.flush(now)
+        if eng.state != 0:
+            self._die(now)
+            return
+        self._post(now)
+
+    def _post(self, now: int) -> None:
+        """Wake writers, finish a lingering close, and schedule the next wake-up."""
+        eng = self._engine
+        ws = eng.waitsnd()
+        if ws < self._low_water:
+            w = self._drain_waiter
+            if w is not None and not w.done():
+                w.set_result(None)
+        if self._state == _CLOSING and ws == 0:
+            self._finish(now, None, self.close_reason or "closed")
+            return
+        if ws or eng.probe:
+            due = eng.check(now)
+        elif self._idle_ms:
+            due = self._last_recv + self._idle_ms
+        else:
+            due = -1
+        if self._state == _CLOSING and (due < 0 or self._linger_until < due):
+            due = self._linger_until
+        if due >= 0:
+            self._timers.schedule(self, due)
+
+    def _mark_flush(self) -> None:
+        if not self._flush_marked:
+            self._flush_marked = True
+            self._ep.flushq.append(self)
+            self._ep.kick()
+
+    def _die(self, now: int) -> None:
+        self._finish(
+            now,
+            DeadLinkError(
+                f"KCP session {self.conv} to {self.remote_address}: dead link "
+                f"(a segment was sent {self._engine.dead_link} times without an ack)"
+            ),
+            "dead link",
+        )
+
+    def _finish(self, now: int, exc: BaseException | None, reason: str) -> None:
+        """End the session now: wake everyone, leave the listener/endpoint, fold counters."""
+        if self._state == _CLOSED:
+            return
+        self._state = _CLOSED
+        if exc is not None and self._exc is None:
+            self._exc = exc
+        self.close_reason = reason
+        self._timers.cancel(self)
+        for w in (self._read_waiter, self._drain_waiter, self._dgram_waiter):
+            if w is not None and not w.done():
+                w.set_result(None)
+        _live.discard(self)
+        c = self.counters
+        for f in _FOLDED:
+            v = getattr(c, f)
+            if v:
+                setattr(SNMP, f, getattr(SNMP, f) + v)
+        _snmp.curr_estab -= 1
+        _snmp.closed += 1
+        if self._listener is not None:
+            self._listener._forget(self)
+            self._ep.kick()
+        else:
+            self._ep.close()
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def _wait(self, attr: str) -> None:
+        if getattr(self, attr) is not None:
+            raise KCPUsageError(f"another coroutine is already waiting in {attr.strip('_')}")
+        fut = self._loop.create_future()
+        setattr(self, attr, fut)
+        try:
+            await fut
+        finally:
+            setattr(self, attr, None)
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``n < 0``: all that is buffered) once any are available.
+
+        Returns ``b""`` after :meth:`close` or an idle timeout; raises
+        :class:`kcp.errors.DeadLinkError` once buffered data is consumed after a dead link.
+        """
+        if n == 0:
+            return b""
+        rbuf = self._rbuf
+        while not rbuf:
+            if self._state != _OPEN:
+                if self._exc is not None:
+                    raise self._exc
+                return b""
+            await self._wait("_read_waiter")
+        if n < 0 or n >= len(rbuf):
+            data = bytes(rbuf)
+            rbuf.clear()
+        else:
+            data = bytes(rbuf[:n])
+            del rbuf[:n]
+        self._refill()
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; raises :class:`asyncio.IncompleteReadError` if the session ends first."""
+        if n < 0:
+            raise KCPUsageError("readexactly needs n >= 0")
+        rbuf = self._rbuf
+        while len(rbuf) < n:
+            if self._state != _OPEN:
+                if self._exc is not None:
+                    raise self._exc
+                partial = bytes(rbuf)
+                rbuf.clear()
+                raise asyncio.IncompleteReadError(partial, n)
+            if len(rbuf) >= self._rlimit:
+                self._rlimit = n  # let a large readexactly through the bound
+                self._refill()
+                continue
+            await self._wait("_read_waiter")
+        data = bytes(rbuf[:n])
+        del rbuf[:n]
+        self._rlimit = self._config.read_buffer
+        self._refill()
+        return data
+
+    def _refill(self) -> None:
+        """After the app consumed data: pull more from the engine, reopen its window if shut."""
+        eng = self._engine
+        if not eng.rcv_queue or self._state != _OPEN:
+            return
+        self._deliver()
+        if eng.probe & IKCP_ASK_TELL:
+            self._mark_flush()
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._state != _OPEN:
+            if self._exc is not None:
+                raise self._exc
+            raise ConnectionClosedError(
+                f"KCP session {self.conv} is closed ({self.close_reason or 'closed'})"
+            )
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for reliable, ordered delivery; never blocks (use :meth:`drain`)."""
+        self._check_writable()
+        n = len(data)
+        if not n:
+            return
+        eng = self._engine
+        chunk = eng.mss * 120
+        if n <= chunk:
+            eng.send(data)
+        else:
+            view = memoryview(data)
+            for i in range(0, n, chunk):
+                eng.send(view[i : i + chunk])
+        self._mark_flush()
+
+    def writelines(self, lines: list[bytes]) -> None:
+        """Write each item of ``lines``."""
+        for line in lines:
+            self.write(line)
+
+    async def drain(self) -> None:
+        """Wait until the send queue is below the high-water mark (or raise if the session ended)."""
+        self._check_writable()
+        if self._engine.waitsnd() < self._high_water:
+            return
+        while self._engine.waitsnd() >= self._low_water:
+            await self._wait("_drain_waiter")
+            self._check_writable()
+
+    def write_buffer_size(self) -> int:
+        """Segments queued or in flight and not yet acknowledged."""
+        return self._engine.waitsnd()
+
+    # -- datagrams -------------------------------------------------------------------------------
+    def send_datagram(self, data: bytes) -> None:
+        """Send one unreliable out-of-band datagram (kcp-go's OOB packet, flag 0xf3)."""
+        self._check_writable()
+        limit = self._pipeline.oob_max_size(self._engine.mtu)
+        if len(data) > limit:
+            raise KCPUsageError(f"datagram of {len(data)} bytes exceeds the limit of {limit}")
+        self._ep.tx.append((self._pipeline.seal_oob(bytes(data), self.conv), self.remote_address))
+        self._ep.kick()
+
+    def max_datagram_size(self) -> int:
+        """Largest payload :meth:`send_datagram` accepts."""
+        return self._pipeline.oob_max_size(self._engine.mtu)
+
+    async def recv_datagram(self) -> bytes:
+        """The next out-of-band datagram; raises :class:`ConnectionClosedError` once the session ended."""
+        while not self._dgrams:
+            if self._state != _OPEN:
+                if self._exc is not None:
+                    raise self._exc
+                raise ConnectionClosedError(
+                    f"KCP session {self.conv} is closed ({self.close_reason or 'closed'})"
+                )
+            await self._wait("_dgram_waiter")
+        return self._dgrams.popleft()
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop reading and writing; unacknowledged data gets up to ``close_linger`` to arrive."""
+        if self._state != _OPEN:
+            return
+        self._state = _CLOSING
+        self.close_reason = "closed"
+        self._rbuf.clear()
+        self._dgrams.clear()
+        for w in (self._read_waiter, self._dgram_waiter, self._drain_waiter):
+            if w is not None and not w.done():
+                w.set_result(None)
+        now = self._timers.now_ms()
+        eng = self._engine
+        if eng.waitsnd() == 0 or self._config.close_linger <= 0:
+            eng.flush(now)
+            self._ep.kick()
+            self._finish(now, None, "closed")
+            return
+        self._linger_until = now + int(self._config.close_linger * 1000)
+        self._mark_flush()
+        self._post(now)
+
+    def abort(self) -> None:
+        """End the session at once, dropping unsent data."""
+        self._finish(self._timers.now_ms(), None, "aborted")
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has fully ended."""
+        await asyncio.shield(self._closed_fut)
+
+    async def __aenter__(self) -> KCPSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        state = ("open", "closing", "closed")[self._state]
+        return f"<KCPSession conv={self.conv} remote={self.remote_address} {state}>"
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    crypt: str | PacketCrypt | None = None,
+    key: bytes | str | None = None,
+    data_shards: int = 0,
+    parity_shards: int = 0,
+    conv: int | None = None,
+    config: SessionConfig | None = None,
+    local_addr: tuple[str, int] | None = None,
+    mmsg: bool | None = None,
+    gso: bool = False,
+    rng: Callable[[int], bytes] = os.urandom,
+    **options: Any,
+) -> KCPSession:
+    """Open a KCP session to ``host:port`` (kcp-go's ``DialWithOptions``) on its own UDP socket.
+
+    ``crypt`` is a kcptun cipher name (``None``/``"null"``: no crypt layer) and ``key`` a
+    passphrase (run through :func:`kcp.crypt.derive_key`) or the derived key bytes. FEC is on when
+    both shard counts are positive. ``conv`` defaults to a random 32-bit id. Further keyword
+    arguments override fields of :class:`SessionConfig` (``nodelay``, ``snd_wnd``, ``mtu``,
+    ``idle_timeout`` ...). KCP has no handshake: this returns as soon as the socket is ready.
+    """
+    loop = asyncio.get_running_loop()
+    cfg = (config or SessionConfig()).with_options(**options)
+    packet_crypt = _make_crypt(crypt, key)
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, remote = infos[0]
+    if local_addr is None:
+        local_addr = ("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+    sock = open_udp_socket(local_addr[0], local_addr[1], family=family)
+    try:
+        sock.connect(remote)
+        remote = sock.getpeername()
+        if conv is None:
+            conv = int.from_bytes(rng(4), "little")
+        counters = Counters()
+        ep = _Endpoint(loop, sock, counters, mmsg=mmsg, gso=gso)
+    except BaseException:
+        sock.close()
+        raise
+    session = KCPSession(ep, conv, remote, cfg, packet_crypt, data_shards, parity_shards, rng=rng)
+    inp = session._input
+    ep.dispatch = lambda data, addr, now: inp(data, now)
+    return session
