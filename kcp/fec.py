@@ -211,8 +211,14 @@ class FECEncoder:
             raise KCPUsageError("cannot move next_seqid in the middle of a group")
         self._next = value
 
-    def encode(self, packet: bytes, now: int) -> list[bytes]:
-        """Seal one KCP packet as a data shard; return it, followed by the parity shards if it ends a group."""
+    def encode(self, packet: bytes | bytearray | memoryview, now: int) -> list[bytes]:
+        """Seal one KCP packet as a data shard; return it, followed by the parity shards if it ends a group.
+
+        The encoder keeps the returned data shards until the group's parity is made; they are new
+        ``bytes``, so the caller may reuse ``packet``'s buffer.
+        """
+        if type(packet) is not bytes:
+            packet = bytes(packet)
         off = self.offset
         n = len(packet) - off
         if n < 0:
@@ -390,12 +396,15 @@ class FECDecoder:
         """How many groups are held (collecting or remembered as done)."""
         return len(self._sets)
 
-    def decode(self, shard: bytes, now: int = 0) -> list[bytes]:
+    def decode(self, shard: bytes | bytearray | memoryview, now: int = 0) -> list[bytes]:
         """Take one received FEC shard; return the KCP packets it let us recover (usually none).
 
         Never raises on malformed input: short packets, unknown flags and impossible seqids are dropped
-        and counted.
+        and counted. Shards are kept until their group is decoded; anything but ``bytes`` is copied
+        first, so the caller may reuse its receive buffer.
         """
+        if type(shard) is not bytes:
+            shard = bytes(shard)
         counters = self._c
         if len(shard) < FEC_HEADER_SIZE_PLUS2:
             counters.short_packets += 1

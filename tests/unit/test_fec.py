@@ -451,3 +451,21 @@ def test_autotune_period_detection() -> None:
     for s in range(1000):
         tune.samples.append(((s % 5) < 3, s))
     assert len(tune.samples) == 258 and tune.periods() == (3, 2)
+
+
+def test_buffers_other_than_bytes_are_copied() -> None:
+    rng = random.Random(13)
+    enc = FECEncoder(3, 2)
+    buf = bytearray(rng.randbytes(50))
+    first = enc.encode(buf, 0)
+    buf[:] = bytes(50)  # the caller reuses its buffer
+    second = enc.encode(memoryview(rng.randbytes(20)), 1)
+    rest = enc.encode(rng.randbytes(30), 2)
+    group = first + second + rest
+    assert len(group) == 5 and group[0][8:] != bytes(50)
+    dec = FECDecoder(3, 2)
+    scratch = bytearray(group[3])
+    assert dec.decode(memoryview(scratch), 0) == []
+    scratch[:] = bytes(len(scratch))  # receive buffer reused
+    got = [p for s in (group[2], group[4]) for p in dec.decode(bytearray(s), 0)]
+    assert got == [group[0][8:], group[1][8:]]
