@@ -57,7 +57,7 @@ OOB_SEQID = 0xFFFFFFFF
 """The seqid kcp-go writes into OOB packets; it is never a valid FEC seqid (it is >= paws)."""
 MAX_FEC_ENCODE_LATENCY = 500
 """kcp-go sess.go's ``maxFECEncodeLatency`` (ms), passed as the encoder's ``rto`` argument: parity is
-emitted only if the group's last two data packets were at most this far apart."""
+emitted only if the group's last two data packets were less than this far apart."""
 MAX_SHARD_SETS = 3
 """The decoder keeps shard sets at most this many groups older than the newest group seen."""
 
@@ -77,11 +77,9 @@ class _FECCounters(Protocol):
 
 _HDR = struct.Struct("<IH")
 _HDR_SIZE = struct.Struct("<IHH")
-_U16 = struct.Struct("<H")
 _pack_hdr = _HDR.pack
 _pack_hdr_size = _HDR_SIZE.pack
 _unpack_hdr = _HDR.unpack_from
-_unpack_u16 = _U16.unpack_from
 
 
 def _itimediff(later: int, earlier: int) -> int:
