@@ -246,6 +246,8 @@ def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> Sessio
             f"cipher suite {name} refused; server allows {[SUITES[s].noise_name for s in allowed]}",
             allowed,
         )
+    if min(hello.snd_wnd, hello.rcv_wnd) == 0 or (hello.fec[0] == 0 and hello.fec[1] > 0):
+        return Refusal(Reason.PARAMS_REFUSED, "malformed proposal: zero window or parity without data shards")
     if hello.mtu < server.min_mtu:
         return Refusal(
             Reason.PARAMS_REFUSED, f"MTU {hello.mtu} is below the server's minimum {server.min_mtu}"
