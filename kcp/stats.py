@@ -58,6 +58,43 @@ class Counters:
     FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
     __slots__ = _FIELDS
 
+    # Declared for type checkers; the values live in the slots above.
+    bytes_sent: int
+    bytes_received: int
+    out_pkts: int
+    in_pkts: int
+    send_syscalls: int
+    recv_syscalls: int
+    in_segs: int
+    out_segs: int
+    in_bytes: int
+    out_bytes: int
+    retrans_segs: int
+    fast_retrans_segs: int
+    early_retrans_segs: int
+    lost_segs: int
+    repeat_segs: int
+    kcp_in_errors: int
+    in_errs: int
+    in_csum_errors: int
+    decrypt_errors: int
+    short_packets: int
+    fec_recovered: int
+    fec_errs: int
+    fec_parity_shards: int
+    fec_short_shards: int
+    oob_in: int
+    oob_out: int
+    active_opens: int
+    passive_opens: int
+    curr_estab: int
+    max_conn: int
+    closed: int
+    dropped_no_session: int
+    dropped_table_full: int
+    dropped_bad_conv: int
+    dropped_backlog_full: int
+
     def __init__(self) -> None:
         for name in _FIELDS:
             setattr(self, name, 0)

@@ -33,3 +33,7 @@ def test_fields_are_slots_not_a_dict() -> None:
     else:  # pragma: no cover - would mean a typo in a counter name goes unnoticed
         raise AssertionError("unknown counter names must be rejected")
     assert isinstance(SNMP, Counters)
+
+
+def test_declared_fields_match_slots() -> None:
+    assert set(Counters.__annotations__) - {"FIELDS"} == set(Counters.FIELDS)
