@@ -68,6 +68,8 @@ class SecureConnection:
         "_outbox",
         "_path_in",
         "_path_out",
+        "_prefix0",
+        "_prefix1",
         "_prev_expiry",
         "_recv",
         "_recv_next",
@@ -119,6 +121,8 @@ class SecureConnection:
         self.is_client = is_client
         self.local_cid = local_cid
         self.remote_cid = remote_cid
+        self._prefix0 = bytes((T_TRANSPORT,)) + remote_cid
+        self._prefix1 = bytes((T_TRANSPORT | 1,)) + remote_cid
         self.peer_addr = peer_addr
         self.params = params
         self.peer_static = peer_static
@@ -261,7 +265,7 @@ class SecureConnection:
         pn = self._next_pn
         self._next_pn = pn + 1
         k = self._send
-        header = bytes((T_TRANSPORT | (k.epoch & 1),)) + self.remote_cid + pn.to_bytes(8, "big")
+        header = (self._prefix1 if k.epoch & 1 else self._prefix0) + pn.to_bytes(8, "big")
         pkt = header + k.aead.encrypt(k.nonce(pn), plaintext, header)
         self._sent_in_epoch += 1
         self.counters.packets_sealed += 1
@@ -296,8 +300,9 @@ class SecureConnection:
             else:
                 c.replay_duplicates += 1
             return None
-        header = datagram[:TRANSPORT_HEADER]
-        body = datagram[TRANSPORT_HEADER:]
+        view = memoryview(datagram)
+        header = view[:TRANSPORT_HEADER]
+        body = view[TRANSPORT_HEADER:]
         keys = None
         plaintext = None
         for cand in self._candidates(t & 1, pn, now):
