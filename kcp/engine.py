@@ -107,6 +107,34 @@ def _cdiv(a: int, b: int) -> int:
     return a // b if a >= 0 else -((-a) // b)
 
 
+def _rtt_sample_c32(srtt: int, rttval: int, rtt: int) -> tuple[int, int]:
+    """ikcp_update_ack's smoothing in C's 32-bit ints, wrap-arounds included.
+
+    Only reached with absurd samples (hours of "RTT", i.e. forged acks); :meth:`KCP.input` does
+    the common case inline. Matching C here keeps us byte-identical to ikcp under garbage.
+    """
+    if srtt == 0:
+        return rtt, rtt >> 1
+    delta = _s32(rtt - srtt)  # int - int, then widened to long
+    if delta < 0:
+        delta = -delta
+    rttval = _s32(_cdiv(_s32(3 * rttval) + delta, 4))
+    srtt = _s32(_cdiv(_s32(7 * srtt + rtt), 8))
+    return (srtt if srtt >= 1 else 1), rttval
+
+
+def _rto_c32(srtt: int, rttval: int, interval: int, minrto: int) -> int:
+    """rto = srtt + max(interval, 4 * rttval), bounded to [minrto, 60000], in C's unsigned math."""
+    lo = (4 * rttval) & _MASK
+    if lo < interval:
+        lo = interval
+    rto = (srtt + lo) & _MASK
+    minrto &= _MASK
+    if rto < minrto:
+        rto = minrto
+    return rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
+
+
 def getconv(packet: bytes | bytearray | memoryview) -> int:
     """Return the conversation id of a raw KCP packet, or -1 if it is shorter than 4 bytes."""
     if len(packet) < 4:
@@ -416,36 +444,6 @@ class KCP:
 
     # ------------------------------------------------------------------ network side
 
-    def _update_ack(self, rtt: int) -> None:
-        """ikcp_update_ack with C's 32-bit arithmetic, wrap-arounds included.
-
-        Only reached with absurd samples (hours of "RTT", i.e. forged acks); the common case is
-        inlined in :meth:`input`. Matching C here keeps us byte-identical to ikcp under garbage.
-        """
-        srtt = self.rx_srtt
-        rttval = self.rx_rttval
-        if srtt == 0:
-            srtt = rtt
-            rttval = rtt >> 1
-        else:
-            delta = _s32(rtt - srtt)  # int - int, then widened to long
-            if delta < 0:
-                delta = -delta
-            rttval = _s32(_cdiv(_s32(3 * rttval) + delta, 4))
-            srtt = _s32(_cdiv(_s32(7 * srtt + rtt), 8))
-            if srtt < 1:
-                srtt = 1
-        self.rx_srtt = srtt
-        self.rx_rttval = rttval
-        lo = (4 * rttval) & _MASK
-        if lo < self.interval:
-            lo = self.interval
-        rto = (srtt + lo) & _MASK
-        minrto = self.rx_minrto & _MASK
-        if rto < minrto:
-            rto = minrto
-        self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
-
     def _drop_front(self, k: int) -> None:
         """Remove the first ``k`` segments of snd_buf, then any acked ones that follow."""
         buf = self.snd_buf
@@ -494,9 +492,14 @@ class KCP:
         repeat = 0
         current = self.current
         buf = self.snd_buf
-        acklist = self._acklist
+        ack_append = self._acklist.append
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
+        rcv_nxt = self.rcv_nxt
+        rcv_wnd = self.rcv_wnd
+        srtt = self.rx_srtt
+        rttval = self.rx_rttval
+        sampled = False
         rc = 0
         last_wnd = -1
         while size - off >= 24:
@@ -519,28 +522,18 @@ class KCP:
                 self._drop_front(d if d < len(buf) else len(buf))
             if cmd == 82:  # ACK
                 rtt = (current - ts) & _MASK
-                if rtt < _HALF:  # ikcp_update_ack, inlined for sane values
-                    srtt = self.rx_srtt
-                    if rtt >= _BIG or srtt >= _BIG or not 0 <= self.rx_rttval < _BIG:
-                        self._update_ack(rtt)
+                if rtt < _HALF:  # an RTT sample (ikcp_update_ack; rto is derived after the loop)
+                    sampled = True
+                    if srtt == 0 and rtt < _BIG:
+                        srtt = rtt
+                        rttval = rtt >> 1
+                    elif rtt < _BIG and srtt < _BIG and 0 <= rttval < _BIG:  # no C overflow
+                        rttval = (3 * rttval + (rtt - srtt if rtt > srtt else srtt - rtt)) >> 2
+                        srtt = (7 * srtt + rtt) >> 3
+                        if srtt < 1:
+                            srtt = 1
                     else:
-                        if srtt == 0:
-                            self.rx_srtt = srtt = rtt
-                            self.rx_rttval = rttval = rtt >> 1
-                        else:
-                            delta = rtt - srtt if rtt > srtt else srtt - rtt
-                            self.rx_rttval = rttval = (3 * self.rx_rttval + delta) >> 2
-                            srtt = (7 * srtt + rtt) >> 3
-                            if srtt < 1:
-                                srtt = 1
-                            self.rx_srtt = srtt
-                        rto = 4 * rttval
-                        if rto < self.interval:
-                            rto = self.interval
-                        rto += srtt
-                        if rto < self.rx_minrto:
-                            rto = self.rx_minrto
-                        self.rx_rto = rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
+                        srtt, rttval = _rtt_sample_c32(srtt, rttval, rtt)
                 d = (sn - self.snd_una) & _MASK
                 if d < len(buf):
                     seg = buf[d]
@@ -557,15 +550,13 @@ class KCP:
                     maxack = sn
                     latest_ts = ts
             elif cmd == 81:  # PUSH
-                rcv_nxt = self.rcv_nxt
-                rcv_wnd = self.rcv_wnd
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
-                    acklist.append(sn)
-                    acklist.append(ts)
+                    ack_append(sn)
+                    ack_append(ts)
                     if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
                         rcv_queue.append((frg, data[off : off + ln]))
-                        self.rcv_nxt = (rcv_nxt + 1) & _MASK
+                        rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     elif sn in rcv_buf:
                         repeat += 1
@@ -574,9 +565,10 @@ class KCP:
                         in_bytes += ln
                         if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
                             self._move_rcv_buf()
+                            rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
-                    acklist.append(sn)
-                    acklist.append(ts)
+                    ack_append(sn)
+                    ack_append(ts)
                     repeat += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
@@ -587,6 +579,10 @@ class KCP:
 
         if last_wnd >= 0:
             self.rmt_wnd = last_wnd
+        if sampled:
+            self.rx_srtt = srtt
+            self.rx_rttval = rttval
+            self.rx_rto = _rto_c32(srtt, rttval, self.interval, self.rx_minrto)
         c: Any = self.counters
         if c is not None:
             c.in_segs += nsegs
