@@ -767,6 +767,9 @@ class KCPSession:
         limit = self._pipeline.oob_max_size(self._engine.mtu)
         if len(data) > limit:
             raise KCPUsageError(f"datagram of {len(data)} bytes exceeds the limit of {limit}")
+        if self._flush_marked:  # keep the order of the caller's write() and send_datagram()
+            self._ep.flushq.remove(self)
+            self._flush(self._timers.now_ms())
         self._ep.tx.append((self._pipeline.seal_oob(bytes(data), self.conv), self.remote_address))
         self._ep.kick()
 

@@ -1,0 +1,176 @@
+"""The listener: kcp-go demux, 1000 concurrent sessions, bounded tables under a flood."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+
+import kcp
+from kcp.batch import open_udp_socket
+from kcp.session import KCPSession
+
+TIMEOUT = 30.0
+_HDR = struct.Struct("<IBBHIIII")
+
+
+async def _echo(s: KCPSession) -> None:
+    while True:
+        data = await s.read(65536)
+        if not data:
+            return
+        s.write(data)
+        await s.drain()
+
+
+def _push(conv: int, sn: int, payload: bytes = b"x") -> bytes:
+    """A well-formed KCP PUSH segment."""
+    return _HDR.pack(conv, 81, 0, 128, 0, sn, 0, len(payload)) + payload
+
+
+async def test_thousand_concurrent_sessions() -> None:
+    n = 1000
+    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo) as lis:
+        port = lis.address[1]
+        clients = [await kcp.dial("127.0.0.1", port) for _ in range(n)]
+
+        async def one(i: int, c: KCPSession) -> None:
+            msg = b"hello %d" % i
+            c.write(msg)
+            assert await c.readexactly(len(msg)) == msg
+
+        await asyncio.wait_for(asyncio.gather(*(one(i, c) for i, c in enumerate(clients))), TIMEOUT)
+        assert len(lis) == n
+        st = lis.stats
+        assert st["dropped_backlog_full"] == st["dropped_table_full"] == 0
+        # batching: far fewer receive syscalls than datagrams on the listener
+        assert st["recv_syscalls"] < st["in_pkts"]
+        for c in clients:
+            c.close()
+        await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in clients)), TIMEOUT)
+        assert {c.conv for c in clients} == {s.conv for s in lis.sessions.values()} or len(lis) <= n
+
+
+async def test_garbage_flood_leaves_listener_healthy_and_bounded() -> None:
+    rng = random.Random(42)
+    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo, max_sessions=64, idle_timeout=30) as lis:
+        addr = lis.address
+        probe = await kcp.dial("127.0.0.1", addr[1])
+        probe.write(b"first")
+        assert await asyncio.wait_for(probe.readexactly(5), TIMEOUT) == b"first"
+        # 1. random garbage from one socket: never a session
+        g = open_udp_socket("127.0.0.1", 0)
+        for _ in range(2000):
+            g.sendto(rng.randbytes(rng.randrange(0, 1000)), addr)
+        # 2. well-formed KCP packets from 200 "spoofed" sources (distinct sockets): the table caps
+        flooders = [open_udp_socket("127.0.0.1", 0) for _ in range(200)]
+        for f in flooders:
+            f.sendto(_push(rng.getrandbits(32), 0), addr)
+        # the probe's echo comes back only after the listener went through the flood queued before it
+        probe.write(b"after")
+        assert await asyncio.wait_for(probe.readexactly(5), TIMEOUT) == b"after"
+        st = lis.stats
+        assert len(lis) == 64  # the probe plus 63 flood sessions, no more
+        assert st["dropped_table_full"] == 200 - 63
+        assert st["dropped_no_session"] >= 1990  # garbage (a rare random blob may parse as KCP)
+        # healthy: once flood sessions go (idle timeout, here sooner), new clients are served
+        for s in list(lis.sessions.values()):
+            if s.remote_address != probe.local_address:
+                s.abort()
+        assert len(lis) == 1
+        c = await kcp.dial("127.0.0.1", addr[1])
+        async with c:
+            c.write(b"still alive")
+            assert await asyncio.wait_for(c.readexactly(11), TIMEOUT) == b"still alive"
+        probe.close()
+        for f in (g, *flooders):
+            f.close()
+
+
+async def test_backlog_bounds_half_open_sessions() -> None:
+    async with await kcp.listen("127.0.0.1", 0, backlog=5) as lis:
+        socks = [open_udp_socket("127.0.0.1", 0) for _ in range(21)]
+        for i, s in enumerate(socks[:20]):
+            s.sendto(_push(1000 + i, 0), lis.address)
+        sessions = [await asyncio.wait_for(lis.accept(), TIMEOUT) for _ in range(5)]
+        assert [s.conv for s in sessions] == [1000 + i for i in range(5)]
+        # a sentinel sent after the 20: once it is accepted, the 15 refused ones were seen
+        socks[20].sendto(_push(2000, 0), lis.address)
+        sentinel = await asyncio.wait_for(lis.accept(), TIMEOUT)
+        assert sentinel.conv == 2000
+        st = lis.stats
+        assert st["dropped_backlog_full"] == 15
+        assert len(lis) == 6 and st["backlog"] == 0
+        for s in socks:
+            s.close()
+
+
+async def test_conv_mismatch_dropped_or_replaced_with_sn_zero() -> None:
+    async with await kcp.listen("127.0.0.1", 0) as lis:
+        sock = open_udp_socket("127.0.0.1", 0)
+        sock.sendto(_push(7, 0, b"a"), lis.address)
+        first = await asyncio.wait_for(lis.accept(), TIMEOUT)
+        assert first.conv == 7 and await first.read() == b"a"
+        # another conv, sn != 0: dropped and counted, the session stays
+        sock.sendto(_push(8, 5, b"b"), lis.address)
+        # then the same conv again (sn 1) shows ordering: once it is read, the drop happened
+        sock.sendto(_push(7, 1, b"c"), lis.address)
+        assert await asyncio.wait_for(first.read(), TIMEOUT) == b"c"
+        assert lis.stats["dropped_bad_conv"] == 1 and not first.is_closing()
+        # another conv with sn == 0: the peer restarted, the old session is replaced
+        sock.sendto(_push(9, 0, b"d"), lis.address)
+        second = await asyncio.wait_for(lis.accept(), TIMEOUT)
+        assert second.conv == 9 and await second.read() == b"d"
+        assert first.closed and first.close_reason == "replaced by a new conversation"
+        assert await first.read() == b""
+        assert list(lis.sessions.values()) == [second]
+        sock.close()
+
+
+async def test_redial_from_same_address_replaces_session() -> None:
+    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo) as lis:
+        c1 = await kcp.dial("127.0.0.1", lis.address[1], conv=1)
+        c1.write(b"one")
+        assert await asyncio.wait_for(c1.readexactly(3), TIMEOUT) == b"one"
+        local = c1.local_address
+        c1.abort()
+        c2 = await kcp.dial("127.0.0.1", lis.address[1], conv=2, local_addr=("127.0.0.1", local[1]))
+        async with c2:
+            c2.write(b"two")
+            assert await asyncio.wait_for(c2.readexactly(3), TIMEOUT) == b"two"
+            assert [s.conv for s in lis.sessions.values()] == [2]
+
+
+async def test_closed_sessions_are_forgotten_and_listener_close_ends_all() -> None:
+    lis = await kcp.listen("127.0.0.1", 0)
+    clients = [await kcp.dial("127.0.0.1", lis.address[1]) for _ in range(3)]
+    for c in clients:
+        c.write(b"x")
+    accepted = [await asyncio.wait_for(lis.accept(), TIMEOUT) for _ in range(3)]
+    accepted[0].close()
+    await accepted[0].wait_closed()
+    assert len(lis) == 2
+    lis.close()
+    await lis.wait_closed()
+    assert all(s.closed for s in accepted)
+    assert [s.close_reason for s in accepted[1:]] == ["listener closed"] * 2
+    async for _ in lis:  # iteration ends at once on a closed listener
+        raise AssertionError("no session expected")
+    for c in clients:
+        c.abort()
+
+
+async def test_ipv6_and_reuse_port() -> None:
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:  # pragma: no cover
+        return
+    async with await kcp.listen("::1", 0, on_accept=_echo, reuse_port=True) as lis:
+        port = lis.address[1]
+        async with await kcp.listen("::1", port, on_accept=_echo, reuse_port=True):
+            c = await kcp.dial("::1", port)
+            async with c:
+                c.write(b"v6")
+                assert await asyncio.wait_for(c.readexactly(2), TIMEOUT) == b"v6"
+                assert c.remote_address[0] == "::1"
