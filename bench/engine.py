@@ -52,20 +52,24 @@ class _IKCP:
         self.waitsnd = c.waitsnd
 
 
-def _make(kind: str, output: Callable[[bytes], Any]) -> Any:
+def _make(kind: str, output: Callable[[bytes], Any], stream: bool = False) -> Any:
     eng: Any = KCP(CONV, output) if kind == "ours" else _IKCP(CONV, output)
     target = eng if kind == "ours" else eng.c
     target.nodelay(1, 10, 2, 1)
     target.wndsize(1024, 1024)
+    target.stream = int(stream)
     return eng
 
 
-def run_once(kind: str, size: int, count: int, loss: float, seed: int = 1) -> float:
-    """Move ``count`` messages of ``size`` bytes one way; return wall seconds."""
+def run_once(kind: str, size: int, count: int, loss: float, seed: int = 1, stream: bool = False) -> float:
+    """Move ``count`` messages of ``size`` bytes one way; return wall seconds.
+
+    In stream mode the receiver counts bytes (``count * size`` of them) instead of messages.
+    """
     a_out: list[bytes] = []
     b_out: list[bytes] = []
-    a = _make(kind, a_out.append)
-    b = _make(kind, b_out.append)
+    a = _make(kind, a_out.append, stream)
+    b = _make(kind, b_out.append, stream)
     rng = random.Random(seed)
     pattern = [rng.random() < loss for _ in range(4093)] if loss else None
     pi = 0
@@ -78,7 +82,8 @@ def run_once(kind: str, size: int, count: int, loss: float, seed: int = 1) -> fl
     received = 0
     gc.collect()
     t0 = time.perf_counter()
-    while received < count:
+    target = count * size if stream else count
+    while received < target:
         while sent < count and a_waitsnd() < limit:
             a_send(payload)
             sent += 1
@@ -97,7 +102,7 @@ def run_once(kind: str, size: int, count: int, loss: float, seed: int = 1) -> fl
                 m = b_recv()
                 if m is None:
                     break
-                received += 1
+                received += len(m) if stream else 1
         if b_out:
             for d in b_out:
                 if pattern is not None:
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small run for CI / smoke")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--stream", action="store_true", help="stream mode (byte stream) instead of messages")
     args = ap.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 4)
     scale = 0.1 if args.quick else 1.0
@@ -126,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         ("1 KiB, 10% loss", 1024, int(20000 * scale), 0.1),
         ("64 B, 10% loss", 64, int(100000 * scale), 0.1),
     ]
-    print(f"engine bench: nodelay 1/10/2/1, wnd 1024, {rounds} rounds alternating ours/ikcp, median")
+    mode = "stream" if args.stream else "message"
+    print(
+        f"engine bench: {mode} mode, nodelay 1/10/2/1, wnd 1024, {rounds} rounds alternating ours/ikcp, median"
+    )
     print(
         f"{'case':18} {'ikcp msg/s':>12} {'ikcp MB/s':>10} {'ours msg/s':>12} {'ours MB/s':>10} {'ours/ikcp':>9}"
     )
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(rounds):
             order = ("ikcp", "ours") if r % 2 == 0 else ("ours", "ikcp")
             for kind in order:
-                times[kind].append(run_once(kind, size, count, loss, seed=r + 1))
+                times[kind].append(run_once(kind, size, count, loss, seed=r + 1, stream=args.stream))
         med = {k: statistics.median(v) for k, v in times.items()}
         rate = {k: count / med[k] for k in med}
         mbs = {k: count * size / med[k] / 1e6 for k in med}

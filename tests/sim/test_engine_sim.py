@@ -98,7 +98,6 @@ def transfer(loss: float, stream: bool, seed: int, total: int = TOTAL) -> tuple[
     assert ra.got == total and rb.got == total
     if not stream:
         assert ra.msgs == len(sb.sizes) and rb.msgs == len(sa.sizes)
-    assert a.waitsnd() == 0 or b.waitsnd() == 0 or True
     if loss:
         assert counters.retrans_segs > 0 and ab.lost > 0 and ab.duplicated > 0
     return vt, wall, counters
