@@ -107,6 +107,7 @@ class LossyRelay:
         self._pending: list[tuple[float, int, bytes, DatagramIO, Address]] = []
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._last_due = [0.0, 0.0]
         self.dropped_clients = 0
         self.closed = False
@@ -249,9 +250,10 @@ class LossyRelay:
             return
         due = self._pending[0][0] / 1000.0
         if self._timer is not None:
-            if self._timer.when() <= due:
+            if self._timer_at <= due:
                 return
             self._timer.cancel()
+        self._timer_at = due  # uvloop's TimerHandle has no when()
         self._timer = self._loop.call_at(due, self._release)
 
     def _release(self) -> None:

@@ -302,3 +302,11 @@ async def test_tuning_and_stats(echo_server: kcp.Listener) -> None:
         assert isinstance(c.conv, int) and c.remote_address[1] == echo_server.address[1]
     snap = kcp.snmp()
     assert snap["active_opens"] >= 1 and snap["in_segs"] > 0
+
+
+def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    from kcp.demo import main
+
+    assert main(["--messages", "2", "--bulk", "100000", "--loss", "5", "--delay", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "intact=True" in out and "echo 'hello #1 over KCP'" in out
