@@ -731,7 +731,7 @@ class KCP:
         mtu = self.mtu
         conv = self.conv
         nq = len(self.rcv_queue)
-        wnd = self.rcv_wnd - nq if nq < self.rcv_wnd else 0
+        wnd = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
         una = self.rcv_nxt
         ptr = 0
         nout = 0

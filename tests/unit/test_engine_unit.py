@@ -555,3 +555,12 @@ def test_garbage_fragment_numbers_take_whole_queue_like_ikcp() -> None:
         assert k.input(seg(IKCP_CMD_PUSH, sn, frg=frg, data=b"x")) == 0
     assert k.peeksize() == 3
     assert k.recv() == b"xxx" and k.recv() is None
+
+
+def test_huge_receive_window_is_truncated_to_16_bits_like_ikcp() -> None:
+    k, out = engine()
+    k.wndsize(0, 70000)
+    k.flush(0)
+    k.input(seg(IKCP_CMD_PUSH, 0, data=b"a"))
+    k.flush(1)
+    assert split(out[0])[0][3] == (70000 - 1) & 0xFFFF
