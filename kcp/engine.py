@@ -464,11 +464,17 @@ class KCP:
             del buf[:i]
         self.snd_una = buf[0].sn if buf else self.snd_nxt
 
-    def input(self, data: bytes | bytearray | memoryview, now: int | None = None) -> int:
+    def input(
+        self, data: bytes | bytearray | memoryview, now: int | None = None, *, regular: bool = True
+    ) -> int:
         """Feed one datagram from the network (ikcp_input). Returns 0 or a negative ikcp code.
 
         ``now``, if given, becomes the engine's current time (used for RTT samples); otherwise the
         time of the last :meth:`update`/:meth:`flush` is used, as in ikcp.
+
+        ``regular=False`` marks a packet rebuilt by FEC (kcp-go's rule): it is an old copy, so its
+        window does not update ``rmt_wnd``, its acks give no RTT sample and its duplicates are not
+        counted in ``repeat_segs``. The default is ikcp's behaviour.
         """
         if now is not None:
             self.current = now & _MASK
@@ -515,14 +521,15 @@ class KCP:
                 rc = -3
                 break
             nsegs += 1
-            last_wnd = wnd  # rmt_wnd: the last good segment's window (stored after the loop)
+            if regular:
+                last_wnd = wnd  # rmt_wnd: the last good segment's window (stored after the loop)
             # parse_una + shrink_buf
             d = (una - self.snd_una) & _MASK
             if 0 < d < _HALF and buf:
                 self._drop_front(d if d < len(buf) else len(buf))
             if cmd == 82:  # ACK
                 rtt = (current - ts) & _MASK
-                if rtt < _HALF:  # an RTT sample (ikcp_update_ack; rto is derived after the loop)
+                if rtt < _HALF and regular:  # RTT sample (ikcp_update_ack; rto derived after the loop)
                     sampled = True
                     if srtt == 0 and rtt < _BIG:
                         srtt = rtt
@@ -587,7 +594,8 @@ class KCP:
         if c is not None:
             c.in_segs += nsegs
             c.in_bytes += in_bytes
-            c.repeat_segs += repeat
+            if regular:
+                c.repeat_segs += repeat
             if rc:
                 c.kcp_in_errors += 1
         if rc:

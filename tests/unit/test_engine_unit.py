@@ -564,3 +564,18 @@ def test_huge_receive_window_is_truncated_to_16_bits_like_ikcp() -> None:
     k.input(seg(IKCP_CMD_PUSH, 0, data=b"a"))
     k.flush(1)
     assert split(out[0])[0][3] == (70000 - 1) & 0xFFFF
+
+
+def test_fec_recovered_packets_do_not_update_window_or_rtt() -> None:
+    """kcp-go's rule for packets rebuilt by FEC (regular=False): stale wnd and ts are ignored."""
+    k, _ = engine()
+    k.send(b"x")
+    k.update(0)
+    k.update(100)
+    assert k.input(seg(IKCP_CMD_ACK, 0, ts=100, una=1, wnd=0), now=150, regular=False) == 0
+    assert k.rmt_wnd == 128 and k.rx_srtt == 0 and k.rx_rto == 200  # unchanged
+    assert k.waitsnd() == 0  # the ack itself still counts
+    k.input(seg(IKCP_CMD_PUSH, 0, data=b"d"), regular=False)
+    k.input(seg(IKCP_CMD_PUSH, 0, data=b"d"), regular=False)
+    assert k.recv() == b"d"
+    assert k.counters is not None and k.counters.repeat_segs == 0
