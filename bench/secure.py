@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kcp.crypt import derive_key, new_crypt
 from kcp.pipeline import Pipeline
-from kcp.secure import SecureClient, SecureConfig, SecureServer, generate_keypair
+from kcp.secure import SecureClient, SecureConfig, SecureConnection, SecureServer, generate_keypair
 from kcp.stats import Counters
 
 SIZE = 1400
@@ -44,8 +44,13 @@ def kcp_packet() -> bytes:
 
 
 def handshake_contenders(server_time: list[float]) -> list[tuple[str, int, Callable[[], None]]]:
-    scfg = SecureConfig(static_key=SERVER_PRIV, retry_threshold=1 << 30, retry_rate=1 << 30,
-                        max_half_open=1 << 16, replay_cache=1 << 16)
+    scfg = SecureConfig(
+        static_key=SERVER_PRIV,
+        retry_threshold=1 << 30,
+        retry_rate=1 << 30,
+        max_half_open=1 << 16,
+        replay_cache=1 << 16,
+    )
     ccfg = SecureConfig(server_public_key=SERVER_PUB)
     server = SecureServer(scfg)
     clock = [0]
@@ -60,7 +65,7 @@ def handshake_contenders(server_time: list[float]) -> list[tuple[str, int, Calla
         server_time[0] += time.perf_counter() - t
         conn = client.receive(r.replies[0][0], SERVER_ADDR, now)
         assert conn is not None
-        (confirm, _), = conn.datagrams_to_send(now)
+        ((confirm, _),) = conn.datagrams_to_send(now)
         t = time.perf_counter()
         ok = server.receive(confirm, CLIENT_ADDR, now).accepted
         server_time[0] += time.perf_counter() - t
@@ -95,31 +100,40 @@ def packet_contenders() -> list[tuple[str, int, Callable[[], None]]]:
         r = server.receive(client.initiate(0), CLIENT_ADDR, 0)
         c = client.receive(r.replies[0][0], SERVER_ADDR, 0)
         assert c is not None
-        (confirm, _), = c.datagrams_to_send(0)
+        ((confirm, _),) = c.datagrams_to_send(0)
         s = server.receive(confirm, CLIENT_ADDR, 0).connection
         assert s is not None
         assert s.open(c.seal(pkt, 0), CLIENT_ADDR, 0) == pkt
         clock = [0]
 
-        def secure(c: object = c, s: object = s, clock: list[int] = clock) -> None:
+        def secure(c: SecureConnection = c, s: SecureConnection = s, clock: list[int] = clock) -> None:
             clock[0] += 1
-            s.open(c.seal(pkt, clock[0]), CLIENT_ADDR, clock[0])  # type: ignore[attr-defined]
+            s.open(c.seal(pkt, clock[0]), CLIENT_ADDR, clock[0])
 
         out.append((f"secure {suite} seal+open", 1, secure))
         null_tx = Pipeline(None, 0, 0, Counters())
         null_rx = Pipeline(None, 0, 0, Counters())
 
-        def secure_pipe(c: object = c, s: object = s, clock: list[int] = clock) -> None:
+        def secure_pipe(
+            c: SecureConnection = c,
+            s: SecureConnection = s,
+            clock: list[int] = clock,
+            null_tx: Pipeline = null_tx,
+            null_rx: Pipeline = null_rx,
+        ) -> None:
             clock[0] += 1
-            wire = c.seal(null_tx.seal(pkt, 0)[0], clock[0])  # type: ignore[attr-defined]
-            null_rx.open(s.open(wire, CLIENT_ADDR, clock[0]), 0)  # type: ignore[attr-defined]
+            wire = c.seal(null_tx.seal(pkt, 0)[0], clock[0])
+            inner = s.open(wire, CLIENT_ADDR, clock[0])
+            assert inner is not None
+            null_rx.open(inner, 0)
 
         out.append((f"secure {suite} + null pipeline seal+open", 1, secure_pipe))
     return out
 
 
-def measure(contenders: list[tuple[str, int, Callable[[], None]]], rounds: int, target_s: float
-            ) -> dict[str, list[float]]:
+def measure(
+    contenders: list[tuple[str, int, Callable[[], None]]], rounds: int, target_s: float
+) -> dict[str, list[float]]:
     calls: dict[str, int] = {}
     for label, _, fn in contenders:
         t = time.perf_counter()
@@ -152,14 +166,18 @@ def run(rounds: int, target_s: float) -> None:
     full = m["handshake full (IKpsk2, both sides)"]
     srv = server_time[0] / max(1, server_time[1]) * 1e6
     print()
-    print(f"handshakes/s on one core: {1e6 / full:,.0f} full (both sides), "
-          f"{1e6 / srv:,.0f} server side only ({srv:.0f} µs each)")
+    print(
+        f"handshakes/s on one core: {1e6 / full:,.0f} full (both sides), "
+        f"{1e6 / srv:,.0f} server side only ({srv:.0f} µs each)"
+    )
     print(f"stateless retries/s under load: {1e6 / m['retry reply under load']:,.0f}")
     base = m["compat aes (CFB + crc32) seal+open"]
     for suite in ("aesgcm", "chachapoly"):
         ours = m[f"secure {suite} seal+open"]
-        print(f"secure {suite} seal+open {ours:.2f} µs vs compat aes {base:.2f} µs: {base / ours:.2f}x "
-              f"(with null pipeline: {base / m[f'secure {suite} + null pipeline seal+open']:.2f}x)")
+        print(
+            f"secure {suite} seal+open {ours:.2f} µs vs compat aes {base:.2f} µs: {base / ours:.2f}x "
+            f"(with null pipeline: {base / m[f'secure {suite} + null pipeline seal+open']:.2f}x)"
+        )
 
 
 def main() -> None:

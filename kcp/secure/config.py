@@ -127,7 +127,7 @@ class SecureConfig:
         need(256 <= self.initiation_size <= 1472, "initiation_size must be 256..1472")
         need(self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0, "handshake timers must be > 0")
         need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
-        need(self.replay_window >= 2048 or self.replay_window >= 64, "replay_window >= 64")
+        need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")
         need(
             self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,
             "rekey limits",

@@ -72,6 +72,7 @@ Rng = Callable[[int], bytes]
 ZERO_PSK = bytes(32)
 _MIN_INITIATION = 256
 _MAX_INITIATION = 1472
+_MAX_REFUSALS_KEPT = 1024
 _PATTERNS: dict[int, Pattern] = {PATTERN_IKPSK2: IKPSK2, PATTERN_NNPSK0: NNPSK0}
 
 TIMEOUT_MESSAGE = "handshake failed: server key/PSK mismatch or server unreachable"
@@ -406,6 +407,7 @@ class _HalfOpen:
     created: int
     msg1: bytes
     response: bytes
+    conn: SecureConnection | None = None
 
 
 class SecureServer:
@@ -445,6 +447,7 @@ class SecureServer:
         self._half_open: OrderedDict[bytes, _HalfOpen] = OrderedDict()
         self._by_ephemeral: dict[bytes, bytes] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._refusals: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
         self.connections: dict[bytes, SecureConnection] = {}
         self._rate_start = now
         self._rate_count = 0
@@ -465,6 +468,7 @@ class SecureServer:
             "half_open": len(self._half_open),
             "by_ephemeral": len(self._by_ephemeral),
             "seen": len(self._seen),
+            "refusals": len(self._refusals),
             "connections": len(self.connections),
         }
 
@@ -535,21 +539,23 @@ class SecureServer:
         if h is None:
             self.counters.unknown_cid += 1
             return Received()
-        conn = SecureConnection(
-            config=self.config,
-            suite=SUITES[h.suite_id],
-            is_client=False,
-            send_secret=h.send_secret,
-            recv_secret=h.recv_secret,
-            local_cid=h.server_cid,
-            remote_cid=h.client_cid,
-            peer_addr=h.addr,
-            params=h.params,
-            rng=self._rng,
-            now=now,
-            peer_static=h.client_static,
-            handshake_hash=h.handshake_hash,
-        )
+        conn = h.conn
+        if conn is None:  # built once per half-open handshake, on its first transport packet
+            conn = h.conn = SecureConnection(
+                config=self.config,
+                suite=SUITES[h.suite_id],
+                is_client=False,
+                send_secret=h.send_secret,
+                recv_secret=h.recv_secret,
+                local_cid=h.server_cid,
+                remote_cid=h.client_cid,
+                peer_addr=h.addr,
+                params=h.params,
+                rng=self._rng,
+                now=now,
+                peer_static=h.client_static,
+                handshake_hash=h.handshake_hash,
+            )
         payload = conn.open(datagram, addr, now)
         if conn.counters.packets_opened == 0:
             self.counters.decrypt_errors += 1
@@ -611,6 +617,10 @@ class SecureServer:
             if h is not None and h.msg1 == msg1 and h.client_cid == client_cid:
                 c.initiation_retransmits += 1
                 return self._reply(h.response, n, addr)
+        refused = self._refusals.get(e_pub)
+        if refused is not None and refused[0] == sha256(msg1):
+            c.initiation_retransmits += 1  # the refusal was lost: say it again
+            return self._reply(refused[1], n, addr)
         if known is not None or e_pub in self._seen:
             c.initiation_replays += 1
             return Received()
@@ -644,6 +654,9 @@ class SecureServer:
         if isinstance(decision, Refusal):
             c.refused += 1
             reply = bytes((T_RESPONSE, 0)) + client_cid + hs.write_message(_encode_refusal(decision))
+            self._refusals[e_pub] = (sha256(msg1), reply)
+            while len(self._refusals) > _MAX_REFUSALS_KEPT:
+                self._refusals.popitem(last=False)
             return self._reply(reply, n, addr)
         server_cid = self._rng(CID_LEN)
         while server_cid in self.connections or server_cid in self._half_open:

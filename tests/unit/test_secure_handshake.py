@@ -431,3 +431,42 @@ def test_config_and_usage_errors_are_clear() -> None:
         client.initiate(1)
     err = client.abandon(2)
     assert isinstance(err, HandshakeTimeout) and "mismatch or server unreachable" in str(err)
+
+
+def test_a_lost_refusal_is_repeated_when_the_client_retransmits() -> None:
+    dropped: list[bytes] = []
+
+    def drop_first_reply(d: bytes) -> bool:
+        if d[0] == T_RESPONSE and not dropped:
+            dropped.append(d)
+            return True
+        return False
+
+    run = run_handshake(
+        SecureConfig(server_public_key=SERVER_PUB, token=b"bad", handshake_retry_ms=200),
+        SecureConfig(static_key=SERVER_PRIV),
+        authorize=lambda token, static, addr: "unknown token",
+        drop=drop_first_reply,
+    )
+    assert len(dropped) == 1 and run.to_client == [dropped[0], dropped[0]]
+    assert str(run.client.error) == "handshake refused by server: bad token: unknown token"
+    assert run.server.counters.initiation_retransmits == 1 and run.server.counters.refused == 1
+    assert 200 <= run.now <= 202
+
+
+def test_a_lost_response_is_repeated_and_the_handshake_completes() -> None:
+    seen: list[bytes] = []
+
+    def drop_first_response(d: bytes) -> bool:
+        if d[0] == T_RESPONSE and not seen:
+            seen.append(d)
+            return True
+        return False
+
+    run = run_handshake(
+        SecureConfig(server_public_key=SERVER_PUB, handshake_retry_ms=300),
+        SecureConfig(static_key=SERVER_PRIV),
+        drop=drop_first_response,
+    )
+    assert run.client.state == "established" and run.server_conn is not None
+    assert run.server.counters.initiation_retransmits == 1 and run.server.half_open == 0
