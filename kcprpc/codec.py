@@ -112,7 +112,7 @@ _unpack_header = HEADER.unpack_from
 
 def encode_frame(ftype: int, call_id: int, body: Any) -> bytes:
     """Encode one frame."""
-    data = msgpack.packb(body, default=_packer_default, use_bin_type=True)
+    data: bytes = msgpack.packb(body, default=_packer_default, use_bin_type=True)
     return _pack_header(len(data), ftype, call_id) + data
 
 

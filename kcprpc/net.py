@@ -133,7 +133,9 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     c, s = memory_pair(config or MuxConfig())
     dc, ds = _DatagramPipe(), _DatagramPipe()
     dc.peer, ds.peer = ds, dc
-    return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(s, ds, remote_address=("mux-memory", 2))
+    return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(
+        s, ds, remote_address=("mux-memory", 2)
+    )
 
 
 async def listen(*args: Any, **kwargs: Any) -> Any:

@@ -389,6 +389,7 @@ class Server:
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: Any = None
+        self._sweeper: asyncio.Future[None] | None = None
         self._serving: asyncio.Future[None] | None = None
         self.address: tuple[str, int] | None = None
 
@@ -416,6 +417,8 @@ class Server:
             return
         sess = ServerSession(self, conn)
         self.sessions.add(sess)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
         self.stats["connections"] += 1
         tasks: set[asyncio.Task[Any]] = set()
         dgram_task = asyncio.ensure_future(self._datagram_loop(sess))
@@ -441,6 +444,18 @@ class Server:
                 await conn.close()
             if self.on_disconnect is not None:
                 await _maybe_await(self.on_disconnect(sess))
+
+    async def _sweep(self) -> None:
+        """Close sessions silent for longer than the heartbeat timeout (one task for all sessions)."""
+        hb = self.config.heartbeat
+        loop = asyncio.get_running_loop()
+        while self.sessions:
+            await asyncio.sleep(hb.interval)
+            limit = loop.time() - hb.timeout
+            for s in [s for s in self.sessions if s.last_receive < limit and not s.closed]:
+                log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
+                s.closed = True
+                await s.conn.close()
 
     async def _datagram_loop(self, sess: ServerSession) -> None:
         conn = sess.conn
@@ -574,6 +589,8 @@ class Server:
                 await wc()
         for t in list(self._tasks):
             t.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import functools
 import inspect
 import typing
 from collections.abc import Callable
@@ -122,10 +123,21 @@ class MethodSpec:
     has_request: bool = True
 
     def __post_init__(self) -> None:
-        self.dump_request: Callable[[Any], Any] = self.request_adapter.dump_python
-        self.load_request: Callable[[Any], Any] = self.request_adapter.validate_python
-        self.dump_response: Callable[[Any], Any] = self.response_adapter.dump_python
-        self.load_response: Callable[[Any], Any] = self.response_adapter.validate_python
+        req, resp = self.request_adapter, self.response_adapter
+        self.dump_request: Callable[[Any], Any] = functools.partial(req.dump_python, warnings=False)
+        self.load_request: Callable[[Any], Any] = req.validate_python
+        self.load_response: Callable[[Any], Any] = resp.validate_python
+        self.dump_message: Callable[[Any], Any] = functools.partial(resp.dump_python, warnings=False)
+        strict = functools.partial(resp.dump_python, warnings="error")
+
+        def dump_response(value: Any) -> Any:
+            """Dump a handler's result; a value of the wrong type is validated first (dicts are fine)."""
+            try:
+                return strict(value)
+            except Exception:
+                return strict(resp.validate_python(value))
+
+        self.dump_response: Callable[[Any], Any] = dump_response
 
 
 @dataclass

@@ -28,7 +28,9 @@ from kcprpc.transport import Connection
 class RpcPair:
     """A client and a server joined in memory."""
 
-    def __init__(self, server: Server, transport: Literal["memory", "mux"], datagram_loss: float, seed: int) -> None:
+    def __init__(
+        self, server: Server, transport: Literal["memory", "mux"], datagram_loss: float, seed: int
+    ) -> None:
         self.server = server
         self.transport = transport
         self.datagram_loss = datagram_loss

@@ -1,0 +1,323 @@
+"""Every call kind and status path, in memory and over the real mux in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from test_rpc_support import Demo, Probe, Reply, Req
+
+from kcprpc import (
+    ClientCallDetails,
+    ClientConfig,
+    RpcError,
+    ServerConfig,
+    ServerContext,
+    Status,
+)
+from kcprpc.testing import RpcPair, pair
+
+TIMEOUT = 5.0
+
+SETUPS = [
+    ("memory", "shared", "stream"),
+    ("memory", "stream", "shared"),
+    ("mux", "shared", "stream"),
+    ("mux", "stream", "stream"),
+]
+
+
+@pytest.fixture(params=SETUPS, ids=["-".join(s) for s in SETUPS])
+async def rpc(request: pytest.FixtureRequest) -> AsyncIterator[RpcPair]:
+    transport, unary, stream = request.param
+    cfg = ClientConfig(unary_framing=unary, stream_framing=stream, heartbeat=None)
+    async with pair([Demo(Probe())], transport=transport, client_config=cfg) as p:
+        yield p
+
+
+def demo(p: RpcPair) -> Demo:
+    return p.client.stub(Demo)
+
+
+def probe(p: RpcPair) -> Probe:
+    svc = p.server.services[0]
+    assert isinstance(svc, Demo)
+    return svc.probe
+
+
+async def test_unary(rpc: RpcPair) -> None:
+    d = demo(rpc)
+    assert await d.hello(Req(name="a")) == Reply(text="hello a")
+    assert await d.echo(b"\x00" * 64) == b"\x00" * 64
+    assert await d.nothing() is None
+    many = await asyncio.gather(*[d.hello(Req(name=str(i))) for i in range(200)])
+    assert [r.text for r in many] == [f"hello {i}" for i in range(200)]
+
+
+async def test_server_stream(rpc: RpcPair) -> None:
+    d = demo(rpc)
+    got = [r.text async for r in d.count(Req(name="x", n=5))]
+    assert got == ["x0", "x1", "x2", "x3", "x4"]
+    assert [r async for r in d.count(Req(name="x", n=0))] == []
+
+
+async def test_server_stream_error_after_messages(rpc: RpcPair) -> None:
+    got = []
+    with pytest.raises(RpcError) as ei:
+        async for r in demo(rpc).count_fail(Req(name="x")):
+            got.append(r.text)
+    assert got == ["first"] and ei.value.status is Status.ABORTED
+
+
+async def test_client_stream(rpc: RpcPair) -> None:
+    async def reqs() -> AsyncIterator[Req]:
+        for i in range(10):
+            yield Req(name="a", n=i)
+
+    assert await demo(rpc).total(reqs()) == 45
+
+
+async def test_bidi(rpc: RpcPair) -> None:
+    async def reqs() -> AsyncIterator[Req]:
+        for s in ("a", "b", "c"):
+            yield Req(name=s)
+
+    assert [r.text async for r in demo(rpc).upper(reqs())] == ["A", "B", "C"]
+
+
+async def test_status_from_handler(rpc: RpcPair) -> None:
+    with pytest.raises(RpcError) as ei:
+        await demo(rpc).fail(Req(name="bob"))
+    assert ei.value.status is Status.NOT_FOUND
+    assert ei.value.message == "no bob" and ei.value.details == {"name": "bob"}
+
+
+async def test_handler_exception_is_internal_without_traceback(rpc: RpcPair) -> None:
+    with pytest.raises(RpcError) as ei:
+        await demo(rpc).crash(Req(name="x"))
+    assert ei.value.status is Status.INTERNAL
+    assert "secret" not in repr(ei.value) and "Traceback" not in repr(ei.value)
+    assert await demo(rpc).hello(Req(name="still up")) == Reply(text="hello still up")
+
+
+async def test_validation_failure_is_invalid_argument_and_connection_stays(rpc: RpcPair) -> None:
+    d = demo(rpc)
+    with pytest.raises(RpcError) as ei:
+        await d.hello({"name": "", "n": "zz"})  # type: ignore[arg-type]
+    e = ei.value
+    assert e.status is Status.INVALID_ARGUMENT
+    assert {tuple(x["loc"]) for x in e.details} == {("name",), ("n",)}
+    assert all("type" in x and "msg" in x for x in e.details)
+    with pytest.raises(RpcError) as ei:
+        await d.echo(12345)  # type: ignore[arg-type]
+    assert ei.value.status is Status.INVALID_ARGUMENT
+    assert await d.hello(Req(name="ok")) == Reply(text="hello ok")
+
+
+async def test_bad_response_is_reported(rpc: RpcPair) -> None:
+    with pytest.raises(RpcError) as ei:
+        await demo(rpc).bad_response(Req(name="x"))
+    assert ei.value.status is Status.INTERNAL
+
+
+async def test_unknown_method_is_unimplemented(rpc: RpcPair) -> None:
+    from kcprpc.service import _NONE_ADAPTER, MethodKind, MethodSpec
+
+    ghost = MethodSpec(
+        "x",
+        "ghost",
+        "x/ghost",
+        MethodKind.UNARY,
+        Demo.__dict__["hello"].__kcprpc_method_spec__.delivery,
+        None,
+        None,
+        _NONE_ADAPTER,
+        _NONE_ADAPTER,
+        has_request=False,
+    )
+    with pytest.raises(RpcError) as ei:
+        await rpc.client._unary(ghost, None, None, None, None)
+    assert ei.value.status is Status.UNIMPLEMENTED
+
+
+async def test_deadline_exceeded_cancels_server_handler(rpc: RpcPair) -> None:
+    d = rpc.client.stub(Demo, timeout=0.05)
+    with pytest.raises(RpcError) as ei:
+        await d.slow(Req(name="x"))
+    assert ei.value.status is Status.DEADLINE_EXCEEDED
+    await asyncio.wait_for(probe(rpc).cancelled.wait(), TIMEOUT)
+
+
+async def test_server_enforces_deadline_even_if_client_does_not() -> None:
+    # the client sends the deadline; a client that stops waiting must not be needed for the server to stop
+    async with pair([Demo(Probe())], client_config=ClientConfig(heartbeat=None)) as p:
+        call = await p.client._begin(
+            Demo.__dict__["slow"].__kcprpc_method_spec__, Req(name="x"), 0.03, None, True
+        )
+        call.timer.cancel()  # type: ignore[union-attr]
+        with pytest.raises(RpcError) as ei:
+            await asyncio.wait_for(call.fut, TIMEOUT)
+        assert ei.value.status is Status.DEADLINE_EXCEEDED
+        assert p.server.services[0].probe.cancelled.is_set()  # type: ignore[attr-defined]
+
+
+async def test_client_cancellation_cancels_server_handler(rpc: RpcPair) -> None:
+    pr = probe(rpc)
+    task = asyncio.ensure_future(demo(rpc).slow(Req(name="x")))
+    await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
+    assert await demo(rpc).hello(Req(name="after")) == Reply(text="hello after")
+
+
+async def test_stream_cancel_cancels_server_generator(rpc: RpcPair) -> None:
+    pr = probe(rpc)
+    got = 0
+    async with demo(rpc).forever(Req(name="x")) as stream:  # type: ignore[attr-defined]
+        async for _ in stream:
+            got += 1
+            if got == 10:
+                break
+    await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
+    assert got == 10
+
+
+async def test_metadata_in_and_out(rpc: RpcPair) -> None:
+    call = rpc.client.call(Demo.meta, Req(name="x"), metadata={"user": "ann", "bin": b"\x01"})
+    r = await call
+    assert r.text == "ann"
+    assert call.initial_metadata == {"server": "demo"}
+    assert call.trailing_metadata == {"cost": 7}
+    assert probe(rpc).seen_metadata == {"user": "ann", "bin": b"\x01"}
+    d = rpc.client.stub(Demo, metadata={"user": "stub"})
+    assert (await d.meta(Req(name="x"))).text == "stub"
+
+
+async def test_error_trailing_metadata() -> None:
+    class S(Demo):
+        async def fail(self, req: Req) -> Reply:
+            from kcprpc import current_context
+
+            current_context().set_trailing_metadata({"retry-after": 3})
+            raise RpcError(Status.UNAVAILABLE, "busy")
+
+    async with pair([S()]) as p:
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(S).fail(Req(name="x"))
+        assert ei.value.trailing_metadata == {"retry-after": 3}
+
+
+async def test_server_and_client_interceptors() -> None:
+    log: list[str] = []
+
+    async def auth(ctx: ServerContext, call_next: Any) -> Any:
+        log.append(f"server {ctx.method}")
+        if ctx.method.startswith("test.") and ctx.metadata.get("token") != "s3cret":
+            raise RpcError(Status.UNAUTHENTICATED, "bad token")
+        return await call_next()
+
+    async def add_token(details: ClientCallDetails, call_next: Any) -> Any:
+        log.append(f"client {details.wire_name}")
+        details.metadata["token"] = "s3cret"
+        return await call_next(details)
+
+    async with pair([Demo()], server_interceptors=[auth]) as p:
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(Demo).hello(Req(name="x"))
+        assert ei.value.status is Status.UNAUTHENTICATED
+        with pytest.raises(RpcError) as ei:
+            [r async for r in p.client.stub(Demo).count(Req(name="x", n=2))]
+        assert ei.value.status is Status.UNAUTHENTICATED
+        assert await p.client.health() == "SERVING"
+
+    log.clear()
+    async with pair([Demo()], server_interceptors=[auth], client_interceptors=[add_token]) as p:
+        d = p.client.stub(Demo)
+        assert (await d.hello(Req(name="x"))).text == "hello x"
+        assert [r.text async for r in d.count(Req(name="y", n=2))] == ["y0", "y1"]
+    assert log == [
+        "client test.Demo/hello",
+        "server test.Demo/hello",
+        "client test.Demo/count",
+        "server test.Demo/count",
+    ]
+
+
+async def test_limits_give_resource_exhausted() -> None:
+    cfg = ServerConfig(max_message_size=1000, max_concurrent_calls=2, max_subscriptions=1)
+    async with pair([Demo(Probe())], server_config=cfg) as p:
+        d = p.client.stub(Demo)
+        with pytest.raises(RpcError) as ei:
+            await d.echo(b"x" * 5000)
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert await d.echo(b"x" * 100) == b"x" * 100
+        # concurrency: two slow calls fill the connection, the third is refused
+        slow = [asyncio.ensure_future(d.slow(Req(name="s"))) for _ in range(2)]
+        await asyncio.wait_for(p.server.services[0].probe.started.wait(), TIMEOUT)  # type: ignore[attr-defined]
+        sess = next(iter(p.server.sessions))
+        for _ in range(1000):
+            if sess.active_calls == 2:
+                break
+            await asyncio.sleep(0)
+        assert sess.active_calls == 2
+        with pytest.raises(RpcError) as ei:
+            await d.hello(Req(name="x"))
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        p.server.services[0].probe.release.set()  # type: ignore[attr-defined]
+        assert [r.text for r in await asyncio.gather(*slow)] == ["done", "done"]
+        # subscriptions: one topic allowed
+        await p.client.subscribe("a")
+        with pytest.raises(RpcError) as ei:
+            await p.client.subscribe("b")
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert await d.hello(Req(name="alive")) == Reply(text="hello alive")
+
+
+async def test_client_refuses_oversized_request_locally() -> None:
+    async with pair([Demo()], client_config=ClientConfig(max_message_size=100, heartbeat=None)) as p:
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(Demo).echo(b"x" * 500)
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+
+
+async def test_health_and_stats(rpc: RpcPair) -> None:
+    assert await rpc.client.health() == "SERVING"
+    assert await rpc.client.health("test.Demo") == "SERVING"
+    assert await rpc.client.health("nope") == "SERVICE_UNKNOWN"
+    await demo(rpc).hello(Req(name="a"))
+    st = await rpc.client.stats()
+    assert st.server["calls_ok"] >= 1 and st.server["sessions"] == 1
+    assert isinstance(st.transport, dict)
+    if rpc.transport == "mux":
+        assert st.transport["mux_frames_in"] > 0
+
+
+async def test_graceful_shutdown_finishes_in_flight_calls() -> None:
+    async with pair([Demo(Probe())]) as p:
+        pr = p.server.services[0].probe  # type: ignore[attr-defined]
+        d = p.client.stub(Demo)
+        call = asyncio.ensure_future(d.slow(Req(name="x")))
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        shut = asyncio.ensure_future(p.server.shutdown(grace=TIMEOUT))
+        await asyncio.sleep(0)
+        with pytest.raises(RpcError) as ei:
+            await d.hello(Req(name="late"))
+        assert ei.value.status is Status.UNAVAILABLE
+        pr.release.set()
+        assert (await call).text == "done"
+        await asyncio.wait_for(shut, TIMEOUT)
+
+
+async def test_shutdown_grace_expiry_fails_calls_unavailable() -> None:
+    async with pair([Demo(Probe())]) as p:
+        pr = p.server.services[0].probe  # type: ignore[attr-defined]
+        call = asyncio.ensure_future(p.client.stub(Demo).slow(Req(name="x")))
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        await p.server.shutdown(grace=0.01)
+        with pytest.raises(RpcError) as ei:
+            await call
+        assert ei.value.status is Status.UNAVAILABLE

@@ -1,0 +1,69 @@
+"""RPC frame codec: round trips, incremental decoding, limits, garbage."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kcprpc import codec
+from kcprpc.errors import ProtocolError
+
+
+def test_frame_round_trip_and_header_layout() -> None:
+    f = codec.encode_frame(codec.CALL, 7, ["svc/m", None, 100, codec.FLAG_END, b"\x00\x01"])
+    assert f[:9] == (len(f) - 9).to_bytes(4, "big") + bytes([codec.CALL]) + (7).to_bytes(4, "big")
+    dec = codec.FrameDecoder()
+    assert dec.feed(f) == [(codec.CALL, 7, ["svc/m", None, 100, 1, b"\x00\x01"])]
+
+
+def test_decoder_handles_byte_by_byte_and_batches() -> None:
+    frames = [codec.encode_frame(codec.MSG, i, {"i": i, "s": "x" * i}) for i in range(20)]
+    blob = b"".join(frames)
+    dec = codec.FrameDecoder()
+    out = []
+    for i in range(len(blob)):
+        out += dec.feed(blob[i : i + 1])
+    assert [(t, c, b["i"]) for t, c, b in out] == [(codec.MSG, i, i) for i in range(20)]
+    assert dec.buffered == 0
+    assert len(codec.FrameDecoder().feed(blob)) == 20
+
+
+def test_oversized_body_is_skipped_and_reported() -> None:
+    big = codec.encode_frame(codec.CALL, 3, ["m", None, None, 1, b"x" * 1000])
+    small = codec.encode_frame(codec.CANCEL, 4, None)
+    dec = codec.FrameDecoder(max_body=100)
+    out = dec.feed(big[:50]) + dec.feed(big[50:700]) + dec.feed(big[700:] + small)
+    assert out == [(codec.CALL, 3, codec.OVERSIZED), (codec.CANCEL, 4, None)]
+
+
+def test_undecodable_body_is_reported_not_raised() -> None:
+    bad = (2).to_bytes(4, "big") + bytes([codec.CALL]) + (9).to_bytes(4, "big") + b"\xc1\xc1"
+    assert codec.FrameDecoder().feed(bad) == [(codec.CALL, 9, codec.UNDECODABLE)]
+
+
+def test_non_msgpack_types_go_through_pydantic() -> None:
+    u = uuid.UUID(int=5)
+    d = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert codec.unpack(codec.pack([u, d])) == [str(u), "2026-01-02T03:04:05Z"]
+
+
+def test_datagram_frame() -> None:
+    f = codec.encode_frame(codec.NOTIFY, 0, ["a/b", 1, None])
+    assert codec.decode_datagram(f) == (codec.NOTIFY, 0, ["a/b", 1, None])
+    for bad in (b"", f[:5], f + b"x", f[:-1]):
+        try:
+            codec.decode_datagram(bad)
+        except ProtocolError:
+            continue
+        raise AssertionError("accepted a bad datagram")
+
+
+@given(st.binary(max_size=400), st.integers(1, 64))
+def test_garbage_never_raises(data: bytes, chunk: int) -> None:
+    dec = codec.FrameDecoder(max_body=64)
+    for i in range(0, len(data), chunk):
+        for ftype, cid, _body in dec.feed(data[i : i + chunk]):
+            assert 0 <= ftype < 256 and 0 <= cid < 2**32

@@ -1,0 +1,113 @@
+"""Heartbeats (sans-I/O policy and end to end), dead peers, reconnect with restore."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_rpc_support import Demo, Probe, Req, Tick
+
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status, UsageError
+from kcprpc.heartbeat import Heartbeat, HeartbeatAction
+from kcprpc.testing import pair
+
+TIMEOUT = 5.0
+
+
+def test_policy_pings_measures_rtt_and_declares_death() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=3.0), now=0)
+    assert hb.poll(500) == (HeartbeatAction.NONE, 0)
+    action, n1 = hb.poll(1000)
+    assert action is HeartbeatAction.PING
+    assert hb.on_pong(n1, 1040) == 40.0
+    assert hb.srtt_ms == 40.0 and hb.min_rtt_ms == 40.0
+    _, n2 = hb.poll(2000)
+    assert hb.on_pong(n2, 2120) == 120.0
+    assert hb.srtt_ms == 50.0 and hb.last_rtt_ms == 120.0
+    assert hb.on_pong(999, 2121) is None
+    assert hb.next_wakeup(2121) == 879
+    hb.poll(3000)
+    hb.poll(4000)
+    assert hb.poll(5121)[0] is HeartbeatAction.DEAD
+
+
+def test_backoff_is_bounded_and_jittered() -> None:
+    pol = ReconnectPolicy(initial=0.1, maximum=1.0, multiplier=2.0, jitter=0.5)
+    assert pol.delay(0, lambda n: b"\x7f\xff\xff\xff") == pytest.approx(0.1, rel=1e-6)
+    assert pol.delay(10, lambda n: b"\xff\xff\xff\xff") == pytest.approx(1.5)
+    assert pol.delay(10, lambda n: b"\x00\x00\x00\x00") == pytest.approx(0.5)
+    with pytest.raises(UsageError):
+        HeartbeatConfig(interval=1.0, timeout=0.5)
+
+
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.02, timeout=0.2),
+    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+async def test_rtt_is_measured_and_reported_to_server() -> None:
+    async with pair([Demo()], client_config=FAST) as p:
+        for _ in range(500):
+            if p.client.rtt_ms is not None and next(iter(p.server.sessions)).rtt_ms is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert p.client.rtt_ms is not None and p.client.rtt_ms >= 0
+        assert next(iter(p.server.sessions)).rtt_ms is not None
+
+
+@pytest.mark.parametrize("transport", ["memory", "mux"])
+async def test_dead_peer_fails_in_flight_calls_then_reconnects_and_restores(transport: str) -> None:
+    async with pair([Demo(Probe())], client_config=FAST, transport=transport) as p:  # type: ignore[arg-type]
+        d = p.client.stub(Demo)
+        await d.join(Req(name="room1"))
+        await p.client.subscribe("news")
+        first_sid = p.client.session_id
+        reconnected = asyncio.Event()
+        p.client.on_reconnect = lambda c: reconnected.set()
+        pr = p.server.services[0].probe  # type: ignore[attr-defined]
+        call = asyncio.ensure_future(d.slow(Req(name="x")))
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        p.blackhole()
+        with pytest.raises(RpcError) as ei:
+            await asyncio.wait_for(call, TIMEOUT)
+        assert ei.value.status is Status.UNAVAILABLE
+        await asyncio.wait_for(reconnected.wait(), TIMEOUT)
+        assert p.client.session_id != first_sid and p.client.reconnects == 1
+        # rooms and topics were restored on the new session
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        p.client.on(Tick, q.put_nowait)
+        await d.hello(Req(name="sync"))
+        await p.server.push.to_room("room1", Tick(n=1))
+        await p.server.push.publish("news", Tick(n=2))
+        assert [await asyncio.wait_for(q.get(), TIMEOUT) for _ in range(2)] == [Tick(n=1), Tick(n=2)]
+
+
+async def test_server_drops_silent_clients() -> None:
+    # the client does not ping at all; the server's heartbeat timeout closes the session
+    from kcprpc import ServerConfig
+
+    cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=0.1))
+    async with pair([Demo()], server_config=cfg, client_config=ClientConfig(heartbeat=None)) as p:
+        await p.client.stub(Demo).hello(Req(name="x"))
+        await asyncio.wait_for(p.wait_server_idle(), TIMEOUT)
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(Demo).hello(Req(name="x"))
+        assert ei.value.status is Status.UNAVAILABLE
+
+
+async def test_calls_while_disconnected_fail_fast_with_unavailable() -> None:
+    cfg = ClientConfig(heartbeat=None, reconnect=ReconnectPolicy(initial=0.01, maximum=0.02))
+    async with pair([Demo()], client_config=cfg) as p:
+        p.refuse = True
+        await p.drop()
+        for _ in range(100):
+            if not p.client.connected:
+                break
+            await asyncio.sleep(0)
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(Demo).hello(Req(name="x"))
+        assert ei.value.status is Status.UNAVAILABLE
+        p.refuse = False
+        await p.client.wait_connected(TIMEOUT)
+        assert (await p.client.stub(Demo).hello(Req(name="x"))).text == "hello x"

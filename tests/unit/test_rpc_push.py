@@ -1,0 +1,146 @@
+"""Server push: one session, rooms, topics (seq + epoch), unreliable notify and events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_rpc_support import Demo, Pos, Probe, Req, Tick
+
+from kcprpc import ClientConfig, Delivery, MemoryBroker
+from kcprpc.push import BrokerMessage
+from kcprpc.testing import pair
+
+TIMEOUT = 5.0
+
+
+async def next_event(q: asyncio.Queue[Tick]) -> Tick:
+    return await asyncio.wait_for(q.get(), TIMEOUT)
+
+
+@pytest.mark.parametrize("transport", ["memory", "mux"])
+async def test_push_to_one_session_typed_handler(transport: str) -> None:
+    async with pair([Demo()], transport=transport) as p:  # type: ignore[arg-type]
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        off = p.client.on(Tick, q.put_nowait)
+        await p.client.stub(Demo).tick_me(Req(name="x", n=42))
+        assert await next_event(q) == Tick(n=42)
+        off()
+
+
+async def test_events_async_iteration() -> None:
+    async with pair([Demo()]) as p:
+        it = p.client.events(Tick)
+        first = asyncio.ensure_future(it.__anext__())
+        await asyncio.sleep(0)  # let the iterator register
+        await p.client.stub(Demo).tick_me(Req(name="x", n=1))
+        assert await asyncio.wait_for(first, TIMEOUT) == Tick(n=1)
+        await it.aclose()
+
+
+async def test_rooms_join_leave_and_disconnect() -> None:
+    async with pair([Demo()]) as p:
+        d = p.client.stub(Demo)
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        p.client.on(Tick, q.put_nowait)
+        await d.join(Req(name="lobby"))
+        await p.server.push.to_room("lobby", Tick(n=1))
+        assert await next_event(q) == Tick(n=1)
+        assert p.client.rooms == {"lobby"}
+        assert len(p.server.push.members("lobby")) == 1
+        await d.leave(Req(name="lobby"))
+        await p.server.push.to_room("lobby", Tick(n=2))
+        await d.tick_me(Req(name="x", n=3))  # ordered after the room push on the control stream
+        assert await next_event(q) == Tick(n=3)
+        assert p.client.rooms == set()
+        await d.join(Req(name="lobby"))
+        assert len(p.server.push.members("lobby")) == 1
+    # after the pair closed, the session left every room
+    assert p.server.push.members("lobby") == set()
+
+
+async def test_topics_carry_seq_and_epoch() -> None:
+    broker = MemoryBroker(rng=lambda n: b"\x00\x00\x00\x07")
+    seen: list[BrokerMessage] = []
+    broker.subscribe("topic:news", seen.append)
+    async with pair([Demo()], broker=broker) as p:
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        p.client.on(Tick, q.put_nowait)
+        await p.server.push.publish("news", Tick(n=0))  # before subscribing: not delivered
+        await p.client.subscribe("news")
+        for i in range(1, 4):
+            await p.server.push.publish("news", Tick(n=i))
+        assert [await next_event(q) for _ in range(3)] == [Tick(n=1), Tick(n=2), Tick(n=3)]
+        assert p.client.topic_offsets["topic:news"] == (7, 4)
+        assert [(m.seq, m.epoch) for m in seen] == [(1, 7), (2, 7), (3, 7), (4, 7)]
+        await p.client.unsubscribe("news")
+        await p.server.push.publish("news", Tick(n=9))
+        await p.client.stub(Demo).tick_me(Req(name="x", n=10))
+        assert await next_event(q) == Tick(n=10)
+
+
+async def test_fanout_encodes_once_for_many_sessions() -> None:
+    async with pair([Demo()]) as p:
+        clients = [p.client]
+        from kcprpc import Client
+
+        for _ in range(20):
+            c = Client(p.connector, config=ClientConfig(heartbeat=None))
+            await c.connect()
+            clients.append(c)
+        queues = []
+        for c in clients:
+            q: asyncio.Queue[Tick] = asyncio.Queue()
+            c.on(Tick, q.put_nowait)
+            queues.append(q)
+            await c.subscribe("all")
+        msg = await p.server.push.publish("all", Tick(n=5))
+        assert msg.seq == 1 and msg._frame is not None
+        for q in queues:
+            assert await next_event(q) == Tick(n=5)
+        for c in clients[1:]:
+            await c.close()
+
+
+@pytest.mark.parametrize("transport", ["memory", "mux"])
+async def test_notify_unreliable_uses_datagrams(transport: str) -> None:
+    async with pair([Demo(Probe())], transport=transport) as p:  # type: ignore[arg-type]
+        d = p.client.stub(Demo)
+        pr = p.server.services[0].probe  # type: ignore[attr-defined]
+        await d.position(Pos(x=1, y=2))
+        assert await asyncio.wait_for(pr.notified.get(), TIMEOUT) == Pos(x=1, y=2)
+        await d.position_reliable(Pos(x=3, y=4))
+        assert await asyncio.wait_for(pr.notified.get(), TIMEOUT) == Pos(x=3, y=4)
+        if transport == "memory":
+            c, _s = p.current
+            assert c.stats()["datagrams_sent"] == 1  # only the unreliable one
+
+
+async def test_notify_bad_payload_is_dropped_and_counted() -> None:
+    async with pair([Demo(Probe())]) as p:
+        p.client.notify(Demo.position, {"x": "nope"})
+        for _ in range(100):
+            if p.server.stats["notifications_dropped"]:
+                break
+            await asyncio.sleep(0)
+        assert p.server.stats["notifications_dropped"] == 1
+
+
+async def test_unreliable_events_to_room_go_as_datagrams_and_survive_loss() -> None:
+    async with pair([Demo()], datagram_loss=0.3, seed=3) as p:
+        got: list[Pos] = []
+        p.client.on(Pos, got.append)
+        await p.client.stub(Demo).join(Req(name="r"))
+        for i in range(200):
+            await p.server.push.to_room("r", Pos(x=i, y=0))
+        await p.client.stub(Demo).hello(Req(name="sync"))
+        _c, s = p.current
+        sent = s.stats()["datagrams_sent"]
+        assert sent == 200
+        assert 100 < len(got) < 190  # about 30 % lost, seeded
+        # explicit delivery override to reliable: nothing lost
+        got.clear()
+        for i in range(50):
+            await p.server.push.to_room("r", Pos(x=i, y=0), delivery=Delivery.RELIABLE)
+        await p.client.stub(Demo).hello(Req(name="sync"))
+        assert len(got) == 50

@@ -1,0 +1,93 @@
+"""Service analysis: kinds, wire names, adapters, misuse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import BaseModel
+from test_rpc_support import Demo
+
+import kcprpc
+from kcprpc import MethodKind, UsageError, rpc, service_spec
+from kcprpc.service import Delivery, method_spec
+
+
+class M(BaseModel):
+    x: int
+
+
+def test_kinds_and_wire_names_are_inferred() -> None:
+    spec = service_spec(Demo)
+    assert spec.name == "test.Demo"
+    kinds = {a: m.kind for a, m in spec.methods.items()}
+    assert kinds["hello"] is MethodKind.UNARY
+    assert kinds["count"] is MethodKind.SERVER_STREAM
+    assert kinds["total"] is MethodKind.CLIENT_STREAM
+    assert kinds["upper"] is MethodKind.BIDI
+    assert kinds["position"] is MethodKind.NOTIFY
+    assert spec.methods["echo"].wire_name == "test.Demo/Echo"
+    assert spec.methods["position"].delivery is Delivery.UNRELIABLE
+    assert spec.methods["position_reliable"].delivery is Delivery.RELIABLE
+    assert not spec.methods["nothing"].has_request
+    assert method_spec(Demo.hello) is spec.methods["hello"]
+
+
+def test_spec_is_built_once_at_class_creation() -> None:
+    class S(kcprpc.Service):
+        async def f(self, m: M) -> M:
+            return m
+
+    assert "__kcprpc_spec__" in S.__dict__
+    assert service_spec(S) is service_spec(S)
+    assert service_spec(S).methods["f"].load_request({"x": "3"}) == M(x=3)
+
+
+def test_plain_class_works_too() -> None:
+    class Plain:
+        async def f(self, m: M) -> AsyncIterator[M]:
+            yield m
+
+        def helper(self) -> None: ...
+
+    spec = service_spec(Plain)
+    assert list(spec.methods) == ["f"] and spec.methods["f"].kind is MethodKind.SERVER_STREAM
+
+
+def test_misuse_is_reported() -> None:
+    with pytest.raises(UsageError):
+
+        class TwoArgs(kcprpc.Service):
+            async def f(self, a: int, b: int) -> int:
+                return a
+
+    with pytest.raises(UsageError):
+
+        class Lies(kcprpc.Service):
+            @rpc.server_stream
+            async def f(self, a: int) -> int:
+                return a
+
+    with pytest.raises(UsageError):
+
+        class Sync(kcprpc.Service):
+            @rpc.unary
+            def f(self, a: int) -> int:
+                return a
+
+    with pytest.raises(UsageError):
+
+        class Dup(kcprpc.Service):
+            async def a(self, x: int) -> int:
+                return x
+
+            @rpc.unary(name="a")
+            async def b(self, x: int) -> int:
+                return x
+
+    with pytest.raises(UsageError):
+
+        class UnreliableUnary(kcprpc.Service):
+            @rpc.unary(delivery="unreliable")
+            async def f(self, a: int) -> int:
+                return a

@@ -1,0 +1,132 @@
+"""Services shared by the RPC unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel, Field
+
+import kcprpc
+from kcprpc import RpcError, Status, current_context, rpc
+
+
+class Req(BaseModel):
+    name: str = Field(min_length=1)
+    n: int = 0
+
+
+class Reply(BaseModel):
+    text: str
+
+
+@kcprpc.event("tick")
+class Tick(BaseModel):
+    n: int
+
+
+@kcprpc.event("pos", delivery="unreliable")
+class Pos(BaseModel):
+    x: float
+    y: float
+
+
+class Probe:
+    """Events a test can wait on."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+        self.notified: asyncio.Queue[Pos] = asyncio.Queue()
+        self.seen_metadata: dict[str, object] = {}
+
+
+class Demo(kcprpc.Service, name="test.Demo"):
+    def __init__(self, probe: Probe | None = None) -> None:
+        self.probe = probe or Probe()
+
+    async def hello(self, req: Req) -> Reply:
+        return Reply(text=f"hello {req.name}")
+
+    @rpc.unary(name="Echo")
+    async def echo(self, data: bytes) -> bytes:
+        return data
+
+    async def nothing(self) -> None:
+        return None
+
+    async def fail(self, req: Req) -> Reply:
+        raise RpcError(Status.NOT_FOUND, f"no {req.name}", {"name": req.name})
+
+    async def crash(self, req: Req) -> Reply:
+        raise RuntimeError("secret internal detail")
+
+    async def bad_response(self, req: Req) -> Reply:
+        return "not a reply"  # type: ignore[return-value]
+
+    async def slow(self, req: Req) -> Reply:
+        self.probe.started.set()
+        try:
+            await self.probe.release.wait()
+        except asyncio.CancelledError:
+            self.probe.cancelled.set()
+            raise
+        return Reply(text="done")
+
+    async def meta(self, req: Req) -> Reply:
+        ctx = current_context()
+        self.probe.seen_metadata = dict(ctx.metadata)
+        ctx.set_initial_metadata({"server": "demo"})
+        ctx.set_trailing_metadata({"cost": 7})
+        return Reply(text=str(ctx.metadata.get("user", "")))
+
+    async def count(self, req: Req) -> AsyncIterator[Reply]:
+        for i in range(req.n):
+            yield Reply(text=f"{req.name}{i}")
+
+    async def count_fail(self, req: Req) -> AsyncIterator[Reply]:
+        yield Reply(text="first")
+        raise RpcError(Status.ABORTED, "stopped")
+
+    async def forever(self, req: Req) -> AsyncIterator[Reply]:
+        self.probe.started.set()
+        i = 0
+        try:
+            while True:
+                yield Reply(text=str(i))
+                i += 1
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.probe.cancelled.set()
+            raise
+
+    async def total(self, reqs: AsyncIterator[Req]) -> int:
+        t = 0
+        async for r in reqs:
+            t += r.n
+        return t
+
+    async def upper(self, reqs: AsyncIterator[Req]) -> AsyncIterator[Reply]:
+        async for r in reqs:
+            yield Reply(text=r.name.upper())
+
+    @rpc.notify
+    async def position(self, p: Pos) -> None:
+        self.probe.notified.put_nowait(p)
+
+    @rpc.notify(delivery="reliable")
+    async def position_reliable(self, p: Pos) -> None:
+        self.probe.notified.put_nowait(p)
+
+    async def join(self, req: Req) -> None:
+        current_context().session.join(req.name)
+
+    async def leave(self, req: Req) -> None:
+        current_context().session.leave(req.name)
+
+    async def tick_me(self, req: Req) -> None:
+        current_context().session.send(Tick(n=req.n))
+
+    async def whoami(self) -> str:
+        return current_context().session.id
