@@ -80,7 +80,7 @@ class Twin:
         self.o_out: list[bytes] = []
         self.c_out: list[bytes] = []
         self.o = KCP(CONV, self.o_out.append)
-        self.c = KCPConnection(CONV, lambda d: self.c_out.append(d) or 0, lambda s: None)
+        self.c = KCPConnection(CONV, self._to_c, lambda s: None)
         for k in (self.o, self.c):
             if "nodelay" in cfg:
                 k.nodelay(*cfg["nodelay"])
@@ -90,6 +90,10 @@ class Twin:
                 assert k.setmtu(cfg["mtu"]) == 0
             k.stream = cfg.get("stream", 0)
         self.stream = bool(cfg.get("stream", 0))
+
+    def _to_c(self, d: bytes) -> int:
+        self.c_out.append(d)
+        return 0
 
     def take(self) -> list[bytes]:
         assert self.o_out == self.c_out
@@ -206,21 +210,21 @@ def test_byte_identical_error_codes_and_garbage() -> None:
         a.update(now)
         for dg in a.take():
             if rng.random() < 0.5:
-                dg = bytearray(dg)
+                m = bytearray(dg)
                 kind = rng.randint(0, 5)
                 if kind == 0:
-                    dg = dg[: rng.randint(0, len(dg))]
+                    m = m[: rng.randint(0, len(m))]
                 elif kind == 1:
-                    dg[rng.randrange(len(dg))] ^= 1 << rng.randrange(8)
+                    m[rng.randrange(len(m))] ^= 1 << rng.randrange(8)
                 elif kind == 2:
-                    dg[4] = rng.choice((0, 80, 85, 255))
+                    m[4] = rng.choice((0, 80, 85, 255))
                 elif kind == 3:
-                    dg[20:24] = rng.randbytes(4)
+                    m[20:24] = rng.randbytes(4)
                 elif kind == 4:
-                    dg[12:16] = rng.randbytes(4)  # sn far away
+                    m[12:16] = rng.randbytes(4)  # sn far away
                 else:
-                    dg[6:8] = b"\0\0"  # zero window
-                dg = bytes(dg)
+                    m[6:8] = b"\0\0"  # zero window
+                dg = bytes(m)
             if len(dg) >= 1:
                 b.input(dg)
         b.update(now)

@@ -22,7 +22,7 @@ def _segment(draw: Any) -> bytes:
     payload = draw(st.binary(max_size=64))
     length = draw(st.one_of(st.just(len(payload)), st.integers(0, MASK)))
     u32 = st.one_of(st.integers(0, 40), st.integers(0, MASK))  # small values hit the windows
-    return (
+    return bytes(
         HDR.pack(
             CONV,
             cmd,
@@ -44,7 +44,7 @@ def packets(draw: Any) -> bytes:
         raw = draw(st.binary(max_size=200))
         if draw(st.booleans()) and len(raw) >= 4:
             raw = struct.pack("<I", CONV) + raw[4:]
-        return raw
+        return bytes(raw)
     return b"".join(_segment(draw) for _ in range(draw(st.integers(1, 4))))
 
 
@@ -91,7 +91,12 @@ def test_garbage_handled_exactly_like_ikcp(pkts: list[bytes], gaps: list[int]) -
     ours_out: list[bytes] = []
     theirs_out: list[bytes] = []
     ours = _busy_engine(ours_out)
-    c = siokcp.KCPConnection(CONV, lambda d: theirs_out.append(d) or 0, lambda s: None)
+
+    def to_theirs(d: bytes) -> int:
+        theirs_out.append(d)
+        return 0
+
+    c = siokcp.KCPConnection(CONV, to_theirs, lambda s: None)
     c.nodelay(1, 10, 2, 1)
     for i in range(1, 7):
         c.send(bytes([i]) * (i * 500))
@@ -190,10 +195,10 @@ def test_rejected_garbage_never_corrupts_delivery(injections: list[tuple[int, st
             last_ba = d
         ab.clear()
         ba.clear()
-        while (m := b.recv()) is not None:
-            got_b.append(m)
-        while (m := a.recv()) is not None:
-            got_a.append(m)
+        while (mb := b.recv()) is not None:
+            got_b.append(mb)
+        while (ma := a.recv()) is not None:
+            got_a.append(ma)
         if len(got_a) == len(got_b) == len(msgs):
             break
         now += 10

@@ -424,8 +424,8 @@ def test_message_boundaries_between_engines() -> None:
             a.input(d)
         a_out.clear()
         b_out.clear()
-        while (m := b.recv()) is not None:
-            got.append(m)
+        while (r := b.recv()) is not None:
+            got.append(r)
         now += 10
     assert got == msgs
 
