@@ -292,6 +292,12 @@ def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
         return f"server chose mux version {p.mux_version}, client speaks {sorted(client.mux_versions)}"
     if not client.min_mtu <= p.mtu <= client.mtu:
         return f"server chose MTU {p.mtu}, client accepts {client.min_mtu}..{client.mtu}"
+    if p.snd_wnd == 0 or p.rcv_wnd == 0 or p.snd_wnd > client.snd_wnd or p.rcv_wnd > client.rcv_wnd:
+        return (
+            f"server chose windows {p.snd_wnd}/{p.rcv_wnd}, client proposed {client.snd_wnd}/{client.rcv_wnd}"
+        )
+    if p.data_shards == 0 and p.parity_shards > 0:
+        return f"server chose FEC {p.data_shards}/{p.parity_shards}, which has parity without data shards"
     if (p.data_shards, p.parity_shards) != client.fec and client.fec_strict:
         return (
             f"FEC mismatch: server chose {p.data_shards}/{p.parity_shards} shards, "
