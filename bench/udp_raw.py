@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import select
-import socket
 import statistics
 import sys
 import time
