@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kcprpc.client import Client, ClientConfig, StreamCall, UnaryCall
+from kcprpc.client import Client, ClientConfig, StreamCall, UnaryCall, connect
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
@@ -37,6 +37,7 @@ __all__ = [
     "StreamCall",
     "UnaryCall",
     "UsageError",
+    "connect",
     "current_context",
     "event",
     "rpc",

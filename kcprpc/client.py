@@ -931,3 +931,30 @@ class Client:
         from kcprpc.health import HealthService
 
         return await self._unary(service_spec(HealthService).methods["Stats"], None, None, None, None)
+
+
+def connect(
+    host: str,
+    port: int,
+    *,
+    crypt: str | None = None,
+    key: bytes | str | None = None,
+    fec: tuple[int, int] | None = None,
+    config: ClientConfig | None = None,
+    interceptors: Sequence[ClientInterceptor] = (),
+    transport_options: Mapping[str, Any] | None = None,
+) -> Client:
+    """A client for a KCP server. ``async with kcprpc.connect(host, port) as client:`` or ``await``.
+
+    ``crypt``/``key``/``fec`` must match the server's. ``transport_options`` go to ``kcp.dial``
+    (session options such as ``nodelay``, ``snd_wnd``, ``mtu``) plus ``mux_config``. Reconnects
+    (with ``config.reconnect``) dial again with the same options.
+    """
+    opts = dict(transport_options or {})
+
+    async def connector() -> Connection:
+        from kcprpc.net import dial
+
+        return await dial(host, port, crypt=crypt, key=key, fec=fec, **opts)
+
+    return Client(connector, config=config, interceptors=interceptors)

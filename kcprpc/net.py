@@ -64,16 +64,7 @@ class MuxConnection:
         if self.datagrams is None:
             await self._closed_ev.wait()
             raise ConnectionError("connection closed")
-        recv = asyncio.ensure_future(self.datagrams.recv_datagram())
-        closed = asyncio.ensure_future(self._closed_ev.wait())
-        try:
-            done, _ = await asyncio.wait({recv, closed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if recv in done:
-            return recv.result()
-        recv.cancel()
-        raise ConnectionError("connection closed")
+        return await self.datagrams.recv_datagram()  # raises a ConnectionError once the session ended
 
     @property
     def max_datagram_size(self) -> int:
@@ -116,14 +107,24 @@ class _DatagramPipe:
 
     def __init__(self) -> None:
         self.peer: _DatagramPipe | None = None
-        self._q: asyncio.Queue[bytes] = asyncio.Queue()
+        self._q: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
 
     def send_datagram(self, data: bytes) -> None:
-        if self.peer is not None:
+        if self.peer is not None and not self.closed:
             self.peer._q.put_nowait(bytes(data))
 
     async def recv_datagram(self) -> bytes:
-        return await self._q.get()
+        item = await self._q.get() if not self.closed else None
+        if item is None:
+            self.closed = True
+            raise ConnectionError("connection closed")
+        return item
+
+    def close(self) -> None:
+        for p in (self, self.peer):
+            if p is not None and not p.closed:
+                p._q.put_nowait(None)
 
 
 def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, MuxConnection]:
@@ -138,6 +139,111 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     )
 
 
-async def listen(*args: Any, **kwargs: Any) -> Any:
-    """Listen for KCP connections (needs ``kcp.session``)."""
-    raise NotImplementedError("kcp.session is not available yet")
+def _fec(fec: tuple[int, int] | None) -> tuple[int, int]:
+    if fec is None:
+        return 0, 0
+    data, parity = fec
+    return int(data), int(parity)
+
+
+def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig | None = None) -> MuxConnection:
+    """A :class:`MuxConnection` over a ``kcp.KCPSession`` (streams on the session, OOB datagrams beside)."""
+    mux = MuxSession(session, client=client, config=mux_config or MuxConfig())
+    try:
+        max_dgram = int(session.max_datagram_size())
+    except Exception:
+        max_dgram = 0
+
+    async def close_session() -> None:
+        session.close()
+
+    return MuxConnection(
+        mux,
+        session,
+        max_datagram_size=max_dgram,
+        remote_address=getattr(session, "remote_address", None),
+        on_close=close_session,
+    )
+
+
+async def dial(
+    host: str,
+    port: int,
+    *,
+    crypt: str | None = None,
+    key: bytes | str | None = None,
+    fec: tuple[int, int] | None = None,
+    mux_config: MuxConfig | None = None,
+    **session_options: Any,
+) -> MuxConnection:
+    """Dial a KCP session to ``host:port`` and start a client mux on it."""
+    import kcp
+
+    data_shards, parity_shards = _fec(fec)
+    session = await kcp.dial(
+        host,
+        port,
+        crypt=crypt,
+        key=key,
+        data_shards=data_shards,
+        parity_shards=parity_shards,
+        **session_options,
+    )
+    return wrap_session(session, client=True, mux_config=mux_config)
+
+
+class RpcListener:
+    """Accepts KCP sessions and hands them out as server-side :class:`MuxConnection` objects."""
+
+    def __init__(self, listener: Any, mux_config: MuxConfig | None) -> None:
+        self.listener = listener
+        self.mux_config = mux_config
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Bound (host, port)."""
+        a = self.listener.address
+        return (a[0], a[1])
+
+    async def accept(self) -> MuxConnection:
+        """The next connection (raises ``ConnectionError`` once closed)."""
+        session = await self.listener.accept()
+        return wrap_session(session, client=False, mux_config=self.mux_config)
+
+    def stats(self) -> dict[str, int]:
+        """Listener counters."""
+        return dict(self.listener.stats)
+
+    def close(self) -> None:
+        """Stop listening and end every session."""
+        self.listener.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until closed."""
+        await self.listener.wait_closed()
+
+
+async def listen(
+    host: str,
+    port: int,
+    *,
+    crypt: str | None = None,
+    key: bytes | str | None = None,
+    fec: tuple[int, int] | None = None,
+    mux_config: MuxConfig | None = None,
+    **session_options: Any,
+) -> RpcListener:
+    """Listen for KCP sessions on ``host:port``."""
+    import kcp
+
+    data_shards, parity_shards = _fec(fec)
+    listener = await kcp.listen(
+        host,
+        port,
+        crypt=crypt,
+        key=key,
+        data_shards=data_shards,
+        parity_shards=parity_shards,
+        **session_options,
+    )
+    return RpcListener(listener, mux_config)

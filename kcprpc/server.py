@@ -440,8 +440,7 @@ class Server:
                 t.cancel()
             self.push.drop(sess)
             self.sessions.discard(sess)
-            if not conn.closed:
-                await conn.close()
+            await conn.close()  # idempotent; also ends the KCP session under a dead mux
             if self.on_disconnect is not None:
                 await _maybe_await(self.on_disconnect(sess))
 
@@ -523,6 +522,9 @@ class Server:
         """Bind and start accepting KCP connections; returns the bound (host, port)."""
         from kcprpc.net import listen
 
+        if self._listener is not None:
+            assert self.address is not None
+            return self.address
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
         self._listener = await listen(

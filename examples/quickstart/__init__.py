@@ -1,0 +1,1 @@
+"""Quickstart: a greeter with a unary and a server-streaming call. Run ``python -m examples.quickstart``."""

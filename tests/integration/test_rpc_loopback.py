@@ -1,0 +1,90 @@
+"""RPC over real KCP on 127.0.0.1: clean link, the lossy relay at 10 % loss, reconnect, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from test_rpc_support import Demo, Pos, Probe, Req, Tick
+
+import kcprpc
+from kcp.relay import LossyRelay
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status
+
+TIMEOUT = 20.0
+OPTS: dict[str, object] = {"crypt": "aes", "key": "test key", "fec": (10, 3)}
+
+
+async def test_calls_over_kcp_with_aes_and_fec() -> None:
+    async with kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, **OPTS) as server:  # type: ignore[arg-type]
+        host, port = server.address  # type: ignore[misc]
+        async with kcprpc.connect(host, port, **OPTS) as client:  # type: ignore[arg-type]
+            d = client.stub(Demo, timeout=TIMEOUT)
+            assert (await d.hello(Req(name="udp"))).text == "hello udp"
+            assert [r.text async for r in d.count(Req(name="s", n=50))] == [f"s{i}" for i in range(50)]
+            blobs = await asyncio.gather(*[d.echo(bytes([i]) * 3000) for i in range(64)])
+            assert blobs == [bytes([i]) * 3000 for i in range(64)]
+            pr = server.services[0].probe  # type: ignore[attr-defined]
+            await d.position(Pos(x=1, y=2))  # OOB datagram
+            assert await asyncio.wait_for(pr.notified.get(), TIMEOUT) == Pos(x=1, y=2)
+            q: asyncio.Queue[Tick] = asyncio.Queue()
+            client.on(Tick, q.put_nowait)
+            await client.subscribe("t")
+            await server.push.publish("t", Tick(n=1))
+            assert await asyncio.wait_for(q.get(), TIMEOUT) == Tick(n=1)
+            st = await client.stats()
+            assert st.transport["in_segs"] > 0 and st.transport["mux_frames_in"] > 0
+
+
+async def test_calls_through_relay_at_10_percent_loss() -> None:
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    relay = LossyRelay(target=await server.start(), loss=10.0, seed=7)
+    async with server, relay, kcprpc.connect(*relay.address) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        replies = await asyncio.gather(*[d.hello(Req(name=str(i))) for i in range(100)])
+        assert [r.text for r in replies] == [f"hello {i}" for i in range(100)]
+        assert [r.text async for r in d.count(Req(name="s", n=100))] == [f"s{i}" for i in range(100)]
+        # bad payload: INVALID_ARGUMENT and the connection stays up
+        with pytest.raises(RpcError) as ei:
+            await d.hello({"name": ""})  # type: ignore[arg-type]
+        assert ei.value.status is Status.INVALID_ARGUMENT
+        assert (await d.hello(Req(name="after"))).text == "hello after"
+        st = relay.stats
+        assert st["up_dropped"] > 0 and st["down_dropped"] > 0
+
+
+async def test_reconnect_after_server_restart() -> None:
+    cfg = ClientConfig(
+        heartbeat=HeartbeatConfig(interval=0.05, timeout=0.5),
+        reconnect=ReconnectPolicy(initial=0.02, maximum=0.2),
+    )
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0)
+    host, port = await server.start()
+    client = kcprpc.connect(host, port, config=cfg)
+    await client.connect()
+    try:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        await d.join(Req(name="room"))
+        reconnected = asyncio.Event()
+        client.on_reconnect = lambda c: reconnected.set()
+        await server.shutdown(grace=0)
+        server = kcprpc.Server([Demo()], "127.0.0.1", port)
+        await server.start()
+        await asyncio.wait_for(reconnected.wait(), TIMEOUT)
+        assert (await d.hello(Req(name="again"))).text == "hello again"
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, q.put_nowait)
+        for _ in range(200):  # the restore runs right after the handshake
+            if server.push.members("room"):
+                break
+            await asyncio.sleep(0.01)
+        await server.push.to_room("room", Tick(n=5))
+        assert await asyncio.wait_for(q.get(), TIMEOUT) == Tick(n=5)
+    finally:
+        await client.close()
+        await server.shutdown(grace=0)
