@@ -91,6 +91,8 @@ class SecureConfig:
     half_open_timeout_ms: int = 10_000
     cookie_rotate_ms: int = 120_000
     replay_cache: int = 8192
+    reset_key: bytes | None = None
+    reset_rate: int = 100
     # transport
     replay_window: int = 2048
     rekey_after_packets: int = 1 << 22
@@ -105,7 +107,7 @@ class SecureConfig:
             if not cond:
                 raise SecureUsageError(f"SecureConfig: {msg}")
 
-        for name in ("static_key", "server_public_key", "psk"):
+        for name in ("static_key", "server_public_key", "psk", "reset_key"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, bytes) and len(v) == 32), f"{name} must be 32 bytes")
         need(self.psk is None or self.passphrase is None, "give psk or passphrase, not both")

@@ -7,6 +7,7 @@ sends what :meth:`SecureConnection.datagrams_to_send` returns and calls
 
 from __future__ import annotations
 
+import hmac
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from .packet import (
     F_PATH_RESPONSE,
     F_PING,
     MIN_TRANSPORT,
+    RESET_TOKEN_LEN,
     T_TRANSPORT,
     TRANSPORT_HEADER,
     TRANSPORT_TYPES,
@@ -94,6 +96,7 @@ class SecureConnection:
         "peer_addr",
         "peer_static",
         "remote_cid",
+        "reset_token",
         "state",
     )
 
@@ -114,6 +117,7 @@ class SecureConnection:
         counters: SecureCounters | None = None,
         peer_static: bytes | None = None,
         handshake_hash: bytes = b"",
+        reset_token: bytes | None = None,
     ) -> None:
         self._cfg = config
         self._suite = suite
@@ -127,6 +131,7 @@ class SecureConnection:
         self.params = params
         self.peer_static = peer_static
         self.handshake_hash = handshake_hash
+        self.reset_token = reset_token
         self.counters = counters if counters is not None else SecureCounters()
         self._send = EpochKeys(suite, send_secret, 0)
         self._recv = EpochKeys(suite, recv_secret, 0)
@@ -287,7 +292,8 @@ class SecureConnection:
             c.bad_type += 1
             return None
         if datagram[1 : 1 + CID_LEN] != self.local_cid:
-            c.unknown_cid += 1
+            if not self._stateless_reset(datagram):
+                c.unknown_cid += 1
             return None
         if self.state != OPEN:
             c.after_close += 1
@@ -313,7 +319,8 @@ class SecureConnection:
             keys = cand
             break
         if keys is None or plaintext is None:
-            c.decrypt_errors += 1
+            if not self._stateless_reset(datagram):
+                c.decrypt_errors += 1
             return None
         newest = pn > self._window.top
         self._window.update(pn)
@@ -338,6 +345,23 @@ class SecureConnection:
             return plaintext[1:]
         self._control(ft, plaintext, addr, now)
         return None
+
+    def _stateless_reset(self, datagram: bytes) -> bool:
+        """A datagram that ends with our reset token: the server forgot this connection."""
+        token = self.reset_token
+        if (
+            token is None
+            or self.state != OPEN
+            or not hmac.compare_digest(bytes(datagram[-RESET_TOKEN_LEN:]), token)
+        ):
+            return False
+        message = "stateless reset: the server no longer knows this connection (restarted or closed)"
+        self.state = CLOSED
+        self.close_code = Reason.STATELESS_RESET
+        self.close_message = message
+        self.counters.stateless_resets_received += 1
+        self._events.append(ConnectionClosed(Reason.STATELESS_RESET, message, by_peer=True))
+        return True
 
     def _control(self, ft: int, plaintext: bytes, addr: Any, now: int) -> None:
         c = self.counters

@@ -41,19 +41,24 @@ from .noise import (
 )
 from .packet import (
     CID_LEN,
+    MAX_RESET,
+    MIN_RESET_TRIGGER,
     PATTERN_IKPSK2,
     PATTERN_NNPSK0,
     PROLOGUE_LABEL,
+    RESET_TOKEN_LEN,
     RESP_HEADER,
     RETRY_HEADER,
     T_INITIATION,
     T_RESPONSE,
     T_RETRY,
+    T_TRANSPORT,
     TAG_CID,
     TAG_FEC,
     TAG_MESSAGE,
     TAG_MTU,
     TAG_MUX,
+    TAG_RESET,
     TAG_STATUS,
     TAG_SUITES,
     TAG_VERSIONS,
@@ -93,7 +98,7 @@ def _cookie_key(pattern_id: int, material: bytes) -> bytes:
     return sha256(b"kcprpc cookie" + bytes((pattern_id,)) + material)
 
 
-def _encode_accept(server_cid: bytes, p: SessionParams) -> bytes:
+def _encode_accept(server_cid: bytes, p: SessionParams, reset_token: bytes) -> bytes:
     return encode_tlv(
         [
             (TAG_STATUS, b"\x00"),
@@ -104,6 +109,7 @@ def _encode_accept(server_cid: bytes, p: SessionParams) -> bytes:
             (TAG_WINDOWS, struct.pack(">HH", p.snd_wnd, p.rcv_wnd)),
             (TAG_FEC, bytes((p.data_shards, p.parity_shards))),
             (TAG_MUX, bytes((p.mux_version,))),
+            (TAG_RESET, reset_token),
         ]
     )
 
@@ -329,6 +335,9 @@ class SecureClient:
         wnd = tlv_u16s(t, TAG_WINDOWS, 2)
         fec = t.get(TAG_FEC, b"")
         mux = tlv_u8(t, TAG_MUX)
+        reset_token = t.get(TAG_RESET)
+        if reset_token is not None and len(reset_token) != RESET_TOKEN_LEN:
+            raise DecodeError("bad reset token")
         if (
             cid is None
             or len(cid) != CID_LEN
@@ -364,6 +373,7 @@ class SecureClient:
             now=now,
             peer_static=self.config.server_public_key,
             handshake_hash=self._hs.handshake_hash,
+            reset_token=reset_token,
         )
         self._hs = None
         problem = check_accepted(self.config, params)
@@ -451,11 +461,25 @@ class SecureServer:
         self.connections: dict[bytes, SecureConnection] = {}
         self._rate_start = now
         self._rate_count = 0
+        if config.reset_key is not None:
+            reset_material = config.reset_key
+        elif self._static is not None:
+            reset_material = self._static.private_bytes_raw()
+        else:
+            assert psk is not None
+            reset_material = psk
+        self._reset_key = hmac.new(reset_material, b"kcprpc stateless reset", "sha256").digest()
+        self._reset_start = now
+        self._reset_count = 0
 
     @property
     def public_key(self) -> bytes | None:
         """The server's static public key (what clients pin), or None in PSK-only mode."""
         return self._static.public if self._static else None
+
+    def reset_token(self, cid: bytes) -> bytes:
+        """The stateless reset token of one of our connection IDs (same after a restart)."""
+        return mac16(self._reset_key, cid)
 
     @property
     def half_open(self) -> int:
@@ -538,7 +562,7 @@ class SecureServer:
         h = self._half_open.get(cid)
         if h is None:
             self.counters.unknown_cid += 1
-            return Received()
+            return self._stateless_reset(datagram, cid, addr, now)
         conn = h.conn
         if conn is None:  # built once per half-open handshake, on its first transport packet
             conn = h.conn = SecureConnection(
@@ -662,7 +686,9 @@ class SecureServer:
         while server_cid in self.connections or server_cid in self._half_open:
             server_cid = self._rng(CID_LEN)
         response = (
-            bytes((T_RESPONSE, 0)) + client_cid + hs.write_message(_encode_accept(server_cid, decision))
+            bytes((T_RESPONSE, 0))
+            + client_cid
+            + hs.write_message(_encode_accept(server_cid, decision, self.reset_token(server_cid)))
         )
         if len(response) > n:
             c.amplification_refused += 1
@@ -690,6 +716,24 @@ class SecureServer:
         c.half_open = len(self._half_open)
         c.half_open_max = max(c.half_open_max, c.half_open)
         return Received(replies=[(response, addr)])
+
+    def _stateless_reset(self, datagram: bytes, cid: bytes, addr: Any, now: int) -> Received:
+        """Tell a client that we lost its connection: random bytes ending with the CID's reset token,
+        always shorter than the packet that caused it (two servers cannot loop), and rate-limited."""
+        n = len(datagram)
+        if n < MIN_RESET_TRIGGER or self.config.reset_rate <= 0:
+            return Received()
+        if now - self._reset_start >= 1000:
+            self._reset_start = now
+            self._reset_count = 0
+        if self._reset_count >= self.config.reset_rate:
+            return Received()
+        self._reset_count += 1
+        size = min(n - 1, MAX_RESET)
+        filler = self._rng(size - RESET_TOKEN_LEN)
+        reset = bytes((T_TRANSPORT | (filler[0] & 1),)) + filler[1:] + self.reset_token(cid)
+        self.counters.stateless_resets_sent += 1
+        return Received(replies=[(reset, addr)])
 
     def _reply(self, reply: bytes, request_len: int, addr: Any) -> Received:
         if len(reply) > request_len:

@@ -55,6 +55,7 @@ class Reason(IntEnum):
     IDLE_TIMEOUT = 8
     GOING_AWAY = 9
     INTERNAL = 10
+    STATELESS_RESET = 11
 
 
 def reason_name(code: int) -> str:
@@ -102,6 +103,10 @@ TAG_TOKEN = 7  # bytes
 TAG_STATUS = 8  # u8 reason (0 = accepted)
 TAG_MESSAGE = 9  # utf-8
 TAG_CID = 10  # server's connection id (8)
+TAG_RESET = 11  # stateless reset token for the server's connection id (16)
+RESET_TOKEN_LEN = 16
+MIN_RESET_TRIGGER = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
+MAX_RESET = 64
 
 
 def encode_tlv(items: list[tuple[int, bytes]]) -> bytes:

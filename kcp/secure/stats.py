@@ -48,6 +48,8 @@ _FIELDS: tuple[str, ...] = (
     "closes_received",
     "goaways_sent",
     "goaways_received",
+    "stateless_resets_sent",
+    "stateless_resets_received",
 )
 
 
@@ -96,6 +98,8 @@ class SecureCounters:
     closes_received: int
     goaways_sent: int
     goaways_received: int
+    stateless_resets_sent: int
+    stateless_resets_received: int
 
     def __init__(self) -> None:
         for name in _FIELDS:

@@ -20,9 +20,11 @@ from kcp.secure import (
     SecureConfig,
     SecureConnection,
     SecureConnectionClosed,
+    SecureServer,
     generate_keypair,
     peek_cid,
 )
+from kcp.secure.connection import CLOSED
 from kcp.secure.replay import DUPLICATE, OK, TOO_OLD
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
 
@@ -311,3 +313,55 @@ def test_seal_after_handshake_is_fast_enough_for_one_core() -> None:
     data = bytes(1400)
     for i in range(2000):
         assert s.open(c.seal(data, i), CLIENT_ADDR, i) is not None
+
+
+# ------------------------------------------------------------------------------------- stateless reset
+
+
+def test_restarted_server_resets_the_client_at_once() -> None:
+    c, _s = pair()
+    restarted = SecureServer(SecureConfig(static_key=SERVER_PRIV), seeded_rng(99))  # same key, no state
+    pkt = c.seal(b"are you there?", 100)
+    r = restarted.receive(pkt, CLIENT_ADDR, 100)
+    ((reset, to),) = r.replies
+    assert to == CLIENT_ADDR and len(reset) < len(pkt) and reset[0] in (0xC8, 0xC9)
+    assert restarted.counters.stateless_resets_sent == 1 and restarted.counters.unknown_cid == 1
+    assert c.open(reset, SERVER_ADDR, 101) is None
+    assert c.state == CLOSED and c.close_code == Reason.STATELESS_RESET
+    assert events(c) == [
+        ConnectionClosed(
+            Reason.STATELESS_RESET,
+            "stateless reset: the server no longer knows this connection (restarted or closed)",
+            by_peer=True,
+        )
+    ]
+    with pytest.raises(SecureConnectionClosed, match="stateless reset"):
+        c.seal(b"x", 102)
+
+
+def test_reset_from_another_server_is_ignored_and_resets_shrink() -> None:
+    c, _s = pair()
+    other_priv, _ = generate_keypair(seeded_rng(123))
+    stranger = SecureServer(SecureConfig(static_key=other_priv), seeded_rng(98))
+    pkt = c.seal(b"x" * 100, 0)
+    ((reset, _),) = stranger.receive(pkt, CLIENT_ADDR, 0).replies
+    assert c.open(reset, SERVER_ADDR, 0) is None and not c.closed
+    assert c.counters.unknown_cid == 1
+    # a reset answered by another stateless server gets strictly shorter: no ping-pong loop
+    sizes = [len(reset)]
+    d = reset
+    for _ in range(100):
+        replies = stranger.receive(d, CLIENT_ADDR, 0).replies
+        if not replies:
+            break
+        d = replies[0][0]
+        sizes.append(len(d))
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes) and sizes[-1] >= 34
+
+
+def test_stateless_resets_are_rate_limited() -> None:
+    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, reset_rate=5), seeded_rng(97))
+    junk = bytes((0xC8,)) + bytes(range(60))
+    sent = sum(len(server.receive(junk, CLIENT_ADDR, 0).replies) for _ in range(50))
+    assert sent == 5
+    assert len(server.receive(junk, CLIENT_ADDR, 1000).replies) == 1  # the next second
