@@ -139,6 +139,10 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     )
 
 
+RPC_MUX_CONFIG = MuxConfig(version=2)
+"""kcprpc peers speak smux v2 (per-stream flow control) unless told otherwise; both sides must agree."""
+
+
 def _fec(fec: tuple[int, int] | None) -> tuple[int, int]:
     if fec is None:
         return 0, 0
@@ -148,7 +152,7 @@ def _fec(fec: tuple[int, int] | None) -> tuple[int, int]:
 
 def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig | None = None) -> MuxConnection:
     """A :class:`MuxConnection` over a ``kcp.KCPSession`` (streams on the session, OOB datagrams beside)."""
-    mux = MuxSession(session, client=client, config=mux_config or MuxConfig())
+    mux = MuxSession(session, client=client, config=mux_config or RPC_MUX_CONFIG)
     try:
         max_dgram = int(session.max_datagram_size())
     except Exception:
