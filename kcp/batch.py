@@ -27,6 +27,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,6 +205,91 @@ def _encode_sockaddr(family: int, addr: Address) -> bytes:
     raise OSError(f"unsupported address family {family}")
 
 
+class _MMsgBuffers:
+    """Preallocated mmsghdr/iovec/sockaddr arrays for one batch size and slot size."""
+
+    __slots__ = (
+        "_len_off",
+        "_name_off",
+        "_namelen_off",
+        "_rbase",
+        "_rbuf",
+        "_rbufmv",
+        "_riov",
+        "_rmsg",
+        "_rmsg32",
+        "_rmsg_ptr",
+        "_rnames",
+        "_rnamesmv",
+        "_sbase",
+        "_sbuf",
+        "_siov",
+        "_siov64",
+        "_smsg",
+        "_smsg32",
+        "_smsg64",
+        "_smsg_ptr",
+        "_stride32",
+        "_stride64",
+    )
+
+    def __init__(self, n: int, slot: int) -> None:
+        # receive side
+        self._rbuf = (ctypes.c_char * (n * slot))()
+        self._rnames = (ctypes.c_char * (n * _SOCKADDR_SIZE))()
+        self._riov = (_IOVec * n)()
+        self._rmsg = (_MMsgHdr * n)()
+        rbase = ctypes.addressof(self._rbuf)
+        nbase = ctypes.addressof(self._rnames)
+        for i in range(n):
+            self._riov[i].iov_base = rbase + i * slot
+            self._riov[i].iov_len = slot
+            hdr = self._rmsg[i].msg_hdr
+            hdr.msg_name = nbase + i * _SOCKADDR_SIZE
+            hdr.msg_namelen = _SOCKADDR_SIZE
+            hdr.msg_iov = ctypes.addressof(self._riov[i])
+            hdr.msg_iovlen = 1
+        stride = ctypes.sizeof(_MMsgHdr)
+        self._stride32 = stride // 4
+        self._stride64 = stride // 8
+        self._len_off = _MMsgHdr.msg_len.offset // 4
+        self._namelen_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_namelen.offset) // 4
+        self._name_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_name.offset) // 8
+        self._rmsg32 = memoryview(self._rmsg).cast("B").cast("I")
+        self._rbufmv = memoryview(self._rbuf).cast("B")
+        self._rnamesmv = memoryview(self._rnames).cast("B")
+        self._rbase = rbase
+        # send side
+        self._sbuf = (ctypes.c_char * (n * slot))()
+        self._siov = (_IOVec * n)()
+        self._smsg = (_MMsgHdr * n)()
+        sbase = ctypes.addressof(self._sbuf)
+        for i in range(n):
+            self._siov[i].iov_base = sbase + i * slot
+            hdr = self._smsg[i].msg_hdr
+            hdr.msg_iov = ctypes.addressof(self._siov[i])
+            hdr.msg_iovlen = 1
+        self._sbase = sbase
+        self._smsg32 = memoryview(self._smsg).cast("B").cast("I")
+        self._smsg64 = memoryview(self._smsg).cast("B").cast("Q")
+        self._siov64 = memoryview(self._siov).cast("B").cast("Q")
+        self._rmsg_ptr = ctypes.addressof(self._rmsg)
+        self._smsg_ptr = ctypes.addressof(self._smsg)
+
+
+_tls = threading.local()
+
+
+def _shared_buffers(n: int, slot: int) -> _MMsgBuffers:
+    cache: dict[tuple[int, int], _MMsgBuffers] | None = getattr(_tls, "buffers", None)
+    if cache is None:
+        cache = _tls.buffers = {}
+    b = cache.get((n, slot))
+    if b is None:
+        b = cache[(n, slot)] = _MMsgBuffers(n, slot)
+    return b
+
+
 class DatagramIO:
     """Batched send and receive on one non-blocking UDP socket.
 
@@ -250,48 +336,11 @@ class DatagramIO:
 
     # -- setup -----------------------------------------------------------------------------------
     def _setup_mmsg(self) -> None:
-        n, slot = self.batch, self.max_datagram
-        # receive side
-        self._rbuf = (ctypes.c_char * (n * slot))()
-        self._rnames = (ctypes.c_char * (n * _SOCKADDR_SIZE))()
-        self._riov = (_IOVec * n)()
-        self._rmsg = (_MMsgHdr * n)()
-        rbase = ctypes.addressof(self._rbuf)
-        nbase = ctypes.addressof(self._rnames)
-        for i in range(n):
-            self._riov[i].iov_base = rbase + i * slot
-            self._riov[i].iov_len = slot
-            hdr = self._rmsg[i].msg_hdr
-            hdr.msg_name = nbase + i * _SOCKADDR_SIZE
-            hdr.msg_namelen = _SOCKADDR_SIZE
-            hdr.msg_iov = ctypes.addressof(self._riov[i])
-            hdr.msg_iovlen = 1
-        stride = ctypes.sizeof(_MMsgHdr)
-        self._stride32 = stride // 4
-        self._stride64 = stride // 8
-        self._len_off = _MMsgHdr.msg_len.offset // 4
-        self._namelen_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_namelen.offset) // 4
-        self._name_off = (_MMsgHdr.msg_hdr.offset + _MsgHdr.msg_name.offset) // 8
-        self._rmsg32 = memoryview(self._rmsg).cast("B").cast("I")
-        self._rbufmv = memoryview(self._rbuf).cast("B")
-        self._rnamesmv = memoryview(self._rnames).cast("B")
-        self._rbase = rbase
-        # send side
-        self._sbuf = (ctypes.c_char * (n * slot))()
-        self._siov = (_IOVec * n)()
-        self._smsg = (_MMsgHdr * n)()
-        sbase = ctypes.addressof(self._sbuf)
-        for i in range(n):
-            self._siov[i].iov_base = sbase + i * slot
-            hdr = self._smsg[i].msg_hdr
-            hdr.msg_iov = ctypes.addressof(self._siov[i])
-            hdr.msg_iovlen = 1
-        self._sbase = sbase
-        self._smsg32 = memoryview(self._smsg).cast("B").cast("I")
-        self._smsg64 = memoryview(self._smsg).cast("B").cast("Q")
-        self._siov64 = memoryview(self._siov).cast("B").cast("Q")
-        self._rmsg_ptr = ctypes.addressof(self._rmsg)
-        self._smsg_ptr = ctypes.addressof(self._smsg)
+        # The arrays are shared by every DatagramIO of this thread with the same shape: recv()
+        # copies datagrams out and send() finishes its system calls before returning, so no
+        # state survives a call. A client process with thousands of sessions (one socket each)
+        # then pays for one set of buffers, not one per socket.
+        self._b = _shared_buffers(self.batch, self.max_datagram)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _count_recv(self, calls: int, pkts: int, nbytes: int) -> None:
@@ -347,16 +396,17 @@ class DatagramIO:
 
     def _recv_mmsg(self, max_batches: int) -> list[tuple[bytes, Address]]:
         out: list[tuple[bytes, Address]] = []
+        b = self._b
         n = self.batch
         fd = self.fd
-        ptr = self._rmsg_ptr
-        m32 = self._rmsg32
-        bufmv = self._rbufmv
-        names = self._rnamesmv
+        ptr = b._rmsg_ptr
+        m32 = b._rmsg32
+        bufmv = b._rbufmv
+        names = b._rnamesmv
         cache = self._name_cache
-        s32 = self._stride32
-        len_off = self._len_off
-        nl_off = self._namelen_off
+        s32 = b._stride32
+        len_off = b._len_off
+        nl_off = b._namelen_off
         slot = self.max_datagram
         recvmmsg = _recvmmsg
         calls = nbytes = 0
@@ -429,17 +479,18 @@ class DatagramIO:
         return i - start
 
     def _send_mmsg(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
+        b = self._b
         n = self.batch
         slot = self.max_datagram
         fd = self.fd
-        sbase = self._sbase
-        m32 = self._smsg32
-        m64 = self._smsg64
-        iov64 = self._siov64
-        s32 = self._stride32
-        s64 = self._stride64
-        nl_off = self._namelen_off
-        name_off = self._name_off
+        sbase = b._sbase
+        m32 = b._smsg32
+        m64 = b._smsg64
+        iov64 = b._siov64
+        s32 = b._stride32
+        s64 = b._stride64
+        nl_off = b._namelen_off
+        name_off = b._name_off
         memmove = ctypes.memmove
         sendmmsg = _sendmmsg
         sockaddr = self._sockaddr
@@ -473,7 +524,7 @@ class DatagramIO:
                 i += 1
                 continue
             calls += 1
-            got = sendmmsg(fd, self._smsg_ptr, k, 0)
+            got = sendmmsg(fd, b._smsg_ptr, k, 0)
             if got < 0:
                 err = ctypes.get_errno()
                 if err in _AGAIN_ERRNOS:

@@ -1,0 +1,210 @@
+"""Many concurrent KCP sessions against one server process: CPU, memory and echo latency.
+
+One server process runs :func:`kcp.listen` with an echo handler. ``--procs`` client processes
+open ``N`` sessions between them (each :func:`kcp.dial` has its own UDP socket, as kcp-go's
+does); every session sends a 32-byte message once per second (phases spread over the second)
+and waits for the echo. After a warm-up exchange on every session, the measurement window
+(``--seconds``) records the server's CPU time (``resource.getrusage``) and RSS (``/proc``), and
+each echo's latency on the clients.
+
+    python bench/many_sessions.py --quick            # 1,000 sessions, 5 s
+    python bench/many_sessions.py --sessions 5000    # the issue's goal: < 50 % CPU, p99 < 50 ms
+    python bench/many_sessions.py --sessions 1000,5000,10000,20000
+
+Client processes share the machine with the server, so latencies include their scheduling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import kcp
+from kcp.session import KCPSession
+
+MSG = 32
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
+    async def echo(s: KCPSession) -> None:
+        while True:
+            data = await s.read(4096)
+            if not data:
+                return
+            s.write(data)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        lis = await kcp.listen(
+            "127.0.0.1", 0, on_accept=echo, max_sessions=max_sessions, backlog=max_sessions, idle_timeout=120
+        )
+        port_q.put(lis.address[1])
+        done = loop.create_future()
+
+        def on_ctl() -> None:
+            cmd = ctl.recv()
+            if cmd == "stop":
+                loop.remove_reader(ctl.fileno())
+                done.set_result(None)
+                return
+            st = lis.stats
+            ctl.send(
+                {"cpu": _cpu(), "wall": time.perf_counter(), "rss": _rss_mb(), "sessions": len(lis), **st}
+            )
+
+        loop.add_reader(ctl.fileno(), on_ctl)
+        await done
+        lis.close()
+
+    kcp.run(main())
+
+
+def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, result_q: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sessions = [await kcp.dial("127.0.0.1", port, idle_timeout=120) for _ in range(n)]
+        rng = random.Random(idx)
+
+        async def warm(s: KCPSession) -> None:
+            s.write(bytes(MSG))
+            await s.readexactly(MSG)
+
+        await asyncio.wait_for(asyncio.gather(*(warm(s) for s in sessions)), 120)
+        ready_q.put(idx)
+        await loop.run_in_executor(None, go.wait)
+        start = loop.time()
+        cpu0 = _cpu()
+        end = start + seconds
+        lats: list[float] = []
+        errors = 0
+
+        async def run(s: KCPSession) -> None:
+            nonlocal errors
+            t = start + rng.random()
+            while True:
+                if t >= end:
+                    return
+                await asyncio.sleep(t - loop.time())
+                t0 = time.perf_counter()  # uvloop's loop.time() has 1 ms resolution
+                s.write(t0.hex().encode().ljust(MSG)[:MSG])
+                try:
+                    await asyncio.wait_for(s.readexactly(MSG), 5)
+                except (asyncio.TimeoutError, asyncio.IncompleteReadError, kcp.KCPError):
+                    errors += 1
+                    return
+                lats.append(time.perf_counter() - t0)
+                t += 1.0
+
+        await asyncio.gather(*(run(s) for s in sessions))
+        result_q.put({"lats": lats, "errors": errors, "cpu": _cpu() - cpu0, "wall": loop.time() - start})
+        for s in sessions:
+            s.abort()
+
+    kcp.run(main())
+
+
+def measure(n: int, procs: int, seconds: float) -> dict[str, float]:
+    """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures."""
+    ctx = mp.get_context("fork")
+    port_q: Any = ctx.Queue()
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_server, args=(port_q, child, n + 100))
+    server.start()
+    port = port_q.get(timeout=30)
+    ready_q: Any = ctx.Queue()
+    result_q: Any = ctx.Queue()
+    go = ctx.Event()
+    per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    clients = [
+        ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q))
+        for i in range(procs)
+    ]
+    t_setup = time.perf_counter()
+    for c in clients:
+        c.start()
+    for _ in clients:
+        ready_q.get(timeout=300)
+    setup = time.perf_counter() - t_setup
+    parent.send("mark")
+    a = parent.recv()
+    go.set()
+    time.sleep(seconds)
+    parent.send("mark")
+    b = parent.recv()
+    results = [result_q.get(timeout=60) for _ in clients]
+    parent.send("stop")
+    for c in clients:
+        c.join(30)
+    server.join(30)
+    lats = sorted(x for r in results for x in r["lats"])
+    errors = sum(r["errors"] for r in results)
+    q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
+    return {
+        "sessions": b["sessions"],
+        "cpu_pct": 100 * (b["cpu"] - a["cpu"]) / (b["wall"] - a["wall"]),
+        "rss_mb": b["rss"],
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": (lats[-1] if lats else 0.0) * 1000,
+        "echoes": len(lats),
+        "errors": errors,
+        "setup_s": setup,
+        "client_cpu_pct": 100 * sum(r["cpu"] / r["wall"] for r in results),
+        "srv_recv_sys_per_dgram": (b["recv_syscalls"] - a["recv_syscalls"])
+        / max(b["in_pkts"] - a["in_pkts"], 1),
+        "srv_send_sys_per_dgram": (b["send_syscalls"] - a["send_syscalls"])
+        / max(b["out_pkts"] - a["out_pkts"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested session counts and print one line each."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1,000 sessions for 5 s")
+    p.add_argument("--sessions", default="1000,5000")
+    p.add_argument("--procs", type=int, default=2, help="client processes")
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args(argv)
+    counts = [1000] if args.quick else [int(x) for x in args.sessions.split(",")]
+    seconds = 5.0 if args.quick else args.seconds
+    print(
+        f"pid {os.getpid()}: {args.procs} client processes, {seconds:g} s window, 1 msg/s/session of {MSG} B"
+    )
+    for n in counts:
+        r = measure(n, args.procs, seconds)
+        print(
+            f"{n:6d} sessions: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
+            f"echo p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms max {r['max_ms']:7.2f} ms, "
+            f"{r['echoes']} echoes, {r['errors']} errors, server syscalls/dgram recv "
+            f"{r['srv_recv_sys_per_dgram']:.2f} send {r['srv_send_sys_per_dgram']:.2f} (setup {r['setup_s']:.1f} s, "
+            f"clients' CPU {r['client_cpu_pct']:.0f} %)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
