@@ -1,0 +1,107 @@
+"""Run a game server and N bot players on loopback KCP, print what they saw, exit.
+
+python -m examples.game --bots 20 --seconds 3
+python -m examples.game --serve --port 9100          # server only
+python -m examples.game --connect 127.0.0.1:9100     # bots only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import statistics
+import sys
+from typing import Any
+
+import kcprpc
+from examples.game.bots import BotStats, run_bot
+from examples.game.service import make_server, run_ticker
+
+
+async def run_bots(host: str, port: int, bots: int, seconds: float, rooms: int, seed: int) -> list[BotStats]:
+    stop = asyncio.Event()
+    clients = [kcprpc.connect(host, port) for _ in range(bots)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    try:
+        tasks = [
+            asyncio.ensure_future(run_bot(c, f"bot{i}", f"room{i % rooms}", stop, random.Random(seed + i)))
+            for i, c in enumerate(clients)
+        ]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*tasks)), seconds)
+        stop.set()
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+def report(stats: list[BotStats], seconds: float, world: Any = None) -> dict[str, float]:
+    snaps = [s.snapshots for s in stats]
+    ages = sorted(a for s in stats for a in s.snapshot_age_ms)
+    out = {
+        "bots": len(stats),
+        "snapshots_per_bot_per_s": statistics.mean(snaps) / seconds,
+        "min_snapshots": min(snaps),
+        "ticks_missed": sum(s.ticks_missed for s in stats),
+        "moves": sum(s.moves for s in stats),
+        "positions_sent": sum(s.positions_sent for s in stats),
+        "snapshot_age_p50_ms": ages[len(ages) // 2] if ages else float("nan"),
+        "snapshot_age_p99_ms": ages[int(len(ages) * 0.99)] if ages else float("nan"),
+    }
+    rtts = [s.rtt_ms for s in stats if s.rtt_ms is not None]
+    if rtts:
+        out["heartbeat_rtt_ms"] = statistics.mean(rtts)
+    if world is not None:
+        out["positions_applied"] = world.positions_applied
+    return out
+
+
+async def main(args: argparse.Namespace) -> int:
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        stats = await run_bots(host, int(port), args.bots, args.seconds, args.rooms, args.seed)
+        for k, v in report(stats, args.seconds).items():
+            print(f"{k:28} {v:.2f}" if isinstance(v, float) else f"{k:28} {v}")
+        return 0
+    server, world = make_server("127.0.0.1", args.port)
+    host, port = await server.start()
+    ticker = asyncio.ensure_future(run_ticker(server, world))
+    print(f"game server on kcp://{host}:{port}, snapshots at 20 Hz")
+    try:
+        if args.serve:
+            await server.serve()
+            return 0
+        stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
+        rep = report(stats, args.seconds, world)
+        for k, v in rep.items():
+            print(f"{k:28} {v:.2f}" if isinstance(v, float) else f"{k:28} {v}")
+        return 0 if rep["min_snapshots"] > 0 else 1
+    finally:
+        ticker.cancel()
+        await server.shutdown(grace=1.0)
+
+
+def run() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bots", type=int, default=20)
+    ap.add_argument("--rooms", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--serve", action="store_true", help="run only the server")
+    ap.add_argument("--connect", help="run only the bots against HOST:PORT")
+    sys.exit(kcprpc_run(main(ap.parse_args())))
+
+
+def kcprpc_run(coro: Any) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
+if __name__ == "__main__":
+    run()
