@@ -1,0 +1,82 @@
+"""Live channel service: the publisher's calls publish chat, gift and score events to a topic;
+viewers subscribe to the topic (``client.subscribe("channel:<name>")``). Publishing needs the
+publisher token in the call metadata, checked by a server interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+import kcprpc
+from kcprpc import RpcError, ServerContext, Status, current_context
+
+
+@kcprpc.event("live.chat")
+class Chat(BaseModel):
+    channel: str
+    user: str
+    text: str = Field(max_length=500)
+    sent_at: float = 0.0
+
+
+@kcprpc.event("live.gift")
+class Gift(BaseModel):
+    channel: str
+    user: str
+    gift: str
+    amount: int = Field(ge=1)
+    sent_at: float = 0.0
+
+
+@kcprpc.event("live.score")
+class Score(BaseModel):
+    channel: str
+    home: int
+    away: int
+    sent_at: float = 0.0
+
+
+class PublishAck(BaseModel):
+    seq: int
+    epoch: int
+
+
+def topic(channel: str) -> str:
+    """The topic viewers subscribe to."""
+    return f"channel:{channel}"
+
+
+class LiveService(kcprpc.Service, name="live.v1.Live"):
+    """Publishing calls (publisher only)."""
+
+    async def chat(self, ev: Chat) -> PublishAck:
+        return await self._publish(ev.channel, ev)
+
+    async def gift(self, ev: Gift) -> PublishAck:
+        return await self._publish(ev.channel, ev)
+
+    async def score(self, ev: Score) -> PublishAck:
+        return await self._publish(ev.channel, ev)
+
+    @staticmethod
+    async def _publish(channel: str, ev: BaseModel) -> PublishAck:
+        msg = await current_context().server.push.publish(topic(channel), ev)
+        return PublishAck(seq=msg.seq, epoch=msg.epoch)
+
+
+def publisher_auth(token: str) -> Callable[[ServerContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]:
+    """Server interceptor: only callers with ``{"token": token}`` may call ``live.v1.Live``."""
+
+    async def intercept(ctx: ServerContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if ctx.spec.service == "live.v1.Live" and ctx.metadata.get("token") != token:
+            raise RpcError(Status.PERMISSION_DENIED, "publisher token required")
+        return await call_next()
+
+    return intercept
+
+
+def make_server(host: str = "127.0.0.1", port: int = 9200, token: str = "publisher-secret") -> kcprpc.Server:
+    """A live server."""
+    return kcprpc.Server([LiveService()], host, port, interceptors=[publisher_auth(token)])
