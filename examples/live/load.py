@@ -38,8 +38,9 @@ async def connect_viewers(host: str, port: int, n: int, channel: str, batch: int
         chunk = [Viewer(kcprpc.connect(host, port)) for _ in range(min(batch, n - start))]
         await asyncio.gather(*(v.client.connect() for v in chunk))
         for v in chunk:
-            for cls in (Chat, Gift, Score):
-                v.client.on(cls, v.on_event)
+            v.client.on(Chat, v.on_event)
+            v.client.on(Gift, v.on_event)
+            v.client.on(Score, v.on_event)
         await asyncio.gather(*(v.client.subscribe(topic(channel)) for v in chunk))
         viewers.extend(chunk)
     return viewers
