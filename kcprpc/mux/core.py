@@ -204,10 +204,12 @@ class StreamState:
     local: bool
     recv: deque[bytes] = field(default_factory=deque)
     recv_bytes: int = 0
+    recv_off: int = 0  # bytes of recv[0] already read
     charged: bool = True  # unread bytes still hold tokens from the session bucket
     fin_received: bool = False
     send: deque[bytes] = field(default_factory=deque)
     send_bytes: int = 0
+    send_off: int = 0  # bytes of send[0] already framed
     fin_queued: bool = False  # close() called: FIN goes out after the pending data
     fin_sent: bool = False
     in_table: bool = True
@@ -241,6 +243,33 @@ class StreamState:
             return 0
         window = self.peer_window if self.peer_window <= _MAX_INT32 else self.peer_window - (1 << 32)
         return window - inflight
+
+
+def _pull(q: deque[bytes], off: int, limit: int) -> tuple[bytes, int]:
+    """Take up to ``limit`` (> 0) bytes from a non-empty queue whose head is consumed up to ``off``.
+
+    Returns the bytes and the new head offset. Big buffers are never re-sliced as a whole: the
+    offset walks through them, so framing a large write costs one copy per frame.
+    """
+    first = q[0]
+    avail = len(first) - off
+    if avail > limit:
+        return first[off : off + limit], off + limit
+    q.popleft()
+    head = first[off:] if off else first
+    if avail == limit or not q:
+        return head, 0
+    parts = [head]
+    size = avail
+    while q and size < limit:
+        nxt = q[0]
+        room = limit - size
+        if len(nxt) > room:
+            parts.append(nxt[:room])
+            return b"".join(parts), room
+        parts.append(q.popleft())
+        size += len(nxt)
+    return b"".join(parts), 0
 
 
 class MuxConnection:
@@ -412,30 +441,9 @@ class MuxConnection:
         return st.fin_queued and not st.fin_sent
 
     def _take(self, st: StreamState, limit: int) -> bytes:
-        q = st.send
-        first = q[0]
-        if len(first) > limit:
-            q[0] = first[limit:]
-            st.send_bytes -= limit
-            return first[:limit]
-        if len(first) == limit or len(q) == 1:
-            q.popleft()
-            st.send_bytes -= len(first)
-            return first
-        parts = [q.popleft()]
-        size = len(first)
-        while q and size < limit:
-            nxt = q[0]
-            room = limit - size
-            if len(nxt) > room:
-                parts.append(nxt[:room])
-                q[0] = nxt[room:]
-                size += room
-                break
-            parts.append(q.popleft())
-            size += len(nxt)
-        st.send_bytes -= size
-        return b"".join(parts)
+        data, st.send_off = _pull(st.send, st.send_off, limit)
+        st.send_bytes -= len(data)
+        return data
 
     def data_to_send(self, max_bytes: int = 1 << 20) -> bytes:
         """Return the next outgoing bytes (control frames first, then round-robin stream data).
@@ -609,30 +617,9 @@ class MuxConnection:
             if not st.fin_received and self._error is not None:
                 raise self._error
             return b""
-        q = st.recv
         if n < 0 or n >= st.recv_bytes:
-            data = q[0] if len(q) == 1 else b"".join(q)
-            q.clear()
-        else:
-            first = q[0]
-            if len(first) > n:
-                data = first[:n]
-                q[0] = first[n:]
-            elif len(first) == n:
-                data = q.popleft()
-            else:
-                parts = []
-                need = n
-                while need:
-                    piece = q[0]
-                    if len(piece) <= need:
-                        parts.append(q.popleft())
-                        need -= len(piece)
-                    else:
-                        parts.append(piece[:need])
-                        q[0] = piece[need:]
-                        need = 0
-                data = b"".join(parts)
+            n = st.recv_bytes
+        data, st.recv_off = _pull(st.recv, st.recv_off, n)
         got = len(data)
         st.recv_bytes -= got
         if self._v2 and st.in_table and not st.fin_received and self._error is None:
@@ -723,6 +710,7 @@ class MuxConnection:
             st.in_table = False
             st.charged = False
             st.send.clear()
+            st.send_off = 0
             st.send_bytes = 0
         self._streams.clear()
         self._events.append(ConnectionTerminated(err))

@@ -249,7 +249,7 @@ class MuxSession:
         self._write_chunk = write_chunk
         self._streams: dict[int, MuxStream] = {}
         self._accept_queue: deque[MuxStream] = deque()
-        self._accept_waiter: asyncio.Future[None] | None = None
+        self._accept_waiters: deque[asyncio.Future[MuxStream]] = deque()
         self._drain_waiters: set[MuxStream] = set()
         self._close_waiters: set[MuxStream] = set()
         self._send_event = asyncio.Event()
@@ -302,21 +302,23 @@ class MuxSession:
         return stream
 
     async def accept_stream(self) -> MuxStream:
-        """Wait for the next stream opened by the peer. Raises :class:`MuxClosedError` once dead."""
-        while True:
-            if self._accept_queue:
-                return self._accept_queue.popleft()
-            err = self._core.error
-            if err is not None:
-                raise err
-            if self._accept_waiter is not None:
-                raise MuxUsageError("another coroutine is already waiting in accept_stream()")
-            fut = self._loop.create_future()
-            self._accept_waiter = fut
-            try:
-                await fut
-            finally:
-                self._accept_waiter = None
+        """Wait for the next stream opened by the peer. Raises :class:`MuxClosedError` once dead.
+
+        Several coroutines may wait at once; streams are handed out in arrival order.
+        """
+        if self._accept_queue:
+            return self._accept_queue.popleft()
+        err = self._core.error
+        if err is not None:
+            raise err
+        fut: asyncio.Future[MuxStream] = self._loop.create_future()
+        self._accept_waiters.append(fut)
+        try:
+            return await fut
+        finally:
+            if not fut.done():  # cancelled
+                with contextlib.suppress(ValueError):
+                    self._accept_waiters.remove(fut)
 
     async def close(self) -> None:
         """Close the session: FIN every stream, flush what the windows allow, close the transport."""
@@ -391,8 +393,7 @@ class MuxSession:
                 if st is not None:
                     stream = MuxStream(self, st)
                     self._streams[ev.stream_id] = stream
-                    self._accept_queue.append(stream)
-                    _wake(self._accept_waiter)
+                    self._hand_out(stream)
             elif isinstance(ev, WindowUpdated):
                 if self._drain_waiters:
                     s = self._streams.get(ev.stream_id)
@@ -414,6 +415,15 @@ class MuxSession:
             self._resume_event.set()
         self._arm_timer()
 
+    def _hand_out(self, stream: MuxStream) -> None:
+        waiters = self._accept_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(stream)
+                return
+        self._accept_queue.append(stream)
+
     def _on_dead(self) -> None:
         if self._dead:
             return
@@ -426,7 +436,11 @@ class MuxSession:
             _wake(s._drain_waiter)
             _wake(s._closed_waiter)
         self._streams.clear()
-        _wake(self._accept_waiter)
+        err = self._core.error
+        while self._accept_waiters:
+            fut = self._accept_waiters.popleft()
+            if not fut.done() and err is not None:
+                fut.set_exception(err)
         self._send_event.set()
         self._resume_event.set()
         if not self._closing:

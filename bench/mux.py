@@ -1,0 +1,251 @@
+"""Mux overhead: one stream and 16 streams over one transport, against the raw transport.
+
+For each transport mode the same run measures, alternating the contenders (A B C A B C ...):
+
+* ``raw``: the bytes written straight to the transport (256 KiB writes, the size the mux itself
+  hands to the transport) and read on the far side;
+* ``mux1``: the same bytes through one :class:`MuxStream`;
+* ``mux16``: the same total split over 16 streams written concurrently;
+
+and reports the median throughput of each and the ratios ``mux/raw`` measured in the same run
+(goal: overhead < 15 %, i.e. ratio >= 0.85). It also measures the cost of opening and closing a
+stream (open, SYN, accept, FIN both ways, release), sequentially and 64 at a time.
+
+Modes: ``memory`` (the in-memory pipe of kcprpc.mux.testing) always; ``kcp`` (two KCP sessions
+on 127.0.0.1 via kcp.session, when that module is present).
+
+    python bench/mux.py               # full
+    python bench/mux.py --quick       # small sizes, 3 rounds
+    python bench/mux.py --mode memory --version 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kcprpc.mux import MuxConfig, MuxSession, MuxStream
+from kcprpc.mux.testing import memory_pipe
+
+Pair = tuple[Any, Any]
+PairFactory = Callable[[], Awaitable[tuple[Pair, Callable[[], Awaitable[None]]]]]
+CHUNK = 16384  # application write size through the mux
+RAW_CHUNK = 262144  # raw baseline write size: the mux's own transport write size, the raw path's best case
+
+
+async def memory_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
+    a, b = memory_pipe(limit=1 << 20)
+
+    async def cleanup() -> None:
+        a.close()
+        b.close()
+
+    return (a, b), cleanup
+
+
+async def kcp_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
+    from kcp import session as ks  # imported lazily: written by another part of the project
+
+    listener = await ks.listen("127.0.0.1", 0)  # type: ignore[attr-defined]
+    host, port = listener.local_address[:2]
+    dial = asyncio.ensure_future(ks.dial(host, port))  # type: ignore[attr-defined]
+    server = await listener.accept()
+    client = await dial
+
+    async def cleanup() -> None:
+        for s in (client, server):
+            s.close()
+        for s in (client, server):
+            await s.wait_closed()
+        listener.close()
+        if hasattr(listener, "wait_closed"):
+            await listener.wait_closed()
+
+    return (client, server), cleanup
+
+
+async def _drain_reader(read: Callable[[int], Awaitable[bytes]], total: int) -> int:
+    got = 0
+    while got < total:
+        chunk = await read(1 << 20)
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+async def run_raw(factory: PairFactory, total: int) -> float:
+    (a, b), cleanup = await factory()
+    data = b"r" * RAW_CHUNK
+    t0 = time.perf_counter()
+    reader = asyncio.ensure_future(_drain_reader(b.read, total))
+    sent = 0
+    while sent < total:
+        n = min(RAW_CHUNK, total - sent)
+        a.write(data if n == RAW_CHUNK else data[:n])
+        sent += n
+        await a.drain()
+    got = await reader
+    dt = time.perf_counter() - t0
+    assert got == total, (got, total)
+    await cleanup()
+    return total / dt
+
+
+async def run_mux(factory: PairFactory, total: int, streams: int, cfg: MuxConfig) -> float:
+    (a, b), cleanup = await factory()
+    client = MuxSession(a, client=True, config=cfg)
+    server = MuxSession(b, client=False, config=cfg)
+    per = total // streams
+    data = b"m" * CHUNK
+
+    async def writer() -> None:
+        st = await client.open_stream()
+        sent = 0
+        while sent < per:
+            n = min(CHUNK, per - sent)
+            st.write(data if n == CHUNK else data[:n])
+            sent += n
+            await st.drain()
+        st.close()
+
+    async def reader() -> int:
+        st = await server.accept_stream()
+        got = 0
+        while chunk := await st.read():
+            got += len(chunk)
+        st.close()
+        return got
+
+    t0 = time.perf_counter()
+    readers = [asyncio.ensure_future(reader()) for _ in range(streams)]
+    await asyncio.gather(*(writer() for _ in range(streams)))
+    got = sum(await asyncio.gather(*readers))
+    dt = time.perf_counter() - t0
+    assert got == per * streams, (got, per * streams)
+    await client.close()
+    await server.close()
+    await cleanup()
+    return got / dt
+
+
+async def run_open_close(factory: PairFactory, count: int, parallel: int, cfg: MuxConfig) -> float:
+    """Seconds per stream for open + SYN + accept + FIN both ways + release."""
+    (a, b), cleanup = await factory()
+    client = MuxSession(a, client=True, config=cfg)
+    server = MuxSession(b, client=False, config=cfg)
+
+    async def acceptor() -> None:
+        async def one(st: MuxStream) -> None:
+            await st.read()
+            st.close()
+
+        pending = set()
+        for _ in range(count):
+            st = await server.accept_stream()
+            pending.add(asyncio.ensure_future(one(st)))
+        await asyncio.gather(*pending)
+
+    async def one_stream() -> None:
+        st = await client.open_stream()
+        st.close()
+        assert await st.read() == b""
+
+    acc = asyncio.ensure_future(acceptor())
+    t0 = time.perf_counter()
+    done = 0
+    while done < count:
+        n = min(parallel, count - done)
+        await asyncio.gather(*(one_stream() for _ in range(n)))
+        done += n
+    await acc
+    dt = time.perf_counter() - t0
+    await client.close()
+    await server.close()
+    await cleanup()
+    return dt / count
+
+
+def fmt_rate(bps: float) -> str:
+    return f"{bps / 1e6:8.1f} MB/s"
+
+
+async def bench_mode(
+    name: str, factory: PairFactory, total: int, rounds: int, cfg: MuxConfig, opens: int
+) -> None:
+    results: dict[str, list[float]] = {"raw": [], "mux1": [], "mux16": []}
+    ratios1: list[float] = []
+    ratios16: list[float] = []
+    for _ in range(rounds):
+        gc.collect()
+        raw = await run_raw(factory, total)
+        gc.collect()
+        m1 = await run_mux(factory, total, 1, cfg)
+        gc.collect()
+        m16 = await run_mux(factory, total, 16, cfg)
+        results["raw"].append(raw)
+        results["mux1"].append(m1)
+        results["mux16"].append(m16)
+        ratios1.append(m1 / raw)
+        ratios16.append(m16 / raw)
+    print(
+        f"\n== mode {name}, smux v{cfg.version}, {total / 1e6:.1f} MB per run, {rounds} rounds (A B C alternated) =="
+    )
+    for k, v in results.items():
+        print(
+            f"  {k:6s} median {fmt_rate(statistics.median(v))}   runs: "
+            + ", ".join(f"{x / 1e6:.1f}" for x in v)
+        )
+    r1, r16 = statistics.median(ratios1), statistics.median(ratios16)
+    print(f"  ratio mux1/raw  median {r1:.3f}  (overhead {100 * (1 - r1):5.1f} %)")
+    print(f"  ratio mux16/raw median {r16:.3f}  (overhead {100 * (1 - r16):5.1f} %)")
+    seq = await run_open_close(factory, opens, 1, cfg)
+    par = await run_open_close(factory, opens, 64, cfg)
+    print(
+        f"  open+close a stream: {seq * 1e6:.0f} us sequential, {par * 1e6:.0f} us each with 64 in parallel"
+    )
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, 3 rounds")
+    ap.add_argument("--mode", choices=["memory", "kcp", "all"], default="all")
+    ap.add_argument("--version", type=int, choices=[1, 2], default=1)
+    ap.add_argument("--mb", type=float, default=None, help="megabytes per run")
+    ap.add_argument("--rounds", type=int, default=None)
+    args = ap.parse_args()
+    rounds = args.rounds or (3 if args.quick else 5)
+    cfg = MuxConfig(version=args.version)
+    modes: list[tuple[str, PairFactory, float]] = []
+    if args.mode in ("memory", "all"):
+        modes.append(("memory", memory_factory, args.mb or (16 if args.quick else 64)))
+    if args.mode in ("kcp", "all"):
+        try:
+            import kcp.session  # noqa: F401
+        except ImportError as exc:
+            print(f"(kcp mode skipped: kcp.session not importable: {exc})")
+        else:
+            modes.append(("kcp", kcp_factory, args.mb or (4 if args.quick else 16)))
+    for name, factory, mb in modes:
+        await bench_mode(
+            name, factory, int(mb * 1e6) // CHUNK * CHUNK, rounds, cfg, 300 if args.quick else 2000
+        )
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())
