@@ -1,0 +1,59 @@
+"""mypy checks calls made through ``client.stub(Service)`` and ``client.call(Service.method, ...)``."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from mypy import api
+
+SNIPPET = '''
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel
+
+import kcprpc
+
+
+class Req(BaseModel):
+    name: str
+
+
+class Reply(BaseModel):
+    text: str
+
+
+class Svc(kcprpc.Service):
+    async def hello(self, req: Req) -> Reply:
+        return Reply(text=req.name)
+
+    async def count(self, req: Req) -> AsyncIterator[Reply]:
+        yield Reply(text=req.name)
+
+
+async def use(client: kcprpc.Client) -> None:
+    s = client.stub(Svc, timeout=1.0)
+    reveal_type(await s.hello(Req(name="a")))
+    await s.hello(Reply(text="wrong"))
+    async for x in s.count(Req(name="b")):
+        reveal_type(x)
+    reveal_type(await client.call(Svc.hello, Req(name="c"), timeout=1))
+'''
+
+
+def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
+    f = tmp_path / "snippet.py"
+    f.write_text(textwrap.dedent(SNIPPET))
+    out, _err, rc = api.run(
+        ["--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / ".mypy_cache"), str(f)]
+    )
+    lines = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(str(f))]
+    assert rc == 1
+    assert lines == [
+        'note: Revealed type is "snippet.Reply"',
+        'error: Argument 1 to "hello" of "Svc" has incompatible type "Reply"; expected "Req"  [arg-type]',
+        'note: Revealed type is "snippet.Reply"',
+        'note: Revealed type is "snippet.Reply"',
+    ]
