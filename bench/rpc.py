@@ -11,6 +11,8 @@ Contenders: ``kcprpc`` (unary calls on the shared control stream with call ids, 
 
     python bench/rpc.py            # 3 rounds
     python bench/rpc.py --quick    # 1 short round
+    python bench/rpc.py --fanout 1000 --rounds 1
+    python bench/rpc.py --link --calls 1000 --rounds 2
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ sys.path.insert(0, str(ROOT))
 import kcprpc  # noqa: E402
 from kcprpc import ClientConfig  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rpc_grpc  # noqa: E402
+
 PAYLOAD = b"x" * 64
 
 
@@ -44,28 +49,11 @@ class Bench(kcprpc.Service, name="bench.Echo"):
 
 
 # ---------------------------------------------------------------------------------------- servers
-async def serve_kcprpc() -> None:
-    server = kcprpc.Server([Bench()], "127.0.0.1", 0)
+async def serve_kcprpc(host: str = "127.0.0.1", port: int = 0) -> None:
+    server = kcprpc.Server([Bench()], host, port)
     _host, port = await server.start()
     print(json.dumps({"port": port}), flush=True)
     await server.serve()
-
-
-async def serve_grpc() -> None:
-    import grpc
-
-    async def echo(request: bytes, context: Any) -> bytes:
-        return request
-
-    server = grpc.aio.server()
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(json.dumps({"port": port}), flush=True)
-    await server.wait_for_termination()
 
 
 # ---------------------------------------------------------------------------------------- clients
@@ -112,17 +100,15 @@ async def client_kcprpc(port: int, framing: str, seconds: float, calls: int) -> 
         return await measure(call, seconds, calls)
 
 
-async def client_grpc(port: int, seconds: float, calls: int) -> dict[str, float]:
-    import grpc
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary("/bench.Echo/Echo")
-
+async def client_grpc(port: int, seconds: float, calls: int, host: str = "127.0.0.1") -> dict[str, float]:
+    async def body(echo: Any) -> dict[str, float]:
         async def call() -> Any:
             r = await echo(PAYLOAD)
             assert len(r) == 64
 
         return await measure(call, seconds, calls)
+
+    return await rpc_grpc.with_echo(host, port, body)  # type: ignore[no-any-return]
 
 
 def run_loop(coro: Any, loop_kind: str) -> Any:
@@ -159,24 +145,7 @@ def one(contender: str, args: argparse.Namespace) -> dict[str, float]:
         proc.wait(5)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one short round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=2.0, help="rate window per contender and round")
-    ap.add_argument("--calls", type=int, default=2000, help="sequential calls for the latency figures")
-    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="kcprpc's event loop")
-    ap.add_argument(
-        "--grpc-loop", choices=["uvloop", "asyncio"], default="asyncio", help="grpcio's event loop"
-    )
-    ap.add_argument("--contenders", default="kcprpc,grpcio,kcprpc-stream")
-    ap.add_argument("--serve", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.serve:
-        run_loop(serve_kcprpc() if args.serve == "kcprpc" else serve_grpc(), args.loop)
-        return
-    if args.quick:
-        args.rounds, args.seconds, args.calls = 1, 1.0, 500
+def report_unary(args: argparse.Namespace) -> None:
     contenders = args.contenders.split(",")
     results: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     print(
@@ -204,6 +173,153 @@ def main() -> None:
                     f"{c} / grpcio: rate x{m['rate'] / g['rate']:.2f}, p50 x{m['p50_ms'] / g['p50_ms']:.2f}"
                     f" (lower is better), p99 x{m['p99_ms'] / g['p99_ms']:.2f}"
                 )
+
+
+# ------------------------------------------------------------------------------ push fan-out
+def report_fanout(args: argparse.Namespace) -> None:
+    from examples.live.load import run_load, start_server_process
+
+    print(
+        f"# push fan-out: 1 publisher (own process) -> topic -> {args.fanout} viewers; server in its own process"
+    )
+    for r in range(args.rounds):
+        proc, port = start_server_process()
+        try:
+            res = run_loop(
+                run_load("127.0.0.1", port, args.fanout, args.seconds, args.rate, publisher_process=True),
+                args.loop,
+            )
+        finally:
+            proc.terminate()
+            proc.wait(5)
+        print(
+            f"round {r + 1}: published {res['published']} delivered {res['delivered']}/{res['expected']} "
+            f"{res['delivered_per_s']:.0f} msgs/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "
+            f"max {res['max_ms']:.1f} ms",
+            flush=True,
+        )
+
+
+# ------------------------------------------------------------------------------ calls under loss (linkemu)
+async def sequential_latency(kind: str, host: str, port: int, n: int) -> dict[str, float]:
+    lat: list[float] = []
+
+    async def run(call: Callable[[], Awaitable[Any]]) -> None:
+        for _ in range(20):
+            await call()
+        for _ in range(n):
+            t = time.perf_counter()
+            await call()
+            lat.append((time.perf_counter() - t) * 1000)
+
+    if kind == "grpc":
+
+        async def body(echo: Any) -> None:
+            await run(lambda: echo(PAYLOAD))
+
+        await rpc_grpc.with_echo(host, port, body)
+    else:
+        async with kcprpc.connect(host, port) as client:
+            stub = client.stub(Bench)
+            await run(lambda: stub.Echo(PAYLOAD))
+    lat.sort()
+    return {"p50_ms": lat[n // 2], "p99_ms": lat[int(n * 0.99)], "max_ms": lat[-1], "n": n}
+
+
+def report_link(args: argparse.Namespace) -> None:
+    le = args.linkemu
+    name = ["--name", "rpcbench"]
+    link = ["--loss", str(args.loss), "--delay", str(args.delay), "--seed", "1"]
+    subprocess.run([le, *name, "down"], capture_output=True, check=False)
+    subprocess.run([le, *name, "up", *link], check=True, capture_output=True)
+    print(
+        f"# unary calls across linkemu: {args.loss} % loss each way, {args.delay} ms one-way delay, {args.calls} sequential calls"
+    )
+    results: dict[str, list[dict[str, float]]] = {"kcprpc": [], "grpcio": []}
+    try:
+        for r in range(args.rounds):
+            for c in ["kcprpc", "grpcio"] if r % 2 == 0 else ["grpcio", "kcprpc"]:
+                kind = "grpc" if c == "grpcio" else "kcprpc"
+                port = 9400 + r * 2 + (kind == "grpc")
+                srv = subprocess.Popen(
+                    [le, *name, "exec", "b", "--", sys.executable, __file__, "--serve", kind, "--host", "10.77.0.2",
+                     "--port", str(port), "--loop", "asyncio" if kind == "grpc" else args.loop],
+                    stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                )  # fmt: skip
+                try:
+                    assert srv.stdout is not None
+                    srv.stdout.readline()
+                    out = subprocess.run(
+                        [le, *name, "exec", "a", "--", sys.executable, __file__, "--latency-client", kind,
+                         "--host", "10.77.0.2", "--port", str(port), "--calls", str(args.calls), "--loop",
+                         "asyncio" if kind == "grpc" else args.loop],
+                        capture_output=True, text=True, cwd=ROOT, check=True, timeout=3600,
+                    )  # fmt: skip
+                    res = json.loads(out.stdout.strip().splitlines()[-1])
+                finally:
+                    srv.terminate()
+                    srv.wait(10)
+                results[c].append(res)
+                print(
+                    f"round {r + 1} {c:8} p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  max {res['max_ms']:.1f} ms",
+                    flush=True,
+                )
+    finally:
+        subprocess.run([le, *name, "down"], capture_output=True, check=False)
+    med = {
+        c: {k: statistics.median(x[k] for x in v) for k in ("p50_ms", "p99_ms", "max_ms")}
+        for c, v in results.items()
+    }
+    k, g = med["kcprpc"], med["grpcio"]
+    print(
+        f"kcprpc / grpcio: p50 x{k['p50_ms'] / g['p50_ms']:.2f}, p99 x{k['p99_ms'] / g['p99_ms']:.2f}, "
+        f"max x{k['max_ms'] / g['max_ms']:.2f} (lower is better)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one short round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0, help="rate window per contender and round")
+    ap.add_argument("--calls", type=int, default=2000, help="sequential calls for the latency figures")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="kcprpc's event loop")
+    ap.add_argument(
+        "--grpc-loop", choices=["uvloop", "asyncio"], default="asyncio", help="grpcio's event loop"
+    )
+    ap.add_argument("--contenders", default="kcprpc,grpcio,kcprpc-stream")
+    ap.add_argument("--fanout", type=int, default=0, help="push fan-out benchmark with N subscribers")
+    ap.add_argument("--rate", type=float, default=20.0, help="fan-out: messages published per second")
+    ap.add_argument("--link", action="store_true", help="calls under loss across linkemu (needs root)")
+    ap.add_argument("--loss", type=float, default=5.0, help="--link: loss in % each way")
+    ap.add_argument("--delay", type=float, default=25.0, help="--link: one-way delay in ms")
+    ap.add_argument("--linkemu", default=str(ROOT.parent / "shared/tools/linkemu/linkemu"))
+    ap.add_argument("--serve", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
+    ap.add_argument("--latency-client", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
+    ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        server = (
+            serve_kcprpc(args.host, args.port)
+            if args.serve == "kcprpc"
+            else rpc_grpc.serve(args.host, args.port)
+        )
+        run_loop(server, args.loop)
+        return
+    if args.latency_client:
+        res = run_loop(sequential_latency(args.latency_client, args.host, args.port, args.calls), args.loop)
+        print(json.dumps(res))
+        return
+    if args.quick:
+        args.rounds, args.seconds = 1, 1.0
+        args.calls = 300 if args.link else 500
+    if args.fanout:
+        report_fanout(args)
+    elif args.link:
+        report_link(args)
+    else:
+        report_unary(args)
 
 
 if __name__ == "__main__":

@@ -67,18 +67,37 @@ async def publish(host: str, port: int, channel: str, rate: float, seconds: floa
 
 
 async def run_load(
-    host: str, port: int, viewers: int, seconds: float, rate: float, token: str = "publisher-secret"
+    host: str,
+    port: int,
+    viewers: int,
+    seconds: float,
+    rate: float,
+    token: str = "publisher-secret",
+    publisher_process: bool = False,
 ) -> dict[str, Any]:
-    """Connect viewers, publish for ``seconds``, wait for delivery, return the figures."""
+    """Connect viewers, publish for ``seconds``, wait for delivery, return the figures.
+
+    With ``publisher_process`` the publisher runs in a child process, so that the viewers' work
+    does not slow its pace (a load test); otherwise it shares this event loop.
+    """
     t0 = time.perf_counter()
     vs = await connect_viewers(host, port, viewers, "main")
     connect_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sent = await publish(host, port, "main", rate, seconds, token)
+    if publisher_process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "examples.live.load", "--publisher", f"{host}:{port}",
+            "--rate", str(rate), "--seconds", str(seconds), "--token", token,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        sent = int(json.loads(out.decode().strip().splitlines()[-1])["published"])
+    else:
+        sent = await publish(host, port, "main", rate, seconds, token)
     expected = sent * viewers
-    deadline = time.perf_counter() + 10.0
+    deadline = time.perf_counter() + 20.0
     while sum(v.received for v in vs) < expected and time.perf_counter() < deadline:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - t1
     delivered = sum(v.received for v in vs)
     lat = sorted(x for v in vs for x in v.latencies)
@@ -114,6 +133,11 @@ def start_server_process(port: int = 0) -> tuple[subprocess.Popen[str], int]:
 
 
 async def main(args: argparse.Namespace) -> int:
+    if args.publisher:
+        host, _, p = args.publisher.rpartition(":")
+        sent = await publish(host, int(p), "main", args.rate, args.seconds, args.token)
+        print(json.dumps({"published": sent}), flush=True)
+        return 0
     proc = None
     if args.connect:
         host, _, p = args.connect.rpartition(":")
@@ -122,7 +146,7 @@ async def main(args: argparse.Namespace) -> int:
         proc, port = start_server_process()
         host = "127.0.0.1"
     try:
-        res = await run_load(host, port, args.viewers, args.seconds, args.rate)
+        res = await run_load(host, port, args.viewers, args.seconds, args.rate, publisher_process=True)
     finally:
         if proc is not None:
             proc.terminate()
@@ -139,6 +163,8 @@ def run() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=20.0, help="events published per second")
     ap.add_argument("--connect", help="HOST:PORT of a running live server")
+    ap.add_argument("--token", default="publisher-secret")
+    ap.add_argument("--publisher", help=argparse.SUPPRESS)  # HOST:PORT: run only the publisher
     args = ap.parse_args()
     import uvloop
 

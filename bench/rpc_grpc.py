@@ -1,0 +1,55 @@
+"""grpcio's asyncio API with raw-bytes handlers (no protobuf cost): the peer that bench/rpc.py
+measures kcprpc against. Run on its own: ``python bench/rpc_grpc.py serve --port 50051``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+METHOD = "/bench.Echo/Echo"
+
+
+async def serve(host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve ``bench.Echo/Echo`` (echoes the request bytes); prints ``{"port": N}`` when ready."""
+    import grpc
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    print(json.dumps({"port": bound}), flush=True)
+    await server.wait_for_termination()
+
+
+async def with_echo(
+    host: str, port: int, body: Callable[[Callable[[bytes], Awaitable[bytes]]], Awaitable[Any]]
+) -> Any:
+    """Open a channel and run ``body(echo)`` where ``await echo(payload)`` makes one call."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        echo = channel.unary_unary(METHOD)
+
+        async def call(payload: bytes) -> bytes:
+            r: bytes = await echo(payload)
+            return r
+
+        return await body(call)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("cmd", choices=["serve"])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    a = ap.parse_args()
+    asyncio.run(serve(a.host, a.port))
