@@ -72,15 +72,41 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
                 done.set_result(None)
                 return
             st = lis.stats
+            snap = kcp.snmp()
+            st.update({k: snap[k] for k in ("retrans_segs", "lost_segs", "fast_retrans_segs", "in_segs")})
             ctl.send(
                 {"cpu": _cpu(), "wall": time.perf_counter(), "rss": _rss_mb(), "sessions": len(lis), **st}
             )
 
         loop.add_reader(ctl.fileno(), on_ctl)
+        if os.environ.get("KCP_BENCH_DEBUG"):
+            last = {"cpu": _cpu(), "t": time.perf_counter(), "in": 0, "calls": 0, "fired": 0}
+            heap = lis._ep.timers
+
+            def tick() -> None:
+                st = lis.stats
+                now = time.perf_counter()
+                print(
+                    f"[server] cpu {100 * (_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
+                    f"in {st['in_pkts'] - last['in']} calls {st['recv_syscalls'] - last['calls']} "
+                    f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis._ep.tx)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                last.update(cpu=_cpu(), t=now, fired=heap.fired, calls=st["recv_syscalls"])
+                last["in"] = st["in_pkts"]
+                loop.call_later(1.0, tick)
+
+            tick()
         await done
         lis.close()
 
-    kcp.run(main())
+    if os.environ.get("KCP_BENCH_PROFILE"):
+        import cProfile
+
+        cProfile.runctx("kcp.run(main())", globals(), locals(), os.environ["KCP_BENCH_PROFILE"])
+    else:
+        kcp.run(main())
 
 
 def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, result_q: Any) -> None:
@@ -173,6 +199,8 @@ def measure(n: int, procs: int, seconds: float) -> dict[str, float]:
         "echoes": len(lats),
         "errors": errors,
         "setup_s": setup,
+        "srv_retrans": b["retrans_segs"] - a["retrans_segs"],
+        "srv_in_segs": b["in_segs"] - a["in_segs"],
         "client_cpu_pct": 100 * sum(r["cpu"] / r["wall"] for r in results),
         "srv_recv_sys_per_dgram": (b["recv_syscalls"] - a["recv_syscalls"])
         / max(b["in_pkts"] - a["in_pkts"], 1),
@@ -201,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
             f"echo p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms max {r['max_ms']:7.2f} ms, "
             f"{r['echoes']} echoes, {r['errors']} errors, server syscalls/dgram recv "
             f"{r['srv_recv_sys_per_dgram']:.2f} send {r['srv_send_sys_per_dgram']:.2f} (setup {r['setup_s']:.1f} s, "
-            f"clients' CPU {r['client_cpu_pct']:.0f} %)",
+            f"clients' CPU {r['client_cpu_pct']:.0f} %, server retrans {r['srv_retrans']} of {r['srv_in_segs']} segs in)",
             flush=True,
         )
 

@@ -597,7 +597,9 @@ class KCPSession:
             self._finish(now, None, self.close_reason or "closed")
             return
         if ws or eng.probe:
-            due = eng.check(now)
+            due = self._next_wake(now)
+            if self._idle_ms and self._last_recv + self._idle_ms < due:
+                due = self._last_recv + self._idle_ms
         elif self._idle_ms:
             due = self._last_recv + self._idle_ms
         else:
@@ -606,6 +608,34 @@ class KCPSession:
             due = self._linger_until
         if due >= 0:
             self._timers.schedule(self, due)
+
+    def _next_wake(self, now: int) -> int:
+        """When the engine next has something to do on its own.
+
+        ikcp's ``check()`` never looks further than one ``interval`` ahead, because its flush also
+        carries delayed acks and window probes. With ``ack_nodelay`` the session flushes acks
+        (and any data the acks let out) right after each receive batch, so while a few segments
+        are merely waiting for their ack the only timed event is the earliest retransmission.
+        Waking at that time instead of every interval keeps thousands of sessions with a message
+        in flight cheap. Bulk transfers (many segments in flight), window probes and delayed acks
+        keep ikcp's cadence.
+        """
+        eng = self._engine
+        buf = eng.snd_buf
+        if not self.ack_nodelay or eng.probe or not eng.rmt_wnd or len(buf) > 32 or not buf:
+            return eng.check(now)
+        current = now & 0xFFFFFFFF
+        best = 0x7FFFFFFF
+        for seg in buf:
+            if not seg.acked:
+                d = (seg.resendts - current) & 0xFFFFFFFF
+                if d >= 0x80000000:
+                    return now  # overdue
+                if d < best:
+                    best = d
+        if best == 0x7FFFFFFF:
+            return eng.check(now)
+        return now + best
 
     def _mark_flush(self) -> None:
         if not self._flush_marked:
