@@ -352,12 +352,11 @@ class MuxConnection:
         return ev
 
     def has_data_to_send(self) -> bool:
-        """True if :meth:`data_to_send` would return bytes now."""
+        """True if :meth:`data_to_send` may return bytes now (O(1); may be a false positive when
+        every queued stream waits for a version 2 window)."""
         if self._error is not None:
             return False
-        if self._ctrl:
-            return True
-        return any(self._can_send(st) for st in self._rr)
+        return bool(self._ctrl) or bool(self._rr)
 
     # -- opening and closing streams -------------------------------------------------------------
 
@@ -434,11 +433,6 @@ class MuxConnection:
         if not st.scheduled:
             st.scheduled = True
             self._rr.append(st)
-
-    def _can_send(self, st: StreamState) -> bool:
-        if st.send_bytes:
-            return not self._v2 or st.send_window() > 0
-        return st.fin_queued and not st.fin_sent
 
     def _take(self, st: StreamState, limit: int) -> bytes:
         data, st.send_off = _pull(st.send, st.send_off, limit)
