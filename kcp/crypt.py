@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -187,64 +187,114 @@ _M32 = 0xFFFFFFFF
 
 
 class _PythonCFB:
-    """kcp-go's packet CFB on a block function that maps a block (as bytes) to a block."""
+    """kcp-go's packet CFB on a pure-Python block function working on blocks as integers.
 
-    __slots__ = ("_block", "_bs", "_iv", "name")
+    ``block`` maps a block, read as an integer in ``byteorder``, to its encryption. Whole blocks are
+    unpacked and packed in one ``struct`` call each; only a trailing partial block goes through bytes.
+    """
+
+    __slots__ = ("_block", "_bs", "_iv", "_order", "_unpack_fmt", "name")
 
     def __init__(
-        self, name: str, block_size: int, block: Callable[[bytes], bytes], iv: bytes | None = None
+        self,
+        name: str,
+        block_size: int,
+        block: Callable[[int], int],
+        byteorder: Literal["big", "little"],
+        iv: bytes | None = None,
     ) -> None:
+        if block_size not in (8, 16):
+            raise KCPUsageError("block size must be 8 or 16 bytes")
         self.name = name
         self._bs = block_size
-        self._iv = INITIAL_VECTOR[:block_size] if iv is None else bytes(iv)
-        if len(self._iv) != block_size:
+        iv = INITIAL_VECTOR[:block_size] if iv is None else bytes(iv)
+        if len(iv) != block_size:
             raise KCPUsageError(f"IV must be {block_size} bytes")
+        self._iv = int.from_bytes(iv, byteorder)
+        self._order: Literal["big", "little"] = byteorder
         self._block = block
+        self._unpack_fmt = ">" if byteorder == "big" else "<"
+
+    def _to_ints(self, data: bytes, nblocks: int) -> list[int]:
+        if self._bs == 8:
+            return list(struct.unpack(f"{self._unpack_fmt}{nblocks}Q", data[: 8 * nblocks]))
+        words = struct.unpack(f"{self._unpack_fmt}{2 * nblocks}Q", data[: 16 * nblocks])
+        if self._order == "little":
+            return [lo | (hi << 64) for lo, hi in zip(words[0::2], words[1::2], strict=True)]
+        return [(hi << 64) | lo for hi, lo in zip(words[0::2], words[1::2], strict=True)]
+
+    def _to_bytes(self, blocks: list[int]) -> bytes:
+        if self._bs == 8:
+            return struct.pack(f"{self._unpack_fmt}{len(blocks)}Q", *blocks)
+        bs, order = self._bs, self._order
+        return b"".join([b.to_bytes(bs, order) for b in blocks])
+
+    def _tail(self, data: bytes, full: int, reg: int) -> bytes:
+        """XOR the partial last block with the first bytes of the keystream block E(reg)."""
+        tail = data[full:]
+        r = len(tail)
+        ks = self._block(reg).to_bytes(self._bs, self._order)[:r]
+        return (int.from_bytes(tail, "little") ^ int.from_bytes(ks, "little")).to_bytes(r, "little")
 
     def encrypt(self, data: bytes) -> bytes:
         bs = self._bs
-        block = self._block
-        out = bytearray(len(data))
+        nblocks = len(data) // bs
+        full = nblocks * bs
+        f = self._block
         reg = self._iv
-        for i in range(0, len(data), bs):
-            chunk = data[i : i + bs]
-            ks = block(reg)
-            c = bytes(a ^ b for a, b in zip(chunk, ks, strict=False))
-            out[i : i + len(c)] = c
-            reg = c
-        return bytes(out)
+        out: list[int] = []
+        append = out.append
+        for p in self._to_ints(data, nblocks):
+            reg = f(reg) ^ p
+            append(reg)
+        res = self._to_bytes(out)
+        return res + self._tail(data, full, reg) if full < len(data) else res
 
     def decrypt(self, data: bytes) -> bytes:
         bs = self._bs
-        block = self._block
-        out = bytearray(len(data))
+        nblocks = len(data) // bs
+        full = nblocks * bs
+        f = self._block
         reg = self._iv
-        for i in range(0, len(data), bs):
-            chunk = data[i : i + bs]
-            ks = block(reg)
-            out[i : i + len(chunk)] = bytes(a ^ b for a, b in zip(chunk, ks, strict=False))
-            reg = chunk
-        return bytes(out)
+        out: list[int] = []
+        append = out.append
+        for c in self._to_ints(data, nblocks):
+            append(f(reg) ^ c)
+            reg = c
+        res = self._to_bytes(out)
+        return res + self._tail(data, full, reg) if full < len(data) else res
 
 
-def _tea_block(key: bytes) -> Callable[[bytes], bytes]:
-    """TEA with 16 rounds (8 cycles), as kcp-go's ``tea.NewCipherWithRounds(key, 16)``; big-endian."""
+def _bytes_block(
+    f: Callable[[int], int], size: int, order: Literal["big", "little"]
+) -> Callable[[bytes], bytes]:
+    """A bytes-to-bytes view of an integer block function (tests, known answers)."""
+    return lambda src: f(int.from_bytes(src, order)).to_bytes(size, order)
+
+
+def _tea_int(key: bytes) -> Callable[[int], int]:
+    """TEA with 16 rounds (8 cycles), as kcp-go's ``tea.NewCipherWithRounds(key, 16)``; big-endian words."""
     k0, k1, k2, k3 = struct.unpack(">4I", key[:16])
     sums = [(0x9E3779B9 * (i + 1)) & _M32 for i in range(8)]
-    pack, unpack = struct.Struct(">2I").pack, struct.Struct(">2I").unpack
 
-    def block(src: bytes) -> bytes:
-        v0, v1 = unpack(src)
+    def block(x: int) -> int:
+        v0 = x >> 32
+        v1 = x & _M32
         for s in sums:
             v0 = (v0 + ((((v1 << 4) + k0) ^ (v1 + s) ^ ((v1 >> 5) + k1)) & _M32)) & _M32
             v1 = (v1 + ((((v0 << 4) + k2) ^ (v0 + s) ^ ((v0 >> 5) + k3)) & _M32)) & _M32
-        return pack(v0, v1)
+        return (v0 << 32) | v1
 
     return block
 
 
-def _xtea_block(key: bytes) -> Callable[[bytes], bytes]:
-    """XTEA, 64 Feistel rounds (32 cycles) with the per-round key+sum table precomputed; big-endian."""
+def _tea_block(key: bytes) -> Callable[[bytes], bytes]:
+    """TEA (kcp-go's 16 rounds) on one 8-byte block."""
+    return _bytes_block(_tea_int(key), 8, "big")
+
+
+def _xtea_int(key: bytes) -> Callable[[int], int]:
+    """XTEA, 64 Feistel rounds (32 cycles) with the per-round key+sum table precomputed; big-endian words."""
     k = struct.unpack(">4I", key[:16])
     table: list[int] = []
     s = 0
@@ -253,16 +303,21 @@ def _xtea_block(key: bytes) -> Callable[[bytes], bytes]:
         s = (s + 0x9E3779B9) & _M32
         table.append((s + k[(s >> 11) & 3]) & _M32)
     pairs = list(zip(table[0::2], table[1::2], strict=True))
-    pack, unpack = struct.Struct(">2I").pack, struct.Struct(">2I").unpack
 
-    def block(src: bytes) -> bytes:
-        v0, v1 = unpack(src)
+    def block(x: int) -> int:
+        v0 = x >> 32
+        v1 = x & _M32
         for ta, tb in pairs:
             v0 = (v0 + (((((v1 << 4) & _M32) ^ (v1 >> 5)) + v1) ^ ta)) & _M32
             v1 = (v1 + (((((v0 << 4) & _M32) ^ (v0 >> 5)) + v0) ^ tb)) & _M32
-        return pack(v0, v1)
+        return (v0 << 32) | v1
 
     return block
+
+
+def _xtea_block(key: bytes) -> Callable[[bytes], bytes]:
+    """XTEA on one 8-byte block."""
+    return _bytes_block(_xtea_int(key), 8, "big")
 
 
 # Twofish, from the specification (Schneier et al., 1998): q-permutations built from their
@@ -365,8 +420,11 @@ def _twofish_h_bytes_word(x: int, words: list[int]) -> list[int]:
     return [_twofish_h_bytes(xb[j], words)[j] for j in range(4)]
 
 
-def _twofish_block(key: bytes) -> Callable[[bytes], bytes]:
-    """Twofish encryption of one 16-byte block (128, 192 or 256-bit key), with full key-dependent S-boxes."""
+def _twofish_int(key: bytes) -> Callable[[int], int]:
+    """Twofish encryption of one block read as a little-endian 128-bit integer (128/192/256-bit key).
+
+    Full key-dependent S-boxes with the MDS matrix folded in: g(X) is four table lookups.
+    """
     if len(key) not in (16, 24, 32):
         raise KCPUsageError(f"twofish key must be 16, 24 or 32 bytes, not {len(key)}")
     k = len(key) // 8
@@ -398,27 +456,33 @@ def _twofish_block(key: bytes) -> Callable[[bytes], bytes]:
             tables[j][x] = _mds_column(j, ys[j])
     s0, s1, s2, s3 = (tuple(t) for t in tables)
     k0, k1, k2, k3, k4, k5, k6, k7 = subkeys[:8]
-    round_keys = [(subkeys[2 * r + 8], subkeys[2 * r + 9]) for r in range(16)]
-    unpack, pack = struct.Struct("<4I").unpack, struct.Struct("<4I").pack
+    # two rounds per iteration, so the halves swap roles instead of being shuffled
+    round_keys = [tuple(subkeys[4 * r + 8 : 4 * r + 12]) for r in range(8)]
 
-    def block(src: bytes) -> bytes:
-        r0, r1, r2, r3 = unpack(src)
-        r0 ^= k0
-        r1 ^= k1
-        r2 ^= k2
-        r3 ^= k3
-        for ka, kb in round_keys:
+    def block(x: int) -> int:
+        r0 = (x & _M32) ^ k0
+        r1 = ((x >> 32) & _M32) ^ k1
+        r2 = ((x >> 64) & _M32) ^ k2
+        r3 = (x >> 96) ^ k3
+        for ka, kb, kc, kd in round_keys:
             t0 = s0[r0 & 0xFF] ^ s1[(r0 >> 8) & 0xFF] ^ s2[(r0 >> 16) & 0xFF] ^ s3[r0 >> 24]
             t1 = s0[r1 >> 24] ^ s1[r1 & 0xFF] ^ s2[(r1 >> 8) & 0xFF] ^ s3[(r1 >> 16) & 0xFF]
-            f0 = (t0 + t1 + ka) & _M32
-            f1 = (t0 + 2 * t1 + kb) & _M32
-            r2 ^= f0
+            r2 ^= (t0 + t1 + ka) & _M32
             r2 = ((r2 >> 1) | (r2 << 31)) & _M32
-            r3 = (((r3 << 1) | (r3 >> 31)) & _M32) ^ f1
-            r0, r1, r2, r3 = r2, r3, r0, r1
-        return pack(r2 ^ k4, r3 ^ k5, r0 ^ k6, r1 ^ k7)
+            r3 = (((r3 << 1) | (r3 >> 31)) & _M32) ^ ((t0 + 2 * t1 + kb) & _M32)
+            t0 = s0[r2 & 0xFF] ^ s1[(r2 >> 8) & 0xFF] ^ s2[(r2 >> 16) & 0xFF] ^ s3[r2 >> 24]
+            t1 = s0[r3 >> 24] ^ s1[r3 & 0xFF] ^ s2[(r3 >> 8) & 0xFF] ^ s3[(r3 >> 16) & 0xFF]
+            r0 ^= (t0 + t1 + kc) & _M32
+            r0 = ((r0 >> 1) | (r0 << 31)) & _M32
+            r1 = (((r1 << 1) | (r1 >> 31)) & _M32) ^ ((t0 + 2 * t1 + kd) & _M32)
+        return (r2 ^ k4) | ((r3 ^ k5) << 32) | ((r0 ^ k6) << 64) | ((r1 ^ k7) << 96)
 
     return block
+
+
+def _twofish_block(key: bytes) -> Callable[[bytes], bytes]:
+    """Twofish on one 16-byte block."""
+    return _bytes_block(_twofish_int(key), 16, "little")
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,8 +620,13 @@ def _cfb(name: str, algorithm: Callable[[bytes], Any]) -> CipherFactory:
     return lambda key: _OpenSSLCFB(name, algorithm(key))
 
 
-def _py_cfb(name: str, block_size: int, block: Callable[[bytes], Callable[[bytes], bytes]]) -> CipherFactory:
-    return lambda key: _PythonCFB(name, block_size, block(key))
+def _py_cfb(
+    name: str,
+    block_size: int,
+    block: Callable[[bytes], Callable[[int], int]],
+    order: Literal["big", "little"],
+) -> CipherFactory:
+    return lambda key: _PythonCFB(name, block_size, block(key), order)
 
 
 # name -> (key bytes taken from the 32-byte derived key, factory); kcptun's table.
@@ -568,9 +637,9 @@ register_cipher("sm4", 16, _cfb("sm4", algorithms.SM4))
 register_cipher("blowfish", 32, _cfb("blowfish", _old_algorithms.Blowfish))
 register_cipher("cast5", 16, _cfb("cast5", _old_algorithms.CAST5))
 register_cipher("3des", 24, _cfb("3des", _old_algorithms.TripleDES))
-register_cipher("twofish", 32, _py_cfb("twofish", 16, _twofish_block))
-register_cipher("tea", 16, _py_cfb("tea", 8, _tea_block))
-register_cipher("xtea", 16, _py_cfb("xtea", 8, _xtea_block))
+register_cipher("twofish", 32, _py_cfb("twofish", 16, _twofish_int, "little"))
+register_cipher("tea", 16, _py_cfb("tea", 8, _tea_int, "big"))
+register_cipher("xtea", 16, _py_cfb("xtea", 8, _xtea_int, "big"))
 register_cipher("salsa20", 32, _Salsa20Crypt)
 register_cipher("xor", 32, _XorCrypt)
 register_cipher("none", None, lambda key: _NoneCrypt())

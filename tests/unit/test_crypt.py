@@ -68,7 +68,42 @@ def test_aes_cfb_engine_matches_sp800_38a(n: int) -> None:
 def test_python_cfb_driver_matches_sp800_38a() -> None:
     """The pure-Python CFB driver (used for Twofish/TEA/XTEA), run on AES as its block function."""
     ecb = Cipher(algorithms.AES(SP800_38A_KEY), modes.ECB()).encryptor()
-    engine = kc._PythonCFB("aes-py", 16, ecb.update, SP800_38A_IV)
+    for order in ("big", "little"):
+        aes_int = kc._PythonCFB(
+            "aes-py",
+            16,
+            lambda x, o=order: int.from_bytes(ecb.update(x.to_bytes(16, o)), o),  # type: ignore[misc]
+            order,  # type: ignore[arg-type]
+            SP800_38A_IV,
+        )
+        for n in (64, 37, 1, 0):
+            assert aes_int.encrypt(SP800_38A_PLAIN[:n]) == SP800_38A_CIPHER[:n]
+            assert aes_int.decrypt(SP800_38A_CIPHER[:n]) == SP800_38A_PLAIN[:n]
+    # and an 8-byte block function: 3DES ECB against 3DES CFB-64 from OpenSSL
+    key = bytes(range(24))
+    des_ecb = Cipher(old_algorithms.TripleDES(key), modes.ECB()).encryptor()
+    for order in ("big", "little"):
+        des_py = kc._PythonCFB(
+            "3des-py",
+            8,
+            lambda x, o=order: int.from_bytes(des_ecb.update(x.to_bytes(8, o)), o),  # type: ignore[misc]
+            order,  # type: ignore[arg-type]
+        )
+        for n in (0, 3, 8, 13, 64, 77):
+            ref = (
+                Cipher(old_algorithms.TripleDES(key), CFB(INITIAL_VECTOR[:8]))
+                .encryptor()
+                .update(SP800_38A_PLAIN[:n])
+            )
+            assert des_py.encrypt(SP800_38A_PLAIN[:n]) == ref
+            assert des_py.decrypt(ref) == SP800_38A_PLAIN[:n]
+
+
+def test_python_cfb_driver_bytes_api_matches_sp800_38a() -> None:
+    ecb = Cipher(algorithms.AES(SP800_38A_KEY), modes.ECB()).encryptor()
+    engine = kc._PythonCFB(
+        "aes-py", 16, lambda x: int.from_bytes(ecb.update(x.to_bytes(16, "big")), "big"), "big", SP800_38A_IV
+    )
     for n in (64, 37, 1):
         assert engine.encrypt(SP800_38A_PLAIN[:n]) == SP800_38A_CIPHER[:n]
         assert engine.decrypt(SP800_38A_CIPHER[:n]) == SP800_38A_PLAIN[:n]
