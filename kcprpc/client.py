@@ -39,7 +39,7 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.push import route
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
+from kcprpc.transport import ByteStream, Connection, FrameWriter, Inbox, read_frames
 
 log = logging.getLogger("kcprpc.client")
 
@@ -111,7 +111,7 @@ class _ClientCall:
         self.writer = writer
         self.own = own
         self.fut: asyncio.Future[Any] = link.loop.create_future()
-        self.queue: asyncio.Queue[Any] | None = asyncio.Queue() if spec.kind.streams_responses else None
+        self.queue: Inbox | None = Inbox() if spec.kind.streams_responses else None
         self.initial_md: dict[str, Any] | None = None
         self.trailing_md: dict[str, Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -129,7 +129,7 @@ class _ClientCall:
                 self.fail(RpcError(Status.INTERNAL, "malformed reply"))
         elif ftype == MSG:
             if self.queue is not None:
-                self.queue.put_nowait(body)
+                self.queue.put(body)
             elif not self.fut.done():
                 self._finish()
                 self.fut.set_result(body)
@@ -138,7 +138,7 @@ class _ClientCall:
             self.trailing_md = md
             if self.queue is not None:
                 self._finish()
-                self.queue.put_nowait(_Trailer(err, md))
+                self.queue.put(_Trailer(err, md))
                 if not self.fut.done():
                     self.fut.set_result(None)
             elif err is not None:
@@ -166,7 +166,7 @@ class _ClientCall:
             return
         self._finish()
         if self.queue is not None:
-            self.queue.put_nowait(_Trailer(err, err.trailing_metadata or None))
+            self.queue.put(_Trailer(err, err.trailing_metadata or None))
         if not self.fut.done():
             self.fut.set_exception(err)
             self.fut.exception()  # mark retrieved: streaming calls may never await fut
@@ -287,21 +287,31 @@ class _Link:
                 self.writer.send(encode_frame(PING, 0, [nonce, rtt_us]))
             await asyncio.sleep(hb.next_wakeup(self.now()) / 1000.0)
 
-    async def open_call_writer(self) -> FrameWriter:
+    async def open_call_writer(self) -> tuple[FrameWriter, list[_ClientCall]]:
         stream = await self.conn.open_stream()
         w = FrameWriter(stream)
-        t = self.loop.create_task(self._read_call_stream(stream))
+        box: list[_ClientCall] = []
+        t = self.loop.create_task(self._read_call_stream(stream, box))
         self.tasks.append(t)
         t.add_done_callback(self._forget_task)
-        return w
+        return w, box
 
     def _forget_task(self, t: asyncio.Task[Any]) -> None:
         with contextlib.suppress(ValueError):
             self.tasks.remove(t)
 
-    async def _read_call_stream(self, stream: ByteStream) -> None:
+    async def _read_call_stream(self, stream: ByteStream, box: list[_ClientCall]) -> None:
+        def pause() -> Awaitable[None] | None:
+            # a slow consumer of a streaming call stops the reading of its stream: the mux window
+            # then pushes back on the server
+            if box and box[0].queue is not None and box[0].queue.full:
+                return box[0].queue.wait_space()
+            return None
+
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
-            await read_frames(stream, self.on_frames, max_message_size=self.client.config.max_message_size)
+            await read_frames(
+                stream, self.on_frames, max_message_size=self.client.config.max_message_size, pause=pause
+            )
 
     def shutdown(self, err: RpcError) -> None:
         if self.closed:
@@ -702,9 +712,15 @@ class Client:
             if spec.kind.streams_responses or spec.kind.streams_requests
             else self.config.unary_framing
         ) == "stream"
-        writer = await link.open_call_writer() if own else link.writer
+        box: list[_ClientCall] | None = None
+        if own:
+            writer, box = await link.open_call_writer()
+        else:
+            writer = link.writer
         cid = link.next_id()
         call = _ClientCall(link, cid, spec, writer, own)
+        if box is not None:
+            box.append(call)
         payload = spec.dump_request(request) if end and spec.has_request else None
         timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
         frame = encode_frame(

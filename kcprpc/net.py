@@ -131,7 +131,7 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     """(client, server) connections: real mux over an in-memory pipe, with in-memory datagrams."""
     from kcprpc.mux.testing import memory_pair
 
-    c, s = memory_pair(config or MuxConfig())
+    c, s = memory_pair(config or RPC_MUX_CONFIG)
     dc, ds = _DatagramPipe(), _DatagramPipe()
     dc.peer, ds.peer = ds, dc
     return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(

@@ -45,7 +45,7 @@ from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.push import Broker, BrokerMessage, MemoryBroker, room_key, route, topic_key
 from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
+from kcprpc.transport import ByteStream, Connection, FrameWriter, Inbox, read_frames
 
 log = logging.getLogger("kcprpc.server")
 
@@ -136,7 +136,7 @@ class _ServerCall:
         self.ctx: ServerContext | None = None
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.inbound: asyncio.Queue[Any] | None = None
+        self.inbound: Inbox | None = None
         self.reason = 0
 
     def cancel(self, reason: int) -> None:
@@ -477,7 +477,9 @@ class Server:
     async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
         ch = _Channel(self, sess, stream)
         try:
-            await read_frames(stream, ch.on_frames, max_message_size=self.config.max_message_size)
+            await read_frames(
+                stream, ch.on_frames, max_message_size=self.config.max_message_size, pause=ch.pause
+            )
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -634,11 +636,11 @@ class _Channel:
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    call.inbound.put_nowait(body)
+                    call.inbound.put(body)
             elif ftype == END:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    call.inbound.put_nowait(_END)
+                    call.inbound.put(_END)
             elif ftype == CANCEL:
                 call = self.calls.get(cid)
                 if call is not None:
@@ -702,10 +704,19 @@ class _Channel:
                     except RpcError:
                         break
 
+    def pause(self) -> Awaitable[None] | None:
+        """Stop reading a call stream while its call has too many unread requests."""
+        if self.is_control:
+            return None  # never stall the control stream: calls on it share it
+        for call in self.calls.values():
+            if call.inbound is not None and call.inbound.full:
+                return call.inbound.wait_space()
+        return None
+
     def on_eof(self) -> None:
         for call in list(self.calls.values()):
             if call.inbound is not None:
-                call.inbound.put_nowait(_END)
+                call.inbound.put(_END)
             if not self.is_control:
                 call.cancel(_CLIENT)
         if self.is_control:
@@ -757,7 +768,7 @@ class _Channel:
             call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
         ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
         if spec.kind.streams_requests:
-            call.inbound = asyncio.Queue()
+            call.inbound = Inbox()
         self.calls[cid] = call
         sess.calls.add(call)
         sess.active_calls += 1

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 from kcprpc.codec import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
@@ -139,18 +140,72 @@ class FrameWriter:
             self.stream.close()
 
 
+class Inbox:
+    """The inbound messages of one streaming call: a FIFO that never blocks its writer but tells
+    the stream's reader to stop reading (so the mux window pushes back on the peer) while more
+    than ``high`` messages wait."""
+
+    __slots__ = ("_getter", "_items", "_space", "high")
+
+    def __init__(self, high: int = 256) -> None:
+        self._items: deque[Any] = deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+        self.high = high
+
+    def put(self, item: Any) -> None:
+        """Append (never blocks)."""
+        self._items.append(item)
+        g = self._getter
+        if g is not None and not g.done():
+            g.set_result(None)
+
+    async def get(self) -> Any:
+        """Wait for and remove the oldest item."""
+        items = self._items
+        while not items:
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        item = items.popleft()
+        sp = self._space
+        if sp is not None and len(items) <= self.high // 2 and not sp.done():
+            sp.set_result(None)
+        return item
+
+    def qsize(self) -> int:
+        """Items waiting."""
+        return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        """True while the reader should pause."""
+        return len(self._items) >= self.high
+
+    async def wait_space(self) -> None:
+        """Wait until at most ``high // 2`` items wait."""
+        while len(self._items) > self.high // 2:
+            self._space = asyncio.get_running_loop().create_future()
+            try:
+                await self._space
+            finally:
+                self._space = None
+
+
 async def read_frames(
     stream: ByteStream,
     on_frames: Callable[[list[Frame]], None],
     *,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    first: list[Frame] | None = None,
-    decoder: FrameDecoder | None = None,
+    pause: Callable[[], Awaitable[None] | None] | None = None,
 ) -> None:
-    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames``."""
-    dec = decoder or FrameDecoder(max_message_size)
-    if first:
-        on_frames(first)
+    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames``.
+
+    After each batch ``pause()`` may return an awaitable: reading stops until it completes.
+    """
+    dec = FrameDecoder(max_message_size)
     read = stream.read
     feed = dec.feed
     while True:
@@ -160,3 +215,7 @@ async def read_frames(
         frames = feed(data)
         if frames:
             on_frames(frames)
+            if pause is not None:
+                w = pause()
+                if w is not None:
+                    await w
