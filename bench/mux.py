@@ -209,7 +209,7 @@ async def bench_mode(
             ratios[k].append(wall[k][-1] / wall["raw"][-1])
             cpu_ratios[k].append(cpu[k][-1] / cpu["raw"][-1])
     print(
-        f"\n== mode {name}, smux v{cfg.version}, {total / 1e6:.1f} MB per run, {rounds} rounds (raw mux1 mux16 alternated) =="
+        f"\n== mode {name}, smux v{cfg.version} (max_stream_buffer {cfg.max_stream_buffer}), {total / 1e6:.1f} MB per run, {rounds} rounds (raw mux1 mux16 alternated) =="
     )
     for k in names:
         print(
@@ -234,11 +234,14 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, 3 rounds")
     ap.add_argument("--mode", choices=["memory", "kcp", "all"], default="all")
     ap.add_argument("--version", type=int, choices=[1, 2], default=1)
+    ap.add_argument("--stream-buffer", type=int, default=None, help="max_stream_buffer (v2 window), bytes")
     ap.add_argument("--mb", type=float, default=None, help="megabytes per run")
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
     cfg = MuxConfig(version=args.version)
+    if args.stream_buffer:
+        cfg = MuxConfig(version=args.version, max_stream_buffer=args.stream_buffer)
     modes: list[tuple[str, PairFactory, float]] = []
     if args.mode in ("memory", "all"):
         modes.append(("memory", memory_factory, args.mb or (16 if args.quick else 64)))
