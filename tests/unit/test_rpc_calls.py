@@ -334,18 +334,20 @@ async def test_slow_stream_consumer_pushes_back_on_the_server() -> None:
                 produced += 1
                 yield Reply(text=str(i))
 
-    async with pair([Firehose()], transport="mux") as p:
-        async with p.client.stub(Firehose).count(Req(name="x", n=1)) as stream:  # type: ignore[attr-defined]
-            first = await stream.__anext__()
-            assert first.text == "0"
-            for _ in range(3000):  # let both sides run as far as the windows allow
-                await asyncio.sleep(0)
-            stalled_at = produced
-            assert stalled_at < total // 2
-            for _ in range(1000):
-                await asyncio.sleep(0)
-            assert produced == stalled_at  # the producer is parked on the mux window
-            n = 1
-            async for _r in stream:
-                n += 1
-            assert n == total == produced
+    async with (
+        pair([Firehose()], transport="mux") as p,
+        p.client.stub(Firehose).count(Req(name="x", n=1)) as stream,  # type: ignore[attr-defined]
+    ):
+        first = await stream.__anext__()
+        assert first.text == "0"
+        for _ in range(3000):  # let both sides run as far as the windows allow
+            await asyncio.sleep(0)
+        stalled_at = produced
+        assert stalled_at < total // 2
+        for _ in range(1000):
+            await asyncio.sleep(0)
+        assert produced == stalled_at  # the producer is parked on the mux window
+        n = 1
+        async for _r in stream:
+            n += 1
+        assert n == total == produced
