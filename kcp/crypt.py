@@ -88,6 +88,7 @@ class BlockCrypt(Protocol):
 
     The input is the complete packet including the 16-byte nonce and the crc32; the object may
     keep state between calls (kept cipher contexts) but every call is independent on the wire.
+    One object may serve many sessions on one thread (an event loop); it is not thread-safe.
     """
 
     name: str
