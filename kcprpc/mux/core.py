@@ -59,6 +59,8 @@ from .frame import (
 )
 
 _MAX_INT32: Final = 0x7FFFFFFF
+_SMALL: Final = 4096  # receive pieces below this size are merged
+_MAX_CTRL_BACKLOG: Final = 4096  # control frames queued before refusal FINs are skipped
 
 COUNTER_NAMES: Final = (
     "frames_in",
@@ -155,7 +157,8 @@ class StreamOpened:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
-    """``length`` bytes were appended to the stream's receive buffer."""
+    """Data arrived on a stream whose receive buffer was empty (edge-triggered; ``length`` is the
+    size of that first frame)."""
 
     stream_id: int
     length: int
@@ -529,11 +532,19 @@ class MuxConnection:
                 if st.fin_received:
                     c["dropped_after_fin"] += 1
                     continue
-                st.recv.append(frame.data)
+                q = st.recv
+                if q and n < _SMALL and len(q[-1]) < _SMALL:
+                    # tiny frames are merged so a flood of 1-byte PSH cannot cost a deque entry
+                    # (~100 bytes of overhead) per byte of bucket
+                    q[-1] += frame.data
+                else:
+                    q.append(frame.data)
+                was_empty = not st.recv_bytes
                 st.recv_bytes += n
                 self._bucket -= n
                 c["bytes_in"] += n
-                events.append(DataReceived(sid, n))
+                if was_empty:  # edge-triggered: a reader only waits on an empty buffer
+                    events.append(DataReceived(sid, n))
                 if self._bucket <= 0:
                     c["recv_paused"] += 1
             elif cmd == CMD_UPD:
@@ -565,9 +576,10 @@ class MuxConnection:
                     continue
                 if len(streams) >= self.config.max_streams:
                     c["streams_refused"] += 1
-                    self._ctrl.append(pack_header_unchecked(self.version, CMD_FIN, sid, 0))
-                    c["fin_out"] += 1
-                    c["frames_out"] += 1
+                    if len(self._ctrl) < _MAX_CTRL_BACKLOG:  # a SYN flood must not grow our queue
+                        self._ctrl.append(pack_header_unchecked(self.version, CMD_FIN, sid, 0))
+                        c["fin_out"] += 1
+                        c["frames_out"] += 1
                     continue
                 streams[sid] = StreamState(sid, False)
                 c["streams_accepted"] += 1

@@ -436,3 +436,24 @@ def test_partial_reads_across_frame_pieces() -> None:
         got += server.read(sst, n)
     assert bytes(got) == data
     assert sst.readable == 0
+
+
+def test_tiny_frame_flood_is_merged_and_edge_triggered() -> None:
+    server = MuxConnection(MuxConfig(), client=False)
+    server.receive_data(encode_frame(1, CMD_SYN, 3), 0)
+    server.events()
+    server.receive_data(b"".join(encode_frame(1, CMD_PSH, 3, bytes([i % 256])) for i in range(20_000)), 0)
+    st = server.get_stream(3)
+    assert st is not None
+    assert st.readable == 20_000
+    assert len(st.recv) <= 20_000 // 4096 + 2  # merged, not one deque entry per byte
+    assert server.events() == [DataReceived(3, 1)]  # one wake-up: the buffer was empty before
+    assert server.read(st) == bytes(i % 256 for i in range(20_000))
+
+
+def test_syn_flood_refusals_do_not_grow_the_output_queue_without_bound() -> None:
+    server = MuxConnection(MuxConfig(max_streams=1), client=False)
+    server.receive_data(b"".join(encode_frame(1, CMD_SYN, 2 * i + 3) for i in range(10_000)), 0)
+    assert server.counters["streams_refused"] == 9_999
+    assert len(server.data_to_send()) <= 4096 * 8
+    assert not server.closed
