@@ -140,3 +140,34 @@ def test_core_survives_random_frames_and_operations(
     c = core.counters
     assert c["protocol_errors"] == c["bad_version"] + c["bad_cmd"] + c["bad_length"] + c["bad_upd"]
     assert c["protocol_errors"] <= 1
+
+
+@given(st.sampled_from([1, 2]), st.lists(st.one_of(raw_frame, st.binary(max_size=64)), max_size=12))
+def test_session_glue_never_leaks_an_exception_on_garbage(version: int, chunks: list[bytes]) -> None:
+    import asyncio
+
+    from kcprpc.mux import MuxClosedError, MuxSession
+    from kcprpc.mux.testing import memory_pipe
+
+    async def main() -> None:
+        leaked: list[object] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: leaked.append(ctx))
+        raw, b = memory_pipe()
+        sess = MuxSession(b, client=False, config=MuxConfig(version=version, max_streams=2))
+        for chunk in chunks:
+            raw.write(chunk)
+            await asyncio.sleep(0)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        while sess._accept_queue:  # every admitted stream can be drained; then only MuxClosedError
+            stream = await sess.accept_stream()
+            try:
+                if stream.buffered or stream.at_eof() or sess.closed:
+                    await stream.read()
+            except MuxClosedError:
+                pass
+        await sess.close()
+        assert sess.closed
+        assert leaked == []
+
+    asyncio.run(main())
