@@ -111,7 +111,7 @@ class _ClientCall:
         self.writer = writer
         self.own = own
         self.fut: asyncio.Future[Any] = link.loop.create_future()
-        self.queue: Inbox | None = Inbox() if spec.kind.streams_responses else None
+        self.queue: Inbox | None = Inbox() if spec.streams_responses else None
         self.initial_md: dict[str, Any] | None = None
         self.trailing_md: dict[str, Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -609,21 +609,28 @@ class Client:
         if link.closed:
             return
         link.shutdown(RpcError(Status.UNAVAILABLE, reason))
-        if self._link is link:
-            self._connected.clear()
         self._spawn(link.conn.close())
-        if self._closing:
-            return
+        current = self._link is link
+        if current:
+            self._connected.clear()
+        if self._closing or not current:
+            return  # an old link (replaced after a GOAWAY) ending changes nothing
         if self.on_disconnect is not None:
             self.on_disconnect(self, reason)
+        self._start_reconnect()
+
+    def _start_reconnect(self) -> None:
         if self.config.reconnect is not None and (
             self._reconnect_task is None or self._reconnect_task.done()
         ):
             self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(self.config.reconnect))
 
     def _on_goaway(self, link: _Link) -> None:
-        # the server drains: in-flight calls finish; new calls go to a new connection once this one ends
-        pass
+        # The server drains: calls in flight on this link finish there; new calls fail fast with
+        # UNAVAILABLE until a new connection is up (dialled now when a reconnect policy is set).
+        if self._link is link and not self._closing:
+            self._connected.clear()
+            self._start_reconnect()
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
         attempt = 0
@@ -645,7 +652,7 @@ class Client:
 
     def _require_link(self) -> _Link:
         link = self._link
-        if link is None or link.closed:
+        if link is None or link.closed or link.goaway:
             if self._closing:
                 raise RpcError(Status.CANCELLED, "client closed")
             raise RpcError(Status.UNAVAILABLE, "not connected")
@@ -709,7 +716,7 @@ class Client:
         link = self._require_link()
         own = (
             self.config.stream_framing
-            if spec.kind.streams_responses or spec.kind.streams_requests
+            if spec.streams_responses or spec.streams_requests
             else self.config.unary_framing
         ) == "stream"
         box: list[_ClientCall] | None = None

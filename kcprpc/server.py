@@ -754,7 +754,7 @@ class _Channel:
         if sess.active_calls >= server.config.max_concurrent_calls:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
             return
-        streaming = spec.kind.streams_responses
+        streaming = spec.streams_responses
         if streaming and len(sess.topics) + sess.streaming_calls >= server.config.max_subscriptions:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
             return
@@ -767,7 +767,7 @@ class _Channel:
             deadline = self.loop.time() + timeout_ms / 1000.0
             call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
         ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
-        if spec.kind.streams_requests:
+        if spec.streams_requests:
             call.inbound = Inbox()
         self.calls[cid] = call
         sess.calls.add(call)
@@ -786,7 +786,7 @@ class _Channel:
         cid = call.cid
         try:
             try:
-                if spec.kind.streams_requests:
+                if spec.streams_requests:
                     req: Any = self._request_iter(call, spec)
                 elif spec.has_request:
                     req = spec.load_request(payload)
@@ -798,7 +798,7 @@ class _Channel:
                     "request validation failed",
                     e.errors(include_url=False, include_context=False),
                 ) from None
-            if spec.kind.streams_responses:
+            if spec.streams_responses:
                 if server.interceptors:
                     await chain_server(
                         server.interceptors, ctx, lambda: self._stream_out(call, ctx, handler, req)
@@ -841,7 +841,7 @@ class _Channel:
             sess = self.sess
             sess.calls.discard(call)
             sess.active_calls -= 1
-            if spec.kind.streams_responses:
+            if spec.streams_responses:
                 sess.streaming_calls -= 1
             if not self.is_control:
                 self.writer.close()

@@ -123,6 +123,8 @@ class MethodSpec:
     has_request: bool = True
 
     def __post_init__(self) -> None:
+        self.streams_requests: bool = self.kind.streams_requests
+        self.streams_responses: bool = self.kind.streams_responses
         req, resp = self.request_adapter, self.response_adapter
         self.dump_request: Callable[[Any], Any] = functools.partial(req.dump_python, warnings=False)
         self.load_request: Callable[[Any], Any] = req.validate_python
