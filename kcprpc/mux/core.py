@@ -216,6 +216,7 @@ class StreamState:
     fin_queued: bool = False  # close() called: FIN goes out after the pending data
     fin_sent: bool = False
     in_table: bool = True
+    aborted: bool = False
     scheduled: bool = False  # in the round-robin send queue
     # version 2 flow control (u32 counters, modular arithmetic as smux)
     num_read: int = 0
@@ -400,6 +401,31 @@ class MuxConnection:
         if st.send_bytes == 0 and not st.scheduled:
             self._emit_fin(st, self._ctrl)
         # otherwise the scheduler sends FIN right after the stream's last data
+
+    def abort_stream(self, st: StreamState) -> None:
+        """Full close, as smux's ``Stream.Close()``: drop unsent and unread data, send FIN (if not
+        sent yet) and leave the table at once; later data for this id is dropped. Idempotent."""
+        if st.aborted:
+            return
+        st.aborted = True
+        st.send.clear()
+        st.send_bytes = 0
+        st.send_off = 0
+        if self._error is None and not st.fin_sent:
+            st.fin_queued = True
+            self._emit_fin(st, self._ctrl)
+        st.fin_queued = True
+        if st.charged:
+            st.charged = False
+            self._return_tokens(st.recv_bytes)
+        st.recv.clear()
+        st.recv_bytes = 0
+        st.recv_off = 0
+        if st.in_table:
+            st.in_table = False
+            self._streams.pop(st.stream_id, None)
+            self.counters["streams_released"] += 1
+            self._events.append(StreamReleased(st.stream_id))
 
     def _emit_fin(self, st: StreamState, out: list[bytes]) -> None:
         out.append(pack_header_unchecked(self.version, CMD_FIN, st.stream_id, 0))
@@ -617,6 +643,8 @@ class MuxConnection:
         session's error when nothing is buffered, no FIN came and the session is dead. Returning
         tokens may let held-back input be parsed, so check :meth:`events` afterwards.
         """
+        if st.aborted:
+            raise MuxStreamClosedError(f"stream {st.stream_id} was aborted")
         if n == 0:
             return b""
         if not st.recv_bytes:

@@ -196,6 +196,16 @@ class MuxStream:
         self._session._core.close_stream(st)
         self._session._kick_writer()
 
+    def abort(self) -> None:
+        """Full close (smux's ``Stream.Close()``): drop queued and unread data, send FIN, forget the
+        stream at once (data the peer still sends is dropped). Reads then raise
+        :class:`~kcprpc.mux.errors.MuxStreamClosedError`. For cancellation."""
+        sess = self._session
+        sess._core.abort_stream(self._st)
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
+        sess._pump()
+
     async def wait_closed(self) -> None:
         """Wait until our FIN has been handed to the transport (or the session died)."""
         st = self._st

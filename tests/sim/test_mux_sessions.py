@@ -334,3 +334,29 @@ async def test_context_managers_and_repr() -> None:
         assert st.is_closing()
         assert "MuxStream id=3" in repr(st)
     assert client.closed and server.closed
+
+
+async def test_abort_for_cancellation() -> None:
+    client, server = memory_pair(MuxConfig(version=2))
+    cs = await client.open_stream()
+    cs.write(b"x" * 300_000)  # more than the initial window: part of it waits
+    ss = await bounded(server.accept_stream())
+    assert isinstance(ss, MuxStream)
+    blocked = asyncio.ensure_future(cs.drain())
+    await until(lambda: ss.buffered == INITIAL_PEER_WINDOW, "window filled")
+    cs.abort()  # the caller gave up: drop what is queued, FIN, forget the stream
+    await bounded(blocked)  # a blocked drain() returns: nothing is queued any more
+    with pytest.raises(MuxStreamClosedError):
+        await cs.read()
+    await until(lambda: ss._st.fin_received, "FIN arrived")
+    assert client.num_streams == 0
+    got = 0
+    while chunk := await bounded(ss.read()):
+        assert isinstance(chunk, bytes)
+        got += len(chunk)
+    assert got == INITIAL_PEER_WINDOW  # what had been sent arrives, then EOF
+    ss.close()
+    await until(lambda: server.num_streams == 0, "released")
+    assert not client.closed and not server.closed
+    await client.close()
+    await server.close()

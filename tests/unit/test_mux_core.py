@@ -457,3 +457,28 @@ def test_syn_flood_refusals_do_not_grow_the_output_queue_without_bound() -> None
     assert server.counters["streams_refused"] == 9_999
     assert len(server.data_to_send()) <= 4096 * 8
     assert not server.closed
+
+
+def test_abort_drops_everything_sends_fin_and_frees_tokens() -> None:
+    cfg = MuxConfig(max_receive_buffer=1000, max_stream_buffer=1000)
+    client, server = pair(cfg)
+    st = client.open_stream()
+    client.send(st, b"a" * 700)
+    move(client, server)
+    sst = server.get_stream(3)
+    assert sst is not None
+    server.send(sst, b"unsent")
+    assert server.bucket == 300
+    server.abort_stream(sst)
+    assert server.bucket == 1000
+    assert server.num_streams == 0
+    assert StreamReleased(3) in server.events()
+    assert frames(server.data_to_send()) == [Frame(1, CMD_FIN, 3)]  # queued data dropped, FIN sent
+    with pytest.raises(MuxStreamClosedError, match="aborted"):
+        server.read(sst)
+    with pytest.raises(MuxStreamClosedError):
+        server.send(sst, b"x")
+    server.abort_stream(sst)  # idempotent
+    client.send(st, b"late")
+    move(client, server)
+    assert server.counters["dropped_unknown_stream"] == 1
