@@ -36,6 +36,16 @@ async def until(pred: Callable[[], bool], what: str, limit: int = 100_000) -> No
     raise AssertionError(f"condition never held: {what}")
 
 
+async def until_timers(pred: Callable[[], bool], what: str, timeout: float = LIMIT) -> None:
+    """Like :func:`until`, for conditions that need a real (short, configured) timer to fire."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"condition never held: {what}")
+        await asyncio.sleep(0.002)
+
+
 def payload(tag: str, size: int) -> bytes:
     return random.Random(tag).randbytes(size)
 
@@ -263,7 +273,7 @@ async def test_keepalive_timeout_closes_session_when_peer_goes_silent() -> None:
 async def test_keepalive_keeps_an_idle_session_alive() -> None:
     cfg = MuxConfig(keepalive_interval=0.01, keepalive_timeout=0.03)
     client, server = memory_pair(cfg)
-    await until(lambda: server.counters["nop_in"] >= 8 and client.counters["nop_in"] >= 8, "NOPs", 10**7)
+    await until_timers(lambda: server.counters["nop_in"] >= 8 and client.counters["nop_in"] >= 8, "NOPs")
     assert not client.closed and not server.closed
     await client.close()
     await server.close()
