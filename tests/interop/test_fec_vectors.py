@@ -1,4 +1,4 @@
-"""FEC against kcp-go's own output: /work/shared/vectors/kcp-go.json, key "fec".
+"""FEC against kcp-go's own output: tests/interop/vectors/kcp-go.json, key "fec".
 
 The vectors were produced by a Go program linked against kcp-go v5.6.72 (see the vectors README):
 kcp-go's fecEncoder at (3,2) and (10,3), header offset 0, rto argument 500, fed KCP packets of
@@ -9,30 +9,15 @@ and our decoder must rebuild every data shard of a group from any ``data_shards`
 from __future__ import annotations
 
 import itertools
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from kcpgo_vectors import DATA
 
 from kcp.fec import TYPE_DATA, TYPE_PARITY, FECDecoder, FECEncoder, fec_flag, fec_seqid
 from kcp.rs import get_codec
 
-VECTORS = Path(os.environ.get("KCP_GO_VECTORS", "/work/shared/vectors/kcp-go.json"))
-if not VECTORS.exists():  # the repository copy, if the shared one is not mounted
-    VECTORS = Path(__file__).resolve().parent / "vectors" / "kcp-go.json"
-
-
-def _groups() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        pytest.fail(f"kcp-go vectors not found at {VECTORS}")
-    data: dict[str, Any] = json.loads(VECTORS.read_text())
-    groups: list[dict[str, Any]] = data["fec"]
-    return groups
-
-
-GROUPS = _groups()
+GROUPS: list[dict[str, Any]] = DATA["fec"]
 IDS = [f"{g['datashards']}-{g['parityshards']}" for g in GROUPS]
 
 
@@ -94,8 +79,7 @@ def test_decoder_recovers_from_any_data_shards_of_kcp_go_groups(vec: dict[str, A
 
 
 def _fec_sessions() -> list[dict[str, Any]]:
-    data: dict[str, Any] = json.loads(VECTORS.read_text())
-    return [fp for fp in data["full_packets"] if fp["datashards"]]
+    return [fp for fp in DATA["full_packets"] if fp["datashards"]]
 
 
 SESSIONS = _fec_sessions()

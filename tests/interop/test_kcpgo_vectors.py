@@ -1,4 +1,4 @@
-"""Ciphers and whole packets against kcp-go's own bytes (/work/shared/vectors/kcp-go.json).
+"""Ciphers and whole packets against kcp-go's own bytes (tests/interop/vectors/kcp-go.json).
 
 Every value checked here was produced by the real kcp-go v5.6.72 (see the vectors' README):
 key derivation, every kcptun cipher on a 64-byte and a 37-byte plaintext (the 37-byte one ends
@@ -8,13 +8,11 @@ a counter as its nonce source, without FEC and with FEC (3, 2).
 
 from __future__ import annotations
 
-import json
-import os
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
+from kcpgo_vectors import DATA
 
 from kcp.crypt import (
     CIPHER_NAMES,
@@ -27,10 +25,6 @@ from kcp.crypt import (
 from kcp.pipeline import CRYPT_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2, KIND_KCP, Pipeline
 from kcp.stats import Counters
 
-VECTORS = Path(os.environ.get("KCP_GO_VECTORS", "/work/shared/vectors/kcp-go.json"))
-if not VECTORS.exists():  # the repository copy, if the shared one is not mounted
-    VECTORS = Path(__file__).resolve().parent / "vectors" / "kcp-go.json"
-DATA: dict[str, Any] = json.loads(VECTORS.read_text())
 CIPHERS: list[dict[str, Any]] = DATA["ciphers"]
 PACKETS: list[dict[str, Any]] = DATA["full_packets"]
 

@@ -1,4 +1,4 @@
-"""Known answers recorded from real kcp-go v5.6.72 (/work/shared/vectors/kcp-go.json).
+"""Known answers recorded from real kcp-go v5.6.72 (tests/interop/vectors/kcp-go.json).
 
 For every recorded session: the KCP packets kcp-go sent are accepted by our engine and deliver
 the application's writes; and our engine, given the same writes, conv, window and clock, emits
@@ -7,30 +7,19 @@ exactly the same KCP packets. (The file name groups it with the other interop te
 
 from __future__ import annotations
 
-import json
-import os
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
+from kcpgo_vectors import DATA
 
 from kcp.engine import KCP, getconv
-
-VECTORS = Path(os.environ.get("KCP_GO_VECTORS", "/work/shared/vectors/kcp-go.json"))
-if not VECTORS.exists():  # same places as the other kcp-go vector tests
-    VECTORS = Path(__file__).resolve().parent / "vectors" / "kcp-go.json"
-
-pytestmark = pytest.mark.skipif(not VECTORS.exists(), reason="kcp-go vectors not available")
 
 HDR = struct.Struct("<IBBHIIII")
 
 
 def _sessions() -> list[dict[str, Any]]:
-    if not VECTORS.exists():
-        return []
-    data: dict[str, Any] = json.loads(VECTORS.read_text())
-    return list(data["full_packets"])
+    return list(DATA["full_packets"])
 
 
 def _kcp_packets(session: dict[str, Any]) -> list[bytes]:
