@@ -234,6 +234,9 @@ class MuxSession:
 
     Create it inside a running event loop. ``client`` picks the stream id parity (odd for the
     client, even for the server, as smux). ``counters`` exposes the core's counters.
+    ``read_size`` is the most read from the transport at once (received bytes held beyond the
+    receive bucket are bounded by it); ``write_chunk`` is about the most handed to the transport
+    per ``write()`` before awaiting its ``drain()``.
     """
 
     def __init__(
@@ -325,10 +328,13 @@ class MuxSession:
         self._accept_waiters.append(fut)
         try:
             return await fut
-        finally:
-            if not fut.done():  # cancelled
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._accept_queue.appendleft(fut.result())  # handed to us as we were cancelled
+            else:
                 with contextlib.suppress(ValueError):
                     self._accept_waiters.remove(fut)
+            raise
 
     async def close(self) -> None:
         """Close the session: FIN every stream, flush what the windows allow, close the transport."""

@@ -370,3 +370,16 @@ async def test_abort_for_cancellation() -> None:
     assert not client.closed and not server.closed
     await client.close()
     await server.close()
+
+
+async def test_concurrent_accepts_and_a_cancelled_accept_loses_no_stream() -> None:
+    client, server = memory_pair()
+    waiters = [asyncio.ensure_future(server.accept_stream()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[1].cancel()
+    opened = [await client.open_stream() for _ in range(3)]
+    got = [await bounded(w) for w in (waiters[0], waiters[2])]
+    got.append(await bounded(server.accept_stream()))
+    assert sorted(s.stream_id for s in got if isinstance(s, MuxStream)) == [s.stream_id for s in opened]
+    await client.close()
+    await server.close()
