@@ -252,6 +252,9 @@ class _Link:
                     self.welcome.set_result(body)
             elif ftype == GOAWAY:
                 self.goaway = True
+                if not self.welcome.done():  # refused during the handshake
+                    err, _ = _trailer_error([*body, None, None] if isinstance(body, list) else body)
+                    self.welcome.set_exception(err or RpcError(Status.UNAVAILABLE, "refused"))
                 self.client._on_goaway(self)
 
     async def read_control(self) -> None:
@@ -545,6 +548,7 @@ class Client:
 
     async def _connect_once(self, restore: bool) -> None:
         conn = await asyncio.wait_for(self._connector(), self.config.connect_timeout)
+        link: _Link | None = None
         try:
             control = await conn.open_stream()
             link = _Link(self, conn, control)
@@ -554,8 +558,15 @@ class Client:
             link.writer.send(encode_frame(HELLO, 0, hello))
             reader = link.loop.create_task(link.read_control())
             link.tasks.append(reader)
-            welcome = await asyncio.wait_for(asyncio.shield(link.welcome), self.config.connect_timeout)
+            try:
+                welcome = await asyncio.wait_for(asyncio.shield(link.welcome), self.config.connect_timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError(
+                    f"no answer from the server within {self.config.connect_timeout:g} s"
+                ) from None
         except BaseException:
+            if link is not None:
+                link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
             await conn.close()
             raise
         if isinstance(welcome, dict):
@@ -641,7 +652,7 @@ class Client:
             attempt += 1
             try:
                 await self._connect_once(restore=policy.restore)
-            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError):
+            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError):
                 continue
             self.reconnects += 1
             if self.on_reconnect is not None:

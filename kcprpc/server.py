@@ -166,6 +166,7 @@ class ServerSession:
         self.active_calls = 0
         self.streaming_calls = 0
         self.closed = False
+        self.ready = False  # HELLO answered with WELCOME
         self.control: FrameWriter | None = None
         self._loop = asyncio.get_running_loop()
         self.last_receive = self._loop.time()
@@ -667,42 +668,67 @@ class _Channel:
             md = body.get("md")
             if isinstance(md, dict):
                 sess.metadata = md
-        hb = self.server.config.heartbeat
-        self.writer.send(
-            encode_frame(
-                WELCOME,
-                0,
-                {
-                    "v": codec.PROTOCOL_VERSION,
-                    "sid": sess.id,
-                    "hb": int(hb.interval * 1000),
-                    "epoch": self.server.push.broker.epoch,
-                    "max_msg": self.server.config.max_message_size,
-                },
-            )
-        )
         restore = body.get("restore") if isinstance(body, dict) else None
-        t = asyncio.ensure_future(self._after_hello(restore))
-        self.server._tasks.add(t)
-        t.add_done_callback(self.server._tasks.discard)
+        server = self.server
+        if server.on_connect is None and server.on_restore is None:
+            self._restore(restore)
+            self._welcome()
+            return
+        t = asyncio.ensure_future(self._handshake(restore))
+        server._tasks.add(t)
+        t.add_done_callback(server._tasks.discard)
 
-    async def _after_hello(self, restore: Any) -> None:
+    def _welcome(self) -> None:
+        sess, server = self.sess, self.server
+        sess.ready = True
+        hb = server.config.heartbeat
+        body = {
+            "v": codec.PROTOCOL_VERSION,
+            "sid": sess.id,
+            "hb": int(hb.interval * 1000),
+            "epoch": server.push.broker.epoch,
+            "max_msg": server.config.max_message_size,
+        }
+        self.writer.send(encode_frame(WELCOME, 0, body))
+
+    def _restore(self, restore: Any) -> None:
+        if not isinstance(restore, dict):
+            return
+        sess = self.sess
+        for r in restore.get("rooms", ()):
+            if isinstance(r, str):
+                sess.join(r)
+        for t in restore.get("topics", ()):
+            if isinstance(t, str):
+                try:
+                    self.server.push.subscribe(sess, t)
+                except RpcError:
+                    break
+
+    async def _handshake(self, restore: Any) -> None:
+        """Run ``on_connect`` (which may refuse the connection by raising RpcError) and ``on_restore``,
+        then answer WELCOME. Calls that arrive before WELCOME are refused with UNAVAILABLE."""
         server, sess = self.server, self.sess
-        if server.on_connect is not None:
-            await _maybe_await(server.on_connect(sess))
-        if isinstance(restore, dict):
-            rooms = [r for r in restore.get("rooms", ()) if isinstance(r, str)]
-            topics = [t for t in restore.get("topics", ()) if isinstance(t, str)]
-            if server.on_restore is not None:
+        try:
+            if server.on_connect is not None:
+                await _maybe_await(server.on_connect(sess))
+            if isinstance(restore, dict) and server.on_restore is not None:
+                rooms = [r for r in restore.get("rooms", ()) if isinstance(r, str)]
+                topics = [t for t in restore.get("topics", ()) if isinstance(t, str)]
                 await _maybe_await(server.on_restore(sess, rooms, topics))
             else:
-                for r in rooms:
-                    sess.join(r)
-                for t in topics:
-                    try:
-                        server.push.subscribe(sess, t)
-                    except RpcError:
-                        break
+                self._restore(restore)
+        except Exception as e:
+            if isinstance(e, RpcError):
+                code, message = e.status, e.message
+            else:
+                log.exception("on_connect/on_restore failed")
+                code, message = Status.INTERNAL, "internal error"
+            self.writer.send(encode_frame(GOAWAY, 0, [int(code), message]))
+            self.writer.flush()
+            await sess.conn.close()
+            return
+        self._welcome()
 
     def pause(self) -> Awaitable[None] | None:
         """Stop reading a call stream while its call has too many unread requests."""
@@ -748,8 +774,10 @@ class _Channel:
             return
         spec, handler = entry
         sess = self.sess
-        if server._closing:
-            self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
+        if server._closing or not sess.ready:
+            self._trailer(
+                cid, Status.UNAVAILABLE, "server shutting down" if server._closing else "no handshake"
+            )
             return
         if sess.active_calls >= server.config.max_concurrent_calls:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")

@@ -38,6 +38,8 @@ async def _exercise(items: list[tuple[int, int, Any]], raw_tail: bytes) -> None:
     task = asyncio.ensure_future(server.handle_connection(sc))
     ctrl = await cc.open_stream()
     ctrl.write(c.encode_frame(c.HELLO, 0, {"v": 1}))
+    dec = c.FrameDecoder()
+    assert dec.feed(await asyncio.wait_for(ctrl.read(65536), 5))[0][0] == c.WELCOME
     for ftype, cid, body in items:
         if ftype == c.HELLO:
             continue
@@ -49,7 +51,6 @@ async def _exercise(items: list[tuple[int, int, Any]], raw_tail: bytes) -> None:
     side.write(raw_tail)
     side.close()
     ctrl.write(c.encode_frame(c.CALL, 999_999, ["test.Demo/hello", None, 5000, c.FLAG_END, {"name": "ok"}]))
-    dec = c.FrameDecoder()
     answer = None
     while answer is None:
         data = await asyncio.wait_for(ctrl.read(65536), 5)

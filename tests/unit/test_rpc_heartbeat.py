@@ -111,3 +111,26 @@ async def test_calls_while_disconnected_fail_fast_with_unavailable() -> None:
         p.refuse = False
         await p.client.wait_connected(TIMEOUT)
         assert (await p.client.stub(Demo).hello(Req(name="x"))).text == "hello x"
+
+
+async def test_on_connect_sees_hello_metadata_and_may_refuse() -> None:
+    from kcprpc import Client, RpcError, ServerSession
+
+    seen: list[dict[str, object]] = []
+
+    async def on_connect(sess: ServerSession) -> None:
+        seen.append(dict(sess.metadata))
+        if sess.metadata.get("token") != "good":
+            raise RpcError(Status.UNAUTHENTICATED, "bad token")
+        sess.join("vip")
+
+    good = ClientConfig(heartbeat=None, metadata={"token": "good"})
+    async with pair([Demo()], client_config=good, on_connect=on_connect) as p:
+        assert p.client.rooms == {"vip"}  # joined before WELCOME
+        assert (await p.client.stub(Demo).hello(Req(name="x"))).text == "hello x"
+        bad = Client(p.connector, config=ClientConfig(heartbeat=None, metadata={"token": "bad"}))
+        with pytest.raises(RpcError) as ei:
+            await bad.connect()
+        assert ei.value.status is Status.UNAUTHENTICATED and ei.value.message == "bad token"
+        assert not bad.connected
+    assert seen == [{"token": "good"}, {"token": "bad"}]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mypy import api
 
-SNIPPET = '''
+SNIPPET = """
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -40,7 +40,7 @@ async def use(client: kcprpc.Client) -> None:
     async for x in s.count(Req(name="b")):
         reveal_type(x)
     reveal_type(await client.call(Svc.hello, Req(name="c"), timeout=1))
-'''
+"""
 
 
 def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
