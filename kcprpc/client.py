@@ -118,6 +118,9 @@ class _ClientCall:
         self.done = False
 
     def on_frame(self, ftype: int, body: Any) -> None:
+        if body is codec.OVERSIZED:
+            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
+            return
         if ftype == REPLY:
             if isinstance(body, list) and len(body) == 3:
                 self.initial_md = body[1]

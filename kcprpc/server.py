@@ -844,7 +844,10 @@ class _Channel:
                 except Exception:
                     log.exception("%s: cannot serialize the response", spec.wire_name)
                     raise RpcError(Status.INTERNAL, "response serialization failed") from None
-                w.send(encode_frame(REPLY, cid, [out, ctx._initial_md, ctx._trailing_md]))
+                frame = encode_frame(REPLY, cid, [out, ctx._initial_md, ctx._trailing_md])
+                if len(frame) - codec.HEADER_SIZE > server.config.max_message_size:
+                    raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
+                w.send(frame)
             server.stats["calls_ok"] += 1
         except RpcError as e:
             server.stats["calls_failed"] += 1
@@ -886,11 +889,15 @@ class _Channel:
             ctx._initial_md = None
         dump = spec.dump_response
         high = self.server.config.stream_high_water
+        limit = self.server.config.max_message_size
         async for item in it:
             if ctx._initial_md:
                 w.send(encode_frame(HEADERS, cid, ctx._initial_md))
                 ctx._initial_md = None
-            w.send(encode_frame(MSG, cid, dump(item)))
+            frame = encode_frame(MSG, cid, dump(item))
+            if len(frame) - codec.HEADER_SIZE > limit:
+                raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
+            w.send(frame)
             if w.pending_bytes >= high:
                 await w.drain()
         if ctx._initial_md:

@@ -351,3 +351,20 @@ async def test_slow_stream_consumer_pushes_back_on_the_server() -> None:
         async for _r in stream:
             n += 1
         assert n == total == produced
+
+
+async def test_oversized_responses_are_resource_exhausted() -> None:
+    async with pair([Demo()], server_config=ServerConfig(max_message_size=2000)) as p:
+        d = p.client.stub(Demo)
+        assert len(await d.big(1900)) == 1900
+        with pytest.raises(RpcError) as ei:
+            await d.big(5000)  # the request is tiny, the reply is over the server's limit
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert ei.value.message == "response larger than max_message_size"
+    cfg = ClientConfig(max_message_size=100, heartbeat=None)
+    async with pair([Demo()], client_config=cfg) as p:
+        d = p.client.stub(Demo)
+        with pytest.raises(RpcError) as ei:
+            await d.big(500)  # over the client's limit: skipped unread, the call fails
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert await d.big(10) == b"x" * 10

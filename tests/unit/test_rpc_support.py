@@ -53,6 +53,9 @@ class Demo(kcprpc.Service, name="test.Demo"):
     async def echo(self, data: bytes) -> bytes:
         return data
 
+    async def big(self, n: int) -> bytes:
+        return b"x" * n
+
     async def nothing(self) -> None:
         return None
 
