@@ -130,3 +130,5 @@ def test_many_streams_both_ways_over_lossy_kcp(version: int, loss: float, seed: 
     assert sorted(st.stream_id for st, _, _ in b.out) == list(range(2, 2 + 2 * 12, 2))
     if loss:
         assert ab.lost and ba.lost
+    if version == 2:  # per-stream flow control really ran
+        assert a.mux.counters["upd_in"] > 0 and b.mux.counters["upd_in"] > 0
