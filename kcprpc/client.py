@@ -445,6 +445,13 @@ class StreamCall(Generic[T]):
         await self._start()
         return self
 
+    def __del__(self) -> None:
+        # an abandoned stream must not keep the server handler parked on a full window forever
+        call = self._call
+        if call is not None and not call.done:
+            with contextlib.suppress(Exception):
+                call.cancel(RpcError(Status.CANCELLED, "stream abandoned"))
+
     async def __aexit__(self, *exc: object) -> None:
         if self._call is not None and not self._call.done:
             self.cancel()
@@ -527,6 +534,7 @@ class Client:
         self.on_disconnect: Callable[[Client, str], Any] | None = None
         self.events_dropped = 0
         self._background: set[asyncio.Future[Any]] = set()
+        self._stubs: dict[type, _Stub] = {}
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
         t = asyncio.ensure_future(aw)
@@ -679,7 +687,15 @@ class Client:
     def stub(
         self, service: type[S], *, timeout: float | None = None, metadata: Mapping[str, Any] | None = None
     ) -> S:
-        """A client for ``service``, typed as the service class itself so that calls are type-checked."""
+        """A client for ``service``, typed as the service class itself so that calls are type-checked.
+
+        Stubs without options are cached, so calling ``client.stub(Svc)`` per call is cheap.
+        """
+        if timeout is None and not metadata:
+            stub = self._stubs.get(service)
+            if stub is None:
+                stub = self._stubs[service] = _Stub(self, service, None, None)
+            return cast(S, stub)
         return cast(S, _Stub(self, service, timeout, metadata))
 
     def call(

@@ -368,3 +368,17 @@ async def test_oversized_responses_are_resource_exhausted() -> None:
             await d.big(500)  # over the client's limit: skipped unread, the call fails
         assert ei.value.status is Status.RESOURCE_EXHAUSTED
         assert await d.big(10) == b"x" * 10
+
+
+async def test_abandoned_stream_is_cancelled_on_the_server() -> None:
+    import gc
+
+    async with pair([Demo(Probe())], transport="mux") as p:
+        pr = p.server.services[0].probe  # type: ignore[attr-defined]
+        stream = p.client.stub(Demo).forever(Req(name="x"))
+        assert (await stream.__anext__()).text == "0"  # type: ignore[attr-defined]
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        del stream
+        gc.collect()
+        await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
+        assert p.client.stub(Demo) is p.client.stub(Demo)
