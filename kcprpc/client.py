@@ -7,7 +7,16 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -910,7 +919,7 @@ class Client:
 
         return off
 
-    async def events(self, event_type: type[T]) -> AsyncIterator[T]:
+    async def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
         """Async iterator over pushed events of ``event_type`` (registered when iteration starts)."""
         name, _, adapter = event_info(event_type)
         q: asyncio.Queue[Any] = asyncio.Queue()

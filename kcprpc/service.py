@@ -73,31 +73,43 @@ class _Options:
 _ATTR = "__kcprpc_method__"
 
 
-def _decorator(kind: MethodKind | None) -> Any:
+class MethodDecorator:
+    """``@rpc.unary`` and friends: usable bare or with ``name=``/``delivery=``; typed so the decorated
+    method keeps its signature (stubs stay type-checked)."""
+
+    def __init__(self, kind: MethodKind | None) -> None:
+        self.kind = kind
+
     @overload
-    def deco(fn: F, /) -> F: ...
+    def __call__(self, fn: F) -> F: ...
+
     @overload
-    def deco(*, name: str | None = None, delivery: Delivery | str | None = None) -> Callable[[F], F]: ...
-    def deco(fn: Any = None, /, *, name: str | None = None, delivery: Delivery | str | None = None) -> Any:
+    def __call__(
+        self, fn: None = None, *, name: str | None = None, delivery: Delivery | str | None = None
+    ) -> Callable[[F], F]: ...
+
+    def __call__(
+        self, fn: Any = None, *, name: str | None = None, delivery: Delivery | str | None = None
+    ) -> Any:
+        opts = _Options(self.kind, name, Delivery(delivery) if delivery is not None else None)
+
         def apply(f: Any) -> Any:
-            setattr(f, _ATTR, _Options(kind, name, Delivery(delivery) if delivery is not None else None))
+            setattr(f, _ATTR, opts)
             return f
 
         return apply(fn) if fn is not None else apply
-
-    return deco
 
 
 class _Rpc:
     """Method decorators: ``@rpc.unary``, ``@rpc.server_stream``, ``@rpc.client_stream``, ``@rpc.bidi``,
     ``@rpc.notify``, ``@rpc.method(name=...)`` (kind inferred). Each accepts ``name=`` and ``delivery=``."""
 
-    unary = staticmethod(_decorator(MethodKind.UNARY))
-    server_stream = staticmethod(_decorator(MethodKind.SERVER_STREAM))
-    client_stream = staticmethod(_decorator(MethodKind.CLIENT_STREAM))
-    bidi = staticmethod(_decorator(MethodKind.BIDI))
-    notify = staticmethod(_decorator(MethodKind.NOTIFY))
-    method = staticmethod(_decorator(None))
+    unary = MethodDecorator(MethodKind.UNARY)
+    server_stream = MethodDecorator(MethodKind.SERVER_STREAM)
+    client_stream = MethodDecorator(MethodKind.CLIENT_STREAM)
+    bidi = MethodDecorator(MethodKind.BIDI)
+    notify = MethodDecorator(MethodKind.NOTIFY)
+    method = MethodDecorator(None)
 
 
 rpc = _Rpc()

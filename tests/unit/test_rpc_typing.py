@@ -32,6 +32,10 @@ class Svc(kcprpc.Service):
     async def count(self, req: Req) -> AsyncIterator[Reply]:
         yield Reply(text=req.name)
 
+    @kcprpc.rpc.unary(name="Hi")
+    async def hi(self, req: Req) -> Reply:
+        return Reply(text=req.name)
+
 
 async def use(client: kcprpc.Client) -> None:
     s = client.stub(Svc, timeout=1.0)
@@ -40,6 +44,7 @@ async def use(client: kcprpc.Client) -> None:
     async for x in s.count(Req(name="b")):
         reveal_type(x)
     reveal_type(await client.call(Svc.hello, Req(name="c"), timeout=1))
+    await s.hi(3)
 """
 
 
@@ -56,4 +61,5 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
         'error: Argument 1 to "hello" of "Svc" has incompatible type "Reply"; expected "Req"  [arg-type]',
         'note: Revealed type is "snippet.Reply"',
         'note: Revealed type is "snippet.Reply"',
+        'error: Argument 1 to "hi" of "Svc" has incompatible type "int"; expected "Req"  [arg-type]',
     ]
