@@ -322,13 +322,26 @@ class Service:
             service_spec(cls)
 
 
+@overload
+def event(name: type[T], /) -> type[T]: ...
+
+
+@overload
 def event(
     name: str | None = None, *, delivery: Delivery | str = Delivery.RELIABLE
-) -> Callable[[type[T]], type[T]]:
-    """Class decorator for push event types: sets the stable wire name and the default delivery."""
+) -> Callable[[type[T]], type[T]]: ...
+
+
+def event(name: Any = None, *, delivery: Delivery | str = Delivery.RELIABLE) -> Any:
+    """Class decorator for push event types: sets the stable wire name (default: the class name)
+    and the default delivery. ``@kcprpc.event``, ``@kcprpc.event("game.snapshot")`` or
+    ``@kcprpc.event("pos", delivery="unreliable")``."""
+    if isinstance(name, type):
+        return event()(name)
+    wire = name
 
     def apply(cls: type[T]) -> type[T]:
-        setattr(cls, "__rpc_event__", name or cls.__name__)  # noqa: B010
+        setattr(cls, "__rpc_event__", wire or cls.__name__)  # noqa: B010
         setattr(cls, "__rpc_delivery__", Delivery(delivery))  # noqa: B010
         _EVENT_ADAPTERS.pop(cls, None)
         return cls

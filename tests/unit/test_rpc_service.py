@@ -91,3 +91,23 @@ def test_misuse_is_reported() -> None:
             @rpc.unary(delivery="unreliable")
             async def f(self, a: int) -> int:
                 return a
+
+
+def test_event_decorator_forms() -> None:
+    from kcprpc.service import event_info
+
+    @kcprpc.event
+    class A(BaseModel):
+        x: int
+
+    @kcprpc.event("b.v1", delivery="unreliable")
+    class B(BaseModel):
+        x: int
+
+    class C(BaseModel):
+        x: int
+
+    assert event_info(A)[:2] == ("A", Delivery.RELIABLE)
+    assert event_info(B)[:2] == ("b.v1", Delivery.UNRELIABLE)
+    assert event_info(C)[:2] == ("C", Delivery.RELIABLE)
+    assert event_info(A)[2].validate_python({"x": "1"}) == A(x=1)
