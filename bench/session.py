@@ -6,7 +6,8 @@ Contenders, alternated round by round (A B C ... A B C ...), medians reported:
 * ``ours-nommsg``: the same with the plain recvfrom/sendto fallback (``mmsg=False``);
 * ``ours-aes-fec``: aes + FEC (10, 3);
 * ``siokcp``: skywind3000's C ikcp (siokcp ``KCPConnection``) driven by a plain asyncio datagram
-  endpoint (update every interval, flush after each input, same loop type as ours);
+  endpoint (update every interval, one flush per loop iteration after inputs/sends, ``current``
+  refreshed before each input as kcp-go does, the same 4 MiB socket buffers and loop type as ours);
 * ``udp-blocking`` and ``udp-mmsg``: raw datagram throughput (``bench/udp_raw.py``), the limit.
 
 KCP settings everywhere: nodelay 1/10/2/1, windows 512/512 (``--wnd``), mtu 1400, stream mode. The sender
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kcp
+from kcp.batch import open_udp_socket
 from kcp.session import KCPSession
 
 KCP_OPTS: dict[str, Any] = {
@@ -117,7 +119,7 @@ class _SioEnd(asyncio.DatagramProtocol):
 
         self.kcp = KCPConnection(conv, self._out, lambda s: None)
         self.kcp.nodelay(1, 10, 2, 1)
-        self.kcp.wndsize(1024, 1024)
+        self.kcp.wndsize(KCP_OPTS["snd_wnd"], KCP_OPTS["rcv_wnd"])
         self.kcp.setmtu(1400)
         self.kcp.stream = 1
         self.remote = remote
@@ -137,19 +139,23 @@ class _SioEnd(asyncio.DatagramProtocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def _now(self) -> int:
+        return int(time.monotonic() * 1000) & 0xFFFFFFFF
+
     def _tick(self) -> None:
-        self.kcp.update(int(self.loop.time() * 1000) & 0xFFFFFFFF)
+        self.kcp.update(self._now())
         self._after()
         self.loop.call_later(0.01, self._tick)
 
     def _after(self) -> None:
-        if self.kcp.waitsnd() < 2048:
+        if self.kcp.waitsnd() < 2 * KCP_OPTS["snd_wnd"]:
             self.writable.set()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.pkts_in += 1
         if self.remote is None:
             self.remote = addr
+        self.kcp.current = self._now()  # as kcp-go does before every input
         self.kcp.receive_data(data)
         self._schedule()
 
@@ -161,6 +167,7 @@ class _SioEnd(asyncio.DatagramProtocol):
 
     def _flush(self) -> None:
         self.scheduled = False
+        self.kcp.current = self._now()
         self.kcp.flush()
         while True:
             m = self.kcp.next_event()
@@ -187,8 +194,9 @@ def _sio_receiver(name: str, total: int, port_q: Any, result_q: Any, loop_kind: 
                 end[0].send(b"!")
                 done.set_result(None)
 
+        # the same 4 MiB socket buffers as ours
         tr, proto = await loop.create_datagram_endpoint(
-            lambda: _SioEnd(1, on_data), local_addr=("127.0.0.1", 0)
+            lambda: _SioEnd(1, on_data), sock=open_udp_socket("127.0.0.1", 0)
         )
         end.append(proto)
         port_q.put(tr.get_extra_info("sockname")[1])
@@ -208,14 +216,15 @@ async def _sio_sender(name: str, port: int, total: int) -> dict[str, Any]:
         if not acked.done():
             acked.set_result(m)
 
+    sock = open_udp_socket("127.0.0.1", 0)
     tr, proto = await loop.create_datagram_endpoint(
-        lambda: _SioEnd(1, on_data, ("127.0.0.1", port)), remote_addr=("127.0.0.1", port)
+        lambda: _SioEnd(1, on_data, ("127.0.0.1", port)), sock=sock
     )
     payload = b"\x5a" * CHUNK
     t0 = time.perf_counter()
     sent = 0
     while sent < total:
-        if proto.kcp.waitsnd() >= 2048:
+        if proto.kcp.waitsnd() >= 2 * KCP_OPTS["snd_wnd"]:
             proto.writable.clear()
             await proto.writable.wait()
             continue
