@@ -391,6 +391,7 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: Any = None
         self._sweeper: asyncio.Future[None] | None = None
+        self._accept_task: asyncio.Future[None] | None = None
         self._serving: asyncio.Future[None] | None = None
         self.address: tuple[str, int] | None = None
 
@@ -443,7 +444,10 @@ class Server:
             self.sessions.discard(sess)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
             if self.on_disconnect is not None:
-                await _maybe_await(self.on_disconnect(sess))
+                try:
+                    await _maybe_await(self.on_disconnect(sess))
+                except Exception:
+                    log.exception("on_disconnect hook failed")
 
     async def _sweep(self) -> None:
         """Close sessions silent for longer than the heartbeat timeout (one task for all sessions)."""
@@ -455,7 +459,9 @@ class Server:
             for s in [s for s in self.sessions if s.last_receive < limit and not s.closed]:
                 log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
                 s.closed = True
-                await s.conn.close()
+                t = asyncio.ensure_future(s.conn.close())  # concurrently: a dead peer's close may linger
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
 
     async def _datagram_loop(self, sess: ServerSession) -> None:
         conn = sess.conn
@@ -534,9 +540,7 @@ class Server:
             self.host, self.port, crypt=self.crypt, key=self.key, fec=self.fec, **self.transport_options
         )
         self.address = self._listener.address
-        t = asyncio.ensure_future(self._accept_loop())
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._accept_task = asyncio.ensure_future(self._accept_loop())
         return self.address
 
     async def _accept_loop(self) -> None:
@@ -568,8 +572,9 @@ class Server:
             return
         self._closing = True
         grace = self.config.shutdown_grace if grace is None else grace
-        if self._listener is not None:
-            self._listener.close()
+        # stop accepting, but keep the listener (its socket carries the live sessions) until the end
+        if self._accept_task is not None:
+            self._accept_task.cancel()
         goaway = encode_frame(GOAWAY, 0, [int(Status.UNAVAILABLE), "server shutting down"])
         for s in list(self.sessions):
             s.send_frame(goaway)
@@ -586,9 +591,9 @@ class Server:
             if s.control is not None:
                 s.control.flush()
         await asyncio.sleep(0)
-        for s in list(self.sessions):
-            await s.conn.close()
+        await asyncio.gather(*(s.conn.close() for s in list(self.sessions)), return_exceptions=True)
         if self._listener is not None:
+            self._listener.close()
             wc = getattr(self._listener, "wait_closed", None)
             if wc is not None:
                 await wc()

@@ -88,3 +88,25 @@ async def test_reconnect_after_server_restart() -> None:
     finally:
         await client.close()
         await server.shutdown(grace=0)
+
+
+async def test_graceful_shutdown_over_kcp_finishes_in_flight_calls() -> None:
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    host, port = await server.start()
+    async with kcprpc.connect(host, port) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        pr = server.services[0].probe  # type: ignore[attr-defined]
+        call = asyncio.ensure_future(d.slow(Req(name="x")))
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        shut = asyncio.ensure_future(server.shutdown(grace=TIMEOUT))
+        for _ in range(1000):  # GOAWAY reaches the client: new calls fail fast
+            try:
+                await d.hello(Req(name="late"))
+            except RpcError as e:
+                assert e.status is Status.UNAVAILABLE
+                break
+        else:
+            raise AssertionError("calls kept succeeding during shutdown")
+        pr.release.set()
+        assert (await call).text == "done"
+        await asyncio.wait_for(shut, TIMEOUT)
