@@ -480,7 +480,14 @@ class _Stub:
     @staticmethod
     def _make(client: Client, m: MethodSpec, timeout: float | None, md: Mapping[str, Any] | None) -> Any:
         kind = m.kind
+        pack = m.pack
         if kind is MethodKind.UNARY:
+            if m.arg_names is not None:
+
+                async def unary_args(*args: Any, **kwargs: Any) -> Any:
+                    return await client._unary(m, pack(args, kwargs), timeout, md, None)
+
+                return unary_args
 
             async def unary(request: Any = None) -> Any:
                 return await client._unary(m, request, timeout, md, None)
@@ -488,8 +495,8 @@ class _Stub:
             return unary
         if kind is MethodKind.SERVER_STREAM:
 
-            def server_stream(request: Any = None) -> StreamCall[Any]:
-                return StreamCall(client, m, request, timeout, md)
+            def server_stream(*args: Any, **kwargs: Any) -> StreamCall[Any]:
+                return StreamCall(client, m, pack(args, kwargs), timeout, md)
 
             return server_stream
         if kind is MethodKind.CLIENT_STREAM:
@@ -505,8 +512,8 @@ class _Stub:
 
             return bidi
 
-        async def notify(message: Any = None) -> None:
-            client.notify(m, message, metadata=md)
+        async def notify(*args: Any, **kwargs: Any) -> None:
+            client.notify(m, pack(args, kwargs), metadata=md)
 
         return notify
 

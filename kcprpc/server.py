@@ -618,7 +618,7 @@ async def _maybe_await(v: Any) -> None:
 
 
 def _invoke(handler: Handler, spec: MethodSpec, req: Any) -> Any:
-    return handler(req) if spec.has_request else handler()
+    return spec.invoke(handler, req)
 
 
 class _Channel:
@@ -843,7 +843,7 @@ class _Channel:
                 if server.interceptors:
                     result = await chain_server(server.interceptors, ctx, lambda: _invoke(handler, spec, req))
                 else:
-                    result = await (handler(req) if spec.has_request else handler())
+                    result = await spec.invoke(handler, req)
                 try:
                     out = spec.dump_response(result)
                 except Exception:
@@ -886,7 +886,7 @@ class _Channel:
         spec = ctx.spec
         w = self.writer
         cid = call.cid
-        it = handler(req) if spec.has_request else handler()
+        it = spec.invoke(handler, req)
         if inspect.isawaitable(it):
             it = await it
         if ctx._initial_md:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, TypeVar, overload
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, create_model
 
 from kcprpc.errors import UsageError
 
@@ -133,6 +133,29 @@ class MethodSpec:
     request_adapter: TypeAdapter[Any] = field(repr=False)
     response_adapter: TypeAdapter[Any] = field(repr=False)
     has_request: bool = True
+    arg_names: tuple[str, ...] | None = None  # set when the method takes several parameters
+    signature: inspect.Signature | None = field(default=None, repr=False)
+
+    def pack(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The request object for a call made with ``args``/``kwargs`` (several-parameter methods)."""
+        if self.arg_names is None or self.signature is None:
+            if kwargs or len(args) > 1:
+                raise UsageError(
+                    f"{self.wire_name} takes {'one argument' if self.has_request else 'no argument'}"
+                )
+            return args[0] if args else None
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise UsageError(f"{self.wire_name}: {e}") from None
+        bound.apply_defaults()
+        return self.request_type.model_construct(**bound.arguments)
+
+    def invoke(self, handler: Callable[..., Any], request: Any) -> Any:
+        """Call ``handler`` with a validated request (spread into parameters when there are several)."""
+        if self.arg_names is not None:
+            return handler(**{n: getattr(request, n) for n in self.arg_names})
+        return handler(request) if self.has_request else handler()
 
     def __post_init__(self) -> None:
         self.streams_requests: bool = self.kind.streams_requests
@@ -206,17 +229,25 @@ def _build_method(service: str, cls: type, attr: str, fn: Any) -> MethodSpec:
         raise UsageError(f"{cls.__name__}.{attr}: RPC methods must be 'async def'")
     module = inspect.getmodule(fn) or inspect.getmodule(cls)
     hints = typing.get_type_hints(fn, globalns=vars(module) if module else None, localns=dict(vars(cls)))
-    params = [p for p in inspect.signature(fn).parameters.values()][1:]  # drop self
-    if len(params) > 1:
-        raise UsageError(
-            f"{cls.__name__}.{attr}: an RPC method takes at most one argument (use a pydantic model for several)"
-        )
-    has_request = bool(params)
-    if has_request:
-        p = params[0]
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())[1:]  # drop self
+    for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             raise UsageError(f"{cls.__name__}.{attr}: *args/**kwargs are not supported")
-        req_tp = hints.get(p.name, Any)
+    has_request = bool(params)
+    arg_names: tuple[str, ...] | None = None
+    if len(params) > 1:
+        # several parameters travel as one map keyed by parameter name, validated by a model made here
+        for p in params:
+            if _stream_item(hints.get(p.name, Any))[0]:
+                raise UsageError(f"{cls.__name__}.{attr}: a streaming parameter must be the only one")
+        fields: dict[str, Any] = {
+            p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default) for p in params
+        }
+        req_tp = create_model(f"{cls.__name__}_{attr}_args", **fields)
+        arg_names = tuple(p.name for p in params)
+    elif has_request:
+        req_tp = hints.get(params[0].name, Any)
     else:
         req_tp = type(None)
     ret_tp = hints.get("return", Any)
@@ -257,6 +288,8 @@ def _build_method(service: str, cls: type, attr: str, fn: Any) -> MethodSpec:
         request_adapter=_NONE_ADAPTER if req_item is type(None) else TypeAdapter(req_item),
         response_adapter=_NONE_ADAPTER if resp_item is type(None) else TypeAdapter(resp_item),
         has_request=has_request,
+        arg_names=arg_names,
+        signature=sig.replace(parameters=params) if arg_names else None,
     )
 
 

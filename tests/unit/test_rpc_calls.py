@@ -56,6 +56,18 @@ async def test_unary(rpc: RpcPair) -> None:
     assert [r.text for r in many] == [f"hello {i}" for i in range(200)]
 
 
+async def test_several_parameters(rpc: RpcPair) -> None:
+    d = demo(rpc)
+    assert await d.add(1, 2) == 3
+    assert await d.add(5) == 15
+    assert await d.add(a=1, b=1) == 2
+    assert [t async for t in d.repeat("ab", times=3)] == ["ab", "ab", "ab"]
+    with pytest.raises(RpcError) as ei:
+        await d.add("x")  # type: ignore[arg-type]
+    assert ei.value.status is Status.INVALID_ARGUMENT
+    assert [tuple(e["loc"]) for e in ei.value.details] == [("a",)]
+
+
 async def test_server_stream(rpc: RpcPair) -> None:
     d = demo(rpc)
     got = [r.text async for r in d.count(Req(name="x", n=5))]

@@ -57,9 +57,15 @@ def test_plain_class_works_too() -> None:
 def test_misuse_is_reported() -> None:
     with pytest.raises(UsageError):
 
-        class TwoArgs(kcprpc.Service):
-            async def f(self, a: int, b: int) -> int:
-                return a
+        class StreamAndMore(kcprpc.Service):
+            async def f(self, a: AsyncIterator[int], b: int) -> int:
+                return b
+
+    with pytest.raises(UsageError):
+
+        class Star(kcprpc.Service):
+            async def f(self, *a: int) -> int:
+                return 0
 
     with pytest.raises(UsageError):
 
@@ -111,3 +117,17 @@ def test_event_decorator_forms() -> None:
     assert event_info(B)[:2] == ("b.v1", Delivery.UNRELIABLE)
     assert event_info(C)[:2] == ("C", Delivery.RELIABLE)
     assert event_info(A)[2].validate_python({"x": "1"}) == A(x=1)
+
+
+def test_several_parameters_travel_as_one_map() -> None:
+    class S(kcprpc.Service):
+        async def f(self, a: int, m: M, b: str = "x") -> str:
+            return f"{a}{m.x}{b}"
+
+    spec = service_spec(S).methods["f"]
+    assert spec.arg_names == ("a", "m", "b")
+    req = spec.pack((1, M(x=2)), {})
+    assert spec.dump_request(req) == {"a": 1, "m": {"x": 2}, "b": "x"}
+    assert spec.load_request({"a": "1", "m": {"x": "2"}}).b == "x"
+    with pytest.raises(UsageError):
+        spec.pack((), {"zz": 1})

@@ -56,6 +56,13 @@ class Demo(kcprpc.Service, name="test.Demo"):
     async def big(self, n: int) -> bytes:
         return b"x" * n
 
+    async def add(self, a: int, b: int = 10) -> int:
+        return a + b
+
+    async def repeat(self, text: str, times: int) -> AsyncIterator[str]:
+        for _ in range(times):
+            yield text
+
     async def nothing(self) -> None:
         return None
 

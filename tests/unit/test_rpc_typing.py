@@ -32,6 +32,9 @@ class Svc(kcprpc.Service):
     async def count(self, req: Req) -> AsyncIterator[Reply]:
         yield Reply(text=req.name)
 
+    async def add(self, a: int, b: int = 1) -> int:
+        return a + b
+
     @kcprpc.rpc.unary(name="Hi")
     async def hi(self, req: Req) -> Reply:
         return Reply(text=req.name)
@@ -45,6 +48,8 @@ async def use(client: kcprpc.Client) -> None:
         reveal_type(x)
     reveal_type(await client.call(Svc.hello, Req(name="c"), timeout=1))
     await s.hi(3)
+    reveal_type(await s.add(1, b=2))
+    await s.add(1, "x")
 """
 
 
@@ -62,4 +67,6 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
         'note: Revealed type is "snippet.Reply"',
         'note: Revealed type is "snippet.Reply"',
         'error: Argument 1 to "hi" of "Svc" has incompatible type "int"; expected "Req"  [arg-type]',
+        'note: Revealed type is "builtins.int"',
+        'error: Argument 2 to "add" of "Svc" has incompatible type "str"; expected "int"  [arg-type]',
     ]
