@@ -67,6 +67,6 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
         'note: Revealed type is "snippet.Reply"',
         'note: Revealed type is "snippet.Reply"',
         'error: Argument 1 to "hi" of "Svc" has incompatible type "int"; expected "Req"  [arg-type]',
-        'note: Revealed type is "builtins.int"',
+        'note: Revealed type is "int"',
         'error: Argument 2 to "add" of "Svc" has incompatible type "str"; expected "int"  [arg-type]',
     ]
