@@ -1,0 +1,856 @@
+"""The grpcurl-like client commands of ``kcprpc`` and the ``kcprpc idl`` tools.
+
+::
+
+    kcprpc list HOST:PORT [SERVICE]
+    kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE] [--json]
+    kcprpc call HOST:PORT SERVICE.METHOD ['{"json": "request"}'] [-d @file] [-H key=value] [--timeout S]
+    kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]
+    kcprpc ping HOST:PORT [-c COUNT]      kcprpc stats HOST:PORT
+    kcprpc idl export module:Class ... [-o FILE]  |  --all [-o idl/] [--check]
+    kcprpc idl check OLD NEW [--json]     kcprpc idl gen-python DOC -o models.py     kcprpc idl validate DOC...
+
+The client commands learn the service from the server's reflection service (or from ``--idl
+DOC`` files), so they never import the service's code. Requests are validated against the
+document's JSON Schema before they are sent. Transport flags carry kcptun's names (``--crypt``,
+``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
+``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's.
+
+Errors go to stderr as ``STATUS_NAME: message``; the exit code is ``64 + status code`` (as
+grpcurl does), ``2`` for a usage error (bad arguments, a malformed document), and ``1`` when
+``idl check`` finds a breaking change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_core import to_jsonable_python
+
+from kcprpc.client import Client, ClientConfig, _Stub
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.service import Delivery, MethodKind, MethodSpec
+from kcprpc.status import Status
+
+EXIT_USAGE = 2
+EXIT_BREAKING = 1
+STATUS_EXIT_BASE = 64
+
+# kcptun's --mode presets: (nodelay, interval, resend, nc)
+MODES: dict[str, tuple[int, int, int, int]] = {
+    "normal": (0, 40, 2, 1),
+    "fast": (0, 30, 2, 1),
+    "fast2": (1, 20, 2, 1),
+    "fast3": (1, 10, 2, 1),
+}
+
+
+def exit_code(status: Status) -> int:
+    """The process exit code for a call that ended with ``status``."""
+    return 0 if status is Status.OK else STATUS_EXIT_BASE + int(status)
+
+
+class CliError(Exception):
+    """A failure the command reports as ``STATUS: message`` and exits with."""
+
+    def __init__(self, status: Status, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+
+
+# ---------------------------------------------------------------------------- transport flags
+def add_transport_args(p: argparse.ArgumentParser) -> None:
+    """The transport flags, with kcptun's names; shared by the client commands and ``serve``."""
+    g = p.add_argument_group("transport (as kcptun names them; must match the server)")
+    g.add_argument(
+        "--crypt", default=None, help="cipher: aes, aes-128, salsa20, none, null ... (default: no crypt)"
+    )
+    g.add_argument("--key", default=None, help="pre-shared secret (passphrase)")
+    g.add_argument("--datashard", "--ds", type=int, default=0, help="FEC data shards (0: no FEC)")
+    g.add_argument("--parityshard", "--ps", type=int, default=0, help="FEC parity shards")
+    g.add_argument("--mode", default=None, choices=[*MODES, "manual"], help="KCP profile (default: fast3)")
+    g.add_argument("--mtu", type=int, default=None, help="UDP payload size (default 1400)")
+    g.add_argument("--sndwnd", type=int, default=None, help="send window, in segments")
+    g.add_argument("--rcvwnd", type=int, default=None, help="receive window, in segments")
+    g.add_argument("--nodelay", type=int, default=None, help="manual mode: ikcp nodelay")
+    g.add_argument("--interval", type=int, default=None, help="manual mode: ikcp interval (ms)")
+    g.add_argument("--resend", type=int, default=None, help="manual mode: ikcp fast resend")
+    g.add_argument("--nc", type=int, default=None, help="manual mode: 1 turns congestion control off")
+
+
+def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``crypt``, ``key``, ``fec`` and ``transport_options`` for ``connect()`` / ``Server()``."""
+    opts: dict[str, Any] = {}
+    mode = getattr(args, "mode", None)
+    if mode in MODES:
+        opts["nodelay"], opts["interval"], opts["resend"], opts["nc"] = MODES[mode]
+    for flag, name in (("nodelay", "nodelay"), ("interval", "interval"), ("resend", "resend"), ("nc", "nc")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            if mode not in (None, "manual"):
+                raise UsageError(f"--{flag} goes with --mode manual")
+            opts[name] = v
+    for flag, name in (("mtu", "mtu"), ("sndwnd", "snd_wnd"), ("rcvwnd", "rcv_wnd")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            opts[name] = v
+    ds, ps = getattr(args, "datashard", 0) or 0, getattr(args, "parityshard", 0) or 0
+    if ds < 0 or ps < 0 or (ds > 0) != (ps > 0):
+        raise UsageError("--datashard and --parityshard must both be positive (FEC on) or both 0")
+    crypt = getattr(args, "crypt", None)
+    key = getattr(args, "key", None)
+    if crypt not in (None, "null") and key is None:
+        raise UsageError(f"--crypt {crypt} needs --key")
+    return {
+        "crypt": crypt,
+        "key": key,
+        "fec": (ds, ps) if ds > 0 else None,
+        "transport_options": opts,
+    }
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------------- connections
+class _CliClient(Client):
+    """A client that also hands raw events (name, payload, topic, seq, epoch) to a callback."""
+
+    raw_event: Callable[[Any], None] | None = None
+
+    def _on_event(self, body: Any) -> None:
+        super()._on_event(body)
+        if self.raw_event is not None:
+            self.raw_event(body)
+
+
+def _client(args: argparse.Namespace) -> _CliClient:
+    host, port = parse_address(args.address)
+    tk = transport_kwargs(args)
+
+    async def connector() -> Any:
+        from kcprpc.net import dial
+
+        return await dial(
+            host, port, crypt=tk["crypt"], key=tk["key"], fec=tk["fec"], **tk["transport_options"]
+        )
+
+    cfg = ClientConfig(
+        connect_timeout=args.connect_timeout, metadata=_metadata(getattr(args, "header", None))
+    )
+    return _CliClient(connector, config=cfg)
+
+
+async def _connected(client: Client, address: str) -> None:
+    try:
+        await client.connect()
+    except (asyncio.TimeoutError, TimeoutError):
+        raise CliError(
+            Status.UNAVAILABLE, f"no answer from {address} (wrong address, or transport flags?)"
+        ) from None
+    except (ConnectionError, OSError) as e:
+        raise CliError(Status.UNAVAILABLE, f"cannot connect to {address}: {e}") from None
+
+
+def _metadata(headers: Sequence[str] | None) -> dict[str, Any]:
+    md: dict[str, Any] = {}
+    for h in headers or ():
+        k, sep, v = h.partition("=")
+        if not sep or not k:
+            raise UsageError(f"-H {h!r}: expected key=value")
+        md[k.strip()] = v
+    return md
+
+
+# ---------------------------------------------------------------------------- documents
+class _Catalog:
+    """Interface documents by service name, from reflection and/or ``--idl`` files."""
+
+    def __init__(self, client: Client | None, files: Sequence[str], timeout: float | None) -> None:
+        from kcprpc.idl.schema import load_document
+
+        self.client = client
+        self.timeout = timeout
+        self.docs: dict[str, dict[str, Any]] = {}
+        for f in files:
+            d = load_document(f)
+            self.docs[d["name"]] = d
+        self._listed: list[str] | None = None
+
+    def _reflection(self) -> Any:
+        from kcprpc.reflection import ReflectionService
+
+        assert self.client is not None
+        return self.client.stub(ReflectionService, timeout=self.timeout)
+
+    async def services(self) -> list[str]:
+        if self._listed is None:
+            names = set(self.docs)
+            if self.client is not None:
+                try:
+                    r = await self._reflection().ListServices()
+                    names.update(s.name for s in r.services)
+                except RpcError as e:
+                    if e.status is not Status.UNIMPLEMENTED or not self.docs:
+                        raise _no_reflection(e) from None
+            self._listed = sorted(names)
+        return self._listed
+
+    async def document(self, service: str) -> dict[str, Any]:
+        doc = self.docs.get(service)
+        if doc is None:
+            if self.client is None:
+                raise CliError(Status.NOT_FOUND, f"no document for {service!r}")
+            from kcprpc.idl.schema import loads_document
+
+            try:
+                r = await self._reflection().GetDocument({"service": service})
+            except RpcError as e:
+                raise _no_reflection(e) from None
+            doc = loads_document(r.document, f"{service} (from the server)")
+            self.docs[service] = doc
+        return doc
+
+    async def resolve(self, target: str) -> tuple[dict[str, Any], str | None]:
+        """``Service``, ``Service.member`` or ``Service/member`` -> (document, member or None)."""
+        if "/" in target:
+            svc, _, member = target.partition("/")
+            return await self.document(svc), member or None
+        names = await self.services()
+        if target in names:
+            return await self.document(target), None
+        svc, _, member = target.rpartition(".")
+        if svc in names:
+            return await self.document(svc), member
+        raise CliError(Status.NOT_FOUND, f"no service matches {target!r} (services: {', '.join(names)})")
+
+
+def _no_reflection(e: RpcError) -> CliError:
+    if e.status is Status.UNIMPLEMENTED:
+        return CliError(
+            Status.UNIMPLEMENTED, "the server has reflection off; pass its document with --idl FILE"
+        )
+    return CliError(e.status, e.message, e.details)
+
+
+def dynamic_spec(doc: dict[str, Any], method: str) -> MethodSpec:
+    """A :class:`MethodSpec` for a method known only from its document (payloads stay plain JSON values)."""
+    m = doc["methods"].get(method)
+    if m is None:
+        raise CliError(
+            Status.NOT_FOUND,
+            f"{doc['name']} has no method {method!r} (methods: {', '.join(sorted(doc['methods']))})",
+        )
+    any_adapter: TypeAdapter[Any] = TypeAdapter(Any)
+    return MethodSpec(
+        service=doc["name"],
+        attr=method,
+        wire_name=m["wire_name"],
+        kind=MethodKind(m["kind"]),
+        delivery=Delivery(m["delivery"]),
+        request_type=Any,
+        response_type=Any,
+        request_adapter=any_adapter,
+        response_adapter=any_adapter,
+        has_request=m["request"] != {"type": "null"},
+    )
+
+
+def request_validator(doc: dict[str, Any], schema: dict[str, Any], what: str) -> Callable[[Any], None]:
+    """A function that raises :class:`CliError` (INVALID_ARGUMENT) when a value does not match ``schema``."""
+    import jsonschema  # type: ignore[import-untyped]
+
+    full = {**schema, "$defs": doc.get("$defs", {})}
+    validator = jsonschema.Draft202012Validator(full)
+
+    def check(value: Any) -> None:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        if errors:
+            lines = []
+            for err in errors[:10]:
+                where = "/".join(str(p) for p in err.absolute_path) or "(request)"
+                lines.append(f"{where}: {err.message}")
+            raise CliError(
+                Status.INVALID_ARGUMENT, f"request does not match {what}:\n  " + "\n  ".join(lines)
+            )
+
+    return check
+
+
+def _accept_any(value: Any) -> None:
+    """The validator of ``--no-validate``."""
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return to_jsonable_python(value)
+    except Exception:
+        return to_jsonable_python(value, bytes_mode="base64")
+
+
+def _dump(value: Any, pretty: bool) -> str:
+    return json.dumps(_jsonable(value), indent=2 if pretty else None, ensure_ascii=False)
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CliError(Status.INVALID_ARGUMENT, f"{what} is not valid JSON: {e}") from None
+
+
+def _read_data(data: str) -> str:
+    if data.startswith("@"):
+        name = data[1:]
+        if name == "-":
+            return sys.stdin.read()
+        try:
+            return Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"-d {data}: cannot read: {e}") from None
+    return data
+
+
+# ---------------------------------------------------------------------------- text rendering
+def type_name(schema: Any) -> str:
+    """A short human name for a schema (``JoinRequest``, ``list[int]``, ``str | None`` ...)."""
+    if not isinstance(schema, dict) or not schema:
+        return "any"
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " | ".join(type_name(s) for s in schema[key])
+    if "enum" in schema:
+        return "enum(" + ", ".join(json.dumps(v) for v in schema["enum"]) + ")"
+    if "const" in schema:
+        return f"const({json.dumps(schema['const'])})"
+    t = schema.get("type")
+    if t == "array":
+        return f"list[{type_name(schema.get('items', {}))}]"
+    if t == "object" and "additionalProperties" in schema and "properties" not in schema:
+        return f"dict[str, {type_name(schema['additionalProperties'])}]"
+    names = {
+        "string": "str",
+        "integer": "int",
+        "number": "float",
+        "boolean": "bool",
+        "null": "None",
+        "object": "object",
+    }
+    if t == "string" and schema.get("format") == "binary":
+        return "bytes"
+    return names.get(str(t), str(t))
+
+
+def _arg(schema: Any, stream: bool) -> str:
+    if schema == {"type": "null"}:
+        return "stream" if stream else ""
+    return ("stream " if stream else "") + type_name(schema)
+
+
+def describe_text(doc: dict[str, Any]) -> str:
+    """A readable summary of a service document."""
+    out = [f"service {doc['name']}  (package {doc['package'] or '-'}, protocol {doc['protocol_version']})"]
+    if doc.get("description"):
+        out.extend("  # " + line for line in doc["description"].splitlines())
+    for name, m in sorted(doc["methods"].items()):
+        out.append("  " + _method_line(name, m))
+    for name, e in sorted(doc.get("events", {}).items()):
+        out.append(f"  event {name}: {type_name(e['schema'])}  [{e['delivery']}]")
+    for name, t in sorted(doc.get("topics", {}).items()):
+        out.append(f"  topic {name}: {', '.join(t['events'])}")
+    return "\n".join(out) + "\n"
+
+
+def _method_line(name: str, m: dict[str, Any]) -> str:
+    kind = m["kind"]
+    req = _arg(m["request"], kind in ("client_stream", "bidi"))
+    resp = _arg(m["response"], kind in ("server_stream", "bidi"))
+    ret = "" if kind == "notify" else f" returns ({resp or 'None'})"
+    return f"rpc {name}({req}){ret}  [{kind}, {m['delivery']}]"
+
+
+def _referenced_defs(doc: dict[str, Any], roots: Sequence[Any]) -> dict[str, Any]:
+    defs = doc.get("$defs", {})
+    found: dict[str, Any] = {}
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                name = ref.rsplit("/", 1)[-1]
+                if name in defs and name not in found:
+                    found[name] = defs[name]
+                    stack.append(defs[name])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return dict(sorted(found.items()))
+
+
+# ---------------------------------------------------------------------------- commands
+async def _with_client(args: argparse.Namespace, body: Callable[[_CliClient, _Catalog], Any]) -> int:
+    client = _client(args)
+    await _connected(client, args.address)
+    try:
+        catalog = _Catalog(client, getattr(args, "idl", None) or (), args.timeout)
+        return int(await body(client, catalog))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 2.0)
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    """``kcprpc list HOST:PORT [SERVICE]``: services, or one service's methods."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        if args.service:
+            doc, _ = await cat.resolve(args.service)
+            for name in sorted(doc["methods"]):
+                print(f"{doc['name']}.{name}")
+        else:
+            for name in await cat.services():
+                print(name)
+        return 0
+
+    return await _with_client(args, body)
+
+
+async def cmd_describe(args: argparse.Namespace) -> int:
+    """``kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE]``."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        targets = [args.target] if args.target else await cat.services()
+        for target in targets:
+            doc, member = await cat.resolve(target)
+            if member is None:
+                if args.json:
+                    from kcprpc.idl.schema import dumps
+
+                    sys.stdout.write(dumps(doc))
+                else:
+                    sys.stdout.write(describe_text(doc))
+                continue
+            m = doc["methods"].get(member)
+            if m is not None:
+                info = {
+                    "method": m,
+                    "$defs": _referenced_defs(doc, [m["request"], m["response"]]),
+                }
+                if not args.json:
+                    print(f"{doc['name']}.{member}:  {_method_line(member, m)}")
+                print(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False))
+                continue
+            for section in ("$defs", "events"):
+                if member in doc.get(section, {}):
+                    node = doc[section][member]
+                    info = {"schema": node, "$defs": _referenced_defs(doc, [node])}
+                    if not args.json:
+                        print(f"{doc['name']}.{member}:  {'message' if section == '$defs' else 'event'}")
+                    print(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=False))
+                    break
+            else:
+                raise CliError(Status.NOT_FOUND, f"{doc['name']} has no method, message or event {member!r}")
+        return 0
+
+    return await _with_client(args, body)
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        if line.strip():
+            yield line
+
+
+async def cmd_call(args: argparse.Namespace) -> int:
+    """``kcprpc call HOST:PORT SERVICE.METHOD [JSON]``."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        doc, member = await cat.resolve(args.method)
+        if member is None:
+            raise CliError(Status.INVALID_ARGUMENT, f"{args.method!r} names a service; call SERVICE.METHOD")
+        spec = dynamic_spec(doc, member)
+        m = doc["methods"][member]
+        check = _accept_any if args.no_validate else request_validator(doc, m["request"], spec.wire_name)
+        if args.request is not None and args.data is not None:
+            raise UsageError("give the request either as an argument or with -d, not both")
+        text = (
+            args.request
+            if args.request is not None
+            else (_read_data(args.data) if args.data is not None else None)
+        )
+        md = _metadata(args.header)
+        fn = _Stub._make(client, spec, args.timeout, md or None)
+        stream_in = spec.kind in (MethodKind.CLIENT_STREAM, MethodKind.BIDI)
+        if stream_in:
+            bad: list[CliError] = []
+
+            async def requests() -> AsyncIterator[Any]:
+                lines: AsyncIterator[str]
+                if text is not None:
+
+                    async def given() -> AsyncIterator[str]:
+                        for ln in text.splitlines():
+                            if ln.strip():
+                                yield ln
+
+                    lines = given()
+                else:
+                    lines = _stdin_lines()
+                n = 0
+                async for ln in lines:
+                    n += 1
+                    try:
+                        value = _parse_json(ln, f"request line {n}")
+                        check(value)
+                    except CliError as e:
+                        bad.append(e)
+                        raise
+                    yield value
+
+            try:
+                if spec.kind is MethodKind.CLIENT_STREAM:
+                    print(_dump(await fn(requests()), True))
+                else:
+                    async with fn(requests()) as call:
+                        async for item in call:
+                            print(_dump(item, False), flush=True)
+            except RpcError:
+                if bad:
+                    raise bad[0] from None
+                raise
+            return 0
+        if text is None:
+            value: Any = None if not spec.has_request else {}
+        else:
+            value = _parse_json(text, "the request")
+        if spec.has_request or value is not None:
+            check(value)
+        if spec.kind is MethodKind.NOTIFY:
+            await fn(value)
+            await asyncio.sleep(0)  # let the datagram leave
+            return 0
+        if spec.kind is MethodKind.SERVER_STREAM:
+            async with fn(value) as call:
+                async for item in call:
+                    print(_dump(item, False), flush=True)
+            return 0
+        print(_dump(await fn(value), True))
+        return 0
+
+    return await _with_client(args, body)
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    """``kcprpc watch HOST:PORT TOPIC``: pushed events as JSON lines."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        client.raw_event = q.put_nowait
+        await asyncio.wait_for(client.subscribe(args.topic), args.timeout)
+        print(json.dumps({"subscribed": args.topic}), file=sys.stderr, flush=True)
+        loop = asyncio.get_running_loop()
+        end = None if args.duration is None else loop.time() + args.duration
+        n = 0
+        while args.count is None or n < args.count:
+            left = None if end is None else end - loop.time()
+            if left is not None and left <= 0:
+                break
+            try:
+                body_ = await asyncio.wait_for(q.get(), left)
+            except asyncio.TimeoutError:
+                break
+            if not isinstance(body_, list) or len(body_) != 5:
+                continue
+            name, payload, key, seq, epoch = body_
+            topic = key.split(":", 1)[1] if isinstance(key, str) and ":" in key else key
+            line = {"event": name, "topic": topic, "seq": seq, "epoch": epoch, "data": payload}
+            print(_dump(line, False), flush=True)
+            n += 1
+        return 0
+
+    return await _with_client(args, body)
+
+
+async def cmd_ping(args: argparse.Namespace) -> int:
+    """``kcprpc ping HOST:PORT``: health-check round trips and the heartbeat RTT."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        status = "?"
+        for i in range(args.count):
+            t0 = time.perf_counter()
+            status = await asyncio.wait_for(client.health(), args.timeout)
+            ms = (time.perf_counter() - t0) * 1000
+            hb = client.rtt_ms
+            hb_text = f" heartbeat_rtt={hb:.3f} ms" if hb is not None else ""
+            print(f"{args.address} seq={i} {status} time={ms:.3f} ms{hb_text}", flush=True)
+            if i + 1 < args.count:
+                await asyncio.sleep(args.every)
+        if status != "SERVING":
+            raise CliError(Status.UNAVAILABLE, f"server is {status}")
+        return 0
+
+    return await _with_client(args, body)
+
+
+async def cmd_stats(args: argparse.Namespace) -> int:
+    """``kcprpc stats HOST:PORT``: the connection's transport counters and the server's counters."""
+
+    async def body(client: _CliClient, cat: _Catalog) -> int:
+        st = await asyncio.wait_for(client.stats(), args.timeout)
+        print(json.dumps(_jsonable(st), indent=2, sort_keys=True))
+        return 0
+
+    return await _with_client(args, body)
+
+
+# ---------------------------------------------------------------------------- idl commands
+def cmd_idl_export(args: argparse.Namespace) -> int:
+    """``kcprpc idl export``."""
+    from kcprpc.idl.registry import export_known, import_attr, render_all
+    from kcprpc.idl.schema import dumps
+
+    sys.path.insert(0, "")
+    if args.all:
+        out_dir = Path(args.output or "idl")
+        files = render_all()
+        if args.check:
+            stale = []
+            for name, text in files.items():
+                p = out_dir / name
+                if not p.exists() or p.read_text(encoding="utf-8") != text:
+                    stale.append(str(p))
+            if stale:
+                print("out of date (run `kcprpc idl export --all`): " + ", ".join(stale), file=sys.stderr)
+                return 1
+            print(f"{len(files)} documents in {out_dir} match the code")
+            return 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out_dir / name).write_text(text, encoding="utf-8")
+        print(f"wrote {len(files)} documents to {out_dir}")
+        return 0
+    if not args.classes:
+        raise UsageError("name module:Class targets, or use --all")
+    texts = []
+    for target in args.classes:
+        cls = import_attr(target)
+        if not isinstance(cls, type):
+            cls = type(cls)
+        texts.append(dumps(export_known(cls)))
+    if args.output:
+        out = Path(args.output)
+        if len(texts) > 1 or out.is_dir():
+            out.mkdir(parents=True, exist_ok=True)
+            for t in texts:
+                name = json.loads(t)["name"]
+                (out / f"{name}.json").write_text(t, encoding="utf-8")
+        else:
+            out.write_text(texts[0], encoding="utf-8")
+    else:
+        sys.stdout.write("".join(texts))
+    return 0
+
+
+def cmd_idl_check(args: argparse.Namespace) -> int:
+    """``kcprpc idl check OLD NEW``: exit 1 if anything breaks."""
+    from kcprpc.idl.breaking import check
+    from kcprpc.idl.schema import load_document
+
+    changes = check(load_document(args.old), load_document(args.new))
+    bad = [c for c in changes if c.breaking]
+    if args.json:
+        print(json.dumps([c.as_dict() for c in changes], indent=2))
+    else:
+        for c in changes:
+            print(c)
+        print(f"{len(bad)} breaking change(s), {len(changes) - len(bad)} safe change(s)")
+    return EXIT_BREAKING if bad else 0
+
+
+def cmd_idl_validate(args: argparse.Namespace) -> int:
+    """``kcprpc idl validate DOC...``."""
+    from kcprpc.idl.schema import load_document
+
+    for f in args.docs:
+        d = load_document(f)
+        print(f"{f}: ok ({d['name']}, {len(d['methods'])} methods)")
+    return 0
+
+
+def cmd_idl_gen_python(args: argparse.Namespace) -> int:
+    """``kcprpc idl gen-python DOC -o models.py``."""
+    from kcprpc.idl.gen import generate_python
+    from kcprpc.idl.schema import load_document
+
+    code = generate_python(load_document(args.doc))
+    if args.output and args.output != "-":
+        Path(args.output).write_text(code, encoding="utf-8")
+    else:
+        sys.stdout.write(code)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _client_parser(sub: Any, name: str, helptext: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=helptext, description=helptext)
+    p.add_argument("address", metavar="HOST:PORT")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to get the server's welcome")
+    p.add_argument(
+        "--idl", action="append", metavar="DOC", help="use this document instead of reflection (repeatable)"
+    )
+    add_transport_args(p)
+    return p
+
+
+ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "list": cmd_list,
+    "describe": cmd_describe,
+    "call": cmd_call,
+    "watch": cmd_watch,
+    "ping": cmd_ping,
+    "stats": cmd_stats,
+}
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``list``, ``describe``, ``call``, ``watch``, ``idl`` (and ``ping``/``stats`` unless the
+    parser has them) on an ``argparse`` sub-parsers object. Each sets ``func`` (see :func:`run_command`)."""
+    have = set(getattr(sub, "choices", {}) or {})
+    p = _client_parser(sub, "list", "list a server's services, or one service's methods")
+    p.add_argument("service", nargs="?", metavar="SERVICE")
+    p = _client_parser(sub, "describe", "describe a service, method, message or event")
+    p.add_argument("target", nargs="?", metavar="SERVICE[.METHOD|.MESSAGE]")
+    p.add_argument("--json", action="store_true", help="print the document (or schema) as JSON only")
+    p = _client_parser(sub, "call", "call a method with a JSON request; print the response as JSON")
+    p.add_argument("method", metavar="SERVICE.METHOD")
+    p.add_argument(
+        "request", nargs="?", metavar="JSON", help="the request (streaming methods: JSON lines on stdin)"
+    )
+    p.add_argument("-d", "--data", help="the request; @FILE reads a file, @- stdin (streams: JSON lines)")
+    p.add_argument("-H", "--header", action="append", metavar="KEY=VALUE", help="call metadata (repeatable)")
+    p.add_argument("--no-validate", action="store_true", help="send without checking the JSON Schema")
+    p = _client_parser(sub, "watch", "print events pushed on a topic as JSON lines")
+    p.add_argument("topic", metavar="TOPIC")
+    p.add_argument("-n", "--count", type=int, default=None, help="exit after COUNT events")
+    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
+    if "ping" not in have:
+        p = _client_parser(sub, "ping", "health-check a server; print round trips and the heartbeat RTT")
+        p.add_argument("-c", "--count", type=int, default=3)
+        p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
+    if "stats" not in have:
+        _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
+    for name in ASYNC_COMMANDS:
+        if name in (sub.choices or {}) and (name not in have):
+            sub.choices[name].set_defaults(func=ASYNC_COMMANDS[name], is_async=True)
+
+    idl = sub.add_parser("idl", help="interface documents: export, check, gen-python, validate")
+    isub = idl.add_subparsers(dest="idl_cmd", required=True)
+    e = isub.add_parser("export", help="export documents from service classes")
+    e.add_argument("classes", nargs="*", metavar="module:Class")
+    e.add_argument("-o", "--output", help="file (one class) or directory")
+    e.add_argument("--all", action="store_true", help="the built-in and example services (into idl/)")
+    e.add_argument("--check", action="store_true", help="with --all: fail if the files differ from the code")
+    e.set_defaults(func=cmd_idl_export, is_async=False)
+    c = isub.add_parser("check", help="list the changes from OLD to NEW; exit 1 if one breaks peers")
+    c.add_argument("old")
+    c.add_argument("new")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_idl_check, is_async=False)
+    g = isub.add_parser("gen-python", help="pydantic models and a typed stub from a document")
+    g.add_argument("doc")
+    g.add_argument("-o", "--output", default=None)
+    g.set_defaults(func=cmd_idl_gen_python, is_async=False)
+    v = isub.add_parser("validate", help="check documents against the format")
+    v.add_argument("docs", nargs="+")
+    v.set_defaults(func=cmd_idl_validate, is_async=False)
+
+
+def _report(status: Status, message: str, details: Any = None) -> int:
+    print(f"{status.name}: {message}", file=sys.stderr)
+    if details is not None:
+        with contextlib.suppress(Exception):
+            print(json.dumps(_jsonable(details), indent=2, ensure_ascii=False), file=sys.stderr)
+    return exit_code(status)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a command registered by :func:`add_commands`; never lets a traceback out for expected failures."""
+    from kcprpc.idl.schema import DocumentError
+
+    try:
+        if not getattr(args, "is_async", False):
+            return int(args.func(args))
+        return _run_async(args.func(args))
+    except CliError as e:
+        return _report(e.status, e.message, e.details)
+    except RpcError as e:
+        return _report(e.status, e.message or e.status.name, e.details)
+    except DocumentError as e:
+        print(f"kcprpc: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as e:
+        print(f"kcprpc: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (asyncio.TimeoutError, TimeoutError):
+        return _report(Status.DEADLINE_EXCEEDED, "timed out")
+    except (ConnectionError, OSError) as e:
+        return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_async(coro: Any) -> int:
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(coro)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, task.cancel)
+        try:
+            return int(await task)
+        except asyncio.CancelledError:
+            return 130
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main())
+    return int(uvloop.run(main()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """A stand-alone entry point with only these commands (``python -m kcprpc.clitools``)."""
+    ap = argparse.ArgumentParser(prog="kcprpc", description="kcprpc client tools")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    add_commands(sub)
+    args = ap.parse_args(argv)
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""A server for the CLI tests: the quickstart, game and live examples on 127.0.0.1, an OS-chosen port.
+
+``python tests/integration/cli_server.py [--no-reflection] [transport flags]`` prints
+``PORT <n>`` and serves until stdin closes (so it never outlives the test that started it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import kcprpc
+from examples.game.service import GameService, World
+from examples.live.service import LiveService, publisher_auth
+from examples.quickstart.service import Greeter
+from kcprpc.clitools import add_transport_args, transport_kwargs
+from kcprpc.reflection import ReflectionService
+
+TOKEN = "publisher-secret"
+
+
+def make_server(reflection: bool, **transport: object) -> kcprpc.Server:
+    """The three example services; reflection added unless the server already carries it."""
+    server = kcprpc.Server(
+        [Greeter(), GameService(World()), LiveService()],
+        "127.0.0.1",
+        0,
+        interceptors=[publisher_auth(TOKEN)],
+        **transport,  # type: ignore[arg-type]
+    )
+    has = "kcprpc.Reflection/ListServices" in server.methods
+    if reflection and not has:
+        server.add_service(ReflectionService())
+    elif not reflection and has:
+        raise SystemExit("this server version cannot switch reflection off here")
+    return server
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-reflection", action="store_true")
+    add_transport_args(ap)
+    args = ap.parse_args()
+    server = make_server(not args.no_reflection, **transport_kwargs(args))
+    _, port = await server.start()
+    print(f"PORT {port}", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await server.shutdown(grace=0.5)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
