@@ -6,7 +6,7 @@ from kcprpc.client import Client, ClientConfig, StreamCall, UnaryCall, connect
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
-from kcprpc.push import Broker, BrokerMessage, MemoryBroker
+from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, rpc, service_spec
 from kcprpc.status import Status
@@ -26,6 +26,7 @@ __all__ = [
     "MethodSpec",
     "ProtocolError",
     "ReconnectPolicy",
+    "ResumeFailed",
     "RpcError",
     "Server",
     "ServerConfig",

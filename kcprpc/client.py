@@ -581,7 +581,13 @@ class Client:
             link = _Link(self, conn, control)
             hello: dict[str, Any] = {"v": codec.PROTOCOL_VERSION, "md": dict(self.config.metadata)}
             if restore:
-                hello["restore"] = {"rooms": sorted(self.rooms), "topics": sorted(self.topics)}
+                keys = {f"room:{r}" for r in self.rooms} | {f"topic:{t}" for t in self.topics}
+                offsets = {k: list(v) for k, v in self.topic_offsets.items() if k in keys}
+                hello["restore"] = {
+                    "rooms": sorted(self.rooms),
+                    "topics": sorted(self.topics),
+                    "offsets": offsets,
+                }
             link.writer.send(encode_frame(HELLO, 0, hello))
             reader = link.loop.create_task(link.read_control())
             link.tasks.append(reader)
@@ -945,6 +951,9 @@ class Client:
             return
         name, payload, key, seq, epoch = body
         if isinstance(key, str) and isinstance(seq, int) and isinstance(epoch, int):
+            prev = self.topic_offsets.get(key)
+            if prev is not None and prev[0] == epoch and seq <= prev[1]:
+                return  # already seen (a replay overlapping live delivery)
             self.topic_offsets[key] = (epoch, seq)
         for adapter, handler in self._handlers.get(name, ()):
             try:

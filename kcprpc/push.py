@@ -14,12 +14,26 @@ client can later resume from its last offset.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from kcprpc.codec import EVENT, encode_frame_raw, pack
-from kcprpc.service import Delivery
+from kcprpc.service import Delivery, event
+
+
+@event("kcprpc.ResumeFailed")
+class ResumeFailed(BaseModel):
+    """Pushed after a reconnect when missed messages of a room or topic cannot be replayed
+    (the broker's epoch changed or its history no longer reaches back far enough)."""
+
+    key: str  # "room:<name>" or "topic:<name>"
+    epoch: int  # the client's last epoch for the key
+    last_seq: int  # the client's last sequence number
+    reason: str
 
 
 class Peer(Protocol):
@@ -96,14 +110,22 @@ class Broker(Protocol):
         """Sequence number of the last message published on ``key`` (0 if none)."""
         ...
 
+    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
+        """Messages on ``key`` with a sequence number above ``after_seq``, oldest first; ``None``
+        when the history no longer reaches back that far."""
+        ...
+
 
 class MemoryBroker:
-    """In-process broker. Delivery happens synchronously inside :meth:`publish`."""
+    """In-process broker. Delivery happens synchronously inside :meth:`publish`. The last
+    ``history`` messages of each key are kept for replay after a reconnect."""
 
-    def __init__(self, *, rng: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(self, *, history: int = 1024, rng: Callable[[int], bytes] = os.urandom) -> None:
         self._epoch = int.from_bytes(rng(4), "big") or 1
         self._subs: dict[str, list[BrokerCallback]] = {}
         self._seq: dict[str, int] = {}
+        self._history_len = history
+        self._history: dict[str, deque[BrokerMessage]] = {}
 
     @property
     def epoch(self) -> int:
@@ -131,6 +153,11 @@ class MemoryBroker:
         seq = self._seq.get(key, 0) + 1
         self._seq[key] = seq
         msg = BrokerMessage(key, event, payload, seq, self._epoch, delivery)
+        if self._history_len:
+            h = self._history.get(key)
+            if h is None:
+                h = self._history[key] = deque(maxlen=self._history_len)
+            h.append(msg)
         for cb in list(self._subs.get(key, ())):
             cb(msg)
         return msg
@@ -144,6 +171,16 @@ class MemoryBroker:
     def last_seq(self, key: str) -> int:
         """Last sequence number on ``key``."""
         return self._seq.get(key, 0)
+
+    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
+        """Kept messages after ``after_seq``; ``None`` if some of them are gone."""
+        last = self._seq.get(key, 0)
+        if after_seq >= last:
+            return []
+        h = self._history.get(key)
+        if not h or h[0].seq > after_seq + 1:
+            return None
+        return [m for m in h if m.seq > after_seq]
 
 
 def room_key(room: str) -> str:

@@ -42,7 +42,7 @@ from kcprpc.codec import (
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig
 from kcprpc.interceptors import ServerInterceptor, chain_server
-from kcprpc.push import Broker, BrokerMessage, MemoryBroker, room_key, route, topic_key
+from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed, room_key, route, topic_key
 from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, FrameWriter, Inbox, read_frames
@@ -297,6 +297,22 @@ class PushHub:
         if topic in session.topics:
             session.topics.discard(topic)
             self._remove(session, topic_key(topic))
+
+    def replay(self, session: ServerSession, key: str, epoch: int, seq: int) -> int:
+        """Send ``session`` the reliable messages of ``key`` it missed after ``(epoch, seq)``, or a
+        :class:`~kcprpc.push.ResumeFailed` event; returns how many were replayed."""
+        broker = self.broker
+        msgs = broker.history(key, seq) if epoch == broker.epoch else None
+        if msgs is None:
+            reason = "epoch changed" if epoch != broker.epoch else "history too short"
+            session.send(ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason=reason))
+            return 0
+        n = 0
+        for m in msgs:
+            if m.delivery is Delivery.RELIABLE:
+                session.send_frame(m.frame())
+                n += 1
+        return n
 
     def members(self, room: str) -> set[ServerSession]:
         """Local sessions in a room."""
@@ -709,6 +725,23 @@ class _Channel:
                     self.server.push.subscribe(sess, t)
                 except RpcError:
                     break
+        self._replay(restore)
+
+    def _replay(self, restore: dict[str, Any]) -> None:
+        """Replay what the client missed on the rooms and topics it is back in."""
+        offsets = restore.get("offsets")
+        if not isinstance(offsets, dict):
+            return
+        sess = self.sess
+        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
+        for key, off in offsets.items():
+            if (
+                key in keys
+                and isinstance(off, list)
+                and len(off) == 2
+                and all(isinstance(x, int) for x in off)
+            ):
+                self.server.push.replay(sess, key, off[0], off[1])
 
     async def _handshake(self, restore: Any) -> None:
         """Run ``on_connect`` (which may refuse the connection by raising RpcError) and ``on_restore``,
@@ -721,6 +754,7 @@ class _Channel:
                 rooms = [r for r in restore.get("rooms", ()) if isinstance(r, str)]
                 topics = [t for t in restore.get("topics", ()) if isinstance(t, str)]
                 await _maybe_await(server.on_restore(sess, rooms, topics))
+                self._replay(restore)
             else:
                 self._restore(restore)
         except Exception as e:

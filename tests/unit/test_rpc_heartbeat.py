@@ -134,3 +134,39 @@ async def test_on_connect_sees_hello_metadata_and_may_refuse() -> None:
         assert ei.value.status is Status.UNAUTHENTICATED and ei.value.message == "bad token"
         assert not bad.connected
     assert seen == [{"token": "good"}, {"token": "bad"}]
+
+
+@pytest.mark.parametrize("history", [1024, 2])
+async def test_reconnect_replays_missed_topic_and_room_messages(history: int) -> None:
+    from kcprpc import MemoryBroker, ResumeFailed
+
+    async with pair([Demo()], client_config=FAST, broker=MemoryBroker(history=history)) as p:
+        got: list[int] = []
+        failed: list[ResumeFailed] = []
+        p.client.on(Tick, lambda t: got.append(t.n))
+        p.client.on(ResumeFailed, failed.append)
+        await p.client.subscribe("news")
+        await p.client.stub(Demo).join(Req(name="r"))
+        for i in (1, 2):
+            await p.server.push.publish("news", Tick(n=i))
+        await p.server.push.to_room("r", Tick(n=100))
+        await p.client.health()  # the events arrived before this reply
+        assert got == [1, 2, 100]
+        reconnected = asyncio.Event()
+        p.client.on_reconnect = lambda c: reconnected.set()
+        p.blackhole()
+        for i in (3, 4, 5):  # lost with the dead connection
+            await p.server.push.publish("news", Tick(n=i))
+        await p.server.push.to_room("r", Tick(n=101))
+        await asyncio.wait_for(reconnected.wait(), TIMEOUT)
+        await p.client.health()
+        if history >= 3:
+            assert got == [1, 2, 100, 3, 4, 5, 101] or got == [1, 2, 100, 101, 3, 4, 5]
+            assert failed == []
+        else:
+            assert {f.key for f in failed} == {"topic:news"}
+            assert failed[0].last_seq == 2 and failed[0].reason == "history too short"
+            assert got == [1, 2, 100, 101]
+        await p.server.push.publish("news", Tick(n=6))
+        await p.client.health()
+        assert got[-1] == 6 and p.client.topic_offsets["topic:news"][1] == 6
