@@ -410,9 +410,9 @@ def _referenced_defs(doc: dict[str, Any], roots: Sequence[Any]) -> dict[str, Any
 # ---------------------------------------------------------------------------- commands
 async def _with_client(args: argparse.Namespace, body: Callable[[_CliClient, _Catalog], Any]) -> int:
     client = _client(args)
+    catalog = _Catalog(client, getattr(args, "idl", None) or (), args.timeout)  # bad --idl files fail first
     await _connected(client, args.address)
     try:
-        catalog = _Catalog(client, getattr(args, "idl", None) or (), args.timeout)
         return int(await body(client, catalog))
     finally:
         with contextlib.suppress(Exception):
