@@ -71,6 +71,13 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
                 loop.remove_reader(ctl.fileno())
                 done.set_result(None)
                 return
+            if cmd == "freeze":
+                import gc
+
+                gc.collect()
+                gc.freeze()  # long-lived sessions leave the collector's scans
+                ctl.send(None)
+                return
             st = lis.stats
             snap = kcp.snmp()
             st.update({k: snap[k] for k in ("retrans_segs", "lost_segs", "fast_retrans_segs", "in_segs")})
@@ -80,6 +87,21 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
 
         loop.add_reader(ctl.fileno(), on_ctl)
         if os.environ.get("KCP_BENCH_DEBUG"):
+            import gc
+
+            gc_t: dict[str, float] = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0}
+
+            def gc_cb(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    gc_t["t0"] = time.perf_counter()
+                else:
+                    d = time.perf_counter() - gc_t["t0"]
+                    gc_t["total"] += d
+                    gc_t["n"] += 1
+                    if d > gc_t["max"]:
+                        gc_t["max"] = d
+
+            gc.callbacks.append(gc_cb)
             last = {"cpu": _cpu(), "t": time.perf_counter(), "in": 0, "calls": 0, "fired": 0}
             heap = lis._ep.timers
 
@@ -89,12 +111,15 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
                 print(
                     f"[server] cpu {100 * (_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
                     f"in {st['in_pkts'] - last['in']} calls {st['recv_syscalls'] - last['calls']} "
-                    f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis._ep.tx)}",
+                    f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis._ep.tx)} "
+                    f"gc {gc_t['n']} runs {gc_t['total'] * 1000:.0f} ms max {gc_t['max'] * 1000:.0f} ms "
+                    f"gens {[g['collections'] for g in gc.get_stats()]} counts {gc.get_count()}",
                     file=sys.stderr,
                     flush=True,
                 )
                 last.update(cpu=_cpu(), t=now, fired=heap.fired, calls=st["recv_syscalls"])
                 last["in"] = st["in_pkts"]
+                gc_t.update(total=0.0, n=0, max=0.0)
                 loop.call_later(1.0, tick)
 
             tick()
@@ -153,7 +178,7 @@ def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, 
     kcp.run(main())
 
 
-def measure(n: int, procs: int, seconds: float) -> dict[str, float]:
+def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict[str, float]:
     """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures."""
     ctx = mp.get_context("fork")
     port_q: Any = ctx.Queue()
@@ -175,6 +200,9 @@ def measure(n: int, procs: int, seconds: float) -> dict[str, float]:
     for _ in clients:
         ready_q.get(timeout=300)
     setup = time.perf_counter() - t_setup
+    if gc_freeze:
+        parent.send("freeze")
+        parent.recv()
     parent.send("mark")
     a = parent.recv()
     go.set()
@@ -216,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sessions", default="1000,5000")
     p.add_argument("--procs", type=int, default=2, help="client processes")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--gc-freeze", action="store_true", help="server calls gc.freeze() after the warm-up")
     args = p.parse_args(argv)
     counts = [1000] if args.quick else [int(x) for x in args.sessions.split(",")]
     seconds = 5.0 if args.quick else args.seconds
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         f"pid {os.getpid()}: {args.procs} client processes, {seconds:g} s window, 1 msg/s/session of {MSG} B"
     )
     for n in counts:
-        r = measure(n, args.procs, seconds)
+        r = measure(n, args.procs, seconds, args.gc_freeze)
         print(
             f"{n:6d} sessions: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
             f"echo p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms max {r['max_ms']:7.2f} ms, "

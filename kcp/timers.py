@@ -27,7 +27,7 @@ __all__ = ["TimerHeap", "TimerTarget"]
 class TimerTarget(Protocol):
     """What the heap needs from a scheduled object."""
 
-    _timer_entry: list[object] | None
+    _timer_entry: tuple[int, int] | None  # (due, seq) of its live entry, owned by the heap
 
     def _on_timer(self, now: int) -> None:
         """Called once the scheduled time has come (possibly early, never much late)."""
@@ -37,7 +37,12 @@ _heaps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerHeap] = weakre
 
 
 class TimerHeap:
-    """A min-heap of wake-ups driven by one ``loop.call_at`` handle."""
+    """A min-heap of wake-ups driven by one ``loop.call_at`` handle.
+
+    Heap entries are ``(due, seq)`` tuples of ints and the live ones map ``seq`` to their target
+    in a dict: the entries hold no references, so the cyclic garbage collector untracks them and
+    never walks them, however many thousands are pending.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -46,18 +51,18 @@ class TimerHeap:
         "_firing",
         "_handle",
         "_heap",
+        "_live",
         "_loop",
         "_seq",
-        "_stale",
         "fired",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._base = loop.time()
-        self._heap: list[list[object]] = []
+        self._heap: list[tuple[int, int]] = []
+        self._live: dict[int, TimerTarget] = {}
         self._seq = 0
-        self._stale = 0
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = -1
         self._firing = False
@@ -78,38 +83,38 @@ class TimerHeap:
         return int((self._loop.time() - self._base) * 1000.0 + 1e-6)
 
     def __len__(self) -> int:
-        """Number of pending wake-ups (including not yet discarded stale entries)."""
-        return len(self._heap) - self._stale
+        """Number of pending wake-ups."""
+        return len(self._live)
 
     def schedule(self, target: TimerTarget, due: int) -> None:
         """Wake ``target`` at ``due`` ms, or earlier if it already has an earlier wake-up."""
         entry = target._timer_entry
         if entry is not None:
-            if entry[0] <= due:  # type: ignore[operator]
+            if entry[0] <= due:
                 return
-            entry[2] = None
-            self._stale += 1
-        self._seq += 1
-        entry = [due, self._seq, target]
+            del self._live[entry[1]]  # the old heap entry goes stale
+        self._seq = seq = self._seq + 1
+        entry = (due, seq)
         target._timer_entry = entry
-        heapq.heappush(self._heap, entry)
+        self._live[seq] = target
+        heap = self._heap
+        heapq.heappush(heap, entry)
         if not self._firing and (self._armed_at < 0 or due < self._armed_at):
             self._arm(due)
-        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+        if len(heap) > 2048 and len(heap) > 2 * len(self._live):
             self._compact()
 
     def cancel(self, target: TimerTarget) -> None:
         """Forget ``target``'s pending wake-up, if any."""
         entry = target._timer_entry
         if entry is not None:
-            entry[2] = None
+            self._live.pop(entry[1], None)
             target._timer_entry = None
-            self._stale += 1
 
     def _compact(self) -> None:
-        self._heap = [e for e in self._heap if e[2] is not None]
+        live = self._live
+        self._heap = [e for e in self._heap if e[1] in live]
         heapq.heapify(self._heap)
-        self._stale = 0
 
     def _arm(self, due: int) -> None:
         if self._handle is not None:
@@ -121,18 +126,17 @@ class TimerHeap:
         self._handle = None
         self._armed_at = -1
         heap = self._heap
+        live = self._live
         now = self.now_ms()
         limit = now + 1  # the loop may run a handle a hair early; accept 1 ms of slack
         due_targets: list[TimerTarget] = []
         pop = heapq.heappop
-        while heap and heap[0][0] <= limit:  # type: ignore[operator]
-            entry = pop(heap)
-            target = entry[2]
+        while heap and heap[0][0] <= limit:
+            target = live.pop(pop(heap)[1], None)
             if target is None:
-                self._stale -= 1
-                continue
-            target._timer_entry = None  # type: ignore[attr-defined]
-            due_targets.append(target)  # type: ignore[arg-type]
+                continue  # stale
+            target._timer_entry = None
+            due_targets.append(target)
         self.fired += len(due_targets)
         self._firing = True
         try:
@@ -147,21 +151,18 @@ class TimerHeap:
             self._firing = False
         heap = self._heap  # a compaction may have replaced it
         # drop stale entries at the top so the timer is armed for a live one
-        while heap and heap[0][2] is None:
+        while heap and heap[0][1] not in live:
             pop(heap)
-            self._stale -= 1
         if heap:
-            self._arm(heap[0][0])  # type: ignore[arg-type]
+            self._arm(heap[0][0])
 
     def close(self) -> None:
         """Cancel the armed handle and drop every entry."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        for entry in self._heap:
-            target = entry[2]
-            if target is not None:
-                target._timer_entry = None  # type: ignore[attr-defined]
+        for target in self._live.values():
+            target._timer_entry = None
+        self._live.clear()
         self._heap.clear()
-        self._stale = 0
         self._armed_at = -1

@@ -57,7 +57,7 @@ class Target:
     def __init__(self, name: str, log: list[tuple[str, int]], heap: TimerHeap | None = None) -> None:
         self.name = name
         self.log = log
-        self._timer_entry: list[object] | None = None
+        self._timer_entry: tuple[int, int] | None = None
         self.heap = heap
         self.again: int | None = None
 
