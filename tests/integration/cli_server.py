@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+from pydantic import BaseModel, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -23,10 +27,34 @@ from kcprpc.reflection import ReflectionService
 TOKEN = "publisher-secret"
 
 
+class Line(BaseModel):
+    text: str = Field(max_length=100)
+
+
+class Echo(kcprpc.Service, name="test.Echo"):
+    """Streaming requests for the CLI tests."""
+
+    async def shout(self, lines: AsyncIterator[Line]) -> AsyncIterator[Line]:
+        """Bidirectional: each line back in upper case."""
+        async for line in lines:
+            yield Line(text=line.text.upper())
+
+    async def total(self, lines: AsyncIterator[Line]) -> int:
+        """Client streaming: the total length of the lines."""
+        return sum([len(line.text) async for line in lines])
+
+    async def who(self) -> dict[str, str]:
+        """The call's metadata."""
+        md = kcprpc.current_context().metadata
+        return {str(k): str(v) for k, v in md.items()}
+
+
 def make_server(reflection: bool, **transport: object) -> kcprpc.Server:
     """The three example services; reflection added unless the server already carries it."""
+    if "reflection" in inspect.signature(kcprpc.Server).parameters:
+        transport["reflection"] = reflection
     server = kcprpc.Server(
-        [Greeter(), GameService(World()), LiveService()],
+        [Greeter(), GameService(World()), LiveService(), Echo()],
         "127.0.0.1",
         0,
         interceptors=[publisher_auth(TOKEN)],
