@@ -5,6 +5,7 @@ Contenders, alternated round by round (A B C ... A B C ...), medians reported:
 * ``ours``: :func:`kcp.dial` / :func:`kcp.listen`, no crypt, no FEC (recvmmsg/sendmmsg);
 * ``ours-nommsg``: the same with the plain recvfrom/sendto fallback (``mmsg=False``);
 * ``ours-aes-fec``: aes + FEC (10, 3);
+* ``ours-gso`` (only with ``--only``): UDP GSO on both ends;
 * ``siokcp``: skywind3000's C ikcp (siokcp ``KCPConnection``) driven by a plain asyncio datagram
   endpoint (update every interval, one flush per loop iteration after inputs/sends, ``current``
   refreshed before each input as kcp-go does, the same 4 MiB socket buffers and loop type as ours);
@@ -62,6 +63,8 @@ def _variant(name: str) -> dict[str, Any]:
         return {"crypt": "aes", "key": "bench", "data_shards": 10, "parity_shards": 3}
     if name == "ours-nommsg":
         return {"mmsg": False}
+    if name == "ours-gso":
+        return {"gso": True}
     return {}
 
 

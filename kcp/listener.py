@@ -281,7 +281,7 @@ async def listen(
     on_accept: AcceptCallback | None = None,
     reuse_port: bool = False,
     mmsg: bool | None = None,
-    gso: bool = False,
+    gso: bool | None = None,
     rng: Callable[[int], bytes] = os.urandom,
     **options: Any,
 ) -> Listener:

@@ -187,7 +187,7 @@ class _Endpoint:
         counters: Counters,
         *,
         mmsg: bool | None = None,
-        gso: bool = False,
+        gso: bool | None = None,
     ) -> None:
         self.loop = loop
         self.sock = sock
@@ -364,7 +364,7 @@ class KCPSession:
         self.close_reason = ""
         self._flush_marked = False
         self._in_dirty = False
-        self._timer_entry: list[object] | None = None
+        self._timer_entry: tuple[int, int] | None = None
         self._set_water_marks()
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
@@ -875,7 +875,7 @@ async def dial(
     config: SessionConfig | None = None,
     local_addr: tuple[str, int] | None = None,
     mmsg: bool | None = None,
-    gso: bool = False,
+    gso: bool | None = None,
     rng: Callable[[int], bytes] = os.urandom,
     **options: Any,
 ) -> KCPSession:

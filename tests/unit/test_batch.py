@@ -51,8 +51,8 @@ def test_batch_and_fallback_are_equivalent(
 ) -> None:
     a, b = pair
     ca, cb = Counters(), Counters()
-    tx = DatagramIO(a, ca, mmsg=send_mmsg)
-    rx = DatagramIO(b, cb, mmsg=recv_mmsg)
+    tx = DatagramIO(a, ca, mmsg=send_mmsg, gso=False)
+    rx = DatagramIO(b, cb, mmsg=recv_mmsg, gso=False)
     data = _payloads(300)
     dest = b.getsockname()
     assert tx.send([(d, dest) for d in data]) == len(data)
@@ -75,6 +75,10 @@ def test_batch_and_fallback_are_equivalent(
 def test_env_switch_forces_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     sock = open_udp_socket("127.0.0.1", 0)
     try:
+        monkeypatch.setenv("KCP_NO_GSO", "1")
+        assert DatagramIO(sock).gso is False
+        monkeypatch.delenv("KCP_NO_GSO")
+        assert DatagramIO(sock).gso is gso_supported()
         monkeypatch.setenv("KCP_NO_MMSG", "1")
         assert DatagramIO(sock).mmsg is False
         monkeypatch.setenv("KCP_NO_MMSG", "0")
@@ -98,7 +102,7 @@ def test_recv_on_empty_socket_returns_nothing() -> None:
 
 def test_oversized_datagram_goes_alone_and_in_order(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
-    tx = DatagramIO(a, max_datagram=512)
+    tx = DatagramIO(a, max_datagram=512, gso=False)
     rx = DatagramIO(b, max_datagram=4096)
     data = [b"a" * 100, b"b" * 3000, b"c" * 200, b"d" * 511]
     assert tx.send([(d, b.getsockname()) for d in data]) == 4
@@ -110,7 +114,7 @@ def test_send_error_drops_one_datagram_and_goes_on() -> None:
     b = open_udp_socket("127.0.0.1", 0)
     try:
         for mm in (True, False):
-            tx = DatagramIO(a, mmsg=mm)
+            tx = DatagramIO(a, mmsg=mm, gso=False)
             rx = DatagramIO(b)
             items = [(b"one", b.getsockname()), (b"x" * 70000, b.getsockname()), (b"two", b.getsockname())]
             assert tx.send(items) == 3
@@ -122,23 +126,33 @@ def test_send_error_drops_one_datagram_and_goes_on() -> None:
 
 
 @pytest.mark.skipif(not gso_supported(), reason="kernel without UDP_SEGMENT")
-def test_gso_sends_runs_as_one_call() -> None:
+@pytest.mark.parametrize("mmsg", [True, False], ids=["sendmmsg+gso", "sendmsg+gso"])
+def test_gso_sends_runs_as_one_message(mmsg: bool) -> None:
     a = open_udp_socket("127.0.0.1", 0)
     b = open_udp_socket("127.0.0.1", 0)
+    other = open_udp_socket("127.0.0.1", 0)
     try:
         c = Counters()
-        tx = DatagramIO(a, c, gso=True)
+        tx = DatagramIO(a, c, gso=True, mmsg=mmsg)
         rx = DatagramIO(b)
+        rx2 = DatagramIO(other)
         dest = b.getsockname()
         data = [bytes([i]) * 1200 for i in range(100)] + [b"tail"] + [b"z" * 50, b"y" * 60]
-        assert tx.send([(d, dest) for d in data]) == len(data)
+        items = [(d, dest) for d in data]
+        items.insert(10, (b"elsewhere", other.getsockname()))  # breaks a run
+        assert tx.send(items) == len(items)
         assert [g[0] for g in _recv_all(rx, len(data))] == data
-        # 64 + (36 + tail) + 1 + 1 datagram runs
-        assert c.send_syscalls == 4
-        assert c.out_pkts == len(data)
+        assert [g[0] for g in _recv_all(rx2, 1)] == [b"elsewhere"]
+        assert c.out_pkts == len(items)
+        if mmsg and mmsg_supported():
+            assert c.send_syscalls == 2  # 64 datagram slots per sendmmsg
+        else:
+            # runs: 10 | elsewhere | 54 (64-segment cap) | 36 + tail | z | y
+            assert c.send_syscalls == 6
     finally:
         a.close()
         b.close()
+        other.close()
 
 
 def test_reuse_port_lets_two_sockets_share_a_port() -> None:
