@@ -353,7 +353,8 @@ class Server:
     """Serves a list of service instances.
 
     ``Server([GameService()], host, port, crypt="aes", key=b"...", fec=(10, 3))`` then
-    ``await server.serve()``. Built-in services (health, stats, topic subscription) are always added.
+    ``await server.serve()``. Built-in services (health, stats, topic subscription) are always added; reflection unless
+    ``reflection=False``.
     """
 
     def __init__(
@@ -372,6 +373,7 @@ class Server:
         on_disconnect: SessionHook | None = None,
         on_restore: RestoreHook | None = None,
         transport_options: Mapping[str, Any] | None = None,
+        reflection: bool = True,
     ) -> None:
         from kcprpc.health import builtin_services
 
@@ -403,6 +405,10 @@ class Server:
         self.services: list[object] = []
         for svc in [*services, *builtin_services()]:
             self.add_service(svc)
+        if reflection:  # kcprpc.Reflection: lists services, returns their interface documents
+            from kcprpc.reflection import ReflectionService
+
+            self.add_service(ReflectionService())
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: Any = None

@@ -52,7 +52,7 @@ _LIVE = "examples.live.service:"
 
 TARGETS: dict[str, Target] = {
     "kcprpc.Health": Target("kcprpc.health:HealthService"),
-    "kcprpc.Push": Target("kcprpc.health:PushService"),
+    "kcprpc.Push": Target("kcprpc.health:PushService", events=("kcprpc.push:ResumeFailed",)),
     "kcprpc.Reflection": Target("kcprpc.reflection:ReflectionService"),
     "quickstart.Greeter": Target("examples.quickstart.service:Greeter"),
     "game.v1.Game": Target(
