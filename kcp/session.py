@@ -217,7 +217,14 @@ class _Endpoint:
         now = self.timers.now_ms()
         dispatch = self.dispatch
         for data, addr in items:
-            dispatch(data, addr, now)
+            try:
+                dispatch(data, addr, now)
+            except Exception as exc:  # a bug below must not stop the socket: drop, count, report
+                c: Any = self.counters
+                c.in_errs += 1
+                self.loop.call_exception_handler(
+                    {"message": "KCP datagram handling failed", "exception": exc, "remote": addr}
+                )
         dirty = self.dirty
         if dirty:
             self.dirty = []

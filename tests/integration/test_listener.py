@@ -174,3 +174,33 @@ async def test_ipv6_and_reuse_port() -> None:
                 c.write(b"v6")
                 assert await asyncio.wait_for(c.readexactly(2), TIMEOUT) == b"v6"
                 assert c.remote_address[0] == "::1"
+
+
+async def test_garbage_into_crypt_and_fec_listener_is_counted_not_raised() -> None:
+    rng = random.Random(7)
+    opts = {"crypt": "aes", "key": "k", "data_shards": 10, "parity_shards": 3}
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        async with await kcp.listen("127.0.0.1", 0, on_accept=_echo, **opts) as lis:  # type: ignore[arg-type]
+            c = await kcp.dial("127.0.0.1", lis.address[1], **opts)  # type: ignore[arg-type]
+            c.write(b"hi")
+            assert await asyncio.wait_for(c.readexactly(2), TIMEOUT) == b"hi"
+            g = open_udp_socket("127.0.0.1", 0)
+            for _ in range(1000):
+                g.sendto(rng.randbytes(rng.randrange(0, 1400)), lis.address)
+            # garbage from the session's own address too: its pipeline must count, not raise
+            for _ in range(200):
+                c._ep.sock.send(rng.randbytes(rng.randrange(0, 1400)))
+            c.write(b"after")
+            assert await asyncio.wait_for(c.readexactly(5), TIMEOUT) == b"after"
+            st = lis.stats
+            assert st["in_csum_errors"] + st["short_packets"] >= 990
+            assert len(lis) == 1 and not errors
+            (server_side,) = lis.sessions.values()
+            assert server_side.stats["in_csum_errors"] + server_side.stats["short_packets"] >= 195
+            g.close()
+            c.close()
+    finally:
+        loop.set_exception_handler(None)
