@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +21,6 @@ from examples.game.service import GameService, World
 from examples.live.service import LiveService, publisher_auth
 from examples.quickstart.service import Greeter
 from kcprpc.clitools import add_transport_args, transport_kwargs
-from kcprpc.reflection import ReflectionService
 
 TOKEN = "publisher-secret"
 
@@ -50,21 +48,15 @@ class Echo(kcprpc.Service, name="test.Echo"):
 
 
 def make_server(reflection: bool, **transport: object) -> kcprpc.Server:
-    """The three example services; reflection added unless the server already carries it."""
-    if "reflection" in inspect.signature(kcprpc.Server).parameters:
-        transport["reflection"] = reflection
+    """The three example services and a streaming echo service."""
     server = kcprpc.Server(
         [Greeter(), GameService(World()), LiveService(), Echo()],
         "127.0.0.1",
         0,
         interceptors=[publisher_auth(TOKEN)],
+        reflection=reflection,
         **transport,  # type: ignore[arg-type]
     )
-    has = "kcprpc.Reflection/ListServices" in server.methods
-    if reflection and not has:
-        server.add_service(ReflectionService())
-    elif not reflection and has:
-        raise SystemExit("this server version cannot switch reflection off here")
     return server
 
 
