@@ -136,7 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.add_argument("-c", "--count", type=int, default=3)
             p.add_argument("-i", "--interval", type=float, default=0.2)
         transport_args(p)
+    from kcprpc import clitools
+
+    clitools.add_commands(sub)  # list, describe, call, watch, idl (see docs/idl.md)
     args = ap.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return clitools.run_command(args)
     try:
         if args.cmd == "serve":
             sys.path.insert(0, "")
