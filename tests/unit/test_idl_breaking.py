@@ -252,7 +252,7 @@ def test_cli_check_exit_codes_and_output(tmp_path: Path) -> None:
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "kcprpc.clitools", "idl", "check", *argv],
+            [sys.executable, "-m", "kcprpc.cli", "idl", "check", *argv],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
