@@ -310,3 +310,26 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--messages", "2", "--bulk", "100000", "--loss", "5", "--delay", "2"]) == 0
     out = capsys.readouterr().out
     assert "intact=True" in out and "echo 'hello #1 over KCP'" in out
+
+
+async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.Listener) -> None:
+    clients = [await kcp.dial("127.0.0.1", echo_server.address[1], idle_timeout=30) for _ in range(50)]
+    for c in clients:
+        c.write(b"ping")
+    for c in clients:
+        assert await asyncio.wait_for(c.readexactly(4), TIMEOUT) == b"ping"
+    heap = clients[0]._timers
+    for c in clients:
+        # the echo carried the ack of our ping: nothing is in flight. A wake-up armed earlier for
+        # the retransmission may still be pending (rescheduling later is lazy); once it fires,
+        # the only wake-up left is the idle deadline, 30 s away: no per-interval polling.
+        assert c.write_buffer_size() == 0
+        entry = c._timer_entry
+        assert entry is not None
+        if entry[0] < c._last_recv + 30_000:
+            heap.cancel(c)  # what the heap does before it calls the target
+            c._on_timer(entry[0])
+            entry = c._timer_entry
+            assert entry is not None
+        assert entry[0] == c._last_recv + 30_000
+        c.abort()
