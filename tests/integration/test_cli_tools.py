@@ -119,6 +119,8 @@ def test_call_unary(srv: Srv, tmp_path: Path) -> None:
     assert json.loads(r.stdout) == {"message": "Hello, cy!"}
     r = kcprpc("call", srv.addr, "kcprpc.Health.Check")  # no JSON: {} (the defaults)
     assert json.loads(r.stdout) == {"status": "SERVING"}
+    r = kcprpc("call", srv.addr, "game.v1.Game.position", '{"seq": 1, "x": 1, "y": 2}')  # notify: no answer
+    assert r.returncode == 0 and r.stdout == "", r.stderr
 
 
 def test_call_metadata_and_server_errors(srv: Srv) -> None:

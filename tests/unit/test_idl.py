@@ -105,6 +105,23 @@ def test_export_is_deterministic_across_processes() -> None:
     assert "timestamp" not in out.stdout
 
 
+def test_export_command_writes_files(tmp_path: Path) -> None:
+    target = tmp_path / "g.json"
+    for argv in (
+        ["examples.quickstart.service:Greeter", "-o", str(target)],
+        ["examples.quickstart.service:Greeter", "kcprpc.health:HealthService", "-o", str(tmp_path / "out")],
+        ["--all", "-o", str(tmp_path / "all")],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "kcprpc.cli", "idl", "export", *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    assert target.read_text() == (IDL / "quickstart.Greeter.json").read_text()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kcprpc.Health.json", "quickstart.Greeter.json"]
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(p.name for p in IDL.glob("*.json"))
+
+
 def TARGETS_CLS() -> type:
     from examples.game.service import GameService
 
