@@ -236,9 +236,9 @@ class _Catalog:
         names = await self.services()
         if target in names:
             return await self.document(target), None
-        svc, _, member = target.rpartition(".")
-        if svc in names:
-            return await self.document(svc), member
+        for svc in sorted(names, key=len, reverse=True):  # the longest service name that prefixes it
+            if target.startswith(svc + "."):
+                return await self.document(svc), target[len(svc) + 1 :]
         raise CliError(Status.NOT_FOUND, f"no service matches {target!r} (services: {', '.join(names)})")
 
 

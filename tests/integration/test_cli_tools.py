@@ -102,6 +102,9 @@ def test_describe(srv: Srv) -> None:
     assert info["method"]["kind"] == "bidi" and "Line" in info["$defs"]
     r = kcprpc("describe", srv.addr, "game.v1.Game.JoinRequest", "--json")
     assert json.loads(r.stdout)["schema"]["properties"]["room"]["maxLength"] == 32
+    r = kcprpc("describe", srv.addr, "game.v1.Game.game.snapshot")  # an event (its name has dots)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("game.v1.Game.game.snapshot:  event") and "PlayerState" in r.stdout
     r = kcprpc("describe", srv.addr, "game.v1.Game.nope")
     assert r.returncode == code(Status.NOT_FOUND) and r.stderr.startswith("NOT_FOUND: ")
 
