@@ -5,10 +5,11 @@ when it has nothing in flight). The heap keeps one entry per pending wake-up and
 ``loop.call_at`` for the earliest one, so an idle session costs nothing between packets and
 5,000 sessions cost one heap operation each per wake-up instead of one asyncio timer each.
 
-Rescheduling uses lazy deletion: moving a wake-up *earlier* invalidates the old entry in place
-(it is skipped when popped); asking for a *later* time than an entry already pending keeps the
-earlier one, and the target simply re-evaluates when it fires. Targets must therefore tolerate
-early wake-ups, which KCP engines do (``update()`` before the flush time is a no-op).
+Rescheduling uses lazy deletion: moving a wake-up invalidates the old entry in place (it is
+skipped when popped). Asking for a time only slightly later (under ``slack``, 50 ms) than an
+entry already pending keeps the earlier one, and the target simply re-evaluates when it fires, so
+a busy session does not churn the heap. Targets must therefore tolerate early wake-ups, which KCP
+engines do (``update()`` before the flush time is a no-op).
 
 Time is in integer milliseconds from :meth:`TimerHeap.now_ms`, counted from the heap's creation
 on the loop's clock.
@@ -55,6 +56,7 @@ class TimerHeap:
         "_loop",
         "_seq",
         "fired",
+        "slack",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -67,6 +69,7 @@ class TimerHeap:
         self._armed_at = -1
         self._firing = False
         self.fired = 0  # targets woken so far (for tests and benchmarks)
+        self.slack = 50  # ms: how much earlier than asked a pending wake-up may stay
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> TimerHeap:
@@ -87,10 +90,15 @@ class TimerHeap:
         return len(self._live)
 
     def schedule(self, target: TimerTarget, due: int) -> None:
-        """Wake ``target`` at ``due`` ms, or earlier if it already has an earlier wake-up."""
+        """Wake ``target`` at ``due`` ms.
+
+        An already pending wake-up that is earlier, but by less than :attr:`slack` ms, is kept
+        (the target re-evaluates when it fires); one further away is replaced, so a session that
+        turns idle does not get a useless wake-up at its old retransmission time.
+        """
         entry = target._timer_entry
         if entry is not None:
-            if entry[0] <= due:
+            if entry[0] <= due and due - entry[0] < self.slack:
                 return
             del self._live[entry[1]]  # the old heap entry goes stale
         self._seq = seq = self._seq + 1

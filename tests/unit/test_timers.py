@@ -94,10 +94,22 @@ def test_rescheduling_earlier_replaces_and_later_keeps_the_earlier() -> None:
     t = Target("a", log)
     heap.schedule(t, 500)
     heap.schedule(t, 200)  # earlier: the 500 entry becomes stale
-    heap.schedule(t, 900)  # later: keep 200, the target re-evaluates then
+    heap.schedule(t, 230)  # slightly later (< slack): keep 200, the target re-evaluates then
     loop.advance_to(1000, heap)
     assert log == [("a", 200)]
     assert len(heap) == 0
+
+
+def test_rescheduling_much_later_replaces() -> None:
+    loop, heap, log = make()
+    t = Target("a", log)
+    heap.schedule(t, 200)
+    heap.schedule(t, 60_000)  # an idle deadline: no useless wake-up at 200
+    loop.advance_to(1000, heap)
+    assert log == []
+    assert len(heap) == 1 and len(loop.live()) == 1
+    loop.advance_to(60_000, heap)
+    assert log == [("a", 60_000)]
 
 
 def test_cancel_and_rearm_after_fire() -> None:
