@@ -184,7 +184,7 @@ def test_call_timeout(srv: Srv) -> None:
     )
     assert r.returncode == code(Status.DEADLINE_EXCEEDED), r.stderr
     assert r.stderr.startswith("DEADLINE_EXCEEDED")
-    assert 1 <= len(r.stdout.splitlines()) < 50
+    assert len(r.stdout.splitlines()) < 50  # cut short (how many arrived depends on the machine)
 
 
 def test_watch(srv: Srv) -> None:
