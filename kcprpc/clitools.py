@@ -675,12 +675,59 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _git(*argv: str) -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", *argv], capture_output=True, text=True, timeout=60, check=False)
+    except OSError as e:
+        raise UsageError(f"cannot run git: {e}") from None
+    if r.returncode != 0:
+        raise UsageError(f"git {' '.join(argv)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def load_documents(spec: str) -> tuple[bool, dict[str, dict[str, Any]]]:
+    """Documents from a file, a folder (every ``*.json`` but ``schema.json``) or ``git:REF:PATH``
+    (either, as committed at REF). Returns (is a set, {service name: document})."""
+    from kcprpc.idl.schema import load_document, loads_document
+
+    docs: dict[str, dict[str, Any]] = {}
+    if spec.startswith("git:"):
+        ref, sep, path = spec[4:].partition(":")
+        if not sep or not ref:
+            raise UsageError(f"{spec!r}: expected git:REF:PATH")
+        path = path.rstrip("/") or "."
+        kind = _git("cat-file", "-t", f"{ref}:{path}").strip()
+        if kind == "blob":
+            d = loads_document(_git("show", f"{ref}:{path}"), spec)
+            return False, {d["name"]: d}
+        for name in _git("ls-tree", "--name-only", ref, path + "/").split():
+            if name.endswith(".json") and not name.endswith("schema.json"):
+                d = loads_document(_git("show", f"{ref}:{name}"), f"git:{ref}:{name}")
+                docs[d["name"]] = d
+        return True, docs
+    p = Path(spec)
+    if p.is_dir():
+        for f in sorted(p.glob("*.json")):
+            if f.name != "schema.json":
+                d = load_document(f)
+                docs[d["name"]] = d
+        return True, docs
+    d = load_document(p)
+    return False, {d["name"]: d}
+
+
 def cmd_idl_check(args: argparse.Namespace) -> int:
     """``kcprpc idl check OLD NEW``: exit 1 if anything breaks."""
-    from kcprpc.idl.breaking import check
-    from kcprpc.idl.schema import load_document
+    from kcprpc.idl.breaking import check, check_sets
 
-    changes = check(load_document(args.old), load_document(args.new))
+    old_set, old = load_documents(args.old)
+    new_set, new = load_documents(args.new)
+    if not old_set and not new_set:
+        changes = check(next(iter(old.values())), next(iter(new.values())))
+    else:
+        changes = check_sets(old, new)
     bad = [c for c in changes if c.breaking]
     if args.json:
         print(json.dumps([c.as_dict() for c in changes], indent=2))
@@ -776,9 +823,14 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--all", action="store_true", help="the built-in and example services (into idl/)")
     e.add_argument("--check", action="store_true", help="with --all: fail if the files differ from the code")
     e.set_defaults(func=cmd_idl_export, is_async=False)
-    c = isub.add_parser("check", help="list the changes from OLD to NEW; exit 1 if one breaks peers")
-    c.add_argument("old")
-    c.add_argument("new")
+    c = isub.add_parser(
+        "check",
+        help="list the changes from OLD to NEW; exit 1 if one breaks peers",
+        description="OLD and NEW are document files, folders of them, or git:REF:PATH (as committed at REF), "
+        "e.g. `kcprpc idl check git:origin/main:idl idl`.",
+    )
+    c.add_argument("old", metavar="OLD")
+    c.add_argument("new", metavar="NEW")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_idl_check, is_async=False)
     g = isub.add_parser("gen-python", help="pydantic models and a typed stub from a document")

@@ -33,6 +33,8 @@ Rules (breaking unless marked *safe*):
 ``ENUM_VALUE_ADDED``         responses/events: an enum gained a value old clients reject
 ``CONSTRAINT_NARROWED``      requests: maxLength/maximum/... got tighter (or appeared)
 ``CONSTRAINT_WIDENED``       responses/events: a constraint got looser (or disappeared)
+``SERVICE_REMOVED``          (comparing sets of documents) a service is gone
+``SERVICE_ADDED``            *safe*: (comparing sets) a new service
 ``METHOD_ADDED``             *safe*
 ``EVENT_ADDED``              *safe*
 ``TOPIC_ADDED``              *safe* (also a topic carrying a new event)
@@ -421,3 +423,15 @@ def check(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
 def breaking(changes: list[Change]) -> list[Change]:
     """The breaking ones."""
     return [c for c in changes if c.breaking]
+
+
+def check_sets(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[Change]:
+    """Compare two sets of documents keyed by service name (e.g. two ``idl/`` folders)."""
+    out: list[Change] = []
+    for name in sorted(set(old) - set(new)):
+        out.append(Change(True, "SERVICE_REMOVED", name, "service removed"))
+    for name in sorted(set(new) - set(old)):
+        out.append(Change(False, "SERVICE_ADDED", name, "new service"))
+    for name in sorted(set(old) & set(new)):
+        out.extend(check(old[name], new[name]))
+    return sorted(out, key=lambda c: (not c.breaking, c.location, c.rule))

@@ -268,3 +268,39 @@ def test_cli_check_exit_codes_and_output(tmp_path: Path) -> None:
     assert r.returncode == 1
     got = [Change(**c) for c in json.loads(r.stdout)]
     assert {c.rule for c in got if c.breaking} == {"METHOD_REMOVED", "CONSTRAINT_NARROWED"}
+
+
+def test_cli_check_folders_and_git_refs(tmp_path: Path) -> None:
+    """`kcprpc idl check git:REF:idl idl`: what a CI job runs against the main branch."""
+    import os
+
+    repo = tmp_path / "repo"
+    (repo / "idl").mkdir(parents=True)
+    (repo / "idl" / "svc.json").write_text(dumps(BASE))
+    (repo / "idl" / "schema.json").write_text("{}")  # the format's schema is skipped
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+
+    def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60, check=False, env=env)
+
+    assert sh("git", "init", "-q").returncode == 0
+    assert sh("git", "add", "idl").returncode == 0
+    assert sh("git", "commit", "-q", "-m", "v1").returncode == 0, "git commit failed"
+    new = copy.deepcopy(BASE)
+    new["methods"].pop("poke")
+    (repo / "idl" / "svc.json").write_text(dumps(new))
+    other = dumps(export_service(Svc2)).replace("t.v1.Svc", "t.v1.Other").replace('"Svc"', '"Other"')
+    (repo / "idl" / "other.json").write_text(other)
+
+    kcprpc = (sys.executable, "-m", "kcprpc.cli", "idl", "check")
+    r = sh(*kcprpc, "git:HEAD:idl", "idl")
+    assert r.returncode == 1, r.stderr
+    assert "BREAKING METHOD_REMOVED: t.v1.Svc/poke" in r.stdout and "safe SERVICE_ADDED: t.v1.Other" in r.stdout
+    r = sh(*kcprpc, "git:HEAD:idl/svc.json", "idl/svc.json")
+    assert r.returncode == 1 and "METHOD_REMOVED" in r.stdout
+    (repo / "idl" / "svc.json").unlink()
+    r = sh(*kcprpc, "git:HEAD:idl", "idl")
+    assert r.returncode == 1 and "BREAKING SERVICE_REMOVED: t.v1.Svc: service removed" in r.stdout
+    r = sh(*kcprpc, "git:nope:idl", "idl")
+    assert r.returncode == 2 and r.stderr.startswith("kcprpc: git ") and "Traceback" not in r.stderr
