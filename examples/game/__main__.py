@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import signal
 import statistics
 import sys
 from typing import Any
@@ -71,7 +72,11 @@ async def main(args: argparse.Namespace) -> int:
     print(f"game server on kcp://{host}:{port}, snapshots at 20 Hz")
     try:
         if args.serve:
-            await server.serve()
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await stop.wait()
+            print("shutting down")
             return 0
         stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
         rep = report(stats, args.seconds, world)
@@ -92,7 +97,10 @@ def run() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--serve", action="store_true", help="run only the server")
     ap.add_argument("--connect", help="run only the bots against HOST:PORT")
-    sys.exit(kcprpc_run(main(ap.parse_args())))
+    try:
+        sys.exit(kcprpc_run(main(ap.parse_args())))
+    except KeyboardInterrupt:  # Ctrl-C on --serve: the server already shut down in main()'s finally
+        sys.exit(0)
 
 
 def kcprpc_run(coro: Any) -> int:
