@@ -7,7 +7,8 @@
         assert (await greeter.hello(HelloRequest(name="a"))).text == "hello a"
 
 ``transport="memory"`` (default) uses :mod:`kcprpc.memory`; ``transport="mux"`` runs the real
-smux implementation over an in-memory pipe. Every (re)connect of the client makes a new connection,
+smux implementation over an in-memory pipe; ``transport="kcp"`` serves on 127.0.0.1 over real
+KCP (there ``drop`` closes the client side; ``blackhole`` needs ``memory`` or ``mux``). Every (re)connect of the client makes a new connection,
 so :meth:`RpcPair.blackhole` / :meth:`RpcPair.drop` exercise heartbeats and reconnects.
 """
 
@@ -46,6 +47,13 @@ class RpcPair:
             raise ConnectionRefusedError("refused (test)")
         c: Connection
         s: Connection
+        if self.transport == "kcp":
+            from kcprpc.net import dial
+
+            assert self.server.address is not None
+            c = await dial(*self.server.address)
+            self.connections.append((c, c))
+            return c  # the server side is accepted by the server's own listener
         if self.transport == "mux":
             from kcprpc.net import mux_memory_pair
 
@@ -74,7 +82,7 @@ class RpcPair:
                     t.blackhole()
 
     async def drop(self) -> None:
-        """Close the current connection abruptly."""
+        """Close the current connection abruptly (its server side; the client side over KCP)."""
         await self.current[1].close()
 
     async def wait_server_idle(self) -> None:
@@ -91,13 +99,18 @@ async def pair(
     client_config: ClientConfig | None = None,
     server_interceptors: Sequence[ServerInterceptor] = (),
     client_interceptors: Sequence[ClientInterceptor] = (),
-    transport: Literal["memory", "mux"] = "memory",
+    transport: Literal["memory", "mux", "kcp"] = "memory",
     datagram_loss: float = 0.0,
     seed: int = 0,
     **server_kwargs: Any,
 ) -> AsyncIterator[RpcPair]:
     """Yield a connected :class:`RpcPair`; everything is closed on exit."""
+    if transport == "kcp":
+        server_kwargs.setdefault("host", "127.0.0.1")
+        server_kwargs.setdefault("port", 0)
     server = Server(services, config=server_config, interceptors=server_interceptors, **server_kwargs)
+    if transport == "kcp":
+        await server.start()
     p = RpcPair(server, transport, datagram_loss, seed)
     client = Client(p.connector, config=client_config, interceptors=client_interceptors)
     p.client = client

@@ -26,6 +26,7 @@ SETUPS = [
     ("memory", "stream", "shared"),
     ("mux", "shared", "stream"),
     ("mux", "stream", "stream"),
+    ("kcp", "shared", "stream"),
 ]
 
 
@@ -304,7 +305,7 @@ async def test_health_and_stats(rpc: RpcPair) -> None:
     st = await rpc.client.stats()
     assert st.server["calls_ok"] >= 1 and st.server["sessions"] == 1
     assert isinstance(st.transport, dict)
-    if rpc.transport == "mux":
+    if rpc.transport in ("mux", "kcp"):
         assert st.transport["mux_frames_in"] > 0
 
 
