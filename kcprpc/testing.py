@@ -30,7 +30,7 @@ class RpcPair:
     """A client and a server joined in memory."""
 
     def __init__(
-        self, server: Server, transport: Literal["memory", "mux"], datagram_loss: float, seed: int
+        self, server: Server, transport: Literal["memory", "mux", "kcp"], datagram_loss: float, seed: int
     ) -> None:
         self.server = server
         self.transport = transport
