@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ class Bench(kcprpc.Service, name="bench.Echo"):
 
     async def Echo(self, data: bytes) -> bytes:
         return data
+
+    async def Stream(self, n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield PAYLOAD
 
 
 # ---------------------------------------------------------------------------------------- servers
@@ -175,6 +179,47 @@ def report_unary(args: argparse.Namespace) -> None:
                 )
 
 
+# ------------------------------------------------------------------------------ server streaming
+async def kcprpc_stream_rate(port: int, n: int) -> float:
+    async with kcprpc.connect("127.0.0.1", port) as client:
+        stub = client.stub(Bench)
+        async for _ in stub.Stream(100):  # warm up
+            pass
+        t0 = time.perf_counter()
+        got = 0
+        async for _ in stub.Stream(n):
+            got += 1
+        assert got == n
+        return n / (time.perf_counter() - t0)
+
+
+def report_streaming(args: argparse.Namespace) -> None:
+    n = args.messages
+    print(
+        f"# server streaming, one call, {n} messages of 64 B; kcprpc loop={args.loop}, grpcio loop={args.grpc_loop}"
+    )
+    results: dict[str, list[float]] = {"kcprpc": [], "grpcio": []}
+    for r in range(args.rounds):
+        for c in ["kcprpc", "grpcio"] if r % 2 == 0 else ["grpcio", "kcprpc"]:
+            kind = "grpc" if c == "grpcio" else "kcprpc"
+            loop_kind = args.grpc_loop if kind == "grpc" else args.loop
+            proc, port = start_server(kind, loop_kind)
+            try:
+                coro = (
+                    rpc_grpc.count_stream("127.0.0.1", port, n)
+                    if kind == "grpc"
+                    else kcprpc_stream_rate(port, n)
+                )
+                rate = run_loop(coro, loop_kind)
+            finally:
+                proc.terminate()
+                proc.wait(5)
+            results[c].append(rate)
+            print(f"round {r + 1} {c:8} {rate:9.0f} msgs/s", flush=True)
+    k, g = statistics.median(results["kcprpc"]), statistics.median(results["grpcio"])
+    print(f"medians: kcprpc {k:.0f} msgs/s, grpcio {g:.0f} msgs/s, ratio x{k / g:.2f}")
+
+
 # ------------------------------------------------------------------------------ push fan-out
 def report_fanout(args: argparse.Namespace) -> None:
     from examples.live.load import run_load, start_server_process
@@ -289,6 +334,8 @@ def main() -> None:
     )
     ap.add_argument("--contenders", default="kcprpc,grpcio,kcprpc-stream")
     ap.add_argument("--fanout", type=int, default=0, help="push fan-out benchmark with N subscribers")
+    ap.add_argument("--streaming", action="store_true", help="server-streaming message rate vs grpcio")
+    ap.add_argument("--messages", type=int, default=100_000, help="--streaming: messages per call")
     ap.add_argument("--rate", type=float, default=20.0, help="fan-out: messages published per second")
     ap.add_argument("--link", action="store_true", help="calls under loss across linkemu (needs root)")
     ap.add_argument("--loss", type=float, default=5.0, help="--link: loss in % each way")
@@ -314,8 +361,12 @@ def main() -> None:
     if args.quick:
         args.rounds, args.seconds = 1, 1.0
         args.calls = 300 if args.link else 500
+    if args.quick:
+        args.messages = min(args.messages, 20_000)
     if args.fanout:
         report_fanout(args)
+    elif args.streaming:
+        report_streaming(args)
     elif args.link:
         report_link(args)
     else:

@@ -19,9 +19,18 @@ async def serve(host: str = "127.0.0.1", port: int = 0) -> None:
     async def echo(request: bytes, context: Any) -> bytes:
         return request
 
+    async def stream(request: bytes, context: Any) -> Any:
+        payload = b"x" * 64
+        for _ in range(int(request)):
+            yield payload
+
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        "bench.Echo",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Stream": grpc.unary_stream_rpc_method_handler(stream),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -53,3 +62,21 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=0)
     a = ap.parse_args()
     asyncio.run(serve(a.host, a.port))
+
+
+async def count_stream(host: str, port: int, n: int) -> float:
+    """Receive ``n`` 64-byte messages of one server-streaming call; returns messages/s."""
+    import time
+
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+        call = channel.unary_stream("/bench.Echo/Stream")
+        async for _ in call(b"100"):  # warm up
+            pass
+        t0 = time.perf_counter()
+        got = 0
+        async for _ in call(str(n).encode()):
+            got += 1
+        assert got == n
+        return n / (time.perf_counter() - t0)
