@@ -38,7 +38,7 @@ class HealthService(Service, name="kcprpc.Health"):
 
     async def Check(self, req: HealthCheckRequest) -> HealthCheckResponse:
         """Report whether the server (or one service) is serving."""
-        from kcprpc.server import current_context
+        from kcprpc.context import current_context
 
         server = current_context().server
         if req.service and not any(m.service == req.service for m in server.methods.values()):
@@ -47,7 +47,7 @@ class HealthService(Service, name="kcprpc.Health"):
 
     async def Stats(self) -> StatsResponse:
         """Transport counters (KCP, mux) of this connection and the server's RPC counters."""
-        from kcprpc.server import current_context
+        from kcprpc.context import current_context
 
         ctx = current_context()
         sess = ctx.session
@@ -89,7 +89,7 @@ class PushService(Service, name="kcprpc.Push"):
     async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:
         """Subscribe the calling session to a topic."""
         from kcprpc.push import topic_key
-        from kcprpc.server import current_context
+        from kcprpc.context import current_context
 
         ctx = current_context()
         if not req.topic:
@@ -100,7 +100,7 @@ class PushService(Service, name="kcprpc.Push"):
 
     async def Unsubscribe(self, req: SubscribeRequest) -> None:
         """Unsubscribe the calling session from a topic."""
-        from kcprpc.server import current_context
+        from kcprpc.context import current_context
 
         ctx = current_context()
         ctx.server.push.unsubscribe(ctx.session, req.topic)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kcprpc.server import ServerContext
+    from kcprpc.context import ServerContext
     from kcprpc.service import MethodSpec
 
 ServerInterceptor = Callable[["ServerContext", Callable[[], Awaitable[Any]]], Awaitable[Any]]

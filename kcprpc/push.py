@@ -17,12 +17,17 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from kcprpc.codec import EVENT, encode_frame_raw, pack
-from kcprpc.service import Delivery, event
+from kcprpc.codec import EVENT, ROOMS, encode_frame, encode_frame_raw, pack
+from kcprpc.errors import RpcError
+from kcprpc.service import Delivery, event, event_info
+from kcprpc.status import Status
+
+if TYPE_CHECKING:
+    from kcprpc.server import Server, ServerSession
 
 
 @event("kcprpc.ResumeFailed")
@@ -191,3 +196,127 @@ def room_key(room: str) -> str:
 def topic_key(topic: str) -> str:
     """Broker key of a topic."""
     return "topic:" + topic
+
+
+class PushHub:
+    """Local membership of rooms and topics, wired to the broker (``server.push``)."""
+
+    def __init__(self, server: Server, broker: Broker) -> None:
+        self.server = server
+        self.broker = broker
+        self._local: dict[str, set[ServerSession]] = {}
+        self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
+
+    def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
+        members = self._local[key]
+        stats = self.server.stats
+
+        def deliver(msg: BrokerMessage) -> None:
+            frame = msg.frame()
+            unreliable = msg.delivery is Delivery.UNRELIABLE
+            n = 0
+            for s in tuple(members):
+                if s.closed:
+                    continue
+                n += 1
+                if unreliable:
+                    route(s, frame, msg.delivery)
+                elif s.control is not None:
+                    s.control.send(frame)
+            stats["events_sent"] += n
+
+        return deliver
+
+    def _add(self, session: ServerSession, key: str) -> None:
+        members = self._local.get(key)
+        if members is None:
+            members = self._local[key] = set()
+            cb = self._callbacks[key] = self._fanout(key)
+            self.broker.subscribe(key, cb)
+        members.add(session)
+
+    def _remove(self, session: ServerSession, key: str) -> None:
+        members = self._local.get(key)
+        if not members:
+            return
+        members.discard(session)
+        if not members:
+            del self._local[key]
+            self.broker.unsubscribe(key, self._callbacks.pop(key))
+
+    def join(self, session: ServerSession, room: str) -> None:
+        """Add a session to a room and tell its client (so it can restore the room later)."""
+        if room in session.rooms or session.closed:
+            return
+        session.rooms.add(room)
+        self._add(session, room_key(room))
+        session.send_frame(encode_frame(ROOMS, 0, [True, room]))
+
+    def leave(self, session: ServerSession, room: str) -> None:
+        """Remove a session from a room."""
+        if room not in session.rooms:
+            return
+        session.rooms.discard(room)
+        self._remove(session, room_key(room))
+        if not session.closed:
+            session.send_frame(encode_frame(ROOMS, 0, [False, room]))
+
+    def subscribe(self, session: ServerSession, topic: str) -> None:
+        """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``)."""
+        if topic in session.topics:
+            return
+        if len(session.topics) + session.streaming_calls >= self.server.config.max_subscriptions:
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many subscriptions")
+        session.topics.add(topic)
+        self._add(session, topic_key(topic))
+
+    def unsubscribe(self, session: ServerSession, topic: str) -> None:
+        """Unsubscribe a session from a topic."""
+        if topic in session.topics:
+            session.topics.discard(topic)
+            self._remove(session, topic_key(topic))
+
+    def replay(self, session: ServerSession, key: str, epoch: int, seq: int) -> int:
+        """Send ``session`` the reliable messages of ``key`` it missed after ``(epoch, seq)``, or a
+        :class:`~kcprpc.push.ResumeFailed` event; returns how many were replayed."""
+        broker = self.broker
+        msgs = broker.history(key, seq) if epoch == broker.epoch else None
+        if msgs is None:
+            reason = "epoch changed" if epoch != broker.epoch else "history too short"
+            session.send(ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason=reason))
+            return 0
+        n = 0
+        for m in msgs:
+            if m.delivery is Delivery.RELIABLE:
+                session.send_frame(m.frame())
+                n += 1
+        return n
+
+    def members(self, room: str) -> set[ServerSession]:
+        """Local sessions in a room."""
+        return set(self._local.get(room_key(room), ()))
+
+    def drop(self, session: ServerSession) -> None:
+        """Forget a disconnected session everywhere."""
+        for room in list(session.rooms):
+            self._remove(session, room_key(room))
+        for topic in list(session.topics):
+            self._remove(session, topic_key(topic))
+        session.rooms.clear()
+        session.topics.clear()
+
+    async def to_room(
+        self, room: str, event: Any, *, delivery: Delivery | str | None = None
+    ) -> BrokerMessage:
+        """Push a typed event to every member of ``room`` (on every server sharing the broker)."""
+        name, default, adapter = event_info(type(event))
+        d = Delivery(delivery) if delivery is not None else default
+        return await self.broker.publish(room_key(room), name, adapter.dump_python(event), d)
+
+    async def publish(
+        self, topic: str, event: Any, *, delivery: Delivery | str | None = None
+    ) -> BrokerMessage:
+        """Publish a typed event on ``topic``."""
+        name, default, adapter = event_info(type(event))
+        d = Delivery(delivery) if delivery is not None else default
+        return await self.broker.publish(topic_key(topic), name, adapter.dump_python(event), d)

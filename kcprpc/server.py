@@ -7,7 +7,6 @@ A :class:`Server` serves any :class:`~kcprpc.transport.Connection` given to
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import itertools
 import logging
@@ -32,32 +31,24 @@ from kcprpc.codec import (
     PING,
     PONG,
     REPLY,
-    ROOMS,
     TRAILER,
     UNDECODABLE,
     WELCOME,
     Frame,
     encode_frame,
 )
+from kcprpc.context import ServerContext, _current, current_context
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig
 from kcprpc.interceptors import ServerInterceptor, chain_server
-from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed, room_key, route, topic_key
+from kcprpc.push import Broker, BrokerMessage, MemoryBroker, PushHub, room_key, route, topic_key
 from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, FrameWriter, Inbox, read_frames
 
 log = logging.getLogger("kcprpc.server")
 
-_current: contextvars.ContextVar[ServerContext] = contextvars.ContextVar("kcprpc_server_context")
-
-
-def current_context() -> ServerContext:
-    """The :class:`ServerContext` of the call being handled (inside a handler or interceptor)."""
-    try:
-        return _current.get()
-    except LookupError:
-        raise UsageError("current_context() called outside an RPC handler") from None
+__all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession", "current_context"]
 
 
 @dataclass(frozen=True)
@@ -78,53 +69,6 @@ class ServerConfig:
 
 # why a call's task was cancelled
 _CLIENT, _DEADLINE, _SHUTDOWN = 1, 2, 3
-
-
-class ServerContext:
-    """Per-call information for handlers and interceptors (see :func:`current_context`)."""
-
-    __slots__ = ("_call", "_initial_md", "_trailing_md", "deadline", "metadata", "method", "session", "spec")
-
-    def __init__(
-        self,
-        spec: MethodSpec,
-        metadata: dict[str, Any],
-        session: ServerSession,
-        deadline: float | None,
-        call: _ServerCall | None,
-    ) -> None:
-        self.spec = spec
-        self.method = spec.wire_name
-        self.metadata = metadata
-        self.session = session
-        self.deadline = deadline
-        self._call = call
-        self._initial_md: dict[str, Any] | None = None
-        self._trailing_md: dict[str, Any] | None = None
-
-    def time_remaining(self) -> float | None:
-        """Seconds until the deadline, or None without one."""
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - asyncio.get_running_loop().time())
-
-    def set_trailing_metadata(self, md: Mapping[str, Any]) -> None:
-        """Metadata sent with the final status."""
-        self._trailing_md = {**(self._trailing_md or {}), **md}
-
-    def set_initial_metadata(self, md: Mapping[str, Any]) -> None:
-        """Metadata sent before the first response message."""
-        self._initial_md = {**(self._initial_md or {}), **md}
-
-    @property
-    def peer(self) -> Any:
-        """Remote address of the connection."""
-        return self.session.remote_address
-
-    @property
-    def server(self) -> Server:
-        """The server handling the call."""
-        return self.session.server
 
 
 class _ServerCall:
@@ -218,130 +162,6 @@ class ServerSession:
     async def close(self) -> None:
         """Disconnect this client."""
         await self.conn.close()
-
-
-class PushHub:
-    """Local membership of rooms and topics, wired to the broker (``server.push``)."""
-
-    def __init__(self, server: Server, broker: Broker) -> None:
-        self.server = server
-        self.broker = broker
-        self._local: dict[str, set[ServerSession]] = {}
-        self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
-
-    def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
-        members = self._local[key]
-        stats = self.server.stats
-
-        def deliver(msg: BrokerMessage) -> None:
-            frame = msg.frame()
-            unreliable = msg.delivery is Delivery.UNRELIABLE
-            n = 0
-            for s in tuple(members):
-                if s.closed:
-                    continue
-                n += 1
-                if unreliable:
-                    route(s, frame, msg.delivery)
-                elif s.control is not None:
-                    s.control.send(frame)
-            stats["events_sent"] += n
-
-        return deliver
-
-    def _add(self, session: ServerSession, key: str) -> None:
-        members = self._local.get(key)
-        if members is None:
-            members = self._local[key] = set()
-            cb = self._callbacks[key] = self._fanout(key)
-            self.broker.subscribe(key, cb)
-        members.add(session)
-
-    def _remove(self, session: ServerSession, key: str) -> None:
-        members = self._local.get(key)
-        if not members:
-            return
-        members.discard(session)
-        if not members:
-            del self._local[key]
-            self.broker.unsubscribe(key, self._callbacks.pop(key))
-
-    def join(self, session: ServerSession, room: str) -> None:
-        """Add a session to a room and tell its client (so it can restore the room later)."""
-        if room in session.rooms or session.closed:
-            return
-        session.rooms.add(room)
-        self._add(session, room_key(room))
-        session.send_frame(encode_frame(ROOMS, 0, [True, room]))
-
-    def leave(self, session: ServerSession, room: str) -> None:
-        """Remove a session from a room."""
-        if room not in session.rooms:
-            return
-        session.rooms.discard(room)
-        self._remove(session, room_key(room))
-        if not session.closed:
-            session.send_frame(encode_frame(ROOMS, 0, [False, room]))
-
-    def subscribe(self, session: ServerSession, topic: str) -> None:
-        """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``)."""
-        if topic in session.topics:
-            return
-        if len(session.topics) + session.streaming_calls >= self.server.config.max_subscriptions:
-            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many subscriptions")
-        session.topics.add(topic)
-        self._add(session, topic_key(topic))
-
-    def unsubscribe(self, session: ServerSession, topic: str) -> None:
-        """Unsubscribe a session from a topic."""
-        if topic in session.topics:
-            session.topics.discard(topic)
-            self._remove(session, topic_key(topic))
-
-    def replay(self, session: ServerSession, key: str, epoch: int, seq: int) -> int:
-        """Send ``session`` the reliable messages of ``key`` it missed after ``(epoch, seq)``, or a
-        :class:`~kcprpc.push.ResumeFailed` event; returns how many were replayed."""
-        broker = self.broker
-        msgs = broker.history(key, seq) if epoch == broker.epoch else None
-        if msgs is None:
-            reason = "epoch changed" if epoch != broker.epoch else "history too short"
-            session.send(ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason=reason))
-            return 0
-        n = 0
-        for m in msgs:
-            if m.delivery is Delivery.RELIABLE:
-                session.send_frame(m.frame())
-                n += 1
-        return n
-
-    def members(self, room: str) -> set[ServerSession]:
-        """Local sessions in a room."""
-        return set(self._local.get(room_key(room), ()))
-
-    def drop(self, session: ServerSession) -> None:
-        """Forget a disconnected session everywhere."""
-        for room in list(session.rooms):
-            self._remove(session, room_key(room))
-        for topic in list(session.topics):
-            self._remove(session, topic_key(topic))
-        session.rooms.clear()
-        session.topics.clear()
-
-    async def to_room(
-        self, room: str, event: Any, *, delivery: Delivery | str | None = None
-    ) -> BrokerMessage:
-        """Push a typed event to every member of ``room`` (on every server sharing the broker)."""
-        name, default, adapter = event_info(type(event))
-        d = Delivery(delivery) if delivery is not None else default
-        return await self.broker.publish(room_key(room), name, adapter.dump_python(event), d)
-
-    async def publish(
-        self, topic: str, event: Any, *, delivery: Delivery | str | None = None
-    ) -> BrokerMessage:
-        """Publish a typed event on ``topic``."""
-        name, default, adapter = event_info(type(event))
-        d = Delivery(delivery) if delivery is not None else default
-        return await self.broker.publish(topic_key(topic), name, adapter.dump_python(event), d)
 
 
 Handler = Callable[..., Any]
