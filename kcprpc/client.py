@@ -49,7 +49,14 @@ from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
 
 log = logging.getLogger("kcprpc.client")
 
-__all__ = ["Client", "ClientConfig", "StreamCall", "UnaryCall", "_Stub", "connect"]  # _Stub: used by kcprpc.clitools
+__all__ = [
+    "Client",
+    "ClientConfig",
+    "StreamCall",
+    "UnaryCall",
+    "_Stub",
+    "connect",
+]  # _Stub: used by kcprpc.clitools
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -88,8 +88,8 @@ class PushService(Service, name="kcprpc.Push"):
 
     async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:
         """Subscribe the calling session to a topic."""
-        from kcprpc.push import topic_key
         from kcprpc.context import current_context
+        from kcprpc.push import topic_key
 
         ctx = current_context()
         if not req.topic:
