@@ -13,6 +13,11 @@ dropped and counted (``dropped_table_full``, ``dropped_backlog_full``, ``dropped
 ``dropped_bad_conv`` in :attr:`Listener.counters` and :data:`kcp.stats.SNMP`). Closed sessions
 leave the table at once. The address lookup lives in :meth:`Listener._dispatch` only, so a
 connection-id lookup can replace it later without touching sessions or engines.
+
+In secure mode (``listen(..., mode="secure")``) that lookup is replaced: the listener's socket
+feeds a :class:`kcp.secure_io.SecureDemux`, which finds sessions by connection ID and hands
+handshakes to the secure core; the table is then keyed by connection ID. A listener serves one
+mode (docs/security.md explains why).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kcp.batch import Address, open_udp_socket
 from kcp.crypt import PacketCrypt
@@ -31,6 +36,10 @@ from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.pipeline import KIND_KCP, Pipeline
 from kcp.session import KCPSession, SessionConfig, _Endpoint, _make_crypt
 from kcp.stats import SNMP, Counters
+
+if TYPE_CHECKING:
+    from kcp.secure import SecureConfig, SecureServer
+    from kcp.secure_io import SecureDemux
 
 __all__ = ["Listener", "listen"]
 
@@ -72,6 +81,8 @@ class Listener:
         backlog: int,
         on_accept: AcceptCallback | None,
         rng: Callable[[int], bytes],
+        secure: SecureConfig | None = None,
+        authorize: Callable[[bytes, bytes | None, Any], str | None] | None = None,
     ) -> None:
         self._ep = ep
         self._loop = ep.loop
@@ -87,13 +98,20 @@ class Listener:
         self._c: Any = ep.counters
         # the probe only learns the conv of a first packet: crypt check, no FEC state kept
         self._probe = Pipeline(crypt, 0, 0, self.counters, rng)
-        self._sessions: dict[Address, KCPSession] = {}
+        self._sessions: dict[Any, KCPSession] = {}  # by remote address (compat) or connection ID (secure)
         self._pending: deque[KCPSession] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
-        ep.dispatch = self._dispatch
+        self._demux: SecureDemux | None = None
+        if secure is not None:
+            from kcp.secure_io import SecureDemux
+
+            self._demux = SecureDemux(self, secure, rng, authorize)
+            ep.dispatch = self._demux.dispatch
+        else:
+            ep.dispatch = self._dispatch
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -102,9 +120,37 @@ class Listener:
         return self._ep.sock.getsockname()
 
     @property
-    def sessions(self) -> dict[Address, KCPSession]:
-        """A copy of the session table, by remote address."""
+    def sessions(self) -> dict[Any, KCPSession]:
+        """A copy of the session table: by remote address (compat) or connection ID (secure)."""
         return dict(self._sessions)
+
+    @property
+    def mode(self) -> str:
+        """``"secure"`` or ``"compat"``."""
+        return "secure" if self._demux is not None else "compat"
+
+    @property
+    def secure_server(self) -> SecureServer | None:
+        """The secure core (its ``counters``, ``half_open``, ``state_sizes()``), or None in compat mode."""
+        return self._demux.server if self._demux is not None else None
+
+    @property
+    def draining(self) -> bool:
+        """True after :meth:`goaway`."""
+        return self._demux is not None and self._demux.draining
+
+    def goaway(self, code: int = 9, message: str = "server is draining") -> None:
+        """Secure mode: drain. Every session gets an authenticated GOAWAY (its peer's
+        ``goaway_received`` and event callbacks), and new handshakes are refused with a clear
+        reason. Sessions stay open so calls in flight finish; the mux/RPC layers act on the event.
+        """
+        if self._demux is None:
+            raise KCPUsageError("goaway() needs a secure-mode listener (compat mode has no GOAWAY)")
+        self._demux.draining = True
+        self._demux.update_load()
+        for s in list(self._sessions.values()):
+            if not s.is_closing():
+                s.goaway(code, message)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -116,6 +162,9 @@ class Listener:
         out["sessions"] = len(self._sessions)
         out["backlog"] = len(self._pending)
         out["tx_dropped"] = self._ep.tx_dropped
+        if self._demux is not None:
+            for k, v in self._demux.server.counters.snapshot().items():
+                out["secure_" + k] = v
         return out
 
     # -- demux -----------------------------------------------------------------------------------
@@ -128,15 +177,7 @@ class Listener:
 
     def _new_peer(self, data: bytes, addr: Address, now: int) -> None:
         c = self._c
-        if self._closed:
-            return
-        if len(self._sessions) >= self.max_sessions:
-            c.dropped_table_full += 1
-            _snmp.dropped_table_full += 1
-            return
-        if self._on_accept is None and len(self._pending) >= self.backlog:
-            c.dropped_backlog_full += 1
-            _snmp.dropped_backlog_full += 1
+        if self._closed or self._room_for_one() is not None:
             return
         conv = -1
         for kind, payload in self._probe.open(data, now):
@@ -158,8 +199,25 @@ class Listener:
             listener=self,
             rng=self._rng,
         )
-        self._sessions[addr] = s
+        self._register(addr, s)
         s._input(data, now)
+
+    def _room_for_one(self) -> str | None:
+        """None if one more session fits; else count the drop and say why."""
+        c = self._c
+        if len(self._sessions) >= self.max_sessions:
+            c.dropped_table_full += 1
+            _snmp.dropped_table_full += 1
+            return "session table full"
+        if self._on_accept is None and len(self._pending) >= self.backlog:
+            c.dropped_backlog_full += 1
+            _snmp.dropped_backlog_full += 1
+            return "accept backlog full"
+        return None
+
+    def _register(self, key: Any, s: KCPSession) -> None:
+        """Put a new session in the table (by address or connection ID) and hand it out."""
+        self._sessions[key] = s
         if self._on_accept is not None:
             self._run_callback(s)
         else:
@@ -171,7 +229,7 @@ class Listener:
     def _conv_mismatch(self, s: KCPSession, datagram: bytes, packet: bytes, now: int) -> bool:
         """A KCP packet with a foreign conv reached ``s``; True if ``s`` was replaced."""
         conv, _cmd, _frg, _wnd, _ts, sn, _una, _ln = _HDR.unpack_from(packet, 0)
-        if conv != s.conv and sn == 0 and _kcp_conv(packet) >= 0:
+        if self._demux is None and conv != s.conv and sn == 0 and _kcp_conv(packet) >= 0:
             # the peer restarted with a new conversation from the same address (kcp-go's rule)
             addr = s.remote_address
             s._finish(now, None, "replaced by a new conversation")
@@ -183,9 +241,12 @@ class Listener:
         return False
 
     def _forget(self, s: KCPSession) -> None:
-        addr = s.remote_address
-        if self._sessions.get(addr) is s:
-            del self._sessions[addr]
+        sec = s.secure
+        key = sec.local_cid if sec is not None else s.remote_address
+        if self._sessions.get(key) is s:
+            del self._sessions[key]
+        if self._demux is not None:
+            self._demux.update_load()
 
     def _run_callback(self, s: KCPSession) -> None:
         assert self._on_accept is not None
@@ -271,6 +332,7 @@ async def listen(
     host: str,
     port: int,
     *,
+    mode: str = "compat",
     crypt: str | PacketCrypt | None = None,
     key: bytes | str | None = None,
     data_shards: int = 0,
@@ -283,6 +345,10 @@ async def listen(
     mmsg: bool | None = None,
     gso: bool | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    static_private_key: bytes | None = None,
+    psk: bytes | None = None,
+    authorize: Callable[[bytes, bytes | None, Any], str | None] | None = None,
+    secure_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Listener:
     """Listen for KCP sessions on ``host:port`` (kcp-go's ``ListenWithOptions``).
@@ -292,12 +358,42 @@ async def listen(
     ``on_accept(session)`` (a coroutine function runs as a task). ``reuse_port`` sets
     ``SO_REUSEPORT`` so several processes can share the port. Further keyword arguments override
     :class:`SessionConfig` fields for every accepted session.
+
+    ``mode="compat"`` (the default at this level) is kcp-go's packet format. ``mode="secure"``
+    accepts only kcprpc's secure handshake: ``static_private_key`` is the server identity that
+    clients pin (:func:`kcp.secure.generate_keypair`), ``key`` a passphrase str or a 32-byte PSK
+    (or ``psk=``); ``authorize(token, client_static_public, addr)`` returns None to accept or a
+    refusal message the client sees. Here ``data_shards``/``parity_shards``, ``mtu`` and windows
+    are what the server accepts; each client's proposal is negotiated. ``secure_options``
+    overrides other :class:`kcp.secure.SecureConfig` fields (``retry_threshold``,
+    ``max_half_open``, ``rekey_after_packets``, ``fec_strict`` ...).
     """
     if max_sessions < 1 or backlog < 1:
         raise KCPUsageError("max_sessions and backlog must be >= 1")
     loop = asyncio.get_running_loop()
     cfg = (config or SessionConfig()).with_options(**options)
-    packet_crypt = _make_crypt(crypt, key)
+    secure_cfg: SecureConfig | None = None
+    if mode == "secure":
+        if crypt is not None:
+            raise KCPUsageError("crypt= is a compat-mode option (secure mode always uses an AEAD)")
+        from kcp.secure_io import server_config
+
+        secure_cfg = server_config(
+            cfg,
+            key=key,
+            psk=psk,
+            static_private_key=static_private_key,
+            data_shards=data_shards,
+            parity_shards=parity_shards,
+            secure_options=secure_options,
+        )
+        packet_crypt = None
+    elif mode == "compat":
+        if static_private_key is not None or psk is not None or authorize is not None:
+            raise KCPUsageError("static_private_key/psk/authorize need mode='secure'")
+        packet_crypt = _make_crypt(crypt, key)
+    else:
+        raise KCPUsageError(f"mode must be 'secure' or 'compat', not {mode!r}")
     Pipeline(packet_crypt, data_shards, parity_shards, Counters())  # validates the shard counts now
     sock = open_udp_socket(host, port, reuse_port=reuse_port)
     try:
@@ -315,4 +411,6 @@ async def listen(
         backlog=backlog,
         on_accept=on_accept,
         rng=rng,
+        secure=secure_cfg,
+        authorize=authorize,
     )

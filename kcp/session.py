@@ -41,6 +41,8 @@ from kcp.timers import TimerHeap
 
 if TYPE_CHECKING:
     from kcp.listener import Listener
+    from kcp.secure import Event, SecureConnection
+    from kcp.secure_io import SecureLink
 
 __all__ = ["KCPSession", "SessionConfig", "dial", "run", "snmp"]
 
@@ -170,8 +172,10 @@ class _Endpoint:
         "dirty",
         "dispatch",
         "flushq",
+        "gso",
         "io",
         "loop",
+        "mmsg",
         "scheduled",
         "sock",
         "timers",
@@ -192,6 +196,8 @@ class _Endpoint:
         self.loop = loop
         self.sock = sock
         self.counters = counters
+        self.mmsg = mmsg
+        self.gso = gso
         self.io = DatagramIO(sock, (counters, SNMP), mmsg=mmsg, gso=gso)
         self.timers = TimerHeap.for_loop(loop)
         self.tx: list[tuple[bytes, Address]] = []
@@ -203,6 +209,21 @@ class _Endpoint:
         self.tx_dropped = 0
         self.dispatch: Callable[[bytes, Address, int], None] = lambda d, a, n: None
         loop.add_reader(sock.fileno(), self._on_readable)
+
+    def replace_socket(self, sock: socket.socket) -> None:
+        """Move to a new socket (a client's rebinding): the old one is closed, queued sends stay."""
+        old = self.sock
+        fd = old.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self.writer_armed:
+                self.loop.remove_writer(fd)
+                self.writer_armed = False
+        old.close()
+        self.sock = sock
+        self.io = DatagramIO(sock, (self.counters, SNMP), mmsg=self.mmsg, gso=self.gso)
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+        self.kick()
 
     def kick(self) -> None:
         if not self.scheduled:
@@ -299,6 +320,7 @@ class KCPSession:
         "_drain_waiter",
         "_engine",
         "_ep",
+        "_event_callbacks",
         "_exc",
         "_flush_marked",
         "_high_water",
@@ -309,18 +331,22 @@ class KCPSession:
         "_listener",
         "_loop",
         "_low_water",
+        "_overhead",
         "_pipeline",
         "_plain",
         "_rbuf",
         "_read_waiter",
         "_rlimit",
+        "_secure",
         "_state",
         "_timer_entry",
         "_timers",
         "ack_nodelay",
+        "close_code",
         "close_reason",
         "counters",
         "datagrams_dropped",
+        "goaway_received",
         "local_address",
         "remote_address",
     )
@@ -337,6 +363,7 @@ class KCPSession:
         *,
         listener: Listener | None = None,
         rng: Callable[[int], bytes] = os.urandom,
+        secure: SecureLink | None = None,
     ) -> None:
         self._ep = ep
         self._loop = ep.loop
@@ -348,11 +375,18 @@ class KCPSession:
         self.counters = Counters()
         self._pipeline = Pipeline(crypt, data_shards, parity_shards, self.counters, rng)
         self._plain = crypt is None and not self._pipeline.fec_enabled
+        self._secure = secure
+        self._overhead = self._pipeline.overhead + (secure.overhead if secure is not None else 0)
+        self.close_code: int | None = None
+        self.goaway_received: tuple[int, str] | None = None
+        self._event_callbacks: list[Callable[[Event], object]] = (
+            secure.callbacks if secure is not None else []
+        )
         eng = self._engine = KCP(conv, None)
         eng.counters = self.counters
         eng.nodelay(config.nodelay, config.interval, config.resend, config.nc)
         eng.wndsize(config.snd_wnd, config.rcv_wnd)
-        if eng.setmtu(config.mtu - self._pipeline.overhead) < 0:
+        if eng.setmtu(config.mtu - self._overhead) < 0:
             raise KCPUsageError("mtu too small for the packet-layer overhead")
         eng.stream = 1 if config.stream else 0
         eng.dead_link = config.dead_link
@@ -384,11 +418,17 @@ class KCPSession:
             _snmp.active_opens += 1
         else:
             _snmp.passive_opens += 1
+        if secure is not None:
+            secure.session = self
         self._post(self._last_recv)
 
     # -- wiring ----------------------------------------------------------------------------------
     def _make_output(self) -> Callable[[bytes], None]:
         tx_append = self._ep.tx.append
+        if self._secure is not None:
+            return self._secure.make_output(
+                self._pipeline, self._plain, self.counters, self._timers.now_ms, tx_append
+            )
         addr = self.remote_address
         c: Any = self.counters
         if self._plain:
@@ -441,11 +481,84 @@ class KCPSession:
         """The underlying engine (for inspection; do not drive it directly)."""
         return self._engine
 
+    # -- secure mode -----------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        """``"secure"`` or ``"compat"`` (the wire mode, see docs/security.md)."""
+        return "secure" if self._secure is not None else "compat"
+
+    @property
+    def secure(self) -> SecureConnection | None:
+        """The secure connection (negotiated ``params``, ``counters``, ``peer_static``...), or None."""
+        return self._secure.conn if self._secure is not None else None
+
+    def add_event_callback(self, callback: Callable[[Event], object]) -> None:
+        """Call ``callback(event)`` for each secure-mode event of this session.
+
+        Events are :mod:`kcp.secure`'s: ``PathChanged(old, new)`` (the peer moved; its
+        ``remote_address`` has already changed), ``PathValidated``, ``PathFailed``, ``KeyUpdated``,
+        ``GoAwayReceived(code, message)`` and ``ConnectionClosed(code, message, by_peer)``. The
+        callback runs inside the receive path: it must not block. Compat sessions have no events.
+        """
+        self._event_callbacks.append(callback)
+
+    def remove_event_callback(self, callback: Callable[[Event], object]) -> None:
+        """Stop calling ``callback`` (no error if it was not registered)."""
+        if callback in self._event_callbacks:
+            self._event_callbacks.remove(callback)
+
+    def goaway(self, code: int = 9, message: str = "") -> None:
+        """Secure mode: tell the peer to open no new streams (an authenticated GOAWAY).
+
+        The session stays open so calls in flight finish; the peer's ``goaway_received`` is set and
+        its event callbacks get ``GoAwayReceived``. Acting on it is the mux/RPC layer's job.
+        """
+        self._check_writable()
+        if self._secure is None:
+            raise KCPUsageError("goaway() needs a secure-mode session (compat mode has no GOAWAY)")
+        conn = self._secure.conn
+        self._ep.tx.append((conn.goaway(code, message, self._timers.now_ms()), conn.peer_addr))
+        self._ep.kick()
+
+    def rebind(self, local_addr: tuple[str, int] | None = None) -> Address:
+        """Secure client sessions: move to a new local UDP socket (a phone changing networks).
+
+        The old socket is closed; an authenticated PING from the new one tells the server, which
+        moves the session there once the new path answers its probe. Data in flight is resent by
+        KCP. Returns the new local address.
+        """
+        self._check_writable()
+        if self._secure is None or self._listener is not None:
+            raise KCPUsageError("rebind() is for secure-mode client sessions (from kcp.dial(mode='secure'))")
+        ep = self._ep
+        old = ep.sock
+        if local_addr is None:
+            local_addr = ("::" if old.family == socket.AF_INET6 else "0.0.0.0", 0)
+        sock = open_udp_socket(local_addr[0], local_addr[1], family=old.family)
+        try:
+            sock.connect(self.remote_address)
+        except BaseException:
+            sock.close()
+            raise
+        ep.replace_socket(sock)
+        self.local_address = sock.getsockname()
+        conn = self._secure.conn
+        now = self._timers.now_ms()
+        ep.tx.append((conn.ping(now), conn.peer_addr))
+        self._mark_flush()
+        return self.local_address
+
     @property
     def stats(self) -> dict[str, int]:
         """This session's counters plus the engine's RTT and window state."""
         eng = self._engine
         out = self.counters.snapshot()
+        if self._secure is not None:
+            sec = self._secure
+            for k, v in sec.conn.counters.snapshot().items():
+                out["secure_" + k] = v
+            out["secure_held_back"] = sec.held_back
+            out["secure_key_epoch"] = sec.conn.epoch
         out.update(
             srtt=eng.rx_srtt,
             rttvar=eng.rx_rttval,
@@ -474,7 +587,7 @@ class KCPSession:
 
     def set_mtu(self, mtu: int) -> None:
         """UDP payload size; the engine gets ``mtu`` minus the packet-layer overhead."""
-        if self._engine.setmtu(mtu - self._pipeline.overhead) < 0:
+        if self._engine.setmtu(mtu - self._overhead) < 0:
             raise KCPUsageError(f"mtu {mtu} is too small")
 
     def set_stream_mode(self, enable: bool) -> None:
@@ -567,6 +680,10 @@ class KCPSession:
     def _on_timer(self, now: int) -> None:
         if self._state == _CLOSED:
             return
+        if self._secure is not None:
+            self._secure.on_timer(now)  # path probes, old-key expiry, their events
+            if self._state == _CLOSED:
+                return
         eng = self._engine
         if self._idle_ms and now - self._last_recv >= self._idle_ms:
             self._finish(now, None, "idle timeout")
@@ -613,6 +730,10 @@ class KCPSession:
             due = -1
         if self._state == _CLOSING and (due < 0 or self._linger_until < due):
             due = self._linger_until
+        if self._secure is not None:
+            t = self._secure.conn.get_timer()
+            if t is not None and (due < 0 or t < due):
+                due = t
         if due >= 0:
             self._timers.schedule(self, due)
 
@@ -664,6 +785,8 @@ class KCPSession:
         """End the session now: wake everyone, leave the listener/endpoint, fold counters."""
         if self._state == _CLOSED:
             return
+        if self._secure is not None:
+            self._secure.finish(self._ep.tx, now, self.close_code, reason)
         self._state = _CLOSED
         if exc is not None and self._exc is None:
             self._exc = exc
@@ -687,6 +810,15 @@ class KCPSession:
             self._ep.close()
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
+
+    def _peer_closed(self, now: int, code: int, reason: str) -> None:
+        """An authenticated CLOSE from the peer (secure mode): end at once, keep what was received."""
+        self.close_code = code
+        eng = self._engine
+        if self._state == _OPEN:
+            while (m := eng.recv()) is not None:  # acknowledged data stays readable
+                self._rbuf += m
+        self._finish(now, None, reason)
 
     # -- reading ---------------------------------------------------------------------------------
     async def _wait(self, attr: str) -> None:
@@ -808,7 +940,11 @@ class KCPSession:
         if self._flush_marked:  # keep the order of the caller's write() and send_datagram()
             self._ep.flushq.remove(self)
             self._flush(self._timers.now_ms())
-        self._ep.tx.append((self._pipeline.seal_oob(bytes(data), self.conv), self.remote_address))
+        dgram = self._pipeline.seal_oob(bytes(data), self.conv)
+        if self._secure is not None:
+            self._secure.send_payload(dgram, self._ep.tx, self._timers.now_ms())
+        else:
+            self._ep.tx.append((dgram, self.remote_address))
         self._ep.kick()
 
     def max_datagram_size(self) -> int:
@@ -828,12 +964,21 @@ class KCPSession:
         return self._dgrams.popleft()
 
     # -- closing ---------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop reading and writing; unacknowledged data gets up to ``close_linger`` to arrive."""
+    def close(self, code: int = 0, message: str = "") -> None:
+        """Stop reading and writing; unacknowledged data gets up to ``close_linger`` to arrive.
+
+        In secure mode the peer then gets an authenticated CLOSE carrying ``code`` (a
+        :class:`kcp.secure.Reason` or an application value < 65536) and ``message`` (<= 512
+        bytes of UTF-8), and ends at once with that reason. Compat mode has no close on the wire:
+        the peer notices by its idle timeout, and ``code``/``message`` are only kept locally.
+        """
         if self._state != _OPEN:
             return
+        if not 0 <= code <= 0xFFFF:
+            raise KCPUsageError("close code must be in 0..65535")
         self._state = _CLOSING
-        self.close_reason = "closed"
+        self.close_code = code
+        self.close_reason = message or "closed"
         self._rbuf.clear()
         self._dgrams.clear()
         for w in (self._read_waiter, self._dgram_waiter, self._drain_waiter):
@@ -844,7 +989,7 @@ class KCPSession:
         if eng.waitsnd() == 0 or self._config.close_linger <= 0:
             eng.flush(now)
             self._ep.kick()
-            self._finish(now, None, "closed")
+            self._finish(now, None, self.close_reason)
             return
         self._linger_until = now + int(self._config.close_linger * 1000)
         self._mark_flush()
@@ -874,6 +1019,7 @@ async def dial(
     host: str,
     port: int,
     *,
+    mode: str = "compat",
     crypt: str | PacketCrypt | None = None,
     key: bytes | str | None = None,
     data_shards: int = 0,
@@ -884,19 +1030,62 @@ async def dial(
     mmsg: bool | None = None,
     gso: bool | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    server_public_key: bytes | None = None,
+    static_private_key: bytes | None = None,
+    psk: bytes | None = None,
+    token: bytes | str = b"",
+    handshake_timeout: float | None = None,
+    secure_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> KCPSession:
-    """Open a KCP session to ``host:port`` (kcp-go's ``DialWithOptions``) on its own UDP socket.
+    """Open a KCP session to ``host:port`` on its own UDP socket.
 
-    ``crypt`` is a kcptun cipher name (``None``/``"null"``: no crypt layer) and ``key`` a
-    passphrase (run through :func:`kcp.crypt.derive_key`) or the derived key bytes. FEC is on when
-    both shard counts are positive. ``conv`` defaults to a random 32-bit id. Further keyword
-    arguments override fields of :class:`SessionConfig` (``nodelay``, ``snd_wnd``, ``mtu``,
-    ``idle_timeout`` ...). KCP has no handshake: this returns as soon as the socket is ready.
+    ``mode="compat"`` (the default at this level) is kcp-go's ``DialWithOptions``: ``crypt`` is a
+    kcptun cipher name (``None``/``"null"``: no crypt layer) and ``key`` a passphrase (run through
+    :func:`kcp.crypt.derive_key`) or the derived key bytes; ``conv`` defaults to a random 32-bit
+    id; there is no handshake, so this returns as soon as the socket is ready.
+
+    ``mode="secure"`` runs kcprpc's authenticated handshake first (docs/security.md):
+    ``server_public_key`` pins the server (Noise IKpsk2), ``key`` is a passphrase str or a
+    32-byte PSK (``psk=`` also works; with only a key it is Noise NNpsk0), ``token`` goes to the
+    server's ``authorize`` hook, ``static_private_key`` is this client's identity (default: a fresh
+    one). MTU, windows and FEC shards are proposed from the session options and negotiated;
+    ``handshake_timeout`` (seconds, default 5) bounds a silent server. Failures raise
+    :class:`kcp.secure.HandshakeError` (``HandshakeTimeout``, ``HandshakeRefused`` with the
+    server's reason). ``secure_options`` overrides other :class:`kcp.secure.SecureConfig` fields
+    (``rekey_after_packets``, ``suites``, ``fec_strict`` ...).
+
+    FEC is on when both shard counts are positive. Further keyword arguments override fields of
+    :class:`SessionConfig` (``nodelay``, ``snd_wnd``, ``mtu``, ``idle_timeout`` ...).
     """
     loop = asyncio.get_running_loop()
     cfg = (config or SessionConfig()).with_options(**options)
-    packet_crypt = _make_crypt(crypt, key)
+    if mode == "secure":
+        if crypt is not None or conv is not None:
+            raise KCPUsageError("crypt= and conv= are compat-mode options (secure mode always uses an AEAD)")
+        from kcp.secure_io import client_config
+
+        secure_cfg = client_config(
+            cfg,
+            key=key,
+            psk=psk,
+            server_public_key=server_public_key,
+            static_private_key=static_private_key,
+            token=token,
+            data_shards=data_shards,
+            parity_shards=parity_shards,
+            handshake_timeout=handshake_timeout,
+            secure_options=secure_options,
+        )
+        packet_crypt = None
+    elif mode == "compat":
+        if server_public_key is not None or static_private_key is not None or psk is not None or token:
+            raise KCPUsageError(
+                "server_public_key/static_private_key/psk/token need mode='secure' (compat mode has no handshake)"
+            )
+        packet_crypt = _make_crypt(crypt, key)
+    else:
+        raise KCPUsageError(f"mode must be 'secure' or 'compat', not {mode!r}")
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
@@ -914,7 +1103,31 @@ async def dial(
     except BaseException:
         sock.close()
         raise
+    if mode == "secure":
+        return await _dial_secure(ep, remote, cfg, secure_cfg, rng)
     session = KCPSession(ep, conv, remote, cfg, packet_crypt, data_shards, parity_shards, rng=rng)
     inp = session._input
     ep.dispatch = lambda data, addr, now: inp(data, now)
+    return session
+
+
+async def _dial_secure(
+    ep: _Endpoint, remote: Address, cfg: SessionConfig, secure_cfg: Any, rng: Callable[[int], bytes]
+) -> KCPSession:
+    """The handshake, then a session configured from the negotiated parameters."""
+    from kcp.secure_io import SecureLink, conv_of, secure_handshake
+
+    try:
+        conn = await secure_handshake(ep, remote, secure_cfg, rng)
+    except BaseException:
+        ep.close()
+        raise
+    p = conn.params
+    cfg = replace(cfg, mtu=p.mtu, snd_wnd=p.snd_wnd, rcv_wnd=p.rcv_wnd)
+    link = SecureLink(conn)
+    session = KCPSession(
+        ep, conv_of(conn), remote, cfg, None, p.data_shards, p.parity_shards, rng=rng, secure=link
+    )
+    ep.dispatch = link.input
+    link.on_timer(ep.timers.now_ms())  # the PING that confirms the keys to the server
     return session

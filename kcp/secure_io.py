@@ -1,0 +1,496 @@
+"""Secure wire mode under the asyncio sessions: the glue between :mod:`kcp.secure` and
+:mod:`kcp.session` / :mod:`kcp.listener`.
+
+One concern: move datagrams between the UDP endpoint, the sans-I/O secure core and a
+:class:`kcp.session.KCPSession`.
+
+* :class:`SecureLink` sits under one session. Outgoing, every UDP payload the packet pipeline
+  makes (KCP packet, FEC shard, OOB datagram; the pipeline runs without a cipher) is sealed by the
+  :class:`kcp.secure.SecureConnection` and sent to ``conn.peer_addr`` (never a stored address, so
+  migration moves the traffic). Incoming, ``conn.open`` authenticates the datagram, then the
+  payload goes into the session as in compat mode. The connection's events (path change,
+  validation, key update, CLOSE, GOAWAY) are acted on here and handed to the session's event
+  callbacks; its timer (path probes, old-key expiry) rides on the session's timer-heap entry.
+* :class:`SecureDemux` replaces the listener's address lookup: transport packets are found by
+  connection ID (``SecureServer.connection_for``), everything else goes to ``SecureServer.receive``
+  (initiations, cookies, confirmations).
+* :func:`secure_handshake` runs the client side of the handshake on a dialled endpoint and raises
+  the core's :class:`kcp.secure.HandshakeError` (timeout, PSK mismatch, refusal with the server's
+  reason) out of :func:`kcp.dial`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from kcp.batch import Address
+from kcp.errors import KCPUsageError
+from kcp.pipeline import Pipeline
+from kcp.secure import (
+    ConnectionClosed,
+    Event,
+    GoAwayReceived,
+    HandshakeError,
+    PathChanged,
+    PathFailed,
+    PathValidated,
+    Reason,
+    SecureClient,
+    SecureConfig,
+    SecureConnection,
+    SecureConnectionClosed,
+    SecureServer,
+)
+from kcp.secure.connection import reason_text
+from kcp.secure.packet import MIN_TRANSPORT, TRANSPORT_TYPES
+from kcp.stats import Counters
+
+if TYPE_CHECKING:
+    from kcp.listener import Listener
+    from kcp.session import KCPSession, SessionConfig, _Endpoint
+
+__all__ = [
+    "SECURE_OVERHEAD",
+    "SecureDemux",
+    "SecureLink",
+    "client_config",
+    "secure_handshake",
+    "server_config",
+]
+
+SECURE_OVERHEAD = MIN_TRANSPORT
+"""Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
+
+EventCallback = Callable[[Event], object]
+
+# what a local end sends as the CLOSE reason, by the session's close reason
+_LOCAL_CODES = {
+    "idle timeout": Reason.IDLE_TIMEOUT,
+    "listener closed": Reason.GOING_AWAY,
+    "dead link": Reason.PROTOCOL_ERROR,
+    "aborted": Reason.APPLICATION,
+}
+_CLOSE_COPIES = 2  # a lost CLOSE costs the peer an idle timeout: send it twice
+
+
+# ---------------------------------------------------------------------------------- configuration
+
+
+def _auth_material(
+    key: bytes | str | None, psk: bytes | None
+) -> tuple[bytes | None, str | None]:
+    if psk is not None and key is not None:
+        raise KCPUsageError("give key= (passphrase or 32-byte PSK) or psk=, not both")
+    if isinstance(key, str):
+        return None, key
+    if key is not None:
+        psk = bytes(key)
+    if psk is not None and len(psk) != 32:
+        raise KCPUsageError("a secure-mode PSK must be 32 bytes (or pass a passphrase str as key=)")
+    return psk, None
+
+
+def _merge(cfg: SecureConfig, options: Mapping[str, Any] | None) -> SecureConfig:
+    if not options:
+        return cfg
+    unknown = set(options) - {f.name for f in dataclasses.fields(SecureConfig)}
+    if unknown:
+        raise KCPUsageError(f"unknown secure option(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(cfg, **options)
+
+
+def client_config(
+    session_cfg: SessionConfig,
+    *,
+    key: bytes | str | None,
+    psk: bytes | None,
+    server_public_key: bytes | None,
+    static_private_key: bytes | None,
+    token: bytes | str,
+    data_shards: int,
+    parity_shards: int,
+    handshake_timeout: float | None,
+    secure_options: Mapping[str, Any] | None,
+) -> SecureConfig:
+    """The client's :class:`SecureConfig` from :func:`kcp.dial`'s keywords (validated)."""
+    psk_bytes, passphrase = _auth_material(key, psk)
+    if server_public_key is None and psk_bytes is None and passphrase is None:
+        raise KCPUsageError(
+            "secure mode needs server_public_key= (the server's pinned X25519 key) and/or "
+            "key= (a passphrase str or a 32-byte PSK)"
+        )
+    extra: dict[str, Any] = {}
+    if handshake_timeout is not None:
+        extra["handshake_timeout_ms"] = max(1, int(handshake_timeout * 1000))
+    cfg = SecureConfig(
+        static_key=static_private_key,
+        server_public_key=server_public_key,
+        psk=psk_bytes,
+        passphrase=passphrase,
+        token=token.encode() if isinstance(token, str) else bytes(token),
+        mtu=session_cfg.mtu,
+        min_mtu=min(576, session_cfg.mtu),
+        snd_wnd=session_cfg.snd_wnd,
+        rcv_wnd=session_cfg.rcv_wnd,
+        fec=(data_shards, parity_shards) if data_shards > 0 and parity_shards > 0 else (0, 0),
+        **extra,
+    )
+    return _merge(cfg, secure_options)
+
+
+def server_config(
+    session_cfg: SessionConfig,
+    *,
+    key: bytes | str | None,
+    psk: bytes | None,
+    static_private_key: bytes | None,
+    data_shards: int,
+    parity_shards: int,
+    secure_options: Mapping[str, Any] | None,
+) -> SecureConfig:
+    """The listener's :class:`SecureConfig` from :func:`kcp.listen`'s keywords (validated)."""
+    psk_bytes, passphrase = _auth_material(key, psk)
+    if static_private_key is None and psk_bytes is None and passphrase is None:
+        raise KCPUsageError(
+            "secure mode needs static_private_key= (clients pin its public key) and/or "
+            "key= (a passphrase str or a 32-byte PSK)"
+        )
+    cfg = SecureConfig(
+        static_key=static_private_key,
+        psk=psk_bytes,
+        passphrase=passphrase,
+        mtu=session_cfg.mtu,
+        min_mtu=min(576, session_cfg.mtu),
+        fec=(data_shards, parity_shards) if data_shards > 0 and parity_shards > 0 else (0, 0),
+    )
+    return _merge(cfg, secure_options)
+
+
+def conv_of(conn: SecureConnection) -> int:
+    """The KCP conv both ends derive from the handshake (no conv travels in secure mode)."""
+    return int.from_bytes(conn.handshake_hash[:4], "little")
+
+
+# ---------------------------------------------------------------------------------- per session
+
+
+class SecureLink:
+    """The secure connection under one session (see the module docstring)."""
+
+    __slots__ = (
+        "callbacks",
+        "conn",
+        "held_back",
+        "overhead",
+        "server",
+        "session",
+    )
+
+    def __init__(self, conn: SecureConnection, server: SecureServer | None = None) -> None:
+        self.conn = conn
+        self.server = server
+        self.overhead = SECURE_OVERHEAD
+        self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
+        self.callbacks: list[EventCallback] = []
+        self.session: KCPSession | None = None
+
+    # -- sending ---------------------------------------------------------------------------------
+    def make_output(
+        self,
+        pipeline: Pipeline,
+        plain: bool,
+        counters: Counters,
+        now_ms: Callable[[], int],
+        tx_append: Callable[[tuple[bytes, Address]], None],
+    ) -> Callable[[bytes], None]:
+        """The engine's output: pipeline (FEC) → seal → the endpoint's send batch, to the current path."""
+        conn = self.conn
+        seal = conn.seal
+        pseal = pipeline.seal
+        c: Any = counters
+        link = self
+
+        def output(packet: bytes) -> None:
+            now = now_ms()
+            try:
+                for payload in (packet,) if plain else pseal(packet, now):
+                    d = seal(payload, now)
+                    if not conn.path_validated and not conn.can_send(len(d)):
+                        link.held_back += 1  # new path not validated yet: KCP retransmits later
+                        continue
+                    tx_append((d, conn.peer_addr))
+                    c.out_pkts += 1
+                    c.bytes_sent += len(d)
+            except SecureConnectionClosed:
+                return
+
+        return output
+
+    def send_payload(self, payload: bytes, tx: list[tuple[bytes, Address]], now: int) -> None:
+        """Seal one pipeline payload (an OOB datagram) and queue it."""
+        conn = self.conn
+        d = conn.seal(payload, now)
+        if conn.path_validated or conn.can_send(len(d)):
+            tx.append((d, conn.peer_addr))
+        else:
+            self.held_back += 1
+
+    def _flush_control(self, now: int) -> None:
+        s = self.session
+        if s is None:
+            return
+        out = self.conn.datagrams_to_send(now)
+        if out:
+            s._ep.tx.extend(out)
+            s._ep.kick()
+
+    # -- receiving -------------------------------------------------------------------------------
+    def input(self, datagram: bytes, addr: Address, now: int) -> None:
+        """One datagram for this connection (by connection ID on a listener, or the dialled socket)."""
+        conn = self.conn
+        payload = conn.open(datagram, addr, now)
+        if conn._events:
+            self._events(now)
+        if conn._outbox:
+            self._flush_control(now)
+        s = self.session
+        if s is not None and s._state != 2:
+            if payload is not None:
+                s._input(payload, now)
+            else:
+                s._last_recv = now  # authenticated control traffic (or a counted drop) keeps it alive
+
+    def _events(self, now: int) -> None:
+        conn = self.conn
+        s = self.session
+        while (ev := conn.next_event()) is not None:
+            if s is not None:
+                if isinstance(ev, PathChanged | PathFailed):
+                    s.remote_address = conn.peer_addr
+                elif isinstance(ev, PathValidated):
+                    s._mark_flush()  # segments held back from the new path may go now
+                elif isinstance(ev, GoAwayReceived):
+                    s.goaway_received = (ev.code, ev.message)
+            for cb in tuple(self.callbacks):
+                try:
+                    cb(ev)
+                except Exception as exc:
+                    loop = s._loop if s is not None else asyncio.get_event_loop()
+                    loop.call_exception_handler(
+                        {"message": "KCP session event callback failed", "exception": exc, "event": ev}
+                    )
+            if isinstance(ev, ConnectionClosed) and ev.by_peer and s is not None:
+                s._peer_closed(now, ev.code, "closed by peer: " + reason_text(ev.code, ev.message))
+
+    # -- timers ----------------------------------------------------------------------------------
+    def timer(self) -> int | None:
+        return self.conn.get_timer()
+
+    def on_timer(self, now: int) -> None:
+        conn = self.conn
+        t = conn.get_timer()
+        if t is not None and now >= t:
+            conn.handle_timer(now)
+        if conn._events:
+            self._events(now)
+        if conn._outbox:
+            self._flush_control(now)
+
+    # -- ending ----------------------------------------------------------------------------------
+    def finish(self, tx: list[tuple[bytes, Address]], now: int, code: int | None, reason: str) -> None:
+        """The session ended locally: send an authenticated CLOSE (unless the peer closed first)."""
+        conn = self.conn
+        if conn.state == "open":
+            if code is None:
+                code = _LOCAL_CODES.get(reason, Reason.NONE)
+            message = "" if reason in ("closed", "") else reason
+            pkt = conn.close(code, message[:512], now)
+            while conn.next_event() is not None:
+                pass
+            for _ in range(_CLOSE_COPIES):
+                tx.append((pkt, conn.peer_addr))
+        if self.server is not None:
+            self.server.remove(conn)
+
+
+# ---------------------------------------------------------------------------------- client side
+
+
+class _HandshakeTimer:
+    """Timer-heap target that drives :meth:`SecureClient.handle_timer`."""
+
+    __slots__ = ("_timer_entry", "cb")
+
+    def __init__(self, cb: Callable[[int], None]) -> None:
+        self._timer_entry: tuple[int, int] | None = None
+        self.cb = cb
+
+    def _on_timer(self, now: int) -> None:
+        self.cb(now)
+
+
+async def secure_handshake(
+    ep: _Endpoint, remote: Address, cfg: SecureConfig, rng: Callable[[int], bytes]
+) -> SecureConnection:
+    """Run the client handshake on ``ep`` (its socket connected to ``remote``).
+
+    Returns the established connection, or raises the :class:`kcp.secure.HandshakeError` the core
+    reports: :class:`kcp.secure.HandshakeTimeout` (wrong server key or passphrase, server down),
+    a PSK mismatch after one round trip, or :class:`kcp.secure.HandshakeRefused` with the server's
+    reason (bad token, version, parameters).
+    """
+    loop = ep.loop
+    timers = ep.timers
+    client = SecureClient(cfg, rng)
+    fut: asyncio.Future[SecureConnection] = loop.create_future()
+
+    def settle() -> None:
+        for d in client.datagrams_to_send(timers.now_ms()):
+            ep.tx.append((d, remote))
+        if ep.tx:
+            ep.kick()
+        if fut.done():
+            return
+        if client.state == "established" and client.connection is not None:
+            fut.set_result(client.connection)
+        elif client.state == "failed":
+            fut.set_exception(client.error or HandshakeError("handshake failed"))
+
+    def dispatch(data: bytes, addr: Address, now: int) -> None:
+        if client.state == "initiating":
+            client.receive(data, addr, now)
+            settle()
+
+    def on_timer(now: int) -> None:
+        client.handle_timer(now)
+        settle()
+        t = client.get_timer()
+        if t is not None and not fut.done():
+            timers.schedule(timer, t)
+
+    timer = _HandshakeTimer(on_timer)
+    ep.dispatch = dispatch
+    ep.tx.append((client.initiate(timers.now_ms()), remote))
+    ep.kick()
+    t0 = client.get_timer()
+    if t0 is not None:
+        timers.schedule(timer, t0)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        client.abandon(timers.now_ms())
+        raise
+    finally:
+        timers.cancel(timer)
+        ep.dispatch = lambda d, a, n: None
+
+
+# ---------------------------------------------------------------------------------- server side
+
+
+class SecureDemux:
+    """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
+
+    __slots__ = ("_timer_entry", "draining", "listener", "server")
+
+    def __init__(
+        self,
+        listener: Listener,
+        config: SecureConfig,
+        rng: Callable[[int], bytes],
+        authorize: Callable[[bytes, bytes | None, Any], str | None] | None,
+    ) -> None:
+        self.listener = listener
+        self.draining = False
+        self._timer_entry: tuple[int, int] | None = None
+        self.server = SecureServer(
+            config, rng, authorize=self._authorize_hook(authorize), now=listener._ep.timers.now_ms()
+        )
+
+    def dispatch(self, data: bytes, addr: Address, now: int) -> None:
+        """One datagram on the listener's socket."""
+        server = self.server
+        lis = self.listener
+        if data and data[0] in TRANSPORT_TYPES:
+            conn = server.connection_for(data)
+            if conn is not None:
+                s = lis._sessions.get(conn.local_cid)
+                if s is not None and s._secure is not None:
+                    s._secure.input(data, addr, now)
+                    return
+        r = server.receive(data, addr, now)
+        if r.replies:
+            lis._ep.tx.extend(r.replies)
+            timer = server.get_timer()
+            if timer is not None:
+                lis._ep.timers.schedule(self, timer)
+        if r.accepted and r.connection is not None:
+            self._accept(r.connection, r.payload, addr, now)
+
+    def _accept(self, conn: SecureConnection, payload: bytes | None, addr: Address, now: int) -> None:
+        from kcp.session import KCPSession
+
+        lis = self.listener
+        refusal = lis._room_for_one()
+        if refusal is not None or lis._closed:
+            # the table is full (or we are closing): tell the client at once, authenticated
+            pkt = conn.close(Reason.SERVER_BUSY, refusal or "listener closed", now)
+            lis._ep.tx.append((pkt, addr))
+            self.server.remove(conn)
+            return
+        p = conn.params
+        cfg = dataclasses.replace(lis.config, mtu=p.mtu, snd_wnd=p.rcv_wnd, rcv_wnd=p.snd_wnd)
+        link = SecureLink(conn, self.server)
+        s = KCPSession(
+            lis._ep,
+            conv_of(conn),
+            conn.peer_addr,
+            cfg,
+            None,
+            p.data_shards,
+            p.parity_shards,
+            listener=lis,
+            rng=lis._rng,
+            secure=link,
+        )
+        lis._register(conn.local_cid, s)
+        if conn._outbox or conn._events:
+            link.on_timer(now)
+        if payload is not None:
+            s._input(payload, now)
+        self.update_load()
+
+    def update_load(self) -> None:
+        """Ask for address-proving cookies while the session table is nearly full.
+
+        The core already switches to stateless retries when half-open handshakes reach
+        ``retry_threshold`` or it did ``retry_rate`` handshakes this second; a listener with
+        (nearly) no room for more sessions is under load as well.
+        """
+        lis = self.listener
+        server = self.server
+        busy = self.draining or len(lis._sessions) * 10 >= lis.max_sessions * 9
+        if server.config.always_retry != busy:
+            server.config = dataclasses.replace(server.config, always_retry=busy)
+
+    def _on_timer(self, now: int) -> None:
+        server = self.server
+        server.handle_timer(now)
+        timer = server.get_timer()
+        if timer is not None:
+            self.listener._ep.timers.schedule(self, timer)
+
+    def _authorize_hook(
+        self, user: Callable[[bytes, bytes | None, Any], str | None] | None
+    ) -> Callable[[bytes, bytes | None, Any], str | None]:
+        """The hook given to the core: refuses while draining, then asks the user's hook."""
+
+        def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | None:
+            if self.draining:
+                return "server is going away (draining); try another server"
+            return user(token, client_static, addr) if user is not None else None
+
+        return authorize
