@@ -110,3 +110,15 @@ async def test_graceful_shutdown_over_kcp_finishes_in_flight_calls() -> None:
         pr.release.set()
         assert (await call).text == "done"
         await asyncio.wait_for(shut, TIMEOUT)
+
+
+async def test_connect_to_nothing_fails_with_connection_error() -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a port nobody answers on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        client = kcprpc.connect("127.0.0.1", port, config=ClientConfig(connect_timeout=0.3))
+        with pytest.raises(ConnectionError):
+            await client.connect()
+        assert not client.connected
