@@ -134,6 +134,11 @@ def unpack_upd(payload: bytes) -> tuple[int, int]:
     return consumed, window
 
 
+# the first 8 bytes of a snappy framing-format stream (stream identifier chunk "sNaPpY"), which a
+# kcptun peer sends first when its compression is on: named in the error instead of "version 255"
+_SNAPPY_STREAM_START = b"\xff\x06\x00\x00sNaP"
+
+
 class FrameDecoder:
     """Incremental decoder of a smux byte stream for one protocol ``version``.
 
@@ -187,7 +192,11 @@ class FrameDecoder:
             return None
         ver, cmd, length, sid = _HEADER_UNPACK_FROM(buf, pos)
         if ver != self.version:
-            raise self._fail("bad_version", f"frame version {ver}, session speaks version {self.version}")
+            hint = ""
+            if bytes(buf[pos : pos + HEADER_SIZE]) == _SNAPPY_STREAM_START:
+                hint = " (the peer compresses the stream with snappy, e.g. kcptun without --nocomp; not supported)"
+            message = f"frame version {ver}, session speaks version {self.version}{hint}"
+            raise self._fail("bad_version", message)
         if cmd == CMD_PSH:
             pass
         elif cmd == CMD_UPD:
