@@ -1,0 +1,461 @@
+"""Secure-mode sessions over real loopback UDP: handshake outcomes surfaced by kcp.dial, bulk echo
+(with and without FEC), migration by rebinding the client socket mid-transfer, replayed packets,
+key rotation, CLOSE reasons, GOAWAY, and a spoofed initiation flood while a real client connects."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import kcp
+from kcp.secure import (
+    GoAwayReceived,
+    HandshakeError,
+    HandshakeRefused,
+    HandshakeTimeout,
+    PathChanged,
+    PathValidated,
+    SecureClient,
+    SecureConfig,
+    generate_keypair,
+)
+from kcp.secure.testing import seeded_rng
+from kcp.session import KCPSession
+
+TIMEOUT = 20.0
+PRIV, PUB = generate_keypair(seeded_rng(11))
+_OTHER_PRIV, OTHER_PUB = generate_keypair(seeded_rng(12))
+PSK = bytes(range(32))
+
+
+async def _echo(s: KCPSession) -> None:
+    while True:
+        data = await s.read(65536)
+        if not data:
+            return
+        s.write(data)
+        await s.drain()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[kcp.Listener]:
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=_echo)
+    yield lis
+    lis.close()
+    await lis.wait_closed()
+
+
+async def _roundtrip(c: KCPSession, msg: bytes = b"ping") -> None:
+    c.write(msg)
+    assert await asyncio.wait_for(c.readexactly(len(msg)), TIMEOUT) == msg
+
+
+async def _bulk_echo(c: KCPSession, size: int, *, seed: int = 1, at_half: Any = None) -> None:
+    """Write ``size`` random bytes, read the echo back, call ``at_half()`` once half has come back."""
+    payload = random.Random(seed).randbytes(size)
+    got = bytearray()
+    half = asyncio.Event()
+
+    async def reader() -> None:
+        while len(got) < size:
+            chunk = await c.read(65536)
+            assert chunk, f"session ended early: {c.close_reason}"
+            got.extend(chunk)
+            if len(got) >= size // 2:
+                half.set()
+
+    task = asyncio.create_task(reader())
+    for i in range(0, size, 16384):
+        if at_half is not None and i >= size // 2:
+            await asyncio.wait_for(half.wait(), TIMEOUT)
+            at_half()
+            at_half = None
+        c.write(payload[i : i + 16384])
+        await c.drain()
+    await asyncio.wait_for(task, TIMEOUT)
+    assert bytes(got) == payload
+
+
+async def _wait_until(cond: Any, what: str, timeout: float = TIMEOUT) -> None:
+    """Poll a condition that is set by the event loop's own I/O (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+# ------------------------------------------------------------------------------------ handshake
+
+
+async def test_handshake_ik_and_passphrase_and_token() -> None:
+    seen: list[tuple[bytes, bytes | None]] = []
+
+    def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | None:
+        seen.append((token, client_static))
+        return None if token in (b"", b"good") else "unknown token"
+
+    async with await kcp.listen(
+        "127.0.0.1", 0, mode="secure", static_private_key=PRIV, key="one line", authorize=authorize,
+        on_accept=_echo, data_shards=3, parity_shards=1,
+    ) as lis:
+        port = lis.address[1]
+        # pinned key (IKpsk2) with a token and a client identity
+        cpriv, cpub = generate_keypair(seeded_rng(3))
+        c = await kcp.dial(
+            "127.0.0.1", port, mode="secure", server_public_key=PUB, key="one line",
+            static_private_key=cpriv, token=b"good", mtu=1200, snd_wnd=64, rcv_wnd=256,
+        )
+        p = c.secure.params if c.secure else None
+        assert p is not None and (p.mtu, p.snd_wnd, p.rcv_wnd) == (1200, 64, 256)
+        assert (p.data_shards, p.parity_shards) == (0, 0)  # a non-strict server takes the client's FEC
+        assert c.mode == "secure" and c.engine.mtu == 1200 - 34
+        await _roundtrip(c)
+        assert seen[-1] == (b"good", cpub)
+        # passphrase only (NNpsk0): the quickstart one-liner, FEC proposed by the client
+        c2 = await kcp.dial("127.0.0.1", port, mode="secure", key="one line", data_shards=3, parity_shards=1)
+        assert c2.secure is not None and c2.secure.params.data_shards == 3
+        await _roundtrip(c2, b"x" * 5000)
+        last_token, last_static = seen[-1]
+        assert not last_token and last_static is None
+        await _wait_until(lambda: len(lis) == 2, "both sessions accepted")
+        srv = next(s for s in lis.sessions.values() if s.conv == c.conv)
+        assert srv.secure is not None and srv.secure.peer_static == cpub
+        assert (srv.engine.snd_wnd, srv.engine.rcv_wnd) == (256, 128)  # mirrored (ikcp: rcv_wnd >= 128)
+        for s in (c, c2):
+            s.close()
+            await s.wait_closed()
+
+
+async def test_wrong_static_key_times_out_with_message(server: kcp.Listener) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch or server unreachable"):
+        await kcp.dial("127.0.0.1", server.address[1], mode="secure", server_public_key=OTHER_PUB,
+                       handshake_timeout=0.6)
+    assert time.monotonic() - t0 < 3.0
+    assert server.stats["secure_bad_mac1"] >= 1 and len(server) == 0
+
+
+async def test_wrong_psk_passphrase_times_out(server: kcp.Listener) -> None:
+    with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch"):
+        await kcp.dial("127.0.0.1", server.address[1], mode="secure", key=bytes(32), handshake_timeout=0.6)
+
+
+async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Listener) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(HandshakeError, match="PSK mismatch") as info:
+        await kcp.dial("127.0.0.1", server.address[1], mode="secure", server_public_key=PUB, psk=bytes(32),
+                       handshake_timeout=10)
+    assert not isinstance(info.value, HandshakeTimeout)
+    assert time.monotonic() - t0 < 2.0  # one RTT, not the 10 s timeout
+
+
+@pytest.mark.parametrize(
+    ("server_kw", "client_kw", "message"),
+    [
+        ({}, {"token": b"nope"}, "handshake refused by server: bad token: unknown token"),
+        ({}, {"secure_options": {"versions": (2, 3)}}, "version mismatch: client speaks [2, 3], server speaks [1]"),
+        ({"secure_options": {"min_mtu": 1300}}, {"mtu": 1000}, "MTU 1000 is below the server's minimum 1300"),
+        (
+            {"data_shards": 10, "parity_shards": 3, "secure_options": {"fec_strict": True}},
+            {"data_shards": 4, "parity_shards": 2, "secure_options": {"fec_strict": True}},
+            "FEC mismatch: client requires 4/2 shards, server requires 10/3",
+        ),
+        ({"secure_options": {"mux_versions": (1,)}}, {"secure_options": {"mux_versions": (2,)}}, "mux version mismatch"),
+    ],
+)
+async def test_refusals_carry_the_servers_reason(
+    server_kw: dict[str, Any], client_kw: dict[str, Any], message: str
+) -> None:
+    def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | None:
+        return "unknown token" if token == b"nope" else None
+
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, authorize=authorize,
+                                **server_kw) as lis:
+        with pytest.raises(HandshakeRefused, match=message.replace("[", r"\[").replace("]", r"\]")):
+            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", server_public_key=PUB,
+                           handshake_timeout=5, **client_kw)
+        assert lis.stats["secure_refused"] == 1 and len(lis) == 0
+
+
+async def test_usage_errors() -> None:
+    with pytest.raises(kcp.KCPUsageError, match="secure mode needs"):
+        await kcp.dial("127.0.0.1", 9, mode="secure")
+    with pytest.raises(kcp.KCPUsageError, match="compat-mode"):
+        await kcp.dial("127.0.0.1", 9, mode="secure", key="x", crypt="aes")
+    with pytest.raises(kcp.KCPUsageError, match="mode must be"):
+        await kcp.dial("127.0.0.1", 9, mode="quic")
+    with pytest.raises(kcp.KCPUsageError, match="need mode='secure'"):
+        await kcp.listen("127.0.0.1", 0, psk=PSK)
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@pytest.mark.parametrize("fec", [(0, 0), (10, 3)])
+async def test_bulk_echo(fec: tuple[int, int]) -> None:
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="bulk", on_accept=_echo,
+                                data_shards=fec[0], parity_shards=fec[1]) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="bulk",
+                           data_shards=fec[0], parity_shards=fec[1], snd_wnd=256, rcv_wnd=256)
+        await _bulk_echo(c, 3 << 20)
+        st = c.stats
+        assert st["secure_decrypt_errors"] == 0 and st["secure_packets_opened"] > 2000
+        assert (st["fec_parity_shards"] > 0) == bool(fec[0])
+        (srv,) = lis.sessions.values()
+        c.send_datagram(b"oob")  # OOB datagrams are sealed like everything else
+        assert await asyncio.wait_for(srv.recv_datagram(), TIMEOUT) == b"oob"
+        c.close()
+        await c.wait_closed()
+
+
+async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None:
+    c = await kcp.dial("127.0.0.1", server.address[1], mode="secure", server_public_key=PUB, psk=PSK,
+                       snd_wnd=256, rcv_wnd=256)
+    await _roundtrip(c)
+    (srv,) = server.sessions.values()
+    events: list[Any] = []
+    srv.add_event_callback(events.append)
+    old_local = c.local_address
+    old_remote = srv.remote_address
+    assert old_remote[1] == old_local[1]
+    new_local: list[Any] = []
+    await _bulk_echo(c, 4 << 20, at_half=lambda: new_local.append(c.rebind()))
+    assert new_local and new_local[0][1] != old_local[1]
+    assert srv.remote_address[1] == new_local[0][1]  # the session moved, same object, same conv
+    assert server.sessions == {srv.secure.local_cid: srv} if srv.secure else False
+    assert PathChanged(old_remote, srv.remote_address) in events
+    await _wait_until(lambda: PathValidated(srv.remote_address) in events, "path validation")
+    st = srv.stats
+    assert st["secure_path_changes"] == 1 and st["secure_path_validated"] == 1
+    await _roundtrip(c, b"after the move")
+    c.close()
+    await c.wait_closed()
+
+
+class _RecordingRelay:
+    """A UDP forwarder that records every client→server datagram (to replay them later)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.front.setblocking(False)
+        self.up = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.up.bind(("127.0.0.1", 0))
+        self.up.setblocking(False)
+        self.client: Any = None
+        self.recorded: list[bytes] = []
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.front.fileno(), self._from_client)
+        loop.add_reader(self.up.fileno(), self._from_server)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        a = self.front.getsockname()
+        return (a[0], a[1])
+
+    def _from_client(self) -> None:
+        while True:
+            try:
+                data, self.client = self.front.recvfrom(65536)
+            except BlockingIOError:
+                return
+            self.recorded.append(data)
+            self.up.sendto(data, self.target)
+
+    def _from_server(self) -> None:
+        while True:
+            try:
+                data, _ = self.up.recvfrom(65536)
+            except BlockingIOError:
+                return
+            if self.client is not None:
+                self.front.sendto(data, self.client)
+
+    def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for s in (self.front, self.up):
+            loop.remove_reader(s.fileno())
+            s.close()
+
+
+async def test_replayed_packets_are_rejected_and_counted(server: kcp.Listener) -> None:
+    relay = _RecordingRelay(server.address)
+    try:
+        c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", server_public_key=PUB, psk=PSK)
+        await _bulk_echo(c, 256 << 10)
+        (srv,) = server.sessions.values()
+
+        def forwarded() -> int:
+            return sum(1 for d in relay.recorded if d[0] in (0xC8, 0xC9))
+
+        await _wait_until(lambda: srv.stats["secure_packets_opened"] == forwarded(), "quiet link")
+        before = srv.stats
+        recorded = list(relay.recorded)
+        assert len(recorded) > 100
+        # replay every recorded datagram (the initiation included), from the relay's own address
+        # and from a stranger's address
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.1", 0))
+        for d in recorded:
+            relay.up.sendto(d, server.address)
+            stranger.sendto(d, server.address)
+        stranger.close()
+        transport = sum(1 for d in recorded if d[0] in (0xC8, 0xC9))
+        await _wait_until(
+            lambda: srv.stats["secure_replay_duplicates"] + srv.stats["secure_replay_too_old"]
+            - before["secure_replay_duplicates"] - before["secure_replay_too_old"] >= 2 * transport,
+            "every replayed transport packet counted",
+        )
+        after = srv.stats
+        legit = sum(1 for d in relay.recorded[len(recorded) :] if d[0] in (0xC8, 0xC9))  # late acks
+        assert after["secure_packets_opened"] - before["secure_packets_opened"] == legit  # no replay got in
+        assert after["secure_path_changes"] == 0  # replays never move the session
+        assert server.stats["secure_initiation_replays"] >= 1  # the replayed initiation too
+        assert len(server) == 1
+        await _bulk_echo(c, 64 << 10, seed=2)  # the session is unharmed
+        c.close()
+        await c.wait_closed()
+    finally:
+        relay.close()
+
+
+async def test_key_rotation_across_a_long_transfer() -> None:
+    # small limits: a new epoch every 200 packets; the old key goes once 128 newer packets came
+    opts = {"rekey_after_packets": 200, "key_grace_ms": 100, "replay_window": 128}
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="rotate", on_accept=_echo,
+                                secure_options=opts) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="rotate", secure_options=opts,
+                           snd_wnd=256, rcv_wnd=256)
+        await _bulk_echo(c, 4 << 20)
+        st = c.stats
+        assert st["secure_key_epoch"] >= 5
+        assert st["secure_key_updates"] + st["secure_key_updates_by_peer"] == st["secure_key_epoch"]
+        assert st["secure_decrypt_errors"] == 0
+        c.close()
+        await c.wait_closed()
+
+
+# ------------------------------------------------------------------------------------ closing
+
+
+async def test_close_reason_reaches_the_peer_at_once() -> None:
+    accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="close", idle_timeout=60,
+                                on_accept=accepted.put_nowait) as lis:
+        # server closes with a reason: the client's reads end and it knows why
+        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="close", idle_timeout=60)
+        c.write(b"hi")
+        srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+        srv.write(b"last words")
+        srv.close(7, "maintenance window")
+        assert await asyncio.wait_for(c.readexactly(10), TIMEOUT) == b"last words"
+        assert await asyncio.wait_for(c.read(), TIMEOUT) == b""
+        await asyncio.wait_for(c.wait_closed(), TIMEOUT)
+        assert c.close_code == 7 and c.close_reason == "closed by peer: application: maintenance window"
+        with pytest.raises(kcp.ConnectionClosedError, match="maintenance window"):
+            c.write(b"more")
+        # client closes: the server session ends at once, long before its idle timeout
+        c2 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="close", idle_timeout=60)
+        c2.write(b"x")
+        srv2 = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        c2.close(0, "user logged out")
+        await asyncio.wait_for(srv2.wait_closed(), 5)
+        assert srv2.close_reason == "closed by peer: none: user logged out" and srv2.close_code == 0
+        assert len(lis) == 0
+
+
+async def test_goaway_from_the_listener() -> None:
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="drain", on_accept=_echo) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="drain")
+        events: list[Any] = []
+        c.add_event_callback(events.append)
+        await _roundtrip(c)
+        lis.goaway(9, "deploying v2")
+        await _wait_until(lambda: c.goaway_received is not None, "GOAWAY")
+        assert c.goaway_received == (9, "deploying v2") and GoAwayReceived(9, "deploying v2") in events
+        await _roundtrip(c, b"calls in flight still finish")
+        with pytest.raises(HandshakeRefused, match="draining"):
+            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="drain")
+        assert lis.draining and len(lis) == 1
+        c.close()
+        await c.wait_closed()
+
+
+# ------------------------------------------------------------------------------------ flood
+
+
+def _raw_udp(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+    """An IPv4 + UDP packet (checksums: the kernel fills the IP one; UDP's 0 = none)."""
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
+        socket.inet_aton(src[0]), socket.inet_aton(dst[0]),
+    )
+    return ip + udp
+
+
+async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError:
+        pytest.fail("raw sockets are needed to spoof source addresses (run as root / CAP_NET_RAW)")
+    raw.setblocking(False)
+    max_half_open = 256
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, on_accept=_echo,
+                                secure_options={"max_half_open": max_half_open, "retry_threshold": 32}) as lis:
+        dst = lis.address
+        rnd = random.Random(5)
+        # 100,000 spoofed initiations from random 127/8 addresses: 5,000 valid ones (the attacker
+        # knows the server's public key) and 95,000 with a bad mac1
+        valid = [SecureClient(SecureConfig(server_public_key=PUB), seeded_rng(100 + i)).initiate(0)
+                 for i in range(5000)]
+        junk_template = bytearray(valid[0])
+        datagrams: list[bytes] = []
+        for i in range(100_000):
+            if i % 20 == 0:
+                datagrams.append(valid[i // 20])
+            else:
+                junk_template[-40:] = rnd.randbytes(40)  # bad mac1
+                datagrams.append(bytes(junk_template))
+        sent = 0
+        client_task: asyncio.Task[KCPSession] | None = None
+        t0 = time.monotonic()
+        for i, d in enumerate(datagrams):
+            src = (f"127.{rnd.randrange(1, 255)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
+                   rnd.randrange(1024, 65535))
+            try:
+                raw.sendto(_raw_udp(src, dst, d), (dst[0], 0))
+                sent += 1
+            except (BlockingIOError, OSError):
+                pass
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # let the server (same loop) read
+            if i == 30_000:
+                client_task = asyncio.create_task(
+                    kcp.dial("127.0.0.1", dst[1], mode="secure", server_public_key=PUB, handshake_timeout=15)
+                )
+        raw.close()
+        assert client_task is not None
+        c = await asyncio.wait_for(client_task, TIMEOUT)
+        await _roundtrip(c, b"through the flood")
+        srv = lis.secure_server
+        assert srv is not None
+        st = lis.stats
+        sizes = srv.state_sizes()
+        assert sent >= 90_000, sent
+        assert st["secure_bad_mac1"] > 50_000
+        assert st["secure_retries_sent"] > 1_000  # under load: stateless cookies, no state kept
+        assert sizes["half_open"] <= max_half_open and st["secure_half_open_max"] <= 40
+        assert sizes["connections"] == 1 and len(lis) == 1 and st["secure_accepted"] == 1
+        assert time.monotonic() - t0 < 30
+        c.close()
+        await c.wait_closed()
