@@ -81,6 +81,7 @@ class ClientConfig:
     default_timeout: float | None = None
     connect_timeout: float = 5.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
 
 
 class _Link:
@@ -474,6 +475,17 @@ class Client:
         metadata: Mapping[str, Any] | None,
         end: bool,
     ) -> _ClientCall:
+        link = self._link
+        if (link is None or link.closed or link.goaway) and self.config.wait_for_ready and not self._closing:
+            t0 = asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise RpcError(
+                    Status.DEADLINE_EXCEEDED, "deadline exceeded while waiting for a connection"
+                ) from None
+            if timeout is not None:
+                timeout = max(0.0, timeout - (asyncio.get_running_loop().time() - t0))
         link = self._require_link()
         own = (
             self.config.stream_framing

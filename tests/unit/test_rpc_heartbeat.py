@@ -170,3 +170,32 @@ async def test_reconnect_replays_missed_topic_and_room_messages(history: int) ->
         await p.server.push.publish("news", Tick(n=6))
         await p.client.health()
         assert got[-1] == 6 and p.client.topic_offsets["topic:news"][1] == 6
+
+
+async def test_wait_for_ready_calls_ride_out_a_reconnect() -> None:
+    cfg = ClientConfig(
+        heartbeat=None, reconnect=ReconnectPolicy(initial=0.01, maximum=0.02), wait_for_ready=True
+    )
+    async with pair([Demo()], client_config=cfg) as p:
+        p.refuse = True
+        await p.drop()
+        for _ in range(100):
+            if not p.client.connected:
+                break
+            await asyncio.sleep(0)
+        call = asyncio.ensure_future(p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="patient")))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not call.done()
+        p.refuse = False
+        assert (await asyncio.wait_for(call, TIMEOUT)).text == "hello patient"
+        # without a connection in time: DEADLINE_EXCEEDED
+        p.refuse = True
+        await p.drop()
+        for _ in range(100):
+            if not p.client.connected:
+                break
+            await asyncio.sleep(0)
+        with pytest.raises(RpcError) as ei:
+            await p.client.stub(Demo, timeout=0.05).hello(Req(name="late"))
+        assert ei.value.status is Status.DEADLINE_EXCEEDED
