@@ -173,10 +173,13 @@ class _Link:
             except (ConnectionError, OSError, EOFError):
                 return
             try:
-                frame = codec.decode_datagram(data)
+                ftype, _cid, body = codec.decode_datagram(data)
             except Exception:
                 continue
-            self.on_frames([frame])
+            if self.hb is not None:
+                self.hb.last_receive = self.now()
+            if ftype == EVENT:
+                self.client._on_event(body, unreliable=True)
 
     async def heartbeat(self) -> None:
         hb = self.hb
@@ -259,6 +262,8 @@ class Client:
         self.on_reconnect: Callable[[Client], Any] | None = None
         self.on_disconnect: Callable[[Client, str], Any] | None = None
         self.events_dropped = 0
+        self.events_stale = 0  # unreliable events dropped because a newer one had arrived
+        self._latest: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._stubs: dict[type, _Stub] = {}
 
@@ -666,16 +671,22 @@ class Client:
             with contextlib.suppress(ValueError, KeyError):
                 self._queues[name].remove(entry)
 
-    def _on_event(self, body: Any) -> None:
+    def _on_event(self, body: Any, unreliable: bool = False) -> None:
         if not isinstance(body, list) or len(body) != 5 or not isinstance(body[0], str):
             self.events_dropped += 1
             return
         name, payload, key, seq, epoch = body
         if isinstance(key, str) and isinstance(seq, int) and isinstance(epoch, int):
-            prev = self.topic_offsets.get(key)
+            # Reliable (stream) and unreliable (datagram) messages of one key share its sequence
+            # numbers but are tracked apart: the stream's offset drives resume and drops replay
+            # duplicates; datagrams are latest-wins (an older one arriving late is dropped).
+            offsets = self._latest if unreliable else self.topic_offsets
+            prev = offsets.get(key)
             if prev is not None and prev[0] == epoch and seq <= prev[1]:
-                return  # already seen (a replay overlapping live delivery)
-            self.topic_offsets[key] = (epoch, seq)
+                if unreliable:
+                    self.events_stale += 1
+                return
+            offsets[key] = (epoch, seq)
         for adapter, handler in self._handlers.get(name, ()):
             try:
                 ev = adapter.validate_python(payload)
