@@ -1,0 +1,162 @@
+"""Secure-mode session throughput against compat mode with aes + crc32, over loopback UDP.
+
+Sender and receiver run in two processes (uvloop), one bulk session per run. Contenders are
+alternated round by round (A B C D, A B C D ...), and each round also gives the ratio
+secure / compat-aes measured back to back:
+
+* ``compat-aes``: kcp-go's packet format, ``crypt="aes"`` (nonce + crc32 + AES-CFB);
+* ``secure``: ``mode="secure"`` with a passphrase (Noise NNpsk0 handshake, AES-256-GCM transport);
+* ``compat-aes-fec`` / ``secure-fec``: the same with FEC 10/3;
+* ``compat-none``: no crypt at all (the ceiling).
+
+KCP settings: nodelay 1/10/2/1, windows 1024, mtu 1400, stream mode. The sender writes
+``--mbytes`` MB in 64 KiB writes (waiting on ``drain()``); the receiver answers one byte once it
+has everything; the time runs from the first write to that answer (the handshake is not timed)::
+
+    python bench/secure_session.py --quick
+    python bench/secure_session.py --rounds 5 --mbytes 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import kcp
+from kcp.session import KCPSession
+
+KCP_OPTS: dict[str, Any] = {
+    "nodelay": 1,
+    "interval": 10,
+    "resend": 2,
+    "nc": 1,
+    "snd_wnd": 1024,
+    "rcv_wnd": 1024,
+    "mtu": 1400,
+    "stream": True,
+    "read_buffer": 4 << 20,
+    "idle_timeout": 60.0,
+}
+CHUNK = 65536
+CONTENDERS = ("compat-aes", "secure", "compat-aes-fec", "secure-fec", "compat-none")
+
+
+def _variant(name: str) -> dict[str, Any]:
+    fec = {"data_shards": 10, "parity_shards": 3} if name.endswith("-fec") else {}
+    if name.startswith("secure"):
+        return {"mode": "secure", "key": "bench passphrase", **fec}
+    if name == "compat-none":
+        return {}
+    return {"crypt": "aes", "key": "bench passphrase", **fec}
+
+
+def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
+    async def main() -> None:
+        done = asyncio.get_running_loop().create_future()
+
+        async def sink(s: KCPSession) -> None:
+            got = 0
+            while got < total:
+                data = await s.read(1 << 20)
+                if not data:
+                    break
+                got += len(data)
+            s.write(b"!")
+            await s.drain()
+            done.set_result(got)
+
+        lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name), **KCP_OPTS)
+        port_q.put(lis.address[1])
+        got = await asyncio.wait_for(done, 300)
+        await asyncio.sleep(0.2)  # let the last acks leave before closing (bench only)
+        result_q.put(got)
+        lis.close()
+
+    kcp.run(main())
+
+
+async def _sender(name: str, port: int, total: int) -> dict[str, Any]:
+    s = await kcp.dial("127.0.0.1", port, **_variant(name), **KCP_OPTS)
+    payload = b"\x5a" * CHUNK
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        s.write(payload[:n])
+        sent += n
+        await s.drain()
+    ack = await asyncio.wait_for(s.readexactly(1), 300)
+    elapsed = time.perf_counter() - t0
+    assert ack == b"!"
+    st = s.stats
+    s.abort()
+    return {"elapsed": elapsed, "retrans": st.get("retrans_segs", 0), "epoch": st.get("secure_key_epoch", 0)}
+
+
+def run_one(name: str, total: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    port_q: Any = ctx.Queue()
+    result_q: Any = ctx.Queue()
+    p = ctx.Process(target=_receiver, args=(name, total, port_q, result_q))
+    p.start()
+    try:
+        port = port_q.get(timeout=60)
+        out: dict[str, Any] = kcp.run(_sender(name, port, total))
+        got = result_q.get(timeout=60)
+        assert got >= total, (name, got, total)
+    finally:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+    out["mbps"] = total / out["elapsed"] / 1e6
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mbytes", type=float, default=16)
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 4 MB")
+    ap.add_argument("--only", default=",".join(CONTENDERS))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.mbytes = 2, 4
+    names = [n for n in args.only.split(",") if n]
+    total = int(args.mbytes * 1e6)
+    results: dict[str, list[float]] = {n: [] for n in names}
+    ratios: list[float] = []
+    fec_ratios: list[float] = []
+    for r in range(args.rounds):
+        row = {}
+        for n in names:
+            res = run_one(n, total)
+            results[n].append(res["mbps"])
+            row[n] = res["mbps"]
+            print(f"round {r + 1} {n:15s} {res['mbps']:7.1f} MB/s  retrans {res['retrans']}  epoch {res['epoch']}")
+        if "secure" in row and "compat-aes" in row:
+            ratios.append(row["secure"] / row["compat-aes"])
+        if "secure-fec" in row and "compat-aes-fec" in row:
+            fec_ratios.append(row["secure-fec"] / row["compat-aes-fec"])
+    print(f"\n{args.mbytes:g} MB per run, {args.rounds} rounds, medians:")
+    for n in names:
+        print(f"  {n:15s} {statistics.median(results[n]):7.1f} MB/s   (runs: "
+              f"{', '.join(f'{v:.0f}' for v in results[n])})")
+    if ratios:
+        print(f"  secure / compat-aes, same round:         median {statistics.median(ratios):.2f}x "
+              f"({', '.join(f'{v:.2f}' for v in ratios)})")
+    if fec_ratios:
+        print(f"  secure-fec / compat-aes-fec, same round: median {statistics.median(fec_ratios):.2f}x "
+              f"({', '.join(f'{v:.2f}' for v in fec_ratios)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
