@@ -179,7 +179,7 @@ class _Link:
             if self.hb is not None:
                 self.hb.last_receive = self.now()
             if ftype == EVENT:
-                self.client._on_event(body, unreliable=True)
+                self.client._on_datagram_event(body)
 
     async def heartbeat(self) -> None:
         hb = self.hb
@@ -263,6 +263,8 @@ class Client:
         self.on_disconnect: Callable[[Client, str], Any] | None = None
         self.events_dropped = 0
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
+        # every delivered EVENT body [name, payload, key, seq, epoch] and whether it came by datagram
+        self.on_raw_event: Callable[[list[Any], bool], Any] | None = None
         self._latest: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._stubs: dict[type, _Stub] = {}
@@ -671,7 +673,15 @@ class Client:
             with contextlib.suppress(ValueError, KeyError):
                 self._queues[name].remove(entry)
 
-    def _on_event(self, body: Any, unreliable: bool = False) -> None:
+    def _on_datagram_event(self, body: Any) -> None:
+        """An EVENT that came as an OOB datagram."""
+        self._handle_event(body, True)
+
+    def _on_event(self, body: Any) -> None:
+        """An EVENT that came on the control stream."""
+        self._handle_event(body, False)
+
+    def _handle_event(self, body: Any, unreliable: bool) -> None:
         if not isinstance(body, list) or len(body) != 5 or not isinstance(body[0], str):
             self.events_dropped += 1
             return
@@ -687,6 +697,8 @@ class Client:
                     self.events_stale += 1
                 return
             offsets[key] = (epoch, seq)
+        if self.on_raw_event is not None:
+            self.on_raw_event(body, unreliable)
         for adapter, handler in self._handlers.get(name, ()):
             try:
                 ev = adapter.validate_python(payload)

@@ -149,15 +149,18 @@ async def test_unreliable_events_to_room_go_as_datagrams_and_survive_loss() -> N
 async def test_reliable_and_unreliable_on_one_key_do_not_shadow_each_other() -> None:
     async with pair([Demo()]) as p:
         got: list[tuple[str, int]] = []
+        raw: list[bool] = []
+        p.client.on_raw_event = lambda body, unreliable: raw.append(unreliable)
         p.client.on(Tick, lambda t: got.append(("tick", t.n)))
         p.client.on(Pos, lambda q: got.append(("pos", int(q.x))))
         # seq 6 arrives by datagram before the stream delivers seq 5: both must be kept
-        p.client._on_event(["pos", {"x": 6, "y": 0}, "room:r", 6, 1], unreliable=True)
+        p.client._on_datagram_event(["pos", {"x": 6, "y": 0}, "room:r", 6, 1])
         p.client._on_event(["tick", {"n": 5}, "room:r", 5, 1])
         # latest wins among datagrams: seq 4 arriving late is dropped
-        p.client._on_event(["pos", {"x": 4, "y": 0}, "room:r", 4, 1], unreliable=True)
+        p.client._on_datagram_event(["pos", {"x": 4, "y": 0}, "room:r", 4, 1])
         # a replayed duplicate of a reliable message is dropped
         p.client._on_event(["tick", {"n": 5}, "room:r", 5, 1])
         assert got == [("pos", 6), ("tick", 5)]
         assert p.client.events_stale == 1
+        assert raw == [True, False]
         assert p.client.topic_offsets["room:r"] == (1, 5)
