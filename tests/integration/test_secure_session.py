@@ -390,6 +390,16 @@ async def test_goaway_from_the_listener() -> None:
         await c.wait_closed()
 
 
+async def test_listener_close_ends_clients_at_once() -> None:
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="bye", on_accept=_echo, idle_timeout=60)
+    c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="bye", idle_timeout=60)
+    await _roundtrip(c)
+    lis.close()
+    await lis.wait_closed()
+    await asyncio.wait_for(c.wait_closed(), 5)
+    assert c.close_reason == "closed by peer: going away: listener closed" and c.close_code == 9
+
+
 # ------------------------------------------------------------------------------------ flood
 
 
