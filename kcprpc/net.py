@@ -98,8 +98,8 @@ class MuxConnection:
 
     @property
     def remote_address(self) -> Any:
-        """Peer address."""
-        return self._remote
+        """Peer address (follows a secure-mode session when its peer migrates)."""
+        return getattr(self.datagrams, "remote_address", None) or self._remote
 
 
 class _DatagramPipe:

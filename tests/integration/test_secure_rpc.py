@@ -52,4 +52,6 @@ async def test_calls_continue_across_a_client_rebind() -> None:
         assert (await d.hello(Req(name="after"))).text == "hello after"
         assert len(moves) == 1 and srv_session.remote_address[1] == session.local_address[1]
         assert srv_session.stats["secure_path_changes"] == 1
+        (rpc_session,) = server.sessions
+        assert rpc_session.remote_address == srv_session.remote_address  # the RPC layer follows the move
         assert client.reconnects == 0 and len(conns) == 1  # the same connection, no redial
