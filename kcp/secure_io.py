@@ -46,11 +46,11 @@ from kcp.secure import (
 )
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import MIN_TRANSPORT, TRANSPORT_TYPES
+from kcp.session import _CLOSED, KCPSession, SessionConfig, _Endpoint
 from kcp.stats import Counters
 
 if TYPE_CHECKING:
     from kcp.listener import Listener
-    from kcp.session import KCPSession, SessionConfig, _Endpoint
 
 __all__ = [
     "SECURE_OVERHEAD",
@@ -257,7 +257,7 @@ class SecureLink:
         if conn._outbox:
             self._flush_control(now)
         s = self.session
-        if s is not None and s._state != 2:
+        if s is not None and s._state != _CLOSED:
             if payload is not None:
                 s._input(payload, now)
             else:
@@ -431,8 +431,6 @@ class SecureDemux:
             self._accept(r.connection, r.payload, addr, now)
 
     def _accept(self, conn: SecureConnection, payload: bytes | None, addr: Address, now: int) -> None:
-        from kcp.session import KCPSession
-
         lis = self.listener
         refusal = lis._room_for_one()
         if refusal is not None or lis._closed:

@@ -327,6 +327,39 @@ async def test_replayed_packets_are_rejected_and_counted(server: kcp.Listener) -
         relay.close()
 
 
+async def test_tampered_and_garbage_datagrams_are_dropped(server: kcp.Listener) -> None:
+    relay = _RecordingRelay(server.address)
+    try:
+        c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", server_public_key=PUB, psk=PSK)
+        await _bulk_echo(c, 64 << 10)
+        (srv,) = server.sessions.values()
+        sample = next(d for d in reversed(relay.recorded) if d[0] in (0xC8, 0xC9) and len(d) > 1000)
+        rnd = random.Random(9)
+        junk = [rnd.randbytes(rnd.randrange(0, 1500)) for _ in range(500)]
+        junk += [bytes((t,)) + sample[1:9] + rnd.randbytes(rnd.randrange(0, 1400)) for t in (0xC8, 0xC9) * 250]
+        junk += [bytes((0xC1,)) + rnd.randbytes(1199) for _ in range(200)]
+        flipped = [sample[:i] + bytes((sample[i] ^ 0x01,)) + sample[i + 1 :] for i in range(len(sample))]
+
+        def forwarded() -> int:
+            return sum(1 for d in relay.recorded if d[0] in (0xC8, 0xC9))
+
+        await _wait_until(lambda: srv.stats["secure_packets_opened"] == forwarded(), "quiet link")
+        before = srv.stats["secure_packets_opened"] - forwarded()
+        for d in junk + flipped:
+            relay.up.sendto(d, server.address)
+        await _bulk_echo(c, 64 << 10, seed=3)  # the session is unharmed (and the junk was read)
+        st = server.stats
+        assert st["in_errs"] == 0  # nothing raised in the receive path
+        assert srv.stats["secure_decrypt_errors"] >= 500
+        # every packet the server opened is one the client sent: no flipped byte went unnoticed
+        await _wait_until(lambda: srv.stats["secure_packets_opened"] - before == forwarded(), "quiet link")
+        assert srv.stats["secure_path_changes"] == 0
+        c.close()
+        await c.wait_closed()
+    finally:
+        relay.close()
+
+
 async def test_key_rotation_across_a_long_transfer() -> None:
     # small limits: a new epoch every 200 packets; the old key goes once 128 newer packets came
     opts = {"rekey_after_packets": 200, "key_grace_ms": 100, "replay_window": 128}
