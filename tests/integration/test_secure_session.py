@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import kcp
+from kcp.relay import LossyRelay
 from kcp.secure import (
     GoAwayReceived,
     HandshakeError,
@@ -237,6 +238,26 @@ async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None
     await _roundtrip(c, b"after the move")
     c.close()
     await c.wait_closed()
+
+
+async def test_migration_through_a_lossy_relay() -> None:
+    """The client rebinds behind kcp.relay, which gives each client address its own upstream
+    socket: the server sees a new source port, on a link with 5 % loss, reordering and duplicates."""
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="nat", on_accept=_echo)
+    relay = LossyRelay(target=lis.address, loss=5.0, delay=2.0, jitter=1.0, reorder=2.0, dup=1.0, seed=4)
+    async with lis, relay:
+        c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", key="nat", handshake_timeout=10,
+                           snd_wnd=256, rcv_wnd=256)
+        await _roundtrip(c)
+        (srv,) = lis.sessions.values()
+        first = srv.remote_address
+        await _bulk_echo(c, 1 << 20, at_half=c.rebind)
+        assert srv.remote_address != first
+        await _wait_until(lambda: srv.stats["secure_path_validated"] >= 1, "path validation")
+        assert srv.stats["secure_path_changes"] >= 1 and srv.stats["secure_decrypt_errors"] == 0
+        assert relay.stats["up_dropped"] > 0
+        c.close()
+        await c.wait_closed()
 
 
 class _RecordingRelay:
