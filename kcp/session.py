@@ -49,6 +49,7 @@ __all__ = ["KCPSession", "SessionConfig", "dial", "run", "snmp"]
 _T = TypeVar("_T")
 _U32 = struct.Struct("<I")
 _OPEN, _CLOSING, _CLOSED = 0, 1, 2
+_KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
 _TX_LIMIT = 65536  # datagrams held while the socket buffer is full; beyond that they are dropped
 
 # Counters that live on the endpoint/listener/SNMP directly, not per session (never folded twice)
@@ -386,6 +387,10 @@ class KCPSession:
         eng.counters = self.counters
         eng.nodelay(config.nodelay, config.interval, config.resend, config.nc)
         eng.wndsize(config.snd_wnd, config.rcv_wnd)
+        # Until the peer's first packet tells its window, assume kcp-go's initial one (32), not
+        # ikcp's 128: a new kcp-go session receives only 32 segments until its owner widens the
+        # window, so a first flight of 128 loses the rest (seen live against kcptun-server).
+        eng.rmt_wnd = _KCPGO_INITIAL_RMT_WND
         if eng.setmtu(config.mtu - self._overhead) < 0:
             raise KCPUsageError("mtu too small for the packet-layer overhead")
         eng.stream = 1 if config.stream else 0

@@ -14,8 +14,10 @@ set), where they fail: .ci/run installs the package.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -25,6 +27,7 @@ import pytest
 from kcptun_peer import CLIENT, SERVER, Kcptun, KcptunMissingError, PeerOptions, binary
 
 import kcp
+from kcp.batch import open_udp_socket
 from kcp.relay import LossyRelay
 from kcprpc.mux import MuxClosedError, MuxConfig, MuxProtocolError, MuxSession, MuxStream
 from kcprpc.mux.frame import FrameDecoder
@@ -406,3 +409,34 @@ def test_snappy_stream_start_is_named_by_the_decoder() -> None:
     with pytest.raises(MuxProtocolError, match="frame version 255") as info2:
         dec2.next_frame()
     assert "snappy" not in str(info2.value)
+
+
+async def test_first_flight_respects_kcp_go_initial_window() -> None:
+    """No binary needed. A new kcp-go session receives only 32 segments (its IKCP_WND_RCV) until its
+    owner widens the window (kcptun does so just after accepting), so before the peer's first packet
+    our dialled session must not send more than 32 segments (ikcp's 128 lost up to 96 of them)."""
+    sink = open_udp_socket("127.0.0.1", 0)
+    sink.setblocking(False)
+    try:
+        s = await kcp.dial(*sink.getsockname()[:2], crypt=None, snd_wnd=1024, rcv_wnd=1024, mtu=1350)
+        try:
+            s.write(bytes(300_000))  # about 220 segments queued
+            for _ in range(1000):  # the flush runs in a later loop tick
+                if s.stats["out_pkts"]:
+                    break
+                await asyncio.sleep(0)
+            sns = set()
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    pkt = sink.recv(2048)
+                    off = 0
+                    while len(pkt) - off >= 24:
+                        _conv, cmd, _frg, _wnd, _ts, sn, _una, ln = struct.unpack_from("<IBBHIIII", pkt, off)
+                        if cmd == 81:
+                            sns.add(sn)
+                        off += 24 + ln
+            assert sns == set(range(32))
+        finally:
+            s.abort()
+    finally:
+        sink.close()
