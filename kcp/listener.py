@@ -304,6 +304,8 @@ class Listener:
             s._finish(now, None, "listener closed")
         self._sessions.clear()
         self._pending.clear()
+        if self._demux is not None:
+            self._demux.close()
         self._ep.close()
         w = self._accept_waiter
         if w is not None and not w.done():

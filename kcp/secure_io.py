@@ -474,6 +474,12 @@ class SecureDemux:
         if server.config.always_retry != busy:
             server.config = dataclasses.replace(server.config, always_retry=busy)
 
+    def close(self) -> None:
+        """The listener closed: forget every half-open handshake and leave the timer heap."""
+        self.listener._ep.timers.cancel(self)
+        server = self.server
+        server.handle_timer(self.listener._ep.timers.now_ms() + server.config.half_open_timeout_ms + 1)
+
     def _on_timer(self, now: int) -> None:
         server = self.server
         server.handle_timer(now)
