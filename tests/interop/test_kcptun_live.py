@@ -243,7 +243,10 @@ async def test_our_client_to_kcptun_server(kcptun: None, opts: PeerOptions, stre
         try:
             size = _size(opts, streams)
             await _bounded(asyncio.gather(*(_stream_roundtrip(mux, i, size) for i in range(streams))), peer)
-            assert mux.counters["protocol_errors"] == 0
+            c = mux.counters
+            assert c["protocol_errors"] == 0
+            if opts.smuxver == 2:  # window updates crossed both ways
+                assert c["upd_in"] > 0 and c["upd_out"] > 0, c
             _assert_clean(s.stats, opts.crypt)
             assert peer.alive(), peer.log()
         finally:
@@ -282,6 +285,39 @@ async def test_kcptun_client_to_our_server(kcptun: None, opts: PeerOptions, conn
         assert st["dropped_no_session"] == 0 and st["dropped_bad_conv"] == 0, st
         assert peer.alive(), peer.log()
         await echo.close()  # while the peer still acks our last frames (else close() lingers)
+
+
+# kcptun's own defaults (mode fast, mtu 1350, FEC 10/3, server windows 1024/1024, client 128/512,
+# streambuf 2 MiB) against ours (fast3, mtu 1400, windows 128/128): only cipher, key, FEC, smux
+# version and --nocomp have to agree.
+KCPTUN_SERVER_DEFAULTS = PeerOptions(mode="fast", datashard=10, parityshard=3)
+KCPTUN_CLIENT_DEFAULTS = replace(KCPTUN_SERVER_DEFAULTS, sndwnd=128, rcvwnd=512)
+
+
+def _agreed(o: PeerOptions) -> dict[str, Any]:
+    return {"crypt": o.crypt, "key": o.key, "data_shards": o.datashard, "parity_shards": o.parityshard}
+
+
+async def test_defaults_our_client_to_kcptun_server(kcptun: None) -> None:
+    o = KCPTUN_SERVER_DEFAULTS
+    async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
+        s = await kcp.dial(*peer.address, **_agreed(o))
+        mux = MuxSession(s, client=True)
+        try:
+            await _bounded(asyncio.gather(*(_stream_roundtrip(mux, 50 + i, SIZE) for i in range(2))), peer)
+            _assert_clean(s.stats, o.crypt)
+        finally:
+            await mux.close()
+
+
+async def test_defaults_kcptun_client_to_our_server(kcptun: None) -> None:
+    o = KCPTUN_CLIENT_DEFAULTS
+    echo = _MuxEchoServer(replace(o, keepalive=10))
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo.on_accept, **_agreed(o))
+    async with lis, Kcptun.client(lis.address[1], o) as peer:
+        await _bounded(asyncio.gather(*(_tcp_roundtrip(peer.port, 60 + i, SIZE) for i in range(2))), peer)
+        _assert_clean(echo.sessions[0].stats, o.crypt)
+        await echo.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,6 +368,33 @@ async def test_kcptun_client_to_our_server_through_lossy_relay(kcptun: None) -> 
         await _until(lambda: peer.snmp().get("FECRecovered", 0) > 0, "kcptun to recover with our parity")
         snmp = peer.snmp()
         assert snmp["FECErrs"] == 0 and snmp["InCsumErrors"] == 0 and snmp["KCPInErrors"] == 0, snmp
+
+
+async def test_kcptun_respects_our_stream_window(kcptun: None) -> None:
+    """smux v2: while we do not read, kcptun sends no more than the initial per-stream window
+    (256 KiB, until our first UPD); once we read, UPDs reopen it and all 1 MB arrives intact."""
+    o = PeerOptions(crypt="aes", smuxver=2, streambuf=65536)
+    async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
+        s = await kcp.dial(*peer.address, **_ours(o))
+        mux = MuxSession(s, client=True, config=_mux_config(o))
+        try:
+            st = await mux.open_stream()
+            data = _payload(42, 1 << 20)
+
+            async def writer() -> None:
+                for i in range(0, len(data), 16384):
+                    st.write(data[i : i + 16384])
+                    await st.drain()
+
+            w = asyncio.ensure_future(writer())
+            await _until(lambda: st.buffered >= 262144, "kcptun to fill the initial window")
+            await asyncio.sleep(0.2)  # a negative check: nothing beyond the window may arrive meanwhile
+            assert st.buffered == 262144
+            got = await asyncio.wait_for(st.readexactly(len(data)), DEADLINE)
+            await asyncio.wait_for(w, DEADLINE)
+            assert got == data and mux.counters["upd_out"] > 0
+        finally:
+            await mux.close()
 
 
 async def test_keepalive_nops_both_ways(kcptun: None) -> None:
