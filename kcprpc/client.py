@@ -317,7 +317,8 @@ class Client:
         except BaseException:
             if link is not None:
                 link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
-            await conn.close()
+            abort = getattr(conn, "abort", None)  # the peer never answered: nothing to linger for
+            await (abort() if callable(abort) else conn.close())
             raise
         if isinstance(welcome, dict):
             sid = welcome.get("sid")

@@ -87,6 +87,14 @@ class MuxConnection:
                 if asyncio.iscoroutine(r):
                     await r
 
+    async def abort(self) -> None:
+        """Close at once, without waiting for unacknowledged data (a peer that never answered)."""
+        ab = getattr(self.datagrams, "abort", None)
+        if callable(ab):
+            with contextlib.suppress(Exception):
+                ab()
+        await self.close()
+
     def stats(self) -> dict[str, int]:
         """Mux counters plus, when available, the KCP session's counters."""
         out = {f"mux_{k}": v for k, v in self.mux.counters.items()}
