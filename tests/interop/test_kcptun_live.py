@@ -320,6 +320,66 @@ async def test_defaults_kcptun_client_to_our_server(kcptun: None) -> None:
         await echo.close()
 
 
+async def test_fin_from_the_far_side_first(kcptun: None) -> None:
+    """The side behind kcptun ends first: a TCP target that greets and closes reaches our stream as
+    data then EOF (kcptun's FIN); our stream that greets and closes reaches kcptun's TCP client as
+    data then EOF (our FIN)."""
+    o = PeerOptions(crypt="aes", smuxver=2)
+
+    async def greet(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"hello from tcp")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    try:
+        async with Kcptun.server(server.sockets[0].getsockname()[1], o) as peer:
+            s = await kcp.dial(*peer.address, **_ours(o))
+            mux = MuxSession(s, client=True, config=_mux_config(o))
+            try:
+                st = await mux.open_stream()
+                st.write(b"hi")  # kcptun dials the target when the stream opens
+                got = await asyncio.wait_for(st.readexactly(14), DEADLINE)
+                assert got == b"hello from tcp"
+                assert await asyncio.wait_for(st.read(), DEADLINE) == b""
+            finally:
+                await mux.close()
+    finally:
+        server.close()
+
+    sessions: list[MuxSession] = []
+
+    async def on_accept(ks: kcp.KCPSession) -> None:
+        m = MuxSession(ks, client=False, config=_mux_config(o))
+        sessions.append(m)
+        with contextlib.suppress(MuxClosedError):
+            while True:
+                stream = await m.accept_stream()
+                stream.write(b"hello from mux")
+                stream.close()
+
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept, **_ours(o))
+    async with lis, Kcptun.client(lis.address[1], o) as peer:
+        r, w = await asyncio.open_connection(*peer.address)
+        try:
+            assert await asyncio.wait_for(r.readexactly(14), DEADLINE) == b"hello from mux"
+            assert await asyncio.wait_for(r.read(), DEADLINE) == b""
+        finally:
+            w.close()
+        for m in sessions:
+            await m.close()
+
+
+async def test_kcptun_client_with_two_connections(kcptun: None) -> None:
+    """kcptun-client --conn 2: two KCP sessions from two UDP ports, TCP connections spread over them."""
+    o = PeerOptions(crypt="aes-128", smuxver=2, extra=("--conn", "2"))
+    async with _our_server(o) as (lis, echo), Kcptun.client(lis.address[1], o) as peer:
+        await _bounded(asyncio.gather(*(_tcp_roundtrip(peer.port, 70 + i, 50_000) for i in range(4))), peer)
+        assert len(echo.sessions) == 2 and len({s.remote_address for s in echo.sessions}) == 2
+        assert sum(m.counters["streams_accepted"] for m in echo.muxes) == 4
+        await echo.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. through the seeded lossy relay (8 % loss each way, duplicates, reordering)
 
