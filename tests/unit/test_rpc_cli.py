@@ -43,6 +43,8 @@ def test_serve_ping_stats_and_sigint() -> None:
         if srv.poll() is None:
             srv.kill()
             srv.wait()
+        if srv.stdout is not None:
+            srv.stdout.close()
 
 
 def test_bad_app_spec() -> None:
