@@ -147,6 +147,8 @@ def one(contender: str, args: argparse.Namespace) -> dict[str, float]:
     finally:
         proc.terminate()
         proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def report_unary(args: argparse.Namespace) -> None:
@@ -214,6 +216,8 @@ def report_streaming(args: argparse.Namespace) -> None:
             finally:
                 proc.terminate()
                 proc.wait(5)
+                if proc.stdout is not None:
+                    proc.stdout.close()
             results[c].append(rate)
             print(f"round {r + 1} {c:8} {rate:9.0f} msgs/s", flush=True)
     k, g = statistics.median(results["kcprpc"]), statistics.median(results["grpcio"])
@@ -237,6 +241,8 @@ def report_fanout(args: argparse.Namespace) -> None:
         finally:
             proc.terminate()
             proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
         print(
             f"round {r + 1}: published {res['published']} delivered {res['delivered']}/{res['expected']} "
             f"{res['delivered_per_s']:.0f} msgs/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "

@@ -152,6 +152,8 @@ async def main(args: argparse.Namespace) -> int:
             proc.terminate()
             with contextlib.suppress(Exception):
                 proc.wait(5)
+                if proc.stdout is not None:
+                    proc.stdout.close()
     for k, v in res.items():
         print(f"{k:16} {v:.2f}" if isinstance(v, float) else f"{k:16} {v}")
     return 0 if res["delivered"] == res["expected"] else 1
