@@ -395,3 +395,36 @@ async def test_abandoned_stream_is_cancelled_on_the_server() -> None:
         gc.collect()
         await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
         assert p.client.stub(Demo) is p.client.stub(Demo)
+
+
+async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
+    sent = 0
+    total = 50_000
+    gate = asyncio.Event()
+
+    class Sink(Demo):
+        async def total(self, reqs: AsyncIterator[Req]) -> int:
+            t = 0
+            async for r in reqs:
+                if t == 0:
+                    await gate.wait()  # the handler stalls after the first request
+                t += 1
+            return t
+
+    async def reqs() -> AsyncIterator[Req]:
+        nonlocal sent
+        for i in range(total):
+            sent += 1
+            yield Req(name="r", n=i)
+
+    async with pair([Sink()], transport="mux") as p:
+        call = asyncio.ensure_future(p.client.stub(Sink).total(reqs()))
+        for _ in range(3000):
+            await asyncio.sleep(0)
+        stalled_at = sent
+        assert stalled_at < total // 2
+        for _ in range(1000):
+            await asyncio.sleep(0)
+        assert sent == stalled_at  # the client's sender is parked on the mux window
+        gate.set()
+        assert await asyncio.wait_for(call, TIMEOUT) == total
