@@ -405,7 +405,7 @@ async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
     class Sink(Demo):
         async def total(self, reqs: AsyncIterator[Req]) -> int:
             t = 0
-            async for r in reqs:
+            async for _r in reqs:
                 if t == 0:
                     await gate.wait()  # the handler stalls after the first request
                 t += 1
