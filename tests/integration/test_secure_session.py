@@ -454,6 +454,22 @@ async def test_listener_close_ends_clients_at_once() -> None:
     assert c.close_reason == "closed by peer: going away: listener closed" and c.close_code == 9
 
 
+async def test_full_table_closes_new_sessions_with_server_busy() -> None:
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="full", on_accept=_echo, max_sessions=1) as lis:
+        c1 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="full")
+        await _roundtrip(c1)
+        assert lis.secure_server is not None and lis.secure_server.config.always_retry  # full: cookies first
+        c2 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="full")
+        await asyncio.wait_for(c2.wait_closed(), 5)
+        assert c2.close_code == 5 and c2.close_reason == "closed by peer: server busy: session table full"
+        assert lis.stats["dropped_table_full"] == 1 and lis.stats["secure_retries_sent"] >= 1
+        await _roundtrip(c1, b"the first one is fine")
+        c1.close()
+        await c1.wait_closed()
+        await _wait_until(lambda: len(lis) == 0, "the first session ends")
+        assert not lis.secure_server.config.always_retry
+
+
 # ------------------------------------------------------------------------------------ flood
 
 
