@@ -91,6 +91,8 @@ async def _tcp_echo() -> AsyncIterator[int]:
             while data := await r.read(65536):
                 w.write(data)
                 await w.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the peer went away, or the test ended with the connection still open
         finally:
             w.close()
 
@@ -318,6 +320,25 @@ async def test_defaults_kcptun_client_to_our_server(kcptun: None) -> None:
         await _bounded(asyncio.gather(*(_tcp_roundtrip(peer.port, 60 + i, SIZE) for i in range(2))), peer)
         _assert_clean(echo.sessions[0].stats, o.crypt)
         await echo.close()
+
+
+@pytest.mark.parametrize(
+    ("peer_fec", "our_fec"), [((10, 3), (0, 0)), ((0, 0), (10, 3))], ids=["peer-fec", "our-fec"]
+)
+async def test_fec_on_one_side_only(
+    kcptun: None, peer_fec: tuple[int, int], our_fec: tuple[int, int]
+) -> None:
+    """FEC on one end only still carries the data: each end takes the other's data shards."""
+    o = PeerOptions(crypt="aes", datashard=peer_fec[0], parityshard=peer_fec[1])
+    async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
+        ours = _ours(o) | {"data_shards": our_fec[0], "parity_shards": our_fec[1]}
+        s = await kcp.dial(*peer.address, **ours)
+        mux = MuxSession(s, client=True, config=_mux_config(o))
+        try:
+            await _bounded(_stream_roundtrip(mux, 80, 100_000), peer)
+            assert s.stats["in_csum_errors"] == 0 and s.stats["kcp_in_errors"] == 0
+        finally:
+            await mux.close()
 
 
 async def test_fin_from_the_far_side_first(kcptun: None) -> None:
