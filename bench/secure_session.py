@@ -15,6 +15,9 @@ has everything; the time runs from the first write to that answer (the handshake
 
     python bench/secure_session.py --quick
     python bench/secure_session.py --rounds 5 --mbytes 32
+
+``--dials N`` also times N sequential secure dials (IKpsk2 handshake + first round trip) against a
+server in another process, and reports dials per second and the latency percentiles.
 """
 
 from __future__ import annotations
@@ -120,12 +123,67 @@ def run_one(name: str, total: int) -> dict[str, Any]:
     return out
 
 
+def _dial_server(port_q: Any, stop_q: Any) -> None:
+    async def main() -> None:
+        from kcp.secure import generate_keypair
+
+        priv, pub = generate_keypair()
+
+        async def echo(s: KCPSession) -> None:
+            while data := await s.read(65536):
+                s.write(data)
+
+        lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=priv, on_accept=echo)
+        port_q.put((lis.address[1], pub))
+        await asyncio.get_running_loop().run_in_executor(None, stop_q.get)
+        lis.close()
+
+    kcp.run(main())
+
+
+def run_dials(n: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    port_q: Any = ctx.Queue()
+    stop_q: Any = ctx.Queue()
+    p = ctx.Process(target=_dial_server, args=(port_q, stop_q))
+    p.start()
+    try:
+        port, pub = port_q.get(timeout=60)
+
+        async def dials() -> list[float]:
+            out = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                s = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=pub)
+                s.write(b"?")
+                await s.readexactly(1)
+                out.append(time.perf_counter() - t0)
+                s.close()
+            return out
+
+        t0 = time.perf_counter()
+        lat: list[float] = kcp.run(dials())
+        total = time.perf_counter() - t0
+    finally:
+        stop_q.put(None)
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+    lat.sort()
+    return {
+        "per_s": n / total,
+        "p50_ms": lat[len(lat) // 2] * 1000,
+        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--mbytes", type=float, default=16)
     ap.add_argument("--quick", action="store_true", help="2 rounds of 4 MB")
     ap.add_argument("--only", default=",".join(CONTENDERS))
+    ap.add_argument("--dials", type=int, default=0, help="also time N sequential secure dials")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.mbytes = 2, 4
@@ -155,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     if fec_ratios:
         print(f"  secure-fec / compat-aes-fec, same round: median {statistics.median(fec_ratios):.2f}x "
               f"({', '.join(f'{v:.2f}' for v in fec_ratios)})")
+    if args.dials:
+        d = run_dials(args.dials)
+        print(f"  {args.dials} sequential secure dials (IKpsk2 + first round trip): {d['per_s']:.0f}/s, "
+              f"p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms")
     return 0
 
 
