@@ -324,7 +324,10 @@ class Client:
             sid = welcome.get("sid")
             link.session_id = sid if isinstance(sid, str) else None
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
+        old = self._link
         if link.hb is not None:
+            if old is not None and old.hb is not None and link.hb.srtt_ms is None:
+                link.hb.srtt_ms = old.hb.srtt_ms  # keep showing the last RTT until the new link measures
             link.tasks.append(link.loop.create_task(link.heartbeat()))
         self._link = link
         self._connected.set()

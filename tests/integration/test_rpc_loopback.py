@@ -122,3 +122,35 @@ async def test_connect_to_nothing_fails_with_connection_error() -> None:
         with pytest.raises(ConnectionError):
             await client.connect()
         assert not client.connected
+
+
+async def test_dead_link_detected_by_heartbeats_then_reconnect_restores_rooms() -> None:
+    cfg = ClientConfig(
+        heartbeat=HeartbeatConfig(interval=0.05, timeout=0.5),
+        reconnect=ReconnectPolicy(initial=0.05, maximum=0.2),
+        connect_timeout=0.5,
+    )
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    relay = LossyRelay(target=await server.start(), seed=3)
+    async with server, relay, kcprpc.connect(*relay.address, config=cfg) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        await d.join(Req(name="arena"))
+        lost = asyncio.Event()
+        back = asyncio.Event()
+        client.on_disconnect = lambda c, reason: lost.set()
+        client.on_reconnect = lambda c: back.set()
+        pr = server.services[0].probe  # type: ignore[attr-defined]
+        call = asyncio.ensure_future(d.slow(Req(name="x")))
+        await asyncio.wait_for(pr.started.wait(), TIMEOUT)
+        relay.loss = (1.0, 1.0)  # the link goes silent both ways: no EOF, only heartbeats notice
+        await asyncio.wait_for(lost.wait(), TIMEOUT)
+        with pytest.raises(RpcError) as ei:
+            await call
+        assert ei.value.status is Status.UNAVAILABLE
+        relay.loss = (0.0, 0.0)
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        q: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, q.put_nowait)
+        await server.push.to_room("arena", Tick(n=9))
+        assert await asyncio.wait_for(q.get(), TIMEOUT) == Tick(n=9)
+        assert client.rtt_ms is not None
