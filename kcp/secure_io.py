@@ -34,6 +34,7 @@ from kcp.secure import (
     Event,
     GoAwayReceived,
     HandshakeError,
+    KeyUpdated,
     PathChanged,
     PathFailed,
     PathValidated,
@@ -185,13 +186,15 @@ class SecureLink:
         "conn",
         "held_back",
         "overhead",
+        "rekey_due",
         "server",
         "session",
     )
 
-    def __init__(self, conn: SecureConnection, server: SecureServer | None = None) -> None:
+    def __init__(self, conn: SecureConnection, now: int, server: SecureServer | None = None) -> None:
         self.conn = conn
         self.server = server
+        self.rekey_due = now + conn._cfg.rekey_after_ms  # time-based key update, even when idle
         self.overhead = SECURE_OVERHEAD
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []
@@ -274,6 +277,8 @@ class SecureLink:
                     s._mark_flush()  # segments held back from the new path may go now
                 elif isinstance(ev, GoAwayReceived):
                     s.goaway_received = (ev.code, ev.message)
+                elif isinstance(ev, KeyUpdated):
+                    self.rekey_due = now + conn._cfg.rekey_after_ms
             for cb in tuple(self.callbacks):
                 try:
                     cb(ev)
@@ -286,18 +291,33 @@ class SecureLink:
                 s._peer_closed(now, ev.code, "closed by peer: " + reason_text(ev.code, ev.message))
 
     # -- timers ----------------------------------------------------------------------------------
-    def timer(self) -> int | None:
-        return self.conn.get_timer()
+    def timer(self) -> int:
+        """When the session should wake for the connection: probes, old-key expiry, key update."""
+        t = self.conn.get_timer()
+        return self.rekey_due if t is None or self.rekey_due < t else t
 
     def on_timer(self, now: int) -> None:
         conn = self.conn
         t = conn.get_timer()
         if t is not None and now >= t:
             conn.handle_timer(now)
+        if now >= self.rekey_due and conn.state == "open":
+            # keys age out on the timer heap even when nothing is sent (the core also checks on
+            # every seal); a PING carries the new phase so the peer follows at once
+            if conn.update_keys(now):
+                self.session_send(conn.ping(now), now)
+            else:
+                self.rekey_due = now + max(1, conn._cfg.key_grace_ms)  # previous update unfinished
         if conn._events:
             self._events(now)
         if conn._outbox:
             self._flush_control(now)
+
+    def session_send(self, datagram: bytes, now: int) -> None:
+        s = self.session
+        if s is not None:
+            s._ep.tx.append((datagram, self.conn.peer_addr))
+            s._ep.kick()
 
     # -- ending ----------------------------------------------------------------------------------
     def finish(self, tx: list[tuple[bytes, Address]], now: int, code: int | None, reason: str) -> None:
@@ -441,7 +461,7 @@ class SecureDemux:
             return
         p = conn.params
         cfg = dataclasses.replace(lis.config, mtu=p.mtu, snd_wnd=p.rcv_wnd, rcv_wnd=p.snd_wnd)
-        link = SecureLink(conn, self.server)
+        link = SecureLink(conn, now, self.server)
         s = KCPSession(
             lis._ep,
             conv_of(conn),

@@ -736,8 +736,8 @@ class KCPSession:
         if self._state == _CLOSING and (due < 0 or self._linger_until < due):
             due = self._linger_until
         if self._secure is not None:
-            t = self._secure.conn.get_timer()
-            if t is not None and (due < 0 or t < due):
+            t = self._secure.timer()
+            if due < 0 or t < due:
                 due = t
         if due >= 0:
             self._timers.schedule(self, due)
@@ -1129,7 +1129,7 @@ async def _dial_secure(
         raise
     p = conn.params
     cfg = replace(cfg, mtu=p.mtu, snd_wnd=p.snd_wnd, rcv_wnd=p.rcv_wnd)
-    link = SecureLink(conn)
+    link = SecureLink(conn, ep.timers.now_ms())
     session = KCPSession(
         ep, conv_of(conn), remote, cfg, None, p.data_shards, p.parity_shards, rng=rng, secure=link
     )

@@ -397,6 +397,24 @@ async def test_key_rotation_across_a_long_transfer() -> None:
         await c.wait_closed()
 
 
+async def test_keys_age_out_on_the_timer_while_idle() -> None:
+    opts = {"rekey_after_ms": 60, "key_grace_ms": 20}
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="age", on_accept=_echo,
+                                secure_options=opts) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="age", secure_options=opts)
+        await _roundtrip(c)
+        (srv,) = lis.sessions.values()
+        assert c.secure is not None and srv.secure is not None
+        # nothing is written: only the timer heap can move the keys forward
+        await _wait_until(lambda: c.secure is not None and c.secure.epoch >= 4, "four key updates")
+        cc, sc = c.secure, srv.secure
+        await _wait_until(lambda: sc.epoch == cc.epoch, "the server follows")
+        await _roundtrip(c, b"still talking")
+        assert c.stats["secure_decrypt_errors"] == 0 and srv.stats["secure_decrypt_errors"] == 0
+        c.close()
+        await c.wait_closed()
+
+
 # ------------------------------------------------------------------------------------ closing
 
 
