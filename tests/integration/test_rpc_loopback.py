@@ -135,6 +135,11 @@ async def test_dead_link_detected_by_heartbeats_then_reconnect_restores_rooms() 
     async with server, relay, kcprpc.connect(*relay.address, config=cfg) as client:
         d = client.stub(Demo, timeout=TIMEOUT)
         await d.join(Req(name="arena"))
+        for _ in range(200):  # a first heartbeat RTT sample
+            if client.rtt_ms is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert client.rtt_ms is not None
         lost = asyncio.Event()
         back = asyncio.Event()
         client.on_disconnect = lambda c, reason: lost.set()
@@ -153,4 +158,4 @@ async def test_dead_link_detected_by_heartbeats_then_reconnect_restores_rooms() 
         client.on(Tick, q.put_nowait)
         await server.push.to_room("arena", Tick(n=9))
         assert await asyncio.wait_for(q.get(), TIMEOUT) == Tick(n=9)
-        assert client.rtt_ms is not None
+        assert client.rtt_ms is not None  # carried over the reconnect
