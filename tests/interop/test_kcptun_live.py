@@ -478,6 +478,36 @@ async def test_kcptun_respects_our_stream_window(kcptun: None) -> None:
             await mux.close()
 
 
+async def test_closed_kcp_window_reopens_without_kcp_go_probe(kcptun: None) -> None:
+    """We stop reading until our KCP receive queue is full (window 0 advertised to kcp-go) and kcptun
+    acknowledged all we sent. When we read again, our WINS alone must reopen the window at once:
+    kcp-go would otherwise probe only after 7 s."""
+    o = PeerOptions(crypt="aes", smuxver=1)
+    async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
+        s = await kcp.dial(*peer.address, **(_ours(o) | {"read_buffer": 16384, "rcv_wnd": 128}))
+        cfg = MuxConfig(version=1, max_receive_buffer=65536, max_stream_buffer=32768)
+        mux = MuxSession(s, client=True, config=cfg, read_size=16384)
+        try:
+            st = await mux.open_stream()
+            data = _payload(43, 1 << 20)
+
+            async def writer() -> None:
+                for i in range(0, len(data), 16384):
+                    st.write(data[i : i + 16384])
+                    await st.drain()
+
+            w = asyncio.ensure_future(writer())
+            eng = s.engine
+            await _until(lambda: eng.nrcv_que >= eng.rcv_wnd, "our KCP receive window to close")
+            # and all our data acknowledged: from now on only our window update can restart kcp-go
+            await asyncio.wait_for(w, DEADLINE)
+            await _until(lambda: eng.waitsnd() == 0, "kcptun to acknowledge all our data")
+            got = await asyncio.wait_for(st.readexactly(len(data)), 3.0)
+            assert got == data
+        finally:
+            await mux.close()
+
+
 async def test_keepalive_nops_both_ways(kcptun: None) -> None:
     """smux NOP frames cross in both directions (kcptun every second, ours every 0.2 s) and an idle
     session stays usable."""
