@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
+SHARED_INBOX_LIMIT = 4096
+"""Unread messages one streaming call may hold when it runs on the shared control stream (which
+cannot be paused for one call); past it the call fails with RESOURCE_EXHAUSTED. Calls on their own
+stream (the default for streaming) are flow-controlled instead."""
+
 
 class _Trailer:
     __slots__ = ("error", "md")
@@ -89,6 +94,12 @@ class _ClientCall:
                 self.fail(RpcError(Status.INTERNAL, "malformed reply"))
         elif ftype == MSG:
             if self.queue is not None:
+                if not self.own and self.queue.qsize() >= SHARED_INBOX_LIMIT:
+                    # a shared-stream call cannot push back: refuse to buffer without end
+                    self.cancel(
+                        RpcError(Status.RESOURCE_EXHAUSTED, "too many unread messages on the shared stream")
+                    )
+                    return
                 self.queue.put(body)
             elif not self.fut.done():
                 self._finish()

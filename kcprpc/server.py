@@ -68,7 +68,8 @@ class ServerConfig:
 
 
 # why a call's task was cancelled
-_CLIENT, _DEADLINE, _SHUTDOWN = 1, 2, 3
+_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW = 1, 2, 3, 4
+_SHARED_INBOX_LIMIT = 4096  # unread requests of one streaming call on the shared control stream
 
 
 class _ServerCall:
@@ -484,7 +485,11 @@ class _Channel:
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    call.inbound.put(body)
+                    if self.is_control and call.inbound.qsize() >= _SHARED_INBOX_LIMIT:
+                        # the shared stream cannot be paused for one call: refuse to buffer without end
+                        call.cancel(_OVERFLOW)
+                    else:
+                        call.inbound.put(body)
             elif ftype == END:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
@@ -724,6 +729,8 @@ class _Channel:
                 self._trailer(cid, Status.DEADLINE_EXCEEDED, "deadline exceeded")
             elif call.reason == _SHUTDOWN:
                 self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
+            elif call.reason == _OVERFLOW:
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages on the shared stream")
             else:
                 self._trailer(cid, Status.CANCELLED, "cancelled")
         except Exception:

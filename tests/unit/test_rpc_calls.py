@@ -428,3 +428,38 @@ async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
         assert sent == stalled_at  # the client's sender is parked on the mux window
         gate.set()
         assert await asyncio.wait_for(call, TIMEOUT) == total
+
+
+async def test_shared_stream_calls_cannot_buffer_without_end() -> None:
+    cfg = ClientConfig(stream_framing="shared", heartbeat=None)
+    gate = asyncio.Event()
+
+    class S(Demo):
+        async def count(self, req: Req) -> AsyncIterator[Reply]:
+            for i in range(req.n):
+                yield Reply(text=str(i))
+
+        async def total(self, reqs: AsyncIterator[Req]) -> int:
+            await gate.wait()  # never reads
+            return 0
+
+    async with pair([S()], client_config=cfg) as p:
+        s = p.client.stub(S)
+        # a consumer that does not read while 10,000 messages arrive on the shared stream
+        async with s.count(Req(name="x", n=10_000)) as stream:  # type: ignore[attr-defined]
+            await stream.__anext__()
+            for _ in range(2000):
+                await asyncio.sleep(0)
+            with pytest.raises(RpcError) as ei:
+                async for _ in stream:
+                    pass
+            assert ei.value.status is Status.RESOURCE_EXHAUSTED
+
+        async def many() -> AsyncIterator[Req]:
+            for i in range(10_000):
+                yield Req(name="r", n=i)
+
+        with pytest.raises(RpcError) as ei:
+            await s.total(many())
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert (await s.hello(Req(name="fine"))).text == "hello fine"
