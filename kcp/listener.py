@@ -245,8 +245,8 @@ class Listener:
         key = sec.local_cid if sec is not None else s.remote_address
         if self._sessions.get(key) is s:
             del self._sessions[key]
-        if self._demux is not None:
-            self._demux.update_load()
+        if self._demux is not None and sec is not None:
+            self._demux.forget(sec.local_cid)
 
     def _run_callback(self, s: KCPSession) -> None:
         assert self._on_accept is not None

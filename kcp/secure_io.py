@@ -46,7 +46,7 @@ from kcp.secure import (
     SecureServer,
 )
 from kcp.secure.connection import reason_text
-from kcp.secure.packet import MIN_TRANSPORT, TRANSPORT_TYPES
+from kcp.secure.packet import CID_LEN, MIN_TRANSPORT, TRANSPORT_TYPES
 from kcp.session import _CLOSED, KCPSession, SessionConfig, _Endpoint
 from kcp.stats import Counters
 
@@ -62,6 +62,7 @@ __all__ = [
     "server_config",
 ]
 
+_CID_END = 1 + CID_LEN
 SECURE_OVERHEAD = MIN_TRANSPORT
 """Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
 
@@ -414,7 +415,7 @@ async def secure_handshake(
 class SecureDemux:
     """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
 
-    __slots__ = ("_timer_entry", "draining", "listener", "server")
+    __slots__ = ("_timer_entry", "draining", "links", "listener", "server")
 
     def __init__(
         self,
@@ -426,21 +427,20 @@ class SecureDemux:
         self.listener = listener
         self.draining = False
         self._timer_entry: tuple[int, int] | None = None
+        self.links: dict[bytes, SecureLink] = {}  # by our connection ID: the hot-path lookup
         self.server = SecureServer(
             config, rng, authorize=self._authorize_hook(authorize), now=listener._ep.timers.now_ms()
         )
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
         """One datagram on the listener's socket."""
+        if data and data[0] in TRANSPORT_TYPES:
+            link = self.links.get(bytes(data[1:_CID_END]))
+            if link is not None:
+                link.input(data, addr, now)
+                return
         server = self.server
         lis = self.listener
-        if data and data[0] in TRANSPORT_TYPES:
-            conn = server.connection_for(data)
-            if conn is not None:
-                s = lis._sessions.get(conn.local_cid)
-                if s is not None and s._secure is not None:
-                    s._secure.input(data, addr, now)
-                    return
         r = server.receive(data, addr, now)
         if r.replies:
             lis._ep.tx.extend(r.replies)
@@ -474,6 +474,7 @@ class SecureDemux:
             rng=lis._rng,
             secure=link,
         )
+        self.links[conn.local_cid] = link
         lis._register(conn.local_cid, s)
         if conn._outbox or conn._events:
             link.on_timer(now)
@@ -494,8 +495,14 @@ class SecureDemux:
         if server.config.always_retry != busy:
             server.config = dataclasses.replace(server.config, always_retry=busy)
 
+    def forget(self, cid: bytes) -> None:
+        """A session ended: its connection ID no longer routes."""
+        self.links.pop(cid, None)
+        self.update_load()
+
     def close(self) -> None:
         """The listener closed: forget every half-open handshake and leave the timer heap."""
+        self.links.clear()
         self.listener._ep.timers.cancel(self)
         server = self.server
         server.handle_timer(self.listener._ep.timers.now_ms() + server.config.half_open_timeout_ms + 1)
