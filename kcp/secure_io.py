@@ -329,8 +329,7 @@ class SecureLink:
                 code = _LOCAL_CODES.get(reason, Reason.NONE)
             message = "" if reason in ("closed", "") else reason
             pkt = conn.close(code, message[:512], now)
-            while conn.next_event() is not None:
-                pass
+            self._events(now)  # callbacks see ConnectionClosed(by_peer=False)
             for _ in range(_CLOSE_COPIES):
                 tx.append((pkt, conn.peer_addr))
         if self.server is not None:

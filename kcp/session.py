@@ -790,12 +790,12 @@ class KCPSession:
         """End the session now: wake everyone, leave the listener/endpoint, fold counters."""
         if self._state == _CLOSED:
             return
-        if self._secure is not None:
-            self._secure.finish(self._ep.tx, now, self.close_code, reason)
         self._state = _CLOSED
         if exc is not None and self._exc is None:
             self._exc = exc
         self.close_reason = reason
+        if self._secure is not None:  # after the state change: callbacks cannot re-enter
+            self._secure.finish(self._ep.tx, now, self.close_code, reason)
         self._timers.cancel(self)
         for w in (self._read_waiter, self._drain_waiter, self._dgram_waiter):
             if w is not None and not w.done():

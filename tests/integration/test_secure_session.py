@@ -17,6 +17,7 @@ import pytest
 import kcp
 from kcp.relay import LossyRelay
 from kcp.secure import (
+    ConnectionClosed,
     GoAwayReceived,
     HandshakeError,
     HandshakeRefused,
@@ -439,7 +440,10 @@ async def test_close_reason_reaches_the_peer_at_once() -> None:
         c2 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="close", idle_timeout=60)
         c2.write(b"x")
         srv2 = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        mine: list[Any] = []
+        c2.add_event_callback(mine.append)
         c2.close(0, "user logged out")
+        assert mine == [ConnectionClosed(0, "user logged out", by_peer=False)]
         await asyncio.wait_for(srv2.wait_closed(), 5)
         assert srv2.close_reason == "closed by peer: none: user logged out" and srv2.close_code == 0
         assert len(lis) == 0
