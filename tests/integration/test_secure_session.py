@@ -5,11 +5,14 @@ key rotation, CLOSE reasons, GOAWAY, and a spoofed initiation flood while a real
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -447,6 +450,46 @@ async def test_close_reason_reaches_the_peer_at_once() -> None:
         await asyncio.wait_for(srv2.wait_closed(), 5)
         assert srv2.close_reason == "closed by peer: none: user logged out" and srv2.close_code == 0
         assert len(lis) == 0
+
+
+_CRASHING_SERVER = """
+import asyncio, sys, kcp
+async def main():
+    async def echo(s):
+        while d := await s.read(65536):
+            s.write(d)
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=bytes.fromhex(sys.argv[1]),
+                           on_accept=echo)
+    print(lis.address[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def test_server_restart_ends_the_client_at_once_by_stateless_reset() -> None:
+    root = str(Path(__file__).resolve().parents[2])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CRASHING_SERVER, PRIV.hex(), stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), TIMEOUT))
+        c = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB, idle_timeout=60)
+        await _roundtrip(c)
+    finally:
+        proc.kill()  # a crash: no CLOSE
+        await proc.wait()
+    # the server comes back on the same port with the same key, but without the connection
+    async with await kcp.listen("127.0.0.1", port, mode="secure", static_private_key=PRIV, on_accept=_echo) as lis:
+        c.write(b"anyone there?")
+        await asyncio.wait_for(c.wait_closed(), 5)
+        assert c.close_reason.startswith("closed by peer: stateless reset") and c.close_code == 11
+        assert lis.stats["secure_stateless_resets_sent"] >= 1
+        c2 = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB)  # reconnect works
+        await _roundtrip(c2)
+        c2.close()
+        await c2.wait_closed()
 
 
 async def test_goaway_from_the_listener() -> None:
