@@ -143,6 +143,8 @@ else:
         c = d.get("counters", {})
         rec.update(retrans=c.get("retrans_segs"), fec_recovered=c.get("fec_recovered"),
                    rto_max=c.get("rto_max"))
+        if d.get("trace"):
+            rec["trace"] = d["trace"][:20]
     except Exception:
         pass
 if "p99" not in rec:
@@ -157,6 +159,8 @@ if "p99" in r:
     print("  loss %g%% round %d %-16s p50 %7.1f p90 %7.1f p99 %7.1f max %7.1f mean %6.1f err %d | %5.1f s, cpu pressure %4.1f%%, fwd late avg %.1f us max %.0f us (%s > 1 ms)%s" % (
         r["loss"], r["round"], r["label"], r["p50"], r["p90"], r["p99"], r["max"], r["mean"], r.get("errors", 0),
         r["wall_s"], r["psi_pct"], r.get("late_avg_us", -1), r.get("late_max_us", -1), r.get("late_over_1ms", "?"), extra))
+    if r.get("trace"):
+        print("    trace [call, ms, rto, srtt, rttvar]: %s" % r["trace"])
 else:
     print("  loss %g%% round %d %-16s FAILED: %s" % (r["loss"], r["round"], r["label"], r.get("failed")))
 '

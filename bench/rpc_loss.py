@@ -136,7 +136,8 @@ async def client(a: argparse.Namespace) -> int:
     stop_at = time.monotonic() + a.max_seconds
     async with kcprpc.connect(a.host, a.port, **transport_kwargs(a)) as cl:
         stub = cl.stub(LossEcho, timeout=a.deadline)
-        rto_max = srtt_max = 0
+        rto_max = srtt_max = rto_prev = 0
+        trace: list[list[float]] = []
         t_all = time.perf_counter()
         for i in range(a.warmup + a.n):
             if time.monotonic() > stop_at:
@@ -150,7 +151,11 @@ async def client(a: argparse.Namespace) -> int:
                 first_error = first_error or f"{type(e).__name__}: {e}"
             dt = (time.perf_counter() - t0) * 1e3
             c = client_counters(cl)  # the engine's RTO as the call left it (an inflated RTO slows repairs)
-            rto_max = max(rto_max, c.get("rto", 0))
+            rto = c.get("rto", 0)
+            if a.trace and (dt > a.trace or rto > 2 * max(rto_prev, 1)):
+                trace.append([i - a.warmup, round(dt, 1), rto, c.get("srtt", 0), c.get("rttvar", 0)])
+            rto_prev = rto
+            rto_max = max(rto_max, rto)
             srtt_max = max(srtt_max, c.get("srtt", 0))
             if i >= a.warmup:
                 if ok:
@@ -178,6 +183,8 @@ async def client(a: argparse.Namespace) -> int:
         )
         if a.show_slow > 0:
             out["slow"] = [[i, round(x)] for i, x in enumerate(lat) if x > a.show_slow][:60]
+    if a.trace:
+        out["trace"] = trace[:200]  # [call, ms, rto, srtt, rttvar] for slow calls and RTO jumps
     if first_error:
         out["first_error"] = first_error[:200]
     counters.update(rto_max=rto_max, srtt_max=srtt_max)
@@ -209,6 +216,12 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=10.0, help="per-call timeout, s")
     ap.add_argument("--max-seconds", type=float, default=1800.0, help="bound on the whole run, s")
     ap.add_argument("--show-slow", type=float, default=0.0, help="also list calls slower than this (ms)")
+    ap.add_argument(
+        "--trace",
+        type=float,
+        default=0.0,
+        help="record [call, ms, rto, srtt, rttvar] for calls over this (ms)",
+    )
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     g = ap.add_argument_group("transport (KCP) options")
     g.add_argument("--nodelay", type=int, default=1)
