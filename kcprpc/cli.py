@@ -1,4 +1,20 @@
-"""Command line: ``kcprpc serve module:app``, ``kcprpc ping HOST PORT``, ``kcprpc stats HOST PORT``."""
+"""The ``kcprpc`` command.
+
+::
+
+    kcprpc serve module:app [--host H] [--port P] [--grace S] [transport flags]
+    kcprpc list | describe | call | watch | ping | stats  HOST:PORT ... [transport flags]
+    kcprpc idl export | check | gen-python | validate ...
+
+Every command that talks to a server, and ``serve`` itself, takes the same transport flags, named
+as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``, ``--mode``,
+``--mtu`` ...; see :func:`kcprpc.clitools.add_transport_args`). The client commands and the
+``idl`` tools live in :mod:`kcprpc.clitools`; this module adds ``serve`` and the entry point.
+
+Exit codes: 0 on success; ``64 + status code`` when a call (or the server) ends with an RPC status
+(``INVALID_ARGUMENT`` 67, ``NOT_FOUND`` 69, ``UNAVAILABLE`` 78 ...), with ``STATUS_NAME: message`` on
+stderr; 2 for a usage error (``kcprpc: message``); 1 when ``idl check`` finds a breaking change.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +22,23 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from kcprpc.client import connect
-from kcprpc.errors import RpcError, UsageError
+from kcprpc import clitools
+from kcprpc.errors import UsageError
 from kcprpc.server import Server
-
-
-def _fec(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        data, parity = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("--fec takes DATA,PARITY (e.g. 10,3)") from None
-    return data, parity
 
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (attribute defaults to ``app``)."""
     module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(f"cannot import {module_name!r}: {e}") from None
     try:
         return getattr(module, attr or "app")
     except AttributeError:
@@ -39,7 +46,9 @@ def load_app(spec: str) -> Any:
 
 
 def make_server(app: Any, args: argparse.Namespace) -> Server:
-    """Turn what ``module:app`` names into a :class:`Server` (a Server, a factory, or a list of services)."""
+    """Turn what ``module:app`` names into a :class:`Server` (a Server, a factory, or a list of
+    services); ``--host``/``--port`` and the transport flags given on the command line override
+    the app's own settings."""
     if callable(app) and not isinstance(app, Server) and not isinstance(app, type):
         app = app()
     if isinstance(app, Server):
@@ -56,12 +65,11 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
         server.host = "0.0.0.0"
     if server.port is None:
         server.port = 9000
-    if args.crypt is not None:
-        server.crypt = args.crypt
-    if args.key is not None:
-        server.key = args.key
-    if args.fec is not None:
-        server.fec = args.fec
+    for name, value in clitools.transport_kwargs(args).items():
+        if name == "transport_options":
+            server.transport_options.update(value)
+        else:
+            setattr(server, name, value)
     return server
 
 
@@ -84,76 +92,31 @@ async def _serve(server: Server, grace: float) -> int:
     return 0
 
 
-async def _ping(args: argparse.Namespace) -> int:
-    async with connect(args.host, args.port, crypt=args.crypt, key=args.key, fec=args.fec) as client:
-        status = "?"
-        for i in range(args.count):
-            t0 = time.perf_counter()
-            status = await asyncio.wait_for(client.health(), args.timeout)
-            print(f"{args.host}:{args.port} seq={i} {status} time={(time.perf_counter() - t0) * 1000:.3f} ms")
-            if i + 1 < args.count:
-                await asyncio.sleep(args.interval)
-        return 0 if status == "SERVING" else 1
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``kcprpc serve module:app``: serve until SIGINT/SIGTERM, then shut down gracefully."""
+    sys.path.insert(0, "")
+    server = make_server(load_app(args.app), args)
+    return clitools.run_loop(_serve(server, args.grace))
 
 
-async def _stats(args: argparse.Namespace) -> int:
-    async with connect(args.host, args.port, crypt=args.crypt, key=args.key, fec=args.fec) as client:
-        st = await asyncio.wait_for(client.stats(), args.timeout)
-        print(json.dumps(st.model_dump(), indent=2))
-        return 0
-
-
-def _run(coro: Any) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return int(asyncio.run(coro))
-    return int(uvloop.run(coro))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kcprpc`` command."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kcprpc`` argument parser (every sub-command sets ``func``; see :func:`clitools.run_command`)."""
     ap = argparse.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-
-    def transport_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--crypt", default=None, help="kcptun cipher name (aes, salsa20, none ...)")
-        p.add_argument("--key", default=None, help="pre-shared passphrase")
-        p.add_argument("--fec", type=_fec, default=None, help="FEC shards DATA,PARITY, e.g. 10,3")
-
     s = sub.add_parser("serve", help="serve module:app (a Server, a list of services, or a factory)")
     s.add_argument("app", help="module:attribute, e.g. examples.quickstart.service:app")
     s.add_argument("--host", default=None)
     s.add_argument("--port", type=int, default=None)
     s.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
-    transport_args(s)
-    for name, helptext in (("ping", "health-check a server"), ("stats", "print a server's counters")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("host")
-        p.add_argument("port", type=int)
-        p.add_argument("--timeout", type=float, default=5.0)
-        if name == "ping":
-            p.add_argument("-c", "--count", type=int, default=3)
-            p.add_argument("-i", "--interval", type=float, default=0.2)
-        transport_args(p)
-    from kcprpc import clitools
+    clitools.add_transport_args(s)
+    s.set_defaults(func=cmd_serve, is_async=False)
+    clitools.add_commands(sub)  # list, describe, call, watch, ping, stats, idl (see docs/idl.md)
+    return ap
 
-    clitools.add_commands(sub)  # list, describe, call, watch, idl (see docs/idl.md)
-    args = ap.parse_args(argv)
-    if getattr(args, "func", None) is not None:
-        return clitools.run_command(args)
-    try:
-        if args.cmd == "serve":
-            sys.path.insert(0, "")
-            server = make_server(load_app(args.app), args)
-            return _run(_serve(server, args.grace))
-        return _run(_ping(args) if args.cmd == "ping" else _stats(args))
-    except (UsageError, ImportError) as e:
-        print(f"kcprpc: {e}", file=sys.stderr)
-        return 2
-    except (RpcError, ConnectionError, OSError, asyncio.TimeoutError) as e:
-        print(f"kcprpc: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kcprpc`` command."""
+    return clitools.run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ The client commands learn the service from the server's reflection service (or f
 DOC`` files), so they never import the service's code. Requests are validated against the
 document's JSON Schema before they are sent. Transport flags carry kcptun's names (``--crypt``,
 ``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
-``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's.
+``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's; ``kcprpc serve``
+(in :mod:`kcprpc.cli`, the entry point) takes the same flags.
 
 Errors go to stderr as ``STATUS_NAME: message``; the exit code is ``64 + status code`` (as
 grpcurl does), ``2`` for a usage error (bad arguments, a malformed document), and ``1`` when
@@ -78,8 +79,10 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
         "--crypt", default=None, help="cipher: aes, aes-128, salsa20, none, null ... (default: no crypt)"
     )
     g.add_argument("--key", default=None, help="pre-shared secret (passphrase)")
-    g.add_argument("--datashard", "--ds", type=int, default=0, help="FEC data shards (0: no FEC)")
-    g.add_argument("--parityshard", "--ps", type=int, default=0, help="FEC parity shards")
+    g.add_argument(
+        "--datashard", "--ds", type=int, default=None, help="FEC data shards (0: no FEC, the default)"
+    )
+    g.add_argument("--parityshard", "--ps", type=int, default=None, help="FEC parity shards")
     g.add_argument("--mode", default=None, choices=[*MODES, "manual"], help="KCP profile (default: fast3)")
     g.add_argument("--mtu", type=int, default=None, help="UDP payload size (default 1400)")
     g.add_argument("--sndwnd", type=int, default=None, help="send window, in segments")
@@ -91,34 +94,41 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
 
 
 def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """``crypt``, ``key``, ``fec`` and ``transport_options`` for ``connect()`` / ``Server()``."""
+    """The transport flags that were given, as keyword arguments of ``connect()`` / ``Server()``:
+    ``crypt``, ``key``, ``fec`` and ``transport_options`` (session options), each only when set, so
+    that ``kcprpc serve`` keeps the app's own settings for the flags left out."""
     opts: dict[str, Any] = {}
     mode = getattr(args, "mode", None)
     if mode in MODES:
         opts["nodelay"], opts["interval"], opts["resend"], opts["nc"] = MODES[mode]
-    for flag, name in (("nodelay", "nodelay"), ("interval", "interval"), ("resend", "resend"), ("nc", "nc")):
+    for flag in ("nodelay", "interval", "resend", "nc"):
         v = getattr(args, flag, None)
         if v is not None:
             if mode not in (None, "manual"):
                 raise UsageError(f"--{flag} goes with --mode manual")
-            opts[name] = v
+            opts[flag] = v
     for flag, name in (("mtu", "mtu"), ("sndwnd", "snd_wnd"), ("rcvwnd", "rcv_wnd")):
         v = getattr(args, flag, None)
         if v is not None:
             opts[name] = v
-    ds, ps = getattr(args, "datashard", 0) or 0, getattr(args, "parityshard", 0) or 0
-    if ds < 0 or ps < 0 or (ds > 0) != (ps > 0):
-        raise UsageError("--datashard and --parityshard must both be positive (FEC on) or both 0")
+    out: dict[str, Any] = {}
+    ds, ps = getattr(args, "datashard", None), getattr(args, "parityshard", None)
+    if ds is not None or ps is not None:
+        ds, ps = ds or 0, ps or 0
+        if ds < 0 or ps < 0 or (ds > 0) != (ps > 0):
+            raise UsageError("--datashard and --parityshard must both be positive (FEC on) or both 0")
+        out["fec"] = (ds, ps) if ds > 0 else None
     crypt = getattr(args, "crypt", None)
     key = getattr(args, "key", None)
     if crypt not in (None, "null") and key is None:
         raise UsageError(f"--crypt {crypt} needs --key")
-    return {
-        "crypt": crypt,
-        "key": key,
-        "fec": (ds, ps) if ds > 0 else None,
-        "transport_options": opts,
-    }
+    if crypt is not None:
+        out["crypt"] = crypt
+    if key is not None:
+        out["key"] = key
+    if opts:
+        out["transport_options"] = opts
+    return out
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -149,8 +159,9 @@ def _client(args: argparse.Namespace) -> _CliClient:
         from kcprpc.net import dial
 
         return await dial(
-            host, port, crypt=tk["crypt"], key=tk["key"], fec=tk["fec"], **tk["transport_options"]
-        )
+            host, port, crypt=tk.get("crypt"), key=tk.get("key"), fec=tk.get("fec"),
+            **tk.get("transport_options", {}),
+        )  # fmt: skip
 
     cfg = ClientConfig(
         connect_timeout=args.connect_timeout, metadata=_metadata(getattr(args, "header", None))
@@ -785,9 +796,8 @@ ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], Any]] = {
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``list``, ``describe``, ``call``, ``watch``, ``idl`` (and ``ping``/``stats`` unless the
-    parser has them) on an ``argparse`` sub-parsers object. Each sets ``func`` (see :func:`run_command`)."""
-    have = set(getattr(sub, "choices", {}) or {})
+    """Register ``list``, ``describe``, ``call``, ``watch``, ``ping``, ``stats`` and ``idl`` on an
+    ``argparse`` sub-parsers object. Each sets ``func`` (see :func:`run_command`)."""
     p = _client_parser(sub, "list", "list a server's services, or one service's methods")
     p.add_argument("service", nargs="?", metavar="SERVICE")
     p = _client_parser(sub, "describe", "describe a service, method, message or event")
@@ -805,15 +815,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("topic", metavar="TOPIC")
     p.add_argument("-n", "--count", type=int, default=None, help="exit after COUNT events")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
-    if "ping" not in have:
-        p = _client_parser(sub, "ping", "health-check a server; print round trips and the heartbeat RTT")
-        p.add_argument("-c", "--count", type=int, default=3)
-        p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
-    if "stats" not in have:
-        _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
-    for name in ASYNC_COMMANDS:
-        if name in (sub.choices or {}) and (name not in have):
-            sub.choices[name].set_defaults(func=ASYNC_COMMANDS[name], is_async=True)
+    p = _client_parser(sub, "ping", "health-check a server; print round trips and the heartbeat RTT")
+    p.add_argument("-c", "--count", type=int, default=3)
+    p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
+    _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
+    for name, fn in ASYNC_COMMANDS.items():
+        sub.choices[name].set_defaults(func=fn, is_async=True)
 
     idl = sub.add_parser("idl", help="interface documents: export, check, gen-python, validate")
     isub = idl.add_subparsers(dest="idl_cmd", required=True)
@@ -876,6 +883,15 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
 
 
+def run_loop(coro: Any) -> int:
+    """Run ``coro`` to completion on uvloop (asyncio's loop when uvloop is missing); its int result."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
 def _run_async(coro: Any) -> int:
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -888,21 +904,4 @@ def _run_async(coro: Any) -> int:
         except asyncio.CancelledError:
             return 130
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return asyncio.run(main())
-    return int(uvloop.run(main()))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """A stand-alone entry point with only these commands (``python -m kcprpc.clitools``)."""
-    ap = argparse.ArgumentParser(prog="kcprpc", description="kcprpc client tools")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    add_commands(sub)
-    args = ap.parse_args(argv)
-    return run_command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_loop(main())

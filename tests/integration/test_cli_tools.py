@@ -58,10 +58,9 @@ def srv() -> Iterator[Srv]:
 
 
 def kcprpc(*argv: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    # the `kcprpc` command itself; its ping/stats still take HOST PORT, so those run clitools' own
-    module = "kcprpc.clitools" if argv[0] in ("ping", "stats") else "kcprpc.cli"
+    # the `kcprpc` command itself
     r = subprocess.run(
-        [sys.executable, "-m", module, *argv],
+        [sys.executable, "-m", "kcprpc", *argv],
         cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert "Traceback" not in r.stderr, r.stderr

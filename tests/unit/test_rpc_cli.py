@@ -1,4 +1,5 @@
-"""The ``kcprpc`` command: serve module:app, ping, stats, graceful stop on SIGINT."""
+"""The ``kcprpc`` command: serve module:app with the kcptun-named transport flags, ping, stats, exit
+codes, graceful stop on SIGINT."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from kcprpc.cli import load_app, main
+from kcprpc.cli import build_parser, load_app, main, make_server
 from kcprpc.errors import UsageError
+from kcprpc.server import Server
+from kcprpc.status import Status
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["--crypt", "aes", "--key", "quickstart secret", "--fec", "10,3"]
+APP_KEYS = ["--crypt", "aes", "--key", "quickstart secret", "--datashard", "10", "--parityshard", "3"]
+KEYS = ["--crypt", "salsa20", "--key", "cli secret", "--ds", "4", "--ps", "2", "--mode", "fast2"]
 
 
 def test_serve_ping_stats_and_sigint() -> None:
-    cmd = [sys.executable, "-m", "kcprpc.cli", "serve", "examples.quickstart.service:app", "--port", "0"]
+    # the command-line flags override the app's own transport settings (aes, FEC 10/3)
+    cmd = [sys.executable, "-m", "kcprpc", "serve", "examples.quickstart.service:app", "--port", "0", *KEYS]
     srv = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout is not None
@@ -26,17 +31,24 @@ def test_serve_ping_stats_and_sigint() -> None:
         assert "quickstart.Greeter" in line
         port = line.rsplit(":", 1)[1].strip()
         ping = subprocess.run(
-            [sys.executable, "-m", "kcprpc.cli", "ping", "127.0.0.1", port, "-c", "2", "-i", "0", *KEYS],
+            [sys.executable, "-m", "kcprpc", "ping", f"127.0.0.1:{port}", "-c", "2", "-i", "0", *KEYS],
             cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert ping.returncode == 0, ping.stderr
         assert ping.stdout.count("SERVING") == 2
         stats = subprocess.run(
-            [sys.executable, "-m", "kcprpc.cli", "stats", "127.0.0.1", port, *KEYS],
+            [sys.executable, "-m", "kcprpc", "stats", f"127.0.0.1:{port}", *KEYS],
             cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert stats.returncode == 0, stats.stderr
         assert json.loads(stats.stdout)["server"]["connections"] >= 1
+        old = subprocess.run(
+            [sys.executable, "-m", "kcprpc", "ping", f"127.0.0.1:{port}", "-c", "1", "--connect-timeout", "1",
+             *APP_KEYS],
+            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert old.returncode == 64 + int(Status.UNAVAILABLE), old.stderr
+        assert old.stderr.startswith("UNAVAILABLE: ") and "Traceback" not in old.stderr
         srv.send_signal(signal.SIGINT)
         assert srv.wait(15) == 0
     finally:
@@ -51,3 +63,35 @@ def test_bad_app_spec() -> None:
     with pytest.raises(UsageError):
         load_app("examples.quickstart.service:nope")
     assert main(["serve", "examples.quickstart.service:Greeter", "--port", "0"]) == 2
+
+
+def test_serve_flags_override_only_what_is_given() -> None:
+    def app() -> Server:
+        return Server([], "127.0.0.1", 1, crypt="aes", key="k", fec=(10, 3), transport_options={"mtu": 1300})
+
+    args = build_parser().parse_args(
+        ["serve", "m:app", "--port", "0", "--crypt", "salsa20", "--key", "s", "--ds", "0", "--ps", "0",
+         "--mode", "fast2", "--rcvwnd", "512"]
+    )  # fmt: skip
+    server = make_server(app, args)
+    assert (server.host, server.port, server.crypt, server.key, server.fec) == (
+        "127.0.0.1",
+        0,
+        "salsa20",
+        "s",
+        None,
+    )
+    assert server.transport_options == {
+        "mtu": 1300,
+        "nodelay": 1,
+        "interval": 20,
+        "resend": 2,
+        "nc": 1,
+        "rcv_wnd": 512,
+    }
+    server = make_server(app, build_parser().parse_args(["serve", "m:app"]))
+    assert (server.port, server.crypt, server.key, server.fec) == (1, "aes", "k", (10, 3))
+    assert server.transport_options == {"mtu": 1300}
+    with pytest.raises(UsageError, match="--parityshard"):
+        make_server(app, build_parser().parse_args(["serve", "m:app", "--datashard", "10"]))
+    assert main(["serve", "m:app", "--crypt", "aes"]) == 2  # a cipher needs --key
