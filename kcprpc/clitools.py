@@ -641,7 +641,8 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- idl commands
 def cmd_idl_export(args: argparse.Namespace) -> int:
     """``kcprpc idl export``."""
-    from kcprpc.idl.registry import export_known, import_attr, render_all
+    from kcprpc.idl.export import export_service
+    from kcprpc.idl.registry import import_attr, render_all
     from kcprpc.idl.schema import dumps
 
     sys.path.insert(0, "")
@@ -671,7 +672,7 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
         cls = import_attr(target)
         if not isinstance(cls, type):
             cls = type(cls)
-        texts.append(dumps(export_known(cls)))
+        texts.append(dumps(export_service(cls)))
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():

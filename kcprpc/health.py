@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from kcprpc.errors import RpcError
+from kcprpc.push import ResumeFailed
 from kcprpc.service import Service
 from kcprpc.status import Status
 
@@ -83,7 +84,7 @@ class SubscribeReply(BaseModel):
     seq: int
 
 
-class PushService(Service, name="kcprpc.Push"):
+class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
     """Topic subscription for clients (``client.subscribe(topic)``)."""
 
     async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:

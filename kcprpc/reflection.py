@@ -61,14 +61,14 @@ class ReflectionService(Service, name="kcprpc.Reflection"):
     def _documents(self, server: Any) -> dict[str, str]:
         docs = self._docs.get(id(server))
         if docs is None:
-            from kcprpc.idl.registry import export_known
+            from kcprpc.idl.export import export_service
             from kcprpc.idl.schema import dumps
 
             docs = {}
             for svc in server.services:
                 cls = type(svc)
                 try:
-                    docs[service_spec(cls).name] = dumps(export_known(cls))
+                    docs[service_spec(cls).name] = dumps(export_service(cls))
                 except Exception as e:  # a class the exporter cannot describe: say so per service
                     docs[service_spec(cls).name] = ""
                     self._errors[service_spec(cls).name] = f"{type(e).__name__}: {e}"

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, TypeVar, overload
@@ -340,16 +340,37 @@ class Service:
 
     ``class Greeter(kcprpc.Service, name="hello.Greeter")`` sets the wire name of the service.
     If a type hint names a model defined later in the module, analysis waits for first use.
+
+    The events the service pushes and the topics it publishes to are declared the same way, so that
+    its interface document (``kcprpc idl export``, reflection) lists them::
+
+        class Live(kcprpc.Service, name="live.v1.Live", events=[Announcement],
+                   topics={"channel:{channel}": [Chat, Gift]}):
+
+    (stored as ``__rpc_events__`` / ``__rpc_topics__``, which plain classes may set themselves;
+    a subclass inherits them unless it declares its own).
     """
 
     __rpc_name__: ClassVar[str]
+    __rpc_events__: ClassVar[tuple[type, ...]] = ()
+    __rpc_topics__: ClassVar[Mapping[str, tuple[type, ...]]] = {}
 
-    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        name: str | None = None,
+        events: Iterable[type] | None = None,
+        topics: Mapping[str, Iterable[type]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if name is not None:
             cls.__rpc_name__ = name
         elif "__rpc_name__" not in cls.__dict__:
             cls.__rpc_name__ = cls.__name__
+        if events is not None:
+            cls.__rpc_events__ = tuple(events)
+        if topics is not None:
+            cls.__rpc_topics__ = {str(t): tuple(evs) for t, evs in topics.items()}
         # forward references are resolved by service_spec() at registration instead
         with contextlib.suppress(NameError):
             service_spec(cls)

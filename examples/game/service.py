@@ -94,7 +94,7 @@ def _clamp(v: float) -> float:
     return min(WORLD, max(0.0, v))
 
 
-class GameService(kcprpc.Service, name="game.v1.Game"):
+class GameService(kcprpc.Service, name="game.v1.Game", events=[WorldSnapshot]):
     """The game's RPC surface."""
 
     def __init__(self, world: World | None = None) -> None:

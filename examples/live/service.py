@@ -48,7 +48,7 @@ def topic(channel: str) -> str:
     return f"channel:{channel}"
 
 
-class LiveService(kcprpc.Service, name="live.v1.Live"):
+class LiveService(kcprpc.Service, name="live.v1.Live", topics={"channel:{channel}": [Chat, Gift, Score]}):
     """Publishing calls (publisher only)."""
 
     async def chat(self, ev: Chat) -> PublishAck:

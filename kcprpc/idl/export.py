@@ -7,9 +7,10 @@ schemas its *serialization* schemas (what the server sends).
 
 Events and topics are declared on the service class::
 
-    class GameService(kcprpc.Service, name="game.v1.Game"):
-        __rpc_events__ = (WorldSnapshot,)                       # pushed to sessions and rooms
-        __rpc_topics__ = {"channel:{channel}": (Chat, Gift)}    # topics and what they carry
+    class GameService(kcprpc.Service, name="game.v1.Game", events=[WorldSnapshot],   # sessions, rooms
+                      topics={"channel:{channel}": [Chat, Gift]}):                   # topics, what they carry
+
+(a plain class sets ``__rpc_events__`` / ``__rpc_topics__`` itself)
 
 or passed to :func:`export_service` (``events=``, ``topics=``). Export is deterministic: the same
 code gives byte-identical text from :func:`dumps` (sorted keys, no timestamps).

@@ -7,7 +7,7 @@ off). Then this module appends:
 * the event registrations (``kcprpc.event("game.snapshot")(WorldSnapshot)``), so
   ``client.on(WorldSnapshot, ...)`` works;
 * a stub class with the service's wire name, one typed ``async def`` per method, its kind and
-  wire name stated with ``@rpc.*(name=...)`` decorators, and ``__rpc_events__``/``__rpc_topics__``.
+  wire name stated with ``@rpc.*(name=...)`` decorators, and its events and topics (``events=``, ``topics=``).
 
 A client uses it without the server's package::
 
@@ -183,25 +183,25 @@ def generate_python(doc: dict[str, Any]) -> str:
         lines.append("")
         lines.append("")
 
-    body: list[str] = [f"class {stub}(kcprpc.Service, name={doc['name']!r}):"]
-    body.append(
-        f'    """Typed stub of {doc["name"]}: use ``client.stub({stub})``; the methods run on the server."""'
-    )
-    body.append("")
-    if events:
-        body.append("    __rpc_events__ = (" + "".join(f"{tp}, " for _, tp in events).rstrip(" ") + ")")
     ev_class = dict(events)
     topics = {
         t: [ev_class[e] for e in sorted(spec["events"]) if e in ev_class]
         for t, spec in doc.get("topics", {}).items()
     }
+    header = ["kcprpc.Service", f"name={doc['name']!r}"]
+    if events:
+        header.append("events=[" + ", ".join(tp for _, tp in events) + "]")
     if topics:
-        items = ", ".join(
-            f"{t!r}: ({''.join(c + ', ' for c in cs).rstrip(' ')})" for t, cs in sorted(topics.items())
+        header.append(
+            "topics={" + ", ".join(f"{t!r}: [{', '.join(cs)}]" for t, cs in sorted(topics.items())) + "}"
         )
-        body.append(f"    __rpc_topics__: ClassVar[dict[str, tuple[type, ...]]] = {{{items}}}")
-    if events or topics:
-        body.append("")
+    body: list[str] = ["class " + stub + "(" + ", ".join(header) + "):"]
+    if len(body[0]) > 100:
+        body = [f"class {stub}(", *(f"    {h}," for h in header), "):"]
+    body.append(
+        f'    """Typed stub of {doc["name"]}: use ``client.stub({stub})``; the methods run on the server."""'
+    )
+    body.append("")
     used_attrs: set[str] = set()
     for mname, m in sorted(doc["methods"].items()):
         attr = _identifier(mname)
@@ -235,7 +235,7 @@ def generate_python(doc: dict[str, Any]) -> str:
             body.append("        yield  # an async generator: a streaming response")
         body.append("")
 
-    typing_names = ["Any", "TypeVar", "cast", *(["ClassVar"] if topics else [])]
+    typing_names = ["Any", "TypeVar", "cast"]
     if types.uses_literal:
         typing_names.append("Literal")
     header = [

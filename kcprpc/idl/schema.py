@@ -173,13 +173,18 @@ def _check_message_schemas(doc: dict[str, Any], source: str) -> None:
     meta = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
     parts: list[tuple[str, Any]] = [(f"$defs/{k}", v) for k, v in doc.get("$defs", {}).items()]
     for name, m in doc.get("methods", {}).items():
-        parts += [(f"methods/{name}/request", m.get("request")), (f"methods/{name}/response", m.get("response"))]
+        parts += [
+            (f"methods/{name}/request", m.get("request")),
+            (f"methods/{name}/response", m.get("response")),
+        ]
     parts += [(f"events/{name}/schema", e.get("schema")) for name, e in doc.get("events", {}).items()]
     for where, schema in parts:
         err = jsonschema.exceptions.best_match(meta.iter_errors(schema))
         if err is not None:
             at = "/".join(str(p) for p in err.absolute_path)
-            raise DocumentError(f"{source}: {where}{'/' + at if at else ''}: not valid JSON Schema: {err.message}")
+            raise DocumentError(
+                f"{source}: {where}{'/' + at if at else ''}: not valid JSON Schema: {err.message}"
+            )
 
 
 def loads_document(text: str | bytes, source: str = "document") -> dict[str, Any]:

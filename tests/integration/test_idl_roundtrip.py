@@ -17,7 +17,7 @@ import kcprpc
 from kcprpc.idl import dumps, export_service, load_document
 from kcprpc.idl.breaking import check
 from kcprpc.idl.gen import generate_python
-from kcprpc.idl.registry import TARGETS, export_known
+from kcprpc.idl.registry import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
     from examples.game.service import GameService, make_server, run_ticker
 
     doc_path = tmp_path / "game.json"
-    doc_path.write_text(dumps(export_known(GameService)))
+    doc_path.write_text(dumps(export_service(GameService)))
     out = tmp_path / "game_client_models.py"
     r = subprocess.run(
         [sys.executable, "-m", "kcprpc.cli", "idl", "gen-python", str(doc_path), "-o", str(out)],

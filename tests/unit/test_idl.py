@@ -217,3 +217,20 @@ def test_malformed_document_on_the_command_line_is_not_a_traceback(tmp_path: Pat
         [sys.executable, "-m", "kcprpc.cli", "idl", "validate", str(bad)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     ).stderr  # fmt: skip
+
+
+def test_events_and_topics_declared_as_class_keywords() -> None:
+    class Kw(kcprpc.Service, name="shop.v2.Shop", events=[Sold], topics={"prices:{region}": [Sold]}):
+        """Buy and sell."""
+
+        async def buy(self, item: Item) -> int:
+            return 1
+
+    class Sub(Kw):  # inherited
+        pass
+
+    assert Kw.__rpc_events__ == (Sold,) and Kw.__rpc_topics__ == {"prices:{region}": (Sold,)}
+    for cls in (Kw, Sub):
+        doc = export_service(cls)
+        assert doc["events"] == export_service(Shop)["events"]
+        assert doc["topics"] == {"prices:{region}": {"events": ["shop.sold"]}}
