@@ -552,7 +552,11 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
     try:
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     except PermissionError:
-        pytest.fail("raw sockets are needed to spoof source addresses (run as root / CAP_NET_RAW)")
+        # CI runs as root, so there the test must run; elsewhere say what it needs.
+        message = "raw sockets are needed to spoof source addresses (run as root / CAP_NET_RAW)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     raw.setblocking(False)
     max_half_open = 256
     async with await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, on_accept=_echo,
