@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from kcprpc.client import Client, ClientConfig, StreamCall, UnaryCall, connect
+from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
 from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
-from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, rpc, service_spec
+from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "MethodKind",
     "MethodSpec",
     "ProtocolError",
+    "RawEvent",
     "ReconnectPolicy",
     "ResumeFailed",
     "RpcError",
@@ -41,6 +42,7 @@ __all__ = [
     "connect",
     "current_context",
     "event",
+    "raw_method",
     "rpc",
     "service_spec",
 ]

@@ -294,9 +294,8 @@ class _Stub:
 
     @staticmethod
     def _make(client: Client, m: MethodSpec, timeout: float | None, md: Mapping[str, Any] | None) -> Any:
-        kind = m.kind
         pack = m.pack
-        if kind is MethodKind.UNARY:
+        if m.kind is MethodKind.UNARY:  # the hot path: no call object
             if m.arg_names is not None:
 
                 async def unary_args(*args: Any, **kwargs: Any) -> Any:
@@ -308,24 +307,20 @@ class _Stub:
                 return await client._unary(m, request, timeout, md, None)
 
             return unary
-        if kind is MethodKind.SERVER_STREAM:
+        if m.kind.streams_requests:  # client streaming (awaitable) or bidi (a StreamCall)
+
+            def streaming(requests: AsyncIterable[Any]) -> Any:
+                return client.invoke(m, requests, timeout=timeout, metadata=md)
+
+            return streaming
+        if m.kind is MethodKind.SERVER_STREAM:
 
             def server_stream(*args: Any, **kwargs: Any) -> StreamCall[Any]:
-                return StreamCall(client, m, pack(args, kwargs), timeout, md)
+                return cast(
+                    StreamCall[Any], client.invoke(m, pack(args, kwargs), timeout=timeout, metadata=md)
+                )
 
             return server_stream
-        if kind is MethodKind.CLIENT_STREAM:
-
-            async def client_stream(requests: AsyncIterable[Any]) -> Any:
-                return await client._client_stream(m, requests, timeout, md, None)
-
-            return client_stream
-        if kind is MethodKind.BIDI:
-
-            def bidi(requests: AsyncIterable[Any]) -> StreamCall[Any]:
-                return StreamCall(client, m, None, timeout, md, requests)
-
-            return bidi
 
         async def notify(*args: Any, **kwargs: Any) -> None:
             client.notify(m, pack(args, kwargs), metadata=md)

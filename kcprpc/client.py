@@ -43,20 +43,13 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.push import route
-from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, service_spec
+from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
 
 log = logging.getLogger("kcprpc.client")
 
-__all__ = [
-    "Client",
-    "ClientConfig",
-    "StreamCall",
-    "UnaryCall",
-    "_Stub",
-    "connect",
-]  # _Stub: used by kcprpc.clitools
+__all__ = ["Client", "ClientConfig", "RawEvent", "StreamCall", "UnaryCall", "connect"]
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -135,7 +128,7 @@ class _Link:
                     call.on_frame(ftype, body)
                 continue
             if ftype == EVENT:
-                self.client._on_event(body)
+                self.client._handle_event(body, False)
             elif ftype == PONG:
                 if self.hb is not None and isinstance(body, list) and body and isinstance(body[0], int):
                     self.hb.on_pong(body[0], self.now())
@@ -179,7 +172,7 @@ class _Link:
             if self.hb is not None:
                 self.hb.last_receive = self.now()
             if ftype == EVENT:
-                self.client._on_datagram_event(body)
+                self.client._handle_event(body, True)
 
     async def heartbeat(self) -> None:
         hb = self.hb
@@ -234,6 +227,30 @@ class _Link:
 EventHandler = Callable[[Any], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
+    its payload as a plain msgpack value, and for room and topic messages the broker key
+    (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch."""
+
+    name: str
+    payload: Any
+    key: str | None
+    seq: int | None
+    epoch: int | None
+    unreliable: bool  # came as an OOB datagram
+
+    @property
+    def topic(self) -> str | None:
+        """The topic it was published on, if any."""
+        return self.key[6:] if self.key is not None and self.key.startswith("topic:") else None
+
+    @property
+    def room(self) -> str | None:
+        """The room it was sent to, if any."""
+        return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
+
+
 class Client:
     """A connection to a server. Use ``kcprpc.connect(...)`` or :mod:`kcprpc.testing` to make one."""
 
@@ -263,8 +280,7 @@ class Client:
         self.on_disconnect: Callable[[Client, str], Any] | None = None
         self.events_dropped = 0
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
-        # every delivered EVENT body [name, payload, key, seq, epoch] and whether it came by datagram
-        self.on_raw_event: Callable[[list[Any], bool], Any] | None = None
+        self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self._latest: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._stubs: dict[type, _Stub] = {}
@@ -458,11 +474,7 @@ class Client:
         spec = method_spec(method)
         if spec.kind is not MethodKind.UNARY:
             raise UsageError(f"{spec.wire_name} is {spec.kind.value}, not unary")
-
-        async def run(uc: UnaryCall[R]) -> R:
-            return cast(R, await self._unary(spec, request, timeout, metadata, uc))
-
-        return UnaryCall(run)
+        return cast(UnaryCall[R], self.invoke(spec, request, timeout=timeout, metadata=metadata))
 
     def stream(
         self,
@@ -476,7 +488,46 @@ class Client:
         spec = method_spec(method)
         if spec.kind is not MethodKind.SERVER_STREAM:
             raise UsageError(f"{spec.wire_name} is {spec.kind.value}, not server streaming")
-        return StreamCall(self, spec, request, timeout, metadata)
+        return cast(StreamCall[R], self.invoke(spec, request, timeout=timeout, metadata=metadata))
+
+    def invoke(
+        self,
+        method: MethodSpec | str,
+        request: Any = None,
+        *,
+        kind: MethodKind | str | None = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Call a method without a stub class: by wire name (``"game.v1.Game/join"``, with its
+        ``kind``, default unary; requests and responses are then plain msgpack values, not validated,
+        as :func:`kcprpc.service.raw_method` makes them) or by :class:`MethodSpec`. ``request`` is the
+        whole request (for client streaming and bidi: an async iterable of requests).
+
+        Returns, by kind: unary and client streaming, a :class:`UnaryCall` (await it for the
+        response; metadata after); server streaming and bidi, a :class:`StreamCall` (iterate it,
+        ``async with`` to end early); notify, ``None`` (sent)::
+
+            reply = await client.invoke("quickstart.Greeter/hello", {"name": "ann"})
+            async for n in client.invoke("quickstart.Greeter/count", {"to": 3}, kind="server_stream"): ...
+        """
+        if isinstance(method, MethodSpec):
+            spec = method
+            if kind is not None and MethodKind(kind) is not spec.kind:
+                raise UsageError(f"{spec.wire_name} is {spec.kind.value}, not {MethodKind(kind).value}")
+        else:
+            spec = raw_method(method, kind or MethodKind.UNARY)
+        k = spec.kind
+        if k is MethodKind.UNARY:
+            return UnaryCall(lambda uc: self._unary(spec, request, timeout, metadata, uc))
+        if k is MethodKind.CLIENT_STREAM:
+            return UnaryCall(lambda uc: self._client_stream(spec, request, timeout, metadata, uc))
+        if k is MethodKind.SERVER_STREAM:
+            return StreamCall(self, spec, request, timeout, metadata)
+        if k is MethodKind.BIDI:
+            return StreamCall(self, spec, None, timeout, metadata, request)
+        self.notify(spec, request, metadata=metadata)
+        return None
 
     async def _begin(
         self,
@@ -664,6 +715,18 @@ class Client:
 
         return off
 
+    def on_raw_event(self, handler: Callable[[RawEvent], Any]) -> Callable[[], None]:
+        """Call ``handler(RawEvent)`` for every pushed event, of any type, before validation (after
+        the duplicate and stale ones are dropped): for tools that know events only by wire name.
+        Returns an unsubscribe function."""
+        self._raw_handlers.append(handler)
+
+        def off() -> None:
+            with contextlib.suppress(ValueError):
+                self._raw_handlers.remove(handler)
+
+        return off
+
     async def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
         """Async iterator over pushed events of ``event_type`` (registered when iteration starts)."""
         name, _, adapter = event_info(event_type)
@@ -676,14 +739,6 @@ class Client:
         finally:
             with contextlib.suppress(ValueError, KeyError):
                 self._queues[name].remove(entry)
-
-    def _on_datagram_event(self, body: Any) -> None:
-        """An EVENT that came as an OOB datagram."""
-        self._handle_event(body, True)
-
-    def _on_event(self, body: Any) -> None:
-        """An EVENT that came on the control stream."""
-        self._handle_event(body, False)
 
     def _handle_event(self, body: Any, unreliable: bool) -> None:
         if not isinstance(body, list) or len(body) != 5 or not isinstance(body[0], str):
@@ -701,8 +756,20 @@ class Client:
                     self.events_stale += 1
                 return
             offsets[key] = (epoch, seq)
-        if self.on_raw_event is not None:
-            self.on_raw_event(body, unreliable)
+        if self._raw_handlers:
+            raw = RawEvent(
+                name,
+                payload,
+                key if isinstance(key, str) else None,
+                seq if isinstance(seq, int) else None,
+                epoch if isinstance(epoch, int) else None,
+                unreliable,
+            )
+            for raw_handler in list(self._raw_handlers):
+                try:
+                    raw_handler(raw)
+                except Exception:
+                    log.exception("raw event handler raised")
         for adapter, handler in self._handlers.get(name, ()):
             try:
                 ev = adapter.validate_python(payload)

@@ -35,12 +35,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from kcprpc.client import Client, ClientConfig, _Stub
+from kcprpc.client import Client, ClientConfig, RawEvent, connect
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.service import Delivery, MethodKind, MethodSpec
+from kcprpc.service import MethodKind, MethodSpec, raw_method
 from kcprpc.status import Status
 
 EXIT_USAGE = 2
@@ -140,33 +139,12 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------- connections
-class _CliClient(Client):
-    """A client that also hands raw events (name, payload, topic, seq, epoch) to a callback."""
-
-    raw_event: Callable[[Any], None] | None = None
-
-    def _on_event(self, body: Any) -> None:
-        super()._on_event(body)
-        if self.raw_event is not None:
-            self.raw_event(body)
-
-
-def _client(args: argparse.Namespace) -> _CliClient:
+def _client(args: argparse.Namespace) -> Client:
     host, port = parse_address(args.address)
-    tk = transport_kwargs(args)
-
-    async def connector() -> Any:
-        from kcprpc.net import dial
-
-        return await dial(
-            host, port, crypt=tk.get("crypt"), key=tk.get("key"), fec=tk.get("fec"),
-            **tk.get("transport_options", {}),
-        )  # fmt: skip
-
     cfg = ClientConfig(
         connect_timeout=args.connect_timeout, metadata=_metadata(getattr(args, "header", None))
     )
-    return _CliClient(connector, config=cfg)
+    return connect(host, port, config=cfg, **transport_kwargs(args))
 
 
 async def _connected(client: Client, address: str) -> None:
@@ -269,19 +247,9 @@ def dynamic_spec(doc: dict[str, Any], method: str) -> MethodSpec:
             Status.NOT_FOUND,
             f"{doc['name']} has no method {method!r} (methods: {', '.join(sorted(doc['methods']))})",
         )
-    any_adapter: TypeAdapter[Any] = TypeAdapter(Any)
-    return MethodSpec(
-        service=doc["name"],
-        attr=method,
-        wire_name=m["wire_name"],
-        kind=MethodKind(m["kind"]),
-        delivery=Delivery(m["delivery"]),
-        request_type=Any,
-        response_type=Any,
-        request_adapter=any_adapter,
-        response_adapter=any_adapter,
-        has_request=m["request"] != {"type": "null"},
-    )
+    spec = raw_method(m["wire_name"], m["kind"], m["delivery"])
+    spec.has_request = m["request"] != {"type": "null"}
+    return spec
 
 
 def request_validator(doc: dict[str, Any], schema: dict[str, Any], what: str) -> Callable[[Any], None]:
@@ -419,7 +387,7 @@ def _referenced_defs(doc: dict[str, Any], roots: Sequence[Any]) -> dict[str, Any
 
 
 # ---------------------------------------------------------------------------- commands
-async def _with_client(args: argparse.Namespace, body: Callable[[_CliClient, _Catalog], Any]) -> int:
+async def _with_client(args: argparse.Namespace, body: Callable[[Client, _Catalog], Any]) -> int:
     client = _client(args)
     catalog = _Catalog(client, getattr(args, "idl", None) or (), args.timeout)  # bad --idl files fail first
     await _connected(client, args.address)
@@ -433,7 +401,7 @@ async def _with_client(args: argparse.Namespace, body: Callable[[_CliClient, _Ca
 async def cmd_list(args: argparse.Namespace) -> int:
     """``kcprpc list HOST:PORT [SERVICE]``: services, or one service's methods."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
+    async def body(client: Client, cat: _Catalog) -> int:
         if args.service:
             doc, _ = await cat.resolve(args.service)
             for name in sorted(doc["methods"]):
@@ -449,7 +417,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 async def cmd_describe(args: argparse.Namespace) -> int:
     """``kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE]``."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
+    async def body(client: Client, cat: _Catalog) -> int:
         targets = [args.target] if args.target else await cat.services()
         for target in targets:
             doc, member = await cat.resolve(target)
@@ -499,7 +467,7 @@ async def _stdin_lines() -> AsyncIterator[str]:
 async def cmd_call(args: argparse.Namespace) -> int:
     """``kcprpc call HOST:PORT SERVICE.METHOD [JSON]``."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
+    async def body(client: Client, cat: _Catalog) -> int:
         doc, member = await cat.resolve(args.method)
         if member is None:
             raise CliError(Status.INVALID_ARGUMENT, f"{args.method!r} names a service; call SERVICE.METHOD")
@@ -514,7 +482,10 @@ async def cmd_call(args: argparse.Namespace) -> int:
             else (_read_data(args.data) if args.data is not None else None)
         )
         md = _metadata(args.header)
-        fn = _Stub._make(client, spec, args.timeout, md or None)
+
+        def fn(request: Any) -> Any:
+            return client.invoke(spec, request, timeout=args.timeout, metadata=md or None)
+
         stream_in = spec.kind in (MethodKind.CLIENT_STREAM, MethodKind.BIDI)
         if stream_in:
             bad: list[CliError] = []
@@ -561,7 +532,7 @@ async def cmd_call(args: argparse.Namespace) -> int:
         if spec.has_request or value is not None:
             check(value)
         if spec.kind is MethodKind.NOTIFY:
-            await fn(value)
+            fn(value)
             await asyncio.sleep(0)  # let the datagram leave
             return 0
         if spec.kind is MethodKind.SERVER_STREAM:
@@ -578,9 +549,9 @@ async def cmd_call(args: argparse.Namespace) -> int:
 async def cmd_watch(args: argparse.Namespace) -> int:
     """``kcprpc watch HOST:PORT TOPIC``: pushed events as JSON lines."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        client.raw_event = q.put_nowait
+    async def body(client: Client, cat: _Catalog) -> int:
+        q: asyncio.Queue[RawEvent] = asyncio.Queue()
+        client.on_raw_event(q.put_nowait)
         await asyncio.wait_for(client.subscribe(args.topic), args.timeout)
         print(json.dumps({"subscribed": args.topic}), file=sys.stderr, flush=True)
         loop = asyncio.get_running_loop()
@@ -591,14 +562,12 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             if left is not None and left <= 0:
                 break
             try:
-                body_ = await asyncio.wait_for(q.get(), left)
+                ev = await asyncio.wait_for(q.get(), left)
             except asyncio.TimeoutError:
                 break
-            if not isinstance(body_, list) or len(body_) != 5:
+            if ev.topic != args.topic:
                 continue
-            name, payload, key, seq, epoch = body_
-            topic = key.split(":", 1)[1] if isinstance(key, str) and ":" in key else key
-            line = {"event": name, "topic": topic, "seq": seq, "epoch": epoch, "data": payload}
+            line = {"event": ev.name, "topic": ev.topic, "seq": ev.seq, "epoch": ev.epoch, "data": ev.payload}
             print(_dump(line, False), flush=True)
             n += 1
         return 0
@@ -609,7 +578,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 async def cmd_ping(args: argparse.Namespace) -> int:
     """``kcprpc ping HOST:PORT``: health-check round trips and the heartbeat RTT."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
+    async def body(client: Client, cat: _Catalog) -> int:
         status = "?"
         for i in range(args.count):
             t0 = time.perf_counter()
@@ -630,7 +599,7 @@ async def cmd_ping(args: argparse.Namespace) -> int:
 async def cmd_stats(args: argparse.Namespace) -> int:
     """``kcprpc stats HOST:PORT``: the connection's transport counters and the server's counters."""
 
-    async def body(client: _CliClient, cat: _Catalog) -> int:
+    async def body(client: Client, cat: _Catalog) -> int:
         st = await asyncio.wait_for(client.stats(), args.timeout)
         print(json.dumps(_jsonable(st), indent=2, sort_keys=True))
         return 0

@@ -177,6 +177,34 @@ class MethodSpec:
         self.dump_response: Callable[[Any], Any] = dump_response
 
 
+_ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def raw_method(
+    wire_name: str, kind: MethodKind | str = MethodKind.UNARY, delivery: Delivery | str | None = None
+) -> MethodSpec:
+    """A :class:`MethodSpec` for a method known only by its wire name (``"game.v1.Game/join"``),
+    e.g. from an interface document: requests and responses are plain msgpack values (dicts, lists,
+    strings ...), passed through without validation. ``delivery`` defaults as for declared methods
+    (unreliable for ``notify``)."""
+    service, sep, attr = wire_name.partition("/")
+    if not sep or not service or not attr:
+        raise UsageError(f"{wire_name!r}: a wire name is 'service/method'")
+    kind = MethodKind(kind)
+    default = Delivery.UNRELIABLE if kind is MethodKind.NOTIFY else Delivery.RELIABLE
+    return MethodSpec(
+        service=service,
+        attr=attr,
+        wire_name=wire_name,
+        kind=kind,
+        delivery=Delivery(delivery) if delivery is not None else default,
+        request_type=Any,
+        response_type=Any,
+        request_adapter=_ANY_ADAPTER,
+        response_adapter=_ANY_ADAPTER,
+    )
+
+
 @dataclass
 class ServiceSpec:
     """The methods of one service class, by attribute name and by wire name."""

@@ -463,3 +463,36 @@ async def test_shared_stream_calls_cannot_buffer_without_end() -> None:
             await s.total(many())
         assert ei.value.status is Status.RESOURCE_EXHAUSTED
         assert (await s.hello(Req(name="fine"))).text == "hello fine"
+
+
+async def test_invoke_by_wire_name(rpc: RpcPair) -> None:
+    """Dynamic calls without a stub class: plain values in and out, every kind."""
+    from kcprpc import UsageError, raw_method, service_spec
+
+    c = rpc.client
+    assert await c.invoke("test.Demo/hello", {"name": "a"}) == {"text": "hello a"}
+    assert await c.invoke("test.Demo/add", {"a": 1, "b": 2}) == 3  # several parameters: one map
+    call = c.invoke("test.Demo/meta", {"name": "x"}, metadata={"user": "u"}, timeout=TIMEOUT)
+    assert await call == {"text": "u"} and call.trailing_metadata == {"cost": 7}
+    got = [r async for r in c.invoke("test.Demo/count", {"name": "n", "n": 3}, kind="server_stream")]
+    assert got == [{"text": "n0"}, {"text": "n1"}, {"text": "n2"}]
+
+    async def reqs() -> AsyncIterator[Any]:
+        for i in range(4):
+            yield {"name": "ab"[i % 2], "n": i}
+
+    assert await c.invoke("test.Demo/total", reqs(), kind="client_stream") == 6
+    async with c.invoke("test.Demo/upper", reqs(), kind="bidi") as s:
+        assert [r["text"] async for r in s] == ["A", "B", "A", "B"]
+    assert c.invoke(raw_method("test.Demo/position_reliable", "notify", "reliable"), {"x": 1, "y": 2}) is None
+    assert (await asyncio.wait_for(probe(rpc).notified.get(), TIMEOUT)).x == 1
+    # the server still validates; a typed spec validates the response too
+    with pytest.raises(RpcError) as ei:
+        await c.invoke("test.Demo/hello", {"name": ""})
+    assert ei.value.status is Status.INVALID_ARGUMENT
+    hello = service_spec(Demo).methods["hello"]
+    assert await c.invoke(hello, Req(name="t")) == Reply(text="hello t")
+    with pytest.raises(UsageError):
+        c.invoke(hello, Req(name="t"), kind="bidi")
+    with pytest.raises(UsageError):
+        c.invoke("no-slash", {})

@@ -150,17 +150,43 @@ async def test_reliable_and_unreliable_on_one_key_do_not_shadow_each_other() -> 
     async with pair([Demo()]) as p:
         got: list[tuple[str, int]] = []
         raw: list[bool] = []
-        p.client.on_raw_event = lambda body, unreliable: raw.append(unreliable)
+        p.client.on_raw_event(lambda ev: raw.append(ev.unreliable))
         p.client.on(Tick, lambda t: got.append(("tick", t.n)))
         p.client.on(Pos, lambda q: got.append(("pos", int(q.x))))
         # seq 6 arrives by datagram before the stream delivers seq 5: both must be kept
-        p.client._on_datagram_event(["pos", {"x": 6, "y": 0}, "room:r", 6, 1])
-        p.client._on_event(["tick", {"n": 5}, "room:r", 5, 1])
+        p.client._handle_event(["pos", {"x": 6, "y": 0}, "room:r", 6, 1], True)
+        p.client._handle_event(["tick", {"n": 5}, "room:r", 5, 1], False)
         # latest wins among datagrams: seq 4 arriving late is dropped
-        p.client._on_datagram_event(["pos", {"x": 4, "y": 0}, "room:r", 4, 1])
+        p.client._handle_event(["pos", {"x": 4, "y": 0}, "room:r", 4, 1], True)
         # a replayed duplicate of a reliable message is dropped
-        p.client._on_event(["tick", {"n": 5}, "room:r", 5, 1])
+        p.client._handle_event(["tick", {"n": 5}, "room:r", 5, 1], False)
         assert got == [("pos", 6), ("tick", 5)]
         assert p.client.events_stale == 1
         assert raw == [True, False]
         assert p.client.topic_offsets["room:r"] == (1, 5)
+
+
+async def test_raw_events_for_tools_that_know_only_wire_names() -> None:
+    from kcprpc import RawEvent
+
+    async with pair([Demo()]) as p:
+        seen: list[RawEvent] = []
+        off = p.client.on_raw_event(seen.append)
+        d = p.client.stub(Demo)
+        await d.join(Req(name="r"))
+        await p.client.subscribe("news")
+        await p.server.push.to_room("r", Tick(n=1))
+        await p.server.push.publish("news", Tick(n=2))
+        await d.tick_me(Req(name="x", n=3))  # to this session only
+        await d.hello(Req(name="sync"))
+        assert [(e.name, e.payload, e.room, e.topic, e.unreliable) for e in seen] == [
+            ("tick", {"n": 1}, "r", None, False),
+            ("tick", {"n": 2}, None, "news", False),
+            ("tick", {"n": 3}, None, None, False),
+        ]
+        assert seen[1].key == "topic:news" and seen[1].seq == 1 and isinstance(seen[1].epoch, int)
+        assert seen[2].seq is None and seen[2].epoch is None
+        off()
+        await p.server.push.publish("news", Tick(n=4))
+        await d.hello(Req(name="sync"))
+        assert len(seen) == 3
