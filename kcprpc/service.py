@@ -23,7 +23,7 @@ import contextlib
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, TypeVar, overload
@@ -32,7 +32,9 @@ from pydantic import TypeAdapter, create_model
 
 from kcprpc.errors import UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., Awaitable[Any] | AsyncIterator[Any]])
+"""What the method decorators take and give back unchanged: an ``async def`` (a coroutine function or
+an async generator function), so mypy keeps its exact signature and flags a plain ``def``."""
 T = TypeVar("T")
 
 

@@ -1,4 +1,5 @@
-"""mypy checks calls made through ``client.stub(Service)`` and ``client.call(Service.method, ...)``."""
+"""mypy checks calls made through ``client.stub(Service)`` and ``client.call(Service.method, ...)``,
+also for methods under the ``rpc.*`` decorators (bare or with options), which must be ``async def``."""
 
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ class Svc(kcprpc.Service):
     async def hi(self, req: Req) -> Reply:
         return Reply(text=req.name)
 
+    @kcprpc.rpc.server_stream
+    async def feed(self, req: Req, times: int = 1) -> AsyncIterator[Reply]:
+        yield Reply(text=req.name * times)
+
+    @kcprpc.rpc.notify(delivery="reliable")
+    async def note(self, req: Req) -> None:
+        return None
+
+    @kcprpc.rpc.client_stream
+    async def total(self, reqs: AsyncIterator[Req]) -> int:
+        return 0
+
+    @kcprpc.rpc.unary
+    def not_async(self, req: Req) -> Reply:
+        return Reply(text=req.name)
+
 
 async def use(client: kcprpc.Client) -> None:
     s = client.stub(Svc, timeout=1.0)
@@ -50,6 +67,17 @@ async def use(client: kcprpc.Client) -> None:
     await s.hi(3)
     reveal_type(await s.add(1, b=2))
     await s.add(1, "x")
+    async for y in s.feed(Req(name="d"), times=2):
+        reveal_type(y)
+    s.feed(Req(name="e"), times="2")
+    await s.note(Reply(text="wrong"))
+    reveal_type(await client.call(Svc.hi, Req(name="f")))
+    await client.call(Svc.hi, Reply(text="wrong"))
+
+    async def reqs() -> AsyncIterator[Req]:
+        yield Req(name="g")
+
+    reveal_type(await s.total(reqs()))
 """
 
 
@@ -62,6 +90,8 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
     lines = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith(str(f))]
     assert rc == 1
     assert lines == [
+        'error: Value of type variable "F" of "__call__" of "MethodDecorator" cannot be '
+        '"Callable[[Svc, Req], Reply]"  [type-var]',
         'note: Revealed type is "snippet.Reply"',
         'error: Argument 1 to "hello" of "Svc" has incompatible type "Reply"; expected "Req"  [arg-type]',
         'note: Revealed type is "snippet.Reply"',
@@ -69,4 +99,11 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
         'error: Argument 1 to "hi" of "Svc" has incompatible type "int"; expected "Req"  [arg-type]',
         'note: Revealed type is "int"',
         'error: Argument 2 to "add" of "Svc" has incompatible type "str"; expected "int"  [arg-type]',
+        'note: Revealed type is "snippet.Reply"',
+        'error: Argument "times" to "feed" of "Svc" has incompatible type "str"; expected "int"  [arg-type]',
+        'error: Argument 1 to "note" of "Svc" has incompatible type "Reply"; expected "Req"  [arg-type]',
+        'note: Revealed type is "snippet.Reply"',
+        'error: Argument 1 to "call" of "Client" has incompatible type "Callable[[Svc, Req], Coroutine[Any, Any, '
+        'Reply]]"; expected "Callable[[Any, Reply], Awaitable[Reply]]"  [arg-type]',
+        'note: Revealed type is "int"',
     ]
