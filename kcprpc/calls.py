@@ -16,7 +16,7 @@ from kcprpc.errors import RpcError
 from kcprpc.interceptors import ClientCallDetails, chain_client
 from kcprpc.service import MethodKind, MethodSpec, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import FrameWriter, Inbox
+from kcprpc.transport import INBOX_LIMIT, FrameWriter, Inbox
 
 if TYPE_CHECKING:
     from kcprpc.client import Client, _Link
@@ -24,10 +24,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-SHARED_INBOX_LIMIT = 4096
-"""Unread messages one streaming call may hold when it runs on the shared control stream (which
-cannot be paused for one call); past it the call fails with RESOURCE_EXHAUSTED. Calls on their own
-stream (the default for streaming) are flow-controlled instead."""
+OVERFLOW_MESSAGE = "too many unread messages"
 
 
 class _Trailer:
@@ -94,11 +91,8 @@ class _ClientCall:
                 self.fail(RpcError(Status.INTERNAL, "malformed reply"))
         elif ftype == MSG:
             if self.queue is not None:
-                if not self.own and self.queue.qsize() >= SHARED_INBOX_LIMIT:
-                    # a shared-stream call cannot push back: refuse to buffer without end
-                    self.cancel(
-                        RpcError(Status.RESOURCE_EXHAUSTED, "too many unread messages on the shared stream")
-                    )
+                if not self.own and self.queue.qsize() >= INBOX_LIMIT:
+                    self.overflow()  # a shared-stream call cannot push back: refuse to buffer without end
                     return
                 self.queue.put(body)
             elif not self.fut.done():
@@ -148,6 +142,10 @@ class _ClientCall:
             return
         self.writer.send(encode_frame(CANCEL, self.cid, None))
         self.fail(err)
+
+    def overflow(self) -> None:
+        """Too many unread messages and the stream cannot be paused: fail with RESOURCE_EXHAUSTED."""
+        self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, OVERFLOW_MESSAGE))
 
     def expire(self) -> None:
         self.timer = None

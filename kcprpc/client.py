@@ -45,7 +45,7 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.push import route
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, FrameWriter, read_frames
+from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames
 
 log = logging.getLogger("kcprpc.client")
 
@@ -96,6 +96,7 @@ class _Link:
         self.hb = Heartbeat(hb, self.now()) if hb is not None else None
         self.tasks: list[asyncio.Task[Any]] = []
         self._max_dgram = conn.max_datagram_size
+        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
 
     def now(self) -> int:
         return int(self.loop.time() * 1000)
@@ -203,9 +204,9 @@ class _Link:
     async def _read_call_stream(self, stream: ByteStream, box: list[_ClientCall]) -> None:
         def pause() -> Awaitable[None] | None:
             # a slow consumer of a streaming call stops the reading of its stream: the mux window
-            # then pushes back on the server
-            if box and box[0].queue is not None and box[0].queue.full:
-                return box[0].queue.wait_space()
+            # then pushes back on the server (as long as the connection's parking budget allows)
+            if box and box[0].queue is not None:
+                return self.parking.pause(box[0].queue, box[0].overflow)
             return None
 
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):

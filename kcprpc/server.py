@@ -44,7 +44,7 @@ from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.push import Broker, BrokerMessage, MemoryBroker, PushHub, room_key, route, topic_key
 from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, FrameWriter, Inbox, read_frames
+from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, Inbox, ParkingLot, read_frames
 
 log = logging.getLogger("kcprpc.server")
 
@@ -69,7 +69,6 @@ class ServerConfig:
 
 # why a call's task was cancelled
 _CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW = 1, 2, 3, 4
-_SHARED_INBOX_LIMIT = 4096  # unread requests of one streaming call on the shared control stream
 
 
 class _ServerCall:
@@ -83,6 +82,9 @@ class _ServerCall:
         self.timer: asyncio.TimerHandle | None = None
         self.inbound: Inbox | None = None
         self.reason = 0
+
+    def overflow(self) -> None:
+        self.cancel(_OVERFLOW)
 
     def cancel(self, reason: int) -> None:
         if self.task is not None and not self.task.done():
@@ -117,6 +119,7 @@ class ServerSession:
         self.last_receive = self._loop.time()
         self._max_dgram = conn.max_datagram_size
         self.calls: set[_ServerCall] = set()
+        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
 
     @property
     def remote_address(self) -> Any:
@@ -485,7 +488,7 @@ class _Channel:
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    if self.is_control and call.inbound.qsize() >= _SHARED_INBOX_LIMIT:
+                    if self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
                         # the shared stream cannot be paused for one call: refuse to buffer without end
                         call.cancel(_OVERFLOW)
                     else:
@@ -604,9 +607,9 @@ class _Channel:
         """Stop reading a call stream while its call has too many unread requests."""
         if self.is_control:
             return None  # never stall the control stream: calls on it share it
-        for call in self.calls.values():
-            if call.inbound is not None and call.inbound.full:
-                return call.inbound.wait_space()
+        for call in self.calls.values():  # a call stream carries one call
+            if call.inbound is not None:
+                return self.sess.parking.pause(call.inbound, call.overflow)
         return None
 
     def on_eof(self) -> None:
@@ -730,7 +733,7 @@ class _Channel:
             elif call.reason == _SHUTDOWN:
                 self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
             elif call.reason == _OVERFLOW:
-                self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages on the shared stream")
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages")
             else:
                 self._trailer(cid, Status.CANCELLED, "cancelled")
         except Exception:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kcprpc.client import Client, ClientConfig
 from kcprpc.interceptors import ClientInterceptor, ServerInterceptor
@@ -25,14 +25,23 @@ from kcprpc.memory import MemoryConnection, connection_pair
 from kcprpc.server import Server, ServerConfig
 from kcprpc.transport import Connection
 
+if TYPE_CHECKING:
+    from kcprpc.mux import MuxConfig
+
 
 class RpcPair:
     """A client and a server joined in memory."""
 
     def __init__(
-        self, server: Server, transport: Literal["memory", "mux", "kcp"], datagram_loss: float, seed: int
+        self,
+        server: Server,
+        transport: Literal["memory", "mux", "kcp"],
+        datagram_loss: float,
+        seed: int,
+        mux_config: MuxConfig | None = None,
     ) -> None:
         self.server = server
+        self.mux_config = mux_config
         self.transport = transport
         self.datagram_loss = datagram_loss
         self.seed = seed
@@ -57,7 +66,7 @@ class RpcPair:
         if self.transport == "mux":
             from kcprpc.net import mux_memory_pair
 
-            c, s = mux_memory_pair()
+            c, s = mux_memory_pair(self.mux_config)
         else:
             c, s = connection_pair(loss=self.datagram_loss, seed=self.seed + len(self.connections))
         self.connections.append((c, s))
@@ -102,16 +111,18 @@ async def pair(
     transport: Literal["memory", "mux", "kcp"] = "memory",
     datagram_loss: float = 0.0,
     seed: int = 0,
+    mux_config: MuxConfig | None = None,
     **server_kwargs: Any,
 ) -> AsyncIterator[RpcPair]:
-    """Yield a connected :class:`RpcPair`; everything is closed on exit."""
+    """Yield a connected :class:`RpcPair`; everything is closed on exit. ``mux_config`` is for
+    ``transport="mux"`` (default: :data:`kcprpc.net.RPC_MUX_CONFIG`)."""
     if transport == "kcp":
         server_kwargs.setdefault("host", "127.0.0.1")
         server_kwargs.setdefault("port", 0)
     server = Server(services, config=server_config, interceptors=server_interceptors, **server_kwargs)
     if transport == "kcp":
         await server.start()
-    p = RpcPair(server, transport, datagram_loss, seed)
+    p = RpcPair(server, transport, datagram_loss, seed, mux_config)
     client = Client(p.connector, config=client_config, interceptors=client_interceptors)
     p.client = client
     await client.connect()

@@ -194,6 +194,50 @@ class Inbox:
                 self._space = None
 
 
+INBOX_LIMIT = 4096
+"""Unread messages one streaming call may hold when its stream cannot be paused (a call on the shared
+control stream, which cannot be paused for one call, or a call over the :class:`ParkingLot`'s
+budget); past it the call fails with RESOURCE_EXHAUSTED."""
+
+
+class ParkingLot:
+    """Bounds how many streams of one connection may stop being read at the same time.
+
+    A stream whose reader pauses (its call has too many unread messages) keeps up to one mux window
+    of data unread, and unread data counts against the connection's receive buffer (smux's
+    session-wide bucket); once that is empty the mux stops reading everything, the control stream
+    and heartbeats included. So only ``budget`` streams may pause at once (``None``: no limit, for
+    transports without such a buffer); a call that cannot pause keeps being read into its inbox up
+    to ``overflow`` messages and then fails with RESOURCE_EXHAUSTED instead of stalling the link.
+    """
+
+    __slots__ = ("budget", "overflow", "parked")
+
+    def __init__(self, budget: int | None, overflow: int = INBOX_LIMIT) -> None:
+        self.budget = budget
+        self.overflow = overflow
+        self.parked = 0
+
+    def pause(self, inbox: Inbox, overflowed: Callable[[], None]) -> Awaitable[None] | None:
+        """What a stream reader does after a batch for a call with ``inbox``: nothing (``None``) while
+        the inbox has room; wait for room while holding a slot; or, with no slot free, read on and
+        call ``overflowed()`` once ``overflow`` messages wait."""
+        if not inbox.full:
+            return None
+        if self.budget is None or self.parked < self.budget:
+            return self._park(inbox)
+        if inbox.qsize() >= self.overflow:
+            overflowed()
+        return None
+
+    async def _park(self, inbox: Inbox) -> None:
+        self.parked += 1
+        try:
+            await inbox.wait_space()
+        finally:
+            self.parked -= 1
+
+
 async def read_frames(
     stream: ByteStream,
     on_frames: Callable[[list[Frame]], None],

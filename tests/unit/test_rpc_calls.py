@@ -338,21 +338,21 @@ async def test_shutdown_grace_expiry_fails_calls_unavailable() -> None:
 
 async def test_slow_stream_consumer_pushes_back_on_the_server() -> None:
     produced = 0
-    total = 50_000
+    total = 20_000  # ~110 bytes each: 2.2 MB, much more than the 512 KiB stream window
 
     class Firehose(Demo):
         async def count(self, req: Req) -> AsyncIterator[Reply]:
             nonlocal produced
             for i in range(total):
                 produced += 1
-                yield Reply(text=str(i))
+                yield Reply(text=f"{i:0100d}")
 
     async with (
         pair([Firehose()], transport="mux") as p,
         p.client.stub(Firehose).count(Req(name="x", n=1)) as stream,  # type: ignore[attr-defined]
     ):
         first = await stream.__anext__()
-        assert first.text == "0"
+        assert int(first.text) == 0
         for _ in range(3000):  # let both sides run as far as the windows allow
             await asyncio.sleep(0)
         stalled_at = produced
@@ -399,7 +399,7 @@ async def test_abandoned_stream_is_cancelled_on_the_server() -> None:
 
 async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
     sent = 0
-    total = 50_000
+    total = 20_000  # ~110 bytes each: 2.2 MB, much more than the 512 KiB stream window
     gate = asyncio.Event()
 
     class Sink(Demo):
@@ -415,7 +415,7 @@ async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
         nonlocal sent
         for i in range(total):
             sent += 1
-            yield Req(name="r", n=i)
+            yield Req(name="r" * 100, n=i)
 
     async with pair([Sink()], transport="mux") as p:
         call = asyncio.ensure_future(p.client.stub(Sink).total(reqs()))
@@ -496,3 +496,73 @@ async def test_invoke_by_wire_name(rpc: RpcPair) -> None:
         c.invoke(hello, Req(name="t"), kind="bidi")
     with pytest.raises(UsageError):
         c.invoke("no-slash", {})
+
+
+async def test_slow_streams_cannot_stall_the_connection() -> None:
+    """A paused stream holds a window of the connection's receive buffer; only as many as leave one
+    window free may pause. Here (64 KiB windows, 192 KiB buffer) two may: a third slow stream is read
+    on up to 4,096 unread messages and then fails RESOURCE_EXHAUSTED, while the control stream
+    (unary calls, heartbeats) keeps working and the paused streams finish when read."""
+    from kcprpc.mux import MuxConfig
+
+    total = 6000
+
+    class Firehose(Demo):
+        async def count(self, req: Req) -> AsyncIterator[Reply]:
+            for i in range(total):
+                yield Reply(text=f"{i:0100d}")
+
+    cfg = MuxConfig(version=2, max_stream_buffer=64 * 1024, max_receive_buffer=192 * 1024)
+    async with pair([Firehose()], transport="mux", mux_config=cfg) as p:
+        assert p.current[0].max_paused_streams == 2  # type: ignore[attr-defined]
+        s = p.client.stub(Firehose)
+        streams = [s.count(Req(name="x", n=1)) for _ in range(3)]
+        for st in streams:
+            await st.__anext__()  # type: ignore[attr-defined]
+        for _ in range(3000):  # let every stream run as far as it can
+            await asyncio.sleep(0)
+        link = p.client._link
+        assert link is not None and link.parking.parked == 2
+        assert await asyncio.wait_for(s.hello(Req(name="alive")), TIMEOUT) == Reply(text="hello alive")
+        outcomes = []
+        for st in streams:
+            n = 1
+            try:
+                async for _r in st:
+                    n += 1
+                outcomes.append(n)
+            except RpcError as e:
+                assert e.status is Status.RESOURCE_EXHAUSTED and n > 4096
+                outcomes.append(e.status)
+        assert sorted(outcomes, key=str) == [total, total, Status.RESOURCE_EXHAUSTED]
+
+
+async def test_slow_request_streams_cannot_stall_the_connection() -> None:
+    """The same budget on the server: two client streams may pause, a third fails RESOURCE_EXHAUSTED."""
+    from kcprpc.mux import MuxConfig
+
+    total = 6000
+    gate = asyncio.Event()
+
+    class Sink(Demo):
+        async def total(self, reqs: AsyncIterator[Req]) -> int:
+            await gate.wait()  # reads nothing until the gate opens
+            return sum([1 async for _r in reqs])
+
+    async def reqs() -> AsyncIterator[Req]:
+        for i in range(total):
+            yield Req(name="r" * 100, n=i)
+
+    cfg = MuxConfig(version=2, max_stream_buffer=64 * 1024, max_receive_buffer=192 * 1024)
+    async with pair([Sink()], transport="mux", mux_config=cfg) as p:
+        s = p.client.stub(Sink)
+        calls = [asyncio.ensure_future(s.total(reqs())) for _ in range(3)]
+        for _ in range(3000):
+            await asyncio.sleep(0)
+        assert await asyncio.wait_for(s.hello(Req(name="alive")), TIMEOUT) == Reply(text="hello alive")
+        (sess,) = p.server.sessions
+        assert sess.parking.parked == 2
+        gate.set()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), TIMEOUT)
+        assert [r.status for r in results if isinstance(r, RpcError)] == [Status.RESOURCE_EXHAUSTED]
+        assert [r for r in results if not isinstance(r, BaseException)] == [total, total]
