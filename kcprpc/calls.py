@@ -46,6 +46,11 @@ def _trailer_error(body: Any) -> tuple[RpcError | None, dict[str, Any] | None]:
     return RpcError(code, str(body[1]), details, trailing_metadata=md), md
 
 
+def _bad_response(e: ValidationError) -> RpcError:
+    """A response that does not validate against the method's type."""
+    return RpcError(Status.INTERNAL, "response validation failed", e.errors(include_url=False))
+
+
 class _ClientCall:
     """Client side state of one call (any kind)."""
 
@@ -245,7 +250,7 @@ class StreamCall(Generic[T]):
         try:
             return cast(T, self._spec.load_response(item))
         except ValidationError as e:
-            err = RpcError(Status.INTERNAL, "response validation failed", e.errors(include_url=False))
+            err = _bad_response(e)
             call.cancel(err)
             self._finished = True
             raise err from None

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, cast
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.calls import StreamCall, UnaryCall, _ClientCall, _Stub, _trailer_error
+from kcprpc.calls import StreamCall, UnaryCall, _bad_response, _ClientCall, _Stub, _trailer_error
 from kcprpc.codec import (
     CALL,
     END,
@@ -42,10 +42,10 @@ from kcprpc.codec import (
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
-from kcprpc.push import route
+from kcprpc.push import route, send_datagram
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames
+from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames, spawn
 
 log = logging.getLogger("kcprpc.client")
 
@@ -110,13 +110,7 @@ class _Link:
         self.writer.send(frame)
 
     def send_datagram(self, frame: bytes) -> bool:
-        if self.closed or len(frame) > self._max_dgram:
-            return False
-        try:
-            self.conn.send_datagram(frame)
-        except Exception:
-            return False
-        return True
+        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
 
     def on_frames(self, frames: list[Frame]) -> None:
         if self.hb is not None:
@@ -287,9 +281,7 @@ class Client:
         self._stubs: dict[type, _Stub] = {}
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
-        t = asyncio.ensure_future(aw)
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
+        spawn(self._background, aw)
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> Client:
@@ -472,10 +464,8 @@ class Client:
         reply = await call
         call.trailing_metadata
         """
-        spec = method_spec(method)
-        if spec.kind is not MethodKind.UNARY:
-            raise UsageError(f"{spec.wire_name} is {spec.kind.value}, not unary")
-        return cast(UnaryCall[R], self.invoke(spec, request, timeout=timeout, metadata=metadata))
+        call = self.invoke(method_spec(method), request, kind="unary", timeout=timeout, metadata=metadata)
+        return cast(UnaryCall[R], call)
 
     def stream(
         self,
@@ -486,10 +476,10 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
     ) -> StreamCall[R]:
         """A server-streaming call with per-call options."""
-        spec = method_spec(method)
-        if spec.kind is not MethodKind.SERVER_STREAM:
-            raise UsageError(f"{spec.wire_name} is {spec.kind.value}, not server streaming")
-        return cast(StreamCall[R], self.invoke(spec, request, timeout=timeout, metadata=metadata))
+        call = self.invoke(
+            method_spec(method), request, kind="server_stream", timeout=timeout, metadata=metadata
+        )
+        return cast(StreamCall[R], call)
 
     def invoke(
         self,
@@ -522,7 +512,7 @@ class Client:
         if k is MethodKind.UNARY:
             return UnaryCall(lambda uc: self._unary(spec, request, timeout, metadata, uc))
         if k is MethodKind.CLIENT_STREAM:
-            return UnaryCall(lambda uc: self._client_stream(spec, request, timeout, metadata, uc))
+            return UnaryCall(lambda uc: self._unary(spec, request, timeout, metadata, uc, True))
         if k is MethodKind.SERVER_STREAM:
             return StreamCall(self, spec, request, timeout, metadata)
         if k is MethodKind.BIDI:
@@ -594,16 +584,19 @@ class Client:
         timeout: float | None,
         metadata: Mapping[str, Any] | None,
         uc: UnaryCall[Any] | None,
+        streaming: bool = False,
     ) -> Any:
+        """A unary call, or with ``streaming`` a client-streaming one (``request`` is then the
+        async iterable of requests), through the client interceptors."""
         timeout = self._timeout(timeout)
         if self.interceptors:
             details = ClientCallDetails(spec, request, dict(metadata or {}), timeout)
 
             async def last(d: ClientCallDetails) -> Any:
-                return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc)
+                return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc, streaming)
 
             return await chain_client(self.interceptors, details, last)
-        return await self._unary_core(spec, request, timeout, metadata, uc)
+        return await self._unary_core(spec, request, timeout, metadata, uc, streaming)
 
     async def _unary_core(
         self,
@@ -612,23 +605,25 @@ class Client:
         timeout: float | None,
         metadata: Mapping[str, Any] | None,
         uc: UnaryCall[Any] | None,
+        streaming: bool,
     ) -> Any:
-        call = await self._begin(spec, request, timeout, metadata, True)
+        call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
+        sender = asyncio.ensure_future(self._send_requests(call, request)) if streaming else None
         try:
             payload = await call.fut
         except asyncio.CancelledError:
             call.cancel(RpcError(Status.CANCELLED, "cancelled by the client"))
             raise
         finally:
+            if sender is not None:
+                sender.cancel()
             if uc is not None:
                 uc.initial_metadata = call.initial_md
                 uc.trailing_metadata = call.trailing_md
         try:
             return spec.load_response(payload)
         except ValidationError as e:
-            raise RpcError(
-                Status.INTERNAL, "response validation failed", e.errors(include_url=False)
-            ) from None
+            raise _bad_response(e) from None
 
     async def _send_requests(self, call: _ClientCall, requests: AsyncIterable[Any]) -> None:
         dump = call.spec.dump_request
@@ -648,41 +643,6 @@ class Client:
         except Exception as e:  # the request iterator failed: cancel the call
             log.debug("request iterator of %s failed: %r", call.spec.wire_name, e)
             call.cancel(RpcError(Status.CANCELLED, f"request iterator raised {type(e).__name__}"))
-
-    async def _client_stream(
-        self,
-        spec: MethodSpec,
-        requests: AsyncIterable[Any],
-        timeout: float | None,
-        metadata: Mapping[str, Any] | None,
-        uc: UnaryCall[Any] | None,
-    ) -> Any:
-        timeout = self._timeout(timeout)
-
-        async def last(d: ClientCallDetails) -> Any:
-            call = await self._begin(d.method, None, d.timeout, d.metadata, False)
-            sender = asyncio.ensure_future(self._send_requests(call, requests))
-            try:
-                payload = await call.fut
-            except asyncio.CancelledError:
-                call.cancel(RpcError(Status.CANCELLED, "cancelled by the client"))
-                raise
-            finally:
-                sender.cancel()
-                if uc is not None:
-                    uc.initial_metadata = call.initial_md
-                    uc.trailing_metadata = call.trailing_md
-            try:
-                return spec.load_response(payload)
-            except ValidationError as e:
-                raise RpcError(
-                    Status.INTERNAL, "response validation failed", e.errors(include_url=False)
-                ) from None
-
-        details = ClientCallDetails(spec, requests, dict(metadata or {}), timeout)
-        if self.interceptors:
-            return await chain_client(self.interceptors, details, last)
-        return await last(details)
 
     def notify(
         self,

@@ -167,11 +167,13 @@ session-wide receive buffer (smux's 4 MiB): at most 7 streams may stall with a f
 (``MuxConnection.max_paused_streams``); docs/rpc.md, Flow control."""
 
 
-def _fec(fec: tuple[int, int] | None) -> tuple[int, int]:
-    if fec is None:
-        return 0, 0
-    data, parity = fec
-    return int(data), int(parity)
+def _kcp_options(
+    crypt: str | None, key: bytes | str | None, fec: tuple[int, int] | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of ``kcp.dial`` / ``kcp.listen``: ``fec=(data, parity)`` becomes kcp's
+    shard counts; the other session options pass through."""
+    data, parity = fec if fec is not None else (0, 0)
+    return {"crypt": crypt, "key": key, "data_shards": int(data), "parity_shards": int(parity), **options}
 
 
 def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig | None = None) -> MuxConnection:
@@ -207,16 +209,7 @@ async def dial(
     """Dial a KCP session to ``host:port`` and start a client mux on it."""
     import kcp
 
-    data_shards, parity_shards = _fec(fec)
-    session = await kcp.dial(
-        host,
-        port,
-        crypt=crypt,
-        key=key,
-        data_shards=data_shards,
-        parity_shards=parity_shards,
-        **session_options,
-    )
+    session = await kcp.dial(host, port, **_kcp_options(crypt, key, fec, session_options))
     return wrap_session(session, client=True, mux_config=mux_config)
 
 
@@ -264,14 +257,5 @@ async def listen(
     """Listen for KCP sessions on ``host:port``."""
     import kcp
 
-    data_shards, parity_shards = _fec(fec)
-    listener = await kcp.listen(
-        host,
-        port,
-        crypt=crypt,
-        key=key,
-        data_shards=data_shards,
-        parity_shards=parity_shards,
-        **session_options,
-    )
+    listener = await kcp.listen(host, port, **_kcp_options(crypt, key, fec, session_options))
     return RpcListener(listener, mux_config)

@@ -25,6 +25,7 @@ from kcprpc.codec import EVENT, ROOMS, encode_frame, encode_frame_raw, pack
 from kcprpc.errors import RpcError
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
+from kcprpc.transport import Connection
 
 if TYPE_CHECKING:
     from kcprpc.server import Server, ServerSession
@@ -51,6 +52,18 @@ class Peer(Protocol):
     def send_datagram(self, frame: bytes) -> bool:
         """Send a frame as one OOB datagram; False if it cannot go that way (too big, no datagrams)."""
         ...
+
+
+def send_datagram(conn: Connection, frame: bytes, max_size: int) -> bool:
+    """Send ``frame`` as one OOB datagram of ``conn`` if it fits (``Peer.send_datagram`` of either end);
+    False when it does not or the connection refuses, so that the caller sends it reliably."""
+    if len(frame) > max_size:
+        return False
+    try:
+        conn.send_datagram(frame)
+    except Exception:
+        return False
+    return True
 
 
 def route(peer: Peer, frame: bytes, delivery: Delivery) -> None:
@@ -309,14 +322,15 @@ class PushHub:
         self, room: str, event: Any, *, delivery: Delivery | str | None = None
     ) -> BrokerMessage:
         """Push a typed event to every member of ``room`` (on every server sharing the broker)."""
-        name, default, adapter = event_info(type(event))
-        d = Delivery(delivery) if delivery is not None else default
-        return await self.broker.publish(room_key(room), name, adapter.dump_python(event), d)
+        return await self._publish(room_key(room), event, delivery)
 
     async def publish(
         self, topic: str, event: Any, *, delivery: Delivery | str | None = None
     ) -> BrokerMessage:
         """Publish a typed event on ``topic``."""
+        return await self._publish(topic_key(topic), event, delivery)
+
+    async def _publish(self, key: str, event: Any, delivery: Delivery | str | None) -> BrokerMessage:
         name, default, adapter = event_info(type(event))
         d = Delivery(delivery) if delivery is not None else default
-        return await self.broker.publish(topic_key(topic), name, adapter.dump_python(event), d)
+        return await self.broker.publish(key, name, adapter.dump_python(event), d)

@@ -41,10 +41,28 @@ from kcprpc.context import ServerContext, _current, current_context
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig
 from kcprpc.interceptors import ServerInterceptor, chain_server
-from kcprpc.push import Broker, BrokerMessage, MemoryBroker, PushHub, room_key, route, topic_key
+from kcprpc.push import (
+    Broker,
+    BrokerMessage,
+    MemoryBroker,
+    PushHub,
+    room_key,
+    route,
+    send_datagram,
+    topic_key,
+)
 from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, Inbox, ParkingLot, read_frames
+from kcprpc.transport import (
+    INBOX_LIMIT,
+    ByteStream,
+    Connection,
+    FrameWriter,
+    Inbox,
+    ParkingLot,
+    read_frames,
+    spawn,
+)
 
 log = logging.getLogger("kcprpc.server")
 
@@ -134,13 +152,7 @@ class ServerSession:
 
     def send_datagram(self, frame: bytes) -> bool:
         """Send a frame as one OOB datagram if it fits."""
-        if self.closed or len(frame) > self._max_dgram:
-            return False
-        try:
-            self.conn.send_datagram(frame)
-        except Exception:
-            return False
-        return True
+        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
 
     # -- push API --
     def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
@@ -276,9 +288,7 @@ class Server:
                     stream = await conn.accept_stream()
                 except (ConnectionError, OSError, EOFError):
                     break
-                t = asyncio.ensure_future(self._serve_stream(sess, stream))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+                spawn(tasks, self._serve_stream(sess, stream))
         finally:
             sess.closed = True
             dgram_task.cancel()
@@ -305,9 +315,7 @@ class Server:
             for s in [s for s in self.sessions if s.last_receive < limit and not s.closed]:
                 log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
                 s.closed = True
-                t = asyncio.ensure_future(s.conn.close())  # concurrently: a dead peer's close may linger
-                self._tasks.add(t)
-                t.add_done_callback(self._tasks.discard)
+                spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
 
     async def _datagram_loop(self, sess: ServerSession) -> None:
         conn = sess.conn
@@ -358,9 +366,7 @@ class Server:
         md = body[2] if len(body) > 2 and isinstance(body[2], dict) else {}
         self.stats["notifications"] += 1
         ctx = ServerContext(spec, md, sess, None, None)
-        t = asyncio.ensure_future(self._run_notify(ctx, handler, req))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._run_notify(ctx, handler, req))
 
     async def _run_notify(self, ctx: ServerContext, handler: Handler, req: Any) -> None:
         _current.set(ctx)
@@ -396,9 +402,7 @@ class Server:
                 conn = await self._listener.accept()
             except (ConnectionError, OSError, EOFError):
                 return
-            t = asyncio.ensure_future(self.handle_connection(conn))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
+            spawn(self._tasks, self.handle_connection(conn))
 
     async def serve(self) -> None:
         """Start (if needed) and serve until :meth:`shutdown` (or cancellation)."""
@@ -461,6 +465,15 @@ class Server:
 async def _maybe_await(v: Any) -> None:
     if inspect.isawaitable(v):
         await v
+
+
+def _bad_request(e: ValidationError) -> RpcError:
+    """A request that does not validate: INVALID_ARGUMENT with pydantic's error list."""
+    return RpcError(
+        Status.INVALID_ARGUMENT,
+        "request validation failed",
+        e.errors(include_url=False, include_context=False),
+    )
 
 
 def _invoke(handler: Handler, spec: MethodSpec, req: Any) -> Any:
@@ -529,9 +542,7 @@ class _Channel:
             self._restore(restore)
             self._welcome()
             return
-        t = asyncio.ensure_future(self._handshake(restore))
-        server._tasks.add(t)
-        t.add_done_callback(server._tasks.discard)
+        spawn(server._tasks, self._handshake(restore))
 
     def _welcome(self) -> None:
         sess, server = self.sess, self.server
@@ -694,11 +705,7 @@ class _Channel:
                 else:
                     req = None
             except ValidationError as e:
-                raise RpcError(
-                    Status.INVALID_ARGUMENT,
-                    "request validation failed",
-                    e.errors(include_url=False, include_context=False),
-                ) from None
+                raise _bad_request(e) from None
             if spec.streams_responses:
                 if server.interceptors:
                     await chain_server(
@@ -791,8 +798,4 @@ class _Channel:
             try:
                 yield load(item)
             except ValidationError as e:
-                raise RpcError(
-                    Status.INVALID_ARGUMENT,
-                    "request validation failed",
-                    e.errors(include_url=False, include_context=False),
-                ) from None
+                raise _bad_request(e) from None

@@ -80,6 +80,15 @@ class Connection(Protocol):
         ...
 
 
+def spawn(tasks: set[Any], aw: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run ``aw`` as a task held in ``tasks`` (so it is not garbage-collected, and its owner can
+    cancel what is left at shutdown) until it is done."""
+    t = asyncio.ensure_future(aw)
+    tasks.add(t)
+    t.add_done_callback(tasks.discard)
+    return t
+
+
 class FrameWriter:
     """Writes frames to a stream, coalescing every frame sent in one loop tick into one write.
 

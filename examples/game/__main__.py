@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import kcprpc
+from examples.common import exit_with, print_figures
 from examples.game.bots import BotStats, run_bot
 from examples.game.service import make_server, run_ticker
 
@@ -63,8 +64,7 @@ async def main(args: argparse.Namespace) -> int:
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         stats = await run_bots(host, int(port), args.bots, args.seconds, args.rooms, args.seed)
-        for k, v in report(stats, args.seconds).items():
-            print(f"{k:28} {v:.2f}" if isinstance(v, float) else f"{k:28} {v}")
+        print_figures(report(stats, args.seconds), 28)
         return 0
     server, world = make_server("127.0.0.1", args.port)
     host, port = await server.start()
@@ -80,8 +80,7 @@ async def main(args: argparse.Namespace) -> int:
             return 0
         stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
         rep = report(stats, args.seconds, world)
-        for k, v in rep.items():
-            print(f"{k:28} {v:.2f}" if isinstance(v, float) else f"{k:28} {v}")
+        print_figures(rep, 28)
         return 0 if rep["min_snapshots"] > 0 else 1
     finally:
         ticker.cancel()
@@ -98,17 +97,9 @@ def run() -> None:
     ap.add_argument("--serve", action="store_true", help="run only the server")
     ap.add_argument("--connect", help="run only the bots against HOST:PORT")
     try:
-        sys.exit(kcprpc_run(main(ap.parse_args())))
+        exit_with(main(ap.parse_args()))
     except KeyboardInterrupt:  # Ctrl-C on --serve: the server already shut down in main()'s finally
         sys.exit(0)
-
-
-def kcprpc_run(coro: Any) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return int(asyncio.run(coro))
-    return int(uvloop.run(coro))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ python -m examples.live.load --viewers 1000      # the load script
 from __future__ import annotations
 
 import argparse
-import sys
-
-import uvloop
 
 import kcprpc
+from examples.common import exit_with, print_figures
 from examples.live.load import run_load
 from examples.live.service import Chat, LiveService, make_server
 
@@ -28,8 +26,7 @@ async def main(args: argparse.Namespace) -> int:
             except kcprpc.RpcError as e:
                 print(f"viewer publishing -> {e.status.name}")
         res = await run_load(host, port, args.viewers, args.seconds, args.rate)
-        for k, v in res.items():
-            print(f"{k:16} {v:.2f}" if isinstance(v, float) else f"{k:16} {v}")
+        print_figures(res)
         return 0 if res["delivered"] == res["expected"] else 1
     finally:
         await server.shutdown(grace=1.0)
@@ -40,7 +37,7 @@ def run() -> None:
     ap.add_argument("--viewers", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rate", type=float, default=20.0)
-    sys.exit(uvloop.run(main(ap.parse_args())))
+    exit_with(main(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kcprpc
+from examples.common import exit_with, print_figures
 from examples.live.service import Chat, Gift, LiveService, Score, topic
 
 
@@ -154,8 +155,7 @@ async def main(args: argparse.Namespace) -> int:
                 proc.wait(5)
                 if proc.stdout is not None:
                     proc.stdout.close()
-    for k, v in res.items():
-        print(f"{k:16} {v:.2f}" if isinstance(v, float) else f"{k:16} {v}")
+    print_figures(res)
     return 0 if res["delivered"] == res["expected"] else 1
 
 
@@ -167,10 +167,7 @@ def run() -> None:
     ap.add_argument("--connect", help="HOST:PORT of a running live server")
     ap.add_argument("--token", default="publisher-secret")
     ap.add_argument("--publisher", help=argparse.SUPPRESS)  # HOST:PORT: run only the publisher
-    args = ap.parse_args()
-    import uvloop
-
-    sys.exit(uvloop.run(main(args)))
+    exit_with(main(ap.parse_args()))
 
 
 if __name__ == "__main__":

@@ -13,29 +13,30 @@ import kcprpc
 from kcprpc import RpcError, ServerContext, Status, current_context
 
 
-@kcprpc.event("live.chat")
-class Chat(BaseModel):
+class ChannelEvent(BaseModel):
+    """What every event published on a channel carries."""
+
     channel: str
+    sent_at: float = 0.0  # the publisher's clock (time.time()), for latency figures
+
+
+@kcprpc.event("live.chat")
+class Chat(ChannelEvent):
     user: str
     text: str = Field(max_length=500)
-    sent_at: float = 0.0
 
 
 @kcprpc.event("live.gift")
-class Gift(BaseModel):
-    channel: str
+class Gift(ChannelEvent):
     user: str
     gift: str
     amount: int = Field(ge=1)
-    sent_at: float = 0.0
 
 
 @kcprpc.event("live.score")
-class Score(BaseModel):
-    channel: str
+class Score(ChannelEvent):
     home: int
     away: int
-    sent_at: float = 0.0
 
 
 class PublishAck(BaseModel):

@@ -8,21 +8,13 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rpc_support import Demo, Probe
+from test_rpc_support import Demo, Probe, any_msgpack
 
 from kcprpc import Server, ServerConfig
 from kcprpc import codec as c
 from kcprpc.memory import connection_pair
 
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
+msgpack_values = any_msgpack(text=20, items=6, key=8, entries=4, leaves=12)
 frames = st.lists(
     st.tuples(st.integers(0, 255), st.integers(0, 2**32 - 1), msgpack_values)
     | st.tuples(st.just(c.CALL), st.integers(1, 5), st.tuples(

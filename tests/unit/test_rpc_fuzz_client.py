@@ -8,22 +8,14 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_rpc_support import Demo, Req, Tick
+from test_rpc_support import Demo, Req, Tick, any_msgpack
 
 from kcprpc import Client, ClientConfig, RpcError
 from kcprpc import codec as c
 from kcprpc.memory import connection_pair
 from kcprpc.transport import Connection
 
-values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.text(max_size=12)
-    | st.binary(max_size=12),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=10,
-)
+values = any_msgpack(text=12, items=5, key=6, entries=3, leaves=10)
 garbage = st.lists(
     st.tuples(st.integers(0, 20), st.sampled_from([0, 1, 2, 7, 2**32 - 1]), values),
     max_size=10,

@@ -9,9 +9,19 @@ from test_rpc_support import Demo, Probe, Req, Tick
 
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction
-from kcprpc.testing import pair
+from kcprpc.testing import RpcPair, pair
 
 TIMEOUT = 5.0
+
+
+async def drop_and_refuse(p: RpcPair) -> None:
+    """Drop the connection while new ones are refused; return once the client has noticed."""
+    p.refuse = True
+    await p.drop()
+    for _ in range(100):
+        if not p.client.connected:
+            break
+        await asyncio.sleep(0)
 
 
 def test_policy_pings_measures_rtt_and_declares_death() -> None:
@@ -99,12 +109,7 @@ async def test_server_drops_silent_clients() -> None:
 async def test_calls_while_disconnected_fail_fast_with_unavailable() -> None:
     cfg = ClientConfig(heartbeat=None, reconnect=ReconnectPolicy(initial=0.01, maximum=0.02))
     async with pair([Demo()], client_config=cfg) as p:
-        p.refuse = True
-        await p.drop()
-        for _ in range(100):
-            if not p.client.connected:
-                break
-            await asyncio.sleep(0)
+        await drop_and_refuse(p)
         with pytest.raises(RpcError) as ei:
             await p.client.stub(Demo).hello(Req(name="x"))
         assert ei.value.status is Status.UNAVAILABLE
@@ -177,12 +182,7 @@ async def test_wait_for_ready_calls_ride_out_a_reconnect() -> None:
         heartbeat=None, reconnect=ReconnectPolicy(initial=0.01, maximum=0.02), wait_for_ready=True
     )
     async with pair([Demo()], client_config=cfg) as p:
-        p.refuse = True
-        await p.drop()
-        for _ in range(100):
-            if not p.client.connected:
-                break
-            await asyncio.sleep(0)
+        await drop_and_refuse(p)
         call = asyncio.ensure_future(p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="patient")))
         for _ in range(10):
             await asyncio.sleep(0)
@@ -190,12 +190,7 @@ async def test_wait_for_ready_calls_ride_out_a_reconnect() -> None:
         p.refuse = False
         assert (await asyncio.wait_for(call, TIMEOUT)).text == "hello patient"
         # without a connection in time: DEADLINE_EXCEEDED
-        p.refuse = True
-        await p.drop()
-        for _ in range(100):
-            if not p.client.connected:
-                break
-            await asyncio.sleep(0)
+        await drop_and_refuse(p)
         with pytest.raises(RpcError) as ei:
             await p.client.stub(Demo, timeout=0.05).hello(Req(name="late"))
         assert ei.value.status is Status.DEADLINE_EXCEEDED

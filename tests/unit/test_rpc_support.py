@@ -1,10 +1,12 @@
-"""Services shared by the RPC unit tests."""
+"""Services and strategies shared by the RPC unit tests."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 import kcprpc
@@ -140,3 +142,19 @@ class Demo(kcprpc.Service, name="test.Demo"):
 
     async def whoami(self) -> str:
         return current_context().session.id
+
+
+def any_msgpack(*, text: int, items: int, key: int, entries: int, leaves: int) -> st.SearchStrategy[Any]:
+    """Any msgpack value: scalars (strings and binaries up to ``text``), lists up to ``items``, maps
+    up to ``entries`` with string keys up to ``key``; at most ``leaves`` scalars in all."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.text(max_size=text)
+        | st.binary(max_size=text),
+        lambda inner: (
+            st.lists(inner, max_size=items) | st.dictionaries(st.text(max_size=key), inner, max_size=entries)
+        ),
+        max_leaves=leaves,
+    )
