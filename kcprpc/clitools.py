@@ -73,7 +73,7 @@ class CliError(Exception):
 # ---------------------------------------------------------------------------- transport flags
 def add_transport_args(p: argparse.ArgumentParser) -> None:
     """The transport flags, with kcptun's names; shared by the client commands and ``serve``."""
-    g = p.add_argument_group("transport (as kcptun names them; must match the server)")
+    g = p.add_argument_group("transport (named as kcptun names them; client and server must agree)")
     g.add_argument(
         "--crypt", default=None, help="cipher: aes, aes-128, salsa20, none, null ... (default: no crypt)"
     )
