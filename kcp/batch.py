@@ -32,7 +32,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kcp.stats import Counters
@@ -62,6 +62,7 @@ _CMSG_SPACE = 24  # CMSG_SPACE(sizeof(uint16_t))
 _ADDR_CACHE_LIMIT = 65536
 _RETRY_ERRNOS = (errno.EINTR,)
 _AGAIN_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK)
+_GSO_REFUSED_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
 
 
 class _IOVec(ctypes.Structure):
@@ -317,6 +318,10 @@ def _shared_buffers(n: int, slot: int, gso: bool = False) -> _MMsgBuffers:
     return b
 
 
+_Fill = Callable[[Sequence[tuple[bytes, Address]], int, int], tuple[int, list[int] | None, list[int]]]
+"""Packs the send arrays from an index: (messages, datagrams per message or None for 1, bytes per message)."""
+
+
 class DatagramIO:
     """Batched send and receive on one non-blocking UDP socket.
 
@@ -341,6 +346,7 @@ class DatagramIO:
             raise ValueError("max_datagram must be at least 64")
         self.sock = sock
         self.family = sock.family
+        self._namelen = 16 if sock.family == socket.AF_INET else 28  # sizeof(sockaddr_in/_in6)
         self.fd = sock.fileno()
         self.batch = batch
         self.max_datagram = max_datagram
@@ -511,10 +517,72 @@ class DatagramIO:
         return i - start
 
     def _send_mmsg(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
-        b = self._b
-        n = self.batch
-        slot = self.max_datagram
+        """sendmmsg, one message per datagram."""
+        return self._send_batches(items, start, stop, self._fill_plain, self._b._smsg_ptr)
+
+    def _send_mmsg_gso(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
+        """sendmmsg where each run of equal-sized datagrams to one address is one GSO message."""
+        return self._send_batches(items, start, stop, self._fill_gso, self._bg._smsg_ptr)
+
+    def _send_batches(
+        self, items: Sequence[tuple[bytes, Address]], start: int, stop: int, fill: _Fill, msgs_ptr: int
+    ) -> int:
+        """Send ``items[start:stop]`` with one sendmmsg per batch that ``fill`` packs."""
         fd = self.fd
+        sendmmsg = _sendmmsg
+        calls = nbytes = sent = 0
+        i = start
+        while i < stop:
+            m, counts, sizes = fill(items, i, stop)
+            if m == 0:
+                # the datagram at i is larger than a slot: it goes alone through sendto
+                self._count_send(calls, sent, nbytes)
+                calls = nbytes = sent = 0
+                if self._send_plain(items, i, i + 1) == 0:
+                    return i - start
+                i += 1
+                continue
+            calls += 1
+            got = sendmmsg(fd, msgs_ptr, m, 0)
+            if got < 0:
+                err = ctypes.get_errno()
+                if err in _AGAIN_ERRNOS:
+                    break
+                if err in _RETRY_ERRNOS:
+                    continue
+                # the first message of the batch failed (bad address, EMSGSIZE, a pending ICMP
+                # error ...): drop it and go on with the rest
+                self.last_error = OSError(err, os.strerror(err))
+                first = counts[0] if counts is not None else 1
+                if first > 1 and err in _GSO_REFUSED_ERRNOS:
+                    # the path refuses segmentation offload: carry on without it
+                    self.gso = False
+                    self._count_send(calls, sent, nbytes)
+                    return i - start + self._send_mmsg(items, i, stop)
+                i += first
+                continue
+            # a partial count means the kernel stopped (buffer full or error): retry from there
+            if counts is None:
+                sent += got
+                i += got
+            else:
+                for x in range(got):
+                    sent += counts[x]
+                    i += counts[x]
+            nbytes += sum(sizes) if got == m else sum(sizes[:got])
+        self._count_send(calls, sent, nbytes)
+        return i - start
+
+    def _fill_plain(
+        self, items: Sequence[tuple[bytes, Address]], i: int, stop: int
+    ) -> tuple[int, list[int] | None, list[int]]:
+        """Pack up to ``batch`` datagrams from ``i``, one message each (their iovecs are fixed).
+
+        Returns the number of messages, ``None`` (one datagram per message) and their sizes; it
+        stops before a datagram larger than a slot.
+        """
+        b = self._b
+        slot = self.max_datagram
         sbase = b._sbase
         m32 = b._smsg32
         m64 = b._smsg64
@@ -523,68 +591,37 @@ class DatagramIO:
         s64 = b._stride64
         nl_off = b._namelen_off
         name_off = b._name_off
+        namelen = self._namelen
         memmove = ctypes.memmove
-        sendmmsg = _sendmmsg
         sockaddr = self._sockaddr
-        calls = nbytes = sent = 0
-        i = start
+        sizes: list[int] = []
+        stop = min(stop, i + self.batch)
+        k = 0
         while i < stop:
-            # fill up to n slots; an oversized datagram goes alone through sendto
-            k = 0
-            j = i
-            batch_bytes = 0
-            while j < stop and k < n:
-                data, addr = items[j]
-                size = len(data)
-                if size > slot:
-                    break
-                _, name_ptr = sockaddr(addr)
-                memmove(sbase + k * slot, data, size)
-                iov64[k * 2 + 1] = size
-                m64[k * s64 + name_off] = name_ptr
-                m32[k * s32 + nl_off] = 16 if self.family == socket.AF_INET else 28
-                batch_bytes += size
-                k += 1
-                j += 1
-            if k == 0:
-                # oversized datagram at i
-                self._count_send(calls, sent, nbytes)
-                calls = nbytes = sent = 0
-                done = self._send_plain(items, i, i + 1)
-                if done == 0:
-                    return i - start
-                i += 1
-                continue
-            calls += 1
-            got = sendmmsg(fd, b._smsg_ptr, k, 0)
-            if got < 0:
-                err = ctypes.get_errno()
-                if err in _AGAIN_ERRNOS:
-                    break
-                if err in _RETRY_ERRNOS:
-                    continue
-                # the first datagram of the batch failed (bad address, EMSGSIZE, a pending ICMP
-                # error ...): drop it and go on with the rest
-                self.last_error = OSError(err, os.strerror(err))
-                i += 1
-                continue
-            if got == k:
-                nbytes += batch_bytes
-            else:
-                nbytes += sum(len(items[x][0]) for x in range(i, i + got))
-            sent += got
-            i += got
-            if got < k:
-                continue  # partial: the kernel stopped (buffer full or error); retry from there
-        self._count_send(calls, sent, nbytes)
-        return i - start
+            data, addr = items[i]
+            size = len(data)
+            if size > slot:
+                break
+            memmove(sbase + k * slot, data, size)
+            iov64[k * 2 + 1] = size
+            m64[k * s64 + name_off] = sockaddr(addr)[1]
+            m32[k * s32 + nl_off] = namelen
+            sizes.append(size)
+            k += 1
+            i += 1
+        return k, None, sizes
 
-    def _send_mmsg_gso(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
-        """sendmmsg where each run of equal-sized datagrams to one address is one GSO message."""
+    def _fill_gso(
+        self, items: Sequence[tuple[bytes, Address]], i: int, stop: int
+    ) -> tuple[int, list[int], list[int]]:
+        """Pack up to ``batch`` datagrams from ``i`` into messages, one per GSO run.
+
+        Returns the number of messages and, per message, its datagram count and its bytes; it
+        stops before a datagram larger than a slot.
+        """
         b = self._bg
         n = self.batch
         slot = self.max_datagram
-        fd = self.fd
         sbase = b._sbase
         m32 = b._smsg32
         m64 = b._smsg64
@@ -600,125 +637,59 @@ class DatagramIO:
         ctllen_off = b._ctllen_off
         iov_base = b._siov_base
         ctl_base = b._ctl_base
-        namelen = 16 if self.family == socket.AF_INET else 28
+        namelen = self._namelen
         memmove = ctypes.memmove
-        sendmmsg = _sendmmsg
         sockaddr = self._sockaddr
-        calls = nbytes = sent = 0
-        i = start
-        while i < stop:
-            k = 0  # slots (datagrams) used
-            m = 0  # messages
-            counts: list[int] = []
-            sizes: list[int] = []
-            j = i
-            cur_addr: Address = None
-            cur_seg = cur_n = cur_bytes = 0
-            closed = True
-            while j < stop and k < n:
-                data, addr = items[j]
+        counts: list[int] = []
+        sizes: list[int] = []
+        k = 0  # slots (datagrams) used
+        m = 0  # messages
+        while i < stop and k < n:
+            data, addr = items[i]
+            seg = len(data)
+            if seg > slot:
+                break
+            end, total = _gso_run(items, i, min(stop, i + n - k))
+            base = m * s64
+            m64[base + name_off] = sockaddr(addr)[1]
+            m32[m * s32 + nl_off] = namelen
+            m64[base + iov_off] = iov_base + k * 16
+            m64[base + iovlen_off] = end - i
+            if end - i > 1:
+                m64[base + ctl_off] = ctl_base + m * _CMSG_SPACE
+                m64[base + ctllen_off] = _CMSG_SPACE
+                ctl16[(m * _CMSG_SPACE + 16) // 2] = seg
+            else:
+                m64[base + ctl_off] = 0
+                m64[base + ctllen_off] = 0
+            for x in range(i, end):
+                data = items[x][0]
                 size = len(data)
-                if size > slot:
-                    break
                 memmove(sbase + k * slot, data, size)
                 iov64[k * 2 + 1] = size
-                if (
-                    not closed
-                    and size <= cur_seg
-                    and cur_n < _GSO_MAX_SEGS
-                    and cur_bytes + size <= _GSO_MAX_BYTES
-                    and addr == cur_addr
-                ):
-                    cur_n += 1
-                    cur_bytes += size
-                    base = (m - 1) * s64
-                    m64[base + iovlen_off] = cur_n
-                    if cur_n == 2:
-                        m64[base + ctl_off] = ctl_base + (m - 1) * _CMSG_SPACE
-                        m64[base + ctllen_off] = _CMSG_SPACE
-                        ctl16[((m - 1) * _CMSG_SPACE + 16) // 2] = cur_seg
-                    if size < cur_seg:
-                        closed = True  # a shorter datagram may only end a run
-                    counts[-1] += 1
-                    sizes[-1] += size
-                else:
-                    base = m * s64
-                    m64[base + name_off] = sockaddr(addr)[1]
-                    m32[m * s32 + nl_off] = namelen
-                    m64[base + iov_off] = iov_base + k * 16
-                    m64[base + iovlen_off] = 1
-                    m64[base + ctl_off] = 0
-                    m64[base + ctllen_off] = 0
-                    cur_addr = addr
-                    cur_seg = cur_bytes = size
-                    cur_n = 1
-                    closed = False
-                    counts.append(1)
-                    sizes.append(size)
-                    m += 1
                 k += 1
-                j += 1
-            if k == 0:
-                self._count_send(calls, sent, nbytes)
-                calls = nbytes = sent = 0
-                done = self._send_plain(items, i, i + 1)
-                if done == 0:
-                    return i - start
-                i += 1
-                continue
-            calls += 1
-            got = sendmmsg(fd, b._smsg_ptr, m, 0)
-            if got < 0:
-                err = ctypes.get_errno()
-                if err in _AGAIN_ERRNOS:
-                    break
-                if err in _RETRY_ERRNOS:
-                    continue
-                self.last_error = OSError(err, os.strerror(err))
-                if counts[0] > 1 and err in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                    # the path refuses segmentation offload: carry on without it
-                    self.gso = False
-                    self._count_send(calls, sent, nbytes)
-                    return i - start + self._send_mmsg(items, i, stop)
-                i += counts[0]  # drop the failed message and go on
-                continue
-            for x in range(got):
-                sent += counts[x]
-                nbytes += sizes[x]
-                i += counts[x]
-            if got < m:
-                continue
-        self._count_send(calls, sent, nbytes)
-        return i - start
+            counts.append(end - i)
+            sizes.append(total)
+            m += 1
+            i = end
+        return m, counts, sizes
 
     def _send_gso(self, items: Sequence[tuple[bytes, Address]]) -> int:
+        """The sendmsg fallback: one system call per GSO run."""
         sendmsg = self.sock.sendmsg
         calls = nbytes = sent = 0
         i = 0
         total = len(items)
         while i < total:
             data, addr = items[i]
-            seg = len(data)
-            j = i + 1
-            size = seg
-            while (
-                j < total
-                and j - i < _GSO_MAX_SEGS
-                and items[j][1] == addr
-                and len(items[j][0]) <= seg
-                and size + len(items[j][0]) <= _GSO_MAX_BYTES
-            ):
-                size += len(items[j][0])
-                j += 1
-                if len(items[j - 1][0]) < seg:
-                    break  # a shorter datagram may only end a run
+            j, size = _gso_run(items, i, total)
             calls += 1
             try:
                 if j - i == 1:
                     sendmsg([data], [], 0, addr)
                 else:
                     bufs = [items[x][0] for x in range(i, j)]
-                    sendmsg(bufs, [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", seg))], 0, addr)
+                    sendmsg(bufs, [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))], 0, addr)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -730,3 +701,24 @@ class DatagramIO:
             i = j
         self._count_send(calls, sent, nbytes)
         return i
+
+
+def _gso_run(items: Sequence[tuple[bytes, Address]], i: int, stop: int) -> tuple[int, int]:
+    """End (exclusive) and bytes of the run from ``i`` that may go as one GSO super-packet.
+
+    A run is up to ``_GSO_MAX_SEGS`` datagrams (``_GSO_MAX_BYTES`` in all) to one address, each
+    no longer than the first; a shorter one may only end it (the kernel cuts at the first's size).
+    """
+    data, addr = items[i]
+    seg = total = len(data)
+    j = i + 1
+    while j < stop and j - i < _GSO_MAX_SEGS:
+        nxt, nxt_addr = items[j]
+        size = len(nxt)
+        if size > seg or total + size > _GSO_MAX_BYTES or nxt_addr != addr:
+            break
+        total += size
+        j += 1
+        if size < seg:
+            break
+    return j, total
