@@ -230,40 +230,32 @@ class _PythonCFB:
         bs, order = self._bs, self._order
         return b"".join([b.to_bytes(bs, order) for b in blocks])
 
-    def _tail(self, data: bytes, full: int, reg: int) -> bytes:
-        """XOR the partial last block with the first bytes of the keystream block E(reg)."""
-        tail = data[full:]
-        r = len(tail)
+    def _finish(self, data: bytes, out: list[int], reg: int) -> bytes:
+        """Pack the whole blocks ``out``; XOR a partial last block of ``data`` with E(reg)'s first bytes."""
+        res = self._to_bytes(out)
+        full = len(out) * self._bs
+        r = len(data) - full
+        if not r:
+            return res
         ks = self._block(reg).to_bytes(self._bs, self._order)[:r]
-        return (int.from_bytes(tail, "little") ^ int.from_bytes(ks, "little")).to_bytes(r, "little")
+        tail = (int.from_bytes(data[full:], "little") ^ int.from_bytes(ks, "little")).to_bytes(r, "little")
+        return res + tail
 
     def encrypt(self, data: bytes) -> bytes:
-        bs = self._bs
-        nblocks = len(data) // bs
-        full = nblocks * bs
         f = self._block
         reg = self._iv
         out: list[int] = []
         append = out.append
-        for p in self._to_ints(data, nblocks):
+        for p in self._to_ints(data, len(data) // self._bs):
             reg = f(reg) ^ p
             append(reg)
-        res = self._to_bytes(out)
-        return res + self._tail(data, full, reg) if full < len(data) else res
+        return self._finish(data, out, reg)
 
     def decrypt(self, data: bytes) -> bytes:
-        bs = self._bs
-        nblocks = len(data) // bs
-        full = nblocks * bs
         f = self._block
-        reg = self._iv
-        out: list[int] = []
-        append = out.append
-        for c in self._to_ints(data, nblocks):
-            append(f(reg) ^ c)
-            reg = c
-        res = self._to_bytes(out)
-        return res + self._tail(data, full, reg) if full < len(data) else res
+        cs = self._to_ints(data, len(data) // self._bs)
+        regs = [self._iv, *cs]  # block i is XORed with E(C[i-1]), E(IV) for the first
+        return self._finish(data, [f(r) ^ c for r, c in zip(regs, cs, strict=False)], regs[-1])
 
 
 def _bytes_block(
