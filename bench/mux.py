@@ -26,23 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import statistics
-import sys
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import BULK_KCP_OPTS, CHUNK, write_all
 
 from kcprpc.mux import MuxConfig, MuxSession, MuxStream
 from kcprpc.mux.testing import memory_pipe
 
 Pair = tuple[Any, Any]
 PairFactory = Callable[[], Awaitable[tuple[Pair, Callable[[], Awaitable[None]]]]]
-CHUNK = 65536  # application write size, the same for every contender (as bench/session.py)
-RAW_CHUNK = CHUNK
 
 
 async def memory_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
@@ -55,24 +52,11 @@ async def memory_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
     return (a, b), cleanup
 
 
-KCP_OPTS: dict[str, Any] = {
-    "nodelay": 1,
-    "interval": 10,
-    "resend": 2,
-    "nc": 1,
-    "snd_wnd": 1024,
-    "rcv_wnd": 1024,
-    "mtu": 1400,
-    "stream": True,
-    "read_buffer": 4 << 20,
-}
-
-
 async def kcp_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
     import kcp  # both ends in this process, over 127.0.0.1 UDP
 
-    listener = await kcp.listen("127.0.0.1", 0, **KCP_OPTS)
-    client = await kcp.dial("127.0.0.1", listener.address[1], **KCP_OPTS)
+    listener = await kcp.listen("127.0.0.1", 0, **BULK_KCP_OPTS)
+    client = await kcp.dial("127.0.0.1", listener.address[1], **BULK_KCP_OPTS)
     client.write(b"?")  # KCP has no handshake: the listener sees the session with its first packet
     server = await asyncio.wait_for(listener.accept(), 10)
     assert await asyncio.wait_for(server.readexactly(1), 10) == b"?"
@@ -98,15 +82,9 @@ async def _drain_reader(read: Callable[[int], Awaitable[bytes]], total: int) -> 
 
 async def run_raw(factory: PairFactory, total: int) -> tuple[float, float]:
     (a, b), cleanup = await factory()
-    data = b"r" * RAW_CHUNK
     t0, c0 = time.perf_counter(), time.process_time()
     reader = asyncio.ensure_future(_drain_reader(b.read, total))
-    sent = 0
-    while sent < total:
-        n = min(RAW_CHUNK, total - sent)
-        a.write(data if n == RAW_CHUNK else data[:n])
-        sent += n
-        await a.drain()
+    await write_all(a, total)
     got = await reader
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert got == total, (got, total)
@@ -114,78 +92,75 @@ async def run_raw(factory: PairFactory, total: int) -> tuple[float, float]:
     return total / dt, total / cpu
 
 
-async def run_mux(factory: PairFactory, total: int, streams: int, cfg: MuxConfig) -> tuple[float, float]:
+@contextlib.asynccontextmanager
+async def mux_pair(factory: PairFactory, cfg: MuxConfig) -> AsyncIterator[tuple[MuxSession, MuxSession]]:
+    """A client and a server :class:`MuxSession` over a fresh transport pair, closed on exit."""
     (a, b), cleanup = await factory()
     client = MuxSession(a, client=True, config=cfg)
     server = MuxSession(b, client=False, config=cfg)
+    try:
+        yield client, server
+    finally:
+        await client.close()
+        await server.close()
+        await cleanup()
+
+
+async def run_mux(factory: PairFactory, total: int, streams: int, cfg: MuxConfig) -> tuple[float, float]:
     per = total // streams
-    data = b"m" * CHUNK
+    async with mux_pair(factory, cfg) as (client, server):
 
-    async def writer() -> None:
-        st = await client.open_stream()
-        sent = 0
-        while sent < per:
-            n = min(CHUNK, per - sent)
-            st.write(data if n == CHUNK else data[:n])
-            sent += n
-            await st.drain()
-        st.close()
+        async def writer() -> None:
+            st = await client.open_stream()
+            await write_all(st, per)
+            st.close()
 
-    async def reader() -> int:
-        st = await server.accept_stream()
-        got = 0
-        while chunk := await st.read():
-            got += len(chunk)
-        st.close()
-        return got
+        async def reader() -> int:
+            st = await server.accept_stream()
+            got = 0
+            while chunk := await st.read():
+                got += len(chunk)
+            st.close()
+            return got
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    readers = [asyncio.ensure_future(reader()) for _ in range(streams)]
-    await asyncio.gather(*(writer() for _ in range(streams)))
-    got = sum(await asyncio.gather(*readers))
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert got == per * streams, (got, per * streams)
-    await client.close()
-    await server.close()
-    await cleanup()
-    return got / dt, got / cpu
+        t0, c0 = time.perf_counter(), time.process_time()
+        readers = [asyncio.ensure_future(reader()) for _ in range(streams)]
+        await asyncio.gather(*(writer() for _ in range(streams)))
+        got = sum(await asyncio.gather(*readers))
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        assert got == per * streams, (got, per * streams)
+        return got / dt, got / cpu
 
 
 async def run_open_close(factory: PairFactory, count: int, parallel: int, cfg: MuxConfig) -> float:
     """Seconds per stream for open + SYN + accept + FIN both ways + release."""
-    (a, b), cleanup = await factory()
-    client = MuxSession(a, client=True, config=cfg)
-    server = MuxSession(b, client=False, config=cfg)
+    async with mux_pair(factory, cfg) as (client, server):
 
-    async def acceptor() -> None:
-        async def one(st: MuxStream) -> None:
-            await st.read()
+        async def acceptor() -> None:
+            async def one(st: MuxStream) -> None:
+                await st.read()
+                st.close()
+
+            pending = set()
+            for _ in range(count):
+                st = await server.accept_stream()
+                pending.add(asyncio.ensure_future(one(st)))
+            await asyncio.gather(*pending)
+
+        async def one_stream() -> None:
+            st = await client.open_stream()
             st.close()
+            assert await st.read() == b""
 
-        pending = set()
-        for _ in range(count):
-            st = await server.accept_stream()
-            pending.add(asyncio.ensure_future(one(st)))
-        await asyncio.gather(*pending)
-
-    async def one_stream() -> None:
-        st = await client.open_stream()
-        st.close()
-        assert await st.read() == b""
-
-    acc = asyncio.ensure_future(acceptor())
-    t0 = time.perf_counter()
-    done = 0
-    while done < count:
-        n = min(parallel, count - done)
-        await asyncio.gather(*(one_stream() for _ in range(n)))
-        done += n
-    await acc
-    dt = time.perf_counter() - t0
-    await client.close()
-    await server.close()
-    await cleanup()
-    return dt / count
+        acc = asyncio.ensure_future(acceptor())
+        t0 = time.perf_counter()
+        done = 0
+        while done < count:
+            n = min(parallel, count - done)
+            await asyncio.gather(*(one_stream() for _ in range(n)))
+            done += n
+        await acc
+        return (time.perf_counter() - t0) / count
 
 
 def fmt_rate(bps: float) -> str:

@@ -21,15 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import zlib
-from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from _common import Contender, alternate_rounds, print_rounds
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -50,9 +45,9 @@ def kcp_packet(i: int) -> bytes:
     )
 
 
-def make_contenders() -> list[tuple[str, int, Callable[[], None]]]:
+def make_contenders() -> list[Contender]:
     """(label, ops per call, callable)."""
-    out: list[tuple[str, int, Callable[[], None]]] = []
+    out: list[Contender] = []
     pkt = kcp_packet(0)
 
     for name in ("null", "aes-128", "aes", "aes-128-gcm", "salsa20"):
@@ -166,33 +161,11 @@ def make_contenders() -> list[tuple[str, int, Callable[[], None]]]:
 
 
 def run(rounds: int, target_s: float) -> None:
-    contenders = make_contenders()
-    # calibrate: calls per round so that each contender runs about target_s per round
-    calls: dict[str, int] = {}
-    for label, _, fn in contenders:
-        t = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t < 0.02:
-            fn()
-            n += 1
-        per_call = (time.perf_counter() - t) / n
-        calls[label] = max(3, int(target_s / per_call))
-    results: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
-    for _ in range(rounds):
-        for label, ops, fn in contenders:  # alternation: every contender once per round
-            n = calls[label]
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            results[label].append((time.perf_counter() - t) / (n * ops) * 1e6)
+    results = alternate_rounds(make_contenders(), rounds, target_s)
     print(
         f"µs per {SIZE}-byte packet, median of {rounds} alternating rounds (python {sys.version.split()[0]})"
     )
-    width = max(len(label) for label in results)
-    for label, vals in results.items():
-        med = statistics.median(vals)
-        print(f"  {label:<{width}}  {med:8.2f}   (min {min(vals):.2f}, max {max(vals):.2f})")
-    m = {label: statistics.median(v) for label, v in results.items()}
+    m = print_rounds(results)
     ours = m["aes-128 seal+open"]
     print()
     print(f"aes-128 seal+open: {ours:.2f} µs (goal < 15)")

@@ -26,17 +26,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import rpc_grpc
+from _common import ROOT, medians, percentile, run_loop, stop_process
 
-import kcprpc  # noqa: E402
-from kcprpc import ClientConfig  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rpc_grpc  # noqa: E402
+import kcprpc
+from kcprpc import ClientConfig
 
 PAYLOAD = b"x" * 64
 
@@ -85,11 +81,7 @@ async def measure(call: Call, seconds: float, calls: int, inflight: int = 64) ->
         await call()
         lat.append(time.perf_counter() - t)
     lat.sort()
-    return {
-        "rate": rate,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
-    }
+    return {"rate": rate, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000}
 
 
 async def client_kcprpc(port: int, framing: str, seconds: float, calls: int) -> dict[str, float]:
@@ -115,14 +107,6 @@ async def client_grpc(port: int, seconds: float, calls: int, host: str = "127.0.
     return await rpc_grpc.with_echo(host, port, body)  # type: ignore[no-any-return]
 
 
-def run_loop(coro: Any, loop_kind: str) -> Any:
-    if loop_kind == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
 def start_server(kind: str, loop_kind: str) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, "--loop", loop_kind],
@@ -145,10 +129,7 @@ def one(contender: str, args: argparse.Namespace) -> dict[str, float]:
         framing = "stream" if contender == "kcprpc-stream" else "shared"
         return run_loop(client_kcprpc(port, framing, args.seconds, args.calls), loop_kind)  # type: ignore[no-any-return]
     finally:
-        proc.terminate()
-        proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc)
 
 
 def report_unary(args: argparse.Namespace) -> None:
@@ -168,7 +149,7 @@ def report_unary(args: argparse.Namespace) -> None:
                 flush=True,
             )
     print("# medians")
-    med = {c: {k: statistics.median(x[k] for x in v) for k in v[0]} for c, v in results.items()}
+    med = medians(results)
     for c, m in med.items():
         print(f"{c:14} {m['rate']:9.0f} calls/s   p50 {m['p50_ms']:.3f} ms   p99 {m['p99_ms']:.3f} ms")
     if "grpcio" in med:
@@ -214,10 +195,7 @@ def report_streaming(args: argparse.Namespace) -> None:
                 )
                 rate = run_loop(coro, loop_kind)
             finally:
-                proc.terminate()
-                proc.wait(5)
-                if proc.stdout is not None:
-                    proc.stdout.close()
+                stop_process(proc)
             results[c].append(rate)
             print(f"round {r + 1} {c:8} {rate:9.0f} msgs/s", flush=True)
     k, g = statistics.median(results["kcprpc"]), statistics.median(results["grpcio"])
@@ -239,10 +217,7 @@ def report_fanout(args: argparse.Namespace) -> None:
                 args.loop,
             )
         finally:
-            proc.terminate()
-            proc.wait(5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(proc)
         print(
             f"round {r + 1}: published {res['published']} delivered {res['delivered']}/{res['expected']} "
             f"{res['delivered_per_s']:.0f} msgs/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "
@@ -274,7 +249,7 @@ async def sequential_latency(kind: str, host: str, port: int, n: int) -> dict[st
             stub = client.stub(Bench)
             await run(lambda: stub.Echo(PAYLOAD))
     lat.sort()
-    return {"p50_ms": lat[n // 2], "p99_ms": lat[int(n * 0.99)], "max_ms": lat[-1], "n": n}
+    return {"p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99), "max_ms": lat[-1], "n": n}
 
 
 def report_link(args: argparse.Namespace) -> None:
@@ -317,10 +292,7 @@ def report_link(args: argparse.Namespace) -> None:
                 )
     finally:
         subprocess.run([le, *name, "down"], capture_output=True, check=False)
-    med = {
-        c: {k: statistics.median(x[k] for x in v) for k in ("p50_ms", "p99_ms", "max_ms")}
-        for c, v in results.items()
-    }
+    med = medians(results)
     k, g = med["kcprpc"], med["grpcio"]
     print(
         f"kcprpc / grpcio: p50 x{k['p50_ms'] / g['p50_ms']:.2f}, p99 x{k['p99_ms'] / g['p99_ms']:.2f}, "

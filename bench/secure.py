@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import Contender, alternate_rounds, print_rounds
 
 from kcp.crypt import derive_key, new_crypt
 from kcp.pipeline import Pipeline
@@ -43,7 +40,7 @@ def kcp_packet() -> bytes:
     return (0x11223344).to_bytes(4, "little") + bytes([81, 0]) + os.urandom(SIZE - 6)
 
 
-def handshake_contenders(server_time: list[float]) -> list[tuple[str, int, Callable[[], None]]]:
+def handshake_contenders(server_time: list[float]) -> list[Contender]:
     scfg = SecureConfig(
         static_key=SERVER_PRIV,
         retry_threshold=1 << 30,
@@ -82,8 +79,8 @@ def handshake_contenders(server_time: list[float]) -> list[tuple[str, int, Calla
     return [("handshake full (IKpsk2, both sides)", 1, full), ("retry reply under load", 1, retry)]
 
 
-def packet_contenders() -> list[tuple[str, int, Callable[[], None]]]:
-    out: list[tuple[str, int, Callable[[], None]]] = []
+def packet_contenders() -> list[Contender]:
+    out: list[Contender] = []
     pkt = kcp_packet()
     for name in ("aes", "aes-128"):
         tx = Pipeline(new_crypt(name, KEY), 0, 0, Counters())
@@ -131,38 +128,13 @@ def packet_contenders() -> list[tuple[str, int, Callable[[], None]]]:
     return out
 
 
-def measure(
-    contenders: list[tuple[str, int, Callable[[], None]]], rounds: int, target_s: float
-) -> dict[str, list[float]]:
-    calls: dict[str, int] = {}
-    for label, _, fn in contenders:
-        t = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t < 0.02:
-            fn()
-            n += 1
-        calls[label] = max(3, int(target_s / ((time.perf_counter() - t) / n)))
-    results: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
-    for _ in range(rounds):
-        for label, ops, fn in contenders:
-            n = calls[label]
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            results[label].append((time.perf_counter() - t) / (n * ops) * 1e6)
-    return results
-
-
 def run(rounds: int, target_s: float) -> None:
     server_time = [0.0, 0]
     hs = handshake_contenders(server_time)
     pk = packet_contenders()
-    res = measure(hs + pk, rounds, target_s)
-    m = {k: statistics.median(v) for k, v in res.items()}
+    res = alternate_rounds(hs + pk, rounds, target_s)
     print(f"secure mode benchmark, median of {rounds} alternating rounds (python {sys.version.split()[0]})")
-    width = max(len(k) for k in res)
-    for k, v in res.items():
-        print(f"  {k:<{width}}  {statistics.median(v):9.2f} µs   (min {min(v):.2f}, max {max(v):.2f})")
+    m = print_rounds(res, "9.2f", " µs")
     full = m["handshake full (IKpsk2, both sides)"]
     srv = server_time[0] / max(1, server_time[1]) * 1e6
     print()

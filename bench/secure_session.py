@@ -24,31 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import BULK_KCP_OPTS, child_process, percentile, send_bulk, sink_bulk
 
 import kcp
 from kcp.session import KCPSession
 
-KCP_OPTS: dict[str, Any] = {
-    "nodelay": 1,
-    "interval": 10,
-    "resend": 2,
-    "nc": 1,
-    "snd_wnd": 1024,
-    "rcv_wnd": 1024,
-    "mtu": 1400,
-    "stream": True,
-    "read_buffer": 4 << 20,
-    "idle_timeout": 60.0,
-}
-CHUNK = 65536
+KCP_OPTS: dict[str, Any] = {**BULK_KCP_OPTS, "idle_timeout": 60.0}
 CONTENDERS = ("compat-aes", "secure", "compat-aes-fec", "secure-fec", "compat-none")
 
 
@@ -66,15 +52,7 @@ def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
         done = asyncio.get_running_loop().create_future()
 
         async def sink(s: KCPSession) -> None:
-            got = 0
-            while got < total:
-                data = await s.read(1 << 20)
-                if not data:
-                    break
-                got += len(data)
-            s.write(b"!")
-            await s.drain()
-            done.set_result(got)
+            done.set_result(await sink_bulk(s, total))
 
         lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name), **KCP_OPTS)
         port_q.put(lis.address[1])
@@ -88,37 +66,18 @@ def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
 
 async def _sender(name: str, port: int, total: int) -> dict[str, Any]:
     s = await kcp.dial("127.0.0.1", port, **_variant(name), **KCP_OPTS)
-    payload = b"\x5a" * CHUNK
-    t0 = time.perf_counter()
-    sent = 0
-    while sent < total:
-        n = min(CHUNK, total - sent)
-        s.write(payload[:n])
-        sent += n
-        await s.drain()
-    ack = await asyncio.wait_for(s.readexactly(1), 300)
-    elapsed = time.perf_counter() - t0
-    assert ack == b"!"
+    elapsed = await send_bulk(s, total, timeout=300)
     st = s.stats
     s.abort()
     return {"elapsed": elapsed, "retrans": st.get("retrans_segs", 0), "epoch": st.get("secure_key_epoch", 0)}
 
 
 def run_one(name: str, total: int) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    port_q: Any = ctx.Queue()
-    result_q: Any = ctx.Queue()
-    p = ctx.Process(target=_receiver, args=(name, total, port_q, result_q))
-    p.start()
-    try:
+    with child_process(_receiver, name, total, method="spawn") as (port_q, result_q):
         port = port_q.get(timeout=60)
         out: dict[str, Any] = kcp.run(_sender(name, port, total))
         got = result_q.get(timeout=60)
         assert got >= total, (name, got, total)
-    finally:
-        p.join(timeout=10)
-        if p.is_alive():
-            p.kill()
     out["mbps"] = total / out["elapsed"] / 1e6
     return out
 
@@ -142,12 +101,7 @@ def _dial_server(port_q: Any, stop_q: Any) -> None:
 
 
 def run_dials(n: int) -> dict[str, float]:
-    ctx = mp.get_context("spawn")
-    port_q: Any = ctx.Queue()
-    stop_q: Any = ctx.Queue()
-    p = ctx.Process(target=_dial_server, args=(port_q, stop_q))
-    p.start()
-    try:
+    with child_process(_dial_server, method="spawn") as (port_q, stop_q):
         port, pub = port_q.get(timeout=60)
 
         async def dials() -> list[float]:
@@ -162,19 +116,13 @@ def run_dials(n: int) -> dict[str, float]:
             return out
 
         t0 = time.perf_counter()
-        lat: list[float] = kcp.run(dials())
+        try:
+            lat: list[float] = kcp.run(dials())
+        finally:
+            stop_q.put(None)
         total = time.perf_counter() - t0
-    finally:
-        stop_q.put(None)
-        p.join(timeout=10)
-        if p.is_alive():
-            p.kill()
     lat.sort()
-    return {
-        "per_s": n / total,
-        "p50_ms": lat[len(lat) // 2] * 1000,
-        "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
-    }
+    return {"per_s": n / total, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000}
 
 
 def main(argv: list[str] | None = None) -> int:

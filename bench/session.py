@@ -24,39 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BULK_KCP_OPTS, CHUNK, child_process, run_loop, send_bulk, sink_bulk
 
 import kcp
 from kcp.batch import open_udp_socket
 from kcp.session import KCPSession
 
-KCP_OPTS: dict[str, Any] = {
-    "nodelay": 1,
-    "interval": 10,
-    "resend": 2,
-    "nc": 1,
-    "snd_wnd": 1024,
-    "rcv_wnd": 1024,
-    "mtu": 1400,
-    "stream": True,
-    "read_buffer": 4 << 20,
-    "idle_timeout": 60.0,
-}
-CHUNK = 65536
-
-
-def _run(coro: Any, loop_kind: str) -> Any:
-    if loop_kind == "uvloop":
-        return kcp.run(coro)
-    return asyncio.run(coro)
+KCP_OPTS: dict[str, Any] = {**BULK_KCP_OPTS, "idle_timeout": 60.0}
 
 
 def _variant(name: str) -> dict[str, Any]:
@@ -70,19 +48,12 @@ def _variant(name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- ours
-def _ours_receiver(name: str, total: int, port_q: Any, result_q: Any, loop_kind: str) -> None:
+def _ours_receiver(name: str, total: int, loop_kind: str, port_q: Any, result_q: Any) -> None:
     async def main() -> None:
         done = asyncio.get_running_loop().create_future()
 
         async def sink(s: KCPSession) -> None:
-            got = 0
-            while got < total:
-                data = await s.read(1 << 20)
-                if not data:
-                    break
-                got += len(data)
-            s.write(b"!")
-            await s.drain()
+            await sink_bulk(s, total)
             done.set_result(s.stats)
 
         lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name), **KCP_OPTS)
@@ -92,22 +63,12 @@ def _ours_receiver(name: str, total: int, port_q: Any, result_q: Any, loop_kind:
         result_q.put({"listener": lis.stats, "session": sess_stats})
         lis.close()
 
-    _run(main(), loop_kind)
+    run_loop(main(), loop_kind)
 
 
 async def _ours_sender(name: str, port: int, total: int) -> dict[str, Any]:
     s = await kcp.dial("127.0.0.1", port, **_variant(name), **KCP_OPTS)
-    payload = b"\x5a" * CHUNK
-    t0 = time.perf_counter()
-    sent = 0
-    while sent < total:
-        n = min(CHUNK, total - sent)
-        s.write(payload[:n])
-        sent += n
-        await s.drain()
-    ack = await asyncio.wait_for(s.readexactly(1), 120)
-    elapsed = time.perf_counter() - t0
-    assert ack == b"!"
+    elapsed = await send_bulk(s, total)
     ep = s._ep.counters.snapshot()
     st = s.stats
     s.abort()
@@ -185,7 +146,7 @@ class _SioEnd(asyncio.DatagramProtocol):
         self._schedule()
 
 
-def _sio_receiver(name: str, total: int, port_q: Any, result_q: Any, loop_kind: str) -> None:
+def _sio_receiver(name: str, total: int, loop_kind: str, port_q: Any, result_q: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
@@ -209,7 +170,7 @@ def _sio_receiver(name: str, total: int, port_q: Any, result_q: Any, loop_kind: 
         result_q.put({"pkts_in": proto.pkts_in, "pkts_out": proto.pkts_out})
         tr.close()
 
-    _run(main(), loop_kind)
+    run_loop(main(), loop_kind)
 
 
 async def _sio_sender(name: str, port: int, total: int) -> dict[str, Any]:
@@ -250,21 +211,12 @@ def one_round(name: str, total: int, loop_kind: str) -> dict[str, Any]:
 
         r = udp_raw.run(name[4:], 1.0)
         return {"mb_s": r["mb_s"], "dgram_s": r["dgram_s"]}
-    ctx = mp.get_context("fork")
-    port_q: Any = ctx.Queue()
-    result_q: Any = ctx.Queue()
     target = _sio_receiver if name == "siokcp" else _ours_receiver
-    p = ctx.Process(target=target, args=(name, total, port_q, result_q, loop_kind))
-    p.start()
-    try:
+    with child_process(target, name, total, loop_kind) as (port_q, result_q):
         port = port_q.get(timeout=20)
         sender = _sio_sender if name == "siokcp" else _ours_sender
-        res: dict[str, Any] = _run(sender(name, port, total), loop_kind)
+        res: dict[str, Any] = run_loop(sender(name, port, total), loop_kind)
         res["receiver"] = result_q.get(timeout=60)
-    finally:
-        p.join(10)
-        if p.is_alive():
-            p.kill()
     res["mb_s"] = total / res["elapsed"] / 1e6
     if "endpoint" in res:
         ep = res["endpoint"]

@@ -17,22 +17,18 @@ dropped because the receiver fell behind do not count). Rounds alternate the con
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import select
-import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import child_process, medians
 
 from kcp.batch import DatagramIO, open_udp_socket
 
 SIZE = 1400
 
 
-def _receiver(kind: str, port_q: Any, result_q: Any, seconds: float) -> None:
+def _receiver(kind: str, seconds: float, port_q: Any, result_q: Any) -> None:
     sock = open_udp_socket("127.0.0.1", 0)
     port_q.put(sock.getsockname()[1])
     count = 0
@@ -93,15 +89,10 @@ def _sender(kind: str, port: int, seconds: float) -> int:
 
 def run(kind: str, seconds: float) -> dict[str, float]:
     """One round of ``kind`` (``blocking``, ``mmsg`` or ``gso``): received datagrams/s and MB/s."""
-    ctx = mp.get_context("fork")
-    port_q: Any = ctx.Queue()
-    result_q: Any = ctx.Queue()
-    p = ctx.Process(target=_receiver, args=(kind, port_q, result_q, seconds))
-    p.start()
-    port = port_q.get(timeout=10)
-    sent = _sender(kind, port, seconds)
-    count, elapsed = result_q.get(timeout=seconds + 15)
-    p.join(5)
+    with child_process(_receiver, kind, seconds) as (port_q, result_q):
+        port = port_q.get(timeout=10)
+        sent = _sender(kind, port, seconds)
+        count, elapsed = result_q.get(timeout=seconds + 15)
     rate = count / elapsed
     return {"dgram_s": rate, "mb_s": rate * SIZE / 1e6, "loss": 1 - count / max(sent, 1)}
 
@@ -118,10 +109,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     for _ in range(rounds):
         for kind in results:
             results[kind].append(run(kind, seconds))
-    out = {}
+    out = medians(results)
     for kind, rs in results.items():
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        out[kind] = med
+        med = out[kind]
         print(
             f"{kind:9} {med['dgram_s'] / 1e3:8.1f} k dgram/s  {med['mb_s']:7.1f} MB/s  "
             f"(sender-side loss {med['loss'] * 100:4.1f} %)  rounds: "

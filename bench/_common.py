@@ -1,0 +1,161 @@
+"""Helpers shared by the benchmark scripts: KCP bulk settings and transfer, child processes,
+alternating rounds of micro-benchmarks, medians and percentiles.
+
+Not a benchmark: running it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing as mp
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_T = TypeVar("_T")
+
+BULK_KCP_OPTS: dict[str, Any] = {
+    "nodelay": 1,
+    "interval": 10,
+    "resend": 2,
+    "nc": 1,
+    "snd_wnd": 1024,
+    "rcv_wnd": 1024,
+    "mtu": 1400,
+    "stream": True,
+    "read_buffer": 4 << 20,
+}
+"""KCP settings of the bulk-transfer benches: nodelay 1/10/2/1, windows 1024, mtu 1400, stream mode."""
+
+CHUNK = 65536
+"""Application write size of the bulk benches."""
+
+
+def run_loop(coro: Coroutine[Any, Any, _T], loop_kind: str = "uvloop") -> _T:
+    """Run ``coro`` on uvloop (through :func:`kcp.run`) or on asyncio's default loop."""
+    if loop_kind == "uvloop":
+        import kcp
+
+        return kcp.run(coro)
+    return asyncio.run(coro)
+
+
+async def sink_bulk(s: Any, total: int) -> int:
+    """Read until ``total`` bytes (or EOF) arrived on session ``s``, answer one byte; return bytes read."""
+    got = 0
+    while got < total:
+        data = await s.read(1 << 20)
+        if not data:
+            break
+        got += len(data)
+    s.write(b"!")
+    await s.drain()
+    return got
+
+
+_PAYLOAD = b"\x5a" * CHUNK
+
+
+async def write_all(w: Any, total: int) -> None:
+    """Write ``total`` bytes to ``w`` in :data:`CHUNK` writes, awaiting ``drain()`` after each."""
+    sent = 0
+    while sent < total:
+        n = min(CHUNK, total - sent)
+        w.write(_PAYLOAD if n == CHUNK else _PAYLOAD[:n])
+        sent += n
+        await w.drain()
+
+
+async def send_bulk(s: Any, total: int, timeout: float = 120.0) -> float:
+    """Write ``total`` bytes with :func:`write_all`, wait for the receiver's one-byte answer;
+    return the seconds from the first write to the answer."""
+    t0 = time.perf_counter()
+    await write_all(s, total)
+    ack = await asyncio.wait_for(s.readexactly(1), timeout)
+    elapsed = time.perf_counter() - t0
+    assert ack == b"!"
+    return elapsed
+
+
+@contextlib.contextmanager
+def child_process(target: Callable[..., None], *args: Any, method: str = "fork") -> Iterator[tuple[Any, Any]]:
+    """Run ``target(*args, port_q, result_q)`` in a child process; yield ``(port_q, result_q)``.
+
+    On leaving, the child is joined (10 s) and killed if it is still alive.
+    """
+    ctx = mp.get_context(method)
+    port_q: Any = ctx.Queue()
+    result_q: Any = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, port_q, result_q))
+    p.start()
+    try:
+        yield port_q, result_q
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Terminate a server subprocess, wait for it (5 s) and close its stdout pipe."""
+    proc.terminate()
+    proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+Contender = tuple[str, int, Callable[[], None]]
+"""(label, operations per call, callable) of a micro-benchmark."""
+
+
+def alternate_rounds(contenders: list[Contender], rounds: int, target_s: float) -> dict[str, list[float]]:
+    """Time every contender once per round, rounds in a row (A B C ... A B C ...): µs per operation.
+
+    Calls per round are calibrated first, so that each contender runs about ``target_s`` a round.
+    """
+    calls: dict[str, int] = {}
+    for label, _, fn in contenders:
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < 0.02:
+            fn()
+            n += 1
+        calls[label] = max(3, int(target_s / ((time.perf_counter() - t) / n)))
+    results: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
+    for _ in range(rounds):
+        for label, ops, fn in contenders:
+            n = calls[label]
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            results[label].append((time.perf_counter() - t) / (n * ops) * 1e6)
+    return results
+
+
+def print_rounds(results: dict[str, list[float]], fmt: str = "8.2f", unit: str = "") -> dict[str, float]:
+    """Print ``label  median  (min, max)`` per contender; return the medians."""
+    width = max(len(label) for label in results)
+    for label, vals in results.items():
+        print(
+            f"  {label:<{width}}  {statistics.median(vals):{fmt}}{unit}   (min {min(vals):.2f}, max {max(vals):.2f})"
+        )
+    return {label: statistics.median(vals) for label, vals in results.items()}
+
+
+def medians(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per contender, the median of every figure over its rounds."""
+    return {c: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for c, rs in results.items()}
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    """The ``q`` (0..1) quantile of an ascending, non-empty list, by index (as the reports always did)."""
+    return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * q))]
