@@ -779,20 +779,14 @@ class KCP:
 
         probe = self.probe
         if probe:
-            if probe & IKCP_ASK_SEND:
-                if ptr + 24 > mtu:
-                    out(mv[:ptr].tobytes())
-                    ptr = 0
-                _pack_into(mv, ptr, conv, 83, 0, wnd, ack_ts, ack_sn, una, 0)
-                ptr += 24
-                nout += 1
-            if probe & IKCP_ASK_TELL:
-                if ptr + 24 > mtu:
-                    out(mv[:ptr].tobytes())
-                    ptr = 0
-                _pack_into(mv, ptr, conv, 84, 0, wnd, ack_ts, ack_sn, una, 0)
-                ptr += 24
-                nout += 1
+            for flag, cmd in ((IKCP_ASK_SEND, IKCP_CMD_WASK), (IKCP_ASK_TELL, IKCP_CMD_WINS)):
+                if probe & flag:
+                    if ptr + 24 > mtu:
+                        out(mv[:ptr].tobytes())
+                        ptr = 0
+                    _pack_into(mv, ptr, conv, cmd, 0, wnd, ack_ts, ack_sn, una, 0)
+                    ptr += 24
+                    nout += 1
             self.probe = 0
 
         resent = self.fastresend if self.fastresend > 0 else 0xFFFFFFFF
@@ -867,11 +861,11 @@ class KCP:
             self._fast_pending = fast_pending
 
         # New segments, as far as the send window, the remote window and cwnd allow.
+        cwnd = self.snd_wnd if self.snd_wnd < self.rmt_wnd else self.rmt_wnd
+        if not self.nocwnd and self.cwnd < cwnd:
+            cwnd = self.cwnd
         queue = self.snd_queue
         if queue:
-            cwnd = self.snd_wnd if self.snd_wnd < self.rmt_wnd else self.rmt_wnd
-            if not self.nocwnd and self.cwnd < cwnd:
-                cwnd = self.cwnd
             snd_nxt = self.snd_nxt
             limit = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
@@ -901,12 +895,6 @@ class KCP:
                     self.state = -1
                 if not nbuf_old or ((resendts - self._next_resend) & _MASK) >= _HALF:
                     self._next_resend = resendts
-        else:
-            cwnd = 0  # only needed below if something was lost
-        if lost:
-            cwnd = self.snd_wnd if self.snd_wnd < self.rmt_wnd else self.rmt_wnd
-            if not self.nocwnd and self.cwnd < cwnd:
-                cwnd = self.cwnd
 
         if ptr:
             out(mv[:ptr].tobytes())
