@@ -65,15 +65,13 @@ class MuxStream:
     :class:`MuxClosedError` (or return EOF if the peer had sent FIN).
     """
 
-    __slots__ = ("_closed_waiter", "_drain_waiter", "_read_waiter", "_session", "_st", "stream_id")
+    __slots__ = ("_read_waiter", "_session", "_st", "stream_id")
 
     def __init__(self, session: MuxSession, st: StreamState) -> None:
         self._session = session
         self._st = st
         self.stream_id: int = st.stream_id
         self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._closed_waiter: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         st = self._st
@@ -99,6 +97,16 @@ class MuxStream:
     def buffered(self) -> int:
         """Bytes received and not read yet."""
         return self._st.recv_bytes
+
+    async def _park(self, waiters: dict[MuxStream, asyncio.Future[None]]) -> None:
+        """Wait in ``waiters`` (the session's drain or close waiters) until the session wakes us."""
+        fut = self._session._loop.create_future()
+        waiters[self] = fut
+        try:
+            await fut
+        finally:
+            if waiters.get(self) is fut:
+                del waiters[self]
 
     async def _wait_readable(self) -> None:
         fut = self._session._loop.create_future()
@@ -179,14 +187,7 @@ class MuxStream:
                 raise core.error
             if self._writable():
                 return
-            fut = sess._loop.create_future()
-            self._drain_waiter = fut
-            sess._drain_waiters.add(self)
-            try:
-                await fut
-            finally:
-                self._drain_waiter = None
-                sess._drain_waiters.discard(self)
+            await self._park(sess._drain_waiters)
 
     def close(self) -> None:
         """Half-close: FIN goes out after the data written so far. Reading stays possible."""
@@ -203,7 +204,7 @@ class MuxStream:
         sess = self._session
         sess._core.abort_stream(self._st)
         _wake(self._read_waiter)
-        _wake(self._drain_waiter)
+        _wake(sess._drain_waiters.get(self))
         sess._pump()
 
     async def wait_closed(self) -> None:
@@ -213,14 +214,7 @@ class MuxStream:
         while not (st.fin_sent or sess._core.closed):
             if not st.fin_queued:
                 raise MuxUsageError("wait_closed() before close()")
-            fut = sess._loop.create_future()
-            self._closed_waiter = fut
-            sess._close_waiters.add(self)
-            try:
-                await fut
-            finally:
-                self._closed_waiter = None
-                sess._close_waiters.discard(self)
+            await self._park(sess._close_waiters)
 
     async def __aenter__(self) -> MuxStream:
         return self
@@ -263,8 +257,9 @@ class MuxSession:
         self._streams: dict[int, MuxStream] = {}
         self._accept_queue: deque[MuxStream] = deque()
         self._accept_waiters: deque[asyncio.Future[MuxStream]] = deque()
-        self._drain_waiters: set[MuxStream] = set()
-        self._close_waiters: set[MuxStream] = set()
+        # streams parked in drain() / wait_closed(), each with the future that wakes it
+        self._drain_waiters: dict[MuxStream, asyncio.Future[None]] = {}
+        self._close_waiters: dict[MuxStream, asyncio.Future[None]] = {}
         self._send_event = asyncio.Event()
         self._resume_event = asyncio.Event()
         self._dead = False
@@ -414,7 +409,7 @@ class MuxSession:
                 if self._drain_waiters:
                     s = self._streams.get(ev.stream_id)
                     if s is not None:
-                        _wake(s._drain_waiter)
+                        _wake(self._drain_waiters.get(s))
             elif isinstance(ev, StreamEnded):
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
@@ -447,10 +442,10 @@ class MuxSession:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for s in list(self._streams.values()):
+        for s in self._streams.values():
             _wake(s._read_waiter)
-            _wake(s._drain_waiter)
-            _wake(s._closed_waiter)
+        for waiter in (*self._drain_waiters.values(), *self._close_waiters.values()):
+            _wake(waiter)
         self._streams.clear()
         err = self._core.error
         while self._accept_waiters:
@@ -480,14 +475,12 @@ class MuxSession:
             self._closed_fut.set_result(None)
 
     def _wake_writers(self) -> None:
-        if self._drain_waiters:
-            for s in list(self._drain_waiters):
-                if s._writable():
-                    _wake(s._drain_waiter)
-        if self._close_waiters:
-            for s in list(self._close_waiters):
-                if s._st.fin_sent:
-                    _wake(s._closed_waiter)
+        for s, fut in self._drain_waiters.items():
+            if s._writable():
+                _wake(fut)
+        for s, fut in self._close_waiters.items():
+            if s._st.fin_sent:
+                _wake(fut)
 
     async def _read_loop(self) -> None:
         core = self._core
