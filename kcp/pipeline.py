@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 from kcp import fec
 from kcp.crypt import AEADCrypt, BlockCrypt
 from kcp.errors import KCPUsageError
+from kcp.fec import FEC_HEADER_SIZE, FEC_HEADER_SIZE_PLUS2, OOB_SEQID, TYPE_DATA, TYPE_OOB, TYPE_PARITY
 from kcp.stats import Counters
 
 if TYPE_CHECKING:
@@ -65,12 +66,6 @@ KIND_OOB = 1
 NONCE_SIZE = 16
 CRC_SIZE = 4
 CRYPT_HEADER_SIZE = NONCE_SIZE + CRC_SIZE
-FEC_HEADER_SIZE = 6
-FEC_HEADER_SIZE_PLUS2 = FEC_HEADER_SIZE + 2
-TYPE_DATA = 0xF1
-TYPE_PARITY = 0xF2
-TYPE_OOB = 0xF3
-OOB_SEQID = 0xFFFFFFFF
 CONV_SIZE = 4
 MIN_PACKET_SIZE = FEC_HEADER_SIZE_PLUS2 + CONV_SIZE
 """Shortest decrypted packet kcp-go accepts: min(KCP overhead 24, OOB framing 12)."""
