@@ -8,7 +8,8 @@
 
 Every command that talks to a server, and ``serve`` itself, takes the same transport flags, named
 as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``, ``--mode``,
-``--mtu`` ...; see :func:`kcprpc.clitools.add_transport_args`). The client commands and the
+``--mtu`` ...; see :func:`kcprpc.clitools.add_transport_args`), plus ``--wire secure|compat`` (the
+wire mode: secure by default, compat implied by ``--crypt``). The client commands and the
 ``idl`` tools live in :mod:`kcprpc.clitools`; this module adds ``serve`` and the entry point.
 
 Exit codes: 0 on success; ``64 + status code`` when a call (or the server) ends with an RPC status
@@ -65,11 +66,17 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
         server.host = "0.0.0.0"
     if server.port is None:
         server.port = 9000
-    for name, value in clitools.transport_kwargs(args).items():
+    given = clitools.transport_kwargs(args)
+    if "crypt" in given and "mode" not in given:
+        server.mode = None  # --crypt implies compat mode, whatever the app chose
+    elif given.get("mode") == "secure":
+        server.crypt = None  # the app's kcp-go cipher has no place in secure mode
+    for name, value in given.items():
         if name == "transport_options":
             server.transport_options.update(value)
         else:
             setattr(server, name, value)
+    _ = server.wire_mode  # conflicting settings fail here, with the reason
     return server
 
 

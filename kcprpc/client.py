@@ -300,7 +300,13 @@ class Client:
         await self.close()
 
     async def _connect_once(self, restore: bool) -> None:
-        conn = await asyncio.wait_for(self._connector(), self.config.connect_timeout)
+        timeout = self.config.connect_timeout
+        try:
+            # a secure handshake gives up after connect_timeout with its own reason; the slack lets
+            # that reason (not this generic one) reach the caller
+            conn = await asyncio.wait_for(self._connector(), timeout + 1.0)
+        except asyncio.TimeoutError:
+            raise RpcError(Status.UNAVAILABLE, f"no connection to the server within {timeout:g} s") from None
         link: _Link | None = None
         try:
             control = await conn.open_stream()
@@ -320,8 +326,9 @@ class Client:
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(link.welcome), self.config.connect_timeout)
             except asyncio.TimeoutError:
-                raise ConnectionError(
-                    f"no answer from the server within {self.config.connect_timeout:g} s"
+                raise RpcError(
+                    Status.UNAVAILABLE,
+                    f"no answer from the server within {self.config.connect_timeout:g} s",
                 ) from None
         except BaseException:
             if link is not None:
@@ -791,24 +798,63 @@ def connect(
     host: str,
     port: int,
     *,
+    mode: Literal["secure", "compat"] | None = None,
     crypt: str | None = None,
     key: bytes | str | None = None,
     fec: tuple[int, int] | None = None,
+    server_public_key: bytes | None = None,
+    static_private_key: bytes | None = None,
+    token: bytes | str | None = None,
     config: ClientConfig | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
     transport_options: Mapping[str, Any] | None = None,
 ) -> Client:
-    """A client for a KCP server. ``async with kcprpc.connect(host, port) as client:`` or ``await``.
+    """A client for a KCP server. ``async with kcprpc.connect(host, port, key="...") as client:`` or ``await``.
 
-    ``crypt``/``key``/``fec`` must match the server's. ``transport_options`` go to ``kcp.dial``
-    (session options such as ``nodelay``, ``snd_wnd``, ``mtu``) plus ``mux_config``. Reconnects
-    (with ``config.reconnect``) dial again with the same options.
+    Wire mode (docs/rpc.md, "Wire modes"): secure by default; ``crypt=`` (a kcp-go cipher name)
+    or ``mode="compat"`` selects kcp-go's format. ``key`` is the shared passphrase (secure: the
+    handshake's PSK; compat: the cipher key); ``server_public_key`` pins the server's X25519 key
+    (``kcp.secure.generate_keypair``), ``static_private_key`` is this client's identity, ``token``
+    goes to the server's ``authorize`` hook. ``fec`` and the other transport settings must match
+    the server's (in secure mode MTU, windows, FEC and the mux version are negotiated).
+    ``transport_options`` go to ``kcp.dial`` (``nodelay``, ``snd_wnd``, ``mtu``,
+    ``secure_options`` ...) plus ``mux_config``. Reconnects (with ``config.reconnect``) dial again
+    with the same options.
+
+    Connecting raises :class:`RpcError`: ``UNAVAILABLE`` when no answer comes within
+    ``config.connect_timeout`` (in secure mode also a wrong passphrase or pinned key: the server
+    stays silent to those), ``UNAUTHENTICATED`` for a refused token or a PSK that does not match a
+    pinned server, ``FAILED_PRECONDITION`` for refused parameters, or the status an ``on_connect``
+    hook raised. Conflicting options raise :class:`UsageError` at once.
     """
+    from kcprpc.net import resolve_mode
+
     opts = dict(transport_options or {})
+    if "mode" in opts:  # the older spelling, transport_options={"mode": ...}
+        legacy = opts.pop("mode")
+        if mode is not None and legacy != mode:
+            raise UsageError(f"mode={mode!r} and transport_options['mode']={legacy!r} disagree")
+        mode = legacy
+    resolve_mode(
+        mode, crypt, server_public_key=server_public_key, static_private_key=static_private_key, token=token
+    )
+    cfg = config or ClientConfig()
+    opts.setdefault("handshake_timeout", cfg.connect_timeout)
 
     async def connector() -> Connection:
         from kcprpc.net import dial
 
-        return await dial(host, port, crypt=crypt, key=key, fec=fec, **opts)
+        return await dial(
+            host,
+            port,
+            mode=mode,
+            crypt=crypt,
+            key=key,
+            fec=fec,
+            server_public_key=server_public_key,
+            static_private_key=static_private_key,
+            token=token,
+            **opts,
+        )
 
-    return Client(connector, config=config, interceptors=interceptors)
+    return Client(connector, config=cfg, interceptors=interceptors)

@@ -12,7 +12,9 @@
 
 The client commands learn the service from the server's reflection service (or from ``--idl
 DOC`` files), so they never import the service's code. Requests are validated against the
-document's JSON Schema before they are sent. Transport flags carry kcptun's names (``--crypt``,
+document's JSON Schema before they are sent. ``--wire secure|compat`` picks the wire mode (secure
+by default, compat implied by ``--crypt``; kcptun's ``--mode`` is the KCP profile, as there).
+Transport flags carry kcptun's names (``--crypt``,
 ``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
 ``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's; ``kcprpc serve``
 (in :mod:`kcprpc.cli`, the entry point) takes the same flags.
@@ -75,7 +77,16 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
     """The transport flags, with kcptun's names; shared by the client commands and ``serve``."""
     g = p.add_argument_group("transport (named as kcptun names them; client and server must agree)")
     g.add_argument(
-        "--crypt", default=None, help="cipher: aes, aes-128, salsa20, none, null ... (default: no crypt)"
+        "--wire",
+        default=None,
+        choices=["secure", "compat"],
+        help="wire mode: secure (the default; --key is the handshake's passphrase) or compat "
+        "(kcp-go/kcptun's packet format; implied by --crypt)",
+    )
+    g.add_argument(
+        "--crypt",
+        default=None,
+        help="compat mode's kcp-go cipher: aes, aes-128, salsa20, none, null ... (implies --wire compat)",
     )
     g.add_argument("--key", default=None, help="pre-shared secret (passphrase)")
     g.add_argument(
@@ -94,8 +105,8 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
 
 def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The transport flags that were given, as keyword arguments of ``connect()`` / ``Server()``:
-    ``crypt``, ``key``, ``fec`` and ``transport_options`` (session options), each only when set, so
-    that ``kcprpc serve`` keeps the app's own settings for the flags left out."""
+    ``mode`` (``--wire``), ``crypt``, ``key``, ``fec`` and ``transport_options`` (session options),
+    each only when set, so that ``kcprpc serve`` keeps the app's own settings for the flags left out."""
     opts: dict[str, Any] = {}
     mode = getattr(args, "mode", None)
     if mode in MODES:
@@ -119,8 +130,13 @@ def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         out["fec"] = (ds, ps) if ds > 0 else None
     crypt = getattr(args, "crypt", None)
     key = getattr(args, "key", None)
+    wire = getattr(args, "wire", None)
+    if crypt is not None and wire == "secure":
+        raise UsageError(f"--crypt {crypt} is a kcp-go cipher (compat mode); --wire secure always encrypts")
     if crypt not in (None, "null") and key is None:
         raise UsageError(f"--crypt {crypt} needs --key")
+    if wire is not None:
+        out["mode"] = wire
     if crypt is not None:
         out["crypt"] = crypt
     if key is not None:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -141,8 +141,15 @@ class ServerSession:
 
     @property
     def remote_address(self) -> Any:
-        """The client's address."""
+        """The client's address (in secure mode it follows the client when its path changes)."""
         return self.conn.remote_address
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """Secure mode: the client's static public key when it ran the pinned-key handshake (its
+        identity, also given to the server's ``authorize`` hook), else None."""
+        key = getattr(self.conn, "peer_public_key", None)
+        return key if isinstance(key, bytes) else None
 
     # -- Peer protocol (push.route) --
     def send_frame(self, frame: bytes) -> None:
@@ -183,14 +190,22 @@ class ServerSession:
 Handler = Callable[..., Any]
 RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
 SessionHook = Callable[[ServerSession], Awaitable[None] | None]
+Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
+"""Secure mode's handshake hook: ``(token, client_static_public_or_None, addr)`` returns None to
+accept or a refusal message (the client's ``connect()`` raises UNAUTHENTICATED with it)."""
 
 
 class Server:
     """Serves a list of service instances.
 
-    ``Server([GameService()], host, port, crypt="aes", key=b"...", fec=(10, 3))`` then
+    ``Server([GameService()], host, port, key="passphrase", fec=(10, 3))`` then
     ``await server.serve()``. Built-in services (health, stats, topic subscription) are always added; reflection unless
     ``reflection=False``.
+
+    Wire mode (docs/rpc.md, "Wire modes"): secure by default, with ``key`` as the shared
+    passphrase and/or ``static_private_key`` as the server identity clients pin; ``authorize``
+    checks client tokens during the handshake. ``crypt=`` (a kcp-go cipher name) or
+    ``mode="compat"`` serves kcp-go's format instead (for kcp-go/kcptun peers).
     """
 
     def __init__(
@@ -199,9 +214,12 @@ class Server:
         host: str | None = None,
         port: int | None = None,
         *,
+        mode: Literal["secure", "compat"] | None = None,
         crypt: str | None = None,
         key: bytes | str | None = None,
         fec: tuple[int, int] | None = None,
+        static_private_key: bytes | None = None,
+        authorize: Authorize | None = None,
         config: ServerConfig | None = None,
         interceptors: Sequence[ServerInterceptor] = (),
         broker: Broker | None = None,
@@ -215,10 +233,19 @@ class Server:
 
         self.host = host
         self.port = port
+        self.transport_options = dict(transport_options or {})
+        if "mode" in self.transport_options:  # the older spelling, transport_options={"mode": ...}
+            legacy = self.transport_options.pop("mode")
+            if mode is not None and legacy != mode:
+                raise UsageError(f"mode={mode!r} and transport_options['mode']={legacy!r} disagree")
+            mode = legacy
+        self.mode = mode
         self.crypt = crypt
         self.key = key
         self.fec = fec
-        self.transport_options = dict(transport_options or {})
+        self.static_private_key = static_private_key
+        self.authorize = authorize
+        _ = self.wire_mode  # conflicting transport options fail here, not at start()
         self.config = config or ServerConfig()
         self.interceptors = tuple(interceptors)
         self.push = PushHub(self, broker or MemoryBroker())
@@ -263,6 +290,16 @@ class Server:
                 raise UsageError(f"method {m.wire_name!r} registered twice")
             self._methods[m.wire_name] = (m, getattr(svc, m.attr))
         self.services.append(svc)
+
+    @property
+    def wire_mode(self) -> str:
+        """``"secure"`` or ``"compat"``: ``mode`` when set, else compat when ``crypt`` names a
+        kcp-go cipher and secure otherwise (:func:`kcprpc.net.resolve_mode`)."""
+        from kcprpc.net import resolve_mode
+
+        return resolve_mode(
+            self.mode, self.crypt, static_private_key=self.static_private_key, authorize=self.authorize
+        )
 
     @property
     def methods(self) -> dict[str, MethodSpec]:
@@ -389,7 +426,15 @@ class Server:
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
         self._listener = await listen(
-            self.host, self.port, crypt=self.crypt, key=self.key, fec=self.fec, **self.transport_options
+            self.host,
+            self.port,
+            mode=self.wire_mode,
+            crypt=self.crypt,
+            key=self.key,
+            fec=self.fec,
+            static_private_key=self.static_private_key,
+            authorize=self.authorize,
+            **self.transport_options,
         )
         self.address = self._listener.address
         self._accept_task = asyncio.ensure_future(self._accept_loop())

@@ -1,4 +1,4 @@
-"""Start a greeter server on loopback KCP (AES + FEC 10/3), call it, print, exit."""
+"""Start a greeter server on loopback KCP (secure mode with a passphrase, FEC 10/3), call it, print, exit."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 import kcprpc
 from examples.quickstart.service import CountRequest, Greeter, HelloRequest
 
-OPTS: dict[str, object] = {"crypt": "aes", "key": "quickstart secret", "fec": (10, 3)}
+OPTS: dict[str, object] = {"key": "quickstart secret", "fec": (10, 3)}  # secure mode: the passphrase is the PSK
 
 
 async def main(name: str, count: int) -> int:
     server = kcprpc.Server([Greeter()], "127.0.0.1", 0, **OPTS)  # type: ignore[arg-type]
     host, port = await server.start()
-    print(f"server listening on kcp://{host}:{port} (aes, fec 10/3)")
+    print(f"server listening on kcp://{host}:{port} (secure, fec 10/3)")
     try:
         async with kcprpc.connect(host, port, **OPTS) as client:  # type: ignore[arg-type]
             greeter = client.stub(Greeter, timeout=5.0)

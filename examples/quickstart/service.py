@@ -41,4 +41,4 @@ class Greeter(kcprpc.Service, name="quickstart.Greeter"):
 
 
 # `kcprpc serve examples.quickstart.service:app` serves this
-app = kcprpc.Server([Greeter()], "127.0.0.1", 9000, crypt="aes", key="quickstart secret", fec=(10, 3))
+app = kcprpc.Server([Greeter()], "127.0.0.1", 9000, key="quickstart secret", fec=(10, 3))

@@ -112,15 +112,22 @@ async def test_graceful_shutdown_over_kcp_finishes_in_flight_calls() -> None:
         await asyncio.wait_for(shut, TIMEOUT)
 
 
-async def test_connect_to_nothing_fails_with_connection_error() -> None:
+@pytest.mark.parametrize("mode", ["secure", "compat"])
+async def test_connect_to_nothing_fails_with_unavailable(mode: str) -> None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # a port nobody answers on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        client = kcprpc.connect("127.0.0.1", port, config=ClientConfig(connect_timeout=0.3))
-        with pytest.raises(ConnectionError):
+        cfg = ClientConfig(connect_timeout=0.3)
+        client = kcprpc.connect("127.0.0.1", port, mode=mode, config=cfg)  # type: ignore[arg-type]
+        with pytest.raises(RpcError) as ei:
             await client.connect()
+        assert ei.value.status is Status.UNAVAILABLE
+        if mode == "secure":  # the handshake's own reason, within the connect timeout
+            assert "no authenticated reply within 300 ms" in ei.value.message
+        else:
+            assert "no answer from the server within 0.3 s" in ei.value.message
         assert not client.connected
 
 

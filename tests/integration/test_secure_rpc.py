@@ -1,5 +1,7 @@
-"""kcprpc calls over secure-mode KCP sessions: a server stream and unary calls in flight continue
-across a client socket rebind (a phone switching networks); the server sees the path change."""
+"""kcprpc calls over secure-mode KCP sessions (the RPC layer's default wire mode): the passphrase
+as PSK, a pinned server key with a client token, each handshake failure as a clear RpcError,
+conflicting options as UsageError; a server stream and unary calls in flight continue across a
+client socket rebind (a phone switching networks) and the server sees the path change."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
+import pytest
 from test_rpc_support import Demo, Probe, Req
 
 import kcprpc
-from kcp.secure import PathChanged
+from kcp.secure import PathChanged, generate_keypair
+from kcprpc import ClientConfig, RpcError, Status, UsageError
 from kcprpc.net import MuxConnection, dial
 
 TIMEOUT = 20.0
@@ -21,12 +25,12 @@ KEY = "rpc secure passphrase"
 
 
 async def test_calls_continue_across_a_client_rebind() -> None:
-    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, key=KEY, transport_options={"mode": "secure"})
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, key=KEY)
     host, port = await server.start()
     conns: list[MuxConnection] = []
 
     async def connector() -> MuxConnection:
-        c = await dial(host, port, key=KEY, mode="secure")
+        c = await dial(host, port, key=KEY)
         conns.append(c)
         return c
 
@@ -55,3 +59,115 @@ async def test_calls_continue_across_a_client_rebind() -> None:
         (rpc_session,) = server.sessions
         assert rpc_session.remote_address == srv_session.remote_address  # the RPC layer follows the move
         assert client.reconnects == 0 and len(conns) == 1  # the same connection, no redial
+
+
+def _session(client: kcprpc.Client) -> Any:
+    link = client._link
+    assert link is not None
+    return link.conn.datagrams  # type: ignore[attr-defined]  # the kcp.KCPSession under the mux
+
+
+async def test_secure_is_the_default_and_the_passphrase_is_the_psk() -> None:
+    async with kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY, fec=(4, 2)) as server:
+        assert server.wire_mode == "secure"
+        host, port = server.address  # type: ignore[misc]
+        async with kcprpc.connect(host, port, key=KEY, fec=(4, 2)) as client:
+            assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="k"))).text == "hello k"
+            s = _session(client)
+            assert s.mode == "secure" and s.secure.params.data_shards == 4
+            assert s.secure.params.mux_version == 2  # the RPC layer's smux version, agreed in the handshake
+            st = await client.stats()
+            assert st.transport["secure_packets_opened"] > 0
+
+
+async def test_no_key_at_all_is_secure_but_anonymous() -> None:
+    async with kcprpc.Server([Demo()], "127.0.0.1", 0) as server:
+        host, port = server.address  # type: ignore[misc]
+        async with kcprpc.connect(host, port) as client:
+            assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="a"))).text == "hello a"
+            assert _session(client).mode == "secure"
+        # a client with a passphrase does not reach an anonymous server (and the reverse)
+        with pytest.raises(RpcError) as ei:
+            await kcprpc.connect(host, port, key=KEY, config=ClientConfig(connect_timeout=0.3))
+        assert ei.value.status is Status.UNAVAILABLE
+
+
+async def test_wrong_passphrase_is_unavailable_within_the_connect_timeout() -> None:
+    async with kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY) as server:
+        host, port = server.address  # type: ignore[misc]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(RpcError) as ei:
+            await kcprpc.connect(host, port, key="not the key", config=ClientConfig(connect_timeout=0.4))
+        assert ei.value.status is Status.UNAVAILABLE
+        assert ei.value.message == (
+            "secure handshake failed: server key/PSK mismatch or server unreachable "
+            "(no authenticated reply within 400 ms)"
+        )
+        assert loop.time() - t0 < 3.0
+
+
+async def test_pinned_server_key_token_hook_and_psk_mismatch() -> None:
+    priv, pub = generate_keypair()
+    seen: list[tuple[bytes, bytes | None]] = []
+
+    def authorize(token: bytes, client_pub: bytes | None, addr: Any) -> str | None:
+        seen.append((token, client_pub))
+        return None if token == b"let me in" else "unknown token"
+
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY, static_private_key=priv, authorize=authorize)
+    async with server:
+        host, port = server.address  # type: ignore[misc]
+        cpriv, cpub = generate_keypair()
+        async with kcprpc.connect(
+            host, port, key=KEY, server_public_key=pub, static_private_key=cpriv, token="let me in"
+        ) as client:
+            assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="p"))).text == "hello p"
+            assert seen[-1] == (b"let me in", cpub)
+            (sess,) = server.sessions
+            assert sess.peer_public_key == cpub  # the client's identity, for the app's own checks
+        with pytest.raises(RpcError) as ei:
+            await kcprpc.connect(host, port, key=KEY, server_public_key=pub, token="guess")
+        assert ei.value.status is Status.UNAUTHENTICATED
+        assert ei.value.message == "secure handshake refused by server: bad token: unknown token"
+        with pytest.raises(RpcError) as ei:  # the pinned key is right, the PSK is not: one RTT
+            await kcprpc.connect(host, port, key="other", server_public_key=pub, token="let me in")
+        assert ei.value.status is Status.UNAUTHENTICATED
+        assert "PSK mismatch" in ei.value.message
+        _, wrong_pub = generate_keypair()
+        with pytest.raises(RpcError) as ei:  # a pinned key the server does not hold: it stays silent
+            await kcprpc.connect(
+                host, port, key=KEY, server_public_key=wrong_pub, config=ClientConfig(connect_timeout=0.3)
+            )
+        assert ei.value.status is Status.UNAVAILABLE and "server key/PSK mismatch" in ei.value.message
+
+
+async def test_mux_version_mismatch_is_refused_with_its_reason() -> None:
+    from kcprpc.mux import MuxConfig
+
+    opts = {"mux_config": MuxConfig(version=1)}
+    async with kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY) as server:
+        host, port = server.address  # type: ignore[misc]
+        with pytest.raises(RpcError) as ei:
+            await kcprpc.connect(host, port, key=KEY, transport_options=opts)
+        assert ei.value.status is Status.FAILED_PRECONDITION
+        assert "mux version mismatch" in ei.value.message
+
+
+def test_conflicting_wire_options_are_usage_errors() -> None:
+    _, pub = generate_keypair()
+    with pytest.raises(UsageError, match="kcp-go cipher"):
+        kcprpc.Server([], "127.0.0.1", 0, mode="secure", crypt="aes", key=KEY)
+    with pytest.raises(UsageError, match="selects compat mode"):
+        kcprpc.connect("127.0.0.1", 1, crypt="aes", key=KEY, server_public_key=pub)
+    with pytest.raises(UsageError, match="need mode='secure'"):
+        kcprpc.connect("127.0.0.1", 1, mode="compat", token="t")
+    with pytest.raises(UsageError, match="need mode='secure'"):
+        kcprpc.Server([], "127.0.0.1", 0, mode="compat", authorize=lambda t, k, a: None)
+    with pytest.raises(UsageError, match="disagree"):
+        kcprpc.connect("127.0.0.1", 1, mode="compat", transport_options={"mode": "secure"})
+    with pytest.raises(UsageError, match="mode must be"):
+        kcprpc.Server([], "127.0.0.1", 0, mode="tls")  # type: ignore[arg-type]
+    assert kcprpc.Server([], "127.0.0.1", 0, crypt="aes", key=KEY).wire_mode == "compat"
+    assert kcprpc.Server([], "127.0.0.1", 0, mode="compat").wire_mode == "compat"
+    assert kcprpc.Server([], "127.0.0.1", 0, key=KEY).wire_mode == "secure"

@@ -49,6 +49,13 @@ def test_serve_ping_stats_and_sigint() -> None:
         )  # fmt: skip
         assert old.returncode == 64 + int(Status.UNAVAILABLE), old.stderr
         assert old.stderr.startswith("UNAVAILABLE: ") and "Traceback" not in old.stderr
+        secure = subprocess.run(  # the default wire mode against a compat server: the handshake's reason
+            [sys.executable, "-m", "kcprpc", "ping", f"127.0.0.1:{port}", "-c", "1", "--connect-timeout", "1",
+             "--key", "cli secret"],
+            cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert secure.returncode == 64 + int(Status.UNAVAILABLE), secure.stderr
+        assert secure.stderr.startswith("UNAVAILABLE: secure handshake failed: server key/PSK mismatch")
         srv.send_signal(signal.SIGINT)
         assert srv.wait(15) == 0
     finally:
@@ -95,3 +102,23 @@ def test_serve_flags_override_only_what_is_given() -> None:
     with pytest.raises(UsageError, match="--parityshard"):
         make_server(app, build_parser().parse_args(["serve", "m:app", "--datashard", "10"]))
     assert main(["serve", "m:app", "--crypt", "aes"]) == 2  # a cipher needs --key
+
+
+def test_wire_flag() -> None:
+    def app() -> Server:
+        return Server([], "127.0.0.1", 1, key="k")
+
+    def serve(*flags: str) -> Server:
+        return make_server(app, build_parser().parse_args(["serve", "m:app", *flags]))
+
+    assert serve().wire_mode == "secure"  # the default between kcprpc peers
+    s = serve("--crypt", "aes", "--key", "k")  # a kcp-go cipher implies compat
+    assert (s.wire_mode, s.crypt, s.key) == ("compat", "aes", "k")
+    assert serve("--wire", "compat").wire_mode == "compat"
+    s = make_server(lambda: Server([], "h", 1, crypt="aes", key="k"), build_parser().parse_args(
+        ["serve", "m:app", "--wire", "secure"]))  # fmt: skip
+    assert (s.wire_mode, s.crypt) == ("secure", None)
+    with pytest.raises(UsageError, match="--wire secure"):
+        serve("--wire", "secure", "--crypt", "aes", "--key", "k")
+    args = build_parser().parse_args(["ping", "h:1", "--wire", "compat", "--mode", "fast"])
+    assert (args.wire, args.mode) == ("compat", "fast")  # kcptun's --mode stays the KCP profile
