@@ -351,8 +351,7 @@ class DatagramIO:
         self.batch = batch
         self.max_datagram = max_datagram
         if counters is None:
-            # Any: Counters declares its fields through a computed __slots__ that mypy cannot see
-            self.counters: tuple[Any, ...] = ()
+            self.counters: tuple[Counters, ...] = ()
         elif isinstance(counters, Counters):
             self.counters = (counters,)
         else:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kcp.errors import KCPUsageError
 
@@ -590,7 +590,7 @@ class KCP:
             self.rx_srtt = srtt
             self.rx_rttval = rttval
             self.rx_rto = _rto_c32(srtt, rttval, self.interval, self.rx_minrto)
-        c: Any = self.counters
+        c = self.counters
         if c is not None:
             c.in_segs += nsegs
             c.in_bytes += in_bytes
@@ -621,7 +621,7 @@ class KCP:
         return 0
 
     def _in_error(self, rc: int) -> int:
-        c: Any = self.counters
+        c = self.counters
         if c is not None:
             c.kcp_in_errors += 1
         return rc
@@ -899,7 +899,7 @@ class KCP:
         if ptr:
             out(mv[:ptr].tobytes())
 
-        c: Any = self.counters
+        c = self.counters
         if c is not None:
             c.out_segs += nout
             c.out_bytes += out_bytes

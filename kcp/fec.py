@@ -21,7 +21,6 @@ from __future__ import annotations
 import struct
 from collections import deque
 from operator import itemgetter
-from typing import Protocol, cast
 
 from kcp.errors import KCPUsageError
 from kcp.rs import MAX_TOTAL_SHARDS, ReedSolomon, get_codec
@@ -63,16 +62,6 @@ MAX_SHARD_SETS = 3
 
 _AUTOTUNE_SAMPLES = 258
 _second = itemgetter(1)
-
-
-class _FECCounters(Protocol):
-    """The :class:`kcp.stats.Counters` fields this module touches (Counters builds its slots dynamically)."""
-
-    fec_recovered: int
-    fec_errs: int
-    fec_parity_shards: int
-    fec_short_shards: int
-    short_packets: int
 
 
 _HDR = struct.Struct("<IH")
@@ -349,7 +338,6 @@ class FECDecoder:
 
     __slots__ = (
         "_autotune",
-        "_c",
         "_codec",
         "_n",
         "_newest",
@@ -372,7 +360,6 @@ class FECDecoder:
     ) -> None:
         _check_params(data_shards, parity_shards)
         self.counters: Counters = counters if counters is not None else Counters()
-        self._c = cast(_FECCounters, self.counters)
         self.autotune = autotune
         self._autotune = _AutoTune()
         self._should_tune = False
@@ -403,7 +390,7 @@ class FECDecoder:
         """
         if type(shard) is not bytes:
             shard = bytes(shard)
-        counters = self._c
+        counters = self.counters
         if len(shard) < FEC_HEADER_SIZE_PLUS2:
             counters.short_packets += 1
             return []
@@ -461,7 +448,7 @@ class FECDecoder:
                 n_data += 1
         if n_data == ds:
             return
-        counters = self._c
+        counters = self.counters
         slots: list[bytes | None] = [None] * self._n
         longest = 0
         for i, pkt in group.items():
@@ -491,7 +478,7 @@ class FECDecoder:
         old = [g for g in sets if _itimediff(top, g * n) > limit]
         for g in old:
             if sets.pop(g) is not None:
-                self._c.fec_short_shards += 1
+                self.counters.fec_short_shards += 1
 
     def _tune(self) -> None:
         if not self.autotune:
@@ -502,6 +489,6 @@ class FECDecoder:
         if ds > 0 and ps > 0 and ds + ps < 256:
             if ds != self.data_shards or ps != self.parity_shards:
                 short = sum(1 for g in self._sets.values() if g is not None)
-                self._c.fec_short_shards += short
+                self.counters.fec_short_shards += short
                 self._configure(ds, ps)
             self._should_tune = False

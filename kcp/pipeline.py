@@ -30,7 +30,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 from kcp import fec
 from kcp.crypt import AEADCrypt, BlockCrypt
@@ -78,18 +78,6 @@ _unpack_u16_from = _U16.unpack_from
 _crc32 = zlib.crc32
 
 
-class _PacketCounters(Protocol):
-    """The :class:`kcp.stats.Counters` fields the pipeline moves (Counters builds its slots dynamically)."""
-
-    in_errs: int
-    in_csum_errors: int
-    decrypt_errors: int
-    short_packets: int
-    fec_errs: int
-    oob_in: int
-    oob_out: int
-
-
 class _UrandomPool:
     """``os.urandom`` drawn 4 KiB at a time: one syscall per ~250 nonces instead of one each."""
 
@@ -120,7 +108,6 @@ class Pipeline:
     __slots__ = (
         "_aead",
         "_block",
-        "_c",
         "_dec",
         "_enc",
         "_rng",
@@ -143,7 +130,6 @@ class Pipeline:
     ) -> None:
         self.crypt = crypt
         self.counters = counters
-        self._c = cast(_PacketCounters, counters)
         self._rng: Callable[[int], bytes] = _UrandomPool() if rng is os.urandom else rng
         self._aead: AEADCrypt | None = None
         self._block: BlockCrypt | None = None
@@ -198,7 +184,7 @@ class Pipeline:
         if len(payload) > 0xFFFF - 2 - CONV_SIZE:
             raise KCPUsageError(f"OOB payload too large: {len(payload)} bytes")
         body = _OOB_HEADER.pack(OOB_SEQID, TYPE_OOB, 2 + CONV_SIZE + len(payload), conv) + bytes(payload)
-        self._c.oob_out += 1
+        self.counters.oob_out += 1
         return self._protect(body)
 
     def _protect(self, body: bytes) -> bytes:
@@ -228,7 +214,7 @@ class Pipeline:
         """
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
-        c = self._c
+        c = self.counters
         block = self._block
         if block is not None:
             if len(datagram) < CRYPT_HEADER_SIZE:
@@ -275,7 +261,7 @@ class Pipeline:
         return [(KIND_KCP, data)]
 
     def _open_fec(self, data: bytes, flag: int, now: int) -> list[tuple[int, bytes]]:
-        c = self._c
+        c = self.counters
         out: list[tuple[int, bytes]] = []
         if flag == TYPE_DATA:
             if _unpack_u16_from(data, FEC_HEADER_SIZE)[0] != len(data) - FEC_HEADER_SIZE:

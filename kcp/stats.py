@@ -96,8 +96,7 @@ class Counters:
     dropped_backlog_full: int
 
     def __init__(self) -> None:
-        for name in _FIELDS:
-            setattr(self, name, 0)
+        self.reset()
 
     def snapshot(self) -> dict[str, int]:
         """Return the current values as a new dict (field order is stable)."""
