@@ -36,7 +36,6 @@ from typing import Final
 
 from .errors import (
     MuxClosedError,
-    MuxError,
     MuxKeepaliveTimeoutError,
     MuxProtocolError,
     MuxStreamClosedError,
@@ -411,10 +410,9 @@ class MuxConnection:
         st.send.clear()
         st.send_bytes = 0
         st.send_off = 0
-        if self._error is None and not st.fin_sent:
-            st.fin_queued = True
-            self._emit_fin(st, self._ctrl)
         st.fin_queued = True
+        if self._error is None and not st.fin_sent:
+            self._emit_fin(st, self._ctrl)
         if st.charged:
             st.charged = False
             self._return_tokens(st.recv_bytes)
@@ -422,10 +420,7 @@ class MuxConnection:
         st.recv_bytes = 0
         st.recv_off = 0
         if st.in_table:
-            st.in_table = False
-            self._streams.pop(st.stream_id, None)
-            self.counters["streams_released"] += 1
-            self._events.append(StreamReleased(st.stream_id))
+            self._release(st)
 
     def _emit_fin(self, st: StreamState, out: list[bytes]) -> None:
         out.append(pack_header_unchecked(self.version, CMD_FIN, st.stream_id, 0))
@@ -436,13 +431,17 @@ class MuxConnection:
 
     def _maybe_release(self, st: StreamState) -> None:
         if st.fin_sent and st.fin_received and st.in_table:
-            st.in_table = False
-            self._streams.pop(st.stream_id, None)
-            if st.charged:
-                st.charged = False
-                self._return_tokens(st.recv_bytes)
-            self.counters["streams_released"] += 1
-            self._events.append(StreamReleased(st.stream_id))
+            self._release(st)
+
+    def _release(self, st: StreamState) -> None:
+        """The stream leaves the table: its unread bytes give their tokens back (they stay readable)."""
+        st.in_table = False
+        self._streams.pop(st.stream_id, None)
+        if st.charged:
+            st.charged = False
+            self._return_tokens(st.recv_bytes)
+        self.counters["streams_released"] += 1
+        self._events.append(StreamReleased(st.stream_id))
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -756,7 +755,6 @@ __all__ = [
     "DataReceived",
     "MuxConfig",
     "MuxConnection",
-    "MuxError",
     "MuxEvent",
     "StreamEnded",
     "StreamOpened",
