@@ -17,7 +17,7 @@ import random
 
 from .core import MuxConfig
 from .errors import MuxClosedError, MuxUsageError
-from .session import MuxSession
+from .session import MuxSession, _wake
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -49,15 +49,11 @@ class MemoryTransport:
         if self._closed:
             return
         self._buf += data
-        w = self._read_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        _wake(self._read_waiter)
 
     def _feed_eof(self) -> None:
         self._eof = True
-        w = self._read_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        _wake(self._read_waiter)
 
     async def read(self, n: int = -1) -> bytes:
         """Return up to ``n`` bytes (all buffered if ``n < 0``); ``b""`` at EOF or after close()."""
@@ -77,10 +73,8 @@ class MemoryTransport:
         del self._buf[:size]
         self.bytes_read += size
         peer = self.peer
-        if peer is not None:
-            w = peer._drain_waiter
-            if w is not None and not w.done() and (self._limit is None or len(self._buf) <= self._limit):
-                w.set_result(None)
+        if peer is not None and (self._limit is None or len(self._buf) <= self._limit):
+            _wake(peer._drain_waiter)
         return data
 
     # writing side ----------------------------------------------------------------------------
@@ -117,15 +111,12 @@ class MemoryTransport:
             return
         self._closed = True
         self._buf.clear()
-        for w in (self._read_waiter, self._drain_waiter):
-            if w is not None and not w.done():
-                w.set_result(None)
+        _wake(self._read_waiter)
+        _wake(self._drain_waiter)
         peer = self.peer
         if peer is not None and not self._blackholed:
             peer._feed_eof()
-            w = peer._drain_waiter
-            if w is not None and not w.done():
-                w.set_result(None)
+            _wake(peer._drain_waiter)
 
     async def wait_closed(self) -> None:
         """Nothing to wait for in memory."""
