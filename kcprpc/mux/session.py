@@ -500,9 +500,7 @@ class MuxSession:
                     break
                 core.receive_data(data, self._now())
                 self._pump()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
             core.connection_lost(exc)
         finally:
             self._pump()
@@ -524,9 +522,7 @@ class MuxSession:
                     self._wake_writers()
                     await transport.drain()
                 self._wake_writers()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
             core.connection_lost(exc)
         finally:
             self._pump()
