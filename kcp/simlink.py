@@ -156,29 +156,24 @@ def drive(
     """
     now = start
     deadline = start + max_ms
+    routes = ((ab, b), (ba, a))
     while True:
         ab.now = ba.now = now
-        got = ab.deliver(now)
-        for d in got:
-            b.input(d, now)
-        if got and after_input is not None:
-            after_input(b, now)
-        got = ba.deliver(now)
-        for d in got:
-            a.input(d, now)
-        if got and after_input is not None:
-            after_input(a, now)
+        for link, dst in routes:
+            got = link.deliver(now)
+            for d in got:
+                dst.input(d, now)
+            if got and after_input is not None:
+                after_input(dst, now)
         a.update(now)
         b.update(now)
         if step(now):
             return now
         nxt = min(a.check(now), b.check(now))
-        t = ab.next_arrival()
-        if t is not None and t < nxt:
-            nxt = t
-        t = ba.next_arrival()
-        if t is not None and t < nxt:
-            nxt = t
+        for link, _ in routes:
+            t = link.next_arrival()
+            if t is not None and t < nxt:
+                nxt = t
         now = nxt if nxt > now else now + 1
         if now > deadline:
             raise TimeoutError(f"simulation did not finish within {max_ms} virtual ms")
