@@ -136,18 +136,24 @@ class Listener:
 
     @property
     def draining(self) -> bool:
-        """True after :meth:`goaway`."""
+        """True after :meth:`drain` or :meth:`goaway`."""
         return self._demux is not None and self._demux.draining
 
-    def goaway(self, code: int = 9, message: str = "server is draining") -> None:
-        """Secure mode: drain. Every session gets an authenticated GOAWAY (its peer's
-        ``goaway_received`` and event callbacks), and new handshakes are refused with a clear
-        reason. Sessions stay open so calls in flight finish; the mux/RPC layers act on the event.
-        """
+    def drain(self) -> None:
+        """Secure mode: refuse new handshakes from now on, with a clear reason the client sees
+        (``server is going away (draining)``); existing sessions are untouched. Compat mode has no
+        handshake to refuse: there, stop accepting instead."""
         if self._demux is None:
-            raise KCPUsageError("goaway() needs a secure-mode listener (compat mode has no GOAWAY)")
+            raise KCPUsageError("drain() needs a secure-mode listener (compat mode has no handshake)")
         self._demux.draining = True
         self._demux.update_load()
+
+    def goaway(self, code: int = 9, message: str = "server is draining") -> None:
+        """Secure mode: :meth:`drain`, and every session gets an authenticated GOAWAY (its peer's
+        ``goaway_received`` and event callbacks). Sessions stay open so calls in flight finish; the
+        mux/RPC layers act on the event (kcprpc's client stops starting calls on that connection).
+        """
+        self.drain()
         for s in list(self._sessions.values()):
             if not s.is_closing():
                 s.goaway(code, message)

@@ -90,6 +90,7 @@ class _Link:
         self._next = 0
         self.closed = False
         self.goaway = False
+        self.peer_reason: str | None = None  # secure mode: why the server closed the transport
         self.session_id: str | None = None
         self.welcome: asyncio.Future[Any] = self.loop.create_future()
         hb = client.config.heartbeat
@@ -140,7 +141,6 @@ class _Link:
                 if not self.welcome.done():
                     self.welcome.set_result(body)
             elif ftype == GOAWAY:
-                self.goaway = True
                 if not self.welcome.done():  # refused during the handshake
                     err, _ = _trailer_error([*body, None, None] if isinstance(body, list) else body)
                     self.welcome.set_exception(err or RpcError(Status.UNAVAILABLE, "refused"))
@@ -151,7 +151,7 @@ class _Link:
             await read_frames(
                 self.control, self.on_frames, max_message_size=self.client.config.max_message_size
             )
-        self.client._link_lost(self, "connection closed")
+        self.client._link_lost(self, self.peer_reason or "connection closed")
 
     async def read_datagrams(self) -> None:
         conn = self.conn
@@ -273,6 +273,10 @@ class Client:
         self.reconnects = 0
         self.on_reconnect: Callable[[Client], Any] | None = None
         self.on_disconnect: Callable[[Client, str], Any] | None = None
+        # secure mode: on_path_change(client, old, new) when the server's address as seen by this
+        # client changes (the server moved; the client's own moves are seen by the server)
+        self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
+        self.path_changes = 0
         self.events_dropped = 0
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
@@ -311,6 +315,9 @@ class Client:
         try:
             control = await conn.open_stream()
             link = _Link(self, conn, control)
+            add_cb = getattr(conn, "add_event_callback", None)
+            if add_cb is not None:
+                add_cb(lambda ev, lk=link: self._on_transport_event(lk, ev))
             hello: dict[str, Any] = {"v": codec.PROTOCOL_VERSION, "md": dict(self.config.metadata)}
             if restore:
                 keys = {f"room:{r}" for r in self.rooms} | {f"topic:{t}" for t in self.topics}
@@ -409,9 +416,44 @@ class Client:
     def _on_goaway(self, link: _Link) -> None:
         # The server drains: calls in flight on this link finish there; new calls fail fast with
         # UNAVAILABLE until a new connection is up (dialled now when a reconnect policy is set).
+        # The one drain path, for the RPC GOAWAY frame and for a secure transport GOAWAY alike.
+        if link.goaway:
+            return
+        link.goaway = True
         if self._link is link and not self._closing:
             self._connected.clear()
             self._start_reconnect()
+
+    def _on_transport_event(self, link: _Link, ev: Any) -> None:
+        """Secure-mode events of the KCP session under ``link`` (runs in the receive path)."""
+        from kcp.secure import ConnectionClosed, GoAwayReceived, PathChanged
+        from kcp.secure.connection import reason_text
+
+        if isinstance(ev, GoAwayReceived):
+            # a transport GOAWAY (a kcp-level listener.goaway()) drains like the RPC GOAWAY frame
+            self._on_goaway(link)
+        elif isinstance(ev, ConnectionClosed) and ev.by_peer:
+            # data already received is still read to the end; the link ends with this reason
+            link.peer_reason = "closed by the server: " + reason_text(ev.code, ev.message)
+        elif isinstance(ev, PathChanged):
+            self.path_changes += 1
+            if self.on_path_change is not None:
+                try:
+                    r = self.on_path_change(self, ev.old, ev.new)
+                    if inspect.isawaitable(r):
+                        self._spawn(r)
+                except Exception:
+                    log.exception("on_path_change handler raised")
+
+    def rebind(self) -> Any:
+        """Secure mode: move this connection to a new local UDP socket, as a phone that changes
+        networks does; calls in flight continue, the server sees a path change. Returns the new
+        local address. Raises :class:`UsageError` without a secure KCP connection."""
+        link = self._link
+        rebind = getattr(link.conn, "rebind", None) if link is not None and not link.closed else None
+        if rebind is None:
+            raise UsageError("rebind() needs an open secure-mode KCP connection")
+        return rebind()
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
         attempt = 0

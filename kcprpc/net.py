@@ -122,6 +122,25 @@ class MuxConnection:
         """Peer address (follows a secure-mode session when its peer migrates)."""
         return getattr(self.datagrams, "remote_address", None) or self._remote
 
+    def add_event_callback(self, callback: Any) -> bool:
+        """Secure mode: call ``callback(event)`` for each transport event of the KCP session
+        (``kcp.secure.PathChanged``, ``PathValidated``, ``PathFailed``, ``GoAwayReceived``,
+        ``ConnectionClosed``, ``KeyUpdated``); it runs in the receive path and must not block.
+        Returns False (and does nothing) when the connection has no such events."""
+        add = getattr(self.datagrams, "add_event_callback", None)
+        if add is None or self.wire_mode != "secure":
+            return False
+        add(callback)
+        return True
+
+    def rebind(self) -> Any:
+        """Secure client connections: move to a new local UDP socket (a phone changing networks);
+        calls continue. Returns the new local address."""
+        rebind = getattr(self.datagrams, "rebind", None)
+        if rebind is None or self.wire_mode != "secure":
+            raise UsageError("rebind() needs a secure-mode KCP connection")
+        return rebind()
+
     @property
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""
@@ -400,6 +419,12 @@ class RpcListener:
     def stats(self) -> dict[str, int]:
         """Listener counters."""
         return dict(self.listener.stats)
+
+    def drain(self) -> None:
+        """Secure mode: refuse new handshakes with a clear reason (the client's ``connect()`` fails
+        with UNAVAILABLE at once); a compat listener has no handshake, nothing to do."""
+        if getattr(self.listener, "mode", None) == "secure":
+            self.listener.drain()
 
     def close(self) -> None:
         """Stop listening and end every session."""

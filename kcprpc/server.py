@@ -130,6 +130,7 @@ class ServerSession:
         self.rtt_ms: float | None = None  # as measured and reported by the client
         self.active_calls = 0
         self.streaming_calls = 0
+        self.path_changes = 0  # secure mode: times this client moved to a new address
         self.closed = False
         self.ready = False  # HELLO answered with WELCOME
         self.control: FrameWriter | None = None
@@ -190,6 +191,8 @@ class ServerSession:
 Handler = Callable[..., Any]
 RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
 SessionHook = Callable[[ServerSession], Awaitable[None] | None]
+PathHook = Callable[[ServerSession, Any, Any], Awaitable[None] | None]
+"""``on_path_change(session, old_address, new_address)``: a secure-mode client moved."""
 Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """Secure mode's handshake hook: ``(token, client_static_public_or_None, addr)`` returns None to
 accept or a refusal message (the client's ``connect()`` raises UNAUTHENTICATED with it)."""
@@ -226,6 +229,7 @@ class Server:
         on_connect: SessionHook | None = None,
         on_disconnect: SessionHook | None = None,
         on_restore: RestoreHook | None = None,
+        on_path_change: PathHook | None = None,
         transport_options: Mapping[str, Any] | None = None,
         reflection: bool = True,
     ) -> None:
@@ -252,6 +256,7 @@ class Server:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_restore = on_restore
+        self.on_path_change = on_path_change
         self.sessions: set[ServerSession] = set()
         self.stats: dict[str, int] = {
             "connections": 0,
@@ -263,6 +268,9 @@ class Server:
             "notifications_dropped": 0,
             "events_sent": 0,
             "bad_frames": 0,
+            "path_changes": 0,  # secure mode: a client moved to a new address (NAT rebinding, new network)
+            "paths_validated": 0,  # ... and answered the probe there
+            "paths_failed": 0,  # ... or did not, and the session went back to the old address
         }
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
@@ -314,6 +322,9 @@ class Server:
             return
         sess = ServerSession(self, conn)
         self.sessions.add(sess)
+        add_cb = getattr(conn, "add_event_callback", None)
+        if add_cb is not None:
+            add_cb(lambda ev: self._on_transport_event(sess, ev))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.stats["connections"] += 1
@@ -341,6 +352,25 @@ class Server:
                     await _maybe_await(self.on_disconnect(sess))
                 except Exception:
                     log.exception("on_disconnect hook failed")
+
+    def _on_transport_event(self, sess: ServerSession, ev: Any) -> None:
+        """Secure-mode events of a client's KCP session (runs in the receive path: never blocks)."""
+        from kcp.secure import PathChanged, PathFailed, PathValidated
+
+        if isinstance(ev, PathChanged):
+            self.stats["path_changes"] += 1
+            sess.path_changes += 1
+            if self.on_path_change is not None:
+                try:
+                    r = self.on_path_change(sess, ev.old, ev.new)
+                    if inspect.isawaitable(r):
+                        spawn(self._tasks, r)
+                except Exception:
+                    log.exception("on_path_change hook failed")
+        elif isinstance(ev, PathValidated):
+            self.stats["paths_validated"] += 1
+        elif isinstance(ev, PathFailed):
+            self.stats["paths_failed"] += 1
 
     async def _sweep(self) -> None:
         """Close sessions silent for longer than the heartbeat timeout (one task for all sessions)."""
@@ -467,9 +497,15 @@ class Server:
             return
         self._closing = True
         grace = self.config.shutdown_grace if grace is None else grace
-        # stop accepting, but keep the listener (its socket carries the live sessions) until the end
+        # stop accepting, but keep the listener (its socket carries the live sessions) until the end;
+        # a secure listener also refuses new handshakes at once (the client's connect() fails with
+        # UNAVAILABLE: "server is going away") instead of completing them for nobody. Clients learn
+        # of the drain from the RPC GOAWAY below (reliable, in order after the replies already sent).
         if self._accept_task is not None:
             self._accept_task.cancel()
+        drain = getattr(self._listener, "drain", None)
+        if drain is not None:
+            drain()
         goaway = encode_frame(GOAWAY, 0, [int(Status.UNAVAILABLE), "server shutting down"])
         for s in list(self.sessions):
             s.send_frame(goaway)

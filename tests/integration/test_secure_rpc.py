@@ -34,6 +34,8 @@ async def test_calls_continue_across_a_client_rebind() -> None:
         conns.append(c)
         return c
 
+    hooked: list[tuple[Any, Any, Any]] = []
+    server.on_path_change = lambda sess, old, new: hooked.append((sess, old, new))
     async with server, kcprpc.Client(connector) as client:
         d = client.stub(Demo, timeout=TIMEOUT)
         assert (await d.hello(Req(name="before"))).text == "hello before"
@@ -50,7 +52,8 @@ async def test_calls_continue_across_a_client_rebind() -> None:
             texts.append(r.text)
             if len(texts) == n // 3:
                 unary = [asyncio.create_task(d.echo(bytes([i]) * 2000)) for i in range(32)]
-                session.rebind()  # mid-stream, with unary calls in flight
+                old_local = session.local_address
+                assert client.rebind() == session.local_address != old_local  # mid-stream, calls in flight
         assert texts == [f"s{i}" for i in range(n)]
         assert [bytes(b) for b in await asyncio.gather(*unary)] == [bytes([i]) * 2000 for i in range(32)]
         assert (await d.hello(Req(name="after"))).text == "hello after"
@@ -59,6 +62,12 @@ async def test_calls_continue_across_a_client_rebind() -> None:
         (rpc_session,) = server.sessions
         assert rpc_session.remote_address == srv_session.remote_address  # the RPC layer follows the move
         assert client.reconnects == 0 and len(conns) == 1  # the same connection, no redial
+        # the app saw it: the server's hook, the session's and the server's counters, the stats call
+        assert [(h[0], h[1][1], h[2][1]) for h in hooked] == [(rpc_session, old_local[1], session.local_address[1])]
+        assert rpc_session.path_changes == 1
+        st = await client.stats()
+        assert st.server["path_changes"] == 1 and st.transport["secure_path_changes"] == 1
+        assert st.server["paths_validated"] == 1 and st.server["paths_failed"] == 0
 
 
 def _session(client: kcprpc.Client) -> Any:
@@ -171,3 +180,49 @@ def test_conflicting_wire_options_are_usage_errors() -> None:
     assert kcprpc.Server([], "127.0.0.1", 0, crypt="aes", key=KEY).wire_mode == "compat"
     assert kcprpc.Server([], "127.0.0.1", 0, mode="compat").wire_mode == "compat"
     assert kcprpc.Server([], "127.0.0.1", 0, key=KEY).wire_mode == "secure"
+
+
+async def test_transport_goaway_drains_like_the_rpc_goaway() -> None:
+    probe = Probe()
+    async with kcprpc.Server([Demo(probe)], "127.0.0.1", 0, key=KEY) as server:
+        host, port = server.address  # type: ignore[misc]
+        async with kcprpc.connect(host, port, key=KEY) as client:
+            d = client.stub(Demo, timeout=TIMEOUT)
+            call = asyncio.ensure_future(d.slow(Req(name="x")))
+            await asyncio.wait_for(probe.started.wait(), TIMEOUT)
+            server._listener.listener.goaway(9, "maintenance")  # kcp level: the transport GOAWAY only
+            for _ in range(1000):  # it reaches the client: new calls fail fast, none starts there
+                try:
+                    await d.hello(Req(name="late"))
+                except RpcError as e:
+                    assert e.status is Status.UNAVAILABLE
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("calls kept starting after the GOAWAY")
+            probe.release.set()
+            assert (await call).text == "done"  # the call in flight finished
+            with pytest.raises(RpcError) as ei:  # the draining listener refuses new handshakes
+                await kcprpc.connect(host, port, key=KEY)
+            assert ei.value.status is Status.UNAVAILABLE
+            assert "server is going away (draining)" in ei.value.message
+
+
+async def test_shutdown_refuses_new_handshakes_at_once() -> None:
+    probe = Probe()
+    server = kcprpc.Server([Demo(probe)], "127.0.0.1", 0, key=KEY)
+    host, port = await server.start()
+    async with kcprpc.connect(host, port, key=KEY) as client:
+        call = asyncio.ensure_future(client.stub(Demo, timeout=TIMEOUT).slow(Req(name="x")))
+        await asyncio.wait_for(probe.started.wait(), TIMEOUT)
+        shut = asyncio.ensure_future(server.shutdown(grace=TIMEOUT))
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(RpcError) as ei:
+            await kcprpc.connect(host, port, key=KEY)
+        assert ei.value.status is Status.UNAVAILABLE and "going away" in ei.value.message
+        assert loop.time() - t0 < 2.0  # an answer, not the connect timeout
+        probe.release.set()
+        assert (await call).text == "done"
+        await asyncio.wait_for(shut, TIMEOUT)
