@@ -92,7 +92,7 @@ def child_process(target: Callable[..., None], *args: Any, method: str = "fork")
 
     On leaving, the child is joined (10 s) and killed if it is still alive.
     """
-    ctx = mp.get_context(method)
+    ctx: Any = mp.get_context(method)
     port_q: Any = ctx.Queue()
     result_q: Any = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, port_q, result_q))
