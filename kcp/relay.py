@@ -80,8 +80,14 @@ class LossyRelay:
         seed: int = 1,
         max_clients: int = 4096,
     ) -> None:
-        for name, value in (("loss", loss), ("dup", dup), ("reorder", reorder)):
-            if not 0.0 <= value <= 100.0:
+        for name, value in (
+            ("loss", loss),
+            ("loss_up", loss_up),
+            ("loss_down", loss_down),
+            ("dup", dup),
+            ("reorder", reorder),
+        ):
+            if value is not None and not 0.0 <= value <= 100.0:
                 raise ValueError(f"{name} must be a percentage in 0..100")
         if delay < 0 or jitter < 0 or reorder_delay < 0:
             raise ValueError("delay, jitter and reorder_delay must be >= 0")

@@ -140,6 +140,11 @@ async def test_reorder_swaps_datagrams() -> None:
 def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError):
         LossyRelay(loss=150)
+    for direction in ("loss_up", "loss_down"):
+        with pytest.raises(ValueError, match=direction):
+            LossyRelay(**{direction: 150.0})
+        with pytest.raises(ValueError, match=direction):
+            LossyRelay(**{direction: -1.0})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
