@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +44,13 @@ from kcp.secure import (
     SecureConfig,
     SecureConnection,
     SecureConnectionClosed,
+    SecureCounters,
     SecureServer,
 )
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import CID_LEN, MIN_TRANSPORT, TRANSPORT_TYPES
 from kcp.session import _CLOSED, KCPSession, SessionConfig, _Endpoint
-from kcp.stats import Counters
+from kcp.stats import SNMP, Counters
 
 if TYPE_CHECKING:
     from kcp.listener import Listener
@@ -67,6 +69,53 @@ SECURE_OVERHEAD = MIN_TRANSPORT
 """Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
 
 EventCallback = Callable[[Event], object]
+
+SNMP_SECURE: dict[str, tuple[str, ...]] = {
+    "secure_handshakes": ("handshakes_completed", "accepted"),
+    "secure_handshake_failures": ("handshakes_failed",),
+    "secure_bad_mac1": ("bad_mac1",),
+    "secure_retries_sent": ("retries_sent",),
+    "secure_refused": ("refused",),
+    "secure_half_open_dropped": ("half_open_evicted", "half_open_expired"),
+    "secure_decrypt_errors": ("decrypt_errors", "handshake_decrypt_errors"),
+    "secure_replays": ("replay_duplicates", "replay_too_old", "initiation_replays"),
+    "secure_unknown_cid": ("unknown_cid",),
+    "secure_key_updates": ("key_updates",),
+    "secure_path_changes": ("path_changes",),
+    "secure_path_validated": ("path_validated",),
+    "secure_path_failed": ("path_failed",),
+    "secure_closes_sent": ("closes_sent",),
+    "secure_closes_received": ("closes_received",),
+    "secure_goaways_sent": ("goaways_sent",),
+    "secure_goaways_received": ("goaways_received",),
+    "secure_stateless_resets_sent": ("stateless_resets_sent",),
+    "secure_stateless_resets_received": ("stateless_resets_received",),
+}
+"""Which :class:`kcp.secure.SecureCounters` feed each process-wide ``secure_*`` field of
+:class:`kcp.stats.Counters` (``kcp.SNMP`` / ``kcp.snmp()``)."""
+
+_snmp_any: Any = SNMP
+_live_demux: weakref.WeakSet[SecureDemux] = weakref.WeakSet()
+
+
+def add_secure_counters(total: dict[str, int], sc: SecureCounters) -> None:
+    """Add ``sc`` into the ``secure_*`` entries of a counters dict (``kcp.snmp()``'s)."""
+    for field, sources in SNMP_SECURE.items():
+        total[field] += sum(getattr(sc, f) for f in sources)
+
+
+def fold_secure_counters(sc: SecureCounters) -> None:
+    """Add ``sc`` into :data:`kcp.stats.SNMP` (once, when its owner ends)."""
+    for field, sources in SNMP_SECURE.items():
+        v = sum(getattr(sc, f) for f in sources)
+        if v:
+            setattr(_snmp_any, field, getattr(_snmp_any, field) + v)
+
+
+def live_secure_totals(total: dict[str, int]) -> None:
+    """Add what live secure listeners' handshake cores counted so far (``kcp.snmp()``)."""
+    for demux in list(_live_demux):
+        add_secure_counters(total, demux.server.counters)
 
 # what a local end sends as the CLOSE reason, by the session's close reason
 _LOCAL_CODES = {
@@ -334,6 +383,7 @@ class SecureLink:
                 tx.append((pkt, conn.peer_addr))
         if self.server is not None:
             self.server.remove(conn)
+        fold_secure_counters(conn.counters)
 
 
 # ---------------------------------------------------------------------------------- client side
@@ -406,6 +456,7 @@ async def secure_handshake(
     finally:
         timers.cancel(timer)
         ep.dispatch = lambda d, a, n: None
+        fold_secure_counters(client.counters)  # the handshake's own counters (the connection has its own)
 
 
 # ---------------------------------------------------------------------------------- server side
@@ -414,7 +465,7 @@ async def secure_handshake(
 class SecureDemux:
     """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
 
-    __slots__ = ("_timer_entry", "draining", "links", "listener", "server")
+    __slots__ = ("__weakref__", "_timer_entry", "draining", "links", "listener", "server")
 
     def __init__(
         self,
@@ -430,6 +481,7 @@ class SecureDemux:
         self.server = SecureServer(
             config, rng, authorize=self._authorize_hook(authorize), now=listener._ep.timers.now_ms()
         )
+        _live_demux.add(self)
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
         """One datagram on the listener's socket."""
@@ -505,6 +557,9 @@ class SecureDemux:
         self.listener._ep.timers.cancel(self)
         server = self.server
         server.handle_timer(self.listener._ep.timers.now_ms() + server.config.half_open_timeout_ms + 1)
+        if self in _live_demux:
+            _live_demux.discard(self)
+            fold_secure_counters(server.counters)
 
     def _on_timer(self, now: int) -> None:
         server = self.server

@@ -25,6 +25,7 @@ import asyncio
 import os
 import socket
 import struct
+import sys
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -72,7 +73,8 @@ _NOT_FOLDED = frozenset(
         "dropped_backlog_full",
     }
 )
-_FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED)
+# secure_* fields come from kcp.secure's counters (kcp.secure_io folds them), not from sessions' own
+_FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
 _live: weakref.WeakSet[KCPSession] = weakref.WeakSet()
 _snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
 
@@ -82,12 +84,21 @@ def snmp() -> dict[str, int]:
 
     Sessions count engine and packet-layer events in their own :class:`Counters` and fold them into
     ``SNMP`` when they close; socket-level and session-lifecycle counters go to ``SNMP`` directly.
+    The ``secure_*`` fields come from secure mode's counters (connections, listeners' handshake
+    cores, dials), folded in the same way (:data:`kcp.secure_io.SNMP_SECURE`).
     """
     total = SNMP.snapshot()
     for s in list(_live):
         c = s.counters
         for f in _FOLDED:
             total[f] += getattr(c, f)
+    if "kcp.secure_io" in sys.modules:  # secure mode was used in this process
+        from kcp.secure_io import add_secure_counters, live_secure_totals
+
+        for s in list(_live):
+            if s._secure is not None:
+                add_secure_counters(total, s._secure.conn.counters)
+        live_secure_totals(total)
     return total
 
 

@@ -49,6 +49,27 @@ _FIELDS: tuple[str, ...] = (
     "dropped_table_full",
     "dropped_bad_conv",
     "dropped_backlog_full",
+    # secure mode (kcp.secure): folded in from the handshake cores and the connections
+    # (kcp.secure_io.SNMP_SECURE says which SecureCounters feed each one)
+    "secure_handshakes",  # handshakes completed (dialled and accepted)
+    "secure_handshake_failures",  # dials that failed: timeout, PSK mismatch, refusal
+    "secure_bad_mac1",  # initiations dropped silently: wrong server key / PSK, or garbage
+    "secure_retries_sent",  # stateless cookie retries (the server was under load)
+    "secure_refused",  # authenticated refusals (bad token, version, parameters, draining)
+    "secure_half_open_dropped",  # unconfirmed handshakes evicted or expired
+    "secure_decrypt_errors",  # packets whose AEAD tag did not verify
+    "secure_replays",  # duplicate or too-old packet numbers, replayed initiations
+    "secure_unknown_cid",  # transport packets for no connection ID we know
+    "secure_key_updates",  # key updates we started
+    "secure_path_changes",  # a peer moved to a new address (migration)
+    "secure_path_validated",
+    "secure_path_failed",
+    "secure_closes_sent",
+    "secure_closes_received",
+    "secure_goaways_sent",
+    "secure_goaways_received",
+    "secure_stateless_resets_sent",
+    "secure_stateless_resets_received",
 )
 
 
@@ -94,6 +115,25 @@ class Counters:
     dropped_table_full: int
     dropped_bad_conv: int
     dropped_backlog_full: int
+    secure_handshakes: int
+    secure_handshake_failures: int
+    secure_bad_mac1: int
+    secure_retries_sent: int
+    secure_refused: int
+    secure_half_open_dropped: int
+    secure_decrypt_errors: int
+    secure_replays: int
+    secure_unknown_cid: int
+    secure_key_updates: int
+    secure_path_changes: int
+    secure_path_validated: int
+    secure_path_failed: int
+    secure_closes_sent: int
+    secure_closes_received: int
+    secure_goaways_sent: int
+    secure_goaways_received: int
+    secure_stateless_resets_sent: int
+    secure_stateless_resets_received: int
 
     def __init__(self) -> None:
         self.reset()

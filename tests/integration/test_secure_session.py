@@ -608,3 +608,32 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
         assert time.monotonic() - t0 < 30
         c.close()
         await c.wait_closed()
+
+
+async def test_secure_counters_reach_the_process_wide_snmp() -> None:
+    before = kcp.snmp()
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=_echo)
+    port = lis.address[1]
+    c = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB, psk=PSK)
+    await _roundtrip(c)
+    live = kcp.snmp()  # live sessions and the live listener are counted before they end
+    assert live["secure_handshakes"] - before["secure_handshakes"] == 2  # dialled + accepted
+    (srv,) = lis.sessions.values()
+    c.rebind()
+    await _wait_until(lambda: srv.stats["secure_path_validated"] == 1, "path validation")
+    with pytest.raises(HandshakeTimeout):  # the wrong PSK for a passphrase server: dropped by mac1
+        await kcp.dial("127.0.0.1", port, mode="secure", key="wrong", handshake_timeout=0.2)
+    mid = kcp.snmp()
+    assert mid["secure_path_changes"] - before["secure_path_changes"] == 1
+    assert mid["secure_path_validated"] - before["secure_path_validated"] == 1
+    assert mid["secure_handshake_failures"] - before["secure_handshake_failures"] == 1
+    assert mid["secure_bad_mac1"] - before["secure_bad_mac1"] >= 1
+    c.close(7, "bye")
+    await c.wait_closed()
+    await _wait_until(lambda: srv.closed, "the peer's CLOSE")
+    lis.close()
+    await lis.wait_closed()
+    after = kcp.snmp()  # ours have ended: their counts are folded into kcp.SNMP now
+    for field, n in {"secure_handshakes": 2, "secure_path_changes": 1, "secure_closes_sent": 1,
+                     "secure_closes_received": 1, "secure_handshake_failures": 1}.items():  # fmt: skip
+        assert after[field] - before[field] == n, field
