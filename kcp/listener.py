@@ -164,7 +164,8 @@ class Listener:
     @property
     def stats(self) -> dict[str, int]:
         """Listener counters (socket I/O and drops) plus table sizes."""
-        out = self.counters.snapshot()
+        # the process-wide secure_* fields stay out: secure mode's own counters follow, by their names
+        out = {k: v for k, v in self.counters.snapshot().items() if not k.startswith("secure_")}
         out["sessions"] = len(self._sessions)
         out["backlog"] = len(self._pending)
         out["tx_dropped"] = self._ep.tx_dropped

@@ -568,7 +568,8 @@ class KCPSession:
     def stats(self) -> dict[str, int]:
         """This session's counters plus the engine's RTT and window state."""
         eng = self._engine
-        out = self.counters.snapshot()
+        # the process-wide secure_* fields stay out: secure mode's own counters follow, by their names
+        out = {k: v for k, v in self.counters.snapshot().items() if not k.startswith("secure_")}
         if self._secure is not None:
             sec = self._secure
             for k, v in sec.conn.counters.snapshot().items():
