@@ -63,6 +63,8 @@ _ADDR_CACHE_LIMIT = 65536
 _RETRY_ERRNOS = (errno.EINTR,)
 _AGAIN_ERRNOS = (errno.EAGAIN, errno.EWOULDBLOCK)
 _GSO_REFUSED_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+# ICMP errors the kernel reports once on the socket: reading goes on after them
+_PENDING_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 
 class _IOVec(ctypes.Structure):
@@ -421,9 +423,11 @@ class DatagramIO:
                 data, addr = recvfrom(size)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as exc:  # ICMP errors reported on the socket (e.g. ECONNREFUSED)
+            except OSError as exc:
                 self.last_error = exc
-                continue
+                if exc.errno in _PENDING_ERRNOS:
+                    continue
+                break  # anything else (a closed socket ...) would fail again at once
             nbytes += len(data)
             out.append((data, addr))
         self._count_recv(calls, len(out), nbytes)
@@ -455,7 +459,7 @@ class DatagramIO:
                 if err in _RETRY_ERRNOS:
                     continue
                 self.last_error = OSError(err, os.strerror(err))
-                if err == errno.ECONNREFUSED:
+                if err in _PENDING_ERRNOS:
                     continue
                 break
             for i in range(got):

@@ -177,3 +177,12 @@ def test_bad_arguments_are_refused() -> None:
             DatagramIO(sock, max_datagram=10)
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("mmsg", [True, False])
+def test_recv_on_a_closed_socket_returns_at_once(mmsg: bool) -> None:
+    sock = open_udp_socket("127.0.0.1", 0)
+    io = DatagramIO(sock, mmsg=mmsg)
+    sock.close()
+    assert io.recv() == []  # the fallback used to retry a persistent error forever
+    assert io.last_error is not None
