@@ -117,6 +117,7 @@ def live_secure_totals(total: dict[str, int]) -> None:
     for demux in list(_live_demux):
         add_secure_counters(total, demux.server.counters)
 
+
 # what a local end sends as the CLOSE reason, by the session's close reason
 _LOCAL_CODES = {
     "idle timeout": Reason.IDLE_TIMEOUT,
@@ -130,9 +131,7 @@ _CLOSE_COPIES = 2  # a lost CLOSE costs the peer an idle timeout: send it twice
 # ---------------------------------------------------------------------------------- configuration
 
 
-def _auth_material(
-    key: bytes | str | None, psk: bytes | None
-) -> tuple[bytes | None, str | None]:
+def _auth_material(key: bytes | str | None, psk: bytes | None) -> tuple[bytes | None, str | None]:
     if psk is not None and key is not None:
         raise KCPUsageError("give key= (passphrase or 32-byte PSK) or psk=, not both")
     if isinstance(key, str):

@@ -19,12 +19,12 @@ from typing import Any
 import kcprpc
 from examples.common import exit_with, print_figures
 from examples.game.bots import BotStats, run_bot
-from examples.game.service import make_server, run_ticker
+from examples.game.service import KEY, make_server, run_ticker
 
 
 async def run_bots(host: str, port: int, bots: int, seconds: float, rooms: int, seed: int) -> list[BotStats]:
     stop = asyncio.Event()
-    clients = [kcprpc.connect(host, port) for _ in range(bots)]
+    clients = [kcprpc.connect(host, port, key=KEY) for _ in range(bots)]
     await asyncio.gather(*(c.connect() for c in clients))
     try:
         tasks = [

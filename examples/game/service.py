@@ -163,10 +163,15 @@ async def run_ticker(server: kcprpc.Server, world: World, hz: int = TICK_HZ) -> 
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
+KEY = "game example passphrase"
+"""The shared passphrase of the example (secure wire mode: the handshake's PSK)."""
+
+
 def make_server(
-    host: str = "127.0.0.1", port: int = 9100, **transport: object
+    host: str = "127.0.0.1", port: int = 9100, *, key: str = KEY, **transport: object
 ) -> tuple[kcprpc.Server, World]:
-    """A game server whose players leave the world when they disconnect."""
+    """A game server (secure mode, ``key`` as the passphrase) whose players leave the world when
+    they disconnect."""
     world = World()
 
     def on_disconnect(sess: ServerSession) -> None:
@@ -174,5 +179,7 @@ def make_server(
         if isinstance(p, Player):
             world.remove(p)
 
-    server = kcprpc.Server([GameService(world)], host, port, on_disconnect=on_disconnect, **transport)  # type: ignore[arg-type]
+    server = kcprpc.Server(
+        [GameService(world)], host, port, key=key, on_disconnect=on_disconnect, **transport
+    )  # type: ignore[arg-type]
     return server, world

@@ -11,7 +11,7 @@ import argparse
 import kcprpc
 from examples.common import exit_with, print_figures
 from examples.live.load import run_load
-from examples.live.service import Chat, LiveService, make_server
+from examples.live.service import KEY, Chat, LiveService, make_server
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"live server on kcp://{host}:{port}")
     try:
         # a viewer may not publish: PERMISSION_DENIED from the interceptor
-        async with kcprpc.connect(host, port) as viewer:
+        async with kcprpc.connect(host, port, key=KEY) as viewer:
             try:
                 await viewer.stub(LiveService).chat(Chat(channel="main", user="troll", text="hi"))
             except kcprpc.RpcError as e:

@@ -18,7 +18,7 @@ from typing import Any
 
 import kcprpc
 from examples.common import exit_with, print_figures
-from examples.live.service import Chat, Gift, LiveService, Score, topic
+from examples.live.service import KEY, Chat, Gift, LiveService, Score, topic
 
 
 @dataclass
@@ -36,7 +36,7 @@ async def connect_viewers(host: str, port: int, n: int, channel: str, batch: int
     """Connect and subscribe ``n`` viewers, ``batch`` at a time."""
     viewers: list[Viewer] = []
     for start in range(0, n, batch):
-        chunk = [Viewer(kcprpc.connect(host, port)) for _ in range(min(batch, n - start))]
+        chunk = [Viewer(kcprpc.connect(host, port, key=KEY)) for _ in range(min(batch, n - start))]
         await asyncio.gather(*(v.client.connect() for v in chunk))
         for v in chunk:
             v.client.on(Chat, v.on_event)
@@ -49,7 +49,7 @@ async def connect_viewers(host: str, port: int, n: int, channel: str, batch: int
 
 async def publish(host: str, port: int, channel: str, rate: float, seconds: float, token: str) -> int:
     """Publish chat (most), gift and score events at ``rate`` per second; returns how many."""
-    async with kcprpc.connect(host, port) as pub:
+    async with kcprpc.connect(host, port, key=KEY) as pub:
         live = pub.stub(LiveService, metadata={"token": token}, timeout=10.0)
         loop = asyncio.get_running_loop()
         n = 0

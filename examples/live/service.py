@@ -78,6 +78,12 @@ def publisher_auth(token: str) -> Callable[[ServerContext, Callable[[], Awaitabl
     return intercept
 
 
-def make_server(host: str = "127.0.0.1", port: int = 9200, token: str = "publisher-secret") -> kcprpc.Server:
-    """A live server."""
-    return kcprpc.Server([LiveService()], host, port, interceptors=[publisher_auth(token)])
+KEY = "live example passphrase"
+"""The shared passphrase of the example (secure wire mode: the handshake's PSK)."""
+
+
+def make_server(
+    host: str = "127.0.0.1", port: int = 9200, token: str = "publisher-secret", key: str = KEY
+) -> kcprpc.Server:
+    """A live server (secure mode, ``key`` as the passphrase)."""
+    return kcprpc.Server([LiveService()], host, port, key=key, interceptors=[publisher_auth(token)])

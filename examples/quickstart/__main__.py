@@ -10,7 +10,10 @@ import time
 import kcprpc
 from examples.quickstart.service import CountRequest, Greeter, HelloRequest
 
-OPTS: dict[str, object] = {"key": "quickstart secret", "fec": (10, 3)}  # secure mode: the passphrase is the PSK
+OPTS: dict[str, object] = {
+    "key": "quickstart secret",
+    "fec": (10, 3),
+}  # secure mode: the passphrase is the PSK
 
 
 async def main(name: str, count: int) -> int:

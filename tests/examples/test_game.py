@@ -7,14 +7,14 @@ import random
 
 import kcprpc
 from examples.game.bots import run_bot
-from examples.game.service import GameService, JoinRequest, MoveRequest, make_server, run_ticker
+from examples.game.service import KEY, GameService, JoinRequest, MoveRequest, make_server, run_ticker
 
 
 async def test_bots_play_and_leave() -> None:
     server, world = make_server("127.0.0.1", 0)
     host, port = await server.start()
     ticker = asyncio.ensure_future(run_ticker(server, world))
-    clients = [kcprpc.connect(host, port) for _ in range(4)]
+    clients = [kcprpc.connect(host, port, key=KEY) for _ in range(4)]
     try:
         await asyncio.gather(*(c.connect() for c in clients))
         stop = asyncio.Event()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import kcprpc
 from examples.live.load import run_load
-from examples.live.service import Chat, LiveService, make_server, topic
+from examples.live.service import KEY, Chat, LiveService, make_server, topic
 
 
 async def test_publisher_auth_and_fanout() -> None:
     server = make_server("127.0.0.1", 0, token="t0ken")
     host, port = await server.start()
     try:
-        async with kcprpc.connect(host, port) as viewer:
+        async with kcprpc.connect(host, port, key=KEY) as viewer:
             try:
                 await viewer.stub(LiveService).chat(Chat(channel="main", user="x", text="hi"))
             except kcprpc.RpcError as e:
@@ -21,7 +21,7 @@ async def test_publisher_auth_and_fanout() -> None:
             await viewer.subscribe(topic("main"))
             got: list[Chat] = []
             viewer.on(Chat, got.append)
-            async with kcprpc.connect(host, port) as pub:
+            async with kcprpc.connect(host, port, key=KEY) as pub:
                 live = pub.stub(LiveService, metadata={"token": "t0ken"}, timeout=5)
                 acks = [await live.chat(Chat(channel="main", user="host", text=str(i))) for i in range(3)]
                 assert [a.seq for a in acks] == [1, 2, 3]

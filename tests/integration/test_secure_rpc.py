@@ -63,7 +63,9 @@ async def test_calls_continue_across_a_client_rebind() -> None:
         assert rpc_session.remote_address == srv_session.remote_address  # the RPC layer follows the move
         assert client.reconnects == 0 and len(conns) == 1  # the same connection, no redial
         # the app saw it: the server's hook, the session's and the server's counters, the stats call
-        assert [(h[0], h[1][1], h[2][1]) for h in hooked] == [(rpc_session, old_local[1], session.local_address[1])]
+        assert [(h[0], h[1][1], h[2][1]) for h in hooked] == [
+            (rpc_session, old_local[1], session.local_address[1])
+        ]
         assert rpc_session.path_changes == 1
         st = await client.stats()
         assert st.server["path_changes"] == 1 and st.transport["secure_path_changes"] == 1
