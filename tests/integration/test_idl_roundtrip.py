@@ -32,7 +32,7 @@ def _import(path: Path, name: str) -> ModuleType:
 
 
 async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
-    from examples.game.service import GameService, make_server, run_ticker
+    from examples.game.service import KEY, GameService, make_server, run_ticker
 
     doc_path = tmp_path / "game.json"
     doc_path.write_text(dumps(export_service(GameService)))
@@ -50,7 +50,7 @@ async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
     host, port = await server.start()
     ticker = asyncio.ensure_future(run_ticker(server, world))
     try:
-        async with kcprpc.connect(host, port) as client:
+        async with kcprpc.connect(host, port, key=KEY) as client:
             game = client.stub(gen.Game, timeout=5.0)
             with pytest.raises(kcprpc.RpcError) as ei:
                 await game.move(gen.MoveRequest(dx=1, dy=1))
