@@ -310,6 +310,16 @@ class Server:
         )
 
     @property
+    def public_key(self) -> bytes | None:
+        """The X25519 public key of ``static_private_key`` (what clients pin with
+        ``connect(..., server_public_key=...)``), or None without a static key."""
+        if self.static_private_key is None:
+            return None
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        return X25519PrivateKey.from_private_bytes(self.static_private_key).public_key().public_bytes_raw()
+
+    @property
     def methods(self) -> dict[str, MethodSpec]:
         """Every served method by wire name."""
         return {k: v[0] for k, v in self._methods.items()}

@@ -59,8 +59,17 @@ class RpcPair:
         if self.transport == "kcp":
             from kcprpc.net import dial
 
-            assert self.server.address is not None
-            c = await dial(*self.server.address)
+            srv = self.server
+            assert srv.address is not None
+            c = await dial(  # the server's own wire settings, so that any of them connects
+                *srv.address,
+                mode=srv.wire_mode,
+                crypt=srv.crypt,
+                key=srv.key,
+                fec=srv.fec,
+                server_public_key=srv.public_key,
+                **srv.transport_options,
+            )
             self.connections.append((c, c))
             return c  # the server side is accepted by the server's own listener
         if self.transport == "mux":

@@ -228,3 +228,17 @@ async def test_shutdown_refuses_new_handshakes_at_once() -> None:
         probe.release.set()
         assert (await call).text == "done"
         await asyncio.wait_for(shut, TIMEOUT)
+
+
+async def test_testing_pair_over_kcp_uses_the_servers_wire_settings() -> None:
+    from kcprpc.testing import pair
+
+    priv, pub = generate_keypair()
+    async with pair([Demo()], transport="kcp", key=KEY, static_private_key=priv, fec=(4, 2)) as p:
+        assert p.server.public_key == pub
+        assert (await p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="t"))).text == "hello t"
+        assert _session(p.client).secure.peer_static == pub  # the pinned-key handshake ran
+    async with pair([Demo()]) as p:  # in memory: nothing to rebind
+        with pytest.raises(UsageError, match="secure-mode"):
+            p.client.rebind()
+        assert p.server.public_key is None
