@@ -67,6 +67,11 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
     if server.port is None:
         server.port = 9000
     given = clitools.transport_kwargs(args)
+    for name, flag in (("server_public_key", "--server-key"), ("token", "--token")):
+        if name in given:
+            raise UsageError(
+                f"{flag} is a client flag (serve takes --static-key and the app's authorize hook)"
+            )
     if "crypt" in given and "mode" not in given:
         server.mode = None  # --crypt implies compat mode, whatever the app chose
     elif given.get("mode") == "secure":

@@ -6,7 +6,7 @@
     kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE] [--json]
     kcprpc call HOST:PORT SERVICE.METHOD ['{"json": "request"}'] [-d @file] [-H key=value] [--timeout S]
     kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]
-    kcprpc ping HOST:PORT [-c COUNT]      kcprpc stats HOST:PORT
+    kcprpc ping HOST:PORT [-c COUNT]      kcprpc stats HOST:PORT      kcprpc keygen [-o FILE]
     kcprpc idl export module:Class ... [-o FILE]  |  --all [-o idl/] [--check]
     kcprpc idl check OLD NEW [--json]     kcprpc idl gen-python DOC -o models.py     kcprpc idl validate DOC...
 
@@ -90,6 +90,19 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--key", default=None, help="pre-shared secret (passphrase)")
     g.add_argument(
+        "--static-key",
+        default=None,
+        metavar="HEX|@FILE",
+        help="secure mode: this side's X25519 private key (serve: the identity clients pin; "
+        "`kcprpc keygen` makes one)",
+    )
+    g.add_argument(
+        "--server-key", default=None, metavar="HEX", help="secure mode, clients: pin the server's public key"
+    )
+    g.add_argument(
+        "--token", default=None, help="secure mode, clients: token for the server's authorize hook"
+    )
+    g.add_argument(
         "--datashard", "--ds", type=int, default=None, help="FEC data shards (0: no FEC, the default)"
     )
     g.add_argument("--parityshard", "--ps", type=int, default=None, help="FEC parity shards")
@@ -137,6 +150,13 @@ def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--crypt {crypt} needs --key")
     if wire is not None:
         out["mode"] = wire
+    for flag, name in (("static_key", "static_private_key"), ("server_key", "server_public_key")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            out[name] = parse_key(v, "--" + flag.replace("_", "-"))
+    token = getattr(args, "token", None)
+    if token is not None:
+        out["token"] = token
     if crypt is not None:
         out["crypt"] = crypt
     if key is not None:
@@ -144,6 +164,38 @@ def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if opts:
         out["transport_options"] = opts
     return out
+
+
+def parse_key(text: str, flag: str) -> bytes:
+    """A 32-byte X25519 key given as 64 hex digits, or ``@FILE`` holding them."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise UsageError(f"{flag}: cannot read {text[1:]}: {e}") from None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise UsageError(f"{flag}: expected 64 hex digits (a 32-byte X25519 key) or @FILE")
+    return key
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``kcprpc keygen``: a new X25519 key pair for secure mode, as hex."""
+    from kcp.secure import generate_keypair
+
+    priv, pub = generate_keypair()
+    if args.output:
+        out = Path(args.output)
+        out.write_text(priv.hex() + "\n", encoding="utf-8")
+        out.chmod(0o600)
+        print(f"private key written to {out} (serve --static-key @{out})", file=sys.stderr)
+    else:
+        print(f"private {priv.hex()}")
+    print(f"public {pub.hex()}")
+    return 0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -807,6 +859,12 @@ def add_commands(sub: Any) -> None:
     _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
     for name, fn in ASYNC_COMMANDS.items():
         sub.choices[name].set_defaults(func=fn, is_async=True)
+
+    k = sub.add_parser(
+        "keygen", help="a new X25519 key pair for secure mode (serve --static-key, --server-key)"
+    )
+    k.add_argument("-o", "--output", default=None, help="write the private key to this file (mode 600)")
+    k.set_defaults(func=cmd_keygen, is_async=False)
 
     idl = sub.add_parser("idl", help="interface documents: export, check, gen-python, validate")
     isub = idl.add_subparsers(dest="idl_cmd", required=True)

@@ -15,7 +15,7 @@ from kcprpc.status import Status
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "tests" / "integration" / "cli_server.py"
 TOKEN = "publisher-secret"
-SECURE = [
+COMPAT = [  # kcptun's flags: a kcp-go cipher selects compat mode
     "--crypt",
     "aes",
     "--key",
@@ -221,13 +221,13 @@ def test_ping_and_stats(srv: Srv) -> None:
 
 
 def test_transport_flags_match_kcptun_names() -> None:
-    s = Srv(*SECURE)
+    s = Srv(*COMPAT)
     try:
-        r = kcprpc("call", s.addr, "quickstart.Greeter.hello", '{"name": "x"}', *SECURE)
+        r = kcprpc("call", s.addr, "quickstart.Greeter.hello", '{"name": "x"}', *COMPAT)
         assert r.returncode == 0, r.stderr
-        r = kcprpc("ping", s.addr, "-c", "1", *SECURE)
+        r = kcprpc("ping", s.addr, "-c", "1", *COMPAT)
         assert r.returncode == 0, r.stderr
-        wrong = [*SECURE[:3], "other key", *SECURE[4:]]
+        wrong = [*COMPAT[:3], "other key", *COMPAT[4:]]
         r = kcprpc("list", s.addr, *wrong, "--connect-timeout", "1")
         assert r.returncode == code(Status.UNAVAILABLE) and r.stderr.startswith("UNAVAILABLE: ")
         assert "no answer" in r.stderr
@@ -249,5 +249,25 @@ def test_reflection_off() -> None:
         assert json.loads(r.stdout) == {"message": "Hello, z!"}
         r = kcprpc("list", s.addr, "--idl", doc)
         assert r.stdout.split() == ["quickstart.Greeter"]
+    finally:
+        s.stop()
+
+
+def test_secure_mode_with_a_pinned_key_from_keygen(tmp_path: Path) -> None:
+    keyfile = tmp_path / "server.key"
+    r = kcprpc("keygen", "-o", str(keyfile))
+    assert r.returncode == 0, r.stderr
+    pub = r.stdout.split()[-1]
+    assert len(bytes.fromhex(pub)) == 32 and len(bytes.fromhex(keyfile.read_text().strip())) == 32
+    s = Srv("--static-key", f"@{keyfile}", "--key", "cli secret", "--ds", "4", "--ps", "2")
+    try:
+        pinned = ["--server-key", pub, "--key", "cli secret", "--ds", "4", "--ps", "2"]
+        r = kcprpc("ping", s.addr, "-c", "1", *pinned)
+        assert r.returncode == 0, r.stderr
+        r = kcprpc("ping", s.addr, "-c", "1", *pinned[:3], "not it", "--connect-timeout", "1")
+        assert r.returncode == code(Status.UNAUTHENTICATED)  # right server key, wrong PSK: one RTT
+        assert r.stderr.startswith("UNAUTHENTICATED: secure handshake failed: PSK mismatch")
+        r = kcprpc("ping", s.addr, "--server-key", "abcd")
+        assert r.returncode == 2 and "64 hex digits" in r.stderr
     finally:
         s.stop()

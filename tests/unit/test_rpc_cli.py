@@ -120,5 +120,11 @@ def test_wire_flag() -> None:
     assert (s.wire_mode, s.crypt) == ("secure", None)
     with pytest.raises(UsageError, match="--wire secure"):
         serve("--wire", "secure", "--crypt", "aes", "--key", "k")
+    key = "11" * 32
+    assert serve("--static-key", key).static_private_key == bytes.fromhex(key)
+    with pytest.raises(UsageError, match="client flag"):
+        serve("--server-key", key)
+    with pytest.raises(UsageError, match="selects compat mode"):
+        serve("--static-key", key, "--crypt", "aes", "--key", "k")
     args = build_parser().parse_args(["ping", "h:1", "--wire", "compat", "--mode", "fast"])
     assert (args.wire, args.mode) == ("compat", "fast")  # kcptun's --mode stays the KCP profile
