@@ -33,7 +33,7 @@ from kcp.batch import Address, open_udp_socket
 from kcp.crypt import PacketCrypt
 from kcp.engine import IKCP_OVERHEAD
 from kcp.errors import ConnectionClosedError, KCPUsageError
-from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.pipeline import KIND_OOB, Pipeline
 from kcp.session import KCPSession, SessionConfig, _Endpoint, _make_crypt
 from kcp.stats import SNMP, Counters
 
@@ -188,7 +188,7 @@ class Listener:
             return
         conv = -1
         for kind, payload in self._probe.open(data, now):
-            if kind == KIND_KCP:
+            if kind != KIND_OOB:
                 conv = _kcp_conv(payload)
                 break
         if conv < 0:

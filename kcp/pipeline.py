@@ -48,6 +48,7 @@ __all__ = [
     "FEC_HEADER_SIZE",
     "FEC_HEADER_SIZE_PLUS2",
     "KIND_KCP",
+    "KIND_KCP_RECOVERED",
     "KIND_OOB",
     "MIN_PACKET_SIZE",
     "NONCE_SIZE",
@@ -62,6 +63,9 @@ KIND_KCP = 0
 """``open`` result kind: a KCP packet for the engine's ``input``."""
 KIND_OOB = 1
 """``open`` result kind: the payload of an out-of-band packet (conv removed)."""
+KIND_KCP_RECOVERED = 2
+"""``open`` result kind: a KCP packet rebuilt by FEC. Feed it with ``input(..., regular=False)``:
+it may arrive long after it was sent, so its window and timestamps must not count (kcp-go's rule)."""
 
 NONCE_SIZE = 16
 CRC_SIZE = 4
@@ -208,9 +212,9 @@ class Pipeline:
     def open(self, datagram: bytes, now: int) -> list[tuple[int, bytes]]:
         """Undo :meth:`seal` / :meth:`seal_oob` for one received UDP payload.
 
-        Returns ``(KIND_KCP, packet)`` for every KCP packet to feed the engine (a data shard's
-        packet first, then any packets FEC recovered) and ``(KIND_OOB, payload)`` for an OOB
-        packet. Garbage returns ``[]`` and moves ``in_errs`` plus the counter naming the reason.
+        Returns ``(KIND_KCP, packet)`` for a KCP packet as received (a data shard's packet comes
+        first), ``(KIND_KCP_RECOVERED, packet)`` for each packet FEC rebuilt, and
+        ``(KIND_OOB, payload)`` for an OOB packet. Garbage returns ``[]`` and moves ``in_errs`` plus the counter naming the reason.
         """
         if type(datagram) is not bytes:
             datagram = bytes(datagram)
@@ -280,5 +284,5 @@ class Pipeline:
             c.fec_errs += 1
             return out
         for packet in recovered:
-            out.append((KIND_KCP, packet))
+            out.append((KIND_KCP_RECOVERED, packet))
         return out

@@ -36,7 +36,7 @@ from kcp.batch import Address, DatagramIO, open_udp_socket
 from kcp.crypt import PacketCrypt, derive_key, new_crypt
 from kcp.engine import IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
-from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline
 from kcp.stats import SNMP, Counters
 from kcp.timers import TimerHeap
 
@@ -630,8 +630,8 @@ class KCPSession:
                 return
         else:
             for kind, payload in self._pipeline.open(data, now):
-                if kind == KIND_KCP:
-                    rc = eng.input(payload, now)
+                if kind != KIND_OOB:
+                    rc = eng.input(payload, now, regular=kind == KIND_KCP)
                     if (
                         rc == -1
                         and self._listener is not None

@@ -14,6 +14,7 @@ from kcp.errors import KCPUsageError
 from kcp.pipeline import (
     CRYPT_HEADER_SIZE,
     KIND_KCP,
+    KIND_KCP_RECOVERED,
     KIND_OOB,
     MIN_PACKET_SIZE,
     OOB_SEQID,
@@ -153,7 +154,7 @@ def test_round_trip(name: str, ds: int, ps: int) -> None:
         pkt = kcp_packet(rnd, size)
         sent.append(pkt)
         for wire in tx.seal(pkt, now=i):
-            got += [payload for kind, payload in rx.open(wire, now=i) if kind == KIND_KCP]
+            got += [payload for kind, payload in rx.open(wire, now=i) if kind != KIND_OOB]
     assert got == sent
     assert counters.in_errs == 0
 
@@ -234,13 +235,13 @@ def test_fec_packets_reach_a_pipeline_without_fec() -> None:
     rnd = random.Random(2)
     packets = [kcp_packet(rnd, 50 + i) for i in range(60)]
     wires = [w for i, p in enumerate(packets) for w in tx.seal(p, now=i)]
-    got = [payload for w in wires for kind, payload in rx.open(w, now=0) if kind == KIND_KCP]
+    got = [payload for w in wires for kind, payload in rx.open(w, now=0) if kind != KIND_OOB]
     assert got == packets
     # once its (1, 1) decoder has tuned itself to the peer's (3, 2), lost data shards come back
     later = [kcp_packet(rnd, 70) for _ in range(30)]
     wires = [w for i, p in enumerate(later) for w in tx.seal(p, now=100 + i)]
     kept = [w for i, w in enumerate(wires) if i % 5 != 1]  # lose the 2nd data shard of every group
-    got = [payload for w in kept for kind, payload in rx.open(w, now=0) if kind == KIND_KCP]
+    got = [payload for w in kept for kind, payload in rx.open(w, now=0) if kind != KIND_OOB]
     assert sorted(got) == sorted(later)
     assert counters.fec_recovered == 10
 
@@ -265,7 +266,7 @@ def test_lost_data_shards_are_recovered(name: str, ds: int, ps: int) -> None:
         lost = set(rnd.sample(range(ds), ps))  # the worst case: every loss hits a data shard
         for i, w in enumerate(group):
             if i not in lost:
-                got += [payload for kind, payload in rx.open(w, now=0) if kind == KIND_KCP]
+                got += [payload for kind, payload in rx.open(w, now=0) if kind != KIND_OOB]
     assert sorted(got) == sorted(packets)
     assert counters.fec_recovered == 4 * ps
     assert counters.in_errs == 0
@@ -313,3 +314,20 @@ def test_oob_with_wrong_size_is_dropped() -> None:
 def test_oob_max_size() -> None:
     p, _ = pipe("aes", 10, 3)
     assert p.oob_max_size(1400 - p.overhead) == 1400 - p.overhead - 4
+
+
+def test_recovered_packets_are_marked_so_the_engine_ignores_their_timing() -> None:
+    """kcp-go feeds FEC-rebuilt packets to KCP as not "regular": a rebuilt ack can be late, and its
+    RTT sample and window must not count. ``open`` tags them apart from packets as received."""
+    tx, _ = pipe("aes", 3, 2)
+    rx, _ = pipe("aes", 3, 2)
+    rnd = random.Random(5)
+    packets = [kcp_packet(rnd, 60 + i) for i in range(3)]
+    wires = [w for i, p in enumerate(packets) for w in tx.seal(p, now=i)]
+    assert len(wires) == 5  # 3 data shards + 2 parity shards
+    out = [item for i, w in enumerate(wires) if i != 1 for item in rx.open(w, now=0)]
+    assert out == [
+        (KIND_KCP, packets[0]),
+        (KIND_KCP, packets[2]),
+        (KIND_KCP_RECOVERED, packets[1]),
+    ]
