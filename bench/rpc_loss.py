@@ -95,36 +95,29 @@ async def serve(a: argparse.Namespace) -> int:
     return 0
 
 
+KEEP = (
+    "out_pkts",
+    "in_pkts",
+    "out_segs",
+    "in_segs",
+    "retrans_segs",
+    "fast_retrans_segs",
+    "early_retrans_segs",
+    "lost_segs",
+    "repeat_segs",
+    "fec_recovered",
+    "fec_parity_shards",
+    "fec_errs",
+    "fec_short_shards",
+    "srtt",
+    "rttvar",
+    "rto",
+)
+
+
 def client_counters(client: kcprpc.Client) -> dict[str, int]:
-    """The client connection's transport counters (uses a private attribute; empty if unavailable)."""
-    link = getattr(client, "_link", None)
-    conn = getattr(link, "conn", None)
-    stats = getattr(conn, "stats", None)
-    if stats is None:
-        return {}
-    try:
-        raw = stats()
-    except Exception:
-        return {}
-    keep = (
-        "out_pkts",
-        "in_pkts",
-        "out_segs",
-        "in_segs",
-        "retrans_segs",
-        "fast_retrans_segs",
-        "early_retrans_segs",
-        "lost_segs",
-        "repeat_segs",
-        "fec_recovered",
-        "fec_parity_shards",
-        "fec_errs",
-        "fec_short_shards",
-        "srtt",
-        "rttvar",
-        "rto",
-    )
-    return {k: int(v) for k, v in raw.items() if k in keep and isinstance(v, (int, float))}
+    """The client connection's KCP counters and RTT figures kept in the report (``Client.transport_stats``)."""
+    return {k: v for k, v in client.transport_stats().items() if k in KEEP}
 
 
 async def client(a: argparse.Namespace) -> int:

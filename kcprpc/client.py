@@ -393,6 +393,26 @@ class Client:
         link = self._link
         return link.hb.last_rtt_ms if link is not None and link.hb is not None else None
 
+    def transport_stats(self) -> dict[str, int]:
+        """This end's counters of its connection, read locally (no round trip; :meth:`stats` asks
+        the server for its side). Over KCP: the session's counters (``out_pkts``, ``in_segs``,
+        ``retrans_segs``, ``fast_retrans_segs``, ``lost_segs``, ``fec_recovered`` ...), its RTT
+        figures in milliseconds (``srtt``, ``rttvar``, ``rto``), window state (``cwnd``,
+        ``snd_wnd``, ``rcv_wnd``, ``rmt_wnd``, ``waitsnd``, ``mtu``), the mux counters
+        (``mux_*``) and in secure mode the ``secure_*`` counters; in memory, the pipe's counters.
+
+        The counters are those of the current connection (after a reconnect they start again);
+        while disconnected, those of the last one; ``{}`` before the first connect. Only integer
+        values are returned."""
+        link = self._link
+        if link is None:
+            return {}
+        try:
+            raw = link.conn.stats()
+        except Exception:  # a transport torn down under us: nothing left to read
+            return {}
+        return {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
     def _link_lost(self, link: _Link, reason: str) -> None:
         if link.closed:
             return

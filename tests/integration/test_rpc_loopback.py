@@ -39,6 +39,11 @@ async def test_calls_over_kcp_with_aes_and_fec() -> None:
             assert await asyncio.wait_for(q.get(), TIMEOUT) == Tick(n=1)
             st = await client.stats()
             assert st.transport["in_segs"] > 0 and st.transport["mux_frames_in"] > 0
+            local = client.transport_stats()  # this end's view, no round trip
+            assert local["in_segs"] > 0 and local["out_segs"] > 0 and local["mux_frames_in"] > 0
+            assert local["rto"] > 0 and local["srtt"] >= 0 and local["rttvar"] >= 0 and local["mtu"] > 0
+            assert all(type(v) is int for v in local.values())
+        assert kcprpc.connect(host, port, **OPTS).transport_stats() == {}  # type: ignore[arg-type]
 
 
 async def test_calls_through_relay_at_10_percent_loss() -> None:
