@@ -228,8 +228,11 @@ class MuxSession:
 
     Create it inside a running event loop. ``client`` picks the stream id parity (odd for the
     client, even for the server, as smux). ``counters`` exposes the core's counters.
-    ``read_size`` is the most read from the transport at once (received bytes held beyond the
-    receive bucket are bounded by it); ``write_chunk`` is about the most handed to the transport
+    ``read_size`` is the least read from the transport at once: each read asks for
+    ``max(read_size, receive tokens left)``, so received bytes held beyond the receive bucket stay
+    bounded by ``read_size`` while a wide-open bucket takes everything the transport has buffered
+    in one read (asking a KCP session for less than it buffers costs it a copy of the remainder
+    on every read); ``write_chunk`` is about the most handed to the transport
     per ``write()`` before awaiting its ``drain()``.
     """
 
@@ -494,7 +497,7 @@ class MuxSession:
                         continue
                     await self._resume_event.wait()
                     continue
-                data = await transport.read(size)
+                data = await transport.read(max(size, core.bucket))
                 if not data:
                     core.connection_lost(None)
                     break
