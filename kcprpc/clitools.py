@@ -17,7 +17,8 @@ by default, compat implied by ``--crypt``; kcptun's ``--mode`` is the KCP profil
 Transport flags carry kcptun's names (``--crypt``,
 ``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
 ``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's; ``kcprpc serve``
-(in :mod:`kcprpc.cli`, the entry point) takes the same flags.
+(in :mod:`kcprpc.cli`, the entry point) takes the same flags. ``--timeout`` bounds each call and
+the connect (which waits at most ``min(--connect-timeout, --timeout)``).
 
 Errors go to stderr as ``STATUS_NAME: message``; the exit code is ``64 + status code`` (as
 grpcurl does), ``2`` for a usage error (bad arguments, a malformed document), and ``1`` when
@@ -47,6 +48,7 @@ from kcprpc.status import Status
 EXIT_USAGE = 2
 EXIT_BREAKING = 1
 STATUS_EXIT_BASE = 64
+DEFAULT_CONNECT_TIMEOUT = 5.0
 
 # kcptun's --mode presets: (nodelay, interval, resend, nc)
 MODES: dict[str, tuple[int, int, int, int]] = {
@@ -198,19 +200,45 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+def parse_address(text: str, after: Sequence[str] = ()) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6). ``after`` are the positional arguments that followed
+    it: when the first is a port number, the message says to join them (the older ``HOST PORT`` form)."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{text!r}: expected HOST:PORT")
+        if ":" not in text and after and after[0].isdigit():
+            raise UsageError(
+                f"'{text} {after[0]}': use HOST:PORT ({text}:{after[0]}); the address is one argument"
+            )
+        raise UsageError(f"{text!r}: expected HOST:PORT (e.g. 127.0.0.1:9000)")
     return host.strip("[]"), int(port)
 
 
 # ---------------------------------------------------------------------------- connections
+def _positionals_after_address(args: argparse.Namespace) -> list[str]:
+    """The positional arguments given after HOST:PORT, in order (for :func:`parse_address`'s hint)."""
+    out = []
+    for name in ("service", "target", "method", "request", "topic"):
+        v = getattr(args, name, None)
+        if isinstance(v, str):
+            out.append(v)
+    return [*out, *(getattr(args, "extra", None) or ())]
+
+
+def connect_timeout(args: argparse.Namespace) -> float:
+    """How long the command waits to connect: ``--connect-timeout`` (default 5 s), but never longer
+    than ``--timeout``, which bounds every wait of a command."""
+    ct = DEFAULT_CONNECT_TIMEOUT if args.connect_timeout is None else args.connect_timeout
+    return min(float(ct), float(args.timeout))
+
+
 def _client(args: argparse.Namespace) -> Client:
-    host, port = parse_address(args.address)
+    after = _positionals_after_address(args)
+    host, port = parse_address(args.address, after)
+    extra = getattr(args, "extra", None)
+    if extra:
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
     cfg = ClientConfig(
-        connect_timeout=args.connect_timeout, metadata=_metadata(getattr(args, "header", None))
+        connect_timeout=connect_timeout(args), metadata=_metadata(getattr(args, "header", None))
     )
     return connect(host, port, config=cfg, **transport_kwargs(args))
 
@@ -814,8 +842,18 @@ def cmd_idl_gen_python(args: argparse.Namespace) -> int:
 def _client_parser(sub: Any, name: str, helptext: str) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=helptext, description=helptext)
     p.add_argument("address", metavar="HOST:PORT")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
-    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to get the server's welcome")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per call, and at most this long to connect (default 10)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=None,
+        help=f"seconds to connect (default {DEFAULT_CONNECT_TIMEOUT:g}; capped by --timeout)",
+    )
     p.add_argument(
         "--idl", action="append", metavar="DOC", help="use this document instead of reflection (repeatable)"
     )
@@ -858,6 +896,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
     _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
     for name, fn in ASYNC_COMMANDS.items():
+        # surplus positionals (e.g. the older `ping HOST PORT`) land here and get a clear message
+        sub.choices[name].add_argument("extra", nargs="*", help=argparse.SUPPRESS)
         sub.choices[name].set_defaults(func=fn, is_async=True)
 
     k = sub.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,3 +272,31 @@ def test_secure_mode_with_a_pinned_key_from_keygen(tmp_path: Path) -> None:
         assert r.returncode == 2 and "64 hex digits" in r.stderr
     finally:
         s.stop()
+
+
+def test_timeout_bounds_the_connect(srv: Srv) -> None:
+    # a wrong passphrase: the server stays silent, so only the connect timeout ends the wait; --timeout
+    # caps it (the default connect timeout is 5 s), also against a larger --connect-timeout
+    for extra in ([], ["--connect-timeout", "30"]):
+        t0 = time.monotonic()
+        r = kcprpc("ping", srv.addr, "-c", "1", "--key", "wrong", "--timeout", "1", *extra, timeout=20)
+        elapsed = time.monotonic() - t0
+        assert r.returncode == code(Status.UNAVAILABLE), r.stderr
+        assert "no authenticated reply within 1000 ms" in r.stderr
+        assert elapsed < 4.5, elapsed  # 1 s plus interpreter start-up; was 5 s plus start-up
+    r = kcprpc("ping", srv.addr, "-c", "1", "--key", "wrong", "--timeout", "3", "--connect-timeout", "0.5")
+    assert r.returncode == code(Status.UNAVAILABLE) and "within 500 ms" in r.stderr
+
+
+def test_old_host_port_form_gets_a_hint(srv: Srv) -> None:
+    port = srv.addr.rsplit(":", 1)[1]
+    for cmd in (["ping"], ["stats"], ["list"], ["call", "127.0.0.1", port, "quickstart.Greeter.hello"]):
+        argv = cmd if len(cmd) > 1 else [*cmd, "127.0.0.1", port]
+        r = kcprpc(*argv, timeout=20)
+        assert r.returncode == 2, r.stderr
+        assert f"use HOST:PORT (127.0.0.1:{port})" in r.stderr, r.stderr
+        assert "unrecognized arguments" not in r.stderr
+    r = kcprpc("ping", "localhost", timeout=20)
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr
+    r = kcprpc("ping", srv.addr, "surplus", timeout=20)
+    assert r.returncode == 2 and "unrecognized arguments: surplus" in r.stderr
