@@ -11,7 +11,7 @@ Contenders: ``kcprpc`` (unary calls on the shared control stream with call ids, 
 
     python bench/rpc.py            # 3 rounds
     python bench/rpc.py --quick    # 1 short round
-    python bench/rpc.py --fanout 1000 --rounds 1
+    python bench/rpc.py --fanout 1000            # push fan-out: runs bench/fanout.py
     python bench/rpc.py --link --calls 1000 --rounds 2
 """
 
@@ -203,27 +203,16 @@ def report_streaming(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------ push fan-out
-def report_fanout(args: argparse.Namespace) -> None:
-    from examples.live.load import run_load, start_server_process
+def report_fanout(args: argparse.Namespace) -> int:
+    """``--fanout N``: bench/fanout.py with N subscribers (its processes, rate steps and figures)."""
+    import fanout
 
-    print(
-        f"# push fan-out: 1 publisher (own process) -> topic -> {args.fanout} viewers; server in its own process"
-    )
-    for r in range(args.rounds):
-        proc, port = start_server_process()
-        try:
-            res = run_loop(
-                run_load("127.0.0.1", port, args.fanout, args.seconds, args.rate, publisher_process=True),
-                args.loop,
-            )
-        finally:
-            stop_process(proc)
-        print(
-            f"round {r + 1}: published {res['published']} delivered {res['delivered']}/{res['expected']} "
-            f"{res['delivered_per_s']:.0f} msgs/s  p50 {res['p50_ms']:.1f} ms  p99 {res['p99_ms']:.1f} ms  "
-            f"max {res['max_ms']:.1f} ms",
-            flush=True,
-        )
+    argv = ["--subscribers", str(args.fanout), "--seconds", str(args.seconds), "--loop", args.loop]
+    if args.rates:
+        argv += ["--rates", args.rates]
+    if args.quick:
+        argv.append("--quick")
+    return fanout.main(argv)
 
 
 # ------------------------------------------------------------------------------ calls under loss (linkemu)
@@ -314,7 +303,7 @@ def main() -> None:
     ap.add_argument("--fanout", type=int, default=0, help="push fan-out benchmark with N subscribers")
     ap.add_argument("--streaming", action="store_true", help="server-streaming message rate vs grpcio")
     ap.add_argument("--messages", type=int, default=100_000, help="--streaming: messages per call")
-    ap.add_argument("--rate", type=float, default=20.0, help="fan-out: messages published per second")
+    ap.add_argument("--rates", help="--fanout: publish rates per second, ascending (bench/fanout.py)")
     ap.add_argument("--link", action="store_true", help="calls under loss across linkemu (needs root)")
     ap.add_argument("--loss", type=float, default=5.0, help="--link: loss in % each way")
     ap.add_argument("--delay", type=float, default=25.0, help="--link: one-way delay in ms")
@@ -342,7 +331,7 @@ def main() -> None:
     if args.quick:
         args.messages = min(args.messages, 20_000)
     if args.fanout:
-        report_fanout(args)
+        sys.exit(report_fanout(args))
     elif args.streaming:
         report_streaming(args)
     elif args.link:

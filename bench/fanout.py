@@ -1,0 +1,416 @@
+"""Push fan-out: one publisher, N subscribers (default 1,000) on one kcprpc server process.
+
+Processes (all on 127.0.0.1, one machine):
+
+* the server (kcprpc default wire mode: secure, anonymous) in its own process;
+* ``--procs`` subscriber processes holding N sessions between them (each session is a
+  ``kcprpc.connect`` with its own UDP socket), every session subscribed to one topic;
+* the publisher in its own process: a unary call ``Publish(Tick)`` per message, paced at the
+  step's rate; the handler publishes the tick on the topic (``server.push.publish``).
+
+Every tick carries ``time.monotonic_ns()`` taken by the publisher just before its call
+(CLOCK_MONOTONIC is system-wide on Linux), so each delivery's publish-to-receive latency is
+measured in the subscriber that received it. The sessions connect once; then the publisher
+runs one step per rate of ``--rates`` (ascending), ``--seconds`` each, with a bounded drain
+after each. A step is *sustained* when >= 99 % of the expected deliveries (published x N)
+arrive and p99 <= ``--p99-limit`` ms. The steps stop after the first failing rate, after
+which one step at the midpoint between the last sustained rate and the failing one is run.
+Server CPU % (utime + stime from /proc/<pid>/stat over the publish window) and RSS are
+reported per step, with the subscriber processes' CPU for context (they share the cores).
+
+    python bench/fanout.py --quick                          # 200 subscribers, 2 short steps
+    python bench/fanout.py                                  # 1,000 subscribers, 4 processes
+    python bench/fanout.py --subscribers 1000 --rates 10,20,40,60,80 --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from array import array
+from multiprocessing.connection import Connection
+from typing import Any
+
+from _common import percentile, run_loop
+from pydantic import BaseModel
+
+import kcprpc
+from kcprpc import current_context
+
+TOPIC = "fanout"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SNMP_KEYS = ("out_segs", "retrans_segs", "fast_retrans_segs", "lost_segs", "in_pkts", "out_pkts")
+
+
+@kcprpc.event("bench.Tick")
+class Tick(BaseModel):
+    """One published message."""
+
+    step: int
+    seq: int
+    t_ns: int  # time.monotonic_ns() at the publisher, just before its publish call
+    pad: bytes = b""
+
+
+class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick]}):
+    """The publisher's call: publish one tick on the topic."""
+
+    async def Publish(self, tick: Tick) -> int:
+        msg = await current_context().server.push.publish(TOPIC, tick)
+        return msg.seq
+
+
+def _conn_opts(mode: str) -> dict[str, Any]:
+    return {"mode": mode}
+
+
+# ------------------------------------------------------------------------------------ processes
+def _wait_cmd(loop: asyncio.AbstractEventLoop, conn: Connection) -> asyncio.Future[Any]:
+    """A future with the next object received on ``conn`` (read from the event loop)."""
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def on_readable() -> None:
+        loop.remove_reader(conn.fileno())
+        try:
+            fut.set_result(conn.recv())
+        except EOFError:
+            fut.set_result(("stop",))
+
+    loop.add_reader(conn.fileno(), on_readable)
+    return fut
+
+
+def _server_proc(conn: Connection, mode: str, loop_kind: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = kcprpc.Server([FanoutService()], "127.0.0.1", 0, **_conn_opts(mode))
+        _host, port = await server.start()
+        conn.send(port)
+        import kcp
+
+        for _ in range(100_000):  # bounded: a few commands per step
+            cmd = await _wait_cmd(loop, conn)
+            if cmd[0] != "snmp":
+                break
+            snap = kcp.snmp()
+            conn.send({k: snap.get(k, 0) for k in SNMP_KEYS})
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.shutdown(grace=0.5), 10)
+
+    prof = os.environ.get("FANOUT_PROFILE")  # a path: cProfile the server process into it
+    if prof:
+        import cProfile
+
+        cProfile.runctx("run_loop(main(), loop_kind)", globals(), locals(), prof)
+    else:
+        run_loop(main(), loop_kind)
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _subscriber_proc(conn: Connection, port: int, n: int, mode: str, loop_kind: str, batch: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts: dict[int, int] = {}
+        lats: dict[int, array[int]] = {}  # step -> latencies in µs
+
+        def on_tick(t: Tick) -> None:
+            us = (time.monotonic_ns() - t.t_ns) // 1000
+            a = lats.get(t.step)
+            if a is None:
+                a = lats[t.step] = array("q")
+                counts[t.step] = 0
+            a.append(us)
+            counts[t.step] += 1
+
+        clients: list[kcprpc.Client] = []
+        try:
+            for start in range(0, n, batch):
+                chunk = [
+                    kcprpc.connect("127.0.0.1", port, **_conn_opts(mode))
+                    for _ in range(min(batch, n - start))
+                ]
+                clients.extend(chunk)
+                await asyncio.wait_for(asyncio.gather(*(c.connect() for c in chunk)), 60)
+                for c in chunk:
+                    c.on(Tick, on_tick)
+                await asyncio.wait_for(asyncio.gather(*(c.subscribe(TOPIC) for c in chunk)), 60)
+            conn.send(("ready", len(clients)))
+            for _ in range(100_000):  # bounded: the coordinator sends a few commands per step
+                cmd = await _wait_cmd(loop, conn)
+                if cmd[0] == "count":
+                    conn.send(counts.get(cmd[1], 0))
+                elif cmd[0] == "report":
+                    conn.send((counts.pop(cmd[1], 0), lats.pop(cmd[1], array("q")).tobytes(), _cpu_s()))
+                elif cmd[0] == "cpu":
+                    conn.send(_cpu_s())
+                else:
+                    break
+        finally:
+            await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients), return_exceptions=True), 10)
+
+    run_loop(main(), loop_kind)
+
+
+def _publisher_proc(conn: Connection, port: int, mode: str, loop_kind: str, size: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pad = b"p" * size
+        async with kcprpc.connect("127.0.0.1", port, **_conn_opts(mode)) as client:
+            stub = client.stub(FanoutService, timeout=10.0)
+            conn.send("ready")
+            for _ in range(1000):  # bounded: one command per step
+                cmd = await _wait_cmd(loop, conn)
+                if cmd[0] != "publish":
+                    break
+                _, step, rate, seconds = cmd
+                total = max(1, int(rate * seconds))
+                t0 = time.perf_counter()
+                late = 0.0
+                call_ms: list[float] = []
+                for i in range(total):
+                    delay = t0 + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    else:
+                        late = max(late, -delay)
+                    c0 = time.perf_counter()
+                    await stub.Publish(Tick(step=step, seq=i, t_ns=time.monotonic_ns(), pad=pad))
+                    call_ms.append((time.perf_counter() - c0) * 1000)
+                rest = t0 + total / rate - time.perf_counter()  # the window is total / rate long
+                if rest > 0:
+                    await asyncio.sleep(rest)
+                call_ms.sort()
+                conn.send(
+                    {
+                        "published": total,
+                        "seconds": time.perf_counter() - t0,
+                        "max_late_ms": late * 1000,
+                        "call_p50_ms": percentile(call_ms, 0.5),
+                        "call_max_ms": call_ms[-1],
+                    }
+                )
+
+    run_loop(main(), loop_kind)
+
+
+# ----------------------------------------------------------------------------------- coordinator
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def udp_rcvbuf_errors() -> int:
+    """The machine's UDP RcvbufErrors counter (/proc/net/snmp; system-wide)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def _recv(conn: Connection, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    return conn.recv()
+
+
+class Run:
+    """The server, subscriber and publisher processes of one fan-out run (always reaped on exit)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ctx: Any = mp.get_context("fork")
+        self.procs: list[Any] = []
+        self.conns: list[Connection] = []
+
+    def _start(self, target: Any, *a: Any) -> Connection:
+        parent: Connection
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=target, args=(child, *a), daemon=True)
+        p.start()
+        child.close()
+        self.procs.append(p)
+        self.conns.append(parent)
+        return parent
+
+    def __enter__(self) -> Run:
+        a = self.args
+        self.srv = self._start(_server_proc, a.mode, a.loop)
+        self.server_pid: int = self.procs[0].pid
+        port = _recv(self.srv, 30)
+        t0 = time.perf_counter()
+        per = [a.subscribers // a.procs + (1 if i < a.subscribers % a.procs else 0) for i in range(a.procs)]
+        self.subs = [self._start(_subscriber_proc, port, k, a.mode, a.loop, 50) for k in per]
+        self.n = sum(_recv(c, 240)[1] for c in self.subs)
+        self.connect_s = time.perf_counter() - t0
+        self.pub = self._start(_publisher_proc, port, a.mode, a.loop, a.size)
+        _recv(self.pub, 30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for c in self.conns:
+            with contextlib.suppress(Exception):
+                c.send(("stop",))
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(2)
+            if p.is_alive():
+                p.kill()
+                p.join(2)
+        for c in self.conns:
+            c.close()
+
+    def step(self, step: int, rate: float) -> dict[str, float]:
+        """Publish at ``rate`` for ``--seconds``, drain, and return the step's figures."""
+        a = self.args
+        sub_cpu0 = sum(self._ask(c, ("cpu",)) for c in self.subs)
+        snmp0, udp0 = self._ask(self.srv, ("snmp",)), udp_rcvbuf_errors()
+        cpu0, w0 = proc_cpu_s(self.server_pid), time.perf_counter()
+        self.pub.send(("publish", step, rate, a.seconds))
+        pub = _recv(self.pub, a.seconds * 3 + 30)
+        cpu1, w1 = proc_cpu_s(self.server_pid), time.perf_counter()
+        sub_cpu1 = sum(self._ask(c, ("cpu",)) for c in self.subs)
+        expected = pub["published"] * self.n
+        deadline = time.perf_counter() + a.drain
+        delivered = 0
+        while time.perf_counter() < deadline:
+            delivered = sum(self._ask(c, ("count", step)) for c in self.subs)
+            if delivered >= expected:
+                break
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - w0
+        lat: list[float] = []
+        delivered = 0
+        for c in self.subs:
+            cnt, raw, _cpu = self._ask(c, ("report", step))
+            delivered += cnt
+            arr = array("q")
+            arr.frombytes(raw)
+            lat.extend(arr)
+        snmp1, udp1 = self._ask(self.srv, ("snmp",)), udp_rcvbuf_errors()
+        lat.sort()
+        ms = [x / 1000 for x in (percentile(lat, 0.5), percentile(lat, 0.99), lat[-1])] if lat else [0.0] * 3
+        return {
+            "rate": rate,
+            "achieved_rate": pub["published"] / pub["seconds"],
+            "published": pub["published"],
+            "expected": expected,
+            "delivered": delivered,
+            "ratio": delivered / expected if expected else 0.0,
+            "per_s": delivered / elapsed,
+            "p50_ms": ms[0],
+            "p99_ms": ms[1],
+            "max_ms": ms[2],
+            "server_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0),
+            "server_rss_mb": proc_rss_mb(self.server_pid),
+            "subs_cpu_pct": 100 * (sub_cpu1 - sub_cpu0) / (w1 - w0),
+            "call_p50_ms": pub["call_p50_ms"],
+            "call_max_ms": pub["call_max_ms"],
+            "udp_rcvbuf_errors": udp1 - udp0,
+            **{f"srv_{k}": snmp1[k] - snmp0[k] for k in SNMP_KEYS},
+        }
+
+    @staticmethod
+    def _ask(conn: Connection, cmd: tuple[Any, ...]) -> Any:
+        conn.send(cmd)
+        return _recv(conn, 30)
+
+
+def sustained(r: dict[str, float], p99_limit: float) -> bool:
+    """The step's delivery is >= 99 % and its p99 within the limit."""
+    return r["ratio"] >= 0.99 and r["p99_ms"] <= p99_limit
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the steps and print one line each, then the highest sustained rate."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="200 subscribers, 2 processes, rates 10,20, 1 s")
+    ap.add_argument("--subscribers", type=int, help="default 1000 (--quick: 200)")
+    ap.add_argument("--procs", type=int, default=4, help="subscriber processes")
+    ap.add_argument("--rates", default="10,20,40,60,80,100,150", help="publish rates (msgs/s), ascending")
+    ap.add_argument("--seconds", type=float, default=3.0, help="publish window per step")
+    ap.add_argument("--drain", type=float, default=5.0, help="max wait for deliveries after a step")
+    ap.add_argument("--p99-limit", type=float, default=100.0, help="ms: a sustained step's p99 bound")
+    ap.add_argument("--size", type=int, default=32, help="padding bytes per message")
+    ap.add_argument("--mode", choices=["secure", "compat"], default="secure", help="wire mode")
+    ap.add_argument("-v", "--verbose", action="store_true", help="publish call times, server KCP counters")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.subscribers = args.subscribers or 200
+        args.procs, args.rates, args.seconds, args.drain = 2, "10,20", 1.0, 3.0
+    args.subscribers = args.subscribers or 1000
+    rates = [float(x) for x in args.rates.split(",")]
+    args.procs = max(1, min(args.procs, args.subscribers))
+    print(
+        f"# push fan-out: 1 publisher process -> topic -> {args.subscribers} subscribers in {args.procs} "
+        f"processes; server in its own process; mode={args.mode} loop={args.loop} cpus={os.cpu_count()} "
+        f"{args.seconds:g} s per step, sustained = >= 99 % delivered and p99 <= {args.p99_limit:g} ms",
+        flush=True,
+    )
+    best: dict[str, float] | None = None
+    with Run(args) as run:
+        print(f"# {run.n} sessions connected and subscribed in {run.connect_s:.1f} s", flush=True)
+        failed: float | None = None
+        todo = list(rates)
+        for step in range(1, len(rates) + 2):  # bounded: the rates, then one midpoint
+            if not todo:
+                break
+            rate = todo.pop(0)
+            r = run.step(step, rate)
+            ok = sustained(r, args.p99_limit)
+            print(
+                f"rate {rate:6.1f}/s (achieved {r['achieved_rate']:6.1f}): delivered {r['delivered']:.0f}/{r['expected']:.0f} "
+                f"({100 * r['ratio']:.2f} %) {r['per_s']:8.0f} msgs/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+                f"max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} %  RSS {r['server_rss_mb']:.0f} MB | "
+                f"subscribers' CPU {r['subs_cpu_pct']:5.1f} %  {'ok' if ok else 'NOT sustained'}",
+                flush=True,
+            )
+            if args.verbose:
+                print(
+                    "   ", {k: round(v, 2) for k, v in r.items() if k.startswith(("srv_", "udp_", "call_"))}
+                )
+            if ok:
+                if best is None or r["rate"] > best["rate"]:
+                    best = r
+            elif failed is None:
+                failed = rate
+                todo = []
+                if best is not None and rate - best["rate"] >= 10:
+                    todo = [round((best["rate"] + rate) / 2)]
+    if best is None:
+        print("no sustained rate")
+        return 1
+    print(
+        f"# highest sustained: {best['rate']:g} publishes/s x {args.subscribers} = {best['per_s']:.0f} deliveries/s, "
+        f"p50 {best['p50_ms']:.1f} ms, p99 {best['p99_ms']:.1f} ms, server CPU {best['server_cpu_pct']:.0f} % "
+        f"of one core, RSS {best['server_rss_mb']:.0f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
