@@ -544,10 +544,21 @@ class Client:
         timeout: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> StreamCall[R]:
-        """A server-streaming call with per-call options."""
-        call = self.invoke(
-            method_spec(method), request, kind="server_stream", timeout=timeout, metadata=metadata
-        )
+        """A server-streaming or bidi call with per-call options, typed as a :class:`StreamCall`: an
+        async iterator of the responses and an async context manager (leaving the block early
+        cancels the server's handler), with ``initial_metadata`` / ``trailing_metadata``::
+
+            async with client.stream(Game.watch, JoinRequest(...), timeout=5) as snaps:
+                async for snap in snaps: ...
+
+        ``request`` is the request (bidi: the async iterable of requests). A stub's streaming
+        methods are typed as the service declares them (``AsyncIterator[...]``), so ``async for``
+        over them type-checks but ``async with`` does not: use this for that.
+        Raises :class:`UsageError` for a method whose responses do not stream."""
+        spec = method_spec(method)
+        if not spec.streams_responses:
+            raise UsageError(f"{spec.wire_name} is {spec.kind.value}: stream() takes server_stream or bidi")
+        call = self.invoke(spec, request, timeout=timeout, metadata=metadata)
         return cast(StreamCall[R], call)
 
     def invoke(

@@ -16,6 +16,7 @@ from kcprpc import (
     ServerConfig,
     ServerContext,
     Status,
+    UsageError,
 )
 from kcprpc.testing import RpcPair, pair
 
@@ -197,6 +198,29 @@ async def test_stream_cancel_cancels_server_generator(rpc: RpcPair) -> None:
                 break
     await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
     assert got == 10
+
+
+async def test_client_stream_method_is_a_typed_stream_call(rpc: RpcPair) -> None:
+    # docs/rpc.md's `async with client.stream(...)`: ends early (the handler is cancelled), bidi too
+    pr = probe(rpc)
+    got = 0
+    async with rpc.client.stream(Demo.forever, Req(name="x"), timeout=TIMEOUT) as stream:
+        async for r in stream:
+            assert r.text == str(got)
+            got += 1
+            if got == 5:
+                break
+    await asyncio.wait_for(pr.cancelled.wait(), TIMEOUT)
+    assert got == 5
+
+    async def reqs() -> AsyncIterator[Req]:
+        for name in ("a", "b"):
+            yield Req(name=name)
+
+    async with rpc.client.stream(Demo.upper, reqs(), metadata={"k": "v"}) as up:
+        assert [r.text async for r in up] == ["A", "B"]
+    with pytest.raises(UsageError, match="stream\\(\\) takes server_stream or bidi"):
+        rpc.client.stream(Demo.hello, Req(name="x"))  # type: ignore[arg-type]
 
 
 async def test_metadata_in_and_out(rpc: RpcPair) -> None:
@@ -389,7 +413,7 @@ async def test_abandoned_stream_is_cancelled_on_the_server() -> None:
     async with pair([Demo(Probe())], transport="mux") as p:
         pr = p.server.services[0].probe  # type: ignore[attr-defined]
         stream = p.client.stub(Demo).forever(Req(name="x"))
-        assert (await stream.__anext__()).text == "0"  # type: ignore[attr-defined]
+        assert (await stream.__anext__()).text == "0"
         await asyncio.wait_for(pr.started.wait(), TIMEOUT)
         del stream
         gc.collect()
@@ -518,7 +542,7 @@ async def test_slow_streams_cannot_stall_the_connection() -> None:
         s = p.client.stub(Firehose)
         streams = [s.count(Req(name="x", n=1)) for _ in range(3)]
         for st in streams:
-            await st.__anext__()  # type: ignore[attr-defined]
+            await st.__anext__()
         for _ in range(3000):  # let every stream run as far as it can
             await asyncio.sleep(0)
         link = p.client._link

@@ -1,5 +1,6 @@
-"""mypy checks calls made through ``client.stub(Service)`` and ``client.call(Service.method, ...)``,
-also for methods under the ``rpc.*`` decorators (bare or with options), which must be ``async def``."""
+"""mypy checks calls made through ``client.stub(Service)``, ``client.call(Service.method, ...)`` and
+``client.stream(Service.method, ...)`` (the ``async with`` form of docs/rpc.md), also for methods under
+the ``rpc.*`` decorators (bare or with options), which must be ``async def``."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ class Svc(kcprpc.Service):
     async def total(self, reqs: AsyncIterator[Req]) -> int:
         return 0
 
+    async def upper(self, reqs: AsyncIterator[Req]) -> AsyncIterator[Reply]:
+        async for r in reqs:
+            yield Reply(text=r.name.upper())
+
     @kcprpc.rpc.unary
     def not_async(self, req: Req) -> Reply:
         return Reply(text=req.name)
@@ -78,6 +83,22 @@ async def use(client: kcprpc.Client) -> None:
         yield Req(name="g")
 
     reveal_type(await s.total(reqs()))
+
+    async with client.stream(Svc.count, Req(name="h"), timeout=1, metadata={"k": "v"}) as st:
+        async for z in st:
+            reveal_type(z)
+    reveal_type(st.trailing_metadata)
+    async with client.stream(Svc.feed, Req(name="i")) as st2:
+        reveal_type(st2)
+    async with client.stream(Svc.upper, reqs()) as st3:
+        async for u in st3:
+            reveal_type(u)
+    client.stream(Svc.count, Reply(text="wrong"))
+    client.stream(Svc.hello, Req(name="j"))
+    async for v in s.upper(reqs()):
+        reveal_type(v)
+    async with s.count(Req(name="k")):
+        pass
 """
 
 
@@ -106,4 +127,18 @@ def test_stub_calls_are_type_checked(tmp_path: Path) -> None:
         'error: Argument 1 to "call" of "Client" has incompatible type "Callable[[Svc, Req], Coroutine[Any, Any, '
         'Reply]]"; expected "Callable[[Any, Reply], Awaitable[Reply]]"  [arg-type]',
         'note: Revealed type is "int"',
+        # client.stream(...) is a StreamCall: async with + async for, typed responses (server stream, bidi)
+        'note: Revealed type is "snippet.Reply"',
+        'note: Revealed type is "dict[str, Any] | None"',
+        'note: Revealed type is "kcprpc.calls.StreamCall[snippet.Reply]"',
+        'note: Revealed type is "snippet.Reply"',
+        'error: Argument 1 to "stream" of "Client" has incompatible type "Callable[[Svc, Req], '
+        'AsyncIterator[Reply]]"; expected "Callable[[Any, Reply], AsyncIterator[Reply]]"  [arg-type]',
+        'error: Argument 1 to "stream" of "Client" has incompatible type "Callable[[Svc, Req], '
+        'Coroutine[Any, Any, Reply]]"; expected "Callable[[Any, Req], AsyncIterator[Never]]"  [arg-type]',
+        # the stub's streaming methods are the service's AsyncIterator: async for, not async with
+        'note: Revealed type is "snippet.Reply"',
+        'error: "AsyncIterator[Reply]" has no attribute "__aenter__"; maybe "__aiter__"?  [attr-defined]',
+        'error: "AsyncIterator[Reply]" has no attribute "__aexit__"; maybe "__anext__" or "__aiter__"?  '
+        "[attr-defined]",
     ]
