@@ -422,7 +422,7 @@ class MuxConnection:
         if st.in_table:
             self._release(st)
 
-    def _emit_fin(self, st: StreamState, out: list[bytes]) -> None:
+    def _emit_fin(self, st: StreamState, out: list[bytes] | list[bytes | memoryview]) -> None:
         out.append(pack_header_unchecked(self.version, CMD_FIN, st.stream_id, 0))
         st.fin_sent = True
         self.counters["fin_out"] += 1
@@ -462,10 +462,28 @@ class MuxConnection:
             st.scheduled = True
             self._rr.append(st)
 
-    def _take(self, st: StreamState, limit: int) -> bytes:
-        data, st.send_off = _pull(st.send, st.send_off, limit)
-        st.send_bytes -= len(data)
-        return data
+    def _take(self, st: StreamState, limit: int, out: list[bytes | memoryview]) -> int:
+        """Append up to ``limit`` bytes of the stream's queue to ``out`` as views (no copy: the
+        caller's final join is the only copy); return how many."""
+        q = st.send
+        off = st.send_off
+        n = 0
+        while q and n < limit:
+            first = q[0]
+            room = limit - n
+            avail = len(first) - off
+            if avail > room:
+                out.append(memoryview(first)[off : off + room])
+                off += room
+                n = limit
+                break
+            out.append(memoryview(first)[off:] if off else first)
+            q.popleft()
+            off = 0
+            n += avail
+        st.send_off = off
+        st.send_bytes -= n
+        return n
 
     def data_to_send(self, max_bytes: int = 1 << 20) -> bytes:
         """Return the next outgoing bytes (control frames first, then round-robin stream data).
@@ -475,7 +493,7 @@ class MuxConnection:
         """
         if self._error is not None:
             return b""
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         size = 0
         c = self.counters
         if self._ctrl:
@@ -501,10 +519,10 @@ class MuxConnection:
                         continue  # parked until UPD reschedules it
                     if win < limit:
                         limit = win
-                chunk = self._take(st, limit)
-                n = len(chunk)
-                out.append(pack_header_unchecked(version, CMD_PSH, st.stream_id, n))
-                out.append(chunk)
+                hdr = len(out)
+                out.append(b"")  # the header, once the length is known
+                n = self._take(st, limit, out)
+                out[hdr] = pack_header_unchecked(version, CMD_PSH, st.stream_id, n)
                 size += HEADER_SIZE + n
                 frames += 1
                 payload += n

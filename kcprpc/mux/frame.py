@@ -19,6 +19,7 @@ poisons the decoder (a byte stream cannot be resynchronised after a bad header).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -154,46 +155,91 @@ class FrameDecoder:
     ``"bad_cmd"``, ``"bad_length"``) and leaves the decoder failed: further calls raise again.
     """
 
-    __slots__ = ("_buf", "_error", "_pos", "version")
+    __slots__ = ("_chunks", "_error", "_pos", "_size", "version")
 
     def __init__(self, version: int) -> None:
         if version not in SUPPORTED_VERSIONS:
             raise MuxUsageError(f"unsupported smux version {version!r} (1 or 2)")
         self.version = version
-        self._buf = bytearray()
-        self._pos = 0
+        # received pieces kept as they came (no copy into one buffer): a payload inside one piece
+        # is copied once, by slicing; one spanning pieces is copied once, by a join of views
+        self._chunks: deque[bytes] = deque()
+        self._pos = 0  # bytes of _chunks[0] already decoded
+        self._size = 0  # bytes fed and not decoded
         self._error: MuxProtocolError | None = None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        if self._pos and self._pos >= 65536:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if data:
+            b = bytes(data)  # no copy for bytes; a mutable buffer is snapshotted
+            self._chunks.append(b)
+            self._size += len(b)
 
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet returned as frames."""
-        return len(self._buf) - self._pos
+        return self._size
 
     def _fail(self, kind: str, message: str) -> MuxProtocolError:
         err = MuxProtocolError(message, kind)
         self._error = err
         return err
 
+    def _take(self, n: int) -> bytes:
+        """Remove and return the next ``n`` (<= buffered) undecoded bytes, copying them once."""
+        chunks = self._chunks
+        first = chunks[0]
+        pos = self._pos
+        end = pos + n
+        if end < len(first):
+            self._pos = end
+            return first[pos:end]
+        if end == len(first):
+            chunks.popleft()
+            self._pos = 0
+            return first[pos:] if pos else first
+        parts: list[memoryview] = [memoryview(first)[pos:]]
+        chunks.popleft()
+        need = n - (len(first) - pos)
+        while True:
+            nxt = chunks[0]
+            if len(nxt) > need:
+                parts.append(memoryview(nxt)[:need])
+                self._pos = need
+                break
+            parts.append(memoryview(nxt))
+            chunks.popleft()
+            need -= len(nxt)
+            if not need:
+                self._pos = 0
+                break
+        return b"".join(parts)
+
+    def _peek_header(self) -> tuple[int, int, int, int]:
+        first = self._chunks[0]
+        pos = self._pos
+        if len(first) - pos >= HEADER_SIZE:
+            return _HEADER_UNPACK_FROM(first, pos)
+        head = first[pos:]
+        it = iter(self._chunks)
+        next(it)
+        for c in it:  # the header spans pieces (at most 8, each non-empty)
+            head += c[: HEADER_SIZE - len(head)]
+            if len(head) >= HEADER_SIZE:
+                break
+        return _HEADER_UNPACK_FROM(head)
+
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, ``None`` if more bytes are needed; raise on garbage."""
         if self._error is not None:
             raise self._error
-        buf = self._buf
-        pos = self._pos
-        avail = len(buf) - pos
+        avail = self._size
         if avail < HEADER_SIZE:
             return None
-        ver, cmd, length, sid = _HEADER_UNPACK_FROM(buf, pos)
+        ver, cmd, length, sid = self._peek_header()
         if ver != self.version:
             hint = ""
-            if bytes(buf[pos : pos + HEADER_SIZE]) == _SNAPPY_STREAM_START:
+            if _HEADER_PACK(ver, cmd, length, sid) == _SNAPPY_STREAM_START:
                 hint = " (the peer compresses the stream with snappy, e.g. kcptun without --nocomp; not supported)"
             message = f"frame version {ver}, session speaks version {self.version}{hint}"
             raise self._fail("bad_version", message)
@@ -209,15 +255,23 @@ class FrameDecoder:
                 raise self._fail("bad_length", f"{CMD_NAMES[cmd]} frame with payload length {length}")
         else:
             raise self._fail("bad_cmd", f"unknown smux command {cmd}")
-        end = pos + HEADER_SIZE + length
-        if len(buf) < end:
+        total = HEADER_SIZE + length
+        if avail < total:
             return None
-        data = bytes(buf[pos + HEADER_SIZE : end]) if length else b""
-        if end == len(buf):
-            buf.clear()
-            self._pos = 0
+        self._size = avail - total
+        first = self._chunks[0]
+        pos = self._pos
+        if pos + total <= len(first):  # the common case: the whole frame inside one piece
+            end = pos + total
+            data = first[pos + HEADER_SIZE : end] if length else b""
+            if end == len(first):
+                self._chunks.popleft()
+                self._pos = 0
+            else:
+                self._pos = end
         else:
-            self._pos = end
+            self._take(HEADER_SIZE)
+            data = self._take(length) if length else b""
         return Frame(ver, cmd, sid, data)
 
     def decode_all(self) -> list[Frame]:
@@ -233,4 +287,4 @@ def decode_frames(data: bytes, version: int) -> tuple[list[Frame], bytes]:
     dec = FrameDecoder(version)
     dec.feed(data)
     frames = dec.decode_all()
-    return frames, bytes(dec._buf[dec._pos :])
+    return frames, dec._take(dec._size) if dec._size else b""
