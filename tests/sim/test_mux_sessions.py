@@ -22,7 +22,7 @@ from kcprpc.mux import (
     MuxStreamClosedError,
 )
 from kcprpc.mux.frame import CMD_FIN, CMD_SYN, INITIAL_PEER_WINDOW, decode_frames, encode_frame
-from kcprpc.mux.testing import memory_pair, memory_pipe
+from kcprpc.mux.testing import MemoryTransport, memory_pair, memory_pipe
 
 LIMIT = 10.0  # seconds: generous bound on every wait (the tests take milliseconds)
 
@@ -331,6 +331,54 @@ async def test_v1_bucket_stops_reading_the_transport_until_the_app_reads() -> No
         chunk = await bounded(ss.read())
         assert isinstance(chunk, bytes)
         got += len(chunk)
+    await client.close()
+    await server.close()
+
+
+class _RecordingReads:
+    """Wraps a transport and records the ``n`` of every ``read(n)``."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.asked: list[int] = []
+
+    async def read(self, n: int = -1) -> bytes:
+        self.asked.append(n)
+        return await self.inner.read(n)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.inner.write(data)
+
+    async def drain(self) -> None:
+        await self.inner.drain()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def wait_closed(self) -> None:
+        await self.inner.wait_closed()
+
+
+async def test_transport_reads_ask_for_the_tokens_left_but_at_least_read_size() -> None:
+    # asking a KCP session for less than it buffers makes it move the rest on every read, so the
+    # session asks for everything its bucket still admits (never less than read_size)
+    cfg = MuxConfig(max_receive_buffer=200_000, max_stream_buffer=65536, max_frame_size=10_000)
+    a, b = memory_pipe()
+    rec = _RecordingReads(b)
+    client = MuxSession(a, client=True, config=cfg)
+    server = MuxSession(rec, client=False, config=cfg, read_size=4096)
+    cs = await client.open_stream()
+    cs.write(b"q" * 500_000)
+    ss = await bounded(server.accept_stream())
+    assert isinstance(ss, MuxStream)
+    await until(lambda: not server._core.wants_read, "bucket exhausted")
+    assert rec.asked[0] == 200_000  # the whole bucket at first
+    got = 0
+    while got < 500_000:
+        chunk = await bounded(ss.read())
+        assert isinstance(chunk, bytes)
+        got += len(chunk)
+    assert min(rec.asked) >= 4096 and max(rec.asked) <= 200_000  # never beyond the bucket
     await client.close()
     await server.close()
 
