@@ -12,15 +12,22 @@ Every tick carries ``time.monotonic_ns()`` taken by the publisher just before it
 (CLOCK_MONOTONIC is system-wide on Linux), so each delivery's publish-to-receive latency is
 measured in the subscriber that received it. The sessions connect once; then the publisher
 runs one step per rate of ``--rates`` (ascending), ``--seconds`` each, with a bounded drain
-after each. A step is *sustained* when the publisher kept >= 95 % of the rate (it awaits each
-call), >= 99 % of the expected deliveries (published x N) arrive and p99 <= ``--p99-limit`` ms. The steps stop after the first failing rate, after
-which one step at the midpoint between the last sustained rate and the failing one is run.
-Server CPU % (utime + stime from /proc/<pid>/stat over the publish window) and RSS are
-reported per step, with the subscriber processes' CPU for context (they share the cores).
+after each. A step's delivery *holds* when the publisher kept >= 95 % of the rate (it awaits
+each call) and >= 99 % of the expected deliveries (published x N) arrived; it is *sustained*
+when moreover p99 <= ``--p99-limit`` ms. The steps stop at the first rate whose delivery fails
+(or whose p99 passes 5x the limit), then one step at the midpoint to the last good rate runs.
+Both the highest sustained and the highest delivered rate are reported per contender and round.
+Server CPU % (utime + stime of all its threads from /proc/<pid>/stat over the publish window)
+and RSS are reported per step, with the subscriber processes' CPU (they share the cores).
 
-    python bench/fanout.py --quick                          # 200 subscribers, 2 short steps
-    python bench/fanout.py                                  # 1,000 subscribers, 4 processes
-    python bench/fanout.py --subscribers 1000 --rates 10,20,40,60,80 --seconds 3
+The grpcio contender (``--contenders``) is the same shape over TCP: a server-streaming call per
+subscriber (one channel each) fed by its own asyncio.Queue, and a unary ``Publish`` that puts
+the raw bytes on every queue; raw-bytes handlers (no protobuf), asyncio loop. Contenders
+alternate between rounds (A B, B A).
+
+    python bench/fanout.py --quick                  # 200 subscribers, 2 short steps each
+    python bench/fanout.py --rounds 2 -v            # 1,000 subscribers in 4 processes
+    python bench/rpc.py --fanout 1000               # the same, through bench/rpc.py
 """
 
 from __future__ import annotations
