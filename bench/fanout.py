@@ -392,17 +392,19 @@ class Run:
         return parent
 
     def __enter__(self) -> Run:
-        a, kind = self.args, self.kind
+        a, kind, mode = self.args, self.kind, self.args.mode
+        if kind == "kcprpc-compat":  # kcprpc in kcp-go's packet format, no cipher
+            kind, mode = "kcprpc", "compat"
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
-        self.srv = self._start(_server_proc, kind, a.mode, loop)
+        self.srv = self._start(_server_proc, kind, mode, loop)
         self.server_pid: int = self.procs[0].pid
         port = _recv(self.srv, 30)
         t0 = time.perf_counter()
         per = [a.subscribers // a.procs + (1 if i < a.subscribers % a.procs else 0) for i in range(a.procs)]
-        self.subs = [self._start(_subscriber_proc, port, k, kind, a.mode, loop, 50) for k in per]
+        self.subs = [self._start(_subscriber_proc, port, k, kind, mode, loop, 50) for k in per]
         self.n = sum(_recv(c, 240)[1] for c in self.subs)
         self.connect_s = time.perf_counter() - t0
-        self.pub = self._start(_publisher_proc, port, kind, a.mode, loop, a.size)
+        self.pub = self._start(_publisher_proc, port, kind, mode, loop, a.size)
         _recv(self.pub, 30)
         return self
 
@@ -423,14 +425,15 @@ class Run:
         for c in self.conns:
             c.close()
 
-    def step(self, step: int, rate: float) -> dict[str, float]:
-        """Publish at ``rate`` for ``--seconds``, drain, and return the step's figures."""
+    def step(self, step: int, rate: float, seconds: float | None = None) -> dict[str, float]:
+        """Publish at ``rate`` for ``seconds`` (``--seconds``), drain, and return the step's figures."""
         a = self.args
+        seconds = a.seconds if seconds is None else seconds
         sub_cpu0 = sum(self._ask(c, ("cpu",)) for c in self.subs)
         snmp0, udp0 = self._ask(self.srv, ("snmp",)), udp_rcvbuf_errors()
         cpu0, w0 = proc_cpu_s(self.server_pid), time.perf_counter()
-        self.pub.send(("publish", step, rate, a.seconds))
-        pub = _recv(self.pub, a.seconds * 3 + 30)
+        self.pub.send(("publish", step, rate, seconds))
+        pub = _recv(self.pub, seconds * 3 + 30)
         cpu1, w1 = proc_cpu_s(self.server_pid), time.perf_counter()
         sub_cpu1 = sum(self._ask(c, ("cpu",)) for c in self.subs)
         expected = pub["published"] * self.n
@@ -493,6 +496,8 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
     steps: list[dict[str, float]] = []
     with Run(args, kind) as run:
         print(f"# {kind}: {run.n} subscribers connected and subscribed in {run.connect_s:.1f} s", flush=True)
+        w = run.step(0, rates[0], 1.0)  # warm-up (first-call paths), not reported
+        print(f"# {kind}: warm-up 1 s at {rates[0]:g}/s, p99 {w['p99_ms']:.1f} ms (not counted)", flush=True)
         todo = list(rates)
         good: float | None = None
         midpoint_done = False
@@ -505,7 +510,7 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
             ok = delivered_ok(r) and r["p99_ms"] <= 5 * args.p99_limit
             verdict = "sustained" if ok and r["p99_ms"] <= args.p99_limit else "delivered" if ok else "FAILED"
             print(
-                f"{kind:7} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
+                f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
                 f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
                 f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
                 f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % {verdict}",
@@ -552,8 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p99-limit", type=float, default=100.0, help="ms: a sustained step's p99 bound")
     ap.add_argument("--size", type=int, default=32, help="padding bytes per message")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; contenders alternate A B, B A")
-    ap.add_argument("--contenders", default="kcprpc,grpcio", help="kcprpc and/or grpcio, in this order")
-    ap.add_argument("--mode", choices=["secure", "compat"], default="secure", help="kcprpc's wire mode")
+    ap.add_argument(
+        "--contenders", default="kcprpc,grpcio", help="of kcprpc, kcprpc-compat (kcp-go's format), grpcio"
+    )
+    ap.add_argument(
+        "--mode", choices=["secure", "compat"], default="secure", help="the kcprpc contender's wire mode"
+    )
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="kcprpc's event loop")
     ap.add_argument("-v", "--verbose", action="store_true", help="publish call times, server KCP counters")
     args = ap.parse_args(argv)
@@ -564,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(x) for x in args.rates.split(",")]
     args.procs = max(1, min(args.procs, args.subscribers))
     contenders = [c for c in args.contenders.split(",") if c]
-    if not contenders or any(c not in ("kcprpc", "grpcio") for c in contenders):
-        ap.error("--contenders: kcprpc and/or grpcio")
+    if not contenders or any(c not in ("kcprpc", "kcprpc-compat", "grpcio") for c in contenders):
+        ap.error("--contenders: of kcprpc, kcprpc-compat, grpcio")
     print(
         f"# push fan-out: 1 publisher process -> 1 topic -> {args.subscribers} subscribers in {args.procs} "
         f"processes; server in its own process; kcprpc mode={args.mode} loop={args.loop}, grpcio asyncio "
@@ -583,12 +592,13 @@ def main(argv: list[str] | None = None) -> int:
         for kind, rounds in results.items():
             bests = [highest(steps, limit) for steps in rounds]
             for i, b in enumerate(bests):
-                print(f"{kind:7} round {i + 1}: {_summary(b, args.subscribers)}")
+                print(f"{kind:13} round {i + 1}: {_summary(b, args.subscribers)}")
             med.setdefault(kind, {})[label] = statistics.median(b["per_s"] if b else 0.0 for b in bests)
-        k, g = med.get("kcprpc", {}).get(label), med.get("grpcio", {}).get(label)
-        if k is not None and g is not None:
-            ratio = f"x{k / g:.2f}" if g else "n/a"
-            print(f"median deliveries/s: kcprpc {k:.0f}, grpcio {g:.0f}, ratio {ratio}")
+        print("median deliveries/s: " + ", ".join(f"{kind} {m[label]:.0f}" for kind, m in med.items()))
+        g = med.get("grpcio", {}).get(label)
+        for kind, m in med.items():
+            if g and kind != "grpcio":
+                print(f"{kind} / grpcio: x{m[label] / g:.2f}")
     return 0 if all(highest(steps, None) for rounds in results.values() for steps in rounds) else 1
 
 
