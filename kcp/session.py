@@ -10,7 +10,9 @@ Data path (one UDP socket = one :class:`_Endpoint`):
   flushes every marked engine and hands all datagrams of the tick to one ``sendmmsg`` batch (as
   aioquic batches its datagrams);
 * timers: one :class:`kcp.timers.TimerHeap` per loop. A session with data in flight is woken when
-  its engine's ``check()`` says; an idle session is only woken at its idle deadline.
+  its engine's ``check()`` says; an idle session is only woken at its idle deadline. Before the
+  heap fires a batch of wake-ups it reads the sessions' sockets once (``_Endpoint.poll_input``), so
+  acks already waiting there cancel retransmissions that a long loop callback made overdue.
 
 KCP has no FIN: a session ends on :meth:`KCPSession.close` (after a bounded linger while sent data
 is unacknowledged), on the idle timeout, or when the engine reports a dead link. After a local
@@ -244,7 +246,18 @@ class _Endpoint:
 
     def _on_readable(self) -> None:
         # at most 256 datagrams per callback: acks and reads go out between batches
-        items = self.io.recv(4)
+        self._read(4)
+
+    def poll_input(self) -> None:
+        """Read what the socket already holds (called by the timer heap before it fires).
+
+        Bounded (16 batches), non-blocking: returns at once when nothing is pending.
+        """
+        if not self.closed:
+            self._read(16)
+
+    def _read(self, max_batches: int) -> None:
+        items = self.io.recv(max_batches)
         if not items:
             return
         now = self.timers.now_ms()
@@ -352,6 +365,7 @@ class KCPSession:
         "_secure",
         "_state",
         "_timer_entry",
+        "_timer_input",
         "_timers",
         "ack_nodelay",
         "close_code",
@@ -380,6 +394,7 @@ class KCPSession:
         self._ep = ep
         self._loop = ep.loop
         self._timers = ep.timers
+        self._timer_input = ep  # the heap reads the socket's pending acks before firing timers
         self._listener = listener
         self._config = config
         self.remote_address: Address = remote

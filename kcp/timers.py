@@ -13,6 +13,14 @@ engines do (``update()`` before the flush time is a no-op).
 
 Time is in integer milliseconds from :meth:`TimerHeap.now_ms`, counted from the heap's creation
 on the loop's clock.
+
+Input before timers: an event loop iteration runs its due timers before it polls sockets, so
+after a long callback (a big fan-out writing to a thousand sessions) the retransmission timers
+of segments sent early in that callback fire although their acks are already waiting in the
+socket. A target may therefore name an *input source* (its ``_timer_input`` attribute, an
+object with ``poll_input()``, such as the UDP endpoint it shares with other sessions): before
+the heap runs a batch of due targets it asks each distinct source among them, once, to read
+what its socket already holds, so acks that arrived cancel the retransmissions they answer.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import heapq
 import weakref
 from typing import Protocol
 
-__all__ = ["TimerHeap", "TimerTarget"]
+__all__ = ["InputSource", "TimerHeap", "TimerTarget"]
 
 
 class TimerTarget(Protocol):
@@ -32,6 +40,13 @@ class TimerTarget(Protocol):
 
     def _on_timer(self, now: int) -> None:
         """Called once the scheduled time has come (possibly early, never much late)."""
+
+
+class InputSource(Protocol):
+    """Something that can read its pending network input now (non-blocking, bounded)."""
+
+    def poll_input(self) -> None:
+        """Process what is already readable; return at once when nothing is."""
 
 
 _heaps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerHeap] = weakref.WeakKeyDictionary()
@@ -56,6 +71,7 @@ class TimerHeap:
         "_loop",
         "_seq",
         "fired",
+        "polled",
         "slack",
     )
 
@@ -69,6 +85,7 @@ class TimerHeap:
         self._armed_at = -1
         self._firing = False
         self.fired = 0  # targets woken so far (for tests and benchmarks)
+        self.polled = 0  # input sources polled before firing (for tests and benchmarks)
         self.slack = 50  # ms: how much earlier than asked a pending wake-up may stay
 
     @classmethod
@@ -148,6 +165,8 @@ class TimerHeap:
         self.fired += len(due_targets)
         self._firing = True
         try:
+            if due_targets:
+                self._poll_sources(due_targets)
             for target in due_targets:
                 try:
                     target._on_timer(now)
@@ -163,6 +182,26 @@ class TimerHeap:
             pop(heap)
         if heap:
             self._arm(heap[0][0])
+
+    def _poll_sources(self, targets: list[TimerTarget]) -> None:
+        """Let each distinct input source of ``targets`` read its pending input, once."""
+        last: object = None
+        seen: set[int] = set()
+        for target in targets:
+            src: InputSource | None = getattr(target, "_timer_input", None)
+            if src is None or src is last:
+                continue
+            last = src
+            if id(src) in seen:
+                continue
+            seen.add(id(src))
+            try:
+                src.poll_input()
+            except Exception as exc:
+                self._loop.call_exception_handler(
+                    {"message": "KCP input poll failed", "exception": exc, "source": src}
+                )
+        self.polled += len(seen)
 
     def close(self) -> None:
         """Cancel the armed handle and drop every entry."""

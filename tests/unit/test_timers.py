@@ -184,3 +184,71 @@ async def test_real_loop_fires_in_order_with_one_handle() -> None:
     await asyncio.wait_for(done, 5)
     assert [n for n, _ in log] == ["a", "b", "c"]
     assert all(now >= base + d - 1 for (_, now), d in zip(log, (10, 20, 30), strict=True))
+
+
+class Source:
+    """An input source shared by several targets; its poll runs before they fire."""
+
+    def __init__(self, log: list[tuple[str, int]], name: str) -> None:
+        self.log = log
+        self.name = name
+
+    def poll_input(self) -> None:
+        self.log.append((self.name, -1))
+
+
+def test_input_sources_are_polled_once_before_their_targets_fire() -> None:
+    loop, heap, log = make()
+    a, b = Source(log, "poll-a"), Source(log, "poll-b")
+    targets = []
+    for i, src in enumerate((a, a, b, a, None)):
+        t = Target(f"t{i}", log)
+        t._timer_input = src  # type: ignore[attr-defined]
+        targets.append(t)
+        heap.schedule(t, 10)
+    loop.advance_to(10, heap)
+    names = [n for n, _ in log]
+    assert sorted(names[:2]) == ["poll-a", "poll-b"]  # each source once, before any target
+    assert sorted(names[2:]) == [f"t{i}" for i in range(5)]
+    assert heap.polled == 2
+    loop.advance_to(100, heap)  # nothing due: no polling
+    assert heap.polled == 2
+
+
+def test_input_polled_first_can_cancel_a_due_wakeup() -> None:
+    """An ack read by the poll reaches its target before the target's timer runs."""
+    loop, heap, log = make()
+    acked: set[str] = set()
+
+    class Retransmitter(Target):
+        def _on_timer(self, now: int) -> None:
+            if self.name not in acked:
+                super()._on_timer(now)
+
+    class Acks(Source):
+        def poll_input(self) -> None:
+            super().poll_input()
+            acked.add("r0")
+
+    src = Acks(log, "poll")
+    for i in range(2):
+        t = Retransmitter(f"r{i}", log)
+        t._timer_input = src  # type: ignore[attr-defined]
+        heap.schedule(t, 30)
+    loop.advance_to(30, heap)
+    assert log == [("poll", -1), ("r1", 30)]
+
+
+def test_a_failing_input_poll_is_reported_and_targets_still_fire() -> None:
+    loop, heap, log = make()
+
+    class Bad(Source):
+        def poll_input(self) -> None:
+            raise OSError("gone")
+
+    t = Target("t", log)
+    t._timer_input = Bad(log, "bad")  # type: ignore[attr-defined]
+    heap.schedule(t, 5)
+    loop.advance_to(5, heap)
+    assert log == [("t", 5)]
+    assert len(loop.errors) == 1 and isinstance(loop.errors[0]["exception"], OSError)
