@@ -958,6 +958,13 @@ class KCPSession:
             await self._wait("_drain_waiter")
             self._check_writable()
 
+    def write_ready(self) -> bool:
+        """True when :meth:`drain` would return at once: open for writing and below high water.
+
+        Lets a layer above (the mux) write synchronously instead of waking a writer task.
+        """
+        return self._state == _OPEN and self._engine.waitsnd() < self._high_water
+
     def write_buffer_size(self) -> int:
         """Segments queued or in flight and not yet acknowledged."""
         return self._engine.waitsnd()
