@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
@@ -89,17 +90,65 @@ def spawn(tasks: set[Any], aw: Awaitable[Any]) -> asyncio.Future[Any]:
     return t
 
 
+class _TickFlusher:
+    """Flushes every :class:`FrameWriter` of a loop that has frames queued, with one ``call_soon``
+    per loop tick for all of them (a push to a thousand sessions schedules one callback, not a
+    thousand)."""
+
+    __slots__ = ("__weakref__", "_loop", "_scheduled", "_writers")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._writers: list[FrameWriter] = []
+        self._scheduled = False
+
+    def add(self, writer: FrameWriter) -> None:
+        self._writers.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        writers = self._writers
+        self._writers = []
+        for w in writers:
+            if w._scheduled:
+                w.flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TickFlusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _TickFlusher:
+    f = _flushers.get(loop)
+    if f is None:
+        f = _flushers[loop] = _TickFlusher(loop)
+    return f
+
+
 class FrameWriter:
     """Writes frames to a stream, coalescing every frame sent in one loop tick into one write.
 
     Many small frames (64 replies to 64 calls in flight) then cost one mux frame and one KCP send.
+    The writers of one loop share one flush callback per tick.
     """
 
-    __slots__ = ("_loop", "_pending", "_pending_bytes", "_scheduled", "closed", "high_water", "stream")
+    __slots__ = (
+        "_flusher",
+        "_loop",
+        "_pending",
+        "_pending_bytes",
+        "_scheduled",
+        "closed",
+        "high_water",
+        "stream",
+    )
 
     def __init__(self, stream: ByteStream, *, high_water: int = 256 * 1024) -> None:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
+        self._flusher = _flusher(self._loop)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._scheduled = False
@@ -114,7 +163,7 @@ class FrameWriter:
         self._pending_bytes += len(frame)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self.flush)
+            self._flusher.add(self)
 
     def flush(self) -> None:
         """Write everything queued now."""
