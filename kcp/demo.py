@@ -17,7 +17,8 @@ import kcp
 from kcp.relay import LossyRelay
 
 
-async def _echo(session: kcp.KCPSession) -> None:
+async def echo(session: kcp.KCPSession) -> None:
+    """Echo everything a session sends back to it, with backpressure, until it closes."""
     while True:
         data = await session.read(65536)
         if not data:
@@ -29,7 +30,7 @@ async def _echo(session: kcp.KCPSession) -> None:
 async def demo(loss: float, delay: float, messages: int, bulk: int, seed: int) -> int:
     """Run the echo demo; returns a process exit code."""
     opts: dict[str, Any] = {"crypt": "aes", "key": "kcprpc demo", "data_shards": 10, "parity_shards": 3}
-    listener = await kcp.listen("127.0.0.1", 0, on_accept=_echo, **opts)
+    listener = await kcp.listen("127.0.0.1", 0, on_accept=echo, **opts)
     async with (
         listener,
         LossyRelay(target=listener.address, loss=loss, delay=delay, jitter=delay / 5, seed=seed) as relay,

@@ -9,19 +9,11 @@ import struct
 
 import kcp
 from kcp.batch import open_udp_socket
+from kcp.demo import echo
 from kcp.session import KCPSession
 
 TIMEOUT = 30.0
 _HDR = struct.Struct("<IBBHIIII")
-
-
-async def _echo(s: KCPSession) -> None:
-    while True:
-        data = await s.read(65536)
-        if not data:
-            return
-        s.write(data)
-        await s.drain()
 
 
 def _push(conv: int, sn: int, payload: bytes = b"x") -> bytes:
@@ -31,7 +23,7 @@ def _push(conv: int, sn: int, payload: bytes = b"x") -> bytes:
 
 async def test_thousand_concurrent_sessions() -> None:
     n = 1000
-    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo) as lis:
         port = lis.address[1]
         clients = [await kcp.dial("127.0.0.1", port) for _ in range(n)]
 
@@ -54,7 +46,7 @@ async def test_thousand_concurrent_sessions() -> None:
 
 async def test_garbage_flood_leaves_listener_healthy_and_bounded() -> None:
     rng = random.Random(42)
-    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo, max_sessions=64, idle_timeout=30) as lis:
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, max_sessions=64, idle_timeout=30) as lis:
         addr = lis.address
         probe = await kcp.dial("127.0.0.1", addr[1])
         probe.write(b"first")
@@ -129,7 +121,7 @@ async def test_conv_mismatch_dropped_or_replaced_with_sn_zero() -> None:
 
 
 async def test_redial_from_same_address_replaces_session() -> None:
-    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo) as lis:
         c1 = await kcp.dial("127.0.0.1", lis.address[1], conv=1)
         c1.write(b"one")
         assert await asyncio.wait_for(c1.readexactly(3), TIMEOUT) == b"one"
@@ -166,9 +158,9 @@ async def test_ipv6_and_reuse_port() -> None:
         socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
     except OSError:  # pragma: no cover
         return
-    async with await kcp.listen("::1", 0, on_accept=_echo, reuse_port=True) as lis:
+    async with await kcp.listen("::1", 0, on_accept=echo, reuse_port=True) as lis:
         port = lis.address[1]
-        async with await kcp.listen("::1", port, on_accept=_echo, reuse_port=True):
+        async with await kcp.listen("::1", port, on_accept=echo, reuse_port=True):
             c = await kcp.dial("::1", port)
             async with c:
                 c.write(b"v6")
@@ -183,7 +175,7 @@ async def test_garbage_into_crypt_and_fec_listener_is_counted_not_raised() -> No
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     try:
-        async with await kcp.listen("127.0.0.1", 0, on_accept=_echo, **opts) as lis:  # type: ignore[arg-type]
+        async with await kcp.listen("127.0.0.1", 0, on_accept=echo, **opts) as lis:  # type: ignore[arg-type]
             c = await kcp.dial("127.0.0.1", lis.address[1], **opts)  # type: ignore[arg-type]
             c.write(b"hi")
             assert await asyncio.wait_for(c.readexactly(2), TIMEOUT) == b"hi"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import kcp
+from kcp.demo import echo
 from kcp.relay import LossyRelay
 from kcp.secure import (
     ConnectionClosed,
@@ -40,18 +41,9 @@ _OTHER_PRIV, OTHER_PUB = generate_keypair(seeded_rng(12))
 PSK = bytes(range(32))
 
 
-async def _echo(s: KCPSession) -> None:
-    while True:
-        data = await s.read(65536)
-        if not data:
-            return
-        s.write(data)
-        await s.drain()
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[kcp.Listener]:
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=_echo)
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=echo)
     yield lis
     lis.close()
     await lis.wait_closed()
@@ -108,7 +100,7 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
 
     async with await kcp.listen(
         "127.0.0.1", 0, mode="secure", static_private_key=PRIV, key="one line", authorize=authorize,
-        on_accept=_echo, data_shards=3, parity_shards=1,
+        on_accept=echo, data_shards=3, parity_shards=1,
     ) as lis:
         port = lis.address[1]
         # pinned key (IKpsk2) with a token and a client identity
@@ -205,7 +197,7 @@ async def test_usage_errors() -> None:
 
 @pytest.mark.parametrize("fec", [(0, 0), (10, 3)])
 async def test_bulk_echo(fec: tuple[int, int]) -> None:
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="bulk", on_accept=_echo,
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="bulk", on_accept=echo,
                                 data_shards=fec[0], parity_shards=fec[1]) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="bulk",
                            data_shards=fec[0], parity_shards=fec[1], snd_wnd=256, rcv_wnd=256)
@@ -247,7 +239,7 @@ async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None
 async def test_migration_through_a_lossy_relay() -> None:
     """The client rebinds behind kcp.relay, which gives each client address its own upstream
     socket: the server sees a new source port, on a link with 5 % loss, reordering and duplicates."""
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="nat", on_accept=_echo)
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="nat", on_accept=echo)
     relay = LossyRelay(target=lis.address, loss=5.0, delay=2.0, jitter=1.0, reorder=2.0, dup=1.0, seed=4)
     async with lis, relay:
         c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", key="nat", handshake_timeout=10,
@@ -388,7 +380,7 @@ async def test_tampered_and_garbage_datagrams_are_dropped(server: kcp.Listener) 
 async def test_key_rotation_across_a_long_transfer() -> None:
     # small limits: a new epoch every 200 packets; the old key goes once 128 newer packets came
     opts = {"rekey_after_packets": 200, "key_grace_ms": 100, "replay_window": 128}
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="rotate", on_accept=_echo,
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="rotate", on_accept=echo,
                                 secure_options=opts) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="rotate", secure_options=opts,
                            snd_wnd=256, rcv_wnd=256)
@@ -403,7 +395,7 @@ async def test_key_rotation_across_a_long_transfer() -> None:
 
 async def test_keys_age_out_on_the_timer_while_idle() -> None:
     opts = {"rekey_after_ms": 60, "key_grace_ms": 20}
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="age", on_accept=_echo,
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="age", on_accept=echo,
                                 secure_options=opts) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="age", secure_options=opts)
         await _roundtrip(c)
@@ -481,7 +473,7 @@ async def test_server_restart_ends_the_client_at_once_by_stateless_reset() -> No
         proc.kill()  # a crash: no CLOSE
         await proc.wait()
     # the server comes back on the same port with the same key, but without the connection
-    async with await kcp.listen("127.0.0.1", port, mode="secure", static_private_key=PRIV, on_accept=_echo) as lis:
+    async with await kcp.listen("127.0.0.1", port, mode="secure", static_private_key=PRIV, on_accept=echo) as lis:
         c.write(b"anyone there?")
         await asyncio.wait_for(c.wait_closed(), 5)
         assert c.close_reason.startswith("closed by peer: stateless reset") and c.close_code == 11
@@ -493,7 +485,7 @@ async def test_server_restart_ends_the_client_at_once_by_stateless_reset() -> No
 
 
 async def test_goaway_from_the_listener() -> None:
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="drain", on_accept=_echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="drain", on_accept=echo) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="drain")
         events: list[Any] = []
         c.add_event_callback(events.append)
@@ -510,7 +502,7 @@ async def test_goaway_from_the_listener() -> None:
 
 
 async def test_listener_close_ends_clients_at_once() -> None:
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="bye", on_accept=_echo, idle_timeout=60)
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="bye", on_accept=echo, idle_timeout=60)
     c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="bye", idle_timeout=60)
     await _roundtrip(c)
     lis.close()
@@ -520,7 +512,7 @@ async def test_listener_close_ends_clients_at_once() -> None:
 
 
 async def test_full_table_closes_new_sessions_with_server_busy() -> None:
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="full", on_accept=_echo, max_sessions=1) as lis:
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="full", on_accept=echo, max_sessions=1) as lis:
         c1 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="full")
         await _roundtrip(c1)
         assert lis.secure_server is not None and lis.secure_server.config.always_retry  # full: cookies first
@@ -559,7 +551,7 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
         pytest.skip(message)
     raw.setblocking(False)
     max_half_open = 256
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, on_accept=_echo,
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, on_accept=echo,
                                 secure_options={"max_half_open": max_half_open, "retry_threshold": 32}) as lis:
         dst = lis.address
         rnd = random.Random(5)
@@ -612,7 +604,7 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
 
 async def test_secure_counters_reach_the_process_wide_snmp() -> None:
     before = kcp.snmp()
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=_echo)
+    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=echo)
     port = lis.address[1]
     c = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB, psk=PSK)
     await _roundtrip(c)

@@ -11,24 +11,16 @@ import pytest
 
 import kcp
 from kcp.crypt import CIPHER_NAMES
+from kcp.demo import echo
 from kcp.relay import LossyRelay
 from kcp.session import KCPSession
 
 TIMEOUT = 20.0
 
 
-async def _echo(s: KCPSession) -> None:
-    while True:
-        data = await s.read(65536)
-        if not data:
-            return
-        s.write(data)
-        await s.drain()
-
-
 @pytest.fixture
 async def echo_server() -> AsyncIterator[kcp.Listener]:
-    lis = await kcp.listen("127.0.0.1", 0, on_accept=_echo)
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
     yield lis
     lis.close()
     await lis.wait_closed()
@@ -67,7 +59,7 @@ async def _bulk(c: KCPSession, size: int, seed: int = 1) -> None:
 async def test_echo_every_cipher(cipher: str, fec: tuple[int, int]) -> None:
     ds, ps = fec
     async with await kcp.listen(
-        "127.0.0.1", 0, crypt=cipher, key="secret", data_shards=ds, parity_shards=ps, on_accept=_echo
+        "127.0.0.1", 0, crypt=cipher, key="secret", data_shards=ds, parity_shards=ps, on_accept=echo
     ) as lis:
         c = await kcp.dial(
             "127.0.0.1", lis.address[1], crypt=cipher, key="secret", data_shards=ds, parity_shards=ps
@@ -81,7 +73,7 @@ async def test_echo_every_cipher(cipher: str, fec: tuple[int, int]) -> None:
 
 
 async def test_wrong_key_never_connects() -> None:
-    async with await kcp.listen("127.0.0.1", 0, crypt="aes", key="right", on_accept=_echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, crypt="aes", key="right", on_accept=echo) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], crypt="aes", key="wrong", dead_link=4)
         c.write(b"hello")
         with pytest.raises(kcp.DeadLinkError):
@@ -95,7 +87,7 @@ async def test_transfer_through_lossy_relay(fec: tuple[int, int]) -> None:
     ds, ps = fec
     async with (
         await kcp.listen(
-            "127.0.0.1", 0, crypt="aes", key="k", data_shards=ds, parity_shards=ps, on_accept=_echo
+            "127.0.0.1", 0, crypt="aes", key="k", data_shards=ds, parity_shards=ps, on_accept=echo
         ) as lis,
         LossyRelay(target=lis.address, loss=10, jitter=2, delay=2, dup=1, reorder=1, seed=11) as relay,
     ):
@@ -114,7 +106,7 @@ async def test_transfer_through_lossy_relay(fec: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("mmsg", [True, False], ids=["mmsg", "fallback"])
 async def test_batch_and_fallback_sessions_agree(mmsg: bool) -> None:
-    async with await kcp.listen("127.0.0.1", 0, on_accept=_echo, mmsg=mmsg) as lis:
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, mmsg=mmsg) as lis:
         c = await kcp.dial("127.0.0.1", lis.address[1], mmsg=mmsg)
         async with c:
             await _roundtrips(c, 3)
@@ -128,7 +120,7 @@ async def test_batch_and_fallback_sessions_agree(mmsg: bool) -> None:
 
 def test_uvloop_and_default_loop() -> None:
     async def main() -> None:
-        async with await kcp.listen("127.0.0.1", 0, on_accept=_echo) as lis:
+        async with await kcp.listen("127.0.0.1", 0, on_accept=echo) as lis:
             c = await kcp.dial("127.0.0.1", lis.address[1])
             async with c:
                 await _roundtrips(c, 3)
@@ -208,7 +200,7 @@ async def test_close_lingers_until_data_is_acked(echo_server: kcp.Listener) -> N
 
 async def test_dead_link_raises_on_read_and_write() -> None:
     # a relay that drops everything: no ack ever comes back
-    lis = await kcp.listen("127.0.0.1", 0, on_accept=_echo)
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
     async with lis, LossyRelay(target=lis.address, loss=100) as relay:
         c = await kcp.dial("127.0.0.1", relay.address[1], dead_link=5)
         c.write(b"into the void")
