@@ -1,0 +1,136 @@
+"""The shared parts of ``bench/abuse.py``: the target server and the attack interface.
+
+Not a benchmark: running it does nothing. ``bench/abuse.py`` starts a fresh target server
+(``python -m bench._abuse_server``) for every attack, runs the attack and a legitimate client side
+by side on 127.0.0.1, and prints the server's RSS, CPU, counters and the legitimate client's p99.
+
+An attack is an :class:`Attack`: ``run(target, seconds)`` attacks ``target`` for about
+``seconds`` (bounded: every loop in it stops at the deadline) and returns its own counters
+(datagrams sent, calls made, ...). Attack modules are ``bench/_abuse_*.py``; each exports
+``ATTACKS: list[Attack]``.
+
+The target serves :class:`AbuseService` (``abuse.Target``) beside the built-in services, with the
+default :class:`kcprpc.ServerConfig` (the defaults are what is judged):
+
+- ``echo(EchoMsg) -> EchoMsg``: the legitimate client's call;
+- ``join(RoomRequest)``: joins a room, refusing names that start with ``private`` with
+  PERMISSION_DENIED (the service's own join logic);
+- ``blob(BlobRequest) -> AsyncIterator[Blob]``: a server stream of ``count`` messages of ``size`` bytes;
+- a background publisher: every 10 ms an :class:`News` event of 512 bytes on topic ``abuse.news``
+  and on room ``abuse.lobby``, and on ``private.room`` / topic ``secret.news`` (which a client must
+  not receive: joining ``private.room`` is refused, and a server interceptor refuses subscriptions
+  to topics that start with ``secret``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+import kcprpc  # noqa: E402
+
+KEY = "abuse bench passphrase"
+"""The passphrase every client (legitimate or not) holds: the threat model's 'every player has the key'."""
+
+COMPAT_CRYPT = "aes"
+"""The kcp-go cipher of the compat-mode target."""
+
+PUBLIC_ROOM = "abuse.lobby"
+PRIVATE_ROOM = "private.room"
+PUBLIC_TOPIC = "abuse.news"
+SECRET_TOPIC = "secret.news"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the target server listens and how to reach it (every client holds ``key``)."""
+
+    host: str
+    port: int
+    mode: str  # "secure" or "compat"
+    key: str = KEY
+    crypt: str | None = None  # compat mode: the kcp-go cipher name
+    fec: tuple[int, int] | None = None
+    pid: int = 0  # the server process (for attacks that watch it)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`kcprpc.connect` for this target."""
+        kw: dict[str, Any] = {"key": self.key, "fec": self.fec}
+        if self.mode == "compat":
+            kw["crypt"] = self.crypt
+        return kw
+
+
+AttackRun = Callable[[Target, float], Awaitable[dict[str, int]]]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack of the threat table (docs/security.md)."""
+
+    name: str  # short, unique, used on the command line: "restore-flood"
+    item: int  # the item of the hostile-clients issue it exercises
+    mode: str  # the target's wire mode: "secure" or "compat"
+    run: AttackRun
+    description: str
+    fec: tuple[int, int] | None = None  # the target's FEC setting
+    server_args: tuple[str, ...] = field(default=())  # extra arguments of bench._abuse_server
+
+
+class EchoMsg(BaseModel):
+    data: bytes = b""
+
+
+class RoomRequest(BaseModel):
+    room: str = Field(min_length=1, max_length=128)
+
+
+class BlobRequest(BaseModel):
+    count: int = Field(ge=1, le=1_000_000)
+    size: int = Field(ge=0, le=65536)
+
+
+class Blob(BaseModel):
+    data: bytes
+
+
+@kcprpc.event("abuse.News")
+class News(BaseModel):
+    text: str
+
+
+class AbuseService(kcprpc.Service, name="abuse.Target", events=[News]):
+    """The target's service (see the module docstring)."""
+
+    async def echo(self, req: EchoMsg) -> EchoMsg:
+        return req
+
+    async def join(self, req: RoomRequest) -> None:
+        if req.room.startswith("private"):
+            raise kcprpc.RpcError(kcprpc.Status.PERMISSION_DENIED, "not your room")
+        kcprpc.current_context().session.join(req.room)
+
+    async def blob(self, req: BlobRequest) -> Any:
+        chunk = os.urandom(req.size)
+        for _ in range(req.count):
+            yield Blob(data=chunk)
+
+
+async def refuse_secret_topics(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+    """Server interceptor: no subscriptions to topics that start with ``secret``."""
+    if ctx.method == "kcprpc.Push/Subscribe":
+        req = ctx.request if hasattr(ctx, "request") else None
+        topic = getattr(req, "topic", None)
+        if isinstance(topic, str) and topic.startswith("secret"):
+            raise kcprpc.RpcError(kcprpc.Status.PERMISSION_DENIED, "secret topic")
+    return await call_next()

@@ -1,0 +1,103 @@
+"""The target server of ``bench/abuse.py`` (run as ``python -m bench._abuse_server``).
+
+``--mode secure|compat`` on 127.0.0.1 (port 0: it picks one), the passphrase of
+:data:`bench._abuse_common.KEY`, default :class:`kcprpc.ServerConfig`. It prints one JSON line
+``{"port": ..., "pid": ...}`` when it serves, then answers each line on stdin: ``stats`` prints one
+JSON line of counters (the server's, the listener's and the process's RSS in KiB); ``quit`` stops it.
+Logging goes to stderr (``abuse.py`` counts tracebacks there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+import kcprpc
+from bench._abuse_common import (
+    COMPAT_CRYPT,
+    KEY,
+    PRIVATE_ROOM,
+    PUBLIC_ROOM,
+    PUBLIC_TOPIC,
+    SECRET_TOPIC,
+    AbuseService,
+    News,
+    refuse_secret_topics,
+)
+
+
+def rss_kib() -> int:
+    """This process's resident set size in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def counters(server: kcprpc.Server) -> dict[str, Any]:
+    """Every counter the server exposes, flat."""
+    out: dict[str, Any] = {"rss_kib": rss_kib(), "sessions": len(server.sessions)}
+    out.update({f"server.{k}": v for k, v in server.stats.items()})
+    listener = getattr(server, "_listener", None)
+    stats = getattr(listener, "stats", None)
+    if stats is not None:
+        out.update({f"listener.{k}": v for k, v in stats().items()})
+    return out
+
+
+async def publisher(server: kcprpc.Server) -> None:
+    text = "x" * 512
+    while True:
+        await asyncio.sleep(0.01)
+        ev = News(text=text)
+        for room in (PUBLIC_ROOM, PRIVATE_ROOM):
+            await server.push.to_room(room, ev)
+        for topic in (PUBLIC_TOPIC, SECRET_TOPIC):
+            await server.push.publish(topic, ev)
+
+
+async def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mode", choices=("secure", "compat"), default="secure")
+    ap.add_argument("--datashard", type=int, default=0)
+    ap.add_argument("--parityshard", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    fec = (args.datashard, args.parityshard) if args.datashard else None
+    server = kcprpc.Server(
+        [AbuseService()],
+        "127.0.0.1",
+        0,
+        key=KEY,
+        crypt=COMPAT_CRYPT if args.mode == "compat" else None,
+        mode=args.mode,
+        fec=fec,
+        interceptors=[refuse_secret_topics],
+    )
+    host, port = await server.start()
+    pub = asyncio.ensure_future(publisher(server))
+    import os
+
+    print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "stats":
+            print(json.dumps(counters(server)), flush=True)
+        elif line in ("quit", ""):
+            break
+    pub.cancel()
+    await server.shutdown(grace=0.5)
+
+
+if __name__ == "__main__":
+    import kcp
+
+    kcp.run(main())
