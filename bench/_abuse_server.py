@@ -79,7 +79,7 @@ async def main(argv: list[str] | None = None) -> None:
         fec=fec,
         interceptors=[refuse_secret_topics],
     )
-    host, port = await server.start()
+    _host, port = await server.start()
     pub = asyncio.ensure_future(publisher(server))
     import os
 
