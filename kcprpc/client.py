@@ -42,7 +42,7 @@ from kcprpc.codec import (
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
-from kcprpc.push import route, send_datagram
+from kcprpc.push import ResumeFailed, route, send_datagram
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames, spawn
@@ -346,6 +346,8 @@ class Client:
         if isinstance(welcome, dict):
             sid = welcome.get("sid")
             link.session_id = sid if isinstance(sid, str) else None
+            if restore:
+                self._restored(welcome.get("restored"))
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
         old = self._link
         if link.hb is not None:
@@ -780,6 +782,24 @@ class Client:
         finally:
             with contextlib.suppress(ValueError, KeyError):
                 self._queues[name].remove(entry)
+
+    def _restored(self, restored: Any) -> None:
+        """After a reconnect: keep the rooms and topics the server says this client is back in, and
+        tell the application of each one it lost (``ResumeFailed`` with reason ``"not restored"``)."""
+        if not isinstance(restored, dict):
+            return
+        rooms, topics = restored.get("rooms"), restored.get("topics")
+        back_rooms = {r for r in rooms if isinstance(r, str)} if isinstance(rooms, list) else set()
+        back_topics = {t for t in topics if isinstance(t, str)} if isinstance(topics, list) else set()
+        lost = [f"room:{r}" for r in sorted(self.rooms - back_rooms)]
+        lost += [f"topic:{t}" for t in sorted(self.topics - back_topics)]
+        self.rooms = back_rooms
+        self.topics = back_topics
+        for key in lost:
+            epoch, seq = self.topic_offsets.pop(key, (0, 0))
+            self._latest.pop(key, None)
+            ev = ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason="not restored")
+            self._handle_event(["kcprpc.ResumeFailed", ev.model_dump(), None, None, None], False)
 
     def _handle_event(self, body: Any, unreliable: bool) -> None:
         if not isinstance(body, list) or len(body) != 5 or not isinstance(body[0], str):

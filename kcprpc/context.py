@@ -27,7 +27,17 @@ def current_context() -> ServerContext:
 class ServerContext:
     """Per-call information for handlers and interceptors (see :func:`current_context`)."""
 
-    __slots__ = ("_call", "_initial_md", "_trailing_md", "deadline", "metadata", "method", "session", "spec")
+    __slots__ = (
+        "_call",
+        "_initial_md",
+        "_trailing_md",
+        "deadline",
+        "metadata",
+        "method",
+        "request",
+        "session",
+        "spec",
+    )
 
     def __init__(
         self,
@@ -43,6 +53,9 @@ class ServerContext:
         self.session = session
         self.deadline = deadline
         self._call = call
+        self.request: Any = None
+        """The validated request of a unary or server-streaming call (None for a client-streaming
+        one, whose requests arrive later): interceptors may authorize on it."""
         self._initial_md: dict[str, Any] | None = None
         self._trailing_md: dict[str, Any] | None = None
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from kcprpc.errors import RpcError
 from kcprpc.push import ResumeFailed
 from kcprpc.service import Service
-from kcprpc.status import Status
 
 
 class HealthCheckRequest(BaseModel):
@@ -93,8 +91,6 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
         from kcprpc.push import topic_key
 
         ctx = current_context()
-        if not req.topic:
-            raise RpcError(Status.INVALID_ARGUMENT, "empty topic")
         hub = ctx.server.push
         hub.subscribe(ctx.session, req.topic)
         return SubscribeReply(epoch=hub.broker.epoch, seq=hub.broker.last_seq(topic_key(req.topic)))

@@ -257,10 +257,20 @@ class PushHub:
             del self._local[key]
             self.broker.unsubscribe(key, self._callbacks.pop(key))
 
+    def _check_name(self, kind: str, name: str) -> None:
+        limit = self.server.config.max_name_length
+        if not name or len(name) > limit:
+            raise RpcError(Status.INVALID_ARGUMENT, f"{kind} name must have 1 to {limit} characters")
+
     def join(self, session: ServerSession, room: str) -> None:
-        """Add a session to a room and tell its client (so it can restore the room later)."""
+        """Add a session to a room and tell its client. RESOURCE_EXHAUSTED past the server's
+        ``max_rooms`` per session, INVALID_ARGUMENT for an empty name or one longer than
+        ``max_name_length``."""
         if room in session.rooms or session.closed:
             return
+        self._check_name("room", room)
+        if len(session.rooms) >= self.server.config.max_rooms:
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
         session.rooms.add(room)
         self._add(session, room_key(room))
         session.send_frame(encode_frame(ROOMS, 0, [True, room]))
@@ -275,9 +285,11 @@ class PushHub:
             session.send_frame(encode_frame(ROOMS, 0, [False, room]))
 
     def subscribe(self, session: ServerSession, topic: str) -> None:
-        """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``)."""
+        """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``,
+        INVALID_ARGUMENT for an empty name or one longer than ``max_name_length``)."""
         if topic in session.topics:
             return
+        self._check_name("topic", topic)
         if len(session.topics) + session.streaming_calls >= self.server.config.max_subscriptions:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many subscriptions")
         session.topics.add(topic)

@@ -79,9 +79,17 @@ class ServerConfig:
     heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
     shutdown_grace: float = 5.0
     stream_high_water: int = 64 * 1024
+    max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
+    max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
 
     def __post_init__(self) -> None:
-        if self.max_message_size <= 0 or self.max_concurrent_calls <= 0 or self.max_subscriptions < 0:
+        if (
+            self.max_message_size <= 0
+            or self.max_concurrent_calls <= 0
+            or self.max_subscriptions < 0
+            or self.max_rooms < 0
+            or self.max_name_length <= 0
+        ):
             raise UsageError("limits must be positive")
 
 
@@ -190,6 +198,10 @@ class ServerSession:
 
 Handler = Callable[..., Any]
 RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
+"""``on_restore(session, rooms, topics)``: a reconnecting client claims ``rooms`` (its word only)
+and is back in ``topics`` (re-subscribed through Subscribe's checks). The hook joins the rooms the
+application allows, with the checks of its own join (``session.join(room)``); rooms it does not
+join stay left, and the client is told (``kcprpc.ResumeFailed``, reason ``"not restored"``)."""
 SessionHook = Callable[[ServerSession], Awaitable[None] | None]
 PathHook = Callable[[ServerSession, Any, Any], Awaitable[None] | None]
 """``on_path_change(session, old_address, new_address)``: a secure-mode client moved."""
@@ -271,6 +283,10 @@ class Server:
             "path_changes": 0,  # secure mode: a client moved to a new address (NAT rebinding, new network)
             "paths_validated": 0,  # ... and answered the probe there
             "paths_failed": 0,  # ... or did not, and the session went back to the old address
+            "restored_rooms": 0,  # rooms a reconnecting client is back in (by the on_restore hook)
+            "restored_topics": 0,  # topics re-subscribed through Subscribe's checks
+            "restores_denied": 0,  # names a reconnecting client claimed and did not get back
+            "restores_refused": 0,  # HELLOs naming more than a session may hold (nothing restored)
         }
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
@@ -553,6 +569,32 @@ class Server:
         await self.shutdown()
 
 
+_SUBSCRIBE = "kcprpc.Push/Subscribe"
+
+
+def _restore_claims(
+    restore: Any, config: ServerConfig
+) -> tuple[list[str], list[str], dict[str, Any]] | None:
+    """The rooms, topics and offsets of a HELLO's ``restore`` (names that are not strings are
+    ignored), or None when it names more than a session may hold (``max_rooms`` rooms,
+    ``max_subscriptions`` topics, an offset per name): such a restore is refused whole."""
+    if not isinstance(restore, dict):
+        return [], [], {}
+    raw_rooms, raw_topics, offsets = restore.get("rooms"), restore.get("topics"), restore.get("offsets")
+    raw_rooms = raw_rooms if isinstance(raw_rooms, list) else []
+    raw_topics = raw_topics if isinstance(raw_topics, list) else []
+    offsets = offsets if isinstance(offsets, dict) else {}
+    if (
+        len(raw_rooms) > config.max_rooms
+        or len(raw_topics) > config.max_subscriptions
+        or len(offsets) > config.max_rooms + config.max_subscriptions
+    ):
+        return None
+    rooms = list(dict.fromkeys(r for r in raw_rooms if isinstance(r, str)))
+    topics = list(dict.fromkeys(t for t in raw_topics if isinstance(t, str)))
+    return rooms, topics, offsets
+
+
 async def _maybe_await(v: Any) -> None:
     if inspect.isawaitable(v):
         await v
@@ -629,70 +671,37 @@ class _Channel:
                 sess.metadata = md
         restore = body.get("restore") if isinstance(body, dict) else None
         server = self.server
-        if server.on_connect is None and server.on_restore is None:
-            self._restore(restore)
-            self._welcome()
+        if server.on_connect is None and restore is None:
+            self._welcome(None)
             return
         spawn(server._tasks, self._handshake(restore))
 
-    def _welcome(self) -> None:
+    def _welcome(self, restored: dict[str, list[str]] | None) -> None:
         sess, server = self.sess, self.server
         sess.ready = True
         hb = server.config.heartbeat
-        body = {
+        body: dict[str, Any] = {
             "v": codec.PROTOCOL_VERSION,
             "sid": sess.id,
             "hb": int(hb.interval * 1000),
             "epoch": server.push.broker.epoch,
             "max_msg": server.config.max_message_size,
         }
+        if restored is not None:
+            body["restored"] = restored
         self.writer.send(encode_frame(WELCOME, 0, body))
 
-    def _restore(self, restore: Any) -> None:
-        if not isinstance(restore, dict):
-            return
-        sess = self.sess
-        for r in restore.get("rooms", ()):
-            if isinstance(r, str):
-                sess.join(r)
-        for t in restore.get("topics", ()):
-            if isinstance(t, str):
-                try:
-                    self.server.push.subscribe(sess, t)
-                except RpcError:
-                    break
-        self._replay(restore)
-
-    def _replay(self, restore: dict[str, Any]) -> None:
-        """Replay what the client missed on the rooms and topics it is back in."""
-        offsets = restore.get("offsets")
-        if not isinstance(offsets, dict):
-            return
-        sess = self.sess
-        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
-        for key, off in offsets.items():
-            if (
-                key in keys
-                and isinstance(off, list)
-                and len(off) == 2
-                and all(isinstance(x, int) for x in off)
-            ):
-                self.server.push.replay(sess, key, off[0], off[1])
-
     async def _handshake(self, restore: Any) -> None:
-        """Run ``on_connect`` (which may refuse the connection by raising RpcError) and ``on_restore``,
-        then answer WELCOME. Calls that arrive before WELCOME are refused with UNAVAILABLE."""
+        """Run ``on_connect`` (which may refuse the connection by raising RpcError), then restore
+        what a reconnecting client names in its HELLO, then answer WELCOME (with what was restored,
+        when the client asked). Calls that arrive before WELCOME are refused with UNAVAILABLE."""
         server, sess = self.server, self.sess
+        restored: dict[str, list[str]] | None = None
         try:
             if server.on_connect is not None:
                 await _maybe_await(server.on_connect(sess))
-            if isinstance(restore, dict) and server.on_restore is not None:
-                rooms = [r for r in restore.get("rooms", ()) if isinstance(r, str)]
-                topics = [t for t in restore.get("topics", ()) if isinstance(t, str)]
-                await _maybe_await(server.on_restore(sess, rooms, topics))
-                self._replay(restore)
-            else:
-                self._restore(restore)
+            if restore is not None:
+                restored = await self._restore(restore)
         except Exception as e:
             if isinstance(e, RpcError):
                 code, message = e.status, e.message
@@ -703,7 +712,75 @@ class _Channel:
             self.writer.flush()
             await sess.conn.close()
             return
-        self._welcome()
+        if not sess.closed:
+            self._welcome(restored)
+
+    async def _restore(self, restore: Any) -> dict[str, list[str]]:
+        """Restore the rooms and topics a reconnecting client names, through the checks of a first
+        join, and replay what it missed on them; returns what it is back in.
+
+        The client's word is a claim, never membership: a topic is re-subscribed through the
+        ``kcprpc.Push/Subscribe`` method (the server's interceptors, the name and count limits),
+        exactly as ``client.subscribe()`` would; rooms are server-side membership, so only the
+        application's ``on_restore`` hook may join them again (without one, none is). A claim over
+        the limits (``max_rooms`` rooms, ``max_subscriptions`` topics) restores nothing."""
+        server, sess = self.server, self.sess
+        stats = server.stats
+        claims = _restore_claims(restore, server.config)
+        if claims is None:
+            stats["restores_refused"] += 1
+            return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+        rooms, topics, offsets = claims
+        for t in topics:
+            if await self._resubscribe(t):
+                stats["restored_topics"] += 1
+            else:
+                stats["restores_denied"] += 1
+        if server.on_restore is not None and (rooms or topics):
+            await _maybe_await(server.on_restore(sess, rooms, [t for t in topics if t in sess.topics]))
+        denied = sum(1 for r in rooms if r not in sess.rooms)
+        stats["restored_rooms"] += len(rooms) - denied
+        stats["restores_denied"] += denied
+        self._replay(offsets)
+        return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+
+    async def _resubscribe(self, topic: str) -> bool:
+        """Subscribe this session to ``topic`` through the Subscribe method's whole path (request
+        validation, interceptors, handler): True when it is subscribed."""
+        server, sess = self.server, self.sess
+        entry = server._methods.get(_SUBSCRIBE)
+        if entry is None:
+            return False
+        spec, handler = entry
+        ctx = ServerContext(spec, dict(sess.metadata), sess, None, None)
+        token = _current.set(ctx)
+        try:
+            ctx.request = req = spec.load_request({"topic": topic})
+            if server.interceptors:
+                await chain_server(server.interceptors, ctx, lambda: _invoke(handler, spec, req))
+            else:
+                await spec.invoke(handler, req)
+        except (RpcError, ValidationError):
+            return False
+        except Exception:
+            log.exception("restoring topic %r failed", topic)
+            return False
+        finally:
+            _current.reset(token)
+        return topic in sess.topics
+
+    def _replay(self, offsets: dict[str, Any]) -> None:
+        """Replay what the client missed on the rooms and topics it is back in."""
+        sess = self.sess
+        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
+        for key, off in offsets.items():
+            if (
+                key in keys
+                and isinstance(off, list)
+                and len(off) == 2
+                and all(isinstance(x, int) for x in off)
+            ):
+                self.server.push.replay(sess, key, off[0], off[1])
 
     def pause(self) -> Awaitable[None] | None:
         """Stop reading a call stream while its call has too many unread requests."""
@@ -792,7 +869,7 @@ class _Channel:
                 if spec.streams_requests:
                     req: Any = self._request_iter(call, spec)
                 elif spec.has_request:
-                    req = spec.load_request(payload)
+                    req = ctx.request = spec.load_request(payload)
                 else:
                     req = None
             except ValidationError as e:

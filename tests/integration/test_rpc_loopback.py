@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from test_rpc_support import Demo, Pos, Probe, Req, Tick
+from test_rpc_support import Demo, Pos, Probe, Req, Tick, rejoin_open_rooms
 
 import kcprpc
 from kcp.relay import LossyRelay
@@ -68,7 +68,7 @@ async def test_reconnect_after_server_restart() -> None:
         heartbeat=HeartbeatConfig(interval=0.05, timeout=0.5),
         reconnect=ReconnectPolicy(initial=0.02, maximum=0.2),
     )
-    server = kcprpc.Server([Demo()], "127.0.0.1", 0)
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0, on_restore=rejoin_open_rooms)
     host, port = await server.start()
     client = kcprpc.connect(host, port, config=cfg)
     await client.connect()
@@ -78,7 +78,7 @@ async def test_reconnect_after_server_restart() -> None:
         reconnected = asyncio.Event()
         client.on_reconnect = lambda c: reconnected.set()
         await server.shutdown(grace=0)
-        server = kcprpc.Server([Demo()], "127.0.0.1", port)
+        server = kcprpc.Server([Demo()], "127.0.0.1", port, on_restore=rejoin_open_rooms)
         await server.start()
         await asyncio.wait_for(reconnected.wait(), TIMEOUT)
         assert (await d.hello(Req(name="again"))).text == "hello again"
@@ -142,7 +142,7 @@ async def test_dead_link_detected_by_heartbeats_then_reconnect_restores_rooms() 
         reconnect=ReconnectPolicy(initial=0.05, maximum=0.2),
         connect_timeout=0.5,
     )
-    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, on_restore=rejoin_open_rooms)
     relay = LossyRelay(target=await server.start(), seed=3)
     async with server, relay, kcprpc.connect(*relay.address, config=cfg) as client:
         d = client.stub(Demo, timeout=TIMEOUT)

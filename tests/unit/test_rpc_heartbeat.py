@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_rpc_support import Demo, Probe, Req, Tick
+from test_rpc_support import Demo, Probe, Req, Tick, rejoin_open_rooms
 
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction
@@ -68,7 +68,9 @@ async def test_rtt_is_measured_and_reported_to_server() -> None:
 
 @pytest.mark.parametrize("transport", ["memory", "mux"])
 async def test_dead_peer_fails_in_flight_calls_then_reconnects_and_restores(transport: str) -> None:
-    async with pair([Demo(Probe())], client_config=FAST, transport=transport) as p:  # type: ignore[arg-type]
+    async with pair(
+        [Demo(Probe())], client_config=FAST, transport=transport, on_restore=rejoin_open_rooms  # type: ignore[arg-type]
+    ) as p:
         d = p.client.stub(Demo)
         await d.join(Req(name="room1"))
         await p.client.subscribe("news")
@@ -145,7 +147,9 @@ async def test_on_connect_sees_hello_metadata_and_may_refuse() -> None:
 async def test_reconnect_replays_missed_topic_and_room_messages(history: int) -> None:
     from kcprpc import MemoryBroker, ResumeFailed
 
-    async with pair([Demo()], client_config=FAST, broker=MemoryBroker(history=history)) as p:
+    async with pair(
+        [Demo()], client_config=FAST, broker=MemoryBroker(history=history), on_restore=rejoin_open_rooms
+    ) as p:
         got: list[int] = []
         failed: list[ResumeFailed] = []
         p.client.on(Tick, lambda t: got.append(t.n))

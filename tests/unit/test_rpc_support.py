@@ -33,6 +33,14 @@ class Pos(BaseModel):
     y: float
 
 
+def rejoin_open_rooms(session: kcprpc.ServerSession, rooms: list[str], topics: list[str]) -> None:
+    """``on_restore`` of the Demo service: its rooms are open to anyone, so a reconnecting client
+    gets back every room it names except ``private*`` ones (the same rule as ``Demo.join``)."""
+    for room in rooms:
+        if not room.startswith("private"):
+            session.join(room)
+
+
 class Probe:
     """Events a test can wait on."""
 
@@ -132,6 +140,8 @@ class Demo(kcprpc.Service, name="test.Demo"):
         self.probe.notified.put_nowait(p)
 
     async def join(self, req: Req) -> None:
+        if req.name.startswith("private"):
+            raise RpcError(Status.PERMISSION_DENIED, "not your room")
         current_context().session.join(req.name)
 
     async def leave(self, req: Req) -> None:

@@ -1,0 +1,180 @@
+"""A reconnecting client's HELLO names rooms and topics: a claim, never membership.
+
+Hostile-clients issue, item 1: restored membership passes exactly the checks of a first join (the
+application's own join logic through ``on_restore``; Subscribe's interceptors and limits for
+topics), and one HELLO cannot make the server hold more than a session may.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from test_rpc_support import Demo, Req, Tick, rejoin_open_rooms
+
+import kcprpc
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.testing import RpcPair, pair
+
+TIMEOUT = 5.0
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.05, timeout=1.0),
+    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+async def reconnect(p: RpcPair) -> None:
+    """Drop the connection and wait until the client is back (its restore done: WELCOME came)."""
+    back = asyncio.Event()
+    p.client.on_reconnect = lambda c: back.set()
+    await p.drop()
+    await asyncio.wait_for(back.wait(), TIMEOUT)
+
+
+def collect(client: kcprpc.Client) -> tuple[asyncio.Queue[Tick], list[kcprpc.ResumeFailed]]:
+    ticks: asyncio.Queue[Tick] = asyncio.Queue()
+    failed: list[kcprpc.ResumeFailed] = []
+    client.on(Tick, ticks.put_nowait)
+    client.on(kcprpc.ResumeFailed, failed.append)
+    return ticks, failed
+
+
+async def fence(p: RpcPair) -> None:
+    """One round trip on the control stream: every event sent before it has arrived."""
+    await p.client.stub(Demo).hello(Req(name="fence"))
+
+
+@pytest.mark.parametrize("hook", [False, True])
+async def test_a_room_the_service_refused_is_not_restored_from_a_hello(hook: bool) -> None:
+    kwargs: dict[str, Any] = {"on_restore": rejoin_open_rooms} if hook else {}
+    async with pair([Demo()], client_config=FAST, **kwargs) as p:
+        d = p.client.stub(Demo)
+        with pytest.raises(RpcError) as ei:
+            await d.join(Req(name="private-vip"))
+        assert ei.value.status is Status.PERMISSION_DENIED
+        await d.join(Req(name="lobby"))
+        for n in range(3):  # history the intruder wants
+            await p.server.push.to_room("private-vip", Tick(n=n))
+        # the hostile client claims the room it was refused, and its whole history
+        p.client.rooms.add("private-vip")
+        p.client.topic_offsets["room:private-vip"] = (p.server.push.broker.epoch, 0)
+        ticks, failed = collect(p.client)
+        await reconnect(p)
+        await p.server.push.to_room("private-vip", Tick(n=100))
+        await fence(p)
+        assert ticks.empty()  # neither the history nor the live event
+        sess = next(iter(p.server.sessions))
+        assert "private-vip" not in sess.rooms and not p.server.push.members("private-vip")
+        assert "private-vip" not in p.client.rooms
+        assert ("room:private-vip", "not restored") in {(f.key, f.reason) for f in failed}
+        assert p.server.stats["restores_denied"] >= 1
+        # the open room comes back only through the application's own hook
+        assert ("lobby" in sess.rooms) is hook
+        assert ("lobby" in p.client.rooms) is hook
+
+
+async def test_on_restore_joins_with_the_services_own_check_and_replays_only_those() -> None:
+    async with pair([Demo()], client_config=FAST, on_restore=rejoin_open_rooms) as p:
+        d = p.client.stub(Demo)
+        await d.join(Req(name="arena"))
+        await p.server.push.to_room("arena", Tick(n=1))
+        await fence(p)
+        await p.server.push.to_room("arena", Tick(n=2))  # missed while away: replayed
+        await p.server.push.to_room("private-x", Tick(n=3))
+        p.client.topic_offsets["room:arena"] = (p.server.push.broker.epoch, 1)
+        p.client.rooms.add("private-x")
+        p.client.topic_offsets["room:private-x"] = (p.server.push.broker.epoch, 0)
+        ticks, failed = collect(p.client)
+        await reconnect(p)
+        await fence(p)
+        got = []
+        while not ticks.empty():
+            got.append(ticks.get_nowait().n)
+        assert got == [2]
+        assert p.client.rooms == {"arena"}
+        assert [f.key for f in failed] == ["room:private-x"]
+        assert p.server.stats["restored_rooms"] == 1
+
+
+def refuse_topic(prefix: str) -> Callable[[Any, Callable[[], Awaitable[Any]]], Awaitable[Any]]:
+    async def interceptor(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if ctx.method == "kcprpc.Push/Subscribe" and ctx.request.topic.startswith(prefix):
+            raise RpcError(Status.PERMISSION_DENIED, "not for you")
+        return await call_next()
+
+    return interceptor
+
+
+async def test_a_subscribe_interceptor_also_guards_restored_topics() -> None:
+    async with pair([Demo()], client_config=FAST, server_interceptors=[refuse_topic("secret")]) as p:
+        with pytest.raises(RpcError) as ei:
+            await p.client.subscribe("secret.news")
+        assert ei.value.status is Status.PERMISSION_DENIED
+        await p.client.subscribe("news")
+        await p.server.push.publish("secret.news", Tick(n=1))
+        p.client.topics.add("secret.news")
+        p.client.topic_offsets["topic:secret.news"] = (p.server.push.broker.epoch, 0)
+        ticks, failed = collect(p.client)
+        await reconnect(p)
+        await p.server.push.publish("secret.news", Tick(n=2))
+        await p.server.push.publish("news", Tick(n=3))
+        await fence(p)
+        assert ticks.qsize() == 1 and ticks.get_nowait().n == 3  # the allowed topic came back
+        assert p.client.topics == {"news"}
+        assert [f.key for f in failed] == ["topic:secret.news"]
+        sess = next(iter(p.server.sessions))
+        assert sess.topics == {"news"}
+        assert p.server.stats["restored_topics"] == 1 and p.server.stats["restores_denied"] == 1
+
+
+async def test_interceptors_see_the_metadata_of_the_hello_when_restoring() -> None:
+    seen: list[Any] = []
+
+    async def record(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if ctx.method == "kcprpc.Push/Subscribe":
+            seen.append((ctx.metadata.get("token"), ctx.request.topic))
+        return await call_next()
+
+    cfg = ClientConfig(
+        heartbeat=FAST.heartbeat, reconnect=FAST.reconnect, metadata={"token": "t1"}
+    )
+    async with pair([Demo()], client_config=cfg, server_interceptors=[record]) as p:
+        await p.client.subscribe("news")
+        await reconnect(p)
+        assert seen == [(None, "news"), ("t1", "news")]
+
+
+async def test_a_hello_naming_more_than_a_session_may_hold_restores_nothing() -> None:
+    config = ServerConfig(max_rooms=8, max_subscriptions=8)
+    async with pair([Demo()], client_config=FAST, server_config=config, on_restore=rejoin_open_rooms) as p:
+        await p.client.stub(Demo).join(Req(name="lobby"))
+        p.client.rooms.update(f"r{i}" for i in range(5000))  # cheap for the client, not for the server
+        p.client.topics.update(f"t{i}" for i in range(5000))
+        _, failed = collect(p.client)
+        await reconnect(p)
+        sess = next(iter(p.server.sessions))
+        assert sess.rooms == set() and sess.topics == set()
+        assert p.server.stats["restores_refused"] == 1
+        assert p.client.rooms == set() and p.client.topics == set()
+        assert len(failed) == 10001  # the client is told of each, locally: nothing crossed the wire per name
+        assert (await p.client.stub(Demo).hello(Req(name="ok"))).text == "hello ok"
+
+
+async def test_the_room_and_name_limits_hold_for_a_first_join_too() -> None:
+    config = ServerConfig(max_rooms=2, max_name_length=16)
+    async with pair([Demo()], server_config=config) as p:
+        d = p.client.stub(Demo)
+        await d.join(Req(name="a"))
+        await d.join(Req(name="b"))
+        with pytest.raises(RpcError) as ei:
+            await d.join(Req(name="c"))
+        assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        with pytest.raises(RpcError) as ei:
+            await p.client.subscribe("x" * 17)
+        assert ei.value.status is Status.INVALID_ARGUMENT
+        with pytest.raises(RpcError) as ei:
+            await p.client.subscribe("")
+        assert ei.value.status is Status.INVALID_ARGUMENT
+        await p.client.subscribe("x" * 16)
