@@ -81,6 +81,8 @@ class ServerConfig:
     stream_high_water: int = 64 * 1024
     max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
+    max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
+    max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
 
     def __post_init__(self) -> None:
         if (
@@ -89,6 +91,8 @@ class ServerConfig:
             or self.max_subscriptions < 0
             or self.max_rooms < 0
             or self.max_name_length <= 0
+            or self.max_concurrent_notifications <= 0
+            or self.max_metadata_size <= 0
         ):
             raise UsageError("limits must be positive")
 
@@ -138,6 +142,7 @@ class ServerSession:
         self.rtt_ms: float | None = None  # as measured and reported by the client
         self.active_calls = 0
         self.streaming_calls = 0
+        self.notify_running = 0  # notify handlers running for this session
         self.path_changes = 0  # secure mode: times this client moved to a new address
         self.closed = False
         self.ready = False  # HELLO answered with WELCOME
@@ -277,7 +282,9 @@ class Server:
             "calls_failed": 0,
             "calls_cancelled": 0,
             "notifications": 0,
-            "notifications_dropped": 0,
+            "notifications_dropped": 0,  # malformed, unknown, invalid, or over max_concurrent_notifications
+            "notifications_refused": 0,  # an interceptor or the handler raised RpcError
+            "notifications_failed": 0,  # the handler raised something else (logged)
             "events_sent": 0,
             "bad_frames": 0,
             "path_changes": 0,  # secure mode: a client moved to a new address (NAT rebinding, new network)
@@ -287,6 +294,7 @@ class Server:
             "restored_topics": 0,  # topics re-subscribed through Subscribe's checks
             "restores_denied": 0,  # names a reconnecting client claimed and did not get back
             "restores_refused": 0,  # HELLOs naming more than a session may hold (nothing restored)
+            "hellos_refused": 0,  # HELLOs whose metadata is over max_metadata_size (connection refused)
         }
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
@@ -443,22 +451,28 @@ class Server:
 
     # ------------------------------------------------------------------ notify
     def _on_notify(self, sess: ServerSession, body: Any) -> None:
+        stats = self.stats
         if not isinstance(body, list) or len(body) < 2:
-            self.stats["notifications_dropped"] += 1
+            stats["notifications_dropped"] += 1
             return
         entry = self._methods.get(body[0]) if isinstance(body[0], str) else None
         if entry is None or entry[0].kind is not MethodKind.NOTIFY:
-            self.stats["notifications_dropped"] += 1
+            stats["notifications_dropped"] += 1
+            return
+        if sess.notify_running >= self.config.max_concurrent_notifications:
+            stats["notifications_dropped"] += 1  # unreliable by contract: shed, never queued
             return
         spec, handler = entry
         try:
             req = spec.load_request(body[1])
         except ValidationError:
-            self.stats["notifications_dropped"] += 1
+            stats["notifications_dropped"] += 1
             return
         md = body[2] if len(body) > 2 and isinstance(body[2], dict) else {}
-        self.stats["notifications"] += 1
+        stats["notifications"] += 1
         ctx = ServerContext(spec, md, sess, None, None)
+        ctx.request = req
+        sess.notify_running += 1
         spawn(self._tasks, self._run_notify(ctx, handler, req))
 
     async def _run_notify(self, ctx: ServerContext, handler: Handler, req: Any) -> None:
@@ -468,8 +482,13 @@ class Server:
                 await chain_server(self.interceptors, ctx, lambda: _invoke(handler, ctx.spec, req))
             else:
                 await _invoke(handler, ctx.spec, req)
+        except RpcError:
+            self.stats["notifications_refused"] += 1  # an interceptor or the handler said no: no one to tell
         except Exception:
+            self.stats["notifications_failed"] += 1
             log.exception("notify handler %s failed", ctx.method)
+        finally:
+            ctx.session.notify_running -= 1
 
     # ------------------------------------------------------------------ serving on KCP
     async def start(self) -> tuple[str, int]:
@@ -665,12 +684,17 @@ class _Channel:
         sess = self.sess
         self.is_control = True
         sess.control = self.writer
+        server = self.server
         if isinstance(body, dict):
             md = body.get("md")
             if isinstance(md, dict):
+                if md and len(codec.pack(md)) > server.config.max_metadata_size:
+                    server.stats["hellos_refused"] += 1
+                    message = f"HELLO metadata larger than {server.config.max_metadata_size} bytes"
+                    spawn(server._tasks, self._refuse(Status.RESOURCE_EXHAUSTED, message))
+                    return
                 sess.metadata = md
         restore = body.get("restore") if isinstance(body, dict) else None
-        server = self.server
         if server.on_connect is None and restore is None:
             self._welcome(None)
             return
@@ -708,12 +732,17 @@ class _Channel:
             else:
                 log.exception("on_connect/on_restore failed")
                 code, message = Status.INTERNAL, "internal error"
-            self.writer.send(encode_frame(GOAWAY, 0, [int(code), message]))
-            self.writer.flush()
-            await sess.conn.close()
+            await self._refuse(code, message)
             return
         if not sess.closed:
             self._welcome(restored)
+
+    async def _refuse(self, code: Status, message: str) -> None:
+        """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``
+        raises it), then close."""
+        self.writer.send(encode_frame(GOAWAY, 0, [int(code), message]))
+        self.writer.flush()
+        await self.sess.conn.close()
 
     async def _restore(self, restore: Any) -> dict[str, list[str]]:
         """Restore the rooms and topics a reconnecting client names, through the checks of a first

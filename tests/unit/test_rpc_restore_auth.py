@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from test_rpc_support import Demo, Req, Tick, rejoin_open_rooms
+from test_rpc_support import Demo, Reply, Req, Tick, rejoin_open_rooms
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
@@ -178,3 +178,76 @@ async def test_the_room_and_name_limits_hold_for_a_first_join_too() -> None:
             await p.client.subscribe("")
         assert ei.value.status is Status.INVALID_ARGUMENT
         await p.client.subscribe("x" * 16)
+
+
+class Gate(kcprpc.Service, name="test.Gate"):
+    """A notify handler that waits: a flood of notifies must not pile up running handlers."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.running = 0
+        self.peak = 0
+
+    @kcprpc.rpc.notify(delivery="reliable")
+    async def poke(self, req: Req) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+
+    async def ping(self, req: Req) -> Reply:
+        return Reply(text="pong")
+
+
+async def test_a_notify_flood_is_shed_past_the_handler_limit() -> None:
+    gate = Gate()
+    async with pair([gate], server_config=ServerConfig(max_concurrent_notifications=8)) as p:
+        g = p.client.stub(Gate)
+        for i in range(500):
+            await g.poke(Req(name=str(i)))
+        await g.ping(Req(name="fence"))  # reliable notifies go in order on the control stream
+        assert gate.peak == 8
+        assert p.server.stats["notifications"] == 8
+        assert p.server.stats["notifications_dropped"] == 492
+        gate.release.set()
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if not gate.running:
+                break
+        await g.poke(Req(name="again"))  # room again once the handlers finished
+        await g.ping(Req(name="fence"))
+        assert p.server.stats["notifications"] == 9
+
+
+async def test_a_refused_notify_is_counted_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    async def deny(ctx: Any, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        if ctx.method == "test.Gate/poke":
+            raise RpcError(Status.UNAUTHENTICATED, "log in first")
+        return await call_next()
+
+    gate = Gate()
+    async with pair([gate], server_interceptors=[deny]) as p:
+        g = p.client.stub(Gate)
+        for i in range(50):
+            await g.poke(Req(name=str(i)))
+        await g.ping(Req(name="fence"))
+        for _ in range(100):
+            if p.server.stats["notifications_refused"] == 50:
+                break
+            await asyncio.sleep(0)
+        assert p.server.stats["notifications_refused"] == 50
+        assert gate.peak == 0
+        assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_hello_metadata_over_the_limit_refuses_the_connection() -> None:
+    cfg = ClientConfig(metadata={"blob": "x" * 2000})
+    with pytest.raises(RpcError) as ei:
+        async with pair([Demo()], client_config=cfg, server_config=ServerConfig(max_metadata_size=1024)):
+            pass
+    assert ei.value.status is Status.RESOURCE_EXHAUSTED
+    assert "metadata" in ei.value.message
+    async with pair([Demo()], client_config=ClientConfig(metadata={"token": "ok"})) as p:
+        assert next(iter(p.server.sessions)).metadata == {"token": "ok"}
