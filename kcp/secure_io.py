@@ -311,10 +311,18 @@ class SecureLink:
             s._ep.kick()
 
     # -- receiving -------------------------------------------------------------------------------
-    def input(self, datagram: bytes, addr: Address, now: int) -> None:
-        """One datagram for this connection (by connection ID on a listener, or the dialled socket)."""
+    def input(self, datagram: bytes, addr: Address, now: int) -> bool:
+        """One datagram for this connection (by connection ID on a listener, or the dialled socket).
+
+        Returns True if it authenticated. Only such datagrams keep the session alive: junk sent
+        to the connection ID, or a replayed packet, is dropped and counted and does not reset the
+        idle timer.
+        """
         conn = self.conn
+        counters = conn.counters
+        opened = counters.packets_opened
         payload = conn.open(datagram, addr, now)
+        authentic = counters.packets_opened != opened
         if conn._events:
             self._events(now)
         if conn._outbox:
@@ -323,8 +331,9 @@ class SecureLink:
         if s is not None and s._state != _CLOSED:
             if payload is not None:
                 s._input(payload, now)
-            else:
-                s._last_recv = now  # authenticated control traffic (or a counted drop) keeps it alive
+            elif authentic:
+                s._last_recv = now  # authenticated control traffic (PING, path probes) keeps it alive
+        return authentic
 
     def _events(self, now: int) -> None:
         conn = self.conn
@@ -499,7 +508,8 @@ class SecureDemux:
         if data and data[0] in TRANSPORT_TYPES:
             link = self.links.get(bytes(data[1:_CID_END]))
             if link is not None:
-                link.input(data, addr, now)
+                if not link.input(data, addr, now):
+                    self.server.counters.transport_rejected += 1
                 return
         server = self.server
         lis = self.listener

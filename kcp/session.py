@@ -221,7 +221,7 @@ class _Endpoint:
         self.writer_armed = False
         self.closed = False
         self.tx_dropped = 0
-        self.dispatch: Callable[[bytes, Address, int], None] = lambda d, a, n: None
+        self.dispatch: Callable[[bytes, Address, int], object] = lambda d, a, n: None
         loop.add_reader(sock.fileno(), self._on_readable)
 
     def replace_socket(self, sock: socket.socket) -> None:
