@@ -130,6 +130,7 @@ _LOCAL_CODES = {
 }
 _CLOSE_COPIES = 2  # a lost CLOSE costs the peer an idle timeout: send it twice
 _MAX_WINDOW = 65535  # the handshake carries windows as u16
+_MAX_SESSION_MTU = 9000  # SessionConfig's limit
 _WARN_REFUSALS = (Reason.PARAMS_REFUSED, Reason.VERSION_MISMATCH, Reason.BAD_TOKEN)
 LOG_BURST = 10
 """Records per kind and listener that :class:`SecureDemux` logs per ``LOG_INTERVAL`` seconds."""
@@ -157,7 +158,10 @@ def _merge(cfg: SecureConfig, options: Mapping[str, Any] | None) -> SecureConfig
     unknown = set(options) - {f.name for f in dataclasses.fields(SecureConfig)}
     if unknown:
         raise KCPUsageError(f"unknown secure option(s): {', '.join(sorted(unknown))}")
-    return dataclasses.replace(cfg, **options)
+    cfg = dataclasses.replace(cfg, **options)
+    if cfg.mtu > _MAX_SESSION_MTU:  # it could be agreed, and then no session could be built with it
+        raise KCPUsageError(f"secure mtu {cfg.mtu} is above what a KCP session supports ({_MAX_SESSION_MTU})")
+    return cfg
 
 
 def client_config(
@@ -552,7 +556,7 @@ class SecureDemux:
             self._refuse(conn, addr, Reason.NONE, "", now)
             self.log.info(
                 "client refused",
-                "secure client %s refused the negotiated parameters: %s",
+                "secure client %s closed while confirming the handshake: %s",
                 addr,
                 reason_text(conn.close_code or 0, conn.close_message),
             )

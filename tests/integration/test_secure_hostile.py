@@ -23,6 +23,7 @@ import kcp
 import kcprpc
 from kcp import secure_io
 from kcp.demo import echo
+from kcp.logutil import RateLimitedLog
 from kcp.secure import HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
 from kcp.secure.packet import T_TRANSPORT
 from kcp.secure.testing import HostileClient
@@ -147,6 +148,37 @@ async def test_a_failure_after_the_handshake_frees_the_connection_and_tells_the_
     assert all(r.exc_info is None for r in records)
 
 
+async def test_a_client_that_cannot_set_up_its_session_closes_and_the_server_keeps_nothing(
+    loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_session(*args: Any, **kwargs: Any) -> Any:
+        raise kcp.KCPUsageError("no client session today")
+
+    monkeypatch.setattr(kcp.session, "KCPSession", broken_session)
+    caplog.set_level(logging.INFO, logger="kcp")
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, on_accept=echo) as lis:
+        with pytest.raises(kcp.KCPUsageError, match="no client session today"):
+            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key=KEY)
+        server = lis.secure_server
+        assert server is not None
+
+        async with asyncio.timeout(TIMEOUT):  # the client's CLOSE confirms, then ends, the handshake
+            while server.counters.accepted < 1:
+                await asyncio.sleep(0.005)
+        assert server.state_sizes()["connections"] == server.state_sizes()["half_open"] == 0 and len(lis) == 0
+    assert not loop_errors
+    assert any(
+        "closed while confirming the handshake: internal: client could not set up the session"
+        in r.getMessage()
+        for r in _secure_records(caplog)
+    )
+
+
+async def test_a_secure_mtu_no_session_supports_is_a_usage_error() -> None:
+    with pytest.raises(kcp.KCPUsageError, match="secure mtu 10000 is above what a KCP session supports"):
+        await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, secure_options={"mtu": 10000})
+
+
 async def test_a_flexible_client_asking_fec_1_255_gets_the_servers_10_3() -> None:
     async with await kcp.listen(
         "127.0.0.1", 0, mode="secure", key=KEY, data_shards=10, parity_shards=3, on_accept=echo
@@ -253,3 +285,26 @@ async def test_authenticated_pings_do_keep_a_session_alive() -> None:
             sock.close()
         await asyncio.wait_for(srv.wait_closed(), 5.0)  # silent now: it idles out
         assert srv.close_reason == "idle timeout"
+
+
+# ------------------------------------------------------------------------------------ defence in depth
+
+
+async def test_a_bug_hit_by_every_datagram_is_reported_a_few_times_not_per_packet(
+    loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kcp.session, "_bug_reports", RateLimitedLog(logging.getLogger("t"), burst=3))
+
+    def buggy(data: bytes, addr: Any, now: int) -> None:
+        raise RuntimeError("a bug in datagram handling")
+
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY) as lis:
+        lis._ep.dispatch = buggy
+        sock = _udp(lis.address)
+        for _ in range(100):
+            sock.send(b"\xc8" + bytes(60))
+        sock.close()
+        async with asyncio.timeout(TIMEOUT):
+            while lis.stats["in_errs"] < 100:
+                await asyncio.sleep(0.005)
+    assert len(loop_errors) == 3 and isinstance(loop_errors[0]["exception"], RuntimeError)
