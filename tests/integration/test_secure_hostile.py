@@ -139,9 +139,9 @@ async def test_a_failure_after_the_handshake_frees_the_connection_and_tells_the_
         tried.append(kwargs["secure"].conn.local_cid)
         raise kcp.KCPUsageError("no session today")
 
-    def server_connections() -> list[SecureConnection]:
+    def server_connections() -> list[SecureConnection]:  # the ones this test's server made
         gc.collect()
-        return [o for o in gc.get_objects() if isinstance(o, SecureConnection) and not o.is_client]
+        return [o for o in gc.get_objects() if isinstance(o, SecureConnection) and o.local_cid in tried]
 
     monkeypatch.setattr(secure_io, "KCPSession", broken_session)
     caplog.set_level(logging.INFO, logger="kcp")
