@@ -13,7 +13,10 @@ the interface: each ``run(target, seconds)`` stops at its deadline and returns i
 - ``junk-keepalive`` (item 6): live secure connections whose client goes silent after the
   handshake, while junk datagrams and replays of one authentic packet go to their connection IDs.
   The server must end them by its own timers (authenticated CLOSE, or a stateless reset once it
-  forgot them) as if the junk did not exist; before the fix the junk kept them open.
+  forgot them) as if the junk did not exist. On the RPC target the RPC heartbeat sweep (10 s) plus
+  the KCP close linger (5 s) ends them at ~15 s with or without the fix; a bare ``kcp.listen``
+  session relied on the idle timeout alone, which the junk kept resetting before the fix
+  (tests/integration/test_secure_hostile.py). The listener counts the junk (``transport_rejected``).
 """
 
 from __future__ import annotations
