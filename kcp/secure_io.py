@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kcp.batch import Address
 from kcp.errors import KCPUsageError
+from kcp.logutil import RateLimitedLog
 from kcp.pipeline import Pipeline
 from kcp.secure import (
     ConnectionClosed,
@@ -47,6 +49,7 @@ from kcp.secure import (
     SecureCounters,
     SecureServer,
 )
+from kcp.secure.config import outside_policy
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import CID_LEN, MIN_TRANSPORT, TRANSPORT_TYPES
 from kcp.session import _CLOSED, KCPSession, SessionConfig, _Endpoint
@@ -75,7 +78,7 @@ SNMP_SECURE: dict[str, tuple[str, ...]] = {
     "secure_handshake_failures": ("handshakes_failed",),
     "secure_bad_mac1": ("bad_mac1",),
     "secure_retries_sent": ("retries_sent",),
-    "secure_refused": ("refused",),
+    "secure_refused": ("refused", "accept_failed"),
     "secure_half_open_dropped": ("half_open_evicted", "half_open_expired"),
     "secure_decrypt_errors": ("decrypt_errors", "handshake_decrypt_errors"),
     "secure_replays": ("replay_duplicates", "replay_too_old", "initiation_replays"),
@@ -126,6 +129,12 @@ _LOCAL_CODES = {
     "aborted": Reason.APPLICATION,
 }
 _CLOSE_COPIES = 2  # a lost CLOSE costs the peer an idle timeout: send it twice
+_MAX_WINDOW = 65535  # the handshake carries windows as u16
+_MAX_SESSION_MTU = 9000  # SessionConfig's limit
+_WARN_REFUSALS = (Reason.PARAMS_REFUSED, Reason.VERSION_MISMATCH, Reason.BAD_TOKEN)
+LOG_BURST = 10
+"""Records per kind and listener that :class:`SecureDemux` logs per ``LOG_INTERVAL`` seconds."""
+LOG_INTERVAL = 60.0
 
 
 # ---------------------------------------------------------------------------------- configuration
@@ -149,7 +158,10 @@ def _merge(cfg: SecureConfig, options: Mapping[str, Any] | None) -> SecureConfig
     unknown = set(options) - {f.name for f in dataclasses.fields(SecureConfig)}
     if unknown:
         raise KCPUsageError(f"unknown secure option(s): {', '.join(sorted(unknown))}")
-    return dataclasses.replace(cfg, **options)
+    cfg = dataclasses.replace(cfg, **options)
+    if cfg.mtu > _MAX_SESSION_MTU:  # it could be agreed, and then no session could be built with it
+        raise KCPUsageError(f"secure mtu {cfg.mtu} is above what a KCP session supports ({_MAX_SESSION_MTU})")
+    return cfg
 
 
 def client_config(
@@ -214,6 +226,9 @@ def server_config(
         passphrase=passphrase,
         mtu=session_cfg.mtu,
         min_mtu=min(576, session_cfg.mtu),
+        # the listener's own windows are its policy: no client gets more in flight or buffered
+        snd_wnd=min(session_cfg.snd_wnd, _MAX_WINDOW),
+        rcv_wnd=min(session_cfg.rcv_wnd, _MAX_WINDOW),
         fec=(data_shards, parity_shards) if data_shards > 0 and parity_shards > 0 else (0, 0),
     )
     return _merge(cfg, secure_options)
@@ -300,10 +315,18 @@ class SecureLink:
             s._ep.kick()
 
     # -- receiving -------------------------------------------------------------------------------
-    def input(self, datagram: bytes, addr: Address, now: int) -> None:
-        """One datagram for this connection (by connection ID on a listener, or the dialled socket)."""
+    def input(self, datagram: bytes, addr: Address, now: int) -> bool:
+        """One datagram for this connection (by connection ID on a listener, or the dialled socket).
+
+        Returns True if it authenticated. Only such datagrams keep the session alive: junk sent
+        to the connection ID, or a replayed packet, is dropped and counted and does not reset the
+        idle timer.
+        """
         conn = self.conn
+        counters = conn.counters
+        opened = counters.packets_opened
         payload = conn.open(datagram, addr, now)
+        authentic = counters.packets_opened != opened
         if conn._events:
             self._events(now)
         if conn._outbox:
@@ -312,8 +335,9 @@ class SecureLink:
         if s is not None and s._state != _CLOSED:
             if payload is not None:
                 s._input(payload, now)
-            else:
-                s._last_recv = now  # authenticated control traffic (or a counted drop) keeps it alive
+            elif authentic:
+                s._last_recv = now  # authenticated control traffic (PING, path probes) keeps it alive
+        return authentic
 
     def _events(self, now: int) -> None:
         conn = self.conn
@@ -464,7 +488,7 @@ async def secure_handshake(
 class SecureDemux:
     """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
 
-    __slots__ = ("__weakref__", "_timer_entry", "draining", "links", "listener", "server")
+    __slots__ = ("__weakref__", "_timer_entry", "draining", "links", "listener", "log", "server")
 
     def __init__(
         self,
@@ -477,6 +501,7 @@ class SecureDemux:
         self.draining = False
         self._timer_entry: tuple[int, int] | None = None
         self.links: dict[bytes, SecureLink] = {}  # by our connection ID: the hot-path lookup
+        self.log = RateLimitedLog(logging.getLogger("kcp.secure"), burst=LOG_BURST, interval=LOG_INTERVAL)
         self.server = SecureServer(
             config, rng, authorize=self._authorize_hook(authorize), now=listener._ep.timers.now_ms()
         )
@@ -487,7 +512,8 @@ class SecureDemux:
         if data and data[0] in TRANSPORT_TYPES:
             link = self.links.get(bytes(data[1:_CID_END]))
             if link is not None:
-                link.input(data, addr, now)
+                if not link.input(data, addr, now):
+                    self.server.counters.transport_rejected += 1
                 return
         server = self.server
         lis = self.listener
@@ -497,33 +523,82 @@ class SecureDemux:
             timer = server.get_timer()
             if timer is not None:
                 lis._ep.timers.schedule(self, timer)
+        if r.refusal is not None:
+            self._log_refusal(r.refusal.code, r.refusal.message, addr)
+        elif r.clamped is not None:
+            self.log.info("clamped", "secure handshake from %s: %s (the server's policy)", addr, r.clamped)
         if r.accepted and r.connection is not None:
             self._accept(r.connection, r.payload, addr, now)
 
+    def _log_refusal(self, code: int, message: str, addr: Address) -> None:
+        if code in _WARN_REFUSALS and not self.draining:
+            self.log.warning(
+                "refused", "secure handshake from %s refused: %s", addr, reason_text(code, message)
+            )
+        else:  # cipher suite (the client retries at once), draining: routine
+            self.log.info(
+                "refused-routine", "secure handshake from %s refused: %s", addr, reason_text(code, message)
+            )
+
+    def _refuse(self, conn: SecureConnection, addr: Address, code: int, message: str, now: int) -> None:
+        """A confirmed handshake gets no session: authenticated CLOSE with the reason, state freed."""
+        if not conn.closed:
+            pkt = conn.close(code, message, now)
+            tx = self.listener._ep.tx
+            for _ in range(_CLOSE_COPIES):
+                tx.append((pkt, addr))
+        self.server.remove(conn)
+        fold_secure_counters(conn.counters)
+
     def _accept(self, conn: SecureConnection, payload: bytes | None, addr: Address, now: int) -> None:
         lis = self.listener
+        if conn.closed:  # the client refused our answer: its CLOSE confirmed the keys and ended it
+            self._refuse(conn, addr, Reason.NONE, "", now)
+            self.log.info(
+                "client refused",
+                "secure client %s closed while confirming the handshake: %s",
+                addr,
+                reason_text(conn.close_code or 0, conn.close_message),
+            )
+            return
         refusal = lis._room_for_one()
         if refusal is not None or lis._closed:
             # the table is full (or we are closing): tell the client at once, authenticated
-            pkt = conn.close(Reason.SERVER_BUSY, refusal or "listener closed", now)
-            lis._ep.tx.append((pkt, addr))
-            self.server.remove(conn)
+            self._refuse(conn, addr, Reason.SERVER_BUSY, refusal or "listener closed", now)
             return
         p = conn.params
-        cfg = dataclasses.replace(lis.config, mtu=p.mtu, snd_wnd=p.rcv_wnd, rcv_wnd=p.snd_wnd)
-        link = SecureLink(conn, now, self.server)
-        s = KCPSession(
-            lis._ep,
-            conv_of(conn),
-            conn.peer_addr,
-            cfg,
-            None,
-            p.data_shards,
-            p.parity_shards,
-            listener=lis,
-            rng=lis._rng,
-            secure=link,
-        )
+        problem = outside_policy(self.server.config, p)  # negotiate() never allows it: a last check
+        try:
+            if problem is not None:
+                raise KCPUsageError(problem)
+            cfg = dataclasses.replace(lis.config, mtu=p.mtu, snd_wnd=p.rcv_wnd, rcv_wnd=p.snd_wnd)
+            link = SecureLink(conn, now, self.server)
+            s = KCPSession(
+                lis._ep,
+                conv_of(conn),
+                conn.peer_addr,
+                cfg,
+                None,
+                p.data_shards,
+                p.parity_shards,
+                listener=lis,
+                rng=lis._rng,
+                secure=link,
+            )
+        except Exception as exc:  # no session for these parameters: tell the client, keep nothing
+            self.server.counters.accept_failed += 1
+            if problem is not None:
+                self._refuse(conn, addr, Reason.PARAMS_REFUSED, problem, now)
+            else:
+                self._refuse(conn, addr, Reason.INTERNAL, "server could not set up the session", now)
+            self.log.warning(
+                "accept failed",
+                "secure session from %s not set up (%s: %s); sent CLOSE",
+                addr,
+                type(exc).__name__,
+                str(exc),  # not the exception: a kept record must not hold its frames (and the connection)
+            )
+            return
         self.links[conn.local_cid] = link
         lis._register(conn.local_cid, s)
         if conn._outbox or conn._events:

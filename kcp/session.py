@@ -24,6 +24,7 @@ close or an idle timeout, reads return ``b""``; after a dead link they raise
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import struct
@@ -38,6 +39,7 @@ from kcp.batch import Address, DatagramIO, open_udp_socket
 from kcp.crypt import PacketCrypt, derive_key, new_crypt
 from kcp.engine import IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
+from kcp.logutil import RateLimitedLog
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline
 from kcp.stats import SNMP, Counters
 from kcp.timers import TimerHeap
@@ -78,6 +80,8 @@ _NOT_FOLDED = frozenset(
 # secure_* fields come from kcp.secure's counters (kcp.secure_io folds them), not from sessions' own
 _FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
 _live: weakref.WeakSet[KCPSession] = weakref.WeakSet()
+_bug_reports = RateLimitedLog(logging.getLogger("kcp.session"), burst=3, interval=60.0)
+"""Datagram handling that raised (a bug): at most 3 reports (with traceback) a minute, the rest counted."""
 _snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
 
 
@@ -221,7 +225,7 @@ class _Endpoint:
         self.writer_armed = False
         self.closed = False
         self.tx_dropped = 0
-        self.dispatch: Callable[[bytes, Address, int], None] = lambda d, a, n: None
+        self.dispatch: Callable[[bytes, Address, int], object] = lambda d, a, n: None
         loop.add_reader(sock.fileno(), self._on_readable)
 
     def replace_socket(self, sock: socket.socket) -> None:
@@ -268,9 +272,12 @@ class _Endpoint:
             except Exception as exc:  # a bug below must not stop the socket: drop, count, report
                 c: Any = self.counters
                 c.in_errs += 1
-                self.loop.call_exception_handler(
-                    {"message": "KCP datagram handling failed", "exception": exc, "remote": addr}
-                )
+                left_out = _bug_reports.allow("datagram handling failed")
+                if left_out is not None:  # a peer that hits the bug must not write a traceback per packet
+                    more = f" ({left_out} more not reported)" if left_out else ""
+                    self.loop.call_exception_handler(
+                        {"message": "KCP datagram handling failed" + more, "exception": exc, "remote": addr}
+                    )
         dirty = self.dirty
         if dirty:
             self.dirty = []
@@ -1154,6 +1161,7 @@ async def _dial_secure(
     ep: _Endpoint, remote: Address, cfg: SessionConfig, secure_cfg: Any, rng: Callable[[int], bytes]
 ) -> KCPSession:
     """The handshake, then a session configured from the negotiated parameters."""
+    from kcp.secure import Reason
     from kcp.secure_io import SecureLink, conv_of, secure_handshake
 
     try:
@@ -1162,11 +1170,18 @@ async def _dial_secure(
         ep.close()
         raise
     p = conn.params
-    cfg = replace(cfg, mtu=p.mtu, snd_wnd=p.snd_wnd, rcv_wnd=p.rcv_wnd)
-    link = SecureLink(conn, ep.timers.now_ms())
-    session = KCPSession(
-        ep, conv_of(conn), remote, cfg, None, p.data_shards, p.parity_shards, rng=rng, secure=link
-    )
+    try:
+        cfg = replace(cfg, mtu=p.mtu, snd_wnd=p.snd_wnd, rcv_wnd=p.rcv_wnd)
+        link = SecureLink(conn, ep.timers.now_ms())
+        session = KCPSession(
+            ep, conv_of(conn), remote, cfg, None, p.data_shards, p.parity_shards, rng=rng, secure=link
+        )
+    except BaseException as exc:  # no session for these parameters: tell the server, free everything
+        if conn.state == "open":
+            why = f"client could not set up the session: {exc}"[:512]
+            ep.tx.append((conn.close(Reason.INTERNAL, why, ep.timers.now_ms()), remote))
+        ep.close()
+        raise
     ep.dispatch = link.input
     link.on_timer(ep.timers.now_ms())  # the PING that confirms the keys to the server
     return session

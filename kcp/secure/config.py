@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kcp.rs import MAX_TOTAL_SHARDS
+
 from .errors import SecureUsageError
 from .noise import SUITE_BY_NAME, SUITES
 from .packet import (
@@ -62,6 +64,12 @@ class SecureConfig:
     Authentication: a client that sets ``server_public_key`` runs ``Noise_IKpsk2`` (its own
     static key is ``static_key`` or a fresh one); a client with only ``psk``/``passphrase`` runs
     ``Noise_NNpsk0``. A server with ``static_key`` accepts IKpsk2, with a PSK it accepts NNpsk0.
+
+    Negotiated parameters: on a client they are the proposal; on a server they are the policy,
+    the upper bound of what any client gets (see :func:`negotiate`): ``mtu``, ``snd_wnd`` (the
+    server's send window) and ``rcv_wnd`` (its receive window), both also capped by
+    ``max_window``, ``fec`` (the most parity per data shard and the largest group the server will
+    run), ``versions``, ``suites`` and ``mux_versions``.
     """
 
     static_key: bytes | None = None
@@ -123,6 +131,11 @@ class SecureConfig:
         need(0 < self.max_window <= 65535, "max_window must be 1..65535")
         d, p = self.fec
         need(0 <= d < 256 and 0 <= p < 256 and (d > 0 or p == 0), "fec must be (data, parity) in 0..255")
+        need(
+            d + p <= MAX_TOTAL_SHARDS,
+            f"fec {d}/{p} has {d + p} shards per group; Reed-Solomon over GF(2^8) allows at most "
+            f"{MAX_TOTAL_SHARDS}",
+        )
         need(
             len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions), "mux versions 1..255"
         )
@@ -231,8 +244,46 @@ class Refusal:
     allowed_suites: tuple[int, ...] = ()
 
 
+def fec_within(policy: tuple[int, int], proposal: tuple[int, int]) -> bool:
+    """True if FEC ``proposal`` costs the server no more than its ``policy``.
+
+    FEC off (no parity) is always within. Otherwise the server must allow FEC at all, the group
+    (data + parity) must not be larger than the policy's (shards buffered per group), and the
+    parity per data shard must not be higher (extra datagrams and Reed-Solomon work per byte
+    sent); together these also keep the parity count at or below the policy's.
+    """
+    d, p = proposal
+    if p == 0:
+        return True
+    pd, pp = policy
+    if pp == 0 or d == 0:
+        return False
+    return d + p <= pd + pp and p * pd <= pp * d
+
+
+def _fec_on_off(fec: tuple[int, int]) -> tuple[int, int]:
+    """FEC shards as they run: no parity shards means FEC off, (0, 0)."""
+    return fec if fec[1] else (0, 0)
+
+
+def _malformed(hello: ClientHello) -> str | None:
+    d, p = hello.fec
+    if min(hello.snd_wnd, hello.rcv_wnd) == 0 or (d == 0 and p > 0):
+        return "malformed proposal: zero window or parity without data shards"
+    if d + p > MAX_TOTAL_SHARDS:
+        return f"malformed proposal: FEC {d}/{p} has {d + p} shards per group, at most {MAX_TOTAL_SHARDS}"
+    return None
+
+
 def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> SessionParams | Refusal:
-    """The server's decision on a client's proposal: agreed parameters or a refusal with a reason."""
+    """The server's decision on a client's proposal: agreed parameters or a refusal with a reason.
+
+    The server's config is the upper bound of every parameter. A malformed proposal (a zero
+    window, parity without data, more than 256 FEC shards) is refused. Above the policy, MTU and
+    windows are lowered to it; FEC above it (:func:`fec_within`) becomes the server's own FEC
+    for a flexible client and is refused for a strict one. So a client can never make the server
+    send more datagrams, bigger ones, or keep more in flight than the server was configured for.
+    """
     common = set(hello.versions) & set(server.versions)
     if not common:
         return Refusal(
@@ -248,8 +299,9 @@ def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> Sessio
             f"cipher suite {name} refused; server allows {[SUITES[s].noise_name for s in allowed]}",
             allowed,
         )
-    if min(hello.snd_wnd, hello.rcv_wnd) == 0 or (hello.fec[0] == 0 and hello.fec[1] > 0):
-        return Refusal(Reason.PARAMS_REFUSED, "malformed proposal: zero window or parity without data shards")
+    malformed = _malformed(hello)
+    if malformed is not None:
+        return Refusal(Reason.PARAMS_REFUSED, malformed)
     if hello.mtu < server.min_mtu:
         return Refusal(
             Reason.PARAMS_REFUSED, f"MTU {hello.mtu} is below the server's minimum {server.min_mtu}"
@@ -262,28 +314,56 @@ def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> Sessio
             f"mux version mismatch: client speaks {sorted(hello.mux_versions)}, "
             f"server speaks {sorted(server.mux_versions)}",
         )
-    if hello.fec == server.fec:
-        fec = hello.fec
+    proposed = _fec_on_off(hello.fec)
+    if proposed == server.fec:
+        fec = proposed
     elif server.fec_strict and hello.fec_strict:
         return Refusal(
             Reason.PARAMS_REFUSED,
             f"FEC mismatch: client requires {hello.fec[0]}/{hello.fec[1]} shards, "
             f"server requires {server.fec[0]}/{server.fec[1]}",
         )
-    elif server.fec_strict:
-        fec = server.fec
+    elif server.fec_strict or not fec_within(server.fec, proposed):
+        if hello.fec_strict:  # only the client's own value will do, and it is above the policy
+            d, p = proposed
+            limit = (
+                f"the server allows at most {server.fec[0]}/{server.fec[1]} "
+                f"({server.fec[0] + server.fec[1]} shards per group, the same parity per data shard)"
+                if server.fec[1]
+                else "the server does not run FEC"
+            )
+            return Refusal(Reason.PARAMS_REFUSED, f"FEC {d}/{p} refused: {limit}")
+        fec = server.fec  # lowered to what the server runs itself
     else:
-        fec = hello.fec
+        fec = proposed
+    cap = server.max_window
     return SessionParams(
         version=max(common),
         suite=next(n for n, s in SUITE_BY_NAME.items() if s.suite_id == suite_id),
         mtu=mtu,
-        snd_wnd=min(hello.snd_wnd, server.max_window),
-        rcv_wnd=min(hello.rcv_wnd, server.max_window),
+        snd_wnd=min(hello.snd_wnd, server.rcv_wnd, cap),  # client -> server: the server receives
+        rcv_wnd=min(hello.rcv_wnd, server.snd_wnd, cap),  # server -> client: the server sends
         data_shards=fec[0],
         parity_shards=fec[1],
         mux_version=max(mux),
     )
+
+
+def outside_policy(server: SecureConfig, p: SessionParams) -> str | None:
+    """Why agreed parameters ``p`` exceed the server's policy, or None (a last check before a
+    session is built with them: :func:`negotiate` never produces such parameters)."""
+    fec = (p.data_shards, p.parity_shards)
+    problems = []
+    if p.version not in server.versions or p.mux_version not in server.mux_versions:
+        problems.append(f"version {p.version}/mux {p.mux_version}")
+    if not server.min_mtu <= p.mtu <= server.mtu:
+        problems.append(f"MTU {p.mtu}")
+    cap = server.max_window
+    if not (0 < p.snd_wnd <= min(server.rcv_wnd, cap) and 0 < p.rcv_wnd <= min(server.snd_wnd, cap)):
+        problems.append(f"windows {p.snd_wnd}/{p.rcv_wnd}")
+    if fec != server.fec and not fec_within(server.fec, fec):
+        problems.append(f"FEC {fec[0]}/{fec[1]}")
+    return f"parameters above the server's policy: {', '.join(problems)}" if problems else None
 
 
 def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
@@ -300,7 +380,9 @@ def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
         )
     if p.data_shards == 0 and p.parity_shards > 0:
         return f"server chose FEC {p.data_shards}/{p.parity_shards}, which has parity without data shards"
-    if (p.data_shards, p.parity_shards) != client.fec and client.fec_strict:
+    if p.data_shards + p.parity_shards > MAX_TOTAL_SHARDS:
+        return f"server chose FEC {p.data_shards}/{p.parity_shards}, more than {MAX_TOTAL_SHARDS} shards per group"
+    if _fec_on_off((p.data_shards, p.parity_shards)) != _fec_on_off(client.fec) and client.fec_strict:
         return (
             f"FEC mismatch: server chose {p.data_shards}/{p.parity_shards} shards, "
             f"client requires {client.fec[0]}/{client.fec[1]}"

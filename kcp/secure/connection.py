@@ -90,6 +90,7 @@ class SecureConnection:
         "goaway_sent",
         "handshake_hash",
         "is_client",
+        "last_authenticated",
         "local_cid",
         "params",
         "path_validated",
@@ -160,6 +161,9 @@ class SecureConnection:
         self.goaway_received: tuple[int, str] | None = None
         self._events: deque[Event] = deque()
         self._outbox: list[tuple[bytes, Any]] = []
+        self.last_authenticated = now
+        """When (ms) the last packet that authenticated arrived (the handshake's time until one does).
+        Only these prove the peer alive: forged, corrupted and replayed datagrams never move it."""
 
     # ------------------------------------------------------------------------------ properties
 
@@ -325,6 +329,8 @@ class SecureConnection:
         newest = pn > self._window.top
         self._window.update(pn)
         c.packets_opened += 1
+        if now > self.last_authenticated:
+            self.last_authenticated = now
         if keys is self._recv:
             self._confirmed = True
             if self._first_pn is None or pn < self._first_pn:

@@ -23,6 +23,7 @@ from .config import (
     SecureConfig,
     SessionParams,
     check_accepted,
+    fec_within,
     negotiate,
 )
 from .connection import SecureConnection, reason_text
@@ -203,7 +204,7 @@ class SecureClient:
             rs=cfg.server_public_key,
             psk=self._psk,
         )
-        msg1 = self._hs.write_message(ClientHello.from_config(cfg).encode())
+        msg1 = self._hs.write_message(self._hello().encode())
         body = header + struct.pack(">H", len(msg1)) + msg1
         room = cfg.initiation_size - 32 - len(body)
         if room < 0:
@@ -219,6 +220,10 @@ class SecureClient:
         self._next_retx = now + self._interval
         self.counters.initiations_sent += 1
         return self._current()
+
+    def _hello(self) -> ClientHello:
+        """The proposal sent in the initiation (``kcp.secure.testing`` overrides it to play a hostile client)."""
+        return ClientHello.from_config(self.config)
 
     def _current(self) -> bytes:
         mac2 = mac16(self._cookie, self._base) if self._cookie is not None else bytes(16)
@@ -401,6 +406,8 @@ class Received:
     connection: SecureConnection | None = None
     payload: bytes | None = None
     accepted: bool = False
+    refusal: Refusal | None = None  # a new refusal was sent (for the caller's rate-limited log)
+    clamped: str | None = None  # the proposal was above the server's policy and was lowered: what
 
 
 @dataclass(slots=True)
@@ -677,11 +684,18 @@ class SecureServer:
                 decision = Refusal(Reason.BAD_TOKEN, verdict)
         if isinstance(decision, Refusal):
             c.refused += 1
+            if decision.code == Reason.PARAMS_REFUSED:
+                c.params_refused += 1
             reply = bytes((T_RESPONSE, 0)) + client_cid + hs.write_message(_encode_refusal(decision))
             self._refusals[e_pub] = (sha256(msg1), reply)
             while len(self._refusals) > _MAX_REFUSALS_KEPT:
                 self._refusals.popitem(last=False)
-            return self._reply(reply, n, addr)
+            r = self._reply(reply, n, addr)
+            r.refusal = decision
+            return r
+        clamped = None
+        if not fec_within(cfg.fec, hello.fec) and (decision.data_shards, decision.parity_shards) != hello.fec:
+            clamped = f"FEC {hello.fec[0]}/{hello.fec[1]} lowered to {decision.data_shards}/{decision.parity_shards}"
         server_cid = self._rng(CID_LEN)
         while server_cid in self.connections or server_cid in self._half_open:
             server_cid = self._rng(CID_LEN)
@@ -693,6 +707,8 @@ class SecureServer:
         if len(response) > n:
             c.amplification_refused += 1
             return Received()
+        if clamped is not None:
+            c.fec_clamped += 1
         k1, k2 = hs.split()
         while len(self._half_open) >= cfg.max_half_open:
             oldest = next(iter(self._half_open))
@@ -715,7 +731,7 @@ class SecureServer:
         self._by_ephemeral[e_pub] = server_cid
         c.half_open = len(self._half_open)
         c.half_open_max = max(c.half_open_max, c.half_open)
-        return Received(replies=[(response, addr)])
+        return Received(replies=[(response, addr)], clamped=clamped)
 
     def _stateless_reset(self, datagram: bytes, cid: bytes, addr: Any, now: int) -> Received:
         """Tell a client that we lost its connection: random bytes ending with the CID's reset token,

@@ -20,12 +20,15 @@ _FIELDS: tuple[str, ...] = (
     "initiation_retransmits",  # same initiation again: the stored response is sent again
     "handshake_decrypt_errors",
     "refused",  # authenticated refusals sent (token, version, parameters)
+    "params_refused",  # of those: a malformed proposal, or one above the server's policy (strict client)
+    "fec_clamped",  # FEC proposals above the server's policy, answered with the server's own FEC
     "half_open",  # gauge: handshakes answered but not yet confirmed by the client
     "half_open_max",
     "half_open_evicted",
     "half_open_expired",
     "accepted",  # connections confirmed by the client's first packet
     "amplification_refused",  # a reply would have been larger than the datagram that caused it
+    "accept_failed",  # confirmed handshakes the session layer could not set up: CLOSE sent, state freed
     # transport
     "packets_sealed",
     "packets_opened",
@@ -37,6 +40,7 @@ _FIELDS: tuple[str, ...] = (
     "replay_too_old",
     "frame_errors",
     "after_close",  # packets received after the connection closed
+    "transport_rejected",  # listener: datagrams to a live connection ID that did not authenticate
     "key_updates",
     "key_updates_by_peer",
     "prev_key_used",
@@ -71,12 +75,15 @@ class SecureCounters:
     initiation_retransmits: int
     handshake_decrypt_errors: int
     refused: int
+    params_refused: int
+    fec_clamped: int
     half_open: int
     half_open_max: int
     half_open_evicted: int
     half_open_expired: int
     accepted: int
     amplification_refused: int
+    accept_failed: int
     packets_sealed: int
     packets_opened: int
     short_packets: int
@@ -87,6 +94,7 @@ class SecureCounters:
     replay_too_old: int
     frame_errors: int
     after_close: int
+    transport_rejected: int
     key_updates: int
     key_updates_by_peer: int
     prev_key_used: int

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
-from .config import Authorizer, SecureConfig
+from .config import Authorizer, ClientHello, SecureConfig
 from .connection import SecureConnection
 from .handshake import SecureClient, SecureServer
 
@@ -18,6 +20,19 @@ def seeded_rng(seed: int) -> Callable[[int], bytes]:
     """A deterministic ``rng(n) -> bytes`` for tests (never for real keys)."""
     r = random.Random(seed)
     return r.randbytes
+
+
+class HostileClient(SecureClient):
+    """A client whose proposal differs from what its (validated) config allows: ``changes`` replace
+    fields of the :class:`ClientHello` it sends, e.g. ``HostileClient(cfg, fec=(200, 100))``.
+    For tests and the abuse bench: the server must refuse or lower such proposals."""
+
+    def __init__(self, config: SecureConfig, rng: Callable[[int], bytes] = os.urandom, **changes: Any) -> None:
+        self._changes = changes
+        super().__init__(config, rng)
+
+    def _hello(self) -> ClientHello:
+        return dataclasses.replace(super()._hello(), **self._changes)
 
 
 class HandshakeRun:
@@ -43,10 +58,12 @@ def run_handshake(
     server: SecureServer | None = None,
     max_ms: int = 60_000,
     drop: Callable[[bytes], bool] | None = None,
+    client: SecureClient | None = None,
 ) -> HandshakeRun:
     """Run a handshake over a perfect in-memory link (1 ms per hop), firing timers as they fall due.
 
     Checks the anti-amplification rule on every server reply (raises AssertionError otherwise).
+    ``client`` replaces the client built from ``client_cfg`` (e.g. a :class:`HostileClient`).
     """
     rng = seeded_rng(seed)
     srv = (
@@ -54,7 +71,7 @@ def run_handshake(
         if server is not None
         else SecureServer(server_cfg, seeded_rng(seed + 1000), authorize=authorize)
     )
-    cli = SecureClient(client_cfg, rng)
+    cli = client if client is not None else SecureClient(client_cfg, rng)
     run = HandshakeRun(cli, srv)
     now = 0
     pending_to_server = [cli.initiate(now)]

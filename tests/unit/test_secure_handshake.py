@@ -171,12 +171,21 @@ def test_parameters_are_negotiated() -> None:
         SecureConfig(
             server_public_key=SERVER_PUB, mtu=1400, snd_wnd=1024, rcv_wnd=64, fec=(10, 3), mux_versions=(1, 2)
         ),
-        SecureConfig(static_key=SERVER_PRIV, mtu=1200, max_window=512, fec=(0, 0), mux_versions=(1,)),
+        SecureConfig(
+            static_key=SERVER_PRIV,
+            mtu=1200,
+            snd_wnd=4096,
+            rcv_wnd=4096,
+            max_window=512,
+            fec=(20, 6),
+            mux_versions=(1,),
+        ),
     )
     assert run.client_conn is not None
     p = run.client_conn.params
     assert (p.version, p.mtu, p.snd_wnd, p.rcv_wnd, p.mux_version) == (1, 1200, 512, 64, 1)
-    assert (p.data_shards, p.parity_shards) == (10, 3)  # server not strict: follows the client
+    # server not strict, the client's FEC is within its policy (less parity, smaller groups): the client's
+    assert (p.data_shards, p.parity_shards) == (10, 3)
 
 
 def test_strict_server_fec_wins_over_flexible_client() -> None:
@@ -329,7 +338,7 @@ def test_client_refuses_a_server_answer_it_cannot_accept_and_closes(monkeypatch:
     monkeypatch.setattr(handshake_module, "negotiate", lying_negotiate)
     run = run_handshake(
         SecureConfig(server_public_key=SERVER_PUB, fec=(10, 3), fec_strict=True),
-        SecureConfig(static_key=SERVER_PRIV),
+        SecureConfig(static_key=SERVER_PRIV, fec=(10, 3)),
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.PARAMS_REFUSED

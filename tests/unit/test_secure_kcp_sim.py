@@ -23,7 +23,7 @@ def test_echo_stream_survives_migration_loss_reordering_and_key_updates() -> Non
     transport = {"rekey_after_packets": 80, "key_grace_ms": 100, "path_probe_interval_ms": 200}
     run = run_handshake(
         SecureConfig(server_public_key=SERVER_PUB, fec=(4, 2), mtu=1200, **transport),  # type: ignore[arg-type]
-        SecureConfig(static_key=SERVER_PRIV, **transport),  # type: ignore[arg-type]
+        SecureConfig(static_key=SERVER_PRIV, fec=(4, 2), **transport),  # type: ignore[arg-type]
         server=None,
     )
     cc, sc, server = run.client_conn, run.server_conn, run.server

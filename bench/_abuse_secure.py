@@ -1,0 +1,234 @@
+"""Attacks on secure mode's negotiation and liveness (hostile-clients issue, items 5 and 6).
+
+Every attacker holds the key (:data:`bench._abuse_common.KEY`). See :mod:`bench._abuse_common` for
+the interface: each ``run(target, seconds)`` stops at its deadline and returns its own counters.
+
+- ``fec-oversize`` (item 5): handshakes proposing FEC 200/100 (300 shards per group, above the 256
+  Reed-Solomon allows), as fast as 4 workers can. The server must refuse each one in the handshake
+  with its reason (``refused``), keep nothing, and log with a rate limit. Before the fix it
+  accepted them, failed building the session (one traceback each) and leaked the connection.
+- ``fec-amplify`` (item 5): an RPC client proposing FEC 1/255 to a 10/3 server, then pulling
+  server streams and making calls. The server must run at most its own 10/3: the counters show
+  the FEC agreed and the datagrams received per MiB pulled (before the fix ~256 datagrams per packet).
+- ``junk-keepalive`` (item 6): live secure connections whose client goes silent after the
+  handshake, while junk datagrams and replays of one authentic packet go to their connection IDs.
+  The server must end them by its own timers (authenticated CLOSE, or a stateless reset once it
+  forgot them) as if the junk did not exist. On the RPC target the RPC heartbeat sweep (10 s) plus
+  the KCP close linger (5 s) ends them at ~15 s with or without the fix; a bare ``kcp.listen``
+  session relied on the idle timeout alone, which the junk kept resetting before the fix
+  (tests/integration/test_secure_hostile.py). The listener counts the junk (``transport_rejected``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from typing import Any
+
+import kcprpc
+from bench._abuse_common import AbuseService, Attack, BlobRequest, EchoMsg, Target
+from kcp.secure import HandshakeRefused, SecureClient, SecureConfig, SecureConnection
+from kcp.secure.packet import T_TRANSPORT
+from kcp.secure.testing import HostileClient
+
+_WORKERS = 4
+_REPLY_TIMEOUT = 1.0
+
+
+def _now_ms() -> int:
+    return int(asyncio.get_running_loop().time() * 1000)
+
+
+def _udp(target: Target) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect((target.host, target.port))
+    return sock
+
+
+async def _handshake(sock: socket.socket, client: SecureClient, deadline: float) -> None:
+    """Drive ``client``'s handshake over ``sock`` until it ends or ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    sock.send(client.initiate(_now_ms()))
+    while client.state == "initiating":
+        left = min(deadline, loop.time() + _REPLY_TIMEOUT) - loop.time()
+        if left <= 0:
+            client.abandon(_now_ms())
+            return
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
+        except asyncio.TimeoutError:
+            client.handle_timer(_now_ms())
+            for d in client.datagrams_to_send(_now_ms()):
+                sock.send(d)
+            continue
+        client.receive(data, sock.getpeername(), _now_ms())
+        for d in client.datagrams_to_send(_now_ms()):
+            sock.send(d)
+    if client.connection is not None:  # confirm the keys: the server then builds the session
+        for d, _addr in client.connection.datagrams_to_send(_now_ms()):
+            sock.send(d)
+
+
+# ------------------------------------------------------------------------------------ fec-oversize
+
+
+async def fec_oversize(target: Target, seconds: float) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    cfg = SecureConfig(passphrase=target.key)
+    out = {"attempts": 0, "refused": 0, "accepted": 0, "timeouts": 0, "other_failures": 0, "retries": 0}
+
+    async def worker() -> None:
+        sock = _udp(target)
+        try:
+            while loop.time() < deadline:
+                client = HostileClient(cfg, fec=(200, 100))
+                out["attempts"] += 1
+                await _handshake(sock, client, deadline)
+                out["retries"] += client.counters.retries_received
+                if client.state == "established":
+                    out["accepted"] += 1  # the server took a proposal no session can run
+                elif isinstance(client.error, HandshakeRefused):
+                    out["refused"] += 1
+                elif client.state == "failed" and "gave up" in str(client.error):
+                    out["timeouts"] += 1
+                else:
+                    out["other_failures"] += 1
+        finally:
+            sock.close()
+
+    await asyncio.gather(*(worker() for _ in range(_WORKERS)))
+    return out
+
+
+# ------------------------------------------------------------------------------------ fec-amplify
+
+
+async def fec_amplify(target: Target, seconds: float) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    out = {"calls": 0, "blob_bytes": 0, "fec_data": -1, "fec_parity": -1, "connect_failed": 0}
+    client = kcprpc.connect(target.host, target.port, key=target.key, fec=(1, 255))
+    try:
+        await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
+    except (kcprpc.RpcError, asyncio.TimeoutError):
+        out["connect_failed"] = 1
+        await client.close()
+        return out
+    session: Any = None
+    try:
+        link = client._link
+        session = link.conn.datagrams if link is not None else None  # type: ignore[attr-defined]
+        params = session.secure.params if session is not None and session.secure is not None else None
+        if params is not None:
+            out["fec_data"], out["fec_parity"] = params.data_shards, params.parity_shards
+        stub = client.stub(AbuseService)
+
+        async def pull() -> None:
+            while True:
+                async for blob in stub.blob(BlobRequest(count=64, size=1024)):
+                    data = blob["data"] if isinstance(blob, dict) else blob.data  # blob() is untyped
+                    out["blob_bytes"] += len(data)
+                await stub.echo(EchoMsg(data=b"x" * 256))
+                out["calls"] += 2
+
+        with contextlib.suppress(asyncio.TimeoutError, kcprpc.RpcError):
+            await asyncio.wait_for(pull(), max(0.0, deadline - loop.time()))
+    finally:
+        if session is not None:
+            st = session.stats
+            out["client_in_pkts"] = st["in_pkts"]
+            out["client_out_pkts"] = st["out_pkts"]
+            out["client_fec_parity_received"] = st["fec_parity_shards"]
+            out["datagrams_received_per_mib"] = st["in_pkts"] * 1048576 // max(1, out["blob_bytes"])
+        await client.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------ junk-keepalive
+
+
+async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    out = {"connections": 0, "junk_sent": 0, "replays_sent": 0, "ended_by_server": 0, "handshake_failed": 0}
+    alive_ms: list[int] = []
+
+    async def one(seed: int) -> None:
+        sock = _udp(target)
+        try:
+            client = SecureClient(SecureConfig(passphrase=target.key))
+            await _handshake(sock, client, deadline)
+            conn = client.connection
+            if conn is None:
+                out["handshake_failed"] += 1
+                return
+            out["connections"] += 1
+            authentic = conn.ping(_now_ms())  # the last authentic packet: later only replayed
+            sock.send(authentic)
+            silent_since = loop.time()
+            ended = asyncio.Event()
+            reader = asyncio.create_task(_watch(sock, conn, ended))
+            header = bytes((T_TRANSPORT,)) + conn.remote_cid
+            rnd = random.Random(seed)
+            try:
+                while not ended.is_set() and loop.time() < deadline:
+                    for _ in range(10):
+                        sock.send(header + rnd.randbytes(8) + rnd.randbytes(rnd.randrange(20, 300)))
+                    sock.send(authentic)
+                    out["junk_sent"] += 10
+                    out["replays_sent"] += 1
+                    await asyncio.sleep(0.005)  # pacing: ~2000 junk datagrams/s per connection
+            finally:
+                reader.cancel()
+            if ended.is_set():
+                out["ended_by_server"] += 1
+                alive_ms.append(int((loop.time() - silent_since) * 1000))
+                out["last_close_code"] = conn.close_code or 0  # 8 idle timeout, 11 stateless reset
+        finally:
+            sock.close()
+
+    await asyncio.gather(*(one(i) for i in range(_WORKERS)))
+    out["max_alive_ms_after_silence"] = max(alive_ms) if alive_ms else -1
+    return out
+
+
+async def _watch(sock: socket.socket, conn: SecureConnection, ended: asyncio.Event) -> None:
+    """Read what the server sends; set ``ended`` on its CLOSE or a stateless reset."""
+    loop = asyncio.get_running_loop()
+    while not conn.closed:
+        data = await loop.sock_recv(sock, 65536)
+        conn.open(data, sock.getpeername(), _now_ms())
+    ended.set()
+
+
+ATTACKS: list[Attack] = [
+    Attack(
+        name="fec-oversize",
+        item=5,
+        mode="secure",
+        run=fec_oversize,
+        description="handshakes proposing FEC 200/100 (> 256 shards), as fast as possible",
+        fec=(10, 3),
+        server_args=("--datashard", "10", "--parityshard", "3"),
+    ),
+    Attack(
+        name="fec-amplify",
+        item=5,
+        mode="secure",
+        run=fec_amplify,
+        description="an RPC client proposing FEC 1/255 to a 10/3 server, pulling streams and calling",
+        fec=(10, 3),
+        server_args=("--datashard", "10", "--parityshard", "3"),
+    ),
+    Attack(
+        name="junk-keepalive",
+        item=6,
+        mode="secure",
+        run=junk_keepalive,
+        description="silent secure connections kept busy with junk and replays to their connection IDs",
+    ),
+]

@@ -1,0 +1,319 @@
+"""Hostile clients that hold the key, against a real secure listener over loopback UDP.
+
+Item 5: FEC proposals the server's policy does not allow (more than 256 shards, or more parity
+than the server runs) are refused or lowered in the handshake, counted and logged with a rate
+limit; a failure after the handshake frees the connection and tells the client with an
+authenticated CLOSE. Item 6: junk and replayed datagrams sent to a live connection ID do not keep
+its session alive. Every wait is bounded; no sleep is used to wait for a state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import kcp
+import kcprpc
+from kcp import secure_io
+from kcp.demo import echo
+from kcp.logutil import RateLimitedLog
+from kcp.secure import HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
+from kcp.secure.packet import T_TRANSPORT
+from kcp.secure.testing import HostileClient
+
+TIMEOUT = 10.0
+KEY = "hostile clients hold this key"
+CLIENT = SecureConfig(passphrase=KEY)
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reached the loop's exception handler (a traceback in the log, one per datagram)."""
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    yield errors
+    loop.set_exception_handler(None)
+
+
+def _now() -> int:
+    return int(asyncio.get_running_loop().time() * 1000)
+
+
+def _udp(addr: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect(addr)
+    return sock
+
+
+async def _raw_handshake(sock: socket.socket, client: SecureClient) -> None:
+    """Run ``client``'s handshake over ``sock`` (bounded); on success send its key confirmation."""
+    loop = asyncio.get_running_loop()
+    sock.send(client.initiate(_now()))
+
+    async def answers() -> None:
+        while client.state == "initiating":
+            data = await loop.sock_recv(sock, 4096)
+            client.receive(data, sock.getpeername(), _now())
+            for d in client.datagrams_to_send(_now()):
+                sock.send(d)
+
+    await asyncio.wait_for(answers(), TIMEOUT)
+    if client.connection is not None:
+        for d, _addr in client.connection.datagrams_to_send(_now()):
+            sock.send(d)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    """Wait (bounded) for a condition that the listener's own I/O makes true."""
+
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), TIMEOUT)
+
+
+def _secure_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name.startswith("kcp")]
+
+
+# ------------------------------------------------------------------------------------ item 5
+
+
+async def test_oversized_fec_proposals_are_refused_with_a_reason_and_leave_no_state(
+    loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts = 60
+    caplog.set_level(logging.INFO, logger="kcp")
+    async with await kcp.listen(
+        "127.0.0.1", 0, mode="secure", key=KEY, data_shards=10, parity_shards=3, on_accept=echo
+    ) as lis:
+        for i in range(attempts):
+            sock = _udp(lis.address)
+            try:
+                client = HostileClient(CLIENT, fec=(200, 100))
+                await _raw_handshake(sock, client)
+            finally:
+                sock.close()
+            err = client.error
+            assert isinstance(err, HandshakeRefused), f"attempt {i}: the server accepted FEC 200/100"
+            assert err.code == Reason.PARAMS_REFUSED
+            assert str(err) == (
+                "handshake refused by server: params refused: "
+                "malformed proposal: FEC 200/100 has 300 shards per group, at most 256"
+            )
+        st = lis.stats
+        assert st["secure_refused"] == st["secure_params_refused"] == attempts
+        sizes = lis.secure_server.state_sizes() if lis.secure_server else {}
+        assert len(lis) == 0 and sizes["connections"] == sizes["half_open"] == 0
+        # a legitimate client is still served
+        c = await kcp.dial(
+            "127.0.0.1", lis.address[1], mode="secure", key=KEY, data_shards=10, parity_shards=3
+        )
+        c.write(b"still here")
+        assert await asyncio.wait_for(c.readexactly(10), TIMEOUT) == b"still here"
+        c.close()
+        await c.wait_closed()
+    assert not loop_errors
+    records = _secure_records(caplog)
+    refusals = [r for r in records if "refused" in r.getMessage()]
+    assert 1 <= len(refusals) <= secure_io.LOG_BURST  # logged, with a rate limit
+    assert all(r.exc_info is None and r.exc_text is None for r in records)
+
+
+async def test_a_failure_after_the_handshake_frees_the_connection_and_tells_the_client(
+    loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[bytes] = []
+
+    def broken_session(*args: Any, **kwargs: Any) -> Any:
+        tried.append(kwargs["secure"].conn.local_cid)
+        raise kcp.KCPUsageError("no session today")
+
+    def server_connections() -> list[SecureConnection]:  # the ones this test's server made
+        gc.collect()
+        return [o for o in gc.get_objects() if isinstance(o, SecureConnection) and o.local_cid in tried]
+
+    monkeypatch.setattr(secure_io, "KCPSession", broken_session)
+    caplog.set_level(logging.INFO, logger="kcp")
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, on_accept=echo) as lis:
+        for _ in range(3):
+            c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key=KEY)
+            await asyncio.wait_for(c.wait_closed(), TIMEOUT)  # the CLOSE came at once, not an idle timeout
+            assert c.close_reason == "closed by peer: internal: server could not set up the session"
+            assert c.close_code == Reason.INTERNAL
+        server = lis.secure_server
+        assert server is not None and server.state_sizes()["connections"] == 0 and len(lis) == 0
+        assert lis.stats["secure_accept_failed"] == 3
+        assert len(tried) == 3 and not server_connections()  # the connection state was freed
+    assert not loop_errors
+    records = _secure_records(caplog)
+    assert any("not set up (KCPUsageError: no session today); sent CLOSE" in r.getMessage() for r in records)
+    assert all(r.exc_info is None for r in records)
+
+
+async def test_a_client_that_cannot_set_up_its_session_closes_and_the_server_keeps_nothing(
+    loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_session(*args: Any, **kwargs: Any) -> Any:
+        raise kcp.KCPUsageError("no client session today")
+
+    monkeypatch.setattr(kcp.session, "KCPSession", broken_session)
+    caplog.set_level(logging.INFO, logger="kcp")
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, on_accept=echo) as lis:
+        with pytest.raises(kcp.KCPUsageError, match="no client session today"):
+            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key=KEY)
+        server = lis.secure_server
+        assert server is not None
+
+        await _until(lambda: server.counters.accepted >= 1)  # the client's CLOSE confirms, then ends, it
+        assert server.state_sizes()["connections"] == server.state_sizes()["half_open"] == 0 and len(lis) == 0
+    assert not loop_errors
+    assert any(
+        "closed while confirming the handshake: internal: client could not set up the session"
+        in r.getMessage()
+        for r in _secure_records(caplog)
+    )
+
+
+async def test_a_secure_mtu_no_session_supports_is_a_usage_error() -> None:
+    with pytest.raises(kcp.KCPUsageError, match="secure mtu 10000 is above what a KCP session supports"):
+        await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, secure_options={"mtu": 10000})
+
+
+async def test_a_flexible_client_asking_fec_1_255_gets_the_servers_10_3() -> None:
+    async with await kcp.listen(
+        "127.0.0.1", 0, mode="secure", key=KEY, data_shards=10, parity_shards=3, on_accept=echo
+    ) as lis:
+        c = await kcp.dial(
+            "127.0.0.1", lis.address[1], mode="secure", key=KEY, data_shards=1, parity_shards=255
+        )
+        assert c.secure is not None
+        assert (c.secure.params.data_shards, c.secure.params.parity_shards) == (10, 3)
+        payload = random.Random(1).randbytes(60_000)
+        c.write(payload)
+        assert await asyncio.wait_for(c.readexactly(len(payload)), TIMEOUT) == payload
+        (srv,) = lis.sessions.values()
+        assert srv.secure is not None
+        assert (srv.secure.params.data_shards, srv.secure.params.parity_shards) == (10, 3)
+        # what the server sent: 3 parity shards per 10 data shards, not 255 per 1
+        st = c.stats
+        assert 0 < st["fec_parity_shards"] <= 0.3 * st["in_pkts"], st
+        assert lis.stats["secure_fec_clamped"] == 1
+        c.close()
+        await c.wait_closed()
+
+
+async def test_a_strict_rpc_client_asking_fec_1_255_fails_at_connect_with_the_reason() -> None:
+    async with kcprpc.Server([], "127.0.0.1", 0, key=KEY, fec=(10, 3)) as server:
+        host, port = server.address
+        client = kcprpc.connect(
+            host, port, key=KEY, fec=(1, 255), transport_options={"secure_options": {"fec_strict": True}}
+        )
+        with pytest.raises(kcprpc.RpcError) as info:
+            await asyncio.wait_for(client.connect(), TIMEOUT)
+        assert info.value.status == kcprpc.Status.FAILED_PRECONDITION
+        assert "FEC 1/255 refused: the server allows at most 10/3" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ item 6
+
+
+async def _live_raw_session(
+    lis: kcp.Listener, accepted: asyncio.Future[kcp.KCPSession]
+) -> tuple[socket.socket, SecureConnection, kcp.KCPSession]:
+    sock = _udp(lis.address)
+    client = SecureClient(CLIENT)
+    await _raw_handshake(sock, client)
+    assert client.connection is not None
+    srv = await asyncio.wait_for(accepted, TIMEOUT)
+    return sock, client.connection, srv
+
+
+def _accept_into(fut: asyncio.Future[kcp.KCPSession]) -> Any:
+    return lambda s: None if fut.done() else fut.set_result(s)
+
+
+async def test_junk_and_replays_to_a_live_connection_id_do_not_keep_it_alive() -> None:
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[kcp.KCPSession] = loop.create_future()
+    async with await kcp.listen(
+        "127.0.0.1", 0, mode="secure", key=KEY, idle_timeout=0.5, on_accept=_accept_into(accepted)
+    ) as lis:
+        sock, conn, srv = await _live_raw_session(lis, accepted)
+        authentic = conn.ping(_now())
+        sock.send(authentic)
+        header = bytes((T_TRANSPORT,)) + conn.remote_cid
+        rnd = random.Random(1)
+        sent = 0
+
+        async def attacker() -> None:
+            nonlocal sent
+            while True:  # junk for the connection ID, and the one authentic packet replayed
+                sock.send(header + rnd.randbytes(8) + rnd.randbytes(rnd.randrange(20, 200)))
+                sock.send(authentic)
+                sent += 2
+                await asyncio.sleep(0.01)  # pacing, not synchronisation
+
+        task = asyncio.create_task(attacker())
+        t0 = loop.time()
+        try:
+            await asyncio.wait_for(srv.wait_closed(), 5.0)  # before the fix: open while the junk flows
+        finally:
+            task.cancel()
+            sock.close()
+        assert srv.close_reason == "idle timeout"
+        assert loop.time() - t0 < 2.0
+        st = srv.stats
+        assert st["secure_decrypt_errors"] >= 10 and st["secure_replay_duplicates"] >= 10
+        assert lis.stats["secure_transport_rejected"] >= 20
+        assert len(lis) == 0
+
+
+async def test_authenticated_pings_do_keep_a_session_alive() -> None:
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[kcp.KCPSession] = loop.create_future()
+    async with await kcp.listen(
+        "127.0.0.1", 0, mode="secure", key=KEY, idle_timeout=0.4, on_accept=_accept_into(accepted)
+    ) as lis:
+        sock, conn, srv = await _live_raw_session(lis, accepted)
+        t_end = loop.time() + 1.2  # three idle timeouts
+        try:
+            while loop.time() < t_end:
+                sock.send(conn.ping(_now()))
+                await asyncio.sleep(0.05)  # pacing
+            assert not srv.is_closing()
+        finally:
+            sock.close()
+        await asyncio.wait_for(srv.wait_closed(), 5.0)  # silent now: it idles out
+        assert srv.close_reason == "idle timeout"
+
+
+# ------------------------------------------------------------------------------------ defence in depth
+
+
+async def test_a_bug_hit_by_every_datagram_is_reported_a_few_times_not_per_packet(
+    loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kcp.session, "_bug_reports", RateLimitedLog(logging.getLogger("t"), burst=3))
+
+    def buggy(data: bytes, addr: Any, now: int) -> None:
+        raise RuntimeError("a bug in datagram handling")
+
+    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY) as lis:
+        lis._ep.dispatch = buggy
+        sock = _udp(lis.address)
+        for _ in range(100):
+            sock.send(b"\xc8" + bytes(60))
+        sock.close()
+        await _until(lambda: lis.stats["in_errs"] >= 100)
+    assert len(loop_errors) == 3 and isinstance(loop_errors[0]["exception"], RuntimeError)

@@ -1,0 +1,58 @@
+"""kcp.logutil.RateLimitedLog: at most ``burst`` records per interval per key, no tracebacks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from kcp.logutil import RateLimitedLog
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_burst_per_interval_then_a_summary_of_what_was_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    log = RateLimitedLog(logging.getLogger("test.logutil"), burst=3, interval=10.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.logutil"):
+        sent = [log.warning("refused", "attempt %d refused", i) for i in range(1000)]
+        assert sent.count(True) == 3 and sent[:3] == [True] * 3
+        assert log.suppressed == 997 and log.emitted == 3
+        clock.t += 10.0
+        assert log.warning("refused", "attempt %d refused", 1000)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "attempt 0 refused",
+        "attempt 1 refused",
+        "attempt 2 refused",
+        "attempt 1000 refused (997 similar messages suppressed)",
+    ]
+    assert all(r.exc_info is None and r.exc_text is None for r in caplog.records)
+
+
+def test_keys_are_limited_separately_and_bounded() -> None:
+    clock = Clock()
+    log = RateLimitedLog(logging.getLogger("test.logutil2"), burst=1, interval=60.0, clock=clock, max_keys=4)
+    assert log.allow("a") == 0 and log.allow("a") is None
+    assert log.allow("b") == 0  # another kind still gets through
+    for i in range(100):
+        log.allow(f"k{i}")
+    assert len(log._windows) == 4  # peer-driven keys cannot grow memory
+
+
+def test_a_disabled_level_costs_nothing_and_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    log = RateLimitedLog(logging.getLogger("test.logutil3"), burst=5)
+    with caplog.at_level(logging.WARNING, logger="test.logutil3"):
+        assert not log.debug("x", "hidden")
+    assert not caplog.records and log.suppressed == 0
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="burst >= 1"):
+        RateLimitedLog(logging.getLogger("x"), burst=0)
