@@ -5,7 +5,7 @@
     kcprpc list HOST:PORT [SERVICE]
     kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE] [--json]
     kcprpc call HOST:PORT SERVICE.METHOD ['{"json": "request"}'] [-d @file] [-H key=value] [--timeout S]
-    kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]
+    kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]   (stderr: "subscribed to TOPIC" once live)
     kcprpc ping HOST:PORT [-c COUNT]      kcprpc stats HOST:PORT      kcprpc keygen [-o FILE]
     kcprpc idl export module:Class ... [-o FILE]  |  --all [-o idl/] [--check]
     kcprpc idl check OLD NEW [--json]     kcprpc idl gen-python DOC -o models.py     kcprpc idl validate DOC...
@@ -649,7 +649,8 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         q: asyncio.Queue[RawEvent] = asyncio.Queue()
         client.on_raw_event(q.put_nowait)
         await asyncio.wait_for(client.subscribe(args.topic), args.timeout)
-        print(json.dumps({"subscribed": args.topic}), file=sys.stderr, flush=True)
+        # on stderr, so stdout stays one JSON event per line; scripts may wait for this line
+        print(f"subscribed to {args.topic}", file=sys.stderr, flush=True)
         loop = asyncio.get_running_loop()
         end = None if args.duration is None else loop.time() + args.duration
         n = 0
@@ -707,13 +708,21 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_idl_export(args: argparse.Namespace) -> int:
     """``kcprpc idl export``."""
     from kcprpc.idl.export import export_service
-    from kcprpc.idl.registry import import_attr, render_all
-    from kcprpc.idl.schema import dumps
+    from kcprpc.idl.registry import examples_importable, import_attr, render_all
+    from kcprpc.idl.schema import DocumentError, dumps
 
     sys.path.insert(0, "")
     if args.all:
+        if args.classes:
+            raise UsageError("--all exports the built-in and example services; name no targets with it")
         out_dir = Path(args.output or "idl")
         files = render_all()
+        if not examples_importable():
+            print(
+                "note: the example services are not part of the installed package (they live in a "
+                "kcprpc checkout): only the built-in services' documents",
+                file=sys.stderr,
+            )
         if args.check:
             stale = []
             for name, text in files.items():
@@ -731,13 +740,17 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
         print(f"wrote {len(files)} documents to {out_dir}")
         return 0
     if not args.classes:
-        raise UsageError("name module:Class targets, or use --all")
+        raise UsageError("name module:Class targets (or module:app, as serve takes), or use --all")
     texts = []
     for target in args.classes:
-        cls = import_attr(target)
-        if not isinstance(cls, type):
-            cls = type(cls)
-        texts.append(dumps(export_service(cls)))
+        for cls in export_targets(target, import_attr(target)):
+            try:
+                texts.append(dumps(export_service(cls)))
+            except (UsageError, DocumentError):
+                raise
+            except Exception as e:  # pydantic cannot describe a type of the class
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UsageError(f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}") from None
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():
@@ -750,6 +763,63 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("".join(texts))
     return 0
+
+
+BUILTIN_SERVICES = ("kcprpc.Health", "kcprpc.Push", "kcprpc.Reflection")
+
+
+def export_targets(target: str, obj: Any) -> list[type]:
+    """The service classes ``idl export TARGET`` names: a class; a service instance; or what
+    ``kcprpc serve`` takes (a :class:`~kcprpc.Server` — its own services, not the built-in ones
+    every server adds —, a list of services, or a factory of either)."""
+    from kcprpc.server import Server
+
+    if callable(obj) and not isinstance(obj, (type, Server)):
+        try:
+            obj = obj()
+        except TypeError as e:
+            raise UsageError(f"{target} is a function that needs arguments ({e}); name a service class") from None
+    if isinstance(obj, Server):
+        out = [type(s) for s in obj.services]
+        return [c for c in out if _service_name(c) not in BUILTIN_SERVICES]
+    if isinstance(obj, (list, tuple)):
+        return [_service_class(target, o) for o in obj]
+    return [_service_class(target, obj)]
+
+
+def _service_class(target: str, obj: Any) -> type:
+    from kcprpc.server import Server
+    from kcprpc.service import Service
+
+    cls = obj if isinstance(obj, type) else type(obj)
+    if issubclass(cls, Service) or (
+        not issubclass(cls, Server) and cls.__module__ != "builtins" and _has_rpc_methods(cls)
+    ):
+        return cls
+    what = f"the class {cls.__qualname__}" if isinstance(obj, type) else f"a {cls.__qualname__}"
+    raise UsageError(
+        f"{target} is (or holds) {what}, not a service: name a service class (module:Class), "
+        "or a kcprpc.Server / list of services (module:app, as `kcprpc serve` takes)"
+    )
+
+
+def _service_name(cls: type) -> str:
+    from kcprpc.service import service_spec
+
+    try:
+        return service_spec(cls).name
+    except Exception:
+        return cls.__qualname__
+
+
+def _has_rpc_methods(cls: type) -> bool:
+    import inspect
+
+    return any(
+        inspect.iscoroutinefunction(v) or inspect.isasyncgenfunction(v)
+        for k, v in vars(cls).items()
+        if not k.startswith("_")
+    )
 
 
 def _git(*argv: str) -> str:
