@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
@@ -144,10 +145,12 @@ async def _serve(server: Server, grace: float) -> int:
     try:
         host, port = await server.start()
     except OSError as e:
-        raise UsageError(
-            f"cannot listen on {server.host}:{server.port}: {e.strerror or e} "
-            "(another server on that port? choose one with --port, or --port 0 for any free port)"
-        ) from None
+        hint = (
+            "another server has that port: choose one with --port, or --port 0 for any free port"
+            if e.errno == errno.EADDRINUSE
+            else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+        )
+        raise UsageError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})") from None
     names = sorted({m.service for m in server.methods.values()})
     print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
     for line in lines:
@@ -175,10 +178,6 @@ def setup_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``kcprpc serve module:app``: serve until SIGINT/SIGTERM, then shut down gracefully."""
-    if args.grace < 0:
-        raise UsageError(f"--grace {args.grace:g}: must be 0 or more seconds")
-    if args.port is not None and not 0 <= args.port < 65536:
-        raise UsageError(f"--port {args.port}: must be 0..65535 (0: any free port)")
     setup_logging(args.log_level)
     sys.path.insert(0, "")
     server = make_server(load_app(args.app), args)
@@ -187,7 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kcprpc`` argument parser (every sub-command sets ``func``; see :func:`clitools.run_command`)."""
-    ap = argparse.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
+    ap = clitools.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve module:app (a Server, a list of services, or a factory)")
     s.add_argument("app", help="module:attribute, e.g. examples.quickstart.service:app")
@@ -196,8 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"address to bind (default: the app's, else {DEFAULT_HOST}; 0.0.0.0 accepts other machines)",
     )
-    s.add_argument("--port", type=int, default=None, help="UDP port (default: the app's, else 9000; 0: any)")
-    s.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    s.add_argument(
+        "--port", type=clitools.port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
+    )
+    s.add_argument(
+        "--grace", type=clitools.nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
+    )
     s.add_argument(
         "--log-level",
         default="warning",

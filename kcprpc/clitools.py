@@ -31,12 +31,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic_core import to_jsonable_python
 
@@ -46,6 +47,7 @@ from kcprpc.service import MethodKind, MethodSpec, raw_method
 from kcprpc.status import Status
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected error (a bug), reported in one line
 EXIT_BREAKING = 1
 STATUS_EXIT_BASE = 64
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -72,6 +74,53 @@ class CliError(Exception):
         self.status = status
         self.message = message
         self.details = details
+
+
+# ---------------------------------------------------------------------------- argument parsing
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``PROG: error: MESSAGE (PROG --help: the usage)`` and
+    exit code 2, instead of the usage text followed by the error (the examples use it too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (`{self.prog} --help` shows the usage)\n")
+
+
+def _number(kind: Callable[[str], Any], text: str, ok: Callable[[Any], bool], what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or not ok(value):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: a number of seconds (or a rate) above 0."""
+    return float(_number(float, text, lambda v: 0 < v < float("inf"), "a number above 0"))
+
+
+def nonnegative_float(text: str) -> float:
+    """``argparse`` type: a number of seconds, 0 or more."""
+    return float(_number(float, text, lambda v: 0 <= v < float("inf"), "a number of 0 or more"))
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: a count of 1 or more."""
+    return int(_number(int, text, lambda v: v >= 1, "a whole number of 1 or more"))
+
+
+def port_number(text: str) -> int:
+    """``argparse`` type: a UDP port, 0 (any free port) to 65535."""
+    return int(_number(int, text, lambda v: 0 <= v <= 65535, "a port (0..65535; 0: any free port)"))
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``argparse`` type: ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    try:
+        return parse_address(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------- transport flags
@@ -191,13 +240,35 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     priv, pub = generate_keypair()
     if args.output:
         out = Path(args.output)
-        out.write_text(priv.hex() + "\n", encoding="utf-8")
-        out.chmod(0o600)
+        write_file(out, priv.hex() + "\n", mode=0o600)
         print(f"private key written to {out} (serve --static-key @{out})", file=sys.stderr)
     else:
         print(f"private {priv.hex()}")
     print(f"public {pub.hex()}")
     return 0
+
+
+def write_file(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write a file the user named; failures are a one-line :class:`UsageError`. With ``mode``
+    the file is created with those permissions (no window in which others could read it)."""
+    try:
+        if mode is None:
+            path.write_text(text, encoding="utf-8")
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def make_dir(path: Path) -> None:
+    """Create a folder the user named (and its parents); failures are a one-line :class:`UsageError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder {path}: {e.strerror or e}") from None
 
 
 def parse_address(text: str, after: Sequence[str] = ()) -> tuple[str, int]:
@@ -724,6 +795,8 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         if args.check:
+            if not out_dir.is_dir():
+                raise UsageError(f"--check compares with the documents in {out_dir}/, which is not a folder")
             stale = []
             for name, text in files.items():
                 p = out_dir / name
@@ -734,9 +807,9 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
                 return 1
             print(f"{len(files)} documents in {out_dir} match the code")
             return 0
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(out_dir)
         for name, text in files.items():
-            (out_dir / name).write_text(text, encoding="utf-8")
+            write_file(out_dir / name, text)
         print(f"wrote {len(files)} documents to {out_dir}")
         return 0
     if not args.classes:
@@ -754,12 +827,12 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():
-            out.mkdir(parents=True, exist_ok=True)
+            make_dir(out)
             for t in texts:
                 name = json.loads(t)["name"]
-                (out / f"{name}.json").write_text(t, encoding="utf-8")
+                write_file(out / f"{name}.json", t)
         else:
-            out.write_text(texts[0], encoding="utf-8")
+            write_file(out, texts[0])
     else:
         sys.stdout.write("".join(texts))
     return 0
@@ -902,7 +975,7 @@ def cmd_idl_gen_python(args: argparse.Namespace) -> int:
 
     code = generate_python(load_document(args.doc))
     if args.output and args.output != "-":
-        Path(args.output).write_text(code, encoding="utf-8")
+        write_file(Path(args.output), code)
     else:
         sys.stdout.write(code)
     return 0
@@ -914,13 +987,13 @@ def _client_parser(sub: Any, name: str, helptext: str) -> argparse.ArgumentParse
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="seconds per call, and at most this long to connect (default 10)",
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"seconds to connect (default {DEFAULT_CONNECT_TIMEOUT:g}; capped by --timeout)",
     )
@@ -959,11 +1032,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-validate", action="store_true", help="send without checking the JSON Schema")
     p = _client_parser(sub, "watch", "print events pushed on a topic as JSON lines")
     p.add_argument("topic", metavar="TOPIC")
-    p.add_argument("-n", "--count", type=int, default=None, help="exit after COUNT events")
-    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
+    p.add_argument("-n", "--count", type=positive_int, default=None, help="exit after COUNT events")
+    p.add_argument("--duration", type=positive_float, default=None, help="exit after this many seconds")
     p = _client_parser(sub, "ping", "health-check a server; print round trips and the heartbeat RTT")
-    p.add_argument("-c", "--count", type=int, default=3)
-    p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
+    p.add_argument("-c", "--count", type=positive_int, default=3)
+    p.add_argument(
+        "-i", "--every", dest="every", type=nonnegative_float, default=0.2, help="seconds between pings"
+    )
     _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
     for name, fn in ASYNC_COMMANDS.items():
         # surplus positionals (e.g. the older `ping HOST PORT`) land here and get a clear message
@@ -1035,6 +1110,15 @@ def run_command(args: argparse.Namespace) -> int:
         return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: still one line, and the way to see the traceback
+        if os.environ.get("KCPRPC_TRACEBACK"):
+            raise
+        print(
+            f"kcprpc: internal error: {type(e).__name__}: {e} "
+            "(a bug: KCPRPC_TRACEBACK=1 shows the traceback for a report)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def run_loop(coro: Any) -> int:
