@@ -89,7 +89,7 @@ def test_gen_python_names_the_requirement_pyproject_has(monkeypatch: pytest.Monk
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     m = re.search(r'"(datamodel-code-generator[^"]*)"', text)
     assert m is not None
-    assert gen.GENERATOR_REQUIREMENT == m.group(1)
+    assert m.group(1) == gen.GENERATOR_REQUIREMENT
     assert gen.generator_requirement() == m.group(1)  # from the installed metadata
     monkeypatch.setitem(sys.modules, "datamodel_code_generator", None)  # not installed
     with pytest.raises(kcprpc.UsageError) as e:
