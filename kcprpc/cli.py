@@ -151,16 +151,16 @@ async def _serve(server: Server, grace: float) -> int:
             else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
         )
         raise UsageError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})") from None
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     names = sorted({m.service for m in server.methods.values()})
     print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
     for line in lines:
         print("  " + line, flush=True)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     print("shutting down", flush=True)

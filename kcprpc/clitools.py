@@ -16,13 +16,15 @@ document's JSON Schema before they are sent. ``--wire secure|compat`` picks the 
 by default, compat implied by ``--crypt``; kcptun's ``--mode`` is the KCP profile, as there).
 Transport flags carry kcptun's names (``--crypt``,
 ``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
-``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's; ``kcprpc serve``
+``--nodelay``, ``--interval``, ``--resend``, ``--nc``); in compat mode they must match the server's,
+in secure mode FEC, MTU and windows are negotiated (docs/idl.md); ``kcprpc serve``
 (in :mod:`kcprpc.cli`, the entry point) takes the same flags. ``--timeout`` bounds each call and
 the connect (which waits at most ``min(--connect-timeout, --timeout)``).
 
-Errors go to stderr as ``STATUS_NAME: message``; the exit code is ``64 + status code`` (as
-grpcurl does), ``2`` for a usage error (bad arguments, a malformed document), and ``1`` when
-``idl check`` finds a breaking change.
+Errors go to stderr as one line, ``STATUS_NAME: message``; the exit code is ``64 + status code``
+(as grpcurl does), ``2`` for a usage error (bad arguments, a malformed document; ``kcprpc: message``),
+``1`` when ``idl check`` finds a breaking change, and ``70`` for an unexpected error (a bug; one
+line too, ``KCPRPC_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -126,7 +128,10 @@ def host_port(text: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------- transport flags
 def add_transport_args(p: argparse.ArgumentParser) -> None:
     """The transport flags, with kcptun's names; shared by the client commands and ``serve``."""
-    g = p.add_argument_group("transport (named as kcptun names them; client and server must agree)")
+    g = p.add_argument_group(
+        "transport (named as kcptun names them; compat mode: client and server must agree; "
+        "secure mode: FEC, MTU and windows are negotiated)"
+    )
     g.add_argument(
         "--wire",
         default=None,
