@@ -31,7 +31,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from docblocks import ROOT, Block, all_blocks  # noqa: E402
+from docblocks import ROOT, Block, all_blocks, parse, shell_commands  # noqa: E402
 from docs_fixtures import FIXTURES  # noqa: E402
 
 RUNNER = HERE / "docs_runner.py"
@@ -71,6 +71,29 @@ def test_every_code_block_is_run_or_says_why_not() -> None:
     assert all(len(b.reason) >= 10 for b in code if b.mode == "skip"), "a skip reason says why"
 
 
+def test_the_markers() -> None:
+    page = "\n".join([
+        "```sh", "kcprpc ping 127.0.0.1:9000", "```",                       # 1: runs
+        "<!-- docs-test: skip: a placeholder host -->", "```python", "x", "```",  # 5: skipped
+        "<!-- demo-command -->", "<!-- docs-test: with a, b -->", "```sh", "y", "```",  # 10: fixtures
+        "<!-- docs-test: skip -->", "```sh", "z", "```",                    # 14: no reason
+        "```", "$ kcprpc ping", "```",                                      # 17: no language
+        "```json", "{}", "```",                                             # 20: data
+        "<!-- docs-test: skip: why -->", "```text", "t", "```",             # 24: a marker on data
+    ])  # fmt: skip
+    got = [(b.line, b.kind, b.mode, b.reason, b.fixtures) for b in parse(Path("x.md"), page)]
+    assert got == [
+        (1, "shell", "run", "", []),
+        (5, "python", "skip", "a placeholder host", []),
+        (10, "shell", "run", "", ["a", "b"]),
+        (14, "shell", "error", "a skip marker needs a reason", []),
+        (17, "data", "error", "the fence has no language", []),
+        (20, "data", "data", "", []),
+        (24, "data", "error", "a docs-test marker on a 'text' block (data)", []),
+    ]
+    assert shell_commands("a \\\n  b\n\n# c\nd # e\n") == ["a    b", "d # e"]
+
+
 @cache
 def namespace_prefix() -> list[str]:
     """``unshare --net`` when this machine lets the test make a network namespace, else nothing."""
@@ -95,6 +118,7 @@ def netns_or_lock() -> Iterator[list[str]]:
         yield []
 
 
+@pytest.mark.timeout(PAGE_TIMEOUT + 30)
 @pytest.mark.parametrize("page", pages())
 def test_page(page: str, netns_or_lock: list[str]) -> None:
     extra = ["--bring-loopback-up"] if netns_or_lock else []
@@ -113,6 +137,7 @@ def test_page(page: str, netns_or_lock: list[str]) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.timeout(660)
 def test_readme_install_and_demo_in_a_fresh_copy(tmp_path: Path) -> None:
     fresh = [b for b in blocks() if b.mode == "fresh-copy"]
     assert [str(b.path) for b in fresh] == ["README.md"]
