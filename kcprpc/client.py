@@ -930,8 +930,9 @@ def connect(
     or ``mode="compat"`` selects kcp-go's format. ``key`` is the shared passphrase (secure: the
     handshake's PSK; compat: the cipher key); ``server_public_key`` pins the server's X25519 key
     (``kcp.secure.generate_keypair``), ``static_private_key`` is this client's identity, ``token``
-    goes to the server's ``authorize`` hook. ``fec`` and the other transport settings must match
-    the server's (in secure mode MTU, windows, FEC and the mux version are negotiated).
+    goes to the server's ``authorize`` hook. In compat mode ``fec`` and the other transport
+    settings must match the server's; in secure mode MTU, windows, FEC and the mux version are
+    negotiated in the handshake (the client proposes, the server decides).
     ``transport_options`` go to ``kcp.dial`` (``nodelay``, ``snd_wnd``, ``mtu``,
     ``secure_options`` ...) plus ``mux_config``. Reconnects (with ``config.reconnect``) dial again
     with the same options.
