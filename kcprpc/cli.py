@@ -2,7 +2,7 @@
 
 ::
 
-    kcprpc serve module:app [--host H] [--port P] [--grace S] [transport flags]
+    kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]
     kcprpc list | describe | call | watch | ping | stats  HOST:PORT ... [transport flags]
     kcprpc idl export | check | gen-python | validate ...
 
@@ -11,6 +11,10 @@ as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``
 ``--mtu`` ...; see :func:`kcprpc.clitools.add_transport_args`), plus ``--wire secure|compat`` (the
 wire mode: secure by default, compat implied by ``--crypt``). The client commands and the
 ``idl`` tools live in :mod:`kcprpc.clitools`; this module adds ``serve`` and the entry point.
+
+``serve`` binds 127.0.0.1 unless the app or ``--host`` names another address (``--host 0.0.0.0``
+to accept other machines), prints what it serves, where, in which wire mode and whether clients are
+authenticated (a warning on stderr when nobody is), and logs at ``--log-level`` (docs/logging.md).
 
 Exit codes: 0 on success; ``64 + status code`` when a call (or the server) ends with an RPC status
 (``INVALID_ARGUMENT`` 67, ``NOT_FOUND`` 69, ``UNAVAILABLE`` 78 ...), with ``STATUS_NAME: message`` on
@@ -22,7 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
+import errno
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,16 +35,16 @@ from typing import Any
 
 from kcprpc import clitools
 from kcprpc.errors import UsageError
+from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
 
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (attribute defaults to ``app``)."""
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise UsageError(f"cannot import {module_name!r}: {e}") from None
+    if not module_name:
+        raise UsageError(f"{spec!r}: expected module:app, e.g. examples.quickstart.service:app")
+    module = import_module(module_name)
     try:
         return getattr(module, attr or "app")
     except AttributeError:
@@ -63,7 +68,7 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
     if args.port is not None:
         server.port = args.port
     if server.host is None:
-        server.host = "0.0.0.0"
+        server.host = DEFAULT_HOST  # loopback unless told otherwise: --host 0.0.0.0 is explicit
     if server.port is None:
         server.port = 9000
     given = clitools.transport_kwargs(args)
@@ -85,15 +90,77 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
     return server
 
 
+DEFAULT_HOST = "127.0.0.1"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def security_summary(server: Server) -> tuple[list[str], str | None]:
+    """What ``serve`` says about a server before it starts: lines for the wire mode, the server's
+    key (if any) and who is authenticated; and a warning or None (a server that authenticates
+    nobody, or compat mode without a cipher)."""
+    fec = f"; FEC {server.fec[0]}/{server.fec[1]}" if server.fec else ""
+    if server.wire_mode == "compat":
+        if server.crypt in (None, "none", "null"):
+            return [
+                f"wire mode: compat (kcp-go's packet format; no encryption{fec})",
+                "clients:   not authenticated: anyone can connect and read the traffic",
+            ], "compat mode without a cipher: traffic is neither encrypted nor authenticated"
+        return [
+            f"wire mode: compat (kcp-go's packet format; cipher {server.crypt}{fec})",
+            "clients:   not authenticated (kcp-go's ciphers encrypt with the shared key, with no "
+            "identity and no cryptographic integrity check; secure mode has both)",
+        ], None
+    who = []
+    if server.key is not None or server.transport_options.get("psk") is not None:
+        who.append("the passphrase (--key)")
+    if server.authorize is not None:
+        who.append("the app's authorize hook")
+    pub = server.public_key
+    if pub is None and not who:
+        return [
+            f"wire mode: secure, anonymous (encrypted; the pre-shared key is public{fec})",
+            "clients:   NOT authenticated",
+        ], (
+            "keyless secure mode authenticates nobody: traffic is encrypted, but anyone can connect "
+            "and an active attacker can sit in the middle; give --key PASSPHRASE (clients give the "
+            "same) or --static-key @FILE (clients pin its public key; `kcprpc keygen` makes one)"
+        )
+    lines = [f"wire mode: secure (encrypted and authenticated{fec})"]
+    if pub is not None:
+        lines.append(f"server key: {pub.hex()} (clients pin it with --server-key)")
+    if who:
+        lines.append("clients:   authenticated by " + " and ".join(who))
+    else:
+        lines.append(
+            "clients:   not authenticated (they authenticate this server by its key; "
+            "--key or an authorize hook would authenticate them)"
+        )
+    return lines, None
+
+
 async def _serve(server: Server, grace: float) -> int:
     loop = asyncio.get_running_loop()
-    host, port = await server.start()
-    names = sorted({m.service for m in server.methods.values()})
-    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
+    lines, warning = security_summary(server)
+    try:
+        host, port = await server.start()
+    except OSError as e:
+        hint = (
+            "another server has that port: choose one with --port, or --port 0 for any free port"
+            if e.errno == errno.EADDRINUSE
+            else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+        )
+        raise UsageError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})") from None
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    names = sorted({m.service for m in server.methods.values()})
+    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
+    for line in lines:
+        print("  " + line, flush=True)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     print("shutting down", flush=True)
@@ -104,8 +171,14 @@ async def _serve(server: Server, grace: float) -> int:
     return 0
 
 
+def setup_logging(level: str) -> None:
+    """``--log-level``: the root logger's level and a timestamped format on stderr (docs/logging.md)."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``kcprpc serve module:app``: serve until SIGINT/SIGTERM, then shut down gracefully."""
+    setup_logging(args.log_level)
     sys.path.insert(0, "")
     server = make_server(load_app(args.app), args)
     return clitools.run_loop(_serve(server, args.grace))
@@ -113,13 +186,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``kcprpc`` argument parser (every sub-command sets ``func``; see :func:`clitools.run_command`)."""
-    ap = argparse.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
+    ap = clitools.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve module:app (a Server, a list of services, or a factory)")
     s.add_argument("app", help="module:attribute, e.g. examples.quickstart.service:app")
-    s.add_argument("--host", default=None)
-    s.add_argument("--port", type=int, default=None)
-    s.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    s.add_argument(
+        "--host",
+        default=None,
+        help=f"address to bind (default: the app's, else {DEFAULT_HOST}; 0.0.0.0 accepts other machines)",
+    )
+    s.add_argument(
+        "--port", type=clitools.port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
+    )
+    s.add_argument(
+        "--grace", type=clitools.nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
+    )
+    s.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="what the kcprpc.server / kcprpc.client loggers show (default warning; docs/logging.md)",
+    )
     clitools.add_transport_args(s)
     s.set_defaults(func=cmd_serve, is_async=False)
     clitools.add_commands(sub)  # list, describe, call, watch, ping, stats, idl (see docs/idl.md)

@@ -18,7 +18,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast, overload
 
 from pydantic import ValidationError
 
@@ -278,6 +278,7 @@ class Client:
         self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
         self.path_changes = 0
         self.events_dropped = 0
+        self.notifications_dropped = 0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self._latest: dict[str, tuple[int, int]] = {}
@@ -726,20 +727,41 @@ class Client:
             log.debug("request iterator of %s failed: %r", call.spec.wire_name, e)
             call.cancel(RpcError(Status.CANCELLED, f"request iterator raised {type(e).__name__}"))
 
+    @overload
     def notify(
         self,
-        method: MethodSpec | Callable[..., Any],
+        method: Callable[[Any, T], Awaitable[None]],
+        message: T,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    @overload
+    def notify(
+        self, method: MethodSpec, message: Any, *, metadata: Mapping[str, Any] | None = None
+    ) -> None: ...
+
+    def notify(
+        self,
+        method: MethodSpec | Callable[[Any, Any], Awaitable[None]],
         message: Any,
         *,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Fire-and-forget: send one message to a notify method (unreliable unless declared reliable)."""
+        """Fire-and-forget: send one message to a notify method (unreliable unless declared reliable).
+
+        ``client.notify(Game.position, PositionUpdate(...))`` is type-checked like a call: the
+        message must be the method's request type. Nothing comes back, so nothing fails: while the
+        client is not connected (before ``connect()``, during a reconnect, after ``close()``) the
+        message is dropped and counted in :attr:`notifications_dropped`; check :attr:`connected`
+        first if that matters. A method that is not a notify method raises :class:`UsageError`."""
         spec = method if isinstance(method, MethodSpec) else method_spec(method)
         if spec.kind is not MethodKind.NOTIFY:
             raise UsageError(f"{spec.wire_name} is not a notify method")
         link = self._link
         if link is None or link.closed:
-            return  # fire-and-forget: nothing to report
+            self.notifications_dropped += 1  # fire-and-forget: counted, not raised
+            return
         frame = encode_frame(
             NOTIFY, 0, [spec.wire_name, spec.dump_request(message), dict(metadata) if metadata else None]
         )
@@ -908,8 +930,9 @@ def connect(
     or ``mode="compat"`` selects kcp-go's format. ``key`` is the shared passphrase (secure: the
     handshake's PSK; compat: the cipher key); ``server_public_key`` pins the server's X25519 key
     (``kcp.secure.generate_keypair``), ``static_private_key`` is this client's identity, ``token``
-    goes to the server's ``authorize`` hook. ``fec`` and the other transport settings must match
-    the server's (in secure mode MTU, windows, FEC and the mux version are negotiated).
+    goes to the server's ``authorize`` hook. In compat mode ``fec`` and the other transport
+    settings must match the server's; in secure mode MTU, windows, FEC and the mux version are
+    negotiated in the handshake (the client proposes, the server decides).
     ``transport_options`` go to ``kcp.dial`` (``nodelay``, ``snd_wnd``, ``mtu``,
     ``secure_options`` ...) plus ``mux_config``. Reconnects (with ``config.reconnect``) dial again
     with the same options.

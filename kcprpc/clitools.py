@@ -5,7 +5,7 @@
     kcprpc list HOST:PORT [SERVICE]
     kcprpc describe HOST:PORT SERVICE[.METHOD|.MESSAGE] [--json]
     kcprpc call HOST:PORT SERVICE.METHOD ['{"json": "request"}'] [-d @file] [-H key=value] [--timeout S]
-    kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]
+    kcprpc watch HOST:PORT TOPIC [-n COUNT] [--duration S]   (stderr: "subscribed to TOPIC" once live)
     kcprpc ping HOST:PORT [-c COUNT]      kcprpc stats HOST:PORT      kcprpc keygen [-o FILE]
     kcprpc idl export module:Class ... [-o FILE]  |  --all [-o idl/] [--check]
     kcprpc idl check OLD NEW [--json]     kcprpc idl gen-python DOC -o models.py     kcprpc idl validate DOC...
@@ -16,13 +16,15 @@ document's JSON Schema before they are sent. ``--wire secure|compat`` picks the 
 by default, compat implied by ``--crypt``; kcptun's ``--mode`` is the KCP profile, as there).
 Transport flags carry kcptun's names (``--crypt``,
 ``--key``, ``--datashard``, ``--parityshard``, ``--mode``, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
-``--nodelay``, ``--interval``, ``--resend``, ``--nc``) and must match the server's; ``kcprpc serve``
+``--nodelay``, ``--interval``, ``--resend``, ``--nc``); in compat mode they must match the server's,
+in secure mode FEC, MTU and windows are negotiated (docs/idl.md); ``kcprpc serve``
 (in :mod:`kcprpc.cli`, the entry point) takes the same flags. ``--timeout`` bounds each call and
 the connect (which waits at most ``min(--connect-timeout, --timeout)``).
 
-Errors go to stderr as ``STATUS_NAME: message``; the exit code is ``64 + status code`` (as
-grpcurl does), ``2`` for a usage error (bad arguments, a malformed document), and ``1`` when
-``idl check`` finds a breaking change.
+Errors go to stderr as one line, ``STATUS_NAME: message``; the exit code is ``64 + status code``
+(as grpcurl does), ``2`` for a usage error (bad arguments, a malformed document; ``kcprpc: message``),
+``1`` when ``idl check`` finds a breaking change, and ``70`` for an unexpected error (a bug; one
+line too, ``KCPRPC_TRACEBACK=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic_core import to_jsonable_python
 
@@ -46,6 +49,7 @@ from kcprpc.service import MethodKind, MethodSpec, raw_method
 from kcprpc.status import Status
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected error (a bug), reported in one line
 EXIT_BREAKING = 1
 STATUS_EXIT_BASE = 64
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -74,10 +78,60 @@ class CliError(Exception):
         self.details = details
 
 
+# ---------------------------------------------------------------------------- argument parsing
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``PROG: error: MESSAGE (PROG --help: the usage)`` and
+    exit code 2, instead of the usage text followed by the error (the examples use it too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (`{self.prog} --help` shows the usage)\n")
+
+
+def _number(kind: Callable[[str], Any], text: str, ok: Callable[[Any], bool], what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or not ok(value):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """``argparse`` type: a number of seconds (or a rate) above 0."""
+    return float(_number(float, text, lambda v: 0 < v < float("inf"), "a number above 0"))
+
+
+def nonnegative_float(text: str) -> float:
+    """``argparse`` type: a number of seconds, 0 or more."""
+    return float(_number(float, text, lambda v: 0 <= v < float("inf"), "a number of 0 or more"))
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: a count of 1 or more."""
+    return int(_number(int, text, lambda v: v >= 1, "a whole number of 1 or more"))
+
+
+def port_number(text: str) -> int:
+    """``argparse`` type: a UDP port, 0 (any free port) to 65535."""
+    return int(_number(int, text, lambda v: 0 <= v <= 65535, "a port (0..65535; 0: any free port)"))
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``argparse`` type: ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    try:
+        return parse_address(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 # ---------------------------------------------------------------------------- transport flags
 def add_transport_args(p: argparse.ArgumentParser) -> None:
     """The transport flags, with kcptun's names; shared by the client commands and ``serve``."""
-    g = p.add_argument_group("transport (named as kcptun names them; client and server must agree)")
+    g = p.add_argument_group(
+        "transport (named as kcptun names them; compat mode: client and server must agree; "
+        "secure mode: FEC, MTU and windows are negotiated)"
+    )
     g.add_argument(
         "--wire",
         default=None,
@@ -191,13 +245,35 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     priv, pub = generate_keypair()
     if args.output:
         out = Path(args.output)
-        out.write_text(priv.hex() + "\n", encoding="utf-8")
-        out.chmod(0o600)
+        write_file(out, priv.hex() + "\n", mode=0o600)
         print(f"private key written to {out} (serve --static-key @{out})", file=sys.stderr)
     else:
         print(f"private {priv.hex()}")
     print(f"public {pub.hex()}")
     return 0
+
+
+def write_file(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write a file the user named; failures are a one-line :class:`UsageError`. With ``mode``
+    the file is created with those permissions (no window in which others could read it)."""
+    try:
+        if mode is None:
+            path.write_text(text, encoding="utf-8")
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def make_dir(path: Path) -> None:
+    """Create a folder the user named (and its parents); failures are a one-line :class:`UsageError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the folder {path}: {e.strerror or e}") from None
 
 
 def parse_address(text: str, after: Sequence[str] = ()) -> tuple[str, int]:
@@ -649,7 +725,8 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         q: asyncio.Queue[RawEvent] = asyncio.Queue()
         client.on_raw_event(q.put_nowait)
         await asyncio.wait_for(client.subscribe(args.topic), args.timeout)
-        print(json.dumps({"subscribed": args.topic}), file=sys.stderr, flush=True)
+        # on stderr, so stdout stays one JSON event per line; scripts may wait for this line
+        print(f"subscribed to {args.topic}", file=sys.stderr, flush=True)
         loop = asyncio.get_running_loop()
         end = None if args.duration is None else loop.time() + args.duration
         n = 0
@@ -707,14 +784,24 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_idl_export(args: argparse.Namespace) -> int:
     """``kcprpc idl export``."""
     from kcprpc.idl.export import export_service
-    from kcprpc.idl.registry import import_attr, render_all
-    from kcprpc.idl.schema import dumps
+    from kcprpc.idl.registry import examples_importable, import_attr, render_all
+    from kcprpc.idl.schema import DocumentError, dumps
 
     sys.path.insert(0, "")
     if args.all:
+        if args.classes:
+            raise UsageError("--all exports the built-in and example services; name no targets with it")
         out_dir = Path(args.output or "idl")
         files = render_all()
+        if not examples_importable():
+            print(
+                "note: the example services are not part of the installed package (they live in a "
+                "kcprpc checkout): only the built-in services' documents",
+                file=sys.stderr,
+            )
         if args.check:
+            if not out_dir.is_dir():
+                raise UsageError(f"--check compares with the documents in {out_dir}/, which is not a folder")
             stale = []
             for name, text in files.items():
                 p = out_dir / name
@@ -725,31 +812,92 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
                 return 1
             print(f"{len(files)} documents in {out_dir} match the code")
             return 0
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(out_dir)
         for name, text in files.items():
-            (out_dir / name).write_text(text, encoding="utf-8")
+            write_file(out_dir / name, text)
         print(f"wrote {len(files)} documents to {out_dir}")
         return 0
     if not args.classes:
-        raise UsageError("name module:Class targets, or use --all")
+        raise UsageError("name module:Class targets (or module:app, as serve takes), or use --all")
     texts = []
     for target in args.classes:
-        cls = import_attr(target)
-        if not isinstance(cls, type):
-            cls = type(cls)
-        texts.append(dumps(export_service(cls)))
+        for cls in export_targets(target, import_attr(target)):
+            try:
+                texts.append(dumps(export_service(cls)))
+            except (UsageError, DocumentError):
+                raise
+            except Exception as e:  # pydantic cannot describe a type of the class
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UsageError(f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}") from None
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():
-            out.mkdir(parents=True, exist_ok=True)
+            make_dir(out)
             for t in texts:
                 name = json.loads(t)["name"]
-                (out / f"{name}.json").write_text(t, encoding="utf-8")
+                write_file(out / f"{name}.json", t)
         else:
-            out.write_text(texts[0], encoding="utf-8")
+            write_file(out, texts[0])
     else:
         sys.stdout.write("".join(texts))
     return 0
+
+
+BUILTIN_SERVICES = ("kcprpc.Health", "kcprpc.Push", "kcprpc.Reflection")
+
+
+def export_targets(target: str, obj: Any) -> list[type]:
+    """The service classes ``idl export TARGET`` names: a class; a service instance; or what
+    ``kcprpc serve`` takes (a :class:`~kcprpc.Server` — its own services, not the built-in ones
+    every server adds —, a list of services, or a factory of either)."""
+    from kcprpc.server import Server
+
+    if callable(obj) and not isinstance(obj, (type, Server)):
+        try:
+            obj = obj()
+        except TypeError as e:
+            raise UsageError(f"{target} is a function that needs arguments ({e}); name a service class") from None
+    if isinstance(obj, Server):
+        out = [type(s) for s in obj.services]
+        return [c for c in out if _service_name(c) not in BUILTIN_SERVICES]
+    if isinstance(obj, (list, tuple)):
+        return [_service_class(target, o) for o in obj]
+    return [_service_class(target, obj)]
+
+
+def _service_class(target: str, obj: Any) -> type:
+    from kcprpc.server import Server
+    from kcprpc.service import Service
+
+    cls = obj if isinstance(obj, type) else type(obj)
+    if issubclass(cls, Service) or (
+        not issubclass(cls, Server) and cls.__module__ != "builtins" and _has_rpc_methods(cls)
+    ):
+        return cls
+    what = f"the class {cls.__qualname__}" if isinstance(obj, type) else f"a {cls.__qualname__}"
+    raise UsageError(
+        f"{target} is (or holds) {what}, not a service: name a service class (module:Class), "
+        "or a kcprpc.Server / list of services (module:app, as `kcprpc serve` takes)"
+    )
+
+
+def _service_name(cls: type) -> str:
+    from kcprpc.service import service_spec
+
+    try:
+        return service_spec(cls).name
+    except Exception:
+        return cls.__qualname__
+
+
+def _has_rpc_methods(cls: type) -> bool:
+    import inspect
+
+    return any(
+        inspect.iscoroutinefunction(v) or inspect.isasyncgenfunction(v)
+        for k, v in vars(cls).items()
+        if not k.startswith("_")
+    )
 
 
 def _git(*argv: str) -> str:
@@ -832,7 +980,7 @@ def cmd_idl_gen_python(args: argparse.Namespace) -> int:
 
     code = generate_python(load_document(args.doc))
     if args.output and args.output != "-":
-        Path(args.output).write_text(code, encoding="utf-8")
+        write_file(Path(args.output), code)
     else:
         sys.stdout.write(code)
     return 0
@@ -844,13 +992,13 @@ def _client_parser(sub: Any, name: str, helptext: str) -> argparse.ArgumentParse
     p.add_argument("address", metavar="HOST:PORT")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="seconds per call, and at most this long to connect (default 10)",
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=positive_float,
         default=None,
         help=f"seconds to connect (default {DEFAULT_CONNECT_TIMEOUT:g}; capped by --timeout)",
     )
@@ -889,11 +1037,13 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-validate", action="store_true", help="send without checking the JSON Schema")
     p = _client_parser(sub, "watch", "print events pushed on a topic as JSON lines")
     p.add_argument("topic", metavar="TOPIC")
-    p.add_argument("-n", "--count", type=int, default=None, help="exit after COUNT events")
-    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
+    p.add_argument("-n", "--count", type=positive_int, default=None, help="exit after COUNT events")
+    p.add_argument("--duration", type=positive_float, default=None, help="exit after this many seconds")
     p = _client_parser(sub, "ping", "health-check a server; print round trips and the heartbeat RTT")
-    p.add_argument("-c", "--count", type=int, default=3)
-    p.add_argument("-i", "--every", dest="every", type=float, default=0.2, help="seconds between pings")
+    p.add_argument("-c", "--count", type=positive_int, default=3)
+    p.add_argument(
+        "-i", "--every", dest="every", type=nonnegative_float, default=0.2, help="seconds between pings"
+    )
     _client_parser(sub, "stats", "print the transport counters of a connection and the server's counters")
     for name, fn in ASYNC_COMMANDS.items():
         # surplus positionals (e.g. the older `ping HOST PORT`) land here and get a clear message
@@ -965,6 +1115,15 @@ def run_command(args: argparse.Namespace) -> int:
         return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: still one line, and the way to see the traceback
+        if os.environ.get("KCPRPC_TRACEBACK"):
+            raise
+        print(
+            f"kcprpc: internal error: {type(e).__name__}: {e} "
+            "(a bug: KCPRPC_TRACEBACK=1 shows the traceback for a report)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def run_loop(coro: Any) -> int:

@@ -29,6 +29,16 @@ class Status(IntEnum):
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
 
+    def __str__(self) -> str:
+        """The name (``INVALID_ARGUMENT``), as people read it; ``int(status)`` is the number."""
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        """``f"{status}"`` is the name; a numeric format (``f"{status:d}"``) formats the number."""
+        if spec and spec[-1] in "bcdoxXneEfFgG%":
+            return format(int(self), spec)
+        return format(self.name, spec)
+
     @classmethod
     def from_wire(cls, code: object) -> Status:
         """Map a code received from a peer to a :class:`Status`; unknown values become ``UNKNOWN``."""

@@ -13,11 +13,18 @@ import contextlib
 import random
 import signal
 import statistics
-import sys
 from typing import Any
 
 import kcprpc
-from examples.common import exit_with, print_figures
+from examples.common import (
+    ArgumentParser,
+    exit_with,
+    host_port,
+    port_number,
+    positive_float,
+    positive_int,
+    print_figures,
+)
 from examples.game.bots import BotStats, run_bot
 from examples.game.service import KEY, make_server, run_ticker
 
@@ -62,8 +69,8 @@ def report(stats: list[BotStats], seconds: float, world: Any = None) -> dict[str
 
 async def main(args: argparse.Namespace) -> int:
     if args.connect:
-        host, _, port = args.connect.rpartition(":")
-        stats = await run_bots(host, int(port), args.bots, args.seconds, args.rooms, args.seed)
+        host, port = args.connect
+        stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
         print_figures(report(stats, args.seconds), 28)
         return 0
     server, world = make_server("127.0.0.1", args.port)
@@ -88,18 +95,17 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def run() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bots", type=int, default=20)
-    ap.add_argument("--rooms", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap = ArgumentParser(
+        prog="python -m examples.game", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bots", type=positive_int, default=20)
+    ap.add_argument("--rooms", type=positive_int, default=4)
+    ap.add_argument("--seconds", type=positive_float, default=3.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port", type=port_number, default=0, help="the server's port (default: any free one)")
     ap.add_argument("--serve", action="store_true", help="run only the server")
-    ap.add_argument("--connect", help="run only the bots against HOST:PORT")
-    try:
-        exit_with(main(ap.parse_args()))
-    except KeyboardInterrupt:  # Ctrl-C on --serve: the server already shut down in main()'s finally
-        sys.exit(0)
+    ap.add_argument("--connect", type=host_port, metavar="HOST:PORT", help="run only the bots against HOST:PORT")
+    exit_with(main(ap.parse_args()))  # Ctrl-C on --serve: the server shuts down in main()'s finally
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import kcprpc
-from examples.common import exit_with, print_figures
+from examples.common import ArgumentParser, exit_with, positive_float, positive_int, print_figures
 from examples.live.load import run_load
 from examples.live.service import KEY, Chat, LiveService, make_server
 
@@ -33,10 +33,12 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def run() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--viewers", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    ap.add_argument("--rate", type=float, default=20.0)
+    ap = ArgumentParser(
+        prog="python -m examples.live", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--viewers", type=positive_int, default=50)
+    ap.add_argument("--seconds", type=positive_float, default=3.0)
+    ap.add_argument("--rate", type=positive_float, default=20.0, help="events published per second")
     exit_with(main(ap.parse_args()))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kcprpc
-from examples.common import exit_with, print_figures
+from examples.common import ArgumentParser, exit_with, host_port, positive_float, positive_int, print_figures
 from examples.live.service import KEY, Chat, Gift, LiveService, Score, topic
 
 
@@ -135,14 +135,13 @@ def start_server_process(port: int = 0) -> tuple[subprocess.Popen[str], int]:
 
 async def main(args: argparse.Namespace) -> int:
     if args.publisher:
-        host, _, p = args.publisher.rpartition(":")
-        sent = await publish(host, int(p), "main", args.rate, args.seconds, args.token)
+        host, p = args.publisher
+        sent = await publish(host, p, "main", args.rate, args.seconds, args.token)
         print(json.dumps({"published": sent}), flush=True)
         return 0
     proc = None
     if args.connect:
-        host, _, p = args.connect.rpartition(":")
-        port = int(p)
+        host, port = args.connect
     else:
         proc, port = start_server_process()
         host = "127.0.0.1"
@@ -160,13 +159,17 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def run() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--viewers", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rate", type=float, default=20.0, help="events published per second")
-    ap.add_argument("--connect", help="HOST:PORT of a running live server")
+    ap = ArgumentParser(
+        prog="python -m examples.live.load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--viewers", type=positive_int, default=1000)
+    ap.add_argument("--seconds", type=positive_float, default=5.0)
+    ap.add_argument("--rate", type=positive_float, default=20.0, help="events published per second")
+    ap.add_argument("--connect", type=host_port, metavar="HOST:PORT", help="a running live server")
     ap.add_argument("--token", default="publisher-secret")
-    ap.add_argument("--publisher", help=argparse.SUPPRESS)  # HOST:PORT: run only the publisher
+    ap.add_argument("--publisher", type=host_port, help=argparse.SUPPRESS)  # run only the publisher
     exit_with(main(ap.parse_args()))
 
 

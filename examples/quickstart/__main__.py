@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 import time
 
 import kcprpc
+from examples.common import ArgumentParser, exit_with, field_type
 from examples.quickstart.service import CountRequest, Greeter, HelloRequest
 
 OPTS: dict[str, object] = {
@@ -43,11 +41,11 @@ async def main(name: str, count: int) -> int:
 
 
 def run() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--name", default="kcprpc")
-    ap.add_argument("--count", type=int, default=5)
+    ap = ArgumentParser(prog="python -m examples.quickstart", description=__doc__)
+    ap.add_argument("--name", type=field_type(HelloRequest, "name"), default="kcprpc", help="1 to 64 characters")
+    ap.add_argument("--count", type=field_type(CountRequest, "to", int), default=5, help="1 to 1000")
     args = ap.parse_args()
-    sys.exit(asyncio.run(main(args.name, args.count)))
+    exit_with(main(args.name, args.count))
 
 
 if __name__ == "__main__":

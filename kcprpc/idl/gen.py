@@ -52,6 +52,26 @@ def _class_name(name: str) -> str:
     return "S" + out if out[0].isdigit() else out
 
 
+GENERATOR_REQUIREMENT = "datamodel-code-generator>=0.89"
+"""What gen-python needs, as pyproject.toml's ``dev`` extra states it (a test keeps the two equal)."""
+
+
+def generator_requirement() -> str:
+    """The datamodel-code-generator requirement of the installed kcprpc's metadata (its ``dev``
+    extra), or :data:`GENERATOR_REQUIREMENT` when kcprpc runs from a checkout without metadata."""
+    from importlib import metadata
+
+    try:
+        reqs = metadata.requires("kcprpc") or []
+    except metadata.PackageNotFoundError:
+        return GENERATOR_REQUIREMENT
+    for r in reqs:
+        spec = r.split(";", 1)[0].strip()
+        if spec.replace("_", "-").lower().startswith("datamodel-code-generator"):
+            return spec.replace(" ", "")
+    return GENERATOR_REQUIREMENT
+
+
 def _models(doc: dict[str, Any]) -> str:
     """datamodel-code-generator's pydantic v2 models for the document's ``$defs``."""
     try:
@@ -59,7 +79,7 @@ def _models(doc: dict[str, Any]) -> str:
         from datamodel_code_generator.enums import DataModelType
     except ImportError:
         raise UsageError(
-            "gen-python needs datamodel-code-generator: pip install 'datamodel-code-generator>=0.25'"
+            f"gen-python needs datamodel-code-generator: pip install '{generator_requirement()}'"
         ) from None
     if not doc.get("$defs"):
         return "from __future__ import annotations\n"

@@ -4,14 +4,17 @@ codes, graceful stop on SIGINT."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kcprpc.cli import build_parser, load_app, main, make_server
+from kcprpc.cli import LOG_FORMAT, build_parser, load_app, main, make_server, security_summary, setup_logging
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
 from kcprpc.status import Status
@@ -128,3 +131,73 @@ def test_wire_flag() -> None:
         serve("--static-key", key, "--crypt", "aes", "--key", "k")
     args = build_parser().parse_args(["ping", "h:1", "--wire", "compat", "--mode", "fast"])
     assert (args.wire, args.mode) == ("compat", "fast")  # kcptun's --mode stays the KCP profile
+
+
+def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: Path) -> None:
+    # an app that names no host and no key: the newcomer's first `kcprpc serve`
+    (tmp_path / "userapp.py").write_text("from examples.quickstart.service import Greeter\napp = [Greeter()]\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    srv = subprocess.Popen(
+        [sys.executable, "-m", "kcprpc", "serve", "userapp:app", "--port", "0", "--log-level", "INFO"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert srv.stdout is not None
+        banner = [srv.stdout.readline() for _ in range(3)]
+        assert banner[0].startswith("kcprpc serving kcprpc.Health, kcprpc.Push, kcprpc.Reflection, "
+                                    "quickstart.Greeter on 127.0.0.1:")  # fmt: skip
+        assert banner[1] == "  wire mode: secure, anonymous (encrypted; the pre-shared key is public)\n"
+        assert banner[2] == "  clients:   NOT authenticated\n"
+        srv.send_signal(signal.SIGINT)
+        _, err = srv.communicate(timeout=15)
+        assert srv.returncode == 0, err
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    assert err.startswith("warning: keyless secure mode authenticates nobody")
+    assert "--key PASSPHRASE" in err and "Traceback" not in err
+
+
+def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
+    def summary(*flags: str, **app: Any) -> tuple[list[str], str | None]:
+        server = make_server(lambda: Server([], **app), build_parser().parse_args(["serve", "m:app", *flags]))
+        return security_summary(server)
+
+    lines, warning = summary("--key", "k", "--ds", "10", "--ps", "3")
+    assert lines == ["wire mode: secure (encrypted and authenticated; FEC 10/3)",
+                     "clients:   authenticated by the passphrase (--key)"] and warning is None  # fmt: skip
+    lines, warning = summary(static_private_key=bytes(range(32)), authorize=lambda *a: None)
+    assert lines[0] == "wire mode: secure (encrypted and authenticated)"
+    assert lines[1].startswith("server key: ") and "--server-key" in lines[1]
+    assert lines[2] == "clients:   authenticated by the app's authorize hook" and warning is None
+    lines, warning = summary("--static-key", "11" * 32)
+    assert lines[2].startswith("clients:   not authenticated (they authenticate this server by its key")
+    assert warning is None
+    lines, warning = summary("--crypt", "aes", "--key", "k")
+    assert lines[0] == "wire mode: compat (kcp-go's packet format; cipher aes)"
+    assert lines[1].startswith("clients:   not authenticated") and warning is None
+    lines, warning = summary("--wire", "compat")
+    assert "no encryption" in lines[0] and warning is not None and "neither encrypted" in warning
+    lines, warning = summary()
+    assert lines[1] == "clients:   NOT authenticated" and warning is not None
+    # the host: loopback unless the app or --host says otherwise
+    assert make_server(lambda: Server([]), build_parser().parse_args(["serve", "m:app"])).host == "127.0.0.1"
+    args = build_parser().parse_args(["serve", "m:app", "--host", "0.0.0.0"])
+    assert make_server(lambda: Server([]), args).host == "0.0.0.0"
+    assert make_server(lambda: Server([], "10.0.0.1"), build_parser().parse_args(["serve", "m:app"])).host == "10.0.0.1"
+
+
+def test_serve_log_level() -> None:
+    args = build_parser().parse_args(["serve", "m:app", "--log-level", "DEBUG"])
+    assert args.log_level == "debug"
+    assert build_parser().parse_args(["serve", "m:app"]).log_level == "warning"
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    try:
+        setup_logging("info")
+        assert logging.getLogger("kcprpc.server").getEffectiveLevel() == logging.INFO
+        assert root.handlers[0].formatter is not None and root.handlers[0].formatter._fmt == LOG_FORMAT
+    finally:
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])

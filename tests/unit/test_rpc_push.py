@@ -118,7 +118,7 @@ async def test_notify_unreliable_uses_datagrams(transport: str) -> None:
 
 async def test_notify_bad_payload_is_dropped_and_counted() -> None:
     async with pair([Demo(Probe())]) as p:
-        p.client.notify(Demo.position, {"x": "nope"})
+        p.client.notify(Demo.position, {"x": "nope"})  # type: ignore[arg-type]
         for _ in range(100):
             if p.server.stats["notifications_dropped"]:
                 break
