@@ -8,6 +8,7 @@ import socket
 import struct
 
 import kcp
+from kcp.admission import AdmissionConfig
 from kcp.batch import open_udp_socket
 from kcp.demo import echo
 from kcp.session import KCPSession
@@ -16,9 +17,9 @@ TIMEOUT = 30.0
 _HDR = struct.Struct("<IBBHIIII")
 
 
-def _push(conv: int, sn: int, payload: bytes = b"x") -> bytes:
+def _push(conv: int, sn: int, payload: bytes = b"x", ts: int = 0) -> bytes:
     """A well-formed KCP PUSH segment."""
-    return _HDR.pack(conv, 81, 0, 128, 0, sn, 0, len(payload)) + payload
+    return _HDR.pack(conv, 81, 0, 128, ts, sn, 0, len(payload)) + payload
 
 
 async def test_thousand_concurrent_sessions() -> None:
@@ -55,16 +56,19 @@ async def test_garbage_flood_leaves_listener_healthy_and_bounded() -> None:
         g = open_udp_socket("127.0.0.1", 0)
         for _ in range(2000):
             g.sendto(rng.randbytes(rng.randrange(0, 1000)), addr)
-        # 2. well-formed KCP packets from 200 "spoofed" sources (distinct sockets): the table caps
+        # 2. two different well-formed KCP packets (enough to prove a peer) from each of 200
+        # "spoofed" sources (distinct sockets): the table caps
         flooders = [open_udp_socket("127.0.0.1", 0) for _ in range(200)]
         for f in flooders:
-            f.sendto(_push(rng.getrandbits(32), 0), addr)
+            conv = rng.getrandbits(32)
+            f.sendto(_push(conv, 0), addr)
+            f.sendto(_push(conv, 1), addr)
         # the probe's echo comes back only after the listener went through the flood queued before it
         probe.write(b"after")
         assert await asyncio.wait_for(probe.readexactly(5), TIMEOUT) == b"after"
         st = lis.stats
         assert len(lis) == 64  # the probe plus 63 flood sessions, no more
-        assert st["dropped_table_full"] == 200 - 63
+        assert st["dropped_table_full"] == 2 * (200 - 63)  # both datagrams of each refused source
         assert st["dropped_no_session"] >= 1990  # garbage (a rare random blob may parse as KCP)
         # healthy: once flood sessions go (idle timeout, here sooner), new clients are served
         for s in list(lis.sessions.values()):
@@ -85,43 +89,76 @@ async def test_backlog_bounds_half_open_sessions() -> None:
         socks = [open_udp_socket("127.0.0.1", 0) for _ in range(21)]
         for i, s in enumerate(socks[:20]):
             s.sendto(_push(1000 + i, 0), lis.address)
+            s.sendto(_push(1000 + i, 1), lis.address)
         sessions = [await asyncio.wait_for(lis.accept(), TIMEOUT) for _ in range(5)]
         assert [s.conv for s in sessions] == [1000 + i for i in range(5)]
         # a sentinel sent after the 20: once it is accepted, the 15 refused ones were seen
         socks[20].sendto(_push(2000, 0), lis.address)
+        socks[20].sendto(_push(2000, 1), lis.address)
         sentinel = await asyncio.wait_for(lis.accept(), TIMEOUT)
         assert sentinel.conv == 2000
         st = lis.stats
-        assert st["dropped_backlog_full"] == 15
+        assert st["dropped_backlog_full"] == 2 * 15
         assert len(lis) == 6 and st["backlog"] == 0
         for s in socks:
             s.close()
 
 
-async def test_conv_mismatch_dropped_or_replaced_with_sn_zero() -> None:
-    async with await kcp.listen("127.0.0.1", 0) as lis:
+async def test_conv_mismatch_dropped_or_restart_only_when_proven_and_old_peer_silent() -> None:
+    quiet = 0.3
+    async with await kcp.listen("127.0.0.1", 0, admission=AdmissionConfig(restart_quiet=quiet)) as lis:
         sock = open_udp_socket("127.0.0.1", 0)
         sock.sendto(_push(7, 0, b"a"), lis.address)
+        sock.sendto(_push(7, 1, b"b"), lis.address)  # a second, different datagram proves the peer
         first = await asyncio.wait_for(lis.accept(), TIMEOUT)
-        assert first.conv == 7 and await first.read() == b"a"
+        assert first.conv == 7 and await asyncio.wait_for(first.readexactly(2), TIMEOUT) == b"ab"
         # another conv, sn != 0: dropped and counted, the session stays
-        sock.sendto(_push(8, 5, b"b"), lis.address)
-        # then the same conv again (sn 1) shows ordering: once it is read, the drop happened
-        sock.sendto(_push(7, 1, b"c"), lis.address)
+        sock.sendto(_push(8, 5, b"x"), lis.address)
+        # then the same conv again shows ordering: once it is read, the drop happened
+        sock.sendto(_push(7, 2, b"c"), lis.address)
         assert await asyncio.wait_for(first.read(), TIMEOUT) == b"c"
         assert lis.stats["dropped_bad_conv"] == 1 and not first.is_closing()
-        # another conv with sn == 0: the peer restarted, the old session is replaced
-        sock.sendto(_push(9, 0, b"d"), lis.address)
-        second = await asyncio.wait_for(lis.accept(), TIMEOUT)
-        assert second.conv == 9 and await second.read() == b"d"
+        # another conv with sn == 0 (kcp-go would replace the session now): only a restart candidate
+        sock.sendto(_push(9, 0, b"d", ts=1), lis.address)
+        sock.sendto(_push(7, 3, b"e"), lis.address)
+        assert await asyncio.wait_for(first.read(), TIMEOUT) == b"e"
+        assert not first.is_closing() and lis.stats["pending"] == 1
+        # its second, different datagram proves the new conv, but the old peer just spoke: it stays
+        sock.sendto(_push(9, 0, b"d", ts=2), lis.address)
+        sock.sendto(_push(7, 4, b"f"), lis.address)
+        assert await asyncio.wait_for(first.read(), TIMEOUT) == b"f"
+        assert not first.is_closing() and lis.stats["restart_deferred"] == 1
+        assert lis.stats["sessions_replaced"] == 0 and list(lis.sessions.values()) == [first]
+        # a real restart: the old peer is gone (no more conv 7), the new one retransmits its first
+        # segment (a new ts each time) until the old session has been silent for restart_quiet
+        t0 = asyncio.get_running_loop().time()
+
+        async def retransmit() -> None:
+            ts = 3
+            while True:
+                sock.sendto(_push(9, 0, b"d", ts=ts), lis.address)
+                ts += 1
+                await asyncio.sleep(0.05)
+
+        rt = asyncio.ensure_future(retransmit())
+        try:
+            second = await asyncio.wait_for(lis.accept(), TIMEOUT)
+        finally:
+            rt.cancel()
+        assert asyncio.get_running_loop().time() - t0 >= quiet - 0.05
+        assert second.conv == 9 and await asyncio.wait_for(second.read(), TIMEOUT) == b"d"
         assert first.closed and first.close_reason == "replaced by a new conversation"
         assert await first.read() == b""
         assert list(lis.sessions.values()) == [second]
+        assert lis.stats["sessions_replaced"] == 1
         sock.close()
 
 
 async def test_redial_from_same_address_replaces_session() -> None:
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo) as lis:
+    # a client that restarts on the same port: its new conv replaces the old session once the old
+    # peer has not answered the listener's liveness probes for restart_quiet
+    adm = AdmissionConfig(restart_quiet=0.5)
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, admission=adm) as lis:
         c1 = await kcp.dial("127.0.0.1", lis.address[1], conv=1)
         c1.write(b"one")
         assert await asyncio.wait_for(c1.readexactly(3), TIMEOUT) == b"one"

@@ -4,6 +4,12 @@ The recordings (tests/interop/vectors/kcp-go.json, ``full_packets``) come from a
 UDPSession (conv 0x11223344, mtu 1350) for every kcptun cipher, without FEC and with FEC (3, 2).
 Replaying them to :func:`kcp.listen` must create one session with kcp-go's conv and deliver exactly
 the bytes the kcp-go application wrote.
+
+A compat listener holds a new peer as pending until a second, different datagram proves it
+(kcp.admission) and answers the first datagram with a KCP window probe (WASK). A live kcp-go
+engine answers that with a window update (WINS); the recording cannot, so the test sends the WINS
+that kcp-go's engine sends, sealed with the same cipher (the FEC recordings prove themselves with
+their second data shard).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import select
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,11 @@ import pytest
 
 import kcp
 from kcp.batch import open_udp_socket
+from kcp.crypt import derive_key, new_crypt
+from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.stats import Counters
 
+_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 VECTORS = Path(__file__).resolve().parents[1] / "interop" / "vectors" / "kcp-go.json"
 _DATA: dict[str, Any] = json.loads(VECTORS.read_text())
 _CASES = [
@@ -43,12 +54,27 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
         try:
             for pkt in rec["packets"]:
                 sock.sendto(bytes.fromhex(pkt["wire"]), lis.address)
+            # our listener answers the first datagram with a window probe for kcp-go's conv ...
+            conv = int(rec["conv"], 16)
+            pipe = Pipeline(
+                None if crypt is None else new_crypt(crypt, derive_key(_DATA["key"])), 0, 0, Counters()
+            )
+            ready = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: select.select([sock], [], [], 5)[0]
+            )
+            assert ready, "no window probe came back"
+            (kind, probe), *_ = pipe.open(sock.recv(4096), 0)
+            assert kind == KIND_KCP and _HDR.unpack_from(probe) == (conv, 83, 0, 128, 0, 0, 0, 0)
+            # ... which kcp-go's engine answers with a window update (WINS) at its next flush
+            sn = sum(1 for p in rec["packets"] if p["kind"] == "kcp") or 1
+            sock.sendto(pipe.seal(_HDR.pack(conv, 84, 0, 128, 100, sn, 0, 0), 0)[0], lis.address)
             s = await asyncio.wait_for(lis.accept(), 10)
             assert s.conv == int(rec["conv"], 16)
             expected = b"".join(bytes.fromhex(w) for w in rec["app_writes"])
             assert await asyncio.wait_for(s.readexactly(len(expected)), 10) == expected
             st = lis.stats
             assert st["dropped_no_session"] == 0 and st["dropped_bad_conv"] == 0
+            assert st["pending_promoted"] == 1 and st["pending"] == 0
             assert s.stats["in_csum_errors"] == 0 and s.stats["kcp_in_errors"] == 0
             # and our session answers the kcp-go client (acks) on the wire
             ready = await asyncio.get_running_loop().run_in_executor(
