@@ -64,9 +64,10 @@ class AdmissionConfig:
     ``rate`` new sessions per second (``burst`` at once) are admitted per source prefix of
     ``prefix_v4``/``prefix_v6`` bits; ``max_prefixes`` buckets are kept (the least recently used is
     dropped beyond that); addresses in ``exempt`` (CIDR strings; default: loopback) skip the rate
-    limit. ``rate=0`` turns the rate limit off. ``restart_quiet`` (seconds, less than
-    ``pending_timeout``) is how long the live session's peer has to answer liveness probes before
-    a proven new conversation from its address replaces it (kcp-go replaces at once).
+    limit. ``rate=0`` turns the rate limit off. ``restart_quiet`` (seconds) is how long the live
+    session's peer has to answer liveness probes before a proven new conversation from its
+    address replaces it (kcp-go replaces at once); a restart candidate is held for
+    ``pending_timeout + restart_quiet``.
     """
 
     max_pending: int = 4096
@@ -86,8 +87,8 @@ class AdmissionConfig:
             raise KCPUsageError("max_pending, pending_datagrams and max_prefixes must be >= 1")
         if self.max_pending_bytes < 2048:
             raise KCPUsageError("max_pending_bytes must be >= 2048 (one datagram)")
-        if self.pending_timeout <= 0 or not 0 <= self.restart_quiet < self.pending_timeout:
-            raise KCPUsageError("pending_timeout must be > 0 and 0 <= restart_quiet < pending_timeout")
+        if self.pending_timeout <= 0 or self.restart_quiet < 0:
+            raise KCPUsageError("pending_timeout must be > 0 and restart_quiet >= 0")
         if self.rate < 0 or (self.rate > 0 and self.burst < 1):
             raise KCPUsageError("rate must be >= 0 and burst >= 1")
         if not 0 <= self.prefix_v4 <= 32 or not 0 <= self.prefix_v6 <= 128:
@@ -216,18 +217,31 @@ class Admission:
         if self._seen.get(digest) == addr:
             del self._seen[digest]
 
+    def _deadline(self, p: Pending) -> int:
+        """When ``p`` expires: ``pending_timeout`` after it came (a restart candidate gets
+        ``restart_quiet`` more, the time its old peer has to answer)."""
+        return p.born + self._timeout_ms + (self._quiet_ms if p.restart else 0)
+
     def expire(self, now: int) -> list[tuple[Address, Pending]]:
-        """Remove and return the entries older than ``pending_timeout``."""
+        """Remove and return the entries whose time is up."""
         out: list[tuple[Address, Pending]] = []
         pending = self.pending
         limit = now - self._timeout_ms
-        while pending:
+        for _ in range(len(pending)):  # oldest first; bounded: a restart candidate may move back
             addr, p = next(iter(pending.items()))
             if p.born > limit:
                 break
+            if p.restart and self._deadline(p) > now:
+                pending.move_to_end(addr)  # handled below when its own time is up
+                continue
             del pending[addr]
             self._removed(addr, p)
             out.append((addr, p))
+        for addr, p in list(self.restarts.items()):
+            if self._deadline(p) <= now:
+                del pending[addr]
+                self._removed(addr, p)
+                out.append((addr, p))
         self._prune_buckets(now)
         return out
 
@@ -235,10 +249,13 @@ class Admission:
         """When :meth:`expire` or :meth:`due_pokes` next has work (ms), None when never."""
         if not self.pending:
             return None
-        due = next(iter(self.pending.values())).born + self._timeout_ms
+        due = self._deadline(next(iter(self.pending.values())))
         for p in self.restarts.values():
-            if p.pokes < RESTART_POKES and p.next_poke < due:
-                due = p.next_poke
+            d = self._deadline(p)
+            if p.pokes < RESTART_POKES and p.next_poke < d:
+                d = p.next_poke
+            if d < due:
+                due = d
         return due
 
     def due_pokes(self, now: int) -> list[Address]:

@@ -117,6 +117,7 @@ class Listener:
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._admission = Admission(admission or AdmissionConfig())
         self._timer_entry: tuple[int, int] | None = None  # the pending table's expiry (TimerTarget)
+        self._evicted: list[Address] = []  # evicted pending peers whose cached addresses go next tick
         self._timer_input = ep
         self._demux: SecureDemux | None = None
         if secure is not None:
@@ -259,8 +260,7 @@ class Listener:
         self._expire(now)
         for gone in adm.add(addr, conv, data, digest, now, old is not None):
             self._count("pending_evicted")
-            if gone not in self._sessions:
-                self._ep.io.forget(gone)
+            self._evicted.append(gone)  # forgotten by the timer, after its window probe went out
         self._count("pending_created")
         self._send_window_probe(conv, addr, now)
         if old is not None:
@@ -353,6 +353,9 @@ class Listener:
 
     def _arm_expiry(self) -> None:
         due = self._admission.next_due()
+        if self._evicted:
+            soon = self._ep.timers.now_ms() + 1
+            due = soon if due is None or soon < due else due
         if due is not None:
             self._ep.timers.schedule(self, due)
         else:
@@ -363,6 +366,12 @@ class Listener:
         and send the liveness probes of restart candidates."""
         if self._closed:
             return
+        if self._evicted:
+            evicted, self._evicted = self._evicted, []
+            pending = self._admission.pending
+            for addr in evicted:
+                if addr not in self._sessions and addr not in pending:
+                    self._ep.io.forget(addr)
         self._expire(now)
         self._poke(now)
         self._arm_expiry()
@@ -484,6 +493,7 @@ class Listener:
         self._pending.clear()
         self._ep.timers.cancel(self)
         self._admission.clear()
+        self._evicted.clear()
         if self._demux is not None:
             self._demux.close()
         self._ep.close()
