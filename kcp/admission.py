@@ -7,30 +7,36 @@ that lets one captured packet, replayed from many addresses, fill the session ta
 spoofed packet end another player's session. This module is the listener's sans-I/O admission
 core (it takes ``now`` in milliseconds and never reads a clock or touches a socket):
 
-* **Pending peers.** The first datagram from an unknown address creates a small pending entry
-  (its conv, that datagram, its time), not a session. The entry becomes a session only when the
-  same address sends a second, *different* datagram of the same conv (a byte-identical copy is a
-  replay). The listener answers the first datagram with a KCP window probe (``WASK``), which
-  every ikcp-based client (kcp-go, C ikcp, ours) answers with a window update (``WINS``) at its
-  next flush, so a real client proves itself within about one round trip even when it has
-  nothing else to send. The entry keeps the first datagram, so its data reaches the session.
-  Entries are bounded (:attr:`AdmissionConfig.max_pending`, the oldest is evicted) and expire
-  (:attr:`AdmissionConfig.pending_timeout`); each holds at most one datagram (2 KiB).
+* **Pending peers and their challenge.** The first datagram from an unknown address creates a
+  small pending entry (its conv, that datagram, its time), not a session, and the listener
+  answers it with a *challenge*: a PUSH segment without data, ``sn`` one below the peer's
+  receive window (``0xFFFFFFFF`` for a fresh peer) and a random 32-bit ``ts``. Every ikcp-based
+  engine (kcp-go, C ikcp, ours) acknowledges a segment below its window, echoing ``sn`` and
+  ``ts``, and delivers nothing to its application, so a real client answers within one round
+  trip whatever it is doing. The entry becomes a session only on that answer: a peer must
+  receive what is sent to its address, which a spoofed source (or a replayed packet) cannot.
+  Whatever the peer sent before its answer is held (:attr:`AdmissionConfig.pending_datagrams`)
+  and fed to the session, so its first data is not lost. Entries are bounded
+  (:attr:`AdmissionConfig.max_pending`, :attr:`AdmissionConfig.max_pending_bytes`; the oldest is
+  evicted) and expire (:attr:`AdmissionConfig.pending_timeout`).
 * **Replays across addresses.** A datagram that is byte-identical to the first or the proving
   datagram of a pending peer or a live session at *another* address is a replay (a real
-  client's packets carry a fresh nonce and its own conv) and is dropped without state.
+  client's packets carry a fresh nonce and its own conv) and is dropped without state, so one
+  captured packet sprayed from many addresses costs one pending entry, not one per address.
 * **A rate limit per source prefix** (IPv4 /24, IPv6 /64 by default) on promotions to sessions,
   a token bucket per prefix (:attr:`AdmissionConfig.rate`, :attr:`AdmissionConfig.burst`). A
   peer that is over the limit stays pending; its next datagram (KCP retransmits until acked)
   tries again. Loopback is exempt by default (it cannot be spoofed from the network).
 * **Restarts** (kcp-go's rule: another conv with ``sn == 0`` from a known address) create a
   pending *restart candidate* beside the live session, and the live session asks its peer
-  whether it is still there (a KCP window probe, :data:`RESTART_POKES` times over
-  :attr:`AdmissionConfig.restart_quiet`). The candidate replaces the session only once it proved
-  itself as above, ``restart_quiet`` has passed, and the old session accepted nothing of its own
-  conv since the candidate came (or is closing). A live peer answers the probes, so packets that
-  someone else sends from its address never end its session; a peer that really restarted is
-  gone and does not answer, so its new conversation takes over after ``restart_quiet``.
+  whether it is still there (a KCP window probe, WASK, :data:`RESTART_POKES` times over
+  :attr:`AdmissionConfig.restart_quiet`). The candidate replaces the session only once it
+  answered its challenge as above, ``restart_quiet`` has passed, and the old session accepted
+  nothing of its own conv since the candidate came (or is closing). An off-path attacker cannot
+  answer the challenge (it goes to the victim, whose engine ignores another conv); an on-path one
+  can, but a live peer answers the probes, so packets that someone else sends from its address
+  never end its session. A peer that really restarted is gone and does not answer, so its new
+  conversation takes over after ``restart_quiet``.
 
 Every table is bounded; every refusal is counted by the listener (``kcp.stats.Counters``).
 """
@@ -72,7 +78,7 @@ class AdmissionConfig:
 
     max_pending: int = 4096
     max_pending_bytes: int = 4 << 20
-    pending_datagrams: int = 4
+    pending_datagrams: int = 16
     pending_timeout: float = 5.0
     rate: float = 20.0
     burst: int = 200
@@ -104,10 +110,26 @@ class Pending:
     """One unproven peer: its conv, its first datagram (and OOB datagrams held until the proof),
     when it came, and whether a live session holds the address (a restart candidate)."""
 
-    __slots__ = ("born", "conv", "digest", "extra", "first", "next_poke", "pokes", "restart", "size")
+    __slots__ = (
+        "born",
+        "challenge",
+        "conv",
+        "digest",
+        "extra",
+        "first",
+        "next_challenge",
+        "next_poke",
+        "pokes",
+        "restart",
+        "size",
+    )
 
-    def __init__(self, conv: int, first: bytes, digest: int, born: int, restart: bool) -> None:
+    def __init__(
+        self, conv: int, first: bytes, digest: int, born: int, restart: bool, challenge: int = 0
+    ) -> None:
         self.conv = conv
+        self.challenge = challenge  # the ts the peer must echo in its ack (the listener's challenge)
+        self.next_challenge = born  # when the challenge may be sent (again)
         self.first = first
         self.digest = digest
         self.born = born
@@ -150,7 +172,14 @@ class Admission:
 
     # -- the pending table -----------------------------------------------------------------------
     def add(
-        self, addr: Address, conv: int, first: bytes, digest: int, now: int, restart: bool
+        self,
+        addr: Address,
+        conv: int,
+        first: bytes,
+        digest: int,
+        now: int,
+        restart: bool,
+        challenge: int = 0,
     ) -> list[Address]:
         """Hold a new unproven peer; returns the addresses of entries evicted to make room."""
         evicted: list[Address] = []
@@ -162,7 +191,7 @@ class Admission:
             old_addr, old = pending.popitem(last=False)
             self._removed(old_addr, old)
             evicted.append(old_addr)
-        p = pending[addr] = Pending(conv, first, digest, now, restart)
+        p = pending[addr] = Pending(conv, first, digest, now, restart, challenge)
         if restart:
             self.restarts[addr] = p
         self.bytes += len(first)

@@ -4,13 +4,14 @@ A datagram from a known address goes to that address's session. A datagram from 
 address that, once through the packet layer (decrypt, crc32, FEC framing), holds a well-formed KCP
 packet starts a conversation with that packet's conversation id (kcp-go's
 ``Listener.packetInput``), but not at once: it first becomes a small *pending* entry, answered with
-a KCP window probe, and turns into a session when the same address sends a second, different
-datagram of that conv (every ikcp-based client answers the probe). A replayed datagram therefore
-costs no session, and copies of one datagram from other addresses are dropped
-(:mod:`kcp.admission`). On a known address, a KCP packet with another conv is dropped, unless its
-``sn`` is 0: then the peer may have restarted (kcp-go's rule), and the new conversation replaces
-the old session once it proved itself and the old session has been quiet for
-``AdmissionConfig.restart_quiet``. FEC parity shards and OOB packets never start a conversation.
+a challenge (a data-less PUSH below the peer's receive window, with a random ``ts``), and turns into
+a session when the address acknowledges it, which every ikcp-based engine does by itself. A
+spoofed or replayed datagram therefore costs no session, and copies of one datagram from other
+addresses are dropped (:mod:`kcp.admission`). On a known address, a KCP packet with another conv is
+dropped, unless its ``sn`` is 0: then the peer may have restarted (kcp-go's rule), and the new
+conversation replaces the old session once it answered its challenge and the old peer has not
+answered liveness probes for ``AdmissionConfig.restart_quiet``. FEC parity shards and OOB packets
+never start a conversation.
 
 Every table is bounded: at most ``max_sessions`` sessions, ``backlog`` created but not yet
 accepted (half-open), ``AdmissionConfig.max_pending`` pending peers (expiring after
@@ -40,9 +41,9 @@ from typing import TYPE_CHECKING, Any
 from kcp.admission import ALIVE, REPLACE, Admission, AdmissionConfig, Pending
 from kcp.batch import Address, open_udp_socket
 from kcp.crypt import PacketCrypt
-from kcp.engine import IKCP_CMD_WASK, IKCP_OVERHEAD, IKCP_WND_RCV
+from kcp.engine import IKCP_CMD_ACK, IKCP_CMD_PUSH, IKCP_OVERHEAD, IKCP_WND_RCV
 from kcp.errors import ConnectionClosedError, KCPUsageError
-from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline
+from kcp.pipeline import KIND_KCP, Pipeline
 from kcp.session import KCPSession, SessionConfig, _Endpoint, _make_crypt
 from kcp.stats import SNMP, Counters
 
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["AdmissionConfig", "Listener", "listen"]
 
 _HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
-_OOB = -2  # Listener._probe_conv: an out-of-band packet
+_CHALLENGE_SN = 0xFFFFFFFF  # the sn of a pending peer's challenge: just below a fresh receive window
 _snmp: Any = SNMP
 
 AcceptCallback = Callable[[KCPSession], "Awaitable[None] | None"]
@@ -74,6 +75,19 @@ def _kcp_conv(packet: bytes) -> int:
         conv = c
         off += IKCP_OVERHEAD + ln
     return conv
+
+
+def _acks_challenge(packet: bytes, challenge: int) -> bool:
+    """True if the KCP packet acknowledges our challenge segment (``sn`` and ``ts`` echoed)."""
+    n = len(packet)
+    off = 0
+    unpack = _HDR.unpack_from
+    while n - off >= IKCP_OVERHEAD:
+        _c, cmd, _frg, _wnd, ts, sn, _una, ln = unpack(packet, off)
+        if cmd == IKCP_CMD_ACK and sn == _CHALLENGE_SN and ts == challenge:
+            return True
+        off += IKCP_OVERHEAD + ln
+    return False
 
 
 class Listener:
@@ -216,7 +230,7 @@ class Listener:
             return
         p = self._admission.pending.get(addr)
         if p is None:
-            self._first_datagram(data, addr, now, None, None)
+            self._first_datagram(data, addr, now, None, -1)
         else:
             self._pending_datagram(p, data, addr, now, None, None)
 
@@ -224,22 +238,23 @@ class Listener:
         setattr(self._c, name, getattr(self._c, name) + 1)
         setattr(_snmp, name, getattr(_snmp, name) + 1)
 
-    def _probe_conv(self, data: bytes, now: int) -> int:
-        """The conv of the datagram's own KCP packet (decrypted, crc checked), :data:`_OOB` for an
-        out-of-band packet, else -1 (FEC parity shards, garbage). Only a KCP packet starts a
+    def _probe_packet(self, data: bytes, now: int) -> tuple[int, bytes]:
+        """The conv and the plaintext of the datagram's own KCP packet (decrypted, crc checked), or
+        ``(-1, b"")`` (OOB packets, FEC parity shards, garbage). Only a KCP packet starts a
         conversation."""
         for kind, payload in self._probe.open(data, now):
             if kind == KIND_KCP:
-                return _kcp_conv(payload)
-            return _OOB if kind == KIND_OOB else -1
-        return -1
+                return _kcp_conv(payload), payload
+            break
+        return -1, b""
 
     def _first_datagram(
-        self, data: bytes, addr: Address, now: int, old: KCPSession | None, conv: int | None
+        self, data: bytes, addr: Address, now: int, old: KCPSession | None, conv: int
     ) -> None:
         """The first datagram of a conversation from ``addr``: a pending entry, not a session.
 
-        ``old`` is the live session at ``addr`` when this is a restart (``conv`` is then known).
+        ``old`` is the live session at ``addr`` when this is a restart (``conv`` is then its new
+        conv; otherwise -1: not known yet).
         """
         adm = self._admission
         digest = hash(data)
@@ -248,30 +263,40 @@ class Listener:
             if old is None:
                 self._ep.io.forget(addr)
             return
-        if conv is None:
+        if old is None:
             if self._room_for_one() is not None:
                 self._ep.io.forget(addr)
                 return
-            conv = self._probe_conv(data, now)
+            conv = self._probe_packet(data, now)[0]
             if conv < 0:
                 self._count("dropped_no_session")
                 self._ep.io.forget(addr)
                 return
         self._expire(now)
-        for gone in adm.add(addr, conv, data, digest, now, old is not None):
+        challenge = int.from_bytes(self._rng(4), "little")
+        for gone in adm.add(addr, conv, data, digest, now, old is not None, challenge):
             self._count("pending_evicted")
-            self._evicted.append(gone)  # forgotten by the timer, after its window probe went out
+            self._evicted.append(gone)  # forgotten by the timer, after its challenge went out
         self._count("pending_created")
-        self._send_window_probe(conv, addr, now)
+        self._send_challenge(adm.pending[addr], addr, now)
         if old is not None:
             self._poke(now)  # is the live session's peer still there?
         self._arm_expiry()
 
     def _pending_datagram(
-        self, p: Pending, data: bytes, addr: Address, now: int, old: KCPSession | None, conv: int | None
+        self,
+        p: Pending,
+        data: bytes,
+        addr: Address,
+        now: int,
+        old: KCPSession | None,
+        probed: tuple[int, bytes] | None,
     ) -> bool:
-        """Another datagram from a pending peer: promote it once it proved itself; True if ``old``
-        (the live session at ``addr``, for a restart candidate) was replaced."""
+        """Another datagram from a pending peer: promote the peer once it answered the challenge;
+        True if ``old`` (the live session at ``addr``, for a restart candidate) was replaced.
+
+        ``probed`` is the datagram's (conv, KCP packet) when the caller already opened it.
+        """
         adm = self._admission
         if data == p.first:
             self._count("dropped_replay")
@@ -280,16 +305,20 @@ class Listener:
         if adm.is_replay(digest, addr):
             self._count("dropped_replay")
             return False
-        if conv is None:
-            conv = self._probe_conv(data, now)
-        if conv == _OOB:  # not a proof, but kept for the session (bounded)
+        conv, packet = self._probe_packet(data, now) if probed is None else probed
+        if conv >= 0 and conv != p.conv:
+            self._count("dropped_bad_conv")
+            return False
+        if conv < 0 or not _acks_challenge(packet, p.challenge):
+            # the peer's own traffic before its answer (its next segments, a retransmission, OOB
+            # packets, FEC parity): kept for its session, bounded (its pipeline sorts it out); and
+            # the challenge goes again in case it or its answer was lost
             if not adm.hold(p, data):
-                self._count("dropped_no_session")
+                self._count("pending_overflow")
+            if conv >= 0:
+                self._send_challenge(p, addr, now)
             return False
-        if conv != p.conv:
-            self._count("dropped_bad_conv" if conv >= 0 else "dropped_no_session")
-            return False
-        # proven: a second, different datagram of the same conversation from the same address
+        # proven: the peer at this address received our challenge and acknowledged it
         if old is not None:
             verdict = adm.restart_verdict(p, old._last_valid, old.is_closing(), now)
             if verdict != REPLACE:
@@ -320,21 +349,29 @@ class Listener:
             rng=self._rng,
         )
         self._register(addr, s)
+        # what the peer sent before its answer; the answer itself stays out: its ack of the
+        # challenge would give the new engine a bogus RTT sample (anything else in that datagram
+        # is unacknowledged, so the peer sends it again)
         for held in p.datagrams():
             if s.closed:
                 break
             s._input(held, now)
-        if not s.closed:
-            s._input(data, now)
         self._arm_expiry()
         return True
 
-    def _send_window_probe(self, conv: int, addr: Address, now: int) -> None:
-        """Answer a pending peer's first datagram with a KCP window probe (WASK, as a fresh ikcp
-        engine would send it): its engine answers with a window update (WINS) at its next flush,
-        a second, different datagram that proves it. The probe is smaller than what it answers."""
+    def _send_challenge(self, p: Pending, addr: Address, now: int) -> None:
+        """Send a pending peer its challenge: a PUSH with no data, ``sn`` one before the peer's
+        next expected segment (``0xFFFFFFFF`` for a fresh one) and a random ``ts``. Every ikcp
+        engine (kcp-go, C ikcp, ours) acknowledges a segment below its receive window, echoing
+        ``sn`` and ``ts``, and delivers nothing; so only a peer that receives what we send to its
+        address can answer, which a spoofed source cannot. The challenge is never larger than the
+        datagram that caused it; it goes again at most every 100 ms."""
+        if now < p.next_challenge:
+            return
+        p.next_challenge = now + 100
         wnd = min(max(self.config.rcv_wnd, IKCP_WND_RCV), 0xFFFF)
-        for datagram in self._probe.seal(_HDR.pack(conv, IKCP_CMD_WASK, 0, wnd, 0, 0, 0, 0), now):
+        pkt = _HDR.pack(p.conv, IKCP_CMD_PUSH, 0, wnd, p.challenge, _CHALLENGE_SN, 0, 0)
+        for datagram in self._probe.seal(pkt, now):
             self._ep.tx.append((datagram, addr))
         self._ep.kick()
 
@@ -406,8 +443,9 @@ class Listener:
 
         kcp-go's restart rule (another conv with ``sn == 0`` from a known address: the peer
         restarted) no longer acts on one packet: the new conversation becomes a pending restart
-        candidate, which replaces ``s`` only once it proved itself (a second, different datagram)
-        and ``s`` has been quiet for ``restart_quiet`` (kcp.admission). Until then ``s`` stays.
+        candidate, which replaces ``s`` only once it answered its challenge and ``s`` has
+        accepted nothing from its own peer (which it probes) for ``restart_quiet``
+        (kcp.admission). Until then ``s`` stays.
         """
         conv, _cmd, _frg, _wnd, _ts, sn, _una, _ln = _HDR.unpack_from(packet, 0)
         if self._demux is None and conv != s.conv and not self._closed:
@@ -415,7 +453,7 @@ class Listener:
             p = self._admission.pending.get(addr)
             if p is not None:
                 if p.conv == conv:
-                    return self._pending_datagram(p, datagram, addr, now, s, conv)
+                    return self._pending_datagram(p, datagram, addr, now, s, (conv, packet))
             elif sn == 0 and _kcp_conv(packet) >= 0:
                 self._first_datagram(datagram, addr, now, s, conv)
                 return False

@@ -79,6 +79,7 @@ _NOT_FOLDED = frozenset(
         "pending_promoted",
         "pending_expired",
         "pending_evicted",
+        "pending_overflow",
         "restart_deferred",
         "sessions_replaced",
     }

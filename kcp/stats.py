@@ -56,6 +56,7 @@ _FIELDS: tuple[str, ...] = (
     "pending_promoted",  # unproven peers that proved themselves and became sessions
     "pending_expired",  # unproven peers dropped after pending_timeout
     "pending_evicted",  # unproven peers dropped to make room (max_pending)
+    "pending_overflow",  # datagrams of unproven peers not kept (pending_datagrams, max_pending_bytes)
     "restart_deferred",  # a proven new conv from a live session's address, held: the old one is not quiet
     "sessions_replaced",  # live sessions replaced by a proven new conversation (kcp-go's restart rule)
     # secure mode (kcp.secure): folded in from the handshake cores and the connections
@@ -130,6 +131,7 @@ class Counters:
     pending_promoted: int
     pending_expired: int
     pending_evicted: int
+    pending_overflow: int
     restart_deferred: int
     sessions_replaced: int
     secure_handshakes: int

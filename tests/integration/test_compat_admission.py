@@ -14,10 +14,13 @@ Through :func:`kcp.listen`/:func:`kcp.dial` and raw datagrams on loopback:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import struct
 import weakref
 from collections.abc import Callable
+
+from raw_peer import RawPeer, push
 
 import kcp
 from kcp.admission import AdmissionConfig
@@ -30,16 +33,12 @@ from kcp.stats import Counters
 
 TIMEOUT = 10.0
 OPTS = {"crypt": "aes", "key": "every player has it"}
-_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
+CHALLENGE_ACK = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 
 
 def _sealer() -> Pipeline:
     """The transport's own packet encoder with the key (which every player holds)."""
     return Pipeline(new_crypt("aes", derive_key(OPTS["key"])), 0, 0, Counters())
-
-
-def _push(conv: int, sn: int, ts: int, payload: bytes = b"x") -> bytes:
-    return _HDR.pack(conv, 81, 0, 128, ts, sn, 0, len(payload)) + payload
 
 
 async def _until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
@@ -106,7 +105,7 @@ async def test_unproven_peers_are_bounded_answered_small_and_expire() -> None:
     async with await kcp.listen("127.0.0.1", 0, on_accept=echo, admission=adm, **OPTS) as lis:  # type: ignore[arg-type]
         sources = [open_udp_socket("127.0.0.1", 0) for _ in range(n)]
         try:
-            forged = [sealer.seal(_push(1000 + i, 0, 1, b"q" * 100), 0)[0] for i in range(n)]
+            forged = [sealer.seal(push(1000 + i, 0, b"q" * 100, ts=1), 0)[0] for i in range(n)]
             for s, d in zip(sources, forged, strict=True):
                 s.sendto(d, lis.address)
             c = await _echo_once(lis.address[1], b"legit")
@@ -116,7 +115,7 @@ async def test_unproven_peers_are_bounded_answered_small_and_expire() -> None:
             assert st["pending_evicted"] == n + 1 - 50  # the oldest went first
             assert st["pending"] == 49
             assert lis.state_sizes()["pending_bytes"] <= 50 * 2048
-            # each source got one window probe, smaller than what it sent (no amplification)
+            # each source got one challenge, smaller than what it sent (no amplification)
             loop = asyncio.get_running_loop()
             reply = await asyncio.wait_for(loop.sock_recv(sources[-1], 4096), TIMEOUT)
             assert len(reply) < len(forged[-1])
@@ -136,54 +135,78 @@ async def test_unproven_peers_are_bounded_answered_small_and_expire() -> None:
 async def test_new_sessions_are_rate_limited_per_prefix() -> None:
     """A proven peer over its prefix's rate waits (pending) instead of becoming a session."""
     adm = AdmissionConfig(exempt=(), rate=20.0, burst=2)
-    sealer = _sealer()
     async with await kcp.listen("127.0.0.1", 0, admission=adm, **OPTS) as lis:  # type: ignore[arg-type]
-        sources = [open_udp_socket("127.0.0.1", 0) for _ in range(5)]
+        peers = [RawPeer(lis.address, **OPTS) for _ in range(5)]
         try:
-            ts = 0
-
-            def send_round() -> None:  # what a client does until it is served: retransmit
-                nonlocal ts
-                ts += 1
-                for i, s in enumerate(sources):
-                    s.sendto(sealer.seal(_push(50 + i, 0, ts), 0)[0], lis.address)
-
-            send_round()
-            send_round()
+            for i, p in enumerate(peers):
+                p.send(push(50 + i, 0, ts=1))
+            for i, p in enumerate(peers):
+                await p.prove(50 + i, TIMEOUT)
             # the burst (2) is spent at once; the others stay pending, refused and counted
-            await _until(lambda: lis.stats["dropped_rate_limited"] >= 3)
+            await _until(lambda: lis.stats["dropped_rate_limited"] == 3)
             assert len(lis) == 2 and lis.stats["pending"] == 3
-            # tokens come back at 20/s: the retransmissions get in, one by one
+            # what a client does until it is served: retransmit, and acknowledge the challenge
+            # that comes again; tokens come back at 20/s and the peers get in, one by one
+            ts = 2
+            loop = asyncio.get_running_loop()
+            end = loop.time() + TIMEOUT
             while len(lis) < 5:
-                send_round()
-                await asyncio.sleep(0.02)
-                assert lis.stats["pending_promoted"] <= 5
-            assert lis.stats["pending_promoted"] == 5 and lis.stats["pending"] == 0
+                assert loop.time() < end
+                waiting = [(i, p) for i, p in enumerate(peers) if p.address not in lis.sessions]
+                for i, p in waiting:
+                    p.send(push(50 + i, 0, ts=ts))
+                ts += 1
+                for i, p in waiting:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await p.prove(50 + i, 0.3)  # the challenge goes again at most every 100 ms
+            st = lis.stats
+            assert st["pending_promoted"] == 5 and st["pending"] == 0 and st["dropped_rate_limited"] >= 3
         finally:
-            for s in sources:
-                s.close()
+            for p in peers:
+                p.close()
 
 
 async def test_forged_restart_from_a_live_peer_address_does_not_end_its_session() -> None:
     """Item 8: kcp-go's restart rule (new conv, sn 0) used to replace the victim on one packet.
 
-    The victim is idle (it sends nothing on its own); the attacker holds the key and sends, from
-    the victim's address, a new conv's sn-0 packet and then different packets of that conv (each a
-    valid proof) for longer than ``restart_quiet``. The victim answers the listener's liveness
-    probes, so its session stays and keeps working.
+    The victim is idle (it sends nothing on its own). An attacker who holds the key sends, from the
+    victim's address, a new conv's sn-0 packet and more packets of that conv for longer than
+    ``restart_quiet``. Off the path it cannot see the listener's challenge, so the new conv never
+    proves itself. Then, as an on-path attacker that sees the challenge would, it acknowledges
+    each challenge too: the victim answers the listener's liveness probes, so its session stays.
     """
     sealer = _sealer()
     async with await kcp.listen("127.0.0.1", 0, on_accept=echo, **OPTS) as lis:  # type: ignore[arg-type]
         victim = await _echo_once(lis.address[1], b"before")
         (server_side,) = lis.sessions.values()
+        addr = server_side.remote_address
         quiet = lis.admission.restart_quiet
         loop = asyncio.get_running_loop()
+
+        def forge(packet: bytes) -> None:  # the victim's socket sends it: the victim's address
+            victim._ep.sock.send(sealer.seal(packet, 0)[0])
+
+        # 1. off-path
         end = loop.time() + quiet + 0.5
         ts = 0
-        while loop.time() < end:  # the victim's socket sends it: the server sees the victim's address
-            victim._ep.sock.send(sealer.seal(_push(0xBAD, 0, ts), ts)[0])
+        while loop.time() < end:
+            forge(push(0xBAD, 0, ts=ts))
+            forge(push(0xBAD, 1, ts=ts))
             ts += 1
             await asyncio.sleep(0.05)
+        assert not server_side.is_closing() and list(lis.sessions.values()) == [server_side]
+        st = lis.stats
+        assert st["sessions_replaced"] == 0 and st["pending_created"] >= 2  # the victim's, then ours
+        # 2. on-path: the attacker also acknowledges the challenges it sees
+        end = loop.time() + quiet + 0.5
+        while loop.time() < end:
+            forge(push(0xBAD, 0, ts=ts))
+            ts += 1
+            await asyncio.sleep(0.02)
+            p = lis._admission.pending.get(addr)  # what an on-path observer reads on the wire
+            if p is not None and p.conv == 0xBAD:
+                forge(CHALLENGE_ACK.pack(0xBAD, 82, 0, 128, p.challenge, 0xFFFFFFFF, 0, 0))
+            await asyncio.sleep(0.03)
         assert not server_side.is_closing() and list(lis.sessions.values()) == [server_side]
         st = lis.stats
         assert st["sessions_replaced"] == 0 and st["restart_deferred"] >= 1

@@ -5,11 +5,11 @@ UDPSession (conv 0x11223344, mtu 1350) for every kcptun cipher, without FEC and 
 Replaying them to :func:`kcp.listen` must create one session with kcp-go's conv and deliver exactly
 the bytes the kcp-go application wrote.
 
-A compat listener holds a new peer as pending until a second, different datagram proves it
-(kcp.admission) and answers the first datagram with a KCP window probe (WASK). A live kcp-go
-engine answers that with a window update (WINS); the recording cannot, so the test sends the WINS
-that kcp-go's engine sends, sealed with the same cipher (the FEC recordings prove themselves with
-their second data shard).
+A compat listener holds a new peer as pending until it acknowledges a challenge (kcp.admission):
+a PUSH without data whose sn is just below the peer's receive window and whose ts is random. A
+live kcp-go engine acknowledges it by itself; the recording cannot, so the test sends the ack that
+kcp-go's engine sends, sealed with the same cipher. Everything the recording sent before is held
+and reaches the session.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
         try:
             for pkt in rec["packets"]:
                 sock.sendto(bytes.fromhex(pkt["wire"]), lis.address)
-            # our listener answers the first datagram with a window probe for kcp-go's conv ...
+            # our listener answers the first datagram with a challenge for kcp-go's conv: a PUSH
+            # without data, sn 0xFFFFFFFF (just below a fresh receive window) and a random ts ...
             conv = int(rec["conv"], 16)
             pipe = Pipeline(
                 None if crypt is None else new_crypt(crypt, derive_key(_DATA["key"])), 0, 0, Counters()
@@ -62,12 +63,14 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
             ready = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: select.select([sock], [], [], 5)[0]
             )
-            assert ready, "no window probe came back"
-            (kind, probe), *_ = pipe.open(sock.recv(4096), 0)
-            assert kind == KIND_KCP and _HDR.unpack_from(probe) == (conv, 83, 0, 128, 0, 0, 0, 0)
-            # ... which kcp-go's engine answers with a window update (WINS) at its next flush
-            sn = sum(1 for p in rec["packets"] if p["kind"] == "kcp") or 1
-            sock.sendto(pipe.seal(_HDR.pack(conv, 84, 0, 128, 100, sn, 0, 0), 0)[0], lis.address)
+            assert ready, "no challenge came back"
+            (kind, challenge), *_ = pipe.open(sock.recv(4096), 0)
+            assert kind == KIND_KCP and len(challenge) == 24
+            c_conv, cmd, frg, wnd, ts, sn, una, ln = _HDR.unpack_from(challenge)
+            assert (c_conv, cmd, frg, wnd, sn, una, ln) == (conv, 81, 0, 128, 0xFFFFFFFF, 0, 0)
+            # ... which kcp-go's engine acknowledges (ikcp acks a segment below its window, echoing
+            # sn and ts, and delivers nothing): this ack proves the peer
+            sock.sendto(pipe.seal(_HDR.pack(conv, 82, 0, 128, ts, sn, 0, 0), 0)[0], lis.address)
             s = await asyncio.wait_for(lis.accept(), 10)
             assert s.conv == int(rec["conv"], 16)
             expected = b"".join(bytes.fromhex(w) for w in rec["app_writes"])
