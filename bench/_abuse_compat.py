@@ -11,9 +11,11 @@ player holds).
 - ``compat-session-kill`` (item 8): a victim client makes calls through the relay (the relay's
   upstream socket is the victim's address as the server sees it), and the attacker sends forged
   packets *from the victim's address* (injected through that socket: the same as a spoofed source)
-  carrying a new conv with ``sn == 0``, built with the transport's own encoder and the key, each
-  followed by a second, different packet of that conv (what a key holder can do). kcp-go's
-  restart rule replaces the victim's session on the first of them.
+  carrying a new conv with ``sn == 0`` and more segments of it for two seconds, built with the
+  transport's own encoder and the key. Being on the victim's path (the relay), it also reads the
+  server's datagrams to the victim and acknowledges the challenges the server sends for its forged
+  conversations, which an off-path attacker could not. kcp-go's restart rule replaces the
+  victim's session on the first forged packet.
 
 Each ``run(target, seconds)`` stops at its deadline and returns its own counters.
 """
@@ -31,13 +33,14 @@ from typing import Any
 
 import kcprpc
 from bench._abuse_common import COMPAT_CRYPT, AbuseService, Attack, EchoMsg, Target
+from kcp.pipeline import KIND_KCP
 
 _HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 SPRAY_RATE = 4000
 """Replayed datagrams per second of ``compat-replay-spray`` (each spoofed address sends twice)."""
 SPRAY_MAX_ADDRESSES = 200_000
 KILL_INTERVAL = 0.05
-"""Seconds between two forged restarts of ``compat-session-kill``."""
+"""Seconds between two forged packets of ``compat-session-kill`` (40 per forged conversation)."""
 
 
 class _Relay:
@@ -56,6 +59,7 @@ class _Relay:
         self.down.setblocking(False)
         self.ups: dict[Any, socket.socket] = {}
         self.captured: list[bytes] = []
+        self.watch: Any = None  # called with (client, datagram) for each datagram to a client
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.down.fileno(), self._from_client)
 
@@ -96,6 +100,8 @@ class _Relay:
                 return
             except OSError:
                 return
+            if self.watch is not None:
+                self.watch(client, data)
             with contextlib.suppress(OSError):
                 self.down.sendto(data, client)
 
@@ -246,20 +252,32 @@ async def replay_spray(target: Target, seconds: float) -> dict[str, int]:
     return out
 
 
-def _forged_restart(sealer: Any, conv: int, now_ms: int) -> tuple[bytes, bytes]:
-    """A new conversation's first packet (PUSH, sn 0) and a second, different one (PUSH, sn 1)."""
-    body = b"\x00" * 8  # something the server will parse as a frame, and drop
-    p0 = _HDR.pack(conv, 81, 0, 128, now_ms & 0xFFFFFFFF, 0, 0, len(body)) + body
-    p1 = _HDR.pack(conv, 81, 0, 128, (now_ms + 1) & 0xFFFFFFFF, 1, 0, len(body)) + body
-    return sealer.seal(p0, now_ms)[0], sealer.seal(p1, now_ms + 1)[0]
-
-
 async def session_kill(target: Target, seconds: float) -> dict[str, int]:
     deadline = time.monotonic() + seconds
     relay = _Relay((target.host, target.port), capture=0)
     sealer = _sealer(target)
     rng = random.Random(8)
-    out = {"victim_calls_ok": 0, "victim_calls_failed": 0, "forged_restarts": 0, "forged_packets": 0}
+    out = {
+        "victim_calls_ok": 0,
+        "victim_calls_failed": 0,
+        "forged_restarts": 0,
+        "forged_packets": 0,
+        "challenges_answered": 0,
+    }
+    forged: set[int] = set()
+
+    def on_path(client: Any, datagram: bytes) -> None:
+        """The relay is on the victim's path: answer the server's challenges for our convs, as
+        the victim's engine would for its own (an off-path attacker could not see them)."""
+        for kind, pkt in sealer.open(datagram, 0):
+            if kind != KIND_KCP or len(pkt) < 24:
+                continue
+            conv, cmd, _frg, _wnd, ts, sn, _una, _ln = _HDR.unpack_from(pkt, 0)
+            if conv in forged and cmd == 81 and sn == 0xFFFFFFFF:
+                relay.inject(client, sealer.seal(_HDR.pack(conv, 82, 0, 128, ts, sn, 0, 0), 0)[0])
+                out["challenges_answered"] += 1
+
+    relay.watch = on_path
     client = kcprpc.connect(*relay.address, **target.connect_kwargs())
     try:
         await asyncio.wait_for(client.connect(), 10)
@@ -278,14 +296,20 @@ async def session_kill(target: Target, seconds: float) -> dict[str, int]:
         t0 = time.monotonic()
         try:
             while time.monotonic() < deadline and not task.done():
-                now_ms = int((time.monotonic() - t0) * 1000)
-                first, second = _forged_restart(sealer, rng.getrandbits(32), now_ms)
-                relay.inject(victim, first)
+                # a new conversation's first segment (sn 0) from the victim's address, then more
+                # segments of it, sent again and again as a restarted client would
+                conv = rng.getrandbits(32)
+                forged.add(conv)
                 out["forged_restarts"] += 1
-                await asyncio.sleep(0.002)
-                relay.inject(victim, second)
-                out["forged_packets"] += 2
-                await asyncio.sleep(KILL_INTERVAL)
+                body = b"\x00" * 8
+                for k in range(40):
+                    now_ms = int((time.monotonic() - t0) * 1000)
+                    pkt = _HDR.pack(conv, 81, 0, 128, now_ms & 0xFFFFFFFF, k % 2, 0, len(body)) + body
+                    relay.inject(victim, sealer.seal(pkt, now_ms)[0])
+                    out["forged_packets"] += 1
+                    await asyncio.sleep(KILL_INTERVAL)
+                    if time.monotonic() >= deadline:
+                        break
         finally:
             await task
     finally:
@@ -311,8 +335,8 @@ ATTACKS: list[Attack] = [
         mode="compat",
         run=session_kill,
         description=(
-            "forged new-conv sn-0 packets (each followed by a second, different packet of that conv) "
-            "from a live victim's address, while the victim makes calls"
+            "forged new-conv sn-0 packets from a live victim's address, on its path (the server's "
+            "challenges for them are answered), while the victim makes calls"
         ),
     ),
 ]

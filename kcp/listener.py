@@ -273,7 +273,10 @@ class Listener:
                 self._ep.io.forget(addr)
                 return
         self._expire(now)
-        challenge = int.from_bytes(self._rng(4), "little")
+        # the ts the peer must echo: random, and 2**30..2**30+2**29 ms ahead of our clock, so that
+        # its ack, fed to the new session's engine, is never taken for an RTT sample (ikcp only
+        # samples acks whose ts is not in the future)
+        challenge = (now + (1 << 30) + (int.from_bytes(self._rng(4), "little") >> 3)) & 0xFFFFFFFF
         for gone in adm.add(addr, conv, data, digest, now, old is not None, challenge):
             self._count("pending_evicted")
             self._evicted.append(gone)  # forgotten by the timer, after its challenge went out
@@ -349,10 +352,9 @@ class Listener:
             rng=self._rng,
         )
         self._register(addr, s)
-        # what the peer sent before its answer; the answer itself stays out: its ack of the
-        # challenge would give the new engine a bogus RTT sample (anything else in that datagram
-        # is unacknowledged, so the peer sends it again)
-        for held in p.datagrams():
+        # what the peer sent before its answer, then the answer (its ack of the challenge matches
+        # nothing in the engine; the rest of that datagram, such as new data, is the peer's)
+        for held in (*p.datagrams(), data):
             if s.closed:
                 break
             s._input(held, now)

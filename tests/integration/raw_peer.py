@@ -66,9 +66,9 @@ class RawPeer:
                 if c == conv and cmd == 81 and sn == CHALLENGE_SN:
                     return ts
 
-    def answer(self, conv: int, ts: int) -> bytes:
-        """Acknowledge a challenge, as an ikcp engine does."""
-        return self.send(_HDR.pack(conv, 82, 0, 128, ts, CHALLENGE_SN, 0, 0))
+    def answer(self, conv: int, ts: int, more: bytes = b"") -> bytes:
+        """Acknowledge a challenge, as an ikcp engine does (``more``: segments in the same datagram)."""
+        return self.send(_HDR.pack(conv, 82, 0, 128, ts, CHALLENGE_SN, 0, 0) + more)
 
     async def prove(self, conv: int, timeout: float = 5.0) -> bytes:
         """Wait for the challenge for ``conv`` and acknowledge it; returns the answer datagram."""

@@ -165,6 +165,21 @@ async def test_conv_mismatch_dropped_or_restart_only_when_proven_and_old_peer_si
         peer.close()
 
 
+async def test_segments_beside_the_challenge_answer_reach_the_session() -> None:
+    # an engine flushes its ack of the challenge together with whatever it has to send: that
+    # datagram is the peer's like any other (and its ack gives no RTT sample)
+    async with await kcp.listen("127.0.0.1", 0) as lis:
+        peer = RawPeer(lis.address)
+        peer.send(push(5, 0, b"a"))
+        ts = await peer.challenge(5, TIMEOUT)
+        peer.answer(5, ts, more=push(5, 1, b"b"))
+        s = await asyncio.wait_for(lis.accept(), TIMEOUT)
+        assert await asyncio.wait_for(s.readexactly(2), TIMEOUT) == b"ab"
+        assert s.stats["srtt"] == 0 and s.stats["rto"] <= 200  # the engine's initial RTT state
+        assert s.stats["kcp_in_errors"] == 0
+        peer.close()
+
+
 async def test_redial_from_same_address_replaces_session() -> None:
     # a client that restarts on the same port: its new conv replaces the old session once the old
     # peer has not answered the listener's liveness probes for restart_quiet
