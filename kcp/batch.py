@@ -404,6 +404,25 @@ class DatagramIO:
             self._addr_cache[addr] = hit  # type: ignore[assignment]
         return hit  # type: ignore[return-value]
 
+    def forget(self, addr: Address) -> None:
+        """Drop the cached sockaddr encodings of ``addr`` (a peer the owner no longer serves).
+
+        The caches only save work for addresses that keep sending or being sent to. Entries for
+        addresses that left (or never were peers: spoofed sources) would otherwise stay until the
+        cache fills, holding memory the allocator cannot return while they live.
+        """
+        self._addr_cache.pop(addr, None)
+        if self._name_cache:
+            try:
+                key = _encode_sockaddr(self.family, addr)
+            except (OSError, ValueError, TypeError, IndexError):
+                return
+            self._name_cache.pop(key, None)
+
+    def cache_sizes(self) -> tuple[int, int]:
+        """Entries in the receive (sockaddr -> address) and send (address -> sockaddr) caches."""
+        return len(self._name_cache), len(self._addr_cache)
+
     # -- receive ---------------------------------------------------------------------------------
     def recv(self, max_batches: int = 16) -> list[tuple[bytes, Address]]:
         """Read the datagrams that are ready, up to ``batch * max_batches``; [] if none."""

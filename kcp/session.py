@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kcp.batch import Address, DatagramIO, open_udp_socket
 from kcp.crypt import PacketCrypt, derive_key, new_crypt
-from kcp.engine import IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
+from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
 from kcp.logutil import RateLimitedLog
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline
@@ -75,6 +75,15 @@ _NOT_FOLDED = frozenset(
         "dropped_table_full",
         "dropped_bad_conv",
         "dropped_backlog_full",
+        "dropped_replay",
+        "dropped_rate_limited",
+        "pending_created",
+        "pending_promoted",
+        "pending_expired",
+        "pending_evicted",
+        "pending_overflow",
+        "restart_deferred",
+        "sessions_replaced",
     }
 )
 # secure_* fields come from kcp.secure's counters (kcp.secure_io folds them), not from sessions' own
@@ -359,6 +368,7 @@ class KCPSession:
         "_idle_ms",
         "_in_dirty",
         "_last_recv",
+        "_last_valid",
         "_linger_until",
         "_listener",
         "_loop",
@@ -447,7 +457,7 @@ class KCPSession:
         self._set_water_marks()
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
-        self._last_recv = self._timers.now_ms()
+        self._last_recv = self._last_valid = self._timers.now_ms()
         _live.add(self)
         _snmp.curr_estab += 1
         if _snmp.curr_estab > _snmp.max_conn:
@@ -647,14 +657,18 @@ class KCPSession:
         eng = self._engine
         if self._plain and not (len(data) > 5 and 0xF1 <= data[4] <= 0xF3 and data[5] == 0):
             rc = eng.input(data, now)
-            if rc == -1 and self._listener is not None and len(data) >= IKCP_OVERHEAD:
+            if rc == 0:
+                self._last_valid = now
+            elif rc == -1 and self._listener is not None and len(data) >= IKCP_OVERHEAD:
                 self._listener._conv_mismatch(self, data, data, now)
                 return
         else:
             for kind, payload in self._pipeline.open(data, now):
                 if kind != KIND_OOB:
                     rc = eng.input(payload, now, regular=kind == KIND_KCP)
-                    if (
+                    if rc == 0:
+                        self._last_valid = now
+                    elif (
                         rc == -1
                         and self._listener is not None
                         and len(payload) >= IKCP_OVERHEAD
@@ -666,6 +680,15 @@ class KCPSession:
         if not self._in_dirty:
             self._in_dirty = True
             self._ep.dirty.append(self)
+
+    def _probe_peer(self) -> None:
+        """Ask the peer for its window now (a KCP WASK, as ikcp sends when the remote window is
+        zero): a live ikcp peer answers at its next flush. The listener uses it to tell a live peer
+        from one that restarted (kcp.admission)."""
+        if self._state == _CLOSED:
+            return
+        self._engine.probe |= IKCP_ASK_SEND
+        self._mark_flush()
 
     def _on_datagram(self, payload: bytes) -> None:
         if self._state != _OPEN:

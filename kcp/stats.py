@@ -49,6 +49,16 @@ _FIELDS: tuple[str, ...] = (
     "dropped_table_full",
     "dropped_bad_conv",
     "dropped_backlog_full",
+    # compat-mode admission (kcp.admission): unproven peers, replays, rate limit, restarts
+    "dropped_replay",  # a datagram another address already used, or a pending peer's exact copy
+    "dropped_rate_limited",  # a proven peer kept waiting: its source prefix is over its session rate
+    "pending_created",  # unproven peers held (a first datagram from an unknown address)
+    "pending_promoted",  # unproven peers that proved themselves and became sessions
+    "pending_expired",  # unproven peers dropped after pending_timeout
+    "pending_evicted",  # unproven peers dropped to make room (max_pending)
+    "pending_overflow",  # datagrams of unproven peers not kept (pending_datagrams, max_pending_bytes)
+    "restart_deferred",  # a proven new conv from a live session's address, held: the old one is not quiet
+    "sessions_replaced",  # live sessions replaced by a proven new conversation (kcp-go's restart rule)
     # secure mode (kcp.secure): folded in from the handshake cores and the connections
     # (kcp.secure_io.SNMP_SECURE says which SecureCounters feed each one)
     "secure_handshakes",  # handshakes completed (dialled and accepted)
@@ -115,6 +125,15 @@ class Counters:
     dropped_table_full: int
     dropped_bad_conv: int
     dropped_backlog_full: int
+    dropped_replay: int
+    dropped_rate_limited: int
+    pending_created: int
+    pending_promoted: int
+    pending_expired: int
+    pending_evicted: int
+    pending_overflow: int
+    restart_deferred: int
+    sessions_replaced: int
     secure_handshakes: int
     secure_handshake_failures: int
     secure_bad_mac1: int

@@ -135,6 +135,10 @@ class TimerHeap:
         if entry is not None:
             self._live.pop(entry[1], None)
             target._timer_entry = None
+            # thousands of sessions that end together (a flood's idle timeouts) would otherwise
+            # leave their entries in the heap until each one's due time
+            if len(self._heap) > 2048 and len(self._heap) > 4 * len(self._live):
+                self._compact()
 
     def _compact(self) -> None:
         live = self._live

@@ -4,6 +4,12 @@ The recordings (tests/interop/vectors/kcp-go.json, ``full_packets``) come from a
 UDPSession (conv 0x11223344, mtu 1350) for every kcptun cipher, without FEC and with FEC (3, 2).
 Replaying them to :func:`kcp.listen` must create one session with kcp-go's conv and deliver exactly
 the bytes the kcp-go application wrote.
+
+A compat listener holds a new peer as pending until it acknowledges a challenge (kcp.admission):
+a PUSH without data whose sn is just below the peer's receive window and whose ts is random. A
+live kcp-go engine acknowledges it by itself; the recording cannot, so the test sends the ack that
+kcp-go's engine sends, sealed with the same cipher. Everything the recording sent before is held
+and reaches the session.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import select
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,11 @@ import pytest
 
 import kcp
 from kcp.batch import open_udp_socket
+from kcp.crypt import derive_key, new_crypt
+from kcp.pipeline import KIND_KCP, Pipeline
+from kcp.stats import Counters
 
+_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 VECTORS = Path(__file__).resolve().parents[1] / "interop" / "vectors" / "kcp-go.json"
 _DATA: dict[str, Any] = json.loads(VECTORS.read_text())
 _CASES = [
@@ -43,12 +54,30 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
         try:
             for pkt in rec["packets"]:
                 sock.sendto(bytes.fromhex(pkt["wire"]), lis.address)
+            # our listener answers the first datagram with a challenge for kcp-go's conv: a PUSH
+            # without data, sn 0xFFFFFFFF (just below a fresh receive window) and a random ts ...
+            conv = int(rec["conv"], 16)
+            pipe = Pipeline(
+                None if crypt is None else new_crypt(crypt, derive_key(_DATA["key"])), 0, 0, Counters()
+            )
+            ready = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: select.select([sock], [], [], 5)[0]
+            )
+            assert ready, "no challenge came back"
+            (kind, challenge), *_ = pipe.open(sock.recv(4096), 0)
+            assert kind == KIND_KCP and len(challenge) == 24
+            c_conv, cmd, frg, wnd, ts, sn, una, ln = _HDR.unpack_from(challenge)
+            assert (c_conv, cmd, frg, wnd, sn, una, ln) == (conv, 81, 0, 128, 0xFFFFFFFF, 0, 0)
+            # ... which kcp-go's engine acknowledges (ikcp acks a segment below its window, echoing
+            # sn and ts, and delivers nothing): this ack proves the peer
+            sock.sendto(pipe.seal(_HDR.pack(conv, 82, 0, 128, ts, sn, 0, 0), 0)[0], lis.address)
             s = await asyncio.wait_for(lis.accept(), 10)
             assert s.conv == int(rec["conv"], 16)
             expected = b"".join(bytes.fromhex(w) for w in rec["app_writes"])
             assert await asyncio.wait_for(s.readexactly(len(expected)), 10) == expected
             st = lis.stats
             assert st["dropped_no_session"] == 0 and st["dropped_bad_conv"] == 0
+            assert st["pending_promoted"] == 1 and st["pending"] == 0
             assert s.stats["in_csum_errors"] == 0 and s.stats["kcp_in_errors"] == 0
             # and our session answers the kcp-go client (acks) on the wire
             ready = await asyncio.get_running_loop().run_in_executor(

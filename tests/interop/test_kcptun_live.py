@@ -408,6 +408,30 @@ async def test_kcptun_client_with_two_connections(kcptun: None) -> None:
         await echo.close()
 
 
+async def test_kcptun_client_proves_itself_by_acknowledging_our_challenge(kcptun: None) -> None:
+    """Our compat listener holds a new peer as pending until it acknowledges a challenge: a PUSH
+    without data whose ``sn`` is just below the peer's receive window and whose ``ts`` is random
+    (see kcp.admission). kcp-go acknowledges such a segment, echoing ``sn`` and ``ts``, and
+    delivers nothing. A TCP connection that sends nothing makes kcptun-client send one KCP
+    datagram (the smux SYN); its ack of our challenge proves the peer, with no retransmission."""
+    o = PeerOptions()
+    async with _our_server(o) as (lis, echo), Kcptun.client(lis.address[1], o) as peer:
+        _r, w = await asyncio.open_connection("127.0.0.1", peer.port)
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + DEADLINE
+            while not echo.muxes or echo.muxes[0].counters["streams_accepted"] == 0:  # bounded
+                assert loop.time() < end, f"no stream; kcptun log:\n{peer.log()}"
+                await asyncio.sleep(0.005)
+            (s,) = lis.sessions.values()
+            st = lis.stats
+            assert st["pending_created"] == st["pending_promoted"] == 1 and st["dropped_replay"] == 0
+            assert s.stats["repeat_segs"] == 0  # the SYN held while pending reached the session once
+            assert s.stats["kcp_in_errors"] == 0 and s.stats["srtt"] < 1000  # no bogus RTT sample
+        finally:
+            w.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # 3. through the seeded lossy relay (8 % loss each way, duplicates, reordering)
 

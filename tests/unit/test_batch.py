@@ -186,3 +186,33 @@ def test_recv_on_a_closed_socket_returns_at_once(mmsg: bool) -> None:
     sock.close()
     assert io.recv() == []  # the fallback used to retry a persistent error forever
     assert io.last_error is not None
+
+
+@pytest.mark.skipif(not mmsg_supported(), reason="recvmmsg/sendmmsg only")
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_forget_drops_the_cached_addresses_of_a_peer(family: int) -> None:
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    try:
+        a = open_udp_socket(host, 0, family=family)
+    except OSError:  # pragma: no cover - no IPv6 here
+        pytest.skip("no IPv6")
+    peers = [open_udp_socket(host, 0, family=family) for _ in range(3)]
+    try:
+        io = DatagramIO(a, mmsg=True, gso=False)
+        for p in peers:
+            p.sendto(b"hi", a.getsockname())
+        got = _recv_all(io, 3)
+        io.send([(b"back", addr) for _, addr in got])
+        assert io.cache_sizes() == (3, 3)
+        for _, addr in got[:2]:
+            io.forget(addr)
+        assert io.cache_sizes() == (1, 1)
+        io.forget(got[0][1])  # twice: nothing left to drop, no error
+        # the remaining peer still resolves to the same address object from the cache
+        peers[2].sendto(b"again", a.getsockname())
+        ((_, addr),) = _recv_all(io, 1)
+        assert addr == got[2][1] and io.cache_sizes() == (1, 1)
+    finally:
+        a.close()
+        for p in peers:
+            p.close()

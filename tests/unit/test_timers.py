@@ -165,6 +165,21 @@ def test_stale_entries_are_compacted() -> None:
     assert len(log) == 100
 
 
+def test_cancelling_most_targets_compacts_the_heap() -> None:
+    # thousands of sessions that end together (a flood's sessions timing out) must not leave
+    # their entries in the heap until each one's due time
+    loop, heap, log = make()
+    targets = [Target(str(i), log) for i in range(5000)]
+    for i, t in enumerate(targets):
+        heap.schedule(t, 60000 + i)
+    for t in targets[:4990]:
+        heap.cancel(t)
+    assert len(heap) == 10
+    assert len(heap._heap) <= 2048
+    loop.advance_to(70000, heap)
+    assert [name for name, _ in log] == [str(i) for i in range(4990, 5000)]
+
+
 async def test_real_loop_fires_in_order_with_one_handle() -> None:
     loop = asyncio.get_running_loop()
     heap = TimerHeap.for_loop()
