@@ -82,7 +82,9 @@ class _Run:
             ended = asyncio.Event()
             reason: list[str] = []
 
-            def on_disconnect(_client: kcprpc.Client, why: str) -> None:
+            def on_disconnect(
+                _client: kcprpc.Client, why: str, reason: list[str] = reason, ended: asyncio.Event = ended
+            ) -> None:
                 reason.append(why)
                 ended.set()
 
@@ -130,7 +132,13 @@ class _Run:
         c = self.counters
         link: Any = client._link
         spec = kcprpc.service_spec(AbuseService).methods["echo"]
-        body = [spec.wire_name, None, None, codec.FLAG_END, spec.dump_request(EchoMsg(data=b"x" * ECHO_PAYLOAD))]
+        body = [
+            spec.wire_name,
+            None,
+            None,
+            codec.FLAG_END,
+            spec.dump_request(EchoMsg(data=b"x" * ECHO_PAYLOAD)),
+        ]
         cid = 1 << 30
         while not ended.is_set() and self.left() > 0:
             writer = link.writer
