@@ -976,6 +976,11 @@ class KCPSession:
         eng = self._engine
         return eng.waitsnd() * eng.mss
 
+    def send_acked(self) -> int:
+        """The engine's ``snd_una`` (u32, wraps): it moves exactly when the peer acknowledges the
+        oldest data waiting for it, never because more was written behind it."""
+        return self._engine.snd_una
+
     # -- datagrams -------------------------------------------------------------------------------
     def send_datagram(self, data: bytes) -> None:
         """Send one unreliable out-of-band datagram (kcp-go's OOB packet, flag 0xf3)."""

@@ -119,9 +119,9 @@ class MuxConnection:
         return self.mux.send_backlog()
 
     def send_progress(self) -> int:
-        """A count that grows whenever the peer consumes data (mux payload bytes let out by its
-        windows and taken by the transport); see :class:`kcprpc.transport.SendBacklog`."""
-        return self.mux.bytes_sent
+        """A count that changes whenever the peer consumes some of what waits for it (KCP
+        acknowledgements, mux windows): :meth:`kcprpc.mux.MuxSession.send_progress`."""
+        return self.mux.send_progress()
 
     def stats(self) -> dict[str, int]:
         """Mux counters plus, when available, the KCP session's counters."""

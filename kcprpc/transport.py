@@ -93,8 +93,8 @@ class SendBacklog(Protocol):
         ...
 
     def send_progress(self) -> int:
-        """A count that grows whenever the peer consumes some of what waits for it (any unit;
-        only changes matter)."""
+        """A count that changes whenever the peer consumes some of what waits for it (any unit;
+        only changes matter), and only then: not when more is written behind data that waits."""
         ...
 
 

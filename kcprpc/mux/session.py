@@ -275,7 +275,9 @@ class MuxSession:
         # push to a thousand sessions). Anything else still goes through the writer task.
         self._write_ready: Callable[[], bool] | None = getattr(transport, "write_ready", None)
         backlog = getattr(transport, "send_backlog", None)
+        acked = getattr(transport, "send_acked", None)
         self._transport_backlog: Callable[[], int] | None = backlog if callable(backlog) else None
+        self._transport_acked: Callable[[], int] | None = acked if callable(acked) else None
         self._writer_idle = False
         self._resume_event = asyncio.Event()
         self._dead = False
@@ -321,6 +323,17 @@ class MuxSession:
         """Stream payload bytes framed and handed to the transport so far (grows while the peer's
         windows let data out and the transport takes it)."""
         return self._core.counters["bytes_out"]
+
+    def send_progress(self) -> int:
+        """A count that changes when the peer consumes some of what waits for it (only changes
+        matter). While the transport holds unacknowledged data, the transport's acknowledgements
+        (``send_acked()``: a KCP session's ``snd_una``): framing more behind a stalled transport
+        (a pong) is no progress. Otherwise the stream bytes framed: the peer's windows let data out.
+        """
+        tb, ta = self._transport_backlog, self._transport_acked
+        if tb is not None and ta is not None and tb() > 0:
+            return (ta() << 1) | 1
+        return self._core.counters["bytes_out"] << 1
 
     @property
     def num_streams(self) -> int:
