@@ -251,14 +251,14 @@ class ServerSession:
         server._backlog_total += b - self.send_backlog
         self.send_backlog = b
         if b > self._send_limit:
-            self.end_slow_consumer(
+            self._end_slow_consumer(
                 "slow_consumers",
                 f"{b} bytes unsent or unacknowledged, over max_send_backlog ({self._send_limit})",
             )
         elif server._backlog_total > server.config.max_send_backlog_total:
             server._shed_soon()
 
-    def end_slow_consumer(self, counter: str, why: str) -> None:
+    def _end_slow_consumer(self, counter: str, why: str) -> None:
         """End this session now because it does not read what it is sent: count it (``counter``),
         tell the client (RESOURCE_EXHAUSTED "slow consumer: <why>", as an OOB GOAWAY datagram and,
         in secure mode, in the transport's authenticated CLOSE), drop what waits for it."""
@@ -554,7 +554,7 @@ class Server:
                 stall = s._stall
                 if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
                     s.send_backlog = 0
-                    s.end_slow_consumer(
+                    s._end_slow_consumer(
                         "slow_consumers_stalled",
                         f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
                     )
@@ -598,7 +598,7 @@ class Server:
         for b, s in sized:
             if total <= target or b <= 0:
                 break
-            s.end_slow_consumer(
+            s._end_slow_consumer(
                 "slow_consumers_shed",
                 f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
                 f"were over max_send_backlog_total ({cap})",
