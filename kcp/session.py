@@ -999,6 +999,18 @@ class KCPSession:
         """Segments queued or in flight and not yet acknowledged."""
         return self._engine.waitsnd()
 
+    def send_backlog(self) -> int:
+        """Bytes written and not yet acknowledged by the peer (queued or in flight), as segments
+        times the MSS: exact for the full segments of stream mode, an upper bound otherwise. It
+        grows while the peer's receive window is closed (a peer that stops reading)."""
+        eng = self._engine
+        return eng.waitsnd() * eng.mss
+
+    def send_acked(self) -> int:
+        """The engine's ``snd_una`` (u32, wraps): it moves exactly when the peer acknowledges the
+        oldest data waiting for it, never because more was written behind it."""
+        return self._engine.snd_una
+
     # -- datagrams -------------------------------------------------------------------------------
     def send_datagram(self, data: bytes) -> None:
         """Send one unreliable out-of-band datagram (kcp-go's OOB packet, flag 0xf3)."""
@@ -1064,9 +1076,15 @@ class KCPSession:
         self._mark_flush()
         self._post(now)
 
-    def abort(self) -> None:
-        """End the session at once, dropping unsent data."""
-        self._finish(self._timers.now_ms(), None, "aborted")
+    def abort(self, code: int | None = None, message: str = "") -> None:
+        """End the session at once, dropping unsent data. In secure mode the peer gets an
+        authenticated CLOSE with ``code`` and ``message`` when given (as :meth:`close`)."""
+        if code is not None:
+            if not 0 <= code <= 0xFFFF:
+                raise KCPUsageError("close code must be in 0..65535")
+            if self._state != _CLOSED:
+                self.close_code = code
+        self._finish(self._timers.now_ms(), None, message or "aborted")
 
     async def wait_closed(self) -> None:
         """Wait until the session has fully ended."""

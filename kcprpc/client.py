@@ -45,7 +45,16 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.push import ResumeFailed, route, send_datagram
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames, spawn
+from kcprpc.transport import (
+    INBOX_LIMIT,
+    ByteStream,
+    Connection,
+    FrameWriter,
+    ParkingLot,
+    close_status,
+    read_frames,
+    spawn,
+)
 
 log = logging.getLogger("kcprpc.client")
 
@@ -91,6 +100,7 @@ class _Link:
         self.closed = False
         self.goaway = False
         self.peer_reason: str | None = None  # secure mode: why the server closed the transport
+        self.peer_error: RpcError | None = None  # the status the server ended the connection with
         self.session_id: str | None = None
         self.welcome: asyncio.Future[Any] = self.loop.create_future()
         hb = client.config.heartbeat
@@ -107,7 +117,7 @@ class _Link:
         return self._next
 
     # Peer protocol (push.route)
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
         self.writer.send(frame)
 
     def send_datagram(self, frame: bytes) -> bool:
@@ -168,6 +178,13 @@ class _Link:
                 self.hb.last_receive = self.now()
             if ftype == EVENT:
                 self.client._handle_event(body, True)
+            elif ftype == GOAWAY and self.welcome.done():
+                # the server ends the connection now, with a status (a slow consumer: its stream
+                # is backed up, so this comes as a datagram): calls in flight fail with it
+                err, _ = _trailer_error([*body, None, None] if isinstance(body, list) else body)
+                if err is not None and not self.closed:
+                    self.peer_error = err
+                    self.client._link_lost(self, f"closed by the server: {err.status.name}: {err.message}")
 
     async def heartbeat(self) -> None:
         hb = self.hb
@@ -419,7 +436,7 @@ class Client:
     def _link_lost(self, link: _Link, reason: str) -> None:
         if link.closed:
             return
-        link.shutdown(RpcError(Status.UNAVAILABLE, reason))
+        link.shutdown(link.peer_error or RpcError(Status.UNAVAILABLE, reason))
         self._spawn(link.conn.close())
         current = self._link is link
         if current:
@@ -457,7 +474,12 @@ class Client:
             self._on_goaway(link)
         elif isinstance(ev, ConnectionClosed) and ev.by_peer:
             # data already received is still read to the end; the link ends with this reason
-            link.peer_reason = "closed by the server: " + reason_text(ev.code, ev.message)
+            status = close_status(ev.code)
+            if status is not None:  # the server ended the RPC connection with a status
+                link.peer_error = RpcError(status, ev.message or status.name)
+                link.peer_reason = f"closed by the server: {status.name}: {ev.message}"
+            else:
+                link.peer_reason = "closed by the server: " + reason_text(ev.code, ev.message)
         elif isinstance(ev, PathChanged):
             self.path_changes += 1
             if self.on_path_change is not None:

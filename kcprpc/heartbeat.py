@@ -86,6 +86,44 @@ class Heartbeat:
         return max(1, min(self.last_ping + self.interval_ms, self.last_receive + self.timeout_ms) - now)
 
 
+class SendStall:
+    """Is the peer consuming what waits for it? Pings prove that a peer is there, not that it reads.
+
+    Feed :meth:`observe` samples of the bytes held for the peer (``backlog``) and of a count that
+    grows whenever the peer consumes some of them (``progress``: any unit, only changes matter).
+    The peer is stalled once data has waited for ``timeout_ms`` and, all that time, ``progress``
+    did not move and ``backlog`` never fell below its level at the start. A sample with nothing
+    waiting ends a stall.
+    """
+
+    __slots__ = ("_low", "_progress", "_since", "timeout_ms")
+
+    def __init__(self, timeout_ms: int) -> None:
+        if timeout_ms <= 0:
+            raise UsageError("the stall timeout must be positive")
+        self.timeout_ms = timeout_ms
+        self._since: int | None = None
+        self._progress = 0
+        self._low = 0
+
+    @property
+    def since(self) -> int | None:
+        """When the current stretch without consumption began (ms), or None when nothing waits."""
+        return self._since
+
+    def observe(self, now: int, backlog: int, progress: int) -> bool:
+        """One sample at ``now`` (ms); True when the peer has consumed nothing for ``timeout_ms``."""
+        if backlog <= 0:
+            self._since = None
+            return False
+        if self._since is None or progress != self._progress or backlog < self._low:
+            self._since = now
+            self._progress = progress
+            self._low = backlog
+            return False
+        return now - self._since >= self.timeout_ms
+
+
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """Exponential backoff with jitter. ``max_attempts=None`` retries forever."""

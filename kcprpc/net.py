@@ -100,13 +100,28 @@ class MuxConnection:
                 if asyncio.iscoroutine(r):
                     await r
 
-    async def abort(self) -> None:
-        """Close at once, without waiting for unacknowledged data (a peer that never answered)."""
+    async def abort(self, code: int | None = None, message: str = "") -> None:
+        """Close at once, dropping unsent and unacknowledged data (a peer that never answered, or
+        one that stopped reading). A secure KCP session tells the peer ``code`` and ``message`` in
+        its authenticated CLOSE."""
         ab = getattr(self.datagrams, "abort", None)
         if callable(ab):
             with contextlib.suppress(Exception):
-                ab()
+                if code is None:
+                    ab()
+                else:
+                    ab(code, message)
         await self.close()
+
+    def send_backlog(self) -> int:
+        """Bytes held for the peer: written to mux streams and not sent yet, plus what the KCP
+        session has not had acknowledged (:meth:`kcprpc.mux.MuxSession.send_backlog`)."""
+        return self.mux.send_backlog()
+
+    def send_progress(self) -> int:
+        """A count that changes whenever the peer consumes some of what waits for it (KCP
+        acknowledgements, mux windows): :meth:`kcprpc.mux.MuxSession.send_progress`."""
+        return self.mux.send_progress()
 
     def stats(self) -> dict[str, int]:
         """Mux counters plus, when available, the KCP session's counters."""

@@ -45,8 +45,10 @@ class ResumeFailed(BaseModel):
 class Peer(Protocol):
     """What :func:`route` needs from either end of a connection."""
 
-    def send_frame(self, frame: bytes) -> None:
-        """Queue a frame on the reliable control stream."""
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
+        """Queue a frame on the reliable control stream. ``unreliable``: the frame is an unreliable
+        message that did not fit a datagram; the peer may drop it (and count it) rather than queue
+        it behind a backlog."""
         ...
 
     def send_datagram(self, frame: bytes) -> bool:
@@ -67,8 +69,11 @@ def send_datagram(conn: Connection, frame: bytes, max_size: int) -> bool:
 
 
 def route(peer: Peer, frame: bytes, delivery: Delivery) -> None:
-    """Send ``frame`` the way ``delivery`` asks. Unreliable frames too big for a datagram go reliably."""
-    if delivery is Delivery.UNRELIABLE and peer.send_datagram(frame):
+    """Send ``frame`` the way ``delivery`` asks. Unreliable frames too big for a datagram go on the
+    stream, unless the peer is backed up (then they are dropped and counted: they never queue)."""
+    if delivery is Delivery.UNRELIABLE:
+        if not peer.send_datagram(frame):
+            peer.send_frame(frame, True)
         return
     peer.send_frame(frame)
 

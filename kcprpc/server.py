@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.codec import (
     CALL,
@@ -39,7 +40,7 @@ from kcprpc.codec import (
 )
 from kcprpc.context import ServerContext, _current, current_context
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heartbeat import HeartbeatConfig
+from kcprpc.heartbeat import HeartbeatConfig, SendStall
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.push import (
     Broker,
@@ -60,6 +61,7 @@ from kcprpc.transport import (
     FrameWriter,
     Inbox,
     ParkingLot,
+    close_code,
     read_frames,
     spawn,
 )
@@ -83,6 +85,10 @@ class ServerConfig:
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
+    # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
+    max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
+    max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
+    slow_consumer_timeout: float | None = 10.0  # s with data waiting and none of it consumed
 
     def __post_init__(self) -> None:
         if (
@@ -95,6 +101,38 @@ class ServerConfig:
             or self.max_metadata_size <= 0
         ):
             raise UsageError("limits must be positive")
+        if self.max_send_backlog <= self.max_message_size:
+            raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
+        if self.max_send_backlog_total < self.max_send_backlog:
+            raise UsageError("max_send_backlog_total must be at least max_send_backlog")
+        if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
+            raise UsageError("slow_consumer_timeout must be positive or None")
+
+
+_slow_log = RateLimitedLog(log, burst=10, interval=60.0)
+"""Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
+
+
+_malloc_trim: list[Callable[[int], int] | None] = []
+
+
+def _trim_heap() -> None:
+    """Hand memory freed by Python back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Without it the megabytes a slow consumer made the server hold stay in the process after it
+    was ended: glibc keeps freed heap memory for reuse, so RSS would not fall after an attack."""
+    if not _malloc_trim:
+        fn: Callable[[int], int] | None = None
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            fn = None
+        _malloc_trim.append(fn)
+    trim = _malloc_trim[0]
+    if trim is not None:
+        trim(0)
 
 
 # why a call's task was cancelled
@@ -152,6 +190,22 @@ class ServerSession:
         self._max_dgram = conn.max_datagram_size
         self.calls: set[_ServerCall] = set()
         self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
+        # this client, checked after every write (O(1)) and by the sweep (with the stall watch)
+        cfg = server.config
+        self._send_limit = cfg.max_send_backlog
+        self._drop_unreliable_at = cfg.max_send_backlog // 8
+        backlog = getattr(conn, "send_backlog", None)
+        progress = getattr(conn, "send_progress", None)
+        self._backlog: Callable[[], int] | None = backlog if callable(backlog) else None
+        self._progress: Callable[[], int] | None = progress if callable(progress) else None
+        self.send_backlog = 0  # bytes held for this client, as of the last check
+        timeout = cfg.slow_consumer_timeout
+        self._stall = (
+            SendStall(max(1, int(timeout * 1000)))
+            if timeout is not None and self._backlog is not None and self._progress is not None
+            else None
+        )
 
     @property
     def remote_address(self) -> Any:
@@ -166,10 +220,66 @@ class ServerSession:
         return key if isinstance(key, bytes) else None
 
     # -- Peer protocol (push.route) --
-    def send_frame(self, frame: bytes) -> None:
-        """Queue a frame on the control stream."""
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
+        """Queue a frame on the control stream. An ``unreliable`` frame (an unreliable event too big
+        for a datagram) is dropped and counted instead while much is already waiting for this
+        client (more than ``max_send_backlog // 8``): it is never worth queueing behind a backlog."""
         if self.control is not None:
+            if unreliable and self.send_backlog > self._drop_unreliable_at:
+                self.server.stats["unreliable_dropped"] += 1
+                return
             self.control.send(frame)
+
+    # -- the send bounds --
+    def _check_send(self) -> None:
+        """After each write of one of this session's writers (O(1)): past ``max_send_backlog`` the
+        session ends as a slow consumer; past ``max_send_backlog_total`` the server sheds the
+        largest backlogs."""
+        backlog = self._backlog
+        if backlog is None or self.closed:
+            return
+        b = backlog()
+        server = self.server
+        server._backlog_total += b - self.send_backlog
+        self.send_backlog = b
+        if b > self._send_limit:
+            self._end_slow_consumer(
+                "slow_consumers",
+                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({self._send_limit})",
+            )
+        elif server._backlog_total > server.config.max_send_backlog_total:
+            server._shed_soon()
+
+    def _end_slow_consumer(self, counter: str, why: str) -> None:
+        """End this session now because it does not read what it is sent: count it (``counter``),
+        tell the client (RESOURCE_EXHAUSTED "slow consumer: <why>", as an OOB GOAWAY datagram and,
+        in secure mode, in the transport's authenticated CLOSE), drop what waits for it."""
+        if self.closed:
+            return
+        self.closed = True
+        server = self.server
+        server.stats[counter] += 1
+        server._last_slow_end = self._loop.time()
+        server._backlog_total -= self.send_backlog
+        self.send_backlog = 0
+        message = f"slow consumer: {why}"
+        _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
+        if self.control is not None:
+            self.control.discard()
+        goaway = encode_frame(GOAWAY, 0, [int(Status.RESOURCE_EXHAUSTED), message[:200]])
+        for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
+            send_datagram(self.conn, goaway, self._max_dgram)
+        spawn(server._tasks, self._abort(message))
+
+    async def _abort(self, message: str) -> None:
+        abort = getattr(self.conn, "abort", None)
+        try:
+            if callable(abort):
+                await abort(close_code(Status.RESOURCE_EXHAUSTED), message[:500])
+            else:
+                await self.conn.close()
+        except Exception:
+            log.warning("session %s: closing the connection failed", self.id, exc_info=False)
 
     def send_datagram(self, frame: bytes) -> bool:
         """Send a frame as one OOB datagram if it fits."""
@@ -295,7 +405,17 @@ class Server:
             "restores_denied": 0,  # names a reconnecting client claimed and did not get back
             "restores_refused": 0,  # HELLOs naming more than a session may hold (nothing restored)
             "hellos_refused": 0,  # HELLOs whose metadata is over max_metadata_size (connection refused)
+            # clients that stop reading (docs/rpc.md, "Clients that stop reading")
+            "slow_consumers": 0,  # ended: more than max_send_backlog held for them
+            "slow_consumers_stalled": 0,  # ended: nothing consumed for slow_consumer_timeout
+            "slow_consumers_shed": 0,  # ended: the largest backlogs, all past max_send_backlog_total
+            "unreliable_dropped": 0,  # unreliable events not queued behind a backlog
+            "send_backlog": 0,  # bytes held for all clients at the last sweep (a gauge)
         }
+        self._backlog_total = 0  # bytes held for all clients (updated on every check)
+        self._shedding = False
+        self._last_slow_end = 0.0  # loop time a slow consumer was last ended
+        self._last_trim = 0.0
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
         for svc in [*services, *builtin_services()]:
@@ -378,6 +498,8 @@ class Server:
                 call.cancel(_CLIENT)
             for t in list(tasks):
                 t.cancel()
+            self._backlog_total -= sess.send_backlog
+            sess.send_backlog = 0
             self.push.drop(sess)
             self.sessions.discard(sess)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
@@ -407,16 +529,84 @@ class Server:
             self.stats["paths_failed"] += 1
 
     async def _sweep(self) -> None:
-        """Close sessions silent for longer than the heartbeat timeout (one task for all sessions)."""
+        """Once per heartbeat interval, for all sessions: close those silent for longer than the
+        heartbeat timeout, end those that consumed nothing for ``slow_consumer_timeout`` although
+        data waited for them (their pings do not count), and recount the send backlog."""
         hb = self.config.heartbeat
         loop = asyncio.get_running_loop()
         while self.sessions:
             await asyncio.sleep(hb.interval)
-            limit = loop.time() - hb.timeout
-            for s in [s for s in self.sessions if s.last_receive < limit and not s.closed]:
-                log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
-                s.closed = True
-                spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
+            now = loop.time()
+            limit = now - hb.timeout
+            now_ms = int(now * 1000)
+            total = 0
+            for s in list(self.sessions):
+                if s.closed:
+                    s.send_backlog = 0  # out of the total (its teardown subtracts what is left)
+                    continue
+                if s.last_receive < limit:
+                    log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
+                    s.closed = True
+                    s.send_backlog = 0
+                    spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
+                    continue
+                backlog = s._backlog
+                if backlog is None:
+                    continue
+                b = s.send_backlog = backlog()
+                stall = s._stall
+                if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
+                    s.send_backlog = 0
+                    s._end_slow_consumer(
+                        "slow_consumers_stalled",
+                        f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
+                    )
+                    continue
+                total += b
+            self._backlog_total = total
+            self.stats["send_backlog"] = total
+            if total > self.config.max_send_backlog_total:
+                self._shed()
+            last = self._last_slow_end
+            if self._last_trim < last <= now - hb.interval and now - self._last_trim >= 5.0:
+                # what ended slow consumers held is free by now (a sweep later): return it to the OS
+                self._last_trim = now
+                _trim_heap()
+        if self._last_slow_end > self._last_trim:  # the last session is gone: nothing else to wait for
+            self._last_trim = loop.time()
+            _trim_heap()
+
+    def _shed_soon(self) -> None:
+        if not self._shedding:
+            self._shedding = True
+            asyncio.get_running_loop().call_soon(self._shed)
+
+    def _shed(self) -> None:
+        """The backlogs of all sessions together passed ``max_send_backlog_total``: recount them and
+        end the largest as slow consumers until the total is back under 90 % of the bound."""
+        self._shedding = False
+        cap = self.config.max_send_backlog_total
+        sized: list[tuple[int, ServerSession]] = []
+        total = 0
+        for s in self.sessions:
+            if not s.closed and s._backlog is not None:
+                b = s.send_backlog = s._backlog()
+                total += b
+                sized.append((b, s))
+        self._backlog_total = total
+        if total <= cap:
+            return
+        sized.sort(key=lambda t: t[0], reverse=True)
+        target = cap - cap // 10
+        for b, s in sized:
+            if total <= target or b <= 0:
+                break
+            s._end_slow_consumer(
+                "slow_consumers_shed",
+                f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
+                f"were over max_send_backlog_total ({cap})",
+            )
+            total -= b
 
     async def _datagram_loop(self, sess: ServerSession) -> None:
         conn = sess.conn
@@ -638,7 +828,7 @@ class _Channel:
     def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
         self.server = server
         self.sess = sess
-        self.writer = FrameWriter(stream)
+        self.writer = FrameWriter(stream, guard=sess._check_send)
         self.calls: dict[int, _ServerCall] = {}
         self.is_control = False
         self.loop = sess._loop
@@ -977,7 +1167,10 @@ class _Channel:
             if len(frame) - codec.HEADER_SIZE > limit:
                 raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
             w.send(frame)
-            if w.pending_bytes >= high:
+            pending = w.pending_bytes
+            # a tick's frames past the high-water mark, or (checked on the first frame of a tick)
+            # a stream that still holds that much unsent: wait (the stream's window is closed)
+            if pending >= high or (pending == len(frame) and w.stream_backlog() >= high):
                 await w.drain()
         if ctx._initial_md:
             w.send(encode_frame(HEADERS, cid, ctx._initial_md))

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
 from kcprpc.codec import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
+from kcprpc.status import Status
 
 
 @runtime_checkable
@@ -81,6 +82,42 @@ class Connection(Protocol):
         ...
 
 
+@runtime_checkable
+class SendBacklog(Protocol):
+    """What a :class:`Connection` may add so that the server can bound what a client that stops
+    reading makes it hold (docs/rpc.md, "Clients that stop reading"). :class:`kcprpc.net.MuxConnection`
+    has it; a connection without it (in memory: writes land in the peer at once) is not bounded."""
+
+    def send_backlog(self) -> int:
+        """Bytes held for the peer: written and not sent yet, or sent and not acknowledged yet."""
+        ...
+
+    def send_progress(self) -> int:
+        """A count that changes whenever the peer consumes some of what waits for it (any unit;
+        only changes matter), and only then: not when more is written behind data that waits."""
+        ...
+
+
+CLOSE_CODE_BASE = 0x4B00
+"""A transport close code (secure mode's authenticated CLOSE) ``CLOSE_CODE_BASE + status`` ends an
+RPC connection with that :class:`~kcprpc.status.Status`: the client's pending calls fail with it."""
+
+
+def close_code(status: Status) -> int:
+    """The transport close code that carries ``status``."""
+    return CLOSE_CODE_BASE + int(status)
+
+
+def close_status(code: int | None) -> Status | None:
+    """The status a transport close code carries (see :func:`close_code`), or None."""
+    if code is None or not CLOSE_CODE_BASE < code <= CLOSE_CODE_BASE + max(Status):
+        return None
+    try:
+        return Status(code - CLOSE_CODE_BASE)
+    except ValueError:
+        return None
+
+
 def spawn(tasks: set[Any], aw: Awaitable[Any]) -> asyncio.Future[Any]:
     """Run ``aw`` as a task held in ``tasks`` (so it is not garbage-collected, and its owner can
     cancel what is left at shutdown) until it is done."""
@@ -131,21 +168,31 @@ class FrameWriter:
     """Writes frames to a stream, coalescing every frame sent in one loop tick into one write.
 
     Many small frames (64 replies to 64 calls in flight) then cost one mux frame and one KCP send.
-    The writers of one loop share one flush callback per tick.
+    The writers of one loop share one flush callback per tick. More than ``high_water`` bytes
+    queued in one tick are written at once (so one tick never holds more than that here), and
+    ``guard`` runs after every write to the stream: the server enforces its send bounds there.
     """
 
     __slots__ = (
         "_flusher",
+        "_guard",
         "_loop",
         "_pending",
         "_pending_bytes",
         "_scheduled",
+        "_stream_buffered",
         "closed",
         "high_water",
         "stream",
     )
 
-    def __init__(self, stream: ByteStream, *, high_water: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        *,
+        high_water: int = 256 * 1024,
+        guard: Callable[[], None] | None = None,
+    ) -> None:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
         self._flusher = _flusher(self._loop)
@@ -154,16 +201,23 @@ class FrameWriter:
         self._scheduled = False
         self.closed = False
         self.high_water = high_water
+        self._guard = guard
+        wbs = getattr(stream, "write_buffer_size", None)
+        self._stream_buffered: Callable[[], int] | None = wbs if callable(wbs) else None
 
     def send(self, frame: bytes) -> None:
-        """Queue one encoded frame; it is written at the end of this loop tick."""
+        """Queue one encoded frame; it is written at the end of this loop tick (or at once when
+        more than ``high_water`` bytes are queued)."""
         if self.closed:
             return
         self._pending.append(frame)
-        self._pending_bytes += len(frame)
+        n = self._pending_bytes + len(frame)
+        self._pending_bytes = n
         if not self._scheduled:
             self._scheduled = True
             self._flusher.add(self)
+        elif n > self.high_water:
+            self.flush()
 
     def flush(self) -> None:
         """Write everything queued now."""
@@ -178,11 +232,27 @@ class FrameWriter:
             self.stream.write(data)
         except Exception:
             self.closed = True
+            return
+        guard = self._guard
+        if guard is not None:
+            guard()
 
     @property
     def pending_bytes(self) -> int:
         """Bytes queued and not yet handed to the stream."""
         return self._pending_bytes
+
+    def stream_backlog(self) -> int:
+        """Bytes queued here plus what the stream holds unsent (its ``write_buffer_size()``, when
+        it has one: a mux stream waiting for its peer's window)."""
+        wbs = self._stream_buffered
+        return self._pending_bytes + (wbs() if wbs is not None else 0)
+
+    def discard(self) -> None:
+        """Drop what is queued and refuse further frames (the connection is being ended)."""
+        self.closed = True
+        self._pending.clear()
+        self._pending_bytes = 0
 
     async def drain(self) -> None:
         """Flush and wait for the stream's buffer to drain (backpressure for streaming calls)."""

@@ -300,6 +300,7 @@ class MuxConnection:
         self._events: list[MuxEvent] = []
         self._ctrl: list[bytes] = []
         self._rr: deque[StreamState] = deque()
+        self._send_buffered = 0  # sum of every stream's send_bytes
         self._error: MuxClosedError | None = None
         self._closing = False
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -332,6 +333,12 @@ class MuxConnection:
     def bucket(self) -> int:
         """Receive tokens left (bytes the peer may still push before we stop reading)."""
         return self._bucket
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes written to any stream and not framed yet (O(1): kept as a running sum). In version
+        2 this is what waits behind closed peer windows, plus what waits for the transport."""
+        return self._send_buffered
 
     @property
     def buffered_input(self) -> int:
@@ -408,6 +415,7 @@ class MuxConnection:
             return
         st.aborted = True
         st.send.clear()
+        self._send_buffered -= st.send_bytes
         st.send_bytes = 0
         st.send_off = 0
         st.fin_queued = True
@@ -458,6 +466,7 @@ class MuxConnection:
             return
         st.send.append(bytes(data))
         st.send_bytes += n
+        self._send_buffered += n
         if not st.scheduled:
             st.scheduled = True
             self._rr.append(st)
@@ -483,6 +492,7 @@ class MuxConnection:
             n += avail
         st.send_off = off
         st.send_bytes -= n
+        self._send_buffered -= n
         return n
 
     def data_to_send(self, max_bytes: int = 1 << 20) -> bytes:
@@ -763,6 +773,7 @@ class MuxConnection:
             st.send.clear()
             st.send_off = 0
             st.send_bytes = 0
+        self._send_buffered = 0
         self._streams.clear()
         self._events.append(ConnectionTerminated(err))
 

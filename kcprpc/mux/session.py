@@ -99,6 +99,10 @@ class MuxStream:
         """Bytes received and not read yet."""
         return self._st.recv_bytes
 
+    def write_buffer_size(self) -> int:
+        """Bytes written and not sent yet (waiting for the peer's window or for the transport)."""
+        return self._st.send_bytes
+
     async def _park(self, waiters: dict[MuxStream, asyncio.Future[None]]) -> None:
         """Wait in ``waiters`` (the session's drain or close waiters) until the session wakes us."""
         fut = self._session._loop.create_future()
@@ -270,6 +274,10 @@ class MuxSession:
         # ``write_ready()``), without waking the task (one task step per session saved on a
         # push to a thousand sessions). Anything else still goes through the writer task.
         self._write_ready: Callable[[], bool] | None = getattr(transport, "write_ready", None)
+        backlog = getattr(transport, "send_backlog", None)
+        acked = getattr(transport, "send_acked", None)
+        self._transport_backlog: Callable[[], int] | None = backlog if callable(backlog) else None
+        self._transport_acked: Callable[[], int] | None = acked if callable(acked) else None
         self._writer_idle = False
         self._resume_event = asyncio.Event()
         self._dead = False
@@ -300,6 +308,32 @@ class MuxSession:
         c = dict(self._core.counters)
         c["streams_open"] = self._core.num_streams
         return c
+
+    def send_backlog(self) -> int:
+        """Bytes this side holds for the peer: written to streams and not framed yet (behind closed
+        version 2 windows, or waiting for the transport), plus the transport's own
+        ``send_backlog()`` when it has one (a KCP session: bytes not acknowledged yet)."""
+        tb = self._transport_backlog
+        if tb is None:
+            return self._core._send_buffered
+        return self._core._send_buffered + tb()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Stream payload bytes framed and handed to the transport so far (grows while the peer's
+        windows let data out and the transport takes it)."""
+        return self._core.counters["bytes_out"]
+
+    def send_progress(self) -> int:
+        """A count that changes when the peer consumes some of what waits for it (only changes
+        matter). While the transport holds unacknowledged data, the transport's acknowledgements
+        (``send_acked()``: a KCP session's ``snd_una``): framing more behind a stalled transport
+        (a pong) is no progress. Otherwise the stream bytes framed: the peer's windows let data out.
+        """
+        tb, ta = self._transport_backlog, self._transport_acked
+        if tb is not None and ta is not None and tb() > 0:
+            return (ta() << 1) | 1
+        return self._core.counters["bytes_out"] << 1
 
     @property
     def num_streams(self) -> int:

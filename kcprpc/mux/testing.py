@@ -88,6 +88,16 @@ class MemoryTransport:
             return
         self.peer._feed(bytes(data))
 
+    def send_backlog(self) -> int:
+        """Bytes written and not read by the peer yet (a KCP session's unacknowledged bytes)."""
+        peer = self.peer
+        return len(peer._buf) if peer is not None and not self._blackholed else 0
+
+    def send_acked(self) -> int:
+        """Bytes the peer has read of what this end wrote (a KCP session's ``snd_una``)."""
+        peer = self.peer
+        return peer.bytes_read if peer is not None else 0
+
     async def drain(self) -> None:
         """Wait while more than ``limit`` bytes sit unread at the peer."""
         peer = self.peer

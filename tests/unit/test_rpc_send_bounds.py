@@ -1,0 +1,319 @@
+"""Clients that stop reading: every send path of a session is bounded (docs/rpc.md, "Clients that
+stop reading"). Driven through the public API over the real smux implementation in memory; the
+client "stops reading" by stopping its mux reader (nothing is read off its transport any more) or
+its control stream reader (the mux goes on, the control stream's window closes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import kcprpc
+from kcprpc import Client, ClientConfig, HeartbeatConfig, RpcError, ServerConfig, Status
+from kcprpc.mux.core import MuxConnection as MuxCore
+from kcprpc.server import ServerSession
+from kcprpc.testing import RpcPair, pair
+
+TIMEOUT = 5.0
+KIB = 1024
+
+
+@kcprpc.event("bounds.news")
+class News(BaseModel):
+    data: bytes
+
+
+@kcprpc.event("bounds.state", delivery="unreliable")
+class State(BaseModel):
+    data: bytes
+
+
+class Svc(kcprpc.Service, name="test.Bounds"):
+    def __init__(self) -> None:
+        self.streamed = 0
+        self.stream_done = asyncio.Event()
+        self.hang_started = asyncio.Event()
+
+    async def echo(self, data: bytes) -> bytes:
+        return data
+
+    async def hang(self) -> None:
+        self.hang_started.set()
+        await asyncio.Event().wait()
+
+    async def trickle(self, n: int) -> AsyncIterator[bytes]:
+        """``n`` messages of 1 KiB, one per loop turn (never more than one per tick: a flush per
+        message, so only the stream's own buffer can show that the client stopped reading)."""
+        chunk = b"s" * KIB
+        try:
+            for _ in range(n):
+                yield chunk
+                self.streamed += 1
+                await asyncio.sleep(0)
+        finally:
+            self.stream_done.set()
+
+
+def small(**kw: Any) -> ServerConfig:
+    """A server with small send bounds, so that tests move little data."""
+    base: dict[str, Any] = {
+        "max_message_size": 16 * KIB,
+        "max_send_backlog": 256 * KIB,
+        "max_send_backlog_total": 1024 * KIB,
+        "slow_consumer_timeout": None,
+    }
+    base.update(kw)
+    return ServerConfig(**base)
+
+
+PINGING = ClientConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=60.0))
+"""A client that keeps pinging and never gives up on its side."""
+
+
+def stop_reading_transport(client: Client) -> None:
+    """The client reads nothing more off its connection (its mux reader stops)."""
+    link: Any = client._link
+    link.conn.mux._reader.cancel()
+
+
+def stop_reading_control(client: Client) -> None:
+    """The client stops reading its control stream; its mux goes on."""
+    link: Any = client._link
+    link.tasks[0].cancel()
+
+
+async def until(cond: Any, timeout: float = TIMEOUT) -> None:
+    """Wait for a condition that the event loop's own tasks make true (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+def backlog(sess: ServerSession) -> int:
+    """What the server holds for this client (mux unsent bytes plus the pipe's unread ones)."""
+    fn = getattr(sess.conn, "send_backlog", None)
+    return int(fn()) if fn is not None else 0
+
+
+def only_session(p: RpcPair) -> ServerSession:
+    (sess,) = p.server.sessions
+    return sess
+
+
+def watch_disconnect(client: Client) -> asyncio.Future[str]:
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_disconnect(_c: Client, reason: str) -> None:
+        if not fut.done():
+            fut.set_result(reason)
+
+    client.on_disconnect = on_disconnect
+    return fut
+
+
+async def test_a_subscriber_that_stops_reading_ends_as_a_slow_consumer_and_is_told() -> None:
+    svc = Svc()
+    async with pair([svc], transport="mux", server_config=small(), client_config=PINGING) as p:
+        other = Client(p.connector)  # a legitimate client on the same server
+        await other.connect()
+        try:
+            got: list[News] = []
+            other.on(News, got.append)
+            await other.subscribe("news")
+            await p.client.subscribe("news")
+            lost = watch_disconnect(p.client)
+            pending = asyncio.ensure_future(p.client.stub(Svc).hang())
+            await asyncio.wait_for(svc.hang_started.wait(), TIMEOUT)
+            sess = next(s for s in p.server.sessions if s.id == p.client.session_id)
+            stop_reading_transport(p.client)
+            peak = sent = 0
+            for _ in range(2000):  # 2 MB: eight times the bound
+                if sess.closed:
+                    break
+                await p.server.push.publish("news", News(data=b"n" * KIB))
+                sent += 1
+                peak = max(peak, backlog(sess))
+                await asyncio.sleep(0)
+            assert sess.closed, "the session was never ended"
+            assert peak <= 256 * KIB + 2 * KIB  # the bound, plus at most the frame that crossed it
+            reason = await asyncio.wait_for(lost, TIMEOUT)
+            assert "RESOURCE_EXHAUSTED" in reason and "slow consumer" in reason
+            with pytest.raises(RpcError) as e:
+                await asyncio.wait_for(pending, TIMEOUT)
+            assert e.value.status is Status.RESOURCE_EXHAUSTED and "slow consumer" in e.value.message
+            assert p.server.stats["slow_consumers"] == 1
+            # the other client's calls go on, and it got every event (pushed before this reply)
+            assert await other.stub(Svc).echo(b"still here") == b"still here"
+            assert len(got) == sent
+            # the ended session is gone from the server and from the topic
+            await until(lambda: len(p.server.sessions) == 1)
+            assert p.server.push._local["topic:news"] == set(p.server.sessions)
+        finally:
+            await other.close()
+
+
+async def test_unread_unary_replies_end_the_session_at_the_bound() -> None:
+    async with pair([Svc()], transport="mux", server_config=small(), client_config=PINGING) as p:
+        lost = watch_disconnect(p.client)
+        sess = only_session(p)
+        stop_reading_control(p.client)
+        echo = p.client.stub(Svc).echo
+        calls = [asyncio.ensure_future(echo(b"r" * (8 * KIB))) for _ in range(200)]  # 1.6 MB of replies
+        peak = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TIMEOUT
+        while not sess.closed and not all(c.done() for c in calls) and loop.time() < deadline:
+            peak = max(peak, backlog(sess))
+            await asyncio.sleep(0)
+        assert sess.closed
+        assert peak <= 256 * KIB + 16 * KIB
+        reason = await asyncio.wait_for(lost, TIMEOUT)
+        assert "slow consumer" in reason
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), TIMEOUT)
+        failed = [r for r in results if isinstance(r, RpcError)]
+        assert failed and all(r.status is Status.RESOURCE_EXHAUSTED for r in failed)
+        assert p.server.stats["slow_consumers"] == 1
+
+
+async def test_pings_alone_do_not_keep_a_client_that_consumes_nothing() -> None:
+    cfg = small(
+        max_send_backlog=8 * 1024 * KIB,
+        max_send_backlog_total=64 * 1024 * KIB,
+        slow_consumer_timeout=0.3,
+        heartbeat=HeartbeatConfig(interval=0.05, timeout=30.0),
+    )
+    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+        await p.client.subscribe("news")
+        lost = watch_disconnect(p.client)
+        sess = only_session(p)
+        stop_reading_transport(p.client)
+        stopped_at = sess._loop.time()
+        for _ in range(3):  # a few events: far below the bound, they just wait
+            await p.server.push.publish("news", News(data=b"n" * KIB))
+        reason = await asyncio.wait_for(lost, TIMEOUT)
+        assert "slow consumer" in reason and "none was consumed" in reason
+        assert p.server.stats["slow_consumers_stalled"] == 1
+        assert p.server.stats["slow_consumers"] == 0
+        assert sess.last_receive > stopped_at + 0.2  # its pings kept arriving all along
+
+
+async def test_a_client_that_reads_is_not_a_slow_consumer() -> None:
+    cfg = small(slow_consumer_timeout=0.2, heartbeat=HeartbeatConfig(interval=0.02, timeout=30.0))
+    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+        got: list[News] = []
+        p.client.on(News, got.append)
+        await p.client.subscribe("news")
+        sess = only_session(p)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 0.6  # three stall timeouts of steady traffic
+        sent = 0
+        while loop.time() < end:
+            for _ in range(20):
+                await p.server.push.publish("news", News(data=b"n" * (4 * KIB)))
+                sent += 1
+            await asyncio.sleep(0.01)
+        assert not sess.closed
+        assert p.server.stats["slow_consumers"] + p.server.stats["slow_consumers_stalled"] == 0
+        assert await p.client.stub(Svc).echo(b"x") == b"x"
+        assert len(got) == sent
+
+
+async def test_unreliable_events_are_dropped_and_counted_not_queued_behind_a_backlog() -> None:
+    async with pair([Svc()], transport="mux", server_config=small(), client_config=PINGING) as p:
+        await p.client.subscribe("state")
+        sess = only_session(p)
+        stop_reading_transport(p.client)
+        big = State(data=b"u" * (4 * KIB))  # too big for a datagram: it would go on the stream
+        for _ in range(500):  # 2 MB: eight times the bound
+            await p.server.push.publish("state", big)
+            await asyncio.sleep(0)
+        assert not sess.closed  # unreliable traffic never ends a session
+        assert p.server.stats["slow_consumers"] == 0
+        assert p.server.stats["unreliable_dropped"] > 0
+        assert sess.conn.send_backlog() <= 256 * KIB  # type: ignore[attr-defined]
+
+
+async def test_a_stalled_stream_waits_without_growing_and_the_session_goes_on() -> None:
+    svc = Svc()
+    async with pair([svc], transport="mux", server_config=small(), client_config=PINGING) as p:
+        sess = only_session(p)
+        total = 5000  # 5 MB if nothing held the handler back
+        async with p.client.stream(Svc.trickle, total) as it:
+            await it.__anext__()  # then the client reads this stream no more
+            for _ in range(20000):  # loop turns, not time: the handler runs once per turn
+                if svc.stream_done.is_set():
+                    break
+                await asyncio.sleep(0)
+            assert not svc.stream_done.is_set(), "the handler streamed everything into memory"
+            # the client buffers (its inbox, then one 512 KiB window); the server held at most
+            # about stream_high_water (64 KiB) more
+            assert svc.streamed < 1000
+            assert sess.conn.send_backlog() <= 80 * KIB  # type: ignore[attr-defined]
+            # one slow stream does not take the session down: calls go on
+            assert await p.client.stub(Svc).echo(b"x") == b"x"
+            assert not sess.closed and p.server.stats["slow_consumers"] == 0
+
+
+def test_send_stall_times_a_stretch_without_consumption() -> None:
+    from kcprpc.heartbeat import SendStall
+
+    st = SendStall(1000)
+    assert not st.observe(0, 0, 0) and st.since is None  # nothing waits: no stall
+    assert not st.observe(100, 500, 7)  # data waits from now on
+    assert st.since == 100
+    assert not st.observe(900, 800, 7)  # more waits, nothing consumed yet
+    assert st.observe(1100, 800, 7)  # 1000 ms without consumption
+    st = SendStall(1000)
+    st.observe(0, 500, 7)
+    assert not st.observe(900, 500, 8)  # progress: the stretch starts again
+    assert not st.observe(1800, 500, 8)
+    assert st.observe(1900, 500, 8)
+    st = SendStall(1000)
+    st.observe(0, 500, 7)
+    assert not st.observe(900, 400, 7)  # the backlog fell (acknowledged): progress too
+    assert not st.observe(1500, 450, 7)
+    assert st.observe(1900, 450, 7)
+    assert not st.observe(2000, 0, 7) and st.since is None  # drained
+
+
+def test_mux_core_keeps_the_unsent_total_of_all_streams() -> None:
+    core = MuxCore(kcprpc.mux.MuxConfig(version=2, max_stream_buffer=64 * KIB), client=True)
+    a, b = core.open_stream(), core.open_stream()
+    core.send(a, b"a" * 100 * KIB)
+    core.send(b, b"b" * 10 * KIB)
+    assert core.send_buffered == 110 * KIB
+    out = core.data_to_send(1 << 30)  # the peer's initial window (256 KiB per stream) lets it all out
+    assert len(out) > 110 * KIB and core.send_buffered == 0
+    core.send(a, b"a" * 300 * KIB)  # 44 KiB fit a's window, the rest waits for the peer
+    core.data_to_send(1 << 30)
+    assert core.send_buffered == a.send_bytes == 300 * KIB - (256 - 100) * KIB
+    core.abort_stream(a)
+    assert core.send_buffered == 0
+
+
+def test_close_codes_carry_a_status() -> None:
+    from kcprpc.transport import close_code, close_status
+
+    assert close_status(close_code(Status.RESOURCE_EXHAUSTED)) is Status.RESOURCE_EXHAUSTED
+    assert close_status(0) is None and close_status(9) is None and close_status(None) is None
+
+
+def test_config_validates_the_send_bounds() -> None:
+    with pytest.raises(kcprpc.UsageError):
+        ServerConfig(max_send_backlog=4 * 1024 * KIB)  # not above max_message_size (4 MiB)
+    with pytest.raises(kcprpc.UsageError):
+        ServerConfig(max_send_backlog_total=1024 * KIB)  # below max_send_backlog
+    with pytest.raises(kcprpc.UsageError):
+        ServerConfig(slow_consumer_timeout=0)
+    cfg = ServerConfig()
+    assert (cfg.max_send_backlog, cfg.max_send_backlog_total, cfg.slow_consumer_timeout) == (
+        8 * 1024 * KIB,
+        64 * 1024 * KIB,
+        10.0,
+    )
