@@ -13,7 +13,7 @@ datagrams. See ``docs/wire-format/rpc.md``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgpack
@@ -84,8 +84,27 @@ class _Undecodable:
         return "UNDECODABLE"
 
 
+class Refused:
+    """Marker body for a frame refused by a per-connection receive budget (its body was not decoded).
+
+    ``reason`` says which budget: :data:`DECODE_REFUSED` (the body would decode into more than the
+    connection's decoded-memory budget has left) or :data:`BUFFER_REFUSED` (no room to buffer the
+    frame, or it stalled: see ``docs/rpc.md``, "Flow control and memory per connection")."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"REFUSED({self.reason!r})"
+
+
 OVERSIZED: Final = _Oversized()
 UNDECODABLE: Final = _Undecodable()
+DECODE_REFUSED: Final = Refused("message refused: it would decode into more than the connection's max_decoded_bytes")
+BUFFER_REFUSED: Final = Refused("message refused: no room to buffer it on this connection (max_partial_frame_bytes)")
+STALLED: Final = Refused("message dropped: no byte of it arrived for partial_frame_timeout")
 
 
 def _default(obj: Any) -> Any:
@@ -102,8 +121,196 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes | bytearray | memoryview) -> Any:
-    """Decode one msgpack value; raises ``ValueError`` subclasses on garbage."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """Decode one msgpack value; raises ``ValueError`` subclasses on garbage (ext types included:
+    kcprpc never sends them, see docs/wire-format/rpc.md)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# What a msgpack body decodes into, before decoding it (docs/rpc.md, "Flow control and memory")
+
+DECODE_FACTOR: Final = 120
+"""No msgpack body of ``L`` bytes decodes into more than ``DECODE_FACTOR * L + DECODE_SLACK`` bytes
+(by :func:`decoded_size`'s measure; CPython 3.11, 64-bit): the densest value is a chain of
+one-entry maps, ``{0: {0: ...}}``, 2 wire bytes per 232-byte dict plus its key's pointer. An
+array of empty maps, the classic bomb, is 72 bytes per wire byte."""
+DECODE_SLACK: Final = 64
+
+_FIXED_SIZE = [0] * 256  # wire size of the values whose size the first byte gives (0: not one of them)
+_FIXED_COST = [0] * 256  # estimated bytes of the decoded value, plus its pointer in the parent
+for _b in range(0x80):  # positive fixint: cached small ints
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = 1, 8
+for _b in range(0xE0, 0x100):  # negative fixint: -5..-1 cached, the others are int objects
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = 1, (40 if _b < 0xFB else 8)
+for _b, _size, _cost in (
+    (0xC0, 1, 8),  # nil
+    (0xC2, 1, 8),  # false
+    (0xC3, 1, 8),  # true
+    (0xCA, 5, 40),  # float32 -> float
+    (0xCB, 9, 40),  # float64
+    (0xCC, 2, 8),  # uint8: cached
+    (0xCD, 3, 40),  # uint16
+    (0xCE, 5, 40),  # uint32
+    (0xCF, 9, 56),  # uint64: up to 3 digits of 30 bits
+    (0xD0, 2, 40),  # int8
+    (0xD1, 3, 40),  # int16
+    (0xD2, 5, 40),  # int32
+    (0xD3, 9, 56),  # int64
+):
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = _size, _cost
+
+
+def _list_cost(n: int) -> int:
+    return ((56 + 8 * n + 15) & ~15) + 8
+
+
+def _dict_cost(n: int) -> int:
+    # CPython dicts: 64 bytes empty, 224 up to 5 entries, at most ~54 bytes an entry beyond
+    return 72 if n == 0 else (232 if n <= 5 else 72 + 56 * n)
+
+
+_FIXMAP_COST = [_dict_cost(n) for n in range(16)]
+_FIXARRAY_COST = [_list_cost(n) for n in range(16)]
+
+
+def _str_cost(payload: bytes | bytearray | memoryview) -> int:
+    n = len(payload)
+    if n < 2:
+        return 8  # "" and one-character strings are cached
+    if bytes(payload).isascii():
+        return ((49 + n + 15) & ~15) + 8
+    return ((80 + 4 * n + 15) & ~15) + 8  # at most 4 bytes a character (one emoji widens the rest)
+
+
+def _bin_cost(n: int) -> int:
+    return 8 if n < 2 else ((33 + n + 15) & ~15) + 8
+
+
+def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
+    """Estimate, without building anything, the bytes that ``unpack(data)`` would allocate.
+
+    Walks the msgpack headers once (string and binary payloads are skipped in one step) and
+    returns the estimate: an upper bound of what CPython allocates for the decoded value (each
+    object rounded up to 16 bytes, plus an 8-byte pointer to it). Returns ``-1`` as soon as the
+    estimate exceeds ``limit`` (the walk stops there: its cost is bounded by ``limit``), and ``-2``
+    for a body :func:`unpack` refuses (truncated, trailing bytes, ext types, the unused 0xc1).
+    ``decoded_size(data, limit) <= DECODE_FACTOR * len(data) + DECODE_SLACK``.
+    """
+    size, cost = _FIXED_SIZE, _FIXED_COST
+    n = len(data)
+    pos = 0
+    need = 1  # values still to read
+    total = 0
+    try:
+        while need:
+            b = data[pos]
+            need -= 1
+            s = size[b]
+            if s:
+                pos += s
+                total += cost[b]
+            elif b < 0x90:  # fixmap
+                k = b & 0x0F
+                need += 2 * k
+                total += _FIXMAP_COST[k]
+                pos += 1
+            elif b < 0xA0:  # fixarray
+                k = b & 0x0F
+                need += k
+                total += _FIXARRAY_COST[k]
+                pos += 1
+            elif b < 0xC0:  # fixstr
+                k = b & 0x1F
+                pos += 1
+                total += _str_cost(data[pos : pos + k])
+                pos += k
+            elif b == 0xDC or b == 0xDD:  # array 16/32
+                w = 2 if b == 0xDC else 4
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                need += k
+                total += _list_cost(k)
+            elif b == 0xDE or b == 0xDF:  # map 16/32
+                w = 2 if b == 0xDE else 4
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                need += 2 * k
+                total += _dict_cost(k)
+            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:  # str 8/16/32, bin 8/16/32
+                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if pos + k > n:
+                    return -2
+                total += _str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
+                pos += k
+            else:  # 0xc1 (never used) and the ext types
+                return -2
+            if need > n - pos:  # more values announced than bytes left: truncated
+                return -2
+            if total > limit:
+                return -1
+    except IndexError:
+        return -2
+    return total if pos == n else -2
+
+
+class DecodeBudget:
+    """The estimated bytes of decoded bodies one connection holds, and its limit (sans-I/O).
+
+    A :class:`FrameDecoder` given a budget checks every body before decoding it. Bodies of the
+    ``held_types`` (the frames whose decoded body outlives the batch: a server's ``CALL`` and
+    ``MSG``, a client's ``MSG``) are charged their estimate (:attr:`held`) until the owner calls
+    :meth:`release`; one that would take :attr:`held` past :attr:`limit` is refused (not decoded).
+    Other bodies are only checked against :attr:`limit` alone (they are dropped with the batch).
+
+    The estimate is ``DECODE_FACTOR * length`` (no look at the body: the hot path) while the charge
+    leaves at least half the budget free, and :func:`decoded_size` (a walk of the headers)
+    otherwise. Counters (in ``counters``): ``recv_decode_scanned`` (bodies walked),
+    ``recv_decode_refused`` (bodies refused).
+    """
+
+    __slots__ = ("_half", "counters", "held", "held_types", "limit")
+
+    def __init__(
+        self, limit: int, held_types: Iterable[int] = (), counters: dict[str, int] | None = None
+    ) -> None:
+        if limit <= 0:
+            raise ValueError("the decode budget must be positive")
+        self.limit = limit
+        self._half = limit // 2
+        self.held = 0
+        self.held_types = frozenset(held_types)
+        self.counters: dict[str, int] = counters if counters is not None else {}
+        for k in ("recv_decode_scanned", "recv_decode_refused"):
+            self.counters.setdefault(k, 0)
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes charged for a body (its call ended, its message was taken)."""
+        self.held -= n
+
+    def decode(self, ftype: int, data: bytes | bytearray | memoryview) -> tuple[Any, int]:
+        """Check and decode one body: ``(body, charge)``; ``charge`` is 0 unless ``ftype`` is held.
+        ``body`` is :data:`DECODE_REFUSED` or :data:`UNDECODABLE` instead when it must be."""
+        held = ftype in self.held_types
+        room = self.limit - self.held if held else self.limit
+        est = DECODE_FACTOR * len(data) + DECODE_SLACK
+        if est > (self._half - self.held if held else self._half):
+            self.counters["recv_decode_scanned"] += 1
+            est = decoded_size(data, room)
+            if est == -2:
+                return UNDECODABLE, 0
+            if est < 0:
+                self.counters["recv_decode_refused"] += 1
+                return DECODE_REFUSED, 0
+        try:
+            body = msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+        except Exception:
+            return UNDECODABLE, 0
+        if held:
+            self.held += est
+            return body, est
+        return body, 0
 
 
 _pack_header = HEADER.pack
@@ -145,23 +352,63 @@ class FrameDecoder:
     ``feed(data)`` returns the frames completed by ``data``. Bodies longer than ``max_body`` are
     skipped without being buffered and reported with the :data:`OVERSIZED` body, so the caller can
     fail just that call. It never raises on input.
+
+    With a :class:`DecodeBudget`, each body is checked before it is decoded (a refused one is
+    reported with :data:`DECODE_REFUSED`), and :attr:`costs` lists, for the frames of the last
+    ``feed``, what each one was charged (0 for the frames that are not held); the caller releases
+    what it does not keep. The reader that owns the decoder may reserve buffer space for the
+    frame in progress (:attr:`reserved`, see :func:`kcprpc.transport.read_frames`): when that frame
+    completes, its reservation moves to :attr:`released` for the reader to give back.
     """
 
-    __slots__ = ("_buf", "_skip", "max_body")
+    __slots__ = ("_budget", "_buf", "_skip", "costs", "max_body", "released", "reserved")
 
-    def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE, budget: DecodeBudget | None = None) -> None:
         self.max_body = max_body
         self._buf = bytearray()
         self._skip = 0
+        self._budget = budget
+        self.costs: list[int] = []
+        self.reserved = 0  # buffer bytes reserved for the frame at the head of the buffer
+        self.released = 0  # reservations of frames completed since the reader last looked
 
     @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)
 
+    def pending(self) -> int:
+        """Size (header included) of the frame whose start is buffered, once its header is in;
+        else 0."""
+        buf = self._buf
+        if len(buf) < HEADER_SIZE:
+            return 0
+        return HEADER_SIZE + int(_unpack_header(buf)[0])
+
+    def take_tail(self) -> bytes:
+        """Remove and return the buffered start of the next frame (to give it back to the stream)."""
+        tail = bytes(self._buf)
+        self._buf.clear()
+        return tail
+
+    def refuse_pending(self, marker: Refused) -> Frame:
+        """Give up the frame whose start is buffered: skip the rest of it as it arrives and return
+        it as ``(type, call_id, marker)`` (its reservation, if any, moves to :attr:`released`)."""
+        buf = self._buf
+        n, ftype, call_id = _unpack_header(buf)
+        self._skip = HEADER_SIZE + n - len(buf)
+        buf.clear()
+        if self.reserved:
+            self.released += self.reserved
+            self.reserved = 0
+        return ftype, call_id, marker
+
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every frame now complete."""
         out: list[Frame] = []
+        budget = self._budget
+        costs: list[int] = []
+        self.costs = costs
         if self._skip:
             if len(data) <= self._skip:
                 self._skip -= len(data)
@@ -181,6 +428,7 @@ class FrameDecoder:
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
                 out.append((ftype, call_id, OVERSIZED))
+                costs.append(0)
                 avail = end - pos - HEADER_SIZE
                 if avail >= n:
                     pos += HEADER_SIZE + n
@@ -191,12 +439,22 @@ class FrameDecoder:
             stop = pos + HEADER_SIZE + n
             if stop > end:
                 break
-            try:
-                body = msgpack.unpackb(view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False)
-            except Exception:
-                body = UNDECODABLE
+            if budget is None:
+                try:
+                    body = msgpack.unpackb(
+                        view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0
+                    )
+                except Exception:
+                    body = UNDECODABLE
+                costs.append(0)
+            else:
+                body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])
+                costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
+        if self.reserved and out:  # the frame at the head, the reserved one, is complete
+            self.released += self.reserved
+            self.reserved = 0
         if buf:
             del buf[:pos]
         elif pos < end:
