@@ -140,6 +140,12 @@ class MuxStream:
                 raise MuxUsageError("another coroutine is already reading this stream")
             await self._wait_readable()
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes just returned by :meth:`read` back at the front of the stream: they are read
+        again next, hold the session's receive buffer again, and (version 2) the peer is not granted
+        window for them until they are read again. For a reader that read more than it may hold."""
+        self._session._core.unread(self._st, data)
+
     async def readexactly(self, n: int) -> bytes:
         """Return exactly ``n`` bytes; raise ``asyncio.IncompleteReadError`` on EOF before that."""
         if n < 0:
