@@ -75,16 +75,21 @@ class _ClientCall:
         self.writer = writer
         self.own = own
         self.fut: asyncio.Future[Any] = link.loop.create_future()
-        self.queue: Inbox | None = Inbox() if spec.streams_responses else None
+        self.queue: Inbox | None = Inbox(budget=link.receive.decode) if spec.streams_responses else None
         self.initial_md: dict[str, Any] | None = None
         self.trailing_md: dict[str, Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
-    def on_frame(self, ftype: int, body: Any) -> None:
+    def on_frame(self, ftype: int, body: Any, cost: int = 0) -> bool:
+        """One frame of this call; True when the call keeps ``cost`` (a queued message's decode
+        budget, given back when it is taken)."""
         if body is codec.OVERSIZED:
             self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
-            return
+            return False
+        if isinstance(body, codec.Refused):
+            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
+            return False
         if ftype == REPLY:
             if isinstance(body, list) and len(body) == 3:
                 self.initial_md = body[1]
@@ -98,8 +103,11 @@ class _ClientCall:
             if self.queue is not None:
                 if not self.own and self.queue.qsize() >= INBOX_LIMIT:
                     self.overflow()  # a shared-stream call cannot push back: refuse to buffer without end
-                    return
-                self.queue.put(body)
+                    return False
+                if self.done:
+                    return False  # failed or cancelled: nobody will read it
+                self.queue.put(body, cost)
+                return True
             elif not self.fut.done():
                 self._finish()
                 self.fut.set_result(body)
@@ -119,6 +127,7 @@ class _ClientCall:
                     self.fut.set_exception(RpcError(Status.INTERNAL, "call ended without a response"))
         elif ftype == HEADERS and isinstance(body, dict):
             self.initial_md = {**(self.initial_md or {}), **body}
+        return False
 
     def _finish(self) -> None:
         if self.done:

@@ -45,7 +45,18 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.push import route, send_datagram
 from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, ByteStream, Connection, FrameWriter, ParkingLot, read_frames, spawn
+from kcprpc.transport import (
+    INBOX_LIMIT,
+    RECEIVE_COUNTERS,
+    ByteStream,
+    Connection,
+    FrameWriter,
+    ParkingLot,
+    ReceiveLimits,
+    read_frames,
+    receive_limit_defaults,
+    spawn,
+)
 
 log = logging.getLogger("kcprpc.client")
 
@@ -75,6 +86,25 @@ class ClientConfig:
     connect_timeout: float = 5.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
+    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory")
+    max_decoded_bytes: int | None = None  # decoded messages held unread; None: 8 MiB (>= 2 * max_message_size)
+    max_partial_frame_bytes: int | None = None  # frames received in part; None: max_message_size + 9 + 256 KiB
+    partial_frame_timeout: float | None = 10.0  # a partial frame with no new byte for this long is dropped
+
+    def __post_init__(self) -> None:
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        try:
+            return receive_limit_defaults(
+                self.max_message_size,
+                self.max_decoded_bytes,
+                self.max_partial_frame_bytes,
+                self.partial_frame_timeout,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 class _Link:
@@ -98,6 +128,15 @@ class _Link:
         self.tasks: list[asyncio.Task[Any]] = []
         self._max_dgram = conn.max_datagram_size
         self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        decoded, partial = client.config.receive_limits()
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=client.config.partial_frame_timeout,
+            held_types=(MSG,),
+            parking=self.parking,
+            counters=client.counters,
+        )
 
     def now(self) -> int:
         return int(self.loop.time() * 1000)
@@ -113,15 +152,17 @@ class _Link:
     def send_datagram(self, frame: bytes) -> bool:
         return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
 
-    def on_frames(self, frames: list[Frame]) -> None:
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
+        the messages a stream call keeps; the reader releases the rest)."""
         if self.hb is not None:
             self.hb.last_receive = self.now()
         calls = self.calls
-        for ftype, cid, body in frames:
+        for i, (ftype, cid, body) in enumerate(frames):
             if cid:
                 call = calls.get(cid)
-                if call is not None:
-                    call.on_frame(ftype, body)
+                if call is not None and call.on_frame(ftype, body, costs[i]):
+                    costs[i] = 0
                 continue
             if ftype == EVENT:
                 self.client._handle_event(body, False)
@@ -149,7 +190,11 @@ class _Link:
     async def read_control(self) -> None:
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             await read_frames(
-                self.control, self.on_frames, max_message_size=self.client.config.max_message_size
+                self.control,
+                self.on_frames,
+                max_message_size=self.client.config.max_message_size,
+                limits=self.receive,
+                control=_always,
             )
         self.client._link_lost(self, self.peer_reason or "connection closed")
 
@@ -205,7 +250,11 @@ class _Link:
 
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             await read_frames(
-                stream, self.on_frames, max_message_size=self.client.config.max_message_size, pause=pause
+                stream,
+                self.on_frames,
+                max_message_size=self.client.config.max_message_size,
+                pause=pause,
+                limits=self.receive,
             )
 
     def shutdown(self, err: RpcError) -> None:
@@ -217,6 +266,10 @@ class _Link:
         self.calls.clear()
         for t in self.tasks:
             t.cancel()
+
+
+def _always() -> bool:
+    return True
 
 
 EventHandler = Callable[[Any], Any]
@@ -279,6 +332,8 @@ class Client:
         self.path_changes = 0
         self.events_dropped = 0
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
+        # receive budgets (kcprpc.transport.ReceiveLimits), over all connections of this client
+        self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self._latest: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Future[Any]] = set()

@@ -55,12 +55,15 @@ from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service
 from kcprpc.status import Status
 from kcprpc.transport import (
     INBOX_LIMIT,
+    RECEIVE_COUNTERS,
     ByteStream,
     Connection,
     FrameWriter,
     Inbox,
     ParkingLot,
+    ReceiveLimits,
     read_frames,
+    receive_limit_defaults,
     spawn,
 )
 
@@ -79,18 +82,44 @@ class ServerConfig:
     heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
     shutdown_grace: float = 5.0
     stream_high_water: int = 64 * 1024
+    # -- receive-side memory per connection (docs/rpc.md, "Flow control and memory per connection")
+    max_decoded_bytes: int | None = None
+    """Estimated bytes of decoded request bodies one connection may hold (those of running calls
+    and of unread streamed messages); a body that would exceed it is refused without being decoded
+    (RESOURCE_EXHAUSTED). None: 8 MiB, or ``2 * max_message_size`` if larger."""
+    max_partial_frame_bytes: int | None = None
+    """Bytes of frames received in part that the streams of one connection may hold together
+    (the control stream may hold one frame more); a stream whose frame does not fit stops being
+    read until it does (or, with no pause slot left, the frame is refused). None:
+    ``max_message_size + 9 + 256 KiB`` (4.25 MiB)."""
+    partial_frame_timeout: float | None = 10.0
+    """A frame received in part that gets no further byte for this long is dropped (its call fails
+    with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
 
     def __post_init__(self) -> None:
         if self.max_message_size <= 0 or self.max_concurrent_calls <= 0 or self.max_subscriptions < 0:
             raise UsageError("limits must be positive")
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        try:
+            return receive_limit_defaults(
+                self.max_message_size,
+                self.max_decoded_bytes,
+                self.max_partial_frame_bytes,
+                self.partial_frame_timeout,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 # why a call's task was cancelled
-_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW = 1, 2, 3, 4
+_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW, _REFUSED = 1, 2, 3, 4, 5
 
 
 class _ServerCall:
-    __slots__ = ("cid", "ctx", "inbound", "reason", "task", "timer", "writer")
+    __slots__ = ("cid", "cost", "ctx", "inbound", "reason", "refusal", "started", "task", "timer", "writer")
 
     def __init__(self, cid: int, writer: FrameWriter) -> None:
         self.cid = cid
@@ -100,15 +129,27 @@ class _ServerCall:
         self.timer: asyncio.TimerHandle | None = None
         self.inbound: Inbox | None = None
         self.reason = 0
+        self.cost = 0  # decode budget held by the CALL body until the call ends
+        self.started = False
+        self.refusal = ""
 
     def overflow(self) -> None:
         self.cancel(_OVERFLOW)
 
+    def refuse(self, refused: codec.Refused) -> None:
+        """A message of this call was refused by a receive budget: fail it (RESOURCE_EXHAUSTED)."""
+        self.refusal = refused.reason
+        self.cancel(_REFUSED)
+
     def cancel(self, reason: int) -> None:
-        if self.task is not None and not self.task.done():
+        task = self.task
+        if task is not None and not task.done():
             if not self.reason:
                 self.reason = reason
-            self.task.cancel()
+            if self.started:
+                task.cancel()
+            else:  # a task cancelled before its first step never runs its finally: let it start
+                task.get_loop().call_soon(task.cancel)
 
 
 _END = object()
@@ -139,6 +180,15 @@ class ServerSession:
         self._max_dgram = conn.max_datagram_size
         self.calls: set[_ServerCall] = set()
         self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        decoded, partial = server.config.receive_limits()
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=server.config.partial_frame_timeout,
+            held_types=(CALL, MSG),
+            parking=self.parking,
+            counters=server.stats,
+        )
 
     @property
     def remote_address(self) -> Any:
@@ -272,6 +322,7 @@ class Server:
             "paths_validated": 0,  # ... and answered the probe there
             "paths_failed": 0,  # ... or did not, and the session went back to the old address
         }
+        self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
         for svc in [*services, *builtin_services()]:
@@ -416,7 +467,12 @@ class Server:
         ch = _Channel(self, sess, stream)
         try:
             await read_frames(
-                stream, ch.on_frames, max_message_size=self.config.max_message_size, pause=ch.pause
+                stream,
+                ch.on_frames,
+                max_message_size=self.config.max_message_size,
+                pause=ch.pause,
+                limits=sess.receive,
+                control=ch.control,
             )
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             pass
@@ -583,20 +639,30 @@ class _Channel:
         self.loop = sess._loop
 
     # ---------------------------------------------------------------- frames in
-    def on_frames(self, frames: list[Frame]) -> None:
+    def control(self) -> bool:
+        """True for the control stream (its reader never waits for buffer space)."""
+        return self.is_control
+
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
+        the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
         sess = self.sess
         sess.last_receive = self.loop.time()
-        for ftype, cid, body in frames:
+        for i, (ftype, cid, body) in enumerate(frames):
             if ftype == CALL:
-                self._on_call(cid, body)
+                if self._on_call(cid, body, costs[i]):
+                    costs[i] = 0
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    if self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
+                    if isinstance(body, codec.Refused):
+                        call.refuse(body)
+                    elif self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
                         # the shared stream cannot be paused for one call: refuse to buffer without end
                         call.cancel(_OVERFLOW)
                     else:
-                        call.inbound.put(body)
+                        call.inbound.put(body, costs[i])
+                        costs[i] = 0
             elif ftype == END:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
@@ -730,48 +796,54 @@ class _Channel:
     def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
         self.writer.send(encode_frame(TRAILER, cid, [int(status), message, details, md]))
 
-    def _on_call(self, cid: int, body: Any) -> None:
+    def _on_call(self, cid: int, body: Any, cost: int = 0) -> bool:
+        """Admit or refuse a CALL; True when the call was started and keeps ``cost`` (the decode
+        budget its body holds) until it ends."""
         server = self.server
         if body is OVERSIZED:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            return
+            return False
+        if isinstance(body, codec.Refused):
+            self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
+            return False
         if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
             server.stats["bad_frames"] += 1
             self._trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
-            return
+            return False
         method, md, timeout_ms, flags, payload = body
         entry = server._methods.get(method) if isinstance(method, str) else None
         if entry is None:
             self._trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
-            return
+            return False
         if cid in self.calls:
             server.stats["bad_frames"] += 1
-            return
+            return False
         spec, handler = entry
         sess = self.sess
         if server._closing or not sess.ready:
             self._trailer(
                 cid, Status.UNAVAILABLE, "server shutting down" if server._closing else "no handshake"
             )
-            return
+            return False
         if sess.active_calls >= server.config.max_concurrent_calls:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
-            return
+            return False
         streaming = spec.streams_responses
         if streaming and len(sess.topics) + sess.streaming_calls >= server.config.max_subscriptions:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
-            return
+            return False
         if spec.kind is MethodKind.NOTIFY:
             self._trailer(cid, Status.UNIMPLEMENTED, "notify methods take no calls")
-            return
+            return False
         call = _ServerCall(cid, self.writer)
+        call.cost = cost
         deadline = None
         if isinstance(timeout_ms, (int, float)) and timeout_ms >= 0:
             deadline = self.loop.time() + timeout_ms / 1000.0
             call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
         ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
         if spec.streams_requests:
-            call.inbound = Inbox()
+            call.inbound = Inbox(budget=sess.receive.decode)
         self.calls[cid] = call
         sess.calls.add(call)
         sess.active_calls += 1
@@ -780,8 +852,10 @@ class _Channel:
         server.stats["calls_started"] += 1
         has_payload = bool(flags & codec.FLAG_END)
         call.task = self.loop.create_task(self._run(call, ctx, handler, payload if has_payload else None))
+        return True
 
     async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:
+        call.started = True
         _current.set(ctx)
         spec = ctx.spec
         server = self.server
@@ -832,6 +906,8 @@ class _Channel:
                 self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
             elif call.reason == _OVERFLOW:
                 self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages")
+            elif call.reason == _REFUSED:
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, call.refusal)
             else:
                 self._trailer(cid, Status.CANCELLED, "cancelled")
         except Exception:
@@ -843,6 +919,11 @@ class _Channel:
                 call.timer.cancel()
             self.calls.pop(cid, None)
             sess = self.sess
+            if call.cost:  # the request body's decode budget
+                sess.receive.decode.release(call.cost)
+                call.cost = 0
+            if call.inbound is not None:
+                call.inbound.release_all()
             sess.calls.discard(call)
             sess.active_calls -= 1
             if spec.streams_responses:
@@ -886,6 +967,8 @@ class _Channel:
                 return
             if item is OVERSIZED:
                 raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
+            if isinstance(item, codec.Refused):
+                raise RpcError(Status.RESOURCE_EXHAUSTED, item.reason)
             try:
                 yield load(item)
             except ValidationError as e:

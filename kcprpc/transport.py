@@ -11,10 +11,18 @@ import asyncio
 import contextlib
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from kcprpc.codec import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameDecoder
+from kcprpc.codec import (
+    BUFFER_REFUSED,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HEADER_SIZE,
+    STALLED,
+    DecodeBudget,
+    Frame,
+    FrameDecoder,
+)
 
 
 @runtime_checkable
@@ -201,19 +209,31 @@ class FrameWriter:
 class Inbox:
     """The inbound messages of one streaming call: a FIFO that never blocks its writer but tells
     the stream's reader to stop reading (so the mux window pushes back on the peer) while more
-    than ``high`` messages wait."""
+    than ``high`` messages, or more than ``high_bytes`` of decoded bodies, wait.
 
-    __slots__ = ("_getter", "_items", "_space", "high")
+    With a ``budget`` (the connection's :class:`~kcprpc.codec.DecodeBudget`) each message carries
+    the charge it was decoded with; it is given back when the message is taken, or by
+    :meth:`release_all` (and, as a last resort, when the inbox is garbage collected)."""
 
-    def __init__(self, high: int = 256) -> None:
+    __slots__ = ("_bytes", "_costs", "_getter", "_items", "_space", "budget", "high", "high_bytes")
+
+    def __init__(self, high: int = 256, *, budget: DecodeBudget | None = None, high_bytes: int | None = None) -> None:
         self._items: deque[Any] = deque()
+        self._costs: deque[int] = deque()
+        self._bytes = 0
         self._getter: asyncio.Future[None] | None = None
         self._space: asyncio.Future[None] | None = None
         self.high = high
+        self.budget = budget
+        if high_bytes is None:
+            high_bytes = budget.limit // 8 if budget is not None else 1 << 62
+        self.high_bytes = high_bytes
 
-    def put(self, item: Any) -> None:
-        """Append (never blocks)."""
+    def put(self, item: Any, cost: int = 0) -> None:
+        """Append (never blocks); ``cost`` is what the item was charged to the budget."""
         self._items.append(item)
+        self._costs.append(cost)
+        self._bytes += cost
         g = self._getter
         if g is not None and not g.done():
             g.set_result(None)
@@ -228,8 +248,13 @@ class Inbox:
             finally:
                 self._getter = None
         item = items.popleft()
+        cost = self._costs.popleft()
+        if cost:
+            self._bytes -= cost
+            if self.budget is not None:
+                self.budget.release(cost)
         sp = self._space
-        if sp is not None and len(items) <= self.high // 2 and not sp.done():
+        if sp is not None and not sp.done() and self._has_space():
             sp.set_result(None)
         return item
 
@@ -238,18 +263,38 @@ class Inbox:
         return len(self._items)
 
     @property
+    def charged(self) -> int:
+        """Budget bytes the waiting items hold."""
+        return self._bytes
+
+    @property
     def full(self) -> bool:
         """True while the reader should pause."""
-        return len(self._items) >= self.high
+        return len(self._items) >= self.high or self._bytes >= self.high_bytes
+
+    def _has_space(self) -> bool:
+        return len(self._items) <= self.high // 2 and self._bytes <= self.high_bytes // 2
 
     async def wait_space(self) -> None:
-        """Wait until at most ``high // 2`` items wait."""
-        while len(self._items) > self.high // 2:
+        """Wait until at most ``high // 2`` items (and ``high_bytes // 2`` bytes) wait."""
+        while not self._has_space():
             self._space = asyncio.get_running_loop().create_future()
             try:
                 await self._space
             finally:
                 self._space = None
+
+    def release_all(self) -> None:
+        """Give back the budget of every waiting item (their owner is gone); the items stay."""
+        if self._bytes and self.budget is not None:
+            self.budget.release(self._bytes)
+        self._bytes = 0
+        self._costs = deque(0 for _ in self._costs)
+
+    def __del__(self) -> None:
+        if self._bytes and self.budget is not None:
+            self.budget.release(self._bytes)
+            self._bytes = 0
 
 
 INBOX_LIMIT = 4096
@@ -261,12 +306,14 @@ budget); past it the call fails with RESOURCE_EXHAUSTED."""
 class ParkingLot:
     """Bounds how many streams of one connection may stop being read at the same time.
 
-    A stream whose reader pauses (its call has too many unread messages) keeps up to one mux window
-    of data unread, and unread data counts against the connection's receive buffer (smux's
-    session-wide bucket); once that is empty the mux stops reading everything, the control stream
-    and heartbeats included. So only ``budget`` streams may pause at once (``None``: no limit, for
-    transports without such a buffer); a call that cannot pause keeps being read into its inbox up
-    to ``overflow`` messages and then fails with RESOURCE_EXHAUSTED instead of stalling the link.
+    A stream whose reader pauses (its call has too many unread messages, or its next frame waits
+    for room in the connection's :class:`FrameBudget`) keeps up to one mux window of data unread,
+    and unread data counts against the connection's receive buffer (smux's session-wide bucket);
+    once that is empty the mux stops reading everything, the control stream and heartbeats
+    included. So only ``budget`` streams may pause at once (``None``: no limit, for transports
+    without such a buffer); a call that cannot pause keeps being read into its inbox up to
+    ``overflow`` messages and then fails with RESOURCE_EXHAUSTED instead of stalling the link, and
+    a frame that cannot wait for room is refused.
     """
 
     __slots__ = ("budget", "overflow", "parked")
@@ -275,6 +322,17 @@ class ParkingLot:
         self.budget = budget
         self.overflow = overflow
         self.parked = 0
+
+    def try_park(self) -> bool:
+        """Take a slot if one is free (give it back with :meth:`unpark`)."""
+        if self.budget is None or self.parked < self.budget:
+            self.parked += 1
+            return True
+        return False
+
+    def unpark(self) -> None:
+        """Give back a slot taken by :meth:`try_park`."""
+        self.parked -= 1
 
     def pause(self, inbox: Inbox, overflowed: Callable[[], None]) -> Awaitable[None] | None:
         """What a stream reader does after a batch for a call with ``inbox``: nothing (``None``) while
@@ -296,28 +354,274 @@ class ParkingLot:
             self.parked -= 1
 
 
+class FrameBudget:
+    """The bytes of partial frames that the stream readers of one connection may hold together.
+
+    A reader that has the start of a frame (its 9-byte header gives the size) reserves the whole
+    frame before it holds more of it than the header; it gives the reservation back when the frame
+    is complete. A reservation is granted at once while it fits and nobody waits, otherwise in FIFO
+    order as others give theirs back. Since no waiting reader holds any of the budget (it gives the
+    bytes it read back to its stream first), and ``limit`` fits the largest frame, every
+    reservation is granted eventually while the peer completes its frames. The control stream never
+    waits: :meth:`force` charges its frame even past the limit (at most one frame at a time)."""
+
+    __slots__ = ("_waiters", "limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def try_reserve(self, n: int) -> bool:
+        """Reserve ``n`` bytes if that needs no wait."""
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            return True
+        return False
+
+    def force(self, n: int) -> None:
+        """Reserve ``n`` bytes now, past the limit if need be (the control stream's frame)."""
+        self.used += n
+
+    async def reserve(self, n: int) -> None:
+        """Wait (FIFO) until ``n`` bytes can be reserved, and reserve them."""
+        if self.try_reserve(n):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._grant()
+            raise
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` reserved bytes."""
+        self.used -= n
+        if self._waiters:
+            self._grant()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            n, fut = waiters[0]
+            if fut.done():
+                waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                return
+            self.used += n
+            waiters.popleft()
+            fut.set_result(None)
+
+    @property
+    def waiting(self) -> int:
+        """Readers waiting for a reservation."""
+        return len(self._waiters)
+
+
+class ReceiveLimits:
+    """The receive-side memory bounds of one connection, shared by all its stream readers
+    (docs/rpc.md, "Flow control and memory per connection"):
+
+    * ``decode``: a :class:`~kcprpc.codec.DecodeBudget` of ``max_decoded_bytes``, the estimated
+      bytes of decoded bodies held (by running calls, by unread streamed messages);
+    * ``frames``: a :class:`FrameBudget` of ``max_partial_frame_bytes``, the bytes of frames
+      received in part (the control stream may hold one more frame past it);
+    * ``parking``: the :class:`ParkingLot` of streams that may stop being read;
+    * ``partial_frame_timeout``: how long a reserved frame may wait for its next byte before it is
+      dropped (None: forever).
+
+    Counters go to ``counters``: ``recv_decode_scanned``, ``recv_decode_refused`` (see
+    :class:`~kcprpc.codec.DecodeBudget`), ``recv_frame_waits`` (a stream stopped reading until its
+    frame fitted), ``recv_frame_refused`` (a frame that could neither fit nor wait was refused),
+    ``recv_frame_timeouts`` (a frame stalled for ``partial_frame_timeout`` was dropped).
+    """
+
+    __slots__ = ("counters", "decode", "frames", "parking", "partial_frame_timeout")
+
+    def __init__(
+        self,
+        *,
+        max_decoded_bytes: int,
+        max_partial_frame_bytes: int,
+        partial_frame_timeout: float | None,
+        held_types: Iterable[int],
+        parking: ParkingLot,
+        counters: dict[str, int],
+    ) -> None:
+        for k in RECEIVE_COUNTERS:
+            counters.setdefault(k, 0)
+        self.counters = counters
+        self.decode = DecodeBudget(max_decoded_bytes, held_types, counters)
+        self.frames = FrameBudget(max_partial_frame_bytes)
+        self.parking = parking
+        self.partial_frame_timeout = partial_frame_timeout
+
+
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
+"""``max_decoded_bytes`` when not set (or ``2 * max_message_size`` if that is larger)."""
+
+PARTIAL_FRAME_SLACK = 256 * 1024
+"""Room that ``max_partial_frame_bytes`` leaves by default beside one frame of ``max_message_size``:
+the tails of small frames on other streams fit there while a large frame is in progress."""
+
+
+def receive_limit_defaults(
+    max_message_size: int,
+    max_decoded_bytes: int | None,
+    max_partial_frame_bytes: int | None,
+    partial_frame_timeout: float | None,
+) -> tuple[int, int]:
+    """The effective ``(max_decoded_bytes, max_partial_frame_bytes)`` of a server or client config
+    (None: :data:`DEFAULT_MAX_DECODED_BYTES` or ``2 * max_message_size`` if larger, and
+    ``max_message_size + 9 + 256 KiB``); raises ``ValueError`` for values that could not admit one
+    message of ``max_message_size``."""
+    decoded = (
+        max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size) if max_decoded_bytes is None else max_decoded_bytes
+    )
+    partial = (
+        max_message_size + HEADER_SIZE + PARTIAL_FRAME_SLACK
+        if max_partial_frame_bytes is None
+        else max_partial_frame_bytes
+    )
+    if decoded < max_message_size:
+        raise ValueError("max_decoded_bytes must be at least max_message_size")
+    if partial < max_message_size + HEADER_SIZE:
+        raise ValueError("max_partial_frame_bytes must be at least max_message_size + 9 (one whole frame)")
+    if partial_frame_timeout is not None and not partial_frame_timeout > 0:
+        raise ValueError("partial_frame_timeout must be positive (or None)")
+    return decoded, partial
+
+
+RECEIVE_COUNTERS = (
+    "recv_decode_scanned",
+    "recv_decode_refused",
+    "recv_frame_waits",
+    "recv_frame_refused",
+    "recv_frame_timeouts",
+)
+"""The counters of :class:`ReceiveLimits` (in ``Server.stats`` and ``Client.counters``)."""
+
+READ_SIZE = 65536
+"""Bytes asked from a stream per read."""
+
+
 async def read_frames(
     stream: ByteStream,
-    on_frames: Callable[[list[Frame]], None],
+    on_frames: Callable[[list[Frame], list[int]], None],
     *,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     pause: Callable[[], Awaitable[None] | None] | None = None,
+    limits: ReceiveLimits | None = None,
+    control: Callable[[], bool] | None = None,
 ) -> None:
-    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames``.
+    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames(frames,
+    costs)``: ``costs[i]`` is what ``frames[i]``'s body was charged to ``limits.decode``; the
+    callee zeroes the entries it keeps (and releases them later), the rest is released after it
+    returns.
 
     After each batch ``pause()`` may return an awaitable: reading stops until it completes.
+
+    With ``limits``, every byte taken from the stream beyond a frame header is covered by a
+    reservation in ``limits.frames`` (so the mux grants the peer more window only for bytes the
+    RPC layer may hold): a stream whose next frame does not fit gives back what it read of it,
+    takes a parking slot and stops reading until the frame fits; with no slot free, the frame is
+    refused (``(type, call_id, BUFFER_REFUSED)``, the rest of it skipped). The stream for which
+    ``control()`` is true never waits. A reserved frame that gets no byte for
+    ``limits.partial_frame_timeout`` seconds is dropped (``STALLED``).
     """
-    dec = FrameDecoder(max_message_size)
+    dec = FrameDecoder(max_message_size, limits.decode if limits is not None else None)
     read = stream.read
     feed = dec.feed
-    while True:
-        data = await read(65536)
-        if not data:
-            return
-        frames = feed(data)
-        if frames:
-            on_frames(frames)
-            if pause is not None:
-                w = pause()
-                if w is not None:
-                    await w
+    if limits is None:
+        while True:
+            data = await read(READ_SIZE)
+            if not data:
+                return
+            frames = feed(data)
+            if frames:
+                on_frames(frames, dec.costs)
+                if pause is not None:
+                    w = pause()
+                    if w is not None:
+                        await w
+    decode = limits.decode
+    budget = limits.frames
+    counters = limits.counters
+    timeout = limits.partial_frame_timeout
+    unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
+    try:
+        while True:
+            if dec.reserved and timeout is not None:
+                try:
+                    data = await asyncio.wait_for(read(READ_SIZE), timeout)
+                except asyncio.TimeoutError:
+                    counters["recv_frame_timeouts"] += 1
+                    if dec.buffered >= HEADER_SIZE:
+                        on_frames([dec.refuse_pending(STALLED)], [0])
+                    else:
+                        dec.released += dec.reserved
+                        dec.reserved = 0
+                    budget.release(dec.released)
+                    dec.released = 0
+                    continue
+            else:
+                data = await read(READ_SIZE)
+            if not data:
+                return
+            frames = feed(data)
+            if dec.released:
+                budget.release(dec.released)
+                dec.released = 0
+            if frames:
+                costs = dec.costs
+                on_frames(frames, costs)
+                rest = sum(costs)
+                if rest:
+                    decode.release(rest)
+                if pause is not None:
+                    w = pause()
+                    if w is not None:
+                        if unread is not None and dec.buffered:
+                            # a paused stream holds its data in the mux only (one window at most)
+                            unread(dec.take_tail())
+                            if dec.reserved:
+                                budget.release(dec.reserved)
+                                dec.reserved = 0
+                        await w
+                        continue
+            if dec.reserved:
+                continue
+            need = dec.pending()
+            if not need or budget.try_reserve(need):
+                dec.reserved = need
+                continue
+            if control is not None and control():
+                budget.force(need)
+                dec.reserved = need
+                continue
+            if unread is not None and limits.parking.try_park():
+                counters["recv_frame_waits"] += 1
+                unread(dec.take_tail())
+                try:
+                    await budget.reserve(need)
+                finally:
+                    limits.parking.unpark()
+                dec.reserved = need  # for the frame at the head of what the stream reads next
+                continue
+            counters["recv_frame_refused"] += 1
+            on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
+            if dec.released:
+                budget.release(dec.released)
+                dec.released = 0
+    finally:
+        if dec.reserved:
+            budget.release(dec.reserved)
+            dec.reserved = 0
