@@ -86,10 +86,13 @@ class ClientConfig:
     connect_timeout: float = 5.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
-    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory")
-    max_decoded_bytes: int | None = None  # decoded messages held unread; None: 8 MiB (>= 2 * max_message_size)
-    max_partial_frame_bytes: int | None = None  # frames received in part; None: max_message_size + 9 + 256 KiB
-    partial_frame_timeout: float | None = 10.0  # a partial frame with no new byte for this long is dropped
+    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory"):
+    # decoded messages held unread (None: 8 MiB, at least 2 * max_message_size); frames received in
+    # part (None: max_message_size + 9 + 256 KiB); a partial frame with no new byte for this long is
+    # dropped (None: never)
+    max_decoded_bytes: int | None = None
+    max_partial_frame_bytes: int | None = None
+    partial_frame_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
         self.receive_limits()

@@ -217,7 +217,9 @@ class Inbox:
 
     __slots__ = ("_bytes", "_costs", "_getter", "_items", "_space", "budget", "high", "high_bytes")
 
-    def __init__(self, high: int = 256, *, budget: DecodeBudget | None = None, high_bytes: int | None = None) -> None:
+    def __init__(
+        self, high: int = 256, *, budget: DecodeBudget | None = None, high_bytes: int | None = None
+    ) -> None:
         self._items: deque[Any] = deque()
         self._costs: deque[int] = deque()
         self._bytes = 0
@@ -484,7 +486,9 @@ def receive_limit_defaults(
     ``max_message_size + 9 + 256 KiB``); raises ``ValueError`` for values that could not admit one
     message of ``max_message_size``."""
     decoded = (
-        max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size) if max_decoded_bytes is None else max_decoded_bytes
+        max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size)
+        if max_decoded_bytes is None
+        else max_decoded_bytes
     )
     partial = (
         max_message_size + HEADER_SIZE + PARTIAL_FRAME_SLACK
