@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.codec import CANCEL, HEADERS, MSG, REPLY, TRAILER, encode_frame
+from kcprpc.codec import CANCEL, HEADERS, MSG, REPLY, TRAILER, Refused, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.interceptors import ClientCallDetails, chain_client
 from kcprpc.service import MethodKind, MethodSpec, service_spec
@@ -87,7 +87,7 @@ class _ClientCall:
         if body is codec.OVERSIZED:
             self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
             return False
-        if isinstance(body, codec.Refused):
+        if isinstance(body, Refused):
             self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
             return False
         if ftype == REPLY:

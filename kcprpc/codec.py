@@ -320,6 +320,7 @@ class DecodeBudget:
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
+_unpackb = msgpack.unpackb
 
 
 def encode_frame(ftype: int, call_id: int, body: Any) -> bytes:
@@ -429,6 +430,14 @@ class FrameDecoder:
         pos = 0
         end = len(view)
         max_body = self.max_body
+        cheap = DECODE_FACTOR
+        if budget is not None:
+            held = budget.held_types
+            half = budget._half
+            small = (half - DECODE_SLACK) // DECODE_FACTOR  # longest non-held body decoded unexamined
+        else:
+            held = frozenset()
+            half = small = 0
         while end - pos >= HEADER_SIZE:
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
@@ -445,16 +454,27 @@ class FrameDecoder:
             if stop > end:
                 break
             if budget is None:
+                cost = 0
+                fast = True
+            elif ftype in held:  # charged the densest possible decoding while that leaves half free
+                cost = cheap * n + 64
+                fast = budget.held + cost <= half
+            else:
+                cost = 0
+                fast = n <= small
+            if fast:  # the hot path: nothing to examine
                 try:
-                    body = msgpack.unpackb(
+                    body = _unpackb(
                         view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0
                     )
                 except Exception:
                     body = UNDECODABLE
-                costs.append(0)
+                    cost = 0
+                if cost:
+                    budget.held += cost  # type: ignore[union-attr]
             else:
-                body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])
-                costs.append(cost)
+                body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])  # type: ignore[union-attr]
+            costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
         if self.reserved and out:  # the frame at the head, the reserved one, is complete

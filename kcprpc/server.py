@@ -35,6 +35,7 @@ from kcprpc.codec import (
     UNDECODABLE,
     WELCOME,
     Frame,
+    Refused,
     encode_frame,
 )
 from kcprpc.context import ServerContext, _current, current_context
@@ -136,7 +137,7 @@ class _ServerCall:
     def overflow(self) -> None:
         self.cancel(_OVERFLOW)
 
-    def refuse(self, refused: codec.Refused) -> None:
+    def refuse(self, refused: Refused) -> None:
         """A message of this call was refused by a receive budget: fail it (RESOURCE_EXHAUSTED)."""
         self.refusal = refused.reason
         self.cancel(_REFUSED)
@@ -637,6 +638,7 @@ class _Channel:
         self.calls: dict[int, _ServerCall] = {}
         self.is_control = False
         self.loop = sess._loop
+        self.decode = sess.receive.decode
 
     # ---------------------------------------------------------------- frames in
     def control(self) -> bool:
@@ -655,7 +657,7 @@ class _Channel:
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    if isinstance(body, codec.Refused):
+                    if isinstance(body, Refused):
                         call.refuse(body)
                     elif self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
                         # the shared stream cannot be paused for one call: refuse to buffer without end
@@ -803,7 +805,7 @@ class _Channel:
         if body is OVERSIZED:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
             return False
-        if isinstance(body, codec.Refused):
+        if isinstance(body, Refused):
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
             return False
         if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
@@ -920,7 +922,7 @@ class _Channel:
             self.calls.pop(cid, None)
             sess = self.sess
             if call.cost:  # the request body's decode budget
-                sess.receive.decode.release(call.cost)
+                self.decode.held -= call.cost
                 call.cost = 0
             if call.inbound is not None:
                 call.inbound.release_all()
@@ -967,7 +969,7 @@ class _Channel:
                 return
             if item is OVERSIZED:
                 raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            if isinstance(item, codec.Refused):
+            if isinstance(item, Refused):
                 raise RpcError(Status.RESOURCE_EXHAUSTED, item.reason)
             try:
                 yield load(item)
