@@ -352,6 +352,16 @@ def decode_datagram(data: bytes) -> Frame:
     return ftype, call_id, body
 
 
+_VIEW_ABOVE: Final = 64 * 1024
+
+
+def _decode_fast(data: memoryview, cost: int) -> tuple[Any, int]:
+    try:
+        return _unpackb(data, raw=False, strict_map_key=False, max_ext_len=0), cost
+    except Exception:
+        return UNDECODABLE, 0
+
+
 class FrameDecoder:
     """Incremental frame decoder for a byte stream.
 
@@ -462,7 +472,15 @@ class FrameDecoder:
             else:
                 cost = 0
                 fast = n <= small
-            if fast:  # the hot path: nothing to examine
+            if n > _VIEW_ABOVE:  # a large body is read in place, not copied out first
+                with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
+                    if fast:
+                        body, cost = _decode_fast(part, cost)
+                    else:
+                        body, cost = budget.decode(ftype, part)  # type: ignore[union-attr]
+                if cost and fast:
+                    budget.held += cost  # type: ignore[union-attr]
+            elif fast:  # the hot path: nothing to examine
                 try:
                     body = _unpackb(
                         view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0

@@ -67,3 +67,22 @@ def test_garbage_never_raises(data: bytes, chunk: int) -> None:
     for i in range(0, len(data), chunk):
         for ftype, cid, _body in dec.feed(data[i : i + chunk]):
             assert 0 <= ftype < 256 and 0 <= cid < 2**32
+
+
+def test_large_bodies_are_decoded_in_place_with_and_without_budget() -> None:
+    """Bodies above 64 KiB are read through a view of the buffer (no copy first); the buffer is still
+    trimmed afterwards, split or not, budget or not."""
+    value = {"blob": b"b" * 300_000, "text": "t" * 100_000, "n": list(range(5000))}
+    blob = codec.encode_frame(codec.MSG, 1, value) + codec.encode_frame(codec.MSG, 2, [1])
+    for budget in (
+        None,
+        codec.DecodeBudget(8 << 20, (codec.MSG,)),
+        codec.DecodeBudget(1 << 40, (codec.MSG,)),
+    ):
+        for step in (len(blob), 65536, 7777):
+            dec = codec.FrameDecoder(budget=budget)
+            out = []
+            for i in range(0, len(blob), step):
+                out += dec.feed(blob[i : i + step])
+            assert out == [(codec.MSG, 1, value), (codec.MSG, 2, [1])]
+            assert dec.buffered == 0
