@@ -40,6 +40,7 @@ from .errors import (
     MuxProtocolError,
     MuxStreamClosedError,
     MuxUsageError,
+    fresh,
 )
 from .frame import (
     CMD_FIN,
@@ -367,7 +368,7 @@ class MuxConnection:
 
     def _check_alive(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         if self._closing:
             raise MuxClosedError("session is closing")
 
@@ -450,7 +451,7 @@ class MuxConnection:
     def send(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
         """Queue stream data; it is framed (split at ``max_frame_size``) by :meth:`data_to_send`."""
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         if st.fin_queued:
             raise MuxStreamClosedError(f"stream {st.stream_id} was closed for writing")
         if self._closing:
@@ -657,7 +658,7 @@ class MuxConnection:
             c[exc.kind] += 1
         c["protocol_errors"] += 1
         err = MuxClosedError(f"session closed: protocol error from peer: {exc}")
-        err.__cause__ = exc
+        err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)
         self._terminate(err)
 
     def _return_tokens(self, n: int) -> None:
@@ -681,7 +682,7 @@ class MuxConnection:
             return b""
         if not st.recv_bytes:
             if not st.fin_received and self._error is not None:
-                raise self._error
+                raise fresh(self._error)
             return b""
         if n < 0 or n >= st.recv_bytes:
             n = st.recv_bytes
@@ -774,7 +775,7 @@ class MuxConnection:
             err = MuxClosedError("session closed: the transport reached EOF")
         else:
             err = MuxClosedError(f"session closed: transport failed: {exc}")
-            err.__cause__ = exc
+            err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)
         self._terminate(err)
 
     def terminate(self, error: MuxClosedError | str = "session closed locally") -> None:

@@ -29,7 +29,7 @@ from .core import (
     StreamState,
     WindowUpdated,
 )
-from .errors import MuxClosedError, MuxUsageError
+from .errors import MuxClosedError, MuxUsageError, fresh
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -191,7 +191,7 @@ class MuxStream:
         core = sess._core
         while True:
             if core.error is not None:
-                raise core.error
+                raise fresh(core.error)
             if self._writable():
                 return
             await self._park(sess._drain_waiters)
@@ -334,7 +334,7 @@ class MuxSession:
             return self._accept_queue.popleft()
         err = self._core.error
         if err is not None:
-            raise err
+            raise fresh(err)
         fut: asyncio.Future[MuxStream] = self._loop.create_future()
         self._accept_waiters.append(fut)
         try:
@@ -486,7 +486,7 @@ class MuxSession:
         while self._accept_waiters:
             fut = self._accept_waiters.popleft()
             if not fut.done() and err is not None:
-                fut.set_exception(err)
+                fut.set_exception(fresh(err))
         self._send_event.set()
         self._resume_event.set()
         if not self._closing:
