@@ -191,6 +191,114 @@ def _bin_cost(n: int) -> int:
     return 8 if n < 2 else ((33 + n + 15) & ~15) + 8
 
 
+class BodyWalk:
+    """:func:`decoded_size` over a body that arrives in pieces: :meth:`advance` walks the headers
+    buffered so far and keeps its place, so a body that cannot fit is refused after its first bytes,
+    before the rest is received and buffered (:class:`FrameDecoder` does this for large frames)."""
+
+    __slots__ = ("need", "pos", "total")
+
+    def __init__(self) -> None:
+        self.need = 1  # values still to read
+        self.pos = 0  # body bytes walked
+        self.total = 0  # estimate so far
+
+    def advance(
+        self, data: bytes | bytearray | memoryview, base: int, end: int, size: int, limit: int
+    ) -> int:
+        """Walk on through ``data[base + self.pos : end]``, where the body (``size`` bytes in all)
+        starts at ``data[base]``. Returns the estimate so far (final once :attr:`need` is 0), ``-1``
+        once it exceeds ``limit`` and ``-2`` for a body :func:`unpack` refuses (as soon as that is
+        certain). A value whose header or string/binary payload is not all there yet waits."""
+        fixed_size, fixed_cost = _FIXED_SIZE, _FIXED_COST
+        fixmap_cost, fixarray_cost, str_cost = _FIXMAP_COST, _FIXARRAY_COST, _str_cost
+        view = type(data) is memoryview
+        pos = base + self.pos
+        stop = base + size
+        if end > stop:
+            end = stop
+        need = self.need
+        total = self.total
+        while need:
+            if pos >= end:
+                break
+            b = data[pos]
+            s = fixed_size[b]
+            if s:
+                if pos + s > end:
+                    break
+                pos += s
+                total += fixed_cost[b]
+                need -= 1
+            elif b < 0x90:  # fixmap
+                k = b & 0x0F
+                need += 2 * k - 1
+                total += fixmap_cost[k]
+                pos += 1
+            elif b < 0xA0:  # fixarray
+                k = b & 0x0F
+                need += k - 1
+                total += fixarray_cost[k]
+                pos += 1
+            elif b < 0xC0:  # fixstr
+                k = b & 0x1F
+                pos += 1
+                if pos + k > end:
+                    pos -= 1
+                    if pos + 1 + k > stop:
+                        return -2
+                    break
+                if k < 2:
+                    total += 8
+                elif (bytes(data[pos : pos + k]) if view else data[pos : pos + k]).isascii():  # type: ignore[union-attr]
+                    total += ((k + 64) & ~15) + 8
+                else:
+                    total += ((4 * k + 95) & ~15) + 8
+                pos += k
+                need -= 1
+            elif 0xDC <= b <= 0xDF:  # array 16/32, map 16/32
+                w = 2 if b == 0xDC or b == 0xDE else 4
+                if pos + 1 + w > end:
+                    if pos + 1 + w > stop:
+                        return -2
+                    break
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if b <= 0xDD:
+                    need += k - 1
+                    total += _list_cost(k)
+                else:
+                    need += 2 * k - 1
+                    total += _dict_cost(k)
+            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:  # str 8/16/32, bin 8/16/32
+                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
+                if pos + 1 + w > end:
+                    if pos + 1 + w > stop:
+                        return -2
+                    break
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                if pos + 1 + w + k > end:
+                    if pos + 1 + w + k > stop:
+                        return -2
+                    break
+                pos += 1 + w
+                total += str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
+                pos += k
+                need -= 1
+            else:  # 0xc1 (never used) and the ext types
+                return -2
+            if need > stop - pos:  # more values announced than bytes left: truncated
+                return -2
+            if total > limit:
+                return -1
+        self.pos = pos - base
+        self.need = need
+        self.total = total
+        if not need and pos != stop:
+            return -2  # bytes after the value
+        return total
+
+
 def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
     """Estimate, without building anything, the bytes that ``unpack(data)`` would allocate.
 
@@ -201,63 +309,10 @@ def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
     for a body :func:`unpack` refuses (truncated, trailing bytes, ext types, the unused 0xc1).
     ``decoded_size(data, limit) <= DECODE_FACTOR * len(data) + DECODE_SLACK``.
     """
-    size, cost = _FIXED_SIZE, _FIXED_COST
+    walk = BodyWalk()
     n = len(data)
-    pos = 0
-    need = 1  # values still to read
-    total = 0
-    try:
-        while need:
-            b = data[pos]
-            need -= 1
-            s = size[b]
-            if s:
-                pos += s
-                total += cost[b]
-            elif b < 0x90:  # fixmap
-                k = b & 0x0F
-                need += 2 * k
-                total += _FIXMAP_COST[k]
-                pos += 1
-            elif b < 0xA0:  # fixarray
-                k = b & 0x0F
-                need += k
-                total += _FIXARRAY_COST[k]
-                pos += 1
-            elif b < 0xC0:  # fixstr
-                k = b & 0x1F
-                pos += 1
-                total += _str_cost(data[pos : pos + k])
-                pos += k
-            elif b == 0xDC or b == 0xDD:  # array 16/32
-                w = 2 if b == 0xDC else 4
-                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
-                pos += 1 + w
-                need += k
-                total += _list_cost(k)
-            elif b == 0xDE or b == 0xDF:  # map 16/32
-                w = 2 if b == 0xDE else 4
-                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
-                pos += 1 + w
-                need += 2 * k
-                total += _dict_cost(k)
-            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:  # str 8/16/32, bin 8/16/32
-                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
-                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
-                pos += 1 + w
-                if pos + k > n:
-                    return -2
-                total += _str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
-                pos += k
-            else:  # 0xc1 (never used) and the ext types
-                return -2
-            if need > n - pos:  # more values announced than bytes left: truncated
-                return -2
-            if total > limit:
-                return -1
-    except IndexError:
-        return -2
-    return total if pos == n else -2
+    r = walk.advance(data, 0, n, n, limit)
+    return -2 if r >= 0 and walk.need else r
 
 
 class DecodeBudget:
@@ -294,18 +349,25 @@ class DecodeBudget:
         """Give back ``n`` bytes charged for a body (its call ended, its message was taken)."""
         self.held -= n
 
-    def decode(self, ftype: int, data: bytes | bytearray | memoryview) -> tuple[Any, int]:
+    def decode(
+        self, ftype: int, data: bytes | bytearray | memoryview, walk: BodyWalk | None = None
+    ) -> tuple[Any, int]:
         """Check and decode one body: ``(body, charge)``; ``charge`` is 0 unless ``ftype`` is held.
-        ``body`` is :data:`DECODE_REFUSED` or :data:`UNDECODABLE` instead when it must be."""
+        ``body`` is :data:`DECODE_REFUSED` or :data:`UNDECODABLE` instead when it must be. ``walk``
+        is the walk of the body begun while it arrived, if any (:meth:`FrameDecoder.feed`)."""
         held = ftype in self.held_types
         room = self.limit - self.held if held else self.limit
         est = DECODE_FACTOR * len(data) + DECODE_SLACK
-        if est > (self._half - self.held if held else self._half):
-            self.counters["recv_decode_scanned"] += 1
-            est = decoded_size(data, room)
+        if walk is not None or est > (self._half - self.held if held else self._half):
+            if walk is None:
+                self.counters["recv_decode_scanned"] += 1
+                walk = BodyWalk()
+            est = walk.advance(data, 0, len(data), len(data), room)
+            if est >= 0 and walk.need:
+                est = -2
             if est == -2:
                 return UNDECODABLE, 0
-            if est < 0:
+            if est < 0 or est > room:
                 self.counters["recv_decode_refused"] += 1
                 return DECODE_REFUSED, 0
         try:
@@ -377,13 +439,14 @@ class FrameDecoder:
     completes, its reservation moves to :attr:`released` for the reader to give back.
     """
 
-    __slots__ = ("_budget", "_buf", "_skip", "costs", "max_body", "released", "reserved")
+    __slots__ = ("_budget", "_buf", "_skip", "_walk", "costs", "max_body", "released", "reserved")
 
     def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE, budget: DecodeBudget | None = None) -> None:
         self.max_body = max_body
         self._buf = bytearray()
         self._skip = 0
         self._budget = budget
+        self._walk: BodyWalk | None = None  # the decoded-size walk of the large frame being buffered
         self.costs: list[int] = []
         self.reserved = 0  # buffer bytes reserved for the frame at the head of the buffer
         self.released = 0  # reservations of frames completed since the reader last looked
@@ -405,15 +468,17 @@ class FrameDecoder:
         """Remove and return the buffered start of the next frame (to give it back to the stream)."""
         tail = bytes(self._buf)
         self._buf.clear()
+        self._walk = None
         return tail
 
-    def refuse_pending(self, marker: Refused) -> Frame:
+    def refuse_pending(self, marker: Refused | _Undecodable) -> Frame:
         """Give up the frame whose start is buffered: skip the rest of it as it arrives and return
         it as ``(type, call_id, marker)`` (its reservation, if any, moves to :attr:`released`)."""
         buf = self._buf
         n, ftype, call_id = _unpack_header(buf)
         self._skip = HEADER_SIZE + n - len(buf)
         buf.clear()
+        self._walk = None
         if self.reserved:
             self.released += self.reserved
             self.reserved = 0
@@ -441,6 +506,7 @@ class FrameDecoder:
         end = len(view)
         max_body = self.max_body
         cheap = DECODE_FACTOR
+        walk = self._walk if buf else None
         if budget is not None:
             held = budget.held_types
             half = budget._half
@@ -472,7 +538,11 @@ class FrameDecoder:
             else:
                 cost = 0
                 fast = n <= small
-            if n > _VIEW_ABOVE:  # a large body is read in place, not copied out first
+            if walk is not None:  # the large frame buffered before: its walk goes on from there
+                with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
+                    body, cost = budget.decode(ftype, part, walk)  # type: ignore[union-attr]
+                walk = self._walk = None
+            elif n > _VIEW_ABOVE:  # a large body is read in place, not copied out first
                 with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
                     if fast:
                         body, cost = _decode_fast(part, cost)
@@ -502,4 +572,26 @@ class FrameDecoder:
             del buf[:pos]
         elif pos < end:
             self._buf = bytearray(view[pos:])
+        if budget is not None and len(self._buf) >= HEADER_SIZE:
+            self._walk_partial(budget, out, costs)
         return out
+
+    def _walk_partial(self, budget: DecodeBudget, out: list[Frame], costs: list[int]) -> None:
+        """Walk what has arrived of a large frame: one whose body already cannot fit the budget is
+        refused now, and the rest of it skipped as it comes, not buffered."""
+        buf = self._buf
+        n = int(_unpack_header(buf)[0])
+        walk = self._walk
+        if walk is None:
+            if n <= _VIEW_ABOVE or DECODE_FACTOR * n + DECODE_SLACK <= budget._half:
+                return  # small, or sure to fit: checked once complete, if at all
+            walk = self._walk = BodyWalk()
+            budget.counters["recv_decode_scanned"] += 1
+        with memoryview(buf) as mv:
+            r = walk.advance(mv, HEADER_SIZE, len(buf), n, budget.limit)
+        if r >= 0:
+            return
+        if r == -1:
+            budget.counters["recv_decode_refused"] += 1
+        out.append(self.refuse_pending(DECODE_REFUSED if r == -1 else UNDECODABLE))
+        costs.append(0)
