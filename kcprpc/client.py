@@ -264,6 +264,7 @@ class _Link:
         if self.closed:
             return
         self.closed = True
+        self.receive.close()
         for call in list(self.calls.values()):
             call.fail(err)
         self.calls.clear()

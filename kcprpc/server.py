@@ -401,6 +401,7 @@ class Server:
                 spawn(tasks, self._serve_stream(sess, stream))
         finally:
             sess.closed = True
+            sess.receive.close()
             dgram_task.cancel()
             for call in list(sess.calls):
                 call.cancel(_CLIENT)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -356,6 +357,84 @@ class ParkingLot:
             self.parked -= 1
 
 
+TRIM_AFTER = 1024 * 1024
+"""A frame reservation this large, given back, asks for :func:`trim_soon`."""
+
+
+class _Trimmer:
+    """glibc keeps the memory of freed buffers (the holes of a fragmented heap, large chunks below its
+    moving mmap threshold) and so the process's RSS stays at its peak after a burst of large frames.
+    ``malloc_trim(0)`` gives the free pages back; this runs it at most once a second, a second after
+    it was asked for (a no-op where the C library has no ``malloc_trim``)."""
+
+    def __init__(self) -> None:
+        self._fn: Callable[[int], int] | None = None
+        self._loaded = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._late: asyncio.TimerHandle | None = None
+        self.runs = 0
+        self.seconds = 0.0  # time spent in malloc_trim
+
+    def _load(self) -> Callable[[int], int] | None:
+        if not self._loaded:
+            self._loaded = True
+            try:
+                import ctypes
+                import ctypes.util
+
+                name = ctypes.util.find_library("c")
+                fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+                if fn is not None:
+                    fn.argtypes = [ctypes.c_size_t]
+                    fn.restype = ctypes.c_int
+                    self._fn = fn
+            except (OSError, AttributeError):
+                self._fn = None
+        return self._fn
+
+    def soon(self) -> None:
+        if self._handle is not None or self._load() is None:
+            return
+        try:
+            self._handle = asyncio.get_running_loop().call_later(1.0, self._run)
+        except RuntimeError:  # no running loop (a test driving the budget by hand)
+            return
+
+    def after_close(self) -> None:
+        """A connection that held large buffers ended: trim once things settled (its transport's
+        buffers go a little later than its streams'); a later close pushes this back."""
+        if self._load() is None:
+            return
+        if self._late is not None:
+            self._late.cancel()
+        try:
+            self._late = asyncio.get_running_loop().call_later(3.0, self._run_late)
+        except RuntimeError:
+            self._late = None
+
+    def _run_late(self) -> None:
+        self._late = None
+        self._run(False)
+
+    def _run(self, debounced: bool = True) -> None:
+        if debounced:
+            self._handle = None
+        fn = self._fn
+        if fn is not None:
+            t0 = time.perf_counter()
+            fn(0)
+            self.runs += 1
+            self.seconds += time.perf_counter() - t0
+
+
+trimmer = _Trimmer()
+
+
+def trim_soon() -> None:
+    """Ask the C allocator to return free memory to the OS about a second from now (debounced)."""
+    trimmer.soon()
+
+
 class FrameBudget:
     """The bytes of partial frames that the stream readers of one connection may hold together.
 
@@ -367,23 +446,28 @@ class FrameBudget:
     reservation is granted eventually while the peer completes its frames. The control stream never
     waits: :meth:`force` charges its frame even past the limit (at most one frame at a time)."""
 
-    __slots__ = ("_waiters", "limit", "used")
+    __slots__ = ("_waiters", "limit", "peak", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.peak = 0  # most reserved at once
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def try_reserve(self, n: int) -> bool:
         """Reserve ``n`` bytes if that needs no wait."""
         if not self._waiters and self.used + n <= self.limit:
             self.used += n
+            if self.used > self.peak:
+                self.peak = self.used
             return True
         return False
 
     def force(self, n: int) -> None:
         """Reserve ``n`` bytes now, past the limit if need be (the control stream's frame)."""
         self.used += n
+        if self.used > self.peak:
+            self.peak = self.used
 
     async def reserve(self, n: int) -> None:
         """Wait (FIFO) until ``n`` bytes can be reserved, and reserve them."""
@@ -406,6 +490,8 @@ class FrameBudget:
     def release(self, n: int) -> None:
         """Give back ``n`` reserved bytes."""
         self.used -= n
+        if n >= TRIM_AFTER:  # a large frame's buffer is free now
+            trim_soon()
         if self._waiters:
             self._grant()
 
@@ -419,6 +505,8 @@ class FrameBudget:
             if self.used + n > self.limit:
                 return
             self.used += n
+            if self.used > self.peak:
+                self.peak = self.used
             waiters.popleft()
             fut.set_result(None)
 
@@ -465,6 +553,12 @@ class ReceiveLimits:
         self.frames = FrameBudget(max_partial_frame_bytes)
         self.parking = parking
         self.partial_frame_timeout = partial_frame_timeout
+
+    def close(self) -> None:
+        """The connection ended: if it ever held large frames, give the freed memory back to the OS
+        a little later (:class:`_Trimmer`)."""
+        if self.frames.peak >= TRIM_AFTER:
+            trimmer.after_close()
 
 
 DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
