@@ -12,6 +12,7 @@ datagrams. See ``docs/wire-format/rpc.md``.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -174,6 +175,18 @@ def _dict_cost(n: int) -> int:
     return 72 if n == 0 else 232 if n == 1 else 360 if n <= 10 else 72 + 56 * n
 
 
+_RUNS: list[re.Pattern[bytes] | None] = [None] * 256  # runs of one-byte values of one cost, matched in C
+_RUN_COST = [0] * 256
+for _pattern, _cost in (
+    (rb"[\x00-\x7f\xc0\xc2\xc3\xfb-\xff]+", 8),  # cached small ints, nil, bools
+    (rb"[\xe0-\xfa]+", 40),  # negative fixints below -5
+    (rb"[\x80\x90]+", 72),  # empty maps and arrays (the bomb's bricks)
+):
+    _rx = re.compile(_pattern)
+    for _b in range(256):
+        if _rx.fullmatch(bytes((_b,))):
+            _RUNS[_b], _RUN_COST[_b] = _rx, _cost
+
 _FIXMAP_COST = [_dict_cost(n) for n in range(16)]
 _FIXARRAY_COST = [_list_cost(n) for n in range(16)]
 
@@ -212,6 +225,7 @@ class BodyWalk:
         certain). A value whose header or string/binary payload is not all there yet waits."""
         fixed_size, fixed_cost = _FIXED_SIZE, _FIXED_COST
         fixmap_cost, fixarray_cost, str_cost = _FIXMAP_COST, _FIXARRAY_COST, _str_cost
+        runs, run_cost = _RUNS, _RUN_COST
         view = type(data) is memoryview
         pos = base + self.pos
         stop = base + size
@@ -223,6 +237,17 @@ class BodyWalk:
             if pos >= end:
                 break
             b = data[pos]
+            run = runs[b]
+            if run is not None and pos + 1 < end and runs[data[pos + 1]] is run:
+                # several one-byte values in a row (long arrays of small ints, empty maps): one C call
+                lim = pos + need if pos + need < end else end
+                k = run.match(data, pos, lim).end() - pos  # type: ignore[union-attr]
+                pos += k
+                need -= k
+                total += run_cost[b] * k
+                if total > limit:
+                    return -1
+                continue
             s = fixed_size[b]
             if s:
                 if pos + s > end:

@@ -150,3 +150,26 @@ def test_budgeted_decoder_never_holds_more_than_its_limit(
             assert est <= room
             assert cost >= est if is_held else cost == 0
             held += cost
+
+
+@given(
+    st.binary(max_size=200) | values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.lists(st.integers(0, 60), max_size=12),
+    st.integers(0, 5000) | st.just(HUGE),
+)
+def test_walk_in_pieces_agrees_with_walk_at_once(data: bytes, cuts: list[int], limit: int) -> None:
+    """BodyWalk fed the body as it arrives (any split) ends where decoded_size does."""
+    whole = codec.decoded_size(data, limit)
+    walk = codec.BodyWalk()
+    end = 0
+    r = 0
+    for cut in cuts:
+        end = min(len(data), end + cut)
+        r = walk.advance(data, 0, end, len(data), limit)
+        if r < 0:
+            break
+    if r >= 0:
+        r = walk.advance(data, 0, len(data), len(data), limit)
+        if r >= 0 and walk.need:
+            r = -2
+    assert r == whole
