@@ -531,6 +531,9 @@ class FrameDecoder:
         end = len(view)
         max_body = self.max_body
         cheap = DECODE_FACTOR
+        charged = budget.held if budget is not None else 0  # budget.held, kept in a local meanwhile
+        view_above = _VIEW_ABOVE
+        unpackb = _unpackb
         walk = self._walk if buf else None
         if budget is not None:
             held = budget.held_types
@@ -554,42 +557,58 @@ class FrameDecoder:
             stop = pos + HEADER_SIZE + n
             if stop > end:
                 break
-            if budget is None:
-                cost = 0
-                fast = True
-            elif ftype in held:  # charged the densest possible decoding while that leaves half free
-                cost = cheap * n + 64
-                fast = budget.held + cost <= half
-            else:
-                cost = 0
-                fast = n <= small
-            if walk is not None:  # the large frame buffered before: its walk goes on from there
+            if walk is None and n <= view_above:  # the hot path
+                if budget is None:
+                    cost = 0
+                elif ftype in held:  # charged the densest possible decoding while that leaves half free
+                    cost = cheap * n + 64
+                    if charged + cost > half:
+                        cost = -1
+                else:
+                    cost = 0 if n <= small else -1
+                if cost >= 0:  # no need to look at the body
+                    try:
+                        body = unpackb(
+                            view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0
+                        )
+                    except Exception:
+                        body = UNDECODABLE
+                        cost = 0
+                    charged += cost
+                else:
+                    budget.held = charged  # type: ignore[union-attr]
+                    body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])  # type: ignore[union-attr]
+                    charged = budget.held  # type: ignore[union-attr]
+            elif walk is not None:  # the large frame buffered before: its walk goes on from there
+                budget.held = charged  # type: ignore[union-attr]
                 with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
                     body, cost = budget.decode(ftype, part, walk)  # type: ignore[union-attr]
+                charged = budget.held  # type: ignore[union-attr]
                 walk = self._walk = None
-            elif n > _VIEW_ABOVE:  # a large body is read in place, not copied out first
+            else:  # a large body is read in place, not copied out first
+                if budget is None:
+                    cost, fast = 0, True
+                elif ftype in held:
+                    cost = cheap * n + 64
+                    fast = charged + cost <= half
+                else:
+                    cost, fast = 0, n <= small
+                budget_held = charged
+                if budget is not None:
+                    budget.held = charged
                 with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
                     if fast:
                         body, cost = _decode_fast(part, cost)
+                        budget_held += cost
                     else:
                         body, cost = budget.decode(ftype, part)  # type: ignore[union-attr]
-                if cost and fast:
-                    budget.held += cost  # type: ignore[union-attr]
-            elif fast:  # the hot path: nothing to examine
-                try:
-                    body = _unpackb(
-                        view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0
-                    )
-                except Exception:
-                    body = UNDECODABLE
-                    cost = 0
-                if cost:
-                    budget.held += cost  # type: ignore[union-attr]
-            else:
-                body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])  # type: ignore[union-attr]
+                        budget_held = budget.held  # type: ignore[union-attr]
+                charged = budget_held
             costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
+        if budget is not None:
+            budget.held = charged
         if self.reserved and out:  # the frame at the head, the reserved one, is complete
             self.released += self.reserved
             self.reserved = 0
