@@ -87,9 +87,6 @@ class _ClientCall:
         if body is codec.OVERSIZED:
             self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
             return False
-        if isinstance(body, Refused):
-            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
-            return False
         if ftype == REPLY:
             if isinstance(body, list) and len(body) == 3:
                 self.initial_md = body[1]
@@ -97,8 +94,12 @@ class _ClientCall:
                 self._finish()
                 if not self.fut.done():
                     self.fut.set_result(body[0])
+            elif isinstance(body, Refused):  # a receive budget refused it (not decoded)
+                self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
             else:
                 self.fail(RpcError(Status.INTERNAL, "malformed reply"))
+        elif isinstance(body, Refused):
+            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
         elif ftype == MSG:
             if self.queue is not None:
                 if not self.own and self.queue.qsize() >= INBOX_LIMIT:

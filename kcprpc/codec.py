@@ -464,7 +464,21 @@ class FrameDecoder:
     completes, its reservation moves to :attr:`released` for the reader to give back.
     """
 
-    __slots__ = ("_budget", "_buf", "_skip", "_walk", "costs", "max_body", "released", "reserved")
+    __slots__ = (
+        "_budget",
+        "_buf",
+        "_limits",
+        "_skip",
+        "_walk",
+        "attention",
+        "charged",
+        "costs",
+        "max_body",
+        "partial",
+        "refused",
+        "released",
+        "reserved",
+    )
 
     def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE, budget: DecodeBudget | None = None) -> None:
         self.max_body = max_body
@@ -475,6 +489,15 @@ class FrameDecoder:
         self.costs: list[int] = []
         self.reserved = 0  # buffer bytes reserved for the frame at the head of the buffer
         self.released = 0  # reservations of frames completed since the reader last looked
+        self.partial = 0  # after feed: pending(), the size of the frame whose start is buffered
+        self.charged = 0  # after feed: the sum of costs
+        self.refused = False  # set when a body was refused by the budget (the reader resets it)
+        self.attention = False  # set when refused, released or partial may need the reader
+        self._limits: tuple[frozenset[int], int, int] = (
+            (budget.held_types, budget._half, (budget._half - DECODE_SLACK) // DECODE_FACTOR)
+            if budget is not None
+            else (frozenset(), 0, 0)
+        )  # held types, half the budget, the longest non-held body decoded without a look
 
     @property
     def buffered(self) -> int:
@@ -494,6 +517,7 @@ class FrameDecoder:
         tail = bytes(self._buf)
         self._buf.clear()
         self._walk = None
+        self.partial = 0
         return tail
 
     def refuse_pending(self, marker: Refused | _Undecodable) -> Frame:
@@ -504,45 +528,42 @@ class FrameDecoder:
         self._skip = HEADER_SIZE + n - len(buf)
         buf.clear()
         self._walk = None
+        self.partial = 0
         if self.reserved:
             self.released += self.reserved
             self.reserved = 0
+            self.attention = True
         return ftype, call_id, marker
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every frame now complete."""
         out: list[Frame] = []
-        budget = self._budget
         costs: list[int] = []
         self.costs = costs
         if self._skip:
+            self.charged = 0
             if len(data) <= self._skip:
                 self._skip -= len(data)
                 return out
             data = data[self._skip :]
             self._skip = 0
+        budget = self._budget
         buf = self._buf
         if buf:
             buf += data
             view: bytes | bytearray = buf
+            walk = self._walk
         else:
             view = data
+            walk = None
         pos = 0
         end = len(view)
         max_body = self.max_body
         cheap = DECODE_FACTOR
-        charged = budget.held if budget is not None else 0  # budget.held, kept in a local meanwhile
-        view_above = _VIEW_ABOVE
+        held, half, small = self._limits
+        charged = start = budget.held if budget is not None else 0  # budget.held, in a local meanwhile
         unpackb = _unpackb
-        walk = self._walk if buf else None
-        if budget is not None:
-            held = budget.held_types
-            half = budget._half
-            small = (half - DECODE_SLACK) // DECODE_FACTOR  # longest non-held body decoded unexamined
-        else:
-            held = frozenset()
-            half = small = 0
-        while end - pos >= HEADER_SIZE:
+        while end - pos >= 9:  # HEADER_SIZE
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
                 out.append((ftype, call_id, OVERSIZED))
@@ -557,7 +578,7 @@ class FrameDecoder:
             stop = pos + HEADER_SIZE + n
             if stop > end:
                 break
-            if walk is None and n <= view_above:  # the hot path
+            if walk is None and n <= 65536:  # the hot path (65536: _VIEW_ABOVE)
                 if budget is None:
                     cost = 0
                 elif ftype in held:  # charged the densest possible decoding while that leaves half free
@@ -579,12 +600,16 @@ class FrameDecoder:
                     budget.held = charged  # type: ignore[union-attr]
                     body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])  # type: ignore[union-attr]
                     charged = budget.held  # type: ignore[union-attr]
+                    if body is DECODE_REFUSED:
+                        self.refused = self.attention = True
             elif walk is not None:  # the large frame buffered before: its walk goes on from there
                 budget.held = charged  # type: ignore[union-attr]
                 with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
                     body, cost = budget.decode(ftype, part, walk)  # type: ignore[union-attr]
                 charged = budget.held  # type: ignore[union-attr]
                 walk = self._walk = None
+                if body is DECODE_REFUSED:
+                    self.refused = self.attention = True
             else:  # a large body is read in place, not copied out first
                 if budget is None:
                     cost, fast = 0, True
@@ -603,21 +628,34 @@ class FrameDecoder:
                     else:
                         body, cost = budget.decode(ftype, part)  # type: ignore[union-attr]
                         budget_held = budget.held  # type: ignore[union-attr]
+                        if body is DECODE_REFUSED:
+                            self.refused = self.attention = True
                 charged = budget_held
             costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
         if budget is not None:
+            self.charged = charged - start
             budget.held = charged
         if self.reserved and out:  # the frame at the head, the reserved one, is complete
             self.released += self.reserved
             self.reserved = 0
+            self.attention = True
         if buf:
             del buf[:pos]
+            rest = len(buf)
         elif pos < end:
             self._buf = bytearray(view[pos:])
-        if budget is not None and len(self._buf) >= HEADER_SIZE:
-            self._walk_partial(budget, out, costs)
+            rest = end - pos
+        else:
+            rest = 0
+        if rest >= HEADER_SIZE:
+            self.partial = HEADER_SIZE + int(_unpack_header(self._buf)[0])
+            self.attention = True
+            if budget is not None:
+                self._walk_partial(budget, out, costs)
+        elif self.partial:
+            self.partial = 0
         return out
 
     def _walk_partial(self, budget: DecodeBudget, out: list[Frame], costs: list[int]) -> None:
@@ -637,5 +675,6 @@ class FrameDecoder:
             return
         if r == -1:
             budget.counters["recv_decode_refused"] += 1
+            self.refused = self.attention = True
         out.append(self.refuse_pending(DECODE_REFUSED if r == -1 else UNDECODABLE))
         costs.append(0)

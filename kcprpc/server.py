@@ -806,10 +806,10 @@ class _Channel:
         if body is OVERSIZED:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
             return False
-        if isinstance(body, Refused):
-            self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
-            return False
         if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
+            if isinstance(body, Refused):  # a receive budget refused it (not decoded)
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
+                return False
             server.stats["bad_frames"] += 1
             self._trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
             return False

@@ -622,6 +622,18 @@ READ_SIZE = 65536
 """Bytes asked from a stream per read."""
 
 
+def _settle(dec: FrameDecoder, budget: FrameBudget) -> None:
+    """Act on what the decoder's last feed flagged: give back the reservations of completed frames,
+    trim after a refused body."""
+    dec.attention = False
+    if dec.released:
+        budget.release(dec.released)
+        dec.released = 0
+    if dec.refused:
+        dec.refused = False
+        trim_soon()
+
+
 async def read_frames(
     stream: ByteStream,
     on_frames: Callable[[list[Frame], list[int]], None],
@@ -666,9 +678,10 @@ async def read_frames(
     counters = limits.counters
     timeout = limits.partial_frame_timeout
     unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
+    partial = False  # a reserved frame is being read: its next byte has partial_frame_timeout to come
     try:
         while True:
-            if dec.reserved and timeout is not None:
+            if partial and timeout is not None:
                 try:
                     data = await asyncio.wait_for(read(READ_SIZE), timeout)
                 except asyncio.TimeoutError:
@@ -681,39 +694,46 @@ async def read_frames(
                         dec.reserved = 0
                     budget.release(dec.released)
                     dec.released = 0
+                    partial = False
                     continue
             else:
                 data = await read(READ_SIZE)
             if not data:
                 return
-            refused = counters["recv_decode_refused"]
             frames = feed(data)
-            if dec.released:
-                budget.release(dec.released)
-                dec.released = 0
-            if counters["recv_decode_refused"] != refused:
-                trim_soon()
             if frames:
                 costs = dec.costs
                 on_frames(frames, costs)
-                rest = sum(costs)
-                if rest:
-                    decode.release(rest)
+                if dec.charged:
+                    rest = sum(costs)  # what the callee did not keep
+                    if rest:
+                        decode.release(rest)
                 if pause is not None:
                     w = pause()
                     if w is not None:
+                        if dec.attention:
+                            _settle(dec, budget)
                         if unread is not None and dec.buffered:
                             # a paused stream holds its data in the mux only (one window at most)
                             unread(dec.take_tail())
                             if dec.reserved:
                                 budget.release(dec.reserved)
                                 dec.reserved = 0
+                        partial = False
                         await w
                         continue
+            if not dec.attention:  # the hot path: every frame complete, nothing reserved
+                partial = False
+                continue
+            _settle(dec, budget)
+            partial = True
             if dec.reserved:
                 continue
-            need = dec.pending()
-            if not need or budget.try_reserve(need):
+            need = dec.partial
+            if not need:
+                partial = False
+                continue
+            if budget.try_reserve(need):
                 dec.reserved = need
                 continue
             if control is not None and control():
@@ -732,9 +752,8 @@ async def read_frames(
             counters["recv_frame_refused"] += 1
             trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
             on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
-            if dec.released:
-                budget.release(dec.released)
-                dec.released = 0
+            _settle(dec, budget)
+            partial = False
     finally:
         if dec.reserved:
             budget.release(dec.reserved)
