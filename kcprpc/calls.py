@@ -75,7 +75,7 @@ class _ClientCall:
         self.writer = writer
         self.own = own
         self.fut: asyncio.Future[Any] = link.loop.create_future()
-        self.queue: Inbox | None = Inbox(budget=link.receive.decode) if spec.streams_responses else None
+        self.queue: Inbox | None = Inbox() if spec.streams_responses else None
         self.initial_md: dict[str, Any] | None = None
         self.trailing_md: dict[str, Any] | None = None
         self.timer: asyncio.TimerHandle | None = None

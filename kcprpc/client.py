@@ -136,7 +136,7 @@ class _Link:
             max_decoded_bytes=decoded,
             max_partial_frame_bytes=partial,
             partial_frame_timeout=client.config.partial_frame_timeout,
-            held_types=(MSG,),
+            held_types=(),  # per body only: a hostile server is out of scope, streams pay nothing
             parking=self.parking,
             counters=client.counters,
         )

@@ -334,10 +334,136 @@ def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
     for a body :func:`unpack` refuses (truncated, trailing bytes, ext types, the unused 0xc1).
     ``decoded_size(data, limit) <= DECODE_FACTOR * len(data) + DECODE_SLACK``.
     """
-    walk = BodyWalk()
     n = len(data)
+    if n <= _SMALL_BODY and type(data) is not memoryview:
+        return _small_size(data, limit)
+    walk = BodyWalk()
     r = walk.advance(data, 0, n, n, limit)
     return -2 if r >= 0 and walk.need else r
+
+
+_SMALL_BODY: Final = 4096
+
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+
+
+def _one_value_size(data: bytes | bytearray | memoryview) -> int:
+    """The estimate of a body that is one string or binary value, at once; -1 for other bodies."""
+    n = len(data)
+    if n < 2:
+        return -1
+    b = data[0]
+    if b == 0xC5:  # bin 16
+        k = n - 3
+        if k >= 0 and _U16(data, 1)[0] == k:
+            return 8 if k < 2 else ((k + 48) & ~15) + 8
+    elif b == 0xC4:  # bin 8
+        k = n - 2
+        if data[1] == k:
+            return 8 if k < 2 else ((k + 48) & ~15) + 8
+    elif b == 0xC6:  # bin 32
+        k = n - 5
+        if k >= 0 and _U32(data, 1)[0] == k:
+            return ((k + 48) & ~15) + 8
+    elif 0xA0 <= b <= 0xBF:
+        if 1 + (b & 0x1F) == n:
+            return _str_cost(data[1:])
+    elif 0xD9 <= b <= 0xDB:
+        w = 1 << (b - 0xD9)
+        if n > w and int.from_bytes(data[1 : 1 + w], "big") == n - 1 - w:
+            return _str_cost(data[1 + w :])
+    return -1
+
+
+def _small_size(data: bytes | bytearray, limit: int) -> int:
+    """:func:`decoded_size` of a whole body of bytes, without a :class:`BodyWalk` (the same walk,
+    inlined: messages of a few fields are walked for each held message past half the budget)."""
+    n = len(data)
+    est = _one_value_size(data)
+    if est >= 0:
+        return est if est <= limit else -1
+    fixed_size, fixed_cost = _FIXED_SIZE, _FIXED_COST
+    fixmap_cost, fixarray_cost, runs, run_cost = _FIXMAP_COST, _FIXARRAY_COST, _RUNS, _RUN_COST
+    pos = 0
+    need = 1
+    total = 0
+    try:
+        while need:
+            b = data[pos]
+            run = runs[b]
+            if run is not None and pos + 1 < n and runs[data[pos + 1]] is run:
+                lim = pos + need if pos + need < n else n
+                k = run.match(data, pos, lim).end() - pos  # type: ignore[union-attr]
+                pos += k
+                need -= k
+                total += run_cost[b] * k
+                if total > limit:
+                    return -1
+                continue
+            s = fixed_size[b]
+            if s:
+                if pos + s > n:
+                    return -2
+                pos += s
+                total += fixed_cost[b]
+                need -= 1
+            elif b < 0x90:
+                k = b & 0x0F
+                need += 2 * k - 1
+                total += fixmap_cost[k]
+                pos += 1
+            elif b < 0xA0:
+                k = b & 0x0F
+                need += k - 1
+                total += fixarray_cost[k]
+                pos += 1
+            elif b < 0xC0:
+                k = b & 0x1F
+                pos += 1
+                if pos + k > n:
+                    return -2
+                if k < 2:
+                    total += 8
+                elif data[pos : pos + k].isascii():
+                    total += ((k + 64) & ~15) + 8
+                else:
+                    total += ((4 * k + 95) & ~15) + 8
+                pos += k
+                need -= 1
+            elif 0xDC <= b <= 0xDF:
+                w = 2 if b == 0xDC or b == 0xDE else 4
+                if pos + 1 + w > n:
+                    return -2
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if b <= 0xDD:
+                    need += k - 1
+                    total += _list_cost(k)
+                else:
+                    need += 2 * k - 1
+                    total += _dict_cost(k)
+            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:
+                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
+                if pos + 1 + w > n:
+                    return -2
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if pos + k > n:
+                    return -2
+                total += _str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
+                pos += k
+                need -= 1
+            else:
+                return -2
+            if need > n - pos:
+                return -2
+            if total > limit:
+                return -1
+    except IndexError:
+        return -2
+    return total if pos == n else -2
 
 
 class DecodeBudget:
@@ -386,10 +512,17 @@ class DecodeBudget:
         if walk is not None or est > (self._half - self.held if held else self._half):
             if walk is None:
                 self.counters["recv_decode_scanned"] += 1
-                walk = BodyWalk()
-            est = walk.advance(data, 0, len(data), len(data), room)
-            if est >= 0 and walk.need:
-                est = -2
+            if walk is None and type(data) is not memoryview and len(data) <= _SMALL_BODY:
+                est = _small_size(data, room)
+            elif walk is None and (est := _one_value_size(data)) >= 0:
+                if est > room:
+                    est = -1
+            else:
+                if walk is None:
+                    walk = BodyWalk()
+                est = walk.advance(data, 0, len(data), len(data), room)
+                if est >= 0 and walk.need:
+                    est = -2
             if est == -2:
                 return UNDECODABLE, 0
             if est < 0 or est > room:
@@ -493,11 +626,11 @@ class FrameDecoder:
         self.charged = 0  # after feed: the sum of costs
         self.refused = False  # set when a body was refused by the budget (the reader resets it)
         self.attention = False  # set when refused, released or partial may need the reader
-        self._limits: tuple[frozenset[int], int, int] = (
-            (budget.held_types, budget._half, (budget._half - DECODE_SLACK) // DECODE_FACTOR)
+        self._limits: tuple[frozenset[int], int, int, int] = (
+            (budget.held_types, budget._half, (budget._half - DECODE_SLACK) // DECODE_FACTOR, budget.limit)
             if budget is not None
-            else (frozenset(), 0, 0)
-        )  # held types, half the budget, the longest non-held body decoded without a look
+            else (frozenset(), 0, 0, 0)
+        )  # held types, half the budget, the longest non-held body decoded without a look, the limit
 
     @property
     def buffered(self) -> int:
@@ -560,7 +693,7 @@ class FrameDecoder:
         end = len(view)
         max_body = self.max_body
         cheap = DECODE_FACTOR
-        held, half, small = self._limits
+        held, half, small, limit = self._limits
         charged = start = budget.held if budget is not None else 0  # budget.held, in a local meanwhile
         unpackb = _unpackb
         while end - pos >= 9:  # HEADER_SIZE
@@ -579,29 +712,49 @@ class FrameDecoder:
             if stop > end:
                 break
             if walk is None and n <= 65536:  # the hot path (65536: _VIEW_ABOVE)
+                chunk = view[pos + HEADER_SIZE : stop]
                 if budget is None:
                     cost = 0
-                elif ftype in held:  # charged the densest possible decoding while that leaves half free
-                    cost = cheap * n + 64
-                    if charged + cost > half:
-                        cost = -1
+                elif ftype in held:
+                    if n <= 1024:  # charged the densest decoding while that leaves half the budget
+                        cost = cheap * n + 64
+                        if charged + cost > half:
+                            budget.counters["recv_decode_scanned"] += 1
+                            cost = _small_size(chunk, limit - charged)
+                    else:  # walked: one string or binary value at once, else a short walk
+                        cost = _one_value_size(chunk)
+                        if cost < 0:
+                            budget.counters["recv_decode_scanned"] += 1
+                            cost = (
+                                _small_size(chunk, limit - charged)
+                                if n <= 4096
+                                else decoded_size(chunk, limit - charged)
+                            )
+                        elif cost > limit - charged:
+                            cost = -1
+                elif n <= small:
+                    cost = 0
                 else:
-                    cost = 0 if n <= small else -1
-                if cost >= 0:  # no need to look at the body
+                    budget.held = charged
+                    budget.counters["recv_decode_scanned"] += 1
+                    cost = decoded_size(chunk, limit)  # not held: only the limit applies
+                    if cost > 0:
+                        cost = 0
+                if cost >= 0:
                     try:
-                        body = unpackb(
-                            view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False, max_ext_len=0
-                        )
+                        body = unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
                     except Exception:
                         body = UNDECODABLE
                         cost = 0
                     charged += cost
+                elif cost == -1:
+                    body = DECODE_REFUSED
+                    cost = 0
+                    budget.counters["recv_decode_refused"] += 1  # type: ignore[union-attr]
+                    self.refused = self.attention = True
                 else:
-                    budget.held = charged  # type: ignore[union-attr]
-                    body, cost = budget.decode(ftype, view[pos + HEADER_SIZE : stop])  # type: ignore[union-attr]
-                    charged = budget.held  # type: ignore[union-attr]
-                    if body is DECODE_REFUSED:
-                        self.refused = self.attention = True
+                    body = UNDECODABLE
+                    cost = 0
             elif walk is not None:  # the large frame buffered before: its walk goes on from there
                 budget.held = charged  # type: ignore[union-attr]
                 with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:

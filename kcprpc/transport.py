@@ -210,17 +210,27 @@ class FrameWriter:
 class Inbox:
     """The inbound messages of one streaming call: a FIFO that never blocks its writer but tells
     the stream's reader to stop reading (so the mux window pushes back on the peer) while more
-    than ``high`` messages, or more than ``high_bytes`` of decoded bodies, wait.
+    than ``high`` messages wait, or too many decoded bytes: a quarter of the connection's budget,
+    or a sixteenth of it once the connection holds half its budget (so that all the streams that
+    may pause fit in it together).
 
     With a ``budget`` (the connection's :class:`~kcprpc.codec.DecodeBudget`) each message carries
     the charge it was decoded with; it is given back when the message is taken, or by
     :meth:`release_all` (and, as a last resort, when the inbox is garbage collected)."""
 
-    __slots__ = ("_bytes", "_costs", "_getter", "_items", "_space", "budget", "high", "high_bytes")
+    __slots__ = (
+        "_bytes",
+        "_costs",
+        "_getter",
+        "_items",
+        "_space",
+        "budget",
+        "high",
+        "high_bytes",
+        "low_bytes",
+    )
 
-    def __init__(
-        self, high: int = 256, *, budget: DecodeBudget | None = None, high_bytes: int | None = None
-    ) -> None:
+    def __init__(self, high: int = 256, *, budget: DecodeBudget | None = None) -> None:
         self._items: deque[Any] = deque()
         self._costs: deque[int] = deque()
         self._bytes = 0
@@ -228,9 +238,9 @@ class Inbox:
         self._space: asyncio.Future[None] | None = None
         self.high = high
         self.budget = budget
-        if high_bytes is None:
-            high_bytes = budget.limit // 8 if budget is not None else 1 << 62
-        self.high_bytes = high_bytes
+        limit = budget.limit if budget is not None else 1 << 62
+        self.high_bytes = limit // 4
+        self.low_bytes = limit // 16  # under pressure
 
     def put(self, item: Any, cost: int = 0) -> None:
         """Append (never blocks); ``cost`` is what the item was charged to the budget."""
@@ -254,8 +264,9 @@ class Inbox:
         cost = self._costs.popleft()
         if cost:
             self._bytes -= cost
-            if self.budget is not None:
-                self.budget.release(cost)
+            budget = self.budget
+            if budget is not None:
+                budget.held -= cost
         sp = self._space
         if sp is not None and not sp.done() and self._has_space():
             sp.set_result(None)
@@ -273,13 +284,29 @@ class Inbox:
     @property
     def full(self) -> bool:
         """True while the reader should pause."""
-        return len(self._items) >= self.high or self._bytes >= self.high_bytes
+        if len(self._items) >= self.high:
+            return True
+        b = self._bytes
+        if b < self.low_bytes:
+            return False
+        if b >= self.high_bytes:
+            return True
+        budget = self.budget
+        return budget is not None and budget.held >= budget._half
 
     def _has_space(self) -> bool:
-        return len(self._items) <= self.high // 2 and self._bytes <= self.high_bytes // 2
+        if len(self._items) > self.high // 2:
+            return False
+        b = self._bytes
+        if b <= self.low_bytes // 2:
+            return True
+        if b > self.high_bytes // 2:
+            return False
+        budget = self.budget
+        return budget is None or budget.held < budget._half
 
     async def wait_space(self) -> None:
-        """Wait until at most ``high // 2`` items (and ``high_bytes // 2`` bytes) wait."""
+        """Wait until at most ``high // 2`` items (and half the decoded bytes that paused it) wait."""
         while not self._has_space():
             self._space = asyncio.get_running_loop().create_future()
             try:
@@ -545,7 +572,7 @@ class ReceiveLimits:
     ``recv_frame_timeouts`` (a frame stalled for ``partial_frame_timeout`` was dropped).
     """
 
-    __slots__ = ("counters", "decode", "frames", "parking", "partial_frame_timeout")
+    __slots__ = ("_timer", "_watched", "counters", "decode", "frames", "parking", "partial_frame_timeout")
 
     def __init__(
         self,
@@ -564,12 +591,74 @@ class ReceiveLimits:
         self.frames = FrameBudget(max_partial_frame_bytes)
         self.parking = parking
         self.partial_frame_timeout = partial_frame_timeout
+        self._watched: set[_PartialReader] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     def close(self) -> None:
         """The connection ended: if it ever held large frames, give the freed memory back to the OS
         a little later (:class:`_Trimmer`)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._watched.clear()
         if self.frames.peak >= TRIM_AFTER:
             trimmer.after_close()
+
+    # -- stalled frames: one timer per connection while frames are being received in part
+    def watch(self, reader: _PartialReader) -> None:
+        """``reader`` holds a reservation for a frame in progress (its ``since`` is kept fresh)."""
+        if self.partial_frame_timeout is None:
+            return
+        reader.watched = True
+        self._watched.add(reader)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.partial_frame_timeout / 4, self._check)
+
+    def unwatch(self, reader: _PartialReader) -> None:
+        """``reader`` holds no reservation any more."""
+        reader.watched = False
+        self._watched.discard(reader)
+
+    def _check(self) -> None:
+        """Drop the frames that got no byte for ``partial_frame_timeout``: the reader is parked in its
+        stream's read (or will find the decoder skipping): the frame is refused from here."""
+        self._timer = None
+        timeout = self.partial_frame_timeout
+        if timeout is None or not self._watched:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for reader in list(self._watched):
+            if now - reader.since < timeout:
+                continue
+            self.unwatch(reader)
+            dec = reader.dec
+            if not dec.reserved:
+                continue
+            self.counters["recv_frame_timeouts"] += 1
+            trim_soon()
+            if dec.buffered >= HEADER_SIZE:
+                frame = dec.refuse_pending(STALLED)
+                self.frames.release(dec.released)
+                dec.released = 0
+                reader.on_frames([frame], [0])
+            else:
+                self.frames.release(dec.reserved)
+                dec.reserved = 0
+        if self._watched:
+            self._timer = loop.call_later(timeout / 4, self._check)
+
+
+class _PartialReader:
+    """A stream reader as :meth:`ReceiveLimits.watch` sees it."""
+
+    __slots__ = ("dec", "on_frames", "since", "watched")
+
+    def __init__(self, dec: FrameDecoder, on_frames: Callable[[list[Frame], list[int]], None]) -> None:
+        self.dec = dec
+        self.on_frames = on_frames
+        self.since = 0.0  # when its frame last made progress (loop time)
+        self.watched = False
 
 
 DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
@@ -619,7 +708,8 @@ RECEIVE_COUNTERS = (
 """The counters of :class:`ReceiveLimits` (in ``Server.stats`` and ``Client.counters``)."""
 
 READ_SIZE = 65536
-"""Bytes asked from a stream per read."""
+"""Bytes asked from a stream per read (a quarter of it after a batch of many frames: small
+messages are then decoded, and charged, a few hundred at a time, not a thousand)."""
 
 
 def _settle(dec: FrameDecoder, budget: FrameBudget) -> None:
@@ -676,32 +766,18 @@ async def read_frames(
     decode = limits.decode
     budget = limits.frames
     counters = limits.counters
-    timeout = limits.partial_frame_timeout
     unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
-    partial = False  # a reserved frame is being read: its next byte has partial_frame_timeout to come
+    me = _PartialReader(dec, on_frames)  # watched while a reserved frame is in progress
+    now = asyncio.get_running_loop().time
+    size = READ_SIZE
     try:
         while True:
-            if partial and timeout is not None:
-                try:
-                    data = await asyncio.wait_for(read(READ_SIZE), timeout)
-                except asyncio.TimeoutError:
-                    counters["recv_frame_timeouts"] += 1
-                    trim_soon()
-                    if dec.buffered >= HEADER_SIZE:
-                        on_frames([dec.refuse_pending(STALLED)], [0])
-                    else:
-                        dec.released += dec.reserved
-                        dec.reserved = 0
-                    budget.release(dec.released)
-                    dec.released = 0
-                    partial = False
-                    continue
-            else:
-                data = await read(READ_SIZE)
+            data = await read(size)
             if not data:
                 return
             frames = feed(data)
             if frames:
+                size = READ_SIZE if len(frames) < 64 else READ_SIZE // 4
                 costs = dec.costs
                 on_frames(frames, costs)
                 if dec.charged:
@@ -719,42 +795,50 @@ async def read_frames(
                             if dec.reserved:
                                 budget.release(dec.reserved)
                                 dec.reserved = 0
-                        partial = False
+                        if me.watched:
+                            limits.unwatch(me)
                         await w
                         continue
             if not dec.attention:  # the hot path: every frame complete, nothing reserved
-                partial = False
+                if me.watched:
+                    limits.unwatch(me)
                 continue
             _settle(dec, budget)
-            partial = True
-            if dec.reserved:
-                continue
-            need = dec.partial
-            if not need:
-                partial = False
-                continue
-            if budget.try_reserve(need):
-                dec.reserved = need
-                continue
-            if control is not None and control():
-                budget.force(need)
-                dec.reserved = need
-                continue
-            if unread is not None and limits.parking.try_park():
-                counters["recv_frame_waits"] += 1
-                unread(dec.take_tail())
-                try:
-                    await budget.reserve(need)
-                finally:
-                    limits.parking.unpark()
-                dec.reserved = need  # for the frame at the head of what the stream reads next
-                continue
-            counters["recv_frame_refused"] += 1
-            trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
-            on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
-            _settle(dec, budget)
-            partial = False
+            if not dec.reserved:
+                need = dec.partial
+                if not need:
+                    if me.watched:
+                        limits.unwatch(me)
+                    continue
+                if budget.try_reserve(need):
+                    dec.reserved = need
+                elif control is not None and control():
+                    budget.force(need)
+                    dec.reserved = need
+                elif unread is not None and limits.parking.try_park():
+                    counters["recv_frame_waits"] += 1
+                    unread(dec.take_tail())
+                    if me.watched:
+                        limits.unwatch(me)
+                    try:
+                        await budget.reserve(need)
+                    finally:
+                        limits.parking.unpark()
+                    dec.reserved = need  # for the frame at the head of what the stream reads next
+                else:
+                    counters["recv_frame_refused"] += 1
+                    trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
+                    on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
+                    _settle(dec, budget)
+                    if me.watched:
+                        limits.unwatch(me)
+                    continue
+            me.since = now()  # the reserved frame made progress (or just began)
+            if not me.watched:
+                limits.watch(me)
     finally:
+        if me.watched:
+            limits.unwatch(me)
         if dec.reserved:
             budget.release(dec.reserved)
             dec.reserved = 0
