@@ -156,16 +156,16 @@ class _Link:
         return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
 
     def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
-        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
-        the messages a stream call keeps; the reader releases the rest)."""
+        """A batch of frames. The client's decoder charges no frame type to its budget (each body is
+        only checked against ``max_decoded_bytes`` on its own), so ``costs`` is empty."""
         if self.hb is not None:
             self.hb.last_receive = self.now()
         calls = self.calls
-        for i, (ftype, cid, body) in enumerate(frames):
+        for ftype, cid, body in frames:
             if cid:
                 call = calls.get(cid)
-                if call is not None and call.on_frame(ftype, body, costs[i]):
-                    costs[i] = 0
+                if call is not None:
+                    call.on_frame(ftype, body)
                 continue
             if ftype == EVENT:
                 self.client._handle_event(body, False)

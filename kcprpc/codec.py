@@ -590,9 +590,9 @@ class FrameDecoder:
     fail just that call. It never raises on input.
 
     With a :class:`DecodeBudget`, each body is checked before it is decoded (a refused one is
-    reported with :data:`DECODE_REFUSED`), and :attr:`costs` lists, for the frames of the last
-    ``feed``, what each one was charged (0 for the frames that are not held); the caller releases
-    what it does not keep. The reader that owns the decoder may reserve buffer space for the
+    reported with :data:`DECODE_REFUSED`), and, when the budget holds some frame types,
+    :attr:`costs` lists, for the frames of the last ``feed``, what each one was charged (0 for the
+    frames that are not held); the caller releases what it does not keep. The reader that owns the decoder may reserve buffer space for the
     frame in progress (:attr:`reserved`, see :func:`kcprpc.transport.read_frames`): when that frame
     completes, its reservation moves to :attr:`released` for the reader to give back.
     """
@@ -694,25 +694,27 @@ class FrameDecoder:
         max_body = self.max_body
         cheap = DECODE_FACTOR
         held, half, small, limit = self._limits
+        track = bool(held)  # costs are listed only when some frame type is held
         charged = start = budget.held if budget is not None else 0  # budget.held, in a local meanwhile
         unpackb = _unpackb
         while end - pos >= 9:  # HEADER_SIZE
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
                 out.append((ftype, call_id, OVERSIZED))
-                costs.append(0)
-                avail = end - pos - HEADER_SIZE
+                if track:
+                    costs.append(0)
+                avail = end - pos - 9
                 if avail >= n:
-                    pos += HEADER_SIZE + n
+                    pos += 9 + n
                     continue
                 self._skip = n - avail
                 pos = end
                 break
-            stop = pos + HEADER_SIZE + n
+            stop = pos + 9 + n
             if stop > end:
                 break
             if walk is None and n <= 65536:  # the hot path (65536: _VIEW_ABOVE)
-                chunk = view[pos + HEADER_SIZE : stop]
+                chunk = view[pos + 9 : stop]
                 if budget is None:
                     cost = 0
                 elif ftype in held:
@@ -757,7 +759,7 @@ class FrameDecoder:
                     cost = 0
             elif walk is not None:  # the large frame buffered before: its walk goes on from there
                 budget.held = charged  # type: ignore[union-attr]
-                with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
+                with memoryview(view) as mv, mv[pos + 9 : stop] as part:
                     body, cost = budget.decode(ftype, part, walk)  # type: ignore[union-attr]
                 charged = budget.held  # type: ignore[union-attr]
                 walk = self._walk = None
@@ -774,7 +776,7 @@ class FrameDecoder:
                 budget_held = charged
                 if budget is not None:
                     budget.held = charged
-                with memoryview(view) as mv, mv[pos + HEADER_SIZE : stop] as part:
+                with memoryview(view) as mv, mv[pos + 9 : stop] as part:
                     if fast:
                         body, cost = _decode_fast(part, cost)
                         budget_held += cost
@@ -784,7 +786,8 @@ class FrameDecoder:
                         if body is DECODE_REFUSED:
                             self.refused = self.attention = True
                 charged = budget_held
-            costs.append(cost)
+            if track:
+                costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
         if budget is not None:
@@ -830,4 +833,5 @@ class FrameDecoder:
             budget.counters["recv_decode_refused"] += 1
             self.refused = self.attention = True
         out.append(self.refuse_pending(DECODE_REFUSED if r == -1 else UNDECODABLE))
-        costs.append(0)
+        if budget.held_types:
+            costs.append(0)

@@ -200,27 +200,35 @@ async def test_client_refuses_a_response_that_would_decode_past_its_budget() -> 
 
 
 async def test_slow_reader_of_large_messages_pauses_instead_of_failing() -> None:
-    """An inbox also pauses its stream on the decoded bytes it holds (an eighth of the budget), so a
-    slow consumer of large messages is pushed back on by the window long before the budget fails it."""
+    """An inbox also pauses its stream on the decoded bytes it holds (a quarter of the budget), so a
+    slow handler of large streamed messages pushes back on its client through the window long before
+    the budget would fail the call."""
+    held: list[int] = []
 
     class Big(kcprpc.Service, name="test.Big"):
-        async def blobs(self, n: int) -> AsyncIterator[list[int]]:
-            for i in range(n):
-                yield [i] * 20_000  # 20 KB on the wire, ~160 KB decoded
+        async def take(self, reqs: AsyncIterator[list[int]]) -> int:
+            sess = kcprpc.current_context().session
+            n = 0
+            async for item in reqs:
+                assert item[0] == n
+                n += 1
+                held.append(sess.receive.decode.held)
+                for _ in range(20):  # a slow consumer: the client gets far ahead if nothing pushes back
+                    await asyncio.sleep(0)
+            return n
+
+    async def blobs() -> AsyncIterator[list[int]]:
+        for i in range(60):
+            yield [i] * 20_000  # 20 KB on the wire, ~160 KB decoded
 
     async with pair(
-        [Big()], transport="mux", client_config=ClientConfig(max_message_size=MiB, max_decoded_bytes=2 * MiB)
+        [Big()],
+        transport="mux",
+        server_config=ServerConfig(max_message_size=MiB, max_decoded_bytes=2 * MiB),
     ) as p:
-        seen = 0
-        async for item in p.client.invoke("test.Big/blobs", 60, kind="server_stream"):
-            assert item[0] == seen
-            seen += 1
-            link = p.client._link
-            assert link is not None and link.receive.decode.held <= 2 * MiB
-            for _ in range(20):  # a slow consumer: the server gets far ahead if nothing pushes back
-                await asyncio.sleep(0)
-        assert seen == 60
-        assert p.client.counters["recv_decode_refused"] == 0
+        assert await p.client.invoke("test.Big/take", blobs(), kind="client_stream") == 60
+        assert max(held) <= 2 * MiB
+        assert p.server.stats["recv_decode_refused"] == 0
 
 
 # -------------------------------------------------------------------------------- partial frames
