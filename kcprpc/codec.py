@@ -590,9 +590,10 @@ class FrameDecoder:
     fail just that call. It never raises on input.
 
     With a :class:`DecodeBudget`, each body is checked before it is decoded (a refused one is
-    reported with :data:`DECODE_REFUSED`), and, when the budget holds some frame types,
-    :attr:`costs` lists, for the frames of the last ``feed``, what each one was charged (0 for the
-    frames that are not held); the caller releases what it does not keep. The reader that owns the decoder may reserve buffer space for the
+    reported with :data:`DECODE_REFUSED`). :attr:`costs` lists, for the frames of the last ``feed``,
+    what each one was charged (0 for the frames that are not held, and all 0 without a budget);
+    the caller releases what it does not keep. It stays empty with a budget that holds no frame
+    type (a client's). The reader that owns the decoder may reserve buffer space for the
     frame in progress (:attr:`reserved`, see :func:`kcprpc.transport.read_frames`): when that frame
     completes, its reservation moves to :attr:`released` for the reader to give back.
     """
@@ -600,7 +601,7 @@ class FrameDecoder:
     __slots__ = (
         "_budget",
         "_buf",
-        "_limits",
+        "_setup",
         "_skip",
         "_walk",
         "attention",
@@ -626,11 +627,21 @@ class FrameDecoder:
         self.charged = 0  # after feed: the sum of costs
         self.refused = False  # set when a body was refused by the budget (the reader resets it)
         self.attention = False  # set when refused, released or partial may need the reader
-        self._limits: tuple[frozenset[int], int, int, int] = (
-            (budget.held_types, budget._half, (budget._half - DECODE_SLACK) // DECODE_FACTOR, budget.limit)
+        # what feed() needs, in one load: the budget, the held types, half the budget, the longest
+        # body not held decoded without a look, the limit, whether costs are listed, max_body
+        self._setup: tuple[DecodeBudget | None, frozenset[int], int, int, int, bool, int] = (
+            (
+                budget,
+                budget.held_types,
+                budget._half,
+                (budget._half - DECODE_SLACK) // DECODE_FACTOR,
+                budget.limit,
+                bool(budget.held_types),
+                max_body,
+            )
             if budget is not None
-            else (frozenset(), 0, 0, 0)
-        )  # held types, half the budget, the longest non-held body decoded without a look, the limit
+            else (None, frozenset(), 0, 0, 0, True, max_body)
+        )
 
     @property
     def buffered(self) -> int:
@@ -680,7 +691,7 @@ class FrameDecoder:
                 return out
             data = data[self._skip :]
             self._skip = 0
-        budget = self._budget
+        budget, held, half, small, limit, track, max_body = self._setup
         buf = self._buf
         if buf:
             buf += data
@@ -691,12 +702,7 @@ class FrameDecoder:
             walk = None
         pos = 0
         end = len(view)
-        max_body = self.max_body
-        cheap = DECODE_FACTOR
-        held, half, small, limit = self._limits
-        track = bool(held)  # costs are listed only when some frame type is held
         charged = start = budget.held if budget is not None else 0  # budget.held, in a local meanwhile
-        unpackb = _unpackb
         while end - pos >= 9:  # HEADER_SIZE
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
@@ -719,7 +725,7 @@ class FrameDecoder:
                     cost = 0
                 elif ftype in held:
                     if n <= 1024:  # charged the densest decoding while that leaves half the budget
-                        cost = cheap * n + 64
+                        cost = 120 * n + 64  # DECODE_FACTOR, DECODE_SLACK
                         if charged + cost > half:
                             budget.counters["recv_decode_scanned"] += 1
                             cost = _small_size(chunk, limit - charged)
@@ -744,7 +750,7 @@ class FrameDecoder:
                         cost = 0
                 if cost >= 0:
                     try:
-                        body = unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
+                        body = _unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
                     except Exception:
                         body = UNDECODABLE
                         cost = 0
@@ -769,7 +775,7 @@ class FrameDecoder:
                 if budget is None:
                     cost, fast = 0, True
                 elif ftype in held:
-                    cost = cheap * n + 64
+                    cost = 120 * n + 64
                     fast = charged + cost <= half
                 else:
                     cost, fast = 0, n <= small
@@ -805,8 +811,8 @@ class FrameDecoder:
             rest = end - pos
         else:
             rest = 0
-        if rest >= HEADER_SIZE:
-            self.partial = HEADER_SIZE + int(_unpack_header(self._buf)[0])
+        if rest >= 9:  # HEADER_SIZE
+            self.partial = 9 + int(_unpack_header(self._buf)[0])
             self.attention = True
             if budget is not None:
                 self._walk_partial(budget, out, costs)
