@@ -970,8 +970,6 @@ class _Channel:
                 return
             if item is OVERSIZED:
                 raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            if isinstance(item, Refused):
-                raise RpcError(Status.RESOURCE_EXHAUSTED, item.reason)
             try:
                 yield load(item)
             except ValidationError as e:
