@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.codec import CANCEL, HEADERS, MSG, REPLY, TRAILER, encode_frame
+from kcprpc.codec import CANCEL, HEADERS, MSG, REPLY, TRAILER, Refused, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.interceptors import ClientCallDetails, chain_client
 from kcprpc.service import MethodKind, MethodSpec, service_spec
@@ -81,10 +81,12 @@ class _ClientCall:
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
-    def on_frame(self, ftype: int, body: Any) -> None:
+    def on_frame(self, ftype: int, body: Any, cost: int = 0) -> bool:
+        """One frame of this call; True when the call keeps ``cost`` (a queued message's decode
+        budget, given back when it is taken)."""
         if body is codec.OVERSIZED:
             self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
-            return
+            return False
         if ftype == REPLY:
             if isinstance(body, list) and len(body) == 3:
                 self.initial_md = body[1]
@@ -92,14 +94,21 @@ class _ClientCall:
                 self._finish()
                 if not self.fut.done():
                     self.fut.set_result(body[0])
+            elif isinstance(body, Refused):  # a receive budget refused it (not decoded)
+                self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
             else:
                 self.fail(RpcError(Status.INTERNAL, "malformed reply"))
+        elif isinstance(body, Refused):
+            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
         elif ftype == MSG:
             if self.queue is not None:
                 if not self.own and self.queue.qsize() >= INBOX_LIMIT:
                     self.overflow()  # a shared-stream call cannot push back: refuse to buffer without end
-                    return
-                self.queue.put(body)
+                    return False
+                if self.done:
+                    return False  # failed or cancelled: nobody will read it
+                self.queue.put(body, cost)
+                return True
             elif not self.fut.done():
                 self._finish()
                 self.fut.set_result(body)
@@ -119,6 +128,7 @@ class _ClientCall:
                     self.fut.set_exception(RpcError(Status.INTERNAL, "call ended without a response"))
         elif ftype == HEADERS and isinstance(body, dict):
             self.initial_md = {**(self.initial_md or {}), **body}
+        return False
 
     def _finish(self) -> None:
         if self.done:

@@ -47,12 +47,15 @@ from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_
 from kcprpc.status import Status
 from kcprpc.transport import (
     INBOX_LIMIT,
+    RECEIVE_COUNTERS,
     ByteStream,
     Connection,
     FrameWriter,
     ParkingLot,
+    ReceiveLimits,
     close_status,
     read_frames,
+    receive_limit_defaults,
     spawn,
 )
 
@@ -84,6 +87,28 @@ class ClientConfig:
     connect_timeout: float = 5.0
     metadata: Mapping[str, Any] = field(default_factory=dict)
     wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
+    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory"):
+    # decoded messages held unread (None: 8 MiB, at least 2 * max_message_size); frames received in
+    # part (None: max_message_size + 9 + 256 KiB); a partial frame with no new byte for this long is
+    # dropped (None: never)
+    max_decoded_bytes: int | None = None
+    max_partial_frame_bytes: int | None = None
+    partial_frame_timeout: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        try:
+            return receive_limit_defaults(
+                self.max_message_size,
+                self.max_decoded_bytes,
+                self.max_partial_frame_bytes,
+                self.partial_frame_timeout,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 class _Link:
@@ -108,6 +133,15 @@ class _Link:
         self.tasks: list[asyncio.Task[Any]] = []
         self._max_dgram = conn.max_datagram_size
         self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        decoded, partial = client.config.receive_limits()
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=client.config.partial_frame_timeout,
+            held_types=(),  # per body only: a hostile server is out of scope, streams pay nothing
+            parking=self.parking,
+            counters=client.counters,
+        )
 
     def now(self) -> int:
         return int(self.loop.time() * 1000)
@@ -123,7 +157,9 @@ class _Link:
     def send_datagram(self, frame: bytes) -> bool:
         return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
 
-    def on_frames(self, frames: list[Frame]) -> None:
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames. The client's decoder charges no frame type to its budget (each body is
+        only checked against ``max_decoded_bytes`` on its own), so ``costs`` is empty."""
         if self.hb is not None:
             self.hb.last_receive = self.now()
         calls = self.calls
@@ -159,7 +195,11 @@ class _Link:
     async def read_control(self) -> None:
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             await read_frames(
-                self.control, self.on_frames, max_message_size=self.client.config.max_message_size
+                self.control,
+                self.on_frames,
+                max_message_size=self.client.config.max_message_size,
+                limits=self.receive,
+                control=_always,
             )
         self.client._link_lost(self, self.peer_reason or "connection closed")
 
@@ -222,18 +262,27 @@ class _Link:
 
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             await read_frames(
-                stream, self.on_frames, max_message_size=self.client.config.max_message_size, pause=pause
+                stream,
+                self.on_frames,
+                max_message_size=self.client.config.max_message_size,
+                pause=pause,
+                limits=self.receive,
             )
 
     def shutdown(self, err: RpcError) -> None:
         if self.closed:
             return
         self.closed = True
+        self.receive.close()
         for call in list(self.calls.values()):
             call.fail(err)
         self.calls.clear()
         for t in self.tasks:
             t.cancel()
+
+
+def _always() -> bool:
+    return True
 
 
 EventHandler = Callable[[Any], Any]
@@ -297,6 +346,8 @@ class Client:
         self.events_dropped = 0
         self.notifications_dropped = 0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
+        # receive budgets (kcprpc.transport.ReceiveLimits), over all connections of this client
+        self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self._latest: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Future[Any]] = set()

@@ -12,8 +12,9 @@ datagrams. See ``docs/wire-format/rpc.md``.
 
 from __future__ import annotations
 
+import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgpack
@@ -84,8 +85,31 @@ class _Undecodable:
         return "UNDECODABLE"
 
 
+class Refused:
+    """Marker body for a frame refused by a per-connection receive budget (its body was not decoded).
+
+    ``reason`` says which budget: :data:`DECODE_REFUSED` (the body would decode into more than the
+    connection's decoded-memory budget has left) or :data:`BUFFER_REFUSED` (no room to buffer the
+    frame, or it stalled: see ``docs/rpc.md``, "Flow control and memory per connection")."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"REFUSED({self.reason!r})"
+
+
 OVERSIZED: Final = _Oversized()
 UNDECODABLE: Final = _Undecodable()
+DECODE_REFUSED: Final = Refused(
+    "message refused: it would decode into more than the connection's max_decoded_bytes"
+)
+BUFFER_REFUSED: Final = Refused(
+    "message refused: no room to buffer it on this connection (max_partial_frame_bytes)"
+)
+STALLED: Final = Refused("message dropped: no byte of it arrived for partial_frame_timeout")
 
 
 def _default(obj: Any) -> Any:
@@ -102,12 +126,421 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes | bytearray | memoryview) -> Any:
-    """Decode one msgpack value; raises ``ValueError`` subclasses on garbage."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """Decode one msgpack value; raises ``ValueError`` subclasses on garbage (ext types included:
+    kcprpc never sends them, see docs/wire-format/rpc.md)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# What a msgpack body decodes into, before decoding it (docs/rpc.md, "Flow control and memory")
+
+DECODE_FACTOR: Final = 120
+"""No msgpack body of ``L`` bytes decodes into more than ``DECODE_FACTOR * L + DECODE_SLACK`` bytes
+(by :func:`decoded_size`'s measure; CPython 3.11, 64-bit): the densest value is a chain of
+one-entry maps, ``{0: {0: ...}}``, 2 wire bytes per 232-byte dict plus its key's pointer. An
+array of empty maps, the classic bomb, is 72 bytes per wire byte."""
+DECODE_SLACK: Final = 64
+
+_FIXED_SIZE = [0] * 256  # wire size of the values whose size the first byte gives (0: not one of them)
+_FIXED_COST = [0] * 256  # estimated bytes of the decoded value, plus its pointer in the parent
+for _b in range(0x80):  # positive fixint: cached small ints
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = 1, 8
+for _b in range(0xE0, 0x100):  # negative fixint: -5..-1 cached, the others are int objects
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = 1, (40 if _b < 0xFB else 8)
+for _b, _size, _cost in (
+    (0xC0, 1, 8),  # nil
+    (0xC2, 1, 8),  # false
+    (0xC3, 1, 8),  # true
+    (0xCA, 5, 40),  # float32 -> float
+    (0xCB, 9, 40),  # float64
+    (0xCC, 2, 8),  # uint8: cached
+    (0xCD, 3, 40),  # uint16
+    (0xCE, 5, 40),  # uint32
+    (0xCF, 9, 56),  # uint64: up to 3 digits of 30 bits
+    (0xD0, 2, 40),  # int8
+    (0xD1, 3, 40),  # int16
+    (0xD2, 5, 40),  # int32
+    (0xD3, 9, 56),  # int64
+):
+    _FIXED_SIZE[_b], _FIXED_COST[_b] = _size, _cost
+
+
+def _list_cost(n: int) -> int:
+    return ((56 + 8 * n + 15) & ~15) + 8
+
+
+def _dict_cost(n: int) -> int:
+    # CPython 3.11 dicts: 64 bytes empty, 224 with one entry, up to 352 with 2..10 (a string key
+    # then another kind converts the table), at most ~54 bytes an entry beyond
+    return 72 if n == 0 else 232 if n == 1 else 360 if n <= 10 else 72 + 56 * n
+
+
+_RUNS: list[re.Pattern[bytes] | None] = [None] * 256  # runs of one-byte values of one cost, matched in C
+_RUN_COST = [0] * 256
+for _pattern, _cost in (
+    (rb"[\x00-\x7f\xc0\xc2\xc3\xfb-\xff]+", 8),  # cached small ints, nil, bools
+    (rb"[\xe0-\xfa]+", 40),  # negative fixints below -5
+    (rb"[\x80\x90]+", 72),  # empty maps and arrays (the bomb's bricks)
+):
+    _rx = re.compile(_pattern)
+    for _b in range(256):
+        if _rx.fullmatch(bytes((_b,))):
+            _RUNS[_b], _RUN_COST[_b] = _rx, _cost
+
+_FIXMAP_COST = [_dict_cost(n) for n in range(16)]
+_FIXARRAY_COST = [_list_cost(n) for n in range(16)]
+
+
+def _str_cost(payload: bytes | bytearray | memoryview) -> int:
+    n = len(payload)
+    if n < 2:
+        return 8  # "" and one-character strings are cached
+    if bytes(payload).isascii():
+        return ((49 + n + 15) & ~15) + 8
+    return ((80 + 4 * n + 15) & ~15) + 8  # at most 4 bytes a character (one emoji widens the rest)
+
+
+def _bin_cost(n: int) -> int:
+    return 8 if n < 2 else ((33 + n + 15) & ~15) + 8
+
+
+class BodyWalk:
+    """:func:`decoded_size` over a body that arrives in pieces: :meth:`advance` walks the headers
+    buffered so far and keeps its place, so a body that cannot fit is refused after its first bytes,
+    before the rest is received and buffered (:class:`FrameDecoder` does this for large frames)."""
+
+    __slots__ = ("need", "pos", "total")
+
+    def __init__(self) -> None:
+        self.need = 1  # values still to read
+        self.pos = 0  # body bytes walked
+        self.total = 0  # estimate so far
+
+    def advance(
+        self, data: bytes | bytearray | memoryview, base: int, end: int, size: int, limit: int
+    ) -> int:
+        """Walk on through ``data[base + self.pos : end]``, where the body (``size`` bytes in all)
+        starts at ``data[base]``. Returns the estimate so far (final once :attr:`need` is 0), ``-1``
+        once it exceeds ``limit`` and ``-2`` for a body :func:`unpack` refuses (as soon as that is
+        certain). A value whose header or string/binary payload is not all there yet waits."""
+        fixed_size, fixed_cost = _FIXED_SIZE, _FIXED_COST
+        fixmap_cost, fixarray_cost, str_cost = _FIXMAP_COST, _FIXARRAY_COST, _str_cost
+        runs, run_cost = _RUNS, _RUN_COST
+        view = type(data) is memoryview
+        pos = base + self.pos
+        stop = base + size
+        if end > stop:
+            end = stop
+        need = self.need
+        total = self.total
+        while need:
+            if pos >= end:
+                break
+            b = data[pos]
+            run = runs[b]
+            if run is not None and pos + 1 < end and runs[data[pos + 1]] is run:
+                # several one-byte values in a row (long arrays of small ints, empty maps): one C call
+                lim = pos + need if pos + need < end else end
+                k = run.match(data, pos, lim).end() - pos  # type: ignore[union-attr]
+                pos += k
+                need -= k
+                total += run_cost[b] * k
+                if total > limit:
+                    return -1
+                continue
+            s = fixed_size[b]
+            if s:
+                if pos + s > end:
+                    break
+                pos += s
+                total += fixed_cost[b]
+                need -= 1
+            elif b < 0x90:  # fixmap
+                k = b & 0x0F
+                need += 2 * k - 1
+                total += fixmap_cost[k]
+                pos += 1
+            elif b < 0xA0:  # fixarray
+                k = b & 0x0F
+                need += k - 1
+                total += fixarray_cost[k]
+                pos += 1
+            elif b < 0xC0:  # fixstr
+                k = b & 0x1F
+                pos += 1
+                if pos + k > end:
+                    pos -= 1
+                    if pos + 1 + k > stop:
+                        return -2
+                    break
+                if k < 2:
+                    total += 8
+                elif (bytes(data[pos : pos + k]) if view else data[pos : pos + k]).isascii():  # type: ignore[union-attr]
+                    total += ((k + 64) & ~15) + 8
+                else:
+                    total += ((4 * k + 95) & ~15) + 8
+                pos += k
+                need -= 1
+            elif 0xDC <= b <= 0xDF:  # array 16/32, map 16/32
+                w = 2 if b == 0xDC or b == 0xDE else 4
+                if pos + 1 + w > end:
+                    if pos + 1 + w > stop:
+                        return -2
+                    break
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if b <= 0xDD:
+                    need += k - 1
+                    total += _list_cost(k)
+                else:
+                    need += 2 * k - 1
+                    total += _dict_cost(k)
+            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:  # str 8/16/32, bin 8/16/32
+                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
+                if pos + 1 + w > end:
+                    if pos + 1 + w > stop:
+                        return -2
+                    break
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                if pos + 1 + w + k > end:
+                    if pos + 1 + w + k > stop:
+                        return -2
+                    break
+                pos += 1 + w
+                total += str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
+                pos += k
+                need -= 1
+            else:  # 0xc1 (never used) and the ext types
+                return -2
+            if need > stop - pos:  # more values announced than bytes left: truncated
+                return -2
+            if total > limit:
+                return -1
+        self.pos = pos - base
+        self.need = need
+        self.total = total
+        if not need and pos != stop:
+            return -2  # bytes after the value
+        return total
+
+
+def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
+    """Estimate, without building anything, the bytes that ``unpack(data)`` would allocate.
+
+    Walks the msgpack headers once (string and binary payloads are skipped in one step) and
+    returns the estimate: an upper bound of what CPython allocates for the decoded value (each
+    object rounded up to 16 bytes, plus an 8-byte pointer to it). Returns ``-1`` as soon as the
+    estimate exceeds ``limit`` (the walk stops there: its cost is bounded by ``limit``), and ``-2``
+    for a body :func:`unpack` refuses (truncated, trailing bytes, ext types, the unused 0xc1).
+    ``decoded_size(data, limit) <= DECODE_FACTOR * len(data) + DECODE_SLACK``.
+    """
+    n = len(data)
+    if n <= _SMALL_BODY and type(data) is not memoryview:
+        return _small_size(data, limit)
+    walk = BodyWalk()
+    r = walk.advance(data, 0, n, n, limit)
+    return -2 if r >= 0 and walk.need else r
+
+
+_SMALL_BODY: Final = 4096
+
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+
+
+def _one_value_size(data: bytes | bytearray | memoryview) -> int:
+    """The estimate of a body that is one string or binary value, at once; -1 for other bodies."""
+    n = len(data)
+    if n < 2:
+        return -1
+    b = data[0]
+    if b == 0xC5:  # bin 16
+        k = n - 3
+        if k >= 0 and _U16(data, 1)[0] == k:
+            return 8 if k < 2 else ((k + 48) & ~15) + 8
+    elif b == 0xC4:  # bin 8
+        k = n - 2
+        if data[1] == k:
+            return 8 if k < 2 else ((k + 48) & ~15) + 8
+    elif b == 0xC6:  # bin 32
+        k = n - 5
+        if k >= 0 and _U32(data, 1)[0] == k:
+            return ((k + 48) & ~15) + 8
+    elif 0xA0 <= b <= 0xBF:
+        if 1 + (b & 0x1F) == n:
+            return _str_cost(data[1:])
+    elif 0xD9 <= b <= 0xDB:
+        w = 1 << (b - 0xD9)
+        if n > w and int.from_bytes(data[1 : 1 + w], "big") == n - 1 - w:
+            return _str_cost(data[1 + w :])
+    return -1
+
+
+def _small_size(data: bytes | bytearray, limit: int) -> int:
+    """:func:`decoded_size` of a whole body of bytes, without a :class:`BodyWalk` (the same walk,
+    inlined: messages of a few fields are walked for each held message past half the budget)."""
+    n = len(data)
+    est = _one_value_size(data)
+    if est >= 0:
+        return est if est <= limit else -1
+    fixed_size, fixed_cost = _FIXED_SIZE, _FIXED_COST
+    fixmap_cost, fixarray_cost, runs, run_cost = _FIXMAP_COST, _FIXARRAY_COST, _RUNS, _RUN_COST
+    pos = 0
+    need = 1
+    total = 0
+    try:
+        while need:
+            b = data[pos]
+            run = runs[b]
+            if run is not None and pos + 1 < n and runs[data[pos + 1]] is run:
+                lim = pos + need if pos + need < n else n
+                k = run.match(data, pos, lim).end() - pos  # type: ignore[union-attr]
+                pos += k
+                need -= k
+                total += run_cost[b] * k
+                if total > limit:
+                    return -1
+                continue
+            s = fixed_size[b]
+            if s:
+                if pos + s > n:
+                    return -2
+                pos += s
+                total += fixed_cost[b]
+                need -= 1
+            elif b < 0x90:
+                k = b & 0x0F
+                need += 2 * k - 1
+                total += fixmap_cost[k]
+                pos += 1
+            elif b < 0xA0:
+                k = b & 0x0F
+                need += k - 1
+                total += fixarray_cost[k]
+                pos += 1
+            elif b < 0xC0:
+                k = b & 0x1F
+                pos += 1
+                if pos + k > n:
+                    return -2
+                if k < 2:
+                    total += 8
+                elif data[pos : pos + k].isascii():
+                    total += ((k + 64) & ~15) + 8
+                else:
+                    total += ((4 * k + 95) & ~15) + 8
+                pos += k
+                need -= 1
+            elif 0xDC <= b <= 0xDF:
+                w = 2 if b == 0xDC or b == 0xDE else 4
+                if pos + 1 + w > n:
+                    return -2
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if b <= 0xDD:
+                    need += k - 1
+                    total += _list_cost(k)
+                else:
+                    need += 2 * k - 1
+                    total += _dict_cost(k)
+            elif 0xD9 <= b <= 0xDB or 0xC4 <= b <= 0xC6:
+                w = 1 << ((b - 0xD9) if b >= 0xD9 else (b - 0xC4))
+                if pos + 1 + w > n:
+                    return -2
+                k = int.from_bytes(data[pos + 1 : pos + 1 + w], "big")
+                pos += 1 + w
+                if pos + k > n:
+                    return -2
+                total += _str_cost(data[pos : pos + k]) if b >= 0xD9 else _bin_cost(k)
+                pos += k
+                need -= 1
+            else:
+                return -2
+            if need > n - pos:
+                return -2
+            if total > limit:
+                return -1
+    except IndexError:
+        return -2
+    return total if pos == n else -2
+
+
+class DecodeBudget:
+    """The estimated bytes of decoded bodies one connection holds, and its limit (sans-I/O).
+
+    A :class:`FrameDecoder` given a budget checks every body before decoding it. Bodies of the
+    ``held_types`` (the frames whose decoded body outlives the batch: a server's ``CALL`` and
+    ``MSG``, a client's ``MSG``) are charged their estimate (:attr:`held`) until the owner calls
+    :meth:`release`; one that would take :attr:`held` past :attr:`limit` is refused (not decoded).
+    Other bodies are only checked against :attr:`limit` alone (they are dropped with the batch).
+
+    The estimate is ``DECODE_FACTOR * length`` (no look at the body: the hot path) while the charge
+    leaves at least half the budget free, and :func:`decoded_size` (a walk of the headers)
+    otherwise. Counters (in ``counters``): ``recv_decode_scanned`` (bodies walked),
+    ``recv_decode_refused`` (bodies refused).
+    """
+
+    __slots__ = ("_half", "counters", "held", "held_types", "limit")
+
+    def __init__(
+        self, limit: int, held_types: Iterable[int] = (), counters: dict[str, int] | None = None
+    ) -> None:
+        if limit <= 0:
+            raise ValueError("the decode budget must be positive")
+        self.limit = limit
+        self._half = limit // 2
+        self.held = 0
+        self.held_types = frozenset(held_types)
+        self.counters: dict[str, int] = counters if counters is not None else {}
+        for k in ("recv_decode_scanned", "recv_decode_refused"):
+            self.counters.setdefault(k, 0)
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes charged for a body (its call ended, its message was taken)."""
+        self.held -= n
+
+    def decode(
+        self, ftype: int, data: bytes | bytearray | memoryview, walk: BodyWalk | None = None
+    ) -> tuple[Any, int]:
+        """Check and decode one body: ``(body, charge)``; ``charge`` is 0 unless ``ftype`` is held.
+        ``body`` is :data:`DECODE_REFUSED` or :data:`UNDECODABLE` instead when it must be. ``walk``
+        is the walk of the body begun while it arrived, if any (:meth:`FrameDecoder.feed`)."""
+        held = ftype in self.held_types
+        room = self.limit - self.held if held else self.limit
+        est = DECODE_FACTOR * len(data) + DECODE_SLACK
+        if walk is not None or est > (self._half - self.held if held else self._half):
+            if walk is None:
+                self.counters["recv_decode_scanned"] += 1
+            if walk is None and type(data) is not memoryview and len(data) <= _SMALL_BODY:
+                est = _small_size(data, room)
+            elif walk is None and (est := _one_value_size(data)) >= 0:
+                if est > room:
+                    est = -1
+            else:
+                if walk is None:
+                    walk = BodyWalk()
+                est = walk.advance(data, 0, len(data), len(data), room)
+                if est >= 0 and walk.need:
+                    est = -2
+            if est == -2:
+                return UNDECODABLE, 0
+            if est < 0 or est > room:
+                self.counters["recv_decode_refused"] += 1
+                return DECODE_REFUSED, 0
+        try:
+            body = msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+        except Exception:
+            return UNDECODABLE, 0
+        if held:
+            self.held += est
+            return body, est
+        return body, 0
 
 
 _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
+_unpackb = msgpack.unpackb
 
 
 def encode_frame(ftype: int, call_id: int, body: Any) -> bytes:
@@ -139,66 +572,272 @@ def decode_datagram(data: bytes) -> Frame:
     return ftype, call_id, body
 
 
+_VIEW_ABOVE: Final = 64 * 1024
+
+
+def _decode_fast(data: memoryview, cost: int) -> tuple[Any, int]:
+    try:
+        return _unpackb(data, raw=False, strict_map_key=False, max_ext_len=0), cost
+    except Exception:
+        return UNDECODABLE, 0
+
+
 class FrameDecoder:
     """Incremental frame decoder for a byte stream.
 
     ``feed(data)`` returns the frames completed by ``data``. Bodies longer than ``max_body`` are
     skipped without being buffered and reported with the :data:`OVERSIZED` body, so the caller can
     fail just that call. It never raises on input.
+
+    With a :class:`DecodeBudget`, each body is checked before it is decoded (a refused one is
+    reported with :data:`DECODE_REFUSED`). :attr:`costs` lists, for the frames of the last ``feed``,
+    what each one was charged (0 for the frames that are not held, and all 0 without a budget);
+    the caller releases what it does not keep. It stays empty with a budget that holds no frame
+    type (a client's). The reader that owns the decoder may reserve buffer space for the
+    frame in progress (:attr:`reserved`, see :func:`kcprpc.transport.read_frames`): when that frame
+    completes, its reservation moves to :attr:`released` for the reader to give back.
     """
 
-    __slots__ = ("_buf", "_skip", "max_body")
+    __slots__ = (
+        "_budget",
+        "_buf",
+        "_setup",
+        "_skip",
+        "_walk",
+        "attention",
+        "charged",
+        "costs",
+        "max_body",
+        "partial",
+        "refused",
+        "released",
+        "reserved",
+    )
 
-    def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, max_body: int = DEFAULT_MAX_MESSAGE_SIZE, budget: DecodeBudget | None = None) -> None:
         self.max_body = max_body
         self._buf = bytearray()
         self._skip = 0
+        self._budget = budget
+        self._walk: BodyWalk | None = None  # the decoded-size walk of the large frame being buffered
+        self.costs: list[int] = []
+        self.reserved = 0  # buffer bytes reserved for the frame at the head of the buffer
+        self.released = 0  # reservations of frames completed since the reader last looked
+        self.partial = 0  # after feed: pending(), the size of the frame whose start is buffered
+        self.charged = 0  # after feed: the sum of costs
+        self.refused = False  # set when a body was refused by the budget (the reader resets it)
+        self.attention = False  # set when refused, released or partial may need the reader
+        # what feed() needs, in one load: the budget, the held types, half the budget, the longest
+        # body not held decoded without a look, the limit, whether costs are listed, max_body
+        self._setup: tuple[DecodeBudget | None, frozenset[int], int, int, int, bool, int] = (
+            (
+                budget,
+                budget.held_types,
+                budget._half,
+                (budget._half - DECODE_SLACK) // DECODE_FACTOR,
+                budget.limit,
+                bool(budget.held_types),
+                max_body,
+            )
+            if budget is not None
+            else (None, frozenset(), 0, 0, 0, True, max_body)
+        )
 
     @property
     def buffered(self) -> int:
         """Bytes held waiting for the rest of a frame."""
         return len(self._buf)
 
+    def pending(self) -> int:
+        """Size (header included) of the frame whose start is buffered, once its header is in;
+        else 0."""
+        buf = self._buf
+        if len(buf) < HEADER_SIZE:
+            return 0
+        return HEADER_SIZE + int(_unpack_header(buf)[0])
+
+    def take_tail(self) -> bytes:
+        """Remove and return the buffered start of the next frame (to give it back to the stream)."""
+        tail = bytes(self._buf)
+        self._buf.clear()
+        self._walk = None
+        self.partial = 0
+        return tail
+
+    def refuse_pending(self, marker: Refused | _Undecodable) -> Frame:
+        """Give up the frame whose start is buffered: skip the rest of it as it arrives and return
+        it as ``(type, call_id, marker)`` (its reservation, if any, moves to :attr:`released`)."""
+        buf = self._buf
+        n, ftype, call_id = _unpack_header(buf)
+        self._skip = HEADER_SIZE + n - len(buf)
+        buf.clear()
+        self._walk = None
+        self.partial = 0
+        if self.reserved:
+            self.released += self.reserved
+            self.reserved = 0
+            self.attention = True
+        return ftype, call_id, marker
+
     def feed(self, data: bytes) -> list[Frame]:
         """Add bytes; return every frame now complete."""
         out: list[Frame] = []
+        costs: list[int] = []
+        self.costs = costs
         if self._skip:
+            self.charged = 0
             if len(data) <= self._skip:
                 self._skip -= len(data)
                 return out
             data = data[self._skip :]
             self._skip = 0
+        budget, held, half, small, limit, track, max_body = self._setup
         buf = self._buf
         if buf:
             buf += data
             view: bytes | bytearray = buf
+            walk = self._walk
         else:
             view = data
+            walk = None
         pos = 0
         end = len(view)
-        max_body = self.max_body
-        while end - pos >= HEADER_SIZE:
+        charged = start = budget.held if budget is not None else 0  # budget.held, in a local meanwhile
+        while end - pos >= 9:  # HEADER_SIZE
             n, ftype, call_id = _unpack_header(view, pos)
             if n > max_body:
                 out.append((ftype, call_id, OVERSIZED))
-                avail = end - pos - HEADER_SIZE
+                if track:
+                    costs.append(0)
+                avail = end - pos - 9
                 if avail >= n:
-                    pos += HEADER_SIZE + n
+                    pos += 9 + n
                     continue
                 self._skip = n - avail
                 pos = end
                 break
-            stop = pos + HEADER_SIZE + n
+            stop = pos + 9 + n
             if stop > end:
                 break
-            try:
-                body = msgpack.unpackb(view[pos + HEADER_SIZE : stop], raw=False, strict_map_key=False)
-            except Exception:
-                body = UNDECODABLE
+            if walk is None and n <= 65536:  # the hot path (65536: _VIEW_ABOVE)
+                chunk = view[pos + 9 : stop]
+                if budget is None:
+                    cost = 0
+                elif ftype in held:
+                    if n <= 1024:  # charged the densest decoding while that leaves half the budget
+                        cost = 120 * n + 64  # DECODE_FACTOR, DECODE_SLACK
+                        if charged + cost > half:
+                            budget.counters["recv_decode_scanned"] += 1
+                            cost = _small_size(chunk, limit - charged)
+                    else:  # walked: one string or binary value at once, else a short walk
+                        cost = _one_value_size(chunk)
+                        if cost < 0:
+                            budget.counters["recv_decode_scanned"] += 1
+                            cost = (
+                                _small_size(chunk, limit - charged)
+                                if n <= 4096
+                                else decoded_size(chunk, limit - charged)
+                            )
+                        elif cost > limit - charged:
+                            cost = -1
+                elif n <= small:
+                    cost = 0
+                else:
+                    budget.held = charged
+                    budget.counters["recv_decode_scanned"] += 1
+                    cost = decoded_size(chunk, limit)  # not held: only the limit applies
+                    if cost > 0:
+                        cost = 0
+                if cost >= 0:
+                    try:
+                        body = _unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
+                    except Exception:
+                        body = UNDECODABLE
+                        cost = 0
+                    charged += cost
+                elif cost == -1:
+                    body = DECODE_REFUSED
+                    cost = 0
+                    budget.counters["recv_decode_refused"] += 1  # type: ignore[union-attr]
+                    self.refused = self.attention = True
+                else:
+                    body = UNDECODABLE
+                    cost = 0
+            elif walk is not None:  # the large frame buffered before: its walk goes on from there
+                budget.held = charged  # type: ignore[union-attr]
+                with memoryview(view) as mv, mv[pos + 9 : stop] as part:
+                    body, cost = budget.decode(ftype, part, walk)  # type: ignore[union-attr]
+                charged = budget.held  # type: ignore[union-attr]
+                walk = self._walk = None
+                if body is DECODE_REFUSED:
+                    self.refused = self.attention = True
+            else:  # a large body is read in place, not copied out first
+                if budget is None:
+                    cost, fast = 0, True
+                elif ftype in held:
+                    cost = 120 * n + 64
+                    fast = charged + cost <= half
+                else:
+                    cost, fast = 0, n <= small
+                budget_held = charged
+                if budget is not None:
+                    budget.held = charged
+                with memoryview(view) as mv, mv[pos + 9 : stop] as part:
+                    if fast:
+                        body, cost = _decode_fast(part, cost)
+                        budget_held += cost
+                    else:
+                        body, cost = budget.decode(ftype, part)  # type: ignore[union-attr]
+                        budget_held = budget.held  # type: ignore[union-attr]
+                        if body is DECODE_REFUSED:
+                            self.refused = self.attention = True
+                charged = budget_held
+            if track:
+                costs.append(cost)
             out.append((ftype, call_id, body))
             pos = stop
+        if budget is not None:
+            self.charged = charged - start
+            budget.held = charged
+        if self.reserved and out:  # the frame at the head, the reserved one, is complete
+            self.released += self.reserved
+            self.reserved = 0
+            self.attention = True
         if buf:
             del buf[:pos]
+            rest = len(buf)
         elif pos < end:
             self._buf = bytearray(view[pos:])
+            rest = end - pos
+        else:
+            rest = 0
+        if rest >= 9:  # HEADER_SIZE
+            self.partial = 9 + int(_unpack_header(self._buf)[0])
+            self.attention = True
+            if budget is not None:
+                self._walk_partial(budget, out, costs)
+        elif self.partial:
+            self.partial = 0
         return out
+
+    def _walk_partial(self, budget: DecodeBudget, out: list[Frame], costs: list[int]) -> None:
+        """Walk what has arrived of a large frame: one whose body already cannot fit the budget is
+        refused now, and the rest of it skipped as it comes, not buffered."""
+        buf = self._buf
+        n = int(_unpack_header(buf)[0])
+        walk = self._walk
+        if walk is None:
+            if n <= _VIEW_ABOVE or DECODE_FACTOR * n + DECODE_SLACK <= budget._half:
+                return  # small, or sure to fit: checked once complete, if at all
+            walk = self._walk = BodyWalk()
+            budget.counters["recv_decode_scanned"] += 1
+        with memoryview(buf) as mv:
+            r = walk.advance(mv, HEADER_SIZE, len(buf), n, budget.limit)
+        if r >= 0:
+            return
+        if r == -1:
+            budget.counters["recv_decode_refused"] += 1
+            self.refused = self.attention = True
+        out.append(self.refuse_pending(DECODE_REFUSED if r == -1 else UNDECODABLE))
+        if budget.held_types:
+            costs.append(0)

@@ -48,6 +48,11 @@ class MemoryStream:
             del rx.buf[:n]
         return data
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes just read back at the front of the stream (they are read again next)."""
+        if data:
+            self._rx.buf[:0] = data
+
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes or ``asyncio.IncompleteReadError``."""
         out = bytearray()

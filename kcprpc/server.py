@@ -36,6 +36,7 @@ from kcprpc.codec import (
     UNDECODABLE,
     WELCOME,
     Frame,
+    Refused,
     encode_frame,
 )
 from kcprpc.context import ServerContext, _current, current_context
@@ -56,14 +57,18 @@ from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service
 from kcprpc.status import Status
 from kcprpc.transport import (
     INBOX_LIMIT,
+    RECEIVE_COUNTERS,
     ByteStream,
     Connection,
     FrameWriter,
     Inbox,
     ParkingLot,
+    ReceiveLimits,
     close_code,
     read_frames,
+    receive_limit_defaults,
     spawn,
+    trim_soon,
 )
 
 log = logging.getLogger("kcprpc.server")
@@ -89,6 +94,19 @@ class ServerConfig:
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
     slow_consumer_timeout: float | None = 10.0  # s with data waiting and none of it consumed
+    # -- receive-side memory per connection (docs/rpc.md, "Flow control and memory per connection")
+    max_decoded_bytes: int | None = None
+    """Estimated bytes of decoded request bodies one connection may hold (those of running calls
+    and of unread streamed messages); a body that would exceed it is refused without being decoded
+    (RESOURCE_EXHAUSTED). None: 8 MiB, or ``2 * max_message_size`` if larger."""
+    max_partial_frame_bytes: int | None = None
+    """Bytes of frames received in part that the streams of one connection may hold together
+    (the control stream may hold one frame more); a stream whose frame does not fit stops being
+    read until it does (or, with no pause slot left, the frame is refused). None:
+    ``max_message_size + 9 + 256 KiB`` (4.25 MiB)."""
+    partial_frame_timeout: float | None = 10.0
+    """A frame received in part that gets no further byte for this long is dropped (its call fails
+    with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
 
     def __post_init__(self) -> None:
         if (
@@ -107,40 +125,31 @@ class ServerConfig:
             raise UsageError("max_send_backlog_total must be at least max_send_backlog")
         if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
             raise UsageError("slow_consumer_timeout must be positive or None")
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        try:
+            return receive_limit_defaults(
+                self.max_message_size,
+                self.max_decoded_bytes,
+                self.max_partial_frame_bytes,
+                self.partial_frame_timeout,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
 """Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
 
 
-_malloc_trim: list[Callable[[int], int] | None] = []
-
-
-def _trim_heap() -> None:
-    """Hand memory freed by Python back to the OS (glibc's ``malloc_trim``; nothing elsewhere).
-
-    Without it the megabytes a slow consumer made the server hold stay in the process after it
-    was ended: glibc keeps freed heap memory for reuse, so RSS would not fall after an attack."""
-    if not _malloc_trim:
-        fn: Callable[[int], int] | None = None
-        try:
-            import ctypes
-
-            fn = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            fn = None
-        _malloc_trim.append(fn)
-    trim = _malloc_trim[0]
-    if trim is not None:
-        trim(0)
-
-
 # why a call's task was cancelled
-_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW = 1, 2, 3, 4
+_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW, _REFUSED = 1, 2, 3, 4, 5
 
 
 class _ServerCall:
-    __slots__ = ("cid", "ctx", "inbound", "reason", "task", "timer", "writer")
+    __slots__ = ("cid", "cost", "ctx", "inbound", "reason", "refusal", "started", "task", "timer", "writer")
 
     def __init__(self, cid: int, writer: FrameWriter) -> None:
         self.cid = cid
@@ -150,15 +159,27 @@ class _ServerCall:
         self.timer: asyncio.TimerHandle | None = None
         self.inbound: Inbox | None = None
         self.reason = 0
+        self.cost = 0  # decode budget held by the CALL body until the call ends
+        self.started = False
+        self.refusal = ""
 
     def overflow(self) -> None:
         self.cancel(_OVERFLOW)
 
+    def refuse(self, refused: Refused) -> None:
+        """A message of this call was refused by a receive budget: fail it (RESOURCE_EXHAUSTED)."""
+        self.refusal = refused.reason
+        self.cancel(_REFUSED)
+
     def cancel(self, reason: int) -> None:
-        if self.task is not None and not self.task.done():
+        task = self.task
+        if task is not None and not task.done():
             if not self.reason:
                 self.reason = reason
-            self.task.cancel()
+            if self.started:
+                task.cancel()
+            else:  # a task cancelled before its first step never runs its finally: let it start
+                task.get_loop().call_soon(task.cancel)
 
 
 _END = object()
@@ -205,6 +226,15 @@ class ServerSession:
             SendStall(max(1, int(timeout * 1000)))
             if timeout is not None and self._backlog is not None and self._progress is not None
             else None
+        )
+        decoded, partial = server.config.receive_limits()
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=server.config.partial_frame_timeout,
+            held_types=(CALL, MSG),
+            parking=self.parking,
+            counters=server.stats,
         )
 
     @property
@@ -416,6 +446,7 @@ class Server:
         self._shedding = False
         self._last_slow_end = 0.0  # loop time a slow consumer was last ended
         self._last_trim = 0.0
+        self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
         for svc in [*services, *builtin_services()]:
@@ -493,6 +524,7 @@ class Server:
                 spawn(tasks, self._serve_stream(sess, stream))
         finally:
             sess.closed = True
+            sess.receive.close()
             dgram_task.cancel()
             for call in list(sess.calls):
                 call.cancel(_CLIENT)
@@ -571,10 +603,10 @@ class Server:
             if self._last_trim < last <= now - hb.interval and now - self._last_trim >= 5.0:
                 # what ended slow consumers held is free by now (a sweep later): return it to the OS
                 self._last_trim = now
-                _trim_heap()
+                trim_soon()
         if self._last_slow_end > self._last_trim:  # the last session is gone: nothing else to wait for
             self._last_trim = loop.time()
-            _trim_heap()
+            trim_soon()
 
     def _shed_soon(self) -> None:
         if not self._shedding:
@@ -630,7 +662,12 @@ class Server:
         ch = _Channel(self, sess, stream)
         try:
             await read_frames(
-                stream, ch.on_frames, max_message_size=self.config.max_message_size, pause=ch.pause
+                stream,
+                ch.on_frames,
+                max_message_size=self.config.max_message_size,
+                pause=ch.pause,
+                limits=sess.receive,
+                control=ch.control,
             )
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             pass
@@ -832,22 +869,33 @@ class _Channel:
         self.calls: dict[int, _ServerCall] = {}
         self.is_control = False
         self.loop = sess._loop
+        self.decode = sess.receive.decode
 
     # ---------------------------------------------------------------- frames in
-    def on_frames(self, frames: list[Frame]) -> None:
+    def control(self) -> bool:
+        """True for the control stream (its reader never waits for buffer space)."""
+        return self.is_control
+
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
+        the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
         sess = self.sess
         sess.last_receive = self.loop.time()
-        for ftype, cid, body in frames:
+        for i, (ftype, cid, body) in enumerate(frames):
             if ftype == CALL:
-                self._on_call(cid, body)
+                if self._on_call(cid, body, costs[i]):
+                    costs[i] = 0
             elif ftype == MSG:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
-                    if self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
+                    if isinstance(body, Refused):
+                        call.refuse(body)
+                    elif self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
                         # the shared stream cannot be paused for one call: refuse to buffer without end
                         call.cancel(_OVERFLOW)
                     else:
-                        call.inbound.put(body)
+                        call.inbound.put(body, costs[i])
+                        costs[i] = 0
             elif ftype == END:
                 call = self.calls.get(cid)
                 if call is not None and call.inbound is not None:
@@ -1026,48 +1074,54 @@ class _Channel:
     def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
         self.writer.send(encode_frame(TRAILER, cid, [int(status), message, details, md]))
 
-    def _on_call(self, cid: int, body: Any) -> None:
+    def _on_call(self, cid: int, body: Any, cost: int = 0) -> bool:
+        """Admit or refuse a CALL; True when the call was started and keeps ``cost`` (the decode
+        budget its body holds) until it ends."""
         server = self.server
         if body is OVERSIZED:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            return
+            return False
         if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
+            if isinstance(body, Refused):  # a receive budget refused it (not decoded)
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
+                return False
             server.stats["bad_frames"] += 1
             self._trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
-            return
+            return False
         method, md, timeout_ms, flags, payload = body
         entry = server._methods.get(method) if isinstance(method, str) else None
         if entry is None:
             self._trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
-            return
+            return False
         if cid in self.calls:
             server.stats["bad_frames"] += 1
-            return
+            return False
         spec, handler = entry
         sess = self.sess
         if server._closing or not sess.ready:
             self._trailer(
                 cid, Status.UNAVAILABLE, "server shutting down" if server._closing else "no handshake"
             )
-            return
+            return False
         if sess.active_calls >= server.config.max_concurrent_calls:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
-            return
+            return False
         streaming = spec.streams_responses
         if streaming and len(sess.topics) + sess.streaming_calls >= server.config.max_subscriptions:
             self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
-            return
+            return False
         if spec.kind is MethodKind.NOTIFY:
             self._trailer(cid, Status.UNIMPLEMENTED, "notify methods take no calls")
-            return
+            return False
         call = _ServerCall(cid, self.writer)
+        call.cost = cost
         deadline = None
         if isinstance(timeout_ms, (int, float)) and timeout_ms >= 0:
             deadline = self.loop.time() + timeout_ms / 1000.0
             call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
         ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
         if spec.streams_requests:
-            call.inbound = Inbox()
+            call.inbound = Inbox(budget=sess.receive.decode)
         self.calls[cid] = call
         sess.calls.add(call)
         sess.active_calls += 1
@@ -1076,8 +1130,10 @@ class _Channel:
         server.stats["calls_started"] += 1
         has_payload = bool(flags & codec.FLAG_END)
         call.task = self.loop.create_task(self._run(call, ctx, handler, payload if has_payload else None))
+        return True
 
     async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:
+        call.started = True
         _current.set(ctx)
         spec = ctx.spec
         server = self.server
@@ -1128,6 +1184,8 @@ class _Channel:
                 self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
             elif call.reason == _OVERFLOW:
                 self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages")
+            elif call.reason == _REFUSED:
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, call.refusal)
             else:
                 self._trailer(cid, Status.CANCELLED, "cancelled")
         except Exception:
@@ -1139,6 +1197,11 @@ class _Channel:
                 call.timer.cancel()
             self.calls.pop(cid, None)
             sess = self.sess
+            if call.cost:  # the request body's decode budget
+                self.decode.held -= call.cost
+                call.cost = 0
+            if call.inbound is not None:
+                call.inbound.release_all()
             sess.calls.discard(call)
             sess.active_calls -= 1
             if spec.streams_responses:

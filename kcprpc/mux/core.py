@@ -40,6 +40,7 @@ from .errors import (
     MuxProtocolError,
     MuxStreamClosedError,
     MuxUsageError,
+    fresh,
 )
 from .frame import (
     CMD_FIN,
@@ -223,6 +224,7 @@ class StreamState:
     num_written: int = 0
     peer_consumed: int = 0
     peer_window: int = INITIAL_PEER_WINDOW
+    upd_due: bool = False  # a UPD (with num_read as it is when sent) goes out with the next data
 
     @property
     def readable(self) -> int:
@@ -299,6 +301,7 @@ class MuxConnection:
         self._bucket = cfg.max_receive_buffer
         self._events: list[MuxEvent] = []
         self._ctrl: list[bytes] = []
+        self._upd: list[StreamState] = []  # streams owing the peer a UPD (built when sent)
         self._rr: deque[StreamState] = deque()
         self._send_buffered = 0  # sum of every stream's send_bytes
         self._error: MuxClosedError | None = None
@@ -366,13 +369,13 @@ class MuxConnection:
         every queued stream waits for a version 2 window)."""
         if self._error is not None:
             return False
-        return bool(self._ctrl) or bool(self._rr)
+        return bool(self._ctrl) or bool(self._rr) or bool(self._upd)
 
     # -- opening and closing streams -------------------------------------------------------------
 
     def _check_alive(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         if self._closing:
             raise MuxClosedError("session is closing")
 
@@ -456,7 +459,7 @@ class MuxConnection:
     def send(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
         """Queue stream data; it is framed (split at ``max_frame_size``) by :meth:`data_to_send`."""
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error)
         if st.fin_queued:
             raise MuxStreamClosedError(f"stream {st.stream_id} was closed for writing")
         if self._closing:
@@ -510,6 +513,19 @@ class MuxConnection:
             out.extend(self._ctrl)
             size = len(self._ctrl) * HEADER_SIZE  # control frames are 8 or 16 bytes; close enough
             self._ctrl = []
+        if self._upd:
+            # built now, not at read time: bytes given back with unread() are not granted again
+            for st in self._upd:
+                if st.upd_due:
+                    st.upd_due = False
+                    if st.in_table and not st.fin_received:
+                        out.append(
+                            pack_upd_unchecked(self.version, st.stream_id, st.num_read, self._stream_buffer)
+                        )
+                        size += 16
+                        c["upd_out"] += 1
+                        c["frames_out"] += 1
+            self._upd = []
         rr = self._rr
         v2 = self._v2
         frame_size = self._frame_size
@@ -652,7 +668,7 @@ class MuxConnection:
             c[exc.kind] += 1
         c["protocol_errors"] += 1
         err = MuxClosedError(f"session closed: protocol error from peer: {exc}")
-        err.__cause__ = exc
+        err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)
         self._terminate(err)
 
     def _return_tokens(self, n: int) -> None:
@@ -676,7 +692,7 @@ class MuxConnection:
             return b""
         if not st.recv_bytes:
             if not st.fin_received and self._error is not None:
-                raise self._error
+                raise fresh(self._error)
             return b""
         if n < 0 or n >= st.recv_bytes:
             n = st.recv_bytes
@@ -688,14 +704,31 @@ class MuxConnection:
             st.incr += got
             if st.incr >= self._half_buffer or st.num_read == got:
                 st.incr = 0
-                self._ctrl.append(
-                    pack_upd_unchecked(self.version, st.stream_id, st.num_read, self._stream_buffer)
-                )
-                self.counters["upd_out"] += 1
-                self.counters["frames_out"] += 1
+                if not st.upd_due:
+                    st.upd_due = True
+                    self._upd.append(st)
         if st.charged:
             self._return_tokens(got)
         return data
+
+    def unread(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
+        """Give back bytes just taken by :meth:`read` from ``st``: they are unread again (at the
+        front of its buffer), hold their receive tokens again, and no longer count as consumed for
+        version 2 (a UPD not sent yet carries the lowered count: the peer is granted window only for
+        bytes the application kept). For a reader that took more than it may hold."""
+        n = len(data)
+        if not n or st.aborted:
+            return
+        if st.recv_off:
+            st.recv[0] = st.recv[0][st.recv_off :]
+            st.recv_off = 0
+        st.recv.appendleft(bytes(data))
+        st.recv_bytes += n
+        if self._v2 and st.in_table and not st.fin_received and self._error is None:
+            st.num_read = (st.num_read - n) & U32_MASK
+            st.incr -= n
+        if st.charged:
+            self._bucket -= n
 
     # -- keepalive --------------------------------------------------------------------------------
 
@@ -752,7 +785,7 @@ class MuxConnection:
             err = MuxClosedError("session closed: the transport reached EOF")
         else:
             err = MuxClosedError(f"session closed: transport failed: {exc}")
-            err.__cause__ = exc
+            err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)
         self._terminate(err)
 
     def terminate(self, error: MuxClosedError | str = "session closed locally") -> None:
@@ -764,6 +797,7 @@ class MuxConnection:
     def _terminate(self, err: MuxClosedError) -> None:
         self._error = err
         self._ctrl = []
+        self._upd = []
         for st in self._rr:
             st.scheduled = False
         self._rr.clear()

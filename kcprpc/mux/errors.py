@@ -45,3 +45,16 @@ class MuxStreamClosedError(MuxClosedError):
 
 class MuxKeepaliveTimeoutError(MuxClosedError):
     """Nothing arrived from the peer during a whole keepalive timeout: the session was closed."""
+
+
+def fresh(err: MuxClosedError) -> MuxClosedError:
+    """A new exception like ``err`` (same class, message and cause) to raise in its place.
+
+    A session keeps its one :class:`MuxClosedError`; raising that object would hang a traceback on
+    it, and the traceback keeps the frames of the reader that saw it alive (its buffers included),
+    frames that point back at the session: a cycle only the garbage collector breaks, maybe much
+    later. Raising a copy leaves the stored error without a traceback."""
+    new = type(err)(*err.args)
+    new.__dict__.update(err.__dict__)
+    new.__cause__ = err.__cause__
+    return new

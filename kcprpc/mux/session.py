@@ -29,7 +29,7 @@ from .core import (
     StreamState,
     WindowUpdated,
 )
-from .errors import MuxClosedError, MuxUsageError
+from .errors import MuxClosedError, MuxUsageError, fresh
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -144,6 +144,12 @@ class MuxStream:
                 raise MuxUsageError("another coroutine is already reading this stream")
             await self._wait_readable()
 
+    def unread(self, data: bytes) -> None:
+        """Put bytes just returned by :meth:`read` back at the front of the stream: they are read
+        again next, hold the session's receive buffer again, and (version 2) the peer is not granted
+        window for them until they are read again. For a reader that read more than it may hold."""
+        self._session._core.unread(self._st, data)
+
     async def readexactly(self, n: int) -> bytes:
         """Return exactly ``n`` bytes; raise ``asyncio.IncompleteReadError`` on EOF before that."""
         if n < 0:
@@ -189,7 +195,7 @@ class MuxStream:
         core = sess._core
         while True:
             if core.error is not None:
-                raise core.error
+                raise fresh(core.error)
             if self._writable():
                 return
             await self._park(sess._drain_waiters)
@@ -362,7 +368,7 @@ class MuxSession:
             return self._accept_queue.popleft()
         err = self._core.error
         if err is not None:
-            raise err
+            raise fresh(err)
         fut: asyncio.Future[MuxStream] = self._loop.create_future()
         self._accept_waiters.append(fut)
         try:
@@ -514,7 +520,7 @@ class MuxSession:
         while self._accept_waiters:
             fut = self._accept_waiters.popleft()
             if not fut.done() and err is not None:
-                fut.set_exception(err)
+                fut.set_exception(fresh(err))
         self._send_event.set()
         self._resume_event.set()
         if not self._closing:

@@ -482,3 +482,37 @@ def test_abort_drops_everything_sends_fin_and_frees_tokens() -> None:
     client.send(st, b"late")
     move(client, server)
     assert server.counters["dropped_unknown_stream"] == 1
+
+
+def test_unread_gives_bytes_back_without_granting_window_for_them() -> None:
+    """A reader that took more than it may hold puts the rest back: it is read again first, holds its
+    receive tokens again, and the UPD that goes out counts only the bytes kept (built at send time)."""
+    cfg = MuxConfig(version=2, max_stream_buffer=1000, max_receive_buffer=5000, max_frame_size=100)
+    client, server = pair(cfg)
+    st = client.open_stream()
+    client.send(st, bytes(range(200)) * 5)
+    move(client, server)
+    sst = server.get_stream(3)
+    assert sst is not None and server.bucket == 4000
+    got = server.read(sst, 700)
+    assert server.bucket == 4700
+    server.unread(sst, got[300:])  # keep 300, give 400 back
+    assert sst.recv_bytes == 700 and server.bucket == 4300
+    assert frames(server.data_to_send(), 2)[0].upd == (300, 1000)  # not 700
+    assert server.read(sst, 1000) == got[300:] + (bytes(range(200)) * 5)[700:]
+    assert server.bucket == 5000
+    # unread after a partial read of the head piece keeps the order
+    client.send(st, b"abcdef")
+    move(client, server)
+    head = server.read(sst, 2)
+    server.unread(sst, head)
+    assert server.read(sst, 10) == b"abcdef"
+    # v1 has no UPD: only the tokens move
+    client1, server1 = pair(MuxConfig(version=1, max_receive_buffer=5000, max_stream_buffer=1000))
+    st1 = client1.open_stream()
+    client1.send(st1, b"x" * 100)
+    move(client1, server1)
+    sst1 = server1.get_stream(3)
+    assert sst1 is not None
+    server1.unread(sst1, server1.read(sst1, 60))
+    assert server1.bucket == 4900 and sst1.recv_bytes == 100 and server1.data_to_send() == b""

@@ -67,3 +67,59 @@ def test_garbage_never_raises(data: bytes, chunk: int) -> None:
     for i in range(0, len(data), chunk):
         for ftype, cid, _body in dec.feed(data[i : i + chunk]):
             assert 0 <= ftype < 256 and 0 <= cid < 2**32
+
+
+def test_large_bodies_are_decoded_in_place_with_and_without_budget() -> None:
+    """Bodies above 64 KiB are read through a view of the buffer (no copy first); the buffer is still
+    trimmed afterwards, split or not, budget or not."""
+    value = {"blob": b"b" * 300_000, "text": "t" * 100_000, "n": list(range(5000))}
+    blob = codec.encode_frame(codec.MSG, 1, value) + codec.encode_frame(codec.MSG, 2, [1])
+    for budget in (
+        None,
+        codec.DecodeBudget(8 << 20, (codec.MSG,)),
+        codec.DecodeBudget(1 << 40, (codec.MSG,)),
+    ):
+        for step in (len(blob), 65536, 7777):
+            dec = codec.FrameDecoder(budget=budget)
+            out = []
+            for i in range(0, len(blob), step):
+                out += dec.feed(blob[i : i + step])
+            assert out == [(codec.MSG, 1, value), (codec.MSG, 2, [1])]
+            assert dec.buffered == 0
+
+
+@given(st.lists(st.integers(1, 70_000), min_size=1, max_size=30))
+def test_a_large_bomb_is_refused_before_it_is_buffered(cuts: list[int]) -> None:
+    """A large body is walked as it arrives: once what came already cannot fit the budget, the frame
+    is refused and the rest of it skipped unbuffered; the next frame decodes as usual. A legitimate
+    large body walked the same way, however split, decodes as if it came at once."""
+    budget = codec.DecodeBudget(2 << 20, (codec.CALL, codec.MSG))
+    bomb = codec.encode_frame_raw(codec.MSG, 1, b"\xdd" + (400_000).to_bytes(4, "big") + b"\x80" * 400_000)
+    good_value = [b"g" * 100_000, list(range(20_000)), {"k": "v" * 5000}]
+    good = codec.encode_frame(codec.MSG, 2, good_value)
+    blob = bomb + good
+    dec = codec.FrameDecoder(budget=budget)
+    out: list[codec.Frame] = []
+    most = 0
+    pos = 0
+    for cut in [*cuts, len(blob)] * (len(blob) // sum(cuts) + 2):
+        if pos >= len(blob):
+            break
+        out += dec.feed(blob[pos : pos + cut])
+        pos += cut
+        if not out:
+            most = max(most, dec.buffered)
+    assert out == [(codec.MSG, 1, codec.DECODE_REFUSED), (codec.MSG, 2, good_value)]
+    # refused once ~29k maps (2 MiB / 72) had come: never the whole 400 KB buffered
+    assert most <= 30_000 + 70_000 + codec.HEADER_SIZE + 5
+    assert budget.counters["recv_decode_refused"] == 1
+
+
+def test_a_malformed_large_body_is_reported_early() -> None:
+    dec = codec.FrameDecoder(budget=codec.DecodeBudget(8 << 20))
+    head = codec.HEADER.pack(200_000, codec.MSG, 5)
+    assert dec.feed(head + b"\xdd" + (10**9).to_bytes(4, "big") + b"\x80" * 70_000) == [
+        (codec.MSG, 5, codec.UNDECODABLE)
+    ]
+    rest = 200_000 - 5 - 70_000
+    assert dec.feed(bytes(rest) + codec.encode_frame(codec.PING, 0, [1])) == [(codec.PING, 0, [1])]
