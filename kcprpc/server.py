@@ -61,6 +61,7 @@ from kcprpc.transport import (
     FrameWriter,
     Inbox,
     ParkingLot,
+    SendGuard,
     close_code,
     read_frames,
     spawn,
@@ -208,6 +209,12 @@ class ServerSession:
         self._backlog: Callable[[], int] | None = backlog if callable(backlog) else None
         self._progress: Callable[[], int] | None = progress if callable(progress) else None
         self.send_backlog = 0  # bytes held for this client, as of the last check
+        # checked after every 1/32 of the bound written (at most 64 KiB): the bound holds within that
+        self._guard = (
+            SendGuard(self._check_send, min(64 * 1024, cfg.max_send_backlog // 32))
+            if self._backlog is not None
+            else None
+        )
         timeout = cfg.slow_consumer_timeout
         self._stall = (
             SendStall(max(1, int(timeout * 1000)))
@@ -240,9 +247,9 @@ class ServerSession:
 
     # -- the send bounds --
     def _check_send(self) -> None:
-        """After each write of one of this session's writers (O(1)): past ``max_send_backlog`` the
-        session ends as a slow consumer; past ``max_send_backlog_total`` the server sheds the
-        largest backlogs."""
+        """After every ``SendGuard.every`` bytes this session's writers wrote (O(1)), and from the
+        sweep: past ``max_send_backlog`` the session ends as a slow consumer; past
+        ``max_send_backlog_total`` the server sheds the largest backlogs."""
         backlog = self._backlog
         if backlog is None or self.closed:
             return
@@ -551,6 +558,13 @@ class Server:
                 if backlog is None:
                     continue
                 b = s.send_backlog = backlog()
+                if b > s._send_limit:  # grown since its last check (which runs every 64 KiB written)
+                    s.send_backlog = 0
+                    s._end_slow_consumer(
+                        "slow_consumers",
+                        f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s._send_limit})",
+                    )
+                    continue
                 stall = s._stall
                 if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
                     s.send_backlog = 0
@@ -788,7 +802,7 @@ class _Channel:
     def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
         self.server = server
         self.sess = sess
-        self.writer = FrameWriter(stream, guard=sess._check_send)
+        self.writer = FrameWriter(stream, guard=sess._guard)
         self.calls: dict[int, _ServerCall] = {}
         self.is_control = False
         self.loop = sess._loop
