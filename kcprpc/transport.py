@@ -243,6 +243,7 @@ class FrameWriter:
         pending = self._pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        n = self._pending_bytes
         self._pending_bytes = 0
         try:
             self.stream.write(data)
@@ -251,7 +252,7 @@ class FrameWriter:
             return
         g = self._guard
         if g is not None:
-            u = g.unchecked + len(data)
+            u = g.unchecked + n
             if u >= g.every:
                 g.unchecked = 0
                 g.check()
