@@ -124,6 +124,7 @@ _slow_log = _RateLimitedLog(log)
 
 
 _malloc_trim: list[Callable[[int], int] | None] = []
+_TRIM_AFTER = 1024 * 1024  # bytes of send backlog released before the heap is trimmed
 
 
 def _trim_heap() -> None:
@@ -274,7 +275,7 @@ class ServerSession:
         self.closed = True
         server = self.server
         server.stats[counter] += 1
-        server._last_slow_end = self._loop.time()
+        server._note_release(self.send_backlog)
         server._backlog_total -= self.send_backlog
         self.send_backlog = 0
         message = f"slow consumer: {why}"
@@ -418,7 +419,8 @@ class Server:
         }
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False
-        self._last_slow_end = 0.0  # loop time a slow consumer was last ended
+        self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
+        self._last_release = 0.0
         self._last_trim = 0.0
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
@@ -502,6 +504,7 @@ class Server:
                 call.cancel(_CLIENT)
             for t in list(tasks):
                 t.cancel()
+            self._note_release(sess.send_backlog)
             self._backlog_total -= sess.send_backlog
             sess.send_backlog = 0
             self.push.drop(sess)
@@ -551,6 +554,7 @@ class Server:
                 if s.last_receive < limit:
                     log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
                     s.closed = True
+                    self._note_release(s.send_backlog)
                     s.send_backlog = 0
                     spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
                     continue
@@ -559,7 +563,6 @@ class Server:
                     continue
                 b = s.send_backlog = backlog()
                 if b > s._send_limit:  # grown since its last check (which runs every 64 KiB written)
-                    s.send_backlog = 0
                     s._end_slow_consumer(
                         "slow_consumers",
                         f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s._send_limit})",
@@ -567,7 +570,6 @@ class Server:
                     continue
                 stall = s._stall
                 if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
-                    s.send_backlog = 0
                     s._end_slow_consumer(
                         "slow_consumers_stalled",
                         f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
@@ -578,14 +580,25 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
-            last = self._last_slow_end
-            if self._last_trim < last <= now - hb.interval and now - self._last_trim >= 5.0:
-                # what ended slow consumers held is free by now (a sweep later): return it to the OS
-                self._last_trim = now
-                _trim_heap()
-        if self._last_slow_end > self._last_trim:  # the last session is gone: nothing else to wait for
-            self._last_trim = loop.time()
-            _trim_heap()
+            if (
+                self._released >= _TRIM_AFTER
+                and self._last_release <= now - hb.interval
+                and now - self._last_trim >= 5.0
+            ):
+                # what ended sessions held is free by now (a sweep later): give it back to the OS
+                self._trim(now)
+        if self._released >= _TRIM_AFTER:  # the last session is gone: nothing else to wait for
+            self._trim(loop.time())
+
+    def _note_release(self, nbytes: int) -> None:
+        if nbytes > 0:
+            self._released += nbytes
+            self._last_release = asyncio.get_running_loop().time()
+
+    def _trim(self, now: float) -> None:
+        self._released = 0
+        self._last_trim = now
+        _trim_heap()
 
     def _shed_soon(self) -> None:
         if not self._shedding:
