@@ -179,25 +179,31 @@ async def unread_replies(target: Target, seconds: float) -> dict[str, int]:
     return await _attack(target, seconds, flood=True)
 
 
+_SLOW = (
+    f"{CLIENTS} clients subscribe to {PUBLIC_TOPIC} and join {PUBLIC_ROOM}, then stop reading "
+    "their KCP session (its receive window closes) while their pings go on"
+)
+_UNREAD = (
+    f"{CLIENTS} clients stop reading their control stream, then flood echo calls of "
+    f"{ECHO_PAYLOAD // 1024} KiB whose replies are never read"
+)
+
 ATTACKS: list[Attack] = [
+    Attack(name="slow-subscriber", item=4, mode="secure", run=slow_subscriber, description=_SLOW),
+    Attack(name="unread-replies", item=4, mode="secure", run=unread_replies, description=_UNREAD),
+    # compat mode has no authenticated CLOSE: the slow consumer learns it from the GOAWAY datagram
     Attack(
-        name="slow-subscriber",
+        name="slow-subscriber-compat",
         item=4,
-        mode="secure",
+        mode="compat",
         run=slow_subscriber,
-        description=(
-            f"{CLIENTS} clients subscribe to {PUBLIC_TOPIC} and join {PUBLIC_ROOM}, then stop reading "
-            "their KCP session (its receive window closes) while their pings go on"
-        ),
+        description=_SLOW + " (compat mode)",
     ),
     Attack(
-        name="unread-replies",
+        name="unread-replies-compat",
         item=4,
-        mode="secure",
+        mode="compat",
         run=unread_replies,
-        description=(
-            f"{CLIENTS} clients stop reading their control stream, then flood echo calls of "
-            f"{ECHO_PAYLOAD // 1024} KiB whose replies are never read"
-        ),
+        description=_UNREAD + " (compat mode)",
     ),
 ]

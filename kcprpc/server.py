@@ -64,6 +64,7 @@ from kcprpc.transport import (
     Inbox,
     ParkingLot,
     ReceiveLimits,
+    SendGuard,
     close_code,
     read_frames,
     receive_limit_defaults,
@@ -142,6 +143,7 @@ class ServerConfig:
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
 """Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
+_TRIM_AFTER = 1024 * 1024  # bytes of send backlog released before the heap is trimmed
 
 
 # why a call's task was cancelled
@@ -221,6 +223,12 @@ class ServerSession:
         self._backlog: Callable[[], int] | None = backlog if callable(backlog) else None
         self._progress: Callable[[], int] | None = progress if callable(progress) else None
         self.send_backlog = 0  # bytes held for this client, as of the last check
+        # checked after every 1/32 of the bound written (at most 64 KiB): the bound holds within that
+        self._guard = (
+            SendGuard(self._check_send, min(64 * 1024, cfg.max_send_backlog // 32))
+            if self._backlog is not None
+            else None
+        )
         timeout = cfg.slow_consumer_timeout
         self._stall = (
             SendStall(max(1, int(timeout * 1000)))
@@ -262,9 +270,9 @@ class ServerSession:
 
     # -- the send bounds --
     def _check_send(self) -> None:
-        """After each write of one of this session's writers (O(1)): past ``max_send_backlog`` the
-        session ends as a slow consumer; past ``max_send_backlog_total`` the server sheds the
-        largest backlogs."""
+        """After every ``SendGuard.every`` bytes this session's writers wrote (O(1)), and from the
+        sweep: past ``max_send_backlog`` the session ends as a slow consumer; past
+        ``max_send_backlog_total`` the server sheds the largest backlogs."""
         backlog = self._backlog
         if backlog is None or self.closed:
             return
@@ -289,7 +297,7 @@ class ServerSession:
         self.closed = True
         server = self.server
         server.stats[counter] += 1
-        server._last_slow_end = self._loop.time()
+        server._note_release(self.send_backlog)
         server._backlog_total -= self.send_backlog
         self.send_backlog = 0
         message = f"slow consumer: {why}"
@@ -444,7 +452,8 @@ class Server:
         }
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False
-        self._last_slow_end = 0.0  # loop time a slow consumer was last ended
+        self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
+        self._last_release = 0.0
         self._last_trim = 0.0
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
@@ -530,6 +539,7 @@ class Server:
                 call.cancel(_CLIENT)
             for t in list(tasks):
                 t.cancel()
+            self._note_release(sess.send_backlog)
             self._backlog_total -= sess.send_backlog
             sess.send_backlog = 0
             self.push.drop(sess)
@@ -579,6 +589,7 @@ class Server:
                 if s.last_receive < limit:
                     log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
                     s.closed = True
+                    self._note_release(s.send_backlog)
                     s.send_backlog = 0
                     spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
                     continue
@@ -586,9 +597,14 @@ class Server:
                 if backlog is None:
                     continue
                 b = s.send_backlog = backlog()
+                if b > s._send_limit:  # grown since its last check (which runs every 64 KiB written)
+                    s._end_slow_consumer(
+                        "slow_consumers",
+                        f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s._send_limit})",
+                    )
+                    continue
                 stall = s._stall
                 if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
-                    s.send_backlog = 0
                     s._end_slow_consumer(
                         "slow_consumers_stalled",
                         f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
@@ -599,14 +615,25 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
-            last = self._last_slow_end
-            if self._last_trim < last <= now - hb.interval and now - self._last_trim >= 5.0:
-                # what ended slow consumers held is free by now (a sweep later): return it to the OS
-                self._last_trim = now
-                trim_soon()
-        if self._last_slow_end > self._last_trim:  # the last session is gone: nothing else to wait for
-            self._last_trim = loop.time()
-            trim_soon()
+            if (
+                self._released >= _TRIM_AFTER
+                and self._last_release <= now - hb.interval
+                and now - self._last_trim >= 5.0
+            ):
+                # what ended sessions held is free by now (a sweep later): give it back to the OS
+                self._trim(now)
+        if self._released >= _TRIM_AFTER:  # the last session is gone: nothing else to wait for
+            self._trim(loop.time())
+
+    def _note_release(self, nbytes: int) -> None:
+        if nbytes > 0:
+            self._released += nbytes
+            self._last_release = asyncio.get_running_loop().time()
+
+    def _trim(self, now: float) -> None:
+        self._released = 0
+        self._last_trim = now
+        trim_soon()
 
     def _shed_soon(self) -> None:
         if not self._shedding:
@@ -865,7 +892,7 @@ class _Channel:
     def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
         self.server = server
         self.sess = sess
-        self.writer = FrameWriter(stream, guard=sess._check_send)
+        self.writer = FrameWriter(stream, guard=sess._guard)
         self.calls: dict[int, _ServerCall] = {}
         self.is_control = False
         self.loop = sess._loop

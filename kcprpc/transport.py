@@ -136,6 +136,21 @@ def spawn(tasks: set[Any], aw: Awaitable[Any]) -> asyncio.Future[Any]:
     return t
 
 
+class SendGuard:
+    """Shared by the :class:`FrameWriter` objects of one connection: after every ``every`` bytes
+    they wrote together, ``check()`` runs (the server's send bounds, docs/rpc.md "Clients that stop
+    reading"). Between checks a flush costs one addition and one comparison, so a push to a
+    thousand sessions does not pay a check per event; what one connection can add unchecked is
+    ``every`` bytes plus one write."""
+
+    __slots__ = ("check", "every", "unchecked")
+
+    def __init__(self, check: Callable[[], None], every: int = 64 * 1024) -> None:
+        self.check = check
+        self.every = max(1, every)
+        self.unchecked = 0
+
+
 class _TickFlusher:
     """Flushes every :class:`FrameWriter` of a loop that has frames queued, with one ``call_soon``
     per loop tick for all of them (a push to a thousand sessions schedules one callback, not a
@@ -178,8 +193,9 @@ class FrameWriter:
 
     Many small frames (64 replies to 64 calls in flight) then cost one mux frame and one KCP send.
     The writers of one loop share one flush callback per tick. More than ``high_water`` bytes
-    queued in one tick are written at once (so one tick never holds more than that here), and
-    ``guard`` runs after every write to the stream: the server enforces its send bounds there.
+    queued in one tick are written at once (so one tick never holds more than that here), and the
+    writes are counted against ``guard`` (a :class:`SendGuard`): the server enforces its send
+    bounds there.
     """
 
     __slots__ = (
@@ -200,7 +216,7 @@ class FrameWriter:
         stream: ByteStream,
         *,
         high_water: int = 256 * 1024,
-        guard: Callable[[], None] | None = None,
+        guard: SendGuard | None = None,
     ) -> None:
         self.stream = stream
         self._loop = asyncio.get_running_loop()
@@ -236,15 +252,21 @@ class FrameWriter:
         pending = self._pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        n = self._pending_bytes
         self._pending_bytes = 0
         try:
             self.stream.write(data)
         except Exception:
             self.closed = True
             return
-        guard = self._guard
-        if guard is not None:
-            guard()
+        g = self._guard
+        if g is not None:
+            u = g.unchecked + n
+            if u >= g.every:
+                g.unchecked = 0
+                g.check()
+            else:
+                g.unchecked = u
 
     @property
     def pending_bytes(self) -> int:

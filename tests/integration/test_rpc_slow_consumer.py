@@ -80,7 +80,8 @@ async def test_a_kcp_client_that_stops_reading_ends_as_a_slow_consumer(mode: str
                 kcp_peak = max(kcp_peak, kcp_session.write_buffer_size() * kcp_session.engine.mss)
                 await asyncio.sleep(0.002)  # pacing: the sessions run on real time
             assert sess.closed, "the session was never ended"
-            assert 768 * KIB < kcp_peak <= 1024 * KIB + 8 * KIB  # the KCP send queue grew, up to the bound
+            # the KCP send queue grew, up to the bound (+ 1/32 of it written between two checks + a frame)
+            assert 768 * KIB < kcp_peak <= 1024 * KIB + 32 * KIB + 8 * KIB
             reason = await asyncio.wait_for(lost, TIMEOUT)
             assert "RESOURCE_EXHAUSTED" in reason and "slow consumer" in reason
             with pytest.raises(RpcError) as e:

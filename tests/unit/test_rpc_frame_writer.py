@@ -59,3 +59,36 @@ async def test_an_early_flush_and_later_sends_keep_order() -> None:
     w.send(b"x")
     await asyncio.sleep(0)
     assert log == [(0, b"1"), (0, b"23")]
+
+
+async def test_more_than_high_water_in_one_tick_is_written_at_once() -> None:
+    log: list[tuple[int, bytes]] = []
+    w = FrameWriter(Sink(log, 0), high_water=100)  # type: ignore[arg-type]
+    w.send(b"x" * 60)
+    w.send(b"y" * 30)
+    assert log == []  # 90 bytes: they wait for the end of the tick
+    w.send(b"z" * 20)
+    assert log == [(0, b"x" * 60 + b"y" * 30 + b"z" * 20)]  # past 100: written at once, in order
+    w.send(b"after")
+    await asyncio.sleep(0)
+    assert log[-1] == (0, b"after")
+
+
+async def test_writers_of_one_connection_share_the_send_guard() -> None:
+    from kcprpc.transport import SendGuard
+
+    log: list[tuple[int, bytes]] = []
+    checks: list[int] = []
+    guard = SendGuard(lambda: checks.append(len(log)), every=100)
+    a = FrameWriter(Sink(log, 0), guard=guard)  # type: ignore[arg-type]
+    b = FrameWriter(Sink(log, 1), guard=guard)  # type: ignore[arg-type]
+    a.send(b"a" * 60)
+    b.send(b"b" * 30)
+    await asyncio.sleep(0)
+    assert checks == [] and guard.unchecked == 90  # 90 bytes written between them: no check yet
+    b.send(b"c" * 20)
+    await asyncio.sleep(0)
+    assert checks == [3] and guard.unchecked == 0  # 110: checked after the write that crossed 100
+    a.send(b"d" * 250)
+    await asyncio.sleep(0)
+    assert checks == [3, 4]
