@@ -130,15 +130,9 @@ class ServerConfig:
 
     def receive_limits(self) -> tuple[int, int]:
         """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        try:
-            return receive_limit_defaults(
-                self.max_message_size,
-                self.max_decoded_bytes,
-                self.max_partial_frame_bytes,
-                self.partial_frame_timeout,
-            )
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        return receive_limit_defaults(
+            self.max_message_size, self.max_decoded_bytes, self.max_partial_frame_bytes, self.partial_frame_timeout
+        )
 
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)

@@ -24,6 +24,7 @@ from kcprpc.codec import (
     Frame,
     FrameDecoder,
 )
+from kcprpc.errors import UsageError
 from kcprpc.status import Status
 
 
@@ -769,7 +770,7 @@ def receive_limit_defaults(
 ) -> tuple[int, int]:
     """The effective ``(max_decoded_bytes, max_partial_frame_bytes)`` of a server or client config
     (None: :data:`DEFAULT_MAX_DECODED_BYTES` or ``2 * max_message_size`` if larger, and
-    ``max_message_size + 9 + 256 KiB``); raises ``ValueError`` for values that could not admit one
+    ``max_message_size + 9 + 256 KiB``); raises :class:`~kcprpc.errors.UsageError` for values that could not admit one
     message of ``max_message_size``."""
     decoded = (
         max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size)
@@ -782,11 +783,11 @@ def receive_limit_defaults(
         else max_partial_frame_bytes
     )
     if decoded < max_message_size:
-        raise ValueError("max_decoded_bytes must be at least max_message_size")
+        raise UsageError("max_decoded_bytes must be at least max_message_size")
     if partial < max_message_size + HEADER_SIZE:
-        raise ValueError("max_partial_frame_bytes must be at least max_message_size + 9 (one whole frame)")
+        raise UsageError("max_partial_frame_bytes must be at least max_message_size + 9 (one whole frame)")
     if partial_frame_timeout is not None and not partial_frame_timeout > 0:
-        raise ValueError("partial_frame_timeout must be positive (or None)")
+        raise UsageError("partial_frame_timeout must be positive (or None)")
     return decoded, partial
 
 
