@@ -6,6 +6,8 @@ GOAWAY datagram; compat mode: the datagram)."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,10 @@ import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, RpcError, ServerConfig, Status
 from kcprpc.mux import MuxConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from test_rpc_send_bounds import Svc
+
 TIMEOUT = 20.0
 KIB = 1024
 
@@ -22,18 +28,6 @@ KIB = 1024
 @kcprpc.event("slow.news")
 class News(BaseModel):
     data: bytes
-
-
-class Svc(kcprpc.Service, name="test.Slow"):
-    def __init__(self) -> None:
-        self.hang_started = asyncio.Event()
-
-    async def echo(self, data: bytes) -> bytes:
-        return data
-
-    async def hang(self) -> None:
-        self.hang_started.set()
-        await asyncio.Event().wait()
 
 
 @pytest.mark.parametrize("mode", ["secure", "compat"])
