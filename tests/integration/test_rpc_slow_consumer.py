@@ -88,3 +88,36 @@ async def test_a_kcp_client_that_stops_reading_ends_as_a_slow_consumer(mode: str
         finally:
             await other.close()
             await slow.close()
+
+
+async def test_a_kcp_client_whose_pings_arrive_but_that_consumes_nothing_is_ended() -> None:
+    cfg = ServerConfig(
+        slow_consumer_timeout=0.5,
+        heartbeat=HeartbeatConfig(interval=0.1, timeout=30.0),  # the sweep samples every 0.1 s
+    )
+    async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=cfg, key="stall") as server:
+        host, port = server.address  # type: ignore[misc]
+        pinging = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0))
+        slow = await kcprpc.connect(
+            host, port, key="stall", config=pinging, transport_options={"read_buffer": 64 * KIB}
+        )
+        try:
+            await slow.subscribe("news")
+            lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            slow.on_disconnect = lambda _c, reason: lost.done() or lost.set_result(reason)
+            (sess,) = server.sessions
+            link: Any = slow._link
+            link.conn.mux._reader.cancel()  # the client reads nothing more off its KCP session
+            loop = asyncio.get_running_loop()
+            stopped_at = loop.time()
+            # 400 KB: more than the client's KCP takes in before its window closes (its 64 KiB read
+            # buffer and 128 segments), far below max_send_backlog (8 MiB): only the stall can end it
+            for _ in range(100):
+                await server.push.publish("news", News(data=b"n" * (4 * KIB)))
+                await asyncio.sleep(0.001)  # pacing: the sessions run on real time
+            reason = await asyncio.wait_for(lost, TIMEOUT)
+            assert "RESOURCE_EXHAUSTED" in reason and "none was consumed" in reason
+            assert server.stats["slow_consumers_stalled"] == 1 and server.stats["slow_consumers"] == 0
+            assert sess.last_receive > stopped_at + 0.4  # its pings kept arriving all along
+        finally:
+            await slow.close()

@@ -159,6 +159,45 @@ async def test_a_subscriber_that_stops_reading_ends_as_a_slow_consumer_and_is_to
             await other.close()
 
 
+async def test_past_the_process_wide_bound_the_largest_backlogs_end_first() -> None:
+    cfg = small(max_send_backlog=256 * KIB, max_send_backlog_total=512 * KIB)
+    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+        slow = [p.client]
+        for _ in range(2):
+            c = Client(p.connector, config=PINGING)
+            await c.connect()
+            slow.append(c)
+        reader = Client(p.connector)  # reads everything
+        await reader.connect()
+        try:
+            got: list[News] = []
+            reader.on(News, got.append)
+            for c in [*slow, reader]:
+                await c.subscribe("news")
+            lost = [watch_disconnect(c) for c in slow]
+            mine = next(s for s in p.server.sessions if s.id == reader.session_id)
+            for c in slow:
+                stop_reading_transport(c)
+            sent = 0
+            for _ in range(2000):  # each slow one alone stays under its 256 KiB: together over 512
+                if p.server.stats["slow_consumers_shed"]:
+                    break
+                await p.server.push.publish("news", News(data=b"n" * KIB))
+                sent += 1
+                await asyncio.sleep(0)
+            assert p.server.stats["slow_consumers_shed"] >= 1
+            assert p.server.stats["slow_consumers"] == 0  # none had reached its own bound
+            assert p.server._backlog_total <= 512 * KIB
+            done, _ = await asyncio.wait(lost, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            assert done and all("slow consumer" in f.result() for f in done)
+            assert not mine.closed  # the reading client is never among the largest
+            assert await reader.stub(Svc).echo(b"x") == b"x"
+            assert len(got) == sent
+        finally:
+            for c in [*slow[1:], reader]:
+                await c.close()
+
+
 async def test_unread_unary_replies_end_the_session_at_the_bound() -> None:
     async with pair([Svc()], transport="mux", server_config=small(), client_config=PINGING) as p:
         lost = watch_disconnect(p.client)
