@@ -120,6 +120,19 @@ async def _bomb_stream(peer: RawPeer, frame: bytes, deadline: float, counters: d
             s.close()
 
 
+async def _connect_peers(
+    target: Target, n: int, deadline: float, peers: list[RawPeer], counters: dict[str, int]
+) -> None:
+    """Connect ``n`` raw peers (before ``deadline``) into ``peers`` (the caller closes them)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(n):
+        try:
+            peers.append(await asyncio.wait_for(RawPeer.connect(target), max(0.1, deadline - loop.time())))
+            counters["connections"] += 1
+        except Exception:
+            counters["connect_failed"] += 1
+
+
 async def msgpack_bomb(
     target: Target, seconds: float, *, connections: int = 4, streams: int = 4
 ) -> dict[str, int]:
@@ -130,14 +143,7 @@ async def msgpack_bomb(
     frame = call_frame(1, "abuse.Target/echo", bomb_payload(BODY - 64))
     peers: list[RawPeer] = []
     try:
-        for _ in range(connections):
-            try:
-                peers.append(
-                    await asyncio.wait_for(RawPeer.connect(target), max(0.1, deadline - loop.time()))
-                )
-                counters["connections"] += 1
-            except Exception:
-                counters["connect_failed"] += 1
+        await _connect_peers(target, connections, deadline, peers, counters)
         await asyncio.gather(
             *(_bomb_stream(p, frame, deadline, counters) for p in peers for _ in range(streams)),
             return_exceptions=True,
@@ -199,14 +205,7 @@ async def partial_frames(
     deadline = loop.time() + seconds
     peers: list[RawPeer] = []
     try:
-        for _ in range(connections):
-            try:
-                peers.append(
-                    await asyncio.wait_for(RawPeer.connect(target), max(0.1, deadline - loop.time()))
-                )
-                counters["connections"] += 1
-            except Exception:
-                counters["connect_failed"] += 1
+        await _connect_peers(target, connections, deadline, peers, counters)
         tasks = [_pinger(p, deadline, counters) for p in peers]
         tasks += [_stall(p, 1 + i, first, deadline, counters) for p in peers for i in range(streams)]
         await asyncio.gather(*tasks, return_exceptions=True)
