@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 LE="$ROOT/../shared/tools/linkemu/linkemu"
 GRPC_PROBE="$ROOT/../shared/tools/linkemu/bench/grpc_unary.py"
-PY=/work/venv/bin/python
+PY=${PY:-"$ROOT/.venv/bin/python"}  # a venv with grpcio for the gRPC contender: PY=... bash bench/linkemu_compare.sh
 NAME=kcprpcbench
 B=10.77.0.2
 N=2000
