@@ -58,6 +58,7 @@ from kcprpc.status import Status
 from kcprpc.transport import (
     INBOX_LIMIT,
     RECEIVE_COUNTERS,
+    TRIM_AFTER,
     ByteStream,
     Connection,
     FrameWriter,
@@ -137,7 +138,6 @@ class ServerConfig:
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
 """Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
-_TRIM_AFTER = 1024 * 1024  # bytes of send backlog released before the heap is trimmed
 
 
 # why a call's task was cancelled
@@ -447,8 +447,6 @@ class Server:
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
-        self._last_release = 0.0
-        self._last_trim = 0.0
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
         self.services: list[object] = []
@@ -609,25 +607,16 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
-            if (
-                self._released >= _TRIM_AFTER
-                and self._last_release <= now - hb.interval
-                and now - self._last_trim >= 5.0
-            ):
-                # what ended sessions held is free by now (a sweep later): give it back to the OS
-                self._trim(now)
-        if self._released >= _TRIM_AFTER:  # the last session is gone: nothing else to wait for
-            self._trim(loop.time())
 
     def _note_release(self, nbytes: int) -> None:
+        """Sessions that held ``nbytes`` of send backlog are gone: past ``TRIM_AFTER`` of them, ask
+        for the heap to be handed back to the OS (:func:`kcprpc.transport.trim_soon` waits for the
+        buffers to be freed, debounced)."""
         if nbytes > 0:
             self._released += nbytes
-            self._last_release = asyncio.get_running_loop().time()
-
-    def _trim(self, now: float) -> None:
-        self._released = 0
-        self._last_trim = now
-        trim_soon()
+            if self._released >= TRIM_AFTER:
+                self._released = 0
+                trim_soon()
 
     def _shed_soon(self) -> None:
         if not self._shedding:
@@ -723,13 +712,18 @@ class Server:
         sess.notify_running += 1
         spawn(self._tasks, self._run_notify(ctx, handler, req))
 
+    def _through_interceptors(self, ctx: ServerContext, handler: Handler, req: Any) -> Awaitable[Any]:
+        """Run ``handler(req)`` behind the server's interceptors (alone when there are none): the one
+        path of unary calls, notifies and restored subscriptions."""
+        spec = ctx.spec
+        if self.interceptors:
+            return chain_server(self.interceptors, ctx, lambda: _invoke(handler, spec, req))
+        return spec.invoke(handler, req)  # type: ignore[no-any-return]
+
     async def _run_notify(self, ctx: ServerContext, handler: Handler, req: Any) -> None:
         _current.set(ctx)
         try:
-            if self.interceptors:
-                await chain_server(self.interceptors, ctx, lambda: _invoke(handler, ctx.spec, req))
-            else:
-                await _invoke(handler, ctx.spec, req)
+            await self._through_interceptors(ctx, handler, req)
         except RpcError:
             self.stats["notifications_refused"] += 1  # an interceptor or the handler said no: no one to tell
         except Exception:
@@ -1044,10 +1038,7 @@ class _Channel:
         token = _current.set(ctx)
         try:
             ctx.request = req = spec.load_request({"topic": topic})
-            if server.interceptors:
-                await chain_server(server.interceptors, ctx, lambda: _invoke(handler, spec, req))
-            else:
-                await spec.invoke(handler, req)
+            await server._through_interceptors(ctx, handler, req)
         except (RpcError, ValidationError):
             return False
         except Exception:
@@ -1179,10 +1170,7 @@ class _Channel:
                     await self._stream_out(call, ctx, handler, req)
                 self._trailer(cid, Status.OK, "", None, ctx._trailing_md)
             else:
-                if server.interceptors:
-                    result = await chain_server(server.interceptors, ctx, lambda: _invoke(handler, spec, req))
-                else:
-                    result = await spec.invoke(handler, req)
+                result = await server._through_interceptors(ctx, handler, req)
                 try:
                     out = spec.dump_response(result)
                 except Exception:
