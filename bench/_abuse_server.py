@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -81,8 +82,6 @@ async def main(argv: list[str] | None = None) -> None:
     )
     _host, port = await server.start()
     pub = asyncio.ensure_future(publisher(server))
-    import os
-
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
