@@ -10,25 +10,30 @@ Secure mode's key helpers live in :mod:`kcp.secure` (``dial``/``listen`` take ``
 
 from __future__ import annotations
 
+from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.crypt import derive_key, new_crypt
 from kcp.engine import KCP, getconv
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError, RemoteProtocolError
 from kcp.listener import Listener, listen
-from kcp.session import KCPSession, SessionConfig, dial, run, snmp
+from kcp.session import KCPSession, dial, run, snmp
 from kcp.stats import SNMP, Counters
 
 __all__ = [
     "KCP",
     "SNMP",
+    "CompatWire",
     "ConnectionClosedError",
     "Counters",
     "DeadLinkError",
+    "IOOptions",
     "KCPError",
     "KCPSession",
     "KCPUsageError",
     "Listener",
     "RemoteProtocolError",
+    "SecureWire",
     "SessionConfig",
+    "Wire",
     "derive_key",
     "dial",
     "getconv",

@@ -644,3 +644,8 @@ CIPHER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 KEY_SIZES: dict[str, int | None] = {name: size for name, (size, _) in _REGISTRY.items()}
 """How many bytes of the derived key each built-in cipher takes (``None``: it ignores the key)."""
+
+
+def cipher_known(name: str) -> bool:
+    """Whether ``name`` is a registered kcptun cipher name (built in or :func:`register_cipher`)."""
+    return name in _REGISTRY

@@ -40,11 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 from kcp.admission import ALIVE, REPLACE, Admission, AdmissionConfig, Pending
 from kcp.batch import Address, open_udp_socket
+from kcp.config import IOOptions, SessionConfig, Wire
 from kcp.crypt import PacketCrypt
 from kcp.engine import IKCP_CMD_ACK, IKCP_CMD_PUSH, IKCP_OVERHEAD, IKCP_WND_RCV
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.pipeline import KIND_KCP, Pipeline
-from kcp.session import KCPSession, SessionConfig, _Endpoint, _make_crypt
+from kcp.session import KCPSession, _Endpoint, _make_crypt, _wire_keywords
 from kcp.stats import SNMP, Counters
 
 if TYPE_CHECKING:
@@ -563,7 +564,10 @@ class Listener:
 async def listen(
     host: str,
     port: int,
+    wire: Wire | None = None,
     *,
+    session: SessionConfig | None = None,
+    io: IOOptions | None = None,
     mode: str = "compat",
     crypt: str | PacketCrypt | None = None,
     key: bytes | str | None = None,
@@ -605,6 +609,18 @@ async def listen(
     overrides other :class:`kcp.secure.SecureConfig` fields (``retry_threshold``,
     ``max_half_open``, ``rekey_after_packets``, ``fec_strict`` ...).
     """
+    if wire is not None:  # the new description (skeleton adapter: H-kcp replaces the keywords below)
+        kw = _wire_keywords(wire, session, io, client=False)
+        return await listen(
+            host,
+            port,
+            max_sessions=max_sessions,
+            backlog=backlog,
+            admission=admission,
+            on_accept=on_accept,
+            rng=rng,
+            **kw,
+        )
     if max_sessions < 1 or backlog < 1:
         raise KCPUsageError("max_sessions and backlog must be >= 1")
     loop = asyncio.get_running_loop()

@@ -32,10 +32,11 @@ import sys
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kcp.batch import Address, DatagramIO, open_udp_socket
+from kcp.config import IOOptions, SessionConfig, Wire
 from kcp.crypt import PacketCrypt, derive_key, new_crypt
 from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
@@ -125,58 +126,6 @@ def run(main: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run(main)
     result: _T = uvloop.run(main)
     return result
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """Tuning of one session; defaults follow kcp-go/kcptun where a peer would notice.
-
-    ``nodelay``/``interval``/``resend``/``nc`` are ikcp's ``nodelay()`` (the default is kcptun's
-    ``fast3``); ``mtu`` is the UDP payload size, the engine gets ``mtu`` minus the packet-layer
-    overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch.
-    ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
-    slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
-    queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
-    send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
-    nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
-    """
-
-    mtu: int = 1400
-    snd_wnd: int = 128
-    rcv_wnd: int = 128
-    nodelay: int = 1
-    interval: int = 10
-    resend: int = 2
-    nc: int = 1
-    stream: bool = True
-    ack_nodelay: bool = True
-    dead_link: int = 20
-    read_buffer: int = 1 << 20
-    write_buffer: int = 0
-    datagram_queue: int = 256
-    idle_timeout: float | None = 60.0
-    close_linger: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 64 <= self.mtu <= 9000:
-            raise KCPUsageError("mtu must be in 64..9000")
-        if self.snd_wnd < 1 or self.rcv_wnd < 1:
-            raise KCPUsageError("windows must be >= 1")
-        if not 10 <= self.interval <= 5000:
-            raise KCPUsageError("interval must be in 10..5000 ms")
-        if self.read_buffer < 1 or self.write_buffer < 0 or self.datagram_queue < 1:
-            raise KCPUsageError("buffer sizes must be positive")
-        if self.idle_timeout is not None and self.idle_timeout <= 0:
-            raise KCPUsageError("idle_timeout must be > 0 or None")
-        if self.close_linger < 0 or self.dead_link < 1:
-            raise KCPUsageError("close_linger must be >= 0 and dead_link >= 1")
-
-    def with_options(self, **options: Any) -> SessionConfig:
-        """A copy with some fields replaced (unknown names raise :class:`KCPUsageError`)."""
-        unknown = set(options) - set(self.__dataclass_fields__)
-        if unknown:
-            raise KCPUsageError(f"unknown session option(s): {', '.join(sorted(unknown))}")
-        return replace(self, **options) if options else self
 
 
 def _make_crypt(crypt: str | PacketCrypt | None, key: bytes | str | None) -> PacketCrypt | None:
@@ -1105,7 +1054,10 @@ class KCPSession:
 async def dial(
     host: str,
     port: int,
+    wire: Wire | None = None,
     *,
+    session: SessionConfig | None = None,
+    io: IOOptions | None = None,
     mode: str = "compat",
     crypt: str | PacketCrypt | None = None,
     key: bytes | str | None = None,
@@ -1145,6 +1097,9 @@ async def dial(
     FEC is on when both shard counts are positive. Further keyword arguments override fields of
     :class:`SessionConfig` (``nodelay``, ``snd_wnd``, ``mtu``, ``idle_timeout`` ...).
     """
+    if wire is not None:  # the new description (skeleton adapter: H-kcp replaces the keywords below)
+        kw = _wire_keywords(wire, session, io, client=True)
+        return await dial(host, port, conv=conv, rng=rng, **kw)
     loop = asyncio.get_running_loop()
     cfg = (config or SessionConfig()).with_options(**options)
     if mode == "secure":
@@ -1192,10 +1147,10 @@ async def dial(
         raise
     if mode == "secure":
         return await _dial_secure(ep, remote, cfg, secure_cfg, rng)
-    session = KCPSession(ep, conv, remote, cfg, packet_crypt, data_shards, parity_shards, rng=rng)
-    inp = session._input
+    sess = KCPSession(ep, conv, remote, cfg, packet_crypt, data_shards, parity_shards, rng=rng)
+    inp = sess._input
     ep.dispatch = lambda data, addr, now: inp(data, now)
-    return session
+    return sess
 
 
 async def _dial_secure(
@@ -1226,3 +1181,47 @@ async def _dial_secure(
     ep.dispatch = link.input
     link.on_timer(ep.timers.now_ms())  # the PING that confirms the keys to the server
     return session
+
+
+def _wire_keywords(
+    wire: Wire, session: SessionConfig | None, io: IOOptions | None, *, client: bool
+) -> dict[str, Any]:
+    """The old keywords of dial/listen from a wire description (temporary, until the glue takes wires)."""
+    import dataclasses
+
+    io = io or IOOptions()
+    kw: dict[str, Any] = {
+        "mode": wire.mode,
+        "config": session or SessionConfig(),
+        "mmsg": io.mmsg,
+        "gso": io.gso,
+    }
+    if client:
+        kw["local_addr"] = io.local_address
+    else:
+        kw["reuse_port"] = io.reuse_port
+    kw["data_shards"], kw["parity_shards"] = wire.fec
+    if wire.mode == "compat":
+        kw["crypt"] = wire.crypt
+        kw["key"] = wire.key
+        return kw
+    if client:
+        wire.check_client()
+        kw["server_public_key"] = wire.server_public_key
+        kw["token"] = wire.token
+    else:
+        wire.check_server()
+        kw["authorize"] = wire.authorize
+    kw["static_private_key"] = wire.static_private_key
+    kw["key"] = wire.key
+    if wire.config is not None:
+        from kcp.secure.config import SecureConfig
+
+        base = SecureConfig()
+        changed = {
+            f.name: getattr(wire.config, f.name)
+            for f in dataclasses.fields(SecureConfig)
+            if getattr(wire.config, f.name) != getattr(base, f.name)
+        }
+        kw["secure_options"] = changed
+    return kw

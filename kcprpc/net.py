@@ -11,6 +11,7 @@ import contextlib
 import os
 from typing import Any, Protocol
 
+from kcprpc.config import RPC_MUX_CONFIG
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.status import Status
@@ -208,14 +209,6 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     )
 
 
-RPC_MUX_CONFIG = MuxConfig(version=2, max_stream_buffer=512 * 1024)
-"""kcprpc peers speak smux v2 (per-stream flow control) unless told otherwise; both sides must agree
-on the version. Each side announces a 512 KiB window per stream (smux's default, 64 KiB, held one
-bulk stream to 0.67 of the raw KCP session's throughput in bench/mux.py; 512 KiB gives 0.86): the
-reader grants more every half window read, so the sender always has at least 256 KiB, more than
-KCP's default window holds in flight (128 segments). Memory stays bounded per connection by the
-session-wide receive buffer (smux's 4 MiB): at most 7 streams may stall with a full window
-(``MuxConnection.max_paused_streams``); docs/rpc.md, Flow control."""
 
 
 WIRE_MODES = ("secure", "compat")

@@ -27,7 +27,9 @@ class HostileClient(SecureClient):
     fields of the :class:`ClientHello` it sends, e.g. ``HostileClient(cfg, fec=(200, 100))``.
     For tests and the abuse bench: the server must refuse or lower such proposals."""
 
-    def __init__(self, config: SecureConfig, rng: Callable[[int], bytes] = os.urandom, **changes: Any) -> None:
+    def __init__(
+        self, config: SecureConfig, rng: Callable[[int], bytes] = os.urandom, **changes: Any
+    ) -> None:
         self._changes = changes
         super().__init__(config, rng)
 

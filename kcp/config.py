@@ -1,0 +1,236 @@
+"""What a KCP endpoint runs, described once: the wire, the session's tuning, the socket options.
+
+* :class:`CompatWire` is kcp-go's packet format (a kcptun cipher, FEC shards);
+  :class:`SecureWire` is kcprpc's authenticated format (a Noise handshake, then AEAD).
+  ``Wire`` is either. A wire is validated when it is built and passed down unchanged.
+* :class:`SessionConfig` tunes one KCP session (MTU, windows, nodelay, buffers, timeouts).
+* :class:`IOOptions` are the socket's options (local address, SO_REUSEPORT, batched I/O).
+
+``kcp.dial(host, port, wire, session=..., io=...)`` and ``kcp.listen(...)`` take these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from kcp.crypt import PacketCrypt, cipher_known, derive_key, new_crypt
+from kcp.errors import KCPUsageError
+
+if TYPE_CHECKING:
+    from kcp.secure.config import SecureConfig
+
+__all__ = ["Authorize", "CompatWire", "IOOptions", "SecureWire", "SessionConfig", "Wire", "check_fec"]
+
+Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
+"""A secure server's hook: ``authorize(token, client_static_public_key, address)`` returns None to
+accept the client, or the refusal message the client sees."""
+
+MAX_SHARDS = 256  # Reed-Solomon over GF(2^8): data + parity shards per group
+
+
+def check_fec(fec: tuple[int, int]) -> tuple[int, int]:
+    """``(data, parity)`` shard counts, validated: ``(0, 0)`` is FEC off; otherwise both >= 1 and
+    at most 256 shards per group. Raises :class:`KCPUsageError` naming the problem."""
+    try:
+        data, parity = fec
+    except (TypeError, ValueError):
+        raise KCPUsageError(f"fec must be a (data_shards, parity_shards) pair, not {fec!r}") from None
+    if (
+        not isinstance(data, int)
+        or not isinstance(parity, int)
+        or isinstance(data, bool)
+        or isinstance(parity, bool)
+    ):
+        raise KCPUsageError(f"fec shard counts must be integers, not {fec!r}")
+    if (data, parity) == (0, 0):
+        return (0, 0)
+    if data < 1 or parity < 1:
+        raise KCPUsageError(
+            f"fec needs data >= 1 and parity >= 1 (or (0, 0) for off), got ({data}, {parity})"
+        )
+    if data + parity > MAX_SHARDS:
+        raise KCPUsageError(
+            f"fec {data}/{parity} has {data + parity} shards per group; Reed-Solomon over GF(2^8) allows "
+            f"at most {MAX_SHARDS}"
+        )
+    return (data, parity)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Tuning of one session; defaults follow kcp-go/kcptun where a peer would notice.
+
+    ``nodelay``/``interval``/``resend``/``nc`` are ikcp's ``nodelay()`` (the default is kcptun's
+    ``fast3``); ``mtu`` is the UDP payload size, the engine gets ``mtu`` minus the packet-layer
+    overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch.
+    ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
+    slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
+    queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
+    send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
+    nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
+    """
+
+    mtu: int = 1400
+    snd_wnd: int = 128
+    rcv_wnd: int = 128
+    nodelay: int = 1
+    interval: int = 10
+    resend: int = 2
+    nc: int = 1
+    stream: bool = True
+    ack_nodelay: bool = True
+    dead_link: int = 20
+    read_buffer: int = 1 << 20
+    write_buffer: int = 0
+    datagram_queue: int = 256
+    idle_timeout: float | None = 60.0
+    close_linger: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.mtu <= 9000:
+            raise KCPUsageError("mtu must be in 64..9000")
+        if self.snd_wnd < 1 or self.rcv_wnd < 1:
+            raise KCPUsageError("windows must be >= 1")
+        if not 10 <= self.interval <= 5000:
+            raise KCPUsageError("interval must be in 10..5000 ms")
+        if self.read_buffer < 1 or self.write_buffer < 0 or self.datagram_queue < 1:
+            raise KCPUsageError("buffer sizes must be positive")
+        if self.idle_timeout is not None and self.idle_timeout <= 0:
+            raise KCPUsageError("idle_timeout must be > 0 or None")
+        if self.close_linger < 0 or self.dead_link < 1:
+            raise KCPUsageError("close_linger must be >= 0 and dead_link >= 1")
+
+    def with_options(self, **options: Any) -> SessionConfig:
+        """A copy with some fields replaced (unknown names raise :class:`KCPUsageError`)."""
+        unknown = set(options) - set(self.__dataclass_fields__)
+        if unknown:
+            raise KCPUsageError(f"unknown session option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **options) if options else self
+
+
+@dataclass(frozen=True)
+class IOOptions:
+    """The UDP socket's options.
+
+    ``local_address`` is where a dialing socket binds (default: any address, an ephemeral port);
+    ``reuse_port`` sets ``SO_REUSEPORT`` on a listening socket so several processes can share the
+    port; ``mmsg``/``gso`` force batched I/O (recvmmsg/sendmmsg, UDP GSO) on or off (``None``: use
+    them where the kernel has them).
+    """
+
+    local_address: tuple[str, int] | None = None
+    reuse_port: bool = False
+    mmsg: bool | None = None
+    gso: bool | None = None
+
+
+@dataclass(frozen=True)
+class CompatWire:
+    """kcp-go's packet format, for kcp-go and kcptun peers (no handshake: both ends must agree).
+
+    ``crypt`` is a kcptun cipher name (``None`` or ``"null"``: no crypt layer) or a cipher object
+    (:func:`kcp.new_crypt`); ``key`` is a passphrase str (run through kcptun's PBKDF2,
+    :func:`kcp.derive_key`) or the derived key bytes; ``fec`` is ``(data_shards, parity_shards)``,
+    ``(0, 0)`` for off.
+    """
+
+    crypt: str | PacketCrypt | None = None
+    key: bytes | str | None = field(default=None, repr=False)
+    fec: tuple[int, int] = (0, 0)
+
+    mode: ClassVar[Literal["compat"]] = "compat"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fec", check_fec(self.fec))
+        if isinstance(self.crypt, str) and self.crypt != "null":
+            if not cipher_known(self.crypt):
+                new_crypt(self.crypt, b"")  # raises KCPUsageError listing the known names
+            if self.key is None:
+                raise KCPUsageError(
+                    f"cipher {self.crypt!r} needs a key (a passphrase str or derived key bytes)"
+                )
+
+    def packet_crypt(self) -> PacketCrypt | None:
+        """The packet cipher (derives the key from a passphrase: about 10 ms, so call it once)."""
+        if self.crypt is None or self.crypt == "null":
+            return None
+        if not isinstance(self.crypt, str):
+            return self.crypt
+        assert self.key is not None  # checked in __post_init__
+        material = derive_key(self.key) if isinstance(self.key, str) else bytes(self.key)
+        return new_crypt(self.crypt, material)
+
+
+@dataclass(frozen=True)
+class SecureWire:
+    """kcprpc's secure format: a Noise handshake, then AEAD packets with connection IDs.
+
+    ``key`` is a passphrase str or a 32-byte pre-shared key. ``static_private_key`` is this
+    endpoint's X25519 identity (a server's is what clients pin; :func:`kcp.secure.generate_keypair`).
+    A client pins the server with ``server_public_key`` and may present a ``token`` to the server's
+    ``authorize`` hook. ``fec`` is ``(data_shards, parity_shards)``: a client's proposal, a server's
+    policy (the most it accepts). ``config`` holds the other knobs (:class:`kcp.secure.SecureConfig`:
+    suites, rekeying, handshake timers, DoS limits); ``None``: the defaults.
+
+    A client needs ``server_public_key`` and/or ``key``; a server ``static_private_key`` and/or ``key``.
+    """
+
+    key: bytes | str | None = field(default=None, repr=False)
+    static_private_key: bytes | None = field(default=None, repr=False)
+    server_public_key: bytes | None = None
+    token: bytes | str = field(default=b"", repr=False)
+    authorize: Authorize | None = None
+    fec: tuple[int, int] = (0, 0)
+    config: SecureConfig | None = None
+
+    mode: ClassVar[Literal["secure"]] = "secure"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fec", check_fec(self.fec))
+        if isinstance(self.key, str):
+            if not self.key:
+                raise KCPUsageError("the secure passphrase (key=) must not be empty")
+        elif self.key is not None and (not isinstance(self.key, bytes | bytearray) or len(self.key) != 32):
+            raise KCPUsageError("a secure-mode key must be a passphrase str or a 32-byte PSK")
+        for name in ("static_private_key", "server_public_key"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, bytes | bytearray) or len(v) != 32):
+                raise KCPUsageError(f"{name} must be 32 bytes (an X25519 key)")
+        if isinstance(self.token, str):
+            object.__setattr__(self, "token", self.token.encode())
+        if self.authorize is not None and not callable(self.authorize):
+            raise KCPUsageError(
+                "authorize must be a callable (token, client_public_key, address) -> str | None"
+            )
+
+    def check_client(self) -> None:
+        """Raise :class:`KCPUsageError` unless this wire can dial."""
+        if self.authorize is not None:
+            raise KCPUsageError("authorize= is a server option (a client presents token= instead)")
+        if self.server_public_key is None and self.key is None:
+            raise KCPUsageError(
+                "secure mode needs server_public_key= (the server's pinned X25519 key) and/or "
+                "key= (a passphrase str or a 32-byte PSK)"
+            )
+
+    def check_server(self) -> None:
+        """Raise :class:`KCPUsageError` unless this wire can listen."""
+        if self.server_public_key is not None or self.token:
+            raise KCPUsageError("server_public_key= and token= are client options")
+        if self.static_private_key is None and self.key is None:
+            raise KCPUsageError(
+                "secure mode needs static_private_key= (clients pin its public key) and/or "
+                "key= (a passphrase str or a 32-byte PSK)"
+            )
+
+    def with_config(self, **fields: Any) -> SecureWire:
+        """A copy whose :class:`~kcp.secure.SecureConfig` has some fields replaced."""
+        from kcp.secure.config import SecureConfig
+
+        return replace(self, config=replace(self.config or SecureConfig(), **fields))
+
+
+Wire = CompatWire | SecureWire
+"""The two wire formats; ``wire.mode`` is ``"compat"`` or ``"secure"``."""
