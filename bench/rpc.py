@@ -305,7 +305,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=100_000, help="--streaming: messages per call")
     ap.add_argument("--rates", help="--fanout: publish rates per second, ascending (bench/fanout.py)")
     ap.add_argument("--link", action="store_true", help="calls under loss across linkemu (needs root)")
-    ap.add_argument("--loss", type=float, default=5.0, help="--link: loss in % each way")
+    ap.add_argument("--loss", type=float, default=5.0, help="--link: loss in %% each way")
     ap.add_argument("--delay", type=float, default=25.0, help="--link: one-way delay in ms")
     ap.add_argument("--linkemu", default=str(ROOT.parent / "shared/tools/linkemu/linkemu"))
     ap.add_argument("--serve", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
