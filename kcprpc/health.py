@@ -47,7 +47,7 @@ class HealthService(Service, name="kcprpc.Health"):
         server = current_context().server
         if req.service and not any(m.service == req.service for m in server.methods.values()):
             return HealthCheckResponse(status="SERVICE_UNKNOWN")
-        return HealthCheckResponse(status="NOT_SERVING" if server._closing else "SERVING")
+        return HealthCheckResponse(status="NOT_SERVING" if server.closing else "SERVING")
 
     async def Stats(self) -> StatsResponse:
         """Transport counters (KCP, mux) of this connection and the server's RPC counters."""

@@ -19,30 +19,23 @@ from pydantic import ValidationError
 
 from kcp.logutil import RateLimitedLog
 from kcprpc import codec
-from kcprpc.codec import (
-    CALL,
-    CANCEL,
-    END,
-    GOAWAY,
-    HEADERS,
-    HELLO,
-    MSG,
-    NOTIFY,
-    OVERSIZED,
-    PING,
-    PONG,
-    REPLY,
-    TRAILER,
-    UNDECODABLE,
-    WELCOME,
-    Frame,
-    Refused,
-    encode_frame,
-)
+from kcprpc.codec import CALL, MSG, OVERSIZED, Frame, Refused, encode_frame
 from kcprpc.context import ServerContext, _current, current_context
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, SendStall
 from kcprpc.interceptors import ServerInterceptor, chain_server
+from kcprpc.protocol.frames import encode_goaway, encode_headers, encode_msg, encode_reply, encode_trailer
+from kcprpc.protocol.server import (
+    CallCancel,
+    CallEnd,
+    CallMessage,
+    HelloAccepted,
+    HelloRefused,
+    ServerLimits,
+    ServerProtocol,
+    StartCall,
+    StartNotify,
+)
 from kcprpc.push import (
     Broker,
     BrokerMessage,
@@ -53,7 +46,7 @@ from kcprpc.push import (
     send_datagram,
     topic_key,
 )
-from kcprpc.service import Delivery, MethodKind, MethodSpec, event_info, service_spec
+from kcprpc.service import Delivery, MethodSpec, event_info, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import (
     INBOX_LIMIT,
@@ -132,7 +125,10 @@ class ServerConfig:
     def receive_limits(self) -> tuple[int, int]:
         """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
         return receive_limit_defaults(
-            self.max_message_size, self.max_decoded_bytes, self.max_partial_frame_bytes, self.partial_frame_timeout
+            self.max_message_size,
+            self.max_decoded_bytes,
+            self.max_partial_frame_bytes,
+            self.partial_frame_timeout,
         )
 
 
@@ -194,13 +190,21 @@ class ServerSession:
         self.state: dict[str, Any] = {}  # free for the application
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
-        self.rtt_ms: float | None = None  # as measured and reported by the client
-        self.active_calls = 0
-        self.streaming_calls = 0
-        self.notify_running = 0  # notify handlers running for this session
         self.path_changes = 0  # secure mode: times this client moved to a new address
         self.closed = False
-        self.ready = False  # HELLO answered with WELCOME
+        cfg = server.config
+        # the protocol state of this connection (sans-I/O): call tables, limits, HELLO/WELCOME
+        self.protocol = ServerProtocol(
+            server._methods,
+            ServerLimits(
+                cfg.max_concurrent_calls,
+                cfg.max_subscriptions,
+                cfg.max_metadata_size,
+                cfg.max_concurrent_notifications,
+            ),
+            server.stats,
+            self.topics,
+        )
         self.control: FrameWriter | None = None
         self._loop = asyncio.get_running_loop()
         self.last_receive = self._loop.time()
@@ -209,7 +213,6 @@ class ServerSession:
         self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
         # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
         # this client, checked after every write (O(1)) and by the sweep (with the stall watch)
-        cfg = server.config
         self._send_limit = cfg.max_send_backlog
         self._drop_unreliable_at = cfg.max_send_backlog // 8
         backlog = getattr(conn, "send_backlog", None)
@@ -238,6 +241,31 @@ class ServerSession:
             parking=self.parking,
             counters=server.stats,
         )
+
+    @property
+    def ready(self) -> bool:
+        """True once the HELLO was answered with WELCOME (until the server drains)."""
+        return self.protocol.ready
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The client's smoothed RTT in ms, as it reports it in its PINGs."""
+        return self.protocol.rtt_ms
+
+    @property
+    def active_calls(self) -> int:
+        """Calls of this session running now."""
+        return self.protocol.active_calls
+
+    @property
+    def streaming_calls(self) -> int:
+        """Server-streaming and bidi calls of this session running now."""
+        return self.protocol.streaming_calls
+
+    @property
+    def notify_running(self) -> int:
+        """Notify handlers of this session running now."""
+        return self.protocol.notify_running
 
     @property
     def remote_address(self) -> Any:
@@ -298,7 +326,7 @@ class ServerSession:
         _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
         if self.control is not None:
             self.control.discard()
-        goaway = encode_frame(GOAWAY, 0, [int(Status.RESOURCE_EXHAUSTED), message[:200]])
+        goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
         for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
             send_datagram(self.conn, goaway, self._max_dgram)
         spawn(server._tasks, self._abort(message))
@@ -496,6 +524,11 @@ class Server:
         return X25519PrivateKey.from_private_bytes(self.static_private_key).public_key().public_bytes_raw()
 
     @property
+    def closing(self) -> bool:
+        """True once :meth:`shutdown` began (health reports NOT_SERVING)."""
+        return self._closing
+
+    @property
     def methods(self) -> dict[str, MethodSpec]:
         """Every served method by wire name."""
         return {k: v[0] for k, v in self._methods.items()}
@@ -525,6 +558,7 @@ class Server:
                 spawn(tasks, self._serve_stream(sess, stream))
         finally:
             sess.closed = True
+            sess.protocol.close()
             sess.receive.close()
             dgram_task.cancel()
             for call in list(sess.calls):
@@ -658,15 +692,14 @@ class Server:
             except (ConnectionError, OSError, EOFError):
                 return
             try:
-                ftype, _cid, body = codec.decode_datagram(data)
+                ftype, cid, body = codec.decode_datagram(data)
             except Exception:
                 self.stats["bad_frames"] += 1
                 continue
             sess.last_receive = sess._loop.time()
-            if ftype == NOTIFY:
-                self._on_notify(sess, body)
-            else:
-                self.stats["bad_frames"] += 1
+            start = sess.protocol.receive_datagram(ftype, cid, body)
+            if start is not None:
+                self._on_notify(sess, start)
 
     async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
         ch = _Channel(self, sess, stream)
@@ -687,29 +720,18 @@ class Server:
                 await sess.conn.close()
 
     # ------------------------------------------------------------------ notify
-    def _on_notify(self, sess: ServerSession, body: Any) -> None:
-        stats = self.stats
-        if not isinstance(body, list) or len(body) < 2:
-            stats["notifications_dropped"] += 1
-            return
-        entry = self._methods.get(body[0]) if isinstance(body[0], str) else None
-        if entry is None or entry[0].kind is not MethodKind.NOTIFY:
-            stats["notifications_dropped"] += 1
-            return
-        if sess.notify_running >= self.config.max_concurrent_notifications:
-            stats["notifications_dropped"] += 1  # unreliable by contract: shed, never queued
-            return
-        spec, handler = entry
+    def _on_notify(self, sess: ServerSession, start: StartNotify) -> None:
+        """Run a NOTIFY admitted by the protocol (its payload is validated here)."""
+        frame, spec, handler = start
         try:
-            req = spec.load_request(body[1])
+            req = spec.load_request(frame.payload)
         except ValidationError:
-            stats["notifications_dropped"] += 1
+            self.stats["notifications_dropped"] += 1
+            sess.protocol.notify_done()
             return
-        md = body[2] if len(body) > 2 and isinstance(body[2], dict) else {}
-        stats["notifications"] += 1
-        ctx = ServerContext(spec, md, sess, None, None)
+        self.stats["notifications"] += 1
+        ctx = ServerContext(spec, frame.metadata or {}, sess, None, None)
         ctx.request = req
-        sess.notify_running += 1
         spawn(self._tasks, self._run_notify(ctx, handler, req))
 
     def _through_interceptors(self, ctx: ServerContext, handler: Handler, req: Any) -> Awaitable[Any]:
@@ -730,7 +752,7 @@ class Server:
             self.stats["notifications_failed"] += 1
             log.exception("notify handler %s failed", ctx.method)
         finally:
-            ctx.session.notify_running -= 1
+            ctx.session.protocol.notify_done()
 
     # ------------------------------------------------------------------ serving on KCP
     async def start(self) -> tuple[str, int]:
@@ -793,9 +815,8 @@ class Server:
         drain = getattr(self._listener, "drain", None)
         if drain is not None:
             drain()
-        goaway = encode_frame(GOAWAY, 0, [int(Status.UNAVAILABLE), "server shutting down"])
         for s in list(self.sessions):
-            s.send_frame(goaway)
+            s.send_frame(s.protocol.goaway(Status.UNAVAILABLE, "server shutting down"))
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
         calls = [c.task for s in self.sessions for c in s.calls if c.task is not None]
@@ -833,9 +854,7 @@ class Server:
 _SUBSCRIBE = "kcprpc.Push/Subscribe"
 
 
-def _restore_claims(
-    restore: Any, config: ServerConfig
-) -> tuple[list[str], list[str], dict[str, Any]] | None:
+def _restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[str], dict[str, Any]] | None:
     """The rooms, topics and offsets of a HELLO's ``restore`` (names that are not strings are
     ignored), or None when it names more than a session may hold (``max_rooms`` rooms,
     ``max_subscriptions`` topics, an offset per name): such a restore is refused whole."""
@@ -875,87 +894,103 @@ def _invoke(handler: Handler, spec: MethodSpec, req: Any) -> Any:
 
 
 class _Channel:
-    """One stream on the server: the control stream (after HELLO) or a call stream."""
+    """One stream on the server: the control stream (after HELLO) or a call stream. The pump of a
+    :class:`~kcprpc.protocol.server.ServerStream`: it feeds it the frames read and acts on what
+    comes back (bytes to send, calls to start, messages to queue)."""
 
     def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
         self.server = server
         self.sess = sess
         self.writer = FrameWriter(stream, guard=sess._guard)
-        self.calls: dict[int, _ServerCall] = {}
-        self.is_control = False
+        self.proto = sess.protocol.open_stream()
+        self.calls: dict[int, _ServerCall] = self.proto.calls  # the protocol's call table
         self.loop = sess._loop
         self.decode = sess.receive.decode
+        self._on_event: dict[type, Callable[[Any, int], bool]] = {
+            StartCall: self._start_call,
+            CallMessage: self._on_message,
+            CallEnd: self._on_end,
+            CallCancel: self._on_cancel,
+            HelloAccepted: self._on_hello,
+            HelloRefused: self._on_hello_refused,
+            StartNotify: self._on_notify,
+        }
+
+    @property
+    def is_control(self) -> bool:
+        """True for the control stream (the one whose first frame was HELLO)."""
+        return self.proto.is_control
 
     # ---------------------------------------------------------------- frames in
     def control(self) -> bool:
         """True for the control stream (its reader never waits for buffer space)."""
-        return self.is_control
+        return self.proto.is_control
 
     def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
         """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
         the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
-        sess = self.sess
-        sess.last_receive = self.loop.time()
+        self.sess.last_receive = self.loop.time()
+        receive = self.proto.receive
+        send = self.writer.send
+        on_event = self._on_event
         for i, (ftype, cid, body) in enumerate(frames):
-            if ftype == CALL:
-                if self._on_call(cid, body, costs[i]):
-                    costs[i] = 0
-            elif ftype == MSG:
-                call = self.calls.get(cid)
-                if call is not None and call.inbound is not None:
-                    if isinstance(body, Refused):
-                        call.refuse(body)
-                    elif self.is_control and call.inbound.qsize() >= INBOX_LIMIT:
-                        # the shared stream cannot be paused for one call: refuse to buffer without end
-                        call.cancel(_OVERFLOW)
-                    else:
-                        call.inbound.put(body, costs[i])
-                        costs[i] = 0
-            elif ftype == END:
-                call = self.calls.get(cid)
-                if call is not None and call.inbound is not None:
-                    call.inbound.put(_END)
-            elif ftype == CANCEL:
-                call = self.calls.get(cid)
-                if call is not None:
-                    call.cancel(_CLIENT)
-            elif ftype == PING:
-                nonce = body[0] if isinstance(body, list) and body else 0
-                if isinstance(body, list) and len(body) > 1 and isinstance(body[1], (int, float)):
-                    sess.rtt_ms = body[1] / 1000.0
-                self.writer.send(encode_frame(PONG, 0, [nonce]))
-            elif ftype == PONG:
-                pass
-            elif ftype == NOTIFY:
-                self.server._on_notify(sess, body)
-            elif ftype == HELLO and not self.is_control and sess.control is None:
-                self._on_hello(body)
-            else:
-                self.server.stats["bad_frames"] += 1
+            out = receive(ftype, cid, body)
+            if out is None:
+                continue
+            if type(out) is bytes:
+                send(out)
+            elif on_event[type(out)](out, costs[i]):
+                costs[i] = 0
 
-    def _on_hello(self, body: Any) -> None:
+    def _on_message(self, ev: CallMessage, cost: int) -> bool:
+        call: _ServerCall = ev.handle
+        inbound = call.inbound
+        if inbound is None:
+            return False
+        body = ev.payload
+        if type(body) is Refused:
+            call.refuse(body)
+        elif self.proto.is_control and inbound.qsize() >= INBOX_LIMIT:
+            # the shared stream cannot be paused for one call: refuse to buffer without end
+            call.cancel(_OVERFLOW)
+        else:
+            inbound.put(body, cost)
+            return True
+        return False
+
+    def _on_end(self, ev: CallEnd, cost: int) -> bool:
+        call: _ServerCall = ev.handle
+        if call.inbound is not None:
+            call.inbound.put(_END)
+        return False
+
+    def _on_cancel(self, ev: CallCancel, cost: int) -> bool:
+        call: _ServerCall = ev.handle
+        call.cancel(_CLIENT)
+        return False
+
+    def _on_notify(self, ev: StartNotify, cost: int) -> bool:
+        self.server._on_notify(self.sess, ev)
+        return False
+
+    def _on_hello(self, ev: HelloAccepted, cost: int) -> bool:
         sess = self.sess
-        self.is_control = True
         sess.control = self.writer
-        server = self.server
-        if isinstance(body, dict):
-            md = body.get("md")
-            if isinstance(md, dict):
-                if md and len(codec.pack(md)) > server.config.max_metadata_size:
-                    server.stats["hellos_refused"] += 1
-                    message = f"HELLO metadata larger than {server.config.max_metadata_size} bytes"
-                    spawn(server._tasks, self._refuse(Status.RESOURCE_EXHAUSTED, message))
-                    return
-                sess.metadata = md
-        restore = body.get("restore") if isinstance(body, dict) else None
-        if server.on_connect is None and restore is None:
+        hello = ev.hello
+        sess.metadata = hello.metadata
+        if self.server.on_connect is None and hello.restore is None:
             self._welcome(None)
-            return
-        spawn(server._tasks, self._handshake(restore))
+        else:
+            spawn(self.server._tasks, self._handshake(hello.restore))
+        return False
+
+    def _on_hello_refused(self, ev: HelloRefused, cost: int) -> bool:
+        self.sess.control = self.writer
+        spawn(self.server._tasks, self._refuse(ev.code, ev.message))
+        return False
 
     def _welcome(self, restored: dict[str, list[str]] | None) -> None:
         sess, server = self.sess, self.server
-        sess.ready = True
         hb = server.config.heartbeat
         body: dict[str, Any] = {
             "v": codec.PROTOCOL_VERSION,
@@ -966,7 +1001,7 @@ class _Channel:
         }
         if restored is not None:
             body["restored"] = restored
-        self.writer.send(encode_frame(WELCOME, 0, body))
+        self.writer.send(sess.protocol.welcome(body))
 
     async def _handshake(self, restore: Any) -> None:
         """Run ``on_connect`` (which may refuse the connection by raising RpcError), then restore
@@ -993,7 +1028,7 @@ class _Channel:
     async def _refuse(self, code: Status, message: str) -> None:
         """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``
         raises it), then close."""
-        self.writer.send(encode_frame(GOAWAY, 0, [int(code), message]))
+        self.writer.send(self.sess.protocol.goaway(code, message))
         self.writer.flush()
         await self.sess.conn.close()
 
@@ -1084,64 +1119,29 @@ class _Channel:
 
     # ---------------------------------------------------------------- calls
     def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
-        self.writer.send(encode_frame(TRAILER, cid, [int(status), message, details, md]))
+        self.writer.send(encode_trailer(cid, status, message, details, md))
 
-    def _on_call(self, cid: int, body: Any, cost: int = 0) -> bool:
-        """Admit or refuse a CALL; True when the call was started and keeps ``cost`` (the decode
-        budget its body holds) until it ends."""
-        server = self.server
-        if body is OVERSIZED:
-            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            return False
-        if body is UNDECODABLE or not isinstance(body, list) or len(body) != 5:
-            if isinstance(body, Refused):  # a receive budget refused it (not decoded)
-                self._trailer(cid, Status.RESOURCE_EXHAUSTED, body.reason)
-                return False
-            server.stats["bad_frames"] += 1
-            self._trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
-            return False
-        method, md, timeout_ms, flags, payload = body
-        entry = server._methods.get(method) if isinstance(method, str) else None
-        if entry is None:
-            self._trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
-            return False
-        if cid in self.calls:
-            server.stats["bad_frames"] += 1
-            return False
-        spec, handler = entry
+    def _start_call(self, ev: StartCall, cost: int) -> bool:
+        """Start the handler of a CALL the protocol admitted; True: the call keeps ``cost`` (the
+        decode budget its body holds) until it ends."""
+        frame, spec, handler = ev
+        cid = frame.call_id
         sess = self.sess
-        if server._closing or not sess.ready:
-            self._trailer(
-                cid, Status.UNAVAILABLE, "server shutting down" if server._closing else "no handshake"
-            )
-            return False
-        if sess.active_calls >= server.config.max_concurrent_calls:
-            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
-            return False
-        streaming = spec.streams_responses
-        if streaming and len(sess.topics) + sess.streaming_calls >= server.config.max_subscriptions:
-            self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
-            return False
-        if spec.kind is MethodKind.NOTIFY:
-            self._trailer(cid, Status.UNIMPLEMENTED, "notify methods take no calls")
-            return False
         call = _ServerCall(cid, self.writer)
         call.cost = cost
         deadline = None
-        if isinstance(timeout_ms, (int, float)) and timeout_ms >= 0:
+        timeout_ms = frame.timeout_ms
+        if timeout_ms is not None:
             deadline = self.loop.time() + timeout_ms / 1000.0
             call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
-        ctx = call.ctx = ServerContext(spec, md if isinstance(md, dict) else {}, sess, deadline, call)
+        ctx = call.ctx = ServerContext(spec, frame.metadata or {}, sess, deadline, call)
         if spec.streams_requests:
             call.inbound = Inbox(budget=sess.receive.decode)
-        self.calls[cid] = call
+        self.proto.opened(cid, call)
         sess.calls.add(call)
-        sess.active_calls += 1
-        if streaming:
-            sess.streaming_calls += 1
-        server.stats["calls_started"] += 1
-        has_payload = bool(flags & codec.FLAG_END)
-        call.task = self.loop.create_task(self._run(call, ctx, handler, payload if has_payload else None))
+        self.server.stats["calls_started"] += 1
+        payload = frame.payload if frame.flags & codec.FLAG_END else None
+        call.task = self.loop.create_task(self._run(call, ctx, handler, payload))
         return True
 
     async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:
@@ -1176,7 +1176,7 @@ class _Channel:
                 except Exception:
                     log.exception("%s: cannot serialize the response", spec.wire_name)
                     raise RpcError(Status.INTERNAL, "response serialization failed") from None
-                frame = encode_frame(REPLY, cid, [out, ctx._initial_md, ctx._trailing_md])
+                frame = encode_reply(cid, out, ctx._initial_md, ctx._trailing_md)
                 if len(frame) - codec.HEADER_SIZE > server.config.max_message_size:
                     raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
                 w.send(frame)
@@ -1204,18 +1204,14 @@ class _Channel:
         finally:
             if call.timer is not None:
                 call.timer.cancel()
-            self.calls.pop(cid, None)
-            sess = self.sess
+            self.proto.closed(cid, spec.streams_responses)
             if call.cost:  # the request body's decode budget
                 self.decode.held -= call.cost
                 call.cost = 0
             if call.inbound is not None:
                 call.inbound.release_all()
-            sess.calls.discard(call)
-            sess.active_calls -= 1
-            if spec.streams_responses:
-                sess.streaming_calls -= 1
-            if not self.is_control:
+            self.sess.calls.discard(call)
+            if not self.proto.is_control:
                 self.writer.close()
 
     async def _stream_out(self, call: _ServerCall, ctx: ServerContext, handler: Handler, req: Any) -> None:
@@ -1226,16 +1222,16 @@ class _Channel:
         if inspect.isawaitable(it):
             it = await it
         if ctx._initial_md:
-            w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+            w.send(encode_headers(cid, ctx._initial_md))
             ctx._initial_md = None
         dump = spec.dump_response
         high = self.server.config.stream_high_water
         limit = self.server.config.max_message_size
         async for item in it:
             if ctx._initial_md:
-                w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+                w.send(encode_headers(cid, ctx._initial_md))
                 ctx._initial_md = None
-            frame = encode_frame(MSG, cid, dump(item))
+            frame = encode_msg(cid, dump(item))
             if len(frame) - codec.HEADER_SIZE > limit:
                 raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
             w.send(frame)
@@ -1245,7 +1241,7 @@ class _Channel:
             if pending >= high or (pending == len(frame) and w.stream_backlog() >= high):
                 await w.drain()
         if ctx._initial_md:
-            w.send(encode_frame(HEADERS, cid, ctx._initial_md))
+            w.send(encode_headers(cid, ctx._initial_md))
 
     async def _request_iter(self, call: _ServerCall, spec: MethodSpec) -> AsyncIterator[Any]:
         q = call.inbound
