@@ -1,25 +1,25 @@
-"""Client-side call objects: the state of one call, awaitable unary calls, iterable stream calls,
-and the runtime object behind ``client.stub(Service)``."""
+"""Client-side call objects: the state of one call (the handle its frames go to), awaitable unary
+calls and iterable stream calls."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Generator, Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 
-from kcprpc import codec
-from kcprpc.codec import CANCEL, HEADERS, MSG, REPLY, TRAILER, Refused, encode_frame
 from kcprpc.errors import RpcError
-from kcprpc.interceptors import ClientCallDetails, chain_client
-from kcprpc.service import MethodKind, MethodSpec, service_spec
+from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
+from kcprpc.protocol.client import ClientProtocol
+from kcprpc.protocol.frames import Cancel, End, encode_msg
+from kcprpc.service import MethodSpec
 from kcprpc.status import Status
 from kcprpc.transport import INBOX_LIMIT, FrameWriter, Inbox
 
-if TYPE_CHECKING:
-    from kcprpc.client import Client, _Link
+log = logging.getLogger("kcprpc.client")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,7 +27,9 @@ R = TypeVar("R")
 OVERFLOW_MESSAGE = "too many unread messages"
 
 
-class _Trailer:
+class StreamEnd:
+    """What a streaming call's queue holds after its last message: the call's end."""
+
     __slots__ = ("error", "md")
 
     def __init__(self, error: RpcError | None, md: dict[str, Any] | None) -> None:
@@ -35,32 +37,23 @@ class _Trailer:
         self.md = md
 
 
-def _trailer_error(body: Any) -> tuple[RpcError | None, dict[str, Any] | None]:
-    if not isinstance(body, list) or len(body) < 2:
-        return RpcError(Status.INTERNAL, "malformed trailer"), None
-    code = Status.from_wire(body[0])
-    details = body[2] if len(body) > 2 else None
-    md = body[3] if len(body) > 3 and isinstance(body[3], dict) else None
-    if code is Status.OK:
-        return None, md
-    return RpcError(code, str(body[1]), details, trailing_metadata=md), md
-
-
-def _bad_response(e: ValidationError) -> RpcError:
+def bad_response(e: ValidationError) -> RpcError:
     """A response that does not validate against the method's type."""
     return RpcError(Status.INTERNAL, "response validation failed", e.errors(include_url=False))
 
 
-class _ClientCall:
-    """Client side state of one call (any kind)."""
+class ClientCall:
+    """Client side state of one call (any kind): the handle the link's protocol gives each of the
+    call's frames to (:meth:`on_reply`, :meth:`on_message`, :meth:`on_trailer`, :meth:`on_headers`,
+    :meth:`abort`)."""
 
     __slots__ = (
         "cid",
         "done",
         "fut",
         "initial_md",
-        "link",
         "own",
+        "protocol",
         "queue",
         "spec",
         "timer",
@@ -68,67 +61,80 @@ class _ClientCall:
         "writer",
     )
 
-    def __init__(self, link: _Link, cid: int, spec: MethodSpec, writer: FrameWriter, own: bool) -> None:
-        self.link = link
+    def __init__(
+        self,
+        protocol: ClientProtocol,
+        loop: asyncio.AbstractEventLoop,
+        cid: int,
+        spec: MethodSpec,
+        writer: FrameWriter,
+        own: bool,
+    ) -> None:
+        self.protocol = protocol
         self.cid = cid
         self.spec = spec
         self.writer = writer
         self.own = own
-        self.fut: asyncio.Future[Any] = link.loop.create_future()
+        self.fut: asyncio.Future[Any] = loop.create_future()
         self.queue: Inbox | None = Inbox() if spec.streams_responses else None
         self.initial_md: dict[str, Any] | None = None
         self.trailing_md: dict[str, Any] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
 
-    def on_frame(self, ftype: int, body: Any, cost: int = 0) -> bool:
-        """One frame of this call; True when the call keeps ``cost`` (a queued message's decode
-        budget, given back when it is taken)."""
-        if body is codec.OVERSIZED:
-            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"))
-            return False
-        if ftype == REPLY:
-            if isinstance(body, list) and len(body) == 3:
-                self.initial_md = body[1]
-                self.trailing_md = body[2]
-                self._finish()
-                if not self.fut.done():
-                    self.fut.set_result(body[0])
-            elif isinstance(body, Refused):  # a receive budget refused it (not decoded)
-                self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
-            else:
-                self.fail(RpcError(Status.INTERNAL, "malformed reply"))
-        elif isinstance(body, Refused):
-            self.cancel(RpcError(Status.RESOURCE_EXHAUSTED, body.reason))
-        elif ftype == MSG:
-            if self.queue is not None:
-                if not self.own and self.queue.qsize() >= INBOX_LIMIT:
-                    self.overflow()  # a shared-stream call cannot push back: refuse to buffer without end
-                    return False
-                if self.done:
-                    return False  # failed or cancelled: nobody will read it
-                self.queue.put(body, cost)
-                return True
-            elif not self.fut.done():
-                self._finish()
-                self.fut.set_result(body)
-        elif ftype == TRAILER:
-            err, md = _trailer_error(body)
-            self.trailing_md = md
-            if self.queue is not None:
-                self._finish()
-                self.queue.put(_Trailer(err, md))
-                if not self.fut.done():
-                    self.fut.set_result(None)
-            elif err is not None:
-                self.fail(err)
-            else:
-                self._finish()
-                if not self.fut.done():
-                    self.fut.set_exception(RpcError(Status.INTERNAL, "call ended without a response"))
-        elif ftype == HEADERS and isinstance(body, dict):
-            self.initial_md = {**(self.initial_md or {}), **body}
+    # -- frames in (from the link's protocol)
+    def on_reply(
+        self, payload: Any, initial_md: dict[str, Any] | None, trailing_md: dict[str, Any] | None
+    ) -> None:
+        """REPLY: a unary success."""
+        self.initial_md = initial_md
+        self.trailing_md = trailing_md
+        self._finish()
+        if not self.fut.done():
+            self.fut.set_result(payload)
+
+    def on_message(self, payload: Any, cost: int = 0) -> bool:
+        """MSG; True when the call keeps ``cost`` (a queued message's decode budget, given back
+        when it is taken)."""
+        queue = self.queue
+        if queue is not None:
+            if not self.own and queue.qsize() >= INBOX_LIMIT:
+                self.overflow()  # a shared-stream call cannot push back: refuse to buffer without end
+                return False
+            if self.done:
+                return False  # failed or cancelled: nobody will read it
+            queue.put(payload, cost)
+            return True
+        if not self.fut.done():
+            self._finish()
+            self.fut.set_result(payload)
         return False
+
+    def on_trailer(self, err: RpcError | None, md: dict[str, Any] | None) -> None:
+        """TRAILER: the call ended (``err`` None for OK)."""
+        self.trailing_md = md
+        if self.queue is not None:
+            self._finish()
+            self.queue.put(StreamEnd(err, md))
+            if not self.fut.done():
+                self.fut.set_result(None)
+        elif err is not None:
+            self.fail(err)
+        else:
+            self._finish()
+            if not self.fut.done():
+                self.fut.set_exception(RpcError(Status.INTERNAL, "call ended without a response"))
+
+    def on_headers(self, md: dict[str, Any]) -> None:
+        """HEADERS: initial metadata."""
+        self.initial_md = {**(self.initial_md or {}), **md}
+
+    def abort(self, err: RpcError, cancel: bool) -> None:
+        """End the call with ``err`` now (``cancel``: tell the server too)."""
+        if cancel:
+            self.cancel(err)
+        else:
+            self.fail(err)
 
     def _finish(self) -> None:
         if self.done:
@@ -136,7 +142,7 @@ class _ClientCall:
         self.done = True
         if self.timer is not None:
             self.timer.cancel()
-        self.link.calls.pop(self.cid, None)
+        self.protocol.done(self.cid)
         if self.own:
             self.writer.close()
 
@@ -146,7 +152,7 @@ class _ClientCall:
             return
         self._finish()
         if self.queue is not None:
-            self.queue.put(_Trailer(err, err.trailing_metadata or None))
+            self.queue.put(StreamEnd(err, err.trailing_metadata or None))
         if not self.fut.done():
             self.fut.set_exception(err)
             self.fut.exception()  # mark retrieved: streaming calls may never await fut
@@ -155,7 +161,7 @@ class _ClientCall:
         """Tell the server to stop, and fail locally."""
         if self.done:
             return
-        self.writer.send(encode_frame(CANCEL, self.cid, None))
+        self.writer.send(Cancel(self.cid).encode())
         self.fail(err)
 
     def overflow(self) -> None:
@@ -165,6 +171,30 @@ class _ClientCall:
     def expire(self) -> None:
         self.timer = None
         self.cancel(RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded"))
+
+    async def send_requests(self, requests: AsyncIterable[Any]) -> None:
+        """Send the requests of a client-streaming or bidi call, then END."""
+        dump = self.spec.dump_request
+        w = self.writer
+        cid = self.cid
+        try:
+            async for item in requests:
+                if self.done:
+                    return
+                w.send(encode_msg(cid, dump(item)))
+                if w.pending_bytes >= 64 * 1024:
+                    await w.drain()
+            if not self.done:
+                w.send(End(cid).encode())
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the request iterator failed: cancel the call
+            log.debug("request iterator of %s failed: %r", self.spec.wire_name, e)
+            self.cancel(RpcError(Status.CANCELLED, f"request iterator raised {type(e).__name__}"))
+
+
+Begin = Callable[[MethodSpec, Any, "float | None", "Mapping[str, Any] | None", bool], Awaitable[ClientCall]]
+"""Starts a call on the client's current link: ``begin(spec, request, timeout, metadata, end)``."""
 
 
 class UnaryCall(Generic[R]):
@@ -188,20 +218,22 @@ class StreamCall(Generic[T]):
 
     def __init__(
         self,
-        client: Client,
+        begin: Begin,
+        interceptors: Sequence[ClientInterceptor],
         spec: MethodSpec,
         request: Any,
         timeout: float | None,
         metadata: Mapping[str, Any] | None,
         requests: AsyncIterable[Any] | None = None,
     ) -> None:
-        self._client = client
+        self._begin = begin
+        self._interceptors = tuple(interceptors)
         self._spec = spec
         self._request = request
         self._requests = requests
         self._timeout = timeout
         self._metadata = metadata
-        self._call: _ClientCall | None = None
+        self._call: ClientCall | None = None
         self._start_task: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._finished = False
@@ -213,21 +245,17 @@ class StreamCall(Generic[T]):
         await self._start_task
 
     async def _do_start(self) -> None:
-        client = self._client
-
         async def last(details: ClientCallDetails) -> StreamCall[T]:
-            self._call = await client._begin(
+            self._call = call = await self._begin(
                 details.method, details.request, details.timeout, details.metadata, self._requests is None
             )
             if self._requests is not None:
-                self._sender = asyncio.ensure_future(client._send_requests(self._call, self._requests))
+                self._sender = asyncio.ensure_future(call.send_requests(self._requests))
             return self
 
-        details = ClientCallDetails(
-            self._spec, self._request, dict(self._metadata or {}), client._timeout(self._timeout)
-        )
-        if client.interceptors:
-            await chain_client(client.interceptors, details, last)
+        details = ClientCallDetails(self._spec, self._request, dict(self._metadata or {}), self._timeout)
+        if self._interceptors:
+            await chain_client(self._interceptors, details, last)
         else:
             await last(details)
 
@@ -249,7 +277,7 @@ class StreamCall(Generic[T]):
         call = self._call
         assert call is not None and call.queue is not None
         item = await call.queue.get()
-        if isinstance(item, _Trailer):
+        if isinstance(item, StreamEnd):
             self._finished = True
             self.trailing_metadata = item.md
             if self._sender is not None:
@@ -260,7 +288,7 @@ class StreamCall(Generic[T]):
         try:
             return cast(T, self._spec.load_response(item))
         except ValidationError as e:
-            err = _bad_response(e)
+            err = bad_response(e)
             call.cancel(err)
             self._finished = True
             raise err from None
@@ -292,50 +320,3 @@ class StreamCall(Generic[T]):
     async def __aexit__(self, *exc: object) -> None:
         if self._call is not None and not self._call.done:
             self.cancel()
-
-
-class _Stub:
-    """Runtime object behind ``client.stub(Service)``."""
-
-    def __init__(
-        self, client: Client, cls: type, timeout: float | None, metadata: Mapping[str, Any] | None
-    ) -> None:
-        spec = service_spec(cls)
-        self.__service__ = spec
-        for attr, m in spec.methods.items():
-            setattr(self, attr, self._make(client, m, timeout, metadata))
-
-    @staticmethod
-    def _make(client: Client, m: MethodSpec, timeout: float | None, md: Mapping[str, Any] | None) -> Any:
-        pack = m.pack
-        if m.kind is MethodKind.UNARY:  # the hot path: no call object
-            if m.arg_names is not None:
-
-                async def unary_args(*args: Any, **kwargs: Any) -> Any:
-                    return await client._unary(m, pack(args, kwargs), timeout, md, None)
-
-                return unary_args
-
-            async def unary(request: Any = None) -> Any:
-                return await client._unary(m, request, timeout, md, None)
-
-            return unary
-        if m.kind.streams_requests:  # client streaming (awaitable) or bidi (a StreamCall)
-
-            def streaming(requests: AsyncIterable[Any]) -> Any:
-                return client.invoke(m, requests, timeout=timeout, metadata=md)
-
-            return streaming
-        if m.kind is MethodKind.SERVER_STREAM:
-
-            def server_stream(*args: Any, **kwargs: Any) -> StreamCall[Any]:
-                return cast(
-                    StreamCall[Any], client.invoke(m, pack(args, kwargs), timeout=timeout, metadata=md)
-                )
-
-            return server_stream
-
-        async def notify(*args: Any, **kwargs: Any) -> None:
-            client.notify(m, pack(args, kwargs), metadata=md)
-
-        return notify

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -23,41 +22,17 @@ from typing import Any, Literal, TypeVar, cast, overload
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.calls import StreamCall, UnaryCall, _bad_response, _ClientCall, _Stub, _trailer_error
-from kcprpc.codec import (
-    CALL,
-    END,
-    EVENT,
-    GOAWAY,
-    HELLO,
-    MSG,
-    NOTIFY,
-    PING,
-    PONG,
-    ROOMS,
-    WELCOME,
-    Frame,
-    encode_frame,
-)
+from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig, ReconnectPolicy
+from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
-from kcprpc.push import ResumeFailed, route, send_datagram
-from kcprpc.service import MethodKind, MethodSpec, event_info, method_spec, raw_method, service_spec
+from kcprpc.link import Link, LinkHooks
+from kcprpc.protocol.frames import Notify
+from kcprpc.push import route
+from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import (
-    INBOX_LIMIT,
-    RECEIVE_COUNTERS,
-    ByteStream,
-    Connection,
-    FrameWriter,
-    ParkingLot,
-    ReceiveLimits,
-    close_status,
-    read_frames,
-    receive_limit_defaults,
-    spawn,
-)
+from kcprpc.subscriptions import RawEvent, Subscriptions
+from kcprpc.transport import RECEIVE_COUNTERS, Connection, close_status, receive_limit_defaults, spawn
 
 log = logging.getLogger("kcprpc.client")
 
@@ -101,209 +76,11 @@ class ClientConfig:
     def receive_limits(self) -> tuple[int, int]:
         """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
         return receive_limit_defaults(
-            self.max_message_size, self.max_decoded_bytes, self.max_partial_frame_bytes, self.partial_frame_timeout
+            self.max_message_size,
+            self.max_decoded_bytes,
+            self.max_partial_frame_bytes,
+            self.partial_frame_timeout,
         )
-
-
-class _Link:
-    """One physical connection and its control stream."""
-
-    def __init__(self, client: Client, conn: Connection, control: ByteStream) -> None:
-        self.client = client
-        self.conn = conn
-        self.loop = asyncio.get_running_loop()
-        self.writer = FrameWriter(control)
-        self.control = control
-        self.calls: dict[int, _ClientCall] = {}
-        self._next = 0
-        self.closed = False
-        self.goaway = False
-        self.peer_reason: str | None = None  # secure mode: why the server closed the transport
-        self.peer_error: RpcError | None = None  # the status the server ended the connection with
-        self.session_id: str | None = None
-        self.welcome: asyncio.Future[Any] = self.loop.create_future()
-        hb = client.config.heartbeat
-        self.hb = Heartbeat(hb, self.now()) if hb is not None else None
-        self.tasks: list[asyncio.Task[Any]] = []
-        self._max_dgram = conn.max_datagram_size
-        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
-        decoded, partial = client.config.receive_limits()
-        self.receive = ReceiveLimits(
-            max_decoded_bytes=decoded,
-            max_partial_frame_bytes=partial,
-            partial_frame_timeout=client.config.partial_frame_timeout,
-            held_types=(),  # per body only: a hostile server is out of scope, streams pay nothing
-            parking=self.parking,
-            counters=client.counters,
-        )
-
-    def now(self) -> int:
-        return int(self.loop.time() * 1000)
-
-    def next_id(self) -> int:
-        self._next = (self._next + 1) & 0xFFFFFFFF or 1
-        return self._next
-
-    # Peer protocol (push.route)
-    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
-        self.writer.send(frame)
-
-    def send_datagram(self, frame: bytes) -> bool:
-        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
-
-    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
-        """A batch of frames. The client's decoder charges no frame type to its budget (each body is
-        only checked against ``max_decoded_bytes`` on its own), so ``costs`` is empty."""
-        if self.hb is not None:
-            self.hb.last_receive = self.now()
-        calls = self.calls
-        for ftype, cid, body in frames:
-            if cid:
-                call = calls.get(cid)
-                if call is not None:
-                    call.on_frame(ftype, body)
-                continue
-            if ftype == EVENT:
-                self.client._handle_event(body, False)
-            elif ftype == PONG:
-                if self.hb is not None and isinstance(body, list) and body and isinstance(body[0], int):
-                    self.hb.on_pong(body[0], self.now())
-            elif ftype == PING:
-                nonce = body[0] if isinstance(body, list) and body else 0
-                self.writer.send(encode_frame(PONG, 0, [nonce]))
-            elif ftype == ROOMS:
-                if isinstance(body, list) and len(body) == 2 and isinstance(body[1], str):
-                    if body[0]:
-                        self.client.rooms.add(body[1])
-                    else:
-                        self.client.rooms.discard(body[1])
-            elif ftype == WELCOME:
-                if not self.welcome.done():
-                    self.welcome.set_result(body)
-            elif ftype == GOAWAY:
-                if not self.welcome.done():  # refused during the handshake
-                    err, _ = _trailer_error([*body, None, None] if isinstance(body, list) else body)
-                    self.welcome.set_exception(err or RpcError(Status.UNAVAILABLE, "refused"))
-                self.client._on_goaway(self)
-
-    async def read_control(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
-            await read_frames(
-                self.control,
-                self.on_frames,
-                max_message_size=self.client.config.max_message_size,
-                limits=self.receive,
-                control=_always,
-            )
-        self.client._link_lost(self, self.peer_reason or "connection closed")
-
-    async def read_datagrams(self) -> None:
-        conn = self.conn
-        while True:
-            try:
-                data = await conn.recv_datagram()
-            except (ConnectionError, OSError, EOFError):
-                return
-            try:
-                ftype, _cid, body = codec.decode_datagram(data)
-            except Exception:
-                continue
-            if self.hb is not None:
-                self.hb.last_receive = self.now()
-            if ftype == EVENT:
-                self.client._handle_event(body, True)
-            elif ftype == GOAWAY and self.welcome.done():
-                # the server ends the connection now, with a status (a slow consumer: its stream
-                # is backed up, so this comes as a datagram): calls in flight fail with it
-                err, _ = _trailer_error([*body, None, None] if isinstance(body, list) else body)
-                if err is not None and not self.closed:
-                    self.peer_error = err
-                    self.client._link_lost(self, f"closed by the server: {err.status.name}: {err.message}")
-
-    async def heartbeat(self) -> None:
-        hb = self.hb
-        assert hb is not None
-        while not self.closed:
-            action, nonce = hb.poll(self.now())
-            if action is HeartbeatAction.DEAD:
-                self.client._link_lost(self, "peer did not answer heartbeats")
-                return
-            if action is HeartbeatAction.PING:
-                rtt_us = int(hb.srtt_ms * 1000) if hb.srtt_ms is not None else None
-                self.writer.send(encode_frame(PING, 0, [nonce, rtt_us]))
-            await asyncio.sleep(hb.next_wakeup(self.now()) / 1000.0)
-
-    async def open_call_writer(self) -> tuple[FrameWriter, list[_ClientCall]]:
-        stream = await self.conn.open_stream()
-        w = FrameWriter(stream)
-        box: list[_ClientCall] = []
-        t = self.loop.create_task(self._read_call_stream(stream, box))
-        self.tasks.append(t)
-        t.add_done_callback(self._forget_task)
-        return w, box
-
-    def _forget_task(self, t: asyncio.Task[Any]) -> None:
-        with contextlib.suppress(ValueError):
-            self.tasks.remove(t)
-
-    async def _read_call_stream(self, stream: ByteStream, box: list[_ClientCall]) -> None:
-        def pause() -> Awaitable[None] | None:
-            # a slow consumer of a streaming call stops the reading of its stream: the mux window
-            # then pushes back on the server (as long as the connection's parking budget allows)
-            if box and box[0].queue is not None:
-                return self.parking.pause(box[0].queue, box[0].overflow)
-            return None
-
-        with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
-            await read_frames(
-                stream,
-                self.on_frames,
-                max_message_size=self.client.config.max_message_size,
-                pause=pause,
-                limits=self.receive,
-            )
-
-    def shutdown(self, err: RpcError) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.receive.close()
-        for call in list(self.calls.values()):
-            call.fail(err)
-        self.calls.clear()
-        for t in self.tasks:
-            t.cancel()
-
-
-def _always() -> bool:
-    return True
-
-
-EventHandler = Callable[[Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
-    its payload as a plain msgpack value, and for room and topic messages the broker key
-    (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch."""
-
-    name: str
-    payload: Any
-    key: str | None
-    seq: int | None
-    epoch: int | None
-    unreliable: bool  # came as an OOB datagram
-
-    @property
-    def topic(self) -> str | None:
-        """The topic it was published on, if any."""
-        return self.key[6:] if self.key is not None and self.key.startswith("topic:") else None
-
-    @property
-    def room(self) -> str | None:
-        """The room it was sent to, if any."""
-        return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
 
 
 class Client:
@@ -321,13 +98,14 @@ class Client:
         self.config = config or ClientConfig()
         self.interceptors = tuple(interceptors)
         self._rng = rng
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._closing = False
-        self._handlers: dict[str, list[tuple[Any, EventHandler]]] = {}
-        self._queues: dict[str, list[tuple[Any, asyncio.Queue[Any]]]] = {}
-        self.rooms: set[str] = set()
-        self.topics: set[str] = set()
-        self.topic_offsets: dict[str, tuple[int, int]] = {}  # broker key -> (epoch, last seq)
+        self._background: set[asyncio.Future[Any]] = set()
+        self.subscriptions = Subscriptions(self._spawn)
+        """Pushed events: handlers, rooms, topics and their offsets (``kcprpc.subscriptions``)."""
+        self._hooks = LinkHooks(
+            self.subscriptions.handle, self.subscriptions.room, self._on_goaway, self._link_lost
+        )
         self._reconnect_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0
@@ -337,15 +115,44 @@ class Client:
         # client changes (the server moved; the client's own moves are seen by the server)
         self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
         self.path_changes = 0
-        self.events_dropped = 0
-        self.notifications_dropped = 0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
-        self.events_stale = 0  # unreliable events dropped because a newer one had arrived
-        # receive budgets (kcprpc.transport.ReceiveLimits), over all connections of this client
+        self.notifications_dropped = (
+            0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
+        )
+        # receive budgets (kcprpc.transport.ReceiveLimits) and protocol errors (bad_frames: frames
+        # malformed or of an unknown type; stale_frames: frames of calls that ended), over all
+        # connections of this client
         self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
-        self._raw_handlers: list[Callable[[RawEvent], Any]] = []
-        self._latest: dict[str, tuple[int, int]] = {}
-        self._background: set[asyncio.Future[Any]] = set()
-        self._stubs: dict[type, _Stub] = {}
+        self._stubs: dict[type, Stub] = {}
+
+    # -- pushed events (kept by self.subscriptions)
+    @property
+    def rooms(self) -> set[str]:
+        """The rooms the server put this client in (restored after a reconnect)."""
+        return self.subscriptions.rooms
+
+    @property
+    def topics(self) -> set[str]:
+        """The topics this client subscribed to (re-subscribed after a reconnect)."""
+        return self.subscriptions.topics
+
+    @property
+    def topic_offsets(self) -> dict[str, tuple[int, int]]:
+        """Broker key → ``(epoch, last seq)`` received on the stream (sent in ``HELLO.restore``)."""
+        return self.subscriptions.offsets
+
+    @topic_offsets.setter
+    def topic_offsets(self, value: dict[str, tuple[int, int]]) -> None:
+        self.subscriptions.offsets = value
+
+    @property
+    def events_dropped(self) -> int:
+        """Events that failed validation against a handler's type."""
+        return self.subscriptions.events_dropped
+
+    @property
+    def events_stale(self) -> int:
+        """Unreliable events dropped because a newer one of the same key had arrived."""
+        return self.subscriptions.events_stale
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
         spawn(self._background, aw)
@@ -374,31 +181,33 @@ class Client:
             conn = await asyncio.wait_for(self._connector(), timeout + 1.0)
         except asyncio.TimeoutError:
             raise RpcError(Status.UNAVAILABLE, f"no connection to the server within {timeout:g} s") from None
-        link: _Link | None = None
+        link: Link | None = None
         try:
             control = await conn.open_stream()
-            link = _Link(self, conn, control)
+            cfg = self.config
+            decoded, partial = cfg.receive_limits()
+            link = Link(
+                conn,
+                control,
+                self._hooks,
+                max_message_size=cfg.max_message_size,
+                heartbeat=cfg.heartbeat,
+                receive=(decoded, partial, cfg.partial_frame_timeout),
+                counters=self.counters,
+            )
             add_cb = getattr(conn, "add_event_callback", None)
             if add_cb is not None:
                 add_cb(lambda ev, lk=link: self._on_transport_event(lk, ev))
-            hello: dict[str, Any] = {"v": codec.PROTOCOL_VERSION, "md": dict(self.config.metadata)}
-            if restore:
-                keys = {f"room:{r}" for r in self.rooms} | {f"topic:{t}" for t in self.topics}
-                offsets = {k: list(v) for k, v in self.topic_offsets.items() if k in keys}
-                hello["restore"] = {
-                    "rooms": sorted(self.rooms),
-                    "topics": sorted(self.topics),
-                    "offsets": offsets,
-                }
-            link.writer.send(encode_frame(HELLO, 0, hello))
+            claim = self.subscriptions.restore_claim() if restore else None
+            link.writer.send(link.protocol.hello(dict(cfg.metadata), claim))
             reader = link.loop.create_task(link.read_control())
             link.tasks.append(reader)
             try:
-                welcome = await asyncio.wait_for(asyncio.shield(link.welcome), self.config.connect_timeout)
+                welcome = await asyncio.wait_for(asyncio.shield(link.welcome), cfg.connect_timeout)
             except asyncio.TimeoutError:
                 raise RpcError(
                     Status.UNAVAILABLE,
-                    f"no answer from the server within {self.config.connect_timeout:g} s",
+                    f"no answer from the server within {cfg.connect_timeout:g} s",
                 ) from None
         except BaseException:
             if link is not None:
@@ -406,11 +215,9 @@ class Client:
             abort = getattr(conn, "abort", None)  # the peer never answered: nothing to linger for
             await (abort() if callable(abort) else conn.close())
             raise
-        if isinstance(welcome, dict):
-            sid = welcome.get("sid")
-            link.session_id = sid if isinstance(sid, str) else None
-            if restore:
-                self._restored(welcome.get("restored"))
+        link.session_id = welcome.session_id
+        if restore:
+            self.subscriptions.restored(welcome.restored)
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
         old = self._link
         if link.hb is not None:
@@ -478,7 +285,7 @@ class Client:
             return {}
         return {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
-    def _link_lost(self, link: _Link, reason: str) -> None:
+    def _link_lost(self, link: Link, reason: str) -> None:
         if link.closed:
             return
         link.shutdown(link.peer_error or RpcError(Status.UNAVAILABLE, reason))
@@ -498,7 +305,7 @@ class Client:
         ):
             self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(self.config.reconnect))
 
-    def _on_goaway(self, link: _Link) -> None:
+    def _on_goaway(self, link: Link) -> None:
         # The server drains: calls in flight on this link finish there; new calls fail fast with
         # UNAVAILABLE until a new connection is up (dialled now when a reconnect policy is set).
         # The one drain path, for the RPC GOAWAY frame and for a secure transport GOAWAY alike.
@@ -509,7 +316,7 @@ class Client:
             self._connected.clear()
             self._start_reconnect()
 
-    def _on_transport_event(self, link: _Link, ev: Any) -> None:
+    def _on_transport_event(self, link: Link, ev: Any) -> None:
         """Secure-mode events of the KCP session under ``link`` (runs in the receive path)."""
         from kcp.secure import ConnectionClosed, GoAwayReceived, PathChanged
         from kcp.secure.connection import reason_text
@@ -563,7 +370,7 @@ class Client:
                     await r
             return
 
-    def _require_link(self) -> _Link:
+    def _require_link(self) -> Link:
         link = self._link
         if link is None or link.closed or link.goaway:
             if self._closing:
@@ -585,9 +392,9 @@ class Client:
         if timeout is None and not metadata:
             stub = self._stubs.get(service)
             if stub is None:
-                stub = self._stubs[service] = _Stub(self, service, None, None)
+                stub = self._stubs[service] = Stub(self, service, None, None)
             return cast(S, stub)
-        return cast(S, _Stub(self, service, timeout, metadata))
+        return cast(S, Stub(self, service, timeout, metadata))
 
     def call(
         self,
@@ -664,9 +471,11 @@ class Client:
         if k is MethodKind.CLIENT_STREAM:
             return UnaryCall(lambda uc: self._unary(spec, request, timeout, metadata, uc, True))
         if k is MethodKind.SERVER_STREAM:
-            return StreamCall(self, spec, request, timeout, metadata)
+            return StreamCall(self._begin, self.interceptors, spec, request, self._timeout(timeout), metadata)
         if k is MethodKind.BIDI:
-            return StreamCall(self, spec, None, timeout, metadata, request)
+            return StreamCall(
+                self._begin, self.interceptors, spec, None, self._timeout(timeout), metadata, request
+            )
         self.notify(spec, request, metadata=metadata)
         return None
 
@@ -677,7 +486,7 @@ class Client:
         timeout: float | None,
         metadata: Mapping[str, Any] | None,
         end: bool,
-    ) -> _ClientCall:
+    ) -> ClientCall:
         link = self._link
         if (link is None or link.closed or link.goaway) and self.config.wait_for_ready and not self._closing:
             t0 = asyncio.get_running_loop().time()
@@ -695,33 +504,27 @@ class Client:
             if spec.streams_responses or spec.streams_requests
             else self.config.unary_framing
         ) == "stream"
-        box: list[_ClientCall] | None = None
+        box: list[ClientCall] | None = None
         if own:
             writer, box = await link.open_call_writer()
         else:
             writer = link.writer
-        cid = link.next_id()
-        call = _ClientCall(link, cid, spec, writer, own)
+        protocol = link.protocol
+        cid = protocol.next_id()
+        call = ClientCall(protocol, link.loop, cid, spec, writer, own)
         if box is not None:
             box.append(call)
         payload = spec.dump_request(request) if end and spec.has_request else None
         timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
-        frame = encode_frame(
-            CALL,
-            cid,
-            [
-                spec.wire_name,
-                dict(metadata) if metadata else None,
-                timeout_ms,
-                codec.FLAG_END if end else 0,
-                payload,
-            ],
-        )
-        if len(frame) - codec.HEADER_SIZE > self.config.max_message_size:
+        try:
+            frame = protocol.call(
+                cid, spec.wire_name, dict(metadata) if metadata else None, timeout_ms, end, payload
+            )
+        except RpcError:
             if own:
                 writer.close()
-            raise RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size")
-        link.calls[cid] = call
+            raise
+        protocol.opened(cid, call)
         if timeout is not None:
             call.timer = link.loop.call_later(timeout, call.expire)
         writer.send(frame)
@@ -758,7 +561,7 @@ class Client:
         streaming: bool,
     ) -> Any:
         call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
-        sender = asyncio.ensure_future(self._send_requests(call, request)) if streaming else None
+        sender = asyncio.ensure_future(call.send_requests(request)) if streaming else None
         try:
             payload = await call.fut
         except asyncio.CancelledError:
@@ -773,26 +576,7 @@ class Client:
         try:
             return spec.load_response(payload)
         except ValidationError as e:
-            raise _bad_response(e) from None
-
-    async def _send_requests(self, call: _ClientCall, requests: AsyncIterable[Any]) -> None:
-        dump = call.spec.dump_request
-        w = call.writer
-        cid = call.cid
-        try:
-            async for item in requests:
-                if call.done:
-                    return
-                w.send(encode_frame(MSG, cid, dump(item)))
-                if w.pending_bytes >= 64 * 1024:
-                    await w.drain()
-            if not call.done:
-                w.send(encode_frame(END, cid, None))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the request iterator failed: cancel the call
-            log.debug("request iterator of %s failed: %r", call.spec.wire_name, e)
-            call.cancel(RpcError(Status.CANCELLED, f"request iterator raised {type(e).__name__}"))
+            raise bad_response(e) from None
 
     @overload
     def notify(
@@ -829,114 +613,25 @@ class Client:
         if link is None or link.closed:
             self.notifications_dropped += 1  # fire-and-forget: counted, not raised
             return
-        frame = encode_frame(
-            NOTIFY, 0, [spec.wire_name, spec.dump_request(message), dict(metadata) if metadata else None]
-        )
+        frame = Notify(
+            spec.wire_name, spec.dump_request(message), dict(metadata) if metadata else None
+        ).encode()
         route(link, frame, spec.delivery)
 
     # ------------------------------------------------------------------ events
     def on(self, event_type: type[T], handler: Callable[[T], Any]) -> Callable[[], None]:
         """Call ``handler(event)`` (sync or async) for each pushed ``event_type``; returns an unsubscribe function."""
-        name, _, adapter = event_info(event_type)
-        entry = (adapter, cast(EventHandler, handler))
-        self._handlers.setdefault(name, []).append(entry)
-
-        def off() -> None:
-            with contextlib.suppress(ValueError, KeyError):
-                self._handlers[name].remove(entry)
-
-        return off
+        return self.subscriptions.on(event_type, handler)
 
     def on_raw_event(self, handler: Callable[[RawEvent], Any]) -> Callable[[], None]:
         """Call ``handler(RawEvent)`` for every pushed event, of any type, before validation (after
         the duplicate and stale ones are dropped): for tools that know events only by wire name.
         Returns an unsubscribe function."""
-        self._raw_handlers.append(handler)
+        return self.subscriptions.on_raw_event(handler)
 
-        def off() -> None:
-            with contextlib.suppress(ValueError):
-                self._raw_handlers.remove(handler)
-
-        return off
-
-    async def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
+    def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
         """Async iterator over pushed events of ``event_type`` (registered when iteration starts)."""
-        name, _, adapter = event_info(event_type)
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        entry = (adapter, q)
-        self._queues.setdefault(name, []).append(entry)
-        try:
-            while True:
-                yield cast(T, await q.get())
-        finally:
-            with contextlib.suppress(ValueError, KeyError):
-                self._queues[name].remove(entry)
-
-    def _restored(self, restored: Any) -> None:
-        """After a reconnect: keep the rooms and topics the server says this client is back in, and
-        tell the application of each one it lost (``ResumeFailed`` with reason ``"not restored"``)."""
-        if not isinstance(restored, dict):
-            return
-        rooms, topics = restored.get("rooms"), restored.get("topics")
-        back_rooms = {r for r in rooms if isinstance(r, str)} if isinstance(rooms, list) else set()
-        back_topics = {t for t in topics if isinstance(t, str)} if isinstance(topics, list) else set()
-        lost = [f"room:{r}" for r in sorted(self.rooms - back_rooms)]
-        lost += [f"topic:{t}" for t in sorted(self.topics - back_topics)]
-        self.rooms = back_rooms
-        self.topics = back_topics
-        for key in lost:
-            epoch, seq = self.topic_offsets.pop(key, (0, 0))
-            self._latest.pop(key, None)
-            ev = ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason="not restored")
-            self._handle_event(["kcprpc.ResumeFailed", ev.model_dump(), None, None, None], False)
-
-    def _handle_event(self, body: Any, unreliable: bool) -> None:
-        if not isinstance(body, list) or len(body) != 5 or not isinstance(body[0], str):
-            self.events_dropped += 1
-            return
-        name, payload, key, seq, epoch = body
-        if isinstance(key, str) and isinstance(seq, int) and isinstance(epoch, int):
-            # Reliable (stream) and unreliable (datagram) messages of one key share its sequence
-            # numbers but are tracked apart: the stream's offset drives resume and drops replay
-            # duplicates; datagrams are latest-wins (an older one arriving late is dropped).
-            offsets = self._latest if unreliable else self.topic_offsets
-            prev = offsets.get(key)
-            if prev is not None and prev[0] == epoch and seq <= prev[1]:
-                if unreliable:
-                    self.events_stale += 1
-                return
-            offsets[key] = (epoch, seq)
-        if self._raw_handlers:
-            raw = RawEvent(
-                name,
-                payload,
-                key if isinstance(key, str) else None,
-                seq if isinstance(seq, int) else None,
-                epoch if isinstance(epoch, int) else None,
-                unreliable,
-            )
-            for raw_handler in list(self._raw_handlers):
-                try:
-                    raw_handler(raw)
-                except Exception:
-                    log.exception("raw event handler raised")
-        for adapter, handler in self._handlers.get(name, ()):
-            try:
-                ev = adapter.validate_python(payload)
-            except ValidationError:
-                self.events_dropped += 1
-                continue
-            try:
-                r = handler(ev)
-                if inspect.isawaitable(r):
-                    self._spawn(r)
-            except Exception:
-                log.exception("event handler for %s raised", name)
-        for adapter, q in self._queues.get(name, ()):
-            try:
-                q.put_nowait(adapter.validate_python(payload))
-            except ValidationError:
-                self.events_dropped += 1
+        return self.subscriptions.events(event_type)
 
     async def subscribe(self, topic: str) -> None:
         """Subscribe to a topic; its events arrive through :meth:`on` / :meth:`events`. Restored on reconnect."""
@@ -974,6 +669,53 @@ class Client:
         from kcprpc.health import HealthService
 
         return await self._unary(service_spec(HealthService).methods["Stats"], None, None, None, None)
+
+
+class Stub:
+    """Runtime object behind ``client.stub(Service)``."""
+
+    def __init__(
+        self, client: Client, cls: type, timeout: float | None, metadata: Mapping[str, Any] | None
+    ) -> None:
+        spec = service_spec(cls)
+        self.__service__ = spec
+        for attr, m in spec.methods.items():
+            setattr(self, attr, self._make(client, m, timeout, metadata))
+
+    @staticmethod
+    def _make(client: Client, m: MethodSpec, timeout: float | None, md: Mapping[str, Any] | None) -> Any:
+        pack = m.pack
+        if m.kind is MethodKind.UNARY:  # the hot path: no call object
+            if m.arg_names is not None:
+
+                async def unary_args(*args: Any, **kwargs: Any) -> Any:
+                    return await client._unary(m, pack(args, kwargs), timeout, md, None)
+
+                return unary_args
+
+            async def unary(request: Any = None) -> Any:
+                return await client._unary(m, request, timeout, md, None)
+
+            return unary
+        if m.kind.streams_requests:  # client streaming (awaitable) or bidi (a StreamCall)
+
+            def streaming(requests: AsyncIterable[Any]) -> Any:
+                return client.invoke(m, requests, timeout=timeout, metadata=md)
+
+            return streaming
+        if m.kind is MethodKind.SERVER_STREAM:
+
+            def server_stream(*args: Any, **kwargs: Any) -> StreamCall[Any]:
+                return cast(
+                    StreamCall[Any], client.invoke(m, pack(args, kwargs), timeout=timeout, metadata=md)
+                )
+
+            return server_stream
+
+        async def notify(*args: Any, **kwargs: Any) -> None:
+            client.notify(m, pack(args, kwargs), metadata=md)
+
+        return notify
 
 
 def connect(

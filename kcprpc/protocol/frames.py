@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 
 from kcprpc import codec
 from kcprpc.codec import Refused, encode_frame
+from kcprpc.status import Status
 
 __all__ = [
     "Call",
@@ -369,12 +370,13 @@ def _headers(cid: int, b: Any) -> Frame:
 
 
 def _trailer(cid: int, b: Any) -> Frame:
-    if type(b) is not list or not b or type(b[0]) is not int:
-        return Malformed(codec.TRAILER, cid, "TRAILER body is not [code, ...]")
-    msg = b[1] if len(b) > 1 and type(b[1]) is str else ""
+    if type(b) is not list or len(b) < 2:
+        return Malformed(codec.TRAILER, cid, "TRAILER body is not [code, message, details, md|nil]")
+    code = b[0] if type(b[0]) is int else int(Status.UNKNOWN)
+    msg = b[1] if type(b[1]) is str else str(b[1])
     details = b[2] if len(b) > 2 else None
     md = b[3] if len(b) > 3 and type(b[3]) is dict else None
-    return Trailer(cid, b[0], msg, details, md)
+    return Trailer(cid, code, msg, details, md)
 
 
 def _reply(cid: int, b: Any) -> Frame:
@@ -417,9 +419,10 @@ def _pong(cid: int, b: Any) -> Frame:
 
 
 def _goaway(cid: int, b: Any) -> Frame:
-    if type(b) is not list or not b or type(b[0]) is not int:
+    if type(b) is not list or not b:
         return Malformed(codec.GOAWAY, cid, "GOAWAY body is not [code, message]")
-    return GoAway(b[0], b[1] if len(b) > 1 and type(b[1]) is str else "")
+    code = b[0] if type(b[0]) is int else int(Status.UNKNOWN)
+    return GoAway(code, (b[1] if type(b[1]) is str else str(b[1])) if len(b) > 1 else "")
 
 
 def _rooms(cid: int, b: Any) -> Frame:

@@ -147,6 +147,8 @@ async def test_unreliable_events_to_room_go_as_datagrams_and_survive_loss() -> N
 
 
 async def test_reliable_and_unreliable_on_one_key_do_not_shadow_each_other() -> None:
+    from kcprpc.protocol.frames import Event
+
     async with pair([Demo()]) as p:
         got: list[tuple[str, int]] = []
         raw: list[bool] = []
@@ -154,12 +156,12 @@ async def test_reliable_and_unreliable_on_one_key_do_not_shadow_each_other() -> 
         p.client.on(Tick, lambda t: got.append(("tick", t.n)))
         p.client.on(Pos, lambda q: got.append(("pos", int(q.x))))
         # seq 6 arrives by datagram before the stream delivers seq 5: both must be kept
-        p.client._handle_event(["pos", {"x": 6, "y": 0}, "room:r", 6, 1], True)
-        p.client._handle_event(["tick", {"n": 5}, "room:r", 5, 1], False)
+        p.client.subscriptions.handle(Event("pos", {"x": 6, "y": 0}, "room:r", 6, 1), True)
+        p.client.subscriptions.handle(Event("tick", {"n": 5}, "room:r", 5, 1), False)
         # latest wins among datagrams: seq 4 arriving late is dropped
-        p.client._handle_event(["pos", {"x": 4, "y": 0}, "room:r", 4, 1], True)
+        p.client.subscriptions.handle(Event("pos", {"x": 4, "y": 0}, "room:r", 4, 1), True)
         # a replayed duplicate of a reliable message is dropped
-        p.client._handle_event(["tick", {"n": 5}, "room:r", 5, 1], False)
+        p.client.subscriptions.handle(Event("tick", {"n": 5}, "room:r", 5, 1), False)
         assert got == [("pos", 6), ("tick", 5)]
         assert p.client.events_stale == 1
         assert raw == [True, False]

@@ -1,0 +1,297 @@
+"""One client connection, pumped: the control stream, call streams, datagrams and heartbeats.
+
+A :class:`Link` owns a :class:`~kcprpc.protocol.client.ClientProtocol` (call ids, the call table,
+the connection state) and does the I/O around it: it reads frames from the control stream and
+the call streams and datagrams from the connection, feeds them to the protocol, and acts on what
+comes back: a call's frame goes to that call's :class:`~kcprpc.calls.ClientCall`, a push to the
+client's :class:`~kcprpc.subscriptions.Subscriptions`, a GOAWAY or a lost connection to the
+client (through :class:`LinkHooks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from kcprpc import codec
+from kcprpc.calls import ClientCall
+from kcprpc.codec import Frame
+from kcprpc.errors import RpcError
+from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig
+from kcprpc.protocol.client import (
+    CallAborted,
+    ClientProtocol,
+    ClosedByServer,
+    ConnectRefused,
+    Draining,
+    EventReceived,
+    HeadersReceived,
+    PongReceived,
+    Replied,
+    RoomChanged,
+    Streamed,
+    Trailed,
+    Welcomed,
+)
+from kcprpc.protocol.frames import Event, Ping, Welcome
+from kcprpc.push import send_datagram
+from kcprpc.transport import (
+    INBOX_LIMIT,
+    ByteStream,
+    Connection,
+    FrameWriter,
+    ParkingLot,
+    ReceiveLimits,
+    read_frames,
+)
+
+__all__ = ["Link", "LinkHooks"]
+
+
+class LinkHooks(NamedTuple):
+    """What a link tells its client."""
+
+    on_event: Callable[[Event, bool], None]  # a push (True: it came as a datagram)
+    on_room: Callable[[bool, str], None]  # the server put the client in (True) or out of a room
+    on_draining: Callable[[Link], None]  # the server drains (RPC GOAWAY or a transport GOAWAY)
+    on_lost: Callable[[Link, str], None]  # the connection is gone (with why)
+
+
+def _always() -> bool:
+    return True
+
+
+class Link:
+    """One physical connection and its control stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        control: ByteStream,
+        hooks: LinkHooks,
+        *,
+        max_message_size: int,
+        heartbeat: HeartbeatConfig | None,
+        receive: tuple[int, int, float | None],
+        counters: dict[str, int],
+    ) -> None:
+        self.conn = conn
+        self.hooks = hooks
+        self.loop = asyncio.get_running_loop()
+        self.writer = FrameWriter(control)
+        self.control = control
+        self.protocol = ClientProtocol(max_message_size, counters)
+        self.calls = self.protocol.calls  # call id -> ClientCall (the protocol's table)
+        self.max_message_size = max_message_size
+        self.closed = False
+        self.goaway = False
+        self.peer_reason: str | None = None  # secure mode: why the server closed the transport
+        self.peer_error: RpcError | None = None  # the status the server ended the connection with
+        self.session_id: str | None = None
+        self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
+        self.hb = Heartbeat(heartbeat, self.now()) if heartbeat is not None else None
+        self.tasks: list[asyncio.Task[Any]] = []
+        self._max_dgram = conn.max_datagram_size
+        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        decoded, partial, partial_timeout = receive
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=partial_timeout,
+            held_types=(),  # per body only: a hostile server is out of scope, streams pay nothing
+            parking=self.parking,
+            counters=counters,
+        )
+        self._on_event: dict[type, Callable[[Any, int], bool]] = {
+            Replied: self._replied,
+            Streamed: self._streamed,
+            Trailed: self._trailed,
+            HeadersReceived: self._headers,
+            CallAborted: self._aborted,
+            EventReceived: self._event,
+            PongReceived: self._pong,
+            RoomChanged: self._room,
+            Welcomed: self._welcomed,
+            ConnectRefused: self._refused,
+            Draining: self._draining,
+            ClosedByServer: self._closed_by_server,
+        }
+
+    def now(self) -> int:
+        return int(self.loop.time() * 1000)
+
+    def next_id(self) -> int:
+        return self.protocol.next_id()
+
+    # Peer protocol (push.route)
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
+        self.writer.send(frame)
+
+    def send_datagram(self, frame: bytes) -> bool:
+        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
+
+    # ------------------------------------------------------------------ frames in
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames. The client's decoder charges no frame type to its budget (each body is
+        only checked against ``max_decoded_bytes`` on its own), so ``costs`` is empty."""
+        if self.hb is not None:
+            self.hb.last_receive = self.now()
+        receive = self.protocol.receive
+        on_event = self._on_event
+        for ftype, cid, body in frames:
+            out = receive(ftype, cid, body)
+            if out is None:
+                continue
+            if type(out) is bytes:
+                self.writer.send(out)
+            else:
+                on_event[type(out)](out, 0)
+
+    def _replied(self, ev: Replied, cost: int) -> bool:
+        call: ClientCall = ev.handle
+        call.on_reply(ev.payload, ev.initial_metadata, ev.trailing_metadata)
+        return False
+
+    def _streamed(self, ev: Streamed, cost: int) -> bool:
+        call: ClientCall = ev.handle
+        return call.on_message(ev.payload, cost)
+
+    def _trailed(self, ev: Trailed, cost: int) -> bool:
+        call: ClientCall = ev.handle
+        call.on_trailer(ev.error, ev.metadata)
+        return False
+
+    def _headers(self, ev: HeadersReceived, cost: int) -> bool:
+        call: ClientCall = ev.handle
+        call.on_headers(ev.metadata)
+        return False
+
+    def _aborted(self, ev: CallAborted, cost: int) -> bool:
+        call: ClientCall = ev.handle
+        call.abort(ev.error, ev.cancel)
+        return False
+
+    def _event(self, ev: EventReceived, cost: int) -> bool:
+        self.hooks.on_event(ev.event, ev.unreliable)
+        return False
+
+    def _pong(self, ev: PongReceived, cost: int) -> bool:
+        if self.hb is not None:
+            self.hb.on_pong(ev.nonce, self.now())
+        return False
+
+    def _room(self, ev: RoomChanged, cost: int) -> bool:
+        self.hooks.on_room(ev.joined, ev.room)
+        return False
+
+    def _welcomed(self, ev: Welcomed, cost: int) -> bool:
+        if not self.welcome.done():
+            self.welcome.set_result(ev.welcome)
+        return False
+
+    def _refused(self, ev: ConnectRefused, cost: int) -> bool:
+        if not self.welcome.done():
+            self.welcome.set_exception(ev.error)
+        self.hooks.on_draining(self)
+        return False
+
+    def _draining(self, ev: Draining, cost: int) -> bool:
+        self.hooks.on_draining(self)
+        return False
+
+    def _closed_by_server(self, ev: ClosedByServer, cost: int) -> bool:
+        if not self.closed:
+            err = ev.error
+            self.peer_error = err
+            self.hooks.on_lost(self, f"closed by the server: {err.status.name}: {err.message}")
+        return False
+
+    # ------------------------------------------------------------------ tasks
+    async def read_control(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
+            await read_frames(
+                self.control,
+                self.on_frames,
+                max_message_size=self.max_message_size,
+                limits=self.receive,
+                control=_always,
+            )
+        self.hooks.on_lost(self, self.peer_reason or "connection closed")
+
+    async def read_datagrams(self) -> None:
+        conn = self.conn
+        on_event = self._on_event
+        while True:
+            try:
+                data = await conn.recv_datagram()
+            except (ConnectionError, OSError, EOFError):
+                return
+            try:
+                ftype, cid, body = codec.decode_datagram(data)
+            except Exception:
+                self.protocol.counters["bad_frames"] += 1
+                continue
+            if self.hb is not None:
+                self.hb.last_receive = self.now()
+            out = self.protocol.receive_datagram(ftype, cid, body)
+            if out is not None and type(out) is not bytes:
+                on_event[type(out)](out, 0)
+
+    async def heartbeat(self) -> None:
+        hb = self.hb
+        assert hb is not None
+        while not self.closed:
+            action, nonce = hb.poll(self.now())
+            if action is HeartbeatAction.DEAD:
+                self.hooks.on_lost(self, "peer did not answer heartbeats")
+                return
+            if action is HeartbeatAction.PING:
+                rtt_us = int(hb.srtt_ms * 1000) if hb.srtt_ms is not None else None
+                self.writer.send(Ping(nonce, rtt_us).encode())
+            await asyncio.sleep(hb.next_wakeup(self.now()) / 1000.0)
+
+    async def open_call_writer(self) -> tuple[FrameWriter, list[ClientCall]]:
+        """A new stream for one call (stream framing): its writer, and the box the call goes in
+        (its reader pauses the stream while the call's queue is full)."""
+        stream = await self.conn.open_stream()
+        w = FrameWriter(stream)
+        box: list[ClientCall] = []
+        t = self.loop.create_task(self._read_call_stream(stream, box))
+        self.tasks.append(t)
+        t.add_done_callback(self._forget_task)
+        return w, box
+
+    def _forget_task(self, t: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self.tasks.remove(t)
+
+    async def _read_call_stream(self, stream: ByteStream, box: list[ClientCall]) -> None:
+        def pause() -> Awaitable[None] | None:
+            # a slow consumer of a streaming call stops the reading of its stream: the mux window
+            # then pushes back on the server (as long as the connection's parking budget allows)
+            if box and box[0].queue is not None:
+                return self.parking.pause(box[0].queue, box[0].overflow)
+            return None
+
+        with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
+            await read_frames(
+                stream,
+                self.on_frames,
+                max_message_size=self.max_message_size,
+                pause=pause,
+                limits=self.receive,
+            )
+
+    def shutdown(self, err: RpcError) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.protocol.close()
+        self.receive.close()
+        for call in list(self.calls.values()):
+            call.fail(err)
+        self.calls.clear()
+        for t in self.tasks:
+            t.cancel()
