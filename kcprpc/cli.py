@@ -150,9 +150,7 @@ async def _serve(server: Server, grace: float) -> int:
             if e.errno == errno.EADDRINUSE
             else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
         )
-        raise UsageError(
-            f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})"
-        ) from None
+        raise UsageError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})") from None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -198,16 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to bind (default: the app's, else {DEFAULT_HOST}; 0.0.0.0 accepts other machines)",
     )
     s.add_argument(
-        "--port",
-        type=clitools.port_number,
-        default=None,
-        help="UDP port (default: the app's, else 9000; 0: any)",
+        "--port", type=clitools.port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
     )
     s.add_argument(
-        "--grace",
-        type=clitools.nonnegative_float,
-        default=5.0,
-        help="seconds in-flight calls get at shutdown",
+        "--grace", type=clitools.nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
     )
     s.add_argument(
         "--log-level",

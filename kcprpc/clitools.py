@@ -828,9 +828,7 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
                 raise
             except Exception as e:  # pydantic cannot describe a type of the class
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UsageError(
-                    f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}"
-                ) from None
+                raise UsageError(f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}") from None
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():
@@ -858,9 +856,7 @@ def export_targets(target: str, obj: Any) -> list[type]:
         try:
             obj = obj()
         except TypeError as e:
-            raise UsageError(
-                f"{target} is a function that needs arguments ({e}); name a service class"
-            ) from None
+            raise UsageError(f"{target} is a function that needs arguments ({e}); name a service class") from None
     if isinstance(obj, Server):
         out = [type(s) for s in obj.services]
         return [c for c in out if _service_name(c) not in BUILTIN_SERVICES]
