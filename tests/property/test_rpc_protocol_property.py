@@ -161,7 +161,7 @@ def test_server_protocol_survives_any_sequence(
         assert proto.notify_running <= LIMITS.max_concurrent_notifications
         assert sum(len(s.calls) for s in streams) == len(open_calls)
         assert sum(s.is_control for s in streams) <= 1
-        if open_calls and data.draw(st.booleans()):  # the pump ends a call
+        if data.draw(st.booleans()) and open_calls:  # the pump ends a call
             s, c, streaming = open_calls.pop(data.draw(st.integers(0, len(open_calls) - 1)))
             s.closed(c, streaming)
         if data.draw(st.integers(0, 20)) == 0 and proto.state is not ConnState.CLOSED:
