@@ -158,7 +158,7 @@ def test_server_states_and_admission() -> None:
     assert _trailer(ctl.receive(codec.CALL, 4, call)) == (Status.UNAVAILABLE, "server shutting down")
     proto.close()
     proto.close()  # idempotent
-    assert proto.state is ConnState.CLOSED
+    assert _state(proto) is ConnState.CLOSED
 
 
 def test_server_refuses_large_or_malformed_hello() -> None:
