@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from kcprpc import codec
 from kcprpc.calls import ClientCall
@@ -26,7 +26,6 @@ from kcprpc.protocol.client import (
     ClosedByServer,
     ConnectRefused,
     Draining,
-    EventReceived,
     HeadersReceived,
     PongReceived,
     Replied,
@@ -47,13 +46,19 @@ from kcprpc.transport import (
     read_frames,
 )
 
-__all__ = ["Link", "LinkHooks"]
+__all__ = ["EventSink", "Link", "LinkHooks"]
+
+
+class EventSink(Protocol):
+    """Takes a pushed event (``unreliable``: it came as a datagram)."""
+
+    def __call__(self, event: Event, unreliable: bool = False) -> None: ...
 
 
 class LinkHooks(NamedTuple):
     """What a link tells its client."""
 
-    on_event: Callable[[Event, bool], None]  # a push (True: it came as a datagram)
+    on_event: EventSink  # a push
     on_room: Callable[[bool, str], None]  # the server put the client in (True) or out of a room
     on_draining: Callable[[Link], None]  # the server drains (RPC GOAWAY or a transport GOAWAY)
     on_lost: Callable[[Link, str], None]  # the connection is gone (with why)
@@ -104,13 +109,14 @@ class Link:
             parking=self.parking,
             counters=counters,
         )
-        self._on_event: dict[type, Callable[[Any, int], bool]] = {
+        # what to do with each event of the protocol (one argument: the event)
+        self._on_event: dict[type, Callable[[Any], Any]] = {
             Replied: self._replied,
             Streamed: self._streamed,
             Trailed: self._trailed,
             HeadersReceived: self._headers,
             CallAborted: self._aborted,
-            EventReceived: self._event,
+            Event: hooks.on_event,  # a reliable push: on_event(event), unreliable=False
             PongReceived: self._pong,
             RoomChanged: self._room,
             Welcomed: self._welcomed,
@@ -147,66 +153,52 @@ class Link:
             if type(out) is bytes:
                 self.writer.send(out)
             else:
-                on_event[type(out)](out, 0)
+                on_event[type(out)](out)
 
-    def _replied(self, ev: Replied, cost: int) -> bool:
+    def _replied(self, ev: Replied) -> None:
         call: ClientCall = ev.handle
         call.on_reply(ev.payload, ev.initial_metadata, ev.trailing_metadata)
-        return False
 
-    def _streamed(self, ev: Streamed, cost: int) -> bool:
+    def _streamed(self, ev: Streamed) -> None:
         call: ClientCall = ev.handle
-        return call.on_message(ev.payload, cost)
+        call.on_message(ev.payload)
 
-    def _trailed(self, ev: Trailed, cost: int) -> bool:
+    def _trailed(self, ev: Trailed) -> None:
         call: ClientCall = ev.handle
         call.on_trailer(ev.error, ev.metadata)
-        return False
 
-    def _headers(self, ev: HeadersReceived, cost: int) -> bool:
+    def _headers(self, ev: HeadersReceived) -> None:
         call: ClientCall = ev.handle
         call.on_headers(ev.metadata)
-        return False
 
-    def _aborted(self, ev: CallAborted, cost: int) -> bool:
+    def _aborted(self, ev: CallAborted) -> None:
         call: ClientCall = ev.handle
         call.abort(ev.error, ev.cancel)
-        return False
 
-    def _event(self, ev: EventReceived, cost: int) -> bool:
-        self.hooks.on_event(ev.event, ev.unreliable)
-        return False
-
-    def _pong(self, ev: PongReceived, cost: int) -> bool:
+    def _pong(self, ev: PongReceived) -> None:
         if self.hb is not None:
             self.hb.on_pong(ev.nonce, self.now())
-        return False
 
-    def _room(self, ev: RoomChanged, cost: int) -> bool:
+    def _room(self, ev: RoomChanged) -> None:
         self.hooks.on_room(ev.joined, ev.room)
-        return False
 
-    def _welcomed(self, ev: Welcomed, cost: int) -> bool:
+    def _welcomed(self, ev: Welcomed) -> None:
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
-        return False
 
-    def _refused(self, ev: ConnectRefused, cost: int) -> bool:
+    def _refused(self, ev: ConnectRefused) -> None:
         if not self.welcome.done():
             self.welcome.set_exception(ev.error)
         self.hooks.on_draining(self)
-        return False
 
-    def _draining(self, ev: Draining, cost: int) -> bool:
+    def _draining(self, ev: Draining) -> None:
         self.hooks.on_draining(self)
-        return False
 
-    def _closed_by_server(self, ev: ClosedByServer, cost: int) -> bool:
+    def _closed_by_server(self, ev: ClosedByServer) -> None:
         if not self.closed:
             err = ev.error
             self.peer_error = err
             self.hooks.on_lost(self, f"closed by the server: {err.status.name}: {err.message}")
-        return False
 
     # ------------------------------------------------------------------ tasks
     async def read_control(self) -> None:
@@ -236,8 +228,10 @@ class Link:
             if self.hb is not None:
                 self.hb.last_receive = self.now()
             out = self.protocol.receive_datagram(ftype, cid, body)
-            if out is not None and type(out) is not bytes:
-                on_event[type(out)](out, 0)
+            if type(out) is Event:
+                self.hooks.on_event(out, True)
+            elif out is not None and type(out) is not bytes:
+                on_event[type(out)](out)
 
     async def heartbeat(self) -> None:
         hb = self.hb

@@ -1124,24 +1124,22 @@ class _Channel:
     def _start_call(self, ev: StartCall, cost: int) -> bool:
         """Start the handler of a CALL the protocol admitted; True: the call keeps ``cost`` (the
         decode budget its body holds) until it ends."""
-        frame, spec, handler = ev
-        cid = frame.call_id
+        cid, md, timeout_ms, request, spec, handler = ev
         sess = self.sess
+        loop = self.loop
         call = _ServerCall(cid, self.writer)
         call.cost = cost
         deadline = None
-        timeout_ms = frame.timeout_ms
         if timeout_ms is not None:
-            deadline = self.loop.time() + timeout_ms / 1000.0
-            call.timer = self.loop.call_at(deadline, call.cancel, _DEADLINE)
-        ctx = call.ctx = ServerContext(spec, frame.metadata or {}, sess, deadline, call)
+            deadline = loop.time() + timeout_ms / 1000.0
+            call.timer = loop.call_at(deadline, call.cancel, _DEADLINE)
+        ctx = call.ctx = ServerContext(spec, md or {}, sess, deadline, call)
         if spec.streams_requests:
             call.inbound = Inbox(budget=sess.receive.decode)
-        self.proto.opened(cid, call)
+        self.calls[cid] = call  # the protocol's table (ServerStream.opened)
         sess.calls.add(call)
         self.server.stats["calls_started"] += 1
-        payload = frame.payload if frame.flags & codec.FLAG_END else None
-        call.task = self.loop.create_task(self._run(call, ctx, handler, payload))
+        call.task = loop.create_task(self._run(call, ctx, handler, request))
         return True
 
     async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:

@@ -141,7 +141,7 @@ class Subscriptions:
             self.handle(Event("kcprpc.ResumeFailed", ev.model_dump(), None, None, None), False)
 
     # ------------------------------------------------------------------ delivery
-    def handle(self, event: Event, unreliable: bool) -> None:
+    def handle(self, event: Event, unreliable: bool = False) -> None:
         """One pushed event (``unreliable``: it came as a datagram)."""
         name, payload, key, seq, epoch = event
         if key is not None and seq is not None and epoch is not None:

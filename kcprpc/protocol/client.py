@@ -10,7 +10,12 @@ on the control stream, on a call's own stream or in an OOB datagram, into what t
 * an event: for a call (:class:`Replied`, :class:`Streamed`, :class:`Trailed`,
   :class:`HeadersReceived`, :class:`CallAborted`, each with the pump's handle of the call) or for
   the connection (:class:`Welcomed`, :class:`ConnectRefused`, :class:`Draining`,
-  :class:`ClosedByServer`, :class:`EventReceived`, :class:`RoomChanged`, :class:`PongReceived`).
+  :class:`ClosedByServer`, :class:`RoomChanged`, :class:`PongReceived`), or a pushed
+  :class:`~kcprpc.protocol.frames.Event` as it is (reliable from :meth:`ClientProtocol.receive`,
+  unreliable from :meth:`ClientProtocol.receive_datagram`).
+
+The hot frames (REPLY, EVENT) are decoded straight into what is returned (one object each); the
+others go through :func:`kcprpc.protocol.frames.decode`. Both apply the same shape rules.
 
 The state (:class:`~kcprpc.protocol.state.ConnState`) goes ``AWAITING_HELLO`` (HELLO sent) →
 ``READY`` (WELCOME) → ``DRAINING`` (GOAWAY) → ``CLOSED``.
@@ -49,7 +54,6 @@ __all__ = [
     "ClosedByServer",
     "ConnectRefused",
     "Draining",
-    "EventReceived",
     "HeadersReceived",
     "PongReceived",
     "Replied",
@@ -126,13 +130,6 @@ class ClosedByServer(NamedTuple):
     error: RpcError
 
 
-class EventReceived(NamedTuple):
-    """EVENT: a push (``unreliable``: it came as a datagram)."""
-
-    event: Event
-    unreliable: bool
-
-
 class RoomChanged(NamedTuple):
     """ROOMS: the server put this client in (``joined``) or out of ``room``."""
 
@@ -156,7 +153,7 @@ ClientEvent = (
     | ConnectRefused
     | Draining
     | ClosedByServer
-    | EventReceived
+    | Event
     | RoomChanged
     | PongReceived
 )
@@ -260,9 +257,23 @@ class ClientProtocol:
     # ------------------------------------------------------------------ receiving
     def receive(self, ftype: int, call_id: int, body: Any) -> Output:
         """One frame read from a stream (see the module docstring)."""
-        frame = decode(ftype, call_id, body)
         if call_id:
             handle = self.calls.get(call_id)
+            if ftype == 8 and handle is not None and type(body) is list and len(body) == 3:  # REPLY
+                imd, tmd = body[1], body[2]
+                if (imd is None or type(imd) is dict) and (tmd is None or type(tmd) is dict):
+                    return Replied(handle, body[0], imd, tmd)
+        elif ftype == 10 and type(body) is list and len(body) == 5 and type(body[0]) is str:  # EVENT
+            name, payload, key, seq, epoch = body
+            return Event(
+                name,
+                payload,
+                key if type(key) is str else None,
+                seq if type(seq) is int else None,
+                epoch if type(epoch) is int else None,
+            )
+        frame = decode(ftype, call_id, body)
+        if call_id:
             on_call = self._call_frames.get(type(frame))
             if on_call is None:
                 return self._bad(frame)
@@ -279,7 +290,7 @@ class ClientProtocol:
         """One frame of an OOB datagram: an unreliable EVENT, or a GOAWAY that ends the connection."""
         frame = decode(ftype, call_id, body)
         if type(frame) is Event:
-            return self._event(frame, True)
+            return frame
         if type(frame) is GoAway:
             if self.state is ConnState.AWAITING_HELLO or self.state is ConnState.CLOSED:
                 return None
@@ -334,7 +345,7 @@ class ClientProtocol:
         return self._bad(f)
 
     def _event(self, f: Event, unreliable: bool) -> Output:
-        return EventReceived(f, unreliable)
+        return f
 
     def _pong(self, f: Pong, _: bool) -> Output:
         return PongReceived(f.nonce)

@@ -71,9 +71,13 @@ class ServerLimits(NamedTuple):
 # ------------------------------------------------------------------------------- events
 class StartCall(NamedTuple):
     """An admitted CALL: the pump starts the handler and registers its handle with
-    :meth:`ServerStream.opened`."""
+    :meth:`ServerStream.opened`. ``request`` is the CALL's payload when it carries the one request
+    (flag END), else None (the requests follow as MSG frames)."""
 
-    frame: Call
+    call_id: int
+    metadata: dict[str, Any] | None
+    timeout_ms: int | float | None
+    request: Any
     spec: MethodSpec
     handler: Callable[..., Any]
 
@@ -258,6 +262,10 @@ class ServerStream:
 
     def receive(self, ftype: int, call_id: int, body: Any) -> Output:
         """One frame from the decoder (see the module docstring for what comes back)."""
+        if ftype == 3 and type(body) is list and len(body) == 5:  # CALL, the hot path: no Call object
+            method, md, timeout, flags, payload = body
+            if type(method) is str and type(flags) is int:
+                return self._admit(call_id, method, md, timeout, flags, payload)
         frame = decode(ftype, call_id, body)
         handler = self._dispatch.get(type(frame))
         if handler is None:  # Unknown, Malformed, a frame only a server sends, a PONG
@@ -279,15 +287,21 @@ class ServerStream:
     def closed(self, call_id: int, streaming: bool) -> None:
         """The call ended (its TRAILER or REPLY was sent, or it was cancelled)."""
         self.calls.pop(call_id, None)
-        self.conn.call_ended(streaming)
+        conn = self.conn
+        conn.active_calls -= 1
+        if streaming:
+            conn.streaming_calls -= 1
 
     # ------------------------------------------------------------------ frames
     def _call(self, f: Call) -> Output:
+        return self._admit(f.call_id, f.method, f.metadata, f.timeout_ms, f.flags, f.payload)
+
+    def _admit(self, cid: int, method: str, md: Any, timeout: Any, flags: int, payload: Any) -> Output:
+        """Admit or refuse a CALL (its shape already checked: ``method`` str, ``flags`` int)."""
         conn = self.conn
-        cid = f.call_id
-        entry = conn.methods.get(f.method)
+        entry = conn.methods.get(method)
         if entry is None:
-            return encode_trailer(cid, Status.UNIMPLEMENTED, f"unknown method {f.method!r}")
+            return encode_trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
         if cid in self.calls:
             self.counters["bad_frames"] += 1
             return None
@@ -308,7 +322,16 @@ class ServerStream:
         conn.active_calls += 1
         if streaming:
             conn.streaming_calls += 1
-        return StartCall(f, spec, entry[1])
+        if not (type(timeout) is int or type(timeout) is float) or timeout < 0:
+            timeout = None  # nil (or not a duration): no deadline
+        return StartCall(
+            cid,
+            md if type(md) is dict else None,
+            timeout,
+            payload if flags & codec.FLAG_END else None,
+            spec,
+            entry[1],
+        )
 
     def _msg(self, f: Msg) -> Output:
         handle = self.calls.get(f.call_id)

@@ -17,7 +17,6 @@ from kcprpc.protocol import frames as fr
 from kcprpc.protocol.client import (
     CallAborted,
     ClientProtocol,
-    EventReceived,
     HeadersReceived,
     Replied,
     Streamed,
@@ -139,9 +138,9 @@ def test_server_protocol_survives_any_sequence(
         elif isinstance(out, bytes):
             assert codec.FrameDecoder().feed(out)  # a whole frame
         elif isinstance(out, StartCall):
-            assert out.frame.call_id not in st_.calls
-            st_.opened(out.frame.call_id, object())
-            open_calls.append((st_, out.frame.call_id, out.spec.streams_responses))
+            assert out.call_id not in st_.calls
+            st_.opened(out.call_id, object())
+            open_calls.append((st_, out.call_id, out.spec.streams_responses))
         elif isinstance(out, HelloAccepted):
             assert st_.is_control
             if data.draw(st.booleans()):
@@ -198,8 +197,8 @@ def test_client_protocol_survives_any_sequence(
             assert out.handle is handles.get(cid) and cid in proto.calls
             if isinstance(out, (Replied, Trailed, CallAborted)):
                 proto.done(cid)  # the call ends (the pump's ClientCall does this)
-        elif isinstance(out, EventReceived):
-            assert out.unreliable == as_dgram
+        elif isinstance(out, fr.Event):
+            assert ftype == codec.EVENT
         elif out is None and ftype not in fr.FrameType.__members__.values():
             assert sum(counters.values()) == before + 1  # unknown types are counted
         assert set(proto.calls) <= set(handles)  # nothing but the pump opens calls

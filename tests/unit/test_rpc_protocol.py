@@ -140,7 +140,7 @@ def test_server_states_and_admission() -> None:
     proto.welcome({"v": 1})
     assert _state(proto) is ConnState.READY
     start = ctl.receive(codec.CALL, 1, call)
-    assert isinstance(start, StartCall) and start.frame.payload == {"n": 1}
+    assert isinstance(start, StartCall) and start.request == {"n": 1} and start.call_id == 1
     ctl.opened(1, "handle")
     assert ctl.receive(codec.CALL, 1, call) is None  # its id is taken: dropped, counted
     assert _trailer(ctl.receive(codec.CALL, 2, call))[0] is Status.RESOURCE_EXHAUSTED  # max 1
