@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
@@ -10,6 +11,8 @@ from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
+
+Server.default_builtins = default_services  # the server itself imports no built-in service
 
 __all__ = [
     "Broker",

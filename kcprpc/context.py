@@ -11,9 +11,19 @@ from kcprpc.errors import UsageError
 from kcprpc.service import MethodSpec
 
 if TYPE_CHECKING:
-    from kcprpc.server import Server, ServerSession, _ServerCall
+    from kcprpc.server_session import ServerCall, ServerHost, ServerSession
 
 _current: contextvars.ContextVar[ServerContext] = contextvars.ContextVar("kcprpc_server_context")
+
+
+def set_current(ctx: ServerContext) -> contextvars.Token[ServerContext]:
+    """Make ``ctx`` the context of the task running (the server does this for each handler)."""
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[ServerContext]) -> None:
+    """Undo a :func:`set_current`."""
+    _current.reset(token)
 
 
 def current_context() -> ServerContext:
@@ -45,7 +55,7 @@ class ServerContext:
         metadata: dict[str, Any],
         session: ServerSession,
         deadline: float | None,
-        call: _ServerCall | None,
+        call: ServerCall | None,
     ) -> None:
         self.spec = spec
         self.method = spec.wire_name
@@ -79,6 +89,6 @@ class ServerContext:
         return self.session.remote_address
 
     @property
-    def server(self) -> Server:
+    def server(self) -> ServerHost:
         """The server handling the call."""
         return self.session.server

@@ -124,7 +124,9 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
     # those can be subscribed to (check_topic). The docstrings are the interface document's text.
 
     def __init__(self) -> None:
-        self._templates: list[str] | None = None  # one instance per server (builtin_services())
+        self._templates: list[str] | None = (
+            None  # one instance per server (kcprpc.builtins.default_services())
+        )
 
     def _declared(self, server: Any) -> list[str]:
         if self._templates is None:
@@ -150,8 +152,3 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
 
         ctx = current_context()
         ctx.server.push.unsubscribe(ctx.session, req.topic)
-
-
-def builtin_services() -> list[object]:
-    """Instances of the built-in services."""
-    return [HealthService(), PushService()]

@@ -17,7 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -25,10 +25,47 @@ from kcprpc.codec import EVENT, ROOMS, encode_frame, encode_frame_raw, pack
 from kcprpc.errors import RpcError
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
-from kcprpc.transport import Connection
+from kcprpc.transport import Connection, FrameWriter
 
-if TYPE_CHECKING:
-    from kcprpc.server import Server, ServerSession
+
+class Member(Protocol):
+    """A session as the hub sees it (:class:`kcprpc.Member`)."""
+
+    rooms: set[str]
+    topics: set[str]
+    closed: bool
+    control: FrameWriter | None
+
+    @property
+    def streaming_calls(self) -> int: ...
+
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None: ...
+
+    def send_datagram(self, frame: bytes) -> bool: ...
+
+    def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None: ...
+
+
+class HubLimits(Protocol):
+    """The limits the hub applies (:class:`kcprpc.ServerConfig`)."""
+
+    @property
+    def max_name_length(self) -> int: ...
+
+    @property
+    def max_rooms(self) -> int: ...
+
+    @property
+    def max_subscriptions(self) -> int: ...
+
+
+class HubHost(Protocol):
+    """What the hub uses of its server: its counters and its limits."""
+
+    stats: dict[str, int]
+
+    @property
+    def config(self) -> HubLimits: ...
 
 
 @event("kcprpc.ResumeFailed")
@@ -219,10 +256,10 @@ def topic_key(topic: str) -> str:
 class PushHub:
     """Local membership of rooms and topics, wired to the broker (``server.push``)."""
 
-    def __init__(self, server: Server, broker: Broker) -> None:
+    def __init__(self, server: HubHost, broker: Broker) -> None:
         self.server = server
         self.broker = broker
-        self._local: dict[str, set[ServerSession]] = {}
+        self._local: dict[str, set[Member]] = {}
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
 
     def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
@@ -245,7 +282,7 @@ class PushHub:
 
         return deliver
 
-    def _add(self, session: ServerSession, key: str) -> None:
+    def _add(self, session: Member, key: str) -> None:
         members = self._local.get(key)
         if members is None:
             members = self._local[key] = set()
@@ -253,7 +290,7 @@ class PushHub:
             self.broker.subscribe(key, cb)
         members.add(session)
 
-    def _remove(self, session: ServerSession, key: str) -> None:
+    def _remove(self, session: Member, key: str) -> None:
         members = self._local.get(key)
         if not members:
             return
@@ -267,7 +304,7 @@ class PushHub:
         if not name or len(name) > limit:
             raise RpcError(Status.INVALID_ARGUMENT, f"{kind} name must have 1 to {limit} characters")
 
-    def join(self, session: ServerSession, room: str) -> None:
+    def join(self, session: Member, room: str) -> None:
         """Add a session to a room and tell its client. RESOURCE_EXHAUSTED past the server's
         ``max_rooms`` per session, INVALID_ARGUMENT for an empty name or one longer than
         ``max_name_length``."""
@@ -280,7 +317,7 @@ class PushHub:
         self._add(session, room_key(room))
         session.send_frame(encode_frame(ROOMS, 0, [True, room]))
 
-    def leave(self, session: ServerSession, room: str) -> None:
+    def leave(self, session: Member, room: str) -> None:
         """Remove a session from a room."""
         if room not in session.rooms:
             return
@@ -289,7 +326,7 @@ class PushHub:
         if not session.closed:
             session.send_frame(encode_frame(ROOMS, 0, [False, room]))
 
-    def subscribe(self, session: ServerSession, topic: str) -> None:
+    def subscribe(self, session: Member, topic: str) -> None:
         """Subscribe a session to a topic (RESOURCE_EXHAUSTED past ``max_subscriptions``,
         INVALID_ARGUMENT for an empty name or one longer than ``max_name_length``)."""
         if topic in session.topics:
@@ -300,13 +337,13 @@ class PushHub:
         session.topics.add(topic)
         self._add(session, topic_key(topic))
 
-    def unsubscribe(self, session: ServerSession, topic: str) -> None:
+    def unsubscribe(self, session: Member, topic: str) -> None:
         """Unsubscribe a session from a topic."""
         if topic in session.topics:
             session.topics.discard(topic)
             self._remove(session, topic_key(topic))
 
-    def replay(self, session: ServerSession, key: str, epoch: int, seq: int) -> int:
+    def replay(self, session: Member, key: str, epoch: int, seq: int) -> int:
         """Send ``session`` the reliable messages of ``key`` it missed after ``(epoch, seq)``, or a
         :class:`~kcprpc.push.ResumeFailed` event; returns how many were replayed."""
         broker = self.broker
@@ -322,11 +359,11 @@ class PushHub:
                 n += 1
         return n
 
-    def members(self, room: str) -> set[ServerSession]:
+    def members(self, room: str) -> set[Member]:
         """Local sessions in a room."""
         return set(self._local.get(room_key(room), ()))
 
-    def drop(self, session: ServerSession) -> None:
+    def drop(self, session: Member) -> None:
         """Forget a disconnected session everywhere."""
         for room in list(session.rooms):
             self._remove(session, room_key(room))

@@ -54,7 +54,7 @@ class ReflectionService(Service, name="kcprpc.Reflection"):
 
     @staticmethod
     def _server() -> Any:
-        from kcprpc.server import current_context
+        from kcprpc.context import current_context
 
         return current_context().server
 

@@ -1,67 +1,49 @@
-"""The RPC server: dispatch, validation, deadlines, cancellation, limits, push and heartbeats.
+"""The RPC server: accepts connections, keeps their sessions, sweeps the silent and the slow ones,
+and shuts down gracefully.
 
 A :class:`Server` serves any :class:`~kcprpc.transport.Connection` given to
 :meth:`Server.handle_connection` (in-memory pairs in tests); :meth:`Server.serve` listens on KCP.
+Each connection is a :class:`~kcprpc.server_session.ServerSession` with its sans-I/O
+:class:`~kcprpc.protocol.server.ServerProtocol`; each of its streams is pumped by a
+:class:`~kcprpc.dispatch.StreamPump`. The built-in services (health, stats, topic subscription,
+reflection) are handed in (``builtins=``, by default :attr:`Server.default_builtins`, which
+``kcprpc/__init__`` sets to :func:`kcprpc.builtins.default_services`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
-from kcp.logutil import RateLimitedLog
 from kcprpc import codec
-from kcprpc.codec import CALL, MSG, OVERSIZED, Frame, Refused, encode_frame
-from kcprpc.context import ServerContext, _current, current_context
+from kcprpc.context import ServerContext, current_context, set_current
+from kcprpc.dispatch import StreamPump, invoke, maybe_await
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heartbeat import HeartbeatConfig, SendStall
 from kcprpc.interceptors import ServerInterceptor, chain_server
-from kcprpc.protocol.frames import encode_goaway, encode_headers, encode_msg, encode_reply, encode_trailer
-from kcprpc.protocol.server import (
-    CallCancel,
-    CallEnd,
-    CallMessage,
-    HelloAccepted,
-    HelloRefused,
-    ServerLimits,
-    ServerProtocol,
-    StartCall,
-    StartNotify,
+from kcprpc.protocol.server import StartNotify
+from kcprpc.push import Broker, MemoryBroker, PushHub
+from kcprpc.server_config import ServerConfig
+from kcprpc.server_session import (
+    CANCEL_CLIENT,
+    CANCEL_SHUTDOWN,
+    PathHook,
+    RestoreHook,
+    ServerSession,
+    SessionHook,
 )
-from kcprpc.push import (
-    Broker,
-    BrokerMessage,
-    MemoryBroker,
-    PushHub,
-    room_key,
-    route,
-    send_datagram,
-    topic_key,
-)
-from kcprpc.service import Delivery, MethodSpec, event_info, service_spec
+from kcprpc.service import MethodSpec, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import (
-    INBOX_LIMIT,
     RECEIVE_COUNTERS,
     TRIM_AFTER,
     ByteStream,
     Connection,
-    FrameWriter,
-    Inbox,
-    ParkingLot,
-    ReceiveLimits,
-    SendGuard,
-    close_code,
     read_frames,
-    receive_limit_defaults,
     spawn,
     trim_soon,
 )
@@ -70,316 +52,9 @@ log = logging.getLogger("kcprpc.server")
 
 __all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession", "current_context"]
 
+BuiltinServices = Callable[[bool], list[object]]
+"""Makes the built-in service instances of one server (the argument: with reflection or not)."""
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """Limits and timings of a server (per connection unless said otherwise)."""
-
-    max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
-    max_concurrent_calls: int = 1000
-    max_subscriptions: int = 1000  # topics plus streaming calls open at once
-    heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
-    shutdown_grace: float = 5.0
-    stream_high_water: int = 64 * 1024
-    max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
-    max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
-    max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
-    max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
-    # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
-    max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
-    max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
-    slow_consumer_timeout: float | None = 10.0  # s with data waiting and none of it consumed
-    # -- receive-side memory per connection (docs/rpc.md, "Flow control and memory per connection")
-    max_decoded_bytes: int | None = None
-    """Estimated bytes of decoded request bodies one connection may hold (those of running calls
-    and of unread streamed messages); a body that would exceed it is refused without being decoded
-    (RESOURCE_EXHAUSTED). None: 8 MiB, or ``2 * max_message_size`` if larger."""
-    max_partial_frame_bytes: int | None = None
-    """Bytes of frames received in part that the streams of one connection may hold together
-    (the control stream may hold one frame more); a stream whose frame does not fit stops being
-    read until it does (or, with no pause slot left, the frame is refused). None:
-    ``max_message_size + 9 + 256 KiB`` (4.25 MiB)."""
-    partial_frame_timeout: float | None = 10.0
-    """A frame received in part that gets no further byte for this long is dropped (its call fails
-    with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
-
-    def __post_init__(self) -> None:
-        if (
-            self.max_message_size <= 0
-            or self.max_concurrent_calls <= 0
-            or self.max_subscriptions < 0
-            or self.max_rooms < 0
-            or self.max_name_length <= 0
-            or self.max_concurrent_notifications <= 0
-            or self.max_metadata_size <= 0
-        ):
-            raise UsageError("limits must be positive")
-        if self.max_send_backlog <= self.max_message_size:
-            raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
-        if self.max_send_backlog_total < self.max_send_backlog:
-            raise UsageError("max_send_backlog_total must be at least max_send_backlog")
-        if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
-            raise UsageError("slow_consumer_timeout must be positive or None")
-        self.receive_limits()
-
-    def receive_limits(self) -> tuple[int, int]:
-        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
-        )
-
-
-_slow_log = RateLimitedLog(log, burst=10, interval=60.0)
-"""Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
-
-
-# why a call's task was cancelled
-_CLIENT, _DEADLINE, _SHUTDOWN, _OVERFLOW, _REFUSED = 1, 2, 3, 4, 5
-
-
-class _ServerCall:
-    __slots__ = ("cid", "cost", "ctx", "inbound", "reason", "refusal", "started", "task", "timer", "writer")
-
-    def __init__(self, cid: int, writer: FrameWriter) -> None:
-        self.cid = cid
-        self.writer = writer
-        self.ctx: ServerContext | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.inbound: Inbox | None = None
-        self.reason = 0
-        self.cost = 0  # decode budget held by the CALL body until the call ends
-        self.started = False
-        self.refusal = ""
-
-    def overflow(self) -> None:
-        self.cancel(_OVERFLOW)
-
-    def refuse(self, refused: Refused) -> None:
-        """A message of this call was refused by a receive budget: fail it (RESOURCE_EXHAUSTED)."""
-        self.refusal = refused.reason
-        self.cancel(_REFUSED)
-
-    def cancel(self, reason: int) -> None:
-        task = self.task
-        if task is not None and not task.done():
-            if not self.reason:
-                self.reason = reason
-            if self.started:
-                task.cancel()
-            else:  # a task cancelled before its first step never runs its finally: let it start
-                task.get_loop().call_soon(task.cancel)
-
-
-_END = object()
-
-
-class ServerSession:
-    """One connected client, as seen by the server (``ctx.session`` in handlers)."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self, server: Server, conn: Connection) -> None:
-        self.server = server
-        self.conn = conn
-        self.id = f"{os.getpid():x}-{next(self._ids)}"
-        self.metadata: dict[str, Any] = {}
-        self.state: dict[str, Any] = {}  # free for the application
-        self.rooms: set[str] = set()
-        self.topics: set[str] = set()
-        self.path_changes = 0  # secure mode: times this client moved to a new address
-        self.closed = False
-        cfg = server.config
-        # the protocol state of this connection (sans-I/O): call tables, limits, HELLO/WELCOME
-        self.protocol = ServerProtocol(
-            server._methods,
-            ServerLimits(
-                cfg.max_concurrent_calls,
-                cfg.max_subscriptions,
-                cfg.max_metadata_size,
-                cfg.max_concurrent_notifications,
-            ),
-            server.stats,
-            self.topics,
-        )
-        self.control: FrameWriter | None = None
-        self._loop = asyncio.get_running_loop()
-        self.last_receive = self._loop.time()
-        self._max_dgram = conn.max_datagram_size
-        self.calls: set[_ServerCall] = set()
-        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
-        # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
-        # this client, checked after every write (O(1)) and by the sweep (with the stall watch)
-        self._send_limit = cfg.max_send_backlog
-        self._drop_unreliable_at = cfg.max_send_backlog // 8
-        backlog = getattr(conn, "send_backlog", None)
-        progress = getattr(conn, "send_progress", None)
-        self._backlog: Callable[[], int] | None = backlog if callable(backlog) else None
-        self._progress: Callable[[], int] | None = progress if callable(progress) else None
-        self.send_backlog = 0  # bytes held for this client, as of the last check
-        # checked after every 1/32 of the bound written (at most 64 KiB): the bound holds within that
-        self._guard = (
-            SendGuard(self._check_send, min(64 * 1024, cfg.max_send_backlog // 32))
-            if self._backlog is not None
-            else None
-        )
-        timeout = cfg.slow_consumer_timeout
-        self._stall = (
-            SendStall(max(1, int(timeout * 1000)))
-            if timeout is not None and self._backlog is not None and self._progress is not None
-            else None
-        )
-        decoded, partial = server.config.receive_limits()
-        self.receive = ReceiveLimits(
-            max_decoded_bytes=decoded,
-            max_partial_frame_bytes=partial,
-            partial_frame_timeout=server.config.partial_frame_timeout,
-            held_types=(CALL, MSG),
-            parking=self.parking,
-            counters=server.stats,
-        )
-
-    @property
-    def ready(self) -> bool:
-        """True once the HELLO was answered with WELCOME (until the server drains)."""
-        return self.protocol.ready
-
-    @property
-    def rtt_ms(self) -> float | None:
-        """The client's smoothed RTT in ms, as it reports it in its PINGs."""
-        return self.protocol.rtt_ms
-
-    @property
-    def active_calls(self) -> int:
-        """Calls of this session running now."""
-        return self.protocol.active_calls
-
-    @property
-    def streaming_calls(self) -> int:
-        """Server-streaming and bidi calls of this session running now."""
-        return self.protocol.streaming_calls
-
-    @property
-    def notify_running(self) -> int:
-        """Notify handlers of this session running now."""
-        return self.protocol.notify_running
-
-    @property
-    def remote_address(self) -> Any:
-        """The client's address (in secure mode it follows the client when its path changes)."""
-        return self.conn.remote_address
-
-    @property
-    def peer_public_key(self) -> bytes | None:
-        """Secure mode: the client's static public key when it ran the pinned-key handshake (its
-        identity, also given to the server's ``authorize`` hook), else None."""
-        key = getattr(self.conn, "peer_public_key", None)
-        return key if isinstance(key, bytes) else None
-
-    # -- Peer protocol (push.route) --
-    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
-        """Queue a frame on the control stream. An ``unreliable`` frame (an unreliable event too big
-        for a datagram) is dropped and counted instead while much is already waiting for this
-        client (more than ``max_send_backlog // 8``): it is never worth queueing behind a backlog."""
-        if self.control is not None:
-            if unreliable and self.send_backlog > self._drop_unreliable_at:
-                self.server.stats["unreliable_dropped"] += 1
-                return
-            self.control.send(frame)
-
-    # -- the send bounds --
-    def _check_send(self) -> None:
-        """After every ``SendGuard.every`` bytes this session's writers wrote (O(1)), and from the
-        sweep: past ``max_send_backlog`` the session ends as a slow consumer; past
-        ``max_send_backlog_total`` the server sheds the largest backlogs."""
-        backlog = self._backlog
-        if backlog is None or self.closed:
-            return
-        b = backlog()
-        server = self.server
-        server._backlog_total += b - self.send_backlog
-        self.send_backlog = b
-        if b > self._send_limit:
-            self._end_slow_consumer(
-                "slow_consumers",
-                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({self._send_limit})",
-            )
-        elif server._backlog_total > server.config.max_send_backlog_total:
-            server._shed_soon()
-
-    def _end_slow_consumer(self, counter: str, why: str) -> None:
-        """End this session now because it does not read what it is sent: count it (``counter``),
-        tell the client (RESOURCE_EXHAUSTED "slow consumer: <why>", as an OOB GOAWAY datagram and,
-        in secure mode, in the transport's authenticated CLOSE), drop what waits for it."""
-        if self.closed:
-            return
-        self.closed = True
-        server = self.server
-        server.stats[counter] += 1
-        server._note_release(self.send_backlog)
-        server._backlog_total -= self.send_backlog
-        self.send_backlog = 0
-        message = f"slow consumer: {why}"
-        _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
-        if self.control is not None:
-            self.control.discard()
-        goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
-        for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
-            send_datagram(self.conn, goaway, self._max_dgram)
-        spawn(server._tasks, self._abort(message))
-
-    async def _abort(self, message: str) -> None:
-        abort = getattr(self.conn, "abort", None)
-        try:
-            if callable(abort):
-                await abort(close_code(Status.RESOURCE_EXHAUSTED), message[:500])
-            else:
-                await self.conn.close()
-        except Exception:
-            log.warning("session %s: closing the connection failed", self.id, exc_info=False)
-
-    def send_datagram(self, frame: bytes) -> bool:
-        """Send a frame as one OOB datagram if it fits."""
-        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
-
-    # -- push API --
-    def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
-        """Push one typed event to this session only."""
-        name, default, adapter = event_info(type(event))
-        frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
-        self.server.stats["events_sent"] += 1
-        route(self, frame, Delivery(delivery) if delivery is not None else default)
-
-    def join(self, room: str) -> None:
-        """Add this session to ``room`` (it leaves on disconnect)."""
-        self.server.push.join(self, room)
-
-    def leave(self, room: str) -> None:
-        """Remove this session from ``room``."""
-        self.server.push.leave(self, room)
-
-    def deliver(self, msg: BrokerMessage) -> None:
-        """Broker fan-out target."""
-        if not self.closed:
-            route(self, msg.frame(), msg.delivery)
-
-    async def close(self) -> None:
-        """Disconnect this client."""
-        await self.conn.close()
-
-
-Handler = Callable[..., Any]
-RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
-"""``on_restore(session, rooms, topics)``: a reconnecting client claims ``rooms`` (its word only)
-and is back in ``topics`` (re-subscribed through Subscribe's checks). The hook joins the rooms the
-application allows, with the checks of its own join (``session.join(room)``); rooms it does not
-join stay left, and the client is told (``kcprpc.ResumeFailed``, reason ``"not restored"``)."""
-SessionHook = Callable[[ServerSession], Awaitable[None] | None]
-PathHook = Callable[[ServerSession, Any, Any], Awaitable[None] | None]
-"""``on_path_change(session, old_address, new_address)``: a secure-mode client moved."""
 Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """Secure mode's handshake hook: ``(token, client_static_public_or_None, addr)`` returns None to
 accept or a refusal message (the client's ``connect()`` raises UNAUTHENTICATED with it)."""
@@ -389,14 +64,18 @@ class Server:
     """Serves a list of service instances.
 
     ``Server([GameService()], host, port, key="passphrase", fec=(10, 3))`` then
-    ``await server.serve()``. Built-in services (health, stats, topic subscription) are always added; reflection unless
-    ``reflection=False``.
+    ``await server.serve()``. Built-in services (health, stats, topic subscription; reflection unless
+    ``reflection=False``) are added: ``builtins`` when given, else :attr:`default_builtins`.
 
     Wire mode (docs/rpc.md, "Wire modes"): secure by default, with ``key`` as the shared
     passphrase and/or ``static_private_key`` as the server identity clients pin; ``authorize``
     checks client tokens during the handshake. ``crypt=`` (a kcp-go cipher name) or
     ``mode="compat"`` serves kcp-go's format instead (for kcp-go/kcptun peers).
     """
+
+    default_builtins: ClassVar[BuiltinServices | None] = None
+    """Makes the built-in services of a server given no ``builtins``: set by ``kcprpc/__init__`` to
+    :func:`kcprpc.builtins.default_services` (health, stats, Push Subscribe, reflection)."""
 
     def __init__(
         self,
@@ -419,9 +98,8 @@ class Server:
         on_path_change: PathHook | None = None,
         transport_options: Mapping[str, Any] | None = None,
         reflection: bool = True,
+        builtins: Iterable[object] | None = None,
     ) -> None:
-        from kcprpc.health import builtin_services
-
         self.host = host
         self.port = port
         self.transport_options = dict(transport_options or {})
@@ -476,16 +154,15 @@ class Server:
         self._shedding = False
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
-        self._methods: dict[str, tuple[MethodSpec, Handler]] = {}
+        self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
-        for svc in [*services, *builtin_services()]:
+        if builtins is None:
+            make = type(self).default_builtins
+            builtins = make(reflection) if make is not None else ()
+        for svc in [*services, *builtins]:
             self.add_service(svc)
-        if reflection:  # kcprpc.Reflection: lists services, returns their interface documents
-            from kcprpc.reflection import ReflectionService
-
-            self.add_service(ReflectionService())
         self._closing = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self._listener: Any = None
         self._sweeper: asyncio.Future[None] | None = None
         self._accept_task: asyncio.Future[None] | None = None
@@ -562,7 +239,7 @@ class Server:
             sess.receive.close()
             dgram_task.cancel()
             for call in list(sess.calls):
-                call.cancel(_CLIENT)
+                call.cancel(CANCEL_CLIENT)
             for t in list(tasks):
                 t.cancel()
             self._note_release(sess.send_backlog)
@@ -573,7 +250,7 @@ class Server:
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
             if self.on_disconnect is not None:
                 try:
-                    await _maybe_await(self.on_disconnect(sess))
+                    await maybe_await(self.on_disconnect(sess))
                 except Exception:
                     log.exception("on_disconnect hook failed")
 
@@ -588,7 +265,7 @@ class Server:
                 try:
                     r = self.on_path_change(sess, ev.old, ev.new)
                     if inspect.isawaitable(r):
-                        spawn(self._tasks, r)
+                        spawn(self.tasks, r)
                 except Exception:
                     log.exception("on_path_change hook failed")
         elif isinstance(ev, PathValidated):
@@ -617,21 +294,25 @@ class Server:
                     s.closed = True
                     self._note_release(s.send_backlog)
                     s.send_backlog = 0
-                    spawn(self._tasks, s.conn.close())  # concurrently: a dead peer's close may linger
+                    spawn(self.tasks, s.conn.close())  # concurrently: a dead peer's close may linger
                     continue
-                backlog = s._backlog
+                backlog = s.backlog_probe
                 if backlog is None:
                     continue
                 b = s.send_backlog = backlog()
-                if b > s._send_limit:  # grown since its last check (which runs every 64 KiB written)
-                    s._end_slow_consumer(
+                if b > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
+                    s.end_slow_consumer(
                         "slow_consumers",
-                        f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s._send_limit})",
+                        f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
                     )
                     continue
-                stall = s._stall
-                if stall is not None and s._progress is not None and stall.observe(now_ms, b, s._progress()):
-                    s._end_slow_consumer(
+                stall = s.stall
+                if (
+                    stall is not None
+                    and s.progress_probe is not None
+                    and stall.observe(now_ms, b, s.progress_probe())
+                ):
+                    s.end_slow_consumer(
                         "slow_consumers_stalled",
                         f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
                     )
@@ -641,6 +322,23 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
+
+    # -- the send bounds (ServerHost: sessions report their backlog here)
+    @property
+    def method_table(self) -> Mapping[str, tuple[MethodSpec, Callable[..., Any]]]:
+        """Wire name -> (spec, bound handler) of every served method."""
+        return self._methods
+
+    def backlog_changed(self, delta: int, shed: bool = True) -> None:
+        """A session's send backlog changed by ``delta`` bytes."""
+        self._backlog_total += delta
+        if shed and self._backlog_total > self.config.max_send_backlog_total:
+            self._shed_soon()
+
+    def backlog_released(self, nbytes: int) -> None:
+        """A session that held ``nbytes`` of send backlog ended (as a slow consumer)."""
+        self._note_release(nbytes)
+        self._backlog_total -= nbytes
 
     def _note_release(self, nbytes: int) -> None:
         """Sessions that held ``nbytes`` of send backlog are gone: past ``TRIM_AFTER`` of them, ask
@@ -665,8 +363,8 @@ class Server:
         sized: list[tuple[int, ServerSession]] = []
         total = 0
         for s in self.sessions:
-            if not s.closed and s._backlog is not None:
-                b = s.send_backlog = s._backlog()
+            if not s.closed and s.backlog_probe is not None:
+                b = s.send_backlog = s.backlog_probe()
                 total += b
                 sized.append((b, s))
         self._backlog_total = total
@@ -677,7 +375,7 @@ class Server:
         for b, s in sized:
             if total <= target or b <= 0:
                 break
-            s._end_slow_consumer(
+            s.end_slow_consumer(
                 "slow_consumers_shed",
                 f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
                 f"were over max_send_backlog_total ({cap})",
@@ -696,13 +394,13 @@ class Server:
             except Exception:
                 self.stats["bad_frames"] += 1
                 continue
-            sess.last_receive = sess._loop.time()
+            sess.last_receive = sess.loop.time()
             start = sess.protocol.receive_datagram(ftype, cid, body)
             if start is not None:
-                self._on_notify(sess, start)
+                self.run_notify(sess, start)
 
     async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
-        ch = _Channel(self, sess, stream)
+        ch = StreamPump(self, sess, stream)
         try:
             await read_frames(
                 stream,
@@ -720,7 +418,7 @@ class Server:
                 await sess.conn.close()
 
     # ------------------------------------------------------------------ notify
-    def _on_notify(self, sess: ServerSession, start: StartNotify) -> None:
+    def run_notify(self, sess: ServerSession, start: StartNotify) -> None:
         """Run a NOTIFY admitted by the protocol (its payload is validated here)."""
         frame, spec, handler = start
         try:
@@ -732,20 +430,22 @@ class Server:
         self.stats["notifications"] += 1
         ctx = ServerContext(spec, frame.metadata or {}, sess, None, None)
         ctx.request = req
-        spawn(self._tasks, self._run_notify(ctx, handler, req))
+        spawn(self.tasks, self._run_notify(ctx, handler, req))
 
-    def _through_interceptors(self, ctx: ServerContext, handler: Handler, req: Any) -> Awaitable[Any]:
+    def through_interceptors(
+        self, ctx: ServerContext, handler: Callable[..., Any], req: Any
+    ) -> Awaitable[Any]:
         """Run ``handler(req)`` behind the server's interceptors (alone when there are none): the one
         path of unary calls, notifies and restored subscriptions."""
         spec = ctx.spec
         if self.interceptors:
-            return chain_server(self.interceptors, ctx, lambda: _invoke(handler, spec, req))
+            return chain_server(self.interceptors, ctx, lambda: invoke(handler, spec, req))
         return spec.invoke(handler, req)  # type: ignore[no-any-return]
 
-    async def _run_notify(self, ctx: ServerContext, handler: Handler, req: Any) -> None:
-        _current.set(ctx)
+    async def _run_notify(self, ctx: ServerContext, handler: Callable[..., Any], req: Any) -> None:
+        set_current(ctx)
         try:
-            await self._through_interceptors(ctx, handler, req)
+            await self.through_interceptors(ctx, handler, req)
         except RpcError:
             self.stats["notifications_refused"] += 1  # an interceptor or the handler said no: no one to tell
         except Exception:
@@ -786,7 +486,7 @@ class Server:
                 conn = await self._listener.accept()
             except (ConnectionError, OSError, EOFError):
                 return
-            spawn(self._tasks, self.handle_connection(conn))
+            spawn(self.tasks, self.handle_connection(conn))
 
     async def serve(self) -> None:
         """Start (if needed) and serve until :meth:`shutdown` (or cancellation)."""
@@ -824,7 +524,7 @@ class Server:
             await asyncio.wait(calls, timeout=max(0.0, end - loop.time()))
         for s in list(self.sessions):
             for c in list(s.calls):
-                c.cancel(_SHUTDOWN)
+                c.cancel(CANCEL_SHUTDOWN)
         await asyncio.sleep(0)
         for s in list(self.sessions):
             if s.control is not None:
@@ -836,7 +536,7 @@ class Server:
             wc = getattr(self._listener, "wait_closed", None)
             if wc is not None:
                 await wc()
-        for t in list(self._tasks):
+        for t in list(self.tasks):
             t.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -849,409 +549,3 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
-
-
-_SUBSCRIBE = "kcprpc.Push/Subscribe"
-
-
-def _restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[str], dict[str, Any]] | None:
-    """The rooms, topics and offsets of a HELLO's ``restore`` (names that are not strings are
-    ignored), or None when it names more than a session may hold (``max_rooms`` rooms,
-    ``max_subscriptions`` topics, an offset per name): such a restore is refused whole."""
-    if not isinstance(restore, dict):
-        return [], [], {}
-    raw_rooms, raw_topics, offsets = restore.get("rooms"), restore.get("topics"), restore.get("offsets")
-    raw_rooms = raw_rooms if isinstance(raw_rooms, list) else []
-    raw_topics = raw_topics if isinstance(raw_topics, list) else []
-    offsets = offsets if isinstance(offsets, dict) else {}
-    if (
-        len(raw_rooms) > config.max_rooms
-        or len(raw_topics) > config.max_subscriptions
-        or len(offsets) > config.max_rooms + config.max_subscriptions
-    ):
-        return None
-    rooms = list(dict.fromkeys(r for r in raw_rooms if isinstance(r, str)))
-    topics = list(dict.fromkeys(t for t in raw_topics if isinstance(t, str)))
-    return rooms, topics, offsets
-
-
-async def _maybe_await(v: Any) -> None:
-    if inspect.isawaitable(v):
-        await v
-
-
-def _bad_request(e: ValidationError) -> RpcError:
-    """A request that does not validate: INVALID_ARGUMENT with pydantic's error list."""
-    return RpcError(
-        Status.INVALID_ARGUMENT,
-        "request validation failed",
-        e.errors(include_url=False, include_context=False),
-    )
-
-
-def _invoke(handler: Handler, spec: MethodSpec, req: Any) -> Any:
-    return spec.invoke(handler, req)
-
-
-class _Channel:
-    """One stream on the server: the control stream (after HELLO) or a call stream. The pump of a
-    :class:`~kcprpc.protocol.server.ServerStream`: it feeds it the frames read and acts on what
-    comes back (bytes to send, calls to start, messages to queue)."""
-
-    def __init__(self, server: Server, sess: ServerSession, stream: ByteStream) -> None:
-        self.server = server
-        self.sess = sess
-        self.writer = FrameWriter(stream, guard=sess._guard)
-        self.proto = sess.protocol.open_stream()
-        self.calls: dict[int, _ServerCall] = self.proto.calls  # the protocol's call table
-        self.loop = sess._loop
-        self.decode = sess.receive.decode
-        self._on_event: dict[type, Callable[[Any, int], bool]] = {
-            StartCall: self._start_call,
-            CallMessage: self._on_message,
-            CallEnd: self._on_end,
-            CallCancel: self._on_cancel,
-            HelloAccepted: self._on_hello,
-            HelloRefused: self._on_hello_refused,
-            StartNotify: self._on_notify,
-        }
-
-    @property
-    def is_control(self) -> bool:
-        """True for the control stream (the one whose first frame was HELLO)."""
-        return self.proto.is_control
-
-    # ---------------------------------------------------------------- frames in
-    def control(self) -> bool:
-        """True for the control stream (its reader never waits for buffer space)."""
-        return self.proto.is_control
-
-    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
-        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
-        the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
-        self.sess.last_receive = self.loop.time()
-        receive = self.proto.receive
-        send = self.writer.send
-        on_event = self._on_event
-        for i, (ftype, cid, body) in enumerate(frames):
-            out = receive(ftype, cid, body)
-            if out is None:
-                continue
-            if type(out) is bytes:
-                send(out)
-            elif on_event[type(out)](out, costs[i]):
-                costs[i] = 0
-
-    def _on_message(self, ev: CallMessage, cost: int) -> bool:
-        call: _ServerCall = ev.handle
-        inbound = call.inbound
-        if inbound is None:
-            return False
-        body = ev.payload
-        if type(body) is Refused:
-            call.refuse(body)
-        elif self.proto.is_control and inbound.qsize() >= INBOX_LIMIT:
-            # the shared stream cannot be paused for one call: refuse to buffer without end
-            call.cancel(_OVERFLOW)
-        else:
-            inbound.put(body, cost)
-            return True
-        return False
-
-    def _on_end(self, ev: CallEnd, cost: int) -> bool:
-        call: _ServerCall = ev.handle
-        if call.inbound is not None:
-            call.inbound.put(_END)
-        return False
-
-    def _on_cancel(self, ev: CallCancel, cost: int) -> bool:
-        call: _ServerCall = ev.handle
-        call.cancel(_CLIENT)
-        return False
-
-    def _on_notify(self, ev: StartNotify, cost: int) -> bool:
-        self.server._on_notify(self.sess, ev)
-        return False
-
-    def _on_hello(self, ev: HelloAccepted, cost: int) -> bool:
-        sess = self.sess
-        sess.control = self.writer
-        hello = ev.hello
-        sess.metadata = hello.metadata
-        if self.server.on_connect is None and hello.restore is None:
-            self._welcome(None)
-        else:
-            spawn(self.server._tasks, self._handshake(hello.restore))
-        return False
-
-    def _on_hello_refused(self, ev: HelloRefused, cost: int) -> bool:
-        self.sess.control = self.writer
-        spawn(self.server._tasks, self._refuse(ev.code, ev.message))
-        return False
-
-    def _welcome(self, restored: dict[str, list[str]] | None) -> None:
-        sess, server = self.sess, self.server
-        hb = server.config.heartbeat
-        body: dict[str, Any] = {
-            "v": codec.PROTOCOL_VERSION,
-            "sid": sess.id,
-            "hb": int(hb.interval * 1000),
-            "epoch": server.push.broker.epoch,
-            "max_msg": server.config.max_message_size,
-        }
-        if restored is not None:
-            body["restored"] = restored
-        self.writer.send(sess.protocol.welcome(body))
-
-    async def _handshake(self, restore: Any) -> None:
-        """Run ``on_connect`` (which may refuse the connection by raising RpcError), then restore
-        what a reconnecting client names in its HELLO, then answer WELCOME (with what was restored,
-        when the client asked). Calls that arrive before WELCOME are refused with UNAVAILABLE."""
-        server, sess = self.server, self.sess
-        restored: dict[str, list[str]] | None = None
-        try:
-            if server.on_connect is not None:
-                await _maybe_await(server.on_connect(sess))
-            if restore is not None:
-                restored = await self._restore(restore)
-        except Exception as e:
-            if isinstance(e, RpcError):
-                code, message = e.status, e.message
-            else:
-                log.exception("on_connect/on_restore failed")
-                code, message = Status.INTERNAL, "internal error"
-            await self._refuse(code, message)
-            return
-        if not sess.closed:
-            self._welcome(restored)
-
-    async def _refuse(self, code: Status, message: str) -> None:
-        """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``
-        raises it), then close."""
-        self.writer.send(self.sess.protocol.goaway(code, message))
-        self.writer.flush()
-        await self.sess.conn.close()
-
-    async def _restore(self, restore: Any) -> dict[str, list[str]]:
-        """Restore the rooms and topics a reconnecting client names, through the checks of a first
-        join, and replay what it missed on them; returns what it is back in.
-
-        The client's word is a claim, never membership: a topic is re-subscribed through the
-        ``kcprpc.Push/Subscribe`` method (the server's interceptors, the name and count limits),
-        exactly as ``client.subscribe()`` would; rooms are server-side membership, so only the
-        application's ``on_restore`` hook may join them again (without one, none is). A claim over
-        the limits (``max_rooms`` rooms, ``max_subscriptions`` topics) restores nothing."""
-        server, sess = self.server, self.sess
-        stats = server.stats
-        claims = _restore_claims(restore, server.config)
-        if claims is None:
-            stats["restores_refused"] += 1
-            return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
-        rooms, topics, offsets = claims
-        for t in topics:
-            if await self._resubscribe(t):
-                stats["restored_topics"] += 1
-            else:
-                stats["restores_denied"] += 1
-        if server.on_restore is not None and (rooms or topics):
-            await _maybe_await(server.on_restore(sess, rooms, [t for t in topics if t in sess.topics]))
-        denied = sum(1 for r in rooms if r not in sess.rooms)
-        stats["restored_rooms"] += len(rooms) - denied
-        stats["restores_denied"] += denied
-        self._replay(offsets)
-        return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
-
-    async def _resubscribe(self, topic: str) -> bool:
-        """Subscribe this session to ``topic`` through the Subscribe method's whole path (request
-        validation, interceptors, handler): True when it is subscribed."""
-        server, sess = self.server, self.sess
-        entry = server._methods.get(_SUBSCRIBE)
-        if entry is None:
-            return False
-        spec, handler = entry
-        ctx = ServerContext(spec, dict(sess.metadata), sess, None, None)
-        token = _current.set(ctx)
-        try:
-            ctx.request = req = spec.load_request({"topic": topic})
-            await server._through_interceptors(ctx, handler, req)
-        except (RpcError, ValidationError):
-            return False
-        except Exception:
-            log.exception("restoring topic %r failed", topic)
-            return False
-        finally:
-            _current.reset(token)
-        return topic in sess.topics
-
-    def _replay(self, offsets: dict[str, Any]) -> None:
-        """Replay what the client missed on the rooms and topics it is back in."""
-        sess = self.sess
-        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
-        for key, off in offsets.items():
-            if (
-                key in keys
-                and isinstance(off, list)
-                and len(off) == 2
-                and all(isinstance(x, int) for x in off)
-            ):
-                self.server.push.replay(sess, key, off[0], off[1])
-
-    def pause(self) -> Awaitable[None] | None:
-        """Stop reading a call stream while its call has too many unread requests."""
-        if self.is_control:
-            return None  # never stall the control stream: calls on it share it
-        for call in self.calls.values():  # a call stream carries one call
-            if call.inbound is not None:
-                return self.sess.parking.pause(call.inbound, call.overflow)
-        return None
-
-    def on_eof(self) -> None:
-        for call in list(self.calls.values()):
-            if call.inbound is not None:
-                call.inbound.put(_END)
-            if not self.is_control:
-                call.cancel(_CLIENT)
-        if self.is_control:
-            for call in list(self.calls.values()):
-                call.cancel(_CLIENT)
-        if not self.is_control and not self.calls:
-            self.writer.close()
-
-    # ---------------------------------------------------------------- calls
-    def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
-        self.writer.send(encode_trailer(cid, status, message, details, md))
-
-    def _start_call(self, ev: StartCall, cost: int) -> bool:
-        """Start the handler of a CALL the protocol admitted; True: the call keeps ``cost`` (the
-        decode budget its body holds) until it ends."""
-        cid, md, timeout_ms, request, spec, handler = ev
-        sess = self.sess
-        loop = self.loop
-        call = _ServerCall(cid, self.writer)
-        call.cost = cost
-        deadline = None
-        if timeout_ms is not None:
-            deadline = loop.time() + timeout_ms / 1000.0
-            call.timer = loop.call_at(deadline, call.cancel, _DEADLINE)
-        ctx = call.ctx = ServerContext(spec, md or {}, sess, deadline, call)
-        if spec.streams_requests:
-            call.inbound = Inbox(budget=sess.receive.decode)
-        self.calls[cid] = call  # the protocol's table (ServerStream.opened)
-        sess.calls.add(call)
-        self.server.stats["calls_started"] += 1
-        call.task = loop.create_task(self._run(call, ctx, handler, request))
-        return True
-
-    async def _run(self, call: _ServerCall, ctx: ServerContext, handler: Handler, payload: Any) -> None:
-        call.started = True
-        _current.set(ctx)
-        spec = ctx.spec
-        server = self.server
-        w = self.writer
-        cid = call.cid
-        try:
-            try:
-                if spec.streams_requests:
-                    req: Any = self._request_iter(call, spec)
-                elif spec.has_request:
-                    req = ctx.request = spec.load_request(payload)
-                else:
-                    req = None
-            except ValidationError as e:
-                raise _bad_request(e) from None
-            if spec.streams_responses:
-                if server.interceptors:
-                    await chain_server(
-                        server.interceptors, ctx, lambda: self._stream_out(call, ctx, handler, req)
-                    )
-                else:
-                    await self._stream_out(call, ctx, handler, req)
-                self._trailer(cid, Status.OK, "", None, ctx._trailing_md)
-            else:
-                result = await server._through_interceptors(ctx, handler, req)
-                try:
-                    out = spec.dump_response(result)
-                except Exception:
-                    log.exception("%s: cannot serialize the response", spec.wire_name)
-                    raise RpcError(Status.INTERNAL, "response serialization failed") from None
-                frame = encode_reply(cid, out, ctx._initial_md, ctx._trailing_md)
-                if len(frame) - codec.HEADER_SIZE > server.config.max_message_size:
-                    raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
-                w.send(frame)
-            server.stats["calls_ok"] += 1
-        except RpcError as e:
-            server.stats["calls_failed"] += 1
-            md = {**(ctx._trailing_md or {}), **e.trailing_metadata} or None
-            self._trailer(cid, e.status, e.message, e.details, md)
-        except asyncio.CancelledError:
-            server.stats["calls_cancelled"] += 1
-            if call.reason == _DEADLINE:
-                self._trailer(cid, Status.DEADLINE_EXCEEDED, "deadline exceeded")
-            elif call.reason == _SHUTDOWN:
-                self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
-            elif call.reason == _OVERFLOW:
-                self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages")
-            elif call.reason == _REFUSED:
-                self._trailer(cid, Status.RESOURCE_EXHAUSTED, call.refusal)
-            else:
-                self._trailer(cid, Status.CANCELLED, "cancelled")
-        except Exception:
-            server.stats["calls_failed"] += 1
-            log.exception("handler %s raised", spec.wire_name)
-            self._trailer(cid, Status.INTERNAL, "internal error")
-        finally:
-            if call.timer is not None:
-                call.timer.cancel()
-            self.proto.closed(cid, spec.streams_responses)
-            if call.cost:  # the request body's decode budget
-                self.decode.held -= call.cost
-                call.cost = 0
-            if call.inbound is not None:
-                call.inbound.release_all()
-            self.sess.calls.discard(call)
-            if not self.proto.is_control:
-                self.writer.close()
-
-    async def _stream_out(self, call: _ServerCall, ctx: ServerContext, handler: Handler, req: Any) -> None:
-        spec = ctx.spec
-        w = self.writer
-        cid = call.cid
-        it = spec.invoke(handler, req)
-        if inspect.isawaitable(it):
-            it = await it
-        if ctx._initial_md:
-            w.send(encode_headers(cid, ctx._initial_md))
-            ctx._initial_md = None
-        dump = spec.dump_response
-        high = self.server.config.stream_high_water
-        limit = self.server.config.max_message_size
-        async for item in it:
-            if ctx._initial_md:
-                w.send(encode_headers(cid, ctx._initial_md))
-                ctx._initial_md = None
-            frame = encode_msg(cid, dump(item))
-            if len(frame) - codec.HEADER_SIZE > limit:
-                raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
-            w.send(frame)
-            pending = w.pending_bytes
-            # a tick's frames past the high-water mark, or (checked on the first frame of a tick)
-            # a stream that still holds that much unsent: wait (the stream's window is closed)
-            if pending >= high or (pending == len(frame) and w.stream_backlog() >= high):
-                await w.drain()
-        if ctx._initial_md:
-            w.send(encode_headers(cid, ctx._initial_md))
-
-    async def _request_iter(self, call: _ServerCall, spec: MethodSpec) -> AsyncIterator[Any]:
-        q = call.inbound
-        assert q is not None
-        load = spec.load_request
-        while True:
-            item = await q.get()
-            if item is _END:
-                return
-            if item is OVERSIZED:
-                raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            try:
-                yield load(item)
-            except ValidationError as e:
-                raise _bad_request(e) from None

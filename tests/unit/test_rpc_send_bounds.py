@@ -233,7 +233,7 @@ async def test_pings_alone_do_not_keep_a_client_that_consumes_nothing() -> None:
         lost = watch_disconnect(p.client)
         sess = only_session(p)
         stop_reading_transport(p.client)
-        stopped_at = sess._loop.time()
+        stopped_at = sess.loop.time()
         for _ in range(3):  # a few events: far below the bound, they just wait
             await p.server.push.publish("news", News(data=b"n" * KIB))
         reason = await asyncio.wait_for(lost, TIMEOUT)

@@ -1,0 +1,474 @@
+"""The server's stream pump: one mux stream of a client connection (the control stream or a stream
+per call), driving its :class:`~kcprpc.protocol.server.ServerStream`: frames read go to the
+protocol; what comes back is sent (bytes) or done (a call's handler started, a message queued,
+the HELLO answered); the handlers' results go back out as REPLY, MSG and TRAILER frames."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from kcprpc import codec
+from kcprpc.codec import OVERSIZED, Frame, Refused
+from kcprpc.context import ServerContext, reset_current, set_current
+from kcprpc.errors import RpcError
+from kcprpc.interceptors import ServerInterceptor, chain_server
+from kcprpc.protocol.frames import encode_headers, encode_msg, encode_reply, encode_trailer
+from kcprpc.protocol.server import (
+    CallCancel,
+    CallEnd,
+    CallMessage,
+    HelloAccepted,
+    HelloRefused,
+    StartCall,
+    StartNotify,
+)
+from kcprpc.push import room_key, topic_key
+from kcprpc.server_config import ServerConfig
+from kcprpc.server_session import (
+    CANCEL_CLIENT,
+    CANCEL_DEADLINE,
+    CANCEL_OVERFLOW,
+    CANCEL_REFUSED,
+    CANCEL_SHUTDOWN,
+    END_OF_REQUESTS,
+    ServerCall,
+    ServerHost,
+    ServerSession,
+)
+from kcprpc.service import MethodSpec
+from kcprpc.status import Status
+from kcprpc.transport import INBOX_LIMIT, ByteStream, FrameWriter, Inbox, spawn
+
+log = logging.getLogger("kcprpc.server")
+
+
+class PumpHost(ServerHost, Protocol):
+    """What a stream pump uses of its server, beyond what a session does."""
+
+    interceptors: tuple[ServerInterceptor, ...]
+
+    def run_notify(self, sess: ServerSession, start: StartNotify) -> None:
+        """Run a NOTIFY the protocol admitted."""
+
+    def through_interceptors(
+        self, ctx: ServerContext, handler: Callable[..., Any], req: Any
+    ) -> Awaitable[Any]:
+        """Run ``handler(req)`` behind the server's interceptors."""
+
+
+__all__ = ["PumpHost", "StreamPump", "bad_request", "invoke", "maybe_await"]
+
+SUBSCRIBE = "kcprpc.Push/Subscribe"
+
+
+def restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[str], dict[str, Any]] | None:
+    """The rooms, topics and offsets of a HELLO's ``restore`` (names that are not strings are
+    ignored), or None when it names more than a session may hold (``max_rooms`` rooms,
+    ``max_subscriptions`` topics, an offset per name): such a restore is refused whole."""
+    if not isinstance(restore, dict):
+        return [], [], {}
+    raw_rooms, raw_topics, offsets = restore.get("rooms"), restore.get("topics"), restore.get("offsets")
+    raw_rooms = raw_rooms if isinstance(raw_rooms, list) else []
+    raw_topics = raw_topics if isinstance(raw_topics, list) else []
+    offsets = offsets if isinstance(offsets, dict) else {}
+    if (
+        len(raw_rooms) > config.max_rooms
+        or len(raw_topics) > config.max_subscriptions
+        or len(offsets) > config.max_rooms + config.max_subscriptions
+    ):
+        return None
+    rooms = list(dict.fromkeys(r for r in raw_rooms if isinstance(r, str)))
+    topics = list(dict.fromkeys(t for t in raw_topics if isinstance(t, str)))
+    return rooms, topics, offsets
+
+
+async def maybe_await(v: Any) -> None:
+    if inspect.isawaitable(v):
+        await v
+
+
+def bad_request(e: ValidationError) -> RpcError:
+    """A request that does not validate: INVALID_ARGUMENT with pydantic's error list."""
+    return RpcError(
+        Status.INVALID_ARGUMENT,
+        "request validation failed",
+        e.errors(include_url=False, include_context=False),
+    )
+
+
+def invoke(handler: Callable[..., Any], spec: MethodSpec, req: Any) -> Any:
+    return spec.invoke(handler, req)
+
+
+class StreamPump:
+    """One stream on the server: the control stream (after HELLO) or a call stream. The pump of a
+    :class:`~kcprpc.protocol.server.ServerStream`: it feeds it the frames read and acts on what
+    comes back (bytes to send, calls to start, messages to queue)."""
+
+    def __init__(self, server: PumpHost, sess: ServerSession, stream: ByteStream) -> None:
+        self.server = server
+        self.sess = sess
+        self.writer = FrameWriter(stream, guard=sess.send_guard)
+        self.proto = sess.protocol.open_stream()
+        self.calls: dict[int, ServerCall] = self.proto.calls  # the protocol's call table
+        self.loop = sess.loop
+        self.decode = sess.receive.decode
+        self._on_event: dict[type, Callable[[Any, int], bool]] = {
+            StartCall: self._start_call,
+            CallMessage: self._on_message,
+            CallEnd: self._on_end,
+            CallCancel: self._on_cancel,
+            HelloAccepted: self._on_hello,
+            HelloRefused: self._on_hello_refused,
+            StartNotify: self._on_notify,
+        }
+
+    @property
+    def is_control(self) -> bool:
+        """True for the control stream (the one whose first frame was HELLO)."""
+        return self.proto.is_control
+
+    # ---------------------------------------------------------------- frames in
+    def control(self) -> bool:
+        """True for the control stream (its reader never waits for buffer space)."""
+        return self.proto.is_control
+
+    def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
+        the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
+        self.sess.last_receive = self.loop.time()
+        receive = self.proto.receive
+        send = self.writer.send
+        on_event = self._on_event
+        for i, (ftype, cid, body) in enumerate(frames):
+            out = receive(ftype, cid, body)
+            if out is None:
+                continue
+            if type(out) is bytes:
+                send(out)
+            elif on_event[type(out)](out, costs[i]):
+                costs[i] = 0
+
+    def _on_message(self, ev: CallMessage, cost: int) -> bool:
+        call: ServerCall = ev.handle
+        inbound = call.inbound
+        if inbound is None:
+            return False
+        body = ev.payload
+        if type(body) is Refused:
+            call.refuse(body)
+        elif self.proto.is_control and inbound.qsize() >= INBOX_LIMIT:
+            # the shared stream cannot be paused for one call: refuse to buffer without end
+            call.cancel(CANCEL_OVERFLOW)
+        else:
+            inbound.put(body, cost)
+            return True
+        return False
+
+    def _on_end(self, ev: CallEnd, cost: int) -> bool:
+        call: ServerCall = ev.handle
+        if call.inbound is not None:
+            call.inbound.put(END_OF_REQUESTS)
+        return False
+
+    def _on_cancel(self, ev: CallCancel, cost: int) -> bool:
+        call: ServerCall = ev.handle
+        call.cancel(CANCEL_CLIENT)
+        return False
+
+    def _on_notify(self, ev: StartNotify, cost: int) -> bool:
+        self.server.run_notify(self.sess, ev)
+        return False
+
+    def _on_hello(self, ev: HelloAccepted, cost: int) -> bool:
+        sess = self.sess
+        sess.control = self.writer
+        hello = ev.hello
+        sess.metadata = hello.metadata
+        if self.server.on_connect is None and hello.restore is None:
+            self._welcome(None)
+        else:
+            spawn(self.server.tasks, self._handshake(hello.restore))
+        return False
+
+    def _on_hello_refused(self, ev: HelloRefused, cost: int) -> bool:
+        self.sess.control = self.writer
+        spawn(self.server.tasks, self._refuse(ev.code, ev.message))
+        return False
+
+    def _welcome(self, restored: dict[str, list[str]] | None) -> None:
+        sess, server = self.sess, self.server
+        hb = server.config.heartbeat
+        body: dict[str, Any] = {
+            "v": codec.PROTOCOL_VERSION,
+            "sid": sess.id,
+            "hb": int(hb.interval * 1000),
+            "epoch": server.push.broker.epoch,
+            "max_msg": server.config.max_message_size,
+        }
+        if restored is not None:
+            body["restored"] = restored
+        self.writer.send(sess.protocol.welcome(body))
+
+    async def _handshake(self, restore: Any) -> None:
+        """Run ``on_connect`` (which may refuse the connection by raising RpcError), then restore
+        what a reconnecting client names in its HELLO, then answer WELCOME (with what was restored,
+        when the client asked). Calls that arrive before WELCOME are refused with UNAVAILABLE."""
+        server, sess = self.server, self.sess
+        restored: dict[str, list[str]] | None = None
+        try:
+            if server.on_connect is not None:
+                await maybe_await(server.on_connect(sess))
+            if restore is not None:
+                restored = await self._restore(restore)
+        except Exception as e:
+            if isinstance(e, RpcError):
+                code, message = e.status, e.message
+            else:
+                log.exception("on_connect/on_restore failed")
+                code, message = Status.INTERNAL, "internal error"
+            await self._refuse(code, message)
+            return
+        if not sess.closed:
+            self._welcome(restored)
+
+    async def _refuse(self, code: Status, message: str) -> None:
+        """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``
+        raises it), then close."""
+        self.writer.send(self.sess.protocol.goaway(code, message))
+        self.writer.flush()
+        await self.sess.conn.close()
+
+    async def _restore(self, restore: Any) -> dict[str, list[str]]:
+        """Restore the rooms and topics a reconnecting client names, through the checks of a first
+        join, and replay what it missed on them; returns what it is back in.
+
+        The client's word is a claim, never membership: a topic is re-subscribed through the
+        ``kcprpc.Push/Subscribe`` method (the server's interceptors, the name and count limits),
+        exactly as ``client.subscribe()`` would; rooms are server-side membership, so only the
+        application's ``on_restore`` hook may join them again (without one, none is). A claim over
+        the limits (``max_rooms`` rooms, ``max_subscriptions`` topics) restores nothing."""
+        server, sess = self.server, self.sess
+        stats = server.stats
+        claims = restore_claims(restore, server.config)
+        if claims is None:
+            stats["restores_refused"] += 1
+            return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+        rooms, topics, offsets = claims
+        for t in topics:
+            if await self._resubscribe(t):
+                stats["restored_topics"] += 1
+            else:
+                stats["restores_denied"] += 1
+        if server.on_restore is not None and (rooms or topics):
+            await maybe_await(server.on_restore(sess, rooms, [t for t in topics if t in sess.topics]))
+        denied = sum(1 for r in rooms if r not in sess.rooms)
+        stats["restored_rooms"] += len(rooms) - denied
+        stats["restores_denied"] += denied
+        self._replay(offsets)
+        return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+
+    async def _resubscribe(self, topic: str) -> bool:
+        """Subscribe this session to ``topic`` through the Subscribe method's whole path (request
+        validation, interceptors, handler): True when it is subscribed."""
+        server, sess = self.server, self.sess
+        entry = server.method_table.get(SUBSCRIBE)
+        if entry is None:
+            return False
+        spec, handler = entry
+        ctx = ServerContext(spec, dict(sess.metadata), sess, None, None)
+        token = set_current(ctx)
+        try:
+            ctx.request = req = spec.load_request({"topic": topic})
+            await server.through_interceptors(ctx, handler, req)
+        except (RpcError, ValidationError):
+            return False
+        except Exception:
+            log.exception("restoring topic %r failed", topic)
+            return False
+        finally:
+            reset_current(token)
+        return topic in sess.topics
+
+    def _replay(self, offsets: dict[str, Any]) -> None:
+        """Replay what the client missed on the rooms and topics it is back in."""
+        sess = self.sess
+        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
+        for key, off in offsets.items():
+            if (
+                key in keys
+                and isinstance(off, list)
+                and len(off) == 2
+                and all(isinstance(x, int) for x in off)
+            ):
+                self.server.push.replay(sess, key, off[0], off[1])
+
+    def pause(self) -> Awaitable[None] | None:
+        """Stop reading a call stream while its call has too many unread requests."""
+        if self.is_control:
+            return None  # never stall the control stream: calls on it share it
+        for call in self.calls.values():  # a call stream carries one call
+            if call.inbound is not None:
+                return self.sess.parking.pause(call.inbound, call.overflow)
+        return None
+
+    def on_eof(self) -> None:
+        for call in list(self.calls.values()):
+            if call.inbound is not None:
+                call.inbound.put(END_OF_REQUESTS)
+            if not self.is_control:
+                call.cancel(CANCEL_CLIENT)
+        if self.is_control:
+            for call in list(self.calls.values()):
+                call.cancel(CANCEL_CLIENT)
+        if not self.is_control and not self.calls:
+            self.writer.close()
+
+    # ---------------------------------------------------------------- calls
+    def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
+        self.writer.send(encode_trailer(cid, status, message, details, md))
+
+    def _start_call(self, ev: StartCall, cost: int) -> bool:
+        """Start the handler of a CALL the protocol admitted; True: the call keeps ``cost`` (the
+        decode budget its body holds) until it ends."""
+        cid, md, timeout_ms, request, spec, handler = ev
+        sess = self.sess
+        loop = self.loop
+        call = ServerCall(cid, self.writer)
+        call.cost = cost
+        deadline = None
+        if timeout_ms is not None:
+            deadline = loop.time() + timeout_ms / 1000.0
+            call.timer = loop.call_at(deadline, call.cancel, CANCEL_DEADLINE)
+        ctx = call.ctx = ServerContext(spec, md or {}, sess, deadline, call)
+        if spec.streams_requests:
+            call.inbound = Inbox(budget=sess.receive.decode)
+        self.calls[cid] = call  # the protocol's table (ServerStream.opened)
+        sess.calls.add(call)
+        self.server.stats["calls_started"] += 1
+        call.task = loop.create_task(self._run(call, ctx, handler, request))
+        return True
+
+    async def _run(
+        self, call: ServerCall, ctx: ServerContext, handler: Callable[..., Any], payload: Any
+    ) -> None:
+        call.started = True
+        set_current(ctx)
+        spec = ctx.spec
+        server = self.server
+        w = self.writer
+        cid = call.cid
+        try:
+            try:
+                if spec.streams_requests:
+                    req: Any = self._request_iter(call, spec)
+                elif spec.has_request:
+                    req = ctx.request = spec.load_request(payload)
+                else:
+                    req = None
+            except ValidationError as e:
+                raise bad_request(e) from None
+            if spec.streams_responses:
+                if server.interceptors:
+                    await chain_server(
+                        server.interceptors, ctx, lambda: self._stream_out(call, ctx, handler, req)
+                    )
+                else:
+                    await self._stream_out(call, ctx, handler, req)
+                self._trailer(cid, Status.OK, "", None, ctx._trailing_md)
+            else:
+                result = await server.through_interceptors(ctx, handler, req)
+                try:
+                    out = spec.dump_response(result)
+                except Exception:
+                    log.exception("%s: cannot serialize the response", spec.wire_name)
+                    raise RpcError(Status.INTERNAL, "response serialization failed") from None
+                frame = encode_reply(cid, out, ctx._initial_md, ctx._trailing_md)
+                if len(frame) - codec.HEADER_SIZE > server.config.max_message_size:
+                    raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
+                w.send(frame)
+            server.stats["calls_ok"] += 1
+        except RpcError as e:
+            server.stats["calls_failed"] += 1
+            md = {**(ctx._trailing_md or {}), **e.trailing_metadata} or None
+            self._trailer(cid, e.status, e.message, e.details, md)
+        except asyncio.CancelledError:
+            server.stats["calls_cancelled"] += 1
+            if call.reason == CANCEL_DEADLINE:
+                self._trailer(cid, Status.DEADLINE_EXCEEDED, "deadline exceeded")
+            elif call.reason == CANCEL_SHUTDOWN:
+                self._trailer(cid, Status.UNAVAILABLE, "server shutting down")
+            elif call.reason == CANCEL_OVERFLOW:
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, "too many unread messages")
+            elif call.reason == CANCEL_REFUSED:
+                self._trailer(cid, Status.RESOURCE_EXHAUSTED, call.refusal)
+            else:
+                self._trailer(cid, Status.CANCELLED, "cancelled")
+        except Exception:
+            server.stats["calls_failed"] += 1
+            log.exception("handler %s raised", spec.wire_name)
+            self._trailer(cid, Status.INTERNAL, "internal error")
+        finally:
+            if call.timer is not None:
+                call.timer.cancel()
+            self.proto.closed(cid, spec.streams_responses)
+            if call.cost:  # the request body's decode budget
+                self.decode.held -= call.cost
+                call.cost = 0
+            if call.inbound is not None:
+                call.inbound.release_all()
+            self.sess.calls.discard(call)
+            if not self.proto.is_control:
+                self.writer.close()
+
+    async def _stream_out(
+        self, call: ServerCall, ctx: ServerContext, handler: Callable[..., Any], req: Any
+    ) -> None:
+        spec = ctx.spec
+        w = self.writer
+        cid = call.cid
+        it = spec.invoke(handler, req)
+        if inspect.isawaitable(it):
+            it = await it
+        if ctx._initial_md:
+            w.send(encode_headers(cid, ctx._initial_md))
+            ctx._initial_md = None
+        dump = spec.dump_response
+        high = self.server.config.stream_high_water
+        limit = self.server.config.max_message_size
+        async for item in it:
+            if ctx._initial_md:
+                w.send(encode_headers(cid, ctx._initial_md))
+                ctx._initial_md = None
+            frame = encode_msg(cid, dump(item))
+            if len(frame) - codec.HEADER_SIZE > limit:
+                raise RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size")
+            w.send(frame)
+            pending = w.pending_bytes
+            # a tick's frames past the high-water mark, or (checked on the first frame of a tick)
+            # a stream that still holds that much unsent: wait (the stream's window is closed)
+            if pending >= high or (pending == len(frame) and w.stream_backlog() >= high):
+                await w.drain()
+        if ctx._initial_md:
+            w.send(encode_headers(cid, ctx._initial_md))
+
+    async def _request_iter(self, call: ServerCall, spec: MethodSpec) -> AsyncIterator[Any]:
+        q = call.inbound
+        assert q is not None
+        load = spec.load_request
+        while True:
+            item = await q.get()
+            if item is END_OF_REQUESTS:
+                return
+            if item is OVERSIZED:
+                raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
+            try:
+                yield load(item)
+            except ValidationError as e:
+                raise bad_request(e) from None

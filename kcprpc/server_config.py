@@ -1,0 +1,73 @@
+"""The limits and timings of an RPC server: :class:`ServerConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kcprpc import codec
+from kcprpc.errors import UsageError
+from kcprpc.heartbeat import HeartbeatConfig
+from kcprpc.transport import receive_limit_defaults
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Limits and timings of a server (per connection unless said otherwise)."""
+
+    max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
+    max_concurrent_calls: int = 1000
+    max_subscriptions: int = 1000  # topics plus streaming calls open at once
+    heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
+    shutdown_grace: float = 5.0
+    stream_high_water: int = 64 * 1024
+    max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
+    max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
+    max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
+    max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
+    # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
+    max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
+    max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
+    slow_consumer_timeout: float | None = 10.0  # s with data waiting and none of it consumed
+    # -- receive-side memory per connection (docs/rpc.md, "Flow control and memory per connection")
+    max_decoded_bytes: int | None = None
+    """Estimated bytes of decoded request bodies one connection may hold (those of running calls
+    and of unread streamed messages); a body that would exceed it is refused without being decoded
+    (RESOURCE_EXHAUSTED). None: 8 MiB, or ``2 * max_message_size`` if larger."""
+    max_partial_frame_bytes: int | None = None
+    """Bytes of frames received in part that the streams of one connection may hold together
+    (the control stream may hold one frame more); a stream whose frame does not fit stops being
+    read until it does (or, with no pause slot left, the frame is refused). None:
+    ``max_message_size + 9 + 256 KiB`` (4.25 MiB)."""
+    partial_frame_timeout: float | None = 10.0
+    """A frame received in part that gets no further byte for this long is dropped (its call fails
+    with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
+
+    def __post_init__(self) -> None:
+        if (
+            self.max_message_size <= 0
+            or self.max_concurrent_calls <= 0
+            or self.max_subscriptions < 0
+            or self.max_rooms < 0
+            or self.max_name_length <= 0
+            or self.max_concurrent_notifications <= 0
+            or self.max_metadata_size <= 0
+        ):
+            raise UsageError("limits must be positive")
+        if self.max_send_backlog <= self.max_message_size:
+            raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
+        if self.max_send_backlog_total < self.max_send_backlog:
+            raise UsageError("max_send_backlog_total must be at least max_send_backlog")
+        if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
+            raise UsageError("slow_consumer_timeout must be positive or None")
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        return receive_limit_defaults(
+            self.max_message_size,
+            self.max_decoded_bytes,
+            self.max_partial_frame_bytes,
+            self.partial_frame_timeout,
+        )

@@ -1,0 +1,320 @@
+"""One connected client on the server: :class:`ServerSession` (``ctx.session`` in handlers), the
+state of one running call (:class:`ServerCall`), and the send bounds of a client that stops
+reading (docs/rpc.md, "Clients that stop reading")."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
+
+from kcp.logutil import RateLimitedLog
+from kcprpc import codec
+from kcprpc.codec import CALL, MSG, Refused, encode_frame
+from kcprpc.heartbeat import SendStall
+from kcprpc.protocol.frames import encode_goaway
+from kcprpc.protocol.server import MethodEntry, ServerLimits, ServerProtocol
+from kcprpc.push import BrokerMessage, PushHub, route, send_datagram
+from kcprpc.server_config import ServerConfig
+from kcprpc.service import Delivery, MethodSpec, event_info
+from kcprpc.status import Status
+from kcprpc.transport import (
+    INBOX_LIMIT,
+    Connection,
+    FrameWriter,
+    Inbox,
+    ParkingLot,
+    ReceiveLimits,
+    SendGuard,
+    close_code,
+    spawn,
+)
+
+log = logging.getLogger("kcprpc.server")
+
+__all__ = ["END_OF_REQUESTS", "ServerCall", "ServerHost", "ServerSession"]
+
+_slow_log = RateLimitedLog(log, burst=10, interval=60.0)
+"""Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
+
+
+# why a call's task was cancelled
+CANCEL_CLIENT, CANCEL_DEADLINE, CANCEL_SHUTDOWN, CANCEL_OVERFLOW, CANCEL_REFUSED = 1, 2, 3, 4, 5
+
+
+class ServerCall:
+    __slots__ = ("cid", "cost", "ctx", "inbound", "reason", "refusal", "started", "task", "timer", "writer")
+
+    def __init__(self, cid: int, writer: FrameWriter) -> None:
+        self.cid = cid
+        self.writer = writer
+        self.ctx: Any = None  # its ServerContext (kcprpc.context sits above this module)
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.inbound: Inbox | None = None
+        self.reason = 0
+        self.cost = 0  # decode budget held by the CALL body until the call ends
+        self.started = False
+        self.refusal = ""
+
+    def overflow(self) -> None:
+        self.cancel(CANCEL_OVERFLOW)
+
+    def refuse(self, refused: Refused) -> None:
+        """A message of this call was refused by a receive budget: fail it (RESOURCE_EXHAUSTED)."""
+        self.refusal = refused.reason
+        self.cancel(CANCEL_REFUSED)
+
+    def cancel(self, reason: int) -> None:
+        task = self.task
+        if task is not None and not task.done():
+            if not self.reason:
+                self.reason = reason
+            if self.started:
+                task.cancel()
+            else:  # a task cancelled before its first step never runs its finally: let it start
+                task.get_loop().call_soon(task.cancel)
+
+
+END_OF_REQUESTS: Final = object()
+"""What a streaming call's inbox holds after its last request (END or the stream's end)."""
+
+
+class ServerSession:
+    """One connected client, as seen by the server (``ctx.session`` in handlers)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, server: ServerHost, conn: Connection) -> None:
+        self.server = server
+        self.conn = conn
+        self.id = f"{os.getpid():x}-{next(self._ids)}"
+        self.metadata: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}  # free for the application
+        self.rooms: set[str] = set()
+        self.topics: set[str] = set()
+        self.path_changes = 0  # secure mode: times this client moved to a new address
+        self.closed = False
+        cfg = server.config
+        # the protocol state of this connection (sans-I/O): call tables, limits, HELLO/WELCOME
+        self.protocol = ServerProtocol(
+            server.method_table,
+            ServerLimits(
+                cfg.max_concurrent_calls,
+                cfg.max_subscriptions,
+                cfg.max_metadata_size,
+                cfg.max_concurrent_notifications,
+            ),
+            server.stats,
+            self.topics,
+        )
+        self.control: FrameWriter | None = None
+        self.loop = asyncio.get_running_loop()
+        self.last_receive = self.loop.time()
+        self._max_dgram = conn.max_datagram_size
+        self.calls: set[ServerCall] = set()
+        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
+        # this client, checked after every write (O(1)) and by the sweep (with the stall watch)
+        self.send_limit = cfg.max_send_backlog
+        self._drop_unreliable_at = cfg.max_send_backlog // 8
+        backlog = getattr(conn, "send_backlog", None)
+        progress = getattr(conn, "send_progress", None)
+        self.backlog_probe: Callable[[], int] | None = backlog if callable(backlog) else None
+        self.progress_probe: Callable[[], int] | None = progress if callable(progress) else None
+        self.send_backlog = 0  # bytes held for this client, as of the last check
+        # checked after every 1/32 of the bound written (at most 64 KiB): the bound holds within that
+        self.send_guard = (
+            SendGuard(self.check_send, min(64 * 1024, cfg.max_send_backlog // 32))
+            if self.backlog_probe is not None
+            else None
+        )
+        timeout = cfg.slow_consumer_timeout
+        self.stall = (
+            SendStall(max(1, int(timeout * 1000)))
+            if timeout is not None and self.backlog_probe is not None and self.progress_probe is not None
+            else None
+        )
+        decoded, partial = server.config.receive_limits()
+        self.receive = ReceiveLimits(
+            max_decoded_bytes=decoded,
+            max_partial_frame_bytes=partial,
+            partial_frame_timeout=server.config.partial_frame_timeout,
+            held_types=(CALL, MSG),
+            parking=self.parking,
+            counters=server.stats,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once the HELLO was answered with WELCOME (until the server drains)."""
+        return self.protocol.ready
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The client's smoothed RTT in ms, as it reports it in its PINGs."""
+        return self.protocol.rtt_ms
+
+    @property
+    def active_calls(self) -> int:
+        """Calls of this session running now."""
+        return self.protocol.active_calls
+
+    @property
+    def streaming_calls(self) -> int:
+        """Server-streaming and bidi calls of this session running now."""
+        return self.protocol.streaming_calls
+
+    @property
+    def notify_running(self) -> int:
+        """Notify handlers of this session running now."""
+        return self.protocol.notify_running
+
+    @property
+    def remote_address(self) -> Any:
+        """The client's address (in secure mode it follows the client when its path changes)."""
+        return self.conn.remote_address
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """Secure mode: the client's static public key when it ran the pinned-key handshake (its
+        identity, also given to the server's ``authorize`` hook), else None."""
+        key = getattr(self.conn, "peer_public_key", None)
+        return key if isinstance(key, bytes) else None
+
+    # -- Peer protocol (push.route) --
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
+        """Queue a frame on the control stream. An ``unreliable`` frame (an unreliable event too big
+        for a datagram) is dropped and counted instead while much is already waiting for this
+        client (more than ``max_send_backlog // 8``): it is never worth queueing behind a backlog."""
+        if self.control is not None:
+            if unreliable and self.send_backlog > self._drop_unreliable_at:
+                self.server.stats["unreliable_dropped"] += 1
+                return
+            self.control.send(frame)
+
+    # -- the send bounds --
+    def check_send(self) -> None:
+        """After every ``SendGuard.every`` bytes this session's writers wrote (O(1)), and from the
+        sweep: past ``max_send_backlog`` the session ends as a slow consumer; past
+        ``max_send_backlog_total`` the server sheds the largest backlogs."""
+        backlog = self.backlog_probe
+        if backlog is None or self.closed:
+            return
+        b = backlog()
+        server = self.server
+        delta = b - self.send_backlog
+        self.send_backlog = b
+        if b > self.send_limit:
+            server.backlog_changed(delta, shed=False)
+            self.end_slow_consumer(
+                "slow_consumers",
+                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({self.send_limit})",
+            )
+        else:
+            server.backlog_changed(delta)
+
+    def end_slow_consumer(self, counter: str, why: str) -> None:
+        """End this session now because it does not read what it is sent: count it (``counter``),
+        tell the client (RESOURCE_EXHAUSTED "slow consumer: <why>", as an OOB GOAWAY datagram and,
+        in secure mode, in the transport's authenticated CLOSE), drop what waits for it."""
+        if self.closed:
+            return
+        self.closed = True
+        server = self.server
+        server.stats[counter] += 1
+        server.backlog_released(self.send_backlog)
+        self.send_backlog = 0
+        message = f"slow consumer: {why}"
+        _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
+        if self.control is not None:
+            self.control.discard()
+        goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
+        for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
+            send_datagram(self.conn, goaway, self._max_dgram)
+        spawn(server.tasks, self._abort(message))
+
+    async def _abort(self, message: str) -> None:
+        abort = getattr(self.conn, "abort", None)
+        try:
+            if callable(abort):
+                await abort(close_code(Status.RESOURCE_EXHAUSTED), message[:500])
+            else:
+                await self.conn.close()
+        except Exception:
+            log.warning("session %s: closing the connection failed", self.id, exc_info=False)
+
+    def send_datagram(self, frame: bytes) -> bool:
+        """Send a frame as one OOB datagram if it fits."""
+        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
+
+    # -- push API --
+    def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
+        """Push one typed event to this session only."""
+        name, default, adapter = event_info(type(event))
+        frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
+        self.server.stats["events_sent"] += 1
+        route(self, frame, Delivery(delivery) if delivery is not None else default)
+
+    def join(self, room: str) -> None:
+        """Add this session to ``room`` (it leaves on disconnect)."""
+        self.server.push.join(self, room)
+
+    def leave(self, room: str) -> None:
+        """Remove this session from ``room``."""
+        self.server.push.leave(self, room)
+
+    def deliver(self, msg: BrokerMessage) -> None:
+        """Broker fan-out target."""
+        if not self.closed:
+            route(self, msg.frame(), msg.delivery)
+
+    async def close(self) -> None:
+        """Disconnect this client."""
+        await self.conn.close()
+
+
+RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
+"""``on_restore(session, rooms, topics)``: a reconnecting client claims ``rooms`` (its word only)
+and is back in ``topics`` (re-subscribed through Subscribe's checks). The hook joins the rooms the
+application allows, with the checks of its own join (``session.join(room)``); rooms it does not
+join stay left, and the client is told (``kcprpc.ResumeFailed``, reason ``"not restored"``)."""
+SessionHook = Callable[[ServerSession], Awaitable[None] | None]
+PathHook = Callable[[ServerSession, Any, Any], Awaitable[None] | None]
+"""``on_path_change(session, old_address, new_address)``: a secure-mode client moved."""
+
+
+class ServerHost(Protocol):
+    """What sessions, stream pumps and handlers (``ctx.server``) use of their server
+    (:class:`kcprpc.Server` is the one implementation)."""
+
+    config: ServerConfig
+    stats: dict[str, int]
+    push: PushHub
+    services: list[object]
+    sessions: set[ServerSession]
+    tasks: set[asyncio.Task[Any]]
+    on_connect: SessionHook | None
+    on_restore: RestoreHook | None
+
+    @property
+    def closing(self) -> bool:
+        """True once the server began shutting down."""
+
+    @property
+    def methods(self) -> dict[str, MethodSpec]:
+        """Every served method by wire name."""
+
+    @property
+    def method_table(self) -> Mapping[str, MethodEntry]:
+        """Wire name -> (spec, bound handler)."""
+
+    def backlog_changed(self, delta: int, shed: bool = True) -> None:
+        """A session's send backlog changed by ``delta`` bytes (``shed``: shed the largest
+        backlogs if all of them together are now over ``max_send_backlog_total``)."""
+
+    def backlog_released(self, nbytes: int) -> None:
+        """A session that held ``nbytes`` of send backlog ended."""
