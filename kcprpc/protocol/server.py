@@ -157,7 +157,7 @@ class ServerProtocol:
         self.methods = methods
         self.limits = limits
         self.counters = counters
-        for k in ("bad_frames", "hellos_refused", "notifications_dropped"):
+        for k in ("bad_frames", "stale_frames", "hellos_refused", "notifications_dropped"):
             counters.setdefault(k, 0)
         self.topics = topics  # the session's topics: they count against max_subscriptions
         self.state = ConnState.AWAITING_HELLO
@@ -333,17 +333,21 @@ class ServerStream:
             entry[1],
         )
 
+    def _stale(self) -> Output:
+        self.counters["stale_frames"] += 1  # a call that ended (a late frame) or never was
+        return None
+
     def _msg(self, f: Msg) -> Output:
         handle = self.calls.get(f.call_id)
-        return None if handle is None else CallMessage(handle, f.payload)
+        return self._stale() if handle is None else CallMessage(handle, f.payload)
 
     def _end(self, f: End) -> Output:
         handle = self.calls.get(f.call_id)
-        return None if handle is None else CallEnd(handle)
+        return self._stale() if handle is None else CallEnd(handle)
 
     def _cancel(self, f: Cancel) -> Output:
         handle = self.calls.get(f.call_id)
-        return None if handle is None else CallCancel(handle)
+        return self._stale() if handle is None else CallCancel(handle)
 
     def _ping(self, f: Ping) -> Output:
         if f.rtt_us is not None:
@@ -391,7 +395,7 @@ class ServerStream:
             return encode_trailer(cid, Status.INVALID_ARGUMENT, "malformed call frame")
         if ftype == codec.MSG:
             handle = self.calls.get(cid)
-            return None if handle is None else CallMessage(handle, marker)
+            return self._stale() if handle is None else CallMessage(handle, marker)
         if ftype == codec.END:  # END and CANCEL carry nil: their body does not matter
             return self._end(End(cid))
         if ftype == codec.CANCEL:
