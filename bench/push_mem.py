@@ -28,7 +28,7 @@ from pydantic import BaseModel  # noqa: E402
 
 import kcprpc  # noqa: E402
 from kcprpc import codec  # noqa: E402
-from kcprpc.net import mux_memory_pair  # noqa: E402
+from kcprpc.memory import mux_memory_pair  # noqa: E402
 
 
 @kcprpc.event("bench.Tick")

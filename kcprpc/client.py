@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -32,7 +33,8 @@ from kcprpc.push import route
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.subscriptions import RawEvent, Subscriptions
-from kcprpc.transport import RECEIVE_COUNTERS, Connection, close_status, receive_limit_defaults, spawn
+from kcprpc.transport import RECEIVE_COUNTERS, Connection, receive_limit_defaults, spawn
+from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
 
 log = logging.getLogger("kcprpc.client")
 
@@ -195,9 +197,7 @@ class Client:
                 receive=(decoded, partial, cfg.partial_frame_timeout),
                 counters=self.counters,
             )
-            add_cb = getattr(conn, "add_event_callback", None)
-            if add_cb is not None:
-                add_cb(lambda ev, lk=link: self._on_transport_event(lk, ev))
+            conn.add_event_callback(functools.partial(self._on_transport_event, link))
             claim = self.subscriptions.restore_claim() if restore else None
             link.writer.send(link.protocol.hello(dict(cfg.metadata), claim))
             reader = link.loop.create_task(link.read_control())
@@ -212,8 +212,7 @@ class Client:
         except BaseException:
             if link is not None:
                 link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
-            abort = getattr(conn, "abort", None)  # the peer never answered: nothing to linger for
-            await (abort() if callable(abort) else conn.close())
+            await conn.abort()  # the peer never answered: nothing to linger for
             raise
         link.session_id = welcome.session_id
         if restore:
@@ -316,22 +315,19 @@ class Client:
             self._connected.clear()
             self._start_reconnect()
 
-    def _on_transport_event(self, link: Link, ev: Any) -> None:
-        """Secure-mode events of the KCP session under ``link`` (runs in the receive path)."""
-        from kcp.secure import ConnectionClosed, GoAwayReceived, PathChanged
-        from kcp.secure.connection import reason_text
-
-        if isinstance(ev, GoAwayReceived):
+    def _on_transport_event(self, link: Link, ev: TransportEvent) -> None:
+        """Events of the transport under ``link`` (secure mode; runs in the receive path)."""
+        if isinstance(ev, PeerDraining):
             # a transport GOAWAY (a kcp-level listener.goaway()) drains like the RPC GOAWAY frame
             self._on_goaway(link)
-        elif isinstance(ev, ConnectionClosed) and ev.by_peer:
+        elif isinstance(ev, PeerClosed):
             # data already received is still read to the end; the link ends with this reason
-            status = close_status(ev.code)
+            status = ev.status
             if status is not None:  # the server ended the RPC connection with a status
                 link.peer_error = RpcError(status, ev.message or status.name)
                 link.peer_reason = f"closed by the server: {status.name}: {ev.message}"
             else:
-                link.peer_reason = "closed by the server: " + reason_text(ev.code, ev.message)
+                link.peer_reason = "closed by the server: " + ev.reason
         elif isinstance(ev, PathChanged):
             self.path_changes += 1
             if self.on_path_change is not None:
@@ -347,10 +343,9 @@ class Client:
         networks does; calls in flight continue, the server sees a path change. Returns the new
         local address. Raises :class:`UsageError` without a secure KCP connection."""
         link = self._link
-        rebind = getattr(link.conn, "rebind", None) if link is not None and not link.closed else None
-        if rebind is None:
+        if link is None or link.closed:
             raise UsageError("rebind() needs an open secure-mode KCP connection")
-        return rebind()
+        return link.conn.rebind()
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
         attempt = 0

@@ -99,7 +99,7 @@ class Link:
         self.hb = Heartbeat(heartbeat, self.now()) if heartbeat is not None else None
         self.tasks: list[asyncio.Task[Any]] = []
         self._max_dgram = conn.max_datagram_size
-        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
         decoded, partial, partial_timeout = receive
         self.receive = ReceiveLimits(
             max_decoded_bytes=decoded,

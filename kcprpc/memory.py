@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
+
+from kcprpc.config import RPC_MUX_CONFIG
+from kcprpc.errors import UsageError
+from kcprpc.mux import MuxConfig
+from kcprpc.net import MuxConnection
+from kcprpc.transport import SendBacklog
+from kcprpc.transport_events import TransportEvent
 
 
 class _Pipe:
@@ -202,6 +210,39 @@ class MemoryConnection:
         """A fake address."""
         return ("memory", id(self.peer))
 
+    # -- the optional capabilities of a Connection: none in memory
+    @property
+    def send_bounds(self) -> SendBacklog | None:
+        """None: writes land in the peer at once, nothing is held for it."""
+        return None
+
+    @property
+    def max_paused_streams(self) -> int | None:
+        """None: memory streams need no buffer budget to stop being read."""
+        return None
+
+    @property
+    def wire_mode(self) -> str | None:
+        """None: no wire."""
+        return None
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """None: no handshake."""
+        return None
+
+    def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
+        """False: no transport events in memory."""
+        return False
+
+    def rebind(self) -> Any:
+        """Raises :class:`UsageError`: only a secure KCP connection moves."""
+        raise UsageError("rebind() needs a secure-mode KCP connection")
+
+    async def abort(self, code: int | None = None, message: str = "") -> None:
+        """Close at once (in memory: the same as :meth:`close`)."""
+        await self.close()
+
 
 def connection_pair(
     *, max_datagram_size: int = 1200, loss: float = 0.0, seed: int = 0
@@ -211,3 +252,40 @@ def connection_pair(
     s = MemoryConnection(max_datagram_size=max_datagram_size, loss=loss, seed=seed + 1)
     c.peer, s.peer = s, c
     return c, s
+
+
+class _DatagramPipe:
+    """In-memory datagram port (for mux-over-memory tests)."""
+
+    def __init__(self) -> None:
+        self.peer: _DatagramPipe | None = None
+        self._q: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.closed = False
+
+    def send_datagram(self, data: bytes) -> None:
+        if self.peer is not None and not self.closed:
+            self.peer._q.put_nowait(bytes(data))
+
+    async def recv_datagram(self) -> bytes:
+        item = await self._q.get() if not self.closed else None
+        if item is None:
+            self.closed = True
+            raise ConnectionError("connection closed")
+        return item
+
+    def close(self) -> None:
+        for p in (self, self.peer):
+            if p is not None and not p.closed:
+                p._q.put_nowait(None)
+
+
+def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, MuxConnection]:
+    """(client, server) connections: the real mux over an in-memory pipe, with in-memory datagrams."""
+    from kcprpc.mux.testing import memory_pair
+
+    c, s = memory_pair(config or RPC_MUX_CONFIG)
+    dc, ds = _DatagramPipe(), _DatagramPipe()
+    dc.peer, ds.peer = ds, dc
+    return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(
+        s, ds, remote_address=("mux-memory", 2)
+    )

@@ -9,13 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from kcprpc.config import RPC_MUX_CONFIG
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream
+from kcprpc.transport import ByteStream, SendBacklog, close_status
+from kcprpc.transport_events import (
+    PathChanged,
+    PathFailed,
+    PathValidated,
+    PeerClosed,
+    PeerDraining,
+    TransportEvent,
+)
 
 
 class DatagramPort(Protocol):
@@ -138,16 +147,28 @@ class MuxConnection:
         """Peer address (follows a secure-mode session when its peer migrates)."""
         return getattr(self.datagrams, "remote_address", None) or self._remote
 
-    def add_event_callback(self, callback: Any) -> bool:
-        """Secure mode: call ``callback(event)`` for each transport event of the KCP session
-        (``kcp.secure.PathChanged``, ``PathValidated``, ``PathFailed``, ``GoAwayReceived``,
-        ``ConnectionClosed``, ``KeyUpdated``); it runs in the receive path and must not block.
+    def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
+        """Secure mode: call ``callback(event)`` for each transport event of the KCP session,
+        translated into :mod:`kcprpc.transport_events` (a path change, validated or failed; the
+        peer draining; the peer closing); it runs in the receive path and must not block.
         Returns False (and does nothing) when the connection has no such events."""
         add = getattr(self.datagrams, "add_event_callback", None)
         if add is None or self.wire_mode != "secure":
             return False
-        add(callback)
+        translate = _secure_event_translator()
+
+        def on_event(ev: Any) -> None:
+            out = translate(ev)
+            if out is not None:
+                callback(out)
+
+        add(on_event)
         return True
+
+    @property
+    def send_bounds(self) -> SendBacklog:
+        """What this connection holds for its peer (the server bounds it for slow consumers)."""
+        return self
 
     def rebind(self) -> Any:
         """Secure client connections: move to a new local UDP socket (a phone changing networks);
@@ -172,43 +193,29 @@ class MuxConnection:
         return key if isinstance(key, bytes) else None
 
 
-class _DatagramPipe:
-    """In-memory datagram port (for mux-over-memory tests)."""
+def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
+    """Translates ``kcp.secure`` events into :mod:`kcprpc.transport_events` (None: not one the RPC
+    layer uses, such as a key update, or a close that was ours)."""
+    from kcp.secure import ConnectionClosed, GoAwayReceived
+    from kcp.secure import PathChanged as KcpPathChanged
+    from kcp.secure import PathFailed as KcpPathFailed
+    from kcp.secure import PathValidated as KcpPathValidated
+    from kcp.secure.connection import reason_text
 
-    def __init__(self) -> None:
-        self.peer: _DatagramPipe | None = None
-        self._q: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.closed = False
+    def translate(ev: Any) -> TransportEvent | None:
+        if isinstance(ev, KcpPathChanged):
+            return PathChanged(ev.old, ev.new)
+        if isinstance(ev, KcpPathValidated):
+            return PathValidated(ev.addr)
+        if isinstance(ev, KcpPathFailed):
+            return PathFailed(ev.addr, ev.reverted_to)
+        if isinstance(ev, GoAwayReceived):
+            return PeerDraining(ev.message)
+        if isinstance(ev, ConnectionClosed) and ev.by_peer:
+            return PeerClosed(close_status(ev.code), ev.message, reason_text(ev.code, ev.message))
+        return None
 
-    def send_datagram(self, data: bytes) -> None:
-        if self.peer is not None and not self.closed:
-            self.peer._q.put_nowait(bytes(data))
-
-    async def recv_datagram(self) -> bytes:
-        item = await self._q.get() if not self.closed else None
-        if item is None:
-            self.closed = True
-            raise ConnectionError("connection closed")
-        return item
-
-    def close(self) -> None:
-        for p in (self, self.peer):
-            if p is not None and not p.closed:
-                p._q.put_nowait(None)
-
-
-def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, MuxConnection]:
-    """(client, server) connections: real mux over an in-memory pipe, with in-memory datagrams."""
-    from kcprpc.mux.testing import memory_pair
-
-    c, s = memory_pair(config or RPC_MUX_CONFIG)
-    dc, ds = _DatagramPipe(), _DatagramPipe()
-    dc.peer, ds.peer = ds, dc
-    return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(
-        s, ds, remote_address=("mux-memory", 2)
-    )
-
-
+    return translate
 
 
 WIRE_MODES = ("secure", "compat")

@@ -47,6 +47,7 @@ from kcprpc.transport import (
     spawn,
     trim_soon,
 )
+from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
 
 log = logging.getLogger("kcprpc.server")
 
@@ -218,9 +219,7 @@ class Server:
             return
         sess = ServerSession(self, conn)
         self.sessions.add(sess)
-        add_cb = getattr(conn, "add_event_callback", None)
-        if add_cb is not None:
-            add_cb(lambda ev: self._on_transport_event(sess, ev))
+        conn.add_event_callback(lambda ev: self._on_transport_event(sess, ev))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.stats["connections"] += 1
@@ -254,10 +253,8 @@ class Server:
                 except Exception:
                     log.exception("on_disconnect hook failed")
 
-    def _on_transport_event(self, sess: ServerSession, ev: Any) -> None:
-        """Secure-mode events of a client's KCP session (runs in the receive path: never blocks)."""
-        from kcp.secure import PathChanged, PathFailed, PathValidated
-
+    def _on_transport_event(self, sess: ServerSession, ev: TransportEvent) -> None:
+        """Events of a client's transport (secure mode; runs in the receive path: never blocks)."""
         if isinstance(ev, PathChanged):
             self.stats["path_changes"] += 1
             sess.path_changes += 1

@@ -116,15 +116,14 @@ class ServerSession:
         self.last_receive = self.loop.time()
         self._max_dgram = conn.max_datagram_size
         self.calls: set[ServerCall] = set()
-        self.parking = ParkingLot(getattr(conn, "max_paused_streams", None), INBOX_LIMIT)
+        self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
         # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
         # this client, checked after every write (O(1)) and by the sweep (with the stall watch)
         self.send_limit = cfg.max_send_backlog
         self._drop_unreliable_at = cfg.max_send_backlog // 8
-        backlog = getattr(conn, "send_backlog", None)
-        progress = getattr(conn, "send_progress", None)
-        self.backlog_probe: Callable[[], int] | None = backlog if callable(backlog) else None
-        self.progress_probe: Callable[[], int] | None = progress if callable(progress) else None
+        bounds = conn.send_bounds
+        self.backlog_probe: Callable[[], int] | None = bounds.send_backlog if bounds is not None else None
+        self.progress_probe: Callable[[], int] | None = bounds.send_progress if bounds is not None else None
         self.send_backlog = 0  # bytes held for this client, as of the last check
         # checked after every 1/32 of the bound written (at most 64 KiB): the bound holds within that
         self.send_guard = (
@@ -182,8 +181,7 @@ class ServerSession:
     def peer_public_key(self) -> bytes | None:
         """Secure mode: the client's static public key when it ran the pinned-key handshake (its
         identity, also given to the server's ``authorize`` hook), else None."""
-        key = getattr(self.conn, "peer_public_key", None)
-        return key if isinstance(key, bytes) else None
+        return self.conn.peer_public_key
 
     # -- Peer protocol (push.route) --
     def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
@@ -238,12 +236,8 @@ class ServerSession:
         spawn(server.tasks, self._abort(message))
 
     async def _abort(self, message: str) -> None:
-        abort = getattr(self.conn, "abort", None)
         try:
-            if callable(abort):
-                await abort(close_code(Status.RESOURCE_EXHAUSTED), message[:500])
-            else:
-                await self.conn.close()
+            await self.conn.abort(close_code(Status.RESOURCE_EXHAUSTED), message[:500])
         except Exception:
             log.warning("session %s: closing the connection failed", self.id, exc_info=False)
 

@@ -73,7 +73,7 @@ class RpcPair:
             self.connections.append((c, c))
             return c  # the server side is accepted by the server's own listener
         if self.transport == "mux":
-            from kcprpc.net import mux_memory_pair
+            from kcprpc.memory import mux_memory_pair
 
             c, s = mux_memory_pair(self.mux_config)
         else:

@@ -26,6 +26,7 @@ from kcprpc.codec import (
 )
 from kcprpc.errors import UsageError
 from kcprpc.status import Status
+from kcprpc.transport_events import TransportEvent
 
 
 @runtime_checkable
@@ -89,6 +90,42 @@ class Connection(Protocol):
     @property
     def remote_address(self) -> Any:
         """The peer's address, when it has one."""
+        ...
+
+    # -- optional capabilities: every Connection declares them; one without says None/False
+    @property
+    def send_bounds(self) -> SendBacklog | None:
+        """What the connection holds for its peer (a server bounds it for clients that stop
+        reading), or None when nothing is held (in memory)."""
+        ...
+
+    @property
+    def max_paused_streams(self) -> int | None:
+        """How many streams may stop being read at once (:class:`ParkingLot`); None: no limit."""
+        ...
+
+    @property
+    def wire_mode(self) -> str | None:
+        """``"secure"`` or ``"compat"`` over KCP, None otherwise."""
+        ...
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """Secure mode: the peer's static public key when the handshake proved one, else None."""
+        ...
+
+    def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
+        """Call ``callback`` with each :mod:`kcprpc.transport_events` event (in the receive path:
+        it must not block); False (and nothing done) when the connection has no such events."""
+        ...
+
+    def rebind(self) -> Any:
+        """Move to a new local socket (secure KCP clients); raises :class:`UsageError` otherwise."""
+        ...
+
+    async def abort(self, code: int | None = None, message: str = "") -> None:
+        """Close at once, dropping what waits to be sent; a secure session tells the peer
+        ``code`` and ``message`` in its authenticated CLOSE."""
         ...
 
 

@@ -20,8 +20,7 @@ from test_rpc_support import Demo, Probe, Reply, Req
 import kcprpc
 from kcprpc import ClientConfig, RpcError, Server, ServerConfig, Status
 from kcprpc import codec as c
-from kcprpc.memory import connection_pair
-from kcprpc.net import mux_memory_pair
+from kcprpc.memory import connection_pair, mux_memory_pair
 from kcprpc.testing import pair
 from kcprpc.transport import read_frames
 
