@@ -513,13 +513,12 @@ class Client:
         timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
         try:
             frame = protocol.call(
-                cid, spec.wire_name, dict(metadata) if metadata else None, timeout_ms, end, payload
+                call, cid, spec.wire_name, dict(metadata) if metadata else None, timeout_ms, end, payload
             )
         except RpcError:
             if own:
                 writer.close()
             raise
-        protocol.opened(cid, call)
         if timeout is not None:
             call.timer = link.loop.call_later(timeout, call.expire)
         writer.send(frame)

@@ -160,6 +160,7 @@ ClientEvent = (
 Output = ClientEvent | bytes | None
 
 _RESPONSE_TOO_LARGE: Final = "response larger than max_message_size"
+_new: Final = tuple.__new__  # builds a NamedTuple from its fields in C (its own __new__ is Python)
 
 
 def trailer_error(code: int, message: str, details: Any, md: dict[str, Any] | None) -> RpcError | None:
@@ -230,6 +231,7 @@ class ClientProtocol:
 
     def call(
         self,
+        handle: Any,
         call_id: int,
         method: str,
         metadata: dict[str, Any] | None,
@@ -237,18 +239,15 @@ class ClientProtocol:
         end: bool,
         payload: Any,
     ) -> bytes:
-        """The CALL frame of a new call; raises RESOURCE_EXHAUSTED over ``max_message_size``.
-        Register the call's handle with :meth:`opened` once it is sent."""
+        """Open call ``call_id`` (its frames go to ``handle`` from now on) and return its CALL frame;
+        raises RESOURCE_EXHAUSTED over ``max_message_size`` (the call is not opened then)."""
         frame = encode_frame(
             codec.CALL, call_id, [method, metadata, timeout_ms, codec.FLAG_END if end else 0, payload]
         )
         if len(frame) - codec.HEADER_SIZE > self.max_message_size:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size")
-        return frame
-
-    def opened(self, call_id: int, handle: Any) -> None:
-        """The call ``call_id`` is open: its frames go to ``handle``."""
         self.calls[call_id] = handle
+        return frame
 
     def done(self, call_id: int) -> None:
         """The call ended (its frames are ignored from now on)."""
@@ -262,15 +261,18 @@ class ClientProtocol:
             if ftype == 8 and handle is not None and type(body) is list and len(body) == 3:  # REPLY
                 imd, tmd = body[1], body[2]
                 if (imd is None or type(imd) is dict) and (tmd is None or type(tmd) is dict):
-                    return Replied(handle, body[0], imd, tmd)
+                    return _new(Replied, (handle, body[0], imd, tmd))  # Replied(...), without its __new__
         elif ftype == 10 and type(body) is list and len(body) == 5 and type(body[0]) is str:  # EVENT
             name, payload, key, seq, epoch = body
-            return Event(
-                name,
-                payload,
-                key if type(key) is str else None,
-                seq if type(seq) is int else None,
-                epoch if type(epoch) is int else None,
+            return _new(  # Event(...), without its __new__
+                Event,
+                (
+                    name,
+                    payload,
+                    key if type(key) is str else None,
+                    seq if type(seq) is int else None,
+                    epoch if type(epoch) is int else None,
+                ),
             )
         frame = decode(ftype, call_id, body)
         if call_id:

@@ -129,6 +129,7 @@ ServerEvent = StartCall | CallMessage | CallEnd | CallCancel | HelloAccepted | H
 Output = ServerEvent | bytes | None
 
 _OVERSIZED_CALL: Final = "message larger than max_message_size"
+_new: Final = tuple.__new__  # builds a NamedTuple from its fields in C (its own __new__ is Python)
 
 
 class ServerProtocol:
@@ -324,13 +325,16 @@ class ServerStream:
             conn.streaming_calls += 1
         if not (type(timeout) is int or type(timeout) is float) or timeout < 0:
             timeout = None  # nil (or not a duration): no deadline
-        return StartCall(
-            cid,
-            md if type(md) is dict else None,
-            timeout,
-            payload if flags & codec.FLAG_END else None,
-            spec,
-            entry[1],
+        return _new(  # StartCall(...), without its __new__
+            StartCall,
+            (
+                cid,
+                md if type(md) is dict else None,
+                timeout,
+                payload if flags & codec.FLAG_END else None,
+                spec,
+                entry[1],
+            ),
         )
 
     def _stale(self) -> Output:

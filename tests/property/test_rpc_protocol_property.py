@@ -184,9 +184,8 @@ def test_client_protocol_survives_any_sequence(
     handles: dict[int, object] = {}
     for _ in range(data.draw(st.integers(0, 4))):
         cid = proto.next_id()
-        proto.call(cid, "p.Svc/unary", None, None, True, {"n": 1})
         handles[cid] = object()
-        proto.opened(cid, handles[cid])
+        proto.call(handles[cid], cid, "p.Svc/unary", None, None, True, {"n": 1})
     for i, (ftype, cid, body) in enumerate(items):
         as_dgram = i < len(datagram) and datagram[i]
         before = sum(counters.values())

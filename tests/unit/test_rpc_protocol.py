@@ -183,9 +183,9 @@ def test_client_states_and_call_frames() -> None:
     cid = proto.next_id()
     assert cid == 1
     with pytest.raises(Exception, match="larger than max_message_size"):
-        proto.call(cid, "a/b", None, None, True, "x" * 100)
-    proto.call(cid, "a/b", None, None, True, None)
-    proto.opened(cid, "h")
+        proto.call("h", cid, "a/b", None, None, True, "x" * 100)
+    assert cid not in proto.calls
+    proto.call("h", cid, "a/b", None, None, True, None)
     out = proto.receive(codec.WELCOME, 0, {"v": 1, "sid": "s1", "hb": 1000})
     assert isinstance(out, Welcomed) and out.welcome.session_id == "s1" and proto.state is ConnState.READY
     assert proto.receive(codec.WELCOME, 0, {"v": 1}) is None and counters["bad_frames"] == 1
