@@ -19,6 +19,9 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
+import msgpack
+from pydantic_core import to_jsonable_python
+
 from kcprpc import codec
 from kcprpc.codec import Refused, encode_frame
 from kcprpc.status import Status
@@ -464,12 +467,15 @@ def decode(ftype: int, call_id: int, body: Any) -> Frame:
 
 # ---------------------------------------------------------- encoding without an object
 _pack_header = codec.HEADER.pack
-_packb = codec.pack
+
+
+_packb = msgpack.packb
+_jsonable = to_jsonable_python  # what codec.pack does with values msgpack has no type for
 
 
 def encode_reply(call_id: int, payload: Any, initial_md: Any = None, trailing_md: Any = None) -> bytes:
     """A REPLY frame."""
-    data = _packb([payload, initial_md, trailing_md])
+    data: bytes = _packb([payload, initial_md, trailing_md], default=_jsonable, use_bin_type=True)
     return _pack_header(len(data), codec.REPLY, call_id) + data
 
 
@@ -480,7 +486,7 @@ def encode_trailer(call_id: int, code: int, message: str, details: Any = None, m
 
 def encode_msg(call_id: int, payload: Any) -> bytes:
     """A MSG frame."""
-    data = _packb(payload)
+    data: bytes = _packb(payload, default=_jsonable, use_bin_type=True)
     return _pack_header(len(data), codec.MSG, call_id) + data
 
 
