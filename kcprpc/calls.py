@@ -12,12 +12,13 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic import ValidationError
 
 from kcprpc.errors import RpcError
+from kcprpc.frame_writer import FrameWriter
+from kcprpc.inbox import INBOX_LIMIT, Inbox
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.protocol.client import ClientProtocol
 from kcprpc.protocol.frames import Cancel, End, encode_msg
 from kcprpc.service import MethodSpec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, FrameWriter, Inbox
 
 log = logging.getLogger("kcprpc.client")
 

@@ -30,10 +30,11 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.link import Link, LinkHooks
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import route
+from kcprpc.receive import RECEIVE_COUNTERS, receive_limit_defaults
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.subscriptions import RawEvent, Subscriptions
-from kcprpc.transport import RECEIVE_COUNTERS, Connection, receive_limit_defaults, spawn
+from kcprpc.transport import Connection, spawn
 from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
 
 log = logging.getLogger("kcprpc.client")
@@ -120,7 +121,7 @@ class Client:
         self.notifications_dropped = (
             0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
         )
-        # receive budgets (kcprpc.transport.ReceiveLimits) and protocol errors (bad_frames: frames
+        # receive budgets (kcprpc.receive.ReceiveLimits) and protocol errors (bad_frames: frames
         # malformed or of an unknown type; stale_frames: frames of calls that ended), over all
         # connections of this client
         self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)

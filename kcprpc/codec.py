@@ -594,7 +594,7 @@ class FrameDecoder:
     what each one was charged (0 for the frames that are not held, and all 0 without a budget);
     the caller releases what it does not keep. It stays empty with a budget that holds no frame
     type (a client's). The reader that owns the decoder may reserve buffer space for the
-    frame in progress (:attr:`reserved`, see :func:`kcprpc.transport.read_frames`): when that frame
+    frame in progress (:attr:`reserved`, see :func:`kcprpc.receive.read_frames`): when that frame
     completes, its reservation moves to :attr:`released` for the reader to give back.
     """
 

@@ -17,6 +17,8 @@ from kcprpc import codec
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
 from kcprpc.errors import RpcError
+from kcprpc.frame_writer import FrameWriter
+from kcprpc.inbox import INBOX_LIMIT, Inbox
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.protocol.frames import encode_headers, encode_msg, encode_reply, encode_trailer
 from kcprpc.protocol.server import (
@@ -43,7 +45,7 @@ from kcprpc.server_session import (
 )
 from kcprpc.service import MethodSpec
 from kcprpc.status import Status
-from kcprpc.transport import INBOX_LIMIT, ByteStream, FrameWriter, Inbox, spawn
+from kcprpc.transport import ByteStream, spawn
 
 log = logging.getLogger("kcprpc.server")
 

@@ -19,7 +19,9 @@ from kcprpc import codec
 from kcprpc.calls import ClientCall
 from kcprpc.codec import Frame
 from kcprpc.errors import RpcError
+from kcprpc.frame_writer import FrameWriter
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig
+from kcprpc.inbox import INBOX_LIMIT, ParkingLot
 from kcprpc.protocol.client import (
     CallAborted,
     ClientProtocol,
@@ -36,15 +38,8 @@ from kcprpc.protocol.client import (
 )
 from kcprpc.protocol.frames import Event, Ping, Welcome
 from kcprpc.push import send_datagram
-from kcprpc.transport import (
-    INBOX_LIMIT,
-    ByteStream,
-    Connection,
-    FrameWriter,
-    ParkingLot,
-    ReceiveLimits,
-    read_frames,
-)
+from kcprpc.receive import ReceiveLimits, read_frames
+from kcprpc.transport import ByteStream, Connection
 
 __all__ = ["EventSink", "Link", "LinkHooks"]
 

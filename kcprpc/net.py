@@ -86,7 +86,7 @@ class MuxConnection:
 
     @property
     def max_paused_streams(self) -> int:
-        """How many streams may stop being read at once (see :class:`kcprpc.transport.ParkingLot`).
+        """How many streams may stop being read at once (see :class:`kcprpc.inbox.ParkingLot`).
         smux v2: each holds at most one stream window of the session's receive buffer, and one
         window stays free for the rest (the control stream); v1 has no per-stream window: none."""
         cfg = self.mux.config

@@ -23,9 +23,10 @@ from pydantic import BaseModel
 
 from kcprpc.codec import EVENT, ROOMS, encode_frame, encode_frame_raw, pack
 from kcprpc.errors import RpcError
+from kcprpc.frame_writer import FrameWriter
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
-from kcprpc.transport import Connection, FrameWriter
+from kcprpc.transport import Connection
 
 
 class Member(Protocol):

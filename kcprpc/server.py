@@ -24,9 +24,11 @@ from kcprpc import codec
 from kcprpc.context import ServerContext, current_context, set_current
 from kcprpc.dispatch import StreamPump, invoke, maybe_await
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.protocol.server import StartNotify
 from kcprpc.push import Broker, MemoryBroker, PushHub
+from kcprpc.receive import RECEIVE_COUNTERS, read_frames
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -38,15 +40,7 @@ from kcprpc.server_session import (
 )
 from kcprpc.service import MethodSpec, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import (
-    RECEIVE_COUNTERS,
-    TRIM_AFTER,
-    ByteStream,
-    Connection,
-    read_frames,
-    spawn,
-    trim_soon,
-)
+from kcprpc.transport import ByteStream, Connection, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
 
 log = logging.getLogger("kcprpc.server")
@@ -339,7 +333,7 @@ class Server:
 
     def _note_release(self, nbytes: int) -> None:
         """Sessions that held ``nbytes`` of send backlog are gone: past ``TRIM_AFTER`` of them, ask
-        for the heap to be handed back to the OS (:func:`kcprpc.transport.trim_soon` waits for the
+        for the heap to be handed back to the OS (:func:`kcprpc.heap.trim_soon` waits for the
         buffers to be freed, debounced)."""
         if nbytes > 0:
             self._released += nbytes

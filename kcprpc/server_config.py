@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
-from kcprpc.transport import receive_limit_defaults
+from kcprpc.receive import receive_limit_defaults
 
 __all__ = ["ServerConfig"]
 

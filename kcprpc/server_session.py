@@ -14,24 +14,17 @@ from typing import Any, Final, Protocol
 from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.codec import CALL, MSG, Refused, encode_frame
+from kcprpc.frame_writer import FrameWriter, SendGuard
 from kcprpc.heartbeat import SendStall
+from kcprpc.inbox import INBOX_LIMIT, Inbox, ParkingLot
 from kcprpc.protocol.frames import encode_goaway
 from kcprpc.protocol.server import MethodEntry, ServerLimits, ServerProtocol
 from kcprpc.push import BrokerMessage, PushHub, route, send_datagram
+from kcprpc.receive import ReceiveLimits
 from kcprpc.server_config import ServerConfig
 from kcprpc.service import Delivery, MethodSpec, event_info
 from kcprpc.status import Status
-from kcprpc.transport import (
-    INBOX_LIMIT,
-    Connection,
-    FrameWriter,
-    Inbox,
-    ParkingLot,
-    ReceiveLimits,
-    SendGuard,
-    close_code,
-    spawn,
-)
+from kcprpc.transport import Connection, close_code, spawn
 
 log = logging.getLogger("kcprpc.server")
 

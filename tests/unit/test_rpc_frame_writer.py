@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kcprpc.transport import FrameWriter
+from kcprpc.frame_writer import FrameWriter
 
 
 class Sink:
@@ -75,7 +75,7 @@ async def test_more_than_high_water_in_one_tick_is_written_at_once() -> None:
 
 
 async def test_writers_of_one_connection_share_the_send_guard() -> None:
-    from kcprpc.transport import SendGuard
+    from kcprpc.frame_writer import SendGuard
 
     log: list[tuple[int, bytes]] = []
     checks: list[int] = []

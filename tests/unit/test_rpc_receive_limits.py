@@ -21,8 +21,8 @@ import kcprpc
 from kcprpc import ClientConfig, RpcError, Server, ServerConfig, Status
 from kcprpc import codec as c
 from kcprpc.memory import connection_pair, mux_memory_pair
+from kcprpc.receive import read_frames
 from kcprpc.testing import pair
-from kcprpc.transport import read_frames
 
 TIMEOUT = 5.0
 MiB = 1024 * 1024
@@ -318,7 +318,8 @@ async def test_read_frames_gives_back_what_it_may_not_hold() -> None:
     """Unit: a reader whose next frame does not fit hands the bytes it read of it back to the stream
     (the mux then grants no window for them), waits in a parking slot, and reads them again once the
     budget has room; a reader with no slot refuses the frame; the control stream never waits."""
-    from kcprpc.transport import ParkingLot, ReceiveLimits
+    from kcprpc.inbox import ParkingLot
+    from kcprpc.receive import ReceiveLimits
 
     counters: dict[str, int] = {}
     limits = ReceiveLimits(
@@ -377,7 +378,7 @@ async def test_read_frames_gives_back_what_it_may_not_hold() -> None:
 
 
 async def test_frame_budget_is_fifo_and_survives_cancellation() -> None:
-    from kcprpc.transport import FrameBudget
+    from kcprpc.receive import FrameBudget
 
     budget = FrameBudget(100)
     assert budget.try_reserve(60)

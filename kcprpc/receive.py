@@ -1,0 +1,395 @@
+"""Frames in: the per-connection receive budgets (:class:`FrameBudget`, :class:`ReceiveLimits`) and
+:func:`read_frames`, the loop that reads a stream, feeds the frame decoder and pauses the stream
+while its frames do not fit (docs/rpc.md, "Flow control and memory per connection")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+
+from kcprpc.codec import (
+    BUFFER_REFUSED,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HEADER_SIZE,
+    STALLED,
+    DecodeBudget,
+    Frame,
+    FrameDecoder,
+)
+from kcprpc.errors import UsageError
+from kcprpc.heap import TRIM_AFTER, trim_soon, trimmer
+from kcprpc.inbox import ParkingLot
+from kcprpc.transport import ByteStream
+
+
+class FrameBudget:
+    """The bytes of partial frames that the stream readers of one connection may hold together.
+
+    A reader that has the start of a frame (its 9-byte header gives the size) reserves the whole
+    frame before it holds more of it than the header; it gives the reservation back when the frame
+    is complete. A reservation is granted at once while it fits and nobody waits, otherwise in FIFO
+    order as others give theirs back. Since no waiting reader holds any of the budget (it gives the
+    bytes it read back to its stream first), and ``limit`` fits the largest frame, every
+    reservation is granted eventually while the peer completes its frames. The control stream never
+    waits: :meth:`force` charges its frame even past the limit (at most one frame at a time)."""
+
+    __slots__ = ("_waiters", "limit", "peak", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0  # most reserved at once
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def try_reserve(self, n: int) -> bool:
+        """Reserve ``n`` bytes if that needs no wait."""
+        if not self._waiters and self.used + n <= self.limit:
+            self.used += n
+            if self.used > self.peak:
+                self.peak = self.used
+            return True
+        return False
+
+    def force(self, n: int) -> None:
+        """Reserve ``n`` bytes now, past the limit if need be (the control stream's frame)."""
+        self.used += n
+        if self.used > self.peak:
+            self.peak = self.used
+
+    async def reserve(self, n: int) -> None:
+        """Wait (FIFO) until ``n`` bytes can be reserved, and reserve them."""
+        if self.try_reserve(n):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(n)  # granted as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+                self._grant()
+            raise
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` reserved bytes."""
+        self.used -= n
+        if n >= TRIM_AFTER:  # a large frame's buffer is free now
+            trim_soon()
+        if self._waiters:
+            self._grant()
+
+    def _grant(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            n, fut = waiters[0]
+            if fut.done():
+                waiters.popleft()
+                continue
+            if self.used + n > self.limit:
+                return
+            self.used += n
+            if self.used > self.peak:
+                self.peak = self.used
+            waiters.popleft()
+            fut.set_result(None)
+
+    @property
+    def waiting(self) -> int:
+        """Readers waiting for a reservation."""
+        return len(self._waiters)
+
+
+class ReceiveLimits:
+    """The receive-side memory bounds of one connection, shared by all its stream readers
+    (docs/rpc.md, "Flow control and memory per connection"):
+
+    * ``decode``: a :class:`~kcprpc.codec.DecodeBudget` of ``max_decoded_bytes``, the estimated
+      bytes of decoded bodies held (by running calls, by unread streamed messages);
+    * ``frames``: a :class:`FrameBudget` of ``max_partial_frame_bytes``, the bytes of frames
+      received in part (the control stream may hold one more frame past it);
+    * ``parking``: the :class:`ParkingLot` of streams that may stop being read;
+    * ``partial_frame_timeout``: how long a reserved frame may wait for its next byte before it is
+      dropped (None: forever).
+
+    Counters go to ``counters``: ``recv_decode_scanned``, ``recv_decode_refused`` (see
+    :class:`~kcprpc.codec.DecodeBudget`), ``recv_frame_waits`` (a stream stopped reading until its
+    frame fitted), ``recv_frame_refused`` (a frame that could neither fit nor wait was refused),
+    ``recv_frame_timeouts`` (a frame stalled for ``partial_frame_timeout`` was dropped).
+    """
+
+    __slots__ = ("_timer", "_watched", "counters", "decode", "frames", "parking", "partial_frame_timeout")
+
+    def __init__(
+        self,
+        *,
+        max_decoded_bytes: int,
+        max_partial_frame_bytes: int,
+        partial_frame_timeout: float | None,
+        held_types: Iterable[int],
+        parking: ParkingLot,
+        counters: dict[str, int],
+    ) -> None:
+        for k in RECEIVE_COUNTERS:
+            counters.setdefault(k, 0)
+        self.counters = counters
+        self.decode = DecodeBudget(max_decoded_bytes, held_types, counters)
+        self.frames = FrameBudget(max_partial_frame_bytes)
+        self.parking = parking
+        self.partial_frame_timeout = partial_frame_timeout
+        self._watched: set[_PartialReader] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        """The connection ended: if it ever held large frames, give the freed memory back to the OS
+        a little later (:class:`_Trimmer`)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._watched.clear()
+        if self.frames.peak >= TRIM_AFTER:
+            trimmer.after_close()
+
+    # -- stalled frames: one timer per connection while frames are being received in part
+    def watch(self, reader: _PartialReader) -> None:
+        """``reader`` holds a reservation for a frame in progress (its ``since`` is kept fresh)."""
+        if self.partial_frame_timeout is None:
+            return
+        reader.watched = True
+        self._watched.add(reader)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.partial_frame_timeout / 4, self._check)
+
+    def unwatch(self, reader: _PartialReader) -> None:
+        """``reader`` holds no reservation any more."""
+        reader.watched = False
+        self._watched.discard(reader)
+
+    def _check(self) -> None:
+        """Drop the frames that got no byte for ``partial_frame_timeout``: the reader is parked in its
+        stream's read (or will find the decoder skipping): the frame is refused from here."""
+        self._timer = None
+        timeout = self.partial_frame_timeout
+        if timeout is None or not self._watched:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for reader in list(self._watched):
+            if now - reader.since < timeout:
+                continue
+            self.unwatch(reader)
+            dec = reader.dec
+            if not dec.reserved:
+                continue
+            self.counters["recv_frame_timeouts"] += 1
+            trim_soon()
+            if dec.buffered >= HEADER_SIZE:
+                frame = dec.refuse_pending(STALLED)
+                self.frames.release(dec.released)
+                dec.released = 0
+                reader.on_frames([frame], [0])
+            else:
+                self.frames.release(dec.reserved)
+                dec.reserved = 0
+        if self._watched:
+            self._timer = loop.call_later(timeout / 4, self._check)
+
+
+class _PartialReader:
+    """A stream reader as :meth:`ReceiveLimits.watch` sees it."""
+
+    __slots__ = ("dec", "on_frames", "since", "watched")
+
+    def __init__(self, dec: FrameDecoder, on_frames: Callable[[list[Frame], list[int]], None]) -> None:
+        self.dec = dec
+        self.on_frames = on_frames
+        self.since = 0.0  # when its frame last made progress (loop time)
+        self.watched = False
+
+
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
+"""``max_decoded_bytes`` when not set (or ``2 * max_message_size`` if that is larger)."""
+
+PARTIAL_FRAME_SLACK = 256 * 1024
+"""Room that ``max_partial_frame_bytes`` leaves by default beside one frame of ``max_message_size``:
+the tails of small frames on other streams fit there while a large frame is in progress."""
+
+
+def receive_limit_defaults(
+    max_message_size: int,
+    max_decoded_bytes: int | None,
+    max_partial_frame_bytes: int | None,
+    partial_frame_timeout: float | None,
+) -> tuple[int, int]:
+    """The effective ``(max_decoded_bytes, max_partial_frame_bytes)`` of a server or client config
+    (None: :data:`DEFAULT_MAX_DECODED_BYTES` or ``2 * max_message_size`` if larger, and
+    ``max_message_size + 9 + 256 KiB``); raises :class:`~kcprpc.errors.UsageError` for values that could not admit one
+    message of ``max_message_size``."""
+    decoded = (
+        max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size)
+        if max_decoded_bytes is None
+        else max_decoded_bytes
+    )
+    partial = (
+        max_message_size + HEADER_SIZE + PARTIAL_FRAME_SLACK
+        if max_partial_frame_bytes is None
+        else max_partial_frame_bytes
+    )
+    if decoded < max_message_size:
+        raise UsageError("max_decoded_bytes must be at least max_message_size")
+    if partial < max_message_size + HEADER_SIZE:
+        raise UsageError("max_partial_frame_bytes must be at least max_message_size + 9 (one whole frame)")
+    if partial_frame_timeout is not None and not partial_frame_timeout > 0:
+        raise UsageError("partial_frame_timeout must be positive (or None)")
+    return decoded, partial
+
+
+RECEIVE_COUNTERS = (
+    "recv_decode_scanned",
+    "recv_decode_refused",
+    "recv_frame_waits",
+    "recv_frame_refused",
+    "recv_frame_timeouts",
+)
+"""The counters of :class:`ReceiveLimits` (in ``Server.stats`` and ``Client.counters``)."""
+
+READ_SIZE = 65536
+"""Bytes asked from a stream per read (a quarter of it after a batch of many frames: small
+messages are then decoded, and charged, a few hundred at a time, not a thousand)."""
+
+
+def _settle(dec: FrameDecoder, budget: FrameBudget) -> None:
+    """Act on what the decoder's last feed flagged: give back the reservations of completed frames,
+    trim after a refused body."""
+    dec.attention = False
+    if dec.released:
+        budget.release(dec.released)
+        dec.released = 0
+    if dec.refused:
+        dec.refused = False
+        trim_soon()
+
+
+async def read_frames(
+    stream: ByteStream,
+    on_frames: Callable[[list[Frame], list[int]], None],
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    pause: Callable[[], Awaitable[None] | None] | None = None,
+    limits: ReceiveLimits | None = None,
+    control: Callable[[], bool] | None = None,
+) -> None:
+    """Read ``stream`` until EOF, handing each batch of decoded frames to ``on_frames(frames,
+    costs)``: ``costs[i]`` is what ``frames[i]``'s body was charged to ``limits.decode``; the
+    callee zeroes the entries it keeps (and releases them later), the rest is released after it
+    returns.
+
+    After each batch ``pause()`` may return an awaitable: reading stops until it completes.
+
+    With ``limits``, every byte taken from the stream beyond a frame header is covered by a
+    reservation in ``limits.frames`` (so the mux grants the peer more window only for bytes the
+    RPC layer may hold): a stream whose next frame does not fit gives back what it read of it,
+    takes a parking slot and stops reading until the frame fits; with no slot free, the frame is
+    refused (``(type, call_id, BUFFER_REFUSED)``, the rest of it skipped). The stream for which
+    ``control()`` is true never waits. A reserved frame that gets no byte for
+    ``limits.partial_frame_timeout`` seconds is dropped (``STALLED``).
+    """
+    dec = FrameDecoder(max_message_size, limits.decode if limits is not None else None)
+    read = stream.read
+    feed = dec.feed
+    if limits is None:
+        while True:
+            data = await read(READ_SIZE)
+            if not data:
+                return
+            frames = feed(data)
+            if frames:
+                on_frames(frames, dec.costs)
+                if pause is not None:
+                    w = pause()
+                    if w is not None:
+                        await w
+    decode = limits.decode
+    budget = limits.frames
+    counters = limits.counters
+    unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
+    me = _PartialReader(dec, on_frames)  # watched while a reserved frame is in progress
+    now = asyncio.get_running_loop().time
+    size = READ_SIZE
+    try:
+        while True:
+            data = await read(size)
+            if not data:
+                return
+            frames = feed(data)
+            if frames:
+                size = READ_SIZE if len(frames) < 64 else READ_SIZE // 4
+                costs = dec.costs
+                on_frames(frames, costs)
+                if dec.charged:
+                    rest = sum(costs)  # what the callee did not keep
+                    if rest:
+                        decode.release(rest)
+                if pause is not None:
+                    w = pause()
+                    if w is not None:
+                        if dec.attention:
+                            _settle(dec, budget)
+                        if unread is not None and dec.buffered:
+                            # a paused stream holds its data in the mux only (one window at most)
+                            unread(dec.take_tail())
+                            if dec.reserved:
+                                budget.release(dec.reserved)
+                                dec.reserved = 0
+                        if me.watched:
+                            limits.unwatch(me)
+                        await w
+                        continue
+            if not dec.attention:  # the hot path: every frame complete, nothing reserved
+                if me.watched:
+                    limits.unwatch(me)
+                continue
+            _settle(dec, budget)
+            if not dec.reserved:
+                need = dec.partial
+                if not need:
+                    if me.watched:
+                        limits.unwatch(me)
+                    continue
+                if budget.try_reserve(need):
+                    dec.reserved = need
+                elif control is not None and control():
+                    budget.force(need)
+                    dec.reserved = need
+                elif unread is not None and limits.parking.try_park():
+                    counters["recv_frame_waits"] += 1
+                    unread(dec.take_tail())
+                    if me.watched:
+                        limits.unwatch(me)
+                    try:
+                        await budget.reserve(need)
+                    finally:
+                        limits.parking.unpark()
+                    dec.reserved = need  # for the frame at the head of what the stream reads next
+                else:
+                    counters["recv_frame_refused"] += 1
+                    trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
+                    on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
+                    _settle(dec, budget)
+                    if me.watched:
+                        limits.unwatch(me)
+                    continue
+            me.since = now()  # the reserved frame made progress (or just began)
+            if not me.watched:
+                limits.watch(me)
+    finally:
+        if me.watched:
+            limits.unwatch(me)
+        if dec.reserved:
+            budget.release(dec.reserved)
+            dec.reserved = 0
