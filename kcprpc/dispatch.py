@@ -121,15 +121,6 @@ class StreamPump:
         self.calls: dict[int, ServerCall] = self.proto.calls  # the protocol's call table
         self.loop = sess.loop
         self.decode = sess.receive.decode
-        self._on_event: dict[type, Callable[[Any, int], bool]] = {
-            StartCall: self._start_call,
-            CallMessage: self._on_message,
-            CallEnd: self._on_end,
-            CallCancel: self._on_cancel,
-            HelloAccepted: self._on_hello,
-            HelloRefused: self._on_hello_refused,
-            StartNotify: self._on_notify,
-        }
 
     @property
     def is_control(self) -> bool:
@@ -147,14 +138,14 @@ class StreamPump:
         self.sess.last_receive = self.loop.time()
         receive = self.proto.receive
         send = self.writer.send
-        on_event = self._on_event
+        on_event = _ON_EVENT
         for i, (ftype, cid, body) in enumerate(frames):
             out = receive(ftype, cid, body)
             if out is None:
                 continue
             if type(out) is bytes:
                 send(out)
-            elif on_event[type(out)](out, costs[i]):
+            elif on_event[type(out)](self, out, costs[i]):
                 costs[i] = 0
 
     def _on_message(self, ev: CallMessage, cost: int) -> bool:
@@ -474,3 +465,16 @@ class StreamPump:
                 yield load(item)
             except ValidationError as e:
                 raise bad_request(e) from None
+
+
+_ON_EVENT: dict[type, Callable[[StreamPump, Any, int], bool]] = {
+    StartCall: StreamPump._start_call,
+    CallMessage: StreamPump._on_message,
+    CallEnd: StreamPump._on_end,
+    CallCancel: StreamPump._on_cancel,
+    HelloAccepted: StreamPump._on_hello,
+    HelloRefused: StreamPump._on_hello_refused,
+    StartNotify: StreamPump._on_notify,
+}
+"""What the pump does with each event of the protocol (one table for all streams); True: the
+frame's decode budget stays with what it was given to."""

@@ -178,7 +178,7 @@ def _goaway_error(f: GoAway) -> RpcError:
 class ClientProtocol:
     """One connection, client side (sans-I/O; see the module docstring)."""
 
-    __slots__ = ("_call_frames", "_conn_frames", "_next", "calls", "counters", "max_message_size", "state")
+    __slots__ = ("_next", "calls", "counters", "max_message_size", "state")
 
     def __init__(self, max_message_size: int, counters: dict[str, int]) -> None:
         self.max_message_size = max_message_size
@@ -188,23 +188,6 @@ class ClientProtocol:
         self.state = ConnState.AWAITING_HELLO
         self.calls: dict[int, Any] = {}  # call id -> the pump's handle of the open call
         self._next = 0
-        self._call_frames: dict[type, Callable[[Any, Any], Output]] = {
-            Reply: self._reply,
-            Msg: self._msg,
-            Trailer: self._trailer,
-            Headers: self._headers,
-            Rejected: self._rejected,
-            Malformed: self._malformed,
-        }
-        self._conn_frames: dict[type, Callable[[Any, bool], Output]] = {
-            Event: self._event,
-            Pong: self._pong,
-            Ping: self._ping,
-            Rooms: self._rooms,
-            Welcome: self._welcome,
-            GoAway: self._goaway,
-            Malformed: self._malformed_conn,
-        }
 
     # ------------------------------------------------------------------ state
     def _to(self, new: ConnState) -> None:
@@ -276,17 +259,17 @@ class ClientProtocol:
             )
         frame = decode(ftype, call_id, body)
         if call_id:
-            on_call = self._call_frames.get(type(frame))
+            on_call = _CALL_FRAMES.get(type(frame))
             if on_call is None:
                 return self._bad(frame)
             if handle is None:  # a call that ended (a late frame) or never was
                 self.counters["stale_frames"] += 1
                 return None
-            return on_call(handle, frame)
-        on_conn = self._conn_frames.get(type(frame))
+            return on_call(self, handle, frame)
+        on_conn = _CONN_FRAMES.get(type(frame))
         if on_conn is None:
             return self._bad(frame)
-        return on_conn(frame, False)
+        return on_conn(self, frame, False)
 
     def receive_datagram(self, ftype: int, call_id: int, body: Any) -> Output:
         """One frame of an OOB datagram: an unreliable EVENT, or a GOAWAY that ends the connection."""
@@ -374,3 +357,24 @@ class ClientProtocol:
             self._to(ConnState.DRAINING)
             return Draining(_goaway_error(f))
         return None  # already draining or closed
+
+
+_CALL_FRAMES: Final[dict[type, Callable[[ClientProtocol, Any, Any], Output]]] = {
+    Reply: ClientProtocol._reply,
+    Msg: ClientProtocol._msg,
+    Trailer: ClientProtocol._trailer,
+    Headers: ClientProtocol._headers,
+    Rejected: ClientProtocol._rejected,
+    Malformed: ClientProtocol._malformed,
+}
+"""What a call's frame becomes (one table for all connections)."""
+_CONN_FRAMES: Final[dict[type, Callable[[ClientProtocol, Any, bool], Output]]] = {
+    Event: ClientProtocol._event,
+    Pong: ClientProtocol._pong,
+    Ping: ClientProtocol._ping,
+    Rooms: ClientProtocol._rooms,
+    Welcome: ClientProtocol._welcome,
+    GoAway: ClientProtocol._goaway,
+    Malformed: ClientProtocol._malformed_conn,
+}
+"""What a connection frame becomes."""

@@ -243,23 +243,13 @@ class ServerStream:
     """One mux stream of a :class:`ServerProtocol`: the control stream (after its HELLO) or a call
     stream. Owns the table of its open calls: call id → the pump's handle."""
 
-    __slots__ = ("_dispatch", "calls", "conn", "counters", "is_control")
+    __slots__ = ("calls", "conn", "counters", "is_control")
 
     def __init__(self, conn: ServerProtocol) -> None:
         self.conn = conn
         self.counters = conn.counters
         self.calls: dict[int, Any] = {}
         self.is_control = False
-        self._dispatch: dict[type, Callable[[Any], Output]] = {
-            Call: self._call,
-            Msg: self._msg,
-            End: self._end,
-            Cancel: self._cancel,
-            Ping: self._ping,
-            Notify: conn.notify,
-            Hello: self._hello,
-            Rejected: self._rejected,
-        }
 
     def receive(self, ftype: int, call_id: int, body: Any) -> Output:
         """One frame from the decoder (see the module docstring for what comes back)."""
@@ -268,7 +258,7 @@ class ServerStream:
             if type(method) is str and type(flags) is int:
                 return self._admit(call_id, method, md, timeout, flags, payload)
         frame = decode(ftype, call_id, body)
-        handler = self._dispatch.get(type(frame))
+        handler = _STREAM_FRAMES.get(type(frame))
         if handler is None:  # Unknown, Malformed, a frame only a server sends, a PONG
             if type(frame) is Malformed and frame.ftype == codec.CALL:
                 self.counters["bad_frames"] += 1
@@ -278,7 +268,7 @@ class ServerStream:
             if ftype != codec.PONG:
                 self.counters["bad_frames"] += 1
             return None
-        return handler(frame)
+        return handler(self, frame)
 
     # ------------------------------------------------------------------ the pump reports
     def opened(self, call_id: int, handle: Any) -> None:
@@ -353,6 +343,9 @@ class ServerStream:
         handle = self.calls.get(f.call_id)
         return self._stale() if handle is None else CallCancel(handle)
 
+    def _notify(self, f: Notify) -> Output:
+        return self.conn.notify(f)
+
     def _ping(self, f: Ping) -> Output:
         if f.rtt_us is not None:
             self.conn.rtt_ms = f.rtt_us / 1000.0
@@ -413,3 +406,16 @@ class ServerStream:
             return None
         self.counters["bad_frames"] += 1
         return None
+
+
+_STREAM_FRAMES: Final[dict[type, Callable[[ServerStream, Any], Output]]] = {
+    Call: ServerStream._call,
+    Msg: ServerStream._msg,
+    End: ServerStream._end,
+    Cancel: ServerStream._cancel,
+    Ping: ServerStream._ping,
+    Notify: ServerStream._notify,
+    Hello: ServerStream._hello,
+    Rejected: ServerStream._rejected,
+}
+"""What a stream does with each frame class (one table for all streams: no per-stream cycle)."""
