@@ -66,13 +66,13 @@ from .state import (
     PEER_SENDING,
     READ_EOF,
     SESSION_TRANSITIONS,
-    STREAM_TRANSITIONS,
     WRITABLE,
     SessionEvent,
     SessionState,
     StreamEvent,
     StreamState,
     next_stream_state,
+    transitions_on,
 )
 
 _MAX_INT32: Final = 0x7FFFFFFF
@@ -86,6 +86,12 @@ _RESET: Final = StreamState.RESET
 _DEAD: Final = StreamState.DEAD
 _S_OPEN: Final = SessionState.OPEN
 _S_CLOSED: Final = SessionState.CLOSED
+# columns of STREAM_TRANSITIONS, one per event the core applies (a missing state: not allowed)
+_ON_CLOSE: Final = transitions_on(StreamEvent.CLOSE)
+_ON_ABORT: Final = transitions_on(StreamEvent.ABORT)
+_ON_FIN_SENT: Final = transitions_on(StreamEvent.FIN_SENT)
+_ON_RECV_FIN: Final = transitions_on(StreamEvent.RECV_FIN)
+_ON_SESSION_END: Final = transitions_on(StreamEvent.SESSION_END)
 
 COUNTER_NAMES: Final = (
     "frames_in",
@@ -413,15 +419,17 @@ class MuxCore:
 
     # -- opening and closing streams -------------------------------------------------------------
 
-    def _check_alive(self, event: SessionEvent) -> None:
-        if self._state is not _S_OPEN and (self._state, event) not in SESSION_TRANSITIONS:
+    def _refuse(self, event: SessionEvent) -> None:
+        """Raise if the session's state does not allow ``event`` (a local operation)."""
+        if (self._state, event) not in SESSION_TRANSITIONS:
             if self._error is not None:
                 raise fresh(self._error)
-            raise MuxClosedError("session is closing")
+            raise MuxClosedError(f"session is {self._state.value}")
 
     def open_stream(self) -> StreamRecord:
         """Open a stream: allocate the next id of our parity and queue its SYN."""
-        self._check_alive(SessionEvent.OPEN_STREAM)
+        if self._state is not _S_OPEN:
+            self._refuse(SessionEvent.OPEN_STREAM)
         if len(self._streams) >= self.config.max_streams:
             raise MuxUsageError(f"too many open streams (max_streams={self.config.max_streams})")
         sid = self._next_id
@@ -444,7 +452,7 @@ class MuxCore:
     def close_stream(self, st: StreamRecord) -> None:
         """Half-close: FIN goes out after every byte already written. Idempotent."""
         old = st.state
-        st.state = new = next_stream_state(old, StreamEvent.CLOSE, st.stream_id)
+        st.state = new = _ON_CLOSE[old]  # allowed in every state
         if new is not old and not st.send_bytes and not st.scheduled:
             self._send_fin(st, self._ctrl)
         # otherwise the scheduler sends FIN right after the stream's last data
@@ -455,7 +463,7 @@ class MuxCore:
         old = st.state
         if old is _RESET:
             return
-        st.state = next_stream_state(old, StreamEvent.ABORT, st.stream_id)
+        st.state = _ON_ABORT[old]  # allowed in every state
         st.send.clear()
         self._send_buffered -= st.send_bytes
         st.send_bytes = 0
@@ -477,7 +485,10 @@ class MuxCore:
     def _send_fin(self, st: StreamRecord, out: list[bytes] | list[bytes | memoryview]) -> None:
         """Our FIN, after the stream's last data: the stream leaves the table if the peer's came."""
         self._emit_fin(st.stream_id, out)
-        st.state = new = next_stream_state(st.state, StreamEvent.FIN_SENT, st.stream_id)
+        new = _ON_FIN_SENT.get(st.state)
+        if new is None:  # a bug of ours: raise naming the state
+            new = next_stream_state(st.state, StreamEvent.FIN_SENT, st.stream_id)
+        st.state = new
         if new is _CLOSED:
             self._release(st, st.recv_bytes)
 
@@ -511,11 +522,11 @@ class MuxCore:
         (or aborted), or a local close of the session began."""
         if self._error is not None:
             raise fresh(self._error)
-        if (st.state, StreamEvent.WRITE) not in STREAM_TRANSITIONS:
+        if st.state not in WRITABLE:
             raise MuxStreamClosedError(
-                f"stream {st.stream_id} was closed for writing (it is {st.state.value})"
+                f"stream {st.stream_id} was closed for writing (it is {st.state.label})"
             )
-        self._check_alive(SessionEvent.WRITE)
+        self._refuse(SessionEvent.WRITE)
 
     def _take(self, st: StreamRecord, limit: int, out: list[bytes | memoryview]) -> int:
         """Append up to ``limit`` bytes of the stream's queue to ``out`` as views (no copy: the
@@ -701,8 +712,8 @@ class MuxCore:
                 st = streams.get(sid)
                 if st is None:
                     continue
-                new = STREAM_TRANSITIONS.get((st.state, StreamEvent.RECV_FIN))
-                if new is None:
+                new = _ON_RECV_FIN.get(st.state)
+                if new is None:  # a second FIN
                     c["duplicate_fin"] += 1
                     continue
                 st.state = new
@@ -851,9 +862,8 @@ class MuxCore:
         for st in self._rr:
             st.scheduled = False
         self._rr.clear()
-        end = StreamEvent.SESSION_END
         for st in self._streams.values():
-            st.state = STREAM_TRANSITIONS[(st.state, end)]  # DEAD, or CLOSED after the peer's FIN
+            st.state = _ON_SESSION_END[st.state]  # DEAD, or CLOSED after the peer's FIN
             st.send.clear()
             st.send_off = 0
             st.send_bytes = 0

@@ -77,7 +77,7 @@ class MuxStream:
 
     def __repr__(self) -> str:
         st = self._st
-        return f"<MuxStream id={self.stream_id} {st.state.value} buffered={st.recv_bytes} unsent={st.send_bytes}>"
+        return f"<MuxStream id={self.stream_id} {st.state.label} buffered={st.recv_bytes} unsent={st.send_bytes}>"
 
     @property
     def session(self) -> MuxSession:

@@ -34,24 +34,34 @@ why). Sans-I/O: nothing here imports asyncio, sockets or clocks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import Enum, IntEnum
 from types import MappingProxyType
 from typing import Final
 
 from .errors import MuxUsageError
 
 
-class StreamState(Enum):
-    """Where a stream is in its life (see the module docstring for each state)."""
+class StreamState(IntEnum):
+    """Where a stream is in its life (see the module docstring for each state).
 
-    OPEN = "open"
-    CLOSING_LOCAL = "closing-local"
-    HALF_CLOSED_LOCAL = "half-closed-local"
-    HALF_CLOSED_REMOTE = "half-closed-remote"
-    CLOSING = "closing"
-    CLOSED = "closed"
-    RESET = "reset"
-    DEAD = "dead"
+    An ``IntEnum`` only so that hashing a state is int hashing, done in C: the core looks up a
+    transition on every open, close and FIN (a plain ``Enum`` hashes in Python). Compare states by
+    identity, never with ints; :attr:`label` is the name used in messages.
+    """
+
+    OPEN = 1
+    CLOSING_LOCAL = 2
+    HALF_CLOSED_LOCAL = 3
+    HALF_CLOSED_REMOTE = 4
+    CLOSING = 5
+    CLOSED = 6
+    RESET = 7
+    DEAD = 8
+
+    @property
+    def label(self) -> str:
+        """The state's name for messages: ``"half-closed-local"``."""
+        return self.name.lower().replace("_", "-")
 
 
 class StreamEvent(Enum):
@@ -117,6 +127,12 @@ def _allowing(event: StreamEvent) -> tuple[StreamState, ...]:
     return tuple(s for s in StreamState if (s, event) in STREAM_TRANSITIONS)
 
 
+def transitions_on(event: StreamEvent) -> dict[StreamState, StreamState]:
+    """The table's column for one event, as a new dict ``{state: next state}`` over the states
+    allowing it: the core's paths look a transition up with one hash of the state."""
+    return {s: n for (s, e), n in STREAM_TRANSITIONS.items() if e is event}
+
+
 # State sets the core tests on its hot paths, as tuples ("in" on a short tuple of enum members is
 # an identity scan: no hashing per frame). All derived from the table above.
 WRITABLE: Final = _allowing(StreamEvent.WRITE)
@@ -139,7 +155,7 @@ def next_stream_state(state: StreamState, event: StreamEvent, stream_id: int) ->
     the core directly, which drops and counts the ones not allowed)."""
     new = STREAM_TRANSITIONS.get((state, event))
     if new is None:
-        raise MuxUsageError(f"stream {stream_id} is {state.value}: {event.value} is not allowed")
+        raise MuxUsageError(f"stream {stream_id} is {state.label}: {event.value} is not allowed")
     return new
 
 
@@ -190,4 +206,5 @@ __all__ = [
     "StreamEvent",
     "StreamState",
     "next_stream_state",
+    "transitions_on",
 ]
