@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 import kcprpc
 from kcprpc import Client, ClientConfig, HeartbeatConfig, RpcError, ServerConfig, Status
-from kcprpc.mux.core import MuxConnection as MuxCore
+from kcprpc.mux.core import MuxCore
 from kcprpc.server import ServerSession
 from kcprpc.testing import RpcPair, pair
 
