@@ -234,7 +234,7 @@ async def test_testing_pair_over_kcp_uses_the_servers_wire_settings() -> None:
     from kcprpc.testing import pair
 
     priv, pub = generate_keypair()
-    async with pair([Demo()], transport="kcp", key=KEY, static_private_key=priv, fec=(4, 2)) as p:
+    async with pair([Demo()], link="kcp", key=KEY, static_private_key=priv, fec=(4, 2)) as p:
         assert p.server.public_key == pub
         assert (await p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="t"))).text == "hello t"
         assert _session(p.client).secure.peer_static == pub  # the pinned-key handshake ran
