@@ -42,5 +42,8 @@ class Greeter(kcprpc.Service, name="quickstart.Greeter"):
 
 # `kcprpc serve examples.quickstart.service:app` serves this
 app = kcprpc.Server(
-    [Greeter()], "127.0.0.1", 9000, transport=kcprpc.Transport(kcprpc.SecureWire(key="quickstart secret", fec=(10, 3)))
+    [Greeter()],
+    "127.0.0.1",
+    9000,
+    transport=kcprpc.Transport(kcprpc.SecureWire(key="quickstart secret", fec=(10, 3))),
 )
