@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kcprpc import clitools
-from kcprpc.config import CompatWire
+from kcprpc.config import CompatWire, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
@@ -79,6 +79,7 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
                 f"{flag} is a client flag (serve takes --static-key and the app's authorize hook)"
             )
     server.transport = clitools.flags_transport(given, server.transport)
+    effective_transport(server.transport, side="server")  # what a server cannot run fails here, with the reason
     return server
 
 
