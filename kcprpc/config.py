@@ -15,7 +15,6 @@ from typing import Literal
 
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.errors import KCPUsageError
-from kcp.secure.config import SecureConfig
 from kcprpc.errors import UsageError
 from kcprpc.mux import MuxConfig
 
@@ -89,9 +88,6 @@ def process_reset_key() -> bytes:
     return _RESET_KEY[0]
 
 
-_DEFAULT_SECURE = SecureConfig()
-
-
 def described_transport(key: bytes | str | None, transport: Transport | None, *, where: str) -> Transport:
     """The :class:`Transport` a ``key=``/``transport=`` pair of arguments describes (``where`` names
     the API in errors): ``key`` alone is ``Transport(SecureWire(key=key))``, neither is the default
@@ -143,17 +139,20 @@ def effective_transport(
     wire = transport.wire
     if isinstance(wire, CompatWire):
         return transport
+    from kcp.secure.config import SecureConfig  # imported on first use: compat-only programs skip it
+
+    default = SecureConfig()
     changes: dict[str, object] = {}
     anonymous = wire.key is None and wire.static_private_key is None
     if side == "client":
         anonymous = anonymous and wire.server_public_key is None
     if anonymous:
         changes["key"] = ANONYMOUS_PSK
-    cfg = wire.config or _DEFAULT_SECURE
+    cfg = wire.config or default
     secure: dict[str, object] = {}
     version = transport.mux.version
     if cfg.mux_versions != (version,):
-        if cfg.mux_versions != _DEFAULT_SECURE.mux_versions and version not in cfg.mux_versions:
+        if cfg.mux_versions != default.mux_versions and version not in cfg.mux_versions:
             raise UsageError(
                 f"{where}: SecureWire.config.mux_versions={cfg.mux_versions} does not hold the mux's "
                 f"version {version} (set the version in Transport.mux, the handshake offers it)"
@@ -163,7 +162,7 @@ def effective_transport(
         secure["reset_key"] = process_reset_key()
     if (
         handshake_timeout is not None
-        and cfg.handshake_timeout_ms == _DEFAULT_SECURE.handshake_timeout_ms
+        and cfg.handshake_timeout_ms == default.handshake_timeout_ms
     ):
         ms = max(1, int(handshake_timeout * 1000))
         if ms != cfg.handshake_timeout_ms:
