@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kcprpc import clitools
+from kcprpc.config import CompatWire, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
@@ -77,16 +78,8 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
             raise UsageError(
                 f"{flag} is a client flag (serve takes --static-key and the app's authorize hook)"
             )
-    if "crypt" in given and "mode" not in given:
-        server.mode = None  # --crypt implies compat mode, whatever the app chose
-    elif given.get("mode") == "secure":
-        server.crypt = None  # the app's kcp-go cipher has no place in secure mode
-    for name, value in given.items():
-        if name == "transport_options":
-            server.transport_options.update(value)
-        else:
-            setattr(server, name, value)
-    _ = server.wire_mode  # conflicting settings fail here, with the reason
+    server.transport = clitools.flags_transport(given, server.transport)
+    effective_transport(server.transport, side="server")  # what a server cannot run fails here, with the reason
     return server
 
 
@@ -99,22 +92,23 @@ def security_summary(server: Server) -> tuple[list[str], str | None]:
     """What ``serve`` says about a server before it starts: lines for the wire mode, the server's
     key (if any) and who is authenticated; and a warning or None (a server that authenticates
     nobody, or compat mode without a cipher)."""
-    fec = f"; FEC {server.fec[0]}/{server.fec[1]}" if server.fec else ""
-    if server.wire_mode == "compat":
-        if server.crypt in (None, "none", "null"):
+    wire = server.transport.wire
+    fec = f"; FEC {wire.fec[0]}/{wire.fec[1]}" if wire.fec != (0, 0) else ""
+    if isinstance(wire, CompatWire):
+        if wire.crypt in (None, "none", "null"):
             return [
                 f"wire mode: compat (kcp-go's packet format; no encryption{fec})",
                 "clients:   not authenticated: anyone can connect and read the traffic",
             ], "compat mode without a cipher: traffic is neither encrypted nor authenticated"
         return [
-            f"wire mode: compat (kcp-go's packet format; cipher {server.crypt}{fec})",
+            f"wire mode: compat (kcp-go's packet format; cipher {wire.crypt}{fec})",
             "clients:   not authenticated (kcp-go's ciphers encrypt with the shared key, with no "
             "identity and no cryptographic integrity check; secure mode has both)",
         ], None
     who = []
-    if server.key is not None or server.transport_options.get("psk") is not None:
+    if wire.key is not None:
         who.append("the passphrase (--key)")
-    if server.authorize is not None:
+    if wire.authorize is not None:
         who.append("the app's authorize hook")
     pub = server.public_key
     if pub is None and not who:

@@ -38,12 +38,15 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic_core import to_jsonable_python
 
+from kcp.errors import KCPUsageError
 from kcprpc.client import Client, ClientConfig, RawEvent, connect
+from kcprpc.config import CompatWire, SecureWire, Transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.service import MethodKind, MethodSpec, raw_method
 from kcprpc.status import Status
@@ -222,6 +225,45 @@ def transport_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def flags_transport(given: dict[str, Any], base: Transport | None = None) -> Transport:
+    """``base`` (default: ``Transport()``) with the flags of :func:`transport_kwargs` applied: the
+    wire mode (``--wire``, or compat when ``--crypt`` is given), the wire's fields and the session
+    options given; the rest of ``base`` stays. (A bridge to the new transport description: the CLI
+    package replaces it with its own flag parser.)"""
+    base = base or Transport()
+    old = base.wire
+    mode = given.get("mode") or ("compat" if "crypt" in given else old.mode)
+    fec = (given["fec"] or (0, 0)) if "fec" in given else old.fec
+    key = given.get("key", old.key)
+    wire: CompatWire | SecureWire
+    try:
+        session = base.session.with_options(**given.get("transport_options", {}))
+        if mode == "compat":
+            secure_only = [k for k in ("static_private_key", "server_public_key", "token") if k in given]
+            if secure_only:
+                how = f"--crypt {given['crypt']} selects compat mode" if "crypt" in given else "--wire compat"
+                raise UsageError(
+                    f"{how} (kcp-go's packet format), which has no handshake: "
+                    f"{', '.join(secure_only)} need secure mode"
+                )
+            crypt = given.get("crypt", old.crypt if isinstance(old, CompatWire) else None)
+            wire = CompatWire(crypt=crypt, key=key, fec=fec)
+        else:
+            sw = old if isinstance(old, SecureWire) else SecureWire()
+            wire = SecureWire(
+                key=key,
+                static_private_key=given.get("static_private_key", sw.static_private_key),
+                server_public_key=given.get("server_public_key", sw.server_public_key),
+                token=given.get("token", sw.token),
+                authorize=sw.authorize,
+                fec=fec,
+                config=sw.config,
+            )
+    except KCPUsageError as e:
+        raise UsageError(str(e)) from None
+    return replace(base, wire=wire, session=session)
+
+
 def parse_key(text: str, flag: str) -> bytes:
     """A 32-byte X25519 key given as 64 hex digits, or ``@FILE`` holding them."""
     if text.startswith("@"):
@@ -316,7 +358,7 @@ def _client(args: argparse.Namespace) -> Client:
     cfg = ClientConfig(
         connect_timeout=connect_timeout(args), metadata=_metadata(getattr(args, "header", None))
     )
-    return connect(host, port, config=cfg, **transport_kwargs(args))
+    return connect(host, port, config=cfg, transport=flags_transport(transport_kwargs(args)))
 
 
 async def _connected(client: Client, address: str) -> None:
