@@ -159,8 +159,8 @@ def test_serve_on_a_taken_port_says_so() -> None:
 
 
 def test_an_unexpected_error_is_one_line_unless_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from kcprpc import clitools
     from kcprpc.cli import build_parser
+    from kcprpc.cli.runner import run_command
 
     def boom(args: object) -> int:
         raise ZeroDivisionError("a bug")
@@ -168,9 +168,9 @@ def test_an_unexpected_error_is_one_line_unless_asked(monkeypatch: pytest.Monkey
     args = build_parser().parse_args(["keygen"])
     args.func = boom
     monkeypatch.delenv("KCPRPC_TRACEBACK", raising=False)
-    assert clitools.run_command(args) == INTERNAL
+    assert run_command(args) == INTERNAL
     err = capsys.readouterr().err
     assert err == "kcprpc: internal error: ZeroDivisionError: a bug (a bug: KCPRPC_TRACEBACK=1 shows the traceback for a report)\n"
     monkeypatch.setenv("KCPRPC_TRACEBACK", "1")
     with pytest.raises(ZeroDivisionError):
-        clitools.run_command(args)
+        run_command(args)

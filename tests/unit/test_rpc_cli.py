@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from kcprpc.cli import LOG_FORMAT, build_parser, load_app, main, make_server, security_summary, setup_logging
+from kcprpc.cli import build_parser, main
+from kcprpc.cli.bridge import app_transport
+from kcprpc.cli.serve import LOG_FORMAT, load_app, make_server, security_summary, setup_logging
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
 from kcprpc.status import Status
@@ -91,14 +93,10 @@ def test_serve_flags_override_only_what_is_given() -> None:
         "s",
         None,
     )
-    assert server.transport_options == {
-        "mtu": 1300,
-        "nodelay": 1,
-        "interval": 20,
-        "resend": 2,
-        "nc": 1,
-        "rcv_wnd": 512,
-    }
+    session = app_transport(server).session  # the app's MTU, fast2's profile, the window given
+    assert (session.mtu, session.nodelay, session.interval, session.resend, session.nc) == (1300, 1, 20, 2, 1)
+    assert (session.rcv_wnd, session.snd_wnd) == (512, 128)
+    assert server.transport_options == {"mtu": 1300, "interval": 20, "rcv_wnd": 512}  # those not the defaults
     server = make_server(app, build_parser().parse_args(["serve", "m:app"]))
     assert (server.port, server.crypt, server.key, server.fec) == (1, "aes", "k", (10, 3))
     assert server.transport_options == {"mtu": 1300}
@@ -162,7 +160,7 @@ def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: P
 def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
     def summary(*flags: str, **app: Any) -> tuple[list[str], str | None]:
         server = make_server(lambda: Server([], **app), build_parser().parse_args(["serve", "m:app", *flags]))
-        return security_summary(server)
+        return security_summary(app_transport(server))
 
     lines, warning = summary("--key", "k", "--ds", "10", "--ps", "3")
     assert lines == ["wire mode: secure (encrypted and authenticated; FEC 10/3)",
