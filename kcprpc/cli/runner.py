@@ -22,14 +22,8 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.status import Status
 
 EXIT_USAGE = 2
-
-
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an unexpected error (a bug), reported in one line
-
-
 EXIT_BREAKING = 1
-
-
 STATUS_EXIT_BASE = 64
 
 
@@ -57,7 +51,8 @@ def _report(status: Status, message: str, details: Any = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a command registered on the parser (:func:`kcprpc.cli.build_parser`); never lets a traceback out for expected failures."""
+    """Run a command of the parser (:func:`kcprpc.cli.build_parser`); never lets a traceback out
+    for expected failures."""
     from kcprpc.idl.schema import DocumentError
 
     try:
