@@ -171,18 +171,19 @@ def _wire(args: argparse.Namespace, base: Wire) -> Wire:
         key = base.key
     mode = choice or ("compat" if crypt is not None else base.mode)
     if mode == "compat":
-        why = (
-            f"--wire {choice}"
-            if choice
-            else f"--crypt {crypt}"
-            if crypt is not None
-            else "the app's transport"
-        )
+        if choice:
+            why, fix = f"--wire {choice}", "--wire secure"
+        elif crypt is not None:
+            why, fix = f"--crypt {crypt}", "drop --crypt (secure mode always encrypts)"
+        else:
+            why, fix = "the app's transport", "--wire secure"
         given = [flag for name, flag in SECURE_FLAGS if getattr(args, name, None) is not None]
         if given:
+            one = len(given) == 1
             raise UsageError(
-                f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} secure mode, but {why} selects compat mode (kcp-go's packet "
-                "format, which has no handshake): drop them, or drop --crypt (secure mode always encrypts)"
+                f"{' and '.join(given)} {'needs' if one else 'need'} secure mode, but {why} selects compat "
+                f"mode (kcp-go's packet format, which has no handshake): drop {'it' if one else 'them'}, "
+                f"or {fix}"
             )
         if isinstance(base, SecureWire):
             kept = [n for n in ("static_private_key", "authorize") if getattr(base, n) is not None]

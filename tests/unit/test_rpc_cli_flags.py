@@ -113,20 +113,19 @@ def test_unknown_cipher_names_the_flag_and_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "named", "selector"),
+    ("argv", "named", "selector", "fix"),
     [
-        (["--crypt", "aes", "--key", "k", "--static-key", KEY_HEX], "--static-key needs", "--crypt aes"),
-        (["--wire", "compat", "--server-key", PUB_HEX], "--server-key needs", "--wire compat"),
-        (
-            ["--crypt", "null", "--token", "t", "--server-key", PUB_HEX],
-            "--server-key and --token need",
-            "--crypt null",
-        ),
+        (["--crypt", "aes", "--key", "k", "--static-key", KEY_HEX], "--static-key needs", "--crypt aes",
+         "drop it, or drop --crypt (secure mode always encrypts)"),
+        (["--wire", "compat", "--server-key", PUB_HEX], "--server-key needs", "--wire compat",
+         "drop it, or --wire secure"),
+        (["--crypt", "null", "--token", "t", "--server-key", PUB_HEX], "--server-key and --token need",
+         "--crypt null", "drop them, or drop --crypt (secure mode always encrypts)"),
     ],
-)
-def test_secure_flags_in_compat_mode_conflict(argv: list[str], named: str, selector: str) -> None:
+)  # fmt: skip
+def test_secure_flags_in_compat_mode_conflict(argv: list[str], named: str, selector: str, fix: str) -> None:
     msg = fails("selects compat mode", *argv)
-    assert msg.startswith(named) and f"but {selector} selects compat mode" in msg
+    assert msg.startswith(named) and f"but {selector} selects compat mode" in msg and msg.endswith(fix)
 
 
 # ---------------------------------------------------------------------------- FEC
@@ -251,6 +250,7 @@ def test_compat_over_a_base_with_a_secure_identity_conflicts(wire: SecureWire, k
 def test_secure_flags_over_a_compat_base_conflict() -> None:
     msg = fails("selects compat mode", "--token", "t", base=APP_COMPAT)
     assert msg.startswith("--token needs secure mode, but the app's transport selects compat mode")
+    assert msg.endswith("drop it, or --wire secure")
 
 
 # ---------------------------------------------------------------------------- bridge
