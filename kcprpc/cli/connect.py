@@ -40,6 +40,7 @@ def connect_timeout(args: argparse.Namespace) -> float:
 
 
 def make_client(args: argparse.Namespace) -> Client:
+    """The (not yet connected) client of a command: HOST:PORT, the transport flags, the timeouts, ``-H``."""
     after = _positionals_after_address(args)
     host, port = parse_address(args.address, after)
     extra = getattr(args, "extra", None)
@@ -63,6 +64,7 @@ async def _connected(client: Client, address: str) -> None:
 
 
 def parse_metadata(headers: Sequence[str] | None) -> dict[str, Any]:
+    """``-H key=value`` flags as call metadata."""
     md: dict[str, Any] = {}
     for h in headers or ():
         k, sep, v = h.partition("=")
@@ -73,6 +75,7 @@ def parse_metadata(headers: Sequence[str] | None) -> dict[str, Any]:
 
 
 async def with_client(args: argparse.Namespace, body: Callable[[Client, Catalog], Any]) -> int:
+    """Connect, run ``body(client, catalog)`` and close: the frame of every client command."""
     client = make_client(args)
     catalog = Catalog(client, getattr(args, "idl", None) or (), args.timeout)  # bad --idl files fail first
     await _connected(client, args.address)

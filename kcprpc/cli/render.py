@@ -11,6 +11,7 @@ from pydantic_core import to_jsonable_python
 
 
 def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON values (pydantic models, dataclasses ...; bytes as base64 if need be)."""
     try:
         return to_jsonable_python(value)
     except Exception:
@@ -18,6 +19,7 @@ def jsonable(value: Any) -> Any:
 
 
 def dump_json(value: Any, pretty: bool) -> str:
+    """``value`` as JSON text: indented when ``pretty``, else one line."""
     return json.dumps(jsonable(value), indent=2 if pretty else None, ensure_ascii=False)
 
 
@@ -73,6 +75,7 @@ def describe_text(doc: dict[str, Any]) -> str:
 
 
 def method_line(name: str, m: dict[str, Any]) -> str:
+    """One method of a document as ``rpc name(Request) returns (Response)  [kind, delivery]``."""
     kind = m["kind"]
     req = _arg(m["request"], kind in ("client_stream", "bidi"))
     resp = _arg(m["response"], kind in ("server_stream", "bidi"))
@@ -81,6 +84,7 @@ def method_line(name: str, m: dict[str, Any]) -> str:
 
 
 def referenced_defs(doc: dict[str, Any], roots: Sequence[Any]) -> dict[str, Any]:
+    """The ``$defs`` of ``doc`` that the schemas in ``roots`` reference, directly or not."""
     defs = doc.get("$defs", {})
     found: dict[str, Any] = {}
     stack = list(roots)

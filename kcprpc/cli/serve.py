@@ -30,6 +30,10 @@ from kcprpc.errors import UsageError
 from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
 
+DEFAULT_HOST = "127.0.0.1"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (attribute defaults to ``app``)."""
@@ -70,11 +74,6 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
             )
     set_app_transport(server, build_transport(args, app_transport(server)))
     return server
-
-
-DEFAULT_HOST = "127.0.0.1"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def security_summary(transport: Transport) -> tuple[list[str], str | None]:
