@@ -20,7 +20,7 @@ import kcprpc
 from examples.game.service import GameService, World
 from examples.live.service import LiveService, publisher_auth
 from examples.quickstart.service import Greeter
-from kcprpc.clitools import add_transport_args, flags_transport, transport_kwargs
+from kcprpc.cli.flags import add_transport_args, build_transport
 
 TOKEN = "publisher-secret"
 
@@ -65,7 +65,7 @@ async def main() -> None:
     ap.add_argument("--no-reflection", action="store_true")
     add_transport_args(ap)
     args = ap.parse_args()
-    server = make_server(not args.no_reflection, flags_transport(transport_kwargs(args)))
+    server = make_server(not args.no_reflection, build_transport(args))
     _, port = await server.start()
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()

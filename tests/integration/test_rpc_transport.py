@@ -84,7 +84,9 @@ def test_server_options_given_to_connect_are_refused() -> None:
 def test_client_options_given_to_server_are_refused() -> None:
     _, pub = generate_keypair()
     for wire in (SecureWire(key=KEY, server_public_key=pub), SecureWire(key=KEY, token="t")):
-        with pytest.raises(UsageError, match=r"kcprpc\.Server: server_public_key= and token= are client options"):
+        with pytest.raises(
+            UsageError, match=r"kcprpc\.Server: server_public_key= and token= are client options"
+        ):
             kcprpc.Server([], "127.0.0.1", 0, transport=Transport(wire))
 
 

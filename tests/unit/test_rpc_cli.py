@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from kcprpc import CompatWire, SecureWire, SessionConfig, Transport
-from kcprpc.cli import LOG_FORMAT, build_parser, load_app, main, make_server, security_summary, setup_logging
+from kcprpc.cli import build_parser, main
+from kcprpc.cli.serve import LOG_FORMAT, load_app, make_server, security_summary, setup_logging
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
 from kcprpc.status import Status
@@ -88,7 +89,9 @@ def test_serve_flags_override_only_what_is_given() -> None:
     server = make_server(app, args)
     assert (server.host, server.port) == ("127.0.0.1", 0)
     assert server.transport.wire == CompatWire(crypt="salsa20", key="s", fec=(0, 0))
-    assert server.transport.session == SessionConfig(mtu=1300, nodelay=1, interval=20, resend=2, nc=1, rcv_wnd=512)
+    assert server.transport.session == SessionConfig(
+        mtu=1300, nodelay=1, interval=20, resend=2, nc=1, rcv_wnd=512
+    )
     server = make_server(app, build_parser().parse_args(["serve", "m:app"]))
     assert server.port == 1
     assert server.transport == app().transport
@@ -114,7 +117,9 @@ def test_wire_flag() -> None:
     with pytest.raises(UsageError, match="--wire secure"):
         serve("--wire", "secure", "--crypt", "aes", "--key", "k")
     key = "11" * 32
-    assert serve("--static-key", key).transport.wire == SecureWire(key="k", static_private_key=bytes.fromhex(key))
+    assert serve("--static-key", key).transport.wire == SecureWire(
+        key="k", static_private_key=bytes.fromhex(key)
+    )
     with pytest.raises(UsageError, match="client flag"):
         serve("--server-key", key)
     with pytest.raises(UsageError, match="selects compat mode"):
@@ -125,7 +130,9 @@ def test_wire_flag() -> None:
 
 def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: Path) -> None:
     # an app that names no host and no key: the newcomer's first `kcprpc serve`
-    (tmp_path / "userapp.py").write_text("from examples.quickstart.service import Greeter\napp = [Greeter()]\n")
+    (tmp_path / "userapp.py").write_text(
+        "from examples.quickstart.service import Greeter\napp = [Greeter()]\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     srv = subprocess.Popen(
         [sys.executable, "-m", "kcprpc", "serve", "userapp:app", "--port", "0", "--log-level", "INFO"],
@@ -152,7 +159,7 @@ def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: P
 def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
     def summary(*flags: str, **app: Any) -> tuple[list[str], str | None]:
         server = make_server(lambda: Server([], **app), build_parser().parse_args(["serve", "m:app", *flags]))
-        return security_summary(server)
+        return security_summary(server.transport)
 
     lines, warning = summary("--key", "k", "--ds", "10", "--ps", "3")
     assert lines == ["wire mode: secure (encrypted and authenticated; FEC 10/3)",
@@ -176,7 +183,10 @@ def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
     assert make_server(lambda: Server([]), build_parser().parse_args(["serve", "m:app"])).host == "127.0.0.1"
     args = build_parser().parse_args(["serve", "m:app", "--host", "0.0.0.0"])
     assert make_server(lambda: Server([]), args).host == "0.0.0.0"
-    assert make_server(lambda: Server([], "10.0.0.1"), build_parser().parse_args(["serve", "m:app"])).host == "10.0.0.1"
+    assert (
+        make_server(lambda: Server([], "10.0.0.1"), build_parser().parse_args(["serve", "m:app"])).host
+        == "10.0.0.1"
+    )
 
 
 def test_serve_log_level() -> None:
