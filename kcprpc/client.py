@@ -102,10 +102,7 @@ class ClientConfig:
     def receive_limits(self) -> tuple[int, int]:
         """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
         return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
+            self.max_message_size, self.max_decoded_bytes, self.max_partial_frame_bytes, self.partial_frame_timeout
         )
 
 
@@ -342,9 +339,7 @@ class Client:
         self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
         self.path_changes = 0
         self.events_dropped = 0
-        self.notifications_dropped = (
-            0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
-        )
+        self.notifications_dropped = 0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
         # receive budgets (kcprpc.transport.ReceiveLimits), over all connections of this client
         self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)

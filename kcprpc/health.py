@@ -112,8 +112,7 @@ def check_topic(topic: str, templates: list[str]) -> None:
         )
     if not any(topic_pattern(t).fullmatch(topic) for t in templates):
         raise RpcError(
-            Status.NOT_FOUND,
-            f"no topic {topic!r} on this server (its topics: {', '.join(sorted(templates))})",
+            Status.NOT_FOUND, f"no topic {topic!r} on this server (its topics: {', '.join(sorted(templates))})"
         )
 
 

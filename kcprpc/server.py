@@ -133,10 +133,7 @@ class ServerConfig:
     def receive_limits(self) -> tuple[int, int]:
         """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
         return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
+            self.max_message_size, self.max_decoded_bytes, self.max_partial_frame_bytes, self.partial_frame_timeout
         )
 
 
@@ -477,11 +474,7 @@ class Server:
             return None
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-        return (
-            X25519PrivateKey.from_private_bytes(bytes(wire.static_private_key))
-            .public_key()
-            .public_bytes_raw()
-        )
+        return X25519PrivateKey.from_private_bytes(bytes(wire.static_private_key)).public_key().public_bytes_raw()
 
     @property
     def methods(self) -> dict[str, MethodSpec]:
@@ -811,7 +804,9 @@ class Server:
 _SUBSCRIBE = "kcprpc.Push/Subscribe"
 
 
-def _restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[str], dict[str, Any]] | None:
+def _restore_claims(
+    restore: Any, config: ServerConfig
+) -> tuple[list[str], list[str], dict[str, Any]] | None:
     """The rooms, topics and offsets of a HELLO's ``restore`` (names that are not strings are
     ignored), or None when it names more than a session may hold (``max_rooms`` rooms,
     ``max_subscriptions`` topics, an offset per name): such a restore is refused whole."""

@@ -91,9 +91,7 @@ async def request_files(ctx: Ctx) -> AsyncIterator[None]:
 @fixture("mymodule")
 async def mymodule(ctx: Ctx) -> AsyncIterator[None]:
     """``mymodule.py`` with ``app = [Greeter()]`` (the reader's own module)."""
-    (ctx.cwd / "mymodule.py").write_text(
-        "from examples.quickstart.service import Greeter\n\napp = [Greeter()]\n"
-    )
+    (ctx.cwd / "mymodule.py").write_text("from examples.quickstart.service import Greeter\n\napp = [Greeter()]\n")
     yield
 
 
