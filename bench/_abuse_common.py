@@ -63,12 +63,17 @@ class Target:
     fec: tuple[int, int] | None = None
     pid: int = 0  # the server process (for attacks that watch it)
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`kcprpc.connect` for this target."""
-        kw: dict[str, Any] = {"key": self.key, "fec": self.fec}
-        if self.mode == "compat":
-            kw["crypt"] = self.crypt
-        return kw
+    def transport(self) -> kcprpc.Transport:
+        """The :class:`kcprpc.Transport` a client of this target dials with."""
+        return target_transport(self.mode, self.key, self.crypt, self.fec)
+
+
+def target_transport(mode: str, key: str, crypt: str | None, fec: tuple[int, int] | None) -> kcprpc.Transport:
+    """The target's transport (server and clients): secure with ``key`` as the passphrase, or
+    compat with the kcp-go cipher ``crypt``; FEC ``fec`` (None: off)."""
+    if mode == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire(crypt=crypt, key=key, fec=fec or (0, 0)))
+    return kcprpc.Transport(kcprpc.SecureWire(key=key, fec=fec or (0, 0)))
 
 
 AttackRun = Callable[[Target, float], Awaitable[dict[str, int]]]

@@ -213,7 +213,7 @@ async def _capture_first_datagram(target: Target) -> tuple[bytes, dict[str, int]
     relay = _Relay((target.host, target.port), capture=1)
     stats = {"capture_connect_ok": 0}
     try:
-        client = kcprpc.connect(*relay.address, **target.connect_kwargs())
+        client = kcprpc.connect(*relay.address, transport=target.transport())
         try:
             await asyncio.wait_for(client.connect(), 10)
             await asyncio.wait_for(client.stub(AbuseService).echo(EchoMsg(data=b"capture")), 10)
@@ -278,7 +278,7 @@ async def session_kill(target: Target, seconds: float) -> dict[str, int]:
                 out["challenges_answered"] += 1
 
     relay.watch = on_path
-    client = kcprpc.connect(*relay.address, **target.connect_kwargs())
+    client = kcprpc.connect(*relay.address, transport=target.transport())
     try:
         await asyncio.wait_for(client.connect(), 10)
         (victim,) = relay.ups  # the victim's address, as the server sees it: the relay's upstream socket

@@ -25,7 +25,7 @@ async def _hello_flood(target: Target, seconds: float) -> dict[str, int]:
         if ev.key in (f"room:{PRIVATE_ROOM}", f"topic:{SECRET_TOPIC}"):
             out["leaked_events"] += 1
 
-    client = kcprpc.connect(target.host, target.port, **target.connect_kwargs())
+    client = kcprpc.connect(target.host, target.port, transport=target.transport())
     client.on_raw_event(on_raw)
     try:
         small = True

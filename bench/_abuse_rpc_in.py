@@ -59,7 +59,7 @@ class RawPeer:
 
     @classmethod
     async def connect(cls, target: Target) -> RawPeer:
-        conn = await dial(target.host, target.port, mode=target.mode, **target.connect_kwargs())
+        conn = await dial(target.host, target.port, target.transport())
         peer = cls(conn)
         peer.ctrl = await conn.open_stream()
         peer.ctrl.write(codec.encode_frame(codec.HELLO, 0, {"v": 1, "md": {}}))

@@ -94,7 +94,7 @@ class _Run:
                         self.target.host,
                         self.target.port,
                         config=_config(self.seconds),
-                        **self.target.connect_kwargs(),
+                        transport=self.target.transport(),
                     ),
                     max(0.1, min(5.0, self.left())),
                 )

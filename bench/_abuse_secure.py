@@ -111,7 +111,8 @@ async def fec_amplify(target: Target, seconds: float) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     out = {"calls": 0, "blob_bytes": 0, "fec_data": -1, "fec_parity": -1, "connect_failed": 0}
-    client = kcprpc.connect(target.host, target.port, key=target.key, fec=(1, 255))
+    greedy = kcprpc.Transport(kcprpc.SecureWire(key=target.key, fec=(1, 255)))
+    client = kcprpc.connect(target.host, target.port, transport=greedy)
     try:
         await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
     except (kcprpc.RpcError, asyncio.TimeoutError):

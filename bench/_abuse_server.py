@@ -28,6 +28,7 @@ from bench._abuse_common import (
     AbuseService,
     News,
     refuse_secret_topics,
+    target_transport,
 )
 
 
@@ -74,10 +75,7 @@ async def main(argv: list[str] | None = None) -> None:
         [AbuseService()],
         "127.0.0.1",
         0,
-        key=KEY,
-        crypt=COMPAT_CRYPT if args.mode == "compat" else None,
-        mode=args.mode,
-        fec=fec,
+        transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec),
         interceptors=[refuse_secret_topics],
     )
     _host, port = await server.start()

@@ -105,7 +105,7 @@ def run_legit_child(name: str, port: int, seconds: float) -> None:
         failures: list[str] = []
         connects = connect_failures = 0
         payload = EchoMsg(data=b"x" * 64)
-        client = kcprpc.connect(target.host, target.port, **target.connect_kwargs())
+        client = kcprpc.connect(target.host, target.port, transport=target.transport())
         await client.connect()
         stub = client.stub(AbuseService, timeout=5.0)
         end = loop.time() + seconds
@@ -115,7 +115,7 @@ def run_legit_child(name: str, port: int, seconds: float) -> None:
             while loop.time() < end - 1.0:
                 connects += 1
                 try:
-                    async with kcprpc.connect(target.host, target.port, **target.connect_kwargs()) as c:
+                    async with kcprpc.connect(target.host, target.port, transport=target.transport()) as c:
                         await c.stub(AbuseService, timeout=5.0).echo(payload)
                 except Exception as e:
                     connect_failures += 1

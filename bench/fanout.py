@@ -82,8 +82,9 @@ class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick]})
 _PUBLISH_S: list[float] = []  # server side: seconds spent in push.publish per call (the fan-out)
 
 
-def _conn_opts(mode: str) -> dict[str, Any]:
-    return {"mode": mode}
+def _transport(mode: str) -> kcprpc.Transport:
+    """The wire mode ``mode``: secure (anonymous: no key) or compat (no cipher)."""
+    return kcprpc.Transport(kcprpc.SecureWire() if mode == "secure" else kcprpc.CompatWire())
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -108,7 +109,7 @@ def _server_proc(conn: Connection, kind: str, mode: str, loop_kind: str) -> None
         if kind == "grpcio":
             gserver, port = await _grpc_server()
         else:
-            server = kcprpc.Server([FanoutService()], "127.0.0.1", 0, **_conn_opts(mode))
+            server = kcprpc.Server([FanoutService()], "127.0.0.1", 0, transport=_transport(mode))
             _host, port = await server.start()
         conn.send(port)
         import kcp
@@ -195,7 +196,7 @@ async def _kcprpc_subscribers(port: int, n: int, mode: str, batch: int, record: 
     try:
         for start in range(0, n, batch):
             chunk = [
-                kcprpc.connect("127.0.0.1", port, **_conn_opts(mode)) for _ in range(min(batch, n - start))
+                kcprpc.connect("127.0.0.1", port, transport=_transport(mode)) for _ in range(min(batch, n - start))
             ]
             clients.extend(chunk)
             await asyncio.wait_for(asyncio.gather(*(c.connect() for c in chunk)), 60)
@@ -299,7 +300,7 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
 
             else:
                 client = await stack.enter_async_context(
-                    kcprpc.connect("127.0.0.1", port, **_conn_opts(mode))
+                    kcprpc.connect("127.0.0.1", port, transport=_transport(mode))
                 )
                 stub = client.stub(FanoutService, timeout=10.0)
 

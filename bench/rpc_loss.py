@@ -43,8 +43,9 @@ class LossEcho(kcprpc.Service, name="bench.LossEcho"):
         return data
 
 
-def transport_kwargs(a: argparse.Namespace) -> dict[str, Any]:
-    """``crypt``/``key``/``fec`` and ``transport_options`` for kcprpc.Server / kcprpc.connect."""
+def transport(a: argparse.Namespace) -> kcprpc.Transport:
+    """The :class:`kcprpc.Transport` of both sides: compat mode with ``--crypt``, else secure
+    (``--key`` its passphrase; none: anonymous), the FEC and the session options given."""
     opts: dict[str, Any] = {
         "nodelay": a.nodelay,
         "interval": a.interval,
@@ -57,11 +58,16 @@ def transport_kwargs(a: argparse.Namespace) -> dict[str, Any]:
     if a.wnd:
         snd, rcv = (int(x) for x in a.wnd.split("/"))
         opts["snd_wnd"], opts["rcv_wnd"] = snd, rcv
-    fec: tuple[int, int] | None = None
+    fec = (0, 0)
     if a.fec and a.fec not in ("0", "0/0", "off"):
         d, p = (int(x) for x in a.fec.split("/"))
         fec = (d, p)
-    return {"crypt": a.crypt, "key": a.key, "fec": fec, "transport_options": opts}
+    wire: kcprpc.CompatWire | kcprpc.SecureWire
+    if a.crypt:
+        wire = kcprpc.CompatWire(crypt=a.crypt, key=a.key, fec=fec)
+    else:
+        wire = kcprpc.SecureWire(key=a.key, fec=fec)
+    return kcprpc.Transport(wire, session=kcprpc.SessionConfig(**opts))
 
 
 def describe(a: argparse.Namespace) -> str:
@@ -83,7 +89,7 @@ def pct(xs: list[float], p: float) -> float:
 
 async def serve(a: argparse.Namespace) -> int:
     """Serve LossEcho until ``--max-seconds`` pass (or the process is terminated)."""
-    server = kcprpc.Server([LossEcho()], a.host, a.port, **transport_kwargs(a))
+    server = kcprpc.Server([LossEcho()], a.host, a.port, transport=transport(a))
     host, port = await server.start()
     print(json.dumps({"listening": f"{host}:{port}", "config": describe(a)}), flush=True)
     try:
@@ -127,7 +133,7 @@ async def client(a: argparse.Namespace) -> int:
     errors = 0
     first_error = ""
     stop_at = time.monotonic() + a.max_seconds
-    async with kcprpc.connect(a.host, a.port, **transport_kwargs(a)) as cl:
+    async with kcprpc.connect(a.host, a.port, transport=transport(a)) as cl:
         stub = cl.stub(LossEcho, timeout=a.deadline)
         rto_max = srtt_max = rto_prev = 0
         trace: list[list[float]] = []

@@ -34,12 +34,12 @@ class Bulk(kcprpc.Service, name="bench.Bulk"):
 
 async def one(window: int, mb: float) -> float:
     cfg = MuxConfig(version=2, max_stream_buffer=window)
-    opts = {"mux_config": cfg}
-    server = kcprpc.Server([Bulk()], "127.0.0.1", 0, transport_options=opts)
+    transport = kcprpc.Transport(mux=cfg)
+    server = kcprpc.Server([Bulk()], "127.0.0.1", 0, transport=transport)
     host, port = await server.start()
     n = int(mb * 1e6 / CHUNK)
     try:
-        async with kcprpc.connect(host, port, transport_options=opts) as client:
+        async with kcprpc.connect(host, port, transport=transport) as client:
             bulk = client.stub(Bulk)
             t0 = time.perf_counter()
             got = 0

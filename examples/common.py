@@ -9,15 +9,15 @@ from typing import Any, NoReturn
 from pydantic import BaseModel, ValidationError
 
 import kcprpc
-from kcprpc.clitools import (
+from kcprpc.cli.args import (
     ArgumentParser,
     host_port,
     nonnegative_float,
     port_number,
     positive_float,
     positive_int,
-    run_loop,
 )
+from kcprpc.cli.runner import run_loop
 
 __all__ = [
     "ArgumentParser",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
+from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
@@ -21,25 +22,31 @@ __all__ = [
     "ClientCallDetails",
     "ClientConfig",
     "ClientInterceptor",
+    "CompatWire",
     "Delivery",
     "HeartbeatConfig",
+    "IOOptions",
     "KcpRpcError",
     "MemoryBroker",
     "MethodKind",
     "MethodSpec",
+    "MuxConfig",
     "ProtocolError",
     "RawEvent",
     "ReconnectPolicy",
     "ResumeFailed",
     "RpcError",
+    "SecureWire",
     "Server",
     "ServerConfig",
     "ServerContext",
     "ServerInterceptor",
     "ServerSession",
     "Service",
+    "SessionConfig",
     "Status",
     "StreamCall",
+    "Transport",
     "UnaryCall",
     "UsageError",
     "connect",

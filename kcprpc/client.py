@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from kcprpc import codec
 from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
+from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
@@ -717,64 +718,38 @@ def connect(
     host: str,
     port: int,
     *,
-    mode: Literal["secure", "compat"] | None = None,
-    crypt: str | None = None,
     key: bytes | str | None = None,
-    fec: tuple[int, int] | None = None,
-    server_public_key: bytes | None = None,
-    static_private_key: bytes | None = None,
-    token: bytes | str | None = None,
+    transport: Transport | None = None,
     config: ClientConfig | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
-    transport_options: Mapping[str, Any] | None = None,
 ) -> Client:
     """A client for a KCP server. ``async with kcprpc.connect(host, port, key="...") as client:`` or ``await``.
 
-    Wire mode (docs/rpc.md, "Wire modes"): secure by default; ``crypt=`` (a kcp-go cipher name)
-    or ``mode="compat"`` selects kcp-go's format. ``key`` is the shared passphrase (secure: the
-    handshake's PSK; compat: the cipher key); ``server_public_key`` pins the server's X25519 key
-    (``kcp.secure.generate_keypair``), ``static_private_key`` is this client's identity, ``token``
-    goes to the server's ``authorize`` hook. In compat mode ``fec`` and the other transport
-    settings must match the server's; in secure mode MTU, windows, FEC and the mux version are
-    negotiated in the handshake (the client proposes, the server decides).
-    ``transport_options`` go to ``kcp.dial`` (``nodelay``, ``snd_wnd``, ``mtu``,
-    ``secure_options`` ...) plus ``mux_config``. Reconnects (with ``config.reconnect``) dial again
-    with the same options.
+    ``transport`` describes the wire, the KCP session, the mux and the socket
+    (:class:`kcprpc.Transport`; docs/rpc.md, "Wire modes"); the default is a secure wire.
+    ``key="..."`` is the short form of ``transport=Transport(SecureWire(key="..."))`` (the shared
+    passphrase, or a 32-byte PSK); give one or the other. In compat mode (a
+    :class:`kcprpc.CompatWire`) FEC and the session settings must match the server's; in secure
+    mode MTU, windows, FEC and the mux version are negotiated in the handshake (the client
+    proposes, the server decides). ``config.connect_timeout`` bounds the secure handshake unless
+    the wire's :class:`kcp.secure.SecureConfig` sets ``handshake_timeout_ms``. Reconnects (with
+    ``config.reconnect``) dial again with the same transport.
 
     Connecting raises :class:`RpcError`: ``UNAVAILABLE`` when no answer comes within
     ``config.connect_timeout`` (in secure mode also a wrong passphrase or pinned key: the server
     stays silent to those), ``UNAUTHENTICATED`` for a refused token or a PSK that does not match a
     pinned server, ``FAILED_PRECONDITION`` for refused parameters, or the status an ``on_connect``
-    hook raised. Conflicting options raise :class:`UsageError` at once.
+    hook raised. A transport this client cannot run raises :class:`UsageError` at once.
     """
-    from kcprpc.net import resolve_mode
+    from kcprpc.config import described_transport, effective_transport
 
-    opts = dict(transport_options or {})
-    if "mode" in opts:  # the older spelling, transport_options={"mode": ...}
-        legacy = opts.pop("mode")
-        if mode is not None and legacy != mode:
-            raise UsageError(f"mode={mode!r} and transport_options['mode']={legacy!r} disagree")
-        mode = legacy
-    resolve_mode(
-        mode, crypt, server_public_key=server_public_key, static_private_key=static_private_key, token=token
-    )
+    described = described_transport(key, transport, where="kcprpc.connect")
     cfg = config or ClientConfig()
-    opts.setdefault("handshake_timeout", cfg.connect_timeout)
+    run = effective_transport(described, side="client", handshake_timeout=cfg.connect_timeout)
 
     async def connector() -> Connection:
         from kcprpc.net import dial
 
-        return await dial(
-            host,
-            port,
-            mode=mode,
-            crypt=crypt,
-            key=key,
-            fec=fec,
-            server_public_key=server_public_key,
-            static_private_key=static_private_key,
-            token=token,
-            **opts,
-        )
+        return await dial(host, port, run)
 
     return Client(connector, config=cfg, interceptors=interceptors)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kcprpc.config import RPC_MUX_CONFIG
+from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.status import Status
@@ -218,110 +217,6 @@ def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
     return translate
 
 
-WIRE_MODES = ("secure", "compat")
-
-_SECURE_ONLY = ("server_public_key", "static_private_key", "token", "authorize")
-
-
-def resolve_mode(mode: str | None, crypt: str | None, **secure: Any) -> str:
-    """The wire mode a kcprpc endpoint runs: ``mode`` when given, else ``"compat"`` when a kcp-go
-    cipher name is given as ``crypt=`` and ``"secure"`` otherwise (the default between kcprpc peers).
-
-    Conflicts raise :class:`kcprpc.UsageError`: ``crypt=`` with ``mode="secure"`` (secure mode always
-    runs its own AEAD), and the secure-only keywords (``server_public_key``, ``static_private_key``,
-    ``token``, ``authorize``) with compat mode, whether explicit or implied by ``crypt=``.
-    """
-    if mode is not None and mode not in WIRE_MODES:
-        raise UsageError(f"mode must be 'secure' or 'compat', not {mode!r}")
-    given = [k for k in _SECURE_ONLY if secure.get(k) not in (None, b"", "")]
-    if mode is None:
-        mode = "compat" if crypt is not None else "secure"
-        if mode == "compat" and given:
-            raise UsageError(
-                f"crypt={crypt!r} selects compat mode (kcp-go's packet format), which has no handshake: "
-                f"{', '.join(given)} need secure mode (drop crypt=; secure mode always encrypts)"
-            )
-    if mode == "secure" and crypt is not None:
-        raise UsageError(
-            f"crypt={crypt!r} is a kcp-go cipher (compat mode); secure mode always uses its own AEAD: "
-            "drop crypt= (key= is then the secure pre-shared passphrase), or pass mode='compat'"
-        )
-    if mode == "compat" and given:
-        raise UsageError(f"{', '.join(given)} need mode='secure' (compat mode has no handshake)")
-    return mode
-
-
-ANONYMOUS_PSK = bytes(32)
-"""The PSK of a secure endpoint given no key at all: a public value, so the session is encrypted
-(Noise NN: forward secret against passive observers) but authenticates nobody. docs/rpc.md."""
-
-
-def _kcp_options(
-    mode: str | None,
-    crypt: str | None,
-    key: bytes | str | None,
-    fec: tuple[int, int] | None,
-    mux_config: MuxConfig | None,
-    options: dict[str, Any],
-    *,
-    server: bool,
-    server_public_key: bytes | None = None,
-    static_private_key: bytes | None = None,
-    token: bytes | str | None = None,
-    authorize: Any = None,
-) -> dict[str, Any]:
-    """Keyword arguments of ``kcp.dial`` / ``kcp.listen``: the resolved wire mode (see
-    :func:`resolve_mode`); ``fec=(data, parity)`` becomes kcp's shard counts; in secure mode the
-    mux version is offered in the handshake (a mismatch is refused there, with its reason), and an
-    endpoint without any key runs anonymously (:data:`ANONYMOUS_PSK`); other session options pass
-    through."""
-    data, parity = fec if fec is not None else (0, 0)
-    mode = resolve_mode(
-        mode,
-        crypt,
-        server_public_key=server_public_key,
-        static_private_key=static_private_key,
-        token=token,
-        authorize=authorize,
-    )
-    out: dict[str, Any] = {
-        "mode": mode,
-        "key": key,
-        "data_shards": int(data),
-        "parity_shards": int(parity),
-        **options,
-    }
-    if mode == "compat":
-        out["crypt"] = crypt
-        return out
-    secure_options = dict(out.pop("secure_options", None) or {})
-    secure_options.setdefault("mux_versions", ((mux_config or RPC_MUX_CONFIG).version,))
-    anonymous = key is None and out.get("psk") is None and static_private_key is None
-    if server:
-        out["static_private_key"] = static_private_key
-        out["authorize"] = authorize
-        if anonymous:  # a public PSK must not make stateless resets forgeable: a per-process reset key
-            secure_options.setdefault("reset_key", _process_reset_key())
-    else:
-        out["server_public_key"] = server_public_key
-        out["static_private_key"] = static_private_key
-        out["token"] = token or b""
-        anonymous = anonymous and server_public_key is None
-    if anonymous:
-        out["psk"] = ANONYMOUS_PSK
-    out["secure_options"] = secure_options
-    return out
-
-
-_RESET_KEY: list[bytes] = []
-
-
-def _process_reset_key() -> bytes:
-    if not _RESET_KEY:
-        _RESET_KEY.append(os.urandom(32))
-    return _RESET_KEY[0]
-
-
 def handshake_error(e: Exception) -> RpcError:
     """The :class:`RpcError` ``kcprpc.connect`` raises for a failed secure handshake.
 
@@ -350,9 +245,9 @@ def handshake_error(e: Exception) -> RpcError:
     return RpcError(status, f"secure {e}" if str(e).startswith("handshake") else str(e))
 
 
-def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig | None = None) -> MuxConnection:
+def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig) -> MuxConnection:
     """A :class:`MuxConnection` over a ``kcp.KCPSession`` (streams on the session, OOB datagrams beside)."""
-    mux = MuxSession(session, client=client, config=mux_config or RPC_MUX_CONFIG)
+    mux = MuxSession(session, client=client, config=mux_config)
     try:
         max_dgram = int(session.max_datagram_size())
     except Exception:
@@ -370,53 +265,30 @@ def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig | None = N
     )
 
 
-async def dial(
-    host: str,
-    port: int,
-    *,
-    mode: str | None = None,
-    crypt: str | None = None,
-    key: bytes | str | None = None,
-    fec: tuple[int, int] | None = None,
-    server_public_key: bytes | None = None,
-    static_private_key: bytes | None = None,
-    token: bytes | str | None = None,
-    mux_config: MuxConfig | None = None,
-    **session_options: Any,
-) -> MuxConnection:
+async def dial(host: str, port: int, transport: Transport) -> MuxConnection:
     """Dial a KCP session to ``host:port`` and start a client mux on it.
 
-    The wire mode follows :func:`resolve_mode`; a failed secure handshake raises the
-    :class:`RpcError` of :func:`handshake_error`.
+    ``transport`` is run as :func:`kcprpc.config.effective_transport` completes it: its wire,
+    session and socket options go to ``kcp.dial`` unchanged, its mux config to the mux. A failed
+    secure handshake raises the :class:`RpcError` of :func:`handshake_error`.
     """
     import kcp
     from kcp.secure import HandshakeError
 
-    opts = _kcp_options(
-        mode,
-        crypt,
-        key,
-        fec,
-        mux_config,
-        session_options,
-        server=False,
-        server_public_key=server_public_key,
-        static_private_key=static_private_key,
-        token=token,
-    )
+    run = effective_transport(transport, side="client")
     try:
-        session = await kcp.dial(host, port, **opts)
+        session = await kcp.dial(host, port, run.wire, session=run.session, io=run.io)
     except HandshakeError as e:
         raise handshake_error(e) from None
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
-    return wrap_session(session, client=True, mux_config=mux_config)
+    return wrap_session(session, client=True, mux_config=run.mux)
 
 
 class RpcListener:
     """Accepts KCP sessions and hands them out as server-side :class:`MuxConnection` objects."""
 
-    def __init__(self, listener: Any, mux_config: MuxConfig | None) -> None:
+    def __init__(self, listener: Any, mux_config: MuxConfig) -> None:
         self.listener = listener
         self.mux_config = mux_config
 
@@ -450,35 +322,14 @@ class RpcListener:
         await self.listener.wait_closed()
 
 
-async def listen(
-    host: str,
-    port: int,
-    *,
-    mode: str | None = None,
-    crypt: str | None = None,
-    key: bytes | str | None = None,
-    fec: tuple[int, int] | None = None,
-    static_private_key: bytes | None = None,
-    authorize: Any = None,
-    mux_config: MuxConfig | None = None,
-    **session_options: Any,
-) -> RpcListener:
-    """Listen for KCP sessions on ``host:port`` (wire mode as :func:`resolve_mode` decides)."""
+async def listen(host: str, port: int, transport: Transport) -> RpcListener:
+    """Listen for KCP sessions on ``host:port``: ``transport`` as
+    :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged."""
     import kcp
 
-    opts = _kcp_options(
-        mode,
-        crypt,
-        key,
-        fec,
-        mux_config,
-        session_options,
-        server=True,
-        static_private_key=static_private_key,
-        authorize=authorize,
-    )
+    run = effective_transport(transport, side="server")
     try:
-        listener = await kcp.listen(host, port, **opts)
+        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io)
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
-    return RpcListener(listener, mux_config)
+    return RpcListener(listener, run.mux)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import ValidationError
 
 from kcprpc import codec
+from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
 from kcprpc.dispatch import StreamPump, invoke, maybe_await
 from kcprpc.errors import RpcError, UsageError
@@ -50,22 +51,21 @@ __all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession"
 BuiltinServices = Callable[[bool], list[object]]
 """Makes the built-in service instances of one server (the argument: with reflection or not)."""
 
-Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
-"""Secure mode's handshake hook: ``(token, client_static_public_or_None, addr)`` returns None to
-accept or a refusal message (the client's ``connect()`` raises UNAUTHENTICATED with it)."""
-
 
 class Server:
     """Serves a list of service instances.
 
-    ``Server([GameService()], host, port, key="passphrase", fec=(10, 3))`` then
-    ``await server.serve()``. Built-in services (health, stats, topic subscription; reflection unless
-    ``reflection=False``) are added: ``builtins`` when given, else :attr:`default_builtins`.
+    ``Server([GameService()], host, port, key="passphrase")`` then ``await server.serve()``.
+    Built-in services (health, stats, topic subscription; reflection unless ``reflection=False``)
+    are added: ``builtins`` when given, else :attr:`default_builtins`.
 
-    Wire mode (docs/rpc.md, "Wire modes"): secure by default, with ``key`` as the shared
-    passphrase and/or ``static_private_key`` as the server identity clients pin; ``authorize``
-    checks client tokens during the handshake. ``crypt=`` (a kcp-go cipher name) or
-    ``mode="compat"`` serves kcp-go's format instead (for kcp-go/kcptun peers).
+    ``transport`` (:class:`kcprpc.Transport`; docs/rpc.md, "Wire modes") describes the wire, the
+    KCP sessions, the mux and the socket; ``key="..."`` is the short form of
+    ``transport=Transport(SecureWire(key="..."))`` (give one or the other). A
+    :class:`kcprpc.SecureWire` (the default) takes the shared passphrase and/or a
+    ``static_private_key`` clients pin, an ``authorize`` hook for client tokens, and FEC as the
+    most a client gets; a :class:`kcprpc.CompatWire` serves kcp-go's format (kcp-go/kcptun peers).
+    A transport a server cannot run raises :class:`UsageError` here, not at :meth:`start`.
     """
 
     default_builtins: ClassVar[BuiltinServices | None] = None
@@ -78,12 +78,8 @@ class Server:
         host: str | None = None,
         port: int | None = None,
         *,
-        mode: Literal["secure", "compat"] | None = None,
-        crypt: str | None = None,
         key: bytes | str | None = None,
-        fec: tuple[int, int] | None = None,
-        static_private_key: bytes | None = None,
-        authorize: Authorize | None = None,
+        transport: Transport | None = None,
         config: ServerConfig | None = None,
         interceptors: Sequence[ServerInterceptor] = (),
         broker: Broker | None = None,
@@ -91,25 +87,13 @@ class Server:
         on_disconnect: SessionHook | None = None,
         on_restore: RestoreHook | None = None,
         on_path_change: PathHook | None = None,
-        transport_options: Mapping[str, Any] | None = None,
         reflection: bool = True,
         builtins: Iterable[object] | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.transport_options = dict(transport_options or {})
-        if "mode" in self.transport_options:  # the older spelling, transport_options={"mode": ...}
-            legacy = self.transport_options.pop("mode")
-            if mode is not None and legacy != mode:
-                raise UsageError(f"mode={mode!r} and transport_options['mode']={legacy!r} disagree")
-            mode = legacy
-        self.mode = mode
-        self.crypt = crypt
-        self.key = key
-        self.fec = fec
-        self.static_private_key = static_private_key
-        self.authorize = authorize
-        _ = self.wire_mode  # conflicting transport options fail here, not at start()
+        self.transport = described_transport(key, transport, where="kcprpc.Server")
+        effective_transport(self.transport, side="server")  # a wrong transport fails here, not at start()
         self.config = config or ServerConfig()
         self.interceptors = tuple(interceptors)
         self.push = PushHub(self, broker or MemoryBroker())
@@ -176,24 +160,24 @@ class Server:
         self.services.append(svc)
 
     @property
-    def wire_mode(self) -> str:
-        """``"secure"`` or ``"compat"``: ``mode`` when set, else compat when ``crypt`` names a
-        kcp-go cipher and secure otherwise (:func:`kcprpc.net.resolve_mode`)."""
-        from kcprpc.net import resolve_mode
-
-        return resolve_mode(
-            self.mode, self.crypt, static_private_key=self.static_private_key, authorize=self.authorize
-        )
+    def wire_mode(self) -> Literal["secure", "compat"]:
+        """``"secure"`` or ``"compat"``: the mode of ``transport.wire``."""
+        return self.transport.mode
 
     @property
     def public_key(self) -> bytes | None:
-        """The X25519 public key of ``static_private_key`` (what clients pin with
-        ``connect(..., server_public_key=...)``), or None without a static key."""
-        if self.static_private_key is None:
+        """The X25519 public key of the secure wire's ``static_private_key`` (what clients pin with
+        ``SecureWire(server_public_key=...)``), or None without a static key."""
+        wire = self.transport.wire
+        if not isinstance(wire, SecureWire) or wire.static_private_key is None:
             return None
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-        return X25519PrivateKey.from_private_bytes(self.static_private_key).public_key().public_bytes_raw()
+        return (
+            X25519PrivateKey.from_private_bytes(bytes(wire.static_private_key))
+            .public_key()
+            .public_bytes_raw()
+        )
 
     @property
     def closing(self) -> bool:
@@ -455,17 +439,7 @@ class Server:
             return self.address
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
-        self._listener = await listen(
-            self.host,
-            self.port,
-            mode=self.wire_mode,
-            crypt=self.crypt,
-            key=self.key,
-            fec=self.fec,
-            static_private_key=self.static_private_key,
-            authorize=self.authorize,
-            **self.transport_options,
-        )
+        self._listener = await listen(self.host, self.port, self.transport)
         self.address = self._listener.address
         self._accept_task = asyncio.ensure_future(self._accept_loop())
         return self.address

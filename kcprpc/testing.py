@@ -6,10 +6,12 @@
         greeter = p.client.stub(Greeter)
         assert (await greeter.hello(HelloRequest(name="a"))).text == "hello a"
 
-``transport="memory"`` (default) uses :mod:`kcprpc.memory`; ``transport="mux"`` runs the real
-smux implementation over an in-memory pipe; ``transport="kcp"`` serves on 127.0.0.1 over real
-KCP (there ``drop`` closes the client side; ``blackhole`` needs ``memory`` or ``mux``). Every (re)connect of the client makes a new connection,
-so :meth:`RpcPair.blackhole` / :meth:`RpcPair.drop` exercise heartbeats and reconnects.
+``link="memory"`` (default) uses :mod:`kcprpc.memory`; ``link="mux"`` runs the real smux
+implementation (``transport.mux``) over an in-memory pipe; ``link="kcp"`` serves ``transport`` on
+127.0.0.1 over real KCP, and the client dials with the matching client side of it
+(:func:`client_transport`; there ``drop`` closes the client side; ``blackhole`` needs ``memory``
+or ``mux``). Every (re)connect of the client makes a new connection, so :meth:`RpcPair.blackhole`
+/ :meth:`RpcPair.drop` exercise heartbeats and reconnects.
 """
 
 from __future__ import annotations
@@ -17,16 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 from kcprpc.client import Client, ClientConfig
+from kcprpc.config import CompatWire, SecureWire, Transport
 from kcprpc.interceptors import ClientInterceptor, ServerInterceptor
 from kcprpc.memory import MemoryConnection, connection_pair
 from kcprpc.server import Server, ServerConfig
 from kcprpc.transport import Connection
 
-if TYPE_CHECKING:
-    from kcprpc.mux import MuxConfig
+Link = Literal["memory", "mux", "kcp"]
+
+
+def client_transport(server: Server) -> Transport:
+    """The client side of ``server.transport``: the same session, mux and wire settings (a compat
+    wire as it is; a secure wire's key and FEC, pinning the server's public key if it has one)."""
+    t = server.transport
+    wire: CompatWire | SecureWire = t.wire
+    if isinstance(wire, SecureWire):
+        wire = SecureWire(key=wire.key, server_public_key=server.public_key, fec=wire.fec, config=wire.config)
+    return replace(t, wire=wire, io=replace(t.io, reuse_port=False))
 
 
 class RpcPair:
@@ -35,14 +48,12 @@ class RpcPair:
     def __init__(
         self,
         server: Server,
-        transport: Literal["memory", "mux", "kcp"],
+        link: Link,
         datagram_loss: float,
         seed: int,
-        mux_config: MuxConfig | None = None,
     ) -> None:
         self.server = server
-        self.mux_config = mux_config
-        self.transport = transport
+        self.link = link
         self.datagram_loss = datagram_loss
         self.seed = seed
         self.connections: list[tuple[Connection, Connection]] = []
@@ -56,26 +67,18 @@ class RpcPair:
             raise ConnectionRefusedError("refused (test)")
         c: Connection
         s: Connection
-        if self.transport == "kcp":
+        if self.link == "kcp":
             from kcprpc.net import dial
 
             srv = self.server
             assert srv.address is not None
-            c = await dial(  # the server's own wire settings, so that any of them connects
-                *srv.address,
-                mode=srv.wire_mode,
-                crypt=srv.crypt,
-                key=srv.key,
-                fec=srv.fec,
-                server_public_key=srv.public_key,
-                **srv.transport_options,
-            )
+            c = await dial(*srv.address, client_transport(srv))
             self.connections.append((c, c))
             return c  # the server side is accepted by the server's own listener
-        if self.transport == "mux":
+        if self.link == "mux":
             from kcprpc.memory import mux_memory_pair
 
-            c, s = mux_memory_pair(self.mux_config)
+            c, s = mux_memory_pair(self.server.transport.mux)
         else:
             c, s = connection_pair(loss=self.datagram_loss, seed=self.seed + len(self.connections))
         self.connections.append((c, s))
@@ -113,25 +116,28 @@ class RpcPair:
 async def pair(
     services: Sequence[object],
     *,
+    transport: Transport | None = None,
+    link: Link = "memory",
     server_config: ServerConfig | None = None,
     client_config: ClientConfig | None = None,
     server_interceptors: Sequence[ServerInterceptor] = (),
     client_interceptors: Sequence[ClientInterceptor] = (),
-    transport: Literal["memory", "mux", "kcp"] = "memory",
     datagram_loss: float = 0.0,
     seed: int = 0,
-    mux_config: MuxConfig | None = None,
     **server_kwargs: Any,
 ) -> AsyncIterator[RpcPair]:
-    """Yield a connected :class:`RpcPair`; everything is closed on exit. ``mux_config`` is for
-    ``transport="mux"`` (default: :data:`kcprpc.net.RPC_MUX_CONFIG`)."""
-    if transport == "kcp":
+    """Yield a connected :class:`RpcPair` over ``link``; everything is closed on exit.
+    ``transport`` is the server's (``link="kcp"``: all of it; ``"mux"``: its ``mux`` config);
+    ``server_kwargs`` go to :class:`Server` (``broker``, ``on_connect`` ...)."""
+    if link == "kcp":
         server_kwargs.setdefault("host", "127.0.0.1")
         server_kwargs.setdefault("port", 0)
-    server = Server(services, config=server_config, interceptors=server_interceptors, **server_kwargs)
-    if transport == "kcp":
+    server = Server(
+        services, transport=transport, config=server_config, interceptors=server_interceptors, **server_kwargs
+    )
+    if link == "kcp":
         await server.start()
-    p = RpcPair(server, transport, datagram_loss, seed, mux_config)
+    p = RpcPair(server, link, datagram_loss, seed)
     client = Client(p.connector, config=client_config, interceptors=client_interceptors)
     p.client = client
     await client.connect()

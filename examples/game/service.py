@@ -167,9 +167,7 @@ KEY = "game example passphrase"
 """The shared passphrase of the example (secure wire mode: the handshake's PSK)."""
 
 
-def make_server(
-    host: str = "127.0.0.1", port: int = 9100, *, key: str = KEY, **transport: object
-) -> tuple[kcprpc.Server, World]:
+def make_server(host: str = "127.0.0.1", port: int = 9100, *, key: str = KEY) -> tuple[kcprpc.Server, World]:
     """A game server (secure mode, ``key`` as the passphrase) whose players leave the world when
     they disconnect."""
     world = World()
@@ -179,7 +177,5 @@ def make_server(
         if isinstance(p, Player):
             world.remove(p)
 
-    server = kcprpc.Server(
-        [GameService(world)], host, port, key=key, on_disconnect=on_disconnect, **transport
-    )  # type: ignore[arg-type]
+    server = kcprpc.Server([GameService(world)], host, port, key=key, on_disconnect=on_disconnect)
     return server, world

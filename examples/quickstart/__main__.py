@@ -8,18 +8,16 @@ import kcprpc
 from examples.common import ArgumentParser, exit_with, field_type
 from examples.quickstart.service import CountRequest, Greeter, HelloRequest
 
-OPTS: dict[str, object] = {
-    "key": "quickstart secret",
-    "fec": (10, 3),
-}  # secure mode: the passphrase is the PSK
+# secure mode: the passphrase is the PSK; FEC 10/3 (the client proposes it, the server allows it)
+TRANSPORT = kcprpc.Transport(kcprpc.SecureWire(key="quickstart secret", fec=(10, 3)))
 
 
 async def main(name: str, count: int) -> int:
-    server = kcprpc.Server([Greeter()], "127.0.0.1", 0, **OPTS)  # type: ignore[arg-type]
+    server = kcprpc.Server([Greeter()], "127.0.0.1", 0, transport=TRANSPORT)
     host, port = await server.start()
     print(f"server listening on kcp://{host}:{port} (secure, fec 10/3)")
     try:
-        async with kcprpc.connect(host, port, **OPTS) as client:  # type: ignore[arg-type]
+        async with kcprpc.connect(host, port, transport=TRANSPORT) as client:
             greeter = client.stub(Greeter, timeout=5.0)
 
             t0 = time.perf_counter()

@@ -41,4 +41,9 @@ class Greeter(kcprpc.Service, name="quickstart.Greeter"):
 
 
 # `kcprpc serve examples.quickstart.service:app` serves this
-app = kcprpc.Server([Greeter()], "127.0.0.1", 9000, key="quickstart secret", fec=(10, 3))
+app = kcprpc.Server(
+    [Greeter()],
+    "127.0.0.1",
+    9000,
+    transport=kcprpc.Transport(kcprpc.SecureWire(key="quickstart secret", fec=(10, 3))),
+)

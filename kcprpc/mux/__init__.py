@@ -1,12 +1,14 @@
 """smux-compatible stream multiplexer (protocol versions 1 and 2).
 
-``frame`` is the codec, ``core`` the sans-I/O session state machine, ``session`` the asyncio
-:class:`MuxSession`/:class:`MuxStream`, ``testing`` the in-memory pipe and session pair.
+``frame`` is the codec (:class:`SmuxFrame`, :class:`SmuxFrameDecoder`), ``state`` the named
+stream and session states with their transition tables, ``core`` the sans-I/O session state machine
+(:class:`MuxCore`), ``session`` the asyncio :class:`MuxSession`/:class:`MuxStream` around it,
+``testing`` the in-memory pipe and session pair.
 """
 
 from __future__ import annotations
 
-from .core import MuxConfig, MuxConnection
+from .core import MuxConfig, MuxCore
 from .errors import (
     MuxClosedError,
     MuxError,
@@ -15,8 +17,9 @@ from .errors import (
     MuxStreamClosedError,
     MuxUsageError,
 )
-from .frame import CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, Frame, FrameDecoder
+from .frame import CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, SmuxFrame, SmuxFrameDecoder
 from .session import ByteTransport, MuxSession, MuxStream
+from .state import SessionState, StreamState
 
 __all__ = [
     "CMD_FIN",
@@ -25,11 +28,9 @@ __all__ = [
     "CMD_SYN",
     "CMD_UPD",
     "ByteTransport",
-    "Frame",
-    "FrameDecoder",
     "MuxClosedError",
     "MuxConfig",
-    "MuxConnection",
+    "MuxCore",
     "MuxError",
     "MuxKeepaliveTimeoutError",
     "MuxProtocolError",
@@ -37,4 +38,8 @@ __all__ = [
     "MuxStream",
     "MuxStreamClosedError",
     "MuxUsageError",
+    "SessionState",
+    "SmuxFrame",
+    "SmuxFrameDecoder",
+    "StreamState",
 ]

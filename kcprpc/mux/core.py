@@ -1,6 +1,6 @@
 """Sans-I/O smux session: the whole multiplexer state machine, without asyncio, sockets or clocks.
 
-:class:`MuxConnection` takes received bytes and ``now`` (milliseconds, int) and hands back
+:class:`MuxCore` takes received bytes and ``now`` (milliseconds, int) and hands back
 outgoing bytes and events. It owns every per-stream buffer, the session-wide receive token bucket
 (versions 1 and 2), the per-stream send windows (version 2), the keepalive clock and the counters.
 The asyncio glue (:mod:`kcprpc.mux.session`) only moves bytes and wakes waiters.
@@ -19,12 +19,14 @@ Behaviour follows xtaci/smux (v1.5.x), described in our own words in docs/wire-f
   that something arrived since the previous check, otherwise it dies (unless our own bucket is
   empty, in which case we are the ones not reading);
 * FIN is a half-close: sent after all data written before it; the receiving side still drains its
-  buffer and then reads EOF. A stream leaves the table once FIN went both ways.
+  buffer and then reads EOF. A stream leaves the table once FIN went both ways. Each stream and the
+  session keep a named state, moved only through the tables of :mod:`kcprpc.mux.state`.
 
 Hostile-peer policy: wrong version, unknown command or a lying length → the session is closed with a
 :class:`MuxProtocolError` reason and the event is counted. A SYN beyond ``max_streams`` is refused
 with an immediate FIN (the opener sees EOF) and counted. Data for unknown streams is dropped and
-counted, as smux does. Nothing raised by the decoder escapes :meth:`MuxConnection.receive_data`.
+counted, as smux does; so are data and a second FIN after the peer's FIN. Nothing raised by the
+decoder escapes :meth:`MuxCore.receive_data`.
 """
 
 from __future__ import annotations
@@ -52,15 +54,45 @@ from .frame import (
     INITIAL_PEER_WINDOW,
     MAX_PAYLOAD,
     U32_MASK,
-    FrameDecoder,
+    SmuxFrameDecoder,
     pack_header_unchecked,
     pack_upd_unchecked,
     unpack_upd,
+)
+from .state import (
+    FIN_PENDING,
+    FIN_UNSENT,
+    LIVE,
+    PEER_SENDING,
+    READ_EOF,
+    SESSION_TRANSITIONS,
+    WRITABLE,
+    SessionEvent,
+    SessionState,
+    StreamEvent,
+    StreamState,
+    next_stream_state,
+    transitions_on,
 )
 
 _MAX_INT32: Final = 0x7FFFFFFF
 _SMALL: Final = 4096  # receive pieces below this size are merged
 _MAX_CTRL_BACKLOG: Final = 4096  # control frames queued before refusal FINs are skipped
+
+# names bound once: the hot paths compare states by identity, OPEN (the common case) first: an
+# identity test is cheaper than a tuple scan that misses
+_OPEN: Final = StreamState.OPEN
+_CLOSED: Final = StreamState.CLOSED
+_RESET: Final = StreamState.RESET
+_DEAD: Final = StreamState.DEAD
+_S_OPEN: Final = SessionState.OPEN
+_S_CLOSED: Final = SessionState.CLOSED
+# columns of STREAM_TRANSITIONS, one per event the core applies (a missing state: not allowed)
+_ON_CLOSE: Final = transitions_on(StreamEvent.CLOSE)
+_ON_ABORT: Final = transitions_on(StreamEvent.ABORT)
+_ON_FIN_SENT: Final = transitions_on(StreamEvent.FIN_SENT)
+_ON_RECV_FIN: Final = transitions_on(StreamEvent.RECV_FIN)
+_ON_SESSION_END: Final = transitions_on(StreamEvent.SESSION_END)
 
 COUNTER_NAMES: Final = (
     "frames_in",
@@ -80,6 +112,7 @@ COUNTER_NAMES: Final = (
     "streams_refused",  # peer SYN beyond max_streams, answered with FIN
     "streams_released",  # FIN both ways, left the table
     "duplicate_syn",  # SYN for an id already open (ignored, as smux)
+    "duplicate_fin",  # FIN after the peer's own FIN on that stream (ignored)
     "dropped_unknown_stream",  # PSH for no open stream (dropped, as smux)
     "dropped_after_fin",  # PSH after the peer's own FIN on that stream
     "bad_version",
@@ -200,23 +233,19 @@ MuxEvent = StreamOpened | DataReceived | StreamEnded | WindowUpdated | StreamRel
 
 
 @dataclass(eq=False, slots=True)
-class StreamState:
-    """Per-stream state inside :class:`MuxConnection` (a handle for the glue; fields are internal)."""
+class StreamRecord:
+    """One stream inside :class:`MuxCore`: its :class:`~kcprpc.mux.state.StreamState`, buffers
+    and windows (a handle for the glue; read ``state``, change nothing: the core moves it)."""
 
     stream_id: int
     local: bool
+    state: StreamState = _OPEN
     recv: deque[bytes] = field(default_factory=deque)
-    recv_bytes: int = 0
+    recv_bytes: int = 0  # while the state is LIVE, these bytes hold tokens from the session bucket
     recv_off: int = 0  # bytes of recv[0] already read
-    charged: bool = True  # unread bytes still hold tokens from the session bucket
-    fin_received: bool = False
     send: deque[bytes] = field(default_factory=deque)
     send_bytes: int = 0
     send_off: int = 0  # bytes of send[0] already framed
-    fin_queued: bool = False  # close() called: FIN goes out after the pending data
-    fin_sent: bool = False
-    in_table: bool = True
-    aborted: bool = False
     scheduled: bool = False  # in the round-robin send queue
     # version 2 flow control (u32 counters, modular arithmetic as smux)
     num_read: int = 0
@@ -234,7 +263,17 @@ class StreamState:
     @property
     def at_eof(self) -> bool:
         """FIN received and every byte before it read."""
-        return self.fin_received and self.recv_bytes == 0
+        return self.recv_bytes == 0 and self.state in READ_EOF
+
+    @property
+    def writable(self) -> bool:
+        """Our direction is open: neither closed nor aborted, and the session did not die."""
+        return self.state in WRITABLE
+
+    @property
+    def fin_unsent(self) -> bool:
+        """Our FIN has not gone out yet and still will (not sent, not aborted, session alive)."""
+        return self.state in FIN_UNSENT
 
     @property
     def send_buffered(self) -> int:
@@ -277,8 +316,8 @@ def _pull(q: deque[bytes], off: int, limit: int) -> tuple[bytes, int]:
     return b"".join(parts), 0
 
 
-class MuxConnection:
-    """One smux session endpoint as a pure state machine.
+class MuxCore:
+    """One smux session endpoint as a pure state machine (sans-I/O).
 
     Inputs: :meth:`receive_data`, :meth:`handle_timer`, :meth:`connection_lost` and the stream
     operations (:meth:`open_stream`, :meth:`send`, :meth:`read`, :meth:`close_stream`,
@@ -295,17 +334,17 @@ class MuxConnection:
         self._frame_size = cfg.max_frame_size
         self._stream_buffer = cfg.max_stream_buffer
         self._half_buffer = cfg.max_stream_buffer // 2
-        self._decoder = FrameDecoder(cfg.version)
-        self._streams: dict[int, StreamState] = {}
+        self._decoder = SmuxFrameDecoder(cfg.version)
+        self._streams: dict[int, StreamRecord] = {}  # the table: streams in a LIVE state
         self._next_id = 1 if self.client else 0
         self._bucket = cfg.max_receive_buffer
         self._events: list[MuxEvent] = []
         self._ctrl: list[bytes] = []
-        self._upd: list[StreamState] = []  # streams owing the peer a UPD (built when sent)
-        self._rr: deque[StreamState] = deque()
+        self._upd: list[StreamRecord] = []  # streams owing the peer a UPD (built when sent)
+        self._rr: deque[StreamRecord] = deque()
         self._send_buffered = 0  # sum of every stream's send_bytes
-        self._error: MuxClosedError | None = None
-        self._closing = False
+        self._state = _S_OPEN
+        self._error: MuxClosedError | None = None  # set with the CLOSED state: why it died
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         # keepalive (milliseconds)
         self._ka = not cfg.keepalive_disabled
@@ -318,9 +357,17 @@ class MuxConnection:
     # -- state ---------------------------------------------------------------------------------
 
     @property
+    def state(self) -> SessionState:
+        """OPEN, CLOSING (a local close began) or CLOSED (dead: see :attr:`error`)."""
+        return self._state
+
+    def _session_event(self, event: SessionEvent) -> None:
+        self._state = SESSION_TRANSITIONS[(self._state, event)]  # the table is total
+
+    @property
     def closed(self) -> bool:
         """True once the session is dead (see :attr:`error`)."""
-        return self._error is not None
+        return self._state is _S_CLOSED
 
     @property
     def error(self) -> MuxClosedError | None:
@@ -330,7 +377,7 @@ class MuxConnection:
     @property
     def wants_read(self) -> bool:
         """False while the receive token bucket is empty (stop reading the transport) or dead."""
-        return self._error is None and self._bucket > 0
+        return self._bucket > 0 and self._state is not _S_CLOSED
 
     @property
     def bucket(self) -> int:
@@ -353,7 +400,7 @@ class MuxConnection:
         """Streams in the table (not yet closed both ways)."""
         return len(self._streams)
 
-    def get_stream(self, stream_id: int) -> StreamState | None:
+    def get_stream(self, stream_id: int) -> StreamRecord | None:
         """The live stream with this id, or None."""
         return self._streams.get(stream_id)
 
@@ -367,21 +414,23 @@ class MuxConnection:
     def has_data_to_send(self) -> bool:
         """True if :meth:`data_to_send` may return bytes now (O(1); may be a false positive when
         every queued stream waits for a version 2 window)."""
-        if self._error is not None:
+        if self._state is _S_CLOSED:
             return False
         return bool(self._ctrl) or bool(self._rr) or bool(self._upd)
 
     # -- opening and closing streams -------------------------------------------------------------
 
-    def _check_alive(self) -> None:
-        if self._error is not None:
-            raise fresh(self._error)
-        if self._closing:
-            raise MuxClosedError("session is closing")
+    def _refuse(self, event: SessionEvent) -> None:
+        """Raise if the session's state does not allow ``event`` (a local operation)."""
+        if (self._state, event) not in SESSION_TRANSITIONS:
+            if self._error is not None:
+                raise fresh(self._error)
+            raise MuxClosedError(f"session is {self._state.value}")
 
-    def open_stream(self) -> StreamState:
+    def open_stream(self) -> StreamRecord:
         """Open a stream: allocate the next id of our parity and queue its SYN."""
-        self._check_alive()
+        if self._state is not _S_OPEN:
+            self._refuse(SessionEvent.OPEN_STREAM)
         if len(self._streams) >= self.config.max_streams:
             raise MuxUsageError(f"too many open streams (max_streams={self.config.max_streams})")
         sid = self._next_id
@@ -392,7 +441,7 @@ class MuxConnection:
             if sid not in self._streams:  # a peer squatting our parity cannot make us collide
                 break
         self._next_id = sid
-        st = StreamState(sid, True)
+        st = StreamRecord(sid, True)
         self._streams[sid] = st
         self._ctrl.append(pack_header_unchecked(self.version, CMD_SYN, sid, 0))
         c = self.counters
@@ -401,69 +450,64 @@ class MuxConnection:
         c["streams_opened"] += 1
         return st
 
-    def close_stream(self, st: StreamState) -> None:
+    def close_stream(self, st: StreamRecord) -> None:
         """Half-close: FIN goes out after every byte already written. Idempotent."""
-        if st.fin_queued or self._error is not None:
-            st.fin_queued = True
-            return
-        st.fin_queued = True
-        if st.send_bytes == 0 and not st.scheduled:
-            self._emit_fin(st, self._ctrl)
+        old = st.state
+        st.state = new = _ON_CLOSE[old]  # allowed in every state
+        if new is not old and not st.send_bytes and not st.scheduled:
+            self._send_fin(st, self._ctrl)
         # otherwise the scheduler sends FIN right after the stream's last data
 
-    def abort_stream(self, st: StreamState) -> None:
+    def abort_stream(self, st: StreamRecord) -> None:
         """Full close, as smux's ``Stream.Close()``: drop unsent and unread data, send FIN (if not
         sent yet) and leave the table at once; later data for this id is dropped. Idempotent."""
-        if st.aborted:
+        old = st.state
+        if old is _RESET:
             return
-        st.aborted = True
+        st.state = _ON_ABORT[old]  # allowed in every state
         st.send.clear()
         self._send_buffered -= st.send_bytes
         st.send_bytes = 0
         st.send_off = 0
-        st.fin_queued = True
-        if self._error is None and not st.fin_sent:
-            self._emit_fin(st, self._ctrl)
-        if st.charged:
-            st.charged = False
-            self._return_tokens(st.recv_bytes)
+        if old in FIN_UNSENT:
+            self._emit_fin(st.stream_id, self._ctrl)
+        unread = st.recv_bytes
         st.recv.clear()
         st.recv_bytes = 0
         st.recv_off = 0
-        if st.in_table:
-            self._release(st)
+        if old in LIVE:
+            self._release(st, unread)
 
-    def _emit_fin(self, st: StreamState, out: list[bytes] | list[bytes | memoryview]) -> None:
-        out.append(pack_header_unchecked(self.version, CMD_FIN, st.stream_id, 0))
-        st.fin_sent = True
+    def _emit_fin(self, stream_id: int, out: list[bytes] | list[bytes | memoryview]) -> None:
+        out.append(pack_header_unchecked(self.version, CMD_FIN, stream_id, 0))
         self.counters["fin_out"] += 1
         self.counters["frames_out"] += 1
-        self._maybe_release(st)
 
-    def _maybe_release(self, st: StreamState) -> None:
-        if st.fin_sent and st.fin_received and st.in_table:
-            self._release(st)
+    def _send_fin(self, st: StreamRecord, out: list[bytes] | list[bytes | memoryview]) -> None:
+        """Our FIN, after the stream's last data: the stream leaves the table if the peer's came."""
+        self._emit_fin(st.stream_id, out)
+        new = _ON_FIN_SENT.get(st.state)
+        if new is None:  # a bug of ours: raise naming the state
+            new = next_stream_state(st.state, StreamEvent.FIN_SENT, st.stream_id)
+        st.state = new
+        if new is _CLOSED:
+            self._release(st, st.recv_bytes)
 
-    def _release(self, st: StreamState) -> None:
-        """The stream leaves the table: its unread bytes give their tokens back (they stay readable)."""
-        st.in_table = False
+    def _release(self, st: StreamRecord, tokens: int) -> None:
+        """The stream has left its LIVE states: out of the table; ``tokens`` (its unread bytes,
+        which stay readable unless it was aborted) go back to the bucket, last, since that may
+        parse held-back input."""
         self._streams.pop(st.stream_id, None)
-        if st.charged:
-            st.charged = False
-            self._return_tokens(st.recv_bytes)
         self.counters["streams_released"] += 1
         self._events.append(StreamReleased(st.stream_id))
+        self._return_tokens(tokens)
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
+    def send(self, st: StreamRecord, data: bytes | bytearray | memoryview) -> None:
         """Queue stream data; it is framed (split at ``max_frame_size``) by :meth:`data_to_send`."""
-        if self._error is not None:
-            raise fresh(self._error)
-        if st.fin_queued:
-            raise MuxStreamClosedError(f"stream {st.stream_id} was closed for writing")
-        if self._closing:
-            raise MuxClosedError("session is closing")
+        if self._state is not _S_OPEN or (st.state is not _OPEN and st.state not in WRITABLE):
+            self._refuse_write(st)
         n = len(data)
         if not n:
             return
@@ -474,7 +518,18 @@ class MuxConnection:
             st.scheduled = True
             self._rr.append(st)
 
-    def _take(self, st: StreamState, limit: int, out: list[bytes | memoryview]) -> int:
+    def _refuse_write(self, st: StreamRecord) -> None:
+        """Raise why ``st`` cannot be written: the session died, the stream was closed for writing
+        (or aborted), or a local close of the session began."""
+        if self._error is not None:
+            raise fresh(self._error)
+        if st.state not in WRITABLE:
+            raise MuxStreamClosedError(
+                f"stream {st.stream_id} was closed for writing (it is {st.state.label})"
+            )
+        self._refuse(SessionEvent.WRITE)
+
+    def _take(self, st: StreamRecord, limit: int, out: list[bytes | memoryview]) -> int:
         """Append up to ``limit`` bytes of the stream's queue to ``out`` as views (no copy: the
         caller's final join is the only copy); return how many."""
         q = st.send
@@ -504,7 +559,7 @@ class MuxConnection:
         Stops after about ``max_bytes`` (at least one frame). Data frames never exceed
         ``max_frame_size``; in version 2 a stream sends only within its peer window.
         """
-        if self._error is not None:
+        if self._state is _S_CLOSED:
             return b""
         out: list[bytes | memoryview] = []
         size = 0
@@ -518,7 +573,7 @@ class MuxConnection:
             for st in self._upd:
                 if st.upd_due:
                     st.upd_due = False
-                    if st.in_table and not st.fin_received:
+                    if st.state in PEER_SENDING:  # no window for a peer that is done
                         out.append(
                             pack_upd_unchecked(self.version, st.stream_id, st.num_read, self._stream_buffer)
                         )
@@ -535,7 +590,7 @@ class MuxConnection:
         while rr and size < max_bytes:
             st = rr.popleft()
             st.scheduled = False
-            if not st.in_table and not st.fin_queued:
+            if st.state is not _OPEN and st.state not in FIN_UNSENT:  # aborted, or FIN already out
                 continue
             if st.send_bytes:
                 limit = frame_size
@@ -558,8 +613,8 @@ class MuxConnection:
                     st.scheduled = True
                     rr.append(st)
                     continue
-            if st.fin_queued and not st.fin_sent and not st.send_bytes:
-                self._emit_fin(st, out)
+            if not st.send_bytes and st.state is not _OPEN and st.state in FIN_PENDING:  # OPEN: one test
+                self._send_fin(st, out)
         c["frames_out"] += frames
         c["bytes_out"] += payload
         return b"".join(out)
@@ -568,7 +623,7 @@ class MuxConnection:
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: int) -> None:
         """Take bytes from the transport. Never raises on garbage: a bad frame kills the session."""
-        if self._error is not None or not data:
+        if self._state is _S_CLOSED or not data:
             return
         self._data_ready = True
         self._decoder.feed(data)
@@ -579,7 +634,7 @@ class MuxConnection:
         streams = self._streams
         c = self.counters
         events = self._events
-        while self._bucket > 0 and self._error is None:
+        while self._bucket > 0 and self._state is not _S_CLOSED:
             try:
                 frame = dec.next_frame()
             except MuxProtocolError as exc:
@@ -598,7 +653,7 @@ class MuxConnection:
                 if st is None:
                     c["dropped_unknown_stream"] += 1
                     continue
-                if st.fin_received:
+                if st.state is not _OPEN and st.state not in PEER_SENDING:  # after the peer's FIN
                     c["dropped_after_fin"] += 1
                     continue
                 q = st.recv
@@ -650,17 +705,22 @@ class MuxConnection:
                         c["fin_out"] += 1
                         c["frames_out"] += 1
                     continue
-                streams[sid] = StreamState(sid, False)
+                streams[sid] = StreamRecord(sid, False)
                 c["streams_accepted"] += 1
                 events.append(StreamOpened(sid))
             else:  # CMD_FIN (the decoder admits nothing else)
                 c["fin_in"] += 1
                 st = streams.get(sid)
-                if st is None or st.fin_received:
+                if st is None:
                     continue
-                st.fin_received = True
+                new = _ON_RECV_FIN.get(st.state)
+                if new is None:  # a second FIN
+                    c["duplicate_fin"] += 1
+                    continue
+                st.state = new
                 events.append(StreamEnded(sid))
-                self._maybe_release(st)
+                if new is _CLOSED:
+                    self._release(st, st.recv_bytes)
 
     def _protocol_error(self, exc: MuxProtocolError, counted: bool = False) -> None:
         c = self.counters
@@ -676,22 +736,23 @@ class MuxConnection:
             return
         was_empty = self._bucket <= 0
         self._bucket += n
-        if was_empty and self._bucket > 0 and self._error is None:
+        if was_empty and self._bucket > 0 and self._state is not _S_CLOSED:
             self._parse()
 
-    def read(self, st: StreamState, n: int = -1) -> bytes:
+    def read(self, st: StreamRecord, n: int = -1) -> bytes:
         """Take up to ``n`` buffered bytes (all of them if ``n < 0``) from a stream.
 
-        Returns ``b""`` when nothing is buffered (check :attr:`StreamState.at_eof`); raises the
-        session's error when nothing is buffered, no FIN came and the session is dead. Returning
-        tokens may let held-back input be parsed, so check :meth:`events` afterwards.
+        Returns ``b""`` when nothing is buffered (check :attr:`StreamRecord.at_eof`); raises the
+        session's error when nothing is buffered, no FIN came and the session is dead (DEAD).
+        Returning tokens may let held-back input be parsed, so check :meth:`events` afterwards.
         """
-        if st.aborted:
+        state = st.state
+        if state is _RESET:
             raise MuxStreamClosedError(f"stream {st.stream_id} was aborted")
         if n == 0:
             return b""
         if not st.recv_bytes:
-            if not st.fin_received and self._error is not None:
+            if state is _DEAD and self._error is not None:
                 raise fresh(self._error)
             return b""
         if n < 0 or n >= st.recv_bytes:
@@ -699,7 +760,7 @@ class MuxConnection:
         data, st.recv_off = _pull(st.recv, st.recv_off, n)
         got = len(data)
         st.recv_bytes -= got
-        if self._v2 and st.in_table and not st.fin_received and self._error is None:
+        if self._v2 and (state is _OPEN or state in PEER_SENDING):
             st.num_read = (st.num_read + got) & U32_MASK
             st.incr += got
             if st.incr >= self._half_buffer or st.num_read == got:
@@ -707,40 +768,41 @@ class MuxConnection:
                 if not st.upd_due:
                     st.upd_due = True
                     self._upd.append(st)
-        if st.charged:
+        if state is _OPEN or state in LIVE:
             self._return_tokens(got)
         return data
 
-    def unread(self, st: StreamState, data: bytes | bytearray | memoryview) -> None:
+    def unread(self, st: StreamRecord, data: bytes | bytearray | memoryview) -> None:
         """Give back bytes just taken by :meth:`read` from ``st``: they are unread again (at the
         front of its buffer), hold their receive tokens again, and no longer count as consumed for
         version 2 (a UPD not sent yet carries the lowered count: the peer is granted window only for
         bytes the application kept). For a reader that took more than it may hold."""
         n = len(data)
-        if not n or st.aborted:
+        state = st.state
+        if not n or state is _RESET:
             return
         if st.recv_off:
             st.recv[0] = st.recv[0][st.recv_off :]
             st.recv_off = 0
         st.recv.appendleft(bytes(data))
         st.recv_bytes += n
-        if self._v2 and st.in_table and not st.fin_received and self._error is None:
+        if self._v2 and state in PEER_SENDING:
             st.num_read = (st.num_read - n) & U32_MASK
             st.incr -= n
-        if st.charged:
+        if state in LIVE:
             self._bucket -= n
 
     # -- keepalive --------------------------------------------------------------------------------
 
     def next_timer(self) -> int | None:
         """When :meth:`handle_timer` wants to run next (ms), or None (keepalive off or dead)."""
-        if not self._ka or self._error is not None:
+        if not self._ka or self._state is _S_CLOSED:
             return None
         return min(self._next_ping, self._next_check)
 
     def handle_timer(self, now: int) -> None:
         """Send a NOP if the interval passed; close the session if the timeout passed in silence."""
-        if not self._ka or self._error is not None:
+        if not self._ka or self._state is _S_CLOSED:
             return
         if now >= self._next_ping:
             self._ctrl.append(pack_header_unchecked(self.version, CMD_NOP, 0, 0))
@@ -770,16 +832,15 @@ class MuxConnection:
 
         The caller should flush :meth:`data_to_send` and then call :meth:`terminate`.
         """
-        if self._error is not None or self._closing:
+        if self._state is not _S_OPEN:
             return
         for st in list(self._streams.values()):
-            if not st.fin_queued:
-                self.close_stream(st)
-        self._closing = True
+            self.close_stream(st)
+        self._session_event(SessionEvent.CLOSE)
 
     def connection_lost(self, exc: BaseException | None = None) -> None:
         """The transport ended (EOF if ``exc`` is None) or failed."""
-        if self._error is not None:
+        if self._state is _S_CLOSED:
             return
         if exc is None:
             err = MuxClosedError("session closed: the transport reached EOF")
@@ -790,11 +851,12 @@ class MuxConnection:
 
     def terminate(self, error: MuxClosedError | str = "session closed locally") -> None:
         """Kill the session now with ``error`` (a message or a :class:`MuxClosedError`)."""
-        if self._error is not None:
+        if self._state is _S_CLOSED:
             return
         self._terminate(error if isinstance(error, MuxClosedError) else MuxClosedError(error))
 
     def _terminate(self, err: MuxClosedError) -> None:
+        self._session_event(SessionEvent.TERMINATE)
         self._error = err
         self._ctrl = []
         self._upd = []
@@ -802,8 +864,7 @@ class MuxConnection:
             st.scheduled = False
         self._rr.clear()
         for st in self._streams.values():
-            st.in_table = False
-            st.charged = False
+            st.state = _ON_SESSION_END[st.state]  # DEAD, or CLOSED after the peer's FIN
             st.send.clear()
             st.send_off = 0
             st.send_bytes = 0
@@ -817,11 +878,11 @@ __all__ = [
     "ConnectionTerminated",
     "DataReceived",
     "MuxConfig",
-    "MuxConnection",
+    "MuxCore",
     "MuxEvent",
     "StreamEnded",
     "StreamOpened",
+    "StreamRecord",
     "StreamReleased",
-    "StreamState",
     "WindowUpdated",
 ]

@@ -11,7 +11,7 @@ SYN, FIN and NOP carry no payload. PSH carries stream data. UPD carries exactly 
 ``consumed`` u32 (total bytes the receiver has read from the stream, modulo 2**32) then ``window``
 u32 (the receiver's per-stream buffer size). See docs/wire-format/smux.md.
 
-:class:`FrameDecoder` is incremental: feed it any chunking of the byte stream and pull complete
+:class:`SmuxFrameDecoder` is incremental: feed it any chunking of the byte stream and pull complete
 frames. Anything that is not valid smux raises :class:`~kcprpc.mux.errors.MuxProtocolError` and
 poisons the decoder (a byte stream cannot be resynchronised after a bad header).
 """
@@ -54,7 +54,7 @@ U32_MASK: Final = 0xFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
+class SmuxFrame:
     """One decoded smux frame. ``data`` is the raw payload (for UPD: the 8 payload bytes)."""
 
     version: int
@@ -140,10 +140,10 @@ def unpack_upd(payload: bytes) -> tuple[int, int]:
 _SNAPPY_STREAM_START = b"\xff\x06\x00\x00sNaP"
 
 
-class FrameDecoder:
+class SmuxFrameDecoder:
     """Incremental decoder of a smux byte stream for one protocol ``version``.
 
-    ``feed()`` appends bytes; ``next_frame()`` returns the next complete :class:`Frame` or ``None``.
+    ``feed()`` appends bytes; ``next_frame()`` returns the next complete :class:`SmuxFrame` or ``None``.
     Validation (as strict as a genuine smux sender allows):
 
     * the version byte must equal the session's version;
@@ -229,7 +229,7 @@ class FrameDecoder:
                 break
         return _HEADER_UNPACK_FROM(head)
 
-    def next_frame(self) -> Frame | None:
+    def next_frame(self) -> SmuxFrame | None:
         """Return the next complete frame, ``None`` if more bytes are needed; raise on garbage."""
         if self._error is not None:
             raise self._error
@@ -272,19 +272,19 @@ class FrameDecoder:
         else:
             self._take(HEADER_SIZE)
             data = self._take(length) if length else b""
-        return Frame(ver, cmd, sid, data)
+        return SmuxFrame(ver, cmd, sid, data)
 
-    def decode_all(self) -> list[Frame]:
+    def decode_all(self) -> list[SmuxFrame]:
         """Return every complete frame buffered so far (raises on garbage)."""
-        out: list[Frame] = []
+        out: list[SmuxFrame] = []
         while (frame := self.next_frame()) is not None:
             out.append(frame)
         return out
 
 
-def decode_frames(data: bytes, version: int) -> tuple[list[Frame], bytes]:
+def decode_frames(data: bytes, version: int) -> tuple[list[SmuxFrame], bytes]:
     """Decode a whole buffer: return the complete frames and the unconsumed tail."""
-    dec = FrameDecoder(version)
+    dec = SmuxFrameDecoder(version)
     dec.feed(data)
     frames = dec.decode_all()
     return frames, dec._take(dec._size) if dec._size else b""

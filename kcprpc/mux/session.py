@@ -1,4 +1,4 @@
-"""asyncio glue around :class:`~kcprpc.mux.core.MuxConnection`: :class:`MuxSession` and :class:`MuxStream`.
+"""asyncio glue around :class:`~kcprpc.mux.core.MuxCore`: :class:`MuxSession` and :class:`MuxStream`.
 
 The glue owns three things only: a reader task (transport → core, paused while the core's receive
 bucket is empty), a writer task (core → transport, one ``drain()`` per chunk, several writes in one
@@ -22,11 +22,11 @@ from .core import (
     ConnectionTerminated,
     DataReceived,
     MuxConfig,
-    MuxConnection,
+    MuxCore,
     StreamEnded,
     StreamOpened,
+    StreamRecord,
     StreamReleased,
-    StreamState,
     WindowUpdated,
 )
 from .errors import MuxClosedError, MuxUsageError, fresh
@@ -48,7 +48,8 @@ class ByteTransport(Protocol):
     async def wait_closed(self) -> None: ...
 
 
-def _wake(fut: asyncio.Future[None] | None) -> None:
+def wake(fut: asyncio.Future[None] | None) -> None:
+    """Resolve a waiter's future, if there is one and it is still pending."""
     if fut is not None and not fut.done():
         fut.set_result(None)
 
@@ -68,7 +69,7 @@ class MuxStream:
 
     __slots__ = ("_read_waiter", "_session", "_st", "stream_id")
 
-    def __init__(self, session: MuxSession, st: StreamState) -> None:
+    def __init__(self, session: MuxSession, st: StreamRecord) -> None:
         self._session = session
         self._st = st
         self.stream_id: int = st.stream_id
@@ -76,10 +77,7 @@ class MuxStream:
 
     def __repr__(self) -> str:
         st = self._st
-        return (
-            f"<MuxStream id={self.stream_id} buffered={st.recv_bytes} unsent={st.send_bytes}"
-            f" fin_sent={st.fin_sent} fin_received={st.fin_received}>"
-        )
+        return f"<MuxStream id={self.stream_id} {st.state.label} buffered={st.recv_bytes} unsent={st.send_bytes}>"
 
     @property
     def session(self) -> MuxSession:
@@ -92,7 +90,7 @@ class MuxStream:
 
     def is_closing(self) -> bool:
         """True once :meth:`close` was called (or the session died)."""
-        return self._st.fin_queued or self._session._core.closed
+        return not self._st.writable  # closed, aborted, or the session died
 
     @property
     def buffered(self) -> int:
@@ -138,7 +136,7 @@ class MuxStream:
             if data:
                 sess._after_read()
                 return data
-            if st.fin_received:
+            if st.at_eof:
                 return b""
             if self._read_waiter is not None:
                 raise MuxUsageError("another coroutine is already reading this stream")
@@ -203,7 +201,7 @@ class MuxStream:
     def close(self) -> None:
         """Half-close: FIN goes out after the data written so far. Reading stays possible."""
         st = self._st
-        if st.fin_queued:
+        if not st.writable:
             return
         self._session._core.close_stream(st)
         self._session._kick_writer()
@@ -214,16 +212,16 @@ class MuxStream:
         :class:`~kcprpc.mux.errors.MuxStreamClosedError`. For cancellation."""
         sess = self._session
         sess._core.abort_stream(self._st)
-        _wake(self._read_waiter)
-        _wake(sess._drain_waiters.get(self))
+        wake(self._read_waiter)
+        wake(sess._drain_waiters.get(self))
         sess._pump()
 
     async def wait_closed(self) -> None:
         """Wait until our FIN has been handed to the transport (or the session died)."""
         st = self._st
         sess = self._session
-        while not (st.fin_sent or sess._core.closed):
-            if not st.fin_queued:
+        while st.fin_unsent:
+            if st.writable:
                 raise MuxUsageError("wait_closed() before close()")
             await self._park(sess._close_waiters)
 
@@ -264,7 +262,7 @@ class MuxSession:
         self._transport = transport
         self.config = config
         self.client = client
-        self._core = MuxConnection(config, client=client, now=self._now())
+        self._core = MuxCore(config, client=client, now=self._now())
         self._send_limit = config.stream_send_buffer
         self._read_size = read_size
         self._write_chunk = write_chunk
@@ -321,8 +319,8 @@ class MuxSession:
         ``send_backlog()`` when it has one (a KCP session: bytes not acknowledged yet)."""
         tb = self._transport_backlog
         if tb is None:
-            return self._core._send_buffered
-        return self._core._send_buffered + tb()
+            return self._core.send_buffered
+        return self._core.send_buffered + tb()
 
     @property
     def bytes_sent(self) -> int:
@@ -467,7 +465,7 @@ class MuxSession:
             if isinstance(ev, DataReceived):
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
-                    _wake(s._read_waiter)
+                    wake(s._read_waiter)
             elif isinstance(ev, StreamOpened):
                 st = core.get_stream(ev.stream_id)
                 if st is not None:
@@ -478,11 +476,11 @@ class MuxSession:
                 if self._drain_waiters:
                     s = self._streams.get(ev.stream_id)
                     if s is not None:
-                        _wake(self._drain_waiters.get(s))
+                        wake(self._drain_waiters.get(s))
             elif isinstance(ev, StreamEnded):
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
-                    _wake(s._read_waiter)
+                    wake(s._read_waiter)
             elif isinstance(ev, StreamReleased):
                 self._streams.pop(ev.stream_id, None)
             elif isinstance(ev, ConnectionTerminated):
@@ -512,9 +510,9 @@ class MuxSession:
             self._timer.cancel()
             self._timer = None
         for s in self._streams.values():
-            _wake(s._read_waiter)
+            wake(s._read_waiter)
         for waiter in (*self._drain_waiters.values(), *self._close_waiters.values()):
-            _wake(waiter)
+            wake(waiter)
         self._streams.clear()
         err = self._core.error
         while self._accept_waiters:
@@ -546,10 +544,10 @@ class MuxSession:
     def _wake_writers(self) -> None:
         for s, fut in self._drain_waiters.items():
             if s._writable():
-                _wake(fut)
+                wake(fut)
         for s, fut in self._close_waiters.items():
-            if s._st.fin_sent:
-                _wake(fut)
+            if not s._st.fin_unsent:
+                wake(fut)
 
     async def _read_loop(self) -> None:
         core = self._core
@@ -601,4 +599,4 @@ class MuxSession:
             self._pump()
 
 
-__all__ = ["ByteTransport", "MuxSession", "MuxStream"]
+__all__ = ["ByteTransport", "MuxSession", "MuxStream", "wake"]

@@ -17,7 +17,7 @@ import random
 
 from .core import MuxConfig
 from .errors import MuxClosedError, MuxUsageError
-from .session import MuxSession, _wake
+from .session import MuxSession, wake
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -49,11 +49,11 @@ class MemoryTransport:
         if self._closed:
             return
         self._buf += data
-        _wake(self._read_waiter)
+        wake(self._read_waiter)
 
     def _feed_eof(self) -> None:
         self._eof = True
-        _wake(self._read_waiter)
+        wake(self._read_waiter)
 
     async def read(self, n: int = -1) -> bytes:
         """Return up to ``n`` bytes (all buffered if ``n < 0``); ``b""`` at EOF or after close()."""
@@ -74,7 +74,7 @@ class MemoryTransport:
         self.bytes_read += size
         peer = self.peer
         if peer is not None and (self._limit is None or len(self._buf) <= self._limit):
-            _wake(peer._drain_waiter)
+            wake(peer._drain_waiter)
         return data
 
     # writing side ----------------------------------------------------------------------------
@@ -121,12 +121,12 @@ class MemoryTransport:
             return
         self._closed = True
         self._buf.clear()
-        _wake(self._read_waiter)
-        _wake(self._drain_waiter)
+        wake(self._read_waiter)
+        wake(self._drain_waiter)
         peer = self.peer
         if peer is not None and not self._blackholed:
             peer._feed_eof()
-            _wake(peer._drain_waiter)
+            wake(peer._drain_waiter)
 
     async def wait_closed(self) -> None:
         """Nothing to wait for in memory."""

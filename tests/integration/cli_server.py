@@ -20,7 +20,7 @@ import kcprpc
 from examples.game.service import GameService, World
 from examples.live.service import LiveService, publisher_auth
 from examples.quickstart.service import Greeter
-from kcprpc.clitools import add_transport_args, transport_kwargs
+from kcprpc.cli.flags import add_transport_args, build_transport
 
 TOKEN = "publisher-secret"
 
@@ -47,7 +47,7 @@ class Echo(kcprpc.Service, name="test.Echo"):
         return {str(k): str(v) for k, v in md.items()}
 
 
-def make_server(reflection: bool, **transport: object) -> kcprpc.Server:
+def make_server(reflection: bool, transport: kcprpc.Transport) -> kcprpc.Server:
     """The three example services and a streaming echo service."""
     server = kcprpc.Server(
         [Greeter(), GameService(World()), LiveService(), Echo()],
@@ -55,7 +55,7 @@ def make_server(reflection: bool, **transport: object) -> kcprpc.Server:
         0,
         interceptors=[publisher_auth(TOKEN)],
         reflection=reflection,
-        **transport,  # type: ignore[arg-type]
+        transport=transport,
     )
     return server
 
@@ -65,7 +65,7 @@ async def main() -> None:
     ap.add_argument("--no-reflection", action="store_true")
     add_transport_args(ap)
     args = ap.parse_args()
-    server = make_server(not args.no_reflection, **transport_kwargs(args))
+    server = make_server(not args.no_reflection, build_transport(args))
     _, port = await server.start()
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()

@@ -34,19 +34,69 @@ CASES: list[tuple[list[str], int, str, str]] = [
     (["kcprpc", "nope"], USAGE, "kcprpc: error:", "invalid choice"),
     (["kcprpc", "serve"], USAGE, "kcprpc serve: error:", "--help"),
     # serve
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--port", "99999"], USAGE, "kcprpc serve: error:", "0..65535"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--grace", "-1"], USAGE, "kcprpc serve: error:", "0 or more"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--log-level", "loud"], USAGE, "kcprpc serve: error:", "debug"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--port", "0", "--host", "nosuchhost.invalid"], USAGE, "kcprpc: cannot listen on nosuchhost.invalid:0", "--host must be"),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--port", "99999"],
+        USAGE,
+        "kcprpc serve: error:",
+        "0..65535",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--grace", "-1"],
+        USAGE,
+        "kcprpc serve: error:",
+        "0 or more",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--log-level", "loud"],
+        USAGE,
+        "kcprpc serve: error:",
+        "debug",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--port", "0", "--host", "nosuchhost.invalid"],
+        USAGE,
+        "kcprpc: cannot listen on nosuchhost.invalid:0",
+        "--host must be",
+    ),
     (["kcprpc", "serve", ":app"], USAGE, "kcprpc:", "expected module:app"),
     (["kcprpc", "serve", "nosuchmodule:app"], USAGE, "kcprpc: cannot import 'nosuchmodule'", "PYTHONPATH"),
     (["kcprpc", "serve", "examples.quickstart.service:nope"], USAGE, "kcprpc:", "has no attribute 'nope'"),
-    (["kcprpc", "serve", "examples.quickstart.service:HelloRequest"], USAGE, "kcprpc:", "must name a kcprpc.Server"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--port", "0", "--mtu", "10"], USAGE, "kcprpc:", "mtu must be"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--crypt", "rot13", "--key", "k"], USAGE, "kcprpc:", "known: "),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--static-key", "zz"], USAGE, "kcprpc:", "64 hex digits"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--server-key", "11" * 32], USAGE, "kcprpc:", "client flag"),
-    (["kcprpc", "serve", "examples.quickstart.service:app", "--datashard", "10"], USAGE, "kcprpc:", "--parityshard"),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:HelloRequest"],
+        USAGE,
+        "kcprpc:",
+        "must name a kcprpc.Server",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--port", "0", "--mtu", "10"],
+        USAGE,
+        "kcprpc:",
+        "mtu must be",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--crypt", "rot13", "--key", "k"],
+        USAGE,
+        "kcprpc:",
+        "known: ",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--static-key", "zz"],
+        USAGE,
+        "kcprpc:",
+        "64 hex digits",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--server-key", "11" * 32],
+        USAGE,
+        "kcprpc:",
+        "client flag",
+    ),
+    (
+        ["kcprpc", "serve", "examples.quickstart.service:app", "--datashard", "10"],
+        USAGE,
+        "kcprpc:",
+        "--parityshard",
+    ),
     # client commands: arguments
     (["kcprpc", "list", "nohost"], USAGE, "kcprpc:", "expected HOST:PORT"),
     (["kcprpc", "list", ADDR, "--timeout", "0"], USAGE, "kcprpc list: error:", "above 0"),
@@ -60,47 +110,152 @@ CASES: list[tuple[list[str], int, str, str]] = [
     (["kcprpc", "stats", ADDR, "extra"], USAGE, "kcprpc:", "unrecognized arguments: extra"),
     (["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "-H", "nokey"], USAGE, "kcprpc:", "key=value"),
     (["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "{}", "-d", "{}"], USAGE, "kcprpc:", "not both"),
-    (["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "-d", "@/nonexistent"], USAGE, "kcprpc:", "cannot read"),
+    (
+        ["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "-d", "@/nonexistent"],
+        USAGE,
+        "kcprpc:",
+        "cannot read",
+    ),
     # client commands: the server says no
     (["kcprpc", "list", ADDR, "nosuch.Service"], code("NOT_FOUND"), "NOT_FOUND:", "services: "),
     (["kcprpc", "describe", ADDR, "quickstart.Greeter.nope"], code("NOT_FOUND"), "NOT_FOUND:", "'nope'"),
-    (["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "{bad"], code("INVALID_ARGUMENT"), "INVALID_ARGUMENT:", "not valid JSON"),
-    (["kcprpc", "call", ADDR, "quickstart.Greeter", "{}"], code("INVALID_ARGUMENT"), "INVALID_ARGUMENT:", "call SERVICE.METHOD"),
-    (["kcprpc", "call", ADDR, "quickstart.Greeter.nope"], code("NOT_FOUND"), "NOT_FOUND:", "methods: count, hello"),
-    (["kcprpc", "call", ADDR, "test.Echo.shout", "notjson"], code("INVALID_ARGUMENT"), "INVALID_ARGUMENT:", "line 1"),
-    (["kcprpc", "call", ADDR, "game.v1.Game.move", '{"dx": 1, "dy": 1}'], code("FAILED_PRECONDITION"), "FAILED_PRECONDITION:", "join a room"),
-    (["kcprpc", "call", ADDR, "live.v1.Live.chat", '{"channel": "a", "user": "u", "text": "t"}'], code("PERMISSION_DENIED"), "PERMISSION_DENIED:", "token"),
-    (["kcprpc", "watch", ADDR, "nochannel"], code("NOT_FOUND"), "NOT_FOUND:", "its topics: channel:{channel}"),
-    (["kcprpc", "watch", ADDR, "channel:{channel}"], code("INVALID_ARGUMENT"), "INVALID_ARGUMENT:", "e.g. 'channel:demo'"),
-    (["kcprpc", "ping", ADDR, "--key", "wrong", "--connect-timeout", "0.5"], code("UNAVAILABLE"), "UNAVAILABLE:", "PSK mismatch"),
-    (["kcprpc", "ping", ADDR, "--wire", "compat", "--connect-timeout", "0.5"], code("UNAVAILABLE"), "UNAVAILABLE:", "no answer"),
+    (
+        ["kcprpc", "call", ADDR, "quickstart.Greeter.hello", "{bad"],
+        code("INVALID_ARGUMENT"),
+        "INVALID_ARGUMENT:",
+        "not valid JSON",
+    ),
+    (
+        ["kcprpc", "call", ADDR, "quickstart.Greeter", "{}"],
+        code("INVALID_ARGUMENT"),
+        "INVALID_ARGUMENT:",
+        "call SERVICE.METHOD",
+    ),
+    (
+        ["kcprpc", "call", ADDR, "quickstart.Greeter.nope"],
+        code("NOT_FOUND"),
+        "NOT_FOUND:",
+        "methods: count, hello",
+    ),
+    (
+        ["kcprpc", "call", ADDR, "test.Echo.shout", "notjson"],
+        code("INVALID_ARGUMENT"),
+        "INVALID_ARGUMENT:",
+        "line 1",
+    ),
+    (
+        ["kcprpc", "call", ADDR, "game.v1.Game.move", '{"dx": 1, "dy": 1}'],
+        code("FAILED_PRECONDITION"),
+        "FAILED_PRECONDITION:",
+        "join a room",
+    ),
+    (
+        ["kcprpc", "call", ADDR, "live.v1.Live.chat", '{"channel": "a", "user": "u", "text": "t"}'],
+        code("PERMISSION_DENIED"),
+        "PERMISSION_DENIED:",
+        "token",
+    ),
+    (
+        ["kcprpc", "watch", ADDR, "nochannel"],
+        code("NOT_FOUND"),
+        "NOT_FOUND:",
+        "its topics: channel:{channel}",
+    ),
+    (
+        ["kcprpc", "watch", ADDR, "channel:{channel}"],
+        code("INVALID_ARGUMENT"),
+        "INVALID_ARGUMENT:",
+        "e.g. 'channel:demo'",
+    ),
+    (
+        ["kcprpc", "ping", ADDR, "--key", "wrong", "--connect-timeout", "0.5"],
+        code("UNAVAILABLE"),
+        "UNAVAILABLE:",
+        "PSK mismatch",
+    ),
+    (
+        ["kcprpc", "ping", ADDR, "--wire", "compat", "--connect-timeout", "0.5"],
+        code("UNAVAILABLE"),
+        "UNAVAILABLE:",
+        "no answer",
+    ),
     (["kcprpc", "ping", "nosuchhost.invalid:9000"], code("UNAVAILABLE"), "UNAVAILABLE:", "cannot connect"),
     # keygen and idl
-    (["kcprpc", "keygen", "-o", "/nonexistent/dir/key"], USAGE, "kcprpc: cannot write /nonexistent/dir/key", "No such file"),
+    (
+        ["kcprpc", "keygen", "-o", "/nonexistent/dir/key"],
+        USAGE,
+        "kcprpc: cannot write /nonexistent/dir/key",
+        "No such file",
+    ),
     (["kcprpc", "idl"], USAGE, "kcprpc idl: error:", "required"),
     (["kcprpc", "idl", "export"], USAGE, "kcprpc:", "or use --all"),
     (["kcprpc", "idl", "export", "nope"], USAGE, "kcprpc:", "expected module:Attribute"),
-    (["kcprpc", "idl", "export", "examples.quickstart.service:HelloRequest"], USAGE, "kcprpc:", "not a service"),
+    (
+        ["kcprpc", "idl", "export", "examples.quickstart.service:HelloRequest"],
+        USAGE,
+        "kcprpc:",
+        "not a service",
+    ),
     (["kcprpc", "idl", "export", "kcprpc:Server"], USAGE, "kcprpc:", "not a service"),
     (["kcprpc", "idl", "export", "--all", "--check", "-o", "/nonexistent"], USAGE, "kcprpc:", "not a folder"),
-    (["kcprpc", "idl", "export", "examples.quickstart.service:Greeter", "-o", "/nonexistent/x.json"], USAGE, "kcprpc: cannot write", "No such file"),
+    (
+        ["kcprpc", "idl", "export", "examples.quickstart.service:Greeter", "-o", "/nonexistent/x.json"],
+        USAGE,
+        "kcprpc: cannot write",
+        "No such file",
+    ),
     (["kcprpc", "idl", "check", "/nonexistent.json", "idl"], USAGE, "kcprpc:", "cannot read"),
     (["kcprpc", "idl", "check", "git:nosuchref:idl", "idl"], USAGE, "kcprpc: git", "nosuchref"),
     (["kcprpc", "idl", "gen-python", "README.md"], USAGE, "kcprpc:", "not valid JSON"),
-    (["kcprpc", "idl", "gen-python", "idl/quickstart.Greeter.json", "-o", "/nonexistent/m.py"], USAGE, "kcprpc: cannot write", "No such file"),
+    (
+        ["kcprpc", "idl", "gen-python", "idl/quickstart.Greeter.json", "-o", "/nonexistent/m.py"],
+        USAGE,
+        "kcprpc: cannot write",
+        "No such file",
+    ),
     (["kcprpc", "idl", "validate", "/tmp"], USAGE, "kcprpc:", "cannot read"),
     # the examples
-    (["examples.quickstart", "--name", ""], USAGE, "python -m examples.quickstart: error:", "at least 1 character"),
-    (["examples.quickstart", "--count", "0"], USAGE, "python -m examples.quickstart: error:", "greater than or equal to 1"),
-    (["examples.quickstart", "--count", "x"], USAGE, "python -m examples.quickstart: error:", "not a whole number"),
+    (
+        ["examples.quickstart", "--name", ""],
+        USAGE,
+        "python -m examples.quickstart: error:",
+        "at least 1 character",
+    ),
+    (
+        ["examples.quickstart", "--count", "0"],
+        USAGE,
+        "python -m examples.quickstart: error:",
+        "greater than or equal to 1",
+    ),
+    (
+        ["examples.quickstart", "--count", "x"],
+        USAGE,
+        "python -m examples.quickstart: error:",
+        "not a whole number",
+    ),
     (["examples.game", "--bots", "0"], USAGE, "python -m examples.game: error:", "1 or more"),
     (["examples.game", "--rooms", "0"], USAGE, "python -m examples.game: error:", "1 or more"),
     (["examples.game", "--port", "99999"], USAGE, "python -m examples.game: error:", "0..65535"),
-    (["examples.game", "--connect", "nohost"], USAGE, "python -m examples.game: error:", "expected HOST:PORT"),
-    (["examples.game", "--connect", "127.0.0.1:1", "--bots", "1"], 1, "error: UNAVAILABLE:", "is the server running"),
+    (
+        ["examples.game", "--connect", "nohost"],
+        USAGE,
+        "python -m examples.game: error:",
+        "expected HOST:PORT",
+    ),
+    (
+        ["examples.game", "--connect", "127.0.0.1:1", "--bots", "1"],
+        1,
+        "error: UNAVAILABLE:",
+        "is the server running",
+    ),
     (["examples.live", "--viewers", "0"], USAGE, "python -m examples.live: error:", "1 or more"),
     (["examples.live", "--rate", "0"], USAGE, "python -m examples.live: error:", "above 0"),
-    (["examples.live.load", "--connect", "127.0.0.1:1", "--viewers", "1"], 1, "error: UNAVAILABLE:", "is the server running"),
+    (
+        ["examples.live.load", "--connect", "127.0.0.1:1", "--viewers", "1"],
+        1,
+        "error: UNAVAILABLE:",
+        "is the server running",
+    ),
 ]
 
 
@@ -158,9 +313,11 @@ def test_serve_on_a_taken_port_says_so() -> None:
     assert "another server has that port" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
-def test_an_unexpected_error_is_one_line_unless_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from kcprpc import clitools
+def test_an_unexpected_error_is_one_line_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kcprpc.cli import build_parser
+    from kcprpc.cli.runner import run_command
 
     def boom(args: object) -> int:
         raise ZeroDivisionError("a bug")
@@ -168,9 +325,12 @@ def test_an_unexpected_error_is_one_line_unless_asked(monkeypatch: pytest.Monkey
     args = build_parser().parse_args(["keygen"])
     args.func = boom
     monkeypatch.delenv("KCPRPC_TRACEBACK", raising=False)
-    assert clitools.run_command(args) == INTERNAL
+    assert run_command(args) == INTERNAL
     err = capsys.readouterr().err
-    assert err == "kcprpc: internal error: ZeroDivisionError: a bug (a bug: KCPRPC_TRACEBACK=1 shows the traceback for a report)\n"
+    assert (
+        err
+        == "kcprpc: internal error: ZeroDivisionError: a bug (a bug: KCPRPC_TRACEBACK=1 shows the traceback for a report)\n"
+    )
     monkeypatch.setenv("KCPRPC_TRACEBACK", "1")
     with pytest.raises(ZeroDivisionError):
-        clitools.run_command(args)
+        run_command(args)

@@ -189,7 +189,7 @@ def test_call_timeout(srv: Srv) -> None:
 
 def test_watch(srv: Srv) -> None:
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "kcprpc.cli", "watch", srv.addr, "channel:demo", "-n", "2", "--duration", "20"],
+        [sys.executable, "-m", "kcprpc", "watch", srv.addr, "channel:demo", "-n", "2", "--duration", "20"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

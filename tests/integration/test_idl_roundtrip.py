@@ -38,7 +38,7 @@ async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
     doc_path.write_text(dumps(export_service(GameService)))
     out = tmp_path / "game_client_models.py"
     r = subprocess.run(
-        [sys.executable, "-m", "kcprpc.cli", "idl", "gen-python", str(doc_path), "-o", str(out)],
+        [sys.executable, "-m", "kcprpc", "idl", "gen-python", str(doc_path), "-o", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr

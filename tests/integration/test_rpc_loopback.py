@@ -14,16 +14,25 @@ from test_rpc_support import Demo, Pos, Probe, Req, Tick, rejoin_open_rooms
 
 import kcprpc
 from kcp.relay import LossyRelay
-from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status
+from kcprpc import (
+    ClientConfig,
+    CompatWire,
+    HeartbeatConfig,
+    ReconnectPolicy,
+    RpcError,
+    SecureWire,
+    Status,
+    Transport,
+)
 
 TIMEOUT = 20.0
-OPTS: dict[str, object] = {"crypt": "aes", "key": "test key", "fec": (10, 3)}
+COMPAT = Transport(CompatWire(crypt="aes", key="test key", fec=(10, 3)))
 
 
 async def test_calls_over_kcp_with_aes_and_fec() -> None:
-    async with kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, **OPTS) as server:  # type: ignore[arg-type]
+    async with kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, transport=COMPAT) as server:
         host, port = server.address  # type: ignore[misc]
-        async with kcprpc.connect(host, port, **OPTS) as client:  # type: ignore[arg-type]
+        async with kcprpc.connect(host, port, transport=COMPAT) as client:
             d = client.stub(Demo, timeout=TIMEOUT)
             assert (await d.hello(Req(name="udp"))).text == "hello udp"
             assert [r.text async for r in d.count(Req(name="s", n=50))] == [f"s{i}" for i in range(50)]
@@ -43,7 +52,7 @@ async def test_calls_over_kcp_with_aes_and_fec() -> None:
             assert local["in_segs"] > 0 and local["out_segs"] > 0 and local["mux_frames_in"] > 0
             assert local["rto"] > 0 and local["srtt"] >= 0 and local["rttvar"] >= 0 and local["mtu"] > 0
             assert all(type(v) is int for v in local.values())
-        assert kcprpc.connect(host, port, **OPTS).transport_stats() == {}  # type: ignore[arg-type]
+        assert kcprpc.connect(host, port, transport=COMPAT).transport_stats() == {}
 
 
 async def test_calls_through_relay_at_10_percent_loss() -> None:
@@ -125,7 +134,8 @@ async def test_connect_to_nothing_fails_with_unavailable(mode: str) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         cfg = ClientConfig(connect_timeout=0.3)
-        client = kcprpc.connect("127.0.0.1", port, mode=mode, config=cfg)  # type: ignore[arg-type]
+        wire = SecureWire() if mode == "secure" else CompatWire()
+        client = kcprpc.connect("127.0.0.1", port, transport=Transport(wire), config=cfg)
         with pytest.raises(RpcError) as ei:
             await client.connect()
         assert ei.value.status is Status.UNAVAILABLE

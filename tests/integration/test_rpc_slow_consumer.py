@@ -14,8 +14,18 @@ import pytest
 from pydantic import BaseModel
 
 import kcprpc
-from kcprpc import ClientConfig, HeartbeatConfig, RpcError, ServerConfig, Status
-from kcprpc.mux import MuxConfig
+from kcprpc import (
+    ClientConfig,
+    CompatWire,
+    HeartbeatConfig,
+    MuxConfig,
+    RpcError,
+    SecureWire,
+    ServerConfig,
+    SessionConfig,
+    Status,
+    Transport,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
@@ -32,7 +42,7 @@ class News(BaseModel):
 
 @pytest.mark.parametrize("mode", ["secure", "compat"])
 async def test_a_kcp_client_that_stops_reading_ends_as_a_slow_consumer(mode: str) -> None:
-    wire: dict[str, Any] = {"key": "slow consumer"} if mode == "secure" else {"crypt": "aes", "key": "k"}
+    wire = SecureWire(key="slow consumer") if mode == "secure" else CompatWire(crypt="aes", key="k")
     cfg = ServerConfig(
         max_message_size=64 * KIB,
         max_send_backlog=1024 * KIB,
@@ -42,15 +52,14 @@ async def test_a_kcp_client_that_stops_reading_ends_as_a_slow_consumer(mode: str
     svc = Svc()
     # a high KCP write buffer (2048 segments, ~2.7 MB, where drain() waits) and a client mux window
     # of 4 MiB: the whole backlog fits the KCP send queue, the mux above never holds any of it
-    opts = {"write_buffer": 2048}
+    served = Transport(wire, session=SessionConfig(write_buffer=2048))
     mux = MuxConfig(version=2, max_stream_buffer=4096 * KIB, max_receive_buffer=4096 * KIB)
-    async with kcprpc.Server([svc], "127.0.0.1", 0, config=cfg, transport_options=opts, **wire) as server:
+    slow_side = Transport(wire, session=SessionConfig(read_buffer=64 * KIB), mux=mux)
+    async with kcprpc.Server([svc], "127.0.0.1", 0, config=cfg, transport=served) as server:
         host, port = server.address  # type: ignore[misc]
         pinging = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0))
-        slow = await kcprpc.connect(
-            host, port, config=pinging, transport_options={"read_buffer": 64 * KIB, "mux_config": mux}, **wire
-        )
-        other = await kcprpc.connect(host, port, **wire)  # a legitimate client beside it
+        slow = await kcprpc.connect(host, port, config=pinging, transport=slow_side)
+        other = await kcprpc.connect(host, port, transport=Transport(wire))  # a legitimate client beside it
         try:
             got: list[News] = []
             other.on(News, got.append)
@@ -98,9 +107,8 @@ async def test_a_kcp_client_whose_pings_arrive_but_that_consumes_nothing_is_ende
     async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=cfg, key="stall") as server:
         host, port = server.address  # type: ignore[misc]
         pinging = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0))
-        slow = await kcprpc.connect(
-            host, port, key="stall", config=pinging, transport_options={"read_buffer": 64 * KIB}
-        )
+        slow_side = Transport(SecureWire(key="stall"), session=SessionConfig(read_buffer=64 * KIB))
+        slow = await kcprpc.connect(host, port, config=pinging, transport=slow_side)
         try:
             await slow.subscribe("news")
             lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -214,11 +214,11 @@ async def test_a_flexible_client_asking_fec_1_255_gets_the_servers_10_3() -> Non
 
 
 async def test_a_strict_rpc_client_asking_fec_1_255_fails_at_connect_with_the_reason() -> None:
-    async with kcprpc.Server([], "127.0.0.1", 0, key=KEY, fec=(10, 3)) as server:
+    served = kcprpc.Transport(kcprpc.SecureWire(key=KEY, fec=(10, 3)))
+    async with kcprpc.Server([], "127.0.0.1", 0, transport=served) as server:
         host, port = server.address
-        client = kcprpc.connect(
-            host, port, key=KEY, fec=(1, 255), transport_options={"secure_options": {"fec_strict": True}}
-        )
+        strict = kcprpc.SecureWire(key=KEY, fec=(1, 255)).with_config(fec_strict=True)
+        client = kcprpc.connect(host, port, transport=kcprpc.Transport(strict))
         with pytest.raises(kcprpc.RpcError) as info:
             await asyncio.wait_for(client.connect(), TIMEOUT)
         assert info.value.status == kcprpc.Status.FAILED_PRECONDITION

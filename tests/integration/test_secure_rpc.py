@@ -17,7 +17,7 @@ from test_rpc_support import Demo, Probe, Req
 
 import kcprpc
 from kcp.secure import PathChanged, generate_keypair
-from kcprpc import ClientConfig, RpcError, Status, UsageError
+from kcprpc import ClientConfig, MuxConfig, RpcError, SecureWire, Status, Transport, UsageError
 from kcprpc.net import MuxConnection, dial
 
 TIMEOUT = 20.0
@@ -30,7 +30,7 @@ async def test_calls_continue_across_a_client_rebind() -> None:
     conns: list[MuxConnection] = []
 
     async def connector() -> MuxConnection:
-        c = await dial(host, port, key=KEY)
+        c = await dial(host, port, Transport(SecureWire(key=KEY)))
         conns.append(c)
         return c
 
@@ -79,10 +79,11 @@ def _session(client: kcprpc.Client) -> Any:
 
 
 async def test_secure_is_the_default_and_the_passphrase_is_the_psk() -> None:
-    async with kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY, fec=(4, 2)) as server:
+    fec = Transport(SecureWire(key=KEY, fec=(4, 2)))
+    async with kcprpc.Server([Demo()], "127.0.0.1", 0, transport=fec) as server:
         assert server.wire_mode == "secure"
         host, port = server.address  # type: ignore[misc]
-        async with kcprpc.connect(host, port, key=KEY, fec=(4, 2)) as client:
+        async with kcprpc.connect(host, port, transport=fec) as client:
             assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="k"))).text == "hello k"
             s = _session(client)
             assert s.mode == "secure" and s.secure.params.data_shards == 4
@@ -126,62 +127,46 @@ async def test_pinned_server_key_token_hook_and_psk_mismatch() -> None:
         seen.append((token, client_pub))
         return None if token == b"let me in" else "unknown token"
 
-    server = kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY, static_private_key=priv, authorize=authorize)
+    served = SecureWire(key=KEY, static_private_key=priv, authorize=authorize)
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0, transport=Transport(served))
     async with server:
         host, port = server.address  # type: ignore[misc]
         cpriv, cpub = generate_keypair()
+
+        def pinned(key: str = KEY, server_key: bytes = pub, **wire: Any) -> Transport:
+            return Transport(SecureWire(key=key, server_public_key=server_key, **wire))
+
         async with kcprpc.connect(
-            host, port, key=KEY, server_public_key=pub, static_private_key=cpriv, token="let me in"
+            host, port, transport=pinned(static_private_key=cpriv, token="let me in")
         ) as client:
             assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="p"))).text == "hello p"
             assert seen[-1] == (b"let me in", cpub)
             (sess,) = server.sessions
             assert sess.peer_public_key == cpub  # the client's identity, for the app's own checks
         with pytest.raises(RpcError) as ei:
-            await kcprpc.connect(host, port, key=KEY, server_public_key=pub, token="guess")
+            await kcprpc.connect(host, port, transport=pinned(token="guess"))
         assert ei.value.status is Status.UNAUTHENTICATED
         assert ei.value.message == "secure handshake refused by server: bad token: unknown token"
         with pytest.raises(RpcError) as ei:  # the pinned key is right, the PSK is not: one RTT
-            await kcprpc.connect(host, port, key="other", server_public_key=pub, token="let me in")
+            await kcprpc.connect(host, port, transport=pinned("other", token="let me in"))
         assert ei.value.status is Status.UNAUTHENTICATED
         assert "PSK mismatch" in ei.value.message
         _, wrong_pub = generate_keypair()
         with pytest.raises(RpcError) as ei:  # a pinned key the server does not hold: it stays silent
             await kcprpc.connect(
-                host, port, key=KEY, server_public_key=wrong_pub, config=ClientConfig(connect_timeout=0.3)
+                host, port, transport=pinned(server_key=wrong_pub), config=ClientConfig(connect_timeout=0.3)
             )
         assert ei.value.status is Status.UNAVAILABLE and "server key/PSK mismatch" in ei.value.message
 
 
 async def test_mux_version_mismatch_is_refused_with_its_reason() -> None:
-    from kcprpc.mux import MuxConfig
-
-    opts = {"mux_config": MuxConfig(version=1)}
+    v1 = Transport(SecureWire(key=KEY), mux=MuxConfig(version=1))
     async with kcprpc.Server([Demo()], "127.0.0.1", 0, key=KEY) as server:
         host, port = server.address  # type: ignore[misc]
         with pytest.raises(RpcError) as ei:
-            await kcprpc.connect(host, port, key=KEY, transport_options=opts)
+            await kcprpc.connect(host, port, transport=v1)
         assert ei.value.status is Status.FAILED_PRECONDITION
         assert "mux version mismatch" in ei.value.message
-
-
-def test_conflicting_wire_options_are_usage_errors() -> None:
-    _, pub = generate_keypair()
-    with pytest.raises(UsageError, match="kcp-go cipher"):
-        kcprpc.Server([], "127.0.0.1", 0, mode="secure", crypt="aes", key=KEY)
-    with pytest.raises(UsageError, match="selects compat mode"):
-        kcprpc.connect("127.0.0.1", 1, crypt="aes", key=KEY, server_public_key=pub)
-    with pytest.raises(UsageError, match="need mode='secure'"):
-        kcprpc.connect("127.0.0.1", 1, mode="compat", token="t")
-    with pytest.raises(UsageError, match="need mode='secure'"):
-        kcprpc.Server([], "127.0.0.1", 0, mode="compat", authorize=lambda t, k, a: None)
-    with pytest.raises(UsageError, match="disagree"):
-        kcprpc.connect("127.0.0.1", 1, mode="compat", transport_options={"mode": "secure"})
-    with pytest.raises(UsageError, match="mode must be"):
-        kcprpc.Server([], "127.0.0.1", 0, mode="tls")  # type: ignore[arg-type]
-    assert kcprpc.Server([], "127.0.0.1", 0, crypt="aes", key=KEY).wire_mode == "compat"
-    assert kcprpc.Server([], "127.0.0.1", 0, mode="compat").wire_mode == "compat"
-    assert kcprpc.Server([], "127.0.0.1", 0, key=KEY).wire_mode == "secure"
 
 
 async def test_transport_goaway_drains_like_the_rpc_goaway() -> None:
@@ -234,7 +219,8 @@ async def test_testing_pair_over_kcp_uses_the_servers_wire_settings() -> None:
     from kcprpc.testing import pair
 
     priv, pub = generate_keypair()
-    async with pair([Demo()], transport="kcp", key=KEY, static_private_key=priv, fec=(4, 2)) as p:
+    served = Transport(SecureWire(key=KEY, static_private_key=priv, fec=(4, 2)))
+    async with pair([Demo()], link="kcp", transport=served) as p:
         assert p.server.public_key == pub
         assert (await p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="t"))).text == "hello t"
         assert _session(p.client).secure.peer_static == pub  # the pinned-key handshake ran

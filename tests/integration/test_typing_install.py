@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-USER_APP = '''
+USER_APP = """
 from __future__ import annotations
 
 from pydantic import BaseModel
@@ -49,7 +49,7 @@ async def play(client: kcprpc.Client) -> None:
     client.notify(Game.move, Move(dx=1))  # E: not a notify method (it returns Pos)
     await game.move(Pos(x=1))  # E: the wrong request
     reveal_type(client.notifications_dropped)  # N: int
-'''
+"""
 
 
 def test_mypy_in_a_user_project_sees_the_installed_package(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ import kcp
 from kcp.batch import open_udp_socket
 from kcp.relay import LossyRelay
 from kcprpc.mux import MuxClosedError, MuxConfig, MuxProtocolError, MuxSession, MuxStream
-from kcprpc.mux.frame import FrameDecoder
+from kcprpc.mux.frame import SmuxFrameDecoder
 
 DEADLINE = 10.0  # seconds, for any single exchange
 SIZE = 200_000
@@ -632,12 +632,12 @@ async def test_smux_version_mismatch_is_reported(kcptun: None) -> None:
 
 def test_snappy_stream_start_is_named_by_the_decoder() -> None:
     """No binary needed: the first bytes kcptun sends with compression on (snappy stream id)."""
-    dec = FrameDecoder(1)
+    dec = SmuxFrameDecoder(1)
     dec.feed(b"\xff\x06\x00\x00sNaPpY" + b"\x00" * 8)
     with pytest.raises(MuxProtocolError, match="snappy") as info:
         dec.next_frame()
     assert info.value.kind == "bad_version"
-    dec2 = FrameDecoder(2)
+    dec2 = SmuxFrameDecoder(2)
     dec2.feed(b"\xff\x00\x00\x00\x00\x00\x00\x00")
     with pytest.raises(MuxProtocolError, match="frame version 255") as info2:
         dec2.next_frame()

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [json.loads(p.read_text()) for p in sorted((ROOT / "idl").glob("*.json")) if p.name != "schema.json"]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )

@@ -8,15 +8,16 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kcprpc.mux import MuxConfig, MuxConnection, MuxError, MuxProtocolError
-from kcprpc.mux.core import StreamState
-from kcprpc.mux.frame import CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, Frame, FrameDecoder
+from kcprpc.mux import MuxConfig, MuxCore, MuxError, MuxProtocolError
+from kcprpc.mux.core import StreamRecord
+from kcprpc.mux.frame import CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, SmuxFrame, SmuxFrameDecoder
+from kcprpc.mux.state import LIVE
 
 u32 = st.integers(0, 0xFFFFFFFF)
 
 
 @st.composite
-def valid_frames(draw: st.DrawFn, version: int) -> Frame:
+def valid_frames(draw: st.DrawFn, version: int) -> SmuxFrame:
     cmds = [CMD_SYN, CMD_FIN, CMD_PSH, CMD_NOP] + ([CMD_UPD] if version == 2 else [])
     cmd = draw(st.sampled_from(cmds))
     sid = draw(st.one_of(st.sampled_from([0, 1, 2, 3, 5, 0xFFFFFFFF]), u32))
@@ -26,15 +27,15 @@ def valid_frames(draw: st.DrawFn, version: int) -> Frame:
         data = struct.pack("<II", draw(u32), draw(u32))
     else:
         data = b""
-    return Frame(version, cmd, sid, data)
+    return SmuxFrame(version, cmd, sid, data)
 
 
 @given(st.sampled_from([1, 2]).flatmap(lambda v: st.lists(valid_frames(v), max_size=30)), st.data())
-def test_round_trip_under_any_chunking(frames: list[Frame], data: st.DataObject) -> None:
+def test_round_trip_under_any_chunking(frames: list[SmuxFrame], data: st.DataObject) -> None:
     version = frames[0].version if frames else 1
     wire = b"".join(f.encode() for f in frames)
-    dec = FrameDecoder(version)
-    got: list[Frame] = []
+    dec = SmuxFrameDecoder(version)
+    got: list[SmuxFrame] = []
     pos = 0
     while pos < len(wire):
         step = data.draw(st.integers(1, 64))
@@ -47,7 +48,7 @@ def test_round_trip_under_any_chunking(frames: list[Frame], data: st.DataObject)
 
 @given(st.sampled_from([1, 2]), st.binary(max_size=400))
 def test_decoder_garbage_raises_only_protocol_error(version: int, garbage: bytes) -> None:
-    dec = FrameDecoder(version)
+    dec = SmuxFrameDecoder(version)
     dec.feed(garbage)
     try:
         dec.decode_all()
@@ -73,6 +74,7 @@ op = st.one_of(
     st.tuples(st.just("send"), st.binary(max_size=2000)),
     st.tuples(st.just("open"), st.none()),
     st.tuples(st.just("close_stream"), st.none()),
+    st.tuples(st.just("abort_stream"), st.none()),
     st.tuples(st.just("flush"), st.integers(1, 5000)),
     st.tuples(st.just("timer"), st.integers(0, 20_000)),
 )
@@ -91,7 +93,7 @@ def test_core_survives_random_frames_and_operations(
         keepalive_interval=1,
         keepalive_timeout=3,
     )
-    core = MuxConnection(cfg, client=client, now=0)
+    core = MuxCore(cfg, client=client, now=0)
     now = 0
     handles = []
     for name, arg in ops:
@@ -106,7 +108,7 @@ def test_core_survives_random_frames_and_operations(
         elif name == "flush":
             assert isinstance(arg, int)
             out = core.data_to_send(arg)
-            dec = FrameDecoder(version)  # whatever we send is valid smux of our version
+            dec = SmuxFrameDecoder(version)  # whatever we send is valid smux of our version
             dec.feed(out)
             for f in dec.decode_all():
                 assert f.cmd != CMD_PSH or 0 < len(f.data) <= cfg.max_frame_size
@@ -129,15 +131,21 @@ def test_core_survives_random_frames_and_operations(
                     elif name == "send":
                         assert isinstance(arg, bytes)
                         core.send(h, arg)
+                    elif name == "abort_stream":
+                        core.abort_stream(h)
                     else:
                         core.close_stream(h)
             except MuxError:
                 pass
         # invariants: tokens are conserved while alive; in-flight windows never go negative
+        # (unread bytes of streams in the table hold tokens); the table holds exactly the handles
+        # in a LIVE state
         if not core.closed:
-            held = sum(s.recv_bytes for s in core._streams.values() if s.charged)
+            held = sum(s.recv_bytes for s in core._streams.values())
             assert core.bucket + held == cfg.max_receive_buffer
             assert core.num_streams <= cfg.max_streams
+        for h in handles:
+            assert (h.state in LIVE) == (core.get_stream(h.stream_id) is h)
     c = core.counters
     assert c["protocol_errors"] == c["bad_version"] + c["bad_cmd"] + c["bad_length"] + c["bad_upd"]
     assert c["protocol_errors"] <= 1
@@ -191,11 +199,11 @@ def test_two_cores_deliver_every_stream_intact_in_order(
     on both sides, once everything is closed, flushed and read, each stream delivered exactly what
     was written, in order, then EOF, and every stream left both tables."""
     cfg = MuxConfig(version=version, max_receive_buffer=3000, max_stream_buffer=2000, max_frame_size=700)
-    cores = (MuxConnection(cfg, client=True), MuxConnection(cfg, client=False))
+    cores = (MuxCore(cfg, client=True), MuxCore(cfg, client=False))
     wires = (bytearray(), bytearray())  # bytes in flight from side i to the other side
     sent: dict[tuple[int, int], bytearray] = {}  # (writer side, stream id) -> bytes written
     got: dict[tuple[int, int], bytearray] = {}  # (reader side, stream id) -> bytes read
-    known: dict[tuple[int, int], StreamState] = {}  # every handle either side ever had
+    known: dict[tuple[int, int], StreamRecord] = {}  # every handle either side ever had
     counter = 0
 
     def collect(side: int) -> None:
@@ -205,7 +213,7 @@ def test_two_cores_deliver_every_stream_intact_in_order(
             if h is not None:
                 known[(side, h.stream_id)] = h
 
-    def read(side: int, h: StreamState, n: int) -> bool:
+    def read(side: int, h: StreamRecord, n: int) -> bool:
         chunk = cores[side].read(h, n)
         got.setdefault((side, h.stream_id), bytearray()).extend(chunk)
         collect(side)
@@ -224,12 +232,12 @@ def test_two_cores_deliver_every_stream_intact_in_order(
             cores[1 - side].receive_data(take, 0)
             collect(1 - side)
         else:
-            live = [h for (s_, _), h in sorted(known.items()) if s_ == side and h.in_table]
+            live = [h for (s_, _), h in sorted(known.items()) if s_ == side and h.state in LIVE]
             if not live:
                 continue
             h = data.draw(st.sampled_from(live))
             if name == "send":
-                if h.fin_queued:
+                if not h.writable:
                     continue
                 counter += 1
                 payload = bytes([counter % 256]) * arg
@@ -245,7 +253,7 @@ def test_two_cores_deliver_every_stream_intact_in_order(
     for _ in range(10_000):
         progress = False
         for (side, _), h in sorted(known.items()):
-            if not h.fin_queued:
+            if h.writable:
                 cores[side].close_stream(h)
             if read(side, h, -1):
                 progress = True

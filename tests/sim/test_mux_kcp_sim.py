@@ -14,8 +14,8 @@ import pytest
 
 from kcp.engine import KCP
 from kcp.simlink import SimLink, drive
-from kcprpc.mux import MuxConfig, MuxConnection
-from kcprpc.mux.core import StreamOpened, StreamState
+from kcprpc.mux import MuxConfig, MuxCore
+from kcprpc.mux.core import StreamOpened, StreamRecord
 
 CONV = 0x1D2E3F40
 
@@ -27,17 +27,17 @@ def pattern(sid: int, owner: str, size: int) -> bytes:
 class End:
     """One endpoint: a KCP engine, a mux core, and an application with its own streams."""
 
-    def __init__(self, name: str, kcp: KCP, mux: MuxConnection, n_open: int, rng: random.Random) -> None:
+    def __init__(self, name: str, kcp: KCP, mux: MuxCore, n_open: int, rng: random.Random) -> None:
         self.name = name
         self.kcp = kcp
         self.mux = mux
         self.rng = rng
-        self.out: list[tuple[StreamState, bytes, int]] = []  # our streams: state, data, offset
+        self.out: list[tuple[StreamRecord, bytes, int]] = []  # our streams: state, data, offset
         for _ in range(n_open):
             st = mux.open_stream()
             size = rng.choice((0, 1, 777, 40_000, 150_000, 300_000, 600_000))
             self.out.append((st, pattern(st.stream_id, name, size), 0))
-        self.incoming: dict[int, tuple[StreamState, bytearray]] = {}
+        self.incoming: dict[int, tuple[StreamRecord, bytearray]] = {}
         self.complete_in: dict[int, bytes] = {}
         self.min_bucket = mux.bucket
 
@@ -56,7 +56,7 @@ class End:
                 self.out[i] = (st, data, off)
                 if off == len(data):
                     mux.close_stream(st)
-            elif not data and not st.fin_queued:
+            elif not data and st.writable:
                 mux.close_stream(st)
         # transport in: only while the mux wants more (its bucket has tokens)
         while mux.wants_read:
@@ -98,8 +98,8 @@ def test_many_streams_both_ways_over_lossy_kcp(version: int, loss: float, seed: 
         k.nodelay(1, 10, 2, 1)
         k.wndsize(256, 256)
         k.stream = 1
-    a = End("client", ka, MuxConnection(cfg, client=True), 20, random.Random(seed))
-    b = End("server", kb, MuxConnection(cfg, client=False), 12, random.Random(seed + 100))
+    a = End("client", ka, MuxCore(cfg, client=True), 20, random.Random(seed))
+    b = End("server", kb, MuxCore(cfg, client=False), 12, random.Random(seed + 100))
 
     def done() -> bool:
         return (

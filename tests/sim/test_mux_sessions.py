@@ -20,6 +20,7 @@ from kcprpc.mux import (
     MuxSession,
     MuxStream,
     MuxStreamClosedError,
+    StreamState,
 )
 from kcprpc.mux.frame import CMD_FIN, CMD_SYN, INITIAL_PEER_WINDOW, decode_frames, encode_frame
 from kcprpc.mux.testing import MemoryTransport, memory_pair, memory_pipe
@@ -406,7 +407,7 @@ async def test_abort_for_cancellation() -> None:
     await bounded(blocked)  # a blocked drain() returns: nothing is queued any more
     with pytest.raises(MuxStreamClosedError):
         await cs.read()
-    await until(lambda: ss._st.fin_received, "FIN arrived")
+    await until(lambda: ss._st.state is StreamState.HALF_CLOSED_REMOTE, "FIN arrived")
     assert client.num_streams == 0
     got = 0
     while chunk := await bounded(ss.read()):

@@ -98,7 +98,7 @@ def test_export_is_deterministic_across_processes() -> None:
     here = dumps(export_service(TARGETS_CLS()))
     assert here == dumps(export_service(TARGETS_CLS()))
     out = subprocess.run(
-        [sys.executable, "-m", "kcprpc.cli", "idl", "export", "examples.game.service:GameService"],
+        [sys.executable, "-m", "kcprpc", "idl", "export", "examples.game.service:GameService"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert out.stdout == (IDL / "game.v1.Game.json").read_text()
@@ -113,12 +113,15 @@ def test_export_command_writes_files(tmp_path: Path) -> None:
         ["--all", "-o", str(tmp_path / "all")],
     ):
         r = subprocess.run(
-            [sys.executable, "-m", "kcprpc.cli", "idl", "export", *argv],
+            [sys.executable, "-m", "kcprpc", "idl", "export", *argv],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
     assert target.read_text() == (IDL / "quickstart.Greeter.json").read_text()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kcprpc.Health.json", "quickstart.Greeter.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "kcprpc.Health.json",
+        "quickstart.Greeter.json",
+    ]
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(p.name for p in IDL.glob("*.json"))
 
 
@@ -135,7 +138,7 @@ def test_checked_in_documents_match_the_code() -> None:
     stale = [name for name, text in files.items() if (IDL / name).read_text(encoding="utf-8") != text]
     assert not stale, f"out of date, run `kcprpc idl export --all`: {stale}"
     check = subprocess.run(
-        [sys.executable, "-m", "kcprpc.cli", "idl", "export", "--all", "--check"],
+        [sys.executable, "-m", "kcprpc", "idl", "export", "--all", "--check"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
@@ -208,13 +211,13 @@ def test_malformed_document_on_the_command_line_is_not_a_traceback(tmp_path: Pat
         ["describe", "127.0.0.1:1", "--idl", str(bad)],
     ):
         r = subprocess.run(
-            [sys.executable, "-m", "kcprpc.cli", *argv],
+            [sys.executable, "-m", "kcprpc", *argv],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert r.returncode == 2, (argv, r.stderr)
         assert "Traceback" not in r.stderr and r.stderr.startswith("kcprpc: "), r.stderr
     assert "name: Input should be a valid string" in subprocess.run(
-        [sys.executable, "-m", "kcprpc.cli", "idl", "validate", str(bad)],
+        [sys.executable, "-m", "kcprpc", "idl", "validate", str(bad)],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     ).stderr  # fmt: skip
 

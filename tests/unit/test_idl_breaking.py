@@ -252,7 +252,7 @@ def test_cli_check_exit_codes_and_output(tmp_path: Path) -> None:
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "kcprpc.cli", "idl", "check", *argv],
+            [sys.executable, "-m", "kcprpc", "idl", "check", *argv],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
@@ -282,7 +282,9 @@ def test_cli_check_folders_and_git_refs(tmp_path: Path) -> None:
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
 
     def sh(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60, check=False, env=env)
+        return subprocess.run(
+            argv, cwd=repo, capture_output=True, text=True, timeout=60, check=False, env=env
+        )
 
     assert sh("git", "init", "-q").returncode == 0
     assert sh("git", "add", "idl").returncode == 0
@@ -293,10 +295,12 @@ def test_cli_check_folders_and_git_refs(tmp_path: Path) -> None:
     other = dumps(export_service(Svc2)).replace("t.v1.Svc", "t.v1.Other").replace('"Svc"', '"Other"')
     (repo / "idl" / "other.json").write_text(other)
 
-    kcprpc = (sys.executable, "-m", "kcprpc.cli", "idl", "check")
+    kcprpc = (sys.executable, "-m", "kcprpc", "idl", "check")
     r = sh(*kcprpc, "git:HEAD:idl", "idl")
     assert r.returncode == 1, r.stderr
-    assert "BREAKING METHOD_REMOVED: t.v1.Svc/poke" in r.stdout and "safe SERVICE_ADDED: t.v1.Other" in r.stdout
+    assert (
+        "BREAKING METHOD_REMOVED: t.v1.Svc/poke" in r.stdout and "safe SERVICE_ADDED: t.v1.Other" in r.stdout
+    )
     r = sh(*kcprpc, "git:HEAD:idl/svc.json", "idl/svc.json")
     assert r.returncode == 1 and "METHOD_REMOVED" in r.stdout
     (repo / "idl" / "svc.json").unlink()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcprpc.mux import MuxClosedError, MuxConfig, MuxConnection, MuxStreamClosedError, MuxUsageError
+from kcprpc.mux import MuxClosedError, MuxConfig, MuxCore, MuxStreamClosedError, MuxUsageError
 from kcprpc.mux.core import (
     ConnectionTerminated,
     DataReceived,
@@ -24,25 +24,25 @@ from kcprpc.mux.frame import (
     CMD_SYN,
     CMD_UPD,
     INITIAL_PEER_WINDOW,
-    Frame,
+    SmuxFrame,
     decode_frames,
     encode_frame,
     encode_upd,
 )
 
 
-def frames(wire: bytes, version: int = 1) -> list[Frame]:
+def frames(wire: bytes, version: int = 1) -> list[SmuxFrame]:
     out, rest = decode_frames(wire, version)
     assert rest == b""
     return out
 
 
-def pair(cfg: MuxConfig | None = None) -> tuple[MuxConnection, MuxConnection]:
+def pair(cfg: MuxConfig | None = None) -> tuple[MuxCore, MuxCore]:
     cfg = cfg or MuxConfig()
-    return MuxConnection(cfg, client=True), MuxConnection(cfg, client=False)
+    return MuxCore(cfg, client=True), MuxCore(cfg, client=False)
 
 
-def move(src: MuxConnection, dst: MuxConnection, now: int = 0) -> int:
+def move(src: MuxCore, dst: MuxCore, now: int = 0) -> int:
     """Move everything src has to send into dst; return the byte count."""
     total = 0
     while data := src.data_to_send():
@@ -51,7 +51,7 @@ def move(src: MuxConnection, dst: MuxConnection, now: int = 0) -> int:
     return total
 
 
-def settle(a: MuxConnection, b: MuxConnection, now: int = 0) -> None:
+def settle(a: MuxCore, b: MuxCore, now: int = 0) -> None:
     while move(a, b, now) + move(b, a, now):
         pass
 
@@ -67,7 +67,7 @@ def test_open_sends_syn_and_peer_gets_stream_opened() -> None:
     client, server = pair()
     st = client.open_stream()
     wire = client.data_to_send()
-    assert frames(wire) == [Frame(1, CMD_SYN, 3)]
+    assert frames(wire) == [SmuxFrame(1, CMD_SYN, 3)]
     server.receive_data(wire, 0)
     assert server.events() == [StreamOpened(3)]
     assert server.get_stream(3) is not None
@@ -178,7 +178,7 @@ def test_v2_upd_on_first_read_and_every_half_window() -> None:
     sst = server.get_stream(3)
     assert sst is not None
     server.read(sst, 10)  # first read: UPD(consumed=10, window=max_stream_buffer)
-    assert frames(server.data_to_send(), 2) == [Frame(2, CMD_UPD, 3, encode_upd(2, 3, 10, 1000)[8:])]
+    assert frames(server.data_to_send(), 2) == [SmuxFrame(2, CMD_UPD, 3, encode_upd(2, 3, 10, 1000)[8:])]
     server.read(sst, 480)  # 480 < 500 since the last UPD: nothing
     assert server.data_to_send() == b""
     server.read(sst, 20)  # incr reaches 500 = max_stream_buffer / 2
@@ -226,10 +226,10 @@ def test_v2_upd_acknowledging_unsent_bytes_kills_session() -> None:
 
 def test_keepalive_nop_and_timeout() -> None:
     cfg = MuxConfig(keepalive_interval=10, keepalive_timeout=30)
-    c = MuxConnection(cfg, client=True, now=0)
+    c = MuxCore(cfg, client=True, now=0)
     assert c.next_timer() == 10_000
     c.handle_timer(10_000)
-    assert frames(c.data_to_send()) == [Frame(1, CMD_NOP, 0)]
+    assert frames(c.data_to_send()) == [SmuxFrame(1, CMD_NOP, 0)]
     c.handle_timer(20_000)
     c.receive_data(encode_frame(1, CMD_NOP, 0), 25_000)  # something arrived in the first period
     c.handle_timer(30_000)  # NOP and the first timeout check fall due together
@@ -265,7 +265,7 @@ def test_keepalive_does_not_kill_when_our_own_bucket_is_empty() -> None:
 
 
 def test_keepalive_disabled() -> None:
-    c = MuxConnection(MuxConfig(keepalive_disabled=True), client=True)
+    c = MuxCore(MuxConfig(keepalive_disabled=True), client=True)
     assert c.next_timer() is None
     c.handle_timer(10**9)
     assert not c.closed and c.data_to_send() == b""
@@ -277,7 +277,7 @@ def test_max_streams_refuses_with_fin_and_counts() -> None:
     server.receive_data(wire, 0)
     assert server.events() == [StreamOpened(3), StreamOpened(5)]
     assert server.counters["streams_refused"] == 2
-    assert frames(server.data_to_send()) == [Frame(1, CMD_FIN, 7), Frame(1, CMD_FIN, 9)]
+    assert frames(server.data_to_send()) == [SmuxFrame(1, CMD_FIN, 7), SmuxFrame(1, CMD_FIN, 9)]
     with pytest.raises(MuxUsageError, match="max_streams"):
         server.open_stream()
     # data for the refused stream is dropped and counted, the session lives on
@@ -287,7 +287,7 @@ def test_max_streams_refuses_with_fin_and_counts() -> None:
 
 
 def test_duplicate_syn_ignored_and_unknown_fin_upd_ignored() -> None:
-    server = MuxConnection(MuxConfig(version=2), client=False)
+    server = MuxCore(MuxConfig(version=2), client=False)
     server.receive_data(encode_frame(2, CMD_SYN, 3) * 2, 0)
     assert server.counters["duplicate_syn"] == 1
     server.receive_data(encode_frame(2, CMD_FIN, 99) + encode_upd(2, 99, 0, 0), 0)
@@ -296,7 +296,7 @@ def test_duplicate_syn_ignored_and_unknown_fin_upd_ignored() -> None:
 
 
 def test_data_after_peer_fin_is_dropped() -> None:
-    server = MuxConnection(MuxConfig(), client=False)
+    server = MuxCore(MuxConfig(), client=False)
     server.receive_data(encode_frame(1, CMD_SYN, 3) + encode_frame(1, CMD_FIN, 3), 0)
     server.receive_data(encode_frame(1, CMD_PSH, 3, b"late"), 0)
     assert server.counters["dropped_after_fin"] == 1
@@ -313,7 +313,7 @@ def test_data_after_peer_fin_is_dropped() -> None:
     ],
 )
 def test_garbage_kills_session_with_reason_and_counter(wire: bytes, counter: str) -> None:
-    server = MuxConnection(MuxConfig(), client=False)
+    server = MuxCore(MuxConfig(), client=False)
     server.receive_data(encode_frame(1, CMD_SYN, 3) + encode_frame(1, CMD_PSH, 3, b"ok"), 0)
     server.receive_data(wire, 0)  # never raises
     assert server.closed
@@ -379,14 +379,14 @@ def test_local_close_fins_every_stream() -> None:
 
 
 def test_stream_id_exhaustion() -> None:
-    c = MuxConnection(MuxConfig(), client=True)
+    c = MuxCore(MuxConfig(), client=True)
     c._next_id = 0xFFFFFFFF  # the last odd id has been used
     with pytest.raises(MuxClosedError, match="exhausted"):
         c.open_stream()
 
 
 def test_open_skips_id_squatted_by_peer() -> None:
-    client = MuxConnection(MuxConfig(), client=True)
+    client = MuxCore(MuxConfig(), client=True)
     client.receive_data(encode_frame(1, CMD_SYN, 3), 0)  # a hostile peer used our parity
     assert client.open_stream().stream_id == 5
 
@@ -439,7 +439,7 @@ def test_partial_reads_across_frame_pieces() -> None:
 
 
 def test_tiny_frame_flood_is_merged_and_edge_triggered() -> None:
-    server = MuxConnection(MuxConfig(), client=False)
+    server = MuxCore(MuxConfig(), client=False)
     server.receive_data(encode_frame(1, CMD_SYN, 3), 0)
     server.events()
     server.receive_data(b"".join(encode_frame(1, CMD_PSH, 3, bytes([i % 256])) for i in range(20_000)), 0)
@@ -452,7 +452,7 @@ def test_tiny_frame_flood_is_merged_and_edge_triggered() -> None:
 
 
 def test_syn_flood_refusals_do_not_grow_the_output_queue_without_bound() -> None:
-    server = MuxConnection(MuxConfig(max_streams=1), client=False)
+    server = MuxCore(MuxConfig(max_streams=1), client=False)
     server.receive_data(b"".join(encode_frame(1, CMD_SYN, 2 * i + 3) for i in range(10_000)), 0)
     assert server.counters["streams_refused"] == 9_999
     assert len(server.data_to_send()) <= 4096 * 8
@@ -473,7 +473,7 @@ def test_abort_drops_everything_sends_fin_and_frees_tokens() -> None:
     assert server.bucket == 1000
     assert server.num_streams == 0
     assert StreamReleased(3) in server.events()
-    assert frames(server.data_to_send()) == [Frame(1, CMD_FIN, 3)]  # queued data dropped, FIN sent
+    assert frames(server.data_to_send()) == [SmuxFrame(1, CMD_FIN, 3)]  # queued data dropped, FIN sent
     with pytest.raises(MuxStreamClosedError, match="aborted"):
         server.read(sst)
     with pytest.raises(MuxStreamClosedError):

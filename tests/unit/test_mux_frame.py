@@ -16,8 +16,8 @@ from kcprpc.mux.frame import (
     CMD_PSH,
     CMD_SYN,
     CMD_UPD,
-    Frame,
-    FrameDecoder,
+    SmuxFrame,
+    SmuxFrameDecoder,
     decode_frames,
     encode_frame,
     encode_header,
@@ -50,7 +50,7 @@ def test_exact_bytes(version: int, cmd: int, sid: int, payload: bytes, wire: str
     assert encode_frame(version, cmd, sid, payload) == expected
     frames, rest = decode_frames(expected, version)
     assert rest == b""
-    assert frames == [Frame(version, cmd, sid, payload)]
+    assert frames == [SmuxFrame(version, cmd, sid, payload)]
 
 
 def test_upd_exact_bytes() -> None:
@@ -93,17 +93,17 @@ def test_encode_upd_rejects_v1_and_out_of_range() -> None:
 
 def test_decoder_any_chunking_gives_same_frames() -> None:
     frames = [
-        Frame(2, CMD_SYN, 3),
-        Frame(2, CMD_PSH, 3, bytes(range(256)) * 10),
-        Frame(2, CMD_UPD, 3, encode_upd(2, 3, 1, 2)[8:]),
-        Frame(2, CMD_NOP, 0),
-        Frame(2, CMD_PSH, 3, b"z"),
-        Frame(2, CMD_FIN, 3),
+        SmuxFrame(2, CMD_SYN, 3),
+        SmuxFrame(2, CMD_PSH, 3, bytes(range(256)) * 10),
+        SmuxFrame(2, CMD_UPD, 3, encode_upd(2, 3, 1, 2)[8:]),
+        SmuxFrame(2, CMD_NOP, 0),
+        SmuxFrame(2, CMD_PSH, 3, b"z"),
+        SmuxFrame(2, CMD_FIN, 3),
     ]
     wire = b"".join(f.encode() for f in frames)
     for step in (1, 2, 3, 7, 8, 9, 100, len(wire)):
-        dec = FrameDecoder(2)
-        got: list[Frame] = []
+        dec = SmuxFrameDecoder(2)
+        got: list[SmuxFrame] = []
         for i in range(0, len(wire), step):
             dec.feed(wire[i : i + step])
             got.extend(dec.decode_all())
@@ -113,12 +113,12 @@ def test_decoder_any_chunking_gives_same_frames() -> None:
 
 def test_decoder_partial_frame_waits() -> None:
     wire = encode_frame(1, CMD_PSH, 3, b"abcdef")
-    dec = FrameDecoder(1)
+    dec = SmuxFrameDecoder(1)
     dec.feed(wire[:10])
     assert dec.next_frame() is None
     assert dec.buffered == 10
     dec.feed(wire[10:])
-    assert dec.next_frame() == Frame(1, CMD_PSH, 3, b"abcdef")
+    assert dec.next_frame() == SmuxFrame(1, CMD_PSH, 3, b"abcdef")
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_decoder_partial_frame_waits() -> None:
     ],
 )
 def test_decoder_rejects_garbage(version: int, wire: str, kind: str) -> None:
-    dec = FrameDecoder(version)
+    dec = SmuxFrameDecoder(version)
     dec.feed(bytes.fromhex(wire.replace(" ", "")))
     with pytest.raises(MuxProtocolError) as info:
         dec.next_frame()
@@ -145,7 +145,7 @@ def test_decoder_rejects_garbage(version: int, wire: str, kind: str) -> None:
 
 
 def test_decoder_rejects_bad_header_before_the_payload_arrives() -> None:
-    dec = FrameDecoder(1)
+    dec = SmuxFrameDecoder(1)
     dec.feed(bytes.fromhex("0109ffff00000000"))
     with pytest.raises(MuxProtocolError):
         dec.next_frame()

@@ -16,6 +16,7 @@ from kcprpc import (
     ServerConfig,
     ServerContext,
     Status,
+    Transport,
     UsageError,
 )
 from kcprpc.testing import RpcPair, pair
@@ -35,7 +36,7 @@ SETUPS = [
 async def rpc(request: pytest.FixtureRequest) -> AsyncIterator[RpcPair]:
     transport, unary, stream = request.param
     cfg = ClientConfig(unary_framing=unary, stream_framing=stream, heartbeat=None)
-    async with pair([Demo(Probe())], transport=transport, client_config=cfg) as p:
+    async with pair([Demo(Probe())], link=transport, client_config=cfg) as p:
         yield p
 
 
@@ -329,7 +330,7 @@ async def test_health_and_stats(rpc: RpcPair) -> None:
     st = await rpc.client.stats()
     assert st.server["calls_ok"] >= 1 and st.server["sessions"] == 1
     assert isinstance(st.transport, dict)
-    if rpc.transport in ("mux", "kcp"):
+    if rpc.link in ("mux", "kcp"):
         assert st.transport["mux_frames_in"] > 0
 
 
@@ -372,7 +373,7 @@ async def test_slow_stream_consumer_pushes_back_on_the_server() -> None:
                 yield Reply(text=f"{i:0100d}")
 
     async with (
-        pair([Firehose()], transport="mux") as p,
+        pair([Firehose()], link="mux") as p,
         p.client.stub(Firehose).count(Req(name="x", n=1)) as stream,  # type: ignore[attr-defined]
     ):
         first = await stream.__anext__()
@@ -410,7 +411,7 @@ async def test_oversized_responses_are_resource_exhausted() -> None:
 async def test_abandoned_stream_is_cancelled_on_the_server() -> None:
     import gc
 
-    async with pair([Demo(Probe())], transport="mux") as p:
+    async with pair([Demo(Probe())], link="mux") as p:
         pr = p.server.services[0].probe  # type: ignore[attr-defined]
         stream = p.client.stub(Demo).forever(Req(name="x"))
         assert (await stream.__anext__()).text == "0"
@@ -441,7 +442,7 @@ async def test_slow_request_consumer_pushes_back_on_the_client() -> None:
             sent += 1
             yield Req(name="r" * 100, n=i)
 
-    async with pair([Sink()], transport="mux") as p:
+    async with pair([Sink()], link="mux") as p:
         call = asyncio.ensure_future(p.client.stub(Sink).total(reqs()))
         for _ in range(3000):
             await asyncio.sleep(0)
@@ -537,7 +538,7 @@ async def test_slow_streams_cannot_stall_the_connection() -> None:
                 yield Reply(text=f"{i:0100d}")
 
     cfg = MuxConfig(version=2, max_stream_buffer=64 * 1024, max_receive_buffer=192 * 1024)
-    async with pair([Firehose()], transport="mux", mux_config=cfg) as p:
+    async with pair([Firehose()], link="mux", transport=Transport(mux=cfg)) as p:
         assert p.current[0].max_paused_streams == 2  # type: ignore[attr-defined]
         s = p.client.stub(Firehose)
         streams = [s.count(Req(name="x", n=1)) for _ in range(3)]
@@ -578,7 +579,7 @@ async def test_slow_request_streams_cannot_stall_the_connection() -> None:
             yield Req(name="r" * 100, n=i)
 
     cfg = MuxConfig(version=2, max_stream_buffer=64 * 1024, max_receive_buffer=192 * 1024)
-    async with pair([Sink()], transport="mux", mux_config=cfg) as p:
+    async with pair([Sink()], link="mux", transport=Transport(mux=cfg)) as p:
         s = p.client.stub(Sink)
         calls = [asyncio.ensure_future(s.total(reqs())) for _ in range(3)]
         for _ in range(3000):

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from kcprpc.cli import LOG_FORMAT, build_parser, load_app, main, make_server, security_summary, setup_logging
+from kcprpc import CompatWire, SecureWire, SessionConfig, Transport
+from kcprpc.cli import build_parser, main
+from kcprpc.cli.serve import LOG_FORMAT, load_app, make_server, security_summary, setup_logging
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
 from kcprpc.status import Status
@@ -77,31 +79,22 @@ def test_bad_app_spec() -> None:
 
 def test_serve_flags_override_only_what_is_given() -> None:
     def app() -> Server:
-        return Server([], "127.0.0.1", 1, crypt="aes", key="k", fec=(10, 3), transport_options={"mtu": 1300})
+        wire = CompatWire(crypt="aes", key="k", fec=(10, 3))
+        return Server([], "127.0.0.1", 1, transport=Transport(wire, session=SessionConfig(mtu=1300)))
 
     args = build_parser().parse_args(
         ["serve", "m:app", "--port", "0", "--crypt", "salsa20", "--key", "s", "--ds", "0", "--ps", "0",
          "--mode", "fast2", "--rcvwnd", "512"]
     )  # fmt: skip
     server = make_server(app, args)
-    assert (server.host, server.port, server.crypt, server.key, server.fec) == (
-        "127.0.0.1",
-        0,
-        "salsa20",
-        "s",
-        None,
+    assert (server.host, server.port) == ("127.0.0.1", 0)
+    assert server.transport.wire == CompatWire(crypt="salsa20", key="s", fec=(0, 0))
+    assert server.transport.session == SessionConfig(
+        mtu=1300, nodelay=1, interval=20, resend=2, nc=1, rcv_wnd=512
     )
-    assert server.transport_options == {
-        "mtu": 1300,
-        "nodelay": 1,
-        "interval": 20,
-        "resend": 2,
-        "nc": 1,
-        "rcv_wnd": 512,
-    }
     server = make_server(app, build_parser().parse_args(["serve", "m:app"]))
-    assert (server.port, server.crypt, server.key, server.fec) == (1, "aes", "k", (10, 3))
-    assert server.transport_options == {"mtu": 1300}
+    assert server.port == 1
+    assert server.transport == app().transport
     with pytest.raises(UsageError, match="--parityshard"):
         make_server(app, build_parser().parse_args(["serve", "m:app", "--datashard", "10"]))
     assert main(["serve", "m:app", "--crypt", "aes"]) == 2  # a cipher needs --key
@@ -116,15 +109,17 @@ def test_wire_flag() -> None:
 
     assert serve().wire_mode == "secure"  # the default between kcprpc peers
     s = serve("--crypt", "aes", "--key", "k")  # a kcp-go cipher implies compat
-    assert (s.wire_mode, s.crypt, s.key) == ("compat", "aes", "k")
+    assert (s.wire_mode, s.transport.wire) == ("compat", CompatWire(crypt="aes", key="k"))
     assert serve("--wire", "compat").wire_mode == "compat"
-    s = make_server(lambda: Server([], "h", 1, crypt="aes", key="k"), build_parser().parse_args(
-        ["serve", "m:app", "--wire", "secure"]))  # fmt: skip
-    assert (s.wire_mode, s.crypt) == ("secure", None)
+    s = make_server(lambda: Server([], "h", 1, transport=Transport(CompatWire(crypt="aes", key="k"))),
+                    build_parser().parse_args(["serve", "m:app", "--wire", "secure"]))  # fmt: skip
+    assert (s.wire_mode, s.transport.wire) == ("secure", SecureWire(key="k"))  # the kcp-go cipher is gone
     with pytest.raises(UsageError, match="--wire secure"):
         serve("--wire", "secure", "--crypt", "aes", "--key", "k")
     key = "11" * 32
-    assert serve("--static-key", key).static_private_key == bytes.fromhex(key)
+    assert serve("--static-key", key).transport.wire == SecureWire(
+        key="k", static_private_key=bytes.fromhex(key)
+    )
     with pytest.raises(UsageError, match="client flag"):
         serve("--server-key", key)
     with pytest.raises(UsageError, match="selects compat mode"):
@@ -135,7 +130,9 @@ def test_wire_flag() -> None:
 
 def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: Path) -> None:
     # an app that names no host and no key: the newcomer's first `kcprpc serve`
-    (tmp_path / "userapp.py").write_text("from examples.quickstart.service import Greeter\napp = [Greeter()]\n")
+    (tmp_path / "userapp.py").write_text(
+        "from examples.quickstart.service import Greeter\napp = [Greeter()]\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     srv = subprocess.Popen(
         [sys.executable, "-m", "kcprpc", "serve", "userapp:app", "--port", "0", "--log-level", "INFO"],
@@ -162,12 +159,13 @@ def test_serve_binds_loopback_and_warns_when_nobody_is_authenticated(tmp_path: P
 def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
     def summary(*flags: str, **app: Any) -> tuple[list[str], str | None]:
         server = make_server(lambda: Server([], **app), build_parser().parse_args(["serve", "m:app", *flags]))
-        return security_summary(server)
+        return security_summary(server.transport)
 
     lines, warning = summary("--key", "k", "--ds", "10", "--ps", "3")
     assert lines == ["wire mode: secure (encrypted and authenticated; FEC 10/3)",
                      "clients:   authenticated by the passphrase (--key)"] and warning is None  # fmt: skip
-    lines, warning = summary(static_private_key=bytes(range(32)), authorize=lambda *a: None)
+    wire = SecureWire(static_private_key=bytes(range(32)), authorize=lambda *a: None)
+    lines, warning = summary(transport=Transport(wire))
     assert lines[0] == "wire mode: secure (encrypted and authenticated)"
     assert lines[1].startswith("server key: ") and "--server-key" in lines[1]
     assert lines[2] == "clients:   authenticated by the app's authorize hook" and warning is None
@@ -185,7 +183,10 @@ def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
     assert make_server(lambda: Server([]), build_parser().parse_args(["serve", "m:app"])).host == "127.0.0.1"
     args = build_parser().parse_args(["serve", "m:app", "--host", "0.0.0.0"])
     assert make_server(lambda: Server([]), args).host == "0.0.0.0"
-    assert make_server(lambda: Server([], "10.0.0.1"), build_parser().parse_args(["serve", "m:app"])).host == "10.0.0.1"
+    assert (
+        make_server(lambda: Server([], "10.0.0.1"), build_parser().parse_args(["serve", "m:app"])).host
+        == "10.0.0.1"
+    )
 
 
 def test_serve_log_level() -> None:

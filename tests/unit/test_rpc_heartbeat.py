@@ -69,7 +69,10 @@ async def test_rtt_is_measured_and_reported_to_server() -> None:
 @pytest.mark.parametrize("transport", ["memory", "mux"])
 async def test_dead_peer_fails_in_flight_calls_then_reconnects_and_restores(transport: str) -> None:
     async with pair(
-        [Demo(Probe())], client_config=FAST, transport=transport, on_restore=rejoin_open_rooms  # type: ignore[arg-type]
+        [Demo(Probe())],
+        client_config=FAST,
+        link=transport,
+        on_restore=rejoin_open_rooms,  # type: ignore[arg-type]
     ) as p:
         d = p.client.stub(Demo)
         await d.join(Req(name="room1"))

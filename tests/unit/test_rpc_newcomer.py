@@ -118,4 +118,7 @@ def test_idl_export_takes_what_serve_takes(tmp_path: Path, capsys: pytest.Captur
     assert (tmp_path / "b.json").read_text() == (ROOT / "idl" / "live.v1.Live.json").read_text()
     assert main(["idl", "export", "examples.quickstart.service:app", "examples.game.service:GameService",
                  "-o", str(tmp_path / "dir")]) == 0  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["game.v1.Game.json", "quickstart.Greeter.json"]
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == [
+        "game.v1.Game.json",
+        "quickstart.Greeter.json",
+    ]

@@ -20,7 +20,7 @@ async def next_event(q: asyncio.Queue[Tick]) -> Tick:
 
 @pytest.mark.parametrize("transport", ["memory", "mux"])
 async def test_push_to_one_session_typed_handler(transport: str) -> None:
-    async with pair([Demo()], transport=transport) as p:  # type: ignore[arg-type]
+    async with pair([Demo()], link=transport) as p:  # type: ignore[arg-type]
         q: asyncio.Queue[Tick] = asyncio.Queue()
         off = p.client.on(Tick, q.put_nowait)
         await p.client.stub(Demo).tick_me(Req(name="x", n=42))
@@ -104,7 +104,7 @@ async def test_fanout_encodes_once_for_many_sessions() -> None:
 
 @pytest.mark.parametrize("transport", ["memory", "mux"])
 async def test_notify_unreliable_uses_datagrams(transport: str) -> None:
-    async with pair([Demo(Probe())], transport=transport) as p:  # type: ignore[arg-type]
+    async with pair([Demo(Probe())], link=transport) as p:  # type: ignore[arg-type]
         d = p.client.stub(Demo)
         pr = p.server.services[0].probe  # type: ignore[attr-defined]
         await d.position(Pos(x=1, y=2))

@@ -186,7 +186,7 @@ async def test_client_refuses_a_response_that_would_decode_past_its_budget() -> 
             yield [{}]
             yield [{} for _ in range(n)]
 
-    async with pair([Dense(), Demo()], transport="mux") as p:  # default budget: 8 MiB
+    async with pair([Dense(), Demo()], link="mux") as p:  # default budget: 8 MiB
         got = []
         with pytest.raises(RpcError) as ei:
             async for item in p.client.invoke("test.Dense/maps", 150_000, kind="server_stream"):
@@ -222,7 +222,7 @@ async def test_slow_reader_of_large_messages_pauses_instead_of_failing() -> None
 
     async with pair(
         [Big()],
-        transport="mux",
+        link="mux",
         server_config=ServerConfig(max_message_size=MiB, max_decoded_bytes=2 * MiB),
     ) as p:
         assert await p.client.invoke("test.Big/take", blobs(), kind="client_stream") == 60

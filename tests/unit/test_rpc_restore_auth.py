@@ -137,9 +137,7 @@ async def test_interceptors_see_the_metadata_of_the_hello_when_restoring() -> No
             seen.append((ctx.metadata.get("token"), ctx.request.topic))
         return await call_next()
 
-    cfg = ClientConfig(
-        heartbeat=FAST.heartbeat, reconnect=FAST.reconnect, metadata={"token": "t1"}
-    )
+    cfg = ClientConfig(heartbeat=FAST.heartbeat, reconnect=FAST.reconnect, metadata={"token": "t1"})
     async with pair([Demo()], client_config=cfg, server_interceptors=[record]) as p:
         await p.client.subscribe("news")
         await reconnect(p)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 import kcprpc
 from kcprpc import Client, ClientConfig, HeartbeatConfig, RpcError, ServerConfig, Status
-from kcprpc.mux.core import MuxConnection as MuxCore
+from kcprpc.mux.core import MuxCore
 from kcprpc.server import ServerSession
 from kcprpc.testing import RpcPair, pair
 
@@ -119,7 +119,7 @@ def watch_disconnect(client: Client) -> asyncio.Future[str]:
 
 async def test_a_subscriber_that_stops_reading_ends_as_a_slow_consumer_and_is_told() -> None:
     svc = Svc()
-    async with pair([svc], transport="mux", server_config=small(), client_config=PINGING) as p:
+    async with pair([svc], link="mux", server_config=small(), client_config=PINGING) as p:
         other = Client(p.connector)  # a legitimate client on the same server
         await other.connect()
         try:
@@ -161,7 +161,7 @@ async def test_a_subscriber_that_stops_reading_ends_as_a_slow_consumer_and_is_to
 
 async def test_past_the_process_wide_bound_the_largest_backlogs_end_first() -> None:
     cfg = small(max_send_backlog=256 * KIB, max_send_backlog_total=512 * KIB)
-    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+    async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
         slow = [p.client]
         for _ in range(2):
             c = Client(p.connector, config=PINGING)
@@ -199,7 +199,7 @@ async def test_past_the_process_wide_bound_the_largest_backlogs_end_first() -> N
 
 
 async def test_unread_unary_replies_end_the_session_at_the_bound() -> None:
-    async with pair([Svc()], transport="mux", server_config=small(), client_config=PINGING) as p:
+    async with pair([Svc()], link="mux", server_config=small(), client_config=PINGING) as p:
         lost = watch_disconnect(p.client)
         sess = only_session(p)
         stop_reading_control(p.client)
@@ -228,7 +228,7 @@ async def test_pings_alone_do_not_keep_a_client_that_consumes_nothing() -> None:
         slow_consumer_timeout=0.3,
         heartbeat=HeartbeatConfig(interval=0.05, timeout=30.0),
     )
-    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+    async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
         await p.client.subscribe("news")
         lost = watch_disconnect(p.client)
         sess = only_session(p)
@@ -245,7 +245,7 @@ async def test_pings_alone_do_not_keep_a_client_that_consumes_nothing() -> None:
 
 async def test_a_client_that_reads_is_not_a_slow_consumer() -> None:
     cfg = small(slow_consumer_timeout=0.2, heartbeat=HeartbeatConfig(interval=0.02, timeout=30.0))
-    async with pair([Svc()], transport="mux", server_config=cfg, client_config=PINGING) as p:
+    async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
         got: list[News] = []
         p.client.on(News, got.append)
         await p.client.subscribe("news")
@@ -265,7 +265,7 @@ async def test_a_client_that_reads_is_not_a_slow_consumer() -> None:
 
 
 async def test_unreliable_events_are_dropped_and_counted_not_queued_behind_a_backlog() -> None:
-    async with pair([Svc()], transport="mux", server_config=small(), client_config=PINGING) as p:
+    async with pair([Svc()], link="mux", server_config=small(), client_config=PINGING) as p:
         await p.client.subscribe("state")
         sess = only_session(p)
         stop_reading_transport(p.client)
@@ -281,7 +281,7 @@ async def test_unreliable_events_are_dropped_and_counted_not_queued_behind_a_bac
 
 async def test_a_stalled_stream_waits_without_growing_and_the_session_goes_on() -> None:
     svc = Svc()
-    async with pair([svc], transport="mux", server_config=small(), client_config=PINGING) as p:
+    async with pair([svc], link="mux", server_config=small(), client_config=PINGING) as p:
         sess = only_session(p)
         total = 5000  # 5 MB if nothing held the handler back
         async with p.client.stream(Svc.trickle, total) as it:

@@ -1,24 +1,12 @@
-"""The ``kcprpc`` command.
+"""``kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]``.
 
-::
-
-    kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]
-    kcprpc list | describe | call | watch | ping | stats  HOST:PORT ... [transport flags]
-    kcprpc idl export | check | gen-python | validate ...
-
-Every command that talks to a server, and ``serve`` itself, takes the same transport flags, named
-as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``, ``--mode``,
-``--mtu`` ...; see :func:`kcprpc.clitools.add_transport_args`), plus ``--wire secure|compat`` (the
-wire mode: secure by default, compat implied by ``--crypt``). The client commands and the
-``idl`` tools live in :mod:`kcprpc.clitools`; this module adds ``serve`` and the entry point.
+``module:app`` names a :class:`~kcprpc.Server`, a list of services, or a factory of either. The
+transport flags given override the app's own settings (:func:`kcprpc.cli.flags.build_transport`
+over the app's transport); those left out keep them.
 
 ``serve`` binds 127.0.0.1 unless the app or ``--host`` names another address (``--host 0.0.0.0``
 to accept other machines), prints what it serves, where, in which wire mode and whether clients are
 authenticated (a warning on stderr when nobody is), and logs at ``--log-level`` (docs/logging.md).
-
-Exit codes: 0 on success; ``64 + status code`` when a call (or the server) ends with an RPC status
-(``INVALID_ARGUMENT`` 67, ``NOT_FOUND`` 69, ``UNAVAILABLE`` 78 ...), with ``STATUS_NAME: message`` on
-stderr; 2 for a usage error (``kcprpc: message``); 1 when ``idl check`` finds a breaking change.
 """
 
 from __future__ import annotations
@@ -30,13 +18,20 @@ import errno
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from kcprpc import clitools
+from kcp.config import CompatWire
+from kcprpc.cli.args import nonnegative_float, port_number
+from kcprpc.cli.flags import add_transport_args, build_transport
+from kcprpc.cli.runner import run_loop
+from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
+
+DEFAULT_HOST = "127.0.0.1"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def load_app(spec: str) -> Any:
@@ -71,52 +66,41 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
         server.host = DEFAULT_HOST  # loopback unless told otherwise: --host 0.0.0.0 is explicit
     if server.port is None:
         server.port = 9000
-    given = clitools.transport_kwargs(args)
-    for name, flag in (("server_public_key", "--server-key"), ("token", "--token")):
-        if name in given:
+    for name, flag in (("server_key", "--server-key"), ("token", "--token")):
+        if getattr(args, name, None) is not None:
             raise UsageError(
                 f"{flag} is a client flag (serve takes --static-key and the app's authorize hook)"
             )
-    if "crypt" in given and "mode" not in given:
-        server.mode = None  # --crypt implies compat mode, whatever the app chose
-    elif given.get("mode") == "secure":
-        server.crypt = None  # the app's kcp-go cipher has no place in secure mode
-    for name, value in given.items():
-        if name == "transport_options":
-            server.transport_options.update(value)
-        else:
-            setattr(server, name, value)
-    _ = server.wire_mode  # conflicting settings fail here, with the reason
+    server.transport = build_transport(args, server.transport)
+    effective_transport(
+        server.transport, side="server"
+    )  # what a server cannot run fails here, with the reason
     return server
 
 
-DEFAULT_HOST = "127.0.0.1"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def security_summary(server: Server) -> tuple[list[str], str | None]:
-    """What ``serve`` says about a server before it starts: lines for the wire mode, the server's
-    key (if any) and who is authenticated; and a warning or None (a server that authenticates
-    nobody, or compat mode without a cipher)."""
-    fec = f"; FEC {server.fec[0]}/{server.fec[1]}" if server.fec else ""
-    if server.wire_mode == "compat":
-        if server.crypt in (None, "none", "null"):
+def security_summary(transport: Transport) -> tuple[list[str], str | None]:
+    """What ``serve`` says about a server's transport before it starts: lines for the wire mode,
+    the server's key (if any) and who is authenticated; and a warning or None (a server that
+    authenticates nobody, or compat mode without a cipher)."""
+    wire = transport.wire
+    fec = f"; FEC {wire.fec[0]}/{wire.fec[1]}" if wire.fec != (0, 0) else ""
+    if isinstance(wire, CompatWire):
+        if wire.crypt in (None, "none", "null"):
             return [
                 f"wire mode: compat (kcp-go's packet format; no encryption{fec})",
                 "clients:   not authenticated: anyone can connect and read the traffic",
             ], "compat mode without a cipher: traffic is neither encrypted nor authenticated"
         return [
-            f"wire mode: compat (kcp-go's packet format; cipher {server.crypt}{fec})",
+            f"wire mode: compat (kcp-go's packet format; cipher {wire.crypt}{fec})",
             "clients:   not authenticated (kcp-go's ciphers encrypt with the shared key, with no "
             "identity and no cryptographic integrity check; secure mode has both)",
         ], None
     who = []
-    if server.key is not None or server.transport_options.get("psk") is not None:
+    if wire.key is not None:
         who.append("the passphrase (--key)")
-    if server.authorize is not None:
+    if wire.authorize is not None:
         who.append("the app's authorize hook")
-    pub = server.public_key
+    pub = public_key(wire.static_private_key)
     if pub is None and not who:
         return [
             f"wire mode: secure, anonymous (encrypted; the pre-shared key is public{fec})",
@@ -141,7 +125,7 @@ def security_summary(server: Server) -> tuple[list[str], str | None]:
 
 async def _serve(server: Server, grace: float) -> int:
     loop = asyncio.get_running_loop()
-    lines, warning = security_summary(server)
+    lines, warning = security_summary(server.transport)
     try:
         host, port = await server.start()
     except OSError as e:
@@ -150,7 +134,9 @@ async def _serve(server: Server, grace: float) -> int:
             if e.errno == errno.EADDRINUSE
             else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
         )
-        raise UsageError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})") from None
+        raise UsageError(
+            f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})"
+        ) from None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -181,13 +167,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     sys.path.insert(0, "")
     server = make_server(load_app(args.app), args)
-    return clitools.run_loop(_serve(server, args.grace))
+    return run_loop(_serve(server, args.grace))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``kcprpc`` argument parser (every sub-command sets ``func``; see :func:`clitools.run_command`)."""
-    ap = clitools.ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def public_key(static_private_key: bytes | None) -> bytes | None:
+    """The X25519 public key of a server's static private key (what clients pin), or None."""
+    if static_private_key is None:
+        return None
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(static_private_key).public_key().public_bytes_raw()
+
+
+def add_serve_command(sub: Any) -> None:
+    """Register ``serve`` on an ``argparse`` sub-parsers object."""
     s = sub.add_parser("serve", help="serve module:app (a Server, a list of services, or a factory)")
     s.add_argument("app", help="module:attribute, e.g. examples.quickstart.service:app")
     s.add_argument(
@@ -196,10 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"address to bind (default: the app's, else {DEFAULT_HOST}; 0.0.0.0 accepts other machines)",
     )
     s.add_argument(
-        "--port", type=clitools.port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
+        "--port", type=port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
     )
     s.add_argument(
-        "--grace", type=clitools.nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
+        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
     )
     s.add_argument(
         "--log-level",
@@ -208,16 +201,5 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help="what the kcprpc.server / kcprpc.client loggers show (default warning; docs/logging.md)",
     )
-    clitools.add_transport_args(s)
+    add_transport_args(s)
     s.set_defaults(func=cmd_serve, is_async=False)
-    clitools.add_commands(sub)  # list, describe, call, watch, ping, stats, idl (see docs/idl.md)
-    return ap
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kcprpc`` command."""
-    return clitools.run_command(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

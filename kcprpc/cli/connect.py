@@ -1,0 +1,85 @@
+"""The client commands' connection: ``HOST:PORT`` and the transport flags (built into a
+:class:`~kcprpc.config.Transport` by :func:`kcprpc.cli.flags.build_transport`), ``--timeout`` and
+``--connect-timeout``, ``-H`` metadata; and the frame every client command runs in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kcprpc.cli.args import parse_address
+from kcprpc.cli.catalog import Catalog
+from kcprpc.cli.flags import build_transport
+from kcprpc.cli.runner import CliError
+from kcprpc.client import Client, ClientConfig, connect
+from kcprpc.errors import UsageError
+from kcprpc.status import Status
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def _positionals_after_address(args: argparse.Namespace) -> list[str]:
+    """The positional arguments given after HOST:PORT, in order (for :func:`parse_address`'s hint)."""
+    out = []
+    for name in ("service", "target", "method", "request", "topic"):
+        v = getattr(args, name, None)
+        if isinstance(v, str):
+            out.append(v)
+    return [*out, *(getattr(args, "extra", None) or ())]
+
+
+def connect_timeout(args: argparse.Namespace) -> float:
+    """How long the command waits to connect: ``--connect-timeout`` (default 5 s), but never longer
+    than ``--timeout``, which bounds every wait of a command."""
+    ct = DEFAULT_CONNECT_TIMEOUT if args.connect_timeout is None else args.connect_timeout
+    return min(float(ct), float(args.timeout))
+
+
+def make_client(args: argparse.Namespace) -> Client:
+    """The (not yet connected) client of a command: HOST:PORT, the transport flags, the timeouts, ``-H``."""
+    after = _positionals_after_address(args)
+    host, port = parse_address(args.address, after)
+    extra = getattr(args, "extra", None)
+    if extra:
+        raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+    cfg = ClientConfig(
+        connect_timeout=connect_timeout(args), metadata=parse_metadata(getattr(args, "header", None))
+    )
+    return connect(host, port, transport=build_transport(args), config=cfg)
+
+
+async def _connected(client: Client, address: str) -> None:
+    try:
+        await client.connect()
+    except (asyncio.TimeoutError, TimeoutError):
+        raise CliError(
+            Status.UNAVAILABLE, f"no answer from {address} (wrong address, or transport flags?)"
+        ) from None
+    except (ConnectionError, OSError) as e:
+        raise CliError(Status.UNAVAILABLE, f"cannot connect to {address}: {e}") from None
+
+
+def parse_metadata(headers: Sequence[str] | None) -> dict[str, Any]:
+    """``-H key=value`` flags as call metadata."""
+    md: dict[str, Any] = {}
+    for h in headers or ():
+        k, sep, v = h.partition("=")
+        if not sep or not k:
+            raise UsageError(f"-H {h!r}: expected key=value")
+        md[k.strip()] = v
+    return md
+
+
+async def with_client(args: argparse.Namespace, body: Callable[[Client, Catalog], Any]) -> int:
+    """Connect, run ``body(client, catalog)`` and close: the frame of every client command."""
+    client = make_client(args)
+    catalog = Catalog(client, getattr(args, "idl", None) or (), args.timeout)  # bad --idl files fail first
+    await _connected(client, args.address)
+    try:
+        return int(await body(client, catalog))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 2.0)
