@@ -17,21 +17,20 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError
 
-from kcprpc import codec
 from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
+from kcprpc.client_config import ClientConfig
 from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
+from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.link import Link, LinkHooks
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import route
-from kcprpc.receive import RECEIVE_COUNTERS, receive_limit_defaults
+from kcprpc.receive import RECEIVE_COUNTERS
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.subscriptions import RawEvent, Subscriptions
@@ -47,44 +46,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Connector = Callable[[], Awaitable[Connection]]
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Client behaviour. ``unary_framing``: ``"shared"`` sends unary calls on the control stream with
-    call ids (cheap), ``"stream"`` opens a mux stream per call. ``stream_framing`` is the same choice
-    for streaming calls (own streams give per-call flow control)."""
-
-    max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
-    heartbeat: HeartbeatConfig | None = field(
-        default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=5.0)
-    )
-    reconnect: ReconnectPolicy | None = None
-    unary_framing: Literal["shared", "stream"] = "shared"
-    stream_framing: Literal["shared", "stream"] = "stream"
-    default_timeout: float | None = None
-    connect_timeout: float = 5.0
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
-    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory"):
-    # decoded messages held unread (None: 8 MiB, at least 2 * max_message_size); frames received in
-    # part (None: max_message_size + 9 + 256 KiB); a partial frame with no new byte for this long is
-    # dropped (None: never)
-    max_decoded_bytes: int | None = None
-    max_partial_frame_bytes: int | None = None
-    partial_frame_timeout: float | None = 10.0
-
-    def __post_init__(self) -> None:
-        self.receive_limits()
-
-    def receive_limits(self) -> tuple[int, int]:
-        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
-        )
 
 
 class Client:

@@ -1,0 +1,51 @@
+"""A client's behaviour: :class:`ClientConfig` (framing, timeouts, heartbeats, reconnects, receive limits)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kcprpc import codec
+from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
+from kcprpc.receive import receive_limit_defaults
+
+__all__ = ["ClientConfig"]
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Client behaviour. ``unary_framing``: ``"shared"`` sends unary calls on the control stream with
+    call ids (cheap), ``"stream"`` opens a mux stream per call. ``stream_framing`` is the same choice
+    for streaming calls (own streams give per-call flow control)."""
+
+    max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
+    heartbeat: HeartbeatConfig | None = field(
+        default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=5.0)
+    )
+    reconnect: ReconnectPolicy | None = None
+    unary_framing: Literal["shared", "stream"] = "shared"
+    stream_framing: Literal["shared", "stream"] = "stream"
+    default_timeout: float | None = None
+    connect_timeout: float = 5.0
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    wait_for_ready: bool = False  # calls made while (re)connecting wait for the link (up to their timeout)
+    # -- receive-side memory per connection, as the server's (docs/rpc.md, "Flow control and memory"):
+    # decoded messages held unread (None: 8 MiB, at least 2 * max_message_size); frames received in
+    # part (None: max_message_size + 9 + 256 KiB); a partial frame with no new byte for this long is
+    # dropped (None: never)
+    max_decoded_bytes: int | None = None
+    max_partial_frame_bytes: int | None = None
+    partial_frame_timeout: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        self.receive_limits()
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        return receive_limit_defaults(
+            self.max_message_size,
+            self.max_decoded_bytes,
+            self.max_partial_frame_bytes,
+            self.partial_frame_timeout,
+        )
