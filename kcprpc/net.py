@@ -306,6 +306,53 @@ def _kcp_options(
     return out
 
 
+def _wire_call(opts: dict[str, Any], *, server: bool) -> dict[str, Any]:
+    """kcp.dial/listen's (wire, session=, io=, ...) from :func:`_kcp_options`' keywords (interim:
+    kcprpc.config.Transport replaces both)."""
+    import dataclasses
+
+    import kcp
+    from kcp.secure import SecureConfig
+
+    opts = dict(opts)
+    mode = opts.pop("mode")
+    key = opts.pop("key", None)
+    psk = opts.pop("psk", None)
+    fec = (opts.pop("data_shards", 0), opts.pop("parity_shards", 0))
+    fec = fec if fec[0] > 0 and fec[1] > 0 else (0, 0)
+    out: dict[str, Any] = {}
+    io_fields = {"local_addr": "local_address", "reuse_port": "reuse_port", "mmsg": "mmsg", "gso": "gso"}
+    io = {io_fields[k]: opts.pop(k) for k in list(opts) if k in io_fields}
+    for k in ("max_sessions", "backlog", "admission", "on_accept", "rng", "conv"):
+        if k in opts:
+            out[k] = opts.pop(k)
+    timeout = opts.pop("handshake_timeout", None)
+    if mode == "compat":
+        wire: Any = kcp.CompatWire(crypt=opts.pop("crypt", None), key=key, fec=fec)
+    else:
+        secure_options = dict(opts.pop("secure_options", None) or {})
+        if timeout is not None:
+            secure_options["handshake_timeout_ms"] = max(1, int(timeout * 1000))
+        wire = kcp.SecureWire(
+            key=key if key is not None else psk,
+            static_private_key=opts.pop("static_private_key", None),
+            server_public_key=opts.pop("server_public_key", None),
+            token=opts.pop("token", b"") or b"",
+            authorize=opts.pop("authorize", None),
+            fec=fec,
+            config=SecureConfig(**secure_options) if secure_options else None,
+        )
+    session_cfg = opts.pop("config", None) or kcp.SessionConfig()
+    known = {f.name for f in dataclasses.fields(kcp.SessionConfig)}
+    unknown = set(opts) - known
+    if unknown:
+        raise kcp.KCPUsageError(f"unknown session option(s): {', '.join(sorted(unknown))}")
+    out["wire"] = wire
+    out["session"] = dataclasses.replace(session_cfg, **opts) if opts else session_cfg
+    out["io"] = kcp.IOOptions(**io)
+    return out
+
+
 _RESET_KEY: list[bytes] = []
 
 
@@ -398,7 +445,7 @@ async def dial(
         token=token,
     )
     try:
-        session = await kcp.dial(host, port, **opts)
+        session = await kcp.dial(host, port, **_wire_call(opts, server=False))
     except HandshakeError as e:
         raise handshake_error(e) from None
     except kcp.KCPUsageError as e:
@@ -471,7 +518,7 @@ async def listen(
         authorize=authorize,
     )
     try:
-        listener = await kcp.listen(host, port, **opts)
+        listener = await kcp.listen(host, port, **_wire_call(opts, server=True))
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
     return RpcListener(listener, mux_config)

@@ -7,6 +7,7 @@ sends what :meth:`SecureConnection.datagrams_to_send` returns and calls
 
 from __future__ import annotations
 
+import enum
 import hmac
 from collections import deque
 from collections.abc import Callable
@@ -48,8 +49,20 @@ from .packet import (
 from .replay import OK, TOO_OLD, ReplayWindow
 from .stats import SecureCounters
 
-OPEN = "open"
-CLOSED = "closed"
+
+class ConnectionState(str, enum.Enum):
+    """A secure connection's state: ``OPEN`` until either end closes (or a stateless reset)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+OPEN = ConnectionState.OPEN
+CLOSED = ConnectionState.CLOSED
+_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    OPEN: frozenset({CLOSED}),
+    CLOSED: frozenset(),
+}
 _DATA = bytes((F_DATA,))
 
 
@@ -153,7 +166,7 @@ class SecureConnection:
         self._challenge_due = 0
         self._path_in = 0
         self._path_out = 0
-        self.state = OPEN
+        self.state: ConnectionState = OPEN
         self.close_code: int | None = None
         self.close_message = ""
         self.close_packet: bytes | None = None
@@ -174,7 +187,35 @@ class SecureConnection:
 
     @property
     def closed(self) -> bool:
-        return self.state == CLOSED
+        return self.state is CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        """True until either end closed the connection."""
+        return self.state is OPEN
+
+    @property
+    def config(self) -> SecureConfig:
+        """The configuration the connection runs with (rekey timers, path probing...)."""
+        return self._cfg
+
+    @property
+    def has_events(self) -> bool:
+        """True if :meth:`next_event` has something."""
+        return bool(self._events)
+
+    @property
+    def has_datagrams(self) -> bool:
+        """True if :meth:`datagrams_to_send` has something (path probes and answers)."""
+        return bool(self._outbox)
+
+    def queue_datagram(self, datagram: bytes, addr: Any) -> None:
+        """Queue a datagram for :meth:`datagrams_to_send` (the handshake's confirmation PING)."""
+        self._outbox.append((datagram, addr))
+
+    def _set_state(self, new: ConnectionState) -> None:
+        assert new in _TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
+        self.state = new
 
     @property
     def next_packet_number(self) -> int:
@@ -205,7 +246,7 @@ class SecureConnection:
                 return self.close_packet
             raise SecureConnectionClosed("already closed by the peer", self.close_code or 0)
         pkt = self._seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.close_packet = pkt
         self.close_code = int(code)
         self.close_message = message
@@ -362,7 +403,7 @@ class SecureConnection:
         ):
             return False
         message = "stateless reset: the server no longer knows this connection (restarted or closed)"
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.close_code = Reason.STATELESS_RESET
         self.close_message = message
         self.counters.stateless_resets_received += 1
@@ -393,7 +434,7 @@ class SecureConnection:
                 c.frame_errors += 1
                 return None
             if ft == F_CLOSE:
-                self.state = CLOSED
+                self._set_state(CLOSED)
                 self.close_code = code
                 self.close_message = message
                 c.closes_received += 1
