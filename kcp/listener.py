@@ -151,6 +151,11 @@ class Listener:
 
     # -- properties ------------------------------------------------------------------------------
     @property
+    def demux(self) -> Demux:
+        """The lookup (:class:`kcp.demux.AddressDemux` or :class:`kcp.demux.SecureDemux`), for inspection."""
+        return self._demux
+
+    @property
     def address(self) -> Address:
         """The local address (host, port, ...)."""
         return self._ep.local_address

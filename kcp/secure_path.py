@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -32,6 +31,7 @@ from kcp.pipeline import Pipeline
 from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
+    HandshakeConfig,
     HandshakeError,
     KeyUpdated,
     PathChanged,
@@ -65,7 +65,7 @@ CLOSE_COPIES = 2
 _MAX_WINDOW = 65535  # the handshake carries windows as u16
 
 
-def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> SecureConfig:
+def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> HandshakeConfig:
     """The handshake core's configuration: ``wire.config``'s knobs with the wire's identity and
     FEC and the session's MTU and windows (a client's proposal; a server's policy, the most any
     client gets). The wire was validated when it was built; the role is checked here."""
@@ -75,8 +75,7 @@ def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> 
         wire.check_client()
     base = wire.config or SecureConfig()
     key = wire.key
-    fec = wire.fec
-    return dataclasses.replace(
+    return HandshakeConfig.compose(
         base,
         static_key=None if wire.static_private_key is None else bytes(wire.static_private_key),
         server_public_key=None if wire.server_public_key is None else bytes(wire.server_public_key),
@@ -88,7 +87,7 @@ def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> 
         # a listener's own windows are its policy: no client gets more in flight or buffered
         snd_wnd=min(session.snd_wnd, _MAX_WINDOW) if server else session.snd_wnd,
         rcv_wnd=min(session.rcv_wnd, _MAX_WINDOW) if server else session.rcv_wnd,
-        fec=fec,
+        fec=wire.fec,
     )
 
 
@@ -289,7 +288,7 @@ class _HandshakeTimer:
 
 
 async def secure_handshake(
-    ep: Endpoint, remote: Address, cfg: SecureConfig, rng: Callable[[int], bytes]
+    ep: Endpoint, remote: Address, cfg: HandshakeConfig, rng: Callable[[int], bytes]
 ) -> SecureConnection:
     """Run the client handshake on ``ep`` (its socket connected to ``remote``).
 

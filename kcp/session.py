@@ -333,6 +333,11 @@ class KCPSession:
         self._finish(now, None, reason)
 
     @property
+    def endpoint_counters(self) -> Counters:
+        """The counters of the UDP socket under this session (shared with a listener's sessions)."""
+        return self._ep.counters
+
+    @property
     def engine(self) -> KCP:
         """The underlying engine (for inspection; do not drive it directly)."""
         return self._engine

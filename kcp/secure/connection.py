@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from .config import SecureConfig, SessionParams
+from .config import HandshakeConfig, SessionParams
 from .errors import SecureConnectionClosed
 from .events import (
     ConnectionClosed,
@@ -117,7 +117,7 @@ class SecureConnection:
     def __init__(
         self,
         *,
-        config: SecureConfig,
+        config: HandshakeConfig,
         suite: CipherSuite,
         is_client: bool,
         send_secret: bytes,
@@ -195,7 +195,7 @@ class SecureConnection:
         return self.state is OPEN
 
     @property
-    def config(self) -> SecureConfig:
+    def config(self) -> HandshakeConfig:
         """The configuration the connection runs with (rekey timers, path probing...)."""
         return self._cfg
 

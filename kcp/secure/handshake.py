@@ -20,8 +20,8 @@ from typing import Any
 from .config import (
     Authorizer,
     ClientHello,
+    HandshakeConfig,
     Refusal,
-    SecureConfig,
     SessionParams,
     check_accepted,
     fec_within,
@@ -152,7 +152,7 @@ class SecureClient:
     """
 
     def __init__(
-        self, config: SecureConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
+        self, config: HandshakeConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
     ) -> None:
         self.config = config
         self._rng = rng
@@ -458,7 +458,7 @@ class SecureServer:
 
     def __init__(
         self,
-        config: SecureConfig,
+        config: HandshakeConfig,
         rng: Rng = os.urandom,
         *,
         authorize: Authorizer | None = None,
