@@ -16,7 +16,7 @@ is unacknowledged), on the idle timeout, or when the engine reports a dead link.
 close or an idle timeout, reads return ``b""``; after a dead link they raise
 :class:`kcp.errors.DeadLinkError`. Writes after the end raise the matching
 :class:`kcp.errors.ConnectionClosedError`. The states and their transitions are
-:class:`SessionState` and ``_TRANSITIONS``.
+:class:`SessionState` and ``SESSION_TRANSITIONS``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class SessionState(enum.Enum):
 
 
 _OPEN, _CLOSING, _CLOSED = SessionState.OPEN, SessionState.CLOSING, SessionState.CLOSED
-_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
+SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _OPEN: frozenset({_CLOSING, _CLOSED}),
     _CLOSING: frozenset({_CLOSED}),
     _CLOSED: frozenset(),
@@ -893,5 +893,5 @@ class KCPSession:
         return f"<KCPSession conv={self.conv} remote={self.remote_address} {self._state.value}>"
 
     def _set_state(self, new: SessionState) -> None:
-        assert new in _TRANSITIONS[self._state], f"illegal transition {self._state} -> {new}"
+        assert new in SESSION_TRANSITIONS[self._state], f"illegal transition {self._state} -> {new}"
         self._state = new

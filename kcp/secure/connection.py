@@ -59,7 +59,7 @@ class ConnectionState(str, enum.Enum):
 
 OPEN = ConnectionState.OPEN
 CLOSED = ConnectionState.CLOSED
-_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     OPEN: frozenset({CLOSED}),
     CLOSED: frozenset(),
 }
@@ -214,7 +214,7 @@ class SecureConnection:
         self._outbox.append((datagram, addr))
 
     def _set_state(self, new: ConnectionState) -> None:
-        assert new in _TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
+        assert new in CONNECTION_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
         self.state = new
 
     @property

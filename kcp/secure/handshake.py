@@ -135,7 +135,7 @@ class ClientState(str, enum.Enum):
     FAILED = "failed"
 
 
-_CLIENT_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
+CLIENT_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
     ClientState.IDLE: frozenset({ClientState.INITIATING}),
     ClientState.INITIATING: frozenset({ClientState.ESTABLISHED, ClientState.FAILED}),
     ClientState.ESTABLISHED: frozenset(),
@@ -190,7 +190,7 @@ class SecureClient:
         self._interval = config.handshake_retry_ms
 
     def _set_state(self, new: ClientState) -> None:
-        assert new in _CLIENT_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
+        assert new in CLIENT_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
         self.state = new
 
     @property
