@@ -17,7 +17,8 @@ from kcp.crypt import derive_key, new_crypt
 from kcp.engine import KCP, getconv
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError
 from kcp.listener import Listener, listen
-from kcp.session import KCPSession, SessionState, snmp
+from kcp.session import KCPSession, SessionState
+from kcp.snmp import snmp
 from kcp.stats import SNMP, Counters
 
 __all__ = [

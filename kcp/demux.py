@@ -42,7 +42,8 @@ from kcp.secure.config import outside_policy
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import CID_LEN, TRANSPORT_TYPES
 from kcp.secure_path import CLOSE_COPIES, SecurePath, conv_of, secure_config
-from kcp.session import KCPSession, SessionHost, track_secure_source, untrack_secure_source
+from kcp.session import KCPSession, SessionHost
+from kcp.snmp import track_secure_source, untrack_secure_source
 from kcp.stats import fold_secure
 
 __all__ = ["LOG_BURST", "LOG_INTERVAL", "AddressDemux", "Demux", "DemuxHost", "SecureDemux"]

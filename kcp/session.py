@@ -25,7 +25,6 @@ import asyncio
 import enum
 import os
 import socket
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,12 +37,13 @@ from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
 from kcp.path import PacketPath
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline, bare_kcp
-from kcp.stats import SNMP, Counters
+from kcp.snmp import session_closed, session_opened
+from kcp.stats import Counters
 
 if TYPE_CHECKING:
     from kcp.secure import Event, SecureConnection
 
-__all__ = ["KCPSession", "SessionHost", "SessionState", "snmp", "track_secure_source"]
+__all__ = ["SESSION_TRANSITIONS", "KCPSession", "SessionHost", "SessionState"]
 
 
 class SessionState(enum.Enum):
@@ -80,73 +80,6 @@ class SessionHost(Protocol):
 
     def session_ended(self, session: KCPSession) -> None:
         """The session ended: forget it (a dialled session's host closes its socket)."""
-
-
-# Counters that live on the endpoint/listener/SNMP directly, not per session (never folded twice)
-_NOT_FOLDED = frozenset(
-    {
-        "bytes_sent",
-        "bytes_received",
-        "out_pkts",
-        "in_pkts",
-        "send_syscalls",
-        "recv_syscalls",
-        "active_opens",
-        "passive_opens",
-        "curr_estab",
-        "max_conn",
-        "closed",
-        "dropped_no_session",
-        "dropped_table_full",
-        "dropped_bad_conv",
-        "dropped_backlog_full",
-        "dropped_replay",
-        "dropped_rate_limited",
-        "pending_created",
-        "pending_promoted",
-        "pending_expired",
-        "pending_evicted",
-        "pending_overflow",
-        "restart_deferred",
-        "sessions_replaced",
-    }
-)
-# secure_* fields come from kcp.secure's counters (folded with Counters.add_secure), not from sessions'
-_FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
-_live: weakref.WeakSet[KCPSession] = weakref.WeakSet()
-_live_secure: weakref.WeakSet[Any] = weakref.WeakSet()
-_snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
-
-
-def track_secure_source(source: Any) -> None:
-    """Count ``source.counters`` (a :class:`kcp.secure.SecureCounters`, a listener's handshake
-    core) in :func:`snmp` while ``source`` lives (it folds them into ``SNMP`` when it ends)."""
-    _live_secure.add(source)
-
-
-def untrack_secure_source(source: Any) -> None:
-    """``source`` ended (and folded its counters into ``SNMP``)."""
-    _live_secure.discard(source)
-
-
-def snmp() -> dict[str, int]:
-    """Process-wide counters: :data:`kcp.stats.SNMP` plus what live sessions counted so far.
-
-    Sessions count engine and packet-layer events in their own :class:`Counters` and fold them into
-    ``SNMP`` when they close; socket-level and session-lifecycle counters go to ``SNMP`` directly.
-    The ``secure_*`` fields come from secure mode's counters (connections, listeners' handshake
-    cores, dials), folded in the same way (:data:`kcp.stats.SECURE_SUMMARY`).
-    """
-    total = Counters.total([SNMP])
-    for s in list(_live):
-        total.add(s.counters, _FOLDED)
-        conn = s.secure
-        if conn is not None:
-            total.add_secure(conn.counters)
-    for source in list(_live_secure):
-        total.add_secure(source.counters)
-    out: dict[str, int] = total.snapshot()
-    return out
 
 
 class KCPSession:
@@ -262,14 +195,7 @@ class KCPSession:
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
         self._last_recv = self._last_valid = self._timers.now_ms()
-        _live.add(self)
-        _snmp.curr_estab += 1
-        if _snmp.curr_estab > _snmp.max_conn:
-            _snmp.max_conn = _snmp.curr_estab
-        if host.passive:
-            _snmp.passive_opens += 1
-        else:
-            _snmp.active_opens += 1
+        session_opened(self, passive=host.passive)
         path.attach(self)
         eng.output = path.make_output(self._pipeline, self._plain, self.counters)
         self._post(self._last_recv)
@@ -660,10 +586,7 @@ class KCPSession:
         for w in (self._read_waiter, self._drain_waiter, self._dgram_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
-        _live.discard(self)
-        SNMP.add(self.counters, _FOLDED)
-        _snmp.curr_estab -= 1
-        _snmp.closed += 1
+        session_closed(self)
         self._host.session_ended(self)
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
