@@ -49,6 +49,21 @@ class _DialHost:
     def session_ended(self, session: KCPSession) -> None:
         self.endpoint.close()
 
+    def rebind(self, remote: Address, local_addr: tuple[str, int] | None) -> Address:
+        """A new socket for the session (the old one is closed, queued sends stay)."""
+        ep = self.endpoint
+        family = ep.sock.family
+        if local_addr is None:
+            local_addr = ("::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        sock = open_udp_socket(local_addr[0], local_addr[1], family=family)
+        try:
+            sock.connect(remote)
+        except BaseException:
+            sock.close()
+            raise
+        ep.replace_socket(sock)
+        return ep.local_address
+
 
 def check_wire(wire: object) -> Wire:
     """``wire`` if it is a :class:`CompatWire` or :class:`SecureWire`, else :class:`KCPUsageError`."""

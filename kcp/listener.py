@@ -141,6 +141,9 @@ class Listener:
     def conv_mismatch(self, session: KCPSession, datagram: bytes, packet: bytes, now: int) -> bool:
         return self._demux.conv_mismatch(session, datagram, packet, now)
 
+    def rebind(self, remote: Address, local_addr: tuple[str, int] | None) -> Address:
+        raise KCPUsageError("rebind() is for client sessions: a listener's sessions share its socket")
+
     def session_ended(self, session: KCPSession) -> None:
         key = self._demux.key_of(session)
         removed = self._sessions.get(key) is session

@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kcp.batch import Address, open_udp_socket
+from kcp.batch import Address
 from kcp.config import SessionConfig
 from kcp.crypt import PacketCrypt
 from kcp.endpoint import Endpoint
@@ -80,6 +79,9 @@ class SessionHost(Protocol):
 
     def session_ended(self, session: KCPSession) -> None:
         """The session ended: forget it (a dialled session's host closes its socket)."""
+
+    def rebind(self, remote: Address, local_addr: tuple[str, int] | None) -> Address:
+        """Move to a new local socket connected to ``remote`` (a dialled session's host only)."""
 
 
 class KCPSession:
@@ -313,18 +315,7 @@ class KCPSession:
         self._check_writable()
         if self._path.connection is None or self._host.passive:
             raise KCPUsageError("rebind() is for secure-mode client sessions (kcp.dial with a SecureWire)")
-        ep = self._ep
-        old = ep.sock
-        if local_addr is None:
-            local_addr = ("::" if old.family == socket.AF_INET6 else "0.0.0.0", 0)
-        sock = open_udp_socket(local_addr[0], local_addr[1], family=old.family)
-        try:
-            sock.connect(self.remote_address)
-        except BaseException:
-            sock.close()
-            raise
-        ep.replace_socket(sock)
-        self.local_address = sock.getsockname()
+        self.local_address = self._host.rebind(self.remote_address, local_addr)
         self._path.announce_rebind(self._timers.now_ms())
         self.request_flush()
         return self.local_address
