@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
 from kcp.admission import ALIVE, REPLACE, Admission, AdmissionConfig, Pending
@@ -73,6 +73,10 @@ class DemuxHost(SessionHost, Protocol):
 
     def session_at(self, key: Any) -> KCPSession | None: ...
 
+    @property
+    def table(self) -> Mapping[Any, KCPSession]:
+        """The session table, read-only (the hot path looks sessions up in it directly)."""
+
     def session_count(self) -> int: ...
 
     def room_for_one(self, replacing: bool = False) -> str | None:
@@ -109,7 +113,7 @@ class Demux(Protocol):
 class AddressDemux:
     """kcp-go's lookup by remote address, with :mod:`kcp.admission`'s proof of address."""
 
-    __slots__ = ("_evicted", "_timer_entry", "admission", "crypt", "ep", "fec", "host", "probe")
+    __slots__ = ("_evicted", "_lookup", "_timer_entry", "admission", "crypt", "ep", "fec", "host", "probe")
 
     mode: Literal["compat", "secure"] = "compat"
 
@@ -123,9 +127,10 @@ class AddressDemux:
         self.admission = Admission(admission or AdmissionConfig())
         self._timer_entry: tuple[int, int] | None = None  # the pending table's expiry (TimerTarget)
         self._evicted: list[Address] = []  # evicted pending peers whose cached addresses go next tick
+        self._lookup = host.table.get
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
-        s = self.host.session_at(addr)
+        s = self._lookup(addr)
         if s is not None:
             s.feed(data, now)
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kcp.admission import AdmissionConfig
@@ -108,6 +108,10 @@ class Listener:
 
     def session_at(self, key: Any) -> KCPSession | None:
         return self._sessions.get(key)
+
+    @property
+    def table(self) -> Mapping[Any, KCPSession]:
+        return self._sessions  # the same dict for the listener's life (cleared, never replaced)
 
     def session_count(self) -> int:
         return len(self._sessions)
