@@ -26,13 +26,15 @@ from kcp.admission import AdmissionConfig
 from kcp.batch import Address, open_udp_socket
 from kcp.client import check_wire
 from kcp.config import CompatWire, IOOptions, SessionConfig, Wire
-from kcp.demux import AddressDemux, Demux, SecureDemux
+from kcp.demux import Demux
+from kcp.demux.address import AddressDemux
 from kcp.endpoint import Endpoint
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
 
 if TYPE_CHECKING:
+    from kcp.demux.secure import SecureDemux
     from kcp.secure import SecureServer
 
 __all__ = ["AdmissionConfig", "Listener", "listen"]
@@ -80,6 +82,8 @@ class Listener:
         if isinstance(wire, CompatWire):
             self._demux = AddressDemux(self, wire, self._admission_config)
         else:
+            from kcp.demux.secure import SecureDemux  # kcp.secure is loaded by secure listeners only
+
             self._demux = self._secure = SecureDemux(self, wire)
         ep.dispatch = self._demux.dispatch
 
@@ -159,7 +163,7 @@ class Listener:
     # -- properties ------------------------------------------------------------------------------
     @property
     def demux(self) -> Demux:
-        """The lookup (:class:`kcp.demux.AddressDemux` or :class:`kcp.demux.SecureDemux`), for inspection."""
+        """The lookup (:class:`kcp.demux.address.AddressDemux` or :class:`kcp.demux.secure.SecureDemux`)."""
         return self._demux
 
     @property

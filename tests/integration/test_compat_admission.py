@@ -27,7 +27,7 @@ from kcp.admission import AdmissionConfig
 from kcp.batch import open_udp_socket
 from kcp.crypt import derive_key, new_crypt
 from kcp.demo import echo
-from kcp.demux import AddressDemux
+from kcp.demux.address import AddressDemux
 from kcp.pipeline import Pipeline
 from kcp.session import KCPSession
 from kcp.stats import Counters

@@ -23,8 +23,8 @@ import kcp
 import kcp.client
 import kcp.endpoint
 import kcprpc
-from kcp import demux
 from kcp.demo import echo
+from kcp.demux import secure as demux
 from kcp.logutil import RateLimitedLog
 from kcp.secure import HandshakeConfig, HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
 from kcp.secure.packet import T_TRANSPORT
