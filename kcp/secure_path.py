@@ -196,9 +196,9 @@ class SecurePath:
         opened = counters.packets_opened
         payload = conn.open(datagram, addr, now)
         authentic = counters.packets_opened != opened
-        if conn.has_events:
+        if conn.events:
             self._events(now)
-        if conn.has_datagrams:
+        if conn.outbox:
             self._flush_control(now)
         s = self.owner
         if s is not None and not s.ended:
@@ -249,9 +249,9 @@ class SecurePath:
                 self.ep.send(conn.ping(now), conn.peer_addr)
             else:
                 self.rekey_due = now + max(1, conn.config.key_grace_ms)  # previous update unfinished
-        if conn.has_events:
+        if conn.events:
             self._events(now)
-        if conn.has_datagrams:
+        if conn.outbox:
             self._flush_control(now)
 
     # -- ending ----------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ class SecureDemux:
             return
         self.paths[conn.local_cid] = path
         host.register(conn.local_cid, s)
-        if conn.has_datagrams or conn.has_events:
+        if conn.outbox or conn.events:
             path.on_timer(now)
         if payload is not None:
             s.feed(payload, now)

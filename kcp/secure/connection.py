@@ -77,10 +77,8 @@ class SecureConnection:
         "_challenge_due",
         "_confirmed",
         "_epoch_started",
-        "_events",
         "_first_pn",
         "_next_pn",
-        "_outbox",
         "_path_in",
         "_path_out",
         "_prefix0",
@@ -99,12 +97,14 @@ class SecureConnection:
         "close_message",
         "close_packet",
         "counters",
+        "events",
         "goaway_received",
         "goaway_sent",
         "handshake_hash",
         "is_client",
         "last_authenticated",
         "local_cid",
+        "outbox",
         "params",
         "path_validated",
         "peer_addr",
@@ -172,8 +172,10 @@ class SecureConnection:
         self.close_packet: bytes | None = None
         self.goaway_sent = False
         self.goaway_received: tuple[int, str] | None = None
-        self._events: deque[Event] = deque()
-        self._outbox: list[tuple[bytes, Any]] = []
+        self.events: deque[Event] = deque()
+        """Events not taken yet (take them with :meth:`next_event`; the glue checks it is non-empty)."""
+        self.outbox: list[tuple[bytes, Any]] = []
+        """Datagrams to send (take them with :meth:`datagrams_to_send`: path probes and answers)."""
         self.last_authenticated = now
         """When (ms) the last packet that authenticated arrived (the handshake's time until one does).
         Only these prove the peer alive: forged, corrupted and replayed datagrams never move it."""
@@ -199,19 +201,9 @@ class SecureConnection:
         """The configuration the connection runs with (rekey timers, path probing...)."""
         return self._cfg
 
-    @property
-    def has_events(self) -> bool:
-        """True if :meth:`next_event` has something."""
-        return bool(self._events)
-
-    @property
-    def has_datagrams(self) -> bool:
-        """True if :meth:`datagrams_to_send` has something (path probes and answers)."""
-        return bool(self._outbox)
-
     def queue_datagram(self, datagram: bytes, addr: Any) -> None:
         """Queue a datagram for :meth:`datagrams_to_send` (the handshake's confirmation PING)."""
-        self._outbox.append((datagram, addr))
+        self.outbox.append((datagram, addr))
 
     def _set_state(self, new: ConnectionState) -> None:
         assert new in CONNECTION_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
@@ -250,7 +242,7 @@ class SecureConnection:
         self.close_packet = pkt
         self.close_code = int(code)
         self.close_message = message
-        self._events.append(ConnectionClosed(int(code), message, by_peer=False))
+        self.events.append(ConnectionClosed(int(code), message, by_peer=False))
         self.counters.closes_sent += 1
         return pkt
 
@@ -278,12 +270,12 @@ class SecureConnection:
 
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Any]]:
         """Control datagrams (path probes and answers, key confirmation) and where to send them."""
-        out, self._outbox = self._outbox, []
+        out, self.outbox = self.outbox, []
         return out
 
     def next_event(self) -> Event | None:
         """Pop the oldest pending event, or None."""
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> int | None:
         """When :meth:`handle_timer` wants to run next (ms), or None."""
@@ -303,7 +295,7 @@ class SecureConnection:
                 self.peer_addr = self._validated_addr
                 self.path_validated = True
                 self.counters.path_failed += 1
-                self._events.append(PathFailed(failed, self._validated_addr))
+                self.events.append(PathFailed(failed, self._validated_addr))
             else:
                 self._send_challenge(now)
 
@@ -407,7 +399,7 @@ class SecureConnection:
         self.close_code = Reason.STATELESS_RESET
         self.close_message = message
         self.counters.stateless_resets_received += 1
-        self._events.append(ConnectionClosed(Reason.STATELESS_RESET, message, by_peer=True))
+        self.events.append(ConnectionClosed(Reason.STATELESS_RESET, message, by_peer=True))
         return True
 
     def _control(self, ft: int, plaintext: bytes, addr: Any, now: int) -> None:
@@ -415,7 +407,7 @@ class SecureConnection:
         if ft == F_PING:
             return None
         if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
-            self._outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
+            self.outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
             return None
         if ft == F_PATH_RESPONSE and len(plaintext) == 9:
             if self._challenge is not None and plaintext[1:] == self._challenge:
@@ -425,7 +417,7 @@ class SecureConnection:
                 if self.peer_addr == validated:
                     self.path_validated = True
                 c.path_validated += 1
-                self._events.append(PathValidated(validated))
+                self.events.append(PathValidated(validated))
             return None
         if ft in (F_CLOSE, F_GOAWAY):
             try:
@@ -438,11 +430,11 @@ class SecureConnection:
                 self.close_code = code
                 self.close_message = message
                 c.closes_received += 1
-                self._events.append(ConnectionClosed(code, message, by_peer=True))
+                self.events.append(ConnectionClosed(code, message, by_peer=True))
             else:
                 self.goaway_received = (code, message)
                 c.goaways_received += 1
-                self._events.append(GoAwayReceived(code, message))
+                self.events.append(GoAwayReceived(code, message))
             return None
         c.frame_errors += 1
         return None
@@ -481,7 +473,7 @@ class SecureConnection:
         self._sent_in_epoch = 0
         self._epoch_started = now
         self.counters.key_updates += 1
-        self._events.append(KeyUpdated(self._send.epoch, by_peer=False))
+        self.events.append(KeyUpdated(self._send.epoch, by_peer=False))
 
     def _peer_update(self, keys: EpochKeys, pn: int, now: int) -> None:
         self._recv_prev = self._recv
@@ -495,7 +487,7 @@ class SecureConnection:
         self._sent_in_epoch = 0
         self._epoch_started = now
         self.counters.key_updates_by_peer += 1
-        self._events.append(KeyUpdated(keys.epoch, by_peer=True))
+        self.events.append(KeyUpdated(keys.epoch, by_peer=True))
 
     # ------------------------------------------------------------------------------ paths
 
@@ -503,7 +495,7 @@ class SecureConnection:
         old = self.peer_addr
         self.peer_addr = addr
         self.counters.path_changes += 1
-        self._events.append(PathChanged(old, addr))
+        self.events.append(PathChanged(old, addr))
         if addr == self._validated_addr:
             self.path_validated = True
             self._challenge = None
@@ -522,7 +514,7 @@ class SecureConnection:
         self._challenge_due = now + self._cfg.path_probe_interval_ms
         self.counters.path_challenges_sent += 1
         pkt = self._seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
-        self._outbox.append((pkt, self._challenge_addr))
+        self.outbox.append((pkt, self._challenge_addr))
 
 
 def reason_text(code: int, message: str) -> str:
