@@ -99,11 +99,21 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
         seen.append((token, client_static))
         return None if token in (b"", b"good") else "unknown token"
 
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="one line", static_private_key=PRIV, authorize=authorize, fec=(3, 1)), on_accept=echo) as lis:
+    async with await kcp.listen(
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(key="one line", static_private_key=PRIV, authorize=authorize, fec=(3, 1)),
+        on_accept=echo,
+    ) as lis:
         port = lis.address[1]
         # pinned key (IKpsk2) with a token and a client identity
         cpriv, cpub = generate_keypair(seeded_rng(3))
-        c = await kcp.dial("127.0.0.1", port, kcp.SecureWire(key="one line", static_private_key=cpriv, server_public_key=PUB, token=b"good"), session=kcp.SessionConfig(mtu=1200, snd_wnd=64, rcv_wnd=256))
+        c = await kcp.dial(
+            "127.0.0.1",
+            port,
+            kcp.SecureWire(key="one line", static_private_key=cpriv, server_public_key=PUB, token=b"good"),
+            session=kcp.SessionConfig(mtu=1200, snd_wnd=64, rcv_wnd=256),
+        )
         p = c.secure.params if c.secure else None
         # the server -> client window is capped by the listener's own send window (128, the default)
         assert p is not None and (p.mtu, p.snd_wnd, p.rcv_wnd) == (1200, 64, 128)
@@ -129,20 +139,34 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
 async def test_wrong_static_key_times_out_with_message(server: kcp.Listener) -> None:
     t0 = time.monotonic()
     with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch or server unreachable"):
-        await kcp.dial("127.0.0.1", server.address[1], kcp.SecureWire(server_public_key=OTHER_PUB, config=SecureConfig(handshake_timeout_ms=600)))
+        await kcp.dial(
+            "127.0.0.1",
+            server.address[1],
+            kcp.SecureWire(server_public_key=OTHER_PUB, config=SecureConfig(handshake_timeout_ms=600)),
+        )
     assert time.monotonic() - t0 < 3.0
     assert server.stats["secure_bad_mac1"] >= 1 and len(server) == 0
 
 
 async def test_wrong_psk_passphrase_times_out(server: kcp.Listener) -> None:
     with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch"):
-        await kcp.dial("127.0.0.1", server.address[1], kcp.SecureWire(key=bytes(32), config=SecureConfig(handshake_timeout_ms=600)))
+        await kcp.dial(
+            "127.0.0.1",
+            server.address[1],
+            kcp.SecureWire(key=bytes(32), config=SecureConfig(handshake_timeout_ms=600)),
+        )
 
 
 async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Listener) -> None:
     t0 = time.monotonic()
     with pytest.raises(HandshakeError, match="PSK mismatch") as info:
-        await kcp.dial("127.0.0.1", server.address[1], kcp.SecureWire(key=bytes(32), server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=10000)))
+        await kcp.dial(
+            "127.0.0.1",
+            server.address[1],
+            kcp.SecureWire(
+                key=bytes(32), server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=10000)
+            ),
+        )
     assert not isinstance(info.value, HandshakeTimeout)
     assert time.monotonic() - t0 < 2.0  # one RTT, not the 10 s timeout
 
@@ -151,7 +175,11 @@ async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Lis
     ("server_kw", "client_kw", "message"),
     [
         ({}, {"token": b"nope"}, "handshake refused by server: bad token: unknown token"),
-        ({}, {"config": SecureConfig(versions=(2, 3))}, "version mismatch: client speaks [2, 3], server speaks [1]"),
+        (
+            {},
+            {"config": SecureConfig(versions=(2, 3))},
+            "version mismatch: client speaks [2, 3], server speaks [1]",
+        ),
         (
             {"config": SecureConfig(min_mtu=1300)},
             {"session": kcp.SessionConfig(mtu=1000)},
@@ -162,7 +190,11 @@ async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Lis
             {"fec": (4, 2), "config": SecureConfig(fec_strict=True)},
             "FEC mismatch: client requires 4/2 shards, server requires 10/3",
         ),
-        ({"config": SecureConfig(mux_versions=(1,))}, {"config": SecureConfig(mux_versions=(2,))}, "mux version mismatch"),
+        (
+            {"config": SecureConfig(mux_versions=(1,))},
+            {"config": SecureConfig(mux_versions=(2,))},
+            "mux version mismatch",
+        ),
     ],
 )
 async def test_refusals_carry_the_servers_reason(
@@ -173,9 +205,16 @@ async def test_refusals_carry_the_servers_reason(
 
     client_kw = dict(client_kw)
     client_session = client_kw.pop("session", None)
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(static_private_key=PRIV, authorize=authorize, **server_kw)) as lis:
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(static_private_key=PRIV, authorize=authorize, **server_kw)
+    ) as lis:
         with pytest.raises(HandshakeRefused, match=message.replace("[", r"\[").replace("]", r"\]")):
-            await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(server_public_key=PUB, **client_kw), session=client_session)
+            await kcp.dial(
+                "127.0.0.1",
+                lis.address[1],
+                kcp.SecureWire(server_public_key=PUB, **client_kw),
+                session=client_session,
+            )
         assert lis.stats["secure_refused"] == 1 and len(lis) == 0
 
 
@@ -197,8 +236,15 @@ async def test_usage_errors() -> None:
 
 @pytest.mark.parametrize("fec", [(0, 0), (10, 3)])
 async def test_bulk_echo(fec: tuple[int, int]) -> None:
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])), on_accept=echo) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])), session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256))
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])), on_accept=echo
+    ) as lis:
+        c = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
+        )
         await _bulk_echo(c, 3 << 20)
         st = c.stats
         assert st["secure_decrypt_errors"] == 0 and st["secure_packets_opened"] > 2000
@@ -211,7 +257,12 @@ async def test_bulk_echo(fec: tuple[int, int]) -> None:
 
 
 async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None:
-    c = await kcp.dial("127.0.0.1", server.address[1], kcp.SecureWire(key=PSK, server_public_key=PUB), session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256))
+    c = await kcp.dial(
+        "127.0.0.1",
+        server.address[1],
+        kcp.SecureWire(key=PSK, server_public_key=PUB),
+        session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
+    )
     await _roundtrip(c)
     (srv,) = server.sessions.values()
     events: list[Any] = []
@@ -239,7 +290,12 @@ async def test_migration_through_a_lossy_relay() -> None:
     lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="nat"), on_accept=echo)
     relay = LossyRelay(target=lis.address, loss=5.0, delay=2.0, jitter=1.0, reorder=2.0, dup=1.0, seed=4)
     async with lis, relay:
-        c = await kcp.dial("127.0.0.1", relay.address[1], kcp.SecureWire(key="nat", config=SecureConfig(handshake_timeout_ms=10000)), session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256))
+        c = await kcp.dial(
+            "127.0.0.1",
+            relay.address[1],
+            kcp.SecureWire(key="nat", config=SecureConfig(handshake_timeout_ms=10000)),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
+        )
         await _roundtrip(c)
         (srv,) = lis.sessions.values()
         first = srv.remote_address
@@ -323,8 +379,13 @@ async def test_replayed_packets_are_rejected_and_counted(server: kcp.Listener) -
         stranger.close()
         transport = sum(1 for d in recorded if d[0] in (0xC8, 0xC9))
         await _wait_until(
-            lambda: srv.stats["secure_replay_duplicates"] + srv.stats["secure_replay_too_old"]
-            - before["secure_replay_duplicates"] - before["secure_replay_too_old"] >= 2 * transport,
+            lambda: (
+                srv.stats["secure_replay_duplicates"]
+                + srv.stats["secure_replay_too_old"]
+                - before["secure_replay_duplicates"]
+                - before["secure_replay_too_old"]
+                >= 2 * transport
+            ),
             "every replayed transport packet counted",
         )
         after = srv.stats
@@ -349,7 +410,9 @@ async def test_tampered_and_garbage_datagrams_are_dropped(server: kcp.Listener) 
         sample = next(d for d in reversed(relay.recorded) if d[0] in (0xC8, 0xC9) and len(d) > 1000)
         rnd = random.Random(9)
         junk = [rnd.randbytes(rnd.randrange(0, 1500)) for _ in range(500)]
-        junk += [bytes((t,)) + sample[1:9] + rnd.randbytes(rnd.randrange(0, 1400)) for t in (0xC8, 0xC9) * 250]
+        junk += [
+            bytes((t,)) + sample[1:9] + rnd.randbytes(rnd.randrange(0, 1400)) for t in (0xC8, 0xC9) * 250
+        ]
         junk += [bytes((0xC1,)) + rnd.randbytes(1199) for _ in range(200)]
         flipped = [sample[:i] + bytes((sample[i] ^ 0x01,)) + sample[i + 1 :] for i in range(len(sample))]
 
@@ -376,8 +439,15 @@ async def test_tampered_and_garbage_datagrams_are_dropped(server: kcp.Listener) 
 async def test_key_rotation_across_a_long_transfer() -> None:
     # small limits: a new epoch every 200 packets; the old key goes once 128 newer packets came
     opts = {"rekey_after_packets": 200, "key_grace_ms": 100, "replay_window": 128}
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="rotate", config=SecureConfig(**opts)), on_accept=echo) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="rotate", config=SecureConfig(**opts)), session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256))
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="rotate", config=SecureConfig(**opts)), on_accept=echo
+    ) as lis:
+        c = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="rotate", config=SecureConfig(**opts)),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
+        )
         await _bulk_echo(c, 4 << 20)
         st = c.stats
         assert st["secure_key_epoch"] >= 5
@@ -389,8 +459,12 @@ async def test_key_rotation_across_a_long_transfer() -> None:
 
 async def test_keys_age_out_on_the_timer_while_idle() -> None:
     opts = {"rekey_after_ms": 60, "key_grace_ms": 20}
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="age", config=SecureConfig(**opts)), on_accept=echo) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="age", config=SecureConfig(**opts)))
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="age", config=SecureConfig(**opts)), on_accept=echo
+    ) as lis:
+        c = await kcp.dial(
+            "127.0.0.1", lis.address[1], kcp.SecureWire(key="age", config=SecureConfig(**opts))
+        )
         await _roundtrip(c)
         (srv,) = lis.sessions.values()
         assert c.secure is not None and srv.secure is not None
@@ -409,9 +483,20 @@ async def test_keys_age_out_on_the_timer_while_idle() -> None:
 
 async def test_close_reason_reaches_the_peer_at_once() -> None:
     accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="close"), session=kcp.SessionConfig(idle_timeout=60), on_accept=accepted.put_nowait) as lis:
+    async with await kcp.listen(
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(key="close"),
+        session=kcp.SessionConfig(idle_timeout=60),
+        on_accept=accepted.put_nowait,
+    ) as lis:
         # server closes with a reason: the client's reads end and it knows why
-        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="close"), session=kcp.SessionConfig(idle_timeout=60))
+        c = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="close"),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         c.write(b"hi")
         srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
         assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
@@ -424,7 +509,12 @@ async def test_close_reason_reaches_the_peer_at_once() -> None:
         with pytest.raises(kcp.ConnectionClosedError, match="maintenance window"):
             c.write(b"more")
         # client closes: the server session ends at once, long before its idle timeout
-        c2 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="close"), session=kcp.SessionConfig(idle_timeout=60))
+        c2 = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="close"),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         c2.write(b"x")
         srv2 = await asyncio.wait_for(accepted.get(), TIMEOUT)
         mine: list[Any] = []
@@ -453,19 +543,30 @@ asyncio.run(main())
 async def test_server_restart_ends_the_client_at_once_by_stateless_reset() -> None:
     root = str(Path(__file__).resolve().parents[2])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _CRASHING_SERVER, PRIV.hex(), stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        _CRASHING_SERVER,
+        PRIV.hex(),
+        stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": root},
     )
     try:
         assert proc.stdout is not None
         port = int(await asyncio.wait_for(proc.stdout.readline(), TIMEOUT))
-        c = await kcp.dial("127.0.0.1", port, kcp.SecureWire(server_public_key=PUB), session=kcp.SessionConfig(idle_timeout=60))
+        c = await kcp.dial(
+            "127.0.0.1",
+            port,
+            kcp.SecureWire(server_public_key=PUB),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         await _roundtrip(c)
     finally:
         proc.kill()  # a crash: no CLOSE
         await proc.wait()
     # the server comes back on the same port with the same key, but without the connection
-    async with await kcp.listen("127.0.0.1", port, kcp.SecureWire(static_private_key=PRIV), on_accept=echo) as lis:
+    async with await kcp.listen(
+        "127.0.0.1", port, kcp.SecureWire(static_private_key=PRIV), on_accept=echo
+    ) as lis:
         c.write(b"anyone there?")
         await asyncio.wait_for(c.wait_closed(), 5)
         assert c.close_reason.startswith("closed by peer: stateless reset") and c.close_code == 11
@@ -494,8 +595,12 @@ async def test_goaway_from_the_listener() -> None:
 
 
 async def test_listener_close_ends_clients_at_once() -> None:
-    lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60), on_accept=echo)
-    c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60))
+    lis = await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60), on_accept=echo
+    )
+    c = await kcp.dial(
+        "127.0.0.1", lis.address[1], kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60)
+    )
     await _roundtrip(c)
     lis.close()
     await lis.wait_closed()
@@ -504,7 +609,9 @@ async def test_listener_close_ends_clients_at_once() -> None:
 
 
 async def test_full_table_closes_new_sessions_with_server_busy() -> None:
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="full"), on_accept=echo, max_sessions=1) as lis:
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="full"), on_accept=echo, max_sessions=1
+    ) as lis:
         c1 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="full"))
         await _roundtrip(c1)
         assert lis.secure_server is not None and lis.secure_server.config.always_retry  # full: cookies first
@@ -526,8 +633,17 @@ def _raw_udp(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> byte
     """An IPv4 + UDP packet (checksums: the kernel fills the IP one; UDP's 0 = none)."""
     udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
     ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, socket.IPPROTO_UDP, 0,
-        socket.inet_aton(src[0]), socket.inet_aton(dst[0]),
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(udp),
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(src[0]),
+        socket.inet_aton(dst[0]),
     )
     return ip + udp
 
@@ -543,13 +659,22 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
         pytest.skip(message)
     raw.setblocking(False)
     max_half_open = 256
-    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(static_private_key=PRIV, config=SecureConfig(max_half_open=max_half_open, retry_threshold=32)), on_accept=echo) as lis:
+    async with await kcp.listen(
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(
+            static_private_key=PRIV, config=SecureConfig(max_half_open=max_half_open, retry_threshold=32)
+        ),
+        on_accept=echo,
+    ) as lis:
         dst = lis.address
         rnd = random.Random(5)
         # 100,000 spoofed initiations from random 127/8 addresses: 5,000 valid ones (the attacker
         # knows the server's public key) and 95,000 with a bad mac1
-        valid = [SecureClient(HandshakeConfig(server_public_key=PUB), seeded_rng(100 + i)).initiate(0)
-                 for i in range(5000)]
+        valid = [
+            SecureClient(HandshakeConfig(server_public_key=PUB), seeded_rng(100 + i)).initiate(0)
+            for i in range(5000)
+        ]
         junk_template = bytearray(valid[0])
         datagrams: list[bytes] = []
         for i in range(100_000):
@@ -562,8 +687,10 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
         client_task: asyncio.Task[KCPSession] | None = None
         t0 = time.monotonic()
         for i, d in enumerate(datagrams):
-            src = (f"127.{rnd.randrange(1, 255)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
-                   rnd.randrange(1024, 65535))
+            src = (
+                f"127.{rnd.randrange(1, 255)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
+                rnd.randrange(1024, 65535),
+            )
             try:
                 raw.sendto(_raw_udp(src, dst, d), (dst[0], 0))
                 sent += 1
@@ -573,7 +700,13 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
                 await asyncio.sleep(0)  # let the server (same loop) read
             if i == 30_000:
                 client_task = asyncio.create_task(
-                    kcp.dial("127.0.0.1", dst[1], kcp.SecureWire(server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=15000)))
+                    kcp.dial(
+                        "127.0.0.1",
+                        dst[1],
+                        kcp.SecureWire(
+                            server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=15000)
+                        ),
+                    )
                 )
         raw.close()
         assert client_task is not None
@@ -605,7 +738,9 @@ async def test_secure_counters_reach_the_process_wide_snmp() -> None:
     c.rebind()
     await _wait_until(lambda: srv.stats["secure_path_validated"] == 1, "path validation")
     with pytest.raises(HandshakeTimeout):  # the wrong PSK for a passphrase server: dropped by mac1
-        await kcp.dial("127.0.0.1", port, kcp.SecureWire(key="wrong", config=SecureConfig(handshake_timeout_ms=200)))
+        await kcp.dial(
+            "127.0.0.1", port, kcp.SecureWire(key="wrong", config=SecureConfig(handshake_timeout_ms=200))
+        )
     mid = kcp.snmp()
     assert mid["secure_path_changes"] - before["secure_path_changes"] == 1
     assert mid["secure_path_validated"] - before["secure_path_validated"] == 1
