@@ -201,9 +201,9 @@ class SecurePath:
         if conn.outbox:
             self._flush_control(now)
         s = self.owner
-        if s is not None and not s.ended:
+        if s is not None:
             if payload is not None:
-                s.feed(payload, now)
+                s.feed(payload, now)  # a session that ended ignores it
             elif authentic:
                 s.touch(now)  # authenticated control traffic (PING, path probes) keeps it alive
         return authentic

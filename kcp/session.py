@@ -368,7 +368,10 @@ class KCPSession:
 
     # -- network input ---------------------------------------------------------------------------
     def feed(self, data: bytes, now: int) -> None:
-        """One datagram from the remote address (called by the host's demux or the packet path)."""
+        """One datagram from the remote address (called by the host's demux or the packet path);
+        ignored once the session ended."""
+        if self._state is _CLOSED:
+            return
         self._last_recv = now
         c: Any = self.counters
         c.in_pkts += 1
