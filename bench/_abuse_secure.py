@@ -29,7 +29,7 @@ from typing import Any
 
 import kcprpc
 from bench._abuse_common import AbuseService, Attack, BlobRequest, EchoMsg, Target
-from kcp.secure import HandshakeRefused, SecureClient, SecureConfig, SecureConnection
+from kcp.secure import HandshakeConfig, HandshakeRefused, SecureClient, SecureConnection
 from kcp.secure.packet import T_TRANSPORT
 from kcp.secure.testing import HostileClient
 
@@ -78,7 +78,7 @@ async def _handshake(sock: socket.socket, client: SecureClient, deadline: float)
 async def fec_oversize(target: Target, seconds: float) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    cfg = SecureConfig(passphrase=target.key)
+    cfg = HandshakeConfig(passphrase=target.key)
     out = {"attempts": 0, "refused": 0, "accepted": 0, "timeouts": 0, "other_failures": 0, "retries": 0}
 
     async def worker() -> None:
@@ -161,7 +161,7 @@ async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
     async def one(seed: int) -> None:
         sock = _udp(target)
         try:
-            client = SecureClient(SecureConfig(passphrase=target.key))
+            client = SecureClient(HandshakeConfig(passphrase=target.key))
             await _handshake(sock, client, deadline)
             conn = client.connection
             if conn is None:

@@ -60,7 +60,12 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         lis = await kcp.listen(
-            "127.0.0.1", 0, on_accept=echo, max_sessions=max_sessions, backlog=max_sessions, idle_timeout=120
+            "127.0.0.1",
+            0,
+            session=kcp.SessionConfig(idle_timeout=120),
+            on_accept=echo,
+            max_sessions=max_sessions,
+            backlog=max_sessions,
         )
         port_q.put(lis.address[1])
         done = loop.create_future()
@@ -103,7 +108,7 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
 
             gc.callbacks.append(gc_cb)
             last = {"cpu": _cpu(), "t": time.perf_counter(), "in": 0, "calls": 0, "fired": 0}
-            heap = lis._ep.timers
+            heap = lis.endpoint.timers
 
             def tick() -> None:
                 st = lis.stats
@@ -111,7 +116,7 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
                 print(
                     f"[server] cpu {100 * (_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
                     f"in {st['in_pkts'] - last['in']} calls {st['recv_syscalls'] - last['calls']} "
-                    f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis._ep.tx)} "
+                    f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis.endpoint.tx)} "
                     f"gc {gc_t['n']} runs {gc_t['total'] * 1000:.0f} ms max {gc_t['max'] * 1000:.0f} ms "
                     f"gens {[g['collections'] for g in gc.get_stats()]} counts {gc.get_count()}",
                     file=sys.stderr,
@@ -137,7 +142,9 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
 def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, result_q: Any) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        sessions = [await kcp.dial("127.0.0.1", port, idle_timeout=120) for _ in range(n)]
+        sessions = [
+            await kcp.dial("127.0.0.1", port, session=kcp.SessionConfig(idle_timeout=120)) for _ in range(n)
+        ]
         rng = random.Random(idx)
 
         async def warm(s: KCPSession) -> None:

@@ -55,8 +55,8 @@ async def memory_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
 async def kcp_factory() -> tuple[Pair, Callable[[], Awaitable[None]]]:
     import kcp  # both ends in this process, over 127.0.0.1 UDP
 
-    listener = await kcp.listen("127.0.0.1", 0, **BULK_KCP_OPTS)
-    client = await kcp.dial("127.0.0.1", listener.address[1], **BULK_KCP_OPTS)
+    listener = await kcp.listen("127.0.0.1", 0, session=kcp.SessionConfig(**BULK_KCP_OPTS))
+    client = await kcp.dial("127.0.0.1", listener.address[1], session=kcp.SessionConfig(**BULK_KCP_OPTS))
     client.write(b"?")  # KCP has no handshake: the listener sees the session with its first packet
     server = await asyncio.wait_for(listener.accept(), 10)
     assert await asyncio.wait_for(server.readexactly(1), 10) == b"?"

@@ -26,7 +26,7 @@ from _common import Contender, alternate_rounds, print_rounds
 
 from kcp.crypt import derive_key, new_crypt
 from kcp.pipeline import Pipeline
-from kcp.secure import SecureClient, SecureConfig, SecureConnection, SecureServer, generate_keypair
+from kcp.secure import HandshakeConfig, SecureClient, SecureConnection, SecureServer, generate_keypair
 from kcp.stats import Counters
 
 SIZE = 1400
@@ -41,14 +41,14 @@ def kcp_packet() -> bytes:
 
 
 def handshake_contenders(server_time: list[float]) -> list[Contender]:
-    scfg = SecureConfig(
+    scfg = HandshakeConfig(
         static_key=SERVER_PRIV,
         retry_threshold=1 << 30,
         retry_rate=1 << 30,
         max_half_open=1 << 16,
         replay_cache=1 << 16,
     )
-    ccfg = SecureConfig(server_public_key=SERVER_PUB)
+    ccfg = HandshakeConfig(server_public_key=SERVER_PUB)
     server = SecureServer(scfg)
     clock = [0]
 
@@ -70,7 +70,7 @@ def handshake_contenders(server_time: list[float]) -> list[Contender]:
         assert ok
         server.remove(server.connections[conn.remote_cid])
 
-    loaded = SecureServer(SecureConfig(static_key=SERVER_PRIV, always_retry=True))
+    loaded = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, always_retry=True))
     init = SecureClient(ccfg).initiate(0)
 
     def retry() -> None:
@@ -92,8 +92,8 @@ def packet_contenders() -> list[Contender]:
 
         out.append((f"compat {name} (CFB + crc32) seal+open", 1, compat))
     for suite in ("aesgcm", "chachapoly"):
-        server = SecureServer(SecureConfig(static_key=SERVER_PRIV))
-        client = SecureClient(SecureConfig(server_public_key=SERVER_PUB, suites=(suite,)))
+        server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV))
+        client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB, suites=(suite,)))
         r = server.receive(client.initiate(0), CLIENT_ADDR, 0)
         c = client.receive(r.replies[0][0], SERVER_ADDR, 0)
         assert c is not None

@@ -39,12 +39,14 @@ CONTENDERS = ("compat-aes", "secure", "compat-aes-fec", "secure-fec", "compat-no
 
 
 def _variant(name: str) -> dict[str, Any]:
-    fec = {"data_shards": 10, "parity_shards": 3} if name.endswith("-fec") else {}
+    """kcp.dial/listen's wire and session for one contender."""
+    fec = (10, 3) if name.endswith("-fec") else (0, 0)
+    session = kcp.SessionConfig(**KCP_OPTS)
     if name.startswith("secure"):
-        return {"mode": "secure", "key": "bench passphrase", **fec}
+        return {"wire": kcp.SecureWire(key="bench passphrase", fec=fec), "session": session}
     if name == "compat-none":
-        return {}
-    return {"crypt": "aes", "key": "bench passphrase", **fec}
+        return {"session": session}
+    return {"wire": kcp.CompatWire(crypt="aes", key="bench passphrase", fec=fec), "session": session}
 
 
 def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
@@ -54,7 +56,7 @@ def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
         async def sink(s: KCPSession) -> None:
             done.set_result(await sink_bulk(s, total))
 
-        lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name), **KCP_OPTS)
+        lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name))
         port_q.put(lis.address[1])
         got = await asyncio.wait_for(done, 300)
         await asyncio.sleep(0.2)  # let the last acks leave before closing (bench only)
@@ -65,7 +67,7 @@ def _receiver(name: str, total: int, port_q: Any, result_q: Any) -> None:
 
 
 async def _sender(name: str, port: int, total: int) -> dict[str, Any]:
-    s = await kcp.dial("127.0.0.1", port, **_variant(name), **KCP_OPTS)
+    s = await kcp.dial("127.0.0.1", port, **_variant(name))
     elapsed = await send_bulk(s, total, timeout=300)
     st = s.stats
     s.abort()
@@ -92,7 +94,7 @@ def _dial_server(port_q: Any, stop_q: Any) -> None:
             while data := await s.read(65536):
                 s.write(data)
 
-        lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=priv, on_accept=echo)
+        lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(static_private_key=priv), on_accept=echo)
         port_q.put((lis.address[1], pub))
         await asyncio.get_running_loop().run_in_executor(None, stop_q.get)
         lis.close()
@@ -108,7 +110,7 @@ def run_dials(n: int) -> dict[str, float]:
             out = []
             for _ in range(n):
                 t0 = time.perf_counter()
-                s = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=pub)
+                s = await kcp.dial("127.0.0.1", port, kcp.SecureWire(server_public_key=pub))
                 s.write(b"?")
                 await s.readexactly(1)
                 out.append(time.perf_counter() - t0)

@@ -38,13 +38,15 @@ KCP_OPTS: dict[str, Any] = {**BULK_KCP_OPTS, "idle_timeout": 60.0}
 
 
 def _variant(name: str) -> dict[str, Any]:
+    """kcp.dial/listen's wire, session and io for one contender."""
+    out: dict[str, Any] = {"session": kcp.SessionConfig(**KCP_OPTS)}
     if name == "ours-aes-fec":
-        return {"crypt": "aes", "key": "bench", "data_shards": 10, "parity_shards": 3}
-    if name == "ours-nommsg":
-        return {"mmsg": False, "gso": False}
-    if name == "ours-nogso":
-        return {"gso": False}
-    return {}
+        out["wire"] = kcp.CompatWire(crypt="aes", key="bench", fec=(10, 3))
+    elif name == "ours-nommsg":
+        out["io"] = kcp.IOOptions(mmsg=False, gso=False)
+    elif name == "ours-nogso":
+        out["io"] = kcp.IOOptions(gso=False)
+    return out
 
 
 # ---------------------------------------------------------------------------------------- ours
@@ -56,7 +58,7 @@ def _ours_receiver(name: str, total: int, loop_kind: str, port_q: Any, result_q:
             await sink_bulk(s, total)
             done.set_result(s.stats)
 
-        lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name), **KCP_OPTS)
+        lis = await kcp.listen("127.0.0.1", 0, on_accept=sink, **_variant(name))
         port_q.put(lis.address[1])
         sess_stats = await asyncio.wait_for(done, 120)
         await asyncio.sleep(0.2)  # let the last acks leave before closing (bench only)
@@ -67,9 +69,9 @@ def _ours_receiver(name: str, total: int, loop_kind: str, port_q: Any, result_q:
 
 
 async def _ours_sender(name: str, port: int, total: int) -> dict[str, Any]:
-    s = await kcp.dial("127.0.0.1", port, **_variant(name), **KCP_OPTS)
+    s = await kcp.dial("127.0.0.1", port, **_variant(name))
     elapsed = await send_bulk(s, total)
-    ep = s._ep.counters.snapshot()
+    ep = s.endpoint_counters.snapshot()
     st = s.stats
     s.abort()
     return {"elapsed": elapsed, "endpoint": ep, "session": st}

@@ -4,18 +4,21 @@ The names here are the public transport API: :func:`dial`, :func:`listen` and :f
 :class:`KCPSession`, :class:`Listener` and :class:`SessionConfig`; the sans-I/O engine
 :class:`KCP` and :func:`getconv`; kcptun's key derivation and ciphers (:func:`derive_key`,
 :func:`new_crypt`); the counters (:class:`Counters`, :data:`SNMP`, :func:`snmp`) and the errors.
-Secure mode's key helpers live in :mod:`kcp.secure` (``dial``/``listen`` take ``mode="secure"``);
+The wire is described once: :class:`CompatWire` (kcp-go's format) or :class:`SecureWire` (kcprpc's
+authenticated one; key helpers in :mod:`kcp.secure`), the socket by :class:`IOOptions`;
 :mod:`kcp.relay` and :mod:`kcp.simlink` are test and benchmark tools.
 """
 
 from __future__ import annotations
 
+from kcp.client import dial, run
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.crypt import derive_key, new_crypt
 from kcp.engine import KCP, getconv
-from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError, RemoteProtocolError
+from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError
 from kcp.listener import Listener, listen
-from kcp.session import KCPSession, dial, run, snmp
+from kcp.session import KCPSession, SessionState
+from kcp.snmp import snmp
 from kcp.stats import SNMP, Counters
 
 __all__ = [
@@ -30,9 +33,9 @@ __all__ = [
     "KCPSession",
     "KCPUsageError",
     "Listener",
-    "RemoteProtocolError",
     "SecureWire",
     "SessionConfig",
+    "SessionState",
     "Wire",
     "derive_key",
     "dial",

@@ -102,13 +102,6 @@ class SessionConfig:
         if self.close_linger < 0 or self.dead_link < 1:
             raise KCPUsageError("close_linger must be >= 0 and dead_link >= 1")
 
-    def with_options(self, **options: Any) -> SessionConfig:
-        """A copy with some fields replaced (unknown names raise :class:`KCPUsageError`)."""
-        unknown = set(options) - set(self.__dataclass_fields__)
-        if unknown:
-            raise KCPUsageError(f"unknown session option(s): {', '.join(sorted(unknown))}")
-        return replace(self, **options) if options else self
-
 
 @dataclass(frozen=True)
 class IOOptions:

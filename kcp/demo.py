@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import os
 import time
-from typing import Any
 
 import kcp
 from kcp.relay import LossyRelay
@@ -29,8 +28,8 @@ async def echo(session: kcp.KCPSession) -> None:
 
 async def demo(loss: float, delay: float, messages: int, bulk: int, seed: int) -> int:
     """Run the echo demo; returns a process exit code."""
-    opts: dict[str, Any] = {"crypt": "aes", "key": "kcprpc demo", "data_shards": 10, "parity_shards": 3}
-    listener = await kcp.listen("127.0.0.1", 0, on_accept=echo, **opts)
+    wire = kcp.CompatWire(crypt="aes", key="kcprpc demo", fec=(10, 3))
+    listener = await kcp.listen("127.0.0.1", 0, wire, on_accept=echo)
     async with (
         listener,
         LossyRelay(target=listener.address, loss=loss, delay=delay, jitter=delay / 5, seed=seed) as relay,
@@ -39,7 +38,7 @@ async def demo(loss: float, delay: float, messages: int, bulk: int, seed: int) -
             f"listener {listener.address[0]}:{listener.address[1]}, relay {relay.address[0]}:{relay.address[1]}"
         )
         print(f"link: {loss:g} % loss each way, {delay:g} ms one-way delay; aes + FEC 10/3")
-        session = await kcp.dial("127.0.0.1", relay.address[1], **opts)
+        session = await kcp.dial("127.0.0.1", relay.address[1], wire)
         async with session:
             rtts = []
             for i in range(messages):

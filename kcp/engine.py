@@ -58,7 +58,10 @@ __all__ = [
     "IKCP_WND_RCV",
     "IKCP_WND_SND",
     "KCP",
+    "SEGMENT_HEADER",
+    "acks_segment",
     "getconv",
+    "packet_conv",
 ]
 
 # ikcp constants (same names and values as ikcp.c)
@@ -140,6 +143,45 @@ def getconv(packet: bytes | bytearray | memoryview) -> int:
     if len(packet) < 4:
         return -1
     return int(_CONV.unpack_from(packet, 0)[0])
+
+
+SEGMENT_HEADER = _HDR
+"""The header of one KCP segment: conv u32, cmd u8, frg u8, wnd u16, ts u32, sn u32, una u32, len u32."""
+
+
+def packet_conv(packet: bytes | bytearray | memoryview) -> int:
+    """The conv of a well-formed KCP packet (every segment parses, same conv, known cmd), else -1."""
+    n = len(packet)
+    if n < IKCP_OVERHEAD:
+        return -1
+    off = 0
+    conv = -1
+    unpack = _HDR.unpack_from
+    while n - off >= IKCP_OVERHEAD:
+        c, cmd, _frg, _wnd, _ts, _sn, _una, ln = unpack(packet, off)
+        if (
+            (conv >= 0 and c != conv)
+            or cmd < IKCP_CMD_PUSH
+            or cmd > IKCP_CMD_WINS
+            or n - off - IKCP_OVERHEAD < ln
+        ):
+            return -1
+        conv = c
+        off += IKCP_OVERHEAD + ln
+    return conv
+
+
+def acks_segment(packet: bytes | bytearray | memoryview, sn: int, ts: int) -> bool:
+    """True if the KCP packet holds an ACK of segment ``sn`` echoing timestamp ``ts``."""
+    n = len(packet)
+    off = 0
+    unpack = _HDR.unpack_from
+    while n - off >= IKCP_OVERHEAD:
+        _c, cmd, _frg, _wnd, t, s, _una, ln = unpack(packet, off)
+        if cmd == IKCP_CMD_ACK and s == sn and t == ts:
+            return True
+        off += IKCP_OVERHEAD + ln
+    return False
 
 
 class _Seg:

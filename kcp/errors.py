@@ -2,8 +2,7 @@
 
 One base, :class:`KCPError`, so callers can catch everything this package raises on purpose.
 Misuse by the caller (bad arguments) raises :class:`KCPUsageError`, which is also a ``ValueError``.
-Garbage from the network never raises: it is dropped and counted. :class:`RemoteProtocolError`
-exists for decoders that are used directly and must say why they refused a packet.
+Garbage from the network never raises: it is dropped and counted.
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ class KCPError(Exception):
 
 class KCPUsageError(KCPError, ValueError):
     """The caller passed an invalid argument or used an object in a state that forbids it."""
-
-
-class RemoteProtocolError(KCPError):
-    """A packet from the peer is malformed, forged or otherwise unacceptable."""
 
 
 class ConnectionClosedError(KCPError, ConnectionError):

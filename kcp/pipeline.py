@@ -57,6 +57,7 @@ __all__ = [
     "TYPE_OOB",
     "TYPE_PARITY",
     "Pipeline",
+    "bare_kcp",
 ]
 
 KIND_KCP = 0
@@ -73,6 +74,13 @@ CRYPT_HEADER_SIZE = NONCE_SIZE + CRC_SIZE
 CONV_SIZE = 4
 MIN_PACKET_SIZE = FEC_HEADER_SIZE_PLUS2 + CONV_SIZE
 """Shortest decrypted packet kcp-go accepts: min(KCP overhead 24, OOB framing 12)."""
+
+
+def bare_kcp(datagram: bytes) -> bool:
+    """True if a datagram of a plain packet layer (no crypt, no FEC) is a bare KCP packet: no
+    FEC/OOB flag (0xf1-0xf3) at offset 4, which a KCP ``cmd``/``frg`` pair never reads as."""
+    return not (len(datagram) > 5 and 0xF1 <= datagram[4] <= 0xF3 and datagram[5] == 0)
+
 
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")

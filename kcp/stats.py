@@ -7,7 +7,8 @@ session also adds to. Counters are plain integer attributes (slots) so the hot p
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import ClassVar, TypeVar
 
 _FIELDS: tuple[str, ...] = (
     # UDP level
@@ -60,7 +61,7 @@ _FIELDS: tuple[str, ...] = (
     "restart_deferred",  # a proven new conv from a live session's address, held: the old one is not quiet
     "sessions_replaced",  # live sessions replaced by a proven new conversation (kcp-go's restart rule)
     # secure mode (kcp.secure): folded in from the handshake cores and the connections
-    # (kcp.secure_io.SNMP_SECURE says which SecureCounters feed each one)
+    # (SECURE_SUMMARY says which SecureCounters feed each one)
     "secure_handshakes",  # handshakes completed (dialled and accepted)
     "secure_handshake_failures",  # dials that failed: timeout, PSK mismatch, refusal
     "secure_bad_mac1",  # initiations dropped silently: wrong server key / PSK, or garbage
@@ -83,8 +84,53 @@ _FIELDS: tuple[str, ...] = (
 )
 
 
-class Counters:
-    """A set of named integer counters. Attribute access is the fast path."""
+_C = TypeVar("_C", bound="CounterSet")
+
+
+class CounterSet:
+    """Named integer counters in slots (a subclass lists them in ``FIELDS`` and ``__slots__``).
+
+    Attribute access (``c.name += 1``) is the hot path; :meth:`snapshot` returns a dict,
+    :meth:`add` aggregates another set of the same kind, :meth:`total` many.
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def snapshot(self) -> dict[str, int]:
+        """Return the current values as a new dict (field order is stable)."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def reset(self) -> None:
+        """Set every counter to zero."""
+        for name in self.FIELDS:
+            setattr(self, name, 0)
+
+    def add(self, other: CounterSet, fields: Iterable[str] | None = None) -> None:
+        """Add ``other`` (of the same kind) into this set: every field, or only ``fields``."""
+        for name in self.FIELDS if fields is None else fields:
+            v = getattr(other, name)
+            if v:
+                setattr(self, name, getattr(self, name) + v)
+
+    @classmethod
+    def total(cls: type[_C], sets: Iterable[CounterSet]) -> _C:
+        """A new set holding the sum of ``sets``."""
+        out = cls()
+        for s in sets:
+            out.add(s)
+        return out
+
+    def __repr__(self) -> str:
+        nonzero = {k: v for k, v in self.snapshot().items() if v}
+        return f"{type(self).__name__}({nonzero})"
+
+
+class Counters(CounterSet):
+    """The transport's counters (one set per session/endpoint, plus :data:`SNMP`)."""
 
     FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
     __slots__ = _FIELDS
@@ -154,27 +200,43 @@ class Counters:
     secure_stateless_resets_sent: int
     secure_stateless_resets_received: int
 
-    def __init__(self) -> None:
-        self.reset()
-
-    def snapshot(self) -> dict[str, int]:
-        """Return the current values as a new dict (field order is stable)."""
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    def reset(self) -> None:
-        """Set every counter to zero."""
-        for name in _FIELDS:
-            setattr(self, name, 0)
-
-    def add(self, other: Counters) -> None:
-        """Add another set of counters into this one."""
-        for name in _FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def __repr__(self) -> str:
-        nonzero = {k: v for k, v in self.snapshot().items() if v}
-        return f"Counters({nonzero})"
+    def add_secure(self, sc: CounterSet) -> None:
+        """Add secure mode's counters ``sc`` into the ``secure_*`` summary fields
+        (:data:`SECURE_SUMMARY` says which feed each one)."""
+        for field, sources in SECURE_SUMMARY.items():
+            v = sum(getattr(sc, f) for f in sources)
+            if v:
+                setattr(self, field, getattr(self, field) + v)
 
 
 SNMP = Counters()
 """Process-wide counters; sessions add to these as well as to their own."""
+
+SECURE_SUMMARY: dict[str, tuple[str, ...]] = {
+    "secure_handshakes": ("handshakes_completed", "accepted"),
+    "secure_handshake_failures": ("handshakes_failed",),
+    "secure_bad_mac1": ("bad_mac1",),
+    "secure_retries_sent": ("retries_sent",),
+    "secure_refused": ("refused", "accept_failed"),
+    "secure_half_open_dropped": ("half_open_evicted", "half_open_expired"),
+    "secure_decrypt_errors": ("decrypt_errors", "handshake_decrypt_errors"),
+    "secure_replays": ("replay_duplicates", "replay_too_old", "initiation_replays"),
+    "secure_unknown_cid": ("unknown_cid",),
+    "secure_key_updates": ("key_updates",),
+    "secure_path_changes": ("path_changes",),
+    "secure_path_validated": ("path_validated",),
+    "secure_path_failed": ("path_failed",),
+    "secure_closes_sent": ("closes_sent",),
+    "secure_closes_received": ("closes_received",),
+    "secure_goaways_sent": ("goaways_sent",),
+    "secure_goaways_received": ("goaways_received",),
+    "secure_stateless_resets_sent": ("stateless_resets_sent",),
+    "secure_stateless_resets_received": ("stateless_resets_received",),
+}
+"""Which :class:`kcp.secure.SecureCounters` feed each process-wide ``secure_*`` field of
+:class:`Counters` (``kcp.SNMP`` / ``kcp.snmp()``)."""
+
+
+def fold_secure(sc: CounterSet) -> None:
+    """Add secure mode's counters into :data:`SNMP` (once, when their owner ends)."""
+    SNMP.add_secure(sc)

@@ -3,18 +3,18 @@ path validation (migration), CLOSE and GOAWAY — a sans-I/O core (see docs/secu
 
 Typical use by the session layer::
 
-    client = SecureClient(SecureConfig(server_public_key=pub), rng)
+    client = SecureClient(HandshakeConfig(server_public_key=pub), rng)
     send(client.initiate(now))                    # then feed replies to client.receive(...)
     conn = client.connection                      # once established
     send(conn.seal(kcp_packet, now)); payload = conn.open(datagram, addr, now)
 
-    server = SecureServer(SecureConfig(static_key=priv), rng, authorize=hook)
+    server = SecureServer(HandshakeConfig(static_key=priv), rng, authorize=hook)
     r = server.receive(datagram, addr, now)       # r.replies, r.connection, r.payload, r.accepted
 """
 
 from __future__ import annotations
 
-from .config import Authorizer, ClientHello, SecureConfig, SessionParams, derive_psk
+from .config import Authorizer, ClientHello, HandshakeConfig, SecureConfig, SessionParams, derive_psk
 from .connection import SecureConnection
 from .errors import (
     HandshakeError,
@@ -44,6 +44,7 @@ __all__ = [
     "ConnectionClosed",
     "Event",
     "GoAwayReceived",
+    "HandshakeConfig",
     "HandshakeError",
     "HandshakeRefused",
     "HandshakeTimeout",

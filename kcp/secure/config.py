@@ -6,7 +6,7 @@ import functools
 import hashlib
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from kcp.rs import MAX_TOTAL_SHARDS
@@ -59,33 +59,24 @@ class SessionParams:
 
 @dataclass(frozen=True)
 class SecureConfig:
-    """Settings of one secure endpoint (client or server). Frozen and validated.
+    """Secure mode's knobs (frozen, validated): versions, suites and limits of the handshake,
+    DoS limits, rekeying and path probing. A :class:`kcp.SecureWire` carries one (``config=``).
 
-    Authentication: a client that sets ``server_public_key`` runs ``Noise_IKpsk2`` (its own
-    static key is ``static_key`` or a fresh one); a client with only ``psk``/``passphrase`` runs
-    ``Noise_NNpsk0``. A server with ``static_key`` accepts IKpsk2, with a PSK it accepts NNpsk0.
+    What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
+    :class:`kcp.SecureWire`, the MTU and windows on :class:`kcp.SessionConfig`; the handshake core
+    gets all of it in one :class:`HandshakeConfig`.
 
-    Negotiated parameters: on a client they are the proposal; on a server they are the policy,
-    the upper bound of what any client gets (see :func:`negotiate`): ``mtu``, ``snd_wnd`` (the
-    server's send window) and ``rcv_wnd`` (its receive window), both also capped by
-    ``max_window``, ``fec`` (the most parity per data shard and the largest group the server will
-    run), ``versions``, ``suites`` and ``mux_versions``.
+    Negotiated parameters: on a client they are the proposal; on a server they are the policy
+    (see :func:`negotiate`): ``versions``, ``suites``, ``mux_versions``, the smallest MTU a server
+    accepts (``min_mtu``), the largest window (``max_window``), and ``fec_strict`` (FEC shards must
+    match exactly).
     """
 
-    static_key: bytes | None = None
-    server_public_key: bytes | None = None
-    psk: bytes | None = None
-    passphrase: str | None = None
-    token: bytes = b""
     # negotiated parameters (the client proposes, the server decides)
     versions: tuple[int, ...] = SUPPORTED_VERSIONS
     suites: tuple[str, ...] = ("aesgcm", "chachapoly")
-    mtu: int = 1400
     min_mtu: int = 576
-    snd_wnd: int = 32
-    rcv_wnd: int = 32
     max_window: int = 8192
-    fec: tuple[int, int] = (0, 0)
     fec_strict: bool = False
     mux_versions: tuple[int, ...] = (1, 2)
     # handshake and DoS
@@ -111,31 +102,18 @@ class SecureConfig:
     amplification_factor: int = 3
 
     def __post_init__(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise SecureUsageError(f"SecureConfig: {msg}")
-
-        for name in ("static_key", "server_public_key", "psk", "reset_key"):
-            v = getattr(self, name)
-            need(v is None or (isinstance(v, bytes) and len(v) == 32), f"{name} must be 32 bytes")
-        need(self.psk is None or self.passphrase is None, "give psk or passphrase, not both")
-        need(self.passphrase is None or len(self.passphrase) > 0, "passphrase must not be empty")
-        need(len(self.token) <= MAX_TOKEN, f"token longer than {MAX_TOKEN} bytes")
+        need = _need(type(self).__name__)
+        need(
+            self.reset_key is None or (isinstance(self.reset_key, bytes) and len(self.reset_key) == 32),
+            "reset_key must be 32 bytes",
+        )
         need(len(self.versions) > 0 and all(0 < v < 256 for v in self.versions), "versions must be 1..255")
         need(
             len(self.suites) > 0 and all(s in SUITE_BY_NAME for s in self.suites),
             f"suites must be among {sorted(SUITE_BY_NAME)}",
         )
-        need(576 <= self.min_mtu <= self.mtu <= 65000, "need 576 <= min_mtu <= mtu <= 65000")
-        need(0 < self.snd_wnd <= 65535 and 0 < self.rcv_wnd <= 65535, "windows must be 1..65535")
+        need(576 <= self.min_mtu <= 65000, "need 576 <= min_mtu <= 65000")
         need(0 < self.max_window <= 65535, "max_window must be 1..65535")
-        d, p = self.fec
-        need(0 <= d < 256 and 0 <= p < 256 and (d > 0 or p == 0), "fec must be (data, parity) in 0..255")
-        need(
-            d + p <= MAX_TOTAL_SHARDS,
-            f"fec {d}/{p} has {d + p} shards per group; Reed-Solomon over GF(2^8) allows at most "
-            f"{MAX_TOTAL_SHARDS}",
-        )
         need(
             len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions), "mux versions 1..255"
         )
@@ -148,6 +126,75 @@ class SecureConfig:
             "rekey limits",
         )
 
+    def suite_ids(self) -> list[int]:
+        return [SUITE_BY_NAME[s].suite_id for s in self.suites]
+
+
+def _need(owner: str) -> Callable[[bool, str], None]:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise SecureUsageError(f"{owner}: {msg}")
+
+    return need
+
+
+_KNOBS = tuple(f.name for f in fields(SecureConfig))
+
+
+@dataclass(frozen=True)
+class HandshakeConfig(SecureConfig):
+    """What the sans-I/O handshake core runs with: the :class:`SecureConfig` knobs plus this
+    endpoint's identity and its MTU/window/FEC proposal (a client's) or policy (a server's: the
+    upper bound of what any client gets, see :func:`negotiate`). Built by :meth:`compose` from
+    what the user declared once (the wire, the session's tuning).
+
+    Authentication: a client that sets ``server_public_key`` runs ``Noise_IKpsk2`` (its own
+    static key is ``static_key`` or a fresh one); a client with only ``psk``/``passphrase`` runs
+    ``Noise_NNpsk0``. A server with ``static_key`` accepts IKpsk2, with a PSK it accepts NNpsk0.
+    ``snd_wnd`` is the endpoint's send window, ``rcv_wnd`` its receive window (a server's are also
+    capped by ``max_window``); ``fec`` is a server's most parity per data shard and largest group.
+    """
+
+    static_key: bytes | None = None
+    server_public_key: bytes | None = None
+    psk: bytes | None = None
+    passphrase: str | None = None
+    token: bytes = b""
+    mtu: int = 1400
+    snd_wnd: int = 32
+    rcv_wnd: int = 32
+    fec: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need = _need("HandshakeConfig")
+        for name in ("static_key", "server_public_key", "psk"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, bytes) and len(v) == 32), f"{name} must be 32 bytes")
+        need(self.psk is None or self.passphrase is None, "give psk or passphrase, not both")
+        need(self.passphrase is None or len(self.passphrase) > 0, "passphrase must not be empty")
+        need(len(self.token) <= MAX_TOKEN, f"token longer than {MAX_TOKEN} bytes")
+        need(self.min_mtu <= self.mtu <= 65000, "need 576 <= min_mtu <= mtu <= 65000")
+        need(0 < self.snd_wnd <= 65535 and 0 < self.rcv_wnd <= 65535, "windows must be 1..65535")
+        d, p = self.fec
+        need(0 <= d < 256 and 0 <= p < 256 and (d > 0 or p == 0), "fec must be (data, parity) in 0..255")
+        need(
+            d + p <= MAX_TOTAL_SHARDS,
+            f"fec {d}/{p} has {d + p} shards per group; Reed-Solomon over GF(2^8) allows at most "
+            f"{MAX_TOTAL_SHARDS}",
+        )
+
+    @classmethod
+    def compose(cls, knobs: SecureConfig | None = None, **endpoint: Any) -> HandshakeConfig:
+        """``knobs`` (default: :class:`SecureConfig`'s) with the identity and MTU/window/FEC fields
+        (``endpoint`` may also adjust a knob, as the session layer does with ``min_mtu``)."""
+        base = knobs or SecureConfig()
+        return cls(**({name: getattr(base, name) for name in _KNOBS} | endpoint))
+
+    def knobs(self) -> SecureConfig:
+        """The :class:`SecureConfig` part."""
+        return SecureConfig(**{name: getattr(self, name) for name in _KNOBS})
+
     # ---- derived values
 
     @property
@@ -158,9 +205,6 @@ class SecureConfig:
         if self.passphrase is not None:
             return derive_psk(self.passphrase)
         return None
-
-    def suite_ids(self) -> list[int]:
-        return [SUITE_BY_NAME[s].suite_id for s in self.suites]
 
 
 # ------------------------------------------------------------------------------------------ hello
@@ -181,7 +225,7 @@ class ClientHello:
     token: bytes
 
     @classmethod
-    def from_config(cls, cfg: SecureConfig) -> ClientHello:
+    def from_config(cls, cfg: HandshakeConfig) -> ClientHello:
         return cls(
             tuple(cfg.versions),
             tuple(cfg.suite_ids()),
@@ -275,7 +319,7 @@ def _malformed(hello: ClientHello) -> str | None:
     return None
 
 
-def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> SessionParams | Refusal:
+def negotiate(server: HandshakeConfig, hello: ClientHello, suite_id: int) -> SessionParams | Refusal:
     """The server's decision on a client's proposal: agreed parameters or a refusal with a reason.
 
     The server's config is the upper bound of every parameter. A malformed proposal (a zero
@@ -349,7 +393,7 @@ def negotiate(server: SecureConfig, hello: ClientHello, suite_id: int) -> Sessio
     )
 
 
-def outside_policy(server: SecureConfig, p: SessionParams) -> str | None:
+def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:
     """Why agreed parameters ``p`` exceed the server's policy, or None (a last check before a
     session is built with them: :func:`negotiate` never produces such parameters)."""
     fec = (p.data_shards, p.parity_shards)
@@ -366,7 +410,7 @@ def outside_policy(server: SecureConfig, p: SessionParams) -> str | None:
     return f"parameters above the server's policy: {', '.join(problems)}" if problems else None
 
 
-def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
+def check_accepted(client: HandshakeConfig, p: SessionParams) -> str | None:
     """The client's check of the server's answer; a reason string if it cannot accept it."""
     if p.version not in client.versions:
         return f"server chose version {p.version}, client speaks {sorted(client.versions)}"
@@ -390,7 +434,7 @@ def check_accepted(client: SecureConfig, p: SessionParams) -> str | None:
     return None
 
 
-def max_token_for(cfg: SecureConfig, pattern_overhead: int) -> int:
+def max_token_for(cfg: HandshakeConfig, pattern_overhead: int) -> int:
     """How many token bytes fit into the padded initiation."""
     return cfg.initiation_size - INIT_FIXED - pattern_overhead - 64
 

@@ -7,6 +7,7 @@ sends what :meth:`SecureConnection.datagrams_to_send` returns and calls
 
 from __future__ import annotations
 
+import enum
 import hmac
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from .config import SecureConfig, SessionParams
+from .config import HandshakeConfig, SessionParams
 from .errors import SecureConnectionClosed
 from .events import (
     ConnectionClosed,
@@ -48,8 +49,20 @@ from .packet import (
 from .replay import OK, TOO_OLD, ReplayWindow
 from .stats import SecureCounters
 
-OPEN = "open"
-CLOSED = "closed"
+
+class ConnectionState(str, enum.Enum):
+    """A secure connection's state: ``OPEN`` until either end closes (or a stateless reset)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+OPEN = ConnectionState.OPEN
+CLOSED = ConnectionState.CLOSED
+CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    OPEN: frozenset({CLOSED}),
+    CLOSED: frozenset(),
+}
 _DATA = bytes((F_DATA,))
 
 
@@ -64,10 +77,8 @@ class SecureConnection:
         "_challenge_due",
         "_confirmed",
         "_epoch_started",
-        "_events",
         "_first_pn",
         "_next_pn",
-        "_outbox",
         "_path_in",
         "_path_out",
         "_prefix0",
@@ -86,12 +97,14 @@ class SecureConnection:
         "close_message",
         "close_packet",
         "counters",
+        "events",
         "goaway_received",
         "goaway_sent",
         "handshake_hash",
         "is_client",
         "last_authenticated",
         "local_cid",
+        "outbox",
         "params",
         "path_validated",
         "peer_addr",
@@ -104,7 +117,7 @@ class SecureConnection:
     def __init__(
         self,
         *,
-        config: SecureConfig,
+        config: HandshakeConfig,
         suite: CipherSuite,
         is_client: bool,
         send_secret: bytes,
@@ -153,14 +166,16 @@ class SecureConnection:
         self._challenge_due = 0
         self._path_in = 0
         self._path_out = 0
-        self.state = OPEN
+        self.state: ConnectionState = OPEN
         self.close_code: int | None = None
         self.close_message = ""
         self.close_packet: bytes | None = None
         self.goaway_sent = False
         self.goaway_received: tuple[int, str] | None = None
-        self._events: deque[Event] = deque()
-        self._outbox: list[tuple[bytes, Any]] = []
+        self.events: deque[Event] = deque()
+        """Events not taken yet (take them with :meth:`next_event`; the glue checks it is non-empty)."""
+        self.outbox: list[tuple[bytes, Any]] = []
+        """Datagrams to send (take them with :meth:`datagrams_to_send`: path probes and answers)."""
         self.last_authenticated = now
         """When (ms) the last packet that authenticated arrived (the handshake's time until one does).
         Only these prove the peer alive: forged, corrupted and replayed datagrams never move it."""
@@ -174,7 +189,25 @@ class SecureConnection:
 
     @property
     def closed(self) -> bool:
-        return self.state == CLOSED
+        return self.state is CLOSED
+
+    @property
+    def is_open(self) -> bool:
+        """True until either end closed the connection."""
+        return self.state is OPEN
+
+    @property
+    def config(self) -> HandshakeConfig:
+        """The configuration the connection runs with (rekey timers, path probing...)."""
+        return self._cfg
+
+    def queue_datagram(self, datagram: bytes, addr: Any) -> None:
+        """Queue a datagram for :meth:`datagrams_to_send` (the handshake's confirmation PING)."""
+        self.outbox.append((datagram, addr))
+
+    def _set_state(self, new: ConnectionState) -> None:
+        assert new in CONNECTION_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
+        self.state = new
 
     @property
     def next_packet_number(self) -> int:
@@ -205,11 +238,11 @@ class SecureConnection:
                 return self.close_packet
             raise SecureConnectionClosed("already closed by the peer", self.close_code or 0)
         pkt = self._seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.close_packet = pkt
         self.close_code = int(code)
         self.close_message = message
-        self._events.append(ConnectionClosed(int(code), message, by_peer=False))
+        self.events.append(ConnectionClosed(int(code), message, by_peer=False))
         self.counters.closes_sent += 1
         return pkt
 
@@ -237,12 +270,12 @@ class SecureConnection:
 
     def datagrams_to_send(self, now: int) -> list[tuple[bytes, Any]]:
         """Control datagrams (path probes and answers, key confirmation) and where to send them."""
-        out, self._outbox = self._outbox, []
+        out, self.outbox = self.outbox, []
         return out
 
     def next_event(self) -> Event | None:
         """Pop the oldest pending event, or None."""
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def get_timer(self) -> int | None:
         """When :meth:`handle_timer` wants to run next (ms), or None."""
@@ -262,7 +295,7 @@ class SecureConnection:
                 self.peer_addr = self._validated_addr
                 self.path_validated = True
                 self.counters.path_failed += 1
-                self._events.append(PathFailed(failed, self._validated_addr))
+                self.events.append(PathFailed(failed, self._validated_addr))
             else:
                 self._send_challenge(now)
 
@@ -362,11 +395,11 @@ class SecureConnection:
         ):
             return False
         message = "stateless reset: the server no longer knows this connection (restarted or closed)"
-        self.state = CLOSED
+        self._set_state(CLOSED)
         self.close_code = Reason.STATELESS_RESET
         self.close_message = message
         self.counters.stateless_resets_received += 1
-        self._events.append(ConnectionClosed(Reason.STATELESS_RESET, message, by_peer=True))
+        self.events.append(ConnectionClosed(Reason.STATELESS_RESET, message, by_peer=True))
         return True
 
     def _control(self, ft: int, plaintext: bytes, addr: Any, now: int) -> None:
@@ -374,7 +407,7 @@ class SecureConnection:
         if ft == F_PING:
             return None
         if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
-            self._outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
+            self.outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
             return None
         if ft == F_PATH_RESPONSE and len(plaintext) == 9:
             if self._challenge is not None and plaintext[1:] == self._challenge:
@@ -384,7 +417,7 @@ class SecureConnection:
                 if self.peer_addr == validated:
                     self.path_validated = True
                 c.path_validated += 1
-                self._events.append(PathValidated(validated))
+                self.events.append(PathValidated(validated))
             return None
         if ft in (F_CLOSE, F_GOAWAY):
             try:
@@ -393,15 +426,15 @@ class SecureConnection:
                 c.frame_errors += 1
                 return None
             if ft == F_CLOSE:
-                self.state = CLOSED
+                self._set_state(CLOSED)
                 self.close_code = code
                 self.close_message = message
                 c.closes_received += 1
-                self._events.append(ConnectionClosed(code, message, by_peer=True))
+                self.events.append(ConnectionClosed(code, message, by_peer=True))
             else:
                 self.goaway_received = (code, message)
                 c.goaways_received += 1
-                self._events.append(GoAwayReceived(code, message))
+                self.events.append(GoAwayReceived(code, message))
             return None
         c.frame_errors += 1
         return None
@@ -440,7 +473,7 @@ class SecureConnection:
         self._sent_in_epoch = 0
         self._epoch_started = now
         self.counters.key_updates += 1
-        self._events.append(KeyUpdated(self._send.epoch, by_peer=False))
+        self.events.append(KeyUpdated(self._send.epoch, by_peer=False))
 
     def _peer_update(self, keys: EpochKeys, pn: int, now: int) -> None:
         self._recv_prev = self._recv
@@ -454,7 +487,7 @@ class SecureConnection:
         self._sent_in_epoch = 0
         self._epoch_started = now
         self.counters.key_updates_by_peer += 1
-        self._events.append(KeyUpdated(keys.epoch, by_peer=True))
+        self.events.append(KeyUpdated(keys.epoch, by_peer=True))
 
     # ------------------------------------------------------------------------------ paths
 
@@ -462,7 +495,7 @@ class SecureConnection:
         old = self.peer_addr
         self.peer_addr = addr
         self.counters.path_changes += 1
-        self._events.append(PathChanged(old, addr))
+        self.events.append(PathChanged(old, addr))
         if addr == self._validated_addr:
             self.path_validated = True
             self._challenge = None
@@ -481,7 +514,7 @@ class SecureConnection:
         self._challenge_due = now + self._cfg.path_probe_interval_ms
         self.counters.path_challenges_sent += 1
         pkt = self._seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
-        self._outbox.append((pkt, self._challenge_addr))
+        self.outbox.append((pkt, self._challenge_addr))
 
 
 def reason_text(code: int, message: str) -> str:

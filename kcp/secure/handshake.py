@@ -8,6 +8,7 @@ and sends what ``datagrams_to_send``/``Received.replies`` return. The Noise patt
 
 from __future__ import annotations
 
+import enum
 import hmac
 import os
 import struct
@@ -19,8 +20,8 @@ from typing import Any
 from .config import (
     Authorizer,
     ClientHello,
+    HandshakeConfig,
     Refusal,
-    SecureConfig,
     SessionParams,
     check_accepted,
     fec_within,
@@ -125,6 +126,23 @@ def _encode_refusal(r: Refusal) -> bytes:
 # ============================================================================================ client
 
 
+class ClientState(str, enum.Enum):
+    """A client handshake's state: idle -> initiating -> established | failed."""
+
+    IDLE = "idle"
+    INITIATING = "initiating"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+CLIENT_TRANSITIONS: dict[ClientState, frozenset[ClientState]] = {
+    ClientState.IDLE: frozenset({ClientState.INITIATING}),
+    ClientState.INITIATING: frozenset({ClientState.ESTABLISHED, ClientState.FAILED}),
+    ClientState.ESTABLISHED: frozenset(),
+    ClientState.FAILED: frozenset(),
+}
+
+
 class SecureClient:
     """The initiator. ``initiate(now)`` gives the first datagram; feed replies to :meth:`receive`.
 
@@ -134,7 +152,7 @@ class SecureClient:
     """
 
     def __init__(
-        self, config: SecureConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
+        self, config: HandshakeConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
     ) -> None:
         self.config = config
         self._rng = rng
@@ -159,7 +177,7 @@ class SecureClient:
         self._suites_left = list(config.suite_ids())
         self._suite_id = self._suites_left.pop(0)
         self.local_cid = rng(CID_LEN)
-        self.state = "idle"
+        self.state: ClientState = ClientState.IDLE
         self.error: HandshakeError | None = None
         self.connection: SecureConnection | None = None
         self._hs: HandshakeState | None = None
@@ -170,6 +188,10 @@ class SecureClient:
         self._deadline = 0
         self._next_retx = 0
         self._interval = config.handshake_retry_ms
+
+    def _set_state(self, new: ClientState) -> None:
+        assert new in CLIENT_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
+        self.state = new
 
     @property
     def public_key(self) -> bytes | None:
@@ -182,9 +204,9 @@ class SecureClient:
 
     def initiate(self, now: int) -> bytes:
         """Start the handshake; returns the (padded, fixed-size) initiation datagram."""
-        if self.state != "idle":
+        if self.state is not ClientState.IDLE:
             raise SecureUsageError("initiate() called twice")
-        self.state = "initiating"
+        self._set_state(ClientState.INITIATING)
         self.counters.handshakes_initiated += 1
         self._deadline = now + self.config.handshake_timeout_ms
         return self._start(now)
@@ -236,11 +258,11 @@ class SecureClient:
 
     def get_timer(self) -> int | None:
         """When :meth:`handle_timer` wants to run (ms), or None when the handshake is over."""
-        return min(self._next_retx, self._deadline) if self.state == "initiating" else None
+        return min(self._next_retx, self._deadline) if self.state is ClientState.INITIATING else None
 
     def handle_timer(self, now: int) -> None:
         """Retransmit the initiation (backing off), or fail once ``handshake_timeout_ms`` is over."""
-        if self.state != "initiating":
+        if self.state is not ClientState.INITIATING:
             return
         if now >= self._deadline:
             self._fail(
@@ -256,12 +278,12 @@ class SecureClient:
 
     def abandon(self, now: int) -> HandshakeError:
         """Give up now (the session layer's own timeout); returns the error, also kept in :attr:`error`."""
-        if self.state == "initiating":
+        if self.state is ClientState.INITIATING:
             self._fail(HandshakeTimeout(f"{TIMEOUT_MESSAGE} (gave up after the caller's timeout)"))
         return self.error or HandshakeError("handshake not running")
 
     def _fail(self, err: HandshakeError) -> None:
-        self.state = "failed"
+        self._set_state(ClientState.FAILED)
         self.error = err
         self.counters.handshakes_failed += 1
 
@@ -269,7 +291,7 @@ class SecureClient:
         """Handle one datagram from the server during the handshake. Returns the connection once it
         is established (then feed transport packets to ``connection.open``). Never raises on garbage."""
         c = self.counters
-        if self.state != "initiating" or not datagram:
+        if self.state is not ClientState.INITIATING or not datagram:
             if datagram and datagram[0] in TRANSPORT_TYPES and self.connection is not None:
                 return None
             c.bad_type += 1
@@ -388,8 +410,8 @@ class SecureClient:
             self._outbox.append(conn.close_packet)
             self._fail(HandshakeRefused(f"handshake failed: {problem}", Reason.PARAMS_REFUSED))
             return None
-        conn._outbox.append((conn.ping(now), addr))
-        self.state = "established"
+        conn.queue_datagram(conn.ping(now), addr)
+        self._set_state(ClientState.ESTABLISHED)
         self.connection = conn
         self.counters.handshakes_completed += 1
         return conn
@@ -436,7 +458,7 @@ class SecureServer:
 
     def __init__(
         self,
-        config: SecureConfig,
+        config: HandshakeConfig,
         rng: Rng = os.urandom,
         *,
         authorize: Authorizer | None = None,

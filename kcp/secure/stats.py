@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from kcp.stats import CounterSet
+
 _FIELDS: tuple[str, ...] = (
     # handshake, client side
     "handshakes_initiated",
@@ -57,8 +59,8 @@ _FIELDS: tuple[str, ...] = (
 )
 
 
-class SecureCounters:
-    """Named integer counters (slots); :meth:`snapshot` returns them as a dict."""
+class SecureCounters(CounterSet):
+    """Secure mode's counters (a :class:`kcp.stats.CounterSet`: ``snapshot``, ``add``, ``reset``)."""
 
     FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
     __slots__ = _FIELDS
@@ -108,14 +110,3 @@ class SecureCounters:
     goaways_received: int
     stateless_resets_sent: int
     stateless_resets_received: int
-
-    def __init__(self) -> None:
-        for name in _FIELDS:
-            setattr(self, name, 0)
-
-    def snapshot(self) -> dict[str, int]:
-        """The current values, in a stable order."""
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    def __repr__(self) -> str:
-        return f"SecureCounters({ {k: v for k, v in self.snapshot().items() if v} })"

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from .config import Authorizer, ClientHello, SecureConfig
+from .config import Authorizer, ClientHello, HandshakeConfig
 from .connection import SecureConnection
 from .handshake import SecureClient, SecureServer
 
@@ -28,7 +28,7 @@ class HostileClient(SecureClient):
     For tests and the abuse bench: the server must refuse or lower such proposals."""
 
     def __init__(
-        self, config: SecureConfig, rng: Callable[[int], bytes] = os.urandom, **changes: Any
+        self, config: HandshakeConfig, rng: Callable[[int], bytes] = os.urandom, **changes: Any
     ) -> None:
         self._changes = changes
         super().__init__(config, rng)
@@ -51,8 +51,8 @@ class HandshakeRun:
 
 
 def run_handshake(
-    client_cfg: SecureConfig,
-    server_cfg: SecureConfig,
+    client_cfg: HandshakeConfig,
+    server_cfg: HandshakeConfig,
     *,
     seed: int = 1,
     authorize: Authorizer | None = None,

@@ -12,7 +12,9 @@ mode's. Every client command and ``kcprpc serve`` take them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from kcp.config import CompatWire, SecureWire, SessionConfig, Wire, check_fec
 from kcp.errors import KCPUsageError
@@ -119,7 +121,8 @@ def _session(args: argparse.Namespace, cfg: SessionConfig) -> SessionConfig:
     """``--mode`` (kcptun's profile), its manual knobs, ``--mtu``, ``--sndwnd`` and ``--rcvwnd`` over ``cfg``."""
     mode = getattr(args, "mode", None)
     if mode in MODES:
-        cfg = cfg.with_options(**dict(zip(PROFILE_FLAGS, MODES[mode], strict=True)))
+        profile: dict[str, Any] = dict(zip(PROFILE_FLAGS, MODES[mode], strict=True))
+        cfg = dataclasses.replace(cfg, **profile)
     for flag in PROFILE_FLAGS:
         v = getattr(args, flag, None)
         if v is not None:
@@ -137,7 +140,8 @@ def _session(args: argparse.Namespace, cfg: SessionConfig) -> SessionConfig:
 
 def _session_field(cfg: SessionConfig, flag: str, name: str, value: int) -> SessionConfig:
     try:
-        return cfg.with_options(**{name: value})
+        fields: dict[str, Any] = {name: value}
+        return dataclasses.replace(cfg, **fields)
     except KCPUsageError as e:
         raise UsageError(f"{flag} {value}: {e}") from None
 

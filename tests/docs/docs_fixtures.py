@@ -91,7 +91,9 @@ async def request_files(ctx: Ctx) -> AsyncIterator[None]:
 @fixture("mymodule")
 async def mymodule(ctx: Ctx) -> AsyncIterator[None]:
     """``mymodule.py`` with ``app = [Greeter()]`` (the reader's own module)."""
-    (ctx.cwd / "mymodule.py").write_text("from examples.quickstart.service import Greeter\n\napp = [Greeter()]\n")
+    (ctx.cwd / "mymodule.py").write_text(
+        "from examples.quickstart.service import Greeter\n\napp = [Greeter()]\n"
+    )
     yield
 
 
@@ -106,7 +108,7 @@ async def kcp_echo(ctx: Ctx) -> AsyncIterator[None]:
             await session.drain()
 
     lis = await kcp.listen(
-        "127.0.0.1", 4000, crypt="aes", key="secret", data_shards=10, parity_shards=3, on_accept=echo
+        "127.0.0.1", 4000, kcp.CompatWire(crypt="aes", key="secret", fec=(10, 3)), on_accept=echo
     )
     try:
         yield

@@ -27,12 +27,15 @@ from kcp.admission import AdmissionConfig
 from kcp.batch import open_udp_socket
 from kcp.crypt import derive_key, new_crypt
 from kcp.demo import echo
+from kcp.demux.address import AddressDemux
 from kcp.pipeline import Pipeline
 from kcp.session import KCPSession
 from kcp.stats import Counters
 
 TIMEOUT = 10.0
-OPTS = {"crypt": "aes", "key": "every player has it"}
+KEY = "every player has it"
+OPTS = {"crypt": "aes", "key": KEY}
+WIRE = kcp.CompatWire(crypt="aes", key=KEY)
 CHALLENGE_ACK = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 
 
@@ -55,7 +58,7 @@ async def _capture_first_datagram() -> bytes:
     loop = asyncio.get_running_loop()
     trap = open_udp_socket("127.0.0.1", 0)
     try:
-        c = await kcp.dial("127.0.0.1", trap.getsockname()[1], **OPTS)  # type: ignore[arg-type]
+        c = await kcp.dial("127.0.0.1", trap.getsockname()[1], WIRE)
         c.write(b"hello")
         data = await asyncio.wait_for(loop.sock_recv(trap, 4096), TIMEOUT)
         c.abort()
@@ -65,7 +68,7 @@ async def _capture_first_datagram() -> bytes:
 
 
 async def _echo_once(port: int, msg: bytes) -> KCPSession:
-    c = await kcp.dial("127.0.0.1", port, **OPTS)  # type: ignore[arg-type]
+    c = await kcp.dial("127.0.0.1", port, WIRE)
     c.write(msg)
     assert await asyncio.wait_for(c.readexactly(len(msg)), TIMEOUT) == msg
     return c
@@ -74,7 +77,7 @@ async def _echo_once(port: int, msg: bytes) -> KCPSession:
 async def test_one_captured_datagram_replayed_from_many_addresses_costs_no_session() -> None:
     """Item 7: kcp-go (and our listener before) made one session per spoofed address."""
     n = 300
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, **OPTS) as lis:  # type: ignore[arg-type]
+    async with await kcp.listen("127.0.0.1", 0, WIRE, on_accept=echo) as lis:
         captured = await _capture_first_datagram()
         sources = [open_udp_socket("127.0.0.1", 0) for _ in range(n)]
         try:
@@ -102,7 +105,7 @@ async def test_unproven_peers_are_bounded_answered_small_and_expire() -> None:
     n = 200
     adm = AdmissionConfig(max_pending=50, pending_timeout=0.5)
     sealer = _sealer()
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, admission=adm, **OPTS) as lis:  # type: ignore[arg-type]
+    async with await kcp.listen("127.0.0.1", 0, WIRE, on_accept=echo, admission=adm) as lis:
         sources = [open_udp_socket("127.0.0.1", 0) for _ in range(n)]
         try:
             forged = [sealer.seal(push(1000 + i, 0, b"q" * 100, ts=1), 0)[0] for i in range(n)]
@@ -135,7 +138,7 @@ async def test_unproven_peers_are_bounded_answered_small_and_expire() -> None:
 async def test_new_sessions_are_rate_limited_per_prefix() -> None:
     """A proven peer over its prefix's rate waits (pending) instead of becoming a session."""
     adm = AdmissionConfig(exempt=(), rate=20.0, burst=2)
-    async with await kcp.listen("127.0.0.1", 0, admission=adm, **OPTS) as lis:  # type: ignore[arg-type]
+    async with await kcp.listen("127.0.0.1", 0, WIRE, admission=adm) as lis:
         peers = [RawPeer(lis.address, **OPTS) for _ in range(5)]
         try:
             for i, p in enumerate(peers):
@@ -176,7 +179,7 @@ async def test_forged_restart_from_a_live_peer_address_does_not_end_its_session(
     each challenge too: the victim answers the listener's liveness probes, so its session stays.
     """
     sealer = _sealer()
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, **OPTS) as lis:  # type: ignore[arg-type]
+    async with await kcp.listen("127.0.0.1", 0, WIRE, on_accept=echo) as lis:
         victim = await _echo_once(lis.address[1], b"before")
         (server_side,) = lis.sessions.values()
         addr = server_side.remote_address
@@ -203,7 +206,9 @@ async def test_forged_restart_from_a_live_peer_address_does_not_end_its_session(
             forge(push(0xBAD, 0, ts=ts))
             ts += 1
             await asyncio.sleep(0.02)
-            p = lis._admission.pending.get(addr)  # what an on-path observer reads on the wire
+            demux = lis.demux
+            assert isinstance(demux, AddressDemux)
+            p = demux.admission.pending.get(addr)  # what an on-path observer reads on the wire
             if p is not None and p.conv == 0xBAD:
                 forge(CHALLENGE_ACK.pack(0xBAD, 82, 0, 128, p.challenge, 0xFFFFFFFF, 0, 0))
             await asyncio.sleep(0.03)
@@ -218,7 +223,9 @@ async def test_forged_restart_from_a_live_peer_address_does_not_end_its_session(
 async def test_closed_sessions_leave_no_per_peer_state() -> None:
     """Sessions that end (here by idle timeout) leave nothing behind: tables, caches, objects."""
     n = 100
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, idle_timeout=0.5, **OPTS) as lis:  # type: ignore[arg-type]
+    async with await kcp.listen(
+        "127.0.0.1", 0, WIRE, session=kcp.SessionConfig(idle_timeout=0.5), on_accept=echo
+    ) as lis:  # type: ignore[arg-type]
         clients = [await _echo_once(lis.address[1], b"%d" % i) for i in range(n)]
         refs = [weakref.ref(s) for s in lis.sessions.values()]
         assert len(refs) == n

@@ -42,7 +42,9 @@ async def test_thousand_concurrent_sessions() -> None:
 
 async def test_garbage_flood_leaves_listener_healthy_and_bounded() -> None:
     rng = random.Random(42)
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, max_sessions=64, idle_timeout=30) as lis:
+    async with await kcp.listen(
+        "127.0.0.1", 0, session=kcp.SessionConfig(idle_timeout=30), on_accept=echo, max_sessions=64
+    ) as lis:
         addr = lis.address
         probe = await kcp.dial("127.0.0.1", addr[1])
         probe.write(b"first")
@@ -190,7 +192,9 @@ async def test_redial_from_same_address_replaces_session() -> None:
         assert await asyncio.wait_for(c1.readexactly(3), TIMEOUT) == b"one"
         local = c1.local_address
         c1.abort()
-        c2 = await kcp.dial("127.0.0.1", lis.address[1], conv=2, local_addr=("127.0.0.1", local[1]))
+        c2 = await kcp.dial(
+            "127.0.0.1", lis.address[1], io=kcp.IOOptions(local_address=("127.0.0.1", local[1])), conv=2
+        )
         async with c2:
             c2.write(b"two")
             assert await asyncio.wait_for(c2.readexactly(3), TIMEOUT) == b"two"
@@ -221,9 +225,9 @@ async def test_ipv6_and_reuse_port() -> None:
         socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
     except OSError:  # pragma: no cover
         return
-    async with await kcp.listen("::1", 0, on_accept=echo, reuse_port=True) as lis:
+    async with await kcp.listen("::1", 0, io=kcp.IOOptions(reuse_port=True), on_accept=echo) as lis:
         port = lis.address[1]
-        async with await kcp.listen("::1", port, on_accept=echo, reuse_port=True):
+        async with await kcp.listen("::1", port, io=kcp.IOOptions(reuse_port=True), on_accept=echo):
             c = await kcp.dial("::1", port)
             async with c:
                 c.write(b"v6")
@@ -233,13 +237,13 @@ async def test_ipv6_and_reuse_port() -> None:
 
 async def test_garbage_into_crypt_and_fec_listener_is_counted_not_raised() -> None:
     rng = random.Random(7)
-    opts = {"crypt": "aes", "key": "k", "data_shards": 10, "parity_shards": 3}
+    wire = kcp.CompatWire(crypt="aes", key="k", fec=(10, 3))
     errors: list[dict[str, object]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     try:
-        async with await kcp.listen("127.0.0.1", 0, on_accept=echo, **opts) as lis:  # type: ignore[arg-type]
-            c = await kcp.dial("127.0.0.1", lis.address[1], **opts)  # type: ignore[arg-type]
+        async with await kcp.listen("127.0.0.1", 0, wire, on_accept=echo) as lis:
+            c = await kcp.dial("127.0.0.1", lis.address[1], wire)
             c.write(b"hi")
             assert await asyncio.wait_for(c.readexactly(2), TIMEOUT) == b"hi"
             g = open_udp_socket("127.0.0.1", 0)

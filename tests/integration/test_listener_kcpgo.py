@@ -44,11 +44,8 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
     async with await kcp.listen(
         "127.0.0.1",
         0,
-        crypt=crypt,
-        key=_DATA["key"],
-        data_shards=rec["datashards"],
-        parity_shards=rec["parityshards"],
-        mtu=rec["mtu"],
+        kcp.CompatWire(crypt=crypt, key=_DATA["key"], fec=(rec["datashards"], rec["parityshards"])),
+        session=kcp.SessionConfig(mtu=rec["mtu"]),
     ) as lis:
         sock = open_udp_socket("127.0.0.1", 0)
         try:

@@ -20,17 +20,19 @@ from typing import Any
 import pytest
 
 import kcp
+import kcp.client
+import kcp.endpoint
 import kcprpc
-from kcp import secure_io
 from kcp.demo import echo
+from kcp.demux import secure as demux
 from kcp.logutil import RateLimitedLog
-from kcp.secure import HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
+from kcp.secure import HandshakeConfig, HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
 from kcp.secure.packet import T_TRANSPORT
 from kcp.secure.testing import HostileClient
 
 TIMEOUT = 10.0
 KEY = "hostile clients hold this key"
-CLIENT = SecureConfig(passphrase=KEY)
+CLIENT = HandshakeConfig(passphrase=KEY)
 
 
 @pytest.fixture
@@ -94,9 +96,7 @@ async def test_oversized_fec_proposals_are_refused_with_a_reason_and_leave_no_st
 ) -> None:
     attempts = 60
     caplog.set_level(logging.INFO, logger="kcp")
-    async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key=KEY, data_shards=10, parity_shards=3, on_accept=echo
-    ) as lis:
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY, fec=(10, 3)), on_accept=echo) as lis:
         for i in range(attempts):
             sock = _udp(lis.address)
             try:
@@ -116,9 +116,7 @@ async def test_oversized_fec_proposals_are_refused_with_a_reason_and_leave_no_st
         sizes = lis.secure_server.state_sizes() if lis.secure_server else {}
         assert len(lis) == 0 and sizes["connections"] == sizes["half_open"] == 0
         # a legitimate client is still served
-        c = await kcp.dial(
-            "127.0.0.1", lis.address[1], mode="secure", key=KEY, data_shards=10, parity_shards=3
-        )
+        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=KEY, fec=(10, 3)))
         c.write(b"still here")
         assert await asyncio.wait_for(c.readexactly(10), TIMEOUT) == b"still here"
         c.close()
@@ -126,7 +124,7 @@ async def test_oversized_fec_proposals_are_refused_with_a_reason_and_leave_no_st
     assert not loop_errors
     records = _secure_records(caplog)
     refusals = [r for r in records if "refused" in r.getMessage()]
-    assert 1 <= len(refusals) <= secure_io.LOG_BURST  # logged, with a rate limit
+    assert 1 <= len(refusals) <= demux.LOG_BURST  # logged, with a rate limit
     assert all(r.exc_info is None and r.exc_text is None for r in records)
 
 
@@ -136,18 +134,18 @@ async def test_a_failure_after_the_handshake_frees_the_connection_and_tells_the_
     tried: list[bytes] = []
 
     def broken_session(*args: Any, **kwargs: Any) -> Any:
-        tried.append(kwargs["secure"].conn.local_cid)
+        tried.append(args[4].connection.local_cid)
         raise kcp.KCPUsageError("no session today")
 
     def server_connections() -> list[SecureConnection]:  # the ones this test's server made
         gc.collect()
         return [o for o in gc.get_objects() if isinstance(o, SecureConnection) and o.local_cid in tried]
 
-    monkeypatch.setattr(secure_io, "KCPSession", broken_session)
+    monkeypatch.setattr(demux, "KCPSession", broken_session)
     caplog.set_level(logging.INFO, logger="kcp")
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, on_accept=echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY), on_accept=echo) as lis:
         for _ in range(3):
-            c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key=KEY)
+            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=KEY))
             await asyncio.wait_for(c.wait_closed(), TIMEOUT)  # the CLOSE came at once, not an idle timeout
             assert c.close_reason == "closed by peer: internal: server could not set up the session"
             assert c.close_code == Reason.INTERNAL
@@ -167,11 +165,11 @@ async def test_a_client_that_cannot_set_up_its_session_closes_and_the_server_kee
     def broken_session(*args: Any, **kwargs: Any) -> Any:
         raise kcp.KCPUsageError("no client session today")
 
-    monkeypatch.setattr(kcp.session, "KCPSession", broken_session)
+    monkeypatch.setattr(kcp.client, "KCPSession", broken_session)
     caplog.set_level(logging.INFO, logger="kcp")
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, on_accept=echo) as lis:
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY), on_accept=echo) as lis:
         with pytest.raises(kcp.KCPUsageError, match="no client session today"):
-            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key=KEY)
+            await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=KEY))
         server = lis.secure_server
         assert server is not None
 
@@ -185,18 +183,16 @@ async def test_a_client_that_cannot_set_up_its_session_closes_and_the_server_kee
     )
 
 
-async def test_a_secure_mtu_no_session_supports_is_a_usage_error() -> None:
-    with pytest.raises(kcp.KCPUsageError, match="secure mtu 10000 is above what a KCP session supports"):
-        await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY, secure_options={"mtu": 10000})
+async def test_the_mtu_is_declared_once_on_the_session() -> None:
+    with pytest.raises(kcp.KCPUsageError, match=r"mtu must be in 64\.\.9000"):
+        kcp.SessionConfig(mtu=10000)
+    with pytest.raises(TypeError):  # the secure knobs hold no MTU, window, FEC or identity
+        SecureConfig(mtu=1400)  # type: ignore[call-arg]
 
 
 async def test_a_flexible_client_asking_fec_1_255_gets_the_servers_10_3() -> None:
-    async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key=KEY, data_shards=10, parity_shards=3, on_accept=echo
-    ) as lis:
-        c = await kcp.dial(
-            "127.0.0.1", lis.address[1], mode="secure", key=KEY, data_shards=1, parity_shards=255
-        )
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY, fec=(10, 3)), on_accept=echo) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=KEY, fec=(1, 255)))
         assert c.secure is not None
         assert (c.secure.params.data_shards, c.secure.params.parity_shards) == (10, 3)
         payload = random.Random(1).randbytes(60_000)
@@ -247,7 +243,11 @@ async def test_junk_and_replays_to_a_live_connection_id_do_not_keep_it_alive() -
     loop = asyncio.get_running_loop()
     accepted: asyncio.Future[kcp.KCPSession] = loop.create_future()
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key=KEY, idle_timeout=0.5, on_accept=_accept_into(accepted)
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(key=KEY),
+        session=kcp.SessionConfig(idle_timeout=0.5),
+        on_accept=_accept_into(accepted),
     ) as lis:
         sock, conn, srv = await _live_raw_session(lis, accepted)
         authentic = conn.ping(_now())
@@ -283,7 +283,11 @@ async def test_authenticated_pings_do_keep_a_session_alive() -> None:
     loop = asyncio.get_running_loop()
     accepted: asyncio.Future[kcp.KCPSession] = loop.create_future()
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key=KEY, idle_timeout=0.4, on_accept=_accept_into(accepted)
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(key=KEY),
+        session=kcp.SessionConfig(idle_timeout=0.4),
+        on_accept=_accept_into(accepted),
     ) as lis:
         sock, conn, srv = await _live_raw_session(lis, accepted)
         t_end = loop.time() + 1.2  # three idle timeouts
@@ -304,13 +308,13 @@ async def test_authenticated_pings_do_keep_a_session_alive() -> None:
 async def test_a_bug_hit_by_every_datagram_is_reported_a_few_times_not_per_packet(
     loop_errors: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(kcp.session, "_bug_reports", RateLimitedLog(logging.getLogger("t"), burst=3))
+    monkeypatch.setattr(kcp.endpoint, "_bug_reports", RateLimitedLog(logging.getLogger("t"), burst=3))
 
     def buggy(data: bytes, addr: Any, now: int) -> None:
         raise RuntimeError("a bug in datagram handling")
 
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key=KEY) as lis:
-        lis._ep.dispatch = buggy
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY)) as lis:
+        lis.endpoint.dispatch = buggy
         sock = _udp(lis.address)
         for _ in range(100):
             sock.send(b"\xc8" + bytes(60))

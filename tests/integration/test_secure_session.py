@@ -23,6 +23,7 @@ from kcp.relay import LossyRelay
 from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
+    HandshakeConfig,
     HandshakeError,
     HandshakeRefused,
     HandshakeTimeout,
@@ -43,7 +44,7 @@ PSK = bytes(range(32))
 
 @pytest.fixture
 async def server() -> AsyncIterator[kcp.Listener]:
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=echo)
+    lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=PSK, static_private_key=PRIV), on_accept=echo)
     yield lis
     lis.close()
     await lis.wait_closed()
@@ -101,13 +102,8 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
     async with await kcp.listen(
         "127.0.0.1",
         0,
-        mode="secure",
-        static_private_key=PRIV,
-        key="one line",
-        authorize=authorize,
+        kcp.SecureWire(key="one line", static_private_key=PRIV, authorize=authorize, fec=(3, 1)),
         on_accept=echo,
-        data_shards=3,
-        parity_shards=1,
     ) as lis:
         port = lis.address[1]
         # pinned key (IKpsk2) with a token and a client identity
@@ -115,14 +111,8 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
         c = await kcp.dial(
             "127.0.0.1",
             port,
-            mode="secure",
-            server_public_key=PUB,
-            key="one line",
-            static_private_key=cpriv,
-            token=b"good",
-            mtu=1200,
-            snd_wnd=64,
-            rcv_wnd=256,
+            kcp.SecureWire(key="one line", static_private_key=cpriv, server_public_key=PUB, token=b"good"),
+            session=kcp.SessionConfig(mtu=1200, snd_wnd=64, rcv_wnd=256),
         )
         p = c.secure.params if c.secure else None
         # the server -> client window is capped by the listener's own send window (128, the default)
@@ -132,7 +122,7 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
         await _roundtrip(c)
         assert seen[-1] == (b"good", cpub)
         # passphrase only (NNpsk0): the quickstart one-liner, FEC proposed by the client
-        c2 = await kcp.dial("127.0.0.1", port, mode="secure", key="one line", data_shards=3, parity_shards=1)
+        c2 = await kcp.dial("127.0.0.1", port, kcp.SecureWire(key="one line", fec=(3, 1)))
         assert c2.secure is not None and c2.secure.params.data_shards == 3
         await _roundtrip(c2, b"x" * 5000)
         last_token, last_static = seen[-1]
@@ -150,7 +140,9 @@ async def test_wrong_static_key_times_out_with_message(server: kcp.Listener) -> 
     t0 = time.monotonic()
     with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch or server unreachable"):
         await kcp.dial(
-            "127.0.0.1", server.address[1], mode="secure", server_public_key=OTHER_PUB, handshake_timeout=0.6
+            "127.0.0.1",
+            server.address[1],
+            kcp.SecureWire(server_public_key=OTHER_PUB, config=SecureConfig(handshake_timeout_ms=600)),
         )
     assert time.monotonic() - t0 < 3.0
     assert server.stats["secure_bad_mac1"] >= 1 and len(server) == 0
@@ -158,7 +150,11 @@ async def test_wrong_static_key_times_out_with_message(server: kcp.Listener) -> 
 
 async def test_wrong_psk_passphrase_times_out(server: kcp.Listener) -> None:
     with pytest.raises(HandshakeTimeout, match="server key/PSK mismatch"):
-        await kcp.dial("127.0.0.1", server.address[1], mode="secure", key=bytes(32), handshake_timeout=0.6)
+        await kcp.dial(
+            "127.0.0.1",
+            server.address[1],
+            kcp.SecureWire(key=bytes(32), config=SecureConfig(handshake_timeout_ms=600)),
+        )
 
 
 async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Listener) -> None:
@@ -167,10 +163,9 @@ async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Lis
         await kcp.dial(
             "127.0.0.1",
             server.address[1],
-            mode="secure",
-            server_public_key=PUB,
-            psk=bytes(32),
-            handshake_timeout=10,
+            kcp.SecureWire(
+                key=bytes(32), server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=10000)
+            ),
         )
     assert not isinstance(info.value, HandshakeTimeout)
     assert time.monotonic() - t0 < 2.0  # one RTT, not the 10 s timeout
@@ -182,18 +177,22 @@ async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Lis
         ({}, {"token": b"nope"}, "handshake refused by server: bad token: unknown token"),
         (
             {},
-            {"secure_options": {"versions": (2, 3)}},
+            {"config": SecureConfig(versions=(2, 3))},
             "version mismatch: client speaks [2, 3], server speaks [1]",
         ),
-        ({"secure_options": {"min_mtu": 1300}}, {"mtu": 1000}, "MTU 1000 is below the server's minimum 1300"),
         (
-            {"data_shards": 10, "parity_shards": 3, "secure_options": {"fec_strict": True}},
-            {"data_shards": 4, "parity_shards": 2, "secure_options": {"fec_strict": True}},
+            {"config": SecureConfig(min_mtu=1300)},
+            {"session": kcp.SessionConfig(mtu=1000)},
+            "MTU 1000 is below the server's minimum 1300",
+        ),
+        (
+            {"fec": (10, 3), "config": SecureConfig(fec_strict=True)},
+            {"fec": (4, 2), "config": SecureConfig(fec_strict=True)},
             "FEC mismatch: client requires 4/2 shards, server requires 10/3",
         ),
         (
-            {"secure_options": {"mux_versions": (1,)}},
-            {"secure_options": {"mux_versions": (2,)}},
+            {"config": SecureConfig(mux_versions=(1,))},
+            {"config": SecureConfig(mux_versions=(2,))},
             "mux version mismatch",
         ),
     ],
@@ -204,30 +203,32 @@ async def test_refusals_carry_the_servers_reason(
     def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | None:
         return "unknown token" if token == b"nope" else None
 
+    client_kw = dict(client_kw)
+    client_session = client_kw.pop("session", None)
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", static_private_key=PRIV, authorize=authorize, **server_kw
+        "127.0.0.1", 0, kcp.SecureWire(static_private_key=PRIV, authorize=authorize, **server_kw)
     ) as lis:
         with pytest.raises(HandshakeRefused, match=message.replace("[", r"\[").replace("]", r"\]")):
             await kcp.dial(
                 "127.0.0.1",
                 lis.address[1],
-                mode="secure",
-                server_public_key=PUB,
-                handshake_timeout=5,
-                **client_kw,
+                kcp.SecureWire(server_public_key=PUB, **client_kw),
+                session=client_session,
             )
         assert lis.stats["secure_refused"] == 1 and len(lis) == 0
 
 
 async def test_usage_errors() -> None:
     with pytest.raises(kcp.KCPUsageError, match="secure mode needs"):
-        await kcp.dial("127.0.0.1", 9, mode="secure")
+        await kcp.dial("127.0.0.1", 9, kcp.SecureWire())
     with pytest.raises(kcp.KCPUsageError, match="compat-mode"):
-        await kcp.dial("127.0.0.1", 9, mode="secure", key="x", crypt="aes")
-    with pytest.raises(kcp.KCPUsageError, match="mode must be"):
-        await kcp.dial("127.0.0.1", 9, mode="quic")
-    with pytest.raises(kcp.KCPUsageError, match="need mode='secure'"):
-        await kcp.listen("127.0.0.1", 0, psk=PSK)
+        await kcp.dial("127.0.0.1", 9, kcp.SecureWire(key="x"), conv=5)
+    with pytest.raises(kcp.KCPUsageError, match="wire must be"):
+        await kcp.dial("127.0.0.1", 9, "quic")  # type: ignore[arg-type]
+    with pytest.raises(kcp.KCPUsageError, match="client options"):
+        await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=PSK, server_public_key=PUB))
+    with pytest.raises(kcp.KCPUsageError, match="server option"):
+        await kcp.dial("127.0.0.1", 9, kcp.SecureWire(key=PSK, authorize=lambda t, k, a: None))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -236,17 +237,13 @@ async def test_usage_errors() -> None:
 @pytest.mark.parametrize("fec", [(0, 0), (10, 3)])
 async def test_bulk_echo(fec: tuple[int, int]) -> None:
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key="bulk", on_accept=echo, data_shards=fec[0], parity_shards=fec[1]
+        "127.0.0.1", 0, kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])), on_accept=echo
     ) as lis:
         c = await kcp.dial(
             "127.0.0.1",
             lis.address[1],
-            mode="secure",
-            key="bulk",
-            data_shards=fec[0],
-            parity_shards=fec[1],
-            snd_wnd=256,
-            rcv_wnd=256,
+            kcp.SecureWire(key="bulk", fec=(fec[0], fec[1])),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
         )
         await _bulk_echo(c, 3 << 20)
         st = c.stats
@@ -263,11 +260,8 @@ async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None
     c = await kcp.dial(
         "127.0.0.1",
         server.address[1],
-        mode="secure",
-        server_public_key=PUB,
-        psk=PSK,
-        snd_wnd=256,
-        rcv_wnd=256,
+        kcp.SecureWire(key=PSK, server_public_key=PUB),
+        session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
     )
     await _roundtrip(c)
     (srv,) = server.sessions.values()
@@ -293,17 +287,14 @@ async def test_migration_mid_transfer_by_rebinding(server: kcp.Listener) -> None
 async def test_migration_through_a_lossy_relay() -> None:
     """The client rebinds behind kcp.relay, which gives each client address its own upstream
     socket: the server sees a new source port, on a link with 5 % loss, reordering and duplicates."""
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="nat", on_accept=echo)
+    lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="nat"), on_accept=echo)
     relay = LossyRelay(target=lis.address, loss=5.0, delay=2.0, jitter=1.0, reorder=2.0, dup=1.0, seed=4)
     async with lis, relay:
         c = await kcp.dial(
             "127.0.0.1",
             relay.address[1],
-            mode="secure",
-            key="nat",
-            handshake_timeout=10,
-            snd_wnd=256,
-            rcv_wnd=256,
+            kcp.SecureWire(key="nat", config=SecureConfig(handshake_timeout_ms=10000)),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
         )
         await _roundtrip(c)
         (srv,) = lis.sessions.values()
@@ -367,7 +358,7 @@ class _RecordingRelay:
 async def test_replayed_packets_are_rejected_and_counted(server: kcp.Listener) -> None:
     relay = _RecordingRelay(server.address)
     try:
-        c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", server_public_key=PUB, psk=PSK)
+        c = await kcp.dial("127.0.0.1", relay.address[1], kcp.SecureWire(key=PSK, server_public_key=PUB))
         await _bulk_echo(c, 256 << 10)
         (srv,) = server.sessions.values()
 
@@ -413,7 +404,7 @@ async def test_replayed_packets_are_rejected_and_counted(server: kcp.Listener) -
 async def test_tampered_and_garbage_datagrams_are_dropped(server: kcp.Listener) -> None:
     relay = _RecordingRelay(server.address)
     try:
-        c = await kcp.dial("127.0.0.1", relay.address[1], mode="secure", server_public_key=PUB, psk=PSK)
+        c = await kcp.dial("127.0.0.1", relay.address[1], kcp.SecureWire(key=PSK, server_public_key=PUB))
         await _bulk_echo(c, 64 << 10)
         (srv,) = server.sessions.values()
         sample = next(d for d in reversed(relay.recorded) if d[0] in (0xC8, 0xC9) and len(d) > 1000)
@@ -449,16 +440,13 @@ async def test_key_rotation_across_a_long_transfer() -> None:
     # small limits: a new epoch every 200 packets; the old key goes once 128 newer packets came
     opts = {"rekey_after_packets": 200, "key_grace_ms": 100, "replay_window": 128}
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key="rotate", on_accept=echo, secure_options=opts
+        "127.0.0.1", 0, kcp.SecureWire(key="rotate", config=SecureConfig(**opts)), on_accept=echo
     ) as lis:
         c = await kcp.dial(
             "127.0.0.1",
             lis.address[1],
-            mode="secure",
-            key="rotate",
-            secure_options=opts,
-            snd_wnd=256,
-            rcv_wnd=256,
+            kcp.SecureWire(key="rotate", config=SecureConfig(**opts)),
+            session=kcp.SessionConfig(snd_wnd=256, rcv_wnd=256),
         )
         await _bulk_echo(c, 4 << 20)
         st = c.stats
@@ -472,9 +460,11 @@ async def test_key_rotation_across_a_long_transfer() -> None:
 async def test_keys_age_out_on_the_timer_while_idle() -> None:
     opts = {"rekey_after_ms": 60, "key_grace_ms": 20}
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key="age", on_accept=echo, secure_options=opts
+        "127.0.0.1", 0, kcp.SecureWire(key="age", config=SecureConfig(**opts)), on_accept=echo
     ) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="age", secure_options=opts)
+        c = await kcp.dial(
+            "127.0.0.1", lis.address[1], kcp.SecureWire(key="age", config=SecureConfig(**opts))
+        )
         await _roundtrip(c)
         (srv,) = lis.sessions.values()
         assert c.secure is not None and srv.secure is not None
@@ -494,10 +484,19 @@ async def test_keys_age_out_on_the_timer_while_idle() -> None:
 async def test_close_reason_reaches_the_peer_at_once() -> None:
     accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key="close", idle_timeout=60, on_accept=accepted.put_nowait
+        "127.0.0.1",
+        0,
+        kcp.SecureWire(key="close"),
+        session=kcp.SessionConfig(idle_timeout=60),
+        on_accept=accepted.put_nowait,
     ) as lis:
         # server closes with a reason: the client's reads end and it knows why
-        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="close", idle_timeout=60)
+        c = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="close"),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         c.write(b"hi")
         srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
         assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
@@ -510,7 +509,12 @@ async def test_close_reason_reaches_the_peer_at_once() -> None:
         with pytest.raises(kcp.ConnectionClosedError, match="maintenance window"):
             c.write(b"more")
         # client closes: the server session ends at once, long before its idle timeout
-        c2 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="close", idle_timeout=60)
+        c2 = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.SecureWire(key="close"),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         c2.write(b"x")
         srv2 = await asyncio.wait_for(accepted.get(), TIMEOUT)
         mine: list[Any] = []
@@ -528,8 +532,8 @@ async def main():
     async def echo(s):
         while d := await s.read(65536):
             s.write(d)
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=bytes.fromhex(sys.argv[1]),
-                           on_accept=echo)
+    wire = kcp.SecureWire(static_private_key=bytes.fromhex(sys.argv[1]))
+    lis = await kcp.listen("127.0.0.1", 0, wire, on_accept=echo)
     print(lis.address[1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
@@ -549,28 +553,33 @@ async def test_server_restart_ends_the_client_at_once_by_stateless_reset() -> No
     try:
         assert proc.stdout is not None
         port = int(await asyncio.wait_for(proc.stdout.readline(), TIMEOUT))
-        c = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB, idle_timeout=60)
+        c = await kcp.dial(
+            "127.0.0.1",
+            port,
+            kcp.SecureWire(server_public_key=PUB),
+            session=kcp.SessionConfig(idle_timeout=60),
+        )
         await _roundtrip(c)
     finally:
         proc.kill()  # a crash: no CLOSE
         await proc.wait()
     # the server comes back on the same port with the same key, but without the connection
     async with await kcp.listen(
-        "127.0.0.1", port, mode="secure", static_private_key=PRIV, on_accept=echo
+        "127.0.0.1", port, kcp.SecureWire(static_private_key=PRIV), on_accept=echo
     ) as lis:
         c.write(b"anyone there?")
         await asyncio.wait_for(c.wait_closed(), 5)
         assert c.close_reason.startswith("closed by peer: stateless reset") and c.close_code == 11
         assert lis.stats["secure_stateless_resets_sent"] >= 1
-        c2 = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB)  # reconnect works
+        c2 = await kcp.dial("127.0.0.1", port, kcp.SecureWire(server_public_key=PUB))  # reconnect works
         await _roundtrip(c2)
         c2.close()
         await c2.wait_closed()
 
 
 async def test_goaway_from_the_listener() -> None:
-    async with await kcp.listen("127.0.0.1", 0, mode="secure", key="drain", on_accept=echo) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="drain")
+    async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="drain"), on_accept=echo) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="drain"))
         events: list[Any] = []
         c.add_event_callback(events.append)
         await _roundtrip(c)
@@ -579,15 +588,19 @@ async def test_goaway_from_the_listener() -> None:
         assert c.goaway_received == (9, "deploying v2") and GoAwayReceived(9, "deploying v2") in events
         await _roundtrip(c, b"calls in flight still finish")
         with pytest.raises(HandshakeRefused, match="draining"):
-            await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="drain")
+            await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="drain"))
         assert lis.draining and len(lis) == 1
         c.close()
         await c.wait_closed()
 
 
 async def test_listener_close_ends_clients_at_once() -> None:
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", key="bye", on_accept=echo, idle_timeout=60)
-    c = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="bye", idle_timeout=60)
+    lis = await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60), on_accept=echo
+    )
+    c = await kcp.dial(
+        "127.0.0.1", lis.address[1], kcp.SecureWire(key="bye"), session=kcp.SessionConfig(idle_timeout=60)
+    )
     await _roundtrip(c)
     lis.close()
     await lis.wait_closed()
@@ -597,12 +610,12 @@ async def test_listener_close_ends_clients_at_once() -> None:
 
 async def test_full_table_closes_new_sessions_with_server_busy() -> None:
     async with await kcp.listen(
-        "127.0.0.1", 0, mode="secure", key="full", on_accept=echo, max_sessions=1
+        "127.0.0.1", 0, kcp.SecureWire(key="full"), on_accept=echo, max_sessions=1
     ) as lis:
-        c1 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="full")
+        c1 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="full"))
         await _roundtrip(c1)
         assert lis.secure_server is not None and lis.secure_server.config.always_retry  # full: cookies first
-        c2 = await kcp.dial("127.0.0.1", lis.address[1], mode="secure", key="full")
+        c2 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="full"))
         await asyncio.wait_for(c2.wait_closed(), 5)
         assert c2.close_code == 5 and c2.close_reason == "closed by peer: server busy: session table full"
         assert lis.stats["dropped_table_full"] == 1 and lis.stats["secure_retries_sent"] >= 1
@@ -649,17 +662,17 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
     async with await kcp.listen(
         "127.0.0.1",
         0,
-        mode="secure",
-        static_private_key=PRIV,
+        kcp.SecureWire(
+            static_private_key=PRIV, config=SecureConfig(max_half_open=max_half_open, retry_threshold=32)
+        ),
         on_accept=echo,
-        secure_options={"max_half_open": max_half_open, "retry_threshold": 32},
     ) as lis:
         dst = lis.address
         rnd = random.Random(5)
         # 100,000 spoofed initiations from random 127/8 addresses: 5,000 valid ones (the attacker
         # knows the server's public key) and 95,000 with a bad mac1
         valid = [
-            SecureClient(SecureConfig(server_public_key=PUB), seeded_rng(100 + i)).initiate(0)
+            SecureClient(HandshakeConfig(server_public_key=PUB), seeded_rng(100 + i)).initiate(0)
             for i in range(5000)
         ]
         junk_template = bytearray(valid[0])
@@ -687,7 +700,13 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
                 await asyncio.sleep(0)  # let the server (same loop) read
             if i == 30_000:
                 client_task = asyncio.create_task(
-                    kcp.dial("127.0.0.1", dst[1], mode="secure", server_public_key=PUB, handshake_timeout=15)
+                    kcp.dial(
+                        "127.0.0.1",
+                        dst[1],
+                        kcp.SecureWire(
+                            server_public_key=PUB, config=SecureConfig(handshake_timeout_ms=15000)
+                        ),
+                    )
                 )
         raw.close()
         assert client_task is not None
@@ -709,9 +728,9 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
 
 async def test_secure_counters_reach_the_process_wide_snmp() -> None:
     before = kcp.snmp()
-    lis = await kcp.listen("127.0.0.1", 0, mode="secure", static_private_key=PRIV, psk=PSK, on_accept=echo)
+    lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=PSK, static_private_key=PRIV), on_accept=echo)
     port = lis.address[1]
-    c = await kcp.dial("127.0.0.1", port, mode="secure", server_public_key=PUB, psk=PSK)
+    c = await kcp.dial("127.0.0.1", port, kcp.SecureWire(key=PSK, server_public_key=PUB))
     await _roundtrip(c)
     live = kcp.snmp()  # live sessions and the live listener are counted before they end
     assert live["secure_handshakes"] - before["secure_handshakes"] == 2  # dialled + accepted
@@ -719,7 +738,9 @@ async def test_secure_counters_reach_the_process_wide_snmp() -> None:
     c.rebind()
     await _wait_until(lambda: srv.stats["secure_path_validated"] == 1, "path validation")
     with pytest.raises(HandshakeTimeout):  # the wrong PSK for a passphrase server: dropped by mac1
-        await kcp.dial("127.0.0.1", port, mode="secure", key="wrong", handshake_timeout=0.2)
+        await kcp.dial(
+            "127.0.0.1", port, kcp.SecureWire(key="wrong", config=SecureConfig(handshake_timeout_ms=200))
+        )
     mid = kcp.snmp()
     assert mid["secure_path_changes"] - before["secure_path_changes"] == 1
     assert mid["secure_path_validated"] - before["secure_path_validated"] == 1

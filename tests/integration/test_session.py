@@ -59,10 +59,10 @@ async def _bulk(c: KCPSession, size: int, seed: int = 1) -> None:
 async def test_echo_every_cipher(cipher: str, fec: tuple[int, int]) -> None:
     ds, ps = fec
     async with await kcp.listen(
-        "127.0.0.1", 0, crypt=cipher, key="secret", data_shards=ds, parity_shards=ps, on_accept=echo
+        "127.0.0.1", 0, kcp.CompatWire(crypt=cipher, key="secret", fec=(ds, ps)), on_accept=echo
     ) as lis:
         c = await kcp.dial(
-            "127.0.0.1", lis.address[1], crypt=cipher, key="secret", data_shards=ds, parity_shards=ps
+            "127.0.0.1", lis.address[1], kcp.CompatWire(crypt=cipher, key="secret", fec=(ds, ps))
         )
         async with c:
             await _roundtrips(c, 5)
@@ -73,8 +73,15 @@ async def test_echo_every_cipher(cipher: str, fec: tuple[int, int]) -> None:
 
 
 async def test_wrong_key_never_connects() -> None:
-    async with await kcp.listen("127.0.0.1", 0, crypt="aes", key="right", on_accept=echo) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], crypt="aes", key="wrong", dead_link=4)
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.CompatWire(crypt="aes", key="right"), on_accept=echo
+    ) as lis:
+        c = await kcp.dial(
+            "127.0.0.1",
+            lis.address[1],
+            kcp.CompatWire(crypt="aes", key="wrong"),
+            session=kcp.SessionConfig(dead_link=4),
+        )
         c.write(b"hello")
         with pytest.raises(kcp.DeadLinkError):
             await asyncio.wait_for(c.read(), TIMEOUT)
@@ -87,13 +94,11 @@ async def test_transfer_through_lossy_relay(fec: tuple[int, int]) -> None:
     ds, ps = fec
     async with (
         await kcp.listen(
-            "127.0.0.1", 0, crypt="aes", key="k", data_shards=ds, parity_shards=ps, on_accept=echo
+            "127.0.0.1", 0, kcp.CompatWire(crypt="aes", key="k", fec=(ds, ps)), on_accept=echo
         ) as lis,
         LossyRelay(target=lis.address, loss=10, jitter=2, delay=2, dup=1, reorder=1, seed=11) as relay,
     ):
-        c = await kcp.dial(
-            "127.0.0.1", relay.address[1], crypt="aes", key="k", data_shards=ds, parity_shards=ps
-        )
+        c = await kcp.dial("127.0.0.1", relay.address[1], kcp.CompatWire(crypt="aes", key="k", fec=(ds, ps)))
         async with c:
             await _roundtrips(c, 5)
             await _bulk(c, 300_000, seed=fec[0])
@@ -106,8 +111,8 @@ async def test_transfer_through_lossy_relay(fec: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("mmsg", [True, False], ids=["mmsg", "fallback"])
 async def test_batch_and_fallback_sessions_agree(mmsg: bool) -> None:
-    async with await kcp.listen("127.0.0.1", 0, on_accept=echo, mmsg=mmsg) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], mmsg=mmsg)
+    async with await kcp.listen("127.0.0.1", 0, io=kcp.IOOptions(mmsg=mmsg), on_accept=echo) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], io=kcp.IOOptions(mmsg=mmsg))
         async with c:
             await _roundtrips(c, 3)
             await _bulk(c, 200_000, seed=3)
@@ -142,8 +147,10 @@ async def test_datagrams_both_ways() -> None:
             await got.put(d)
             s.send_datagram(d[::-1])
 
-    async with await kcp.listen("127.0.0.1", 0, crypt="aes", key="k", on_accept=on_accept) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], crypt="aes", key="k")
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.CompatWire(crypt="aes", key="k"), on_accept=on_accept
+    ) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.CompatWire(crypt="aes", key="k"))
         async with c:
             c.write(b"open")  # OOB packets alone never create a session (as in kcp-go)
             c.send_datagram(b"abc")
@@ -157,8 +164,8 @@ async def test_datagrams_both_ways() -> None:
 
 async def test_idle_timeout_closes_both_ends_and_listener_forgets() -> None:
     accepted: list[KCPSession] = []
-    async with await kcp.listen("127.0.0.1", 0, idle_timeout=0.3) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], idle_timeout=0.3)
+    async with await kcp.listen("127.0.0.1", 0, session=kcp.SessionConfig(idle_timeout=0.3)) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(idle_timeout=0.3))
         c.write(b"hi")
         s = await asyncio.wait_for(lis.accept(), TIMEOUT)
         accepted.append(s)
@@ -202,7 +209,7 @@ async def test_dead_link_raises_on_read_and_write() -> None:
     # a relay that drops everything: no ack ever comes back
     lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
     async with lis, LossyRelay(target=lis.address, loss=100) as relay:
-        c = await kcp.dial("127.0.0.1", relay.address[1], dead_link=5)
+        c = await kcp.dial("127.0.0.1", relay.address[1], session=kcp.SessionConfig(dead_link=5))
         c.write(b"into the void")
         with pytest.raises(kcp.DeadLinkError):
             await asyncio.wait_for(c.read(), TIMEOUT)
@@ -216,8 +223,10 @@ async def test_dead_link_raises_on_read_and_write() -> None:
 async def test_backpressure_bounds_memory_of_a_slow_reader() -> None:
     accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
     read_buffer = 64 * 1024
-    async with await kcp.listen("127.0.0.1", 0, read_buffer=read_buffer, rcv_wnd=128) as lis:
-        c = await kcp.dial("127.0.0.1", lis.address[1], snd_wnd=64)
+    async with await kcp.listen(
+        "127.0.0.1", 0, session=kcp.SessionConfig(read_buffer=read_buffer, rcv_wnd=128)
+    ) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(snd_wnd=64))
         chunk = bytes(8192)
         written = 0
         c.write(chunk)
@@ -264,15 +273,15 @@ async def test_usage_errors(echo_server: kcp.Listener) -> None:
         with pytest.raises(kcp.KCPUsageError):
             await c.readexactly(-1)
     with pytest.raises(kcp.KCPUsageError):
-        await kcp.dial("127.0.0.1", 9, crypt="aes")  # a cipher needs a key
+        await kcp.dial("127.0.0.1", 9, kcp.CompatWire(crypt="aes"))  # a cipher needs a key
     with pytest.raises(kcp.KCPUsageError):
-        await kcp.dial("127.0.0.1", 9, bogus_option=1)
+        await kcp.dial("127.0.0.1", 9, "aes")  # type: ignore[arg-type]  # not a wire
     with pytest.raises(kcp.KCPUsageError):
         kcp.SessionConfig(mtu=10)
 
 
 async def test_readexactly_incomplete_after_close(echo_server: kcp.Listener) -> None:
-    c = await kcp.dial("127.0.0.1", echo_server.address[1], idle_timeout=0.3)
+    c = await kcp.dial("127.0.0.1", echo_server.address[1], session=kcp.SessionConfig(idle_timeout=0.3))
     c.write(b"abc")
     with pytest.raises(asyncio.IncompleteReadError) as info:
         await asyncio.wait_for(c.readexactly(10), TIMEOUT)
@@ -280,7 +289,9 @@ async def test_readexactly_incomplete_after_close(echo_server: kcp.Listener) -> 
 
 
 async def test_tuning_and_stats(echo_server: kcp.Listener) -> None:
-    c = await kcp.dial("127.0.0.1", echo_server.address[1], stream=False, ack_nodelay=False)
+    c = await kcp.dial(
+        "127.0.0.1", echo_server.address[1], session=kcp.SessionConfig(stream=False, ack_nodelay=False)
+    )
     async with c:
         c.set_nodelay(0, 20, 0, 0)
         c.set_window(256, 256)
@@ -305,7 +316,10 @@ def test_demo_runs(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.Listener) -> None:
-    clients = [await kcp.dial("127.0.0.1", echo_server.address[1], idle_timeout=30) for _ in range(50)]
+    clients = [
+        await kcp.dial("127.0.0.1", echo_server.address[1], session=kcp.SessionConfig(idle_timeout=30))
+        for _ in range(50)
+    ]
     for c in clients:
         c.write(b"ping")
     for c in clients:

@@ -61,18 +61,18 @@ def kcptun() -> None:
         pytest.skip(f"live kcptun interop: {exc}")
 
 
-def _ours(o: PeerOptions) -> dict[str, Any]:
-    """Our dial/listen keywords matching kcptun options ``o``."""
-    return {
-        "crypt": o.crypt,
-        "key": o.key,
-        "data_shards": o.datashard,
-        "parity_shards": o.parityshard,
+def _ours(o: PeerOptions, fec: tuple[int, int] | None = None, **session: Any) -> dict[str, Any]:
+    """Our dial/listen arguments (wire, session) matching kcptun options ``o``."""
+    tuning = {
         "mtu": o.mtu,
         "snd_wnd": o.sndwnd,
         "rcv_wnd": o.rcvwnd,
         "idle_timeout": 30.0,
         "close_linger": 1.0,
+    }
+    return {
+        "wire": kcp.CompatWire(crypt=o.crypt, key=o.key, fec=fec or (o.datashard, o.parityshard)),
+        "session": kcp.SessionConfig(**(tuning | session)),
     }
 
 
@@ -304,7 +304,7 @@ KCPTUN_CLIENT_DEFAULTS = replace(KCPTUN_SERVER_DEFAULTS, sndwnd=128, rcvwnd=512)
 
 
 def _agreed(o: PeerOptions) -> dict[str, Any]:
-    return {"crypt": o.crypt, "key": o.key, "data_shards": o.datashard, "parity_shards": o.parityshard}
+    return {"wire": kcp.CompatWire(crypt=o.crypt, key=o.key, fec=(o.datashard, o.parityshard))}
 
 
 async def test_defaults_our_client_to_kcptun_server(kcptun: None) -> None:
@@ -338,7 +338,7 @@ async def test_fec_on_one_side_only(
     """FEC on one end only still carries the data: each end takes the other's data shards."""
     o = PeerOptions(crypt="aes", datashard=peer_fec[0], parityshard=peer_fec[1])
     async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
-        ours = _ours(o) | {"data_shards": our_fec[0], "parity_shards": our_fec[1]}
+        ours = _ours(o, fec=our_fec)
         s = await kcp.dial(*peer.address, **ours)
         mux = MuxSession(s, client=True, config=_mux_config(o))
         try:
@@ -515,7 +515,7 @@ async def test_closed_kcp_window_reopens_without_kcp_go_probe(kcptun: None) -> N
     kcp-go would otherwise probe only after 7 s."""
     o = PeerOptions(crypt="aes", smuxver=1)
     async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
-        s = await kcp.dial(*peer.address, **(_ours(o) | {"read_buffer": 16384, "rcv_wnd": 128}))
+        s = await kcp.dial(*peer.address, **_ours(o, read_buffer=16384, rcv_wnd=128))
         cfg = MuxConfig(version=1, max_receive_buffer=65536, max_stream_buffer=32768)
         mux = MuxSession(s, client=True, config=cfg, read_size=16384)
         try:
@@ -651,7 +651,11 @@ async def test_first_flight_respects_kcp_go_initial_window() -> None:
     sink = open_udp_socket("127.0.0.1", 0)
     sink.setblocking(False)
     try:
-        s = await kcp.dial(*sink.getsockname()[:2], crypt=None, snd_wnd=1024, rcv_wnd=1024, mtu=1350)
+        s = await kcp.dial(
+            *sink.getsockname()[:2],
+            kcp.CompatWire(crypt=None),
+            session=kcp.SessionConfig(snd_wnd=1024, rcv_wnd=1024, mtu=1350),
+        )
         try:
             s.write(bytes(300_000))  # about 220 segments queued
             for _ in range(1000):  # the flush runs in a later loop tick

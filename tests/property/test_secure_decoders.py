@@ -8,7 +8,14 @@ import contextlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kcp.secure import ClientHello, ReplayWindow, SecureClient, SecureConfig, SecureServer, generate_keypair
+from kcp.secure import (
+    ClientHello,
+    HandshakeConfig,
+    ReplayWindow,
+    SecureClient,
+    SecureServer,
+    generate_keypair,
+)
 from kcp.secure.errors import DecodeError
 from kcp.secure.packet import (
     T_INITIATION,
@@ -25,7 +32,7 @@ from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_r
 SERVER_PRIV, SERVER_PUB = generate_keypair(seeded_rng(7))
 PSK = bytes(range(32))
 RUN = run_handshake(
-    SecureConfig(server_public_key=SERVER_PUB), SecureConfig(static_key=SERVER_PRIV, psk=None)
+    HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV, psk=None)
 )
 assert RUN.client_conn is not None and RUN.server_conn is not None
 CLIENT_CONN, SERVER_CONN = RUN.client_conn, RUN.server_conn
@@ -38,7 +45,7 @@ def typed(prefix: bytes = b"") -> st.SearchStrategy[bytes]:
 
 @given(st.one_of(st.binary(max_size=1500), typed(), typed(SERVER_CONN.local_cid)))
 def test_server_receive_never_raises(data: bytes) -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, psk=PSK, always_retry=False), seeded_rng(1))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, psk=PSK, always_retry=False), seeded_rng(1))
     r = server.receive(data, CLIENT_ADDR, 0)
     assert r.connection is None and r.payload is None
     assert all(len(reply) <= len(data) for reply, _ in r.replies)
@@ -51,7 +58,7 @@ def test_server_receive_of_mac1_valid_garbage_never_raises(body: bytes, pattern:
     from kcp.secure.cookie import mac16
     from kcp.secure.handshake import _mac1_key
 
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, psk=PSK), seeded_rng(2))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, psk=PSK), seeded_rng(2))
     material = SERVER_PUB if pattern == 1 else PSK
     head = bytes((T_INITIATION, 1, 1 + pattern % 2, pattern)) + bytes(8)
     d = (head + body)[: size - 32].ljust(size - 32, b"\0")
@@ -62,7 +69,7 @@ def test_server_receive_of_mac1_valid_garbage_never_raises(body: bytes, pattern:
 
 @given(st.one_of(st.binary(max_size=300), typed(), typed(b"\x00")))
 def test_client_receive_never_raises(data: bytes) -> None:
-    client = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(3))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(3))
     client.initiate(0)
     cid_prefixed = data[:2] + client.local_cid + data[2:]
     for d in (data, cid_prefixed):
@@ -155,7 +162,7 @@ HELLOS = st.builds(
 
 @given(st.one_of(st.binary(max_size=400), HELLOS.map(lambda h: h.encode())), st.integers(0, 1000))
 def test_authenticated_but_arbitrary_client_hello_never_raises(payload: bytes, seed: int) -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV), seeded_rng(4))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(4))
     d = _initiation_with_payload(payload, seed)
     r = server.receive(d, CLIENT_ADDR, 0)
     assert len(r.replies) <= 1 and all(len(x) <= len(d) for x, _ in r.replies)

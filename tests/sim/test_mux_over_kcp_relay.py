@@ -33,10 +33,10 @@ KCP_OPTS: dict[str, Any] = {
 async def _sessions(
     relay_loss: float, seed: int
 ) -> tuple[kcp.KCPSession, kcp.KCPSession, kcp.Listener, LossyRelay]:
-    listener = await kcp.listen("127.0.0.1", 0, **KCP_OPTS)
+    listener = await kcp.listen("127.0.0.1", 0, session=kcp.SessionConfig(**KCP_OPTS))
     relay = LossyRelay(("127.0.0.1", 0), listener.address, loss=relay_loss, dup=1, reorder=2, seed=seed)
     await relay.start()
-    client = await kcp.dial(*relay.address, **KCP_OPTS)
+    client = await kcp.dial(*relay.address, session=kcp.SessionConfig(**KCP_OPTS))
     client.write(b"!")  # KCP has no handshake: the listener learns of us from the first packet
     server = await asyncio.wait_for(listener.accept(), 10)
     assert await asyncio.wait_for(server.readexactly(1), 10) == b"!"

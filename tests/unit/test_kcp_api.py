@@ -24,3 +24,16 @@ def test_engine_and_crypt_names_are_the_modules_own() -> None:
     assert engine.send(b"hello") == 5  # bytes queued, as ikcp
     engine.flush(0)
     assert [kcp.getconv(d) for d in out] == [0x01020304]
+
+
+def test_dial_and_listen_take_the_transport_description_and_no_old_keywords() -> None:
+    import inspect
+
+    dial = inspect.signature(kcp.dial).parameters
+    listen = inspect.signature(kcp.listen).parameters
+    assert list(dial) == ["host", "port", "wire", "session", "io", "conv", "rng"]
+    assert list(listen) == [
+        "host", "port", "wire", "session", "io", "max_sessions", "backlog", "admission", "on_accept", "rng"
+    ]  # fmt: skip
+    assert dial["wire"].default == kcp.CompatWire() == listen["wire"].default
+    assert not hasattr(kcp, "RemoteProtocolError")

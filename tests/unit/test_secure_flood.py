@@ -7,7 +7,7 @@ import gc
 import random
 import struct
 
-from kcp.secure import SecureClient, SecureConfig, SecureConnection, SecureServer, generate_keypair
+from kcp.secure import HandshakeConfig, SecureClient, SecureConnection, SecureServer, generate_keypair
 from kcp.secure.cookie import mac16
 from kcp.secure.handshake import _HalfOpen, _mac1_key
 from kcp.secure.packet import PATTERN_IKPSK2, T_INITIATION, T_RESPONSE, T_RETRY, WIRE_VERSION
@@ -40,13 +40,13 @@ def spoofed_initiations(rng: random.Random, n: int) -> list[tuple[bytes, tuple[s
 
 
 def test_flood_of_spoofed_initiations_keeps_memory_bounded_and_a_real_client_connects() -> None:
-    cfg = SecureConfig(static_key=SERVER_PRIV, retry_threshold=64, retry_rate=200, max_half_open=256)
+    cfg = HandshakeConfig(static_key=SERVER_PRIV, retry_threshold=64, retry_rate=200, max_half_open=256)
     server = SecureServer(cfg, seeded_rng(20))
     rng = random.Random(21)
     flood = spoofed_initiations(rng, FLOOD)
     assert all(len(d) == 1200 for d, _ in flood[:10])
     client_addr = ("198.51.100.7", 40404)
-    client = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(22))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(22))
     conn: SecureConnection | None = None
     replies = retries = biggest = 0
     sizes: list[dict[str, int]] = []
@@ -97,10 +97,10 @@ def test_flood_of_spoofed_initiations_keeps_memory_bounded_and_a_real_client_con
 
 def test_a_flood_of_valid_handshakes_is_capped_by_the_half_open_limit() -> None:
     """Attackers that own real addresses and complete the DH still cannot pile up state."""
-    cfg = SecureConfig(static_key=SERVER_PRIV, retry_threshold=10_000, retry_rate=10_000, max_half_open=32)
+    cfg = HandshakeConfig(static_key=SERVER_PRIV, retry_threshold=10_000, retry_rate=10_000, max_half_open=32)
     server = SecureServer(cfg, seeded_rng(30))
     for i in range(300):
-        c = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(1000 + i))
+        c = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(1000 + i))
         r = server.receive(c.initiate(i), ("203.0.113.5", 1000 + i), i)
         assert len(r.replies) == 1 and r.replies[0][0][0] == T_RESPONSE
     assert server.half_open == 32 and count(_HalfOpen) == 32

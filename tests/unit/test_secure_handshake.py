@@ -11,11 +11,11 @@ import pytest
 import kcp.secure.handshake as handshake_module
 from kcp.secure import (
     ClientHello,
+    HandshakeConfig,
     HandshakeRefused,
     HandshakeTimeout,
     Reason,
     SecureClient,
-    SecureConfig,
     SecureServer,
     SecureUsageError,
     SessionParams,
@@ -125,8 +125,8 @@ def test_pinned_key_handshake_succeeds_and_carries_identity_and_token(suite: str
 
     client_priv, client_pub = generate_keypair(seeded_rng(3))
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, static_key=client_priv, token=b"tok-123", suites=(suite,)),
-        SecureConfig(static_key=SERVER_PRIV),
+        HandshakeConfig(server_public_key=SERVER_PUB, static_key=client_priv, token=b"tok-123", suites=(suite,)),
+        HandshakeConfig(static_key=SERVER_PRIV),
         authorize=authorize,
     )
     assert run.client.state == "established" and run.client.error is None
@@ -150,28 +150,28 @@ def test_pinned_key_handshake_succeeds_and_carries_identity_and_token(suite: str
 
 
 def test_passphrase_only_handshake_uses_nnpsk0() -> None:
-    run = run_handshake(SecureConfig(passphrase="correct horse"), SecureConfig(passphrase="correct horse"))
+    run = run_handshake(HandshakeConfig(passphrase="correct horse"), HandshakeConfig(passphrase="correct horse"))
     assert run.client.pattern_name == "NNpsk0"
     assert run.client.state == "established" and run.server_conn is not None
     assert run.server_conn.peer_static is None
 
 
 def test_server_with_key_and_psk_serves_both_patterns() -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, psk=PSK), seeded_rng(50))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, psk=PSK), seeded_rng(50))
     a = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, psk=PSK), SecureConfig(), server=server, seed=2
+        HandshakeConfig(server_public_key=SERVER_PUB, psk=PSK), HandshakeConfig(), server=server, seed=2
     )
-    b = run_handshake(SecureConfig(psk=PSK), SecureConfig(), server=server, seed=3)
+    b = run_handshake(HandshakeConfig(psk=PSK), HandshakeConfig(), server=server, seed=3)
     assert a.client.state == b.client.state == "established"
     assert len(server.connections) == 2
 
 
 def test_parameters_are_negotiated() -> None:
     run = run_handshake(
-        SecureConfig(
+        HandshakeConfig(
             server_public_key=SERVER_PUB, mtu=1400, snd_wnd=1024, rcv_wnd=64, fec=(10, 3), mux_versions=(1, 2)
         ),
-        SecureConfig(
+        HandshakeConfig(
             static_key=SERVER_PRIV,
             mtu=1200,
             snd_wnd=4096,
@@ -190,8 +190,8 @@ def test_parameters_are_negotiated() -> None:
 
 def test_strict_server_fec_wins_over_flexible_client() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, fec=(10, 3)),
-        SecureConfig(static_key=SERVER_PRIV, fec=(4, 2), fec_strict=True),
+        HandshakeConfig(server_public_key=SERVER_PUB, fec=(10, 3)),
+        HandshakeConfig(static_key=SERVER_PRIV, fec=(4, 2), fec_strict=True),
     )
     assert run.client_conn is not None
     assert (run.client_conn.params.data_shards, run.client_conn.params.parity_shards) == (4, 2)
@@ -199,8 +199,8 @@ def test_strict_server_fec_wins_over_flexible_client() -> None:
 
 def test_cipher_suite_refusal_is_resolved_by_retrying_with_an_allowed_suite() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, suites=("aesgcm", "chachapoly")),
-        SecureConfig(static_key=SERVER_PRIV, suites=("chachapoly",)),
+        HandshakeConfig(server_public_key=SERVER_PUB, suites=("aesgcm", "chachapoly")),
+        HandshakeConfig(static_key=SERVER_PRIV, suites=("chachapoly",)),
     )
     assert run.client.state == "established"
     assert run.client_conn is not None and run.client_conn.params.suite == "chachapoly"
@@ -212,8 +212,8 @@ def test_cipher_suite_refusal_is_resolved_by_retrying_with_an_allowed_suite() ->
 
 def test_wrong_static_key_server_stays_silent_and_client_times_out_clearly() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=OTHER_PUB, handshake_timeout_ms=3000, handshake_retry_ms=500),
-        SecureConfig(static_key=SERVER_PRIV),
+        HandshakeConfig(server_public_key=OTHER_PUB, handshake_timeout_ms=3000, handshake_retry_ms=500),
+        HandshakeConfig(static_key=SERVER_PRIV),
     )
     assert run.to_client == []  # no oracle: nothing at all comes back
     assert run.server.counters.bad_mac1 == len(run.to_server) >= 3  # retransmissions with backoff
@@ -229,7 +229,7 @@ def test_wrong_static_key_server_stays_silent_and_client_times_out_clearly() -> 
 
 def test_wrong_passphrase_times_out_with_the_same_clear_message() -> None:
     run = run_handshake(
-        SecureConfig(passphrase="right", handshake_timeout_ms=2000), SecureConfig(passphrase="wrong")
+        HandshakeConfig(passphrase="right", handshake_timeout_ms=2000), HandshakeConfig(passphrase="wrong")
     )
     assert run.to_client == []
     assert isinstance(run.client.error, HandshakeTimeout)
@@ -238,8 +238,8 @@ def test_wrong_passphrase_times_out_with_the_same_clear_message() -> None:
 
 def test_wrong_psk_with_right_server_key_fails_fast() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, psk=bytes(32 * [9])),
-        SecureConfig(static_key=SERVER_PRIV, psk=PSK),
+        HandshakeConfig(server_public_key=SERVER_PUB, psk=bytes(32 * [9])),
+        HandshakeConfig(static_key=SERVER_PRIV, psk=PSK),
     )
     assert len(run.to_client) == 1  # the server answered (psk2 is checked by the client)
     assert run.now < 5  # no timeout needed
@@ -252,8 +252,8 @@ def test_wrong_psk_with_right_server_key_fails_fast() -> None:
 
 def test_version_mismatch_is_refused_with_reason() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, versions=(2, 3)),
-        SecureConfig(static_key=SERVER_PRIV, versions=(1,)),
+        HandshakeConfig(server_public_key=SERVER_PUB, versions=(2, 3)),
+        HandshakeConfig(static_key=SERVER_PRIV, versions=(1,)),
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.VERSION_MISMATCH
@@ -268,8 +268,8 @@ def test_bad_token_is_refused_with_the_hooks_message() -> None:
         return None if token == b"good" else "unknown token"
 
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, token=b"bad"),
-        SecureConfig(static_key=SERVER_PRIV),
+        HandshakeConfig(server_public_key=SERVER_PUB, token=b"bad"),
+        HandshakeConfig(static_key=SERVER_PRIV),
         authorize=authorize,
     )
     err = run.client.error
@@ -283,7 +283,7 @@ def test_raising_hook_refuses_instead_of_crashing() -> None:
         raise RuntimeError("db down")
 
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB), SecureConfig(static_key=SERVER_PRIV), authorize=authorize
+        HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV), authorize=authorize
     )
     assert (
         str(run.client.error)
@@ -316,8 +316,8 @@ def test_refused_parameters_give_a_clear_reason(
     client: dict[str, Any], server: dict[str, Any], message: str
 ) -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, **client),
-        SecureConfig(static_key=SERVER_PRIV, **server),
+        HandshakeConfig(server_public_key=SERVER_PUB, **client),
+        HandshakeConfig(static_key=SERVER_PRIV, **server),
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused)
@@ -330,15 +330,15 @@ def test_client_refuses_a_server_answer_it_cannot_accept_and_closes(monkeypatch:
     # to check the client's own verification of the answer.
     real = negotiate
 
-    def lying_negotiate(cfg: SecureConfig, hello: ClientHello, suite: int) -> SessionParams | Refusal:
+    def lying_negotiate(cfg: HandshakeConfig, hello: ClientHello, suite: int) -> SessionParams | Refusal:
         p = real(cfg, hello, suite)
         assert isinstance(p, SessionParams)
         return dataclasses.replace(p, data_shards=4, parity_shards=2)
 
     monkeypatch.setattr(handshake_module, "negotiate", lying_negotiate)
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, fec=(10, 3), fec_strict=True),
-        SecureConfig(static_key=SERVER_PRIV, fec=(10, 3)),
+        HandshakeConfig(server_public_key=SERVER_PUB, fec=(10, 3), fec_strict=True),
+        HandshakeConfig(static_key=SERVER_PRIV, fec=(10, 3)),
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.PARAMS_REFUSED
@@ -352,8 +352,8 @@ def test_client_refuses_a_server_answer_it_cannot_accept_and_closes(monkeypatch:
 
 
 def test_under_load_the_server_sends_a_stateless_retry_bound_to_the_address() -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, always_retry=True), seeded_rng(11))
-    run = run_handshake(SecureConfig(server_public_key=SERVER_PUB), SecureConfig(), server=server)
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, always_retry=True), seeded_rng(11))
+    run = run_handshake(HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(), server=server)
     assert run.client.state == "established"
     assert run.to_client[0][0] == T_RETRY and len(run.to_client[0]) == 54
     assert server.counters.retries_sent == 1 and run.client.counters.retries_received == 1
@@ -366,8 +366,8 @@ def test_under_load_the_server_sends_a_stateless_retry_bound_to_the_address() ->
 
 
 def test_retransmitted_initiation_gets_the_same_response_and_replays_are_dropped() -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV), seeded_rng(12))
-    client = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(13))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(12))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(13))
     init = client.initiate(0)
     r1 = server.receive(init, CLIENT_ADDR, 0)
     r2 = server.receive(init, CLIENT_ADDR, 5)
@@ -384,7 +384,7 @@ def test_retransmitted_initiation_gets_the_same_response_and_replays_are_dropped
 
 
 def test_half_open_handshakes_are_capped_counted_and_expire() -> None:
-    cfg = SecureConfig(
+    cfg = HandshakeConfig(
         static_key=SERVER_PRIV,
         max_half_open=8,
         retry_threshold=1000,
@@ -393,7 +393,7 @@ def test_half_open_handshakes_are_capped_counted_and_expire() -> None:
     )
     server = SecureServer(cfg, seeded_rng(14))
     for i in range(20):
-        client = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(100 + i))
+        client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(100 + i))
         r = server.receive(client.initiate(i), ("10.1.0.1", 1000 + i), i)
         assert len(r.replies) == 1
         assert server.half_open <= 8
@@ -406,8 +406,8 @@ def test_half_open_handshakes_are_capped_counted_and_expire() -> None:
 
 
 def test_every_flipped_byte_of_an_initiation_is_dropped_silently() -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV), seeded_rng(15))
-    init = SecureClient(SecureConfig(server_public_key=SERVER_PUB), seeded_rng(16)).initiate(0)
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(15))
+    init = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(16)).initiate(0)
     for i in range(len(init) - 16):  # mac2 is all zeros and unchecked when not under load
         bad = bytearray(init)
         bad[i] ^= 0xFF
@@ -421,20 +421,20 @@ def test_every_flipped_byte_of_an_initiation_is_dropped_silently() -> None:
 
 def test_config_and_usage_errors_are_clear() -> None:
     with pytest.raises(SecureUsageError, match=r"server_public_key .*or psk/passphrase"):
-        SecureClient(SecureConfig())
+        SecureClient(HandshakeConfig())
     with pytest.raises(SecureUsageError, match="static_key and/or psk"):
-        SecureServer(SecureConfig())
+        SecureServer(HandshakeConfig())
     with pytest.raises(SecureUsageError, match="psk must be 32 bytes"):
-        SecureConfig(psk=b"short")
+        HandshakeConfig(psk=b"short")
     with pytest.raises(SecureUsageError, match="suites must be among"):
-        SecureConfig(suites=("rot13",))
+        HandshakeConfig(suites=("rot13",))
     with pytest.raises(SecureUsageError, match="token longer"):
-        SecureConfig(token=bytes(600))
+        HandshakeConfig(token=bytes(600))
     with pytest.raises(SecureUsageError, match="token does not fit"):
         SecureClient(
-            SecureConfig(server_public_key=SERVER_PUB, token=bytes(500), initiation_size=300)
+            HandshakeConfig(server_public_key=SERVER_PUB, token=bytes(500), initiation_size=300)
         ).initiate(0)
-    client = SecureClient(SecureConfig(server_public_key=SERVER_PUB))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB))
     client.initiate(0)
     with pytest.raises(SecureUsageError, match="twice"):
         client.initiate(1)
@@ -452,8 +452,8 @@ def test_a_lost_refusal_is_repeated_when_the_client_retransmits() -> None:
         return False
 
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, token=b"bad", handshake_retry_ms=200),
-        SecureConfig(static_key=SERVER_PRIV),
+        HandshakeConfig(server_public_key=SERVER_PUB, token=b"bad", handshake_retry_ms=200),
+        HandshakeConfig(static_key=SERVER_PRIV),
         authorize=lambda token, static, addr: "unknown token",
         drop=drop_first_reply,
     )
@@ -473,8 +473,8 @@ def test_a_lost_response_is_repeated_and_the_handshake_completes() -> None:
         return False
 
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, handshake_retry_ms=300),
-        SecureConfig(static_key=SERVER_PRIV),
+        HandshakeConfig(server_public_key=SERVER_PUB, handshake_retry_ms=300),
+        HandshakeConfig(static_key=SERVER_PRIV),
         drop=drop_first_response,
     )
     assert run.client.state == "established" and run.server_conn is not None

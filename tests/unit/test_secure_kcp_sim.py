@@ -10,7 +10,7 @@ from typing import Any
 
 from kcp.engine import KCP
 from kcp.pipeline import Pipeline
-from kcp.secure import KeyUpdated, PathChanged, PathValidated, SecureConfig, generate_keypair
+from kcp.secure import HandshakeConfig, KeyUpdated, PathChanged, PathValidated, generate_keypair
 from kcp.secure.packet import MIN_TRANSPORT
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
 from kcp.stats import Counters
@@ -22,8 +22,8 @@ SECURE_OVERHEAD = MIN_TRANSPORT  # header 17 + frame type 1 + tag 16
 def test_echo_stream_survives_migration_loss_reordering_and_key_updates() -> None:
     transport = {"rekey_after_packets": 80, "key_grace_ms": 100, "path_probe_interval_ms": 200}
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, fec=(4, 2), mtu=1200, **transport),  # type: ignore[arg-type]
-        SecureConfig(static_key=SERVER_PRIV, fec=(4, 2), **transport),  # type: ignore[arg-type]
+        HandshakeConfig(server_public_key=SERVER_PUB, fec=(4, 2), mtu=1200, **transport),  # type: ignore[arg-type]
+        HandshakeConfig(static_key=SERVER_PRIV, fec=(4, 2), **transport),  # type: ignore[arg-type]
         server=None,
     )
     cc, sc, server = run.client_conn, run.server_conn, run.server

@@ -11,9 +11,9 @@ import pytest
 
 from kcp.secure import (
     ClientHello,
+    HandshakeConfig,
     HandshakeRefused,
     Reason,
-    SecureConfig,
     SecureServer,
     SecureUsageError,
     SessionParams,
@@ -26,8 +26,8 @@ from kcp.secure.packet import T_TRANSPORT
 from kcp.secure.testing import CLIENT_ADDR, HostileClient, run_handshake, seeded_rng
 
 SERVER_PRIV, SERVER_PUB = generate_keypair(seeded_rng(7))
-SERVER_10_3 = SecureConfig(static_key=SERVER_PRIV, fec=(10, 3), snd_wnd=128, rcv_wnd=128)
-CLIENT = SecureConfig(server_public_key=SERVER_PUB)
+SERVER_10_3 = HandshakeConfig(static_key=SERVER_PRIV, fec=(10, 3), snd_wnd=128, rcv_wnd=128)
+CLIENT = HandshakeConfig(server_public_key=SERVER_PUB)
 
 
 def _hostile(seed: int = 1, **changes: Any) -> HostileClient:
@@ -96,13 +96,13 @@ def test_fec_policy_table(
 
 def test_a_local_config_with_more_than_256_shards_is_a_usage_error() -> None:
     with pytest.raises(SecureUsageError, match="fec 200/100 has 300 shards per group"):
-        SecureConfig(server_public_key=SERVER_PUB, fec=(200, 100))
+        HandshakeConfig(server_public_key=SERVER_PUB, fec=(200, 100))
 
 
 def test_the_client_refuses_an_answer_with_more_than_256_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     real = negotiate
 
-    def lying(cfg: SecureConfig, hello: ClientHello, suite: int) -> SessionParams | Refusal:
+    def lying(cfg: HandshakeConfig, hello: ClientHello, suite: int) -> SessionParams | Refusal:
         p = real(cfg, hello, suite)
         assert isinstance(p, SessionParams)
         return dataclasses.replace(p, data_shards=200, parity_shards=100)
@@ -120,7 +120,7 @@ def test_the_client_refuses_an_answer_with_more_than_256_shards(monkeypatch: pyt
 
 def test_windows_are_capped_by_the_servers_own_windows() -> None:
     server = dataclasses.replace(SERVER_10_3, snd_wnd=128, rcv_wnd=64, max_window=8192)
-    client = SecureConfig(server_public_key=SERVER_PUB, snd_wnd=8192, rcv_wnd=8192)
+    client = HandshakeConfig(server_public_key=SERVER_PUB, snd_wnd=8192, rcv_wnd=8192)
     run = run_handshake(client, server)
     assert run.server_conn is not None
     p = run.server_conn.params
@@ -130,7 +130,7 @@ def test_windows_are_capped_by_the_servers_own_windows() -> None:
 
 def test_no_proposal_gets_past_the_servers_policy() -> None:
     """Random (also absurd) proposals: each is refused or agreed within every bound of the policy."""
-    server = SecureConfig(
+    server = HandshakeConfig(
         static_key=SERVER_PRIV,
         mtu=1400,
         min_mtu=600,

@@ -11,13 +11,13 @@ import pytest
 from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
+    HandshakeConfig,
     KeyUpdated,
     PathChanged,
     PathFailed,
     PathValidated,
     Reason,
     ReplayWindow,
-    SecureConfig,
     SecureConnection,
     SecureConnectionClosed,
     SecureServer,
@@ -33,8 +33,8 @@ SERVER_PRIV, SERVER_PUB = generate_keypair(seeded_rng(7))
 
 def pair(seed: int = 1, **transport: Any) -> tuple[SecureConnection, SecureConnection]:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, **transport),
-        SecureConfig(static_key=SERVER_PRIV, **transport),
+        HandshakeConfig(server_public_key=SERVER_PUB, **transport),
+        HandshakeConfig(static_key=SERVER_PRIV, **transport),
         seed=seed,
     )
     assert run.client_conn is not None and run.server_conn is not None
@@ -203,8 +203,8 @@ def test_old_epoch_key_is_dropped_after_the_grace_time() -> None:
 
 def test_peer_that_updated_twice_while_its_packets_were_lost_is_still_followed() -> None:
     run = run_handshake(
-        SecureConfig(server_public_key=SERVER_PUB, key_grace_ms=1000),
-        SecureConfig(static_key=SERVER_PRIV, key_grace_ms=0),
+        HandshakeConfig(server_public_key=SERVER_PUB, key_grace_ms=1000),
+        HandshakeConfig(static_key=SERVER_PRIV, key_grace_ms=0),
     )
     c, s = run.client_conn, run.server_conn
     assert c is not None and s is not None
@@ -320,7 +320,7 @@ def test_seal_after_handshake_is_fast_enough_for_one_core() -> None:
 
 def test_restarted_server_resets_the_client_at_once() -> None:
     c, _s = pair()
-    restarted = SecureServer(SecureConfig(static_key=SERVER_PRIV), seeded_rng(99))  # same key, no state
+    restarted = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(99))  # same key, no state
     pkt = c.seal(b"are you there?", 100)
     r = restarted.receive(pkt, CLIENT_ADDR, 100)
     ((reset, to),) = r.replies
@@ -342,7 +342,7 @@ def test_restarted_server_resets_the_client_at_once() -> None:
 def test_reset_from_another_server_is_ignored_and_resets_shrink() -> None:
     c, _s = pair()
     other_priv, _ = generate_keypair(seeded_rng(123))
-    stranger = SecureServer(SecureConfig(static_key=other_priv), seeded_rng(98))
+    stranger = SecureServer(HandshakeConfig(static_key=other_priv), seeded_rng(98))
     pkt = c.seal(b"x" * 100, 0)
     ((reset, _),) = stranger.receive(pkt, CLIENT_ADDR, 0).replies
     assert c.open(reset, SERVER_ADDR, 0) is None and not c.closed
@@ -360,7 +360,7 @@ def test_reset_from_another_server_is_ignored_and_resets_shrink() -> None:
 
 
 def test_stateless_resets_are_rate_limited() -> None:
-    server = SecureServer(SecureConfig(static_key=SERVER_PRIV, reset_rate=5), seeded_rng(97))
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, reset_rate=5), seeded_rng(97))
     junk = bytes((0xC8,)) + bytes(range(60))
     sent = sum(len(server.receive(junk, CLIENT_ADDR, 0).replies) for _ in range(50))
     assert sent == 5

@@ -37,3 +37,25 @@ def test_fields_are_slots_not_a_dict() -> None:
 
 def test_declared_fields_match_slots() -> None:
     assert set(Counters.__annotations__) - {"FIELDS"} == set(Counters.FIELDS)
+
+
+def test_one_counters_type_aggregates_and_folds_secure_counters() -> None:
+    from kcp.secure.stats import SecureCounters
+    from kcp.stats import SECURE_SUMMARY, CounterSet
+
+    assert issubclass(Counters, CounterSet) and issubclass(SecureCounters, CounterSet)
+    a, b = Counters(), Counters()
+    a.in_pkts, b.in_pkts, b.oob_in = 1, 2, 5
+    total = Counters.total([a, b])
+    assert (total.in_pkts, total.oob_in) == (3, 5) and a.in_pkts == 1  # a new set, inputs untouched
+    a.add(b, ("oob_in",))  # only the named fields
+    assert (a.in_pkts, a.oob_in) == (1, 5)
+    sc = SecureCounters()
+    sc.handshakes_completed, sc.accepted, sc.replay_duplicates, sc.replay_too_old = 1, 2, 3, 4
+    assert SecureCounters.total([sc, sc]).accepted == 4
+    c = Counters()
+    c.add_secure(sc)
+    assert c.secure_handshakes == 3 and c.secure_replays == 7
+    assert set(SECURE_SUMMARY) == {f for f in Counters.FIELDS if f.startswith("secure_")}
+    for sources in SECURE_SUMMARY.values():
+        assert set(sources) <= set(SecureCounters.FIELDS)

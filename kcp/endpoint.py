@@ -1,0 +1,219 @@
+"""The shared UDP endpoint: one socket under one dialled session or under a listener's many.
+
+* receive: the socket is read in a ``loop.add_reader`` callback with :class:`kcp.batch.DatagramIO`
+  (``recvmmsg`` on Linux); each datagram goes to :attr:`Endpoint.dispatch` (the dialled session's
+  input, or the listener's demux). After the whole batch every session that got input runs its
+  :meth:`EndpointUser.after_input` (deliver to the reader, flush acks);
+* send: sessions queue ``(datagram, address)`` pairs on :attr:`Endpoint.tx` and mark themselves
+  in :attr:`Endpoint.flushq`; one ``call_soon`` per loop tick flushes every marked session and
+  hands all datagrams of the tick to one ``sendmmsg`` batch (as aioquic batches its datagrams);
+* timers: the loop's :class:`kcp.timers.TimerHeap`; before it fires a batch of wake-ups it reads
+  the socket once (:meth:`Endpoint.poll_input`), so acks already waiting there cancel
+  retransmissions that a long loop callback made overdue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kcp.batch import Address, DatagramIO
+from kcp.logutil import RateLimitedLog
+from kcp.stats import SNMP, Counters
+from kcp.timers import TimerHeap
+
+__all__ = ["Dispatch", "Endpoint", "EndpointUser"]
+
+TX_LIMIT = 65536
+"""Datagrams held while the socket buffer is full; beyond that the oldest are dropped."""
+
+Dispatch = Callable[[bytes, Address, int], object]
+"""``dispatch(datagram, source_address, now_ms)``: where the endpoint hands each datagram."""
+
+_bug_reports = RateLimitedLog(logging.getLogger("kcp.session"), burst=3, interval=60.0)
+"""Datagram handling that raised (a bug): at most 3 reports (with traceback) a minute, the rest counted."""
+
+
+class EndpointUser(Protocol):
+    """What the endpoint calls on a session it serves."""
+
+    def flush_now(self, now: int) -> None:
+        """Flush the engine (the session marked itself in :attr:`Endpoint.flushq`)."""
+
+    def after_input(self, now: int) -> None:
+        """The receive batch is over (the session put itself in :attr:`Endpoint.dirty`)."""
+
+
+def _drop(data: bytes, addr: Address, now: int) -> None:
+    return None
+
+
+class Endpoint:
+    """One UDP socket shared by one session (client) or many (listener)."""
+
+    __slots__ = (
+        "closed",
+        "counters",
+        "dirty",
+        "dispatch",
+        "flushq",
+        "gso",
+        "io",
+        "loop",
+        "mmsg",
+        "scheduled",
+        "sock",
+        "timers",
+        "tx",
+        "tx_dropped",
+        "writer_armed",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        counters: Counters,
+        *,
+        mmsg: bool | None = None,
+        gso: bool | None = None,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.counters = counters
+        self.mmsg = mmsg
+        self.gso = gso
+        self.io = DatagramIO(sock, (counters, SNMP), mmsg=mmsg, gso=gso)
+        self.timers = TimerHeap.for_loop(loop)
+        self.tx: list[tuple[bytes, Address]] = []
+        self.flushq: list[EndpointUser] = []
+        self.dirty: list[EndpointUser] = []
+        self.scheduled = False
+        self.writer_armed = False
+        self.closed = False
+        self.tx_dropped = 0
+        self.dispatch: Dispatch = _drop
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    @property
+    def local_address(self) -> Address:
+        """The socket's address."""
+        address: Address = self.sock.getsockname()
+        return address
+
+    def ignore_input(self) -> None:
+        """Drop every datagram from now on (between a handshake and its session)."""
+        self.dispatch = _drop
+
+    def replace_socket(self, sock: socket.socket) -> None:
+        """Move to a new socket (a client's rebinding): the old one is closed, queued sends stay."""
+        old = self.sock
+        fd = old.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self.writer_armed:
+                self.loop.remove_writer(fd)
+                self.writer_armed = False
+        old.close()
+        self.sock = sock
+        self.io = DatagramIO(sock, (self.counters, SNMP), mmsg=self.mmsg, gso=self.gso)
+        self.loop.add_reader(sock.fileno(), self._on_readable)
+        self.kick()
+
+    def send(self, datagram: bytes, addr: Address) -> None:
+        """Queue one datagram and make sure this tick's batch goes out."""
+        self.tx.append((datagram, addr))
+        self.kick()
+
+    def kick(self) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._tick)
+
+    def _on_readable(self) -> None:
+        # at most 256 datagrams per callback: acks and reads go out between batches
+        self._read(4)
+
+    def poll_input(self) -> None:
+        """Read what the socket already holds (called by the timer heap before it fires).
+
+        Bounded (16 batches), non-blocking: returns at once when nothing is pending.
+        """
+        if not self.closed:
+            self._read(16)
+
+    def _read(self, max_batches: int) -> None:
+        items = self.io.recv(max_batches)
+        if not items:
+            return
+        now = self.timers.now_ms()
+        dispatch = self.dispatch
+        for data, addr in items:
+            try:
+                dispatch(data, addr, now)
+            except Exception as exc:  # a bug below must not stop the socket: drop, count, report
+                c: Any = self.counters
+                c.in_errs += 1
+                left_out = _bug_reports.allow("datagram handling failed")
+                if left_out is not None:  # a peer that hits the bug must not write a traceback per packet
+                    more = f" ({left_out} more not reported)" if left_out else ""
+                    self.loop.call_exception_handler(
+                        {"message": "KCP datagram handling failed" + more, "exception": exc, "remote": addr}
+                    )
+        dirty = self.dirty
+        if dirty:
+            self.dirty = []
+            for s in dirty:
+                s.after_input(now)
+        self.kick()
+
+    def _tick(self) -> None:
+        self.scheduled = False
+        if self.flushq:
+            now = self.timers.now_ms()
+            q = self.flushq
+            self.flushq = []
+            for s in q:
+                s.flush_now(now)
+        if self.tx and not self.writer_armed:
+            self.send_now()
+
+    def send_now(self) -> None:
+        if self.closed:
+            self.tx.clear()
+            return
+        tx = self.tx
+        n = self.io.send(tx)
+        if n >= len(tx):
+            tx.clear()
+            return
+        del tx[:n]
+        if len(tx) > TX_LIMIT:
+            extra = len(tx) - TX_LIMIT
+            del tx[:extra]
+            self.tx_dropped += extra
+        if not self.writer_armed:
+            self.writer_armed = True
+            self.loop.add_writer(self.sock.fileno(), self._on_writable)
+
+    def _on_writable(self) -> None:
+        self.loop.remove_writer(self.sock.fileno())
+        self.writer_armed = False
+        self.send_now()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.tx and not self.writer_armed:
+            self.send_now()  # last acks and data, best effort
+        self.closed = True
+        fd = self.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self.writer_armed:
+                self.loop.remove_writer(fd)
+        self.sock.close()
+        self.tx.clear()

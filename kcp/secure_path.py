@@ -1,0 +1,343 @@
+"""Secure wire mode under the asyncio sessions: the packet path, the client handshake, and the
+:class:`kcp.secure.SecureConfig` a wire and a session's tuning make together.
+
+* :class:`SecurePath` is the :class:`kcp.path.PacketPath` of a secure session. Outgoing, every
+  UDP payload the packet pipeline makes (KCP packet, FEC shard, OOB datagram; the pipeline runs
+  without a cipher) is sealed by the :class:`kcp.secure.SecureConnection` and sent to
+  ``conn.peer_addr`` (never a stored address, so migration moves the traffic). Incoming,
+  ``conn.open`` authenticates the datagram, then the payload goes into the session as in compat
+  mode. The connection's events (path change, validation, key update, CLOSE, GOAWAY) are acted on
+  here and handed to the session's event callbacks; its timer (path probes, old-key expiry) rides
+  on the session's timer-heap entry.
+* :func:`secure_handshake` runs the client side of the handshake on a dialled endpoint and raises
+  the core's :class:`kcp.secure.HandshakeError` (timeout, PSK mismatch, refusal with the server's
+  reason) out of :func:`kcp.dial`.
+* :func:`secure_config` composes the handshake core's configuration from the validated
+  :class:`kcp.config.SecureWire` (identity, FEC, other knobs) and :class:`kcp.config.SessionConfig`
+  (MTU, windows): each is declared once, by the user, there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Literal
+
+from kcp.batch import Address
+from kcp.config import SecureWire, SessionConfig
+from kcp.endpoint import Endpoint
+from kcp.path import EventCallback, Output, PathOwner
+from kcp.pipeline import Pipeline
+from kcp.secure import (
+    ConnectionClosed,
+    GoAwayReceived,
+    HandshakeConfig,
+    HandshakeError,
+    KeyUpdated,
+    PathChanged,
+    PathFailed,
+    PathValidated,
+    Reason,
+    SecureClient,
+    SecureConfig,
+    SecureConnection,
+    SecureConnectionClosed,
+)
+from kcp.secure.connection import reason_text
+from kcp.secure.handshake import ClientState
+from kcp.secure.packet import MIN_TRANSPORT
+from kcp.stats import Counters, fold_secure
+
+__all__ = ["SECURE_OVERHEAD", "SecurePath", "conv_of", "secure_config", "secure_handshake"]
+
+SECURE_OVERHEAD = MIN_TRANSPORT
+"""Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
+
+# what a local end sends as the CLOSE reason, by the session's close reason
+_LOCAL_CODES = {
+    "idle timeout": Reason.IDLE_TIMEOUT,
+    "listener closed": Reason.GOING_AWAY,
+    "dead link": Reason.PROTOCOL_ERROR,
+    "aborted": Reason.APPLICATION,
+}
+CLOSE_COPIES = 2
+"""A lost CLOSE costs the peer an idle timeout: it is sent twice."""
+_MAX_WINDOW = 65535  # the handshake carries windows as u16
+
+
+def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> HandshakeConfig:
+    """The handshake core's configuration: ``wire.config``'s knobs with the wire's identity and
+    FEC and the session's MTU and windows (a client's proposal; a server's policy, the most any
+    client gets). The wire was validated when it was built; the role is checked here."""
+    if server:
+        wire.check_server()
+    else:
+        wire.check_client()
+    base = wire.config or SecureConfig()
+    key = wire.key
+    return HandshakeConfig.compose(
+        base,
+        static_key=None if wire.static_private_key is None else bytes(wire.static_private_key),
+        server_public_key=None if wire.server_public_key is None else bytes(wire.server_public_key),
+        psk=bytes(key) if isinstance(key, bytes | bytearray) else None,
+        passphrase=key if isinstance(key, str) else None,
+        token=bytes(wire.token) if isinstance(wire.token, bytes | bytearray) else b"",
+        mtu=session.mtu,
+        min_mtu=min(base.min_mtu, session.mtu),
+        # a listener's own windows are its policy: no client gets more in flight or buffered
+        snd_wnd=min(session.snd_wnd, _MAX_WINDOW) if server else session.snd_wnd,
+        rcv_wnd=min(session.rcv_wnd, _MAX_WINDOW) if server else session.rcv_wnd,
+        fec=wire.fec,
+    )
+
+
+def conv_of(conn: SecureConnection) -> int:
+    """The KCP conv both ends derive from the handshake (no conv travels in secure mode)."""
+    return int.from_bytes(conn.handshake_hash[:4], "little")
+
+
+class SecurePath:
+    """The secure connection under one session (see the module docstring)."""
+
+    __slots__ = ("callbacks", "conn", "ep", "held_back", "on_end", "owner", "rekey_due")
+
+    mode: Literal["compat", "secure"] = "secure"
+    overhead = SECURE_OVERHEAD
+    has_timer = True
+
+    def __init__(
+        self,
+        ep: Endpoint,
+        conn: SecureConnection,
+        now: int,
+        on_end: Callable[[SecureConnection], None] | None = None,
+    ) -> None:
+        self.ep = ep
+        self.conn = conn
+        self.on_end = on_end  # a listener's: the core forgets the connection
+        self.rekey_due = now + conn.config.rekey_after_ms  # time-based key update, even when idle
+        self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
+        self.callbacks: list[EventCallback] = []
+        self.owner: PathOwner | None = None
+
+    @property
+    def connection(self) -> SecureConnection:
+        return self.conn
+
+    def attach(self, owner: PathOwner) -> None:
+        self.owner = owner
+
+    # -- sending ---------------------------------------------------------------------------------
+    def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
+        """The engine's output: pipeline (FEC) → seal → the endpoint's send batch, to the current path."""
+        conn = self.conn
+        seal = conn.seal
+        pseal = pipeline.seal
+        c: Any = counters
+        path = self
+        now_ms = self.ep.timers.now_ms
+        tx_append = self.ep.tx.append
+
+        def output(packet: bytes) -> None:
+            now = now_ms()
+            try:
+                for payload in (packet,) if plain else pseal(packet, now):
+                    d = seal(payload, now)
+                    if not conn.path_validated and not conn.can_send(len(d)):
+                        path.held_back += 1  # new path not validated yet: KCP retransmits later
+                        continue
+                    tx_append((d, conn.peer_addr))
+                    c.out_pkts += 1
+                    c.bytes_sent += len(d)
+            except SecureConnectionClosed:
+                return
+
+        return output
+
+    def send_datagram(self, datagram: bytes, now: int) -> None:
+        """Seal one pipeline payload (an OOB datagram) and queue it."""
+        conn = self.conn
+        d = conn.seal(datagram, now)
+        if conn.path_validated or conn.can_send(len(d)):
+            self.ep.tx.append((d, conn.peer_addr))
+        else:
+            self.held_back += 1
+
+    def _flush_control(self, now: int) -> None:
+        out = self.conn.datagrams_to_send(now)
+        if out:
+            self.ep.tx.extend(out)
+            self.ep.kick()
+
+    def goaway(self, code: int, message: str, now: int) -> None:
+        conn = self.conn
+        self.ep.send(conn.goaway(code, message, now), conn.peer_addr)
+
+    def announce_rebind(self, now: int) -> None:
+        conn = self.conn
+        self.ep.tx.append((conn.ping(now), conn.peer_addr))
+
+    def add_stats(self, out: dict[str, int]) -> None:
+        for k, v in self.conn.counters.snapshot().items():
+            out["secure_" + k] = v
+        out["secure_held_back"] = self.held_back
+        out["secure_key_epoch"] = self.conn.epoch
+
+    # -- receiving -------------------------------------------------------------------------------
+    def input(self, datagram: bytes, addr: Address, now: int) -> bool:
+        """One datagram for this connection (by connection ID on a listener, or the dialled socket).
+
+        Returns True if it authenticated. Only such datagrams keep the session alive: junk sent
+        to the connection ID, or a replayed packet, is dropped and counted and does not reset the
+        idle timer.
+        """
+        conn = self.conn
+        counters = conn.counters
+        opened = counters.packets_opened
+        payload = conn.open(datagram, addr, now)
+        authentic = counters.packets_opened != opened
+        if conn.events:
+            self._events(now)
+        if conn.outbox:
+            self._flush_control(now)
+        s = self.owner
+        if s is not None:
+            if payload is not None:
+                s.feed(payload, now)  # a session that ended ignores it
+            elif authentic:
+                s.touch(now)  # authenticated control traffic (PING, path probes) keeps it alive
+        return authentic
+
+    def _events(self, now: int) -> None:
+        conn = self.conn
+        s = self.owner
+        while (ev := conn.next_event()) is not None:
+            if s is not None:
+                if isinstance(ev, PathChanged | PathFailed):
+                    s.remote_address = conn.peer_addr
+                elif isinstance(ev, PathValidated):
+                    s.request_flush()  # segments held back from the new path may go now
+                elif isinstance(ev, GoAwayReceived):
+                    s.goaway_received = (ev.code, ev.message)
+                elif isinstance(ev, KeyUpdated):
+                    self.rekey_due = now + conn.config.rekey_after_ms
+            for cb in tuple(self.callbacks):
+                try:
+                    cb(ev)
+                except Exception as exc:
+                    self.ep.loop.call_exception_handler(
+                        {"message": "KCP session event callback failed", "exception": exc, "event": ev}
+                    )
+            if isinstance(ev, ConnectionClosed) and ev.by_peer and s is not None:
+                s.peer_closed(now, ev.code, "closed by peer: " + reason_text(ev.code, ev.message))
+
+    # -- timers ----------------------------------------------------------------------------------
+    def timer(self) -> int:
+        """When the session should wake for the connection: probes, old-key expiry, key update."""
+        t = self.conn.get_timer()
+        return self.rekey_due if t is None or self.rekey_due < t else t
+
+    def on_timer(self, now: int) -> None:
+        conn = self.conn
+        t = conn.get_timer()
+        if t is not None and now >= t:
+            conn.handle_timer(now)
+        if now >= self.rekey_due and conn.is_open:
+            # keys age out on the timer heap even when nothing is sent (the core also checks on
+            # every seal); a PING carries the new phase so the peer follows at once
+            if conn.update_keys(now):
+                self.ep.send(conn.ping(now), conn.peer_addr)
+            else:
+                self.rekey_due = now + max(1, conn.config.key_grace_ms)  # previous update unfinished
+        if conn.events:
+            self._events(now)
+        if conn.outbox:
+            self._flush_control(now)
+
+    # -- ending ----------------------------------------------------------------------------------
+    def finish(self, now: int, code: int | None, reason: str) -> None:
+        """The session ended locally: send an authenticated CLOSE (unless the peer closed first)."""
+        conn = self.conn
+        if conn.is_open:
+            if code is None:
+                code = _LOCAL_CODES.get(reason, Reason.NONE)
+            message = "" if reason in ("closed", "") else reason
+            pkt = conn.close(code, message[:512], now)
+            self._events(now)  # callbacks see ConnectionClosed(by_peer=False)
+            for _ in range(CLOSE_COPIES):
+                self.ep.tx.append((pkt, conn.peer_addr))
+        if self.on_end is not None:
+            self.on_end(conn)
+        fold_secure(conn.counters)
+
+
+# ---------------------------------------------------------------------------------- client side
+
+
+class _HandshakeTimer:
+    """Timer-heap target that drives :meth:`SecureClient.handle_timer`."""
+
+    __slots__ = ("_timer_entry", "cb")
+
+    def __init__(self, cb: Callable[[int], None]) -> None:
+        self._timer_entry: tuple[int, int] | None = None
+        self.cb = cb
+
+    def _on_timer(self, now: int) -> None:
+        self.cb(now)
+
+
+async def secure_handshake(
+    ep: Endpoint, remote: Address, cfg: HandshakeConfig, rng: Callable[[int], bytes]
+) -> SecureConnection:
+    """Run the client handshake on ``ep`` (its socket connected to ``remote``).
+
+    Returns the established connection, or raises the :class:`kcp.secure.HandshakeError` the core
+    reports: :class:`kcp.secure.HandshakeTimeout` (wrong server key or passphrase, server down),
+    a PSK mismatch after one round trip, or :class:`kcp.secure.HandshakeRefused` with the server's
+    reason (bad token, version, parameters).
+    """
+    loop = ep.loop
+    timers = ep.timers
+    client = SecureClient(cfg, rng)
+    fut: asyncio.Future[SecureConnection] = loop.create_future()
+
+    def settle() -> None:
+        for d in client.datagrams_to_send(timers.now_ms()):
+            ep.tx.append((d, remote))
+        if ep.tx:
+            ep.kick()
+        if fut.done():
+            return
+        if client.state is ClientState.ESTABLISHED and client.connection is not None:
+            fut.set_result(client.connection)
+        elif client.state is ClientState.FAILED:
+            fut.set_exception(client.error or HandshakeError("handshake failed"))
+
+    def dispatch(data: bytes, addr: Address, now: int) -> None:
+        if client.state is ClientState.INITIATING:
+            client.receive(data, addr, now)
+            settle()
+
+    def on_timer(now: int) -> None:
+        client.handle_timer(now)
+        settle()
+        t = client.get_timer()
+        if t is not None and not fut.done():
+            timers.schedule(timer, t)
+
+    timer = _HandshakeTimer(on_timer)
+    ep.dispatch = dispatch
+    ep.send(client.initiate(timers.now_ms()), remote)
+    t0 = client.get_timer()
+    if t0 is not None:
+        timers.schedule(timer, t0)
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        client.abandon(timers.now_ms())
+        raise
+    finally:
+        timers.cancel(timer)
+        ep.ignore_input()
+        fold_secure(client.counters)  # the handshake's own counters (the connection has its own)

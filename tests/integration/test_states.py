@@ -1,0 +1,88 @@
+"""Named states: every change the KCP session, the secure connection and the client handshake make
+is in its transition table, and an illegal one is an assertion (a bug), never a silent change."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import kcp
+from kcp.demo import echo
+from kcp.secure import HandshakeConfig
+from kcp.secure.connection import CONNECTION_TRANSITIONS, ConnectionState, SecureConnection
+from kcp.secure.handshake import CLIENT_TRANSITIONS, ClientState, SecureClient
+from kcp.secure.testing import run_handshake
+from kcp.session import SESSION_TRANSITIONS, KCPSession, SessionState
+
+TIMEOUT = 10.0
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, cls: Any, read: Any) -> list[tuple[Any, Any]]:
+    """Record every (old, new) state change ``cls`` objects make (through their ``_set_state``)."""
+    seen: list[tuple[Any, Any]] = []
+    original = cls._set_state
+
+    def spy(self: Any, new: Any) -> None:
+        old = read(self)
+        original(self, new)  # raises on an illegal change: then nothing changed, nothing recorded
+        seen.append((old, new))
+
+    monkeypatch.setattr(cls, "_set_state", spy)
+    return seen
+
+
+async def test_session_states_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _spy(monkeypatch, KCPSession, lambda s: s.state)
+    async with await kcp.listen("127.0.0.1", 0, on_accept=echo) as lis:
+        lingering = await kcp.dial("127.0.0.1", lis.address[1])
+        assert lingering.state is SessionState.OPEN
+        lingering.write(bytes(200_000))  # unacknowledged data: close() lingers
+        lingering.close()
+        assert lingering.state is SessionState.CLOSING and lingering.is_closing() and not lingering.closed
+        await asyncio.wait_for(lingering.wait_closed(), TIMEOUT)
+        assert lingering.state is SessionState.CLOSED
+
+        aborted = await kcp.dial("127.0.0.1", lis.address[1])
+        aborted.write(b"x")
+        assert await asyncio.wait_for(aborted.readexactly(1), TIMEOUT) == b"x"
+        aborted.abort()
+        assert aborted.state is SessionState.CLOSED
+        aborted.close()  # nothing left to do: no transition
+        with pytest.raises(AssertionError, match="illegal transition"):
+            aborted._set_state(SessionState.OPEN)
+    assert (SessionState.OPEN, SessionState.CLOSING) in seen
+    assert (SessionState.CLOSING, SessionState.CLOSED) in seen
+    assert (SessionState.OPEN, SessionState.CLOSED) in seen  # abort, and the listener's sessions
+    assert all(new in SESSION_TRANSITIONS[old] for old, new in seen)
+
+
+def test_secure_connection_and_client_states_follow_their_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn_seen = _spy(monkeypatch, SecureConnection, lambda c: c.state)
+    client_seen = _spy(monkeypatch, SecureClient, lambda c: c.state)
+    run = run_handshake(HandshakeConfig(passphrase="states"), HandshakeConfig(passphrase="states"))
+    assert run.client.state is ClientState.ESTABLISHED and run.client_conn is not None
+    assert client_seen == [
+        (ClientState.IDLE, ClientState.INITIATING),
+        (ClientState.INITIATING, ClientState.ESTABLISHED),
+    ]
+    conn = run.client_conn
+    assert conn.state is ConnectionState.OPEN and conn.is_open
+    conn.close(0, "bye", run.now)
+    assert conn.state is ConnectionState.CLOSED and not conn.is_open
+    conn.close(0, "again", run.now)  # closing twice is no transition
+    assert conn_seen == [(ConnectionState.OPEN, ConnectionState.CLOSED)]
+    with pytest.raises(AssertionError, match="illegal transition"):
+        conn._set_state(ConnectionState.OPEN)
+
+    failed = run_handshake(
+        HandshakeConfig(passphrase="one"), HandshakeConfig(passphrase="other"), max_ms=20_000
+    )
+    assert failed.client.state is ClientState.FAILED and failed.client.error is not None
+    assert client_seen[-1] == (ClientState.INITIATING, ClientState.FAILED)
+    for old, new in client_seen:
+        assert new in CLIENT_TRANSITIONS[old]
+    for old, new in conn_seen:
+        assert new in CONNECTION_TRANSITIONS[old]
+    assert ClientState.ESTABLISHED == "established"  # str-valued: logs and old comparisons still read
