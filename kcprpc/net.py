@@ -226,21 +226,18 @@ def handshake_error(e: Exception) -> RpcError:
     version, cipher suite or parameter refusals are ``FAILED_PRECONDITION``. The message is the
     handshake's own.
     """
-    from kcp.secure import HandshakeRefused, HandshakeTimeout, Reason
+    from kcp.secure import HandshakePskMismatch, HandshakeRefused, Reason
 
-    code = getattr(e, "code", 0)
-    if isinstance(e, HandshakeTimeout):
-        status = Status.UNAVAILABLE
-    elif isinstance(e, HandshakeRefused):
-        if code == Reason.BAD_TOKEN:
-            status = Status.UNAVAILABLE if "going away" in str(e) else Status.UNAUTHENTICATED
-        elif code in (Reason.SERVER_BUSY, Reason.GOING_AWAY):
+    if isinstance(e, HandshakeRefused):
+        if e.code == Reason.BAD_TOKEN:
+            status = Status.UNAUTHENTICATED
+        elif e.code in (Reason.SERVER_BUSY, Reason.GOING_AWAY):
             status = Status.UNAVAILABLE
         else:
             status = Status.FAILED_PRECONDITION
-    elif "PSK mismatch" in str(e):
+    elif isinstance(e, HandshakePskMismatch):
         status = Status.UNAUTHENTICATED
-    else:
+    else:  # HandshakeTimeout, a malformed answer: nobody authenticated answered
         status = Status.UNAVAILABLE
     return RpcError(status, f"secure {e}" if str(e).startswith("handshake") else str(e))
 

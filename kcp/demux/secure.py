@@ -16,7 +16,7 @@ from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
 from kcp.logutil import RateLimitedLog
 from kcp.secure import Reason, SecureConnection, SecureServer
-from kcp.secure.config import outside_policy
+from kcp.secure.config import Authorizer, Refusal, outside_policy
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import CID_LEN, TRANSPORT_TYPES
 from kcp.secure_path import CLOSE_COPIES, SecurePath, conv_of, secure_config
@@ -197,12 +197,12 @@ class SecureDemux:
 
     def _authorize_hook(
         self, user: Callable[[bytes, bytes | None, Any], str | None] | None
-    ) -> Callable[[bytes, bytes | None, Any], str | None]:
+    ) -> Authorizer:
         """The hook given to the core: refuses while draining, then asks the user's hook."""
 
-        def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | None:
+        def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | Refusal | None:
             if self.draining:
-                return "server is going away (draining); try another server"
+                return Refusal(Reason.GOING_AWAY, "server is going away (draining); try another server")
             return user(token, client_static, addr) if user is not None else None
 
         return authorize

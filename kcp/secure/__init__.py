@@ -18,6 +18,7 @@ from .config import Authorizer, ClientHello, HandshakeConfig, SecureConfig, Sess
 from .connection import SecureConnection
 from .errors import (
     HandshakeError,
+    HandshakePskMismatch,
     HandshakeRefused,
     HandshakeTimeout,
     SecureConnectionClosed,
@@ -46,6 +47,7 @@ __all__ = [
     "GoAwayReceived",
     "HandshakeConfig",
     "HandshakeError",
+    "HandshakePskMismatch",
     "HandshakeRefused",
     "HandshakeTimeout",
     "KeyUpdated",

@@ -439,5 +439,6 @@ def max_token_for(cfg: HandshakeConfig, pattern_overhead: int) -> int:
     return cfg.initiation_size - INIT_FIXED - pattern_overhead - 64
 
 
-Authorizer = Callable[[bytes, "bytes | None", Any], "str | None"]
-"""Server hook ``(token, client_static_public_or_None, addr) -> None to accept, or a refusal message``."""
+Authorizer = Callable[[bytes, "bytes | None", Any], "str | Refusal | None"]
+"""Server hook ``(token, client_static_public_or_None, addr) -> None to accept, or a refusal message``
+(refused with ``BAD_TOKEN``); the glue's own hook may return a :class:`Refusal` with another code."""

@@ -31,6 +31,11 @@ class HandshakeTimeout(HandshakeError):
     """No authenticated reply arrived in time (wrong server key, wrong PSK, or server unreachable)."""
 
 
+class HandshakePskMismatch(HandshakeError):
+    """The server answered, but its reply did not authenticate with this client's PSK (the client
+    pinned the right server key, so only the pre-shared key can be wrong)."""
+
+
 class HandshakeRefused(HandshakeError):
     """The server answered with an authenticated refusal (bad token, version or parameter mismatch)."""
 

@@ -29,7 +29,14 @@ from .config import (
 )
 from .connection import SecureConnection, reason_text
 from .cookie import SEALED_COOKIE_LEN, CookieJar, mac16, open_cookie, seal_cookie
-from .errors import DecodeError, HandshakeError, HandshakeRefused, HandshakeTimeout, SecureUsageError
+from .errors import (
+    DecodeError,
+    HandshakeError,
+    HandshakePskMismatch,
+    HandshakeRefused,
+    HandshakeTimeout,
+    SecureUsageError,
+)
 from .noise import (
     IKPSK2,
     NNPSK0,
@@ -324,7 +331,7 @@ class SecureClient:
             payload = self._hs.read_message(bytes(datagram[RESP_HEADER:]))
         except NoiseError:
             c.handshake_decrypt_errors += 1
-            self._fail(HandshakeError(PSK_MISMATCH_MESSAGE, Reason.PROTOCOL_ERROR))
+            self._fail(HandshakePskMismatch(PSK_MISMATCH_MESSAGE, Reason.PROTOCOL_ERROR))
             return None
         try:
             return self._on_answer(payload, addr, now)
@@ -702,7 +709,9 @@ class SecureServer:
                 verdict = self._authorize(hello.token, client_static, addr)
             except Exception as exc:  # the hook is user code: refuse rather than crash the loop
                 verdict = f"authorization hook raised {type(exc).__name__}"
-            if verdict is not None:
+            if isinstance(verdict, Refusal):  # the glue's own refusals (draining: GOING_AWAY)
+                decision = verdict
+            elif verdict is not None:
                 decision = Refusal(Reason.BAD_TOKEN, verdict)
         if isinstance(decision, Refusal):
             c.refused += 1

@@ -223,11 +223,16 @@ async def test_forged_restart_from_a_live_peer_address_does_not_end_its_session(
 async def test_closed_sessions_leave_no_per_peer_state() -> None:
     """Sessions that end (here by idle timeout) leave nothing behind: tables, caches, objects."""
     n = 100
+    refs: list[weakref.ref[KCPSession]] = []
+
+    async def tracked(s: KCPSession) -> None:  # every accepted session, even one that idles out early
+        refs.append(weakref.ref(s))
+        await echo(s)
+
     async with await kcp.listen(
-        "127.0.0.1", 0, WIRE, session=kcp.SessionConfig(idle_timeout=0.5), on_accept=echo
-    ) as lis:  # type: ignore[arg-type]
+        "127.0.0.1", 0, WIRE, session=kcp.SessionConfig(idle_timeout=0.5), on_accept=tracked
+    ) as lis:
         clients = [await _echo_once(lis.address[1], b"%d" % i) for i in range(n)]
-        refs = [weakref.ref(s) for s in lis.sessions.values()]
         assert len(refs) == n
         for c in clients:
             c.abort()

@@ -24,11 +24,12 @@ from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
     HandshakeConfig,
-    HandshakeError,
+    HandshakePskMismatch,
     HandshakeRefused,
     HandshakeTimeout,
     PathChanged,
     PathValidated,
+    Reason,
     SecureClient,
     SecureConfig,
     generate_keypair,
@@ -159,7 +160,7 @@ async def test_wrong_psk_passphrase_times_out(server: kcp.Listener) -> None:
 
 async def test_wrong_psk_with_pinned_key_fails_in_one_round_trip(server: kcp.Listener) -> None:
     t0 = time.monotonic()
-    with pytest.raises(HandshakeError, match="PSK mismatch") as info:
+    with pytest.raises(HandshakePskMismatch, match="PSK mismatch") as info:
         await kcp.dial(
             "127.0.0.1",
             server.address[1],
@@ -587,8 +588,9 @@ async def test_goaway_from_the_listener() -> None:
         await _wait_until(lambda: c.goaway_received is not None, "GOAWAY")
         assert c.goaway_received == (9, "deploying v2") and GoAwayReceived(9, "deploying v2") in events
         await _roundtrip(c, b"calls in flight still finish")
-        with pytest.raises(HandshakeRefused, match="draining"):
+        with pytest.raises(HandshakeRefused, match="draining") as refused:
             await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="drain"))
+        assert refused.value.code == Reason.GOING_AWAY  # a reason code, not a bad token: callers need no text match
         assert lis.draining and len(lis) == 1
         c.close()
         await c.wait_closed()
