@@ -37,14 +37,14 @@ async def _hello_flood(target: Target, seconds: float) -> dict[str, int]:
             small = not small
             client.topic_offsets = {f"room:{PRIVATE_ROOM}": (0, 0), f"topic:{SECRET_TOPIC}": (0, 0)}
             try:
-                await client._connect_once(restore=True)  # attack code: the reconnect path, on demand
+                await client.lifecycle.connect_once(restore=True)  # attack code: the reconnect path, on demand
             except kcprpc.RpcError:
                 out["connect_errors"] += 1
                 continue
             out["hellos"] += 1
             out["names_claimed"] += 2 + (0 if not small else len(names))
             await asyncio.sleep(0.2)  # listen for leaked events on this connection
-            link = client._link
+            link = client.lifecycle.link
             if link is not None:
                 await link.conn.close()
     finally:

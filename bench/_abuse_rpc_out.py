@@ -45,11 +45,11 @@ def _stop_reading(client: kcprpc.Client, *, transport: bool) -> None:
     any more: its receive window closes). Otherwise stop reading the control stream only: the mux
     goes on (the client still gets the window updates its own sending needs) while the server's
     replies and events wait behind the control stream's closed window."""
-    link: Any = client._link
+    link: Any = client.lifecycle.link
     if transport:
         link.conn.mux._reader.cancel()
     else:
-        link.tasks[0].cancel()  # the control stream's reader (Client._connect_once starts it first)
+        link.tasks[0].cancel()  # the control stream's reader (Lifecycle.connect_once starts it first)
 
 
 class _Run:
@@ -130,7 +130,7 @@ class _Run:
     async def flood(self, client: kcprpc.Client, ended: asyncio.Event) -> None:
         """Unary echo calls written straight onto the control stream; no reply is ever read."""
         c = self.counters
-        link: Any = client._link
+        link: Any = client.lifecycle.link
         spec = kcprpc.service_spec(AbuseService).methods["echo"]
         body = [
             spec.wire_name,

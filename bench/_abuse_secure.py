@@ -121,7 +121,7 @@ async def fec_amplify(target: Target, seconds: float) -> dict[str, int]:
         return out
     session: Any = None
     try:
-        link = client._link
+        link = client.lifecycle.link
         session = link.conn.datagrams if link is not None else None  # type: ignore[attr-defined]
         params = session.secure.params if session is not None and session.secure is not None else None
         if params is not None:

@@ -1,15 +1,15 @@
-"""The RPC client: typed stubs, calls of every kind, events, heartbeats and reconnects."""
+"""The RPC client: typed stubs, calls of every kind, pushed events, ``connect()``.
+
+Its parts live beside it: the connection across reconnects in :mod:`kcprpc.lifecycle`, one
+connection's pump in :mod:`kcprpc.link`, pushed events in :mod:`kcprpc.subscriptions`, the stub
+object in :mod:`kcprpc.stub`, call handles in :mod:`kcprpc.calls`."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-import logging
 import os
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -25,27 +25,22 @@ from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
-from kcprpc.link import Link, LinkHooks
+from kcprpc.lifecycle import Connector, Lifecycle
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import route
 from kcprpc.receive import RECEIVE_COUNTERS
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
+from kcprpc.stub import Stub
 from kcprpc.subscriptions import RawEvent, Subscriptions
 from kcprpc.transport import Connection, spawn
-from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
-
-log = logging.getLogger("kcprpc.client")
 
 __all__ = ["Client", "ClientConfig", "RawEvent", "StreamCall", "UnaryCall", "connect"]
 
 S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
-
-Connector = Callable[[], Awaitable[Connection]]
 
 
 class Client:
@@ -59,20 +54,15 @@ class Client:
         interceptors: Sequence[ClientInterceptor] = (),
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        self._connector = connector
         self.config = config or ClientConfig()
         self.interceptors = tuple(interceptors)
-        self._rng = rng
-        self._link: Link | None = None
-        self._closing = False
         self._background: set[asyncio.Future[Any]] = set()
         self.subscriptions = Subscriptions(self._spawn)
         """Pushed events: handlers, rooms, topics and their offsets (``kcprpc.subscriptions``)."""
-        self._hooks = LinkHooks(
-            self.subscriptions.handle, self.subscriptions.room, self._on_goaway, self._link_lost
-        )
-        self._reconnect_task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
+        # receive budgets (kcprpc.receive.ReceiveLimits) and protocol errors (bad_frames: frames
+        # malformed or of an unknown type; stale_frames: frames of calls that ended), over all
+        # connections of this client
+        self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
         self.reconnects = 0
         self.on_reconnect: Callable[[Client], Any] | None = None
         self.on_disconnect: Callable[[Client, str], Any] | None = None
@@ -80,14 +70,12 @@ class Client:
         # client changes (the server moved; the client's own moves are seen by the server)
         self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
         self.path_changes = 0
-        self.notifications_dropped = (
-            0  # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
-        )
-        # receive budgets (kcprpc.receive.ReceiveLimits) and protocol errors (bad_frames: frames
-        # malformed or of an unknown type; stale_frames: frames of calls that ended), over all
-        # connections of this client
-        self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
+        # notify() while not connected (docs/rpc.md, Heartbeats and reconnects)
+        self.notifications_dropped = 0
         self._stubs: dict[type, Stub] = {}
+        self.lifecycle = Lifecycle(self, connector, self.subscriptions, self.counters, self._spawn, rng)
+        """The connection across reconnects: the current link, connect, drain, reconnect, close
+        (``kcprpc.lifecycle``)."""
 
     # -- pushed events (kept by self.subscriptions)
     @property
@@ -125,8 +113,8 @@ class Client:
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> Client:
         """Open the connection (once)."""
-        if self._link is None:
-            await self._connect_once(restore=False)
+        if self.lifecycle.link is None:
+            await self.lifecycle.connect_once(restore=False)
         return self
 
     def __await__(self) -> Generator[Any, None, Client]:
@@ -138,93 +126,35 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _connect_once(self, restore: bool) -> None:
-        timeout = self.config.connect_timeout
-        try:
-            # a secure handshake gives up after connect_timeout with its own reason; the slack lets
-            # that reason (not this generic one) reach the caller
-            conn = await asyncio.wait_for(self._connector(), timeout + 1.0)
-        except asyncio.TimeoutError:
-            raise RpcError(Status.UNAVAILABLE, f"no connection to the server within {timeout:g} s") from None
-        link: Link | None = None
-        try:
-            control = await conn.open_stream()
-            cfg = self.config
-            decoded, partial = cfg.receive_limits()
-            link = Link(
-                conn,
-                control,
-                self._hooks,
-                max_message_size=cfg.max_message_size,
-                heartbeat=cfg.heartbeat,
-                receive=(decoded, partial, cfg.partial_frame_timeout),
-                counters=self.counters,
-            )
-            conn.add_event_callback(functools.partial(self._on_transport_event, link))
-            claim = self.subscriptions.restore_claim() if restore else None
-            link.writer.send(link.protocol.hello(dict(cfg.metadata), claim))
-            reader = link.loop.create_task(link.read_control())
-            link.tasks.append(reader)
-            try:
-                welcome = await asyncio.wait_for(asyncio.shield(link.welcome), cfg.connect_timeout)
-            except asyncio.TimeoutError:
-                raise RpcError(
-                    Status.UNAVAILABLE,
-                    f"no answer from the server within {cfg.connect_timeout:g} s",
-                ) from None
-        except BaseException:
-            if link is not None:
-                link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
-            await conn.abort()  # the peer never answered: nothing to linger for
-            raise
-        link.session_id = welcome.session_id
-        if restore:
-            self.subscriptions.restored(welcome.restored)
-        link.tasks.append(link.loop.create_task(link.read_datagrams()))
-        old = self._link
-        if link.hb is not None:
-            if old is not None and old.hb is not None and link.hb.srtt_ms is None:
-                link.hb.srtt_ms = old.hb.srtt_ms  # keep showing the last RTT until the new link measures
-            link.tasks.append(link.loop.create_task(link.heartbeat()))
-        self._link = link
-        self._connected.set()
-
     async def close(self) -> None:
         """Close the connection; in-flight calls fail with CANCELLED."""
-        self._closing = True
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-        link = self._link
-        if link is not None:
-            link.writer.flush()
-            link.shutdown(RpcError(Status.CANCELLED, "client closed"))
-            await link.conn.close()
-        self._connected.clear()
+        await self.lifecycle.close()
 
     @property
     def connected(self) -> bool:
         """True while a connection is up."""
-        return self._link is not None and not self._link.closed
+        return self.lifecycle.connected
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until (re)connected."""
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        await self.lifecycle.wait_connected(timeout)
 
     @property
     def session_id(self) -> str | None:
         """The server's id for this connection."""
-        return self._link.session_id if self._link is not None else None
+        link = self.lifecycle.link
+        return link.session_id if link is not None else None
 
     @property
     def rtt_ms(self) -> float | None:
         """Smoothed heartbeat round-trip time in milliseconds (None before the first pong)."""
-        link = self._link
+        link = self.lifecycle.link
         return link.hb.srtt_ms if link is not None and link.hb is not None else None
 
     @property
     def last_rtt_ms(self) -> float | None:
         """The latest heartbeat RTT sample in milliseconds."""
-        link = self._link
+        link = self.lifecycle.link
         return link.hb.last_rtt_ms if link is not None and link.hb is not None else None
 
     def transport_stats(self) -> dict[str, int]:
@@ -238,103 +168,13 @@ class Client:
         The counters are those of the current connection (after a reconnect they start again);
         while disconnected, those of the last one; ``{}`` before the first connect. Only integer
         values are returned."""
-        link = self._link
-        if link is None:
-            return {}
-        try:
-            raw = link.conn.stats()
-        except Exception:  # a transport torn down under us: nothing left to read
-            return {}
-        return {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    def _link_lost(self, link: Link, reason: str) -> None:
-        if link.closed:
-            return
-        link.shutdown(link.peer_error or RpcError(Status.UNAVAILABLE, reason))
-        self._spawn(link.conn.close())
-        current = self._link is link
-        if current:
-            self._connected.clear()
-        if self._closing or not current:
-            return  # an old link (replaced after a GOAWAY) ending changes nothing
-        if self.on_disconnect is not None:
-            self.on_disconnect(self, reason)
-        self._start_reconnect()
-
-    def _start_reconnect(self) -> None:
-        if self.config.reconnect is not None and (
-            self._reconnect_task is None or self._reconnect_task.done()
-        ):
-            self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(self.config.reconnect))
-
-    def _on_goaway(self, link: Link) -> None:
-        # The server drains: calls in flight on this link finish there; new calls fail fast with
-        # UNAVAILABLE until a new connection is up (dialled now when a reconnect policy is set).
-        # The one drain path, for the RPC GOAWAY frame and for a secure transport GOAWAY alike.
-        if link.goaway:
-            return
-        link.goaway = True
-        if self._link is link and not self._closing:
-            self._connected.clear()
-            self._start_reconnect()
-
-    def _on_transport_event(self, link: Link, ev: TransportEvent) -> None:
-        """Events of the transport under ``link`` (secure mode; runs in the receive path)."""
-        if isinstance(ev, PeerDraining):
-            # a transport GOAWAY (a kcp-level listener.goaway()) drains like the RPC GOAWAY frame
-            self._on_goaway(link)
-        elif isinstance(ev, PeerClosed):
-            # data already received is still read to the end; the link ends with this reason
-            status = ev.status
-            if status is not None:  # the server ended the RPC connection with a status
-                link.peer_error = RpcError(status, ev.message or status.name)
-                link.peer_reason = f"closed by the server: {status.name}: {ev.message}"
-            else:
-                link.peer_reason = "closed by the server: " + ev.reason
-        elif isinstance(ev, PathChanged):
-            self.path_changes += 1
-            if self.on_path_change is not None:
-                try:
-                    r = self.on_path_change(self, ev.old, ev.new)
-                    if inspect.isawaitable(r):
-                        self._spawn(r)
-                except Exception:
-                    log.exception("on_path_change handler raised")
+        return self.lifecycle.transport_stats()
 
     def rebind(self) -> Any:
         """Secure mode: move this connection to a new local UDP socket, as a phone that changes
         networks does; calls in flight continue, the server sees a path change. Returns the new
         local address. Raises :class:`UsageError` without a secure KCP connection."""
-        link = self._link
-        if link is None or link.closed:
-            raise UsageError("rebind() needs an open secure-mode KCP connection")
-        return link.conn.rebind()
-
-    async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
-        attempt = 0
-        while not self._closing:
-            if policy.max_attempts is not None and attempt >= policy.max_attempts:
-                return
-            await asyncio.sleep(policy.delay(attempt, self._rng))
-            attempt += 1
-            try:
-                await self._connect_once(restore=policy.restore)
-            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError):
-                continue
-            self.reconnects += 1
-            if self.on_reconnect is not None:
-                r = self.on_reconnect(self)
-                if inspect.isawaitable(r):
-                    await r
-            return
-
-    def _require_link(self) -> Link:
-        link = self._link
-        if link is None or link.closed or link.goaway:
-            if self._closing:
-                raise RpcError(Status.CANCELLED, "client closed")
-            raise RpcError(Status.UNAVAILABLE, "not connected")
-        return link
+        return self.lifecycle.rebind()
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.config.default_timeout if timeout is None else timeout
@@ -350,9 +190,9 @@ class Client:
         if timeout is None and not metadata:
             stub = self._stubs.get(service)
             if stub is None:
-                stub = self._stubs[service] = Stub(self, service, None, None)
+                stub = self._stubs[service] = Stub(self, self._unary, service, None, None)
             return cast(S, stub)
-        return cast(S, Stub(self, service, timeout, metadata))
+        return cast(S, Stub(self, self._unary, service, timeout, metadata))
 
     def call(
         self,
@@ -445,18 +285,23 @@ class Client:
         metadata: Mapping[str, Any] | None,
         end: bool,
     ) -> ClientCall:
-        link = self._link
-        if (link is None or link.closed or link.goaway) and self.config.wait_for_ready and not self._closing:
+        lifecycle = self.lifecycle
+        link = lifecycle.link
+        if (
+            (link is None or link.closed or link.goaway)
+            and self.config.wait_for_ready
+            and not lifecycle.closing
+        ):
             t0 = asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(self._connected.wait(), timeout)
+                await asyncio.wait_for(lifecycle.ready.wait(), timeout)
             except asyncio.TimeoutError:
                 raise RpcError(
                     Status.DEADLINE_EXCEEDED, "deadline exceeded while waiting for a connection"
                 ) from None
             if timeout is not None:
                 timeout = max(0.0, timeout - (asyncio.get_running_loop().time() - t0))
-        link = self._require_link()
+        link = lifecycle.require_link()
         own = (
             self.config.stream_framing
             if spec.streams_responses or spec.streams_requests
@@ -566,7 +411,7 @@ class Client:
         spec = method if isinstance(method, MethodSpec) else method_spec(method)
         if spec.kind is not MethodKind.NOTIFY:
             raise UsageError(f"{spec.wire_name} is not a notify method")
-        link = self._link
+        link = self.lifecycle.link
         if link is None or link.closed:
             self.notifications_dropped += 1  # fire-and-forget: counted, not raised
             return
@@ -626,53 +471,6 @@ class Client:
         from kcprpc.health import HealthService
 
         return await self._unary(service_spec(HealthService).methods["Stats"], None, None, None, None)
-
-
-class Stub:
-    """Runtime object behind ``client.stub(Service)``."""
-
-    def __init__(
-        self, client: Client, cls: type, timeout: float | None, metadata: Mapping[str, Any] | None
-    ) -> None:
-        spec = service_spec(cls)
-        self.__service__ = spec
-        for attr, m in spec.methods.items():
-            setattr(self, attr, self._make(client, m, timeout, metadata))
-
-    @staticmethod
-    def _make(client: Client, m: MethodSpec, timeout: float | None, md: Mapping[str, Any] | None) -> Any:
-        pack = m.pack
-        if m.kind is MethodKind.UNARY:  # the hot path: no call object
-            if m.arg_names is not None:
-
-                async def unary_args(*args: Any, **kwargs: Any) -> Any:
-                    return await client._unary(m, pack(args, kwargs), timeout, md, None)
-
-                return unary_args
-
-            async def unary(request: Any = None) -> Any:
-                return await client._unary(m, request, timeout, md, None)
-
-            return unary
-        if m.kind.streams_requests:  # client streaming (awaitable) or bidi (a StreamCall)
-
-            def streaming(requests: AsyncIterable[Any]) -> Any:
-                return client.invoke(m, requests, timeout=timeout, metadata=md)
-
-            return streaming
-        if m.kind is MethodKind.SERVER_STREAM:
-
-            def server_stream(*args: Any, **kwargs: Any) -> StreamCall[Any]:
-                return cast(
-                    StreamCall[Any], client.invoke(m, pack(args, kwargs), timeout=timeout, metadata=md)
-                )
-
-            return server_stream
-
-        async def notify(*args: Any, **kwargs: Any) -> None:
-            client.notify(m, pack(args, kwargs), metadata=md)
-
-        return notify
 
 
 def connect(

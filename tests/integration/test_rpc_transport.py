@@ -38,7 +38,7 @@ KEY = "transport description"
 
 
 def _session(client: kcprpc.Client) -> Any:
-    link = client._link
+    link = client.lifecycle.link
     assert link is not None
     return link.conn.datagrams  # type: ignore[attr-defined]  # the kcp.KCPSession under the mux
 
@@ -186,7 +186,7 @@ async def test_secure_fec_mtu_windows_and_mux_version_are_negotiated_as_asked() 
             assert params.mtu == 1100  # the client's smaller proposal
             assert (params.snd_wnd, params.rcv_wnd) == (64, 64)  # capped by the server's policy
             assert params.mux_version == 1  # as both Transports' mux asked, not the default 2
-            assert client._link.conn.mux.config.version == 1  # type: ignore[union-attr]
+            assert client.lifecycle.link.conn.mux.config.version == 1  # type: ignore[union-attr]
 
 
 async def test_compat_fec_and_mtu_reach_the_session() -> None:

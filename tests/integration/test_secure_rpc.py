@@ -73,7 +73,7 @@ async def test_calls_continue_across_a_client_rebind() -> None:
 
 
 def _session(client: kcprpc.Client) -> Any:
-    link = client._link
+    link = client.lifecycle.link
     assert link is not None
     return link.conn.datagrams  # type: ignore[attr-defined]  # the kcp.KCPSession under the mux
 

@@ -546,7 +546,7 @@ async def test_slow_streams_cannot_stall_the_connection() -> None:
             await st.__anext__()
         for _ in range(3000):  # let every stream run as far as it can
             await asyncio.sleep(0)
-        link = p.client._link
+        link = p.client.lifecycle.link
         assert link is not None and link.parking.parked == 2
         assert await asyncio.wait_for(s.hello(Req(name="alive")), TIMEOUT) == Reply(text="hello alive")
         outcomes = []

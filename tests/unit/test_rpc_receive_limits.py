@@ -194,7 +194,7 @@ async def test_client_refuses_a_response_that_would_decode_past_its_budget() -> 
         assert ei.value.status is Status.RESOURCE_EXHAUSTED and got == [[{}]]
         assert p.client.counters["recv_decode_refused"] == 1
         assert await p.client.stub(Demo).hello(Req(name="y")) == Reply(text="hello y")
-        link = p.client._link
+        link = p.client.lifecycle.link
         assert link is not None and link.receive.decode.held == 0
 
 

@@ -76,13 +76,13 @@ PINGING = ClientConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=60.0))
 
 def stop_reading_transport(client: Client) -> None:
     """The client reads nothing more off its connection (its mux reader stops)."""
-    link: Any = client._link
+    link: Any = client.lifecycle.link
     link.conn.mux._reader.cancel()
 
 
 def stop_reading_control(client: Client) -> None:
     """The client stops reading its control stream; its mux goes on."""
-    link: Any = client._link
+    link: Any = client.lifecycle.link
     link.tasks[0].cancel()
 
 

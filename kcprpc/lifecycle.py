@@ -1,0 +1,258 @@
+"""A client's connection lifecycle: connect, lose the link, drain on GOAWAY, reconnect.
+
+:class:`Lifecycle` owns the client's current :class:`~kcprpc.link.Link` (``lifecycle.link``) and
+everything that replaces it: the first connect (HELLO, WELCOME, the link's reader tasks), the
+transport's events (a transport GOAWAY, a close with a status, a path change), a link that ends
+(``on_disconnect``, then a reconnect when the client's :class:`~kcprpc.heartbeat.ReconnectPolicy`
+asks for one, with ``HELLO.restore`` when it restores), and ``close()``. The client reads
+``lifecycle.link`` on every call and talks to the lifecycle only through its public names; the
+lifecycle sees its client through :class:`LifecycleOwner` (the user's hooks, called with the
+client, and two counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from kcprpc.client_config import ClientConfig
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.heartbeat import ReconnectPolicy
+from kcprpc.link import Link, LinkHooks
+from kcprpc.status import Status
+from kcprpc.subscriptions import Subscriptions
+from kcprpc.transport import Connection
+from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
+
+log = logging.getLogger("kcprpc.client")
+
+__all__ = ["Connector", "Lifecycle", "LifecycleOwner"]
+
+Connector = Callable[[], Awaitable[Connection]]
+
+
+class LifecycleOwner(Protocol):
+    """What the lifecycle reads and counts on its client: its config, the user's hooks (each called
+    with the client itself) and the reconnect and path-change counters."""
+
+    config: ClientConfig
+    reconnects: int
+    path_changes: int
+    on_reconnect: Callable[[Any], Any] | None
+    on_disconnect: Callable[[Any, str], Any] | None
+    on_path_change: Callable[[Any, Any, Any], Any] | None
+
+
+class Lifecycle:
+    """The connection of one client, across reconnects (see the module docstring).
+
+    ``spawn`` runs a background awaitable held by the client; ``counters`` are the client's receive
+    and protocol counters, shared by every link; ``rng`` draws the reconnect jitter."""
+
+    def __init__(
+        self,
+        owner: LifecycleOwner,
+        connector: Connector,
+        subscriptions: Subscriptions,
+        counters: dict[str, int],
+        spawn: Callable[[Awaitable[Any]], None],
+        rng: Callable[[int], bytes],
+    ) -> None:
+        self._owner = owner
+        self._connector = connector
+        self._subscriptions = subscriptions
+        self._counters = counters
+        self._spawn = spawn
+        self._rng = rng
+        self._hooks = LinkHooks(subscriptions.handle, subscriptions.room, self._on_goaway, self._link_lost)
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self.link: Link | None = None
+        """The current link (None before the first connect; after it ends, until replaced)."""
+        self.closing = False
+        """True once ``close()`` was called: nothing reconnects any more."""
+        self.ready = asyncio.Event()
+        """Set while a link is up and not draining."""
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up."""
+        return self.link is not None and not self.link.closed
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until (re)connected."""
+        await asyncio.wait_for(self.ready.wait(), timeout)
+
+    def require_link(self) -> Link:
+        """The link a new call goes out on; raises CANCELLED after ``close()``, else UNAVAILABLE
+        while there is none (or it drains)."""
+        link = self.link
+        if link is None or link.closed or link.goaway:
+            if self.closing:
+                raise RpcError(Status.CANCELLED, "client closed")
+            raise RpcError(Status.UNAVAILABLE, "not connected")
+        return link
+
+    async def connect_once(self, restore: bool) -> None:
+        """Dial, say HELLO (with the subscriptions' restore claim when ``restore``), wait for
+        WELCOME and make the new link the current one. Raises :class:`RpcError` (UNAVAILABLE on a
+        timeout) or the connector's error."""
+        cfg = self._owner.config
+        timeout = cfg.connect_timeout
+        try:
+            # a secure handshake gives up after connect_timeout with its own reason; the slack lets
+            # that reason (not this generic one) reach the caller
+            conn = await asyncio.wait_for(self._connector(), timeout + 1.0)
+        except asyncio.TimeoutError:
+            raise RpcError(Status.UNAVAILABLE, f"no connection to the server within {timeout:g} s") from None
+        link: Link | None = None
+        try:
+            control = await conn.open_stream()
+            decoded, partial = cfg.receive_limits()
+            link = Link(
+                conn,
+                control,
+                self._hooks,
+                max_message_size=cfg.max_message_size,
+                heartbeat=cfg.heartbeat,
+                receive=(decoded, partial, cfg.partial_frame_timeout),
+                counters=self._counters,
+            )
+            conn.add_event_callback(functools.partial(self._on_transport_event, link))
+            claim = self._subscriptions.restore_claim() if restore else None
+            link.writer.send(link.protocol.hello(dict(cfg.metadata), claim))
+            reader = link.loop.create_task(link.read_control())
+            link.tasks.append(reader)
+            try:
+                welcome = await asyncio.wait_for(asyncio.shield(link.welcome), timeout)
+            except asyncio.TimeoutError:
+                raise RpcError(
+                    Status.UNAVAILABLE,
+                    f"no answer from the server within {timeout:g} s",
+                ) from None
+        except BaseException:
+            if link is not None:
+                link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
+            await conn.abort()  # the peer never answered: nothing to linger for
+            raise
+        link.session_id = welcome.session_id
+        if restore:
+            self._subscriptions.restored(welcome.restored)
+        link.tasks.append(link.loop.create_task(link.read_datagrams()))
+        old = self.link
+        if link.hb is not None:
+            if old is not None and old.hb is not None and link.hb.srtt_ms is None:
+                link.hb.srtt_ms = old.hb.srtt_ms  # keep showing the last RTT until the new link measures
+            link.tasks.append(link.loop.create_task(link.heartbeat()))
+        self.link = link
+        self.ready.set()
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the link; its calls in flight fail with CANCELLED."""
+        self.closing = True
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+        link = self.link
+        if link is not None:
+            link.writer.flush()
+            link.shutdown(RpcError(Status.CANCELLED, "client closed"))
+            await link.conn.close()
+        self.ready.clear()
+
+    def rebind(self) -> Any:
+        """Move the secure-mode connection to a new local UDP socket; returns the new local address."""
+        link = self.link
+        if link is None or link.closed:
+            raise UsageError("rebind() needs an open secure-mode KCP connection")
+        return link.conn.rebind()
+
+    def transport_stats(self) -> dict[str, int]:
+        """The integer counters of the current (or last) connection's transport; ``{}`` before the
+        first connect (``Client.transport_stats``)."""
+        link = self.link
+        if link is None:
+            return {}
+        try:
+            raw = link.conn.stats()
+        except Exception:  # a transport torn down under us: nothing left to read
+            return {}
+        return {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    # ------------------------------------------------------------------ link hooks
+    def _link_lost(self, link: Link, reason: str) -> None:
+        if link.closed:
+            return
+        link.shutdown(link.peer_error or RpcError(Status.UNAVAILABLE, reason))
+        self._spawn(link.conn.close())
+        current = self.link is link
+        if current:
+            self.ready.clear()
+        if self.closing or not current:
+            return  # an old link (replaced after a GOAWAY) ending changes nothing
+        owner = self._owner
+        if owner.on_disconnect is not None:
+            owner.on_disconnect(owner, reason)
+        self._start_reconnect()
+
+    def _on_goaway(self, link: Link) -> None:
+        # The server drains: calls in flight on this link finish there; new calls fail fast with
+        # UNAVAILABLE until a new connection is up (dialled now when a reconnect policy is set).
+        # The one drain path, for the RPC GOAWAY frame and for a secure transport GOAWAY alike.
+        if link.goaway:
+            return
+        link.goaway = True
+        if self.link is link and not self.closing:
+            self.ready.clear()
+            self._start_reconnect()
+
+    def _on_transport_event(self, link: Link, ev: TransportEvent) -> None:
+        """Events of the transport under ``link`` (secure mode; runs in the receive path)."""
+        if isinstance(ev, PeerDraining):
+            # a transport GOAWAY (a kcp-level listener.goaway()) drains like the RPC GOAWAY frame
+            self._on_goaway(link)
+        elif isinstance(ev, PeerClosed):
+            # data already received is still read to the end; the link ends with this reason
+            status = ev.status
+            if status is not None:  # the server ended the RPC connection with a status
+                link.peer_error = RpcError(status, ev.message or status.name)
+                link.peer_reason = f"closed by the server: {status.name}: {ev.message}"
+            else:
+                link.peer_reason = "closed by the server: " + ev.reason
+        elif isinstance(ev, PathChanged):
+            owner = self._owner
+            owner.path_changes += 1
+            if owner.on_path_change is not None:
+                try:
+                    r = owner.on_path_change(owner, ev.old, ev.new)
+                    if inspect.isawaitable(r):
+                        self._spawn(r)
+                except Exception:
+                    log.exception("on_path_change handler raised")
+
+    # ------------------------------------------------------------------ reconnects
+    def _start_reconnect(self) -> None:
+        policy = self._owner.config.reconnect
+        if policy is not None and (self._reconnect_task is None or self._reconnect_task.done()):
+            self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(policy))
+
+    async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
+        attempt = 0
+        while not self.closing:
+            if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                return
+            await asyncio.sleep(policy.delay(attempt, self._rng))
+            attempt += 1
+            try:
+                await self.connect_once(restore=policy.restore)
+            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError):
+                continue
+            owner = self._owner
+            owner.reconnects += 1
+            if owner.on_reconnect is not None:
+                r = owner.on_reconnect(owner)
+                if inspect.isawaitable(r):
+                    await r
+            return
