@@ -37,7 +37,8 @@ async def _hello_flood(target: Target, seconds: float) -> dict[str, int]:
             small = not small
             client.topic_offsets = {f"room:{PRIVATE_ROOM}": (0, 0), f"topic:{SECRET_TOPIC}": (0, 0)}
             try:
-                await client.lifecycle.connect_once(restore=True)  # attack code: the reconnect path, on demand
+                # attack code: the reconnect path, on demand
+                await client.lifecycle.connect_once(restore=True)
             except kcprpc.RpcError:
                 out["connect_errors"] += 1
                 continue

@@ -117,7 +117,7 @@ class _Run:
             except kcprpc.RpcError:
                 pass
             finally:
-                hb = getattr(getattr(client, "_link", None), "hb", None)
+                hb = getattr(client.lifecycle.link, "hb", None)
                 c["pings"] += int(getattr(hb, "_nonce", 0))
                 if ended.is_set() or reason:
                     c["ended_by_server"] += 1
