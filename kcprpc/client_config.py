@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 from kcprpc import codec
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
-from kcprpc.receive import receive_limit_defaults
+from kcprpc.receive import ReceiveSettings
 
 __all__ = ["ClientConfig"]
 
 
 @dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(ReceiveSettings):
     """Client behaviour. ``unary_framing``: ``"shared"`` sends unary calls on the control stream with
     call ids (cheap), ``"stream"`` opens a mux stream per call. ``stream_framing`` is the same choice
     for streaming calls (own streams give per-call flow control)."""
@@ -40,12 +40,3 @@ class ClientConfig:
 
     def __post_init__(self) -> None:
         self.receive_limits()
-
-    def receive_limits(self) -> tuple[int, int]:
-        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
-        )

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
-from kcprpc import codec
 from kcprpc.calls import ClientCall
 from kcprpc.codec import Frame
 from kcprpc.errors import RpcError
@@ -38,7 +37,7 @@ from kcprpc.protocol.client import (
 )
 from kcprpc.protocol.frames import Event, Ping, Welcome
 from kcprpc.push import send_datagram
-from kcprpc.receive import ReceiveLimits, read_frames
+from kcprpc.receive import ReceiveLimits, read_datagrams, read_frames
 from kcprpc.transport import ByteStream, Connection
 
 __all__ = ["EventSink", "Link", "LinkHooks"]
@@ -208,25 +207,19 @@ class Link:
         self.hooks.on_lost(self, self.peer_reason or "connection closed")
 
     async def read_datagrams(self) -> None:
-        conn = self.conn
-        on_event = self._on_event
-        while True:
-            try:
-                data = await conn.recv_datagram()
-            except (ConnectionError, OSError, EOFError):
-                return
-            try:
-                ftype, cid, body = codec.decode_datagram(data)
-            except Exception:
-                self.protocol.counters["bad_frames"] += 1
-                continue
-            if self.hb is not None:
-                self.hb.last_receive = self.now()
-            out = self.protocol.receive_datagram(ftype, cid, body)
-            if type(out) is Event:
-                self.hooks.on_event(out, True)
-            elif out is not None and type(out) is not bytes:
-                on_event[type(out)](out)
+        await read_datagrams(self.conn, self._on_datagram, self._bad_datagram)
+
+    def _bad_datagram(self) -> None:
+        self.protocol.counters["bad_frames"] += 1
+
+    def _on_datagram(self, ftype: int, cid: int, body: Any) -> None:
+        if self.hb is not None:
+            self.hb.last_receive = self.now()
+        out = self.protocol.receive_datagram(ftype, cid, body)
+        if type(out) is Event:
+            self.hooks.on_event(out, True)
+        elif out is not None and type(out) is not bytes:
+            self._on_event[type(out)](out)
 
     async def heartbeat(self) -> None:
         hb = self.hb

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from kcprpc.codec import (
     BUFFER_REFUSED,
@@ -17,11 +18,12 @@ from kcprpc.codec import (
     DecodeBudget,
     Frame,
     FrameDecoder,
+    decode_datagram,
 )
 from kcprpc.errors import UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon, trimmer
 from kcprpc.inbox import ParkingLot
-from kcprpc.transport import ByteStream
+from kcprpc.transport import ByteStream, Connection
 
 
 class FrameBudget:
@@ -220,6 +222,25 @@ PARTIAL_FRAME_SLACK = 256 * 1024
 the tails of small frames on other streams fit there while a large frame is in progress."""
 
 
+class ReceiveSettings:
+    """What :class:`~kcprpc.ClientConfig` and :class:`~kcprpc.ServerConfig` share: the fields
+    that bound a connection's receive side, and their effective values."""
+
+    max_message_size: int
+    max_decoded_bytes: int | None
+    max_partial_frame_bytes: int | None
+    partial_frame_timeout: float | None
+
+    def receive_limits(self) -> tuple[int, int]:
+        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
+        return receive_limit_defaults(
+            self.max_message_size,
+            self.max_decoded_bytes,
+            self.max_partial_frame_bytes,
+            self.partial_frame_timeout,
+        )
+
+
 def receive_limit_defaults(
     max_message_size: int,
     max_decoded_bytes: int | None,
@@ -393,3 +414,21 @@ async def read_frames(
         if dec.reserved:
             budget.release(dec.reserved)
             dec.reserved = 0
+
+
+async def read_datagrams(
+    conn: Connection, on_frame: Callable[[int, int, Any], None], on_bad: Callable[[], None]
+) -> None:
+    """Read a connection's OOB datagrams until it ends: each holds one frame, given to
+    ``on_frame(ftype, call_id, body)``; one that does not decode is counted by ``on_bad()``."""
+    while True:
+        try:
+            data = await conn.recv_datagram()
+        except (ConnectionError, OSError, EOFError):
+            return
+        try:
+            ftype, cid, body = decode_datagram(data)
+        except Exception:
+            on_bad()
+            continue
+        on_frame(ftype, cid, body)

@@ -20,7 +20,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
-from kcprpc import codec
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
 from kcprpc.dispatch import StreamPump, invoke, maybe_await
@@ -29,7 +28,7 @@ from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.protocol.server import StartNotify
 from kcprpc.push import Broker, MemoryBroker, PushHub
-from kcprpc.receive import RECEIVE_COUNTERS, read_frames
+from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -358,21 +357,16 @@ class Server:
             total -= b
 
     async def _datagram_loop(self, sess: ServerSession) -> None:
-        conn = sess.conn
-        while True:
-            try:
-                data = await conn.recv_datagram()
-            except (ConnectionError, OSError, EOFError):
-                return
-            try:
-                ftype, cid, body = codec.decode_datagram(data)
-            except Exception:
-                self.stats["bad_frames"] += 1
-                continue
+        def on_frame(ftype: int, cid: int, body: Any) -> None:
             sess.last_receive = sess.loop.time()
             start = sess.protocol.receive_datagram(ftype, cid, body)
             if start is not None:
                 self.run_notify(sess, start)
+
+        await read_datagrams(sess.conn, on_frame, self._bad_datagram)
+
+    def _bad_datagram(self) -> None:
+        self.stats["bad_frames"] += 1
 
     async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
         ch = StreamPump(self, sess, stream)

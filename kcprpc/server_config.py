@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
-from kcprpc.receive import receive_limit_defaults
+from kcprpc.receive import ReceiveSettings
 
 __all__ = ["ServerConfig"]
 
 
 @dataclass(frozen=True)
-class ServerConfig:
+class ServerConfig(ReceiveSettings):
     """Limits and timings of a server (per connection unless said otherwise)."""
 
     max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
@@ -62,12 +62,3 @@ class ServerConfig:
         if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
             raise UsageError("slow_consumer_timeout must be positive or None")
         self.receive_limits()
-
-    def receive_limits(self) -> tuple[int, int]:
-        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
-        )
