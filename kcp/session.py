@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,9 +32,13 @@ from kcp.config import SessionConfig
 from kcp.crypt import PacketCrypt
 from kcp.endpoint import Endpoint
 from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
-from kcp.errors import ConnectionClosedError, DeadLinkError, KCPUsageError
+from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.path import PacketPath
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline, bare_kcp
+from kcp.session_datagrams import DatagramQueue
+from kcp.session_setup import check_close_code, make_engine, water_marks
+from kcp.session_stats import session_stats
+from kcp.session_timing import dead_link_error, next_wake
 from kcp.snmp import session_closed, session_opened
 from kcp.stats import Counters
 
@@ -60,8 +63,6 @@ SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _CLOSED: frozenset(),
 }
 """The legal state changes; anything else is a bug (asserted)."""
-
-_KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
 
 
 class SessionHost(Protocol):
@@ -97,7 +98,6 @@ class KCPSession:
         "__weakref__",
         "_closed_fut",
         "_config",
-        "_dgram_waiter",
         "_dgrams",
         "_drain_waiter",
         "_engine",
@@ -130,7 +130,6 @@ class KCPSession:
         "close_code",
         "close_reason",
         "counters",
-        "datagrams_dropped",
         "goaway_received",
         "local_address",
         "remote_address",
@@ -166,26 +165,13 @@ class KCPSession:
         self.close_code: int | None = None
         self.goaway_received: tuple[int, str] | None = None
         self._event_callbacks = path.callbacks
-        eng = self._engine = KCP(conv, None)
-        eng.counters = self.counters
-        eng.nodelay(config.nodelay, config.interval, config.resend, config.nc)
-        eng.wndsize(config.snd_wnd, config.rcv_wnd)
-        # Until the peer's first packet tells its window, assume kcp-go's initial one (32), not
-        # ikcp's 128: a new kcp-go session receives only 32 segments until its owner widens the
-        # window, so a first flight of 128 loses the rest (seen live against kcptun-server).
-        eng.rmt_wnd = _KCPGO_INITIAL_RMT_WND
-        if eng.setmtu(config.mtu - self._overhead) < 0:
-            raise KCPUsageError("mtu too small for the packet-layer overhead")
-        eng.stream = 1 if config.stream else 0
-        eng.dead_link = config.dead_link
+        eng = self._engine = make_engine(conv, config, self._overhead, self.counters)
         self.ack_nodelay = config.ack_nodelay
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
-        self._dgrams: deque[bytes] = deque()
-        self.datagrams_dropped = 0
+        self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._dgram_waiter: asyncio.Future[None] | None = None
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._state = SessionState.OPEN
         self._exc: BaseException | None = None
@@ -193,7 +179,7 @@ class KCPSession:
         self._flush_marked = False
         self._in_dirty = False
         self._timer_entry: tuple[int, int] | None = None
-        self._set_water_marks()
+        self._high_water, self._low_water = water_marks(config, eng)
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
         self._last_recv = self._last_valid = self._timers.now_ms()
@@ -201,13 +187,6 @@ class KCPSession:
         path.attach(self)
         eng.output = path.make_output(self._pipeline, self._plain, self.counters)
         self._post(self._last_recv)
-
-    # -- wiring ----------------------------------------------------------------------------------
-    def _set_water_marks(self) -> None:
-        eng = self._engine
-        high = self._config.write_buffer or 2 * eng.snd_wnd
-        self._high_water = max(high, 1)
-        self._low_water = max(self._high_water // 2, 1)
 
     # -- properties ------------------------------------------------------------------------------
     @property
@@ -323,25 +302,20 @@ class KCPSession:
     @property
     def stats(self) -> dict[str, int]:
         """This session's counters plus the engine's RTT and window state."""
-        eng = self._engine
-        # the process-wide secure_* fields stay out: secure mode's own counters follow, by their names
-        out = {k: v for k, v in self.counters.snapshot().items() if not k.startswith("secure_")}
-        self._path.add_stats(out)
-        out.update(
-            srtt=eng.rx_srtt,
-            rttvar=eng.rx_rttval,
-            rto=eng.rx_rto,
-            cwnd=eng.cwnd,
-            snd_wnd=eng.snd_wnd,
-            rcv_wnd=eng.rcv_wnd,
-            rmt_wnd=eng.rmt_wnd,
-            waitsnd=eng.waitsnd(),
+        dgrams = self._dgrams
+        return session_stats(
+            self.counters,
+            self._engine,
+            self._path.add_stats,
             read_buffered=len(self._rbuf),
-            datagrams_queued=len(self._dgrams),
-            datagrams_dropped=self.datagrams_dropped,
-            mtu=eng.mtu,
+            datagrams_queued=len(dgrams),
+            datagrams_dropped=dgrams.dropped,
         )
-        return out
+
+    @property
+    def datagrams_dropped(self) -> int:
+        """Received datagrams dropped because the queue (``datagram_queue``) was full."""
+        return self._dgrams.dropped
 
     # -- tuning ----------------------------------------------------------------------------------
     def set_nodelay(self, nodelay: int, interval: int, resend: int, nc: int) -> None:
@@ -351,7 +325,7 @@ class KCPSession:
     def set_window(self, snd_wnd: int, rcv_wnd: int) -> None:
         """Send and receive windows, in segments (the receive window is at least 128)."""
         self._engine.wndsize(snd_wnd, rcv_wnd)
-        self._set_water_marks()
+        self._high_water, self._low_water = water_marks(self._config, self._engine)
 
     def set_mtu(self, mtu: int) -> None:
         """UDP payload size; the engine gets ``mtu`` minus the packet-layer overhead."""
@@ -396,8 +370,8 @@ class KCPSession:
                         and self._host.conv_mismatch(self, data, payload, now)
                     ):
                         return
-                else:
-                    self._on_datagram(payload)
+                elif self._state is _OPEN:
+                    self._dgrams.push(payload)
         if not self._in_dirty:
             self._in_dirty = True
             self._ep.dirty.append(self)
@@ -410,18 +384,6 @@ class KCPSession:
             return
         self._engine.probe |= IKCP_ASK_SEND
         self.request_flush()
-
-    def _on_datagram(self, payload: bytes) -> None:
-        if self._state is not _OPEN:
-            return
-        q = self._dgrams
-        if len(q) >= self._config.datagram_queue:
-            q.popleft()
-            self.datagrams_dropped += 1
-        q.append(payload)
-        w = self._dgram_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def after_input(self, now: int) -> None:
         """After a receive batch: deliver to the reader, flush acks, re-arm the timer."""
@@ -505,7 +467,7 @@ class KCPSession:
             self._finish(now, None, self.close_reason or "closed")
             return
         if ws or eng.probe:
-            due = self._next_wake(now)
+            due = next_wake(eng, self.ack_nodelay, now)
             if self._idle_ms and self._last_recv + self._idle_ms < due:
                 due = self._last_recv + self._idle_ms
         elif self._idle_ms:
@@ -522,34 +484,6 @@ class KCPSession:
         if due >= 0:
             self._timers.schedule(self, due)
 
-    def _next_wake(self, now: int) -> int:
-        """When the engine next has something to do on its own.
-
-        ikcp's ``check()`` never looks further than one ``interval`` ahead, because its flush also
-        carries delayed acks and window probes. With ``ack_nodelay`` the session flushes acks
-        (and any data the acks let out) right after each receive batch, so while a few segments
-        are merely waiting for their ack the only timed event is the earliest retransmission.
-        Waking at that time instead of every interval keeps thousands of sessions with a message
-        in flight cheap. Bulk transfers (many segments in flight), window probes and delayed acks
-        keep ikcp's cadence.
-        """
-        eng = self._engine
-        buf = eng.snd_buf
-        if not self.ack_nodelay or eng.probe or not eng.rmt_wnd or len(buf) > 32 or not buf:
-            return eng.check(now)
-        current = now & 0xFFFFFFFF
-        best = 0x7FFFFFFF
-        for seg in buf:
-            if not seg.acked:
-                d = (seg.resendts - current) & 0xFFFFFFFF
-                if d >= 0x80000000:
-                    return now  # overdue
-                if d < best:
-                    best = d
-        if best == 0x7FFFFFFF:
-            return eng.check(now)
-        return now + best
-
     def request_flush(self) -> None:
         """Flush the engine at the end of this loop tick."""
         if not self._flush_marked:
@@ -558,14 +492,7 @@ class KCPSession:
             self._ep.kick()
 
     def _die(self, now: int) -> None:
-        self._finish(
-            now,
-            DeadLinkError(
-                f"KCP session {self.conv} to {self.remote_address}: dead link "
-                f"(a segment was sent {self._engine.dead_link} times without an ack)"
-            ),
-            "dead link",
-        )
+        self._finish(now, dead_link_error(self._engine, self.remote_address), "dead link")
 
     def _finish(self, now: int, exc: BaseException | None, reason: str) -> None:
         """End the session now: wake everyone, leave the listener/endpoint, fold counters."""
@@ -577,9 +504,10 @@ class KCPSession:
         self.close_reason = reason
         self._path.finish(now, self.close_code, reason)  # after the state change: callbacks cannot re-enter
         self._timers.cancel(self)
-        for w in (self._read_waiter, self._drain_waiter, self._dgram_waiter):
+        for w in (self._read_waiter, self._drain_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
+        self._dgrams.wake()
         session_closed(self)
         self._host.session_ended(self)
         if not self._closed_fut.done():
@@ -743,15 +671,7 @@ class KCPSession:
 
     async def recv_datagram(self) -> bytes:
         """The next out-of-band datagram; raises :class:`ConnectionClosedError` once the session ended."""
-        while not self._dgrams:
-            if self._state is not _OPEN:
-                if self._exc is not None:
-                    raise self._exc
-                raise ConnectionClosedError(
-                    f"KCP session {self.conv} is closed ({self.close_reason or 'closed'})"
-                )
-            await self._wait("_dgram_waiter")
-        return self._dgrams.popleft()
+        return await self._dgrams.get(self._check_writable)
 
     # -- closing ---------------------------------------------------------------------------------
     def close(self, code: int = 0, message: str = "") -> None:
@@ -764,16 +684,19 @@ class KCPSession:
         """
         if self._state is not _OPEN:
             return
-        if not 0 <= code <= 0xFFFF:
-            raise KCPUsageError("close code must be in 0..65535")
+        check_close_code(code)
         self._set_state(_CLOSING)
         self.close_code = code
         self.close_reason = message or "closed"
         self._rbuf.clear()
         self._dgrams.clear()
-        for w in (self._read_waiter, self._dgram_waiter, self._drain_waiter):
-            if w is not None and not w.done():
-                w.set_result(None)
+        w = self._read_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        self._dgrams.wake()
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
         now = self._timers.now_ms()
         eng = self._engine
         if eng.waitsnd() == 0 or self._config.close_linger <= 0:
@@ -789,8 +712,7 @@ class KCPSession:
         """End the session at once, dropping unsent data. In secure mode the peer gets an
         authenticated CLOSE with ``code`` and ``message`` when given (as :meth:`close`)."""
         if code is not None:
-            if not 0 <= code <= 0xFFFF:
-                raise KCPUsageError("close code must be in 0..65535")
+            check_close_code(code)
             if self._state is not _CLOSED:
                 self.close_code = code
         self._finish(self._timers.now_ms(), None, message or "aborted")

@@ -1,0 +1,44 @@
+"""Building and tuning a KCP session's engine from its :class:`kcp.config.SessionConfig`.
+
+Used by :class:`kcp.session.KCPSession` at construction and by its ``set_*`` tuning methods.
+"""
+
+from __future__ import annotations
+
+from kcp.config import SessionConfig
+from kcp.engine import KCP
+from kcp.errors import KCPUsageError
+from kcp.stats import Counters
+
+__all__ = ["KCPGO_INITIAL_RMT_WND", "check_close_code", "make_engine", "water_marks"]
+
+KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
+
+
+def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Counters) -> KCP:
+    """The engine for conversation ``conv``, configured; ``overhead`` is the packet layers' share
+    of each datagram (crypt, crc, FEC, the packet path)."""
+    eng = KCP(conv, None)
+    eng.counters = counters
+    eng.nodelay(config.nodelay, config.interval, config.resend, config.nc)
+    eng.wndsize(config.snd_wnd, config.rcv_wnd)
+    # Until the peer's first packet tells its window, assume kcp-go's initial one (32), not
+    # ikcp's 128: a new kcp-go session receives only 32 segments until its owner widens the
+    # window, so a first flight of 128 loses the rest (seen live against kcptun-server).
+    eng.rmt_wnd = KCPGO_INITIAL_RMT_WND
+    if eng.setmtu(config.mtu - overhead) < 0:
+        raise KCPUsageError("mtu too small for the packet-layer overhead")
+    eng.stream = 1 if config.stream else 0
+    eng.dead_link = config.dead_link
+    return eng
+
+
+def water_marks(config: SessionConfig, eng: KCP) -> tuple[int, int]:
+    """The write buffer's (high, low) marks in segments: ``drain()`` waits above high until below low."""
+    high = max(config.write_buffer or 2 * eng.snd_wnd, 1)
+    return high, max(high // 2, 1)
+
+
+def check_close_code(code: int) -> None:
+    if not 0 <= code <= 0xFFFF:
+        raise KCPUsageError("close code must be in 0..65535")
