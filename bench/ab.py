@@ -5,7 +5,8 @@
         -- bench/rpc.py --quick --contenders kcprpc
 
 ``--base`` is a checkout of the older code (e.g. ``git worktree add --detach ../old-tree COMMIT``,
-with its own ``.venv``); this tree is the new side. Each round runs the command in both trees, in
+with its own ``.venv``); this tree is the new side. A benchmark script the base tree does not have runs
+from this tree (against the base tree's code). Each round runs the command in both trees, in
 alternating order (base first on odd rounds, new first on even ones), each with its own
 ``.venv/bin/python``. Each ``--metric NAME=REGEX`` takes the LAST match of REGEX's first group in a
 run's output; the report gives every round's values, the medians and the ratio new / base.
@@ -27,6 +28,8 @@ def run(tree: Path, cmd: list[str], timeout: float) -> str:
     py = tree / ".venv" / "bin" / "python"
     if not py.exists():
         sys.exit(f"{py} is missing: create the venv of {tree} first")
+    if not (tree / cmd[0]).exists() and (ROOT / cmd[0]).exists():  # a benchmark newer than the base tree
+        cmd = [str(ROOT / cmd[0]), *cmd[1:]]
     out = subprocess.run(
         [str(py), *cmd], cwd=tree, capture_output=True, text=True, timeout=timeout, check=False
     )

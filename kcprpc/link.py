@@ -144,7 +144,9 @@ class Link:
             out = receive(ftype, cid, body)
             if out is None:
                 continue
-            if type(out) is bytes:
+            if type(out) is Replied:  # the hot path: a unary reply, inline (as _replied)
+                out.handle.on_reply(out.payload, out.initial_metadata, out.trailing_metadata)
+            elif type(out) is bytes:
                 self.writer.send(out)
             else:
                 on_event[type(out)](out)
