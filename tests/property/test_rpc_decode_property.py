@@ -13,7 +13,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kcprpc import codec
+from kcprpc import codec, msgpack_size
 
 HUGE = 1 << 60
 
@@ -63,9 +63,9 @@ def deep_size(obj: Any) -> int:
 @given(values)
 def test_estimate_bounds_the_decoded_value(value: Any) -> None:
     data = msgpack.packb(value, use_bin_type=True)
-    est = codec.decoded_size(data, HUGE)
+    est = msgpack_size.decoded_size(data, HUGE)
     assert est >= 0
-    assert est <= codec.DECODE_FACTOR * len(data) + codec.DECODE_SLACK
+    assert est <= msgpack_size.DECODE_FACTOR * len(data) + msgpack_size.DECODE_SLACK
     # deep_size counts a map's keys and values; with duplicate keys folded it can only be smaller
     assert est >= deep_size(codec.unpack(data)), (value, est)
 
@@ -75,7 +75,7 @@ def test_estimate_bounds_the_decoded_value(value: Any) -> None:
 def test_estimate_bounds_what_unpack_allocates(value: Any) -> None:
     """The allocator's own view (maps left out: msgpack interns their string keys in a global table)."""
     data = msgpack.packb(value, use_bin_type=True)
-    est = codec.decoded_size(data, HUGE)
+    est = msgpack_size.decoded_size(data, HUGE)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -90,8 +90,8 @@ def test_estimate_bounds_what_unpack_allocates(value: Any) -> None:
 @given(values, st.integers(0, 4096))
 def test_estimate_stops_at_the_limit(value: Any, limit: int) -> None:
     data = msgpack.packb(value, use_bin_type=True)
-    full = codec.decoded_size(data, HUGE)
-    assert codec.decoded_size(data, limit) == (full if full <= limit else -1)
+    full = msgpack_size.decoded_size(data, HUGE)
+    assert msgpack_size.decoded_size(data, limit) == (full if full <= limit else -1)
 
 
 @given(
@@ -99,8 +99,8 @@ def test_estimate_stops_at_the_limit(value: Any, limit: int) -> None:
 )
 def test_garbage_never_raises_and_agrees_with_unpack(data: bytes, tail: bytes) -> None:
     for blob in (data, data + tail, data[: len(data) // 2]):
-        est = codec.decoded_size(blob, HUGE)
-        assert est == -2 or 0 <= est <= codec.DECODE_FACTOR * len(blob) + codec.DECODE_SLACK
+        est = msgpack_size.decoded_size(blob, HUGE)
+        assert est == -2 or 0 <= est <= msgpack_size.DECODE_FACTOR * len(blob) + msgpack_size.DECODE_SLACK
         try:
             decoded = codec.unpack(blob)
         except Exception:
@@ -141,7 +141,7 @@ def test_budgeted_decoder_never_holds_more_than_its_limit(
     for i, ((ftype, cid, body), (t, v), cost) in enumerate(zip(got, frames, charged, strict=True)):
         assert (ftype, cid) == (t, i + 1)
         is_held = t in (codec.CALL, codec.MSG)
-        est = codec.decoded_size(msgpack.packb(v, use_bin_type=True), HUGE)
+        est = msgpack_size.decoded_size(msgpack.packb(v, use_bin_type=True), HUGE)
         room = limit - held if is_held else limit
         if body is codec.DECODE_REFUSED:
             assert cost == 0 and est > room
@@ -159,8 +159,8 @@ def test_budgeted_decoder_never_holds_more_than_its_limit(
 )
 def test_walk_in_pieces_agrees_with_walk_at_once(data: bytes, cuts: list[int], limit: int) -> None:
     """BodyWalk fed the body as it arrives (any split) ends where decoded_size does."""
-    whole = codec.decoded_size(data, limit)
-    walk = codec.BodyWalk()
+    whole = msgpack_size.decoded_size(data, limit)
+    walk = msgpack_size.BodyWalk()
     end = 0
     r = 0
     for cut in cuts:
