@@ -342,6 +342,16 @@ class KCP:
         self._mv = memoryview(bytearray((mtu + IKCP_OVERHEAD) * 3))
         return 0
 
+    def drop_unsent(self) -> None:
+        """Forget every segment queued or in flight, and pending acks (the session has ended and will
+        send nothing again): their memory goes now, as ``ikcp_release`` frees it, not whenever the
+        session object itself is collected."""
+        self.snd_queue.clear()
+        self.snd_buf.clear()
+        self._nacked = 0
+        self._acklist.clear()
+        self._outbox.clear()
+
     def waitsnd(self) -> int:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
         return len(self.snd_buf) - self._nacked + len(self.snd_queue)

@@ -504,6 +504,7 @@ class KCPSession:
         self.close_reason = reason
         self._path.finish(now, self.close_code, reason)  # after the state change: callbacks cannot re-enter
         self._timers.cancel(self)
+        self._engine.drop_unsent()  # a slow reader's megabytes go now, not at the next full GC
         for w in (self._read_waiter, self._drain_waiter):
             if w is not None and not w.done():
                 w.set_result(None)

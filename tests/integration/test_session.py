@@ -331,3 +331,24 @@ async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.
         entry = c._timer_entry
         assert entry is not None and entry[0] == c._last_recv + 30_000
         c.abort()
+
+
+async def test_an_ended_session_lets_go_of_what_it_had_not_sent() -> None:
+    """A peer that stops reading leaves megabytes queued on our side; aborting the session frees
+    them at once (the engine's queues are emptied), not whenever the session object is collected."""
+    async with await kcp.listen("127.0.0.1", 0) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1])
+        c.write(b"hi")
+        s = await asyncio.wait_for(lis.accept(), 5)
+        assert await asyncio.wait_for(s.readexactly(2), 5) == b"hi"
+        s.write(b"x" * 4_000_000)  # c never reads: its read buffer fills and its window closes
+        for _ in range(200):
+            if s.engine.waitsnd() > 0 and s.send_backlog() > 1_000_000:
+                break
+            await asyncio.sleep(0.01)
+        assert s.send_backlog() > 1_000_000
+        s.abort()
+        eng = s.engine
+        assert eng.waitsnd() == 0 and not eng.snd_queue and not eng.snd_buf
+        assert s.send_backlog() == 0
+        c.close()
