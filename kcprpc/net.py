@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
@@ -25,6 +25,10 @@ from kcprpc.transport_events import (
     TransportEvent,
 )
 
+if TYPE_CHECKING:
+    from kcp.listener import Listener
+    from kcp.session import KCPSession
+
 
 class DatagramPort(Protocol):
     """Unreliable datagrams (a KCP session's OOB path)."""
@@ -39,20 +43,26 @@ class DatagramPort(Protocol):
 
 
 class MuxConnection:
-    """A :class:`~kcprpc.transport.Connection` made of a mux session and a datagram port."""
+    """A :class:`~kcprpc.transport.Connection` made of a mux session and a datagram port.
+
+    Over KCP, ``session`` is the :class:`kcp.KCPSession` under the mux: it is also the datagram
+    port, and it gives the capabilities an in-memory pipe has not (abort with a reason, counters,
+    the peer's address and key, secure-mode events, rebind)."""
 
     def __init__(
         self,
         mux: MuxSession,
         datagrams: DatagramPort | None = None,
         *,
+        session: KCPSession | None = None,
         max_datagram_size: int = 1100,
         remote_address: Any = None,
         on_close: Any = None,
     ) -> None:
         self.mux = mux
-        self.datagrams = datagrams
-        self._max_dgram = max_datagram_size if datagrams is not None else 0
+        self.session = session
+        self.datagrams = session if session is not None else datagrams
+        self._max_dgram = max_datagram_size if self.datagrams is not None else 0
         self._remote = remote_address
         self._on_close = on_close
         self._closed_ev = asyncio.Event()
@@ -113,13 +123,9 @@ class MuxConnection:
         """Close at once, dropping unsent and unacknowledged data (a peer that never answered, or
         one that stopped reading). A secure KCP session tells the peer ``code`` and ``message`` in
         its authenticated CLOSE."""
-        ab = getattr(self.datagrams, "abort", None)
-        if callable(ab):
+        if self.session is not None:
             with contextlib.suppress(Exception):
-                if code is None:
-                    ab()
-                else:
-                    ab(code, message)
+                self.session.abort(code, message)
         await self.close()
 
     def send_backlog(self) -> int:
@@ -135,25 +141,23 @@ class MuxConnection:
     def stats(self) -> dict[str, int]:
         """Mux counters plus, when available, the KCP session's counters."""
         out = {f"mux_{k}": v for k, v in self.mux.counters.items()}
-        st = getattr(self.datagrams, "stats", None)
-        if st is not None:
-            with contextlib.suppress(Exception):
-                out.update(st() if callable(st) else st)
+        if self.session is not None:
+            out.update(self.session.stats)
         return out
 
     @property
     def remote_address(self) -> Any:
         """Peer address (follows a secure-mode session when its peer migrates)."""
-        return getattr(self.datagrams, "remote_address", None) or self._remote
+        return self.session.remote_address if self.session is not None else self._remote
 
     def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
         """Secure mode: call ``callback(event)`` for each transport event of the KCP session,
         translated into :mod:`kcprpc.transport_events` (a path change, validated or failed; the
         peer draining; the peer closing); it runs in the receive path and must not block.
         Returns False (and does nothing) when the connection has no such events."""
-        add = getattr(self.datagrams, "add_event_callback", None)
-        if add is None or self.wire_mode != "secure":
+        if self.session is None or self.session.mode != "secure":
             return False
+        add = self.session.add_event_callback
         translate = _secure_event_translator()
 
         def on_event(ev: Any) -> None:
@@ -172,24 +176,21 @@ class MuxConnection:
     def rebind(self) -> Any:
         """Secure client connections: move to a new local UDP socket (a phone changing networks);
         calls continue. Returns the new local address."""
-        rebind = getattr(self.datagrams, "rebind", None)
-        if rebind is None or self.wire_mode != "secure":
+        if self.session is None or self.session.mode != "secure":
             raise UsageError("rebind() needs a secure-mode KCP connection")
-        return rebind()
+        return self.session.rebind()
 
     @property
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""
-        mode = getattr(self.datagrams, "mode", None)
-        return mode if isinstance(mode, str) else None
+        return self.session.mode if self.session is not None else None
 
     @property
     def peer_public_key(self) -> bytes | None:
         """Secure mode: the peer's static X25519 public key (a client that ran the pinned-key
         handshake; a server's is the key the client pinned), else None."""
-        sec = getattr(self.datagrams, "secure", None)
-        key = getattr(sec, "peer_static", None)
-        return key if isinstance(key, bytes) else None
+        sec = self.session.secure if self.session is not None else None
+        return sec.peer_static if sec is not None else None
 
 
 def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
@@ -242,24 +243,15 @@ def handshake_error(e: Exception) -> RpcError:
     return RpcError(status, f"secure {e}" if str(e).startswith("handshake") else str(e))
 
 
-def wrap_session(session: Any, *, client: bool, mux_config: MuxConfig) -> MuxConnection:
+def wrap_session(session: KCPSession, *, client: bool, mux_config: MuxConfig) -> MuxConnection:
     """A :class:`MuxConnection` over a ``kcp.KCPSession`` (streams on the session, OOB datagrams beside)."""
     mux = MuxSession(session, client=client, config=mux_config)
-    try:
-        max_dgram = int(session.max_datagram_size())
-    except Exception:
-        max_dgram = 0
+    max_dgram = session.max_datagram_size()
 
     async def close_session() -> None:
         session.close()
 
-    return MuxConnection(
-        mux,
-        session,
-        max_datagram_size=max_dgram,
-        remote_address=getattr(session, "remote_address", None),
-        on_close=close_session,
-    )
+    return MuxConnection(mux, session=session, max_datagram_size=max_dgram, on_close=close_session)
 
 
 async def dial(host: str, port: int, transport: Transport) -> MuxConnection:
@@ -285,7 +277,7 @@ async def dial(host: str, port: int, transport: Transport) -> MuxConnection:
 class RpcListener:
     """Accepts KCP sessions and hands them out as server-side :class:`MuxConnection` objects."""
 
-    def __init__(self, listener: Any, mux_config: MuxConfig) -> None:
+    def __init__(self, listener: Listener, mux_config: MuxConfig) -> None:
         self.listener = listener
         self.mux_config = mux_config
 
@@ -307,7 +299,7 @@ class RpcListener:
     def drain(self) -> None:
         """Secure mode: refuse new handshakes with a clear reason (the client's ``connect()`` fails
         with UNAVAILABLE at once); a compat listener has no handshake, nothing to do."""
-        if getattr(self.listener, "mode", None) == "secure":
+        if self.listener.mode == "secure":
             self.listener.drain()
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
@@ -42,6 +42,9 @@ from kcprpc.service import MethodSpec, service_spec
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
+
+if TYPE_CHECKING:
+    from kcprpc.net import RpcListener
 
 log = logging.getLogger("kcprpc.server")
 
@@ -141,7 +144,7 @@ class Server:
             self.add_service(svc)
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._listener: Any = None
+        self._listener: RpcListener | None = None
         self._sweeper: asyncio.Future[None] | None = None
         self._accept_task: asyncio.Future[None] | None = None
         self._serving: asyncio.Future[None] | None = None
@@ -471,9 +474,8 @@ class Server:
         # of the drain from the RPC GOAWAY below (reliable, in order after the replies already sent).
         if self._accept_task is not None:
             self._accept_task.cancel()
-        drain = getattr(self._listener, "drain", None)
-        if drain is not None:
-            drain()
+        if self._listener is not None:
+            self._listener.drain()
         for s in list(self.sessions):
             s.send_frame(s.protocol.goaway(Status.UNAVAILABLE, "server shutting down"))
         loop = asyncio.get_running_loop()
@@ -492,9 +494,7 @@ class Server:
         await asyncio.gather(*(s.conn.close() for s in list(self.sessions)), return_exceptions=True)
         if self._listener is not None:
             self._listener.close()
-            wc = getattr(self._listener, "wait_closed", None)
-            if wc is not None:
-                await wc()
+            await self._listener.wait_closed()
         for t in list(self.tasks):
             t.cancel()
         if self._sweeper is not None:
