@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
+
 from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
@@ -14,6 +17,12 @@ from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw
 from kcprpc.status import Status
 
 Server.default_builtins = default_services  # the server itself imports no built-in service
+
+try:
+    __version__: str = _package_version("kcprpc")
+    """The installed distribution's version (pyproject.toml's ``version``)."""
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Broker",

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import kcprpc
 from kcprpc.cli.args import ArgumentParser
 from kcprpc.cli.commands import add_client_commands
 from kcprpc.cli.idl import add_idl_commands
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kcprpc`` argument parser (every sub-command sets ``func``; see
     :func:`kcprpc.cli.runner.run_command`)."""
     ap = ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
+    ap.add_argument("--version", action="version", version=f"kcprpc {kcprpc.__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     add_serve_command(sub)
     add_client_commands(sub)  # list, describe, call, watch, ping, stats

@@ -202,3 +202,15 @@ def test_serve_log_level() -> None:
     finally:
         root.handlers[:] = saved[1]
         root.setLevel(saved[0])
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    import kcprpc
+
+    assert kcprpc.__version__ == importlib.metadata.version("kcprpc")
+    with pytest.raises(SystemExit) as ei:
+        main(["--version"])
+    assert ei.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kcprpc {kcprpc.__version__}"
