@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -47,6 +48,15 @@ class EndpointUser(Protocol):
         """The receive batch is over (the session put itself in :attr:`Endpoint.dirty`)."""
 
 
+def _refused(io: DatagramIO) -> bool:
+    """Whether the last receive error was ICMP "port unreachable" (then forgotten)."""
+    err = io.last_error
+    if err is not None and err.errno == errno.ECONNREFUSED:
+        io.last_error = None
+        return True
+    return False
+
+
 def _drop(data: bytes, addr: Address, now: int) -> None:
     return None
 
@@ -64,6 +74,7 @@ class Endpoint:
         "io",
         "loop",
         "mmsg",
+        "on_refused",
         "scheduled",
         "sock",
         "timers",
@@ -96,6 +107,9 @@ class Endpoint:
         self.closed = False
         self.tx_dropped = 0
         self.dispatch: Dispatch = _drop
+        self.on_refused: Callable[[], object] | None = None
+        """Called when the socket reports ICMP "port unreachable" (a connected socket: nothing
+        listens at the peer's address); a dial sets it while its handshake runs."""
         loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -148,6 +162,8 @@ class Endpoint:
     def _read(self, max_batches: int) -> None:
         items = self.io.recv(max_batches)
         if not items:
+            if self.on_refused is not None and _refused(self.io):
+                self.on_refused()
             return
         now = self.timers.now_ms()
         dispatch = self.dispatch

@@ -33,6 +33,7 @@ from kcp.secure import (
     GoAwayReceived,
     HandshakeConfig,
     HandshakeError,
+    HandshakeUnreachable,
     KeyUpdated,
     PathChanged,
     PathFailed,
@@ -287,6 +288,11 @@ class _HandshakeTimer:
         self.cb(now)
 
 
+def _host_port(addr: Address) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 async def secure_handshake(
     ep: Endpoint, remote: Address, cfg: HandshakeConfig, rng: Callable[[int], bytes]
 ) -> SecureConnection:
@@ -326,8 +332,18 @@ async def secure_handshake(
         if t is not None and not fut.done():
             timers.schedule(timer, t)
 
+    def refused() -> None:
+        if not fut.done():
+            client.abandon(timers.now_ms())
+            fut.set_exception(
+                HandshakeUnreachable(
+                    f"handshake failed: connection refused (nothing listens on {_host_port(remote)})"
+                )
+            )
+
     timer = _HandshakeTimer(on_timer)
     ep.dispatch = dispatch
+    ep.on_refused = refused
     ep.send(client.initiate(timers.now_ms()), remote)
     t0 = client.get_timer()
     if t0 is not None:

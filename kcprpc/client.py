@@ -496,7 +496,8 @@ def connect(
 
     Connecting raises :class:`RpcError`: ``UNAVAILABLE`` when no answer comes within
     ``config.connect_timeout`` (in secure mode also a wrong passphrase or pinned key: the server
-    stays silent to those), ``UNAUTHENTICATED`` for a refused token or a PSK that does not match a
+    stays silent to those) and at once when nothing listens on the port (secure mode: "connection
+    refused", from the host's ICMP port unreachable), ``UNAUTHENTICATED`` for a refused token or a PSK that does not match a
     pinned server, ``FAILED_PRECONDITION`` for refused parameters, or the status an ``on_connect``
     hook raised. A transport this client cannot run raises :class:`UsageError` at once.
     """

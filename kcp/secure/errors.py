@@ -31,6 +31,11 @@ class HandshakeTimeout(HandshakeError):
     """No authenticated reply arrived in time (wrong server key, wrong PSK, or server unreachable)."""
 
 
+class HandshakeUnreachable(HandshakeError, ConnectionRefusedError):
+    """Nothing listens at the server's address: the host answered the handshake with ICMP "port
+    unreachable" (reported at once, instead of a timeout)."""
+
+
 class HandshakePskMismatch(HandshakeError):
     """The server answered, but its reply did not authenticate with this client's PSK (the client
     pinned the right server key, so only the pre-shared key can be wrong)."""

@@ -222,3 +222,18 @@ async def test_io_options_reach_the_socket() -> None:
             assert second.address == ("127.0.0.1", port)
         with pytest.raises(OSError):  # without it, the port is taken
             await kcprpc.Server([Demo()], "127.0.0.1", port, key=KEY).start()
+
+
+async def test_connecting_where_nothing_listens_fails_at_once_saying_so() -> None:
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(RpcError) as ei:  # connect_timeout is 5 s: this must not wait for it
+        await kcprpc.connect("127.0.0.1", port, key="k", config=ClientConfig(connect_timeout=5.0))
+    assert time.monotonic() - t0 < 2.0
+    assert ei.value.status is Status.UNAVAILABLE
+    assert f"connection refused (nothing listens on 127.0.0.1:{port})" in ei.value.message

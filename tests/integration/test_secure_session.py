@@ -27,6 +27,7 @@ from kcp.secure import (
     HandshakePskMismatch,
     HandshakeRefused,
     HandshakeTimeout,
+    HandshakeUnreachable,
     PathChanged,
     PathValidated,
     Reason,
@@ -757,3 +758,21 @@ async def test_secure_counters_reach_the_process_wide_snmp() -> None:
     for field, n in {"secure_handshakes": 2, "secure_path_changes": 1, "secure_closes_sent": 1,
                      "secure_closes_received": 1, "secure_handshake_failures": 1}.items():  # fmt: skip
         assert after[field] - before[field] == n, field
+
+
+def _closed_udp_port() -> int:
+    """A loopback UDP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_nothing_listening_is_reported_at_once_not_after_the_timeout() -> None:
+    """ICMP "port unreachable" ends the handshake at once, with its own error (not the 5 s
+    "key mismatch or unreachable" timeout)."""
+    port = _closed_udp_port()
+    t0 = time.monotonic()
+    with pytest.raises(HandshakeUnreachable, match=f"connection refused \\(nothing listens on 127.0.0.1:{port}\\)"):
+        await kcp.dial("127.0.0.1", port, kcp.SecureWire(key="k", config=SecureConfig(handshake_timeout_ms=4000)))
+    assert time.monotonic() - t0 < 2.0
