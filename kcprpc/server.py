@@ -13,6 +13,7 @@ reflection) are handed in (``builtins=``, by default :attr:`Server.default_built
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,11 @@ from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, Tran
 if TYPE_CHECKING:
     from kcprpc.net import RpcListener
 
+Lifespan = Callable[["Server"], contextlib.AbstractAsyncContextManager[object]]
+"""``lifespan(server)``: an async context manager (e.g. ``contextlib.asynccontextmanager``) entered
+by :meth:`Server.start` once the socket is bound and before any client is accepted (start a tick
+loop there), and exited by :meth:`Server.shutdown` after every connection closed (stop it there)."""
+
 log = logging.getLogger("kcprpc.server")
 
 __all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession", "current_context"]
@@ -68,6 +74,10 @@ class Server:
     ``static_private_key`` clients pin, an ``authorize`` hook for client tokens, and FEC as the
     most a client gets; a :class:`kcprpc.CompatWire` serves kcp-go's format (kcp-go/kcptun peers).
     A transport a server cannot run raises :class:`UsageError` here, not at :meth:`start`.
+
+    ``lifespan(server)`` is the app's startup and shutdown (:data:`Lifespan`, an async context
+    manager): :meth:`start` enters it once the socket is bound, before the first client;
+    :meth:`shutdown` leaves it after the last connection closed. ``kcprpc serve`` runs it too.
     """
 
     default_builtins: ClassVar[BuiltinServices | None] = None
@@ -91,8 +101,11 @@ class Server:
         on_path_change: PathHook | None = None,
         reflection: bool = True,
         builtins: Iterable[object] | None = None,
+        lifespan: Lifespan | None = None,
     ) -> None:
         self.host = host
+        self.lifespan = lifespan
+        self._lifespan_cm: contextlib.AbstractAsyncContextManager[object] | None = None
         self.port = port
         self.transport = described_transport(key, transport, where="kcprpc.Server")
         effective_transport(self.transport, side="server")  # a wrong transport fails here, not at start()
@@ -438,6 +451,17 @@ class Server:
             raise UsageError("Server needs host and port to listen")
         self._listener = await listen(self.host, self.port, self.transport)
         self.address = self._listener.address
+        if self.lifespan is not None:  # the app's startup: bound, not yet accepting
+            cm = self.lifespan(self)
+            try:
+                await cm.__aenter__()
+            except BaseException:
+                self._listener.close()
+                await self._listener.wait_closed()
+                self._listener = None
+                self.address = None
+                raise
+            self._lifespan_cm = cm
         self._accept_task = asyncio.ensure_future(self._accept_loop())
         return self.address
 
@@ -499,6 +523,12 @@ class Server:
             t.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        cm, self._lifespan_cm = self._lifespan_cm, None
+        if cm is not None:  # the app's shutdown: every connection is closed by now
+            try:
+                await cm.__aexit__(None, None, None)
+            except Exception:
+                log.exception("the lifespan's shutdown raised")
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
 
