@@ -66,7 +66,7 @@ leaf = (
     st.none()
     | st.booleans()
     | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
+    | st.floats(allow_nan=False)  # NaN round-trips, but NaN != NaN would fail the equality
     | st.text(max_size=8)
     | st.binary(max_size=8)
 )
