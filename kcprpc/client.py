@@ -66,6 +66,8 @@ class Client:
         self.reconnects = 0
         self.on_reconnect: Callable[[Client], Any] | None = None
         self.on_disconnect: Callable[[Client, str], Any] | None = None
+        # on_give_up(client, error) when reconnecting stops after ReconnectPolicy.max_attempts
+        self.on_give_up: Callable[[Client, RpcError], Any] | None = None
         # secure mode: on_path_change(client, old, new) when the server's address as seen by this
         # client changes (the server moved; the client's own moves are seen by the server)
         self.on_path_change: Callable[[Client, Any, Any], Any] | None = None
@@ -112,9 +114,14 @@ class Client:
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> Client:
-        """Open the connection (once)."""
-        if self.lifecycle.link is None:
-            await self.lifecycle.connect_once(restore=False)
+        """Open the connection (once); after reconnecting gave up (``on_give_up``), try again now
+        (restoring rooms and topics as the reconnect policy says)."""
+        lifecycle = self.lifecycle
+        if lifecycle.link is None:
+            await lifecycle.connect_once(restore=False)
+        elif lifecycle.gave_up is not None:
+            policy = self.config.reconnect
+            await lifecycle.connect_once(restore=policy.restore if policy is not None else False)
         return self
 
     def __await__(self) -> Generator[Any, None, Client]:
@@ -294,7 +301,7 @@ class Client:
         ):
             t0 = asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(lifecycle.ready.wait(), timeout)
+                await lifecycle.wait_connected(timeout)  # raises at once once reconnecting gave up
             except asyncio.TimeoutError:
                 raise RpcError(
                     Status.DEADLINE_EXCEEDED, "deadline exceeded while waiting for a connection"

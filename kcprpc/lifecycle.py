@@ -44,6 +44,7 @@ class LifecycleOwner(Protocol):
     path_changes: int
     on_reconnect: Callable[[Any], Any] | None
     on_disconnect: Callable[[Any, str], Any] | None
+    on_give_up: Callable[[Any, RpcError], Any] | None
     on_path_change: Callable[[Any, Any, Any], Any] | None
 
 
@@ -76,6 +77,10 @@ class Lifecycle:
         """True once ``close()`` was called: nothing reconnects any more."""
         self.ready = asyncio.Event()
         """Set while a link is up and not draining."""
+        self.gave_up: RpcError | None = None
+        """Set when reconnecting stopped after ``ReconnectPolicy.max_attempts`` (UNAVAILABLE, with
+        the last attempt's error): new calls and waits fail with it at once."""
+        self._settled = asyncio.Event()  # set when connected or given up: what a waiter waits for
 
     @property
     def connected(self) -> bool:
@@ -83,8 +88,12 @@ class Lifecycle:
         return self.link is not None and not self.link.closed
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until (re)connected."""
-        await asyncio.wait_for(self.ready.wait(), timeout)
+        """Wait until (re)connected; raises :attr:`gave_up` once reconnecting has given up."""
+        while not self.ready.is_set():
+            if self.gave_up is not None:
+                raise self.gave_up
+            self._settled.clear()
+            await asyncio.wait_for(self._settled.wait(), timeout)
 
     def require_link(self) -> Link:
         """The link a new call goes out on; raises CANCELLED after ``close()``, else UNAVAILABLE
@@ -93,6 +102,8 @@ class Lifecycle:
         if link is None or link.closed or link.goaway:
             if self.closing:
                 raise RpcError(Status.CANCELLED, "client closed")
+            if self.gave_up is not None:
+                raise self.gave_up
             raise RpcError(Status.UNAVAILABLE, "not connected")
         return link
 
@@ -148,7 +159,9 @@ class Lifecycle:
                 link.hb.srtt_ms = old.hb.srtt_ms  # keep showing the last RTT until the new link measures
             link.tasks.append(link.loop.create_task(link.heartbeat()))
         self.link = link
+        self.gave_up = None
         self.ready.set()
+        self._settled.set()
 
     async def close(self) -> None:
         """Stop reconnecting and close the link; its calls in flight fail with CANCELLED."""
@@ -240,14 +253,17 @@ class Lifecycle:
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:
         attempt = 0
+        last: BaseException | None = None
         while not self.closing:
             if policy.max_attempts is not None and attempt >= policy.max_attempts:
+                self._give_up(attempt, last)
                 return
             await asyncio.sleep(policy.delay(attempt, self._rng))
             attempt += 1
             try:
                 await self.connect_once(restore=policy.restore)
-            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError):
+            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError) as e:
+                last = e
                 continue
             owner = self._owner
             owner.reconnects += 1
@@ -256,3 +272,22 @@ class Lifecycle:
                 if inspect.isawaitable(r):
                     await r
             return
+
+
+    def _give_up(self, attempts: int, last: BaseException | None) -> None:
+        """Reconnecting stopped: fail what waits for a connection, log it once, tell the app."""
+        if isinstance(last, RpcError):
+            why = last.message
+        else:
+            why = (str(last) or type(last).__name__) if last is not None else "no attempt"
+        err = RpcError(Status.UNAVAILABLE, f"gave up reconnecting after {attempts} attempts: {why}")
+        self.gave_up = err
+        self._settled.set()
+        log.warning("%s", err.message)
+        owner = self._owner
+        if owner.on_give_up is not None:
+            self._spawn(_maybe_await(owner.on_give_up(owner, err)))
+
+async def _maybe_await(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value

@@ -201,3 +201,32 @@ async def test_wait_for_ready_calls_ride_out_a_reconnect() -> None:
         with pytest.raises(RpcError) as ei:
             await p.client.stub(Demo, timeout=0.05).hello(Req(name="late"))
         assert ei.value.status is Status.DEADLINE_EXCEEDED
+
+
+async def test_giving_up_on_reconnecting_is_said_once_and_fails_what_waits() -> None:
+    """After ``max_attempts`` the client stops, tells the app (``on_give_up``), and calls waiting
+    for a connection (``wait_for_ready``) or made later fail at once with why, not at their
+    deadline and not with a bare "not connected"."""
+    cfg = ClientConfig(
+        heartbeat=None,
+        reconnect=ReconnectPolicy(initial=0.01, maximum=0.02, max_attempts=3),
+        wait_for_ready=True,
+    )
+    async with pair([Demo()], client_config=cfg) as p:
+        told: list[RpcError] = []
+        p.client.on_give_up = lambda client, err: told.append(err)
+        await drop_and_refuse(p)
+        waiting = asyncio.ensure_future(p.client.stub(Demo, timeout=60).hello(Req(name="x")))
+        with pytest.raises(RpcError) as ei:
+            await asyncio.wait_for(waiting, TIMEOUT)  # well before its 60 s deadline
+        assert ei.value.status is Status.UNAVAILABLE
+        assert ei.value.message == "gave up reconnecting after 3 attempts: refused (test)"
+        assert [e.message for e in told] == [ei.value.message]
+        with pytest.raises(RpcError) as later:
+            await p.client.stub(Demo).hello(Req(name="y"))
+        assert later.value.message == ei.value.message
+        with pytest.raises(RpcError):
+            await p.client.wait_connected(TIMEOUT)
+        p.refuse = False
+        await p.client.connect()  # the app may try again itself: that clears it
+        assert (await p.client.stub(Demo).hello(Req(name="z"))).text == "hello z"
