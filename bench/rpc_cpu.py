@@ -56,6 +56,8 @@ async def one(link: str, calls: int, inflight: int) -> tuple[float, float]:
 
 
 def run(coro: object) -> tuple[float, float]:
+    # not _common.run_loop: _common puts this tree's root on sys.path, and bench/ab.py runs this
+    # script against an older tree's kcprpc, which must be the one imported
     try:
         import uvloop
     except ImportError:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from kcp.crypt import PacketCrypt, cipher_known, derive_key, new_crypt
 from kcp.errors import KCPUsageError
+from kcp.fec import fec_enabled
 
 if TYPE_CHECKING:
     from kcp.secure.config import SecureConfig
@@ -27,12 +28,10 @@ Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """A secure server's hook: ``authorize(token, client_static_public_key, address)`` returns None to
 accept the client, or the refusal message the client sees."""
 
-MAX_SHARDS = 256  # Reed-Solomon over GF(2^8): data + parity shards per group
-
-
 def check_fec(fec: tuple[int, int]) -> tuple[int, int]:
     """``(data, parity)`` shard counts, validated: ``(0, 0)`` is FEC off; otherwise both >= 1 and
-    at most 256 shards per group. Raises :class:`KCPUsageError` naming the problem."""
+    at most 256 shards per group (:func:`kcp.fec.fec_enabled`'s rules). Raises
+    :class:`KCPUsageError` naming the problem."""
     try:
         data, parity = fec
     except (TypeError, ValueError):
@@ -46,14 +45,9 @@ def check_fec(fec: tuple[int, int]) -> tuple[int, int]:
         raise KCPUsageError(f"fec shard counts must be integers, not {fec!r}")
     if (data, parity) == (0, 0):
         return (0, 0)
-    if data < 1 or parity < 1:
+    if not fec_enabled(data, parity):  # (d, 0): kcp-go reads it as off; here off is spelled (0, 0)
         raise KCPUsageError(
             f"fec needs data >= 1 and parity >= 1 (or (0, 0) for off), got ({data}, {parity})"
-        )
-    if data + parity > MAX_SHARDS:
-        raise KCPUsageError(
-            f"fec {data}/{parity} has {data + parity} shards per group; Reed-Solomon over GF(2^8) allows "
-            f"at most {MAX_SHARDS}"
         )
     return (data, parity)
 

@@ -45,7 +45,7 @@ from kcprpc.server_session import (
 )
 from kcprpc.service import MethodSpec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, spawn
+from kcprpc.transport import ByteStream, maybe_await, spawn
 
 log = logging.getLogger("kcprpc.server")
 
@@ -64,7 +64,7 @@ class PumpHost(ServerHost, Protocol):
         """Run ``handler(req)`` behind the server's interceptors."""
 
 
-__all__ = ["PumpHost", "StreamPump", "bad_request", "invoke", "maybe_await"]
+__all__ = ["PumpHost", "StreamPump", "bad_request", "invoke"]
 
 SUBSCRIBE = "kcprpc.Push/Subscribe"
 
@@ -88,11 +88,6 @@ def restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[
     rooms = list(dict.fromkeys(r for r in raw_rooms if isinstance(r, str)))
     topics = list(dict.fromkeys(t for t in raw_topics if isinstance(t, str)))
     return rooms, topics, offsets
-
-
-async def maybe_await(v: Any) -> None:
-    if inspect.isawaitable(v):
-        await v
 
 
 def bad_request(e: ValidationError) -> RpcError:

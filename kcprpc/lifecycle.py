@@ -25,7 +25,7 @@ from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.link import Link, LinkHooks
 from kcprpc.status import Status
 from kcprpc.subscriptions import Subscriptions
-from kcprpc.transport import Connection
+from kcprpc.transport import Connection, maybe_await
 from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
 
 log = logging.getLogger("kcprpc.client")
@@ -238,12 +238,7 @@ class Lifecycle:
             owner = self._owner
             owner.path_changes += 1
             if owner.on_path_change is not None:
-                try:
-                    r = owner.on_path_change(owner, ev.old, ev.new)
-                    if inspect.isawaitable(r):
-                        self._spawn(r)
-                except Exception:
-                    log.exception("on_path_change handler raised")
+                self._call_hook("on_path_change", owner.on_path_change, owner, ev.old, ev.new)
 
     # ------------------------------------------------------------------ reconnects
     def _start_reconnect(self) -> None:
@@ -268,9 +263,7 @@ class Lifecycle:
             owner = self._owner
             owner.reconnects += 1
             if owner.on_reconnect is not None:
-                r = owner.on_reconnect(owner)
-                if inspect.isawaitable(r):
-                    await r
+                await maybe_await(owner.on_reconnect(owner))
             return
 
 
@@ -286,8 +279,14 @@ class Lifecycle:
         log.warning("%s", err.message)
         owner = self._owner
         if owner.on_give_up is not None:
-            self._spawn(_maybe_await(owner.on_give_up(owner, err)))
+            self._call_hook("on_give_up", owner.on_give_up, owner, err)
 
-async def _maybe_await(value: Any) -> None:
-    if inspect.isawaitable(value):
-        await value
+    def _call_hook(self, name: str, hook: Callable[..., Any], *args: Any) -> None:
+        """Call a user hook from the connection's own callbacks: an async one runs as a task; one
+        that raises is logged, and the connection goes on."""
+        try:
+            r = hook(*args)
+            if inspect.isawaitable(r):
+                self._spawn(r)
+        except Exception:
+            log.exception("%s handler raised", name)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
-from kcprpc.dispatch import StreamPump, invoke, maybe_await
+from kcprpc.dispatch import StreamPump, invoke
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
@@ -41,7 +41,7 @@ from kcprpc.server_session import (
 )
 from kcprpc.service import MethodSpec, service_spec
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, spawn
+from kcprpc.transport import ByteStream, Connection, maybe_await, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
 
 if TYPE_CHECKING:

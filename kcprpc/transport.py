@@ -10,6 +10,7 @@ implements it with ``kcprpc.mux`` over a ``kcp`` session. Frame I/O over a strea
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -151,6 +152,12 @@ def close_status(code: int | None) -> Status | None:
         return Status(code - CLOSE_CODE_BASE)
     except ValueError:
         return None
+
+
+async def maybe_await(value: Any) -> None:
+    """Await ``value`` if it is awaitable: the result of a user hook that may be sync or async."""
+    if inspect.isawaitable(value):
+        await value
 
 
 def spawn(tasks: set[Any], aw: Awaitable[Any]) -> asyncio.Future[Any]:
