@@ -5,13 +5,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 
+from kcprpc.broker import Broker, BrokerMessage, MemoryBroker, Position
 from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
-from kcprpc.push import Broker, BrokerMessage, MemoryBroker, ResumeFailed
+from kcprpc.push import ResumeFailed
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -40,6 +41,7 @@ __all__ = [
     "MethodKind",
     "MethodSpec",
     "MuxConfig",
+    "Position",
     "ProtocolError",
     "RawEvent",
     "ReconnectPolicy",

@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from kcprpc.health import HealthService, PushService
+from kcprpc.health import HealthService
+from kcprpc.push_service import PushService
 from kcprpc.reflection import ReflectionService
 
 __all__ = ["default_services"]

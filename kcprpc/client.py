@@ -444,7 +444,7 @@ class Client:
 
     async def subscribe(self, topic: str) -> None:
         """Subscribe to a topic; its events arrive through :meth:`on` / :meth:`events`. Restored on reconnect."""
-        from kcprpc.health import PushService, SubscribeRequest
+        from kcprpc.push_service import PushService, SubscribeRequest
 
         await self._unary(
             service_spec(PushService).methods["Subscribe"], SubscribeRequest(topic=topic), None, None, None
@@ -453,7 +453,7 @@ class Client:
 
     async def unsubscribe(self, topic: str) -> None:
         """Unsubscribe from a topic."""
-        from kcprpc.health import PushService, SubscribeRequest
+        from kcprpc.push_service import PushService, SubscribeRequest
 
         self.topics.discard(topic)
         await self._unary(

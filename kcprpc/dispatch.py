@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kcprpc import codec
+from kcprpc.broker import room_key, topic_key
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
 from kcprpc.errors import RpcError
@@ -30,7 +31,6 @@ from kcprpc.protocol.server import (
     StartCall,
     StartNotify,
 )
-from kcprpc.push import room_key, topic_key
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,

@@ -1,27 +1,20 @@
 """Server push: events to one session, to rooms and to topics, through a :class:`Broker`.
 
-Rooms and topics both go through the broker (rooms under ``"room:<name>"``, topics under
-``"topic:<name>"``), so a broker that spans processes (Redis, NATS) needs no change elsewhere.
-The server subscribes *itself* to a broker key when its first local session joins, and fans the
+The broker contract is :mod:`kcprpc.broker`. The server subscribes *itself* to a broker key when its first local session joins, and fans the
 message out to its local sessions, encoding the frame once for all of them.
-
-Every broker message carries a per-key sequence number (from 1) and the broker's epoch, so a
-client can later resume from its last offset.
 
 :func:`route` is the one place where a frame's :class:`~kcprpc.service.Delivery` picks its path.
 """
 
 from __future__ import annotations
 
-import os
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from kcprpc.codec import EVENT, ROOMS, encode_frame, encode_frame_raw, pack
+from kcprpc.broker import Broker, BrokerMessage, room_key, topic_key
+from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.service import Delivery, event, event_info
@@ -114,144 +107,6 @@ def route(peer: Peer, frame: bytes, delivery: Delivery) -> None:
             peer.send_frame(frame, True)
         return
     peer.send_frame(frame)
-
-
-@dataclass(eq=False)
-class BrokerMessage:
-    """One published message. ``payload`` is already dumped to msgpack-able values."""
-
-    key: str
-    event: str
-    payload: Any
-    seq: int
-    epoch: int
-    delivery: Delivery = Delivery.RELIABLE
-    _frame: bytes | None = field(default=None, repr=False)
-
-    @property
-    def topic(self) -> str:
-        """The name without the ``room:``/``topic:`` prefix."""
-        return self.key.split(":", 1)[1] if ":" in self.key else self.key
-
-    def frame(self) -> bytes:
-        """The EVENT frame, encoded once and shared by every local receiver."""
-        f = self._frame
-        if f is None:
-            body = pack([self.event, self.payload, self.key, self.seq, self.epoch])
-            f = self._frame = encode_frame_raw(EVENT, 0, body)
-        return f
-
-
-BrokerCallback = Callable[[BrokerMessage], None]
-
-
-class Broker(Protocol):
-    """Pub/sub backend. Implementations: :class:`MemoryBroker` (one process)."""
-
-    @property
-    def epoch(self) -> int:
-        """Changes when sequence numbers restart (a new broker, a lost history)."""
-        ...
-
-    def subscribe(self, key: str, callback: BrokerCallback) -> None:
-        """Deliver messages published on ``key`` to ``callback`` (once per callback)."""
-        ...
-
-    def unsubscribe(self, key: str, callback: BrokerCallback) -> None:
-        """Stop delivering ``key`` to ``callback``."""
-        ...
-
-    async def publish(
-        self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
-    ) -> BrokerMessage:
-        """Publish; returns the message with its sequence number."""
-        ...
-
-    def last_seq(self, key: str) -> int:
-        """Sequence number of the last message published on ``key`` (0 if none)."""
-        ...
-
-    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
-        """Messages on ``key`` with a sequence number above ``after_seq``, oldest first; ``None``
-        when the history no longer reaches back that far."""
-        ...
-
-
-class MemoryBroker:
-    """In-process broker. Delivery happens synchronously inside :meth:`publish`. The last
-    ``history`` messages of each key are kept for replay after a reconnect."""
-
-    def __init__(self, *, history: int = 1024, rng: Callable[[int], bytes] = os.urandom) -> None:
-        self._epoch = int.from_bytes(rng(4), "big") or 1
-        self._subs: dict[str, list[BrokerCallback]] = {}
-        self._seq: dict[str, int] = {}
-        self._history_len = history
-        self._history: dict[str, deque[BrokerMessage]] = {}
-
-    @property
-    def epoch(self) -> int:
-        """Random per broker instance."""
-        return self._epoch
-
-    def subscribe(self, key: str, callback: BrokerCallback) -> None:
-        """Add a subscriber."""
-        subs = self._subs.setdefault(key, [])
-        if callback not in subs:
-            subs.append(callback)
-
-    def unsubscribe(self, key: str, callback: BrokerCallback) -> None:
-        """Remove a subscriber."""
-        subs = self._subs.get(key)
-        if subs and callback in subs:
-            subs.remove(callback)
-            if not subs:
-                del self._subs[key]
-
-    def publish_nowait(
-        self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
-    ) -> BrokerMessage:
-        """Publish without awaiting (in-memory only)."""
-        seq = self._seq.get(key, 0) + 1
-        self._seq[key] = seq
-        msg = BrokerMessage(key, event, payload, seq, self._epoch, delivery)
-        if self._history_len:
-            h = self._history.get(key)
-            if h is None:
-                h = self._history[key] = deque(maxlen=self._history_len)
-            h.append(msg)
-        for cb in list(self._subs.get(key, ())):
-            cb(msg)
-        return msg
-
-    async def publish(
-        self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
-    ) -> BrokerMessage:
-        """Publish."""
-        return self.publish_nowait(key, event, payload, delivery)
-
-    def last_seq(self, key: str) -> int:
-        """Last sequence number on ``key``."""
-        return self._seq.get(key, 0)
-
-    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
-        """Kept messages after ``after_seq``; ``None`` if some of them are gone."""
-        last = self._seq.get(key, 0)
-        if after_seq >= last:
-            return []
-        h = self._history.get(key)
-        if not h or h[0].seq > after_seq + 1:
-            return None
-        return [m for m in h if m.seq > after_seq]
-
-
-def room_key(room: str) -> str:
-    """Broker key of a room."""
-    return "room:" + room
-
-
-def topic_key(topic: str) -> str:
-    """Broker key of a topic."""
-    return "topic:" + topic
 
 
 class PushHub:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
+from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
 from kcprpc.dispatch import StreamPump, invoke
@@ -28,7 +29,7 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.protocol.server import StartNotify
-from kcprpc.push import Broker, MemoryBroker, PushHub
+from kcprpc.push import PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (

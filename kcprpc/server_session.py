@@ -13,13 +13,14 @@ from typing import Any, Final, Protocol
 
 from kcp.logutil import RateLimitedLog
 from kcprpc import codec
+from kcprpc.broker import BrokerMessage
 from kcprpc.codec import CALL, MSG, Refused, encode_frame
 from kcprpc.frame_writer import FrameWriter, SendGuard
 from kcprpc.heartbeat import SendStall
 from kcprpc.inbox import INBOX_LIMIT, Inbox, ParkingLot
 from kcprpc.protocol.frames import encode_goaway
 from kcprpc.protocol.server import MethodEntry, ServerLimits, ServerProtocol
-from kcprpc.push import BrokerMessage, PushHub, route, send_datagram
+from kcprpc.push import PushHub, route, send_datagram
 from kcprpc.receive import ReceiveLimits
 from kcprpc.server_config import ServerConfig
 from kcprpc.service import Delivery, MethodSpec, event_info

@@ -49,7 +49,7 @@ def import_attr(spec: str) -> Any:
 
 TARGETS: dict[str, str] = {
     "kcprpc.Health": "kcprpc.health:HealthService",
-    "kcprpc.Push": "kcprpc.health:PushService",
+    "kcprpc.Push": "kcprpc.push_service:PushService",
     "kcprpc.Reflection": "kcprpc.reflection:ReflectionService",
     "quickstart.Greeter": "examples.quickstart.service:Greeter",
     "game.v1.Game": "examples.game.service:GameService",

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 import kcprpc
 from kcprpc import RpcError, Status
 from kcprpc.cli import main
-from kcprpc.health import check_topic
 from kcprpc.idl import gen, registry
+from kcprpc.push_service import check_topic
 from kcprpc.testing import pair
 
 ROOT = Path(__file__).resolve().parents[2]

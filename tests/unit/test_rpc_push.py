@@ -8,7 +8,7 @@ import pytest
 from test_rpc_support import Demo, Pos, Probe, Req, Tick
 
 from kcprpc import ClientConfig, Delivery, MemoryBroker
-from kcprpc.push import BrokerMessage
+from kcprpc.broker import BrokerMessage
 from kcprpc.testing import pair
 
 TIMEOUT = 5.0
