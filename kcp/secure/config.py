@@ -92,6 +92,8 @@ class SecureConfig:
     replay_cache: int = 8192
     reset_key: bytes | None = None
     reset_rate: int = 100
+    hint_rate: int = 100
+    hint_rate_per_source: int = 4
     # transport
     replay_window: int = 2048
     rekey_after_packets: int = 1 << 22
@@ -120,6 +122,7 @@ class SecureConfig:
         need(256 <= self.initiation_size <= 1472, "initiation_size must be 256..1472")
         need(self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0, "handshake timers must be > 0")
         need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
+        need(self.hint_rate >= 0 and self.hint_rate_per_source >= 0, "hint rates must be >= 0 (0: no hints)")
         need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")
         need(
             self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,

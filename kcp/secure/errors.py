@@ -28,7 +28,14 @@ class HandshakeError(SecureError):
 
 
 class HandshakeTimeout(HandshakeError):
-    """No authenticated reply arrived in time (wrong server key, wrong PSK, or server unreachable)."""
+    """No authenticated reply arrived in time: datagrams came back but none authenticated (see
+    :class:`HandshakeNoAnswer` for silence)."""
+
+
+class HandshakeNoAnswer(HandshakeTimeout):
+    """Not one datagram came back from the server before the timeout: the server is down, the
+    address or port is wrong, a firewall drops UDP (or a server that sends no wire hints got the
+    wrong key)."""
 
 
 class HandshakeUnreachable(HandshakeError, ConnectionRefusedError):
@@ -36,9 +43,20 @@ class HandshakeUnreachable(HandshakeError, ConnectionRefusedError):
     unreachable" (reported at once, instead of a timeout)."""
 
 
-class HandshakePskMismatch(HandshakeError):
+class HandshakeKeyMismatch(HandshakeError):
+    """Wrong key: the server said (in a wire hint, bound to our initiation but unauthenticated) that
+    it could not verify our handshake: another passphrase/PSK, another pinned server key, or a
+    mode its keys cannot run. Fails at once instead of timing out."""
+
+
+class HandshakePskMismatch(HandshakeKeyMismatch):
     """The server answered, but its reply did not authenticate with this client's PSK (the client
     pinned the right server key, so only the pre-shared key can be wrong)."""
+
+
+class HandshakeWireMismatch(HandshakeError):
+    """Wrong wire: the server answered (in a wire hint) that it speaks kcp-go's wire (compat), or
+    another secure wire version. Fails at once instead of timing out."""
 
 
 class HandshakeRefused(HandshakeError):

@@ -17,6 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kcp.wirehint import (
+    HintCode,
+    HintLimiter,
+    SentLog,
+    answerable,
+    encode_hint,
+    hint_message,
+    parse_hint,
+)
+
 from .config import (
     Authorizer,
     ClientHello,
@@ -32,9 +42,12 @@ from .cookie import SEALED_COOKIE_LEN, CookieJar, mac16, open_cookie, seal_cooki
 from .errors import (
     DecodeError,
     HandshakeError,
+    HandshakeKeyMismatch,
+    HandshakeNoAnswer,
     HandshakePskMismatch,
     HandshakeRefused,
     HandshakeTimeout,
+    HandshakeWireMismatch,
     SecureUsageError,
 )
 from .noise import (
@@ -58,6 +71,7 @@ from .packet import (
     RESET_TOKEN_LEN,
     RESP_HEADER,
     RETRY_HEADER,
+    T_HINT,
     T_INITIATION,
     T_RESPONSE,
     T_RETRY,
@@ -89,8 +103,29 @@ _MAX_INITIATION = 1472
 _MAX_REFUSALS_KEPT = 1024
 _PATTERNS: dict[int, Pattern] = {PATTERN_IKPSK2: IKPSK2, PATTERN_NNPSK0: NNPSK0}
 
-TIMEOUT_MESSAGE = "handshake failed: server key/PSK mismatch or server unreachable"
-PSK_MISMATCH_MESSAGE = "handshake failed: PSK mismatch (the server's reply did not authenticate)"
+PSK_MISMATCH_MESSAGE = (
+    "handshake failed: PSK mismatch: {peer} holds the pinned key but its reply did not authenticate "
+    "with our PSK (check the psk/passphrase)"
+)
+_WHAT_TO_CHECK: dict[int, str] = {
+    Reason.VERSION_MISMATCH: "upgrade the older side",
+    Reason.SUITE_REFUSED: "allow a common cipher suite (SecureConfig.suites)",
+    Reason.PARAMS_REFUSED: "make the client's transport settings fit the server's policy",
+    Reason.BAD_TOKEN: "check the client's token",
+    Reason.SERVER_BUSY: "try again later, or another server",
+}
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:g} s"
+
+
+def refusal_text(code: int, message: str, peer: str) -> str:
+    """The error text of an authenticated refusal: the server's reason (naming the parameter and
+    both sides' values where the server said them) and what to check."""
+    text = f"handshake refused by {peer}: {reason_text(code, message)}"
+    hint = _WHAT_TO_CHECK.get(code)
+    return f"{text} ({hint})" if hint else text
 
 
 def generate_keypair(rng: Rng = os.urandom) -> tuple[bytes, bytes]:
@@ -159,11 +194,21 @@ class SecureClient:
     """
 
     def __init__(
-        self, config: HandshakeConfig, rng: Rng = os.urandom, *, counters: SecureCounters | None = None
+        self,
+        config: HandshakeConfig,
+        rng: Rng = os.urandom,
+        *,
+        counters: SecureCounters | None = None,
+        peer: str = "the server",
     ) -> None:
         self.config = config
         self._rng = rng
         self.counters = counters if counters is not None else SecureCounters()
+        self.peer = peer
+        """How errors name the server (``HOST:PORT``)."""
+        self.heard = 0
+        """Datagrams received from the server while the handshake ran (0: it never answered)."""
+        self._sent = SentLog(8)  # our initiations' first bytes, which a wire hint must echo
         psk = config.effective_psk
         if config.server_public_key is not None:
             self._pattern_id = PATTERN_IKPSK2
@@ -244,6 +289,7 @@ class SecureClient:
         padded = body + bytes(room)
         self._mac1 = mac16(self._mac1_key, padded)
         self._base = padded + self._mac1
+        self._sent.add(padded)
         self._cookie = None
         self._interval = cfg.handshake_retry_ms
         self._next_retx = now + self._interval
@@ -272,11 +318,7 @@ class SecureClient:
         if self.state is not ClientState.INITIATING:
             return
         if now >= self._deadline:
-            self._fail(
-                HandshakeTimeout(
-                    f"{TIMEOUT_MESSAGE} (no authenticated reply within {self.config.handshake_timeout_ms} ms)"
-                )
-            )
+            self._fail(self._timeout_error(self.config.handshake_timeout_ms))
         elif now >= self._next_retx:
             self._interval *= 2
             self._next_retx = now + self._interval
@@ -286,8 +328,22 @@ class SecureClient:
     def abandon(self, now: int) -> HandshakeError:
         """Give up now (the session layer's own timeout); returns the error, also kept in :attr:`error`."""
         if self.state is ClientState.INITIATING:
-            self._fail(HandshakeTimeout(f"{TIMEOUT_MESSAGE} (gave up after the caller's timeout)"))
+            waited = self.config.handshake_timeout_ms - max(0, self._deadline - now)
+            self._fail(self._timeout_error(waited))
         return self.error or HandshakeError("handshake not running")
+
+    def _timeout_error(self, waited_ms: int) -> HandshakeTimeout:
+        """No answer at all (:class:`HandshakeNoAnswer`), or answers that never authenticated."""
+        if not self.heard:
+            return HandshakeNoAnswer(
+                f"handshake failed: no answer from {self.peer} within {_seconds(waited_ms)}: is the "
+                "server running and reachable over UDP (address, port, firewall)?"
+            )
+        return HandshakeTimeout(
+            f"handshake failed: no authenticated answer from {self.peer} within {_seconds(waited_ms)} "
+            f"({self.heard} datagrams that did not authenticate): is it a kcprpc secure server, "
+            "with this key?"
+        )
 
     def _fail(self, err: HandshakeError) -> None:
         self._set_state(ClientState.FAILED)
@@ -303,7 +359,11 @@ class SecureClient:
                 return None
             c.bad_type += 1
             return None
+        self.heard += 1
         t = datagram[0]
+        if t == T_HINT:
+            self._on_hint(datagram)
+            return None
         if t == T_RETRY:
             if (
                 len(datagram) != RETRY_HEADER + SEALED_COOKIE_LEN
@@ -331,7 +391,9 @@ class SecureClient:
             payload = self._hs.read_message(bytes(datagram[RESP_HEADER:]))
         except NoiseError:
             c.handshake_decrypt_errors += 1
-            self._fail(HandshakePskMismatch(PSK_MISMATCH_MESSAGE, Reason.PROTOCOL_ERROR))
+            self._fail(
+                HandshakePskMismatch(PSK_MISMATCH_MESSAGE.format(peer=self.peer), Reason.PROTOCOL_ERROR)
+            )
             return None
         try:
             return self._on_answer(payload, addr, now)
@@ -341,6 +403,24 @@ class SecureClient:
                 HandshakeError("handshake failed: the server's answer is malformed", Reason.PROTOCOL_ERROR)
             )
             return None
+
+    def _on_hint(self, datagram: bytes) -> None:
+        """A wire hint (kcp.wirehint): unauthenticated advice, taken only when it echoes one of our
+        initiations; then the handshake fails at once with its reason."""
+        c = self.counters
+        hint = parse_hint(datagram)
+        if hint is None or not self._sent.bound(hint[2]) or hint[0] is HintCode.SECURE_WIRE:
+            c.hints_ignored += 1
+            return
+        code, detail, _ = hint
+        c.hints_received += 1
+        text = "handshake failed: " + hint_message(code, detail, self.peer, wire_version=WIRE_VERSION)
+        if code in (HintCode.WRONG_KEY, HintCode.NO_PSK_MODE, HintCode.NO_KEY_MODE):
+            self._fail(HandshakeKeyMismatch(text, Reason.NONE))
+        elif code is HintCode.WIRE_VERSION:
+            self._fail(HandshakeWireMismatch(text, Reason.VERSION_MISMATCH))
+        else:
+            self._fail(HandshakeWireMismatch(text, Reason.NONE))
 
     def _on_answer(self, payload: bytes, addr: Any, now: int) -> SecureConnection | None:
         assert self._hs is not None
@@ -358,9 +438,7 @@ class SecureClient:
                     self._suite_id = usable[0]
                     self._outbox.append(self._start(now))
                     return None
-            self._fail(
-                HandshakeRefused(f"handshake refused by server: {reason_text(status, message)}", status)
-            )
+            self._fail(HandshakeRefused(refusal_text(status, message, self.peer), status))
             return None
         cid = t.get(TAG_CID)
         version = tlv_u8(t, TAG_VERSIONS)
@@ -415,7 +493,12 @@ class SecureClient:
             conn.close(Reason.PARAMS_REFUSED, problem, now)
             assert conn.close_packet is not None
             self._outbox.append(conn.close_packet)
-            self._fail(HandshakeRefused(f"handshake failed: {problem}", Reason.PARAMS_REFUSED))
+            self._fail(
+                HandshakeRefused(
+                    f"handshake failed: {problem} (the client refused the answer of {self.peer})",
+                    Reason.PARAMS_REFUSED,
+                )
+            )
             return None
         conn.queue_datagram(conn.ping(now), addr)
         self._set_state(ClientState.ESTABLISHED)
@@ -507,6 +590,8 @@ class SecureServer:
         self._reset_key = hmac.new(reset_material, b"kcprpc stateless reset", "sha256").digest()
         self._reset_start = now
         self._reset_count = 0
+        self.hints = HintLimiter(config.hint_rate_per_source, config.hint_rate)
+        """Rate limits of wire hints (kcp.wirehint): per source address and in total, per second."""
 
     @property
     def public_key(self) -> bytes | None:
@@ -530,6 +615,7 @@ class SecureServer:
             "seen": len(self._seen),
             "refusals": len(self._refusals),
             "connections": len(self.connections),
+            "hint_sources": self.hints.size(),
         }
 
     def connection_for(self, datagram: bytes) -> SecureConnection | None:
@@ -588,7 +674,20 @@ class SecureServer:
                 c.frame_errors += 1
                 return Received()
         c.bad_type += 1
+        if answerable(datagram):  # not the secure wire at all: most likely a compat (kcp-go) dial
+            return self._hint(HintCode.SECURE_WIRE, datagram, addr, now)
         return Received()
+
+    def _hint(self, code: HintCode, datagram: bytes, addr: Any, now: int, detail: int = 0) -> Received:
+        """A wire hint answering ``datagram`` (kcp.wirehint): never larger than it, rate-limited."""
+        hint = encode_hint(code, datagram, detail)
+        if hint is None:
+            return Received()
+        if not self.hints.allow(addr, now):
+            self.counters.hints_rate_limited += 1
+            return Received()
+        self.counters.hints_sent += 1
+        return Received(replies=[(hint, addr)])
 
     def _transport(self, datagram: bytes, addr: Any, now: int) -> Received:
         cid = bytes(datagram[1 : 1 + CID_LEN])
@@ -635,16 +734,19 @@ class SecureServer:
             return Received()
         if d[1] != WIRE_VERSION:
             c.bad_type += 1
-            return Received()
+            return self._hint(HintCode.WIRE_VERSION, d, addr, now, WIRE_VERSION)
         suite_id, pattern_id = d[2], d[3]
         mac1_key = self._mac1_keys.get(pattern_id)
         if mac1_key is None or suite_id not in SUITES:
             c.bad_mac1 += 1
+            if suite_id in SUITES and pattern_id in _PATTERNS:  # a mode this server's keys cannot run
+                mode = HintCode.NO_PSK_MODE if pattern_id == PATTERN_NNPSK0 else HintCode.NO_KEY_MODE
+                return self._hint(mode, d, addr, now)
             return Received()
         mac1 = d[n - 32 : n - 16]
         if not hmac.compare_digest(mac16(mac1_key, d[: n - 32]), mac1):
-            c.bad_mac1 += 1
-            return Received()
+            c.bad_mac1 += 1  # another key: say so (unauthenticated advice, bound to this initiation)
+            return self._hint(HintCode.WRONG_KEY, d, addr, now)
         self._jar.rotate_if_due(now)
         self._expire(now)
         if now - self._rate_start >= 1000:

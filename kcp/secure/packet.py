@@ -6,6 +6,8 @@ Every datagram starts with a type byte. Handshake packets:
   zero padding up to the fixed initiation size, mac1(16), mac2(16).
 * RESPONSE ``0xC2``: reserved(1) receiver_cid(8) noise_msg2.
 * RETRY ``0xC3``: reserved(1) receiver_cid(8) sealed_cookie(44).
+* HINT ``0xC4`` (unauthenticated advice, :mod:`kcp.wirehint`): hint version(1) code(1) detail(1)
+  echo(16), the first 16 bytes of the datagram it answers.
 
 Transport packets ``0xC8 | key_phase``: dst_cid(8) packet_number(8, big-endian) then the AEAD
 ciphertext of one frame, with the 17 header bytes as associated data.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+
+from kcp.wirehint import T_HINT as T_HINT  # the secure wire's packet types in one place
 
 from .errors import DecodeError
 

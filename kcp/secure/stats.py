@@ -31,6 +31,10 @@ _FIELDS: tuple[str, ...] = (
     "accepted",  # connections confirmed by the client's first packet
     "amplification_refused",  # a reply would have been larger than the datagram that caused it
     "accept_failed",  # confirmed handshakes the session layer could not set up: CLOSE sent, state freed
+    "hints_sent",  # wire hints (kcp.wirehint) sent: wrong key, pattern, wire version, not the secure wire
+    "hints_rate_limited",  # wire hints not sent: over hint_rate_per_source or hint_rate
+    "hints_received",  # client: wire hints that echoed our initiation (the handshake failed at once)
+    "hints_ignored",  # client: wire hints not bound to our initiation (forged or stale): dropped
     # transport
     "packets_sealed",
     "packets_opened",
@@ -86,6 +90,10 @@ class SecureCounters(CounterSet):
     accepted: int
     amplification_refused: int
     accept_failed: int
+    hints_sent: int
+    hints_rate_limited: int
+    hints_received: int
+    hints_ignored: int
     packets_sealed: int
     packets_opened: int
     short_packets: int
