@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kcp.batch import Address, open_udp_socket
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
@@ -16,7 +16,8 @@ from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
 from kcp.path import CompatPath
 from kcp.session import KCPSession
-from kcp.stats import Counters
+from kcp.stats import SNMP, Counters
+from kcp.wirehint import HINT_LEN, T_HINT, HintCode, SentLog, WireMismatch, hint_message, parse_hint
 
 __all__ = ["dial", "run"]
 
@@ -123,12 +124,70 @@ async def dial(
         raise
     if isinstance(wire, SecureWire):
         return await _dial_secure(ep, remote, cfg, secure_cfg, rng)
-    sess = KCPSession(
-        _DialHost(ep), conv, remote, cfg, CompatPath(ep), crypt=packet_crypt, fec=wire.fec, rng=rng
-    )
-    feed = sess.feed
-    ep.dispatch = lambda data, addr, now: feed(data, now)
+    path = CompatPath(ep)
+    sess = KCPSession(_DialHost(ep), conv, remote, cfg, path, crypt=packet_crypt, fec=wire.fec, rng=rng)
+    _HintWatch(sess, ep, path, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     return sess
+
+
+class _HintWatch:
+    """A compat dial's watch for a wire hint (kcp.wirehint) until the server first answered.
+
+    kcp-go has no handshake, so a compat client dialling a secure server would only hear nothing.
+    A secure kcprpc server answers what is not its wire with a 20-byte hint that echoes the first
+    bytes of a datagram we sent; one that matches ends the session at once with the reason (and
+    gives its event callbacks a :class:`kcp.wirehint.WireMismatch`). Anything else is fed to the
+    session as usual; once the server has answered, the endpoint feeds the session directly.
+    """
+
+    __slots__ = ("ep", "feed", "path", "peer", "sent", "session", "since")
+
+    def __init__(self, session: KCPSession, ep: Endpoint, path: CompatPath, peer: str) -> None:
+        self.session = session
+        self.ep = ep
+        self.path = path
+        self.peer = peer
+        self.feed = session.feed
+        self.sent = SentLog()
+        self.since = session.last_valid
+        ep.on_sent = self.sent.add
+        ep.dispatch = self.dispatch
+
+    def dispatch(self, data: bytes, addr: Address, now: int) -> None:
+        if len(data) == HINT_LEN and data[0] == T_HINT and self._hint(data, now):
+            return
+        self.feed(data, now)
+        if self.session.last_valid != self.since:  # the server answered: no more watching
+            feed = self.feed
+            self.ep.on_sent = None
+            self.ep.dispatch = lambda data, addr, now: feed(data, now)
+
+    def _hint(self, data: bytes, now: int) -> bool:
+        """True if ``data`` was a hint bound to what we sent (the session ended with its reason)."""
+        hint = parse_hint(data)
+        if hint is None:
+            return False
+        c: Any = self.ep.counters
+        s: Any = SNMP
+        code, detail, echo = hint
+        if code is not HintCode.SECURE_WIRE or not self.sent.bound(echo):
+            c.wire_hints_ignored += 1
+            s.wire_hints_ignored += 1
+            return False
+        c.wire_hints_received += 1
+        s.wire_hints_received += 1
+        message = hint_message(code, detail, self.peer)
+        event = WireMismatch(code, message)
+        for cb in tuple(self.path.callbacks):
+            try:
+                cb(cast(Any, event))
+            except Exception as exc:
+                self.ep.loop.call_exception_handler(
+                    {"message": "KCP session event callback failed", "exception": exc, "event": event}
+                )
+        self.ep.on_sent = None
+        self.session.end(now, message)
+        return True
 
 
 async def _dial_secure(

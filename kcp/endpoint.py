@@ -75,6 +75,7 @@ class Endpoint:
         "loop",
         "mmsg",
         "on_refused",
+        "on_sent",
         "scheduled",
         "sock",
         "timers",
@@ -110,6 +111,9 @@ class Endpoint:
         self.on_refused: Callable[[], object] | None = None
         """Called when the socket reports ICMP "port unreachable" (a connected socket: nothing
         listens at the peer's address); a dial sets it while its handshake runs."""
+        self.on_sent: Callable[[bytes], object] | None = None
+        """Called with each datagram as it is handed to the socket; a compat dial sets it until
+        the server answered (to recognise a wire hint bound to what it sent, kcp.wirehint)."""
         loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -202,6 +206,9 @@ class Endpoint:
             self.tx.clear()
             return
         tx = self.tx
+        if self.on_sent is not None:
+            for datagram, _addr in tx:
+                self.on_sent(datagram)
         n = self.io.send(tx)
         if n >= len(tx):
             tx.clear()

@@ -299,13 +299,17 @@ async def secure_handshake(
     """Run the client handshake on ``ep`` (its socket connected to ``remote``).
 
     Returns the established connection, or raises the :class:`kcp.secure.HandshakeError` the core
-    reports: :class:`kcp.secure.HandshakeTimeout` (wrong server key or passphrase, server down),
-    a PSK mismatch after one round trip, or :class:`kcp.secure.HandshakeRefused` with the server's
-    reason (bad token, version, parameters).
+    reports, each naming ``HOST:PORT`` and what to check: :class:`kcp.secure.HandshakeUnreachable`
+    (ICMP: nothing listens there, at once), :class:`kcp.secure.HandshakeKeyMismatch` (the server's
+    wire hint: wrong key; or a PSK mismatch after one round trip),
+    :class:`kcp.secure.HandshakeWireMismatch` (the server speaks kcp-go's wire),
+    :class:`kcp.secure.HandshakeRefused` with the server's reason (bad token, version, parameters),
+    :class:`kcp.secure.HandshakeNoAnswer` (not one datagram back before the timeout) or
+    :class:`kcp.secure.HandshakeTimeout` (answers that never authenticated).
     """
     loop = ep.loop
     timers = ep.timers
-    client = SecureClient(cfg, rng)
+    client = SecureClient(cfg, rng, peer=_host_port(remote))
     fut: asyncio.Future[SecureConnection] = loop.create_future()
 
     def settle() -> None:

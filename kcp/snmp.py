@@ -63,6 +63,10 @@ _NOT_FOLDED = frozenset(
         "pending_overflow",
         "restart_deferred",
         "sessions_replaced",
+        "wire_hints_sent",
+        "wire_hints_rate_limited",
+        "wire_hints_received",
+        "wire_hints_ignored",
     }
 )
 # secure_* fields come from kcp.secure's counters (folded with Counters.add_secure), not from sessions'

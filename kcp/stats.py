@@ -60,6 +60,11 @@ _FIELDS: tuple[str, ...] = (
     "pending_overflow",  # datagrams of unproven peers not kept (pending_datagrams, max_pending_bytes)
     "restart_deferred",  # a proven new conv from a live session's address, held: the old one is not quiet
     "sessions_replaced",  # live sessions replaced by a proven new conversation (kcp-go's restart rule)
+    # wire hints (kcp.wirehint) in compat mode; secure mode counts its own (secure_hints_*)
+    "wire_hints_sent",  # compat listener: a secure initiation answered "this server speaks kcp-go's wire"
+    "wire_hints_rate_limited",  # compat listener: hints not sent (per source and total rate)
+    "wire_hints_received",  # compat dial: a hint bound to what we sent (the session ended with its reason)
+    "wire_hints_ignored",  # compat dial: a hint not bound to what we sent (forged or stale): fed as usual
     # secure mode (kcp.secure): folded in from the handshake cores and the connections
     # (SECURE_SUMMARY says which SecureCounters feed each one)
     "secure_handshakes",  # handshakes completed (dialled and accepted)
@@ -180,6 +185,10 @@ class Counters(CounterSet):
     pending_overflow: int
     restart_deferred: int
     sessions_replaced: int
+    wire_hints_sent: int
+    wire_hints_rate_limited: int
+    wire_hints_received: int
+    wire_hints_ignored: int
     secure_handshakes: int
     secure_handshake_failures: int
     secure_bad_mac1: int

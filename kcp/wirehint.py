@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict, deque
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 __all__ = [
     "ECHO_LEN",
@@ -33,8 +34,11 @@ __all__ = [
     "HintCode",
     "HintLimiter",
     "SentLog",
+    "WireMismatch",
+    "answerable",
     "encode_hint",
     "hint_message",
+    "is_secure_initiation",
     "parse_hint",
 ]
 
@@ -63,6 +67,28 @@ class HintCode(enum.IntEnum):
     """A secure server got a datagram that is not the secure wire (a compat, kcp-go format, dial)."""
     COMPAT_WIRE = 6
     """A compat (kcp-go format) server got a secure initiation."""
+
+
+_T_INITIATION = 0xC1  # kcp.secure.packet.T_INITIATION: a secure dial's first datagram
+_INITIATION_SIZES = range(256, 1473)  # kcp.secure.SecureConfig.initiation_size's range
+_PATTERNS = (1, 2)  # IKpsk2, NNpsk0
+
+
+def is_secure_initiation(datagram: bytes) -> bool:
+    """Whether ``datagram`` has the shape of a secure initiation (type, size, pattern): what a
+    compat listener answers with a :attr:`HintCode.COMPAT_WIRE` hint."""
+    return (
+        len(datagram) in _INITIATION_SIZES and datagram[0] == _T_INITIATION and datagram[3] in _PATTERNS
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WireMismatch:
+    """The event a compat dial's session gets (``add_event_callback``) when the server answered
+    with a bound hint that it speaks the secure wire; the session then ends with ``message``."""
+
+    code: HintCode
+    message: str
 
 
 def answerable(datagram: bytes) -> bool:
@@ -115,11 +141,11 @@ def hint_message(code: HintCode, detail: int, peer: str, *, wire_version: int = 
     if code is HintCode.SECURE_WIRE:
         return (
             f"wrong wire mode: the server at {peer} speaks the secure wire, not kcp-go's: "
-            "dial it with kcp.SecureWire (kcprpc: the default transport, or --secure flags)"
+            "dial it with kcp.SecureWire (kcprpc: the default wire; CLI: --wire secure)"
         )
     return (
         f"wrong wire mode: the server at {peer} speaks kcp-go's wire (compat), not the secure wire: "
-        "dial it with kcp.CompatWire (kcprpc: Transport(wire=CompatWire(...)), or --compat)"
+        "dial it with kcp.CompatWire (kcprpc: Transport(CompatWire(...)); CLI: --wire compat)"
     )
 
 

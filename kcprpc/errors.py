@@ -49,3 +49,16 @@ class UsageError(KcpRpcError, ValueError):
 
 class ProtocolError(KcpRpcError):
     """The peer sent a frame that violates the RPC wire format."""
+
+
+def no_answer(address: Any, timeout: float) -> str:
+    """The message of a connect that got no WELCOME in time (a compat dial has no handshake, so this
+    is where it learns that nobody answers): who did not answer, and what to check."""
+    where = "the server"
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        where = f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return (
+        f"no answer from {where} within {timeout:g} s: is the server running and reachable over UDP "
+        "(address, port, firewall), with the same wire mode, key and FEC?"
+    )

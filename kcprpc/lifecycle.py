@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kcprpc.client_config import ClientConfig
-from kcprpc.errors import RpcError, UsageError
+from kcprpc.errors import RpcError, UsageError, no_answer
 from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.link import Link, LinkHooks
 from kcprpc.status import Status
@@ -140,10 +140,7 @@ class Lifecycle:
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(link.welcome), timeout)
             except asyncio.TimeoutError:
-                raise RpcError(
-                    Status.UNAVAILABLE,
-                    f"no answer from the server within {timeout:g} s",
-                ) from None
+                raise RpcError(Status.UNAVAILABLE, no_answer(conn.remote_address, timeout)) from None
         except BaseException:
             if link is not None:
                 link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))

@@ -272,6 +272,9 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        if not self.welcome.done():  # lost before WELCOME: the connect fails now, with why
+            self.welcome.set_exception(err)
+            self.welcome.exception()  # retrieved: a connect that gave up already does not log it
         self.protocol.close()
         self.receive.close()
         for call in list(self.calls.values()):

@@ -151,14 +151,16 @@ class MuxConnection:
         return self.session.remote_address if self.session is not None else self._remote
 
     def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
-        """Secure mode: call ``callback(event)`` for each transport event of the KCP session,
-        translated into :mod:`kcprpc.transport_events` (a path change, validated or failed; the
-        peer draining; the peer closing); it runs in the receive path and must not block.
-        Returns False (and does nothing) when the connection has no such events."""
-        if self.session is None or self.session.mode != "secure":
+        """Call ``callback(event)`` for each transport event of the KCP session, translated into
+        :mod:`kcprpc.transport_events`. Secure mode: a path change, validated or failed; the peer
+        draining; the peer closing. A compat dial: the server's wire hint that it speaks the secure
+        wire (a :class:`~kcprpc.transport_events.PeerClosed` with FAILED_PRECONDITION, before the
+        session ends). It runs in the receive path and must not block. Returns False (and does
+        nothing) when the connection has no such events (in memory)."""
+        if self.session is None:
             return False
         add = self.session.add_event_callback
-        translate = _secure_event_translator()
+        translate = _secure_event_translator() if self.session.mode == "secure" else _compat_event
 
         def on_event(ev: Any) -> None:
             out = translate(ev)
@@ -193,6 +195,15 @@ class MuxConnection:
         return sec.peer_static if sec is not None else None
 
 
+def _compat_event(ev: Any) -> TransportEvent | None:
+    """A compat dial's one event: the server's wire hint (kcp.wirehint.WireMismatch)."""
+    from kcp.wirehint import WireMismatch
+
+    if isinstance(ev, WireMismatch):
+        return PeerClosed(Status.FAILED_PRECONDITION, ev.message, ev.message)
+    return None
+
+
 def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
     """Translates ``kcp.secure`` events into :mod:`kcprpc.transport_events` (None: not one the RPC
     layer uses, such as a key update, or a close that was ours)."""
@@ -219,15 +230,22 @@ def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
 
 
 def handshake_error(e: Exception) -> RpcError:
-    """The :class:`RpcError` ``kcprpc.connect`` raises for a failed secure handshake.
+    """The :class:`RpcError` ``kcprpc.connect`` raises for a failed secure handshake (docs/rpc.md,
+    "Connect errors"); the message is the handshake's own (it names HOST:PORT and what to check).
 
-    No authenticated answer in time (wrong passphrase, wrong pinned key, server down or draining
-    out of reach) and refusals for load or draining are ``UNAVAILABLE``; a PSK that does not match
-    a pinned server and a token the server's ``authorize`` hook refused are ``UNAUTHENTICATED``;
-    version, cipher suite or parameter refusals are ``FAILED_PRECONDITION``. The message is the
-    handshake's own.
+    * ``UNAVAILABLE``: nothing listens (ICMP refused, at once), no answer at all, answers that
+      never authenticated, refusals for load or draining;
+    * ``UNAUTHENTICATED``: wrong key (the server's wire hint, or a PSK that does not match a pinned
+      server), a token the server's ``authorize`` hook refused;
+    * ``FAILED_PRECONDITION``: the wrong wire mode or wire version (the server's hint), version,
+      cipher suite or parameter refusals.
     """
-    from kcp.secure import HandshakePskMismatch, HandshakeRefused, Reason
+    from kcp.secure import (
+        HandshakeKeyMismatch,
+        HandshakeRefused,
+        HandshakeWireMismatch,
+        Reason,
+    )
 
     if isinstance(e, HandshakeRefused):
         if e.code == Reason.BAD_TOKEN:
@@ -236,9 +254,11 @@ def handshake_error(e: Exception) -> RpcError:
             status = Status.UNAVAILABLE
         else:
             status = Status.FAILED_PRECONDITION
-    elif isinstance(e, HandshakePskMismatch):
+    elif isinstance(e, HandshakeKeyMismatch):
         status = Status.UNAUTHENTICATED
-    else:  # HandshakeTimeout, a malformed answer: nobody authenticated answered
+    elif isinstance(e, HandshakeWireMismatch):
+        status = Status.FAILED_PRECONDITION
+    else:  # unreachable, no answer, unauthenticated answers, a malformed answer
         status = Status.UNAVAILABLE
     return RpcError(status, f"secure {e}" if str(e).startswith("handshake") else str(e))
 

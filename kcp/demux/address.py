@@ -14,6 +14,7 @@ from kcp.engine import IKCP_CMD_PUSH, IKCP_WND_RCV, SEGMENT_HEADER, acks_segment
 from kcp.path import CompatPath
 from kcp.pipeline import KIND_KCP, Pipeline
 from kcp.session import KCPSession
+from kcp.wirehint import HintCode, HintLimiter, encode_hint, is_secure_initiation
 
 __all__ = ["AddressDemux"]
 
@@ -23,7 +24,18 @@ _CHALLENGE_SN = 0xFFFFFFFF  # the sn of a pending peer's challenge: just below a
 class AddressDemux:
     """kcp-go's lookup by remote address, with :mod:`kcp.admission`'s proof of address."""
 
-    __slots__ = ("_evicted", "_lookup", "_timer_entry", "admission", "crypt", "ep", "fec", "host", "probe")
+    __slots__ = (
+        "_evicted",
+        "_lookup",
+        "_timer_entry",
+        "admission",
+        "crypt",
+        "ep",
+        "fec",
+        "hints",
+        "host",
+        "probe",
+    )
 
     mode: Literal["compat", "secure"] = "compat"
 
@@ -38,6 +50,8 @@ class AddressDemux:
         self._timer_entry: tuple[int, int] | None = None  # the pending table's expiry (TimerTarget)
         self._evicted: list[Address] = []  # evicted pending peers whose cached addresses go next tick
         self._lookup = host.table.get
+        self.hints = HintLimiter()
+        """Wire hints to secure dials (kcp.wirehint): at most 4 a second per address, 100 in all."""
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
         s = self._lookup(addr)
@@ -62,11 +76,24 @@ class AddressDemux:
         """A datagram from an address without a session: hold, promote or drop it (kcp.admission)."""
         if self.host.closed:
             return
+        if is_secure_initiation(data):
+            self._hint_secure_dial(data, addr, now)  # then as usual: a kcp-go peer is never refused
         p = self.admission.pending.get(addr)
         if p is None:
             self._first_datagram(data, addr, now, None, -1)
         else:
             self._pending_datagram(p, data, addr, now, None, None)
+
+    def _hint_secure_dial(self, data: bytes, addr: Address, now: int) -> None:
+        """A secure client dialled this compat listener: tell it (a 20-byte hint that echoes its
+        initiation, which kcp-go peers never see: they send no initiations), rate-limited."""
+        if not self.hints.allow(addr, now):
+            self.host.count("wire_hints_rate_limited")
+            return
+        hint = encode_hint(HintCode.COMPAT_WIRE, data)
+        if hint is not None:
+            self.host.count("wire_hints_sent")
+            self.ep.send(hint, addr)
 
     def _probe_packet(self, data: bytes, now: int) -> tuple[int, bytes]:
         """The conv and the plaintext of the datagram's own KCP packet (decrypted, crc checked), or
