@@ -1,12 +1,18 @@
 """The client commands' connection: ``HOST:PORT`` and the transport flags (built into a
 :class:`~kcprpc.config.Transport` by :func:`kcprpc.cli.flags.build_transport`), ``--timeout`` and
-``--connect-timeout``, ``-H`` metadata; and the frame every client command runs in."""
+``--connect-timeout``, ``-H`` metadata; and the frame every client command runs in.
+
+While it connects, a command that got no answer for about a second says on stderr what it waits
+for (``waiting for the secure handshake with HOST:PORT (2 s of 5 s)...``), once a second, then
+either goes quiet (connected) or ends with the distinct connect error. stdout stays for results.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +25,8 @@ from kcprpc.errors import UsageError
 from kcprpc.status import Status
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+WAIT_NOTICE_EVERY = 1.0
+"""Seconds without an answer before (and between) the "waiting for ..." lines on stderr."""
 
 
 def _positionals_after_address(args: argparse.Namespace) -> list[str]:
@@ -51,15 +59,37 @@ def make_client(args: argparse.Namespace) -> Client:
     return connect(host, port, transport=build_transport(args), config=cfg)
 
 
-async def _connected(client: Client, address: str) -> None:
+def waiting_for(args: argparse.Namespace) -> str:
+    """What a connecting command waits for, in words: the secure handshake, or (compat mode, which
+    has no handshake) the server's first answer."""
+    return "the secure handshake" if build_transport(args).mode == "secure" else "an answer (compat wire)"
+
+
+async def _connected(client: Client, args: argparse.Namespace) -> None:
+    address, timeout, what = args.address, connect_timeout(args), waiting_for(args)
+    connecting = asyncio.ensure_future(client.connect())
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
     try:
-        await client.connect()
+        while not (await asyncio.wait({connecting}, timeout=WAIT_NOTICE_EVERY))[0]:
+            waited = loop.time() - t0
+            print(
+                f"waiting for {what} with {address} ({waited:.0f} s of {timeout:g} s)...",
+                file=sys.stderr,
+                flush=True,
+            )
+        connecting.result()
     except (asyncio.TimeoutError, TimeoutError):
         raise CliError(
             Status.UNAVAILABLE, f"no answer from {address} (wrong address, or transport flags?)"
         ) from None
     except (ConnectionError, OSError) as e:
         raise CliError(Status.UNAVAILABLE, f"cannot connect to {address}: {e}") from None
+    finally:
+        if not connecting.done():  # the command was interrupted (Ctrl-C)
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
 
 
 def parse_metadata(headers: Sequence[str] | None) -> dict[str, Any]:
@@ -77,7 +107,7 @@ async def with_client(args: argparse.Namespace, body: Callable[[Client, Catalog]
     """Connect, run ``body(client, catalog)`` and close: the frame of every client command."""
     client = make_client(args)
     catalog = Catalog(client, getattr(args, "idl", None) or (), args.timeout)  # bad --idl files fail first
-    await _connected(client, args.address)
+    await _connected(client, args)
     try:
         return int(await body(client, catalog))
     finally:
