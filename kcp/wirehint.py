@@ -116,35 +116,36 @@ def parse_hint(datagram: bytes) -> tuple[HintCode, int, bytes] | None:
     return code, datagram[3], bytes(datagram[4:])
 
 
-def hint_message(code: HintCode, detail: int, peer: str, *, wire_version: int = 1) -> str:
+def hint_message(code: HintCode, detail: int, peer: str = "", *, wire_version: int = 1) -> str:
     """What a dialling client tells its user when a bound hint arrives from ``peer`` (HOST:PORT)."""
+    server = f"the server at {peer}" if peer else "the server"
     if code is HintCode.WRONG_KEY:
         return (
-            f"wrong key: the server at {peer} could not verify our handshake "
+            f"wrong key: {server} could not verify our handshake "
             "(check the passphrase/PSK, or the pinned server public key)"
         )
     if code is HintCode.NO_PSK_MODE:
         return (
-            f"wrong key: the server at {peer} accepts no passphrase/PSK-only handshakes: "
+            f"wrong key: {server} accepts no passphrase/PSK-only handshakes: "
             "pin its public key (SecureWire(server_public_key=...))"
         )
     if code is HintCode.NO_KEY_MODE:
         return (
-            f"wrong key: the server at {peer} has no static key to pin: "
+            f"wrong key: {server} has no static key to pin: "
             "dial it with its passphrase/PSK, without server_public_key"
         )
     if code is HintCode.WIRE_VERSION:
         return (
-            f"wire version mismatch: the server at {peer} speaks secure wire version {detail}, "
+            f"wire version mismatch: {server} speaks secure wire version {detail}, "
             f"this client speaks {wire_version} (upgrade the older side)"
         )
     if code is HintCode.SECURE_WIRE:
         return (
-            f"wrong wire mode: the server at {peer} speaks the secure wire, not kcp-go's: "
+            f"wrong wire mode: {server} speaks the secure wire, not kcp-go's: "
             "dial it with kcp.SecureWire (kcprpc: the default wire; CLI: --wire secure)"
         )
     return (
-        f"wrong wire mode: the server at {peer} speaks kcp-go's wire (compat), not the secure wire: "
+        f"wrong wire mode: {server} speaks kcp-go's wire (compat), not the secure wire: "
         "dial it with kcp.CompatWire (kcprpc: Transport(CompatWire(...)); CLI: --wire compat)"
     )
 

@@ -104,12 +104,12 @@ _MAX_REFUSALS_KEPT = 1024
 _PATTERNS: dict[int, Pattern] = {PATTERN_IKPSK2: IKPSK2, PATTERN_NNPSK0: NNPSK0}
 
 PSK_MISMATCH_MESSAGE = (
-    "handshake failed: PSK mismatch: {peer} holds the pinned key but its reply did not authenticate "
+    "handshake failed: PSK mismatch: {who} holds the pinned key but its reply did not authenticate "
     "with our PSK (check the psk/passphrase)"
 )
 _WHAT_TO_CHECK: dict[int, str] = {
     Reason.VERSION_MISMATCH: "upgrade the older side",
-    Reason.SUITE_REFUSED: "allow a common cipher suite (SecureConfig.suites)",
+    Reason.SUITE_REFUSED: "allow a common cipher suite: SecureConfig.suites",
     Reason.PARAMS_REFUSED: "make the client's transport settings fit the server's policy",
     Reason.BAD_TOKEN: "check the client's token",
     Reason.SERVER_BUSY: "try again later, or another server",
@@ -120,10 +120,10 @@ def _seconds(ms: int) -> str:
     return f"{ms / 1000:g} s"
 
 
-def refusal_text(code: int, message: str, peer: str) -> str:
-    """The error text of an authenticated refusal: the server's reason (naming the parameter and
-    both sides' values where the server said them) and what to check."""
-    text = f"handshake refused by {peer}: {reason_text(code, message)}"
+def refusal_text(code: int, message: str, who: str) -> str:
+    """The error text of an authenticated refusal by ``who``: the server's reason (naming the
+    parameter and both sides' values where the server said them) and what to check."""
+    text = f"handshake refused by {who}: {reason_text(code, message)}"
     hint = _WHAT_TO_CHECK.get(code)
     return f"{text} ({hint})" if hint else text
 
@@ -199,13 +199,14 @@ class SecureClient:
         rng: Rng = os.urandom,
         *,
         counters: SecureCounters | None = None,
-        peer: str = "the server",
+        peer: str = "",
     ) -> None:
         self.config = config
         self._rng = rng
         self.counters = counters if counters is not None else SecureCounters()
         self.peer = peer
-        """How errors name the server (``HOST:PORT``)."""
+        """The server's ``HOST:PORT``, for error messages ("": "the server")."""
+        self._who = f"the server at {peer}" if peer else "the server"
         self.heard = 0
         """Datagrams received from the server while the handshake ran (0: it never answered)."""
         self._sent = SentLog(8)  # our initiations' first bytes, which a wire hint must echo
@@ -336,11 +337,11 @@ class SecureClient:
         """No answer at all (:class:`HandshakeNoAnswer`), or answers that never authenticated."""
         if not self.heard:
             return HandshakeNoAnswer(
-                f"handshake failed: no answer from {self.peer} within {_seconds(waited_ms)}: is the "
+                f"handshake failed: no answer from {self._who} within {_seconds(waited_ms)}: is the "
                 "server running and reachable over UDP (address, port, firewall)?"
             )
         return HandshakeTimeout(
-            f"handshake failed: no authenticated answer from {self.peer} within {_seconds(waited_ms)} "
+            f"handshake failed: no authenticated answer from {self._who} within {_seconds(waited_ms)} "
             f"({self.heard} datagrams that did not authenticate): is it a kcprpc secure server, "
             "with this key?"
         )
@@ -392,7 +393,7 @@ class SecureClient:
         except NoiseError:
             c.handshake_decrypt_errors += 1
             self._fail(
-                HandshakePskMismatch(PSK_MISMATCH_MESSAGE.format(peer=self.peer), Reason.PROTOCOL_ERROR)
+                HandshakePskMismatch(PSK_MISMATCH_MESSAGE.format(who=self._who), Reason.PROTOCOL_ERROR)
             )
             return None
         try:
@@ -438,7 +439,7 @@ class SecureClient:
                     self._suite_id = usable[0]
                     self._outbox.append(self._start(now))
                     return None
-            self._fail(HandshakeRefused(refusal_text(status, message, self.peer), status))
+            self._fail(HandshakeRefused(refusal_text(status, message, self._who), status))
             return None
         cid = t.get(TAG_CID)
         version = tlv_u8(t, TAG_VERSIONS)
@@ -495,7 +496,8 @@ class SecureClient:
             self._outbox.append(conn.close_packet)
             self._fail(
                 HandshakeRefused(
-                    f"handshake failed: {problem} (the client refused the answer of {self.peer})",
+                    f"handshake failed: {problem} (this client refused the answer of {self._who}: "
+                    "check its transport settings against the server's)",
                     Reason.PARAMS_REFUSED,
                 )
             )

@@ -73,6 +73,8 @@ async def _connected(client: Client, args: argparse.Namespace) -> None:
     try:
         while not (await asyncio.wait({connecting}, timeout=WAIT_NOTICE_EVERY))[0]:
             waited = loop.time() - t0
+            if waited >= timeout - 0.1:
+                continue  # the connect's own error comes next
             print(
                 f"waiting for {what} with {address} ({waited:.0f} s of {timeout:g} s)...",
                 file=sys.stderr,

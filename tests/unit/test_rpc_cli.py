@@ -59,8 +59,10 @@ def test_serve_ping_stats_and_sigint() -> None:
              "--key", "cli secret"],
             cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
-        assert secure.returncode == 64 + int(Status.UNAVAILABLE), secure.stderr
-        assert secure.stderr.startswith("UNAVAILABLE: secure handshake failed: server key/PSK mismatch")
+        assert secure.returncode == 64 + int(Status.FAILED_PRECONDITION), secure.stderr
+        assert secure.stderr.startswith(
+            "FAILED_PRECONDITION: secure handshake failed: wrong wire mode: the server at "
+        ), secure.stderr  # the compat server's wire hint: at once
         srv.send_signal(signal.SIGINT)
         assert srv.wait(15) == 0
     finally:

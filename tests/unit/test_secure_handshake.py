@@ -12,6 +12,9 @@ import kcp.secure.handshake as handshake_module
 from kcp.secure import (
     ClientHello,
     HandshakeConfig,
+    HandshakeKeyMismatch,
+    HandshakeNoAnswer,
+    HandshakePskMismatch,
     HandshakeRefused,
     HandshakeTimeout,
     Reason,
@@ -33,6 +36,7 @@ from kcp.secure.noise import (
 )
 from kcp.secure.packet import T_RESPONSE, T_RETRY
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
+from kcp.wirehint import HINT_LEN, T_HINT, HintCode
 
 # Produced by the independent `noiseprotocol` 0.3.1 package (PyPI) with the keys below:
 # initiator static = bytes(range(32)), responder static = bytes(range(32, 64)), initiator
@@ -210,30 +214,51 @@ def test_cipher_suite_refusal_is_resolved_by_retrying_with_an_allowed_suite() ->
 # ------------------------------------------------------------------------------------------ failures
 
 
-def test_wrong_static_key_server_stays_silent_and_client_times_out_clearly() -> None:
+def test_wrong_static_key_gets_a_bound_hint_and_fails_at_once() -> None:
     run = run_handshake(
         HandshakeConfig(server_public_key=OTHER_PUB, handshake_timeout_ms=3000, handshake_retry_ms=500),
         HandshakeConfig(static_key=SERVER_PRIV),
     )
-    assert run.to_client == []  # no oracle: nothing at all comes back
-    assert run.server.counters.bad_mac1 == len(run.to_server) >= 3  # retransmissions with backoff
+    (hint,) = run.to_client  # a 20-byte wire hint, no handshake answer
+    assert len(hint) == HINT_LEN and hint[0] == T_HINT and hint[2] == HintCode.WRONG_KEY
+    assert hint[4:] == run.to_server[0][:16]  # bound: it echoes our initiation
+    assert run.server.counters.bad_mac1 == 1 and run.server.counters.hints_sent == 1
     assert run.server.half_open == 0
     err = run.client.error
-    assert isinstance(err, HandshakeTimeout)
+    assert isinstance(err, HandshakeKeyMismatch) and not isinstance(err, HandshakeTimeout)
     assert str(err) == (
-        "handshake failed: server key/PSK mismatch or server unreachable "
-        "(no authenticated reply within 3000 ms)"
+        "handshake failed: wrong key: the server could not verify our handshake "
+        "(check the passphrase/PSK, or the pinned server public key)"
     )
-    assert 3000 <= run.now <= 3001  # failed at the deadline, not before
+    assert run.now < 5  # one round trip, not the 3 s timeout
+    assert run.client.counters.hints_received == 1
 
 
-def test_wrong_passphrase_times_out_with_the_same_clear_message() -> None:
+def test_wrong_passphrase_gets_the_same_wrong_key_answer() -> None:
     run = run_handshake(
         HandshakeConfig(passphrase="right", handshake_timeout_ms=2000), HandshakeConfig(passphrase="wrong")
     )
-    assert run.to_client == []
-    assert isinstance(run.client.error, HandshakeTimeout)
-    assert str(run.client.error).startswith("handshake failed: server key/PSK mismatch or server unreachable")
+    assert [len(d) for d in run.to_client] == [HINT_LEN]
+    assert isinstance(run.client.error, HandshakeKeyMismatch)
+    assert str(run.client.error).startswith("handshake failed: wrong key: ")
+    assert run.now < 5
+
+
+def test_a_server_with_hints_off_stays_silent_and_the_client_says_no_answer() -> None:
+    run = run_handshake(
+        HandshakeConfig(passphrase="right", handshake_timeout_ms=3000, handshake_retry_ms=500),
+        HandshakeConfig(passphrase="wrong", hint_rate=0),
+    )
+    assert run.to_client == []  # no oracle when the server's operator turned hints off
+    assert run.server.counters.bad_mac1 == len(run.to_server) >= 3  # retransmissions with backoff
+    assert run.server.counters.hints_rate_limited == len(run.to_server)
+    err = run.client.error
+    assert isinstance(err, HandshakeNoAnswer)
+    assert str(err) == (
+        "handshake failed: no answer from the server within 3 s: is the server running and reachable "
+        "over UDP (address, port, firewall)?"
+    )
+    assert 3000 <= run.now <= 3001  # failed at the deadline, not before
 
 
 def test_wrong_psk_with_right_server_key_fails_fast() -> None:
@@ -244,7 +269,11 @@ def test_wrong_psk_with_right_server_key_fails_fast() -> None:
     assert len(run.to_client) == 1  # the server answered (psk2 is checked by the client)
     assert run.now < 5  # no timeout needed
     assert run.client.error is not None
-    assert str(run.client.error) == "handshake failed: PSK mismatch (the server's reply did not authenticate)"
+    assert isinstance(run.client.error, HandshakePskMismatch | HandshakeKeyMismatch)
+    assert str(run.client.error) == (
+        "handshake failed: PSK mismatch: the server holds the pinned key but its reply did not "
+        "authenticate with our PSK (check the psk/passphrase)"
+    )
     assert run.server_conn is None  # the server never sees a confirmation: the half-open entry expires
     run.server.handle_timer(run.now + 10_000)
     assert run.server.half_open == 0 and run.server.counters.half_open_expired == 1
@@ -258,7 +287,8 @@ def test_version_mismatch_is_refused_with_reason() -> None:
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.VERSION_MISMATCH
     assert str(err) == (
-        "handshake refused by server: version mismatch: client speaks [2, 3], server speaks [1]"
+        "handshake refused by the server: version mismatch: client speaks [2, 3], server speaks [1] "
+        "(upgrade the older side)"
     )
     assert run.server.half_open == 0 and run.server.counters.refused == 1
 
@@ -274,7 +304,7 @@ def test_bad_token_is_refused_with_the_hooks_message() -> None:
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.BAD_TOKEN
-    assert str(err) == "handshake refused by server: bad token: unknown token"
+    assert str(err) == "handshake refused by the server: bad token: unknown token (check the client's token)"
     assert run.server.connections == {} and run.server.half_open == 0
 
 
@@ -287,7 +317,8 @@ def test_raising_hook_refuses_instead_of_crashing() -> None:
     )
     assert (
         str(run.client.error)
-        == "handshake refused by server: bad token: authorization hook raised RuntimeError"
+        == "handshake refused by the server: bad token: authorization hook raised RuntimeError "
+        "(check the client's token)"
     )
 
 
@@ -322,7 +353,8 @@ def test_refused_parameters_give_a_clear_reason(
     err = run.client.error
     assert isinstance(err, HandshakeRefused)
     assert err.code in (Reason.PARAMS_REFUSED, Reason.SUITE_REFUSED)
-    assert str(err).endswith(message), str(err)
+    assert message in str(err), str(err)  # the parameter and both sides' values
+    assert str(err).endswith(")"), str(err)  # then what to check
 
 
 def test_client_refuses_a_server_answer_it_cannot_accept_and_closes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -342,7 +374,10 @@ def test_client_refuses_a_server_answer_it_cannot_accept_and_closes(monkeypatch:
     )
     err = run.client.error
     assert isinstance(err, HandshakeRefused) and err.code == Reason.PARAMS_REFUSED
-    assert str(err) == "handshake failed: FEC mismatch: server chose 4/2 shards, client requires 10/3"
+    assert str(err) == (
+        "handshake failed: FEC mismatch: server chose 4/2 shards, client requires 10/3 (this client "
+        "refused the answer of the server: check its transport settings against the server's)"
+    )
     # the client told the server with an authenticated CLOSE, which also confirmed the keys
     assert run.server_conn is not None and run.server_conn.closed
     assert run.server_conn.close_code == Reason.PARAMS_REFUSED
@@ -405,14 +440,15 @@ def test_half_open_handshakes_are_capped_counted_and_expire() -> None:
     assert server.state_sizes()["by_ephemeral"] == 0
 
 
-def test_every_flipped_byte_of_an_initiation_is_dropped_silently() -> None:
-    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(15))
+def test_every_flipped_byte_of_an_initiation_gets_no_answer_but_at_most_a_hint() -> None:
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, hint_rate_per_source=10_000), seeded_rng(15))
     init = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(16)).initiate(0)
     for i in range(len(init) - 16):  # mac2 is all zeros and unchecked when not under load
         bad = bytearray(init)
         bad[i] ^= 0xFF
-        r = server.receive(bytes(bad), CLIENT_ADDR, 0)
-        assert r.replies == [], i
+        r = server.receive(bytes(bad), CLIENT_ADDR, i)
+        for reply, _ in r.replies:  # unauthenticated advice only: wrong key, mode or wire
+            assert len(reply) == HINT_LEN and reply[0] == T_HINT and reply[4:] == bytes(bad[:16]), i
     assert server.half_open == 0 and server.connections == {}
 
 
@@ -439,7 +475,7 @@ def test_config_and_usage_errors_are_clear() -> None:
     with pytest.raises(SecureUsageError, match="twice"):
         client.initiate(1)
     err = client.abandon(2)
-    assert isinstance(err, HandshakeTimeout) and "mismatch or server unreachable" in str(err)
+    assert isinstance(err, HandshakeNoAnswer) and "no answer from the server within 0.002 s" in str(err)
 
 
 def test_a_lost_refusal_is_repeated_when_the_client_retransmits() -> None:
@@ -458,7 +494,9 @@ def test_a_lost_refusal_is_repeated_when_the_client_retransmits() -> None:
         drop=drop_first_reply,
     )
     assert len(dropped) == 1 and run.to_client == [dropped[0], dropped[0]]
-    assert str(run.client.error) == "handshake refused by server: bad token: unknown token"
+    assert str(run.client.error) == (
+        "handshake refused by the server: bad token: unknown token (check the client's token)"
+    )
     assert run.server.counters.initiation_retransmits == 1 and run.server.counters.refused == 1
     assert 200 <= run.now <= 202
 
