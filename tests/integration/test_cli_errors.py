@@ -169,15 +169,15 @@ CASES: list[tuple[list[str], int, str, str]] = [
     ),
     (
         ["kcprpc", "ping", ADDR, "--key", "wrong", "--connect-timeout", "0.5"],
-        code("UNAVAILABLE"),
-        "UNAVAILABLE:",
-        "PSK mismatch",
+        code("UNAUTHENTICATED"),
+        "UNAUTHENTICATED: secure handshake failed: wrong key:",
+        "(check the passphrase/PSK, or the pinned server public key)",
     ),
     (
         ["kcprpc", "ping", ADDR, "--wire", "compat", "--connect-timeout", "0.5"],
-        code("UNAVAILABLE"),
-        "UNAVAILABLE:",
-        "no answer",
+        code("FAILED_PRECONDITION"),
+        "FAILED_PRECONDITION: wrong wire mode:",
+        "speaks the secure wire, not kcp-go's: dial it with kcp.SecureWire",
     ),
     (["kcprpc", "ping", "nosuchhost.invalid:9000"], code("UNAVAILABLE"), "UNAVAILABLE:", "cannot connect"),
     # keygen and idl
