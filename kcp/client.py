@@ -174,15 +174,17 @@ class _HintWatch:
             return False
         c: Any = self.ep.counters
         s: Any = SNMP
-        code, detail, echo = hint
-        if code is not HintCode.SECURE_WIRE or not self.sent.bound(echo):
+        code, _detail, echo = hint
+        # every code but COMPAT_WIRE comes from a secure server (one that took our datagram for a
+        # bad initiation says "wrong key" or "wire version": to us it all means "the secure wire")
+        if code is HintCode.COMPAT_WIRE or not self.sent.bound(echo):
             c.wire_hints_ignored += 1
             s.wire_hints_ignored += 1
             return False
         c.wire_hints_received += 1
         s.wire_hints_received += 1
-        message = hint_message(code, detail, self.peer)
-        event = WireMismatch(code, message)
+        message = hint_message(HintCode.SECURE_WIRE, 0, self.peer)
+        event = WireMismatch(HintCode.SECURE_WIRE, message)
         for cb in tuple(self.path.callbacks):
             try:
                 cb(cast(Any, event))

@@ -16,8 +16,8 @@ hint; all it gains is to make that dial fail early, which dropping the server's 
 does. Hints are advice: they never change what an authenticated handshake or a session accepts.
 
 A hint is never larger than the datagram it answers (no amplification), it never answers a hint
-or any other secure-mode packet type (two servers cannot loop), and :class:`HintLimiter` rate
-limits hints per source address and in total.
+(two servers cannot loop), and :class:`HintLimiter` rate limits hints per source address and in
+total.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ T_HINT = 0xC4
 HINT_VERSION = 1
 ECHO_LEN = 16
 HINT_LEN = 4 + ECHO_LEN
-_SECURE_TYPES = range(0xC0, 0xD0)  # the secure wire's type bytes (and room around them): never answered
 
 
 class HintCode(enum.IntEnum):
@@ -92,9 +91,10 @@ class WireMismatch:
 
 
 def answerable(datagram: bytes) -> bool:
-    """Whether a hint may answer ``datagram``: at least as large as a hint, and not a secure-mode
-    packet type (a hint, a reset, a response: answering those could make two servers loop)."""
-    return len(datagram) >= HINT_LEN and datagram[0] not in _SECURE_TYPES
+    """Whether a hint may answer ``datagram``: at least as large as a hint, and not a hint itself
+    (servers answer each other's other packets at most with a hint, which is never answered, so
+    two servers cannot loop)."""
+    return len(datagram) >= HINT_LEN and datagram[0] != T_HINT
 
 
 def encode_hint(code: HintCode, answered: bytes, detail: int = 0) -> bytes | None:

@@ -675,14 +675,12 @@ class SecureServer:
             except (DecodeError, ValueError, struct.error):
                 c.frame_errors += 1
                 return Received()
-        c.bad_type += 1
-        if answerable(datagram):  # not the secure wire at all: most likely a compat (kcp-go) dial
-            return self._hint(HintCode.SECURE_WIRE, datagram, addr, now)
-        return Received()
+        c.bad_type += 1  # not the secure wire at all: most likely a compat (kcp-go) dial
+        return self._hint(HintCode.SECURE_WIRE, datagram, addr, now)
 
     def _hint(self, code: HintCode, datagram: bytes, addr: Any, now: int, detail: int = 0) -> Received:
         """A wire hint answering ``datagram`` (kcp.wirehint): never larger than it, rate-limited."""
-        hint = encode_hint(code, datagram, detail)
+        hint = encode_hint(code, datagram, detail) if answerable(datagram) else None
         if hint is None:
             return Received()
         if not self.hints.allow(addr, now):
@@ -732,8 +730,8 @@ class SecureServer:
         c.initiations_received += 1
         n = len(d)
         if n < _MIN_INITIATION or n > _MAX_INITIATION:
-            c.short_packets += 1
-            return Received()
+            c.short_packets += 1  # not a secure initiation: a compat datagram whose conv starts 0xC1?
+            return self._hint(HintCode.SECURE_WIRE, d, addr, now)
         if d[1] != WIRE_VERSION:
             c.bad_type += 1
             return self._hint(HintCode.WIRE_VERSION, d, addr, now, WIRE_VERSION)
@@ -744,7 +742,7 @@ class SecureServer:
             if suite_id in SUITES and pattern_id in _PATTERNS:  # a mode this server's keys cannot run
                 mode = HintCode.NO_PSK_MODE if pattern_id == PATTERN_NNPSK0 else HintCode.NO_KEY_MODE
                 return self._hint(mode, d, addr, now)
-            return Received()
+            return self._hint(HintCode.SECURE_WIRE, d, addr, now)  # not an initiation we know
         mac1 = d[n - 32 : n - 16]
         if not hmac.compare_digest(mac16(mac1_key, d[: n - 32]), mac1):
             c.bad_mac1 += 1  # another key: say so (unauthenticated advice, bound to this initiation)

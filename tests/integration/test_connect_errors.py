@@ -198,13 +198,27 @@ async def test_secure_client_to_a_compat_listener(compat_listener: kcp.Listener)
     assert compat_listener.stats["wire_hints_sent"] >= 1 and len(compat_listener) == 0
 
 
-@pytest.mark.parametrize("crypt", ["none", "aes"])
-async def test_compat_client_to_a_secure_listener(secure_listener: kcp.Listener, crypt: str) -> None:
+@pytest.mark.parametrize(
+    ("crypt", "conv"),
+    [
+        ("none", None),
+        ("aes", None),
+        # without encryption a datagram starts with its conv: even one that looks like a secure type
+        ("none", 0x123456C1),  # an "initiation" of another version
+        ("none", 0x120101C1),  # ... of version 1, an unknown pattern
+        ("none", 0x020201C1),  # ... NNpsk0 with AES-GCM: a bad mac1 (the server says "wrong key")
+        ("none", 0x123456C2),
+        ("none", 0x123456C5),
+    ],
+)
+async def test_compat_client_to_a_secure_listener(
+    secure_listener: kcp.Listener, crypt: str, conv: int | None
+) -> None:
     port = secure_listener.address[1]
-    session = await kcp.dial("127.0.0.1", port, kcp.CompatWire(crypt=crypt, key="x"))  # no handshake
+    session = await kcp.dial("127.0.0.1", port, kcp.CompatWire(crypt=crypt, key="x"), conv=conv)
     events: list[object] = []
     session.add_event_callback(events.append)
-    session.write(b"hello")  # the first datagram: the server answers it with a hint
+    session.write(bytes(400))  # the first datagram (as large as an initiation): answered with a hint
     await asyncio.wait_for(session.wait_closed(), BOUND)
     assert session.close_reason.startswith(f"wrong wire mode: the server at 127.0.0.1:{port} speaks the secure")
     assert [type(e) for e in events] == [WireMismatch]
