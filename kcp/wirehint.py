@@ -46,6 +46,7 @@ T_HINT = 0xC4
 HINT_VERSION = 1
 ECHO_LEN = 16
 HINT_LEN = 4 + ECHO_LEN
+_MIN_KCP_DATAGRAM = 24  # a KCP segment header: hints stay shorter, so a kcp-go datagram is never one
 
 
 class HintCode(enum.IntEnum):
@@ -92,9 +93,11 @@ class WireMismatch:
 
 def answerable(datagram: bytes) -> bool:
     """Whether a hint may answer ``datagram``: at least as large as a hint, and not a hint itself
-    (servers answer each other's other packets at most with a hint, which is never answered, so
-    two servers cannot loop)."""
-    return len(datagram) >= HINT_LEN and datagram[0] != T_HINT
+    (a datagram of type 0xC4 shorter than the smallest KCP datagram, 24 bytes): servers answer
+    each other's other packets at most with a hint, which is never answered, so two servers
+    cannot loop; a kcp-go datagram whose conv starts with 0xC4 is still answered."""
+    n = len(datagram)
+    return n >= HINT_LEN and not (datagram[0] == T_HINT and n < _MIN_KCP_DATAGRAM)
 
 
 def encode_hint(code: HintCode, answered: bytes, detail: int = 0) -> bytes | None:

@@ -174,7 +174,7 @@ CASES: list[tuple[list[str], int, str, str]] = [
         "(check the passphrase/PSK, or the pinned server public key)",
     ),
     (
-        ["kcprpc", "ping", ADDR, "--wire", "compat", "--connect-timeout", "0.5"],
+        ["kcprpc", "ping", ADDR, "--wire", "compat", "--crypt", "aes", "--key", "x", "--connect-timeout", "0.5"],
         code("FAILED_PRECONDITION"),
         "FAILED_PRECONDITION: wrong wire mode:",
         "speaks the secure wire, not kcp-go's: dial it with kcp.SecureWire",
