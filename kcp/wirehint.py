@@ -77,9 +77,7 @@ _PATTERNS = (1, 2)  # IKpsk2, NNpsk0
 def is_secure_initiation(datagram: bytes) -> bool:
     """Whether ``datagram`` has the shape of a secure initiation (type, size, pattern): what a
     compat listener answers with a :attr:`HintCode.COMPAT_WIRE` hint."""
-    return (
-        len(datagram) in _INITIATION_SIZES and datagram[0] == _T_INITIATION and datagram[3] in _PATTERNS
-    )
+    return len(datagram) in _INITIATION_SIZES and datagram[0] == _T_INITIATION and datagram[3] in _PATTERNS
 
 
 @dataclass(frozen=True, slots=True)

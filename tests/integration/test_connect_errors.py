@@ -122,9 +122,14 @@ async def test_no_answer_says_so_after_the_timeout(silent_port: int) -> None:
 @pytest.mark.parametrize("mode", ["secure", "compat"])
 async def test_no_answer_over_kcprpc_names_the_address(silent_port: int, mode: str) -> None:
     wire = SecureWire(key="k") if mode == "secure" else CompatWire()
-    rpc, took = await _connect_error(silent_port, transport=Transport(wire), config=ClientConfig(connect_timeout=0.3))
+    rpc, took = await _connect_error(
+        silent_port, transport=Transport(wire), config=ClientConfig(connect_timeout=0.3)
+    )
     assert rpc.status is Status.UNAVAILABLE
-    assert f"no answer from {'the server at ' if mode == 'secure' else ''}127.0.0.1:{silent_port} " in rpc.message
+    assert (
+        f"no answer from {'the server at ' if mode == 'secure' else ''}127.0.0.1:{silent_port} "
+        in rpc.message
+    )
     assert "within 0.3 s" in rpc.message and "reachable over UDP" in rpc.message
     assert took < 3.0
 
@@ -177,7 +182,9 @@ async def test_wrong_key_over_kcprpc_is_unauthenticated_at_once() -> None:
 async def test_a_server_with_hints_off_stays_silent() -> None:
     quiet = kcp.SecureWire(key="right", config=SecureConfig(hint_rate=0))
     async with await kcp.listen("127.0.0.1", 0, quiet) as lis:
-        wire = kcp.SecureWire(key="wrong", config=SecureConfig(handshake_timeout_ms=300, handshake_retry_ms=100))
+        wire = kcp.SecureWire(
+            key="wrong", config=SecureConfig(handshake_timeout_ms=300, handshake_retry_ms=100)
+        )
         err, _ = await _dial_error(lis.address[1], wire)
         assert isinstance(err, HandshakeNoAnswer)
         assert lis.stats["secure_hints_sent"] == 0 and lis.stats["secure_bad_mac1"] >= 1
@@ -220,7 +227,9 @@ async def test_compat_client_to_a_secure_listener(
     session.add_event_callback(events.append)
     session.write(bytes(400))  # the first datagram (as large as an initiation): answered with a hint
     await asyncio.wait_for(session.wait_closed(), BOUND)
-    assert session.close_reason.startswith(f"wrong wire mode: the server at 127.0.0.1:{port} speaks the secure")
+    assert session.close_reason.startswith(
+        f"wrong wire mode: the server at 127.0.0.1:{port} speaks the secure"
+    )
     assert [type(e) for e in events] == [WireMismatch]
     assert session.endpoint_counters.wire_hints_received == 1
     assert secure_listener.stats["secure_hints_sent"] >= 1
@@ -256,7 +265,12 @@ async def test_refused_parameters_name_the_parameter_both_values_and_what_to_che
         t0 = time.monotonic()
         with pytest.raises(HandshakeRefused) as ei:
             await asyncio.wait_for(
-                kcp.dial("127.0.0.1", port, kcp.SecureWire(key="k", config=SLOW), session=kcp.SessionConfig(mtu=1000)),
+                kcp.dial(
+                    "127.0.0.1",
+                    port,
+                    kcp.SecureWire(key="k", config=SLOW),
+                    session=kcp.SessionConfig(mtu=1000),
+                ),
                 BOUND,
             )
         assert ei.value.code == Reason.PARAMS_REFUSED and time.monotonic() - t0 < 1.0
@@ -296,7 +310,9 @@ async def test_cli_says_what_it_waits_for_then_the_error(silent_port: int) -> No
     lines = err.splitlines()
     assert lines[0] == f"waiting for the secure handshake with 127.0.0.1:{silent_port} (1 s of 2.5 s)..."
     assert lines[1] == f"waiting for the secure handshake with 127.0.0.1:{silent_port} (2 s of 2.5 s)..."
-    assert lines[2].startswith(f"UNAVAILABLE: secure handshake failed: no answer from the server at 127.0.0.1:{silent_port}")
+    assert lines[2].startswith(
+        f"UNAVAILABLE: secure handshake failed: no answer from the server at 127.0.0.1:{silent_port}"
+    )
     assert len(lines) == 3
 
 
@@ -309,5 +325,7 @@ async def test_cli_is_quiet_when_the_server_answers_and_fast_on_a_wrong_key() ->
         t0 = time.monotonic()
         code, out, err = await _cli("ping", f"127.0.0.1:{port}", "--key", "wrong", "--connect-timeout", "10")
         assert code == 64 + int(Status.UNAUTHENTICATED) and out == ""
-        assert err.startswith("UNAUTHENTICATED: secure handshake failed: wrong key: ") and "waiting" not in err
+        assert (
+            err.startswith("UNAUTHENTICATED: secure handshake failed: wrong key: ") and "waiting" not in err
+        )
         assert time.monotonic() - t0 < 8.0  # the interpreter's start-up, not the 10 s connect timeout

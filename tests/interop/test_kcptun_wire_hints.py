@@ -42,7 +42,9 @@ async def _until(cond: object, what: str) -> None:
 # with encryption: every datagram starts with a fresh random nonce, so the hint comes even when one
 # datagram starts like a hint or a transport packet (without it, 3 in 256 random convs get none)
 @pytest.mark.parametrize("crypt", ["aes", "salsa20"])
-async def test_kcptun_client_to_a_secure_server_gets_hints_and_is_unaffected(kcptun: None, crypt: str) -> None:
+async def test_kcptun_client_to_a_secure_server_gets_hints_and_is_unaffected(
+    kcptun: None, crypt: str
+) -> None:
     opts = PeerOptions(crypt=crypt)
     lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key="secret"))
     async with lis, Kcptun.client(lis.address[1], opts) as peer:

@@ -227,7 +227,7 @@ def test_the_server_says_which_key_problem_it_sees(
 ) -> None:
     server = SecureServer(HandshakeConfig(**server_cfg), seeded_rng(75))  # type: ignore[arg-type]
     init = SecureClient(HandshakeConfig(**client_cfg), seeded_rng(76)).initiate(0)  # type: ignore[arg-type]
-    (reply, addr), = server.receive(init, CLIENT_ADDR, 0).replies
+    ((reply, addr),) = server.receive(init, CLIENT_ADDR, 0).replies
     assert addr == CLIENT_ADDR and parse_hint(reply) == (code, 0, init[:16])
 
 
@@ -235,13 +235,13 @@ def test_another_wire_version_gets_the_servers_version() -> None:
     server = SecureServer(HandshakeConfig(passphrase="pw"), seeded_rng(77))
     init = bytearray(SecureClient(HandshakeConfig(passphrase="pw"), seeded_rng(78)).initiate(0))
     init[1] = WIRE_VERSION + 1
-    (reply, _), = server.receive(bytes(init), CLIENT_ADDR, 0).replies
+    ((reply, _),) = server.receive(bytes(init), CLIENT_ADDR, 0).replies
     assert parse_hint(reply) == (HintCode.WIRE_VERSION, WIRE_VERSION, bytes(init[:16]))
 
 
 def test_what_is_not_the_secure_wire_gets_a_secure_wire_hint_but_hints_and_short_junk_do_not() -> None:
     server = SecureServer(HandshakeConfig(passphrase="pw"), seeded_rng(79))
-    (reply, _), = server.receive(KCP_PACKET, CLIENT_ADDR, 0).replies
+    ((reply, _),) = server.receive(KCP_PACKET, CLIENT_ADDR, 0).replies
     assert parse_hint(reply) == (HintCode.SECURE_WIRE, 0, KCP_PACKET[:16])
     assert server.receive(reply, CLIENT_ADDR, 1).replies == []  # a hint is never answered
     assert server.receive(KCP_PACKET[:19], CLIENT_ADDR, 2).replies == []  # smaller than a hint
@@ -263,7 +263,7 @@ def test_a_compat_datagram_that_starts_like_a_transport_packet_gets_a_stateless_
     # 0xC8/0xC9 with a connection ID we do not know: the stateless reset's path (docs: 2 in 256
     # compat dials without encryption end as "no answer")
     server = SecureServer(HandshakeConfig(passphrase="pw"), seeded_rng(92))
-    (reply, _), = server.receive(bytes([0xC8]) + bytes(range(1, 100)), CLIENT_ADDR, 0).replies
+    ((reply, _),) = server.receive(bytes([0xC8]) + bytes(range(1, 100)), CLIENT_ADDR, 0).replies
     assert parse_hint(reply) is None and server.counters.stateless_resets_sent == 1
 
 
