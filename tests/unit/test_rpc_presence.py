@@ -234,16 +234,16 @@ async def test_only_a_member_may_list() -> None:
 
 
 async def test_listing_is_cut_at_max_members() -> None:
-    async with lobby(config(keys=["room:lobby"], max_members=3)) as p:
-        async with clients(p.connector, "b", "c", "d", "e") as more:
-            for c in [p.client, *more]:
-                await c.stub(Lobby).join("lobby")
-            m = await more[0].members(room="lobby")
-            assert (len(m.members), m.total, m.truncated) == (3, 5, True)
-            assert [e.id for e in m.members] == [p.client.session_id, more[0].session_id, more[1].session_id]
-            assert p.server.stats["presence_lists_truncated"] == 1
-            # the server's own listing is not cut unless asked
-            assert len((await p.server.push.presence.members(room="lobby")).members) == 5
+    cfg = config(keys=["room:lobby"], max_members=3)
+    async with lobby(cfg) as p, clients(p.connector, "b", "c", "d", "e") as more:
+        for c in [p.client, *more]:
+            await c.stub(Lobby).join("lobby")
+        m = await more[0].members(room="lobby")
+        assert (len(m.members), m.total, m.truncated) == (3, 5, True)
+        assert [e.id for e in m.members] == [p.client.session_id, more[0].session_id, more[1].session_id]
+        assert p.server.stats["presence_lists_truncated"] == 1
+        # the server's own listing is not cut unless asked
+        assert len((await p.server.push.presence.members(room="lobby")).members) == 5
 
 
 async def test_listing_fits_the_message_size() -> None:
