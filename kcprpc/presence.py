@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -72,6 +74,12 @@ class PresenceConfig:
     max_members: int = 1000
     """Members one listing returns at most (a client's listing is also cut to fit
     ``max_message_size``); a cut listing says ``truncated`` and the ``total``."""
+    join_rate: float = 10.0
+    """Joins and subscriptions per second one session may make into keys with presence, on
+    average (a token bucket of ``join_burst``); more fail with RESOURCE_EXHAUSTED. Each one costs
+    a broker write and, with events, a Joined and a Left to every member: a client churning a
+    subscription must not make every member's traffic."""
+    join_burst: int = 50
 
     def __post_init__(self) -> None:
         for name in ("keys", "events"):
@@ -86,8 +94,16 @@ class PresenceConfig:
                         "(patterns match broker keys, e.g. 'room:match:*')"
                     )
             object.__setattr__(self, name, patterns)
-        if self.max_info_size <= 0 or self.max_keys <= 0 or self.max_members <= 0:
-            raise UsageError("PresenceConfig: max_info_size, max_keys and max_members must be positive")
+        if (
+            self.max_info_size <= 0
+            or self.max_keys <= 0
+            or self.max_members <= 0
+            or not self.join_rate > 0
+            or self.join_burst <= 0
+        ):
+            raise UsageError(
+                "PresenceConfig: max_info_size, max_keys, max_members, join_rate and join_burst must be positive"
+            )
 
 
 class MemberInfo(BaseModel):
@@ -192,8 +208,15 @@ _LEFT = event_info(Left)
 class Presence:
     """The presence of the rooms and topics of one server (``server.push.presence``)."""
 
-    def __init__(self, server: PresenceHost, broker: Broker) -> None:
+    def __init__(
+        self, server: PresenceHost, broker: Broker, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.server = server
+        self._clock = clock
+        # session -> (tokens, when): the join_rate bucket, for as long as the session lives
+        self._buckets: weakref.WeakKeyDictionary[PresenceSession, tuple[float, float]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.broker = broker
         cfg = server.config.presence
         self.config = cfg
@@ -218,13 +241,25 @@ class Presence:
             return
         cfg = self.config
         entries = self._entries.get(session.id)
-        if entries is not None and key not in entries and len(entries) >= cfg.max_keys:
+        if entries is not None and key in entries:
+            return
+        if entries is not None and len(entries) >= cfg.max_keys:
             self.server.stats["presence_refused"] += 1
             raise RpcError(
                 Status.RESOURCE_EXHAUSTED,
                 f"in the presence of {len(entries)} rooms and topics already (max_keys {cfg.max_keys})",
             )
         self._info(session)
+        now = self._clock()
+        tokens, then = self._buckets.get(session, (float(cfg.join_burst), now))
+        tokens = min(float(cfg.join_burst), tokens + (now - then) * cfg.join_rate)
+        if tokens < 1.0:
+            self.server.stats["presence_refused"] += 1
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED,
+                f"joining rooms and topics with presence faster than join_rate ({cfg.join_rate:g}/s)",
+            )
+        self._buckets[session] = (tokens - 1.0, now)
 
     def joined(self, session: PresenceSession, key: str) -> None:
         """``session`` joined ``key`` (after :meth:`check`): record it, push Joined."""

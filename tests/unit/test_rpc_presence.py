@@ -140,7 +140,11 @@ async def test_joined_and_left_reach_every_member_when_opted_in() -> None:
         bo_joined = queue(bo, Joined)
         await p.client.stub(Lobby).join("match:1")
         mine = await got(joined)  # the new member gets its own Joined
-        assert (mine.room, mine.member.id, mine.member.info) == ("match:1", p.client.session_id, {"name": "ana"})
+        assert (mine.room, mine.member.id, mine.member.info) == (
+            "match:1",
+            p.client.session_id,
+            {"name": "ana"},
+        )
         await bo.stub(Lobby).join("match:1")
         ev = await got(joined)
         assert (ev.key, ev.topic, ev.member.id, ev.member.info) == (
@@ -295,6 +299,26 @@ async def test_max_keys_per_session() -> None:
         await stub.join("p3")
         assert p.server.stats["presence_refused"] == 1
         assert p.server.stats["presence_entries"] == 2
+
+
+async def test_join_rate_bounds_subscription_churn() -> None:
+    cfg = config(events=["topic:chat"], join_rate=0.001, join_burst=3)
+    async with lobby(cfg) as p, clients(p.connector, "bo") as (bo,):
+        joined, left = queue(p.client, Joined), queue(p.client, Left)
+        await p.client.subscribe("chat")
+        await got(joined)
+        for _ in range(3):  # bo churns: its burst holds 3 joins
+            await bo.subscribe("chat")
+            await bo.unsubscribe("chat")
+        with pytest.raises(RpcError) as e:
+            await bo.subscribe("chat")
+        assert e.value.status is Status.RESOURCE_EXHAUSTED and "join_rate" in e.value.message
+        assert p.server.stats["presence_refused"] == 1 and "chat" not in bo.topics
+        assert [(await got(joined)).member.id for _ in range(3)] == [bo.session_id] * 3
+        assert [(await got(left)).member.id for _ in range(3)] == [bo.session_id] * 3
+        assert p.server.stats["presence_events"] == 7  # p's own Joined, and 3 rounds of bo's
+        await p.client.subscribe("news")  # no presence there: no bucket
+        await p.client.unsubscribe("news")
 
 
 async def test_topic_events_open_no_gap_and_stay_out_of_history() -> None:
