@@ -79,7 +79,7 @@ class PresenceConfig:
     average (a token bucket of ``join_burst``); more fail with RESOURCE_EXHAUSTED. Each one costs
     a broker write and, with events, a Joined and a Left to every member: a client churning a
     subscription must not make every member's traffic."""
-    join_burst: int = 50
+    join_burst: int = 64  # as many as max_keys: a fresh session restoring all its keys fits
 
     def __post_init__(self) -> None:
         for name in ("keys", "events"):
