@@ -212,11 +212,6 @@ class Presence:
         self, server: PresenceHost, broker: Broker, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.server = server
-        self._clock = clock
-        # session -> (tokens, when): the join_rate bucket, for as long as the session lives
-        self._buckets: weakref.WeakKeyDictionary[PresenceSession, tuple[float, float]] = (
-            weakref.WeakKeyDictionary()
-        )
         self.broker = broker
         cfg = server.config.presence
         self.config = cfg
@@ -224,6 +219,12 @@ class Presence:
         self._keys = _compile([*cfg.keys, *cfg.events])
         # session id -> {key: the info it was recorded with} (for Left, and the max_keys bound)
         self._entries: dict[str, dict[str, dict[str, Any]]] = {}
+        # session -> (tokens, when): its join_rate bucket, for as long as the session lives (a
+        # session that churns one key keeps its bucket between its entries)
+        self._buckets: weakref.WeakKeyDictionary[PresenceSession, tuple[float, float]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._clock = clock
 
     def keeps(self, key: str) -> bool:
         """True if ``key`` (``"room:<name>"`` / ``"topic:<name>"``) keeps presence."""
@@ -236,8 +237,9 @@ class Presence:
     # -- the hub's hooks
     def check(self, session: PresenceSession, key: str) -> None:
         """Before ``session`` joins ``key``: RESOURCE_EXHAUSTED (counted) when its info is over
-        ``max_info_size`` or it is in ``max_keys`` keys with presence already."""
-        if self._keys is None or not self.keeps(key):
+        ``max_info_size``, it is in ``max_keys`` keys with presence already, or it joins them
+        faster than ``join_rate``."""
+        if not self.keeps(key):
             return
         cfg = self.config
         entries = self._entries.get(session.id)
@@ -263,7 +265,7 @@ class Presence:
 
     def joined(self, session: PresenceSession, key: str) -> None:
         """``session`` joined ``key`` (after :meth:`check`): record it, push Joined."""
-        if self._keys is None or not self.keeps(key):
+        if not self.keeps(key):
             return
         info = self._info(session)
         entries = self._entries.setdefault(session.id, {})

@@ -231,7 +231,7 @@ class PushHub:
         return n
 
     def members(self, room: str) -> set[Member]:
-        """Local sessions in a room."""
+        """Local sessions in a room (on every server, with their info: ``presence.members``)."""
         return set(self._local.get(room_key(room), ()))
 
     def drop(self, session: Member) -> None:
