@@ -70,7 +70,8 @@ class MembersRequest(BaseModel):
 
 
 class PushService(Service, name="kcprpc.Push", events=[ResumeFailed, Joined, Left]):
-    """Topic subscription for clients (``client.subscribe(topic)``)."""
+    """Topic subscription and presence for clients (``client.subscribe(topic)``,
+    ``client.members(room=...)``)."""
 
     # When the server's services declare topics (``class S(kcprpc.Service, topics={...})``), only
     # those can be subscribed to (check_topic). The docstrings are the interface document's text.
