@@ -27,7 +27,7 @@ from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.lifecycle import Connector, Lifecycle
-from kcprpc.presence import Members
+from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import route
 from kcprpc.receive import RECEIVE_COUNTERS
@@ -461,9 +461,9 @@ class Client:
             service_spec(PushService).methods["Unsubscribe"], SubscribeRequest(topic=topic), None, None, None
         )
 
-    async def members(self, *, room: str | None = None, topic: str | None = None) -> Members:
+    async def members(self, *, room: str | None = None, topic: str | None = None) -> MemberList:
         """Who is in ``room`` (or subscribed to ``topic``; give one), on every server sharing the
-        broker: a :class:`kcprpc.Members` (``members``: id and info each, oldest first; ``total``;
+        broker: a :class:`kcprpc.MemberList` (``members``: id and info each, oldest first; ``total``;
         ``truncated`` when the server cut the list). Only for a room this client is in or a topic
         it is subscribed to (PERMISSION_DENIED), that keeps presence on the server
         (FAILED_PRECONDITION); docs/rpc.md, "Presence"."""
@@ -478,7 +478,7 @@ class Client:
             None,
             None,
         )
-        return cast(Members, r)
+        return cast(MemberList, r)
 
     async def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""

@@ -36,7 +36,7 @@ __all__ = [
     "Joined",
     "Left",
     "MemberInfo",
-    "Members",
+    "MemberList",
     "Presence",
     "PresenceConfig",
 ]
@@ -51,7 +51,7 @@ PRESENCE_COUNTERS = (
 )
 """The counters presence keeps in ``server.stats``."""
 
-_REPLY_SLACK = 1024  # bytes of a Members reply besides its entries (frame header, key, counts)
+_REPLY_SLACK = 1024  # bytes of a member list besides its entries (frame header, key, counts)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class MemberInfo(BaseModel):
     info: dict[str, Any] = {}
 
 
-class Members(BaseModel):
+class MemberList(BaseModel):
     """The members of a room or topic, oldest first. ``total`` counts all of them; ``truncated``
     says the list stops short of it (``max_members``, or the message size)."""
 
@@ -318,7 +318,7 @@ class Presence:
     # -- listing
     async def members(
         self, *, room: str | None = None, topic: str | None = None, limit: int | None = None
-    ) -> Members:
+    ) -> MemberList:
         """The members of ``room`` or subscribers of ``topic`` (give one) on every server sharing
         the broker, oldest first, at most ``limit`` (None: all). :class:`UsageError` for a room or
         topic that does not keep presence."""
@@ -328,14 +328,14 @@ class Presence:
         if limit is not None and limit < 0:
             raise UsageError("limit must be >= 0 or None")
         entries, total = await self.broker.presence(key, limit)
-        return Members(
+        return MemberList(
             key=key,
             members=[MemberInfo(id=m, info=i) for m, i in entries],
             total=total,
             truncated=len(entries) < total,
         )
 
-    async def listing(self, session: PresenceSession, room: str | None, topic: str | None) -> Members:
+    async def listing(self, session: PresenceSession, room: str | None, topic: str | None) -> MemberList:
         """What a client's ``kcprpc.Push/Members`` call gets: only a member of the room (a
         subscriber of the topic) may list it, and only a key that keeps presence; at most
         ``max_members`` entries and what fits ``max_message_size``."""
@@ -363,7 +363,7 @@ class Presence:
         truncated = len(members) < total
         if truncated:
             stats["presence_lists_truncated"] += 1
-        return Members(key=key, members=members, total=total, truncated=truncated)
+        return MemberList(key=key, members=members, total=total, truncated=truncated)
 
 
 def _invalid(message: str) -> RpcError:

@@ -12,8 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kcprpc.errors import RpcError
-from kcprpc.presence import Joined, Left
-from kcprpc.presence import Members as MemberList  # the method below is named Members
+from kcprpc.presence import Joined, Left, MemberList
 from kcprpc.push import ResumeFailed
 from kcprpc.service import Service
 from kcprpc.status import Status
