@@ -49,6 +49,8 @@ PUBLIC_ROOM = "abuse.lobby"
 PRIVATE_ROOM = "private.room"
 PUBLIC_TOPIC = "abuse.news"
 SECRET_TOPIC = "secret.news"
+PRESENCE_TOPIC = "presence.chat"  # with --presence: keeps presence and has Joined / Left
+PRESENCE = kcprpc.PresenceConfig(keys=["topic:presence.*"], events=[f"topic:{PRESENCE_TOPIC}"])
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import kcprpc
 from bench._abuse_common import (
     COMPAT_CRYPT,
     KEY,
+    PRESENCE,
     PRIVATE_ROOM,
     PUBLIC_ROOM,
     PUBLIC_TOPIC,
@@ -68,6 +69,7 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", choices=("secure", "compat"), default="secure")
     ap.add_argument("--datashard", type=int, default=0)
     ap.add_argument("--parityshard", type=int, default=0)
+    ap.add_argument("--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     fec = (args.datashard, args.parityshard) if args.datashard else None
@@ -77,6 +79,7 @@ async def main(argv: list[str] | None = None) -> None:
         0,
         transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec),
         interceptors=[refuse_secret_topics],
+        config=kcprpc.ServerConfig(presence=PRESENCE) if args.presence else None,
     )
     _host, port = await server.start()
     pub = asyncio.ensure_future(publisher(server))

@@ -12,6 +12,7 @@ from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionC
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
+from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
 from kcprpc.push import ResumeFailed
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
@@ -36,12 +37,17 @@ __all__ = [
     "Delivery",
     "HeartbeatConfig",
     "IOOptions",
+    "Joined",
     "KcpRpcError",
+    "Left",
+    "MemberInfo",
+    "MemberList",
     "MemoryBroker",
     "MethodKind",
     "MethodSpec",
     "MuxConfig",
     "Position",
+    "PresenceConfig",
     "ProtocolError",
     "RawEvent",
     "ReconnectPolicy",

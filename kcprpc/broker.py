@@ -9,6 +9,7 @@ they are its :class:`Position`, from which a client resumes.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +27,7 @@ __all__ = [
     "Position",
     "room_key",
     "topic_key",
+    "unnumbered",
 ]
 
 
@@ -98,6 +100,30 @@ class Broker(Protocol):
         when the history no longer reaches back that far."""
         ...
 
+    # -- presence (kcprpc.presence): who is in a key, on every server sharing the broker
+    def publish_unnumbered(
+        self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
+    ) -> None:
+        """Deliver a message to the subscribers of ``key`` without a sequence number and without
+        keeping it in the history (presence's Joined / Left): build it with :func:`unnumbered`.
+        A broker across processes sends it in the background, in order with the key's other
+        messages from this process."""
+        ...
+
+    def presence_add(self, key: str, member: str, info: dict[str, Any]) -> None:
+        """Record ``member`` (a session id) as present in ``key`` with ``info`` (plain msgpack
+        values, small), replacing an earlier entry. Applied in order, like :meth:`subscribe`."""
+        ...
+
+    def presence_remove(self, key: str, member: str) -> None:
+        """Forget ``member`` in ``key`` (nothing if it is not there)."""
+        ...
+
+    async def presence(self, key: str, limit: int | None) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """Up to ``limit`` (None: all) entries ``(member, info)`` of ``key``, oldest first, and how
+        many there are in all."""
+        ...
+
 
 class MemoryBroker:
     """In-process broker. Delivery happens synchronously inside :meth:`publish`. The last
@@ -109,6 +135,7 @@ class MemoryBroker:
         self._seq: dict[str, int] = {}
         self._history_len = history
         self._history: dict[str, deque[BrokerMessage]] = {}
+        self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
 
     @property
     def epoch(self) -> int:
@@ -165,6 +192,34 @@ class MemoryBroker:
             return None
         return [m for m in h if m.seq > after_seq]
 
+    # -- presence
+    def publish_unnumbered(
+        self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
+    ) -> None:
+        """Deliver now, unnumbered and not kept (presence's Joined / Left)."""
+        msg = unnumbered(key, event, payload, delivery)
+        for cb in list(self._subs.get(key, ())):
+            cb(msg)
+
+    def presence_add(self, key: str, member: str, info: dict[str, Any]) -> None:
+        """Record a member."""
+        self._presence.setdefault(key, {})[member] = info
+
+    def presence_remove(self, key: str, member: str) -> None:
+        """Forget a member."""
+        members = self._presence.get(key)
+        if members is not None and members.pop(member, None) is not None and not members:
+            del self._presence[key]
+
+    async def presence(self, key: str, limit: int | None) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+        """The first ``limit`` members and the count."""
+        members = self._presence.get(key)
+        if not members:
+            return [], 0
+        items = members.items()
+        entries = list(items if limit is None else itertools.islice(items, limit))
+        return entries, len(members)
+
 
 def room_key(room: str) -> str:
     """Broker key of a room."""
@@ -174,3 +229,10 @@ def room_key(room: str) -> str:
 def topic_key(topic: str) -> str:
     """Broker key of a topic."""
     return "topic:" + topic
+
+
+def unnumbered(key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE) -> BrokerMessage:
+    """A message outside the key's numbering (:meth:`Broker.publish_unnumbered`): ``seq`` 0, and
+    its EVENT frame carries nil sequence number and epoch, so that clients track no offset for it."""
+    body = pack([event, payload, key, None, None])
+    return BrokerMessage(key, event, payload, 0, 0, delivery, encode_frame_raw(EVENT, 0, body))

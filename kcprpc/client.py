@@ -27,6 +27,7 @@ from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.lifecycle import Connector, Lifecycle
+from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import route
 from kcprpc.receive import RECEIVE_COUNTERS
@@ -459,6 +460,25 @@ class Client:
         await self._unary(
             service_spec(PushService).methods["Unsubscribe"], SubscribeRequest(topic=topic), None, None, None
         )
+
+    async def members(self, *, room: str | None = None, topic: str | None = None) -> MemberList:
+        """Who is in ``room`` (or subscribed to ``topic``; give one), on every server sharing the
+        broker: a :class:`kcprpc.MemberList` (``members``: id and info each, oldest first; ``total``;
+        ``truncated`` when the server cut the list). Only for a room this client is in or a topic
+        it is subscribed to (PERMISSION_DENIED), that keeps presence on the server
+        (FAILED_PRECONDITION); docs/rpc.md, "Presence"."""
+        from kcprpc.push_service import MembersRequest, PushService
+
+        if (room is None) == (topic is None):
+            raise UsageError("members() takes room=... or topic=... (one of them)")
+        r = await self._unary(
+            service_spec(PushService).methods["Members"],
+            MembersRequest(room=room, topic=topic),
+            None,
+            None,
+            None,
+        )
+        return cast(MemberList, r)
 
     async def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""

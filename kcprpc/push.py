@@ -17,6 +17,7 @@ from kcprpc.broker import Broker, BrokerMessage, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
+from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
 from kcprpc.transport import Connection
@@ -25,6 +26,8 @@ from kcprpc.transport import Connection
 class Member(Protocol):
     """A session as the hub sees it (:class:`kcprpc.Member`)."""
 
+    id: str
+    presence: dict[str, Any]  # the info presence lists (kcprpc.presence)
     rooms: set[str]
     topics: set[str]
     closed: bool
@@ -51,6 +54,12 @@ class HubLimits(Protocol):
 
     @property
     def max_subscriptions(self) -> int: ...
+
+    @property
+    def max_message_size(self) -> int: ...
+
+    @property
+    def presence(self) -> PresenceConfig: ...
 
 
 class HubHost(Protocol):
@@ -117,6 +126,8 @@ class PushHub:
         self.broker = broker
         self._local: dict[str, set[Member]] = {}
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
+        self.presence = Presence(server, broker)
+        """Who is in a room or topic that keeps presence, on every server (``kcprpc.presence``)."""
 
     def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
         members = self._local[key]
@@ -145,12 +156,14 @@ class PushHub:
             cb = self._callbacks[key] = self._fanout(key)
             self.broker.subscribe(key, cb)
         members.add(session)
+        self.presence.joined(session, key)
 
     def _remove(self, session: Member, key: str) -> None:
         members = self._local.get(key)
         if not members:
             return
         members.discard(session)
+        self.presence.left(session, key)
         if not members:
             del self._local[key]
             self.broker.unsubscribe(key, self._callbacks.pop(key))
@@ -169,6 +182,7 @@ class PushHub:
         self._check_name("room", room)
         if len(session.rooms) >= self.server.config.max_rooms:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
+        self.presence.check(session, room_key(room))
         session.rooms.add(room)
         self._add(session, room_key(room))
         session.send_frame(encode_frame(ROOMS, 0, [True, room]))
@@ -190,6 +204,7 @@ class PushHub:
         self._check_name("topic", topic)
         if len(session.topics) + session.streaming_calls >= self.server.config.max_subscriptions:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many subscriptions")
+        self.presence.check(session, topic_key(topic))
         session.topics.add(topic)
         self._add(session, topic_key(topic))
 
@@ -216,7 +231,7 @@ class PushHub:
         return n
 
     def members(self, room: str) -> set[Member]:
-        """Local sessions in a room."""
+        """Local sessions in a room (on every server, with their info: ``presence.members``)."""
         return set(self._local.get(room_key(room), ()))
 
     def drop(self, session: Member) -> None:

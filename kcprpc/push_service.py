@@ -1,7 +1,7 @@
 """The built-in ``kcprpc.Push`` service: what a client calls to subscribe to topics
 (``client.subscribe(topic)``), and the check that a topic is one the server's services declare.
 
-Wire names: ``kcprpc.Push/Subscribe``, ``kcprpc.Push/Unsubscribe``.
+Wire names: ``kcprpc.Push/Subscribe``, ``kcprpc.Push/Unsubscribe``, ``kcprpc.Push/Members``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kcprpc.errors import RpcError
+from kcprpc.presence import Joined, Left, MemberList
 from kcprpc.push import ResumeFailed
 from kcprpc.service import Service
 from kcprpc.status import Status
@@ -60,8 +61,16 @@ def check_topic(topic: str, templates: list[str]) -> None:
         )
 
 
-class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
-    """Topic subscription for clients (``client.subscribe(topic)``)."""
+class MembersRequest(BaseModel):
+    """A room or a topic (one of them)."""
+
+    room: str | None = None
+    topic: str | None = None
+
+
+class PushService(Service, name="kcprpc.Push", events=[ResumeFailed, Joined, Left]):
+    """Topic subscription and presence for clients (``client.subscribe(topic)``,
+    ``client.members(room=...)``)."""
 
     # When the server's services declare topics (``class S(kcprpc.Service, topics={...})``), only
     # those can be subscribed to (check_topic). The docstrings are the interface document's text.
@@ -95,3 +104,13 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed]):
 
         ctx = current_context()
         ctx.server.push.unsubscribe(ctx.session, req.topic)
+
+    async def Members(self, req: MembersRequest) -> MemberList:
+        """The members of a room the calling session is in, or the subscribers of a topic it is
+        subscribed to, on every server sharing the broker (PERMISSION_DENIED otherwise), for rooms
+        and topics that keep presence (FAILED_PRECONDITION otherwise); at most the server's
+        ``max_members``, ``truncated`` when cut."""
+        from kcprpc.context import current_context
+
+        ctx = current_context()
+        return await ctx.server.push.presence.listing(ctx.session, req.room, req.topic)

@@ -28,6 +28,7 @@ from kcprpc.dispatch import StreamPump, invoke
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
+from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.protocol.server import StartNotify
 from kcprpc.push import PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
@@ -149,6 +150,7 @@ class Server:
         self._shedding = False
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
+        self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:

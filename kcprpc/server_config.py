@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
+from kcprpc.presence import PresenceConfig
 from kcprpc.receive import ReceiveSettings
 
 __all__ = ["ServerConfig"]
@@ -26,6 +27,7 @@ class ServerConfig(ReceiveSettings):
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)  # rooms/topics with presence
     # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)

@@ -88,6 +88,7 @@ class ServerSession:
         self.id = f"{os.getpid():x}-{next(self._ids)}"
         self.metadata: dict[str, Any] = {}
         self.state: dict[str, Any] = {}  # free for the application
+        self.presence: dict[str, Any] = {}  # its info in presence listings and events (kcprpc.presence)
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
         self.path_changes = 0  # secure mode: times this client moved to a new address
