@@ -5,14 +5,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 
-from kcprpc.broker import Broker, BrokerMessage, MemoryBroker, Position
+from kcprpc.broker import Broker, BrokerHistory, BrokerMessage, HistoryPolicy, MemoryBroker, Position
 from kcprpc.builtins import default_services
-from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
+from kcprpc.client import Client, ClientConfig, EventInfo, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
-from kcprpc.push import ResumeFailed
+from kcprpc.push import Recovered, ResumeFailed
+from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -27,6 +28,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "Broker",
+    "BrokerHistory",
     "BrokerMessage",
     "Client",
     "ClientCallDetails",
@@ -34,7 +36,11 @@ __all__ = [
     "ClientInterceptor",
     "CompatWire",
     "Delivery",
+    "EventInfo",
     "HeartbeatConfig",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryPolicy",
     "IOOptions",
     "KcpRpcError",
     "MemoryBroker",
@@ -45,6 +51,7 @@ __all__ = [
     "ProtocolError",
     "RawEvent",
     "ReconnectPolicy",
+    "Recovered",
     "ResumeFailed",
     "RpcError",
     "SecureWire",
@@ -57,6 +64,7 @@ __all__ = [
     "SessionConfig",
     "Status",
     "StreamCall",
+    "SubscribeReply",
     "Transport",
     "UnaryCall",
     "UsageError",

@@ -29,7 +29,7 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.protocol.server import StartNotify
-from kcprpc.push import PushHub
+from kcprpc.push import RECOVERY_COUNTERS, PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
@@ -149,6 +149,7 @@ class Server:
         self._shedding = False
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
+        self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:
