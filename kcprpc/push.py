@@ -330,9 +330,9 @@ class PushHub:
         if h.dropped or session.closed:
             self.release(session, key)
             stats["recoveries_failed"] += since is not None
-            upto = max(h.dropped, hist.last)
-            lost = upto - since.offset if same and since is not None else None
-            return Recovery(False, 0, lost, Position(hist.epoch, upto))
+            # given up: nothing replayed; what was held back and dropped is lost, later ones went live
+            lost = h.dropped - since.offset if h.dropped and same and since is not None else None
+            return Recovery(False, 0, lost, Position(hist.epoch, max(h.dropped, hist.last)))
         n = 0
         for m in hist.messages:
             if m.delivery is Delivery.RELIABLE:
