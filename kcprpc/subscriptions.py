@@ -183,7 +183,7 @@ class Subscriptions:
         """Move ``key``'s offset to ``position`` (the server's word: a subscribe's reply, a
         recovery's report) unless the client is already past it in the same epoch."""
         prev = self.offsets.get(key)
-        if prev is None or prev.epoch != position.epoch or prev.offset < position.offset:
+        if prev is None or prev[0] != position.epoch or prev[1] < position.offset:
             self.offsets[key] = position
 
     def restore_claim(self) -> dict[str, Any]:
@@ -236,7 +236,7 @@ class Subscriptions:
         elif not key.startswith("topic:") or _key_name(key) not in self.topics:
             return
         self.advance(key, Position(pos[0], pos[1]))
-        position = self.offsets[key]
+        position = Position(*self.offsets[key])
         self.local(
             Recovered(key=key, recovered=ok is True, replayed=replayed, missed=missed, position=position)
         )
