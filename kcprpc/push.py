@@ -199,8 +199,7 @@ class PushHub:
             for s in tuple(members):
                 if s.closed:
                     continue
-                if held is not None and s in held:
-                    self._held(key, held, s, msg)
+                if held is not None and s in held and self._held(held[s], msg):
                     continue
                 n += 1
                 if unreliable:
@@ -288,18 +287,18 @@ class PushHub:
         if held is not None and held.pop(session, None) is not None and not held:
             del self._holds[key]
 
-    def _held(self, key: str, held: dict[Member, _Hold], session: Member, msg: BrokerMessage) -> None:
-        h = held[session]
+    def _held(self, h: _Hold, msg: BrokerMessage) -> bool:
+        """Hold ``msg`` back; False once the hold was given up (the message goes out live)."""
+        if h.dropped:
+            return False
         h.buf.append(msg)
         if len(h.buf) > self.server.config.recovery_buffer:
             # bounded: give the recovery up; live messages flow again from the next one, and the
             # recovery reports what was lost instead of replaying
             h.dropped = msg.seq
             h.buf = []
-            del held[session]
-            if not held:
-                del self._holds[key]
             self.server.stats["recoveries_overflowed"] += 1
+        return True
 
     async def recover(self, session: Member, key: str, since: Position | None) -> Recovery:
         """Replay to ``session`` (a member of ``key``) the reliable messages of ``key`` after
@@ -312,7 +311,7 @@ class PushHub:
         replayed and the rest counted in ``missed``. Another epoch (or no ``since``): what the
         current epoch holds is replayed (without ``since``: nothing), ``missed`` unknown (None)."""
         self.hold(session, key)
-        h = self._holds[key][session]
+        h = self._holds[key][session]  # an earlier hold may have been given up already
         broker = self.broker
         stats = self.server.stats
         if since is not None:
