@@ -5,15 +5,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 
-from kcprpc.broker import Broker, BrokerMessage, MemoryBroker, Position
+from kcprpc.broker import Broker, BrokerHistory, BrokerMessage, HistoryPolicy, MemoryBroker, Position
 from kcprpc.builtins import default_services
-from kcprpc.client import Client, ClientConfig, RawEvent, StreamCall, UnaryCall, connect
+from kcprpc.client import Client, ClientConfig, EventInfo, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
 from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
-from kcprpc.push import ResumeFailed
+from kcprpc.push import Recovered, ResumeFailed
+from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -28,6 +29,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 __all__ = [
     "Broker",
+    "BrokerHistory",
     "BrokerMessage",
     "Client",
     "ClientCallDetails",
@@ -35,7 +37,11 @@ __all__ = [
     "ClientInterceptor",
     "CompatWire",
     "Delivery",
+    "EventInfo",
     "HeartbeatConfig",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryPolicy",
     "IOOptions",
     "Joined",
     "KcpRpcError",
@@ -51,6 +57,7 @@ __all__ = [
     "ProtocolError",
     "RawEvent",
     "ReconnectPolicy",
+    "Recovered",
     "ResumeFailed",
     "RpcError",
     "SecureWire",
@@ -63,6 +70,7 @@ __all__ = [
     "SessionConfig",
     "Status",
     "StreamCall",
+    "SubscribeReply",
     "Transport",
     "UnaryCall",
     "UsageError",

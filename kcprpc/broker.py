@@ -9,26 +9,36 @@ they are its :class:`Position`, from which a client resumes.
 
 from __future__ import annotations
 
-import itertools
+import fnmatch
 import os
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 from kcprpc.codec import EVENT, encode_frame_raw, pack
+from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
 
 __all__ = [
+    "REPLAYED",
     "Broker",
     "BrokerCallback",
+    "BrokerHistory",
     "BrokerMessage",
+    "HistoryPolicy",
     "MemoryBroker",
     "Position",
     "room_key",
     "topic_key",
     "unnumbered",
 ]
+
+REPLAYED = 1
+"""EVENT flags bit 0: the event is replayed from history after a reconnect or a ``since=``
+subscribe, not live (docs/wire-format/rpc.md, "Push")."""
 
 
 class Position(NamedTuple):
@@ -42,7 +52,8 @@ class Position(NamedTuple):
 
 @dataclass(eq=False)
 class BrokerMessage:
-    """One published message. ``payload`` is already dumped to msgpack-able values."""
+    """One published message. ``payload`` is already dumped to msgpack-able values; ``at`` is the
+    broker's clock when it was published (set only where a history TTL needs it)."""
 
     key: str
     event: str
@@ -50,12 +61,19 @@ class BrokerMessage:
     seq: int
     epoch: int
     delivery: Delivery = Delivery.RELIABLE
+    at: float = 0.0
     _frame: bytes | None = field(default=None, repr=False)
+    _replayed: bytes | None = field(default=None, repr=False)
 
     @property
     def topic(self) -> str:
         """The name without the ``room:``/``topic:`` prefix."""
         return self.key.split(":", 1)[1] if ":" in self.key else self.key
+
+    @property
+    def position(self) -> Position:
+        """``Position(epoch, seq)``."""
+        return Position(self.epoch, self.seq)
 
     def frame(self) -> bytes:
         """The EVENT frame, encoded once and shared by every local receiver."""
@@ -65,12 +83,74 @@ class BrokerMessage:
             f = self._frame = encode_frame_raw(EVENT, 0, body)
         return f
 
+    def replay_frame(self) -> bytes:
+        """The EVENT frame flagged ``REPLAYED`` (its 6th element), encoded once and shared by
+        every session it is replayed to."""
+        f = self._replayed
+        if f is None:
+            body = pack([self.event, self.payload, self.key, self.seq, self.epoch, REPLAYED])
+            f = self._replayed = encode_frame_raw(EVENT, 0, body)
+        return f
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerHistory:
+    """What :meth:`Broker.history` answers for one key.
+
+    ``messages``: the kept messages asked for, oldest first (all deliveries). ``epoch``: the
+    broker's epoch they belong to. ``last``: the offset of the last message published on the key
+    when the history was read (0: none), so ``Position(epoch, last)`` is "now". ``missed``: how
+    many messages after ``since`` the history no longer holds (evicted by its size, expired by its
+    TTL): the first kept offset minus ``since + 1``, or ``last - since`` when none is kept; 0 when
+    ``since`` was None."""
+
+    messages: list[BrokerMessage]
+    epoch: int
+    last: int
+    missed: int
+
+    @property
+    def position(self) -> Position:
+        """``Position(epoch, last)``: where the key is now."""
+        return Position(self.epoch, self.last)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPolicy:
+    """How much history a key keeps: at most ``size`` messages (0: none), none older than ``ttl``
+    seconds (None: no age limit)."""
+
+    size: int = 1024
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise UsageError("HistoryPolicy.size must be 0 or more")
+        if self.ttl is not None and not self.ttl > 0:
+            raise UsageError("HistoryPolicy.ttl must be positive or None")
+
 
 BrokerCallback = Callable[[BrokerMessage], None]
+HistoryPolicies = Callable[[str], HistoryPolicy] | Mapping[str, HistoryPolicy]
 
 
 class Broker(Protocol):
-    """Pub/sub backend. Implementations: :class:`MemoryBroker` (one process)."""
+    """Pub/sub backend. Implementations: :class:`MemoryBroker` (one process).
+
+    The contract another broker (Redis streams, NATS JetStream) implements:
+
+    * one sequence per key, from 1, without gaps; a message's ``(epoch, seq)`` is its
+      :class:`Position`. The ``epoch`` changes whenever the numbering restarts or history is lost
+      (a new broker, a flushed store), so that a position of another epoch is never read as one
+      of this one;
+    * ``subscribe``'s callbacks see each key's messages in sequence order;
+    * ``history(key, since, limit)`` answers from the same sequence: the kept messages after
+      ``since``, how many after it are no longer kept (``missed``), and the key's last offset;
+      a message published before ``history`` is called is either in the answer or counted in
+      ``missed``. History has a size and an age limit per key (:class:`HistoryPolicy`);
+    * ``history`` may be slow (a round trip): the server holds live messages back per session
+      while it replays, so none overtakes the replay (:meth:`kcprpc.push.PushHub.recover`).
+    """
 
     @property
     def epoch(self) -> int:
@@ -91,13 +171,10 @@ class Broker(Protocol):
         """Publish; returns the message with its sequence number."""
         ...
 
-    def last_seq(self, key: str) -> int:
-        """Sequence number of the last message published on ``key`` (0 if none)."""
-        ...
-
-    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
-        """Messages on ``key`` with a sequence number above ``after_seq``, oldest first; ``None``
-        when the history no longer reaches back that far."""
+    async def history(self, key: str, since: int | None = None, limit: int | None = None) -> BrokerHistory:
+        """The kept messages of ``key``: with ``since`` (an offset of the current epoch), those
+        after it, oldest first, at most ``limit`` (the first ones); with ``since=None``, the last
+        ``limit`` (all when None). ``limit=0`` reads only the position. See :class:`BrokerHistory`."""
         ...
 
     # -- presence (kcprpc.presence): who is in a key, on every server sharing the broker
@@ -125,22 +202,60 @@ class Broker(Protocol):
         ...
 
 
-class MemoryBroker:
-    """In-process broker. Delivery happens synchronously inside :meth:`publish`. The last
-    ``history`` messages of each key are kept for replay after a reconnect."""
+class _Key:
+    """One key of a :class:`MemoryBroker`: its sequence, its kept messages and their policy."""
 
-    def __init__(self, *, history: int = 1024, rng: Callable[[int], bytes] = os.urandom) -> None:
+    __slots__ = ("kept", "seq", "ttl")
+
+    def __init__(self, policy: HistoryPolicy) -> None:
+        self.seq = 0
+        self.kept: deque[BrokerMessage] | None = deque(maxlen=policy.size) if policy.size else None
+        self.ttl = policy.ttl
+
+
+class MemoryBroker:
+    """In-process broker. Delivery happens synchronously inside :meth:`publish`.
+
+    Each key keeps its last ``history`` messages, none older than ``history_ttl`` seconds (None:
+    no age limit), for replay after a reconnect and for ``client.history()``. ``policies`` sets
+    them per key: a mapping of :mod:`fnmatch` patterns over broker keys (``"topic:chat:*"``,
+    ``"room:*"``; the first that matches wins) to :class:`HistoryPolicy`, or a callable
+    ``key -> HistoryPolicy``; a key's policy is looked up once, on its first message. ``now`` is
+    the clock TTLs are measured on (seconds; inject one for tests)."""
+
+    def __init__(
+        self,
+        *,
+        history: int = 1024,
+        history_ttl: float | None = None,
+        policies: HistoryPolicies | None = None,
+        now: Callable[[], float] = time.monotonic,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         self._epoch = int.from_bytes(rng(4), "big") or 1
         self._subs: dict[str, list[BrokerCallback]] = {}
-        self._seq: dict[str, int] = {}
-        self._history_len = history
-        self._history: dict[str, deque[BrokerMessage]] = {}
+        self._keys: dict[str, _Key] = {}
+        self._default = HistoryPolicy(history, history_ttl)
+        self._policies = policies
+        self._now = now
         self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
 
     @property
     def epoch(self) -> int:
         """Random per broker instance."""
         return self._epoch
+
+    def policy(self, key: str) -> HistoryPolicy:
+        """The history policy of ``key``."""
+        p = self._policies
+        if p is None:
+            return self._default
+        if callable(p):
+            return p(key)
+        for pattern, pol in p.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return pol
+        return self._default
 
     def subscribe(self, key: str, callback: BrokerCallback) -> None:
         """Add a subscriber."""
@@ -160,14 +275,19 @@ class MemoryBroker:
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
     ) -> BrokerMessage:
         """Publish without awaiting (in-memory only)."""
-        seq = self._seq.get(key, 0) + 1
-        self._seq[key] = seq
+        k = self._keys.get(key)
+        if k is None:
+            k = self._keys[key] = _Key(self.policy(key))
+        seq = k.seq = k.seq + 1
         msg = BrokerMessage(key, event, payload, seq, self._epoch, delivery)
-        if self._history_len:
-            h = self._history.get(key)
-            if h is None:
-                h = self._history[key] = deque(maxlen=self._history_len)
-            h.append(msg)
+        kept = k.kept
+        if kept is not None:
+            if k.ttl is not None:
+                now = msg.at = self._now()
+                cutoff = now - k.ttl
+                while kept and kept[0].at <= cutoff:
+                    kept.popleft()
+            kept.append(msg)
         for cb in list(self._subs.get(key, ())):
             cb(msg)
         return msg
@@ -179,18 +299,42 @@ class MemoryBroker:
         return self.publish_nowait(key, event, payload, delivery)
 
     def last_seq(self, key: str) -> int:
-        """Last sequence number on ``key``."""
-        return self._seq.get(key, 0)
+        """Last sequence number on ``key`` (0 if none)."""
+        k = self._keys.get(key)
+        return k.seq if k is not None else 0
 
-    def history(self, key: str, after_seq: int) -> list[BrokerMessage] | None:
-        """Kept messages after ``after_seq``; ``None`` if some of them are gone."""
-        last = self._seq.get(key, 0)
-        if after_seq >= last:
-            return []
-        h = self._history.get(key)
-        if not h or h[0].seq > after_seq + 1:
-            return None
-        return [m for m in h if m.seq > after_seq]
+    def history_nowait(self, key: str, since: int | None = None, limit: int | None = None) -> BrokerHistory:
+        """:meth:`history` without awaiting (in-memory only)."""
+        k = self._keys.get(key)
+        if k is None:
+            return BrokerHistory([], self._epoch, 0, 0)
+        last = k.seq
+        kept = k.kept
+        if kept is not None and k.ttl is not None:
+            cutoff = self._now() - k.ttl
+            while kept and kept[0].at <= cutoff:
+                kept.popleft()
+        if since is None:
+            if not kept or limit == 0:
+                return BrokerHistory([], self._epoch, last, 0)
+            n = len(kept)
+            msgs = list(kept) if limit is None or limit >= n else list(islice(kept, n - limit, n))
+            return BrokerHistory(msgs, self._epoch, last, 0)
+        since = max(0, since)
+        if since >= last:
+            return BrokerHistory([], self._epoch, last, 0)
+        if not kept or kept[-1].seq <= since:
+            return BrokerHistory([], self._epoch, last, last - since)
+        first = kept[0].seq
+        missed = max(0, first - (since + 1))
+        start = max(0, since + 1 - first)  # seqs are contiguous in the deque
+        stop = len(kept) if limit is None else min(len(kept), start + max(0, limit))
+        msgs = list(kept) if start == 0 and stop == len(kept) else list(islice(kept, start, stop))
+        return BrokerHistory(msgs, self._epoch, last, missed)
+
+    async def history(self, key: str, since: int | None = None, limit: int | None = None) -> BrokerHistory:
+        """See :meth:`Broker.history`."""
+        return self.history_nowait(key, since, limit)
 
     # -- presence
     def publish_unnumbered(
@@ -217,7 +361,7 @@ class MemoryBroker:
         if not members:
             return [], 0
         items = members.items()
-        entries = list(items if limit is None else itertools.islice(items, limit))
+        entries = list(items if limit is None else islice(items, limit))
         return entries, len(members)
 
 
@@ -235,4 +379,4 @@ def unnumbered(key: str, event: str, payload: Any, delivery: Delivery = Delivery
     """A message outside the key's numbering (:meth:`Broker.publish_unnumbered`): ``seq`` 0, and
     its EVENT frame carries nil sequence number and epoch, so that clients track no offset for it."""
     body = pack([event, payload, key, None, None])
-    return BrokerMessage(key, event, payload, 0, 0, delivery, encode_frame_raw(EVENT, 0, body))
+    return BrokerMessage(key, event, payload, 0, 0, delivery, _frame=encode_frame_raw(EVENT, 0, body))

@@ -17,10 +17,11 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 from pydantic import ValidationError
 
+from kcprpc.broker import Position
 from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import Transport
@@ -29,15 +30,25 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_clie
 from kcprpc.lifecycle import Connector, Lifecycle
 from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
-from kcprpc.push import route
+from kcprpc.push import Recovered, route
+from kcprpc.push_service import HistoryPage, SubscribeReply, SubscribeRequest
 from kcprpc.receive import RECEIVE_COUNTERS
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec
 from kcprpc.status import Status
 from kcprpc.stub import Stub
-from kcprpc.subscriptions import RawEvent, Subscriptions
+from kcprpc.subscriptions import EventInfo, RawEvent, Subscriptions
 from kcprpc.transport import Connection, spawn
 
-__all__ = ["Client", "ClientConfig", "RawEvent", "StreamCall", "UnaryCall", "connect"]
+__all__ = [
+    "Client",
+    "ClientConfig",
+    "EventInfo",
+    "RawEvent",
+    "Recovered",
+    "StreamCall",
+    "UnaryCall",
+    "connect",
+]
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -92,13 +103,20 @@ class Client:
         return self.subscriptions.topics
 
     @property
-    def topic_offsets(self) -> dict[str, tuple[int, int]]:
-        """Broker key → ``(epoch, last seq)`` received on the stream (sent in ``HELLO.restore``)."""
+    def topic_offsets(self) -> dict[str, Position]:
+        """Broker key → :class:`Position` of the last event received on the stream (or reported
+        by the server), sent in ``HELLO.restore`` after a reconnect."""
         return self.subscriptions.offsets
 
     @topic_offsets.setter
-    def topic_offsets(self, value: dict[str, tuple[int, int]]) -> None:
+    def topic_offsets(self, value: dict[str, Position]) -> None:
         self.subscriptions.offsets = value
+
+    def position(self, topic: str | None = None, *, room: str | None = None) -> Position | None:
+        """Where this client is in ``topic`` (or ``room=``): the position of the last event it
+        received there, or the one the server reported (a subscribe's reply, a recovery); None
+        before any. Save it to resume a later process with ``subscribe(topic, since=...)``."""
+        return self.subscriptions.position(_key(topic, room))
 
     @property
     def events_dropped(self) -> int:
@@ -429,8 +447,16 @@ class Client:
         route(link, frame, spec.delivery)
 
     # ------------------------------------------------------------------ events
-    def on(self, event_type: type[T], handler: Callable[[T], Any]) -> Callable[[], None]:
-        """Call ``handler(event)`` (sync or async) for each pushed ``event_type``; returns an unsubscribe function."""
+    @overload
+    def on(self, event_type: type[T], handler: Callable[[T], Any]) -> Callable[[], None]: ...
+
+    @overload
+    def on(self, event_type: type[T], handler: Callable[[T, EventInfo], Any]) -> Callable[[], None]: ...
+
+    def on(self, event_type: type[T], handler: Callable[..., Any]) -> Callable[[], None]:
+        """Call ``handler(event)`` (sync or async) for each pushed ``event_type``, or
+        ``handler(event, info)`` when it takes a second positional parameter: an
+        :class:`EventInfo` (position, key, replayed, unreliable). Returns an unsubscribe function."""
         return self.subscriptions.on(event_type, handler)
 
     def on_raw_event(self, handler: Callable[[RawEvent], Any]) -> Callable[[], None]:
@@ -439,18 +465,64 @@ class Client:
         Returns an unsubscribe function."""
         return self.subscriptions.on_raw_event(handler)
 
-    def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
-        """Async iterator over pushed events of ``event_type`` (registered when iteration starts)."""
-        return self.subscriptions.events(event_type)
+    @overload
+    def events(self, event_type: type[T]) -> AsyncGenerator[T, None]: ...
 
-    async def subscribe(self, topic: str) -> None:
-        """Subscribe to a topic; its events arrive through :meth:`on` / :meth:`events`. Restored on reconnect."""
-        from kcprpc.push_service import PushService, SubscribeRequest
+    @overload
+    def events(
+        self, event_type: type[T], *, info: Literal[True]
+    ) -> AsyncGenerator[tuple[T, EventInfo], None]: ...
 
-        await self._unary(
-            service_spec(PushService).methods["Subscribe"], SubscribeRequest(topic=topic), None, None, None
+    def events(self, event_type: type[T], *, info: bool = False) -> AsyncGenerator[Any, None]:
+        """Async iterator over pushed events of ``event_type`` (registered when iteration starts);
+        with ``info=True``, over ``(event, EventInfo)`` pairs."""
+        return self.subscriptions.events(event_type, info)
+
+    async def subscribe(self, topic: str, *, since: Position | None = None) -> SubscribeReply:
+        """Subscribe to a topic; its events arrive through :meth:`on` / :meth:`events`. Restored
+        on reconnect from the position the reply gives (``client.position(topic)``).
+
+        ``since``: a position saved by an earlier process (``client.position(topic)``, or an
+        event's ``info.position``): the server first replays what was published after it
+        (flagged as replayed; no live event overtakes them), then goes on live; the reply and a
+        local :class:`Recovered` event say whether nothing was lost (``recovered``), how many
+        were replayed and how many the history no longer held (``missed``)."""
+        from kcprpc.push_service import PushService
+
+        req = SubscribeRequest(topic=topic, since=since)
+        reply: SubscribeReply = await self._unary(
+            service_spec(PushService).methods["Subscribe"], req, None, None, None
         )
-        self.topics.add(topic)
+        subs = self.subscriptions
+        subs.topics.add(topic)
+        key = "topic:" + topic
+        if since is None:
+            subs.advance(key, reply.position)
+        else:
+            rep = [reply.recovered, reply.replayed, reply.missed, list(reply.position)]
+            subs.recovered(key, rep)
+        return reply
+
+    async def history(
+        self,
+        topic: str | None = None,
+        *,
+        room: str | None = None,
+        since: Position | None = None,
+        limit: int | None = None,
+    ) -> HistoryPage:
+        """The kept messages of a topic this client is subscribed to (or a room it is in,
+        ``room=``): with ``since``, those after it (the first ``limit``); without, the last
+        ``limit``. The server caps ``limit`` (``max_history_fetch``, 1000 by default) and the
+        reply's size (``truncated``). ``page.events(Chat)`` decodes the messages of one type."""
+        from kcprpc.push_service import HistoryRequest, PushService
+
+        _key(topic, room)
+        req = HistoryRequest(topic=topic, room=room, since=since, limit=limit)
+        page: HistoryPage = await self._unary(
+            service_spec(PushService).methods["History"], req, None, None, None
+        )
+        return page
 
     async def unsubscribe(self, topic: str) -> None:
         """Unsubscribe from a topic."""
@@ -498,6 +570,13 @@ class Client:
         from kcprpc.health import HealthService
 
         return await self._unary(service_spec(HealthService).methods["Stats"], None, None, None, None)
+
+
+def _key(topic: str | None, room: str | None) -> str:
+    """The broker key of ``topic`` or ``room=`` (exactly one)."""
+    if (topic is None) == (room is None):
+        raise UsageError("name a topic or a room= (one of the two)")
+    return "topic:" + topic if topic is not None else "room:" + cast(str, room)
 
 
 def connect(

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.broker import room_key, topic_key
+from kcprpc.broker import Position, room_key, topic_key
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
 from kcprpc.errors import RpcError
@@ -31,6 +31,7 @@ from kcprpc.protocol.server import (
     StartCall,
     StartNotify,
 )
+from kcprpc.push import Recovery
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -190,7 +191,7 @@ class StreamPump:
         spawn(self.server.tasks, self._refuse(ev.code, ev.message))
         return False
 
-    def _welcome(self, restored: dict[str, list[str]] | None) -> None:
+    def _welcome(self, restored: dict[str, Any] | None) -> None:
         sess, server = self.sess, self.server
         hb = server.config.heartbeat
         body: dict[str, Any] = {
@@ -209,7 +210,7 @@ class StreamPump:
         what a reconnecting client names in its HELLO, then answer WELCOME (with what was restored,
         when the client asked). Calls that arrive before WELCOME are refused with UNAVAILABLE."""
         server, sess = self.server, self.sess
-        restored: dict[str, list[str]] | None = None
+        restored: dict[str, Any] | None = None
         try:
             if server.on_connect is not None:
                 await maybe_await(server.on_connect(sess))
@@ -233,9 +234,11 @@ class StreamPump:
         self.writer.flush()
         await self.sess.conn.close()
 
-    async def _restore(self, restore: Any) -> dict[str, list[str]]:
+    async def _restore(self, restore: Any) -> dict[str, Any]:
         """Restore the rooms and topics a reconnecting client names, through the checks of a first
-        join, and replay what it missed on them; returns what it is back in.
+        join, and replay what it missed on them; returns what it is back in, with each key's
+        recovery (``{"rooms", "topics", "recovery": {key: [recovered, replayed, missed|nil,
+        [epoch, offset]]}}``).
 
         The client's word is a claim, never membership: a topic is re-subscribed through the
         ``kcprpc.Push/Subscribe`` method (the server's interceptors, the name and count limits),
@@ -249,18 +252,31 @@ class StreamPump:
             stats["restores_refused"] += 1
             return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
         rooms, topics, offsets = claims
-        for t in topics:
-            if await self._resubscribe(t):
-                stats["restored_topics"] += 1
-            else:
-                stats["restores_denied"] += 1
-        if server.on_restore is not None and (rooms or topics):
-            await maybe_await(server.on_restore(sess, rooms, [t for t in topics if t in sess.topics]))
-        denied = sum(1 for r in rooms if r not in sess.rooms)
-        stats["restored_rooms"] += len(rooms) - denied
-        stats["restores_denied"] += denied
-        self._replay(offsets)
-        return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+        # live messages of the claimed keys are held back from now until their replay is sent
+        hub = server.push
+        held = [room_key(r) for r in rooms] + [topic_key(t) for t in topics]
+        for key in held:
+            hub.hold(sess, key)
+        try:
+            for t in topics:
+                if await self._resubscribe(t):
+                    stats["restored_topics"] += 1
+                else:
+                    stats["restores_denied"] += 1
+            if server.on_restore is not None and (rooms or topics):
+                await maybe_await(server.on_restore(sess, rooms, [t for t in topics if t in sess.topics]))
+            denied = sum(1 for r in rooms if r not in sess.rooms)
+            stats["restored_rooms"] += len(rooms) - denied
+            stats["restores_denied"] += denied
+            recovery = await self._replay(offsets)
+        finally:
+            for key in held:
+                hub.release(sess, key)
+        return {
+            "rooms": sorted(sess.rooms),
+            "topics": sorted(sess.topics),
+            "recovery": {k: r.wire() for k, r in recovery.items()},
+        }
 
     async def _resubscribe(self, topic: str) -> bool:
         """Subscribe this session to ``topic`` through the Subscribe method's whole path (request
@@ -284,18 +300,31 @@ class StreamPump:
             reset_current(token)
         return topic in sess.topics
 
-    def _replay(self, offsets: dict[str, Any]) -> None:
-        """Replay what the client missed on the rooms and topics it is back in."""
+    async def _replay(self, offsets: dict[str, Any]) -> dict[str, Recovery]:
+        """Recover every room and topic this session is in from the client's positions
+        (``offsets``: ``{key: [epoch, offset]}``, untrusted): replay what it missed, flagged, with
+        no live message overtaking the replay (:meth:`PushHub.recover`); returns each key's report.
+        A key without a valid position gets none replayed and ``missed`` unknown (and its position
+        now, for the next time)."""
         sess = self.sess
-        keys = {room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics}
-        for key, off in offsets.items():
-            if (
-                key in keys
-                and isinstance(off, list)
-                and len(off) == 2
-                and all(isinstance(x, int) for x in off)
-            ):
-                self.server.push.replay(sess, key, off[0], off[1])
+        hub = self.server.push
+        keys = sorted({room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics})
+        for key in keys:  # before the first await: nothing live slips in between
+            hub.hold(sess, key)
+        out: dict[str, Recovery] = {}
+        try:
+            for key in keys:
+                off = offsets.get(key)
+                since = (
+                    Position(off[0], off[1])
+                    if isinstance(off, list) and len(off) == 2 and all(type(x) is int for x in off)
+                    else None
+                )
+                out[key] = await hub.recover(sess, key, since)
+        finally:
+            for key in keys:
+                hub.release(sess, key)
+        return out
 
     def pause(self) -> Awaitable[None] | None:
         """Stop reading a call stream while its call has too many unread requests."""

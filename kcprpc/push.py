@@ -9,11 +9,11 @@ message out to its local sessions, encoding the frame once for all of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel
 
-from kcprpc.broker import Broker, BrokerMessage, room_key, topic_key
+from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
@@ -21,6 +21,17 @@ from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
 from kcprpc.transport import Connection
+
+RECOVERY_COUNTERS = (
+    "recoveries",  # rooms and topics recovered (after a reconnect, a since= subscribe)
+    "recoveries_failed",  # ... that were not whole (history too short, another epoch, given up)
+    "recoveries_overflowed",  # ... given up: more than recovery_buffer live messages held back
+    "recovered_replayed",  # messages replayed by them
+    "history_fetches",  # kcprpc.Push/History calls answered
+    "history_fetched",  # messages they returned
+    "history_truncated",  # answers cut by max_history_fetch or max_message_size
+)
+"""The server counters of recovery and history (``server.stats``)."""
 
 
 class Member(Protocol):
@@ -61,6 +72,9 @@ class HubLimits(Protocol):
     @property
     def presence(self) -> PresenceConfig: ...
 
+    @property
+    def recovery_buffer(self) -> int: ...
+
 
 class HubHost(Protocol):
     """What the hub uses of its server: its counters and its limits."""
@@ -73,13 +87,65 @@ class HubHost(Protocol):
 
 @event("kcprpc.ResumeFailed")
 class ResumeFailed(BaseModel):
-    """Pushed after a reconnect when missed messages of a room or topic cannot be replayed
-    (the broker's epoch changed or its history no longer reaches back far enough)."""
+    """Raised on the client (a local event, never sent) after a reconnect for each room or topic
+    the server did not restore: the client is no longer in it (reason ``"not restored"``). Gaps in
+    what was replayed are told by :class:`Recovered`."""
 
     key: str  # "room:<name>" or "topic:<name>"
     epoch: int  # the client's last epoch for the key
     last_seq: int  # the client's last sequence number
     reason: str
+
+
+@event("kcprpc.Recovered")
+class Recovered(BaseModel):
+    """Raised on the client (a local event) for each room and topic recovered after a reconnect,
+    and for a ``client.subscribe(topic, since=...)``, once the replayed events were handled.
+
+    ``recovered``: every message after the client's position was replayed (nothing lost).
+    ``replayed``: how many were. ``missed``: how many the history no longer held (its size or
+    TTL), ``None`` when unknown (the broker's epoch changed, or the client had no position).
+    ``position``: where the client is now."""
+
+    key: str  # "room:<name>" or "topic:<name>"
+    recovered: bool
+    replayed: int
+    missed: int | None
+    position: Position
+
+    @property
+    def topic(self) -> str | None:
+        """The topic, for a topic."""
+        return self.key[6:] if self.key.startswith("topic:") else None
+
+    @property
+    def room(self) -> str | None:
+        """The room, for a room."""
+        return self.key[5:] if self.key.startswith("room:") else None
+
+
+class Recovery(NamedTuple):
+    """The server's report of one key's recovery (``WELCOME.restored.recovery``, the reply to a
+    ``since=`` subscribe): see :class:`Recovered`."""
+
+    recovered: bool
+    replayed: int
+    missed: int | None
+    position: Position
+
+    def wire(self) -> list[Any]:
+        """``[recovered, replayed, missed|nil, [epoch, offset]]``."""
+        return [self.recovered, self.replayed, self.missed, list(self.position)]
+
+
+class _Hold:
+    """Live messages of one key held back for one session while its history is replayed."""
+
+    __slots__ = ("buf", "dropped")
+
+    def __init__(self) -> None:
+        self.buf: list[BrokerMessage] = []
+        self.dropped = 0  # > 0: the buffer overflowed; the last offset given up
 
 
 class Peer(Protocol):
@@ -128,17 +194,24 @@ class PushHub:
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
         self.presence = Presence(server, broker)
         """Who is in a room or topic that keeps presence, on every server (``kcprpc.presence``)."""
+        # recovery: key -> the sessions whose live messages are held back while they replay
+        self._holds: dict[str, dict[Member, _Hold]] = {}
 
     def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
         members = self._local[key]
         stats = self.server.stats
+        holds = self._holds
 
         def deliver(msg: BrokerMessage) -> None:
             frame = msg.frame()
             unreliable = msg.delivery is Delivery.UNRELIABLE
+            held = holds.get(key) if holds else None
             n = 0
             for s in tuple(members):
                 if s.closed:
+                    continue
+                # unnumbered messages (presence) are outside the replayed stream: never held
+                if held is not None and msg.seq and s in held and self._held(held[s], msg):
                     continue
                 n += 1
                 if unreliable:
@@ -214,21 +287,88 @@ class PushHub:
             session.topics.discard(topic)
             self._remove(session, topic_key(topic))
 
-    def replay(self, session: Member, key: str, epoch: int, seq: int) -> int:
-        """Send ``session`` the reliable messages of ``key`` it missed after ``(epoch, seq)``, or a
-        :class:`~kcprpc.push.ResumeFailed` event; returns how many were replayed."""
+    # ------------------------------------------------------------------ recovery
+    def hold(self, session: Member, key: str) -> None:
+        """Hold back live messages of ``key`` for ``session`` (until :meth:`recover` or
+        :meth:`release`): call it before the session becomes a member when the join or the
+        subscription is awaited, so that no live message overtakes the replay."""
+        held = self._holds.setdefault(key, {})
+        if session not in held:
+            held[session] = _Hold()
+
+    def release(self, session: Member, key: str) -> None:
+        """Stop holding ``key`` back for ``session``; what was held is dropped (it was not
+        recovered, e.g. the session is not in the key after all)."""
+        held = self._holds.get(key)
+        if held is not None and held.pop(session, None) is not None and not held:
+            del self._holds[key]
+
+    def _held(self, h: _Hold, msg: BrokerMessage) -> bool:
+        """Hold ``msg`` back; False once the hold was given up (the message goes out live)."""
+        if h.dropped:
+            return False
+        h.buf.append(msg)
+        if len(h.buf) > self.server.config.recovery_buffer:
+            # bounded: give the recovery up; live messages flow again from the next one, and the
+            # recovery reports what was lost instead of replaying
+            h.dropped = msg.seq
+            h.buf = []
+            self.server.stats["recoveries_overflowed"] += 1
+        return True
+
+    async def recover(self, session: Member, key: str, since: Position | None) -> Recovery:
+        """Replay to ``session`` (a member of ``key``) the reliable messages of ``key`` after
+        ``since``, flagged REPLAYED, then the live ones held back meanwhile; returns the report.
+
+        Live messages are held back from the call (or an earlier :meth:`hold`) until the history
+        was sent, so none overtakes the replay, even with a broker whose ``history`` is a round
+        trip. Past ``ServerConfig.recovery_buffer`` held messages the recovery is given up (nothing
+        replayed, ``missed`` counts what was lost). Same epoch: what the history still holds is
+        replayed and the rest counted in ``missed``. Another epoch (or no ``since``): what the
+        current epoch holds is replayed (without ``since``: nothing), ``missed`` unknown (None)."""
+        self.hold(session, key)
+        h = self._holds[key][session]  # an earlier hold may have been given up already
         broker = self.broker
-        msgs = broker.history(key, seq) if epoch == broker.epoch else None
-        if msgs is None:
-            reason = "epoch changed" if epoch != broker.epoch else "history too short"
-            session.send(ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason=reason))
-            return 0
+        stats = self.server.stats
+        if since is not None:
+            stats["recoveries"] += 1
+        same = since is not None and since.epoch == broker.epoch
+        try:
+            if since is None:
+                hist = await broker.history(key, None, 0)
+            else:
+                hist = await broker.history(key, since.offset if same else 0)
+        except BaseException:
+            self.release(session, key)
+            raise
+        same = same and since is not None and hist.epoch == since.epoch
+        if h.dropped or session.closed:
+            self.release(session, key)
+            stats["recoveries_failed"] += since is not None
+            # given up: nothing replayed; what was held back and dropped is lost, later ones went live
+            lost = h.dropped - since.offset if h.dropped and same and since is not None else None
+            return Recovery(False, 0, lost, Position(hist.epoch, max(h.dropped, hist.last)))
         n = 0
-        for m in msgs:
+        for m in hist.messages:
             if m.delivery is Delivery.RELIABLE:
-                session.send_frame(m.frame())
+                session.send_frame(m.replay_frame())
                 n += 1
-        return n
+        self.release(session, key)  # live messages go straight to the session from here
+        cursor = hist.last
+        for m in h.buf:
+            if m.seq > cursor or m.epoch != hist.epoch:
+                cursor = m.seq
+                stats["events_sent"] += 1
+                route(session, m.frame(), m.delivery)
+        stats["recovered_replayed"] += n
+        if same:
+            missed: int | None = hist.missed
+            ok = hist.missed == 0
+        else:
+            missed, ok = None, False
+        if not ok and since is not None:
+            stats["recoveries_failed"] += 1
+        return Recovery(ok, n, missed, Position(hist.epoch, max(cursor, hist.last)))
 
     def members(self, room: str) -> set[Member]:
         """Local sessions in a room (on every server, with their info: ``presence.members``)."""
@@ -242,6 +382,8 @@ class PushHub:
             self._remove(session, topic_key(topic))
         session.rooms.clear()
         session.topics.clear()
+        for key in [k for k, held in self._holds.items() if session in held]:
+            self.release(session, key)
 
     async def to_room(
         self, room: str, event: Any, *, delivery: Delivery | str | None = None

@@ -1,34 +1,92 @@
 """The built-in ``kcprpc.Push`` service: what a client calls to subscribe to topics
-(``client.subscribe(topic)``), and the check that a topic is one the server's services declare.
+(``client.subscribe(topic, since=...)``) and to read their history (``client.history(...)``),
+and the check that a topic is one the server's services declare.
 
-Wire names: ``kcprpc.Push/Subscribe``, ``kcprpc.Push/Unsubscribe``, ``kcprpc.Push/Members``.
+Wire names: ``kcprpc.Push/Subscribe``, ``kcprpc.Push/Unsubscribe``, ``kcprpc.Push/History``,
+``kcprpc.Push/Members``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
+from kcprpc.broker import Position
 from kcprpc.errors import RpcError
 from kcprpc.presence import Joined, Left, MemberList
-from kcprpc.push import ResumeFailed
-from kcprpc.service import Service
+from kcprpc.service import Service, event_info
 from kcprpc.status import Status
+
+T = TypeVar("T")
 
 
 class SubscribeRequest(BaseModel):
-    """A topic name."""
+    """A topic name; ``since``: the position to recover from (a restarted process resuming)."""
 
     topic: str
+    since: Position | None = None
 
 
 class SubscribeReply(BaseModel):
-    """The broker's epoch and the topic's last sequence number at subscription time."""
+    """The topic's position now (``client.position(topic)``); with ``since``, how the recovery
+    went (``recovered``, ``replayed``, ``missed``: as :class:`kcprpc.Recovered`)."""
 
-    epoch: int
-    seq: int
+    position: Position
+    recovered: bool | None = None  # None: no since was given
+    replayed: int = 0
+    missed: int | None = None
+
+
+class HistoryRequest(BaseModel):
+    """A topic the caller is subscribed to, or a room it is in (one of the two). With ``since``,
+    the messages after it (the first ``limit``); without, the last ``limit``. ``limit`` is capped
+    by the server's ``max_history_fetch`` (None: that cap)."""
+
+    topic: str | None = None
+    room: str | None = None
+    since: Position | None = None
+    limit: int | None = Field(default=None, ge=0)
+
+
+class HistoryMessage(BaseModel):
+    """One message of a history: its event's wire name, its payload (plain msgpack values) and
+    its position."""
+
+    name: str
+    payload: Any
+    position: Position
+
+    def decode(self, event_type: type[T]) -> T:
+        """The payload as ``event_type`` (raises pydantic's ValidationError if it is not one)."""
+        _, _, adapter = event_info(event_type)
+        return adapter.validate_python(self.payload)  # type: ignore[no-any-return]
+
+
+class HistoryPage(BaseModel):
+    """What ``client.history()`` returns: ``messages`` oldest first (every delivery), the key's
+    ``position`` now, how many messages after ``since`` the history no longer holds (``missed``:
+    its size or TTL; 0 without ``since``), and ``truncated`` when the answer stopped early (the
+    limit, ``max_history_fetch`` or ``max_message_size``): ask again from the last message's
+    position for more."""
+
+    messages: list[HistoryMessage]
+    position: Position
+    missed: int | None = 0  # None: ``since`` is of another epoch (what was lost is unknown)
+    truncated: bool = False
+
+    def events(self, event_type: type[T]) -> list[T]:
+        """The messages of ``event_type`` (by its wire name), decoded; others are skipped."""
+        name, _, adapter = event_info(event_type)
+        out: list[T] = []
+        for m in self.messages:
+            if m.name == name:
+                try:
+                    out.append(adapter.validate_python(m.payload))
+                except ValidationError:
+                    continue
+        return out
 
 
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -68,9 +126,9 @@ class MembersRequest(BaseModel):
     topic: str | None = None
 
 
-class PushService(Service, name="kcprpc.Push", events=[ResumeFailed, Joined, Left]):
-    """Topic subscription and presence for clients (``client.subscribe(topic)``,
-    ``client.members(room=...)``)."""
+class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
+    """Topic subscription, history and presence for clients (``client.subscribe(topic)``,
+    ``client.history(topic)``, ``client.members(room=...)``)."""
 
     # When the server's services declare topics (``class S(kcprpc.Service, topics={...})``), only
     # those can be subscribed to (check_topic). The docstrings are the interface document's text.
@@ -88,15 +146,29 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed, Joined, Lef
         return self._templates
 
     async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:
-        """Subscribe the calling session to a topic."""
+        """Subscribe the calling session to a topic; with ``since``, replay what it missed after
+        that position first (flagged as replayed), as after a reconnect."""
         from kcprpc.broker import topic_key
         from kcprpc.context import current_context
 
         ctx = current_context()
         check_topic(req.topic, self._declared(ctx.server))
         hub = ctx.server.push
-        hub.subscribe(ctx.session, req.topic)
-        return SubscribeReply(epoch=hub.broker.epoch, seq=hub.broker.last_seq(topic_key(req.topic)))
+        key = topic_key(req.topic)
+        if req.since is None:
+            hub.subscribe(ctx.session, req.topic)
+            # the position after subscribing: every later message is delivered live
+            return SubscribeReply(position=(await hub.broker.history(key, None, 0)).position)
+        hub.hold(ctx.session, key)  # no live message overtakes the replay
+        try:
+            hub.subscribe(ctx.session, req.topic)
+        except BaseException:
+            hub.release(ctx.session, key)
+            raise
+        r = await hub.recover(ctx.session, key, req.since)
+        return SubscribeReply(
+            position=r.position, recovered=r.recovered, replayed=r.replayed, missed=r.missed
+        )
 
     async def Unsubscribe(self, req: SubscribeRequest) -> None:
         """Unsubscribe the calling session from a topic."""
@@ -104,6 +176,59 @@ class PushService(Service, name="kcprpc.Push", events=[ResumeFailed, Joined, Lef
 
         ctx = current_context()
         ctx.server.push.unsubscribe(ctx.session, req.topic)
+
+    async def History(self, req: HistoryRequest) -> HistoryPage:
+        """The kept messages of a topic the calling session is subscribed to, or of a room it is
+        in (FAILED_PRECONDITION otherwise): at most ``limit`` (capped by the server's
+        ``max_history_fetch``), the reply under ``max_message_size`` (``truncated`` says when it
+        stopped early)."""
+        from kcprpc.broker import room_key, topic_key
+        from kcprpc.context import current_context
+
+        ctx = current_context()
+        server, sess = ctx.server, ctx.session
+        if (req.topic is None) == (req.room is None):
+            raise RpcError(Status.INVALID_ARGUMENT, "name a topic or a room (one of the two)")
+        if req.topic is not None:
+            check_topic(req.topic, self._declared(server))
+            if req.topic not in sess.topics:
+                raise RpcError(Status.FAILED_PRECONDITION, f"not subscribed to topic {req.topic!r}")
+            key = topic_key(req.topic)
+        else:
+            assert req.room is not None
+            if req.room not in sess.rooms:
+                raise RpcError(Status.FAILED_PRECONDITION, f"not in room {req.room!r}")
+            key = room_key(req.room)
+        cap = server.config.max_history_fetch
+        limit = cap if req.limit is None else min(req.limit, cap)
+        broker = server.push.broker
+        since = req.since
+        same = since is not None and since.epoch == broker.epoch
+        if since is None:
+            hist = await broker.history(key, None, limit)
+        else:
+            hist = await broker.history(key, since.offset if same else 0, limit)
+        budget = server.config.max_message_size - 1024  # the reply's own fields
+        msgs = hist.messages
+        out: list[HistoryMessage] = []
+        cut = False
+        for m in msgs if since is not None else reversed(msgs):  # the tail keeps the newest
+            budget -= len(m.frame())  # the message's size on the wire, near enough
+            if budget < 0:
+                cut = True
+                break
+            out.append(HistoryMessage(name=m.event, payload=m.payload, position=m.position))
+        if since is None:
+            out.reverse()
+        capped = (req.limit is None or req.limit > cap) and len(msgs) == limit > 0
+        if capped:  # the server's cap stopped it: are there more?
+            cut = cut or (msgs[-1].seq < hist.last if since is not None else msgs[0].seq > 1)
+        stats = server.stats
+        stats["history_fetches"] += 1
+        stats["history_fetched"] += len(out)
+        stats["history_truncated"] += cut
+        missed = hist.missed if same else (0 if since is None else None)
+        return HistoryPage(messages=out, position=hist.position, missed=missed, truncated=cut)
 
     async def Members(self, req: MembersRequest) -> MemberList:
         """The members of a room the calling session is in, or the subscribers of a topic it is

@@ -30,7 +30,7 @@ from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.protocol.server import StartNotify
-from kcprpc.push import PushHub
+from kcprpc.push import RECOVERY_COUNTERS, PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
@@ -151,6 +151,7 @@ class Server:
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
+        self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:

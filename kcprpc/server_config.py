@@ -28,6 +28,9 @@ class ServerConfig(ReceiveSettings):
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
     presence: PresenceConfig = field(default_factory=PresenceConfig)  # rooms/topics with presence
+    # -- recovery (docs/rpc.md, "Recovery: positions, replay and history") --
+    max_history_fetch: int = 1000  # messages one kcprpc.Push/History call returns at most
+    recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up
     # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
@@ -57,6 +60,8 @@ class ServerConfig(ReceiveSettings):
             or self.max_metadata_size <= 0
         ):
             raise UsageError("limits must be positive")
+        if self.max_history_fetch <= 0 or self.recovery_buffer < 0:
+            raise UsageError("max_history_fetch must be positive and recovery_buffer 0 or more")
         if self.max_send_backlog <= self.max_message_size:
             raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
         if self.max_send_backlog_total < self.max_send_backlog:

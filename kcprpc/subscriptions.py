@@ -15,34 +15,39 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from kcprpc.protocol.frames import Event
-from kcprpc.push import ResumeFailed
+from kcprpc.broker import Position
+from kcprpc.protocol.frames import EVENT_REPLAYED, Event
+from kcprpc.push import Recovered, ResumeFailed
 from kcprpc.service import event_info
 
 log = logging.getLogger("kcprpc.client")
 
-__all__ = ["RawEvent", "Subscriptions"]
+__all__ = ["EventInfo", "RawEvent", "Subscriptions", "takes_info"]
 
 T = TypeVar("T")
-EventHandler = Callable[[Any], Any]
+EventHandler = Callable[..., Any]
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
-class RawEvent:
-    """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
-    its payload as a plain msgpack value, and for room and topic messages the broker key
-    (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch."""
+class EventInfo:
+    """Where a pushed event comes from, for handlers that take a second parameter
+    (``client.on(Chat, lambda chat, info: ...)``) and for ``client.events(Chat, info=True)``.
+
+    ``key``: ``"room:<name>"`` / ``"topic:<name>"`` (None for an event sent to this session
+    only); ``position``: its :class:`~kcprpc.Position` in that room or topic (what to save for a
+    later ``client.subscribe(topic, since=position)``); ``replayed``: it was replayed from history
+    after a reconnect or a ``since=`` subscribe, not live; ``unreliable``: it came as a datagram."""
 
     name: str
-    payload: Any
     key: str | None
-    seq: int | None
-    epoch: int | None
-    unreliable: bool  # came as an OOB datagram
+    position: Position | None
+    replayed: bool
+    unreliable: bool
 
     @property
     def topic(self) -> str | None:
@@ -55,6 +60,57 @@ class RawEvent:
         return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
 
 
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
+    its payload as a plain msgpack value, and for room and topic messages the broker key
+    (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch; ``replayed``: flagged as
+    replayed from history (not live)."""
+
+    name: str
+    payload: Any
+    key: str | None
+    seq: int | None
+    epoch: int | None
+    unreliable: bool  # came as an OOB datagram
+    replayed: bool = False
+
+    @property
+    def topic(self) -> str | None:
+        """The topic it was published on, if any."""
+        return self.key[6:] if self.key is not None and self.key.startswith("topic:") else None
+
+    @property
+    def room(self) -> str | None:
+        """The room it was sent to, if any."""
+        return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
+
+    @property
+    def position(self) -> Position | None:
+        """``Position(epoch, seq)`` for a room or topic message."""
+        return Position(self.epoch, self.seq) if self.seq is not None and self.epoch is not None else None
+
+
+def takes_info(handler: Callable[..., Any]) -> bool:
+    """True when ``handler`` accepts two positional arguments (the event and its
+    :class:`EventInfo`); decided once, when it is registered."""
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: one argument
+        return False
+    n = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n += 1
+    return n >= 2
+
+
+def _key_name(key: str) -> str:
+    return key.split(":", 1)[1] if ":" in key else key
+
+
 class Subscriptions:
     """A client's pushed events: offsets, rooms, topics and handlers (see the module docstring).
 
@@ -62,21 +118,22 @@ class Subscriptions:
 
     def __init__(self, spawn: Callable[[Awaitable[Any]], None]) -> None:
         self._spawn = spawn
-        self._handlers: dict[str, list[tuple[Any, EventHandler]]] = {}
-        self._queues: dict[str, list[tuple[Any, asyncio.Queue[Any]]]] = {}
+        self._handlers: dict[str, list[tuple[Any, EventHandler, bool]]] = {}
+        self._queues: dict[str, list[tuple[Any, asyncio.Queue[Any], bool]]] = {}
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
-        self.offsets: dict[str, tuple[int, int]] = {}  # broker key -> (epoch, last seq) of the stream
-        self._latest: dict[str, tuple[int, int]] = {}  # the same for datagrams (latest-wins)
+        self.offsets: dict[str, Position] = {}  # broker key -> position of the last stream event
+        self._latest: dict[str, Position] = {}  # the same for datagrams (latest-wins)
         self.events_dropped = 0  # events that fail validation against the handler's type
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
 
     # ------------------------------------------------------------------ registration
-    def on(self, event_type: type[T], handler: Callable[[T], Any]) -> Callable[[], None]:
-        """Call ``handler(event)`` for each pushed ``event_type``; returns an unsubscribe function."""
+    def on(self, event_type: type[T], handler: Callable[..., Any]) -> Callable[[], None]:
+        """Call ``handler(event)``, or ``handler(event, info)`` when it takes two positional
+        parameters, for each pushed ``event_type``; returns an unsubscribe function."""
         name, _, adapter = event_info(event_type)
-        entry = (adapter, cast(EventHandler, handler))
+        entry = (adapter, handler, takes_info(handler))
         self._handlers.setdefault(name, []).append(entry)
 
         def off() -> None:
@@ -95,15 +152,16 @@ class Subscriptions:
 
         return off
 
-    async def events(self, event_type: type[T]) -> AsyncGenerator[T, None]:
-        """Async iterator over pushed events of ``event_type`` (registered when iteration starts)."""
+    async def events(self, event_type: type[Any], info: bool = False) -> AsyncGenerator[Any, None]:
+        """Async iterator over pushed events of ``event_type`` (registered when iteration starts);
+        with ``info``, ``(event, EventInfo)`` pairs."""
         name, _, adapter = event_info(event_type)
         q: asyncio.Queue[Any] = asyncio.Queue()
-        entry = (adapter, q)
+        entry = (adapter, q, info)
         self._queues.setdefault(name, []).append(entry)
         try:
             while True:
-                yield cast(T, await q.get())
+                yield await q.get()
         finally:
             with contextlib.suppress(ValueError, KeyError):
                 self._queues[name].remove(entry)
@@ -116,6 +174,18 @@ class Subscriptions:
         else:
             self.rooms.discard(room)
 
+    def position(self, key: str) -> Position | None:
+        """The position of the last stream event received on ``key`` (or the one the server
+        reported), None before any."""
+        return self.offsets.get(key)
+
+    def advance(self, key: str, position: Position) -> None:
+        """Move ``key``'s offset to ``position`` (the server's word: a subscribe's reply, a
+        recovery's report) unless the client is already past it in the same epoch."""
+        prev = self.offsets.get(key)
+        if prev is None or prev[0] != position.epoch or prev[1] < position.offset:
+            self.offsets[key] = position
+
     def restore_claim(self) -> dict[str, Any]:
         """What ``HELLO.restore`` names after a reconnect: rooms, topics and their offsets."""
         keys = {f"room:{r}" for r in self.rooms} | {f"topic:{t}" for t in self.topics}
@@ -123,8 +193,9 @@ class Subscriptions:
         return {"rooms": sorted(self.rooms), "topics": sorted(self.topics), "offsets": offsets}
 
     def restored(self, restored: dict[str, Any] | None) -> None:
-        """After a reconnect: keep the rooms and topics the server says this client is back in, and
-        tell the application of each one it lost (``ResumeFailed`` with reason ``"not restored"``)."""
+        """After a reconnect: keep the rooms and topics the server says this client is back in,
+        tell the application of each one it lost (``ResumeFailed`` with reason ``"not
+        restored"``) and of each recovery (``Recovered``)."""
         if restored is None:
             return
         rooms, topics = restored.get("rooms"), restored.get("topics")
@@ -138,12 +209,47 @@ class Subscriptions:
             epoch, seq = self.offsets.pop(key, (0, 0))
             self._latest.pop(key, None)
             ev = ResumeFailed(key=key, epoch=epoch, last_seq=seq, reason="not restored")
-            self.handle(Event("kcprpc.ResumeFailed", ev.model_dump(), None, None, None), False)
+            self.local(ev)
+        recovery = restored.get("recovery")
+        if isinstance(recovery, dict):
+            for key, rep in recovery.items():
+                self.recovered(key, rep)
+
+    def recovered(self, key: Any, rep: Any) -> None:
+        """One key's recovery report from the server (``[recovered, replayed, missed|nil,
+        [epoch, offset]]``; anything else is ignored): move its offset past what the server
+        accounted for and raise :class:`Recovered`."""
+        if not isinstance(key, str) or not isinstance(rep, list) or len(rep) < 4:
+            return
+        ok, replayed, missed, pos = rep[:4]
+        if (
+            type(replayed) is not int
+            or not (missed is None or type(missed) is int)
+            or not isinstance(pos, list)
+            or len(pos) != 2
+            or not all(type(x) is int for x in pos)
+        ):
+            return
+        if key.startswith("room:"):
+            if _key_name(key) not in self.rooms:
+                return
+        elif not key.startswith("topic:") or _key_name(key) not in self.topics:
+            return
+        self.advance(key, Position(pos[0], pos[1]))
+        position = Position(*self.offsets[key])
+        self.local(
+            Recovered(key=key, recovered=ok is True, replayed=replayed, missed=missed, position=position)
+        )
+
+    def local(self, ev: Any) -> None:
+        """Hand a locally made event (``ResumeFailed``, ``Recovered``) to its handlers."""
+        name, _, adapter = event_info(type(ev))
+        self.handle(Event(name, adapter.dump_python(ev), None, None, None), False)
 
     # ------------------------------------------------------------------ delivery
     def handle(self, event: Event, unreliable: bool = False) -> None:
         """One pushed event (``unreliable``: it came as a datagram)."""
-        name, payload, key, seq, epoch = event
+        name, payload, key, seq, epoch, flags = event
         if key is not None and seq is not None and epoch is not None:
             # Reliable (stream) and unreliable (datagram) messages of one key share its sequence
             # numbers but are tracked apart: the stream's offset drives resume and drops replay
@@ -154,28 +260,47 @@ class Subscriptions:
                 if unreliable:
                     self.events_stale += 1
                 return
-            offsets[key] = (epoch, seq)
+            offsets[key] = _new(Position, (epoch, seq))
         if self._raw_handlers:
-            raw = RawEvent(name, payload, key, seq, epoch, unreliable)
+            raw = RawEvent(name, payload, key, seq, epoch, unreliable, bool(flags & EVENT_REPLAYED))
             for raw_handler in list(self._raw_handlers):
                 try:
                     raw_handler(raw)
                 except Exception:
                     log.exception("raw event handler raised")
-        for adapter, handler in self._handlers.get(name, ()):
+        info: EventInfo | None = None
+        for adapter, handler, wants_info in self._handlers.get(name, ()):
             try:
                 ev = adapter.validate_python(payload)
             except ValidationError:
                 self.events_dropped += 1
                 continue
             try:
-                r = handler(ev)
+                if wants_info:
+                    if info is None:
+                        info = self._info(event, unreliable)
+                    r = handler(ev, info)
+                else:
+                    r = handler(ev)
                 if inspect.isawaitable(r):
                     self._spawn(r)
             except Exception:
                 log.exception("event handler for %s raised", name)
-        for adapter, q in self._queues.get(name, ()):
+        for adapter, q, with_info in self._queues.get(name, ()):
             try:
-                q.put_nowait(adapter.validate_python(payload))
+                ev = adapter.validate_python(payload)
             except ValidationError:
                 self.events_dropped += 1
+                continue
+            if with_info:
+                if info is None:
+                    info = self._info(event, unreliable)
+                q.put_nowait((ev, info))
+            else:
+                q.put_nowait(ev)
+
+    @staticmethod
+    def _info(event: Event, unreliable: bool) -> EventInfo:
+        name, _, key, seq, epoch, flags = event
+        pos = Position(epoch, seq) if seq is not None and epoch is not None else None
+        return EventInfo(name, key, pos, bool(flags & EVENT_REPLAYED), unreliable)

@@ -27,6 +27,7 @@ from kcprpc.codec import Refused, encode_frame
 from kcprpc.status import Status
 
 __all__ = [
+    "EVENT_REPLAYED",
     "Call",
     "Cancel",
     "End",
@@ -202,17 +203,26 @@ class Reply(NamedTuple):
         return encode_reply(self.call_id, self.payload, self.initial_metadata, self.trailing_metadata)
 
 
+EVENT_REPLAYED = 1
+"""``Event.flags`` bit 0: replayed from history, not live."""
+
+
 class Event(NamedTuple):
-    """s → c, call id 0: ``[event name, payload, key|nil, seq|nil, epoch|nil]``."""
+    """s → c, call id 0: ``[event name, payload, key|nil, seq|nil, epoch|nil, flags?]``; ``flags``
+    (bit 0: :data:`EVENT_REPLAYED`) is left out of live frames."""
 
     name: str
     payload: Any
     key: str | None
     seq: int | None
     epoch: int | None
+    flags: int = 0
 
     def encode(self) -> bytes:
-        return encode_frame(codec.EVENT, 0, [self.name, self.payload, self.key, self.seq, self.epoch])
+        body = [self.name, self.payload, self.key, self.seq, self.epoch]
+        if self.flags:
+            body.append(self.flags)
+        return encode_frame(codec.EVENT, 0, body)
 
 
 class Notify(NamedTuple):
@@ -389,15 +399,17 @@ def _reply(cid: int, b: Any) -> Frame:
 
 
 def _event(cid: int, b: Any) -> Frame:
-    if type(b) is not list or len(b) != 5 or type(b[0]) is not str:
-        return Malformed(codec.EVENT, cid, "EVENT body is not [name, payload, key, seq, epoch]")
-    name, payload, key, seq, epoch = b
+    if type(b) is not list or not 5 <= len(b) <= 6 or type(b[0]) is not str:
+        return Malformed(codec.EVENT, cid, "EVENT body is not [name, payload, key, seq, epoch, flags?]")
+    name, payload, key, seq, epoch = b[:5]
+    flags = b[5] if len(b) == 6 and type(b[5]) is int else 0
     return Event(
         name,
         payload,
         key if type(key) is str else None,
         seq if type(seq) is int else None,
         epoch if type(epoch) is int else None,
+        flags,
     )
 
 

@@ -148,15 +148,17 @@ async def test_on_connect_sees_hello_metadata_and_may_refuse() -> None:
 
 @pytest.mark.parametrize("history", [1024, 2])
 async def test_reconnect_replays_missed_topic_and_room_messages(history: int) -> None:
-    from kcprpc import MemoryBroker, ResumeFailed
+    from kcprpc import MemoryBroker, Recovered, ResumeFailed
 
     async with pair(
         [Demo()], client_config=FAST, broker=MemoryBroker(history=history), on_restore=rejoin_open_rooms
     ) as p:
         got: list[int] = []
         failed: list[ResumeFailed] = []
+        recovered: list[Recovered] = []
         p.client.on(Tick, lambda t: got.append(t.n))
         p.client.on(ResumeFailed, failed.append)
+        p.client.on(Recovered, recovered.append)
         await p.client.subscribe("news")
         await p.client.stub(Demo).join(Req(name="r"))
         for i in (1, 2):
@@ -172,13 +174,17 @@ async def test_reconnect_replays_missed_topic_and_room_messages(history: int) ->
         await p.server.push.to_room("r", Tick(n=101))
         await asyncio.wait_for(reconnected.wait(), TIMEOUT)
         await p.client.health()
+        assert failed == []  # ResumeFailed: only for what the session lost
+        report = {r.key: r for r in recovered}
         if history >= 3:
             assert got == [1, 2, 100, 3, 4, 5, 101] or got == [1, 2, 100, 101, 3, 4, 5]
-            assert failed == []
+            assert report["topic:news"].recovered and report["topic:news"].replayed == 3
         else:
-            assert {f.key for f in failed} == {"topic:news"}
-            assert failed[0].last_seq == 2 and failed[0].reason == "history too short"
-            assert got == [1, 2, 100, 101]
+            # a history too short: what it still holds is replayed, the gap is counted
+            assert got == [1, 2, 100, 4, 5, 101] or got == [1, 2, 100, 101, 4, 5]
+            assert not report["topic:news"].recovered
+            assert (report["topic:news"].replayed, report["topic:news"].missed) == (2, 1)
+        assert report["room:r"].recovered and report["room:r"].replayed == 1
         await p.server.push.publish("news", Tick(n=6))
         await p.client.health()
         assert got[-1] == 6 and p.client.topic_offsets["topic:news"][1] == 6

@@ -1,0 +1,371 @@
+"""Recovery as a contract (issue 14, item 2): positions on every event, replayed events flagged,
+``recovered``/``replayed``/``missed`` after a reconnect and a ``since=`` subscribe, partial replay
+with its gap, an epoch change, ``client.history()`` and its bounds, and no live event overtaking
+a replay even when the broker's history is a round trip (with a bounded hold-back)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from test_rpc_support import Demo, Req, Tick, rejoin_open_rooms
+
+import kcprpc
+from kcprpc import (
+    BrokerHistory,
+    Client,
+    ClientConfig,
+    EventInfo,
+    HeartbeatConfig,
+    MemoryBroker,
+    Position,
+    RawEvent,
+    ReconnectPolicy,
+    Recovered,
+    RpcError,
+    ServerConfig,
+    Status,
+)
+from kcprpc.testing import RpcPair, pair
+
+TIMEOUT = 5.0
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.05, timeout=1.0),
+    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+NEWS = "topic:news"
+
+
+class Seen:
+    """What a client received: ticks with their EventInfo, and the Recovered reports."""
+
+    def __init__(self, client: Client) -> None:
+        self.ticks: list[tuple[int, EventInfo]] = []
+        self.recovered: list[Recovered] = []
+        client.on(Tick, lambda t, info: self.ticks.append((t.n, info)))
+        client.on(Recovered, self.recovered.append)
+
+    @property
+    def ns(self) -> list[int]:
+        return [n for n, _ in self.ticks]
+
+    def replayed(self) -> list[int]:
+        return [n for n, info in self.ticks if info.replayed]
+
+
+async def fence(client: Client) -> None:
+    """One round trip on the control stream: every event sent before it has arrived."""
+    await client.stub(Demo).hello(Req(name="fence"))
+
+
+async def drop_and_hold(p: RpcPair) -> asyncio.Event:
+    """Drop the connection and keep the client out until ``p.refuse`` is cleared; returns an event
+    set when it is back (WELCOME read, recovery reported)."""
+    back = asyncio.Event()
+    p.client.on_reconnect = lambda c: back.set()
+    p.refuse = True
+    await p.drop()
+    for _ in range(200):
+        if not p.client.connected and not p.server.sessions:
+            break
+        await asyncio.sleep(0.001)
+    return back
+
+
+async def publish(p: RpcPair, ns: range | list[int], topic: str = "news") -> None:
+    for n in ns:
+        await p.server.push.publish(topic, Tick(n=n))
+
+
+@pytest.mark.parametrize("link", ["memory", "mux"])
+async def test_a_reconnect_replays_flagged_events_and_reports_recovered(link: str) -> None:
+    async with pair([Demo()], link=link, client_config=FAST, on_restore=rejoin_open_rooms) as p:  # type: ignore[arg-type]
+        seen = Seen(p.client)
+        await p.client.subscribe("news")
+        await publish(p, [1, 2])
+        await fence(p.client)
+        back = await drop_and_hold(p)
+        await publish(p, [3, 4, 5])  # missed while disconnected
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await publish(p, [6])
+        await fence(p.client)
+        assert seen.ns == [1, 2, 3, 4, 5, 6]
+        assert seen.replayed() == [3, 4, 5]  # the live ones are not flagged
+        epoch = p.server.push.broker.epoch
+        assert [info.position for _, info in seen.ticks] == [Position(epoch, n) for n in range(1, 7)]
+        assert all(info.topic == "news" and info.key == NEWS for _, info in seen.ticks)
+        [rep] = seen.recovered
+        assert (rep.key, rep.topic, rep.recovered, rep.replayed, rep.missed) == (NEWS, "news", True, 3, 0)
+        assert rep.position == Position(epoch, 5)
+        assert p.client.position("news") == Position(epoch, 6)
+        assert p.server.stats["recoveries"] == 1 and p.server.stats["recovered_replayed"] == 3
+
+
+async def test_a_subscriber_that_received_nothing_still_gets_its_replay() -> None:
+    async with pair([Demo()], client_config=FAST) as p:
+        seen = Seen(p.client)
+        reply = await p.client.subscribe("news")
+        epoch = p.server.push.broker.epoch
+        assert reply.position == Position(epoch, 0) and reply.recovered is None
+        assert p.client.position("news") == Position(epoch, 0)  # the reply's position is kept
+        back = await drop_and_hold(p)
+        await publish(p, [1, 2])
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await fence(p.client)
+        assert seen.ns == [1, 2] and seen.replayed() == [1, 2]
+        assert [(r.recovered, r.replayed, r.missed) for r in seen.recovered] == [(True, 2, 0)]
+
+
+async def test_a_partial_replay_reports_its_gap_and_a_room_without_position_is_a_clear_failure() -> None:
+    broker = MemoryBroker(history=2)
+    async with pair([Demo()], client_config=FAST, broker=broker, on_restore=rejoin_open_rooms) as p:
+        seen = Seen(p.client)
+        await p.client.subscribe("news")
+        await p.client.stub(Demo).join(Req(name="quiet"))  # no message before the drop: no position
+        await publish(p, [1])
+        await fence(p.client)
+        back = await drop_and_hold(p)
+        await publish(p, [2, 3, 4, 5])  # the history keeps 4 and 5
+        await p.server.push.to_room("quiet", Tick(n=100))
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await fence(p.client)
+        assert seen.ns == [1, 4, 5]  # what is there is replayed, never nothing
+        reports = {r.key: r for r in seen.recovered}
+        news = reports[NEWS]
+        assert (news.recovered, news.replayed, news.missed) == (False, 2, 2)  # 2 and 3 are lost
+        quiet = reports["room:quiet"]
+        assert (quiet.recovered, quiet.replayed, quiet.missed) == (False, 0, None)
+        assert quiet.room == "quiet" and quiet.position.offset == 1  # known from now on
+        assert p.server.stats["recoveries_failed"] == 1  # the room had no since: not a recovery
+
+
+async def test_since_resumes_a_restarted_client_with_nothing_missed() -> None:
+    async with pair([Demo()]) as p:
+        first = Seen(p.client)
+        await p.client.subscribe("news")
+        await publish(p, [1, 2, 3])
+        await fence(p.client)
+        saved = p.client.position("news")
+        assert saved == first.ticks[-1][1].position
+        await p.client.close()  # the process ends
+        await publish(p, [4, 5, 6])
+        again = Client(p.connector, config=ClientConfig(heartbeat=None))  # a new process
+        await again.connect()
+        try:
+            seen = Seen(again)
+            raw: list[RawEvent] = []
+            again.on_raw_event(raw.append)
+            reply = await again.subscribe("news", since=saved)
+            await publish(p, [7])
+            await fence(again)
+            assert seen.ns == [4, 5, 6, 7] and seen.replayed() == [4, 5, 6]
+            assert [(r.replayed, r.seq) for r in raw if r.name == "tick"] == [(True, 4), (True, 5), (True, 6), (False, 7)]
+            assert raw[0].position == Position(saved.epoch, 4)
+            assert (reply.recovered, reply.replayed, reply.missed) == (True, 3, 0)
+            assert reply.position == Position(saved.epoch, 6)
+            assert [(r.recovered, r.replayed) for r in seen.recovered] == [(True, 3)]
+        finally:
+            await again.close()
+
+
+async def test_since_of_another_epoch_replays_what_this_one_has_missed_unknown() -> None:
+    async with pair([Demo()]) as p:
+        await publish(p, [1, 2])
+        seen = Seen(p.client)
+        old = Position(p.server.push.broker.epoch ^ 1, 40)
+        reply = await p.client.subscribe("news", since=old)
+        await fence(p.client)
+        assert seen.ns == [1, 2] and seen.replayed() == [1, 2]
+        assert (reply.recovered, reply.replayed, reply.missed) == (False, 2, None)
+        assert p.client.position("news") == Position(p.server.push.broker.epoch, 2)
+
+
+async def test_events_with_info_and_a_handler_that_takes_one_parameter() -> None:
+    async with pair([Demo()]) as p:
+        plain: list[int] = []
+        p.client.on(Tick, lambda t: plain.append(t.n))
+        it = p.client.events(Tick, info=True)
+        first = asyncio.ensure_future(it.__anext__())
+        await asyncio.sleep(0)  # let the iterator register
+        await p.client.subscribe("news")
+        await publish(p, [1])
+        tick, info = await asyncio.wait_for(first, TIMEOUT)
+        assert tick == Tick(n=1) and info.position == Position(p.server.push.broker.epoch, 1)
+        assert info.name == "tick" and not info.replayed and not info.unreliable
+        await p.client.stub(Demo).tick_me(Req(name="x", n=9))  # to this session only
+        tick, info = await asyncio.wait_for(it.__anext__(), TIMEOUT)
+        assert tick == Tick(n=9) and info.position is None and info.key is None
+        assert plain == [1, 9]
+        await it.aclose()
+
+
+# -------------------------------------------------------------------------------- history
+async def test_history_with_since_limit_and_its_bounds() -> None:
+    config = ServerConfig(max_history_fetch=5)
+    async with pair([Demo()], server_config=config) as p:
+        await p.client.subscribe("news")
+        await publish(p, range(1, 21))
+        epoch = p.server.push.broker.epoch
+        page = await p.client.history("news", since=Position(epoch, 10), limit=3)
+        assert [m.position.offset for m in page.messages] == [11, 12, 13]
+        assert page.events(Tick) == [Tick(n=11), Tick(n=12), Tick(n=13)]
+        assert page.messages[0].decode(Tick) == Tick(n=11) and page.messages[0].name == "tick"
+        assert page.position == Position(epoch, 20) and page.missed == 0 and not page.truncated
+        tail = await p.client.history("news", limit=2)
+        assert [m.position.offset for m in tail.messages] == [19, 20]
+        capped = await p.client.history("news", since=Position(epoch, 0), limit=1000)
+        assert [m.position.offset for m in capped.messages] == [1, 2, 3, 4, 5] and capped.truncated
+        assert p.server.stats["history_fetches"] == 3 and p.server.stats["history_truncated"] == 1
+        with pytest.raises(RpcError) as e:
+            await p.client.history("other")
+        assert e.value.status is Status.FAILED_PRECONDITION  # only what this session is in
+        with pytest.raises(RpcError) as e:
+            await p.client.history(room="lobby")
+        assert e.value.status is Status.FAILED_PRECONDITION
+        with pytest.raises(kcprpc.UsageError):
+            await p.client.history()
+
+
+async def test_history_stays_under_max_message_size_and_counts_the_missed() -> None:
+    config = ServerConfig(max_message_size=4096, max_send_backlog=1 << 20, max_send_backlog_total=1 << 20)
+    broker = MemoryBroker(history=50)
+    async with pair([Demo()], server_config=config, broker=broker) as p:
+        await p.client.subscribe("big")
+        for i in range(60):
+            await p.server.push.publish("big", Req(name="x" * 60, n=i))  # type: ignore[arg-type]
+        epoch = broker.epoch
+        page = await p.client.history("big", since=Position(epoch, 0))
+        assert page.truncated and 0 < len(page.messages) < 50
+        assert page.missed == 10 and page.messages[0].position.offset == 11
+
+
+async def test_room_history_is_for_members_and_an_interceptor_can_refuse_history() -> None:
+    async def no_secret_history(ctx: kcprpc.ServerContext, call_next: Any) -> Any:
+        req = ctx.request
+        if ctx.method == "kcprpc.Push/History" and req is not None and req.topic == "secret":
+            raise RpcError(Status.PERMISSION_DENIED, "no history of secret")
+        return await call_next()
+
+    async with pair([Demo()], server_interceptors=[no_secret_history]) as p:
+        await p.client.stub(Demo).join(Req(name="lobby"))
+        await p.server.push.to_room("lobby", Tick(n=1))
+        page = await p.client.history(room="lobby")
+        assert page.events(Tick) == [Tick(n=1)]
+        await p.client.subscribe("secret")
+        with pytest.raises(RpcError) as e:
+            await p.client.history("secret")
+        assert e.value.status is Status.PERMISSION_DENIED
+
+
+# ------------------------------------------------------------- an async broker: no reordering
+class SlowHistoryBroker(MemoryBroker):
+    """Test double: a MemoryBroker whose ``history`` is a round trip (it waits for ``gate``), as
+    a Redis or NATS broker's would be, so that live messages are published meanwhile."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.slow = False
+
+    async def history(self, key: str, since: int | None = None, limit: int | None = None) -> BrokerHistory:
+        if not self.slow or limit == 0:
+            return self.history_nowait(key, since, limit)
+        self.entered.set()
+        await self.gate.wait()
+        return self.history_nowait(key, since, limit)
+
+
+async def slow_since_subscribe(p: RpcPair, broker: SlowHistoryBroker, since: Position) -> asyncio.Task[Any]:
+    broker.slow = True
+    task = asyncio.ensure_future(p.client.subscribe("news", since=since))
+    await asyncio.wait_for(broker.entered.wait(), TIMEOUT)
+    return task
+
+
+async def test_live_events_never_overtake_a_slow_replay() -> None:
+    broker = SlowHistoryBroker()
+    async with pair([Demo()], broker=broker) as p:
+        seen = Seen(p.client)
+        await publish(p, [1, 2, 3])
+        task = await slow_since_subscribe(p, broker, Position(broker.epoch, 1))
+        await publish(p, [4, 5, 6])  # live while the history is being read: held back
+        await fence(p.client)
+        assert seen.ns == []
+        broker.gate.set()
+        reply = await asyncio.wait_for(task, TIMEOUT)
+        await publish(p, [7])
+        await fence(p.client)
+        assert seen.ns == [2, 3, 4, 5, 6, 7]  # in order, nothing dropped as a duplicate
+        assert seen.replayed() == [2, 3, 4, 5, 6]  # the history read after 6 holds them
+        assert (reply.recovered, reply.missed) == (True, 0)
+
+
+async def test_live_events_during_a_slow_reconnect_replay_keep_their_order() -> None:
+    broker = SlowHistoryBroker()
+    async with pair([Demo()], broker=broker, client_config=FAST) as p:
+        seen = Seen(p.client)
+        await p.client.subscribe("news")
+        await publish(p, [1])
+        await fence(p.client)
+        back = await drop_and_hold(p)
+        await publish(p, [2, 3])
+        broker.slow = True
+        p.refuse = False
+        await asyncio.wait_for(broker.entered.wait(), TIMEOUT)
+        await publish(p, [4, 5])  # the session is subscribed again, its replay not read yet
+        broker.gate.set()
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await fence(p.client)
+        assert seen.ns == [1, 2, 3, 4, 5]
+        assert [(r.recovered, r.missed) for r in seen.recovered] == [(True, 0)]
+
+
+async def test_holding_back_is_bounded_and_gives_the_recovery_up() -> None:
+    broker = SlowHistoryBroker()
+    async with pair([Demo()], broker=broker, server_config=ServerConfig(recovery_buffer=3)) as p:
+        seen = Seen(p.client)
+        await publish(p, [1, 2])
+        task = await slow_since_subscribe(p, broker, Position(broker.epoch, 0))
+        await publish(p, range(3, 9))  # 3..6 held, the 4th overflows: given up; 7, 8 go live
+        await fence(p.client)
+        assert seen.ns == [7, 8]  # already, while the history is still being read
+        assert p.server.stats["recoveries_overflowed"] == 1
+        broker.gate.set()
+        reply = await asyncio.wait_for(task, TIMEOUT)
+        await fence(p.client)
+        assert seen.ns == [7, 8] and seen.replayed() == []
+        assert (reply.recovered, reply.replayed, reply.missed) == (False, 0, 6)  # 1..6 lost
+        assert reply.position == Position(broker.epoch, 8)
+        assert p.server.stats["recoveries_overflowed"] == 1
+        assert [(r.recovered, r.missed) for r in seen.recovered] == [(False, 6)]
+
+
+async def test_a_hold_given_up_while_another_key_replays_stays_given_up() -> None:
+    broker = SlowHistoryBroker()
+    config = ServerConfig(recovery_buffer=2)
+    async with pair([Demo()], broker=broker, client_config=FAST, server_config=config) as p:
+        seen = Seen(p.client)
+        await p.client.subscribe("a")  # recovered first (keys in order), slowly
+        await p.client.subscribe("b")
+        await publish(p, [1], "a")
+        await publish(p, [10], "b")
+        await fence(p.client)
+        back = await drop_and_hold(p)
+        await publish(p, [11], "b")  # missed, in the history
+        broker.slow = True
+        p.refuse = False
+        await asyncio.wait_for(broker.entered.wait(), TIMEOUT)  # "topic:a" is being read
+        await publish(p, [12, 13, 14, 15], "b")  # "b" is held back: overflows at 14, 15 goes live
+        broker.gate.set()
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await fence(p.client)
+        assert seen.ns == [1, 10, 15]  # 11 is not replayed after 15: that would be out of order
+        reports = {r.key: r for r in seen.recovered}
+        assert (reports["topic:a"].recovered, reports["topic:a"].replayed) == (True, 0)
+        b = reports["topic:b"]
+        assert (b.recovered, b.replayed, b.missed, b.position.offset) == (False, 0, 4, 6)
