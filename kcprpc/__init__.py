@@ -13,6 +13,7 @@ from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
 from kcprpc.push import ResumeFailed
+from kcprpc.resume import SessionExpired
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -55,6 +56,7 @@ __all__ = [
     "ServerSession",
     "Service",
     "SessionConfig",
+    "SessionExpired",
     "Status",
     "StreamCall",
     "Transport",

@@ -41,6 +41,7 @@ from kcprpc.server_session import (
     SessionHook,
 )
 from kcprpc.service import MethodSpec, service_spec
+from kcprpc.session_table import EXPIRED, REFUSED, ResumeTable
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, maybe_await, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
@@ -100,6 +101,8 @@ class Server:
         on_disconnect: SessionHook | None = None,
         on_restore: RestoreHook | None = None,
         on_path_change: PathHook | None = None,
+        on_detach: SessionHook | None = None,
+        on_resume: SessionHook | None = None,
         reflection: bool = True,
         builtins: Iterable[object] | None = None,
         lifespan: Lifespan | None = None,
@@ -117,6 +120,8 @@ class Server:
         self.on_disconnect = on_disconnect
         self.on_restore = on_restore
         self.on_path_change = on_path_change
+        self.on_detach = on_detach
+        self.on_resume = on_resume
         self.sessions: set[ServerSession] = set()
         self.stats: dict[str, int] = {
             "connections": 0,
@@ -149,6 +154,8 @@ class Server:
         self._shedding = False
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
+        self.resumable = ResumeTable(self.config, self.stats)
+        """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:
@@ -213,39 +220,156 @@ class Server:
             return
         sess = ServerSession(self, conn)
         self.sessions.add(sess)
-        conn.add_event_callback(lambda ev: self._on_transport_event(sess, ev))
+        # after a resume, ``sess`` forwards to the session it resumed (``resumed_into``)
+        conn.add_event_callback(lambda ev: self._on_transport_event(sess.resumed_into or sess, ev))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.stats["connections"] += 1
         tasks: set[asyncio.Task[Any]] = set()
-        dgram_task = asyncio.ensure_future(self._datagram_loop(sess))
+        dgram_task = asyncio.ensure_future(self._datagram_loop(sess, conn))
         try:
             while True:
                 try:
                     stream = await conn.accept_stream()
                 except (ConnectionError, OSError, EOFError):
                     break
-                spawn(tasks, self._serve_stream(sess, stream))
+                spawn(tasks, self._serve_stream(sess.resumed_into or sess, stream, conn))
         finally:
             sess.closed = True
-            sess.protocol.close()
-            sess.receive.close()
             dgram_task.cancel()
-            for call in list(sess.calls):
-                call.cancel(CANCEL_CLIENT)
             for t in list(tasks):
                 t.cancel()
-            self._note_release(sess.send_backlog)
-            self._backlog_total -= sess.send_backlog
-            sess.send_backlog = 0
-            self.push.drop(sess)
-            self.sessions.discard(sess)
+            s = sess.resumed_into or sess
+            if s.conn is conn:  # else the session went on on another connection (a resume took it over)
+                self._end_connection(s)
+                self.sessions.discard(s)
+                if self._may_detach(s):
+                    await conn.close()
+                    await self._detach(s)
+                else:
+                    await self._gone(s, conn)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
-            if self.on_disconnect is not None:
-                try:
-                    await maybe_await(self.on_disconnect(sess))
-                except Exception:
-                    log.exception("on_disconnect hook failed")
+
+    def _end_connection(self, s: ServerSession) -> None:
+        """``s``'s connection is over: its protocol and receive budgets close, its calls are
+        cancelled, its send backlog leaves the total."""
+        s.closed = True
+        s.protocol.close()
+        s.receive.close()
+        for call in list(s.calls):
+            call.cancel(CANCEL_CLIENT)
+        self._note_release(s.send_backlog)
+        self._backlog_total -= s.send_backlog
+        s.send_backlog = 0
+
+    async def _gone(self, s: ServerSession, conn: Connection | None = None) -> None:
+        """``s`` is gone for good: out of every room and topic, no longer resumable, then
+        ``on_disconnect`` (after ``conn``, its connection, is closed)."""
+        self.resumable.forget(s)
+        s.detached = False
+        s.may_resume = False
+        self.push.drop(s)
+        self.sessions.discard(s)
+        if conn is not None:
+            await conn.close()
+        if self.on_disconnect is not None:
+            try:
+                await maybe_await(self.on_disconnect(s))
+            except Exception:
+                log.exception("on_disconnect hook failed")
+
+    # ------------------------------------------------------------------ resume
+    def _may_detach(self, s: ServerSession) -> bool:
+        """True when ``s``, whose connection is lost, is kept for a resume."""
+        window = s.resume_window
+        return (
+            s.may_resume
+            and s.resume_token is not None
+            and not self._closing
+            and bool(window)
+            and window is not None
+            and window > 0
+            and self.resumable.enabled
+        )
+
+    async def _detach(self, s: ServerSession) -> None:
+        """Keep ``s`` for a resume: it lets go of its connection, stays in its rooms and topics
+        (nothing is sent to it), ``on_detach`` runs, and its window (``s.resume_window``, read
+        now) starts; past ``max_detached_sessions`` the oldest detached session is gone."""
+        s.release()
+        self.stats["sessions_detached"] += 1
+        for old in self.resumable.detach(s):
+            self.stats["detached_evicted"] += 1
+            await self._gone(old)
+        if self.on_detach is not None:
+            try:
+                await maybe_await(self.on_detach(s))
+            except Exception:
+                log.exception("on_detach hook failed")
+        if not self.resumable.waiting(s):
+            return  # resumed, evicted or gone while the hook ran
+        window = s.resume_window
+        if not window or window <= 0:
+            self.stats["sessions_expired"] += 1
+            await self._gone(s)
+            return
+        s.expiry = asyncio.get_running_loop().call_later(window, self._expire, s)
+
+    def _expire(self, s: ServerSession) -> None:
+        s.expiry = None
+        if self.resumable.waiting(s):
+            self.stats["sessions_expired"] += 1
+            self.resumable.forget(s)
+            spawn(self.tasks, self._gone(s))
+
+    def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
+        """The ``resume`` of ``session``'s WELCOME: a fresh token (the previous one void), or None."""
+        return self.resumable.ticket(session)
+
+    async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
+        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``. The claim must
+        prove the token of a session that is still resumable, on this connection's channel
+        binding, from the same peer key; then ``on_resume`` may refuse (RpcError). A session the
+        server still thought connected is taken over (its old connection ends). Returns the
+        resumed session, which now runs on ``session``'s connection, or why not (``session``
+        then goes on as a fresh one)."""
+        got = self.resumable.claim(session, claim)
+        if isinstance(got, str):
+            return got
+        old, token = got
+        if not old.detached:  # its old connection is not known to be lost yet: end it now
+            conn = old.conn
+            self._end_connection(old)
+            self.sessions.discard(old)
+            old.release()
+            spawn(self.tasks, conn.close())
+        if self.on_resume is not None:
+            try:
+                await maybe_await(self.on_resume(old))
+            except Exception as e:
+                if not isinstance(e, RpcError):
+                    log.exception("on_resume hook failed")
+                self.stats["resumes_refused"] += 1
+                await self._gone(old)
+                return REFUSED
+        if self._closing:
+            await self._gone(old)
+            return EXPIRED
+        if session.closed:  # the new connection was lost meanwhile: the session waits again
+            self.resumable.put_back(old, token)
+            window = old.resume_window or self.config.resume_window or 0.0
+            old.expiry = asyncio.get_running_loop().call_later(window, self._expire, old)
+            return EXPIRED
+        old.adopt(session)
+        self.sessions.discard(session)
+        self.sessions.add(old)
+        self.stats["sessions_resumed"] += 1
+        return old
+
+    @property
+    def detached_sessions(self) -> int:
+        """Sessions kept for a resume now."""
+        return len(self.resumable.detached)
 
     def _on_transport_event(self, sess: ServerSession, ev: TransportEvent) -> None:
         """Events of a client's transport (secure mode; runs in the receive path: never blocks)."""
@@ -373,19 +497,22 @@ class Server:
             )
             total -= b
 
-    async def _datagram_loop(self, sess: ServerSession) -> None:
+    async def _datagram_loop(self, sess: ServerSession, conn: Connection) -> None:
         def on_frame(ftype: int, cid: int, body: Any) -> None:
-            sess.last_receive = sess.loop.time()
-            start = sess.protocol.receive_datagram(ftype, cid, body)
+            s = sess.resumed_into or sess  # after a resume: the session it resumed
+            if s.conn is not conn:
+                return  # the session went on on another connection
+            s.last_receive = s.loop.time()
+            start = s.protocol.receive_datagram(ftype, cid, body)
             if start is not None:
-                self.run_notify(sess, start)
+                self.run_notify(s, start)
 
-        await read_datagrams(sess.conn, on_frame, self._bad_datagram)
+        await read_datagrams(conn, on_frame, self._bad_datagram)
 
     def _bad_datagram(self) -> None:
         self.stats["bad_frames"] += 1
 
-    async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
+    async def _serve_stream(self, sess: ServerSession, stream: ByteStream, conn: Connection) -> None:
         ch = StreamPump(self, sess, stream)
         try:
             await read_frames(
@@ -400,8 +527,8 @@ class Server:
             pass
         finally:
             ch.on_eof()
-            if ch.is_control and not sess.conn.closed:
-                await sess.conn.close()
+            if ch.is_control and not conn.closed:  # this stream's connection (a resume may move the session)
+                await conn.close()
 
     # ------------------------------------------------------------------ notify
     def run_notify(self, sess: ServerSession, start: StartNotify) -> None:
@@ -517,6 +644,8 @@ class Server:
                 s.control.flush()
         await asyncio.sleep(0)
         await asyncio.gather(*(s.conn.close() for s in list(self.sessions)), return_exceptions=True)
+        for s in list(self.resumable.detached.values()):  # kept for a resume: gone now
+            await self._gone(s)
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
