@@ -235,7 +235,8 @@ class Server:
                     break
                 spawn(tasks, self._serve_stream(sess.resumed_into or sess, stream, conn))
         finally:
-            sess.closed = True
+            if sess.conn is conn:  # (a session taken over by a resume runs on another one now)
+                sess.closed = True
             dgram_task.cancel()
             for t in list(tasks):
                 t.cancel()
