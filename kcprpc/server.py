@@ -367,6 +367,12 @@ class Server:
         self.stats["sessions_resumed"] += 1
         return old
 
+    async def end_detached(self, session: ServerSession) -> None:
+        """End a detached ``session`` now (``session.close()`` does): out of its rooms and topics,
+        no longer resumable, then ``on_disconnect``."""
+        if self.resumable.waiting(session):
+            await self._gone(session)
+
     @property
     def detached_sessions(self) -> int:
         """Sessions kept for a resume now."""

@@ -272,8 +272,12 @@ class ServerSession:
             route(self, msg.frame(), msg.delivery)
 
     async def close(self) -> None:
-        """Disconnect this client (for good: the session is not kept for a resume)."""
+        """Disconnect this client (for good: the session is not kept for a resume; a detached one
+        is gone now, ``on_disconnect`` runs)."""
         self.may_resume = False
+        if self.detached:
+            await self.server.end_detached(self)
+            return
         await self.conn.close()
 
     # -- resume: the session outlives its connection (docs/rpc.md, "Resume")
@@ -448,6 +452,9 @@ class ServerHost(Protocol):
     def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
         """A fresh resume token for ``session``'s WELCOME (``{"token", "window_ms"}``; the previous
         one is no longer valid), or None when it cannot be resumed."""
+
+    async def end_detached(self, session: ServerSession) -> None:
+        """A detached ``session`` is gone now (out of its rooms and topics, ``on_disconnect``)."""
 
     async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
         """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed

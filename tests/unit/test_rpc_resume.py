@@ -401,3 +401,18 @@ def test_config_checks_the_resume_settings() -> None:
         ServerConfig(resume_window=-1)
     with pytest.raises(UsageError):
         ServerConfig(max_detached_sessions=-1)
+
+
+async def test_the_server_may_end_a_detached_session() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r = Raw(server)
+    w = await r.hello()
+    await r.lose()
+    (session,) = server.resumable.detached.values()
+    await session.close()
+    assert hooks.names(w["sid"]) == ["on_connect", "on_detach", "on_disconnect"]
+    assert server.detached_sessions == 0
+    late = Raw(server)
+    assert (await late.hello(resume=late.proof(w)))["resume_error"] == "session expired"
+    await server.shutdown(grace=0)
