@@ -4,7 +4,9 @@
 everything that replaces it: the first connect (HELLO, WELCOME, the link's reader tasks), the
 transport's events (a transport GOAWAY, a close with a status, a path change), a link that ends
 (``on_disconnect``, then a reconnect when the client's :class:`~kcprpc.heartbeat.ReconnectPolicy`
-asks for one, with ``HELLO.restore`` when it restores), and ``close()``. The client reads
+asks for one, with ``HELLO.restore`` when it restores and ``HELLO.resume`` when the last
+WELCOME gave a resume token: :mod:`kcprpc.resume`), and ``close()`` (which tells the server, so
+that the session is not kept for a resume). The client reads
 ``lifecycle.link`` on every call and talks to the lifecycle only through its public names; the
 lifecycle sees its client through :class:`LifecycleOwner` (the user's hooks, called with the
 client, and two counters).

@@ -245,8 +245,9 @@ class Server:
                 self._end_connection(s)
                 self.sessions.discard(s)
                 if self._may_detach(s):
+                    evicted = self._detach(s)  # at once: a resume may come while the close lingers
                     await conn.close()
-                    await self._detach(s)
+                    await self._detached(s, evicted)
                 else:
                     await self._gone(s, conn)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
@@ -293,22 +294,28 @@ class Server:
             and self.resumable.enabled
         )
 
-    async def _detach(self, s: ServerSession) -> None:
-        """Keep ``s`` for a resume: it lets go of its connection, stays in its rooms and topics
-        (nothing is sent to it), ``on_detach`` runs, and its window (``s.resume_window``, read
-        now) starts; past ``max_detached_sessions`` the oldest detached session is gone."""
+    def _detach(self, s: ServerSession) -> list[ServerSession]:
+        """Keep ``s`` for a resume: it lets go of its connection and stays in its rooms and topics
+        (nothing is sent to it). Returns the sessions evicted to make room for it (past
+        ``max_detached_sessions``, the ones detached longest ago), for :meth:`_detached`."""
         s.release()
         self.stats["sessions_detached"] += 1
-        for old in self.resumable.detach(s):
-            self.stats["detached_evicted"] += 1
+        evicted = self.resumable.detach(s)
+        self.stats["detached_evicted"] += len(evicted)
+        return evicted
+
+    async def _detached(self, s: ServerSession, evicted: list[ServerSession]) -> None:
+        """After :meth:`_detach`: the evicted sessions are gone, ``on_detach`` runs, then the window
+        of ``s`` (``s.resume_window``, read now) starts."""
+        for old in evicted:
             await self._gone(old)
-        if self.on_detach is not None:
+        if self.on_detach is not None and self.resumable.waiting(s):
             try:
                 await maybe_await(self.on_detach(s))
             except Exception:
                 log.exception("on_detach hook failed")
         if not self.resumable.waiting(s):
-            return  # resumed, evicted or gone while the hook ran
+            return  # resumed, evicted or gone meanwhile
         window = s.resume_window
         if not window or window <= 0:
             self.stats["sessions_expired"] += 1

@@ -8,7 +8,7 @@ A :class:`ServerProtocol` is one client connection; :meth:`ServerProtocol.open_s
 * ``None``: nothing (the frame was ignored; bad ones are counted in ``counters["bad_frames"]``);
 * ``bytes``: a frame to send back on this stream (a PONG, a TRAILER refusing a call);
 * an event (:class:`StartCall`, :class:`CallMessage`, :class:`CallEnd`, :class:`CallCancel`,
-  :class:`HelloAccepted`, :class:`HelloRefused`, :class:`StartNotify`).
+  :class:`HelloAccepted`, :class:`HelloRefused`, :class:`StartNotify`, :class:`ClientLeaving`).
 
 The protocol never runs handlers and never waits: it owns the call ids (the table of the open calls
 of each stream, with the pump's handle for each), the counts that limits apply to (concurrent calls,
