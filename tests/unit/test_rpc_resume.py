@@ -416,3 +416,21 @@ async def test_the_server_may_end_a_detached_session() -> None:
     late = Raw(server)
     assert (await late.hello(resume=late.proof(w)))["resume_error"] == "session expired"
     await server.shutdown(grace=0)
+
+
+@pytest.mark.parametrize("link", ["memory", "mux"])
+async def test_a_session_gone_silent_detaches_and_resumes(link: Any) -> None:
+    hooks = Hooks()
+    config = ServerConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=0.2))
+    async with pair([Demo()], link=link, client_config=FAST, server_config=config, **hooks.kwargs()) as p:
+        sid = p.client.session_id
+        assert sid is not None
+        back = asyncio.Event()
+        p.client.on_reconnect = lambda _: back.set()
+        p.refuse = True
+        p.blackhole()  # no EOF: only the server's heartbeat sweep notices
+        await hooks.wait_for("on_detach", sid)
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        assert p.client.session_id == sid and p.client.resumes == 1
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]
