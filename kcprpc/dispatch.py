@@ -362,6 +362,8 @@ class StreamPump:
         decode budget its body holds) until it ends."""
         cid, md, timeout_ms, request, spec, handler = ev
         sess = self.sess
+        if sess.resumed_into is not None:  # a stream opened before its connection resumed a session
+            self.sess = sess = sess.resumed_into
         loop = self.loop
         call = ServerCall(cid, self.writer)
         call.cost = cost

@@ -241,6 +241,8 @@ class Server:
             for t in list(tasks):
                 t.cancel()
             s = sess.resumed_into or sess
+            if s is not sess:
+                self.push.drop(sess)  # the session this connection began with, before it resumed another
             if s.conn is conn:  # else the session went on on another connection (a resume took it over)
                 self._end_connection(s)
                 self.sessions.discard(s)

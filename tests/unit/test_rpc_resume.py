@@ -434,3 +434,24 @@ async def test_a_session_gone_silent_detaches_and_resumes(link: Any) -> None:
         await asyncio.wait_for(back.wait(), TIMEOUT)
         assert p.client.session_id == sid and p.client.resumes == 1
         assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]
+
+
+async def test_a_stream_opened_before_the_resume_serves_the_resumed_session() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    await r1.lose()
+    r2 = Raw(server)
+    early = await r2.client.open_stream()  # before its HELLO: its calls wait for WELCOME
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True
+    early.write(c.encode_frame(c.CALL, 1, ["test.Demo/whoami", None, 5000, c.FLAG_END, None]))
+    dec = c.FrameDecoder()
+    frames: list[Any] = []
+    while not frames:
+        data = await asyncio.wait_for(early.read(65536), TIMEOUT)
+        assert data
+        frames += dec.feed(data)
+    assert frames[0][0] == c.REPLY and frames[0][2][0] == w1["sid"]
+    await server.shutdown(grace=0)
