@@ -77,6 +77,11 @@ class Server:
     most a client gets; a :class:`kcprpc.CompatWire` serves kcp-go's format (kcp-go/kcptun peers).
     A transport a server cannot run raises :class:`UsageError` here, not at :meth:`start`.
 
+    Session hooks (each ``hook(session)``, sync or async): ``on_connect`` (may refuse with
+    RpcError), ``on_detach`` (its connection was lost, it may resume; set
+    ``session.resume_window``), ``on_resume`` (its client is back; may refuse with RpcError),
+    ``on_disconnect`` (gone for good); see :class:`ServerConfig` ``resume_window``.
+
     ``lifespan(server)`` is the app's startup and shutdown (:data:`Lifespan`, an async context
     manager): :meth:`start` enters it once the socket is bound, before the first client;
     :meth:`shutdown` leaves it after the last connection closed. ``kcprpc serve`` runs it too.
