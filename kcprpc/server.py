@@ -41,7 +41,7 @@ from kcprpc.server_session import (
     SessionHook,
 )
 from kcprpc.service import MethodSpec, service_spec
-from kcprpc.session_table import EXPIRED, REFUSED, ResumeTable
+from kcprpc.session_table import ResumeTable, SessionKeeper
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, maybe_await, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
@@ -161,6 +161,7 @@ class Server:
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.resumable = ResumeTable(self.config, self.stats)
         """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
+        self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:
@@ -251,10 +252,11 @@ class Server:
             if s.conn is conn:  # else the session went on on another connection (a resume took it over)
                 self._end_connection(s)
                 self.sessions.discard(s)
-                if self._may_detach(s):
-                    evicted = self._detach(s)  # at once: a resume may come while the close lingers
+                keeper = self._keeper
+                if keeper.may_detach(s):
+                    evicted = keeper.detach(s)  # at once: a resume may come while the close lingers
                     await conn.close()
-                    await self._detached(s, evicted)
+                    await keeper.detached(s, evicted)
                 else:
                     await self._gone(s, conn)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
@@ -287,99 +289,16 @@ class Server:
             except Exception:
                 log.exception("on_disconnect hook failed")
 
-    # ------------------------------------------------------------------ resume
-    def _may_detach(self, s: ServerSession) -> bool:
-        """True when ``s``, whose connection is lost, is kept for a resume."""
-        window = s.resume_window
-        return (
-            s.may_resume
-            and s.resume_token is not None
-            and not self._closing
-            and bool(window)
-            and window is not None
-            and window > 0
-            and self.resumable.enabled
-        )
-
-    def _detach(self, s: ServerSession) -> list[ServerSession]:
-        """Keep ``s`` for a resume: it lets go of its connection and stays in its rooms and topics
-        (nothing is sent to it). Returns the sessions evicted to make room for it (past
-        ``max_detached_sessions``, the ones detached longest ago), for :meth:`_detached`."""
-        s.release()
-        self.stats["sessions_detached"] += 1
-        evicted = self.resumable.detach(s)
-        self.stats["detached_evicted"] += len(evicted)
-        return evicted
-
-    async def _detached(self, s: ServerSession, evicted: list[ServerSession]) -> None:
-        """After :meth:`_detach`: the evicted sessions are gone, ``on_detach`` runs, then the window
-        of ``s`` (``s.resume_window``, read now) starts."""
-        for old in evicted:
-            await self._gone(old)
-        if self.on_detach is not None and self.resumable.waiting(s):
-            try:
-                await maybe_await(self.on_detach(s))
-            except Exception:
-                log.exception("on_detach hook failed")
-        if not self.resumable.waiting(s):
-            return  # resumed, evicted or gone meanwhile
-        window = s.resume_window
-        if not window or window <= 0:
-            self.stats["sessions_expired"] += 1
-            await self._gone(s)
-            return
-        s.expiry = asyncio.get_running_loop().call_later(window, self._expire, s)
-
-    def _expire(self, s: ServerSession) -> None:
-        s.expiry = None
-        if self.resumable.waiting(s):
-            self.stats["sessions_expired"] += 1
-            self.resumable.forget(s)
-            spawn(self.tasks, self._gone(s))
-
+    # ------------------------------------------------------------------ resume (kcprpc.session_table)
     def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
         """The ``resume`` of ``session``'s WELCOME: a fresh token (the previous one void), or None."""
         return self.resumable.ticket(session)
 
     async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
-        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``. The claim must
-        prove the token of a session that is still resumable, on this connection's channel
-        binding, from the same peer key; then ``on_resume`` may refuse (RpcError). A session the
-        server still thought connected is taken over (its old connection ends). Returns the
-        resumed session, which now runs on ``session``'s connection, or why not (``session``
-        then goes on as a fresh one)."""
-        got = self.resumable.claim(session, claim)
-        if isinstance(got, str):
-            return got
-        old, token = got
-        if not old.detached:  # its old connection is not known to be lost yet: end it now
-            conn = old.conn
-            self._end_connection(old)
-            self.sessions.discard(old)
-            old.release()
-            spawn(self.tasks, conn.close())
-        if self.on_resume is not None:
-            try:
-                await maybe_await(self.on_resume(old))
-            except Exception as e:
-                if not isinstance(e, RpcError):
-                    log.exception("on_resume hook failed")
-                self.stats["resumes_refused"] += 1
-                await self._gone(old)
-                return REFUSED
-        if self._closing:
-            await self._gone(old)
-            return EXPIRED
-        if session.closed:  # the new connection was lost meanwhile: the session waits again
-            self.resumable.put_back(old, token)
-            window = old.resume_window or self.config.resume_window or 0.0
-            old.expiry = asyncio.get_running_loop().call_later(window, self._expire, old)
-            return EXPIRED
-        old.adopt(session)
-        self.sessions.discard(session)
-        self.sessions.add(old)
-        self.stats["sessions_resumed"] += 1
-        return old
+        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed
+        session, which now runs on ``session``'s connection, or why not (:meth:`SessionKeeper.resume
+        <kcprpc.session_table.SessionKeeper.resume>`)."""
+        return await self._keeper.resume(session, claim)
 
     async def end_detached(self, session: ServerSession) -> None:
         """End a detached ``session`` now (``session.close()`` does): out of its rooms and topics,
