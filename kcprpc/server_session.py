@@ -294,6 +294,7 @@ class ServerSession:
         self.send_guard = None
         self.stall = None
         self.send_backlog = 0
+        self.protocol, self.receive, self.parking = _detached_parts()  # shared, closed: ~1 KiB a session
 
     def adopt(self, new: ServerSession) -> None:
         """Resume: take the connection of ``new`` (the session a resuming HELLO arrived on, not yet
@@ -322,6 +323,29 @@ class ServerSession:
         self.closed = False
         new.resumed_into = self
         new.closed = True
+
+
+_DETACHED_PARTS: list[tuple[ServerProtocol, ReceiveLimits, ParkingLot]] = []
+
+
+def _detached_parts() -> tuple[ServerProtocol, ReceiveLimits, ParkingLot]:
+    """The closed protocol, receive budgets and parking lot every detached session shares in place
+    of its own (nothing arrives for it: a resume brings the new connection's)."""
+    if not _DETACHED_PARTS:
+        protocol = ServerProtocol({}, ServerLimits(), {})
+        protocol.close()
+        parking = ParkingLot(0, INBOX_LIMIT)
+        receive = ReceiveLimits(
+            max_decoded_bytes=1,
+            max_partial_frame_bytes=1,
+            partial_frame_timeout=None,
+            held_types=(),
+            parking=parking,
+            counters={},
+        )
+        receive.close()
+        _DETACHED_PARTS.append((protocol, receive, parking))
+    return _DETACHED_PARTS[0]
 
 
 class DetachedConnection:
