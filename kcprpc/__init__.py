@@ -15,6 +15,7 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInte
 from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
 from kcprpc.push import Recovered, ResumeFailed
 from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
+from kcprpc.resume import SessionExpired
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -68,6 +69,7 @@ __all__ = [
     "ServerSession",
     "Service",
     "SessionConfig",
+    "SessionExpired",
     "Status",
     "StreamCall",
     "SubscribeReply",

@@ -76,6 +76,7 @@ class Client:
         # connections of this client
         self.counters: dict[str, int] = dict.fromkeys(RECEIVE_COUNTERS, 0)
         self.reconnects = 0
+        self.resumes = 0  # reconnects that resumed the same server session (docs/rpc.md, "Resume")
         self.on_reconnect: Callable[[Client], Any] | None = None
         self.on_disconnect: Callable[[Client, str], Any] | None = None
         # on_give_up(client, error) when reconnecting stops after ReconnectPolicy.max_attempts

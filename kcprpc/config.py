@@ -160,10 +160,7 @@ def effective_transport(
         secure["mux_versions"] = (version,)
     if side == "server" and anonymous and cfg.reset_key is None:
         secure["reset_key"] = process_reset_key()
-    if (
-        handshake_timeout is not None
-        and cfg.handshake_timeout_ms == default.handshake_timeout_ms
-    ):
+    if handshake_timeout is not None and cfg.handshake_timeout_ms == default.handshake_timeout_ms:
         ms = max(1, int(handshake_timeout * 1000))
         if ms != cfg.handshake_timeout_ms:
             secure["handshake_timeout_ms"] = ms

@@ -26,6 +26,7 @@ from kcprpc.protocol.server import (
     CallCancel,
     CallEnd,
     CallMessage,
+    ClientLeaving,
     HelloAccepted,
     HelloRefused,
     StartCall,
@@ -180,10 +181,10 @@ class StreamPump:
         sess.control = self.writer
         hello = ev.hello
         sess.metadata = hello.metadata
-        if self.server.on_connect is None and hello.restore is None:
+        if self.server.on_connect is None and hello.restore is None and hello.resume is None:
             self._welcome(None)
         else:
-            spawn(self.server.tasks, self._handshake(hello.restore))
+            spawn(self.server.tasks, self._handshake(hello.restore, hello.resume))
         return False
 
     def _on_hello_refused(self, ev: HelloRefused, cost: int) -> bool:
@@ -191,7 +192,16 @@ class StreamPump:
         spawn(self.server.tasks, self._refuse(ev.code, ev.message))
         return False
 
-    def _welcome(self, restored: dict[str, Any] | None) -> None:
+    def _on_leaving(self, ev: ClientLeaving, cost: int) -> bool:
+        self.sess.may_resume = False  # the client closes on purpose: its session ends with the connection
+        return False
+
+    def _welcome(
+        self,
+        restored: dict[str, Any] | None,
+        resumed: bool | None = None,
+        resume_error: str | None = None,
+    ) -> None:
         sess, server = self.sess, self.server
         hb = server.config.heartbeat
         body: dict[str, Any] = {
@@ -203,19 +213,48 @@ class StreamPump:
         }
         if restored is not None:
             body["restored"] = restored
+        ticket = server.resume_ticket(sess)
+        if ticket is not None:
+            body["resume"] = ticket
+        if resumed is not None:
+            body["resumed"] = resumed
+        if resume_error is not None:
+            body["resume_error"] = resume_error
         self.writer.send(sess.protocol.welcome(body))
 
-    async def _handshake(self, restore: Any) -> None:
-        """Run ``on_connect`` (which may refuse the connection by raising RpcError), then restore
-        what a reconnecting client names in its HELLO, then answer WELCOME (with what was restored,
-        when the client asked). Calls that arrive before WELCOME are refused with UNAVAILABLE."""
+    async def _handshake(self, restore: Any, resume: Any = None) -> None:
+        """Resume the session a HELLO's ``resume`` names (its ownership proven, ``on_resume``
+        agreeing), or else run ``on_connect`` (which may refuse the connection by raising
+        RpcError) and restore what a reconnecting client names in its HELLO; then answer WELCOME
+        (with what the session is in, when the client asked). Calls that arrive before WELCOME are
+        refused with UNAVAILABLE."""
         server, sess = self.server, self.sess
         restored: dict[str, Any] | None = None
+        resumed: bool | None = None
+        error: str | None = None
         try:
-            if server.on_connect is not None:
-                await maybe_await(server.on_connect(sess))
-            if restore is not None:
-                restored = await self._restore(restore)
+            if resume is not None:
+                got = await server.resume(sess, resume)
+                if isinstance(got, str):
+                    resumed, error = False, got
+                else:
+                    self.sess = sess = got  # the resumed session runs on this connection now
+                    resumed = True
+            if resumed:
+                # membership is the server's: the HELLO's restore only picks what to replay, for
+                # the rooms and topics the session is in
+                claims = restore_claims(restore, server.config) if restore is not None else None
+                recovery = await self._replay(claims[2] if claims is not None else {})
+                restored = {
+                    "rooms": sorted(sess.rooms),
+                    "topics": sorted(sess.topics),
+                    "recovery": {k: r.wire() for k, r in recovery.items()},
+                }
+            else:
+                if server.on_connect is not None:
+                    await maybe_await(server.on_connect(sess))
+                if restore is not None:
+                    restored = await self._restore(restore)
         except Exception as e:
             if isinstance(e, RpcError):
                 code, message = e.status, e.message
@@ -225,7 +264,7 @@ class StreamPump:
             await self._refuse(code, message)
             return
         if not sess.closed:
-            self._welcome(restored)
+            self._welcome(restored, resumed, error)
 
     async def _refuse(self, code: Status, message: str) -> None:
         """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``
@@ -356,6 +395,8 @@ class StreamPump:
         decode budget its body holds) until it ends."""
         cid, md, timeout_ms, request, spec, handler = ev
         sess = self.sess
+        if sess.resumed_into is not None:  # a stream opened before its connection resumed a session
+            self.sess = sess = sess.resumed_into
         loop = self.loop
         call = ServerCall(cid, self.writer)
         call.cost = cost
@@ -499,6 +540,7 @@ _ON_EVENT: dict[type, Callable[[StreamPump, Any, int], bool]] = {
     HelloAccepted: StreamPump._on_hello,
     HelloRefused: StreamPump._on_hello_refused,
     StartNotify: StreamPump._on_notify,
+    ClientLeaving: StreamPump._on_leaving,
 }
 """What the pump does with each event of the protocol (one table for all streams); True: the
 frame's decode budget stays with what it was given to."""

@@ -4,7 +4,9 @@
 everything that replaces it: the first connect (HELLO, WELCOME, the link's reader tasks), the
 transport's events (a transport GOAWAY, a close with a status, a path change), a link that ends
 (``on_disconnect``, then a reconnect when the client's :class:`~kcprpc.heartbeat.ReconnectPolicy`
-asks for one, with ``HELLO.restore`` when it restores), and ``close()``. The client reads
+asks for one, with ``HELLO.restore`` when it restores and ``HELLO.resume`` when the last
+WELCOME gave a resume token: :mod:`kcprpc.resume`), and ``close()`` (which tells the server, so
+that the session is not kept for a resume). The client reads
 ``lifecycle.link`` on every call and talks to the lifecycle only through its public names; the
 lifecycle sees its client through :class:`LifecycleOwner` (the user's hooks, called with the
 client, and two counters).
@@ -23,6 +25,8 @@ from kcprpc.client_config import ClientConfig
 from kcprpc.errors import RpcError, UsageError, no_answer
 from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.link import Link, LinkHooks
+from kcprpc.protocol.frames import Event, Welcome
+from kcprpc.resume import TOKEN_SIZE, SessionExpired, resume_proof
 from kcprpc.status import Status
 from kcprpc.subscriptions import Subscriptions
 from kcprpc.transport import Connection, maybe_await
@@ -41,6 +45,7 @@ class LifecycleOwner(Protocol):
 
     config: ClientConfig
     reconnects: int
+    resumes: int
     path_changes: int
     on_reconnect: Callable[[Any], Any] | None
     on_disconnect: Callable[[Any, str], Any] | None
@@ -81,6 +86,7 @@ class Lifecycle:
         """Set when reconnecting stopped after ``ReconnectPolicy.max_attempts`` (UNAVAILABLE, with
         the last attempt's error): new calls and waits fail with it at once."""
         self._settled = asyncio.Event()  # set when connected or given up: what a waiter waits for
+        self._resume: tuple[str, bytes] | None = None  # (session id, token) of the last WELCOME
 
     @property
     def connected(self) -> bool:
@@ -134,7 +140,10 @@ class Lifecycle:
             )
             conn.add_event_callback(functools.partial(self._on_transport_event, link))
             claim = self._subscriptions.restore_claim() if restore else None
-            link.writer.send(link.protocol.hello(dict(cfg.metadata), claim))
+            resume = self._resume_claim(conn)
+            if resume is not None and claim is None:  # offsets only: what to replay, never membership
+                claim = {"offsets": self._subscriptions.restore_claim()["offsets"]}
+            link.writer.send(link.protocol.hello(dict(cfg.metadata), claim, resume))
             reader = link.loop.create_task(link.read_control())
             link.tasks.append(reader)
             try:
@@ -147,7 +156,19 @@ class Lifecycle:
             await conn.abort()  # the peer never answered: nothing to linger for
             raise
         link.session_id = welcome.session_id
-        if restore:
+        previous = self._resume
+        self._resume = self._ticket(welcome)
+        if resume is not None and previous is not None:
+            if welcome.resumed:
+                self._owner.resumes += 1
+            else:
+                expired = SessionExpired(
+                    session_id=previous[0], reason=welcome.resume_error or "session expired"
+                )
+                self._subscriptions.handle(
+                    Event("kcprpc.SessionExpired", expired.model_dump(), None, None, None)
+                )
+        if restore or resume is not None:
             self._subscriptions.restored(welcome.restored)
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
         old = self.link
@@ -161,16 +182,51 @@ class Lifecycle:
         self._settled.set()
 
     async def close(self) -> None:
-        """Stop reconnecting and close the link; its calls in flight fail with CANCELLED."""
+        """Stop reconnecting and close the link; its calls in flight fail with CANCELLED. The server
+        is told (a GOAWAY on the control stream): the session ends for good, nothing resumes it."""
         self.closing = True
+        self._resume = None
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
         link = self.link
         if link is not None:
+            if not link.closed:
+                link.writer.send(link.protocol.leaving())
             link.writer.flush()
             link.shutdown(RpcError(Status.CANCELLED, "client closed"))
             await link.conn.close()
         self.ready.clear()
+
+    # ------------------------------------------------------------------ resume
+    def _resume_claim(self, conn: Connection) -> dict[str, Any] | None:
+        """The HELLO's ``resume`` for a new connection: the last session's id and the proof of its
+        token bound to this connection (:func:`kcprpc.resume.resume_proof`), or None (no token, or
+        a connection without a channel binding: compat mode)."""
+        if self._resume is None:
+            return None
+        binding = conn.channel_binding
+        if binding is None:
+            return None
+        sid, token = self._resume
+        return {"sid": sid, "proof": resume_proof(token, sid, binding)}
+
+    @staticmethod
+    def _ticket(welcome: Welcome) -> tuple[str, bytes] | None:
+        """(session id, token) of a WELCOME that makes its session resumable, else None."""
+        ticket = welcome.resume
+        sid = welcome.session_id
+        if ticket is None or sid is None:
+            return None
+        token = ticket.get("token")
+        if type(token) is not bytes or len(token) != TOKEN_SIZE:
+            return None
+        return sid, token
+
+    @property
+    def resumable(self) -> bool:
+        """True when the next reconnect will ask to resume the session (the last WELCOME gave a
+        token)."""
+        return self._resume is not None
 
     def rebind(self) -> Any:
         """Move the secure-mode connection to a new local UDP socket; returns the new local address."""
@@ -262,7 +318,6 @@ class Lifecycle:
             if owner.on_reconnect is not None:
                 await maybe_await(owner.on_reconnect(owner))
             return
-
 
     def _give_up(self, attempts: int, last: BaseException | None) -> None:
         """Reconnecting stopped: fail what waits for a connection, log it once, tell the app."""

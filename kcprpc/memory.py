@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections import deque
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class MemoryConnection:
         self.loss = loss
         self._rng = random.Random(seed)
         self.counters = {"streams_opened": 0, "datagrams_sent": 0, "datagrams_dropped": 0}
+        self.binding: bytes | None = None  # set per pair by connection_pair
 
     @staticmethod
     def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -231,6 +233,12 @@ class MemoryConnection:
         """None: no handshake."""
         return None
 
+    @property
+    def channel_binding(self) -> bytes | None:
+        """Random bytes of this pair (both sides the same, drawn by :func:`connection_pair`): unique
+        to the pair within this process, which is all an in-memory peer can be."""
+        return self.binding
+
     def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
         """False: no transport events in memory."""
         return False
@@ -251,6 +259,7 @@ def connection_pair(
     c = MemoryConnection(max_datagram_size=max_datagram_size, loss=loss, seed=seed)
     s = MemoryConnection(max_datagram_size=max_datagram_size, loss=loss, seed=seed + 1)
     c.peer, s.peer = s, c
+    c.binding = s.binding = os.urandom(32)
     return c, s
 
 
@@ -286,6 +295,7 @@ def mux_memory_pair(config: MuxConfig | None = None) -> tuple[MuxConnection, Mux
     c, s = memory_pair(config or RPC_MUX_CONFIG)
     dc, ds = _DatagramPipe(), _DatagramPipe()
     dc.peer, ds.peer = ds, dc
-    return MuxConnection(c, dc, remote_address=("mux-memory", 1)), MuxConnection(
-        s, ds, remote_address=("mux-memory", 2)
+    binding = os.urandom(32)  # the pair's channel binding (in-process only)
+    return MuxConnection(c, dc, remote_address=("mux-memory", 1), channel_binding=binding), MuxConnection(
+        s, ds, remote_address=("mux-memory", 2), channel_binding=binding
     )

@@ -58,6 +58,7 @@ class MuxConnection:
         max_datagram_size: int = 1100,
         remote_address: Any = None,
         on_close: Any = None,
+        channel_binding: bytes | None = None,
     ) -> None:
         self.mux = mux
         self.session = session
@@ -65,6 +66,7 @@ class MuxConnection:
         self._max_dgram = max_datagram_size if self.datagrams is not None else 0
         self._remote = remote_address
         self._on_close = on_close
+        self._binding = channel_binding
         self._closed_ev = asyncio.Event()
 
     async def open_stream(self) -> ByteStream:
@@ -186,6 +188,16 @@ class MuxConnection:
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""
         return self.session.mode if self.session is not None else None
+
+    @property
+    def channel_binding(self) -> bytes | None:
+        """Secure mode: the Noise handshake hash of this connection's handshake (both ends know it,
+        no other connection has it); without a secure session the ``channel_binding`` given (an
+        in-memory pipe's), else None (compat mode: nothing binds, so nothing resumes)."""
+        sec = self.session.secure if self.session is not None else None
+        if sec is not None and sec.handshake_hash:
+            return bytes(sec.handshake_hash)
+        return self._binding
 
     @property
     def peer_public_key(self) -> bytes | None:

@@ -42,6 +42,7 @@ from kcprpc.server_session import (
     SessionHook,
 )
 from kcprpc.service import MethodSpec, service_spec
+from kcprpc.session_table import ResumeTable, SessionKeeper
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, maybe_await, spawn
 from kcprpc.transport_events import PathChanged, PathFailed, PathValidated, TransportEvent
@@ -77,6 +78,11 @@ class Server:
     most a client gets; a :class:`kcprpc.CompatWire` serves kcp-go's format (kcp-go/kcptun peers).
     A transport a server cannot run raises :class:`UsageError` here, not at :meth:`start`.
 
+    Session hooks (each ``hook(session)``, sync or async): ``on_connect`` (may refuse with
+    RpcError), ``on_detach`` (its connection was lost, it may resume; set
+    ``session.resume_window``), ``on_resume`` (its client is back; may refuse with RpcError),
+    ``on_disconnect`` (gone for good); see :class:`ServerConfig` ``resume_window``.
+
     ``lifespan(server)`` is the app's startup and shutdown (:data:`Lifespan`, an async context
     manager): :meth:`start` enters it once the socket is bound, before the first client;
     :meth:`shutdown` leaves it after the last connection closed. ``kcprpc serve`` runs it too.
@@ -101,6 +107,8 @@ class Server:
         on_disconnect: SessionHook | None = None,
         on_restore: RestoreHook | None = None,
         on_path_change: PathHook | None = None,
+        on_detach: SessionHook | None = None,
+        on_resume: SessionHook | None = None,
         reflection: bool = True,
         builtins: Iterable[object] | None = None,
         lifespan: Lifespan | None = None,
@@ -118,6 +126,8 @@ class Server:
         self.on_disconnect = on_disconnect
         self.on_restore = on_restore
         self.on_path_change = on_path_change
+        self.on_detach = on_detach
+        self.on_resume = on_resume
         self.sessions: set[ServerSession] = set()
         self.stats: dict[str, int] = {
             "connections": 0,
@@ -152,6 +162,9 @@ class Server:
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
+        self.resumable = ResumeTable(self.config, self.stats)
+        """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
+        self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
         self.services: list[object] = []
         if builtins is None:
@@ -216,39 +229,90 @@ class Server:
             return
         sess = ServerSession(self, conn)
         self.sessions.add(sess)
-        conn.add_event_callback(lambda ev: self._on_transport_event(sess, ev))
+        # after a resume, ``sess`` forwards to the session it resumed (``resumed_into``)
+        conn.add_event_callback(lambda ev: self._on_transport_event(sess.resumed_into or sess, ev))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
         self.stats["connections"] += 1
         tasks: set[asyncio.Task[Any]] = set()
-        dgram_task = asyncio.ensure_future(self._datagram_loop(sess))
+        dgram_task = asyncio.ensure_future(self._datagram_loop(sess, conn))
         try:
             while True:
                 try:
                     stream = await conn.accept_stream()
                 except (ConnectionError, OSError, EOFError):
                     break
-                spawn(tasks, self._serve_stream(sess, stream))
+                spawn(tasks, self._serve_stream(sess.resumed_into or sess, stream, conn))
         finally:
-            sess.closed = True
-            sess.protocol.close()
-            sess.receive.close()
+            if sess.conn is conn:  # (a session taken over by a resume runs on another one now)
+                sess.closed = True
             dgram_task.cancel()
-            for call in list(sess.calls):
-                call.cancel(CANCEL_CLIENT)
             for t in list(tasks):
                 t.cancel()
-            self._note_release(sess.send_backlog)
-            self._backlog_total -= sess.send_backlog
-            sess.send_backlog = 0
-            self.push.drop(sess)
-            self.sessions.discard(sess)
+            s = sess.resumed_into or sess
+            if s is not sess:
+                self.push.drop(sess)  # the session this connection began with, before it resumed another
+            if s.conn is conn:  # else the session went on on another connection (a resume took it over)
+                self._end_connection(s)
+                self.sessions.discard(s)
+                keeper = self._keeper
+                if keeper.may_detach(s):
+                    evicted = keeper.detach(s)  # at once: a resume may come while the close lingers
+                    await conn.close()
+                    await keeper.detached(s, evicted)
+                else:
+                    await self._gone(s, conn)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux
-            if self.on_disconnect is not None:
-                try:
-                    await maybe_await(self.on_disconnect(sess))
-                except Exception:
-                    log.exception("on_disconnect hook failed")
+
+    def _end_connection(self, s: ServerSession) -> None:
+        """``s``'s connection is over: its protocol and receive budgets close, its calls are
+        cancelled, its send backlog leaves the total."""
+        s.closed = True
+        s.protocol.close()
+        s.receive.close()
+        for call in list(s.calls):
+            call.cancel(CANCEL_CLIENT)
+        self._note_release(s.send_backlog)
+        self._backlog_total -= s.send_backlog
+        s.send_backlog = 0
+
+    async def _gone(self, s: ServerSession, conn: Connection | None = None) -> None:
+        """``s`` is gone for good: out of every room and topic, no longer resumable, then
+        ``on_disconnect`` (after ``conn``, its connection, is closed)."""
+        self.resumable.forget(s)
+        s.detached = False
+        s.may_resume = False
+        self.push.drop(s)
+        self.sessions.discard(s)
+        if conn is not None:
+            await conn.close()
+        if self.on_disconnect is not None:
+            try:
+                await maybe_await(self.on_disconnect(s))
+            except Exception:
+                log.exception("on_disconnect hook failed")
+
+    # ------------------------------------------------------------------ resume (kcprpc.session_table)
+    def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
+        """The ``resume`` of ``session``'s WELCOME: a fresh token (the previous one void), or None."""
+        return self.resumable.ticket(session)
+
+    async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
+        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed
+        session, which now runs on ``session``'s connection, or why not (:meth:`SessionKeeper.resume
+        <kcprpc.session_table.SessionKeeper.resume>`)."""
+        return await self._keeper.resume(session, claim)
+
+    async def end_detached(self, session: ServerSession) -> None:
+        """End a detached ``session`` now (``session.close()`` does): out of its rooms and topics,
+        no longer resumable, then ``on_disconnect``."""
+        if self.resumable.waiting(session):
+            await self._gone(session)
+
+    @property
+    def detached_sessions(self) -> int:
+        """Sessions kept for a resume now."""
+        return len(self.resumable.detached)
 
     def _on_transport_event(self, sess: ServerSession, ev: TransportEvent) -> None:
         """Events of a client's transport (secure mode; runs in the receive path: never blocks)."""
@@ -376,19 +440,22 @@ class Server:
             )
             total -= b
 
-    async def _datagram_loop(self, sess: ServerSession) -> None:
+    async def _datagram_loop(self, sess: ServerSession, conn: Connection) -> None:
         def on_frame(ftype: int, cid: int, body: Any) -> None:
-            sess.last_receive = sess.loop.time()
-            start = sess.protocol.receive_datagram(ftype, cid, body)
+            s = sess.resumed_into or sess  # after a resume: the session it resumed
+            if s.conn is not conn:
+                return  # the session went on on another connection
+            s.last_receive = s.loop.time()
+            start = s.protocol.receive_datagram(ftype, cid, body)
             if start is not None:
-                self.run_notify(sess, start)
+                self.run_notify(s, start)
 
-        await read_datagrams(sess.conn, on_frame, self._bad_datagram)
+        await read_datagrams(conn, on_frame, self._bad_datagram)
 
     def _bad_datagram(self) -> None:
         self.stats["bad_frames"] += 1
 
-    async def _serve_stream(self, sess: ServerSession, stream: ByteStream) -> None:
+    async def _serve_stream(self, sess: ServerSession, stream: ByteStream, conn: Connection) -> None:
         ch = StreamPump(self, sess, stream)
         try:
             await read_frames(
@@ -403,8 +470,8 @@ class Server:
             pass
         finally:
             ch.on_eof()
-            if ch.is_control and not sess.conn.closed:
-                await sess.conn.close()
+            if ch.is_control and not conn.closed:  # this stream's connection (a resume may move the session)
+                await conn.close()
 
     # ------------------------------------------------------------------ notify
     def run_notify(self, sess: ServerSession, start: StartNotify) -> None:
@@ -520,6 +587,8 @@ class Server:
                 s.control.flush()
         await asyncio.sleep(0)
         await asyncio.gather(*(s.conn.close() for s in list(self.sessions)), return_exceptions=True)
+        for s in list(self.resumable.detached.values()):  # kept for a resume: gone now
+            await self._gone(s)
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()

@@ -31,6 +31,14 @@ class ServerConfig(ReceiveSettings):
     # -- recovery (docs/rpc.md, "Recovery: positions, replay and history") --
     max_history_fetch: int = 1000  # messages one kcprpc.Push/History call returns at most
     recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up
+    # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
+    resume_window: float | None = 30.0
+    """Seconds a session whose connection was lost is kept (its id, state, rooms, topics) for its
+    client to resume; each session's ``session.resume_window`` starts from it. None or 0: no
+    resume (a lost connection ends its session at once, as ``on_disconnect`` says)."""
+    max_detached_sessions: int = 10_000
+    """Sessions kept for a resume at once (per process); past it the one detached longest ago is
+    gone at once (``detached_evicted``). 0: no resume."""
     # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
@@ -58,6 +66,7 @@ class ServerConfig(ReceiveSettings):
             or self.max_name_length <= 0
             or self.max_concurrent_notifications <= 0
             or self.max_metadata_size <= 0
+            or self.max_detached_sessions < 0
         ):
             raise UsageError("limits must be positive")
         if self.max_history_fetch <= 0 or self.recovery_buffer < 0:
@@ -66,6 +75,8 @@ class ServerConfig(ReceiveSettings):
             raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
         if self.max_send_backlog_total < self.max_send_backlog:
             raise UsageError("max_send_backlog_total must be at least max_send_backlog")
+        if self.resume_window is not None and not self.resume_window >= 0:
+            raise UsageError("resume_window must be None or seconds >= 0")
         if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
             raise UsageError("slow_consumer_timeout must be positive or None")
         self.receive_limits()

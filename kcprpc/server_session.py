@@ -25,11 +25,12 @@ from kcprpc.receive import ReceiveLimits
 from kcprpc.server_config import ServerConfig
 from kcprpc.service import Delivery, MethodSpec, event_info
 from kcprpc.status import Status
-from kcprpc.transport import Connection, close_code, spawn
+from kcprpc.transport import ByteStream, Connection, SendBacklog, close_code, spawn
+from kcprpc.transport_events import TransportEvent
 
 log = logging.getLogger("kcprpc.server")
 
-__all__ = ["END_OF_REQUESTS", "ServerCall", "ServerHost", "ServerSession"]
+__all__ = ["END_OF_REQUESTS", "DetachedConnection", "ServerCall", "ServerHost", "ServerSession"]
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
 """Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
@@ -94,6 +95,15 @@ class ServerSession:
         self.path_changes = 0  # secure mode: times this client moved to a new address
         self.closed = False
         cfg = server.config
+        # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
+        self.resume_window: float | None = cfg.resume_window
+        """Seconds this session is kept for a resume once its connection is lost (read when it
+        detaches: set it in ``on_connect`` or ``on_detach``; None or 0: gone at once)."""
+        self.detached = False  # its connection was lost; it may resume (nothing is sent to it)
+        self.may_resume = True  # False once it ended on purpose or as a penalty (slow consumer)
+        self.resume_token: bytes | None = None  # the token of its last WELCOME (used once)
+        self.resumed_into: ServerSession | None = None  # a new connection's session that resumed another
+        self.expiry: asyncio.TimerHandle | None = None  # while detached: when the window ends
         # the protocol state of this connection (sans-I/O): call tables, limits, HELLO/WELCOME
         self.protocol = ServerProtocol(
             server.method_table,
@@ -217,6 +227,7 @@ class ServerSession:
         if self.closed:
             return
         self.closed = True
+        self.may_resume = False  # a penalty: never resumable
         server = self.server
         server.stats[counter] += 1
         server.backlog_released(self.send_backlog)
@@ -262,8 +273,163 @@ class ServerSession:
             route(self, msg.frame(), msg.delivery)
 
     async def close(self) -> None:
-        """Disconnect this client."""
+        """Disconnect this client (for good: the session is not kept for a resume; a detached one
+        is gone now, ``on_disconnect`` runs)."""
+        self.may_resume = False
+        if self.detached:
+            await self.server.end_detached(self)
+            return
         await self.conn.close()
+
+    # -- resume: the session outlives its connection (docs/rpc.md, "Resume")
+    def release(self) -> None:
+        """The connection is lost and the session kept for a resume (``detached``): let go of the
+        connection's parts (the connection itself, its writers and send bounds; its calls were
+        cancelled). Its id, ``state``, ``metadata``, rooms and topics stay; nothing is sent to it."""
+        self.closed = True
+        self.detached = True
+        self.conn = DetachedConnection(self.conn.remote_address, self.conn.peer_public_key)
+        self.control = None
+        self.calls = set()
+        self.backlog_probe = self.progress_probe = None
+        self.send_guard = None
+        self.stall = None
+        self.send_backlog = 0
+        self.protocol, self.receive, self.parking = _detached_parts()  # shared, closed: ~1 KiB a session
+
+    def adopt(self, new: ServerSession) -> None:
+        """Resume: take the connection of ``new`` (the session a resuming HELLO arrived on, not yet
+        welcomed) as this session's own. ``new`` forwards to this one from now on
+        (``new.resumed_into``), for the pumps of its connection."""
+        self.conn = new.conn
+        self.protocol = new.protocol
+        self.protocol.topics = self.topics  # they count against max_subscriptions
+        self.control = new.control
+        self.loop = new.loop
+        self.last_receive = new.last_receive
+        self._max_dgram = new._max_dgram
+        self.calls = new.calls
+        self.parking = new.parking
+        self.send_limit = new.send_limit
+        self.backlog_probe = new.backlog_probe
+        self.progress_probe = new.progress_probe
+        self.send_backlog = new.send_backlog
+        self.send_guard = new.send_guard
+        if self.send_guard is not None:
+            self.send_guard.check = self.check_send
+        self.stall = new.stall
+        self.receive = new.receive
+        self.path_changes += new.path_changes
+        self.detached = False
+        self.closed = False
+        new.resumed_into = self
+        new.closed = True
+
+
+_DETACHED_PARTS: list[tuple[ServerProtocol, ReceiveLimits, ParkingLot]] = []
+
+
+def _detached_parts() -> tuple[ServerProtocol, ReceiveLimits, ParkingLot]:
+    """The closed protocol, receive budgets and parking lot every detached session shares in place
+    of its own (nothing arrives for it: a resume brings the new connection's)."""
+    if not _DETACHED_PARTS:
+        protocol = ServerProtocol({}, ServerLimits(), {})
+        protocol.close()
+        parking = ParkingLot(0, INBOX_LIMIT)
+        receive = ReceiveLimits(
+            max_decoded_bytes=1,
+            max_partial_frame_bytes=1,
+            partial_frame_timeout=None,
+            held_types=(),
+            parking=parking,
+            counters={},
+        )
+        receive.close()
+        _DETACHED_PARTS.append((protocol, receive, parking))
+    return _DETACHED_PARTS[0]
+
+
+class DetachedConnection:
+    """What a detached session holds instead of its lost connection: the last address and the
+    peer's key (read by ``remote_address`` / ``peer_public_key``), nothing else (it is closed)."""
+
+    def __init__(self, remote_address: Any, peer_public_key: bytes | None) -> None:
+        self._remote = remote_address
+        self._peer_key = peer_public_key
+
+    async def open_stream(self) -> ByteStream:
+        """Raises ``ConnectionError``: the connection is gone."""
+        raise ConnectionError("session detached")
+
+    async def accept_stream(self) -> ByteStream:
+        """Raises ``ConnectionError``: the connection is gone."""
+        raise ConnectionError("session detached")
+
+    def send_datagram(self, data: bytes) -> None:
+        """Raises ``ConnectionError``: the connection is gone."""
+        raise ConnectionError("session detached")
+
+    async def recv_datagram(self) -> bytes:
+        """Raises ``ConnectionError``: the connection is gone."""
+        raise ConnectionError("session detached")
+
+    @property
+    def max_datagram_size(self) -> int:
+        """0: no datagrams."""
+        return 0
+
+    @property
+    def closed(self) -> bool:
+        """True."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    def stats(self) -> dict[str, int]:
+        """No counters."""
+        return {}
+
+    @property
+    def remote_address(self) -> Any:
+        """The address the session had last."""
+        return self._remote
+
+    @property
+    def send_bounds(self) -> SendBacklog | None:
+        """None: nothing is held."""
+        return None
+
+    @property
+    def max_paused_streams(self) -> int | None:
+        """0: no streams."""
+        return 0
+
+    @property
+    def wire_mode(self) -> str | None:
+        """None: no wire."""
+        return None
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        """The peer's static public key of the lost connection, if it had one."""
+        return self._peer_key
+
+    @property
+    def channel_binding(self) -> bytes | None:
+        """None: no connection."""
+        return None
+
+    def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
+        """False: no events."""
+        return False
+
+    def rebind(self) -> Any:
+        """Raises ``ConnectionError``: the connection is gone."""
+        raise ConnectionError("session detached")
+
+    async def abort(self, code: int | None = None, message: str = "") -> None:
+        """Nothing to abort."""
 
 
 RestoreHook = Callable[[ServerSession, list[str], list[str]], Awaitable[None] | None]
@@ -307,3 +473,15 @@ class ServerHost(Protocol):
 
     def backlog_released(self, nbytes: int) -> None:
         """A session that held ``nbytes`` of send backlog ended."""
+
+    def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
+        """A fresh resume token for ``session``'s WELCOME (``{"token", "window_ms"}``; the previous
+        one is no longer valid), or None when it cannot be resumed."""
+
+    async def end_detached(self, session: ServerSession) -> None:
+        """A detached ``session`` is gone now (out of its rooms and topics, ``on_disconnect``)."""
+
+    async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
+        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed
+        session (which took ``session``'s connection), or why not (``"session expired"`` /
+        ``"resume refused"``: ``session`` goes on as a fresh one)."""

@@ -103,6 +103,13 @@ class Connection(Protocol):
         """Secure mode: the peer's static public key when the handshake proved one, else None."""
         ...
 
+    @property
+    def channel_binding(self) -> bytes | None:
+        """Bytes unique to this connection that both ends know and no other connection shares (secure
+        mode: the Noise handshake hash; an in-memory pair: random bytes per pair, in-process only),
+        or None (compat mode). A resume proof is bound to them (:mod:`kcprpc.resume`)."""
+        ...
+
     def add_event_callback(self, callback: Callable[[TransportEvent], None]) -> bool:
         """Call ``callback`` with each :mod:`kcprpc.transport_events` event (in the receive path:
         it must not block); False (and nothing done) when the connection has no such events."""

@@ -3,6 +3,7 @@
 python -m examples.game --bots 20 --seconds 3
 python -m examples.game --serve --port 9100          # server only
 python -m examples.game --connect 127.0.0.1:9100     # bots only
+python -m examples.game --reconnect                  # a player keeps their seat across a dropped connection
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from examples.common import (
     print_figures,
 )
 from examples.game.bots import BotStats, run_bot
+from examples.game.reconnect import keep_seat
 from examples.game.service import KEY, make_server, run_ticker
 
 
@@ -85,6 +87,14 @@ async def main(args: argparse.Namespace) -> int:
             await stop.wait()
             print("shutting down")
             return 0
+        if args.reconnect:
+            kept = await keep_seat(host, port)
+            print(
+                f"player {kept.player_id}: session {kept.session_before} -> {kept.session_after} "
+                f"(resumes: {kept.resumes}), position {kept.position_before} -> {kept.position_after}, "
+                f"in the room's snapshots: {kept.in_snapshot}"
+            )
+            return 0 if kept.session_after == kept.session_before and kept.in_snapshot else 1
         stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
         rep = report(stats, args.seconds, world)
         print_figures(rep, 28)
@@ -104,6 +114,7 @@ def run() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--port", type=port_number, default=0, help="the server's port (default: any free one)")
     ap.add_argument("--serve", action="store_true", help="run only the server")
+    ap.add_argument("--reconnect", action="store_true", help="one player drops the connection and keeps the seat")
     ap.add_argument("--connect", type=host_port, metavar="HOST:PORT", help="run only the bots against HOST:PORT")
     exit_with(main(ap.parse_args()))  # Ctrl-C on --serve: the server shuts down in main()'s finally
 

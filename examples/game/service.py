@@ -70,6 +70,7 @@ class Player:
     x: float = WORLD / 2
     y: float = WORLD / 2
     last_seq: int = -1
+    away: bool = False  # its connection was lost: the seat is kept until it resumes or SEAT_SECONDS pass
 
 
 @dataclass
@@ -163,19 +164,47 @@ async def run_ticker(server: kcprpc.Server, world: World, hz: int = TICK_HZ) -> 
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
+SEAT_SECONDS = 30.0
+"""How long a player whose connection dropped keeps their seat (their session waits for a resume)."""
+
 KEY = "game example passphrase"
 """The shared passphrase of the example (secure wire mode: the handshake's PSK)."""
 
 
-def make_server(host: str = "127.0.0.1", port: int = 9100, *, key: str = KEY) -> tuple[kcprpc.Server, World]:
-    """A game server (secure mode, ``key`` as the passphrase) whose players leave the world when
-    they disconnect."""
+def make_server(
+    host: str = "127.0.0.1", port: int = 9100, *, key: str = KEY, seat_seconds: float = SEAT_SECONDS
+) -> tuple[kcprpc.Server, World]:
+    """A game server (secure mode, ``key`` as the passphrase). A player whose connection drops
+    keeps their seat for ``seat_seconds``: their session (``session.state["player"]``, their room)
+    waits for the client to resume it (docs/rpc.md, "Resume"); they leave the world when they
+    close, or when the seat is given up."""
     world = World()
 
-    def on_disconnect(sess: ServerSession) -> None:
+    def on_detach(sess: ServerSession) -> None:  # disconnected, may come back
+        p = sess.state.get("player")
+        if isinstance(p, Player):
+            p.away = True
+            sess.resume_window = seat_seconds
+        else:
+            sess.resume_window = 0  # no seat to keep
+
+    def on_resume(sess: ServerSession) -> None:  # back: same session, same player, same room
+        p = sess.state.get("player")
+        if isinstance(p, Player):
+            p.away = False
+
+    def on_disconnect(sess: ServerSession) -> None:  # gone for good
         p = sess.state.get("player")
         if isinstance(p, Player):
             world.remove(p)
 
-    server = kcprpc.Server([GameService(world)], host, port, key=key, on_disconnect=on_disconnect)
+    server = kcprpc.Server(
+        [GameService(world)],
+        host,
+        port,
+        key=key,
+        on_detach=on_detach,
+        on_resume=on_resume,
+        on_disconnect=on_disconnect,
+    )
     return server, world

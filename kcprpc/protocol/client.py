@@ -43,6 +43,7 @@ from kcprpc.protocol.frames import (
     Trailer,
     Welcome,
     decode,
+    encode_goaway,
     encode_pong,
 )
 from kcprpc.protocol.state import ConnState, check_transition
@@ -200,12 +201,21 @@ class ClientProtocol:
             self._to(ConnState.CLOSED)
 
     # ------------------------------------------------------------------ sending
-    def hello(self, metadata: dict[str, Any], restore: dict[str, Any] | None) -> bytes:
-        """The HELLO frame that opens the control stream."""
+    def hello(
+        self, metadata: dict[str, Any], restore: dict[str, Any] | None, resume: dict[str, Any] | None = None
+    ) -> bytes:
+        """The HELLO frame that opens the control stream (``resume``: ``{"sid", "proof"}``)."""
         body: dict[str, Any] = {"v": codec.PROTOCOL_VERSION, "md": metadata}
         if restore is not None:
             body["restore"] = restore
+        if resume is not None:
+            body["resume"] = resume
         return encode_frame(codec.HELLO, 0, body)
+
+    def leaving(self) -> bytes:
+        """The GOAWAY a client sends on its control stream before it closes on purpose: its
+        session ends for good (the server keeps nothing for a resume)."""
+        return encode_goaway(int(Status.OK), "client closed")
 
     def next_id(self) -> int:
         """The next call id: 1, 2, 3 … wrapping at 2³², never 0."""

@@ -86,21 +86,28 @@ def _int(v: Any) -> bool:
 
 # ------------------------------------------------------------------------------------ frames
 class Hello(NamedTuple):
-    """c → s, call id 0: ``{"v", "md"?, "restore"?}``."""
+    """c → s, call id 0: ``{"v", "md"?, "restore"?, "resume"?}`` (``resume``: ``{"sid", "proof"}``,
+    checked by the server: :func:`kcprpc.resume.parse_claim`)."""
 
     version: int
     metadata: dict[str, Any]
     restore: dict[str, Any] | None
+    resume: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"v": self.version, "md": self.metadata}
         if self.restore is not None:
             body["restore"] = self.restore
+        if self.resume is not None:
+            body["resume"] = self.resume
         return encode_frame(codec.HELLO, 0, body)
 
 
 class Welcome(NamedTuple):
-    """s → c, call id 0: ``{"v", "sid", "hb", "epoch", "max_msg", "restored"?}``."""
+    """s → c, call id 0: ``{"v", "sid", "hb", "epoch", "max_msg", "restored"?, "resume"?,
+    "resumed"?, "resume_error"?}`` (``resume``: ``{"token": bin(32), "window_ms": int}`` when the
+    session can be resumed; ``resumed`` answers a HELLO's ``resume``, with ``resume_error`` when
+    it was not)."""
 
     version: int
     session_id: str | None
@@ -108,6 +115,9 @@ class Welcome(NamedTuple):
     epoch: int | None
     max_message: int | None
     restored: dict[str, Any] | None
+    resume: dict[str, Any] | None = None
+    resumed: bool | None = None
+    resume_error: str | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -119,6 +129,12 @@ class Welcome(NamedTuple):
         }
         if self.restored is not None:
             body["restored"] = self.restored
+        if self.resume is not None:
+            body["resume"] = self.resume
+        if self.resumed is not None:
+            body["resumed"] = self.resumed
+        if self.resume_error is not None:
+            body["resume_error"] = self.resume_error
         return encode_frame(codec.WELCOME, 0, body)
 
 
@@ -332,7 +348,8 @@ def _hello(cid: int, b: Any) -> Frame:
     if not _md(md) or not _md(restore):
         return Malformed(codec.HELLO, cid, "HELLO md/restore is not a map")
     v = b.get("v")
-    return Hello(v if type(v) is int else 0, md or {}, restore)
+    resume = b.get("resume")
+    return Hello(v if type(v) is int else 0, md or {}, restore, resume if type(resume) is dict else None)
 
 
 def _welcome(cid: int, b: Any) -> Frame:
@@ -341,6 +358,7 @@ def _welcome(cid: int, b: Any) -> Frame:
     v, sid, hb, epoch, mx, restored = (
         b.get("v"), b.get("sid"), b.get("hb"), b.get("epoch"), b.get("max_msg"), b.get("restored"),
     )  # fmt: skip
+    resume, resumed, error = b.get("resume"), b.get("resumed"), b.get("resume_error")
     return Welcome(
         v if type(v) is int else 0,
         sid if type(sid) is str else None,
@@ -348,6 +366,9 @@ def _welcome(cid: int, b: Any) -> Frame:
         epoch if _int(epoch) else None,
         mx if _int(mx) else None,
         restored if type(restored) is dict else None,
+        resume if type(resume) is dict else None,
+        resumed if type(resumed) is bool else None,
+        error if type(error) is str else None,
     )
 
 

@@ -8,7 +8,7 @@ A :class:`ServerProtocol` is one client connection; :meth:`ServerProtocol.open_s
 * ``None``: nothing (the frame was ignored; bad ones are counted in ``counters["bad_frames"]``);
 * ``bytes``: a frame to send back on this stream (a PONG, a TRAILER refusing a call);
 * an event (:class:`StartCall`, :class:`CallMessage`, :class:`CallEnd`, :class:`CallCancel`,
-  :class:`HelloAccepted`, :class:`HelloRefused`, :class:`StartNotify`).
+  :class:`HelloAccepted`, :class:`HelloRefused`, :class:`StartNotify`, :class:`ClientLeaving`).
 
 The protocol never runs handlers and never waits: it owns the call ids (the table of the open calls
 of each stream, with the pump's handle for each), the counts that limits apply to (concurrent calls,
@@ -28,6 +28,7 @@ from kcprpc.protocol.frames import (
     Call,
     Cancel,
     End,
+    GoAway,
     Hello,
     Malformed,
     Msg,
@@ -47,6 +48,7 @@ __all__ = [
     "CallCancel",
     "CallEnd",
     "CallMessage",
+    "ClientLeaving",
     "HelloAccepted",
     "HelloRefused",
     "ServerLimits",
@@ -116,6 +118,13 @@ class HelloRefused(NamedTuple):
     goaway: bytes
 
 
+class ClientLeaving(NamedTuple):
+    """A GOAWAY from the client on its control stream: it closes on purpose (``client.close()``),
+    so its session ends for good when the connection does (it is not kept for a resume)."""
+
+    message: str
+
+
 class StartNotify(NamedTuple):
     """An admitted NOTIFY (the pump validates its payload and runs the handler, then
     :meth:`ServerProtocol.notify_done`)."""
@@ -125,7 +134,16 @@ class StartNotify(NamedTuple):
     handler: Callable[..., Any]
 
 
-ServerEvent = StartCall | CallMessage | CallEnd | CallCancel | HelloAccepted | HelloRefused | StartNotify
+ServerEvent = (
+    StartCall
+    | CallMessage
+    | CallEnd
+    | CallCancel
+    | HelloAccepted
+    | HelloRefused
+    | StartNotify
+    | ClientLeaving
+)
 Output = ServerEvent | bytes | None
 
 _OVERSIZED_CALL: Final = "message larger than max_message_size"
@@ -373,6 +391,12 @@ class ServerStream:
             )
         return HelloAccepted(f)
 
+    def _goaway(self, f: GoAway) -> Output:
+        if not self.is_control:  # only the control stream says the client leaves
+            self.counters["bad_frames"] += 1
+            return None
+        return ClientLeaving(f.message)
+
     def _bad_hello(self, code: Status, message: str) -> Output:
         if not self._claim_control():
             return None
@@ -416,6 +440,7 @@ _STREAM_FRAMES: Final[dict[type, Callable[[ServerStream, Any], Output]]] = {
     Ping: ServerStream._ping,
     Notify: ServerStream._notify,
     Hello: ServerStream._hello,
+    GoAway: ServerStream._goaway,
     Rejected: ServerStream._rejected,
 }
 """What a stream does with each frame class (one table for all streams: no per-stream cycle)."""

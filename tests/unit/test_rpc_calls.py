@@ -316,7 +316,7 @@ async def test_limits_give_resource_exhausted() -> None:
 
 
 async def test_client_refuses_oversized_request_locally() -> None:
-    async with pair([Demo()], client_config=ClientConfig(max_message_size=100, heartbeat=None)) as p:
+    async with pair([Demo()], client_config=ClientConfig(max_message_size=200, heartbeat=None)) as p:
         with pytest.raises(RpcError) as ei:
             await p.client.stub(Demo).echo(b"x" * 500)
         assert ei.value.status is Status.RESOURCE_EXHAUSTED
@@ -399,7 +399,7 @@ async def test_oversized_responses_are_resource_exhausted() -> None:
             await d.big(5000)  # the request is tiny, the reply is over the server's limit
         assert ei.value.status is Status.RESOURCE_EXHAUSTED
         assert ei.value.message == "response larger than max_message_size"
-    cfg = ClientConfig(max_message_size=100, heartbeat=None)
+    cfg = ClientConfig(max_message_size=200, heartbeat=None)
     async with pair([Demo()], client_config=cfg) as p:
         d = p.client.stub(Demo)
         with pytest.raises(RpcError) as ei:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from test_rpc_support import Demo, Probe, Req, Tick, rejoin_open_rooms
 
-from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Status, UsageError
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status, UsageError
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction
 from kcprpc.testing import RpcPair, pair
 
@@ -73,6 +73,7 @@ async def test_dead_peer_fails_in_flight_calls_then_reconnects_and_restores(tran
         client_config=FAST,
         link=transport,
         on_restore=rejoin_open_rooms,  # type: ignore[arg-type]
+        server_config=ServerConfig(resume_window=None),  # the restore path (resume: test_rpc_resume.py)
     ) as p:
         d = p.client.stub(Demo)
         await d.join(Req(name="room1"))
@@ -100,8 +101,6 @@ async def test_dead_peer_fails_in_flight_calls_then_reconnects_and_restores(tran
 
 async def test_server_drops_silent_clients() -> None:
     # the client does not ping at all; the server's heartbeat timeout closes the session
-    from kcprpc import ServerConfig
-
     cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=0.1))
     async with pair([Demo()], server_config=cfg, client_config=ClientConfig(heartbeat=None)) as p:
         await p.client.stub(Demo).hello(Req(name="x"))

@@ -41,6 +41,10 @@ def collect(client: kcprpc.Client) -> tuple[asyncio.Queue[Tick], list[kcprpc.Res
     return ticks, failed
 
 
+NO_RESUME = ServerConfig(resume_window=None)
+"""These tests exercise the restore path of a fresh session (resume: test_rpc_resume.py)."""
+
+
 async def fence(p: RpcPair) -> None:
     """One round trip on the control stream: every event sent before it has arrived."""
     await p.client.stub(Demo).hello(Req(name="fence"))
@@ -49,7 +53,7 @@ async def fence(p: RpcPair) -> None:
 @pytest.mark.parametrize("hook", [False, True])
 async def test_a_room_the_service_refused_is_not_restored_from_a_hello(hook: bool) -> None:
     kwargs: dict[str, Any] = {"on_restore": rejoin_open_rooms} if hook else {}
-    async with pair([Demo()], client_config=FAST, **kwargs) as p:
+    async with pair([Demo()], client_config=FAST, server_config=NO_RESUME, **kwargs) as p:
         d = p.client.stub(Demo)
         with pytest.raises(RpcError) as ei:
             await d.join(Req(name="private-vip"))
@@ -76,7 +80,7 @@ async def test_a_room_the_service_refused_is_not_restored_from_a_hello(hook: boo
 
 
 async def test_on_restore_joins_with_the_services_own_check_and_replays_only_those() -> None:
-    async with pair([Demo()], client_config=FAST, on_restore=rejoin_open_rooms) as p:
+    async with pair([Demo()], client_config=FAST, server_config=NO_RESUME, on_restore=rejoin_open_rooms) as p:
         d = p.client.stub(Demo)
         await d.join(Req(name="arena"))
         await p.server.push.to_room("arena", Tick(n=1))
@@ -108,7 +112,9 @@ def refuse_topic(prefix: str) -> Callable[[Any, Callable[[], Awaitable[Any]]], A
 
 
 async def test_a_subscribe_interceptor_also_guards_restored_topics() -> None:
-    async with pair([Demo()], client_config=FAST, server_interceptors=[refuse_topic("secret")]) as p:
+    async with pair(
+        [Demo()], client_config=FAST, server_config=NO_RESUME, server_interceptors=[refuse_topic("secret")]
+    ) as p:
         with pytest.raises(RpcError) as ei:
             await p.client.subscribe("secret.news")
         assert ei.value.status is Status.PERMISSION_DENIED
@@ -138,14 +144,14 @@ async def test_interceptors_see_the_metadata_of_the_hello_when_restoring() -> No
         return await call_next()
 
     cfg = ClientConfig(heartbeat=FAST.heartbeat, reconnect=FAST.reconnect, metadata={"token": "t1"})
-    async with pair([Demo()], client_config=cfg, server_interceptors=[record]) as p:
+    async with pair([Demo()], client_config=cfg, server_config=NO_RESUME, server_interceptors=[record]) as p:
         await p.client.subscribe("news")
         await reconnect(p)
         assert seen == [(None, "news"), ("t1", "news")]
 
 
 async def test_a_hello_naming_more_than_a_session_may_hold_restores_nothing() -> None:
-    config = ServerConfig(max_rooms=8, max_subscriptions=8)
+    config = ServerConfig(max_rooms=8, max_subscriptions=8, resume_window=None)
     async with pair([Demo()], client_config=FAST, server_config=config, on_restore=rejoin_open_rooms) as p:
         await p.client.stub(Demo).join(Req(name="lobby"))
         p.client.rooms.update(f"r{i}" for i in range(5000))  # cheap for the client, not for the server

@@ -1,0 +1,267 @@
+"""The server's resumable sessions (docs/rpc.md, "Resume: the same session after a reconnect").
+
+:class:`ResumeTable` is the bookkeeping: who holds a valid resume token, which sessions are
+detached (their connection lost, kept for a resume) and in what order, and the check of a
+resuming HELLO's claim; it never runs a hook and never closes anything. :class:`SessionKeeper`
+decides what happens to a session whose connection is lost (detached, or gone), to a detached
+one whose window ends or that is evicted, and to a resuming HELLO, and runs the application's
+``on_detach`` / ``on_resume`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
+
+from kcprpc.errors import RpcError
+from kcprpc.resume import TOKEN_SIZE, parse_claim, resume_proof
+from kcprpc.server_config import ServerConfig
+from kcprpc.server_session import ServerSession, SessionHook
+from kcprpc.transport import maybe_await, spawn
+
+log = logging.getLogger("kcprpc.server")
+
+__all__ = ["EXPIRED", "REFUSED", "RESUME_COUNTERS", "KeeperHost", "ResumeTable", "SessionKeeper"]
+
+EXPIRED: Final = "session expired"
+"""Why a resume failed: the session is gone (its window ended, it was evicted, or never was)."""
+REFUSED: Final = "resume refused"
+"""Why a resume failed: the claim was malformed, its proof wrong (a forged or used token, another
+connection's proof), the peer's identity differs, or ``on_resume`` refused it."""
+
+RESUME_COUNTERS: Final = (
+    "sessions_detached",  # connections lost whose session was kept for a resume
+    "sessions_resumed",  # ... and taken back by their client
+    "sessions_expired",  # ... and gone when their window ended (or was set to 0)
+    "resumes_refused",  # resume claims refused: malformed, unknown sid, bad proof, identity, on_resume
+    "detached_evicted",  # detached sessions gone at once past max_detached_sessions
+)
+
+
+class ResumeTable:
+    """Sessions holding a valid resume token (connected or detached), and the detached ones in the
+    order they detached (the oldest is evicted first). ``rng`` draws the tokens."""
+
+    def __init__(
+        self, config: ServerConfig, stats: dict[str, int], rng: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self.rng = rng
+        self.by_id: dict[str, ServerSession] = {}
+        self.detached: OrderedDict[str, ServerSession] = OrderedDict()
+        for k in RESUME_COUNTERS:
+            stats.setdefault(k, 0)
+
+    @property
+    def enabled(self) -> bool:
+        """True when sessions may be kept for a resume at all."""
+        return bool(self.config.resume_window) and self.config.max_detached_sessions > 0
+
+    def ticket(self, session: ServerSession) -> dict[str, Any] | None:
+        """A fresh token for ``session``'s WELCOME (the previous one is void), or None when it
+        cannot be resumed (resume off, a window of 0, or a connection without a channel binding)."""
+        window = session.resume_window
+        if (
+            not self.enabled
+            or not window
+            or window <= 0
+            or not session.may_resume
+            or session.conn.channel_binding is None
+        ):
+            self.forget(session)
+            return None
+        token = self.rng(TOKEN_SIZE)
+        session.resume_token = token
+        self.by_id[session.id] = session
+        return {"token": token, "window_ms": int(window * 1000)}
+
+    def claim(self, new: ServerSession, value: Any) -> tuple[ServerSession, bytes] | str:
+        """Check a HELLO's ``resume`` claim arriving on ``new``'s connection. Proven: the session it
+        names and the token it used, which is void from now on (the session is out of the detached
+        list, its timer stopped). Else :data:`EXPIRED` or :data:`REFUSED` (counted); the session a
+        forged claim names is not touched."""
+        stats = self.stats
+        claim = parse_claim(value)
+        if claim is None:
+            stats["resumes_refused"] += 1
+            return REFUSED
+        old = self.by_id.get(claim.sid)
+        token = old.resume_token if old is not None else None
+        if old is None or token is None or old is new:
+            stats["resumes_refused"] += 1
+            return EXPIRED
+        binding = new.conn.channel_binding
+        if binding is None or not hmac.compare_digest(resume_proof(token, claim.sid, binding), claim.proof):
+            stats["resumes_refused"] += 1
+            return REFUSED
+        key = old.peer_public_key
+        if key is not None and key != new.peer_public_key:
+            stats["resumes_refused"] += 1
+            return REFUSED
+        self.forget(old)  # the token is used: once
+        return old, token
+
+    def put_back(self, session: ServerSession, token: bytes) -> None:
+        """A proven resume did not complete (its new connection was lost meanwhile): the session is
+        detached again with the token the client still holds (its window starts again)."""
+        session.resume_token = token
+        self.by_id[session.id] = session
+        self.detached[session.id] = session
+
+    def detach(self, session: ServerSession) -> list[ServerSession]:
+        """``session`` is detached now: the sessions evicted to make room (the oldest first, no
+        longer resumable; the caller ends them)."""
+        self.detached[session.id] = session
+        evicted: list[ServerSession] = []
+        while len(self.detached) > self.config.max_detached_sessions:
+            _, oldest = self.detached.popitem(last=False)
+            self.forget(oldest)
+            evicted.append(oldest)
+        return evicted
+
+    def waiting(self, session: ServerSession) -> bool:
+        """True while ``session`` is detached and still resumable."""
+        return self.detached.get(session.id) is session
+
+    def forget(self, session: ServerSession) -> None:
+        """``session`` can no longer be resumed (its token void, out of the detached list, its
+        timer stopped)."""
+        session.resume_token = None
+        if self.by_id.get(session.id) is session:
+            del self.by_id[session.id]
+        if self.detached.get(session.id) is session:
+            del self.detached[session.id]
+        if session.expiry is not None:
+            session.expiry.cancel()
+            session.expiry = None
+
+
+class KeeperHost(Protocol):
+    """What :class:`SessionKeeper` uses of its server (:class:`kcprpc.Server`)."""
+
+    config: ServerConfig
+    stats: dict[str, int]
+    sessions: set[ServerSession]
+    tasks: set[asyncio.Task[Any]]
+    on_detach: SessionHook | None
+    on_resume: SessionHook | None
+
+    @property
+    def closing(self) -> bool:
+        """True once the server began shutting down."""
+
+
+class SessionKeeper:
+    """What happens to a session whose connection is lost, and to a resuming HELLO: it is
+    detached (kept, its window running, ``on_detach``), taken back (``on_resume``, then it runs on
+    the new connection), or gone (``gone(session)``: out of the hub, ``on_disconnect``). The
+    server gives it ``end_connection(session)`` (a connection's teardown: calls cancelled, send
+    backlog released) and ``gone``."""
+
+    def __init__(
+        self,
+        host: KeeperHost,
+        table: ResumeTable,
+        end_connection: Callable[[ServerSession], None],
+        gone: Callable[[ServerSession], Awaitable[None]],
+    ) -> None:
+        self.host = host
+        self.table = table
+        self.end_connection = end_connection
+        self.gone = gone
+
+    def may_detach(self, s: ServerSession) -> bool:
+        """True when ``s``, whose connection is lost, is kept for a resume."""
+        window = s.resume_window
+        return (
+            s.may_resume
+            and s.resume_token is not None
+            and not self.host.closing
+            and bool(window)
+            and window is not None
+            and window > 0
+            and self.table.enabled
+        )
+
+    def detach(self, s: ServerSession) -> list[ServerSession]:
+        """Keep ``s`` for a resume: it lets go of its connection and stays in its rooms and topics
+        (nothing is sent to it). Returns the sessions evicted to make room for it (past
+        ``max_detached_sessions``, the ones detached longest ago), for :meth:`detached`."""
+        s.release()
+        self.host.stats["sessions_detached"] += 1
+        evicted = self.table.detach(s)
+        self.host.stats["detached_evicted"] += len(evicted)
+        return evicted
+
+    async def detached(self, s: ServerSession, evicted: list[ServerSession]) -> None:
+        """After :meth:`detach`: the evicted sessions are gone, ``on_detach`` runs, then the window
+        of ``s`` (``s.resume_window``, read now) starts."""
+        for old in evicted:
+            await self.gone(old)
+        if self.host.on_detach is not None and self.table.waiting(s):
+            try:
+                await maybe_await(self.host.on_detach(s))
+            except Exception:
+                log.exception("on_detach hook failed")
+        if not self.table.waiting(s):
+            return  # resumed, evicted or gone meanwhile
+        window = s.resume_window
+        if not window or window <= 0:
+            self.host.stats["sessions_expired"] += 1
+            await self.gone(s)
+            return
+        s.expiry = asyncio.get_running_loop().call_later(window, self.expire, s)
+
+    def expire(self, s: ServerSession) -> None:
+        """The window of a detached ``s`` ended: it is gone (its timer's callback)."""
+        s.expiry = None
+        if self.table.waiting(s):
+            self.host.stats["sessions_expired"] += 1
+            self.table.forget(s)
+            spawn(self.host.tasks, self.gone(s))
+
+    async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
+        """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``. The claim must
+        prove the token of a session that is still resumable, on this connection's channel
+        binding, from the same peer key; then ``on_resume`` may refuse (RpcError). A session the
+        server still thought connected is taken over (its old connection ends). Returns the
+        resumed session, which now runs on ``session``'s connection, or why not (``session``
+        then goes on as a fresh one)."""
+        got = self.table.claim(session, claim)
+        if isinstance(got, str):
+            return got
+        old, token = got
+        if not old.detached:  # its old connection is not known to be lost yet: end it now
+            conn = old.conn
+            self.end_connection(old)
+            self.host.sessions.discard(old)
+            old.release()
+            spawn(self.host.tasks, conn.close())
+        if self.host.on_resume is not None:
+            try:
+                await maybe_await(self.host.on_resume(old))
+            except Exception as e:
+                if not isinstance(e, RpcError):
+                    log.exception("on_resume hook failed")
+                self.host.stats["resumes_refused"] += 1
+                await self.gone(old)
+                return REFUSED
+        if self.host.closing:
+            await self.gone(old)
+            return EXPIRED
+        if session.closed:  # the new connection was lost meanwhile: the session waits again
+            self.table.put_back(old, token)
+            window = old.resume_window or self.host.config.resume_window or 0.0
+            old.expiry = asyncio.get_running_loop().call_later(window, self.expire, old)
+            return EXPIRED
+        old.adopt(session)
+        self.host.sessions.discard(session)
+        self.host.sessions.add(old)
+        self.host.stats["sessions_resumed"] += 1
+        return old

@@ -1,0 +1,457 @@
+"""Resume: a reconnect within the server's window takes back the same ServerSession (its id,
+state, rooms and topics), proven with a token bound to the new connection, used once.
+
+Issue 14, item 1: inside and after the window, a replayed, forged or rebound proof refused and
+counted (the real session unharmed), a peer identity that differs, ``on_resume`` refusing, a clean
+``client.close()``, a server shutdown, ``max_detached_sessions``, a slow consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from test_rpc_support import Demo, Req, Tick
+
+import kcprpc
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, Server, ServerConfig, Status
+from kcprpc import codec as c
+from kcprpc.memory import MemoryConnection, connection_pair
+from kcprpc.resume import resume_proof
+from kcprpc.testing import RpcPair, pair
+
+TIMEOUT = 5.0
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.05, timeout=1.0),
+    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+class Hooks:
+    """The server's session hooks, recorded, with an event per call to wait on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.changed = asyncio.Event()
+
+    def hook(self, name: str, then: Callable[[kcprpc.ServerSession], None] | None = None) -> Any:
+        def run(session: kcprpc.ServerSession) -> None:
+            self.calls.append((name, session.id))
+            self.changed.set()
+            if then is not None:
+                then(session)
+
+        return run
+
+    def kwargs(self, **then: Callable[[kcprpc.ServerSession], None]) -> dict[str, Any]:
+        return {
+            name: self.hook(name, then.get(name))
+            for name in ("on_connect", "on_detach", "on_resume", "on_disconnect")
+        }
+
+    def names(self, sid: str) -> list[str]:
+        return [n for n, s in self.calls if s == sid]
+
+    async def wait_for(self, name: str, sid: str) -> None:
+        async def seen() -> None:
+            while name not in self.names(sid):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(seen(), TIMEOUT)
+
+
+def remember(session: kcprpc.ServerSession) -> None:
+    session.state["seat"] = "north"
+
+
+async def reconnect_after(p: RpcPair, while_down: Callable[[], Any]) -> None:
+    """Drop the connection, keep the client from reconnecting while ``while_down()`` runs, then let
+    it back and wait for its WELCOME."""
+    back = asyncio.Event()
+    p.client.on_reconnect = lambda _: back.set()
+    p.refuse = True
+    await p.drop()
+    await while_down()
+    p.refuse = False
+    await asyncio.wait_for(back.wait(), TIMEOUT)
+
+
+@pytest.mark.parametrize("link", ["memory", "mux", "kcp"])
+async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any) -> None:
+    hooks = Hooks()
+    async with pair([Demo()], link=link, client_config=FAST, **hooks.kwargs(on_connect=remember)) as p:
+        d = p.client.stub(Demo, timeout=TIMEOUT)
+        await d.join(Req(name="arena"))
+        await p.client.subscribe("news")
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        p.client.on(Tick, ticks.put_nowait)
+        await p.server.push.to_room("arena", Tick(n=0))  # an offset for each key
+        await p.server.push.publish("news", Tick(n=1))
+        assert [await asyncio.wait_for(ticks.get(), TIMEOUT) for _ in range(2)] == [Tick(n=0), Tick(n=1)]
+        sid = p.client.session_id
+        assert sid is not None and p.client.lifecycle.resumable
+        (session,) = p.server.sessions
+
+        async def while_detached() -> None:
+            await hooks.wait_for("on_detach", sid)
+            assert p.server.detached_sessions == 1 and session.detached
+            assert p.server.push.members("arena") == {session}  # the seat is kept
+            await p.server.push.to_room("arena", Tick(n=2))  # nothing is sent to it now...
+            await p.server.push.publish("news", Tick(n=3))
+
+        await reconnect_after(p, while_detached)
+        # ... and what it missed is replayed from the client's offsets
+        assert [await asyncio.wait_for(ticks.get(), TIMEOUT) for _ in range(2)] == [Tick(n=2), Tick(n=3)]
+        assert p.client.session_id == sid and p.client.resumes == 1
+        assert p.server.sessions == {session} and not session.detached
+        assert (
+            session.state == {"seat": "north"} and session.rooms == {"arena"} and session.topics == {"news"}
+        )
+        assert p.client.rooms == {"arena"} and p.client.topics == {"news"}
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]  # not gone, not new
+        assert p.server.stats["sessions_detached"] == 1 and p.server.stats["sessions_resumed"] == 1
+        assert await d.whoami() == sid
+        await p.server.push.to_room("arena", Tick(n=4))  # live again
+        assert await asyncio.wait_for(ticks.get(), TIMEOUT) == Tick(n=4)
+
+
+async def test_after_the_window_the_session_is_gone_and_the_client_starts_fresh() -> None:
+    hooks = Hooks()
+    config = ServerConfig(resume_window=0.2)
+    async with pair([Demo()], client_config=FAST, server_config=config, **hooks.kwargs()) as p:
+        await p.client.stub(Demo).join(Req(name="arena"))
+        expired: list[kcprpc.SessionExpired] = []
+        failed: list[kcprpc.ResumeFailed] = []
+        p.client.on(kcprpc.SessionExpired, expired.append)
+        p.client.on(kcprpc.ResumeFailed, failed.append)
+        sid = p.client.session_id
+        assert sid is not None
+
+        async def until_gone() -> None:
+            await hooks.wait_for("on_disconnect", sid)  # the window ended
+
+        await reconnect_after(p, until_gone)
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_disconnect"]
+        assert expired == [kcprpc.SessionExpired(session_id=sid, reason="session expired")]
+        assert [f.key for f in failed] == ["room:arena"]  # Demo has no on_restore: the room is lost
+        new = p.client.session_id
+        assert new is not None and new != sid and p.client.resumes == 0
+        assert hooks.names(new) == ["on_connect"]  # a fresh session, as a first connect
+        assert p.server.stats["sessions_expired"] == 1 and p.server.stats["resumes_refused"] == 1
+        assert p.server.detached_sessions == 0 and p.server.push.members("arena") == set()
+
+
+async def test_on_resume_may_refuse_and_the_old_session_is_gone() -> None:
+    hooks = Hooks()
+
+    def refuse(session: kcprpc.ServerSession) -> None:
+        raise RpcError(Status.PERMISSION_DENIED, "banned while away")
+
+    async with pair([Demo()], client_config=FAST, **hooks.kwargs(on_resume=refuse)) as p:
+        expired: list[kcprpc.SessionExpired] = []
+        p.client.on(kcprpc.SessionExpired, expired.append)
+        sid = p.client.session_id
+        assert sid is not None
+
+        async def detached() -> None:
+            await hooks.wait_for("on_detach", sid)
+
+        await reconnect_after(p, detached)
+        assert expired == [kcprpc.SessionExpired(session_id=sid, reason="resume refused")]
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume", "on_disconnect"]
+        assert p.client.session_id != sid
+        assert p.server.stats["resumes_refused"] == 1 and p.server.stats["sessions_resumed"] == 0
+
+
+@pytest.mark.parametrize("link", ["memory", "mux", "kcp"])
+async def test_a_clean_close_frees_the_session_at_once(link: Any) -> None:
+    hooks = Hooks()
+    async with pair([Demo()], link=link, client_config=FAST, **hooks.kwargs()) as p:
+        await p.client.stub(Demo).join(Req(name="arena"))
+        sid = p.client.session_id
+        assert sid is not None
+        await p.client.close()
+        await hooks.wait_for("on_disconnect", sid)
+        assert hooks.names(sid) == ["on_connect", "on_disconnect"]  # never detached
+        assert p.server.stats["sessions_detached"] == 0 and p.server.detached_sessions == 0
+        assert p.server.push.members("arena") == set()
+
+
+async def test_a_slow_consumer_is_not_resumable() -> None:
+    hooks = Hooks()
+    async with pair([Demo()], client_config=FAST, **hooks.kwargs()) as p:
+        sid = p.client.session_id
+        assert sid is not None
+        (session,) = p.server.sessions
+        session.end_slow_consumer("slow_consumers", "test")
+        await hooks.wait_for("on_disconnect", sid)
+        assert "on_detach" not in hooks.names(sid) and p.server.detached_sessions == 0
+
+
+async def test_the_window_is_the_apps_per_session() -> None:
+    hooks = Hooks()
+
+    def no_seat(session: kcprpc.ServerSession) -> None:
+        session.resume_window = 0  # this one is gone at once
+
+    async with pair([Demo()], client_config=FAST, **hooks.kwargs(on_detach=no_seat)) as p:
+        sid = p.client.session_id
+        assert sid is not None
+        await p.drop()
+        await hooks.wait_for("on_disconnect", sid)
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_disconnect"]
+        assert p.server.stats["sessions_expired"] == 1
+
+
+# ----------------------------------------------------------------------------- raw connections
+class Raw:
+    """One connection to ``server`` that speaks HELLO by hand (its ``binding``: the pair's)."""
+
+    def __init__(self, server: Server, conn: tuple[MemoryConnection, MemoryConnection] | None = None) -> None:
+        self.client, served = conn or connection_pair()
+        self.server = server
+        self.task = asyncio.ensure_future(server.handle_connection(served))
+        self.binding = self.client.channel_binding
+
+    async def hello(self, **body: Any) -> dict[str, Any]:
+        """Send HELLO with ``body``; the WELCOME's body."""
+        self.ctrl = await self.client.open_stream()
+        self.ctrl.write(c.encode_frame(c.HELLO, 0, {"v": 1, "md": {}, **body}))
+        dec = c.FrameDecoder()
+        while True:
+            data = await asyncio.wait_for(self.ctrl.read(65536), TIMEOUT)
+            assert data, "the server closed the connection"
+            for ftype, _, frame in dec.feed(data):
+                if ftype == c.WELCOME:
+                    assert isinstance(frame, dict)
+                    return frame
+
+    def proof(self, welcome: dict[str, Any], binding: bytes | None = None) -> dict[str, Any]:
+        """A resume claim for ``welcome``'s session, bound to ``binding`` (default: this one's)."""
+        b = binding if binding is not None else self.binding
+        assert b is not None
+        return {"sid": welcome["sid"], "proof": resume_proof(welcome["resume"]["token"], welcome["sid"], b)}
+
+    async def lose(self) -> None:
+        """The connection is lost (no goodbye): its session detaches."""
+        await self.client.close()
+        await asyncio.wait_for(self.task, TIMEOUT)
+
+
+async def served(hooks: Hooks, config: ServerConfig | None = None) -> Server:
+    return Server([Demo()], config=config, **hooks.kwargs())
+
+
+async def test_a_used_token_is_refused_and_counted() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    first = await Raw(server).hello()
+    assert len(first["resume"]["token"]) == 32 and first["resume"]["window_ms"] == 30_000
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    await r1.lose()
+    r2 = Raw(server)
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True and w2["sid"] == w1["sid"] and w2["resume"]["token"] != w1["resume"]["token"]
+    await r2.lose()
+    r3 = Raw(server)  # the first token again, correctly bound to this connection: used, refused
+    w3 = await r3.hello(resume=r3.proof(w1))
+    assert w3["resumed"] is False and w3["resume_error"] == "resume refused" and w3["sid"] != w1["sid"]
+    assert server.stats["resumes_refused"] == 1
+    r4 = Raw(server)  # the real session still waits for its owner
+    w4 = await r4.hello(resume=r4.proof(w2))
+    assert w4["resumed"] is True and w4["sid"] == w1["sid"]
+    assert server.stats["sessions_resumed"] == 2
+    await server.shutdown(grace=0)
+
+
+async def test_a_forged_or_rebound_proof_is_refused_and_the_session_unharmed() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    await r1.lose()
+    forged = Raw(server)
+    wf = await forged.hello(resume={"sid": w1["sid"], "proof": os.urandom(32)})
+    assert wf["resumed"] is False and wf["resume_error"] == "resume refused"
+    assert hooks.names(wf["sid"]) == ["on_connect"]  # the forger got a fresh session, nothing more
+    elsewhere = Raw(server)  # a proof made for another connection (a captured HELLO)
+    rebound = Raw(server)
+    wr = await rebound.hello(resume=elsewhere.proof(w1))
+    assert wr["resumed"] is False and wr["resume_error"] == "resume refused"
+    for bad in ({"sid": 7}, {"sid": w1["sid"], "proof": b"short"}, {}):  # malformed claims
+        wb = await Raw(server).hello(resume=bad)
+        assert wb["resumed"] is False and wb["resume_error"] == "resume refused"
+    assert "resumed" not in await Raw(server).hello(resume="x")  # not a map: no resume asked
+    nobody = Raw(server)
+    wn = await nobody.hello(resume={"sid": "no-such-session", "proof": os.urandom(32)})
+    assert wn["resume_error"] == "session expired"
+    assert server.stats["resumes_refused"] == 6
+    assert hooks.names(w1["sid"]) == ["on_connect", "on_detach"]  # untouched by all of that
+    owner = Raw(server)
+    wo = await owner.hello(resume=owner.proof(w1))
+    assert wo["resumed"] is True and wo["sid"] == w1["sid"]
+    await server.shutdown(grace=0)
+
+
+class KeyedConnection(MemoryConnection):
+    """A server side whose peer proved a static key (as a pinned-key secure handshake does)."""
+
+    key: bytes | None = None
+
+    @property
+    def peer_public_key(self) -> bytes | None:
+        return self.key
+
+
+def keyed_pair(key: bytes) -> tuple[MemoryConnection, MemoryConnection]:
+    cl, sv = MemoryConnection(), KeyedConnection()
+    sv.key = key
+    cl.peer, sv.peer = sv, cl
+    cl.binding = sv.binding = os.urandom(32)
+    return cl, sv
+
+
+async def test_a_resume_from_another_peer_identity_is_refused() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r1 = Raw(server, keyed_pair(b"A" * 32))
+    w1 = await r1.hello()
+    await r1.lose()
+    other = Raw(server, keyed_pair(b"B" * 32))
+    wo = await other.hello(resume=other.proof(w1))
+    assert wo["resumed"] is False and wo["resume_error"] == "resume refused"
+    assert server.stats["resumes_refused"] == 1
+    same = Raw(server, keyed_pair(b"A" * 32))
+    ws = await same.hello(resume=same.proof(w1))
+    assert ws["resumed"] is True
+    await server.shutdown(grace=0)
+
+
+async def test_a_resume_takes_over_a_connection_the_server_still_thinks_alive() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r1 = Raw(server)
+    w1 = await r1.hello()  # still connected
+    r2 = Raw(server)
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True and w2["sid"] == w1["sid"]
+    await asyncio.wait_for(r1.task, TIMEOUT)  # the old connection ended
+    assert r1.client.closed and not r2.client.closed
+    (session,) = server.sessions
+    assert session.id == w1["sid"] and not session.closed
+    assert hooks.names(w1["sid"]) == ["on_connect", "on_resume"]
+    await server.shutdown(grace=0)
+
+
+async def test_max_detached_sessions_evicts_the_oldest() -> None:
+    hooks = Hooks()
+    server = await served(hooks, ServerConfig(max_detached_sessions=2))
+    welcomes = []
+    for _ in range(3):
+        r = Raw(server)
+        welcomes.append(await r.hello())
+        await r.lose()
+    oldest = welcomes[0]["sid"]
+    await hooks.wait_for("on_disconnect", oldest)
+    assert server.stats["detached_evicted"] == 1 and server.detached_sessions == 2
+    late = Raw(server)
+    wl = await late.hello(resume=late.proof(welcomes[0]))
+    assert wl["resume_error"] == "session expired"
+    await server.shutdown(grace=0)
+
+
+async def test_shutdown_ends_every_detached_session() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    sids = []
+    for _ in range(2):
+        r = Raw(server)
+        sids.append((await r.hello())["sid"])
+        await r.lose()
+    assert server.detached_sessions == 2
+    await server.shutdown(grace=0)
+    assert server.detached_sessions == 0
+    assert all(hooks.names(s) == ["on_connect", "on_detach", "on_disconnect"] for s in sids)
+
+
+async def test_no_channel_binding_no_token() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    cl, sv = connection_pair()
+    cl.binding = sv.binding = None  # as compat mode: nothing to bind a proof to
+    r = Raw(server, (cl, sv))
+    w = await r.hello()
+    assert "resume" not in w
+    await r.lose()
+    assert hooks.names(w["sid"]) == ["on_connect", "on_disconnect"]  # gone at once
+    off = await served(Hooks(), ServerConfig(resume_window=None))
+    assert "resume" not in await Raw(off).hello()
+    await server.shutdown(grace=0)
+    await off.shutdown(grace=0)
+
+
+def test_config_checks_the_resume_settings() -> None:
+    from kcprpc import UsageError
+
+    with pytest.raises(UsageError, match="resume_window"):
+        ServerConfig(resume_window=-1)
+    with pytest.raises(UsageError):
+        ServerConfig(max_detached_sessions=-1)
+
+
+async def test_the_server_may_end_a_detached_session() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r = Raw(server)
+    w = await r.hello()
+    await r.lose()
+    (session,) = server.resumable.detached.values()
+    await session.close()
+    assert hooks.names(w["sid"]) == ["on_connect", "on_detach", "on_disconnect"]
+    assert server.detached_sessions == 0
+    late = Raw(server)
+    assert (await late.hello(resume=late.proof(w)))["resume_error"] == "session expired"
+    await server.shutdown(grace=0)
+
+
+@pytest.mark.parametrize("link", ["memory", "mux"])
+async def test_a_session_gone_silent_detaches_and_resumes(link: Any) -> None:
+    hooks = Hooks()
+    config = ServerConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=0.2))
+    async with pair([Demo()], link=link, client_config=FAST, server_config=config, **hooks.kwargs()) as p:
+        sid = p.client.session_id
+        assert sid is not None
+        back = asyncio.Event()
+        p.client.on_reconnect = lambda _: back.set()
+        p.refuse = True
+        p.blackhole()  # no EOF: only the server's heartbeat sweep notices
+        await hooks.wait_for("on_detach", sid)
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        assert p.client.session_id == sid and p.client.resumes == 1
+        assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]
+
+
+async def test_a_stream_opened_before_the_resume_serves_the_resumed_session() -> None:
+    hooks = Hooks()
+    server = await served(hooks)
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    await r1.lose()
+    r2 = Raw(server)
+    early = await r2.client.open_stream()  # before its HELLO: its calls wait for WELCOME
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True
+    early.write(c.encode_frame(c.CALL, 1, ["test.Demo/whoami", None, 5000, c.FLAG_END, None]))
+    dec = c.FrameDecoder()
+    frames: list[Any] = []
+    while not frames:
+        data = await asyncio.wait_for(early.read(65536), TIMEOUT)
+        assert data
+        frames += dec.feed(data)
+    assert frames[0][0] == c.REPLY and frames[0][2][0] == w1["sid"]
+    await server.shutdown(grace=0)
