@@ -30,12 +30,17 @@ async def _hello_flood(target: Target, seconds: float) -> dict[str, int]:
     try:
         small = True
         while loop.time() < deadline:
-            client.rooms = {PRIVATE_ROOM}
-            client.topics = {SECRET_TOPIC}
+            # attack code: what the client believes it is in is its own to write
+            subs = client.subscriptions
+            subs.rooms = {PRIVATE_ROOM}
+            subs.topics = {SECRET_TOPIC}
             if not small:
-                client.rooms.update(names)
+                subs.rooms.update(names)
             small = not small
-            client.topic_offsets = {f"room:{PRIVATE_ROOM}": (0, 0), f"topic:{SECRET_TOPIC}": (0, 0)}
+            subs.offsets = {
+                f"room:{PRIVATE_ROOM}": kcprpc.Position(0, 0),
+                f"topic:{SECRET_TOPIC}": kcprpc.Position(0, 0),
+            }
             try:
                 # attack code: the reconnect path, on demand
                 await client.lifecycle.connect_once(restore=True)

@@ -87,7 +87,10 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         await d.join(Req(name="arena"))
         await p.client.subscribe("news")
         ticks: asyncio.Queue[Tick] = asyncio.Queue()
-        p.client.on(Tick, ticks.put_nowait)
+        flags: list[tuple[int, bool]] = []
+        p.client.on(Tick, lambda t, info: (flags.append((t.n, info.replayed)), ticks.put_nowait(t)))
+        reports: list[kcprpc.Recovered] = []
+        p.client.on(kcprpc.Recovered, reports.append)
         await p.server.push.to_room("arena", Tick(n=0))  # an offset for each key
         await p.server.push.publish("news", Tick(n=1))
         assert [await asyncio.wait_for(ticks.get(), TIMEOUT) for _ in range(2)] == [Tick(n=0), Tick(n=1)]
@@ -105,6 +108,7 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         await reconnect_after(p, while_detached)
         # ... and what it missed is replayed from the client's offsets
         assert [await asyncio.wait_for(ticks.get(), TIMEOUT) for _ in range(2)] == [Tick(n=2), Tick(n=3)]
+        assert flags == [(0, False), (1, False), (2, True), (3, True)]  # told apart from live ones
         assert p.client.session_id == sid and p.client.resumes == 1
         assert p.server.sessions == {session} and not session.detached
         assert (
@@ -114,6 +118,10 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]  # not gone, not new
         assert p.server.stats["sessions_detached"] == 1 and p.server.stats["sessions_resumed"] == 1
         assert await d.whoami() == sid
+        assert sorted((r.key, r.recovered, r.replayed, r.missed) for r in reports) == [
+            ("room:arena", True, 1, 0),
+            ("topic:news", True, 1, 0),
+        ]
         await p.server.push.to_room("arena", Tick(n=4))  # live again
         assert await asyncio.wait_for(ticks.get(), TIMEOUT) == Tick(n=4)
 
@@ -455,3 +463,43 @@ async def test_a_stream_opened_before_the_resume_serves_the_resumed_session() ->
         frames += dec.feed(data)
     assert frames[0][0] == c.REPLY and frames[0][2][0] == w1["sid"]
     await server.shutdown(grace=0)
+
+
+async def test_a_detached_member_stays_present_until_it_is_gone() -> None:
+    """Presence and resume: no Left while a session may resume, none and no Joined when it does,
+    Left once it is gone."""
+    hooks = Hooks()
+    cfg = ServerConfig(presence=kcprpc.PresenceConfig(events=["room:arena"]))
+    async with pair([Demo()], server_config=cfg, client_config=FAST, **hooks.kwargs()) as p:
+        a = p.client
+        await a.stub(Demo, timeout=TIMEOUT).join(Req(name="arena"))
+        (sa,) = p.server.sessions
+        observer = kcprpc.Client(p.connector, config=ClientConfig(heartbeat=None))
+        await observer.connect()
+        try:
+            seen: asyncio.Queue[Any] = asyncio.Queue()
+            observer.on(kcprpc.Joined, seen.put_nowait)
+            observer.on(kcprpc.Left, seen.put_nowait)
+            await observer.stub(Demo, timeout=TIMEOUT).join(Req(name="arena"))
+            joined = await asyncio.wait_for(seen.get(), TIMEOUT)  # its own
+            assert isinstance(joined, kcprpc.Joined) and joined.member.id != sa.id
+
+            async def while_detached() -> None:
+                await hooks.wait_for("on_detach", sa.id)
+                members = await observer.members(room="arena")
+                assert {m.id for m in members.members} == {sa.id, joined.member.id}
+
+            back = asyncio.Event()
+            a.on_reconnect = lambda _: back.set()
+            p.refuse = True
+            await sa.conn.close()  # A's connection is lost (the observer's is p.current)
+            await while_detached()
+            p.refuse = False
+            await asyncio.wait_for(back.wait(), TIMEOUT)
+            assert a.session_id == sa.id and a.resumes == 1
+            await a.close()  # on purpose: gone at once
+            left = await asyncio.wait_for(seen.get(), TIMEOUT)
+            assert isinstance(left, kcprpc.Left) and left.member.id == sa.id  # nothing in between
+            assert (await observer.members(room="arena")).total == 1
+        finally:
+            await observer.close()
