@@ -92,6 +92,7 @@ class Attack:
     description: str
     fec: tuple[int, int] | None = None  # the target's FEC setting
     server_args: tuple[str, ...] = field(default=())  # extra arguments of bench._abuse_server
+    settle: float = 0.0  # at least this long to wait for the release (sessions kept for a resume)
 
 
 class EchoMsg(BaseModel):

@@ -44,7 +44,11 @@ def rss_kib() -> int:
 
 def counters(server: kcprpc.Server) -> dict[str, Any]:
     """Every counter the server exposes, flat."""
-    out: dict[str, Any] = {"rss_kib": rss_kib(), "sessions": len(server.sessions)}
+    out: dict[str, Any] = {
+        "rss_kib": rss_kib(),
+        "sessions": len(server.sessions),
+        "detached": server.detached_sessions,
+    }
     out.update({f"server.{k}": v for k, v in server.stats.items()})
     listener = getattr(server, "_listener", None)
     stats = getattr(listener, "stats", None)

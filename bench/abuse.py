@@ -45,7 +45,7 @@ from bench._abuse_common import Attack, Target  # noqa: E402
 RSS_BUDGET_MB = 50.0
 RELEASE_SLACK_MB = 10.0  # "released": back within this of the RSS before the attack
 INTERESTING = ("drop", "refus", "denied", "reject", "fail", "error", "slow", "closed", "evict", "limit",
-               "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale")
+               "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale", "detached", "resum")
 
 
 def all_attacks() -> list[Attack]:
@@ -230,12 +230,12 @@ def run_one(attack: Attack, seconds: float, settle: float) -> dict[str, Any]:
             wall1 = time.time()
             during = server.stats()
             # settle: wait for the attack's sessions to go and the RSS to come back
-            settle_end = time.monotonic() + settle
+            settle_end = time.monotonic() + max(settle, attack.settle)
             after = during
             while time.monotonic() < settle_end:
                 after = server.stats()
                 peak = max(peak, after["rss_kib"])
-                if after["sessions"] <= before["sessions"] + 0 and (
+                if after["sessions"] <= before["sessions"] and after["detached"] <= before["detached"] and (
                     after["rss_kib"] - before["rss_kib"] < RELEASE_SLACK_MB * 1024
                 ):
                     break

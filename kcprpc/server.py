@@ -279,7 +279,7 @@ class Server:
     async def _gone(self, s: ServerSession, conn: Connection | None = None) -> None:
         """``s`` is gone for good: out of every room and topic, no longer resumable, then
         ``on_disconnect`` (after ``conn``, its connection, is closed)."""
-        self.resumable.forget(s)
+        self._note_release(self.resumable.forget(s))  # a detached session's memory, handed back
         s.detached = False
         s.may_resume = False
         self.push.drop(s)

@@ -39,6 +39,13 @@ class ServerConfig(ReceiveSettings):
     max_detached_sessions: int = 10_000
     """Sessions kept for a resume at once (per process); past it the one detached longest ago is
     gone at once (``detached_evicted``). 0: no resume."""
+    max_detached_bytes: int = 32 * 1024 * 1024
+    """Memory the sessions kept for a resume may hold at once (per process), estimated per session
+    as :data:`kcprpc.session_table.DETACHED_BASE` plus its metadata, presence info and room and
+    topic names (``session.state`` is the application's to keep small); past it the ones detached
+    longest ago are gone at once (``detached_evicted``). About 5,000 sessions with little metadata
+    fit in the default: raise it (and the count) for a server that must keep more across a mass
+    disconnect."""
     # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
@@ -67,6 +74,7 @@ class ServerConfig(ReceiveSettings):
             or self.max_concurrent_notifications <= 0
             or self.max_metadata_size <= 0
             or self.max_detached_sessions < 0
+            or self.max_detached_bytes < 0
         ):
             raise UsageError("limits must be positive")
         if self.max_history_fetch <= 0 or self.recovery_buffer < 0:

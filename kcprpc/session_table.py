@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
+from kcprpc.codec import pack
 from kcprpc.errors import RpcError
 from kcprpc.resume import TOKEN_SIZE, parse_claim, resume_proof
 from kcprpc.server_config import ServerConfig
@@ -26,7 +27,26 @@ from kcprpc.transport import maybe_await, spawn
 
 log = logging.getLogger("kcprpc.server")
 
-__all__ = ["EXPIRED", "REFUSED", "RESUME_COUNTERS", "KeeperHost", "ResumeTable", "SessionKeeper"]
+__all__ = [
+    "DETACHED_BASE",
+    "EXPIRED",
+    "REFUSED",
+    "RESUME_COUNTERS",
+    "KeeperHost",
+    "ResumeTable",
+    "SessionKeeper",
+    "detached_cost",
+]
+
+DETACHED_BASE: Final = 6 * 1024
+"""Bytes one detached session holds besides its metadata, presence info and names (its object,
+protocol state, sets and dicts; measured as the server's RSS growth per session)."""
+
+
+def detached_cost(session: ServerSession) -> int:
+    """What ``session`` is charged against ``max_detached_bytes`` while it is detached."""
+    names = sum(len(r) for r in session.rooms) + sum(len(t) for t in session.topics)
+    return DETACHED_BASE + len(pack(session.metadata)) + len(pack(session.presence)) + 2 * names
 
 EXPIRED: Final = "session expired"
 """Why a resume failed: the session is gone (its window ended, it was evicted, or never was)."""
@@ -55,6 +75,8 @@ class ResumeTable:
         self.rng = rng
         self.by_id: dict[str, ServerSession] = {}
         self.detached: OrderedDict[str, ServerSession] = OrderedDict()
+        self.detached_bytes = 0  # the detached sessions' charge (detached_cost) against max_detached_bytes
+        self._cost: dict[str, int] = {}
         for k in RESUME_COUNTERS:
             stats.setdefault(k, 0)
 
@@ -112,34 +134,47 @@ class ResumeTable:
         detached again with the token the client still holds (its window starts again)."""
         session.resume_token = token
         self.by_id[session.id] = session
-        self.detached[session.id] = session
+        self._keep(session)
 
     def detach(self, session: ServerSession) -> list[ServerSession]:
         """``session`` is detached now: the sessions evicted to make room (the oldest first, no
         longer resumable; the caller ends them)."""
-        self.detached[session.id] = session
+        self._keep(session)
         evicted: list[ServerSession] = []
-        while len(self.detached) > self.config.max_detached_sessions:
-            _, oldest = self.detached.popitem(last=False)
+        cfg = self.config
+        while len(self.detached) > cfg.max_detached_sessions or (
+            self.detached_bytes > cfg.max_detached_bytes and self.detached
+        ):
+            oldest = next(iter(self.detached.values()))
             self.forget(oldest)
             evicted.append(oldest)
         return evicted
+
+    def _keep(self, session: ServerSession) -> None:
+        cost = detached_cost(session)
+        self.detached[session.id] = session
+        self.detached_bytes += cost - self._cost.get(session.id, 0)
+        self._cost[session.id] = cost
 
     def waiting(self, session: ServerSession) -> bool:
         """True while ``session`` is detached and still resumable."""
         return self.detached.get(session.id) is session
 
-    def forget(self, session: ServerSession) -> None:
+    def forget(self, session: ServerSession) -> int:
         """``session`` can no longer be resumed (its token void, out of the detached list, its
-        timer stopped)."""
+        timer stopped); returns its charge against ``max_detached_bytes`` (0 if not detached)."""
         session.resume_token = None
+        cost = 0
         if self.by_id.get(session.id) is session:
             del self.by_id[session.id]
         if self.detached.get(session.id) is session:
             del self.detached[session.id]
+            cost = self._cost.pop(session.id, 0)
+            self.detached_bytes -= cost
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None
+        return cost
 
 
 class KeeperHost(Protocol):

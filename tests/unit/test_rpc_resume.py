@@ -372,6 +372,29 @@ async def test_max_detached_sessions_evicts_the_oldest() -> None:
     await server.shutdown(grace=0)
 
 
+async def test_max_detached_bytes_evicts_the_oldest_and_charges_metadata() -> None:
+    from kcprpc.session_table import DETACHED_BASE
+
+    hooks = Hooks()
+    md = {"pad": "x" * 3000}  # each session is charged DETACHED_BASE + about 3 KB
+    server = await served(hooks, ServerConfig(max_detached_bytes=2 * DETACHED_BASE + 7000))
+    welcomes = []
+    for _ in range(3):
+        r = Raw(server)
+        welcomes.append(await r.hello(md=md))
+        await r.lose()
+    await hooks.wait_for("on_disconnect", welcomes[0]["sid"])
+    assert server.stats["detached_evicted"] == 1 and server.detached_sessions == 2
+    assert server.resumable.detached_bytes <= server.config.max_detached_bytes
+    # a resume frees the charge of the session it takes back
+    r = Raw(server)
+    wl = await r.hello(resume=r.proof(welcomes[2]))
+    assert wl["resumed"] is True and server.detached_sessions == 1
+    assert DETACHED_BASE + 3000 < server.resumable.detached_bytes < DETACHED_BASE + 3100
+    await server.shutdown(grace=0)
+    assert server.resumable.detached_bytes == 0
+
+
 async def test_shutdown_ends_every_detached_session() -> None:
     hooks = Hooks()
     server = await served(hooks)
@@ -409,6 +432,8 @@ def test_config_checks_the_resume_settings() -> None:
         ServerConfig(resume_window=-1)
     with pytest.raises(UsageError):
         ServerConfig(max_detached_sessions=-1)
+    with pytest.raises(UsageError):
+        ServerConfig(max_detached_bytes=-1)
 
 
 async def test_the_server_may_end_a_detached_session() -> None:
