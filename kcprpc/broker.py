@@ -29,6 +29,7 @@ __all__ = [
     "BrokerHistory",
     "BrokerMessage",
     "HistoryPolicy",
+    "KeyNames",
     "MemoryBroker",
     "Position",
     "room_key",
@@ -363,6 +364,26 @@ class MemoryBroker:
         items = members.items()
         entries = list(items if limit is None else islice(items, limit))
         return entries, len(members)
+
+
+class KeyNames:
+    """``room`` and ``topic`` read from a broker key (``key``: ``"room:<name>"``,
+    ``"topic:<name>"``, or None for an event sent to one session)."""
+
+    __slots__ = ()
+    key: str | None
+
+    @property
+    def topic(self) -> str | None:
+        """The topic, for a topic's message."""
+        k = self.key
+        return k[6:] if k is not None and k.startswith("topic:") else None
+
+    @property
+    def room(self) -> str | None:
+        """The room, for a room's message."""
+        k = self.key
+        return k[5:] if k is not None and k.startswith("room:") else None
 
 
 def room_key(room: str) -> str:

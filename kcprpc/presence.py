@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
-from kcprpc.broker import Broker, room_key, topic_key
+from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.service import Delivery, event, event_info
@@ -125,42 +125,22 @@ class MemberList(BaseModel):
 
 
 @event("kcprpc.Joined")
-class Joined(BaseModel):
+class Joined(BaseModel, KeyNames):
     """Pushed to the members of a room or topic whose presence has events when a session joins it
     or subscribes to it (on any server sharing the broker); the new member gets its own."""
 
     key: str  # "room:<name>" or "topic:<name>"
     member: MemberInfo
 
-    @property
-    def room(self) -> str | None:
-        """The room joined, if it is a room."""
-        return self.key[5:] if self.key.startswith("room:") else None
-
-    @property
-    def topic(self) -> str | None:
-        """The topic subscribed to, if it is a topic."""
-        return self.key[6:] if self.key.startswith("topic:") else None
-
 
 @event("kcprpc.Left")
-class Left(BaseModel):
+class Left(BaseModel, KeyNames):
     """Pushed to the remaining members when a session leaves a room or topic whose presence has
     events: it left, unsubscribed, or its session is gone (a session that may resume stays a
     member until then)."""
 
     key: str  # "room:<name>" or "topic:<name>"
     member: MemberInfo  # the info it joined with
-
-    @property
-    def room(self) -> str | None:
-        """The room left, if it is a room."""
-        return self.key[5:] if self.key.startswith("room:") else None
-
-    @property
-    def topic(self) -> str | None:
-        """The topic left, if it is a topic."""
-        return self.key[6:] if self.key.startswith("topic:") else None
 
 
 class PresenceSession(Protocol):

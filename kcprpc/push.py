@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel
 
-from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
+from kcprpc.broker import Broker, BrokerMessage, KeyNames, Position, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
@@ -98,7 +98,7 @@ class ResumeFailed(BaseModel):
 
 
 @event("kcprpc.Recovered")
-class Recovered(BaseModel):
+class Recovered(BaseModel, KeyNames):
     """Raised on the client (a local event) for each room and topic recovered after a reconnect,
     and for a ``client.subscribe(topic, since=...)``, once the replayed events were handled.
 
@@ -112,16 +112,6 @@ class Recovered(BaseModel):
     replayed: int
     missed: int | None
     position: Position
-
-    @property
-    def topic(self) -> str | None:
-        """The topic, for a topic."""
-        return self.key[6:] if self.key.startswith("topic:") else None
-
-    @property
-    def room(self) -> str | None:
-        """The room, for a room."""
-        return self.key[5:] if self.key.startswith("room:") else None
 
 
 class Recovery(NamedTuple):

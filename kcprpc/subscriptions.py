@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from kcprpc.broker import Position
+from kcprpc.broker import KeyNames, Position
 from kcprpc.protocol.frames import EVENT_REPLAYED, Event
 from kcprpc.push import Recovered, ResumeFailed
 from kcprpc.service import event_info
@@ -34,7 +34,7 @@ _new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
-class EventInfo:
+class EventInfo(KeyNames):
     """Where a pushed event comes from, for handlers that take a second parameter
     (``client.on(Chat, lambda chat, info: ...)``) and for ``client.events(Chat, info=True)``.
 
@@ -49,19 +49,9 @@ class EventInfo:
     replayed: bool
     unreliable: bool
 
-    @property
-    def topic(self) -> str | None:
-        """The topic it was published on, if any."""
-        return self.key[6:] if self.key is not None and self.key.startswith("topic:") else None
-
-    @property
-    def room(self) -> str | None:
-        """The room it was sent to, if any."""
-        return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
-
 
 @dataclass(frozen=True, slots=True)
-class RawEvent:
+class RawEvent(KeyNames):
     """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
     its payload as a plain msgpack value, and for room and topic messages the broker key
     (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch; ``replayed``: flagged as
@@ -74,16 +64,6 @@ class RawEvent:
     epoch: int | None
     unreliable: bool  # came as an OOB datagram
     replayed: bool = False
-
-    @property
-    def topic(self) -> str | None:
-        """The topic it was published on, if any."""
-        return self.key[6:] if self.key is not None and self.key.startswith("topic:") else None
-
-    @property
-    def room(self) -> str | None:
-        """The room it was sent to, if any."""
-        return self.key[5:] if self.key is not None and self.key.startswith("room:") else None
 
     @property
     def position(self) -> Position | None:

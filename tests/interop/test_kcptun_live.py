@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from kcptun_peer import CLIENT, SERVER, Kcptun, KcptunMissingError, PeerOptions, binary
+from kcptun_peer import Kcptun, PeerOptions
 
 import kcp
 from kcp.batch import open_udp_socket
@@ -49,16 +48,6 @@ SLOW_CRYPTS = {"twofish", "tea", "xtea"}
 PEER_GARBLES = {"sm4"}
 
 
-@pytest.fixture(scope="module")
-def kcptun() -> None:
-    """Skip (or, under CI, fail) when the kcptun binaries are not installed."""
-    try:
-        binary(SERVER)
-        binary(CLIENT)
-    except KcptunMissingError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the live kcptun interop tests: {exc}", pytrace=False)
-        pytest.skip(f"live kcptun interop: {exc}")
 
 
 def _ours(o: PeerOptions, fec: tuple[int, int] | None = None, **session: Any) -> dict[str, Any]:

@@ -6,10 +6,9 @@ keeps serving kcp-go clients. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
-from kcptun_peer import CLIENT, SERVER, Kcptun, KcptunMissingError, PeerOptions, binary
+from kcptun_peer import Kcptun, PeerOptions
 
 import kcp
 from kcp.secure import HandshakeNoAnswer, SecureConfig
@@ -17,15 +16,6 @@ from kcp.secure import HandshakeNoAnswer, SecureConfig
 BOUND = 10.0
 
 
-@pytest.fixture(scope="module")
-def kcptun() -> None:
-    try:
-        binary(SERVER)
-        binary(CLIENT)
-    except KcptunMissingError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the live kcptun interop tests: {exc}", pytrace=False)
-        pytest.skip(f"live kcptun interop: {exc}")
 
 
 async def _until(cond: object, what: str) -> None:
