@@ -28,6 +28,7 @@ from kcp.config import SecureWire, SessionConfig
 from kcp.endpoint import Endpoint
 from kcp.path import EventCallback, Output, PathOwner
 from kcp.pipeline import Pipeline
+from kcp.pmtud import Pmtud
 from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
@@ -49,7 +50,7 @@ from kcp.secure.handshake import ClientState
 from kcp.secure.packet import MIN_TRANSPORT
 from kcp.stats import Counters, fold_secure
 
-__all__ = ["SECURE_OVERHEAD", "SecurePath", "conv_of", "secure_config", "secure_handshake"]
+__all__ = ["SECURE_OVERHEAD", "SecurePath", "conv_of", "new_pmtud", "secure_config", "secure_handshake"]
 
 SECURE_OVERHEAD = MIN_TRANSPORT
 """Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
@@ -92,6 +93,27 @@ def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> 
     )
 
 
+def new_pmtud(conn: SecureConnection, now: int) -> Pmtud | None:
+    """The path MTU search of a new connection (docs/tuning.md "Path MTU"), or None when
+    ``SecureConfig.pmtud`` is off. It starts at the negotiated MTU, falls back to ``pmtud_base``
+    and searches up to ``pmtud_max`` (a UDP payload over IPv4; 20 bytes less over IPv6)."""
+    cfg = conn.config
+    if not cfg.pmtud:
+        return None
+    start = conn.params.mtu
+    host = conn.peer_addr[0] if isinstance(conn.peer_addr, tuple) and conn.peer_addr else ""
+    ipv6 = ":" in str(host)
+    return Pmtud(
+        start=start,
+        base=min(cfg.pmtud_base, start),
+        maximum=cfg.pmtud_max - (20 if ipv6 else 0),
+        now=now,
+        probe_timeout_ms=cfg.pmtud_probe_timeout_ms,
+        confirm_ms=cfg.pmtud_confirm_ms,
+        raise_ms=cfg.pmtud_raise_ms,
+    )
+
+
 def conv_of(conn: SecureConnection) -> int:
     """The KCP conv both ends derive from the handshake (no conv travels in secure mode)."""
     return int.from_bytes(conn.handshake_hash[:4], "little")
@@ -100,7 +122,19 @@ def conv_of(conn: SecureConnection) -> int:
 class SecurePath:
     """The secure connection under one session (see the module docstring)."""
 
-    __slots__ = ("callbacks", "conn", "ep", "held_back", "on_end", "owner", "rekey_due")
+    __slots__ = (
+        "_counters",
+        "_pmtu_applied",
+        "_retrans_seen",
+        "callbacks",
+        "conn",
+        "ep",
+        "held_back",
+        "on_end",
+        "owner",
+        "pmtud",
+        "rekey_due",
+    )
 
     mode: Literal["compat", "secure"] = "secure"
     overhead = SECURE_OVERHEAD
@@ -120,6 +154,11 @@ class SecurePath:
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []
         self.owner: PathOwner | None = None
+        self.pmtud = new_pmtud(conn, now)
+        """The path MTU search (None: ``SecureConfig.pmtud`` is off)."""
+        self._pmtu_applied = conn.params.mtu
+        self._counters: Any = None
+        self._retrans_seen = 0
 
     @property
     def connection(self) -> SecureConnection:
@@ -135,6 +174,7 @@ class SecurePath:
         seal = conn.seal
         pseal = pipeline.seal
         c: Any = counters
+        self._counters = c
         path = self
         now_ms = self.ep.timers.now_ms
         tx_append = self.ep.tx.append
@@ -183,6 +223,35 @@ class SecurePath:
             out["secure_" + k] = v
         out["secure_held_back"] = self.held_back
         out["secure_key_epoch"] = self.conn.epoch
+        if self.pmtud is not None:
+            out.update(self.pmtud.snapshot())
+
+    # -- path MTU --------------------------------------------------------------------------------
+    def _pmtud_run(self, now: int) -> None:
+        """Send the probes the MTU search wants now and apply its MTU to the session."""
+        pm = self.pmtud
+        conn = self.conn
+        if pm is None or not conn.is_open or not conn.path_validated:
+            return
+        probes = pm.poll(now)
+        for pid, size in probes:
+            self.ep.tx.append((conn.ping(now, size, pid), conn.peer_addr))
+        if probes:
+            self.ep.kick()
+        s = self.owner
+        if pm.plpmtu != self._pmtu_applied and s is not None:
+            self._pmtu_applied = pm.plpmtu
+            s.set_mtu(pm.plpmtu)
+
+    def _pmtud_acks(self, now: int) -> None:
+        conn = self.conn
+        acks, conn.probe_acks = conn.probe_acks, []
+        pm = self.pmtud
+        if pm is None:
+            return
+        for pid in acks:
+            pm.on_ack(pid, now)
+        self._pmtud_run(now)  # the next probe at once
 
     # -- receiving -------------------------------------------------------------------------------
     def input(self, datagram: bytes, addr: Address, now: int) -> bool:
@@ -207,6 +276,8 @@ class SecurePath:
                 s.feed(payload, now)  # a session that ended ignores it
             elif authentic:
                 s.touch(now)  # authenticated control traffic (PING, path probes) keeps it alive
+        if payload is None and conn.probe_acks:
+            self._pmtud_acks(now)
         return authentic
 
     def _events(self, now: int) -> None:
@@ -218,6 +289,8 @@ class SecurePath:
                     s.remote_address = conn.peer_addr
                 elif isinstance(ev, PathValidated):
                     s.request_flush()  # segments held back from the new path may go now
+                    if self.pmtud is not None:
+                        self.pmtud.suspect()  # a new path: confirm the MTU there
                 elif isinstance(ev, GoAwayReceived):
                     s.goaway_received = (ev.code, ev.message)
                 elif isinstance(ev, KeyUpdated):
@@ -236,7 +309,17 @@ class SecurePath:
     def timer(self) -> int:
         """When the session should wake for the connection: probes, old-key expiry, key update."""
         t = self.conn.get_timer()
-        return self.rekey_due if t is None or self.rekey_due < t else t
+        due = self.rekey_due if t is None or self.rekey_due < t else t
+        pm = self.pmtud
+        if pm is not None and self.conn.path_validated:
+            c = self._counters
+            if c is not None and c.retrans_segs != self._retrans_seen:
+                self._retrans_seen = c.retrans_segs
+                pm.suspect()  # data is being resent: is the MTU still right?
+            tp = pm.timer()
+            if tp < due:
+                due = tp
+        return due
 
     def on_timer(self, now: int) -> None:
         conn = self.conn
@@ -250,6 +333,9 @@ class SecurePath:
                 self.ep.send(conn.ping(now), conn.peer_addr)
             else:
                 self.rekey_due = now + max(1, conn.config.key_grace_ms)  # previous update unfinished
+        pm = self.pmtud
+        if pm is not None and now >= pm.timer():
+            self._pmtud_run(now)
         if conn.events:
             self._events(now)
         if conn.outbox:
