@@ -7,7 +7,7 @@ import pytest
 
 from kcp.secure import HandshakeConfig, SecureConfig, SecureConnection, SecureUsageError, generate_keypair
 from kcp.secure.connection import MAX_PROBE_ACKS
-from kcp.secure.packet import F_PING_ACK, MIN_PROBE
+from kcp.secure.packet import MIN_PROBE
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
 
 PRIV, PUB = generate_keypair(seeded_rng(3))
@@ -48,16 +48,25 @@ def test_a_plain_ping_is_not_answered() -> None:
     assert sc.counters.mtu_probes_answered == 0
 
 
-def test_unsolicited_answers_are_bounded() -> None:
+def test_answers_nobody_takes_are_bounded() -> None:
     cc, sc, now = _pair()
+    sc.datagrams_to_send(now)
     for i in range(MAX_PROBE_ACKS + 10):
-        pkt = sc._seal_frame(bytes((F_PING_ACK,)) + i.to_bytes(8, "big"), now)  # noqa: SLF001
-        cc.open(pkt, SERVER_ADDR, now)
-    assert len(cc.probe_acks) == MAX_PROBE_ACKS
+        sc.open(cc.ping(now, 100, probe_id=i), CLIENT_ADDR, now)
+    for answer, _to in sc.datagrams_to_send(now):
+        cc.open(answer, SERVER_ADDR, now)
+    assert cc.probe_acks == list(range(MAX_PROBE_ACKS))
     assert cc.counters.mtu_probe_acks == MAX_PROBE_ACKS + 10
-    bad = sc._seal_frame(bytes((F_PING_ACK,)) + b"\x00" * 3, now)  # noqa: SLF001
-    cc.open(bad, SERVER_ADDR, now)
-    assert cc.counters.frame_errors == 1
+
+
+def test_a_zero_padded_ping_is_answered_with_id_zero() -> None:
+    """A padded PING without an id (``ping(now, pad_to)``) reads as probe 0: harmless."""
+    cc, sc, now = _pair()
+    sc.datagrams_to_send(now)
+    sc.open(cc.ping(now, 600), CLIENT_ADDR, now)
+    ((answer, _to),) = sc.datagrams_to_send(now)
+    cc.open(answer, SERVER_ADDR, now)
+    assert cc.probe_acks == [0]
 
 
 def test_pmtud_knobs_are_validated() -> None:
