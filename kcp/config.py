@@ -64,6 +64,16 @@ class SessionConfig:
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
     send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
     nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
+
+    ``loss_recovery`` is how a small flight (a call, an event: at most 8 segments unacked) is
+    retransmitted: ``"adaptive"`` (the default) sends each recovery round as up to ``max_copies``
+    copies ``copy_gap`` ms apart (rounded up to ``interval``), as many as the loss seen on this
+    session calls for (one more on a randomly lossy link, up to ``max_copies`` when losses come
+    in bursts), with no backoff for the first four rounds and then one capped at 4 RTOs;
+    ``"ikcp"`` is ikcp's one retransmission per RTO with its backoff. ``lead_copies`` sends that
+    many spaced copies of every small flight right away (bandwidth for p99 under random loss;
+    default 0). Sender-side only: any ikcp or kcp-go peer is unaffected.
+    docs/tuning.md, "Loss recovery".
     """
 
     mtu: int = 1400
@@ -81,8 +91,16 @@ class SessionConfig:
     datagram_queue: int = 256
     idle_timeout: float | None = 60.0
     close_linger: float = 5.0
+    loss_recovery: Literal["adaptive", "ikcp"] = "adaptive"
+    max_copies: int = 6
+    copy_gap: int = 10
+    lead_copies: int = 0
 
     def __post_init__(self) -> None:
+        if self.loss_recovery not in ("adaptive", "ikcp"):
+            raise KCPUsageError(f"loss_recovery must be 'adaptive' or 'ikcp', got {self.loss_recovery!r}")
+        if not 1 <= self.max_copies <= 16 or not 1 <= self.copy_gap <= 1000 or not 0 <= self.lead_copies <= 8:
+            raise KCPUsageError("max_copies must be in 1..16, copy_gap in 1..1000 ms, lead_copies in 0..8")
         if not 64 <= self.mtu <= 9000:
             raise KCPUsageError("mtu must be in 64..9000")
         if self.snd_wnd < 1 or self.rcv_wnd < 1:
