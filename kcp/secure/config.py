@@ -65,7 +65,9 @@ truncates larger datagrams."""
 @dataclass(frozen=True)
 class SecureConfig:
     """Secure mode's knobs (frozen, validated): versions, suites and limits of the handshake,
-    DoS limits, rekeying and path probing. A :class:`kcp.SecureWire` carries one (``config=``).
+    DoS limits, rekeying, path probing and path MTU discovery (``pmtud*``: on by default, the
+    search goes up to ``pmtud_max`` bytes of UDP payload and falls back to ``pmtud_base`` after a
+    black hole; docs/tuning.md "Path MTU"). A :class:`kcp.SecureWire` carries one (``config=``).
 
     What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
     :class:`kcp.SecureWire`, the MTU and windows on :class:`kcp.SessionConfig`; the handshake core
