@@ -20,6 +20,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -50,7 +53,15 @@ from kcp.secure.handshake import ClientState
 from kcp.secure.packet import MIN_TRANSPORT
 from kcp.stats import Counters, fold_secure
 
-__all__ = ["SECURE_OVERHEAD", "SecurePath", "conv_of", "new_pmtud", "secure_config", "secure_handshake"]
+__all__ = [
+    "SECURE_OVERHEAD",
+    "SecurePath",
+    "conv_of",
+    "new_pmtud",
+    "secure_config",
+    "secure_handshake",
+    "set_dont_fragment",
+]
 
 SECURE_OVERHEAD = MIN_TRANSPORT
 """Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
@@ -95,23 +106,49 @@ def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> 
 
 def new_pmtud(conn: SecureConnection, now: int) -> Pmtud | None:
     """The path MTU search of a new connection (docs/tuning.md "Path MTU"), or None when
-    ``SecureConfig.pmtud`` is off. It starts at the negotiated MTU, falls back to ``pmtud_base``
-    and searches up to ``pmtud_max`` (a UDP payload over IPv4; 20 bytes less over IPv6)."""
+    ``SecureConfig.pmtud`` is off. It starts at the base (``pmtud_base``, or the negotiated MTU if
+    smaller), as RFC 8899 does, and searches up to ``pmtud_max`` (a UDP payload over IPv4; 20
+    bytes less over IPv6) or the negotiated MTU if larger."""
     cfg = conn.config
     if not cfg.pmtud:
         return None
-    start = conn.params.mtu
-    host = conn.peer_addr[0] if isinstance(conn.peer_addr, tuple) and conn.peer_addr else ""
-    ipv6 = ":" in str(host)
+    negotiated = conn.params.mtu
+    base = min(cfg.pmtud_base, negotiated)
+    addr = conn.peer_addr
+    ipv6 = isinstance(addr, tuple) and len(addr) >= 2 and ":" in str(addr[0])
     return Pmtud(
-        start=start,
-        base=min(cfg.pmtud_base, start),
-        maximum=cfg.pmtud_max - (20 if ipv6 else 0),
+        start=base,
+        base=base,
+        maximum=max(cfg.pmtud_max - (20 if ipv6 else 0), negotiated),
         now=now,
         probe_timeout_ms=cfg.pmtud_probe_timeout_ms,
         confirm_ms=cfg.pmtud_confirm_ms,
         raise_ms=cfg.pmtud_raise_ms,
     )
+
+
+_IP_MTU_DISCOVER = 10  # Linux <linux/in.h> (Python's socket module does not name these)
+_IPV6_MTU_DISCOVER = 23  # <linux/in6.h>
+_PMTUDISC_PROBE = 3  # set DF, and ignore the kernel's path MTU cache: the probes decide
+
+
+def set_dont_fragment(sock: Any) -> bool:
+    """Make the kernel send the socket's datagrams with DF (don't fragment), as RFC 8899 needs:
+    a probe that crossed the path as fragments would prove nothing. Linux only; False where it
+    cannot be set (the MTU search is then off). A datagram larger than the local interface's MTU
+    then fails to send (dropped and counted by the socket layer) instead of being fragmented."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE)
+            with contextlib.suppress(OSError):  # a dual-stack socket sends IPv4 as well
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def conv_of(conn: SecureConnection) -> int:
@@ -154,8 +191,12 @@ class SecurePath:
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []
         self.owner: PathOwner | None = None
-        self.pmtud = new_pmtud(conn, now)
-        """The path MTU search (None: ``SecureConfig.pmtud`` is off)."""
+        pm = new_pmtud(conn, now)
+        sock = getattr(ep, "sock", None)
+        if pm is not None and sock is not None and not set_dont_fragment(sock):
+            pm = None  # without DF a probe could cross as fragments: its answer would prove nothing
+        self.pmtud = pm
+        """The path MTU search (None: ``SecureConfig.pmtud`` is off, or DF cannot be set)."""
         self._pmtu_applied = conn.params.mtu
         self._counters: Any = None
         self._retrans_seen = 0
@@ -166,6 +207,10 @@ class SecurePath:
 
     def attach(self, owner: PathOwner) -> None:
         self.owner = owner
+        pm = self.pmtud
+        if pm is not None and pm.plpmtu != self._pmtu_applied:
+            self._pmtu_applied = pm.plpmtu
+            owner.set_mtu(pm.plpmtu)  # the search starts from the base
 
     # -- sending ---------------------------------------------------------------------------------
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
@@ -216,6 +261,8 @@ class SecurePath:
 
     def announce_rebind(self, now: int) -> None:
         conn = self.conn
+        if self.pmtud is not None and not set_dont_fragment(self.ep.sock):
+            self.pmtud = None  # the new socket cannot set DF: keep the MTU found so far
         self.ep.tx.append((conn.ping(now), conn.peer_addr))
 
     def add_stats(self, out: dict[str, int]) -> None:

@@ -1,17 +1,19 @@
 """Path MTU discovery on real loopback UDP (loopback's MTU is 65536): a secure session's search
 stops at the configured maximum, both ends raise their KCP MTU to it, and bulk data still
-crosses. Compat sessions never probe."""
+crosses. The socket sends with DF. Compat sessions never probe."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import sys
 
 import kcp
 from kcp.demo import echo
 from kcp.secure import SecureConfig, generate_keypair
 from kcp.secure.testing import seeded_rng
-from kcp.secure_path import SECURE_OVERHEAD
+from kcp.secure_path import SECURE_OVERHEAD, set_dont_fragment
 from kcp.session import KCPSession
 
 TIMEOUT = 20.0
@@ -105,3 +107,21 @@ async def test_compat_sessions_never_probe() -> None:
     finally:
         lis.close()
         await lis.wait_closed()
+
+
+def test_set_dont_fragment_on_a_real_socket() -> None:
+    """DF (IP_PMTUDISC_PROBE) on IPv4 and IPv6 UDP sockets: a probe must not cross as fragments."""
+    for family, level, opt in (
+        (socket.AF_INET, socket.IPPROTO_IP, 10),
+        (socket.AF_INET6, socket.IPPROTO_IPV6, 23),
+    ):
+        try:
+            s = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError:
+            continue  # no IPv6 here
+        with s:
+            ok = set_dont_fragment(s)
+            if sys.platform.startswith("linux"):
+                assert ok and s.getsockopt(level, opt) == 3
+            else:
+                assert not ok

@@ -75,7 +75,6 @@ class Side:
         self.ep = _Endpoint()
         self.ep.timers.now = now
         self.path = SecurePath(cast(Any, self.ep), conn, now)
-        self.path.attach(self)
         self.remote_address = peer
         self.goaway_received: tuple[int, str] | None = None
         self.ended = False
@@ -89,6 +88,7 @@ class Side:
         eng.stream = 1
         eng.setmtu(conn.params.mtu - self.overhead)
         self.received = bytearray()
+        self.path.attach(self)  # as KCPSession does: after the engine is built
 
     # PathOwner
     def feed(self, datagram: bytes, now: int) -> None:
@@ -199,12 +199,29 @@ def test_the_mtu_converges_to_the_largest_size_that_passes_then_falls_back_when_
     assert up.largest <= 1450
 
 
-def test_probe_losses_keep_the_negotiated_mtu() -> None:
-    client, server, up, down, now = _setup(cap=1400)
+def test_the_search_starts_at_the_base_and_lost_probes_keep_it() -> None:
+    client, server, up, down, now = _setup(cap=1200)
+    assert client.pmtu == 1200 and client.engine.mtu == 1200 - client.overhead  # before any probe
     now = _idle(client, server, up, down, now, 10_000)
-    assert client.pmtu == 1400 and client.engine.mtu == 1400 - client.overhead
-    assert client.path.pmtud is not None and client.path.pmtud.black_holes == 0
+    assert client.pmtu == 1200 and client.engine.mtu == 1200 - client.overhead
+    assert client.path.pmtud is not None
+    assert client.path.pmtud.black_holes == 0 and client.path.pmtud.probes_lost >= 3
     _transfer(client, server, up, down, now, 50_000)
+    assert up.largest <= 1200
+
+
+def test_a_path_smaller_than_the_negotiated_mtu_is_found_from_below() -> None:
+    """1300 bytes pass, the negotiated MTU is 1400: the search starts at 1200 and stops below 1300,
+    so data never goes out at a size the path drops."""
+    client, server, up, down, now = _setup(cap=1300)
+    now = _transfer(client, server, up, down, now, 100_000)
+    now = _idle(client, server, up, down, now, 10_000)
+    assert 1300 - 16 <= client.pmtu <= 1300 and 1300 - 16 <= server.pmtu <= 1300
+    assert client.path.pmtud is not None and server.path.pmtud is not None
+    # every datagram the path dropped was a probe: no data went out too big
+    assert up.too_big == client.path.pmtud.probes_lost > 0
+    assert down.too_big == server.path.pmtud.probes_lost > 0
+    assert client.counters.retrans_segs == 0
 
 
 def test_pmtud_off_sends_no_probes() -> None:
