@@ -261,8 +261,12 @@ class SecurePath:
 
     def announce_rebind(self, now: int) -> None:
         conn = self.conn
-        if self.pmtud is not None and not set_dont_fragment(self.ep.sock):
-            self.pmtud = None  # the new socket cannot set DF: keep the MTU found so far
+        pm = self.pmtud
+        if pm is not None:
+            if set_dont_fragment(self.ep.sock):
+                pm.suspect()  # maybe a new network: confirm the MTU there
+            else:
+                self.pmtud = None  # the new socket cannot set DF: keep the MTU found so far
         self.ep.tx.append((conn.ping(now), conn.peer_addr))
 
     def add_stats(self, out: dict[str, int]) -> None:
@@ -358,7 +362,7 @@ class SecurePath:
         t = self.conn.get_timer()
         due = self.rekey_due if t is None or self.rekey_due < t else t
         pm = self.pmtud
-        if pm is not None and self.conn.path_validated:
+        if pm is not None and self.conn.path_validated and self.conn.is_open:
             c = self._counters
             if c is not None and c.retrans_segs != self._retrans_seen:
                 self._retrans_seen = c.retrans_segs

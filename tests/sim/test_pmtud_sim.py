@@ -139,10 +139,11 @@ class Side:
         return self.path.pmtud.plpmtu
 
 
-def _setup(cap: int) -> tuple[Side, Side, CappedLink, CappedLink, int]:
+def _setup(cap: int, **knobs: Any) -> tuple[Side, Side, CappedLink, CappedLink, int]:
+    k = KNOBS | knobs
     run = run_handshake(
-        HandshakeConfig(server_public_key=PUB, **KNOBS),
-        HandshakeConfig(static_key=PRIV, **KNOBS),
+        HandshakeConfig(server_public_key=PUB, **k),
+        HandshakeConfig(static_key=PRIV, **k),
     )
     cc, sc, now = run.client_conn, run.server_conn, run.now
     assert cc is not None and sc is not None
@@ -222,6 +223,24 @@ def test_a_path_smaller_than_the_negotiated_mtu_is_found_from_below() -> None:
     assert up.too_big == client.path.pmtud.probes_lost > 0
     assert down.too_big == server.path.pmtud.probes_lost > 0
     assert client.counters.retrans_segs == 0
+
+
+def test_retransmissions_start_a_confirmation_before_its_timer() -> None:
+    """The path shrinks in the middle of a transfer: KCP resends, the session suspects its MTU
+    and confirms it at once (not after the 60 s confirmation timer), finds the black hole and
+    falls back. (Segments already sent at the old size stay that size: KCP cannot split them.)"""
+    client, server, up, down, now = _setup(cap=1500, pmtud_confirm_ms=60_000)
+    now = _idle(client, server, up, down, now, 2000)
+    assert client.pmtu == 1472
+    payload = random.Random(9).randbytes(16384)
+    for _ in range(4):
+        assert client.engine.send(payload) == len(payload)
+    up.cap = down.cap = 1300
+    now = _idle(client, server, up, down, now, 8000)
+    assert client.counters.retrans_segs > 0
+    pm = client.path.pmtud
+    assert pm is not None and pm.black_holes == 1
+    assert 1300 - 16 <= client.pmtu <= 1300  # within 8 s of the shrink, with a 60 s timer
 
 
 def test_pmtud_off_sends_no_probes() -> None:
