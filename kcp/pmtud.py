@@ -15,9 +15,10 @@ The machine, after RFC 8899 section 5:
   ``probe_timeout_ms`` is lost; ``max_probes`` (RFC's MAX_PROBES, 3) losses of one size mark it
   too big. An answered probe raises ``plpmtu`` at once.
 * ``SEARCH_COMPLETE``: after ``raise_ms`` (RFC's PMTU_RAISE_TIMER, 600 s) the search runs again,
-  in case the path grew. Every ``confirm_ms``, and at once when the caller reports a suspicion
+  in case the path grew. Every ``confirm_ms``, and soon when the caller reports a suspicion
   (:meth:`Pmtud.suspect`: data is being retransmitted), a confirmation round sends one probe of
-  the current ``plpmtu`` and one of ``base``.
+  the current ``plpmtu`` and one of ``base``. Raises and periodic rounds wait for traffic
+  (:meth:`Pmtud.note_traffic`): an idle path is not probed.
 * Black hole: ``max_probes`` rounds in a row where the ``plpmtu``-sized probe was lost while the
   ``base``-sized one was answered mean the path no longer carries ``plpmtu``: it falls back to
   ``base`` (RFC's BASE_PLPMTU) and searches again below the size that failed. A round where both
@@ -47,6 +48,9 @@ class PmtudState(str, enum.Enum):
     SEARCH_COMPLETE = "search_complete"
 
 
+IDLE = 1 << 62
+"""What :meth:`Pmtud.timer` returns while nothing is due (an idle session)."""
+
 SEARCHING = PmtudState.SEARCHING
 SEARCH_COMPLETE = PmtudState.SEARCH_COMPLETE
 
@@ -55,6 +59,7 @@ class Pmtud:
     """One path's DPLPMTUD state machine (see the module docstring)."""
 
     __slots__ = (
+        "_active",
         "_confirm_at",
         "_confirm_big",
         "_confirm_failures",
@@ -126,6 +131,7 @@ class Pmtud:
         self._confirm_at = 0
         self._raise_at = 0
         self._suspected = False
+        self._active = False
         self._last_round = now
         self.state: PmtudState = SEARCHING
         self._lo = start
@@ -141,7 +147,9 @@ class Pmtud:
             return self._due
         if self._confirm_big:
             return self._due
-        t = self._confirm_at if self._confirm_at < self._raise_at else self._raise_at
+        t = IDLE
+        if self._active:
+            t = self._confirm_at if self._confirm_at < self._raise_at else self._raise_at
         if self._suspected:
             s = self._last_round + self.suspect_gap
             if s < t:
@@ -179,16 +187,20 @@ class Pmtud:
             if self._confirm_failures:
                 return self._start_confirm_round(now)  # next round at once until it is settled
             return []
-        if now >= self._raise_at:
+        if now >= self._raise_at and self._active:
             self._raise_at = now + self.raise_ms
             if self.plpmtu < self.maximum:
+                self._active = False
                 self._search(now, self.plpmtu, self.maximum + 1)
                 if self.state is SEARCHING:
                     return self._poll_search(now)
         if self.plpmtu <= self.base:
             self._confirm_at = self._raise_at  # nothing smaller to fall back to
+            self._suspected = False
             return []
-        if now >= self._confirm_at or (self._suspected and now >= self._last_round + self.suspect_gap):
+        if (self._active and now >= self._confirm_at) or (
+            self._suspected and now >= self._last_round + self.suspect_gap
+        ):
             return self._start_confirm_round(now)
         return []
 
@@ -220,6 +232,11 @@ class Pmtud:
         if self._next_candidate() == 0:
             self._complete(now)
         return changed
+
+    def note_traffic(self) -> None:
+        """Data was sent since the last call. Confirmation rounds and raises run only for a session
+        that sends: an idle one costs no probes (a thousand idle sessions would send 180 KB/s)."""
+        self._active = True
 
     def suspect(self) -> None:
         """Data is being lost (retransmissions) or the path moved: confirm the current size soon
@@ -287,6 +304,7 @@ class Pmtud:
         self._confirm_big, self._confirm_small = big[0], small[0]
         self._confirm_small_acked = False
         self._suspected = False
+        self._active = False
         self._last_round = now
         return [big, small]
 

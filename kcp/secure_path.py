@@ -163,6 +163,7 @@ class SecurePath:
         "_counters",
         "_pmtu_applied",
         "_retrans_seen",
+        "_segs_seen",
         "callbacks",
         "conn",
         "ep",
@@ -200,6 +201,7 @@ class SecurePath:
         self._pmtu_applied = conn.params.mtu
         self._counters: Any = None
         self._retrans_seen = 0
+        self._segs_seen = 0
 
     @property
     def connection(self) -> SecureConnection:
@@ -364,9 +366,13 @@ class SecurePath:
         pm = self.pmtud
         if pm is not None and self.conn.path_validated and self.conn.is_open:
             c = self._counters
-            if c is not None and c.retrans_segs != self._retrans_seen:
-                self._retrans_seen = c.retrans_segs
-                pm.suspect()  # data is being resent: is the MTU still right?
+            if c is not None:
+                if c.out_segs != self._segs_seen:
+                    self._segs_seen = c.out_segs
+                    pm.note_traffic()  # an idle session is not probed
+                if c.retrans_segs != self._retrans_seen:
+                    self._retrans_seen = c.retrans_segs
+                    pm.suspect()  # data is being resent: is the MTU still right?
             tp = pm.timer()
             if tp < due:
                 due = tp

@@ -19,6 +19,7 @@ class FakePath:
         self.pm = pm
         self.mtu = mtu
         self.alive = True
+        self.busy = True  # the session sends data (note_traffic before each step)
         self.now = 0
         self.acks: list[tuple[int, int]] = []
         self.sent: list[tuple[int, int, int]] = []  # (time, id, size)
@@ -26,6 +27,8 @@ class FakePath:
     def run_until(self, end: int, on_step: Callable[[int], None] | None = None) -> None:
         pm = self.pm
         while True:
+            if self.busy:
+                pm.note_traffic()
             t = pm.timer()
             if self.acks and self.acks[0][0] <= t:
                 t = self.acks[0][0]
@@ -161,6 +164,22 @@ def test_suspicion_starts_a_confirmation_round_early_but_rate_limited() -> None:
     assert pm.black_holes == 1
     assert pm.plpmtu < 1472
     assert len(path.sent) > rounds_before
+
+
+def test_an_idle_session_is_not_probed_after_its_search() -> None:
+    pm = new(confirm_ms=15_000, raise_ms=60_000)
+    path = FakePath(pm, 1450)
+    path.busy = False  # the search itself runs without traffic: it sizes the first writes
+    path.run_until(30_000)
+    assert pm.state is PmtudState.SEARCH_COMPLETE
+    searched = len(path.sent)
+    path.run_until(1_000_000)
+    assert len(path.sent) == searched  # no confirmation rounds, no raise while idle
+    pm.note_traffic()
+    assert pm.timer() <= path.now  # traffic again: the overdue confirmation is due now
+    path.busy = True
+    path.run_until(1_000_100)
+    assert len(path.sent) > searched
 
 
 def test_stale_and_unknown_acks_are_ignored() -> None:
