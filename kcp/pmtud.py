@@ -181,11 +181,11 @@ class Pmtud:
         if self.state is SEARCHING:
             return self._poll_search(now)
         if self._confirm_big:
-            self._end_confirm_round(now)
+            again = self._end_confirm_round(now)
             if self.state is SEARCHING:
                 return self._poll_search(now)
-            if self._confirm_failures:
-                return self._start_confirm_round(now)  # next round at once until it is settled
+            if again:
+                return self._start_confirm_round(now)  # the next round at once, until it is settled
             return []
         if now >= self._raise_at and self._active:
             self._raise_at = now + self.raise_ms
@@ -308,22 +308,25 @@ class Pmtud:
         self._last_round = now
         return [big, small]
 
-    def _end_confirm_round(self, now: int) -> None:
-        """The round's time is up and its ``plpmtu`` probe was not answered."""
+    def _end_confirm_round(self, now: int) -> bool:
+        """The round's time is up and its ``plpmtu`` probe was not answered. True: run the next
+        round at once (the base passed, the size did not: a black hole is suspected)."""
         self.probes_lost += 1
         self._confirm_big = 0
         if self._confirm_small:
             self.probes_lost += 1
             self._confirm_small = 0
         if not self._confirm_small_acked:
-            self._confirm_at = now + self.probe_timeout_ms  # path down? that says nothing of the size
-            return
+            # the path is down? That says nothing of the size: try again later, with traffic
+            self._confirm_at = now + self.suspect_gap
+            return False
         self._confirm_failures += 1
         if self._confirm_failures < self.max_probes:
-            return
+            return True
         # black hole: packets of plpmtu vanish while base-sized ones pass
         failed = self.plpmtu
         self.black_holes += 1
         self._confirm_failures = 0
         self.plpmtu = self.base
         self._search(now, self.base, failed)
+        return False

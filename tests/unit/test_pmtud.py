@@ -145,8 +145,10 @@ def test_an_outage_is_not_a_black_hole() -> None:
     path = FakePath(pm, 1500)
     path.run_until(1000)
     path.alive = False  # everything lost, small probes too
+    before = len(path.sent)
     path.run_until(120_000)
     assert pm.plpmtu == 1472 and pm.black_holes == 0
+    assert len(path.sent) - before <= 2 * (120_000 // pm.suspect_gap + 1)  # paced: one round per gap
     path.alive = True
     path.run_until(200_000)
     assert pm.plpmtu == 1472 and pm.black_holes == 0
