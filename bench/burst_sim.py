@@ -7,7 +7,7 @@ engine's loss recovery does to call latency under random and burst loss, in virt
 Each call is one 64-byte message each way (a unary call): the client engine sends it, the server
 engine answers when it has read it, and the latency is the virtual time until the client has read
 the answer. Acks are flushed at once after each input (``SessionConfig.ack_nodelay``). The link is
-:class:`kcp.simlink.SimLink` (seeded; Gilbert–Elliott as linkemu models it, per datagram). It prints
+:class:`kcp.simlink.SimLink` (seeded; Gilbert-Elliott as linkemu models it, per datagram). It prints
 p50 / p99 / max in ms and datagrams and bytes per call. No sockets, no real time.
 """
 

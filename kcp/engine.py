@@ -26,7 +26,6 @@ Implementation notes (all invisible on the wire):
 from __future__ import annotations
 
 import math
-
 import struct
 from collections import deque
 from collections.abc import Callable

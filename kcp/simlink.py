@@ -7,7 +7,7 @@ arrival time is ``<= now``, in arrival order. Nothing here reads a clock: the dr
 
 Each datagram independently:
 
-* is lost with probability ``loss`` (with Gilbert–Elliott burst loss, ``ge_p`` > 0: the link
+* is lost with probability ``loss`` (with Gilbert-Elliott burst loss, ``ge_p`` > 0: the link
   moves Good→Bad with probability ``ge_p`` and Bad→Good with ``ge_r`` per datagram, as linkemu
   does, and loses ``ge_bad_loss`` of the datagrams in Bad and ``loss`` of those in Good);
 * otherwise arrives after ``delay`` plus a uniform ``0..jitter`` ms (plus the serialisation time

@@ -1,9 +1,10 @@
 """The engine's sparse-flight loss recovery (issue 15): spaced copies per recovery round, no
 backoff for the first rounds then a capped one, the adaptive choice of copies, and what it does
-to call latency on a seeded simulated link with burst loss (Gilbert–Elliott, as linkemu)."""
+to call latency on a seeded simulated link with burst loss (Gilbert-Elliott, as linkemu)."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -63,7 +64,7 @@ def test_after_three_rounds_the_backoff_is_capped() -> None:
     eng = sparse(copies=1)
     eng.send(b"x")
     times = sends(eng, 20_000)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     rto = eng.rx_rto
     assert gaps[:4] == [rto] * 4  # the first send and three quick rounds, an RTO apart
     assert gaps[4] > rto and max(gaps) == SPARSE_RTO_CAP * rto  # grows, then stays capped
