@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Calls under loss (issue 6, benchmark 3): kcprpc vs grpcio, sequential unary calls (64 B echo)
-# across linkemu (25 ms one-way delay, loss on both ways), contenders alternated on the same link.
+# Calls under loss (issue 6, benchmark 3; issue 15): kcprpc vs grpcio, sequential unary calls (64 B echo)
+# across linkemu (25 ms one-way delay by default, loss on both ways), contenders alternated on the same link.
 #
 #   bash bench/linkemu_compare.sh            # 5 % loss: 2 rounds (A B A B); 0 % and 1 %: 1 round; 2,000 calls
 #   bash bench/linkemu_compare.sh --quick    # 5 % and 0 %, 1 round, 300 calls
+#   bash bench/linkemu_compare.sh --delay 40 --links "random5=--loss 5;ge1-25=--ge-p 1 --ge-r 25;clean="
 #
-# Options: -n CALLS, --rounds R (at the first loss), --rounds2 R (at the others), --losses "5 0 1",
-#   --delay MS, --seed N, --kcp "LABEL=OPTS;LABEL=OPTS" (kcprpc contenders; OPTS are rpc_loss.py
-#   transport options given to both sides, e.g. "fast3=;fec1/1=--fec 1/1"), --py PYTHON (needs grpcio).
-# Needs root. Uses its own linkemu instance "kcprpcbench" (namespaces kcprpcbench-a/-b, addresses
-# 10.77.0.1/10.77.0.2): servers run in b, clients in a. The instance is always brought down on exit.
-# Prints a table with each contender's p50/p99/max (median over rounds) and kcprpc p99 / grpc p99,
-# plus the CPU pressure (/proc/pressure/cpu) during each run and the forwarder's lateness.
+# Options: -n CALLS, --rounds R (at the first link), --rounds2 R (at the others), --delay MS, --seed N,
+#   --losses "5 0 1" (random loss % each way; one link per value, labelled "loss 5 %"),
+#   --links "LABEL=OPTS;LABEL=OPTS" (instead of --losses: each OPTS are linkemu link options, e.g.
+#     "random5=--loss 5;ge1-25=--ge-p 1 --ge-r 25;ge1-10=--ge-p 1 --ge-r 10;rate5=--rate 5 --loss 1;clean=";
+#     every link starts from a clean link at --delay, so a label's OPTS are all it has),
+#   --ge-p P --ge-r R --ge-bad-loss L (Gilbert-Elliott burst loss added to every link; then --loss is the
+#     loss in the Good state), --link-opts "OPTS" (more linkemu link options for every link, e.g. "--jitter 5"),
+#   --kcp "LABEL=OPTS;LABEL=OPTS" (kcprpc contenders; OPTS are rpc_loss.py transport options given to
+#     both sides, e.g. "fast3=;fec1/1=--fec 1/1"), --py PYTHON (needs grpcio), --name NAME (linkemu
+#     instance, default kcprpcbench), --json FILE (write every run and the summary rows as JSON lines).
+# Needs root. Uses its own linkemu instance (--name; namespaces NAME-a/-b, addresses 10.77.0.1/10.77.0.2):
+# servers run in b, clients in a. The instance is always brought down on exit.
+# Prints a table with each contender's p50/p99/max (median over rounds), the kcprpc/grpc ratios of p50,
+# p99 and max, the bytes on the wire per call (IP bytes incl. headers that entered the link, both
+# directions, lost packets included, from `linkemu stats`; the count covers the connect and the 20
+# warm-up calls, divided by N + 20) and its overhead (÷ the same contender's bytes per call on a clean
+# link of the run: no loss, no GE, no dup), the loss the link applied, the CPU pressure
+# (/proc/pressure/cpu) during each run and the forwarder's lateness.
 set -u -o pipefail
+CALLER_PWD=$PWD
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 LE="$ROOT/../shared/tools/linkemu/linkemu"
@@ -21,11 +34,15 @@ PY=${PY:-"$ROOT/.venv/bin/python"}  # a venv with grpcio for the gRPC contender:
 NAME=kcprpcbench
 B=10.77.0.2
 N=2000
+WARMUP=20
 ROUNDS=2
 ROUNDS2=1
 LOSSES="5 0 1"
+LINKS=""
+LINK_OPTS=""
 DELAY=25
 SEED=1
+JSON_OUT=""
 KCP="fast3=;fast3+fec1/1=--fec 1/1"
 
 while [ $# -gt 0 ]; do
@@ -35,11 +52,16 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2; shift ;;
         --rounds2) ROUNDS2=$2; shift ;;
         --losses) LOSSES=$2; shift ;;
+        --links) LINKS=$2; shift ;;
+        --ge-p|--ge-r|--ge-bad-loss) LINK_OPTS="$LINK_OPTS $1 $2"; shift ;;
+        --link-opts) LINK_OPTS="$LINK_OPTS $2"; shift ;;
         --delay) DELAY=$2; shift ;;
         --seed) SEED=$2; shift ;;
         --kcp) KCP=$2; shift ;;
         --py) PY=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --name) NAME=$2; shift ;;
+        --json) JSON_OUT=$2; case "$JSON_OUT" in /*) ;; *) JSON_OUT="$CALLER_PWD/$JSON_OUT" ;; esac; shift ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -47,9 +69,27 @@ done
 [ -x "$LE" ] || { echo "linkemu not found at $LE" >&2; exit 1; }
 [ -r "$GRPC_PROBE" ] || { echo "grpc probe not found at $GRPC_PROBE" >&2; exit 1; }
 "$PY" -c "import grpc, kcprpc" 2>/dev/null || { echo "$PY lacks grpcio or kcprpc" >&2; exit 1; }
+case "$NAME" in ''|*[!A-Za-z0-9_.-]*) echo "bad --name: $NAME" >&2; exit 2 ;; esac
+
+# the links: LINK_LABELS[i] with linkemu options LINK_SET[i]
+LINK_LABELS=(); LINK_SET=()
+if [ -z "$LINKS" ]; then
+    for loss in $LOSSES; do LINKS="$LINKS;loss $loss %=--loss $loss"; done
+fi
+IFS=';' read -r -a LINK_ITEMS <<<"$LINKS"
+for item in "${LINK_ITEMS[@]}"; do
+    [ -n "${item// /}" ] || continue
+    case "$item" in *=*) ;; *) echo "--links: '$item' is not LABEL=OPTS" >&2; exit 2 ;; esac
+    label=${item%%=*}; label=${label# }
+    [ -n "$label" ] || { echo "--links: '$item' has no label" >&2; exit 2 ;}
+    LINK_LABELS+=("$label"); LINK_SET+=("${item#*=}")
+done
+[ ${#LINK_LABELS[@]} -gt 0 ] || { echo "no links given" >&2; exit 2; }
+# every link starts from a clean link with the delay, so each label's options are all it has
+CLEAN_SET="--delay $DELAY --loss 0 --jitter 0 --dup 0 --reorder 0 --reorder-gap 10 --rate 0 --queue 50 --ge-p 0 --ge-r 25 --ge-bad-loss 100"
 
 le() { "$LE" --name "$NAME" "$@"; }
-WORK=$(mktemp -d /tmp/kcprpcbench.XXXXXX)
+WORK=$(mktemp -d "/tmp/$NAME.XXXXXX")
 RESULTS="$WORK/results.jsonl"
 SPID=""
 cleanup() {
@@ -62,7 +102,7 @@ trap 'exit 130' INT TERM
 
 psi_total() { awk '/^some/ { split($5, t, "="); print t[2] }' /proc/pressure/cpu 2>/dev/null || echo 0; }
 now_us() { date +%s%6N; }
-# generous bounds: a call takes ~50 ms and a lossy gRPC call up to a few s; per-call deadline 10 s
+# generous bounds: a call takes ~50-80 ms and a lossy gRPC call up to a few s; per-call deadline 10 s
 CLIENT_LIMIT=$(( N * 2 + 120 ))
 SERVER_LIMIT=$(( CLIENT_LIMIT + 60 ))
 
@@ -97,8 +137,8 @@ stop_server() {
 }
 
 RUN=0
-run_one() {  # loss round label impl opts
-    local loss=$1 round=$2 label=$3 impl=$4 opts=$5 port out p0 p1 t0 t1 rc
+run_one() {  # link-label link-opts round label impl opts
+    local link=$1 link_opts=$2 round=$3 label=$4 impl=$5 opts=$6 port out p0 p1 t0 t1 rc
     RUN=$((RUN + 1))
     if [ "$impl" = grpc ]; then port=$((50100 + RUN)); else port=$((9400 + RUN)); fi
     start_server "$impl" "$port" "$opts" || return 1
@@ -106,29 +146,42 @@ run_one() {  # loss round label impl opts
     p0=$(psi_total); t0=$(now_us)
     if [ "$impl" = grpc ]; then
         out=$(le exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
-            -n "$N" --size 64 2>"$WORK/client.err" | tail -1)
+            -n "$N" --warmup "$WARMUP" --size 64 2>"$WORK/client.err" | tail -1)
     else
         # shellcheck disable=SC2086
         out=$(le exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
-            -n "$N" --size 64 $opts 2>"$WORK/client.err" | tail -1)
+            -n "$N" --warmup "$WARMUP" --size 64 $opts 2>"$WORK/client.err" | tail -1)
     fi
     rc=$?
     p1=$(psi_total); t1=$(now_us)
-    le stats --json >"$WORK/stats.json" 2>/dev/null
+    le stats --json --reset >"$WORK/stats.json" 2>/dev/null
     stop_server
-    "$PY" - "$loss" "$round" "$label" "$impl" "$p0" "$p1" "$t0" "$t1" "$WORK/stats.json" "$out" >>"$RESULTS" <<'EOF'
+    "$PY" - "$link" "$link_opts" "$round" "$label" "$impl" "$p0" "$p1" "$t0" "$t1" "$WORK/stats.json" \
+        "$((N + WARMUP))" "$out" >>"$RESULTS" <<'EOF'
 import json, re, sys
-loss, rnd, label, impl, p0, p1, t0, t1, stats_path, out = sys.argv[1:]
-rec = {"loss": float(loss), "round": int(rnd), "label": label, "impl": impl,
-       "psi_pct": round((int(p1) - int(p0)) / max(1, int(t1) - int(t0)) * 100, 1),
+link, link_opts, rnd, label, impl, p0, p1, t0, t1, stats_path, calls, out = sys.argv[1:]
+rec = {"kind": "run", "link": link, "link_opts": link_opts.strip(), "round": int(rnd), "label": label,
+       "impl": impl, "psi_pct": round((int(p1) - int(p0)) / max(1, int(t1) - int(t0)) * 100, 1),
        "wall_s": round((int(t1) - int(t0)) / 1e6, 1)}
 try:
-    st = json.load(open(stats_path))["stats"]
+    rep = json.load(open(stats_path))
+    st = rep["stats"]
+    prm = rep["params"]["a->b"]
+    rec["params"] = {k: prm[k] for k in ("loss", "delay", "jitter", "dup", "rate", "ge_p", "ge_r", "ge_bad_loss")}
+    rec["clean"] = all(p["loss"] == 0 and p["ge_p"] == 0 and p["dup"] == 0 for p in rep["params"].values())
+    rec["loss"] = prm["loss"]
     rec["late_avg_us"] = max(d["late_avg_us"] for d in st.values())
     rec["late_max_us"] = max(d["late_max_us"] for d in st.values())
     rec["late_over_1ms"] = sum(d["late_over_1ms"] for d in st.values())
     rec["lost_pct"] = {k: round(100 * d["lost"] / max(1, d["rx_pkts"]), 2) for k, d in st.items()}
+    rec["lost_total_pct"] = round(100 * sum(d["lost"] + d["queue_drops"] for d in st.values())
+                                  / max(1, sum(d["rx_pkts"] for d in st.values())), 2)
     rec["pkts"] = sum(d["rx_pkts"] for d in st.values())
+    # bytes on the wire: IP bytes (headers included) that entered the link, both ways, lost ones included
+    rec["bytes"] = {k: d["rx_bytes"] for k, d in st.items()}
+    rec["calls"] = int(calls)  # counted + warm-up calls; the bytes also cover the connect
+    rec["bytes_per_call"] = round(sum(rec["bytes"].values()) / int(calls), 1)
+    rec["pkts_per_call"] = round(rec["pkts"] / int(calls), 2)
 except Exception as e:  # noqa: BLE001
     rec["stats_error"] = str(e)
 if impl == "grpc":
@@ -143,6 +196,7 @@ else:
         c = d.get("counters", {})
         rec.update(retrans=c.get("retrans_segs"), fec_recovered=c.get("fec_recovered"),
                    rto_max=c.get("rto_max"))
+        rec["counters"] = c
         if d.get("trace"):
             rec["trace"] = d["trace"][:20]
     except Exception:
@@ -156,13 +210,14 @@ import json, sys
 r = json.loads(sys.stdin.read())
 if "p99" in r:
     extra = "" if r["impl"] == "grpc" else "  retrans %s fec_rec %s rto_max %s" % (r.get("retrans"), r.get("fec_recovered"), r.get("rto_max"))
-    print("  loss %g%% round %d %-16s p50 %7.1f p90 %7.1f p99 %7.1f max %7.1f mean %6.1f err %d | %5.1f s, cpu pressure %4.1f%%, fwd late avg %.1f us max %.0f us (%s > 1 ms)%s" % (
-        r["loss"], r["round"], r["label"], r["p50"], r["p90"], r["p99"], r["max"], r["mean"], r.get("errors", 0),
+    print("  %s round %d %-16s p50 %7.1f p90 %7.1f p99 %7.1f max %7.1f mean %6.1f err %d | %.0f B/call, lost %s%% | %5.1f s, cpu pressure %4.1f%%, fwd late avg %.1f us max %.0f us (%s > 1 ms)%s" % (
+        r["link"], r["round"], r["label"], r["p50"], r["p90"], r["p99"], r["max"], r["mean"], r.get("errors", 0),
+        r.get("bytes_per_call", -1), r.get("lost_total_pct", "?"),
         r["wall_s"], r["psi_pct"], r.get("late_avg_us", -1), r.get("late_max_us", -1), r.get("late_over_1ms", "?"), extra))
     if r.get("trace"):
         print("    trace [call, ms, rto, srtt, rttvar]: %s" % r["trace"])
 else:
-    print("  loss %g%% round %d %-16s FAILED: %s" % (r["loss"], r["round"], r["label"], r.get("failed")))
+    print("  %s round %d %-16s FAILED: %s" % (r["link"], r["round"], r["label"], r.get("failed")))
 '
     [ "$rc" -eq 0 ] || { echo "  (client exit code $rc; stderr:)"; tail -3 "$WORK/client.err"; }
 }
@@ -176,51 +231,87 @@ for item in "${KCP_ITEMS[@]}"; do
 done
 
 le down >/dev/null 2>&1
-first=${LOSSES%% *}
-le up --delay "$DELAY" --loss "$first" --seed "$SEED" >/dev/null || { echo "linkemu up failed" >&2; exit 1; }
+le up --delay "$DELAY" --seed "$SEED" >/dev/null || { echo "linkemu up failed" >&2; exit 1; }
 echo "# kcprpc vs grpcio: sequential unary 64 B echo across linkemu ($NAME), ${DELAY} ms one-way delay, seed $SEED, $N calls per run"
 echo "# $(date -u +%FT%TZ); kernel $(uname -r); $(nproc) CPUs; loadavg $(cut -d' ' -f1-3 /proc/loadavg);" \
      "TCP cc $(le exec a -- sysctl -n net.ipv4.tcp_congestion_control); grpcio $("$PY" -c 'import grpc; print(grpc.__version__)')"
 echo "# cpu pressure at start: $(head -1 /proc/pressure/cpu 2>/dev/null)"
 echo "# contenders (alternated A B, then B A): $(printf "%s, " "${LABELS[@]}")"
-for loss in $LOSSES; do
-    le set --loss "$loss" >/dev/null
-    rounds=$ROUNDS; [ "$loss" = "$first" ] || rounds=$ROUNDS2
-    echo "## loss ${loss} % each way, ${rounds} round(s)"
+echo "# links: $(for i in "${!LINK_LABELS[@]}"; do printf "%s=[%s]; " "${LINK_LABELS[$i]}" "$(echo ${LINK_OPTS} ${LINK_SET[$i]})"; done)"
+for li in "${!LINK_LABELS[@]}"; do
+    link=${LINK_LABELS[$li]}
+    lopts="$LINK_OPTS ${LINK_SET[$li]}"
+    # shellcheck disable=SC2086  # link options are word-split on purpose
+    le set $CLEAN_SET $lopts >"$WORK/set.out" 2>&1 || { echo "linkemu set failed for '$link' ($lopts):"; cat "$WORK/set.out"; exit 1; }
+    rounds=$ROUNDS; [ "$li" -eq 0 ] || rounds=$ROUNDS2
+    echo "## link $link: $(head -1 "$WORK/set.out" | sed 's/^a->b: //'); ${rounds} round(s)"
     for r in $(seq "$rounds"); do
         idx=$(seq 0 $(( ${#LABELS[@]} - 1 )))
         [ $((r % 2)) -eq 0 ] && idx=$(echo "$idx" | tac)  # A B, then B A
         for i in $idx; do
-            run_one "$loss" "$r" "${LABELS[$i]}" "${IMPLS[$i]}" "${OPTS[$i]}"
+            run_one "$link" "$lopts" "$r" "${LABELS[$i]}" "${IMPLS[$i]}" "${OPTS[$i]}"
         done
     done
 done
 
 echo
-"$PY" - "$RESULTS" <<'EOF'
+"$PY" - "$RESULTS" "$JSON_OUT" "$N" "$DELAY" "$SEED" "$WARMUP" <<'EOF'
 import json, statistics, sys
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+path, json_out, n, delay, seed, warmup = sys.argv[1:]
+recs = [json.loads(l) for l in open(path) if l.strip()]
 ok = [r for r in recs if "p99" in r]
-losses = list(dict.fromkeys(r["loss"] for r in recs))
+links = list(dict.fromkeys(r["link"] for r in recs))
 labels = list(dict.fromkeys(r["label"] for r in recs))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-print("| loss each way | contender | runs | p50 ms | p99 ms | max ms | errors | p99 / grpc p99 | cpu pressure % | fwd lateness avg / max us |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for loss in losses:
-    g = [r["p99"] for r in ok if r["loss"] == loss and r["impl"] == "grpc"]
+# the clean-link reference of each contender: its runs on the first clean link
+clean_links = [l for l in links if any(r.get("clean") for r in recs if r["link"] == l)]
+clean = clean_links[0] if clean_links else None
+def bpc(link, lab):
+    xs = [r["bytes_per_call"] for r in ok if r["link"] == link and r["label"] == lab and "bytes_per_call" in r]
+    return med(xs) if xs else None
+def ratio(x, g):
+    return "" if g is None or x is None or g != g or not g else "%.2f" % (x / g)
+rows = []
+for link in links:
+    gr = [r for r in ok if r["link"] == link and r["impl"] == "grpc"]
+    g = {k: med([r[k] for r in gr]) if gr else None for k in ("p50", "p99", "max")}
     for lab in labels:
-        rs = [r for r in ok if r["loss"] == loss and r["label"] == lab]
+        rs = [r for r in ok if r["link"] == link and r["label"] == lab]
         if not rs:
             continue
-        ratio = "" if rs[0]["impl"] == "grpc" or not g else "**%.2f**" % (med([r["p99"] for r in rs]) / med(g))
-        print("| %g %% | %s | %d | %.1f | %.1f | %.1f | %d | %s | %s | %.1f / %.0f |" % (
-            loss, lab, len(rs), med([r["p50"] for r in rs]), med([r["p99"] for r in rs]),
-            med([r["max"] for r in rs]), sum(r.get("errors", 0) for r in rs), ratio,
-            "/".join("%.0f" % r["psi_pct"] for r in rs),
-            max(r.get("late_avg_us", 0) for r in rs), max(r.get("late_max_us", 0) for r in rs)))
+        b, b0 = bpc(link, lab), (bpc(clean, lab) if clean else None)
+        row = {"kind": "summary", "link": link, "link_opts": rs[0].get("link_opts", ""), "label": lab,
+               "impl": rs[0]["impl"], "runs": len(rs), "n": int(n), "delay_ms": float(delay), "seed": int(seed),
+               "p50": med([r["p50"] for r in rs]), "p99": med([r["p99"] for r in rs]), "max": med([r["max"] for r in rs]),
+               "errors": sum(r.get("errors", 0) for r in rs), "bytes_per_call": b,
+               "overhead": round(b / b0, 2) if b and b0 else None, "clean_link": clean,
+               "lost_total_pct": med([r["lost_total_pct"] for r in rs if "lost_total_pct" in r]),
+               "psi_pct": [r["psi_pct"] for r in rs],
+               "late_avg_us": max(r.get("late_avg_us", 0) for r in rs), "late_max_us": max(r.get("late_max_us", 0) for r in rs)}
+        for k in ("p50", "p99", "max"):
+            row[k + "_vs_grpc"] = None if rs[0]["impl"] == "grpc" or not g[k] else round(row[k] / g[k], 2)
+        rows.append(row)
+print("| link | contender | runs | p50 ms | p99 ms | max ms | errors | p50 / grpc | p99 / grpc | max / grpc | bytes/call | overhead vs clean | lost % | cpu pressure % | fwd lateness avg / max us |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+f = lambda v: "" if v is None else "%.2f" % v
+for w in rows:
+    print("| %s | %s | %d | %.1f | %.1f | %.1f | %d | %s | %s | %s | %s | %s | %s | %s | %.1f / %.0f |" % (
+        w["link"], w["label"], w["runs"], w["p50"], w["p99"], w["max"], w["errors"],
+        f(w["p50_vs_grpc"]), "**%s**" % f(w["p99_vs_grpc"]) if w["p99_vs_grpc"] is not None else "",
+        f(w["max_vs_grpc"]), "" if w["bytes_per_call"] is None else "%.0f" % w["bytes_per_call"],
+        f(w["overhead"]), "" if w["lost_total_pct"] != w["lost_total_pct"] else "%.1f" % w["lost_total_pct"],
+        "/".join("%.0f" % x for x in w["psi_pct"]), w["late_avg_us"], w["late_max_us"]))
 failed = [r for r in recs if "p99" not in r]
 if failed:
     print("\nFAILED runs: %d" % len(failed))
-print("\n(medians over rounds; per-run cpu pressure = share of wall time some task waited for a CPU, from /proc/pressure/cpu)")
+print("\n(medians over rounds; bytes/call = IP bytes into the link, both ways, lost packets included, over %d calls"
+      " + %s warm-up calls, connect included; overhead = bytes/call ÷ the same contender's on the clean link %s; lost %% = packets the link"
+      " dropped, both ways; per-run cpu pressure = share of wall time some task waited for a CPU, from /proc/pressure/cpu)"
+      % (int(n), warmup, "'%s'" % clean if clean else "(none in this run)"))
+if json_out:
+    with open(json_out, "w") as fh:
+        for r in recs + rows:
+            fh.write(json.dumps(r) + "\n")
+    print("JSON lines: %s (%d runs, %d summary rows)" % (json_out, len(recs), len(rows)))
 sys.exit(1 if failed else 0)
 EOF
