@@ -15,7 +15,8 @@
 #     loss in the Good state), --link-opts "OPTS" (more linkemu link options for every link, e.g. "--jitter 5"),
 #   --kcp "LABEL=OPTS;LABEL=OPTS" (kcprpc contenders; OPTS are rpc_loss.py transport options given to
 #     both sides, e.g. "fast3=;fec1/1=--fec 1/1"), --py PYTHON (needs grpcio), --name NAME (linkemu
-#     instance, default kcprpcbench), --json FILE (write every run and the summary rows as JSON lines).
+#     instance, default kcprpcbench), --json FILE (write every run and the summary rows as JSON lines),
+#   --deadline S (per call, both probes; default 10), --report FILE (no runs: print the table of a --json FILE).
 # Needs root. Uses its own linkemu instance (--name; namespaces NAME-a/-b, addresses 10.77.0.1/10.77.0.2):
 # servers run in b, clients in a. The instance is always brought down on exit.
 # Prints a table with each contender's p50/p99/max (median over rounds), the kcprpc/grpc ratios of p50,
@@ -43,6 +44,8 @@ LINK_OPTS=""
 DELAY=25
 SEED=1
 JSON_OUT=""
+REPORT=""
+DEADLINE=10
 KCP="fast3=;fast3+fec1/1=--fec 1/1"
 
 while [ $# -gt 0 ]; do
@@ -60,16 +63,100 @@ while [ $# -gt 0 ]; do
         --kcp) KCP=$2; shift ;;
         --py) PY=$2; shift ;;
         --name) NAME=$2; shift ;;
+        --deadline) DEADLINE=$2; shift ;;
+        --report) REPORT=$2; shift ;;
         --json) JSON_OUT=$2; case "$JSON_OUT" in /*) ;; *) JSON_OUT="$CALLER_PWD/$JSON_OUT" ;; esac; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
 done
+case "$DEADLINE" in ''|*[!0-9]*) echo "--deadline takes whole seconds: $DEADLINE" >&2; exit 2 ;; esac
+case "$NAME" in ''|*[!A-Za-z0-9_.-]*) echo "bad --name: $NAME" >&2; exit 2 ;; esac
+summarize() {  # RESULTS.jsonl [JSON_OUT]: the table (and the JSON lines) from the run records
+    "$PY" - "$1" "${2:-}" <<'EOF'
+import json, statistics, sys
+path, json_out = sys.argv[1:]
+recs = [r for r in (json.loads(l) for l in open(path) if l.strip()) if r.get("kind", "run") == "run"]
+if not recs:
+    sys.exit("no run records in %s" % path)
+warmup = recs[0].get("warmup", 20)
+n = recs[0].get("n_req", recs[0].get("calls", warmup) - warmup)
+delay = recs[0].get("params", {}).get("delay", float("nan"))
+seed = recs[0].get("seed")
+deadline = recs[0].get("deadline_s", 10.0)
+ok = [r for r in recs if "p99" in r]
+links = list(dict.fromkeys(r["link"] for r in recs))
+labels = list(dict.fromkeys(r["label"] for r in recs))
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+# the clean-link reference of each contender: its runs on the first clean link
+clean_links = [l for l in links if any(r.get("clean") for r in recs if r["link"] == l)]
+clean = clean_links[0] if clean_links else None
+def bpc(link, lab):
+    xs = [r["bytes_per_call"] for r in ok if r["link"] == link and r["label"] == lab and "bytes_per_call" in r]
+    return med(xs) if xs else None
+def ratio(x, g):
+    return "" if g is None or x is None or g != g or not g else "%.2f" % (x / g)
+rows = []
+for link in links:
+    gr = [r for r in ok if r["link"] == link and r["impl"] == "grpc"]
+    g = {k: med([r[k] for r in gr]) if gr else None for k in ("p50", "p99", "max")}
+    for lab in labels:
+        rs = [r for r in ok if r["link"] == link and r["label"] == lab]
+        if not rs:
+            continue
+        b, b0 = bpc(link, lab), (bpc(clean, lab) if clean else None)
+        row = {"kind": "summary", "link": link, "link_opts": rs[0].get("link_opts", ""), "label": lab,
+               "impl": rs[0]["impl"], "runs": len(rs), "n": n, "delay_ms": delay, "seed": seed,
+               "p50": med([r["p50"] for r in rs]), "p99": med([r["p99"] for r in rs]), "max": med([r["max"] for r in rs]),
+               "errors": sum(r.get("errors", 0) for r in rs), "bytes_per_call": b,
+               "overhead": round(b / b0, 2) if b and b0 else None, "clean_link": clean,
+               "lost_total_pct": med([r["lost_total_pct"] for r in rs if "lost_total_pct" in r]),
+               "psi_pct": [r["psi_pct"] for r in rs],
+               "late_avg_us": max(r.get("late_avg_us", 0) for r in rs), "late_max_us": max(r.get("late_max_us", 0) for r in rs)}
+        # the percentiles are over the calls that succeeded; a failed call waited the whole deadline, so
+        # once more than 1 % of the calls failed, the p99 over all calls is >= the deadline
+        row["p99_censored"] = row["errors"] > 0.01 * (row["errors"] + sum(r.get("n", n) for r in rs))
+        for k in ("p50", "p99", "max"):
+            row[k + "_vs_grpc"] = None if rs[0]["impl"] == "grpc" or not g[k] else round(row[k] / g[k], 2)
+        rows.append(row)
+print("| link | contender | runs | p50 ms | p99 ms | max ms | errors | p50 / grpc | p99 / grpc | max / grpc | bytes/call | overhead vs clean | lost % | cpu pressure % | fwd lateness avg / max us |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+f = lambda v: "" if v is None else "%.2f" % v
+for w in rows:
+    print("| %s | %s | %d | %.1f | %s | %.1f | %d | %s | %s | %s | %s | %s | %s | %s | %.1f / %.0f |" % (
+        w["link"], w["label"], w["runs"], w["p50"], "%.1f%s" % (w["p99"], " †" if w["p99_censored"] else ""), w["max"], w["errors"],
+        f(w["p50_vs_grpc"]), "**%s**" % f(w["p99_vs_grpc"]) if w["p99_vs_grpc"] is not None else "",
+        f(w["max_vs_grpc"]), "" if w["bytes_per_call"] is None else "%.0f" % w["bytes_per_call"],
+        f(w["overhead"]), "" if w["lost_total_pct"] != w["lost_total_pct"] else "%.1f" % w["lost_total_pct"],
+        "/".join("%.0f" % x for x in w["psi_pct"]), w["late_avg_us"], w["late_max_us"]))
+failed = [r for r in recs if "p99" not in r]
+if failed:
+    print("\nFAILED runs: %d" % len(failed))
+print("\n(medians over rounds; bytes/call = IP bytes into the link, both ways, lost packets included, over %d calls"
+      " + %s warm-up calls, connect included; overhead = bytes/call ÷ the same contender's on the clean link %s; lost %% = packets the link"
+      " dropped, both ways; per-run cpu pressure = share of wall time some task waited for a CPU, from /proc/pressure/cpu)"
+      % (n, warmup, "'%s'" % clean if clean else "(none in this run)"))
+if any(w["p99_censored"] for w in rows):
+    print("† over 1 %% of the calls failed (errors: the %g s deadline passed); p50/p99/max are over the calls that"
+          " succeeded, so the p99 over all calls is >= %g s" % (deadline, deadline))
+if json_out:
+    with open(json_out, "w") as fh:
+        for r in recs + rows:
+            fh.write(json.dumps(r) + "\n")
+    print("JSON lines: %s (%d runs, %d summary rows)" % (json_out, len(recs), len(rows)))
+sys.exit(1 if failed else 0)
+EOF
+}
+if [ -n "$REPORT" ]; then  # no runs: the table of a --json file written before
+    case "$REPORT" in /*) ;; *) REPORT="$CALLER_PWD/$REPORT" ;; esac
+    [ -x "$PY" ] || PY=python3
+    summarize "$REPORT" "$JSON_OUT"
+    exit $?
+fi
 [ -x "$LE" ] || { echo "linkemu not found at $LE" >&2; exit 1; }
 [ -r "$GRPC_PROBE" ] || { echo "grpc probe not found at $GRPC_PROBE" >&2; exit 1; }
 "$PY" -c "import grpc, kcprpc" 2>/dev/null || { echo "$PY lacks grpcio or kcprpc" >&2; exit 1; }
-case "$NAME" in ''|*[!A-Za-z0-9_.-]*) echo "bad --name: $NAME" >&2; exit 2 ;; esac
 
 # the links: LINK_LABELS[i] with linkemu options LINK_SET[i]
 LINK_LABELS=(); LINK_SET=()
@@ -92,9 +179,11 @@ le() { "$LE" --name "$NAME" "$@"; }
 WORK=$(mktemp -d "/tmp/$NAME.XXXXXX")
 RESULTS="$WORK/results.jsonl"
 SPID=""
-cleanup() {
-    if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null; fi
+CPID=""
+cleanup() {  # `le down` first: it ends what runs in the namespaces, which the subshells wait for
     le down >/dev/null 2>&1
+    if [ -n "$CPID" ]; then kill "$CPID" 2>/dev/null; wait "$CPID" 2>/dev/null; fi
+    if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -102,8 +191,9 @@ trap 'exit 130' INT TERM
 
 psi_total() { awk '/^some/ { split($5, t, "="); print t[2] }' /proc/pressure/cpu 2>/dev/null || echo 0; }
 now_us() { date +%s%6N; }
-# generous bounds: a call takes ~50-80 ms and a lossy gRPC call up to a few s; per-call deadline 10 s
-CLIENT_LIMIT=$(( N * 2 + 120 ))
+# generous bounds: a call takes ~50-80 ms and a lossy call up to a few s; each call has --deadline (10 s),
+# and up to 20 calls may use it whole (burst loss can stall TCP for longer)
+CLIENT_LIMIT=$(( N * 2 + 120 + 20 * ${DEADLINE%.*} ))
 SERVER_LIMIT=$(( CLIENT_LIMIT + 60 ))
 
 start_server() {  # impl port opts -> sets SPID, waits until it listens (bounded)
@@ -144,24 +234,31 @@ run_one() {  # link-label link-opts round label impl opts
     start_server "$impl" "$port" "$opts" || return 1
     le stats --reset >/dev/null
     p0=$(psi_total); t0=$(now_us)
+    # the client runs in the background and we `wait` for it, so that INT/TERM act at once (a trap
+    # waits for a foreground command to finish)
     if [ "$impl" = grpc ]; then
-        out=$(le exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
-            -n "$N" --warmup "$WARMUP" --size 64 2>"$WORK/client.err" | tail -1)
+        le exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
+            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 >"$WORK/client.out" 2>"$WORK/client.err" &
     else
         # shellcheck disable=SC2086
-        out=$(le exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
-            -n "$N" --warmup "$WARMUP" --size 64 $opts 2>"$WORK/client.err" | tail -1)
+        le exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
+            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 $opts >"$WORK/client.out" 2>"$WORK/client.err" &
     fi
+    CPID=$!
+    wait "$CPID"
     rc=$?
+    CPID=""
+    out=$(tail -1 "$WORK/client.out")
     p1=$(psi_total); t1=$(now_us)
     le stats --json --reset >"$WORK/stats.json" 2>/dev/null
     stop_server
     "$PY" - "$link" "$link_opts" "$round" "$label" "$impl" "$p0" "$p1" "$t0" "$t1" "$WORK/stats.json" \
-        "$((N + WARMUP))" "$out" >>"$RESULTS" <<'EOF'
+        "$N" "$WARMUP" "$SEED" "$DEADLINE" "$out" >>"$RESULTS" <<'EOF'
 import json, re, sys
-link, link_opts, rnd, label, impl, p0, p1, t0, t1, stats_path, calls, out = sys.argv[1:]
+link, link_opts, rnd, label, impl, p0, p1, t0, t1, stats_path, n_req, warmup, seed, deadline, out = sys.argv[1:]
+calls = int(n_req) + int(warmup)
 rec = {"kind": "run", "link": link, "link_opts": link_opts.strip(), "round": int(rnd), "label": label,
-       "impl": impl, "psi_pct": round((int(p1) - int(p0)) / max(1, int(t1) - int(t0)) * 100, 1),
+       "impl": impl, "n_req": int(n_req), "warmup": int(warmup), "seed": int(seed), "deadline_s": float(deadline), "psi_pct": round((int(p1) - int(p0)) / max(1, int(t1) - int(t0)) * 100, 1),
        "wall_s": round((int(t1) - int(t0)) / 1e6, 1)}
 try:
     rep = json.load(open(stats_path))
@@ -222,6 +319,7 @@ else:
     [ "$rc" -eq 0 ] || { echo "  (client exit code $rc; stderr:)"; tail -3 "$WORK/client.err"; }
 }
 
+
 # contenders: grpc plus the kcprpc configurations
 LABELS=(grpc); IMPLS=(grpc); OPTS=("")
 IFS=';' read -r -a KCP_ITEMS <<<"$KCP"
@@ -255,63 +353,4 @@ for li in "${!LINK_LABELS[@]}"; do
 done
 
 echo
-"$PY" - "$RESULTS" "$JSON_OUT" "$N" "$DELAY" "$SEED" "$WARMUP" <<'EOF'
-import json, statistics, sys
-path, json_out, n, delay, seed, warmup = sys.argv[1:]
-recs = [json.loads(l) for l in open(path) if l.strip()]
-ok = [r for r in recs if "p99" in r]
-links = list(dict.fromkeys(r["link"] for r in recs))
-labels = list(dict.fromkeys(r["label"] for r in recs))
-med = lambda xs: statistics.median(xs) if xs else float("nan")
-# the clean-link reference of each contender: its runs on the first clean link
-clean_links = [l for l in links if any(r.get("clean") for r in recs if r["link"] == l)]
-clean = clean_links[0] if clean_links else None
-def bpc(link, lab):
-    xs = [r["bytes_per_call"] for r in ok if r["link"] == link and r["label"] == lab and "bytes_per_call" in r]
-    return med(xs) if xs else None
-def ratio(x, g):
-    return "" if g is None or x is None or g != g or not g else "%.2f" % (x / g)
-rows = []
-for link in links:
-    gr = [r for r in ok if r["link"] == link and r["impl"] == "grpc"]
-    g = {k: med([r[k] for r in gr]) if gr else None for k in ("p50", "p99", "max")}
-    for lab in labels:
-        rs = [r for r in ok if r["link"] == link and r["label"] == lab]
-        if not rs:
-            continue
-        b, b0 = bpc(link, lab), (bpc(clean, lab) if clean else None)
-        row = {"kind": "summary", "link": link, "link_opts": rs[0].get("link_opts", ""), "label": lab,
-               "impl": rs[0]["impl"], "runs": len(rs), "n": int(n), "delay_ms": float(delay), "seed": int(seed),
-               "p50": med([r["p50"] for r in rs]), "p99": med([r["p99"] for r in rs]), "max": med([r["max"] for r in rs]),
-               "errors": sum(r.get("errors", 0) for r in rs), "bytes_per_call": b,
-               "overhead": round(b / b0, 2) if b and b0 else None, "clean_link": clean,
-               "lost_total_pct": med([r["lost_total_pct"] for r in rs if "lost_total_pct" in r]),
-               "psi_pct": [r["psi_pct"] for r in rs],
-               "late_avg_us": max(r.get("late_avg_us", 0) for r in rs), "late_max_us": max(r.get("late_max_us", 0) for r in rs)}
-        for k in ("p50", "p99", "max"):
-            row[k + "_vs_grpc"] = None if rs[0]["impl"] == "grpc" or not g[k] else round(row[k] / g[k], 2)
-        rows.append(row)
-print("| link | contender | runs | p50 ms | p99 ms | max ms | errors | p50 / grpc | p99 / grpc | max / grpc | bytes/call | overhead vs clean | lost % | cpu pressure % | fwd lateness avg / max us |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-f = lambda v: "" if v is None else "%.2f" % v
-for w in rows:
-    print("| %s | %s | %d | %.1f | %.1f | %.1f | %d | %s | %s | %s | %s | %s | %s | %s | %.1f / %.0f |" % (
-        w["link"], w["label"], w["runs"], w["p50"], w["p99"], w["max"], w["errors"],
-        f(w["p50_vs_grpc"]), "**%s**" % f(w["p99_vs_grpc"]) if w["p99_vs_grpc"] is not None else "",
-        f(w["max_vs_grpc"]), "" if w["bytes_per_call"] is None else "%.0f" % w["bytes_per_call"],
-        f(w["overhead"]), "" if w["lost_total_pct"] != w["lost_total_pct"] else "%.1f" % w["lost_total_pct"],
-        "/".join("%.0f" % x for x in w["psi_pct"]), w["late_avg_us"], w["late_max_us"]))
-failed = [r for r in recs if "p99" not in r]
-if failed:
-    print("\nFAILED runs: %d" % len(failed))
-print("\n(medians over rounds; bytes/call = IP bytes into the link, both ways, lost packets included, over %d calls"
-      " + %s warm-up calls, connect included; overhead = bytes/call ÷ the same contender's on the clean link %s; lost %% = packets the link"
-      " dropped, both ways; per-run cpu pressure = share of wall time some task waited for a CPU, from /proc/pressure/cpu)"
-      % (int(n), warmup, "'%s'" % clean if clean else "(none in this run)"))
-if json_out:
-    with open(json_out, "w") as fh:
-        for r in recs + rows:
-            fh.write(json.dumps(r) + "\n")
-    print("JSON lines: %s (%d runs, %d summary rows)" % (json_out, len(recs), len(rows)))
-sys.exit(1 if failed else 0)
-EOF
+summarize "$RESULTS" "$JSON_OUT"
