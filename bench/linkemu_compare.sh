@@ -116,7 +116,7 @@ for link in links:
                "late_avg_us": max(r.get("late_avg_us", 0) for r in rs), "late_max_us": max(r.get("late_max_us", 0) for r in rs)}
         # the percentiles are over the calls that succeeded; a failed call waited the whole deadline, so
         # once more than 1 % of the calls failed, the p99 over all calls is >= the deadline
-        row["p99_censored"] = row["errors"] > 0.01 * (row["errors"] + sum(r.get("n", n) for r in rs))
+        row["p99_censored"] = row["errors"] > 0.01 * sum(r.get("n_req", n) for r in rs)
         for k in ("p50", "p99", "max"):
             row[k + "_vs_grpc"] = None if rs[0]["impl"] == "grpc" or not g[k] else round(row[k] / g[k], 2)
         rows.append(row)
