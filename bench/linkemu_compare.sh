@@ -95,8 +95,6 @@ clean = clean_links[0] if clean_links else None
 def bpc(link, lab):
     xs = [r["bytes_per_call"] for r in ok if r["link"] == link and r["label"] == lab and "bytes_per_call" in r]
     return med(xs) if xs else None
-def ratio(x, g):
-    return "" if g is None or x is None or g != g or not g else "%.2f" % (x / g)
 rows = []
 for link in links:
     gr = [r for r in ok if r["link"] == link and r["impl"] == "grpc"]
@@ -317,6 +315,7 @@ else:
     print("  %s round %d %-16s FAILED: %s" % (r["link"], r["round"], r["label"], r.get("failed")))
 '
     [ "$rc" -eq 0 ] || { echo "  (client exit code $rc; stderr:)"; tail -3 "$WORK/client.err"; }
+    [ -z "$JSON_OUT" ] || cp "$RESULTS" "$JSON_OUT"  # the runs so far, should the run be cut short
 }
 
 
