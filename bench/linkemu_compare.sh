@@ -194,16 +194,18 @@ now_us() { date +%s%6N; }
 CLIENT_LIMIT=$(( N * 2 + 120 + 20 * ${DEADLINE%.*} ))
 SERVER_LIMIT=$(( CLIENT_LIMIT + 60 ))
 
+# Servers and clients are started as "$LE" ... & (not through the le function), so that $! is the
+# process itself: linkemu execs `ip netns exec`, which execs timeout, so a kill reaches the probe.
 start_server() {  # impl port opts -> sets SPID, waits until it listens (bounded)
     local impl=$1 port=$2 opts=$3
     if [ "$impl" = grpc ]; then
-        le exec b -- timeout "$SERVER_LIMIT" "$PY" "$GRPC_PROBE" server --host "$B" --port "$port" \
+        "$LE" --name "$NAME" exec b -- timeout "$SERVER_LIMIT" "$PY" "$GRPC_PROBE" server --host "$B" --port "$port" \
             --max-seconds "$SERVER_LIMIT" >"$WORK/server.log" 2>&1 &
         SPID=$!
         sleep 1  # the gRPC client itself waits (up to 30 s) for the channel to be ready
     else
         # shellcheck disable=SC2086  # opts are word-split on purpose
-        le exec b -- timeout "$SERVER_LIMIT" "$PY" bench/rpc_loss.py server --host "$B" --port "$port" \
+        "$LE" --name "$NAME" exec b -- timeout "$SERVER_LIMIT" "$PY" bench/rpc_loss.py server --host "$B" --port "$port" \
             --max-seconds "$SERVER_LIMIT" $opts >"$WORK/server.log" 2>&1 &
         SPID=$!
         for _ in $(seq 100); do
@@ -235,11 +237,11 @@ run_one() {  # link-label link-opts round label impl opts
     # the client runs in the background and we `wait` for it, so that INT/TERM act at once (a trap
     # waits for a foreground command to finish)
     if [ "$impl" = grpc ]; then
-        le exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
+        "$LE" --name "$NAME" exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
             -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 >"$WORK/client.out" 2>"$WORK/client.err" &
     else
         # shellcheck disable=SC2086
-        le exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
+        "$LE" --name "$NAME" exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
             -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 $opts >"$WORK/client.out" 2>"$WORK/client.err" &
     fi
     CPID=$!
