@@ -89,7 +89,8 @@ class SecureConfig:
     # handshake and DoS
     initiation_size: int = 1200
     handshake_timeout_ms: int = 5000
-    handshake_retry_ms: int = 1000
+    handshake_retry_ms: int = 250  # the first retransmission; doubling up to handshake_retry_max_ms
+    handshake_retry_max_ms: int = 1000
     max_half_open: int = 1024
     retry_threshold: int = 64
     retry_rate: int = 500
@@ -134,7 +135,10 @@ class SecureConfig:
             len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions), "mux versions 1..255"
         )
         need(256 <= self.initiation_size <= 1472, "initiation_size must be 256..1472")
-        need(self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0, "handshake timers must be > 0")
+        need(
+            self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0 and self.handshake_retry_max_ms > 0,
+            "handshake timers must be > 0",
+        )
         need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
         need(self.hint_rate >= 0 and self.hint_rate_per_source >= 0, "hint rates must be >= 0 (0: no hints)")
         need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")

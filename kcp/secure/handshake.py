@@ -321,7 +321,9 @@ class SecureClient:
         if now >= self._deadline:
             self._fail(self._timeout_error(self.config.handshake_timeout_ms))
         elif now >= self._next_retx:
-            self._interval *= 2
+            # doubling, capped: on a bursty link a lost initiation's copies must not all fall in
+            # one burst, so several go out within the timeout (250, 500, 1000, 1000 ... ms)
+            self._interval = min(self._interval * 2, max(self.config.handshake_retry_max_ms, self._interval))
             self._next_retx = now + self._interval
             self.counters.initiations_sent += 1
             self._outbox.append(self._current())

@@ -517,3 +517,22 @@ def test_a_lost_response_is_repeated_and_the_handshake_completes() -> None:
     )
     assert run.client.state == "established" and run.server_conn is not None
     assert run.server.counters.initiation_retransmits == 1 and run.server.half_open == 0
+
+
+def test_initiations_are_retransmitted_doubling_to_a_cap_within_the_timeout() -> None:
+    """250, 500, 1000, 1000 ... ms apart: seven initiations in the default 5 s, so a burst of loss
+    cannot swallow every one (issue 15); each is the same bytes."""
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(21))
+    first = client.initiate(0)
+    sent = [0]
+    now = 0
+    while client.state == "initiating":
+        t = client.get_timer()
+        assert t is not None
+        now = t
+        client.handle_timer(now)
+        for d in client.datagrams_to_send(now):
+            assert d == first
+            sent.append(now)
+    assert sent == [0, 250, 750, 1750, 2750, 3750, 4750]
+    assert isinstance(client.error, HandshakeNoAnswer) and now == 5000
