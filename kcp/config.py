@@ -64,6 +64,10 @@ class SessionConfig:
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
     send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
     nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
+    ``congestion`` picks the sender's congestion control: ``"ikcp"`` is ikcp's own (with
+    ``nc=1``, none: the send window is the only limit), ``"bbr"`` is :mod:`kcp.congestion`'s
+    BBR-like controller, which paces to the measured bottleneck rate and keeps its queue short
+    (sender-side only: the peer need not know; see docs/tuning.md).
     """
 
     mtu: int = 1400
@@ -81,8 +85,11 @@ class SessionConfig:
     datagram_queue: int = 256
     idle_timeout: float | None = 60.0
     close_linger: float = 5.0
+    congestion: Literal["ikcp", "bbr"] = "ikcp"
 
     def __post_init__(self) -> None:
+        if self.congestion not in ("ikcp", "bbr"):
+            raise KCPUsageError(f"congestion must be 'ikcp' or 'bbr', not {self.congestion!r}")
         if not 64 <= self.mtu <= 9000:
             raise KCPUsageError("mtu must be in 64..9000")
         if self.snd_wnd < 1 or self.rcv_wnd < 1:
