@@ -28,6 +28,7 @@ Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """A secure server's hook: ``authorize(token, client_static_public_key, address)`` returns None to
 accept the client, or the refusal message the client sees."""
 
+
 def check_fec(fec: tuple[int, int]) -> tuple[int, int]:
     """``(data, parity)`` shard counts, validated: ``(0, 0)`` is FEC off; otherwise both >= 1 and
     at most 256 shards per group (:func:`kcp.fec.fec_enabled`'s rules). Raises

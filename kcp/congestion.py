@@ -10,15 +10,15 @@ window in flight, and on a rate-limited link the excess waits in the bottleneck'
 * the **minimum RTT** is the lowest RTT seen in the last ``min_rtt_window`` ms; when it has not
   been seen again for that long, the controller drains the queue for ``probe_rtt_ms``
   (PROBE_RTT) so that it can be measured again;
-* it sends at ``pacing_gain × bandwidth`` and keeps at most ``cwnd_gain × bandwidth × min RTT``
+* it sends at ``pacing_gain x bandwidth`` and keeps at most ``cwnd_gain x bandwidth x min RTT``
   bytes in flight. Its phases are BBR's: STARTUP (gain 2.89 until the bandwidth stops growing
   by 25 % for 3 rounds), DRAIN (gain 1/2.89 until in-flight is back to one BDP), then PROBE_BW
   (a cycle of 8 round trips at gains 1.25, 0.75, 1, 1, 1, 1, 1, 1).
 
 Random loss is not a congestion signal: it does not shrink the window (the losses are only
-counted, :attr:`BBRLite.lost_segs`). A queue is: when the RTT rises above ``queue_factor × min
+counted, :attr:`BBRLite.lost_segs`). A queue is: when the RTT rises above ``queue_factor x min
 RTT`` outside the 1.25 probe, the controller paces at 0.75 until it is back, and STARTUP ends
-once the RTT reaches 1.5 × min RTT (a queue of half a BDP), not only when the bandwidth stops
+once the RTT reaches 1.5 x min RTT (a queue of half a BDP), not only when the bandwidth stops
 growing. Rounds paced below 1 (DRAIN, the 0.75 phases) do not feed the bandwidth filter.
 
 Time is integer milliseconds supplied by the caller (``now``); nothing here reads a clock. The
@@ -67,13 +67,13 @@ class BBRLite:
         "_round_delivered",
         "_round_low_gain",
         "_round_max",
-        "_rtt",
         "_round_start",
+        "_rtt",
         "_rtt_window_min",
         "_sent",
+        "burst_ms",
         "bw",
         "bw_rounds",
-        "burst_ms",
         "cwnd_gain",
         "initial_cwnd",
         "lost_segs",
@@ -147,7 +147,7 @@ class BBRLite:
     # -- outputs ---------------------------------------------------------------------------------
     @property
     def bdp(self) -> float:
-        """Bandwidth × min RTT in bytes (0 before both are known)."""
+        """Bandwidth x min RTT in bytes (0 before both are known)."""
         return self.bw * self.min_rtt
 
     @property
@@ -157,7 +157,7 @@ class BBRLite:
             return self.min_cwnd
         if not self.bw or not self.min_rtt:
             return self.initial_cwnd
-        # BDP × gain, plus room for one pacing burst (acks come back in batches)
+        # BDP x gain, plus room for one pacing burst (acks come back in batches)
         target = self.cwnd_gain * self.bdp + self.bw * self.burst_ms
         n = int(target / self.mss) + 1
         if n < self.min_cwnd:
@@ -227,9 +227,8 @@ class BBRLite:
         self._update_state(now, rtt, inflight)
 
     def _update_min_rtt(self, now: int, rtt: int) -> None:
-        if self.state is CCState.PROBE_RTT:
-            if not self._rtt_window_min or rtt < self._rtt_window_min:
-                self._rtt_window_min = rtt
+        if self.state is CCState.PROBE_RTT and (not self._rtt_window_min or rtt < self._rtt_window_min):
+            self._rtt_window_min = rtt
         if not self.min_rtt or rtt <= self.min_rtt:
             self.min_rtt = rtt
             self.min_rtt_stamp = now
