@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kcp.batch import Address
 from kcp.config import SessionConfig
+from kcp.congestion import BBRLite
 from kcp.crypt import PacketCrypt
 from kcp.endpoint import Endpoint
 from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
@@ -241,6 +242,12 @@ class KCPSession:
         if flush and self._state is not _CLOSED:
             self._engine.flush(now)
         self._finish(now, None, reason)
+
+    @property
+    def congestion_controller(self) -> BBRLite | None:
+        """The sender's controller with ``congestion="bbr"`` (its ``bw``, ``min_rtt``, ``cwnd``,
+        ``pacing_rate``, ``state``), or None for ikcp's own (see docs/tuning.md)."""
+        return self._cc.cc if self._cc is not None else None
 
     @property
     def endpoint_counters(self) -> Counters:

@@ -35,13 +35,24 @@ _MASK = 0xFFFFFFFF
 class SessionCC:
     """One session's congestion controller and the engine bookkeeping it needs."""
 
-    __slots__ = ("_counters", "_delivered", "_nxt", "_out_bytes", "_retrans", "_sacked", "_sent", "cc")
+    __slots__ = (
+        "_counters",
+        "_delivered",
+        "_minrto",
+        "_nxt",
+        "_out_bytes",
+        "_retrans",
+        "_sacked",
+        "_sent",
+        "cc",
+    )
 
     def __init__(self, eng: KCP, cc: BBRLite | None = None) -> None:
         self.cc = cc if cc is not None else BBRLite(eng.mss)
         c: Any = eng.counters
         self._counters = c
         self._nxt = eng.snd_nxt
+        self._minrto = eng.rx_minrto  # the configured floor (nodelay's 30 ms)
         self._sent = 0  # new segments sent, cumulative
         self._delivered = 0  # of those, acknowledged
         self._sacked = 0  # acknowledged out of order, still inside ikcp's window
@@ -65,6 +76,17 @@ class SessionCC:
     def before_flush(self, eng: KCP, now: int) -> None:
         cc = self.cc
         eng.nocwnd = 0
+        srtt = eng.rx_srtt
+        if srtt:
+            # The pacer keeps the RTT steady, so ikcp's RTO (srtt + max(interval, 4 x rttval))
+            # comes within a few ms of it and any probe or burst fires spurious retransmissions.
+            # Fast resend repairs random loss; the RTO is for tail losses and may wait longer.
+            floor = srtt + (srtt >> 1)
+            if floor < self._minrto:
+                floor = self._minrto
+            eng.rx_minrto = floor
+            if eng.rx_rto < floor:
+                eng.rx_rto = floor
         allow = cc.cwnd + self._sacked
         if cc.pacing_rate > 0:
             q = cc.quota(now)
