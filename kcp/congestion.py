@@ -60,6 +60,7 @@ class BBRLite:
         "_full_bw_count",
         "_hist",
         "_last_refill",
+        "_measured",
         "_phase",
         "_phase_start",
         "_probe_rtt_done",
@@ -126,6 +127,7 @@ class BBRLite:
         self.rounds = 0
         self.tokens = 0.0  # pacing budget in bytes (may go below zero: a segment borrows)
         self._last_refill: int | None = None
+        self._measured = False  # a delivery rate measured while the sender had more to send
         self._delivered = 0  # bytes acknowledged, cumulative
         self._sent = 0
         self._hist: deque[tuple[int, int]] = deque()  # (time, delivered) for the rate samples
@@ -160,14 +162,21 @@ class BBRLite:
         # BDP x gain, plus room for one pacing burst (acks come back in batches)
         target = self.cwnd_gain * self.bdp + self.bw * self.burst_ms
         n = int(target / self.mss) + 1
-        if n < self.min_cwnd:
-            return self.min_cwnd
+        # STARTUP never offers less than the initial window (a request/response session, always
+        # app-limited, stays there and keeps ikcp's behaviour for its bursts)
+        low = self.initial_cwnd if self.state is CCState.STARTUP else self.min_cwnd
+        if n < low:
+            return low
         return n if n < self.max_cwnd else self.max_cwnd
 
     @property
     def pacing_rate(self) -> float:
-        """Bytes per second; 0 means not paced yet (no bandwidth estimate: window-limited only)."""
-        return self.pacing_gain * self.bw * 1000.0
+        """Bytes per second; 0 means not paced (no bandwidth measured while the sender had data
+        waiting: window-limited only)."""
+        return self._rate() * 1000.0
+
+    def _rate(self) -> float:
+        return self.pacing_gain * self.bw if self._measured else 0.0
 
     def quota(self, now: int) -> float:
         """Bytes the pacer lets out now (the token bucket, refilled up to ``now``)."""
@@ -179,7 +188,7 @@ class BBRLite:
         self._refill(now)
         if self.tokens > 0:
             return now
-        rate = self.pacing_gain * self.bw
+        rate = self._rate()
         if rate <= 0:
             return now
         return now + int(-self.tokens / rate) + 1
@@ -187,7 +196,7 @@ class BBRLite:
     def _refill(self, now: int) -> None:
         last = self._last_refill
         self._last_refill = now
-        rate = self.pacing_gain * self.bw
+        rate = self._rate()
         if rate <= 0:
             self.tokens = float(self.initial_cwnd * self.mss)
             return
@@ -202,7 +211,7 @@ class BBRLite:
         """``nbytes`` of segment payload left (new data and retransmissions)."""
         self._refill(now)
         t = self.tokens - nbytes
-        floor = -self.pacing_gain * self.bw * self.burst_ms
+        floor = -self._rate() * self.burst_ms
         self.tokens = t if t > floor or floor == 0 else floor  # a retransmission storm is not owed
         self._sent += nbytes
 
@@ -243,8 +252,11 @@ class BBRLite:
         if now - t0 < window // 2 or now <= t0:
             return
         rate = (self._delivered - d0) / (now - t0)
-        if app_limited and rate < self.bw:
-            return
+        if app_limited:
+            if rate < self.bw:
+                return
+        else:
+            self._measured = True
         if rate > self._round_max:
             self._round_max = rate
         if rate > self.bw:
@@ -287,7 +299,9 @@ class BBRLite:
         bdp_segs = self.bdp / self.mss
         if st is CCState.STARTUP:
             # the bandwidth stopped growing, or a queue of one BDP built up already
-            if self._full_bw_count >= 3 or (rtt and self.min_rtt and rtt >= 1.5 * self.min_rtt):
+            if self._measured and (
+                self._full_bw_count >= 3 or (rtt and self.min_rtt and rtt >= 1.5 * self.min_rtt)
+            ):
                 self._enter(CCState.DRAIN, now)
         elif st is CCState.DRAIN:
             if inflight <= bdp_segs or (rtt and rtt <= self.min_rtt * self.queue_factor):

@@ -32,8 +32,8 @@ async def test_bbr_session_bulk_echo() -> None:
             return b"".join(parts)
 
         task = asyncio.create_task(reader())
-        for i in range(0, size, 16384):
-            c.write(payload[i : i + 16384])
+        for i in range(0, size, 1 << 18):  # large writes: the sender always has data waiting
+            c.write(payload[i : i + (1 << 18)])
             await asyncio.wait_for(c.drain(), TIMEOUT)
         echoed = await asyncio.wait_for(task, TIMEOUT)
         assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()

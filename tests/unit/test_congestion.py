@@ -148,6 +148,9 @@ def _state(cc: BBRLite) -> CCState:
 def test_pacing_budget() -> None:
     cc = BBRLite(MSS)
     assert cc.pacing_rate == 0 and cc.quota(0) > 0  # unpaced until a bandwidth estimate exists
+    cc.on_ack(0, MSS, 40, 1)
+    cc.on_ack(30, 30 * 1000, 40, 1)  # 1000 bytes/ms while not app-limited
+    assert cc.bw == pytest.approx(1000, rel=0.1)
     cc.bw = 1000.0  # bytes/ms
     cc.min_rtt = 40
     cc.pacing_gain = 1.0
@@ -172,3 +175,15 @@ def test_session_config_congestion() -> None:
     assert SessionConfig(congestion="bbr").congestion == "bbr"
     with pytest.raises(KCPUsageError, match="congestion"):
         SessionConfig(congestion="cubic")  # type: ignore[arg-type]
+
+
+def test_an_app_limited_session_keeps_the_initial_window_unpaced() -> None:
+    """Request/response traffic (always app-limited) never leaves STARTUP and is not paced, so a
+    burst after idle goes out as with ikcp's window (up to ``initial_cwnd`` at once)."""
+    rate = 10e6 / 8 / 1000
+    cc = BBRLite(MSS)
+    run(cc, Bottleneck(rate, delay=20), 3000, app_limit=2)
+    assert cc.bw > 0 and cc.min_rtt > 0
+    assert cc.state is CCState.STARTUP
+    assert cc.pacing_rate == 0
+    assert cc.cwnd >= cc.initial_cwnd
