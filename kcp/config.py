@@ -65,10 +65,21 @@ class SessionConfig:
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
     send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
     nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
-    ``congestion`` picks the sender's congestion control: ``"ikcp"`` is ikcp's own (with
-    ``nc=1``, none: the send window is the only limit), ``"bbr"`` is :mod:`kcp.congestion`'s
-    BBR-like controller, which paces to the measured bottleneck rate and keeps its queue short
-    (sender-side only: the peer need not know; see docs/tuning.md).
+
+    ``loss_recovery`` is how a small flight (a call, an event: at most 8 segments unacked) is
+    retransmitted: ``"adaptive"`` (the default) sends each recovery round as up to ``max_copies``
+    copies ``copy_gap`` ms apart (rounded up to ``interval``), as many as the loss seen on this
+    session calls for (one more on a randomly lossy link, up to ``max_copies`` when losses come
+    in bursts), with no backoff for the first four rounds and then one capped at 4 RTOs;
+    ``"ikcp"`` is ikcp's one retransmission per RTO with its backoff. ``lead_copies`` sends that
+    many spaced copies of every small flight right away (bandwidth for p99 under random loss;
+    default 0). Sender-side only: any ikcp or kcp-go peer is unaffected.
+    docs/tuning.md, "Loss recovery".
+
+    ``congestion`` is the sender's congestion control: ``"ikcp"`` (the default) is ikcp's own
+    (with ``nc=1``, none: the send window is the only limit), ``"bbr"`` is
+    :mod:`kcp.congestion`'s BBR-like controller, which paces to the measured bottleneck rate and
+    keeps the bottleneck's queue short. Sender-side only. docs/tuning.md, "Congestion control".
     """
 
     mtu: int = 1400
@@ -86,11 +97,19 @@ class SessionConfig:
     datagram_queue: int = 256
     idle_timeout: float | None = 60.0
     close_linger: float = 5.0
+    loss_recovery: Literal["adaptive", "ikcp"] = "adaptive"
+    max_copies: int = 6
+    copy_gap: int = 10
+    lead_copies: int = 0
     congestion: Literal["ikcp", "bbr"] = "ikcp"
 
     def __post_init__(self) -> None:
+        if self.loss_recovery not in ("adaptive", "ikcp"):
+            raise KCPUsageError(f"loss_recovery must be 'adaptive' or 'ikcp', got {self.loss_recovery!r}")
+        if not 1 <= self.max_copies <= 16 or not 1 <= self.copy_gap <= 1000 or not 0 <= self.lead_copies <= 8:
+            raise KCPUsageError("max_copies must be in 1..16, copy_gap in 1..1000 ms, lead_copies in 0..8")
         if self.congestion not in ("ikcp", "bbr"):
-            raise KCPUsageError(f"congestion must be 'ikcp' or 'bbr', not {self.congestion!r}")
+            raise KCPUsageError(f"congestion must be 'ikcp' or 'bbr', got {self.congestion!r}")
         if not 64 <= self.mtu <= 9000:
             raise KCPUsageError("mtu must be in 64..9000")
         if self.snd_wnd < 1 or self.rcv_wnd < 1:

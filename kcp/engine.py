@@ -25,6 +25,7 @@ Implementation notes (all invisible on the wire):
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -138,6 +139,26 @@ def _rto_c32(srtt: int, rttval: int, interval: int, minrto: int) -> int:
     return rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
 
 
+ADAPT_SAMPLES = 32  # recovery rounds between two picks of the copies per round
+ADAPT_FAILED = 4  # ... or as soon as this many rounds were lost whole (escalate fast)
+SPARSE_RTO_CAP = 4  # a sparse flight's rounds back off to at most this many RTOs apart
+ROUND_FAILURE_TARGET = 0.02  # the chance that all copies of a round are lost, aimed for
+
+
+def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) -> int:
+    """The copies per recovery round that make losing a whole round unlikely: ``rounds`` rounds
+    were sent with ``copies`` copies each and ``failed`` of them were all lost (their segment
+    needed another round). The loss of one copy given the previous one was lost is estimated as
+    ``q = (failed / rounds) ** (1 / copies)`` (high on a bursty link, near the loss rate on a
+    random one), and ``q ** n <= ROUND_FAILURE_TARGET`` solved for ``n``, within ``1..max_copies``."""
+    f = (failed + 0.1) / (rounds + 1)
+    q = f ** (1.0 / max(1, copies))
+    if q >= 0.999:
+        return max_copies
+    n = math.ceil(math.log(ROUND_FAILURE_TARGET) / math.log(q)) if q > 0 else 1
+    return max(1, min(max_copies, n))
+
+
 def getconv(packet: bytes | bytearray | memoryview) -> int:
     """Return the conversation id of a raw KCP packet, or -1 if it is shorter than 4 bytes."""
     if len(packet) < 4:
@@ -187,7 +208,7 @@ def acks_segment(packet: bytes | bytearray | memoryview, sn: int, ts: int) -> bo
 class _Seg:
     """A segment in the send buffer (the header fields that vary, plus retransmission state)."""
 
-    __slots__ = ("acked", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
+    __slots__ = ("acked", "copies", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
 
     def __init__(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int) -> None:
         self.sn = sn
@@ -199,6 +220,7 @@ class _Seg:
         self.fastack = 0
         self.xmit = 1  # created when first sent
         self.acked = False
+        self.copies = 0  # sparse recovery: spaced copies still to send in this round
 
 
 class KCP:
@@ -236,6 +258,13 @@ class KCP:
         "rcv_nxt",
         "rcv_queue",
         "rcv_wnd",
+        "recovery_adaptive",
+        "recovery_copies",
+        "recovery_flight",
+        "recovery_gap",
+        "recovery_lead",
+        "recovery_max_copies",
+        "recovery_rounds",
         "rmt_wnd",
         "rx_minrto",
         "rx_rto",
@@ -291,6 +320,14 @@ class KCP:
         self.nocwnd = 0
         self.xmit = 0
         self.dead_link = IKCP_DEADLINK
+        # Sparse-flight loss recovery (not in ikcp; off by default: recovery_flight 0). See flush.
+        self.recovery_flight = 0  # applies while at most this many segments are unacked
+        self.recovery_copies = 1  # transmissions per recovery round (1: a plain retransmission)
+        self.recovery_lead = 0  # spaced copies sent after a new segment's first transmission
+        self.recovery_gap = 10  # ms between the copies of a round
+        self.recovery_rounds = [0, 0, 0, 0]  # segments that needed >= 1, 2, 3, 4 recovery rounds
+        self.recovery_adaptive = False  # pick recovery_copies from the loss seen (recovery_copies_for)
+        self.recovery_max_copies = 6  # ... at most this many (the bandwidth budget of a round)
         # queues and buffers
         self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
@@ -747,6 +784,16 @@ class KCP:
             minimal = self.interval
         return now + minimal
 
+    def _adapt(self) -> None:
+        """Re-pick ``recovery_copies`` from the recovery rounds seen since the last pick, then
+        forget half of them (a moving window)."""
+        rounds = self.recovery_rounds
+        self.recovery_copies = recovery_copies_for(
+            rounds[0], rounds[1], self.recovery_copies, self.recovery_max_copies
+        )
+        for i in range(4):
+            rounds[i] //= 2
+
     # ------------------------------------------------------------------ flush
 
     def flush(self, now: int | None = None) -> None:
@@ -849,6 +896,7 @@ class KCP:
         lost = False
         nlost = 0
         nfast = 0
+        ncopies = 0
         out_bytes = 0
         nbuf_old = len(buf)
         # Retransmissions. ikcp walks the whole send buffer on every flush; we only do when the
@@ -859,11 +907,34 @@ class KCP:
             dead_link = self.dead_link
             next_diff = 0x7FFFFFFF
             fast_pending = False
+            sparse = 0 < len(buf) - self._nacked <= self.recovery_flight
             for seg in buf:
                 if seg.acked:
                     continue
                 d = (current - seg.resendts) & _MASK
-                if d < _HALF:  # RTO expired
+                if d < _HALF and (sparse or seg.copies):  # sparse flight: spaced copies, capped backoff
+                    if seg.copies > 0:  # the next copy of this round (not a loss)
+                        seg.copies -= 1
+                        ncopies += 1
+                    else:  # the round's copies all went unanswered: a new round
+                        seg.xmit += 1
+                        self.xmit += 1
+                        rounds = self.recovery_rounds
+                        k = seg.xmit - 2
+                        if k < 4:
+                            rounds[k] += 1
+                        if seg.xmit > 4:  # past 3 quick rounds: backoff, capped
+                            seg.rto = min(seg.rto + seg.rto // 2, SPARSE_RTO_CAP * rx_rto)
+                        else:
+                            seg.rto = rx_rto
+                        if self.recovery_adaptive and (rounds[0] >= ADAPT_SAMPLES or rounds[1] >= ADAPT_FAILED):
+                            self._adapt()
+                        seg.copies = self.recovery_copies - 1
+                        lost = True
+                        nlost += 1
+                    gap = self.recovery_gap
+                    seg.resendts = (current + (gap if seg.copies > 0 else seg.rto)) & _MASK
+                elif d < _HALF:  # RTO expired
                     seg.xmit += 1
                     self.xmit += 1
                     if nodelay == 0:
@@ -922,11 +993,17 @@ class KCP:
             limit = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
                 resendts = (current + rx_rto + rtomin) & _MASK
+                lead = 0
+                if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
+                    lead = self.recovery_lead
+                    resendts = (current + self.recovery_gap) & _MASK
                 append = buf.append
                 popleft = queue.popleft
                 while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
                     frg, data = popleft()
-                    append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts))
+                    seg = _Seg(snd_nxt, frg, data, current, rx_rto, resendts)
+                    seg.copies = lead
+                    append(seg)
                     ln = len(data)
                     if ptr + 24 + ln > mtu:
                         if ptr:
@@ -955,10 +1032,11 @@ class KCP:
         if c is not None:
             c.out_segs += nout
             c.out_bytes += out_bytes
-            if nlost or nfast:
+            if nlost or nfast or ncopies:
                 c.lost_segs += nlost
                 c.fast_retrans_segs += nfast
                 c.retrans_segs += nlost + nfast
+                c.copy_segs += ncopies
 
         if change:
             inflight = (self.snd_nxt - self.snd_una) & _MASK

@@ -13,6 +13,7 @@ from kcp.stats import Counters
 __all__ = ["KCPGO_INITIAL_RMT_WND", "check_close_code", "make_engine", "water_marks"]
 
 KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
+SPARSE_FLIGHT = 8  # segments unacked at most for the sparse-flight loss recovery (a call, an event)
 
 
 def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Counters) -> KCP:
@@ -30,6 +31,13 @@ def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Count
         raise KCPUsageError("mtu too small for the packet-layer overhead")
     eng.stream = 1 if config.stream else 0
     eng.dead_link = config.dead_link
+    if config.loss_recovery == "adaptive":
+        eng.recovery_flight = SPARSE_FLIGHT
+        eng.recovery_adaptive = True
+        eng.recovery_max_copies = config.max_copies
+        eng.recovery_copies = min(2, config.max_copies)
+        eng.recovery_gap = config.copy_gap
+        eng.recovery_lead = config.lead_copies
     return eng
 
 

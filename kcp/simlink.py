@@ -7,7 +7,9 @@ arrival time is ``<= now``, in arrival order. Nothing here reads a clock: the dr
 
 Each datagram independently:
 
-* is lost with probability ``loss``;
+* is lost with probability ``loss`` (with Gilbert-Elliott burst loss, ``ge_p`` > 0: the link
+  moves Good→Bad with probability ``ge_p`` and Bad→Good with ``ge_r`` per datagram, as linkemu
+  does, and loses ``ge_bad_loss`` of the datagrams in Bad and ``loss`` of those in Good);
 * otherwise arrives after ``delay`` plus a uniform ``0..jitter`` ms (plus the serialisation time
   ``len / rate`` behind earlier datagrams when ``rate``, in bytes per ms, is set; with ``limit``
   ms of queue already waiting it is dropped as a full router queue would);
@@ -45,8 +47,18 @@ class SimLink:
         rate: float | None = None,
         limit: int | None = None,
         reorder_extra: int | None = None,
+        ge_p: float = 0.0,
+        ge_r: float = 0.25,
+        ge_bad_loss: float = 1.0,
     ) -> None:
-        for name, p in (("loss", loss), ("dup", dup), ("reorder", reorder)):
+        for name, p in (
+            ("loss", loss),
+            ("dup", dup),
+            ("reorder", reorder),
+            ("ge_p", ge_p),
+            ("ge_r", ge_r),
+            ("ge_bad_loss", ge_bad_loss),
+        ):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p!r}")
         if delay < 0 or jitter < 0:
@@ -54,6 +66,10 @@ class SimLink:
         if rate is not None and rate <= 0:
             raise ValueError("rate must be > 0 bytes/ms")
         self.loss = loss
+        self.ge_p = ge_p
+        self.ge_r = ge_r
+        self.ge_bad_loss = ge_bad_loss
+        self.ge_bad = False
         self.dup = dup
         self.reorder = reorder
         self.delay = delay
@@ -89,7 +105,15 @@ class SimLink:
             now = self.now
         self.sent += 1
         rng = self._rng
-        if self.loss and rng.random() < self.loss:
+        loss = self.loss
+        if self.ge_p:
+            if self.ge_bad:
+                loss = self.ge_bad_loss
+                if rng.random() < self.ge_r:
+                    self.ge_bad = False
+            elif rng.random() < self.ge_p:
+                self.ge_bad = True
+        if loss and rng.random() < loss:
             self.lost += 1
             return
         base: float = now

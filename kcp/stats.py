@@ -27,6 +27,7 @@ _FIELDS: tuple[str, ...] = (
     "fast_retrans_segs",  # retransmitted because of skipped acks
     "early_retrans_segs",  # kcp-go's early retransmit (counted as fast in ikcp terms)
     "lost_segs",  # retransmitted because the RTO expired
+    "copy_segs",  # spaced copies sent by the sparse-flight loss recovery (kcp.engine)
     "repeat_segs",  # duplicate segments received
     "kcp_in_errors",  # engine refused the packet (bad conv, bad cmd, lying length)
     # packet layer
@@ -155,6 +156,7 @@ class Counters(CounterSet):
     fast_retrans_segs: int
     early_retrans_segs: int
     lost_segs: int
+    copy_segs: int
     repeat_segs: int
     kcp_in_errors: int
     in_errs: int
