@@ -300,7 +300,7 @@ class BBRLite:
         if st is CCState.STARTUP:
             # the bandwidth stopped growing, or a queue of one BDP built up already
             if self._measured and (
-                self._full_bw_count >= 3 or (rtt and self.min_rtt and rtt >= 1.5 * self.min_rtt)
+                self._full_bw_count >= 3 or (rtt and self.min_rtt and rtt >= self.queue_factor * self.min_rtt)
             ):
                 self._enter(CCState.DRAIN, now)
         elif st is CCState.DRAIN:
