@@ -44,7 +44,12 @@ def _session_config(args: argparse.Namespace, congestion: Any) -> Any:
     import kcp
 
     return kcp.SessionConfig(
-        snd_wnd=args.wnd, rcv_wnd=args.wnd, read_buffer=4 << 20, congestion=congestion, idle_timeout=30.0
+        mtu=args.mtu,
+        snd_wnd=args.wnd,
+        rcv_wnd=args.wnd,
+        read_buffer=4 << 20,
+        congestion=congestion,
+        idle_timeout=30.0,
     )
 
 
@@ -88,10 +93,27 @@ async def _send(args: argparse.Namespace) -> None:
     written = 0
     t0 = time.perf_counter()
     end = t0 + args.seconds
+
+    async def trace() -> None:
+        cc = s.congestion_controller
+        while cc is not None and time.perf_counter() < end:
+            e = s.engine
+            print(
+                f"{time.perf_counter() - t0:6.3f}s {cc.state.value:9} bw {cc.bw * 8 / 1000:5.2f} Mbit/s "
+                f"min_rtt {cc.min_rtt} srtt {e.rx_srtt} cwnd {cc.cwnd} gain {cc.pacing_gain:.2f} "
+                f"inflight {(e.snd_nxt - e.snd_una) & 0xFFFFFFFF} "
+                f"retrans {s.stats.get('retrans_segs', 0)} lost {s.stats.get('lost_segs', 0)}",
+                file=sys.stderr,
+            )
+            await asyncio.sleep(0.02 if time.perf_counter() - t0 < 0.6 else 0.25)
+
+    tracer = asyncio.ensure_future(trace()) if args.trace else None
     while time.perf_counter() < end:
         s.write(buf)
         written += len(buf)
         await s.drain()
+    if tracer is not None:
+        tracer.cancel()
     secs = time.perf_counter() - t0
     delivered = written - s.send_backlog()
     st = s.stats
@@ -260,7 +282,8 @@ def _run(args: argparse.Namespace) -> None:
             )
             limit = args.seconds * 4 * args.rounds * len(contenders) + 300
             for cmd in (
-                [py, me, "sink", "--host", B, "--wnd", str(args.wnd), "--max-seconds", str(limit)],
+                [py, me, "sink", "--host", B, "--wnd", str(args.wnd), "--mtu", str(args.mtu),
+                 "--max-seconds", str(limit)],
                 [py, TCP_BULK, "server", "--host", B, "--port", str(TCP_PORT), "--max-seconds", str(limit)],
             ):
                 servers.append(
@@ -311,10 +334,12 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--congestion", default="bbr", choices=("ikcp", "bbr"))
     ap.add_argument("--wnd", type=int, default=128, help="KCP send/receive windows (segments)")
+    ap.add_argument("--mtu", type=int, default=1400, help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does")
     ap.add_argument("--rate", type=float, default=10.0, help="bottleneck, Mbit/s")
     ap.add_argument("--delay", type=int, default=20, help="one-way delay, ms")
     ap.add_argument("--queue", type=int, default=50, help="bottleneck queue, ms (tail drop)")
     ap.add_argument("--losses", default="1 0", help="loss %% per direction, one link per value")
+    ap.add_argument("--trace", action="store_true", help="send: print the controller's state every 0.25 s")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--contenders", default="tcp-bbr kcp-ikcp kcp-bbr")

@@ -36,6 +36,7 @@ from collections import deque
 __all__ = ["BBRLite", "CCState"]
 
 STARTUP_GAIN = 2.885  # 2 / ln 2: doubles the delivery rate each round
+STARTUP_CWND_GAIN = 1.5  # BBR's is 2.89: here the window, not the pacer, bounds STARTUP's queue
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
@@ -120,7 +121,7 @@ class BBRLite:
         self.burst_ms = burst_ms
         self.state = CCState.STARTUP
         self.pacing_gain = STARTUP_GAIN
-        self.cwnd_gain = 2.0
+        self.cwnd_gain = STARTUP_CWND_GAIN
         self.bw = 0.0  # bottleneck bandwidth estimate, bytes per ms
         self.min_rtt = 0  # ms; 0 until the first sample
         self.min_rtt_stamp = 0
@@ -159,8 +160,8 @@ class BBRLite:
             return self.min_cwnd
         if not self.bw or not self.min_rtt:
             return self.initial_cwnd
-        # BDP x gain, plus room for one pacing burst (acks come back in batches)
-        target = self.cwnd_gain * self.bdp + self.bw * self.burst_ms
+        # BDP x gain, plus half a pacing burst of room (acks come back in batches)
+        target = self.cwnd_gain * self.bdp + self.bw * (self.burst_ms >> 1)
         n = int(target / self.mss) + 1
         # STARTUP never offers less than the initial window (a request/response session, always
         # app-limited, stays there and keeps ikcp's behaviour for its bursts)
@@ -334,7 +335,7 @@ class BBRLite:
         self.state = state
         if state is CCState.DRAIN:
             self.pacing_gain = 1 / STARTUP_GAIN
-            self.cwnd_gain = 2.0
+            self.cwnd_gain = STARTUP_CWND_GAIN
         elif state is CCState.PROBE_BW:
             self.pacing_gain = 1.0
             self.cwnd_gain = 2.0

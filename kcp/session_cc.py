@@ -30,6 +30,7 @@ from kcp.engine import KCP
 __all__ = ["SessionCC"]
 
 _MASK = 0xFFFFFFFF
+BULK_FLIGHT = 8  # segments in flight above which the RTO floor applies (kcp.session_setup's SPARSE_FLIGHT)
 
 
 class SessionCC:
@@ -77,20 +78,23 @@ class SessionCC:
         cc = self.cc
         eng.nocwnd = 0
         srtt = eng.rx_srtt
-        if srtt:
+        used = (eng.snd_nxt - eng.snd_una) & _MASK
+        if srtt and used > BULK_FLIGHT:
             # The pacer keeps the RTT steady, so ikcp's RTO (srtt + max(interval, 4 x rttval))
-            # comes within a few ms of it and any probe or burst fires spurious retransmissions.
-            # Fast resend repairs random loss; the RTO is for tail losses and may wait longer.
-            floor = srtt + (srtt >> 1)
+            # comes within a few ms of it and a probe, a burst or a queue building up fires
+            # retransmissions of segments that were only queued. Fast resend repairs random
+            # loss in a bulk flight; its RTO is for tail losses and may wait 2 x srtt.
+            floor = 2 * srtt
             if floor < self._minrto:
                 floor = self._minrto
             eng.rx_minrto = floor
             if eng.rx_rto < floor:
                 eng.rx_rto = floor
+        elif eng.rx_minrto != self._minrto:
+            eng.rx_minrto = self._minrto  # small flights: the configured RTO and loss recovery
         allow = cc.cwnd + self._sacked
         if cc.pacing_rate > 0:
             q = cc.quota(now)
-            used = (eng.snd_nxt - eng.snd_una) & _MASK
             paced = used + (int(q // eng.mss) + 1 if q > 0 else 0)
             if paced < allow:
                 allow = paced
