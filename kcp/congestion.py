@@ -1,6 +1,6 @@
 """A sender-side, BBR-like congestion controller for KCP bulk flows (sans-I/O).
 
-ikcp's own congestion window (``nc=0``) halves on every loss and so starves on a lossy link,
+ikcp's own congestion window (``nc=0``) reads every loss, random loss included, as congestion,
 and with ``nc=1`` (kcptun's modes, our default) there is none: a sender keeps its whole send
 window in flight, and on a rate-limited link the excess waits in the bottleneck's queue (at
 10 Mbit/s a 128-segment window is 140 ms of queue). :class:`BBRLite` instead models the path:
@@ -18,8 +18,8 @@ window in flight, and on a rate-limited link the excess waits in the bottleneck'
 Random loss is not a congestion signal: it does not shrink the window (the losses are only
 counted, :attr:`BBRLite.lost_segs`). A queue is: when the RTT rises above ``queue_factor x min
 RTT`` outside the 1.25 probe, the controller paces at 0.75 until it is back, and STARTUP ends
-once the RTT reaches 1.5 x min RTT (a queue of half a BDP), not only when the bandwidth stops
-growing. Rounds paced below 1 (DRAIN, the 0.75 phases) do not feed the bandwidth filter.
+once the RTT reaches ``queue_factor x min RTT`` (a queue of a quarter BDP), not only when the
+bandwidth stops growing; STARTUP's window is 1.5 x BDP, so it cannot fill a shallow queue. Rounds paced below 1 (DRAIN, the 0.75 phases) do not feed the bandwidth filter.
 
 Time is integer milliseconds supplied by the caller (``now``); nothing here reads a clock. The
 session layer (:mod:`kcp.session_cc`) drives it from the engine's counters and RTT: it calls
@@ -225,7 +225,7 @@ class BBRLite:
     ) -> None:
         """After acks: ``acked_bytes`` newly acknowledged, ``rtt`` the current RTT estimate in ms
         (0: none yet), ``inflight`` the segments still unacknowledged; ``app_limited`` when the
-        sender had nothing more to send (its samples cannot raise the estimate... nor lower it)."""
+        sender had nothing more to send (its samples may raise the estimate, never lower it)."""
         if rtt > 0:
             self._rtt = rtt
             self._update_min_rtt(now, rtt)
@@ -278,9 +278,11 @@ class BBRLite:
         self._round_start = now
         self.rounds += 1
         samples = self._bw_samples
-        # a round paced below the estimate (drain) or short of data cannot lower the estimate
+        # A round short of data cannot lower the estimate, nor can one paced below it (DRAIN, the
+        # 0.75 phase) unless a queue stood all along: then the link was busy, at its real rate.
         m = self._round_max
-        if m > 0 and (m >= self.bw or not (self._round_low_gain or app_limited)):
+        queued = self.min_rtt and self._rtt > self.min_rtt * self.queue_factor
+        if m > 0 and (m >= self.bw or (not app_limited and (queued or not self._round_low_gain))):
             samples.append(m)
             while len(samples) > self.bw_rounds:
                 samples.popleft()

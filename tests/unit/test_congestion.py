@@ -45,7 +45,14 @@ class Bottleneck:
         return out
 
 
-def run(cc: BBRLite, link: Bottleneck, ms: int, *, app_limit: int | None = None) -> dict[str, float]:
+def run(
+    cc: BBRLite,
+    link: Bottleneck,
+    ms: int,
+    *,
+    app_limit: int | None = None,
+    new_rate: tuple[int, float] | None = None,
+) -> dict[str, float]:
     """Drive ``cc`` for ``ms``; returns the delivered rate (bytes/ms) over the last half and the
     queue-delay percentiles of the packets sent in it."""
     inflight = 0
@@ -54,6 +61,8 @@ def run(cc: BBRLite, link: Bottleneck, ms: int, *, app_limit: int | None = None)
     half = ms // 2
     q_mark = 0
     for now in range(ms):
+        if new_rate is not None and now == new_rate[0]:
+            link.rate = new_rate[1]
         acked = 0
         for kind, sent in link.due(now):
             inflight -= 1
@@ -187,3 +196,14 @@ def test_an_app_limited_session_keeps_the_initial_window_unpaced() -> None:
     assert cc.state is CCState.STARTUP
     assert cc.pacing_rate == 0
     assert cc.cwnd >= cc.initial_cwnd
+
+
+def test_follows_a_bandwidth_drop() -> None:
+    """The link slows from 10 to 4 Mbit/s (a competing flow, a rate change): the estimate follows
+    and the queue drains instead of standing at 0.75 x the old rate."""
+    cc = BBRLite(MSS)
+    link = Bottleneck(10e6 / 8 / 1000, delay=20)
+    r = run(cc, link, 12000, new_rate=(3000, 4e6 / 8 / 1000))  # measured over the last 6 s
+    assert cc.bw <= 1.15 * link.rate
+    assert r["rate"] >= 0.85 * link.rate
+    assert r["q99"] < 40
