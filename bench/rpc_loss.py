@@ -52,6 +52,9 @@ def transport(a: argparse.Namespace) -> kcprpc.Transport:
         "resend": a.resend,
         "nc": a.nc,
         "ack_nodelay": not a.no_ack_nodelay,
+        "loss_recovery": a.loss_recovery,
+        "max_copies": a.max_copies,
+        "lead_copies": a.lead_copies,
     }
     if a.mtu:
         opts["mtu"] = a.mtu
@@ -79,6 +82,9 @@ def describe(a: argparse.Namespace) -> str:
         s += f" crypt={a.crypt}"
     if a.no_ack_nodelay:
         s += " ack_nodelay=0"
+    s += f" recovery={a.loss_recovery}"
+    if a.loss_recovery == "adaptive":
+        s += f"/{a.max_copies}" + (f"+lead{a.lead_copies}" if a.lead_copies else "")
     return s
 
 
@@ -109,6 +115,7 @@ KEEP = (
     "retrans_segs",
     "fast_retrans_segs",
     "early_retrans_segs",
+    "copy_segs",
     "lost_segs",
     "repeat_segs",
     "fec_recovered",
@@ -233,6 +240,9 @@ def main() -> int:
     g.add_argument("--wnd", default="", help="SND/RCV window in segments")
     g.add_argument("--mtu", type=int, default=0)
     g.add_argument("--no-ack-nodelay", action="store_true", help="ack at the next interval, not at once")
+    g.add_argument("--loss-recovery", choices=("adaptive", "ikcp"), default="adaptive", help="small flights")
+    g.add_argument("--max-copies", type=int, default=6, help="copies per recovery round at most")
+    g.add_argument("--lead-copies", type=int, default=0, help="spaced copies of every small flight")
     a = ap.parse_args()
     if a.n < 1 or a.size < 0:
         ap.error("-n must be >= 1 and --size >= 0")

@@ -56,6 +56,9 @@ class PathOwner(Protocol):
     def request_flush(self) -> None:
         """Flush the engine at the end of this tick."""
 
+    def set_mtu(self, mtu: int) -> None:
+        """The path's MTU changed (a UDP payload size; the path MTU search)."""
+
     def peer_closed(self, now: int, code: int, reason: str) -> None:
         """The peer ended the connection (an authenticated CLOSE)."""
 

@@ -20,6 +20,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -28,6 +31,7 @@ from kcp.config import SecureWire, SessionConfig
 from kcp.endpoint import Endpoint
 from kcp.path import EventCallback, Output, PathOwner
 from kcp.pipeline import Pipeline
+from kcp.pmtud import Pmtud
 from kcp.secure import (
     ConnectionClosed,
     GoAwayReceived,
@@ -49,7 +53,15 @@ from kcp.secure.handshake import ClientState
 from kcp.secure.packet import MIN_TRANSPORT
 from kcp.stats import Counters, fold_secure
 
-__all__ = ["SECURE_OVERHEAD", "SecurePath", "conv_of", "secure_config", "secure_handshake"]
+__all__ = [
+    "SECURE_OVERHEAD",
+    "SecurePath",
+    "conv_of",
+    "new_pmtud",
+    "secure_config",
+    "secure_handshake",
+    "set_dont_fragment",
+]
 
 SECURE_OVERHEAD = MIN_TRANSPORT
 """Bytes a transport packet adds to its payload: header 17 + frame type 1 + AEAD tag 16."""
@@ -92,6 +104,53 @@ def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> 
     )
 
 
+def new_pmtud(conn: SecureConnection, now: int) -> Pmtud | None:
+    """The path MTU search of a new connection (docs/tuning.md "Path MTU"), or None when
+    ``SecureConfig.pmtud`` is off. It starts at the base (``pmtud_base``, or the negotiated MTU if
+    smaller), as RFC 8899 does, and searches up to ``pmtud_max`` (a UDP payload over IPv4; 20
+    bytes less over IPv6) or the negotiated MTU if larger."""
+    cfg = conn.config
+    if not cfg.pmtud:
+        return None
+    negotiated = conn.params.mtu
+    base = min(cfg.pmtud_base, negotiated)
+    addr = conn.peer_addr
+    ipv6 = isinstance(addr, tuple) and len(addr) >= 2 and ":" in str(addr[0])
+    return Pmtud(
+        start=base,
+        base=base,
+        maximum=max(cfg.pmtud_max - (20 if ipv6 else 0), negotiated),
+        now=now,
+        probe_timeout_ms=cfg.pmtud_probe_timeout_ms,
+        confirm_ms=cfg.pmtud_confirm_ms,
+        raise_ms=cfg.pmtud_raise_ms,
+    )
+
+
+_IP_MTU_DISCOVER = 10  # Linux <linux/in.h> (Python's socket module does not name these)
+_IPV6_MTU_DISCOVER = 23  # <linux/in6.h>
+_PMTUDISC_PROBE = 3  # set DF, and ignore the kernel's path MTU cache: the probes decide
+
+
+def set_dont_fragment(sock: Any) -> bool:
+    """Make the kernel send the socket's datagrams with DF (don't fragment), as RFC 8899 needs:
+    a probe that crossed the path as fragments would prove nothing. Linux only; False where it
+    cannot be set (the MTU search is then off). A datagram larger than the local interface's MTU
+    then fails to send (dropped and counted by the socket layer) instead of being fragmented."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER, _PMTUDISC_PROBE)
+            with contextlib.suppress(OSError):  # a dual-stack socket sends IPv4 as well
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _PMTUDISC_PROBE)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def conv_of(conn: SecureConnection) -> int:
     """The KCP conv both ends derive from the handshake (no conv travels in secure mode)."""
     return int.from_bytes(conn.handshake_hash[:4], "little")
@@ -100,7 +159,20 @@ def conv_of(conn: SecureConnection) -> int:
 class SecurePath:
     """The secure connection under one session (see the module docstring)."""
 
-    __slots__ = ("callbacks", "conn", "ep", "held_back", "on_end", "owner", "rekey_due")
+    __slots__ = (
+        "_counters",
+        "_pmtu_applied",
+        "_retrans_seen",
+        "_segs_seen",
+        "callbacks",
+        "conn",
+        "ep",
+        "held_back",
+        "on_end",
+        "owner",
+        "pmtud",
+        "rekey_due",
+    )
 
     mode: Literal["compat", "secure"] = "secure"
     overhead = SECURE_OVERHEAD
@@ -120,6 +192,16 @@ class SecurePath:
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []
         self.owner: PathOwner | None = None
+        pm = new_pmtud(conn, now)
+        sock = getattr(ep, "sock", None)
+        if pm is not None and sock is not None and not set_dont_fragment(sock):
+            pm = None  # without DF a probe could cross as fragments: its answer would prove nothing
+        self.pmtud = pm
+        """The path MTU search (None: ``SecureConfig.pmtud`` is off, or DF cannot be set)."""
+        self._pmtu_applied = conn.params.mtu
+        self._counters: Any = None
+        self._retrans_seen = 0
+        self._segs_seen = 0
 
     @property
     def connection(self) -> SecureConnection:
@@ -127,6 +209,10 @@ class SecurePath:
 
     def attach(self, owner: PathOwner) -> None:
         self.owner = owner
+        pm = self.pmtud
+        if pm is not None and pm.plpmtu != self._pmtu_applied:
+            self._pmtu_applied = pm.plpmtu
+            owner.set_mtu(pm.plpmtu)  # the search starts from the base
 
     # -- sending ---------------------------------------------------------------------------------
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
@@ -135,6 +221,7 @@ class SecurePath:
         seal = conn.seal
         pseal = pipeline.seal
         c: Any = counters
+        self._counters = c
         path = self
         now_ms = self.ep.timers.now_ms
         tx_append = self.ep.tx.append
@@ -176,6 +263,12 @@ class SecurePath:
 
     def announce_rebind(self, now: int) -> None:
         conn = self.conn
+        pm = self.pmtud
+        if pm is not None:
+            if set_dont_fragment(self.ep.sock):
+                pm.suspect()  # maybe a new network: confirm the MTU there
+            else:
+                self.pmtud = None  # the new socket cannot set DF: keep the MTU found so far
         self.ep.tx.append((conn.ping(now), conn.peer_addr))
 
     def add_stats(self, out: dict[str, int]) -> None:
@@ -183,6 +276,35 @@ class SecurePath:
             out["secure_" + k] = v
         out["secure_held_back"] = self.held_back
         out["secure_key_epoch"] = self.conn.epoch
+        if self.pmtud is not None:
+            out.update(self.pmtud.snapshot())
+
+    # -- path MTU --------------------------------------------------------------------------------
+    def _pmtud_run(self, now: int) -> None:
+        """Send the probes the MTU search wants now and apply its MTU to the session."""
+        pm = self.pmtud
+        conn = self.conn
+        if pm is None or not conn.is_open or not conn.path_validated:
+            return
+        probes = pm.poll(now)
+        for pid, size in probes:
+            self.ep.tx.append((conn.ping(now, size, pid), conn.peer_addr))
+        if probes:
+            self.ep.kick()
+        s = self.owner
+        if pm.plpmtu != self._pmtu_applied and s is not None:
+            self._pmtu_applied = pm.plpmtu
+            s.set_mtu(pm.plpmtu)
+
+    def _pmtud_acks(self, now: int) -> None:
+        conn = self.conn
+        acks, conn.probe_acks = conn.probe_acks, []
+        pm = self.pmtud
+        if pm is None:
+            return
+        for pid in acks:
+            pm.on_ack(pid, now)
+        self._pmtud_run(now)  # the next probe at once
 
     # -- receiving -------------------------------------------------------------------------------
     def input(self, datagram: bytes, addr: Address, now: int) -> bool:
@@ -207,6 +329,8 @@ class SecurePath:
                 s.feed(payload, now)  # a session that ended ignores it
             elif authentic:
                 s.touch(now)  # authenticated control traffic (PING, path probes) keeps it alive
+        if payload is None and conn.probe_acks:
+            self._pmtud_acks(now)
         return authentic
 
     def _events(self, now: int) -> None:
@@ -218,6 +342,8 @@ class SecurePath:
                     s.remote_address = conn.peer_addr
                 elif isinstance(ev, PathValidated):
                     s.request_flush()  # segments held back from the new path may go now
+                    if self.pmtud is not None:
+                        self.pmtud.suspect()  # a new path: confirm the MTU there
                 elif isinstance(ev, GoAwayReceived):
                     s.goaway_received = (ev.code, ev.message)
                 elif isinstance(ev, KeyUpdated):
@@ -236,7 +362,21 @@ class SecurePath:
     def timer(self) -> int:
         """When the session should wake for the connection: probes, old-key expiry, key update."""
         t = self.conn.get_timer()
-        return self.rekey_due if t is None or self.rekey_due < t else t
+        due = self.rekey_due if t is None or self.rekey_due < t else t
+        pm = self.pmtud
+        if pm is not None and self.conn.path_validated and self.conn.is_open:
+            c = self._counters
+            if c is not None:
+                if c.out_segs != self._segs_seen:
+                    self._segs_seen = c.out_segs
+                    pm.note_traffic()  # an idle session is not probed
+                if c.retrans_segs != self._retrans_seen:
+                    self._retrans_seen = c.retrans_segs
+                    pm.suspect()  # data is being resent: is the MTU still right?
+            tp = pm.timer()
+            if tp < due:
+                due = tp
+        return due
 
     def on_timer(self, now: int) -> None:
         conn = self.conn
@@ -250,6 +390,9 @@ class SecurePath:
                 self.ep.send(conn.ping(now), conn.peer_addr)
             else:
                 self.rekey_due = now + max(1, conn.config.key_grace_ms)  # previous update unfinished
+        pm = self.pmtud
+        if pm is not None and now >= pm.timer():
+            self._pmtud_run(now)
         if conn.events:
             self._events(now)
         if conn.outbox:

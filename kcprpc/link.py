@@ -92,7 +92,6 @@ class Link:
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.hb = Heartbeat(heartbeat, self.now()) if heartbeat is not None else None
         self.tasks: list[asyncio.Task[Any]] = []
-        self._max_dgram = conn.max_datagram_size
         self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
         decoded, partial, partial_timeout = receive
         self.receive = ReceiveLimits(
@@ -130,7 +129,7 @@ class Link:
         self.writer.send(frame)
 
     def send_datagram(self, frame: bytes) -> bool:
-        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
+        return not self.closed and send_datagram(self.conn, frame, self.conn.max_datagram_size)
 
     # ------------------------------------------------------------------ frames in
     def on_frames(self, frames: list[Frame], costs: list[int]) -> None:

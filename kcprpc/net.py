@@ -92,8 +92,9 @@ class MuxConnection:
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest OOB payload."""
-        return self._max_dgram
+        """Largest OOB payload now (it follows the session's MTU as path MTU probing moves it)."""
+        s = self.session
+        return s.max_datagram_size() if s is not None else self._max_dgram
 
     @property
     def max_paused_streams(self) -> int:

@@ -119,7 +119,6 @@ class ServerSession:
         self.control: FrameWriter | None = None
         self.loop = asyncio.get_running_loop()
         self.last_receive = self.loop.time()
-        self._max_dgram = conn.max_datagram_size
         self.calls: set[ServerCall] = set()
         self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
         # the send side (docs/rpc.md, "Clients that stop reading"): what the transport holds for
@@ -238,7 +237,7 @@ class ServerSession:
             self.control.discard()
         goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
         for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
-            send_datagram(self.conn, goaway, self._max_dgram)
+            send_datagram(self.conn, goaway, self.conn.max_datagram_size)
         spawn(server.tasks, self._abort(message))
 
     async def _abort(self, message: str) -> None:
@@ -249,7 +248,7 @@ class ServerSession:
 
     def send_datagram(self, frame: bytes) -> bool:
         """Send a frame as one OOB datagram if it fits."""
-        return not self.closed and send_datagram(self.conn, frame, self._max_dgram)
+        return not self.closed and send_datagram(self.conn, frame, self.conn.max_datagram_size)
 
     # -- push API --
     def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
@@ -307,7 +306,6 @@ class ServerSession:
         self.control = new.control
         self.loop = new.loop
         self.last_receive = new.last_receive
-        self._max_dgram = new._max_dgram
         self.calls = new.calls
         self.parking = new.parking
         self.send_limit = new.send_limit

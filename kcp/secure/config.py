@@ -57,10 +57,17 @@ class SessionParams:
     mux_version: int
 
 
+PMTUD_LIMIT = 2048
+"""The largest ``pmtud_max``: the session layer's receive buffer (``kcp.batch.MAX_DATAGRAM``)
+truncates larger datagrams."""
+
+
 @dataclass(frozen=True)
 class SecureConfig:
     """Secure mode's knobs (frozen, validated): versions, suites and limits of the handshake,
-    DoS limits, rekeying and path probing. A :class:`kcp.SecureWire` carries one (``config=``).
+    DoS limits, rekeying, path probing and path MTU discovery (``pmtud*``: on by default, the
+    search goes up to ``pmtud_max`` bytes of UDP payload and falls back to ``pmtud_base`` after a
+    black hole; docs/tuning.md "Path MTU"). A :class:`kcp.SecureWire` carries one (``config=``).
 
     What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
     :class:`kcp.SecureWire`, the MTU and windows on :class:`kcp.SessionConfig`; the handshake core
@@ -102,6 +109,13 @@ class SecureConfig:
     path_probe_interval_ms: int = 500
     path_probe_attempts: int = 4
     amplification_factor: int = 3
+    # path MTU discovery (kcp.pmtud, docs/tuning.md "Path MTU")
+    pmtud: bool = True
+    pmtud_max: int = 1472
+    pmtud_base: int = 1200
+    pmtud_probe_timeout_ms: int = 1000
+    pmtud_confirm_ms: int = 15_000
+    pmtud_raise_ms: int = 600_000
 
     def __post_init__(self) -> None:
         need = _need(type(self).__name__)
@@ -127,6 +141,16 @@ class SecureConfig:
         need(
             self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,
             "rekey limits",
+        )
+
+        need(
+            576 <= self.pmtud_base <= self.pmtud_max <= PMTUD_LIMIT,
+            f"need 576 <= pmtud_base <= pmtud_max <= {PMTUD_LIMIT} (UDP payload sizes; "
+            "1472 is a 1500-byte IPv4 path)",
+        )
+        need(
+            self.pmtud_probe_timeout_ms > 0 and self.pmtud_confirm_ms > 0 and self.pmtud_raise_ms > 0,
+            "pmtud timers must be > 0",
         )
 
     def suite_ids(self) -> list[int]:

@@ -36,7 +36,9 @@ from .packet import (
     F_PATH_CHALLENGE,
     F_PATH_RESPONSE,
     F_PING,
+    F_PING_ACK,
     MIN_TRANSPORT,
+    PROBE_ID_LEN,
     RESET_TOKEN_LEN,
     T_TRANSPORT,
     TRANSPORT_HEADER,
@@ -64,6 +66,7 @@ CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     CLOSED: frozenset(),
 }
 _DATA = bytes((F_DATA,))
+MAX_PROBE_ACKS = 64
 
 
 class SecureConnection:
@@ -109,6 +112,7 @@ class SecureConnection:
         "path_validated",
         "peer_addr",
         "peer_static",
+        "probe_acks",
         "remote_cid",
         "reset_token",
         "state",
@@ -176,6 +180,8 @@ class SecureConnection:
         """Events not taken yet (take them with :meth:`next_event`; the glue checks it is non-empty)."""
         self.outbox: list[tuple[bytes, Any]] = []
         """Datagrams to send (take them with :meth:`datagrams_to_send`: path probes and answers)."""
+        self.probe_acks: list[int] = []
+        """Probe ids the peer answered (PING_ACK), not taken yet: the session's MTU search takes them."""
         self.last_authenticated = now
         """When (ms) the last packet that authenticated arrived (the handshake's time until one does).
         Only these prove the peer alive: forged, corrupted and replayed datagrams never move it."""
@@ -223,12 +229,16 @@ class SecureConnection:
             )
         return self._seal_frame(_DATA + payload, now)
 
-    def ping(self, now: int, pad_to: int = 0) -> bytes:
-        """An authenticated PING (keeps NAT bindings, confirms keys; ``pad_to`` for MTU probes)."""
+    def ping(self, now: int, pad_to: int = 0, probe_id: int | None = None) -> bytes:
+        """An authenticated PING (keeps NAT bindings, confirms keys), zero-padded to a datagram of
+        ``pad_to`` bytes. With ``probe_id`` (an MTU probe, at least ``kcp.secure.packet.MIN_PROBE`` bytes) it
+        carries the id, and the peer answers with a PING_ACK (:attr:`probe_acks`)."""
         if self.state != OPEN:
             raise SecureConnectionClosed("secure connection is closed", self.close_code or 0)
         body = bytes((F_PING,))
-        extra = pad_to - TRANSPORT_HEADER - 16 - 1
+        if probe_id is not None:
+            body += (probe_id & 0xFFFFFFFFFFFFFFFF).to_bytes(PROBE_ID_LEN, "big")
+        extra = pad_to - TRANSPORT_HEADER - 16 - len(body)
         return self._seal_frame(body + bytes(max(0, extra)), now)
 
     def close(self, code: int = Reason.NONE, message: str = "", now: int = 0) -> bytes:
@@ -405,6 +415,14 @@ class SecureConnection:
     def _control(self, ft: int, plaintext: bytes, addr: Any, now: int) -> None:
         c = self.counters
         if ft == F_PING:
+            if len(plaintext) >= 1 + PROBE_ID_LEN:  # an MTU probe: say it arrived (a small answer)
+                c.mtu_probes_answered += 1
+                self.outbox.append((self._seal_frame(bytes((F_PING_ACK,)) + plaintext[1:9], now), addr))
+            return None
+        if ft == F_PING_ACK and len(plaintext) == 1 + PROBE_ID_LEN:
+            c.mtu_probe_acks += 1
+            if len(self.probe_acks) < MAX_PROBE_ACKS:  # bounded if nobody takes them
+                self.probe_acks.append(int.from_bytes(plaintext[1:], "big"))
             return None
         if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
             self.outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))

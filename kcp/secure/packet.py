@@ -78,6 +78,9 @@ F_PATH_CHALLENGE = 0x02
 F_PATH_RESPONSE = 0x03
 F_CLOSE = 0x04
 F_GOAWAY = 0x05
+F_PING_ACK = 0x06  # probe id (8): answers a PING that carries one (an MTU probe)
+PROBE_ID_LEN = 8
+MIN_PROBE = TRANSPORT_HEADER + 1 + PROBE_ID_LEN + TAG_LEN  # the smallest PING that carries a probe id
 MAX_REASON_TEXT = 512
 
 

@@ -60,6 +60,8 @@ _FIELDS: tuple[str, ...] = (
     "goaways_received",
     "stateless_resets_sent",
     "stateless_resets_received",
+    "mtu_probes_answered",  # padded PINGs with a probe id answered with a PING_ACK
+    "mtu_probe_acks",  # PING_ACKs received (answers to our MTU probes)
 )
 
 
@@ -118,3 +120,5 @@ class SecureCounters(CounterSet):
     goaways_received: int
     stateless_resets_sent: int
     stateless_resets_received: int
+    mtu_probes_answered: int
+    mtu_probe_acks: int
