@@ -77,6 +77,8 @@ class SessionCC:
     def before_flush(self, eng: KCP, now: int) -> None:
         cc = self.cc
         eng.nocwnd = 0
+        if cc.mss != eng.mss:  # set_mtu() or a path MTU probe changed the segment size
+            cc.mss = eng.mss
         srtt = eng.rx_srtt
         used = (eng.snd_nxt - eng.snd_una) & _MASK
         if srtt and used > BULK_FLIGHT:
