@@ -28,6 +28,7 @@ Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """A secure server's hook: ``authorize(token, client_static_public_key, address)`` returns None to
 accept the client, or the refusal message the client sees."""
 
+
 def check_fec(fec: tuple[int, int]) -> tuple[int, int]:
     """``(data, parity)`` shard counts, validated: ``(0, 0)`` is FEC off; otherwise both >= 1 and
     at most 256 shards per group (:func:`kcp.fec.fec_enabled`'s rules). Raises
@@ -74,6 +75,11 @@ class SessionConfig:
     many spaced copies of every small flight right away (bandwidth for p99 under random loss;
     default 0). Sender-side only: any ikcp or kcp-go peer is unaffected.
     docs/tuning.md, "Loss recovery".
+
+    ``congestion`` is the sender's congestion control: ``"ikcp"`` (the default) is ikcp's own
+    (with ``nc=1``, none: the send window is the only limit), ``"bbr"`` is
+    :mod:`kcp.congestion`'s BBR-like controller, which paces to the measured bottleneck rate and
+    keeps the bottleneck's queue short. Sender-side only. docs/tuning.md, "Congestion control".
     """
 
     mtu: int = 1400
@@ -95,12 +101,15 @@ class SessionConfig:
     max_copies: int = 6
     copy_gap: int = 10
     lead_copies: int = 0
+    congestion: Literal["ikcp", "bbr"] = "ikcp"
 
     def __post_init__(self) -> None:
         if self.loss_recovery not in ("adaptive", "ikcp"):
             raise KCPUsageError(f"loss_recovery must be 'adaptive' or 'ikcp', got {self.loss_recovery!r}")
         if not 1 <= self.max_copies <= 16 or not 1 <= self.copy_gap <= 1000 or not 0 <= self.lead_copies <= 8:
             raise KCPUsageError("max_copies must be in 1..16, copy_gap in 1..1000 ms, lead_copies in 0..8")
+        if self.congestion not in ("ikcp", "bbr"):
+            raise KCPUsageError(f"congestion must be 'ikcp' or 'bbr', got {self.congestion!r}")
         if not 64 <= self.mtu <= 9000:
             raise KCPUsageError("mtu must be in 64..9000")
         if self.snd_wnd < 1 or self.rcv_wnd < 1:

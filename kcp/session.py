@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kcp.batch import Address
 from kcp.config import SessionConfig
+from kcp.congestion import BBRLite
 from kcp.crypt import PacketCrypt
 from kcp.endpoint import Endpoint
 from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.path import PacketPath
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline, bare_kcp
+from kcp.session_cc import SessionCC
 from kcp.session_datagrams import DatagramQueue
 from kcp.session_setup import check_close_code, make_engine, water_marks
 from kcp.session_stats import session_stats
@@ -96,6 +98,7 @@ class KCPSession:
 
     __slots__ = (
         "__weakref__",
+        "_cc",
         "_closed_fut",
         "_config",
         "_dgrams",
@@ -166,6 +169,7 @@ class KCPSession:
         self.goaway_received: tuple[int, str] | None = None
         self._event_callbacks = path.callbacks
         eng = self._engine = make_engine(conv, config, self._overhead, self.counters)
+        self._cc = SessionCC(eng) if config.congestion == "bbr" else None
         self.ack_nodelay = config.ack_nodelay
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
@@ -238,6 +242,12 @@ class KCPSession:
         if flush and self._state is not _CLOSED:
             self._engine.flush(now)
         self._finish(now, None, reason)
+
+    @property
+    def congestion_controller(self) -> BBRLite | None:
+        """The sender's controller with ``congestion="bbr"`` (its ``bw``, ``min_rtt``, ``cwnd``,
+        ``pacing_rate``, ``state``), or None for ikcp's own (see docs/tuning.md)."""
+        return self._cc.cc if self._cc is not None else None
 
     @property
     def endpoint_counters(self) -> Counters:
@@ -392,6 +402,8 @@ class KCPSession:
             return
         self._deliver()
         eng = self._engine
+        if self._cc is not None:
+            self._cc.after_input(eng, now)
         if (self.ack_nodelay or eng.waitsnd()) and not self._flush_marked:
             self._flush_marked = True
             self._ep.flushq.append(self)
@@ -436,7 +448,15 @@ class KCPSession:
         if self._state is _CLOSING and now >= self._linger_until:
             self._finish(now, None, self.close_reason or "closed")
             return
-        eng.update(now)
+        cc = self._cc
+        if cc is None:
+            eng.update(now)
+        else:
+            cc.before_flush(eng, now)
+            eng.update(now)
+            if eng.snd_queue:  # a wake-up for the pacer, between two intervals
+                eng.flush(now)
+            cc.after_flush(eng, now)
         if eng.state != 0:
             self._die(now)
             return
@@ -449,7 +469,13 @@ class KCPSession:
         if self._state is _CLOSED:
             return
         eng = self._engine
-        eng.flush(now)
+        cc = self._cc
+        if cc is None:
+            eng.flush(now)
+        else:
+            cc.before_flush(eng, now)
+            eng.flush(now)
+            cc.after_flush(eng, now)
         if eng.state != 0:
             self._die(now)
             return
@@ -474,6 +500,10 @@ class KCPSession:
             due = self._last_recv + self._idle_ms
         else:
             due = -1
+        if self._cc is not None:
+            t = self._cc.next_send(eng, now)
+            if t >= 0 and (due < 0 or t < due):
+                due = t
         if self._state is _CLOSING and (due < 0 or self._linger_until < due):
             due = self._linger_until
         path_timer = self._path_timer

@@ -1,0 +1,125 @@
+"""Driving a :class:`kcp.congestion.BBRLite` from a KCP engine, without changing the engine.
+
+A session configured with ``congestion="bbr"`` keeps one :class:`SessionCC` beside its engine
+(sans-I/O: it reads the engine's fields and counters, and takes ``now``):
+
+* :meth:`SessionCC.after_input` (after each receive batch) counts the segments newly
+  acknowledged (cumulatively or selectively) and hands them, the engine's smoothed RTT and the
+  segments still in flight to the controller;
+* :meth:`SessionCC.before_flush` sets the engine's congestion window (``cwnd`` with
+  ``nocwnd=0``) so that the flush sends no more new segments than the controller's window and
+  its pacing budget allow. ikcp counts its window from ``snd_una``, including segments the peer
+  already acknowledged out of order, so those are added back: the controller's window bounds
+  what is really in flight. Retransmissions are not held back (ikcp sends them regardless);
+* :meth:`SessionCC.after_flush` charges what the flush sent (new data and retransmissions) to the
+  pacing budget and reports retransmissions;
+* :meth:`SessionCC.next_send` names when a session whose data waits only for the pacer should be
+  woken.
+
+ikcp's own window logic still runs inside the engine but its result is overwritten before each
+flush the session makes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kcp.congestion import BBRLite
+from kcp.engine import KCP
+
+__all__ = ["SessionCC"]
+
+_MASK = 0xFFFFFFFF
+BULK_FLIGHT = 8  # segments in flight above which the RTO floor applies (kcp.session_setup's SPARSE_FLIGHT)
+
+
+class SessionCC:
+    """One session's congestion controller and the engine bookkeeping it needs."""
+
+    __slots__ = (
+        "_counters",
+        "_delivered",
+        "_minrto",
+        "_nxt",
+        "_out_bytes",
+        "_retrans",
+        "_sacked",
+        "_sent",
+        "cc",
+    )
+
+    def __init__(self, eng: KCP, cc: BBRLite | None = None) -> None:
+        self.cc = cc if cc is not None else BBRLite(eng.mss)
+        c: Any = eng.counters
+        self._counters = c
+        self._nxt = eng.snd_nxt
+        self._minrto = eng.rx_minrto  # the configured floor (nodelay's 30 ms)
+        self._sent = 0  # new segments sent, cumulative
+        self._delivered = 0  # of those, acknowledged
+        self._sacked = 0  # acknowledged out of order, still inside ikcp's window
+        self._out_bytes = c.out_bytes if c is not None else 0
+        self._retrans = c.retrans_segs if c is not None else 0
+
+    def after_input(self, eng: KCP, now: int) -> None:
+        nxt = eng.snd_nxt
+        self._sent += (nxt - self._nxt) & _MASK
+        self._nxt = nxt
+        unacked = 0
+        for seg in eng.snd_buf:
+            if not seg.acked:
+                unacked += 1
+        delivered = self._sent - unacked
+        acked = delivered - self._delivered
+        self._delivered = delivered
+        self._sacked = len(eng.snd_buf) - unacked
+        self.cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
+
+    def before_flush(self, eng: KCP, now: int) -> None:
+        cc = self.cc
+        eng.nocwnd = 0
+        if cc.mss != eng.mss:  # set_mtu() or a path MTU probe changed the segment size
+            cc.mss = eng.mss
+        srtt = eng.rx_srtt
+        used = (eng.snd_nxt - eng.snd_una) & _MASK
+        if srtt and used > BULK_FLIGHT:
+            # The pacer keeps the RTT steady, so ikcp's RTO (srtt + max(interval, 4 x rttval))
+            # comes within a few ms of it and a probe, a burst or a queue building up fires
+            # retransmissions of segments that were only queued. Fast resend repairs random
+            # loss in a bulk flight; its RTO is for tail losses and may wait 2 x srtt.
+            floor = 2 * srtt
+            if floor < self._minrto:
+                floor = self._minrto
+            eng.rx_minrto = floor
+            if eng.rx_rto < floor:
+                eng.rx_rto = floor
+        elif eng.rx_minrto != self._minrto:
+            eng.rx_minrto = self._minrto  # small flights: the configured RTO and loss recovery
+        allow = cc.cwnd + self._sacked
+        if cc.pacing_rate > 0:
+            q = cc.quota(now)
+            paced = used + (int(q // eng.mss) + 1 if q > 0 else 0)
+            if paced < allow:
+                allow = paced
+        eng.cwnd = allow if allow > 1 else 1
+
+    def after_flush(self, eng: KCP, now: int) -> None:
+        c = self._counters
+        if c is None:
+            return
+        ob = c.out_bytes
+        if ob != self._out_bytes:
+            self.cc.on_send(now, ob - self._out_bytes)
+            self._out_bytes = ob
+        r = c.retrans_segs
+        if r != self._retrans:
+            self.cc.on_loss(now, r - self._retrans)
+            self._retrans = r
+
+    def next_send(self, eng: KCP, now: int) -> int:
+        """When to wake for the pacer (-1: no need: nothing waits, or the window is full)."""
+        cc = self.cc
+        if not eng.snd_queue or cc.pacing_rate <= 0:
+            return -1
+        if ((eng.snd_nxt - eng.snd_una) & _MASK) >= cc.cwnd + self._sacked:
+            return -1  # window-limited: the next acks wake the session
+        return cc.next_send_time(now)

@@ -1,0 +1,89 @@
+"""A KCP bulk flow over a simulated rate-limited link (kcp.simlink.SimLink with ``rate`` and a
+deep ``limit`` queue), driven as :class:`kcp.session.KCPSession` drives it: ``congestion="ikcp"``
+(ikcp's window only) against ``"bbr"`` (kcp.session_cc.SessionCC around the engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kcp.engine import KCP
+from kcp.session_cc import SessionCC
+from kcp.simlink import SimLink
+from kcp.stats import Counters
+
+RATE_MBIT = 10
+DELAY = 20  # one way: base RTT 40 ms
+
+
+def bulk(mode: str, *, loss: float = 0.0, ms: int = 8000, wnd: int = 128) -> dict[str, float]:
+    rate = RATE_MBIT * 1e6 / 8 / 1000  # bytes per ms (KCP packets: payload and header)
+    ab = SimLink(seed=1, loss=loss, delay=DELAY, rate=rate, limit=200)
+    ba = SimLink(seed=2, loss=loss, delay=DELAY)
+    s, r = KCP(1, None), KCP(1, None)
+    counters = Counters()
+    s.counters, r.counters = counters, Counters()
+    for e in (s, r):
+        e.nodelay(1, 10, 2, 1)  # the SessionConfig defaults (kcptun's fast3, no cwnd)
+        e.wndsize(wnd, wnd)
+        e.setmtu(1400)
+        e.stream = 1
+    queue: list[float] = []  # the waiting time of each datagram at the bottleneck
+
+    def out(d: bytes) -> None:
+        queue.append(max(ab._busy - ab.now, 0.0))
+        ab.send(d)
+
+    s.output = out
+    r.output = ba.send
+    cc = SessionCC(s) if mode == "bbr" else None
+    got = got_late = 0
+    half = ms // 2
+    mark = 0
+    chunk = bytes(65536)
+    for now in range(ms):
+        ab.now = ba.now = now
+        for d in ab.deliver(now):
+            r.input(d, now)
+        while (m := r.recv()) is not None:
+            got += len(m)
+            if now >= half:
+                got_late += len(m)
+        r.flush(now)  # ack_nodelay
+        acked = False
+        for d in ba.deliver(now):
+            s.input(d, now)
+            acked = True
+        while s.waitsnd() < 2 * wnd:
+            s.send(chunk)
+        if now == half:
+            mark = len(queue)
+        if cc is None:
+            s.update(now)
+            if acked:
+                s.flush(now)
+        else:
+            if acked:
+                cc.after_input(s, now)
+            cc.before_flush(s, now)
+            s.update(now)
+            if acked or s.snd_queue:
+                s.flush(now)
+            cc.after_flush(s, now)
+    q = sorted(queue[mark:])
+    return {
+        "mbit": got_late * 8 / (ms - half) / 1000,
+        "q50": q[len(q) // 2],
+        "q99": q[int(len(q) * 0.99)],
+        "retrans": float(counters.retrans_segs),
+    }
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.01, 0.05])
+def test_bbr_fills_the_link_with_a_short_queue(loss: float) -> None:
+    bbr = bulk("bbr", loss=loss)
+    ikcp = bulk("ikcp", loss=loss)
+    payload_max = RATE_MBIT * 1376 / 1400  # the link carries the 24-byte KCP headers too
+    assert bbr["mbit"] >= 0.9 * payload_max
+    assert bbr["mbit"] >= 0.97 * ikcp["mbit"]  # ikcp fills the link too, by keeping it queued:
+    assert bbr["q99"] < 2 * DELAY  # under the base RTT
+    assert ikcp["q50"] > 3 * DELAY  # its 128-segment window is ~3.5 BDPs at 10 Mbit/s
