@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from kcp.config import SessionConfig  # noqa: E402
 from kcp.engine import KCP  # noqa: E402
-from kcp.simlink import SimLink, drive  # noqa: E402
+from kcp.simlink import SimLink, call_latencies  # noqa: E402
 
 LINKS = "random5=loss=0.05;ge1-25=ge_p=0.01,ge_r=0.25;ge1-10=ge_p=0.01,ge_r=0.10;ge3-25=ge_p=0.03,ge_r=0.25;clean="
 
@@ -39,42 +39,16 @@ def engine(conv: int, cfg: SessionConfig, recovery: dict[str, Any]) -> KCP:
     return eng
 
 
-def run(n: int, delay: int, link: dict[str, float], recovery: dict[str, Any], seed: int) -> dict[str, float]:
+def run(n: int, delay: int, link: dict[str, float], recovery: dict[str, Any], seed: int) -> dict[str, Any]:
     cfg = SessionConfig()
     a = engine(1, cfg, recovery)
-
     b = engine(1, cfg, recovery)
     LAST[:] = [a, b]
     ab = SimLink(seed=seed, delay=delay, **link)  # type: ignore[arg-type]
     ba = SimLink(seed=seed + 1, delay=delay, **link)  # type: ignore[arg-type]
     a.output = ab.send
     b.output = ba.send
-    lat: list[int] = []
-    state = {"sent_at": -1, "i": 0}
-    payload = b"x" * 64
-
-    def after_input(ep: Any, now: int) -> None:
-        if ep is b:
-            while (m := b.recv()) is not None:
-                b.send(m)
-        ep.flush()
-
-    def step(now: int) -> bool:
-        if state["sent_at"] >= 0:
-            got = a.recv()
-            if got is None:
-                return False
-            lat.append(now - state["sent_at"])
-            state["i"] += 1
-            if state["i"] >= n:
-                return True
-        state["sent_at"] = now
-        a.send(payload)
-        a.flush()
-        return False
-
-    drive(a, b, ab, ba, step, after_input=after_input, max_ms=n * 60_000)
-    lat.sort()
+    lat = sorted(call_latencies(a, b, ab, ba, n))
     pkts = ab.sent + ba.sent
     return {
         "p50": lat[len(lat) // 2],

@@ -14,7 +14,7 @@ from kcp.config import SessionConfig
 from kcp.engine import KCP, SPARSE_RTO_CAP, recovery_copies_for
 from kcp.errors import KCPUsageError
 from kcp.session_setup import SPARSE_FLIGHT, make_engine
-from kcp.simlink import SimLink, drive
+from kcp.simlink import SimLink, call_latencies
 from kcp.stats import Counters
 
 HDR = struct.Struct("<IBBHIIII")
@@ -121,28 +121,7 @@ def calls(n: int, link: dict[str, Any], config: SessionConfig, seed: int = 3) ->
     ba = SimLink(seed=seed + 1, delay=40, **link)
     a.output = ab.send
     b.output = ba.send
-    lat: list[int] = []
-    sent = [-1]
-
-    def after_input(ep: Any, now: int) -> None:
-        if ep is b:
-            while (m := b.recv()) is not None:
-                b.send(m)
-        ep.flush()
-
-    def step(now: int) -> bool:
-        if sent[0] >= 0:
-            if a.recv() is None:
-                return False
-            lat.append(now - sent[0])
-            if len(lat) == n:
-                return True
-        sent[0] = now
-        a.send(b"q" * 64)
-        a.flush()
-        return False
-
-    drive(a, b, ab, ba, step, after_input=after_input, max_ms=n * 10_000)
+    lat = call_latencies(a, b, ab, ba, n)
     return sorted(lat), ab.sent + ba.sent
 
 
