@@ -5,9 +5,11 @@ crosses. The socket sends with DF. Compat sessions never probe."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import kcp
 from kcp.demo import echo
@@ -19,6 +21,27 @@ from kcp.session import KCPSession
 TIMEOUT = 20.0
 PRIV, PUB = generate_keypair(seeded_rng(21))
 PSK = bytes(range(32))
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    server: kcp.SecureWire | kcp.CompatWire,
+    client: kcp.SecureWire | kcp.CompatWire,
+    on_accept: Callable[[KCPSession], Awaitable[None]] = echo,
+) -> AsyncIterator[KCPSession]:
+    """A listener on 127.0.0.1 with ``server`` and a session dialed to it with ``client``; both
+    closed on exit."""
+    lis = await kcp.listen("127.0.0.1", 0, server, on_accept=on_accept)
+    try:
+        c = await kcp.dial("127.0.0.1", lis.address[1], client)
+        try:
+            yield c
+        finally:
+            c.close()
+            await asyncio.wait_for(c.wait_closed(), TIMEOUT)
+    finally:
+        lis.close()
+        await lis.wait_closed()
 
 
 async def _roundtrip(c: KCPSession, msg: bytes) -> None:
@@ -43,70 +66,39 @@ async def test_loopback_search_stops_at_the_configured_maximum() -> None:
         await echo(s)
 
     cfg = SecureConfig(pmtud_max=1472)
-    lis = await kcp.listen(
-        "127.0.0.1", 0, kcp.SecureWire(key=PSK, static_private_key=PRIV, config=cfg), on_accept=on_accept
-    )
-    try:
-        port = lis.address[1]
-        c = await kcp.dial("127.0.0.1", port, kcp.SecureWire(key=PSK, server_public_key=PUB, config=cfg))
-        try:
-            await asyncio.wait_for(_until_pmtu(c, 1472), TIMEOUT)
-            assert accepted
-            await asyncio.wait_for(_until_pmtu(accepted[0], 1472), TIMEOUT)
-            payload = random.Random(3).randbytes(300_000)
-            await _roundtrip(c, payload)
-            for s in (c, accepted[0]):
-                st = s.stats
-                assert st["pmtu"] == 1472  # not 65536: the configured maximum
-                assert st["mtu"] == 1472 - SECURE_OVERHEAD  # the engine's MTU followed
-                assert st["pmtud_probes_acked"] >= 1 and st["pmtud_black_holes"] == 0
-                assert st["pmtud_searching"] == 0
-            assert c.stats["pmtud_probes_sent"] <= 3  # 1472 at once (plus confirmations)
-        finally:
-            c.close()
-            await c.wait_closed()
-    finally:
-        lis.close()
-        await lis.wait_closed()
+    server = kcp.SecureWire(key=PSK, static_private_key=PRIV, config=cfg)
+    async with _session(server, kcp.SecureWire(key=PSK, server_public_key=PUB, config=cfg), on_accept) as c:
+        await asyncio.wait_for(_until_pmtu(c, 1472), TIMEOUT)
+        assert accepted
+        await asyncio.wait_for(_until_pmtu(accepted[0], 1472), TIMEOUT)
+        payload = random.Random(3).randbytes(300_000)
+        await _roundtrip(c, payload)
+        for s in (c, accepted[0]):
+            st = s.stats
+            assert st["pmtu"] == 1472  # not 65536: the configured maximum
+            assert st["mtu"] == 1472 - SECURE_OVERHEAD  # the engine's MTU followed
+            assert st["pmtud_probes_acked"] >= 1 and st["pmtud_black_holes"] == 0
+            assert st["pmtud_searching"] == 0
+        assert c.stats["pmtud_probes_sent"] <= 3  # 1472 at once (plus confirmations)
 
 
 async def test_pmtud_off_keeps_the_negotiated_mtu() -> None:
     cfg = SecureConfig(pmtud=False)
-    lis = await kcp.listen(
-        "127.0.0.1", 0, kcp.SecureWire(key=PSK, static_private_key=PRIV, config=cfg), on_accept=echo
-    )
-    try:
-        wire = kcp.SecureWire(key=PSK, server_public_key=PUB, config=cfg)
-        c = await kcp.dial("127.0.0.1", lis.address[1], wire)
-        try:
-            for _ in range(5):
-                await _roundtrip(c, b"y" * 3000)
-            st = c.stats
-            assert "pmtu" not in st and st["mtu"] == 1400 - SECURE_OVERHEAD
-            assert st["secure_mtu_probes_answered"] == 0 and st["secure_mtu_probe_acks"] == 0
-        finally:
-            c.close()
-            await c.wait_closed()
-    finally:
-        lis.close()
-        await lis.wait_closed()
+    server = kcp.SecureWire(key=PSK, static_private_key=PRIV, config=cfg)
+    async with _session(server, kcp.SecureWire(key=PSK, server_public_key=PUB, config=cfg)) as c:
+        for _ in range(5):
+            await _roundtrip(c, b"y" * 3000)
+        st = c.stats
+        assert "pmtu" not in st and st["mtu"] == 1400 - SECURE_OVERHEAD
+        assert st["secure_mtu_probes_answered"] == 0 and st["secure_mtu_probe_acks"] == 0
 
 
 async def test_compat_sessions_never_probe() -> None:
-    lis = await kcp.listen("127.0.0.1", 0, kcp.CompatWire(), on_accept=echo)
-    try:
-        c = await kcp.dial("127.0.0.1", lis.address[1], kcp.CompatWire())
-        try:
-            for _ in range(5):
-                await _roundtrip(c, b"z" * 3000)
-            st = c.stats
-            assert "pmtu" not in st and st["mtu"] == 1400
-        finally:
-            c.close()
-            await c.wait_closed()
-    finally:
-        lis.close()
-        await lis.wait_closed()
+    async with _session(kcp.CompatWire(), kcp.CompatWire()) as c:
+        for _ in range(5):
+            await _roundtrip(c, b"z" * 3000)
+        st = c.stats
+        assert "pmtu" not in st and st["mtu"] == 1400
 
 
 def test_set_dont_fragment_on_a_real_socket() -> None:

@@ -33,7 +33,7 @@ async def _roundtrips(c: KCPSession, count: int = 10) -> None:
         assert await asyncio.wait_for(c.readexactly(len(msg)), TIMEOUT) == msg
 
 
-async def _bulk(c: KCPSession, size: int, seed: int = 1) -> None:
+async def _bulk(c: KCPSession, size: int, seed: int = 1, chunk: int = 16384) -> None:
     payload = random.Random(seed).randbytes(size)
 
     async def reader() -> bytes:
@@ -47,9 +47,9 @@ async def _bulk(c: KCPSession, size: int, seed: int = 1) -> None:
         return b"".join(parts)
 
     task = asyncio.create_task(reader())
-    for i in range(0, size, 16384):
-        c.write(payload[i : i + 16384])
-        await c.drain()
+    for i in range(0, size, chunk):
+        c.write(payload[i : i + chunk])
+        await asyncio.wait_for(c.drain(), TIMEOUT)
     echoed = await asyncio.wait_for(task, TIMEOUT)
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
 
@@ -352,3 +352,31 @@ async def test_an_ended_session_lets_go_of_what_it_had_not_sent() -> None:
         assert eng.waitsnd() == 0 and not eng.snd_queue and not eng.snd_buf
         assert s.send_backlog() == 0
         c.close()
+
+
+async def test_bbr_session_bulk_echo() -> None:
+    """``congestion="bbr"``: the data arrives intact and the controller measured the path."""
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
+    try:
+        c = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(congestion="bbr"))
+        await _bulk(c, 2 << 20, seed=5, chunk=1 << 18)  # large writes: data always waits to be sent
+        cc = c.congestion_controller
+        assert cc is not None
+        assert cc.bw > 0 and cc.rounds > 0 and cc.pacing_rate > 0
+        c.close()
+        await asyncio.wait_for(c.wait_closed(), TIMEOUT)
+    finally:
+        lis.close()
+        await lis.wait_closed()
+
+
+async def test_ikcp_is_the_default_congestion_and_has_no_controller() -> None:
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
+    try:
+        c = await kcp.dial("127.0.0.1", lis.address[1])
+        assert c.config.congestion == "ikcp"
+        assert c.congestion_controller is None
+        c.abort()
+    finally:
+        lis.close()
+        await lis.wait_closed()
