@@ -10,7 +10,7 @@ import tracemalloc
 from typing import Any
 
 import msgpack
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kcprpc import codec, msgpack_size
@@ -61,6 +61,7 @@ def deep_size(obj: Any) -> int:
 
 
 @given(values)
+@example({"": None, "0": None, "1": None, "2": None, "00": None, "000": None, 0: None})  # found in CI
 def test_estimate_bounds_the_decoded_value(value: Any) -> None:
     data = msgpack.packb(value, use_bin_type=True)
     est = msgpack_size.decoded_size(data, HUGE)
@@ -173,3 +174,15 @@ def test_walk_in_pieces_agrees_with_walk_at_once(data: bytes, cuts: list[int], l
         if r >= 0 and walk.need:
             r = -2
     assert r == whole
+
+
+def test_estimate_bounds_maps_whose_keys_change_kind() -> None:
+    """A map of string keys and then another kind: CPython converts the table to its general,
+    larger kind. Every size up to 400, with the odd key first, last or absent."""
+    for n in range(400):
+        for odd in (None, 0, n - 1):
+            keys: list[Any] = [str(i) for i in range(n)]
+            if odd is not None and n:
+                keys[odd] = 10**7 + odd
+            data = msgpack.packb(dict.fromkeys(keys), use_bin_type=True)
+            assert msgpack_size.decoded_size(data, HUGE) >= deep_size(codec.unpack(data)), n
