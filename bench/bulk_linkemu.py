@@ -137,9 +137,18 @@ def _ping(args: argparse.Namespace) -> None:
     rtts: list[float] = []
     t_end = time.perf_counter() + args.seconds
     nxt = time.perf_counter()
-    seq = 0
-    sent = 0
+    seq = 0  # pings sent
     pad = b"\0" * 48
+
+    def read_echoes() -> None:
+        """Every echo waiting on the socket: its RTT from the timestamp it carries."""
+        try:
+            while True:
+                d = sock.recv(256)
+                rtts.append((time.perf_counter_ns() - int.from_bytes(d[8:16], "big")) / 1e6)
+        except BlockingIOError:
+            pass
+
     while True:
         now = time.perf_counter()
         if now >= t_end:
@@ -147,25 +156,14 @@ def _ping(args: argparse.Namespace) -> None:
         if now >= nxt:
             sock.send(seq.to_bytes(8, "big") + time.perf_counter_ns().to_bytes(8, "big") + pad)
             seq += 1
-            sent += 1
             nxt += 0.01
-        try:
-            while True:
-                d = sock.recv(256)
-                rtts.append((time.perf_counter_ns() - int.from_bytes(d[8:16], "big")) / 1e6)
-        except BlockingIOError:
-            pass
+        read_echoes()
         time.sleep(max(0.0, min(0.001, nxt - time.perf_counter())))
     t_end += 0.5  # the last pings' echoes
     while time.perf_counter() < t_end:
-        try:
-            while True:
-                d = sock.recv(256)
-                rtts.append((time.perf_counter_ns() - int.from_bytes(d[8:16], "big")) / 1e6)
-        except BlockingIOError:
-            pass
+        read_echoes()
         time.sleep(0.001)
-    print(json.dumps({"rtts": rtts, "sent": sent}))
+    print(json.dumps({"rtts": rtts, "sent": seq}))
 
 
 # ------------------------------------------------------------------------------------- driver

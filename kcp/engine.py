@@ -210,7 +210,9 @@ class _Seg:
 
     __slots__ = ("acked", "copies", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
 
-    def __init__(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int) -> None:
+    def __init__(
+        self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int = 0
+    ) -> None:
         self.sn = sn
         self.frg = frg
         self.data = data
@@ -220,7 +222,7 @@ class _Seg:
         self.fastack = 0
         self.xmit = 1  # created when first sent
         self.acked = False
-        self.copies = 0  # sparse recovery: spaced copies still to send in this round
+        self.copies = copies  # sparse recovery: spaced copies still to send in this round
 
 
 class KCP:
@@ -1001,9 +1003,7 @@ class KCP:
                 popleft = queue.popleft
                 while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
                     frg, data = popleft()
-                    seg = _Seg(snd_nxt, frg, data, current, rx_rto, resendts)
-                    seg.copies = lead
-                    append(seg)
+                    append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
                     ln = len(data)
                     if ptr + 24 + ln > mtu:
                         if ptr:

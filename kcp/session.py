@@ -452,11 +452,7 @@ class KCPSession:
         if cc is None:
             eng.update(now)
         else:
-            cc.before_flush(eng, now)
-            eng.update(now)
-            if eng.snd_queue:  # a wake-up for the pacer, between two intervals
-                eng.flush(now)
-            cc.after_flush(eng, now)
+            cc.update(eng, now)
         if eng.state != 0:
             self._die(now)
             return
@@ -473,9 +469,7 @@ class KCPSession:
         if cc is None:
             eng.flush(now)
         else:
-            cc.before_flush(eng, now)
-            eng.flush(now)
-            cc.after_flush(eng, now)
+            cc.flush(eng, now)
         if eng.state != 0:
             self._die(now)
             return

@@ -115,6 +115,21 @@ class SessionCC:
             self.cc.on_loss(now, r - self._retrans)
             self._retrans = r
 
+    def update(self, eng: KCP, now: int) -> None:
+        """``eng.update(now)`` under the controller (the window set before, what went out charged
+        after); with data waiting, a flush too: the pacer's wake-up falls between two intervals."""
+        self.before_flush(eng, now)
+        eng.update(now)
+        if eng.snd_queue:
+            eng.flush(now)
+        self.after_flush(eng, now)
+
+    def flush(self, eng: KCP, now: int) -> None:
+        """``eng.flush(now)`` under the controller."""
+        self.before_flush(eng, now)
+        eng.flush(now)
+        self.after_flush(eng, now)
+
     def next_send(self, eng: KCP, now: int) -> int:
         """When to wake for the pacer (-1: no need: nothing waits, or the window is full)."""
         cc = self.cc

@@ -244,12 +244,7 @@ class StreamPump:
                 # membership is the server's: the HELLO's restore only picks what to replay, for
                 # the rooms and topics the session is in
                 claims = restore_claims(restore, server.config) if restore is not None else None
-                recovery = await self._replay(claims[2] if claims is not None else {})
-                restored = {
-                    "rooms": sorted(sess.rooms),
-                    "topics": sorted(sess.topics),
-                    "recovery": {k: r.wire() for k, r in recovery.items()},
-                }
+                restored = self._restored(await self._replay(claims[2] if claims is not None else {}))
             else:
                 if server.on_connect is not None:
                     await maybe_await(server.on_connect(sess))
@@ -289,7 +284,7 @@ class StreamPump:
         claims = restore_claims(restore, server.config)
         if claims is None:
             stats["restores_refused"] += 1
-            return {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+            return self._restored(None)
         rooms, topics, offsets = claims
         # live messages of the claimed keys are held back from now until their replay is sent
         hub = server.push
@@ -311,11 +306,15 @@ class StreamPump:
         finally:
             for key in held:
                 hub.release(sess, key)
-        return {
-            "rooms": sorted(sess.rooms),
-            "topics": sorted(sess.topics),
-            "recovery": {k: r.wire() for k, r in recovery.items()},
-        }
+        return self._restored(recovery)
+
+    def _restored(self, recovery: dict[str, Recovery] | None) -> dict[str, Any]:
+        """``WELCOME.restored``: what the session is in now, with each key's recovery report."""
+        sess = self.sess
+        out: dict[str, Any] = {"rooms": sorted(sess.rooms), "topics": sorted(sess.topics)}
+        if recovery is not None:
+            out["recovery"] = {k: r.wire() for k, r in recovery.items()}
+        return out
 
     async def _resubscribe(self, topic: str) -> bool:
         """Subscribe this session to ``topic`` through the Subscribe method's whole path (request
