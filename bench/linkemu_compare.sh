@@ -197,7 +197,7 @@ done
 CLEAN_SET="--delay $DELAY --loss 0 --jitter 0 --dup 0 --reorder 0 --reorder-gap 10 --rate 0 --queue 50 --ge-p 0 --ge-r 25 --ge-bad-loss 100"
 
 le() { "$LE" --name "$NAME" "$@"; }
-WORK=$(mktemp -d "/tmp/$NAME.XXXXXX")
+WORK=$(mktemp -d -t "$NAME.XXXXXX")
 RESULTS="$WORK/results.jsonl"
 SPID=""
 CPID=""
