@@ -31,7 +31,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 LE="$ROOT/../shared/tools/linkemu/linkemu"
 GRPC_PROBE="$ROOT/../shared/tools/linkemu/bench/grpc_unary.py"
-PY=${PY:-"$ROOT/.venv/bin/python"}  # a venv with grpcio for the gRPC contender: PY=... bash bench/linkemu_compare.sh
+# The interpreter (it needs kcprpc and grpcio: pip install -e '.[bench]'): $PY if set, else the active
+# virtual environment's, else the checkout's .venv, else python3 on the PATH.
+if [ -z "${PY:-}" ]; then
+    if [ -n "${VIRTUAL_ENV:-}" ]; then PY="$VIRTUAL_ENV/bin/python"
+    elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+    else PY=$(command -v python3); fi
+fi
 NAME=kcprpcbench
 B=10.77.0.2
 N=2000
@@ -177,7 +183,7 @@ if [ -n "$REPORT" ]; then  # no runs: the table of a --json file written before
 fi
 [ -x "$LE" ] || { echo "linkemu not found at $LE" >&2; exit 1; }
 [ -r "$GRPC_PROBE" ] || { echo "grpc probe not found at $GRPC_PROBE" >&2; exit 1; }
-"$PY" -c "import grpc, kcprpc" 2>/dev/null || { echo "$PY lacks grpcio or kcprpc" >&2; exit 1; }
+"$PY" -c "import grpc, kcprpc" 2>/dev/null || { echo "$PY lacks grpcio or kcprpc: pip install -e '.[bench]' into it, or set PY=" >&2; exit 1; }
 
 # the links: LINK_LABELS[i] with linkemu options LINK_SET[i]
 LINK_LABELS=(); LINK_SET=()

@@ -6,8 +6,14 @@ handlers on the gRPC side (no protobuf cost). Rounds alternate the contenders (A
 * rate: calls/s with 64 calls in flight on one connection/channel for ``--seconds``;
 * latency: p50/p99 of ``--calls`` sequential calls (1 in flight).
 
-Contenders: ``kcprpc`` (unary calls on the shared control stream with call ids, the default),
-``kcprpc-stream`` (a mux stream per call, to compare the framings), ``grpcio``.
+Contenders (each line of the report names the contender's wire mode):
+
+* ``kcprpc``: the default wire mode, secure and keyless (encrypted with ChaCha20-Poly1305 after a
+  Noise NN handshake, anonymous); unary calls on the shared control stream with call ids;
+* ``kcprpc-key``: secure mode with a passphrase, as in the README (Noise NNpsk0; the same AEAD);
+* ``kcprpc-compat``: compat mode (kcp-go's wire) without a cipher: no encryption at all;
+* ``kcprpc-stream``: the default wire mode with a mux stream per call, to compare the framings;
+* ``grpcio``: grpcio's asyncio API over TCP loopback, no TLS.
 
     python bench/rpc.py            # 3 rounds
     python bench/rpc.py --quick    # 1 short round
@@ -35,6 +41,27 @@ import kcprpc
 from kcprpc import ClientConfig
 
 PAYLOAD = b"x" * 64
+KEY = "bench passphrase"
+WIRES: dict[str, str] = {
+    "kcprpc": "secure, keyless",
+    "kcprpc-key": "secure, passphrase",
+    "kcprpc-compat": "compat, no cipher",
+    "kcprpc-stream": "secure, keyless; a stream per call",
+    "grpcio": "TCP, no TLS",
+}
+
+
+def transport_for(wire: str) -> kcprpc.Transport:
+    """The transport of a kcprpc contender's ``--wire``: ``secure`` (keyless), ``key`` or ``compat``."""
+    if wire == "key":
+        return kcprpc.Transport(kcprpc.SecureWire(key=KEY))
+    if wire == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire())
+    return kcprpc.Transport()
+
+
+def wire_of(contender: str) -> str:
+    return {"kcprpc-key": "key", "kcprpc-compat": "compat"}.get(contender, "secure")
 
 
 class Bench(kcprpc.Service, name="bench.Echo"):
@@ -49,8 +76,8 @@ class Bench(kcprpc.Service, name="bench.Echo"):
 
 
 # ---------------------------------------------------------------------------------------- servers
-async def serve_kcprpc(host: str = "127.0.0.1", port: int = 0) -> None:
-    server = kcprpc.Server([Bench()], host, port)
+async def serve_kcprpc(host: str = "127.0.0.1", port: int = 0, wire: str = "secure") -> None:
+    server = kcprpc.Server([Bench()], host, port, transport=transport_for(wire))
     _host, port = await server.start()
     print(json.dumps({"port": port}), flush=True)
     await server.serve()
@@ -84,9 +111,11 @@ async def measure(call: Call, seconds: float, calls: int, inflight: int = 64) ->
     return {"rate": rate, "p50_ms": percentile(lat, 0.5) * 1000, "p99_ms": percentile(lat, 0.99) * 1000}
 
 
-async def client_kcprpc(port: int, framing: str, seconds: float, calls: int) -> dict[str, float]:
+async def client_kcprpc(
+    port: int, framing: str, seconds: float, calls: int, wire: str = "secure"
+) -> dict[str, float]:
     cfg = ClientConfig(unary_framing=framing)  # type: ignore[arg-type]
-    async with kcprpc.connect("127.0.0.1", port, config=cfg) as client:
+    async with kcprpc.connect("127.0.0.1", port, config=cfg, transport=transport_for(wire)) as client:
         stub = client.stub(Bench)
 
         async def call() -> Any:
@@ -107,9 +136,9 @@ async def client_grpc(port: int, seconds: float, calls: int, host: str = "127.0.
     return await rpc_grpc.with_echo(host, port, body)  # type: ignore[no-any-return]
 
 
-def start_server(kind: str, loop_kind: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(kind: str, loop_kind: str, wire: str = "secure") -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--loop", loop_kind],
+        [sys.executable, __file__, "--serve", kind, "--loop", loop_kind, "--wire", wire],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -122,22 +151,29 @@ def start_server(kind: str, loop_kind: str) -> tuple[subprocess.Popen[str], int]
 def one(contender: str, args: argparse.Namespace) -> dict[str, float]:
     kind = "grpc" if contender == "grpcio" else "kcprpc"
     loop_kind = args.grpc_loop if kind == "grpc" else args.loop
-    proc, port = start_server(kind, loop_kind)
+    wire = wire_of(contender)
+    proc, port = start_server(kind, loop_kind, wire)
     try:
         if kind == "grpc":
             return run_loop(client_grpc(port, args.seconds, args.calls), loop_kind)  # type: ignore[no-any-return]
         framing = "stream" if contender == "kcprpc-stream" else "shared"
-        return run_loop(client_kcprpc(port, framing, args.seconds, args.calls), loop_kind)  # type: ignore[no-any-return]
+        client = client_kcprpc(port, framing, args.seconds, args.calls, wire)
+        return run_loop(client, loop_kind)  # type: ignore[no-any-return]
     finally:
         stop_process(proc)
 
 
 def report_unary(args: argparse.Namespace) -> None:
     contenders = args.contenders.split(",")
+    unknown = [c for c in contenders if c not in WIRES]
+    if unknown:
+        sys.exit(f"unknown contender(s) {', '.join(unknown)}: choose from {', '.join(WIRES)}")
     results: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     print(
         f"# unary, 64 B payloads; kcprpc loop={args.loop}, grpcio loop={args.grpc_loop}; cpus={os.cpu_count()}"
     )
+    for c in contenders:
+        print(f"# {c}: {WIRES[c]}")
     for r in range(args.rounds):
         order = contenders if r % 2 == 0 else list(reversed(contenders))
         for c in order:
@@ -299,7 +335,11 @@ def main() -> None:
     ap.add_argument(
         "--grpc-loop", choices=["uvloop", "asyncio"], default="asyncio", help="grpcio's event loop"
     )
-    ap.add_argument("--contenders", default="kcprpc,grpcio,kcprpc-stream")
+    ap.add_argument(
+        "--contenders",
+        default="kcprpc,grpcio,kcprpc-key,kcprpc-compat",
+        help=f"comma-separated, from: {', '.join(WIRES)}",
+    )
     ap.add_argument("--fanout", type=int, default=0, help="push fan-out benchmark with N subscribers")
     ap.add_argument("--streaming", action="store_true", help="server-streaming message rate vs grpcio")
     ap.add_argument("--messages", type=int, default=100_000, help="--streaming: messages per call")
@@ -309,13 +349,14 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=25.0, help="--link: one-way delay in ms")
     ap.add_argument("--linkemu", default=str(ROOT.parent / "shared/tools/linkemu/linkemu"))
     ap.add_argument("--serve", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
+    ap.add_argument("--wire", choices=["secure", "key", "compat"], default="secure", help=argparse.SUPPRESS)
     ap.add_argument("--latency-client", choices=["kcprpc", "grpc"], help=argparse.SUPPRESS)
     ap.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         server = (
-            serve_kcprpc(args.host, args.port)
+            serve_kcprpc(args.host, args.port, args.wire)
             if args.serve == "kcprpc"
             else rpc_grpc.serve(args.host, args.port)
         )
