@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import ClassVar
 
 from kcp.errors import KCPUsageError
 
@@ -176,7 +177,7 @@ class ReedSolomon:
 
     __slots__ = ("_inv_cache", "_parity_rows", "data_shards", "matrix", "parity_shards", "total_shards")
 
-    INVERSION_CACHE_SIZE = 64
+    INVERSION_CACHE_SIZE: ClassVar[int] = 64
     """How many inverted sub-matrices (one per loss pattern) are kept."""
 
     def __init__(self, data_shards: int, parity_shards: int) -> None:
