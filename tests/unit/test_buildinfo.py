@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from importlib import import_module
 from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 import pytest
 
@@ -30,9 +31,9 @@ def test_compiled_flag_reflects_the_loaded_modules() -> None:
 
 
 def test_compiled_build_runs_the_installed_package_not_the_source_tree() -> None:
-    source_tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    inside = os.path.abspath(str(kcp.__file__)).startswith(source_tree + os.sep)
-    assert inside is not EXPECT_COMPILED
+    source_tree = Path(__file__).resolve().parents[2]
+    from_source = Path(str(kcp.__file__)).resolve().parent == source_tree / "kcp"
+    assert from_source is not EXPECT_COMPILED
 
 
 def test_version_names_the_build(capsys: pytest.CaptureFixture[str]) -> None:
