@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from kcp.errors import KCPUsageError
 
@@ -50,10 +50,10 @@ __all__ = [
     "mul_table",
 ]
 
-POLYNOMIAL = 0x11D
+POLYNOMIAL: Final = 0x11D
 """The field's reducing polynomial x^8 + x^4 + x^3 + x^2 + 1 (klauspost and reedsolo default)."""
 
-MAX_TOTAL_SHARDS = 256
+MAX_TOTAL_SHARDS: Final = 256
 """GF(2^8) has 256 distinct elements, so at most 256 Vandermonde rows (klauspost's GF(2^8) limit)."""
 
 
