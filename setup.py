@@ -60,11 +60,11 @@ def mypy_config(modules: list[str]) -> str:
 
 def compiled_extensions() -> list:  # type: ignore[type-arg]
     args = set(sys.argv[1:])
+    if args & EDITABLE or "--inplace" in args or not args & BUILDING:
+        return []  # editable or metadata only: pure, nothing compiled into the source tree
     if os.environ.get(PURE_ENV, "") not in ("", "0"):
         say(f"{PURE_ENV} is set: pure-Python build")
         return []
-    if args & EDITABLE or "--inplace" in args or not args & BUILDING:
-        return []  # editable or metadata only: pure, nothing compiled into the source tree
     try:
         from mypyc.build import mypycify
     except ImportError:
