@@ -6,11 +6,13 @@ The names here are the public transport API: :func:`dial`, :func:`listen` and :f
 :func:`new_crypt`); the counters (:class:`Counters`, :data:`SNMP`, :func:`snmp`) and the errors.
 The wire is described once: :class:`CompatWire` (kcp-go's format) or :class:`SecureWire` (kcprpc's
 authenticated one; key helpers in :mod:`kcp.secure`), the socket by :class:`IOOptions`;
-:mod:`kcp.relay` and :mod:`kcp.simlink` are test and benchmark tools.
+:mod:`kcp.relay` and :mod:`kcp.simlink` are test and benchmark tools. :data:`compiled` says whether
+the protocol cores running are the mypyc-compiled ones (:mod:`kcp.buildinfo`).
 """
 
 from __future__ import annotations
 
+from kcp.buildinfo import is_compiled
 from kcp.client import dial, run
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.crypt import derive_key, new_crypt
@@ -37,6 +39,7 @@ __all__ = [
     "SessionConfig",
     "SessionState",
     "Wire",
+    "compiled",
     "derive_key",
     "dial",
     "getconv",
@@ -45,3 +48,6 @@ __all__ = [
     "run",
     "snmp",
 ]
+
+compiled: bool = is_compiled()
+"""True when kcp's protocol cores (:data:`kcp.buildinfo.MODULES`) are the compiled ones."""

@@ -29,7 +29,7 @@ import math
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from kcp.errors import KCPUsageError
 
@@ -66,36 +66,36 @@ __all__ = [
 ]
 
 # ikcp constants (same names and values as ikcp.c)
-IKCP_RTO_NDL = 30  # minimum RTO in nodelay mode
-IKCP_RTO_MIN = 100  # minimum RTO otherwise
-IKCP_RTO_DEF = 200
-IKCP_RTO_MAX = 60000
-IKCP_CMD_PUSH = 81
-IKCP_CMD_ACK = 82
-IKCP_CMD_WASK = 83  # window probe (ask)
-IKCP_CMD_WINS = 84  # window size (tell)
-IKCP_ASK_SEND = 1
-IKCP_ASK_TELL = 2
-IKCP_WND_SND = 32
-IKCP_WND_RCV = 128  # must be >= the largest fragment count
-IKCP_MTU_DEF = 1400
-IKCP_ACK_FAST = 3
-IKCP_INTERVAL = 100
-IKCP_OVERHEAD = 24
-IKCP_DEADLINK = 20
-IKCP_THRESH_INIT = 2
-IKCP_THRESH_MIN = 2
-IKCP_PROBE_INIT = 7000
-IKCP_PROBE_LIMIT = 120000
-IKCP_FASTACK_LIMIT = 5
+IKCP_RTO_NDL: Final = 30  # minimum RTO in nodelay mode
+IKCP_RTO_MIN: Final = 100  # minimum RTO otherwise
+IKCP_RTO_DEF: Final = 200
+IKCP_RTO_MAX: Final = 60000
+IKCP_CMD_PUSH: Final = 81
+IKCP_CMD_ACK: Final = 82
+IKCP_CMD_WASK: Final = 83  # window probe (ask)
+IKCP_CMD_WINS: Final = 84  # window size (tell)
+IKCP_ASK_SEND: Final = 1
+IKCP_ASK_TELL: Final = 2
+IKCP_WND_SND: Final = 32
+IKCP_WND_RCV: Final = 128  # must be >= the largest fragment count
+IKCP_MTU_DEF: Final = 1400
+IKCP_ACK_FAST: Final = 3
+IKCP_INTERVAL: Final = 100
+IKCP_OVERHEAD: Final = 24
+IKCP_DEADLINK: Final = 20
+IKCP_THRESH_INIT: Final = 2
+IKCP_THRESH_MIN: Final = 2
+IKCP_PROBE_INIT: Final = 7000
+IKCP_PROBE_LIMIT: Final = 120000
+IKCP_FASTACK_LIMIT: Final = 5
 
-_MASK = 0xFFFFFFFF
-_HALF = 0x80000000
-_BIG = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
-_HDR = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
+_MASK: Final = 0xFFFFFFFF
+_HALF: Final = 0x80000000
+_BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
+_HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 _pack_into = _HDR.pack_into
 _unpack_from = _HDR.unpack_from
-_CONV = struct.Struct("<I")
+_CONV: Final = struct.Struct("<I")
 
 OutputFn = Callable[[bytes], object]
 
@@ -139,10 +139,10 @@ def _rto_c32(srtt: int, rttval: int, interval: int, minrto: int) -> int:
     return rto if rto < IKCP_RTO_MAX else IKCP_RTO_MAX
 
 
-ADAPT_SAMPLES = 32  # recovery rounds between two picks of the copies per round
-ADAPT_FAILED = 4  # ... or as soon as this many rounds were lost whole (escalate fast)
-SPARSE_RTO_CAP = 4  # a sparse flight's rounds back off to at most this many RTOs apart
-ROUND_FAILURE_TARGET = 0.02  # the chance that all copies of a round are lost, aimed for
+ADAPT_SAMPLES: Final = 32  # recovery rounds between two picks of the copies per round
+ADAPT_FAILED: Final = 4  # ... or as soon as this many rounds were lost whole (escalate fast)
+SPARSE_RTO_CAP: Final = 4  # a sparse flight's rounds back off to at most this many RTOs apart
+ROUND_FAILURE_TARGET: Final = 0.02  # the chance that all copies of a round are lost, aimed for
 
 
 def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) -> int:
@@ -166,7 +166,7 @@ def getconv(packet: bytes | bytearray | memoryview) -> int:
     return int(_CONV.unpack_from(packet, 0)[0])
 
 
-SEGMENT_HEADER = _HDR
+SEGMENT_HEADER: Final = _HDR
 """The header of one KCP segment: conv u32, cmd u8, frg u8, wnd u16, ts u32, sn u32, una u32, len u32."""
 
 
@@ -599,6 +599,15 @@ class KCP:
         sampled = False
         rc = 0
         last_wnd = -1
+        # typed locals: the header fields are ints (a compiled build does int arithmetic on them)
+        conv: int
+        cmd: int
+        frg: int
+        wnd: int
+        ts: int
+        sn: int
+        una: int
+        ln: int
         while size - off >= 24:
             conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(data, off)
             if conv != conv_self:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from operator import itemgetter
+from typing import Final
 
 from kcp.errors import KCPUsageError
 from kcp.rs import MAX_TOTAL_SHARDS, ReedSolomon, get_codec
@@ -44,28 +45,28 @@ __all__ = [
     "paws",
 ]
 
-FEC_HEADER_SIZE = 6
+FEC_HEADER_SIZE: Final = 6
 """seqid (4 bytes) + flag (2 bytes)."""
-FEC_HEADER_SIZE_PLUS2 = 8
+FEC_HEADER_SIZE_PLUS2: Final = 8
 """FEC header plus the 2-byte size field of data shards: the shortest packet kcp-go hands to FEC."""
-TYPE_DATA = 0xF1
-TYPE_PARITY = 0xF2
-TYPE_OOB = 0xF3
+TYPE_DATA: Final = 0xF1
+TYPE_PARITY: Final = 0xF2
+TYPE_OOB: Final = 0xF3
 """kcp-go's out-of-band packet flag (handled by the pipeline, never by FEC)."""
-OOB_SEQID = 0xFFFFFFFF
+OOB_SEQID: Final = 0xFFFFFFFF
 """The seqid kcp-go writes into OOB packets; it is never a valid FEC seqid (it is >= paws)."""
-MAX_FEC_ENCODE_LATENCY = 500
+MAX_FEC_ENCODE_LATENCY: Final = 500
 """kcp-go sess.go's ``maxFECEncodeLatency`` (ms), passed as the encoder's ``rto`` argument: parity is
 emitted only if the group's last two data packets were less than this far apart."""
-MAX_SHARD_SETS = 3
+MAX_SHARD_SETS: Final = 3
 """The decoder keeps shard sets at most this many groups older than the newest group seen."""
 
-_AUTOTUNE_SAMPLES = 258
+_AUTOTUNE_SAMPLES: Final = 258
 _second = itemgetter(1)
 
 
-_HDR = struct.Struct("<IH")
-_HDR_SIZE = struct.Struct("<IHH")
+_HDR: Final = struct.Struct("<IH")
+_HDR_SIZE: Final = struct.Struct("<IHH")
 _pack_hdr = _HDR.pack
 _pack_hdr_size = _HDR_SIZE.pack
 _unpack_hdr = _HDR.unpack_from

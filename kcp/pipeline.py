@@ -30,7 +30,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from kcp import fec
 from kcp.crypt import AEADCrypt, BlockCrypt
@@ -60,19 +60,19 @@ __all__ = [
     "bare_kcp",
 ]
 
-KIND_KCP = 0
+KIND_KCP: Final = 0
 """``open`` result kind: a KCP packet for the engine's ``input``."""
-KIND_OOB = 1
+KIND_OOB: Final = 1
 """``open`` result kind: the payload of an out-of-band packet (conv removed)."""
-KIND_KCP_RECOVERED = 2
+KIND_KCP_RECOVERED: Final = 2
 """``open`` result kind: a KCP packet rebuilt by FEC. Feed it with ``input(..., regular=False)``:
 it may arrive long after it was sent, so its window and timestamps must not count (kcp-go's rule)."""
 
-NONCE_SIZE = 16
-CRC_SIZE = 4
-CRYPT_HEADER_SIZE = NONCE_SIZE + CRC_SIZE
-CONV_SIZE = 4
-MIN_PACKET_SIZE = FEC_HEADER_SIZE_PLUS2 + CONV_SIZE
+NONCE_SIZE: Final = 16
+CRC_SIZE: Final = 4
+CRYPT_HEADER_SIZE: Final = NONCE_SIZE + CRC_SIZE
+CONV_SIZE: Final = 4
+MIN_PACKET_SIZE: Final = FEC_HEADER_SIZE_PLUS2 + CONV_SIZE
 """Shortest decrypted packet kcp-go accepts: min(KCP overhead 24, OOB framing 12)."""
 
 
@@ -82,9 +82,9 @@ def bare_kcp(datagram: bytes) -> bool:
     return not (len(datagram) > 5 and 0xF1 <= datagram[4] <= 0xF3 and datagram[5] == 0)
 
 
-_U32 = struct.Struct("<I")
-_U16 = struct.Struct("<H")
-_OOB_HEADER = struct.Struct("<IHHI")  # seqid, flag, size, conv
+_U32: Final = struct.Struct("<I")
+_U16: Final = struct.Struct("<H")
+_OOB_HEADER: Final = struct.Struct("<IHHI")  # seqid, flag, size, conv
 _pack_crc = _U32.pack
 _unpack_u16_from = _U16.unpack_from
 _crc32 = zlib.crc32

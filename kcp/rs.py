@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import ClassVar, Final
 
 from kcp.errors import KCPUsageError
 
@@ -49,10 +50,10 @@ __all__ = [
     "mul_table",
 ]
 
-POLYNOMIAL = 0x11D
+POLYNOMIAL: Final = 0x11D
 """The field's reducing polynomial x^8 + x^4 + x^3 + x^2 + 1 (klauspost and reedsolo default)."""
 
-MAX_TOTAL_SHARDS = 256
+MAX_TOTAL_SHARDS: Final = 256
 """GF(2^8) has 256 distinct elements, so at most 256 Vandermonde rows (klauspost's GF(2^8) limit)."""
 
 
@@ -176,7 +177,7 @@ class ReedSolomon:
 
     __slots__ = ("_inv_cache", "_parity_rows", "data_shards", "matrix", "parity_shards", "total_shards")
 
-    INVERSION_CACHE_SIZE = 64
+    INVERSION_CACHE_SIZE: ClassVar[int] = 64
     """How many inverted sub-matrices (one per loss pattern) are kept."""
 
     def __init__(self, data_shards: int, parity_shards: int) -> None:

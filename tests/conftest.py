@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -11,3 +12,33 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# The compiled build (.ci/run's second run: the installed wheel, KCPRPC_EXPECT_COMPILED=1) must really
+# be running the compiled modules, imported from the installed package rather than this source tree.
+EXPECT_COMPILED = os.environ.get("KCPRPC_EXPECT_COMPILED", "") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pure_only(reason): the test cannot apply to the compiled build (skipped when kcp.compiled)",
+    )
+    if EXPECT_COMPILED:
+        import kcp
+        from kcprpc.buildinfo import build_name
+
+        if not kcp.compiled or build_name() != "compiled":
+            raise pytest.UsageError(
+                f"KCPRPC_EXPECT_COMPILED=1 but the build running is {build_name()!r} ({kcp.__file__})"
+            )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import kcp
+
+    if not kcp.compiled:
+        return
+    for item in items:
+        marker = item.get_closest_marker("pure_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=str(marker.kwargs.get("reason", "pure build only"))))

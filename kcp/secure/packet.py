@@ -17,31 +17,32 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+from typing import Final
 
 from kcp.wirehint import T_HINT as T_HINT  # the secure wire's packet types in one place
 
 from .errors import DecodeError
 
-T_INITIATION = 0xC1
-T_RESPONSE = 0xC2
-T_RETRY = 0xC3
-T_TRANSPORT = 0xC8  # | key phase bit
-TRANSPORT_TYPES = frozenset((T_TRANSPORT, T_TRANSPORT | 1))
+T_INITIATION: Final = 0xC1
+T_RESPONSE: Final = 0xC2
+T_RETRY: Final = 0xC3
+T_TRANSPORT: Final = 0xC8  # | key phase bit
+TRANSPORT_TYPES: Final = frozenset((T_TRANSPORT, T_TRANSPORT | 1))
 
-WIRE_VERSION = 1
-CID_LEN = 8
-PN_LEN = 8
-TRANSPORT_HEADER = 1 + CID_LEN + PN_LEN  # 17
-TAG_LEN = 16
-MIN_TRANSPORT = TRANSPORT_HEADER + TAG_LEN + 1
-INIT_HEADER = 1 + 1 + 1 + 1 + CID_LEN  # 12
-INIT_FIXED = INIT_HEADER + 2 + 32  # header, noise length, mac1 + mac2
-RESP_HEADER = 1 + 1 + CID_LEN  # 10
-RETRY_HEADER = 1 + 1 + CID_LEN
-PROLOGUE_LABEL = b"kcprpc secure v1"
+WIRE_VERSION: Final = 1
+CID_LEN: Final = 8
+PN_LEN: Final = 8
+TRANSPORT_HEADER: Final = 1 + CID_LEN + PN_LEN  # 17
+TAG_LEN: Final = 16
+MIN_TRANSPORT: Final = TRANSPORT_HEADER + TAG_LEN + 1
+INIT_HEADER: Final = 1 + 1 + 1 + 1 + CID_LEN  # 12
+INIT_FIXED: Final = INIT_HEADER + 2 + 32  # header, noise length, mac1 + mac2
+RESP_HEADER: Final = 1 + 1 + CID_LEN  # 10
+RETRY_HEADER: Final = 1 + 1 + CID_LEN
+PROLOGUE_LABEL: Final = b"kcprpc secure v1"
 
-PATTERN_IKPSK2 = 1
-PATTERN_NNPSK0 = 2
+PATTERN_IKPSK2: Final = 1
+PATTERN_NNPSK0: Final = 2
 PATTERN_NAMES = {PATTERN_IKPSK2: "IKpsk2", PATTERN_NNPSK0: "NNpsk0"}
 
 
@@ -72,16 +73,16 @@ def reason_name(code: int) -> str:
 
 # ------------------------------------------------------------------------------------------ frames
 
-F_DATA = 0x00
-F_PING = 0x01
-F_PATH_CHALLENGE = 0x02
-F_PATH_RESPONSE = 0x03
-F_CLOSE = 0x04
-F_GOAWAY = 0x05
-F_PING_ACK = 0x06  # probe id (8): answers a PING that carries one (an MTU probe)
-PROBE_ID_LEN = 8
-MIN_PROBE = TRANSPORT_HEADER + 1 + PROBE_ID_LEN + TAG_LEN  # the smallest PING that carries a probe id
-MAX_REASON_TEXT = 512
+F_DATA: Final = 0x00
+F_PING: Final = 0x01
+F_PATH_CHALLENGE: Final = 0x02
+F_PATH_RESPONSE: Final = 0x03
+F_CLOSE: Final = 0x04
+F_GOAWAY: Final = 0x05
+F_PING_ACK: Final = 0x06  # probe id (8): answers a PING that carries one (an MTU probe)
+PROBE_ID_LEN: Final = 8
+MIN_PROBE: Final = TRANSPORT_HEADER + 1 + PROBE_ID_LEN + TAG_LEN  # the smallest PING that carries a probe id
+MAX_REASON_TEXT: Final = 512
 
 
 def encode_reason_frame(frame_type: int, code: int, message: str) -> bytes:
@@ -100,20 +101,20 @@ def decode_reason_frame(body: bytes) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------------ TLV
 
 # handshake payload tags
-TAG_VERSIONS = 1  # client: list of u8; server: chosen u8 (or supported list on refusal)
-TAG_SUITES = 2  # list of u8 suite ids
-TAG_MTU = 3  # u16
-TAG_WINDOWS = 4  # snd u16, rcv u16
-TAG_FEC = 5  # data u8, parity u8, strict u8
-TAG_MUX = 6  # list of u8
-TAG_TOKEN = 7  # bytes
-TAG_STATUS = 8  # u8 reason (0 = accepted)
-TAG_MESSAGE = 9  # utf-8
-TAG_CID = 10  # server's connection id (8)
-TAG_RESET = 11  # stateless reset token for the server's connection id (16)
-RESET_TOKEN_LEN = 16
-MIN_RESET_TRIGGER = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
-MAX_RESET = 64
+TAG_VERSIONS: Final = 1  # client: list of u8; server: chosen u8 (or supported list on refusal)
+TAG_SUITES: Final = 2  # list of u8 suite ids
+TAG_MTU: Final = 3  # u16
+TAG_WINDOWS: Final = 4  # snd u16, rcv u16
+TAG_FEC: Final = 5  # data u8, parity u8, strict u8
+TAG_MUX: Final = 6  # list of u8
+TAG_TOKEN: Final = 7  # bytes
+TAG_STATUS: Final = 8  # u8 reason (0 = accepted)
+TAG_MESSAGE: Final = 9  # utf-8
+TAG_CID: Final = 10  # server's connection id (8)
+TAG_RESET: Final = 11  # stateless reset token for the server's connection id (16)
+RESET_TOKEN_LEN: Final = 16
+MIN_RESET_TRIGGER: Final = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
+MAX_RESET: Final = 64
 
 
 def encode_tlv(items: list[tuple[int, bytes]]) -> bytes:

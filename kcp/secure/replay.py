@@ -6,9 +6,11 @@ only after the AEAD accepted the packet, so forged packets cannot move the windo
 
 from __future__ import annotations
 
-OK = 0
-DUPLICATE = 1
-TOO_OLD = 2
+from typing import Final
+
+OK: Final = 0
+DUPLICATE: Final = 1
+TOO_OLD: Final = 2
 
 
 class ReplayWindow:

@@ -32,6 +32,7 @@ import argparse
 from collections.abc import Sequence
 
 import kcprpc
+from kcprpc.buildinfo import build_name
 from kcprpc.cli.args import ArgumentParser
 from kcprpc.cli.commands import add_client_commands
 from kcprpc.cli.idl import add_idl_commands
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kcprpc`` argument parser (every sub-command sets ``func``; see
     :func:`kcprpc.cli.runner.run_command`)."""
     ap = ArgumentParser(prog="kcprpc", description="Typed RPC over KCP.")
-    ap.add_argument("--version", action="version", version=f"kcprpc {kcprpc.__version__}")
+    ap.add_argument("--version", action="version", version=f"kcprpc {kcprpc.__version__} ({build_name()})")
     sub = ap.add_subparsers(dest="cmd", required=True)
     add_serve_command(sub)
     add_client_commands(sub)  # list, describe, call, watch, ping, stats

@@ -46,10 +46,10 @@ INITIAL_PEER_WINDOW: Final = 262144
 """Version 2: the send window a stream assumes before the peer's first UPD (smux's guess, 256 KiB)."""
 SUPPORTED_VERSIONS: Final = (1, 2)
 
-_HEADER = struct.Struct("<BBHI")
-_UPD = struct.Struct("<II")
-_HEADER_PACK = _HEADER.pack
-_HEADER_UNPACK_FROM = _HEADER.unpack_from
+_HEADER: Final = struct.Struct("<BBHI")
+_UPD: Final = struct.Struct("<II")
+_HEADER_PACK: Final = _HEADER.pack
+_HEADER_UNPACK_FROM: Final = _HEADER.unpack_from
 U32_MASK: Final = 0xFFFFFFFF
 
 
@@ -137,7 +137,7 @@ def unpack_upd(payload: bytes) -> tuple[int, int]:
 
 # the first 8 bytes of a snappy framing-format stream (stream identifier chunk "sNaPpY"), which a
 # kcptun peer sends first when its compression is on: named in the error instead of "version 255"
-_SNAPPY_STREAM_START = b"\xff\x06\x00\x00sNaP"
+_SNAPPY_STREAM_START: Final = b"\xff\x06\x00\x00sNaP"
 
 
 class SmuxFrameDecoder:

@@ -210,9 +210,10 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
     import importlib.metadata
 
     import kcprpc
+    from kcprpc.buildinfo import build_name
 
     assert kcprpc.__version__ == importlib.metadata.version("kcprpc")
     with pytest.raises(SystemExit) as ei:
         main(["--version"])
     assert ei.value.code == 0
-    assert capsys.readouterr().out.strip() == f"kcprpc {kcprpc.__version__}"
+    assert capsys.readouterr().out.strip() == f"kcprpc {kcprpc.__version__} ({build_name()})"

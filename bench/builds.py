@@ -1,0 +1,121 @@
+"""Same-run comparison of the pure-Python build and the compiled (mypyc) build: one benchmark
+command, run alternately with each.
+
+    python bench/builds.py --rounds 3 --metric 'ours=ours +([\\d.]+)' -- bench/engine.py --quick
+    python bench/builds.py --setup ...     # (re)build the compiled venv first (about 1 min)
+
+The pure side is this tree's ``.venv`` (the README's editable install, pure Python). The compiled
+side is ``.venv-compiled`` (``--venv``): ``pip install '.[dev]'`` of this tree, a wheel whose
+protocol cores mypyc compiled (``--setup`` builds it; .ci/run builds it too). The benchmarks put
+their checkout first on ``sys.path``, so the compiled side runs the command in a mirror of this tree
+without ``kcp/`` and ``kcprpc/`` (a temporary directory): the installed, compiled package is the
+only one it can import. Before the rounds each side reports ``kcp.compiled``, and a side that is
+not the build it stands for stops the run. Rounds alternate the order (pure first on odd rounds);
+each ``--metric NAME=REGEX`` takes the LAST match of REGEX's first group in a run's output; the
+report gives every round's values, the medians and the ratio compiled / pure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ab import pick
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("kcp", "kcprpc")
+
+
+def setup_venv(venv: Path) -> None:
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "KCPRPC_PURE_BUILD"}
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # no stale modules from an older build
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", ".[dev]"], cwd=ROOT, env=env, check=True)
+
+
+def mirror(dest: Path) -> None:
+    """Copy this tree's files (tracked and untracked, not ignored) except the packages."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for name in files:
+        if name.split("/", 1)[0] in PACKAGES or not (ROOT / name).is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+
+
+def run(py: Path, tree: Path, args: list[str], timeout: float) -> str:
+    out = subprocess.run(
+        [str(py), *args], cwd=tree, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        sys.exit(f"{py}: {' '.join(args)} exited {out.returncode}:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--venv", type=Path, default=ROOT / ".venv-compiled", help="the compiled build's venv")
+    ap.add_argument("--setup", action="store_true", help="(re)build the compiled venv from this tree first")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--metric", action="append", required=True, help="NAME=REGEX (first group: the number)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
+    ap.add_argument("-v", action="store_true", help="print each run's output")
+    ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the benchmark and its arguments")
+    args = ap.parse_args()
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        ap.error("give the benchmark command after --")
+    metrics = [m.split("=", 1) for m in args.metric]
+    if any(len(m) != 2 for m in metrics):
+        ap.error("--metric must be NAME=REGEX")
+    venv = args.venv.resolve()
+    if args.setup:
+        setup_venv(venv)
+    pythons = {"pure": ROOT / ".venv" / "bin" / "python", "compiled": venv / "bin" / "python"}
+    for side, py in pythons.items():
+        if not py.exists():
+            sys.exit(f"{py} is missing: " + ("--setup builds it" if side == "compiled" else "see the README"))
+    with tempfile.TemporaryDirectory(prefix="kcprpc-builds-") as tmp:
+        trees = {"pure": ROOT, "compiled": Path(tmp)}
+        mirror(trees["compiled"])
+        probe = "import sys; sys.path.insert(0, '.'); import kcp; print(kcp.compiled, kcp.__file__)"
+        for side in pythons:
+            flag, where = run(pythons[side], trees[side], ["-c", probe], 60).split(maxsplit=1)
+            print(f"# {side:8} kcp.compiled={flag}  {where.strip()}", flush=True)
+            if (flag == "True") is not (side == "compiled"):
+                sys.exit(f"the {side} side runs the wrong build (kcp.compiled is {flag})")
+        values: dict[str, dict[str, list[float]]] = {s: {n: [] for n, _ in metrics} for s in pythons}
+        for r in range(args.rounds):
+            order = ["pure", "compiled"] if r % 2 == 0 else ["compiled", "pure"]
+            for side in order:
+                text = run(pythons[side], trees[side], cmd, args.timeout)
+                if args.v:
+                    print(f"--- round {r + 1} {side}\n{text}", flush=True)
+                got = []
+                for name, regex in metrics:
+                    v = pick(text, regex)
+                    if v is None:
+                        sys.exit(f"round {r + 1} {side}: metric {name!r} ({regex}) not found in:\n{text[-2000:]}")
+                    values[side][name].append(v)
+                    got.append(f"{name} {v:g}")
+                print(f"round {r + 1} {side:8}  " + "  ".join(got), flush=True)
+    print(f"# medians of {args.rounds} rounds; command: {' '.join(cmd)}")
+    for name, _ in metrics:
+        p = statistics.median(values["pure"][name])
+        c = statistics.median(values["compiled"][name])
+        ratio = f"{c / p:.3f}" if p else "n/a"
+        print(f"{name:24} pure {p:12g}   compiled {c:12g}   compiled/pure {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Build script: the mypyc-compiled protocol cores, with a pure-Python fallback.
+
+``pip install .`` builds a wheel; this script compiles the modules listed in kcp/buildinfo.py and
+kcprpc/buildinfo.py with mypyc when mypyc and a C compiler are available (pyproject's in-tree backend,
+_build/backend.py, asks for mypy for wheel builds only). Without them, or when the compile fails, the
+wheel is pure Python and still installs. The build stays pure when:
+
+- ``KCPRPC_PURE_BUILD=1`` is set;
+- the install is editable (``pip install -e .``, the README's commands): editing a .py file must
+  take effect, so no extension module is built, and none is ever written into the source tree.
+
+Everything mypyc generates goes under build/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+PURE_ENV = "KCPRPC_PURE_BUILD"
+# the commands that build a wheel or install from this tree (metadata-only commands skip mypyc)
+BUILDING = {"bdist_wheel", "build", "build_ext", "install"}
+EDITABLE = {"editable_wheel", "develop"}
+TARGET = Path("build") / "mypyc"  # mypyc's C sources (relative: pip builds in the source tree)
+
+
+def say(msg: str) -> None:
+    print(f"kcprpc setup: {msg}", file=sys.stderr, flush=True)
+
+
+def module_paths() -> list[str]:
+    names: list[str] = []
+    for info in ("kcp/buildinfo.py", "kcprpc/buildinfo.py"):
+        # only the MODULES tuple: kcprpc/buildinfo.py imports kcp, which is not importable here
+        text = (ROOT / info).read_text()
+        start = text.index("MODULES: tuple[str, ...] = (")
+        block = text[start : text.index(")", start) + 1].split("=", 1)[1]
+        names.extend(ast.literal_eval(block.strip()))
+    return [name.replace(".", "/") + ".py" for name in names]
+
+
+def mypy_config(modules: list[str]) -> str:
+    """mypy's configuration for the compile, not pyproject's strict one: the build environment has
+    mypy but not the runtime dependencies (cryptography, msgpack, pydantic), whose types are Any here,
+    so only the compiled modules' own errors count. CI's `mypy` run is the project's strict check."""
+    names = ",".join(m.removesuffix(".py").replace("/", ".") for m in modules)
+    path = TARGET / "mypyc.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"[mypy]\nignore_missing_imports = True\nignore_errors = True\n\n[mypy-{names}]\nignore_errors = False\n"
+    )
+    return str(path)
+
+
+def compiled_extensions() -> list:  # type: ignore[type-arg]
+    args = set(sys.argv[1:])
+    if args & EDITABLE or "--inplace" in args or not args & BUILDING:
+        return []  # editable or metadata only: pure, nothing compiled into the source tree
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        say(f"{PURE_ENV} is set: pure-Python build")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        say("mypyc is not installed: pure-Python build")
+        return []
+    try:
+        modules = module_paths()
+        flags = ["--config-file", mypy_config(modules)]
+        return list(mypycify([*flags, *modules], opt_level="3", target_dir=str(TARGET)))
+    except (Exception, SystemExit) as e:  # mypyc reports its errors with SystemExit
+        say(f"mypyc failed ({e!r}): pure-Python build")
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to the pure-Python modules when compiling fails."""
+
+    def run(self) -> None:
+        if self.inplace or getattr(self, "editable_mode", False):
+            say("in-place/editable build: the compiled modules are not built")
+            self.extensions = []
+            return
+        try:
+            super().run()
+        except Exception as e:  # no C compiler, missing headers, a compiler error...
+            say(f"compiling the extension modules failed ({e!r}): pure-Python build")
+            for out in self.get_outputs():
+                Path(out).unlink(missing_ok=True)
+            self.extensions = []
+            self.distribution.ext_modules = []
+
+
+setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})
