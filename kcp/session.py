@@ -406,9 +406,8 @@ class KCPSession:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
         # per fan-out delivery, asks for none: docs/BENCHMARKS.md "Fan-out")
-        if (
-            not self._flush_marked
-            and (eng.waitsnd() or (self.ack_nodelay and (eng.probe or eng.acks_pending())))
+        if not self._flush_marked and (
+            eng.waitsnd() or (self.ack_nodelay and (eng.probe or eng.acks_pending()))
         ):
             self._flush_marked = True
             self._ep.flushq.append(self)

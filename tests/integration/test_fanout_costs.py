@@ -3,9 +3,15 @@ what a session does, and does not do, per datagram it receives and per datagram 
 
 from __future__ import annotations
 
+import select
+
+import pytest
 
 import kcp
+import kcp.batch
+from kcp.batch import DatagramIO, gso_supported, open_udp_socket
 from kcp.engine import IKCP_CMD_ACK, KCP, SEGMENT_HEADER
+from kcp.stats import Counters
 
 
 def _ack_packet(conv: int, sn: int, una: int) -> bytes:
@@ -19,7 +25,7 @@ async def test_a_pure_ack_asks_for_no_flush_but_data_and_queued_writes_do() -> N
         s = await kcp.dial("127.0.0.1", lis.address[1])
         try:
             assert s.ack_nodelay  # the default: acks are flushed after each receive batch
-            ep = s._ep  # noqa: SLF001 - the flush queue is the endpoint's
+            ep = s._ep
             now = ep.timers.now_ms()
             ep.flushq.clear()
             s.feed(_ack_packet(s.conv, 0, 0), now)
@@ -65,3 +71,56 @@ def test_engine_acks_pending_counts_what_the_next_flush_acknowledges() -> None:
     assert b.acks_pending() == 2
     b.flush(1)
     assert b.acks_pending() == 0
+
+
+def test_a_lone_datagram_goes_by_sendto_not_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_udp_socket("127.0.0.1", 0)
+    b = open_udp_socket("127.0.0.1", 0)
+    try:
+        a.connect(b.getsockname())  # a client's socket is connected to its server
+        c = Counters()
+        tx = DatagramIO(a, c, mmsg=True, gso=True)
+
+        def no_batch(*args: object) -> int:
+            raise AssertionError("a lone datagram should not fill a sendmmsg batch")
+
+        monkeypatch.setattr(kcp.batch, "_sendmmsg", no_batch)
+        assert tx.send([(b"ack", b.getsockname())]) == 1
+        assert (c.send_syscalls, c.out_pkts, c.bytes_sent) == (1, 1, 3)
+        b.settimeout(2.0)
+        assert b.recv(100) == b"ack"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(("mmsg", "gso"), [(True, True), (True, False), (False, False)])
+def test_a_fan_out_batch_reaches_every_address_in_order(mmsg: bool, gso: bool) -> None:
+    """One datagram per subscriber, addresses alternating (no GSO run longer than one): every
+    subscriber gets its own datagrams, in order; a repeat to one address still forms a run."""
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    subs = [open_udp_socket("127.0.0.1", 0) for _ in range(5)]
+    try:
+        c = Counters()
+        tx = DatagramIO(tx_sock, c, mmsg=mmsg, gso=gso and gso_supported())
+        items = [(b"%d:%d" % (r, i), s.getsockname()) for r in range(20) for i, s in enumerate(subs)]
+        items += [(b"run%d" % k, subs[0].getsockname()) for k in range(3)]  # a GSO run at the end
+        assert tx.send(items) == len(items)
+        assert c.out_pkts == len(items)
+        for i, s in enumerate(subs):
+            want = [b"%d:%d" % (r, i) for r in range(20)] + ([b"run0", b"run1", b"run2"] if i == 0 else [])
+            got = [g[0] for g in _recv_n(DatagramIO(s), len(want))]
+            assert got == want
+    finally:
+        tx_sock.close()
+        for s in subs:
+            s.close()
+
+
+def _recv_n(io: DatagramIO, count: int) -> list[tuple[bytes, object]]:
+    out: list[tuple[bytes, object]] = []
+    while len(out) < count:
+        ready, _, _ = select.select([io.sock], [], [], 2.0)
+        assert ready, f"timed out after {len(out)} of {count} datagrams"
+        out.extend(io.recv())
+    return out
