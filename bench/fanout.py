@@ -479,6 +479,9 @@ class Run:
             "p99_ms": ms[1],
             "max_ms": ms[2],
             "server_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0),
+            # CPU per delivery over the publish window (the main fan-out figure: docs/BENCHMARKS.md)
+            "server_us_per_delivery": 1e6 * (cpu1 - cpu0) / expected if expected else 0.0,
+            "subs_us_per_delivery": 1e6 * (sub_cpu1 - sub_cpu0) / expected if expected else 0.0,
             "server_rss_mb": proc_rss_mb(self.server_pid),
             "subs_cpu_pct": 100 * (sub_cpu1 - sub_cpu0) / (w1 - w0),
             "call_p50_ms": pub["call_p50_ms"],
@@ -524,7 +527,8 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
                 f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
                 f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
                 f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
-                f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % {verdict}",
+                f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % | CPU per delivery: "
+                f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us {verdict}",
                 flush=True,
             )
             if args.verbose:

@@ -3,6 +3,7 @@ what a session does, and does not do, per datagram it receives and per datagram 
 
 from __future__ import annotations
 
+import asyncio
 import select
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import kcp
 import kcp.batch
 from kcp.batch import DatagramIO, gso_supported, open_udp_socket
+from kcp.endpoint import Endpoint
 from kcp.engine import IKCP_CMD_ACK, KCP, SEGMENT_HEADER
 from kcp.stats import Counters
 
@@ -124,3 +126,41 @@ def _recv_n(io: DatagramIO, count: int) -> list[tuple[bytes, object]]:
         assert ready, f"timed out after {len(out)} of {count} datagrams"
         out.extend(io.recv())
     return out
+
+
+class _Sealer:
+    """An endpoint user whose flush queues one datagram, and notes how many datagrams the
+    endpoint had handed to its socket by then."""
+
+    def __init__(self, ep: Endpoint, dest: tuple[str, int], log: list[int]) -> None:
+        self.ep, self.dest, self.log = ep, dest, log
+
+    def flush_now(self, now: int) -> None:
+        self.log.append(self.ep.counters.out_pkts)
+        self.ep.tx.append((b"d%d" % len(self.log), self.dest))
+
+    def after_input(self, now: int) -> None:
+        return None
+
+
+async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
+    loop = asyncio.get_running_loop()
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    rx = open_udp_socket("127.0.0.1", 0)
+    ep = Endpoint(loop, tx_sock, Counters())
+    try:
+        batch = ep.io.batch
+        log: list[int] = []
+        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * batch + 5)]
+        ep.flushq.extend(users)
+        ep._tick()
+        assert log[batch - 1] == 0  # the first batch fills up ...
+        assert log[batch] == batch  # ... and is on the socket before the next session flushes
+        assert log[2 * batch] == 2 * batch
+        assert ep.counters.out_pkts == len(users)
+        assert ep.counters.send_syscalls == 3  # no more system calls than one send at the end
+        got = [g[0] for g in _recv_n(DatagramIO(rx), len(users))]
+        assert got == [b"d%d" % (i + 1) for i in range(len(users))]
+    finally:
+        ep.close()
+        rx.close()
