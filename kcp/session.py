@@ -400,8 +400,9 @@ class KCPSession:
         self._in_dirty = False
         if self._state is _CLOSED:
             return
-        self._deliver()
         eng = self._engine
+        if eng.rcv_queue:  # an input of acks only has nothing to deliver
+            self._deliver()
         if self._cc is not None:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
