@@ -132,7 +132,11 @@ def _server_proc(conn: Connection, kind: str, mode: str, loop_kind: str) -> None
     if prof:
         import cProfile
 
-        cProfile.runctx("run_loop(main(), loop_kind)", globals(), locals(), prof)
+        # CPU time, not wall time: on a shared machine a process waiting for a core would
+        # otherwise charge the wait to whatever function it was in
+        pr = cProfile.Profile(time.process_time)
+        pr.runctx("run_loop(main(), loop_kind)", globals(), locals())
+        pr.dump_stats(prof)
     else:
         run_loop(main(), loop_kind)
 
