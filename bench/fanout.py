@@ -18,7 +18,11 @@ when moreover p99 <= ``--p99-limit`` ms. The steps stop at the first rate whose 
 (or whose p99 passes 5x the limit), then one step at the midpoint to the last good rate runs.
 Both the highest sustained and the highest delivered rate are reported per contender and round.
 Server CPU % (utime + stime of all its threads from /proc/<pid>/stat over the publish window)
-and RSS are reported per step, with the subscriber processes' CPU (they share the cores).
+and RSS are reported per step, with the subscriber processes' CPU (they share the cores), and both
+as CPU per delivery (µs of CPU over the window / the deliveries expected in it). ``--every-rate``
+runs every rate of ``--rates`` whatever happens (fixed steps for A/B runs of two trees; copy the
+script outside the repository first, since ``_common.py`` puts its own repository on ``sys.path``).
+``FANOUT_PROFILE=FILE`` runs the server under cProfile (CPU time) and writes its stats to FILE.
 
 The grpcio contender (``--contenders``) is the same shape over TCP: a server-streaming call per
 subscriber (one channel each) fed by its own asyncio.Queue, and a unary ``Publish`` that puts
