@@ -18,7 +18,11 @@ when moreover p99 <= ``--p99-limit`` ms. The steps stop at the first rate whose 
 (or whose p99 passes 5x the limit), then one step at the midpoint to the last good rate runs.
 Both the highest sustained and the highest delivered rate are reported per contender and round.
 Server CPU % (utime + stime of all its threads from /proc/<pid>/stat over the publish window)
-and RSS are reported per step, with the subscriber processes' CPU (they share the cores).
+and RSS are reported per step, with the subscriber processes' CPU (they share the cores), and both
+as CPU per delivery (µs of CPU over the window / the deliveries expected in it). ``--every-rate``
+runs every rate of ``--rates`` whatever happens (fixed steps for A/B runs of two trees; copy the
+script outside the repository first, since ``_common.py`` puts its own repository on ``sys.path``).
+``FANOUT_PROFILE=FILE`` runs the server under cProfile (CPU time) and writes its stats to FILE.
 
 The grpcio contender (``--contenders``) is the same shape over TCP: a server-streaming call per
 subscriber (one channel each) fed by its own asyncio.Queue, and a unary ``Publish`` that puts
@@ -132,7 +136,11 @@ def _server_proc(conn: Connection, kind: str, mode: str, loop_kind: str) -> None
     if prof:
         import cProfile
 
-        cProfile.runctx("run_loop(main(), loop_kind)", globals(), locals(), prof)
+        # CPU time, not wall time: on a shared machine a process waiting for a core would
+        # otherwise charge the wait to whatever function it was in
+        pr = cProfile.Profile(time.process_time)
+        pr.runctx("run_loop(main(), loop_kind)", globals(), locals())
+        pr.dump_stats(prof)
     else:
         run_loop(main(), loop_kind)
 
@@ -196,7 +204,8 @@ async def _kcprpc_subscribers(port: int, n: int, mode: str, batch: int, record: 
     try:
         for start in range(0, n, batch):
             chunk = [
-                kcprpc.connect("127.0.0.1", port, transport=_transport(mode)) for _ in range(min(batch, n - start))
+                kcprpc.connect("127.0.0.1", port, transport=_transport(mode))
+                for _ in range(min(batch, n - start))
             ]
             clients.extend(chunk)
             await asyncio.wait_for(asyncio.gather(*(c.connect() for c in chunk)), 60)
@@ -479,6 +488,9 @@ class Run:
             "p99_ms": ms[1],
             "max_ms": ms[2],
             "server_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0),
+            # CPU per delivery over the publish window (the main fan-out figure: docs/BENCHMARKS.md)
+            "server_us_per_delivery": 1e6 * (cpu1 - cpu0) / expected if expected else 0.0,
+            "subs_us_per_delivery": 1e6 * (sub_cpu1 - sub_cpu0) / expected if expected else 0.0,
             "server_rss_mb": proc_rss_mb(self.server_pid),
             "subs_cpu_pct": 100 * (sub_cpu1 - sub_cpu0) / (w1 - w0),
             "call_p50_ms": pub["call_p50_ms"],
@@ -524,7 +536,8 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
                 f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
                 f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
                 f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
-                f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % {verdict}",
+                f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % | CPU per delivery: "
+                f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us {verdict}",
                 flush=True,
             )
             if args.verbose:
@@ -533,6 +546,8 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
                 )
             if ok:
                 good = rate if good is None else max(good, rate)
+            elif args.every_rate:
+                pass  # every rate of --rates runs (same steps in every run: A/B comparisons)
             else:
                 todo = []
                 if good is not None and rate - good >= 4 and not midpoint_done:
@@ -575,6 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mode", choices=["secure", "compat"], default="secure", help="the kcprpc contender's wire mode"
     )
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="kcprpc's event loop")
+    ap.add_argument(
+        "--every-rate",
+        action="store_true",
+        help="run every rate of --rates, also after a failed step (A/B runs)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="publish call times, server KCP counters")
     args = ap.parse_args(argv)
     if args.quick:
@@ -610,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, m in med.items():
             if g and kind != "grpcio":
                 print(f"{kind} / grpcio: x{m[label] / g:.2f}")
+    if args.every_rate:
+        return 0  # a measurement of fixed steps: a failed step is a figure, not an error
     return 0 if all(highest(steps, None) for rounds in results.values() for steps in rounds) else 1
 
 

@@ -509,6 +509,8 @@ class DatagramIO:
         """
         if not items:
             return 0
+        if len(items) == 1:  # a client's lone ack: one sendto costs less than filling a batch
+            return self._send_plain(items, 0, 1)
         if self.gso:
             if self.mmsg:
                 return self._send_mmsg_gso(items, 0, len(items))
@@ -671,7 +673,10 @@ class DatagramIO:
             seg = len(data)
             if seg > slot:
                 break
-            end, total = _gso_run(items, i, min(stop, i + n - k))
+            if i + 1 < stop and items[i + 1][1] == addr:
+                end, total = _gso_run(items, i, min(stop, i + n - k))
+            else:  # the next datagram goes elsewhere (a fan-out): a run of one
+                end, total = i + 1, seg
             base = m * s64
             m64[base + name_off] = sockaddr(addr)[1]
             m32[m * s32 + nl_off] = namelen

@@ -6,7 +6,8 @@
   :meth:`EndpointUser.after_input` (deliver to the reader, flush acks);
 * send: sessions queue ``(datagram, address)`` pairs on :attr:`Endpoint.tx` and mark themselves
   in :attr:`Endpoint.flushq`; one ``call_soon`` per loop tick flushes every marked session and
-  hands all datagrams of the tick to one ``sendmmsg`` batch (as aioquic batches its datagrams);
+  hands the tick's datagrams to ``sendmmsg`` (as aioquic batches its datagrams), each full batch
+  as soon as it is sealed (a fan-out's first peers do not wait for its last);
 * timers: the loop's :class:`kcp.timers.TimerHeap`; before it fires a batch of wake-ups it reads
   the socket once (:meth:`Endpoint.poll_input`), so acks already waiting there cancel
   retransmissions that a long loop callback made overdue.
@@ -196,8 +197,15 @@ class Endpoint:
             now = self.timers.now_ms()
             q = self.flushq
             self.flushq = []
+            tx = self.tx
+            chunk = self.io.batch
             for s in q:
                 s.flush_now(now)
+                # a fan-out flushes a thousand sessions in one tick: each full sendmmsg batch goes
+                # as soon as it is sealed (no extra system call), so the first peers get theirs
+                # while the rest are still being flushed, not after the whole tick
+                if len(tx) >= chunk and not self.writer_armed:
+                    self.send_now()
         if self.tx and not self.writer_armed:
             self.send_now()
 

@@ -395,6 +395,11 @@ class KCP:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
         return len(self.snd_buf) - self._nacked + len(self.snd_queue)
 
+    def acks_pending(self) -> int:
+        """Acks waiting for the next flush (ikcp's ``ackcount``): a host may skip a flush when this,
+        :attr:`probe` and :meth:`waitsnd` are all zero, since it would send nothing."""
+        return len(self._acklist) >> 1
+
     @property
     def nsnd_buf(self) -> int:
         """Unacknowledged segments in flight."""

@@ -400,11 +400,16 @@ class KCPSession:
         self._in_dirty = False
         if self._state is _CLOSED:
             return
-        self._deliver()
         eng = self._engine
+        if eng.rcv_queue:  # an input of acks only has nothing to deliver
+            self._deliver()
         if self._cc is not None:
             self._cc.after_input(eng, now)
-        if (self.ack_nodelay or eng.waitsnd()) and not self._flush_marked:
+        # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
+        # per fan-out delivery, asks for none: docs/BENCHMARKS.md "Fan-out")
+        if not self._flush_marked and (
+            eng.waitsnd() or (self.ack_nodelay and (eng.probe or eng.acks_pending()))
+        ):
             self._flush_marked = True
             self._ep.flushq.append(self)
         if eng.state != 0:

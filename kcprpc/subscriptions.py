@@ -262,7 +262,7 @@ class Subscriptions:
                     r = handler(ev, info)
                 else:
                     r = handler(ev)
-                if inspect.isawaitable(r):
+                if r is not None and inspect.isawaitable(r):  # a plain handler returns None
                     self._spawn(r)
             except Exception:
                 log.exception("event handler for %s raised", name)

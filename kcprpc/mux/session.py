@@ -429,6 +429,8 @@ class MuxSession:
                 if not data:
                     break
                 self._transport.write(data)
+                if not core.has_data_to_send():  # the usual case: one write, no second look
+                    break
         except Exception as exc:
             core.connection_lost(exc)
             self._pump()

@@ -1,0 +1,166 @@
+"""The per-delivery work of a push fan-out (docs/BENCHMARKS.md "Performance (issue 16)", "Fan-out"):
+what a session does, and does not do, per datagram it receives and per datagram batch it sends."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+
+import pytest
+
+import kcp
+import kcp.batch
+from kcp.batch import DatagramIO, gso_supported, open_udp_socket
+from kcp.endpoint import Endpoint
+from kcp.engine import IKCP_CMD_ACK, KCP, SEGMENT_HEADER
+from kcp.stats import Counters
+
+
+def _ack_packet(conv: int, sn: int, una: int) -> bytes:
+    """One bare ikcp ACK segment (what a subscriber sends back per delivery)."""
+    return SEGMENT_HEADER.pack(conv, IKCP_CMD_ACK, 0, 128, 0, sn, una, 0)
+
+
+async def test_a_pure_ack_asks_for_no_flush_but_data_and_queued_writes_do() -> None:
+    lis = await kcp.listen("127.0.0.1", 0)
+    try:
+        s = await kcp.dial("127.0.0.1", lis.address[1])
+        try:
+            assert s.ack_nodelay  # the default: acks are flushed after each receive batch
+            ep = s._ep
+            now = ep.timers.now_ms()
+            ep.flushq.clear()
+            s.feed(_ack_packet(s.conv, 0, 0), now)
+            s.after_input(now)
+            assert s not in ep.flushq  # an ACK alone leaves nothing to send: no flush
+
+            out: list[bytes] = []
+            peer = KCP(s.conv, out.append)  # a peer's data segment: it needs an ack back, so a flush
+            peer.send(b"event")
+            peer.update(now)
+            peer.flush(now)
+            (packet,) = out
+            s.feed(bytes(packet), now)
+            s.after_input(now)
+            assert ep.flushq.count(s) == 1
+            s.flush_now(now)
+            ep.flushq.clear()
+
+            s.write(b"unacked")  # data waiting for its ack: an ACK input still flushes (window)
+            s.flush_now(now)
+            ep.flushq.clear()
+            s.feed(_ack_packet(s.conv, 99, 0), now)
+            s.after_input(now)
+            assert ep.flushq.count(s) == 1
+        finally:
+            s.abort()
+    finally:
+        lis.close()
+        await lis.wait_closed()
+
+
+def test_engine_acks_pending_counts_what_the_next_flush_acknowledges() -> None:
+    out: list[bytes] = []
+    a, b = KCP(7, out.append), KCP(7)
+    a.nodelay(1, 10, 2, 1)  # no congestion window: both segments go at once
+    a.send(b"x")
+    a.send(b"y")
+    a.update(0)
+    a.flush(0)
+    assert b.acks_pending() == 0
+    for p in out:
+        b.input(p, 1)
+    assert b.acks_pending() == 2
+    b.flush(1)
+    assert b.acks_pending() == 0
+
+
+def test_a_lone_datagram_goes_by_sendto_not_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = open_udp_socket("127.0.0.1", 0)
+    b = open_udp_socket("127.0.0.1", 0)
+    try:
+        a.connect(b.getsockname())  # a client's socket is connected to its server
+        c = Counters()
+        tx = DatagramIO(a, c, mmsg=True, gso=True)
+
+        def no_batch(*args: object) -> int:
+            raise AssertionError("a lone datagram should not fill a sendmmsg batch")
+
+        monkeypatch.setattr(kcp.batch, "_sendmmsg", no_batch)
+        assert tx.send([(b"ack", b.getsockname())]) == 1
+        assert (c.send_syscalls, c.out_pkts, c.bytes_sent) == (1, 1, 3)
+        b.settimeout(2.0)
+        assert b.recv(100) == b"ack"
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize(("mmsg", "gso"), [(True, True), (True, False), (False, False)])
+def test_a_fan_out_batch_reaches_every_address_in_order(mmsg: bool, gso: bool) -> None:
+    """One datagram per subscriber, addresses alternating (no GSO run longer than one): every
+    subscriber gets its own datagrams, in order; a repeat to one address still forms a run."""
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    subs = [open_udp_socket("127.0.0.1", 0) for _ in range(5)]
+    try:
+        c = Counters()
+        tx = DatagramIO(tx_sock, c, mmsg=mmsg, gso=gso and gso_supported())
+        items = [(b"%d:%d" % (r, i), s.getsockname()) for r in range(20) for i, s in enumerate(subs)]
+        items += [(b"run%d" % k, subs[0].getsockname()) for k in range(3)]  # a GSO run at the end
+        assert tx.send(items) == len(items)
+        assert c.out_pkts == len(items)
+        for i, s in enumerate(subs):
+            want = [b"%d:%d" % (r, i) for r in range(20)] + ([b"run0", b"run1", b"run2"] if i == 0 else [])
+            got = [g[0] for g in _recv_n(DatagramIO(s), len(want))]
+            assert got == want
+    finally:
+        tx_sock.close()
+        for s in subs:
+            s.close()
+
+
+def _recv_n(io: DatagramIO, count: int) -> list[tuple[bytes, object]]:
+    out: list[tuple[bytes, object]] = []
+    while len(out) < count:
+        ready, _, _ = select.select([io.sock], [], [], 2.0)
+        assert ready, f"timed out after {len(out)} of {count} datagrams"
+        out.extend(io.recv())
+    return out
+
+
+class _Sealer:
+    """An endpoint user whose flush queues one datagram, and notes how many datagrams the
+    endpoint had handed to its socket by then."""
+
+    def __init__(self, ep: Endpoint, dest: tuple[str, int], log: list[int]) -> None:
+        self.ep, self.dest, self.log = ep, dest, log
+
+    def flush_now(self, now: int) -> None:
+        self.log.append(self.ep.counters.out_pkts)
+        self.ep.tx.append((b"d%d" % len(self.log), self.dest))
+
+    def after_input(self, now: int) -> None:
+        return None
+
+
+async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
+    loop = asyncio.get_running_loop()
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    rx = open_udp_socket("127.0.0.1", 0)
+    ep = Endpoint(loop, tx_sock, Counters())
+    try:
+        batch = ep.io.batch
+        log: list[int] = []
+        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * batch + 5)]
+        ep.flushq.extend(users)
+        ep._tick()
+        assert log[batch - 1] == 0  # the first batch fills up ...
+        assert log[batch] == batch  # ... and is on the socket before the next session flushes
+        assert log[2 * batch] == 2 * batch
+        assert ep.counters.out_pkts == len(users)
+        assert ep.counters.send_syscalls == 3  # no more system calls than one send at the end
+        got = [g[0] for g in _recv_n(DatagramIO(rx), len(users))]
+        assert got == [b"d%d" % (i + 1) for i in range(len(users))]
+    finally:
+        ep.close()
+        rx.close()
