@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import os
 import statistics
 import subprocess
 import sys
@@ -18,8 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# the tree whose kcp and kcprpc the benchmark imports: this one, unless bench/ab.py runs a script of
+# this tree against an older tree's code (it sets KCPRPC_BENCH_CODE to that tree)
+CODE = Path(os.environ.get("KCPRPC_BENCH_CODE") or ROOT)
+if str(CODE) not in sys.path:
+    sys.path.insert(0, str(CODE))
 
 _T = TypeVar("_T")
 

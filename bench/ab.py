@@ -5,16 +5,17 @@
         -- bench/rpc.py --quick --contenders kcprpc
 
 ``--base`` is a checkout of the older code (e.g. ``git worktree add --detach ../old-tree COMMIT``,
-with its own ``.venv``); this tree is the new side. A benchmark script the base tree does not have runs
-from this tree (against the base tree's code). Each round runs the command in both trees, in
-alternating order (base first on odd rounds, new first on even ones), each with its own
-``.venv/bin/python``. Each ``--metric NAME=REGEX`` takes the LAST match of REGEX's first group in a
-run's output; the report gives every round's values, the medians and the ratio new / base.
-"""
+with its own ``.venv``); this tree is the new side. A benchmark script the base tree does not have
+runs from this tree, against the base tree's code (``KCPRPC_BENCH_CODE``, which bench/_common.py
+reads). Each round runs the command in both trees, in alternating order (base first on odd rounds,
+new first on even ones), each with its own ``.venv/bin/python``. Each ``--metric NAME=REGEX`` takes
+the LAST match of REGEX's first group in a run's output; the report gives every round's values, the
+medians and the ratio new / base. """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -30,8 +31,11 @@ def run(tree: Path, cmd: list[str], timeout: float) -> str:
         sys.exit(f"{py} is missing: create the venv of {tree} first")
     if not (tree / cmd[0]).exists() and (ROOT / cmd[0]).exists():  # a benchmark newer than the base tree
         cmd = [str(ROOT / cmd[0]), *cmd[1:]]
+    # KCPRPC_BENCH_CODE: bench/_common.py imports this tree's code even when the script is the newer
+    # tree's (the base's venv alone would not decide it: _common puts its own checkout first on sys.path)
+    env = {**os.environ, "KCPRPC_BENCH_CODE": str(tree.resolve())}
     out = subprocess.run(
-        [str(py), *cmd], cwd=tree, capture_output=True, text=True, timeout=timeout, check=False
+        [str(py), *cmd], cwd=tree, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if out.returncode != 0:
         sys.exit(
