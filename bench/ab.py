@@ -10,7 +10,8 @@ runs from this tree, against the base tree's code (``KCPRPC_BENCH_CODE``, which 
 reads). Each round runs the command in both trees, in alternating order (base first on odd rounds,
 new first on even ones), each with its own ``.venv/bin/python``. Each ``--metric NAME=REGEX`` takes
 the LAST match of REGEX's first group in a run's output; the report gives every round's values, the
-medians and the ratio new / base. """
+medians and the ratio new / base.
+"""
 
 from __future__ import annotations
 
