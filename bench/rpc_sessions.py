@@ -89,6 +89,19 @@ def udp_rcvbuf_errors() -> int:
     return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
+def udp_socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket bound to local ``port`` (/proc/net/udp)."""
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(name) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(cols[-1])
+    return total
+
+
 def _self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -119,6 +132,8 @@ def _server(ctl: Connection, wire: str) -> None:
             )
 
         loop.add_reader(ctl.fileno(), on_ctl)
+        if os.environ.get("KCPRPC_BENCH_DEBUG"):
+            _debug_ticks(loop, server)
         await done
         await server.shutdown(grace=0.5)
 
@@ -129,6 +144,38 @@ def _server(ctl: Connection, wire: str) -> None:
         cProfile.runctx("kcp.run(main())", globals(), locals(), prof)
     else:
         kcp.run(main())
+
+
+def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
+    """Print the server's CPU and garbage collections once a second (``KCPRPC_BENCH_DEBUG=1``)."""
+    gc_t = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0.0}
+
+    def gc_cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t["t0"] = time.perf_counter()
+        else:
+            d = time.perf_counter() - gc_t["t0"]
+            gc_t["total"] += d
+            gc_t["n"] += 1
+            gc_t["max"] = max(gc_t["max"], d)
+
+    gc.callbacks.append(gc_cb)
+    last = {"cpu": _self_cpu(), "t": time.perf_counter()}
+
+    def tick() -> None:
+        now = time.perf_counter()
+        print(
+            f"[server] cpu {100 * (_self_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
+            f"sessions {len(server.sessions)} gc {gc_t['n']:.0f} runs {gc_t['total'] * 1000:.0f} ms "
+            f"max {gc_t['max'] * 1000:.0f} ms gens {[g['collections'] for g in gc.get_stats()]} frozen {gc.get_freeze_count()} counts {gc.get_count()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        last.update(cpu=_self_cpu(), t=now)
+        gc_t.update(total=0.0, n=0.0, max=0.0)
+        loop.call_later(1.0, tick)
+
+    tick()
 
 
 # ------------------------------------------------------------------------------------------ clients
@@ -224,9 +271,7 @@ def _client(
 
 
 # ------------------------------------------------------------------------------------- coordinator
-def measure(
-    n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float
-) -> dict[str, Any]:
+def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float) -> dict[str, Any]:
     """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
@@ -257,9 +302,11 @@ def measure(
     parent.send("mark")
     a = parent.recv()
     cpu_a, wall_a, rcvbuf_a = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    drops_a = udp_socket_drops(port)
     go.set()
     time.sleep(seconds)
     cpu_b, wall_b, rcvbuf_b = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    drops_b = udp_socket_drops(port)
     rss = proc_rss_mb(server.pid)
     parent.send("mark")
     b = parent.recv()
@@ -295,6 +342,7 @@ def measure(
         "setup_s": setup,
         "gc_full": b["gc"][2] - a["gc"][2],
         "rcvbuf_errors": rcvbuf_b - rcvbuf_a,
+        "server_drops": drops_b - drops_a,
     }
 
 
@@ -325,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['calls']} calls, {r['failed']} failed, {lost} lost {r['lost'] or ''} "
             f"{r['reconnects']} reconnects (connected {r['connected']}, {r['connect_errors']} connect errors, "
             f"setup {r['setup_s']:.1f} s, clients' CPU {r['client_cpu_pct']:.0f} %, server full GCs "
-            f"{r['gc_full']}, UDP rcvbuf drops {r['rcvbuf_errors']})",
+            f"{r['gc_full']}, UDP drops: server socket {r['server_drops']}, all {r['rcvbuf_errors']})",
             flush=True,
         )
 

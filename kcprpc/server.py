@@ -520,7 +520,7 @@ class Server:
             return self.address
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
-        self._listener = await listen(self.host, self.port, self.transport)
+        self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc)
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting
             cm = self.lifespan(self)
