@@ -39,7 +39,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# the tree run from (bench/ab.py runs this script in an older tree's directory) or this one
+_here = Path.cwd() if (Path.cwd() / "kcprpc").is_dir() else Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_here))
 
 import kcp
 import kcprpc
