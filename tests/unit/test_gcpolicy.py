@@ -15,6 +15,13 @@ from kcp.gcpolicy import GcFreezer, GcPolicy
 class FakeGc:
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.threshold = (700, 10, 10)
+
+    def get_threshold(self) -> tuple[int, int, int]:
+        return self.threshold
+
+    def set_threshold(self, threshold0: int, threshold1: int = 10, threshold2: int = 10, /) -> None:
+        self.threshold = (threshold0, threshold1, threshold2)
 
     def collect(self, generation: int = 2) -> int:
         self.calls.append(f"collect{generation}")
@@ -57,12 +64,29 @@ def test_churn_gives_the_frozen_objects_back_to_the_collector() -> None:
     assert f.frozen_sessions == 0
 
 
+def test_young_threshold_is_raised_at_the_first_freeze_and_restored() -> None:
+    g = FakeGc()
+    f = GcFreezer(GcPolicy(min_sessions=10, young_threshold=5000), g)
+    f.check(live=9, started=9)
+    assert g.threshold == (700, 10, 10)
+    f.check(live=10, started=10)
+    assert g.threshold == (5000, 10, 10)
+    g.threshold = (6000, 10, 10)  # the application changed it meanwhile: a refreeze keeps that
+    f.check(live=20, started=20)
+    assert g.threshold == (6000, 10, 10)
+    f.release()
+    assert g.threshold == (700, 10, 10)  # what it was before the first freeze
+    g2 = FakeGc()
+    GcFreezer(GcPolicy(min_sessions=1, young_threshold=None), g2).check(live=1, started=1)
+    assert g2.threshold == (700, 10, 10)
+
+
 def test_off_and_invalid_policies() -> None:
     g = FakeGc()
     f = GcFreezer(GcPolicy(freeze=False, min_sessions=1), g)
     assert f.check(live=10_000, started=10_000) == ""
     assert g.calls == []
-    for bad in ({"min_sessions": 0}, {"growth": 0}, {"churn": -1}, {"check_interval": 0}):
+    for bad in ({"min_sessions": 0}, {"growth": 0}, {"churn": -1}, {"check_interval": 0}, {"young_threshold": 0}):
         with pytest.raises(kcp.KCPUsageError):
             GcPolicy(**bad)  # type: ignore[arg-type]
 
