@@ -22,7 +22,9 @@ Client processes share the machine's cores with the server, so latencies include
 scheduling (each freezes its heap after connecting, so that its own full garbage collections stay
 out of the latencies); read the figures as ratios against another tree run the same way
 (bench/ab.py).
-``KCPRPC_BENCH_PROFILE=FILE`` writes a cProfile of the server process to ``FILE``.
+``KCPRPC_BENCH_PROFILE=FILE`` writes a cProfile of the server process over the measurement
+window (not the connects) to ``FILE``; ``KCPRPC_BENCH_DEBUG=1`` prints its CPU and garbage
+collections every second.
 """
 
 from __future__ import annotations
@@ -112,19 +114,33 @@ def _self_cpu() -> float:
 
 # ------------------------------------------------------------------------------------------ server
 def _server(ctl: Connection, wire: str) -> None:
+    import cProfile
+
+    profiler = cProfile.Profile()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
         _host, port = await server.start()
         ctl.send(port)
         done = loop.create_future()
+        prof_file = os.environ.get("KCPRPC_BENCH_PROFILE")
+        marks = 0
 
         def on_ctl() -> None:
+            nonlocal marks
             cmd = ctl.recv()
             if cmd == "stop":
                 loop.remove_reader(ctl.fileno())
                 done.set_result(None)
                 return
+            marks += 1
+            if prof_file:  # the window only: from the first mark to the second
+                if marks == 1:
+                    profiler.enable()
+                elif marks == 2:
+                    profiler.disable()
+                    profiler.dump_stats(prof_file)
             st = server.stats
             ctl.send(
                 {
@@ -140,13 +156,7 @@ def _server(ctl: Connection, wire: str) -> None:
         await done
         await server.shutdown(grace=0.5)
 
-    prof = os.environ.get("KCPRPC_BENCH_PROFILE")
-    if prof:
-        import cProfile
-
-        cProfile.runctx("kcp.run(main())", globals(), locals(), prof)
-    else:
-        kcp.run(main())
+    kcp.run(main())
 
 
 def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
