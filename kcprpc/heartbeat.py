@@ -33,9 +33,10 @@ class HeartbeatConfig:
     connection is quiet and each PING is answered, the interval doubles up to ``max_interval``
     (None: ``min(timeout / 2, 4 * interval)``). An unanswered PING brings it back to ``interval``.
     A dead peer is still declared ``timeout`` seconds after the last thing it sent, whatever the
-    interval. ``max_interval=interval`` pings at a fixed rate (the behaviour before issue 16). A server's own
-    heartbeat timeout (its sweep) must stay above its clients' ``max_interval``: the defaults
-    (2.5 s against the server's 10 s) do.
+    interval. ``max_interval=interval`` pings at a fixed rate (the behaviour before issue 16). A
+    client never stretches beyond 2.5 times the heartbeat interval its server announces in
+    WELCOME; a server's heartbeat timeout (its sweep closes silent sessions) must stay above
+    that, as the defaults do (2.5 s against the server's 10 s).
     """
 
     interval: float = 1.0
@@ -95,6 +96,13 @@ class Heartbeat:
         self.srtt_ms: float | None = None
         self.last_rtt_ms: float | None = None
         self.min_rtt_ms: float | None = None
+
+    def limit_interval(self, ms: int) -> None:
+        """Never stretch beyond ``ms`` (nor below ``interval``): the client caps its quiet interval
+        at 2.5 times the heartbeat interval its server announces in WELCOME, so that a server
+        with a short heartbeat timeout still hears from a quiet client often enough."""
+        self.max_interval_ms = max(self.interval_ms, min(self.max_interval_ms, ms))
+        self.current_ms = min(self.current_ms, self.max_interval_ms)
 
     def on_receive(self, now: int) -> None:
         """Any frame arrived."""

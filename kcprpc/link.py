@@ -184,6 +184,9 @@ class Link:
         self.hooks.on_room(ev.joined, ev.room)
 
     def _welcomed(self, ev: Welcomed) -> None:
+        hb_ms = ev.welcome.heartbeat_ms
+        if self.hb is not None and type(hb_ms) is int and hb_ms > 0:
+            self.hb.limit_interval(hb_ms * 5 // 2)  # the server sweeps at its own interval
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
 

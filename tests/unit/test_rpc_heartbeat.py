@@ -116,6 +116,24 @@ def test_receiving_alone_does_not_skip_pings() -> None:
     assert hb.skipped == 0
 
 
+def test_the_servers_announced_interval_caps_the_stretch() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=0.5, timeout=5.0), now=0)  # would stretch to 2 s
+    assert hb.max_interval_ms == 2000
+    hb.limit_interval(1250)  # the server sweeps every 0.5 s: 2.5 times that
+    assert hb.max_interval_ms == 1250
+    hb.limit_interval(100)  # never below the client's own interval
+    assert hb.max_interval_ms == 500
+
+
+async def test_a_client_takes_the_cap_from_welcome() -> None:
+    server_cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.2, timeout=2.0))
+    client_cfg = ClientConfig(heartbeat=HeartbeatConfig(interval=0.1, timeout=5.0, max_interval=2.0))
+    async with pair([Demo()], server_config=server_cfg, client_config=client_cfg) as p:
+        link = p.client.lifecycle.link
+        assert link is not None and link.hb is not None
+        assert link.hb.max_interval_ms == 500
+
+
 def test_max_interval_is_checked() -> None:
     with pytest.raises(UsageError):
         HeartbeatConfig(interval=1.0, timeout=5.0, max_interval=0.5)
