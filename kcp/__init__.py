@@ -18,6 +18,7 @@ from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.crypt import derive_key, new_crypt
 from kcp.engine import KCP, getconv
 from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError
+from kcp.gcpolicy import GcPolicy
 from kcp.listener import Listener, listen
 from kcp.session import KCPSession, SessionState
 from kcp.snmp import snmp
@@ -30,6 +31,7 @@ __all__ = [
     "ConnectionClosedError",
     "Counters",
     "DeadLinkError",
+    "GcPolicy",
     "IOOptions",
     "KCPError",
     "KCPSession",

@@ -30,6 +30,7 @@ from kcp.demux import Demux
 from kcp.demux.address import AddressDemux
 from kcp.endpoint import Endpoint
 from kcp.errors import ConnectionClosedError, KCPUsageError
+from kcp.gcpolicy import GcFreezer, GcPolicy
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from kcp.demux.secure import SecureDemux
     from kcp.secure import SecureServer
 
-__all__ = ["AdmissionConfig", "Listener", "listen"]
+__all__ = ["AdmissionConfig", "GcPolicy", "Listener", "listen"]
 
 _snmp: Any = SNMP
 
@@ -60,6 +61,7 @@ class Listener:
         on_accept: AcceptCallback | None,
         rng: Callable[[int], bytes],
         admission: AdmissionConfig | None = None,
+        gc: GcPolicy | None = None,
     ) -> None:
         self._ep = ep
         self._loop = ep.loop
@@ -86,6 +88,19 @@ class Listener:
 
             self._demux = self._secure = SecureDemux(self, wire)
         ep.dispatch = self._demux.dispatch
+        self.sessions_started = 0  # sessions ever put in the table
+        # the session table's garbage-collector tuning (kcp.gcpolicy): one timer per listener
+        self.gc_freezer: GcFreezer | None = GcFreezer(gc) if gc is not None and gc.freeze else None
+        self._gc_timer: asyncio.TimerHandle | None = None
+        if self.gc_freezer is not None:
+            self._gc_timer = self._loop.call_later(self.gc_freezer.policy.check_interval, self._gc_check)
+
+    def _gc_check(self) -> None:
+        freezer = self.gc_freezer
+        if freezer is None or self._closed:
+            return
+        freezer.check(len(self._sessions), self.sessions_started)
+        self._gc_timer = self._loop.call_later(freezer.policy.check_interval, self._gc_check)
 
     # -- the demux's and the sessions' view (kcp.demux.DemuxHost, kcp.session.SessionHost) --------
     @property
@@ -138,6 +153,7 @@ class Listener:
     def register(self, key: Any, s: KCPSession) -> None:
         """Put a new session in the table (by address or connection ID) and hand it out."""
         self._sessions[key] = s
+        self.sessions_started += 1
         if self._on_accept is not None:
             self._run_callback(s)
         else:
@@ -289,6 +305,11 @@ class Listener:
         if self._closed:
             return
         self._closed = True
+        if self._gc_timer is not None:
+            self._gc_timer.cancel()
+            self._gc_timer = None
+        if self.gc_freezer is not None:
+            self.gc_freezer.release()
         now = self._ep.timers.now_ms()
         for s in list(self._sessions.values()):
             s.end(now, "listener closed", flush=True)
@@ -331,6 +352,7 @@ async def listen(
     admission: AdmissionConfig | None = None,
     on_accept: AcceptCallback | None = None,
     rng: Callable[[int], bytes] = os.urandom,
+    gc: GcPolicy | None = GcPolicy(),  # noqa: B008 - frozen, validated once
 ) -> Listener:
     """Listen for KCP sessions on ``host:port`` (kcp-go's ``ListenWithOptions``).
 
@@ -347,6 +369,10 @@ async def listen(
     ``admission`` (:class:`kcp.admission.AdmissionConfig`) bounds what peers that have not proved
     themselves may cost: the pending table, the rate of new sessions per source prefix, and when a
     new conversation may replace a live one from the same address.
+
+    ``gc`` (:class:`kcp.GcPolicy`) moves the long-lived session table out of the garbage
+    collector's full collections (``gc.freeze()`` as the table grows, docs/tuning.md, "Many
+    sessions"); ``None`` or ``GcPolicy(freeze=False)`` leaves the collector alone.
     """
     wire = check_wire(wire)
     if max_sessions < 1 or backlog < 1:
@@ -372,6 +398,7 @@ async def listen(
             on_accept=on_accept,
             rng=rng,
             admission=admission,
+            gc=gc,
         )
     except BaseException:
         ep.close()

@@ -25,29 +25,84 @@ class HeartbeatAction(Enum):
 
 @dataclass(frozen=True)
 class HeartbeatConfig:
-    """Ping every ``interval`` seconds; the peer is dead after ``timeout`` seconds of silence."""
+    """Ping every ``interval`` seconds; the peer is dead after ``timeout`` seconds of silence.
+
+    Liveness rides on the traffic that already flows: a PING that falls due while frames went
+    both ways within the last ``interval`` (calls and their replies) is skipped (one still goes
+    out every ``4 * max_interval``, for a fresh RTT sample), and while the
+    connection is quiet and each PING is answered, the interval doubles up to ``max_interval``
+    (None: ``min(timeout / 2, 4 * interval)``). An unanswered PING brings it back to ``interval``.
+    A dead peer is still declared ``timeout`` seconds after the last thing it sent, whatever the
+    interval. ``max_interval=interval`` pings at a fixed rate (the behaviour before issue 16). A
+    client never stretches beyond 2.5 times the heartbeat interval its server announces in
+    WELCOME; a server's heartbeat timeout (its sweep closes silent sessions) must stay above
+    that, as the defaults do (2.5 s against the server's 10 s).
+    """
 
     interval: float = 1.0
     timeout: float = 5.0
+    max_interval: float | None = None
 
     def __post_init__(self) -> None:
         if self.interval <= 0 or self.timeout <= self.interval:
             raise UsageError("heartbeat needs 0 < interval < timeout")
+        if self.max_interval is not None and not self.interval <= self.max_interval < self.timeout:
+            raise UsageError("heartbeat needs interval <= max_interval < timeout")
+
+    @property
+    def longest_interval(self) -> float:
+        """The interval a quiet connection stretches to (``max_interval`` or its default)."""
+        if self.max_interval is not None:
+            return self.max_interval
+        return max(self.interval, min(self.timeout / 2, 4 * self.interval))
 
 
 class Heartbeat:
-    """Heartbeat state of one connection."""
+    """Heartbeat state of one connection (see :class:`HeartbeatConfig` for the policy).
+
+    The driver passes ``activity`` to :meth:`poll`: a count that grows whenever this side sends
+    something other than its PINGs (calls started). Traffic both ways within the last interval
+    replaces a PING; ``skipped`` counts the PINGs that were not needed."""
+
+    __slots__ = (
+        "_activity",
+        "_nonce",
+        "_sent",
+        "current_ms",
+        "interval_ms",
+        "last_ping",
+        "last_ping_sent",
+        "last_receive",
+        "last_rtt_ms",
+        "max_interval_ms",
+        "min_rtt_ms",
+        "skipped",
+        "srtt_ms",
+        "timeout_ms",
+    )
 
     def __init__(self, config: HeartbeatConfig, now: int) -> None:
         self.interval_ms = int(config.interval * 1000)
         self.timeout_ms = int(config.timeout * 1000)
+        self.max_interval_ms = int(config.longest_interval * 1000)
+        self.current_ms = self.interval_ms  # the interval now (stretched while quiet)
         self.last_receive = now
-        self.last_ping = now
+        self.last_ping = now  # the last PING sent or skipped
+        self.last_ping_sent = now
         self._nonce = 0
         self._sent: dict[int, int] = {}
+        self._activity = 0
+        self.skipped = 0
         self.srtt_ms: float | None = None
         self.last_rtt_ms: float | None = None
         self.min_rtt_ms: float | None = None
+
+    def limit_interval(self, ms: int) -> None:
+        """Never stretch beyond ``ms`` (nor below ``interval``): the client caps its quiet interval
+        at 2.5 times the heartbeat interval its server announces in WELCOME, so that a server
+        with a short heartbeat timeout still hears from a quiet client often enough."""
+        self.max_interval_ms = max(self.interval_ms, min(self.max_interval_ms, ms))
+        self.current_ms = min(self.current_ms, self.max_interval_ms)
 
     def on_receive(self, now: int) -> None:
         """Any frame arrived."""
@@ -68,22 +123,34 @@ class Heartbeat:
         self.srtt_ms = rtt if self.srtt_ms is None else self.srtt_ms + (rtt - self.srtt_ms) / 8
         return rtt
 
-    def poll(self, now: int) -> tuple[HeartbeatAction, int]:
-        """(action, nonce to send with a PING)."""
+    def poll(self, now: int, activity: int = 0) -> tuple[HeartbeatAction, int]:
+        """(action, nonce to send with a PING). ``activity``: see the class docstring."""
         if now - self.last_receive >= self.timeout_ms:
             return HeartbeatAction.DEAD, 0
-        if now - self.last_ping >= self.interval_ms:
-            self.last_ping = now
-            self._nonce = (self._nonce + 1) & 0xFFFFFFFF
-            self._sent[self._nonce] = now
-            if len(self._sent) > 64:
-                del self._sent[min(self._sent)]
-            return HeartbeatAction.PING, self._nonce
-        return HeartbeatAction.NONE, 0
+        if now - self.last_ping < self.current_ms:
+            return HeartbeatAction.NONE, 0
+        sent_something = activity != self._activity
+        self._activity = activity
+        self.last_ping = now
+        if (
+            sent_something
+            and now - self.last_receive < self.interval_ms
+            and now - self.last_ping_sent < 4 * self.max_interval_ms  # an RTT sample now and then
+        ):
+            self.skipped += 1  # traffic went both ways: the peer is there and knows we are
+            return HeartbeatAction.NONE, 0
+        answered = self._nonce != 0 and self._nonce not in self._sent  # the last PING's PONG came back
+        self.current_ms = min(2 * self.current_ms, self.max_interval_ms) if answered else self.interval_ms
+        self.last_ping_sent = now
+        self._nonce = (self._nonce + 1) & 0xFFFFFFFF
+        self._sent[self._nonce] = now
+        if len(self._sent) > 64:
+            del self._sent[min(self._sent)]
+        return HeartbeatAction.PING, self._nonce
 
     def next_wakeup(self, now: int) -> int:
         """Milliseconds until :meth:`poll` may act."""
-        return max(1, min(self.last_ping + self.interval_ms, self.last_receive + self.timeout_ms) - now)
+        return max(1, min(self.last_ping + self.current_ms, self.last_receive + self.timeout_ms) - now)
 
 
 class SendStall:

@@ -21,6 +21,7 @@ from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig
 from kcprpc.inbox import INBOX_LIMIT, ParkingLot
+from kcprpc.mux import MuxSession
 from kcprpc.protocol.client import (
     CallAborted,
     ClientProtocol,
@@ -91,6 +92,11 @@ class Link:
         self.session_id: str | None = None
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.hb = Heartbeat(heartbeat, self.now()) if heartbeat is not None else None
+        # what this side sent besides its PINGs (for the heartbeat's skip rule): the mux's framed
+        # stream bytes less the PINGs' own; a connection without a mux (in memory) never skips
+        mux = getattr(conn, "mux", None)
+        self._mux: MuxSession | None = mux if isinstance(mux, MuxSession) else None
+        self._ping_bytes = 0
         self.tasks: list[asyncio.Task[Any]] = []
         self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
         decoded, partial, partial_timeout = receive
@@ -178,6 +184,9 @@ class Link:
         self.hooks.on_room(ev.joined, ev.room)
 
     def _welcomed(self, ev: Welcomed) -> None:
+        hb_ms = ev.welcome.heartbeat_ms
+        if self.hb is not None and type(hb_ms) is int and hb_ms > 0:
+            self.hb.limit_interval(hb_ms * 5 // 2)  # the server sweeps at its own interval
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
 
@@ -225,14 +234,18 @@ class Link:
     async def heartbeat(self) -> None:
         hb = self.hb
         assert hb is not None
+        mux = self._mux
         while not self.closed:
-            action, nonce = hb.poll(self.now())
+            activity = mux.bytes_sent - self._ping_bytes if mux is not None else 0
+            action, nonce = hb.poll(self.now(), activity)
             if action is HeartbeatAction.DEAD:
                 self.hooks.on_lost(self, "peer did not answer heartbeats")
                 return
             if action is HeartbeatAction.PING:
                 rtt_us = int(hb.srtt_ms * 1000) if hb.srtt_ms is not None else None
-                self.writer.send(Ping(nonce, rtt_us).encode())
+                ping = Ping(nonce, rtt_us).encode()
+                self._ping_bytes += len(ping)
+                self.writer.send(ping)
             await asyncio.sleep(hb.next_wakeup(self.now()) / 1000.0)
 
     async def open_call_writer(self) -> tuple[FrameWriter, list[ClientCall]]:

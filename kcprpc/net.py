@@ -26,6 +26,7 @@ from kcprpc.transport_events import (
 )
 
 if TYPE_CHECKING:
+    from kcp.gcpolicy import GcPolicy
     from kcp.listener import Listener
     from kcp.session import KCPSession
 
@@ -344,14 +345,15 @@ class RpcListener:
         await self.listener.wait_closed()
 
 
-async def listen(host: str, port: int, transport: Transport) -> RpcListener:
+async def listen(host: str, port: int, transport: Transport, gc: GcPolicy | None = None) -> RpcListener:
     """Listen for KCP sessions on ``host:port``: ``transport`` as
-    :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged."""
+    :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged;
+    ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off)."""
     import kcp
 
     run = effective_transport(transport, side="server")
     try:
-        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io)
+        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc)
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
     return RpcListener(listener, run.mux)

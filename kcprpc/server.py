@@ -59,6 +59,9 @@ log = logging.getLogger("kcprpc.server")
 
 __all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession", "current_context"]
 
+_SWEEP_SLICE = 500
+"""Sessions the sweep checks before it lets the event loop run other callbacks."""
+
 BuiltinServices = Callable[[bool], list[object]]
 """Makes the built-in service instances of one server (the argument: with reflection or not)."""
 
@@ -343,7 +346,9 @@ class Server:
             limit = now - hb.timeout
             now_ms = int(now * 1000)
             total = 0
-            for s in list(self.sessions):
+            for i, s in enumerate(list(self.sessions)):
+                if i and not i % _SWEEP_SLICE:
+                    await asyncio.sleep(0)  # let I/O in between slices: 10,000 sessions are ~20 ms
                 if s.closed:
                     s.send_backlog = 0  # out of the total (its teardown subtracts what is left)
                     continue
@@ -520,7 +525,7 @@ class Server:
             return self.address
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
-        self._listener = await listen(self.host, self.port, self.transport)
+        self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc)
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting
             cm = self.lifespan(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kcp.gcpolicy import GcPolicy
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
@@ -28,6 +29,10 @@ class ServerConfig(ReceiveSettings):
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
     presence: PresenceConfig = field(default_factory=PresenceConfig)  # rooms/topics with presence
+    gc: GcPolicy | None = field(default_factory=GcPolicy)
+    """Garbage-collector tuning of :meth:`Server.serve`'s listener (:class:`kcp.GcPolicy`): freezes
+    the long-lived session table out of the collector's full collections as it grows
+    (docs/tuning.md, "Many sessions"). None: the collector is left alone."""
     # -- recovery (docs/rpc.md, "Recovery: positions, replay and history") --
     max_history_fetch: int = 1000  # messages one kcprpc.Push/History call returns at most
     recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up

@@ -15,7 +15,8 @@ Behaviour follows xtaci/smux (v1.5.x), described in our own words in docs/wire-f
 * version 2: a reader announces ``UPD(consumed, window=max_stream_buffer)`` on its first read and
   then whenever half a stream buffer has been read since the last UPD; a writer keeps
   ``written - peer_consumed < peer_window`` (initially 256 KiB) and waits for UPD otherwise;
-* keepalive: a NOP every ``keepalive_interval``; every ``keepalive_timeout`` the session checks
+* keepalive: a NOP every ``keepalive_interval`` in which no other frame went out (any frame tells
+  the peer we live, which is all smux checks); every ``keepalive_timeout`` the session checks
   that something arrived since the previous check, otherwise it dies (unless our own bucket is
   empty, in which case we are the ones not reading);
 * FIN is a half-close: sent after all data written before it; the receiving side still drains its
@@ -353,6 +354,7 @@ class MuxCore:
         self._next_ping = now + self._ka_interval
         self._next_check = now + self._ka_timeout
         self._data_ready = False
+        self._frames_at_ping = 0  # frames_out when the last keepalive fell due
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -805,9 +807,12 @@ class MuxCore:
         if not self._ka or self._state is _S_CLOSED:
             return
         if now >= self._next_ping:
-            self._ctrl.append(pack_header_unchecked(self.version, CMD_NOP, 0, 0))
-            self.counters["nop_out"] += 1
-            self.counters["frames_out"] += 1
+            c = self.counters
+            if c["frames_out"] == self._frames_at_ping:  # other frames already told the peer we live
+                self._ctrl.append(pack_header_unchecked(self.version, CMD_NOP, 0, 0))
+                c["nop_out"] += 1
+                c["frames_out"] += 1
+            self._frames_at_ping = c["frames_out"]
             self._next_ping += self._ka_interval
             if self._next_ping <= now:
                 self._next_ping = now + self._ka_interval

@@ -2,7 +2,8 @@
 
 The glue owns three things only: a reader task (transport → core, paused while the core's receive
 bucket is empty), a writer task (core → transport, one ``drain()`` per chunk, several writes in one
-loop tick go out together) and one ``call_at`` timer for keepalive. Everything else — framing,
+loop tick go out together) and one keepalive wake-up on the loop's shared timer heap
+(:class:`kcp.timers.TimerHeap`, which serves every KCP session too). Everything else — framing,
 windows, keepalive decisions, counters — is in the sans-I/O core.
 
 The transport is any object with ``async read(n) -> bytes`` (``b""`` at EOF), ``write(data)``,
@@ -17,6 +18,8 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
+
+from kcp.timers import TimerHeap
 
 from .core import (
     ConnectionTerminated,
@@ -287,7 +290,9 @@ class MuxSession:
         self._dead = False
         self._closing = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
+        # the keepalive wake-up, on the loop's one timer heap (kcp.timers.TimerTarget)
+        self._timers = TimerHeap.for_loop(self._loop)
+        self._timer_entry: tuple[int, int] | None = None
         self._timer_at: int | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
@@ -443,15 +448,15 @@ class MuxSession:
         at = self._core.next_timer()
         if at == self._timer_at:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at / 1000.0, self._on_timer)
+        timers = self._timers
+        if at is None:
+            timers.cancel(self)
+        else:  # the core's clock is the loop's in ms; the heap counts from its own start
+            timers.schedule(self, timers.now_ms() + (at - self._now()))
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_timer(self, now: int = 0) -> None:
+        """The heap's wake-up (maybe a little early: the core then does nothing, and is re-armed)."""
         self._timer_at = None
         self._core.handle_timer(self._now())
         self._pump()
@@ -508,9 +513,8 @@ class MuxSession:
         if self._dead:
             return
         self._dead = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timers.cancel(self)
+        self._timer_at = None
         for s in self._streams.values():
             wake(s._read_waiter)
         for waiter in (*self._drain_waiters.values(), *self._close_waiters.values()):

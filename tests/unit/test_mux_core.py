@@ -247,6 +247,24 @@ def test_keepalive_nop_and_timeout() -> None:
     assert isinstance(c.events()[-1], ConnectionTerminated)
 
 
+def test_keepalive_nop_is_skipped_when_other_frames_went_out() -> None:
+    """Any frame tells the peer we live (all smux checks): a NOP only fills a silent interval."""
+    cfg = MuxConfig(keepalive_interval=10, keepalive_timeout=30)
+    client, server = pair(cfg)
+    st = client.open_stream()
+    for t in range(5_000, 60_001, 5_000):  # data every 5 s, keepalive due every 10 s
+        client.send(st, b"x")
+        move(client, server, t)
+        for s in (client, server):
+            s.handle_timer(t)
+        move(server, client, t)
+    assert client.counters["nop_out"] == 0  # its data did the NOP's work
+    assert not server.closed and not client.closed  # and the peer's keepalive check saw it
+    assert server.counters["nop_out"] > 0  # the server, which sends nothing else, still sends NOPs
+    client.handle_timer(70_000)  # a silent interval: the NOP goes out again
+    assert client.counters["nop_out"] == 1
+
+
 def test_keepalive_does_not_kill_when_our_own_bucket_is_empty() -> None:
     cfg = MuxConfig(keepalive_interval=1, keepalive_timeout=1, max_receive_buffer=100, max_stream_buffer=100)
     client, server = pair(cfg)

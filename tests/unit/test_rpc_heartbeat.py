@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from test_rpc_support import Demo, Probe, Req, Tick, rejoin_open_rooms
@@ -25,7 +26,7 @@ async def drop_and_refuse(p: RpcPair) -> None:
 
 
 def test_policy_pings_measures_rtt_and_declares_death() -> None:
-    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=3.0), now=0)
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=3.0, max_interval=1.0), now=0)  # fixed rate
     assert hb.poll(500) == (HeartbeatAction.NONE, 0)
     action, n1 = hb.poll(1000)
     assert action is HeartbeatAction.PING
@@ -39,6 +40,106 @@ def test_policy_pings_measures_rtt_and_declares_death() -> None:
     hb.poll(3000)
     hb.poll(4000)
     assert hb.poll(5121)[0] is HeartbeatAction.DEAD
+
+
+def test_a_quiet_connection_stretches_its_interval_up_to_max_interval() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=5.0), now=0)  # max_interval: 2.5 s
+    assert HeartbeatConfig(interval=1.0, timeout=5.0).longest_interval == 2.5
+    now, pings = 0, []
+    while now < 20_000:
+        now += hb.next_wakeup(now)
+        action, nonce = hb.poll(now)
+        assert action is not HeartbeatAction.DEAD
+        if action is HeartbeatAction.PING:
+            pings.append(now)
+            hb.on_pong(nonce, now + 10)  # answered at once
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
+    assert gaps[:3] == [1000, 2000, 2500]  # doubles while answered, up to max_interval
+    assert set(gaps[2:]) == {2500}
+    assert pings[-1] == 21_500 and len(pings) == 10  # instead of 21 at a fixed 1 s
+
+
+def test_an_unanswered_ping_brings_the_interval_back() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=5.0), now=0)
+    for t in (1000, 2000):
+        _, n = hb.poll(t)
+        hb.on_pong(n, t + 5)
+    assert hb.current_ms == 2000
+    assert hb.poll(4000)[0] is HeartbeatAction.PING  # this one is never answered
+    assert hb.current_ms == 2500
+    hb.on_receive(4500)  # other traffic, but not the pong
+    assert hb.poll(6500)[0] is HeartbeatAction.PING
+    assert hb.current_ms == 1000  # back to the configured interval
+
+
+def test_dead_peer_is_declared_within_the_timeout_even_when_stretched() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=5.0), now=0)
+    now, last_pong = 0, 0
+    while now < 8000:  # a quiet, answered connection: the interval reaches 2.5 s
+        now += hb.next_wakeup(now)
+        action, nonce = hb.poll(now)
+        if action is HeartbeatAction.PING:
+            last_pong = now + 1
+            hb.on_pong(nonce, last_pong)
+    assert hb.current_ms == 2500
+    # the peer dies now: nothing arrives any more; step the driver as it would run
+    while True:
+        now += hb.next_wakeup(now)
+        action, _ = hb.poll(now)
+        if action is HeartbeatAction.DEAD:
+            break
+        assert now < last_pong + 5000
+    assert now == last_pong + 5000
+
+
+def test_a_ping_is_skipped_when_traffic_flowed_both_ways() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=5.0), now=0)
+    sent = 0
+    for t in range(1000, 9001, 1000):  # a call and its reply every second
+        sent += 40
+        hb.on_receive(t - 500)
+        assert hb.poll(t, activity=sent) == (HeartbeatAction.NONE, 0)
+    assert hb.skipped == 9
+    # past 4 * max_interval (10 s) without a ping, one goes out for a fresh RTT sample
+    sent += 40
+    hb.on_receive(9500)
+    assert hb.poll(10_000, activity=sent)[0] is HeartbeatAction.PING
+
+
+def test_receiving_alone_does_not_skip_pings() -> None:
+    """A subscriber that only receives pushes must still tell the server it lives."""
+    hb = Heartbeat(HeartbeatConfig(interval=1.0, timeout=5.0), now=0)
+    hb.on_receive(900)
+    assert hb.poll(1000, activity=0)[0] is HeartbeatAction.PING
+    # sending alone (the server silent) does not skip either
+    assert hb.poll(3000, activity=100)[0] is HeartbeatAction.PING
+    assert hb.skipped == 0
+
+
+def test_the_servers_announced_interval_caps_the_stretch() -> None:
+    hb = Heartbeat(HeartbeatConfig(interval=0.5, timeout=5.0), now=0)  # would stretch to 2 s
+    assert hb.max_interval_ms == 2000
+    hb.limit_interval(1250)  # the server sweeps every 0.5 s: 2.5 times that
+    assert hb.max_interval_ms == 1250
+    hb.limit_interval(100)  # never below the client's own interval
+    assert hb.max_interval_ms == 500
+
+
+async def test_a_client_takes_the_cap_from_welcome() -> None:
+    server_cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.2, timeout=2.0))
+    client_cfg = ClientConfig(heartbeat=HeartbeatConfig(interval=0.1, timeout=5.0, max_interval=2.0))
+    async with pair([Demo()], server_config=server_cfg, client_config=client_cfg) as p:
+        link = p.client.lifecycle.link
+        assert link is not None and link.hb is not None
+        assert link.hb.max_interval_ms == 500
+
+
+def test_max_interval_is_checked() -> None:
+    with pytest.raises(UsageError):
+        HeartbeatConfig(interval=1.0, timeout=5.0, max_interval=0.5)
+    with pytest.raises(UsageError):
+        HeartbeatConfig(interval=1.0, timeout=5.0, max_interval=5.0)
+    assert HeartbeatConfig(interval=1.0, timeout=30.0).longest_interval == 4.0
 
 
 def test_backoff_is_bounded_and_jittered() -> None:

@@ -1,0 +1,399 @@
+"""Many RPC connections against one server process: server CPU, memory, call latency and errors.
+
+What a user runs: one :class:`kcprpc.Server` process (default wire mode: secure, keyless;
+``--wire key`` adds a passphrase, ``--wire compat`` runs kcp-go's wire without a cipher) and ``N``
+:func:`kcprpc.connect` clients spread over ``--procs`` client processes, each client with its own
+UDP socket, mux, heartbeats and RPC link. Every client makes one small unary call per second
+(phases spread over the second); ``--idle`` clients only connect and then send their heartbeats.
+
+Connects are ramped (``--connect-rate`` per second over all client processes, a bounded number
+in flight) and every client makes one warm-up call before the window, so a connect storm does
+not land in the measurement. Over the window (``--seconds``) it records the server's CPU time
+(utime + stime from ``/proc/<pid>/stat``: 100 % is one core) and RSS, each call's latency on the
+clients, failed calls, connections lost (heartbeat timeouts or a closed connection, counted by
+``Client.on_disconnect``) and the reconnects that followed, and the client processes' CPU.
+
+    python bench/rpc_sessions.py --quick                      # 500 connections, 5 s
+    python bench/rpc_sessions.py --sessions 1000,2000,5000    # the issue's rows
+    python bench/rpc_sessions.py --sessions 2000 --idle       # heartbeats only
+    python bench/rpc_sessions.py --sessions 1000 --wire key   # secure mode with a passphrase
+
+Client processes share the machine's cores with the server, so latencies include their
+scheduling (each freezes its heap after connecting, so that its own full garbage collections stay
+out of the latencies); read the figures as ratios against another tree run the same way
+(bench/ab.py).
+``KCPRPC_BENCH_PROFILE=FILE`` writes a cProfile of the server process over the measurement
+window (not the connects) to ``FILE``; ``KCPRPC_BENCH_DEBUG=1`` prints its CPU and garbage
+collections every second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing as mp
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+# the tree run from (bench/ab.py runs this script in an older tree's directory) or this one
+sys.path.insert(0, str(Path.cwd() if (Path.cwd() / "kcprpc").is_dir() else Path(__file__).resolve().parent.parent))
+
+import kcp
+import kcprpc
+from kcprpc import ClientConfig, ReconnectPolicy
+
+KEY = "bench passphrase"
+PAYLOAD = b"x" * 32
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Sessions(kcprpc.Service, name="bench.Sessions"):
+    """The benchmark service: one small unary method."""
+
+    async def Echo(self, data: bytes) -> bytes:
+        return data
+
+
+def transport_for(wire: str) -> kcprpc.Transport:
+    """``secure`` (keyless, the default), ``key`` (secure with a passphrase) or ``compat`` (no cipher)."""
+    if wire == "key":
+        return kcprpc.Transport(kcprpc.SecureWire(key=KEY))
+    if wire == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire())
+    return kcprpc.Transport()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def udp_rcvbuf_errors() -> int:
+    """The machine's UDP RcvbufErrors counter (/proc/net/snmp; system-wide)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def udp_socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket bound to local ``port`` (/proc/net/udp)."""
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(name) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    total += int(cols[-1])
+    return total
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# ------------------------------------------------------------------------------------------ server
+def _server(ctl: Connection, wire: str) -> None:
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
+        _host, port = await server.start()
+        ctl.send(port)
+        done = loop.create_future()
+        prof_file = os.environ.get("KCPRPC_BENCH_PROFILE")
+        marks = 0
+
+        def on_ctl() -> None:
+            nonlocal marks
+            cmd = ctl.recv()
+            if cmd == "stop":
+                loop.remove_reader(ctl.fileno())
+                done.set_result(None)
+                return
+            marks += 1
+            if prof_file:  # the window only: from the first mark to the second
+                if marks == 1:
+                    profiler.enable()
+                elif marks == 2:
+                    profiler.disable()
+                    profiler.dump_stats(prof_file)
+            st = server.stats
+            ctl.send(
+                {
+                    "sessions": len(server.sessions),
+                    "connections": st["connections"],
+                    "gc": [g["collections"] for g in gc.get_stats()],
+                }
+            )
+
+        loop.add_reader(ctl.fileno(), on_ctl)
+        if os.environ.get("KCPRPC_BENCH_DEBUG"):
+            _debug_ticks(loop, server)
+        await done
+        await server.shutdown(grace=0.5)
+
+    kcp.run(main())
+
+
+def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
+    """Print the server's CPU and garbage collections once a second (``KCPRPC_BENCH_DEBUG=1``)."""
+    gc_t = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0.0}
+
+    def gc_cb(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t["t0"] = time.perf_counter()
+        else:
+            d = time.perf_counter() - gc_t["t0"]
+            gc_t["total"] += d
+            gc_t["n"] += 1
+            gc_t["max"] = max(gc_t["max"], d)
+
+    gc.callbacks.append(gc_cb)
+    last = {"cpu": _self_cpu(), "t": time.perf_counter()}
+
+    def tick() -> None:
+        now = time.perf_counter()
+        print(
+            f"[server] cpu {100 * (_self_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
+            f"sessions {len(server.sessions)} gc {gc_t['n']:.0f} runs {gc_t['total'] * 1000:.0f} ms "
+            f"max {gc_t['max'] * 1000:.0f} ms gens {[g['collections'] for g in gc.get_stats()]} frozen {gc.get_freeze_count()} counts {gc.get_count()}",
+            file=sys.stderr,
+            flush=True,
+        )
+        last.update(cpu=_self_cpu(), t=now)
+        gc_t.update(total=0.0, n=0.0, max=0.0)
+        loop.call_later(1.0, tick)
+
+    tick()
+
+
+# ------------------------------------------------------------------------------------------ clients
+def _client(
+    idx: int,
+    port: int,
+    n: int,
+    wire: str,
+    connect_rate: float,
+    idle: bool,
+    seconds: float,
+    ready_q: Any,
+    go: Any,
+    result_q: Any,
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        lost: dict[str, int] = {}
+        cfg = ClientConfig(
+            reconnect=ReconnectPolicy(initial=0.5, maximum=2.0, restore=False), connect_timeout=20.0
+        )
+        transport = transport_for(wire)
+        clients: list[kcprpc.Client] = []
+        connect_errors = 0
+        gate = asyncio.Semaphore(64)  # connects in flight per process
+
+        def on_disconnect(_c: kcprpc.Client, why: str) -> None:
+            key = "heartbeat" if "heartbeat" in why else why.split(":")[0][:40]
+            lost[key] = lost.get(key, 0) + 1
+
+        async def open_one(at: float) -> None:
+            nonlocal connect_errors
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            async with gate:
+                c = kcprpc.connect("127.0.0.1", port, transport=transport, config=cfg)
+                c.on_disconnect = on_disconnect
+                try:
+                    await c.connect()
+                    if not idle:
+                        await c.stub(Sessions, timeout=20.0).Echo(PAYLOAD)
+                except Exception:
+                    connect_errors += 1
+                    await c.close()
+                    return
+                clients.append(c)
+
+        t0 = loop.time()
+        await asyncio.gather(*(open_one(t0 + i / connect_rate) for i in range(n)))
+        # a thousand clients in one process are not what is measured: keep their collector's
+        # full collections out of the latencies (the server does as its GcPolicy says)
+        gc.collect()
+        gc.freeze()
+        ready_q.put((idx, len(clients), connect_errors))
+        await loop.run_in_executor(None, go.wait)
+        lost.clear()
+        reconnects0 = sum(c.reconnects for c in clients)
+        start = loop.time()
+        cpu0 = _self_cpu()
+        end = start + seconds
+        lats: list[float] = []
+        failed = 0
+        rng = random.Random(idx)
+
+        async def run(c: kcprpc.Client) -> None:
+            nonlocal failed
+            stub = c.stub(Sessions, timeout=5.0)
+            t = start + rng.random()
+            while t < end:
+                await asyncio.sleep(t - loop.time())
+                t0 = time.perf_counter()  # uvloop's loop.time() has 1 ms resolution
+                try:
+                    await stub.Echo(PAYLOAD)
+                except Exception:
+                    failed += 1
+                else:
+                    lats.append(time.perf_counter() - t0)
+                t += 1.0
+
+        if idle:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.gather(*(run(c) for c in clients))
+        wall = loop.time() - start
+        result_q.put(
+            {
+                "lats": lats,
+                "failed": failed,
+                "lost": dict(lost),
+                "reconnects": sum(c.reconnects for c in clients) - reconnects0,
+                "cpu": _self_cpu() - cpu0,
+                "wall": wall,
+            }
+        )
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+    kcp.run(main())
+
+
+# ------------------------------------------------------------------------------------- coordinator
+def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float) -> dict[str, Any]:
+    """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=_server, args=(child, wire), daemon=True)
+    server.start()
+    if not parent.poll(30):
+        raise RuntimeError("the server did not start")
+    port = parent.recv()
+    assert server.pid is not None
+    ready_q: Any = ctx.Queue()
+    result_q: Any = ctx.Queue()
+    go = ctx.Event()
+    per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    clients = [
+        ctx.Process(
+            target=_client,
+            args=(i, port, per[i], wire, connect_rate / procs, idle, seconds, ready_q, go, result_q),
+            daemon=True,
+        )
+        for i in range(procs)
+    ]
+    t_setup = time.perf_counter()
+    for c in clients:
+        c.start()
+    ready = [ready_q.get(timeout=60 + 3 * n / connect_rate) for _ in clients]
+    setup = time.perf_counter() - t_setup
+    time.sleep(1.0)  # let the last handshakes' work settle
+    parent.send("mark")
+    a = parent.recv()
+    cpu_a, wall_a, rcvbuf_a = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    drops_a = udp_socket_drops(port)
+    go.set()
+    time.sleep(seconds)
+    cpu_b, wall_b, rcvbuf_b = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    drops_b = udp_socket_drops(port)
+    rss = proc_rss_mb(server.pid)
+    parent.send("mark")
+    b = parent.recv()
+    results = [result_q.get(timeout=60) for _ in clients]
+    parent.send("stop")
+    for c in clients:
+        c.join(30)
+        if c.is_alive():
+            c.kill()
+    server.join(30)
+    if server.is_alive():
+        server.kill()
+    lats = sorted(x for r in results for x in r["lats"])
+    q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
+    lost: dict[str, int] = {}
+    for r in results:
+        for k, v in r["lost"].items():
+            lost[k] = lost.get(k, 0) + v
+    return {
+        "sessions": b["sessions"],
+        "connected": sum(r[1] for r in ready),
+        "connect_errors": sum(r[2] for r in ready),
+        "cpu_pct": 100 * (cpu_b - cpu_a) / (wall_b - wall_a),
+        "rss_mb": rss,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": (lats[-1] if lats else 0.0) * 1000,
+        "calls": len(lats),
+        "failed": sum(r["failed"] for r in results),
+        "lost": lost,
+        "reconnects": sum(r["reconnects"] for r in results),
+        "client_cpu_pct": 100 * sum(r["cpu"] / r["wall"] for r in results),
+        "setup_s": setup,
+        "gc_full": b["gc"][2] - a["gc"][2],
+        "rcvbuf_errors": rcvbuf_b - rcvbuf_a,
+        "server_drops": drops_b - drops_a,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested connection counts and print one line each."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="500 connections for 5 s")
+    p.add_argument("--sessions", default="1000,2000", help="comma-separated connection counts")
+    p.add_argument("--procs", type=int, default=2, help="client processes (default 2)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measurement window (default 10)")
+    p.add_argument("--wire", choices=("secure", "key", "compat"), default="secure", help="wire mode")
+    p.add_argument("--idle", action="store_true", help="no calls: connect, then heartbeats only")
+    p.add_argument("--connect-rate", type=float, default=400.0, help="connects per second, all processes")
+    args = p.parse_args(argv)
+    counts = [500] if args.quick else [int(x) for x in args.sessions.split(",")]
+    seconds = 5.0 if args.quick else args.seconds
+    mode = "idle (heartbeats only)" if args.idle else "1 unary call/s per connection"
+    print(
+        f"pid {os.getpid()}: wire {args.wire}, {args.procs} client processes, {seconds:g} s window, {mode}",
+        flush=True,
+    )
+    for n in counts:
+        r = measure(n, args.procs, seconds, args.wire, args.idle, args.connect_rate)
+        lost = sum(r["lost"].values())
+        print(
+            f"{n:6d} connections: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
+            f"call p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:7.2f} ms max {r['max_ms']:7.1f} ms, "
+            f"{r['calls']} calls, {r['failed']} failed, {lost} lost {r['lost'] or ''} "
+            f"{r['reconnects']} reconnects (connected {r['connected']}, {r['connect_errors']} connect errors, "
+            f"setup {r['setup_s']:.1f} s, clients' CPU {r['client_cpu_pct']:.0f} %, server full GCs "
+            f"{r['gc_full']}, UDP drops: server socket {r['server_drops']}, all {r['rcvbuf_errors']})",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
