@@ -59,7 +59,10 @@ class SessionConfig:
 
     ``nodelay``/``interval``/``resend``/``nc`` are ikcp's ``nodelay()`` (the default is kcptun's
     ``fast3``); ``mtu`` is the UDP payload size, the engine gets ``mtu`` minus the packet-layer
-    overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch.
+    overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch;
+    ``ack_delay`` (ms, 0 for none) lets an ack that has nothing to ride with wait that long for
+    data going the same way (a reply, a PONG, the next call), so that one datagram carries both;
+    ikcp's own acks wait up to ``interval``. docs/tuning.md, "Delayed acks".
     ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
@@ -91,6 +94,7 @@ class SessionConfig:
     nc: int = 1
     stream: bool = True
     ack_nodelay: bool = True
+    ack_delay: int = 0
     dead_link: int = 20
     read_buffer: int = 1 << 20
     write_buffer: int = 0
@@ -114,6 +118,8 @@ class SessionConfig:
             raise KCPUsageError("mtu must be in 64..9000")
         if self.snd_wnd < 1 or self.rcv_wnd < 1:
             raise KCPUsageError("windows must be >= 1")
+        if not 0 <= self.ack_delay <= 100:
+            raise KCPUsageError(f"ack_delay must be in 0..100 ms, got {self.ack_delay!r}")
         if not 10 <= self.interval <= 5000:
             raise KCPUsageError("interval must be in 10..5000 ms")
         if self.read_buffer < 1 or self.write_buffer < 0 or self.datagram_queue < 1:

@@ -98,6 +98,8 @@ class KCPSession:
 
     __slots__ = (
         "__weakref__",
+        "_ack_delay",
+        "_ack_due",
         "_cc",
         "_closed_fut",
         "_config",
@@ -171,6 +173,8 @@ class KCPSession:
         eng = self._engine = make_engine(conv, config, self._overhead, self.counters)
         self._cc = SessionCC(eng) if config.congestion == "bbr" else None
         self.ack_nodelay = config.ack_nodelay
+        self._ack_delay = config.ack_delay
+        self._ack_due = -1  # when acks waiting for data to ride with go alone (-1: none wait)
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
         self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
@@ -407,11 +411,16 @@ class KCPSession:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
         # per fan-out delivery, asks for none: docs/BENCHMARKS.md "Fan-out")
-        if not self._flush_marked and (
-            eng.waitsnd() or (self.ack_nodelay and (eng.probe or eng.acks_pending()))
-        ):
-            self._flush_marked = True
-            self._ep.flushq.append(self)
+        if not self._flush_marked:
+            if eng.waitsnd() or (self.ack_nodelay and eng.probe):
+                self._flush_marked = True
+                self._ep.flushq.append(self)
+            elif self.ack_nodelay and eng.acks_pending():
+                if not self._ack_delay:
+                    self._flush_marked = True
+                    self._ep.flushq.append(self)
+                elif self._ack_due < 0:  # the acks wait for data to ride with, or for _ack_due
+                    self._ack_due = now + self._ack_delay
         if eng.state != 0:
             self._die(now)
             return
@@ -454,6 +463,13 @@ class KCPSession:
             self._finish(now, None, self.close_reason or "closed")
             return
         cc = self._cc
+        if 0 <= self._ack_due <= now:  # delayed acks found nothing to ride with: they go alone
+            self._ack_due = -1
+            if eng.acks_pending():
+                if cc is None:
+                    eng.flush(now)
+                else:
+                    cc.flush(eng, now)
         if cc is None:
             eng.update(now)
         else:
@@ -503,6 +519,12 @@ class KCPSession:
             t = self._cc.next_send(eng, now)
             if t >= 0 and (due < 0 or t < due):
                 due = t
+        ack_due = self._ack_due
+        if ack_due >= 0:
+            if not eng.acks_pending():
+                self._ack_due = -1  # a flush took them
+            elif due < 0 or ack_due < due:
+                due = ack_due
         if self._state is _CLOSING and (due < 0 or self._linger_until < due):
             due = self._linger_until
         path_timer = self._path_timer

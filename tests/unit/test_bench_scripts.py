@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +14,17 @@ SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
 
 def help_of(script: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    # The scripts import their siblings (``_common``); CI's compiled run sets PYTHONSAFEPATH=1, which
+    # keeps a script's own directory off sys.path, so name it explicitly.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
     done = subprocess.run(
-        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=BENCH.parent
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=BENCH.parent,
+        env=env,
     )
     return script, done
 

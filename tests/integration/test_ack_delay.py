@@ -1,0 +1,118 @@
+"""``SessionConfig.ack_delay``: an ack with nothing to ride with waits for data going the same way
+(a reply, a PONG), so one datagram carries both; with nothing to ride with it goes alone when the
+delay is up (docs/tuning.md, "Delayed acks")."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import kcp
+from kcp.engine import KCP
+from kcp.errors import KCPUsageError
+
+
+def _data_packet(conv: int, payload: bytes, now: int) -> bytes:
+    out: list[bytes] = []
+    peer = KCP(conv, out.append)
+    peer.send(payload)
+    peer.update(now)
+    peer.flush(now)
+    (packet,) = out
+    return bytes(packet)
+
+
+async def _session(ack_delay: int) -> tuple[kcp.Listener, kcp.KCPSession]:
+    lis = await kcp.listen("127.0.0.1", 0)
+    s = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(ack_delay=ack_delay))
+    return lis, s
+
+
+async def _close(lis: kcp.Listener, s: kcp.KCPSession) -> None:
+    s.abort()
+    lis.close()
+    await lis.wait_closed()
+
+
+@pytest.mark.parametrize("ack_delay", [0, 5])
+async def test_an_ack_rides_with_the_reply_written_within_the_delay(ack_delay: int) -> None:
+    lis, s = await _session(ack_delay)
+    try:
+        ep = s._ep
+        now = ep.timers.now_ms()
+        ep.flushq.clear()
+        sent = s.counters.out_pkts
+        s.feed(_data_packet(s.conv, b"request", now), now)
+        s.after_input(now)
+        if ack_delay:
+            assert s not in ep.flushq  # the ack waits for data to ride with
+        else:
+            assert ep.flushq.count(s) == 1
+            s.flush_now(now)  # the ack goes alone
+        s.write(b"reply")
+        s.flush_now(now)
+        assert s._engine.acks_pending() == 0
+        # ack and reply: one datagram with the delay, two without
+        assert s.counters.out_pkts - sent == (1 if ack_delay else 2)
+        s._on_timer(now + 10)  # nothing waits any more: the timer sends no lone ack
+        assert s.counters.out_pkts - sent == (1 if ack_delay else 2)
+    finally:
+        await _close(lis, s)
+
+
+async def test_a_delayed_ack_with_nothing_to_ride_with_goes_alone_when_the_delay_is_up() -> None:
+    lis, s = await _session(5)
+    try:
+        ep = s._ep
+        now = ep.timers.now_ms()
+        sent = s.counters.out_pkts
+        s.feed(_data_packet(s.conv, b"event", now), now)
+        s.after_input(now)
+        assert s._engine.acks_pending() == 1 and s.counters.out_pkts == sent
+        entry = s._timer_entry
+        assert entry is not None and entry[0] <= now + 5  # the session wakes for them
+        s._on_timer(now + 5)
+        assert s._engine.acks_pending() == 0 and s.counters.out_pkts == sent + 1
+    finally:
+        await _close(lis, s)
+
+
+async def test_echo_with_delayed_acks_on_both_ends_uses_fewer_datagrams() -> None:
+    async def run(ack_delay: int) -> int:
+        cfg = kcp.SessionConfig(ack_delay=ack_delay)
+
+        async def echo(sess: kcp.KCPSession) -> None:
+            while data := await sess.read(100):
+                sess.write(data)
+
+        lis = await kcp.listen("127.0.0.1", 0, session=cfg, on_accept=echo)
+        try:
+            s = await kcp.dial("127.0.0.1", lis.address[1], session=cfg)
+            try:
+                for i in range(50):
+                    msg = b"call %d" % i
+                    s.write(msg)
+                    got = b""
+                    while len(got) < len(msg):
+                        got += await asyncio.wait_for(s.read(100), 5)
+                    assert got == msg
+                return s.counters.out_pkts
+            finally:
+                s.abort()
+        finally:
+            lis.close()
+            await lis.wait_closed()
+
+    plain, delayed = await run(0), await run(5)
+    # without a delay every request's and reply's ack goes alone; with one, most ride with the
+    # next request (client) or with the reply (server)
+    assert plain >= 95
+    assert delayed <= 0.7 * plain, (plain, delayed)
+
+
+def test_ack_delay_is_bounded() -> None:
+    with pytest.raises(KCPUsageError, match="ack_delay"):
+        kcp.SessionConfig(ack_delay=-1)
+    with pytest.raises(KCPUsageError, match="ack_delay"):
+        kcp.SessionConfig(ack_delay=101)
