@@ -93,8 +93,8 @@ _MASK: Final = 0xFFFFFFFF
 _HALF: Final = 0x80000000
 _BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
-_pack_into = _HDR.pack_into
-_unpack_from = _HDR.unpack_from
+_pack_into: Final = _HDR.pack_into
+_unpack_from: Final = _HDR.unpack_from
 _CONV: Final = struct.Struct("<I")
 
 OutputFn = Callable[[bytes], object]
@@ -104,6 +104,12 @@ def _s32(x: int) -> int:
     """Signed 32-bit view of a difference of two u32 values (ikcp's ``_itimediff``)."""
     x &= _MASK
     return x - 0x100000000 if x >= _HALF else x
+
+
+# True when this module runs compiled (mypyc's functions have no ``__code__``). The compiled build
+# then reads segment headers byte by byte (native int arithmetic, no tuple and no boxed fields);
+# the interpreter keeps ``struct``, which is faster there. Both give the same values.
+_NATIVE: Final[bool] = not hasattr(_s32, "__code__")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -337,7 +343,9 @@ class KCP:
         self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
         self._buf = self.snd_buf
         self._nacked = 0  # acked segments still sitting in snd_buf
-        self._acklist: list[int] = []  # flat [sn, ts, sn, ts, ...]
+        # flat [sn, ts, sn, ts, ...]; list[object]: the compiled build keeps them boxed from input
+        # to flush instead of unboxing and boxing them again for struct
+        self._acklist: list[object] = []
         self._next_resend = 0  # no segment needs a retransmission before this time
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
@@ -574,15 +582,19 @@ class KCP:
         """
         if now is not None:
             self.current = now & _MASK
-        if type(data) is not bytes:
+        pkt: bytes
+        if type(data) is bytes:
+            pkt = data
+        else:
             if not isinstance(data, (bytearray, memoryview)):
                 if data is None:
                     return self._in_error(-1)
                 raise KCPUsageError(f"input() needs a bytes-like object, got {type(data).__name__}")
-            data = bytes(data)
-        size = len(data)
+            pkt = bytes(data)
+        size = len(pkt)
         if size < 24:
             return self._in_error(-1)
+        native = _NATIVE
         conv_self = self.conv
         prev_una = self.snd_una
         flag = False
@@ -594,9 +606,10 @@ class KCP:
         repeat = 0
         current = self.current
         buf = self.snd_buf
-        ack_append = self._acklist.append
+        acklist = self._acklist
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
+        rq_append = rcv_queue.append
         rcv_nxt = self.rcv_nxt
         rcv_wnd = self.rcv_wnd
         srtt = self.rx_srtt
@@ -614,7 +627,17 @@ class KCP:
         una: int
         ln: int
         while size - off >= 24:
-            conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(data, off)
+            if native:  # compiled: native byte reads, same values as the struct below
+                conv = pkt[off] | pkt[off + 1] << 8 | pkt[off + 2] << 16 | pkt[off + 3] << 24
+                cmd = pkt[off + 4]
+                frg = pkt[off + 5]
+                wnd = pkt[off + 6] | pkt[off + 7] << 8
+                ts = pkt[off + 8] | pkt[off + 9] << 8 | pkt[off + 10] << 16 | pkt[off + 11] << 24
+                sn = pkt[off + 12] | pkt[off + 13] << 8 | pkt[off + 14] << 16 | pkt[off + 15] << 24
+                una = pkt[off + 16] | pkt[off + 17] << 8 | pkt[off + 18] << 16 | pkt[off + 19] << 24
+                ln = pkt[off + 20] | pkt[off + 21] << 8 | pkt[off + 22] << 16 | pkt[off + 23] << 24
+            else:
+                conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(pkt, off)
             if conv != conv_self:
                 rc = -1
                 break
@@ -664,23 +687,23 @@ class KCP:
             elif cmd == 81:  # PUSH
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
-                    ack_append(sn)
-                    ack_append(ts)
+                    acklist.append(sn)
+                    acklist.append(ts)
                     if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                        rcv_queue.append((frg, data[off : off + ln]))
+                        rq_append((frg, pkt[off : off + ln]))
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     elif sn in rcv_buf:
                         repeat += 1
                     else:
-                        rcv_buf[sn] = (frg, data[off : off + ln])
+                        rcv_buf[sn] = (frg, pkt[off : off + ln])
                         in_bytes += ln
                         if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
                             self._move_rcv_buf()
                             rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
-                    ack_append(sn)
-                    ack_append(ts)
+                    acklist.append(sn)
+                    acklist.append(ts)
                     repeat += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
@@ -852,14 +875,17 @@ class KCP:
             out = self._outbox.append
         mv = self._mv
         mtu = self.mtu
-        conv = self.conv
+        # the header fields that are the same for every segment of this flush, typed object: the
+        # compiled build boxes them once here instead of once per header (a no-op when interpreted)
+        conv: object = self.conv
         nq = len(self.rcv_queue)
-        wnd = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
-        una = self.rcv_nxt
+        wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
+        una: object = self.rcv_nxt
+        ts_now: object = current
         ptr = 0
         nout = 0
-        ack_sn = 0
-        ack_ts = 0
+        ack_sn: object = 0
+        ack_ts: object = 0
 
         # acknowledgements
         if acklist:
@@ -982,7 +1008,7 @@ class KCP:
                     ptr = 0
                     if 24 + ln > len(mv):  # queued before setmtu shrank the mtu
                         self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                _pack_into(mv, ptr, conv, 81, seg.frg, wnd, current, seg.sn, una, ln)
+                _pack_into(mv, ptr, conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln)
                 ptr += 24
                 if ln:
                     mv[ptr : ptr + ln] = data
@@ -1013,11 +1039,10 @@ class KCP:
                 if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
-                append = buf.append
                 popleft = queue.popleft
                 while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
                     frg, data = popleft()
-                    append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
+                    buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
                     ln = len(data)
                     if ptr + 24 + ln > mtu:
                         if ptr:
@@ -1025,7 +1050,7 @@ class KCP:
                         ptr = 0
                         if 24 + ln > len(mv):
                             self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                    _pack_into(mv, ptr, conv, 81, frg, wnd, current, snd_nxt, una, ln)
+                    _pack_into(mv, ptr, conv, 81, frg, wnd, ts_now, snd_nxt, una, ln)
                     ptr += 24
                     if ln:
                         mv[ptr : ptr + ln] = data
