@@ -34,6 +34,10 @@ from typing import TYPE_CHECKING, Final
 from kcp.errors import KCPUsageError
 
 if TYPE_CHECKING:
+    # i64: mypyc's native 64-bit int (C arithmetic in the compiled build); only an annotation, so
+    # the pure build does not need mypy_extensions at run time
+    from mypy_extensions import i64
+
     from kcp.stats import Counters
 
 __all__ = [
@@ -600,7 +604,8 @@ class KCP:
         flag = False
         maxack = 0
         latest_ts = 0
-        off = 0
+        off: i64 = 0
+        size_: i64 = size
         nsegs = 0
         in_bytes = 0
         repeat = 0
@@ -617,16 +622,17 @@ class KCP:
         sampled = False
         rc = 0
         last_wnd = -1
-        # typed locals: the header fields are ints (a compiled build does int arithmetic on them)
-        conv: int
-        cmd: int
-        frg: int
-        wnd: int
-        ts: int
-        sn: int
-        una: int
-        ln: int
-        while size - off >= 24:
+        # typed locals: the header fields are native 64-bit ints in the compiled build (C arithmetic
+        # on them, no boxing); plain ints when interpreted
+        conv: i64
+        cmd: i64
+        frg: i64
+        wnd: i64
+        ts: i64
+        sn: i64
+        una: i64
+        ln: i64
+        while size_ - off >= 24:
             if native:  # compiled: native byte reads, same values as the struct below
                 conv = pkt[off] | pkt[off + 1] << 8 | pkt[off + 2] << 16 | pkt[off + 3] << 24
                 cmd = pkt[off + 4]
