@@ -116,6 +116,16 @@ def _s32(x: int) -> int:
 _NATIVE: Final[bool] = not hasattr(_s32, "__code__")
 
 
+def _u32le(b: bytes, i: i64) -> i64:
+    """The little-endian u32 at ``b[i : i + 4]``: the compiled build's header read (native code:
+    i64 locals, so the shifts are C shifts). The interpreted build unpacks with ``struct``."""
+    b0: i64 = b[i]
+    b1: i64 = b[i + 1]
+    b2: i64 = b[i + 2]
+    b3: i64 = b[i + 3]
+    return b0 | b1 << 8 | b2 << 16 | b3 << 24
+
+
 def _cdiv(a: int, b: int) -> int:
     """C integer division (truncates toward zero) for ``b > 0``."""
     return a // b if a >= 0 else -((-a) // b)
@@ -634,14 +644,14 @@ class KCP:
         ln: i64
         while size_ - off >= 24:
             if native:  # compiled: native byte reads, same values as the struct below
-                conv = pkt[off] | pkt[off + 1] << 8 | pkt[off + 2] << 16 | pkt[off + 3] << 24
+                conv = _u32le(pkt, off)
                 cmd = pkt[off + 4]
                 frg = pkt[off + 5]
                 wnd = pkt[off + 6] | pkt[off + 7] << 8
-                ts = pkt[off + 8] | pkt[off + 9] << 8 | pkt[off + 10] << 16 | pkt[off + 11] << 24
-                sn = pkt[off + 12] | pkt[off + 13] << 8 | pkt[off + 14] << 16 | pkt[off + 15] << 24
-                una = pkt[off + 16] | pkt[off + 17] << 8 | pkt[off + 18] << 16 | pkt[off + 19] << 24
-                ln = pkt[off + 20] | pkt[off + 21] << 8 | pkt[off + 22] << 16 | pkt[off + 23] << 24
+                ts = _u32le(pkt, off + 8)
+                sn = _u32le(pkt, off + 12)
+                una = _u32le(pkt, off + 16)
+                ln = _u32le(pkt, off + 20)
             else:
                 conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(pkt, off)
             if conv != conv_self:
