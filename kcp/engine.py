@@ -97,7 +97,7 @@ _MASK: Final = 0xFFFFFFFF
 _HALF: Final = 0x80000000
 _BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
-_pack_into: Final = _HDR.pack_into
+_pack: Final = _HDR.pack
 _unpack_from: Final = _HDR.unpack_from
 _CONV: Final = struct.Struct("<I")
 
@@ -256,7 +256,6 @@ class KCP:
         "_acklist",
         "_buf",
         "_fast_pending",
-        "_mv",
         "_nacked",
         "_next_resend",
         "_outbox",
@@ -363,7 +362,6 @@ class KCP:
         self._next_resend = 0  # no segment needs a retransmission before this time
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
-        self._mv = memoryview(bytearray((self.mtu + IKCP_OVERHEAD) * 3))
 
     # ------------------------------------------------------------------ configuration
 
@@ -400,7 +398,6 @@ class KCP:
             return -1
         self.mtu = mtu
         self.mss = mtu - IKCP_OVERHEAD
-        self._mv = memoryview(bytearray((mtu + IKCP_OVERHEAD) * 3))
         return 0
 
     def drop_unsent(self) -> None:
@@ -889,7 +886,9 @@ class KCP:
         out = self.output
         if out is None:
             out = self._outbox.append
-        mv = self._mv
+        # a datagram is built as a list of parts (headers from struct, payloads as they are), joined
+        # once: cheaper than packing into a buffer and copying it out, in both builds
+        parts: list[bytes] = []
         mtu = self.mtu
         # the header fields that are the same for every segment of this flush, typed object: the
         # compiled build boxes them once here instead of once per header (a no-op when interpreted)
@@ -909,9 +908,10 @@ class KCP:
             nout += n >> 1
             for i in range(0, n, 2):
                 if ptr + 24 > mtu:
-                    out(mv[:ptr].tobytes())
+                    out(b"".join(parts))
+                    parts.clear()
                     ptr = 0
-                _pack_into(mv, ptr, conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0)
+                parts.append(_pack(conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0))
                 ptr += 24
             ack_sn = acklist[n - 2]
             ack_ts = acklist[n - 1]
@@ -939,9 +939,10 @@ class KCP:
             for flag, cmd in ((IKCP_ASK_SEND, IKCP_CMD_WASK), (IKCP_ASK_TELL, IKCP_CMD_WINS)):
                 if probe & flag:
                     if ptr + 24 > mtu:
-                        out(mv[:ptr].tobytes())
+                        out(b"".join(parts))
+                        parts.clear()
                         ptr = 0
-                    _pack_into(mv, ptr, conv, cmd, 0, wnd, ack_ts, ack_sn, una, 0)
+                    parts.append(_pack(conv, cmd, 0, wnd, ack_ts, ack_sn, una, 0))
                     ptr += 24
                     nout += 1
             self.probe = 0
@@ -1018,16 +1019,15 @@ class KCP:
                 seg.ts = current
                 data = seg.data
                 ln = len(data)
-                if ptr + 24 + ln > mtu:
+                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
                     if ptr:
-                        out(mv[:ptr].tobytes())
+                        out(b"".join(parts))
+                        parts.clear()
                     ptr = 0
-                    if 24 + ln > len(mv):  # queued before setmtu shrank the mtu
-                        self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                _pack_into(mv, ptr, conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln)
+                parts.append(_pack(conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln))
                 ptr += 24
                 if ln:
-                    mv[ptr : ptr + ln] = data
+                    parts.append(data)
                     ptr += ln
                 nout += 1
                 out_bytes += ln
@@ -1062,14 +1062,13 @@ class KCP:
                     ln = len(data)
                     if ptr + 24 + ln > mtu:
                         if ptr:
-                            out(mv[:ptr].tobytes())
+                            out(b"".join(parts))
+                            parts.clear()
                         ptr = 0
-                        if 24 + ln > len(mv):
-                            self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                    _pack_into(mv, ptr, conv, 81, frg, wnd, ts_now, snd_nxt, una, ln)
+                    parts.append(_pack(conv, 81, frg, wnd, ts_now, snd_nxt, una, ln))
                     ptr += 24
                     if ln:
-                        mv[ptr : ptr + ln] = data
+                        parts.append(data)
                         ptr += ln
                     out_bytes += ln
                     nout += 1
@@ -1081,7 +1080,7 @@ class KCP:
                     self._next_resend = resendts
 
         if ptr:
-            out(mv[:ptr].tobytes())
+            out(b"".join(parts))
 
         c = self.counters
         if c is not None:
