@@ -21,6 +21,9 @@ Implementation notes (all invisible on the wire):
 * the receive buffer is a dict keyed by ``sn``; the receive queue holds ``(frg, payload)`` pairs;
 * :meth:`KCP.flush` remembers the earliest retransmission time, so a flush with nothing due only
   looks at new segments, and it returns at once when there is nothing at all to send.
+* a datagram is a list of parts (``struct`` headers, payloads) joined once; in the mypyc-compiled
+  build :meth:`KCP.input` reads headers byte by byte in native ints (``_NATIVE``), the interpreted
+  build with ``struct`` (docs/BENCHMARKS.md, "Compiled engine").
 """
 
 from __future__ import annotations
