@@ -21,6 +21,9 @@ Implementation notes (all invisible on the wire):
 * the receive buffer is a dict keyed by ``sn``; the receive queue holds ``(frg, payload)`` pairs;
 * :meth:`KCP.flush` remembers the earliest retransmission time, so a flush with nothing due only
   looks at new segments, and it returns at once when there is nothing at all to send.
+* a datagram is a list of parts (``struct`` headers, payloads) joined once; in the mypyc-compiled
+  build :meth:`KCP.input` reads headers byte by byte in native ints (``_NATIVE``), the interpreted
+  build with ``struct`` (docs/BENCHMARKS.md, "Compiled engine").
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from typing import TYPE_CHECKING, Final
 from kcp.errors import KCPUsageError
 
 if TYPE_CHECKING:
+    # i64: mypyc's native 64-bit int (C arithmetic in the compiled build); only an annotation, so
+    # the pure build does not need mypy_extensions at run time
+    from mypy_extensions import i64
+
     from kcp.stats import Counters
 
 __all__ = [
@@ -93,8 +100,8 @@ _MASK: Final = 0xFFFFFFFF
 _HALF: Final = 0x80000000
 _BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
-_pack_into = _HDR.pack_into
-_unpack_from = _HDR.unpack_from
+_pack: Final = _HDR.pack
+_unpack_from: Final = _HDR.unpack_from
 _CONV: Final = struct.Struct("<I")
 
 OutputFn = Callable[[bytes], object]
@@ -104,6 +111,22 @@ def _s32(x: int) -> int:
     """Signed 32-bit view of a difference of two u32 values (ikcp's ``_itimediff``)."""
     x &= _MASK
     return x - 0x100000000 if x >= _HALF else x
+
+
+# True when this module runs compiled (mypyc's functions have no ``__code__``). The compiled build
+# then reads segment headers byte by byte (native int arithmetic, no tuple and no boxed fields);
+# the interpreter keeps ``struct``, which is faster there. Both give the same values.
+_NATIVE: Final[bool] = not hasattr(_s32, "__code__")
+
+
+def _u32le(b: bytes, i: i64) -> i64:
+    """The little-endian u32 at ``b[i : i + 4]``: the compiled build's header read (native code:
+    i64 locals, so the shifts are C shifts). The interpreted build unpacks with ``struct``."""
+    b0: i64 = b[i]
+    b1: i64 = b[i + 1]
+    b2: i64 = b[i + 2]
+    b3: i64 = b[i + 3]
+    return b0 | b1 << 8 | b2 << 16 | b3 << 24
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -236,7 +259,6 @@ class KCP:
         "_acklist",
         "_buf",
         "_fast_pending",
-        "_mv",
         "_nacked",
         "_next_resend",
         "_outbox",
@@ -337,11 +359,12 @@ class KCP:
         self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
         self._buf = self.snd_buf
         self._nacked = 0  # acked segments still sitting in snd_buf
-        self._acklist: list[int] = []  # flat [sn, ts, sn, ts, ...]
+        # flat [sn, ts, sn, ts, ...]; list[object]: the compiled build keeps them boxed from input
+        # to flush instead of unboxing and boxing them again for struct
+        self._acklist: list[object] = []
         self._next_resend = 0  # no segment needs a retransmission before this time
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
-        self._mv = memoryview(bytearray((self.mtu + IKCP_OVERHEAD) * 3))
 
     # ------------------------------------------------------------------ configuration
 
@@ -378,7 +401,6 @@ class KCP:
             return -1
         self.mtu = mtu
         self.mss = mtu - IKCP_OVERHEAD
-        self._mv = memoryview(bytearray((mtu + IKCP_OVERHEAD) * 3))
         return 0
 
     def drop_unsent(self) -> None:
@@ -574,29 +596,35 @@ class KCP:
         """
         if now is not None:
             self.current = now & _MASK
-        if type(data) is not bytes:
+        pkt: bytes
+        if type(data) is bytes:
+            pkt = data
+        else:
             if not isinstance(data, (bytearray, memoryview)):
                 if data is None:
                     return self._in_error(-1)
                 raise KCPUsageError(f"input() needs a bytes-like object, got {type(data).__name__}")
-            data = bytes(data)
-        size = len(data)
+            pkt = bytes(data)
+        size = len(pkt)
         if size < 24:
             return self._in_error(-1)
+        native = _NATIVE
         conv_self = self.conv
         prev_una = self.snd_una
         flag = False
         maxack = 0
         latest_ts = 0
-        off = 0
+        off: i64 = 0
+        size_: i64 = size
         nsegs = 0
         in_bytes = 0
         repeat = 0
         current = self.current
         buf = self.snd_buf
-        ack_append = self._acklist.append
+        acklist = self._acklist
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
+        rq_append = rcv_queue.append
         rcv_nxt = self.rcv_nxt
         rcv_wnd = self.rcv_wnd
         srtt = self.rx_srtt
@@ -604,17 +632,28 @@ class KCP:
         sampled = False
         rc = 0
         last_wnd = -1
-        # typed locals: the header fields are ints (a compiled build does int arithmetic on them)
-        conv: int
-        cmd: int
-        frg: int
-        wnd: int
-        ts: int
-        sn: int
-        una: int
-        ln: int
-        while size - off >= 24:
-            conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(data, off)
+        # typed locals: the header fields are native 64-bit ints in the compiled build (C arithmetic
+        # on them, no boxing); plain ints when interpreted
+        conv: i64
+        cmd: i64
+        frg: i64
+        wnd: i64
+        ts: i64
+        sn: i64
+        una: i64
+        ln: i64
+        while size_ - off >= 24:
+            if native:  # compiled: native byte reads, same values as the struct below
+                conv = _u32le(pkt, off)
+                cmd = pkt[off + 4]
+                frg = pkt[off + 5]
+                wnd = pkt[off + 6] | pkt[off + 7] << 8
+                ts = _u32le(pkt, off + 8)
+                sn = _u32le(pkt, off + 12)
+                una = _u32le(pkt, off + 16)
+                ln = _u32le(pkt, off + 20)
+            else:
+                conv, cmd, frg, wnd, ts, sn, una, ln = _unpack_from(pkt, off)
             if conv != conv_self:
                 rc = -1
                 break
@@ -664,23 +703,23 @@ class KCP:
             elif cmd == 81:  # PUSH
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
-                    ack_append(sn)
-                    ack_append(ts)
+                    acklist.append(sn)
+                    acklist.append(ts)
                     if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                        rcv_queue.append((frg, data[off : off + ln]))
+                        rq_append((frg, pkt[off : off + ln]))
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     elif sn in rcv_buf:
                         repeat += 1
                     else:
-                        rcv_buf[sn] = (frg, data[off : off + ln])
+                        rcv_buf[sn] = (frg, pkt[off : off + ln])
                         in_bytes += ln
                         if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
                             self._move_rcv_buf()
                             rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
-                    ack_append(sn)
-                    ack_append(ts)
+                    acklist.append(sn)
+                    acklist.append(ts)
                     repeat += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
@@ -850,16 +889,21 @@ class KCP:
         out = self.output
         if out is None:
             out = self._outbox.append
-        mv = self._mv
+        # a datagram is built as a list of parts (headers from struct, payloads as they are), joined
+        # once: cheaper than packing into a buffer and copying it out, in both builds
+        parts: list[bytes] = []
         mtu = self.mtu
-        conv = self.conv
+        # the header fields that are the same for every segment of this flush, typed object: the
+        # compiled build boxes them once here instead of once per header (a no-op when interpreted)
+        conv: object = self.conv
         nq = len(self.rcv_queue)
-        wnd = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
-        una = self.rcv_nxt
+        wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
+        una: object = self.rcv_nxt
+        ts_now: object = current
         ptr = 0
         nout = 0
-        ack_sn = 0
-        ack_ts = 0
+        ack_sn: object = 0
+        ack_ts: object = 0
 
         # acknowledgements
         if acklist:
@@ -867,9 +911,10 @@ class KCP:
             nout += n >> 1
             for i in range(0, n, 2):
                 if ptr + 24 > mtu:
-                    out(mv[:ptr].tobytes())
+                    out(b"".join(parts))
+                    parts.clear()
                     ptr = 0
-                _pack_into(mv, ptr, conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0)
+                parts.append(_pack(conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0))
                 ptr += 24
             ack_sn = acklist[n - 2]
             ack_ts = acklist[n - 1]
@@ -897,9 +942,10 @@ class KCP:
             for flag, cmd in ((IKCP_ASK_SEND, IKCP_CMD_WASK), (IKCP_ASK_TELL, IKCP_CMD_WINS)):
                 if probe & flag:
                     if ptr + 24 > mtu:
-                        out(mv[:ptr].tobytes())
+                        out(b"".join(parts))
+                        parts.clear()
                         ptr = 0
-                    _pack_into(mv, ptr, conv, cmd, 0, wnd, ack_ts, ack_sn, una, 0)
+                    parts.append(_pack(conv, cmd, 0, wnd, ack_ts, ack_sn, una, 0))
                     ptr += 24
                     nout += 1
             self.probe = 0
@@ -976,16 +1022,15 @@ class KCP:
                 seg.ts = current
                 data = seg.data
                 ln = len(data)
-                if ptr + 24 + ln > mtu:
+                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
                     if ptr:
-                        out(mv[:ptr].tobytes())
+                        out(b"".join(parts))
+                        parts.clear()
                     ptr = 0
-                    if 24 + ln > len(mv):  # queued before setmtu shrank the mtu
-                        self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                _pack_into(mv, ptr, conv, 81, seg.frg, wnd, current, seg.sn, una, ln)
+                parts.append(_pack(conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln))
                 ptr += 24
                 if ln:
-                    mv[ptr : ptr + ln] = data
+                    parts.append(data)
                     ptr += ln
                 nout += 1
                 out_bytes += ln
@@ -1013,22 +1058,20 @@ class KCP:
                 if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
-                append = buf.append
                 popleft = queue.popleft
                 while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
                     frg, data = popleft()
-                    append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
+                    buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
                     ln = len(data)
                     if ptr + 24 + ln > mtu:
                         if ptr:
-                            out(mv[:ptr].tobytes())
+                            out(b"".join(parts))
+                            parts.clear()
                         ptr = 0
-                        if 24 + ln > len(mv):
-                            self._mv = mv = memoryview(bytearray((24 + ln) * 2))
-                    _pack_into(mv, ptr, conv, 81, frg, wnd, current, snd_nxt, una, ln)
+                    parts.append(_pack(conv, 81, frg, wnd, ts_now, snd_nxt, una, ln))
                     ptr += 24
                     if ln:
-                        mv[ptr : ptr + ln] = data
+                        parts.append(data)
                         ptr += ln
                     out_bytes += ln
                     nout += 1
@@ -1040,7 +1083,7 @@ class KCP:
                     self._next_resend = resendts
 
         if ptr:
-            out(mv[:ptr].tobytes())
+            out(b"".join(parts))
 
         c = self.counters
         if c is not None:

@@ -97,6 +97,33 @@ def test_ack_exact_bytes_and_una() -> None:
     assert k.recv() == b"abc"
 
 
+def test_header_fields_with_every_byte_significant() -> None:
+    """Every byte of every header field is read and written at its place (the compiled build reads
+    headers byte by byte): distinct, high-bit values in conv, wnd, ts, sn, una and len, at a
+    non-zero offset in the datagram."""
+    conv = 0xF1E2D3C4
+    out: list[bytes] = []
+    k = KCP(conv, out.append)
+    k.rcv_nxt = k.snd_una = k.snd_nxt = 0xFFFFFF00  # sn near the wrap
+    k.wndsize(128, 256)
+    k.update(0x7F00)
+    payload = bytes(range(256)) * 2 + b"xyz"  # len 515: 0x03 0x02 in the length field
+    sn = 0xFFFFFF00
+    first = seg(IKCP_CMD_PUSH, sn, ts=0x89ABCDEF, una=0xFFFFFF00, wnd=0xFEDC, data=b"", conv=conv)
+    second = seg(IKCP_CMD_PUSH, sn + 1, ts=0x8899AABB, una=0xFFFFFF00, wnd=0xBA98, data=payload, conv=conv)
+    assert k.input(first + second) == 0
+    assert k.rmt_wnd == 0xBA98  # the last segment's window
+    assert k.recv() == b"" and k.recv() == payload
+    k.flush()
+    assert split(out[0]) == [
+        (conv, IKCP_CMD_ACK, 0, 256, 0x89ABCDEF, sn, 0xFFFFFF02, b""),
+        (conv, IKCP_CMD_ACK, 0, 256, 0x8899AABB, sn + 1, 0xFFFFFF02, b""),
+    ]
+    assert k.send(payload) == len(payload)
+    k.flush()
+    assert split(out[1]) == [(conv, IKCP_CMD_PUSH, 0, 256, 0x7F00, 0xFFFFFF00, 0xFFFFFF02, payload)]
+
+
 def test_getconv() -> None:
     assert getconv(seg(IKCP_CMD_ACK, conv=0xDEADBEEF)) == 0xDEADBEEF
     assert getconv(b"\x01\x00\x00\x00") == 1
