@@ -17,6 +17,7 @@ from kcprpc import codec
 from kcprpc.broker import Position, room_key, topic_key
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
+from kcprpc.eager import start_eager
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.inbox import INBOX_LIMIT, Inbox
@@ -144,6 +145,8 @@ class StreamPump:
                 send(out)
             elif on_event[type(out)](self, out, costs[i]):
                 costs[i] = 0
+        if self.writer.pending_bytes:
+            self.writer.flush()  # the replies of the handlers that finished in their first step
 
     def _on_message(self, ev: CallMessage, cost: int) -> bool:
         call: ServerCall = ev.handle
@@ -409,7 +412,9 @@ class StreamPump:
         self.calls[cid] = call  # the protocol's table (ServerStream.opened)
         sess.calls.add(call)
         self.server.stats["calls_started"] += 1
-        call.task = loop.create_task(self._run(call, ctx, handler, request))
+        # the handler's first step runs now, inside its task: a handler that does not suspend
+        # has its reply queued in this turn (on_frames flushes it)
+        call.task, _ = start_eager(loop, self._run(call, ctx, handler, request))
         return True
 
     async def _run(
