@@ -357,6 +357,10 @@ class Client:
         if timeout is not None:
             call.timer = link.loop.call_later(timeout, call.expire)
         writer.send(frame)
+        if len(protocol.calls) == 1:
+            # the only call in flight: nothing to coalesce it with, it leaves in this turn (with
+            # more in flight, the frames of one turn still go in one write at its end)
+            writer.flush()
         return call
 
     async def _unary(

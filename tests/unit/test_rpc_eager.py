@@ -82,7 +82,7 @@ def _turns(loop: asyncio.AbstractEventLoop) -> list[int]:
 @pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 async def test_reply_leaves_in_the_turn_that_read_the_request() -> None:
     # memory link: the request is read in one turn, the reply must be written in that same turn;
-    # before eager start, the handler's task and the frame writer's tick each added a turn (6 → 4)
+    # before: the handler's task, the server's frame-writer tick and the client's each added a turn (6 → 3)
     async with pair([Eager()], link="memory") as p:
         stub = p.client.stub(Eager, timeout=TIMEOUT)
         for _ in range(20):
@@ -91,7 +91,7 @@ async def test_reply_leaves_in_the_turn_that_read_the_request() -> None:
         n = 50
         for i in range(n):
             assert (await stub.echo(Req(n=i))).n == i
-        assert turns[0] / n <= 4.1
+        assert turns[0] / n <= 3.1
 
 
 async def test_current_task_is_the_handlers_own() -> None:
