@@ -119,6 +119,7 @@ class StreamPump:
         self.calls: dict[int, ServerCall] = self.proto.calls  # the protocol's call table
         self.loop = sess.loop
         self.decode = sess.receive.decode
+        self.eager = False  # start handlers eagerly (the batch on_frames is in holds one frame)
 
     @property
     def is_control(self) -> bool:
@@ -134,6 +135,10 @@ class StreamPump:
         """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
         the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
         self.sess.last_receive = self.loop.time()
+        # a lone frame (a quiet connection): a call's handler starts eagerly, so that its reply can
+        # leave in this turn; in a batch of many, the replies go out together at the next turn
+        # anyway, and a plain task costs less than an eager start (about 0.8 against 1.7 us)
+        self.eager = len(frames) == 1
         receive = self.proto.receive
         send = self.writer.send
         on_event = _ON_EVENT
@@ -412,9 +417,12 @@ class StreamPump:
         self.calls[cid] = call  # the protocol's table (ServerStream.opened)
         sess.calls.add(call)
         self.server.stats["calls_started"] += 1
-        # the handler's first step runs now, inside its task: a handler that does not suspend
-        # has its reply queued in this turn (on_frames flushes it)
-        call.task, _ = start_eager(loop, self._run(call, ctx, handler, request))
+        if self.eager:
+            # the handler's first step runs now, inside its task: a handler that does not suspend
+            # has its reply queued in this turn (on_frames flushes it)
+            call.task, _ = start_eager(loop, self._run(call, ctx, handler, request))
+        else:
+            call.task = loop.create_task(self._run(call, ctx, handler, request))
         return True
 
     async def _run(
