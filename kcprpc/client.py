@@ -26,8 +26,10 @@ from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.frame_writer import FrameWriter
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.lifecycle import Connector, Lifecycle
+from kcprpc.link import Link
 from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import Recovered, route
@@ -334,16 +336,28 @@ class Client:
             if spec.streams_responses or spec.streams_requests
             else self.config.unary_framing
         ) == "stream"
-        box: list[ClientCall] | None = None
-        if own:
-            writer, box = await link.open_call_writer()
-        else:
-            writer = link.writer
+        if not own:
+            return self._send_call(link, link.writer, False, spec, request, timeout, metadata, end)
+        writer, box = await link.open_call_writer()
+        call = self._send_call(link, writer, True, spec, request, timeout, metadata, end)
+        box.append(call)
+        return call
+
+    def _send_call(
+        self,
+        link: Link,
+        writer: FrameWriter,
+        own: bool,
+        spec: MethodSpec,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, Any] | None,
+        end: bool,
+    ) -> ClientCall:
+        """Make the call object and send the CALL frame on ``writer`` (``own``: the call's own stream)."""
         protocol = link.protocol
         cid = protocol.next_id()
         call = ClientCall(protocol, link.loop, cid, spec, writer, own)
-        if box is not None:
-            box.append(call)
         payload = spec.dump_request(request) if end and spec.has_request else None
         timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
         try:
@@ -393,7 +407,17 @@ class Client:
         uc: UnaryCall[Any] | None,
         streaming: bool,
     ) -> Any:
-        call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
+        link = self.lifecycle.link
+        if (
+            not streaming
+            and link is not None
+            and not link.closed
+            and not link.goaway
+            and self.config.unary_framing != "stream"
+        ):  # the common case, without the coroutine of _begin
+            call = self._send_call(link, link.writer, False, spec, request, timeout, metadata, True)
+        else:
+            call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
         sender = asyncio.ensure_future(call.send_requests(request)) if streaming else None
         try:
             payload = await call.fut
