@@ -377,7 +377,7 @@ class Client:
             writer.flush()
         return call
 
-    async def _unary(
+    def _unary(
         self,
         spec: MethodSpec,
         request: Any,
@@ -385,18 +385,31 @@ class Client:
         metadata: Mapping[str, Any] | None,
         uc: UnaryCall[Any] | None,
         streaming: bool = False,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """A unary call, or with ``streaming`` a client-streaming one (``request`` is then the
-        async iterable of requests), through the client interceptors."""
-        timeout = self._timeout(timeout)
+        async iterable of requests), through the client interceptors (a coroutine to await;
+        without interceptors, the core's own)."""
+        if timeout is None:
+            timeout = self.config.default_timeout
         if self.interceptors:
-            details = ClientCallDetails(spec, request, dict(metadata or {}), timeout)
+            return self._intercepted(spec, request, timeout, metadata, uc, streaming)
+        return self._unary_core(spec, request, timeout, metadata, uc, streaming)
 
-            async def last(d: ClientCallDetails) -> Any:
-                return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc, streaming)
+    async def _intercepted(
+        self,
+        spec: MethodSpec,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, Any] | None,
+        uc: UnaryCall[Any] | None,
+        streaming: bool,
+    ) -> Any:
+        details = ClientCallDetails(spec, request, dict(metadata or {}), timeout)
 
-            return await chain_client(self.interceptors, details, last)
-        return await self._unary_core(spec, request, timeout, metadata, uc, streaming)
+        async def last(d: ClientCallDetails) -> Any:
+            return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc, streaming)
+
+        return await chain_client(self.interceptors, details, last)
 
     async def _unary_core(
         self,
