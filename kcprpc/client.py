@@ -371,9 +371,10 @@ class Client:
         if timeout is not None:
             call.timer = link.loop.call_later(timeout, call.expire)
         writer.send(frame)
-        if len(protocol.calls) == 1:
-            # the only call in flight: nothing to coalesce it with, it leaves in this turn (with
-            # more in flight, the frames of one turn still go in one write at its end)
+        if end and len(protocol.calls) == 1:
+            # the only call in flight, its request complete: nothing to coalesce it with, it leaves
+            # in this turn (with more in flight, the frames of one turn still go in one write at
+            # its end; a client-streaming call's first messages follow it in the same write)
             writer.flush()
         return call
 
