@@ -13,6 +13,10 @@ MODULES: tuple[str, ...] = (
     "kcprpc.mux.frame",
     "kcprpc.mux.core",
     "kcprpc.codec",
+    "kcprpc.msgpack_size",
+    "kcprpc.protocol.frames",
+    "kcprpc.protocol.client",
+    "kcprpc.protocol.server",
 )
 """The kcprpc modules a compiled build compiles."""
 

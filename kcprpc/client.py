@@ -26,8 +26,10 @@ from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import Transport
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.frame_writer import FrameWriter
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, chain_client
 from kcprpc.lifecycle import Connector, Lifecycle
+from kcprpc.link import Link
 from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
 from kcprpc.push import Recovered, route
@@ -334,16 +336,28 @@ class Client:
             if spec.streams_responses or spec.streams_requests
             else self.config.unary_framing
         ) == "stream"
-        box: list[ClientCall] | None = None
-        if own:
-            writer, box = await link.open_call_writer()
-        else:
-            writer = link.writer
+        if not own:
+            return self._send_call(link, link.writer, False, spec, request, timeout, metadata, end)
+        writer, box = await link.open_call_writer()
+        call = self._send_call(link, writer, True, spec, request, timeout, metadata, end)
+        box.append(call)
+        return call
+
+    def _send_call(
+        self,
+        link: Link,
+        writer: FrameWriter,
+        own: bool,
+        spec: MethodSpec,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, Any] | None,
+        end: bool,
+    ) -> ClientCall:
+        """Make the call object and send the CALL frame on ``writer`` (``own``: the call's own stream)."""
         protocol = link.protocol
         cid = protocol.next_id()
         call = ClientCall(protocol, link.loop, cid, spec, writer, own)
-        if box is not None:
-            box.append(call)
         payload = spec.dump_request(request) if end and spec.has_request else None
         timeout_ms = None if timeout is None else max(0, int(timeout * 1000))
         try:
@@ -357,9 +371,14 @@ class Client:
         if timeout is not None:
             call.timer = link.loop.call_later(timeout, call.expire)
         writer.send(frame)
+        if end and len(protocol.calls) == 1:
+            # the only call in flight, its request complete: nothing to coalesce it with, it leaves
+            # in this turn (with more in flight, the frames of one turn still go in one write at
+            # its end; a client-streaming call's first messages follow it in the same write)
+            writer.flush()
         return call
 
-    async def _unary(
+    def _unary(
         self,
         spec: MethodSpec,
         request: Any,
@@ -367,18 +386,31 @@ class Client:
         metadata: Mapping[str, Any] | None,
         uc: UnaryCall[Any] | None,
         streaming: bool = False,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """A unary call, or with ``streaming`` a client-streaming one (``request`` is then the
-        async iterable of requests), through the client interceptors."""
-        timeout = self._timeout(timeout)
+        async iterable of requests), through the client interceptors (a coroutine to await;
+        without interceptors, the core's own)."""
+        if timeout is None:
+            timeout = self.config.default_timeout
         if self.interceptors:
-            details = ClientCallDetails(spec, request, dict(metadata or {}), timeout)
+            return self._intercepted(spec, request, timeout, metadata, uc, streaming)
+        return self._unary_core(spec, request, timeout, metadata, uc, streaming)
 
-            async def last(d: ClientCallDetails) -> Any:
-                return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc, streaming)
+    async def _intercepted(
+        self,
+        spec: MethodSpec,
+        request: Any,
+        timeout: float | None,
+        metadata: Mapping[str, Any] | None,
+        uc: UnaryCall[Any] | None,
+        streaming: bool,
+    ) -> Any:
+        details = ClientCallDetails(spec, request, dict(metadata or {}), timeout)
 
-            return await chain_client(self.interceptors, details, last)
-        return await self._unary_core(spec, request, timeout, metadata, uc, streaming)
+        async def last(d: ClientCallDetails) -> Any:
+            return await self._unary_core(d.method, d.request, d.timeout, d.metadata, uc, streaming)
+
+        return await chain_client(self.interceptors, details, last)
 
     async def _unary_core(
         self,
@@ -389,7 +421,17 @@ class Client:
         uc: UnaryCall[Any] | None,
         streaming: bool,
     ) -> Any:
-        call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
+        link = self.lifecycle.link
+        if (
+            not streaming
+            and link is not None
+            and not link.closed
+            and not link.goaway
+            and self.config.unary_framing != "stream"
+        ):  # the common case, without the coroutine of _begin
+            call = self._send_call(link, link.writer, False, spec, request, timeout, metadata, True)
+        else:
+            call = await self._begin(spec, None if streaming else request, timeout, metadata, not streaming)
         sender = asyncio.ensure_future(call.send_requests(request)) if streaming else None
         try:
             payload = await call.fut

@@ -17,6 +17,7 @@ from kcprpc import codec
 from kcprpc.broker import Position, room_key, topic_key
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
+from kcprpc.eager import start_eager
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.inbox import INBOX_LIMIT, Inbox
@@ -118,6 +119,7 @@ class StreamPump:
         self.calls: dict[int, ServerCall] = self.proto.calls  # the protocol's call table
         self.loop = sess.loop
         self.decode = sess.receive.decode
+        self.eager = False  # start handlers eagerly (the batch on_frames is in holds one frame)
 
     @property
     def is_control(self) -> bool:
@@ -133,6 +135,10 @@ class StreamPump:
         """A batch of frames; ``costs[i]`` is the decode budget ``frames[i]`` holds (zeroed here for
         the bodies kept: a call's request, an inbox's message; the reader releases the rest)."""
         self.sess.last_receive = self.loop.time()
+        # a lone frame (a quiet connection): a call's handler starts eagerly, so that its reply can
+        # leave in this turn; in a batch of many, the replies go out together at the next turn
+        # anyway, and a plain task costs less than an eager start (about 0.8 against 1.7 us)
+        self.eager = len(frames) == 1
         receive = self.proto.receive
         send = self.writer.send
         on_event = _ON_EVENT
@@ -144,6 +150,8 @@ class StreamPump:
                 send(out)
             elif on_event[type(out)](self, out, costs[i]):
                 costs[i] = 0
+        if self.writer.pending_bytes:
+            self.writer.flush()  # the replies of the handlers that finished in their first step
 
     def _on_message(self, ev: CallMessage, cost: int) -> bool:
         call: ServerCall = ev.handle
@@ -409,7 +417,12 @@ class StreamPump:
         self.calls[cid] = call  # the protocol's table (ServerStream.opened)
         sess.calls.add(call)
         self.server.stats["calls_started"] += 1
-        call.task = loop.create_task(self._run(call, ctx, handler, request))
+        if self.eager:
+            # the handler's first step runs now, inside its task: a handler that does not suspend
+            # has its reply queued in this turn (on_frames flushes it)
+            call.task, _ = start_eager(loop, self._run(call, ctx, handler, request))
+        else:
+            call.task = loop.create_task(self._run(call, ctx, handler, request))
         return True
 
     async def _run(

@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Any, ClassVar, TypeVar, overload
 
 from pydantic import TypeAdapter, create_model
+from pydantic_core import SchemaSerializer, SchemaValidator
 
 from kcprpc.errors import UsageError
 
@@ -163,20 +164,37 @@ class MethodSpec:
         self.streams_requests: bool = self.kind.streams_requests
         self.streams_responses: bool = self.kind.streams_responses
         req, resp = self.request_adapter, self.response_adapter
-        self.dump_request: Callable[[Any], Any] = functools.partial(req.dump_python, warnings=False)
-        self.load_request: Callable[[Any], Any] = req.validate_python
-        self.load_response: Callable[[Any], Any] = resp.validate_python
-        self.dump_message: Callable[[Any], Any] = functools.partial(resp.dump_python, warnings=False)
-        strict = functools.partial(resp.dump_python, warnings="error")
+        # the built validators and serializers themselves: TypeAdapter's methods only forward to
+        # them with their defaults, a Python call per request and per reply on each side
+        req_load, req_dump = _core(req)
+        resp_load, resp_dump = _core(resp)
+        self.dump_request: Callable[[Any], Any] = functools.partial(req_dump, warnings=False)
+        self.load_request: Callable[[Any], Any] = req_load
+        self.load_response: Callable[[Any], Any] = resp_load
+        self.dump_message: Callable[[Any], Any] = functools.partial(resp_dump, warnings=False)
+        strict = functools.partial(resp_dump, warnings="error")
 
         def dump_response(value: Any) -> Any:
             """Dump a handler's result; a value of the wrong type is validated first (dicts are fine)."""
             try:
                 return strict(value)
             except Exception:
-                return strict(resp.validate_python(value))
+                return strict(resp_load(value))
 
         self.dump_response: Callable[[Any], Any] = dump_response
+
+
+def _core(adapter: TypeAdapter[Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``adapter``'s validate and dump callables: its pydantic-core validator's and serializer's
+    own methods when they are built, else the adapter's (a deferred build, built at first use)."""
+    try:
+        validator = getattr(adapter, "validator", None)
+        serializer = getattr(adapter, "serializer", None)
+    except Exception:  # a deferred build that cannot be built yet (a forward reference)
+        validator = serializer = None
+    if isinstance(validator, SchemaValidator) and isinstance(serializer, SchemaSerializer):
+        return validator.validate_python, serializer.to_python
+    return adapter.validate_python, adapter.dump_python
 
 
 _ANY_ADAPTER: TypeAdapter[Any] = TypeAdapter(Any)
