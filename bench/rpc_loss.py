@@ -56,6 +56,8 @@ def transport(a: argparse.Namespace) -> kcprpc.Transport:
         "max_copies": a.max_copies,
         "lead_copies": a.lead_copies,
     }
+    if a.ack_delay is not None:
+        opts["ack_delay"] = a.ack_delay
     if a.mtu:
         opts["mtu"] = a.mtu
     if a.wnd:
@@ -243,6 +245,7 @@ def main() -> int:
     g.add_argument("--loss-recovery", choices=("adaptive", "ikcp"), default="adaptive", help="small flights")
     g.add_argument("--max-copies", type=int, default=6, help="copies per recovery round at most")
     g.add_argument("--lead-copies", type=int, default=0, help="spaced copies of every small flight")
+    g.add_argument("--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)")
     a = ap.parse_args()
     if a.n < 1 or a.size < 0:
         ap.error("-n must be >= 1 and --size >= 0")

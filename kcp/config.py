@@ -94,7 +94,7 @@ class SessionConfig:
     nc: int = 1
     stream: bool = True
     ack_nodelay: bool = True
-    ack_delay: int = 0
+    ack_delay: int = 5
     dead_link: int = 20
     read_buffer: int = 1 << 20
     write_buffer: int = 0

@@ -415,12 +415,15 @@ class KCPSession:
             if eng.waitsnd() or (self.ack_nodelay and eng.probe):
                 self._flush_marked = True
                 self._ep.flushq.append(self)
-            elif self.ack_nodelay and eng.acks_pending():
-                if not self._ack_delay:
+            elif self.ack_nodelay and (acks := eng.acks_pending()):
+                # one lone ack may wait for data to ride with (or for _ack_due); two or more go at
+                # once, as TCP acks every second segment: bulk flows keep their ack clock
+                if self._ack_delay and acks == 1:
+                    if self._ack_due < 0:
+                        self._ack_due = now + self._ack_delay
+                else:
                     self._flush_marked = True
                     self._ep.flushq.append(self)
-                elif self._ack_due < 0:  # the acks wait for data to ride with, or for _ack_due
-                    self._ack_due = now + self._ack_delay
         if eng.state != 0:
             self._die(now)
             return

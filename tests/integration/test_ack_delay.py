@@ -78,6 +78,30 @@ async def test_a_delayed_ack_with_nothing_to_ride_with_goes_alone_when_the_delay
         await _close(lis, s)
 
 
+async def test_a_second_ack_goes_at_once_so_bulk_flows_keep_their_ack_clock() -> None:
+    lis, s = await _session(5)
+    try:
+        ep = s._ep
+        now = ep.timers.now_ms()
+        ep.flushq.clear()
+        out: list[bytes] = []
+        peer = KCP(s.conv, out.append)
+        peer.nodelay(1, 10, 2, 1)  # no congestion window: all three go at once
+        peer.send(b"x" * 3000)  # three segments
+        peer.update(now)
+        peer.flush(now)
+        assert len(out) >= 2
+        s.feed(bytes(out[0]), now)
+        s.after_input(now)
+        assert s not in ep.flushq  # one lone ack waits
+        for packet in out[1:]:
+            s.feed(bytes(packet), now)
+        s.after_input(now)
+        assert ep.flushq.count(s) == 1  # two or more: flushed at the end of the batch
+    finally:
+        await _close(lis, s)
+
+
 async def test_echo_with_delayed_acks_on_both_ends_uses_fewer_datagrams() -> None:
     async def run(ack_delay: int) -> int:
         cfg = kcp.SessionConfig(ack_delay=ack_delay)

@@ -325,10 +325,17 @@ async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.
     for c in clients:
         assert await asyncio.wait_for(c.readexactly(4), TIMEOUT) == b"ping"
     for c in clients:
-        # the echo carried the ack of our ping: nothing is in flight, so the only wake-up left is
-        # the idle deadline, 30 s away (no per-interval polling, no stale retransmission wake-up)
+        # the echo carried the ack of our ping: nothing is in flight. The ack of the echo waits
+        # (ack_delay, 5 ms) for data to ride with; once it went alone, the only wake-up left is the
+        # idle deadline, 30 s away (no per-interval polling, no stale retransmission wake-up)
         assert c.write_buffer_size() == 0
         entry = c._timer_entry
+        assert entry is not None
+        if c._engine.acks_pending():
+            assert entry[0] <= c._last_recv + 5
+            c._on_timer(entry[0])
+            assert not c._engine.acks_pending()
+            entry = c._timer_entry
         assert entry is not None and entry[0] == c._last_recv + 30_000
         c.abort()
 
