@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,41 @@ def pick(text: str, regex: str) -> float | None:
     return float((last[0] if isinstance(last, tuple) else last).replace(",", ""))
 
 
+def alternate(
+    sides: tuple[str, str],
+    run_side: Callable[[str], str],
+    metrics: list[list[str]],
+    rounds: int,
+    verbose: bool,
+    cmd: list[str],
+) -> None:
+    """Run both sides ``rounds`` times in alternating order (the first side first on odd rounds),
+    pick every metric from each run's output, print each round's values and the medians with the
+    ratio second / first. Exits with a message naming a metric that a run did not print."""
+    values: dict[str, dict[str, list[float]]] = {s: {n: [] for n, _ in metrics} for s in sides}
+    width = max(len(s) for s in sides)
+    for r in range(rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            text = run_side(side)
+            if verbose:
+                print(f"--- round {r + 1} {side}\n{text}", flush=True)
+            got = []
+            for name, regex in metrics:
+                v = pick(text, regex)
+                if v is None:
+                    sys.exit(f"round {r + 1} {side}: metric {name!r} ({regex}) not found in:\n{text[-2000:]}")
+                values[side][name].append(v)
+                got.append(f"{name} {v:g}")
+            print(f"round {r + 1} {side:{width}}  " + "  ".join(got), flush=True)
+    first, second = sides
+    print(f"# medians of {rounds} rounds; command: {' '.join(cmd)}")
+    for name, _ in metrics:
+        a = statistics.median(values[first][name])
+        b = statistics.median(values[second][name])
+        ratio = f"{b / a:.3f}" if a else "n/a"
+        print(f"{name:24} {first} {a:12g}   {second} {b:12g}   {second}/{first} {ratio}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, type=Path, help="the older tree (has its own .venv)")
@@ -69,27 +105,9 @@ def main() -> int:
     if any(len(m) != 2 for m in metrics):
         ap.error("--metric must be NAME=REGEX")
     trees = {"base": args.base.resolve(), "new": ROOT}
-    values: dict[str, dict[str, list[float]]] = {t: {n: [] for n, _ in metrics} for t in trees}
-    for r in range(args.rounds):
-        order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
-        for side in order:
-            text = run(trees[side], cmd, args.timeout)
-            if args.v:
-                print(f"--- round {r + 1} {side}\n{text}", flush=True)
-            got = []
-            for name, regex in metrics:
-                v = pick(text, regex)
-                if v is None:
-                    sys.exit(f"round {r + 1} {side}: metric {name!r} ({regex}) not found in:\n{text[-2000:]}")
-                values[side][name].append(v)
-                got.append(f"{name} {v:g}")
-            print(f"round {r + 1} {side:4}  " + "  ".join(got), flush=True)
-    print(f"# medians of {args.rounds} rounds; command: {' '.join(cmd)}")
-    for name, _ in metrics:
-        b = statistics.median(values["base"][name])
-        n = statistics.median(values["new"][name])
-        ratio = f"{n / b:.3f}" if b else "n/a"
-        print(f"{name:24} base {b:12g}   new {n:12g}   new/base {ratio}")
+    alternate(
+        ("base", "new"), lambda side: run(trees[side], cmd, args.timeout), metrics, args.rounds, args.v, cmd
+    )
     return 0
 
 

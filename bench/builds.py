@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from ab import pick
+from ab import alternate
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kcp", "kcprpc")
@@ -93,27 +92,14 @@ def main() -> int:
             print(f"# {side:8} kcp.compiled={flag}  {where.strip()}", flush=True)
             if (flag == "True") is not (side == "compiled"):
                 sys.exit(f"the {side} side runs the wrong build (kcp.compiled is {flag})")
-        values: dict[str, dict[str, list[float]]] = {s: {n: [] for n, _ in metrics} for s in pythons}
-        for r in range(args.rounds):
-            order = ["pure", "compiled"] if r % 2 == 0 else ["compiled", "pure"]
-            for side in order:
-                text = run(pythons[side], trees[side], cmd, args.timeout)
-                if args.v:
-                    print(f"--- round {r + 1} {side}\n{text}", flush=True)
-                got = []
-                for name, regex in metrics:
-                    v = pick(text, regex)
-                    if v is None:
-                        sys.exit(f"round {r + 1} {side}: metric {name!r} ({regex}) not found in:\n{text[-2000:]}")
-                    values[side][name].append(v)
-                    got.append(f"{name} {v:g}")
-                print(f"round {r + 1} {side:8}  " + "  ".join(got), flush=True)
-    print(f"# medians of {args.rounds} rounds; command: {' '.join(cmd)}")
-    for name, _ in metrics:
-        p = statistics.median(values["pure"][name])
-        c = statistics.median(values["compiled"][name])
-        ratio = f"{c / p:.3f}" if p else "n/a"
-        print(f"{name:24} pure {p:12g}   compiled {c:12g}   compiled/pure {ratio}")
+        alternate(
+            ("pure", "compiled"),
+            lambda side: run(pythons[side], trees[side], cmd, args.timeout),
+            metrics,
+            args.rounds,
+            args.v,
+            cmd,
+        )
     return 0
 
 
