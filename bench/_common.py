@@ -163,3 +163,63 @@ def medians(results: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 def percentile(sorted_vals: list[float], q: float) -> float:
     """The ``q`` (0..1) quantile of an ascending, non-empty list, by index (as the reports always did)."""
     return sorted_vals[min(len(sorted_vals) - 1, int(len(sorted_vals) * q))]
+
+
+# ------------------------------------------------------------------------- the processes' figures
+BENCH_KEY = "bench passphrase"  # the passphrase of the ``key`` wire mode
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def transport_for(wire: str) -> Any:
+    """The ``kcprpc.Transport`` of a ``--wire``: ``secure`` (keyless, the default), ``key`` (secure
+    with :data:`BENCH_KEY`) or ``compat`` (kcp-go's wire, no cipher)."""
+    import kcprpc  # here: not every benchmark loads the RPC layer
+
+    if wire == "key":
+        return kcprpc.Transport(kcprpc.SecureWire(key=BENCH_KEY))
+    if wire == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire())
+    return kcprpc.Transport()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def udp_rcvbuf_errors() -> int:
+    """The machine's UDP RcvbufErrors counter (/proc/net/snmp; system-wide)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def gc_pauses() -> dict[str, float]:
+    """Time this process's garbage collections from now on: the returned dict's ``n`` (runs),
+    ``total`` and ``max`` (seconds) grow with each; a caller may reset them between reports."""
+    import gc
+
+    stats = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0.0}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            stats["t0"] = time.perf_counter()
+        else:
+            d = time.perf_counter() - stats["t0"]
+            stats["total"] += d
+            stats["n"] += 1
+            stats["max"] = max(stats["max"], d)
+
+    gc.callbacks.append(on_gc)
+    return stats

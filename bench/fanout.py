@@ -51,14 +51,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from _common import percentile, run_loop
+from _common import percentile, proc_cpu_s, proc_rss_mb, run_loop, udp_rcvbuf_errors
 from pydantic import BaseModel
 
 import kcprpc
 from kcprpc import current_context
 
 TOPIC = "fanout"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_INFLIGHT = 8  # the publisher's overlapping Publish calls: its pace does not wait on each reply
 SNMP_KEYS = ("out_segs", "retrans_segs", "fast_retrans_segs", "lost_segs", "in_pkts", "out_pkts")
 
@@ -362,29 +361,6 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
 
 
 # ----------------------------------------------------------------------------------- coordinator
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MB (VmRSS)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def udp_rcvbuf_errors() -> int:
-    """The machine's UDP RcvbufErrors counter (/proc/net/snmp; system-wide)."""
-    with open("/proc/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Udp:")]
-    return int(rows[1][rows[0].index("RcvbufErrors")])
-
-
 def _recv(conn: Connection, timeout: float) -> Any:
     if not conn.poll(timeout):
         raise TimeoutError(f"no answer within {timeout:g} s")

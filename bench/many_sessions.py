@@ -25,10 +25,9 @@ import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import gc_pauses
 
 import kcp
 from kcp.session import KCPSession
@@ -94,19 +93,7 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
         if os.environ.get("KCP_BENCH_DEBUG"):
             import gc
 
-            gc_t: dict[str, float] = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0}
-
-            def gc_cb(phase: str, info: dict[str, int]) -> None:
-                if phase == "start":
-                    gc_t["t0"] = time.perf_counter()
-                else:
-                    d = time.perf_counter() - gc_t["t0"]
-                    gc_t["total"] += d
-                    gc_t["n"] += 1
-                    if d > gc_t["max"]:
-                        gc_t["max"] = d
-
-            gc.callbacks.append(gc_cb)
+            gc_t = gc_pauses()
             last = {"cpu": _cpu(), "t": time.perf_counter(), "in": 0, "calls": 0, "fired": 0}
             heap = lis.endpoint.timers
 
@@ -117,7 +104,7 @@ def _server(port_q: Any, ctl: Any, max_sessions: int) -> None:
                     f"[server] cpu {100 * (_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
                     f"in {st['in_pkts'] - last['in']} calls {st['recv_syscalls'] - last['calls']} "
                     f"timer wakes {heap.fired - last['fired']} heap {len(heap)} tx {len(lis.endpoint.tx)} "
-                    f"gc {gc_t['n']} runs {gc_t['total'] * 1000:.0f} ms max {gc_t['max'] * 1000:.0f} ms "
+                    f"gc {gc_t['n']:.0f} runs {gc_t['total'] * 1000:.0f} ms max {gc_t['max'] * 1000:.0f} ms "
                     f"gens {[g['collections'] for g in gc.get_stats()]} counts {gc.get_count()}",
                     file=sys.stderr,
                     flush=True,

@@ -35,13 +35,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import rpc_grpc
-from _common import ROOT, medians, percentile, run_loop, stop_process
+from _common import ROOT, medians, percentile, run_loop, stop_process, transport_for
 
 import kcprpc
 from kcprpc import ClientConfig
 
 PAYLOAD = b"x" * 64
-KEY = "bench passphrase"
 WIRES: dict[str, str] = {
     "kcprpc": "secure, keyless",
     "kcprpc-key": "secure, passphrase",
@@ -49,15 +48,6 @@ WIRES: dict[str, str] = {
     "kcprpc-stream": "secure, keyless; a stream per call",
     "grpcio": "TCP, no TLS",
 }
-
-
-def transport_for(wire: str) -> kcprpc.Transport:
-    """The transport of a kcprpc contender's ``--wire``: ``secure`` (keyless), ``key`` or ``compat``."""
-    if wire == "key":
-        return kcprpc.Transport(kcprpc.SecureWire(key=KEY))
-    if wire == "compat":
-        return kcprpc.Transport(kcprpc.CompatWire())
-    return kcprpc.Transport()
 
 
 def wire_of(contender: str) -> str:

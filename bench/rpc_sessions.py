@@ -40,19 +40,15 @@ import statistics
 import sys
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-# the tree run from (bench/ab.py runs this script in an older tree's directory) or this one
-sys.path.insert(0, str(Path.cwd() if (Path.cwd() / "kcprpc").is_dir() else Path(__file__).resolve().parent.parent))
+from _common import gc_pauses, proc_cpu_s, proc_rss_mb, transport_for, udp_rcvbuf_errors
 
 import kcp
 import kcprpc
 from kcprpc import ClientConfig, ReconnectPolicy
 
-KEY = "bench passphrase"
 PAYLOAD = b"x" * 32
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class Sessions(kcprpc.Service, name="bench.Sessions"):
@@ -60,38 +56,6 @@ class Sessions(kcprpc.Service, name="bench.Sessions"):
 
     async def Echo(self, data: bytes) -> bytes:
         return data
-
-
-def transport_for(wire: str) -> kcprpc.Transport:
-    """``secure`` (keyless, the default), ``key`` (secure with a passphrase) or ``compat`` (no cipher)."""
-    if wire == "key":
-        return kcprpc.Transport(kcprpc.SecureWire(key=KEY))
-    if wire == "compat":
-        return kcprpc.Transport(kcprpc.CompatWire())
-    return kcprpc.Transport()
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of process ``pid`` in seconds (from /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MB (VmRSS)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def udp_rcvbuf_errors() -> int:
-    """The machine's UDP RcvbufErrors counter (/proc/net/snmp; system-wide)."""
-    with open("/proc/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Udp:")]
-    return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
 def udp_socket_drops(port: int) -> int:
@@ -161,18 +125,7 @@ def _server(ctl: Connection, wire: str) -> None:
 
 def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
     """Print the server's CPU and garbage collections once a second (``KCPRPC_BENCH_DEBUG=1``)."""
-    gc_t = {"t0": 0.0, "max": 0.0, "total": 0.0, "n": 0.0}
-
-    def gc_cb(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            gc_t["t0"] = time.perf_counter()
-        else:
-            d = time.perf_counter() - gc_t["t0"]
-            gc_t["total"] += d
-            gc_t["n"] += 1
-            gc_t["max"] = max(gc_t["max"], d)
-
-    gc.callbacks.append(gc_cb)
+    gc_t = gc_pauses()
     last = {"cpu": _self_cpu(), "t": time.perf_counter()}
 
     def tick() -> None:
