@@ -89,9 +89,9 @@ def alternate(
         print(f"{name:24} {first} {a:12g}   {second} {b:12g}   {second}/{first} {ratio}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", required=True, type=Path, help="the older tree (has its own .venv)")
+def parse_rounds_args(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str], list[list[str]]]:
+    """Add the options of alternating rounds (--rounds, --metric, --timeout, -v, ``-- CMD``) to
+    ``ap``, parse, and return the arguments, the command and the metrics as ``[NAME, REGEX]``."""
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--metric", action="append", required=True, help="NAME=REGEX (first group: the number)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
@@ -104,6 +104,13 @@ def main() -> int:
     metrics = [m.split("=", 1) for m in args.metric]
     if any(len(m) != 2 for m in metrics):
         ap.error("--metric must be NAME=REGEX")
+    return args, cmd, metrics
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", required=True, type=Path, help="the older tree (has its own .venv)")
+    args, cmd, metrics = parse_rounds_args(ap)
     trees = {"base": args.base.resolve(), "new": ROOT}
     alternate(
         ("base", "new"), lambda side: run(trees[side], cmd, args.timeout), metrics, args.rounds, args.v, cmd

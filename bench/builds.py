@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ab import alternate
+from ab import alternate, parse_rounds_args
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kcp", "kcprpc")
@@ -64,18 +64,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv-compiled", help="the compiled build's venv")
     ap.add_argument("--setup", action="store_true", help="(re)build the compiled venv from this tree first")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--metric", action="append", required=True, help="NAME=REGEX (first group: the number)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
-    ap.add_argument("-v", action="store_true", help="print each run's output")
-    ap.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the benchmark and its arguments")
-    args = ap.parse_args()
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        ap.error("give the benchmark command after --")
-    metrics = [m.split("=", 1) for m in args.metric]
-    if any(len(m) != 2 for m in metrics):
-        ap.error("--metric must be NAME=REGEX")
+    args, cmd, metrics = parse_rounds_args(ap)
     venv = args.venv.resolve()
     if args.setup:
         setup_venv(venv)
