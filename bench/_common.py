@@ -104,9 +104,18 @@ def child_process(target: Callable[..., None], *args: Any, method: str = "fork")
     try:
         yield port_q, result_q
     finally:
-        p.join(10)
+        join_processes([p], 10)
+
+
+def join_processes(procs: list[Any], timeout: float = 30.0) -> None:
+    """Join child processes within ``timeout`` seconds in all; kill those still alive then."""
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    for p in procs:
         if p.is_alive():
             p.kill()
+            p.join(2)
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:

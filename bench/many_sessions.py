@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from _common import gc_pauses
+from _common import gc_pauses, join_processes
 
 import kcp
 from kcp.session import KCPSession
@@ -205,9 +205,7 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     b = parent.recv()
     results = [result_q.get(timeout=60) for _ in clients]
     parent.send("stop")
-    for c in clients:
-        c.join(30)
-    server.join(30)
+    join_processes([*clients, server])
     lats = sorted(x for r in results for x in r["lats"])
     errors = sum(r["errors"] for r in results)
     q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99

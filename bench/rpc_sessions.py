@@ -42,7 +42,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from _common import gc_pauses, proc_cpu_s, proc_rss_mb, transport_for, udp_rcvbuf_errors
+from _common import gc_pauses, join_processes, proc_cpu_s, proc_rss_mb, transport_for, udp_rcvbuf_errors
 
 import kcp
 import kcprpc
@@ -282,13 +282,7 @@ def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_r
     b = parent.recv()
     results = [result_q.get(timeout=60) for _ in clients]
     parent.send("stop")
-    for c in clients:
-        c.join(30)
-        if c.is_alive():
-            c.kill()
-    server.join(30)
-    if server.is_alive():
-        server.kill()
+    join_processes([*clients, server])
     lats = sorted(x for r in results for x in r["lats"])
     q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
     lost: dict[str, int] = {}
