@@ -17,7 +17,7 @@ from kcp.client import dial, run
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.crypt import derive_key, new_crypt
 from kcp.engine import KCP, getconv
-from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPUsageError
+from kcp.errors import ConnectionClosedError, DeadLinkError, KCPError, KCPTypeError, KCPUsageError
 from kcp.gcpolicy import GcPolicy
 from kcp.listener import Listener, listen
 from kcp.session import KCPSession, SessionState
@@ -35,6 +35,7 @@ __all__ = [
     "IOOptions",
     "KCPError",
     "KCPSession",
+    "KCPTypeError",
     "KCPUsageError",
     "Listener",
     "SecureWire",

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from kcp.errors import KCPUsageError
+from kcp.errors import KCPTypeError, KCPUsageError
 
 if TYPE_CHECKING:
     # i64: mypyc's native 64-bit int (C arithmetic in the compiled build); only an annotation, so
@@ -458,7 +458,7 @@ class KCP:
         """
         if not isinstance(data, bytes):
             if not isinstance(data, (bytearray, memoryview)):
-                raise KCPUsageError(f"send() needs a bytes-like object, got {type(data).__name__}")
+                raise KCPTypeError(f"send() needs a bytes-like object, got {type(data).__name__}")
             data = bytes(data)
         n = len(data)
         mss = self.mss
@@ -603,7 +603,7 @@ class KCP:
             if not isinstance(data, (bytearray, memoryview)):
                 if data is None:
                     return self._in_error(-1)
-                raise KCPUsageError(f"input() needs a bytes-like object, got {type(data).__name__}")
+                raise KCPTypeError(f"input() needs a bytes-like object, got {type(data).__name__}")
             pkt = bytes(data)
         size = len(pkt)
         if size < 24:
@@ -989,7 +989,9 @@ class KCP:
                             seg.rto = min(seg.rto + seg.rto // 2, SPARSE_RTO_CAP * rx_rto)
                         else:
                             seg.rto = rx_rto
-                        if self.recovery_adaptive and (rounds[0] >= ADAPT_SAMPLES or rounds[1] >= ADAPT_FAILED):
+                        if self.recovery_adaptive and (
+                            rounds[0] >= ADAPT_SAMPLES or rounds[1] >= ADAPT_FAILED
+                        ):
                             self._adapt()
                         seg.copies = self.recovery_copies - 1
                         lost = True

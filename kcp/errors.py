@@ -1,7 +1,9 @@
 """Error types of the ``kcp`` package.
 
 One base, :class:`KCPError`, so callers can catch everything this package raises on purpose.
-Misuse by the caller (bad arguments) raises :class:`KCPUsageError`, which is also a ``ValueError``.
+Misuse by the caller (bad arguments) raises :class:`KCPUsageError`, which is also a ``ValueError``;
+an argument of the wrong type raises :class:`KCPTypeError`, a ``KCPUsageError`` that is also a
+``TypeError`` (what the compiled build raises for it).
 Garbage from the network never raises: it is dropped and counted.
 """
 
@@ -14,6 +16,12 @@ class KCPError(Exception):
 
 class KCPUsageError(KCPError, ValueError):
     """The caller passed an invalid argument or used an object in a state that forbids it."""
+
+
+class KCPTypeError(KCPUsageError, TypeError):
+    """An argument has the wrong type. It is also a ``TypeError``: the compiled build checks the
+    annotated argument types of its compiled modules itself and raises a plain ``TypeError`` for
+    the same misuse, so ``except TypeError`` covers both builds."""
 
 
 class ConnectionClosedError(KCPError, ConnectionError):

@@ -23,7 +23,7 @@ from collections import deque
 from operator import itemgetter
 from typing import Final
 
-from kcp.errors import KCPUsageError
+from kcp.errors import KCPTypeError, KCPUsageError
 from kcp.rs import MAX_TOTAL_SHARDS, ReedSolomon, get_codec
 from kcp.stats import Counters
 
@@ -107,7 +107,7 @@ def fec_enabled(data_shards: int, parity_shards: int) -> bool:
 
 def _check_params(data_shards: int, parity_shards: int) -> None:
     if not isinstance(data_shards, int) or not isinstance(parity_shards, int):
-        raise KCPUsageError("FEC shard counts must be integers")
+        raise KCPTypeError("FEC shard counts must be integers")
     if not fec_enabled(data_shards, parity_shards):
         raise KCPUsageError(
             f"FEC needs data_shards >= 1 and parity_shards >= 1, got ({data_shards}, {parity_shards}); "

@@ -15,6 +15,7 @@ from .errors import (
     MuxKeepaliveTimeoutError,
     MuxProtocolError,
     MuxStreamClosedError,
+    MuxTypeError,
     MuxUsageError,
 )
 from .frame import CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, SmuxFrame, SmuxFrameDecoder
@@ -37,6 +38,7 @@ __all__ = [
     "MuxSession",
     "MuxStream",
     "MuxStreamClosedError",
+    "MuxTypeError",
     "MuxUsageError",
     "SessionState",
     "SmuxFrame",

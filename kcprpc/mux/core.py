@@ -42,6 +42,7 @@ from .errors import (
     MuxKeepaliveTimeoutError,
     MuxProtocolError,
     MuxStreamClosedError,
+    MuxTypeError,
     MuxUsageError,
     fresh,
 )
@@ -168,7 +169,9 @@ class MuxConfig:
             "stream_send_buffer",
         ):
             v = getattr(self, name)
-            if not is_int(v) or v <= 0:
+            if not is_int(v):
+                raise MuxTypeError(f"{name} must be a positive int, got {v!r}")
+            if v <= 0:
                 raise MuxUsageError(f"{name} must be a positive int, got {v!r}")
         if self.max_frame_size > MAX_PAYLOAD:
             raise MuxUsageError(f"max_frame_size must not be larger than {MAX_PAYLOAD}")

@@ -23,6 +23,11 @@ class MuxUsageError(MuxError, ValueError):
     """Invalid argument, invalid configuration or an operation the object's state forbids."""
 
 
+class MuxTypeError(MuxUsageError, TypeError):
+    """A configuration value has the wrong type. It is also a ``TypeError``: the compiled build
+    checks annotated types itself and raises a plain ``TypeError`` for the same misuse."""
+
+
 class MuxProtocolError(MuxError):
     """The peer sent a frame that is not valid smux for this session's version.
 
