@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import queue
 import random
 import resource
 import statistics
@@ -33,6 +34,7 @@ import kcp
 from kcp.session import KCPSession
 
 MSG = 32
+WARM_BATCH = 500  # sessions whose first echo is in flight at once, per client process
 
 
 def _rss_mb() -> float:
@@ -138,7 +140,10 @@ def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, 
             s.write(bytes(MSG))
             await s.readexactly(MSG)
 
-        await asyncio.wait_for(asyncio.gather(*(warm(s) for s in sessions)), 120)
+        # a first echo on every session, WARM_BATCH at a time: all at once would overrun the server's
+        # socket at 20,000 sessions, and the losses' retransmissions would stretch the setup
+        for i in range(0, len(sessions), WARM_BATCH):
+            await asyncio.wait_for(asyncio.gather(*(warm(s) for s in sessions[i : i + WARM_BATCH])), 60)
         ready_q.put(idx)
         await loop.run_in_executor(None, go.wait)
         start = loop.time()
@@ -191,8 +196,19 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     t_setup = time.perf_counter()
     for c in clients:
         c.start()
-    for _ in clients:
-        ready_q.get(timeout=300)
+    ready = 0
+    deadline = time.monotonic() + 300
+    while ready < len(clients):  # a client that died in its setup ends the run, not a 300 s wait
+        try:
+            ready_q.get(timeout=1)
+            ready += 1
+        except queue.Empty:
+            dead = [c.exitcode for c in clients if not c.is_alive() and c.exitcode]
+            if dead or time.monotonic() > deadline:
+                join_processes([*clients, server], 5)
+                sys.exit(
+                    f"{n} sessions: the setup failed (client exit codes {dead}, {ready} of {len(clients)} ready)"
+                )
     setup = time.perf_counter() - t_setup
     if gc_freeze:
         parent.send("freeze")
