@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,23 @@ def child_process(target: Callable[..., None], *args: Any, method: str = "fork")
         yield port_q, result_q
     finally:
         join_processes([p], 10)
+
+
+def wait_ready(ready_q: Any, clients: list[Any], others: list[Any], timeout: float) -> list[Any]:
+    """One item from ``ready_q`` per client process, within ``timeout`` seconds. A client that dies
+    first, or the timeout, ends the run with a message (after stopping ``clients`` and ``others``),
+    not with a wait for the whole timeout."""
+    items: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(items) < len(clients):
+        try:
+            items.append(ready_q.get(timeout=1))
+        except queue.Empty:
+            dead = [c.exitcode for c in clients if not c.is_alive() and c.exitcode]
+            if dead or time.monotonic() > deadline:
+                join_processes([*clients, *others], 5)
+                sys.exit(f"the setup failed (client exit codes {dead}, {len(items)} of {len(clients)} ready)")
+    return items
 
 
 def join_processes(procs: list[Any], timeout: float = 30.0) -> None:

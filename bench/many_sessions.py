@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import queue
 import random
 import resource
 import statistics
@@ -28,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from _common import gc_pauses, join_processes
+from _common import gc_pauses, join_processes, wait_ready
 
 import kcp
 from kcp.session import KCPSession
@@ -196,19 +195,7 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     t_setup = time.perf_counter()
     for c in clients:
         c.start()
-    ready = 0
-    deadline = time.monotonic() + 300
-    while ready < len(clients):  # a client that died in its setup ends the run, not a 300 s wait
-        try:
-            ready_q.get(timeout=1)
-            ready += 1
-        except queue.Empty:
-            dead = [c.exitcode for c in clients if not c.is_alive() and c.exitcode]
-            if dead or time.monotonic() > deadline:
-                join_processes([*clients, server], 5)
-                sys.exit(
-                    f"{n} sessions: the setup failed (client exit codes {dead}, {ready} of {len(clients)} ready)"
-                )
+    wait_ready(ready_q, clients, [server], 300)
     setup = time.perf_counter() - t_setup
     if gc_freeze:
         parent.send("freeze")

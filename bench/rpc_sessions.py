@@ -42,7 +42,15 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from _common import gc_pauses, join_processes, proc_cpu_s, proc_rss_mb, transport_for, udp_rcvbuf_errors
+from _common import (
+    gc_pauses,
+    join_processes,
+    proc_cpu_s,
+    proc_rss_mb,
+    transport_for,
+    udp_rcvbuf_errors,
+    wait_ready,
+)
 
 import kcp
 import kcprpc
@@ -266,7 +274,7 @@ def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_r
     t_setup = time.perf_counter()
     for c in clients:
         c.start()
-    ready = [ready_q.get(timeout=60 + 3 * n / connect_rate) for _ in clients]
+    ready = wait_ready(ready_q, clients, [server], 60 + 3 * n / connect_rate)
     setup = time.perf_counter() - t_setup
     time.sleep(1.0)  # let the last handshakes' work settle
     parent.send("mark")
