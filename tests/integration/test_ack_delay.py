@@ -5,6 +5,8 @@ delay is up (docs/tuning.md, "Delayed acks")."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,37 +15,38 @@ from kcp.engine import KCP
 from kcp.errors import KCPUsageError
 
 
-def _data_packet(conv: int, payload: bytes, now: int) -> bytes:
+def _data_packets(conv: int, payload: bytes, now: int) -> list[bytes]:
+    """The datagrams a peer sends for ``payload`` (no congestion window: all segments at once)."""
     out: list[bytes] = []
     peer = KCP(conv, out.append)
+    peer.nodelay(1, 10, 2, 1)
     peer.send(payload)
     peer.update(now)
     peer.flush(now)
-    (packet,) = out
-    return bytes(packet)
+    return [bytes(p) for p in out]
 
 
-async def _session(ack_delay: int) -> tuple[kcp.Listener, kcp.KCPSession]:
+@contextlib.asynccontextmanager
+async def _session(ack_delay: int) -> AsyncIterator[kcp.KCPSession]:
     lis = await kcp.listen("127.0.0.1", 0)
     s = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(ack_delay=ack_delay))
-    return lis, s
-
-
-async def _close(lis: kcp.Listener, s: kcp.KCPSession) -> None:
-    s.abort()
-    lis.close()
-    await lis.wait_closed()
+    try:
+        yield s
+    finally:
+        s.abort()
+        lis.close()
+        await lis.wait_closed()
 
 
 @pytest.mark.parametrize("ack_delay", [0, 5])
 async def test_an_ack_rides_with_the_reply_written_within_the_delay(ack_delay: int) -> None:
-    lis, s = await _session(ack_delay)
-    try:
+    async with _session(ack_delay) as s:
         ep = s._ep
         now = ep.timers.now_ms()
         ep.flushq.clear()
         sent = s.counters.out_pkts
-        s.feed(_data_packet(s.conv, b"request", now), now)
+        (packet,) = _data_packets(s.conv, b"request", now)
+        s.feed(packet, now)
         s.after_input(now)
         if ack_delay:
             assert s not in ep.flushq  # the ack waits for data to ride with
@@ -57,49 +60,37 @@ async def test_an_ack_rides_with_the_reply_written_within_the_delay(ack_delay: i
         assert s.counters.out_pkts - sent == (1 if ack_delay else 2)
         s._on_timer(now + 10)  # nothing waits any more: the timer sends no lone ack
         assert s.counters.out_pkts - sent == (1 if ack_delay else 2)
-    finally:
-        await _close(lis, s)
 
 
 async def test_a_delayed_ack_with_nothing_to_ride_with_goes_alone_when_the_delay_is_up() -> None:
-    lis, s = await _session(5)
-    try:
+    async with _session(5) as s:
         ep = s._ep
         now = ep.timers.now_ms()
         sent = s.counters.out_pkts
-        s.feed(_data_packet(s.conv, b"event", now), now)
+        (packet,) = _data_packets(s.conv, b"event", now)
+        s.feed(packet, now)
         s.after_input(now)
         assert s._engine.acks_pending() == 1 and s.counters.out_pkts == sent
         entry = s._timer_entry
         assert entry is not None and entry[0] <= now + 5  # the session wakes for them
         s._on_timer(now + 5)
         assert s._engine.acks_pending() == 0 and s.counters.out_pkts == sent + 1
-    finally:
-        await _close(lis, s)
 
 
 async def test_a_second_ack_goes_at_once_so_bulk_flows_keep_their_ack_clock() -> None:
-    lis, s = await _session(5)
-    try:
+    async with _session(5) as s:
         ep = s._ep
         now = ep.timers.now_ms()
         ep.flushq.clear()
-        out: list[bytes] = []
-        peer = KCP(s.conv, out.append)
-        peer.nodelay(1, 10, 2, 1)  # no congestion window: all three go at once
-        peer.send(b"x" * 3000)  # three segments
-        peer.update(now)
-        peer.flush(now)
+        out = _data_packets(s.conv, b"x" * 3000, now)  # three segments
         assert len(out) >= 2
-        s.feed(bytes(out[0]), now)
+        s.feed(out[0], now)
         s.after_input(now)
         assert s not in ep.flushq  # one lone ack waits
         for packet in out[1:]:
-            s.feed(bytes(packet), now)
+            s.feed(packet, now)
         s.after_input(now)
         assert ep.flushq.count(s) == 1  # two or more: flushed at the end of the batch
-    finally:
-        await _close(lis, s)
 
 
 async def test_echo_with_delayed_acks_on_both_ends_uses_fewer_datagrams() -> None:
