@@ -125,6 +125,19 @@ def wait_ready(ready_q: Any, clients: list[Any], others: list[Any], timeout: flo
     return items
 
 
+def end_run(
+    parent: Any, result_q: Any, clients: list[Any], server: Any
+) -> tuple[list[Any], list[float], list[float]]:
+    """The clients' results (one dict each, with their ``lats``), then ``"stop"`` to the server over
+    ``parent`` and every process joined; returns the results, all latencies sorted, and their 99
+    percentiles (zeros with fewer than three)."""
+    results = [result_q.get(timeout=60) for _ in clients]
+    parent.send("stop")
+    join_processes([*clients, server])
+    lats = sorted(x for r in results for x in r["lats"])
+    return results, lats, statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
+
+
 def join_processes(procs: list[Any], timeout: float = 30.0) -> None:
     """Join child processes within ``timeout`` seconds in all; kill those still alive then."""
     deadline = time.monotonic() + timeout

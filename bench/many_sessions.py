@@ -22,12 +22,11 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import statistics
 import sys
 import time
 from typing import Any
 
-from _common import gc_pauses, join_processes, wait_ready
+from _common import end_run, gc_pauses, wait_ready
 
 import kcp
 from kcp.session import KCPSession
@@ -206,12 +205,8 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     time.sleep(seconds)
     parent.send("mark")
     b = parent.recv()
-    results = [result_q.get(timeout=60) for _ in clients]
-    parent.send("stop")
-    join_processes([*clients, server])
-    lats = sorted(x for r in results for x in r["lats"])
+    results, lats, q = end_run(parent, result_q, clients, server)
     errors = sum(r["errors"] for r in results)
-    q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
     return {
         "sessions": b["sessions"],
         "cpu_pct": 100 * (b["cpu"] - a["cpu"]) / (b["wall"] - a["wall"]),

@@ -36,15 +36,14 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import statistics
 import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from _common import (
+    end_run,
     gc_pauses,
-    join_processes,
     proc_cpu_s,
     proc_rss_mb,
     transport_for,
@@ -288,11 +287,7 @@ def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_r
     rss = proc_rss_mb(server.pid)
     parent.send("mark")
     b = parent.recv()
-    results = [result_q.get(timeout=60) for _ in clients]
-    parent.send("stop")
-    join_processes([*clients, server])
-    lats = sorted(x for r in results for x in r["lats"])
-    q = statistics.quantiles(lats, n=100) if len(lats) > 2 else [0.0] * 99
+    results, lats, q = end_run(parent, result_q, clients, server)
     lost: dict[str, int] = {}
     for r in results:
         for k, v in r["lost"].items():
