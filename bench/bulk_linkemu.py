@@ -3,13 +3,16 @@
 
     python bench/bulk_linkemu.py run                      # 10 Mbit/s, 20 ms one way, 1 % and 0 % loss, 10 s
     python bench/bulk_linkemu.py run --seconds 30 --rounds 3 --losses "1 0 5" --queue 200
+    python bench/bulk_linkemu.py run --losses "1" --seconds 20 --contenders "kcp-bbr+tcp-bbr kcp-bbr+tcp-cubic"
 
 Each run sends for ``--seconds`` from side a to side b while a separate process pings b over UDP
 every 10 ms (64 B, timestamped, echoed). The pings share the bottleneck's FIFO queue with the bulk
 flow, so ``RTT - base RTT`` is the queueing delay the flow causes (the same measure for TCP and
 KCP); the base RTT is the minimum over 1 s of pings before the flow starts. Throughput: TCP's is
 ``tcp_bulk.py``'s (bytes the server counted, connect to its answer); KCP's is the bytes the peer
-acknowledged by the end of the run (written minus the send backlog), over the run.
+acknowledged by the end of the run (written minus the send backlog), over the run. A contender
+such as ``kcp-bbr+tcp-bbr`` runs both senders at once through the same bottleneck (fairness): the
+table's throughput is their sum, and each one's share is printed below it.
 
 Needs root; uses the linkemu instance ``i15cc`` (always brought down on exit). The roles
 ``sink``, ``send`` and ``ping`` are what ``run`` starts inside the namespaces.
@@ -122,6 +125,7 @@ async def _send(args: argparse.Namespace) -> None:
             {
                 "mbit": delivered * 8 / secs / 1e6,
                 "retrans": st.get("retrans_segs", 0),
+                "rto_retrans": st.get("lost_segs", 0),
                 "out_segs": st.get("out_segs", 0),
                 "srtt": s.engine.rx_srtt,
             }
@@ -185,60 +189,56 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
+def _start(args: argparse.Namespace, contender: str) -> subprocess.Popen[str]:
+    """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control) or
+    ``kcp-<congestion>`` (this script's ``send`` role)."""
+    py = sys.executable
+    kind, cc = contender.split("-", 1)
+    if kind == "tcp":
+        cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(TCP_PORT), "--seconds", str(args.seconds), "--cc", cc]
+        return _exec_a(cmd, args.seconds + 120)
+    me = str(Path(__file__).resolve())
+    cmd = [py, me, "send", "--host", B, "--seconds", str(args.seconds), "--congestion", cc, "--wnd", str(args.wnd)]
+    return _exec_a(cmd, args.seconds + 60)
+
+
+def _finish(args: argparse.Namespace, contender: str, p: subprocess.Popen[str]) -> dict[str, Any]:
+    """The sender's result: ``mbit``, and for KCP its retransmission counters."""
+    out, err = p.communicate(timeout=args.seconds + 150)
+    if contender.startswith("tcp-"):
+        try:
+            return {"mbit": float(out.split("=")[1].split("Mbit")[0])}
+        except (IndexError, ValueError):
+            raise SystemExit(f"tcp_bulk failed: {out} {err}") from None
+    try:
+        res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return res
+    except (IndexError, ValueError):
+        raise SystemExit(f"kcp sender failed: {out} {err}") from None
+
+
 def _one(args: argparse.Namespace, contender: str) -> dict[str, Any]:
+    """One measured run. ``contender`` is one sender, or several joined by ``+`` that share the
+    bottleneck at the same time (e.g. ``kcp-bbr+tcp-bbr``): then ``mbit`` is their sum, and each
+    one's throughput and share of the sum are reported too."""
     py = sys.executable
     me = str(Path(__file__).resolve())
     base = _exec_a([py, me, "ping", "--host", B, "--seconds", "1"], 30)
     out, _ = base.communicate(timeout=40)
     base_rtt = min(json.loads(out)["rtts"])
     pinger = _exec_a([py, me, "ping", "--host", B, "--seconds", str(args.seconds)], args.seconds + 30)
-    if contender == "tcp-bbr":
-        p = _exec_a(
-            [
-                py,
-                TCP_BULK,
-                "client",
-                "--host",
-                B,
-                "--port",
-                str(TCP_PORT),
-                "--seconds",
-                str(args.seconds),
-                "--cc",
-                "bbr",
-            ],
-            args.seconds + 120,
-        )
-        out, err = p.communicate(timeout=args.seconds + 150)
-        try:
-            mbit = float(out.split("=")[1].split("Mbit")[0])
-        except (IndexError, ValueError):
-            raise SystemExit(f"tcp_bulk failed: {out} {err}") from None
-        extra: dict[str, Any] = {}
-    else:
-        cc = contender.split("-", 1)[1]
-        p = _exec_a(
-            [
-                py,
-                me,
-                "send",
-                "--host",
-                B,
-                "--seconds",
-                str(args.seconds),
-                "--congestion",
-                cc,
-                "--wnd",
-                str(args.wnd),
-            ],
-            args.seconds + 60,
-        )
-        out, err = p.communicate(timeout=args.seconds + 90)
-        try:
-            extra = json.loads(out.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            raise SystemExit(f"kcp sender failed: {out} {err}") from None
+    parts = contender.split("+")
+    procs = [_start(args, c) for c in parts]
+    results = [_finish(args, c, p) for c, p in zip(parts, procs, strict=True)]
+    if len(parts) == 1:
+        extra = results[0]
         mbit = extra.pop("mbit")
+    else:
+        mbit = sum(r["mbit"] for r in results)
+        extra = {}
+        for c, r in zip(parts, results, strict=True):
+            extra[f"mbit {c}"] = r["mbit"]
+            extra[f"share {c}"] = r["mbit"] / mbit if mbit else float("nan")
     pout, _ = pinger.communicate(timeout=args.seconds + 60)
     pr = json.loads(pout)
     q = [r - base_rtt for r in pr["rtts"]]
@@ -313,6 +313,13 @@ def _run(args: argparse.Namespace) -> None:
                     f"| {c} | {m['mbit']:.2f} | {m['q50']:.1f} | {m['q99']:.1f} | {m['qmax']:.1f} "
                     f"| {m['base_rtt']:.1f} |"
                 )
+            for c in contenders:
+                if "+" in c:
+                    print(f"shared bottleneck, {c}, per round:")
+                    for x in rows[c]:
+                        print("   " + ", ".join(
+                            f"{p} {x[f'mbit {p}']:.2f} Mbit/s ({100 * x[f'share {p}']:.0f} %)" for p in c.split("+")
+                        ))
             print(flush=True)
             for s in servers:
                 s.terminate()
@@ -340,7 +347,12 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true", help="send: print the controller's state every 0.25 s")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--contenders", default="tcp-bbr kcp-ikcp kcp-bbr")
+    ap.add_argument(
+        "--contenders",
+        default="tcp-bbr kcp-ikcp kcp-bbr",
+        help="senders run one after the other: tcp-<linux cc> or kcp-<congestion>; several joined by + "
+        "share the bottleneck at the same time (e.g. kcp-bbr+tcp-bbr, kcp-bbr+tcp-cubic)",
+    )
     args = ap.parse_args()
     if args.role == "run":
         _run(args)

@@ -37,6 +37,7 @@ __all__ = ["BBRLite", "CCState"]
 
 STARTUP_GAIN = 2.885  # 2 / ln 2: doubles the delivery rate each round
 STARTUP_CWND_GAIN = 1.5  # BBR's is 2.89: here the window, not the pacer, bounds STARTUP's queue
+MAX_LOSS = 0.5
 PROBE_BW_GAINS = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
@@ -61,6 +62,9 @@ class BBRLite:
         "_full_bw_count",
         "_hist",
         "_last_refill",
+        "_loss_hist",
+        "_round_retrans",
+        "_round_sent",
         "_measured",
         "_phase",
         "_phase_start",
@@ -78,6 +82,7 @@ class BBRLite:
         "bw_rounds",
         "cwnd_gain",
         "initial_cwnd",
+        "loss_comp",
         "lost_segs",
         "max_cwnd",
         "min_cwnd",
@@ -139,6 +144,10 @@ class BBRLite:
         self._round_start = 0
         self._round_delivered = 0
         self.lost_segs = 0
+        self.loss_comp = 1.0
+        self._round_sent = 0
+        self._round_retrans = 0
+        self._loss_hist: deque[tuple[int, int]] = deque()
         self._full_bw = 0.0
         self._full_bw_count = 0
         self._phase = 0
@@ -177,7 +186,7 @@ class BBRLite:
         return self._rate() * 1000.0
 
     def _rate(self) -> float:
-        return self.pacing_gain * self.bw if self._measured else 0.0
+        return self.pacing_gain * self.bw * self.loss_comp if self._measured else 0.0
 
     def quota(self, now: int) -> float:
         """Bytes the pacer lets out now (the token bucket, refilled up to ``now``)."""
@@ -215,10 +224,12 @@ class BBRLite:
         floor = -self._rate() * self.burst_ms
         self.tokens = t if t > floor or floor == 0 else floor  # a retransmission storm is not owed
         self._sent += nbytes
+        self._round_sent += nbytes
 
     def on_loss(self, now: int, nsegs: int) -> None:
         """``nsegs`` segments were retransmitted (timeout or fast resend): counted, not acted on."""
         self.lost_segs += nsegs
+        self._round_retrans += nsegs * self.mss
 
     def on_ack(
         self, now: int, acked_bytes: int, rtt: int, inflight: int, *, app_limited: bool = False
@@ -289,6 +300,15 @@ class BBRLite:
             self.bw = max(samples)
         self._round_low_gain = self.pacing_gain < 1.0
         self._round_max = 0.0
+        lh = self._loss_hist
+        lh.append((self._round_sent, self._round_retrans))
+        self._round_sent = self._round_retrans = 0
+        while len(lh) > self.bw_rounds:
+            lh.popleft()
+        sent = sum(x[0] for x in lh)
+        if sent >= 16 * self.mss:
+            lost = sum(x[1] for x in lh) / sent
+            self.loss_comp = 1.0 / (1.0 - (lost if lost < MAX_LOSS else MAX_LOSS))
         self._round_delivered = 0
         if self.state is CCState.STARTUP and not app_limited and self.bw:
             if self.bw >= self._full_bw * 1.25:
@@ -310,16 +330,18 @@ class BBRLite:
             if inflight <= bdp_segs or (rtt and rtt <= self.min_rtt * self.queue_factor):
                 self._enter(CCState.PROBE_BW, now)
         elif st is CCState.PROBE_BW:
-            length = self._round_length()
-            if now - self._phase_start >= length:
-                self._phase = (self._phase + 1) % len(PROBE_BW_GAINS)
-                self._phase_start = now
-            gain = PROBE_BW_GAINS[self._phase]
             if rtt and self.min_rtt:
                 if rtt > self.min_rtt * self.queue_factor:
                     self._queue_drain = True
                 elif rtt <= self.min_rtt * (1 + (self.queue_factor - 1) / 2):
                     self._queue_drain = False
+            elapsed = now - self._phase_start
+            if elapsed >= self._round_length() or (
+                self._phase == 0 and self._queue_drain and elapsed >= self.min_rtt
+            ):
+                self._phase = (self._phase + 1) % len(PROBE_BW_GAINS)
+                self._phase_start = now
+            gain = PROBE_BW_GAINS[self._phase]
             if self._queue_drain and gain <= 1.0:
                 gain = 0.75
             self.pacing_gain = gain
