@@ -207,3 +207,47 @@ def test_follows_a_bandwidth_drop() -> None:
     assert cc.bw <= 1.15 * link.rate
     assert r["rate"] >= 0.85 * link.rate
     assert r["q99"] < 40
+
+
+def test_paces_the_retransmissions_on_top_of_the_delivery_rate() -> None:
+    """At 20 % random loss a fifth of what is sent is lost before the bottleneck. The delivery
+    rate counts each segment once, so a pacer at that rate (retransmissions charged to the same
+    budget) kept the link about a fifth idle; paced at bw / (1 - loss), what arrives fills it."""
+    rate = 10e6 / 8 / 1000
+    cc = BBRLite(MSS)
+    r = run(cc, Bottleneck(rate, delay=20, loss=0.2, seed=3), 8000)
+    assert cc.loss_comp == pytest.approx(1 / (1 - 0.2), rel=0.05)
+    assert cc.pacing_rate == pytest.approx(cc.pacing_gain * cc.bw * cc.loss_comp * 1000)
+    assert r["rate"] >= 0.93 * rate
+    assert r["q99"] < 40
+
+
+def test_loss_compensation_is_bounded() -> None:
+    """Whatever the retransmissions, the pacer never goes above twice the delivery rate."""
+    cc = BBRLite(MSS)
+    for now in range(0, 2000, 5):
+        cc.on_send(now, 4 * MSS)
+        cc.on_loss(now, 4)  # everything sent is a retransmission
+        cc.on_ack(now, MSS, 40, 8)
+    assert cc.loss_comp == pytest.approx(2.0)
+
+
+def test_the_probe_ends_when_a_queue_shows() -> None:
+    """The 1.25 probe lasts one round, unless a queue of ``queue_factor`` x min RTT shows first:
+    then it ends after one min RTT (BBR's probe ends when the flight reaches 1.25 BDP)."""
+    rate = 10e6 / 8 / 1000
+    cc = BBRLite(MSS)
+    run(cc, Bottleneck(rate, delay=20), 3000)
+    assert cc.state is CCState.PROBE_BW
+    now = 3000
+    while cc.pacing_gain != 1.25:  # quiet acks at the min RTT until the probe phase comes round
+        now += 5
+        cc.on_ack(now, MSS, cc.min_rtt, 10)
+        assert now < 4000
+    start = now
+    queued = int(cc.min_rtt * 1.5)  # a queue: the round is now 1.5 min RTT long
+    while now - start < cc.min_rtt + 5:
+        now += 1
+        cc.on_ack(now, MSS, queued, 10)
+    assert now - start < queued  # still inside the round that began with the probe
+    assert cc.pacing_gain == 0.75
