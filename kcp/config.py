@@ -79,10 +79,11 @@ class SessionConfig:
     default 0). Sender-side only: any ikcp or kcp-go peer is unaffected.
     docs/tuning.md, "Loss recovery".
 
-    ``congestion`` is the sender's congestion control: ``"ikcp"`` (the default) is ikcp's own
-    (with ``nc=1``, none: the send window is the only limit), ``"bbr"`` is
-    :mod:`kcp.congestion`'s BBR-like controller, which paces to the measured bottleneck rate and
-    keeps the bottleneck's queue short. Sender-side only. docs/tuning.md, "Congestion control".
+    ``congestion`` is the sender's congestion control: ``"bbr"`` (the default) is
+    :mod:`kcp.congestion`'s BBR-like controller, which paces bulk data to the measured bottleneck
+    rate and keeps the bottleneck's queue short (calls and events, app-limited, go out as with
+    ikcp); ``"ikcp"`` is ikcp's own (with ``nc=1``, none: the send window is the only limit).
+    Sender-side only: any ikcp or kcp-go peer is unaffected. docs/tuning.md, "Congestion control".
     """
 
     mtu: int = 1400
@@ -105,7 +106,7 @@ class SessionConfig:
     max_copies: int = 6
     copy_gap: int = 10
     lead_copies: int = 0
-    congestion: Literal["ikcp", "bbr"] = "ikcp"
+    congestion: Literal["ikcp", "bbr"] = "bbr"
 
     def __post_init__(self) -> None:
         if self.loss_recovery not in ("adaptive", "ikcp"):

@@ -377,11 +377,14 @@ async def test_bbr_session_bulk_echo() -> None:
         await lis.wait_closed()
 
 
-async def test_ikcp_is_the_default_congestion_and_has_no_controller() -> None:
+async def test_bbr_is_the_default_congestion_and_ikcp_has_no_controller() -> None:
     lis = await kcp.listen("127.0.0.1", 0, on_accept=echo)
     try:
         c = await kcp.dial("127.0.0.1", lis.address[1])
-        assert c.config.congestion == "ikcp"
+        assert c.config.congestion == "bbr"
+        assert c.congestion_controller is not None
+        c.abort()
+        c = await kcp.dial("127.0.0.1", lis.address[1], session=kcp.SessionConfig(congestion="ikcp"))
         assert c.congestion_controller is None
         c.abort()
     finally:

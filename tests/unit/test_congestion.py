@@ -180,8 +180,8 @@ def test_bad_parameters() -> None:
 
 
 def test_session_config_congestion() -> None:
-    assert SessionConfig().congestion == "ikcp"
-    assert SessionConfig(congestion="bbr").congestion == "bbr"
+    assert SessionConfig().congestion == "bbr"
+    assert SessionConfig(congestion="ikcp").congestion == "ikcp"
     with pytest.raises(KCPUsageError, match="congestion"):
         SessionConfig(congestion="cubic")  # type: ignore[arg-type]
 
