@@ -193,13 +193,13 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
-def _start(args: argparse.Namespace, contender: str) -> subprocess.Popen[str]:
-    """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control) or
-    ``kcp-<congestion>`` (this script's ``send`` role)."""
+def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> subprocess.Popen[str]:
+    """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control, to
+    the server on ``port``) or ``kcp-<congestion>`` (this script's ``send`` role)."""
     py = sys.executable
     kind, cc = contender.split("-", 1)
     if kind == "tcp":
-        cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(TCP_PORT), "--seconds", str(args.seconds), "--cc", cc]
+        cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(port), "--seconds", str(args.seconds), "--cc", cc]
         return _exec_a(cmd, args.seconds + 120)
     me = str(Path(__file__).resolve())
     cmd = [py, me, "send", "--host", B, "--seconds", str(args.seconds), "--congestion", cc, "--wnd", str(args.wnd)]
@@ -232,7 +232,9 @@ def _one(args: argparse.Namespace, contender: str) -> dict[str, Any]:
     base_rtt = min(json.loads(out)["rtts"])
     pinger = _exec_a([py, me, "ping", "--host", B, "--seconds", str(args.seconds)], args.seconds + 30)
     parts = contender.split("+")
-    procs = [_start(args, c) for c in parts]
+    # each TCP flow has its own server (tcp_bulk.py serves one client at a time)
+    ports = [TCP_PORT + sum(p.startswith("tcp-") for p in parts[:i]) for i in range(len(parts))]
+    procs = [_start(args, c, port) for c, port in zip(parts, ports, strict=True)]
     results = [_finish(args, c, p) for c, p in zip(parts, procs, strict=True)]
     if len(parts) == 1:
         extra = results[0]
@@ -283,10 +285,14 @@ def _run(args: argparse.Namespace) -> None:
                 str(args.seed),
             )
             limit = args.seconds * 4 * args.rounds * len(contenders) + 300
+            ntcp = max((sum(p.startswith("tcp-") for p in c.split("+")) for c in contenders), default=0)
             for cmd in (
                 [py, me, "sink", "--host", B, "--wnd", str(args.wnd), "--mtu", str(args.mtu),
                  "--max-seconds", str(limit)],
-                [py, TCP_BULK, "server", "--host", B, "--port", str(TCP_PORT), "--max-seconds", str(limit)],
+                *(
+                    [py, TCP_BULK, "server", "--host", B, "--port", str(TCP_PORT + i), "--max-seconds", str(limit)]
+                    for i in range(ntcp)
+                ),
             ):
                 servers.append(
                     subprocess.Popen(
@@ -355,7 +361,7 @@ def main() -> None:
         "--contenders",
         default="tcp-bbr kcp-ikcp kcp-bbr",
         help="senders run one after the other: tcp-<linux cc> or kcp-<congestion>; several joined by + "
-        "share the bottleneck at the same time (e.g. kcp-bbr+tcp-bbr, kcp-bbr+tcp-cubic)",
+        "share the bottleneck at the same time (e.g. kcp-bbr+tcp-bbr, kcp-bbr+tcp-cubic, tcp-bbr+tcp-cubic)",
     )
     args = ap.parse_args()
     if args.role == "run":
