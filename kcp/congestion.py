@@ -180,6 +180,12 @@ class BBRLite:
         return n if n < self.max_cwnd else self.max_cwnd
 
     @property
+    def measured(self) -> bool:
+        """Whether a delivery rate was measured while the sender had data waiting (until then the
+        controller does not pace, and stays in STARTUP)."""
+        return self._measured
+
+    @property
     def pacing_rate(self) -> float:
         """Bytes per second; 0 means not paced (no bandwidth measured while the sender had data
         waiting: window-limited only)."""

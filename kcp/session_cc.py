@@ -16,6 +16,13 @@ A session configured with ``congestion="bbr"`` keeps one :class:`SessionCC` besi
 * :meth:`SessionCC.next_send` names when a session whose data waits only for the pacer should be
   woken.
 
+Calls and events stay out of the controller's way, and off its cost: while the controller has
+never measured a bandwidth with data waiting (it is then unpaced, in STARTUP, with a window of at
+least ``initial_cwnd`` segments) and at most :data:`BULK_FLIGHT` segments are queued or in flight,
+the session is *quiet*: its flushes are the engine's own, with the configured ``nc``, and its
+receive batches only keep the counts above in step (the controller is not called). That is
+exactly what the controller would have let out, at the cost of a short scan.
+
 ikcp's own window logic still runs inside the engine but its result is overwritten before each
 flush the session makes.
 """
@@ -39,7 +46,9 @@ class SessionCC:
     __slots__ = (
         "_counters",
         "_delivered",
+        "_measuring",
         "_minrto",
+        "_nocwnd",
         "_nxt",
         "_out_bytes",
         "_retrans",
@@ -54,25 +63,51 @@ class SessionCC:
         self._counters = c
         self._nxt = eng.snd_nxt
         self._minrto = eng.rx_minrto  # the configured floor (nodelay's 30 ms)
+        self._nocwnd = eng.nocwnd  # the configured nc, for quiet flushes
+        self._measuring = self.cc.measured  # once True, never quiet again
         self._sent = 0  # new segments sent, cumulative
         self._delivered = 0  # of those, acknowledged
         self._sacked = 0  # acknowledged out of order, still inside ikcp's window
         self._out_bytes = c.out_bytes if c is not None else 0
         self._retrans = c.retrans_segs if c is not None else 0
 
+    def quiet(self, eng: KCP) -> bool:
+        """Calls and events: the controller is not measuring (never had data waiting) and at
+        most :data:`BULK_FLIGHT` segments are queued or in flight (its window, at least
+        ``initial_cwnd``, and its pacer, off, would not hold any back)."""
+        return not self._measuring and len(eng.snd_buf) + len(eng.snd_queue) <= BULK_FLIGHT
+
     def after_input(self, eng: KCP, now: int) -> None:
         nxt = eng.snd_nxt
         self._sent += (nxt - self._nxt) & _MASK
         self._nxt = nxt
+        buf = eng.snd_buf
         unacked = 0
-        for seg in eng.snd_buf:
+        for seg in buf:
             if not seg.acked:
                 unacked += 1
         delivered = self._sent - unacked
         acked = delivered - self._delivered
         self._delivered = delivered
-        self._sacked = len(eng.snd_buf) - unacked
-        self.cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
+        self._sacked = len(buf) - unacked
+        if self.quiet(eng):
+            return
+        cc = self.cc
+        cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
+        self._measuring = cc.measured
+
+    def _quiet_flush(self, eng: KCP) -> None:
+        """Before a quiet flush: the engine's own window and RTO; after it, what went out is not
+        charged (the counters are only followed)."""
+        eng.nocwnd = self._nocwnd
+        if eng.rx_minrto != self._minrto:
+            eng.rx_minrto = self._minrto
+
+    def _follow(self) -> None:
+        c = self._counters
+        if c is not None:
+            self._out_bytes = c.out_bytes
+            self._retrans = c.retrans_segs
 
     def before_flush(self, eng: KCP, now: int) -> None:
         cc = self.cc
@@ -118,6 +153,11 @@ class SessionCC:
     def update(self, eng: KCP, now: int) -> None:
         """``eng.update(now)`` under the controller (the window set before, what went out charged
         after); with data waiting, a flush too: the pacer's wake-up falls between two intervals."""
+        if self.quiet(eng):
+            self._quiet_flush(eng)
+            eng.update(now)
+            self._follow()
+            return
         self.before_flush(eng, now)
         eng.update(now)
         if eng.snd_queue:
@@ -125,7 +165,12 @@ class SessionCC:
         self.after_flush(eng, now)
 
     def flush(self, eng: KCP, now: int) -> None:
-        """``eng.flush(now)`` under the controller."""
+        """``eng.flush(now)`` under the controller (the engine's own when quiet)."""
+        if self.quiet(eng):
+            self._quiet_flush(eng)
+            eng.flush(now)
+            self._follow()
+            return
         self.before_flush(eng, now)
         eng.flush(now)
         self.after_flush(eng, now)
