@@ -46,6 +46,7 @@ class SessionCC:
     __slots__ = (
         "_counters",
         "_delivered",
+        "_in_quiet",
         "_measuring",
         "_minrto",
         "_nocwnd",
@@ -65,6 +66,7 @@ class SessionCC:
         self._minrto = eng.rx_minrto  # the configured floor (nodelay's 30 ms)
         self._nocwnd = eng.nocwnd  # the configured nc, for quiet flushes
         self._measuring = self.cc.measured  # once True, never quiet again
+        self._in_quiet = True  # the engine has its configured window and RTO
         self._sent = 0  # new segments sent, cumulative
         self._delivered = 0  # of those, acknowledged
         self._sacked = 0  # acknowledged out of order, still inside ikcp's window
@@ -90,27 +92,27 @@ class SessionCC:
         acked = delivered - self._delivered
         self._delivered = delivered
         self._sacked = len(buf) - unacked
-        if self.quiet(eng):
+        if not self._measuring and len(buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
             return
         cc = self.cc
         cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
         self._measuring = cc.measured
 
-    def _quiet_flush(self, eng: KCP) -> None:
-        """Before a quiet flush: the engine's own window and RTO; after it, what went out is not
-        charged (the counters are only followed)."""
+    def _enter_quiet(self, eng: KCP) -> None:
+        """The engine's own window (the configured ``nc``) and RTO again, for quiet flushes."""
+        self._in_quiet = True
         eng.nocwnd = self._nocwnd
         if eng.rx_minrto != self._minrto:
             eng.rx_minrto = self._minrto
 
-    def _follow(self) -> None:
-        c = self._counters
-        if c is not None:
-            self._out_bytes = c.out_bytes
-            self._retrans = c.retrans_segs
-
     def before_flush(self, eng: KCP, now: int) -> None:
         cc = self.cc
+        if self._in_quiet:  # what quiet flushes sent is not charged
+            self._in_quiet = False
+            c = self._counters
+            if c is not None:
+                self._out_bytes = c.out_bytes
+                self._retrans = c.retrans_segs
         eng.nocwnd = 0
         if cc.mss != eng.mss:  # set_mtu() or a path MTU probe changed the segment size
             cc.mss = eng.mss
@@ -153,10 +155,10 @@ class SessionCC:
     def update(self, eng: KCP, now: int) -> None:
         """``eng.update(now)`` under the controller (the window set before, what went out charged
         after); with data waiting, a flush too: the pacer's wake-up falls between two intervals."""
-        if self.quiet(eng):
-            self._quiet_flush(eng)
+        if not self._measuring and len(eng.snd_buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
+            if not self._in_quiet:
+                self._enter_quiet(eng)
             eng.update(now)
-            self._follow()
             return
         self.before_flush(eng, now)
         eng.update(now)
@@ -166,10 +168,10 @@ class SessionCC:
 
     def flush(self, eng: KCP, now: int) -> None:
         """``eng.flush(now)`` under the controller (the engine's own when quiet)."""
-        if self.quiet(eng):
-            self._quiet_flush(eng)
+        if not self._measuring and len(eng.snd_buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
+            if not self._in_quiet:
+                self._enter_quiet(eng)
             eng.flush(now)
-            self._follow()
             return
         self.before_flush(eng, now)
         eng.flush(now)
