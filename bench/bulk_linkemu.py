@@ -10,7 +10,7 @@ every 10 ms (64 B, timestamped, echoed). The pings share the bottleneck's FIFO q
 flow, so ``RTT - base RTT`` is the queueing delay the flow causes (the same measure for TCP and
 KCP); the base RTT is the minimum over 1 s of pings before the flow starts. Throughput: TCP's is
 ``tcp_bulk.py``'s (bytes the server counted, connect to its answer); KCP's is the bytes the peer
-acknowledged by the end of the run (written minus the segments not yet acknowledged), over the run. A contender
+acknowledged by the end of the run (written minus the send backlog), over the run. A contender
 such as ``kcp-bbr+tcp-bbr`` runs both senders at once through the same bottleneck (fairness): the
 table's throughput is their sum, and each one's share is printed below it.
 
@@ -118,11 +118,7 @@ async def _send(args: argparse.Namespace) -> None:
     if tracer is not None:
         tracer.cancel()
     secs = time.perf_counter() - t0
-    # acknowledged: everything written but the segments still waiting for an ack (ikcp's
-    # send_backlog() also counts those acknowledged out of order, behind a hole)
-    e = s.engine
-    unacked = len(e.snd_queue) + sum(1 for seg in e.snd_buf if not seg.acked)
-    delivered = written - unacked * e.mss
+    delivered = written - s.send_backlog()
     st = s.stats
     print(
         json.dumps(

@@ -21,7 +21,7 @@ never measured a bandwidth with data waiting (it is then unpaced, in STARTUP, wi
 least ``initial_cwnd`` segments) and at most :data:`BULK_FLIGHT` segments are queued or in flight,
 the session is *quiet*: its flushes are the engine's own, with the configured ``nc``, and its
 receive batches only keep the counts above in step (the controller is not called). That is
-exactly what the controller would have let out, at the cost of a short scan.
+exactly what the controller would have let out.
 
 ikcp's own window logic still runs inside the engine but its result is overwritten before each
 flush the session makes.
@@ -83,16 +83,13 @@ class SessionCC:
         nxt = eng.snd_nxt
         self._sent += (nxt - self._nxt) & _MASK
         self._nxt = nxt
-        buf = eng.snd_buf
-        unacked = 0
-        for seg in buf:
-            if not seg.acked:
-                unacked += 1
+        nbuf = len(eng.snd_buf)
+        unacked = eng.nsnd_buf  # the engine counts those acknowledged out of order
         delivered = self._sent - unacked
         acked = delivered - self._delivered
         self._delivered = delivered
-        self._sacked = len(buf) - unacked
-        if not self._measuring and len(buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
+        self._sacked = nbuf - unacked
+        if not self._measuring and nbuf + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
             return
         cc = self.cc
         cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
