@@ -9,7 +9,7 @@ import random
 import pytest
 
 from kcp.config import SessionConfig
-from kcp.congestion import BBRLite, CCState
+from kcp.congestion import MIN_PACED_RTT, BBRLite, CCState
 from kcp.errors import KCPUsageError
 
 MSS = 1376
@@ -251,3 +251,16 @@ def test_the_probe_ends_when_a_queue_shows() -> None:
         cc.on_ack(now, MSS, queued, 10)
     assert now - start < queued  # still inside the round that began with the probe
     assert cc.pacing_gain == 0.75
+
+
+def test_a_path_below_the_clock_is_window_limited_only() -> None:
+    """Loopback or a LAN: a min RTT under MIN_PACED_RTT ms cannot be resolved by the millisecond
+    clock. The sender is not paced; its window, 2 x BDP plus half a burst, bounds the flight."""
+    rate = 1e9 / 8 / 1000
+    cc = BBRLite(MSS)
+    link = Bottleneck(rate, delay=0)
+    r = run(cc, link, 3000)
+    assert cc.measured and cc.min_rtt < MIN_PACED_RTT
+    assert cc.pacing_rate == 0
+    assert cc.cwnd <= int((2 * cc.min_rtt + cc.burst_ms // 2) * cc.bw / MSS) + 1
+    assert r["rate"] >= 0.9 * rate
