@@ -76,7 +76,8 @@ class SessionConfig:
     in bursts), with no backoff for the first four rounds and then one capped at 4 RTOs;
     ``"ikcp"`` is ikcp's one retransmission per RTO with its backoff. ``lead_copies`` sends that
     many spaced copies of every small flight right away (bandwidth for p99 under random loss;
-    default 0). Sender-side only: any ikcp or kcp-go peer is unaffected.
+    default 0); ``"auto"`` picks 0 to 2 from the loss this session sees (none on a clean link or
+    under bursts, one from about 1 % random loss). Sender-side only: any ikcp or kcp-go peer is unaffected.
     docs/tuning.md, "Loss recovery".
 
     ``congestion`` is the sender's congestion control: ``"ikcp"`` (the default) is ikcp's own

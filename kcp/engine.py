@@ -194,7 +194,8 @@ def lead_copies_for(samples: int, failed: int, current: int, max_lead: int) -> i
     ``p`` is what delays this side's message (the peer's own recovery covers its answer).
 
     The lead goes up (one step per pick) to the least ``k`` with ``p ** (k + 1) <= LEAD_TARGET``
-    (independent losses), within ``0..max_lead``, ``p`` estimated from ``f = failed / samples``.
+    (independent losses), within ``0..max_lead``, ``p`` estimated from ``f = failed / samples``;
+    the first copy comes at once, a second one only with ``samples >= LEAD_WINDOW / 2``.
     It comes down only with ``samples >= LEAD_WINDOW / 2`` and once ``p ** (k + 1) <=
     0.75 * LEAD_TARGET``: a few hundred samples, not a lucky few dozen, so a lossy link does not
     flap between paying and not paying."""
@@ -207,9 +208,10 @@ def lead_copies_for(samples: int, failed: int, current: int, max_lead: int) -> i
         return k
 
     f = (failed + 0.05) / (samples + 1)
-    if need(f, LEAD_TARGET) > current:
+    settled = samples >= LEAD_WINDOW // 2  # enough samples for more than a first copy, or fewer
+    if need(f, LEAD_TARGET) > current and (current == 0 or settled):
         return current + 1
-    if samples < LEAD_WINDOW // 2:
+    if not settled:
         return current
     down = need(f, 0.75 * LEAD_TARGET)
     return down if down < current else current
@@ -389,7 +391,7 @@ class KCP:
         self.recovery_adaptive = False  # pick recovery_copies from the loss seen (recovery_copies_for)
         self.recovery_max_copies = 6  # ... at most this many (the bandwidth budget of a round)
         self.recovery_auto_lead = 0  # > 0: pick recovery_lead in 0..this from the loss seen
-        self.recovery_samples = [0, 0]  # segments acknowledged, of which after their first transmission
+        self.recovery_samples = [0, 0, 0, 0, 0]  # lead_copies="auto"'s estimate (_sample_first_ack)
         # queues and buffers
         self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
@@ -814,21 +816,34 @@ class KCP:
         seg = buf[d]
         if seg.acked:
             return
-        samples = self.recovery_samples
+        samples = self.recovery_samples  # [acked, first lost, first lost under a lead, rescued, hold]
         samples[0] += 1
+        lead = self.recovery_lead
         lost = ts != seg.ts0
         if lost:
             samples[1] += 1
-        lead = self.recovery_lead
+            if lead:
+                samples[2] += 1
+                if seg.xmit == 1:  # no recovery round yet: a lead copy got through
+                    samples[3] += 1
+        if samples[4]:
+            samples[4] -= 1
         if samples[0] % LEAD_SAMPLES and not (lost and not lead):  # picks: every 32, or a first loss
             return
-        # Under bursts a copy sent right behind falls into the same burst: the recovery rounds'
-        # copies (spread over RTOs) are what helps then, so no lead copies.
-        most = 0 if self.recovery_copies >= BURSTY_COPIES else self.recovery_auto_lead
-        self.recovery_lead = lead_copies_for(samples[0], samples[1], lead, most)
+        if lead and samples[2] >= 4 and 2 * samples[3] < samples[2]:
+            # The lead copies were lost with their originals more often than not: the losses come
+            # in bursts, and a copy sent right behind falls into the same one. The recovery rounds'
+            # copies, an RTO apart, do the work then; no lead copies for a while.
+            self.recovery_lead = 0
+            samples[2] = samples[3] = 0
+            samples[4] = LEAD_WINDOW
+        elif samples[4] or self.recovery_copies >= BURSTY_COPIES:  # bursts (seen either way)
+            self.recovery_lead = 0
+        else:
+            self.recovery_lead = lead_copies_for(samples[0], samples[1], lead, self.recovery_auto_lead)
         if samples[0] >= LEAD_WINDOW:
-            samples[0] //= 2
-            samples[1] //= 2
+            for i in range(4):
+                samples[i] //= 2
 
     def _in_error(self, rc: int) -> int:
         c = self.counters

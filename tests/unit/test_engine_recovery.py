@@ -186,7 +186,8 @@ def test_session_config_checks_and_applies_the_recovery() -> None:
         (64, 6, 0, 1),  # about 5 % lost each way (9 % round trips): one copy makes 0.25 %
         (200, 1, 0, 0),  # about 0.25 % each way: not worth a copy
         (64, 30, 0, 1),  # about 27 % each way: up one step per pick ...
-        (64, 30, 1, 2),  # ... to as many as allowed
+        (64, 30, 1, 1),  # ... but a second copy needs more samples
+        (128, 60, 1, 2),  # ... then up to as many as allowed
         (256, 2, 1, 1),  # between the up and the down threshold: unchanged (hysteresis)
     ],
 )
