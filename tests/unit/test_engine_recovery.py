@@ -14,6 +14,7 @@ from kcp.config import SessionConfig
 from kcp.engine import KCP, SPARSE_RTO_CAP, lead_copies_for, recovery_copies_for
 from kcp.errors import KCPUsageError
 from kcp.session_setup import AUTO_LEAD_MAX, SPARSE_FLIGHT, make_engine
+from kcp.session_stats import session_stats
 from kcp.simlink import SimLink, call_latencies
 from kcp.stats import Counters
 
@@ -214,6 +215,8 @@ def test_auto_lead_copies_follow_the_loss_seen() -> None:
     lossy, lossy_pkts, a = auto_pair({"loss": 0.05}, 1500)
     fixed, _ = calls(1500, {"loss": 0.05}, SessionConfig(), seed=5)
     assert a.recovery_lead == 1
+    stats = session_stats(Counters(), a, lambda out: None, read_buffered=0, datagrams_queued=0, datagrams_dropped=0)
+    assert stats["lead_copies"] == 1 and stats["recovery_copies"] == a.recovery_copies
     assert p99(lossy) <= 100 < p99(fixed)  # a lost call no longer costs a second round trip
     assert lossy_pkts <= 2.1 * 3 * 1500
     # under bursts a copy right behind falls into the same burst: the lead stays off
