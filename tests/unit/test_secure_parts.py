@@ -65,9 +65,9 @@ def test_a_large_payload_crosses_in_even_pieces_in_any_order() -> None:
 
 def test_the_sender_refuses_what_it_cannot_split() -> None:
     cc, _sc, now = _pair()
-    with pytest.raises(SecureUsageError, match="2..16"):
+    with pytest.raises(SecureUsageError, match=r"2\.\.16"):
         cc.seal_parts(bytes(100), 1200, now)  # fits whole: one piece
-    with pytest.raises(SecureUsageError, match="2..16"):
+    with pytest.raises(SecureUsageError, match=r"2\.\.16"):
         cc.seal_parts(bytes(MAX_PARTS * 10 + 1), PART_OVERHEAD + 10, now)
     off, _sc2, now2 = _pair(server_parts=False)
     with pytest.raises(SecureUsageError, match="did not agree"):
