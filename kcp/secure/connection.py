@@ -253,7 +253,7 @@ class SecureConnection:
             raise SecureConnectionClosed(
                 f"secure connection is closed ({self.close_message or 'closed'})", self.close_code or 0
             )
-        return self._seal_frame(_DATA + payload, now)
+        return self.seal_frame(_DATA + payload, now)
 
     def seal_parts(self, payload: bytes, max_datagram: int, now: int) -> list[bytes]:
         """``payload`` (as for :meth:`seal`) in DATA_PART datagrams of at most ``max_datagram``
@@ -283,7 +283,7 @@ class SecureConnection:
         c.payloads_split += 1
         c.parts_sent += count
         return [
-            self._seal_frame(head + bytes((i, count)) + payload[i * size : (i + 1) * size], now)
+            self.seal_frame(head + bytes((i, count)) + payload[i * size : (i + 1) * size], now)
             for i in range(count)
         ]
 
@@ -297,7 +297,7 @@ class SecureConnection:
         if probe_id is not None:
             body += (probe_id & 0xFFFFFFFFFFFFFFFF).to_bytes(PROBE_ID_LEN, "big")
         extra = pad_to - TRANSPORT_HEADER - 16 - len(body)
-        return self._seal_frame(body + bytes(max(0, extra)), now)
+        return self.seal_frame(body + bytes(max(0, extra)), now)
 
     def close(self, code: int = Reason.NONE, message: str = "", now: int = 0) -> bytes:
         """Close now: returns an authenticated CLOSE datagram (kept in ``close_packet`` for resends)."""
@@ -305,7 +305,7 @@ class SecureConnection:
             if self.close_packet is not None:
                 return self.close_packet
             raise SecureConnectionClosed("already closed by the peer", self.close_code or 0)
-        pkt = self._seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
+        pkt = self.seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
         self._set_state(CLOSED)
         self.close_packet = pkt
         self.close_code = int(code)
@@ -320,7 +320,7 @@ class SecureConnection:
             raise SecureConnectionClosed("secure connection is closed", self.close_code or 0)
         self.goaway_sent = True
         self.counters.goaways_sent += 1
-        return self._seal_frame(encode_reason_frame(F_GOAWAY, int(code), message), now)
+        return self.seal_frame(encode_reason_frame(F_GOAWAY, int(code), message), now)
 
     def update_keys(self, now: int) -> bool:
         """Start a key update now; False if the previous one is not finished yet (try again later)."""
@@ -367,7 +367,10 @@ class SecureConnection:
             else:
                 self._send_challenge(now)
 
-    def _seal_frame(self, plaintext: bytes, now: int) -> bytes:
+    def seal_frame(self, plaintext: bytes, now: int) -> bytes:
+        """A protected datagram carrying ``plaintext`` as it is: a frame type byte and its body
+        (the frames of docs/security.md). :meth:`seal` is the one for data; this one also lets a
+        test send what a hostile peer holding the keys could (malformed frames)."""
         if self._sent_in_epoch >= self._cfg.rekey_after_packets or (
             now - self._epoch_started >= self._cfg.rekey_after_ms
         ):
@@ -524,7 +527,7 @@ class SecureConnection:
         if ft == F_PING:
             if len(plaintext) >= 1 + PROBE_ID_LEN:  # an MTU probe: say it arrived (a small answer)
                 c.mtu_probes_answered += 1
-                self.outbox.append((self._seal_frame(bytes((F_PING_ACK,)) + plaintext[1:9], now), addr))
+                self.outbox.append((self.seal_frame(bytes((F_PING_ACK,)) + plaintext[1:9], now), addr))
             return None
         if ft == F_PING_ACK and len(plaintext) == 1 + PROBE_ID_LEN:
             c.mtu_probe_acks += 1
@@ -532,7 +535,7 @@ class SecureConnection:
                 self.probe_acks.append(int.from_bytes(plaintext[1:], "big"))
             return None
         if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
-            self.outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
+            self.outbox.append((self.seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
             return None
         if ft == F_PATH_RESPONSE and len(plaintext) == 9:
             if self._challenge is not None and plaintext[1:] == self._challenge:
@@ -638,7 +641,7 @@ class SecureConnection:
         self._challenge_attempts += 1
         self._challenge_due = now + self._cfg.path_probe_interval_ms
         self.counters.path_challenges_sent += 1
-        pkt = self._seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
+        pkt = self.seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
         self.outbox.append((pkt, self._challenge_addr))
 
 

@@ -114,4 +114,4 @@ def run_handshake(
 def seal_raw(conn: SecureConnection, frame: bytes, now: int) -> bytes:
     """A transport datagram that carries ``frame`` (type byte and body) as it is: what a hostile
     peer that holds the keys can send (malformed DATA_PART pieces, say). For tests only."""
-    return conn._seal_frame(frame, now)
+    return conn.seal_frame(frame, now)
