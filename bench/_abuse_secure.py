@@ -17,6 +17,11 @@ the interface: each ``run(target, seconds)`` stops at its deadline and returns i
   the KCP close linger (5 s) ends them at ~15 s with or without the fix; a bare ``kcp.listen``
   session relied on the idle timeout alone, which the junk kept resetting before the fix
   (tests/integration/test_secure_hostile.py). The listener counts the junk (``transport_rejected``).
+- ``data-parts`` (issue 15, path MTU): authenticated DATA_PART pieces (the frame that carries a
+  KCP segment larger than the path MTU in pieces) that never complete, that claim more than any
+  datagram may hold, or that contradict each other, as fast as 4 connections can send them. The
+  server must hold at most 8 payloads of at most 2 KiB per connection, drop and count the rest
+  (``part_errors``, ``parts_dropped``) and keep serving.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Any
 import kcprpc
 from bench._abuse_common import AbuseService, Attack, BlobRequest, EchoMsg, Target
 from kcp.secure import HandshakeConfig, HandshakeRefused, SecureClient, SecureConnection
-from kcp.secure.packet import T_TRANSPORT
-from kcp.secure.testing import HostileClient
+from kcp.secure.packet import F_DATA_PART, T_TRANSPORT
+from kcp.secure.testing import HostileClient, seal_raw
 
 _WORKERS = 4
 _REPLY_TIMEOUT = 1.0
@@ -206,6 +211,53 @@ async def _watch(sock: socket.socket, conn: SecureConnection, ended: asyncio.Eve
     ended.set()
 
 
+# ------------------------------------------------------------------------------------ data-parts
+
+
+async def data_parts(target: Target, seconds: float) -> dict[str, int]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    out = {"connections": 0, "agreed": 0, "pieces_sent": 0, "handshake_failed": 0}
+
+    async def one(seed: int) -> None:
+        sock = _udp(target)
+        try:
+            client = SecureClient(HandshakeConfig(passphrase=target.key))
+            await _handshake(sock, client, deadline)
+            conn = client.connection
+            if conn is None:
+                out["handshake_failed"] += 1
+                return
+            out["connections"] += 1
+            out["agreed"] += int(conn.params.data_parts)
+            rnd = random.Random(seed)
+            mid = 0
+            while loop.time() < deadline:
+                for _ in range(32):
+                    mid += 1
+                    kind = rnd.randrange(3)
+                    if kind == 0:  # the first of 16 pieces, never the rest: the server must evict
+                        frame = _part(mid, 0, 16, rnd.randbytes(1200))
+                    elif kind == 1:  # two pieces that add up to more than any datagram may hold
+                        sock.send(seal_raw(conn, _part(mid, 0, 2, rnd.randbytes(1400)), _now_ms()))
+                        frame = _part(mid, 1, 2, rnd.randbytes(1400))
+                        out["pieces_sent"] += 1
+                    else:  # a piece that contradicts an earlier one (another count)
+                        frame = _part(mid - 1, 1, 3, rnd.randbytes(600))
+                    sock.send(seal_raw(conn, frame, _now_ms()))
+                    out["pieces_sent"] += 1
+                await asyncio.sleep(0.002)  # pacing: ~10,000 pieces/s per connection at most
+        finally:
+            sock.close()
+
+    await asyncio.gather(*(one(i) for i in range(_WORKERS)))
+    return out
+
+
+def _part(mid: int, index: int, count: int, piece: bytes) -> bytes:
+    return bytes((F_DATA_PART,)) + (mid & 0xFFFFFFFF).to_bytes(4, "big") + bytes((index, count)) + piece
+
+
 ATTACKS: list[Attack] = [
     Attack(
         name="fec-oversize",
@@ -231,5 +283,12 @@ ATTACKS: list[Attack] = [
         mode="secure",
         run=junk_keepalive,
         description="silent secure connections kept busy with junk and replays to their connection IDs",
+    ),
+    Attack(
+        name="data-parts",
+        item=15,
+        mode="secure",
+        run=data_parts,
+        description="authenticated DATA_PART pieces that never complete, are too large or contradict",
     ),
 ]

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+import kcp
 import kcprpc
 from bench._abuse_common import (
     COMPAT_CRYPT,
@@ -54,6 +55,8 @@ def counters(server: kcprpc.Server) -> dict[str, Any]:
     stats = getattr(listener, "stats", None)
     if stats is not None:
         out.update({f"listener.{k}": v for k, v in stats().items()})
+    # secure connections' own counters (DATA_PART pieces dropped, say), live and ended
+    out.update({f"snmp.{k}": v for k, v in kcp.snmp().items() if k.startswith("secure_")})
     return out
 
 

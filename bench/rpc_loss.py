@@ -54,8 +54,9 @@ def transport(a: argparse.Namespace) -> kcprpc.Transport:
         "ack_nodelay": not a.no_ack_nodelay,
         "loss_recovery": a.loss_recovery,
         "max_copies": a.max_copies,
-        "lead_copies": a.lead_copies,
     }
+    if a.lead_copies is not None:
+        opts["lead_copies"] = a.lead_copies if a.lead_copies == "auto" else int(a.lead_copies)
     if a.ack_delay is not None:
         opts["ack_delay"] = a.ack_delay
     if a.mtu:
@@ -244,7 +245,9 @@ def main() -> int:
     g.add_argument("--no-ack-nodelay", action="store_true", help="ack at the next interval, not at once")
     g.add_argument("--loss-recovery", choices=("adaptive", "ikcp"), default="adaptive", help="small flights")
     g.add_argument("--max-copies", type=int, default=6, help="copies per recovery round at most")
-    g.add_argument("--lead-copies", type=int, default=0, help="spaced copies of every small flight")
+    g.add_argument(
+        "--lead-copies", default=None, help="spaced copies of every small flight: N or auto (SessionConfig's default)"
+    )
     g.add_argument("--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)")
     a = ap.parse_args()
     if a.n < 1 or a.size < 0:

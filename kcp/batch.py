@@ -583,6 +583,15 @@ class DatagramIO:
                     self.gso = False
                     self._count_send(calls, sent, nbytes)
                     return i - start + self._send_mmsg(items, i, stop)
+                if first > 1 and err == errno.EMSGSIZE:
+                    # a run coalesced for GSO (its last datagram may be shorter) holds one larger
+                    # than the interface takes with DF: send the run one by one, so those that
+                    # fit (an MTU probe of the base size, a DATA_PART piece) still go
+                    self._count_send(calls, sent, nbytes)
+                    calls = nbytes = sent = 0
+                    done = self._send_plain(items, i, i + first)
+                    if done < first:
+                        return i - start + done
                 i += first
                 continue
             # a partial count means the kernel stopped (buffer full or error): retry from there

@@ -166,6 +166,10 @@ ADAPT_SAMPLES: Final = 32  # recovery rounds between two picks of the copies per
 ADAPT_FAILED: Final = 4  # ... or as soon as this many rounds were lost whole (escalate fast)
 SPARSE_RTO_CAP: Final = 4  # a sparse flight's rounds back off to at most this many RTOs apart
 ROUND_FAILURE_TARGET: Final = 0.02  # the chance that all copies of a round are lost, aimed for
+LEAD_SAMPLES: Final = 32  # segments acknowledged between two picks of the lead copies
+LEAD_WINDOW: Final = 256  # ... of which the estimate keeps about this many (halved beyond it)
+LEAD_TARGET: Final = 0.004  # the chance that a segment's first round goes unanswered, aimed for
+BURSTY_COPIES: Final = 4  # recovery copies from which losses count as bursts: no lead copies then
 
 
 def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) -> int:
@@ -180,6 +184,37 @@ def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) 
         return max_copies
     n = math.ceil(math.log(ROUND_FAILURE_TARGET) / math.log(q)) if q > 0 else 1
     return max(1, min(max_copies, n))
+
+
+def lead_copies_for(samples: int, failed: int, current: int, max_lead: int) -> int:
+    """The spaced copies to send right behind each new small flight (``lead_copies="auto"``):
+    ``failed`` of the last ``samples`` segments acknowledged were answered only after their first
+    transmission (the first acknowledgement echoed a later copy's timestamp). That is the loss of
+    a transmission or of its acknowledgement, ``f = 1 - (1 - p) ** 2`` if both ways lose ``p``;
+    ``p`` is what delays this side's message (the peer's own recovery covers its answer).
+
+    The lead goes up (one step per pick) to the least ``k`` with ``p ** (k + 1) <= LEAD_TARGET``
+    (independent losses), within ``0..max_lead``, ``p`` estimated from ``f = failed / samples``;
+    the first copy comes at once, a second one only with ``samples >= LEAD_WINDOW / 2``.
+    It comes down only with ``samples >= LEAD_WINDOW / 2`` and once ``p ** (k + 1) <=
+    0.75 * LEAD_TARGET``: a few hundred samples, not a lucky few dozen, so a lossy link does not
+    flap between paying and not paying."""
+
+    def need(f: float, target: float) -> int:
+        p = 1.0 - math.sqrt(1.0 - min(1.0, f))
+        k = 0
+        while k < max_lead and p ** (k + 1) > target:
+            k += 1
+        return k
+
+    f = (failed + 0.05) / (samples + 1)
+    settled = samples >= LEAD_WINDOW // 2  # enough samples for more than a first copy, or fewer
+    if need(f, LEAD_TARGET) > current and (current == 0 or settled):
+        return current + 1
+    if not settled:
+        return current
+    down = need(f, 0.75 * LEAD_TARGET)
+    return down if down < current else current
 
 
 def getconv(packet: bytes | bytearray | memoryview) -> int:
@@ -231,7 +266,7 @@ def acks_segment(packet: bytes | bytearray | memoryview, sn: int, ts: int) -> bo
 class _Seg:
     """A segment in the send buffer (the header fields that vary, plus retransmission state)."""
 
-    __slots__ = ("acked", "copies", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "xmit")
+    __slots__ = ("acked", "copies", "data", "fastack", "frg", "resendts", "rto", "sn", "ts", "ts0", "xmit")
 
     def __init__(
         self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int = 0
@@ -240,6 +275,7 @@ class _Seg:
         self.frg = frg
         self.data = data
         self.ts = ts
+        self.ts0 = ts  # the first transmission's time (an ack that echoes it answered that one)
         self.resendts = resendts
         self.rto = rto
         self.fastack = 0
@@ -283,12 +319,14 @@ class KCP:
         "rcv_queue",
         "rcv_wnd",
         "recovery_adaptive",
+        "recovery_auto_lead",
         "recovery_copies",
         "recovery_flight",
         "recovery_gap",
         "recovery_lead",
         "recovery_max_copies",
         "recovery_rounds",
+        "recovery_samples",
         "rmt_wnd",
         "rx_minrto",
         "rx_rto",
@@ -352,6 +390,8 @@ class KCP:
         self.recovery_rounds = [0, 0, 0, 0]  # segments that needed >= 1, 2, 3, 4 recovery rounds
         self.recovery_adaptive = False  # pick recovery_copies from the loss seen (recovery_copies_for)
         self.recovery_max_copies = 6  # ... at most this many (the bandwidth budget of a round)
+        self.recovery_auto_lead = 0  # > 0: pick recovery_lead in 0..this from the loss seen
+        self.recovery_samples = [0, 0, 0, 0, 0]  # lead_copies="auto"'s estimate (_sample_first_ack)
         # queues and buffers
         self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
@@ -667,6 +707,8 @@ class KCP:
             nsegs += 1
             if regular:
                 last_wnd = wnd  # rmt_wnd: the last good segment's window (stored after the loop)
+                if cmd == 82 and self.recovery_auto_lead:
+                    self._sample_first_ack(sn, ts)
             # parse_una + shrink_buf
             d = (una - self.snd_una) & _MASK
             if 0 < d < _HALF and buf:
@@ -763,6 +805,45 @@ class KCP:
                 self.cwnd = self.rmt_wnd
                 self.incr = self.rmt_wnd * mss
         return 0
+
+    def _sample_first_ack(self, sn: int, ts: int) -> None:
+        """``lead_copies="auto"``: the first acknowledgement of segment ``sn`` (called before the
+        packet's ``una`` removes it) tells whether its first transmission was answered."""
+        buf = self.snd_buf
+        d = (sn - self.snd_una) & _MASK
+        if d >= len(buf):
+            return
+        seg = buf[d]
+        if seg.acked:
+            return
+        samples = self.recovery_samples  # [acked, first lost, first lost under a lead, rescued, hold]
+        samples[0] += 1
+        lead = self.recovery_lead
+        lost = ts != seg.ts0
+        if lost:
+            samples[1] += 1
+            if lead:
+                samples[2] += 1
+                if seg.xmit == 1:  # no recovery round yet: a lead copy got through
+                    samples[3] += 1
+        if samples[4]:
+            samples[4] -= 1
+        if samples[0] % LEAD_SAMPLES and not (lost and not lead):  # picks: every 32, or a first loss
+            return
+        if lead and samples[2] >= 4 and 2 * samples[3] < samples[2]:
+            # The lead copies were lost with their originals more often than not: the losses come
+            # in bursts, and a copy sent right behind falls into the same one. The recovery rounds'
+            # copies, an RTO apart, do the work then; no lead copies for a while.
+            self.recovery_lead = 0
+            samples[2] = samples[3] = 0
+            samples[4] = LEAD_WINDOW
+        elif samples[4] or self.recovery_copies >= BURSTY_COPIES:  # bursts (seen either way)
+            self.recovery_lead = 0
+        else:
+            self.recovery_lead = lead_copies_for(samples[0], samples[1], lead, self.recovery_auto_lead)
+        if samples[0] >= LEAD_WINDOW:
+            for i in range(4):
+                samples[i] //= 2
 
     def _in_error(self, rc: int) -> int:
         c = self.counters

@@ -80,7 +80,15 @@ class GcFreezer:
     """Applies a :class:`GcPolicy`: call :meth:`check` periodically with the live session count
     and the number of sessions started so far (a running total)."""
 
-    __slots__ = ("_ended_at_freeze", "_gc", "_thresholds", "freezes", "frozen_sessions", "policy", "refreezes")
+    __slots__ = (
+        "_ended_at_freeze",
+        "_gc",
+        "_thresholds",
+        "freezes",
+        "frozen_sessions",
+        "policy",
+        "refreezes",
+    )
 
     def __init__(self, policy: GcPolicy, gc_module: GcModule | None = None) -> None:
         self.policy = policy

@@ -12,8 +12,13 @@ The machine, after RFC 8899 section 5:
 * ``SEARCHING``: one probe at a time. The first candidate is ``maximum`` (it passes on most
   paths, and on loopback); after that, a binary search between the largest confirmed size and the
   smallest failed one, until they are less than ``step`` bytes apart. A probe unanswered after
-  ``probe_timeout_ms`` is lost; ``max_probes`` (RFC's MAX_PROBES, 3) losses of one size mark it
-  too big. An answered probe raises ``plpmtu`` at once.
+  :attr:`Pmtud.probe_timeout` is lost; ``max_probes`` (RFC's MAX_PROBES, 3) losses of one size
+  mark it too big. An answered probe raises ``plpmtu`` at once.
+* The probe timeout follows the path's round-trip time, measured on the probes' own answers
+  (and seeded with ``rtt``, the handshake's): ``max(3 x SRTT, SRTT + 4 x RTTVAR, min_timeout_ms)``,
+  at most ``probe_timeout_ms``, which also applies while there is no sample. RFC 8899 asks a PL
+  without an RTT estimate for at least 1 s; one with an estimate declares a probe lost as it
+  declares data lost (QUIC does so), so a search takes a few round trips, not seconds per step.
 * ``SEARCH_COMPLETE``: after ``raise_ms`` (RFC's PMTU_RAISE_TIMER, 600 s) the search runs again,
   in case the path grew. Every ``confirm_ms``, and soon when the caller reports a suspicion
   (:meth:`Pmtud.suspect`: data is being retransmitted), a confirmation round sends one probe of
@@ -51,6 +56,7 @@ class PmtudState(str, enum.Enum):
 IDLE = 1 << 62
 """What :meth:`Pmtud.timer` returns while nothing is due (an idle session)."""
 
+_KEEP_SENT = 16  # probes whose send time is kept for an RTT sample from a late answer
 SEARCHING = PmtudState.SEARCHING
 SEARCH_COMPLETE = PmtudState.SEARCH_COMPLETE
 
@@ -73,6 +79,7 @@ class Pmtud:
         "_losses",
         "_next_id",
         "_raise_at",
+        "_sent_at",
         "_size",
         "_suspected",
         "base",
@@ -80,12 +87,15 @@ class Pmtud:
         "confirm_ms",
         "max_probes",
         "maximum",
+        "min_timeout_ms",
         "plpmtu",
         "probe_timeout_ms",
         "probes_acked",
         "probes_lost",
         "probes_sent",
         "raise_ms",
+        "rttvar",
+        "srtt",
         "state",
         "step",
     )
@@ -102,15 +112,25 @@ class Pmtud:
         raise_ms: int = 600_000,
         confirm_ms: int = 15_000,
         step: int = 16,
+        rtt: int = 0,
+        min_timeout_ms: int = 100,
     ) -> None:
         if not 0 < base <= start:
             raise ValueError(f"need 0 < base <= start, got base={base} start={start}")
         if probe_timeout_ms <= 0 or max_probes < 1 or raise_ms <= 0 or confirm_ms <= 0 or step < 1:
             raise ValueError("probe_timeout_ms, raise_ms, confirm_ms must be > 0; max_probes, step >= 1")
+        if rtt < 0 or min_timeout_ms <= 0:
+            raise ValueError("need rtt >= 0 and min_timeout_ms > 0")
         self.base = base
         self.maximum = max(maximum, start)
         self.plpmtu = start
         self.probe_timeout_ms = probe_timeout_ms
+        self.min_timeout_ms = min_timeout_ms
+        self.srtt = rtt
+        """Smoothed round-trip time of the probes' answers (ms; 0: no sample yet)."""
+        self.rttvar = rtt // 2
+        # probe id -> (when it was sent, its size if a search probe else 0), for the recent ones
+        self._sent_at: dict[int, tuple[int, int]] = {}
         self.max_probes = max_probes
         self.raise_ms = raise_ms
         self.confirm_ms = confirm_ms
@@ -157,9 +177,31 @@ class Pmtud:
         return t
 
     @property
+    def probe_timeout(self) -> int:
+        """How long an unanswered probe waits before it counts as lost (ms): three round trips
+        (or the RTT plus four deviations, if larger), at least ``min_timeout_ms``, at most
+        ``probe_timeout_ms`` (also used before the first RTT sample)."""
+        srtt = self.srtt
+        if srtt <= 0:
+            return self.probe_timeout_ms
+        t = max(3 * srtt, srtt + 4 * self.rttvar, self.min_timeout_ms)
+        return t if t < self.probe_timeout_ms else self.probe_timeout_ms
+
+    @property
     def suspect_gap(self) -> int:
         """The least time between two confirmation rounds that suspicion starts (ms)."""
-        return 5 * self.probe_timeout_ms
+        return 5 * self.probe_timeout
+
+    def note_rtt(self, rtt: int) -> None:
+        """One round-trip sample (ms), as RFC 6298 smooths them (the probes' answers feed it)."""
+        if rtt < 0:
+            return
+        if self.srtt <= 0:
+            self.srtt = max(1, rtt)
+            self.rttvar = rtt // 2
+            return
+        self.rttvar = (3 * self.rttvar + abs(self.srtt - rtt)) // 4
+        self.srtt = max(1, (7 * self.srtt + rtt) // 8)
 
     def snapshot(self) -> dict[str, int]:
         """Counters and the current MTU, for a session's stats."""
@@ -170,6 +212,7 @@ class Pmtud:
             "pmtud_probes_lost": self.probes_lost,
             "pmtud_black_holes": self.black_holes,
             "pmtud_searching": 1 if self.state is SEARCHING else 0,
+            "pmtud_srtt": self.srtt,
         }
 
     # ------------------------------------------------------------------------------ driving
@@ -206,6 +249,17 @@ class Pmtud:
 
     def on_ack(self, probe_id: int, now: int) -> bool:
         """The peer answered probe ``probe_id``. True if :attr:`plpmtu` changed."""
+        sent = self._sent_at.pop(probe_id, None)
+        if sent is not None:
+            self.note_rtt(now - sent[0])  # a late answer too: the timeout was too short for this path
+            late = sent[1]
+            if late > self.plpmtu and probe_id not in self._inflight:
+                # a search probe given up as lost (queued behind data, say) did cross: that size
+                # passes after all; search on above it
+                self.probes_acked += 1
+                self.plpmtu = late
+                self._search(now, late, self._hi if self._hi > late else late + 1)
+                return True
         if probe_id == self._confirm_small and self._confirm_small:
             self._confirm_small_acked = True
             self._confirm_small = 0
@@ -292,8 +346,12 @@ class Pmtud:
         self._next_id = pid + 1
         if inflight is not None:
             inflight[pid] = size
+        sent_at = self._sent_at
+        sent_at[pid] = (now, size if inflight is not None else 0)
+        if len(sent_at) > _KEEP_SENT:
+            del sent_at[next(iter(sent_at))]  # the oldest: its answer is not coming
         self.probes_sent += 1
-        self._due = now + self.probe_timeout_ms
+        self._due = now + self.probe_timeout
         return (pid, size)
 
     # ------------------------------------------------------------------------------ confirmation

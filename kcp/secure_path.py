@@ -50,7 +50,7 @@ from kcp.secure import (
 )
 from kcp.secure.connection import reason_text
 from kcp.secure.handshake import ClientState
-from kcp.secure.packet import MIN_TRANSPORT
+from kcp.secure.packet import MAX_PARTS, MIN_TRANSPORT, PART_OVERHEAD
 from kcp.stats import Counters, fold_secure
 
 __all__ = [
@@ -76,6 +76,7 @@ _LOCAL_CODES = {
 CLOSE_COPIES = 2
 """A lost CLOSE costs the peer an idle timeout: it is sent twice."""
 _MAX_WINDOW = 65535  # the handshake carries windows as u16
+_NO_SPLIT = 1 << 30
 
 
 def secure_config(wire: SecureWire, session: SessionConfig, *, server: bool) -> HandshakeConfig:
@@ -172,6 +173,7 @@ class SecurePath:
         "owner",
         "pmtud",
         "rekey_due",
+        "split_payload",
     )
 
     mode: Literal["compat", "secure"] = "secure"
@@ -199,6 +201,10 @@ class SecurePath:
         self.pmtud = pm
         """The path MTU search (None: ``SecureConfig.pmtud`` is off, or DF cannot be set)."""
         self._pmtu_applied = conn.params.mtu
+        self.split_payload = _NO_SPLIT
+        """Payloads longer than this go in DATA_PART pieces (the current MTU's payload size, once
+        both ends agreed to DATA_PART and the MTU search runs; else never)."""
+        self._split_at(conn.params.mtu if pm is None else pm.plpmtu)
         self._counters: Any = None
         self._retrans_seen = 0
         self._segs_seen = 0
@@ -213,6 +219,7 @@ class SecurePath:
         if pm is not None and pm.plpmtu != self._pmtu_applied:
             self._pmtu_applied = pm.plpmtu
             owner.set_mtu(pm.plpmtu)  # the search starts from the base
+            self._split_at(pm.plpmtu)
 
     # -- sending ---------------------------------------------------------------------------------
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
@@ -230,6 +237,9 @@ class SecurePath:
             now = now_ms()
             try:
                 for payload in (packet,) if plain else pseal(packet, now):
+                    if len(payload) > path.split_payload:
+                        path.send_parts(payload, now)  # sent before the MTU fell: in pieces
+                        continue
                     d = seal(payload, now)
                     if not conn.path_validated and not conn.can_send(len(d)):
                         path.held_back += 1  # new path not validated yet: KCP retransmits later
@@ -242,9 +252,37 @@ class SecurePath:
 
         return output
 
+    def _split_at(self, pmtu: int) -> None:
+        if self.pmtud is None or not self.conn.params.data_parts:
+            self.split_payload = _NO_SPLIT
+        else:
+            self.split_payload = pmtu - SECURE_OVERHEAD
+
+    def send_parts(self, payload: bytes, now: int) -> None:
+        """Send a payload larger than the current MTU allows (a KCP segment sent at a larger MTU
+        before a fall back, resent now) as DATA_PART pieces that fit; the peer reassembles it."""
+        conn = self.conn
+        limit = self.split_payload + SECURE_OVERHEAD
+        if len(payload) > MAX_PARTS * (limit - PART_OVERHEAD):
+            ds = [conn.seal(payload, now)]  # no MTU this small is ever searched: send it whole
+        else:
+            ds = conn.seal_parts(payload, limit, now)
+        c = self._counters
+        for d in ds:
+            if not conn.path_validated and not conn.can_send(len(d)):
+                self.held_back += 1
+                continue
+            self.ep.tx.append((d, conn.peer_addr))
+            if c is not None:
+                c.out_pkts += 1
+                c.bytes_sent += len(d)
+
     def send_datagram(self, datagram: bytes, now: int) -> None:
         """Seal one pipeline payload (an OOB datagram) and queue it."""
         conn = self.conn
+        if len(datagram) > self.split_payload:
+            self.send_parts(datagram, now)
+            return
         d = conn.seal(datagram, now)
         if conn.path_validated or conn.can_send(len(d)):
             self.ep.tx.append((d, conn.peer_addr))
@@ -295,6 +333,7 @@ class SecurePath:
         if pm.plpmtu != self._pmtu_applied and s is not None:
             self._pmtu_applied = pm.plpmtu
             s.set_mtu(pm.plpmtu)
+            self._split_at(pm.plpmtu)
 
     def _pmtud_acks(self, now: int) -> None:
         conn = self.conn

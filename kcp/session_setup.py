@@ -10,10 +10,11 @@ from kcp.engine import KCP
 from kcp.errors import KCPUsageError
 from kcp.stats import Counters
 
-__all__ = ["KCPGO_INITIAL_RMT_WND", "check_close_code", "make_engine", "water_marks"]
+__all__ = ["AUTO_LEAD_MAX", "KCPGO_INITIAL_RMT_WND", "check_close_code", "make_engine", "water_marks"]
 
 KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
 SPARSE_FLIGHT = 8  # segments unacked at most for the sparse-flight loss recovery (a call, an event)
+AUTO_LEAD_MAX = 2  # lead_copies="auto" picks 0..this many copies ahead of any loss
 
 
 def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Counters) -> KCP:
@@ -37,7 +38,10 @@ def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Count
         eng.recovery_max_copies = config.max_copies
         eng.recovery_copies = min(2, config.max_copies)
         eng.recovery_gap = config.copy_gap
-        eng.recovery_lead = config.lead_copies
+        if config.lead_copies == "auto":
+            eng.recovery_auto_lead = AUTO_LEAD_MAX
+        else:
+            eng.recovery_lead = config.lead_copies
     return eng
 
 

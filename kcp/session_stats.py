@@ -19,7 +19,8 @@ def session_stats(
     datagrams_queued: int,
     datagrams_dropped: int,
 ) -> dict[str, int]:
-    """``counters`` plus the packet path's fields (``add_path_stats``) and the engine's RTT and windows."""
+    """``counters`` plus the packet path's fields (``add_path_stats``) and the engine's RTT, windows
+    and loss recovery (the copies per recovery round and the lead copies it picked)."""
     # the process-wide secure_* fields stay out: secure mode's own counters follow, by their names
     out = {k: v for k, v in counters.snapshot().items() if not k.startswith("secure_")}
     add_path_stats(out)
@@ -36,5 +37,7 @@ def session_stats(
         datagrams_queued=datagrams_queued,
         datagrams_dropped=datagrams_dropped,
         mtu=eng.mtu,
+        recovery_copies=eng.recovery_copies,
+        lead_copies=eng.recovery_lead,
     )
     return out

@@ -219,7 +219,9 @@ def call_latencies(
     """``n`` sequential calls from ``a`` to ``b`` (the engines' ``output`` already wired to the
     links): ``a`` sends ``payload``, ``b`` sends back what it read, and the call ends when ``a``
     has read the answer; returns the latencies in virtual ms, in call order. Acks are flushed at
-    once after each input, as a session with ``ack_nodelay`` does (a unary call, issue 15)."""
+    once after each input, as a session with ``ack_nodelay`` does (a unary call, issue 15).
+    Virtual time goes on from the links' clock, so a run can be continued with another call
+    (for example after changing the links' loss)."""
     lat: list[int] = []
     sent = [-1]
 
@@ -241,5 +243,6 @@ def call_latencies(
         a.flush()
         return False
 
-    drive(a, b, ab, ba, step, after_input=after_input, max_ms=n * 60_000)
+    start = max(ab.now, ba.now)
+    drive(a, b, ab, ba, step, start=start, after_input=after_input, max_ms=n * 60_000)
     return lat

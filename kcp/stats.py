@@ -87,6 +87,8 @@ _FIELDS: tuple[str, ...] = (
     "secure_goaways_received",
     "secure_stateless_resets_sent",
     "secure_stateless_resets_received",
+    "secure_part_errors",  # DATA_PART pieces dropped: not agreed, malformed, contradicting, too large
+    "secure_parts_dropped",  # payloads given up while reassembling DATA_PART pieces (evicted, expired)
 )
 
 
@@ -210,6 +212,8 @@ class Counters(CounterSet):
     secure_goaways_received: int
     secure_stateless_resets_sent: int
     secure_stateless_resets_received: int
+    secure_part_errors: int
+    secure_parts_dropped: int
 
     def add_secure(self, sc: CounterSet) -> None:
         """Add secure mode's counters ``sc`` into the ``secure_*`` summary fields
@@ -243,6 +247,8 @@ SECURE_SUMMARY: dict[str, tuple[str, ...]] = {
     "secure_goaways_received": ("goaways_received",),
     "secure_stateless_resets_sent": ("stateless_resets_sent",),
     "secure_stateless_resets_received": ("stateless_resets_received",),
+    "secure_part_errors": ("part_errors",),
+    "secure_parts_dropped": ("parts_dropped",),
 }
 """Which :class:`kcp.secure.SecureCounters` feed each process-wide ``secure_*`` field of
 :class:`Counters` (``kcp.SNMP`` / ``kcp.snmp()``)."""

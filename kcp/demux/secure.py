@@ -195,9 +195,7 @@ class SecureDemux:
         if timer is not None:
             self.ep.timers.schedule(self, timer)
 
-    def _authorize_hook(
-        self, user: Callable[[bytes, bytes | None, Any], str | None] | None
-    ) -> Authorizer:
+    def _authorize_hook(self, user: Callable[[bytes, bytes | None, Any], str | None] | None) -> Authorizer:
         """The hook given to the core: refuses while draining, then asks the user's hook."""
 
         def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | Refusal | None:

@@ -14,7 +14,9 @@ from kcp.rs import MAX_TOTAL_SHARDS
 from .errors import SecureUsageError
 from .noise import SUITE_BY_NAME, SUITES
 from .packet import (
+    FEATURE_DATA_PARTS,
     INIT_FIXED,
+    TAG_FEATURES,
     TAG_FEC,
     TAG_MTU,
     TAG_MUX,
@@ -55,7 +57,17 @@ class SessionParams:
     data_shards: int
     parity_shards: int
     mux_version: int
+    features: int = 0
+    """Optional protocol features both ends use (a bit set: ``FEATURE_DATA_PARTS``)."""
 
+    @property
+    def data_parts(self) -> bool:
+        """Both ends take DATA_PART frames: a payload larger than the path MTU goes in pieces."""
+        return bool(self.features & FEATURE_DATA_PARTS)
+
+
+KNOWN_FEATURES = FEATURE_DATA_PARTS
+"""The feature bits this version understands (others in a client's offer are ignored)."""
 
 PMTUD_LIMIT = 2048
 """The largest ``pmtud_max``: the session layer's receive buffer (``kcp.batch.MAX_DATAGRAM``)
@@ -67,7 +79,10 @@ class SecureConfig:
     """Secure mode's knobs (frozen, validated): versions, suites and limits of the handshake,
     DoS limits, rekeying, path probing and path MTU discovery (``pmtud*``: on by default, the
     search goes up to ``pmtud_max`` bytes of UDP payload and falls back to ``pmtud_base`` after a
-    black hole; docs/tuning.md "Path MTU"). A :class:`kcp.SecureWire` carries one (``config=``).
+    black hole; the probe timeout follows the path's RTT up to ``pmtud_probe_timeout_ms``;
+    docs/tuning.md "Path MTU"). ``data_parts`` offers DATA_PART frames in the handshake: when both
+    ends do, a datagram that no longer fits the path MTU (a KCP segment sent before the MTU fell)
+    is sent in pieces and reassembled by the peer (docs/security.md). A :class:`kcp.SecureWire` carries one (``config=``).
 
     What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
     :class:`kcp.SecureWire`, the MTU and windows on :class:`kcp.SessionConfig`; the handshake core
@@ -117,6 +132,7 @@ class SecureConfig:
     pmtud_probe_timeout_ms: int = 1000
     pmtud_confirm_ms: int = 15_000
     pmtud_raise_ms: int = 600_000
+    data_parts: bool = True
 
     def __post_init__(self) -> None:
         need = _need(type(self).__name__)
@@ -254,6 +270,7 @@ class ClientHello:
     fec_strict: bool
     mux_versions: tuple[int, ...]
     token: bytes
+    features: int = 0
 
     @classmethod
     def from_config(cls, cfg: HandshakeConfig) -> ClientHello:
@@ -267,20 +284,22 @@ class ClientHello:
             cfg.fec_strict,
             tuple(cfg.mux_versions),
             cfg.token,
+            FEATURE_DATA_PARTS if cfg.data_parts else 0,
         )
 
     def encode(self) -> bytes:
-        return encode_tlv(
-            [
-                (TAG_VERSIONS, bytes(self.versions)),
-                (TAG_SUITES, bytes(self.suites)),
-                (TAG_MTU, struct.pack(">H", self.mtu)),
-                (TAG_WINDOWS, struct.pack(">HH", self.snd_wnd, self.rcv_wnd)),
-                (TAG_FEC, bytes((self.fec[0], self.fec[1], int(self.fec_strict)))),
-                (TAG_MUX, bytes(self.mux_versions)),
-                (TAG_TOKEN, self.token),
-            ]
-        )
+        items = [
+            (TAG_VERSIONS, bytes(self.versions)),
+            (TAG_SUITES, bytes(self.suites)),
+            (TAG_MTU, struct.pack(">H", self.mtu)),
+            (TAG_WINDOWS, struct.pack(">HH", self.snd_wnd, self.rcv_wnd)),
+            (TAG_FEC, bytes((self.fec[0], self.fec[1], int(self.fec_strict)))),
+            (TAG_MUX, bytes(self.mux_versions)),
+            (TAG_TOKEN, self.token),
+        ]
+        if self.features:  # none offered: the hello of a client before features existed
+            items.append((TAG_FEATURES, bytes((self.features & 0xFF,))))
+        return encode_tlv(items)
 
     @classmethod
     def decode(cls, data: bytes) -> ClientHello:
@@ -307,7 +326,15 @@ class ClientHello:
             bool(fec[2]),
             tuple(mux),
             t.get(TAG_TOKEN, b""),
+            features_of(t),
         )
+
+
+def features_of(items: dict[int, bytes]) -> int:
+    """The feature bits of a hello or an answer (none when the tag is absent: an older peer).
+    The first byte holds bits 0-7; a longer value (a later version's) is read by its first byte."""
+    v = items.get(TAG_FEATURES)
+    return v[0] if v else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +448,13 @@ def negotiate(server: HandshakeConfig, hello: ClientHello, suite_id: int) -> Ses
         data_shards=fec[0],
         parity_shards=fec[1],
         mux_version=max(mux),
+        features=hello.features & server_features(server),
     )
+
+
+def server_features(cfg: SecureConfig) -> int:
+    """The feature bits an endpoint with ``cfg`` offers (a client) or accepts (a server)."""
+    return FEATURE_DATA_PARTS if cfg.data_parts else 0
 
 
 def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:
@@ -438,6 +471,8 @@ def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:
         problems.append(f"windows {p.snd_wnd}/{p.rcv_wnd}")
     if fec != server.fec and not fec_within(server.fec, fec):
         problems.append(f"FEC {fec[0]}/{fec[1]}")
+    if p.features & ~server_features(server):
+        problems.append(f"features {p.features:#x}")
     return f"parameters above the server's policy: {', '.join(problems)}" if problems else None
 
 
@@ -453,6 +488,8 @@ def check_accepted(client: HandshakeConfig, p: SessionParams) -> str | None:
         return (
             f"server chose windows {p.snd_wnd}/{p.rcv_wnd}, client proposed {client.snd_wnd}/{client.rcv_wnd}"
         )
+    if p.features & ~server_features(client):
+        return f"server chose features {p.features:#x}, client offered {server_features(client):#x}"
     if p.data_shards == 0 and p.parity_shards > 0:
         return f"server chose FEC {p.data_shards}/{p.parity_shards}, which has parity without data shards"
     if p.data_shards + p.parity_shards > MAX_TOTAL_SHARDS:

@@ -15,8 +15,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from .config import HandshakeConfig, SessionParams
-from .errors import SecureConnectionClosed
+from .config import PMTUD_LIMIT, HandshakeConfig, SessionParams
+from .errors import SecureConnectionClosed, SecureUsageError
 from .events import (
     ConnectionClosed,
     Event,
@@ -32,12 +32,16 @@ from .packet import (
     CID_LEN,
     F_CLOSE,
     F_DATA,
+    F_DATA_PART,
     F_GOAWAY,
     F_PATH_CHALLENGE,
     F_PATH_RESPONSE,
     F_PING,
     F_PING_ACK,
+    MAX_PARTS,
     MIN_TRANSPORT,
+    PART_HEADER,
+    PART_OVERHEAD,
     PROBE_ID_LEN,
     RESET_TOKEN_LEN,
     T_TRANSPORT,
@@ -67,6 +71,24 @@ CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
 }
 _DATA = bytes((F_DATA,))
 MAX_PROBE_ACKS = 64
+MAX_PENDING_PARTS = 8
+"""Payloads being reassembled from DATA_PART frames at once; a new one evicts the oldest."""
+PART_TIMEOUT_MS = 2000
+"""An incomplete payload older than this is dropped when the next piece arrives (its pieces are
+sent back to back: the rest was lost, and KCP resends the whole payload in new pieces)."""
+
+
+class _Partial:
+    """A payload being reassembled: its pieces by index, their bytes, when the first came."""
+
+    __slots__ = ("count", "got", "nbytes", "pieces", "started")
+
+    def __init__(self, count: int, now: int) -> None:
+        self.count = count
+        self.got = 0
+        self.nbytes = 0
+        self.pieces: list[bytes | None] = [None] * count
+        self.started = now
 
 
 class SecureConnection:
@@ -81,7 +103,9 @@ class SecureConnection:
         "_confirmed",
         "_epoch_started",
         "_first_pn",
+        "_next_part",
         "_next_pn",
+        "_partials",
         "_path_in",
         "_path_out",
         "_prefix0",
@@ -161,6 +185,8 @@ class SecureConnection:
         self._confirmed = True
         self._first_pn: int | None = 0  # the peer's epoch-0 packets start at packet number 0
         self._next_pn = 0
+        self._next_part = 0
+        self._partials: dict[int, _Partial] = {}
         self._window = ReplayWindow(config.replay_window)
         self._validated_addr = peer_addr
         self.path_validated = True
@@ -227,7 +253,39 @@ class SecureConnection:
             raise SecureConnectionClosed(
                 f"secure connection is closed ({self.close_message or 'closed'})", self.close_code or 0
             )
-        return self._seal_frame(_DATA + payload, now)
+        return self.seal_frame(_DATA + payload, now)
+
+    def seal_parts(self, payload: bytes, max_datagram: int, now: int) -> list[bytes]:
+        """``payload`` (as for :meth:`seal`) in DATA_PART datagrams of at most ``max_datagram``
+        bytes each, for the peer to reassemble: a payload made for a larger path MTU than the
+        path now carries (a KCP segment sent before the MTU fell). Both ends must have agreed on
+        it in the handshake (``params.data_parts``); the pieces are of even size, 2 to
+        ``MAX_PARTS`` of them."""
+        if self.state != OPEN:
+            raise SecureConnectionClosed(
+                f"secure connection is closed ({self.close_message or 'closed'})", self.close_code or 0
+            )
+        if not self.params.data_parts:
+            raise SecureUsageError("the peer did not agree to DATA_PART frames (params.data_parts)")
+        room = max_datagram - PART_OVERHEAD
+        n = len(payload)
+        count = -(-n // room) if room > 0 else 0
+        if not 2 <= count <= MAX_PARTS:
+            raise SecureUsageError(
+                f"a {n}-byte payload in datagrams of {max_datagram} bytes makes {count} pieces; "
+                f"DATA_PART needs 2..{MAX_PARTS} (a datagram holds {PART_OVERHEAD} bytes besides its piece)"
+            )
+        size = -(-n // count)
+        mid = self._next_part
+        self._next_part = (mid + 1) & 0xFFFFFFFF
+        head = bytes((F_DATA_PART,)) + mid.to_bytes(4, "big")
+        c = self.counters
+        c.payloads_split += 1
+        c.parts_sent += count
+        return [
+            self.seal_frame(head + bytes((i, count)) + payload[i * size : (i + 1) * size], now)
+            for i in range(count)
+        ]
 
     def ping(self, now: int, pad_to: int = 0, probe_id: int | None = None) -> bytes:
         """An authenticated PING (keeps NAT bindings, confirms keys), zero-padded to a datagram of
@@ -239,7 +297,7 @@ class SecureConnection:
         if probe_id is not None:
             body += (probe_id & 0xFFFFFFFFFFFFFFFF).to_bytes(PROBE_ID_LEN, "big")
         extra = pad_to - TRANSPORT_HEADER - 16 - len(body)
-        return self._seal_frame(body + bytes(max(0, extra)), now)
+        return self.seal_frame(body + bytes(max(0, extra)), now)
 
     def close(self, code: int = Reason.NONE, message: str = "", now: int = 0) -> bytes:
         """Close now: returns an authenticated CLOSE datagram (kept in ``close_packet`` for resends)."""
@@ -247,7 +305,7 @@ class SecureConnection:
             if self.close_packet is not None:
                 return self.close_packet
             raise SecureConnectionClosed("already closed by the peer", self.close_code or 0)
-        pkt = self._seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
+        pkt = self.seal_frame(encode_reason_frame(F_CLOSE, int(code), message), now)
         self._set_state(CLOSED)
         self.close_packet = pkt
         self.close_code = int(code)
@@ -262,7 +320,7 @@ class SecureConnection:
             raise SecureConnectionClosed("secure connection is closed", self.close_code or 0)
         self.goaway_sent = True
         self.counters.goaways_sent += 1
-        return self._seal_frame(encode_reason_frame(F_GOAWAY, int(code), message), now)
+        return self.seal_frame(encode_reason_frame(F_GOAWAY, int(code), message), now)
 
     def update_keys(self, now: int) -> bool:
         """Start a key update now; False if the previous one is not finished yet (try again later)."""
@@ -309,7 +367,10 @@ class SecureConnection:
             else:
                 self._send_challenge(now)
 
-    def _seal_frame(self, plaintext: bytes, now: int) -> bytes:
+    def seal_frame(self, plaintext: bytes, now: int) -> bytes:
+        """A protected datagram carrying ``plaintext`` as it is: a frame type byte and its body
+        (the frames of docs/security.md). :meth:`seal` is the one for data; this one also lets a
+        test send what a hostile peer holding the keys could (malformed frames)."""
         if self._sent_in_epoch >= self._cfg.rekey_after_packets or (
             now - self._epoch_started >= self._cfg.rekey_after_ms
         ):
@@ -392,8 +453,57 @@ class SecureConnection:
         ft = plaintext[0]
         if ft == F_DATA:
             return plaintext[1:]
+        if ft == F_DATA_PART:
+            return self._part(plaintext, now)
         self._control(ft, plaintext, addr, now)
         return None
+
+    def _part(self, frame: bytes, now: int) -> bytes | None:
+        """One DATA_PART piece: the whole payload once its last piece came, else None. Bounded:
+        at most ``MAX_PENDING_PARTS`` payloads of at most max(MTU, 2048) bytes each, none kept
+        longer than ``PART_TIMEOUT_MS``; every piece that breaks a rule is dropped and counted
+        (``part_errors``), as is every payload given up (``parts_dropped``)."""
+        c = self.counters
+        c.parts_received += 1
+        if not self.params.data_parts or len(frame) <= 1 + PART_HEADER:
+            c.part_errors += 1  # not agreed in the handshake, or no piece
+            return None
+        mid = int.from_bytes(frame[1:5], "big")
+        index, count = frame[5], frame[6]
+        piece = frame[1 + PART_HEADER :]
+        if not 2 <= count <= MAX_PARTS or index >= count:
+            c.part_errors += 1
+            return None
+        partials = self._partials
+        p = partials.get(mid)
+        if p is None:
+            for key in [k for k, q in partials.items() if now - q.started > PART_TIMEOUT_MS]:
+                del partials[key]
+                c.parts_dropped += 1
+            while len(partials) >= MAX_PENDING_PARTS:
+                del partials[next(iter(partials))]  # the oldest
+                c.parts_dropped += 1
+            p = partials[mid] = _Partial(count, now)
+        elif p.count != count or p.pieces[index] is not None:
+            c.part_errors += 1  # a piece that contradicts the others, or a second copy of one
+            return None
+        p.nbytes += len(piece)
+        if p.nbytes > max(self.params.mtu, PMTUD_LIMIT):
+            del partials[mid]  # larger than any datagram the peer may send
+            c.part_errors += 1
+            return None
+        p.pieces[index] = piece
+        p.got += 1
+        if p.got < count:
+            return None
+        del partials[mid]
+        c.parts_reassembled += 1
+        return b"".join(p.pieces)  # type: ignore[arg-type]  # every piece is there
+
+    @property
+    def parts_pending(self) -> tuple[int, int]:
+        """Payloads being reassembled from DATA_PART pieces, and the bytes they hold."""
+        return len(self._partials), sum(p.nbytes for p in self._partials.values())
 
     def _stateless_reset(self, datagram: bytes) -> bool:
         """A datagram that ends with our reset token: the server forgot this connection."""
@@ -417,7 +527,7 @@ class SecureConnection:
         if ft == F_PING:
             if len(plaintext) >= 1 + PROBE_ID_LEN:  # an MTU probe: say it arrived (a small answer)
                 c.mtu_probes_answered += 1
-                self.outbox.append((self._seal_frame(bytes((F_PING_ACK,)) + plaintext[1:9], now), addr))
+                self.outbox.append((self.seal_frame(bytes((F_PING_ACK,)) + plaintext[1:9], now), addr))
             return None
         if ft == F_PING_ACK and len(plaintext) == 1 + PROBE_ID_LEN:
             c.mtu_probe_acks += 1
@@ -425,7 +535,7 @@ class SecureConnection:
                 self.probe_acks.append(int.from_bytes(plaintext[1:], "big"))
             return None
         if ft == F_PATH_CHALLENGE and len(plaintext) == 9:
-            self.outbox.append((self._seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
+            self.outbox.append((self.seal_frame(bytes((F_PATH_RESPONSE,)) + plaintext[1:], now), addr))
             return None
         if ft == F_PATH_RESPONSE and len(plaintext) == 9:
             if self._challenge is not None and plaintext[1:] == self._challenge:
@@ -531,7 +641,7 @@ class SecureConnection:
         self._challenge_attempts += 1
         self._challenge_due = now + self._cfg.path_probe_interval_ms
         self.counters.path_challenges_sent += 1
-        pkt = self._seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
+        pkt = self.seal_frame(bytes((F_PATH_CHALLENGE,)) + self._challenge, now)
         self.outbox.append((pkt, self._challenge_addr))
 
 

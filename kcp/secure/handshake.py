@@ -34,6 +34,7 @@ from .config import (
     Refusal,
     SessionParams,
     check_accepted,
+    features_of,
     fec_within,
     negotiate,
 )
@@ -77,6 +78,7 @@ from .packet import (
     T_RETRY,
     T_TRANSPORT,
     TAG_CID,
+    TAG_FEATURES,
     TAG_FEC,
     TAG_MESSAGE,
     TAG_MTU,
@@ -154,6 +156,7 @@ def _encode_accept(server_cid: bytes, p: SessionParams, reset_token: bytes) -> b
             (TAG_FEC, bytes((p.data_shards, p.parity_shards))),
             (TAG_MUX, bytes((p.mux_version,))),
             (TAG_RESET, reset_token),
+            *([(TAG_FEATURES, bytes((p.features,)))] if p.features else []),
         ]
     )
 
@@ -472,6 +475,7 @@ class SecureClient:
             fec[0],
             fec[1],
             mux,
+            features_of(t),
         )
         k1, k2 = self._hs.split()
         conn = SecureConnection(

@@ -80,7 +80,13 @@ F_PATH_RESPONSE: Final = 0x03
 F_CLOSE: Final = 0x04
 F_GOAWAY: Final = 0x05
 F_PING_ACK: Final = 0x06  # probe id (8): answers a PING that carries one (an MTU probe)
+F_DATA_PART: Final = 0x07  # message id (4) | index (1) | count (1) | piece: a DATA payload in pieces
 PROBE_ID_LEN: Final = 8
+PART_HEADER: Final = 4 + 1 + 1  # message id, index, count
+PART_OVERHEAD: Final = (
+    TRANSPORT_HEADER + 1 + PART_HEADER + TAG_LEN
+)  # 40: a DATA_PART datagram's bytes around its piece
+MAX_PARTS: Final = 16  # the most pieces of one payload
 MIN_PROBE: Final = TRANSPORT_HEADER + 1 + PROBE_ID_LEN + TAG_LEN  # the smallest PING that carries a probe id
 MAX_REASON_TEXT: Final = 512
 
@@ -112,6 +118,8 @@ TAG_STATUS: Final = 8  # u8 reason (0 = accepted)
 TAG_MESSAGE: Final = 9  # utf-8
 TAG_CID: Final = 10  # server's connection id (8)
 TAG_RESET: Final = 11  # stateless reset token for the server's connection id (16)
+TAG_FEATURES: Final = 12  # u8 bit set: the client's offer; in the answer, what both ends use
+FEATURE_DATA_PARTS: Final = 0x01  # DATA_PART frames (a payload larger than the path MTU in pieces)
 RESET_TOKEN_LEN: Final = 16
 MIN_RESET_TRIGGER: Final = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
 MAX_RESET: Final = 64

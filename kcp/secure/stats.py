@@ -62,6 +62,12 @@ _FIELDS: tuple[str, ...] = (
     "stateless_resets_received",
     "mtu_probes_answered",  # padded PINGs with a probe id answered with a PING_ACK
     "mtu_probe_acks",  # PING_ACKs received (answers to our MTU probes)
+    "payloads_split",  # payloads larger than the path MTU sent as DATA_PART pieces
+    "parts_sent",  # DATA_PART datagrams sent
+    "parts_received",  # DATA_PART frames received (authenticated)
+    "parts_reassembled",  # payloads rebuilt from their pieces and delivered
+    "part_errors",  # DATA_PART frames dropped: not agreed, malformed, contradicting, too large
+    "parts_dropped",  # incomplete payloads given up: too old, or evicted for a newer one
 )
 
 
@@ -122,3 +128,9 @@ class SecureCounters(CounterSet):
     stateless_resets_received: int
     mtu_probes_answered: int
     mtu_probe_acks: int
+    payloads_split: int
+    parts_sent: int
+    parts_received: int
+    parts_reassembled: int
+    part_errors: int
+    parts_dropped: int

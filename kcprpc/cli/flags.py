@@ -74,6 +74,21 @@ def add_transport_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--interval", type=int, default=None, help="manual mode: ikcp interval (ms)")
     g.add_argument("--resend", type=int, default=None, help="manual mode: ikcp fast resend")
     g.add_argument("--nc", type=int, default=None, help="manual mode: 1 turns congestion control off")
+    g.add_argument(
+        "--loss-recovery",
+        default=None,
+        choices=["adaptive", "ikcp"],
+        help="small flights' retransmission (default adaptive: spaced copies; docs/tuning.md)",
+    )
+    g.add_argument(
+        "--lead-copies",
+        default=None,
+        metavar="N|auto",
+        help="spaced copies sent ahead of any loss (default 0; auto: picked from the loss seen)",
+    )
+    g.add_argument(
+        "--congestion", default=None, choices=["ikcp", "bbr"], help="the sender's congestion control"
+    )
 
 
 def parse_key(text: str, flag: str) -> bytes:
@@ -135,10 +150,19 @@ def _session(args: argparse.Namespace, cfg: SessionConfig) -> SessionConfig:
         v = getattr(args, flag, None)
         if v is not None:
             cfg = _session_field(cfg, f"--{flag}", name, v)
+    for flag, name in (("loss_recovery", "loss_recovery"), ("congestion", "congestion")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            cfg = _session_field(cfg, f"--{flag.replace('_', '-')}", name, v)
+    lead = getattr(args, "lead_copies", None)
+    if lead is not None:
+        if lead != "auto" and not lead.isdigit():
+            raise UsageError(f"--lead-copies {lead}: expected a number of copies or auto")
+        cfg = _session_field(cfg, "--lead-copies", "lead_copies", lead if lead == "auto" else int(lead))
     return cfg
 
 
-def _session_field(cfg: SessionConfig, flag: str, name: str, value: int) -> SessionConfig:
+def _session_field(cfg: SessionConfig, flag: str, name: str, value: int | str) -> SessionConfig:
     try:
         fields: dict[str, Any] = {name: value}
         return dataclasses.replace(cfg, **fields)

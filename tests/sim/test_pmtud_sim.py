@@ -28,7 +28,8 @@ KNOBS: dict[str, Any] = {
 
 
 class CappedLink(SimLink):
-    """A SimLink that drops every datagram longer than ``cap`` (a path MTU without ICMP)."""
+    """A SimLink that drops every datagram longer than ``cap`` (a path MTU without ICMP), when it
+    is sent and, if ``cap`` fell meanwhile, when it would arrive (the route changed under it)."""
 
     def __init__(self, cap: int, **kw: Any) -> None:
         super().__init__(**kw)
@@ -42,6 +43,12 @@ class CappedLink(SimLink):
             return
         self.largest = max(self.largest, len(data))
         super().send(data, now)
+
+    def deliver(self, now: int) -> list[bytes]:
+        out = super().deliver(now)
+        kept = [d for d in out if len(d) <= self.cap]
+        self.too_big += len(out) - len(kept)
+        return kept
 
 
 class _Timers:
@@ -262,3 +269,61 @@ def test_compat_paths_have_no_mtu_search() -> None:
     stats: dict[str, int] = {}
     path.add_stats(stats)
     assert stats == {}
+
+
+def _drop_mid_transfer(**knobs: Any) -> tuple[Side, Side, CappedLink, CappedLink, bytes, int, int]:
+    """A 300 KB transfer on a 1472-byte path; 100 ms in, the path shrinks to 1252 bytes of UDP
+    payload (a 1280-byte IPv6-minimum link, no ICMP) with full-size segments in flight both ways.
+    Returns the sides, the uplink, the payload, when the drop happened and when the run ended
+    (all delivered and acked, or 60 s)."""
+    client, server, up, down, now = _setup(cap=1500, **knobs)
+    up.rate = down.rate = 300.0  # 2.4 Mbit/s, a router queue of 100 ms: the transfer takes a second
+    up.limit = down.limit = 100
+    for side in (client, server):
+        side.engine.wndsize(16, 128)  # 23 KB in flight: the queue never overflows
+    now = _idle(client, server, up, down, now, 2000)
+    assert client.pmtu == server.pmtu == 1472
+    payload = random.Random(11).randbytes(300_000)
+    for i in range(0, len(payload), 16384):
+        chunk = payload[i : i + 16384]
+        assert client.engine.send(chunk) == len(chunk)
+    now = _idle(client, server, up, down, now, 100)
+    assert client.engine.nsnd_buf > 0 and up.largest == 1472  # full-size segments in flight
+    drop = now
+    up.cap = down.cap = 1252
+
+    def done(t: int) -> bool:
+        return (len(server.received) >= len(payload) and client.engine.waitsnd() == 0) or t >= drop + 60_000
+
+    end = drive(client, server, up, down, done, start=now, max_ms=61_000)
+    return client, server, up, down, payload, drop, end
+
+
+def test_a_session_survives_an_mtu_drop_with_full_size_segments_in_flight() -> None:
+    """The path MTU falls while segments of the old size are in flight: KCP can only resend them
+    whole, so they go as DATA_PART pieces that fit the new MTU, and the peer reassembles them.
+    Every byte arrives, the MTU falls back and is found again below the new path MTU."""
+    client, server, up, down, payload, drop, end = _drop_mid_transfer()
+    assert bytes(server.received) == payload
+    assert client.engine.state == 0 and client.engine.waitsnd() == 0  # no dead link
+    assert end - drop < 5000  # seconds, not a dead link
+    pm = client.path.pmtud
+    assert pm is not None and pm.black_holes == 1 and pm.plpmtu <= 1252
+    _idle(client, server, up, down, end, 5000)  # the search below the failed size ends
+    assert 1252 - 16 <= pm.plpmtu <= 1252 and client.engine.mtu == pm.plpmtu - client.overhead
+    cc, sc = client.conn.counters, server.conn.counters
+    assert cc.payloads_split > 0 and cc.parts_sent >= 2 * cc.payloads_split
+    assert sc.parts_reassembled == cc.payloads_split  # nothing lost on this link but the too-big
+    assert sc.part_errors == 0 and sc.parts_dropped == 0
+    assert server.conn.parts_pending == (0, 0)
+
+
+def test_without_data_parts_the_same_drop_stalls_the_session() -> None:
+    """The same drop with DATA_PART off (an older peer): the MTU falls back, but the segments
+    already sent at 1472 bytes can never cross, and the transfer does not finish."""
+    client, server, _up, _down, payload, drop, end = _drop_mid_transfer(data_parts=False)
+    assert not client.conn.params.data_parts
+    assert end >= drop + 60_000 and len(server.received) < len(payload)
+    pm = client.path.pmtud
+    assert pm is not None and pm.black_holes == 1 and pm.plpmtu <= 1252  # the search did its part
+    assert client.conn.counters.payloads_split == 0

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from kcp.config import SessionConfig
-from kcp.engine import KCP, SPARSE_RTO_CAP, recovery_copies_for
+from kcp.engine import KCP, SPARSE_RTO_CAP, lead_copies_for, recovery_copies_for
 from kcp.errors import KCPUsageError
-from kcp.session_setup import SPARSE_FLIGHT, make_engine
+from kcp.session_setup import AUTO_LEAD_MAX, SPARSE_FLIGHT, make_engine
+from kcp.session_stats import session_stats
 from kcp.simlink import SimLink, call_latencies
 from kcp.stats import Counters
 
@@ -175,3 +176,75 @@ def test_session_config_checks_and_applies_the_recovery() -> None:
     assert (eng.recovery_flight, eng.recovery_adaptive, eng.recovery_max_copies) == (SPARSE_FLIGHT, True, 4)
     assert (eng.recovery_gap, eng.recovery_lead) == (7, 1)
     assert make_engine(1, SessionConfig(loss_recovery="ikcp"), 0, Counters()).recovery_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("samples", "failed", "current", "expect"),
+    [
+        (64, 0, 0, 0),  # a clean link: none
+        (256, 0, 1, 0),  # ... and a clean run of a few hundred takes them away again
+        (64, 0, 1, 1),  # ... but not a lucky few dozen
+        (64, 6, 0, 1),  # about 5 % lost each way (9 % round trips): one copy makes 0.25 %
+        (200, 1, 0, 0),  # about 0.25 % each way: not worth a copy
+        (64, 30, 0, 1),  # about 27 % each way: up one step per pick ...
+        (64, 30, 1, 1),  # ... but a second copy needs more samples
+        (128, 60, 1, 2),  # ... then up to as many as allowed
+        (256, 2, 1, 1),  # between the up and the down threshold: unchanged (hysteresis)
+    ],
+)
+def test_lead_copies_for(samples: int, failed: int, current: int, expect: int) -> None:
+    assert lead_copies_for(samples, failed, current, 2) == expect
+
+
+def auto_pair(link: dict[str, Any], n: int, seed: int = 5) -> tuple[list[int], int, KCP]:
+    config = SessionConfig(lead_copies="auto")
+    a = make_engine(1, config, 0, Counters())
+    b = make_engine(1, config, 0, Counters())
+    ab = SimLink(seed=seed, delay=40, **link)
+    ba = SimLink(seed=seed + 1, delay=40, **link)
+    a.output = ab.send
+    b.output = ba.send
+    lat = sorted(call_latencies(a, b, ab, ba, n))
+    return lat, ab.sent + ba.sent, a
+
+
+def test_auto_lead_copies_follow_the_loss_seen() -> None:
+    assert make_engine(1, SessionConfig(lead_copies="auto"), 0, Counters()).recovery_auto_lead == AUTO_LEAD_MAX
+    clean, pkts, a = auto_pair({}, 300)
+    assert clean[-1] == 80 and pkts == 3 * 300 and a.recovery_lead == 0  # nothing extra on a clean link
+    lossy, lossy_pkts, a = auto_pair({"loss": 0.05}, 1500)
+    fixed, _ = calls(1500, {"loss": 0.05}, SessionConfig(), seed=5)
+    assert a.recovery_lead == 1
+    stats = session_stats(Counters(), a, lambda out: None, read_buffered=0, datagrams_queued=0, datagrams_dropped=0)
+    assert stats["lead_copies"] == 1 and stats["recovery_copies"] == a.recovery_copies
+    assert p99(lossy) <= 100 < p99(fixed)  # a lost call no longer costs a second round trip
+    assert lossy_pkts <= 2.1 * 3 * 1500
+    # under bursts a copy right behind falls into the same burst: the lead stays off
+    _, burst_pkts, a = auto_pair({"ge_p": 0.01, "ge_r": 0.25}, 1500)
+    _, plain_pkts = calls(1500, {"ge_p": 0.01, "ge_r": 0.25}, SessionConfig(), seed=5)
+    assert a.recovery_lead == 0 and burst_pkts <= 1.25 * plain_pkts
+
+
+def test_auto_lead_copies_come_down_when_the_loss_stops() -> None:
+    config = SessionConfig(lead_copies="auto")
+    a = make_engine(1, config, 0, Counters())
+    b = make_engine(1, config, 0, Counters())
+    ab = SimLink(seed=7, delay=40, loss=0.05)
+    ba = SimLink(seed=8, delay=40, loss=0.05)
+    a.output = ab.send
+    b.output = ba.send
+    call_latencies(a, b, ab, ba, 600)
+    assert a.recovery_lead == 1
+    ab.loss = ba.loss = 0.0
+    call_latencies(a, b, ab, ba, 100)
+    assert a.recovery_lead == 1  # a lucky hundred is not enough
+    call_latencies(a, b, ab, ba, 500)
+    assert a.recovery_lead == 0 and b.recovery_lead == 0
+
+
+def test_lead_copies_config() -> None:
+    with pytest.raises(KCPUsageError, match="lead_copies"):
+        SessionConfig(lead_copies="always")  # type: ignore[arg-type]
+    with pytest.raises(KCPUsageError, match="lead_copies"):
+        SessionConfig(lead_copies=9)
+    assert make_engine(1, SessionConfig(lead_copies=2), 0, Counters()).recovery_auto_lead == 0

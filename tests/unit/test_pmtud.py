@@ -202,3 +202,42 @@ def test_snapshot_names_the_counters() -> None:
     assert snap["pmtu"] == 1472
     assert snap["pmtud_probes_sent"] == 1 and snap["pmtud_probes_acked"] == 1
     assert snap["pmtud_probes_lost"] == 0 and snap["pmtud_black_holes"] == 0
+
+
+def test_the_probe_timeout_follows_the_rtt_of_the_answers() -> None:
+    pm = new(start=1200, probe_timeout_ms=1000)
+    assert pm.probe_timeout == 1000  # no sample yet: the cap
+    path = FakePath(pm, mtu=1400)  # 1472 is lost, answers come after RTT = 20 ms
+    done: list[int] = []
+
+    def on_step(now: int) -> None:
+        if pm.state is PmtudState.SEARCH_COMPLETE and not done:
+            done.append(now)
+
+    path.run_until(60_000, on_step)
+    assert pm.state is PmtudState.SEARCH_COMPLETE and 1400 - 16 <= pm.plpmtu <= 1400
+    assert pm.srtt == RTT and pm.probe_timeout == 100  # 3 x 20 ms, at least min_timeout_ms
+    # the first 1472 probes wait the cap (no sample yet); after the first answer a loss costs
+    # 100 ms, not 1 s: about 3.9 s against 12 s with a fixed 1 s timeout
+    assert done and done[0] < 3 * 1000 + 9 * 100 + 10 * RTT, done
+
+
+def test_a_seeded_rtt_times_out_the_first_probes_early_and_a_slow_path_raises_it() -> None:
+    pm = new(start=1200, probe_timeout_ms=1000, rtt=50)
+    assert pm.probe_timeout == 150
+    pm.note_rtt(400)  # a slower path: the timeout grows with it, capped
+    assert 150 < pm.probe_timeout <= 1000
+    for _ in range(30):
+        pm.note_rtt(2000)
+    assert pm.probe_timeout == 1000
+    with pytest.raises(ValueError):
+        new(rtt=-1)
+
+
+def test_a_late_answer_of_a_search_probe_counts_and_gives_an_rtt_sample() -> None:
+    pm = new(start=1200, probe_timeout_ms=1000, rtt=20)  # timeout 100 ms
+    [(pid, size)] = pm.poll(0)
+    assert size == 1472
+    assert pm.poll(100) != []  # timed out: the next copy goes out
+    assert pm.on_ack(pid, 300)  # the first copy's answer, 300 ms late: 1472 passes after all
+    assert pm.plpmtu == 1472 and pm.srtt > 20

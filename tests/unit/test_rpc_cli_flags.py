@@ -191,6 +191,17 @@ def test_bad_sizes_name_their_flag(argv: list[str], message: str) -> None:
     assert fails("must be", *argv) == message
 
 
+def test_loss_and_congestion_flags() -> None:
+    s = build("--lead-copies", "auto", "--loss-recovery", "adaptive", "--congestion", "bbr").session
+    assert (s.lead_copies, s.loss_recovery, s.congestion) == ("auto", "adaptive", "bbr")
+    assert build("--lead-copies", "2").session.lead_copies == 2
+    assert build("--loss-recovery", "ikcp").session.loss_recovery == "ikcp"
+    assert fails("lead-copies", "--lead-copies", "many") == (
+        "--lead-copies many: expected a number of copies or auto"
+    )
+    assert fails("lead_copies", "--lead-copies", "9").startswith("--lead-copies 9: lead_copies must be")
+
+
 def test_session_flags_apply_in_both_wire_modes() -> None:
     for wire in (["--key", "k"], ["--crypt", "aes", "--key", "k"]):
         s = build(*wire, "--mode", "normal", "--mtu", "1300").session
