@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ CONFIGS = [
 
 @pytest.mark.parametrize(("cfg", "loss", "wrap"), CONFIGS)
 def test_byte_identical_to_ikcp(cfg: dict[str, Any], loss: float, wrap: bool) -> None:
-    seed = hash((str(cfg), loss, wrap)) & 0xFFFF
+    seed = zlib.crc32(repr((cfg, loss, wrap)).encode()) & 0xFFFF  # hash() of a str varies per process
     rng = random.Random(seed)
     a, b = Twin(cfg), Twin(cfg)
     inflight: list[tuple[int, Twin, bytes]] = []
