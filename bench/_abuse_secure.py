@@ -77,6 +77,20 @@ async def _handshake(sock: socket.socket, client: SecureClient, deadline: float)
             sock.send(d)
 
 
+async def _connect(
+    sock: socket.socket, target: Target, deadline: float, out: dict[str, int]
+) -> SecureConnection | None:
+    """A secure connection over ``sock`` with the target's key, counted in ``out``
+    (``connections`` or ``handshake_failed``)."""
+    client = SecureClient(HandshakeConfig(passphrase=target.key))
+    await _handshake(sock, client, deadline)
+    if client.connection is None:
+        out["handshake_failed"] += 1
+    else:
+        out["connections"] += 1
+    return client.connection
+
+
 # ------------------------------------------------------------------------------------ fec-oversize
 
 
@@ -166,13 +180,9 @@ async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
     async def one(seed: int) -> None:
         sock = _udp(target)
         try:
-            client = SecureClient(HandshakeConfig(passphrase=target.key))
-            await _handshake(sock, client, deadline)
-            conn = client.connection
+            conn = await _connect(sock, target, deadline, out)
             if conn is None:
-                out["handshake_failed"] += 1
                 return
-            out["connections"] += 1
             authentic = conn.ping(_now_ms())  # the last authentic packet: later only replayed
             sock.send(authentic)
             silent_since = loop.time()
@@ -222,13 +232,9 @@ async def data_parts(target: Target, seconds: float) -> dict[str, int]:
     async def one(seed: int) -> None:
         sock = _udp(target)
         try:
-            client = SecureClient(HandshakeConfig(passphrase=target.key))
-            await _handshake(sock, client, deadline)
-            conn = client.connection
+            conn = await _connect(sock, target, deadline, out)
             if conn is None:
-                out["handshake_failed"] += 1
                 return
-            out["connections"] += 1
             out["agreed"] += int(conn.params.data_parts)
             rnd = random.Random(seed)
             mid = 0

@@ -113,15 +113,20 @@ def test_recovery_copies_for(rounds: int, failed: int, copies: int, expect: int)
     assert recovery_copies_for(rounds, failed, copies, 6) == expect
 
 
-def calls(n: int, link: dict[str, Any], config: SessionConfig, seed: int = 3) -> tuple[list[int], int]:
-    """``n`` sequential 64-byte calls over a seeded simulated link (40 ms each way) between two
-    engines built as sessions build them; the latencies and the datagrams sent."""
+def pair(config: SessionConfig, link: dict[str, Any], seed: int) -> tuple[KCP, KCP, SimLink, SimLink]:
+    """Two engines built as sessions build them, wired to a seeded simulated link (40 ms each way)."""
     a = make_engine(1, config, 0, Counters())
     b = make_engine(1, config, 0, Counters())
     ab = SimLink(seed=seed, delay=40, **link)
     ba = SimLink(seed=seed + 1, delay=40, **link)
     a.output = ab.send
     b.output = ba.send
+    return a, b, ab, ba
+
+
+def calls(n: int, link: dict[str, Any], config: SessionConfig, seed: int = 3) -> tuple[list[int], int]:
+    """``n`` sequential 64-byte calls over :func:`pair`; the latencies and the datagrams sent."""
+    a, b, ab, ba = pair(config, link, seed)
     lat = call_latencies(a, b, ab, ba, n)
     return sorted(lat), ab.sent + ba.sent
 
@@ -197,13 +202,7 @@ def test_lead_copies_for(samples: int, failed: int, current: int, expect: int) -
 
 
 def auto_pair(link: dict[str, Any], n: int, seed: int = 5) -> tuple[list[int], int, KCP]:
-    config = SessionConfig(lead_copies="auto")
-    a = make_engine(1, config, 0, Counters())
-    b = make_engine(1, config, 0, Counters())
-    ab = SimLink(seed=seed, delay=40, **link)
-    ba = SimLink(seed=seed + 1, delay=40, **link)
-    a.output = ab.send
-    b.output = ba.send
+    a, b, ab, ba = pair(SessionConfig(lead_copies="auto"), link, seed)
     lat = sorted(call_latencies(a, b, ab, ba, n))
     return lat, ab.sent + ba.sent, a
 
@@ -226,13 +225,7 @@ def test_auto_lead_copies_follow_the_loss_seen() -> None:
 
 
 def test_auto_lead_copies_come_down_when_the_loss_stops() -> None:
-    config = SessionConfig(lead_copies="auto")
-    a = make_engine(1, config, 0, Counters())
-    b = make_engine(1, config, 0, Counters())
-    ab = SimLink(seed=7, delay=40, loss=0.05)
-    ba = SimLink(seed=8, delay=40, loss=0.05)
-    a.output = ab.send
-    b.output = ba.send
+    a, b, ab, ba = pair(SessionConfig(lead_copies="auto"), {"loss": 0.05}, 7)
     call_latencies(a, b, ab, ba, 600)
     assert a.recovery_lead == 1
     ab.loss = ba.loss = 0.0
