@@ -125,6 +125,7 @@ def new_pmtud(conn: SecureConnection, now: int) -> Pmtud | None:
         probe_timeout_ms=cfg.pmtud_probe_timeout_ms,
         confirm_ms=cfg.pmtud_confirm_ms,
         raise_ms=cfg.pmtud_raise_ms,
+        rtt=conn.handshake_rtt_ms,  # a client's first probes time out by it, not by the 1 s cap
     )
 
 

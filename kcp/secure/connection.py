@@ -128,6 +128,7 @@ class SecureConnection:
         "goaway_received",
         "goaway_sent",
         "handshake_hash",
+        "handshake_rtt_ms",
         "is_client",
         "last_authenticated",
         "local_cid",
@@ -173,6 +174,9 @@ class SecureConnection:
         self.params = params
         self.peer_static = peer_static
         self.handshake_hash = handshake_hash
+        self.handshake_rtt_ms = 0
+        """The client's handshake round trip (initiation to answer, an initiation sent once), in
+        ms; 0 on a server or when the initiation had to be resent."""
         self.reset_token = reset_token
         self.counters = counters if counters is not None else SecureCounters()
         self._send = EpochKeys(suite, send_secret, 0)

@@ -244,6 +244,8 @@ class SecureClient:
         self._deadline = 0
         self._next_retx = 0
         self._interval = config.handshake_retry_ms
+        self._sent_at = 0  # when the current initiation went out, and how many times:
+        self._copies = 0  # the answer gives an RTT sample only to an initiation sent once (Karn)
 
     def _set_state(self, new: ClientState) -> None:
         assert new in CLIENT_TRANSITIONS[self.state], f"illegal transition {self.state} -> {new}"
@@ -297,6 +299,8 @@ class SecureClient:
         self._cookie = None
         self._interval = cfg.handshake_retry_ms
         self._next_retx = now + self._interval
+        self._sent_at = now
+        self._copies = 1
         self.counters.initiations_sent += 1
         return self._current()
 
@@ -328,6 +332,7 @@ class SecureClient:
             # one burst, so several go out within the timeout (250, 500, 1000, 1000 ... ms)
             self._interval = min(self._interval * 2, max(self.config.handshake_retry_max_ms, self._interval))
             self._next_retx = now + self._interval
+            self._copies += 1
             self.counters.initiations_sent += 1
             self._outbox.append(self._current())
 
@@ -508,6 +513,8 @@ class SecureClient:
                 )
             )
             return None
+        if self._copies == 1:
+            conn.handshake_rtt_ms = max(1, now - self._sent_at)
         conn.queue_datagram(conn.ping(now), addr)
         self._set_state(ClientState.ESTABLISHED)
         self.connection = conn

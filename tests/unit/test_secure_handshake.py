@@ -36,6 +36,7 @@ from kcp.secure.noise import (
 )
 from kcp.secure.packet import T_RESPONSE, T_RETRY
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
+from kcp.secure_path import new_pmtud
 from kcp.wirehint import HINT_LEN, T_HINT, HintCode
 
 # Produced by the independent `noiseprotocol` 0.3.1 package (PyPI) with the keys below:
@@ -536,3 +537,24 @@ def test_initiations_are_retransmitted_doubling_to_a_cap_within_the_timeout() ->
             sent.append(now)
     assert sent == [0, 250, 750, 1750, 2750, 3750, 4750]
     assert isinstance(client.error, HandshakeNoAnswer) and now == 5000
+
+
+def test_the_client_measures_the_handshake_round_trip_for_the_mtu_search() -> None:
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(12))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(13))
+    r = server.receive(client.initiate(100), CLIENT_ADDR, 140)  # 40 ms each way
+    conn = client.receive(r.replies[0][0], SERVER_ADDR, 180)
+    assert conn is not None and conn.handshake_rtt_ms == 80
+    pm = new_pmtud(conn, 180)
+    assert pm is not None and pm.probe_timeout == 240  # three round trips, not the 1 s cap
+    # an answer to a resent initiation could answer either copy (Karn): no sample
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV), seeded_rng(12))
+    client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(13))
+    init = client.initiate(0)
+    client.handle_timer(client.get_timer() or 0)
+    assert client.datagrams_to_send(300)
+    r = server.receive(init, CLIENT_ADDR, 300)
+    conn = client.receive(r.replies[0][0], SERVER_ADDR, 340)
+    assert conn is not None and conn.handshake_rtt_ms == 0
+    pm = new_pmtud(conn, 340)
+    assert pm is not None and pm.probe_timeout == conn.config.pmtud_probe_timeout_ms
