@@ -189,8 +189,10 @@ class Pmtud:
 
     @property
     def suspect_gap(self) -> int:
-        """The least time between two confirmation rounds that suspicion starts (ms)."""
-        return 5 * self.probe_timeout
+        """The least time between two confirmation rounds that suspicion starts (ms): five of the
+        longest probe timeouts, not of the RTT-based one, since on a randomly lossy path data is
+        retransmitted all the time and each round costs two full-size probes."""
+        return 5 * self.probe_timeout_ms
 
     def note_rtt(self, rtt: int) -> None:
         """One round-trip sample (ms), as RFC 6298 smooths them (the probes' answers feed it)."""

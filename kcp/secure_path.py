@@ -166,6 +166,7 @@ class SecurePath:
         "_pmtu_applied",
         "_retrans_seen",
         "_segs_seen",
+        "base_payload",
         "callbacks",
         "conn",
         "ep",
@@ -174,6 +175,7 @@ class SecurePath:
         "owner",
         "pmtud",
         "rekey_due",
+        "sent_large",
         "split_payload",
     )
 
@@ -206,6 +208,11 @@ class SecurePath:
         """Payloads longer than this go in DATA_PART pieces (the current MTU's payload size, once
         both ends agreed to DATA_PART and the MTU search runs; else never)."""
         self._split_at(conn.params.mtu if pm is None else pm.plpmtu)
+        self.base_payload = _NO_SPLIT if pm is None else pm.base - SECURE_OVERHEAD
+        """Payloads longer than this fit only above the MTU search's base: only their losses can
+        mean that the path MTU fell."""
+        self.sent_large = False
+        """A payload longer than :attr:`base_payload` went out since the last retransmission seen."""
         self._counters: Any = None
         self._retrans_seen = 0
         self._segs_seen = 0
@@ -238,9 +245,12 @@ class SecurePath:
             now = now_ms()
             try:
                 for payload in (packet,) if plain else pseal(packet, now):
-                    if len(payload) > path.split_payload:
-                        path.send_parts(payload, now)  # sent before the MTU fell: in pieces
-                        continue
+                    n = len(payload)
+                    if n > path.base_payload:
+                        if n > path.split_payload:
+                            path.send_parts(payload, now)  # sent before the MTU fell: in pieces
+                            continue
+                        path.sent_large = True
                     d = seal(payload, now)
                     if not conn.path_validated and not conn.can_send(len(d)):
                         path.held_back += 1  # new path not validated yet: KCP retransmits later
@@ -412,7 +422,9 @@ class SecurePath:
                     pm.note_traffic()  # an idle session is not probed
                 if c.retrans_segs != self._retrans_seen:
                     self._retrans_seen = c.retrans_segs
-                    pm.suspect()  # data is being resent: is the MTU still right?
+                    if self.sent_large:  # large data is being resent: is the MTU still right?
+                        self.sent_large = False
+                        pm.suspect()
             tp = pm.timer()
             if tp < due:
                 due = tp

@@ -327,3 +327,23 @@ def test_without_data_parts_the_same_drop_stalls_the_session() -> None:
     pm = client.path.pmtud
     assert pm is not None and pm.black_holes == 1 and pm.plpmtu <= 1252  # the search did its part
     assert client.conn.counters.payloads_split == 0
+
+
+def test_random_loss_of_small_messages_starts_no_confirmation_rounds() -> None:
+    # Calls and events are smaller than the search's base: their loss cannot mean that the path
+    # MTU fell, so retransmitting them must not bring the two full-size probes of a
+    # confirmation round (which at 5 % loss had doubled a call's bytes).
+    client, server, up, down, now = _setup(cap=1500, pmtud_confirm_ms=600_000)
+    now = _idle(client, server, up, down, now, 3000)
+    assert client.pmtu == 1472
+    assert client.path.pmtud is not None
+    probes = client.path.pmtud.probes_sent
+    up.loss = down.loss = 0.2
+    for i in range(60):  # 64-byte messages, 200 ms apart: many of them resent
+        client.engine.send(bytes(64))
+        now = _idle(client, server, up, down, now, 200)
+    assert client.counters.retrans_segs > 5
+    assert client.path.pmtud.probes_sent == probes  # no round was started by suspicion
+    # large data that is being resent does start one (at most one per 5 probe timeouts)
+    now = _transfer(client, server, up, down, now, 100_000)
+    assert client.path.pmtud.probes_sent > probes
