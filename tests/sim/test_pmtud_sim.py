@@ -339,7 +339,7 @@ def test_random_loss_of_small_messages_starts_no_confirmation_rounds() -> None:
     assert client.path.pmtud is not None
     probes = client.path.pmtud.probes_sent
     up.loss = down.loss = 0.2
-    for i in range(60):  # 64-byte messages, 200 ms apart: many of them resent
+    for _ in range(60):  # 64-byte messages, 200 ms apart: many of them resent
         client.engine.send(bytes(64))
         now = _idle(client, server, up, down, now, 200)
     assert client.counters.retrans_segs > 5
