@@ -89,18 +89,23 @@ class SessionCC:
         acked = delivered - self._delivered
         self._delivered = delivered
         self._sacked = nbuf - unacked
-        if not self._measuring and nbuf + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
+        if self.quiet(eng):
             return
         cc = self.cc
         cc.on_ack(now, acked * eng.mss, eng.rx_srtt, unacked, app_limited=not eng.snd_queue)
         self._measuring = cc.measured
 
-    def _enter_quiet(self, eng: KCP) -> None:
-        """The engine's own window (the configured ``nc``) and RTO again, for quiet flushes."""
-        self._in_quiet = True
-        eng.nocwnd = self._nocwnd
-        if eng.rx_minrto != self._minrto:
-            eng.rx_minrto = self._minrto
+    def _quiet_flush(self, eng: KCP) -> bool:
+        """Whether the coming flush is :meth:`quiet`; if so, the engine has its own window (the
+        configured ``nc``) and RTO again for it."""
+        if not self.quiet(eng):
+            return False
+        if not self._in_quiet:
+            self._in_quiet = True
+            eng.nocwnd = self._nocwnd
+            if eng.rx_minrto != self._minrto:
+                eng.rx_minrto = self._minrto
+        return True
 
     def before_flush(self, eng: KCP, now: int) -> None:
         cc = self.cc
@@ -152,9 +157,7 @@ class SessionCC:
     def update(self, eng: KCP, now: int) -> None:
         """``eng.update(now)`` under the controller (the window set before, what went out charged
         after); with data waiting, a flush too: the pacer's wake-up falls between two intervals."""
-        if not self._measuring and len(eng.snd_buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
-            if not self._in_quiet:
-                self._enter_quiet(eng)
+        if self._quiet_flush(eng):
             eng.update(now)
             return
         self.before_flush(eng, now)
@@ -165,9 +168,7 @@ class SessionCC:
 
     def flush(self, eng: KCP, now: int) -> None:
         """``eng.flush(now)`` under the controller (the engine's own when quiet)."""
-        if not self._measuring and len(eng.snd_buf) + len(eng.snd_queue) <= BULK_FLIGHT:  # quiet
-            if not self._in_quiet:
-                self._enter_quiet(eng)
+        if self._quiet_flush(eng):
             eng.flush(now)
             return
         self.before_flush(eng, now)
