@@ -223,11 +223,7 @@ class SecurePath:
 
     def attach(self, owner: PathOwner) -> None:
         self.owner = owner
-        pm = self.pmtud
-        if pm is not None and pm.plpmtu != self._pmtu_applied:
-            self._pmtu_applied = pm.plpmtu
-            owner.set_mtu(pm.plpmtu)  # the search starts from the base
-            self._split_at(pm.plpmtu)
+        self._apply_pmtu()  # the search starts from the base
 
     # -- sending ---------------------------------------------------------------------------------
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
@@ -263,6 +259,15 @@ class SecurePath:
 
         return output
 
+    def _apply_pmtu(self) -> None:
+        """Give the owner's engine the MTU the search found, if it changed."""
+        pm = self.pmtud
+        owner = self.owner
+        if pm is not None and owner is not None and pm.plpmtu != self._pmtu_applied:
+            self._pmtu_applied = pm.plpmtu
+            owner.set_mtu(pm.plpmtu)
+            self._split_at(pm.plpmtu)
+
     def _split_at(self, pmtu: int) -> None:
         if self.pmtud is None or not self.conn.params.data_parts:
             self.split_payload = _NO_SPLIT
@@ -280,25 +285,26 @@ class SecurePath:
             ds = conn.seal_parts(payload, limit, now)
         c = self._counters
         for d in ds:
-            if not conn.path_validated and not conn.can_send(len(d)):
-                self.held_back += 1
-                continue
-            self.ep.tx.append((d, conn.peer_addr))
-            if c is not None:
+            if self._queue(d) and c is not None:
                 c.out_pkts += 1
                 c.bytes_sent += len(d)
 
+    def _queue(self, d: bytes) -> bool:
+        """Queue sealed datagram ``d`` to the peer, unless the path is new, not validated yet and
+        its anti-amplification budget spent (counted in ``held_back``: KCP resends later)."""
+        conn = self.conn
+        if not conn.path_validated and not conn.can_send(len(d)):
+            self.held_back += 1
+            return False
+        self.ep.tx.append((d, conn.peer_addr))
+        return True
+
     def send_datagram(self, datagram: bytes, now: int) -> None:
         """Seal one pipeline payload (an OOB datagram) and queue it."""
-        conn = self.conn
         if len(datagram) > self.split_payload:
             self.send_parts(datagram, now)
             return
-        d = conn.seal(datagram, now)
-        if conn.path_validated or conn.can_send(len(d)):
-            self.ep.tx.append((d, conn.peer_addr))
-        else:
-            self.held_back += 1
+        self._queue(self.conn.seal(datagram, now))
 
     def _flush_control(self, now: int) -> None:
         out = self.conn.datagrams_to_send(now)
@@ -340,11 +346,7 @@ class SecurePath:
             self.ep.tx.append((conn.ping(now, size, pid), conn.peer_addr))
         if probes:
             self.ep.kick()
-        s = self.owner
-        if pm.plpmtu != self._pmtu_applied and s is not None:
-            self._pmtu_applied = pm.plpmtu
-            s.set_mtu(pm.plpmtu)
-            self._split_at(pm.plpmtu)
+        self._apply_pmtu()
 
     def _pmtud_acks(self, now: int) -> None:
         conn = self.conn
