@@ -284,7 +284,7 @@ class ClientHello:
             cfg.fec_strict,
             tuple(cfg.mux_versions),
             cfg.token,
-            FEATURE_DATA_PARTS if cfg.data_parts else 0,
+            config_features(cfg),
         )
 
     def encode(self) -> bytes:
@@ -448,11 +448,11 @@ def negotiate(server: HandshakeConfig, hello: ClientHello, suite_id: int) -> Ses
         data_shards=fec[0],
         parity_shards=fec[1],
         mux_version=max(mux),
-        features=hello.features & server_features(server),
+        features=hello.features & config_features(server),
     )
 
 
-def server_features(cfg: SecureConfig) -> int:
+def config_features(cfg: SecureConfig) -> int:
     """The feature bits an endpoint with ``cfg`` offers (a client) or accepts (a server)."""
     return FEATURE_DATA_PARTS if cfg.data_parts else 0
 
@@ -471,7 +471,7 @@ def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:
         problems.append(f"windows {p.snd_wnd}/{p.rcv_wnd}")
     if fec != server.fec and not fec_within(server.fec, fec):
         problems.append(f"FEC {fec[0]}/{fec[1]}")
-    if p.features & ~server_features(server):
+    if p.features & ~config_features(server):
         problems.append(f"features {p.features:#x}")
     return f"parameters above the server's policy: {', '.join(problems)}" if problems else None
 
@@ -488,8 +488,8 @@ def check_accepted(client: HandshakeConfig, p: SessionParams) -> str | None:
         return (
             f"server chose windows {p.snd_wnd}/{p.rcv_wnd}, client proposed {client.snd_wnd}/{client.rcv_wnd}"
         )
-    if p.features & ~server_features(client):
-        return f"server chose features {p.features:#x}, client offered {server_features(client):#x}"
+    if p.features & ~config_features(client):
+        return f"server chose features {p.features:#x}, client offered {config_features(client):#x}"
     if p.data_shards == 0 and p.parity_shards > 0:
         return f"server chose FEC {p.data_shards}/{p.parity_shards}, which has parity without data shards"
     if p.data_shards + p.parity_shards > MAX_TOTAL_SHARDS:
