@@ -111,6 +111,8 @@ PROFILE_FLAGS = ("nodelay", "interval", "resend", "nc")
 """The ikcp ``nodelay()`` knobs: set together by ``--mode``, one by one with ``--mode manual``."""
 SIZE_FLAGS = (("mtu", "mtu"), ("sndwnd", "snd_wnd"), ("rcvwnd", "rcv_wnd"))
 """(flag, :class:`~kcp.config.SessionConfig` field) of the sizes."""
+CHOICE_FLAGS = (("loss_recovery", "loss_recovery"), ("congestion", "congestion"))
+"""(argument, :class:`~kcp.config.SessionConfig` field) of the modes (``--loss-recovery``, ``--congestion``)."""
 SECURE_FLAGS = (("static_key", "--static-key"), ("server_key", "--server-key"), ("token", "--token"))
 """(argument, flag) of the secure-mode-only flags."""
 
@@ -133,7 +135,8 @@ def build_transport(args: argparse.Namespace, base: Transport | None = None) -> 
 
 
 def _session(args: argparse.Namespace, cfg: SessionConfig) -> SessionConfig:
-    """``--mode`` (kcptun's profile), its manual knobs, ``--mtu``, ``--sndwnd`` and ``--rcvwnd`` over ``cfg``."""
+    """``--mode`` (kcptun's profile), its manual knobs, ``--mtu``, ``--sndwnd``, ``--rcvwnd``,
+    ``--loss-recovery``, ``--congestion`` and ``--lead-copies`` over ``cfg``."""
     mode = getattr(args, "mode", None)
     if mode in MODES:
         profile: dict[str, Any] = dict(zip(PROFILE_FLAGS, MODES[mode], strict=True))
@@ -146,11 +149,7 @@ def _session(args: argparse.Namespace, cfg: SessionConfig) -> SessionConfig:
                     f"--{flag} goes with --mode manual (--mode {mode} sets {', '.join(PROFILE_FLAGS)})"
                 )
             cfg = _session_field(cfg, f"--{flag}", flag, v)
-    for flag, name in SIZE_FLAGS:
-        v = getattr(args, flag, None)
-        if v is not None:
-            cfg = _session_field(cfg, f"--{flag}", name, v)
-    for flag, name in (("loss_recovery", "loss_recovery"), ("congestion", "congestion")):
+    for flag, name in (*SIZE_FLAGS, *CHOICE_FLAGS):
         v = getattr(args, flag, None)
         if v is not None:
             cfg = _session_field(cfg, f"--{flag.replace('_', '-')}", name, v)
