@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import random
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kcprpc
@@ -77,18 +78,21 @@ async def _handshake(sock: socket.socket, client: SecureClient, deadline: float)
             sock.send(d)
 
 
-async def _connect(
-    sock: socket.socket, target: Target, deadline: float, out: dict[str, int]
-) -> SecureConnection | None:
-    """A secure connection over ``sock`` with the target's key, counted in ``out``
-    (``connections`` or ``handshake_failed``)."""
-    client = SecureClient(HandshakeConfig(passphrase=target.key))
-    await _handshake(sock, client, deadline)
-    if client.connection is None:
-        out["handshake_failed"] += 1
-    else:
-        out["connections"] += 1
-    return client.connection
+@contextlib.asynccontextmanager
+async def _connected(
+    target: Target, deadline: float, out: dict[str, int]
+) -> AsyncIterator[tuple[socket.socket, SecureConnection | None]]:
+    """A socket and a secure connection over it with the target's key (None: the handshake
+    failed), counted in ``out`` (``connections`` or ``handshake_failed``); the socket is closed
+    on exit."""
+    sock = _udp(target)
+    try:
+        client = SecureClient(HandshakeConfig(passphrase=target.key))
+        await _handshake(sock, client, deadline)
+        out["handshake_failed" if client.connection is None else "connections"] += 1
+        yield sock, client.connection
+    finally:
+        sock.close()
 
 
 # ------------------------------------------------------------------------------------ fec-oversize
@@ -178,9 +182,7 @@ async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
     alive_ms: list[int] = []
 
     async def one(seed: int) -> None:
-        sock = _udp(target)
-        try:
-            conn = await _connect(sock, target, deadline, out)
+        async with _connected(target, deadline, out) as (sock, conn):
             if conn is None:
                 return
             authentic = conn.ping(_now_ms())  # the last authentic packet: later only replayed
@@ -204,8 +206,6 @@ async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
                 out["ended_by_server"] += 1
                 alive_ms.append(int((loop.time() - silent_since) * 1000))
                 out["last_close_code"] = conn.close_code or 0  # 8 idle timeout, 11 stateless reset
-        finally:
-            sock.close()
 
     await asyncio.gather(*(one(i) for i in range(_WORKERS)))
     out["max_alive_ms_after_silence"] = max(alive_ms) if alive_ms else -1
@@ -230,9 +230,7 @@ async def data_parts(target: Target, seconds: float) -> dict[str, int]:
     out = {"connections": 0, "agreed": 0, "pieces_sent": 0, "handshake_failed": 0}
 
     async def one(seed: int) -> None:
-        sock = _udp(target)
-        try:
-            conn = await _connect(sock, target, deadline, out)
+        async with _connected(target, deadline, out) as (sock, conn):
             if conn is None:
                 return
             out["agreed"] += int(conn.params.data_parts)
@@ -253,8 +251,6 @@ async def data_parts(target: Target, seconds: float) -> dict[str, int]:
                     sock.send(seal_raw(conn, frame, _now_ms()))
                     out["pieces_sent"] += 1
                 await asyncio.sleep(0.002)  # pacing: ~10,000 pieces/s per connection at most
-        finally:
-            sock.close()
 
     await asyncio.gather(*(one(i) for i in range(_WORKERS)))
     return out
