@@ -52,7 +52,9 @@ class RedisServer:
             "--logfile", str(self.log),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + self.ready_timeout
         while True:
             if self.proc.poll() is not None:

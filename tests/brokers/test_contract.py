@@ -203,7 +203,10 @@ async def test_presence_add_remove_list_and_count(broker: Brokers) -> None:
     b.presence_add("room:r", "b", {"name": "bob"})
     b.presence_add("room:r", "c", {})
     b.presence_add("room:other", "a", {"x": 1})
-    assert await b.presence("room:r", None) == ([("a", {"name": "ann"}), ("b", {"name": "bob"}), ("c", {})], 3)
+    assert await b.presence("room:r", None) == (
+        [("a", {"name": "ann"}), ("b", {"name": "bob"}), ("c", {})],
+        3,
+    )
     b.presence_add("room:r", "b", {"name": "bobby"})  # replaced, keeps its place
     entries, total = await b.presence("room:r", 2)
     assert entries == [("a", {"name": "ann"}), ("b", {"name": "bobby"})] and total == 3
