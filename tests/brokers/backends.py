@@ -130,7 +130,11 @@ class MemoryBackend(Backend):
         await asyncio.sleep(0)
 
 
-BACKENDS: dict[str, type[Backend]] = {
-    "memory": MemoryBackend,
-}
+def _all() -> dict[str, type[Backend]]:
+    from redis_backend import RedisBackend
+
+    return {"memory": MemoryBackend, "redis": RedisBackend}
+
+
+BACKENDS: dict[str, type[Backend]] = _all()
 """name -> its Backend: the brokers every case of the suite runs against."""
