@@ -202,7 +202,10 @@ _SCRIPTS = {
 _LINK_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, EOFError, RedisError)
 """What a broken or slow link to Redis raises (redis-py's ConnectionError and TimeoutError are
 RedisErrors; a script error is one too, and is treated the same: the call fails loudly)."""
-_READ_ERRORS: tuple[type[BaseException], ...] = (*_LINK_ERRORS, RuntimeError)  # + redis-py's "pubsub connection not set"
+_READ_ERRORS: tuple[type[BaseException], ...] = (
+    *_LINK_ERRORS,
+    RuntimeError,
+)  # + redis-py's "pubsub connection not set"
 
 
 @dataclass(eq=False)
@@ -503,14 +506,14 @@ class RedisBroker:
         await self._drop_links()
         delay = self.reconnect_initial
         while not self._closing:
+            await asyncio.sleep(delay)  # the backoff timer before each attempt
+            delay = min(delay * 2, self.reconnect_max)
             try:
                 await asyncio.wait_for(self._connect(), self.timeout * 3)
                 break
             except _LINK_ERRORS as e:
                 await self._drop_links()
                 log.debug("%s: reconnect failed: %s", self.where, e)
-            await asyncio.sleep(delay)  # the backoff timer between attempts
-            delay = min(delay * 2, self.reconnect_max)
         if self._closing:
             return
         self._available = True
