@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -185,3 +187,30 @@ async def test_a_gap_is_filled_from_history(server: RedisServer, make: Any) -> N
     assert [m.payload["n"] for m in got] == list(range(1, 40))
     s = a.stats()
     assert s["gaps_filled"] >= 1 and s["filled"] >= 38 and s["lost"] == 0
+
+
+async def test_a_hung_redis_fails_calls_within_the_timeout(server: RedisServer, make: Any) -> None:
+    # SIGSTOP: the connections stay open but nothing answers (a blackholed or frozen Redis)
+    loop = asyncio.get_running_loop()
+    b = await make(timeout=0.3)
+    got: list[BrokerMessage] = []
+    b.subscribe("topic:t", got.append)
+    await b.history("topic:t", None, 0)
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = loop.time()
+        with pytest.raises(BrokerUnavailable):
+            await b.publish("topic:t", "tick", {"n": 1})
+        assert loop.time() - t0 < 2.0  # bounded by the timeout, not hanging
+        assert not b.available
+        t0 = loop.time()
+        with pytest.raises(BrokerUnavailable):
+            await b.history("topic:t", 0)
+        assert loop.time() - t0 < 0.1  # while unavailable: at once
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    await until(lambda: b.available, "the reconnect")
+    m = await b.publish("topic:t", "tick", {"n": 2})
+    await until(lambda: any(x.seq == m.seq for x in got), "the message after")
+    assert [x.payload["n"] for x in got][-1] == 2
