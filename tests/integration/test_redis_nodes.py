@@ -1,13 +1,15 @@
-"""Two kcprpc servers (nodes) on different ports sharing one real Redis (RedisBroker): room and
-topic pushes from either node reach the members on both exactly once and in order; a client whose
-node goes away moves to the other and resumes its topic from the broker's history with nothing
-missed; while Redis is down, push and subscribe fail with UNAVAILABLE and ordinary calls go on."""
+"""Two kcprpc servers (nodes) on different ports sharing one real Redis (RedisBroker), in this
+process and in two processes: room and topic pushes from either node reach the members on both
+exactly once and in order; a client whose node goes away (shut down, or killed with SIGKILL) moves
+to the other and resumes its topic from the broker's history with nothing missed; while Redis is
+down, push and subscribe fail with UNAVAILABLE and ordinary calls go on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from node_service import WIRE, Node
 from redis_server import RedisServer
 from test_rpc_support import Tick
 
@@ -25,38 +29,23 @@ import kcprpc
 from kcprpc import (
     Client,
     ClientConfig,
-    CompatWire,
     EventInfo,
     HeartbeatConfig,
     ReconnectPolicy,
     Recovered,
     RpcError,
     Status,
-    Transport,
-    current_context,
 )
 from kcprpc.net import dial
 from kcprpc.redis_broker import RedisBroker
 from kcprpc.testing import client_transport
 
 TIMEOUT = 20.0
-WIRE = Transport(CompatWire(crypt="aes", key="nodes"))
 FAST = ClientConfig(
     heartbeat=HeartbeatConfig(interval=0.1, timeout=2.0),
     reconnect=ReconnectPolicy(initial=0.01, maximum=0.1),
 )
 _n = itertools.count(1)
-
-
-class Node(kcprpc.Service, name="test.Node"):
-    async def join(self, room: str) -> None:
-        current_context().session.join(room)
-
-    async def shout(self, n: int) -> None:
-        await current_context().server.push.to_room("lobby", Tick(n=n))
-
-    async def hello(self) -> str:
-        return "hi"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +58,8 @@ def redis() -> Iterator[RedisServer]:
 
 
 @contextlib.asynccontextmanager
-async def nodes(redis: RedisServer, n: int) -> AsyncIterator[list[kcprpc.Server]]:
-    prefix = f"nodes{next(_n)}"
+async def nodes(redis: RedisServer, n: int, prefix: str | None = None) -> AsyncIterator[list[kcprpc.Server]]:
+    prefix = prefix or f"nodes{next(_n)}"
     servers = [
         kcprpc.Server(
             [Node()],
@@ -94,7 +83,9 @@ async def nodes(redis: RedisServer, n: int) -> AsyncIterator[list[kcprpc.Server]
             await s.shutdown(grace=0)
 
 
-async def client_of(server: kcprpc.Server, target: list[Any] | None = None) -> Client:
+async def client_of(
+    server: kcprpc.Server, target: list[Any] | None = None, config: ClientConfig = FAST
+) -> Client:
     """A client of ``server`` (``target[0]``, when given, is where it dials: change it to move)."""
     where = target if target is not None else [server.address]
     transport = client_transport(server)
@@ -102,7 +93,7 @@ async def client_of(server: kcprpc.Server, target: list[Any] | None = None) -> C
     async def connector() -> Any:
         return await dial(*where[0], transport)
 
-    c = Client(connector, config=FAST)
+    c = Client(connector, config=config)
     await c.connect()
     return c
 
@@ -218,3 +209,70 @@ async def test_while_redis_is_down_pushes_fail_with_unavailable_and_calls_go_on(
         finally:
             await c.close()
             await other.close()
+
+
+@contextlib.asynccontextmanager
+async def node_process(
+    redis: RedisServer, prefix: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """A node in its own process (redis_node.py); yields it and its port, killed at the end."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve().parent / "redis_node.py"), redis.url(), prefix,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+        yield proc, json.loads(line)["port"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_the_other(
+    redis: RedisServer,
+) -> None:
+    prefix = f"procs{next(_n)}"
+    quick = ClientConfig(
+        heartbeat=HeartbeatConfig(interval=0.1, timeout=0.6),
+        reconnect=ReconnectPolicy(initial=0.01, maximum=0.1),
+    )
+    async with nodes(redis, 1, prefix) as (s1,), node_process(redis, prefix) as (proc, port):
+        target: list[Any] = [("127.0.0.1", port)]
+        c1 = await client_of(s1)
+        c2 = await client_of(s1, target, quick)  # dials the other process
+        try:
+            seen1, seen2 = Seen(c1), Seen(c2)
+            for c in (c1, c2):
+                await c.stub(Node).join("lobby")
+                await c.subscribe("news")
+            other = c2.stub(Node)
+            for n in range(1, 21):  # from both processes, alternately
+                if n % 2:
+                    await s1.push.to_room("lobby", Tick(n=n))
+                    await s1.push.publish("news", Tick(n=n))
+                else:
+                    await other.shout(n)
+                    await other.announce(n)
+            for s in (seen1, seen2):
+                await until(lambda s=s: len(s.events) >= 40, "40 events on each client")
+                assert s.ns("room:lobby") == list(range(1, 21)) and s.ns("topic:news") == list(range(1, 21))
+                assert s.seqs("topic:news") == list(range(1, 21))
+            recovered: asyncio.Queue[Recovered] = asyncio.Queue()
+            c2.on(Recovered, recovered.put_nowait)
+            target[0] = s1.address
+            proc.kill()  # the other node dies: its client moves here
+            for n in range(21, 31):
+                await s1.push.publish("news", Tick(n=n))
+            r = await asyncio.wait_for(recovered.get(), TIMEOUT)
+            assert r.key == "topic:news" and r.recovered and r.missed == 0
+            for n in range(31, 36):
+                await s1.push.publish("news", Tick(n=n))
+            await until(lambda: seen2.ns("topic:news")[-1:] == [35], "message 35")
+            assert seen2.ns("topic:news") == list(range(1, 36))  # nothing missed, nothing twice
+            await until(lambda: seen1.ns("topic:news")[-1:] == [35], "message 35 on the node that lived")
+            assert seen1.ns("topic:news") == list(range(1, 36))
+        finally:
+            await c1.close()
+            await c2.close()
