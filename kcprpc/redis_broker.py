@@ -233,6 +233,7 @@ class _Sub:
     refill: bool = False
     buf: list[BrokerMessage] = field(default_factory=list)  # live messages held during a fill
     buf_bytes: int = 0
+    deferred: list[_Op] = field(default_factory=list)  # unnumbered writes waiting for `ready`
 
 
 class RedisBroker:
@@ -481,6 +482,9 @@ class RedisBroker:
             self._stats["outages"] += 1
             log.warning("%s unavailable (%s): reconnecting in the background", self.where, error)
             for s in self._subs.values():
+                for op in s.deferred:
+                    self._settle_failed(op)
+                s.deferred.clear()
                 if s.last is not None or s.base is not None:
                     s.needs_fill = True
                 if s.ready is not None and s.ready.done():
@@ -612,6 +616,16 @@ class RedisBroker:
             return
         data = b"u " + pack([event, payload, _DELIVERY[delivery]])
         op = _Op("PUBLISH", (), (self._ch + key, data), len(data) + 32)
+        s = self._subs.get(key)
+        if s is not None and s.ready is not None and not s.ready.done() and not s.unsub_pending:
+            # this process's own subscription is not live yet: send it once it is, so that its
+            # sessions get it too (a new member's own Joined), before any later publish
+            if self._stats["pending_bytes"] + op.size > self.max_pending_bytes:
+                self._stats["dropped"] += 1
+                return
+            self._stats["pending_bytes"] += op.size
+            s.deferred.append(op)
+            return
         if not self._enqueue(op):
             self._stats["dropped"] += 1
 
@@ -730,6 +744,10 @@ class RedisBroker:
             if s.unsub_pending or s.ready is None or s.ready.done():
                 return
             s.ready.set_result(None)
+            if s.deferred:
+                self._ops.extend(s.deferred)  # their bytes are counted in pending_bytes already
+                s.deferred.clear()
+                self._wake.set()
             if s.needs_fill:
                 self._spawn(self._fill(key, s))
             elif s.last is None and s.base is None:
