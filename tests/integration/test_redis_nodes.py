@@ -58,7 +58,9 @@ def redis() -> Iterator[RedisServer]:
 
 
 @contextlib.asynccontextmanager
-async def nodes(redis: RedisServer, n: int, prefix: str | None = None) -> AsyncIterator[list[kcprpc.Server]]:
+async def nodes(
+    redis: RedisServer, n: int, prefix: str | None = None, config: kcprpc.ServerConfig | None = None
+) -> AsyncIterator[list[kcprpc.Server]]:
     prefix = prefix or f"nodes{next(_n)}"
     servers = [
         kcprpc.Server(
@@ -66,6 +68,7 @@ async def nodes(redis: RedisServer, n: int, prefix: str | None = None) -> AsyncI
             "127.0.0.1",
             0,
             transport=WIRE,
+            config=config,
             broker=RedisBroker(
                 redis.url(), prefix=prefix, timeout=0.5, reconnect_initial=0.02, reconnect_max=0.2
             ),
@@ -276,3 +279,28 @@ async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_th
         finally:
             await c1.close()
             await c2.close()
+
+
+async def test_presence_spans_both_nodes_with_joined_and_left(redis: RedisServer) -> None:
+    cfg = kcprpc.ServerConfig(presence=kcprpc.PresenceConfig(events=["room:match:*"]))
+    async with nodes(redis, 2, config=cfg) as (s1, s2):
+        a, b = await client_of(s1), await client_of(s2)
+        try:
+            joined: asyncio.Queue[kcprpc.Joined] = asyncio.Queue()
+            left: asyncio.Queue[kcprpc.Left] = asyncio.Queue()
+            a.on(kcprpc.Joined, joined.put_nowait)
+            a.on(kcprpc.Left, left.put_nowait)
+            await a.stub(Node).join("match:7")
+            assert (await asyncio.wait_for(joined.get(), TIMEOUT)).member.id == a.session_id  # its own
+            await b.stub(Node).join("match:7")
+            assert (await asyncio.wait_for(joined.get(), TIMEOUT)).member.id == b.session_id  # from node 2
+            for c in (a, b):
+                m = await c.members(room="match:7")
+                assert [e.id for e in m.members] == [a.session_id, b.session_id] and m.total == 2
+            b_id = b.session_id
+            await b.close()
+            assert (await asyncio.wait_for(left.get(), TIMEOUT)).member.id == b_id
+            assert (await a.members(room="match:7")).total == 1
+        finally:
+            await a.close()
+            await b.close()
