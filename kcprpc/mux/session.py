@@ -33,6 +33,7 @@ from .core import (
     WindowUpdated,
 )
 from .errors import MuxClosedError, MuxUsageError, fresh
+from .totals import session_closed, session_opened
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -298,6 +299,7 @@ class MuxSession:
         self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
         self._writer = self._loop.create_task(self._write_loop(), name="mux-writer")
         self._arm_timer()
+        session_opened(self)  # counted process-wide (kcprpc.mux.totals) until it ends
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -513,6 +515,7 @@ class MuxSession:
         if self._dead:
             return
         self._dead = True
+        session_closed(self)  # its counters join the process-wide totals (idempotent)
         self._timers.cancel(self)
         self._timer_at = None
         for s in self._streams.values():
@@ -544,6 +547,7 @@ class MuxSession:
                     await task
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._transport.wait_closed(), 1.0)
+        session_closed(self)  # in case it never went through _on_dead
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
 
