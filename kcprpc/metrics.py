@@ -168,7 +168,9 @@ def families(server: MetricsSource) -> list[Family]:
             out.append(_one(metric_name(k), "counter", f"kcp.snmp() {k} (secure mode)", v))
         else:
             name = metric_name(k)
-            out.append(_one(name if name.startswith("kcp_") else "kcp_" + name, "counter", f"kcp.snmp() {k}", v))
+            out.append(
+                _one(name if name.startswith("kcp_") else "kcp_" + name, "counter", f"kcp.snmp() {k}", v)
+            )
     for k, v in mux_totals().items():
         if k in MUX_GAUGES:
             name, help = MUX_GAUGES[k]
@@ -178,7 +180,7 @@ def families(server: MetricsSource) -> list[Family]:
     # the server
     out.append(_one("server_sessions", "gauge", "client sessions connected", len(server.sessions)))
     out.append(
-        _one("server_sessions_detached", "gauge", "sessions kept for a resume", server.detached_sessions)
+        _one("server_detached_sessions", "gauge", "sessions kept for a resume now", server.detached_sessions)
     )
     errors = Family("kcprpc_server_call_errors", "counter", "calls that ended with an error status")
     for k, v in server.stats.items():
