@@ -24,7 +24,16 @@ from typing import Any
 
 from kcprpc.errors import UsageError
 
-__all__ = ["ENV_PREFIX", "NOT_FROM_ENV", "NotGiven", "apply_env", "defer_defaults", "env_table", "env_var"]
+__all__ = [
+    "ENV_PREFIX",
+    "NOT_FROM_ENV",
+    "NotGiven",
+    "apply_env",
+    "defer_defaults",
+    "env_markdown",
+    "env_table",
+    "env_var",
+]
 
 ENV_PREFIX = "KCPRPC_"
 NOT_FROM_ENV = frozenset({"help", "server_key", "token"})
@@ -110,3 +119,14 @@ def env_table(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
         help = (action.help or "").replace(f" [env {var}]", "").replace(f"[env {var}]", "")
         rows.append((var, flag, help.replace("%%", "%")))
     return rows
+
+
+def env_markdown(parser: argparse.ArgumentParser) -> str:
+    """:func:`env_table` as the Markdown table docs/deploy.md holds (tests/unit/test_ops_config.py
+    checks the page against it, and prints it when they differ)."""
+    lines = ["| variable | option | what it sets |", "| --- | --- | --- |"]
+    for var, flag, help in env_table(parser):
+        text = " ".join(help.split()).replace("|", "\\|")
+        lines.append(f"| `{var}` | `{flag}` | {text} |")
+    return "\n".join(lines) + "\n"
+

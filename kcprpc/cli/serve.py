@@ -213,7 +213,7 @@ def add_serve_command(sub: Any) -> None:
         "--port", type=port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
     )
     s.add_argument(
-        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
+        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown (default 5)"
     )
     s.add_argument(
         "--log-level",

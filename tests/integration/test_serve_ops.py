@@ -31,6 +31,15 @@ app = kcprpc.Server([Greeter()], lifespan=lifespan, key="ops secret")
 """
 
 
+def healthcheck_command() -> list[str]:
+    """The Dockerfile's HEALTHCHECK command (a JSON array after ``CMD``)."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("HEALTHCHECK"))
+    cmd: list[str] = json.loads(line.split(" CMD ", 1)[1])
+    assert cmd[0] == "python"
+    return [sys.executable, *cmd[1:]]
+
+
 def fetch(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=BOUND) as r:
         return r.status, r.read().decode()
@@ -63,6 +72,12 @@ async def test_serve_from_environment_with_metrics_and_json_logs(tmp_path: Path)
         assert metrics.startswith("http://127.0.0.1:") and metrics.endswith("/metrics")
         url = metrics.removesuffix("/metrics")
         assert await asyncio.to_thread(fetch, url + "/healthz") == (200, "serving\n")
+        # the image's HEALTHCHECK, as Docker runs it (KCPRPC_METRICS names the port)
+        probe = {**os.environ, "KCPRPC_METRICS": url.removeprefix("http://")}
+        check = await asyncio.to_thread(
+            subprocess.run, healthcheck_command(), env=probe, capture_output=True, timeout=BOUND, check=False
+        )
+        assert check.returncode == 0, check.stderr
         async with kcprpc.connect("127.0.0.1", port, key="ops secret") as client:
             greeter = client.stub(Greeter, timeout=BOUND)
             for _ in range(3):
@@ -73,6 +88,10 @@ async def test_serve_from_environment_with_metrics_and_json_logs(tmp_path: Path)
         assert float(samples["kcprpc_secure_handshakes_total"]) >= 1
         srv.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(srv.wait, BOUND) == 0
+        check = await asyncio.to_thread(
+            subprocess.run, healthcheck_command(), env=probe, capture_output=True, timeout=BOUND, check=False
+        )
+        assert check.returncode != 0  # nothing serves /healthz any more: unhealthy
         records = [json.loads(line) for line in srv.stderr.read().splitlines()]  # every line is JSON
         ready = next(r for r in records if r["message"] == "ready")
         assert ready["logger"] == "ops_app" and ready["level"] == "INFO" and ready["udp_port"] == port

@@ -259,3 +259,28 @@ def test_missing_broker_module_or_library(
         UsageError, match=rf"needs the {library} client library: pip install 'kcprpc\[{extra}\]'"
     ):
         broker_from_url(f"{scheme}://127.0.0.1:1")
+
+
+# ---------------------------------------------------------------------------------- docs, image
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_deploy_page_has_the_variables_table() -> None:
+    from kcprpc.cli.env import env_markdown
+
+    table = env_markdown(serve_parser())
+    page = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert table in page, f"docs/deploy.md's table of KCPRPC_* variables is out of date; it is now:\n\n{table}"
+
+
+def test_the_image_sets_only_real_variables() -> None:
+    import re
+
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    known = {var for var, _, _ in env_table(serve_parser())}
+    named = set(re.findall(r"\b(KCPRPC_[A-Z_]+)=", dockerfile))
+    assert {"KCPRPC_APP", "KCPRPC_HOST", "KCPRPC_PORT", "KCPRPC_METRICS", "KCPRPC_LOG_FORMAT"} <= named
+    assert named <= known, named - known
+    env = dict(re.findall(r"\b(KCPRPC_[A-Z_]+)=(\S+)", dockerfile))
+    args = apply_env(build_parser().parse_args(["serve"]), env)  # the image's settings parse
+    assert (args.host, args.port, args.metrics, args.log_format) == ("0.0.0.0", 9000, ("0.0.0.0", 9464), "json")
