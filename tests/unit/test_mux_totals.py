@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import gc
 
+from kcprpc.mux.core import COUNTER_NAMES
 from kcprpc.mux.testing import memory_pair
-from kcprpc.mux.totals import mux_totals, session_closed
+from kcprpc.mux.totals import mux_totals, session_opened
 
 BOUND = 5.0
 
@@ -40,5 +41,29 @@ async def test_totals_follow_sessions_and_fold_once() -> None:
         == client.counters["bytes_out"] + server.counters["bytes_out"]
     )
     assert ended["syn_out"] - before["syn_out"] == 1  # counted while live, kept once ended
-    session_closed(client)  # a second fold changes nothing
+    client._fold_counters()  # a second fold changes nothing
     assert mux_totals() == ended
+
+
+def test_an_owner_never_closed_is_folded_when_collected() -> None:
+    gc.collect()
+    before = mux_totals()
+
+    class Owner:  # stands for a session dropped without close()
+        pass
+
+    owner = Owner()
+    counters = dict.fromkeys(COUNTER_NAMES, 0)
+    session_opened(owner, counters)
+    counters["frames_out"] = 7
+    counters["streams_opened"] = 1
+    live = mux_totals()
+    assert (live["sessions_open"], live["streams_open"]) == (
+        before["sessions_open"] + 1,
+        before["streams_open"] + 1,
+    )
+    del owner
+    gc.collect()
+    after = mux_totals()
+    assert after["sessions_open"] == before["sessions_open"]
+    assert after["frames_out"] - before["frames_out"] == 7  # kept, not lost with its owner
