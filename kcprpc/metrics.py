@@ -74,6 +74,10 @@ MUX_GAUGES: dict[str, tuple[str, str]] = {
     "streams_open": ("mux_streams_open", "mux streams open now (this process)"),
 }
 """The :func:`kcprpc.mux.totals.mux_totals` entries that are gauges."""
+BROKER_GAUGES = frozenset({"pending_bytes", "queued_bytes", "reorder_bytes", "subscriptions"})
+"""The ``broker.stats()`` entries that are gauges (what the Redis and NATS brokers hold now),
+besides those a broker names in a ``stats_gauges`` attribute of its own; every other entry is a
+counter, and ``unavailable`` is :func:`families`' ``kcprpc_broker_available``."""
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -200,9 +204,13 @@ def families(server: MetricsSource) -> list[Family]:
         Family("kcprpc_broker_available", "gauge", "1 while the broker is reachable",
                [({"broker": kind}, float(available))])
     )  # fmt: skip
+    gauges = BROKER_GAUGES | frozenset(getattr(broker, "stats_gauges", ()))
     for k, v in stats.items():
-        if k != "unavailable":  # kcprpc_broker_available says it
-            out.append(_one("broker_" + metric_name(k), "counter", f"broker.stats() {k} ({kind})", v))
+        if k == "unavailable":  # kcprpc_broker_available says it
+            continue
+        gauge = k in gauges
+        help = f"broker.stats() {k} ({kind}{', now' if gauge else ''})"
+        out.append(_one("broker_" + metric_name(k), "gauge" if gauge else "counter", help, v))
     return out
 
 

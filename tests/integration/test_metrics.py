@@ -164,7 +164,9 @@ class Unreachable(kcprpc.MemoryBroker):
     available = False
 
     def stats(self) -> dict[str, int]:
-        return {"published": 3, "publish_errors": 2, "unavailable": 1}
+        return {"published": 3, "publish_errors": 2, "unavailable": 1, "pending_bytes": 512, "held": 4}
+
+    stats_gauges = ("held",)
 
 
 async def test_broker_state_in_healthz_and_metrics() -> None:
@@ -179,6 +181,8 @@ async def test_broker_state_in_healthz_and_metrics() -> None:
         assert samples[("kcprpc_broker_published_total", ())] == 3.0
         assert samples[("kcprpc_broker_publish_errors_total", ())] == 2.0
         assert not any(name == "kcprpc_broker_unavailable_total" for name, _ in samples)
+        assert samples[("kcprpc_broker_pending_bytes", ())] == 512.0  # gauges: no _total
+        assert samples[("kcprpc_broker_held", ())] == 4.0
     finally:
         await endpoint.close()
         await server.shutdown(0)
