@@ -46,7 +46,7 @@ __all__ = [
     "start_metrics",
 ]
 
-EXTRA_HINT = "pip install 'kcprpc[metrics]' (prometheus-client)"
+EXTRA_HINT = "pip install 'kcprpc[metrics]'"
 """How to get what the metrics endpoint needs."""
 MAX_CLIENTS = 32
 """Scrapes served at once; more connections are closed at once."""

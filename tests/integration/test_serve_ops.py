@@ -102,3 +102,28 @@ async def test_serve_from_environment_with_metrics_and_json_logs(tmp_path: Path)
         for f in (srv.stdout, srv.stderr):
             if f is not None:
                 f.close()
+
+
+def run_serve(*argv: str, prelude: str = "pass") -> subprocess.CompletedProcess[str]:
+    code = f"import sys; {prelude}; from kcprpc.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, "serve", "examples.quickstart.service:app", "--port", "0", *argv],
+        cwd=ROOT, capture_output=True, text=True, timeout=BOUND, check=False,
+    )  # fmt: skip
+
+
+def test_metrics_port_taken_or_extra_missing_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_serve("--metrics", f"127.0.0.1:{port}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"kcprpc: --metrics: cannot listen on 127.0.0.1:{port}: "), r.stderr
+    r = run_serve("--metrics", "127.0.0.1:0", prelude="sys.modules['prometheus_client'] = None")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr == (
+        "kcprpc: the metrics endpoint needs prometheus-client: pip install 'kcprpc[metrics]'\n"
+    )
