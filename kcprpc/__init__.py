@@ -14,12 +14,15 @@ from kcprpc.broker import (
     MemoryBroker,
     Position,
 )
+from kcprpc.broker_url import broker_from_url
 from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, EventInfo, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
 from kcprpc.errors import KcpRpcError, ProtocolError, RpcError, UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInterceptor
+from kcprpc.logconfig import configure_logging
+from kcprpc.metrics import MetricsServer, start_metrics
 from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
 from kcprpc.push import Recovered, ResumeFailed
 from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
@@ -61,6 +64,7 @@ __all__ = [
     "MemoryBroker",
     "MethodKind",
     "MethodSpec",
+    "MetricsServer",
     "MuxConfig",
     "Position",
     "PresenceConfig",
@@ -85,10 +89,13 @@ __all__ = [
     "Transport",
     "UnaryCall",
     "UsageError",
+    "broker_from_url",
+    "configure_logging",
     "connect",
     "current_context",
     "event",
     "raw_method",
     "rpc",
     "service_spec",
+    "start_metrics",
 ]

@@ -52,6 +52,10 @@ from kcprpc.transport import ByteStream, maybe_await, spawn
 
 log = logging.getLogger("kcprpc.server")
 
+STATUS_COUNTERS: dict[Status, str] = {s: f"status_{s.name.lower()}" for s in Status if s is not Status.OK}
+"""The server counter (``server.stats``) of each non-OK status a handler's call ended with
+(``status_deadline_exceeded`` ...): the metrics endpoint's ``kcprpc_server_call_errors_total``."""
+
 
 class PumpHost(ServerHost, Protocol):
     """What a stream pump uses of its server, beyond what a session does."""
@@ -402,6 +406,8 @@ class StreamPump:
 
     # ---------------------------------------------------------------- calls
     def _trailer(self, cid: int, status: Status, message: str, details: Any = None, md: Any = None) -> None:
+        if status is not Status.OK:
+            self.server.stats[STATUS_COUNTERS[status]] += 1
         self.writer.send(encode_trailer(cid, status, message, details, md))
 
     def _start_call(self, ev: StartCall, cost: int) -> bool:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
-from kcprpc.dispatch import StreamPump, invoke
+from kcprpc.dispatch import STATUS_COUNTERS, StreamPump, invoke
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
@@ -165,6 +165,7 @@ class Server:
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
+        self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
         self.resumable = ResumeTable(self.config, self.stats)
         """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
         self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)

@@ -1,4 +1,5 @@
-"""``kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]``.
+"""``kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [--log-format F]
+[--metrics HOST:PORT] [--broker URL] [transport flags]``.
 
 ``module:app`` names a :class:`~kcprpc.Server`, a list of services, or a factory of either. The
 transport flags given override the app's own settings (:func:`kcprpc.cli.flags.build_transport`
@@ -7,6 +8,10 @@ over the app's transport); those left out keep them.
 ``serve`` binds 127.0.0.1 unless the app or ``--host`` names another address (``--host 0.0.0.0``
 to accept other machines), prints what it serves, where, in which wire mode and whether clients are
 authenticated (a warning on stderr when nobody is), and logs at ``--log-level`` (docs/logging.md).
+
+Every option can come from a ``KCPRPC_*`` variable instead (``KCPRPC_PORT``, ``KCPRPC_APP`` ...;
+:mod:`kcprpc.cli.env`): the command line beats the environment, which beats the app's settings.
+``--log-format``, ``--metrics`` and ``--broker`` are :mod:`kcprpc.cli.ops`' (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -15,23 +20,24 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import logging
 import signal
 import sys
 from typing import Any
 
 from kcp.config import CompatWire
 from kcprpc.cli.args import nonnegative_float, port_number
+from kcprpc.cli.env import apply_env, defer_defaults
 from kcprpc.cli.flags import add_transport_args, build_transport
+from kcprpc.cli.ops import add_ops_args, start_endpoint, use_broker
 from kcprpc.cli.runner import run_loop
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.idl.registry import import_module
+from kcprpc.logconfig import LOG_LEVELS, TEXT_FORMAT, configure_logging
 from kcprpc.server import Server
 
 DEFAULT_HOST = "127.0.0.1"
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT
 
 
 def load_app(spec: str) -> Any:
@@ -49,7 +55,8 @@ def load_app(spec: str) -> Any:
 def make_server(app: Any, args: argparse.Namespace) -> Server:
     """Turn what ``module:app`` names into a :class:`Server` (a Server, a factory, or a list of
     services); ``--host``/``--port`` and the transport flags given on the command line override
-    the app's own settings."""
+    the app's own settings (and so do ``KCPRPC_*`` variables for what the command line left out)."""
+    apply_env(args)
     if callable(app) and not isinstance(app, Server) and not isinstance(app, type):
         app = app()
     if isinstance(app, Server):
@@ -71,6 +78,7 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
             raise UsageError(
                 f"{flag} is a client flag (serve takes --static-key and the app's authorize hook)"
             )
+    use_broker(server, getattr(args, "broker", None))
     server.transport = build_transport(args, server.transport)
     effective_transport(
         server.transport, side="server"
@@ -123,7 +131,7 @@ def security_summary(transport: Transport) -> tuple[list[str], str | None]:
     return lines, None
 
 
-async def _serve(server: Server, grace: float) -> int:
+async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None = None) -> int:
     loop = asyncio.get_running_loop()
     lines, warning = security_summary(server.transport)
     try:
@@ -137,6 +145,11 @@ async def _serve(server: Server, grace: float) -> int:
         raise UsageError(
             f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})"
         ) from None
+    try:
+        endpoint = await start_endpoint(server, metrics)  # --metrics: /metrics and /healthz
+    except BaseException:
+        await server.shutdown(0)
+        raise
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -145,6 +158,8 @@ async def _serve(server: Server, grace: float) -> int:
     print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
     for line in lines:
         print("  " + line, flush=True)
+    if endpoint is not None:
+        print(f"  metrics:   {endpoint.url}/metrics and {endpoint.url}/healthz", flush=True)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     serving = asyncio.ensure_future(server.serve())
@@ -154,20 +169,26 @@ async def _serve(server: Server, grace: float) -> int:
     serving.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await serving
+    if endpoint is not None:
+        await endpoint.close()  # last: /healthz says 503 while the server drains
     return 0
 
 
-def setup_logging(level: str) -> None:
-    """``--log-level``: the root logger's level and a timestamped format on stderr (docs/logging.md)."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+def setup_logging(level: str, format: str = "text") -> None:
+    """``--log-level`` and ``--log-format``: the root logger's level and a timestamped format on
+    stderr, text or JSON lines (docs/logging.md; :func:`kcprpc.configure_logging`)."""
+    configure_logging(level, format)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``kcprpc serve module:app``: serve until SIGINT/SIGTERM, then shut down gracefully."""
-    setup_logging(args.log_level)
+    apply_env(args)  # KCPRPC_* for what the command line left out
+    if not args.app:
+        raise UsageError("serve needs module:app (e.g. examples.quickstart.service:app) or KCPRPC_APP")
+    setup_logging(args.log_level, args.log_format)
     sys.path.insert(0, "")
     server = make_server(load_app(args.app), args)
-    return run_loop(_serve(server, args.grace))
+    return run_loop(_serve(server, args.grace, args.metrics))
 
 
 def public_key(static_private_key: bytes | None) -> bytes | None:
@@ -182,7 +203,7 @@ def public_key(static_private_key: bytes | None) -> bytes | None:
 def add_serve_command(sub: Any) -> None:
     """Register ``serve`` on an ``argparse`` sub-parsers object."""
     s = sub.add_parser("serve", help="serve module:app (a Server, a list of services, or a factory)")
-    s.add_argument("app", help="module:attribute, e.g. examples.quickstart.service:app")
+    s.add_argument("app", nargs="?", help="module:attribute, e.g. examples.quickstart.service:app")
     s.add_argument(
         "--host",
         default=None,
@@ -192,7 +213,7 @@ def add_serve_command(sub: Any) -> None:
         "--port", type=port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
     )
     s.add_argument(
-        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown"
+        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown (default 5)"
     )
     s.add_argument(
         "--log-level",
@@ -201,5 +222,7 @@ def add_serve_command(sub: Any) -> None:
         choices=LOG_LEVELS,
         help="what the kcprpc.server / kcprpc.client loggers show (default warning; docs/logging.md)",
     )
+    add_ops_args(s)  # --log-format, --metrics, --broker
     add_transport_args(s)
+    defer_defaults(s)  # last: every option above can come from KCPRPC_* (kcprpc.cli.env)
     s.set_defaults(func=cmd_serve, is_async=False)

@@ -33,6 +33,7 @@ from .core import (
     WindowUpdated,
 )
 from .errors import MuxClosedError, MuxUsageError, fresh
+from .totals import session_opened
 
 _DEFAULT_CONFIG = MuxConfig()
 
@@ -298,6 +299,8 @@ class MuxSession:
         self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
         self._writer = self._loop.create_task(self._write_loop(), name="mux-writer")
         self._arm_timer()
+        # counted process-wide (kcprpc.mux.totals); _fold_counters() folds them in when it ends
+        self._fold_counters = session_opened(self, self._core.counters)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -513,6 +516,7 @@ class MuxSession:
         if self._dead:
             return
         self._dead = True
+        self._fold_counters()  # its counters join the process-wide totals (once)
         self._timers.cancel(self)
         self._timer_at = None
         for s in self._streams.values():
@@ -544,6 +548,7 @@ class MuxSession:
                     await task
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._transport.wait_closed(), 1.0)
+        self._fold_counters()  # in case it never went through _on_dead
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
 

@@ -10,8 +10,9 @@ docs start on 127.0.0.1:9000 and the like cannot meet another run's.
   thread (so ``asyncio.run(...)`` in a block works) while that loop keeps serving.
 * Shell blocks: each command line runs with ``bash -c`` in a scratch folder, with the installed
   ``kcprpc`` on PATH and the checkout on PYTHONPATH, and must exit 0 within its time without a
-  traceback. A ``kcprpc serve`` line runs in the background, as in a second terminal: the next
-  line runs once it printed its banner, and it gets SIGINT when the block ends (and must exit 0).
+  traceback. A ``kcprpc serve`` line (after any ``NAME=value`` assignments: ``KCPRPC_PORT=9000
+  kcprpc serve ...``) runs in the background, as in a second terminal: the next line runs once it
+  printed its banner, and it gets SIGINT when the block ends (and must exit 0).
 * Fixtures (``<!-- docs-test: with NAME -->``) come from tests/docs/docs_fixtures.py.
 """
 
@@ -25,6 +26,7 @@ import io
 import json
 import linecache
 import os
+import re
 import signal
 import socket
 import struct
@@ -80,9 +82,26 @@ async def run_command(cmd: str, cwd: Path, log: io.StringIO) -> None:
         raise AssertionError(f"`{cmd}` exited {proc.returncode}:\n{err.decode(errors='replace')}")
 
 
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def serve_command(cmd: str) -> str | None:
+    """``cmd`` as ``exec``-able shell when it is a ``kcprpc serve`` line (``NAME=value`` assignments
+    before it go through ``env``), else None."""
+    words = cmd.split()
+    n = 0
+    while n < len(words) and _ASSIGNMENT.match(words[n]):
+        n += 1
+    if words[n : n + 2] != ["kcprpc", "serve"]:
+        return None
+    return f"exec env {cmd}" if n else f"exec {cmd}"
+
+
 async def start_server(cmd: str, cwd: Path, log: io.StringIO) -> asyncio.subprocess.Process:
+    shell = serve_command(cmd)
+    assert shell is not None
     proc = await asyncio.create_subprocess_exec(
-        "bash", "-c", f"exec {cmd}", cwd=cwd, env=shell_env(), stdin=asyncio.subprocess.DEVNULL,
+        "bash", "-c", shell, cwd=cwd, env=shell_env(), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
@@ -116,7 +135,7 @@ async def run_shell(block: Block, cwd: Path, log: io.StringIO) -> None:
     servers: list[tuple[str, asyncio.subprocess.Process]] = []
     try:
         for cmd in shell_commands(block.text):
-            if cmd.split()[:2] == ["kcprpc", "serve"]:
+            if serve_command(cmd) is not None:
                 servers.append((cmd, await start_server(cmd, cwd, log)))
             else:
                 await run_command(cmd, cwd, log)

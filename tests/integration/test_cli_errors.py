@@ -32,7 +32,7 @@ CASES: list[tuple[list[str], int, str, str]] = [
     # the command line itself
     (["kcprpc"], USAGE, "kcprpc: error:", "required: cmd"),
     (["kcprpc", "nope"], USAGE, "kcprpc: error:", "invalid choice"),
-    (["kcprpc", "serve"], USAGE, "kcprpc serve: error:", "--help"),
+    (["kcprpc", "serve"], USAGE, "kcprpc: serve needs module:app", "KCPRPC_APP"),
     # serve
     (
         ["kcprpc", "serve", "examples.quickstart.service:app", "--port", "99999"],

@@ -16,6 +16,7 @@ import pytest
 
 from kcprpc import CompatWire, SecureWire, SessionConfig, Transport
 from kcprpc.cli import build_parser, main
+from kcprpc.cli.env import apply_env
 from kcprpc.cli.serve import LOG_FORMAT, load_app, make_server, security_summary, setup_logging
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
@@ -194,7 +195,7 @@ def test_serve_says_the_wire_mode_and_who_is_authenticated() -> None:
 def test_serve_log_level() -> None:
     args = build_parser().parse_args(["serve", "m:app", "--log-level", "DEBUG"])
     assert args.log_level == "debug"
-    assert build_parser().parse_args(["serve", "m:app"]).log_level == "warning"
+    assert apply_env(build_parser().parse_args(["serve", "m:app"]), {}).log_level == "warning"
     root = logging.getLogger()
     saved = root.level, list(root.handlers)
     try:
