@@ -252,7 +252,8 @@ def test_missing_broker_module_or_library(
     # the module is there but its client library is not: the error names the extra. (Where the
     # real module is installed it is found first, and fails on the same import.)
     monkeypatch.delitem(sys.modules, module)
-    monkeypatch.setitem(sys.modules, library, None)
+    for name in [library, *(m for m in sys.modules if m.startswith(library + "."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # submodules an earlier test imported too
     (tmp_path / (module.rsplit(".", 1)[1] + ".py")).write_text(f"import {library}\n")
     monkeypatch.setattr(kcprpc, "__path__", [*kcprpc.__path__, str(tmp_path)])
     with pytest.raises(
