@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -345,15 +346,23 @@ class RpcListener:
         await self.listener.wait_closed()
 
 
-async def listen(host: str, port: int, transport: Transport, gc: GcPolicy | None = None) -> RpcListener:
+async def listen(
+    host: str,
+    port: int,
+    transport: Transport,
+    gc: GcPolicy | None = None,
+    *,
+    sock: socket.socket | None = None,
+) -> RpcListener:
     """Listen for KCP sessions on ``host:port``: ``transport`` as
     :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged;
-    ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off)."""
+    ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off); ``sock``:
+    a bound UDP socket to serve on instead (a worker's, ``kcprpc.workers``)."""
     import kcp
 
     run = effective_transport(transport, side="server")
     try:
-        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc)
+        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc, sock=sock)
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
     return RpcListener(listener, run.mux)

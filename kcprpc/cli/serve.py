@@ -7,6 +7,7 @@ over the app's transport); those left out keep them.
 ``serve`` binds 127.0.0.1 unless the app or ``--host`` names another address (``--host 0.0.0.0``
 to accept other machines), prints what it serves, where, in which wire mode and whether clients are
 authenticated (a warning on stderr when nobody is), and logs at ``--log-level`` (docs/logging.md).
+``--workers N`` serves the port from N processes (:func:`kcprpc.workers.serve_workers`, docs/workers.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import errno
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from kcp.config import CompatWire
@@ -123,30 +125,38 @@ def security_summary(transport: Transport) -> tuple[list[str], str | None]:
     return lines, None
 
 
+def listen_error(e: OSError, host: object, port: object) -> UsageError:
+    """The one-line error for a port ``serve`` cannot bind, with what to do about it."""
+    hint = (
+        "another server has that port: choose one with --port, or --port 0 for any free port"
+        if e.errno == errno.EADDRINUSE
+        else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+    )
+    return UsageError(f"cannot listen on {host}:{port}: {e.strerror or e} ({hint})")
+
+
+def print_banner(server: Server, host: str, port: int, extra: Sequence[str] = ()) -> None:
+    """What ``serve`` prints once it serves: services, address, wire mode, who is authenticated."""
+    lines, warning = security_summary(server.transport)
+    names = sorted({m.service for m in server.methods.values()})
+    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
+    for line in [*lines, *extra]:
+        print("  " + line, flush=True)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 async def _serve(server: Server, grace: float) -> int:
     loop = asyncio.get_running_loop()
-    lines, warning = security_summary(server.transport)
     try:
         host, port = await server.start()
     except OSError as e:
-        hint = (
-            "another server has that port: choose one with --port, or --port 0 for any free port"
-            if e.errno == errno.EADDRINUSE
-            else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
-        )
-        raise UsageError(
-            f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})"
-        ) from None
+        raise listen_error(e, server.host, server.port) from None
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    names = sorted({m.service for m in server.methods.values()})
-    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
-    for line in lines:
-        print("  " + line, flush=True)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    print_banner(server, host, port)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     print("shutting down", flush=True)
@@ -166,8 +176,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``kcprpc serve module:app``: serve until SIGINT/SIGTERM, then shut down gracefully."""
     setup_logging(args.log_level)
     sys.path.insert(0, "")
+    if args.workers > 1:
+        return _serve_workers(args)
     server = make_server(load_app(args.app), args)
     return run_loop(_serve(server, args.grace))
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: N processes on the port, supervised by this one (kcprpc.workers)."""
+    from kcprpc.workers import serve_workers
+
+    def on_ready(server: Server, address: tuple[str, int], pids: list[int]) -> None:
+        routed = (
+            "; secure sessions reach their worker by connection ID"
+            if server.wire_mode == "secure"
+            else "; sessions spread by the kernel's address hash"
+        )
+        pid_list = ", ".join(map(str, pids))
+        print_banner(server, address[0], address[1], [f"workers:   {len(pids)} (pids {pid_list}){routed}"])
+
+    app = load_app(args.app)
+    try:
+        code = serve_workers(
+            lambda: make_server(app, args), args.workers, grace=args.grace, on_ready=on_ready
+        )
+    except OSError as e:
+        port = args.port if args.port is not None else "(the app's port)"
+        raise listen_error(e, args.host or DEFAULT_HOST, port) from None
+    print("shut down", flush=True)
+    return code
 
 
 def public_key(static_private_key: bytes | None) -> bytes | None:
@@ -201,5 +238,22 @@ def add_serve_command(sub: Any) -> None:
         choices=LOG_LEVELS,
         help="what the kcprpc.server / kcprpc.client loggers show (default warning; docs/logging.md)",
     )
+    s.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="worker processes on the port (default 1; Linux; docs/workers.md)",
+    )
     add_transport_args(s)
     s.set_defaults(func=cmd_serve, is_async=False)
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: 1..256."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of workers is 1..256")
+    return n
