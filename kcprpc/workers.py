@@ -495,6 +495,9 @@ async def _serve_worker(plan: _WorkerPlan, index: int, sock: socket.socket, read
     serving = asyncio.ensure_future(server.serve())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for sig in _SIGNALS:  # draining: a second signal (the parent's after a terminal's) changes nothing
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     await server.shutdown(plan.grace)
     for t in (serving, stopped):
         t.cancel()
