@@ -19,6 +19,7 @@ from kcprpc.resume import SessionExpired
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
+from kcprpc.workers import RestartPolicy, WorkerInfo, current_worker, serve_workers
 
 Server.default_builtins = default_services  # the server itself imports no built-in service
 
@@ -59,6 +60,7 @@ __all__ = [
     "RawEvent",
     "ReconnectPolicy",
     "Recovered",
+    "RestartPolicy",
     "ResumeFailed",
     "RpcError",
     "SecureWire",
@@ -76,10 +78,13 @@ __all__ = [
     "Transport",
     "UnaryCall",
     "UsageError",
+    "WorkerInfo",
     "connect",
     "current_context",
+    "current_worker",
     "event",
     "raw_method",
     "rpc",
+    "serve_workers",
     "service_spec",
 ]

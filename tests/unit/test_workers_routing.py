@@ -132,7 +132,9 @@ def test_server_cids_start_with_the_worker_byte_and_stay_random() -> None:
         assert len(cid) == CID_LEN and cid[0] == 5 and run.client_conn.remote_cid == cid
         seen.add(cid[1:])
     assert len(seen) == 20  # the other 7 bytes are drawn for each connection
-    plain = run_handshake(HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV))
+    plain = run_handshake(
+        HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV)
+    )
     assert plain.server_conn is not None and len(plain.server_conn.local_cid) == CID_LEN
 
 
@@ -140,7 +142,8 @@ def test_every_worker_resets_any_workers_connection() -> None:
     """The stateless-reset token comes from the static key, not the process: the worker that gets a
     packet for a connection it does not know (its restarted self) resets it at once."""
     run = run_handshake(
-        HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV, cid_prefix=b"\x01")
+        HandshakeConfig(server_public_key=SERVER_PUB),
+        HandshakeConfig(static_key=SERVER_PRIV, cid_prefix=b"\x01"),
     )
     assert run.client_conn is not None
     other = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, cid_prefix=b"\x00"), seeded_rng(5))
