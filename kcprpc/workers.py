@@ -50,6 +50,7 @@ from typing import Final
 
 from kcp.config import SecureWire
 from kcp.reuseport import MAX_WORKERS, open_reuseport_group
+from kcprpc.appspec import load_app
 from kcprpc.broker import MemoryBroker
 from kcprpc.config import ANONYMOUS_PSK, Transport, effective_transport
 from kcprpc.errors import UsageError
@@ -152,8 +153,6 @@ def _anonymous(transport: Transport) -> bool:
 
 def _build(app: AppSpec, host: str | None, port: int | None) -> Server:
     if isinstance(app, str):
-        from kcprpc.cli.serve import load_app
-
         app = load_app(app)
     server = app if isinstance(app, Server) else app() if callable(app) else None
     if not isinstance(server, Server):

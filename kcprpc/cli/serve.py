@@ -23,29 +23,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from kcp.config import CompatWire
+from kcprpc.appspec import load_app
 from kcprpc.cli.args import nonnegative_float, port_number
 from kcprpc.cli.flags import add_transport_args, build_transport
 from kcprpc.cli.runner import run_loop
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
-from kcprpc.idl.registry import import_module
 from kcprpc.server import Server
 
 DEFAULT_HOST = "127.0.0.1"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (attribute defaults to ``app``)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name:
-        raise UsageError(f"{spec!r}: expected module:app, e.g. examples.quickstart.service:app")
-    module = import_module(module_name)
-    try:
-        return getattr(module, attr or "app")
-    except AttributeError:
-        raise UsageError(f"{module_name} has no attribute {attr or 'app'!r}") from None
 
 
 def make_server(app: Any, args: argparse.Namespace) -> Server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class Workers:
         self.out = _lines(self.proc.stdout)
         self.port = 0
         self.pids: list[int] = []
+        self.workers_line = ""
 
     def expect(self, prefix: str, timeout: float = START_TIMEOUT) -> str:
         end = time.monotonic() + timeout
@@ -82,15 +84,15 @@ class Workers:
         return code
 
 
-def cli_workers(log: Path) -> Workers:
+def cli_workers(log: Path, *flags: str) -> Workers:
     w = Workers(
         [sys.executable, "-m", "kcprpc", "serve", "tests.integration.workers_app:app", "--workers", "2",
-         "--port", "0", "--key", KEY, "--grace", "1", "--log-level", "info"],
+         "--port", "0", "--key", KEY, "--grace", "1", "--log-level", "info", *flags],
         log,
     )  # fmt: skip
     banner = w.expect("kcprpc serving")
     w.port = int(banner.rsplit(":", 1)[1])
-    workers = w.expect("workers:")  # workers:   2 (pids 1, 2); secure sessions reach ...
+    workers = w.workers_line = w.expect("workers:")  # workers:   2 (pids 1, 2); secure sessions reach ...
     w.pids = [int(p) for p in workers.split("(pids ", 1)[1].split(")", 1)[0].split(", ")]
     return w
 
@@ -132,8 +134,12 @@ class Clients:
     def __init__(self) -> None:
         self.all: list[kcprpc.Client] = []
 
-    async def open(self, port: int, config: ClientConfig | None = None) -> kcprpc.Client:
-        c = kcprpc.connect("127.0.0.1", port, key=KEY, config=config)
+    async def open(
+        self, port: int, config: ClientConfig | None = None, transport: kcprpc.Transport | None = None
+    ) -> kcprpc.Client:
+        c = kcprpc.connect(
+            "127.0.0.1", port, key=None if transport else KEY, transport=transport, config=config
+        )
         self.all.append(c)
         await asyncio.wait_for(c.connect(), CALL_TIMEOUT)
         return c
@@ -251,3 +257,44 @@ async def test_a_killed_worker_is_restarted_on_its_socket_and_its_clients_reconn
     log = cli.log()
     assert "worker 1 died (killed by SIGKILL)" in log and "worker 1 restarted" in log
     assert cli.stop() == 0
+
+
+COMPAT = kcprpc.Transport(kcprpc.CompatWire(crypt="aes", key=KEY))
+
+
+async def test_compat_mode_workers_spread_by_address(tmp_path: Path, clients: Clients) -> None:
+    """kcp-go's format: no router is attached, the kernel's address hash pins each client."""
+    w = cli_workers(tmp_path / "compat.log", "--crypt", "aes")
+    try:
+        assert w.workers_line.endswith("sessions spread by the kernel's address hash")
+        answers = []
+        for _ in range(16):
+            c = await clients.open(w.port, transport=COMPAT)
+            answers.append(await whoami(c))
+        assert {a["pid"] for a in answers} == set(w.pids)
+        for c, a in zip(clients.all, answers, strict=True):
+            assert (await whoami(c))["pid"] == a["pid"]
+    finally:
+        assert w.stop() == 0
+
+
+async def test_workers_drain_when_their_parent_is_killed(api: Workers, clients: Clients) -> None:
+    """SIGKILL to the supervisor: each worker gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and
+    drains; its clients see the server go away."""
+    c = await clients.open(api.port)
+    await whoami(c)
+    exits = [os.pidfd_open(pid) for pid in api.pids]  # readable once the process has exited
+    try:
+        api.proc.kill()
+        api.proc.wait(10)
+        end = time.monotonic() + 20
+        waiting = list(exits)
+        while waiting and time.monotonic() < end:
+            done, _, _ = select.select(waiting, [], [], max(0.0, end - time.monotonic()))
+            waiting = [fd for fd in waiting if fd not in done]
+        assert not waiting, "a worker outlived its parent"
+    finally:
+        for fd in exits:
+            os.close(fd)
+    with pytest.raises(RpcError):
+        await whoami(c)
