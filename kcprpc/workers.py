@@ -43,6 +43,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -195,6 +196,8 @@ def serve_workers(
     with contextlib.suppress(RuntimeError):
         asyncio.get_running_loop()
         raise UsageError("serve_workers blocks and forks: call it with no event loop running")
+    if threading.current_thread() is not threading.main_thread():
+        raise UsageError("serve_workers handles signals: call it from the main thread")
     template = _build(app, host, port)
     if template.host is None or template.port is None:
         raise UsageError("serve_workers needs host and port (the app's, or host=/port=)")
@@ -270,6 +273,9 @@ class _Supervisor:
         self._wake = (wake_r, wake_w)
         try:
             return self._loop(on_ready)
+        except BaseException:  # on_ready raised, or a bug here: no worker outlives the supervisor
+            self._terminate_all()
+            raise
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, h in old_handlers.items():
@@ -341,6 +347,21 @@ class _Supervisor:
         clean = all(w.status in (0, -signal.SIGTERM, -signal.SIGINT) for w in self.workers)
         return 1 if failed or not clean or self.stats["killed"] else 0
 
+    def _terminate_all(self) -> None:
+        """SIGTERM to every live worker, each reaped within the drain deadline or killed."""
+        self._stop("the supervisor failed")
+        for w in self.workers:
+            if w.pid:
+                exited = os.pidfd_open(w.pid)  # readable once it exited (not yet reaped: still ours)
+                try:
+                    left = max(0.0, self.stop_deadline - time.monotonic())
+                    if not select.select([exited], [], [], left)[0]:
+                        os.kill(w.pid, signal.SIGKILL)
+                finally:
+                    os.close(exited)
+                os.waitpid(w.pid, 0)
+                w.pid = 0
+
     def _wait(self) -> None:
         """Until a signal, a worker's readiness, or the next restart or deadline."""
         now = time.monotonic()
@@ -365,15 +386,13 @@ class _Supervisor:
                         self._close_ready(w)
 
     def _reap(self, starting: bool) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            for w in self.workers:
-                if w.pid == pid:
+        for w in self.workers:  # our workers only: the program may have other children
+            if w.pid:
+                try:
+                    pid, status = os.waitpid(w.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pid, status = w.pid, 0
+                if pid:
                     self._died(w, os.waitstatus_to_exitcode(status), starting)
 
     def _died(self, w: _Worker, code: int, starting: bool) -> None:

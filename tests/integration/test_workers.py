@@ -298,3 +298,19 @@ async def test_workers_drain_when_their_parent_is_killed(api: Workers, clients: 
             os.close(fd)
     with pytest.raises(RpcError):
         await whoami(c)
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    w = Workers(
+        [sys.executable, "-m", "kcprpc", "serve", "tests.integration.workers_app:broken_app", "--workers", "2",
+         "--port", "0"],
+        tmp_path / "broken.log",
+    )  # fmt: skip
+    try:
+        code = w.proc.wait(START_TIMEOUT)
+    finally:
+        w.stop()
+    log = w.log()
+    assert code == 1, log
+    assert "the database is unreachable" in log and "died while starting" in log
+    assert "the app failed to start" in log

@@ -3,7 +3,9 @@ a service that says which process answered."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import kcprpc
 from kcprpc.workers import current_worker
@@ -24,3 +26,14 @@ class Who(kcprpc.Service, name="test.Who"):
 def app() -> kcprpc.Server:
     """A factory: each worker builds its own Server (the CLI sets host and port)."""
     return kcprpc.Server([Who()], key=KEY)
+
+
+@contextlib.asynccontextmanager
+async def _no_database(server: kcprpc.Server) -> AsyncIterator[None]:
+    raise RuntimeError("the database is unreachable")
+    yield
+
+
+def broken_app() -> kcprpc.Server:
+    """An app whose startup fails in every worker (its lifespan raises)."""
+    return kcprpc.Server([Who()], key=KEY, lifespan=_no_database)
