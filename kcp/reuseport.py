@@ -11,8 +11,12 @@ do, each worker puts its index in the first byte of the connection IDs it hands 
 * a secure transport packet (type byte ``0xC8 | key phase``, at least ``MIN_TRANSPORT`` bytes):
   its connection ID's first byte, the index of the socket that gets it, when it is below the
   number of workers;
-* anything else (handshake packets, which carry no server connection ID yet; kcp-go packets;
-  indexes out of range): an index past the group's end, and the kernel falls back to its hash.
+* a handshake initiation: the first byte of the *client's* connection ID, which a client picks at
+  random (so fresh handshakes spread evenly) or, reconnecting, sets to the worker of its last
+  connection, where its session waits to be resumed (``SecureConfig.cid_prefix`` on the client);
+  the handshake's retransmissions and its cookie retry carry the same ID, so they follow;
+* anything else (other handshake packets, kcp-go packets, indexes out of range): an index past the
+  group's end, and the kernel falls back to its hash.
 
 For UDP the program sees the datagram's payload at offset 0 (the kernel pulls the UDP header
 first), and an index at or past the number of sockets in the group makes the kernel use its hash
@@ -36,7 +40,10 @@ from typing import Final, NamedTuple
 
 from kcp.batch import open_udp_socket
 from kcp.errors import KCPUsageError
-from kcp.secure.packet import MIN_TRANSPORT, T_TRANSPORT
+from kcp.secure.packet import MIN_TRANSPORT, T_INITIATION, T_TRANSPORT
+
+INIT_SENDER_CID: Final = 4
+"""Where an initiation's sender (client) connection ID starts: type, version, suite, pattern."""
 
 __all__ = [
     "FALLBACK",
@@ -66,6 +73,7 @@ BPF_W: Final = 0x00
 BPF_B: Final = 0x10
 BPF_ABS: Final = 0x20
 BPF_LEN: Final = 0x80
+BPF_JA: Final = 0x00
 BPF_JEQ: Final = 0x10
 BPF_JGE: Final = 0x30
 BPF_AND: Final = 0x50
@@ -85,25 +93,30 @@ class Insn(NamedTuple):
 
 def cid_router(workers: int, min_len: int = MIN_TRANSPORT) -> list[Insn]:
     """The program that sends a secure transport packet to the socket its connection ID's first
-    byte names, and everything else to the kernel's hash.
+    byte names, an initiation to the one its client connection ID's first byte names, and
+    everything else to the kernel's hash.
 
     ``workers`` is the number of sockets in the group (2..256); ``min_len`` the shortest transport
-    packet (shorter datagrams are not transport packets, and the loads below never read past the
-    end of the datagram: a classic BPF load out of bounds would end the program with 0, socket 0).
+    packet (shorter datagrams are neither transport packets nor initiations, and the loads below
+    never read past the end of the datagram: a classic BPF load out of bounds would end the
+    program with 0, socket 0).
     """
     if not 1 <= workers <= MAX_WORKERS:
         raise KCPUsageError(f"a reuseport group routed by connection ID has 1..{MAX_WORKERS} sockets")
-    # jump offsets count from the next instruction; 8 is the fallback
+    # jump offsets count from the next instruction; 11 is the fallback
     return [
         Insn(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),  # 0: A = datagram length
-        Insn(BPF_JMP | BPF_JGE | BPF_K, 0, 6, min_len),  # 1: too short -> 8
+        Insn(BPF_JMP | BPF_JGE | BPF_K, 0, 9, min_len),  # 1: too short -> 11
         Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0),  # 2: A = type byte
-        Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xFE),  # 3: without the key-phase bit
-        Insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, T_TRANSPORT),  # 4: not a transport packet -> 8
-        Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 1),  # 5: A = the connection ID's first byte
-        Insn(BPF_JMP | BPF_JGE | BPF_K, 1, 0, workers),  # 6: no such worker -> 8
-        Insn(BPF_RET | BPF_A, 0, 0, 0),  # 7: that worker's socket
-        Insn(BPF_RET | BPF_K, 0, 0, FALLBACK),  # 8: the kernel's hash
+        Insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, T_INITIATION),  # 3: an initiation? -> 4, else 6
+        Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, INIT_SENDER_CID),  # 4: A = the client's ID's first byte
+        Insn(BPF_JMP | BPF_JA, 0, 0, 3),  # 5: -> 9
+        Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xFE),  # 6: without the key-phase bit
+        Insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, T_TRANSPORT),  # 7: not a transport packet -> 11
+        Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 1),  # 8: A = the connection ID's first byte
+        Insn(BPF_JMP | BPF_JGE | BPF_K, 1, 0, workers),  # 9: no such worker -> 11
+        Insn(BPF_RET | BPF_A, 0, 0, 0),  # 10: that worker's socket
+        Insn(BPF_RET | BPF_K, 0, 0, FALLBACK),  # 11: the kernel's hash
     ]
 
 

@@ -116,8 +116,11 @@ class SecureConfig:
     reset_key: bytes | None = None
     reset_rate: int = 100
     cid_prefix: bytes = b""
-    """A server's connection IDs start with these bytes (at most 1; the rest stay random): a
-    worker's index, which the reuseport router reads (:mod:`kcp.reuseport`, ``kcprpc.workers``)."""
+    """The connection IDs this endpoint hands out start with these bytes (at most 1; the rest stay
+    random). A server worker's: its index, which the reuseport router reads from every transport
+    packet (:mod:`kcp.reuseport`, ``kcprpc.workers``). A client's (its initiation's sender ID): the
+    worker it asks for, which the router reads from the initiation (a reconnecting kcprpc client
+    asks for the worker of its last connection, where its session waits to be resumed)."""
     hint_rate: int = 100
     hint_rate_per_source: int = 4
     # transport

@@ -232,7 +232,7 @@ class SecureClient:
         self._cookie_key = _cookie_key(self._pattern_id, material)
         self._suites_left = list(config.suite_ids())
         self._suite_id = self._suites_left.pop(0)
-        self.local_cid = rng(CID_LEN)
+        self.local_cid = config.cid_prefix + rng(CID_LEN - len(config.cid_prefix))
         self.state: ClientState = ClientState.IDLE
         self.error: HandshakeError | None = None
         self.connection: SecureConnection | None = None

@@ -1,7 +1,8 @@
 """The reuseport CBPF router on a real socket group on 127.0.0.1: a secure transport packet reaches
-the socket its connection ID's worker byte names from any source port; without the program (or for
-a packet with no worker byte) the kernel's address hash decides, and spreads the same client's
-packets over the sockets as its port changes: the failure of migrating across workers."""
+the socket its connection ID's worker byte names from any source port (an initiation: its client
+ID's first byte); without the program (or for a packet with no worker byte) the kernel's address
+hash decides, and spreads the same client's packets over the sockets as its port changes: the
+failure of migrating across workers."""
 
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def transport_packet(worker: int) -> bytes:
     return bytes((0xC8, worker)) + bytes(range(MIN_TRANSPORT - 2))
 
 
+def initiation(client_cid_first: int) -> bytes:
+    return bytes((T_INITIATION, 1, 1, 1, client_cid_first)) + bytes(300)
+
+
 def test_the_worker_byte_decides_whatever_the_source_port(routed: list[socket.socket]) -> None:
     ports = {s.getsockname()[1] for s in routed}
     assert len(ports) == 1  # one port, three sockets
@@ -66,8 +71,13 @@ def test_the_worker_byte_decides_whatever_the_source_port(routed: list[socket.so
     assert spread(routed, b"\xc9" + transport_packet(2)[1:]) == Counter({2: SOURCES})  # either key phase
 
 
+def test_an_initiation_goes_to_the_worker_its_client_id_names(routed: list[socket.socket]) -> None:
+    for worker in range(3):
+        assert spread(routed, initiation(worker)) == Counter({worker: SOURCES})
+
+
 def test_without_a_worker_byte_the_address_hash_decides(routed: list[socket.socket]) -> None:
-    handshake = bytes((T_INITIATION, 1)) + bytes(300)
+    handshake = initiation(0xFF)  # a client ID whose first byte names no worker
     for payload in (handshake, transport_packet(3), transport_packet(1)[:20], b"kcp-go"):
         assert len(spread(routed, payload)) > 1  # spread by source port, as the kernel hashes
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src:  # ... and stable for one address

@@ -314,3 +314,46 @@ def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     assert code == 1, log
     assert "the database is unreachable" in log and "died while starting" in log
     assert "the app failed to start" in log
+
+
+async def drop_and_reconnect(client: kcprpc.Client) -> None:
+    """Lose the connection without a goodbye (the server detaches the session) and wait for the
+    client's reconnect."""
+    back = asyncio.Event()
+    client.on_reconnect = lambda _: back.set()
+    link = client.lifecycle.link
+    assert link is not None
+    await link.conn.abort()
+    await asyncio.wait_for(back.wait(), CALL_TIMEOUT)
+
+
+RESUMING = ClientConfig(reconnect=ReconnectPolicy(initial=0.01, maximum=0.05))
+
+
+async def test_a_reconnecting_client_resumes_its_session_on_its_worker(
+    api: Workers, clients: Clients
+) -> None:
+    """A reconnect's handshake asks for the worker of the last connection (its client ID's first
+    byte), so the session detached there is resumed, whatever the new source port hashes to."""
+    for _ in range(2):
+        c = await clients.open(api.port, RESUMING)
+        first = await whoami(c)
+        sid = c.session_id
+        for n in range(1, 7):
+            await drop_and_reconnect(c)
+            assert (await whoami(c))["pid"] == first["pid"]
+            assert c.session_id == sid and c.resumes == n
+
+
+async def test_without_cid_routing_resumes_miss_their_worker(api_unrouted: Workers, clients: Clients) -> None:
+    """The control: by the address hash alone a reconnect lands on the other worker half the time,
+    which does not hold the session (SessionExpired, a fresh session)."""
+    c = await clients.open(api_unrouted.port, RESUMING)
+    await whoami(c)
+    for _ in range(16):
+        before = c.resumes
+        await drop_and_reconnect(c)
+        if c.resumes == before:
+            break
+    else:
+        raise AssertionError("16 reconnects all resumed without CID routing")

@@ -15,6 +15,7 @@ from kcp.reuseport import (
     BPF_ALU,
     BPF_AND,
     BPF_B,
+    BPF_JA,
     BPF_JEQ,
     BPF_JGE,
     BPF_JMP,
@@ -63,6 +64,8 @@ def run_cbpf(program: list[Insn], payload: bytes) -> int:
         elif code == BPF_ALU | BPF_AND | BPF_K:
             a &= k
             pc += 1
+        elif code == BPF_JMP | BPF_JA:
+            pc += 1 + k
         elif code == BPF_JMP | BPF_JEQ | BPF_K:
             pc += 1 + (jt if a == k else jf)
         elif code == BPF_JMP | BPF_JGE | BPF_K:
@@ -95,13 +98,25 @@ def test_everything_else_falls_back_to_the_kernel_hash() -> None:
     assert run_cbpf(prog, transport_packet(1)[: MIN_TRANSPORT - 1]) == FALLBACK  # too short for transport
     assert run_cbpf(prog, b"") == FALLBACK  # never socket 0 by an out-of-bounds load
     assert run_cbpf(prog, b"\xc8") == FALLBACK
-    assert run_cbpf(prog, bytes((T_INITIATION, 1)) + bytes(1200)) == FALLBACK  # handshakes: by address
-    assert run_cbpf(prog, bytes((0xC2, 1)) + bytes(100)) == FALLBACK
+    assert run_cbpf(prog, initiation(4)) == FALLBACK  # a client ID naming no worker: by address
+    assert run_cbpf(prog, initiation(200)) == FALLBACK
+    assert run_cbpf(prog, bytes((0xC2, 1)) + bytes(100)) == FALLBACK  # what a server sends: never routed
     # a kcp-go packet: conv (4, little-endian) then cmd 81..84; nothing secure about it
     assert run_cbpf(prog, struct.pack("<IBBHIII", 0x01020304, 81, 0, 32, 0, 0, 0) + bytes(20)) == FALLBACK
-    for first in range(256):  # only 0xC8/0xC9 route, whatever follows
-        routed = run_cbpf(prog, bytes((first, 2)) + bytes(60))
-        assert routed == (2 if first in (0xC8, 0xC9) else FALLBACK)
+    for first in range(256):  # only 0xC8/0xC9 (by byte 1) and 0xC1 (by byte 4) route
+        routed = run_cbpf(prog, bytes((first, 2, 0, 0, 3)) + bytes(60))
+        assert routed == (2 if first in (0xC8, 0xC9) else 3 if first == T_INITIATION else FALLBACK)
+
+
+def initiation(client_cid_first: int) -> bytes:
+    """An initiation's shape: type, version, suite, pattern, the client's ID (8), padding."""
+    return bytes((T_INITIATION, 1, 1, 1, client_cid_first)) + bytes(7) + bytes(1188)
+
+
+def test_an_initiation_goes_to_the_worker_its_client_id_names() -> None:
+    prog = cid_router(3)
+    assert [run_cbpf(prog, initiation(w)) for w in range(3)] == [0, 1, 2]
+    assert run_cbpf(prog, initiation(1)[: MIN_TRANSPORT - 1]) == FALLBACK
 
 
 def test_the_program_is_what_the_kernel_takes() -> None:
@@ -150,6 +165,16 @@ def test_every_worker_resets_any_workers_connection() -> None:
     r = other.receive(run.client_conn.seal(b"hello", 10), CLIENT_ADDR, 10)
     ((reset, _),) = r.replies
     assert reset[-16:] == run.server.reset_token(run.server_conn.local_cid if run.server_conn else b"")
+
+
+def test_a_client_asks_for_a_worker_with_its_own_cid_prefix() -> None:
+    run = run_handshake(
+        HandshakeConfig(server_public_key=SERVER_PUB, cid_prefix=b"\x01"),
+        HandshakeConfig(static_key=SERVER_PRIV),
+    )
+    assert run.client_conn is not None and run.server_conn is not None
+    assert run.to_server[0][4] == 1 and run.client_conn.local_cid[0] == 1  # in the initiation, as routed
+    assert run_cbpf(cid_router(2), run.to_server[0]) == 1
 
 
 def test_cid_prefix_is_at_most_one_byte() -> None:
