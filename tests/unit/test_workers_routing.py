@@ -5,9 +5,11 @@ restart policy. The program on a real socket group: tests/integration/test_reuse
 from __future__ import annotations
 
 import struct
+import threading
 
 import pytest
 
+import kcprpc
 from kcp.errors import KCPUsageError
 from kcp.reuseport import (
     BPF_A,
@@ -208,3 +210,40 @@ def test_restart_policy_backs_off_while_a_worker_dies_young() -> None:
     assert p.failures_after(3, 10.0) == 1  # ran long enough: back to the first delay
     with pytest.raises(UsageError):
         RestartPolicy(initial=2.0, maximum=1.0)
+
+
+def _app() -> kcprpc.Server:
+    return kcprpc.Server([], "127.0.0.1", 0, key="k")
+
+
+def test_serve_workers_misuse_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"1\.\.256"):
+        kcprpc.serve_workers(_app, 0)
+    with pytest.raises(UsageError, match=r"1\.\.256"):
+        kcprpc.serve_workers(_app, 257)
+    with pytest.raises(UsageError, match="grace"):
+        kcprpc.serve_workers(_app, 2, grace=-1)
+    with pytest.raises(UsageError, match="Server"):
+        kcprpc.serve_workers(lambda: 42, 2)  # type: ignore[arg-type, return-value]
+    with pytest.raises(UsageError, match="module:app"):
+        kcprpc.serve_workers(":app", 2)
+
+
+async def test_serve_workers_refuses_a_running_event_loop() -> None:
+    with pytest.raises(UsageError, match="no event loop"):
+        kcprpc.serve_workers(_app, 2)
+
+
+def test_serve_workers_refuses_another_thread() -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            kcprpc.serve_workers(_app, 2)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and isinstance(errors[0], UsageError) and "main thread" in str(errors[0])
