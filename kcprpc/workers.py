@@ -49,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
+import kcp
 from kcp.config import SecureWire
 from kcp.reuseport import MAX_WORKERS, open_reuseport_group
 from kcprpc.appspec import load_app
@@ -475,7 +476,7 @@ def _worker_process(plan: _WorkerPlan, index: int, ready_w: int, keep_open: tupl
             s.close()
     _current = WorkerInfo(index, plan.workers)
     try:
-        return asyncio.run(_serve_worker(plan, index, sock, ready_w))
+        return kcp.run(_serve_worker(plan, index, sock, ready_w))  # uvloop when installed, as `serve`
     except Exception:
         log.exception("worker %d failed", index)
         return 1
