@@ -4,6 +4,7 @@ restart policy. The program on a real socket group: tests/integration/test_reuse
 
 from __future__ import annotations
 
+import argparse
 import struct
 import threading
 
@@ -247,3 +248,12 @@ def test_serve_workers_refuses_another_thread() -> None:
     t.start()
     t.join(10)
     assert len(errors) == 1 and isinstance(errors[0], UsageError) and "main thread" in str(errors[0])
+
+
+def test_the_workers_flag_takes_1_to_256() -> None:
+    from kcprpc.cli.serve import worker_count
+
+    assert worker_count("1") == 1 and worker_count("256") == 256
+    for bad in ("0", "257", "-2", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="number of workers"):
+            worker_count(bad)
