@@ -346,7 +346,9 @@ class _Supervisor:
                                     self.stats["restarts"])  # fmt: skip
             self._wait()
         clean = all(w.status in (0, -signal.SIGTERM, -signal.SIGINT) for w in self.workers)
-        return 1 if failed or not clean or self.stats["killed"] else 0
+        code = 1 if failed or not clean or self.stats["killed"] else 0
+        log.info("stopped (exit code %d): %s", code, ", ".join(f"{k} {v}" for k, v in self.stats.items()))
+        return code
 
     def _terminate_all(self) -> None:
         """SIGTERM to every live worker, each reaped within the drain deadline or killed."""
@@ -401,7 +403,7 @@ class _Supervisor:
         w.pid = 0
         w.status = code
         self._close_ready(w)
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = _how(code)
         if self.stopping:
             log.info("worker %d stopped (%s)", w.index, how)
             return
@@ -452,6 +454,16 @@ class _Supervisor:
         w.ready_fd = ready_r
         self.stats["started"] += 1
         log.info("worker %d started (pid %d)", w.index, pid)
+
+
+def _how(code: int) -> str:
+    """An exit code in words (negative: the signal that ended the process)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 # ---------------------------------------------------------------------- in the worker process
