@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -353,6 +354,7 @@ async def listen(
     on_accept: AcceptCallback | None = None,
     rng: Callable[[int], bytes] = os.urandom,
     gc: GcPolicy | None = GcPolicy(),  # noqa: B008 - frozen, validated once
+    sock: socket.socket | None = None,
 ) -> Listener:
     """Listen for KCP sessions on ``host:port`` (kcp-go's ``ListenWithOptions``).
 
@@ -373,6 +375,10 @@ async def listen(
     ``gc`` (:class:`kcp.GcPolicy`) moves the long-lived session table out of the garbage
     collector's full collections (``gc.freeze()`` as the table grows, docs/tuning.md, "Many
     sessions"); ``None`` or ``GcPolicy(freeze=False)`` leaves the collector alone.
+
+    ``sock``: serve on this bound UDP socket instead of opening one (``host``, ``port`` and
+    ``io.reuse_port`` are then unused): a worker's socket of a reuseport group
+    (:func:`kcp.reuseport.open_reuseport_group`). The listener owns it from here and closes it.
     """
     wire = check_wire(wire)
     if max_sessions < 1 or backlog < 1:
@@ -382,7 +388,12 @@ async def listen(
     if not isinstance(wire, CompatWire):
         wire.check_server()
     loop = asyncio.get_running_loop()
-    sock = open_udp_socket(host, port, reuse_port=io.reuse_port)
+    if sock is None:
+        sock = open_udp_socket(host, port, reuse_port=io.reuse_port)
+    elif sock.type != socket.SOCK_DGRAM:
+        raise KCPUsageError("listen(sock=...) needs a UDP socket")
+    else:
+        sock.setblocking(False)
     try:
         ep = Endpoint(loop, sock, Counters(), mmsg=io.mmsg, gso=io.gso)
     except BaseException:

@@ -30,6 +30,7 @@ from kcprpc.resume import SessionExpired
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
+from kcprpc.workers import RestartPolicy, WorkerInfo, current_worker, serve_workers
 
 Server.default_builtins = default_services  # the server itself imports no built-in service
 
@@ -72,6 +73,7 @@ __all__ = [
     "RawEvent",
     "ReconnectPolicy",
     "Recovered",
+    "RestartPolicy",
     "ResumeFailed",
     "RpcError",
     "SecureWire",
@@ -89,13 +91,16 @@ __all__ = [
     "Transport",
     "UnaryCall",
     "UsageError",
+    "WorkerInfo",
     "broker_from_url",
     "configure_logging",
     "connect",
     "current_context",
+    "current_worker",
     "event",
     "raw_method",
     "rpc",
+    "serve_workers",
     "service_spec",
     "start_metrics",
 ]

@@ -656,9 +656,13 @@ def connect(
     cfg = config or ClientConfig()
     run = effective_transport(described, side="client", handshake_timeout=cfg.connect_timeout)
 
-    async def connector() -> Connection:
-        from kcprpc.net import dial
+    route = [b""]  # the server worker of the last connection: a reconnect asks for it (docs/workers.md)
 
-        return await dial(host, port, run)
+    async def connector() -> Connection:
+        from kcprpc.net import dial, redial_transport, server_route
+
+        conn = await dial(host, port, redial_transport(run, route[0]))
+        route[0] = server_route(conn)
+        return conn
 
     return Client(connector, config=cfg, interceptors=interceptors)

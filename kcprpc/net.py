@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kcprpc.config import Transport, effective_transport
+from kcprpc.config import SecureWire, Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.status import Status
@@ -288,6 +290,25 @@ def wrap_session(session: KCPSession, *, client: bool, mux_config: MuxConfig) ->
     return MuxConnection(mux, session=session, max_datagram_size=max_dgram, on_close=close_session)
 
 
+def server_route(conn: MuxConnection) -> bytes:
+    """The first byte of the server's connection ID on a secure connection (with workers: the
+    worker that serves it, docs/workers.md); empty for any other connection."""
+    sec = conn.session.secure if conn.session is not None else None
+    return bytes(sec.remote_cid[:1]) if sec is not None else b""
+
+
+def redial_transport(transport: Transport, route: bytes) -> Transport:
+    """The transport a client dials again with after a connection whose :func:`server_route` was
+    ``route`` was lost: in secure mode its initiation asks for that server worker
+    (``SecureConfig.cid_prefix`` on the client), where the session waits to be resumed
+    (docs/workers.md); a server without workers ignores it. No route, a compat wire, or a wire
+    whose config sets ``cid_prefix`` itself: ``transport`` unchanged."""
+    wire = transport.wire
+    if not route or not isinstance(wire, SecureWire) or (wire.config is not None and wire.config.cid_prefix):
+        return transport
+    return replace(transport, wire=wire.with_config(cid_prefix=route))
+
+
 async def dial(host: str, port: int, transport: Transport) -> MuxConnection:
     """Dial a KCP session to ``host:port`` and start a client mux on it.
 
@@ -345,15 +366,23 @@ class RpcListener:
         await self.listener.wait_closed()
 
 
-async def listen(host: str, port: int, transport: Transport, gc: GcPolicy | None = None) -> RpcListener:
+async def listen(
+    host: str,
+    port: int,
+    transport: Transport,
+    gc: GcPolicy | None = None,
+    *,
+    sock: socket.socket | None = None,
+) -> RpcListener:
     """Listen for KCP sessions on ``host:port``: ``transport`` as
     :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged;
-    ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off)."""
+    ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off); ``sock``:
+    a bound UDP socket to serve on instead (a worker's, ``kcprpc.workers``)."""
     import kcp
 
     run = effective_transport(transport, side="server")
     try:
-        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc)
+        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc, sock=sock)
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
     return RpcListener(listener, run.mux)

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -517,18 +518,22 @@ class Server:
             ctx.session.protocol.notify_done()
 
     # ------------------------------------------------------------------ serving on KCP
-    async def start(self) -> tuple[str, int]:
+    async def start(self, *, sock: socket.socket | None = None) -> tuple[str, int]:
         """Start the broker (:class:`~kcprpc.broker.BrokerUnavailable` when it cannot be
-        reached), bind and start accepting KCP connections; returns the bound (host, port)."""
+        reached), bind and start accepting KCP connections; returns the bound (host, port).
+        ``sock``: serve on this bound UDP socket instead of binding ``host:port`` (a worker of
+        :func:`kcprpc.serve_workers` serves on its socket of the group)."""
         from kcprpc.net import listen
 
         if self._listener is not None:
             assert self.address is not None
             return self.address
+        if sock is not None:
+            self.host, self.port = sock.getsockname()[:2]
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
         await self.push.broker.start()  # BrokerUnavailable: nothing bound, nothing to undo
-        self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc)
+        self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc, sock=sock)
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting
             cm = self.lifespan(self)

@@ -115,6 +115,12 @@ class SecureConfig:
     replay_cache: int = 8192
     reset_key: bytes | None = None
     reset_rate: int = 100
+    cid_prefix: bytes = b""
+    """The connection IDs this endpoint hands out start with these bytes (at most 1; the rest stay
+    random). A server worker's: its index, which the reuseport router reads from every transport
+    packet (:mod:`kcp.reuseport`, ``kcprpc.workers``). A client's (its initiation's sender ID): the
+    worker it asks for, which the router reads from the initiation (a reconnecting kcprpc client
+    asks for the worker of its last connection, where its session waits to be resumed)."""
     hint_rate: int = 100
     hint_rate_per_source: int = 4
     # transport
@@ -139,6 +145,10 @@ class SecureConfig:
         need(
             self.reset_key is None or (isinstance(self.reset_key, bytes) and len(self.reset_key) == 32),
             "reset_key must be 32 bytes",
+        )
+        need(
+            isinstance(self.cid_prefix, bytes) and len(self.cid_prefix) <= 1,
+            "cid_prefix must be bytes, at most 1 (a worker's index)",
         )
         need(len(self.versions) > 0 and all(0 < v < 256 for v in self.versions), "versions must be 1..255")
         need(

@@ -232,7 +232,7 @@ class SecureClient:
         self._cookie_key = _cookie_key(self._pattern_id, material)
         self._suites_left = list(config.suite_ids())
         self._suite_id = self._suites_left.pop(0)
-        self.local_cid = rng(CID_LEN)
+        self.local_cid = config.cid_prefix + rng(CID_LEN - len(config.cid_prefix))
         self.state: ClientState = ClientState.IDLE
         self.error: HandshakeError | None = None
         self.connection: SecureConnection | None = None
@@ -842,9 +842,10 @@ class SecureServer:
         clamped = None
         if not fec_within(cfg.fec, hello.fec) and (decision.data_shards, decision.parity_shards) != hello.fec:
             clamped = f"FEC {hello.fec[0]}/{hello.fec[1]} lowered to {decision.data_shards}/{decision.parity_shards}"
-        server_cid = self._rng(CID_LEN)
+        prefix = cfg.cid_prefix  # a worker's index (kcp.reuseport), the rest random
+        server_cid = prefix + self._rng(CID_LEN - len(prefix))
         while server_cid in self.connections or server_cid in self._half_open:
-            server_cid = self._rng(CID_LEN)
+            server_cid = prefix + self._rng(CID_LEN - len(prefix))
         response = (
             bytes((T_RESPONSE, 0))
             + client_cid

@@ -129,4 +129,3 @@ def env_markdown(parser: argparse.ArgumentParser) -> str:
         text = " ".join(help.split()).replace("|", "\\|")
         lines.append(f"| `{var}` | `{flag}` | {text} |")
     return "\n".join(lines) + "\n"
-

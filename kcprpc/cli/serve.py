@@ -12,6 +12,7 @@ authenticated (a warning on stderr when nobody is), and logs at ``--log-level`` 
 Every option can come from a ``KCPRPC_*`` variable instead (``KCPRPC_PORT``, ``KCPRPC_APP`` ...;
 :mod:`kcprpc.cli.env`): the command line beats the environment, which beats the app's settings.
 ``--log-format``, ``--metrics`` and ``--broker`` are :mod:`kcprpc.cli.ops`' (docs/deploy.md).
+``--workers N`` serves the port from N processes (:func:`kcprpc.workers.serve_workers`, docs/workers.md).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import contextlib
 import errno
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from kcp.config import CompatWire
+from kcprpc.appspec import load_app
 from kcprpc.cli.args import nonnegative_float, port_number
 from kcprpc.cli.env import apply_env, defer_defaults
 from kcprpc.cli.flags import add_transport_args, build_transport
@@ -32,24 +35,11 @@ from kcprpc.cli.ops import add_ops_args, start_endpoint, use_broker
 from kcprpc.cli.runner import run_loop
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
-from kcprpc.idl.registry import import_module
 from kcprpc.logconfig import LOG_LEVELS, TEXT_FORMAT, configure_logging
 from kcprpc.server import Server
 
 DEFAULT_HOST = "127.0.0.1"
 LOG_FORMAT = TEXT_FORMAT
-
-
-def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (attribute defaults to ``app``)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name:
-        raise UsageError(f"{spec!r}: expected module:app, e.g. examples.quickstart.service:app")
-    module = import_module(module_name)
-    try:
-        return getattr(module, attr or "app")
-    except AttributeError:
-        raise UsageError(f"{module_name} has no attribute {attr or 'app'!r}") from None
 
 
 def make_server(app: Any, args: argparse.Namespace) -> Server:
@@ -131,20 +121,33 @@ def security_summary(transport: Transport) -> tuple[list[str], str | None]:
     return lines, None
 
 
+def listen_error(e: OSError, host: object, port: object) -> UsageError:
+    """The one-line error for a port ``serve`` cannot bind, with what to do about it."""
+    hint = (
+        "another server has that port: choose one with --port, or --port 0 for any free port"
+        if e.errno == errno.EADDRINUSE
+        else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
+    )
+    return UsageError(f"cannot listen on {host}:{port}: {e.strerror or e} ({hint})")
+
+
+def print_banner(server: Server, host: str, port: int, extra: Sequence[str] = ()) -> None:
+    """What ``serve`` prints once it serves: services, address, wire mode, who is authenticated."""
+    lines, warning = security_summary(server.transport)
+    names = sorted({m.service for m in server.methods.values()})
+    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
+    for line in [*lines, *extra]:
+        print("  " + line, flush=True)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None = None) -> int:
     loop = asyncio.get_running_loop()
-    lines, warning = security_summary(server.transport)
     try:
         host, port = await server.start()
     except OSError as e:
-        hint = (
-            "another server has that port: choose one with --port, or --port 0 for any free port"
-            if e.errno == errno.EADDRINUSE
-            else "--host must be an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
-        )
-        raise UsageError(
-            f"cannot listen on {server.host}:{server.port}: {e.strerror or e} ({hint})"
-        ) from None
+        raise listen_error(e, server.host, server.port) from None
     try:
         endpoint = await start_endpoint(server, metrics)  # --metrics: /metrics and /healthz
     except BaseException:
@@ -154,14 +157,8 @@ async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None =
     for sig in (signal.SIGINT, signal.SIGTERM):  # before the banner: a script may signal right after it
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    names = sorted({m.service for m in server.methods.values()})
-    print(f"kcprpc serving {', '.join(names)} on {host}:{port}", flush=True)
-    for line in lines:
-        print("  " + line, flush=True)
-    if endpoint is not None:
-        print(f"  metrics:   {endpoint.url}/metrics and {endpoint.url}/healthz", flush=True)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    extra = [f"metrics:   {endpoint.url}/metrics and {endpoint.url}/healthz"] if endpoint is not None else []
+    print_banner(server, host, port, extra)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
     print("shutting down", flush=True)
@@ -187,8 +184,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve needs module:app (e.g. examples.quickstart.service:app) or KCPRPC_APP")
     setup_logging(args.log_level, args.log_format)
     sys.path.insert(0, "")
+    if args.workers > 1:
+        return _serve_workers(args)
     server = make_server(load_app(args.app), args)
     return run_loop(_serve(server, args.grace, args.metrics))
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: N processes on the port, supervised by this one (kcprpc.workers)."""
+    from kcprpc.workers import serve_workers
+
+    def on_ready(server: Server, address: tuple[str, int], pids: list[int]) -> None:
+        routed = (
+            "; secure sessions reach their worker by connection ID"
+            if server.wire_mode == "secure"
+            else "; sessions spread by the kernel's address hash"
+        )
+        pid_list = ", ".join(map(str, pids))
+        extra = [f"workers:   {len(pids)} (pids {pid_list}){routed}"]
+        if args.metrics is not None:
+            mhost, mport = args.metrics
+            extra.append(f"metrics:   each worker's on {mhost}:{mport}+index (/metrics and /healthz)")
+        print_banner(server, address[0], address[1], extra)
+
+    app = load_app(args.app)
+    try:
+        code = serve_workers(
+            lambda: make_server(app, args),
+            args.workers,
+            grace=args.grace,
+            on_ready=on_ready,
+            metrics=args.metrics,
+        )
+    except OSError as e:
+        port = args.port if args.port is not None else "(the app's port)"
+        raise listen_error(e, args.host or DEFAULT_HOST, port) from None
+    print("shut down", flush=True)
+    return code
 
 
 def public_key(static_private_key: bytes | None) -> bytes | None:
@@ -213,7 +245,10 @@ def add_serve_command(sub: Any) -> None:
         "--port", type=port_number, default=None, help="UDP port (default: the app's, else 9000; 0: any)"
     )
     s.add_argument(
-        "--grace", type=nonnegative_float, default=5.0, help="seconds in-flight calls get at shutdown (default 5)"
+        "--grace",
+        type=nonnegative_float,
+        default=5.0,
+        help="seconds in-flight calls get at shutdown (default 5)",
     )
     s.add_argument(
         "--log-level",
@@ -223,6 +258,23 @@ def add_serve_command(sub: Any) -> None:
         help="what the kcprpc.server / kcprpc.client loggers show (default warning; docs/logging.md)",
     )
     add_ops_args(s)  # --log-format, --metrics, --broker
+    s.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        help="worker processes on the port (default 1; Linux; docs/workers.md)",
+    )
     add_transport_args(s)
     defer_defaults(s)  # last: every option above can come from KCPRPC_* (kcprpc.cli.env)
     s.set_defaults(func=cmd_serve, is_async=False)
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: 1..256."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r}: the number of workers is 1..256")
+    return n
