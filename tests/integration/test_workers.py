@@ -55,6 +55,7 @@ class Workers:
         self.port = 0
         self.pids: list[int] = []
         self.workers_line = ""
+        self.metrics = 0  # the first worker's metrics port, where a test asks for them
 
     def expect(self, prefix: str, timeout: float = START_TIMEOUT) -> str:
         end = time.monotonic() + timeout
@@ -84,9 +85,9 @@ class Workers:
         return code
 
 
-def cli_workers(log: Path, *flags: str) -> Workers:
+def cli_workers(log: Path, *flags: str, app: str = "tests.integration.workers_app:app") -> Workers:
     w = Workers(
-        [sys.executable, "-m", "kcprpc", "serve", "tests.integration.workers_app:app", "--workers", "2",
+        [sys.executable, "-m", "kcprpc", "serve", app, "--workers", "2",
          "--port", "0", "--key", KEY, "--grace", "1", "--log-level", "info", *flags],
         log,
     )  # fmt: skip

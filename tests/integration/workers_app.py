@@ -37,3 +37,11 @@ async def _no_database(server: kcprpc.Server) -> AsyncIterator[None]:
 def broken_app() -> kcprpc.Server:
     """An app whose startup fails in every worker (its lifespan raises)."""
     return kcprpc.Server([Who()], key=KEY, lifespan=_no_database)
+
+
+def push_app() -> kcprpc.Server:
+    """The app of tests/integration/test_workers_redis.py: :class:`Who` and the multi-node tests'
+    room/topic service (``--broker redis://...`` gives every worker the shared broker)."""
+    from tests.integration.node_service import Node
+
+    return kcprpc.Server([Who(), Node()], key=KEY)

@@ -1,0 +1,200 @@
+"""``kcprpc serve --workers 2 --broker redis://...`` with a real redis-server on 127.0.0.1: clients
+spread over both workers, and room and topic pushes made on either worker reach every member
+exactly once and in order; a killed worker is restarted and its clients, back on a fresh session,
+resume their topic from Redis's history with nothing missed; each worker serves its own metrics
+on ``--metrics`` port + index."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from redis_server import RedisServer
+from test_rpc_support import Tick
+
+import kcprpc
+from kcprpc import ClientConfig, EventInfo, HeartbeatConfig, ReconnectPolicy, Recovered, RpcError
+from tests.integration.node_service import Node
+from tests.integration.test_workers import KEY, Workers, cli_workers, whoami
+
+TIMEOUT = 20.0
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.1, timeout=2.0),
+    reconnect=ReconnectPolicy(initial=0.02, maximum=0.2),
+)
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    s = RedisServer().start()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def free_port_pair() -> int:
+    """A TCP port p on 127.0.0.1 with p + 1 free too (each worker's metrics endpoint)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", p + 1))
+                except OSError:
+                    continue
+                return int(p)
+    raise AssertionError("no two consecutive free ports")
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis: RedisServer, request: pytest.FixtureRequest) -> Iterator[Workers]:
+    metrics = free_port_pair()
+    w = cli_workers(
+        tmp_path / "serve.log",
+        "--broker", redis.url(), "--metrics", f"127.0.0.1:{metrics}",
+        app="tests.integration.workers_app:push_app",
+    )  # fmt: skip
+    w.metrics = metrics
+    yield w
+    assert w.stop() == 0, w.log()
+
+
+class Member:
+    """A client and the Ticks it received: ``(key, n, position offset, replayed)``."""
+
+    def __init__(self, client: kcprpc.Client) -> None:
+        self.client = client
+        self.events: list[tuple[str | None, int, int | None, bool]] = []
+        self.recovered: list[Recovered] = []
+        client.on(Tick, self._tick)
+        client.on(Recovered, self.recovered.append)
+
+    def _tick(self, t: Tick, info: EventInfo) -> None:
+        pos = info.position.offset if info.position is not None else None
+        self.events.append((info.key, t.n, pos, info.replayed))
+
+    def ns(self, key: str) -> list[int]:
+        return [n for k, n, _, _ in self.events if k == key]
+
+
+@pytest.fixture
+async def members() -> AsyncIterator[list[Member]]:
+    out: list[Member] = []
+    yield out
+    await asyncio.gather(*(m.client.close() for m in out), return_exceptions=True)
+
+
+async def until(pred: Any, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + TIMEOUT
+    while not pred():
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def spread(port: int, members: list[Member], per_worker: int) -> dict[int, list[Member]]:
+    """Connect clients until each worker has ``per_worker`` of them (bounded)."""
+    on: dict[int, list[Member]] = {0: [], 1: []}
+    for _ in range(64):
+        c = kcprpc.connect("127.0.0.1", port, key=KEY, config=FAST)
+        await asyncio.wait_for(c.connect(), 5)
+        m = Member(c)
+        members.append(m)
+        on[(await whoami(c))["worker"]].append(m)
+        if all(len(v) >= per_worker for v in on.values()):
+            return on
+    raise AssertionError(f"64 clients did not give {per_worker} per worker: {[len(v) for v in on.values()]}")
+
+
+async def test_room_and_topic_pushes_reach_every_member_on_both_workers_once_in_order(
+    workers: Workers, members: list[Member]
+) -> None:
+    on = await spread(workers.port, members, 3)
+    for m in members:
+        await m.client.stub(Node, timeout=5).join("lobby")
+        await m.client.subscribe("news")
+    a, b = on[0][0].client.stub(Node, timeout=5), on[1][0].client.stub(Node, timeout=5)
+    for n in range(1, 41):  # pushes made by handlers on both workers, alternately
+        stub = a if n % 2 else b
+        await stub.shout(n)  # room "lobby"
+        await stub.announce(n)  # topic "news"
+    for m in members:
+        await until(lambda m=m: len(m.events) >= 80, "80 events on every member")
+    for m in members:
+        assert m.ns("room:lobby") == list(range(1, 41))  # once each, in order, from both workers
+        assert m.ns("topic:news") == list(range(1, 41))
+        assert [p for k, _, p, _ in m.events if k == "topic:news"] == list(range(1, 41))  # one sequence
+    await asyncio.sleep(0)  # nothing more arrives: the counts above are exact
+    assert all(len(m.events) == 80 for m in members)
+
+
+async def test_a_killed_workers_clients_resume_their_topic_from_redis(
+    workers: Workers, members: list[Member]
+) -> None:
+    on = await spread(workers.port, members, 2)
+    for m in members:
+        await m.client.subscribe("news")
+    survivor = on[0][0].client.stub(Node, timeout=5)
+    for n in range(1, 11):
+        await survivor.announce(n)
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 10, "the first 10 messages")
+    victims = on[1]
+    old_sessions = [m.client.session_id for m in victims]
+    os.kill(workers.pids[1], signal.SIGKILL)
+    for n in range(11, 31):  # published while worker 1 is dead or restarting
+        await survivor.announce(n)
+    for m in victims:  # the next call reaches a worker that does not know the connection
+        for _ in range(100):
+            try:
+                await whoami(m.client)
+                if m.client.session_id not in old_sessions:
+                    break
+            except RpcError:
+                await asyncio.wait_for(m.client.wait_connected(), 10)
+        assert m.client.reconnects >= 1 and m.client.session_id not in old_sessions
+    for n in range(31, 41):
+        await survivor.announce(n)
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 40, "40 messages on every member")
+    for m in members:
+        assert m.ns("topic:news") == list(range(1, 41)), m.events  # nothing missed, nothing twice
+    for m in victims:
+        assert any(r.key == "topic:news" and r.recovered for r in m.recovered), m.recovered
+        assert any(replayed for k, _, _, replayed in m.events if k == "topic:news")  # from history
+
+
+def scrape(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+async def test_each_worker_serves_its_metrics_on_port_plus_index(
+    workers: Workers, members: list[Member]
+) -> None:
+    await spread(workers.port, members, 1)
+    base = workers.metrics
+    pages = [await asyncio.to_thread(scrape, base + i, "/metrics") for i in (0, 1)]
+    health = [await asyncio.to_thread(scrape, base + i, "/healthz") for i in (0, 1)]
+    assert [s for s, _ in pages] == [200, 200] and [s for s, _ in health] == [200, 200], health
+    for _, text in pages:
+        assert "kcprpc_broker_available" in text and "kcprpc_server_sessions" in text
+        sessions = [ln for ln in text.splitlines() if ln.startswith("kcprpc_server_sessions ")]
+        assert sessions and float(sessions[0].split()[1]) >= 1  # each worker counts its own
