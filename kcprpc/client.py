@@ -140,10 +140,10 @@ class Client:
         (restoring rooms and topics as the reconnect policy says)."""
         lifecycle = self.lifecycle
         if lifecycle.link is None:
-            await lifecycle.connect_once(restore=False)
+            await lifecycle.connect_first(restore=False)
         elif lifecycle.gave_up is not None:
             policy = self.config.reconnect
-            await lifecycle.connect_once(restore=policy.restore if policy is not None else False)
+            await lifecycle.connect_first(restore=policy.restore if policy is not None else False)
         return self
 
     def __await__(self) -> Generator[Any, None, Client]:
@@ -630,8 +630,14 @@ def connect(
     transport: Transport | None = None,
     config: ClientConfig | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
+    fallbacks: Sequence[tuple[str, int]] = (),
 ) -> Client:
     """A client for a KCP server. ``async with kcprpc.connect(host, port, key="...") as client:`` or ``await``.
+
+    ``fallbacks``: other ``(host, port)`` nodes of the same app (sharing its broker and its keys):
+    a connect that finds ``host:port`` UNAVAILABLE tries each of them in turn, and after a failed
+    reconnect attempt the next one goes to the next node, so a client whose node died moves to
+    another and restores its rooms and topics there (docs/brokers.md, "Moving to another node").
 
     ``transport`` describes the wire, the KCP session, the mux and the socket
     (:class:`kcprpc.Transport`; docs/rpc.md, "Wire modes"); the default is a secure wire.
@@ -656,13 +662,28 @@ def connect(
     cfg = config or ClientConfig()
     run = effective_transport(described, side="client", handshake_timeout=cfg.connect_timeout)
 
+    addresses = [(host, port), *fallbacks]
+    for a in addresses[1:]:
+        if not (isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) and type(a[1]) is int):
+            raise UsageError(f"kcprpc.connect: fallbacks are (host, port) pairs, not {a!r}")
+    at = 0  # the address the connector dials
     route = [b""]  # the server worker of the last connection: a reconnect asks for it (docs/workers.md)
 
     async def connector() -> Connection:
         from kcprpc.net import dial, redial_transport, server_route
 
-        conn = await dial(host, port, redial_transport(run, route[0]))
+        conn = await dial(*addresses[at], redial_transport(run, route[0]))
         route[0] = server_route(conn)
         return conn
 
-    return Client(connector, config=cfg, interceptors=interceptors)
+    client = Client(connector, config=cfg, interceptors=interceptors)
+    if fallbacks:
+
+        def rotate() -> None:
+            nonlocal at
+            at = (at + 1) % len(addresses)
+            route[0] = b""  # another node's workers: no worker to ask for
+
+        client.lifecycle.addresses = len(addresses)
+        client.lifecycle.rotate = rotate
+    return client

@@ -87,6 +87,10 @@ class Lifecycle:
         the last attempt's error): new calls and waits fail with it at once."""
         self._settled = asyncio.Event()  # set when connected or given up: what a waiter waits for
         self._resume: tuple[str, bytes] | None = None  # (session id, token) of the last WELCOME
+        self.addresses = 1
+        """How many server addresses the connector takes turns on (``kcprpc.connect(fallbacks=)``)."""
+        self.rotate: Callable[[], None] | None = None
+        """Moves the connector to its next address; called after each failed attempt."""
 
     @property
     def connected(self) -> bool:
@@ -113,10 +117,30 @@ class Lifecycle:
             raise RpcError(Status.UNAVAILABLE, "not connected")
         return link
 
+    async def connect_first(self, restore: bool) -> None:
+        """:meth:`connect_once`, once per address of the connector while they are UNAVAILABLE
+        (nothing answers): the first connect reaches a live node if any of them is one."""
+        for tries_left in range(self.addresses - 1, -1, -1):
+            try:
+                await self.connect_once(restore)
+                return
+            except RpcError as e:
+                if e.status != Status.UNAVAILABLE or not tries_left:
+                    raise
+
     async def connect_once(self, restore: bool) -> None:
         """Dial, say HELLO (with the subscriptions' restore claim when ``restore``), wait for
         WELCOME and make the new link the current one. Raises :class:`RpcError` (UNAVAILABLE on a
-        timeout) or the connector's error."""
+        timeout) or the connector's error; after a failure the connector moves to its next address
+        (:attr:`rotate`), so that a reconnect tries another node."""
+        try:
+            await self._connect_once(restore)
+        except BaseException:
+            if self.rotate is not None:
+                self.rotate()
+            raise
+
+    async def _connect_once(self, restore: bool) -> None:
         cfg = self._owner.config
         timeout = cfg.connect_timeout
         try:

@@ -329,3 +329,44 @@ async def test_cli_is_quiet_when_the_server_answers_and_fast_on_a_wrong_key() ->
             err.startswith("UNAUTHENTICATED: secure handshake failed: wrong key: ") and "waiting" not in err
         )
         assert time.monotonic() - t0 < 8.0  # the interpreter's start-up, not the 10 s connect timeout
+
+
+# ------------------------------------------------------------------------------------- fallbacks
+
+
+@pytest.mark.parametrize("mode", ["secure", "compat"])
+async def test_fallbacks_connect_to_the_first_node_that_answers(
+    closed_port: int, silent_port: int, mode: str
+) -> None:
+    """``kcprpc.connect(fallbacks=)``: a refused port and a silent one are passed over, in order,
+    and the third address serves; every call then goes there."""
+    wire = SecureWire(key="k") if mode == "secure" else CompatWire()
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0, transport=Transport(wire))
+    _, port = await server.start()
+    try:
+        t0 = time.monotonic()
+        client = await asyncio.wait_for(
+            kcprpc.connect(
+                "127.0.0.1", closed_port, transport=Transport(wire), config=ClientConfig(connect_timeout=0.3),
+                fallbacks=[("127.0.0.1", silent_port), ("127.0.0.1", port)],
+            ),
+            BOUND,
+        )  # fmt: skip
+        try:
+            assert time.monotonic() - t0 < 5.0  # the silent node costs one connect_timeout
+            assert await client.stub(Demo, timeout=5).add(2, 3) == 5
+            assert len(server.sessions) == 1
+        finally:
+            await client.close()
+    finally:
+        await server.shutdown(grace=0)
+
+
+async def test_fallbacks_all_down_fail_with_the_last_nodes_error(closed_port: int) -> None:
+    rpc, took = await _connect_error(closed_port, key="k", fallbacks=[("127.0.0.1", closed_port)])
+    assert rpc.status is Status.UNAVAILABLE and "connection refused" in rpc.message and took < 2.0
+
+
+def test_fallbacks_must_be_host_port_pairs() -> None:
+    with pytest.raises(kcprpc.UsageError, match=r"fallbacks are \(host, port\) pairs, not '127.0.0.1:9000'"):
+        kcprpc.connect("127.0.0.1", 9000, key="k", fallbacks=["127.0.0.1:9000"])  # type: ignore[list-item]

@@ -240,11 +240,14 @@ async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_th
     quick = ClientConfig(
         heartbeat=HeartbeatConfig(interval=0.1, timeout=0.6),
         reconnect=ReconnectPolicy(initial=0.01, maximum=0.1),
+        connect_timeout=1.0,
     )
     async with nodes(redis, 1, prefix) as (s1,), node_process(redis, prefix) as (proc, port):
-        target: list[Any] = [("127.0.0.1", port)]
         c1 = await client_of(s1)
-        c2 = await client_of(s1, target, quick)  # dials the other process
+        # the public way to name more than one node: the other process first, this one its fallback
+        c2 = await kcprpc.connect(
+            "127.0.0.1", port, transport=client_transport(s1), config=quick, fallbacks=[s1.address]
+        )
         try:
             seen1, seen2 = Seen(c1), Seen(c2)
             for c in (c1, c2):
@@ -264,7 +267,7 @@ async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_th
                 assert s.seqs("topic:news") == list(range(1, 21))
             recovered: asyncio.Queue[Recovered] = asyncio.Queue()
             c2.on(Recovered, recovered.put_nowait)
-            target[0] = s1.address
+            assert len(s1.sessions) == 1  # c1 only: c2 is on the other process
             proc.kill()  # the other node dies: its client moves here
             for n in range(21, 31):
                 await s1.push.publish("news", Tick(n=n))
@@ -274,6 +277,7 @@ async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_th
                 await s1.push.publish("news", Tick(n=n))
             await until(lambda: seen2.ns("topic:news")[-1:] == [35], "message 35")
             assert seen2.ns("topic:news") == list(range(1, 36))  # nothing missed, nothing twice
+            assert len(s1.sessions) == 2 and c2.reconnects == 1  # c2 moved to its fallback
             await until(lambda: seen1.ns("topic:news")[-1:] == [35], "message 35 on the node that lived")
             assert seen1.ns("topic:news") == list(range(1, 36))
         finally:
