@@ -5,7 +5,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _package_version
 
-from kcprpc.broker import Broker, BrokerHistory, BrokerMessage, HistoryPolicy, MemoryBroker, Position
+from kcprpc.broker import (
+    Broker,
+    BrokerHistory,
+    BrokerMessage,
+    BrokerUnavailable,
+    HistoryPolicy,
+    MemoryBroker,
+    Position,
+)
 from kcprpc.builtins import default_services
 from kcprpc.client import Client, ClientConfig, EventInfo, RawEvent, StreamCall, UnaryCall, connect
 from kcprpc.config import CompatWire, IOOptions, MuxConfig, SecureWire, SessionConfig, Transport
@@ -32,6 +40,7 @@ __all__ = [
     "Broker",
     "BrokerHistory",
     "BrokerMessage",
+    "BrokerUnavailable",
     "Client",
     "ClientCallDetails",
     "ClientConfig",

@@ -19,8 +19,9 @@ from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 from kcprpc.codec import EVENT, encode_frame_raw, pack
-from kcprpc.errors import UsageError
+from kcprpc.errors import RpcError, UsageError
 from kcprpc.service import Delivery
+from kcprpc.status import Status
 
 __all__ = [
     "REPLAYED",
@@ -28,6 +29,7 @@ __all__ = [
     "BrokerCallback",
     "BrokerHistory",
     "BrokerMessage",
+    "BrokerUnavailable",
     "HistoryPolicy",
     "KeyNames",
     "MemoryBroker",
@@ -40,6 +42,21 @@ __all__ = [
 REPLAYED = 1
 """EVENT flags bit 0: the event is replayed from history after a reconnect or a ``since=``
 subscribe, not live (docs/wire-format/rpc.md, "Push")."""
+
+
+BROKER_COUNTERS = ("published", "delivered", "publish_errors", "reconnects", "unavailable")
+"""The counters every broker's :meth:`Broker.stats` has (``unavailable`` is a 0/1 gauge)."""
+
+
+class BrokerUnavailable(RpcError):
+    """The broker cannot be reached (a :class:`~kcprpc.errors.KcpRpcError`): raised by
+    ``publish``, ``history`` and ``presence`` while it is down, quickly (within the broker's
+    timeout), and by ``start`` when it cannot connect. It is an :class:`~kcprpc.errors.RpcError`
+    with status ``UNAVAILABLE``, so a handler that lets it through fails its call with that
+    status; the server keeps serving other calls while the broker reconnects in the background."""
+
+    def __init__(self, message: str = "broker unavailable") -> None:
+        super().__init__(Status.UNAVAILABLE, message)
 
 
 class Position(NamedTuple):
@@ -150,12 +167,38 @@ class Broker(Protocol):
       a message published before ``history`` is called is either in the answer or counted in
       ``missed``. History has a size and an age limit per key (:class:`HistoryPolicy`);
     * ``history`` may be slow (a round trip): the server holds live messages back per session
-      while it replays, so none overtakes the replay (:meth:`kcprpc.push.PushHub.recover`).
+      while it replays, so none overtakes the replay (:meth:`kcprpc.push.PushHub.recover`);
+    * a subscription is live at the latest once a ``history`` call on its key, made after
+      ``subscribe``, has returned (a broker across processes subscribes in the background);
+    * while the broker is unreachable ``publish``, ``history`` and ``presence`` raise
+      :class:`BrokerUnavailable` (quickly); when it is back, the broker resubscribes by itself
+      and fills what its subscribers missed from the history, so callbacks still see each key's
+      messages in sequence order, once.
     """
 
     @property
     def epoch(self) -> int:
         """Changes when sequence numbers restart (a new broker, a lost history)."""
+        ...
+
+    # -- lifecycle and outages
+    async def start(self) -> None:
+        """Connect (``Server.start()`` awaits it before accepting); :class:`BrokerUnavailable`
+        when the broker cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """Release the broker's connections and background tasks (``Server.shutdown()`` awaits it
+        last); this process's presence entries are removed."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """False while the broker is unreachable (calls raise :class:`BrokerUnavailable`)."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters: at least :data:`BROKER_COUNTERS`, plus the broker's own."""
         ...
 
     def subscribe(self, key: str, callback: BrokerCallback) -> None:
@@ -240,11 +283,27 @@ class MemoryBroker:
         self._policies = policies
         self._now = now
         self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
+        self._stats = dict.fromkeys(BROKER_COUNTERS, 0)
 
     @property
     def epoch(self) -> int:
         """Random per broker instance."""
         return self._epoch
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    @property
+    def available(self) -> bool:
+        """Always True: in-process."""
+        return True
+
+    def stats(self) -> dict[str, int]:
+        """``published`` and ``delivered`` (callback calls); the others stay 0 in one process."""
+        return dict(self._stats)
 
     def policy(self, key: str) -> HistoryPolicy:
         """The history policy of ``key``."""
@@ -289,7 +348,10 @@ class MemoryBroker:
                 while kept and kept[0].at <= cutoff:
                     kept.popleft()
             kept.append(msg)
-        for cb in list(self._subs.get(key, ())):
+        subs = self._subs.get(key, ())
+        self._stats["published"] += 1
+        self._stats["delivered"] += len(subs)
+        for cb in list(subs):
             cb(msg)
         return msg
 
