@@ -285,7 +285,16 @@ class NatsBroker:
             self._open(key, sub)
 
     async def close(self) -> None:
-        """Stop the background work and close the connection (what is still queued is dropped)."""
+        """Remove this process's presence entries (best effort), stop the background work and
+        close the connection (what is still queued is dropped)."""
+        nc = self._nc
+        if nc is not None and self._up and self._present:
+            jsm = nc.jsm(timeout=self.timeout)
+            with contextlib.suppress(Exception):
+                for key, members in self._present.items():
+                    for member in members:
+                        await jsm.purge_stream(self.presence_stream, subject=self._entry_subject(key, member))
+        self._present.clear()
         self._closing = True
         self._up = False
         tasks = [t for t in (self._worker, self._refresher, self._recovering, *self._tasks) if t is not None]
@@ -459,16 +468,19 @@ class NatsBroker:
     def _subject(self, kind: str, key: str) -> str:
         return f"{self.prefix}.{kind}.{_token(key)}"
 
+    def _entry_subject(self, key: str, member: str) -> str:
+        return f"{self.prefix}.p.{_token(key)}.{_token(member)}"
+
     # ------------------------------------------------------------------ publish
     async def publish(
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
     ) -> BrokerMessage:
         """Store the message as the key's next number and deliver it to every subscriber;
         :class:`BrokerUnavailable` while NATS is down (nothing published)."""
+        if not self._up:
+            self._stats["publish_errors"] += 1
         self._check()
-        sub = self._subs.get(key)
-        if sub is not None and sub.opening is not None and not sub.opening.done():
-            await asyncio.shield(sub.opening)  # our own subscription sees what we publish next
+        await self._opened(key)  # our own subscription sees what we publish next
         if any(op.key == key for op in self._ops):
             await self._barrier(key)  # unnumbered messages queued before go out first
         lock = self._locks.get(key)
@@ -591,6 +603,13 @@ class NatsBroker:
     async def _unsub(self, nsub: Subscription) -> None:
         with contextlib.suppress(Exception):
             await nsub.unsubscribe()
+
+    async def _opened(self, key: str) -> None:
+        """Wait (bounded) for the subscription of ``key`` being opened, if any: the contract's
+        "live once a history call after subscribe returned"."""
+        sub = self._subs.get(key)
+        if sub is not None and sub.opening is not None and not sub.opening.done():
+            await asyncio.wait([sub.opening], timeout=self.timeout)
 
     async def ready(self) -> None:
         """Wait until every subscription made so far is in place on the server (bounded by
@@ -754,6 +773,7 @@ class NatsBroker:
         """See :meth:`kcprpc.broker.Broker.history`. Reads the key's last message (one request),
         then, when more is asked for, its kept messages (an ephemeral consumer)."""
         self._check()
+        await self._opened(key)
         got = await self._get_last(key)
         epoch = self._epoch
         if got is None:
@@ -926,7 +946,7 @@ class NatsBroker:
             return
         if not members:
             del self._present[key]
-        subject = f"{self.prefix}.p.{_token(key)}.{_token(member)}"
+        subject = self._entry_subject(key, member)
 
         async def purge() -> None:
             nc = self._check()
@@ -935,7 +955,7 @@ class NatsBroker:
         self._queue(_Op(key, purge, len(subject) + 64))
 
     def _queue_presence(self, key: str, member: str) -> None:
-        subject = f"{self.prefix}.p.{_token(key)}.{_token(member)}"
+        subject = self._entry_subject(key, member)
 
         async def put() -> None:
             entry = self._present.get(key, {}).get(member)

@@ -133,4 +133,8 @@ class MemoryBackend(Backend):
 BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
 }
+
+from nats_backend import NatsBackend  # noqa: E402  (it subclasses Backend)
+
+BACKENDS["nats"] = NatsBackend
 """name -> its Backend: the brokers every case of the suite runs against."""
