@@ -259,7 +259,7 @@ class NatsBroker:
             "name": f"kcprpc-{self.prefix}",
             "connect_timeout": self.timeout,
             "allow_reconnect": True,
-            "max_reconnect_attempts": -1,
+            "max_reconnect_attempts": 1,  # the first connect gives up (then: forever, below)
             "reconnect_time_wait": self.reconnect_wait,
             "pending_size": self.max_queued_bytes,
             "disconnected_cb": self._disconnected,
@@ -271,6 +271,7 @@ class NatsBroker:
             nc = await nats.connect(**opts)
         except Exception as e:  # nats-py raises several kinds for "not there"
             raise BrokerUnavailable(f"NATS at {self.url} is unreachable: {e!r}") from None
+        nc.options["max_reconnect_attempts"] = -1  # once connected, reconnect for as long as it takes
         self._nc = nc
         try:
             await self._ensure_streams()
@@ -499,6 +500,7 @@ class NatsBroker:
         subject = self._subject("h", key)
         code = _DELIVERIES.index(Delivery(delivery))
         state = self._last.get(key)
+        recreated = False
         for _ in range(self.max_conflicts):
             if state is None:
                 state = await self._read_last(key)
@@ -519,7 +521,16 @@ class NatsBroker:
                 raise UsageError(
                     f"a message of {len(data)} bytes is over the NATS server's max_payload"
                 ) from None
-            except (NoStreamResponseError, *_TRANSIENT) as e:
+            except NoStreamResponseError as e:
+                # the stream is gone (deleted under us): recreate it once, with a new epoch
+                if recreated:
+                    self._stats["publish_errors"] += 1
+                    raise self._failed("publish", e) from None
+                recreated = True
+                await self._ensure_streams()
+                state = None
+                continue
+            except _TRANSIENT as e:
                 self._stats["publish_errors"] += 1
                 self._last.pop(key, None)
                 raise self._failed("publish", e) from None
