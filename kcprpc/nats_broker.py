@@ -84,6 +84,7 @@ NATS_COUNTERS = (
 ``reorder_bytes`` and ``subscriptions``)."""
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's JSStreamWrongLastSequenceErrF
+_STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _UNNUMBERED = "Kcprpc-Unnumbered"
 _DELIVERIES = (Delivery.RELIABLE, Delivery.UNRELIABLE)
@@ -226,6 +227,8 @@ class NatsBroker:
         self._worker: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._recovering: asyncio.Task[None] | None = None
+        self._rechecking: asyncio.Task[None] | None = None
+        self._queued_keys: dict[str, int] = {}  # key -> background operations queued on it
         self._stats: dict[str, int] = dict.fromkeys(NATS_COUNTERS, 0)
 
     # ------------------------------------------------------------------ lifecycle
@@ -319,6 +322,7 @@ class NatsBroker:
             sub.last = None
         self._ops.clear()
         self._ops_bytes = 0
+        self._queued_keys.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         t: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -482,7 +486,7 @@ class NatsBroker:
             self._stats["publish_errors"] += 1
         self._check()
         await self._opened(key)  # our own subscription sees what we publish next
-        if any(op.key == key for op in self._ops):
+        if key in self._queued_keys:
             await self._barrier(key)  # unnumbered messages queued before go out first
         lock = self._locks.get(key)
         if lock is None:
@@ -500,10 +504,14 @@ class NatsBroker:
         subject = self._subject("h", key)
         code = _DELIVERIES.index(Delivery(delivery))
         state = self._last.get(key)
+        known = state is not None
         recreated = False
         for _ in range(self.max_conflicts):
             if state is None:
                 state = await self._read_last(key)
+                if known and state == (0, 0):  # it had messages, it has none: a new stream?
+                    await self._ensure_streams()
+                    known = False
             stream_seq, seq = state
             at = self._now()
             epoch = self._epoch
@@ -556,12 +564,20 @@ class NatsBroker:
     async def _get_last(self, key: str) -> tuple[int, BrokerMessage] | None:
         nc = self._check()
         jsm = nc.jsm(timeout=self.timeout)
-        try:
-            raw = await jsm.get_last_msg(self.stream, self._subject("h", key), direct=True)
-        except NotFoundError:
-            return None
-        except (APIError, *_TRANSIENT) as e:
-            raise self._failed("reading the history", e) from None
+        for attempt in range(2):
+            try:
+                # the API's get, not the direct one: a missing stream is an error at once
+                # (a direct get to it just times out)
+                raw = await jsm.get_last_msg(self.stream, self._subject("h", key))
+                break
+            except NotFoundError as e:
+                if e.err_code != _STREAM_NOT_FOUND:
+                    return None  # the key has no message
+                if attempt:
+                    raise self._failed("reading the history", e) from None
+                await self._ensure_streams()  # deleted under us: recreated, with a new epoch
+            except (APIError, *_TRANSIENT) as e:
+                raise self._failed("reading the history", e) from None
         msg = _decode(key, raw.data or b"")
         if msg is None or raw.seq is None:
             self._stats["bad_messages"] += 1
@@ -583,7 +599,7 @@ class NatsBroker:
             await nc.jsm(timeout=self.timeout).purge_stream(self.stream, subject=subject, keep=keep)
             self._stats["trims"] += 1
 
-        self._queue(_Op(key, purge, 64))
+        self._queue(_Op("", purge, 64))  # no key: publishes on it need not wait for a trim
 
     # ------------------------------------------------------------------ subscribe and live delivery
     def subscribe(self, key: str, callback: BrokerCallback) -> None:
@@ -685,8 +701,8 @@ class NatsBroker:
     def _accept(self, key: str, sub: _Sub, m: BrokerMessage, size: int) -> None:
         if m.epoch != self._epoch:
             self._stats["stale_epoch"] += 1
-            if self._up and (self._recovering is None or self._recovering.done()):
-                self._recovering = asyncio.ensure_future(self._recheck_epoch())
+            if self._up and (self._rechecking is None or self._rechecking.done()):
+                self._rechecking = self._spawn(self._recheck_epoch())
             return
         last = sub.last
         if last is None or sub.filling:
@@ -895,13 +911,18 @@ class NatsBroker:
             return False
         self._ops.append(op)
         self._ops_bytes += op.size
+        if op.key:
+            self._queued_keys[op.key] = self._queued_keys.get(op.key, 0) + 1
         self._ops_wake.set()
         return True
 
     async def _barrier(self, key: str) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue(_Op(key, None, 0, fut))
-        await asyncio.wait_for(asyncio.shield(fut), self.timeout * 4)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.timeout * 4)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"NATS at {self.url}: background writes on {key!r} are stuck") from None
 
     async def _work(self) -> None:
         """Run the queued operations one at a time, in order."""
@@ -911,6 +932,12 @@ class NatsBroker:
                 await self._ops_wake.wait()
             op = self._ops.popleft()
             self._ops_bytes -= op.size
+            if op.key:
+                n = self._queued_keys[op.key] - 1
+                if n:
+                    self._queued_keys[op.key] = n
+                else:
+                    del self._queued_keys[op.key]
             if op.done is not None:
                 if not op.done.done():
                     op.done.set_result(None)
@@ -997,7 +1024,7 @@ class NatsBroker:
         """Up to ``limit`` entries of ``key`` (every process's), oldest first, and the count.
         This process's own writes queued before are applied first."""
         self._check()
-        if any(op.key == key for op in self._ops):
+        if key in self._queued_keys:
             await self._barrier(key)
         prefix = f"{self.prefix}.p.{_token(key)}."
         entries: list[tuple[float, str, dict[str, Any]]] = []

@@ -166,16 +166,24 @@ async def test_a_restart_with_a_wiped_store_starts_a_new_epoch(server, brokers) 
 
 
 async def test_a_stream_deleted_under_the_broker_is_recreated_with_a_new_epoch(server, brokers) -> None:
+    a = await brokers()
     b = await brokers()
-    await b.publish(KEY, "tick", {})
-    epoch = b.epoch
+    await a.publish(KEY, "tick", {})
+    await a.publish(KEY, "tick", {})
+    epoch = a.epoch
     nc = await nats.connect(server.url)
     try:
-        await nc.jsm().delete_stream(b.stream)
+        await nc.jsm().delete_stream(a.stream)
     finally:
         await nc.close()
-    m = await b.publish(KEY, "tick", {})
+    m = await b.publish("topic:other", "tick", {})  # b finds the stream gone: recreates it
     assert m.seq == 1 and m.epoch == b.epoch != epoch
+    # a still has the old stream's last sequence of KEY cached: refused, and the key is empty
+    # now, so a reads the new epoch before it numbers the key again
+    m2 = await a.publish(KEY, "tick", {})
+    assert m2.seq == 1 and m2.epoch == a.epoch == b.epoch
+    h = await b.history(KEY, 0)
+    assert [x.seq for x in h.messages] == [1] and h.epoch == b.epoch
 
 
 async def test_garbage_on_the_live_subject_is_dropped_and_counted(server, brokers) -> None:
