@@ -853,8 +853,8 @@ class NatsBroker:
         return out
 
     async def _fetch(self, stream: str, subject: str) -> list[tuple[str, bytes]]:
-        """The subjects and bodies of every message on ``subject`` (a filter) in ``stream``, in stream order,
-        at most ``max_fetch_bytes``: one ephemeral pull consumer, one batch."""
+        """The subjects and bodies of every message on ``subject`` (a filter) in ``stream``, in
+        stream order: one ephemeral pull consumer, read in rounds of at most ``max_fetch_bytes``."""
         nc = self._check()
         jsm = nc.jsm(timeout=self.timeout)
         config = api.ConsumerConfig(
@@ -877,17 +877,21 @@ class NatsBroker:
             inbox = nc.new_inbox()
             nsub = await nc.subscribe(inbox, pending_bytes_limit=self.max_fetch_bytes + (1 << 20))
             try:
-                req = {"batch": n, "no_wait": True, "max_bytes": self.max_fetch_bytes}
-                await nc.publish(
-                    f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", json.dumps(req).encode(), reply=inbox
-                )
                 loop = asyncio.get_running_loop()
-                deadline = loop.time() + self.timeout
-                while len(out) < n:
-                    msg = await nsub.next_msg(timeout=max(0.001, deadline - loop.time()))
-                    if msg.headers and "Status" in msg.headers:
-                        break  # 404/408: nothing more (expired meanwhile), or the byte limit
-                    out.append((msg.subject, msg.data))
+                deadline = loop.time() + self.timeout * 4
+                while len(out) < n:  # in rounds of at most max_fetch_bytes
+                    req = {"batch": n - len(out), "no_wait": True, "max_bytes": self.max_fetch_bytes}
+                    await nc.publish(
+                        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", json.dumps(req).encode(), reply=inbox
+                    )
+                    before = len(out)
+                    while len(out) < n:
+                        msg = await nsub.next_msg(timeout=max(0.001, deadline - loop.time()))
+                        if msg.headers and "Status" in msg.headers:
+                            break  # 404/408: nothing more (expired meanwhile); 409: the round's bytes
+                        out.append((msg.subject, msg.data))
+                    if len(out) == before:
+                        break
             finally:
                 with contextlib.suppress(Exception):
                     await nsub.unsubscribe()

@@ -286,3 +286,12 @@ async def test_what_is_queued_in_the_background_is_bounded_in_bytes(brokers) -> 
     assert s["queued_bytes"] <= 4096 and s["queued_dropped"] > 0
     await b.presence("room:none", None)  # drains
     assert b.stats()["queued_bytes"] == 0
+
+
+async def test_a_history_larger_than_one_read_round_comes_whole(brokers) -> None:
+    b = await brokers(max_fetch_bytes=2000)  # ~10 of these messages per round
+    for n in range(60):
+        await b.publish(KEY, "tick", {"n": n, "pad": "x" * 100})
+    h = await b.history(KEY, 0)
+    assert [m.seq for m in h.messages] == list(range(1, 61)) and h.missed == 0
+    assert [m.payload["n"] for m in (await b.history(KEY, None, 3)).messages] == [57, 58, 59]
