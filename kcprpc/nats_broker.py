@@ -294,10 +294,13 @@ class NatsBroker:
         nc = self._nc
         if nc is not None and self._up and self._present:
             jsm = nc.jsm(timeout=self.timeout)
-            with contextlib.suppress(Exception):
-                for key, members in self._present.items():
-                    for member in members:
-                        await jsm.purge_stream(self.presence_stream, subject=self._entry_subject(key, member))
+            purges = [
+                jsm.purge_stream(self.presence_stream, subject=self._entry_subject(key, member))
+                for key, members in self._present.items()
+                for member in members
+            ]
+            with contextlib.suppress(Exception):  # else they expire after presence_ttl
+                await asyncio.wait_for(asyncio.gather(*purges, return_exceptions=True), self.timeout)
         self._present.clear()
         self._closing = True
         self._up = False
@@ -307,15 +310,14 @@ class NatsBroker:
                 tasks.append(sub.opening)
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout)  # bounded, as everything in close
         self._tasks.clear()
         self._worker = self._refresher = self._recovering = None
         nc, self._nc = self._nc, None
         if nc is not None:
             with contextlib.suppress(Exception):
-                await nc.close()
+                await asyncio.wait_for(nc.close(), self.timeout * 2)
         for sub in self._subs.values():
             sub.nsub = None
             sub.opening = None
