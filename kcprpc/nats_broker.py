@@ -484,21 +484,23 @@ class NatsBroker:
     ) -> BrokerMessage:
         """Store the message as the key's next number and deliver it to every subscriber;
         :class:`BrokerUnavailable` while NATS is down (nothing published)."""
-        if not self._up:
-            self._stats["publish_errors"] += 1
-        self._check()
-        await self._opened(key)  # our own subscription sees what we publish next
-        if key in self._queued_keys:
-            await self._barrier(key)  # unnumbered messages queued before go out first
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
         try:
-            async with lock:
-                return await self._publish(key, event, payload, delivery)
-        finally:
-            if not lock.locked() and self._locks.get(key) is lock:
-                del self._locks[key]
+            self._check()
+            await self._opened(key)  # our own subscription sees what we publish next
+            if key in self._queued_keys:
+                await self._barrier(key)  # unnumbered messages queued before go out first
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = asyncio.Lock()
+            try:
+                async with lock:
+                    return await self._publish(key, event, payload, delivery)
+            finally:
+                if not lock.locked() and self._locks.get(key) is lock:
+                    del self._locks[key]
+        except BrokerUnavailable:
+            self._stats["publish_errors"] += 1
+            raise
 
     async def _publish(self, key: str, event: str, payload: Any, delivery: Delivery) -> BrokerMessage:
         nc = self._check()
@@ -525,7 +527,6 @@ class NatsBroker:
                     self._stats["conflicts"] += 1
                     state = None
                     continue
-                self._stats["publish_errors"] += 1
                 raise self._failed("publish", e) from None
             except nats.errors.MaxPayloadError:
                 raise UsageError(
@@ -534,21 +535,18 @@ class NatsBroker:
             except NoStreamResponseError as e:
                 # the stream is gone (deleted under us): recreate it once, with a new epoch
                 if recreated:
-                    self._stats["publish_errors"] += 1
                     raise self._failed("publish", e) from None
                 recreated = True
                 await self._ensure_streams()
                 state = None
                 continue
             except _TRANSIENT as e:
-                self._stats["publish_errors"] += 1
                 self._last.pop(key, None)
                 raise self._failed("publish", e) from None
             self._remember(key, (ack.seq, seq + 1))
             self._stats["published"] += 1
             self._trim(key, seq + 1)
             return BrokerMessage(key, event, payload, seq + 1, epoch, Delivery(delivery), at=at)
-        self._stats["publish_errors"] += 1
         raise BrokerUnavailable(f"publish on {key!r}: {self.max_conflicts} conflicts in a row")
 
     def _remember(self, key: str, state: tuple[int, int]) -> None:
@@ -969,6 +967,7 @@ class NatsBroker:
         subject = self._subject("l", key)
 
         async def send() -> None:
+            await self._opened(key)  # this process's own subscription, if opening, gets it too
             nc = self._check()
             await nc.publish(subject, data, headers={_UNNUMBERED: "1"})
 
