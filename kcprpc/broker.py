@@ -24,16 +24,19 @@ from kcprpc.service import Delivery
 from kcprpc.status import Status
 
 __all__ = [
+    "BROKER_COUNTERS",
     "REPLAYED",
     "Broker",
     "BrokerCallback",
     "BrokerHistory",
     "BrokerMessage",
     "BrokerUnavailable",
+    "HistoryPolicies",
     "HistoryPolicy",
     "KeyNames",
     "MemoryBroker",
     "Position",
+    "policy_of",
     "room_key",
     "topic_key",
     "unnumbered",
@@ -246,6 +249,19 @@ class Broker(Protocol):
         ...
 
 
+def policy_of(policies: HistoryPolicies | None, default: HistoryPolicy, key: str) -> HistoryPolicy:
+    """The :class:`HistoryPolicy` of ``key``: the first :mod:`fnmatch` pattern of ``policies``
+    (a mapping) that matches it, or what ``policies`` (a callable) answers, else ``default``."""
+    if policies is None:
+        return default
+    if callable(policies):
+        return policies(key)
+    for pattern, pol in policies.items():
+        if fnmatch.fnmatchcase(key, pattern):
+            return pol
+    return default
+
+
 class _Key:
     """One key of a :class:`MemoryBroker`: its sequence, its kept messages and their policy."""
 
@@ -307,15 +323,7 @@ class MemoryBroker:
 
     def policy(self, key: str) -> HistoryPolicy:
         """The history policy of ``key``."""
-        p = self._policies
-        if p is None:
-            return self._default
-        if callable(p):
-            return p(key)
-        for pattern, pol in p.items():
-            if fnmatch.fnmatchcase(key, pattern):
-                return pol
-        return self._default
+        return policy_of(self._policies, self._default, key)
 
     def subscribe(self, key: str, callback: BrokerCallback) -> None:
         """Add a subscriber."""

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from kcprpc import codec
-from kcprpc.broker import Position, room_key, topic_key
+from kcprpc.broker import BrokerUnavailable, Position, room_key, topic_key
 from kcprpc.codec import OVERSIZED, Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
 from kcprpc.eager import start_eager
@@ -351,7 +351,8 @@ class StreamPump:
         (``offsets``: ``{key: [epoch, offset]}``, untrusted): replay what it missed, flagged, with
         no live message overtaking the replay (:meth:`PushHub.recover`); returns each key's report.
         A key without a valid position gets none replayed and ``missed`` unknown (and its position
-        now, for the next time)."""
+        now, for the next time). While the broker is unavailable a key is reported not recovered,
+        at the client's own position."""
         sess = self.sess
         hub = self.server.push
         keys = sorted({room_key(r) for r in sess.rooms} | {topic_key(t) for t in sess.topics})
@@ -366,7 +367,13 @@ class StreamPump:
                     if isinstance(off, list) and len(off) == 2 and all(type(x) is int for x in off)
                     else None
                 )
-                out[key] = await hub.recover(sess, key, since)
+                try:
+                    out[key] = await hub.recover(sess, key, since)
+                except BrokerUnavailable:
+                    # the broker is down: not recovered, and the client keeps its position (the
+                    # same epoch, the same offset) for its next reconnect or since= subscribe
+                    self.server.stats["recoveries_failed"] += 1
+                    out[key] = Recovery(False, 0, None, since or Position(hub.broker.epoch, 0))
         finally:
             for key in keys:
                 hub.release(sess, key)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from kcprpc.broker import Position
+from kcprpc.broker import BrokerUnavailable, Position
 from kcprpc.errors import RpcError
 from kcprpc.presence import Joined, Left, MemberList
 from kcprpc.service import Service, event_info
@@ -147,7 +147,8 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
 
     async def Subscribe(self, req: SubscribeRequest) -> SubscribeReply:
         """Subscribe the calling session to a topic; with ``since``, replay what it missed after
-        that position first (flagged as replayed), as after a reconnect."""
+        that position first (flagged as replayed), as after a reconnect. UNAVAILABLE while the
+        server's broker is unreachable (the session is then not subscribed)."""
         from kcprpc.broker import topic_key
         from kcprpc.context import current_context
 
@@ -155,17 +156,22 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
         check_topic(req.topic, self._declared(ctx.server))
         hub = ctx.server.push
         key = topic_key(req.topic)
-        if req.since is None:
-            hub.subscribe(ctx.session, req.topic)
-            # the position after subscribing: every later message is delivered live
-            return SubscribeReply(position=(await hub.broker.history(key, None, 0)).position)
-        hub.hold(ctx.session, key)  # no live message overtakes the replay
         try:
-            hub.subscribe(ctx.session, req.topic)
-        except BaseException:
-            hub.release(ctx.session, key)
+            if req.since is None:
+                hub.subscribe(ctx.session, req.topic)
+                # the position after subscribing: every later message is delivered live
+                return SubscribeReply(position=(await hub.broker.history(key, None, 0)).position)
+            hub.hold(ctx.session, key)  # no live message overtakes the replay
+            try:
+                hub.subscribe(ctx.session, req.topic)
+            except BaseException:
+                hub.release(ctx.session, key)
+                raise
+            r = await hub.recover(ctx.session, key, req.since)
+        except BrokerUnavailable:
+            # the call fails with UNAVAILABLE and leaves the session as it was: not subscribed
+            hub.unsubscribe(ctx.session, req.topic)
             raise
-        r = await hub.recover(ctx.session, key, req.since)
         return SubscribeReply(
             position=r.position, recovered=r.recovered, replayed=r.replayed, missed=r.missed
         )

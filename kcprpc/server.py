@@ -517,7 +517,8 @@ class Server:
 
     # ------------------------------------------------------------------ serving on KCP
     async def start(self) -> tuple[str, int]:
-        """Bind and start accepting KCP connections; returns the bound (host, port)."""
+        """Start the broker (:class:`~kcprpc.broker.BrokerUnavailable` when it cannot be
+        reached), bind and start accepting KCP connections; returns the bound (host, port)."""
         from kcprpc.net import listen
 
         if self._listener is not None:
@@ -525,6 +526,7 @@ class Server:
             return self.address
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
+        await self.push.broker.start()  # BrokerUnavailable: nothing bound, nothing to undo
         self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc)
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting
@@ -536,6 +538,7 @@ class Server:
                 await self._listener.wait_closed()
                 self._listener = None
                 self.address = None
+                await self.push.broker.close()
                 raise
             self._lifespan_cm = cm
         self._accept_task = asyncio.ensure_future(self._accept_loop())
@@ -563,7 +566,8 @@ class Server:
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, tell clients (GOAWAY), let in-flight calls finish up to ``grace`` seconds,
-        then cancel what is left (those fail with UNAVAILABLE) and close every connection."""
+        then cancel what is left (those fail with UNAVAILABLE) and close every connection; the
+        broker is closed last."""
         if self._closing:
             return
         self._closing = True
@@ -607,6 +611,10 @@ class Server:
                 await cm.__aexit__(None, None, None)
             except Exception:
                 log.exception("the lifespan's shutdown raised")
+        try:
+            await self.push.broker.close()  # last: every session has left its rooms and topics
+        except Exception:
+            log.exception("closing the broker raised")
         if self._serving is not None and not self._serving.done():
             self._serving.set_result(None)
 

@@ -130,11 +130,12 @@ class MemoryBackend(Backend):
         await asyncio.sleep(0)
 
 
-BACKENDS: dict[str, type[Backend]] = {
-    "memory": MemoryBackend,
-}
+def _all() -> dict[str, type[Backend]]:
+    from nats_backend import NatsBackend
+    from redis_backend import RedisBackend
 
-from nats_backend import NatsBackend  # noqa: E402  (it subclasses Backend)
+    return {"memory": MemoryBackend, "redis": RedisBackend, "nats": NatsBackend}
 
-BACKENDS["nats"] = NatsBackend
+
+BACKENDS: dict[str, type[Backend]] = _all()
 """name -> its Backend: the brokers every case of the suite runs against."""

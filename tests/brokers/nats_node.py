@@ -55,14 +55,12 @@ class Node(kcprpc.Service, name="e2e.v1.Node", topics={"news": [Tick]}):
 
 async def main(url: str, prefix: str) -> None:
     broker = NatsBroker(url, prefix=prefix)
-    await broker.start()
     server = kcprpc.Server([Node(prefix)], "127.0.0.1", 0, key=KEY, broker=broker)
-    _, port = await server.start()
+    _, port = await server.start()  # starts the broker first
     print(json.dumps({"port": port}), flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
-    await server.shutdown(grace=0)
-    await broker.close()
+    await server.shutdown(grace=0)  # closes the broker last
 
 
 if __name__ == "__main__":

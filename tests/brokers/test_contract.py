@@ -195,6 +195,19 @@ async def test_unnumbered_messages_take_no_number_stay_out_of_history_and_keep_t
     assert seqs(h) == [1, 2] and h.last == 2 and h.missed == 0
 
 
+async def test_an_unnumbered_message_right_after_subscribe_reaches_the_new_subscriber(
+    broker: Brokers,
+) -> None:
+    # presence's Joined: a new member gets its own, even from a broker that subscribes in the background
+    b = await broker()
+    got = Got()
+    b.subscribe(KEY, got)
+    b.publish_unnumbered(KEY, "joined", {"n": "me"})
+    await b.publish(KEY, "tick", {"n": 1})
+    await broker.until(lambda: len(got.msgs) == 2, "both messages")
+    assert got.ns == ["me", 1]
+
+
 # ---------------------------------------------------------------- presence
 async def test_presence_add_remove_list_and_count(broker: Brokers) -> None:
     b = await broker()

@@ -140,3 +140,26 @@ async def engine_names(ctx: Ctx) -> AsyncIterator[None]:
     sent: list[bytes] = []
     ctx.ns.update(KCP=KCP, conv=7, transport_send=sent.append, now=0, data=b"hello", datagram=peer_out[0])
     yield
+
+
+@fixture("redis")
+async def redis(ctx: Ctx) -> AsyncIterator[None]:
+    """A redis-server on a free port of 127.0.0.1 (tests/brokers/redis_server.py), its URL in the
+    environment as ``REDIS_URL``."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+    from redis_server import RedisServer
+
+    server = await asyncio.to_thread(RedisServer().start)
+    old = os.environ.get("REDIS_URL")
+    os.environ["REDIS_URL"] = server.url()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("REDIS_URL", None)
+        else:
+            os.environ["REDIS_URL"] = old
+        await asyncio.to_thread(server.close)
