@@ -1,5 +1,5 @@
 """:class:`NatsBroker`: the :class:`~kcprpc.broker.Broker` contract on NATS, with JetStream for
-history (extra ``kcprpc[nats]``, nats-py). See docs/brokers-nats.md.
+history (extra ``kcprpc[nats]``, nats-py). See docs/brokers.md, "NatsBroker".
 
 Layout (``P`` is ``prefix``, ``T`` a key's subject token: its UTF-8 bytes in unpadded base64url):
 
@@ -60,7 +60,7 @@ from kcprpc.service import Delivery
 
 __all__ = ["NATS_COUNTERS", "NatsBroker"]
 
-log = logging.getLogger("kcprpc.broker.nats")
+log = logging.getLogger("kcprpc.broker")
 
 NATS_COUNTERS = (
     "published",  # numbered messages stored by this process
@@ -152,7 +152,7 @@ class _Op:
 
 
 class NatsBroker:
-    """The broker on NATS JetStream (see the module doc and docs/brokers-nats.md).
+    """The broker on NATS JetStream (see the module doc and docs/brokers.md, "NatsBroker").
 
     ``url``: the NATS server(s) (a comma-separated list works too). ``prefix``: the subjects'
     first token and the streams' name prefix (letters, digits, ``_``, ``-``): servers that share

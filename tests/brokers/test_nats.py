@@ -215,7 +215,7 @@ async def test_an_outage_fails_fast_is_logged_once_and_counted(server, brokers, 
     await b.publish(KEY, "tick", {})
     await asyncio.to_thread(server.stop)
     await until(lambda: not b.available, "the broker to notice")
-    caplog.set_level(logging.WARNING, logger="kcprpc.broker.nats")
+    caplog.set_level(logging.WARNING, logger="kcprpc.broker")
     loop = asyncio.get_running_loop()
     for _ in range(20):
         t0 = loop.time()
