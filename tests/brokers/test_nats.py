@@ -295,3 +295,24 @@ async def test_a_history_larger_than_one_read_round_comes_whole(brokers) -> None
     h = await b.history(KEY, 0)
     assert [m.seq for m in h.messages] == list(range(1, 61)) and h.missed == 0
     assert [m.payload["n"] for m in (await b.history(KEY, None, 3)).messages] == [57, 58, 59]
+
+
+async def test_held_back_live_messages_are_bounded_in_bytes(server, brokers) -> None:
+    b = await brokers(max_reorder_bytes=1000)
+    got = Got()
+    b.subscribe(KEY, got)
+    await b.history(KEY, None, 0)
+    nc = await nats.connect(server.url)
+    try:  # numbers far ahead of the key (forged: the history never has them): held, then dropped
+        subject = b._subject("l", KEY)
+        for seq in range(1000, 1030):
+            await nc.publish(subject, pack([seq, "tick", {"pad": "x" * 80}, 0, 1.0, b.epoch]))
+        await nc.flush()
+    finally:
+        await nc.close()
+    await until(lambda: b.stats()["reorder_dropped"] > 0, "the bound to drop held messages")
+    assert b.stats()["reorder_bytes"] <= 1000
+    for n in range(3):
+        await b.publish(KEY, "tick", {"n": n})
+    await until(lambda: len(got.msgs) >= 3, "the real messages")
+    assert got.seqs == [1, 2, 3] and [m.payload["n"] for m in got.msgs] == [0, 1, 2]
