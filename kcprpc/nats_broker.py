@@ -79,12 +79,15 @@ NATS_COUNTERS = (
     "queued_dropped",  # background operations dropped: past max_queued_bytes, or NATS down
     "presence_refreshes",  # presence entries re-written (their TTL renewed)
     "trims",  # purges of a key's history down to its policy size
+    "history_seeks",  # history reads of a short gap that searched where it starts
 )
 """The counters of :meth:`NatsBroker.stats` (plus the gauges ``unavailable``, ``queued_bytes``,
 ``reorder_bytes`` and ``subscriptions``)."""
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's JSStreamWrongLastSequenceErrF
 _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
+_SEEK_GAP = 64  # history(since) this close to the key's end ...
+_SEEK_ABOVE = 256  # ... of a key keeping more than this: seek the start instead of reading all
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _UNNUMBERED = "Kcprpc-Unnumbered"
 _DELIVERIES = (Delivery.RELIABLE, Delivery.UNRELIABLE)
@@ -805,7 +808,7 @@ class NatsBroker:
         epoch = self._epoch
         if got is None:
             return BrokerHistory([], epoch, 0, 0)
-        _, last_msg = got
+        last_sseq, last_msg = got
         last = last_msg.seq
         if limit is not None and limit < 0:
             limit = 0
@@ -821,6 +824,10 @@ class NatsBroker:
             kept: list[BrokerMessage] = []
         elif since == last - 1 or (since is None and limit == 1):
             kept = [last_msg]
+        elif since is not None and last - since <= _SEEK_GAP and min(last, pol.size) > _SEEK_ABOVE:
+            # a short gap in a long history: find where it starts, read only from there
+            start = await self._seek(key, since, last_sseq)
+            kept = await self._read_kept(key, since, start)
         else:
             kept = await self._read_kept(key, max(floor, since or 0))
         kept = [m for m in kept if m.seq > floor]
@@ -840,10 +847,39 @@ class NatsBroker:
             msgs = msgs[:limit]
         return BrokerHistory(msgs, epoch, last, missed)
 
-    async def _read_kept(self, key: str, after: int) -> list[BrokerMessage]:
-        """The key's stored messages numbered above ``after``, oldest first."""
+    async def _seek(self, key: str, since: int, last_sseq: int) -> int:
+        """The stream sequence of the key's first stored message numbered above ``since``: a
+        binary search over the stream with gets of "the key's next message from sequence x"
+        (about log2 of the stream's length round trips)."""
+        nc = self._check()
+        jsm = nc.jsm(timeout=self.timeout)
+        subject = self._subject("h", key)
+        self._stats["history_seeks"] += 1
+        # the smallest x whose "next message of the key from x" is numbered above since (that
+        # number only grows with x); found is that message's stream sequence for x = hi
+        lo, hi, found = 1, last_sseq, last_sseq
+        try:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                raw = await jsm.get_msg(self.stream, seq=mid, subject=subject, next=True)
+                m = _decode(key, raw.data or b"")
+                if m is None or raw.seq is None:
+                    raise BrokerUnavailable(f"a message of {key!r} in {self.stream} does not decode")
+                if m.seq == since + 1:
+                    return raw.seq
+                if m.seq > since:
+                    hi, found = mid, raw.seq
+                else:
+                    lo = max(mid, raw.seq) + 1
+        except (APIError, *_TRANSIENT) as e:
+            raise self._failed("reading the history", e) from None
+        return found
+
+    async def _read_kept(self, key: str, after: int, start: int | None = None) -> list[BrokerMessage]:
+        """The key's stored messages numbered above ``after``, oldest first (from the stream
+        sequence ``start`` on, when given)."""
         out: list[BrokerMessage] = []
-        for _, data in await self._fetch(self.stream, self._subject("h", key)):
+        for _, data in await self._fetch(self.stream, self._subject("h", key), start):
             m = _decode(key, data)
             if m is None:
                 self._stats["bad_messages"] += 1
@@ -852,14 +888,16 @@ class NatsBroker:
         out.sort(key=lambda m: m.seq)
         return out
 
-    async def _fetch(self, stream: str, subject: str) -> list[tuple[str, bytes]]:
+    async def _fetch(self, stream: str, subject: str, start: int | None = None) -> list[tuple[str, bytes]]:
         """The subjects and bodies of every message on ``subject`` (a filter) in ``stream``, in
-        stream order: one ephemeral pull consumer, read in rounds of at most ``max_fetch_bytes``."""
+        stream order (from the stream sequence ``start`` on, when given): one ephemeral pull
+        consumer, read in rounds of at most ``max_fetch_bytes``."""
         nc = self._check()
         jsm = nc.jsm(timeout=self.timeout)
         config = api.ConsumerConfig(
             filter_subject=subject,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL if start is None else api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
             ack_policy=api.AckPolicy.NONE,
             mem_storage=True,
             inactive_threshold=max(5.0, self.timeout * 5),

@@ -316,3 +316,23 @@ async def test_held_back_live_messages_are_bounded_in_bytes(server, brokers) -> 
         await b.publish(KEY, "tick", {"n": n})
     await until(lambda: len(got.msgs) >= 3, "the real messages")
     assert got.seqs == [1, 2, 3] and [m.payload["n"] for m in got.msgs] == [0, 1, 2]
+
+
+async def test_a_short_gap_in_a_long_history_is_read_from_where_it_starts(brokers) -> None:
+    b = await brokers(history=1000)
+    other = "topic:other"
+    for n in range(600):  # two keys interleaved: the stream's numbers are not the key's
+        await b.publish(KEY, "tick", {"n": n})
+        if n % 3 == 0:
+            await b.publish(other, "tick", {"n": n})
+    full = await b.history(KEY, 0)
+    assert [m.seq for m in full.messages] == list(range(1, 601))
+    for since in range(600 - 64, 600):  # every gap short enough to seek
+        h = await b.history(KEY, since)
+        assert [m.seq for m in h.messages] == list(range(since + 1, 601)), since
+        assert [m.payload["n"] for m in h.messages] == list(range(since, 600)) and h.missed == 0
+    assert b.stats()["history_seeks"] == 63  # since = 599 = last - 1: the last message alone
+    assert [m.seq for m in (await b.history(KEY, 590, limit=3)).messages] == [591, 592, 593]
+    h = await b.history(other, 190)  # a short key: read whole, as before
+    assert [m.seq for m in h.messages] == list(range(191, 201))
+    assert b.stats()["history_seeks"] == 64
