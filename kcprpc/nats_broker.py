@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import fnmatch
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from kcprpc.broker import (
     BrokerUnavailable,
     HistoryPolicies,
     HistoryPolicy,
+    policy_of,
     unnumbered,
 )
 from kcprpc.codec import pack, unpack
@@ -465,15 +465,7 @@ class NatsBroker:
     # ------------------------------------------------------------------ policies
     def policy(self, key: str) -> HistoryPolicy:
         """The history policy of ``key`` (as :meth:`kcprpc.broker.MemoryBroker.policy`)."""
-        p = self._policies
-        if p is None:
-            return self._default
-        if callable(p):
-            return p(key)
-        for pattern, pol in p.items():
-            if fnmatch.fnmatchcase(key, pattern):
-                return pol
-        return self._default
+        return policy_of(self._policies, self._default, key)
 
     def _subject(self, kind: str, key: str) -> str:
         return f"{self.prefix}.{kind}.{_token(key)}"
