@@ -20,7 +20,6 @@ from nats_server import NatsServer
 import kcprpc
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 TIMEOUT = 20.0
 
 
@@ -42,7 +41,8 @@ class NodeProc:
 
 @pytest.fixture
 async def nodes(nats_server: NatsServer) -> AsyncIterator[list[NodeProc]]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    # the node imports kcprpc as installed (the compiled build in its run) and nats_node's dir
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     started: list[NodeProc] = []
     try:
         for _ in range(2):
