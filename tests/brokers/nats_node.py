@@ -48,6 +48,10 @@ class Node(kcprpc.Service, name="e2e.v1.Node", topics={"news": [Tick]}):
         m = await current_context().server.push.to_room(room, Tick(n=n, node=self.name))
         return Sent(seq=m.seq, epoch=m.epoch)
 
+    async def ping(self, n: int) -> int:
+        """A call that needs no broker."""
+        return n + 1
+
     async def publish(self, topic: str, n: int) -> Sent:
         m = await current_context().server.push.publish(topic, Tick(n=n, node=self.name))
         return Sent(seq=m.seq, epoch=m.epoch)

@@ -145,3 +145,42 @@ async def test_a_client_moving_to_the_other_node_resumes_its_topic_with_nothing_
         assert [(q, n) for _, q, n, _ in seen.events] == [(q, q - 1) for q in range(1, 11)]
         assert [(q, n) for _, q, n, _ in seen2.events] == [(q, q - 1) for q in range(11, 31)]
         assert [r for *_, r in seen2.events] == [True] * 15 + [False] * 5
+
+
+async def test_nats_down_fails_pushes_loudly_calls_go_on_and_it_heals(
+    nats_server: NatsServer, nodes: list[NodeProc]
+) -> None:
+    a, b = nodes
+    async with (
+        kcprpc.connect("127.0.0.1", a.port, key=KEY) as ca,
+        kcprpc.connect("127.0.0.1", b.port, key=KEY) as cb,
+    ):
+        seen = Seen(cb)
+        await cb.subscribe("news")
+        stub = ca.stub(Node)
+        await stub.publish("news", 0)
+        await until(lambda: len(seen.events) == 1, "the first message")
+        await asyncio.to_thread(nats_server.stop)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(kcprpc.RpcError) as e:
+            await stub.publish("news", 1)
+        assert e.value.status is kcprpc.Status.UNAVAILABLE and loop.time() - t0 < 5.0
+        assert await stub.ping(41) == 42  # calls that need no broker go on
+        assert await cb.stub(Node).ping(1) == 2
+        await asyncio.to_thread(nats_server.start)
+
+        async def healed() -> bool:
+            try:
+                await stub.publish("news", 2)
+            except kcprpc.RpcError as err:
+                assert err.status is kcprpc.Status.UNAVAILABLE
+                return False
+            return True
+
+        end = loop.time() + TIMEOUT
+        while not await healed():  # both nodes reconnect by themselves
+            assert loop.time() < end, "the nodes did not reconnect to NATS"
+            await asyncio.sleep(0.05)
+        await until(lambda: len(seen.events) == 2, "the message after the outage")
+        assert [(q, n) for _, q, n, _ in seen.events] == [(1, 0), (2, 2)]  # 1 was refused: not numbered
