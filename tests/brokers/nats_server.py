@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+NATS_SERVER = shutil.which("nats-server") or "nats-server"  # .ci/run installs it
 
 
 def free_port() -> int:
