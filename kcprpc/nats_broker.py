@@ -80,6 +80,7 @@ NATS_COUNTERS = (
     "presence_refreshes",  # presence entries re-written (their TTL renewed)
     "trims",  # purges of a key's history down to its policy size
     "history_seeks",  # history reads of a short gap that searched where it starts
+    "slow_consumer_drops",  # live messages nats-py dropped past its pending bound (then filled)
 )
 """The counters of :meth:`NatsBroker.stats` (plus the gauges ``unavailable``, ``queued_bytes``,
 ``reorder_bytes`` and ``subscriptions``)."""
@@ -359,7 +360,14 @@ class NatsBroker:
             self._recovering = asyncio.ensure_future(self._recover())
 
     async def _error(self, e: Exception) -> None:
-        # slow consumer on a live subscription: the gap it leaves is filled from history
+        if isinstance(e, nats.errors.SlowConsumerError):
+            # nats-py dropped live messages of a key (its pending bound): fill them from history
+            self._stats["slow_consumer_drops"] += 1
+            for key, sub in self._subs.items():
+                if sub.nsub is not None and sub.nsub is e.sub:
+                    self._fill(key, sub)
+                    break
+            return
         log.debug("NATS at %s: %r", self.url, e)
 
     async def _recover(self) -> None:

@@ -335,3 +335,19 @@ async def test_a_short_gap_in_a_long_history_is_read_from_where_it_starts(broker
     h = await b.history(other, 190)  # a short key: read whole, as before
     assert [m.seq for m in h.messages] == list(range(191, 201))
     assert b.stats()["history_seeks"] == 64
+
+
+async def test_live_messages_nats_py_drops_past_its_bound_are_filled_from_history(brokers) -> None:
+    # nats-py's pending bound for a live key is 4 x max_reorder_bytes: 64 bytes, under one message,
+    # so it drops every live message; each drop fills the key from the history, the last one too
+    a = await brokers(max_reorder_bytes=16)
+    b = await brokers()
+    got = Got()
+    a.subscribe(KEY, got)
+    await a.history(KEY, None, 0)
+    for n in range(20):
+        await b.publish(KEY, "tick", {"n": n, "pad": "x" * 100})
+    await until(lambda: len(got.msgs) >= 20, "all 20, the last one without a later message")
+    assert got.seqs == list(range(1, 21)) and [m.payload["n"] for m in got.msgs] == list(range(20))
+    s = a.stats()
+    assert s["slow_consumer_drops"] >= 1 and s["gap_fills"] >= 1
