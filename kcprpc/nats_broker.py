@@ -143,6 +143,7 @@ class _Sub:
     nsub: Subscription | None = None
     opening: asyncio.Task[None] | None = None
     filling: bool = False
+    again: bool = False  # a fill was asked for while one was running
 
 
 @dataclass(eq=False)
@@ -759,9 +760,11 @@ class NatsBroker:
             self._deliver(sub, m)
 
     def _fill(self, key: str, sub: _Sub) -> None:
-        if not sub.filling:
-            sub.filling = True
-            self._spawn(self._fill_from_history(key, sub))
+        if sub.filling:
+            sub.again = True  # asked again during a round: one more round after it
+            return
+        sub.filling = True
+        self._spawn(self._fill_from_history(key, sub))
 
     async def _fill_from_history(self, key: str, sub: _Sub) -> None:
         """Deliver from the history what live delivery missed (or, first, read where the key is)."""
@@ -769,11 +772,12 @@ class NatsBroker:
             for _ in range(10_000):  # bounded: each round delivers or skips at least one message
                 if self._subs.get(key) is not sub or not self._up:
                     return
+                sub.again = False
                 if sub.last is None:
                     h = await self.history(key, None, 0)
                     sub.last = h.last
                     self._drain(sub)
-                    if not sub.buf:
+                    if not sub.buf and not sub.again:
                         return
                     continue
                 before = sub.last
@@ -789,6 +793,8 @@ class NatsBroker:
                         sub.last = m.seq
                         self._deliver(sub, m)
                 self._drain(sub)
+                if sub.again:
+                    continue  # a message was dropped (or jumped) while this round read
                 if sub.last >= h.last and not sub.buf:
                     return
                 if sub.last == before:
