@@ -48,6 +48,7 @@ def detached_cost(session: ServerSession) -> int:
     names = sum(len(r) for r in session.rooms) + sum(len(t) for t in session.topics)
     return DETACHED_BASE + len(pack(session.metadata)) + len(pack(session.presence)) + 2 * names
 
+
 EXPIRED: Final = "session expired"
 """Why a resume failed: the session is gone (its window ended, it was evicted, or never was)."""
 REFUSED: Final = "resume refused"

@@ -131,9 +131,10 @@ class MemoryBackend(Backend):
 
 
 def _all() -> dict[str, type[Backend]]:
+    from nats_backend import NatsBackend
     from redis_backend import RedisBackend
 
-    return {"memory": MemoryBackend, "redis": RedisBackend}
+    return {"memory": MemoryBackend, "redis": RedisBackend, "nats": NatsBackend}
 
 
 BACKENDS: dict[str, type[Backend]] = _all()

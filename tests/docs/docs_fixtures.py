@@ -163,3 +163,26 @@ async def redis(ctx: Ctx) -> AsyncIterator[None]:
         else:
             os.environ["REDIS_URL"] = old
         await asyncio.to_thread(server.close)
+
+
+@fixture("nats")
+async def nats_server(ctx: Ctx) -> AsyncIterator[None]:
+    """A nats-server with JetStream on a free port of 127.0.0.1 (tests/brokers/nats_server.py),
+    its URL in the environment as ``NATS_URL``."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+    from nats_server import NatsServer
+
+    server = await asyncio.to_thread(NatsServer().start)
+    old = os.environ.get("NATS_URL")
+    os.environ["NATS_URL"] = server.url
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NATS_URL", None)
+        else:
+            os.environ["NATS_URL"] = old
+        await asyncio.to_thread(server.close)

@@ -170,7 +170,9 @@ async def run_page(page: str) -> int:
             try:
                 unknown = [f for f in block.fixtures if f not in FIXTURES]
                 if unknown:
-                    raise AssertionError(f"no fixture named {', '.join(unknown)} in tests/docs/docs_fixtures.py")
+                    raise AssertionError(
+                        f"no fixture named {', '.join(unknown)} in tests/docs/docs_fixtures.py"
+                    )
                 async with contextlib.AsyncExitStack() as stack:
                     ctx = Ctx(cwd, ns)
                     for name in block.fixtures:

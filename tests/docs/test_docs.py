@@ -130,7 +130,8 @@ def test_page(page: str, netns_or_lock: list[str]) -> None:
         f"{x['where']}: {x['error']}\n--- its output ---\n{x['output']}" for x in results if not x["ok"]
     ]
     assert not failures, (
-        "\n\n".join(failures) + "\n\nFix the doc or the code; if the block cannot run here, mark it:\n"
+        "\n\n".join(failures)
+        + "\n\nFix the doc or the code; if the block cannot run here, mark it:\n"
         + HOW.format(fixtures=", ".join(sorted(FIXTURES)))
     )
     assert [x["where"] for x in results] == want, r.stderr
@@ -152,8 +153,12 @@ def test_readme_install_and_demo_in_a_fresh_copy(tmp_path: Path) -> None:
             shutil.copy2(src, copy / f)
     for b in fresh:
         cmd = b.text.strip()
-        r = subprocess.run(["bash", "-c", cmd], cwd=copy, capture_output=True, text=True, timeout=600, check=False)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{b.where}: `{cmd}`\n{r.stdout}\n{r.stderr}"
+        r = subprocess.run(
+            ["bash", "-c", cmd], cwd=copy, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (
+            f"{b.where}: `{cmd}`\n{r.stdout}\n{r.stderr}"
+        )
         assert "Hello, kcprpc!" in r.stdout, r.stdout
 
 

@@ -1,0 +1,353 @@
+"""NatsBroker beyond the conformance suite: concurrent publishers on one key, restarts that keep
+or lose the JetStream store, a stream deleted under the broker, garbage on the live subjects,
+outages logged once, trimming to the policy size, and the bounds on what is queued. Each test
+starts its own ``nats-server -js`` (tests/brokers/nats_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import nats
+import pytest
+from nats_server import NatsServer
+
+from kcprpc.broker import BrokerMessage, BrokerUnavailable, HistoryPolicy
+from kcprpc.codec import pack
+from kcprpc.errors import UsageError
+from kcprpc.nats_broker import NatsBroker
+
+KEY = "topic:t"
+
+
+@pytest.fixture
+def server() -> Iterator[NatsServer]:
+    with NatsServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def brokers(server: NatsServer) -> AsyncIterator[Callable[..., Awaitable[NatsBroker]]]:
+    made: list[NatsBroker] = []
+
+    async def make(**kw: object) -> NatsBroker:
+        kw.setdefault("timeout", 0.5)
+        kw.setdefault("reconnect_wait", 0.1)
+        b = NatsBroker(server.url, prefix=str(kw.pop("prefix", "t")), **kw)  # type: ignore[arg-type]
+        await b.start()
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        await b.close()
+
+
+async def until(pred: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        r = pred()
+        if asyncio.iscoroutine(r):
+            r = await r
+        if r:
+            return
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class Got:
+    def __init__(self) -> None:
+        self.msgs: list[BrokerMessage] = []
+
+    def __call__(self, m: BrokerMessage) -> None:
+        self.msgs.append(m)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [m.seq for m in self.msgs]
+
+
+async def test_concurrent_publishers_on_one_key_number_it_without_gaps_or_duplicates(brokers) -> None:
+    nodes = [await brokers() for _ in range(4)]
+    got = [Got() for _ in nodes]
+    for b, g in zip(nodes, got, strict=True):
+        b.subscribe(KEY, g)
+        await b.history(KEY, None, 0)
+    sent = await asyncio.gather(
+        *(b.publish(KEY, "tick", {"node": i, "n": n}) for n in range(50) for i, b in enumerate(nodes))
+    )
+    assert sorted(m.seq for m in sent) == list(range(1, 201))
+    assert sum(b.stats()["conflicts"] for b in nodes) > 0  # they did contend for the next number
+    by_seq = {m.seq: m.payload for m in sent}
+    await until(lambda: all(len(g.msgs) >= 200 for g in got), "200 messages on every node")
+    for g in got:
+        assert g.seqs == list(range(1, 201))  # each node: in order, once
+        assert [m.payload for m in g.msgs] == [by_seq[s] for s in range(1, 201)]
+    h = await nodes[0].history(KEY, 0)
+    assert [m.seq for m in h.messages] == list(range(1, 201)) and h.missed == 0
+    # per node, its own messages keep the order it published them in
+    for i in range(4):
+        mine = [m.payload["n"] for m in h.messages if m.payload["node"] == i]
+        assert sorted(mine) == list(range(50))
+
+
+PUBLISHER = """
+import asyncio, sys
+from kcprpc.nats_broker import NatsBroker
+
+async def main() -> None:
+    b = NatsBroker(sys.argv[1], prefix="t", timeout=2.0)
+    await b.start()
+    seqs = await asyncio.gather(*(b.publish("topic:t", "tick", {"p": sys.argv[2], "n": n}) for n in range(100)))
+    print(",".join(str(m.seq) for m in seqs))
+    await b.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_publishers_in_separate_processes_share_one_numbering(server: NatsServer, brokers) -> None:
+    b = await brokers()
+    got = Got()
+    b.subscribe(KEY, got)
+    await b.history(KEY, None, 0)
+    env = dict(os.environ)  # kcprpc as installed (the compiled build in its run)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PUBLISHER, server.url, str(i), stdout=subprocess.PIPE, env=env
+        )
+        for i in range(3)
+    ]
+    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 60)
+    assert all(p.returncode == 0 for p in procs)
+    seqs = sorted(int(s) for out, _ in outs for s in out.decode().strip().split(","))
+    assert seqs == list(range(1, 301))
+    await until(lambda: len(got.msgs) >= 300, "300 messages")
+    assert got.seqs == list(range(1, 301))
+
+
+async def test_a_restart_that_keeps_the_store_keeps_the_epoch_and_the_numbering(server, brokers) -> None:
+    b = await brokers()
+    got = Got()
+    b.subscribe(KEY, got)
+    await b.history(KEY, None, 0)
+    for n in range(3):
+        await b.publish(KEY, "tick", {"n": n})
+    epoch = b.epoch
+    await asyncio.to_thread(server.restart)
+    await until(lambda: b.available, "the broker back")
+    assert b.epoch == epoch and b.stats()["reconnects"] >= 1 and b.stats()["outages"] >= 1
+    h = await b.history(KEY, 0)
+    assert [m.seq for m in h.messages] == [1, 2, 3] and h.epoch == epoch
+    m = await b.publish(KEY, "tick", {"n": 3})
+    assert m.seq == 4 and m.epoch == epoch
+    await until(lambda: len(got.msgs) == 4, "message 4")
+    assert got.seqs == [1, 2, 3, 4]
+
+
+async def test_a_restart_with_a_wiped_store_starts_a_new_epoch(server, brokers) -> None:
+    b = await brokers()
+    for n in range(3):
+        await b.publish(KEY, "tick", {"n": n})
+    epoch = b.epoch
+    await asyncio.to_thread(server.restart, wipe=True)
+    await until(lambda: b.available, "the broker back")
+    assert b.epoch != epoch
+    h = await b.history(KEY, 2)
+    assert h.epoch == b.epoch and h.last == 0 and h.messages == []
+    assert (await b.publish(KEY, "tick", {})).seq == 1
+
+
+async def test_a_stream_deleted_under_the_broker_is_recreated_with_a_new_epoch(server, brokers) -> None:
+    a = await brokers()
+    b = await brokers()
+    await a.publish(KEY, "tick", {})
+    await a.publish(KEY, "tick", {})
+    epoch = a.epoch
+    nc = await nats.connect(server.url)
+    try:
+        await nc.jsm().delete_stream(a.stream)
+    finally:
+        await nc.close()
+    m = await b.publish("topic:other", "tick", {})  # b finds the stream gone: recreates it
+    assert m.seq == 1 and m.epoch == b.epoch != epoch
+    # a still has the old stream's last sequence of KEY cached: refused, and the key is empty
+    # now, so a reads the new epoch before it numbers the key again
+    m2 = await a.publish(KEY, "tick", {})
+    assert m2.seq == 1 and m2.epoch == a.epoch == b.epoch
+    h = await b.history(KEY, 0)
+    assert [x.seq for x in h.messages] == [1] and h.epoch == b.epoch
+
+
+async def test_garbage_on_the_live_subject_is_dropped_and_counted(server, brokers) -> None:
+    b = await brokers()
+    got = Got()
+    b.subscribe(KEY, got)
+    await b.history(KEY, None, 0)
+    nc = await nats.connect(server.url)
+    try:
+        subject = b._subject("l", KEY)
+        for junk in (
+            b"\xc1",
+            pack([1, 2]),
+            pack(["x", {}, 0, 1.0, 1, b.epoch]),
+            pack([0, "e", {}, 0, 1.0, b.epoch]),
+        ):
+            await nc.publish(subject, junk)
+        await nc.publish(subject, b"\xc1", headers={"Kcprpc-Unnumbered": "1"})
+        await nc.flush()
+    finally:
+        await nc.close()
+    await until(lambda: b.stats()["bad_messages"] == 5, "five bad messages counted")
+    await b.publish(KEY, "tick", {})
+    await until(lambda: got.seqs == [1], "the real message")
+
+
+async def test_an_outage_fails_fast_is_logged_once_and_counted(server, brokers, caplog) -> None:
+    b = await brokers(timeout=0.3)
+    await b.publish(KEY, "tick", {})
+    await asyncio.to_thread(server.stop)
+    await until(lambda: not b.available, "the broker to notice")
+    caplog.set_level(logging.WARNING, logger="kcprpc.broker")
+    loop = asyncio.get_running_loop()
+    for _ in range(20):
+        t0 = loop.time()
+        with pytest.raises(BrokerUnavailable):
+            await b.publish(KEY, "tick", {})
+        with pytest.raises(BrokerUnavailable):
+            await b.history(KEY, 0)
+        with pytest.raises(BrokerUnavailable):
+            await b.presence("room:r", None)
+        assert loop.time() - t0 < 0.1  # known down: no waiting at all
+    s = b.stats()
+    assert s["unavailable"] == 1 and s["publish_errors"] >= 20 and s["outages"] == 1
+    b.publish_unnumbered(KEY, "x", {})
+    assert b.stats()["queued_dropped"] >= 1  # dropped and counted, not queued while down
+    await asyncio.to_thread(server.start)
+    await until(lambda: b.available, "the broker back")
+    assert (await b.publish(KEY, "tick", {})).seq == 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 + 1  # "unreachable" once for the outage (the other is "reachable again")
+
+
+async def test_start_fails_clearly_when_nats_is_not_there(server) -> None:
+    url = server.url
+    server.stop()
+    b = NatsBroker(url, timeout=0.3)
+    with pytest.raises(BrokerUnavailable):
+        await b.start()
+    assert not b.available
+    with pytest.raises(BrokerUnavailable):
+        await b.publish(KEY, "tick", {})
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(UsageError, match="prefix"):
+        NatsBroker(prefix="a.b")
+    with pytest.raises(UsageError, match="positive"):
+        NatsBroker(timeout=0)
+    with pytest.raises(UsageError, match="max_queued_bytes"):
+        NatsBroker(max_queued_bytes=0)
+
+
+async def test_history_is_trimmed_to_the_policy_but_the_numbering_goes_on(server, brokers) -> None:
+    b = await brokers(history=100, policies={"topic:small": HistoryPolicy(size=8)})
+    for n in range(100):
+        await b.publish("topic:small", "tick", {"n": n})
+    await b.presence("room:none", None)  # the queued trims are done
+
+    async def stored() -> int:
+        nc = await nats.connect(server.url)
+        try:
+            info = await nc.jsm().stream_info(b.stream, subjects_filter=b._subject("h", "topic:small"))
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    assert await stored() <= 8 + 1
+    assert b.stats()["trims"] >= 1
+    h = await b.history("topic:small", 0)
+    assert [m.seq for m in h.messages] == list(range(93, 101)) and h.missed == 92
+    assert (await b.publish("topic:small", "tick", {})).seq == 101
+
+
+async def test_what_is_queued_in_the_background_is_bounded_in_bytes(brokers) -> None:
+    b = await brokers(max_queued_bytes=4096)
+    for _ in range(200):
+        b.publish_unnumbered(KEY, "big", {"x": "y" * 500})
+    s = b.stats()
+    assert s["queued_bytes"] <= 4096 and s["queued_dropped"] > 0
+    await b.presence("room:none", None)  # drains
+    assert b.stats()["queued_bytes"] == 0
+
+
+async def test_a_history_larger_than_one_read_round_comes_whole(brokers) -> None:
+    b = await brokers(max_fetch_bytes=2000)  # ~10 of these messages per round
+    for n in range(60):
+        await b.publish(KEY, "tick", {"n": n, "pad": "x" * 100})
+    h = await b.history(KEY, 0)
+    assert [m.seq for m in h.messages] == list(range(1, 61)) and h.missed == 0
+    assert [m.payload["n"] for m in (await b.history(KEY, None, 3)).messages] == [57, 58, 59]
+
+
+async def test_held_back_live_messages_are_bounded_in_bytes(server, brokers) -> None:
+    b = await brokers(max_reorder_bytes=1000)
+    got = Got()
+    b.subscribe(KEY, got)
+    await b.history(KEY, None, 0)
+    nc = await nats.connect(server.url)
+    try:  # numbers far ahead of the key (forged: the history never has them): held, then dropped
+        subject = b._subject("l", KEY)
+        for seq in range(1000, 1030):
+            await nc.publish(subject, pack([seq, "tick", {"pad": "x" * 80}, 0, 1.0, b.epoch]))
+        await nc.flush()
+    finally:
+        await nc.close()
+    await until(lambda: b.stats()["reorder_dropped"] > 0, "the bound to drop held messages")
+    assert b.stats()["reorder_bytes"] <= 1000
+    for n in range(3):
+        await b.publish(KEY, "tick", {"n": n})
+    await until(lambda: len(got.msgs) >= 3, "the real messages")
+    assert got.seqs == [1, 2, 3] and [m.payload["n"] for m in got.msgs] == [0, 1, 2]
+
+
+async def test_a_short_gap_in_a_long_history_is_read_from_where_it_starts(brokers) -> None:
+    b = await brokers(history=1000)
+    other = "topic:other"
+    for n in range(600):  # two keys interleaved: the stream's numbers are not the key's
+        await b.publish(KEY, "tick", {"n": n})
+        if n % 3 == 0:
+            await b.publish(other, "tick", {"n": n})
+    full = await b.history(KEY, 0)
+    assert [m.seq for m in full.messages] == list(range(1, 601))
+    for since in range(600 - 64, 600):  # every gap short enough to seek
+        h = await b.history(KEY, since)
+        assert [m.seq for m in h.messages] == list(range(since + 1, 601)), since
+        assert [m.payload["n"] for m in h.messages] == list(range(since, 600)) and h.missed == 0
+    assert b.stats()["history_seeks"] == 63  # since = 599 = last - 1: the last message alone
+    assert [m.seq for m in (await b.history(KEY, 590, limit=3)).messages] == [591, 592, 593]
+    h = await b.history(other, 190)  # a short key: read whole, as before
+    assert [m.seq for m in h.messages] == list(range(191, 201))
+    assert b.stats()["history_seeks"] == 64
+
+
+async def test_live_messages_nats_py_drops_past_its_bound_are_filled_from_history(brokers) -> None:
+    # nats-py's pending bound for a live key is 4 x max_reorder_bytes: 64 bytes, under one message,
+    # so it drops every live message; each drop fills the key from the history, the last one too
+    a = await brokers(max_reorder_bytes=16)
+    b = await brokers()
+    got = Got()
+    a.subscribe(KEY, got)
+    await a.history(KEY, None, 0)
+    for n in range(20):
+        await b.publish(KEY, "tick", {"n": n, "pad": "x" * 100})
+    await until(lambda: len(got.msgs) >= 20, "all 20, the last one without a later message")
+    assert got.seqs == list(range(1, 21)) and [m.payload["n"] for m in got.msgs] == list(range(20))
+    s = a.stats()
+    assert s["slow_consumer_drops"] >= 1 and s["gap_fills"] >= 1
