@@ -413,8 +413,10 @@ class Run:
         self.server_pid = 0
         self.where: dict[int, int] = {}  # server process id -> subscribers it serves
         self.publisher_on = 0  # the server process id the publisher's calls reach
-        self.others: dict[str, int] = {}
-        """Other processes whose CPU per delivery each step reports (name -> pid; e.g. a broker)."""
+        self.others: dict[str, Callable[[], float]] = {}
+        """Other processes whose CPU per delivery each step reports (name -> their CPU seconds so
+        far; e.g. a broker's)."""
+        self.broker_url: str | None = None  # the server's broker (None: its in-process MemoryBroker)
 
     def start(self, target: Any, *a: Any) -> Connection:
         """Start ``target(conn, *a)`` in a child process; return the parent's end of ``conn``."""
@@ -429,13 +431,17 @@ class Run:
 
     def start_server(self, kind: str, mode: str, loop: str) -> int:
         """Start the server process; return its UDP (or TCP) port."""
-        self.srv = self.start(_server_proc, kind, mode, loop)
+        self.srv = self.start(_server_proc, kind, mode, loop, self.broker_url)
         self.server_pid = self.procs[-1].pid
         return int(_recv(self.srv, 30))
 
     def server_pids(self) -> list[int]:
         """The processes whose CPU is the server's."""
         return [self.server_pid]
+
+    def describe(self) -> str:
+        """A line on where the sessions landed, printed once they are connected ("": none)."""
+        return ""
 
     def server_cpu_s(self) -> float:
         """The server processes' CPU seconds so far."""
@@ -487,12 +493,12 @@ class Run:
         seconds = a.seconds if seconds is None else seconds
         sub_cpu0 = sum(self._ask(c, ("cpu",)) for c in self.subs)
         snmp0, udp0 = self._counters(), udp_rcvbuf_errors()
-        other0 = {k: proc_cpu_s(pid) for k, pid in self.others.items()}
+        other0 = {k: cpu() for k, cpu in self.others.items()}
         cpu0, w0 = self.server_cpu_s(), time.perf_counter()
         self.pub.send(("publish", step, rate, seconds))
         pub = _recv(self.pub, seconds * 3 + 30)
         cpu1, w1 = self.server_cpu_s(), time.perf_counter()
-        other1 = {k: proc_cpu_s(pid) for k, pid in self.others.items()}
+        other1 = {k: cpu() for k, cpu in self.others.items()}
         sub_cpu1 = sum(self._ask(c, ("cpu",)) for c in self.subs)
         expected = pub["published"] * self.n
         deadline = time.perf_counter() + a.drain
@@ -567,6 +573,8 @@ def run_contender(
     with run or Run(args, kind) as run_:
         run, kind = run_, run_.label
         print(f"# {kind}: {run.n} subscribers connected and subscribed in {run.connect_s:.1f} s", flush=True)
+        if run.describe():
+            print(f"# {kind}: {run.describe()}", flush=True)
         w = run.step(0, rates[0], 1.0)  # warm-up (first-call paths), not reported
         print(f"# {kind}: warm-up 1 s at {rates[0]:g}/s, p99 {w['p99_ms']:.1f} ms (not counted)", flush=True)
         todo = list(rates)
