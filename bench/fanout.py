@@ -81,6 +81,10 @@ class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick]})
         _PUBLISH_S.append(time.perf_counter() - t0)
         return msg.seq
 
+    async def Who(self) -> int:
+        """The answering process's id (which worker a session landed on, in bench/scale.py)."""
+        return os.getpid()
+
 
 _PUBLISH_S: list[float] = []  # server side: seconds spent in push.publish per call (the fan-out)
 
@@ -106,13 +110,22 @@ def _wait_cmd(loop: asyncio.AbstractEventLoop, conn: Connection) -> asyncio.Futu
     return fut
 
 
-def _server_proc(conn: Connection, kind: str, mode: str, loop_kind: str) -> None:
+def fanout_server(mode: str, broker_url: str | None = None) -> kcprpc.Server:
+    """The kcprpc server under test (not started): :class:`FanoutService` on 127.0.0.1, any port,
+    wire ``mode``, on the broker of ``broker_url`` (None: the in-process MemoryBroker)."""
+    broker = kcprpc.broker_from_url(broker_url) if broker_url else None
+    return kcprpc.Server([FanoutService()], "127.0.0.1", 0, transport=_transport(mode), broker=broker)
+
+
+def _server_proc(
+    conn: Connection, kind: str, mode: str, loop_kind: str, broker_url: str | None = None
+) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         if kind == "grpcio":
             gserver, port = await _grpc_server()
         else:
-            server = kcprpc.Server([FanoutService()], "127.0.0.1", 0, transport=_transport(mode))
+            server = fanout_server(mode, broker_url)
             _host, port = await server.start()
         conn.send(port)
         import kcp
@@ -191,8 +204,15 @@ def _cpu_s() -> float:
 Record = Callable[[int, int], None]  # (step, t_ns) of one delivery
 
 
-async def _kcprpc_subscribers(port: int, n: int, mode: str, batch: int, record: Record) -> Callable[[], Any]:
+Close = Callable[[], Awaitable[Any]]
+
+
+async def _kcprpc_subscribers(
+    port: int, n: int, mode: str, batch: int, record: Record
+) -> tuple[Close, dict[int, int]]:
+    """``n`` subscribed sessions; returns their closer and how many landed on each server process."""
     clients: list[kcprpc.Client] = []
+    where: dict[int, int] = {}  # the server's process id -> sessions
 
     async def close() -> None:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -211,13 +231,18 @@ async def _kcprpc_subscribers(port: int, n: int, mode: str, batch: int, record: 
             for c in chunk:
                 c.on(Tick, on_tick)
             await asyncio.wait_for(asyncio.gather(*(c.subscribe(TOPIC) for c in chunk)), 60)
+            pids = await asyncio.wait_for(
+                asyncio.gather(*(c.stub(FanoutService, timeout=30.0).Who() for c in chunk)), 60
+            )
+            for pid in pids:
+                where[pid] = where.get(pid, 0) + 1
     except BaseException:
         await asyncio.wait_for(close(), 10)
         raise
-    return close
+    return close, where
 
 
-async def _grpc_subscribers(port: int, n: int, batch: int, record: Record) -> Callable[[], Any]:
+async def _grpc_subscribers(port: int, n: int, batch: int, record: Record) -> Close:
     import grpc
 
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(n)]
@@ -269,12 +294,13 @@ def _subscriber_proc(
             a.append(us)
             counts[step] += 1
 
+        where: dict[int, int] = {}
         if kind == "grpcio":
             close = await _grpc_subscribers(port, n, batch, record)
         else:
-            close = await _kcprpc_subscribers(port, n, mode, batch, record)
+            close, where = await _kcprpc_subscribers(port, n, mode, batch, record)
         try:
-            conn.send(("ready", n))
+            conn.send(("ready", n, where))
             for _ in range(100_000):  # bounded: the coordinator sends a few commands per step
                 cmd = await _wait_cmd(loop, conn)
                 if cmd[0] == "count":
@@ -297,6 +323,7 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
         pad = b"p" * size
         async with contextlib.AsyncExitStack() as stack:
             publish: Callable[[int, int], Awaitable[Any]]
+            where = 0  # the server process the publisher's calls reach (kcprpc)
             if kind == "grpcio":
                 import grpc
 
@@ -311,11 +338,12 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
                     kcprpc.connect("127.0.0.1", port, transport=_transport(mode))
                 )
                 stub = client.stub(FanoutService, timeout=10.0)
+                where = await stub.Who()
 
                 def publish(step: int, seq: int) -> Awaitable[Any]:
                     return stub.Publish(Tick(step=step, seq=seq, t_ns=time.monotonic_ns(), pad=pad))
 
-            conn.send("ready")
+            conn.send(("ready", where))
             for _ in range(1000):  # bounded: one command per step
                 cmd = await _wait_cmd(loop, conn)
                 if cmd[0] != "publish":
@@ -368,16 +396,30 @@ def _recv(conn: Connection, timeout: float) -> Any:
 
 
 class Run:
-    """The server, subscriber and publisher processes of one fan-out run (always reaped on exit)."""
+    """The server, subscriber and publisher processes of one fan-out run (always reaped on exit).
 
-    def __init__(self, args: argparse.Namespace, kind: str) -> None:
+    ``kind`` is the client side (kcprpc, kcprpc-compat, grpcio); ``label`` names the contender in
+    the output. A subclass serves otherwise (bench/scale.py: workers on Redis) by overriding
+    :meth:`start_server`, :meth:`server_pids` and :attr:`others`."""
+
+    def __init__(self, args: argparse.Namespace, kind: str, label: str | None = None) -> None:
         self.args = args
         self.kind = kind
+        self.label = label or kind
         self.ctx: Any = mp.get_context("fork")
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
+        self.srv: Connection | None = None  # the server process's commands (None: no counters)
+        self.server_pid = 0
+        self.where: dict[int, int] = {}  # server process id -> subscribers it serves
+        self.publisher_on = 0  # the server process id the publisher's calls reach
+        self.others: dict[str, Callable[[], float]] = {}
+        """Other processes whose CPU per delivery each step reports (name -> their CPU seconds so
+        far; e.g. a broker's)."""
+        self.broker_url: str | None = None  # the server's broker (None: its in-process MemoryBroker)
 
-    def _start(self, target: Any, *a: Any) -> Connection:
+    def start(self, target: Any, *a: Any) -> Connection:
+        """Start ``target(conn, *a)`` in a child process; return the parent's end of ``conn``."""
         parent: Connection
         parent, child = self.ctx.Pipe()
         p = self.ctx.Process(target=target, args=(child, *a), daemon=True)
@@ -387,21 +429,42 @@ class Run:
         self.conns.append(parent)
         return parent
 
+    def start_server(self, kind: str, mode: str, loop: str) -> int:
+        """Start the server process; return its UDP (or TCP) port."""
+        self.srv = self.start(_server_proc, kind, mode, loop, self.broker_url)
+        self.server_pid = self.procs[-1].pid
+        return int(_recv(self.srv, 30))
+
+    def server_pids(self) -> list[int]:
+        """The processes whose CPU is the server's."""
+        return [self.server_pid]
+
+    def describe(self) -> str:
+        """A line on where the sessions landed, printed once they are connected ("": none)."""
+        return ""
+
+    def server_cpu_s(self) -> float:
+        """The server processes' CPU seconds so far."""
+        return sum(proc_cpu_s(pid) for pid in self.server_pids())
+
     def __enter__(self) -> Run:
         a, kind, mode = self.args, self.kind, self.args.mode
         if kind == "kcprpc-compat":  # kcprpc in kcp-go's packet format, no cipher
             kind, mode = "kcprpc", "compat"
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
-        self.srv = self._start(_server_proc, kind, mode, loop)
-        self.server_pid: int = self.procs[0].pid
-        port = _recv(self.srv, 30)
+        port = self.start_server(kind, mode, loop)
         t0 = time.perf_counter()
         per = [a.subscribers // a.procs + (1 if i < a.subscribers % a.procs else 0) for i in range(a.procs)]
-        self.subs = [self._start(_subscriber_proc, port, k, kind, mode, loop, 50) for k in per]
-        self.n = sum(_recv(c, 240)[1] for c in self.subs)
+        self.subs = [self.start(_subscriber_proc, port, k, kind, mode, loop, 50) for k in per]
+        self.n = 0
+        for c in self.subs:
+            _ready, n, where = _recv(c, 240)
+            self.n += n
+            for pid, count in where.items():
+                self.where[pid] = self.where.get(pid, 0) + count
         self.connect_s = time.perf_counter() - t0
-        self.pub = self._start(_publisher_proc, port, kind, mode, loop, a.size)
-        _recv(self.pub, 30)
+        self.pub = self.start(_publisher_proc, port, kind, mode, loop, a.size)
+        self.publisher_on = _recv(self.pub, 30)[1]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -421,16 +484,21 @@ class Run:
         for c in self.conns:
             c.close()
 
+    def _counters(self) -> dict[str, float] | None:
+        return self._ask(self.srv, ("snmp",)) if self.srv is not None else None
+
     def step(self, step: int, rate: float, seconds: float | None = None) -> dict[str, float]:
         """Publish at ``rate`` for ``seconds`` (``--seconds``), drain, and return the step's figures."""
         a = self.args
         seconds = a.seconds if seconds is None else seconds
         sub_cpu0 = sum(self._ask(c, ("cpu",)) for c in self.subs)
-        snmp0, udp0 = self._ask(self.srv, ("snmp",)), udp_rcvbuf_errors()
-        cpu0, w0 = proc_cpu_s(self.server_pid), time.perf_counter()
+        snmp0, udp0 = self._counters(), udp_rcvbuf_errors()
+        other0 = {k: cpu() for k, cpu in self.others.items()}
+        cpu0, w0 = self.server_cpu_s(), time.perf_counter()
         self.pub.send(("publish", step, rate, seconds))
         pub = _recv(self.pub, seconds * 3 + 30)
-        cpu1, w1 = proc_cpu_s(self.server_pid), time.perf_counter()
+        cpu1, w1 = self.server_cpu_s(), time.perf_counter()
+        other1 = {k: cpu() for k, cpu in self.others.items()}
         sub_cpu1 = sum(self._ask(c, ("cpu",)) for c in self.subs)
         expected = pub["published"] * self.n
         deadline = time.perf_counter() + a.drain
@@ -449,10 +517,11 @@ class Run:
             arr = array("q")
             arr.frombytes(raw)
             lat.extend(arr)
-        snmp1, udp1 = self._ask(self.srv, ("snmp",)), udp_rcvbuf_errors()
+        snmp1, udp1 = self._counters(), udp_rcvbuf_errors()
         lat.sort()
         ms = [x / 1000 for x in (percentile(lat, 0.5), percentile(lat, 0.99), lat[-1])] if lat else [0.0] * 3
-        return {
+        per_delivery = 1e6 / expected if expected else 0.0  # µs per delivery of one CPU second
+        out = {
             "rate": rate,
             "achieved_rate": pub["published"] / pub["seconds"],
             "published": pub["published"],
@@ -465,16 +534,21 @@ class Run:
             "max_ms": ms[2],
             "server_cpu_pct": 100 * (cpu1 - cpu0) / (w1 - w0),
             # CPU per delivery over the publish window (the main fan-out figure: docs/BENCHMARKS.md)
-            "server_us_per_delivery": 1e6 * (cpu1 - cpu0) / expected if expected else 0.0,
-            "subs_us_per_delivery": 1e6 * (sub_cpu1 - sub_cpu0) / expected if expected else 0.0,
-            "server_rss_mb": proc_rss_mb(self.server_pid),
+            "server_us_per_delivery": (cpu1 - cpu0) * per_delivery,
+            "subs_us_per_delivery": (sub_cpu1 - sub_cpu0) * per_delivery,
+            **{f"{k}_us_per_delivery": (other1[k] - other0[k]) * per_delivery for k in self.others},
+            "server_rss_mb": sum(proc_rss_mb(pid) for pid in self.server_pids()),
             "subs_cpu_pct": 100 * (sub_cpu1 - sub_cpu0) / (w1 - w0),
             "call_p50_ms": pub["call_p50_ms"],
             "call_max_ms": pub["call_max_ms"],
             "udp_rcvbuf_errors": udp1 - udp0,
-            **{f"srv_{k}": snmp1[k] - snmp0[k] for k in SNMP_KEYS},
-            "srv_publish_ms_per_call": 1000 * (snmp1["publish_s"] - snmp0["publish_s"]) / pub["published"],
         }
+        if snmp0 is not None and snmp1 is not None:
+            out.update({f"srv_{k}": snmp1[k] - snmp0[k] for k in SNMP_KEYS})
+            out["srv_publish_ms_per_call"] = (
+                1000 * (snmp1["publish_s"] - snmp0["publish_s"]) / pub["published"]
+            )
+        return out
 
     @staticmethod
     def _ask(conn: Connection, cmd: tuple[Any, ...]) -> Any:
@@ -487,14 +561,20 @@ def delivered_ok(r: dict[str, float]) -> bool:
     return r["achieved_rate"] >= 0.95 * r["rate"] and r["ratio"] >= 0.99
 
 
-def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> list[dict[str, float]]:
-    """Connect ``kind``'s subscribers once, step the publish rate up; return every step's figures.
+def run_contender(
+    args: argparse.Namespace, kind: str, rates: list[float], run: Run | None = None
+) -> list[dict[str, float]]:
+    """Connect ``kind``'s subscribers once (in ``run``, default ``Run(args, kind)``), step the
+    publish rate up; return every step's figures.
 
     The steps go on while the delivery holds (:func:`delivered_ok`) and p99 stays within 5x the
     limit; after the first failing step, one step at the midpoint to the last good rate."""
     steps: list[dict[str, float]] = []
-    with Run(args, kind) as run:
+    with run or Run(args, kind) as run_:
+        run, kind = run_, run_.label
         print(f"# {kind}: {run.n} subscribers connected and subscribed in {run.connect_s:.1f} s", flush=True)
+        if run.describe():
+            print(f"# {kind}: {run.describe()}", flush=True)
         w = run.step(0, rates[0], 1.0)  # warm-up (first-call paths), not reported
         print(f"# {kind}: warm-up 1 s at {rates[0]:g}/s, p99 {w['p99_ms']:.1f} ms (not counted)", flush=True)
         todo = list(rates)
@@ -508,12 +588,14 @@ def run_contender(args: argparse.Namespace, kind: str, rates: list[float]) -> li
             steps.append(r)
             ok = delivered_ok(r) and r["p99_ms"] <= 5 * args.p99_limit
             verdict = "sustained" if ok and r["p99_ms"] <= args.p99_limit else "delivered" if ok else "FAILED"
+            others = "".join(f", {k} {r[f'{k}_us_per_delivery']:.1f} us" for k in run.others)
             print(
                 f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
                 f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
                 f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
                 f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % | CPU per delivery: "
-                f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us {verdict}",
+                f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us"
+                f"{others} {verdict}",
                 flush=True,
             )
             if args.verbose:
@@ -538,7 +620,8 @@ def highest(steps: list[dict[str, float]], p99_limit: float | None) -> dict[str,
     return max(ok, key=lambda r: r["rate"]) if ok else None
 
 
-def _summary(r: dict[str, float] | None, n: int) -> str:
+def summary(r: dict[str, float] | None, n: int) -> str:
+    """One line of a step's figures (``r``: None, "none")."""
     if r is None:
         return "none"
     return (
@@ -599,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, rounds in results.items():
             bests = [highest(steps, limit) for steps in rounds]
             for i, b in enumerate(bests):
-                print(f"{kind:13} round {i + 1}: {_summary(b, args.subscribers)}")
+                print(f"{kind:13} round {i + 1}: {summary(b, args.subscribers)}")
             med.setdefault(kind, {})[label] = statistics.median(b["per_s"] if b else 0.0 for b in bests)
         print("median deliveries/s: " + ", ".join(f"{kind} {m[label]:.0f}" for kind, m in med.items()))
         g = med.get("grpcio", {}).get(label)

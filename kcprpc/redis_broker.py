@@ -68,6 +68,8 @@ REDIS_COUNTERS = (
     "fill_overflows",  # fills whose held-back live messages went over max_fill_bytes
     "bad_messages",  # messages from Redis that did not parse: dropped
     "callback_errors",  # subscriber callbacks that raised
+    "reads_waited",  # history reads that waited for one of the max_reads slots
+    "reads_busy",  # history reads refused after waiting `timeout` for a slot
 )
 """The counters of :meth:`RedisBroker.stats`."""
 
@@ -250,7 +252,9 @@ class RedisBroker:
     ``max_pending_bytes``: bytes of writes queued for Redis at most (past it publishes raise
     BrokerUnavailable and background writes are dropped, counted). ``max_fill_bytes``: bytes of
     live messages held back per key while its gap is filled from the history (past it they are
-    dropped and read from the history again). ``rng``: the source of epoch candidates."""
+    dropped and read from the history again). ``max_reads``: history reads sent to Redis at once
+    (each takes a pooled connection; more wait their turn, up to ``timeout``, so that a burst of
+    subscribes is no outage). ``rng``: the source of epoch candidates."""
 
     def __init__(
         self,
@@ -266,6 +270,7 @@ class RedisBroker:
         reconnect_max: float = 2.0,
         max_pending_bytes: int = 1 << 20,
         max_fill_bytes: int = 1 << 20,
+        max_reads: int = 32,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if not prefix or any(c.isspace() for c in prefix):
@@ -274,8 +279,8 @@ class RedisBroker:
             raise UsageError(
                 "RedisBroker: presence_ttl and timeout must be positive, 0 < reconnect_initial <= reconnect_max"
             )
-        if max_pending_bytes <= 0 or max_fill_bytes <= 0:
-            raise UsageError("RedisBroker: max_pending_bytes and max_fill_bytes must be positive")
+        if max_pending_bytes <= 0 or max_fill_bytes <= 0 or max_reads <= 0:
+            raise UsageError("RedisBroker: max_pending_bytes, max_fill_bytes and max_reads must be positive")
         self.url = url
         self.prefix = prefix
         self._default = HistoryPolicy(history, history_ttl)
@@ -286,6 +291,8 @@ class RedisBroker:
         self.reconnect_max = reconnect_max
         self.max_pending_bytes = max_pending_bytes
         self.max_fill_bytes = max_fill_bytes
+        self.max_reads = max_reads
+        self._reads = asyncio.Semaphore(max_reads)
         self._rng = rng
         self._epoch = 0
         self._stats = dict.fromkeys(REDIS_COUNTERS, 0)
@@ -361,6 +368,8 @@ class RedisBroker:
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
+            # the reads, the writer's pipeline, the subscription link: never "Too many connections"
+            max_connections=self.max_reads + 4,
             client_name=f"{self.prefix}/{self.node_id}",
         )
         try:
@@ -646,11 +655,24 @@ class RedisBroker:
             ttl,
         )
         keys = (f"{self.prefix}:epoch", self._k("seq", key), self._k("hist", key))
+        if self._reads.locked():  # max_reads in flight: wait for a slot (a busy process, not an outage)
+            self._stats["reads_waited"] += 1
+            try:
+                await asyncio.wait_for(self._reads.acquire(), self.timeout)
+            except asyncio.TimeoutError:
+                self._stats["reads_busy"] += 1
+                raise BrokerUnavailable(
+                    f"{self.where}: {self.max_reads} history reads busy for {self.timeout:g} s"
+                ) from None
+        else:
+            await self._reads.acquire()
         try:
             r = await self._redis.evalsha(self._shas["history"], 3, *keys, *args)
         except _LINK_ERRORS as e:
             self._down(e)
             raise BrokerUnavailable(f"{self.where}: {e or type(e).__name__}") from e
+        finally:
+            self._reads.release()
         epoch, last, missed, entries = int(r[0]), int(r[1]), int(r[2]), r[3]
         self._note_epoch(epoch)
         msgs: list[BrokerMessage] = []

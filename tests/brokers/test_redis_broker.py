@@ -246,3 +246,17 @@ async def test_live_messages_held_during_a_fill_are_bounded_and_read_again(
     await until(lambda: len(got) >= n, f"all {n}")
     assert [m.seq for m in got] == list(range(1, n + 1))  # every one, once, in order
     assert a.stats()["lost"] == 0
+
+
+async def test_a_burst_of_history_reads_waits_for_a_slot_and_is_no_outage(make: Any) -> None:
+    """Hundreds of concurrent reads (a burst of subscribes: each asks for its key's position) go
+    ``max_reads`` at a time and all answer; before, each took its own pooled connection and the
+    101st raised "Too many connections", which the broker took for an outage."""
+    b = await make(max_reads=8, timeout=5.0)
+    for i in range(3):
+        await b.publish("topic:burst", "tick", {"n": i})
+    hists = await asyncio.gather(*(b.history("topic:burst", 0) for _ in range(300)))
+    assert all([m.payload["n"] for m in h.messages] == [0, 1, 2] for h in hists)
+    s = b.stats()
+    assert s["reads_waited"] > 0 and s["reads_busy"] == 0, s
+    assert s["outages"] == 0 and s["reconnects"] == 0 and b.available, s

@@ -43,3 +43,28 @@ def test_rpc_bench_names_each_contenders_wire_mode() -> None:
     out = help_of(BENCH / "rpc.py")[1].stdout
     for contender in ("kcprpc", "kcprpc-key", "kcprpc-compat", "grpcio"):
         assert contender in out
+
+
+def test_scale_bench_quick_run_compares_one_process_with_two_workers_on_redis() -> None:
+    """bench/scale.py end to end, small: 20 subscribers, one 0.5 s step per contender, a real
+    redis-server started by the script. Every contender keeps the rate (exit code 0), the 2 workers
+    both serve subscribers, and the ratio and the broker's cost are printed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
+    argv = ["--quick", "--subscribers", "20", "--rates", "4", "--seconds", "0.5", "--drain", "3"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "scale.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=BENCH.parent,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    out = done.stdout
+    spread = next(line for line in out.splitlines() if "subscribers per worker:" in line)
+    counts = [int(part.split(":")[1]) for part in spread.split("worker:", 1)[1].split(";")[0].split(",")]
+    assert len(counts) == 2 and all(c > 0 for c in counts) and sum(counts) == 20, spread
+    assert "ratio 2w-redis / 1proc, deliveries/s: sustained x" in out
+    cost = next(line for line in out.splitlines() if line.startswith("2w-redis ") and "broker's cost" in line)
+    assert "redis-server n/a" not in cost, cost
