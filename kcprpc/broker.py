@@ -13,7 +13,7 @@ import fnmatch
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple, Protocol
@@ -212,6 +212,13 @@ class Broker(Protocol):
         """Stop delivering ``key`` to ``callback``."""
         ...
 
+    def live(self, key: str) -> Awaitable[None] | None:
+        """After :meth:`subscribe`: None when every message published on ``key`` from now on
+        reaches the subscribers, else an awaitable that completes once it does (a subscription
+        made in the background, a round trip to a broker across processes). It never raises; the
+        server holds a room join's reply on it (``kcprpc.context.hold_reply``)."""
+        ...
+
     async def publish(
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
     ) -> BrokerMessage:
@@ -338,6 +345,10 @@ class MemoryBroker:
             subs.remove(callback)
             if not subs:
                 del self._subs[key]
+
+    def live(self, key: str) -> None:
+        """Always None: a subscription is live as soon as it is made."""
+        return None
 
     def publish_nowait(
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE

@@ -34,6 +34,7 @@ from kcprpc.protocol.server import (
     StartNotify,
 )
 from kcprpc.push import Recovery
+from kcprpc.reply_hold import collect_holds, settle
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -466,7 +467,10 @@ class StreamPump:
                     await self._stream_out(call, ctx, handler, req)
                 self._trailer(cid, Status.OK, "", None, ctx._trailing_md)
             else:
+                holds = collect_holds()  # e.g. a room joined: its subscription (kcprpc.reply_hold)
                 result = await server.through_interceptors(ctx, handler, req)
+                if holds and not await settle(holds):
+                    server.stats["replies_hold_timeouts"] += 1
                 try:
                     out = spec.dump_response(result)
                 except Exception:

@@ -635,6 +635,14 @@ class NatsBroker:
         with contextlib.suppress(Exception):
             await nsub.unsubscribe()
 
+    def live(self, key: str) -> Awaitable[None] | None:
+        """None once the subscription of ``key`` is in place on the server, else a future done when
+        it is (it never raises; while NATS is unreachable: None, nothing to wait for)."""
+        sub = self._subs.get(key)
+        if sub is None or sub.opening is None or sub.opening.done() or self._nc is None:
+            return None
+        return asyncio.shield(sub.opening)
+
     async def _opened(self, key: str) -> None:
         """Wait (bounded) for the subscription of ``key`` being opened, if any: the contract's
         "live once a history call after subscribe returned"."""

@@ -18,6 +18,7 @@ from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.presence import Presence, PresenceConfig
+from kcprpc.reply_hold import hold_reply
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
 from kcprpc.transport import Connection
@@ -247,7 +248,11 @@ class PushHub:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
         self.presence.check(session, room_key(room))
         session.rooms.add(room)
-        self._add(session, room_key(room))
+        key = room_key(room)
+        self._add(session, key)
+        live = self.broker.live(key)
+        if live is not None:  # a join in a handler answers once other servers' pushes reach it
+            hold_reply(live)
         session.send_frame(encode_frame(ROOMS, 0, [True, room]))
 
     def leave(self, session: Member, room: str) -> None:

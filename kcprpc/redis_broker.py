@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -706,6 +706,14 @@ class RedisBroker:
             s.ready = asyncio.get_running_loop().create_future()
             if not s.unsub_pending:
                 self._pubsub_command("subscribe", key)
+
+    def live(self, key: str) -> Awaitable[None] | None:
+        """None once Redis confirmed the subscription of ``key`` (or while Redis is unreachable:
+        nothing to wait for), else a future done when it does."""
+        s = self._subs.get(key)
+        if s is None or s.ready is None or s.ready.done() or not self._available:
+            return None
+        return asyncio.shield(s.ready)
 
     def unsubscribe(self, key: str, callback: BrokerCallback) -> None:
         """Stop delivering ``key`` to ``callback``; the last one unsubscribes from Redis."""

@@ -159,6 +159,7 @@ class Server:
             "slow_consumers_shed": 0,  # ended: the largest backlogs, all past max_send_backlog_total
             "unreliable_dropped": 0,  # unreliable events not queued behind a backlog
             "send_backlog": 0,  # bytes held for all clients at the last sweep (a gauge)
+            "replies_hold_timeouts": 0,  # replies sent before what they waited for (a room's subscription)
         }
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False

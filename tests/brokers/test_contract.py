@@ -388,3 +388,21 @@ async def test_an_outage_fails_calls_loudly_and_recovers_in_order(broker: Broker
         return await b.presence("room:r", None) == ([("m1", {}), ("m2", {})], 2)
 
     await broker.until(members, "a's members back")
+
+
+# ---------------------------------------------------------------- live
+async def test_live_says_when_another_nodes_publishes_reach_a_new_subscription(broker: Brokers) -> None:
+    """``live(key)`` after ``subscribe``: None, or an awaitable after which every message another
+    node publishes reaches the callback (what a room join's reply waits for)."""
+    a = await broker()
+    b = await broker.node(a)
+    for i in range(5):  # new keys: each subscription starts from nothing
+        key = f"room:live{i}"
+        got = Got()
+        a.subscribe(key, got)
+        pending = a.live(key)
+        if pending is not None:
+            await asyncio.wait_for(pending, 5)
+        assert a.live(key) is None  # live now
+        await b.publish(key, "tick", {"n": i})  # at once, from the other node
+        await broker.until(lambda got=got, i=i: got.ns == [i])

@@ -192,3 +192,43 @@ async def test_raw_events_for_tools_that_know_only_wire_names() -> None:
         await p.server.push.publish("news", Tick(n=4))
         await d.hello(Req(name="sync"))
         assert len(seen) == 3
+
+
+class LateBroker(MemoryBroker):
+    """A unit-test stand-in (not a real broker): a MemoryBroker whose subscriptions go live only
+    when the test says so, as a broker across processes does after a round trip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[str, asyncio.Future[None]] = {}
+
+    def live(self, key: str) -> asyncio.Future[None] | None:  # type: ignore[override]
+        f = self.pending.get(key)
+        if f is None:
+            f = self.pending[key] = asyncio.get_running_loop().create_future()
+        return None if f.done() else f
+
+
+async def test_a_room_joins_reply_waits_until_the_rooms_subscription_is_live() -> None:
+    broker = LateBroker()
+    async with pair([Demo()], broker=broker) as p:
+        join = asyncio.ensure_future(p.client.stub(Demo).join(Req(name="lobby")))
+        for _ in range(100):  # the handler ran and joined: the reply is held
+            if "room:lobby" in broker.pending:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not join.done()
+        broker.pending["room:lobby"].set_result(None)
+        await asyncio.wait_for(join, TIMEOUT)
+        assert p.server.stats["replies_hold_timeouts"] == 0
+
+
+async def test_a_held_reply_goes_after_reply_hold_s_and_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kcprpc.reply_hold
+
+    monkeypatch.setattr(kcprpc.reply_hold, "REPLY_HOLD_S", 0.05)
+    async with pair([Demo()], broker=LateBroker()) as p:  # never live
+        await asyncio.wait_for(p.client.stub(Demo).join(Req(name="lobby")), TIMEOUT)
+        assert p.server.stats["replies_hold_timeouts"] == 1
+        assert p.client.rooms == {"lobby"}
