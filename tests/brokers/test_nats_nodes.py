@@ -9,11 +9,12 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from broker_helpers import until as wait_until
 from nats_node import KEY, Node, Tick
 from nats_server import NatsServer
 
@@ -81,13 +82,8 @@ class Seen:
         return [(seq, n) for k, seq, n, _ in self.events if k == key]
 
 
-async def until(pred, what: str) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
 
 
 async def test_rooms_and_topics_reach_both_nodes_once_in_order(nodes: list[NodeProc]) -> None:

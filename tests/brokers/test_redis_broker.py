@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from broker_helpers import until
 from redis_server import RedisServer, free_port
 
 from kcprpc.broker import BrokerMessage, BrokerUnavailable, HistoryPolicy
@@ -52,19 +53,6 @@ async def make(server: RedisServer) -> AsyncIterator[Any]:
             server.start()
         for b in made:
             await b.close()
-
-
-async def until(pred: Any, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def cmd(server: RedisServer, *args: str) -> bytes:
