@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,6 @@ FAST = ClientConfig(
     reconnect=ReconnectPolicy(initial=0.01, maximum=0.1),
 )
 _n = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @contextlib.asynccontextmanager

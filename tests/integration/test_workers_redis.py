@@ -36,15 +36,6 @@ FAST = ClientConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def free_port_pair() -> int:
     """A TCP port p on 127.0.0.1 with p + 1 free too (each worker's metrics endpoint)."""
     for _ in range(50):
