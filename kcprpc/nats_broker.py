@@ -54,6 +54,7 @@ from kcprpc.broker import (
     policy_of,
     unnumbered,
 )
+from kcprpc.broker_support import run_callbacks, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -332,10 +333,7 @@ class NatsBroker:
         self._queued_keys.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
+        return spawn(self._tasks, coro)
 
     def _check(self) -> Client:
         nc = self._nc
@@ -738,12 +736,7 @@ class NatsBroker:
 
     def _deliver(self, sub: _Sub, m: BrokerMessage) -> None:
         self._stats["delivered"] += 1
-        for cb in tuple(sub.callbacks):
-            try:
-                cb(m)
-            except Exception:
-                self._stats["callback_errors"] += 1
-                log.exception("broker callback failed for %r", m.key)
+        run_callbacks(sub.callbacks, m, self._stats)
 
     def _drain(self, sub: _Sub) -> None:
         """Deliver what is held back and now in order; forget what is behind."""

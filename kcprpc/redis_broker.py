@@ -48,6 +48,7 @@ from kcprpc.broker import (
     policy_of,
     unnumbered,
 )
+from kcprpc.broker_support import run_callbacks, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -388,13 +389,7 @@ class RedisBroker:
                 self._enqueue(self._presence_remove_op(key, member), force=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained(), self.timeout)
-        self._closing = True
-        await self._stop_tasks()
-        await self._drop_links()
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
-        self._available = False
+        await self.abort()
 
     async def abort(self) -> None:
         """Stop at once as a killed process would: no cleanup, so this process's presence entries
@@ -708,9 +703,7 @@ class RedisBroker:
             self._down(e)
 
     def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, coro)
 
     async def _read_loop(self, ps: Any) -> None:
         try:
@@ -813,12 +806,7 @@ class RedisBroker:
         return "ok"
 
     def _deliver(self, s: _Sub, msg: BrokerMessage) -> None:
-        for cb in list(s.callbacks):
-            try:
-                cb(msg)
-            except Exception:
-                self._stats["callback_errors"] += 1
-                log.exception("broker callback for %s raised", msg.key)
+        run_callbacks(s.callbacks, msg, self._stats)
         self._stats["delivered"] += len(s.callbacks)
 
     async def _fill(self, key: str, s: _Sub) -> None:
