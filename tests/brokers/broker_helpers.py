@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kcprpc.broker import BrokerMessage
@@ -29,9 +29,20 @@ class Got:
         return [m.payload.get("n") for m in self.msgs]
 
 
-async def until(pred: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Wait until ``pred()`` (or the awaitable it returns) is true, checking every 10 ms;
-    AssertionError naming ``what`` after ``timeout`` seconds."""
+async def _poll() -> None:
+    await asyncio.sleep(0.01)  # the poll interval of a bounded wait on the condition
+
+
+async def until(
+    pred: Callable[[], object],
+    what: str,
+    timeout: float = 10.0,
+    *,
+    tick: Callable[[], Awaitable[None]] = _poll,
+) -> None:
+    """Wait until ``pred()`` (or the awaitable it returns) is true, ``await tick()`` between tries
+    (10 ms by default; a simulated clock's step); AssertionError naming ``what`` after ``timeout``
+    seconds of the event loop's time."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
@@ -41,5 +52,5 @@ async def until(pred: Callable[[], object], what: str, timeout: float = 10.0) ->
         if r:
             return
         if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)  # the poll interval of a bounded wait on the condition
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await tick()

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from broker_helpers import until as wait_until
 from node_service import WIRE, Node
 from redis_server import RedisServer
 from test_rpc_support import Tick
@@ -104,12 +105,8 @@ class Seen:
         return [i.position.offset for k, _, i in self.events if k == key and i.position is not None]
 
 
-async def until(pred: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
 
 
 async def test_room_and_topic_pushes_reach_both_nodes_once_in_order(redis: RedisServer) -> None:

@@ -12,15 +12,15 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
+from broker_helpers import until as wait_until
 from redis_server import RedisServer
 from test_rpc_support import Tick
 
@@ -89,12 +89,8 @@ async def members() -> AsyncIterator[list[Member]]:
     await asyncio.gather(*(m.client.close() for m in out), return_exceptions=True)
 
 
-async def until(pred: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
 
 
 async def spread(port: int, members: list[Member], per_worker: int) -> dict[int, list[Member]]:
