@@ -50,6 +50,13 @@ def cmd(redis: RedisServer, *args: str) -> bytes:
     return redis.command(*args)
 
 
+def pubsub_ids(redis: RedisServer, b: RedisBroker) -> list[str]:
+    """The ids of ``b``'s subscription links in Redis (its connections are named prefix/node_id)."""
+    listing = cmd(redis, "CLIENT", "LIST", "TYPE", "pubsub").decode()
+    name = f"name={b.prefix}/{b.node_id} "
+    return [ln.split()[0].split("=")[1] for ln in listing.splitlines() if name in ln + " "]
+
+
 async def test_the_key_layout(redis: RedisServer, make: Any) -> None:
     b = await make(history=3, policies={"room:*": HistoryPolicy(size=2, ttl=30.0)})
     p = b.prefix
@@ -154,9 +161,7 @@ async def test_a_gap_is_filled_from_history(redis: RedisServer, make: Any) -> No
     await a.history("topic:t", None, 0)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the first")
-    name = f"{a.prefix}/{a.node_id}"
-    listing = cmd(redis, "CLIENT", "LIST", "TYPE", "pubsub").decode()
-    ids = [ln.split()[0].split("=")[1] for ln in listing.splitlines() if f"name={name} " in ln + " "]
+    ids = pubsub_ids(redis, a)
     assert ids
     cmd(redis, "CLIENT", "KILL", "ID", ids[0])
     await until(lambda: not a.available, "a to notice")
@@ -207,11 +212,9 @@ async def test_live_messages_held_during_a_fill_are_bounded_and_read_again(
     await a.history("topic:t", None, 0)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the first")
-    name = f"name={a.prefix}/{a.node_id} "
     n = 1
     for _ in range(30):  # bounded: cut the link until a fill overlapped live messages
-        listing = cmd(redis, "CLIENT", "LIST", "TYPE", "pubsub").decode()
-        ids = [ln.split()[0].split("=")[1] for ln in listing.splitlines() if name in ln + " "]
+        ids = pubsub_ids(redis, a)
         if ids:
             cmd(redis, "CLIENT", "KILL", "ID", ids[0])
         for _ in range(40):  # publish in concurrent batches while a reconnects and fills
