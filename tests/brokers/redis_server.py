@@ -58,6 +58,15 @@ class RedisServer(ServerProcess):
             s.sendall(out)
             return s.recv(65536)
 
+    def client_ids(self, name: str, kind: str = "pubsub") -> list[str]:
+        """The ids of the connections of type ``kind`` named ``name`` (CLIENT LIST), to CLIENT KILL."""
+        listing = self.command("CLIENT", "LIST", "TYPE", kind).decode()
+        return [
+            f["id"]
+            for line in listing.splitlines()
+            if (f := dict(kv.split("=", 1) for kv in line.split() if "=" in kv)).get("name") == name
+        ]
+
     def ping(self) -> bool:
         try:
             return self.command("PING", timeout=0.5).startswith(b"+PONG")

@@ -58,6 +58,9 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} not ready in {self.ready_timeout} s: {self._tail()}")
             time.sleep(self.poll)  # polling a process we started; no event to wait on
 
+    def start(self) -> ServerProcess:
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
 

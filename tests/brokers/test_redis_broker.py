@@ -52,9 +52,7 @@ def cmd(redis: RedisServer, *args: str) -> bytes:
 
 def pubsub_ids(redis: RedisServer, b: RedisBroker) -> list[str]:
     """The ids of ``b``'s subscription links in Redis (its connections are named prefix/node_id)."""
-    listing = cmd(redis, "CLIENT", "LIST", "TYPE", "pubsub").decode()
-    name = f"name={b.prefix}/{b.node_id} "
-    return [ln.split()[0].split("=")[1] for ln in listing.splitlines() if name in ln + " "]
+    return redis.client_ids(f"{b.prefix}/{b.node_id}")
 
 
 async def test_the_key_layout(redis: RedisServer, make: Any) -> None:
