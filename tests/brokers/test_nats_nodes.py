@@ -174,9 +174,6 @@ async def test_nats_down_fails_pushes_loudly_calls_go_on_and_it_heals(
                 return False
             return True
 
-        end = loop.time() + TIMEOUT
-        while not await healed():  # both nodes reconnect by themselves
-            assert loop.time() < end, "the nodes did not reconnect to NATS"
-            await asyncio.sleep(0.05)
+        await until(healed, "both nodes to reconnect to NATS by themselves")
         await until(lambda: len(seen.events) == 2, "the message after the outage")
         assert [(q, n) for _, q, n, _ in seen.events] == [(1, 0), (2, 2)]  # 1 was refused: not numbered

@@ -125,8 +125,12 @@ async def test_room_and_topic_pushes_reach_every_member_on_both_workers_once_in_
         assert m.ns("room:lobby") == list(range(1, 41))  # once each, in order, from both workers
         assert m.ns("topic:news") == list(range(1, 41))
         assert [p for k, _, p, _ in m.events if k == "topic:news"] == list(range(1, 41))  # one sequence
-    await asyncio.sleep(0)  # nothing more arrives: the counts above are exact
-    assert all(len(m.events) == 80 for m in members)
+    await a.shout(41)  # a fence on each key: what was sent before it has all arrived
+    await a.announce(41)
+    for m in members:
+        await until(lambda m=m: m.ns("room:lobby")[-1:] == m.ns("topic:news")[-1:] == [41], "the fences")
+    for m in members:  # nothing came twice before the fences
+        assert m.ns("room:lobby") == m.ns("topic:news") == list(range(1, 42)) and len(m.events) == 82
 
 
 async def test_a_killed_workers_clients_resume_their_topic_from_redis(
