@@ -1,7 +1,8 @@
 """What the brokers that span processes (:class:`~kcprpc.redis_broker.RedisBroker`,
-:class:`~kcprpc.nats_broker.NatsBroker`) do the same way: the background tasks they own, and
-handing one message to a key's callbacks (one callback's exception neither stops the others nor
-reaches the broker: it is counted and logged)."""
+:class:`~kcprpc.nats_broker.NatsBroker`) do the same way: ``epoch``, ``available`` and
+``stats()`` (:class:`BrokerBase`), the background tasks they own, and handing one message to a
+key's callbacks (one callback's exception neither stops the others nor reaches the broker: it is
+counted and logged)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,36 @@ from typing import Any
 
 from kcprpc.broker import BrokerCallback, BrokerMessage
 
-__all__ = ["run_callbacks", "spawn"]
+__all__ = ["BrokerBase", "run_callbacks", "spawn"]
 
 log = logging.getLogger("kcprpc.broker")
+
+
+class BrokerBase:
+    """The state every broker across processes reports the same way: the epoch its server
+    answered last, whether the server is reachable, and the counters (a subclass sets
+    ``_epoch``, ``_available`` and ``_stats``)."""
+
+    _epoch: int
+    _available: bool
+    _stats: dict[str, int]
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the broker's server answered last (0 before :meth:`start`)."""
+        return self._epoch
+
+    @property
+    def available(self) -> bool:
+        """False while the broker's server cannot be reached (and before :meth:`start`)."""
+        return self._available
+
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters, with the gauge ``unavailable`` (1 while the server cannot
+        be reached)."""
+        s = dict(self._stats)
+        s["unavailable"] = 0 if self._available else 1
+        return s
 
 
 def spawn(tasks: set[asyncio.Task[Any]], coro: Awaitable[Any]) -> asyncio.Task[Any]:

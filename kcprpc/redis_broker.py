@@ -48,7 +48,7 @@ from kcprpc.broker import (
     policy_of,
     unnumbered,
 )
-from kcprpc.broker_support import run_callbacks, spawn
+from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -237,7 +237,7 @@ class _Sub:
     deferred: list[_Op] = field(default_factory=list)  # unnumbered writes waiting for `ready`
 
 
-class RedisBroker:
+class RedisBroker(BrokerBase):
     """The :class:`~kcprpc.broker.Broker` contract on Redis, for servers in several processes and
     on several machines.
 
@@ -332,21 +332,9 @@ class RedisBroker:
                 return e
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def epoch(self) -> int:
-        """The epoch Redis answered last (0 before :meth:`start`)."""
-        return self._epoch
-
-    @property
-    def available(self) -> bool:
-        """False while Redis cannot be reached (and before :meth:`start`)."""
-        return self._available
-
     def stats(self) -> dict[str, int]:
         """:data:`REDIS_COUNTERS`."""
-        s = dict(self._stats)
-        s["unavailable"] = 0 if self._available else 1
-        return s
+        return super().stats()
 
     async def start(self) -> None:
         """Connect, load the scripts, read the epoch and subscribe; :class:`BrokerUnavailable`

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from kcprpc.broker import BrokerMessage, unnumbered
-from kcprpc.broker_support import run_callbacks, spawn
+from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
 
 
 def test_a_raising_callback_is_counted_logged_and_the_others_still_run(
@@ -50,3 +50,17 @@ async def test_spawn_keeps_the_task_until_it_ends() -> None:
     gate.set()
     await t  # its done callbacks (the discard first) ran before this resumed
     assert tasks == set()
+
+
+def test_broker_base_reports_epoch_availability_and_a_snapshot_of_the_counters() -> None:
+    class B(BrokerBase):
+        def __init__(self) -> None:
+            self._epoch, self._available, self._stats = 7, False, {"published": 2, "unavailable": 0}
+
+    b = B()
+    assert b.epoch == 7 and not b.available
+    s = b.stats()
+    assert s == {"published": 2, "unavailable": 1}
+    s["published"] = 99  # a snapshot: the broker's own counters are untouched
+    b._available = True
+    assert b.available and b.stats() == {"published": 2, "unavailable": 0}
