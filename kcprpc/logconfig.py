@@ -37,6 +37,7 @@ class JsonFormatter(logging.Formatter):
     (the formatted traceback) and ``stack`` when the record has them."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc)
             .isoformat(timespec="milliseconds")

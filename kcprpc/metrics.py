@@ -82,8 +82,12 @@ _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
 class PushLike(Protocol):
+    """What the endpoint reads of the server's push hub."""
+
     @property
-    def broker(self) -> Any: ...
+    def broker(self) -> Any:
+        """The broker (its ``stats()`` and ``available`` are read)."""
+        ...
 
 
 class MetricsSource(Protocol):
@@ -92,19 +96,29 @@ class MetricsSource(Protocol):
     stats: dict[str, int]
 
     @property
-    def sessions(self) -> Any: ...  # sized
+    def sessions(self) -> Any:
+        """The live sessions (sized)."""
+        ...
 
     @property
-    def detached_sessions(self) -> int: ...
+    def detached_sessions(self) -> int:
+        """Sessions detached and waiting for a resume."""
+        ...
 
     @property
-    def closing(self) -> bool: ...
+    def closing(self) -> bool:
+        """True once the server is shutting down (``/healthz`` answers 503)."""
+        ...
 
     @property
-    def address(self) -> tuple[str, int] | None: ...
+    def address(self) -> tuple[str, int] | None:
+        """Where the server listens (None before it does)."""
+        ...
 
     @property
-    def push(self) -> PushLike: ...
+    def push(self) -> PushLike:
+        """The push hub (its broker)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from kcprpc.broker import (
     policy_of,
     unnumbered,
 )
+from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -156,7 +157,7 @@ class _Op:
     done: asyncio.Future[None] | None = None  # a barrier: set when reached
 
 
-class NatsBroker:
+class NatsBroker(BrokerBase):
     """The broker on NATS JetStream (see the module doc and docs/brokers.md, "NatsBroker").
 
     ``url``: the NATS server(s) (a comma-separated list works too). ``prefix``: the subjects'
@@ -216,7 +217,7 @@ class NatsBroker:
         self._rng = rng
         self._options = dict(options or {})
         self._nc: Client | None = None
-        self._up = False
+        self._available = False
         self._closing = False
         self._epoch = 0
         self._subs: dict[str, _Sub] = {}
@@ -237,20 +238,9 @@ class NatsBroker:
         self._stats: dict[str, int] = dict.fromkeys(NATS_COUNTERS, 0)
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def epoch(self) -> int:
-        """The history stream's epoch (0 before :meth:`start`)."""
-        return self._epoch
-
-    @property
-    def available(self) -> bool:
-        """True while NATS answers (connected, streams in place)."""
-        return self._up
-
     def stats(self) -> dict[str, int]:
         """Counters (:data:`NATS_COUNTERS`) and gauges."""
-        s = dict(self._stats)
-        s["unavailable"] = 0 if self._up else 1
+        s = super().stats()
         s["queued_bytes"] = self._ops_bytes
         s["reorder_bytes"] = sum(sub.buf_bytes for sub in self._subs.values())
         s["subscriptions"] = len(self._subs)
@@ -287,7 +277,7 @@ class NatsBroker:
             await nc.close()
             self._nc = None
             raise
-        self._up = True
+        self._available = True
         self._worker = asyncio.ensure_future(self._work())
         self._refresher = asyncio.ensure_future(self._refresh_presence())
         for key, sub in self._subs.items():
@@ -297,7 +287,7 @@ class NatsBroker:
         """Remove this process's presence entries (best effort), stop the background work and
         close the connection (what is still queued is dropped)."""
         nc = self._nc
-        if nc is not None and self._up and self._present:
+        if nc is not None and self._available and self._present:
             jsm = nc.jsm(timeout=self.timeout)
             purges = [
                 jsm.purge_stream(self.presence_stream, subject=self._entry_subject(key, member))
@@ -308,7 +298,7 @@ class NatsBroker:
                 await asyncio.wait_for(asyncio.gather(*purges, return_exceptions=True), self.timeout)
         self._present.clear()
         self._closing = True
-        self._up = False
+        self._available = False
         tasks = [t for t in (self._worker, self._refresher, self._recovering, *self._tasks) if t is not None]
         for sub in self._subs.values():
             if sub.opening is not None:
@@ -332,14 +322,11 @@ class NatsBroker:
         self._queued_keys.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-        return t
+        return spawn(self._tasks, coro)
 
     def _check(self) -> Client:
         nc = self._nc
-        if nc is None or not self._up:
+        if nc is None or not self._available:
             raise BrokerUnavailable(f"NATS at {self.url} is unavailable")
         return nc
 
@@ -347,8 +334,8 @@ class NatsBroker:
         return BrokerUnavailable(f"NATS at {self.url}: {what} failed: {e!r}")
 
     async def _disconnected(self) -> None:
-        if self._up and not self._closing:
-            self._up = False
+        if self._available and not self._closing:
+            self._available = False
             self._stats["outages"] += 1
             log.warning(
                 "NATS at %s unreachable: publish, history and presence fail until it is back", self.url
@@ -385,7 +372,7 @@ class NatsBroker:
                 delay = min(delay * 2, 10.0)
         else:
             return
-        self._up = True
+        self._available = True
         self._stats["reconnects"] += 1
         log.warning("NATS at %s reachable again (epoch %d)", self.url, self._epoch)
         for key, members in list(self._present.items()):
@@ -713,7 +700,7 @@ class NatsBroker:
     def _accept(self, key: str, sub: _Sub, m: BrokerMessage, size: int) -> None:
         if m.epoch != self._epoch:
             self._stats["stale_epoch"] += 1
-            if self._up and (self._rechecking is None or self._rechecking.done()):
+            if self._available and (self._rechecking is None or self._rechecking.done()):
                 self._rechecking = self._spawn(self._recheck_epoch())
             return
         last = sub.last
@@ -746,12 +733,7 @@ class NatsBroker:
 
     def _deliver(self, sub: _Sub, m: BrokerMessage) -> None:
         self._stats["delivered"] += 1
-        for cb in tuple(sub.callbacks):
-            try:
-                cb(m)
-            except Exception:
-                self._stats["callback_errors"] += 1
-                log.exception("broker callback failed for %r", m.key)
+        run_callbacks(sub.callbacks, m, self._stats)
 
     def _drain(self, sub: _Sub) -> None:
         """Deliver what is held back and now in order; forget what is behind."""
@@ -778,7 +760,7 @@ class NatsBroker:
         """Deliver from the history what live delivery missed (or, first, read where the key is)."""
         try:
             for _ in range(10_000):  # bounded: each round delivers or skips at least one message
-                if self._subs.get(key) is not sub or not self._up:
+                if self._subs.get(key) is not sub or not self._available:
                     return
                 sub.again = False
                 if sub.last is None:
@@ -962,7 +944,7 @@ class NatsBroker:
 
     # ------------------------------------------------------------------ background operations
     def _queue(self, op: _Op) -> bool:
-        if op.run is not None and (not self._up or self._ops_bytes + op.size > self.max_queued_bytes):
+        if op.run is not None and (not self._available or self._ops_bytes + op.size > self.max_queued_bytes):
             self._stats["queued_dropped"] += 1
             return False
         self._ops.append(op)
@@ -1000,7 +982,7 @@ class NatsBroker:
                 continue
             if op.run is None:
                 continue
-            if not self._up:
+            if not self._available:
                 self._stats["queued_dropped"] += 1
                 continue
             try:
@@ -1065,7 +1047,7 @@ class NatsBroker:
         """Re-write this process's entries every third of ``presence_ttl`` so they do not expire."""
         while True:
             await asyncio.sleep(self.presence_ttl / 3)  # a period, not synchronisation
-            if not self._up:
+            if not self._available:
                 continue
             for key, members in list(self._present.items()):
                 for member in list(members):

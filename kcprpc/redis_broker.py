@@ -48,6 +48,7 @@ from kcprpc.broker import (
     policy_of,
     unnumbered,
 )
+from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -238,7 +239,7 @@ class _Sub:
     deferred: list[_Op] = field(default_factory=list)  # unnumbered writes waiting for `ready`
 
 
-class RedisBroker:
+class RedisBroker(BrokerBase):
     """The :class:`~kcprpc.broker.Broker` contract on Redis, for servers in several processes and
     on several machines.
 
@@ -338,21 +339,9 @@ class RedisBroker:
                 return e
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def epoch(self) -> int:
-        """The epoch Redis answered last (0 before :meth:`start`)."""
-        return self._epoch
-
-    @property
-    def available(self) -> bool:
-        """False while Redis cannot be reached (and before :meth:`start`)."""
-        return self._available
-
     def stats(self) -> dict[str, int]:
         """:data:`REDIS_COUNTERS`."""
-        s = dict(self._stats)
-        s["unavailable"] = 0 if self._available else 1
-        return s
+        return super().stats()
 
     async def start(self) -> None:
         """Connect, load the scripts, read the epoch and subscribe; :class:`BrokerUnavailable`
@@ -397,13 +386,7 @@ class RedisBroker:
                 self._enqueue(self._presence_remove_op(key, member), force=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained(), self.timeout)
-        self._closing = True
-        await self._stop_tasks()
-        await self._drop_links()
-        if self._redis is not None:
-            with contextlib.suppress(Exception):
-                await self._redis.aclose()
-        self._available = False
+        await self.abort()
 
     async def abort(self) -> None:
         """Stop at once as a killed process would: no cleanup, so this process's presence entries
@@ -738,9 +721,7 @@ class RedisBroker:
             self._down(e)
 
     def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, coro)
 
     async def _read_loop(self, ps: Any) -> None:
         try:
@@ -843,12 +824,7 @@ class RedisBroker:
         return "ok"
 
     def _deliver(self, s: _Sub, msg: BrokerMessage) -> None:
-        for cb in list(s.callbacks):
-            try:
-                cb(msg)
-            except Exception:
-                self._stats["callback_errors"] += 1
-                log.exception("broker callback for %s raised", msg.key)
+        run_callbacks(s.callbacks, msg, self._stats)
         self._stats["delivered"] += len(s.callbacks)
 
     async def _fill(self, key: str, s: _Sub) -> None:

@@ -1,8 +1,13 @@
-"""Shared test configuration: bounded hypothesis runs so CI stays fast and deterministic."""
+"""Shared test configuration: bounded hypothesis runs so CI stays fast and deterministic, and the
+``redis`` fixture (a real redis-server per test module)."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -42,3 +47,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("pure_only")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=str(marker.kwargs.get("reason", "pure build only"))))
+
+
+_BROKERS = str(Path(__file__).resolve().parent / "brokers")
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Any]:
+    """A real ``redis-server`` for one test module (:class:`tests/brokers/redis_server.RedisServer`):
+    a free port on 127.0.0.1, its own temp dir, started before the module's first test that asks
+    for it and stopped after its last. A module of its own, so a test that stops or restarts it
+    touches no other module's."""
+    if _BROKERS not in sys.path:
+        sys.path.insert(0, _BROKERS)
+    from redis_server import RedisServer
+
+    s = RedisServer().start()
+    try:
+        yield s
+    finally:
+        s.close()

@@ -24,6 +24,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import ClassVar
 
+from server_process import ServerProcess
+
 from kcprpc.broker import Broker, HistoryPolicies, MemoryBroker
 
 
@@ -87,6 +89,26 @@ class Backend:
     async def crash(self, broker: Broker) -> None:
         """``crash``: ``broker`` stops as a killed process would (no cleanup)."""
         raise NotImplementedError
+
+
+class ServerBackend(Backend):
+    """A backend on one real server process (``server``, set by the subclass): started once for
+    the session, started again after a test that left it stopped."""
+
+    server: ServerProcess
+
+    def open(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.close()
+
+    async def ensure_up(self) -> None:
+        if not self.server.running:
+            await asyncio.to_thread(self.server.start)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.server.start)
 
 
 class Clock:

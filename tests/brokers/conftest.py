@@ -7,9 +7,7 @@ why), so nothing is skipped."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 from backends import BACKENDS, Backend, Settings
+from broker_helpers import until
 
 from kcprpc.broker import Broker
 
@@ -87,17 +86,7 @@ class Brokers:
         self, pred: Callable[[], bool | Awaitable[bool]], what: str = "the condition", timeout: float = 10.0
     ) -> None:
         """Wait (bounded) until ``pred()`` holds, letting the brokers' time pass between tries."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            r = pred()
-            if inspect.isawaitable(r):
-                r = await r
-            if r:
-                return
-            if loop.time() > end:
-                raise AssertionError(f"{self.name}: timed out after {timeout} s waiting for {what}")
-            await self.backend.tick()
+        await until(pred, f"{what} ({self.name})", timeout, tick=self.backend.tick)
 
     async def aclose(self) -> None:
         await self.backend.ensure_up()

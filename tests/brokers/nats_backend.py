@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from backends import Backend, Settings
+from backends import ServerBackend, Settings
 from nats_server import NatsServer
 
 from kcprpc.broker import Broker
 from kcprpc.nats_broker import NatsBroker
 
 
-class NatsBackend(Backend):
+class NatsBackend(ServerBackend):
     """NatsBroker; ``stop``/``start`` keep the JetStream store (same epoch), ``restart`` wipes it."""
 
     name = "nats"
@@ -22,12 +22,6 @@ class NatsBackend(Backend):
 
     def __init__(self) -> None:
         self.server = NatsServer()
-
-    def open(self) -> None:
-        self.server.start()
-
-    def close(self) -> None:
-        self.server.close()
 
     def make(self, namespace: str, settings: Settings) -> Broker:
         return NatsBroker(
@@ -41,15 +35,8 @@ class NatsBackend(Backend):
             reconnect_wait=0.1,
         )
 
-    async def ensure_up(self) -> None:
-        if not self.server.running:
-            await asyncio.to_thread(self.server.start)
-
     async def stop(self) -> None:
         await asyncio.to_thread(self.server.stop)
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.server.start)
 
     async def restart(self) -> None:
         await asyncio.to_thread(self.server.restart, wipe=True)

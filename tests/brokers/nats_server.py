@@ -9,20 +9,18 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from server_process import ServerProcess, free_port
 
 NATS_SERVER = shutil.which("nats-server") or "nats-server"  # .ci/run installs it
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class NatsServer:
+class NatsServer(ServerProcess):
     """One ``nats-server`` process with JetStream (``url``: where it listens)."""
+
+    name = "nats-server"
+    poll = 0.02
 
     def __init__(
         self, store: Path | None = None, port: int | None = None, ready_timeout: float = 10.0
@@ -38,28 +36,17 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def start(self) -> NatsServer:
         """Start the server and wait (bounded) until it accepts connections with JetStream on."""
         if self.running:
             return self
         self.store.mkdir(parents=True, exist_ok=True)
-        args = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited ({self.proc.returncode}): {self._tail()}")
-            if self._ready():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nats-server not ready in {self.ready_timeout} s: {self._tail()}")
-            time.sleep(0.02)  # polling a process we started; no event to wait on
+            self._launch(log)
+        return self
+
+    def _args(self) -> list[str]:
+        return [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
 
     def _ready(self) -> bool:
         # ready when the client port answers with INFO and the log says JetStream is up
@@ -70,12 +57,6 @@ class NatsServer:
         except OSError:
             return False
         return "Server is ready" in self._tail(100_000)
-
-    def _tail(self, n: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s); the store is kept."""
@@ -96,12 +77,6 @@ class NatsServer:
         if wipe:
             shutil.rmtree(self.store, ignore_errors=True)
         return self.start()
-
-    def close(self) -> None:
-        """Stop and remove the temp dir."""
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
 
     def __enter__(self) -> NatsServer:
         return self.start()

@@ -9,24 +9,18 @@ import asyncio
 import contextlib
 from typing import ClassVar
 
-from backends import Backend, Settings
+from backends import ServerBackend, Settings
 from redis_server import RedisServer
 
 from kcprpc.broker import Broker
 
 
-class RedisBackend(Backend):
+class RedisBackend(ServerBackend):
     name = "redis"
     lacks: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self.server = RedisServer()
-
-    def open(self) -> None:
-        self.server.start()
-
-    def close(self) -> None:
-        self.server.close()
 
     def make(self, namespace: str, settings: Settings) -> Broker:
         from kcprpc.redis_broker import RedisBroker
@@ -43,10 +37,6 @@ class RedisBackend(Backend):
             reconnect_max=0.2,
         )
 
-    async def ensure_up(self) -> None:
-        if not self.server.running:
-            await asyncio.to_thread(self.server.start)
-
     async def stop(self) -> None:
         # SHUTDOWN SAVE writes the data to the server's dir; start() loads it again
         await asyncio.to_thread(self._shutdown_save)
@@ -58,9 +48,6 @@ class RedisBackend(Backend):
             self.server.command("SHUTDOWN", "SAVE")
         p.wait(timeout=10)
         self.server.proc = None
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self.server.start)
 
     async def restart(self) -> None:
         await asyncio.to_thread(self._restart_empty)
@@ -75,12 +62,7 @@ class RedisBackend(Backend):
 
         assert isinstance(broker, RedisBroker)
         name = f"{broker.prefix}/{broker.node_id}"
-        listing = await asyncio.to_thread(self.server.command, "CLIENT", "LIST", "TYPE", "pubsub")
-        ids = [
-            f["id"]
-            for line in listing.decode().splitlines()
-            if (f := dict(kv.split("=", 1) for kv in line.split() if "=" in kv)).get("name") == name
-        ]
+        ids = await asyncio.to_thread(self.server.client_ids, name)
         assert ids, f"no subscription link named {name}"
         for i in ids:
             await asyncio.to_thread(self.server.command, "CLIENT", "KILL", "ID", i)

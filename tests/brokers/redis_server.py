@@ -8,19 +8,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from server_process import ServerProcess, free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"  # .ci/run installs it
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` process (``url(db)``: where it listens)."""
 
     def __init__(self, port: int | None = None, ready_timeout: float = 10.0) -> None:
@@ -31,18 +26,19 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / f"redis-{self.port}.log"
 
+    name = "redis-server"
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def start(self) -> RedisServer:
         """Start the server and wait (bounded) until it answers PING."""
-        if self.running:
-            return self
-        args = [
+        if not self.running:
+            self._launch()
+        return self
+
+    def _args(self) -> list[str]:
+        return [
             REDIS_SERVER,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -52,19 +48,6 @@ class RedisServer:
             "--logfile", str(self.log),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.proc.returncode}): {self._tail()}")
-            if self.ping():
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server not ready in {self.ready_timeout} s: {self._tail()}")
-            time.sleep(0.01)  # polling a process we started; no event to wait on
 
     def command(self, *args: str, timeout: float = 2.0) -> bytes:
         """Send one command (RESP) and return the raw reply's first chunk (tests' admin use)."""
@@ -75,17 +58,23 @@ class RedisServer:
             s.sendall(out)
             return s.recv(65536)
 
+    def client_ids(self, name: str, kind: str = "pubsub") -> list[str]:
+        """The ids of the connections of type ``kind`` named ``name`` (CLIENT LIST), to CLIENT KILL."""
+        listing = self.command("CLIENT", "LIST", "TYPE", kind).decode()
+        return [
+            f["id"]
+            for line in listing.splitlines()
+            if (f := dict(kv.split("=", 1) for kv in line.split() if "=" in kv)).get("name") == name
+        ]
+
     def ping(self) -> bool:
         try:
             return self.command("PING", timeout=0.5).startswith(b"+PONG")
         except OSError:
             return False
 
-    def _tail(self, n: int = 2000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+    def _ready(self) -> bool:
+        return self.ping()
 
     def stop(self) -> None:
         """Stop the server (SIGKILL: nothing is saved; the port is free when this returns)."""
@@ -101,6 +90,5 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def close(self) -> None:
-        self.stop()
-        self._tmp.cleanup()
+
+__all__ = ["REDIS_SERVER", "RedisServer", "free_port"]

@@ -6,10 +6,10 @@ the data, gap filling after a cut link, and outages."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import msgpack
 import pytest
+from broker_helpers import Got
 from conftest import Brokers
 
 from kcprpc.broker import Broker, BrokerHistory, BrokerMessage, BrokerUnavailable, HistoryPolicy, Position
@@ -25,24 +25,6 @@ def seqs(h: BrokerHistory) -> list[int]:
 
 async def fill(b: Broker, key: str, n: int, start: int = 1) -> list[BrokerMessage]:
     return [await b.publish(key, "tick", {"n": i}) for i in range(start, start + n)]
-
-
-class Got:
-    """A callback that records what it receives."""
-
-    def __init__(self) -> None:
-        self.msgs: list[BrokerMessage] = []
-
-    def __call__(self, m: BrokerMessage) -> None:
-        self.msgs.append(m)
-
-    @property
-    def seqs(self) -> list[int]:
-        return [m.seq for m in self.msgs]
-
-    @property
-    def ns(self) -> list[Any]:
-        return [m.payload.get("n") for m in self.msgs]
 
 
 async def live(b: Broker, key: str, cb: Got) -> None:

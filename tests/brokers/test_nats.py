@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import nats
 import pytest
+from broker_helpers import Got, until
 from nats_server import NatsServer
 
-from kcprpc.broker import BrokerMessage, BrokerUnavailable, HistoryPolicy
+from kcprpc.broker import BrokerUnavailable, HistoryPolicy
 from kcprpc.codec import pack
 from kcprpc.errors import UsageError
 from kcprpc.nats_broker import NatsBroker
@@ -45,32 +46,6 @@ async def brokers(server: NatsServer) -> AsyncIterator[Callable[..., Awaitable[N
     yield make
     for b in made:
         await b.close()
-
-
-async def until(pred: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-class Got:
-    def __init__(self) -> None:
-        self.msgs: list[BrokerMessage] = []
-
-    def __call__(self, m: BrokerMessage) -> None:
-        self.msgs.append(m)
-
-    @property
-    def seqs(self) -> list[int]:
-        return [m.seq for m in self.msgs]
 
 
 async def test_concurrent_publishers_on_one_key_number_it_without_gaps_or_duplicates(brokers) -> None:

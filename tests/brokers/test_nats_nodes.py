@@ -9,11 +9,12 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from broker_helpers import until as wait_until
 from nats_node import KEY, Node, Tick
 from nats_server import NatsServer
 
@@ -81,13 +82,8 @@ class Seen:
         return [(seq, n) for k, seq, n, _ in self.events if k == key]
 
 
-async def until(pred, what: str) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
 
 
 async def test_rooms_and_topics_reach_both_nodes_once_in_order(nodes: list[NodeProc]) -> None:
@@ -178,9 +174,6 @@ async def test_nats_down_fails_pushes_loudly_calls_go_on_and_it_heals(
                 return False
             return True
 
-        end = loop.time() + TIMEOUT
-        while not await healed():  # both nodes reconnect by themselves
-            assert loop.time() < end, "the nodes did not reconnect to NATS"
-            await asyncio.sleep(0.05)
+        await until(healed, "both nodes to reconnect to NATS by themselves")
         await until(lambda: len(seen.events) == 2, "the message after the outage")
         assert [(q, n) for _, q, n, _ in seen.events] == [(1, 0), (2, 2)]  # 1 was refused: not numbered

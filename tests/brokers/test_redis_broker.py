@@ -9,10 +9,11 @@ import itertools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from broker_helpers import until
 from redis_server import RedisServer, free_port
 
 from kcprpc.broker import BrokerMessage, BrokerUnavailable, HistoryPolicy
@@ -21,17 +22,8 @@ from kcprpc.redis_broker import RedisBroker
 _n = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 @pytest.fixture
-async def make(server: RedisServer) -> AsyncIterator[Any]:
+async def make(redis: RedisServer) -> AsyncIterator[Any]:
     """``await make(**kw)``: a started RedisBroker on a prefix of this test (``node=b``: b's)."""
     made: list[RedisBroker] = []
     prefix = f"rt{next(_n)}"
@@ -40,7 +32,7 @@ async def make(server: RedisServer) -> AsyncIterator[Any]:
         kw.setdefault("timeout", 0.5)
         kw.setdefault("reconnect_initial", 0.02)
         kw.setdefault("reconnect_max", 0.2)
-        b = RedisBroker(server.url(), prefix=prefix, **kw)
+        b = RedisBroker(redis.url(), prefix=prefix, **kw)
         await b.start()
         made.append(b)
         return b
@@ -48,52 +40,44 @@ async def make(server: RedisServer) -> AsyncIterator[Any]:
     try:
         yield f
     finally:
-        if not server.running:
-            server.start()
+        if not redis.running:
+            redis.start()
         for b in made:
             await b.close()
 
 
-async def until(pred: Any, what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        r = pred()
-        if asyncio.iscoroutine(r):
-            r = await r
-        if r:
-            return
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+def cmd(redis: RedisServer, *args: str) -> bytes:
+    return redis.command(*args)
 
 
-def cmd(server: RedisServer, *args: str) -> bytes:
-    return server.command(*args)
+def pubsub_ids(redis: RedisServer, b: RedisBroker) -> list[str]:
+    """The ids of ``b``'s subscription links in Redis (its connections are named prefix/node_id)."""
+    return redis.client_ids(f"{b.prefix}/{b.node_id}")
 
 
-async def test_the_key_layout(server: RedisServer, make: Any) -> None:
+async def test_the_key_layout(redis: RedisServer, make: Any) -> None:
     b = await make(history=3, policies={"room:*": HistoryPolicy(size=2, ttl=30.0)})
     p = b.prefix
     for i in range(5):
         await b.publish("topic:t", "tick", {"n": i})
     await b.publish("room:r", "tick", {})
-    assert cmd(server, "GET", f"{p}:epoch") == f"${len(str(b.epoch))}\r\n{b.epoch}\r\n".encode()
-    assert cmd(server, "GET", f"{p}:seq:topic:t") == b"$1\r\n5\r\n"
-    assert cmd(server, "TYPE", f"{p}:hist:topic:t") == b"+stream\r\n"
-    assert cmd(server, "XLEN", f"{p}:hist:topic:t") == b":3\r\n"  # MAXLEN: the history size
-    first = cmd(server, "XRANGE", f"{p}:hist:topic:t", "-", "+", "COUNT", "1")
+    assert cmd(redis, "GET", f"{p}:epoch") == f"${len(str(b.epoch))}\r\n{b.epoch}\r\n".encode()
+    assert cmd(redis, "GET", f"{p}:seq:topic:t") == b"$1\r\n5\r\n"
+    assert cmd(redis, "TYPE", f"{p}:hist:topic:t") == b"+stream\r\n"
+    assert cmd(redis, "XLEN", f"{p}:hist:topic:t") == b":3\r\n"  # MAXLEN: the history size
+    first = cmd(redis, "XRANGE", f"{p}:hist:topic:t", "-", "+", "COUNT", "1")
     assert b"3-0" in first and b"\r\nm\r\n" in first and b"\r\nt\r\n" in first  # ID <seq>-0
-    assert cmd(server, "PTTL", f"{p}:seq:topic:t") == b":-1\r\n"  # counters never expire
-    assert cmd(server, "PTTL", f"{p}:hist:topic:t") == b":-1\r\n"  # no TTL: no expiry
-    ttl = int(cmd(server, "PTTL", f"{p}:hist:room:r")[1:-2])
+    assert cmd(redis, "PTTL", f"{p}:seq:topic:t") == b":-1\r\n"  # counters never expire
+    assert cmd(redis, "PTTL", f"{p}:hist:topic:t") == b":-1\r\n"  # no TTL: no expiry
+    ttl = int(cmd(redis, "PTTL", f"{p}:hist:room:r")[1:-2])
     assert 0 < ttl <= 30_000  # with a TTL the stream expires when idle that long
     b.presence_add("room:r", "m1", {"a": 1})
     assert (await b.presence("room:r", None))[1] == 1
-    assert cmd(server, "TYPE", f"{p}:pres:room:r") == b"+zset\r\n"
-    assert cmd(server, "TYPE", f"{p}:presi:room:r") == b"+hash\r\n"
+    assert cmd(redis, "TYPE", f"{p}:pres:room:r") == b"+zset\r\n"
+    assert cmd(redis, "TYPE", f"{p}:presi:room:r") == b"+hash\r\n"
 
 
-async def test_a_flushed_database_gets_a_new_epoch(server: RedisServer, make: Any) -> None:
+async def test_a_flushed_database_gets_a_new_epoch(redis: RedisServer, make: Any) -> None:
     a = await make()
     got: list[BrokerMessage] = []
     a.subscribe("topic:t", got.append)
@@ -101,7 +85,7 @@ async def test_a_flushed_database_gets_a_new_epoch(server: RedisServer, make: An
     for i in range(3):
         await a.publish("topic:t", "tick", {"n": i})
     old = a.epoch
-    cmd(server, "FLUSHDB")
+    cmd(redis, "FLUSHDB")
     m = await a.publish("topic:t", "tick", {"n": 9})
     assert m.seq == 1 and m.epoch != old and a.epoch == m.epoch
     await until(lambda: len(got) == 4, "the new epoch's message")
@@ -136,38 +120,38 @@ async def test_the_write_backlog_is_bounded_in_bytes_and_counted(make: Any) -> N
     await until(lambda: b.stats()["pending_bytes"] == 0, "the backlog to drain")
 
 
-async def test_garbage_on_a_channel_is_dropped_and_counted(server: RedisServer, make: Any) -> None:
+async def test_garbage_on_a_channel_is_dropped_and_counted(redis: RedisServer, make: Any) -> None:
     b = await make()
     got: list[BrokerMessage] = []
     b.subscribe("topic:t", got.append)
     await b.history("topic:t", None, 0)
     for junk in ("n 1 2", "n x y z \x01", "u \xc1", "zzz"):
-        cmd(server, "PUBLISH", f"{b.prefix}:ch:topic:t", junk)
+        cmd(redis, "PUBLISH", f"{b.prefix}:ch:topic:t", junk)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the real message")
     assert got[0].payload == {"n": 1} and b.stats()["bad_messages"] == 4
 
 
 async def test_an_outage_is_logged_once_and_counted(
-    server: RedisServer, make: Any, caplog: pytest.LogCaptureFixture
+    redis: RedisServer, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     b = await make()
     caplog.set_level(logging.WARNING, logger="kcprpc.broker")
-    server.stop()
+    redis.stop()
     for _ in range(20):
         with pytest.raises(BrokerUnavailable):
             await b.publish("topic:t", "tick", {})
     assert not b.available and b.stats()["outages"] == 1 and b.stats()["publish_errors"] == 20
     down = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(down) == 1  # once per outage, not per message
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(redis.start)
     await until(lambda: b.available, "the reconnect")
     back = [r for r in caplog.records if "is back" in r.getMessage()]
     assert len(back) == 1 and b.stats()["reconnects"] == 1 and b.stats()["unavailable"] == 0
     assert (await b.publish("topic:t", "tick", {})).seq >= 1
 
 
-async def test_a_gap_is_filled_from_history(server: RedisServer, make: Any) -> None:
+async def test_a_gap_is_filled_from_history(redis: RedisServer, make: Any) -> None:
     a = await make(reconnect_initial=0.3, reconnect_max=0.3)
     b = await make()
     got: list[BrokerMessage] = []
@@ -175,11 +159,9 @@ async def test_a_gap_is_filled_from_history(server: RedisServer, make: Any) -> N
     await a.history("topic:t", None, 0)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the first")
-    name = f"{a.prefix}/{a.node_id}"
-    listing = cmd(server, "CLIENT", "LIST", "TYPE", "pubsub").decode()
-    ids = [ln.split()[0].split("=")[1] for ln in listing.splitlines() if f"name={name} " in ln + " "]
+    ids = pubsub_ids(redis, a)
     assert ids
-    cmd(server, "CLIENT", "KILL", "ID", ids[0])
+    cmd(redis, "CLIENT", "KILL", "ID", ids[0])
     await until(lambda: not a.available, "a to notice")
     for i in range(2, 40):  # while a waits 0.3 s to reconnect: all of them a gap
         await b.publish("topic:t", "tick", {"n": i})
@@ -189,15 +171,15 @@ async def test_a_gap_is_filled_from_history(server: RedisServer, make: Any) -> N
     assert s["gaps_filled"] >= 1 and s["filled"] >= 38 and s["lost"] == 0
 
 
-async def test_a_hung_redis_fails_calls_within_the_timeout(server: RedisServer, make: Any) -> None:
+async def test_a_hung_redis_fails_calls_within_the_timeout(redis: RedisServer, make: Any) -> None:
     # SIGSTOP: the connections stay open but nothing answers (a blackholed or frozen Redis)
     loop = asyncio.get_running_loop()
     b = await make(timeout=0.3)
     got: list[BrokerMessage] = []
     b.subscribe("topic:t", got.append)
     await b.history("topic:t", None, 0)
-    assert server.proc is not None
-    os.kill(server.proc.pid, signal.SIGSTOP)
+    assert redis.proc is not None
+    os.kill(redis.proc.pid, signal.SIGSTOP)
     try:
         t0 = loop.time()
         with pytest.raises(BrokerUnavailable):
@@ -209,7 +191,7 @@ async def test_a_hung_redis_fails_calls_within_the_timeout(server: RedisServer, 
             await b.history("topic:t", 0)
         assert loop.time() - t0 < 0.1  # while unavailable: at once
     finally:
-        os.kill(server.proc.pid, signal.SIGCONT)
+        os.kill(redis.proc.pid, signal.SIGCONT)
     await until(lambda: b.available, "the reconnect")
     m = await b.publish("topic:t", "tick", {"n": 2})
     await until(lambda: any(x.seq == m.seq for x in got), "the message after")
@@ -217,7 +199,7 @@ async def test_a_hung_redis_fails_calls_within_the_timeout(server: RedisServer, 
 
 
 async def test_live_messages_held_during_a_fill_are_bounded_and_read_again(
-    server: RedisServer, make: Any
+    redis: RedisServer, make: Any
 ) -> None:
     # max_fill_bytes=1: any live message that comes while a fill runs overflows the hold at once;
     # the fill then reads the history again, and the callbacks still see every message in order
@@ -228,13 +210,11 @@ async def test_live_messages_held_during_a_fill_are_bounded_and_read_again(
     await a.history("topic:t", None, 0)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the first")
-    name = f"name={a.prefix}/{a.node_id} "
     n = 1
     for _ in range(30):  # bounded: cut the link until a fill overlapped live messages
-        listing = cmd(server, "CLIENT", "LIST", "TYPE", "pubsub").decode()
-        ids = [ln.split()[0].split("=")[1] for ln in listing.splitlines() if name in ln + " "]
+        ids = pubsub_ids(redis, a)
         if ids:
-            cmd(server, "CLIENT", "KILL", "ID", ids[0])
+            cmd(redis, "CLIENT", "KILL", "ID", ids[0])
         for _ in range(40):  # publish in concurrent batches while a reconnects and fills
             batch = [b.publish("topic:t", "tick", {"n": 0}) for _ in range(25)]
             n += len(await asyncio.gather(*batch))

@@ -142,47 +142,51 @@ async def engine_names(ctx: Ctx) -> AsyncIterator[None]:
     yield
 
 
-@fixture("redis")
-async def redis(ctx: Ctx) -> AsyncIterator[None]:
-    """A redis-server on a free port of 127.0.0.1 (tests/brokers/redis_server.py), its URL in the
-    environment as ``REDIS_URL``."""
-    import os
+def _brokers_on_path() -> None:
+    """Make tests/brokers' server classes importable (redis_server, nats_server)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
-    from redis_server import RedisServer
+    path = str(Path(__file__).resolve().parents[1] / "brokers")
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
-    server = await asyncio.to_thread(RedisServer().start)
-    old = os.environ.get("REDIS_URL")
-    os.environ["REDIS_URL"] = server.url()
+
+@asynccontextmanager
+async def _server_in_env(var: str, make: Callable[[], Any], url: Callable[[Any], str]) -> AsyncIterator[None]:
+    """Start the server ``make()`` gives (on a free port of 127.0.0.1) and put ``url(server)`` in
+    the environment as ``var``; at the end the old value is put back and the server closed."""
+    import os
+
+    server = await asyncio.to_thread(lambda: make().start())
+    old = os.environ.get(var)
+    os.environ[var] = url(server)
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("REDIS_URL", None)
+            os.environ.pop(var, None)
         else:
-            os.environ["REDIS_URL"] = old
+            os.environ[var] = old
         await asyncio.to_thread(server.close)
+
+
+@fixture("redis")
+async def redis(ctx: Ctx) -> AsyncIterator[None]:
+    """A redis-server on a free port of 127.0.0.1 (tests/brokers/redis_server.py), its URL in the
+    environment as ``REDIS_URL``."""
+    _brokers_on_path()
+    from redis_server import RedisServer
+
+    async with _server_in_env("REDIS_URL", RedisServer, lambda s: s.url()):
+        yield
 
 
 @fixture("nats")
 async def nats_server(ctx: Ctx) -> AsyncIterator[None]:
     """A nats-server with JetStream on a free port of 127.0.0.1 (tests/brokers/nats_server.py),
     its URL in the environment as ``NATS_URL``."""
-    import os
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+    _brokers_on_path()
     from nats_server import NatsServer
 
-    server = await asyncio.to_thread(NatsServer().start)
-    old = os.environ.get("NATS_URL")
-    os.environ["NATS_URL"] = server.url
-    try:
+    async with _server_in_env("NATS_URL", NatsServer, lambda s: s.url):
         yield
-    finally:
-        if old is None:
-            os.environ.pop("NATS_URL", None)
-        else:
-            os.environ["NATS_URL"] = old
-        await asyncio.to_thread(server.close)

@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from broker_helpers import until as wait_until
 from node_service import WIRE, Node
 from redis_server import RedisServer
 from test_rpc_support import Tick
@@ -46,15 +47,6 @@ FAST = ClientConfig(
     reconnect=ReconnectPolicy(initial=0.01, maximum=0.1),
 )
 _n = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @contextlib.asynccontextmanager
@@ -113,12 +105,20 @@ class Seen:
         return [i.position.offset for k, _, i in self.events if k == key and i.position is not None]
 
 
-async def until(pred: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
+
+
+async def news(node: kcprpc.Server, ns: range) -> None:
+    """Publish ``Tick(n)`` for each n of ``ns`` on the topic "news" from ``node``."""
+    for n in ns:
+        await node.push.publish("news", Tick(n=n))
+
+
+async def recovered_in_full(recovered: asyncio.Queue[Recovered]) -> None:
+    """The client that moved to another node recovered "news" from the history with nothing missed."""
+    r = await asyncio.wait_for(recovered.get(), TIMEOUT)
+    assert r.key == "topic:news" and r.recovered and r.missed == 0
 
 
 async def test_room_and_topic_pushes_reach_both_nodes_once_in_order(redis: RedisServer) -> None:
@@ -161,17 +161,13 @@ async def test_a_client_moves_to_the_other_node_and_resumes_its_topic(redis: Red
             recovered: asyncio.Queue[Recovered] = asyncio.Queue()
             c.on(Recovered, recovered.put_nowait)
             await c.subscribe("news")
-            for n in range(1, 6):
-                await s1.push.publish("news", Tick(n=n))
+            await news(s1, range(1, 6))
             await until(lambda: len(seen.events) == 5, "the first five")
             target[0] = s2.address
             await s1.shutdown(grace=0)  # node A goes away: the client moves to B
-            for n in range(6, 16):  # while it moves
-                await s2.push.publish("news", Tick(n=n))
-            r = await asyncio.wait_for(recovered.get(), TIMEOUT)
-            assert r.key == "topic:news" and r.recovered and r.missed == 0
-            for n in range(16, 21):
-                await s2.push.publish("news", Tick(n=n))
+            await news(s2, range(6, 16))  # while it moves
+            await recovered_in_full(recovered)
+            await news(s2, range(16, 21))
             await until(lambda: seen.ns("topic:news")[-1:] == [20], "message 20")
             assert seen.ns("topic:news") == list(range(1, 21))  # nothing missed, nothing twice
             assert seen.seqs("topic:news") == list(range(1, 21))
@@ -269,12 +265,9 @@ async def test_two_processes_share_redis_and_a_killed_nodes_client_resumes_on_th
             c2.on(Recovered, recovered.put_nowait)
             assert len(s1.sessions) == 1  # c1 only: c2 is on the other process
             proc.kill()  # the other node dies: its client moves here
-            for n in range(21, 31):
-                await s1.push.publish("news", Tick(n=n))
-            r = await asyncio.wait_for(recovered.get(), TIMEOUT)
-            assert r.key == "topic:news" and r.recovered and r.missed == 0
-            for n in range(31, 36):
-                await s1.push.publish("news", Tick(n=n))
+            await news(s1, range(21, 31))
+            await recovered_in_full(recovered)
+            await news(s1, range(31, 36))
             await until(lambda: seen2.ns("topic:news")[-1:] == [35], "message 35")
             assert seen2.ns("topic:news") == list(range(1, 36))  # nothing missed, nothing twice
             assert len(s1.sessions) == 2 and c2.reconnects == 1  # c2 moved to its fallback

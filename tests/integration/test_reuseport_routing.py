@@ -39,20 +39,21 @@ def spread(group: list[socket.socket], payload: bytes) -> Counter[int]:
     return out
 
 
-@pytest.fixture
-def routed() -> Iterator[list[socket.socket]]:
-    group = open_reuseport_group("127.0.0.1", 0, 3, route_by_cid=True)
+def _group(route_by_cid: bool) -> Iterator[list[socket.socket]]:
+    group = open_reuseport_group("127.0.0.1", 0, 3, route_by_cid=route_by_cid)
     yield group
     for s in group:
         s.close()
+
+
+@pytest.fixture
+def routed() -> Iterator[list[socket.socket]]:
+    yield from _group(True)
 
 
 @pytest.fixture
 def hashed() -> Iterator[list[socket.socket]]:
-    group = open_reuseport_group("127.0.0.1", 0, 3, route_by_cid=False)
-    yield group
-    for s in group:
-        s.close()
+    yield from _group(False)
 
 
 def transport_packet(worker: int) -> bytes:

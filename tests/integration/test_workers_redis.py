@@ -12,15 +12,15 @@ import signal
 import socket
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
+from broker_helpers import until as wait_until
 from redis_server import RedisServer
 from test_rpc_support import Tick
 
@@ -34,15 +34,6 @@ FAST = ClientConfig(
     heartbeat=HeartbeatConfig(interval=0.1, timeout=2.0),
     reconnect=ReconnectPolicy(initial=0.02, maximum=0.2),
 )
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    s = RedisServer().start()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def free_port_pair() -> int:
@@ -98,12 +89,8 @@ async def members() -> AsyncIterator[list[Member]]:
     await asyncio.gather(*(m.client.close() for m in out), return_exceptions=True)
 
 
-async def until(pred: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + TIMEOUT
-    while not pred():
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
 
 
 async def spread(port: int, members: list[Member], per_worker: int) -> dict[int, list[Member]]:
@@ -138,8 +125,12 @@ async def test_room_and_topic_pushes_reach_every_member_on_both_workers_once_in_
         assert m.ns("room:lobby") == list(range(1, 41))  # once each, in order, from both workers
         assert m.ns("topic:news") == list(range(1, 41))
         assert [p for k, _, p, _ in m.events if k == "topic:news"] == list(range(1, 41))  # one sequence
-    await asyncio.sleep(0)  # nothing more arrives: the counts above are exact
-    assert all(len(m.events) == 80 for m in members)
+    await a.shout(41)  # a fence on each key: what was sent before it has all arrived
+    await a.announce(41)
+    for m in members:
+        await until(lambda m=m: m.ns("room:lobby")[-1:] == m.ns("topic:news")[-1:] == [41], "the fences")
+    for m in members:  # nothing came twice before the fences
+        assert m.ns("room:lobby") == m.ns("topic:news") == list(range(1, 42)) and len(m.events) == 82
 
 
 async def test_a_killed_workers_clients_resume_their_topic_from_redis(
