@@ -1,0 +1,209 @@
+"""The shape of a state model, compiled once: field indexes, collections, leaves (sans-I/O).
+
+A state model is a pydantic model. Each of its fields is one of:
+
+* a nested model (``MODEL``): its fields are synced one by one;
+* a dict of entities, ``dict[str | int, V]`` (``MAP``): entries are added, changed and removed by key;
+* a list, ``list[V]`` (``LIST``): entries are added, changed and removed by index;
+* anything else (``LEAF``): sent whole when it changes (numbers, strings, optional models, sets ...).
+
+``V`` is itself a model (an entity, synced field by field) or a leaf. Fields are numbered in
+declaration order; the number is the field's wire index (docs/wire-format/state.md).
+
+The *tree* of a state is its wire form: a model is a tuple of its fields' trees in index order,
+a map a dict of key to tree, a list a tuple of trees, a leaf its ``model_dump`` (python mode)
+value. Trees are immutable by convention and shared between baselines.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final, Union
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from kcprpc.errors import UsageError
+
+LEAF: Final = 0
+MODEL: Final = 1
+MAP: Final = 2
+LIST: Final = 3
+
+NO_DEFAULT: Final = object()
+
+
+@dataclass(eq=False)
+class Node:
+    """One node of a compiled schema."""
+
+    kind: int
+    model: type[BaseModel] | None = None  # MODEL
+    names: tuple[str, ...] = ()  # MODEL: field names in index order
+    fields: tuple[Node, ...] = ()  # MODEL: their nodes
+    defaults: tuple[Any, ...] = ()  # MODEL: each field's default tree (NO_DEFAULT: none)
+    key: type | None = None  # MAP: str or int
+    item: Node | None = None  # MAP, LIST: the node of an entry
+    index: dict[str, int] = field(default_factory=dict)  # MODEL: name -> index
+
+    def describe(self) -> str:
+        """The canonical description hashed into the schema id (docs/wire-format/state.md)."""
+        if self.kind == MODEL:
+            return (
+                "{"
+                + ",".join(f"{n}:{f.describe()}" for n, f in zip(self.names, self.fields, strict=True))
+                + "}"
+            )
+        if self.kind == MAP:
+            assert self.item is not None
+            return ("map<str," if self.key is str else "map<int,") + self.item.describe() + ">"
+        if self.kind == LIST:
+            assert self.item is not None
+            return "list<" + self.item.describe() + ">"
+        return "v"
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _node(tp: Any, seen: tuple[type, ...]) -> Node:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _node(typing.get_args(tp)[0], seen)
+    if _is_model(tp):
+        return _model_node(tp, seen)
+    if origin is dict:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[0] in (str, int):
+            return Node(MAP, key=args[0], item=_item(args[1], seen))
+        return Node(LEAF)
+    if origin is list:
+        args = typing.get_args(tp)
+        if len(args) == 1:
+            return Node(LIST, item=_item(args[0], seen))
+        return Node(LEAF)
+    if origin in (Union, types.UnionType):
+        return Node(LEAF)  # optional models and unions are leaves: sent whole
+    return Node(LEAF)
+
+
+def _item(tp: Any, seen: tuple[type, ...]) -> Node:
+    n = _node(tp, seen)
+    if n.kind in (MAP, LIST):  # a collection of collections: the inner one is a leaf
+        return Node(LEAF)
+    return n
+
+
+def _model_node(model: type[BaseModel], seen: tuple[type, ...]) -> Node:
+    if model in seen:
+        raise UsageError(f"state model {model.__name__} is recursive: a state's shape must be finite")
+    names: list[str] = []
+    nodes: list[Node] = []
+    defaults: list[Any] = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        n = _node(info.annotation, (*seen, model))
+        nodes.append(n)
+        if info.default is not PydanticUndefined:
+            defaults.append(info.default)
+        elif info.default_factory is not None:
+            defaults.append(info.default_factory())  # type: ignore[call-arg]
+        else:
+            defaults.append(NO_DEFAULT)
+    node = Node(MODEL, model=model, names=tuple(names), fields=tuple(nodes))
+    node.defaults = tuple(
+        d if d is NO_DEFAULT else to_tree(f, _dump_default(d)) for d, f in zip(defaults, nodes, strict=True)
+    )
+    node.index = {n: i for i, n in enumerate(names)}
+    return node
+
+
+def _dump_default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {k: _dump_default(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dump_default(v) for v in value]
+    return value
+
+
+def to_tree(node: Node, dumped: Any) -> Any:
+    """The tree of a value given as ``model_dump()`` (python mode) output."""
+    kind = node.kind
+    if kind == LEAF:
+        return dumped
+    if kind == MODEL:
+        return tuple(
+            to_tree(f, dumped[n]) if f.kind != LEAF else dumped[n]
+            for n, f in zip(node.names, node.fields, strict=True)
+        )
+    item = node.item
+    assert item is not None
+    if kind == MAP:
+        if item.kind == LEAF:
+            return dict(dumped)
+        return {k: to_tree(item, v) for k, v in dumped.items()}
+    if item.kind == LEAF:
+        return tuple(dumped)
+    return tuple(to_tree(item, v) for v in dumped)
+
+
+def from_tree(node: Node, tree: Any) -> Any:
+    """The plain (name-keyed) value of a tree, for ``model_validate``."""
+    kind = node.kind
+    if kind == LEAF:
+        return tree
+    if kind == MODEL:
+        return {n: from_tree(f, v) for n, f, v in zip(node.names, node.fields, tree, strict=True)}
+    item = node.item
+    assert item is not None
+    if kind == MAP:
+        return tree if item.kind == LEAF else {k: from_tree(item, v) for k, v in tree.items()}
+    return list(tree) if item.kind == LEAF else [from_tree(item, v) for v in tree]
+
+
+class Schema:
+    """A state model compiled once: ``Schema(RoomState)``. Raises :class:`UsageError` for a model
+    that is not a pydantic model or is recursive."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        if not _is_model(model):
+            raise UsageError(f"a state must be a pydantic model class, not {model!r}")
+        self.model = model
+        self.root = _model_node(model, ())
+        self.id = zlib.crc32(self.root.describe().encode())
+        """The schema id (CRC-32 of :meth:`Node.describe` of the root): a snapshot carries it."""
+
+    def tree(self, state: BaseModel) -> Any:
+        """The tree of ``state`` (an instance of the model)."""
+        if not isinstance(state, self.model):
+            raise UsageError(f"expected a {self.model.__name__}, got {type(state).__name__}")
+        return to_tree(self.root, state.model_dump())
+
+    def value(self, tree: Any) -> BaseModel:
+        """The typed state of a tree (validated: raises ``pydantic.ValidationError``)."""
+        return self.model.model_validate(from_tree(self.root, tree))
+
+    def node_at(self, path: str) -> tuple[Node, tuple[int, ...]]:
+        """The node at a dotted field path from the root (``"players"``, ``"world.phase"``; an
+        entity's fields after ``*``: ``"players.*.hp"``) and its field indexes (``-1`` for ``*``)."""
+        node = self.root
+        idx: list[int] = []
+        for part in path.split(".") if path else ():
+            if part == "*":
+                if node.kind not in (MAP, LIST) or node.item is None:
+                    raise UsageError(f"{path!r}: '*' follows a field that is not a dict or list")
+                node = node.item
+                idx.append(-1)
+                continue
+            if node.kind != MODEL or part not in node.index:
+                raise UsageError(f"{path!r}: no field {part!r} in the state model {self.model.__name__}")
+            i = node.index[part]
+            idx.append(i)
+            node = node.fields[i]
+        return node, tuple(idx)
