@@ -11,7 +11,8 @@ Frames go over unreliable delivery and are latest-wins: a lost delta is supersed
 one, which is computed against the still-acknowledged baseline. The client acknowledges the
 ``seq`` it applied (:class:`StateService`, an unreliable notify); an ack moves the baseline to the
 view sent with that ``seq``. The views sent and not yet acknowledged are kept per client, at most
-``max_baselines`` (the oldest is forgotten; an ack for it is then ignored and counted).
+``max_baselines`` (the oldest is forgotten; an ack for it is then ignored and counted). A client
+that acknowledged nothing for ``max_baselines`` ticks gets snapshots again until it does.
 
 :meth:`StateSync.tick` is pure (no I/O, no clock): it returns the message for each client.
 :meth:`StateSync.send` encodes each as an ``EVENT`` frame and routes it unreliably
@@ -51,6 +52,7 @@ STATE_COUNTERS: Final = (
     "acks",  # acknowledgements that moved a baseline
     "acks_ignored",  # acknowledgements for an unknown client, an old or forgotten seq
     "baselines_evicted",  # unacknowledged views forgotten past max_baselines
+    "resets",  # clients sent a snapshot again: no ack for max_baselines ticks
     "bytes",  # bytes of EVENT frames sent by send()
 )
 
@@ -58,11 +60,12 @@ InterestFn = Callable[[Any], Interest]
 
 
 class _Client:
-    __slots__ = ("acked_seq", "acked_tree", "interest", "sent")
+    __slots__ = ("acked_seq", "acked_tree", "interest", "sent", "waiting")
 
     def __init__(self, interest: InterestFn | None) -> None:
         self.interest = interest
         self.acked_seq = 0
+        self.waiting = 0  # the first seq sent since the last ack (0: none)
         self.acked_tree: Any = None
         self.sent: OrderedDict[int, Any] = OrderedDict()
 
@@ -136,6 +139,7 @@ class StateSync(Generic[M]):
             if s > seq:
                 break
             del sent[s]
+        c.waiting = next(iter(sent)) if sent else 0
         self.stats["acks"] += 1
         return True
 
@@ -151,6 +155,11 @@ class StateSync(Generic[M]):
         stats = self.stats
         for handle, c in self._clients.items():
             view = tree if c.interest is None else self._views.view(tree, c.interest(state))
+            if c.acked_tree is not None and c.waiting and seq - c.waiting >= self.max_baselines:
+                # no ack for max_baselines ticks: the client may no longer hold its baseline
+                # (a long stall); start over with snapshots
+                c.acked_tree = None
+                stats["resets"] += 1
             if c.acked_tree is None:
                 msg = [SNAPSHOT, seq, self.schema.id, view]
                 stats["snapshots"] += 1
@@ -164,6 +173,8 @@ class StateSync(Generic[M]):
                 msg = [DELTA, seq, c.acked_seq, change]
                 stats["deltas"] += 1
             c.sent[seq] = view
+            if not c.waiting:
+                c.waiting = seq
             if len(c.sent) > self.max_baselines:
                 c.sent.popitem(last=False)
                 stats["baselines_evicted"] += 1

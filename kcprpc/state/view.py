@@ -216,7 +216,8 @@ class StateView(Generic[M]):
             del trees[s]
         trees[seq] = tree
         self._pin = base
-        while len(trees) > self.max_baselines:
+        # keep the pinned baseline and the newest state (what this view acknowledges next)
+        while len(trees) > max(2, self.max_baselines):
             s = next(s for s in trees if s != self._pin)
             del trees[s]
 

@@ -352,3 +352,24 @@ def test_client_keeps_the_baseline_of_the_last_delta_past_max_baselines() -> Non
         assert m[2] == 1
         assert view.receive(wire(sync, m)) == m[1]
     assert view.state == room
+
+
+def test_a_client_silent_for_max_baselines_ticks_gets_snapshots_again() -> None:
+    sync, view = new(max_baselines=4)
+    sync.add_client("c")
+    room = Room()
+    step(sync, {"c": view}, room)
+    for _ in range(10):  # idle: nothing sent, no ack expected, no reset
+        assert sync.tick(room) == []
+    kinds = []
+    for i in range(6):  # changes, every ack lost
+        room.round = i + 1
+        [(_, m)] = sync.tick(room)
+        kinds.append(m[0])
+    assert kinds == [DELTA] * 4 + [SNAPSHOT] * 2
+    assert sync.stats["resets"] == 1
+    assert view.receive(wire(sync, m)) == m[1]
+    assert sync.ack("c", m[1])
+    room.round = 99
+    [(_, m)] = sync.tick(room)
+    assert m[0] == DELTA and m[2] == sync.seq - 1
