@@ -117,10 +117,10 @@ def test_clients_converge_after_losses_and_acks_move_baselines(
     client applies is one the server sent it; one lossless tick of the last state makes them equal."""
     rng = random.Random(seed)
     sync = StateSync(Room, "r", max_baselines=baselines)
-    views = {c: StateView(Room, "r", max_baselines=baselines) for c in range(3)}
+    views: dict[Any, StateView[Room]] = {c: StateView(Room, "r", max_baselines=baselines) for c in range(3)}
     for c in views:
         sync.add_client(c)
-    late: list[tuple[int, Any]] = []
+    late: list[tuple[Any, Any]] = []
     for s in states:
         for c, msg in sync.tick(s):
             if rng.random() < loss:
@@ -188,7 +188,7 @@ def test_garbage_bodies_never_raise(kind: int, body: Any) -> None:
 
 @given(any_msgpack())
 def test_garbage_messages_never_raise(msg: Any) -> None:
-    _, view, s = _held()
+    _, view, _ = _held()
     view.receive(msg)
     assert isinstance(view.state, Room)
 
