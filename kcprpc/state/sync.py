@@ -146,13 +146,16 @@ class StateSync(Generic[M]):
     # ------------------------------------------------------------------ ticks
     def tick(self, state: M) -> list[tuple[Hashable, list[Any]]]:
         """Number ``state`` (the next seq) and return each client's message (clients with nothing
-        new are left out). Each interest filter is called once."""
+        new are left out). Each interest filter is called once. Clients without a filter that
+        acknowledged the same baseline share one message object (computed once)."""
         tree = self.schema.tree(state)
         self.seq += 1
         seq = self.seq
         root = self.schema.root
         out: list[tuple[Hashable, list[Any]]] = []
         stats = self.stats
+        # clients that see everything and acknowledged the same baseline get the same delta
+        shared: dict[int, list[Any]] = {}
         for handle, c in self._clients.items():
             view = tree if c.interest is None else self._views.view(tree, c.interest(state))
             if c.acked_tree is not None and c.waiting and seq - c.waiting >= self.max_baselines:
@@ -161,16 +164,25 @@ class StateSync(Generic[M]):
                 c.acked_tree = None
                 stats["resets"] += 1
             if c.acked_tree is None:
-                msg = [SNAPSHOT, seq, self.schema.id, view]
+                snap = shared.get(0) if c.interest is None else None
+                msg = snap if snap is not None else [SNAPSHOT, seq, self.schema.id, view]
+                if c.interest is None:
+                    shared[0] = msg
                 stats["snapshots"] += 1
             else:
-                change = diff(root, c.acked_tree, view)
-                if change is SAME:
-                    if not c.sent:  # the client holds exactly this view: nothing to send
-                        stats["idle"] += 1
-                        continue
-                    change = {}
-                msg = [DELTA, seq, c.acked_seq, change]
+                same = shared.get(id(c.acked_tree)) if c.interest is None else None
+                if same is not None:
+                    msg = same
+                else:
+                    change = diff(root, c.acked_tree, view)
+                    if change is SAME:
+                        if not c.sent:  # the client holds exactly this view: nothing to send
+                            stats["idle"] += 1
+                            continue
+                        change = {}
+                    msg = [DELTA, seq, c.acked_seq, change]
+                    if c.interest is None:
+                        shared[id(c.acked_tree)] = msg
                 stats["deltas"] += 1
             c.sent[seq] = view
             if not c.waiting:
@@ -189,8 +201,11 @@ class StateSync(Generic[M]):
         """:meth:`tick`, then send each client (a session) its message unreliably; returns the
         bytes sent."""
         total = 0
+        frames: dict[int, bytes] = {}  # a message shared by several clients is encoded once
         for peer, msg in self.tick(state):
-            f = self.frame(msg)
+            f = frames.get(id(msg))
+            if f is None:
+                f = frames[id(msg)] = self.frame(msg)
             total += len(f)
             route(peer, f, Delivery.UNRELIABLE)  # type: ignore[arg-type]
         self.stats["bytes"] += total
