@@ -17,6 +17,8 @@ value. Trees are immutable by convention and shared between baselines.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import types
 import typing
 import zlib
@@ -98,7 +100,29 @@ def _item(tp: Any, seen: tuple[type, ...]) -> Node:
     return n
 
 
+def _caller_namespace() -> dict[str, Any]:
+    """The globals and locals of the first frame outside kcprpc.state (where the model is used)."""
+    f = sys._getframe(1)
+    while f is not None and f.f_globals.get("__name__", "").startswith("kcprpc.state"):
+        f = f.f_back  # type: ignore[assignment]
+    return {} if f is None else {**f.f_globals, **f.f_locals}
+
+
+def _complete(model: type[BaseModel]) -> None:
+    """Resolve a model's forward references (as pydantic does when it is first instantiated)."""
+    if model.__pydantic_complete__:
+        return
+    with contextlib.suppress(Exception):
+        model.model_rebuild(_types_namespace=_caller_namespace())
+    if not model.__pydantic_complete__:
+        raise UsageError(
+            f"state model {model.__name__} is not fully defined (unresolved annotations): "
+            f"call {model.__name__}.model_rebuild() once its types exist"
+        )
+
+
 def _model_node(model: type[BaseModel], seen: tuple[type, ...]) -> Node:
+    _complete(model)
     if model in seen:
         raise UsageError(f"state model {model.__name__} is recursive: a state's shape must be finite")
     names: list[str] = []

@@ -373,3 +373,11 @@ def test_a_client_silent_for_max_baselines_ticks_gets_snapshots_again() -> None:
     room.round = 99
     [(_, m)] = sync.tick(room)
     assert m[0] == DELTA and m[2] == sync.seq - 1
+
+
+def test_a_model_with_unresolved_annotations_is_a_usage_error() -> None:
+    class Later(BaseModel):
+        things: dict[int, Missing] = {}  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(UsageError, match="not fully defined"):
+        Schema(Later)
