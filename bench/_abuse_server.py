@@ -76,9 +76,7 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", choices=("secure", "compat"), default="secure")
     ap.add_argument("--datashard", type=int, default=0)
     ap.add_argument("--parityshard", type=int, default=0)
-    ap.add_argument(
-        "--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)"
-    )
+    ap.add_argument("--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     fec = (args.datashard, args.parityshard) if args.datashard else None

@@ -195,34 +195,10 @@ def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> su
     py = sys.executable
     kind, cc = contender.split("-", 1)
     if kind == "tcp":
-        cmd = [
-            py,
-            TCP_BULK,
-            "client",
-            "--host",
-            B,
-            "--port",
-            str(port),
-            "--seconds",
-            str(args.seconds),
-            "--cc",
-            cc,
-        ]
+        cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(port), "--seconds", str(args.seconds), "--cc", cc]
         return _exec_a(cmd, args.seconds + 120)
     me = str(Path(__file__).resolve())
-    cmd = [
-        py,
-        me,
-        "send",
-        "--host",
-        B,
-        "--seconds",
-        str(args.seconds),
-        "--congestion",
-        cc,
-        "--wnd",
-        str(args.wnd),
-    ]
+    cmd = [py, me, "send", "--host", B, "--seconds", str(args.seconds), "--congestion", cc, "--wnd", str(args.wnd)]
     return _exec_a(cmd, args.seconds + 60)
 
 
@@ -307,31 +283,10 @@ def _run(args: argparse.Namespace) -> None:
             limit = args.seconds * 4 * args.rounds * len(contenders) + 300
             ntcp = max((sum(p.startswith("tcp-") for p in c.split("+")) for c in contenders), default=0)
             for cmd in (
-                [
-                    py,
-                    me,
-                    "sink",
-                    "--host",
-                    B,
-                    "--wnd",
-                    str(args.wnd),
-                    "--mtu",
-                    str(args.mtu),
-                    "--max-seconds",
-                    str(limit),
-                ],
+                [py, me, "sink", "--host", B, "--wnd", str(args.wnd), "--mtu", str(args.mtu),
+                 "--max-seconds", str(limit)],
                 *(
-                    [
-                        py,
-                        TCP_BULK,
-                        "server",
-                        "--host",
-                        B,
-                        "--port",
-                        str(TCP_PORT + i),
-                        "--max-seconds",
-                        str(limit),
-                    ]
+                    [py, TCP_BULK, "server", "--host", B, "--port", str(TCP_PORT + i), "--max-seconds", str(limit)]
                     for i in range(ntcp)
                 ),
             ):
@@ -368,13 +323,9 @@ def _run(args: argparse.Namespace) -> None:
                 if "+" in c:
                     print(f"shared bottleneck, {c}, per round:")
                     for x in rows[c]:
-                        print(
-                            "   "
-                            + ", ".join(
-                                f"{p} {x[f'mbit {p}']:.2f} Mbit/s ({100 * x[f'share {p}']:.0f} %)"
-                                for p in c.split("+")
-                            )
-                        )
+                        print("   " + ", ".join(
+                            f"{p} {x[f'mbit {p}']:.2f} Mbit/s ({100 * x[f'share {p}']:.0f} %)" for p in c.split("+")
+                        ))
             print(flush=True)
             for s in servers:
                 s.terminate()
@@ -394,12 +345,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--congestion", default="bbr", choices=("ikcp", "bbr"))
     ap.add_argument("--wnd", type=int, default=128, help="KCP send/receive windows (segments)")
-    ap.add_argument(
-        "--mtu",
-        type=int,
-        default=1400,
-        help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does",
-    )
+    ap.add_argument("--mtu", type=int, default=1400, help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does")
     ap.add_argument("--rate", type=float, default=10.0, help="bottleneck, Mbit/s")
     ap.add_argument("--delay", type=int, default=20, help="one-way delay, ms")
     ap.add_argument("--queue", type=int, default=50, help="bottleneck queue, ms (tail drop)")

@@ -78,12 +78,7 @@ MODES: dict[str, dict[str, Any]] = {
     "sparse4": {"recovery_flight": 8, "recovery_copies": 4},
     "sparse6": {"recovery_flight": 8, "recovery_copies": 6},
     "adaptive": {"recovery_flight": 8, "recovery_adaptive": True, "recovery_copies": 2},
-    "adaptive8": {
-        "recovery_flight": 8,
-        "recovery_adaptive": True,
-        "recovery_copies": 2,
-        "recovery_max_copies": 8,
-    },
+    "adaptive8": {"recovery_flight": 8, "recovery_adaptive": True, "recovery_copies": 2, "recovery_max_copies": 8},
     "lead1+3": {"recovery_flight": 8, "recovery_copies": 3, "recovery_lead": 1},
     "lead2+4": {"recovery_flight": 8, "recovery_copies": 4, "recovery_lead": 2},
     "auto": {"recovery_flight": 8, "recovery_adaptive": True, "recovery_copies": 2, "recovery_auto_lead": 2},

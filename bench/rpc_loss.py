@@ -254,13 +254,9 @@ def main() -> int:
     g.add_argument("--loss-recovery", choices=("adaptive", "ikcp"), default="adaptive", help="small flights")
     g.add_argument("--max-copies", type=int, default=6, help="copies per recovery round at most")
     g.add_argument(
-        "--lead-copies",
-        default=None,
-        help="spaced copies of every small flight: N or auto (SessionConfig's default)",
+        "--lead-copies", default=None, help="spaced copies of every small flight: N or auto (SessionConfig's default)"
     )
-    g.add_argument(
-        "--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)"
-    )
+    g.add_argument("--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)")
     a = ap.parse_args()
     if a.n < 1 or a.size < 0:
         ap.error("-n must be >= 1 and --size >= 0")

@@ -148,35 +148,25 @@ def main(argv: list[str] | None = None) -> int:
             res = run_one(n, total)
             results[n].append(res["mbps"])
             row[n] = res["mbps"]
-            print(
-                f"round {r + 1} {n:15s} {res['mbps']:7.1f} MB/s  retrans {res['retrans']}  epoch {res['epoch']}"
-            )
+            print(f"round {r + 1} {n:15s} {res['mbps']:7.1f} MB/s  retrans {res['retrans']}  epoch {res['epoch']}")
         if "secure" in row and "compat-aes" in row:
             ratios.append(row["secure"] / row["compat-aes"])
         if "secure-fec" in row and "compat-aes-fec" in row:
             fec_ratios.append(row["secure-fec"] / row["compat-aes-fec"])
     print(f"\n{args.mbytes:g} MB per run, {args.rounds} rounds, medians:")
     for n in names:
-        print(
-            f"  {n:15s} {statistics.median(results[n]):7.1f} MB/s   (runs: "
-            f"{', '.join(f'{v:.0f}' for v in results[n])})"
-        )
+        print(f"  {n:15s} {statistics.median(results[n]):7.1f} MB/s   (runs: "
+              f"{', '.join(f'{v:.0f}' for v in results[n])})")
     if ratios:
-        print(
-            f"  secure / compat-aes, same round:         median {statistics.median(ratios):.2f}x "
-            f"({', '.join(f'{v:.2f}' for v in ratios)})"
-        )
+        print(f"  secure / compat-aes, same round:         median {statistics.median(ratios):.2f}x "
+              f"({', '.join(f'{v:.2f}' for v in ratios)})")
     if fec_ratios:
-        print(
-            f"  secure-fec / compat-aes-fec, same round: median {statistics.median(fec_ratios):.2f}x "
-            f"({', '.join(f'{v:.2f}' for v in fec_ratios)})"
-        )
+        print(f"  secure-fec / compat-aes-fec, same round: median {statistics.median(fec_ratios):.2f}x "
+              f"({', '.join(f'{v:.2f}' for v in fec_ratios)})")
     if args.dials:
         d = run_dials(args.dials)
-        print(
-            f"  {args.dials} sequential secure dials (IKpsk2 + first round trip): {d['per_s']:.0f}/s, "
-            f"p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms"
-        )
+        print(f"  {args.dials} sequential secure dials (IKpsk2 + first round trip): {d['per_s']:.0f}/s, "
+              f"p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms")
     return 0
 
 
