@@ -74,10 +74,7 @@ async def test_a_player_keeps_their_seat_across_a_dropped_connection() -> None:
     try:
         kept = await asyncio.wait_for(keep_seat(host, port), 20)
         assert kept.session_after == kept.session_before and kept.resumes == 1
-        assert kept.position_after == (
-            kept.position_before[0] + 1,
-            kept.position_before[1],
-        )  # the same player
+        assert kept.position_after == (kept.position_before[0] + 1, kept.position_before[1])  # the same player
         assert kept.in_snapshot
         assert server.stats["sessions_resumed"] == 1 and server.stats["sessions_detached"] == 1
         await asyncio.wait_for(gone.wait(), 10)  # the client closed on purpose: the seat is given up

@@ -82,7 +82,7 @@ async def test_a_startup_that_fails_leaves_the_port_free() -> None:
     await again.shutdown(grace=0)
 
 
-APP = """
+APP = '''
 import asyncio, contextlib
 import kcprpc
 
@@ -108,7 +108,7 @@ async def lifespan(server):
 
 
 app = kcprpc.Server([Game()], lifespan=lifespan)
-"""
+'''
 
 
 def test_kcprpc_serve_runs_the_lifespan_and_drains_on_sigterm(tmp_path: Path) -> None:

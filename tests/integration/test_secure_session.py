@@ -141,9 +141,7 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
 
 async def test_wrong_static_key_fails_at_once_with_message(server: kcp.Listener) -> None:
     t0 = time.monotonic()
-    with pytest.raises(
-        HandshakeKeyMismatch, match=r"wrong key: the server at 127.0.0.1:[0-9]+ could not verify"
-    ):
+    with pytest.raises(HandshakeKeyMismatch, match=r"wrong key: the server at 127.0.0.1:[0-9]+ could not verify"):
         await kcp.dial(
             "127.0.0.1",
             server.address[1],
@@ -595,9 +593,7 @@ async def test_goaway_from_the_listener() -> None:
         await _roundtrip(c, b"calls in flight still finish")
         with pytest.raises(HandshakeRefused, match="draining") as refused:
             await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="drain"))
-        assert (
-            refused.value.code == Reason.GOING_AWAY
-        )  # a reason code, not a bad token: callers need no text match
+        assert refused.value.code == Reason.GOING_AWAY  # a reason code, not a bad token: callers need no text match
         assert lis.draining and len(lis) == 1
         c.close()
         await c.wait_closed()
@@ -779,10 +775,6 @@ async def test_nothing_listening_is_reported_at_once_not_after_the_timeout() -> 
     "key mismatch or unreachable" timeout)."""
     port = _closed_udp_port()
     t0 = time.monotonic()
-    with pytest.raises(
-        HandshakeUnreachable, match=f"connection refused \\(nothing listens on 127.0.0.1:{port}\\)"
-    ):
-        await kcp.dial(
-            "127.0.0.1", port, kcp.SecureWire(key="k", config=SecureConfig(handshake_timeout_ms=4000))
-        )
+    with pytest.raises(HandshakeUnreachable, match=f"connection refused \\(nothing listens on 127.0.0.1:{port}\\)"):
+        await kcp.dial("127.0.0.1", port, kcp.SecureWire(key="k", config=SecureConfig(handshake_timeout_ms=4000)))
     assert time.monotonic() - t0 < 2.0

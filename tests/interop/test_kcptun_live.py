@@ -48,6 +48,8 @@ SLOW_CRYPTS = {"twofish", "tea", "xtea"}
 PEER_GARBLES = {"sm4"}
 
 
+
+
 def _ours(o: PeerOptions, fec: tuple[int, int] | None = None, **session: Any) -> dict[str, Any]:
     """Our dial/listen arguments (wire, session) matching kcptun options ``o``."""
     tuning = {

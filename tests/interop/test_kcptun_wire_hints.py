@@ -16,6 +16,8 @@ from kcp.secure import HandshakeNoAnswer, SecureConfig
 BOUND = 10.0
 
 
+
+
 async def _until(cond: object, what: str) -> None:
     async def wait() -> None:
         while not cond():  # type: ignore[operator]

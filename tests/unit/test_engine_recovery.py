@@ -208,17 +208,13 @@ def auto_pair(link: dict[str, Any], n: int, seed: int = 5) -> tuple[list[int], i
 
 
 def test_auto_lead_copies_follow_the_loss_seen() -> None:
-    assert (
-        make_engine(1, SessionConfig(lead_copies="auto"), 0, Counters()).recovery_auto_lead == AUTO_LEAD_MAX
-    )
+    assert make_engine(1, SessionConfig(lead_copies="auto"), 0, Counters()).recovery_auto_lead == AUTO_LEAD_MAX
     clean, pkts, a = auto_pair({}, 300)
     assert clean[-1] == 80 and pkts == 3 * 300 and a.recovery_lead == 0  # nothing extra on a clean link
     lossy, lossy_pkts, a = auto_pair({"loss": 0.05}, 1500)
     fixed, _ = calls(1500, {"loss": 0.05}, SessionConfig(), seed=5)
     assert a.recovery_lead == 1
-    stats = session_stats(
-        Counters(), a, lambda out: None, read_buffered=0, datagrams_queued=0, datagrams_dropped=0
-    )
+    stats = session_stats(Counters(), a, lambda out: None, read_buffered=0, datagrams_queued=0, datagrams_dropped=0)
     assert stats["lead_copies"] == 1 and stats["recovery_copies"] == a.recovery_copies
     assert p99(lossy) <= 100 < p99(fixed)  # a lost call no longer costs a second round trip
     assert lossy_pkts <= 2.1 * 3 * 1500

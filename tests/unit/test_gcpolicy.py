@@ -86,13 +86,7 @@ def test_off_and_invalid_policies() -> None:
     f = GcFreezer(GcPolicy(freeze=False, min_sessions=1), g)
     assert f.check(live=10_000, started=10_000) == ""
     assert g.calls == []
-    for bad in (
-        {"min_sessions": 0},
-        {"growth": 0},
-        {"churn": -1},
-        {"check_interval": 0},
-        {"young_threshold": 0},
-    ):
+    for bad in ({"min_sessions": 0}, {"growth": 0}, {"churn": -1}, {"check_interval": 0}, {"young_threshold": 0}):
         with pytest.raises(kcp.KCPUsageError):
             GcPolicy(**bad)  # type: ignore[arg-type]
 

@@ -271,9 +271,7 @@ def test_deploy_page_has_the_variables_table() -> None:
 
     table = env_markdown(serve_parser())
     page = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
-    assert table in page, (
-        f"docs/deploy.md's table of KCPRPC_* variables is out of date; it is now:\n\n{table}"
-    )
+    assert table in page, f"docs/deploy.md's table of KCPRPC_* variables is out of date; it is now:\n\n{table}"
 
 
 def test_the_image_sets_only_real_variables() -> None:
@@ -286,9 +284,4 @@ def test_the_image_sets_only_real_variables() -> None:
     assert named <= known, named - known
     env = dict(re.findall(r"\b(KCPRPC_[A-Z_]+)=(\S+)", dockerfile))
     args = apply_env(build_parser().parse_args(["serve"]), env)  # the image's settings parse
-    assert (args.host, args.port, args.metrics, args.log_format) == (
-        "0.0.0.0",
-        9000,
-        ("0.0.0.0", 9464),
-        "json",
-    )
+    assert (args.host, args.port, args.metrics, args.log_format) == ("0.0.0.0", 9000, ("0.0.0.0", 9464), "json")

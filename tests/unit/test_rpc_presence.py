@@ -334,10 +334,7 @@ async def test_topic_events_open_no_gap_and_stay_out_of_history() -> None:
         assert [await got(pings), await got(pings)] == [Ping(n=1), Ping(n=2)]
         assert p.client.topic_offsets["topic:chat"] == (broker.epoch, 2)
         assert broker.last_seq("topic:chat") == 2
-        assert [m.event for m in broker.history_nowait("topic:chat", 0).messages] == [
-            "test.Ping",
-            "test.Ping",
-        ]
+        assert [m.event for m in broker.history_nowait("topic:chat", 0).messages] == ["test.Ping", "test.Ping"]
 
 
 async def test_two_servers_share_presence_through_one_broker() -> None:

@@ -163,12 +163,7 @@ async def test_since_resumes_a_restarted_client_with_nothing_missed() -> None:
             await publish(p, [7])
             await fence(again)
             assert seen.ns == [4, 5, 6, 7] and seen.replayed() == [4, 5, 6]
-            assert [(r.replayed, r.seq) for r in raw if r.name == "tick"] == [
-                (True, 4),
-                (True, 5),
-                (True, 6),
-                (False, 7),
-            ]
+            assert [(r.replayed, r.seq) for r in raw if r.name == "tick"] == [(True, 4), (True, 5), (True, 6), (False, 7)]
             assert raw[0].position == Position(saved.epoch, 4)
             assert (reply.recovered, reply.replayed, reply.missed) == (True, 3, 0)
             assert reply.position == Position(saved.epoch, 6)

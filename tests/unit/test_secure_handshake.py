@@ -130,9 +130,7 @@ def test_pinned_key_handshake_succeeds_and_carries_identity_and_token(suite: str
 
     client_priv, client_pub = generate_keypair(seeded_rng(3))
     run = run_handshake(
-        HandshakeConfig(
-            server_public_key=SERVER_PUB, static_key=client_priv, token=b"tok-123", suites=(suite,)
-        ),
+        HandshakeConfig(server_public_key=SERVER_PUB, static_key=client_priv, token=b"tok-123", suites=(suite,)),
         HandshakeConfig(static_key=SERVER_PRIV),
         authorize=authorize,
     )
@@ -157,9 +155,7 @@ def test_pinned_key_handshake_succeeds_and_carries_identity_and_token(suite: str
 
 
 def test_passphrase_only_handshake_uses_nnpsk0() -> None:
-    run = run_handshake(
-        HandshakeConfig(passphrase="correct horse"), HandshakeConfig(passphrase="correct horse")
-    )
+    run = run_handshake(HandshakeConfig(passphrase="correct horse"), HandshakeConfig(passphrase="correct horse"))
     assert run.client.pattern_name == "NNpsk0"
     assert run.client.state == "established" and run.server_conn is not None
     assert run.server_conn.peer_static is None
@@ -318,9 +314,7 @@ def test_raising_hook_refuses_instead_of_crashing() -> None:
         raise RuntimeError("db down")
 
     run = run_handshake(
-        HandshakeConfig(server_public_key=SERVER_PUB),
-        HandshakeConfig(static_key=SERVER_PRIV),
-        authorize=authorize,
+        HandshakeConfig(server_public_key=SERVER_PUB), HandshakeConfig(static_key=SERVER_PRIV), authorize=authorize
     )
     assert (
         str(run.client.error)
@@ -448,9 +442,7 @@ def test_half_open_handshakes_are_capped_counted_and_expire() -> None:
 
 
 def test_every_flipped_byte_of_an_initiation_gets_no_answer_but_at_most_a_hint() -> None:
-    server = SecureServer(
-        HandshakeConfig(static_key=SERVER_PRIV, hint_rate_per_source=10_000), seeded_rng(15)
-    )
+    server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV, hint_rate_per_source=10_000), seeded_rng(15))
     init = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB), seeded_rng(16)).initiate(0)
     for i in range(len(init) - 16):  # mac2 is all zeros and unchecked when not under load
         bad = bytearray(init)
