@@ -9,7 +9,7 @@ interest filter applied) and sends
 
 Frames go over unreliable delivery and are latest-wins: a lost delta is superseded by the next
 one, which is computed against the still-acknowledged baseline. The client acknowledges the
-``seq`` it applied (:class:`StateService`, an unreliable notify); an ack moves the baseline to the
+``seq`` it applied (:class:`~kcprpc.state.StateService`, an unreliable notify); an ack moves the baseline to the
 view sent with that ``seq``. The views sent and not yet acknowledged are kept per client, at most
 ``max_baselines`` (the oldest is forgotten; an ack for it is then ignored and counted). A client
 that acknowledged nothing for ``max_baselines`` ticks gets snapshots again until it does.
@@ -22,17 +22,16 @@ that acknowledged nothing for ``max_baselines`` ticks gets snapshots again until
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import Any, Final, Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from kcprpc import codec
 from kcprpc.codec import encode_frame
-from kcprpc.context import current_context
 from kcprpc.errors import UsageError
 from kcprpc.push import route
-from kcprpc.service import Delivery, Service, rpc
+from kcprpc.service import Delivery
 from kcprpc.state.delta import SAME, diff
 from kcprpc.state.interest import Interest, Views
 from kcprpc.state.schema import Schema
@@ -210,42 +209,3 @@ class StateSync(Generic[M]):
             route(peer, f, Delivery.UNRELIABLE)  # type: ignore[arg-type]
         self.stats["bytes"] += total
         return total
-
-
-class StateAck(BaseModel):
-    """A client's acknowledgement: it applied message ``seq`` of the sync ``name``."""
-
-    name: str = Field(min_length=1, max_length=MAX_NAME)
-    seq: int = Field(ge=1)
-
-
-class StateService(Service, name="kcprpc.State"):
-    """Receives the clients' acknowledgements for the syncs added to it. Serve one per server:
-    ``states = StateService(); states.add(sync); Server([..., states])``."""
-
-    def __init__(self, syncs: Iterable[StateSync[Any]] = ()) -> None:
-        self._syncs: dict[str, StateSync[Any]] = {}
-        self.acks_unknown = 0  # acks naming no sync
-        for s in syncs:
-            self.add(s)
-
-    def add(self, sync: StateSync[Any]) -> None:
-        """Route acks for ``sync.name`` to ``sync`` (UsageError if another sync has the name)."""
-        other = self._syncs.get(sync.name)
-        if other is not None and other is not sync:
-            raise UsageError(f"a state sync named {sync.name!r} is already added")
-        self._syncs[sync.name] = sync
-
-    def remove(self, sync: StateSync[Any]) -> None:
-        """Stop routing acks to ``sync``."""
-        if self._syncs.get(sync.name) is sync:
-            del self._syncs[sync.name]
-
-    @rpc.notify(name="Ack")
-    async def ack(self, msg: StateAck) -> None:
-        """The notify ``kcprpc.State/Ack`` (unreliable): route one acknowledgement."""
-        sync = self._syncs.get(msg.name)
-        if sync is None:
-            self.acks_unknown += 1
-            return
-        sync.ack(current_context().session, msg.seq)

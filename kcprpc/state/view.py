@@ -22,14 +22,19 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from kcprpc.errors import UsageError
 from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, diff, full, walk
 from kcprpc.state.schema import LIST, MAP, MODEL, Node, Schema
-from kcprpc.state.sync import DEFAULT_NAME, DELTA, SNAPSHOT, StateAck, StateService
+from kcprpc.state.service import StateAck, StateService
+from kcprpc.state.sync import DEFAULT_NAME, DELTA, SNAPSHOT
+
+if TYPE_CHECKING:
+    from kcprpc.client import Client
+    from kcprpc.subscriptions import RawEvent
 
 log = logging.getLogger("kcprpc.state")
 
@@ -249,25 +254,33 @@ class StateView(Generic[M]):
             log.exception("state callback raised")
 
 
-def attach(client: Any, view: StateView[Any]) -> Callable[[], None]:
+def attach(client: Client, view: StateView[Any]) -> Callable[[], None]:
     """Feed ``view`` the ``EVENT``s named ``view.name`` that ``client`` (a :class:`kcprpc.Client`)
     receives, and acknowledge each applied one (``kcprpc.State/Ack``, unreliable). Returns a
     function that detaches it."""
 
-    def on_raw(ev: Any) -> None:
+    def on_raw(ev: RawEvent) -> None:
         if ev.name != view.name:
             return
         seq = view.receive(ev.payload)
         if seq is not None:
             client.notify(StateService.ack, StateAck(name=view.name, seq=seq))
 
-    off: Callable[[], None] = client.on_raw_event(on_raw)
-    return off
+    return client.on_raw_event(on_raw)
 
 
-def client_state(client: Any, model: type[M], name: str = DEFAULT_NAME, **bounds: int) -> StateView[M]:
-    """A :class:`StateView` of ``model`` attached to ``client``: ``state = client_state(client,
-    RoomState, "game.state")``; ``state.state`` is the typed state."""
-    view = StateView(model, name, **bounds)
+def client_state(
+    client: Client,
+    model: type[M],
+    name: str = DEFAULT_NAME,
+    *,
+    max_baselines: int = 32,
+    max_entities: int = 10_000,
+    max_nodes: int = 200_000,
+) -> StateView[M]:
+    """A :class:`StateView` of ``model`` attached to ``client``: ``view = client_state(client,
+    RoomState, "game.state")``; ``view.state`` is the typed state. The bounds are
+    :class:`StateView`'s."""
+    view = StateView(model, name, max_baselines=max_baselines, max_entities=max_entities, max_nodes=max_nodes)
     attach(client, view)
     return view
