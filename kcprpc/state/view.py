@@ -107,6 +107,11 @@ class StateView(Generic[M]):
         self._states: list[Callable[[M], Any]] = []
 
     @property
+    def held(self) -> int:
+        """How many states this view keeps to apply deltas to (at most ``max(2, max_baselines)``)."""
+        return len(self._trees)
+
+    @property
     def tree(self) -> Any:
         """The wire tree of the state held (for tests and tools)."""
         return self._tree

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from kcprpc import codec
-from kcprpc.state import StateSync, StateView
+from kcprpc.state import Interest, StateSync, StateView
 
 
 class Pos(BaseModel):
@@ -218,3 +218,44 @@ def test_corrupted_frames_never_raise(a: Room, b: Room, data: st.DataObject) -> 
     payload = decoded[1] if isinstance(decoded, list) and len(decoded) > 1 else decoded
     view.receive(payload)
     assert isinstance(view.state, Room)
+
+
+@given(
+    st.lists(
+        st.tuples(room, st.sets(st.integers(0, 12)), st.sets(st.sampled_from(["name", "hp", "items"]))),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_filtered_client_holds_exactly_its_view(ticks: list[tuple[Room, set[int], set[str]]]) -> None:
+    """Random interest per tick (visible player keys, hidden player fields): the client's state is
+    the state with only those players, those fields at their default; entities entering and
+    leaving its interest are added and removed by its callbacks."""
+    current: dict[str, Any] = {}
+    sync = StateSync(Room, "r")
+    view = StateView(Room, "r")
+    sync.add_client(
+        "c",
+        interest=lambda s: Interest(keys={"players": current["keys"]}, hide={"players.*": current["hide"]}),
+    )
+    seen: set[int] = set()
+    view.on_add("players", lambda k, p: seen.add(k))
+    view.on_remove("players", lambda k, p: seen.remove(k))
+    default = Player()
+    for s, keys, hide in ticks:
+        current["keys"], current["hide"] = keys, hide
+        for c, msg in sync.tick(s):
+            seq = view.receive(wire(sync, msg))
+            assert seq is not None
+            sync.ack(c, seq)
+        expected = s.model_copy(
+            update={
+                "players": {
+                    k: p.model_copy(update={f: getattr(default, f) for f in hide})
+                    for k, p in s.players.items()
+                    if k in keys
+                }
+            }
+        )
+        assert view.state == expected
+        assert seen == set(expected.players)

@@ -381,3 +381,19 @@ def test_a_model_with_unresolved_annotations_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="not fully defined"):
         Schema(Later)
+
+
+def test_the_view_keeps_a_bounded_number_of_states() -> None:
+    sync = StateSync(Room, "room", max_baselines=64)
+    view = StateView(Room, "room", max_baselines=4)
+    sync.add_client("c")
+    room = Room()
+    for i in range(100):
+        room.round = i
+        for c, m in sync.tick(room):
+            seq = view.receive(wire(sync, m))
+            assert seq is not None
+            if i % 7 == 0:  # most acks lost: deltas stay against old baselines
+                sync.ack(c, seq)
+        assert view.held <= 4
+    assert view.state == room
