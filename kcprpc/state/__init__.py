@@ -18,6 +18,7 @@ Wire format: docs/wire-format/state.md.
 
 from kcprpc.state.delta import BadDelta, Budget, apply, diff, full
 from kcprpc.state.interest import ALL, Interest
+from kcprpc.state.room import SyncSender
 from kcprpc.state.schema import Schema
 from kcprpc.state.service import StateAck, StateService
 from kcprpc.state.sync import DELTA, SNAPSHOT, STATE_COUNTERS, StateSync
@@ -37,6 +38,7 @@ __all__ = [
     "StateService",
     "StateSync",
     "StateView",
+    "SyncSender",
     "apply",
     "attach",
     "client_state",

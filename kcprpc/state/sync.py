@@ -22,7 +22,7 @@ that acknowledged nothing for ``max_baselines`` ticks gets snapshots again until
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -143,10 +143,13 @@ class StateSync(Generic[M]):
         return True
 
     # ------------------------------------------------------------------ ticks
-    def tick(self, state: M) -> list[tuple[Hashable, list[Any]]]:
+    def tick(self, state: M, extras: Mapping[Any, Any] | None = None) -> list[tuple[Hashable, list[Any]]]:
         """Number ``state`` (the next seq) and return each client's message (clients with nothing
         new are left out). Each interest filter is called once. Clients without a filter that
-        acknowledged the same baseline share one message object (computed once)."""
+        acknowledged the same baseline share one message object (computed once).
+
+        ``extras``: per client, a value its message carries as a 5th element (``StateView.extra``
+        on the client), e.g. the sequence number of the client's last input the state includes."""
         tree = self.schema.tree(state)
         self.seq += 1
         seq = self.seq
@@ -189,6 +192,8 @@ class StateSync(Generic[M]):
             if len(c.sent) > self.max_baselines:
                 c.sent.popitem(last=False)
                 stats["baselines_evicted"] += 1
+            if extras is not None and handle in extras:
+                msg = [*msg, extras[handle]]  # a copy: the body stays shared
             out.append((handle, msg))
         return out
 
@@ -196,12 +201,12 @@ class StateSync(Generic[M]):
         """The ``EVENT`` frame carrying one message of :meth:`tick`."""
         return encode_frame(codec.EVENT, 0, [self.name, msg, None, None, None])
 
-    def send(self, state: M) -> int:
+    def send(self, state: M, extras: Mapping[Any, Any] | None = None) -> int:
         """:meth:`tick`, then send each client (a session) its message unreliably; returns the
         bytes sent."""
         total = 0
         frames: dict[int, bytes] = {}  # a message shared by several clients is encoded once
-        for peer, msg in self.tick(state):
+        for peer, msg in self.tick(state, extras):
             f = frames.get(id(msg))
             if f is None:
                 f = frames[id(msg)] = self.frame(msg)

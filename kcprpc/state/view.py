@@ -98,6 +98,9 @@ class StateView(Generic[M]):
         """The typed state (None before the first snapshot)."""
         self.seq = 0
         """The seq of the message the state comes from."""
+        self.extra: Any = None
+        """The 5th element of that message (None without): a per-client value the server sent
+        with the state, e.g. the sequence number of this client's last input it includes."""
         self.stats: dict[str, int] = dict.fromkeys(VIEW_COUNTERS, 0)
         self._tree: Any = None
         self._trees: OrderedDict[int, Any] = OrderedDict()  # seq -> tree, oldest first
@@ -164,13 +167,13 @@ class StateView(Generic[M]):
 
     # ------------------------------------------------------------------ receiving
     def receive(self, msg: Any) -> int | None:
-        """Apply one message (``[kind, seq, schema id | base seq, body]``); returns the seq to
+        """Apply one message (``[kind, seq, schema id | base seq, body, extra?]``); returns the seq to
         acknowledge, or None when it was dropped (counted)."""
         stats = self.stats
-        if not isinstance(msg, (list, tuple)) or len(msg) != 4:
+        if not isinstance(msg, (list, tuple)) or not 4 <= len(msg) <= 5:
             stats["malformed"] += 1
             return None
-        kind, seq, ref, body = msg
+        kind, seq, ref, body = msg[:4]
         if type(kind) is not int or type(seq) is not int or type(ref) is not int or seq < 1:
             stats["malformed"] += 1
             return None
@@ -210,6 +213,7 @@ class StateView(Generic[M]):
         self._tree = tree
         self.state = state  # type: ignore[assignment]
         self.seq = seq
+        self.extra = msg[4] if len(msg) == 5 else None
         stats["applied"] += 1
         if kind == SNAPSHOT:
             stats["snapshots"] += 1

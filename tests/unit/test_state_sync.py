@@ -397,3 +397,65 @@ def test_the_view_keeps_a_bounded_number_of_states() -> None:
                 sync.ack(c, seq)
         assert view.held <= 4
     assert view.state == room
+
+
+def test_extras_ride_on_each_clients_message_without_touching_shared_ones() -> None:
+    sync = StateSync(Room, "room")
+    views = {c: StateView(Room, "room") for c in "abc"}
+    for c in views:
+        sync.add_client(c)
+    out = sync.tick(Room(), {"a": 7, "b": 9})
+    msgs = dict(out)
+    assert msgs["a"][4] == 7 and msgs["b"][4] == 9 and len(msgs["c"]) == 4
+    assert msgs["a"][3] is msgs["c"][3]  # one body for all
+    for h, m in out:
+        assert views[str(h)].receive(wire(sync, m)) == 1
+    assert (views["a"].extra, views["b"].extra, views["c"].extra) == (7, 9, None)
+
+
+class FakeSession:
+    """A session as ``kcprpc.push.route`` sees it: datagrams up to 1200 bytes, else the stream."""
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+        self.datagrams: list[bytes] = []
+        self.stream: list[bytes] = []
+
+    def send_datagram(self, frame: bytes) -> bool:
+        if len(frame) > 1200:
+            return False
+        self.datagrams.append(frame)
+        return True
+
+    def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
+        assert unreliable
+        self.stream.append(frame)
+
+
+class Snap:
+    def __init__(self, state: Room, members: tuple[FakeSession, ...], acks: dict[str, int]) -> None:
+        self.room, self.tick, self.state, self.members, self.acks = "r", 0, state, members, acks
+
+
+def test_sync_sender_follows_room_members_and_sends_their_input_acks() -> None:
+    from kcprpc import codec
+    from kcprpc.state import SyncSender
+
+    sync = StateSync(Room, "room")
+    sender = SyncSender(sync, interest=lambda room, m: lambda s: Interest(keys={"players": [int(m.id)]}))
+    a, b = FakeSession("1"), FakeSession("2")
+    sender.on_member_added("r", a)
+    sender.on_member_added("r", b)
+    room = Room(players={1: Player(name="a"), 2: Player(name="b", items=[Item(name="x" * 2000)])})
+    sender.send(Snap(room, (a, b), {"1": 4}))
+    views = {a: StateView(Room, "room"), b: StateView(Room, "room")}
+    for s in (a, b):
+        [frame] = s.datagrams + s.stream
+        msg = codec.unpack(frame[codec.HEADER_SIZE :])[1]
+        assert views[s].receive(msg) == 1
+    assert len(a.datagrams) == 1 and len(b.stream) == 1  # b's view is too big for a datagram
+    assert set(views[a].state.players) == {1} and views[a].extra == 4  # type: ignore[union-attr]
+    assert set(views[b].state.players) == {2} and views[b].extra == -1  # type: ignore[union-attr]
+    assert sync.stats["bytes"] == len(a.datagrams[0]) + len(b.stream[0])
+    sender.on_member_removed("r", a)
+    assert a not in sync and b in sync
