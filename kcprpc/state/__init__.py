@@ -19,7 +19,7 @@ Wire format: docs/wire-format/state.md.
 from kcprpc.state.delta import BadDelta, Budget, apply, diff, full
 from kcprpc.state.interest import ALL, Interest
 from kcprpc.state.room import SyncSender
-from kcprpc.state.schema import Schema
+from kcprpc.state.schema import Quantized, Schema
 from kcprpc.state.service import StateAck, StateService
 from kcprpc.state.sync import DELTA, SNAPSHOT, STATE_COUNTERS, StateSync
 from kcprpc.state.view import VIEW_COUNTERS, StateView, attach, client_state
@@ -33,6 +33,7 @@ __all__ = [
     "BadDelta",
     "Budget",
     "Interest",
+    "Quantized",
     "Schema",
     "StateAck",
     "StateService",

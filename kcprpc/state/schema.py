@@ -5,7 +5,8 @@ A state model is a pydantic model. Each of its fields is one of:
 * a nested model (``MODEL``): its fields are synced one by one;
 * a dict of entities, ``dict[str | int, V]`` (``MAP``): entries are added, changed and removed by key;
 * a list, ``list[V]`` (``LIST``): entries are added, changed and removed by index;
-* anything else (``LEAF``): sent whole when it changes (numbers, strings, optional models, sets ...).
+* anything else (``LEAF``): sent whole when it changes (numbers, strings, optional models, sets ...);
+  a number annotated ``Annotated[float, Quantized(step)]`` is sent as ``round(value / step)``.
 
 ``V`` is itself a model (an entity, synced field by field) or a leaf. Fields are numbered in
 declaration order; the number is the field's wire index (docs/wire-format/state.md).
@@ -43,6 +44,7 @@ class Node:
     """One node of a compiled schema."""
 
     kind: int
+    step: float | None = None  # LEAF: a quantized number, sent as round(value / step)
     model: type[BaseModel] | None = None  # MODEL
     names: tuple[str, ...] = ()  # MODEL: field names in index order
     fields: tuple[Node, ...] = ()  # MODEL: their nodes
@@ -65,7 +67,7 @@ class Node:
         if self.kind == LIST:
             assert self.item is not None
             return "list<" + self.item.describe() + ">"
-        return "v"
+        return "v" if self.step is None else f"q{self.step!r}"
 
 
 def _is_model(tp: Any) -> bool:
@@ -75,7 +77,8 @@ def _is_model(tp: Any) -> bool:
 def _node(tp: Any, seen: tuple[type, ...]) -> Node:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        return _node(typing.get_args(tp)[0], seen)
+        base, *meta = typing.get_args(tp)
+        return _quantized(_node(base, seen), meta)
     if _is_model(tp):
         return _model_node(tp, seen)
     if origin is dict:
@@ -91,6 +94,41 @@ def _node(tp: Any, seen: tuple[type, ...]) -> Node:
     if origin in (Union, types.UnionType):
         return Node(LEAF)  # optional models and unions are leaves: sent whole
     return Node(LEAF)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantized:
+    """``Annotated[float, Quantized(0.01)]``: the field goes on the wire as the integer
+    ``round(value / step)`` and comes back as ``that * step`` (a change smaller than half a step
+    is not sent). For numbers only (a value that is not a finite number goes as it is)."""
+
+    step: float
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.step, (int, float)) and 0 < self.step < float("inf")):
+            raise UsageError(f"Quantized step must be a positive number, not {self.step!r}")
+
+
+def _quantized(node: Node, meta: Any) -> Node:
+    q = [m for m in meta if isinstance(m, Quantized)]
+    if not q:
+        return node
+    if node.kind != LEAF:
+        raise UsageError("Quantized applies to a number field, not a model, dict or list")
+    return Node(LEAF, step=float(q[-1].step))
+
+
+def _q(step: float, v: Any) -> Any:
+    if type(v) is float or type(v) is int:
+        try:
+            return round(v / step)
+        except (OverflowError, ValueError):  # inf, nan: as they are
+            return v
+    return v
+
+
+def _unq(step: float, v: Any) -> Any:
+    return v * step if type(v) is int else v
 
 
 def _item(tp: Any, seen: tuple[type, ...]) -> Node:
@@ -130,7 +168,7 @@ def _model_node(model: type[BaseModel], seen: tuple[type, ...]) -> Node:
     defaults: list[Any] = []
     for name, info in model.model_fields.items():
         names.append(name)
-        n = _node(info.annotation, (*seen, model))
+        n = _quantized(_node(info.annotation, (*seen, model)), info.metadata)
         nodes.append(n)
         if info.default is not PydanticUndefined:
             defaults.append(info.default)
@@ -160,19 +198,20 @@ def to_tree(node: Node, dumped: Any) -> Any:
     """The tree of a value given as ``model_dump()`` (python mode) output."""
     kind = node.kind
     if kind == LEAF:
-        return dumped
+        return dumped if node.step is None else _q(node.step, dumped)
     if kind == MODEL:
         return tuple(
-            to_tree(f, dumped[n]) if f.kind != LEAF else dumped[n]
+            dumped[n] if f.kind == LEAF and f.step is None else to_tree(f, dumped[n])
             for n, f in zip(node.names, node.fields, strict=True)
         )
     item = node.item
     assert item is not None
+    plain = item.kind == LEAF and item.step is None
     if kind == MAP:
-        if item.kind == LEAF:
+        if plain:
             return dict(dumped)
         return {k: to_tree(item, v) for k, v in dumped.items()}
-    if item.kind == LEAF:
+    if plain:
         return tuple(dumped)
     return tuple(to_tree(item, v) for v in dumped)
 
@@ -181,14 +220,15 @@ def from_tree(node: Node, tree: Any) -> Any:
     """The plain (name-keyed) value of a tree, for ``model_validate``."""
     kind = node.kind
     if kind == LEAF:
-        return tree
+        return tree if node.step is None else _unq(node.step, tree)
     if kind == MODEL:
         return {n: from_tree(f, v) for n, f, v in zip(node.names, node.fields, tree, strict=True)}
     item = node.item
     assert item is not None
+    plain = item.kind == LEAF and item.step is None
     if kind == MAP:
-        return tree if item.kind == LEAF else {k: from_tree(item, v) for k, v in tree.items()}
-    return list(tree) if item.kind == LEAF else [from_tree(item, v) for v in tree]
+        return tree if plain else {k: from_tree(item, v) for k, v in tree.items()}
+    return list(tree) if plain else [from_tree(item, v) for v in tree]
 
 
 class Schema:

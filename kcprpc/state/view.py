@@ -204,7 +204,12 @@ class StateView(Generic[M]):
         except ValidationError:
             stats["invalid"] += 1
             return None
-        except (TypeError, ValueError, RecursionError):  # unhashable keys and the like: forged
+        except (
+            TypeError,
+            ValueError,
+            ArithmeticError,
+            RecursionError,
+        ):  # unhashable keys and the like: forged
             stats["malformed"] += 1
             return None
         self._keep(seq, tree, ref if kind == DELTA else seq)

@@ -459,3 +459,42 @@ def test_sync_sender_follows_room_members_and_sends_their_input_acks() -> None:
     assert sync.stats["bytes"] == len(a.datagrams[0]) + len(b.stream[0])
     sender.on_member_removed("r", a)
     assert a not in sync and b in sync
+
+
+def test_quantized_numbers_go_as_integers_and_small_changes_are_not_sent() -> None:
+    from typing import Annotated
+
+    from kcprpc.state import Quantized
+
+    class Mob(BaseModel):
+        x: Annotated[float, Quantized(0.01)] = 0.0
+        heat: dict[str, Annotated[float, Quantized(0.5)]] = {}
+        trail: list[Annotated[float, Quantized(0.25)]] = []
+
+    class World(BaseModel):
+        mobs: dict[int, Mob] = {}
+
+    schema = Schema(World)
+    assert schema.root.describe() == "{mobs:map<int,{x:q0.01,heat:map<str,q0.5>,trail:list<q0.25>}>}"
+    sync, view = StateSync(World, "w"), StateView(World, "w")
+    sync.add_client("c")
+    w = World(mobs={1: Mob(x=12.345, heat={"a": 1.3}, trail=[0.6, float("inf")])})
+    [(_, msg)] = sync.tick(w)
+    assert msg[3] == ({1: (1234, {"a": 3}, (2, float("inf")))},)  # round half to even: 1234.5 -> 1234
+    sync.ack("c", view.receive(wire(sync, msg)) or 0)
+    assert view.state is not None
+    mob = view.state.mobs[1]
+    assert mob.x == pytest.approx(12.34) and mob.heat == {"a": 1.5} and mob.trail == [0.5, float("inf")]
+    w.mobs[1].x = 12.342  # less than half a step: nothing to send
+    assert sync.tick(w) == []
+    w.mobs[1].x = 12.36
+    [(_, msg)] = sync.tick(w)
+    assert msg[3] == {0: [[], {1: {0: 1236}}, {}]}
+    with pytest.raises(UsageError):
+        Quantized(0)
+    with pytest.raises(UsageError, match="number field"):
+
+        class Bad(BaseModel):
+            m: Annotated[Mob, Quantized(1.0)]
+
+        Schema(Bad)
