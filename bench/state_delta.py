@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from _state_world import RoomState, World  # noqa: E402
+from _state_world import QRoomState, RoomState, World  # noqa: E402
 
 from kcprpc.state import DELTA, SNAPSHOT, StateSync, StateView, diff  # noqa: E402
 from kcprpc.state.delta import SAME  # noqa: E402
@@ -92,17 +92,18 @@ class Link:
 
 
 def run(args: argparse.Namespace, loss: float) -> dict[str, dict[str, float]]:
-    world = World(args.entities, args.moving, args.seed)
+    world = World(args.entities, args.moving, args.seed, args.quantize)
+    model: Any = QRoomState if args.quantize else RoomState
     period = 1000.0 / args.hz
     ticks = int(args.seconds * args.hz)
-    states: list[RoomState] = [world.step().model_copy(deep=True) for _ in range(ticks)]
+    states: list[Any] = [world.step().model_copy(deep=True) for _ in range(ticks)]
     d = args.delay_ms
     end = ticks * period
     res: dict[str, dict[str, float]] = {}
 
     # (a) latest-wins deltas against acknowledged baselines
-    sync = StateSync(RoomState, "bench", max_baselines=args.baselines)
-    views = [StateView(RoomState, "bench", max_baselines=args.baselines) for _ in range(args.clients)]
+    sync = StateSync(model, "bench", max_baselines=args.baselines)
+    views = [StateView(model, "bench", max_baselines=args.baselines) for _ in range(args.clients)]
     down = [Link(loss, args.seed * 1000 + c, args.mtu, args.overhead) for c in range(args.clients)]
     up = [Link(loss, args.seed * 2000 + c, args.mtu, args.overhead) for c in range(args.clients)]
     for c in range(args.clients):
@@ -190,10 +191,14 @@ def main() -> None:
     ap.add_argument("--overhead", type=int, default=52, help="bytes of headers per packet")
     ap.add_argument("--baselines", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--quantize", action="store_true", help="x, y to 0.01 and angle to 0.1 (kcprpc.state.Quantized)"
+    )
     args = ap.parse_args()
     print(
         f"{args.entities} entities ({args.moving:.0%} moving), {args.hz:g} Hz, {args.clients} clients, "
         f"{args.seconds:g} s, one-way {args.delay_ms:g} ms, RTO {args.rto_ms:g} ms, seed {args.seed}"
+        + (", quantized" if args.quantize else "")
     )
     for loss in args.loss:
         res = run(args, loss)

@@ -67,7 +67,7 @@ class Node:
         if self.kind == LIST:
             assert self.item is not None
             return "list<" + self.item.describe() + ">"
-        return "v" if self.step is None else f"q{self.step!r}"
+        return "v" if self.step is None else f"q{round(self.step * 1_000_000)}"
 
 
 def _is_model(tp: Any) -> bool:
@@ -105,8 +105,8 @@ class Quantized:
     step: float
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.step, (int, float)) and 0 < self.step < float("inf")):
-            raise UsageError(f"Quantized step must be a positive number, not {self.step!r}")
+        if not (isinstance(self.step, (int, float)) and 1e-6 <= self.step < 1e12):
+            raise UsageError(f"Quantized step must be a number from 1e-6 to 1e12, not {self.step!r}")
 
 
 def _quantized(node: Node, meta: Any) -> Node:

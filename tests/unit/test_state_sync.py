@@ -475,7 +475,7 @@ def test_quantized_numbers_go_as_integers_and_small_changes_are_not_sent() -> No
         mobs: dict[int, Mob] = {}
 
     schema = Schema(World)
-    assert schema.root.describe() == "{mobs:map<int,{x:q0.01,heat:map<str,q0.5>,trail:list<q0.25>}>}"
+    assert schema.root.describe() == "{mobs:map<int,{x:q10000,heat:map<str,q500000>,trail:list<q250000>}>}"
     sync, view = StateSync(World, "w"), StateView(World, "w")
     sync.add_client("c")
     w = World(mobs={1: Mob(x=12.345, heat={"a": 1.3}, trail=[0.6, float("inf")])})
