@@ -133,7 +133,7 @@ class _Item:
 
 
 class _Queue:
-    __slots__ = ("bytes", "items", "keyed", "lane", "live", "vtime")
+    __slots__ = ("bytes", "dead", "items", "keyed", "lane", "live", "vtime")
 
     def __init__(self, lane: Lane) -> None:
         self.lane = lane
@@ -141,6 +141,7 @@ class _Queue:
         self.keyed: dict[str, _Item] = {}
         self.bytes = 0
         self.live = 0  # items not dropped
+        self.dead = 0  # dropped items still in ``items`` (compacted past 2 * live + 16)
         self.vtime = 0.0  # weighted fair queueing: bytes sent / weight
 
 
@@ -230,8 +231,13 @@ class SendLanes:
         self.queued_bytes -= len(item.frame)
         item.frame = None
         q.live -= 1
+        q.dead += 1
         if not q.live:
             q.items.clear()
+            q.dead = 0
+        elif q.dead > 2 * q.live + 16:
+            q.items = deque(i for i in q.items if i.frame is not None)
+            q.dead = 0
         if item.key is not None and q.keyed.get(item.key) is item:
             del q.keyed[item.key]
 
@@ -265,6 +271,7 @@ class SendLanes:
             item = q.items.popleft()
             frame = item.frame
             if frame is None:
+                q.dead -= 1
                 continue
             n = len(frame)
             q.live -= 1
@@ -275,6 +282,7 @@ class SendLanes:
             q.vtime += n / q.lane.weight
             if not q.live:
                 q.items.clear()  # dropped items left behind
+                q.dead = 0
             budget -= n
             st["lanes_sent"] += 1
             yield frame, item.unreliable
@@ -284,5 +292,5 @@ class SendLanes:
         for q in self._order:
             q.items.clear()
             q.keyed.clear()
-            q.bytes = q.live = 0
+            q.bytes = q.live = q.dead = 0
         self.queued_bytes = 0

@@ -315,6 +315,8 @@ class ServerSession:
     def pump(self) -> None:
         """Hand waiting lane frames to the transport, by priority, while it holds less than the
         lanes' window for this client; look again after ``lanes.interval`` while some wait."""
+        if self._pump is not None:  # called directly (a test's simulated clock): one pump pending at most
+            self._pump.cancel()
         self._pump = None
         lanes = self.lanes
         control = self.control
