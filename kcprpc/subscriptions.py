@@ -68,6 +68,7 @@ class RawEvent(KeyNames):
     epoch: int | None
     unreliable: bool  # came as an OOB datagram
     replayed: bool = False
+    lw_key: str | None = None  # its latest-wins key (docs/rpc.md, "Latest-wins and priorities")
 
     @property
     def position(self) -> Position | None:
@@ -257,7 +258,7 @@ class Subscriptions:
                 return
             offsets[key] = _new(Position, (epoch, seq))
         if self._raw_handlers:
-            raw = RawEvent(name, payload, key, seq, epoch, unreliable, bool(flags & EVENT_REPLAYED))
+            raw = RawEvent(name, payload, key, seq, epoch, unreliable, bool(flags & EVENT_REPLAYED), lw)
             for raw_handler in list(self._raw_handlers):
                 try:
                     raw_handler(raw)

@@ -84,7 +84,9 @@ def test_fifty_updates_to_one_entity_while_congested_send_exactly_the_newest() -
     congest(link, 20_000)  # the link needs ~20 ticks before the window opens
     for i in range(50):
         pump(lanes, link, window)  # the pump runs between updates: nothing fits the window
-        assert lanes.put(encode_keyed_event("pos", {"x": i}, None, i + 1, 9, "entity:42"), "state", "entity:42") in (
+        assert lanes.put(
+            encode_keyed_event("pos", {"x": i}, None, i + 1, 9, "entity:42"), "state", "entity:42"
+        ) in (
             Put.QUEUED,
             Put.REPLACED,
         )
@@ -153,7 +155,9 @@ def test_higher_priority_goes_first_under_a_congested_link() -> None:
         lanes.put(frame(f"state{i}"), "state")
     run(lanes, link, 400, 200)
     sent = [tag(f) for f in link.carried if f[0:1] != b"x"]
-    assert sent == [f"state{i}" for i in range(3)] + [f"chat{i}" for i in range(5)] + [f"bulk{i}" for i in range(10)]
+    assert sent == [f"state{i}" for i in range(3)] + [f"chat{i}" for i in range(5)] + [
+        f"bulk{i}" for i in range(10)
+    ]
 
 
 def test_a_lower_class_cannot_starve_a_higher_one() -> None:
