@@ -280,7 +280,7 @@ def test_client_bounds_its_key_table() -> None:
     subs.max_keys = 100
     for i in range(1000):
         subs.handle(ev("room:r", f"k{i}", i + 1), unreliable=True)
-    assert len(subs._keyed) == 100 and subs.keys_evicted == 900  # noqa: SLF001
+    assert len(subs._keyed) == 100 and subs.keys_evicted == 900
 
 
 def test_wire_keyed_event_decoding() -> None:

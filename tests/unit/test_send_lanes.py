@@ -199,7 +199,7 @@ def test_weights_are_in_bytes_not_frames() -> None:
         lanes.put(frame(f"a{i}", 400), "a")
         lanes.put(frame(f"b{i}", 100), "b")
     out = [f for f, _ in lanes.take(40_000)]
-    got = Counter()
+    got: Counter[str] = Counter()
     for f in out:
         got[tag(f)[0]] += len(f)
     assert abs(got["a"] - got["b"]) <= 400
@@ -255,7 +255,7 @@ def test_memory_stays_bounded_with_many_dropped_frames() -> None:
     for i in range(10_000):
         lanes.put(frame(f"k{i}"), "s", f"k{i}")  # each new key drops the oldest
     assert lanes.queued_bytes <= 1000
-    q = lanes._queues["s"]  # noqa: SLF001 - the internal deque must not grow with dropped items
+    q = lanes._queues["s"]
     assert len(q.items) <= 2 * 10 + 17 and len(q.keyed) == 10
     list(lanes.take(10**9))
     assert len(q.items) == 0 and len(q.keyed) == 0
