@@ -274,14 +274,18 @@ class ServerSession:
         default to what the event type declares (``@event(key=..., lane=...)``); with neither, the
         event is sent at once, as before (docs/rpc.md, "Latest-wins and priorities")."""
         name, default, adapter = event_info(type(event))
-        payload = adapter.dump_python(event)
         self.server.stats["events_sent"] += 1
-        d = Delivery(delivery) if delivery is not None else default
         decl = event_send(name)
+        if decl is None and key is None and lane is None:  # the default path, as before
+            frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
+            route(self, frame, Delivery(delivery) if delivery is not None else default)
+            return
         if decl is not None:
             if key is None and decl.key_field is not None:
                 key = str(getattr(event, decl.key_field))
             lane = lane if lane is not None else decl.lane
+        payload = adapter.dump_python(event)
+        d = Delivery(delivery) if delivery is not None else default
         if key is None and lane is None:
             route(self, encode_frame(codec.EVENT, 0, [name, payload, None, None, None]), d)
             return
