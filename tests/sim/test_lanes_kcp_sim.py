@@ -11,6 +11,7 @@ transfer (the state lane goes first). The run is exactly reproducible from its s
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ class Client:
     def __init__(self, kcp: KCP) -> None:
         self.kcp = kcp
         self.buf = bytearray()
-        self.events: list[tuple[int, list[object]]] = []  # (arrival ms, body)
+        self.events: list[tuple[int, list[Any]]] = []  # (arrival ms, body)
 
     def read(self, now: int) -> None:
         while (m := self.kcp.recv()) is not None:
@@ -54,7 +55,7 @@ def run(seed: int, loss: float) -> tuple[Client, SendLanes, int]:
         e.stream = 1
     lanes = SendLanes(LaneConfig(window=8 * 1024))
     client = Client(r)
-    for i in range(BULK_CHUNKS):
+    for _ in range(BULK_CHUNKS):
         lanes.put(encode_frame(EVENT, 0, ["blob", bytes(1000), None, None, None, 0]), "bulk")
     made = {"A": 0, "B": 0}
 
@@ -89,7 +90,7 @@ def test_latest_wins_and_priority_over_congested_kcp(seed: int, loss: float) -> 
     assert len(pos) + st["lanes_conflated"] == 2 * UPDATES
     assert st["lanes_conflated"] > UPDATES  # the link was congested: most updates never went out
     for ent in ("A", "B"):
-        seqs = [b[3] for _, b in pos if b[6] == ent]
+        seqs = [int(b[3]) for _, b in pos if b[6] == ent]
         assert seqs == sorted(set(seqs))  # in order, no duplicate
         assert seqs[-1] == UPDATES  # the newest arrived
         last = max(t for t, b in pos if b[6] == ent)
