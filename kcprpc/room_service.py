@@ -60,7 +60,7 @@ class RoomInput(BaseModel):
 class RoomService(Service, name="kcprpc.Rooms", events=[RoomState]):
     """Join, leave and inputs for the rooms of ``registry``."""
 
-    def __init__(self, registry: RoomRegistry) -> None:
+    def __init__(self, registry: RoomRegistry[Any]) -> None:
         self.registry = registry
         self.stats: dict[str, int] = {"inputs_unrouted": 0}
         """``inputs_unrouted``: inputs for a room the sender is not in (dropped)."""

@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -438,11 +438,13 @@ _SETTINGS = frozenset(
     }
 )
 
-RoomFactory = Callable[[str], TickRoom]
+R = TypeVar("R", bound=TickRoom)
+
+RoomFactory = Callable[[str], R]
 """Makes the room of a name (a :class:`TickRoom` subclass is one); it is started by the registry."""
 
 
-class RoomRegistry:
+class RoomRegistry(Generic[R]):
     """The rooms of one server process, created on demand.
 
     ``rooms = RoomRegistry(GameRoom)`` then ``kcprpc.Server([...], lifespan=rooms.lifespan)``: the
@@ -455,7 +457,7 @@ class RoomRegistry:
 
     def __init__(
         self,
-        factory: RoomFactory,
+        factory: RoomFactory[R],
         *,
         max_rooms: int = 1000,
         sender: Callable[[Server], StateSender] | None = None,
@@ -468,8 +470,8 @@ class RoomRegistry:
         self.max_name_length = max_name_length
         self._make_sender = sender
         self.server: Server | None = None
-        self.rooms: dict[str, TickRoom] = {}
-        self._creating: dict[str, asyncio.Future[TickRoom]] = {}
+        self.rooms: dict[str, R] = {}
+        self._creating: dict[str, asyncio.Future[R]] = {}
         self.stats: dict[str, int] = {"rooms_created": 0, "rooms_disposed": 0, "joins_refused": 0}
 
     # ---------------------------------------------------------------- the server
@@ -519,16 +521,16 @@ class RoomRegistry:
         await asyncio.gather(*(r.stop() for r in list(self.rooms.values())), return_exceptions=True)
 
     # ---------------------------------------------------------------- rooms
-    def get(self, name: str) -> TickRoom | None:
+    def get(self, name: str) -> R | None:
         """The running room ``name``, or None."""
         room = self.rooms.get(name)
         return room if room is not None and room.running else None
 
-    def rooms_of(self, member: Any) -> list[TickRoom]:
+    def rooms_of(self, member: Any) -> list[R]:
         """The rooms ``member`` is in."""
         return [r for r in self.rooms.values() if member.id in r.members]
 
-    async def get_or_create(self, name: str) -> TickRoom:
+    async def get_or_create(self, name: str) -> R:
         """The running room ``name``, created and started if there is none (INVALID_ARGUMENT for
         a bad name, RESOURCE_EXHAUSTED past ``max_rooms``)."""
         if not name or len(name) > self.max_name_length:
@@ -544,7 +546,7 @@ class RoomRegistry:
             await old.stopped.wait()
         if len(self.rooms) + len(self._creating) >= self.max_rooms:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
-        fut: asyncio.Future[TickRoom] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._creating[name] = fut
         try:
             room = self.factory(name)
@@ -571,7 +573,7 @@ class RoomRegistry:
             del self.rooms[room.name]
             self.stats["rooms_disposed"] += 1
 
-    async def join(self, name: str, member: Any) -> TickRoom:
+    async def join(self, name: str, member: Any) -> R:
         """Put ``member`` in room ``name`` (created if needed): RESOURCE_EXHAUSTED when full."""
         room = await self.get_or_create(name)
         try:

@@ -168,7 +168,7 @@ def test_input_queues_are_bounded_in_count_and_bytes_dropping_the_oldest() -> No
 
 
 # ------------------------------------------------------------------ the room
-async def started(room: TickRoom) -> TickRoom:
+async def started(room: Counter) -> Counter:
     await room.start()
     assert room._task is not None
     room._task.cancel()  # the test drives step() with its own clock
@@ -300,7 +300,7 @@ async def test_the_registry_creates_on_demand_enforces_max_clients_and_stops_eve
 async def test_concurrent_joins_create_one_room() -> None:
     made: list[str] = []
 
-    def factory(name: str) -> TickRoom:
+    def factory(name: str) -> Counter:
         made.append(name)
         return Counter(name, sender=Recorder())
 
