@@ -125,7 +125,9 @@ class PushStateSender:
 
     async def send(self, snapshot: Snapshot) -> None:
         """Push one :class:`RoomState` to the room."""
-        msg = RoomState(room=snapshot.room, tick=snapshot.tick, acks=dict(snapshot.acks), state=snapshot.state)
+        msg = RoomState(
+            room=snapshot.room, tick=snapshot.tick, acks=dict(snapshot.acks), state=snapshot.state
+        )
         await self.server.push.to_room(snapshot.room, msg, delivery=self.delivery)
 
 
@@ -184,7 +186,9 @@ class TickRoom:
         self._clock = clock
         send_hz = self.tick_hz if self.send_hz is None else self.send_hz
         if not isinstance(send_hz, int) or isinstance(send_hz, bool) or not 1 <= send_hz <= self.tick_hz:
-            raise UsageError(f"send_hz must be an integer from 1 to tick_hz ({self.tick_hz}), not {send_hz!r}")
+            raise UsageError(
+                f"send_hz must be an integer from 1 to tick_hz ({self.tick_hz}), not {send_hz!r}"
+            )
         self._send_hz = send_hz
         if self.max_clients is not None and self.max_clients < 1:
             raise UsageError("max_clients must be at least 1 (or None)")
@@ -264,7 +268,9 @@ class TickRoom:
         return q.acked if q is not None else -1
 
     async def add_member(self, member: Any) -> None:
-        """Add ``member`` (RESOURCE_EXHAUSTED when full, UNAVAILABLE once stopping)."""
+        """Add ``member`` (RESOURCE_EXHAUSTED when full, UNAVAILABLE once stopping). The sender's
+        ``on_member_added`` and ``on_join`` may refuse it with :class:`RpcError`: it is then not a
+        member (and ``on_leave`` does not run)."""
         if self._stopping:
             raise RpcError(Status.UNAVAILABLE, f"room {self.name!r} is closing")
         if member.id in self.members:
@@ -274,9 +280,21 @@ class TickRoom:
         self._cancel_dispose()
         self.members[member.id] = member
         self._inputs[member.id] = InputQueue(self.max_inputs, self.max_input_bytes, self.stats)
-        if self.sender is not None:
-            await maybe_await(self.sender.on_member_added(self, member))
-        await self._hook(self.on_join, member)
+        added = False
+        try:
+            if self.sender is not None:
+                await maybe_await(self.sender.on_member_added(self, member))
+                added = True
+            await self.call_hook(self.on_join, member, refusable=True)
+        except BaseException:
+            self.members.pop(member.id, None)
+            self._inputs.pop(member.id, None)
+            if added and self.sender is not None:
+                with contextlib.suppress(Exception):
+                    await maybe_await(self.sender.on_member_removed(self, member))
+            if not self.members:
+                self.schedule_dispose()
+            raise
 
     async def remove_member(self, member: Any) -> None:
         """Remove ``member`` (it left, or is gone for good); an empty room stops after
@@ -284,14 +302,14 @@ class TickRoom:
         if self.members.pop(member.id, None) is None:
             return
         self._inputs.pop(member.id, None)
-        await self._hook(self.on_leave, member)
+        await self.call_hook(self.on_leave, member)
         if self.sender is not None:
             try:
                 await maybe_await(self.sender.on_member_removed(self, member))
             except Exception:
                 log.exception("room %s: the sender's on_member_removed failed", self.name)
         if not self.members:
-            self._schedule_dispose()
+            self.schedule_dispose()
 
     def push_input(self, member_id: str, seq: int, payload: Any) -> bool:
         """Validate ``payload`` with ``input_model`` and queue it for ``member_id``'s next tick;
@@ -377,7 +395,8 @@ class TickRoom:
             await self.remove_member(m)
 
     # ---------------------------------------------------------------- stopping
-    def _schedule_dispose(self) -> None:
+    def schedule_dispose(self) -> None:
+        """Stop the room after ``dispose_after`` unless a member joins first."""
         if self._stopping or self.schedule is None:
             return
         self._cancel_dispose()
@@ -410,16 +429,24 @@ class TickRoom:
         for m in list(self.members.values()):
             await self.remove_member(m)
         self._cancel_dispose()
-        await self._hook(self.on_dispose)
+        await self.call_hook(self.on_dispose)
         if self.on_stopped is not None:
             self.on_stopped(self)
         self.stopped.set()
 
-    async def _hook(self, fn: Callable[..., Awaitable[None] | None], *args: Any) -> None:
+    async def call_hook(
+        self, fn: Callable[..., Awaitable[None] | None], *args: Any, refusable: bool = False
+    ) -> None:
+        """Run one of the room's hooks: what it raises is logged (the room goes on), except an
+        :class:`RpcError` from a ``refusable`` one (``on_join``), which refuses."""
         try:
             await maybe_await(fn(*args))
         except RpcError:
-            raise
+            if refusable:
+                raise
+            log.exception(
+                "room %s: %s refused, which it cannot", self.name, getattr(fn, "__name__", "a hook")
+            )
         except Exception:
             log.exception("room %s: %s failed", self.name, getattr(fn, "__name__", "a hook"))
 
@@ -489,13 +516,13 @@ class RoomRegistry(Generic[R]):
                 await maybe_await(app_detach(session))
             if session.detached:  # kept for a resume: still a member
                 for room in self.rooms_of(session):
-                    await room._hook(room.on_detach, session)
+                    await room.call_hook(room.on_detach, session)
 
         async def on_resume(session: Any) -> None:
             if app_resume is not None:
                 await maybe_await(app_resume(session))  # may refuse (RpcError)
             for room in self.rooms_of(session):
-                await room._hook(room.on_resume, session)
+                await room.call_hook(room.on_resume, session)
 
         async def on_disconnect(session: Any) -> None:
             try:
@@ -534,7 +561,9 @@ class RoomRegistry(Generic[R]):
         """The running room ``name``, created and started if there is none (INVALID_ARGUMENT for
         a bad name, RESOURCE_EXHAUSTED past ``max_rooms``)."""
         if not name or len(name) > self.max_name_length:
-            raise RpcError(Status.INVALID_ARGUMENT, f"room name must have 1 to {self.max_name_length} characters")
+            raise RpcError(
+                Status.INVALID_ARGUMENT, f"room name must have 1 to {self.max_name_length} characters"
+            )
         room = self.get(name)
         if room is not None:
             return room
@@ -581,7 +610,7 @@ class RoomRegistry(Generic[R]):
         except RpcError:
             self.stats["joins_refused"] += 1
             if not room.members:
-                room._schedule_dispose()
+                room.schedule_dispose()
             raise
         return room
 

@@ -104,7 +104,54 @@ async def test_a_member_gone_for_good_leaves_and_the_room_stops() -> None:
         assert rooms.rooms == {}
 
 
-APP = '''
+class Watched(Walk):
+    def on_create(self) -> None:
+        super().on_create()
+        self.seen: list[str] = []
+
+    def on_detach(self, member: Any) -> None:
+        self.seen.append("detach")
+
+    def on_resume(self, member: Any) -> None:
+        self.seen.append("resume")
+
+    def on_leave(self, member: Any) -> None:
+        super().on_leave(member)
+        self.seen.append("leave")
+
+
+async def test_a_detached_member_stays_in_the_room_and_resumes_into_it() -> None:
+    rooms: RoomRegistry[Watched] = RoomRegistry(Watched)
+    detached: list[str] = []
+    cfg = kcprpc.ClientConfig(
+        heartbeat=kcprpc.HeartbeatConfig(interval=0.05, timeout=2.0),
+        reconnect=kcprpc.ReconnectPolicy(initial=0.01, maximum=0.05),
+    )
+    async with pair(
+        [RoomService(rooms)],
+        link="kcp",
+        transport=kcprpc.Transport(kcprpc.SecureWire(key="tick room resume")),
+        client_config=cfg,
+        server_config=kcprpc.ServerConfig(resume_window=30.0),
+        lifespan=rooms.lifespan,
+        on_detach=lambda s: detached.append(s.id),  # the app's hook runs before the registry's
+    ) as p:
+        joined = await p.client.stub(RoomService, timeout=5.0).join(JoinRoom(room="field"))
+        room = rooms.get("field")
+        assert room is not None
+        back = asyncio.Event()
+        p.client.on_reconnect = lambda _: back.set()
+        await p.drop()
+        await asyncio.wait_for(back.wait(), 10)
+        await wait_for(lambda: room.seen == ["detach", "resume"])
+        assert detached == [joined.member] and joined.member in room.members and room.running
+        states: list[RoomState] = []
+        p.client.on(RoomState, states.append)
+        await wait_for(lambda: bool(states) and joined.member in states[-1].state["x"])  # states flow again
+        assert rooms.stats["rooms_disposed"] == 0
+
+
+APP = """
 import kcprpc
 from kcprpc.room_service import RoomService
 from kcprpc.tick_room import RoomRegistry, TickRoom
@@ -127,7 +174,7 @@ class Echo(TickRoom):
 
 rooms = RoomRegistry(Echo)
 app = kcprpc.Server([RoomService(rooms)], lifespan=rooms.lifespan)
-'''
+"""
 
 
 def test_rooms_under_kcprpc_serve_stop_on_sigterm(tmp_path: Path) -> None:

@@ -308,3 +308,34 @@ async def test_concurrent_joins_create_one_room() -> None:
     got = await asyncio.gather(*(rooms.join("one", FakeMember(str(i))) for i in range(5)))
     assert made == ["one"] and len({id(r) for r in got}) == 1 and len(got[0].members) == 5
     await rooms.close()
+
+
+class Picky(Counter):
+    def on_join(self, member: Any) -> None:
+        if member.id == "banned":
+            raise RpcError(Status.PERMISSION_DENIED, "not you")
+        super().on_join(member)
+
+
+class RefusingSender(Recorder):
+    def on_member_added(self, room: TickRoom, member: Any) -> None:
+        if member.id == "x":
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
+        super().on_member_added(room, member)
+
+
+async def test_a_refused_join_leaves_no_member_behind() -> None:
+    rec = RefusingSender()
+    room = Picky("arena", sender=rec)
+    await room.start()
+    await room.add_member(FakeMember("a"))
+    with pytest.raises(RpcError) as e:
+        await room.add_member(FakeMember("banned"))
+    assert e.value.status is Status.PERMISSION_DENIED
+    with pytest.raises(RpcError) as e:
+        await room.add_member(FakeMember("x"))
+    assert e.value.status is Status.RESOURCE_EXHAUSTED
+    assert set(room.members) == {"a"} and room.acked("banned") == -1 and not room.push_input("x", 1, {"dx": 1})
+    assert rec.added == ["a", "banned"] and rec.removed == ["banned"]  # the sender let it go again
+    assert room.events == ["join a"]  # no on_leave for a member that never joined
+    await room.stop()
