@@ -335,6 +335,11 @@ class TickRoom:
         self.schedule = TickSchedule(self.tick_hz, start=self._now(), max_catch_up=self.max_catch_up)
         await maybe_await(self.on_create())
         self._task = asyncio.ensure_future(self._run())
+        self._task.add_done_callback(self._tick_ended)
+
+    def _tick_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: step() contains the app's errors
+            log.error("room %s: the tick task died", self.name, exc_info=task.exception())
 
     async def _run(self) -> None:
         sched = self.schedule
