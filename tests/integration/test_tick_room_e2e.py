@@ -104,6 +104,21 @@ async def test_a_member_gone_for_good_leaves_and_the_room_stops() -> None:
         assert rooms.rooms == {}
 
 
+async def test_the_server_shutdown_stops_rooms_that_still_have_members() -> None:
+    rooms: RoomRegistry[Watched] = RoomRegistry(lambda name: Watched(name, dispose_after=60.0))
+    async with pair([RoomService(rooms)], link="kcp", lifespan=rooms.lifespan) as p:
+        await p.client.stub(RoomService, timeout=5.0).join(JoinRoom(room="busy"))
+        await p.client.stub(RoomService, timeout=5.0).join(JoinRoom(room="idle"))
+        await p.client.stub(RoomService, timeout=5.0).leave(LeaveRoom(room="idle"))
+        busy, idle = rooms.get("busy"), rooms.get("idle")
+        assert busy is not None and idle is not None and idle.running  # empty, in its 60 s grace
+        task = busy._task
+        await p.server.shutdown(grace=0.5)
+        assert busy.stopped.is_set() and idle.stopped.is_set() and rooms.rooms == {}
+        assert task is not None and task.done()
+        assert busy.seen[-1] == "leave" and busy.members == {}
+
+
 class Watched(Walk):
     def on_create(self) -> None:
         super().on_create()
