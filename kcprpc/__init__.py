@@ -27,6 +27,7 @@ from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
 from kcprpc.push import Recovered, ResumeFailed
 from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
 from kcprpc.resume import SessionExpired
+from kcprpc.send_lanes import DEFAULT_LANES, Lane, LaneConfig
 from kcprpc.server import Server, ServerConfig, ServerContext, ServerSession, current_context
 from kcprpc.service import Delivery, MethodKind, MethodSpec, Service, event, raw_method, rpc, service_spec
 from kcprpc.status import Status
@@ -41,6 +42,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "DEFAULT_LANES",
     "Broker",
     "BrokerHistory",
     "BrokerMessage",
@@ -59,6 +61,8 @@ __all__ = [
     "IOOptions",
     "Joined",
     "KcpRpcError",
+    "Lane",
+    "LaneConfig",
     "Left",
     "MemberInfo",
     "MemberList",

@@ -131,6 +131,13 @@ class Client:
         """Unreliable events dropped because a newer one of the same key had arrived."""
         return self.subscriptions.events_stale
 
+    @property
+    def events_stale_keyed(self) -> int:
+        """Of :attr:`events_stale`: keyed events (``@event(key=...)``, ``send(key=...)``) dropped
+        because a newer one of the same latest-wins key had arrived (docs/rpc.md, "Latest-wins and
+        priorities")."""
+        return self.subscriptions.events_stale_keyed
+
     def _spawn(self, aw: Awaitable[Any]) -> None:
         spawn(self._background, aw)
 

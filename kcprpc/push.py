@@ -19,7 +19,8 @@ from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.reply_hold import hold_reply
-from kcprpc.service import Delivery, event, event_info
+from kcprpc.send_lanes import LaneConfig, encode_keyed_event
+from kcprpc.service import Delivery, event, event_info, event_send
 from kcprpc.status import Status
 from kcprpc.transport import Connection
 
@@ -54,6 +55,8 @@ class Member(Protocol):
 
     def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None: ...
 
+    def enqueue(self, frame: bytes, lane: str, key: str | None, unreliable: bool) -> None: ...
+
 
 class HubLimits(Protocol):
     """The limits the hub applies (:class:`kcprpc.ServerConfig`)."""
@@ -75,6 +78,9 @@ class HubLimits(Protocol):
 
     @property
     def recovery_buffer(self) -> int: ...
+
+    @property
+    def lanes(self) -> LaneConfig: ...
 
 
 class HubHost(Protocol):
@@ -194,6 +200,10 @@ class PushHub:
         holds = self._holds
 
         def deliver(msg: BrokerMessage) -> None:
+            decl = event_send(msg.event)
+            if decl is not None:
+                self._deliver_lanes(key, members, msg, decl.key_field, decl.lane)
+                return
             frame = msg.frame()
             unreliable = msg.delivery is Delivery.UNRELIABLE
             held = holds.get(key) if holds else None
@@ -212,6 +222,35 @@ class PushHub:
             stats["events_sent"] += n
 
         return deliver
+
+    def _deliver_lanes(
+        self, key: str, members: set[Member], msg: BrokerMessage, key_field: str | None, lane: str | None
+    ) -> None:
+        """Fan out a message whose event type declares a latest-wins key or a lane: it waits in
+        each session's lane (its latest-wins key, scoped by the room or topic, replaces an older
+        one still waiting). A payload without the key field goes unkeyed."""
+        lanes = self.server.config.lanes
+        lane_name = lane if lane is not None else lanes.default_lane
+        p = msg.payload
+        lw = None
+        if key_field is not None and isinstance(p, dict) and key_field in p:
+            lw = str(p[key_field])
+        if lw is None:
+            frame, qkey = msg.frame(), None
+        else:
+            frame = encode_keyed_event(msg.event, p, msg.key, msg.seq, msg.epoch, lw)
+            qkey = f"{key}\0{lw}"
+        unreliable = msg.delivery is Delivery.UNRELIABLE
+        holds = self._holds.get(key) if self._holds else None
+        n = 0
+        for s in tuple(members):
+            if s.closed:
+                continue
+            if holds is not None and msg.seq and s in holds and self._held(holds[s], msg):
+                continue
+            n += 1
+            s.enqueue(frame, lane_name, qkey, unreliable)
+        self.server.stats["events_sent"] += n
 
     def _add(self, session: Member, key: str) -> None:
         members = self._local.get(key)

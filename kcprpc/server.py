@@ -33,6 +33,7 @@ from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.protocol.server import StartNotify
 from kcprpc.push import RECOVERY_COUNTERS, PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
+from kcprpc.send_lanes import LANE_COUNTERS
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -166,6 +167,7 @@ class Server:
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
+        self.stats.update(dict.fromkeys(LANE_COUNTERS, 0))  # send lanes (kcprpc.send_lanes)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
         self.resumable = ResumeTable(self.config, self.stats)

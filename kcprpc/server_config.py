@@ -10,6 +10,7 @@ from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
 from kcprpc.presence import PresenceConfig
 from kcprpc.receive import ReceiveSettings
+from kcprpc.send_lanes import LaneConfig
 
 __all__ = ["ServerConfig"]
 
@@ -55,6 +56,9 @@ class ServerConfig(ReceiveSettings):
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
     slow_consumer_timeout: float | None = 10.0  # s with data waiting and none of it consumed
+    lanes: LaneConfig = field(default_factory=LaneConfig)
+    """Send lanes: latest-wins keys and priority classes of events (docs/rpc.md, "Latest-wins and
+    priorities"); used only by events sent with a key or a lane."""
     # -- receive-side memory per connection (docs/rpc.md, "Flow control and memory per connection")
     max_decoded_bytes: int | None = None
     """Estimated bytes of decoded request bodies one connection may hold (those of running calls

@@ -22,8 +22,9 @@ from kcprpc.protocol.frames import encode_goaway
 from kcprpc.protocol.server import MethodEntry, ServerLimits, ServerProtocol
 from kcprpc.push import PushHub, route, send_datagram
 from kcprpc.receive import ReceiveLimits
+from kcprpc.send_lanes import Put, SendLanes, encode_keyed_event
 from kcprpc.server_config import ServerConfig
-from kcprpc.service import Delivery, MethodSpec, event_info
+from kcprpc.service import Delivery, MethodSpec, event_info, event_send
 from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection, SendBacklog, close_code, spawn
 from kcprpc.transport_events import TransportEvent
@@ -141,6 +142,11 @@ class ServerSession:
             if timeout is not None and self.backlog_probe is not None and self.progress_probe is not None
             else None
         )
+        # send lanes (docs/rpc.md, "Latest-wins and priorities"): made on first use
+        self.lanes: SendLanes | None = None
+        self._pump: asyncio.Handle | None = None
+        self._lw_seq = 0  # keyed events sent to this session only: their order
+        self._lw_epoch = int.from_bytes(os.urandom(4), "big") >> 1  # ... within this session
         decoded, partial = server.config.receive_limits()
         self.receive = ReceiveLimits(
             max_decoded_bytes=decoded,
@@ -235,6 +241,7 @@ class ServerSession:
         _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
         if self.control is not None:
             self.control.discard()
+        self._stop_lanes()
         goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
         for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
             send_datagram(self.conn, goaway, self.conn.max_datagram_size)
@@ -251,12 +258,95 @@ class ServerSession:
         return not self.closed and send_datagram(self.conn, frame, self.conn.max_datagram_size)
 
     # -- push API --
-    def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None:
-        """Push one typed event to this session only."""
+    def send(
+        self,
+        event: Any,
+        *,
+        delivery: Delivery | str | None = None,
+        key: str | None = None,
+        lane: str | None = None,
+    ) -> None:
+        """Push one typed event to this session only.
+
+        ``key``: its latest-wins key (e.g. ``"entity:42"``): a newer event of the same key replaces
+        this one while it still waits in its lane, and the client drops one older than what it
+        already has for that key. ``lane``: the send lane (priority class) it waits in. Both
+        default to what the event type declares (``@event(key=..., lane=...)``); with neither, the
+        event is sent at once, as before (docs/rpc.md, "Latest-wins and priorities")."""
         name, default, adapter = event_info(type(event))
-        frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
         self.server.stats["events_sent"] += 1
-        route(self, frame, Delivery(delivery) if delivery is not None else default)
+        decl = event_send(name)
+        if decl is None and key is None and lane is None:  # the default path, as before
+            frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
+            route(self, frame, Delivery(delivery) if delivery is not None else default)
+            return
+        if decl is not None:
+            if key is None and decl.key_field is not None:
+                key = str(getattr(event, decl.key_field))
+            lane = lane if lane is not None else decl.lane
+        payload = adapter.dump_python(event)
+        d = Delivery(delivery) if delivery is not None else default
+        if key is None and lane is None:
+            route(self, encode_frame(codec.EVENT, 0, [name, payload, None, None, None]), d)
+            return
+        cfg = self.server.config.lanes
+        lane_name = lane if lane is not None else cfg.default_lane
+        cfg.lane(lane_name)  # UsageError for a lane that does not exist
+        if key is None:
+            frame = encode_frame(codec.EVENT, 0, [name, payload, None, None, None])
+        else:
+            self._lw_seq += 1
+            frame = encode_keyed_event(name, payload, None, self._lw_seq, self._lw_epoch, key)
+        self.enqueue(frame, lane_name, None if key is None else "\0" + key, d is Delivery.UNRELIABLE)
+
+    # -- send lanes (kcprpc.send_lanes) --
+    def enqueue(self, frame: bytes, lane: str, key: str | None, unreliable: bool) -> None:
+        """Queue an EVENT frame in ``lane`` (``key``: replace an older frame of that key still
+        waiting); the pump hands it to the transport while it holds less than
+        ``ServerConfig.lanes.window`` bytes for this client. A full lane whose overflow is
+        ``"end"`` ends this session as a slow consumer."""
+        if self.closed or self.control is None:
+            return
+        lanes = self.lanes
+        if lanes is None:
+            lanes = self.lanes = SendLanes(self.server.config.lanes, self.server.stats)
+        if lanes.put(frame, lane, key, unreliable) == Put.OVERFLOW:
+            self.end_slow_consumer("slow_consumers", f"send lane {lane!r} over its max_bytes")
+            return
+        if self._pump is None:
+            self._pump = self.loop.call_soon(self.pump)
+
+    def pump(self) -> None:
+        """Hand waiting lane frames to the transport, by priority, while it holds less than the
+        lanes' window for this client; look again after ``lanes.interval`` while some wait."""
+        if self._pump is not None:  # called directly (a test's simulated clock): one pump pending at most
+            self._pump.cancel()
+        self._pump = None
+        lanes = self.lanes
+        control = self.control
+        if lanes is None:
+            return
+        if self.closed or control is None:
+            lanes.clear()
+            return
+        cfg = self.server.config.lanes
+        probe = self.backlog_probe
+        budget = cfg.window - control.pending_bytes - (probe() if probe is not None else 0)
+        if budget > 0:
+            for frame, unreliable in lanes.take(budget):
+                if unreliable:
+                    route(self, frame, Delivery.UNRELIABLE)
+                else:
+                    control.send(frame)
+        if lanes.queued_bytes and not self.closed:
+            self._pump = self.loop.call_later(cfg.interval, self.pump)
+
+    def _stop_lanes(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        if self.lanes is not None:
+            self.lanes.clear()
 
     def join(self, room: str) -> None:
         """Add this session to ``room`` (it leaves on disconnect)."""
@@ -287,6 +377,7 @@ class ServerSession:
         cancelled). Its id, ``state``, ``metadata``, rooms and topics stay; nothing is sent to it."""
         self.closed = True
         self.detached = True
+        self._stop_lanes()
         self.conn = DetachedConnection(self.conn.remote_address, self.conn.peer_public_key)
         self.control = None
         self.calls = set()

@@ -430,25 +430,65 @@ def event(name: type[T], /) -> type[T]: ...
 
 @overload
 def event(
-    name: str | None = None, *, delivery: Delivery | str = Delivery.RELIABLE
+    name: str | None = None,
+    *,
+    delivery: Delivery | str = Delivery.RELIABLE,
+    key: str | None = None,
+    lane: str | None = None,
 ) -> Callable[[type[T]], type[T]]: ...
 
 
-def event(name: Any = None, *, delivery: Delivery | str = Delivery.RELIABLE) -> Any:
+def event(
+    name: Any = None,
+    *,
+    delivery: Delivery | str = Delivery.RELIABLE,
+    key: str | None = None,
+    lane: str | None = None,
+) -> Any:
     """Class decorator for push event types: sets the stable wire name (default: the class name)
     and the default delivery. ``@kcprpc.event``, ``@kcprpc.event("game.snapshot")`` or
-    ``@kcprpc.event("pos", delivery="unreliable")``."""
+    ``@kcprpc.event("pos", delivery="unreliable")``.
+
+    ``key``: the name of a field whose value (its ``str()``) is the event's latest-wins key, e.g.
+    ``key="entity_id"``: per session, a newer event of the same key replaces one still queued
+    (docs/rpc.md, "Latest-wins and priorities"). ``lane``: the send lane (priority class) its
+    events wait in (a keyed event without one: ``LaneConfig.default_lane``)."""
     if isinstance(name, type):
         return event()(name)
     wire = name
 
     def apply(cls: type[T]) -> type[T]:
-        setattr(cls, "__rpc_event__", wire or cls.__name__)  # noqa: B010
+        wname = wire or cls.__name__
+        setattr(cls, "__rpc_event__", wname)  # noqa: B010
         setattr(cls, "__rpc_delivery__", Delivery(delivery))  # noqa: B010
         _EVENT_ADAPTERS.pop(cls, None)
+        if key is not None or lane is not None:
+            fields = getattr(cls, "model_fields", None)
+            if key is not None and isinstance(fields, dict) and key not in fields:
+                raise UsageError(f"event {wname!r}: key field {key!r} is not a field of {cls.__name__}")
+            _EVENT_SEND[wname] = EventSend(key, lane)
+        else:
+            _EVENT_SEND.pop(wname, None)
         return cls
 
     return apply
+
+
+class EventSend(typing.NamedTuple):
+    """How an event type declared with ``@event(key=..., lane=...)`` is sent: the field that holds
+    its latest-wins key (or None) and its lane (or None)."""
+
+    key_field: str | None
+    lane: str | None
+
+
+_EVENT_SEND: dict[str, EventSend] = {}
+
+
+event_send: Callable[[str], EventSend | None] = _EVENT_SEND.get
+"""``event_send(name)``: the declared key field and lane of the event called ``name`` (None: neither
+declared). Looked up by wire name, so that a server fanning out a broker message (a name and a
+payload) finds it; a bound ``dict.get``, the cheapest call on the hot send paths."""
 
 
 _EVENT_ADAPTERS: dict[Any, tuple[str, Delivery, TypeAdapter[Any]]] = {}

@@ -32,6 +32,10 @@ T = TypeVar("T")
 EventHandler = Callable[..., Any]
 _new = tuple.__new__
 
+MAX_LATEST_KEYS = 65_536
+"""Latest-wins keys a client remembers (their newest position each); past it the oldest is
+forgotten (``keys_evicted``): a late datagram of a forgotten key is then not recognised as stale."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventInfo(KeyNames):
@@ -64,6 +68,7 @@ class RawEvent(KeyNames):
     epoch: int | None
     unreliable: bool  # came as an OOB datagram
     replayed: bool = False
+    lw_key: str | None = None  # its latest-wins key (docs/rpc.md, "Latest-wins and priorities")
 
     @property
     def position(self) -> Position | None:
@@ -107,6 +112,14 @@ class Subscriptions:
         self._latest: dict[str, Position] = {}  # the same for datagrams (latest-wins)
         self.events_dropped = 0  # events that fail validation against the handler's type
         self.events_stale = 0  # unreliable events dropped because a newer one had arrived
+        # latest-wins keys (docs/rpc.md, "Latest-wins and priorities"): (room/topic key or None
+        # for events sent to this session only, latest-wins key) -> the newest position seen
+        self._keyed: dict[tuple[str | None, str], Position] = {}
+        self.max_keys = MAX_LATEST_KEYS
+        self.events_stale_keyed = (
+            0  # of events_stale: keyed events (one newer of their latest-wins key had come)
+        )
+        self.keys_evicted = 0  # latest-wins keys forgotten (the oldest) to stay within max_keys
 
     # ------------------------------------------------------------------ registration
     def on(self, event_type: type[T], handler: Callable[..., Any]) -> Callable[[], None]:
@@ -229,8 +242,11 @@ class Subscriptions:
     # ------------------------------------------------------------------ delivery
     def handle(self, event: Event, unreliable: bool = False) -> None:
         """One pushed event (``unreliable``: it came as a datagram)."""
-        name, payload, key, seq, epoch, flags = event
-        if key is not None and seq is not None and epoch is not None:
+        name, payload, key, seq, epoch, flags, lw = event
+        if lw is not None and not self._keep_keyed(key, lw, seq, epoch, unreliable):
+            return
+        # datagrams of a keyed event are latest-wins per key (above), not per room or topic
+        if key is not None and seq is not None and epoch is not None and (lw is None or not unreliable):
             # Reliable (stream) and unreliable (datagram) messages of one key share its sequence
             # numbers but are tracked apart: the stream's offset drives resume and drops replay
             # duplicates; datagrams are latest-wins (an older one arriving late is dropped).
@@ -242,7 +258,7 @@ class Subscriptions:
                 return
             offsets[key] = _new(Position, (epoch, seq))
         if self._raw_handlers:
-            raw = RawEvent(name, payload, key, seq, epoch, unreliable, bool(flags & EVENT_REPLAYED))
+            raw = RawEvent(name, payload, key, seq, epoch, unreliable, bool(flags & EVENT_REPLAYED), lw)
             for raw_handler in list(self._raw_handlers):
                 try:
                     raw_handler(raw)
@@ -279,8 +295,32 @@ class Subscriptions:
             else:
                 q.put_nowait(ev)
 
+    def _keep_keyed(
+        self, key: str | None, lw: str, seq: int | None, epoch: int | None, unreliable: bool
+    ) -> bool:
+        """Record a keyed event's position; False when it came as a datagram older than (or the
+        same as) one already seen for its (room/topic, latest-wins key): drop it."""
+        if seq is None or epoch is None:
+            return True
+        k = (key, lw)
+        table = self._keyed
+        prev = table.get(k)
+        if prev is not None and prev[0] == epoch:
+            if seq <= prev[1]:
+                if unreliable:
+                    self.events_stale_keyed += 1
+                    self.events_stale += 1
+                    return False
+                return True  # a stream event is in order: an equal seq is a replay, handled below
+            del table[k]  # re-inserted last: the dict's order is "least recently updated first"
+        elif prev is None and len(table) >= self.max_keys:
+            del table[next(iter(table))]
+            self.keys_evicted += 1
+        table[k] = _new(Position, (epoch, seq))
+        return True
+
     @staticmethod
     def _info(event: Event, unreliable: bool) -> EventInfo:
-        name, _, key, seq, epoch, flags = event
+        name, _, key, seq, epoch, flags, _lw = event
         pos = Position(epoch, seq) if seq is not None and epoch is not None else None
         return EventInfo(name, key, pos, bool(flags & EVENT_REPLAYED), unreliable)

@@ -27,7 +27,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from kcprpc.codec import PROTOCOL_VERSION
 from kcprpc.errors import UsageError
-from kcprpc.service import event_info, service_spec
+from kcprpc.service import event_info, event_send, service_spec
 
 from .schema import FORMAT, FORMAT_VERSION, dumps, validate_document
 
@@ -115,6 +115,12 @@ def export_service(
     doc_events: dict[str, Any] = {}
     for name, ev_delivery in event_names.values():
         ev: dict[str, Any] = {"delivery": ev_delivery, "schema": schema(("event", name), "serialization")}
+        send = event_send(name)
+        if send is not None:  # only when declared: documents of unkeyed events stay as they were
+            if send.key_field is not None:
+                ev["key"] = send.key_field
+            if send.lane is not None:
+                ev["lane"] = send.lane
         doc_events[name] = ev
     doc_topics = {t: {"events": sorted(event_names[e][0] for e in evs)} for t, evs in all_topics.items()}
     doc: dict[str, Any] = {

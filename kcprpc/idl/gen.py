@@ -195,7 +195,8 @@ def generate_python(doc: dict[str, Any]) -> str:
     for name, ev in sorted(doc.get("events", {}).items()):
         tp = types.of(ev["schema"])
         if tp in classes:
-            lines.append(f"kcprpc.event({name!r}, delivery={ev['delivery']!r})({tp})")
+            extra = "".join(f", {k}={ev[k]!r}" for k in ("key", "lane") if ev.get(k) is not None)
+            lines.append(f"kcprpc.event({name!r}, delivery={ev['delivery']!r}{extra})({tp})")
             events.append((name, tp))
         else:
             lines.append(f"# event {name!r} carries {tp}: register a handler on a model to receive it")

@@ -67,6 +67,14 @@ class EventDef(BaseModel):
 
     delivery: Literal["reliable", "unreliable"]
     schema_: JsonSchema = Field(alias="schema", description="Schema of the event payload.")
+    key: str | None = Field(
+        default=None,
+        description="The payload field whose value is the event's latest-wins key (absent: unkeyed);"
+        " keyed EVENT frames carry it as their 7th element (wire-format/rpc.md, 'Latest-wins keys').",
+    )
+    lane: str | None = Field(
+        default=None, description="The server's send lane (priority class) of the event."
+    )
     description: str | None = None
 
 

@@ -265,7 +265,8 @@ class ClientProtocol:
                     key if type(key) is str else None,
                     seq if type(seq) is int else None,
                     epoch if type(epoch) is int else None,
-                    0,  # a live frame (a replayed one has a 6th element: decoded below)
+                    0,  # a live frame (a replayed or keyed one has more elements: decoded below)
+                    None,
                 ),
             )
         frame = decode(ftype, call_id, body)

@@ -224,8 +224,9 @@ EVENT_REPLAYED = 1
 
 
 class Event(NamedTuple):
-    """s → c, call id 0: ``[event name, payload, key|nil, seq|nil, epoch|nil, flags?]``; ``flags``
-    (bit 0: :data:`EVENT_REPLAYED`) is left out of live frames."""
+    """s → c, call id 0: ``[event name, payload, key|nil, seq|nil, epoch|nil, flags?, lw key?]``;
+    ``flags`` (bit 0: :data:`EVENT_REPLAYED`) is left out of live frames unless a latest-wins key
+    follows (docs/wire-format/rpc.md, "Latest-wins keys")."""
 
     name: str
     payload: Any
@@ -233,11 +234,14 @@ class Event(NamedTuple):
     seq: int | None
     epoch: int | None
     flags: int = 0
+    lw: str | None = None  # the latest-wins key of a keyed event (its 7th element)
 
     def encode(self) -> bytes:
         body = [self.name, self.payload, self.key, self.seq, self.epoch]
-        if self.flags:
+        if self.flags or self.lw is not None:
             body.append(self.flags)
+        if self.lw is not None:
+            body.append(self.lw)
         return encode_frame(codec.EVENT, 0, body)
 
 
@@ -420,10 +424,11 @@ def _reply(cid: int, b: Any) -> Frame:
 
 
 def _event(cid: int, b: Any) -> Frame:
-    if type(b) is not list or not 5 <= len(b) <= 6 or type(b[0]) is not str:
-        return Malformed(codec.EVENT, cid, "EVENT body is not [name, payload, key, seq, epoch, flags?]")
+    if type(b) is not list or not 5 <= len(b) <= 7 or type(b[0]) is not str:
+        return Malformed(codec.EVENT, cid, "EVENT body is not [name, payload, key, seq, epoch, flags?, lw?]")
     name, payload, key, seq, epoch = b[:5]
-    flags = b[5] if len(b) == 6 and type(b[5]) is int else 0
+    flags = b[5] if len(b) >= 6 and type(b[5]) is int else 0
+    lw = b[6] if len(b) == 7 and type(b[6]) is str else None
     return Event(
         name,
         payload,
@@ -431,6 +436,7 @@ def _event(cid: int, b: Any) -> Frame:
         seq if type(seq) is int else None,
         epoch if type(epoch) is int else None,
         flags,
+        lw,
     )
 
 

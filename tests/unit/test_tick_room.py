@@ -1,0 +1,341 @@
+"""The tick helper: the drift-free schedule, the catch-up cap, the send rate, the input queues and
+the room's lifecycle, with an injected clock (no sockets: the members are plain objects standing in
+for sessions, the sender records what it is handed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.status import Status
+from kcprpc.tick import TickSchedule, sends_between
+from kcprpc.tick_inputs import InputQueue
+from kcprpc.tick_room import RoomRegistry, Snapshot, TickInput, TickRoom
+
+
+@dataclass(eq=False)
+class FakeMember:
+    id: str
+    closed: bool = False
+    detached: bool = False
+    may_resume: bool = True
+
+
+class Recorder:
+    """A StateSender that records what it is handed."""
+
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.removed: list[str] = []
+        self.sent: list[Snapshot] = []
+
+    def on_member_added(self, room: TickRoom, member: Any) -> None:
+        self.added.append(member.id)
+
+    def on_member_removed(self, room: TickRoom, member: Any) -> None:
+        self.removed.append(member.id)
+
+    def send(self, snapshot: Snapshot) -> None:
+        self.sent.append(snapshot)
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Move(BaseModel):
+    dx: int = Field(ge=-5, le=5)
+
+
+class Counter(TickRoom):
+    """Sums the inputs of every member; records each update."""
+
+    tick_hz = 60
+    send_hz = 20
+    input_model = Move
+
+    def on_create(self) -> None:
+        self.state = {"total": 0}
+        self.updates: list[tuple[int, float, dict[str, list[int]]]] = []
+        self.events: list[str] = []
+
+    def update(self, dt: float, inputs: Mapping[str, Sequence[TickInput]]) -> None:
+        self.updates.append((self.tick, dt, {k: [i.seq for i in v] for k, v in inputs.items()}))
+        for items in inputs.values():
+            for i in items:
+                self.state["total"] += i.payload.dx
+
+    def on_join(self, member: Any) -> None:
+        self.events.append(f"join {member.id}")
+
+    def on_leave(self, member: Any) -> None:
+        self.events.append(f"leave {member.id}")
+
+    def on_dispose(self) -> None:
+        self.events.append("dispose")
+
+
+# ------------------------------------------------------------------ the schedule
+def test_a_schedule_woken_on_time_runs_every_tick_once() -> None:
+    s = TickSchedule(20, start=500.0)
+    ran = 0
+    for n in range(20 * 60):  # one minute, woken exactly at each due time
+        due = s.due(s.time_of(n))
+        assert due == (n, 1, 0)
+        ran += due.run
+    assert ran == 1200 and s.missed == 0
+    assert s.due(s.time_of(1200) - 1e-6).run == 0  # not yet
+
+
+def test_due_times_do_not_drift_over_a_long_run() -> None:
+    s = TickSchedule(60, start=12345.678)
+    # ten hours later, woken once: tick 2,160,000 is due exactly at start + 36000
+    due = s.due(12345.678 + 36000.0)
+    assert due.first + due.run - 1 == 60 * 36000
+    assert s.time_of(60 * 36000) == pytest.approx(12345.678 + 36000.0, abs=1e-9)
+    # the due time of tick n is start + n/hz, not a sum of periods
+    total = 12345.678
+    for _ in range(60 * 3600):
+        total += 1 / 60
+    assert abs(s.time_of(60 * 3600) - (12345.678 + 3600)) < abs(total - (12345.678 + 3600)) + 1e-12
+
+
+def test_a_late_wake_up_runs_at_most_max_catch_up_ticks_and_counts_the_rest() -> None:
+    s = TickSchedule(20, start=0.0, max_catch_up=4)
+    assert s.due(0.0) == (0, 1, 0)
+    # woken 10 periods late: ticks 1..11 are due, the 4 newest run, 7 are skipped
+    due = s.due(11 * 0.05 + 0.001)
+    assert due == (8, 4, 7)
+    assert (s.ran, s.missed, s.next_tick) == (5, 7, 12)
+    assert s.next_time == pytest.approx(0.6)  # back on the grid, not 0.05 after the late wake-up
+    assert s.due(0.6) == (12, 1, 0)
+
+
+@pytest.mark.parametrize(("tick_hz", "send_hz"), [(60, 20), (30, 20), (20, 20), (60, 7), (64, 30)])
+def test_sends_are_exactly_send_hz_per_tick_hz_ticks(tick_hz: int, send_hz: int) -> None:
+    sends = sum(sends_between(n - 1, n, tick_hz, send_hz) for n in range(tick_hz * 10))
+    assert sends == send_hz * 10
+
+
+def test_bad_rates_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="tick_hz"):
+        TickSchedule(0, start=0.0)
+    with pytest.raises(UsageError, match="send_hz"):
+        Counter("r", send_hz=61)
+    with pytest.raises(UsageError, match="unknown room setting 'tickhz'"):
+        Counter("r", tickhz=30)
+
+
+# ------------------------------------------------------------------ inputs
+def test_inputs_are_queued_in_sequence_order_and_stale_ones_dropped() -> None:
+    stats: dict[str, int] = dict.fromkeys(
+        ("inputs_accepted", "inputs_processed", "inputs_stale", "inputs_dropped", "inputs_invalid"), 0
+    )
+    q = InputQueue(max_inputs=4, max_bytes=100, stats=stats)
+    assert q.push(1, "a", 10) and q.push(3, "b", 10)
+    assert not q.push(2, "late", 10)  # reordered datagram: older than one accepted
+    assert not q.push(3, "dup", 10)
+    assert [i.seq for i in q.take(1)] == [1] and q.acked == 1
+    assert q.push(4, "c", 10)
+    assert [(i.seq, i.payload) for i in q.take(None)] == [(3, "b"), (4, "c")]
+    assert q.acked == 4 and len(q) == 0 and q.bytes == 0
+    assert stats["inputs_stale"] == 2 and stats["inputs_processed"] == 3
+
+
+def test_input_queues_are_bounded_in_count_and_bytes_dropping_the_oldest() -> None:
+    stats: dict[str, int] = dict.fromkeys(
+        ("inputs_accepted", "inputs_processed", "inputs_stale", "inputs_dropped", "inputs_invalid"), 0
+    )
+    q = InputQueue(max_inputs=3, max_bytes=100, stats=stats)
+    for seq in range(10):
+        q.push(seq, seq, 1)
+    assert [i.seq for i in q.take(None)] == [7, 8, 9] and stats["inputs_dropped"] == 7
+    q.push(10, "x", 60)
+    q.push(11, "y", 60)  # 120 bytes > 100: the oldest goes
+    assert q.bytes == 60 and [i.seq for i in q.take(None)] == [11]
+    assert not q.push(12, "huge", 101)  # alone over the bound
+    assert stats["inputs_invalid"] == 1 and stats["inputs_dropped"] == 8
+
+
+# ------------------------------------------------------------------ the room
+async def started(room: Counter) -> Counter:
+    await room.start()
+    assert room._task is not None
+    room._task.cancel()  # the test drives step() with its own clock
+    return room
+
+
+async def test_the_room_ticks_at_tick_hz_and_sends_at_send_hz() -> None:
+    clock, rec = Clock(), Recorder()
+    room = await started(Counter("arena", sender=rec, clock=clock))
+    t0 = clock.t
+    for n in range(60):  # one second of on-time wake-ups
+        assert await room.step(t0 + n / 60) == 1
+    assert room.stats["ticks"] == 60 and room.stats["ticks_missed"] == 0
+    assert room.stats["sends"] == 20 and [s.tick for s in rec.sent][:4] == [0, 3, 6, 9]
+    assert {dt for _, dt, _ in room.updates} == {1 / 60}
+
+
+async def test_a_late_room_runs_a_bounded_burst_and_keeps_the_send_rate() -> None:
+    clock, rec = Clock(), Recorder()
+    room = await started(Counter("arena", sender=rec, clock=clock, max_catch_up=3))
+    t0 = clock.t
+    assert await room.step(t0) == 1
+    assert await room.step(t0 + 30 / 60) == 3  # half a second late: ticks 28..30 run
+    assert room.stats["ticks_missed"] == 27
+    assert [u[0] for u in room.updates] == [0, 28, 29, 30]
+    assert [s.tick for s in rec.sent] == [0, 30]  # one send for the burst, not one per slot passed
+    for n in range(31, 61):
+        await room.step(t0 + n / 60)
+    assert room.stats["sends"] == 2 + 10  # back on the 20 Hz grid: ticks 33, 36, ... 60
+
+
+async def test_inputs_reach_update_in_order_and_states_carry_the_last_processed_seq() -> None:
+    clock, rec = Clock(), Recorder()
+    room = await started(Counter("arena", sender=rec, clock=clock, send_hz=60, inputs_per_tick=2))
+    a, b = FakeMember("a"), FakeMember("b")
+    await room.add_member(a)
+    await room.add_member(b)
+    assert room.acked("a") == -1
+    for seq in (5, 6, 7):
+        assert room.push_input("a", seq, {"dx": 1})
+    assert not room.push_input("a", 6, {"dx": 1})  # stale
+    assert not room.push_input("b", 1, {"dx": 99})  # refused by the input model
+    assert not room.push_input("nobody", 1, {"dx": 1})
+    assert room.push_input("b", 1, {"dx": -2})
+    t0 = clock.t
+    await room.step(t0)
+    assert room.updates[-1][2] == {"a": [5, 6], "b": [1]}
+    assert rec.sent[-1].acks == {"a": 6, "b": 1} and rec.sent[-1].state == {"total": 0}
+    await room.step(t0 + 1 / 60)
+    assert room.updates[-1][2] == {"a": [7]}
+    assert rec.sent[-1].acks == {"a": 7, "b": 1} and room.state["total"] == 1
+    assert room.stats["inputs_stale"] == 1 and room.stats["inputs_invalid"] == 1
+    assert room.stats["inputs_processed"] == 4
+
+
+async def test_a_room_stops_when_its_last_member_leaves() -> None:
+    rec = Recorder()
+    room = Counter("arena", sender=rec)
+    await room.start()
+    task = room._task
+    a = FakeMember("a")
+    await room.add_member(a)
+    await room.remove_member(a)
+    await asyncio.wait_for(room.stopped.wait(), 5)
+    assert task is not None and task.done()
+    assert room.events == ["join a", "leave a", "dispose"]
+    assert rec.added == ["a"] and rec.removed == ["a"]
+    with pytest.raises(RpcError) as e:
+        await room.add_member(FakeMember("b"))
+    assert e.value.status is Status.UNAVAILABLE
+
+
+async def test_a_detached_member_is_still_a_member_until_it_is_gone_for_good() -> None:
+    clock, rec = Clock(), Recorder()
+    room = await started(Counter("arena", sender=rec, clock=clock))
+    a = FakeMember("a")
+    await room.add_member(a)
+    a.closed, a.detached = True, True  # its connection was lost; kept for a resume
+    t0 = clock.t
+    for n in range(10):
+        await room.step(t0 + n / 60)
+    assert "a" in room.members and room.running and not room.stopped.is_set()
+    assert all(s.members == () for s in rec.sent)  # nothing is sent to it meanwhile
+    a.detached, a.may_resume = False, False  # the resume window ended: gone
+    await room.step(t0 + 10 / 60)
+    assert "a" not in room.members
+    await asyncio.wait_for(room.stopped.wait(), 5)
+    assert room.events == ["join a", "leave a", "dispose"]
+
+
+async def test_dispose_after_keeps_an_empty_room_for_a_rejoin() -> None:
+    room = Counter("arena", sender=Recorder(), dispose_after=30.0)
+    await room.start()
+    a = FakeMember("a")
+    await room.add_member(a)
+    await room.remove_member(a)
+    assert room._dispose_timer is not None and room.running  # waiting out the grace
+    await room.add_member(a)
+    assert room._dispose_timer is None and room.running  # the rejoin cancelled the disposal
+    await room.stop()
+    assert room.events == ["join a", "leave a", "join a", "leave a", "dispose"]
+
+
+async def test_the_registry_creates_on_demand_enforces_max_clients_and_stops_every_room() -> None:
+    rooms = RoomRegistry(lambda name: Counter(name, sender=Recorder(), max_clients=2), max_rooms=2)
+    a, b, c = FakeMember("a"), FakeMember("b"), FakeMember("c")
+    r1 = await rooms.join("one", a)
+    assert await rooms.join("one", b) is r1 and set(r1.members) == {"a", "b"}
+    with pytest.raises(RpcError) as e:
+        await rooms.join("one", c)
+    assert e.value.status is Status.RESOURCE_EXHAUSTED and rooms.stats["joins_refused"] == 1
+    r2 = await rooms.join("two", c)
+    with pytest.raises(RpcError) as e:
+        await rooms.get_or_create("three")
+    assert e.value.status is Status.RESOURCE_EXHAUSTED
+    with pytest.raises(RpcError) as e:
+        await rooms.get_or_create("x" * 65)
+    assert e.value.status is Status.INVALID_ARGUMENT
+    await rooms.leave_all(c)  # r2 empties and stops
+    await asyncio.wait_for(r2.stopped.wait(), 5)
+    assert rooms.get("two") is None and rooms.stats["rooms_disposed"] == 1
+    again = await rooms.get_or_create("two")  # a new room under the same name
+    assert again is not r2 and again.running
+    await rooms.close()
+    assert r1.stopped.is_set() and again.stopped.is_set() and rooms.rooms == {}
+    assert r1.events[-1] == "dispose" and "leave a" in r1.events
+
+
+async def test_concurrent_joins_create_one_room() -> None:
+    made: list[str] = []
+
+    def factory(name: str) -> Counter:
+        made.append(name)
+        return Counter(name, sender=Recorder())
+
+    rooms = RoomRegistry(factory)
+    got = await asyncio.gather(*(rooms.join("one", FakeMember(str(i))) for i in range(5)))
+    assert made == ["one"] and len({id(r) for r in got}) == 1 and len(got[0].members) == 5
+    await rooms.close()
+
+
+class Picky(Counter):
+    def on_join(self, member: Any) -> None:
+        if member.id == "banned":
+            raise RpcError(Status.PERMISSION_DENIED, "not you")
+        super().on_join(member)
+
+
+class RefusingSender(Recorder):
+    def on_member_added(self, room: TickRoom, member: Any) -> None:
+        if member.id == "x":
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
+        super().on_member_added(room, member)
+
+
+async def test_a_refused_join_leaves_no_member_behind() -> None:
+    rec = RefusingSender()
+    room = Picky("arena", sender=rec)
+    await room.start()
+    await room.add_member(FakeMember("a"))
+    with pytest.raises(RpcError) as e:
+        await room.add_member(FakeMember("banned"))
+    assert e.value.status is Status.PERMISSION_DENIED
+    with pytest.raises(RpcError) as e:
+        await room.add_member(FakeMember("x"))
+    assert e.value.status is Status.RESOURCE_EXHAUSTED
+    assert set(room.members) == {"a"} and room.acked("banned") == -1 and not room.push_input("x", 1, {"dx": 1})
+    assert rec.added == ["a", "banned"] and rec.removed == ["banned"]  # the sender let it go again
+    assert room.events == ["join a"]  # no on_leave for a member that never joined
+    await room.stop()
