@@ -1,42 +1,71 @@
 """A state sender for rooms with a tick (``kcprpc.tick_room``'s ``StateSender`` protocol): each
-member gets the room's state through a :class:`~kcprpc.state.StateSync`, with the sequence number
-of its last input processed as the message's extra (``StateView.extra`` on the client).
+member gets the room's state through a :class:`~kcprpc.state.StateSync` of its own room, with
+the sequence number of its last input processed as the message's extra (``StateView.extra`` on
+the client).
 
 Duck-typed: this module does not import the room; a room calls ``on_member_added(room,
-member)``, ``on_member_removed(room, member)`` and ``send(snapshot)`` (``snapshot.state``, a
-model instance of the sync's type; ``snapshot.acks``, member id to input seq)."""
+member)``, ``on_member_removed(room, member)`` and ``send(snapshot)`` (``snapshot.state``, an
+instance of the model; ``snapshot.acks``, member id to input seq). A registry makes one sender
+per room: ``RoomRegistry(Arena, sender=lambda server: SyncSender(ArenaState, states))``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
+from kcprpc.state.service import StateService
 from kcprpc.state.sync import InterestFn, StateSync
+
+DEFAULT_ROOM_NAME = "state:{room}"
 
 
 class SyncSender:
-    """``RoomRegistry(Arena, sender=lambda server: SyncSender(StateSync(ArenaState, "arena")))``.
-
-    ``interest(room, member)`` returns the member's interest filter (None: everything). The
-    sync is shared by every room the sender serves only if they share one state: give each
-    registry its own ``SyncSender`` and name."""
+    """Sync ``model`` to the members of one room. The sync is named ``name.format(room=room.name)``
+    (what the client passes to ``client_state``) and is added to ``states`` (the server's
+    :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
+    a member's interest filter (None: everything)."""
 
     def __init__(
-        self, sync: StateSync[Any], interest: Callable[[Any, Any], InterestFn | None] | None = None
+        self,
+        model: type[BaseModel],
+        states: StateService,
+        *,
+        name: str = DEFAULT_ROOM_NAME,
+        interest: Callable[[Any, Any], InterestFn | None] | None = None,
+        max_baselines: int = 32,
     ) -> None:
-        self.sync = sync
+        self.model = model
+        self.states = states
+        self.name = name
         self.interest = interest
+        self.max_baselines = max_baselines
+        self.sync: StateSync[Any] | None = None
+        """The room's sync (made at the first member)."""
 
     def on_member_added(self, room: Any, member: Any) -> None:
         """Start syncing to ``member`` (a snapshot at the next send)."""
+        if self.sync is None:
+            self.sync = StateSync(
+                self.model, self.name.format(room=room.name), max_baselines=self.max_baselines
+            )
+        if not len(self.sync):
+            self.states.add(self.sync)
         self.sync.add_client(member, self.interest(room, member) if self.interest else None)
 
     def on_member_removed(self, room: Any, member: Any) -> None:
-        """Stop syncing to ``member``."""
+        """Stop syncing to ``member``; the last one out takes the sync out of ``states``."""
+        if self.sync is None:
+            return
         self.sync.remove_client(member)
+        if not len(self.sync):
+            self.states.remove(self.sync)
 
     def send(self, snapshot: Any) -> None:
         """Each member's snapshot or delta, with its last input's sequence number."""
+        if self.sync is None:
+            return
         acks = snapshot.acks
         extras = {m: acks.get(m.id, -1) for m in snapshot.members}
         self.sync.send(snapshot.state, extras)

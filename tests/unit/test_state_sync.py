@@ -437,18 +437,26 @@ class Snap:
         self.room, self.tick, self.state, self.members, self.acks = "r", 0, state, members, acks
 
 
+class FakeRoom:
+    name = "r1"
+
+
 def test_sync_sender_follows_room_members_and_sends_their_input_acks() -> None:
     from kcprpc import codec
-    from kcprpc.state import SyncSender
+    from kcprpc.state import StateService, SyncSender
 
-    sync = StateSync(Room, "room")
-    sender = SyncSender(sync, interest=lambda room, m: lambda s: Interest(keys={"players": [int(m.id)]}))
+    states = StateService()
+    sender = SyncSender(
+        Room, states, interest=lambda room, m: lambda s: Interest(keys={"players": [int(m.id)]})
+    )
     a, b = FakeSession("1"), FakeSession("2")
-    sender.on_member_added("r", a)
-    sender.on_member_added("r", b)
+    sender.on_member_added(FakeRoom(), a)
+    sender.on_member_added(FakeRoom(), b)
+    sync = sender.sync
+    assert sync is not None and sync.name == "state:r1"
     room = Room(players={1: Player(name="a"), 2: Player(name="b", items=[Item(name="x" * 2000)])})
     sender.send(Snap(room, (a, b), {"1": 4}))
-    views = {a: StateView(Room, "room"), b: StateView(Room, "room")}
+    views = {a: StateView(Room, "state:r1"), b: StateView(Room, "state:r1")}
     for s in (a, b):
         [frame] = s.datagrams + s.stream
         msg = codec.unpack(frame[codec.HEADER_SIZE :])[1]
@@ -457,8 +465,13 @@ def test_sync_sender_follows_room_members_and_sends_their_input_acks() -> None:
     assert set(views[a].state.players) == {1} and views[a].extra == 4  # type: ignore[union-attr]
     assert set(views[b].state.players) == {2} and views[b].extra == -1  # type: ignore[union-attr]
     assert sync.stats["bytes"] == len(a.datagrams[0]) + len(b.stream[0])
-    sender.on_member_removed("r", a)
+    sender.on_member_removed(FakeRoom(), a)
     assert a not in sync and b in sync
+    other = StateSync(Room, "state:r1")
+    with pytest.raises(UsageError):  # the room's sync holds the name while it has members
+        states.add(other)
+    sender.on_member_removed(FakeRoom(), b)
+    states.add(other)  # the last member out freed it
 
 
 def test_quantized_numbers_go_as_integers_and_small_changes_are_not_sent() -> None:
