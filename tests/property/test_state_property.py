@@ -5,48 +5,19 @@ link, change callbacks mirror the state, and garbage never raises."""
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from state_support import Item, Player, Pos, Room, Settings
 
 from kcprpc import codec
 from kcprpc.state import Interest, StateSync, StateView
-
-
-class Pos(BaseModel):
-    x: float = 0.0
-    y: float = 0.0
-
-
-class Item(BaseModel):
-    name: str = ""
-    qty: int = 0
-
-
-class Player(BaseModel):
-    name: str = ""
-    hp: int = 100
-    pos: Pos = Field(default_factory=Pos)
-    items: list[Item] = Field(default_factory=list)
-    tags: dict[str, int] = Field(default_factory=dict)
-
-
-class Settings(BaseModel):
-    mode: str = "ffa"
-    flags: dict[str, str] = Field(default_factory=dict)
-
-
-class Room(BaseModel):
-    phase: str = "lobby"
-    round: int = 0
-    leader: Pos | None = None
-    settings: Settings = Field(default_factory=Settings)
-    players: dict[int, Player] = Field(default_factory=dict)
-    npcs: list[Player] = Field(default_factory=list)
-    scores: list[int] = Field(default_factory=list)
-
 
 floats = st.floats(allow_nan=False, width=64)
 ints = st.integers(-(2**63), 2**64 - 1)
