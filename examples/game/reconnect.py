@@ -1,5 +1,6 @@
 """A player keeps their seat across a dropped connection: the client reconnects, resumes its
-server session (the same player, room and position), and plays on.
+server session (the same player, match and position: the match marked the player away
+meanwhile), and plays on; the match's state sync picks it up again.
 
 python -m examples.game --reconnect
 """
@@ -10,7 +11,8 @@ import asyncio
 from dataclasses import dataclass
 
 import kcprpc
-from examples.game.service import KEY, GameService, JoinRequest, MoveRequest, WorldSnapshot
+from examples.game.service import KEY, GameService, JoinRequest, MatchState, MoveRequest
+from kcprpc.state import client_state
 
 FAST_RECONNECT = kcprpc.ClientConfig(reconnect=kcprpc.ReconnectPolicy(initial=0.05, maximum=0.5))
 
@@ -23,7 +25,7 @@ class SeatKept:
     resumes: int
     position_before: tuple[float, float]
     position_after: tuple[float, float]  # where a move after the reconnect put the same player
-    in_snapshot: bool  # the player is still in their room's snapshots
+    in_snapshot: bool  # the player is in the match's state again, at the new position, not away
 
 
 async def keep_seat(host: str, port: int, timeout: float = 10.0) -> SeatKept:
@@ -31,6 +33,7 @@ async def keep_seat(host: str, port: int, timeout: float = 10.0) -> SeatKept:
     client = kcprpc.connect(host, port, key=KEY, config=FAST_RECONNECT)
     async with client:
         game = client.stub(GameService, timeout=timeout)
+        view = client_state(client, MatchState, "state:lobby")
         me = await game.join(JoinRequest(room="lobby", name="ann"))
         before = await game.move(MoveRequest(dx=2, dy=0))
         sid = client.session_id
@@ -43,9 +46,14 @@ async def keep_seat(host: str, port: int, timeout: float = 10.0) -> SeatKept:
         await asyncio.wait_for(back.wait(), timeout)
         after = await game.move(MoveRequest(dx=1, dy=0))  # no join: the seat is still ours
         seen = asyncio.Event()
-        off = client.on(
-            WorldSnapshot, lambda s: seen.set() if any(p.id == me.player_id for p in s.players) else None
-        )
+        key = str(me.player_id)
+
+        def check(state: MatchState) -> None:
+            p = state.players.get(key)
+            if p is not None and not p.away and abs(p.x - after.x) + abs(p.y - after.y) < 0.02:  # quantized
+                seen.set()
+
+        off = view.on_state(check)
         try:
             await asyncio.wait_for(seen.wait(), timeout)
         finally:
