@@ -32,7 +32,8 @@ def _import(path: Path, name: str) -> ModuleType:
 
 
 async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
-    from examples.game.service import KEY, GameService, make_server, run_ticker
+    from examples.game.service import KEY, GameService, MatchState, make_server
+    from kcprpc.state import client_state
 
     doc_path = tmp_path / "game.json"
     doc_path.write_text(dumps(export_service(GameService)))
@@ -48,7 +49,6 @@ async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
 
     server, world = make_server("127.0.0.1", 0)
     host, port = await server.start()
-    ticker = asyncio.ensure_future(run_ticker(server, world))
     try:
         async with kcprpc.connect(host, port, key=KEY) as client:
             game = client.stub(gen.Game, timeout=5.0)
@@ -57,28 +57,33 @@ async def test_export_generate_call_round_trip(tmp_path: Path) -> None:
             assert ei.value.status is kcprpc.Status.FAILED_PRECONDITION
             with pytest.raises(ValidationError):  # the generated model carries the constraints
                 gen.JoinRequest(room="", name="x")
+            view = client_state(client, MatchState, "state:lobby")  # the match's state: kcprpc.state
+            lines: asyncio.Queue[object] = asyncio.Queue()
+            states: asyncio.Queue[object] = asyncio.Queue()
+            client.on(gen.ChatLine, lines.put_nowait)
+            view.on_state(states.put_nowait)
             reply = await game.join(gen.JoinRequest(room="lobby", name="gen"))
             assert isinstance(reply, gen.JoinReply) and reply.room == "lobby" and reply.tick_hz == 20
+            assert reply.state == view.name
             moved = await game.move(gen.MoveRequest(dx=2, dy=-3))
             assert isinstance(moved, gen.MoveReply) and (moved.x, moved.y) == (reply.x + 2, reply.y - 3)
 
-            snapshots = client.events(gen.WorldSnapshot)
-            snap = await asyncio.wait_for(snapshots.__anext__(), 5)
-            assert isinstance(snap, gen.WorldSnapshot)
-            assert [(p.id, p.name) for p in snap.players] == [(reply.player_id, "gen")]
+            await game.say(gen.ChatRequest(text="gg"))  # a typed event back, on the chat lane
+            line = await asyncio.wait_for(lines.get(), 5)
+            assert isinstance(line, gen.ChatLine) and (line.player_id, line.text) == (reply.player_id, "gg")
 
             async def applied() -> None:
                 seq = 0
-                while world.positions_applied == 0:  # unreliable: resend until one lands
+                while view.extra is None or view.extra < 1:  # unreliable: resend until acked
                     seq += 1
                     await game.position(gen.PositionUpdate(seq=seq, x=10.0, y=20.0))
-                    await asyncio.wait_for(snapshots.__anext__(), 5)  # paced by the 20 Hz ticks
+                    await asyncio.wait_for(states.get(), 5)  # paced by the 20 Hz states
 
             await asyncio.wait_for(applied(), 10)
+            assert view.state is not None and view.state.players[str(reply.player_id)].x == 10.0
+            assert world.positions_applied >= 1
             await game.leave()
-            await snapshots.aclose()
     finally:
-        ticker.cancel()
         await server.shutdown(grace=0.5)
 
 

@@ -30,7 +30,7 @@ async def test_list_and_get_documents() -> None:
         } <= set(names)
         methods = {s.name: s.methods for s in listed.services}
         assert methods["kcprpc.Reflection"] == ["GetDocument", "ListServices"]
-        assert methods["game.v1.Game"] == ["join", "leave", "move", "position"]
+        assert methods["game.v1.Game"] == ["join", "leave", "move", "position", "say"]
         for name in ("quickstart.Greeter", "game.v1.Game", "kcprpc.Health", "kcprpc.Reflection"):
             doc = await refl.GetDocument(GetDocumentRequest(service=name))
             assert doc.document == (ROOT / "idl" / f"{name}.json").read_text(), name
