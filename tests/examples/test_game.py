@@ -41,7 +41,9 @@ async def test_bots_play_see_each_other_and_leave() -> None:
             asyncio.ensure_future(run_bot(c, f"b{i}", f"r{i % 2}", stop, random.Random(i)))
             for i, c in enumerate(clients)
         ]
-        await until(lambda: len(world.rooms.rooms) == 2 and all(r.tick >= 12 for r in world.rooms.rooms.values()))
+        await until(
+            lambda: len(world.rooms.rooms) == 2 and all(r.tick >= 12 for r in world.rooms.rooms.values())
+        )
         stop.set()
         stats = await asyncio.wait_for(asyncio.gather(*tasks), 10)
         assert all(s.states >= 5 for s in stats)
@@ -96,8 +98,13 @@ async def test_state_converges_inputs_are_acked_and_interest_hides_far_players()
 
         await until(sent(60.123, 41.0, 1))
         me = views[0].state
-        assert me is not None and (round(me.players[ka].x, 9), me.players[ka].y) == (60.12, 41.0)  # quantized: 0.01
-        await until(lambda: views[1].state is not None and abs(views[1].state.players[ka].x - 60.12) < 1e-9)  # bob sees it
+        assert me is not None and (round(me.players[ka].x, 9), me.players[ka].y) == (
+            60.12,
+            41.0,
+        )  # quantized: 0.01
+        await until(
+            lambda: views[1].state is not None and abs(views[1].state.players[ka].x - 60.12) < 1e-9
+        )  # bob sees it
         assert world.positions_applied >= 1
         # an old seq is not applied again (a late datagram): the state stays where seq 1 put it
         ann.notify(GameService.position, PositionUpdate(seq=1, x=1.0, y=1.0))
@@ -122,7 +129,10 @@ async def test_a_player_keeps_their_seat_across_a_dropped_connection() -> None:
     try:
         kept = await asyncio.wait_for(keep_seat(host, port), 20)
         assert kept.session_after == kept.session_before and kept.resumes == 1
-        assert kept.position_after == (kept.position_before[0] + 1, kept.position_before[1])  # the same player
+        assert kept.position_after == (
+            kept.position_before[0] + 1,
+            kept.position_before[1],
+        )  # the same player
         assert kept.in_snapshot
         assert server.stats["sessions_resumed"] == 1 and server.stats["sessions_detached"] == 1
         await until(lambda: world.rooms.rooms == {})  # the client closed on purpose: the seat is given up
