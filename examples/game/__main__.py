@@ -107,9 +107,7 @@ async def main(args: argparse.Namespace) -> int:
 
 def run() -> None:
     ap = ArgumentParser(
-        prog="python -m examples.game",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m examples.game", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--bots", type=positive_int, default=20)
     ap.add_argument("--rooms", type=positive_int, default=4)
@@ -117,12 +115,8 @@ def run() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--port", type=port_number, default=0, help="the server's port (default: any free one)")
     ap.add_argument("--serve", action="store_true", help="run only the server")
-    ap.add_argument(
-        "--reconnect", action="store_true", help="one player drops the connection and keeps the seat"
-    )
-    ap.add_argument(
-        "--connect", type=host_port, metavar="HOST:PORT", help="run only the bots against HOST:PORT"
-    )
+    ap.add_argument("--reconnect", action="store_true", help="one player drops the connection and keeps the seat")
+    ap.add_argument("--connect", type=host_port, metavar="HOST:PORT", help="run only the bots against HOST:PORT")
     exit_with(main(ap.parse_args()))  # Ctrl-C on --serve: the server shuts down in main()'s finally
 
 
