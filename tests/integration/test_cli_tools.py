@@ -86,6 +86,7 @@ def test_list(srv: Srv) -> None:
         "game.v1.Game.leave",
         "game.v1.Game.move",
         "game.v1.Game.position",
+        "game.v1.Game.say",
     ]
 
 
@@ -94,7 +95,7 @@ def test_describe(srv: Srv) -> None:
     assert r.returncode == 0, r.stderr
     assert "rpc join(JoinRequest) returns (JoinReply)  [unary, reliable]" in r.stdout
     assert "rpc position(PositionUpdate)  [notify, unreliable]" in r.stdout
-    assert "event game.snapshot: WorldSnapshot  [reliable]" in r.stdout
+    assert "event game.chat: ChatLine  [reliable" in r.stdout
     # the served document is byte-identical to the checked-in one
     r = kcprpc("describe", srv.addr, "quickstart.Greeter", "--json")
     assert r.stdout == (ROOT / "idl" / "quickstart.Greeter.json").read_text()
@@ -103,9 +104,9 @@ def test_describe(srv: Srv) -> None:
     assert info["method"]["kind"] == "bidi" and "Line" in info["$defs"]
     r = kcprpc("describe", srv.addr, "game.v1.Game.JoinRequest", "--json")
     assert json.loads(r.stdout)["schema"]["properties"]["room"]["maxLength"] == 32
-    r = kcprpc("describe", srv.addr, "game.v1.Game.game.snapshot")  # an event (its name has dots)
+    r = kcprpc("describe", srv.addr, "game.v1.Game.game.chat")  # an event (its name has dots)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("game.v1.Game.game.snapshot:  event") and "PlayerState" in r.stdout
+    assert r.stdout.startswith("game.v1.Game.game.chat:  event") and "player_id" in r.stdout
     r = kcprpc("describe", srv.addr, "game.v1.Game.nope")
     assert r.returncode == code(Status.NOT_FOUND) and r.stderr.startswith("NOT_FOUND: ")
 
