@@ -108,7 +108,7 @@ async def server_main(args: argparse.Namespace) -> None:
     else:
         rooms = RoomRegistry(Bench, sender=lambda server: PushStateSender(server, Delivery.RELIABLE))
     server = kcprpc.Server([RoomService(rooms), states], "127.0.0.1", 0, lifespan=rooms.lifespan)
-    host, port = await server.start()
+    _host, port = await server.start()
     print(f"port {port}", flush=True)
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)  # "start_ns end_ns" from the driver
@@ -127,7 +127,6 @@ async def server_main(args: argparse.Namespace) -> None:
                 "received": (r1 - r0) / n / secs,
                 "cpu_us": (c1 - c0) / max(1, n * (t1 - t0)) * 1e6,
                 "ticks": t1 - t0,
-                "members": len(room.members) if hasattr(room, "members") else n,
             }
         ),
         flush=True,
@@ -189,8 +188,20 @@ def _line(p: subprocess.Popen[str], what: str) -> str:
 
 
 def run_one(args: argparse.Namespace, contender: str, loss: float, seed: int) -> dict[str, float]:
-    common = ["--entities", str(args.entities), "--moving", str(args.moving), "--hz", str(args.hz),
-              "--seed", str(args.seed), "--clients", str(args.clients), "--contender", contender]
+    common = [
+        "--entities",
+        str(args.entities),
+        "--moving",
+        str(args.moving),
+        "--hz",
+        str(args.hz),
+        "--seed",
+        str(args.seed),
+        "--clients",
+        str(args.clients),
+        "--contender",
+        contender,
+    ]
     if args.quantize:
         common.append("--quantize")
     me = str(Path(__file__).resolve())
@@ -199,12 +210,28 @@ def run_one(args: argparse.Namespace, contender: str, loss: float, seed: int) ->
         server = _spawn([me, "--role", "server", *common])
         procs.append(server)
         port = int(_line(server, "server").split()[1])
-        relay = _spawn(["-m", "kcp.relay", "--listen", "127.0.0.1:0", "--target", f"127.0.0.1:{port}",
-                        "--loss", str(loss), "--delay", str(args.delay), "--seed", str(seed)])
+        relay = _spawn(
+            [
+                "-m",
+                "kcp.relay",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                f"127.0.0.1:{port}",
+                "--loss",
+                str(loss),
+                "--delay",
+                str(args.delay),
+                "--seed",
+                str(seed),
+            ]
+        )
         procs.append(relay)
         rport = int(_line(relay, "relay").split()[1].rsplit(":", 1)[1])
         per = [args.clients // args.procs + (i < args.clients % args.procs) for i in range(args.procs)]
-        cps = [_spawn([me, "--role", "clients", "--port", str(rport), "--n", str(k), *common]) for k in per if k]
+        cps = [
+            _spawn([me, "--role", "clients", "--port", str(rport), "--n", str(k), *common]) for k in per if k
+        ]
         procs += cps
         for cp in cps:
             assert _line(cp, "clients") == "joined"
@@ -260,7 +287,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quantize", action="store_true", help="x, y to 0.01, angle to 0.1 (Quantized)")
     ap.add_argument("--quick", action="store_true", help="8 clients, 2 s measured, 1 s warm-up")
-    ap.add_argument("--role", choices=["driver", "server", "clients"], default="driver", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--role", choices=["driver", "server", "clients"], default="driver", help=argparse.SUPPRESS
+    )
     ap.add_argument("--contender", choices=["a", "c"], default="a", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
