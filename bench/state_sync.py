@@ -118,6 +118,8 @@ async def server_main(args: argparse.Namespace) -> None:
     b0, r0, c0, t0 = SNMP.bytes_sent, SNMP.bytes_received, time.process_time(), room.stats["ticks"]
     await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
     b1, r1, c1, t1 = SNMP.bytes_sent, SNMP.bytes_received, time.process_time(), room.stats["ticks"]
+    sync = getattr(room.sender, "sync", None)  # (a): the room's StateSync
+    sync_stats = dict(sync.stats) if sync is not None else {}
     secs = (end - start) / 1e9
     n = args.clients
     print(
@@ -127,6 +129,9 @@ async def server_main(args: argparse.Namespace) -> None:
                 "received": (r1 - r0) / n / secs,
                 "cpu_us": (c1 - c0) / max(1, n * (t1 - t0)) * 1e6,
                 "ticks": t1 - t0,
+                "resets": sync_stats.get("resets", 0),
+                "msg_bytes": sync_stats.get("bytes", 0)
+                / max(1, sync_stats.get("snapshots", 0) + sync_stats.get("deltas", 0)),
             }
         ),
         flush=True,
@@ -152,7 +157,12 @@ async def clients_main(args: argparse.Namespace) -> None:
             view = client_state(client, model, f"state:{ROOM}")
             view.on_state(lambda s: got.append((time.monotonic_ns(), s.stamp_ns)))
         else:
-            client.on(RoomStateEvent, lambda m: got.append((time.monotonic_ns(), m.state["stamp_ns"])))
+
+            def on_snapshot(m: RoomStateEvent) -> None:
+                state = model.model_validate(m.state)  # the app's typed state, as (a)'s view gives it
+                got.append((time.monotonic_ns(), state.stamp_ns))
+
+            client.on(RoomStateEvent, on_snapshot)
         await client.stub(RoomService, timeout=20).join(JoinRoom(room=ROOM))
 
     await asyncio.wait_for(asyncio.gather(*(one() for _ in range(args.n))), 60)
@@ -160,10 +170,14 @@ async def clients_main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     line = await loop.run_in_executor(None, sys.stdin.readline)
     start, end = (int(x) for x in line.split())
-    await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9 + 0.3))
+    await asyncio.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
+    c0 = time.process_time()
+    await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
+    cpu = time.process_time() - c0
+    await asyncio.sleep(0.3)  # the states in flight at the end
     samples = [x for got in applied for x in ages(got, start, end)]
     received = sum(1 for got in applied for r, _ in got if start <= r < end)
-    print(json.dumps({"ages": samples, "messages": received}), flush=True)
+    print(json.dumps({"ages": samples, "messages": received, "cpu": cpu}), flush=True)
     for c in clients:
         await c.close()
 
@@ -250,8 +264,11 @@ def run_one(args: argparse.Namespace, contender: str, loss: float, seed: int) ->
             "age p50 ms": _pct(all_ages, 0.5),
             "age p99 ms": _pct(all_ages, 0.99),
             "cpu us/client/tick": srv["cpu_us"],
+            "client cpu us/msg": sum(g["cpu"] for g in got) / max(1, sum(g["messages"] for g in got)) * 1e6,
             "msgs/client/s": sum(g["messages"] for g in got) / args.clients / args.seconds,
             "ticks": srv["ticks"],
+            "(a) avg msg B": srv["msg_bytes"],
+            "(a) resets": srv["resets"],
         }
     finally:
         for p in procs:
