@@ -26,6 +26,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -340,7 +341,7 @@ def main() -> None:
         med: dict[str, dict[str, float]] = {}
         for contender in ("c", "a"):
             rows = by[contender]
-            med[contender] = {k: sorted(r[k] for r in rows)[len(rows) // 2] for k in rows[0]}
+            med[contender] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             figs = "  ".join(f"{k} {v:,.1f}" for k, v in med[contender].items() if k != "ticks")
             print(f"  {CONTENDERS[contender]:<22} {figs}")
         a, c = med["a"], med["c"]
