@@ -3,7 +3,8 @@ clients (``kcprpc.connect``, in client processes) through ``python -m kcp.relay`
 loss, two contenders alternated in the same run:
 
 * (c) reliable full snapshots: the room's state as one reliable ``RoomState`` event per tick to
-  the room (``PushStateSender(server, Delivery.RELIABLE)``, today's game example);
+  the room (``PushStateSender(server, Delivery.RELIABLE)``, today's game example); the client
+  validates it into the model (the typed state (a)'s view gives);
 * (a) latest-wins deltas: ``SyncSender`` (``kcprpc.state``): per client a snapshot or a delta
   against its acknowledged baseline, unreliable; the clients ack (``client_state``).
 
@@ -12,7 +13,8 @@ The world is bench/_state_world.py's (the one bench/state_delta.py simulates), p
 clock is shared). Per contender: bytes the server process wrote to UDP per client per second,
 and read (the clients' acks and KCP acks), snapshot age p50 and p99 (sampled every 5 ms on each
 client in the measured window: now minus the stamp of the newest state it holds, as in
-state_delta.py) and server CPU (process time) per client per tick. Then the ratios (a)/(c)
+state_delta.py), server CPU (process time) per client per tick, client CPU per message and
+(a)'s mean message size (``StateSync.stats``). Then the ratios (a)/(c)
 against the goals: bytes <= 1/5, p99 age <= 1/2. Example::
 
     python bench/state_sync.py --rounds 2            # 32 clients, 10 s measured per contender
