@@ -68,3 +68,34 @@ def test_scale_bench_quick_run_compares_one_process_with_two_workers_on_redis() 
     assert "ratio 2w-redis / 1proc, deliveries/s: sustained x" in out
     cost = next(line for line in out.splitlines() if line.startswith("2w-redis ") and "broker's cost" in line)
     assert "redis-server n/a" not in cost, cost
+
+
+def test_state_sync_bench_quick_run_measures_both_contenders_through_the_relay() -> None:
+    """bench/state_sync.py end to end, small: 4 clients in one process through kcp.relay at 5 %
+    loss, 1 s measured per contender. Both contenders deliver states at about the tick rate, their
+    bytes, ages and CPU are measured (positive, finite), and the ratios with the goals are printed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
+    argv = ["--quick", "--clients", "4", "--procs", "1", "--seconds", "1", "--loss", "5", "--entities", "50"]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "state_sync.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=BENCH.parent,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    rows = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("round 1 loss 5%"):
+            name = "a" if "latest-wins" in line else "c"
+            figs = [f.strip() for f in line.split("  ")[2:] if f.strip()]  # "key value" each
+            rows[name] = {k: float(v.replace(",", "")) for k, v in (f.rsplit(" ", 1) for f in figs)}
+    assert set(rows) == {"a", "c"}, done.stdout
+    for r in rows.values():
+        assert r["msgs/client/s"] >= 10, r  # 20 Hz, a few lost to the relay's 5 %
+        assert r["B/client/s"] > 0 and r["cpu us/client/tick"] > 0, r
+        assert 0 < r["age p50 ms"] <= r["age p99 ms"] < 1000, r
+    assert rows["a"]["B/client/s"] < rows["c"]["B/client/s"], rows  # deltas are smaller than snapshots
+    assert "ratios a/c: bytes" in done.stdout and "goal <= 0.2" in done.stdout
