@@ -45,15 +45,12 @@ def test_rpc_bench_names_each_contenders_wire_mode() -> None:
         assert contender in out
 
 
-def test_scale_bench_quick_run_compares_one_process_with_two_workers_on_redis() -> None:
-    """bench/scale.py end to end, small: 20 subscribers, one 0.5 s step per contender, a real
-    redis-server started by the script. Every contender keeps the rate (exit code 0), the 2 workers
-    both serve subscribers, and the ratio and the broker's cost are printed."""
+def run_bench(script: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` (bench/ on its path, bounded to 90 s); it must exit 0."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
-    argv = ["--quick", "--subscribers", "20", "--rates", "4", "--seconds", "0.5", "--drain", "3"]
     done = subprocess.run(
-        [sys.executable, str(BENCH / "scale.py"), *argv],
+        [sys.executable, str(BENCH / script), *argv],
         capture_output=True,
         text=True,
         timeout=90,
@@ -61,6 +58,15 @@ def test_scale_bench_quick_run_compares_one_process_with_two_workers_on_redis() 
         env=env,
     )
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    return done
+
+
+def test_scale_bench_quick_run_compares_one_process_with_two_workers_on_redis() -> None:
+    """bench/scale.py end to end, small: 20 subscribers, one 0.5 s step per contender, a real
+    redis-server started by the script. Every contender keeps the rate (exit code 0), the 2 workers
+    both serve subscribers, and the ratio and the broker's cost are printed."""
+    argv = ["--quick", "--subscribers", "20", "--rates", "4", "--seconds", "0.5", "--drain", "3"]
+    done = run_bench("scale.py", argv)
     out = done.stdout
     spread = next(line for line in out.splitlines() if "subscribers per worker:" in line)
     counts = [int(part.split(":")[1]) for part in spread.split("worker:", 1)[1].split(";")[0].split(",")]
@@ -74,18 +80,8 @@ def test_state_sync_bench_quick_run_measures_both_contenders_through_the_relay()
     """bench/state_sync.py end to end, small: 4 clients in one process through kcp.relay at 5 %
     loss, 1 s measured per contender. Both contenders deliver states at about the tick rate, their
     bytes, ages and CPU are measured (positive, finite), and the ratios with the goals are printed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH), env.get("PYTHONPATH", "")]))
     argv = ["--quick", "--clients", "4", "--procs", "1", "--seconds", "1", "--loss", "5", "--entities", "50"]
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "state_sync.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        cwd=BENCH.parent,
-        env=env,
-    )
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
+    done = run_bench("state_sync.py", argv)
     rows = {}
     for line in done.stdout.splitlines():
         if line.startswith("round 1 loss 5%"):
