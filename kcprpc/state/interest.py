@@ -14,7 +14,7 @@ a removal for it, and one entering an addition.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,17 +65,12 @@ class Views:
             node, idx = self._resolve(path)
             if node.kind != MAP:
                 raise UsageError(f"interest keys {path!r}: only dict fields are filtered by key")
-            f = root
-            for i in idx:
-                f = f.children.setdefault(i, _Filter())
-            f.keys = keys
+            _at(root, idx).keys = keys
         for path, names in interest.hide.items():
             node, idx = self._resolve(path)
             if node.kind != MODEL:
                 raise UsageError(f"interest hide {path!r}: not a model")
-            f = root
-            for i in idx:
-                f = f.children.setdefault(i, _Filter())
+            f = _at(root, idx)
             for name in names:
                 if name not in node.index:
                     raise UsageError(f"interest hide {path!r}: no field {name!r}")
@@ -120,3 +115,11 @@ def _apply(node: Node, tree: Any, f: _Filter) -> Any:
         if inner is not None:
             return tuple(_apply(item, v, inner) for v in tree)
     return tree
+
+
+def _at(root: _Filter, idx: Sequence[int]) -> _Filter:
+    """The filter node at the field indexes ``idx`` below ``root``, made on the way."""
+    f = root
+    for i in idx:
+        f = f.children.setdefault(i, _Filter())
+    return f
