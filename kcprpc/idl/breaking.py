@@ -21,6 +21,9 @@ Rules (breaking unless marked *safe*):
 ``METHOD_ID_CHANGED``        the stable numeric method id changed (or appeared/disappeared)
 ``EVENT_REMOVED``            an event type is gone
 ``EVENT_DELIVERY_CHANGED``   an event's delivery changed
+``EVENT_KEY_CHANGED``        an event's latest-wins key field appeared, disappeared or changed
+                            (keyed events travel in a 7-element frame that older clients refuse,
+                            and the key decides which messages a client drops as stale)
 ``TOPIC_REMOVED``            a topic is gone
 ``TOPIC_EVENT_REMOVED``      a topic no longer carries an event
 ``FIELD_REMOVED``            a field is gone
@@ -39,6 +42,7 @@ Rules (breaking unless marked *safe*):
 ``EVENT_ADDED``              *safe*
 ``TOPIC_ADDED``              *safe* (also a topic carrying a new event)
 ``FIELD_ADDED``              *safe*: a new optional field (or a required one in a response)
+``EVENT_LANE_CHANGED``       *safe*: an event's send lane (the server's priority class) changed
 =========================== =============================================================
 """
 
@@ -399,6 +403,20 @@ class _Checker:
                     "EVENT_DELIVERY_CHANGED",
                     f"event {name}",
                     f"delivery {a.get('delivery')} became {b.get('delivery')}",
+                )
+            if a.get("key") != b.get("key"):
+                self.add(
+                    True,
+                    "EVENT_KEY_CHANGED",
+                    f"event {name}",
+                    f"latest-wins key {a.get('key') or 'none'} became {b.get('key') or 'none'}",
+                )
+            if a.get("lane") != b.get("lane"):
+                self.add(
+                    False,
+                    "EVENT_LANE_CHANGED",
+                    f"event {name}",
+                    f"lane {a.get('lane') or 'default'} became {b.get('lane') or 'default'}",
                 )
             self.compare(a.get("schema", {}), b.get("schema", {}), f"event {name}", RESPONSE)
         ot, nt = old.get("topics", {}), new.get("topics", {})

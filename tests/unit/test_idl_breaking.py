@@ -123,6 +123,9 @@ CASES: list[tuple[str, Mutation, str, Mutation | None]] = [
     ("METHOD_ID_CHANGED", lambda d: _with_id(d, 2), "t.v1.Svc/get", lambda d: _with_id(d, 1)),
     ("EVENT_REMOVED", lambda d: (d["events"].pop("t.ev"), d.update(topics={})), "event t.ev", None),
     ("EVENT_DELIVERY_CHANGED", lambda d: _set(d, "events/t.ev/delivery", "unreliable"), "event t.ev", None),
+    ("EVENT_KEY_CHANGED", lambda d: _set(d, "events/t.ev/key", "n"), "event t.ev", None),
+    ("EVENT_KEY_CHANGED", lambda d: d["events"]["t.ev"].pop("key"), "event t.ev",
+     lambda d: _set(d, "events/t.ev/key", "n")),
     ("TOPIC_REMOVED", lambda d: d.update(topics={}), "topic news", None),
     ("TOPIC_EVENT_REMOVED", lambda d: _set(d, "topics/news/events", []), "topic news", None),
     ("FIELD_REMOVED", lambda d: _req(d).pop("note"), "Req.note", None),
@@ -308,3 +311,12 @@ def test_cli_check_folders_and_git_refs(tmp_path: Path) -> None:
     assert r.returncode == 1 and "BREAKING SERVICE_REMOVED: t.v1.Svc: service removed" in r.stdout
     r = sh(*kcprpc, "git:nope:idl", "idl")
     assert r.returncode == 2 and r.stderr.startswith("kcprpc: git ") and "Traceback" not in r.stderr
+
+
+def test_lane_change_is_reported_as_safe() -> None:
+    old, new = copy.deepcopy(BASE), copy.deepcopy(BASE)
+    _set(new, "events/t.ev/lane", "chat")
+    validate_document(new)
+    changes = check(old, new)
+    assert [(c.rule, c.breaking, c.location) for c in changes] == [("EVENT_LANE_CHANGED", False, "event t.ev")]
+    assert "lane default became chat" in changes[0].message
