@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 import kcprpc
+from tests.integration.serve_process import ServeProcess
 
 
 class Tick(BaseModel):
@@ -113,26 +109,11 @@ app = kcprpc.Server([Game()], lifespan=lifespan)
 
 def test_kcprpc_serve_runs_the_lifespan_and_drains_on_sigterm(tmp_path: Path) -> None:
     (tmp_path / "lifespan_app.py").write_text(APP)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    srv = subprocess.Popen(
-        [sys.executable, "-m", "kcprpc", "serve", "lifespan_app:app", "--port", "0", "--grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert srv.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        while sum(line.startswith("tick") for line in lines) < 3 and time.monotonic() < deadline:
-            line = srv.stdout.readline()
-            assert line, f"serve ended early: {lines}"
-            lines.append(line.strip())
-        assert any(line.startswith("kcprpc serving") and "lifespan.Game" in line for line in lines), lines
-        srv.send_signal(signal.SIGTERM)
-        rest, _ = srv.communicate(timeout=20)
-        assert srv.returncode == 0, rest
-        tail = [line for line in rest.splitlines() if not line.startswith("tick")]
-        assert tail == ["shutting down", "lifespan shutdown"], rest
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
+    with ServeProcess("lifespan_app:app", "--grace", "1", extra_path=tmp_path) as srv:
+        assert "lifespan.Game" in srv.expect("kcprpc serving"), srv.lines
+        for _ in range(3):
+            srv.expect("tick")
+        code, rest = srv.stop()
+        assert code == 0, srv.lines
+        tail = [line for line in rest if not line.startswith("tick")]
+        assert tail == ["shutting down", "lifespan shutdown"], srv.lines

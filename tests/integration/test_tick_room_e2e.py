@@ -5,11 +5,6 @@ server's shutdown stops the rooms; and the same under ``kcprpc serve`` in a subp
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ import kcprpc
 from kcprpc.room_service import JoinRoom, LeaveRoom, RoomInput, RoomService
 from kcprpc.testing import pair
 from kcprpc.tick_room import RoomRegistry, RoomState, TickInput, TickRoom
+from tests.integration.serve_process import ServeProcess
 
 
 class Move(BaseModel):
@@ -194,23 +190,8 @@ app = kcprpc.Server([RoomService(rooms)], lifespan=rooms.lifespan)
 
 def test_rooms_under_kcprpc_serve_stop_on_sigterm(tmp_path: Path) -> None:
     (tmp_path / "tick_app.py").write_text(APP)
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    srv = subprocess.Popen(
-        [sys.executable, "-m", "kcprpc", "serve", "tick_app:app", "--port", "0", "--grace", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert srv.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        port = None
-        while port is None and time.monotonic() < deadline:
-            line = srv.stdout.readline()
-            assert line, f"serve ended early: {lines}"
-            lines.append(line.strip())
-            if line.startswith("kcprpc serving"):
-                port = int(line.strip().rsplit(":", 1)[1])  # "kcprpc serving ... on HOST:PORT"
-        assert port is not None, lines
+    with ServeProcess("tick_app:app", "--grace", "1", extra_path=tmp_path) as srv:
+        port = srv.port()
 
         async def play() -> RoomState:
             async with kcprpc.connect("127.0.0.1", port) as client:
@@ -227,11 +208,6 @@ def test_rooms_under_kcprpc_serve_stop_on_sigterm(tmp_path: Path) -> None:
 
         st = asyncio.run(play())
         assert st.state == {"last": "hello"} and st.room == "lobby"
-        srv.send_signal(signal.SIGTERM)
-        rest, _ = srv.communicate(timeout=20)
-        assert srv.returncode == 0, rest
-        assert any(line.startswith("room lobby disposed after") for line in rest.splitlines()), rest
-    finally:
-        if srv.poll() is None:
-            srv.kill()
-            srv.wait()
+        code, rest = srv.stop()
+        assert code == 0, srv.lines
+        assert any(line.startswith("room lobby disposed after") for line in rest), srv.lines
