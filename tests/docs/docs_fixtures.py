@@ -55,11 +55,13 @@ async def examples_server(ctx: Ctx) -> AsyncIterator[None]:
             async for line in lines:
                 yield Line(text=line.text.upper())
 
+    world = World()  # the game's matches stop with the server (its rooms' lifespan)
     server = kcprpc.Server(
-        [Greeter(), GameService(World()), LiveService(), Echo()],
+        [Greeter(), GameService(world), world.states, LiveService(), Echo()],
         "127.0.0.1",
         9000,
         interceptors=[publisher_auth("secret")],
+        lifespan=world.rooms.lifespan,
     )
     await server.start()
 

@@ -49,11 +49,13 @@ class Echo(kcprpc.Service, name="test.Echo"):
 
 def make_server(reflection: bool, transport: kcprpc.Transport) -> kcprpc.Server:
     """The three example services and a streaming echo service."""
+    world = World()  # the game's matches stop with the server (its rooms' lifespan)
     server = kcprpc.Server(
-        [Greeter(), GameService(World()), LiveService(), Echo()],
+        [Greeter(), GameService(world), world.states, LiveService(), Echo()],
         "127.0.0.1",
         0,
         interceptors=[publisher_auth(TOKEN)],
+        lifespan=world.rooms.lifespan,
         reflection=reflection,
         transport=transport,
     )

@@ -77,8 +77,8 @@ def test_list(srv: Srv) -> None:
     r = kcprpc("list", srv.addr)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [
-        "game.v1.Game", "kcprpc.Health", "kcprpc.Push", "kcprpc.Reflection", "live.v1.Live", "quickstart.Greeter",
-        "test.Echo",
+        "game.v1.Game", "kcprpc.Health", "kcprpc.Push", "kcprpc.Reflection", "kcprpc.State", "live.v1.Live",
+        "quickstart.Greeter", "test.Echo",
     ]  # fmt: skip
     r = kcprpc("list", srv.addr, "game.v1.Game")
     assert r.stdout.split() == [
