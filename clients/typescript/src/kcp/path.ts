@@ -30,6 +30,8 @@ export interface DatagramLink {
   close(): void;
   /** True after {@link close}. */
   readonly closed: boolean;
+  /** The peer's address, if known (for messages and stats). */
+  readonly remote?: { address: string; port: number };
 }
 
 /** What a packet path may do to its session (the session implements this). */
@@ -56,6 +58,8 @@ export interface Path {
   readonly mode: "compat" | "secure";
   /** Bytes the path adds to each pipeline datagram (0 for compat). */
   readonly overhead: number;
+  /** The peer's current address, if known (secure mode: it may move). */
+  readonly remote?: { address: string; port: number };
   /** Called once by the session's constructor; the path starts delivering received datagrams to `owner`. */
   attach(owner: PathOwner): void;
   /** Send one pipeline datagram (sealed by the pipeline already; the path seals it further if it must). */
@@ -87,6 +91,11 @@ export class CompatPath implements Path {
 
   /** A path over `link` (which the path closes when the session finishes). */
   constructor(readonly link: DatagramLink) {}
+
+  /** The link's peer address. */
+  get remote(): { address: string; port: number } | undefined {
+    return this.link.remote;
+  }
 
   /** See {@link Path.attach}. */
   attach(owner: PathOwner): void {
