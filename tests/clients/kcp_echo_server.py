@@ -2,6 +2,9 @@
 
 Usage: python tests/clients/kcp_echo_server.py CRYPT KEY DATA_SHARDS PARITY_SHARDS [LOSS_PERCENT]
 
+CRYPT is a kcptun cipher name for a compat server, or ``secure`` for a secure-wire server with
+passphrase KEY.
+
 Listens on 127.0.0.1 (a free port), prints the port on its first line, then echoes every
 session's stream bytes and out-of-band datagrams back to it, until it is killed. With
 LOSS_PERCENT, the printed port is that of a :class:`kcp.relay.LossyRelay` in front of the
@@ -39,7 +42,11 @@ async def echo(session: kcp.KCPSession) -> None:
 
 
 async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> None:
-    wire = kcp.CompatWire(crypt=crypt, key=key, fec=(ds, ps))
+    wire: kcp.CompatWire | kcp.SecureWire
+    if crypt == "secure":  # a secure-wire server (what a compat dial must recognise by its hint)
+        wire = kcp.SecureWire(key=key, fec=(ds, ps))
+    else:
+        wire = kcp.CompatWire(crypt=crypt, key=key, fec=(ds, ps))
     listener = await kcp.listen("127.0.0.1", 0, wire, on_accept=echo)
     async with listener:
         if loss is None:

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { dial, IdleTimeoutError, KcpSession, type CompatWireOptions } from "../src/kcp/session.js";
-import { ConnectionClosedError, KcpUsageError } from "../src/kcp/errors.js";
+import { ConnectionClosedError, KcpUsageError, WireMismatchError } from "../src/kcp/errors.js";
 import { startPython, type PythonServer } from "./helpers/python.js";
 
 /** `p`, or a rejection naming `what` after `ms`. */
@@ -194,5 +194,19 @@ test("session: 10 % loss each way (Python relay): FEC 10/3 rebuilds, KCP resends
     assert.ok(s.counters.retransSegs > 0, `retransSegs ${s.counters.retransSegs}`);
     s.close();
     await within(s.whenClosed(), 6000, "close");
+  });
+});
+
+test("session: a compat dial to a secure-wire server ends at once with WireMismatchError (the server's wire hint)", async () => {
+  await withServer(["secure", "a passphrase", "0", "0"], async (port) => {
+    for (const wire of [{ crypt: "aes", key: "a passphrase" }, {}] as CompatWireOptions[]) {
+      const s = await dial("127.0.0.1", port, { wire, session: { idleTimeoutMs: 10000 } });
+      const ended = new Promise<Error | undefined>((r) => s.onClose(r));
+      s.write(Buffer.from("hello?"));
+      const err = await within(ended, 5000, "wire hint");
+      assert.ok(err instanceof WireMismatchError, String(err));
+      assert.match(err.message, /secure wire/);
+      assert.equal(s.closeReason, "wire mismatch");
+    }
   });
 });

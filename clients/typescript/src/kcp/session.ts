@@ -133,6 +133,7 @@ export class KcpSession implements PathOwner {
   private readonly dgrams: Uint8Array[] = [];
   private closeHandlers: ((err?: Error) => void)[] = [];
   private paused = false;
+  private accepted = false;
   private drainWaiters: (() => void)[] = [];
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
@@ -302,7 +303,7 @@ export class KcpSession implements PathOwner {
     c.bytesReceived += data.length;
     const eng = this.engine;
     if (this.plain && bareKcp(data)) {
-      eng.input(data, now);
+      if (eng.input(data, now) === 0) this.accepted = true;
     } else {
       for (const [kind, payload] of this.pipeline.open(data)) {
         if (kind === KIND_OOB) {
@@ -311,12 +312,22 @@ export class KcpSession implements PathOwner {
           else if (this.dgrams.length < this.dgramLimit) this.dgrams.push(payload);
           else c.oobDropped++;
         } else {
-          eng.input(payload, now, kind === KIND_KCP);
+          if (eng.input(payload, now, kind === KIND_KCP) === 0) this.accepted = true;
         }
       }
     }
     this.inputDirty = true;
     this.schedule(false);
+  }
+
+  /** PathOwner: true once the engine accepted a packet from the peer. */
+  get answered(): boolean {
+    return this.accepted;
+  }
+
+  /** PathOwner: end the session at once with `error`. */
+  fail(now: number, error: Error, reason: string): void {
+    this.finish(now, error, reason);
   }
 
   /** PathOwner: authenticated traffic without payload arrived (the peer is alive). */
