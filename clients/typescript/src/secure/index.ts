@@ -1,0 +1,27 @@
+/** Secure wire mode, client side (docs/security.md): the public pieces. */
+export type { Rng } from "./bytes.js";
+export { SecureClient, systemRng, refusalText, workerOf, type ClientState, type SecureClientInit } from "./client.js";
+export {
+  SecureConnection,
+  newCounters,
+  type PeerAddr,
+  type SecureEvent,
+  type SecureCounters,
+  type ConnectionInit,
+} from "./connection.js";
+export { clientConfig, derivePsk, checkAccepted, type SecureOptions, type ClientConfig, type SessionParams } from "./config.js";
+export {
+  HandshakeError,
+  HandshakeTimeout,
+  HandshakeNoAnswer,
+  HandshakeUnreachable,
+  HandshakeKeyMismatch,
+  HandshakePskMismatch,
+  HandshakeWireMismatch,
+  HandshakeRefused,
+  SecureUsageError,
+  SecureConnectionClosed,
+} from "./errors.js";
+export { generateKeypair, publicKeyOf, type SuiteName } from "./noise.js";
+export { Reason, reasonName, reasonText, SECURE_OVERHEAD } from "./packet.js";
+export { ReplayWindow, REPLAY_OK, REPLAY_DUPLICATE, REPLAY_TOO_OLD } from "./replay.js";
