@@ -242,6 +242,11 @@ export class SecureConnection {
     this.window = new ReplayWindow(init.config.replayWindow);
   }
 
+  /** The configuration the connection runs with (rekey timers, path probing...). */
+  get config(): ClientConfig {
+    return this.cfg;
+  }
+
   /** The current key epoch (0 after the handshake, +1 per key update). */
   get epoch(): number {
     return this.send.epoch;
