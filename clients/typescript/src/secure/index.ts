@@ -3,7 +3,7 @@ export type { Rng } from "./bytes.js";
 export { SecureClient, systemRng, refusalText, workerOf, type ClientState, type SecureClientInit } from "./client.js";
 export {
   SecureConnection,
-  newCounters,
+  newCounters as newSecureCounters,
   type PeerAddr,
   type SecureEvent,
   type SecureCounters,
