@@ -20,7 +20,7 @@ import {
   SecureConnectionClosed,
   SecureUsageError,
   clientConfig,
-  newCounters,
+  newSecureCounters,
   publicKeyOf,
   type SecureEvent,
 } from "../src/index.js";
@@ -41,8 +41,8 @@ function pair(suite: CipherSuite = AESGCM, opts: { rekeyAfterPackets?: number; r
   const sc = new Uint8Array(8).fill(0xbb);
   const resetToken = mac16(new Uint8Array(32).fill(9), sc);
   const common = { config: cfg, suite, params, now: 0, peerStatic: null, handshakeHash: new Uint8Array(32) };
-  const client = new SecureConnection({ ...common, sendSecret: s1, recvSecret: s2, localCid: cc, remoteCid: sc, peerAddr: A, rng: streamRng("c"), counters: newCounters(), resetToken });
-  const server = new SecureConnection({ ...common, sendSecret: s2, recvSecret: s1, localCid: sc, remoteCid: cc, peerAddr: B, rng: streamRng("s"), counters: newCounters(), resetToken: null });
+  const client = new SecureConnection({ ...common, sendSecret: s1, recvSecret: s2, localCid: cc, remoteCid: sc, peerAddr: A, rng: streamRng("c"), counters: newSecureCounters(), resetToken });
+  const server = new SecureConnection({ ...common, sendSecret: s2, recvSecret: s1, localCid: sc, remoteCid: cc, peerAddr: B, rng: streamRng("s"), counters: newSecureCounters(), resetToken: null });
   return { client, server, resetToken };
 }
 

@@ -25,3 +25,7 @@ export {
 export { generateKeypair, publicKeyOf, type SuiteName } from "./noise.js";
 export { Reason, reasonName, reasonText, SECURE_OVERHEAD } from "./packet.js";
 export { ReplayWindow, REPLAY_OK, REPLAY_DUPLICATE, REPLAY_TOO_OLD } from "./replay.js";
+export { SecureUdpLink, hostPort, type SecureLinkCounters } from "./link.js";
+export { SecurePath, CLOSE_COPIES } from "./path.js";
+export { secureHandshake, type HandshakeInit } from "./handshake.js";
+export { dialSecure, rebind, securePathOf, type SecureWireOptions, type SecureDialOptions } from "./dial.js";
