@@ -31,19 +31,23 @@ SERVER_ADDR = "10.0.0.1:4000"
 _BYTES = {"server_public_key", "static_key", "psk", "token", "cid_prefix"}
 
 
-def stream_rng(seed: str) -> Callable[[int], bytes]:
-    """``rng(n)``: the next ``n`` bytes of SHA-256(seed | counter as 4 big-endian bytes), block after block."""
-    state = {"buf": b"", "i": 0}
+class _Stream:
+    def __init__(self, seed: str) -> None:
+        self.seed = seed.encode()
+        self.buf = b""
+        self.i = 0
 
-    def rng(n: int) -> bytes:
-        while len(state["buf"]) < n:
-            block = hashlib.sha256(seed.encode() + int(state["i"]).to_bytes(4, "big")).digest()
-            state["buf"] = bytes(state["buf"]) + block
-            state["i"] = int(state["i"]) + 1
-        out, state["buf"] = bytes(state["buf"])[:n], bytes(state["buf"])[n:]
+    def __call__(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += hashlib.sha256(self.seed + self.i.to_bytes(4, "big")).digest()
+            self.i += 1
+        out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    return rng
+
+def stream_rng(seed: str) -> Callable[[int], bytes]:
+    """``rng(n)``: the next ``n`` bytes of SHA-256(seed | counter as 4 big-endian bytes), block after block."""
+    return _Stream(seed)
 
 
 def _config(spec: dict[str, Any]) -> HandshakeConfig:
@@ -87,7 +91,14 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
                     steps.append({"op": "recv", "hex": reply.hex(), "now": now, "state": cli.state.value})
                 else:
                     payload = cconn.open(reply, SERVER_ADDR, now)
-                    steps.append({"op": "recv", "hex": reply.hex(), "now": now, "payload": None if payload is None else payload.hex()})
+                    steps.append(
+                        {
+                            "op": "recv",
+                            "hex": reply.hex(),
+                            "now": now,
+                            "payload": None if payload is None else payload.hex(),
+                        }
+                    )
             nxt += cli.datagrams_to_send(now)
             if cconn is not None:
                 nxt += [dg for dg, _ in cconn.datagrams_to_send(now)]
@@ -123,7 +134,14 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
                 now += 1
                 d = sconn.seal(bytes.fromhex(p), now)
                 payload = cconn.open(d, SERVER_ADDR, now)
-                steps.append({"op": "recv", "hex": d.hex(), "now": now, "payload": None if payload is None else payload.hex()})
+                steps.append(
+                    {
+                        "op": "recv",
+                        "hex": d.hex(),
+                        "now": now,
+                        "payload": None if payload is None else payload.hex(),
+                    }
+                )
 
         exchange()
         if sc.get("key_update"):
