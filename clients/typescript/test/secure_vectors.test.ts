@@ -268,4 +268,9 @@ test("the TypeScript secure client matches the Python implementation byte for by
   assert.equal(ends["NNpsk0 with a RETRY cookie (server under load)"], "established");
   assert.equal(ends["suite refused, retried at once with the server's"], "established");
   assert.equal(ends["the server's FEC the strict client cannot take: the client refuses the answer with a CLOSE"], "HandshakeRefused");
+  // the worker byte (docs/workers.md): our CID starts with the client's cidPrefix (the initiation's
+  // bytes 4..12), the server's CID with its worker index
+  const worker = out[1]!.steps;
+  assert.equal((worker[0] as Step & { op: "send" }).hex.slice(8, 10), "07");
+  assert.equal((worker[worker.length - 1] as Step & { op: "end" }).remote_cid?.slice(0, 2), "03");
 });
