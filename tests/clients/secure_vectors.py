@@ -13,7 +13,9 @@ mtu, snd_wnd, rcv_wnd, fec, fec_strict, suites, cid_prefix, data_parts), ``serve
 psk, passphrase, suites, mtu, snd_wnd, rcv_wnd, fec, min_mtu, always_retry, cid_prefix,
 mux_versions), ``client_seed``/``server_seed`` (strings), ``peer``, ``data`` (client payloads),
 ``server_data`` (server payloads), ``key_update`` (bool), ``close`` (server CLOSE [code, message]),
-``goaway`` (server GOAWAY [code, message]).
+``goaway`` (server GOAWAY [code, message]), ``tamper`` (bool: also flip each bit 0 of every byte
+of the server's first answer, each fed to a fresh client with the same seed, and report what the
+client made of it: ``tampered``, one [state, error class or "", counters that moved] per byte).
 """
 
 from __future__ import annotations
@@ -167,7 +169,21 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
         end["close_message"] = cconn.close_message
         end["goaway"] = list(cconn.goaway_received) if cconn.goaway_received else None
     steps.append(end)
-    return {"name": sc["name"], "steps": steps}
+    result: dict[str, Any] = {"name": sc["name"], "steps": steps}
+    if sc.get("tamper"):
+        answer = bytes.fromhex(next(st["hex"] for st in steps if st["op"] == "recv"))
+        tampered = []
+        for i in range(len(answer)):
+            bad = bytearray(answer)
+            bad[i] ^= 1
+            c = SecureClient(_config(sc["client"]), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
+            c.initiate(0)
+            before = c.counters.snapshot()
+            c.receive(bytes(bad), SERVER_ADDR, 2)
+            moved = sorted(k for k, v in c.counters.snapshot().items() if v != before.get(k))
+            tampered.append([c.state.value, type(c.error).__name__ if c.error else "", moved])
+        result["tampered"] = tampered
+    return result
 
 
 def main() -> None:
