@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(sub)
     add_client_commands(sub)  # list, describe, call, watch, ping, stats
     add_keygen_command(sub)
-    add_idl_commands(sub)  # idl export, check, gen-python, validate (docs/idl.md)
+    add_idl_commands(sub)  # idl export, check, gen-python, gen-ts, validate (docs/idl.md)
     return ap
 
 
