@@ -107,7 +107,6 @@ class ActiveCall<Res> {
   watch(opts: CallOptions, timeoutMs: number | undefined): void {
     if (timeoutMs !== undefined) {
       this.timer = setTimeout(() => this.cancel(new RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded")), timeoutMs);
-      this.timer.unref?.();
     }
     const sig = opts.signal;
     if (sig) {
@@ -409,10 +408,7 @@ class Link {
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => {
-    const t = setTimeout(r, ms);
-    t.unref?.();
-  });
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** HMAC-SHA256(token, "kcprpc-resume-v1" || sid || channel binding): a HELLO's resume proof. */
@@ -507,7 +503,6 @@ export class Client implements RpcChannel {
     let timer: ReturnType<typeof setTimeout> | null = null;
     const timedOut = new Promise<never>((_, rej) => {
       timer = setTimeout(() => rej(new RpcError(Status.UNAVAILABLE, `no connection to the server within ${timeout / 1000} s`)), timeout + 1000);
-      timer.unref?.();
     });
     let conn: RpcConnection;
     try {
@@ -543,7 +538,6 @@ export class Client implements RpcChannel {
           () => rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s: is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?`)),
           timeout,
         );
-        wt.unref?.();
       });
       try {
         body = await Promise.race([l.welcome, noAnswer]);
