@@ -47,18 +47,15 @@ def test_gen_ts_writes_one_module_per_document_of_idl(tmp_path: Path) -> None:
     names = [json.loads(p.read_text())["name"] for p in DOCS]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.ts" for n in names)
     game = (out / "game.v1.Game.ts").read_text()
-    assert (
-        'import type { CallOptions, CallTransport, NotifyOptions, PushEvent, Unsubscribe } from "kcprpc";'
-        in game
-    )
+    assert 'import type { CallOptions, EventInfo, NotifyOptions, RpcChannel } from "kcprpc";' in game
     assert "export interface JoinRequest {" in game and "export class GameClient {" in game
-    assert 'this.transport.unary("game.v1.Game/join", request, options)' in game
-    assert 'this.transport.notify("game.v1.Game/position", request, options)' in game
+    assert 'this.channel.unary<JoinRequest, JoinReply>("game.v1.Game/join", request, options)' in game
+    assert 'this.channel.notify("game.v1.Game/position", request, options)' in game
     assert f"wrote {len(names)} module(s) to {out}" in r.stdout
 
     # The same modules, importing the runtime from inside the package, are the committed copies.
     same = tmp_path / "same"
-    assert main(["idl", "gen-ts", str(IDL), "--out", str(same), "--runtime", "../idl/runtime.js"]) == 0
+    assert main(["idl", "gen-ts", str(IDL), "--out", str(same), "--runtime", "../rpc/channel.js"]) == 0
     for p in sorted(same.iterdir()):
         assert p.read_text() == (PACKAGE / "src" / "generated" / p.name).read_text(), p.name
 
@@ -79,10 +76,11 @@ def test_gen_ts_from_app_and_git(tmp_path: Path) -> None:
     for needle in (
         "export class DepotClient {",
         "export interface DepotClient2 {",  # the message renamed, not the stub
-        "relabel(requests: StreamRequests<Part>, options?: CallOptions): AsyncIterable<RelabelResponse>",
-        "async weigh(requests: StreamRequests<Part>, options?: CallOptions): Promise<WeighResponse>",
-        "many(request: ManyRequest, options?: CallOptions): AsyncIterable<Part>",
-        "drop_it(request: Part, options?: NotifyOptions): Promise<void>",
+        "relabel(options?: CallOptions): BidiCall<Part, RelabelResponse>",
+        "weigh(requests: Iterable<Part> | AsyncIterable<Part>, options?: CallOptions): Promise<WeighResponse>",
+        "many(request: ManyRequest, options?: CallOptions): ServerStreamCall<Part>",
+        "drop_it(request: Part, options?: NotifyOptions): void",
+        "{ ...options, reliable: options?.reliable ?? true }",  # declared reliable
         "blob?: Uint8Array;",
         "at?: [number, number];",
         'kind?: "bolt" | "nut";',

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkDocument, generateService, IdlDocumentError, main, parseDocument, type IdlDocument } from "../src/idl/gen.js";
-import type { CallOptions, CallTransport, NotifyOptions, PushEvent, StreamRequests } from "../src/index.js";
+import type { BidiCall, CallOptions, EventInfo, NotifyOptions, RpcChannel, ServerStreamCall } from "../src/index.js";
 import { GameClient, GameService } from "../src/generated/game.v1.Game.js";
 import { GreeterClient } from "../src/generated/quickstart.Greeter.js";
 import { LiveClient, LiveService } from "../src/generated/live.v1.Live.js";
@@ -25,6 +25,8 @@ const IDL = join(REPO, "idl");
 const TSC = join(PKG, "node_modules", "typescript", "bin", "tsc");
 const BIN = join(PKG, "bin", "kcprpc-gen-ts.js");
 const STEP_TIMEOUT_MS = 60_000;
+/** Where the committed stubs in src/generated import the runtime from. */
+const RUNTIME = "../rpc/channel.js";
 
 function idlDocuments(): IdlDocument[] {
   return readdirSync(IDL)
@@ -61,7 +63,8 @@ function project(emit = false): string {
         module: "NodeNext",
         moduleResolution: "NodeNext",
         lib: ["ES2022"],
-        types: [],
+        typeRoots: [join(PKG, "node_modules", "@types")],
+        types: ["node"],
         strict: true,
         noEmit: !emit,
         outDir: "out",
@@ -101,18 +104,18 @@ test("src/generated is what the generator writes for idl/*.json, and generation 
   const committed = readdirSync(join(PKG, "src", "generated")).filter((n) => n.endsWith(".ts")).sort();
   assert.deepEqual(committed, docs.map((d) => `${d.name}.ts`).sort(), "src/generated holds one module per document");
   for (const d of docs) {
-    const a = await generateService(d, { runtimeImport: "../idl/runtime.js" });
-    const b = await generateService(structuredClone(d), { runtimeImport: "../idl/runtime.js" });
+    const a = await generateService(d, { runtimeImport: RUNTIME });
+    const b = await generateService(structuredClone(d), { runtimeImport: RUNTIME });
     assert.equal(a, b, `${d.name}: two generations differ`);
     const file = readFileSync(join(PKG, "src", "generated", `${d.name}.ts`), "utf8");
     assert.equal(
       a,
       file,
-      `src/generated/${d.name}.ts is stale: run node bin/kcprpc-gen-ts.js --runtime ../idl/runtime.js --out src/generated ../../idl`,
+      `src/generated/${d.name}.ts is stale: run node bin/kcprpc-gen-ts.js --runtime ../rpc/channel.js --out src/generated ../../idl`,
     );
   }
   const out: string[] = [];
-  const status = await main(["--check", "--runtime", "../idl/runtime.js", "--out", join(PKG, "src", "generated"), IDL], (s) => out.push(s), (s) => out.push(s));
+  const status = await main(["--check", "--runtime", RUNTIME, "--out", join(PKG, "src", "generated"), IDL], (s) => out.push(s), (s) => out.push(s));
   assert.equal(status, 0, out.join("\n"));
 });
 
@@ -126,40 +129,47 @@ test("stubs of quickstart, game, live and every kind compile with tsc; a wrong c
     assert.match(g.stdout, /wrote 4 module\(s\)/);
 
     const good = `
-import type { CallTransport } from "kcprpc";
+import type { RpcChannel } from "kcprpc";
 import { GreeterClient } from "./gen/quickstart.Greeter.js";
 import { GameClient, GameService, type ChatLine } from "./gen/game.v1.Game.js";
 import { LiveClient, type LiveTopic } from "./gen/live.v1.Live.js";
 import { DepotClient, type Part } from "./gen/kinds.v1.Depot.js";
 
-export async function use(t: CallTransport): Promise<string> {
-  const greeter = new GreeterClient(t);
+export async function use(ch: RpcChannel): Promise<string> {
+  const greeter = new GreeterClient(ch);
   const hi = await greeter.hello({ name: "ann" }, { timeoutMs: 500, metadata: { k: "v" } });
   let n = 0;
-  for await (const c of greeter.count({ to: 3 })) n += c.n;
-  const game = new GameClient(t);
+  const counting = greeter.count({ to: 3 }, { signal: new AbortController().signal });
+  for await (const c of counting) n += c.n;
+  await counting.trailers();
+  const game = new GameClient(ch);
   const j = await game.join({ room: "r1", name: "ann" });
   const m = await game.move({ dx: 1, dy: -1 });
-  await game.position({ seq: 1, x: j.x + m.x, y: j.y });
+  game.position({ seq: 1, x: j.x + m.x, y: j.y });
   await game.leave();
-  const off = game.on("game.chat", (line: ChatLine, ev) => { void (line.text + String(ev.seq)); });
+  const off = game.on("game.chat", (line: ChatLine, info) => { void (line.text + String(info.position)); });
   off();
   const kind: "unary" = GameService.methods.join.kind;
   const topic: LiveTopic = "channel:demo";
-  const live = new LiveClient(t);
+  const live = new LiveClient(ch);
   const ack = await live.chat({ channel: "demo", user: "u", text: "hi" });
-  live.on("live.gift", (g) => { void g; });
-  const depot = new DepotClient(t);
+  live.on("live.gift", (g) => { void g.amount; });
+  const depot = new DepotClient(ch);
   const p: Part = await depot.get({ label: "a", blob: new Uint8Array([1]), at: [1, 2], kind: "nut" });
   async function* parts(): AsyncIterable<Part> { yield p; }
   const w: number = await depot.weigh(parts());
-  for await (const s of depot.relabel([p, p])) void s.toUpperCase();
+  const w2: number = await depot.weigh([p, p]);
+  const relabel = depot.relabel();
+  await relabel.send(p);
+  relabel.end();
+  for await (const s of relabel) void s.toUpperCase();
   for await (const q of depot.many(2)) void q.label;
-  await depot.drop_it({ label: "x" });
+  depot.drop_it({ label: "x" });
+  depot.drop_it({ label: "x" }, { reliable: false, metadata: { a: 1 } });
   const c = await depot.count();
   const who = await depot.whois({ title: "t" });
   depot.on("shop.sold", (s) => { void s.buyer.title; });
-  return hi.message + n + kind + topic + JSON.stringify(ack) + w + (c["n"] ?? 0) + who.title;
+  return hi.message + n + kind + topic + JSON.stringify(ack) + w + w2 + (c["n"] ?? 0) + who.title;
 }
 `;
     writeFileSync(join(dir, "good.ts"), good);
@@ -176,15 +186,18 @@ export async function use(t: CallTransport): Promise<string> {
       [`game.on("game.chat", (line) => { const s: number = line.text; void s; });`, /Type 'string' is not assignable to type 'number'/],
       [`game.on("game.chatter", () => {});`, /not assignable to parameter of type '"game.chat"'/],
       [`void depot.weigh([{ label: 5 }]);`, /Type 'number' is not assignable to type 'string'/],
+      [`void depot.relabel().send({ label: 1 });`, /Type 'number' is not assignable to type 'string'/],
+      [`void (async () => { for await (const s of depot.relabel()) { const n: number = s; void n; } })();`, /Type 'string' is not assignable to type 'number'/],
+      [`void (async () => { for await (const c of depot.many(1)) void c.weight; })();`, /Property 'weight' does not exist on type 'Part'/],
       [`void depot.get({ label: "a", kind: "screw" });`, /Type '"screw"' is not assignable to type '"bolt" \| "nut"/],
       [`void depot.get({ label: "a", blob: "bytes" });`, /Type 'string' is not assignable to type 'Uint8Array/],
       [`void (async () => { const r: string = await game.move({ dx: 0, dy: 0 }); void r; })();`, /Type 'MoveReply' is not assignable to type 'string'/],
     ];
     const header = [
-      `import type { CallTransport } from "kcprpc";`,
+      `import type { RpcChannel } from "kcprpc";`,
       `import { GameClient } from "./gen/game.v1.Game.js";`,
       `import { DepotClient } from "./gen/kinds.v1.Depot.js";`,
-      `declare const t: CallTransport;`,
+      `declare const t: RpcChannel;`,
       `const game = new GameClient(t);`,
       `const depot = new DepotClient(t);`,
     ];
@@ -205,84 +218,112 @@ export async function use(t: CallTransport): Promise<string> {
   }
 });
 
-/** A CallTransport that records calls and answers from a script. */
-class FakeTransport implements CallTransport {
-  readonly calls: { kind: string; method: string; payload: unknown; options: unknown }[] = [];
-  readonly handlers = new Map<string, Set<(e: PushEvent<unknown>) => void>>();
+type Recorded = { kind: string; method: string; payload: unknown; options: unknown };
+
+/** A stream call over fixed responses. */
+function streamOf<Res>(items: () => Res[]): ServerStreamCall<Res> {
+  return {
+    async *[Symbol.asyncIterator]() {
+      yield* items();
+    },
+    headers: async () => ({}),
+    trailers: async () => ({}),
+    cancel: () => undefined,
+  };
+}
+
+/** An RpcChannel that records calls and answers from a script. */
+class FakeChannel implements RpcChannel {
+  readonly calls: Recorded[] = [];
+  readonly handlers = new Map<string, Set<(payload: unknown, info: EventInfo) => void>>();
   constructor(private readonly reply: (method: string, payload: unknown) => unknown) {}
-  async unary(method: string, request: unknown, options?: CallOptions): Promise<unknown> {
+  async unary<Req, Res>(method: string, request: Req, options?: CallOptions): Promise<Res> {
     this.calls.push({ kind: "unary", method, payload: request, options });
-    return this.reply(method, request);
+    return this.reply(method, request) as Res;
   }
-  async *serverStream(method: string, request: unknown, options?: CallOptions): AsyncIterable<unknown> {
+  serverStream<Req, Res>(method: string, request: Req, options?: CallOptions): ServerStreamCall<Res> {
     this.calls.push({ kind: "serverStream", method, payload: request, options });
-    for (const r of this.reply(method, request) as unknown[]) yield r;
+    return streamOf(() => this.reply(method, request) as Res[]);
   }
-  async clientStream(method: string, requests: StreamRequests<unknown>, options?: CallOptions): Promise<unknown> {
-    const all: unknown[] = [];
+  async clientStream<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options?: CallOptions): Promise<Res> {
+    const all: Req[] = [];
     for await (const r of requests) all.push(r);
     this.calls.push({ kind: "clientStream", method, payload: all, options });
-    return this.reply(method, all);
+    return this.reply(method, all) as Res;
   }
-  async *bidi(method: string, requests: StreamRequests<unknown>, options?: CallOptions): AsyncIterable<unknown> {
-    this.calls.push({ kind: "bidi", method, payload: null, options });
-    for await (const r of requests) yield this.reply(method, r);
+  bidi<Req, Res>(method: string, options?: CallOptions): BidiCall<Req, Res> {
+    const sent: Req[] = [];
+    let ended = false;
+    this.calls.push({ kind: "bidi", method, payload: sent, options });
+    return {
+      ...streamOf(() => {
+        assert.ok(ended, "the fake answers a bidi call once its requests ended");
+        return sent.map((m) => this.reply(method, m) as Res);
+      }),
+      send: async (m: Req) => {
+        sent.push(m);
+      },
+      end: () => {
+        ended = true;
+      },
+    };
   }
-  async notify(method: string, request: unknown, options?: NotifyOptions): Promise<void> {
-    this.calls.push({ kind: "notify", method, payload: request, options });
+  notify(method: string, payload: unknown, options?: NotifyOptions): void {
+    this.calls.push({ kind: "notify", method, payload, options });
   }
-  onEvent(name: string, handler: (e: PushEvent<unknown>) => void): () => void {
+  on<T>(name: string, handler: (payload: T, info: EventInfo) => void): () => void {
     const set = this.handlers.get(name) ?? new Set();
-    set.add(handler);
+    const h = (p: unknown, info: EventInfo): void => handler(p as T, info);
+    set.add(h);
     this.handlers.set(name, set);
-    return () => set.delete(handler);
+    return () => set.delete(h);
   }
   push(name: string, data: unknown): void {
-    for (const h of this.handlers.get(name) ?? []) h({ name, data, key: "topic:channel:demo", seq: 1, epoch: 7, replayed: false });
+    const info: EventInfo = { name, key: "topic:channel:demo", position: [7, 1], replayed: false, unreliable: false, latestKey: null };
+    for (const h of this.handlers.get(name) ?? []) h(data, info);
   }
 }
 
-test("a generated client hands each call kind to the transport with its wire name", async () => {
-  const t = new FakeTransport((method, payload) => {
+test("a generated client hands each call to the channel with its wire name and options", async () => {
+  const ch = new FakeChannel((method, payload) => {
     if (method === "game.v1.Game/join") return { player_id: 1, room: "r1", tick_hz: 20, x: 0, y: 0, state: "" };
     if (method === "quickstart.Greeter/count") return [{ n: 0 }, { n: 1 }];
     if (method === "game.v1.Game/leave") return null;
     return payload;
   });
-  const game = new GameClient(t);
+  const game = new GameClient(ch);
   const signal = new AbortController().signal;
   const reply = await game.join({ room: "r1", name: "ann" }, { timeoutMs: 250, metadata: { a: "b" }, signal });
   assert.equal(reply.player_id, 1);
-  assert.equal(await game.leave(), undefined);
-  await game.position({ seq: 3, x: 1, y: 2 });
+  assert.equal(await game.leave(), null);
+  game.position({ seq: 3, x: 1, y: 2 });
   const counts: number[] = [];
-  for await (const c of new GreeterClient(t).count({ to: 2 })) counts.push(c.n);
+  for await (const c of new GreeterClient(ch).count({ to: 2 })) counts.push(c.n);
   assert.deepEqual(counts, [0, 1]);
   assert.deepEqual(
-    t.calls.map((c) => [c.kind, c.method, c.payload]),
+    ch.calls.map((c) => [c.kind, c.method, c.payload, c.options]),
     [
-      ["unary", "game.v1.Game/join", { room: "r1", name: "ann" }],
-      ["unary", "game.v1.Game/leave", null],
-      ["notify", "game.v1.Game/position", { seq: 3, x: 1, y: 2 }],
-      ["serverStream", "quickstart.Greeter/count", { to: 2 }],
+      ["unary", "game.v1.Game/join", { room: "r1", name: "ann" }, { timeoutMs: 250, metadata: { a: "b" }, signal }],
+      ["unary", "game.v1.Game/leave", null, undefined],
+      ["notify", "game.v1.Game/position", { seq: 3, x: 1, y: 2 }, undefined], // unreliable: the channel's default
+      ["serverStream", "quickstart.Greeter/count", { to: 2 }, undefined],
     ],
   );
-  assert.deepEqual(t.calls[0]!.options, { timeoutMs: 250, metadata: { a: "b" }, signal });
   assert.equal(GameService.methods.position.delivery, "unreliable");
   assert.equal(GameClient.service.name, "game.v1.Game");
 
-  const live = new LiveClient(t);
-  const got: [string, number | null][] = [];
-  const off = live.on("live.chat", (chat, ev) => got.push([chat.text, ev.seq]));
-  t.push("live.chat", { user: "u", text: "hi" });
-  t.push("live.gift", { user: "u", gift: "rose", amount: 1 });
+  const live = new LiveClient(ch);
+  const got: [string, [number, number] | null][] = [];
+  const off = live.on("live.chat", (chat, info) => got.push([chat.text, info.position]));
+  ch.push("live.chat", { channel: "demo", user: "u", text: "hi" });
+  ch.push("live.gift", { channel: "demo", user: "u", gift: "rose", amount: 1 });
   off();
-  t.push("live.chat", { user: "u", text: "after" });
-  assert.deepEqual(got, [["hi", 1]]);
+  ch.push("live.chat", { channel: "demo", user: "u", text: "after" });
+  assert.deepEqual(got, [["hi", [7, 1]]]);
   assert.deepEqual(LiveService.topics["channel:{channel}"].events, ["live.chat", "live.gift", "live.score"]);
 });
 
-test("client-streaming and bidi stubs stream their requests through the transport", async () => {
+test("client-streaming, bidi and reliable-notify stubs of an exported service reach the channel", async () => {
   const dir = project(true);
   try {
     // The module compiled on its own: its only import is of types, so the emitted JS needs nothing.
@@ -293,33 +334,39 @@ test("client-streaming and bidi stubs stream their requests through the transpor
     const emitted = readFileSync(join(dir, "out", "gen", "depot.js"), "utf8");
     assert.doesNotMatch(emitted, /from "kcprpc"/);
     const mod = (await import(join(dir, "out", "gen", "depot.js"))) as {
-      DepotClient: new (t: CallTransport) => {
-        weigh(r: StreamRequests<{ label: string; size?: number }>): Promise<number>;
-        relabel(r: StreamRequests<{ label: string }>): AsyncIterable<string>;
-        drop_it(p: { label: string }): Promise<void>;
+      DepotClient: new (ch: RpcChannel) => {
+        weigh(r: Iterable<{ label: string; size?: number }> | AsyncIterable<{ label: string; size?: number }>): Promise<number>;
+        relabel(): BidiCall<{ label: string }, string>;
+        drop_it(p: { label: string }, options?: NotifyOptions): void;
       };
     };
-    const t = new FakeTransport((method, payload) => {
+    const ch = new FakeChannel((method, payload) => {
       if (method === "kinds.v1.Depot/weigh") return (payload as { size: number }[]).reduce((a, p) => a + p.size, 0);
       if (method === "kinds.v1.Depot/relabel") return [...(payload as { label: string }).label].reverse().join("");
       return null;
     });
-    const depot = new mod.DepotClient(t);
+    const depot = new mod.DepotClient(ch);
     async function* parts(): AsyncIterable<{ label: string; size: number }> {
       yield { label: "a", size: 1 };
       yield { label: "b", size: 2.5 };
     }
     assert.equal(await depot.weigh(parts()), 3.5);
+    const call = depot.relabel();
+    await call.send({ label: "ab" });
+    await call.send({ label: "cd" });
+    call.end();
     const back: string[] = [];
-    for await (const s of depot.relabel([{ label: "ab" }, { label: "cd" }])) back.push(s);
+    for await (const s of call) back.push(s);
     assert.deepEqual(back, ["ba", "dc"]);
-    await depot.drop_it({ label: "x" });
+    depot.drop_it({ label: "x" });
+    depot.drop_it({ label: "y" }, { reliable: false });
     assert.deepEqual(
-      t.calls.map((c) => [c.kind, c.method]),
+      ch.calls.map((c) => [c.kind, c.method, c.options]),
       [
-        ["clientStream", "kinds.v1.Depot/weigh"],
-        ["bidi", "kinds.v1.Depot/relabel"],
-        ["notify", "kinds.v1.Depot/drop-it"],
+        ["clientStream", "kinds.v1.Depot/weigh", undefined],
+        ["bidi", "kinds.v1.Depot/relabel", undefined],
+        ["notify", "kinds.v1.Depot/drop-it", { reliable: true }], // declared reliable: the stub's default
+        ["notify", "kinds.v1.Depot/drop-it", { reliable: false }],
       ],
     );
   } finally {
