@@ -65,6 +65,12 @@ def _script(package: Path, node: str) -> list[str]:
             f"the TypeScript generator in {package} is not built ({', '.join(missing)} missing): "
             f"run `npm ci && npm run build` in {package}"
         )
+    built = package / "dist" / "src" / "idl" / "generate.js"
+    sources = list((package / "src" / "idl").glob("*.ts"))
+    if sources and (not built.exists() or max(p.stat().st_mtime for p in sources) > built.stat().st_mtime):
+        raise UsageError(
+            f"the TypeScript generator in {package} is older than its sources: run `npm run build` in {package}"
+        )
     return [node, str(package / GENERATOR_SCRIPT)]
 
 

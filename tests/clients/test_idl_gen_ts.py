@@ -124,6 +124,18 @@ def test_gen_ts_errors_name_the_fix(
     (pkg / "bin" / "kcprpc-gen-ts.js").write_text("")
     with pytest.raises(UsageError, match=r"not built .* run `npm ci && npm run build`"):
         find_generator(str(pkg))
+    (pkg / "node_modules" / "json-schema-to-typescript").mkdir(parents=True)
+    (pkg / "dist" / "src" / "idl").mkdir(parents=True)
+    (pkg / "dist" / "src" / "idl" / "cli.js").write_text("")
+    (pkg / "dist" / "src" / "idl" / "generate.js").write_text("")
+    (pkg / "src" / "idl").mkdir(parents=True)
+    (pkg / "src" / "idl" / "generate.ts").write_text("")
+    old = (pkg / "dist" / "src" / "idl" / "generate.js").stat().st_mtime - 10
+    os.utime(pkg / "dist" / "src" / "idl" / "generate.js", (old, old))
+    with pytest.raises(UsageError, match=r"older than its sources: run `npm run build`"):
+        find_generator(str(pkg))
+    os.utime(pkg / "src" / "idl" / "generate.ts", (old - 10, old - 10))
+    assert find_generator(str(pkg))[-1] == str(pkg / "bin" / "kcprpc-gen-ts.js")
     with pytest.raises(UsageError, match="a folder without"):
         find_generator(str(tmp_path))
     # From a checkout, the generator is clients/typescript's script, run with node.

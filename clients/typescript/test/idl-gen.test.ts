@@ -134,6 +134,9 @@ import { GreeterClient } from "./gen/quickstart.Greeter.js";
 import { GameClient, GameService, type ChatLine } from "./gen/game.v1.Game.js";
 import { LiveClient, type LiveTopic } from "./gen/live.v1.Live.js";
 import { DepotClient, type Part } from "./gen/kinds.v1.Depot.js";
+import { generateService, type IdlDocument } from "kcprpc/gen";
+
+export const regenerate = (d: IdlDocument): Promise<string> => generateService(d, { runtimeImport: "kcprpc" });
 
 export async function use(ch: RpcChannel): Promise<string> {
   const greeter = new GreeterClient(ch);
