@@ -46,6 +46,36 @@ function kindsDocument(): IdlDocument {
   return parseDocument(r.stdout, "idl_kinds:Depot");
 }
 
+/** A document with the awkward names: members and types that clash, keys to quote, comment ends. */
+const ODD: IdlDocument = {
+  format: "kcprpc-idl",
+  format_version: 1,
+  name: "odd.v1.Odd",
+  package: "odd.v1",
+  service: "Odd",
+  protocol_version: 1,
+  description: "Ends a comment */ here",
+  methods: {
+    constructor: {
+      wire_name: "odd.v1.Odd/constructor", kind: "unary" as const, delivery: "reliable" as const, id: 7, description: "a */ b",
+      request: { $ref: "#/$defs/Promise" }, response: { type: "array", items: { $ref: "#/$defs/Promise" } },
+    },
+    on: { wire_name: "odd.v1.Odd/on", kind: "notify", delivery: "unreliable", request: { type: "null" }, response: { type: "null" } },
+    "2fast": {
+      wire_name: "odd.v1.Odd/2fast", kind: "server_stream", delivery: "reliable",
+      request: { type: "null" }, response: { anyOf: [{ type: "string" }, { type: "integer" }] },
+    },
+  },
+  events: { 'we"ird': { delivery: "unreliable", schema: { type: "string", format: "binary" } } },
+  topics: { lobby: { events: ['we"ird'] }, "a`b:{x}": { events: ['we"ird'] } },
+  $defs: {
+    Promise: {
+      type: "object", title: "Promise", required: ["title"],
+      properties: { title: { type: "string", title: "Title" }, "odd-key": { type: "integer" } },
+    },
+  },
+};
+
 /** A temporary TypeScript project where `import ... from "kcprpc"` resolves to this package. */
 function project(emit = false): string {
   const dir = mkdtempSync(join(tmpdir(), "kcprpc-gen-ts-test-"));
@@ -123,10 +153,11 @@ test("stubs of quickstart, game, live and every kind compile with tsc; a wrong c
   const dir = project();
   try {
     writeFileSync(join(dir, "kinds.v1.Depot.json"), JSON.stringify(kindsDocument()));
+    writeFileSync(join(dir, "odd.v1.Odd.json"), JSON.stringify(checkDocument(ODD, "ODD")));
     const docs = ["quickstart.Greeter.json", "game.v1.Game.json", "live.v1.Live.json"].map((n) => join(IDL, n));
-    const g = gen(["--out", join(dir, "gen"), ...docs, join(dir, "kinds.v1.Depot.json")]);
+    const g = gen(["--out", join(dir, "gen"), ...docs, join(dir, "kinds.v1.Depot.json"), join(dir, "odd.v1.Odd.json")]);
     assert.equal(g.status, 0, g.stderr);
-    assert.match(g.stdout, /wrote 4 module\(s\)/);
+    assert.match(g.stdout, /wrote 5 module\(s\)/);
 
     const good = `
 import type { RpcChannel } from "kcprpc";
@@ -135,6 +166,19 @@ import { GameClient, GameService, type ChatLine } from "./gen/game.v1.Game.js";
 import { LiveClient, type LiveTopic } from "./gen/live.v1.Live.js";
 import { DepotClient, type Part } from "./gen/kinds.v1.Depot.js";
 import { generateService, type IdlDocument } from "kcprpc/gen";
+import { OddClient, OddService, type OddTopic, type Promise2 } from "./gen/odd.v1.Odd.js";
+
+export async function odd(ch: RpcChannel): Promise<number> {
+  const o = new OddClient(ch);
+  const ps: Promise2[] = await o.constructor_({ title: "t", "odd-key": 1 });
+  o.on_();
+  let n = 0;
+  for await (const v of o.m_2fast()) n += typeof v === "string" ? v.length : v;
+  o.on('we"ird', (b) => { const u: Uint8Array = b; void u; });
+  const topics: OddTopic[] = ["lobby", "a\`b:x"];
+  const id: 7 = OddService.methods.constructor.id;
+  return ps.length + n + topics.length + id;
+}
 
 export const regenerate = (d: IdlDocument): Promise<string> => generateService(d, { runtimeImport: "kcprpc" });
 

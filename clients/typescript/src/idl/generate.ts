@@ -43,13 +43,17 @@ const GLOBALS = [
 ];
 const RUNTIME_TYPES = ["BidiCall", "CallOptions", "EventInfo", "NotifyOptions", "RpcChannel", "ServerStreamCall"];
 
-/** `"game.chat"` -> `"GameChat"`; a leading digit gets a `T`. */
+/**
+ * `"game.chat"` -> `"GameChat"`; a leading digit gets a `T`, a letter after digits is upper-cased
+ * (`"2fast"` -> `"T2Fast"`). The result is a name json-schema-to-typescript keeps as it is.
+ */
 export function pascalCase(name: string): string {
   const out = name
     .split(/[^0-9A-Za-z]+/)
     .filter((p) => p.length > 0)
     .map((p) => p[0]!.toUpperCase() + p.slice(1))
-    .join("");
+    .join("")
+    .replace(/(\d)([a-z])/g, (_, d: string, c: string) => d + c.toUpperCase());
   if (out === "") return "T";
   return /^[0-9]/.test(out) ? `T${out}` : out;
 }
@@ -226,6 +230,11 @@ export async function generateService(doc: IdlDocument, options: GenerateOptions
     models = cleanModels(models);
   }
   const declared = new Set([...models.matchAll(/^export (?:interface|type|enum|const enum|const) ([A-Za-z_$][\w$]*)/gm)].map((m) => m[1]!));
+  for (const t of new Set(typeOfDef.values())) {
+    if (!declared.has(t)) {
+      throw new Error(`${doc.name}: json-schema-to-typescript did not declare the message type ${t} under that name`);
+    }
+  }
   for (const n of [names.service, names.client, names.events, names.eventName, names.topic, ...RUNTIME_TYPES]) {
     if (declared.has(n)) {
       throw new Error(`${doc.name}: json-schema-to-typescript declared ${n}, a name the stub needs; rename that message`);
