@@ -36,3 +36,5 @@ export { UdpLink } from "./kcp/link.js";
 export type { LinkCounters } from "./kcp/link.js";
 export { KcpSession, dial, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
+export { connect, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
+export type { ConnectOptions } from "./rpc/net.js";
