@@ -36,7 +36,7 @@ export { UdpLink } from "./kcp/link.js";
 export type { LinkCounters } from "./kcp/link.js";
 export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
-export { connect, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
+export { connect, kcpConnector, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
 export type { ConnectOptions } from "./rpc/net.js";
 
 // secure wire mode, client side (src/secure/): Noise handshake, AEAD packets, secure dial

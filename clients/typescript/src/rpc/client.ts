@@ -522,6 +522,13 @@ export class Client implements RpcChannel {
         this.linkLost(l, info.reason);
       });
       conn.onDatagram((d) => l.onDatagram(d));
+      conn.onDraining?.(() => {
+        // a secure-mode transport GOAWAY drains like the RPC GOAWAY frame
+        if (l.state === "ready") {
+          l.state = "draining";
+          this.onGoaway(l);
+        }
+      });
       let claim: Record<string, unknown> | null = restore ? this.restoreClaim() : null;
       if (this.ticket && conn.channelBinding) {
         resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding) };
