@@ -1,7 +1,8 @@
 /** kcprpc for Node: the public API. */
 export const VERSION = "0.1.0";
+// smux (src/mux/) and RPC (src/rpc/)
 export { MuxCore, MuxClosedError, MuxStreamClosedError, StreamState, DEFAULT_MUX_CONFIG, RPC_MUX_CONFIG, muxConfig, MUX_COUNTER_NAMES } from "./mux/core.js";
-export type { MuxConfig, MuxCounter, MuxEvent, SessionState } from "./mux/core.js";
+export type { MuxConfig, MuxCounter, MuxEvent, SessionState as MuxSessionState } from "./mux/core.js";
 export { MuxSession, MuxStream } from "./mux/session.js";
 export type { ByteTransport, MuxSessionOptions } from "./mux/session.js";
 export { encodeFrame as encodeMuxFrame, SmuxFrameDecoder, MuxProtocolError, MuxUsageError, CMD_SYN, CMD_FIN, CMD_PSH, CMD_NOP, CMD_UPD } from "./mux/frame.js";
@@ -16,3 +17,28 @@ export { Heartbeat, reconnectDelay } from "./rpc/heartbeat.js";
 export type { HeartbeatConfig, ReconnectPolicy } from "./rpc/heartbeat.js";
 export { Client, resumeProof } from "./rpc/client.js";
 export type { ClientOptions, ClientCounters, RawEvent, Position } from "./rpc/client.js";
+
+// KCP transport (src/kcp/): engine, compat packet layer, sessions
+export { CompatPath } from "./kcp/path.js";
+export type { DatagramLink, Path, PathOwner, CompatPathCounters } from "./kcp/path.js";
+export { KcpError, KcpUsageError, ConnectionClosedError, DeadLinkError } from "./kcp/errors.js";
+export { Kcp, getConv, newEngineCounters, IKCP_OVERHEAD } from "./kcp/engine.js";
+export type { EngineCounters, KcpOutput } from "./kcp/engine.js";
+export { newCounters } from "./kcp/counters.js";
+export type { Counters } from "./kcp/counters.js";
+export { deriveKey, newCrypt, crc32, CRYPT_NAMES } from "./kcp/crypt.js";
+export type { CryptName, PacketCrypt, BlockCrypt, AeadCrypt } from "./kcp/crypt.js";
+export { FecEncoder, FecDecoder } from "./kcp/fec.js";
+export { ReedSolomon } from "./kcp/rs.js";
+export { Pipeline, KIND_KCP, KIND_OOB, KIND_KCP_RECOVERED, defaultRandom } from "./kcp/pipeline.js";
+export type { Opened, RandomSource } from "./kcp/pipeline.js";
+export { UdpLink } from "./kcp/link.js";
+export type { LinkCounters } from "./kcp/link.js";
+export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
+export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
+export { connect, kcpConnector, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
+export type { ConnectOptions } from "./rpc/net.js";
+
+// secure wire mode, client side (src/secure/): Noise handshake, AEAD packets, secure dial
+export * from "./secure/index.js";
+export { dial } from "./dial.js";

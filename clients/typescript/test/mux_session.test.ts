@@ -162,3 +162,29 @@ test("the transport's EOF fails streams not finished by the peer; finished ones 
   assert.equal((await a2.read()).length, 0); // FIN came first: EOF
   assert.throws(() => c.openStream(), MuxClosedError);
 });
+
+test("a transport above its high-water mark gets nothing more until it drains", async () => {
+  const written: Uint8Array[] = [];
+  let release: (() => void) | null = null;
+  const transport = {
+    write(d: Uint8Array): boolean {
+      written.push(d);
+      return false; // always full after one write
+    },
+    drained(): Promise<void> {
+      return new Promise<void>((r) => (release = r));
+    },
+    onData(): void {},
+    onClose(): void {},
+    close(): void {},
+  };
+  const m = new MuxSession(transport, { client: true, config: { version: 1, keepaliveDisabled: true, maxFrameSize: 1000 } });
+  const s = m.openStream();
+  s.write(new Uint8Array(3_000_000)); // dataToSend() hands over about 1 MiB at a time
+  await waitFor(() => written.length === 1 && release !== null, "the first write");
+  await new Promise((r) => setImmediate(r));
+  assert.equal(written.length, 1); // blocked
+  assert.ok(m.core.pendingSend > 0);
+  (release as unknown as () => void)();
+  await waitFor(() => written.length === 2, "the next write after drained()");
+});

@@ -7,8 +7,10 @@ import { MuxClosedError, MuxCore, MuxStreamClosedError, StreamRecord, type MuxCo
 
 /** A reliable ordered byte pipe under the mux (what a KCP session in stream mode gives). */
 export interface ByteTransport {
-  /** Queue bytes to the peer. */
-  write(data: Uint8Array): void;
+  /** Queue bytes to the peer; false (optional) when its queue is above its high-water mark. */
+  write(data: Uint8Array): boolean | void;
+  /** Resolves once the queue is below its high-water mark again (with a `write` that returns false). */
+  drained?(): Promise<void>;
   /** Register the receiver of incoming bytes (called once). */
   onData(cb: (data: Uint8Array) => void): void;
   /** Register the callback for the end of the transport (EOF when `err` is undefined). */
@@ -113,6 +115,7 @@ export class MuxSession {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private timerAt = 0;
   private flushScheduled = false;
+  private blocked = false;
   private paused = false;
   private closeWaiters: Array<() => void> = [];
 
@@ -230,7 +233,7 @@ export class MuxSession {
         this.transport.resume?.();
       }
     }
-    if (this.core.hasDataToSend() && !this.flushScheduled) {
+    if (this.core.hasDataToSend() && !this.flushScheduled && !this.blocked) {
       this.flushScheduled = true;
       queueMicrotask(() => {
         this.flushScheduled = false;
@@ -240,11 +243,22 @@ export class MuxSession {
   }
 
   private flush(): void {
-    for (;;) {
+    while (!this.blocked) {
       const out = this.core.dataToSend();
       if (!out.length) break;
       try {
-        this.transport.write(out);
+        if (this.transport.write(out) === false && this.transport.drained) {
+          // the transport's queue is full: frame nothing more until it drains (the data waits
+          // in the streams' queues, where drain() sees it)
+          this.blocked = true;
+          void this.transport.drained().then(
+            () => {
+              this.blocked = false;
+              this.flush();
+            },
+            () => undefined,
+          );
+        }
       } catch (e) {
         this.core.connectionLost(e instanceof Error ? e : new Error(String(e)));
         break;

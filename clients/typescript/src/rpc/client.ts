@@ -522,6 +522,13 @@ export class Client implements RpcChannel {
         this.linkLost(l, info.reason);
       });
       conn.onDatagram((d) => l.onDatagram(d));
+      conn.onDraining?.(() => {
+        // a secure-mode transport GOAWAY drains like the RPC GOAWAY frame
+        if (l.state === "ready") {
+          l.state = "draining";
+          this.onGoaway(l);
+        }
+      });
       let claim: Record<string, unknown> | null = restore ? this.restoreClaim() : null;
       if (this.ticket && conn.channelBinding) {
         resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding) };
@@ -676,7 +683,7 @@ export class Client implements RpcChannel {
     const timeoutMs = opts.timeoutMs ?? this.opts.defaultTimeoutMs;
     if (timeoutMs !== undefined && (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))) throw new UsageError("timeoutMs must be a finite number >= 0");
     const id = this.newCallId();
-    const frame = encodeFrame(T.CALL, id, [method, opts.metadata ?? null, timeoutMs === undefined ? null : Math.ceil(timeoutMs), end ? FLAG_END : 0, end ? payload : null]);
+    const frame = encodeFrame(T.CALL, id, [method, opts.metadata ?? null, timeoutMs === undefined ? null : Math.max(0, Math.floor(timeoutMs)), end ? FLAG_END : 0, end ? payload : null]);
     if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
     const framing = kind === "unary" ? (this.opts.unaryFraming ?? "shared") : (this.opts.streamFraming ?? "stream");
     const own = framing === "stream";

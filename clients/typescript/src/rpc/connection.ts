@@ -58,6 +58,8 @@ export interface RpcConnection {
   close(): Promise<void>;
   /** Transport counters. */
   stats(): Record<string, number>;
+  /** Call `cb` when the peer's transport says it drains (secure mode's GOAWAY), optional. */
+  onDraining?(cb: (code: number, message: string) => void): void;
 }
 
 /** What a {@link MuxConnection} runs over: a reliable byte pipe plus datagrams (a KCP session). */
@@ -78,6 +80,8 @@ export interface DatagramTransport extends ByteTransport {
   stats?(): Record<string, number>;
   /** Register the close-info callback (a reason and an RPC status for an authenticated CLOSE), optional. */
   onCloseInfo?(cb: (info: CloseInfo) => void): void;
+  /** Register the callback for the peer's transport GOAWAY, optional. */
+  onDraining?(cb: (code: number, message: string) => void): void;
 }
 
 class StreamAdapter implements RpcByteStream {
@@ -108,7 +112,7 @@ export class MuxConnection implements RpcConnection {
   private closeInfo: CloseInfo | null = null;
 
   /** @param transport the byte pipe and datagrams @param config mux settings (default RPC_MUX_CONFIG) @param now clock */
-  constructor(private readonly transport: DatagramTransport, config: Partial<MuxConfig> = RPC_MUX_CONFIG, now?: () => number) {
+  constructor(readonly transport: DatagramTransport, config: Partial<MuxConfig> = RPC_MUX_CONFIG, now?: () => number) {
     transport.onCloseInfo?.((i) => {
       this.closeInfo = i;
     });
@@ -120,6 +124,9 @@ export class MuxConnection implements RpcConnection {
       this.closeCbs = [];
       for (const cb of cbs) cb(i);
     });
+  }
+  onDraining(cb: (code: number, message: string) => void): void {
+    this.transport.onDraining?.(cb);
   }
   async openStream(): Promise<RpcByteStream> {
     return new StreamAdapter(this.mux.openStream());

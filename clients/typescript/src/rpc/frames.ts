@@ -100,15 +100,17 @@ export function decodeDatagram(data: Uint8Array): Frame | null {
  * reported with the marker {@link OVERSIZED}; memory stays bounded by one frame of `maxBody`.
  */
 export class FrameDecoder {
-  private buf: Uint8Array = new Uint8Array(0);
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+  private need = FRAME_HEADER_SIZE;
   private skip = 0;
   /** @param maxBody the largest body accepted (max_message_size) */
   constructor(private readonly maxBody: number) {}
   /** Bytes held. */
   get buffered(): number {
-    return this.buf.length;
+    return this.size;
   }
-  /** Feed bytes; returns the frames completed. */
+  /** Feed bytes; returns the frames completed. Pieces are joined only once a frame is complete. */
   feed(data: Uint8Array): Frame[] {
     const out: Frame[] = [];
     if (this.skip) {
@@ -117,13 +119,21 @@ export class FrameDecoder {
       data = data.subarray(k);
     }
     if (!data.length) return out;
+    this.chunks.push(data.slice());
+    this.size += data.length;
+    if (this.size < this.need) return out;
     let buf: Uint8Array;
-    if (this.buf.length) {
-      buf = new Uint8Array(this.buf.length + data.length);
-      buf.set(this.buf);
-      buf.set(data, this.buf.length);
-    } else buf = data;
+    if (this.chunks.length === 1) buf = this.chunks[0] as Uint8Array;
+    else {
+      buf = new Uint8Array(this.size);
+      let o = 0;
+      for (const c of this.chunks) {
+        buf.set(c, o);
+        o += c.length;
+      }
+    }
     let pos = 0;
+    this.need = FRAME_HEADER_SIZE;
     while (buf.length - pos >= FRAME_HEADER_SIZE) {
       const v = new DataView(buf.buffer, buf.byteOffset + pos, FRAME_HEADER_SIZE);
       const n = v.getUint32(0, false);
@@ -140,11 +150,16 @@ export class FrameDecoder {
         pos = buf.length;
         break;
       }
-      if (buf.length - pos < FRAME_HEADER_SIZE + n) break;
+      if (buf.length - pos < FRAME_HEADER_SIZE + n) {
+        this.need = FRAME_HEADER_SIZE + n;
+        break;
+      }
       out.push({ type, callId, body: unpackBody(buf.subarray(pos + FRAME_HEADER_SIZE, pos + FRAME_HEADER_SIZE + n)) });
       pos += FRAME_HEADER_SIZE + n;
     }
-    this.buf = pos === buf.length ? new Uint8Array(0) : buf.slice(pos);
+    const rest = buf.subarray(pos);
+    this.chunks = rest.length ? [rest] : [];
+    this.size = rest.length;
     return out;
   }
 }

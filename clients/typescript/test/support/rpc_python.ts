@@ -29,7 +29,7 @@ export interface PyServer {
 
 /** Start `script` with `args`; resolves once it printed its port (a line "PORT <n>") on stdout. */
 export function startPythonServer(script: string, args: string[] = [], timeoutMs = 30000): Promise<PyServer> {
-  const proc = spawn(PYTHON, [script, ...args], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(PYTHON, [script, ...args], { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] }); // the app serves until its stdin closes
   let err = "";
   let out = "";
   proc.stderr.on("data", (d: Buffer) => {

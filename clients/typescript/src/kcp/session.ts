@@ -1,0 +1,607 @@
+/**
+ * KCP sessions over UDP: {@link KcpSession} and {@link dial} (compat mode). The TypeScript
+ * counterpart of the Python `kcp/session.py` + `kcp/client.py`.
+ *
+ * A session runs one KCP {@link Kcp} engine behind its packet {@link Pipeline} (crypt, crc32,
+ * FEC, OOB) and sends through a {@link Path} (path.ts): {@link CompatPath} for kcp-go's format, or a
+ * secure path (src/secure/). The path owns the socket; it hands every received datagram to
+ * {@link KcpSession.feed} (after opening it, in secure mode).
+ *
+ * Timing: no busy polling. Received datagrams are processed as they arrive; at the end of that
+ * turn of the event loop (`setImmediate`) the session delivers data, flushes acks and whatever the
+ * acks let out, then arms one `setTimeout` for the engine's next `check()` (or only the idle
+ * deadline when nothing is in flight).
+ *
+ * KCP has no FIN: a session ends on {@link KcpSession.close} (after a bounded linger while sent
+ * data is unacknowledged), {@link KcpSession.abort}, the idle timeout ({@link IdleTimeoutError}),
+ * a dead link ({@link DeadLinkError}), or the path (secure mode: the peer's CLOSE). Bad datagrams
+ * are dropped and counted in {@link KcpSession.counters}; the receive path never throws.
+ */
+import type { Counters } from "./counters.js";
+import { newCounters } from "./counters.js";
+import { deriveKey, newCrypt, type CryptName, type PacketCrypt } from "./crypt.js";
+import { IKCP_ASK_SEND, IKCP_ASK_TELL, Kcp } from "./engine.js";
+import { ConnectionClosedError, DeadLinkError, KcpUsageError } from "./errors.js";
+import { UdpLink } from "./link.js";
+import { CompatPath, type Path, type PathOwner } from "./path.js";
+import { bareKcp, defaultRandom, KIND_KCP, KIND_OOB, Pipeline, type RandomSource } from "./pipeline.js";
+
+/** The session ended because nothing arrived from the peer for `idleTimeoutMs`. */
+export class IdleTimeoutError extends ConnectionClosedError {}
+
+/** kcp-go's initial remote window (its IKCP_WND_RCV), assumed until the peer's first packet. */
+export const KCPGO_INITIAL_RMT_WND = 32;
+
+/** Tuning of one session (defaults as the Python `kcp.SessionConfig`). */
+export interface SessionOptions {
+  /** UDP payload size; the engine gets this minus the packet-layer and path overheads. Default 1400. */
+  mtu?: number;
+  /** Send window in segments. Default 128. */
+  sndWnd?: number;
+  /** Receive window in segments (at least 128). Default 128. */
+  rcvWnd?: number;
+  /** ikcp's nodelay(nodelay, interval, resend, nc). Default [1, 10, 2, 1]. */
+  nodelay?: [nodelay: number, interval: number, resend: number, nc: number];
+  /** KCP stream mode (writes packed into full segments). Default true. */
+  stream?: boolean;
+  /** Flush acks right after each receive batch. Default true. */
+  ackNodelay?: boolean;
+  /** Transmissions of one segment that mean a dead link. Default 20. */
+  deadLink?: number;
+  /** End the session when nothing arrived for this long (ms); 0 or null: never. Default 60000. */
+  idleTimeoutMs?: number | null;
+  /** How long close() waits for sent data to be acknowledged (ms). Default 5000. */
+  closeLingerMs?: number;
+  /** Received OOB datagrams kept while no onDatagram handler is set (more are dropped and counted). Default 256. */
+  datagramQueue?: number;
+  /** Send-queue high-water mark in segments (write() returns false above it). Default 2 × sndWnd. */
+  writeBuffer?: number;
+  /** The clock in ms (monotonic). Default: `performance.now()` floored. */
+  clock?: () => number;
+  /** Random bytes (nonces, conv). Default: the OS CSPRNG. */
+  random?: RandomSource;
+}
+
+/** kcp-go's packet format (no handshake: both ends must agree). Mirrors the Python `kcp.CompatWire`. */
+export interface CompatWireOptions {
+  /** `"compat"` (the default). */
+  mode?: "compat";
+  /** kcptun cipher name; `"null"` or omitted: no crypt layer. */
+  crypt?: CryptName;
+  /** A passphrase (run through kcptun's PBKDF2) or the 32 derived key bytes. Required with a cipher. */
+  key?: string | Uint8Array;
+  /** [dataShards, parityShards]; [0, 0] (the default) is off. */
+  fec?: [number, number];
+}
+
+/** Options of {@link dial}. */
+export interface DialOptions {
+  /** The wire format. Default: compat, no crypt, no FEC. */
+  wire?: CompatWireOptions;
+  /** Session tuning. */
+  session?: SessionOptions;
+  /** The conversation id. Default: random. */
+  conv?: number;
+}
+
+/** What {@link KcpSession} takes besides its path and conv. */
+export interface KcpSessionOptions extends SessionOptions {
+  /** The packet cipher (from {@link newCrypt}); null: none (the default, and what a secure path wants). */
+  crypt?: PacketCrypt | null;
+  /** FEC [dataShards, parityShards]. Default [0, 0]. */
+  fec?: [number, number];
+}
+
+/** Where a session is: open → closing (linger while sent data is unacknowledged) → closed. */
+export type SessionState = "open" | "closing" | "closed";
+
+const defaultClock = (): number => Math.floor(performance.now());
+
+/** A reliable, ordered byte stream (plus unreliable datagrams) to one peer over KCP. */
+export class KcpSession implements PathOwner {
+  /** Everything counted: I/O, engine, packet layer (garbage included). */
+  readonly counters: Counters = newCounters();
+  /** The engine (for inspection; do not drive it directly). */
+  readonly engine: Kcp;
+  /** Why the session ended ("" while open). */
+  closeReason = "";
+  /** The close code given to close()/abort() or by the peer (secure mode). */
+  closeCode: number | null = null;
+  /** The error the session ended with (null for a normal close). */
+  error: Error | null = null;
+
+  private readonly pipeline: Pipeline;
+  private readonly plain: boolean;
+  private readonly overhead: number;
+  private readonly clock: () => number;
+  private readonly ackNodelay: boolean;
+  private readonly idleMs: number;
+  private readonly lingerMs: number;
+  private readonly dgramLimit: number;
+  private readonly highWater: number;
+  private readonly lowWater: number;
+  private st: SessionState = "open";
+  private lastRecv: number;
+  private lingerUntil = 0;
+  private tickPending = false;
+  private flushWanted = false;
+  private inputDirty = false;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private timerDue = -1;
+  private dataHandler: ((data: Uint8Array) => void) | null = null;
+  private dgramHandler: ((data: Uint8Array) => void) | null = null;
+  private readonly dgrams: Uint8Array[] = [];
+  private closeHandlers: ((err: Error | null) => void)[] = [];
+  private drainWaiters: (() => void)[] = [];
+  private readonly closedPromise: Promise<void>;
+  private resolveClosed!: () => void;
+
+  /**
+   * A session on `path` for conversation `conv`. Normally made by {@link dial} (compat) or by the
+   * secure dialer after its handshake. Attaches itself to the path at once.
+   */
+  constructor(
+    readonly path: Path,
+    readonly conv: number,
+    options: KcpSessionOptions = {},
+  ) {
+    this.clock = options.clock ?? defaultClock;
+    const fec = options.fec ?? [0, 0];
+    this.pipeline = new Pipeline(options.crypt ?? null, fec[0], fec[1], this.counters, options.random ?? defaultRandom);
+    this.plain = (options.crypt ?? null) === null && !this.pipeline.fecEnabled;
+    this.overhead = this.pipeline.overhead + path.overhead;
+    const eng = (this.engine = new Kcp(conv, (d) => this.output(d)));
+    eng.counters = this.counters;
+    const [nd, interval, resend, nc] = options.nodelay ?? [1, 10, 2, 1];
+    eng.nodelay(nd, interval, resend, nc);
+    eng.wndsize(options.sndWnd ?? 128, options.rcvWnd ?? 128);
+    eng.rmtWnd = KCPGO_INITIAL_RMT_WND;
+    if (eng.setMtu((options.mtu ?? 1400) - this.overhead) < 0) {
+      throw new KcpUsageError(`mtu ${options.mtu ?? 1400} is too small for the packet-layer overhead (${this.overhead})`);
+    }
+    eng.stream = options.stream === false ? 0 : 1;
+    eng.deadLink = options.deadLink ?? 20;
+    this.ackNodelay = options.ackNodelay ?? true;
+    const idle = options.idleTimeoutMs === undefined ? 60000 : options.idleTimeoutMs;
+    this.idleMs = idle ? idle : 0;
+    this.lingerMs = options.closeLingerMs ?? 5000;
+    this.dgramLimit = options.datagramQueue ?? 256;
+    this.highWater = Math.max(options.writeBuffer ?? 2 * eng.sndWnd, 1);
+    this.lowWater = Math.max(this.highWater >> 1, 1);
+    this.lastRecv = this.clock();
+    this.closedPromise = new Promise((r) => {
+      this.resolveClosed = r;
+    });
+    path.attach(this);
+    this.post(this.lastRecv);
+  }
+
+  // -------------------------------------------------------------- state
+
+  /** `"compat"` or `"secure"`. */
+  get mode(): "compat" | "secure" {
+    return this.path.mode;
+  }
+
+  /** open, closing (lingering) or closed. */
+  get state(): SessionState {
+    return this.st;
+  }
+
+  /** True once the session has fully ended. */
+  get closed(): boolean {
+    return this.st === "closed";
+  }
+
+  /** PathOwner: true once the session has fully ended. */
+  get ended(): boolean {
+    return this.st === "closed";
+  }
+
+  /** PathOwner: the session's clock (ms). */
+  now(): number {
+    return this.clock();
+  }
+
+  /** Resolves once the session has fully ended. */
+  whenClosed(): Promise<void> {
+    return this.closedPromise;
+  }
+
+  /** The counters plus the engine's RTT and window state, as one flat record. */
+  get stats(): Record<string, number> {
+    const e = this.engine;
+    const out: Record<string, number> = { ...this.counters };
+    Object.assign(out, {
+      srtt: e.rxSrtt,
+      rttvar: e.rxRttval,
+      rto: e.rxRto,
+      cwnd: e.cwnd,
+      rmtWnd: e.rmtWnd,
+      sndWnd: e.sndWnd,
+      rcvWnd: e.rcvWnd,
+      waitSnd: e.waitsnd(),
+      mtu: e.mtu,
+      datagramsQueued: this.dgrams.length,
+    });
+    this.path.addStats(out);
+    return out;
+  }
+
+  // -------------------------------------------------------------- tuning
+
+  /** ikcp nodelay(): e.g. (1, 10, 2, 1) for the fastest retransmission. */
+  setNodelay(nodelay: number, interval: number, resend: number, nc: number): void {
+    this.engine.nodelay(nodelay, interval, resend, nc);
+  }
+
+  /** Send and receive windows, in segments (the receive window is at least 128). */
+  setWindow(sndWnd: number, rcvWnd: number): void {
+    this.engine.wndsize(sndWnd, rcvWnd);
+  }
+
+  /** PathOwner and user: the UDP payload size; the engine gets `mtu` minus all overheads. */
+  setMtu(mtu: number): void {
+    if (this.engine.setMtu(mtu - this.overhead) < 0) throw new KcpUsageError(`mtu ${mtu} is too small`);
+  }
+
+  /** KCP stream mode on or off. */
+  setStreamMode(enable: boolean): void {
+    this.engine.stream = enable ? 1 : 0;
+  }
+
+  // -------------------------------------------------------------- receiving
+
+  /** Set the handler for received stream bytes (replaces any earlier one); data held back so far is delivered at once. */
+  onData(handler: ((data: Uint8Array) => void) | null): void {
+    this.dataHandler = handler;
+    if (handler !== null && this.engine.nrcvQue) this.schedule(false);
+  }
+
+  /** Set the handler for received out-of-band datagrams; queued ones are delivered at once. */
+  onDatagram(handler: ((data: Uint8Array) => void) | null): void {
+    this.dgramHandler = handler;
+    while (handler !== null && this.dgrams.length && this.dgramHandler === handler) handler(this.dgrams.shift()!);
+  }
+
+  /** Call `handler(error | null)` once the session ended (at once if it already has). */
+  onClose(handler: (err: Error | null) => void): void {
+    if (this.st === "closed") queueMicrotask(() => handler(this.error));
+    else this.closeHandlers.push(handler);
+  }
+
+  /** PathOwner: one datagram from the peer (already opened by the path). Never throws. */
+  feed(data: Uint8Array, now: number): void {
+    if (this.st === "closed") return;
+    this.lastRecv = now;
+    const c = this.counters;
+    c.inPkts++;
+    c.bytesReceived += data.length;
+    const eng = this.engine;
+    if (this.plain && bareKcp(data)) {
+      eng.input(data, now);
+    } else {
+      for (const [kind, payload] of this.pipeline.open(data)) {
+        if (kind === KIND_OOB) {
+          if (this.st !== "open") continue;
+          if (this.dgramHandler !== null) this.callSafely(this.dgramHandler, payload);
+          else if (this.dgrams.length < this.dgramLimit) this.dgrams.push(payload);
+          else c.oobDropped++;
+        } else {
+          eng.input(payload, now, kind === KIND_KCP);
+        }
+      }
+    }
+    this.inputDirty = true;
+    this.schedule(false);
+  }
+
+  /** PathOwner: authenticated traffic without payload arrived (the peer is alive). */
+  touch(now: number): void {
+    this.lastRecv = now;
+  }
+
+  /** PathOwner: flush the engine at the end of this turn of the event loop. */
+  requestFlush(): void {
+    this.schedule(true);
+  }
+
+  /** PathOwner: the peer closed the connection (secure mode): end at once. */
+  peerClosed(now: number, code: number, reason: string): void {
+    this.closeCode = code;
+    if (this.st === "open") this.deliver();
+    this.finish(now, null, reason);
+  }
+
+  private callSafely(handler: (d: Uint8Array) => void, d: Uint8Array): void {
+    try {
+      handler(d);
+    } catch (err) {
+      // a throwing handler is the application's bug; it must not break the receive path
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  private deliver(): void {
+    const eng = this.engine;
+    if (this.st !== "open") {
+      while (eng.recv() !== null); // nobody reads any more: keep the window open
+      return;
+    }
+    const h = this.dataHandler;
+    if (h === null) return; // held in the engine: its window closes, the peer waits (bounded)
+    for (let m = eng.recv(); m !== null; m = eng.recv()) {
+      if (m.length) this.callSafely(h, m);
+      if (this.dataHandler !== h || this.st !== "open") break;
+    }
+    if (eng.probe & IKCP_ASK_TELL) this.flushWanted = true;
+  }
+
+  // -------------------------------------------------------------- sending
+
+  private output(packet: Uint8Array): void {
+    const now = this.clock();
+    const c = this.counters;
+    const datagrams = this.plain ? [packet] : this.pipeline.seal(packet, now);
+    for (const d of datagrams) {
+      c.outPkts++;
+      c.bytesSent += d.length;
+      this.path.send(d, now);
+    }
+  }
+
+  private checkWritable(): void {
+    if (this.st !== "open") {
+      if (this.error !== null) throw this.error;
+      throw new ConnectionClosedError(`KCP session ${this.conv} is closed (${this.closeReason || "closed"})`);
+    }
+  }
+
+  /**
+   * Queue `data` for reliable, ordered delivery; never blocks. Returns false when the send queue
+   * is at or above its high-water mark (then wait for {@link drained}). Throws
+   * {@link ConnectionClosedError} (or the session's error) after the end.
+   */
+  write(data: Uint8Array): boolean {
+    this.checkWritable();
+    const eng = this.engine;
+    const chunk = eng.mss * 120;
+    for (let off = 0; off < data.length; off += chunk) eng.send(data.subarray(off, off + chunk));
+    if (data.length) this.schedule(true);
+    return eng.waitsnd() < this.highWater;
+  }
+
+  /** Resolves when the send queue is below the high-water mark (at once if it is); rejects if the session ends first. */
+  drained(): Promise<void> {
+    this.checkWritable();
+    if (this.engine.waitsnd() < this.highWater) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.drainWaiters.push(() => {
+        if (this.st === "open") resolve();
+        else reject(this.error ?? new ConnectionClosedError(`KCP session ${this.conv} is closed (${this.closeReason})`));
+      });
+    });
+  }
+
+  /** Segments queued or in flight and not yet acknowledged. */
+  get pendingSegments(): number {
+    return this.engine.waitsnd();
+  }
+
+  /** Largest payload {@link sendDatagram} accepts. */
+  maxDatagramSize(): number {
+    return this.pipeline.oobMaxSize(this.engine.mtu);
+  }
+
+  /** Send one unreliable out-of-band datagram (kcp-go's OOB packet, flag 0xf3) at once. */
+  sendDatagram(data: Uint8Array): void {
+    this.checkWritable();
+    const limit = this.maxDatagramSize();
+    if (data.length > limit) throw new KcpUsageError(`datagram of ${data.length} bytes exceeds the limit of ${limit}`);
+    const now = this.clock();
+    if (this.flushWanted) this.flushNow(now); // keep the order of write() and sendDatagram()
+    const d = this.pipeline.sealOob(data, this.conv);
+    this.counters.outPkts++;
+    this.counters.bytesSent += d.length;
+    this.path.send(d, now);
+  }
+
+  /** Ask the peer for its window now (a WASK). */
+  probePeer(): void {
+    if (this.st === "closed") return;
+    this.engine.probe |= IKCP_ASK_SEND;
+    this.schedule(true);
+  }
+
+  // -------------------------------------------------------------- timing
+
+  private schedule(flush: boolean): void {
+    if (flush) this.flushWanted = true;
+    if (this.tickPending || this.st === "closed") return;
+    this.tickPending = true;
+    setImmediate(() => this.tick());
+  }
+
+  /** The end of a turn of the event loop: deliver, flush what is due, re-arm the timer. */
+  private tick(): void {
+    this.tickPending = false;
+    if (this.st === "closed") return;
+    const now = this.clock();
+    const eng = this.engine;
+    if (this.inputDirty || eng.nrcvQue) {
+      this.inputDirty = false;
+      if (eng.nrcvQue) this.deliver();
+      if (this.ackNodelay && (eng.acksPending() || eng.probe)) this.flushWanted = true;
+      if (eng.waitsnd()) this.flushWanted = true; // acks may have opened the window
+    }
+    if (this.flushWanted) this.flushNow(now);
+    else this.post(now);
+  }
+
+  private flushNow(now: number): void {
+    this.flushWanted = false;
+    if (this.st === "closed") return;
+    this.engine.flush(now);
+    if (this.engine.state !== 0) return this.die(now);
+    this.post(now);
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    this.timerDue = -1;
+    if (this.st === "closed") return;
+    const now = this.clock();
+    const pt = this.path.timer();
+    if (pt >= 0 && pt <= now) {
+      this.path.onTimer(now);
+      if (this.ended) return; // the path may have ended the session
+    }
+    if (this.idleMs && now - this.lastRecv >= this.idleMs) {
+      return this.finish(now, new IdleTimeoutError(`KCP session ${this.conv}: nothing received for ${this.idleMs} ms`), "idle timeout");
+    }
+    if (this.st === "closing" && now >= this.lingerUntil) return this.finish(now, null, this.closeReason || "closed");
+    this.engine.update(now);
+    if (this.engine.state !== 0) return this.die(now);
+    this.post(now);
+  }
+
+  /** Wake writers, finish a lingering close, and arm the one timer for the next due time. */
+  private post(now: number): void {
+    const eng = this.engine;
+    const ws = eng.waitsnd();
+    if (ws < this.lowWater && this.drainWaiters.length) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+    if (this.st === "closing" && ws === 0) return this.finish(now, null, this.closeReason || "closed");
+    let due: number;
+    if (ws || eng.probe || eng.acksPending() || eng.rmtWnd === 0) {
+      due = eng.check(now);
+      if (this.idleMs) due = Math.min(due, this.lastRecv + this.idleMs);
+    } else {
+      due = this.idleMs ? this.lastRecv + this.idleMs : -1;
+    }
+    if (this.st === "closing" && (due < 0 || this.lingerUntil < due)) due = this.lingerUntil;
+    const pt = this.path.timer();
+    if (pt >= 0 && (due < 0 || pt < due)) due = pt;
+    this.arm(due, now);
+  }
+
+  private arm(due: number, now: number): void {
+    if (due === this.timerDue && this.timer !== null) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerDue = due;
+    if (due < 0) return;
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, due - now));
+  }
+
+  private die(now: number): void {
+    this.finish(
+      now,
+      new DeadLinkError(`KCP session ${this.conv}: dead link (a segment was sent ${this.engine.deadLink} times without an ack)`),
+      "dead link",
+    );
+  }
+
+  // -------------------------------------------------------------- closing
+
+  /**
+   * Stop reading and writing; unacknowledged data gets up to `closeLingerMs` to arrive. Compat mode
+   * has no close on the wire (the peer notices by its idle timeout); a secure path sends CLOSE with
+   * `code` and `reason`.
+   */
+  close(code = 0, reason = ""): void {
+    if (this.st !== "open") return;
+    if (!Number.isInteger(code) || code < 0 || code > 0xffff) throw new KcpUsageError("close code must be in 0..65535");
+    this.st = "closing";
+    this.closeCode = code;
+    this.closeReason = reason || "closed";
+    this.dgrams.length = 0;
+    const now = this.clock();
+    if (this.engine.waitsnd() === 0 || this.lingerMs <= 0) {
+      this.engine.flush(now);
+      return this.finish(now, null, this.closeReason);
+    }
+    this.lingerUntil = now + this.lingerMs;
+    this.schedule(true);
+    this.post(now);
+  }
+
+  /** End the session at once, dropping unsent data. */
+  abort(reason = "aborted", code: number | null = null): void {
+    if (code !== null) this.closeCode = code;
+    this.finish(this.clock(), null, reason);
+  }
+
+  private finish(now: number, err: Error | null, reason: string): void {
+    if (this.st === "closed") return;
+    this.st = "closed";
+    if (err !== null && this.error === null) this.error = err;
+    this.closeReason = reason;
+    try {
+      this.path.finish(now, this.closeCode, reason);
+    } catch {
+      // the path's own cleanup failing must not keep the session open
+    }
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.engine.dropUnsent();
+    this.dgrams.length = 0;
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+    const handlers = this.closeHandlers;
+    this.closeHandlers = [];
+    for (const h of handlers) {
+      try {
+        h(this.error);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+    this.resolveClosed();
+  }
+}
+
+/** Turn compat wire options into the packet cipher and FEC (derives the key: ~10 ms, done once). */
+export function compatWire(wire: CompatWireOptions = {}): { crypt: PacketCrypt | null; fec: [number, number] } {
+  if (wire.mode !== undefined && wire.mode !== "compat") throw new KcpUsageError(`dial: wire mode ${String(wire.mode)} is not compat`);
+  const fec = wire.fec ?? [0, 0];
+  const name = wire.crypt ?? "null";
+  if (name === "null") return { crypt: null, fec };
+  if (wire.key === undefined) throw new KcpUsageError(`cipher ${name} needs a key (a passphrase string or the derived key bytes)`);
+  const key = typeof wire.key === "string" ? deriveKey(wire.key) : wire.key;
+  return { crypt: newCrypt(name, key), fec };
+}
+
+/**
+ * Open a compat-mode KCP session to `host:port` on its own UDP socket (kcp-go's DialWithOptions:
+ * no handshake, so it resolves as soon as the socket is connected). Throws {@link KcpUsageError}
+ * for bad options; a DNS failure rejects with its own error.
+ */
+export async function dial(host: string, port: number, options: DialOptions = {}): Promise<KcpSession> {
+  const { crypt, fec } = compatWire(options.wire);
+  const session = options.session ?? {};
+  const random = session.random ?? defaultRandom;
+  let conv = options.conv;
+  if (conv === undefined) {
+    const b = random(4);
+    conv = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+  }
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new KcpUsageError(`bad port ${port}`);
+  const link = await UdpLink.open(host, port);
+  try {
+    return new KcpSession(new CompatPath(link), conv, { ...session, crypt, fec });
+  } catch (err) {
+    link.close();
+    throw err;
+  }
+}
+
+

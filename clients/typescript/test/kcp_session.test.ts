@@ -1,0 +1,181 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { randomBytes } from "node:crypto";
+import { dial, IdleTimeoutError, KcpSession, type CompatWireOptions } from "../src/kcp/session.js";
+import { ConnectionClosedError, KcpUsageError } from "../src/kcp/errors.js";
+import { startPython, type PythonServer } from "./helpers/python.js";
+
+/** `p`, or a rejection naming `what` after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout>;
+  const timeout = new Promise<never>((_, reject) => {
+    t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+}
+
+/** Collects a session's stream bytes; `until(n)` resolves once n bytes arrived in all. */
+class Collector {
+  chunks: Uint8Array[] = [];
+  length = 0;
+  private waiter: { n: number; resolve: () => void } | null = null;
+  constructor(session: KcpSession) {
+    session.onData((d) => {
+      this.chunks.push(d.slice());
+      this.length += d.length;
+      if (this.waiter && this.length >= this.waiter.n) {
+        this.waiter.resolve();
+        this.waiter = null;
+      }
+    });
+  }
+  until(n: number): Promise<void> {
+    if (this.length >= n) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiter = { n, resolve };
+    });
+  }
+  take(): Buffer {
+    const all = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.length = 0;
+    return all;
+  }
+}
+
+async function withServer(args: string[], body: (port: number) => Promise<void>): Promise<void> {
+  const server: PythonServer = await startPython(["tests/clients/kcp_echo_server.py", ...args]);
+  try {
+    await body(Number(server.firstLine));
+  } finally {
+    await server.stop();
+  }
+}
+
+const SIZES = [1, 2, 100, 1000, 1300, 1400, 1401, 4096, 10000, 65536, 300000];
+
+async function echoRoundTrips(port: number, wire: CompatWireOptions): Promise<KcpSession> {
+  const session = await dial("127.0.0.1", port, { wire, session: { idleTimeoutMs: 20000 } });
+  const got = new Collector(session);
+  for (const size of SIZES) {
+    const msg = randomBytes(size);
+    session.write(msg);
+    await within(got.until(size), 10000, `echo of ${size} bytes`);
+    assert.ok(got.take().equals(msg), `echo of ${size} bytes differs`);
+  }
+  // many small writes in a row, then one check: order is kept
+  const parts = Array.from({ length: 200 }, (_, i) => randomBytes(1 + (i % 50)));
+  for (const p of parts) session.write(p);
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  await within(got.until(total), 10000, "200 small writes");
+  assert.ok(got.take().equals(Buffer.concat(parts)));
+  // out-of-band datagrams come back through the server's OOB echo
+  const oob: Buffer[] = [];
+  let wake: (() => void) | null = null;
+  session.onDatagram((d) => {
+    oob.push(Buffer.from(d));
+    wake?.();
+  });
+  const sentOob = [Buffer.from("ping"), Buffer.alloc(0), randomBytes(session.maxDatagramSize())];
+  for (const d of sentOob) {
+    session.sendDatagram(d);
+    // OOB is unreliable, but 127.0.0.1 does not lose: each comes back
+    await within(new Promise<void>((r) => (oob.length > sentOob.indexOf(d) ? r() : (wake = r))), 5000, "OOB echo");
+  }
+  assert.deepEqual(oob, sentOob);
+  assert.throws(() => session.sendDatagram(new Uint8Array(session.maxDatagramSize() + 1)), KcpUsageError);
+  assert.equal(session.counters.inErrs, 0);
+  return session;
+}
+
+test("session: echo round trips with a Python KCP server, aes, no FEC", async () => {
+  await withServer(["aes", "a shared secret", "0", "0"], async (port) => {
+    const s = await echoRoundTrips(port, { crypt: "aes", key: "a shared secret" });
+    assert.ok(s.counters.inSegs > 0 && s.counters.oobIn === 3);
+    s.close();
+    await within(s.whenClosed(), 6000, "close");
+    assert.throws(() => s.write(new Uint8Array(1)), ConnectionClosedError);
+  });
+});
+
+test("session: echo round trips with a Python KCP server, aes-128-gcm + FEC 10/3", async () => {
+  await withServer(["aes-128-gcm", "another secret", "10", "3"], async (port) => {
+    const s = await echoRoundTrips(port, { crypt: "aes-128-gcm", key: "another secret", fec: [10, 3] });
+    assert.ok(s.counters.fecParityShards > 0, "the server's parity shards arrive");
+    s.close();
+    await within(s.whenClosed(), 6000, "close");
+  });
+});
+
+test("session: garbage datagrams are dropped and counted, the session keeps working", async () => {
+  await withServer(["aes", "k1", "10", "3"], async (port) => {
+    const s = await dial("127.0.0.1", port, { wire: { crypt: "aes", key: "k1", fec: [10, 3] }, conv: 1234 });
+    const got = new Collector(s);
+    s.write(Buffer.from("before"));
+    await within(got.until(6), 5000, "first echo");
+    got.take();
+    // what the path hands the session (compat: every datagram from the peer's address)
+    const before = { ...s.counters };
+    for (const j of [new Uint8Array(5), randomBytes(19), randomBytes(100), randomBytes(1400)]) s.feed(j, s.now());
+    assert.equal(s.counters.shortPackets - before.shortPackets, 2);
+    assert.equal(s.counters.inCsumErrors - before.inCsumErrors, 2);
+    assert.equal(s.counters.inErrs - before.inErrs, 4);
+    assert.equal(s.stats["inErrs"], s.counters.inErrs);
+    s.write(Buffer.from("after"));
+    await within(got.until(5), 5000, "echo after garbage");
+    assert.equal(got.take().toString(), "after");
+    assert.equal(s.state, "open");
+    s.abort();
+  });
+});
+
+test("session: garbage answers from the peer over real UDP are counted (aes, aes-128-gcm, null), never thrown", async () => {
+  // a plain UDP peer that answers every datagram with garbage stands in for a broken server
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  const port = sock.address().port;
+  sock.on("message", (_msg, rinfo) => {
+    for (const g of [Buffer.alloc(3), randomBytes(64), Buffer.from("not a kcp packet at all, really not")]) sock.send(g, rinfo.port, rinfo.address);
+  });
+  try {
+    for (const crypt of ["aes", "aes-128-gcm", "null"] as const) {
+      const s = await dial("127.0.0.1", port, { wire: { crypt, key: "x" }, session: { idleTimeoutMs: 5000 } });
+      s.write(Buffer.from("hi"));
+      await within(
+        (async () => {
+          while (s.counters.inPkts < 3) await new Promise((r) => setTimeout(r, 5));
+        })(),
+        5000,
+        `garbage replies (${crypt})`,
+      );
+      const c = s.counters;
+      if (crypt === "aes") assert.ok(c.shortPackets >= 1 && c.inCsumErrors >= 2, JSON.stringify(c));
+      if (crypt === "aes-128-gcm") assert.ok(c.shortPackets >= 1 && c.decryptErrors >= 2, JSON.stringify(c));
+      if (crypt === "null") assert.ok(c.kcpInErrors + c.shortPackets >= 3, JSON.stringify(c));
+      assert.equal(s.state, "open");
+      s.abort();
+    }
+  } finally {
+    sock.close();
+  }
+});
+
+test("session: a silent peer ends the session with IdleTimeoutError; bad options are KcpUsageError", async () => {
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  try {
+    const s = await dial("127.0.0.1", sock.address().port, { session: { idleTimeoutMs: 300 } });
+    const ended = new Promise<Error | null>((r) => s.onClose(r));
+    s.write(Buffer.from("anyone?"));
+    const err = await within(ended, 3000, "idle timeout");
+    assert.ok(err instanceof IdleTimeoutError);
+    assert.equal(s.closeReason, "idle timeout");
+    assert.throws(() => s.write(new Uint8Array(1)), IdleTimeoutError);
+  } finally {
+    sock.close();
+  }
+  await assert.rejects(dial("127.0.0.1", 9, { wire: { crypt: "aes" } }), KcpUsageError);
+  await assert.rejects(dial("127.0.0.1", 9, { wire: { crypt: "rot13" as "aes", key: "k" } }), KcpUsageError);
+  await assert.rejects(dial("127.0.0.1", 0), KcpUsageError);
+});

@@ -1,0 +1,115 @@
+"""A seeded KCP scenario run through the Python engine, printed as JSON for the TypeScript
+differential test (clients/typescript/test/kcp_engine.test.ts).
+
+Two engines (0 and 1) talk through a simulated lossy, reordering link. The script records every
+operation it applies (``ops``) and what the engine returned (``results``): the datagrams each
+update/flush emitted (hex), send/input return codes, recv results, check values, and the engines'
+visible state at the end. Inputs name a datagram by its index in the sender's output list, so a
+replay feeds the replaying engine's own datagrams and any difference shows up as a mismatch.
+
+Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
+stall, stream, mtu)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from typing import Any
+
+from kcp.engine import KCP
+
+CONV = 0x0A0B0C0D
+STATE = ("snd_una", "snd_nxt", "rcv_nxt", "cwnd", "ssthresh", "rx_rto", "rx_srtt", "rx_rttval",
+         "rmt_wnd", "probe_wait", "ts_probe", "xmit", "incr", "ts_flush", "state")  # fmt: skip
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "normal": {"steps": 900, "loss": 0.1, "max_size": 4000},
+    "fast": {"nodelay": (1, 10, 2, 1), "wnd": (64, 128), "steps": 900, "loss": 0.15, "max_size": 6000},
+    "smallwnd": {"nodelay": (2, 20, 1, 0), "wnd": (4, 128), "steps": 900, "loss": 0.2, "max_size": 3000},
+    "stall": {"steps": 1500, "loss": 0.05, "max_size": 9000, "stall_until": 30000, "dt": 40},
+    "stream": {"nodelay": (1, 10, 2, 1), "stream": True, "steps": 900, "loss": 0.1, "max_size": 5000},
+    "mtu": {"mtu": 576, "nodelay": (0, 30, 3, 1), "steps": 900, "loss": 0.1, "max_size": 3000},
+}
+
+
+def run(seed: int, name: str) -> dict[str, Any]:
+    cfg = CONFIGS[name]
+    rng = random.Random(seed)
+    outs: list[list[bytes]] = [[], []]
+    engines = [KCP(CONV, outs[0].append), KCP(CONV, outs[1].append)]
+    ops: list[dict[str, Any]] = []
+    results: list[Any] = []
+    start = rng.choice([0, 1000, 0xFFFFFFFF - 20000])  # some runs cross the 32-bit clock wrap
+    ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
+                "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu")})  # fmt: skip
+    results.append(None)
+    for k in engines:
+        if cfg.get("nodelay"):
+            k.nodelay(*cfg["nodelay"])
+        if cfg.get("wnd"):
+            k.wndsize(*cfg["wnd"])
+        if cfg.get("mtu"):
+            k.setmtu(cfg["mtu"])
+        k.stream = 1 if cfg.get("stream") else 0
+    in_flight: list[tuple[int, int, int]] = []  # (deliver_at, to, index in outs[1 - to])
+    seen = [0, 0]
+    now = start
+
+    def collect(e: int) -> list[str]:
+        new = outs[e][seen[e] :]
+        for i in range(seen[e], len(outs[e])):
+            if rng.random() >= cfg["loss"]:
+                in_flight.append((now + rng.randint(5, 80), 1 - e, i))
+            if rng.random() < 0.02:  # a duplicate
+                in_flight.append((now + rng.randint(5, 120), 1 - e, i))
+        seen[e] = len(outs[e])
+        return [d.hex() for d in new]
+
+    for _step in range(cfg["steps"]):
+        now += rng.randint(1, cfg.get("dt", 25))
+        e = rng.randrange(2)
+        r = rng.random()
+        if r < 0.15:
+            size = rng.choice([0, 1, rng.randint(1, 200), rng.randint(1, cfg["max_size"])])
+            data = bytes(rng.getrandbits(8) for _ in range(size))
+            ops.append({"op": "send", "e": e, "data": data.hex()})
+            results.append(engines[e].send(data))
+        elif r < 0.17:
+            ops.append({"op": "input_raw", "e": e, "now": now, "data": rng.randbytes(rng.randint(0, 60)).hex()})
+            results.append(engines[e].input(rng_garbage := bytes.fromhex(ops[-1]["data"]), now))
+            del rng_garbage
+        # deliveries due now, in order of arrival time
+        due = sorted((x for x in in_flight if x[0] <= now), key=lambda x: x[0])
+        for x in due:
+            in_flight.remove(x)
+            _, to, idx = x
+            ops.append({"op": "input", "e": to, "now": now, "idx": idx})
+            results.append(engines[to].input(outs[1 - to][idx], now))
+        for k in (0, 1):
+            if k == 1 and now - start < cfg.get("stall_until", 0):
+                continue
+            ops.append({"op": "recv", "e": k})
+            got = []
+            while (m := engines[k].recv()) is not None:
+                got.append(m.hex())
+            results.append(got)
+        for k in (0, 1):
+            ops.append({"op": "update", "e": k, "now": now})
+            engines[k].update(now)
+            results.append(collect(k))
+            ops.append({"op": "check", "e": k, "now": now})
+            results.append(engines[k].check(now))
+        if rng.random() < 0.05:
+            k = rng.randrange(2)
+            ops.append({"op": "flush", "e": k, "now": now})
+            engines[k].flush(now)
+            results.append(collect(k))
+    ops.append({"op": "state"})
+    results.append([{f: getattr(k, f) for f in STATE} for k in engines])
+    return {"seed": seed, "config": name, "ops": ops, "results": results}
+
+
+if __name__ == "__main__":
+    json.dump(run(int(sys.argv[1]), sys.argv[2]), sys.stdout)
