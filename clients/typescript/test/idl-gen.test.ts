@@ -144,6 +144,13 @@ test("src/generated is what the generator writes for idl/*.json, and generation 
       `src/generated/${d.name}.ts is stale: run node bin/kcprpc-gen-ts.js --runtime ../rpc/channel.js --out src/generated ../../idl`,
     );
   }
+  // test/generated: the stub of the every-kind service that idl_e2e.test.ts runs against Python.
+  const depot = await generateService(kindsDocument(), { runtimeImport: "../../src/index.js" });
+  assert.equal(
+    depot,
+    readFileSync(join(PKG, "test", "generated", "kinds.v1.Depot.ts"), "utf8"),
+    "test/generated/kinds.v1.Depot.ts is stale: run kcprpc idl gen-ts --from-app tests.clients.idl_kinds:Depot --runtime ../../src/index.js --out clients/typescript/test/generated",
+  );
   const out: string[] = [];
   const status = await main(["--check", "--runtime", RUNTIME, "--out", join(PKG, "src", "generated"), IDL], (s) => out.push(s), (s) => out.push(s));
   assert.equal(status, 0, out.join("\n"));
