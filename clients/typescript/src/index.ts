@@ -1,5 +1,22 @@
 /** kcprpc for Node: the public API. */
 export const VERSION = "0.1.0";
+// smux (src/mux/) and RPC (src/rpc/)
+export { MuxCore, MuxClosedError, MuxStreamClosedError, StreamState, DEFAULT_MUX_CONFIG, RPC_MUX_CONFIG, muxConfig, MUX_COUNTER_NAMES } from "./mux/core.js";
+export type { MuxConfig, MuxCounter, MuxEvent, SessionState as MuxSessionState } from "./mux/core.js";
+export { MuxSession, MuxStream } from "./mux/session.js";
+export type { ByteTransport, MuxSessionOptions } from "./mux/session.js";
+export { encodeFrame as encodeMuxFrame, SmuxFrameDecoder, MuxProtocolError, MuxUsageError, CMD_SYN, CMD_FIN, CMD_PSH, CMD_NOP, CMD_UPD } from "./mux/frame.js";
+export type { SmuxFrame } from "./mux/frame.js";
+export { Status, RpcError, UsageError, statusFromWire } from "./rpc/status.js";
+export type { RpcChannel, CallOptions, NotifyOptions, EventInfo, Metadata, ServerStreamCall, BidiCall } from "./rpc/channel.js";
+export { FrameType, encodeFrame, decodeDatagram, FrameDecoder, packBody, unpackBody, FLAG_END, EVENT_REPLAYED } from "./rpc/frames.js";
+export type { Frame } from "./rpc/frames.js";
+export { MuxConnection, MemoryTransport, memoryTransportPair } from "./rpc/connection.js";
+export type { RpcConnection, RpcByteStream, DatagramTransport, CloseInfo } from "./rpc/connection.js";
+export { Heartbeat, reconnectDelay } from "./rpc/heartbeat.js";
+export type { HeartbeatConfig, ReconnectPolicy } from "./rpc/heartbeat.js";
+export { Client, resumeProof } from "./rpc/client.js";
+export type { ClientOptions, ClientCounters, RawEvent, Position } from "./rpc/client.js";
 
 // KCP transport (src/kcp/): engine, compat packet layer, sessions
 export { CompatPath } from "./kcp/path.js";
@@ -19,6 +36,8 @@ export { UdpLink } from "./kcp/link.js";
 export type { LinkCounters } from "./kcp/link.js";
 export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
+export { connect, kcpConnector, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
+export type { ConnectOptions } from "./rpc/net.js";
 
 // secure wire mode, client side (src/secure/): Noise handshake, AEAD packets, secure dial
 export * from "./secure/index.js";

@@ -1,0 +1,985 @@
+/**
+ * The RPC client (docs/rpc.md, docs/wire-format/rpc.md): unary and streaming calls with
+ * deadlines, cancellation (AbortSignal), metadata and status errors; pushed events with
+ * positions, latest-wins keys and unreliable datagrams; heartbeats with RTT; reconnect with
+ * resume and room/topic recovery. It runs on any {@link RpcConnection}.
+ */
+import { createHmac } from "node:crypto";
+import type { BidiCall, CallOptions, EventInfo, Metadata, NotifyOptions, RpcChannel, ServerStreamCall } from "./channel.js";
+import type { CloseInfo, RpcByteStream, RpcConnection } from "./connection.js";
+import {
+  EVENT_REPLAYED, FLAG_END, FRAME_HEADER_SIZE, FrameDecoder, FrameType as T, OVERSIZED, PROTOCOL_VERSION, UNDECODABLE,
+  decodeDatagram, encodeFrame, type Frame,
+} from "./frames.js";
+import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
+import { RpcError, Status, UsageError, statusFromWire } from "./status.js";
+
+/** Client settings (kcprpc.client_config.ClientConfig). */
+export interface ClientOptions {
+  /** HELLO metadata (e.g. an auth token). */
+  metadata?: Metadata;
+  /** Heartbeat policy; null disables it (default 1 s / 5 s). */
+  heartbeat?: HeartbeatConfig | null;
+  /** Reconnect policy; null (default) does not reconnect. */
+  reconnect?: ReconnectPolicy | null;
+  /** How long to wait for the connection and WELCOME (default 5000 ms). */
+  connectTimeoutMs?: number;
+  /** Largest frame body sent or received (default 4 MiB). */
+  maxMessageSize?: number;
+  /** Deadline of calls without their own (default none). */
+  defaultTimeoutMs?: number;
+  /** Unary calls on the shared control stream (default) or a stream each. */
+  unaryFraming?: "shared" | "stream";
+  /** Streaming calls on a stream each (default) or the shared control stream. */
+  streamFraming?: "shared" | "stream";
+  /** Clock, ms (injected for tests). */
+  now?: () => number;
+  /** Randomness 0..1 (backoff jitter). */
+  random?: () => number;
+  /** Called when the link is lost (before any reconnect). */
+  onDisconnect?: (reason: string) => void;
+  /** Called after a reconnect succeeded. */
+  onReconnect?: () => void;
+  /** Called when reconnecting gave up. */
+  onGiveUp?: (err: RpcError) => void;
+}
+
+/** A raw pushed event, as the wire carries it. */
+export interface RawEvent extends EventInfo {
+  /** The payload as decoded msgpack. */
+  payload: unknown;
+}
+
+/** `[epoch, seq]` of a room or topic. */
+export type Position = [number, number];
+
+/** Client counters. */
+export interface ClientCounters {
+  /** Frames dropped as malformed or unexpected. */
+  bad_frames: number;
+  /** Frames for a call that is not open. */
+  stale_frames: number;
+  /** Unreliable events dropped as older than one already seen. */
+  events_stale: number;
+  /** Of events_stale: keyed events. */
+  events_stale_keyed: number;
+  /** Latest-wins keys forgotten to stay within the table's bound. */
+  keys_evicted: number;
+}
+
+const MAX_LATEST_KEYS = 65536;
+const STREAM_PAUSE_AT = 256;
+const SHARED_QUEUE_LIMIT = 4096;
+type Kind = "unary" | "server" | "client" | "bidi";
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+function isInt(v: unknown): v is number {
+  return typeof v === "number" && Number.isInteger(v);
+}
+
+/** One call in flight. */
+class ActiveCall<Res> {
+  readonly queue: Res[] = [];
+  private readers: Array<() => void> = [];
+  private spaceWaiters: Array<() => void> = [];
+  error: RpcError | null = null;
+  ended = false;
+  headers: Metadata | null = null;
+  trailers: Metadata | null = null;
+  reply: { value: Res } | null = null;
+  private doneResolve!: () => void;
+  readonly done: Promise<void> = new Promise((r) => (this.doneResolve = r));
+  private headersResolve!: () => void;
+  readonly headersSeen: Promise<void> = new Promise((r) => (this.headersResolve = r));
+  timer: ReturnType<typeof setTimeout> | null = null;
+  private abortCleanup: (() => void) | null = null;
+
+  constructor(
+    readonly link: Link,
+    readonly id: number,
+    readonly kind: Kind,
+    readonly stream: RpcByteStream,
+    readonly ownStream: boolean,
+  ) {}
+
+  watch(opts: CallOptions, timeoutMs: number | undefined): void {
+    if (timeoutMs !== undefined) {
+      this.timer = setTimeout(() => this.cancel(new RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded")), timeoutMs);
+    }
+    const sig = opts.signal;
+    if (sig) {
+      const onAbort = (): void => this.cancel(new RpcError(Status.CANCELLED, "cancelled by the caller"));
+      sig.addEventListener("abort", onAbort, { once: true });
+      this.abortCleanup = () => sig.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private wake(): void {
+    const r = this.readers;
+    this.readers = [];
+    for (const f of r) f();
+  }
+
+  onHeaders(md: Metadata): void {
+    if (this.headers === null) this.headers = md;
+    this.headersResolve();
+  }
+
+  onMessage(payload: Res): void {
+    if (this.ended) return;
+    this.headersResolve();
+    if (!this.ownStream && this.queue.length >= SHARED_QUEUE_LIMIT) {
+      this.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "too many unread messages on the call"));
+      return;
+    }
+    this.queue.push(payload);
+    this.wake();
+  }
+
+  onReply(payload: Res, imd: Metadata | null, tmd: Metadata | null): void {
+    if (imd) this.headers = imd;
+    this.reply = { value: payload };
+    this.finish(null, tmd ?? {});
+  }
+
+  onTrailer(err: RpcError | null, md: Metadata): void {
+    this.finish(err, md);
+  }
+
+  /** Wait while too many messages are unread (own-stream calls: the mux window pushes back). */
+  async space(): Promise<void> {
+    while (!this.ended && this.queue.length >= STREAM_PAUSE_AT) await new Promise<void>((r) => this.spaceWaiters.push(r));
+  }
+
+  async next(): Promise<IteratorResult<Res>> {
+    for (;;) {
+      if (this.queue.length) {
+        const v = this.queue.shift() as Res;
+        if (this.queue.length < STREAM_PAUSE_AT) {
+          const s = this.spaceWaiters;
+          this.spaceWaiters = [];
+          for (const f of s) f();
+        }
+        return { value: v, done: false };
+      }
+      if (this.ended) {
+        if (this.error) throw this.error;
+        return { value: undefined, done: true };
+      }
+      await new Promise<void>((r) => this.readers.push(r));
+    }
+  }
+
+  /** Fail locally and tell the server (CANCEL). */
+  cancel(err: RpcError): void {
+    if (this.ended) return;
+    this.link.sendFrame(this.stream, encodeFrame(T.CANCEL, this.id, null));
+    this.finish(err, {});
+  }
+
+  /** End the call (idempotent). */
+  finish(err: RpcError | null, md: Metadata): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = err;
+    this.trailers = md;
+    if (this.timer) clearTimeout(this.timer);
+    this.abortCleanup?.();
+    this.link.calls.delete(this.id);
+    if (this.ownStream) {
+      try {
+        this.stream.close();
+      } catch {
+        // the connection is gone
+      }
+    }
+    this.headersResolve();
+    this.wake();
+    const s = this.spaceWaiters;
+    this.spaceWaiters = [];
+    for (const f of s) f();
+    this.doneResolve();
+  }
+}
+
+/** One connection's state: control stream, calls, heartbeat. */
+class Link {
+  readonly calls = new Map<number, ActiveCall<unknown>>();
+  state: "awaiting" | "ready" | "draining" | "closed" = "awaiting";
+  goaway = false;
+  hb: Heartbeat | null = null;
+  sessionId: string | null = null;
+  peerError: RpcError | null = null;
+  private hbTimer: ReturnType<typeof setTimeout> | null = null;
+  private welcomeResolve!: (body: Record<string, unknown>) => void;
+  private welcomeReject!: (e: RpcError) => void;
+  readonly welcome: Promise<Record<string, unknown>> = new Promise((res, rej) => {
+    this.welcomeResolve = res;
+    this.welcomeReject = rej;
+  });
+  activity = 0;
+
+  constructor(
+    readonly client: Client,
+    readonly conn: RpcConnection,
+    readonly control: RpcByteStream,
+  ) {
+    void this.welcome.catch(() => undefined);
+  }
+
+  sendFrame(stream: RpcByteStream, frame: Uint8Array): void {
+    if (this.state === "closed") return;
+    try {
+      stream.write(frame);
+    } catch {
+      // the connection died: its close callback ends the link
+    }
+  }
+
+  async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
+    const dec = new FrameDecoder(this.client.maxMessageSize);
+    try {
+      for (;;) {
+        if (owner) await owner.space();
+        const data = await stream.read();
+        if (!data.length) break;
+        for (const f of dec.feed(data)) this.onFrame(f, stream);
+      }
+    } catch {
+      // the connection died
+    }
+    if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
+    if (!owner) this.client.linkLost(this, "connection closed");
+  }
+
+  onFrame(f: Frame, stream: RpcByteStream): void {
+    const c = this.client.counters;
+    if (this.hb) this.hb.lastReceive = this.client.now();
+    const { type, callId, body } = f;
+    if (callId) {
+      if (type !== T.REPLY && type !== T.MSG && type !== T.HEADERS && type !== T.TRAILER) {
+        c.bad_frames++;
+        return;
+      }
+      const call = this.calls.get(callId);
+      if (!call) {
+        c.stale_frames++;
+        return;
+      }
+      if (body === OVERSIZED) {
+        call.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"));
+        return;
+      }
+      switch (type) {
+        case T.REPLY:
+          if (Array.isArray(body) && body.length === 3 && (body[1] === null || isMap(body[1])) && (body[2] === null || isMap(body[2]))) {
+            call.onReply(body[0], body[1] as Metadata | null, body[2] as Metadata | null);
+          } else {
+            c.bad_frames++;
+            call.cancel(new RpcError(Status.INTERNAL, "malformed reply"));
+          }
+          return;
+        case T.MSG:
+          if (body === UNDECODABLE) {
+            call.cancel(new RpcError(Status.INTERNAL, "undecodable response message"));
+            return;
+          }
+          call.onMessage(body);
+          return;
+        case T.HEADERS:
+          if (isMap(body)) call.onHeaders(body);
+          else c.bad_frames++;
+          return;
+        case T.TRAILER: {
+          if (!Array.isArray(body) || body.length < 2) {
+            c.bad_frames++;
+            call.cancel(new RpcError(Status.INTERNAL, "malformed trailer"));
+            return;
+          }
+          const md = isMap(body[3]) ? body[3] : {};
+          const code = statusFromWire(body[0]);
+          const msg = typeof body[1] === "string" ? body[1] : String(body[1]);
+          call.onTrailer(code === Status.OK ? null : new RpcError(code, msg, body[2] ?? null, md), md);
+          return;
+        }
+      }
+      return;
+    }
+    switch (type) {
+      case T.EVENT:
+        this.client.handleEvent(body, false);
+        return;
+      case T.PING:
+        if (Array.isArray(body) && body.length) {
+          this.sendFrame(this.control, encodeFrame(T.PONG, 0, [isInt(body[0]) ? body[0] : 0]));
+        } else c.bad_frames++;
+        return;
+      case T.PONG:
+        if (Array.isArray(body) && body.length && isInt(body[0])) this.hb?.onPong(body[0], this.client.now());
+        else c.bad_frames++;
+        return;
+      case T.ROOMS:
+        if (Array.isArray(body) && body.length === 2 && typeof body[1] === "string") this.client.roomChanged(Boolean(body[0]), body[1]);
+        else c.bad_frames++;
+        return;
+      case T.WELCOME:
+        if (this.state !== "awaiting" || !isMap(body)) {
+          c.bad_frames++;
+          return;
+        }
+        this.state = "ready";
+        this.welcomeResolve(body);
+        return;
+      case T.GOAWAY: {
+        let code: Status = Status.UNKNOWN;
+        let msg = "malformed GOAWAY";
+        if (Array.isArray(body) && body.length) {
+          code = statusFromWire(body[0]);
+          msg = typeof body[1] === "string" ? body[1] : "";
+        } else c.bad_frames++;
+        const err = new RpcError(code === Status.OK ? Status.UNAVAILABLE : code, msg || "server shutting down");
+        if (this.state === "awaiting") {
+          this.state = "draining";
+          this.welcomeReject(err);
+        } else if (this.state === "ready") {
+          this.state = "draining";
+          this.client.onGoaway(this);
+        }
+        return;
+      }
+      default:
+        c.bad_frames++;
+    }
+    void stream;
+  }
+
+  onDatagram(data: Uint8Array): void {
+    const f = decodeDatagram(data);
+    if (!f) {
+      this.client.counters.bad_frames++;
+      return;
+    }
+    if (this.hb) this.hb.lastReceive = this.client.now();
+    if (f.type === T.EVENT && f.callId === 0) this.client.handleEvent(f.body, true);
+    else if (f.type === T.GOAWAY && (this.state === "ready" || this.state === "draining")) {
+      const b = f.body;
+      if (Array.isArray(b) && b.length) {
+        const code = statusFromWire(b[0]);
+        this.peerError = new RpcError(code, typeof b[1] === "string" ? b[1] : "");
+        this.client.linkLost(this, `closed by the server: ${Status[code]}`);
+      }
+    } else this.client.counters.bad_frames++;
+  }
+
+  startHeartbeat(cfg: HeartbeatConfig, serverHbMs: number | null, previousSrtt: number | null): void {
+    const hb = new Heartbeat(cfg, this.client.now());
+    if (serverHbMs) hb.limitInterval(2.5 * serverHbMs);
+    hb.srttMs = previousSrtt;
+    this.hb = hb;
+    const tick = (): void => {
+      if (this.state === "closed") return;
+      const now = this.client.now();
+      const [action, nonce] = hb.poll(now, this.activity);
+      if (action === "dead") {
+        this.client.linkLost(this, "peer did not answer heartbeats");
+        return;
+      }
+      if (action === "ping") {
+        const rtt = hb.srttMs === null ? null : Math.round(hb.srttMs * 1000);
+        this.sendFrame(this.control, encodeFrame(T.PING, 0, [nonce, rtt]));
+      }
+      this.hbTimer = setTimeout(tick, hb.nextWakeup(this.client.now()));
+      this.hbTimer.unref?.();
+    };
+    this.hbTimer = setTimeout(tick, hb.nextWakeup(this.client.now()));
+    this.hbTimer.unref?.();
+  }
+
+  shutdown(err: RpcError): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    if (this.hbTimer) clearTimeout(this.hbTimer);
+    this.welcomeReject(err);
+    for (const call of [...this.calls.values()]) call.finish(err, {});
+    this.calls.clear();
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** HMAC-SHA256(token, "kcprpc-resume-v1" || sid || channel binding): a HELLO's resume proof. */
+export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array): Uint8Array {
+  const h = createHmac("sha256", token);
+  h.update(Buffer.from("kcprpc-resume-v1"));
+  h.update(Buffer.from(sid, "utf8"));
+  h.update(binding);
+  return new Uint8Array(h.digest());
+}
+
+/**
+ * A kcprpc client over one logical session (reconnecting when a policy is set). Make one with
+ * {@link Client.connect} (or the package's `connect()`), then `call`, `unary`, `serverStream`,
+ * `clientStream`, `bidi`, `notify`, `on`, `subscribe`.
+ */
+export class Client implements RpcChannel {
+  /** Counters. */
+  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0 };
+  /** Rooms the server put this client in (ROOMS frames). */
+  readonly rooms = new Set<string>();
+  /** Topics subscribed to. */
+  readonly topics = new Set<string>();
+  /** Successful reconnects. */
+  reconnects = 0;
+  /** Reconnects that resumed the previous session. */
+  resumes = 0;
+  /** The largest frame body sent or received. */
+  readonly maxMessageSize: number;
+  /** The clock (ms). */
+  readonly now: () => number;
+  private readonly opts: ClientOptions;
+  private readonly connector: () => Promise<RpcConnection>;
+  private link: Link | null = null;
+  private nextCallId = 0;
+  private closing = false;
+  private ticket: { sid: string; token: Uint8Array } | null = null;
+  private readonly offsets = new Map<string, Position>();
+  private readonly latest = new Map<string, Position>();
+  private readonly keyed = new Map<string, Position>();
+  private readonly handlers = new Map<string, Array<(payload: unknown, info: EventInfo) => void>>();
+  private readonly rawHandlers: Array<(ev: RawEvent) => void> = [];
+  private reconnecting: Promise<void> | null = null;
+  private readyWaiters: Array<() => void> = [];
+  private gaveUp: RpcError | null = null;
+  /** Server info from the last WELCOME. */
+  welcomeInfo: { epoch: number | null; maxMessage: number | null; heartbeatMs: number | null } = { epoch: null, maxMessage: null, heartbeatMs: null };
+
+  private constructor(connector: () => Promise<RpcConnection>, opts: ClientOptions) {
+    this.connector = connector;
+    this.opts = opts;
+    this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** Dial with `connector`, say HELLO, wait for WELCOME. Throws RpcError UNAVAILABLE (or the refusal's status). */
+  static async connect(connector: () => Promise<RpcConnection>, options: ClientOptions = {}): Promise<Client> {
+    const c = new Client(connector, options);
+    await c.connectOnce(false);
+    return c;
+  }
+
+  /** The server's session id, while connected. */
+  get sessionId(): string | null {
+    return this.link?.sessionId ?? null;
+  }
+  /** True while a link is up and not draining. */
+  get connected(): boolean {
+    return this.link !== null && this.link.state === "ready";
+  }
+  /** The smoothed RTT in ms (heartbeats), or null before the first PONG. */
+  get rttMs(): number | null {
+    return this.link?.hb?.srttMs ?? null;
+  }
+  /** True when the next reconnect will ask to resume the session. */
+  get resumable(): boolean {
+    return this.ticket !== null;
+  }
+  /** The position of the last stream event on a topic (or `room`), or null. */
+  position(topic: string | null, room?: string): Position | null {
+    const key = room !== undefined ? `room:${room}` : `topic:${topic ?? ""}`;
+    const p = this.offsets.get(key);
+    return p ? [p[0], p[1]] : null;
+  }
+  /** The transport's counters. */
+  transportStats(): Record<string, number> {
+    return this.link?.conn.stats() ?? {};
+  }
+
+  private async connectOnce(restore: boolean): Promise<void> {
+    const timeout = this.opts.connectTimeoutMs ?? 5000;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const timedOut = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new RpcError(Status.UNAVAILABLE, `no connection to the server within ${timeout / 1000} s`)), timeout + 1000);
+    });
+    let conn: RpcConnection;
+    try {
+      conn = await Promise.race([this.connector(), timedOut]);
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+    let link: Link | null = null;
+    let body: Record<string, unknown>;
+    let resume: { sid: string; proof: Uint8Array } | null = null;
+    try {
+      const control = await conn.openStream();
+      link = new Link(this, conn, control);
+      const l = link;
+      conn.onClose((info: CloseInfo) => {
+        if (info.status !== undefined) l.peerError = new RpcError(statusFromWire(info.status), info.reason);
+        this.linkLost(l, info.reason);
+      });
+      conn.onDatagram((d) => l.onDatagram(d));
+      conn.onDraining?.(() => {
+        // a secure-mode transport GOAWAY drains like the RPC GOAWAY frame
+        if (l.state === "ready") {
+          l.state = "draining";
+          this.onGoaway(l);
+        }
+      });
+      let claim: Record<string, unknown> | null = restore ? this.restoreClaim() : null;
+      if (this.ticket && conn.channelBinding) {
+        resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding) };
+        if (!claim) claim = { offsets: this.restoreClaim().offsets };
+      }
+      const hello: Record<string, unknown> = { v: PROTOCOL_VERSION, md: this.opts.metadata ?? {} };
+      if (claim) hello.restore = claim;
+      if (resume) hello.resume = resume;
+      l.sendFrame(control, encodeFrame(T.HELLO, 0, hello));
+      void l.readLoop(control, null);
+      let wt: ReturnType<typeof setTimeout> | null = null;
+      const noAnswer = new Promise<never>((_, rej) => {
+        wt = setTimeout(
+          () => rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s: is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?`)),
+          timeout,
+        );
+      });
+      try {
+        body = await Promise.race([l.welcome, noAnswer]);
+      } finally {
+        if (wt) clearTimeout(wt);
+      }
+    } catch (e) {
+      link?.shutdown(new RpcError(Status.UNAVAILABLE, "connect failed"));
+      await conn.close().catch(() => undefined);
+      throw e;
+    }
+    link.sessionId = typeof body.sid === "string" ? body.sid : null;
+    const hbMs = isInt(body.hb) ? body.hb : null;
+    this.welcomeInfo = { epoch: isInt(body.epoch) ? body.epoch : null, maxMessage: isInt(body.max_msg) ? body.max_msg : null, heartbeatMs: hbMs };
+    const previous = this.ticket;
+    const t = isMap(body.resume) ? body.resume.token : null;
+    this.ticket = link.sessionId && t instanceof Uint8Array && t.length === 32 ? { sid: link.sessionId, token: t } : null;
+    if (resume && previous) {
+      if (body.resumed === true) this.resumes++;
+      else {
+        const reason = typeof body.resume_error === "string" ? body.resume_error : "session expired";
+        this.local("kcprpc.SessionExpired", { session_id: previous.sid, reason });
+      }
+    }
+    if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
+    const old = this.link;
+    const hbCfg = this.opts.heartbeat === undefined ? { intervalMs: 1000, timeoutMs: 5000 } : this.opts.heartbeat;
+    if (hbCfg) link.startHeartbeat(hbCfg, hbMs, old?.hb?.srttMs ?? null);
+    this.link = link;
+    this.gaveUp = null;
+    const w = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** @internal the link ended */
+  linkLost(link: Link, reason: string): void {
+    if (link.state === "closed") return;
+    link.shutdown(link.peerError ?? new RpcError(Status.UNAVAILABLE, reason));
+    void link.conn.close().catch(() => undefined);
+    if (this.closing || this.link !== link) return;
+    this.opts.onDisconnect?.(reason);
+    this.startReconnect();
+  }
+
+  /** @internal the server drains this link */
+  onGoaway(link: Link): void {
+    if (link.goaway) return;
+    link.goaway = true;
+    if (this.link === link && !this.closing) this.startReconnect();
+  }
+
+  private startReconnect(): void {
+    const policy = this.opts.reconnect;
+    if (!policy || this.reconnecting) return;
+    this.reconnecting = this.reconnectLoop(policy).finally(() => {
+      this.reconnecting = null;
+    });
+  }
+
+  private async reconnectLoop(policy: ReconnectPolicy): Promise<void> {
+    let attempt = 0;
+    let last: unknown = null;
+    while (!this.closing) {
+      if (policy.maxAttempts != null && attempt >= policy.maxAttempts) {
+        const why = last instanceof RpcError ? last.statusMessage : last instanceof Error ? last.message : "no attempt";
+        this.gaveUp = new RpcError(Status.UNAVAILABLE, `gave up reconnecting after ${attempt} attempts: ${why}`);
+        const w = this.readyWaiters;
+        this.readyWaiters = [];
+        for (const f of w) f();
+        this.opts.onGiveUp?.(this.gaveUp);
+        return;
+      }
+      await sleep(reconnectDelay(policy, attempt, this.opts.random));
+      attempt++;
+      if (this.closing) return;
+      try {
+        await this.connectOnce(policy.restore ?? true);
+      } catch (e) {
+        last = e;
+        continue;
+      }
+      this.reconnects++;
+      this.opts.onReconnect?.();
+      return;
+    }
+  }
+
+  /** Wait until connected (or the reconnect policy gave up), at most `timeoutMs`. */
+  async waitConnected(timeoutMs = 10000): Promise<void> {
+    const deadline = this.now() + timeoutMs;
+    while (!this.connected) {
+      if (this.gaveUp) throw this.gaveUp;
+      if (this.closing) throw new RpcError(Status.CANCELLED, "client closed");
+      const left = deadline - this.now();
+      if (left <= 0) throw new RpcError(Status.UNAVAILABLE, "not connected");
+      await Promise.race([new Promise<void>((r) => this.readyWaiters.push(r)), sleep(Math.min(left, 50))]);
+    }
+  }
+
+  /** Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls with CANCELLED. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.ticket = null;
+    const link = this.link;
+    if (link && link.state !== "closed") {
+      link.sendFrame(link.control, encodeFrame(T.GOAWAY, 0, [0, "client closed"]));
+      link.shutdown(new RpcError(Status.CANCELLED, "client closed"));
+      await link.conn.close();
+    }
+    const w = this.readyWaiters;
+    this.readyWaiters = [];
+    for (const f of w) f();
+  }
+
+  // ---------------------------------------------------------------- calls
+
+  private requireLink(): Link {
+    const l = this.link;
+    if (this.closing) throw new RpcError(Status.CANCELLED, "client closed");
+    if (!l || l.state === "closed") throw this.gaveUp ?? new RpcError(Status.UNAVAILABLE, "not connected");
+    if (l.state === "draining") throw new RpcError(Status.UNAVAILABLE, "server shutting down");
+    return l;
+  }
+
+  private newCallId(): number {
+    this.nextCallId = (this.nextCallId + 1) >>> 0 || 1;
+    return this.nextCallId;
+  }
+
+  private async begin<Res>(method: string, kind: Kind, payload: unknown, opts: CallOptions): Promise<ActiveCall<Res>> {
+    if (typeof method !== "string" || !method.includes("/")) throw new UsageError(`method must be a wire name "<service>/<method>", got ${String(method)}`);
+    if (opts.signal?.aborted) throw new RpcError(Status.CANCELLED, "cancelled by the caller");
+    const link = this.requireLink();
+    const end = kind === "unary" || kind === "server";
+    const timeoutMs = opts.timeoutMs ?? this.opts.defaultTimeoutMs;
+    if (timeoutMs !== undefined && (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))) throw new UsageError("timeoutMs must be a finite number >= 0");
+    const id = this.newCallId();
+    const frame = encodeFrame(T.CALL, id, [method, opts.metadata ?? null, timeoutMs === undefined ? null : Math.max(0, Math.floor(timeoutMs)), end ? FLAG_END : 0, end ? payload : null]);
+    if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
+    const framing = kind === "unary" ? (this.opts.unaryFraming ?? "shared") : (this.opts.streamFraming ?? "stream");
+    const own = framing === "stream";
+    const stream = own ? await link.conn.openStream() : link.control;
+    const call = new ActiveCall<Res>(link, id, kind, stream, own);
+    link.calls.set(id, call as ActiveCall<unknown>);
+    link.activity++;
+    if (own) void link.readLoop(stream, call as ActiveCall<unknown>);
+    link.sendFrame(stream, frame);
+    call.watch(opts, timeoutMs);
+    return call;
+  }
+
+  private async sendMessage(call: ActiveCall<unknown>, message: unknown): Promise<void> {
+    if (call.ended) {
+      if (call.error) throw call.error;
+      throw new UsageError("the call has ended");
+    }
+    const frame = encodeFrame(T.MSG, call.id, message);
+    if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
+    call.link.sendFrame(call.stream, frame);
+    call.link.activity++;
+    await call.stream.drain().catch(() => undefined);
+  }
+
+  private async result<Res>(call: ActiveCall<Res>): Promise<Res> {
+    await call.done;
+    if (call.error) throw call.error;
+    if (call.reply) return call.reply.value;
+    const last = call.queue.pop();
+    if (last !== undefined) return last;
+    throw new RpcError(Status.INTERNAL, "the call ended without a response");
+  }
+
+  /** A unary call: `service` and `method` or one wire name `"svc/method"` (`call("a.B", "m", req)`). */
+  call<Req, Res>(service: string, method: string, request: Req, options: CallOptions = {}): Promise<Res> {
+    return this.unary<Req, Res>(`${service}/${method}`, request, options);
+  }
+
+  /** A unary call by wire name. */
+  async unary<Req, Res>(method: string, request: Req, options: CallOptions = {}): Promise<Res> {
+    const call = await this.begin<Res>(method, "unary", request, options);
+    return this.result(call);
+  }
+
+  private streamHandle<Res>(callP: Promise<ActiveCall<Res>>): ServerStreamCall<Res> {
+    let cancelled = false;
+    void callP.catch(() => undefined);
+    return {
+      [Symbol.asyncIterator]: (): AsyncIterator<Res> => ({
+        next: async () => (await callP).next(),
+        return: async () => {
+          const c = await callP;
+          c.cancel(new RpcError(Status.CANCELLED, "iteration stopped"));
+          return { value: undefined, done: true };
+        },
+      }),
+      headers: async () => {
+        const c = await callP;
+        await c.headersSeen;
+        if (c.headers) return c.headers;
+        if (c.error) throw c.error;
+        return {};
+      },
+      trailers: async () => {
+        const c = await callP;
+        await c.done;
+        if (c.error) throw c.error;
+        return c.trailers ?? {};
+      },
+      cancel: () => {
+        if (cancelled) return;
+        cancelled = true;
+        void callP.then((c) => c.cancel(new RpcError(Status.CANCELLED, "cancelled by the caller")), () => undefined);
+      },
+    };
+  }
+
+  /** A server-streaming call: iterate the responses. */
+  serverStream<Req, Res>(method: string, request: Req, options: CallOptions = {}): ServerStreamCall<Res> {
+    return this.streamHandle(this.begin<Res>(method, "server", request, options));
+  }
+
+  /** A client-streaming call: requests from an (async) iterable, one response. */
+  async clientStream<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options: CallOptions = {}): Promise<Res> {
+    const call = await this.begin<Res>(method, "client", null, options);
+    try {
+      for await (const r of requests as AsyncIterable<Req>) {
+        if (call.ended) break;
+        await this.sendMessage(call as ActiveCall<unknown>, r);
+      }
+    } catch (e) {
+      call.cancel(e instanceof RpcError ? e : new RpcError(Status.CANCELLED, `the request iterable failed: ${String(e)}`));
+      throw e;
+    }
+    if (!call.ended) call.link.sendFrame(call.stream, encodeFrame(T.END, call.id, null));
+    return this.result(call);
+  }
+
+  /** A bidi call: `send()`, `end()`, iterate responses. */
+  bidi<Req, Res>(method: string, options: CallOptions = {}): BidiCall<Req, Res> {
+    const callP = this.begin<Res>(method, "bidi", null, options);
+    const h = this.streamHandle(callP);
+    let ended = false;
+    return {
+      ...h,
+      [Symbol.asyncIterator]: h[Symbol.asyncIterator],
+      send: async (m: Req) => {
+        if (ended) throw new UsageError("send() after end()");
+        await this.sendMessage((await callP) as ActiveCall<unknown>, m);
+      },
+      end: () => {
+        if (ended) return;
+        ended = true;
+        void callP.then((c) => {
+          if (!c.ended) c.link.sendFrame(c.stream, encodeFrame(T.END, c.id, null));
+        }, () => undefined);
+      },
+    };
+  }
+
+  /** Fire-and-forget: a datagram when it fits (unreliable), else on the control stream. */
+  notify(method: string, payload: unknown, options: NotifyOptions = {}): void {
+    const link = this.requireLink();
+    const frame = encodeFrame(T.NOTIFY, 0, [method, payload, options.metadata ?? null]);
+    if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
+    link.activity++;
+    if (!options.reliable && frame.length <= link.conn.maxDatagramSize) link.conn.sendDatagram(frame);
+    else link.sendFrame(link.control, frame);
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /** Handle pushed events of one wire name; returns the unsubscribe function. */
+  on<TP>(eventName: string, handler: (payload: TP, info: EventInfo) => void): () => void {
+    const list = this.handlers.get(eventName) ?? [];
+    const h = handler as (payload: unknown, info: EventInfo) => void;
+    list.push(h);
+    this.handlers.set(eventName, list);
+    return () => {
+      const i = list.indexOf(h);
+      if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /** Every pushed event, raw. */
+  onRawEvent(handler: (ev: RawEvent) => void): () => void {
+    this.rawHandlers.push(handler);
+    return () => {
+      const i = this.rawHandlers.indexOf(handler);
+      if (i >= 0) this.rawHandlers.splice(i, 1);
+    };
+  }
+
+  /** @internal one EVENT body (`unreliable`: it came as a datagram) */
+  handleEvent(body: unknown, unreliable: boolean): void {
+    if (!Array.isArray(body) || body.length < 5 || body.length > 7 || typeof body[0] !== "string") {
+      this.counters.bad_frames++;
+      return;
+    }
+    const name = body[0];
+    const payload: unknown = body[1];
+    const key = typeof body[2] === "string" ? body[2] : null;
+    const seq = isInt(body[3]) ? body[3] : null;
+    const epoch = isInt(body[4]) ? body[4] : null;
+    const flags = isInt(body[5]) ? body[5] : 0;
+    const lw = typeof body[6] === "string" ? body[6] : null;
+    if (lw !== null && !this.keepKeyed(key, lw, seq, epoch, unreliable)) return;
+    if (key !== null && seq !== null && epoch !== null && (lw === null || !unreliable)) {
+      const table = unreliable ? this.latest : this.offsets;
+      const prev = table.get(key);
+      if (prev && prev[0] === epoch && seq <= prev[1]) {
+        if (unreliable) this.counters.events_stale++;
+        return;
+      }
+      table.set(key, [epoch, seq]);
+    }
+    this.deliver({
+      name, payload, key, unreliable, latestKey: lw, replayed: (flags & EVENT_REPLAYED) !== 0,
+      position: seq !== null && epoch !== null ? [epoch, seq] : null,
+    });
+  }
+
+  private deliver(ev: RawEvent): void {
+    for (const h of [...this.rawHandlers]) {
+      try {
+        h(ev);
+      } catch {
+        // a handler's error is the application's; the connection goes on
+      }
+    }
+    const { payload, ...info } = ev;
+    for (const h of [...(this.handlers.get(ev.name) ?? [])]) {
+      try {
+        h(payload, info);
+      } catch {
+        // as above
+      }
+    }
+  }
+
+  private keepKeyed(key: string | null, lw: string, seq: number | null, epoch: number | null, unreliable: boolean): boolean {
+    if (seq === null || epoch === null) return true;
+    const k = `${key === null ? "\u0000" : "k" + key}\u0000${lw}`;
+    const prev = this.keyed.get(k);
+    if (prev && prev[0] === epoch) {
+      if (seq <= prev[1]) {
+        if (unreliable) {
+          this.counters.events_stale_keyed++;
+          this.counters.events_stale++;
+          return false;
+        }
+        return true;
+      }
+      this.keyed.delete(k);
+    } else if (!prev && this.keyed.size >= MAX_LATEST_KEYS) {
+      const oldest = this.keyed.keys().next().value as string;
+      this.keyed.delete(oldest);
+      this.counters.keys_evicted++;
+    } else if (prev) this.keyed.delete(k);
+    this.keyed.set(k, [epoch, seq]);
+    return true;
+  }
+
+  private local(name: string, payload: Record<string, unknown>): void {
+    this.deliver({ name, payload, key: null, position: null, replayed: false, unreliable: false, latestKey: null });
+  }
+
+  /** @internal a ROOMS frame */
+  roomChanged(joined: boolean, room: string): void {
+    if (joined) this.rooms.add(room);
+    else this.rooms.delete(room);
+  }
+
+  private restoreClaim(): { rooms: string[]; topics: string[]; offsets: Record<string, Position> } {
+    const keys = new Set([...[...this.rooms].map((r) => `room:${r}`), ...[...this.topics].map((t) => `topic:${t}`)]);
+    const offsets: Record<string, Position> = {};
+    for (const [k, v] of this.offsets) if (keys.has(k)) offsets[k] = [v[0], v[1]];
+    return { rooms: [...this.rooms].sort(), topics: [...this.topics].sort(), offsets };
+  }
+
+  private advance(key: string, pos: Position): void {
+    const prev = this.offsets.get(key);
+    if (!prev || prev[0] !== pos[0] || prev[1] < pos[1]) this.offsets.set(key, pos);
+  }
+
+  private restored(r: Record<string, unknown> | null): void {
+    if (!r) return;
+    const strs = (v: unknown): Set<string> => new Set(Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+    const backRooms = strs(r.rooms);
+    const backTopics = strs(r.topics);
+    const lost = [...[...this.rooms].filter((x) => !backRooms.has(x)).sort().map((x) => `room:${x}`), ...[...this.topics].filter((x) => !backTopics.has(x)).sort().map((x) => `topic:${x}`)];
+    this.rooms.clear();
+    for (const x of backRooms) this.rooms.add(x);
+    this.topics.clear();
+    for (const x of backTopics) this.topics.add(x);
+    for (const key of lost) {
+      const [epoch, seq] = this.offsets.get(key) ?? [0, 0];
+      this.offsets.delete(key);
+      this.latest.delete(key);
+      this.local("kcprpc.ResumeFailed", { key, epoch, last_seq: seq, reason: "not restored" });
+    }
+    if (isMap(r.recovery)) for (const [key, rep] of Object.entries(r.recovery)) this.recovered(key, rep);
+  }
+
+  private recovered(key: string, rep: unknown): void {
+    if (!Array.isArray(rep) || rep.length < 4) return;
+    const [ok, replayed, missed, pos] = rep as [unknown, unknown, unknown, unknown];
+    if (!isInt(replayed) || !(missed === null || isInt(missed)) || !Array.isArray(pos) || pos.length !== 2 || !pos.every(isInt)) return;
+    const name = key.slice(key.indexOf(":") + 1);
+    if (key.startsWith("room:")) {
+      if (!this.rooms.has(name)) return;
+    } else if (!key.startsWith("topic:") || !this.topics.has(name)) return;
+    this.advance(key, [pos[0] as number, pos[1] as number]);
+    const p = this.offsets.get(key) as Position;
+    this.local("kcprpc.Recovered", { key, recovered: ok === true, replayed, missed, position: [p[0], p[1]] });
+  }
+
+  /** Subscribe to a topic (`since`: replay what was published after that position). */
+  async subscribe(topic: string, since?: Position): Promise<Record<string, unknown>> {
+    const req: Record<string, unknown> = { topic };
+    if (since) req.since = since;
+    const reply = await this.unary<Record<string, unknown>, Record<string, unknown>>("kcprpc.Push/Subscribe", req);
+    this.topics.add(topic);
+    const key = `topic:${topic}`;
+    const pos = reply.position;
+    if (Array.isArray(pos) && pos.length === 2 && pos.every(isInt)) {
+      if (!since) this.advance(key, [pos[0] as number, pos[1] as number]);
+      else this.recovered(key, [reply.recovered, reply.replayed, reply.missed ?? null, pos]);
+    }
+    return reply;
+  }
+
+  /** Unsubscribe from a topic. */
+  async unsubscribe(topic: string): Promise<void> {
+    this.topics.delete(topic);
+    await this.unary("kcprpc.Push/Unsubscribe", { topic });
+  }
+}

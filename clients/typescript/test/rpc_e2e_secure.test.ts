@@ -1,0 +1,65 @@
+/**
+ * End to end in secure mode (kcprpc servers' default: Noise handshake, AEAD packets): the suite
+ * of support/rpc_e2e.ts, plus resume: a lost connection's session is taken back on a new one
+ * with a proof bound to the new handshake hash, rooms and positions intact.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { e2eSuite, running } from "./support/rpc_e2e.js";
+import { Client, type RawEvent } from "../src/rpc/client.js";
+import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
+import type { MuxConnection } from "../src/rpc/connection.js";
+import { RpcError, Status } from "../src/rpc/status.js";
+import { waitFor } from "./support/rpc_python.js";
+
+const KEY = "ts e2e secure passphrase";
+const WIRE = { mode: "secure" as const, passphrase: KEY };
+e2eSuite({ serverArgs: ["--key", KEY], wire: WIRE });
+
+test("a lost connection resumes its session: same id, rooms kept, missed room messages replayed", async () => {
+  const port = running.server?.port as number;
+  const conns: MuxConnection[] = [];
+  const dial = kcpConnector("127.0.0.1", port, { wire: WIRE });
+  const reconnected: string[] = [];
+  const c = await Client.connect(
+    async () => {
+      const m = await dial();
+      conns.push(m);
+      return m;
+    },
+    { reconnect: { initialMs: 20, maximumMs: 200, maxAttempts: 20 }, onDisconnect: (r) => reconnected.push(r) },
+  );
+  try {
+    const events: RawEvent[] = [];
+    c.onRawEvent((e) => events.push(e));
+    assert.ok(c.resumable, "a secure WELCOME carries a resume token");
+    const sid = c.sessionId;
+    await c.unary("ts.App/join", "r9");
+    await waitFor(() => c.rooms.has("r9"), "ROOMS");
+    // a second client pushes to the room while the first one is away
+    const other = await Client.connect(dial, {});
+    await other.unary("ts.App/push", { room: "r9", topic: "t9" });
+    await waitFor(() => events.some((e) => e.key === "room:r9"), "the first room message");
+    const before = c.position(null, "r9");
+    assert.ok(before);
+    // the first client's connection is lost (no goodbye): its session is kept for a resume
+    const first = conns[0]?.transport as KcpTransport;
+    first.session.abort("test: connection lost");
+    await waitFor(() => !c.connected, "the loss to be seen", 5000);
+    await other.unary("ts.App/push", { room: "r9", topic: "t9" });
+    await c.waitConnected(10000);
+    assert.equal(c.sessionId, sid);
+    assert.equal(c.resumes, 1);
+    assert.equal(reconnected.length, 1);
+    assert.ok(c.rooms.has("r9"));
+    // the message published while away was replayed, flagged, and the position moved past it
+    await waitFor(() => events.some((e) => e.key === "room:r9" && e.replayed), "the replayed message", 5000);
+    const after = c.position(null, "r9");
+    assert.ok(after && before && after[1] > before[1]);
+    assert.equal(await c.unary("ts.App/sleep", 1), 1);
+    await other.close();
+  } finally {
+    await c.close();
+  }
+  await assert.rejects(c.unary("ts.App/sleep", 1), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED);
+});

@@ -1,0 +1,156 @@
+"""A kcprpc server for the TypeScript client's end-to-end tests, on 127.0.0.1 and an OS-chosen port.
+
+``python tests/clients/ts_app.py [transport flags, e.g. --wire compat --crypt none --key k]``
+prints ``PORT <n>`` and serves until stdin closes or it is killed (so it never outlives the test
+that started it). It covers every call kind (``ts.App`` and the quickstart's greeter), every
+failure status (``ts.App/fail`` raises the code it is given; validation, handler crash, unknown
+method, server deadline, refusal at connect with the HELLO token ``"refuse"``), pushes to the
+session, a room and a topic, a keyed (latest-wins) event, unreliable events over datagrams, and
+an unreliable notify the client can read back (``ts.App/notes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import kcprpc
+from examples.quickstart.service import Greeter
+from kcprpc import rpc
+from kcprpc.cli.flags import add_transport_args, build_transport
+
+
+@kcprpc.event("ts.Note")
+class Note(BaseModel):
+    text: str
+
+
+@kcprpc.event("ts.Chat")
+class Chat(BaseModel):
+    text: str
+
+
+@kcprpc.event("ts.Pos", delivery="unreliable", key="entity")
+class Pos(BaseModel):
+    entity: int
+    x: int
+
+
+@kcprpc.event("ts.Blip", delivery="unreliable")
+class Blip(BaseModel):
+    n: int
+
+
+class FailRequest(BaseModel):
+    code: int
+    message: str = ""
+
+
+class App(kcprpc.Service, name="ts.App"):
+    """Every call kind and failure, and pushes."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.server: kcprpc.Server | None = None
+
+    async def echo(self, value: Any) -> dict[str, Any]:
+        """Unary: the request and the call's metadata back."""
+        md = kcprpc.current_context().metadata
+        return {"got": value, "md": {str(k): v for k, v in md.items()}}
+
+    async def count(self, to: int) -> AsyncIterator[int]:
+        """Server streaming: 1..to."""
+        for n in range(1, to + 1):
+            yield n
+
+    async def total(self, nums: AsyncIterator[int]) -> int:
+        """Client streaming: the sum."""
+        return sum([n async for n in nums])
+
+    async def shout(self, lines: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Bidi: each line back in upper case."""
+        async for line in lines:
+            yield line.upper()
+
+    async def fail(self, req: FailRequest) -> None:
+        """Fails with the status code it is given."""
+        raise kcprpc.RpcError(kcprpc.Status(req.code), req.message, details={"code": req.code})
+
+    async def crash(self) -> None:
+        """An exception in a handler: INTERNAL."""
+        raise ValueError("boom")
+
+    async def sleep(self, ms: int) -> int:
+        """Answers after ``ms`` (the server cancels it at the call's deadline)."""
+        await asyncio.sleep(ms / 1000)
+        return ms
+
+    async def join(self, room: str) -> None:
+        """Join a room (the client gets a ROOMS frame)."""
+        kcprpc.current_context().session.join(room)
+
+    async def push(self, room: str, topic: str) -> None:
+        """One event to this session, one to the room, one to the topic, keyed and unreliable ones."""
+        assert self.server is not None
+        session = kcprpc.current_context().session
+        session.send(Note(text="to you"))
+        await self.server.push.to_room(room, Chat(text="to the room"))
+        await self.server.push.publish(topic, Chat(text="to the topic"))
+        for x in range(3):
+            session.send(Pos(entity=42, x=x))
+        session.send(Blip(n=1))
+        session.send(Note(text="keyed"), key="k1", delivery="reliable")
+
+    @rpc.notify
+    async def note(self, text: str) -> None:
+        """Fire-and-forget (unreliable by default): recorded for ``notes``."""
+        self.notes.append(text)
+
+    async def notes_seen(self) -> list[str]:
+        """The notes received so far."""
+        return list(self.notes)
+
+
+def refuse(session: Any) -> None:
+    """Refuse a HELLO whose metadata carries token "refuse"."""
+    if session.metadata.get("token") == "refuse":
+        raise kcprpc.RpcError(kcprpc.Status.UNAUTHENTICATED, "bad token")
+
+
+def restore(session: Any, rooms: list[str], topics: list[str]) -> None:
+    """Rooms come back after a reconnect."""
+    for room in rooms:
+        session.join(room)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_transport_args(ap)
+    args = ap.parse_args()
+    app = App()
+    server = kcprpc.Server(
+        [app, Greeter()],
+        "127.0.0.1",
+        0,
+        transport=build_transport(args),
+        on_connect=refuse,
+        on_restore=restore,
+    )
+    app.server = server
+    _, port = await server.start()
+    print(f"PORT {port}", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await server.shutdown(grace=0.5)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
