@@ -108,7 +108,7 @@ class FakeServer {
             this.send(s, T.HEADERS, id, { h: 1 });
             for (let i = 0; i < n; i++) this.send(s, T.MSG, id, i);
             this.send(s, T.TRAILER, id, [0, "", null, { done: n }]);
-            s.close();
+            if (s !== this.control) s.close(); // a call's own stream is half-closed after its TRAILER
             return;
           }
           case "t.S/push":
@@ -345,5 +345,34 @@ test("a resume the server refuses raises kcprpc.SessionExpired; the session goes
   await client.waitConnected(3000);
   assert.equal(client.sessionId, "s2");
   assert.deepEqual(events.find(([n]) => n === "kcprpc.SessionExpired")?.[1], { session_id: "s1", reason: "session expired" });
+  await client.close();
+});
+
+test("framings: streaming calls on the shared control stream, unary calls on a stream each", async () => {
+  const { client, servers } = await setup({ streamFraming: "shared", unaryFraming: "stream" });
+  const got: number[] = [];
+  for await (const m of client.serverStream<{ n: number }, number>("t.S/count", { n: 5 })) got.push(m);
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.equal(servers[0]?.mux.counters.streams_accepted, 1); // only the control stream so far
+  assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
+  assert.equal(servers[0]?.mux.counters.streams_accepted, 2);
+  await client.close();
+});
+
+test("waitForReady: a call made while reconnecting waits for the new link", async () => {
+  const { client } = await setup({ waitForReady: true, reconnect: { initialMs: 30, maxAttempts: 5 } });
+  await assert.rejects(client.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+  assert.ok(!client.connected);
+  assert.deepEqual(await client.unary("t.S/echo", 7, { timeoutMs: 3000 }), { got: 7, md: null });
+  assert.equal(client.reconnects, 1);
+  await client.close();
+});
+
+test("a server that floods a call on the shared stream fails it RESOURCE_EXHAUSTED; the connection goes on", async () => {
+  const { client } = await setup({ streamFraming: "shared" });
+  const call = client.serverStream<{ n: number }, number>("t.S/count", { n: 5000 });
+  await call.headers();
+  await assert.rejects(call.trailers(), (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED);
+  assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
   await client.close();
 });
