@@ -11,6 +11,7 @@ import { MuxConnection, memoryTransportPair, type MemoryTransport } from "../src
 import { FrameDecoder, FrameType as T, decodeDatagram, encodeFrame, type Frame } from "../src/rpc/frames.js";
 import { Client, resumeProof, type ClientOptions } from "../src/rpc/client.js";
 import { RpcError, Status } from "../src/rpc/status.js";
+import { closeStatus } from "../src/rpc/net.js";
 import { waitFor } from "./support/rpc_python.js";
 
 const TOKEN = new Uint8Array(32).fill(9);
@@ -132,6 +133,11 @@ class FakeServer {
             return;
           case "t.S/slow":
             return; // never answers
+          case "t.S/slowconsumer":
+            // what a server does to a client that stopped reading: GOAWAY as a datagram, then close
+            this.datagram(T.GOAWAY, 0, [8, "slow consumer: send lane over its limit"]);
+            setTimeout(() => this.transport.close(), 20);
+            return;
           case "t.S/drop":
             this.transport.close(); // the server's side goes away
             return;
@@ -375,4 +381,23 @@ test("a server that floods a call on the shared stream fails it RESOURCE_EXHAUST
   await assert.rejects(call.trailers(), (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED);
   assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
   await client.close();
+});
+
+test("a GOAWAY datagram (a slow consumer dropped) fails calls in flight with its status", async () => {
+  const reasons: string[] = [];
+  const { client } = await setup({ onDisconnect: (r) => reasons.push(r) });
+  const pending = client.unary("t.S/slow", null);
+  await assert.rejects(client.unary("t.S/slowconsumer", null), (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED && /slow consumer/.test(e.statusMessage));
+  await assert.rejects(pending, (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED);
+  assert.match(reasons[0] ?? "", /closed by the server: RESOURCE_EXHAUSTED/);
+  await client.close();
+});
+
+test("transport close codes 0x4B00 + status carry an RPC status", () => {
+  assert.equal(closeStatus(0x4b00 + 14), Status.UNAVAILABLE);
+  assert.equal(closeStatus(0x4b00 + 8), Status.RESOURCE_EXHAUSTED);
+  assert.equal(closeStatus(0x4b00), undefined); // OK is no failure
+  assert.equal(closeStatus(0x4b00 + 17), undefined);
+  assert.equal(closeStatus(0), undefined);
+  assert.equal(closeStatus(null), undefined);
 });

@@ -873,6 +873,11 @@ export class Client implements RpcChannel {
         if (unreliable) this.counters.events_stale++;
         return;
       }
+      if (!prev && table.size >= MAX_LATEST_KEYS) {
+        // a server naming ever new keys cannot grow the table: the oldest entry goes
+        table.delete(table.keys().next().value as string);
+        this.counters.keys_evicted++;
+      }
       table.set(key, [epoch, seq]);
     }
     this.deliver({
