@@ -401,3 +401,15 @@ test("transport close codes 0x4B00 + status carry an RPC status", () => {
   assert.equal(closeStatus(0), undefined);
   assert.equal(closeStatus(null), undefined);
 });
+
+test("a server naming ever new keys cannot grow the client's tables past their bound", async () => {
+  const { client } = await setup();
+  for (let i = 0; i < 70000; i++) {
+    client.handleEvent(["E", null, `room:k${i}`, 1, 1], false);
+    client.handleEvent(["E", null, null, 1, 1, 0, `lw${i}`], true);
+  }
+  assert.equal(client.counters.keys_evicted, 2 * (70000 - 65536));
+  assert.equal(client.position(null, "k0"), null); // the oldest went
+  assert.deepEqual(client.position(null, "k69999"), [1, 1]);
+  await client.close();
+});
