@@ -5,7 +5,7 @@
     kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]
     kcprpc list | describe | call | watch | ping | stats  HOST:PORT ... [transport flags]
     kcprpc keygen [-o FILE]
-    kcprpc idl export | check | gen-python | validate ...
+    kcprpc idl export | check | gen-python | gen-ts | validate ...
 
 Every command that talks to a server, and ``serve`` itself, takes the same transport flags, named
 as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``, ``--mode``,
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(sub)
     add_client_commands(sub)  # list, describe, call, watch, ping, stats
     add_keygen_command(sub)
-    add_idl_commands(sub)  # idl export, check, gen-python, validate (docs/idl.md)
+    add_idl_commands(sub)  # idl export, check, gen-python, gen-ts, validate (docs/idl.md)
     return ap
 
 

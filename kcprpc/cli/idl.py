@@ -4,6 +4,7 @@
 
     kcprpc idl export module:Class ... [-o FILE]  |  --all [-o idl/] [--check]
     kcprpc idl check OLD NEW [--json]     kcprpc idl gen-python DOC -o models.py     kcprpc idl validate DOC...
+    kcprpc idl gen-ts [DOC|DIR|git:REF:PATH ...] [--from-app module:app] --out DIR
 
 OLD and NEW are documents, folders of them, or ``git:REF:PATH`` (read with git, as committed at REF).
 """
@@ -230,10 +231,63 @@ def cmd_idl_gen_python(args: argparse.Namespace) -> int:
     return 0
 
 
+def gen_ts_documents(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The documents ``idl gen-ts`` was given: files, folders or ``git:REF:PATH`` (as ``idl check``
+    reads them), and ``--from-app`` targets (as ``idl export`` exports them), by service name."""
+    from kcprpc.idl.export import export_service
+    from kcprpc.idl.registry import import_attr
+
+    docs: dict[str, dict[str, Any]] = {}
+
+    def add(doc: dict[str, Any], where: str) -> None:
+        if doc["name"] in docs:
+            raise UsageError(f"{where}: a second document for {doc['name']}")
+        docs[doc["name"]] = doc
+
+    for spec in args.docs:
+        for d in load_documents(spec)[1].values():
+            add(d, spec)
+    if args.from_app:
+        sys.path.insert(0, "")
+    for target in args.from_app:
+        for cls in export_targets(target, import_attr(target)):
+            try:
+                doc = export_service(cls)
+            except UsageError:
+                raise
+            except Exception as e:  # pydantic cannot describe a type of the class
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UsageError(f"cannot export {cls.__qualname__} ({target}): {first}") from None
+            add(dict(doc), target)
+    if not docs:
+        raise UsageError(
+            "name documents (files, folders such as idl/, git:REF:PATH) or --from-app module:app"
+        )
+    return docs
+
+
+def cmd_idl_gen_ts(args: argparse.Namespace) -> int:
+    """``kcprpc idl gen-ts``: one TypeScript module per service, written by the Node generator."""
+    from kcprpc.idl.gen_ts import find_generator, run_generator
+
+    docs = gen_ts_documents(args)
+    generator = find_generator(args.generator)
+    out = Path(args.out)
+    if not args.check:
+        make_dir(out)
+    status, text = run_generator(docs, out, runtime=args.runtime, check=args.check, generator=generator)
+    if status != 0:
+        print(text, file=sys.stderr)
+        return 1
+    if text.strip():
+        print(text.strip())
+    return 0
+
+
 def add_idl_commands(sub: Any) -> None:
-    """Register ``idl export``, ``idl check``, ``idl gen-python`` and ``idl validate`` on an
+    """Register ``idl export``, ``idl check``, ``idl gen-python``, ``idl gen-ts`` and ``idl validate`` on an
     ``argparse`` sub-parsers object."""
-    idl = sub.add_parser("idl", help="interface documents: export, check, gen-python, validate")
+    idl = sub.add_parser("idl", help="interface documents: export, check, gen-python, gen-ts, validate")
     isub = idl.add_subparsers(dest="idl_cmd", required=True)
     e = isub.add_parser("export", help="export documents from service classes")
     e.add_argument("classes", nargs="*", metavar="module:Class")
@@ -255,6 +309,33 @@ def add_idl_commands(sub: Any) -> None:
     g.add_argument("doc")
     g.add_argument("-o", "--output", default=None)
     g.set_defaults(func=cmd_idl_gen_python, is_async=False)
+    t = isub.add_parser(
+        "gen-ts",
+        help="typed TypeScript stubs from documents (runs the Node generator kcprpc-gen-ts)",
+        description="Writes one TypeScript module per service into --out: message types, a typed client "
+        "class, event and topic types. Needs Node.js and the generator: clients/typescript of a checkout "
+        "(npm ci && npm run build there), the kcprpc npm package, or --generator PATH.",
+    )
+    t.add_argument("docs", nargs="*", metavar="DOC", help="documents, folders of them (idl/) or git:REF:PATH")
+    t.add_argument(
+        "--from-app",
+        action="append",
+        default=[],
+        metavar="TARGET",
+        help="module:app or module:Class, as `idl export` takes (repeatable)",
+    )
+    t.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder to write the modules into")
+    t.add_argument(
+        "--runtime", default=None, help="where the modules import the runtime types from (default: kcprpc)"
+    )
+    t.add_argument(
+        "--generator",
+        default=None,
+        metavar="PATH",
+        help="the generator's bin/kcprpc-gen-ts.js or package folder",
+    )
+    t.add_argument("--check", action="store_true", help="write nothing; exit 1 if the modules in DIR differ")
+    t.set_defaults(func=cmd_idl_gen_ts, is_async=False)
     v = isub.add_parser("validate", help="check documents against the format")
     v.add_argument("docs", nargs="+")
     v.set_defaults(func=cmd_idl_validate, is_async=False)

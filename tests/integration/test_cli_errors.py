@@ -213,6 +213,8 @@ CASES: list[tuple[list[str], int, str, str]] = [
         "kcprpc: cannot write",
         "No such file",
     ),
+    (["kcprpc", "idl", "gen-ts", "README.md", "--out", "stubs"], USAGE, "kcprpc:", "not valid JSON"),
+    (["kcprpc", "idl", "gen-ts", "--out", "stubs"], USAGE, "kcprpc:", "name documents"),
     (["kcprpc", "idl", "validate", "/tmp"], USAGE, "kcprpc:", "cannot read"),
     # the examples
     (
