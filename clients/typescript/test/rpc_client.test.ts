@@ -11,6 +11,7 @@ import { MuxConnection, memoryTransportPair, type MemoryTransport } from "../src
 import { FrameDecoder, FrameType as T, decodeDatagram, encodeFrame, type Frame } from "../src/rpc/frames.js";
 import { Client, resumeProof, type ClientOptions } from "../src/rpc/client.js";
 import { RpcError, Status } from "../src/rpc/status.js";
+import { closeStatus } from "../src/rpc/net.js";
 import { waitFor } from "./support/rpc_python.js";
 
 const TOKEN = new Uint8Array(32).fill(9);
@@ -108,7 +109,7 @@ class FakeServer {
             this.send(s, T.HEADERS, id, { h: 1 });
             for (let i = 0; i < n; i++) this.send(s, T.MSG, id, i);
             this.send(s, T.TRAILER, id, [0, "", null, { done: n }]);
-            s.close();
+            if (s !== this.control) s.close(); // a call's own stream is half-closed after its TRAILER
             return;
           }
           case "t.S/push":
@@ -132,6 +133,11 @@ class FakeServer {
             return;
           case "t.S/slow":
             return; // never answers
+          case "t.S/slowconsumer":
+            // what a server does to a client that stopped reading: GOAWAY as a datagram, then close
+            this.datagram(T.GOAWAY, 0, [8, "slow consumer: send lane over its limit"]);
+            setTimeout(() => this.transport.close(), 20);
+            return;
           case "t.S/drop":
             this.transport.close(); // the server's side goes away
             return;
@@ -345,5 +351,65 @@ test("a resume the server refuses raises kcprpc.SessionExpired; the session goes
   await client.waitConnected(3000);
   assert.equal(client.sessionId, "s2");
   assert.deepEqual(events.find(([n]) => n === "kcprpc.SessionExpired")?.[1], { session_id: "s1", reason: "session expired" });
+  await client.close();
+});
+
+test("framings: streaming calls on the shared control stream, unary calls on a stream each", async () => {
+  const { client, servers } = await setup({ streamFraming: "shared", unaryFraming: "stream" });
+  const got: number[] = [];
+  for await (const m of client.serverStream<{ n: number }, number>("t.S/count", { n: 5 })) got.push(m);
+  assert.deepEqual(got, [0, 1, 2, 3, 4]);
+  assert.equal(servers[0]?.mux.counters.streams_accepted, 1); // only the control stream so far
+  assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
+  assert.equal(servers[0]?.mux.counters.streams_accepted, 2);
+  await client.close();
+});
+
+test("waitForReady: a call made while reconnecting waits for the new link", async () => {
+  const { client } = await setup({ waitForReady: true, reconnect: { initialMs: 30, maxAttempts: 5 } });
+  await assert.rejects(client.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+  assert.ok(!client.connected);
+  assert.deepEqual(await client.unary("t.S/echo", 7, { timeoutMs: 3000 }), { got: 7, md: null });
+  assert.equal(client.reconnects, 1);
+  await client.close();
+});
+
+test("a server that floods a call on the shared stream fails it RESOURCE_EXHAUSTED; the connection goes on", async () => {
+  const { client } = await setup({ streamFraming: "shared" });
+  const call = client.serverStream<{ n: number }, number>("t.S/count", { n: 5000 });
+  await call.headers();
+  await assert.rejects(call.trailers(), (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED);
+  assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
+  await client.close();
+});
+
+test("a GOAWAY datagram (a slow consumer dropped) fails calls in flight with its status", async () => {
+  const reasons: string[] = [];
+  const { client } = await setup({ onDisconnect: (r) => reasons.push(r) });
+  const pending = client.unary("t.S/slow", null);
+  await assert.rejects(client.unary("t.S/slowconsumer", null), (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED && /slow consumer/.test(e.statusMessage));
+  await assert.rejects(pending, (e: unknown) => e instanceof RpcError && e.code === Status.RESOURCE_EXHAUSTED);
+  assert.match(reasons[0] ?? "", /closed by the server: RESOURCE_EXHAUSTED/);
+  await client.close();
+});
+
+test("transport close codes 0x4B00 + status carry an RPC status", () => {
+  assert.equal(closeStatus(0x4b00 + 14), Status.UNAVAILABLE);
+  assert.equal(closeStatus(0x4b00 + 8), Status.RESOURCE_EXHAUSTED);
+  assert.equal(closeStatus(0x4b00), undefined); // OK is no failure
+  assert.equal(closeStatus(0x4b00 + 17), undefined);
+  assert.equal(closeStatus(0), undefined);
+  assert.equal(closeStatus(null), undefined);
+});
+
+test("a server naming ever new keys cannot grow the client's tables past their bound", async () => {
+  const { client } = await setup();
+  for (let i = 0; i < 70000; i++) {
+    client.handleEvent(["E", null, `room:k${i}`, 1, 1], false);
+    client.handleEvent(["E", null, null, 1, 1, 0, `lw${i}`], true);
+  }
+  assert.equal(client.counters.keys_evicted, 2 * (70000 - 65536));
+  assert.equal(client.position(null, "k0"), null); // the oldest went
+  assert.deepEqual(client.position(null, "k69999"), [1, 1]);
   await client.close();
 });

@@ -32,6 +32,8 @@ export interface ClientOptions {
   unaryFraming?: "shared" | "stream";
   /** Streaming calls on a stream each (default) or the shared control stream. */
   streamFraming?: "shared" | "stream";
+  /** Calls made while (re)connecting wait for the link (up to their timeout) instead of failing UNAVAILABLE. */
+  waitForReady?: boolean;
   /** Clock, ms (injected for tests). */
   now?: () => number;
   /** Randomness 0..1 (backoff jitter). */
@@ -678,10 +680,22 @@ export class Client implements RpcChannel {
   private async begin<Res>(method: string, kind: Kind, payload: unknown, opts: CallOptions): Promise<ActiveCall<Res>> {
     if (typeof method !== "string" || !method.includes("/")) throw new UsageError(`method must be a wire name "<service>/<method>", got ${String(method)}`);
     if (opts.signal?.aborted) throw new RpcError(Status.CANCELLED, "cancelled by the caller");
+    let timeoutMs = opts.timeoutMs ?? this.opts.defaultTimeoutMs;
+    if (timeoutMs !== undefined && (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))) throw new UsageError("timeoutMs must be a finite number >= 0");
+    if (this.opts.waitForReady && !this.connected && !this.closing && this.reconnecting) {
+      const t0 = this.now();
+      try {
+        await this.waitConnected(timeoutMs ?? 2 ** 31 - 1);
+      } catch (e) {
+        if (e instanceof RpcError && e.code === Status.UNAVAILABLE && timeoutMs !== undefined && !this.gaveUp) {
+          throw new RpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded while waiting for a connection");
+        }
+        throw e;
+      }
+      if (timeoutMs !== undefined) timeoutMs = Math.max(0, timeoutMs - (this.now() - t0));
+    }
     const link = this.requireLink();
     const end = kind === "unary" || kind === "server";
-    const timeoutMs = opts.timeoutMs ?? this.opts.defaultTimeoutMs;
-    if (timeoutMs !== undefined && (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs))) throw new UsageError("timeoutMs must be a finite number >= 0");
     const id = this.newCallId();
     const frame = encodeFrame(T.CALL, id, [method, opts.metadata ?? null, timeoutMs === undefined ? null : Math.max(0, Math.floor(timeoutMs)), end ? FLAG_END : 0, end ? payload : null]);
     if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
@@ -859,6 +873,11 @@ export class Client implements RpcChannel {
         if (unreliable) this.counters.events_stale++;
         return;
       }
+      if (!prev && table.size >= MAX_LATEST_KEYS) {
+        // a server naming ever new keys cannot grow the table: the oldest entry goes
+        table.delete(table.keys().next().value as string);
+        this.counters.keys_evicted++;
+      }
       table.set(key, [epoch, seq]);
     }
     this.deliver({
@@ -975,6 +994,24 @@ export class Client implements RpcChannel {
       else this.recovered(key, [reply.recovered, reply.replayed, reply.missed ?? null, pos]);
     }
     return reply;
+  }
+
+  /**
+   * The kept messages of a topic this client is subscribed to (or a room it is in): `kcprpc.Push/History`,
+   * reply `{messages: [{name, payload, position}], position, missed, truncated}`.
+   */
+  async history(where: { topic: string } | { room: string }, options: { since?: Position; limit?: number } = {}): Promise<Record<string, unknown>> {
+    const req: Record<string, unknown> = { ...where };
+    if (options.since) req.since = options.since;
+    if (options.limit !== undefined) req.limit = options.limit;
+    return this.unary("kcprpc.Push/History", req);
+  }
+
+  /** Who is in a room (or subscribed to a topic): `kcprpc.Push/Members`, reply `{key, members: [{id, info}], total, truncated}`. */
+  async members(where: { topic: string } | { room: string }): Promise<Record<string, unknown>> {
+    const w = where as { topic?: string; room?: string };
+    if ((w.room === undefined) === (w.topic === undefined)) throw new UsageError("members() takes { room } or { topic } (one of them)");
+    return this.unary("kcprpc.Push/Members", { room: w.room ?? null, topic: w.topic ?? null });
   }
 
   /** Unsubscribe from a topic. */

@@ -135,6 +135,11 @@ export function e2eSuite(setup: E2eSetup): void {
     assert.equal(keyed?.unreliable, false);
     assert.ok(keyed?.position !== null);
     assert.equal(c.counters.bad_frames, 0);
+    // the room's history holds the message; the server's built-in Push service answers
+    const page = await c.history({ room: "r1" });
+    const msgs = page.messages as Array<{ name: string; payload: unknown; position: number[] }>;
+    assert.ok(msgs.some((m) => m.name === "ts.Chat" && (m.payload as { text: string }).text === "to the room"));
+    await assert.rejects(c.history({ room: "not-in-it" }), isStatus(Status.FAILED_PRECONDITION, /not in room/));
   });
 
   test("an unreliable notify reaches the server as a datagram; heartbeats measure the RTT", async () => {
