@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kcprpc.state.service import StateService
-from kcprpc.state.sync import DEFAULT_PART_SIZE, InterestFn, StateSync
+from kcprpc.state.sync import DEFAULT_MAX_PARTS, DEFAULT_PART_SIZE, InterestFn, StateSync
 
 DEFAULT_ROOM_NAME = "state:{room}"
 
@@ -25,7 +25,7 @@ class SyncSender:
     """Sync ``model`` to the members of one room. The sync is named ``name.format(room=room.name)``
     (what the client passes to ``client_state``) and is added to ``states`` (the server's
     :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
-    a member's interest filter (None: everything). ``groups`` and ``part_size``: :class:`StateSync`'s
+    a member's interest filter (None: everything). ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
     (``groups`` > 1: messages cut into datagram-sized parts that apply on their own)."""
 
     def __init__(
@@ -38,6 +38,7 @@ class SyncSender:
         max_baselines: int = 32,
         groups: int = 1,
         part_size: int = DEFAULT_PART_SIZE,
+        max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
         self.model = model
         self.states = states
@@ -46,6 +47,7 @@ class SyncSender:
         self.max_baselines = max_baselines
         self.groups = groups
         self.part_size = part_size
+        self.max_parts = max_parts
         self.sync: StateSync[Any] | None = None
         """The room's sync (made at the first member)."""
 
@@ -58,6 +60,7 @@ class SyncSender:
                 max_baselines=self.max_baselines,
                 groups=self.groups,
                 part_size=self.part_size,
+                max_parts=self.max_parts,
             )
         if not len(self.sync):
             self.states.add(self.sync)

@@ -43,7 +43,9 @@ SNAPSHOT: Final = 0
 DELTA: Final = 1
 PARTS: Final = 2
 
-DEFAULT_PART_SIZE: Final = 1000
+DEFAULT_PART_SIZE: Final = 1100
+DEFAULT_MAX_PARTS: Final = 8
+SNAPSHOT_RESEND: Final = 4  # ticks between snapshots of a group while none is acknowledged
 
 DEFAULT_NAME: Final = "kcprpc.state"
 MAX_NAME: Final = 128
@@ -59,6 +61,7 @@ STATE_COUNTERS: Final = (
     "bytes",  # bytes of EVENT frames sent by send()
     "parts",  # PARTS messages made (groups > 1)
     "oversized",  # group entries larger than part_size alone (their part goes on the stream)
+    "deferred",  # group entries left for a later tick: over max_parts
 )
 
 InterestFn = Callable[[Any], Interest]
@@ -67,9 +70,10 @@ InterestFn = Callable[[Any], Interest]
 class _Base:
     """What one client acknowledged of the state (or of one group) and what was sent since."""
 
-    __slots__ = ("acked_seq", "acked_tree", "sent", "waiting")
+    __slots__ = ("acked_seq", "acked_tree", "last", "sent", "waiting")
 
     def __init__(self) -> None:
+        self.last = 0  # the seq last sent (groups)
         self.acked_seq = 0
         self.waiting = 0  # the first seq sent since the last ack (0: none)
         self.acked_tree: Any = None
@@ -128,6 +132,7 @@ class StateSync(Generic[M]):
         max_baselines: int = 32,
         groups: int = 1,
         part_size: int = DEFAULT_PART_SIZE,
+        max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
         if not name or len(name) > MAX_NAME:
             raise UsageError(f"state sync name must have 1 to {MAX_NAME} characters")
@@ -135,6 +140,9 @@ class StateSync(Generic[M]):
             raise UsageError("max_baselines must be at least 1")
         if part_size < 64:
             raise UsageError("part_size must be at least 64 bytes")
+        if max_parts < 1:
+            raise UsageError("max_parts must be at least 1")
+        self.max_parts = max_parts
         self.schema = Schema(model)
         self.groups = Groups(self.schema.root, groups)
         """The grouping (``groups.n`` > 1: PARTS messages, each group synced on its own)."""
@@ -284,7 +292,7 @@ class StateSync(Generic[M]):
             if parts is None:
                 parts = splits[id(view)] = groups.split(view)
                 keep.append(view)
-            entries: list[Any] = []
+            cands: list[tuple[int, _Base, Any, list[Any]]] = []  # (last sent, base, view, entry)
             idle: list[int] = []
             for g in range(n):
                 b = c.bases[g]
@@ -292,6 +300,8 @@ class StateSync(Generic[M]):
                 if b.acked_tree is not None and b.waiting and seq - b.waiting >= self.max_baselines:
                     b.acked_tree = None
                     stats["resets"] += 1
+                if b.acked_tree is None and b.sent and seq - b.last < SNAPSHOT_RESEND:
+                    continue  # its snapshot is on its way: not again every tick (a join's flood)
                 key = (g, 0 if b.acked_tree is None else id(b.acked_tree))
                 entry = shared.get(key) if c.interest is None else None
                 if entry is None:
@@ -308,31 +318,37 @@ class StateSync(Generic[M]):
                         idle.append(g)
                         continue
                     entry = [g, b.acked_seq, {}]  # back to the baseline from a newer state sent
+                cands.append((b.last, b, gview, entry))
+            if not cands:
+                continue
+            cands.sort(key=lambda x: x[0])  # the groups sent longest ago first (stable: by group)
+            packed, taken = self._pack([x[3] for x in cands])
+            stats["deferred"] += len(cands) - taken
+            for _, b, gview, entry in cands[:taken]:
                 stats["snapshots" if entry[1] == 0 else "deltas"] += 1
                 b.sent[seq] = gview
+                b.last = seq
                 if not b.waiting:
                     b.waiting = seq
                 if len(b.sent) > self.max_baselines:
                     b.sent.popitem(last=False)
                     stats["baselines_evicted"] += 1
-                entries.append(entry)
-            if not entries:
-                continue
-            packed = self._pack(entries)
             extra = (extras[handle],) if extras is not None and handle in extras else ()
             for items in packed:
                 out.append((handle, [PARTS, seq, self.schema.id, n, len(packed), items, idle, *extra]))
             stats["parts"] += len(packed)
         return out
 
-    def _pack(self, entries: list[Any]) -> list[list[Any]]:
-        """Group entries into parts of at most ``part_size`` bytes of entries (one larger entry
-        alone: ``oversized``)."""
+    def _pack(self, entries: list[Any]) -> tuple[list[list[Any]], int]:
+        """Group entries, in order, into at most ``max_parts`` parts of at most ``part_size``
+        bytes of entries (one larger entry alone: ``oversized``); returns the parts and how many
+        entries they hold (the rest wait for a later tick)."""
         enc = self._enc
         limit = self.part_size
         parts: list[list[Any]] = []
         cur: list[Any] = []
         size = 0
+        taken = 0
         for e in entries:
             b = enc.get(id(e))
             if b is None:
@@ -342,11 +358,14 @@ class StateSync(Generic[M]):
             if cur and size + len(b) > limit:
                 parts.append(cur)
                 cur, size = [], 0
+                if len(parts) >= self.max_parts:
+                    return parts, taken
             cur.append(e)
             size += len(b)
+            taken += 1
         if cur:
             parts.append(cur)
-        return parts
+        return parts, taken
 
     def frame(self, msg: list[Any]) -> bytes:
         """The ``EVENT`` frame carrying one message of :meth:`tick` (PARTS entries are encoded

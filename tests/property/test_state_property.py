@@ -18,6 +18,7 @@ from state_support import Item, Player, Pos, Room, Settings
 
 from kcprpc import codec
 from kcprpc.state import Interest, StateSync, StateView
+from kcprpc.state.sync import SNAPSHOT_RESEND
 
 floats = st.floats(allow_nan=False, width=64)
 ints = st.integers(-(2**63), 2**64 - 1)
@@ -141,14 +142,17 @@ def test_parts_round_trip_and_converge_after_losses(
         for c, msg in sync.tick(s):
             if rng.random() < loss:
                 continue
-            views[c].receive(wire(sync, msg), commit=rng.random() < 0.5)
+            commit = rng.random() < 0.5
+            seq = views[c].receive(wire(sync, msg), commit=commit)
+            if commit and seq is not None and rng.random() >= loss:
+                sync.ack(c, seq, views[c].acked_groups)
         for c, v in views.items():
             for seq, gs in v.commit().items():
                 if rng.random() >= loss:
                     sync.ack(c, seq, gs)
             if v.state is not None and v.min_seq == sync.seq:
                 assert v.state == s  # every group current: the whole state is this tick's
-    for _ in range(2):  # lossless; the second tick after the first one's acks
+    for _ in range(SNAPSHOT_RESEND + 2):  # lossless (a group's unacknowledged snapshot waits)
         for c, msg in sync.tick(states[-1]):
             views[c].receive(wire(sync, msg), commit=False)
         for c, v in views.items():

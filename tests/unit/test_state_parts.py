@@ -14,7 +14,7 @@ from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.state import StateSync, StateView
 from kcprpc.state.groups import MAX_GROUPS, group_of
-from kcprpc.state.sync import PARTS
+from kcprpc.state.sync import PARTS, SNAPSHOT_RESEND
 
 
 class Unit(BaseModel):
@@ -83,7 +83,7 @@ def test_a_big_state_goes_as_parts_that_fit_and_converges() -> None:
 
 
 def test_a_lost_part_leaves_only_its_groups_a_tick_behind() -> None:
-    sync = StateSync(World, "w", groups=16, part_size=300)
+    sync = StateSync(World, "w", groups=16, part_size=300, max_parts=64)
     view = StateView(World, "w")
     sync.add_client("c")
     w = world()
@@ -128,8 +128,8 @@ def test_idle_groups_are_named_so_the_view_knows_them_current() -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_random_losses_of_parts_and_acks_then_a_clean_tick_converge(seed: int) -> None:
     r = random.Random(seed)
-    sync = StateSync(World, "w", groups=r.choice([2, 5, 16]), part_size=r.choice([200, 1000]))
-    views = {c: StateView(World, "w") for c in range(3)}
+    sync = StateSync(World, "w", groups=r.choice([2, 5, 16]), part_size=r.choice([200, 1000]), max_parts=64)
+    views: dict[Any, StateView[World]] = {c: StateView(World, "w") for c in range(3)}
     for c in views:
         sync.add_client(c)
     w = world(60, seed)
@@ -143,12 +143,15 @@ def test_random_losses_of_parts_and_acks_then_a_clean_tick_converge(seed: int) -
         for c, m in sync.tick(w):
             if r.random() < 0.3:  # the part is lost
                 continue
-            views[c].receive(wire(sync, m), commit=r.random() < 0.5)
+            commit = r.random() < 0.5
+            seq = views[c].receive(wire(sync, m), commit=commit)
+            if commit and seq is not None and r.random() < 0.7:
+                sync.ack(c, seq, views[c].acked_groups)
         for c, v in views.items():
             for seq, groups in v.commit().items():
                 if r.random() < 0.7:  # the ack arrives
                     sync.ack(c, seq, groups)
-    for _ in range(2):  # clean ticks (the second one after the acks of the first)
+    for _ in range(SNAPSHOT_RESEND + 2):  # clean ticks (an unacknowledged snapshot waits)
         by: dict[int, list[list[Any]]] = {}
         for c, m in sync.tick(w):
             by.setdefault(c, []).append(m)
@@ -187,7 +190,7 @@ def _parts_view() -> tuple[StateSync[World], StateView[World], World]:
 
 
 def test_forged_parts_are_dropped_and_counted() -> None:
-    sync, view, w = _parts_view()
+    sync, view, _ = _parts_view()
     sid = sync.schema.id
     before = view.state
     g_ann = group_of("ann", 4)
@@ -224,7 +227,7 @@ def test_forged_parts_are_dropped_and_counted() -> None:
 
 
 def test_forged_acks_are_ignored_and_counted() -> None:
-    sync, view, w = _parts_view()
+    sync, _, w = _parts_view()
     before = sync.stats["acks_ignored"]
     assert not sync.ack("c", 1)  # no groups named
     assert not sync.ack("c", 1, [9, -1])  # out of range
@@ -277,3 +280,30 @@ def test_the_view_reuses_unchanged_entities_and_validates_changed_ones() -> None
     assert view.state == w
     assert view.state.units[3] is old[3]  # not rebuilt
     assert view.state.units[2] is not old[2] and view.state.units[2].x == 5.0
+
+
+def test_max_parts_bounds_a_tick_and_the_rest_goes_first_next_tick() -> None:
+    sync = StateSync(World, "w", groups=16, part_size=400, max_parts=2)
+    view = StateView(World, "w")
+    sync.add_client("c")
+    w = world(100)
+    sent: list[set[int]] = []
+    for _ in range(6):
+        msgs = [m for _, m in sync.tick(w)]
+        assert len(msgs) <= 2 and all(len(sync.frame(m)) <= 400 + 60 for m in msgs)
+        sent.append({e[0] for m in msgs for e in m[5]})
+        deliver(sync, view, msgs)
+        w.tick += 1
+    assert sync.stats["deferred"] > 0
+    assert not sent[0] & sent[1]  # the groups not sent at first went next
+    assert view.state is not None and view.state.units == w.units  # every group got through
+
+
+def test_an_unacknowledged_group_snapshot_is_not_sent_again_every_tick() -> None:
+    sync = StateSync(World, "w", groups=4)
+    sync.add_client("c")
+    w = world(20)
+    counts = []
+    for _ in range(SNAPSHOT_RESEND + 1):  # nothing acknowledged
+        counts.append(sum(len(m[5]) for _, m in sync.tick(w)))
+    assert counts == [4] + [0] * (SNAPSHOT_RESEND - 1) + [4]
