@@ -152,7 +152,7 @@ def test_random_losses_of_parts_and_acks_then_a_clean_tick_converge(seed: int) -
                 if r.random() < 0.7:  # the ack arrives
                     sync.ack(c, seq, groups)
     for _ in range(SNAPSHOT_RESEND + 2):  # clean ticks (an unacknowledged snapshot waits)
-        by: dict[int, list[list[Any]]] = {}
+        by: dict[Any, list[list[Any]]] = {}
         for c, m in sync.tick(w):
             by.setdefault(c, []).append(m)
         for c, v in views.items():
