@@ -228,8 +228,17 @@ async def clients_main(args: argparse.Namespace) -> None:
     start, end = (int(x) for x in line.split())
     await asyncio.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
     c0 = time.process_time()
+    prof_to = os.environ.get("STATE_SYNC_PROFILE")  # a file prefix: cProfile the measured window
+    if prof_to:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
     cpu = time.process_time() - c0
+    if prof_to:
+        prof.disable()
+        prof.dump_stats(f"{prof_to}.{args.contender}.{os.getpid()}")
     await asyncio.sleep(0.3)  # the states in flight at the end
     each: Counter[float] = Counter()
     oldest: Counter[float] = Counter()

@@ -254,8 +254,9 @@ class Schema:
         """The typed state of a tree (validated: raises ``pydantic.ValidationError``).
 
         ``prev``: an earlier ``(tree, state)`` of this schema. An entity of a root dict or list
-        field whose tree is the very object it was in ``prev`` (a delta leaves unchanged entries
-        as they were) is taken from ``prev``'s state as it is, not rebuilt and validated again
+        field whose tree equals the one it had in ``prev`` (a delta against an older baseline
+        repeats changes the client already has) is taken from ``prev``'s state as it is, not
+        rebuilt and validated again
         (pydantic keeps model instances it is given): the cost follows the changes, not the
         state's size. The entity objects are then shared between the two states."""
         root = self.root
@@ -267,14 +268,17 @@ class Schema:
             item = f.item
             if f.kind == MAP and item is not None and item.kind == MODEL:
                 was, had = old_tree[i], getattr(old_state, name)
-                out[name] = {
-                    k: had[k] if was.get(k, _MISSING) is t else from_tree(item, t) for k, t in tree[i].items()
-                }
+                d: dict[Any, Any] = {}
+                for k, t in tree[i].items():
+                    w = was.get(k, _MISSING)
+                    d[k] = had[k] if w is t or w == t else from_tree(item, t)
+                out[name] = d
             elif f.kind == LIST and item is not None and item.kind == MODEL:
                 was, had = old_tree[i], getattr(old_state, name)
                 n = min(len(was), len(had))
                 out[name] = [
-                    had[j] if j < n and was[j] is t else from_tree(item, t) for j, t in enumerate(tree[i])
+                    had[j] if j < n and (was[j] is t or was[j] == t) else from_tree(item, t)
+                    for j, t in enumerate(tree[i])
                 ]
             else:
                 out[name] = from_tree(f, tree[i])

@@ -346,34 +346,25 @@ class StateView(Generic[M]):
             self._unstage()
         tracks = self._tracks
         staged = self._staged
-        root = self.schema.root
-        budget = Budget(self.max_nodes, self.max_entities)
         new: dict[int, tuple[int, Any, int]] = {}
-        try:
-            for item in items:
-                if not isinstance(item, (list, tuple)) or len(item) != 3:
-                    raise BadDelta("a group entry must be a 3-array")
-                g, base, body = item
-                if type(g) is not int or type(base) is not int or not 0 <= g < n or g in new or base < 0:
-                    raise BadDelta("bad group entry")
-                held = staged.get(g)
-                if seq <= (held[0] if held is not None else tracks[g].fresh):
-                    stats["stale"] += 1
-                    continue
-                if base == 0:
-                    tree = groups.full(g, body, budget)
-                else:
-                    old = tracks[g].trees.get(base)
-                    if old is None:
-                        stats["no_base"] += 1
-                        continue
-                    groups.check_change(g, body)
-                    tree = apply(root, old, body, budget)
-                    groups.check_keys(g, tree, body)
-                new[g] = (seq, tree, base)
-        except (BadDelta, TypeError, ValueError, ArithmeticError, RecursionError):
-            stats["malformed"] += 1
-            return None
+        for item in items:
+            if not isinstance(item, (list, tuple)) or len(item) != 3:
+                stats["malformed"] += 1
+                return None
+            g, base, body = item
+            if type(g) is not int or type(base) is not int or not 0 <= g < n or g in new or base < 0:
+                stats["malformed"] += 1
+                return None
+            held = staged.get(g)
+            if seq <= (held[0] if held is not None else tracks[g].fresh):
+                stats["stale"] += 1
+                continue
+            if base and base not in tracks[g].trees:
+                stats["no_base"] += 1
+                continue
+            # kept as it came: checked and applied by commit(), so that a newer entry for the
+            # group staged before then supersedes it unapplied (a client behind skips ahead)
+            new[g] = (seq, body, base)
         for g in idle:  # unchanged at seq: what this view holds of them is current
             t = tracks[g]
             if t.seq and g not in staged:
@@ -398,9 +389,11 @@ class StateView(Generic[M]):
         return seq
 
     def commit(self) -> dict[int, list[int]]:
-        """Apply the staged group entries: the typed state is rebuilt and validated once, the
-        callbacks fire. Returns what to acknowledge, ``{seq: [groups]}`` (empty when nothing was
-        staged, or the result did not validate: ``invalid``, all of it dropped)."""
+        """Apply the staged group entries (the newest one per group: a client that fell behind
+        applies only the latest): the typed state is rebuilt and validated once, the callbacks
+        fire. Returns what to acknowledge, ``{seq: [groups]}`` (empty when nothing was staged,
+        or the result did not validate: ``invalid``, all of it dropped; an entry that does not
+        fit the schema is dropped alone: ``malformed``)."""
         staged = self._staged
         if not staged:
             return {}
@@ -408,6 +401,25 @@ class StateView(Generic[M]):
         assert groups is not None
         tracks = self._tracks
         extra = self._staged_extra
+        root = self.schema.root
+        budget = Budget(self.max_nodes, self.max_entities)
+        built: dict[int, tuple[int, Any, int]] = {}
+        for g, (seq, body, base) in staged.items():
+            try:
+                if base == 0:
+                    gtree = groups.full(g, body, budget)
+                else:
+                    groups.check_change(g, body)
+                    gtree = apply(root, tracks[g].trees[base], body, budget)
+                    groups.check_keys(g, gtree, body)
+            except (BadDelta, LookupError, TypeError, ValueError, ArithmeticError, RecursionError):
+                self.stats["malformed"] += 1  # this group's entry; the others go on
+                continue
+            built[g] = (seq, gtree, base)
+        staged = built
+        if not staged:
+            self._unstage()
+            return {}
         trees = []
         for g, t in enumerate(tracks):
             s = staged.get(g)
@@ -485,7 +497,7 @@ def attach(client: Client, view: StateView[Any]) -> Callable[[], None]:
     receives, and acknowledge each applied one (``kcprpc.State/Ack``, unreliable). Returns a
     function that detaches it."""
 
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None
 
     def flush() -> None:
         nonlocal timer
@@ -504,8 +516,11 @@ def attach(client: Client, view: StateView[Any]) -> Callable[[], None]:
             return
         if view.acked_groups is None:  # a whole message, applied
             client.notify(StateService.ack, StateAck(name=view.name, seq=seq))
-        elif view.complete:  # every part of the tick is in
-            flush()
+        elif view.complete:  # every part of the tick is in: apply once the datagrams read are
+            if timer is not None:
+                timer.cancel()
+            # handled (a newer tick among them supersedes this one unapplied)
+            timer = asyncio.get_running_loop().call_soon(flush)
         elif timer is None:  # wait a little for the tick's other parts
             timer = asyncio.get_running_loop().call_later(COMMIT_DELAY, flush)
 
