@@ -42,3 +42,6 @@ export type { ConnectOptions } from "./rpc/net.js";
 // secure wire mode, client side (src/secure/): Noise handshake, AEAD packets, secure dial
 export * from "./secure/index.js";
 export { dial } from "./dial.js";
+
+// delta state sync, client side (src/state/): schemas, StateView, clientState
+export * from "./state/index.js";
