@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -57,7 +58,19 @@ class World(BaseModel):
     ratio: float = 0.0
 
 
-FIELD_PATHS = ["phase", "settings", "settings.mode", "settings.limit", "units", "names", "log", "items", "grid", "scores", "ratio"]
+FIELD_PATHS = [
+    "phase",
+    "settings",
+    "settings.mode",
+    "settings.limit",
+    "units",
+    "names",
+    "log",
+    "items",
+    "grid",
+    "scores",
+    "ratio",
+]
 COLLECTIONS = ["units", "names", "log", "items", "grid", "scores"]
 
 
@@ -146,34 +159,36 @@ def mutate(s: World, rng: random.Random) -> None:
 def interest(state: World) -> Interest:
     """Client 1 sees the units with x < 60 and the names of even length, and no unit's hp."""
     return Interest(
-        keys={"units": [k for k, u in state.units.items() if u.x < 60], "names": [k for k in state.names if len(k) % 2 == 0]},
+        keys={
+            "units": [k for k, u in state.units.items() if u.x < 60],
+            "names": [k for k in state.names if len(k) % 2 == 0],
+        },
         hide={"units.*": ["hp"]},
     )
 
 
-def hostile(rng: random.Random, view: StateView[World], sync: StateSync[World], seq: int) -> list[Any]:
+def hostile(rng: random.Random, view: StateView[World], sync: StateSync[World], seq: int) -> Any:
     """A message both views must drop the same way (none is about int-vs-str keys or float seqs:
     msgpack decoders of other languages may not tell those apart)."""
     sid = sync.schema.id
     base = view.seq or 1
     if sync.groups.n == 1:
-        return rng.choice(
-            [
-                [1, seq, 999_999, {}],  # no_base
-                [0, seq, (sid + 1) & 0xFFFFFFFF, []],  # schema_mismatch
-                [0, seq, sid, [1, 2]],  # malformed: not the model's fields
-                [1, seq, base, {99: 1}],  # malformed: field index
-                [1, seq, base, {2: [[123_456], {}, {}]}],  # malformed: removed key not present
-                [1, seq, base, {4: [10**9, {}, []]}],  # malformed: a list length over max_entities
-                [1, seq, base, {4: [0, {}, ["x"]]}],  # malformed: appended entries with no growth
-                [1, seq, base, {0: 5}],  # invalid: phase is a str
-                [1, seq, base, {2: [[], {}, {7: [1]}]}],  # malformed: an entity's full tree
-                [7, seq, 0, 0],  # malformed: kind
-                [1, seq, base],  # malformed: 3 elements
-                "junk",
-                [1, -1, base, {}],
-            ]
-        )
+        choices: list[Any] = [
+            [1, seq, 999_999, {}],  # no_base
+            [0, seq, (sid + 1) & 0xFFFFFFFF, []],  # schema_mismatch
+            [0, seq, sid, [1, 2]],  # malformed: not the model's fields
+            [1, seq, base, {99: 1}],  # malformed: field index
+            [1, seq, base, {2: [[123_456], {}, {}]}],  # malformed: removed key not present
+            [1, seq, base, {4: [10**9, {}, []]}],  # malformed: a list length over max_entities
+            [1, seq, base, {4: [0, {}, ["x"]]}],  # malformed: appended entries with no growth
+            [1, seq, base, {0: 5}],  # invalid: phase is a str
+            [1, seq, base, {2: [[], {}, {7: [1]}]}],  # malformed: an entity's full tree
+            [7, seq, 0, 0],  # malformed: kind
+            [1, seq, base],  # malformed: 3 elements
+            "junk",
+            [1, -1, base, {}],
+        ]
+        return rng.choice(choices)
     n = sync.groups.n
     return rng.choice(
         [
@@ -191,16 +206,25 @@ def hostile(rng: random.Random, view: StateView[World], sync: StateSync[World], 
 
 def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    sync: StateSync[World] = StateSync(World, "trace", max_baselines=8, groups=groups, part_size=part_size, max_parts=max_parts)
+    sync: StateSync[World] = StateSync(
+        World, "trace", max_baselines=8, groups=groups, part_size=part_size, max_parts=max_parts
+    )
     views = [StateView(World, "trace", max_baselines=8), StateView(World, "trace", max_baselines=8)]
     events: list[list[str]] = [[], []]
+
+    def record(i: int, what: str) -> Callable[..., None]:
+        return lambda *args: events[i].append(
+            what if not args or what.startswith(("field", "state")) else f"{what} {keyrepr(args[0])}"
+        )
+
     for i, v in enumerate(views):
         for p in FIELD_PATHS:
-            v.listen(p, lambda new, old, p=p, i=i: events[i].append(f"field {p}"))
+            v.listen(p, record(i, f"field {p}"))
         for p in COLLECTIONS:
-            for kind, reg in (("add", v.on_add), ("change", v.on_change), ("remove", v.on_remove)):
-                reg(p, lambda k, e, p=p, kind=kind, i=i: events[i].append(f"{kind} {p} {keyrepr(k)}"))
-        v.on_state(lambda s, i=i: events[i].append("state"))
+            v.on_add(p, record(i, f"add {p}"))
+            v.on_change(p, record(i, f"change {p}"))
+            v.on_remove(p, record(i, f"remove {p}"))
+        v.on_state(record(i, "state"))
     sync.add_client(0)
     sync.add_client(1, interest=interest)
     state = World()
@@ -214,7 +238,7 @@ def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> d
         seq = sync.seq
         per: list[list[Any]] = [[], []]
         for client, msg in out:
-            per[client].append(msg)  # type: ignore[index]
+            per[int(client)].append(msg)  # type: ignore[call-overload]
         for c in (0, 1):
             deliver: list[Any] = []
             if rng.random() < 0.08:
@@ -235,12 +259,16 @@ def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> d
                     deliver.append(m)  # duplicated
             each = groups == 1 or rng.random() < 0.3  # PARTS: applied one by one, or staged and committed
             for m in deliver:
-                frame = sync.frame(m) if isinstance(m, list) and m and m[0] in (0, 1, 2) and len(m) >= 4 else (
-                    encode_frame(codec.EVENT, 0, ["trace", m, None, None, None])
+                frame = (
+                    sync.frame(m)
+                    if isinstance(m, list) and m and m[0] in (0, 1, 2) and len(m) >= 4
+                    else (encode_frame(codec.EVENT, 0, ["trace", m, None, None, None]))
                 )
                 ret = views[c].receive(m, commit=each)
                 gs = views[c].acked_groups
-                steps.append({"op": "recv", "c": c, "frame": frame.hex(), "commit": each, "ret": ret, "groups": gs})
+                steps.append(
+                    {"op": "recv", "c": c, "frame": frame.hex(), "commit": each, "ret": ret, "groups": gs}
+                )
                 if ret is not None and (each or groups == 1):
                     acks.append((tick + rng.choice((0, 0, 0, 1, 2)), c, ret, gs))
             if not each:
@@ -269,7 +297,13 @@ def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> d
             if rng.random() < 0.15 or (a[1] == 1 and 100 <= tick < 112):
                 continue  # the ack is lost (client 1's, all of them for a while: the server resets it)
             sync.ack(a[1], a[2], a[3])
-    return {"groups": groups, "schema_id": sync.schema.id, "describe": sync.schema.root.describe(), "steps": steps, "sync_stats": sync.stats}
+    return {
+        "groups": groups,
+        "schema_id": sync.schema.id,
+        "describe": sync.schema.root.describe(),
+        "steps": steps,
+        "sync_stats": sync.stats,
+    }
 
 
 def main() -> None:
