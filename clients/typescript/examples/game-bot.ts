@@ -3,7 +3,8 @@
  * generated stub (src/generated/game.v1.Game.ts), follows the match's state with the state client
  * (snapshots and deltas against what it acknowledged), streams its position as unreliable inputs
  * with sequence numbers (the state's extra says which one the match applied last), steps now and
- * then, says hello on the chat lane, and watches its own player move in the synced state.
+ * then, says hello on the chat lane and greets each player it meets in the state, reads the chat,
+ * and watches its own player move in the synced state.
  *
  *     python -m examples.game --serve --port 9100
  *     node dist/examples/game-bot.js --host 127.0.0.1 --port 9100 [--key ...] [--room room0] [--name tsbot] [--ticks 100]
@@ -43,7 +44,7 @@ export interface BotOptions {
   hz?: number;
   /** Seed of the bot's walk. */
   seed?: number;
-  /** Stop after the inputs once another bot's chat lines are in (names), bounded by the wait below. */
+  /** After the inputs, wait (bounded by `settleMs`) for a chat line from each of these players (names). */
   expectChatFrom?: string[];
   /** How long to wait at the end for the last input to show in the state (ms, default 3000). */
   settleMs?: number;
@@ -104,9 +105,17 @@ export async function runBot(opts: BotOptions): Promise<BotReport> {
       report.lastTick = s.tick;
       if (typeof view.extra === "number") report.positionsAcked = Math.max(report.positionsAcked, view.extra);
     });
+    const greeted = new Set<string>();
     const watch = (k: string, p: Infer<typeof Player>): void => {
       if (k === mine) report.track.push([p.x, p.y]);
-      else if (mine) report.others[k] = p.name;
+      else if (mine) meet(k, p.name);
+    };
+    // a player met for the first time is greeted on the chat lane (it reads it: it is in the room)
+    const meet = (k: string, who: string): void => {
+      report.others[k] = who;
+      if (greeted.has(k)) return;
+      greeted.add(k);
+      game.say({ text: `hi ${who}` }).catch(() => undefined);
     };
     view.onAdd("players", watch);
     view.onChange("players", watch);
@@ -117,7 +126,7 @@ export async function runBot(opts: BotOptions): Promise<BotReport> {
     mine = String(me.player_id);
     const seen = view.state?.players.get(mine);
     if (seen) report.track.push([seen.x, seen.y]);
-    for (const [k, p] of view.state?.players ?? []) if (k !== mine) report.others[k] = p.name;
+    for (const [k, p] of view.state?.players ?? []) if (k !== mine) meet(k, p.name);
     await game.say({ text: `hi from ${name}` });
 
     const period = 1000 / (opts.hz ?? me.tick_hz);
@@ -146,6 +155,7 @@ export async function runBot(opts: BotOptions): Promise<BotReport> {
       if (report.positionsAcked >= ticks - 5 && chatIn) break;
       await sleep(20);
     }
+    await game.say({ text: `bye from ${name}` });
     await game.leave();
     report.stats = { ...view.stats };
     return report;

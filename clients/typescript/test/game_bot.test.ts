@@ -2,7 +2,7 @@
  * The game example's Node bot (examples/game-bot.ts) against the real game server
  * (`python -m examples.game --serve`, secure mode, 127.0.0.1): two bots in one match for a bounded
  * number of ticks; each joins, sees its own player move in the synced state, has its inputs
- * acknowledged through the state's extra, sees the other and reads both chat lines. Then the
+ * acknowledged through the state's extra, sees the other, greets it and reads its greeting. Then the
  * bot's command line once.
  */
 import { after, before, test } from "node:test";
@@ -28,8 +28,8 @@ after(async () => {
 
 test("two bots play a match: they move in the synced state, their inputs are acknowledged, they see each other and chat", async () => {
   const [a, b] = await Promise.all([
-    runBot({ host: "127.0.0.1", port, room: "ts-room", name: "bot-a", ticks: 40, seed: 1, expectChatFrom: ["bot-b"] }),
-    runBot({ host: "127.0.0.1", port, room: "ts-room", name: "bot-b", ticks: 40, seed: 2, expectChatFrom: ["bot-a"] }),
+    runBot({ host: "127.0.0.1", port, room: "ts-room", name: "bot-a", ticks: 40, seed: 1, expectChatFrom: ["bot-b"], settleMs: 8000 }),
+    runBot({ host: "127.0.0.1", port, room: "ts-room", name: "bot-b", ticks: 40, seed: 2, expectChatFrom: ["bot-a"], settleMs: 8000 }),
   ]);
   for (const [me, other] of [[a, b], [b, a]] as const) {
     assert.ok(me.statesApplied >= 20, `states applied: ${me.statesApplied}`);
@@ -42,7 +42,10 @@ test("two bots play a match: they move in the synced state, their inputs are ack
     const moved = me.track.some(([x, y]) => Math.hypot(x - x0, y - y0) > 2);
     assert.ok(moved, `moved: ${JSON.stringify(me.track.slice(0, 3))} ... ${JSON.stringify(me.track.slice(-3))}`);
     assert.equal(me.others[String(other.playerId)], other === a ? "bot-a" : "bot-b", "saw the other bot");
-    assert.ok(me.chat.includes("bot-a: hi from bot-a") && me.chat.includes("bot-b: hi from bot-b"), me.chat.join(" | "));
+    const mine = me === a ? "bot-a" : "bot-b";
+    const theirs = me === a ? "bot-b" : "bot-a";
+    assert.ok(me.chat.includes(`${mine}: hi from ${mine}`), me.chat.join(" | "));
+    assert.ok(me.chat.some((l) => l.startsWith(`${theirs}: `)), `a line from ${theirs}: ${me.chat.join(" | ")}`);
   }
 });
 
