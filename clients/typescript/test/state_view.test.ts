@@ -247,3 +247,32 @@ test("attach: whole messages acked at once; a tick's parts applied together once
   assert.equal(v.hasStaged, false);
   assert.equal(c.handlers.length, 0);
 });
+
+test("a leaf value nested deeper than the stack is applied, compared and replaced without overflowing", () => {
+  const D = S.model({ blob: S.any(), n: S.int() });
+  const v = new StateView(D, "d");
+  const deep = (n: number, tail: number): Uint8Array => {
+    const b = new Uint8Array(n + 1).fill(0x91); // [[[...]]]
+    b[n] = tail; // a positive fixint at the bottom
+    return b;
+  };
+  const delta = (seq: number, base: number, blob: Uint8Array): unknown => {
+    // [1, seq, base, {0: blob}]
+    const head = Uint8Array.from([0x94, 0x01, seq, base, 0x81, 0x00]);
+    const out = new Uint8Array(head.length + blob.length);
+    out.set(head);
+    out.set(blob, head.length);
+    return unpackBody(out);
+  };
+  assert.equal(v.receive(wire([0, 1, schemaId(D), [null, 0]])), 1);
+  const fired: unknown[] = [];
+  v.listen("blob", (now) => fired.push(now));
+  for (const [seq, tail] of [[2, 1], [3, 1], [4, 2]] as const) {
+    const m = delta(seq, seq - 1, deep(100_000, tail));
+    assert.notEqual(m, undefined);
+    assert.equal(v.receive(m), seq, `message ${seq}`);
+  }
+  assert.equal(fired.length, 3);
+  assert.equal(v.stats.malformed, 0);
+});
+

@@ -74,19 +74,27 @@ export function indexOf(k: unknown): number {
   return typeof n === "number" && n >= 0 ? n : -1;
 }
 
-/** Deep equality of trees and leaf values (arrays, Maps, plain objects, bytes, primitives). */
-export function deepEqual(a: unknown, b: unknown): boolean {
+/** How deep {@link deepEqual} looks into nested values (a leaf's value may nest as deep as msgpack allows). */
+export const MAX_COMPARE_DEPTH = 512;
+
+/**
+ * Deep equality of trees and leaf values (arrays, Maps, plain objects, bytes, primitives). Values
+ * nested deeper than {@link MAX_COMPARE_DEPTH} compare unequal (never a stack overflow): the cost
+ * is a rebuilt value or a callback that fires, never a wrong state.
+ */
+export function deepEqual(a: unknown, b: unknown, depth = 0): boolean {
   if (a === b) return true;
+  if (depth > MAX_COMPARE_DEPTH) return false;
   if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
   if (Array.isArray(a)) {
     if (!Array.isArray(b) || a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i++) if (!deepEqual(a[i], b[i])) return false;
+    for (let i = 0; i < a.length; i++) if (!deepEqual(a[i], b[i], depth + 1)) return false;
     return true;
   }
   if (a instanceof Map) {
     if (!(b instanceof Map) || a.size !== b.size) return false;
     for (const [k, v] of a) {
-      if (!b.has(k) || !deepEqual(v, b.get(k))) return false;
+      if (!b.has(k) || !deepEqual(v, b.get(k), depth + 1)) return false;
     }
     return true;
   }
@@ -102,7 +110,7 @@ export function deepEqual(a: unknown, b: unknown): boolean {
   if (ka.length !== Object.keys(b).length) return false;
   for (const k of ka) {
     if (!Object.prototype.hasOwnProperty.call(b, k)) return false;
-    if (!deepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+    if (!deepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], depth + 1)) return false;
   }
   return true;
 }
