@@ -5,16 +5,20 @@ loss, two contenders alternated in the same run:
 * (c) reliable full snapshots: the room's state as one reliable ``RoomState`` event per tick to
   the room (``PushStateSender(server, Delivery.RELIABLE)``, today's game example); the client
   validates it into the model (the typed state (a)'s view gives);
-* (a) latest-wins deltas: ``SyncSender`` (``kcprpc.state``): per client a snapshot or a delta
-  against its acknowledged baseline, unreliable; the clients ack (``client_state``).
+* (a) latest-wins deltas: ``SyncSender(..., groups=16)`` (``kcprpc.state``): per client and
+  group a snapshot or a delta against the group's acknowledged baseline, in datagram-sized PARTS
+  messages, unreliable; the clients apply a tick's parts at once and ack the groups
+  (``client_state``). ``--groups 1``: whole messages (on the stream when over a datagram).
 
 The world is bench/_state_world.py's (the one bench/state_delta.py simulates), plus the server's
 ``time.monotonic_ns()`` at the tick (``stamp_ns``; every process is on this machine, so the
 clock is shared). Per contender: bytes the server process wrote to UDP per client per second,
 and read (the clients' acks and KCP acks), snapshot age p50 and p99 (sampled every 5 ms on each
 client in the measured window: now minus the stamp of the newest state it holds, as in
-state_delta.py), server CPU (process time) per client per tick, client CPU per message and
-(a)'s mean message size (``StateSync.stats``). Then the ratios (a)/(c)
+state_delta.py; with groups each group's age is a sample, and the oldest group's is reported
+too), server CPU (process time) per client per tick, client CPU per message and
+(a)'s parts per client per tick and mean part size (``StateSync.stats``). ``STATE_SYNC_PROFILE=prefix``
+writes a cProfile of each client process's measured window to ``prefix.<contender>.<pid>``. Then the ratios (a)/(c)
 against the goals: bytes <= 1/5, p99 age <= 1/2. Example::
 
     python bench/state_sync.py --rounds 2            # 32 clients, 10 s measured per contender

@@ -307,3 +307,13 @@ def test_an_unacknowledged_group_snapshot_is_not_sent_again_every_tick() -> None
     for _ in range(SNAPSHOT_RESEND + 1):  # nothing acknowledged
         counts.append(sum(len(m[5]) for _, m in sync.tick(w)))
     assert counts == [4] + [0] * (SNAPSHOT_RESEND - 1) + [4]
+
+
+def test_an_ack_names_at_most_max_groups_groups() -> None:
+    from pydantic import ValidationError
+
+    from kcprpc.state import StateAck
+
+    assert StateAck(name="w", seq=1, groups=list(range(MAX_GROUPS))).groups == list(range(MAX_GROUPS))
+    with pytest.raises(ValidationError):
+        StateAck(name="w", seq=1, groups=[0] * (MAX_GROUPS + 1))  # dropped by the RPC layer
