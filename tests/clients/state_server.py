@@ -117,7 +117,9 @@ class WorldService(kcprpc.Service, name="st.World"):
         for name, sync in self.syncs.items():
             sync.send(w, dict.fromkeys(self.members[name], w.tick))
             h = self.history[name]
-            h[sync.seq] = canon(sync.schema.root, sync.schema.value(sync.schema.tree(w)))  # as a client sees it
+            h[sync.seq] = canon(
+                sync.schema.root, sync.schema.value(sync.schema.tree(w))
+            )  # as a client sees it
             h.pop(sync.seq - HISTORY, None)
 
     async def run(self) -> None:
