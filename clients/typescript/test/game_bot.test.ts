@@ -2,8 +2,8 @@
  * The game example's Node bot (examples/game-bot.ts) against the real game server
  * (`python -m examples.game --serve`, secure mode, 127.0.0.1): two bots in one match for a bounded
  * number of ticks; each joins, sees its own player move in the synced state, has its inputs
- * acknowledged through the state's extra, sees the other, greets it and reads its greeting. Then the
- * bot's command line once.
+ * acknowledged through the state's extra, sees the other, greets it and reads its greeting. One
+ * bot through `python -m kcp.relay` at 10 % loss each way. Then the bot's command line once.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -46,6 +46,22 @@ test("two bots play a match: they move in the synced state, their inputs are ack
     const theirs = me === a ? "bot-b" : "bot-a";
     assert.ok(me.chat.includes(`${mine}: hi from ${mine}`), me.chat.join(" | "));
     assert.ok(me.chat.some((l) => l.startsWith(`${theirs}: `)), `a line from ${theirs}: ${me.chat.join(" | ")}`);
+  }
+});
+
+test("through python -m kcp.relay at 10 % loss each way: the bot still plays and sees itself move", async () => {
+  const relay = await startPython(["-m", "kcp.relay", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${port}`, "--loss", "10", "--seed", "11"]);
+  try {
+    const m = /^relay 127\.0\.0\.1:(\d+) ->/.exec(relay.firstLine);
+    assert.ok(m, relay.firstLine);
+    const r = await runBot({ host: "127.0.0.1", port: Number(m[1]), room: "lossy", name: "bot-l", ticks: 40, seed: 3 });
+    assert.ok(r.statesApplied >= 15, `states applied: ${r.statesApplied}`);
+    assert.ok(r.positionsAcked >= 20, `inputs acknowledged up to ${r.positionsAcked}`);
+    assert.equal(r.stats.malformed + r.stats.invalid, 0);
+    const [x0, y0] = r.track[0]!;
+    assert.ok(r.track.some(([x, y]) => Math.hypot(x - x0, y - y0) > 2), "moved in the state");
+  } finally {
+    await relay.stop();
   }
 });
 
