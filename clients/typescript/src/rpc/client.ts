@@ -504,6 +504,16 @@ export class Client implements RpcChannel {
     const p = this.offsets.get(key);
     return p ? [p[0], p[1]] : null;
   }
+  /**
+   * Move the connection to a new local UDP socket (secure mode: the server follows by connection
+   * ID; calls carry on). Throws {@link UsageError} without an open secure connection.
+   */
+  async rebind(): Promise<void> {
+    const l = this.link;
+    if (!l || l.state === "closed" || !l.conn.rebind || l.conn.wireMode !== "secure") throw new UsageError("rebind() needs an open secure-mode KCP connection");
+    await l.conn.rebind();
+  }
+
   /** The transport's counters. */
   transportStats(): Record<string, number> {
     return this.link?.conn.stats() ?? {};
