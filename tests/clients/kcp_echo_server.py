@@ -1,9 +1,14 @@
 """A compat-mode KCP echo server for the TypeScript session tests (clients/typescript/test/kcp_session.test.ts).
 
-Usage: python tests/clients/kcp_echo_server.py CRYPT KEY DATA_SHARDS PARITY_SHARDS
+Usage: python tests/clients/kcp_echo_server.py CRYPT KEY DATA_SHARDS PARITY_SHARDS [LOSS_PERCENT]
+
+CRYPT is a kcptun cipher name for a compat server, or ``secure`` for a secure-wire server with
+passphrase KEY.
 
 Listens on 127.0.0.1 (a free port), prints the port on its first line, then echoes every
-session's stream bytes and out-of-band datagrams back to it, until it is killed.
+session's stream bytes and out-of-band datagrams back to it, until it is killed. With
+LOSS_PERCENT, the printed port is that of a :class:`kcp.relay.LossyRelay` in front of the
+listener, dropping that share of datagrams each way (seeded, 2 ms delay).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import sys
 
 import kcp
+from kcp.relay import LossyRelay
 
 
 async def echo(session: kcp.KCPSession) -> None:
@@ -35,13 +41,23 @@ async def echo(session: kcp.KCPSession) -> None:
         task.cancel()
 
 
-async def main(crypt: str, key: str, ds: int, ps: int) -> None:
-    wire = kcp.CompatWire(crypt=crypt, key=key, fec=(ds, ps))
+async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> None:
+    wire: kcp.CompatWire | kcp.SecureWire
+    if crypt == "secure":  # a secure-wire server (what a compat dial must recognise by its hint)
+        wire = kcp.SecureWire(key=key, fec=(ds, ps))
+    else:
+        wire = kcp.CompatWire(crypt=crypt, key=key, fec=(ds, ps))
     listener = await kcp.listen("127.0.0.1", 0, wire, on_accept=echo)
     async with listener:
-        print(listener.address[1], flush=True)
-        await asyncio.Event().wait()
+        if loss is None:
+            print(listener.address[1], flush=True)
+            await asyncio.Event().wait()
+            return
+        async with LossyRelay(target=listener.address, loss=loss, delay=2.0, seed=7) as relay:
+            print(relay.address[1], flush=True)
+            await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    kcp.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    a = sys.argv
+    kcp.run(main(a[1], a[2], int(a[3]), int(a[4]), float(a[5]) if len(a) > 5 else None))

@@ -45,14 +45,14 @@ def run(seed: int, name: str) -> dict[str, Any]:
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
                 "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu")})  # fmt: skip
     results.append(None)
-    for k in engines:
+    for eng in engines:
         if cfg.get("nodelay"):
-            k.nodelay(*cfg["nodelay"])
+            eng.nodelay(*cfg["nodelay"])
         if cfg.get("wnd"):
-            k.wndsize(*cfg["wnd"])
+            eng.wndsize(*cfg["wnd"])
         if cfg.get("mtu"):
-            k.setmtu(cfg["mtu"])
-        k.stream = 1 if cfg.get("stream") else 0
+            eng.setmtu(cfg["mtu"])
+        eng.stream = 1 if cfg.get("stream") else 0
     in_flight: list[tuple[int, int, int]] = []  # (deliver_at, to, index in outs[1 - to])
     seen = [0, 0]
     now = start
@@ -77,9 +77,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
             ops.append({"op": "send", "e": e, "data": data.hex()})
             results.append(engines[e].send(data))
         elif r < 0.17:
-            ops.append({"op": "input_raw", "e": e, "now": now, "data": rng.randbytes(rng.randint(0, 60)).hex()})
-            results.append(engines[e].input(rng_garbage := bytes.fromhex(ops[-1]["data"]), now))
-            del rng_garbage
+            garbage = rng.randbytes(rng.randint(0, 60))
+            ops.append({"op": "input_raw", "e": e, "now": now, "data": garbage.hex()})
+            results.append(engines[e].input(garbage, now))
         # deliveries due now, in order of arrival time
         due = sorted((x for x in in_flight if x[0] <= now), key=lambda x: x[0])
         for x in due:
@@ -107,7 +107,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
             engines[k].flush(now)
             results.append(collect(k))
     ops.append({"op": "state"})
-    results.append([{f: getattr(k, f) for f in STATE} for k in engines])
+    results.append([{f: getattr(eng, f) for f in STATE} for eng in engines])
     return {"seed": seed, "config": name, "ops": ops, "results": results}
 
 

@@ -20,8 +20,8 @@ export type { ClientOptions, ClientCounters, RawEvent, Position } from "./rpc/cl
 
 // KCP transport (src/kcp/): engine, compat packet layer, sessions
 export { CompatPath } from "./kcp/path.js";
-export type { DatagramLink, Path, PathOwner, CompatPathCounters } from "./kcp/path.js";
-export { KcpError, KcpUsageError, ConnectionClosedError, DeadLinkError } from "./kcp/errors.js";
+export type { DatagramLink, Path, PathOwner } from "./kcp/path.js";
+export { KcpError, KcpUsageError, ConnectionClosedError, DeadLinkError, WireMismatchError } from "./kcp/errors.js";
 export { Kcp, getConv, newEngineCounters, IKCP_OVERHEAD } from "./kcp/engine.js";
 export type { EngineCounters, KcpOutput } from "./kcp/engine.js";
 export { newCounters } from "./kcp/counters.js";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { randomBytes } from "node:crypto";
 import { dial, IdleTimeoutError, KcpSession, type CompatWireOptions } from "../src/kcp/session.js";
-import { ConnectionClosedError, KcpUsageError } from "../src/kcp/errors.js";
+import { ConnectionClosedError, KcpUsageError, WireMismatchError } from "../src/kcp/errors.js";
 import { startPython, type PythonServer } from "./helpers/python.js";
 
 /** `p`, or a rejection naming `what` after `ms`. */
@@ -166,7 +166,7 @@ test("session: a silent peer ends the session with IdleTimeoutError; bad options
   await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
   try {
     const s = await dial("127.0.0.1", sock.address().port, { session: { idleTimeoutMs: 300 } });
-    const ended = new Promise<Error | null>((r) => s.onClose(r));
+    const ended = new Promise<Error | undefined>((r) => s.onClose(r));
     s.write(Buffer.from("anyone?"));
     const err = await within(ended, 3000, "idle timeout");
     assert.ok(err instanceof IdleTimeoutError);
@@ -178,4 +178,35 @@ test("session: a silent peer ends the session with IdleTimeoutError; bad options
   await assert.rejects(dial("127.0.0.1", 9, { wire: { crypt: "aes" } }), KcpUsageError);
   await assert.rejects(dial("127.0.0.1", 9, { wire: { crypt: "rot13" as "aes", key: "k" } }), KcpUsageError);
   await assert.rejects(dial("127.0.0.1", 0), KcpUsageError);
+});
+
+test("session: 10 % loss each way (Python relay): FEC 10/3 rebuilds, KCP resends, every byte arrives in order", async () => {
+  await withServer(["aes-128-gcm", "lossy", "10", "3", "10"], async (port) => {
+    const s = await dial("127.0.0.1", port, { wire: { crypt: "aes-128-gcm", key: "lossy", fec: [10, 3] } });
+    const got = new Collector(s);
+    const payload = randomBytes(400000);
+    for (let off = 0; off < payload.length; off += 16384) {
+      if (!s.write(payload.subarray(off, off + 16384))) await within(s.drained(), 10000, "drain");
+    }
+    await within(got.until(payload.length), 30000, "lossy echo");
+    assert.ok(got.take().equals(payload));
+    assert.ok(s.counters.fecRecovered > 0, `fecRecovered ${s.counters.fecRecovered}`);
+    assert.ok(s.counters.retransSegs > 0, `retransSegs ${s.counters.retransSegs}`);
+    s.close();
+    await within(s.whenClosed(), 6000, "close");
+  });
+});
+
+test("session: a compat dial to a secure-wire server ends at once with WireMismatchError (the server's wire hint)", async () => {
+  await withServer(["secure", "a passphrase", "0", "0"], async (port) => {
+    for (const wire of [{ crypt: "aes", key: "a passphrase" }, {}] as CompatWireOptions[]) {
+      const s = await dial("127.0.0.1", port, { wire, session: { idleTimeoutMs: 10000 } });
+      const ended = new Promise<Error | undefined>((r) => s.onClose(r));
+      s.write(Buffer.from("hello?"));
+      const err = await within(ended, 5000, "wire hint");
+      assert.ok(err instanceof WireMismatchError, String(err));
+      assert.match(err.message, /secure wire/);
+      assert.equal(s.closeReason, "wire mismatch");
+    }
+  });
 });

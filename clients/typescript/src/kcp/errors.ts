@@ -22,3 +22,9 @@ export class ConnectionClosedError extends KcpError {}
 
 /** A segment was retransmitted `dead_link` times without an ack: the peer is gone. */
 export class DeadLinkError extends ConnectionClosedError {}
+
+/**
+ * A compat (kcp-go format) dial reached a server that speaks the secure wire: it answered with a
+ * wire hint (docs/security.md, "Wire hints") bound to a datagram we sent. Dial it with the secure wire.
+ */
+export class WireMismatchError extends ConnectionClosedError {}

@@ -20,6 +20,8 @@
  * Time: every `now` is the session's clock in milliseconds ({@link PathOwner.now}).
  */
 
+import { WireMismatchError } from "./errors.js";
+
 /** A connected datagram link to one peer (one UDP socket per dialled session). */
 export interface DatagramLink {
   /** Send one UDP payload to the peer. Never throws for network errors (they are counted). */
@@ -30,6 +32,8 @@ export interface DatagramLink {
   close(): void;
   /** True after {@link close}. */
   readonly closed: boolean;
+  /** The peer's address, if known (for messages and stats). */
+  readonly remote?: { address: string; port: number };
 }
 
 /** What a packet path may do to its session (the session implements this). */
@@ -48,6 +52,10 @@ export interface PathOwner {
   setMtu(mtu: number): void;
   /** The peer ended the connection (an authenticated CLOSE): the session ends at once. */
   peerClosed(now: number, code: number, reason: string): void;
+  /** True once the engine accepted a packet from the peer (the peer answered). */
+  readonly answered?: boolean;
+  /** End the session at once with `error` (e.g. a wire hint said the server speaks another wire). */
+  fail?(now: number, error: Error, reason: string): void;
 }
 
 /** The wire-mode strategy under one session. */
@@ -56,6 +64,8 @@ export interface Path {
   readonly mode: "compat" | "secure";
   /** Bytes the path adds to each pipeline datagram (0 for compat). */
   readonly overhead: number;
+  /** The peer's current address, if known (secure mode: it may move). */
+  readonly remote?: { address: string; port: number };
   /** Called once by the session's constructor; the path starts delivering received datagrams to `owner`. */
   attach(owner: PathOwner): void;
   /** Send one pipeline datagram (sealed by the pipeline already; the path seals it further if it must). */
@@ -70,13 +80,24 @@ export interface Path {
   addStats(out: Record<string, number>): void;
 }
 
-/** Counters a {@link CompatPath} keeps. */
-export interface CompatPathCounters {
-  /** UDP payloads handed to the link. */
-  pathOut: number;
-}
+/** A wire hint: `0xC4 | version 1 | code | detail | echo (16)` (docs/security.md, "Wire hints"). */
+const T_HINT = 0xc4;
+const HINT_LEN = 20;
+const ECHO_LEN = 16;
+/** Hint code: the server speaks the secure wire (codes 1–5 all mean that to a compat dial). */
+const HINT_COMPAT_WIRE = 6;
+const SENT_LOG = 32;
 
-/** kcp-go's packet path: pipeline datagrams go to the link unchanged, and every received datagram goes to the session. */
+/**
+ * kcp-go's packet path: pipeline datagrams go to the link unchanged, and every received datagram
+ * goes to the session.
+ *
+ * Until the peer first answers (the engine accepted one of its packets), the path also watches for
+ * a wire hint from a secure kcprpc server: a 20-byte `0xC4` datagram whose echo is the start of one
+ * of the last 32 datagrams we sent. A bound hint (any code but 6, "compat wire") ends the session
+ * at once with {@link WireMismatchError}; an unbound one is counted (`wire_hints_ignored`) and
+ * dropped. This is what the Python `kcp.client` does for compat dials.
+ */
 export class CompatPath implements Path {
   /** Always `"compat"`. */
   readonly mode = "compat" as const;
@@ -84,21 +105,58 @@ export class CompatPath implements Path {
   readonly overhead = 0;
   private owner: PathOwner | null = null;
   private sent = 0;
+  private sentLog: Uint8Array[] | null = [];
+  private hintsIgnored = 0;
 
   /** A path over `link` (which the path closes when the session finishes). */
   constructor(readonly link: DatagramLink) {}
+
+  /** The link's peer address. */
+  get remote(): { address: string; port: number } | undefined {
+    return this.link.remote;
+  }
 
   /** See {@link Path.attach}. */
   attach(owner: PathOwner): void {
     this.owner = owner;
     this.link.setReceiver((datagram) => {
-      if (!owner.ended) owner.feed(datagram, owner.now());
+      if (owner.ended) return;
+      const now = owner.now();
+      if (this.sentLog !== null) {
+        if (owner.answered) this.sentLog = null; // the peer speaks our wire: stop watching
+        else if (datagram.length === HINT_LEN && datagram[0] === T_HINT && this.hint(owner, datagram, now)) return;
+      }
+      owner.feed(datagram, now);
     });
+  }
+
+  private hint(owner: PathOwner, d: Uint8Array, now: number): boolean {
+    const code = d[2]!;
+    const echo = d.subarray(4);
+    const bound = this.sentLog!.some((s) => s.length === ECHO_LEN && s.every((b, i) => b === echo[i]));
+    if (d[1] !== 1 || code < 1 || code > 6) return false; // not a hint: the session counts it as garbage
+    if (code === HINT_COMPAT_WIRE || !bound || owner.fail === undefined) {
+      this.hintsIgnored++;
+      return true;
+    }
+    const r = this.link.remote;
+    const where = r === undefined ? "the server" : `the server at ${r.address.includes(":") ? `[${r.address}]` : r.address}:${r.port}`;
+    owner.fail(
+      now,
+      new WireMismatchError(`wrong wire mode: ${where} speaks the secure wire, not kcp-go's: dial it with the secure wire`),
+      "wire mismatch",
+    );
+    return true;
   }
 
   /** See {@link Path.send}. */
   send(datagram: Uint8Array, _now: number): void {
     this.sent++;
+    const log = this.sentLog;
+    if (log !== null) {
+      log.push(datagram.slice(0, ECHO_LEN));
+      if (log.length > SENT_LOG) log.shift();
+    }
     this.link.send(datagram);
   }
 
@@ -113,11 +171,13 @@ export class CompatPath implements Path {
   /** Closes the link. */
   finish(_now: number, _code: number | null, _reason: string): void {
     this.owner = null;
+    this.sentLog = null;
     this.link.close();
   }
 
   /** See {@link Path.addStats}. */
   addStats(out: Record<string, number>): void {
-    out["path_out"] = this.sent;
+    out["pathOut"] = this.sent;
+    out["wireHintsIgnored"] = this.hintsIgnored;
   }
 }

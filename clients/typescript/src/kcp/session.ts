@@ -131,7 +131,9 @@ export class KcpSession implements PathOwner {
   private dataHandler: ((data: Uint8Array) => void) | null = null;
   private dgramHandler: ((data: Uint8Array) => void) | null = null;
   private readonly dgrams: Uint8Array[] = [];
-  private closeHandlers: ((err: Error | null) => void)[] = [];
+  private closeHandlers: ((err?: Error) => void)[] = [];
+  private paused = false;
+  private accepted = false;
   private drainWaiters: (() => void)[] = [];
   private readonly closedPromise: Promise<void>;
   private resolveClosed!: () => void;
@@ -264,10 +266,32 @@ export class KcpSession implements PathOwner {
     while (handler !== null && this.dgrams.length && this.dgramHandler === handler) handler(this.dgrams.shift()!);
   }
 
-  /** Call `handler(error | null)` once the session ended (at once if it already has). */
-  onClose(handler: (err: Error | null) => void): void {
-    if (this.st === "closed") queueMicrotask(() => handler(this.error));
+  /**
+   * Call `handler(error)` once the session ended (soon, if it already has): `error` is undefined
+   * for a local close, else why it ended ({@link IdleTimeoutError}, {@link DeadLinkError}...).
+   */
+  onClose(handler: (err?: Error) => void): void {
+    if (this.st === "closed") queueMicrotask(() => handler(this.error ?? undefined));
     else this.closeHandlers.push(handler);
+  }
+
+  /** Stop delivering stream bytes (backpressure: they stay in the engine, whose window then closes). */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Resume delivering stream bytes (what arrived meanwhile is delivered at once). */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.engine.nrcvQue) this.schedule(false);
+  }
+
+  /** The peer's address as `host:port` (`[host]:port` for IPv6), or "" if the path does not know it. */
+  get remoteAddress(): string {
+    const r = this.path.remote;
+    if (r === undefined) return "";
+    return r.address.includes(":") ? `[${r.address}]:${r.port}` : `${r.address}:${r.port}`;
   }
 
   /** PathOwner: one datagram from the peer (already opened by the path). Never throws. */
@@ -279,7 +303,7 @@ export class KcpSession implements PathOwner {
     c.bytesReceived += data.length;
     const eng = this.engine;
     if (this.plain && bareKcp(data)) {
-      eng.input(data, now);
+      if (eng.input(data, now) === 0) this.accepted = true;
     } else {
       for (const [kind, payload] of this.pipeline.open(data)) {
         if (kind === KIND_OOB) {
@@ -288,12 +312,22 @@ export class KcpSession implements PathOwner {
           else if (this.dgrams.length < this.dgramLimit) this.dgrams.push(payload);
           else c.oobDropped++;
         } else {
-          eng.input(payload, now, kind === KIND_KCP);
+          if (eng.input(payload, now, kind === KIND_KCP) === 0) this.accepted = true;
         }
       }
     }
     this.inputDirty = true;
     this.schedule(false);
+  }
+
+  /** PathOwner: true once the engine accepted a packet from the peer. */
+  get answered(): boolean {
+    return this.accepted;
+  }
+
+  /** PathOwner: end the session at once with `error`. */
+  fail(now: number, error: Error, reason: string): void {
+    this.finish(now, error, reason);
   }
 
   /** PathOwner: authenticated traffic without payload arrived (the peer is alive). */
@@ -331,10 +365,10 @@ export class KcpSession implements PathOwner {
       return;
     }
     const h = this.dataHandler;
-    if (h === null) return; // held in the engine: its window closes, the peer waits (bounded)
+    if (h === null || this.paused) return; // held in the engine: its window closes, the peer waits (bounded)
     for (let m = eng.recv(); m !== null; m = eng.recv()) {
       if (m.length) this.callSafely(h, m);
-      if (this.dataHandler !== h || this.st !== "open") break;
+      if (this.dataHandler !== h || this.st !== "open" || this.paused) break;
     }
     if (eng.probe & IKCP_ASK_TELL) this.flushWanted = true;
   }
@@ -558,7 +592,7 @@ export class KcpSession implements PathOwner {
     this.closeHandlers = [];
     for (const h of handlers) {
       try {
-        h(this.error);
+        h(this.error ?? undefined);
       } catch (e) {
         queueMicrotask(() => {
           throw e;
