@@ -2,13 +2,14 @@
 (clients/typescript/test/secure_session.test.ts).
 
 Usage: python tests/clients/secure_echo_server.py [--psk HEX | --passphrase TEXT] [--static-key HEX]
-       [--fec DATA PARITY] [--token TEXT] [--rekey-after-packets N]
+       [--fec DATA PARITY] [--token TEXT] [--rekey-after-packets N] [--always-retry] [--port N]
 
 Listens on 127.0.0.1 (a free port) with ``kcp.SecureWire``, prints the port on its first line,
 then echoes every session's stream bytes and out-of-band datagrams back to it until it is killed.
 A stream that carries ``b"close please"`` is answered by closing the session with code 7
 (application) and the message ``"maintenance window"``; ``b"goaway please"`` by a transport GOAWAY.
-With ``--token``, the server's authorize hook refuses every other token (``bad token: unknown``).
+With ``--token``, the server's authorize hook refuses every other token (``bad token: unknown``);
+``--always-retry`` makes it ask every initiation for a cookie (a RETRY first).
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ async def main(args: argparse.Namespace) -> None:
         def authorize(token: bytes, _client: bytes | None, _addr: Any) -> str | None:
             return None if token == expected else "unknown"
 
-    config = SecureConfig(rekey_after_packets=args.rekey_after_packets) if args.rekey_after_packets else None
+    knobs: dict[str, Any] = {"always_retry": args.always_retry}
+    if args.rekey_after_packets:
+        knobs["rekey_after_packets"] = args.rekey_after_packets
+    config = SecureConfig(**knobs)
     wire = kcp.SecureWire(
         key=key,
         static_private_key=bytes.fromhex(args.static_key) if args.static_key else None,
@@ -71,7 +75,7 @@ async def main(args: argparse.Namespace) -> None:
         authorize=authorize,
         config=config,
     )
-    listener = await kcp.listen("127.0.0.1", 0, wire, on_accept=echo)
+    listener = await kcp.listen("127.0.0.1", args.port, wire, on_accept=echo)
     async with listener:
         print(listener.address[1], flush=True)
         await asyncio.Event().wait()
@@ -85,4 +89,6 @@ if __name__ == "__main__":
     p.add_argument("--fec", nargs=2, type=int, default=[0, 0])
     p.add_argument("--token")
     p.add_argument("--rekey-after-packets", type=int, default=0)
+    p.add_argument("--always-retry", action="store_true")
+    p.add_argument("--port", type=int, default=0)
     kcp.run(main(p.parse_args()))

@@ -13,7 +13,9 @@ mtu, snd_wnd, rcv_wnd, fec, fec_strict, suites, cid_prefix, data_parts), ``serve
 psk, passphrase, suites, mtu, snd_wnd, rcv_wnd, fec, min_mtu, always_retry, cid_prefix,
 mux_versions), ``client_seed``/``server_seed`` (strings), ``peer``, ``data`` (client payloads),
 ``server_data`` (server payloads), ``key_update`` (bool), ``close`` (server CLOSE [code, message]),
-``goaway`` (server GOAWAY [code, message]).
+``goaway`` (server GOAWAY [code, message]), ``tamper`` (bool: also flip each bit 0 of every byte
+of the server's first answer, each fed to a fresh client with the same seed, and report what the
+client made of it: ``tampered``, one [state, error class or "", counters that moved] per byte).
 """
 
 from __future__ import annotations
@@ -31,19 +33,23 @@ SERVER_ADDR = "10.0.0.1:4000"
 _BYTES = {"server_public_key", "static_key", "psk", "token", "cid_prefix"}
 
 
-def stream_rng(seed: str) -> Callable[[int], bytes]:
-    """``rng(n)``: the next ``n`` bytes of SHA-256(seed | counter as 4 big-endian bytes), block after block."""
-    state = {"buf": b"", "i": 0}
+class _Stream:
+    def __init__(self, seed: str) -> None:
+        self.seed = seed.encode()
+        self.buf = b""
+        self.i = 0
 
-    def rng(n: int) -> bytes:
-        while len(state["buf"]) < n:
-            block = hashlib.sha256(seed.encode() + int(state["i"]).to_bytes(4, "big")).digest()
-            state["buf"] = bytes(state["buf"]) + block
-            state["i"] = int(state["i"]) + 1
-        out, state["buf"] = bytes(state["buf"])[:n], bytes(state["buf"])[n:]
+    def __call__(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += hashlib.sha256(self.seed + self.i.to_bytes(4, "big")).digest()
+            self.i += 1
+        out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    return rng
+
+def stream_rng(seed: str) -> Callable[[int], bytes]:
+    """``rng(n)``: the next ``n`` bytes of SHA-256(seed | counter as 4 big-endian bytes), block after block."""
+    return _Stream(seed)
 
 
 def _config(spec: dict[str, Any]) -> HandshakeConfig:
@@ -87,7 +93,14 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
                     steps.append({"op": "recv", "hex": reply.hex(), "now": now, "state": cli.state.value})
                 else:
                     payload = cconn.open(reply, SERVER_ADDR, now)
-                    steps.append({"op": "recv", "hex": reply.hex(), "now": now, "payload": None if payload is None else payload.hex()})
+                    steps.append(
+                        {
+                            "op": "recv",
+                            "hex": reply.hex(),
+                            "now": now,
+                            "payload": None if payload is None else payload.hex(),
+                        }
+                    )
             nxt += cli.datagrams_to_send(now)
             if cconn is not None:
                 nxt += [dg for dg, _ in cconn.datagrams_to_send(now)]
@@ -123,7 +136,14 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
                 now += 1
                 d = sconn.seal(bytes.fromhex(p), now)
                 payload = cconn.open(d, SERVER_ADDR, now)
-                steps.append({"op": "recv", "hex": d.hex(), "now": now, "payload": None if payload is None else payload.hex()})
+                steps.append(
+                    {
+                        "op": "recv",
+                        "hex": d.hex(),
+                        "now": now,
+                        "payload": None if payload is None else payload.hex(),
+                    }
+                )
 
         exchange()
         if sc.get("key_update"):
@@ -149,7 +169,21 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
         end["close_message"] = cconn.close_message
         end["goaway"] = list(cconn.goaway_received) if cconn.goaway_received else None
     steps.append(end)
-    return {"name": sc["name"], "steps": steps}
+    result: dict[str, Any] = {"name": sc["name"], "steps": steps}
+    if sc.get("tamper"):
+        answer = bytes.fromhex(next(st["hex"] for st in steps if st["op"] == "recv"))
+        tampered = []
+        for i in range(len(answer)):
+            bad = bytearray(answer)
+            bad[i] ^= 1
+            c = SecureClient(_config(sc["client"]), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
+            c.initiate(0)
+            before = c.counters.snapshot()
+            c.receive(bytes(bad), SERVER_ADDR, 2)
+            moved = sorted(k for k, v in c.counters.snapshot().items() if v != before.get(k))
+            tampered.append([c.state.value, type(c.error).__name__ if c.error else "", moved])
+        result["tampered"] = tampered
+    return result
 
 
 def main() -> None:

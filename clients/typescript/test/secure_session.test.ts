@@ -103,7 +103,7 @@ async function echo(session: KcpSession, got: Collector, msg: Buffer, what: stri
 }
 
 function closed(session: KcpSession): Promise<Error | null> {
-  return new Promise((resolve) => session.onClose(resolve));
+  return new Promise((resolve) => session.onClose((err) => resolve(err ?? null)));
 }
 
 test("IKpsk2 (pinned key, PSK, token): stream and OOB echo, key updates both ways, migration, CLOSE", async () => {

@@ -54,6 +54,7 @@ interface Scenario {
   key_update?: boolean;
   close?: [number, string];
   goaway?: [number, string];
+  tamper?: boolean;
 }
 
 type Step =
@@ -114,6 +115,7 @@ const SCENARIOS: Scenario[] = [
     data: DATA,
     server_data: SERVER_DATA,
     key_update: true,
+    tamper: true,
     goaway: [9, "draining"],
     close: [7, "maintenance window"],
   },
@@ -145,6 +147,7 @@ const SCENARIOS: Scenario[] = [
     data: DATA,
     server_data: SERVER_DATA,
     close: [0, ""],
+    tamper: true,
   },
   {
     ...base,
@@ -247,16 +250,45 @@ function replay(sc: Scenario, steps: Step[]): void {
   }
 }
 
+/** Feed each one-bit-flipped copy of the server's first answer to a fresh client: the same outcome as the Python client's, byte by byte. */
+function tamper(sc: Scenario, steps: Step[], expected: [string, string, string[]][]): number {
+  const answer = unhex((steps.find((s) => s.op === "recv") as Step & { op: "recv" }).hex);
+  assert.equal(expected.length, answer.length);
+  const snake = (k: string): string => k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase());
+  let failed = 0;
+  for (let i = 0; i < answer.length; i++) {
+    const bad = Uint8Array.from(answer);
+    bad[i] = (bad[i] as number) ^ 1;
+    const c = new SecureClient(tsOptions(sc.client), { rng: streamRng(sc.client_seed), peer: sc.peer });
+    c.initiate(0);
+    const before = { ...c.counters };
+    assert.doesNotThrow(() => c.receive(bad, PEER, 2));
+    const moved = Object.entries(c.counters)
+      .filter(([k, v]) => before[k as keyof typeof before] !== v)
+      .map(([k]) => snake(k))
+      .sort();
+    assert.deepEqual([c.state, c.error ? c.error.constructor.name : "", moved], expected[i], `${sc.name}: byte ${i} flipped`);
+    if (c.state === "failed") failed++;
+  }
+  return failed;
+}
+
 test("the TypeScript secure client matches the Python implementation byte for byte", async () => {
   const out = JSON.parse(await runPython(["tests/clients/secure_vectors.py"], 60000, JSON.stringify(SCENARIOS))) as {
     name: string;
     steps: Step[];
+    tampered?: [string, string, string[]][];
   }[];
   assert.equal(out.length, SCENARIOS.length);
   const ends: Record<string, string> = {};
   for (const [i, r] of out.entries()) {
     const sc = SCENARIOS[i] as Scenario;
     replay(sc, r.steps);
+    if (sc.tamper) {
+      assert.ok(r.tampered);
+      // a changed byte of the authenticated answer fails the handshake (PSK mismatch), never establishes it
+      assert.ok(tamper(sc, r.steps, r.tampered) > 100);
+    }
     const end = r.steps[r.steps.length - 1] as Step & { op: "end" };
     ends[sc.name] = end.error ?? end.state;
   }
@@ -268,4 +300,9 @@ test("the TypeScript secure client matches the Python implementation byte for by
   assert.equal(ends["NNpsk0 with a RETRY cookie (server under load)"], "established");
   assert.equal(ends["suite refused, retried at once with the server's"], "established");
   assert.equal(ends["the server's FEC the strict client cannot take: the client refuses the answer with a CLOSE"], "HandshakeRefused");
+  // the worker byte (docs/workers.md): our CID starts with the client's cidPrefix (the initiation's
+  // bytes 4..12), the server's CID with its worker index
+  const worker = out[1]!.steps;
+  assert.equal((worker[0] as Step & { op: "send" }).hex.slice(8, 10), "07");
+  assert.equal((worker[worker.length - 1] as Step & { op: "end" }).remote_cid?.slice(0, 2), "03");
 });

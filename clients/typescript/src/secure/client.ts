@@ -109,7 +109,7 @@ export interface SecureClientInit {
 export class SecureClient {
   /** The validated configuration. */
   readonly config: ClientConfig;
-  /** Counters (shared with the connection). */
+  /** The handshake's counters (the connection keeps its own). */
   readonly counters: SecureCounters = newCounters();
   /** Our connection ID (the server puts it on packets to us); byte 0 is `cidPrefix` when set. */
   readonly localCid: Uint8Array;
@@ -433,7 +433,6 @@ export class SecureClient {
       params,
       rng: this.rng,
       now,
-      counters: this.counters,
       peerStatic: this.config.serverPublicKey,
       handshakeHash: hs.handshakeHash,
       resetToken,

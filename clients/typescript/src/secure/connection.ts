@@ -144,8 +144,8 @@ export interface ConnectionInit {
   rng: Rng;
   /** Now (ms). */
   now: number;
-  /** Shared counters (the client's). */
-  counters: SecureCounters;
+  /** The connection's counters (default: its own, as the Python connection's; the handshake's stay on the client). */
+  counters?: SecureCounters;
   /** The server's static key (IKpsk2), or null. */
   peerStatic: Uint8Array | null;
   /** The final handshake hash (channel binding; the KCP conv comes from it). */
@@ -156,7 +156,7 @@ export interface ConnectionInit {
 
 /** One established secure connection (client side). */
 export class SecureConnection {
-  /** Counters (shared with the client that built it). */
+  /** The connection's own counters (transport; the handshake's are the client's). */
   readonly counters: SecureCounters;
   /** The negotiated parameters. */
   readonly params: SessionParams;
@@ -224,7 +224,7 @@ export class SecureConnection {
   constructor(init: ConnectionInit) {
     this.cfg = init.config;
     this.rng = init.rng;
-    this.counters = init.counters;
+    this.counters = init.counters ?? newCounters();
     this.params = init.params;
     this.localCid = init.localCid;
     this.remoteCid = init.remoteCid;

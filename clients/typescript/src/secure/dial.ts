@@ -48,13 +48,13 @@ export async function dialSecure(host: string, port: number, options: SecureDial
   const clock = session.clock ?? defaultClock;
   const link = await SecureUdpLink.open(host, port);
   try {
-    const { conn } = await secureHandshake(link, proposal, {
+    const { conn, client } = await secureHandshake(link, proposal, {
       clock,
       ...(options.rng ? { rng: options.rng } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     const p = conn.params;
-    const path = new SecurePath(link, conn, clock());
+    const path = new SecurePath(link, conn, clock(), client.counters);
     return new KcpSession(path, conn.conv, {
       ...session,
       clock,

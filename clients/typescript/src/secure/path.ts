@@ -42,7 +42,8 @@ export class SecurePath implements Path {
     readonly link: DatagramLink,
     readonly conn: SecureConnection,
     now: number,
-    private readonly handshakeCounters: SecureCounters | null = null,
+    /** The handshake's counters (the client's), reported with the connection's. */
+    readonly handshakeCounters: SecureCounters | null = null,
   ) {
     this.rekeyDue = now + rekeyAfterMs(conn);
   }
@@ -167,13 +168,11 @@ export class SecurePath implements Path {
 
   /** See {@link Path.addStats}: the connection's counters as `secure_*` (snake case, as the Python session's stats). */
   addStats(out: Record<string, number>): void {
-    const add = (c: SecureCounters): void => {
-      for (const [k, v] of Object.entries(c)) {
-        const key = "secure_" + k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase());
-        out[key] = v;
-      }
-    };
-    add(this.handshakeCounters ?? this.conn.counters);
+    const total: Record<string, number> = { ...this.conn.counters };
+    if (this.handshakeCounters !== null) {
+      for (const [k, v] of Object.entries(this.handshakeCounters)) total[k] = (total[k] ?? 0) + v;
+    }
+    for (const [k, v] of Object.entries(total)) out["secure_" + k.replace(/[A-Z]/g, (m) => "_" + m.toLowerCase())] = v;
     out["secure_held_back"] = this.heldBack;
     out["secure_key_epoch"] = this.conn.epoch;
     out["secure_rejected"] = this.rejected;
