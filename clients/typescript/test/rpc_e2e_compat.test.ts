@@ -51,11 +51,12 @@ test("a server that dies and comes back: the client reconnects and restores its 
     await client.unary("ts.App/push", { room: "r1", topic: "t1" });
     await waitFor(() => client.position(null, "r1") !== null && client.position("t1") !== null, "the room and topic messages");
     await server.kill(); // gone without a word
-    await waitFor(() => lost.length === 1, "the heartbeat timeout", 5000);
+    const before = lost.length;
+    await waitFor(() => lost.length > before, "the heartbeat timeout", 5000);
     server = await startPythonServer("tests/clients/ts_app.py", ["--port", String(port), ...args]);
     await client.waitConnected(15000);
-    assert.equal(client.reconnects, 1);
-    assert.match(lost[0] ?? "", /heartbeats/);
+    assert.ok(client.reconnects >= 1); // (a loaded machine may lose a heartbeat earlier too)
+    assert.match(lost[lost.length - 1] ?? "", /heartbeats/);
     // rooms come back through the app's on_restore, topics through kcprpc.Push/Subscribe
     assert.deepEqual([...client.rooms], ["r1"]);
     assert.deepEqual([...client.topics], ["t1"]);
