@@ -8,7 +8,7 @@ import { createHmac } from "node:crypto";
 import type { BidiCall, CallOptions, EventInfo, Metadata, NotifyOptions, RpcChannel, ServerStreamCall } from "./channel.js";
 import type { CloseInfo, RpcByteStream, RpcConnection } from "./connection.js";
 import {
-  EVENT_REPLAYED, FLAG_END, FRAME_HEADER_SIZE, FrameDecoder, FrameType as T, OVERSIZED, PROTOCOL_VERSION, UNDECODABLE,
+  EVENT_REPLAYED, FLAG_END, FRAME_HEADER_SIZE, FrameDecoder, FrameType as T, OVERSIZED, PROTOCOL_VERSION, REFUSED, UNDECODABLE,
   decodeDatagram, encodeFrame, type Frame,
 } from "./frames.js";
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
@@ -26,6 +26,8 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Largest frame body sent or received (default 4 MiB). */
   maxMessageSize?: number;
+  /** The most one received body may decode into, estimated before decoding (default 8 MiB or 2 × maxMessageSize). */
+  maxDecodedBytes?: number;
   /** Deadline of calls without their own (default none). */
   defaultTimeoutMs?: number;
   /** Unary calls on the shared control stream (default) or a stream each. */
@@ -67,6 +69,8 @@ export interface ClientCounters {
   events_stale_keyed: number;
   /** Latest-wins keys forgotten to stay within the table's bound. */
   keys_evicted: number;
+  /** Events dropped from a full `events()` queue. */
+  events_dropped: number;
 }
 
 const MAX_LATEST_KEYS = 65536;
@@ -241,7 +245,7 @@ class Link {
   }
 
   async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
-    const dec = new FrameDecoder(this.client.maxMessageSize);
+    const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
     try {
       for (;;) {
         if (owner) await owner.space();
@@ -272,6 +276,10 @@ class Link {
       }
       if (body === OVERSIZED) {
         call.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"));
+        return;
+      }
+      if (body === REFUSED) {
+        call.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "response would decode over max_decoded_bytes"));
         return;
       }
       switch (type) {
@@ -429,7 +437,7 @@ export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array)
  */
 export class Client implements RpcChannel {
   /** Counters. */
-  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0 };
+  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0 };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
   /** Topics subscribed to. */
@@ -440,6 +448,8 @@ export class Client implements RpcChannel {
   resumes = 0;
   /** The largest frame body sent or received. */
   readonly maxMessageSize: number;
+  /** The most one received body may decode into (estimated). */
+  readonly maxDecodedBytes: number;
   /** The clock (ms). */
   readonly now: () => number;
   private readonly opts: ClientOptions;
@@ -463,6 +473,7 @@ export class Client implements RpcChannel {
     this.connector = connector;
     this.opts = opts;
     this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
+    this.maxDecodedBytes = opts.maxDecodedBytes ?? Math.max(8 * 1024 * 1024, 2 * this.maxMessageSize);
     this.now = opts.now ?? (() => performance.now());
   }
 
@@ -495,6 +506,16 @@ export class Client implements RpcChannel {
     const p = this.offsets.get(key);
     return p ? [p[0], p[1]] : null;
   }
+  /**
+   * Move the connection to a new local UDP socket (secure mode: the server follows by connection
+   * ID; calls carry on). Throws {@link UsageError} without an open secure connection.
+   */
+  async rebind(): Promise<void> {
+    const l = this.link;
+    if (!l || l.state === "closed" || !l.conn.rebind || l.conn.wireMode !== "secure") throw new UsageError("rebind() needs an open secure-mode KCP connection");
+    await l.conn.rebind();
+  }
+
   /** The transport's counters. */
   transportStats(): Record<string, number> {
     return this.link?.conn.stats() ?? {};
@@ -840,6 +861,45 @@ export class Client implements RpcChannel {
     return () => {
       const i = list.indexOf(h);
       if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /**
+   * Pushed events of one wire name as an async iterable of `[payload, info]` (registered when the
+   * iteration starts, removed when it stops). At most `maxQueued` (default 4096) wait unread; past
+   * that the oldest is dropped and counted in `counters.events_dropped`.
+   */
+  events<TP>(eventName: string, options: { maxQueued?: number } = {}): AsyncIterable<[TP, EventInfo]> {
+    const max = options.maxQueued ?? 4096;
+    if (!Number.isInteger(max) || max <= 0) throw new UsageError("maxQueued must be a positive integer");
+    return {
+      [Symbol.asyncIterator]: (): AsyncIterator<[TP, EventInfo]> => {
+        const queue: Array<[TP, EventInfo]> = [];
+        let wake: (() => void) | null = null;
+        let done = false;
+        const off = this.on<TP>(eventName, (p, info) => {
+          if (queue.length >= max) {
+            queue.shift();
+            this.counters.events_dropped++;
+          }
+          queue.push([p, info]);
+          wake?.();
+        });
+        return {
+          next: async (): Promise<IteratorResult<[TP, EventInfo]>> => {
+            while (!queue.length && !done) await new Promise<void>((r) => (wake = r));
+            wake = null;
+            const v = queue.shift();
+            return v ? { value: v, done: false } : { value: undefined, done: true };
+          },
+          return: async (): Promise<IteratorResult<[TP, EventInfo]>> => {
+            done = true;
+            off();
+            wake?.();
+            return { value: undefined, done: true };
+          },
+        };
+      },
     };
   }
 
