@@ -46,6 +46,57 @@ export interface ClientOptions {
   onReconnect?: () => void;
   /** Called when reconnecting gave up. */
   onGiveUp?: (err: RpcError) => void;
+  /**
+   * Client interceptors (kcprpc.interceptors.ClientInterceptor), the first the outermost: each gets
+   * the call's {@link ClientCallDetails} (metadata, deadline and request may be changed) and
+   * `next`. For unary and client-streaming calls `next` resolves with the response; for
+   * server-streaming and bidi calls once the call is started.
+   */
+  interceptors?: readonly ClientInterceptor[];
+}
+
+/** What a client interceptor sees of a call before it goes out (kcprpc.interceptors.ClientCallDetails). */
+export interface ClientCallDetails {
+  /** The wire name `"<service>/<method>"`. */
+  readonly method: string;
+  /** The call's kind. */
+  readonly kind: "unary" | "server" | "client" | "bidi";
+  /** The request (unary, server stream), the iterable of requests (client stream) or null (bidi). */
+  request: unknown;
+  /** Request metadata (a fresh object per call: interceptors may add to it). */
+  metadata: Metadata;
+  /** The deadline in ms (the client's `defaultTimeoutMs` applied), or undefined. */
+  timeoutMs: number | undefined;
+}
+
+/**
+ * A client interceptor: `async (details, next) => { details.metadata.token = "t"; return next(details); }`.
+ * Throw (e.g. an {@link RpcError}) to refuse the call.
+ */
+export type ClientInterceptor = (details: ClientCallDetails, next: (details: ClientCallDetails) => Promise<unknown>) => Promise<unknown>;
+
+/** The addresses a connector takes turns on (`connect(..., { fallbacks })`). */
+export interface Rotation {
+  /** How many addresses there are. */
+  readonly addresses: number;
+  /** Move the connector to its next address (after each failed attempt). */
+  rotate(): void;
+}
+
+/** Run `interceptors` around `last` (the first interceptor is the outermost). */
+export function chainInterceptors(interceptors: readonly ClientInterceptor[], details: ClientCallDetails, last: (d: ClientCallDetails) => Promise<unknown>): Promise<unknown> {
+  let call = last;
+  for (let i = interceptors.length - 1; i >= 0; i--) {
+    const ic = interceptors[i] as ClientInterceptor;
+    const nxt = call;
+    call = (d) => ic(d, nxt);
+  }
+  return call(details);
+}
+
+/** An error that means "the server is not there" (a fallback address is worth trying). */
+function isUnavailable(e: unknown): boolean {
+  return e instanceof RpcError && e.code === Status.UNAVAILABLE;
 }
 
 /** A raw pushed event, as the wire carries it. */
@@ -469,19 +520,35 @@ export class Client implements RpcChannel {
   /** Server info from the last WELCOME. */
   welcomeInfo: { epoch: number | null; maxMessage: number | null; heartbeatMs: number | null } = { epoch: null, maxMessage: null, heartbeatMs: null };
 
-  private constructor(connector: () => Promise<RpcConnection>, opts: ClientOptions) {
+  private readonly rotation: Rotation | null;
+
+  private constructor(connector: () => Promise<RpcConnection>, opts: ClientOptions, rotation: Rotation | null) {
     this.connector = connector;
+    this.rotation = rotation;
     this.opts = opts;
     this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
     this.maxDecodedBytes = opts.maxDecodedBytes ?? Math.max(8 * 1024 * 1024, 2 * this.maxMessageSize);
     this.now = opts.now ?? (() => performance.now());
   }
 
-  /** Dial with `connector`, say HELLO, wait for WELCOME. Throws RpcError UNAVAILABLE (or the refusal's status). */
-  static async connect(connector: () => Promise<RpcConnection>, options: ClientOptions = {}): Promise<Client> {
-    const c = new Client(connector, options);
-    await c.connectOnce(false);
-    return c;
+  /**
+   * Dial with `connector`, say HELLO, wait for WELCOME. Throws RpcError UNAVAILABLE (or the
+   * refusal's status). With `rotation` (several addresses) an UNAVAILABLE attempt moves on to the
+   * next address, once per address, and each failed reconnect attempt rotates too.
+   */
+  static async connect(connector: () => Promise<RpcConnection>, options: ClientOptions = {}, rotation?: Rotation): Promise<Client> {
+    if (options.interceptors !== undefined && (!Array.isArray(options.interceptors) || !options.interceptors.every((f) => typeof f === "function"))) {
+      throw new UsageError("interceptors must be an array of functions (details, next) => Promise");
+    }
+    const c = new Client(connector, options, rotation ?? null);
+    for (let left = (rotation?.addresses ?? 1) - 1; ; left--) {
+      try {
+        await c.connectOnce(false);
+        return c;
+      } catch (e) {
+        if (!isUnavailable(e) || left <= 0) throw e;
+      }
+    }
   }
 
   /** The server's session id, while connected. */
@@ -522,6 +589,15 @@ export class Client implements RpcChannel {
   }
 
   private async connectOnce(restore: boolean): Promise<void> {
+    try {
+      await this.connectOnceHere(restore);
+    } catch (e) {
+      this.rotation?.rotate();
+      throw e;
+    }
+  }
+
+  private async connectOnceHere(restore: boolean): Promise<void> {
     const timeout = this.opts.connectTimeoutMs ?? 5000;
     let timer: ReturnType<typeof setTimeout> | null = null;
     const timedOut = new Promise<never>((_, rej) => {
@@ -760,8 +836,35 @@ export class Client implements RpcChannel {
 
   /** A unary call by wire name. */
   async unary<Req, Res>(method: string, request: Req, options: CallOptions = {}): Promise<Res> {
+    if (this.opts.interceptors?.length) {
+      return (await this.intercept("unary", method, request, options, async (o, r) => this.result(await this.begin<Res>(method, "unary", r, o)))) as Res;
+    }
     const call = await this.begin<Res>(method, "unary", request, options);
     return this.result(call);
+  }
+
+  /** Run the interceptors around `last`, which gets the options and request they left. */
+  private intercept(kind: Kind, method: string, request: unknown, options: CallOptions, last: (o: CallOptions, request: unknown) => Promise<unknown>): Promise<unknown> {
+    const details: ClientCallDetails = { method, kind, request, metadata: { ...(options.metadata ?? {}), }, timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs };
+    return chainInterceptors(this.opts.interceptors ?? [], details, (d) => {
+      const o: CallOptions = { ...options, metadata: d.metadata };
+      if (d.timeoutMs === undefined) delete o.timeoutMs;
+      else o.timeoutMs = d.timeoutMs;
+      return last(o, d.request);
+    });
+  }
+
+  /** begin(), through the interceptors for a streaming call (they see it started). */
+  private beginStreaming<Res>(method: string, kind: Kind, request: unknown, options: CallOptions): Promise<ActiveCall<Res>> {
+    if (!this.opts.interceptors?.length) return this.begin<Res>(method, kind, request, options);
+    let started: ActiveCall<Res> | null = null;
+    return this.intercept(kind, method, request, options, async (o, r) => {
+      started = await this.begin<Res>(method, kind, r, o);
+      return started;
+    }).then(() => {
+      if (!started) throw new RpcError(Status.INTERNAL, "an interceptor did not call next()");
+      return started;
+    });
   }
 
   private streamHandle<Res>(callP: Promise<ActiveCall<Res>>): ServerStreamCall<Res> {
@@ -799,11 +902,18 @@ export class Client implements RpcChannel {
 
   /** A server-streaming call: iterate the responses. */
   serverStream<Req, Res>(method: string, request: Req, options: CallOptions = {}): ServerStreamCall<Res> {
-    return this.streamHandle(this.begin<Res>(method, "server", request, options));
+    return this.streamHandle(this.beginStreaming<Res>(method, "server", request, options));
   }
 
   /** A client-streaming call: requests from an (async) iterable, one response. */
   async clientStream<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options: CallOptions = {}): Promise<Res> {
+    if (this.opts.interceptors?.length) {
+      return (await this.intercept("client", method, requests, options, (o, r) => this.clientStreamCore<Req, Res>(method, r as Iterable<Req> | AsyncIterable<Req>, o))) as Res;
+    }
+    return this.clientStreamCore(method, requests, options);
+  }
+
+  private async clientStreamCore<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options: CallOptions): Promise<Res> {
     const call = await this.begin<Res>(method, "client", null, options);
     try {
       for await (const r of requests as AsyncIterable<Req>) {
@@ -820,7 +930,7 @@ export class Client implements RpcChannel {
 
   /** A bidi call: `send()`, `end()`, iterate responses. */
   bidi<Req, Res>(method: string, options: CallOptions = {}): BidiCall<Req, Res> {
-    const callP = this.begin<Res>(method, "bidi", null, options);
+    const callP = this.beginStreaming<Res>(method, "bidi", null, options);
     const h = this.streamHandle(callP);
     let ended = false;
     return {

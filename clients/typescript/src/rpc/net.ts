@@ -8,7 +8,9 @@ import { rebind as rebindSecure, securePathOf, type SecureWireOptions } from "..
 import { RPC_MUX_CONFIG, type MuxConfig } from "../mux/core.js";
 import { Client, type ClientOptions } from "./client.js";
 import { MuxConnection, type CloseInfo, type DatagramTransport } from "./connection.js";
-import { Status, UsageError } from "./status.js";
+import { Status, RpcError, UsageError } from "./status.js";
+import { HandshakeError, HandshakeKeyMismatch, HandshakeRefused, HandshakeWireMismatch } from "../secure/errors.js";
+import { Reason } from "../secure/packet.js";
 
 /** A transport close code `CLOSE_CODE_BASE + status` carries an RPC status (kcprpc/transport.py). */
 export const CLOSE_CODE_BASE = 0x4b00;
@@ -17,6 +19,24 @@ export const CLOSE_CODE_BASE = 0x4b00;
 export function closeStatus(code: number | null): Status | undefined {
   if (code === null || !(code > CLOSE_CODE_BASE && code <= CLOSE_CODE_BASE + Status.UNAUTHENTICATED)) return undefined;
   return (code - CLOSE_CODE_BASE) as Status;
+}
+
+/**
+ * The {@link RpcError} a failed secure handshake becomes (kcprpc.net.handshake_error): UNAVAILABLE
+ * for nothing listening, no answer, a busy or draining server; UNAUTHENTICATED for a wrong key or
+ * a refused token; FAILED_PRECONDITION for a wrong wire mode or refused parameters. The
+ * handshake's own typed error is the `cause`.
+ */
+export function handshakeRpcError(e: HandshakeError): RpcError {
+  let status: Status;
+  if (e instanceof HandshakeRefused) {
+    status = e.code === Reason.BAD_TOKEN ? Status.UNAUTHENTICATED : e.code === Reason.SERVER_BUSY || e.code === Reason.GOING_AWAY ? Status.UNAVAILABLE : Status.FAILED_PRECONDITION;
+  } else if (e instanceof HandshakeKeyMismatch) status = Status.UNAUTHENTICATED;
+  else if (e instanceof HandshakeWireMismatch) status = Status.FAILED_PRECONDITION;
+  else status = Status.UNAVAILABLE;
+  const err = new RpcError(status, e.message);
+  err.cause = e;
+  return err;
 }
 
 /** A {@link KcpSession} as the byte pipe and datagrams under a mux. */
@@ -100,6 +120,12 @@ export interface ConnectOptions extends ClientOptions {
   session?: SessionOptions;
   /** smux settings (default: version 2 with 512 KiB windows, as kcprpc servers). */
   mux?: Partial<MuxConfig>;
+  /**
+   * Other `[host, port]` nodes of the same app (sharing its broker and keys): a connect that finds
+   * the first address UNAVAILABLE tries each of them in turn, and after a failed reconnect attempt
+   * the next attempt goes to the next node (as Python's `kcprpc.connect(fallbacks=)`).
+   */
+  fallbacks?: ReadonlyArray<readonly [string, number]>;
 }
 
 /** The connector {@link connect} uses: each call dials a new KCP session (secure or compat) and starts the mux on it. */
@@ -111,9 +137,14 @@ export function kcpConnector(host: string, port: number, options: Pick<ConnectOp
   const { wire, session, mux } = options;
   const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
   return async (): Promise<MuxConnection> => {
-    const s = wire.mode === "secure"
-      ? await dial(host, port, { wire, ...(session ? { session } : {}) })
-      : await dial(host, port, { wire: wire as CompatWireOptions, ...(session ? { session } : {}) });
+    let s: KcpSession;
+    try {
+      s = wire.mode === "secure"
+        ? await dial(host, port, { wire, ...(session ? { session } : {}) })
+        : await dial(host, port, { wire: wire as CompatWireOptions, ...(session ? { session } : {}) });
+    } catch (e) {
+      throw e instanceof HandshakeError ? handshakeRpcError(e) : e;
+    }
     const secure = securePathOf(s);
     const t = new KcpTransport(s, where, secure ? secure.conn.handshakeHash : null);
     // secure mode: the smux version is the one the handshake settled on
@@ -130,7 +161,21 @@ export function kcpConnector(host: string, port: number, options: Pick<ConnectOp
  * `reconnect`) dials again the same way.
  */
 export async function connect(host: string, port: number, options: ConnectOptions): Promise<Client> {
-  const { wire, session, mux, ...clientOptions } = options ?? ({} as ConnectOptions);
-  const connector = kcpConnector(host, port, { wire, ...(session ? { session } : {}), ...(mux ? { mux } : {}) });
-  return Client.connect(connector, clientOptions);
+  const { wire, session, mux, fallbacks, ...clientOptions } = options ?? ({} as ConnectOptions);
+  const addresses: Array<readonly [string, number]> = [[host, port]];
+  if (fallbacks !== undefined) {
+    if (!Array.isArray(fallbacks)) throw new UsageError("connect(): fallbacks is an array of [host, port] pairs");
+    for (const a of fallbacks) {
+      if (!Array.isArray(a) || a.length !== 2 || typeof a[0] !== "string" || !Number.isInteger(a[1]) || a[1] < 1 || a[1] > 65535) {
+        throw new UsageError(`connect(): fallbacks are [host, port] pairs, not ${JSON.stringify(a)}`);
+      }
+      addresses.push([a[0], a[1]]);
+    }
+  }
+  const rest = { wire, ...(session ? { session } : {}), ...(mux ? { mux } : {}) };
+  const connectors = addresses.map(([h, p]) => kcpConnector(h, p, rest));
+  let at = 0;
+  const connector = (): Promise<MuxConnection> => (connectors[at] as () => Promise<MuxConnection>)();
+  const rotation = { addresses: addresses.length, rotate: (): void => { at = (at + 1) % addresses.length; } };
+  return Client.connect(connector, clientOptions, addresses.length > 1 ? rotation : undefined);
 }

@@ -1,0 +1,141 @@
+/**
+ * The parts of the Python client's contract the Node client mirrors, against real Python servers
+ * (tests/clients/ts_app.py, secure mode, 127.0.0.1): `connect(..., { fallbacks })` (the next
+ * address when the first is down, rotation on reconnect), client interceptors (unary and
+ * streaming), and a failed handshake surfacing as a typed `RpcError`.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { connect } from "../src/rpc/net.js";
+import type { ClientCallDetails, ClientInterceptor } from "../src/rpc/client.js";
+import { RpcError, Status, UsageError } from "../src/rpc/status.js";
+import { HandshakeUnreachable } from "../src/secure/errors.js";
+import { startPythonServer, type PyServer } from "./support/rpc_python.js";
+
+const KEY = "ts parity passphrase";
+const WIRE = { mode: "secure" as const, passphrase: KEY };
+
+/** A UDP port nothing listens on (bound, then closed). */
+async function deadPort(): Promise<number> {
+  const s = dgram.createSocket("udp4");
+  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+async function withServers(n: number, body: (servers: PyServer[]) => Promise<void>): Promise<void> {
+  const servers: PyServer[] = [];
+  try {
+    for (let i = 0; i < n; i++) servers.push(await startPythonServer("tests/clients/ts_app.py", ["--key", KEY]));
+    await body(servers);
+  } finally {
+    for (const s of servers) await s.kill();
+  }
+}
+
+test("a refused handshake is an RpcError UNAVAILABLE whose cause is the handshake's typed error", async () => {
+  const port = await deadPort();
+  await assert.rejects(connect("127.0.0.1", port, { wire: WIRE, connectTimeoutMs: 3000 }), (e: unknown) => {
+    assert.ok(e instanceof RpcError && e.code === Status.UNAVAILABLE, String(e));
+    assert.ok(e.cause instanceof HandshakeUnreachable, "the cause is HandshakeUnreachable");
+    assert.match(e.message, /nothing listens on 127\.0\.0\.1:/);
+    return true;
+  });
+});
+
+test("fallbacks: a first address that is down is skipped; bad fallbacks are a UsageError", async () => {
+  await withServers(1, async ([server]) => {
+    const dead = await deadPort();
+    const c = await connect("127.0.0.1", dead, { wire: WIRE, fallbacks: [["127.0.0.1", server!.port]], connectTimeoutMs: 3000 });
+    try {
+      const r = await c.unary<string, { got: string }>("ts.App/echo", "via fallback");
+      assert.equal(r.got, "via fallback");
+    } finally {
+      await c.close();
+    }
+    // every address down: the last one's error
+    await assert.rejects(connect("127.0.0.1", dead, { wire: WIRE, fallbacks: [["127.0.0.1", await deadPort()]], connectTimeoutMs: 3000 }), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+    await assert.rejects(connect("127.0.0.1", dead, { wire: WIRE, fallbacks: [["127.0.0.1"] as unknown as [string, number]] }), UsageError);
+  });
+});
+
+test("fallbacks: a reconnect after the node died goes on to the next node", async () => {
+  await withServers(2, async ([a, b]) => {
+    let reconnected = 0;
+    const c = await connect("127.0.0.1", a!.port, {
+      wire: WIRE,
+      fallbacks: [["127.0.0.1", b!.port]],
+      heartbeat: { intervalMs: 100, timeoutMs: 800 },
+      reconnect: { initialMs: 20, maximumMs: 200, maxAttempts: 20 },
+      connectTimeoutMs: 2000,
+      onReconnect: () => reconnected++,
+    });
+    try {
+      assert.equal((await c.unary<string, { got: string }>("ts.App/echo", "on a")).got, "on a");
+      const sidA = c.sessionId;
+      await a!.kill();
+      await c.waitConnected(15000).catch(() => undefined);
+      const deadline = Date.now() + 15000;
+      while (!(c.connected && c.sessionId !== sidA)) {
+        assert.ok(Date.now() < deadline, "reconnected to the fallback node within 15 s");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal((await c.unary<string, { got: string }>("ts.App/echo", "on b")).got, "on b");
+      assert.ok(reconnected >= 1);
+    } finally {
+      await c.close();
+    }
+  });
+});
+
+test("interceptors: metadata injection and logging on unary and streaming calls, in order; a refusal never reaches the server", async () => {
+  await withServers(1, async ([server]) => {
+    const log: string[] = [];
+    const logging: ClientInterceptor = async (d, next) => {
+      log.push(`> ${d.kind} ${d.method} ${String(d.timeoutMs)}`);
+      try {
+        const r = await next(d);
+        log.push(`< ${d.method}`);
+        return r;
+      } catch (e) {
+        log.push(`! ${d.method} ${e instanceof RpcError ? Status[e.code] : String(e)}`);
+        throw e;
+      }
+    };
+    const token: ClientInterceptor = async (d: ClientCallDetails, next) => {
+      d.metadata["token"] = "s3cret";
+      if (d.method === "ts.App/forbidden") throw new RpcError(Status.PERMISSION_DENIED, "not from this client");
+      if (d.method === "ts.App/echo") d.request = { wrapped: d.request };
+      return next(d);
+    };
+    const c = await connect("127.0.0.1", server!.port, { wire: WIRE, interceptors: [logging, token], defaultTimeoutMs: 4000 });
+    try {
+      const r = await c.unary<string, { got: unknown; md: Record<string, unknown> }>("ts.App/echo", "x", { metadata: { a: 1 } });
+      assert.deepEqual(r, { got: { wrapped: "x" }, md: { a: 1, token: "s3cret" } });
+      const counted: number[] = [];
+      for await (const n of c.serverStream<number, number>("ts.App/count", 3)) counted.push(n);
+      assert.deepEqual(counted, [1, 2, 3]);
+      assert.equal(await c.clientStream<number, number>("ts.App/total", [1, 2, 3]), 6);
+      const bidi = c.bidi<string, string>("ts.App/shout");
+      await bidi.send("hi");
+      bidi.end();
+      const shouted: string[] = [];
+      for await (const s of bidi) shouted.push(s);
+      assert.deepEqual(shouted, ["HI"]);
+      await assert.rejects(c.unary("ts.App/forbidden", null), (e: unknown) => e instanceof RpcError && e.code === Status.PERMISSION_DENIED);
+      await assert.rejects(c.unary("ts.App/fail", { code: 5 }), (e: unknown) => e instanceof RpcError && e.code === Status.NOT_FOUND);
+      assert.deepEqual(log, [
+        "> unary ts.App/echo 4000", "< ts.App/echo",
+        "> server ts.App/count 4000", "< ts.App/count",
+        "> client ts.App/total 4000", "< ts.App/total",
+        "> bidi ts.App/shout 4000", "< ts.App/shout",
+        "> unary ts.App/forbidden 4000", "! ts.App/forbidden PERMISSION_DENIED",
+        "> unary ts.App/fail 4000", "! ts.App/fail NOT_FOUND",
+      ]);
+    } finally {
+      await c.close();
+    }
+  });
+});
