@@ -139,3 +139,36 @@ test("interceptors: metadata injection and logging on unary and streaming calls,
     }
   });
 });
+
+test("close() delivers what is still queued in the mux and the KCP session before it ends (bounded linger)", async () => {
+  await withServers(1, async ([server]) => {
+    const c = await connect("127.0.0.1", server!.port, { wire: WIRE });
+    const big = "y".repeat(48 * 1024);
+    const sent: string[] = [];
+    const note = (i: number): void => {
+      const text = `${i}:${big}`;
+      sent.push(text.slice(0, 8));
+      c.notify("ts.App/note", text, { reliable: true });
+    };
+    // 384 KB go out to the KCP session at once (past its high-water mark: the mux stops framing),
+    // the next 96 KB wait in the mux's stream queue (all within the server's 512 KiB window)
+    for (let i = 0; i < 8; i++) note(i);
+    await new Promise<void>((r) => setImmediate(r));
+    for (let i = 8; i < 10; i++) note(i);
+    const t0 = Date.now();
+    await c.close();
+    assert.ok(Date.now() - t0 < 6000, "close() is bounded by the linger");
+    const reader = await connect("127.0.0.1", server!.port, { wire: WIRE });
+    try {
+      const deadline = Date.now() + 5000;
+      let seen: string[] = [];
+      while (seen.length < sent.length && Date.now() < deadline) {
+        seen = (await reader.unary<null, string[]>("ts.App/notes_seen", null)).map((s) => s.slice(0, 8));
+        if (seen.length < sent.length) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(seen, sent);
+    } finally {
+      await reader.close();
+    }
+  });
+});

@@ -744,7 +744,12 @@ export class Client implements RpcChannel {
     }
   }
 
-  /** Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls with CANCELLED. */
+  /**
+   * Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls
+   * with CANCELLED. What is still queued (reliable notifies, the GOAWAY) goes out first: resolves
+   * once the transport has ended, after at most its close linger (`session.closeLingerMs`, 5 s)
+   * while sent data is unacknowledged.
+   */
   async close(): Promise<void> {
     this.closing = true;
     this.ticket = null;

@@ -86,6 +86,8 @@ export interface DatagramTransport extends ByteTransport {
   onDraining?(cb: (code: number, message: string) => void): void;
   /** Move to a new local socket (secure mode), optional. */
   rebind?(): Promise<void>;
+  /** Resolves once the transport has ended (after its close linger), optional. */
+  waitClosed?(): Promise<void>;
 }
 
 class StreamAdapter implements RpcByteStream {
@@ -167,8 +169,10 @@ export class MuxConnection implements RpcConnection {
   get remoteAddress(): string {
     return this.transport.remoteAddress;
   }
+  /** Close the mux (queued stream data is handed to the transport first), then wait for the transport's bounded close linger. */
   async close(): Promise<void> {
     this.mux.close();
+    await this.transport.waitClosed?.();
   }
   stats(): Record<string, number> {
     const out: Record<string, number> = {};

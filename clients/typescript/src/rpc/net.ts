@@ -90,6 +90,10 @@ export class KcpTransport implements DatagramTransport {
   close(): void {
     if (this.session.state === "open") this.session.close();
   }
+  /** Resolves when the KCP session has ended (its close lingers while sent data is unacknowledged, `closeLingerMs`). */
+  waitClosed(): Promise<void> {
+    return new Promise((r) => this.session.onClose(() => r()));
+  }
   sendDatagram(data: Uint8Array): void {
     if (this.session.state !== "open") return;
     this.session.sendDatagram(data);
