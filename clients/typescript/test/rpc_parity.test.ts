@@ -11,6 +11,7 @@ import { connect } from "../src/rpc/net.js";
 import type { ClientCallDetails, ClientInterceptor } from "../src/rpc/client.js";
 import { RpcError, Status, UsageError } from "../src/rpc/status.js";
 import { HandshakeUnreachable } from "../src/secure/errors.js";
+import { PeerUnreachableError } from "../src/kcp/errors.js";
 import { startPythonServer, type PyServer } from "./support/rpc_python.js";
 
 const KEY = "ts parity passphrase";
@@ -169,6 +170,35 @@ test("close() delivers what is still queued in the mux and the KCP session befor
       assert.deepEqual(seen, sent);
     } finally {
       await reader.close();
+    }
+  });
+});
+
+test("the server's port becoming unreachable after the handshake ends the connection with a typed error", async () => {
+  await withServers(1, async ([server]) => {
+    const reasons: string[] = [];
+    const c = await connect("127.0.0.1", server!.port, {
+      wire: WIRE,
+      heartbeat: { intervalMs: 100, timeoutMs: 60000 }, // the heartbeat alone would take a minute
+      onDisconnect: (r) => reasons.push(r),
+    });
+    try {
+      assert.equal((await c.unary<string, { got: string }>("ts.App/echo", "up")).got, "up");
+      const inFlight = c.unary("ts.App/sleep", 30000);
+      const t0 = Date.now();
+      await server!.kill();
+      await assert.rejects(inFlight, (e: unknown) => {
+        assert.ok(e instanceof RpcError && e.code === Status.UNAVAILABLE, String(e));
+        assert.ok(e.cause instanceof PeerUnreachableError, `cause: ${String(e.cause)}`);
+        assert.match(e.message, /unreachable/);
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 10000, `reported in ${Date.now() - t0} ms`);
+      assert.equal(reasons.length, 1);
+      assert.match(reasons[0] as string, /127\.0\.0\.1:\d+ is unreachable \(ECONNREFUSED/);
+      assert.equal(c.connected, false);
+    } finally {
+      await c.close();
     }
   });
 });

@@ -618,6 +618,10 @@ export class Client implements RpcChannel {
       const l = link;
       conn.onClose((info: CloseInfo) => {
         if (info.status !== undefined) l.peerError = new RpcError(statusFromWire(info.status), info.reason);
+        else if (info.error) {
+          l.peerError = new RpcError(Status.UNAVAILABLE, info.reason);
+          l.peerError.cause = info.error;
+        }
         this.linkLost(l, info.reason);
       });
       conn.onDatagram((d) => l.onDatagram(d));

@@ -30,6 +30,8 @@ export interface CloseInfo {
   status?: number;
   /** The peer asked to go away (secure-mode GOAWAY) rather than dropping the link. */
   goaway?: boolean;
+  /** The typed error the transport ended with, when it found the peer gone itself (e.g. `PeerUnreachableError`). */
+  error?: Error;
 }
 
 /** One peer: streams both ways plus datagrams (kcprpc/transport.py `Connection`). */

@@ -11,6 +11,19 @@ import { MuxConnection, type CloseInfo, type DatagramTransport } from "./connect
 import { Status, RpcError, UsageError } from "./status.js";
 import { HandshakeError, HandshakeKeyMismatch, HandshakeRefused, HandshakeWireMismatch } from "../secure/errors.js";
 import { Reason } from "../secure/packet.js";
+import { PeerUnreachableError } from "../kcp/errors.js";
+
+/** Socket errors that mean the peer's host refuses our datagrams (ICMP unreachable). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** A link whose socket errors can be watched (UdpLink, SecureUdpLink). */
+interface WatchableLink {
+  readonly counters: { received: number };
+  onError(listener: ((err: Error & { code?: string }) => void) | null): void;
+}
+function watchable(link: unknown): link is WatchableLink {
+  return typeof link === "object" && link !== null && typeof (link as { onError?: unknown }).onError === "function" && typeof (link as { counters?: unknown }).counters === "object";
+}
 
 /** A transport close code `CLOSE_CODE_BASE + status` carries an RPC status (kcprpc/transport.py). */
 export const CLOSE_CODE_BASE = 0x4b00;
@@ -43,14 +56,48 @@ export function handshakeRpcError(e: HandshakeError): RpcError {
 export class KcpTransport implements DatagramTransport {
   private dataCb: ((d: Uint8Array) => void) | null = null;
   private drainingCbs: Array<(code: number, message: string) => void> = [];
-  /** @param session the KCP session @param remoteAddress for messages @param channelBinding secure mode's handshake hash */
+  /** Why the transport ended when it was this side's own finding (the peer's port unreachable), else null. */
+  failure: Error | null = null;
+  /**
+   * @param session the KCP session @param remoteAddress for messages @param channelBinding secure mode's handshake hash
+   * @param unreachableMs end the session with {@link PeerUnreachableError} once ICMP unreachable reports span this long with nothing received (0: never)
+   */
   constructor(
     readonly session: KcpSession,
     readonly remoteAddress: string,
     readonly channelBinding: Uint8Array | null = null,
+    unreachableMs = 1000,
   ) {
     securePathOf(session)?.onEvent((e) => {
       if (e.type === "goAwayReceived") for (const cb of this.drainingCbs) cb(e.code, e.message);
+    });
+    if (unreachableMs > 0) this.watchUnreachable(unreachableMs);
+  }
+
+  /**
+   * Surface the peer's port becoming unreachable after the handshake: the host answers with ICMP
+   * port unreachable (a connected socket's ECONNREFUSED). One report is only a hint (ICMP is not
+   * authenticated), so the session ends only when such reports keep coming for `ms` with no
+   * datagram from the peer in between; then it ends with {@link PeerUnreachableError} (the
+   * connection's close reason; a client with a reconnect policy reconnects).
+   */
+  private watchUnreachable(ms: number): void {
+    const link = (securePathOf(this.session) ?? (this.session.path as { link?: unknown })).link;
+    if (!watchable(link)) return;
+    let since: number | null = null;
+    let received = link.counters.received;
+    link.onError((err) => {
+      if (!UNREACHABLE.has(err.code ?? "") || this.session.state !== "open") return;
+      const now = performance.now();
+      if (since === null || link.counters.received !== received) {
+        since = now;
+        received = link.counters.received;
+        return;
+      }
+      if (now - since < ms) return;
+      link.onError(null);
+      this.failure = new PeerUnreachableError(`${this.remoteAddress} is unreachable (${err.code} for ${Math.round(now - since)} ms, nothing received): the server's port is closed`);
+      this.session.abort(this.failure.message);
     });
   }
   /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
@@ -76,6 +123,7 @@ export class KcpTransport implements DatagramTransport {
   }
   onCloseInfo(cb: (info: CloseInfo) => void): void {
     this.session.onClose(() => {
+      if (this.failure) return cb({ reason: this.failure.message, error: this.failure });
       const status = closeStatus(this.session.closeCode);
       cb(status === undefined ? { reason: `closed by the server: ${this.session.closeReason}` } : { reason: this.session.closeReason || Status[status], status });
     });
