@@ -13,6 +13,7 @@ import {
 } from "./frames.js";
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
 import { RpcError, Status, UsageError, statusFromWire } from "./status.js";
+import { FrameBudget, partialFrameLimit } from "./receive.js";
 
 /** Client settings (kcprpc.client_config.ClientConfig). */
 export interface ClientOptions {
@@ -28,6 +29,14 @@ export interface ClientOptions {
   maxMessageSize?: number;
   /** The most one received body may decode into, estimated before decoding (default 8 MiB or 2 × maxMessageSize). */
   maxDecodedBytes?: number;
+  /**
+   * Bytes of frames received in part, all streams of the connection together (default
+   * maxMessageSize + 9 + 256 KiB): a stream whose next frame does not fit stops being read until
+   * it does (FIFO; the control stream never waits). At least maxMessageSize + 9.
+   */
+  maxPartialFrameBytes?: number;
+  /** A frame received in part that gets no new byte for this long is dropped: RESOURCE_EXHAUSTED for its call (default 10000 ms; null: never). */
+  partialFrameTimeoutMs?: number | null;
   /** Deadline of calls without their own (default none). */
   defaultTimeoutMs?: number;
   /** Unary calls on the shared control stream (default) or a stream each. */
@@ -122,6 +131,22 @@ export interface ClientCounters {
   keys_evicted: number;
   /** Events dropped from a full `events()` queue. */
   events_dropped: number;
+  /** Stream readers that waited for room in the partial-frame budget. */
+  recv_frame_waits: number;
+  /** Frames received in part dropped after `partialFrameTimeoutMs` without a new byte. */
+  recv_frame_timeouts: number;
+}
+
+/** Bytes asked from a stream per read (kcprpc.receive.READ_SIZE). */
+const READ_SIZE = 65536;
+
+/** One stream reader as the partial-frame timeout sees it. */
+interface PartialReader {
+  readonly dec: FrameDecoder;
+  /** Bytes reserved in the budget for the frame in progress (0: none). */
+  reserved: number;
+  /** When that frame last got bytes (client clock). */
+  since: number;
 }
 
 const MAX_LATEST_KEYS = 65536;
@@ -277,6 +302,10 @@ class Link {
     this.welcomeReject = rej;
   });
   activity = 0;
+  /** The partial-frame budget of this connection. */
+  readonly budget: FrameBudget;
+  private readonly watched = new Set<PartialReader>();
+  private partialTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly client: Client,
@@ -284,6 +313,62 @@ class Link {
     readonly control: RpcByteStream,
   ) {
     void this.welcome.catch(() => undefined);
+    this.budget = new FrameBudget(client.maxPartialFrameBytes);
+  }
+
+  /** After a feed: give back the reservation of a completed frame, reserve the next partial one (waiting, FIFO, unless `control`). */
+  private settle(r: PartialReader, completed: boolean, control: boolean): Promise<void> | null {
+    const need = r.dec.partialFrameSize;
+    if (r.reserved && (completed || need !== r.reserved)) {
+      this.budget.release(r.reserved);
+      r.reserved = 0;
+    }
+    if (need && !r.reserved) {
+      if (control) this.budget.force(need);
+      else if (!this.budget.tryReserve(need)) {
+        this.client.counters.recv_frame_waits++;
+        return this.budget.reserve(need).then(() => {
+          if (this.state === "closed") this.budget.release(need);
+          else this.reserved(r, need);
+        });
+      }
+      this.reserved(r, need);
+    } else if (r.reserved) this.reserved(r, r.reserved);
+    else if (this.watched.size) this.watched.delete(r);
+    return null;
+  }
+
+  private reserved(r: PartialReader, n: number): void {
+    r.reserved = n;
+    r.since = this.client.now();
+    this.watch(r);
+  }
+
+  private watch(r: PartialReader): void {
+    this.watched.add(r);
+    const t = this.client.partialFrameTimeoutMs;
+    if (t === null || this.partialTimer !== null) return;
+    const check = (): void => {
+      this.partialTimer = null;
+      if (this.state === "closed") return;
+      const now = this.client.now();
+      for (const x of [...this.watched]) {
+        if (now - x.since < t) continue;
+        this.watched.delete(x);
+        const dropped = x.dec.dropPartial();
+        if (x.reserved) this.budget.release(x.reserved);
+        x.reserved = 0;
+        if (!dropped) continue;
+        this.client.counters.recv_frame_timeouts++;
+        const call = dropped.callId ? this.calls.get(dropped.callId) : undefined;
+        call?.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, `a frame received in part got no byte for ${t / 1000} s (partialFrameTimeoutMs)`));
+      }
+      if (this.watched.size) {
+        this.partialTimer = setTimeout(check, t / 4);
+      }
+    };
+    // not unref'd: it runs only while a frame is received in part (its stream keeps the loop busy anyway)
+    this.partialTimer = setTimeout(check, t / 4);
   }
 
   sendFrame(stream: RpcByteStream, frame: Uint8Array): void {
@@ -297,16 +382,23 @@ class Link {
 
   async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
     const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
+    const r: PartialReader = { dec, reserved: 0, since: 0 };
     try {
       for (;;) {
         if (owner) await owner.space();
-        const data = await stream.read();
+        const data = await stream.read(READ_SIZE);
         if (!data.length) break;
-        for (const f of dec.feed(data)) this.onFrame(f, stream);
+        const frames = dec.feed(data);
+        for (const f of frames) this.onFrame(f, stream);
+        if (this.state === "closed") break;
+        const wait = this.settle(r, frames.length > 0, owner === null);
+        if (wait) await wait;
       }
     } catch {
       // the connection died
     }
+    this.watched.delete(r);
+    if (r.reserved) this.budget.release(r.reserved);
     if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
     if (!owner) this.client.linkLost(this, "connection closed");
   }
@@ -462,6 +554,9 @@ class Link {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.hbTimer) clearTimeout(this.hbTimer);
+    if (this.partialTimer) clearTimeout(this.partialTimer);
+    this.watched.clear();
+    this.budget.abandon();
     this.welcomeReject(err);
     for (const call of [...this.calls.values()]) call.finish(err, {});
     this.calls.clear();
@@ -488,7 +583,9 @@ export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array)
  */
 export class Client implements RpcChannel {
   /** Counters. */
-  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0 };
+  readonly counters: ClientCounters = {
+    bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0, recv_frame_waits: 0, recv_frame_timeouts: 0,
+  };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
   /** Topics subscribed to. */
@@ -501,6 +598,10 @@ export class Client implements RpcChannel {
   readonly maxMessageSize: number;
   /** The most one received body may decode into (estimated). */
   readonly maxDecodedBytes: number;
+  /** Bytes of frames received in part, all streams of a connection together. */
+  readonly maxPartialFrameBytes: number;
+  /** How long a frame received in part may wait for its next byte (ms), or null: forever. */
+  readonly partialFrameTimeoutMs: number | null;
   /** The clock (ms). */
   readonly now: () => number;
   private readonly opts: ClientOptions;
@@ -528,6 +629,8 @@ export class Client implements RpcChannel {
     this.opts = opts;
     this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
     this.maxDecodedBytes = opts.maxDecodedBytes ?? Math.max(8 * 1024 * 1024, 2 * this.maxMessageSize);
+    this.maxPartialFrameBytes = partialFrameLimit(this.maxMessageSize, opts.maxPartialFrameBytes, opts.partialFrameTimeoutMs);
+    this.partialFrameTimeoutMs = opts.partialFrameTimeoutMs === undefined ? 10000 : opts.partialFrameTimeoutMs;
     this.now = opts.now ?? (() => performance.now());
   }
 
