@@ -26,10 +26,10 @@ async function deadPort(): Promise<number> {
   return p;
 }
 
-async function withServers(n: number, body: (servers: PyServer[]) => Promise<void>): Promise<void> {
+async function withServers(n: number, body: (servers: PyServer[]) => Promise<void>, args: string[] = ["--key", KEY]): Promise<void> {
   const servers: PyServer[] = [];
   try {
-    for (let i = 0; i < n; i++) servers.push(await startPythonServer("tests/clients/ts_app.py", ["--key", KEY]));
+    for (let i = 0; i < n; i++) servers.push(await startPythonServer("tests/clients/ts_app.py", args));
     await body(servers);
   } finally {
     for (const s of servers) await s.kill();
@@ -174,11 +174,13 @@ test("close() delivers what is still queued in the mux and the KCP session befor
   });
 });
 
-test("the server's port becoming unreachable after the handshake ends the connection with a typed error", async () => {
+for (const mode of ["secure", "compat"] as const) test(`${mode} mode: the server's port becoming unreachable after the handshake ends the connection with a typed error`, async () => {
+  const wire = mode === "secure" ? WIRE : { mode: "compat" as const, crypt: "aes" as const, key: KEY };
+  const args = mode === "secure" ? undefined : ["--wire", "compat", "--crypt", "aes", "--key", KEY];
   await withServers(1, async ([server]) => {
     const reasons: string[] = [];
     const c = await connect("127.0.0.1", server!.port, {
-      wire: WIRE,
+      wire,
       heartbeat: { intervalMs: 100, timeoutMs: 60000 }, // the heartbeat alone would take a minute
       onDisconnect: (r) => reasons.push(r),
     });
@@ -200,5 +202,5 @@ test("the server's port becoming unreachable after the handshake ends the connec
     } finally {
       await c.close();
     }
-  });
+  }, args);
 });
