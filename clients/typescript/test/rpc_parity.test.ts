@@ -204,3 +204,15 @@ for (const mode of ["secure", "compat"] as const) test(`${mode} mode: the server
     }
   }, args);
 });
+
+test("a server that never answers (compat, another key) fails connect() UNAVAILABLE after connectTimeoutMs, without a close linger", async () => {
+  await withServers(1, async ([server]) => {
+    const t0 = Date.now();
+    await assert.rejects(
+      connect("127.0.0.1", server!.port, { wire: { mode: "compat", crypt: "aes", key: "another key" }, connectTimeoutMs: 800 }),
+      (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE && /no answer from/.test(e.message),
+    );
+    const took = Date.now() - t0;
+    assert.ok(took >= 800 && took < 2500, `rejected after ${took} ms`);
+  }, ["--wire", "compat", "--crypt", "aes", "--key", KEY]);
+});

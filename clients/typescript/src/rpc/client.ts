@@ -759,7 +759,8 @@ export class Client implements RpcChannel {
       }
     } catch (e) {
       link?.shutdown(new RpcError(Status.UNAVAILABLE, "connect failed"));
-      await conn.close().catch(() => undefined);
+      // the peer never answered: nothing to linger for
+      await (conn.abort ? conn.abort() : conn.close()).catch(() => undefined);
       throw e;
     }
     link.sessionId = typeof body.sid === "string" ? body.sid : null;

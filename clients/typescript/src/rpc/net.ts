@@ -138,6 +138,10 @@ export class KcpTransport implements DatagramTransport {
   close(): void {
     if (this.session.state === "open") this.session.close();
   }
+  /** End the KCP session at once (no linger). */
+  abort(): void {
+    if (this.session.state !== "closed") this.session.abort("connect failed");
+  }
   /** Resolves when the KCP session has ended (its close lingers while sent data is unacknowledged, `closeLingerMs`). */
   waitClosed(): Promise<void> {
     return new Promise((r) => this.session.onClose(() => r()));
