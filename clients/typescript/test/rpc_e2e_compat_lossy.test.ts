@@ -10,7 +10,7 @@ const KEY = "ts e2e secret";
 const SETUP: E2eSetup = {
   serverArgs: ["--wire", "compat", "--crypt", "aes-128-gcm", "--key", KEY, "--datashard", "10", "--parityshard", "3"],
   wire: { mode: "compat", crypt: "aes-128-gcm", key: KEY, fec: [10, 3] },
-  relay: { loss: 10, seed: 11 },
+  relay: { loss: 10, seed: Number(process.env["KCPRPC_RELAY_SEED"] ?? 11) },
 };
 e2eSuite(SETUP);
 relayReconnectTest(SETUP);

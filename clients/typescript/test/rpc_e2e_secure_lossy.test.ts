@@ -6,6 +6,6 @@
 import { e2eSuite, relayReconnectTest, type E2eSetup } from "./support/rpc_e2e.js";
 
 const KEY = "ts e2e secure passphrase";
-const SETUP: E2eSetup = { serverArgs: ["--key", KEY], wire: { mode: "secure", passphrase: KEY }, relay: { loss: 10, seed: 7 } };
+const SETUP: E2eSetup = { serverArgs: ["--key", KEY], wire: { mode: "secure", passphrase: KEY }, relay: { loss: 10, seed: Number(process.env["KCPRPC_RELAY_SEED"] ?? 7) } };
 e2eSuite(SETUP);
 relayReconnectTest(SETUP);
