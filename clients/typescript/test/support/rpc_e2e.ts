@@ -108,7 +108,10 @@ export function e2eSuite(setup: E2eSetup): void {
     await server.kill();
   });
   async function client(opts: Partial<ConnectOptions> = {}): Promise<Client> {
-    const c = await connect("127.0.0.1", running.port, { wire: WIRE, connectTimeoutMs: lossy ? 15000 : 5000, ...opts });
+    // under loss, a generous heartbeat: a lost PING waits for KCP's retransmission, whose timeout
+    // grows with the RTT samples (with FEC, a segment rebuilt late is acknowledged late)
+    const heartbeat = lossy ? { intervalMs: 1000, timeoutMs: 15000 } : undefined;
+    const c = await connect("127.0.0.1", running.port, { wire: WIRE, connectTimeoutMs: lossy ? 15000 : 5000, ...(heartbeat ? { heartbeat } : {}), ...opts });
     clients.push(c);
     return c;
   }
@@ -226,7 +229,7 @@ export function e2eSuite(setup: E2eSetup): void {
   });
 
   test("an unreliable notify reaches the server as a datagram; heartbeats measure the RTT", async () => {
-    const c = await client({ heartbeat: { intervalMs: 50, timeoutMs: 2000 } });
+    const c = await client({ heartbeat: { intervalMs: 50, timeoutMs: lossy ? 15000 : 2000 } });
     const sent = c.transportStats().outPkts ?? 0;
     c.notify("ts.App/note", "over a datagram");
     assert.ok((c.transportStats().outPkts ?? 0) > sent, "the datagram left at once");
@@ -286,7 +289,7 @@ export function relayReconnectTest(setup: E2eSetup): void {
     const c = await connect("127.0.0.1", relayPort, {
       wire: setup.wire,
       connectTimeoutMs: timeout,
-      heartbeat: { intervalMs: 100, timeoutMs: lossy ? 1500 : 600 },
+      heartbeat: { intervalMs: 100, timeoutMs: lossy ? 3000 : 600 },
       reconnect: { initialMs: 50, maximumMs: 500, maxAttempts: 100 },
       onDisconnect: (r) => disconnects.push(r),
     });
@@ -304,7 +307,7 @@ export function relayReconnectTest(setup: E2eSetup): void {
       const sid = c.sessionId;
       await relay.stop(); // everything dropped: the heartbeat sees the link dead
       relay = null;
-      await waitFor(() => !c.connected, "the client to see its link dead", timeout);
+      await waitFor(() => !c.connected, "the client to see its link dead", lossy ? 20000 : 5000);
       for (let i = 0; i < 5; i++) await push(); // while it is away
       relay = await startRelay(serverPort, loss, (setup.relay?.seed ?? 1) + 200, relayPort);
       await c.waitConnected(lossy ? 30000 : 15000);
