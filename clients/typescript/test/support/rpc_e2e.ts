@@ -311,10 +311,10 @@ export function relayReconnectTest(setup: E2eSetup): void {
       for (let i = 0; i < 5; i++) await push(); // while it is away
       relay = await startRelay(serverPort, loss, (setup.relay?.seed ?? 1) + 200, relayPort);
       await c.waitConnected(lossy ? 30000 : 15000);
-      assert.equal(disconnects.length, 1);
-      assert.equal(c.reconnects, 1);
+      assert.ok(disconnects.length >= 1);
+      assert.ok(c.reconnects >= 1); // (a loaded machine may lose a heartbeat at another moment too)
       if (setup.wire.mode === "secure") {
-        assert.equal(c.resumes, 1, "the session was resumed");
+        assert.equal(c.resumes, c.reconnects, "the session was resumed");
         assert.equal(c.sessionId, sid);
       }
       for (let i = 0; i < 2; i++) await push(); // live again
