@@ -100,8 +100,9 @@ def find_generator(explicit: str | None = None, cwd: Path | None = None) -> list
     if on_path is not None:
         return [on_path]
     raise UsageError(
-        f"cannot find the TypeScript generator {GENERATOR}: install the npm package (`npm install kcprpc`, "
-        "then run this from that project), or pass --generator PATH (its bin/kcprpc-gen-ts.js)"
+        f"cannot find the TypeScript generator {GENERATOR}: install the kcprpc npm package in this project "
+        "(`npm pack` in clients/typescript of a kcprpc checkout, then `npm install kcprpc-<version>.tgz`) "
+        "and run this from it, or pass --generator PATH (its bin/kcprpc-gen-ts.js)"
     )
 
 

@@ -157,7 +157,7 @@ def test_gen_ts_without_a_checkout_looks_in_node_modules_then_path(
     (node_dir / "node").write_text("#!/bin/sh\n")
     (node_dir / "node").chmod(0o755)
     monkeypatch.setenv("PATH", str(node_dir))
-    with pytest.raises(UsageError, match="npm install kcprpc"):
+    with pytest.raises(UsageError, match=r"`npm pack` in clients/typescript.*npm install kcprpc-<version>\.tgz"):
         find_generator(cwd=tmp_path)
     tool = node_dir / "kcprpc-gen-ts"
     tool.write_text("#!/bin/sh\n")

@@ -15,13 +15,14 @@ export { MuxConnection, MemoryTransport, memoryTransportPair } from "./rpc/conne
 export type { RpcConnection, RpcByteStream, DatagramTransport, CloseInfo } from "./rpc/connection.js";
 export { Heartbeat, reconnectDelay } from "./rpc/heartbeat.js";
 export type { HeartbeatConfig, ReconnectPolicy } from "./rpc/heartbeat.js";
-export { Client, resumeProof } from "./rpc/client.js";
-export type { ClientOptions, ClientCounters, RawEvent, Position } from "./rpc/client.js";
+export { Client, resumeProof, chainInterceptors } from "./rpc/client.js";
+export type { ClientOptions, ClientCounters, RawEvent, Position, ClientCallDetails, ClientInterceptor, Rotation } from "./rpc/client.js";
+export { FrameBudget, partialFrameLimit, PARTIAL_FRAME_SLACK } from "./rpc/receive.js";
 
 // KCP transport (src/kcp/): engine, compat packet layer, sessions
 export { CompatPath } from "./kcp/path.js";
 export type { DatagramLink, Path, PathOwner } from "./kcp/path.js";
-export { KcpError, KcpUsageError, ConnectionClosedError, DeadLinkError, WireMismatchError } from "./kcp/errors.js";
+export { KcpError, KcpUsageError, ConnectionClosedError, DeadLinkError, WireMismatchError, PeerUnreachableError } from "./kcp/errors.js";
 export { Kcp, getConv, newEngineCounters, IKCP_OVERHEAD } from "./kcp/engine.js";
 export type { EngineCounters, KcpOutput } from "./kcp/engine.js";
 export { newCounters } from "./kcp/counters.js";
@@ -36,7 +37,7 @@ export { UdpLink } from "./kcp/link.js";
 export type { LinkCounters } from "./kcp/link.js";
 export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
-export { connect, kcpConnector, KcpTransport, closeStatus, CLOSE_CODE_BASE } from "./rpc/net.js";
+export { connect, kcpConnector, KcpTransport, closeStatus, handshakeRpcError, CLOSE_CODE_BASE } from "./rpc/net.js";
 export type { ConnectOptions } from "./rpc/net.js";
 
 // secure wire mode, client side (src/secure/): Noise handshake, AEAD packets, secure dial

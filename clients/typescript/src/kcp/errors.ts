@@ -20,6 +20,13 @@ export class KcpUsageError extends KcpError {}
 /** The session is closed; the reason is in the message. */
 export class ConnectionClosedError extends KcpError {}
 
+/**
+ * The host kept answering our datagrams with ICMP "port unreachable" (or host/network
+ * unreachable) and nothing came from the peer meanwhile: the server's port is closed (it stopped
+ * or restarted elsewhere). Reported after a short confirmation window, not on one ICMP report.
+ */
+export class PeerUnreachableError extends ConnectionClosedError {}
+
 /** A segment was retransmitted `dead_link` times without an ack: the peer is gone. */
 export class DeadLinkError extends ConnectionClosedError {}
 

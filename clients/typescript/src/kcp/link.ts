@@ -20,6 +20,7 @@ export class UdpLink implements DatagramLink {
   /** The last socket error, if any (for diagnostics). */
   lastError: Error | null = null;
   private receiver: ((d: Uint8Array) => void) | null = null;
+  private errorListener: ((err: Error & { code?: string }) => void) | null = null;
   private isClosed = false;
 
   private constructor(
@@ -35,6 +36,7 @@ export class UdpLink implements DatagramLink {
     socket.on("error", (err: Error) => {
       this.counters.errors++;
       this.lastError = err;
+      if (this.errorListener !== null) this.errorListener(err);
     });
   }
 
@@ -68,6 +70,11 @@ export class UdpLink implements DatagramLink {
         this.lastError = err;
       }
     });
+  }
+
+  /** Call `listener` with each socket error (ICMP reports on the connected socket; replaces any earlier one; null: none). */
+  onError(listener: ((err: Error & { code?: string }) => void) | null): void {
+    this.errorListener = listener;
   }
 
   /** See {@link DatagramLink.setReceiver}. */

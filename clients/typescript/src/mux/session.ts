@@ -171,7 +171,18 @@ export class MuxSession {
   close(): void {
     if (this.core.closed) return;
     this.core.close();
-    this.flush();
+    // what the streams still queue goes to the transport even past its high-water mark (the KCP
+    // session's close lingers until it is acknowledged); bounded, as kcprpc's mux: data parked
+    // behind a closed window is dropped
+    for (let i = 0; i < 64; i++) {
+      const out = this.core.dataToSend();
+      if (!out.length) break;
+      try {
+        this.transport.write(out);
+      } catch {
+        break;
+      }
+    }
     this.core.terminate("session closed locally");
     this.transport.close();
     this.pump();

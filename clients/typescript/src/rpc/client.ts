@@ -13,6 +13,7 @@ import {
 } from "./frames.js";
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
 import { RpcError, Status, UsageError, statusFromWire } from "./status.js";
+import { FrameBudget, partialFrameLimit } from "./receive.js";
 
 /** Client settings (kcprpc.client_config.ClientConfig). */
 export interface ClientOptions {
@@ -28,6 +29,14 @@ export interface ClientOptions {
   maxMessageSize?: number;
   /** The most one received body may decode into, estimated before decoding (default 8 MiB or 2 × maxMessageSize). */
   maxDecodedBytes?: number;
+  /**
+   * Bytes of frames received in part, all streams of the connection together (default
+   * maxMessageSize + 9 + 256 KiB): a stream whose next frame does not fit stops being read until
+   * it does (FIFO; the control stream never waits). At least maxMessageSize + 9.
+   */
+  maxPartialFrameBytes?: number;
+  /** A frame received in part that gets no new byte for this long is dropped: RESOURCE_EXHAUSTED for its call (default 10000 ms; null: never). */
+  partialFrameTimeoutMs?: number | null;
   /** Deadline of calls without their own (default none). */
   defaultTimeoutMs?: number;
   /** Unary calls on the shared control stream (default) or a stream each. */
@@ -46,6 +55,57 @@ export interface ClientOptions {
   onReconnect?: () => void;
   /** Called when reconnecting gave up. */
   onGiveUp?: (err: RpcError) => void;
+  /**
+   * Client interceptors (kcprpc.interceptors.ClientInterceptor), the first the outermost: each gets
+   * the call's {@link ClientCallDetails} (metadata, deadline and request may be changed) and
+   * `next`. For unary and client-streaming calls `next` resolves with the response; for
+   * server-streaming and bidi calls once the call is started.
+   */
+  interceptors?: readonly ClientInterceptor[];
+}
+
+/** What a client interceptor sees of a call before it goes out (kcprpc.interceptors.ClientCallDetails). */
+export interface ClientCallDetails {
+  /** The wire name `"<service>/<method>"`. */
+  readonly method: string;
+  /** The call's kind. */
+  readonly kind: "unary" | "server" | "client" | "bidi";
+  /** The request (unary, server stream), the iterable of requests (client stream) or null (bidi). */
+  request: unknown;
+  /** Request metadata (a fresh object per call: interceptors may add to it). */
+  metadata: Metadata;
+  /** The deadline in ms (the client's `defaultTimeoutMs` applied), or undefined. */
+  timeoutMs: number | undefined;
+}
+
+/**
+ * A client interceptor: `async (details, next) => { details.metadata.token = "t"; return next(details); }`.
+ * Throw (e.g. an {@link RpcError}) to refuse the call.
+ */
+export type ClientInterceptor = (details: ClientCallDetails, next: (details: ClientCallDetails) => Promise<unknown>) => Promise<unknown>;
+
+/** The addresses a connector takes turns on (`connect(..., { fallbacks })`). */
+export interface Rotation {
+  /** How many addresses there are. */
+  readonly addresses: number;
+  /** Move the connector to its next address (after each failed attempt). */
+  rotate(): void;
+}
+
+/** Run `interceptors` around `last` (the first interceptor is the outermost). */
+export function chainInterceptors(interceptors: readonly ClientInterceptor[], details: ClientCallDetails, last: (d: ClientCallDetails) => Promise<unknown>): Promise<unknown> {
+  let call = last;
+  for (let i = interceptors.length - 1; i >= 0; i--) {
+    const ic = interceptors[i] as ClientInterceptor;
+    const nxt = call;
+    call = (d) => ic(d, nxt);
+  }
+  return call(details);
+}
+
+/** An error that means "the server is not there" (a fallback address is worth trying). */
+function isUnavailable(e: unknown): boolean {
+  return e instanceof RpcError && e.code === Status.UNAVAILABLE;
 }
 
 /** A raw pushed event, as the wire carries it. */
@@ -71,6 +131,22 @@ export interface ClientCounters {
   keys_evicted: number;
   /** Events dropped from a full `events()` queue. */
   events_dropped: number;
+  /** Stream readers that waited for room in the partial-frame budget. */
+  recv_frame_waits: number;
+  /** Frames received in part dropped after `partialFrameTimeoutMs` without a new byte. */
+  recv_frame_timeouts: number;
+}
+
+/** Bytes asked from a stream per read (kcprpc.receive.READ_SIZE). */
+const READ_SIZE = 65536;
+
+/** One stream reader as the partial-frame timeout sees it. */
+interface PartialReader {
+  readonly dec: FrameDecoder;
+  /** Bytes reserved in the budget for the frame in progress (0: none). */
+  reserved: number;
+  /** When that frame last got bytes (client clock). */
+  since: number;
 }
 
 const MAX_LATEST_KEYS = 65536;
@@ -226,6 +302,10 @@ class Link {
     this.welcomeReject = rej;
   });
   activity = 0;
+  /** The partial-frame budget of this connection. */
+  readonly budget: FrameBudget;
+  private readonly watched = new Set<PartialReader>();
+  private partialTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly client: Client,
@@ -233,6 +313,62 @@ class Link {
     readonly control: RpcByteStream,
   ) {
     void this.welcome.catch(() => undefined);
+    this.budget = new FrameBudget(client.maxPartialFrameBytes);
+  }
+
+  /** After a feed: give back the reservation of a completed frame, reserve the next partial one (waiting, FIFO, unless `control`). */
+  private settle(r: PartialReader, completed: boolean, control: boolean): Promise<void> | null {
+    const need = r.dec.partialFrameSize;
+    if (r.reserved && (completed || need !== r.reserved)) {
+      this.budget.release(r.reserved);
+      r.reserved = 0;
+    }
+    if (need && !r.reserved) {
+      if (control) this.budget.force(need);
+      else if (!this.budget.tryReserve(need)) {
+        this.client.counters.recv_frame_waits++;
+        return this.budget.reserve(need).then(() => {
+          if (this.state === "closed") this.budget.release(need);
+          else this.reserved(r, need);
+        });
+      }
+      this.reserved(r, need);
+    } else if (r.reserved) this.reserved(r, r.reserved);
+    else if (this.watched.size) this.watched.delete(r);
+    return null;
+  }
+
+  private reserved(r: PartialReader, n: number): void {
+    r.reserved = n;
+    r.since = this.client.now();
+    this.watch(r);
+  }
+
+  private watch(r: PartialReader): void {
+    this.watched.add(r);
+    const t = this.client.partialFrameTimeoutMs;
+    if (t === null || this.partialTimer !== null) return;
+    const check = (): void => {
+      this.partialTimer = null;
+      if (this.state === "closed") return;
+      const now = this.client.now();
+      for (const x of [...this.watched]) {
+        if (now - x.since < t) continue;
+        this.watched.delete(x);
+        const dropped = x.dec.dropPartial();
+        if (x.reserved) this.budget.release(x.reserved);
+        x.reserved = 0;
+        if (!dropped) continue;
+        this.client.counters.recv_frame_timeouts++;
+        const call = dropped.callId ? this.calls.get(dropped.callId) : undefined;
+        call?.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, `a frame received in part got no byte for ${t / 1000} s (partialFrameTimeoutMs)`));
+      }
+      if (this.watched.size) {
+        this.partialTimer = setTimeout(check, t / 4);
+      }
+    };
+    // not unref'd: it runs only while a frame is received in part (its stream keeps the loop busy anyway)
+    this.partialTimer = setTimeout(check, t / 4);
   }
 
   sendFrame(stream: RpcByteStream, frame: Uint8Array): void {
@@ -246,16 +382,23 @@ class Link {
 
   async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
     const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
+    const r: PartialReader = { dec, reserved: 0, since: 0 };
     try {
       for (;;) {
         if (owner) await owner.space();
-        const data = await stream.read();
+        const data = await stream.read(READ_SIZE);
         if (!data.length) break;
-        for (const f of dec.feed(data)) this.onFrame(f, stream);
+        const frames = dec.feed(data);
+        for (const f of frames) this.onFrame(f, stream);
+        if (this.state === "closed") break;
+        const wait = this.settle(r, frames.length > 0, owner === null);
+        if (wait) await wait;
       }
     } catch {
       // the connection died
     }
+    this.watched.delete(r);
+    if (r.reserved) this.budget.release(r.reserved);
     if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
     if (!owner) this.client.linkLost(this, "connection closed");
   }
@@ -411,6 +554,9 @@ class Link {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.hbTimer) clearTimeout(this.hbTimer);
+    if (this.partialTimer) clearTimeout(this.partialTimer);
+    this.watched.clear();
+    this.budget.abandon();
     this.welcomeReject(err);
     for (const call of [...this.calls.values()]) call.finish(err, {});
     this.calls.clear();
@@ -437,7 +583,9 @@ export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array)
  */
 export class Client implements RpcChannel {
   /** Counters. */
-  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0 };
+  readonly counters: ClientCounters = {
+    bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0, recv_frame_waits: 0, recv_frame_timeouts: 0,
+  };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
   /** Topics subscribed to. */
@@ -450,6 +598,10 @@ export class Client implements RpcChannel {
   readonly maxMessageSize: number;
   /** The most one received body may decode into (estimated). */
   readonly maxDecodedBytes: number;
+  /** Bytes of frames received in part, all streams of a connection together. */
+  readonly maxPartialFrameBytes: number;
+  /** How long a frame received in part may wait for its next byte (ms), or null: forever. */
+  readonly partialFrameTimeoutMs: number | null;
   /** The clock (ms). */
   readonly now: () => number;
   private readonly opts: ClientOptions;
@@ -469,19 +621,37 @@ export class Client implements RpcChannel {
   /** Server info from the last WELCOME. */
   welcomeInfo: { epoch: number | null; maxMessage: number | null; heartbeatMs: number | null } = { epoch: null, maxMessage: null, heartbeatMs: null };
 
-  private constructor(connector: () => Promise<RpcConnection>, opts: ClientOptions) {
+  private readonly rotation: Rotation | null;
+
+  private constructor(connector: () => Promise<RpcConnection>, opts: ClientOptions, rotation: Rotation | null) {
     this.connector = connector;
+    this.rotation = rotation;
     this.opts = opts;
     this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
     this.maxDecodedBytes = opts.maxDecodedBytes ?? Math.max(8 * 1024 * 1024, 2 * this.maxMessageSize);
+    this.maxPartialFrameBytes = partialFrameLimit(this.maxMessageSize, opts.maxPartialFrameBytes, opts.partialFrameTimeoutMs);
+    this.partialFrameTimeoutMs = opts.partialFrameTimeoutMs === undefined ? 10000 : opts.partialFrameTimeoutMs;
     this.now = opts.now ?? (() => performance.now());
   }
 
-  /** Dial with `connector`, say HELLO, wait for WELCOME. Throws RpcError UNAVAILABLE (or the refusal's status). */
-  static async connect(connector: () => Promise<RpcConnection>, options: ClientOptions = {}): Promise<Client> {
-    const c = new Client(connector, options);
-    await c.connectOnce(false);
-    return c;
+  /**
+   * Dial with `connector`, say HELLO, wait for WELCOME. Throws RpcError UNAVAILABLE (or the
+   * refusal's status). With `rotation` (several addresses) an UNAVAILABLE attempt moves on to the
+   * next address, once per address, and each failed reconnect attempt rotates too.
+   */
+  static async connect(connector: () => Promise<RpcConnection>, options: ClientOptions = {}, rotation?: Rotation): Promise<Client> {
+    if (options.interceptors !== undefined && (!Array.isArray(options.interceptors) || !options.interceptors.every((f) => typeof f === "function"))) {
+      throw new UsageError("interceptors must be an array of functions (details, next) => Promise");
+    }
+    const c = new Client(connector, options, rotation ?? null);
+    for (let left = (rotation?.addresses ?? 1) - 1; ; left--) {
+      try {
+        await c.connectOnce(false);
+        return c;
+      } catch (e) {
+        if (!isUnavailable(e) || left <= 0) throw e;
+      }
+    }
   }
 
   /** The server's session id, while connected. */
@@ -522,6 +692,15 @@ export class Client implements RpcChannel {
   }
 
   private async connectOnce(restore: boolean): Promise<void> {
+    try {
+      await this.connectOnceHere(restore);
+    } catch (e) {
+      this.rotation?.rotate();
+      throw e;
+    }
+  }
+
+  private async connectOnceHere(restore: boolean): Promise<void> {
     const timeout = this.opts.connectTimeoutMs ?? 5000;
     let timer: ReturnType<typeof setTimeout> | null = null;
     const timedOut = new Promise<never>((_, rej) => {
@@ -542,6 +721,10 @@ export class Client implements RpcChannel {
       const l = link;
       conn.onClose((info: CloseInfo) => {
         if (info.status !== undefined) l.peerError = new RpcError(statusFromWire(info.status), info.reason);
+        else if (info.error) {
+          l.peerError = new RpcError(Status.UNAVAILABLE, info.reason);
+          l.peerError.cause = info.error;
+        }
         this.linkLost(l, info.reason);
       });
       conn.onDatagram((d) => l.onDatagram(d));
@@ -576,7 +759,8 @@ export class Client implements RpcChannel {
       }
     } catch (e) {
       link?.shutdown(new RpcError(Status.UNAVAILABLE, "connect failed"));
-      await conn.close().catch(() => undefined);
+      // the peer never answered: nothing to linger for
+      await (conn.abort ? conn.abort() : conn.close()).catch(() => undefined);
       throw e;
     }
     link.sessionId = typeof body.sid === "string" ? body.sid : null;
@@ -668,7 +852,12 @@ export class Client implements RpcChannel {
     }
   }
 
-  /** Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls with CANCELLED. */
+  /**
+   * Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls
+   * with CANCELLED. What is still queued (reliable notifies, the GOAWAY) goes out first: resolves
+   * once the transport has ended, after at most its close linger (`session.closeLingerMs`, 5 s)
+   * while sent data is unacknowledged.
+   */
   async close(): Promise<void> {
     this.closing = true;
     this.ticket = null;
@@ -760,8 +949,35 @@ export class Client implements RpcChannel {
 
   /** A unary call by wire name. */
   async unary<Req, Res>(method: string, request: Req, options: CallOptions = {}): Promise<Res> {
+    if (this.opts.interceptors?.length) {
+      return (await this.intercept("unary", method, request, options, async (o, r) => this.result(await this.begin<Res>(method, "unary", r, o)))) as Res;
+    }
     const call = await this.begin<Res>(method, "unary", request, options);
     return this.result(call);
+  }
+
+  /** Run the interceptors around `last`, which gets the options and request they left. */
+  private intercept(kind: Kind, method: string, request: unknown, options: CallOptions, last: (o: CallOptions, request: unknown) => Promise<unknown>): Promise<unknown> {
+    const details: ClientCallDetails = { method, kind, request, metadata: { ...(options.metadata ?? {}), }, timeoutMs: options.timeoutMs ?? this.opts.defaultTimeoutMs };
+    return chainInterceptors(this.opts.interceptors ?? [], details, (d) => {
+      const o: CallOptions = { ...options, metadata: d.metadata };
+      if (d.timeoutMs === undefined) delete o.timeoutMs;
+      else o.timeoutMs = d.timeoutMs;
+      return last(o, d.request);
+    });
+  }
+
+  /** begin(), through the interceptors for a streaming call (they see it started). */
+  private beginStreaming<Res>(method: string, kind: Kind, request: unknown, options: CallOptions): Promise<ActiveCall<Res>> {
+    if (!this.opts.interceptors?.length) return this.begin<Res>(method, kind, request, options);
+    let started: ActiveCall<Res> | null = null;
+    return this.intercept(kind, method, request, options, async (o, r) => {
+      started = await this.begin<Res>(method, kind, r, o);
+      return started;
+    }).then(() => {
+      if (!started) throw new RpcError(Status.INTERNAL, "an interceptor did not call next()");
+      return started;
+    });
   }
 
   private streamHandle<Res>(callP: Promise<ActiveCall<Res>>): ServerStreamCall<Res> {
@@ -799,11 +1015,18 @@ export class Client implements RpcChannel {
 
   /** A server-streaming call: iterate the responses. */
   serverStream<Req, Res>(method: string, request: Req, options: CallOptions = {}): ServerStreamCall<Res> {
-    return this.streamHandle(this.begin<Res>(method, "server", request, options));
+    return this.streamHandle(this.beginStreaming<Res>(method, "server", request, options));
   }
 
   /** A client-streaming call: requests from an (async) iterable, one response. */
   async clientStream<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options: CallOptions = {}): Promise<Res> {
+    if (this.opts.interceptors?.length) {
+      return (await this.intercept("client", method, requests, options, (o, r) => this.clientStreamCore<Req, Res>(method, r as Iterable<Req> | AsyncIterable<Req>, o))) as Res;
+    }
+    return this.clientStreamCore(method, requests, options);
+  }
+
+  private async clientStreamCore<Req, Res>(method: string, requests: Iterable<Req> | AsyncIterable<Req>, options: CallOptions): Promise<Res> {
     const call = await this.begin<Res>(method, "client", null, options);
     try {
       for await (const r of requests as AsyncIterable<Req>) {
@@ -820,7 +1043,7 @@ export class Client implements RpcChannel {
 
   /** A bidi call: `send()`, `end()`, iterate responses. */
   bidi<Req, Res>(method: string, options: CallOptions = {}): BidiCall<Req, Res> {
-    const callP = this.begin<Res>(method, "bidi", null, options);
+    const callP = this.beginStreaming<Res>(method, "bidi", null, options);
     const h = this.streamHandle(callP);
     let ended = false;
     return {

@@ -30,6 +30,8 @@ export interface CloseInfo {
   status?: number;
   /** The peer asked to go away (secure-mode GOAWAY) rather than dropping the link. */
   goaway?: boolean;
+  /** The typed error the transport ended with, when it found the peer gone itself (e.g. `PeerUnreachableError`). */
+  error?: Error;
 }
 
 /** One peer: streams both ways plus datagrams (kcprpc/transport.py `Connection`). */
@@ -56,6 +58,8 @@ export interface RpcConnection {
   readonly remoteAddress: string;
   /** Close the connection and every stream. */
   close(): Promise<void>;
+  /** Close at once, dropping unsent and unacknowledged data (a peer that never answered: nothing to linger for), optional. */
+  abort?(): Promise<void>;
   /** Transport counters. */
   stats(): Record<string, number>;
   /** Call `cb` when the peer's transport says it drains (secure mode's GOAWAY), optional. */
@@ -86,6 +90,10 @@ export interface DatagramTransport extends ByteTransport {
   onDraining?(cb: (code: number, message: string) => void): void;
   /** Move to a new local socket (secure mode), optional. */
   rebind?(): Promise<void>;
+  /** Resolves once the transport has ended (after its close linger), optional. */
+  waitClosed?(): Promise<void>;
+  /** End at once, dropping unacknowledged data, optional. */
+  abort?(): void;
 }
 
 class StreamAdapter implements RpcByteStream {
@@ -167,8 +175,15 @@ export class MuxConnection implements RpcConnection {
   get remoteAddress(): string {
     return this.transport.remoteAddress;
   }
+  /** End at once: the transport drops what is unacknowledged, then the mux closes. */
+  async abort(): Promise<void> {
+    this.transport.abort?.();
+    this.mux.close();
+  }
+  /** Close the mux (queued stream data is handed to the transport first), then wait for the transport's bounded close linger. */
   async close(): Promise<void> {
     this.mux.close();
+    await this.transport.waitClosed?.();
   }
   stats(): Record<string, number> {
     const out: Record<string, number> = {};

@@ -173,6 +173,31 @@ export class FrameDecoder {
   get buffered(): number {
     return this.size;
   }
+  /** The whole size (header included) of the frame received in part, or 0 when no frame header is pending. */
+  get partialFrameSize(): number {
+    return this.need > FRAME_HEADER_SIZE && this.size >= FRAME_HEADER_SIZE ? this.need : 0;
+  }
+  /**
+   * Drop the frame received in part (its space is given back; the rest of it is skipped as it
+   * arrives) and return its type and call id, or null when there is none.
+   */
+  dropPartial(): { type: number; callId: number } | null {
+    if (!this.partialFrameSize) return null;
+    const head = new Uint8Array(FRAME_HEADER_SIZE);
+    let o = 0;
+    for (const c of this.chunks) {
+      const k = Math.min(c.length, FRAME_HEADER_SIZE - o);
+      head.set(c.subarray(0, k), o);
+      o += k;
+      if (o === FRAME_HEADER_SIZE) break;
+    }
+    const v = new DataView(head.buffer);
+    this.skip = this.need - this.size;
+    this.chunks = [];
+    this.size = 0;
+    this.need = FRAME_HEADER_SIZE;
+    return { type: head[4] as number, callId: v.getUint32(5, false) };
+  }
   private body(data: Uint8Array): unknown {
     if (DECODE_FACTOR * data.length + 64 > this.maxDecoded) {
       this.scanned++;

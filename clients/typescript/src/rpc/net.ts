@@ -8,7 +8,22 @@ import { rebind as rebindSecure, securePathOf, type SecureWireOptions } from "..
 import { RPC_MUX_CONFIG, type MuxConfig } from "../mux/core.js";
 import { Client, type ClientOptions } from "./client.js";
 import { MuxConnection, type CloseInfo, type DatagramTransport } from "./connection.js";
-import { Status, UsageError } from "./status.js";
+import { Status, RpcError, UsageError } from "./status.js";
+import { HandshakeError, HandshakeKeyMismatch, HandshakeRefused, HandshakeWireMismatch } from "../secure/errors.js";
+import { Reason } from "../secure/packet.js";
+import { PeerUnreachableError } from "../kcp/errors.js";
+
+/** Socket errors that mean the peer's host refuses our datagrams (ICMP unreachable). */
+const UNREACHABLE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** A link whose socket errors can be watched (UdpLink, SecureUdpLink). */
+interface WatchableLink {
+  readonly counters: { received: number };
+  onError(listener: ((err: Error & { code?: string }) => void) | null): void;
+}
+function watchable(link: unknown): link is WatchableLink {
+  return typeof link === "object" && link !== null && typeof (link as { onError?: unknown }).onError === "function" && typeof (link as { counters?: unknown }).counters === "object";
+}
 
 /** A transport close code `CLOSE_CODE_BASE + status` carries an RPC status (kcprpc/transport.py). */
 export const CLOSE_CODE_BASE = 0x4b00;
@@ -19,18 +34,70 @@ export function closeStatus(code: number | null): Status | undefined {
   return (code - CLOSE_CODE_BASE) as Status;
 }
 
+/**
+ * The {@link RpcError} a failed secure handshake becomes (kcprpc.net.handshake_error): UNAVAILABLE
+ * for nothing listening, no answer, a busy or draining server; UNAUTHENTICATED for a wrong key or
+ * a refused token; FAILED_PRECONDITION for a wrong wire mode or refused parameters. The
+ * handshake's own typed error is the `cause`.
+ */
+export function handshakeRpcError(e: HandshakeError): RpcError {
+  let status: Status;
+  if (e instanceof HandshakeRefused) {
+    status = e.code === Reason.BAD_TOKEN ? Status.UNAUTHENTICATED : e.code === Reason.SERVER_BUSY || e.code === Reason.GOING_AWAY ? Status.UNAVAILABLE : Status.FAILED_PRECONDITION;
+  } else if (e instanceof HandshakeKeyMismatch) status = Status.UNAUTHENTICATED;
+  else if (e instanceof HandshakeWireMismatch) status = Status.FAILED_PRECONDITION;
+  else status = Status.UNAVAILABLE;
+  const err = new RpcError(status, e.message);
+  err.cause = e;
+  return err;
+}
+
 /** A {@link KcpSession} as the byte pipe and datagrams under a mux. */
 export class KcpTransport implements DatagramTransport {
   private dataCb: ((d: Uint8Array) => void) | null = null;
   private drainingCbs: Array<(code: number, message: string) => void> = [];
-  /** @param session the KCP session @param remoteAddress for messages @param channelBinding secure mode's handshake hash */
+  /** Why the transport ended when it was this side's own finding (the peer's port unreachable), else null. */
+  failure: Error | null = null;
+  /**
+   * @param session the KCP session @param remoteAddress for messages @param channelBinding secure mode's handshake hash
+   * @param unreachableMs end the session with {@link PeerUnreachableError} once ICMP unreachable reports span this long with nothing received (0: never)
+   */
   constructor(
     readonly session: KcpSession,
     readonly remoteAddress: string,
     readonly channelBinding: Uint8Array | null = null,
+    unreachableMs = 1000,
   ) {
     securePathOf(session)?.onEvent((e) => {
       if (e.type === "goAwayReceived") for (const cb of this.drainingCbs) cb(e.code, e.message);
+    });
+    if (unreachableMs > 0) this.watchUnreachable(unreachableMs);
+  }
+
+  /**
+   * Surface the peer's port becoming unreachable after the handshake: the host answers with ICMP
+   * port unreachable (a connected socket's ECONNREFUSED). One report is only a hint (ICMP is not
+   * authenticated), so the session ends only when such reports keep coming for `ms` with no
+   * datagram from the peer in between; then it ends with {@link PeerUnreachableError} (the
+   * connection's close reason; a client with a reconnect policy reconnects).
+   */
+  private watchUnreachable(ms: number): void {
+    const link = (securePathOf(this.session) ?? (this.session.path as { link?: unknown })).link;
+    if (!watchable(link)) return;
+    let since: number | null = null;
+    let received = link.counters.received;
+    link.onError((err) => {
+      if (!UNREACHABLE.has(err.code ?? "") || this.session.state !== "open") return;
+      const now = performance.now();
+      if (since === null || link.counters.received !== received) {
+        since = now;
+        received = link.counters.received;
+        return;
+      }
+      if (now - since < ms) return;
+      link.onError(null);
+      this.failure = new PeerUnreachableError(`${this.remoteAddress} is unreachable (${err.code} for ${Math.round(now - since)} ms, nothing received): the server's port is closed`);
+      this.session.abort(this.failure.message);
     });
   }
   /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
@@ -56,6 +123,7 @@ export class KcpTransport implements DatagramTransport {
   }
   onCloseInfo(cb: (info: CloseInfo) => void): void {
     this.session.onClose(() => {
+      if (this.failure) return cb({ reason: this.failure.message, error: this.failure });
       const status = closeStatus(this.session.closeCode);
       cb(status === undefined ? { reason: `closed by the server: ${this.session.closeReason}` } : { reason: this.session.closeReason || Status[status], status });
     });
@@ -69,6 +137,14 @@ export class KcpTransport implements DatagramTransport {
   }
   close(): void {
     if (this.session.state === "open") this.session.close();
+  }
+  /** End the KCP session at once (no linger). */
+  abort(): void {
+    if (this.session.state !== "closed") this.session.abort("connect failed");
+  }
+  /** Resolves when the KCP session has ended (its close lingers while sent data is unacknowledged, `closeLingerMs`). */
+  waitClosed(): Promise<void> {
+    return new Promise((r) => this.session.onClose(() => r()));
   }
   sendDatagram(data: Uint8Array): void {
     if (this.session.state !== "open") return;
@@ -100,6 +176,12 @@ export interface ConnectOptions extends ClientOptions {
   session?: SessionOptions;
   /** smux settings (default: version 2 with 512 KiB windows, as kcprpc servers). */
   mux?: Partial<MuxConfig>;
+  /**
+   * Other `[host, port]` nodes of the same app (sharing its broker and keys): a connect that finds
+   * the first address UNAVAILABLE tries each of them in turn, and after a failed reconnect attempt
+   * the next attempt goes to the next node (as Python's `kcprpc.connect(fallbacks=)`).
+   */
+  fallbacks?: ReadonlyArray<readonly [string, number]>;
 }
 
 /** The connector {@link connect} uses: each call dials a new KCP session (secure or compat) and starts the mux on it. */
@@ -111,9 +193,14 @@ export function kcpConnector(host: string, port: number, options: Pick<ConnectOp
   const { wire, session, mux } = options;
   const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
   return async (): Promise<MuxConnection> => {
-    const s = wire.mode === "secure"
-      ? await dial(host, port, { wire, ...(session ? { session } : {}) })
-      : await dial(host, port, { wire: wire as CompatWireOptions, ...(session ? { session } : {}) });
+    let s: KcpSession;
+    try {
+      s = wire.mode === "secure"
+        ? await dial(host, port, { wire, ...(session ? { session } : {}) })
+        : await dial(host, port, { wire: wire as CompatWireOptions, ...(session ? { session } : {}) });
+    } catch (e) {
+      throw e instanceof HandshakeError ? handshakeRpcError(e) : e;
+    }
     const secure = securePathOf(s);
     const t = new KcpTransport(s, where, secure ? secure.conn.handshakeHash : null);
     // secure mode: the smux version is the one the handshake settled on
@@ -130,7 +217,21 @@ export function kcpConnector(host: string, port: number, options: Pick<ConnectOp
  * `reconnect`) dials again the same way.
  */
 export async function connect(host: string, port: number, options: ConnectOptions): Promise<Client> {
-  const { wire, session, mux, ...clientOptions } = options ?? ({} as ConnectOptions);
-  const connector = kcpConnector(host, port, { wire, ...(session ? { session } : {}), ...(mux ? { mux } : {}) });
-  return Client.connect(connector, clientOptions);
+  const { wire, session, mux, fallbacks, ...clientOptions } = options ?? ({} as ConnectOptions);
+  const addresses: Array<readonly [string, number]> = [[host, port]];
+  if (fallbacks !== undefined) {
+    if (!Array.isArray(fallbacks)) throw new UsageError("connect(): fallbacks is an array of [host, port] pairs");
+    for (const a of fallbacks) {
+      if (!Array.isArray(a) || a.length !== 2 || typeof a[0] !== "string" || !Number.isInteger(a[1]) || a[1] < 1 || a[1] > 65535) {
+        throw new UsageError(`connect(): fallbacks are [host, port] pairs, not ${JSON.stringify(a)}`);
+      }
+      addresses.push([a[0], a[1]]);
+    }
+  }
+  const rest = { wire, ...(session ? { session } : {}), ...(mux ? { mux } : {}) };
+  const connectors = addresses.map(([h, p]) => kcpConnector(h, p, rest));
+  let at = 0;
+  const connector = (): Promise<MuxConnection> => (connectors[at] as () => Promise<MuxConnection>)();
+  const rotation = { addresses: addresses.length, rotate: (): void => { at = (at + 1) % addresses.length; } };
+  return Client.connect(connector, clientOptions, addresses.length > 1 ? rotation : undefined);
 }
