@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FLAG_END, FrameDecoder, FrameType as T, OVERSIZED, UNDECODABLE, decodeDatagram, encodeFrame } from "../src/rpc/frames.js";
+import { FLAG_END, FrameDecoder, FrameType as T, OVERSIZED, REFUSED, UNDECODABLE, decodeDatagram, encodeFrame, estimateDecoded, packBody } from "../src/rpc/frames.js";
 import { resumeProof } from "../src/rpc/client.js";
 import { UsageError } from "../src/rpc/status.js";
 import { hex, pythonJson, unhex } from "./support/rpc_python.js";
@@ -71,4 +71,33 @@ test("bad bodies: undecodable and ext types are marked, oversized ones skipped u
   assert.equal(decodeDatagram(ok)?.body, 1);
   assert.equal(decodeDatagram(ok.subarray(0, ok.length - 1)), null); // length does not match the datagram
   assert.throws(() => encodeFrame(T.MSG, 1, new Date()), UsageError);
+});
+
+test("a body that would decode into too much is refused without being decoded", () => {
+  // 300 KB of empty maps in one array: 300 KB on the wire, ~19 MB of objects by the estimate
+  const n = 300000;
+  const bomb = new Uint8Array(5 + n);
+  bomb.set([0xdd, 0, 0, 0, 0]);
+  new DataView(bomb.buffer).setUint32(1, n);
+  bomb.fill(0x80, 5);
+  assert.equal(estimateDecoded(bomb, 8 << 20), -1);
+  const dec = new FrameDecoder(4 << 20, 8 << 20);
+  const frame = new Uint8Array(9 + bomb.length);
+  new DataView(frame.buffer).setUint32(0, bomb.length);
+  frame[4] = T.MSG;
+  frame[8] = 1;
+  frame.set(bomb, 9);
+  const [f] = dec.feed(frame);
+  assert.equal(f?.body, REFUSED);
+  assert.equal(dec.refused, 1);
+  // an ordinary large body is walked and decoded
+  const ok = encodeFrame(T.MSG, 2, { blob: new Uint8Array(1 << 20), list: [...Array(1000).keys()] });
+  const [g] = dec.feed(ok);
+  assert.equal((g?.body as { list: number[] }).list.length, 1000);
+  assert.equal(dec.scanned, 2);
+  // estimates: exact walks of every header kind, and malformed bodies
+  assert.ok(estimateDecoded(packBody({ a: [1, -1, 300, -300, 70000, 2 ** 40, 1.5, "é", null, true] }), 1e9) > 0);
+  assert.equal(estimateDecoded(new Uint8Array([0x92, 0x01]), 1e9), -2); // truncated
+  assert.equal(estimateDecoded(new Uint8Array([0x01, 0x02]), 1e9), -2); // trailing bytes
+  assert.equal(estimateDecoded(new Uint8Array([0xd6, 0xff, 0, 0, 0, 0]), 1e9), -2); // ext
 });

@@ -21,12 +21,27 @@ export class MuxClosedError extends Error {
 }
 
 /** A write after our own close, or a read of an aborted stream. */
-export class MuxStreamClosedError extends Error {
+export class MuxStreamClosedError extends MuxClosedError {
   /** @param message why */
   constructor(message: string) {
     super(message);
     this.name = "MuxStreamClosedError";
   }
+}
+
+/** Nothing arrived from the peer during a whole keepalive timeout: the session was closed. */
+export class MuxKeepaliveTimeoutError extends MuxClosedError {
+  /** @param message why */
+  constructor(message: string) {
+    super(message);
+    this.name = "MuxKeepaliveTimeoutError";
+  }
+}
+
+/** A new error like the session's stored one (same class and message), to throw in its place. */
+function fresh(err: MuxClosedError): MuxClosedError {
+  const Ctor = err.constructor as new (message: string) => MuxClosedError;
+  return new Ctor(err.message);
 }
 
 /** Multiplexer settings (durations in seconds), defaults equal to smux's where peers must agree. */
@@ -277,7 +292,7 @@ export class MuxCore {
   }
 
   private refuse(): never {
-    if (this.err) throw new MuxClosedError(this.err.message);
+    if (this.err) throw fresh(this.err);
     throw new MuxClosedError(`session is ${this.st}`);
   }
 
@@ -348,7 +363,7 @@ export class MuxCore {
   /** Queue stream data (framed later by {@link dataToSend}); throws if not writable. */
   send(st: StreamRecord, data: Uint8Array): void {
     if (this.st !== "open" || !WRITABLE.has(st.state)) {
-      if (this.err) throw new MuxClosedError(this.err.message);
+      if (this.err) throw fresh(this.err);
       if (!WRITABLE.has(st.state)) throw new MuxStreamClosedError(`stream ${st.streamId} was closed for writing (it is ${S[st.state]})`);
       this.refuse();
     }
@@ -561,7 +576,7 @@ export class MuxCore {
     if (state === S.RESET) throw new MuxStreamClosedError(`stream ${st.streamId} was aborted`);
     if (n === 0) return new Uint8Array(0);
     if (!st.recvBytes) {
-      if (state === S.DEAD && this.err) throw new MuxClosedError(this.err.message);
+      if (state === S.DEAD && this.err) throw fresh(this.err);
       return new Uint8Array(0);
     }
     if (n < 0 || n >= st.recvBytes) n = st.recvBytes;
@@ -621,7 +636,7 @@ export class MuxCore {
       if (this.dataReady) this.dataReady = false;
       else if (this.bucket > 0) {
         c.keepalive_timeouts++;
-        this.terminateWith(new MuxClosedError(`session closed: nothing received for ${this.config.keepaliveTimeout} s (keepalive timeout)`));
+        this.terminateWith(new MuxKeepaliveTimeoutError(`session closed: nothing received for ${this.config.keepaliveTimeout} s (keepalive timeout)`));
       }
     }
   }

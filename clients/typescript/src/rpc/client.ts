@@ -8,7 +8,7 @@ import { createHmac } from "node:crypto";
 import type { BidiCall, CallOptions, EventInfo, Metadata, NotifyOptions, RpcChannel, ServerStreamCall } from "./channel.js";
 import type { CloseInfo, RpcByteStream, RpcConnection } from "./connection.js";
 import {
-  EVENT_REPLAYED, FLAG_END, FRAME_HEADER_SIZE, FrameDecoder, FrameType as T, OVERSIZED, PROTOCOL_VERSION, UNDECODABLE,
+  EVENT_REPLAYED, FLAG_END, FRAME_HEADER_SIZE, FrameDecoder, FrameType as T, OVERSIZED, PROTOCOL_VERSION, REFUSED, UNDECODABLE,
   decodeDatagram, encodeFrame, type Frame,
 } from "./frames.js";
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
@@ -26,6 +26,8 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** Largest frame body sent or received (default 4 MiB). */
   maxMessageSize?: number;
+  /** The most one received body may decode into, estimated before decoding (default 8 MiB or 2 × maxMessageSize). */
+  maxDecodedBytes?: number;
   /** Deadline of calls without their own (default none). */
   defaultTimeoutMs?: number;
   /** Unary calls on the shared control stream (default) or a stream each. */
@@ -241,7 +243,7 @@ class Link {
   }
 
   async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
-    const dec = new FrameDecoder(this.client.maxMessageSize);
+    const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
     try {
       for (;;) {
         if (owner) await owner.space();
@@ -272,6 +274,10 @@ class Link {
       }
       if (body === OVERSIZED) {
         call.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "response larger than max_message_size"));
+        return;
+      }
+      if (body === REFUSED) {
+        call.cancel(new RpcError(Status.RESOURCE_EXHAUSTED, "response would decode over max_decoded_bytes"));
         return;
       }
       switch (type) {
@@ -440,6 +446,8 @@ export class Client implements RpcChannel {
   resumes = 0;
   /** The largest frame body sent or received. */
   readonly maxMessageSize: number;
+  /** The most one received body may decode into (estimated). */
+  readonly maxDecodedBytes: number;
   /** The clock (ms). */
   readonly now: () => number;
   private readonly opts: ClientOptions;
@@ -463,6 +471,7 @@ export class Client implements RpcChannel {
     this.connector = connector;
     this.opts = opts;
     this.maxMessageSize = opts.maxMessageSize ?? 4 * 1024 * 1024;
+    this.maxDecodedBytes = opts.maxDecodedBytes ?? Math.max(8 * 1024 * 1024, 2 * this.maxMessageSize);
     this.now = opts.now ?? (() => performance.now());
   }
 

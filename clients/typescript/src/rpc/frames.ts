@@ -49,6 +49,59 @@ const decoder = new Decoder({ extensionCodec: noExt });
 export const UNDECODABLE: unique symbol = Symbol("undecodable");
 /** A body over the receiver's size limit (skipped unread). */
 export const OVERSIZED: unique symbol = Symbol("oversized");
+/** A body that would decode into more than the receiver's `maxDecoded` bytes (not decoded). */
+export const REFUSED: unique symbol = Symbol("refused");
+
+/** No msgpack body of L bytes decodes into more than DECODE_FACTOR * L + 64 bytes by {@link estimateDecoded}'s measure. */
+export const DECODE_FACTOR = 64;
+
+/**
+ * Estimate the bytes of the JavaScript values a msgpack body decodes into, without decoding it
+ * (a walk of its headers): the estimate, -1 once it passes `limit`, -2 for a malformed or
+ * truncated body. Rough V8 costs: 64 bytes per map plus 40 per entry, 32 per array plus 8 per
+ * item, 16 per scalar, 24 + length per string or bin. An empty map is the densest value (one
+ * wire byte, 64 bytes): a body of nested empty maps is refused after its first limit/64 bytes.
+ */
+export function estimateDecoded(data: Uint8Array, limit: number): number {
+  const v = new DataView(data.buffer, data.byteOffset, data.length);
+  let pos = 0;
+  let pending = 1; // values still to read
+  let est = 0;
+  const n = data.length;
+  while (pending > 0) {
+    if (pos >= n) return -2;
+    pending--;
+    const b = data[pos] as number;
+    let len = 0; // payload bytes after the header
+    let items = 0; // values that follow (containers)
+    let hdr = 1;
+    if (b <= 0x7f || b >= 0xe0 || b === 0xc0 || b === 0xc2 || b === 0xc3) est += 16;
+    else if (b >= 0x80 && b <= 0x8f) { items = (b & 0x0f) * 2; est += 64 + 20 * items; }
+    else if (b >= 0x90 && b <= 0x9f) { items = b & 0x0f; est += 32 + 8 * items; }
+    else if (b >= 0xa0 && b <= 0xbf) { len = b & 0x1f; est += 24 + len; }
+    else {
+      switch (b) {
+        case 0xcc: case 0xd0: hdr = 2; est += 16; break;
+        case 0xcd: case 0xd1: hdr = 3; est += 16; break;
+        case 0xca: case 0xce: case 0xd2: hdr = 5; est += 16; break;
+        case 0xcb: case 0xcf: case 0xd3: hdr = 9; est += 16; break;
+        case 0xc4: case 0xd9: if (pos + 2 > n) return -2; len = data[pos + 1] as number; hdr = 2; est += 24 + len; break;
+        case 0xc5: case 0xda: if (pos + 3 > n) return -2; len = v.getUint16(pos + 1); hdr = 3; est += 24 + len; break;
+        case 0xc6: case 0xdb: if (pos + 5 > n) return -2; len = v.getUint32(pos + 1); hdr = 5; est += 24 + len; break;
+        case 0xdc: if (pos + 3 > n) return -2; items = v.getUint16(pos + 1); hdr = 3; est += 32 + 8 * items; break;
+        case 0xdd: if (pos + 5 > n) return -2; items = v.getUint32(pos + 1); hdr = 5; est += 32 + 8 * items; break;
+        case 0xde: if (pos + 3 > n) return -2; items = v.getUint16(pos + 1) * 2; hdr = 3; est += 64 + 20 * items; break;
+        case 0xdf: if (pos + 5 > n) return -2; items = v.getUint32(pos + 1) * 2; hdr = 5; est += 64 + 20 * items; break;
+        default: return -2; // ext types (never sent) and 0xc1
+      }
+    }
+    pos += hdr + len;
+    pending += items;
+    if (est > limit) return -1;
+    if (pending > n - pos) return -2; // each value still to come needs a byte at least
+  }
+  return pos === n ? est : -2;
+}
 
 /** One received frame. */
 export interface Frame {
@@ -104,11 +157,33 @@ export class FrameDecoder {
   private size = 0;
   private need = FRAME_HEADER_SIZE;
   private skip = 0;
-  /** @param maxBody the largest body accepted (max_message_size) */
-  constructor(private readonly maxBody: number) {}
+  /** Bodies walked before decoding (large enough to maybe pass `maxDecoded`). */
+  scanned = 0;
+  /** Bodies refused: they would decode into more than `maxDecoded`. */
+  refused = 0;
+  /**
+   * @param maxBody the largest body accepted (max_message_size)
+   * @param maxDecoded the most a body may decode into (estimated; default 8 MiB or 2 × maxBody)
+   */
+  constructor(
+    private readonly maxBody: number,
+    private readonly maxDecoded: number = Math.max(8 * 1024 * 1024, 2 * maxBody),
+  ) {}
   /** Bytes held. */
   get buffered(): number {
     return this.size;
+  }
+  private body(data: Uint8Array): unknown {
+    if (DECODE_FACTOR * data.length + 64 > this.maxDecoded) {
+      this.scanned++;
+      const est = estimateDecoded(data, this.maxDecoded);
+      if (est === -2) return UNDECODABLE;
+      if (est < 0) {
+        this.refused++;
+        return REFUSED;
+      }
+    }
+    return unpackBody(data);
   }
   /** Feed bytes; returns the frames completed. Pieces are joined only once a frame is complete. */
   feed(data: Uint8Array): Frame[] {
@@ -154,7 +229,7 @@ export class FrameDecoder {
         this.need = FRAME_HEADER_SIZE + n;
         break;
       }
-      out.push({ type, callId, body: unpackBody(buf.subarray(pos + FRAME_HEADER_SIZE, pos + FRAME_HEADER_SIZE + n)) });
+      out.push({ type, callId, body: this.body(buf.subarray(pos + FRAME_HEADER_SIZE, pos + FRAME_HEADER_SIZE + n)) });
       pos += FRAME_HEADER_SIZE + n;
     }
     const rest = buf.subarray(pos);

@@ -25,6 +25,10 @@ export interface PyServer {
   stderr(): string;
   /** Kill it and wait for the exit. */
   kill(): Promise<void>;
+  /** Close its stdin (the test apps then shut down gracefully). */
+  closeStdin(): void;
+  /** Resolves when it exited. */
+  exited: Promise<void>;
 }
 
 /** Start `script` with `args`; resolves once it printed its port (a line "PORT <n>") on stdout. */
@@ -57,7 +61,7 @@ export function startPythonServer(script: string, args: string[] = [], timeoutMs
       const m = /PORT (\d+)/.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve({ port: Number(m[1]), proc, stderr: () => err, kill });
+        resolve({ port: Number(m[1]), proc, stderr: () => err, kill, closeStdin: () => proc.stdin.end(), exited });
       }
     });
   });
