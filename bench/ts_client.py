@@ -63,6 +63,7 @@ async def py_client(
         for _ in range(warmup):
             await call()
         done = 0
+        st0 = client.transport_stats()
         c0, t0 = time.process_time(), time.perf_counter()
         stop = t0 + seconds
 
@@ -75,6 +76,7 @@ async def py_client(
         await asyncio.gather(*[worker() for _ in range(inflight)])
         rate = done / (time.perf_counter() - t0)
         cpu_rate = (time.process_time() - c0) / done * 1e6
+        st1 = client.transport_stats()
         lat = []
         c1 = time.process_time()
         for _ in range(calls):
@@ -89,6 +91,8 @@ async def py_client(
             "p99_ms": percentile(lat, 0.99),
             "cpu_us_rate": cpu_rate,
             "cpu_us_lat": cpu_lat,
+            "out_pkts": (st1.get("out_pkts", 0) - st0.get("out_pkts", 0)) / done,
+            "in_pkts": (st1.get("in_pkts", 0) - st0.get("in_pkts", 0)) / done,
             "calls": warmup + done + calls,
         }
 
@@ -163,7 +167,8 @@ def report(args: argparse.Namespace) -> None:
                     print(
                         f"round {r + 1} {c:6} {res['rate']:8.0f} calls/s  client {res['cpu_us_rate']:6.1f} us/call"
                         f" ({args.inflight} in flight)   p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
-                        f"  client {res['cpu_us_lat']:6.1f} us/call (1 in flight)   server {res['server_us']:.1f} us/call",
+                        f"  client {res['cpu_us_lat']:6.1f} us/call (1 in flight)   server {res['server_us']:.1f} us/call"
+                        f"   datagrams/call out {res['out_pkts']:.2f} in {res['in_pkts']:.2f}",
                         flush=True,
                     )
         finally:
@@ -173,7 +178,7 @@ def report(args: argparse.Namespace) -> None:
             print(
                 f"{wire} median {c:6} {m['rate']:8.0f} calls/s  client {m['cpu_us_rate']:.1f} us/call   "
                 f"p50 {m['p50_ms']:.3f} ms  p99 {m['p99_ms']:.3f} ms  client {m['cpu_us_lat']:.1f} us/call"
-                f"   server {m['server_us']:.1f} us/call"
+                f"   server {m['server_us']:.1f} us/call   datagrams/call out {m['out_pkts']:.2f} in {m['in_pkts']:.2f}"
             )
         n, p = med["node"], med["python"]
         print(
