@@ -18,6 +18,7 @@ anonymous PSK), ``key`` (a passphrase, as in the README), ``compat`` (kcp-go's w
     python bench/ts_client.py --quick         # 1 short round, secure
     python bench/ts_client.py --wires secure,key,compat --rounds 2
     python bench/ts_client.py --node-prof /tmp/prof --wires secure --rounds 1   # node --cpu-prof
+    python bench/ts_client.py --base /tmp/old/clients/typescript   # + node-base: an older src/, A/B
 
 The package is built (``npm ci`` when node_modules is missing, ``tsc``) when its compiled load
 generator is older than a source file. Every client run is bounded (``--limit`` seconds).
@@ -42,6 +43,7 @@ LOAD_JS = PACKAGE / "dist" / "bench" / "load.js"
 PAYLOAD = b"x" * 64
 WIRES = {"secure": "secure, keyless", "key": "secure, passphrase", "compat": "compat, no cipher"}
 CLIENTS = ("node", "python")
+BASE = "node-base"
 
 
 # ------------------------------------------------------------------------------ the Python client
@@ -78,12 +80,14 @@ async def py_client(
         cpu_rate = (time.process_time() - c0) / done * 1e6
         st1 = client.transport_stats()
         lat = []
+        st2 = client.transport_stats()
         c1 = time.process_time()
         for _ in range(calls):
             t = time.perf_counter()
             await call()
             lat.append((time.perf_counter() - t) * 1000)
         cpu_lat = (time.process_time() - c1) / calls * 1e6
+        st3 = client.transport_stats()
         lat.sort()
         return {
             "rate": rate,
@@ -93,6 +97,8 @@ async def py_client(
             "cpu_us_lat": cpu_lat,
             "out_pkts": (st1.get("out_pkts", 0) - st0.get("out_pkts", 0)) / done,
             "in_pkts": (st1.get("in_pkts", 0) - st0.get("in_pkts", 0)) / done,
+            "out_pkts_lat": (st3.get("out_pkts", 0) - st2.get("out_pkts", 0)) / calls,
+            "in_pkts_lat": (st3.get("in_pkts", 0) - st2.get("in_pkts", 0)) / calls,
             "calls": warmup + done + calls,
         }
 
@@ -111,15 +117,21 @@ def build(force: bool = False) -> None:
     subprocess.run(["npx", "tsc", "-p", "tsconfig.json"], cwd=PACKAGE, check=True, timeout=300)
 
 
+def base_load_js(base: str) -> Path:
+    """``--base DIR``: DIR is another version's clients/typescript, compiled (dist/bench/load.js)."""
+    return Path(base).resolve() / "dist" / "bench" / "load.js"
+
+
 def client_cmd(kind: str, port: int, wire: str, args: argparse.Namespace) -> list[str]:
     common = ["--port", str(port), "--wire", wire, "--seconds", str(args.seconds), "--calls", str(args.calls),
               "--inflight", str(args.inflight), "--warmup", str(args.warmup)]  # fmt: skip
-    if kind == "node":
+    if kind in ("node", BASE):
         prof = []
         if args.node_prof:
             Path(args.node_prof).mkdir(parents=True, exist_ok=True)
             prof = ["--cpu-prof", "--cpu-prof-dir", str(Path(args.node_prof).resolve())]
-        return ["node", *prof, str(LOAD_JS), *common, "--key", BENCH_KEY, "--limit", str(args.limit)]
+        load = LOAD_JS if kind == "node" else base_load_js(args.base)
+        return ["node", *prof, str(load), *common, "--key", BENCH_KEY, "--limit", str(args.limit)]
     return [sys.executable, __file__, "--py-client", *common, "--loop", args.loop]
 
 
@@ -137,11 +149,16 @@ def run_client(
         )
     res: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     res["server_us"] = (proc_cpu_s(server.pid) - s0) / res.pop("calls") * 1e6
+    for k in ("out_pkts", "in_pkts", "out_pkts_lat", "in_pkts_lat"):
+        res.setdefault(k, 0.0)
     return res
 
 
 def report(args: argparse.Namespace) -> None:
     wires = args.wires.split(",")
+    clients = (*CLIENTS, BASE) if args.base else CLIENTS
+    if args.base and not base_load_js(args.base).exists():
+        sys.exit(f"--base: {base_load_js(args.base)} does not exist (compile that tree with tsc)")
     unknown = [w for w in wires if w not in WIRES]
     if unknown:
         sys.exit(f"unknown wire mode(s) {', '.join(unknown)}: choose from {', '.join(WIRES)}")
@@ -157,18 +174,19 @@ def report(args: argparse.Namespace) -> None:
 
     for wire in wires:
         print(f"## wire {wire}: {WIRES[wire]}")
-        results: dict[str, list[dict[str, float]]] = {c: [] for c in CLIENTS}
+        results: dict[str, list[dict[str, float]]] = {c: [] for c in clients}
         server, port = start_server("kcprpc", args.loop, wire)
         try:
             for r in range(args.rounds):
-                for c in CLIENTS if r % 2 == 0 else reversed(CLIENTS):
+                for c in clients if r % 2 == 0 else reversed(clients):
                     res = run_client(c, server, port, wire, args)
                     results[c].append(res)
                     print(
-                        f"round {r + 1} {c:6} {res['rate']:8.0f} calls/s  client {res['cpu_us_rate']:6.1f} us/call"
+                        f"round {r + 1} {c:9} {res['rate']:8.0f} calls/s  client {res['cpu_us_rate']:6.1f} us/call"
                         f" ({args.inflight} in flight)   p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
                         f"  client {res['cpu_us_lat']:6.1f} us/call (1 in flight)   server {res['server_us']:.1f} us/call"
-                        f"   datagrams/call out {res['out_pkts']:.2f} in {res['in_pkts']:.2f}",
+                        f"   datagrams/call out {res['out_pkts']:.2f} in {res['in_pkts']:.2f}"
+                        f" (1 in flight: {res['out_pkts_lat']:.2f} {res['in_pkts_lat']:.2f})",
                         flush=True,
                     )
         finally:
@@ -176,9 +194,10 @@ def report(args: argparse.Namespace) -> None:
         med = medians(results)
         for c, m in med.items():
             print(
-                f"{wire} median {c:6} {m['rate']:8.0f} calls/s  client {m['cpu_us_rate']:.1f} us/call   "
+                f"{wire} median {c:9} {m['rate']:8.0f} calls/s  client {m['cpu_us_rate']:.1f} us/call   "
                 f"p50 {m['p50_ms']:.3f} ms  p99 {m['p99_ms']:.3f} ms  client {m['cpu_us_lat']:.1f} us/call"
                 f"   server {m['server_us']:.1f} us/call   datagrams/call out {m['out_pkts']:.2f} in {m['in_pkts']:.2f}"
+                f" (1 in flight: {m['out_pkts_lat']:.2f} {m['in_pkts_lat']:.2f})"
             )
         n, p = med["node"], med["python"]
         print(
@@ -188,6 +207,14 @@ def report(args: argparse.Namespace) -> None:
             f" (1 in flight), server CPU per call x{n['server_us'] / p['server_us']:.2f}",
             flush=True,
         )
+        if args.base:
+            b = med[BASE]
+            print(
+                f"{wire} node / node-base: rate x{n['rate'] / b['rate']:.2f}, p50 x{n['p50_ms'] / b['p50_ms']:.2f},"
+                f" client CPU per call x{n['cpu_us_rate'] / b['cpu_us_rate']:.2f} (64 in flight)"
+                f" x{n['cpu_us_lat'] / b['cpu_us_lat']:.2f} (1 in flight)",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -204,6 +231,11 @@ def main() -> None:
     )
     ap.add_argument("--limit", type=float, default=120.0, help="seconds a client run may take")
     ap.add_argument("--node-prof", metavar="DIR", help="run node with --cpu-prof, profiles into DIR")
+    ap.add_argument(
+        "--base",
+        metavar="DIR",
+        help="a third contender, node-base: DIR is another version's clients/typescript, compiled (A/B of src/ changes)",
+    )
     ap.add_argument("--build", action="store_true", help="recompile the package even if it looks fresh")
     ap.add_argument("--py-client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@
  * Calls `bench.Echo/Echo` (bench/rpc.py's service) with 64-byte payloads: `--warmup` calls, then
  * `--inflight` calls in flight for `--seconds` (calls/s), then `--calls` sequential calls (p50/p99).
  * Prints one JSON line: rate, p50_ms, p99_ms, and the process CPU (user + system) per call of each
- * phase in µs, and the datagrams sent and received per call at 64 in flight. Every call has a 10 s deadline, and the whole run is bounded (`--limit`, 120 s).
+ * phase in µs, and the datagrams sent and received per call in each phase. Every call has a 10 s deadline, and the whole run is bounded (`--limit`, 120 s).
  */
 import { connect, type Client, type ConnectOptions } from "../src/index.js";
 
@@ -76,6 +76,7 @@ async function main(): Promise<void> {
     const perCall = (k: string): number => ((s1[k] ?? 0) - (s0[k] ?? 0)) / done;
     // (a) latency: one call in flight
     const lat: number[] = [];
+    const s2 = client.transportStats();
     const c1 = cpuUs();
     for (let i = 0; i < calls; i++) {
       const t = performance.now();
@@ -83,6 +84,8 @@ async function main(): Promise<void> {
       lat.push(performance.now() - t);
     }
     const cpuLat = (cpuUs() - c1) / calls;
+    const s3 = client.transportStats();
+    const perSeq = (k: string): number => ((s3[k] ?? 0) - (s2[k] ?? 0)) / calls;
     lat.sort((a, b) => a - b);
     const out = {
       rate,
@@ -92,6 +95,8 @@ async function main(): Promise<void> {
       cpu_us_lat: cpuLat,
       out_pkts: perCall("outPkts"),
       in_pkts: perCall("inPkts"),
+      out_pkts_lat: perSeq("outPkts"),
+      in_pkts_lat: perSeq("inPkts"),
       calls: warmup + done + calls,
     };
     process.stdout.write(JSON.stringify(out) + "\n");
