@@ -1,6 +1,6 @@
 """A kcprpc server for the TypeScript client's end-to-end tests, on 127.0.0.1 and an OS-chosen port.
 
-``python tests/clients/ts_app.py [transport flags, e.g. --wire compat --crypt none --key k]``
+``python tests/clients/ts_app.py [--port N] [transport flags, e.g. --wire compat --crypt aes --key k]``
 prints ``PORT <n>`` and serves until stdin closes or it is killed (so it never outlives the test
 that started it). It covers every call kind (``ts.App`` and the quickstart's greeter), every
 failure status (``ts.App/fail`` raises the code it is given; validation, handler crash, unknown
@@ -133,13 +133,14 @@ def restore(session: Any, rooms: list[str], topics: list[str]) -> None:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=0, help="UDP port (default: one the OS picks)")
     add_transport_args(ap)
     args = ap.parse_args()
     app = App()
     server = kcprpc.Server(
         [app, Greeter()],
         "127.0.0.1",
-        0,
+        args.port,
         transport=build_transport(args),
         on_connect=refuse,
         on_restore=restore,

@@ -1,7 +1,7 @@
 /** kcprpc for Node: the public API. */
 export const VERSION = "0.1.0";
 // smux (src/mux/) and RPC (src/rpc/)
-export { MuxCore, MuxClosedError, MuxStreamClosedError, StreamState, DEFAULT_MUX_CONFIG, RPC_MUX_CONFIG, muxConfig, MUX_COUNTER_NAMES } from "./mux/core.js";
+export { MuxCore, MuxClosedError, MuxStreamClosedError, MuxKeepaliveTimeoutError, StreamState, DEFAULT_MUX_CONFIG, RPC_MUX_CONFIG, muxConfig, MUX_COUNTER_NAMES } from "./mux/core.js";
 export type { MuxConfig, MuxCounter, MuxEvent, SessionState as MuxSessionState } from "./mux/core.js";
 export { MuxSession, MuxStream } from "./mux/session.js";
 export type { ByteTransport, MuxSessionOptions } from "./mux/session.js";
@@ -9,7 +9,7 @@ export { encodeFrame as encodeMuxFrame, SmuxFrameDecoder, MuxProtocolError, MuxU
 export type { SmuxFrame } from "./mux/frame.js";
 export { Status, RpcError, UsageError, statusFromWire } from "./rpc/status.js";
 export type { RpcChannel, CallOptions, NotifyOptions, EventInfo, Metadata, ServerStreamCall, BidiCall } from "./rpc/channel.js";
-export { FrameType, encodeFrame, decodeDatagram, FrameDecoder, packBody, unpackBody, FLAG_END, EVENT_REPLAYED } from "./rpc/frames.js";
+export { FrameType, encodeFrame, decodeDatagram, FrameDecoder, packBody, unpackBody, estimateDecoded, FLAG_END, EVENT_REPLAYED, UNDECODABLE, OVERSIZED, REFUSED } from "./rpc/frames.js";
 export type { Frame } from "./rpc/frames.js";
 export { MuxConnection, MemoryTransport, memoryTransportPair } from "./rpc/connection.js";
 export type { RpcConnection, RpcByteStream, DatagramTransport, CloseInfo } from "./rpc/connection.js";

@@ -413,3 +413,17 @@ test("a server naming ever new keys cannot grow the client's tables past their b
   assert.deepEqual(client.position(null, "k69999"), [1, 1]);
   await client.close();
 });
+
+test("events(): an async iterable of one event name, bounded, unregistered when the loop stops", async () => {
+  const { client } = await setup();
+  const got: unknown[] = [];
+  const iter = client.events<{ text: string }>("Chat", { maxQueued: 2 })[Symbol.asyncIterator]();
+  for (let i = 1; i <= 4; i++) client.handleEvent(["Chat", { text: `m${i}` }, null, null, null], false);
+  got.push((await iter.next()).value?.[0], (await iter.next()).value?.[0]);
+  assert.deepEqual(got, [{ text: "m3" }, { text: "m4" }]);
+  assert.equal(client.counters.events_dropped, 2);
+  await iter.return?.();
+  client.handleEvent(["Chat", { text: "m5" }, null, null, null], false);
+  assert.equal((await iter.next()).done, true);
+  await client.close();
+});

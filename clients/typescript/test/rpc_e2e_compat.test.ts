@@ -3,6 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { e2eSuite } from "./support/rpc_e2e.js";
 import { connect } from "../src/rpc/net.js";
+import type { Client, RawEvent } from "../src/rpc/client.js";
 import { RpcError, Status } from "../src/rpc/status.js";
 import { startPythonServer, waitFor } from "./support/rpc_python.js";
 
@@ -23,6 +24,49 @@ test("a server shutting down drains: GOAWAY, calls in flight finish, new calls f
     await c.close();
     await server.exited;
   } finally {
+    await server.kill();
+  }
+});
+
+test("a server that dies and comes back: the client reconnects and restores its rooms and topics", async () => {
+  const args = ["--wire", "compat", "--crypt", "aes", "--key", KEY];
+  let server = await startPythonServer("tests/clients/ts_app.py", args);
+  const port = server.port;
+  const events: RawEvent[] = [];
+  const lost: string[] = [];
+  let c: Client | null = null;
+  try {
+    c = await connect("127.0.0.1", port, {
+      wire: { mode: "compat", crypt: "aes", key: KEY },
+      heartbeat: { intervalMs: 100, timeoutMs: 800 },
+      connectTimeoutMs: 800,
+      reconnect: { initialMs: 50, maximumMs: 300, maxAttempts: 60 },
+      onDisconnect: (r) => lost.push(r),
+    });
+    const client = c;
+    client.onRawEvent((e) => events.push(e));
+    assert.ok(!client.resumable, "compat mode has no channel binding: no resume token");
+    await client.unary("ts.App/join", "r1");
+    await client.subscribe("t1");
+    await client.unary("ts.App/push", { room: "r1", topic: "t1" });
+    await waitFor(() => client.position(null, "r1") !== null && client.position("t1") !== null, "the room and topic messages");
+    await server.kill(); // gone without a word
+    const before = lost.length;
+    await waitFor(() => lost.length > before, "the heartbeat timeout", 5000);
+    server = await startPythonServer("tests/clients/ts_app.py", ["--port", String(port), ...args]);
+    await client.waitConnected(15000);
+    assert.ok(client.reconnects >= 1); // (a loaded machine may lose a heartbeat earlier too)
+    assert.match(lost[lost.length - 1] ?? "", /heartbeats/);
+    // rooms come back through the app's on_restore, topics through kcprpc.Push/Subscribe
+    assert.deepEqual([...client.rooms], ["r1"]);
+    assert.deepEqual([...client.topics], ["t1"]);
+    const recovered = events.filter((e) => e.name === "kcprpc.Recovered").map((e) => (e.payload as { key: string }).key).sort();
+    assert.deepEqual(recovered, ["room:r1", "topic:t1"]);
+    // the new server's broker has another epoch: its messages are new, not duplicates
+    await client.unary("ts.App/push", { room: "r1", topic: "t1" });
+    await waitFor(() => events.filter((e) => e.key === "room:r1" && !e.replayed).length === 2, "the new room message");
+  } finally {
+    await c?.close();
     await server.kill();
   }
 });

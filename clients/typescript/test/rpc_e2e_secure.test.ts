@@ -63,3 +63,24 @@ test("a lost connection resumes its session: same id, rooms kept, missed room me
   }
   await assert.rejects(c.unary("ts.App/sleep", 1), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED);
 });
+
+test("rebind: the connection moves to a new local socket and its calls carry on", async () => {
+  const port = running.server?.port as number;
+  const c = await Client.connect(kcpConnector("127.0.0.1", port, { wire: WIRE }), {});
+  try {
+    const sid = c.sessionId;
+    const call = c.serverStream<number, number>("ts.App/count", 2000);
+    const it = call[Symbol.asyncIterator]();
+    assert.equal((await it.next()).value, 1);
+    await c.rebind();
+    let last = 1;
+    for (let r = await it.next(); !r.done; r = await it.next()) last = r.value;
+    assert.equal(last, 2000);
+    assert.equal(await c.unary("ts.App/sleep", 1), 1);
+    assert.equal(c.sessionId, sid);
+    assert.equal(c.reconnects, 0);
+  } finally {
+    await c.close();
+  }
+  await assert.rejects(c.rebind(), /rebind\(\) needs an open secure-mode KCP connection/);
+});

@@ -69,6 +69,8 @@ export interface ClientCounters {
   events_stale_keyed: number;
   /** Latest-wins keys forgotten to stay within the table's bound. */
   keys_evicted: number;
+  /** Events dropped from a full `events()` queue. */
+  events_dropped: number;
 }
 
 const MAX_LATEST_KEYS = 65536;
@@ -435,7 +437,7 @@ export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array)
  */
 export class Client implements RpcChannel {
   /** Counters. */
-  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0 };
+  readonly counters: ClientCounters = { bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0 };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
   /** Topics subscribed to. */
@@ -504,6 +506,16 @@ export class Client implements RpcChannel {
     const p = this.offsets.get(key);
     return p ? [p[0], p[1]] : null;
   }
+  /**
+   * Move the connection to a new local UDP socket (secure mode: the server follows by connection
+   * ID; calls carry on). Throws {@link UsageError} without an open secure connection.
+   */
+  async rebind(): Promise<void> {
+    const l = this.link;
+    if (!l || l.state === "closed" || !l.conn.rebind || l.conn.wireMode !== "secure") throw new UsageError("rebind() needs an open secure-mode KCP connection");
+    await l.conn.rebind();
+  }
+
   /** The transport's counters. */
   transportStats(): Record<string, number> {
     return this.link?.conn.stats() ?? {};
@@ -849,6 +861,45 @@ export class Client implements RpcChannel {
     return () => {
       const i = list.indexOf(h);
       if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /**
+   * Pushed events of one wire name as an async iterable of `[payload, info]` (registered when the
+   * iteration starts, removed when it stops). At most `maxQueued` (default 4096) wait unread; past
+   * that the oldest is dropped and counted in `counters.events_dropped`.
+   */
+  events<TP>(eventName: string, options: { maxQueued?: number } = {}): AsyncIterable<[TP, EventInfo]> {
+    const max = options.maxQueued ?? 4096;
+    if (!Number.isInteger(max) || max <= 0) throw new UsageError("maxQueued must be a positive integer");
+    return {
+      [Symbol.asyncIterator]: (): AsyncIterator<[TP, EventInfo]> => {
+        const queue: Array<[TP, EventInfo]> = [];
+        let wake: (() => void) | null = null;
+        let done = false;
+        const off = this.on<TP>(eventName, (p, info) => {
+          if (queue.length >= max) {
+            queue.shift();
+            this.counters.events_dropped++;
+          }
+          queue.push([p, info]);
+          wake?.();
+        });
+        return {
+          next: async (): Promise<IteratorResult<[TP, EventInfo]>> => {
+            while (!queue.length && !done) await new Promise<void>((r) => (wake = r));
+            wake = null;
+            const v = queue.shift();
+            return v ? { value: v, done: false } : { value: undefined, done: true };
+          },
+          return: async (): Promise<IteratorResult<[TP, EventInfo]>> => {
+            done = true;
+            off();
+            wake?.();
+            return { value: undefined, done: true };
+          },
+        };
+      },
     };
   }
 

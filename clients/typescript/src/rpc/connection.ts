@@ -60,6 +60,8 @@ export interface RpcConnection {
   stats(): Record<string, number>;
   /** Call `cb` when the peer's transport says it drains (secure mode's GOAWAY), optional. */
   onDraining?(cb: (code: number, message: string) => void): void;
+  /** Move to a new local socket (secure mode), optional. */
+  rebind?(): Promise<void>;
 }
 
 /** What a {@link MuxConnection} runs over: a reliable byte pipe plus datagrams (a KCP session). */
@@ -82,6 +84,8 @@ export interface DatagramTransport extends ByteTransport {
   onCloseInfo?(cb: (info: CloseInfo) => void): void;
   /** Register the callback for the peer's transport GOAWAY, optional. */
   onDraining?(cb: (code: number, message: string) => void): void;
+  /** Move to a new local socket (secure mode), optional. */
+  rebind?(): Promise<void>;
 }
 
 class StreamAdapter implements RpcByteStream {
@@ -127,6 +131,10 @@ export class MuxConnection implements RpcConnection {
   }
   onDraining(cb: (code: number, message: string) => void): void {
     this.transport.onDraining?.(cb);
+  }
+  async rebind(): Promise<void> {
+    if (!this.transport.rebind) throw new Error("this connection cannot move to a new socket");
+    await this.transport.rebind();
   }
   async openStream(): Promise<RpcByteStream> {
     return new StreamAdapter(this.mux.openStream());

@@ -4,7 +4,7 @@
  */
 import { dial } from "../dial.js";
 import type { CompatWireOptions, KcpSession, SessionOptions } from "../kcp/session.js";
-import { securePathOf, type SecureWireOptions } from "../secure/dial.js";
+import { rebind as rebindSecure, securePathOf, type SecureWireOptions } from "../secure/dial.js";
 import { RPC_MUX_CONFIG, type MuxConfig } from "../mux/core.js";
 import { Client, type ClientOptions } from "./client.js";
 import { MuxConnection, type CloseInfo, type DatagramTransport } from "./connection.js";
@@ -32,6 +32,10 @@ export class KcpTransport implements DatagramTransport {
     securePathOf(session)?.onEvent((e) => {
       if (e.type === "goAwayReceived") for (const cb of this.drainingCbs) cb(e.code, e.message);
     });
+  }
+  /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
+  rebind(): Promise<void> {
+    return rebindSecure(this.session);
   }
   /** Secure mode: call `cb` when the server's transport GOAWAY arrives (drain like the RPC GOAWAY). */
   onDraining(cb: (code: number, message: string) => void): void {
