@@ -10,8 +10,8 @@ payloads) serves, alternately (A B, B A, ...), two client processes that do the 
 
 Each client process makes 200 warm-up calls, then (b) 64 calls in flight for ``--seconds``
 (calls/s), then (a) ``--calls`` sequential calls (p50/p99 latency), and reports its own process
-CPU (user + system) per call in both phases. The server's CPU per call over the client's whole
-run is read from /proc. Wire modes (``--wires``): ``secure`` (the default: keyless, the public
+CPU (user + system) per call in both phases, and the server's CPU per call in both phases (asked
+from the server: ``bench.Echo/Cpu``, its process time, before and after each phase). Wire modes (``--wires``): ``secure`` (the default: keyless, the public
 anonymous PSK), ``key`` (a passphrase, as in the README), ``compat`` (kcp-go's wire, no cipher).
 
     python bench/ts_client.py                 # 3 rounds, secure and key
@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import BENCH_KEY, ROOT, medians, percentile, proc_cpu_s, run_loop, stop_process
+from _common import BENCH_KEY, ROOT, medians, percentile, run_loop, stop_process
 
 PACKAGE = ROOT / "clients" / "typescript"
 LOAD_JS = PACKAGE / "dist" / "bench" / "load.js"
@@ -65,6 +65,7 @@ async def py_client(
         for _ in range(warmup):
             await call()
         done = 0
+        sv0 = await stub.Cpu()
         st0 = client.transport_stats()
         c0, t0 = time.process_time(), time.perf_counter()
         stop = t0 + seconds
@@ -79,7 +80,9 @@ async def py_client(
         rate = done / (time.perf_counter() - t0)
         cpu_rate = (time.process_time() - c0) / done * 1e6
         st1 = client.transport_stats()
+        sv1 = await stub.Cpu()
         lat = []
+        sv2 = await stub.Cpu()
         st2 = client.transport_stats()
         c1 = time.process_time()
         for _ in range(calls):
@@ -88,6 +91,7 @@ async def py_client(
             lat.append((time.perf_counter() - t) * 1000)
         cpu_lat = (time.process_time() - c1) / calls * 1e6
         st3 = client.transport_stats()
+        sv3 = await stub.Cpu()
         lat.sort()
         return {
             "rate": rate,
@@ -95,11 +99,12 @@ async def py_client(
             "p99_ms": percentile(lat, 0.99),
             "cpu_us_rate": cpu_rate,
             "cpu_us_lat": cpu_lat,
+            "server_us_rate": (sv1 - sv0) / done * 1e6,
+            "server_us_lat": (sv3 - sv2) / calls * 1e6,
             "out_pkts": (st1.get("out_pkts", 0) - st0.get("out_pkts", 0)) / done,
             "in_pkts": (st1.get("in_pkts", 0) - st0.get("in_pkts", 0)) / done,
             "out_pkts_lat": (st3.get("out_pkts", 0) - st2.get("out_pkts", 0)) / calls,
             "in_pkts_lat": (st3.get("in_pkts", 0) - st2.get("in_pkts", 0)) / calls,
-            "calls": warmup + done + calls,
         }
 
 
@@ -138,7 +143,6 @@ def client_cmd(kind: str, port: int, wire: str, args: argparse.Namespace) -> lis
 def run_client(
     kind: str, server: subprocess.Popen[str], port: int, wire: str, args: argparse.Namespace
 ) -> dict[str, float]:
-    s0 = proc_cpu_s(server.pid)
     done = subprocess.run(
         client_cmd(kind, port, wire, args), capture_output=True, text=True, timeout=args.limit + 10,
         cwd=ROOT, check=False,
@@ -148,7 +152,6 @@ def run_client(
             f"the {kind} client failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         )
     res: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    res["server_us"] = (proc_cpu_s(server.pid) - s0) / res.pop("calls") * 1e6
     for k in ("out_pkts", "in_pkts", "out_pkts_lat", "in_pkts_lat"):
         res.setdefault(k, 0.0)
     return res
@@ -184,7 +187,8 @@ def report(args: argparse.Namespace) -> None:
                     print(
                         f"round {r + 1} {c:9} {res['rate']:8.0f} calls/s  client {res['cpu_us_rate']:6.1f} us/call"
                         f" ({args.inflight} in flight)   p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms"
-                        f"  client {res['cpu_us_lat']:6.1f} us/call (1 in flight)   server {res['server_us']:.1f} us/call"
+                        f"  client {res['cpu_us_lat']:6.1f} us/call (1 in flight)   server {res['server_us_rate']:.1f}"
+                        f" / {res['server_us_lat']:.1f} us/call"
                         f"   datagrams/call out {res['out_pkts']:.2f} in {res['in_pkts']:.2f}"
                         f" (1 in flight: {res['out_pkts_lat']:.2f} {res['in_pkts_lat']:.2f})",
                         flush=True,
@@ -196,7 +200,7 @@ def report(args: argparse.Namespace) -> None:
             print(
                 f"{wire} median {c:9} {m['rate']:8.0f} calls/s  client {m['cpu_us_rate']:.1f} us/call   "
                 f"p50 {m['p50_ms']:.3f} ms  p99 {m['p99_ms']:.3f} ms  client {m['cpu_us_lat']:.1f} us/call"
-                f"   server {m['server_us']:.1f} us/call   datagrams/call out {m['out_pkts']:.2f} in {m['in_pkts']:.2f}"
+                f"   server {m['server_us_rate']:.1f} / {m['server_us_lat']:.1f} us/call   datagrams/call out {m['out_pkts']:.2f} in {m['in_pkts']:.2f}"
                 f" (1 in flight: {m['out_pkts_lat']:.2f} {m['in_pkts_lat']:.2f})"
             )
         n, p = med["node"], med["python"]
@@ -204,7 +208,8 @@ def report(args: argparse.Namespace) -> None:
             f"{wire} node / python: rate x{n['rate'] / p['rate']:.2f}, p50 x{n['p50_ms'] / p['p50_ms']:.2f}"
             f" (lower is better), p99 x{n['p99_ms'] / p['p99_ms']:.2f}, client CPU per call"
             f" x{n['cpu_us_rate'] / p['cpu_us_rate']:.2f} (64 in flight) x{n['cpu_us_lat'] / p['cpu_us_lat']:.2f}"
-            f" (1 in flight), server CPU per call x{n['server_us'] / p['server_us']:.2f}",
+            f" (1 in flight), server CPU per call x{n['server_us_rate'] / p['server_us_rate']:.2f} (64 in flight)"
+            f" x{n['server_us_lat'] / p['server_us_lat']:.2f} (1 in flight)",
             flush=True,
         )
         if args.base:

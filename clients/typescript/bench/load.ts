@@ -7,7 +7,7 @@
  * Calls `bench.Echo/Echo` (bench/rpc.py's service) with 64-byte payloads: `--warmup` calls, then
  * `--inflight` calls in flight for `--seconds` (calls/s), then `--calls` sequential calls (p50/p99).
  * Prints one JSON line: rate, p50_ms, p99_ms, and the process CPU (user + system) per call of each
- * phase in µs, and the datagrams sent and received per call in each phase. Calls have no deadline
+ * phase in µs, the server's (from `bench.Echo/Cpu`), and the datagrams sent and received per call in each phase. Calls have no deadline
  * (as the Python contender's); the whole run is bounded (`--limit`, 120 s).
  */
 import { connect, type Client, type ConnectOptions } from "../src/index.js";
@@ -51,6 +51,8 @@ async function main(): Promise<void> {
   const client: Client = await connect("127.0.0.1", port, {
     wire: wireOf(arg("wire", "secure"), arg("key", "bench passphrase")),
   });
+  // the server's process time in seconds (bench/rpc.py's bench.Echo/Cpu)
+  const serverCpu = (): Promise<number> => client.unary<null, number>("bench.Echo/Cpu", null);
   const call = async (): Promise<void> => {
     const r = await client.unary<Uint8Array, Uint8Array>("bench.Echo/Echo", PAYLOAD);
     if (r.length !== 64) throw new Error(`echo returned ${r.length} bytes`);
@@ -59,6 +61,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < warmup; i++) await call();
     // (b) rate: `inflight` calls in flight for `seconds`
     let done = 0;
+    const sv0 = await serverCpu();
     const s0 = client.transportStats();
     const c0 = cpuUs();
     const t0 = performance.now();
@@ -73,9 +76,11 @@ async function main(): Promise<void> {
     const rate = done / ((performance.now() - t0) / 1000);
     const cpuRate = (cpuUs() - c0) / done;
     const s1 = client.transportStats();
+    const sv1 = await serverCpu();
     const perCall = (k: string): number => ((s1[k] ?? 0) - (s0[k] ?? 0)) / done;
     // (a) latency: one call in flight
     const lat: number[] = [];
+    const sv2 = await serverCpu();
     const s2 = client.transportStats();
     const c1 = cpuUs();
     for (let i = 0; i < calls; i++) {
@@ -85,6 +90,7 @@ async function main(): Promise<void> {
     }
     const cpuLat = (cpuUs() - c1) / calls;
     const s3 = client.transportStats();
+    const sv3 = await serverCpu();
     const perSeq = (k: string): number => ((s3[k] ?? 0) - (s2[k] ?? 0)) / calls;
     lat.sort((a, b) => a - b);
     const out = {
@@ -93,11 +99,12 @@ async function main(): Promise<void> {
       p99_ms: percentile(lat, 0.99),
       cpu_us_rate: cpuRate,
       cpu_us_lat: cpuLat,
+      server_us_rate: ((sv1 - sv0) / done) * 1e6,
+      server_us_lat: ((sv3 - sv2) / calls) * 1e6,
       out_pkts: perCall("outPkts"),
       in_pkts: perCall("inPkts"),
       out_pkts_lat: perSeq("outPkts"),
       in_pkts_lat: perSeq("inPkts"),
-      calls: warmup + done + calls,
     };
     process.stdout.write(JSON.stringify(out) + "\n");
   } finally {
