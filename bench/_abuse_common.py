@@ -95,6 +95,20 @@ class Attack:
     settle: float = 0.0  # at least this long to wait for the release (sessions kept for a resume)
 
 
+STATE_NAME = "abuse.state"  # the target's state sync with --state (bench/_abuse_state.py)
+
+
+class StateUnit(BaseModel):
+    x: float = 0.0
+    y: float = 0.0
+    hp: int = 100
+
+
+class StateWorld(BaseModel):
+    tick: int = 0
+    units: dict[int, StateUnit] = Field(default_factory=dict)
+
+
 class EchoMsg(BaseModel):
     data: bytes = b""
 

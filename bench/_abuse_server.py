@@ -27,6 +27,7 @@ from bench._abuse_common import (
     PUBLIC_ROOM,
     PUBLIC_TOPIC,
     SECRET_TOPIC,
+    STATE_NAME,
     AbuseService,
     News,
     refuse_secret_topics,
@@ -71,25 +72,54 @@ async def publisher(server: kcprpc.Server) -> None:
             await server.push.publish(topic, ev)
 
 
+def state_sync() -> tuple[Any, Any]:
+    """A StateSync (groups) of 200 entities and the StateService that takes its acks."""
+    from bench._abuse_common import StateWorld
+    from kcprpc.state import StateService, StateSync
+
+    sync = StateSync(StateWorld, STATE_NAME, groups=16)
+    return sync, StateService([sync])
+
+
+async def state_ticker(sync: Any) -> None:
+    """20 Hz: a tenth of the 200 entities move, the state goes to every session."""
+    from bench._abuse_common import StateUnit, StateWorld
+
+    world = StateWorld(units={i: StateUnit(x=float(i)) for i in range(200)})
+    tick = 0
+    while True:
+        await asyncio.sleep(0.05)
+        tick += 1
+        world.tick = tick
+        for i in range(tick % 10, 200, 10):
+            world.units[i].x += 1.0
+        sync.send(world)
+
+
 async def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mode", choices=("secure", "compat"), default="secure")
     ap.add_argument("--datashard", type=int, default=0)
     ap.add_argument("--parityshard", type=int, default=0)
     ap.add_argument("--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)")
+    ap.add_argument("--state", action="store_true", help="a state sync with groups to every session (bench/_abuse_state.py)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     fec = (args.datashard, args.parityshard) if args.datashard else None
+    sync, states = state_sync() if args.state else (None, None)
     server = kcprpc.Server(
-        [AbuseService()],
+        [AbuseService(), *([states] if states is not None else [])],
         "127.0.0.1",
         0,
         transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec),
         interceptors=[refuse_secret_topics],
         config=kcprpc.ServerConfig(presence=PRESENCE) if args.presence else None,
+        on_connect=(lambda s: sync.add_client(s)) if sync is not None else None,
+        on_disconnect=(lambda s: sync.remove_client(s)) if sync is not None else None,
     )
     _host, port = await server.start()
     pub = asyncio.ensure_future(publisher(server))
+    ticker = asyncio.ensure_future(state_ticker(sync)) if sync is not None else None
     print(json.dumps({"port": port, "pid": os.getpid()}), flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -97,10 +127,16 @@ async def main(argv: list[str] | None = None) -> None:
     while True:
         line = (await reader.readline()).decode().strip()
         if line == "stats":
-            print(json.dumps(counters(server)), flush=True)
+            out = counters(server)
+            if sync is not None and states is not None:
+                out.update({f"state.{k}": v for k, v in sync.stats.items()})
+                out["state.acks_unknown"] = states.acks_unknown
+            print(json.dumps(out), flush=True)
         elif line in ("quit", ""):
             break
     pub.cancel()
+    if ticker is not None:
+        ticker.cancel()
     await server.shutdown(grace=0.5)
 
 

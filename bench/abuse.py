@@ -45,7 +45,8 @@ from bench._abuse_common import Attack, Target  # noqa: E402
 RSS_BUDGET_MB = 50.0
 RELEASE_SLACK_MB = 10.0  # "released": back within this of the RSS before the attack
 INTERESTING = ("drop", "refus", "denied", "reject", "fail", "error", "slow", "closed", "evict", "limit",
-               "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale", "detached", "resum")
+               "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale", "detached", "resum",
+               "ignored", "unknown")
 
 
 def all_attacks() -> list[Attack]:

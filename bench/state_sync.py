@@ -5,16 +5,20 @@ loss, two contenders alternated in the same run:
 * (c) reliable full snapshots: the room's state as one reliable ``RoomState`` event per tick to
   the room (``PushStateSender(server, Delivery.RELIABLE)``, today's game example); the client
   validates it into the model (the typed state (a)'s view gives);
-* (a) latest-wins deltas: ``SyncSender`` (``kcprpc.state``): per client a snapshot or a delta
-  against its acknowledged baseline, unreliable; the clients ack (``client_state``).
+* (a) latest-wins deltas: ``SyncSender(..., groups=16)`` (``kcprpc.state``): per client and
+  group a snapshot or a delta against the group's acknowledged baseline, in datagram-sized PARTS
+  messages, unreliable; the clients apply a tick's parts at once and ack the groups
+  (``client_state``). ``--groups 1``: whole messages (on the stream when over a datagram).
 
 The world is bench/_state_world.py's (the one bench/state_delta.py simulates), plus the server's
 ``time.monotonic_ns()`` at the tick (``stamp_ns``; every process is on this machine, so the
 clock is shared). Per contender: bytes the server process wrote to UDP per client per second,
 and read (the clients' acks and KCP acks), snapshot age p50 and p99 (sampled every 5 ms on each
 client in the measured window: now minus the stamp of the newest state it holds, as in
-state_delta.py), server CPU (process time) per client per tick, client CPU per message and
-(a)'s mean message size (``StateSync.stats``). Then the ratios (a)/(c)
+state_delta.py; with groups each group's age is a sample, and the oldest group's is reported
+too), server CPU (process time) per client per tick, client CPU per message and
+(a)'s parts per client per tick and mean part size (``StateSync.stats``). ``STATE_SYNC_PROFILE=prefix``
+writes a cProfile of each client process's measured window to ``prefix.<contender>.<pid>``. Then the ratios (a)/(c)
 against the goals: bytes <= 1/5, p99 age <= 1/2. Example::
 
     python bench/state_sync.py --rounds 2            # 32 clients, 10 s measured per contender
@@ -32,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,27 +68,50 @@ class QTimedState(QRoomState):
     stamp_ns: int = 0
 
 
-def _pct(vals: list[float], q: float) -> float:
-    vals = sorted(vals)
-    return vals[min(len(vals) - 1, int(len(vals) * q))] if vals else math.nan
-
-
-def ages(applied: list[tuple[int, int]], start: int, end: int) -> list[float]:
-    """Snapshot ages (ms) every 5 ms from ``start`` to ``end`` (ns); ``applied``: (receive, stamp)."""
+def ages(
+    applied: list[tuple[int, tuple[int, ...]]], start: int, end: int
+) -> tuple[Counter[float], Counter[float]]:
+    """Snapshot ages (ms, to 0.1 ms) every 5 ms from ``start`` to ``end`` (ns); ``applied``:
+    (receive, the stamp of each part of the state: one for a whole state, one per group with
+    groups). Returns two histograms: the age of each part (per group: what an entity's age is)
+    and the age of the oldest part of each sample."""
     applied = sorted(applied)
-    out: list[float] = []
-    i, newest = 0, None
+    each: Counter[float] = Counter()
+    oldest: Counter[float] = Counter()
+    i = 0
+    newest: list[int] | None = None
     t = start
     while t < end:
         while i < len(applied) and applied[i][0] <= t:
-            newest = applied[i][1] if newest is None else max(newest, applied[i][1])
+            stamps = applied[i][1]
+            if newest is None or len(newest) != len(stamps):
+                newest = list(stamps)
+            else:
+                newest = [max(a, b) for a, b in zip(newest, stamps, strict=True)]
             i += 1
         if newest is not None:
-            out.append((t - newest) / 1e6)
-        else:
-            out.append((t - start) / 1e6 + 1000.0)  # nothing yet: counted as very old
+            for st in newest:
+                each[round((t - st) / 1e6, 1)] += 1
+            oldest[round((t - min(newest)) / 1e6, 1)] += 1
+        else:  # nothing yet: counted as very old
+            each[round((t - start) / 1e6 + 1000.0, 1)] += 1
+            oldest[round((t - start) / 1e6 + 1000.0, 1)] += 1
         t += 5_000_000
-    return out
+    return each, oldest
+
+
+def _hpct(hist: Mapping[float, int], q: float) -> float:
+    """The ``q`` quantile of a histogram {value: count}: the value at rank ``int(total * q)``."""
+    total = sum(hist.values())
+    if not total:
+        return math.nan
+    k = min(total - 1, int(total * q))
+    seen = 0
+    for v in sorted(hist):
+        seen += hist[v]
+        if seen > k:
+            return v
+    return math.nan
 
 
 # -- server process -----------------------------------------------------------------------------
@@ -107,7 +135,9 @@ async def server_main(args: argparse.Namespace) -> None:
 
     states = StateService()
     if args.contender == "a":
-        rooms: RoomRegistry[Any] = RoomRegistry(Bench, sender=lambda server: SyncSender(model, states))
+        rooms: RoomRegistry[Any] = RoomRegistry(
+            Bench, sender=lambda server: SyncSender(model, states, groups=args.groups)
+        )
     else:
         rooms = RoomRegistry(Bench, sender=lambda server: PushStateSender(server, Delivery.RELIABLE))
     server = kcprpc.Server([RoomService(rooms), states], "127.0.0.1", 0, lifespan=rooms.lifespan)
@@ -133,8 +163,14 @@ async def server_main(args: argparse.Namespace) -> None:
                 "cpu_us": (c1 - c0) / max(1, n * (t1 - t0)) * 1e6,
                 "ticks": t1 - t0,
                 "resets": sync_stats.get("resets", 0),
+                # a message: a PARTS message (one datagram) with groups, else a snapshot or delta
                 "msg_bytes": sync_stats.get("bytes", 0)
-                / max(1, sync_stats.get("snapshots", 0) + sync_stats.get("deltas", 0)),
+                / max(
+                    1,
+                    sync_stats.get("parts", 0)
+                    or sync_stats.get("snapshots", 0) + sync_stats.get("deltas", 0),
+                ),
+                "parts_per_msg": sync_stats.get("parts", 0) / max(1, (sync.seq if sync else 0) * n),
             }
         ),
         flush=True,
@@ -148,22 +184,43 @@ async def server_main(args: argparse.Namespace) -> None:
 
 async def clients_main(args: argparse.Namespace) -> None:
     model: Any = QTimedState if args.quantize else TimedState
-    applied: list[list[tuple[int, int]]] = []
+    applied: list[list[tuple[int, tuple[int, ...]]]] = []
     clients = []
+    views: list[Any] = []
 
     async def one() -> None:
-        got: list[tuple[int, int]] = []
+        got: list[tuple[int, tuple[int, ...]]] = []
         applied.append(got)
         client = await kcprpc.connect("127.0.0.1", args.port)
         clients.append(client)
         if args.contender == "a":
             view = client_state(client, model, f"state:{ROOM}")
-            view.on_state(lambda s: got.append((time.monotonic_ns(), s.stamp_ns)))
+            stamps: dict[int, int] = {}  # seq -> its tick's stamp (from group 0, which holds it)
+
+            def stamp_of(seq: int) -> int:
+                for back in range(64):  # a seq whose group 0 was lost: an older known stamp
+                    stamp = stamps.get(seq - back)
+                    if stamp is not None:
+                        return stamp
+                return 0
+
+            def on_state(s: Any) -> None:
+                # with groups each group has its own seq (view.seqs: the seq it is current at;
+                # a lost part leaves its groups older than the rest): each group's age
+                seqs = view.seqs
+                stamps[view.seq if len(seqs) == 1 else seqs[0]] = s.stamp_ns
+                got.append((time.monotonic_ns(), tuple(stamp_of(q) for q in seqs)))
+                if len(stamps) > 256:
+                    for k in sorted(stamps)[:128]:
+                        del stamps[k]
+
+            view.on_state(on_state)
+            views.append(view)
         else:
 
             def on_snapshot(m: RoomStateEvent) -> None:
                 state = model.model_validate(m.state)  # the app's typed state, as (a)'s view gives it
-                got.append((time.monotonic_ns(), state.stamp_ns))
+                got.append((time.monotonic_ns(), (state.stamp_ns,)))
 
             client.on(RoomStateEvent, on_snapshot)
         await client.stub(RoomService, timeout=20).join(JoinRoom(room=ROOM))
@@ -175,12 +232,34 @@ async def clients_main(args: argparse.Namespace) -> None:
     start, end = (int(x) for x in line.split())
     await asyncio.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
     c0 = time.process_time()
+    prof_to = os.environ.get("STATE_SYNC_PROFILE")  # a file prefix: cProfile the measured window
+    if prof_to:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
     cpu = time.process_time() - c0
+    if prof_to:
+        prof.disable()
+        prof.dump_stats(f"{prof_to}.{args.contender}.{os.getpid()}")
     await asyncio.sleep(0.3)  # the states in flight at the end
-    samples = [x for got in applied for x in ages(got, start, end)]
+    each: Counter[float] = Counter()
+    oldest: Counter[float] = Counter()
+    for got in applied:
+        e, o = ages(got, start, end)
+        each.update(e)
+        oldest.update(o)
     received = sum(1 for got in applied for r, _ in got if start <= r < end)
-    print(json.dumps({"ages": samples, "messages": received, "cpu": cpu}), flush=True)
+    print(
+        json.dumps(
+            {"ages": list(each.items()), "oldest": list(oldest.items()), "messages": received, "cpu": cpu}
+        ),
+        flush=True,
+    )
+    if os.environ.get("STATE_SYNC_DEBUG"):
+        for v in views:
+            print(v.stats, v.seqs, file=sys.stderr)
     for c in clients:
         await c.close()
 
@@ -218,6 +297,8 @@ def run_one(args: argparse.Namespace, contender: str, loss: float, seed: int) ->
         str(args.clients),
         "--contender",
         contender,
+        "--groups",
+        str(args.groups),
     ]
     if args.quantize:
         common.append("--quantize")
@@ -260,18 +341,24 @@ def run_one(args: argparse.Namespace, contender: str, loss: float, seed: int) ->
             p.stdin.flush()
         srv = json.loads(_line(server, "server"))
         got = [json.loads(_line(cp, "clients")) for cp in cps]
-        all_ages = [a for g in got for a in g["ages"]]
+        each: Counter[float] = Counter()
+        oldest: Counter[float] = Counter()
+        for g in got:
+            each.update(dict(map(tuple, g["ages"])))
+            oldest.update(dict(map(tuple, g["oldest"])))
         return {
             "B/client/s": srv["sent"],
             "up B/client/s": srv["received"],
-            "age p50 ms": _pct(all_ages, 0.5),
-            "age p99 ms": _pct(all_ages, 0.99),
+            "age p50 ms": _hpct(each, 0.5),
+            "age p99 ms": _hpct(each, 0.99),
+            "oldest part age p99 ms": _hpct(oldest, 0.99),
             "cpu us/client/tick": srv["cpu_us"],
             "client cpu us/msg": sum(g["cpu"] for g in got) / max(1, sum(g["messages"] for g in got)) * 1e6,
             "msgs/client/s": sum(g["messages"] for g in got) / args.clients / args.seconds,
             "ticks": srv["ticks"],
             "(a) avg msg B": srv["msg_bytes"],
             "(a) resets": srv["resets"],
+            "(a) parts/client/tick": srv["parts_per_msg"],
         }
     finally:
         for p in procs:
@@ -306,6 +393,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="rounds, contenders alternated")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quantize", action="store_true", help="x, y to 0.01, angle to 0.1 (Quantized)")
+    ap.add_argument(
+        "--groups", type=int, default=16, help="(a): StateSync groups (1: whole messages, no parts)"
+    )
     ap.add_argument("--quick", action="store_true", help="8 clients, 2 s measured, 1 s warm-up")
     ap.add_argument(
         "--role", choices=["driver", "server", "clients"], default="driver", help=argparse.SUPPRESS

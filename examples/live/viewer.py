@@ -12,6 +12,11 @@ other way round (a gap); a line cut short by the kill is dropped on restart.
 
 Run a server with ``python -m examples.live.viewer --serve 9200`` and publish with
 ``python -m examples.live.viewer 127.0.0.1:9200 --publish 100``.
+
+The same viewer for Node, with the stubs generated from ``idl/live.v1.Live.json``, is
+``clients/typescript/examples/live-viewer.ts`` (``node dist/examples/live-viewer.js --host
+127.0.0.1 --port 9200 --log viewer.jsonl``, after ``npm run build`` there; see its README): its log
+has the same lines, and it also resumes a dead link in place.
 """
 
 from __future__ import annotations

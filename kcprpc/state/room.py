@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from kcprpc.state.service import StateService
-from kcprpc.state.sync import InterestFn, StateSync
+from kcprpc.state.sync import DEFAULT_MAX_PARTS, DEFAULT_PART_SIZE, InterestFn, StateSync
 
 DEFAULT_ROOM_NAME = "state:{room}"
 
@@ -25,7 +25,8 @@ class SyncSender:
     """Sync ``model`` to the members of one room. The sync is named ``name.format(room=room.name)``
     (what the client passes to ``client_state``) and is added to ``states`` (the server's
     :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
-    a member's interest filter (None: everything)."""
+    a member's interest filter (None: everything). ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
+    (``groups`` > 1: messages cut into datagram-sized parts that apply on their own)."""
 
     def __init__(
         self,
@@ -35,12 +36,18 @@ class SyncSender:
         name: str = DEFAULT_ROOM_NAME,
         interest: Callable[[Any, Any], InterestFn | None] | None = None,
         max_baselines: int = 32,
+        groups: int = 1,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
         self.model = model
         self.states = states
         self.name = name
         self.interest = interest
         self.max_baselines = max_baselines
+        self.groups = groups
+        self.part_size = part_size
+        self.max_parts = max_parts
         self.sync: StateSync[Any] | None = None
         """The room's sync (made at the first member)."""
 
@@ -48,7 +55,12 @@ class SyncSender:
         """Start syncing to ``member`` (a snapshot at the next send)."""
         if self.sync is None:
             self.sync = StateSync(
-                self.model, self.name.format(room=room.name), max_baselines=self.max_baselines
+                self.model,
+                self.name.format(room=room.name),
+                max_baselines=self.max_baselines,
+                groups=self.groups,
+                part_size=self.part_size,
+                max_parts=self.max_parts,
             )
         if not len(self.sync):
             self.states.add(self.sync)

@@ -37,6 +37,7 @@ MAP: Final = 2
 LIST: Final = 3
 
 NO_DEFAULT: Final = object()
+_MISSING: Final = object()
 
 
 @dataclass(eq=False)
@@ -249,9 +250,39 @@ class Schema:
             raise UsageError(f"expected a {self.model.__name__}, got {type(state).__name__}")
         return to_tree(self.root, state.model_dump())
 
-    def value(self, tree: Any) -> BaseModel:
-        """The typed state of a tree (validated: raises ``pydantic.ValidationError``)."""
-        return self.model.model_validate(from_tree(self.root, tree))
+    def value(self, tree: Any, prev: tuple[Any, BaseModel] | None = None) -> BaseModel:
+        """The typed state of a tree (validated: raises ``pydantic.ValidationError``).
+
+        ``prev``: an earlier ``(tree, state)`` of this schema. An entity of a root dict or list
+        field whose tree equals the one it had in ``prev`` (a delta against an older baseline
+        repeats changes the client already has) is taken from ``prev``'s state as it is, not
+        rebuilt and validated again
+        (pydantic keeps model instances it is given): the cost follows the changes, not the
+        state's size. The entity objects are then shared between the two states."""
+        root = self.root
+        if prev is None:
+            return self.model.model_validate(from_tree(root, tree))
+        old_tree, old_state = prev
+        out: dict[str, Any] = {}
+        for i, (name, f) in enumerate(zip(root.names, root.fields, strict=True)):
+            item = f.item
+            if f.kind == MAP and item is not None and item.kind == MODEL:
+                was, had = old_tree[i], getattr(old_state, name)
+                d: dict[Any, Any] = {}
+                for k, t in tree[i].items():
+                    w = was.get(k, _MISSING)
+                    d[k] = had[k] if w is t or w == t else from_tree(item, t)
+                out[name] = d
+            elif f.kind == LIST and item is not None and item.kind == MODEL:
+                was, had = old_tree[i], getattr(old_state, name)
+                n = min(len(was), len(had))
+                out[name] = [
+                    had[j] if j < n and (was[j] is t or was[j] == t) else from_tree(item, t)
+                    for j, t in enumerate(tree[i])
+                ]
+            else:
+                out[name] = from_tree(f, tree[i])
+        return self.model.model_validate(out)
 
     def node_at(self, path: str) -> tuple[Node, tuple[int, ...]]:
         """The node at a dotted field path from the root (``"players"``, ``"world.phase"``; an

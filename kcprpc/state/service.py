@@ -11,14 +11,18 @@ from pydantic import BaseModel, Field
 from kcprpc.context import current_context
 from kcprpc.errors import UsageError
 from kcprpc.service import Service, rpc
+from kcprpc.state.groups import MAX_GROUPS
 from kcprpc.state.sync import MAX_NAME, StateSync
 
 
 class StateAck(BaseModel):
-    """A client's acknowledgement: it applied message ``seq`` of the sync ``name``."""
+    """A client's acknowledgement: it applied message ``seq`` of the sync ``name`` (with groups:
+    the groups ``groups`` of it)."""
 
     name: str = Field(min_length=1, max_length=MAX_NAME)
     seq: int = Field(ge=1)
+    groups: list[int] | None = Field(default=None, max_length=MAX_GROUPS)
+    """With groups (PARTS messages): the groups of message ``seq`` applied."""
 
 
 class StateService(Service, name="kcprpc.State"):
@@ -50,4 +54,4 @@ class StateService(Service, name="kcprpc.State"):
         if sync is None:
             self.acks_unknown += 1
             return
-        sync.ack(current_context().session, msg.seq)
+        sync.ack(current_context().session, msg.seq, msg.groups)

@@ -28,11 +28,12 @@ from typing import Any, Final, Generic, TypeVar
 from pydantic import BaseModel
 
 from kcprpc import codec
-from kcprpc.codec import encode_frame
+from kcprpc.codec import encode_frame, encode_frame_raw
 from kcprpc.errors import UsageError
 from kcprpc.push import route
 from kcprpc.service import Delivery
 from kcprpc.state.delta import SAME, diff
+from kcprpc.state.groups import Groups
 from kcprpc.state.interest import Interest, Views
 from kcprpc.state.schema import Schema
 
@@ -40,6 +41,11 @@ M = TypeVar("M", bound=BaseModel)
 
 SNAPSHOT: Final = 0
 DELTA: Final = 1
+PARTS: Final = 2
+
+DEFAULT_PART_SIZE: Final = 1100
+DEFAULT_MAX_PARTS: Final = 8
+SNAPSHOT_RESEND: Final = 4  # ticks between snapshots of a group while none is acknowledged
 
 DEFAULT_NAME: Final = "kcprpc.state"
 MAX_NAME: Final = 128
@@ -53,20 +59,61 @@ STATE_COUNTERS: Final = (
     "baselines_evicted",  # unacknowledged views forgotten past max_baselines
     "resets",  # clients sent a snapshot again: no ack for max_baselines ticks
     "bytes",  # bytes of EVENT frames sent by send()
+    "parts",  # PARTS messages made (groups > 1)
+    "oversized",  # group entries larger than part_size alone (their part goes on the stream)
+    "deferred",  # group entries left for a later tick: over max_parts
 )
 
 InterestFn = Callable[[Any], Interest]
 
 
-class _Client:
-    __slots__ = ("acked_seq", "acked_tree", "interest", "sent", "waiting")
+class _Base:
+    """What one client acknowledged of the state (or of one group) and what was sent since."""
 
-    def __init__(self, interest: InterestFn | None) -> None:
-        self.interest = interest
+    __slots__ = ("acked_seq", "acked_tree", "last", "sent", "waiting")
+
+    def __init__(self) -> None:
+        self.last = 0  # the seq last sent (groups)
         self.acked_seq = 0
         self.waiting = 0  # the first seq sent since the last ack (0: none)
         self.acked_tree: Any = None
         self.sent: OrderedDict[int, Any] = OrderedDict()
+
+    def ack(self, seq: int) -> bool:
+        tree = self.sent.get(seq)
+        if tree is None or seq <= self.acked_seq:
+            return False
+        self.acked_seq = seq
+        self.acked_tree = tree
+        sent = self.sent
+        while sent:
+            s = next(iter(sent))
+            if s > seq:
+                break
+            del sent[s]
+        self.waiting = next(iter(sent)) if sent else 0
+        return True
+
+
+class _Client(_Base):
+    __slots__ = ("bases", "interest")
+
+    def __init__(self, interest: InterestFn | None, groups: int) -> None:
+        super().__init__()
+        self.interest = interest
+        # groups > 1: one baseline per group (this object's own fields are then unused)
+        self.bases = [_Base() for _ in range(groups)] if groups > 1 else []
+
+
+_EMPTY: Final[list[Any]] = []  # a group's view equals its baseline
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 class StateSync(Generic[M]):
@@ -77,12 +124,30 @@ class StateSync(Generic[M]):
     views kept per client (default 32: 1.6 s at 20 Hz). Clients are any hashable handle; for
     :meth:`send` they are sessions (``kcprpc.push.Peer``)."""
 
-    def __init__(self, model: type[M], name: str = DEFAULT_NAME, *, max_baselines: int = 32) -> None:
+    def __init__(
+        self,
+        model: type[M],
+        name: str = DEFAULT_NAME,
+        *,
+        max_baselines: int = 32,
+        groups: int = 1,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_parts: int = DEFAULT_MAX_PARTS,
+    ) -> None:
         if not name or len(name) > MAX_NAME:
             raise UsageError(f"state sync name must have 1 to {MAX_NAME} characters")
         if max_baselines < 1:
             raise UsageError("max_baselines must be at least 1")
+        if part_size < 64:
+            raise UsageError("part_size must be at least 64 bytes")
+        if max_parts < 1:
+            raise UsageError("max_parts must be at least 1")
+        self.max_parts = max_parts
         self.schema = Schema(model)
+        self.groups = Groups(self.schema.root, groups)
+        """The grouping (``groups.n`` > 1: PARTS messages, each group synced on its own)."""
+        self.part_size = part_size
+        self._enc: dict[int, bytes] = {}  # id(group entry) -> its msgpack, for the tick's frames
         self.name = name
         self.max_baselines = max_baselines
         self.seq = 0
@@ -94,7 +159,7 @@ class StateSync(Generic[M]):
     def add_client(self, client: Hashable, interest: InterestFn | None = None) -> None:
         """Start syncing to ``client``: it gets a snapshot at the next tick. ``interest(state) ->
         Interest`` filters what it sees (None: everything). Adding it again restarts it."""
-        self._clients[client] = _Client(interest)
+        self._clients[client] = _Client(interest, self.groups.n)
 
     def set_interest(self, client: Hashable, interest: InterestFn | None) -> None:
         """Change a client's interest filter (from the next tick)."""
@@ -117,30 +182,36 @@ class StateSync(Generic[M]):
         return c
 
     def acked(self, client: Hashable) -> int:
-        """The last seq ``client`` acknowledged (0: none)."""
-        return self._client(client).acked_seq
+        """The last seq ``client`` acknowledged (0: none; with groups, the oldest of its groups')."""
+        c = self._client(client)
+        return min(b.acked_seq for b in c.bases) if c.bases else c.acked_seq
 
     # ------------------------------------------------------------------ acks
-    def ack(self, client: Hashable, seq: int) -> bool:
-        """``client`` applied the message ``seq``: its baseline moves there. False (counted in
-        ``acks_ignored``) for an unknown client, a seq not newer than its baseline, or one whose
-        view was forgotten or never sent."""
+    def ack(self, client: Hashable, seq: int, groups: list[int] | None = None) -> bool:
+        """``client`` applied the message ``seq`` (with groups: the groups ``groups`` of it): its
+        baseline moves there. False (counted in ``acks_ignored``, once per group) for an unknown
+        client, a seq not newer than its baseline, one whose view was forgotten or never sent, a
+        group out of range, or (groups > 1) no groups named."""
         c = self._clients.get(client)
-        tree = c.sent.get(seq) if c is not None and type(seq) is int else None
-        if c is None or tree is None or seq <= c.acked_seq:
-            self.stats["acks_ignored"] += 1
+        stats = self.stats
+        if c is None or type(seq) is not int:
+            stats["acks_ignored"] += 1
             return False
-        c.acked_seq = seq
-        c.acked_tree = tree
-        sent = c.sent
-        while sent:
-            s = next(iter(sent))
-            if s > seq:
-                break
-            del sent[s]
-        c.waiting = next(iter(sent)) if sent else 0
-        self.stats["acks"] += 1
-        return True
+        if not c.bases:
+            if groups is not None or not c.ack(seq):
+                stats["acks_ignored"] += 1
+                return False
+            stats["acks"] += 1
+            return True
+        n = len(c.bases)
+        moved = False
+        for g in groups or (None,):
+            if type(g) is int and 0 <= g < n and c.bases[g].ack(seq):
+                stats["acks"] += 1
+                moved = True
+            else:
+                stats["acks_ignored"] += 1
+        return moved
 
     # ------------------------------------------------------------------ ticks
     def tick(self, state: M, extras: Mapping[Any, Any] | None = None) -> list[tuple[Hashable, list[Any]]]:
@@ -153,6 +224,8 @@ class StateSync(Generic[M]):
         tree = self.schema.tree(state)
         self.seq += 1
         seq = self.seq
+        if self.groups.n > 1:
+            return self._tick_groups(state, tree, seq, extras)
         root = self.schema.root
         out: list[tuple[Hashable, list[Any]]] = []
         stats = self.stats
@@ -197,9 +270,124 @@ class StateSync(Generic[M]):
             out.append((handle, msg))
         return out
 
+    def _tick_groups(
+        self, state: M, tree: Any, seq: int, extras: Mapping[Any, Any] | None
+    ) -> list[tuple[Hashable, list[Any]]]:
+        """:meth:`tick` with groups: per client and group a full group tree or a change against the
+        group's acknowledged baseline, packed into PARTS messages of about ``part_size`` bytes; each names the client's groups with nothing to
+        send (what the client holds of them is current)."""
+        groups = self.groups
+        n = groups.n
+        root = self.schema.root
+        stats = self.stats
+        enc = self._enc
+        enc.clear()
+        out: list[tuple[Hashable, list[Any]]] = []
+        splits: dict[int, list[tuple[Any, ...]]] = {}  # id(view) -> its group trees
+        shared: dict[tuple[int, int], list[Any]] = {}  # (group, id(acked tree) or 0) -> entry
+        keep: list[Any] = []  # views split this tick (their ids must stay unique)
+        for handle, c in self._clients.items():
+            view = tree if c.interest is None else self._views.view(tree, c.interest(state))
+            parts = splits.get(id(view))
+            if parts is None:
+                parts = splits[id(view)] = groups.split(view)
+                keep.append(view)
+            cands: list[tuple[int, _Base, Any, list[Any]]] = []  # (last sent, base, view, entry)
+            idle: list[int] = []
+            for g in range(n):
+                b = c.bases[g]
+                gview = parts[g]
+                if b.acked_tree is not None and b.waiting and seq - b.waiting >= self.max_baselines:
+                    b.acked_tree = None
+                    stats["resets"] += 1
+                if b.acked_tree is None and b.sent and seq - b.last < SNAPSHOT_RESEND:
+                    continue  # its snapshot is on its way: not again every tick (a join's flood)
+                key = (g, 0 if b.acked_tree is None else id(b.acked_tree))
+                entry = shared.get(key) if c.interest is None else None
+                if entry is None:
+                    if b.acked_tree is None:
+                        entry = [g, 0, groups.body(g, gview)]
+                    else:
+                        change = diff(root, b.acked_tree, gview)
+                        entry = _EMPTY if change is SAME else [g, b.acked_seq, change]
+                    if c.interest is None:
+                        shared[key] = entry
+                if entry is _EMPTY:
+                    if not b.sent:  # the client holds exactly this group's view
+                        stats["idle"] += 1
+                        idle.append(g)
+                        continue
+                    entry = [g, b.acked_seq, {}]  # back to the baseline from a newer state sent
+                cands.append((b.last, b, gview, entry))
+            if not cands:
+                continue
+            cands.sort(key=lambda x: x[0])  # the groups sent longest ago first (stable: by group)
+            packed, taken = self._pack([x[3] for x in cands])
+            stats["deferred"] += len(cands) - taken
+            for _, b, gview, entry in cands[:taken]:
+                stats["snapshots" if entry[1] == 0 else "deltas"] += 1
+                b.sent[seq] = gview
+                b.last = seq
+                if not b.waiting:
+                    b.waiting = seq
+                if len(b.sent) > self.max_baselines:
+                    b.sent.popitem(last=False)
+                    stats["baselines_evicted"] += 1
+            extra = (extras[handle],) if extras is not None and handle in extras else ()
+            for items in packed:
+                out.append((handle, [PARTS, seq, self.schema.id, n, len(packed), items, idle, *extra]))
+            stats["parts"] += len(packed)
+        return out
+
+    def _pack(self, entries: list[Any]) -> tuple[list[list[Any]], int]:
+        """Group entries, in order, into at most ``max_parts`` parts of at most ``part_size``
+        bytes of entries (one larger entry alone: ``oversized``); returns the parts and how many
+        entries they hold (the rest wait for a later tick)."""
+        enc = self._enc
+        limit = self.part_size
+        parts: list[list[Any]] = []
+        cur: list[Any] = []
+        size = 0
+        taken = 0
+        for e in entries:
+            b = enc.get(id(e))
+            if b is None:
+                b = enc[id(e)] = codec.pack(e)
+                if len(b) > limit:
+                    self.stats["oversized"] += 1
+            if cur and size + len(b) > limit:
+                parts.append(cur)
+                cur, size = [], 0
+                if len(parts) >= self.max_parts:
+                    return parts, taken
+            cur.append(e)
+            size += len(b)
+            taken += 1
+        if cur:
+            parts.append(cur)
+        return parts, taken
+
     def frame(self, msg: list[Any]) -> bytes:
-        """The ``EVENT`` frame carrying one message of :meth:`tick`."""
-        return encode_frame(codec.EVENT, 0, [self.name, msg, None, None, None])
+        """The ``EVENT`` frame carrying one message of :meth:`tick` (PARTS entries are encoded
+        once per tick, however many clients share them)."""
+        if msg[0] != PARTS:
+            return encode_frame(codec.EVENT, 0, [self.name, msg, None, None, None])
+        enc = self._enc
+        items = msg[5]
+        body = [
+            b"\x95",  # [name, msg, nil, nil, nil]
+            codec.pack(self.name),
+            _array_header(len(msg)),
+            codec.pack(msg[:5]),  # kind, seq, schema id, groups, parts: a 5-array, header cut below
+            _array_header(len(items)),
+            *(enc.get(id(e)) or codec.pack(e) for e in items),
+        ]
+        body[3] = body[3][1:]
+        body.append(codec.pack(msg[6]))  # the groups unchanged (idle)
+        if len(msg) > 7:
+            body.append(codec.pack(msg[7]))
+        body.append(b"\xc0\xc0\xc0")
+        return encode_frame_raw(codec.EVENT, 0, b"".join(body))
 
     def send(self, state: M, extras: Mapping[Any, Any] | None = None) -> int:
         """:meth:`tick`, then send each client (a session) its message unreliably; returns the

@@ -19,6 +19,7 @@ Callbacks run after the new state is in place, outermost path first; one that ra
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,9 +29,10 @@ from pydantic import BaseModel, ValidationError
 
 from kcprpc.errors import UsageError
 from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, diff, full, walk
+from kcprpc.state.groups import MAX_GROUPS, Groups
 from kcprpc.state.schema import LIST, MAP, MODEL, Node, Schema
 from kcprpc.state.service import StateAck, StateService
-from kcprpc.state.sync import DEFAULT_NAME, DELTA, SNAPSHOT
+from kcprpc.state.sync import DEFAULT_NAME, DELTA, PARTS, SNAPSHOT
 
 if TYPE_CHECKING:
     from kcprpc.client import Client
@@ -48,7 +50,12 @@ VIEW_COUNTERS: Final = (
     "malformed",  # dropped: not a state message, or it does not fit the schema or the bounds
     "schema_mismatch",  # dropped: a snapshot of another schema
     "invalid",  # dropped: the result does not validate against the model
+    "parts",  # PARTS messages received and kept (some group entry applied)
+    "groups_applied",  # group entries of PARTS messages applied
 )
+
+COMMIT_DELAY: Final = 0.01
+"""How long :func:`attach` waits for the missing parts of a tick before applying those it has (s)."""
 
 _UNSET: Final = object()
 
@@ -62,6 +69,30 @@ def _empty(node: Node) -> Any:
     if node.kind == LIST:
         return ()
     return _UNSET
+
+
+class _Track:
+    """The states of one group kept to apply deltas to: seq -> tree, the newest applied seq."""
+
+    __slots__ = ("fresh", "pin", "seq", "trees")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.fresh = 0  # the newest seq this group's state is known current at (>= seq)
+        self.trees: OrderedDict[int, Any] = OrderedDict()
+        self.pin = 0
+
+    def keep(self, seq: int, tree: Any, base: int, bound: int) -> None:
+        trees = self.trees
+        for s in [s for s in trees if s < base]:
+            del trees[s]
+        trees[seq] = tree
+        self.pin = base
+        self.seq = seq
+        self.fresh = max(self.fresh, seq)
+        while len(trees) > max(2, bound):
+            s = next(s for s in trees if s != self.pin)
+            del trees[s]
 
 
 def _get(obj: Any, names: tuple[str, ...]) -> Any:
@@ -108,11 +139,30 @@ class StateView(Generic[M]):
         self._fields: dict[str, list[Callable[[Any, Any], Any]]] = {}
         self._entries: dict[tuple[str, str], list[Callable[[Any, Any], Any]]] = {}
         self._states: list[Callable[[M], Any]] = []
+        # PARTS (groups > 1): a track per group, the entries applied and not yet committed
+        self._groups: Groups | None = None
+        self._tracks: list[_Track] = []
+        self._staged: dict[int, tuple[int, Any, int]] = {}  # group -> (seq, tree, base)
+        self._staged_seq = 0  # the newest seq staged, and how many of its parts
+        self._staged_count = 0
+        self._staged_extra: Any = None
+        self._complete = False
+        self.min_seq = 0
+        """The oldest seq any part of the state comes from (with groups: the oldest group's;
+        else :attr:`seq`); the state is at least this fresh everywhere."""
+        self.acked_groups: list[int] | None = None
+        """The groups the last :meth:`receive` applied (None: not a PARTS message)."""
 
     @property
     def held(self) -> int:
         """How many states this view keeps to apply deltas to (at most ``max(2, max_baselines)``)."""
-        return len(self._trees)
+        return len(self._trees) + sum(len(t.trees) for t in self._tracks)
+
+    @property
+    def seqs(self) -> tuple[int, ...]:
+        """The seq of each group's state (with groups; group 0 holds the root's other fields), else
+        ``(seq,)``."""
+        return tuple(t.fresh for t in self._tracks) if self._tracks else (self.seq,)
 
     @property
     def tree(self) -> Any:
@@ -166,10 +216,18 @@ class StateView(Generic[M]):
         return off
 
     # ------------------------------------------------------------------ receiving
-    def receive(self, msg: Any) -> int | None:
-        """Apply one message (``[kind, seq, schema id | base seq, body, extra?]``); returns the seq to
-        acknowledge, or None when it was dropped (counted)."""
+    def receive(self, msg: Any, *, commit: bool = True) -> int | None:
+        """Apply one message (``[kind, seq, schema id | base seq, body, extra?]``, or a PARTS
+        message); returns the seq to acknowledge (with PARTS, :attr:`acked_groups` are its
+        groups), or None when it was dropped (counted).
+
+        ``commit=False`` (PARTS only): stage the part's groups without rebuilding the typed state;
+        :meth:`commit` applies everything staged at once (one validation and one round of
+        callbacks for all the parts of a tick; :attr:`complete` says when they are all in)."""
         stats = self.stats
+        if isinstance(msg, (list, tuple)) and len(msg) in (7, 8) and msg[0] == PARTS:
+            return self._receive_parts(msg, commit)
+        self.acked_groups = None
         if not isinstance(msg, (list, tuple)) or not 4 <= len(msg) <= 5:
             stats["malformed"] += 1
             return None
@@ -197,7 +255,7 @@ class StateView(Generic[M]):
             else:
                 stats["malformed"] += 1
                 return None
-            state = self.schema.value(tree)
+            state = self.schema.value(tree, self._prev())
         except BadDelta:
             stats["malformed"] += 1
             return None
@@ -212,21 +270,187 @@ class StateView(Generic[M]):
         ):  # unhashable keys and the like: forged
             stats["malformed"] += 1
             return None
-        self._keep(seq, tree, ref if kind == DELTA else seq)
-        old_tree = self._tree if self._tree is not None else _empty(root)
-        old_state = self.state
-        self._tree = tree
-        self.state = state  # type: ignore[assignment]
-        self.seq = seq
-        self.extra = msg[4] if len(msg) == 5 else None
-        stats["applied"] += 1
+        # a snapshot keeps the states held before it: an ack for one of them may still be on its
+        # way and the server's next delta then comes against it
+        self._keep(seq, tree, ref if kind == DELTA else 0)
+        if self._groups is not None:  # the server went back to whole messages: forget the groups
+            self._groups, self._tracks = None, []
+            self._unstage()
+        self.min_seq = seq
+        self._install(tree, state, seq, msg[4] if len(msg) == 5 else None)
         if kind == SNAPSHOT:
             stats["snapshots"] += 1
+        return seq
+
+    def _prev(self) -> tuple[Any, BaseModel] | None:
+        """The state held and its tree (what :meth:`Schema.value` reuses unchanged entities of)."""
+        return None if self.state is None or self._tree is None else (self._tree, self.state)
+
+    def _install(self, tree: Any, state: Any, seq: int, extra: Any) -> None:
+        old_tree = self._tree if self._tree is not None else _empty(self.schema.root)
+        old_state = self.state
+        self._tree = tree
+        self.state = state
+        self.seq = seq
+        self.extra = extra
+        self.stats["applied"] += 1
         if self._fields or self._entries:
-            self._fire(root, old_tree, tree, old_state, state)
+            self._fire(self.schema.root, old_tree, tree, old_state, state)
         for cb in list(self._states):
             self._call(cb, state)
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def complete(self) -> bool:
+        """True when every part of the newest staged tick is staged (:meth:`commit` now)."""
+        return self._complete
+
+    @property
+    def staged(self) -> bool:
+        """Whether group entries wait for :meth:`commit`."""
+        return bool(self._staged)
+
+    def _unstage(self) -> None:
+        self._staged.clear()
+        self._staged_seq = self._staged_count = 0
+        self._complete = False
+
+    def _receive_parts(self, msg: Any, commit: bool) -> int | None:
+        """``[2, seq, schema id, groups, parts, [[group, base, body], ...], [idle groups], extra?]``."""
+        stats = self.stats
+        self.acked_groups = None
+        _, seq, sid, n, nparts, items, idle = msg[:7]
+        if (
+            type(seq) is not int
+            or type(sid) is not int
+            or type(n) is not int
+            or type(nparts) is not int
+            or seq < 1
+            or not 2 <= n <= MAX_GROUPS
+            or not 1 <= nparts <= MAX_GROUPS
+            or not isinstance(items, (list, tuple))
+            or not 1 <= len(items) <= n
+            or not isinstance(idle, (list, tuple))
+            or len(idle) > n
+            or any(type(g) is not int or not 0 <= g < n for g in idle)
+        ):
+            stats["malformed"] += 1
+            return None
+        if sid != self.schema.id:
+            stats["schema_mismatch"] += 1
+            return None
+        groups = self._groups
+        if groups is None or groups.n != n:  # the first PARTS message, or a server with other groups
+            groups = self._groups = Groups(self.schema.root, n)
+            self._tracks = [_Track() for _ in range(n)]
+            self._unstage()
+        tracks = self._tracks
+        staged = self._staged
+        new: dict[int, tuple[int, Any, int]] = {}
+        for item in items:
+            if not isinstance(item, (list, tuple)) or len(item) != 3:
+                stats["malformed"] += 1
+                return None
+            g, base, body = item
+            if type(g) is not int or type(base) is not int or not 0 <= g < n or g in new or base < 0:
+                stats["malformed"] += 1
+                return None
+            held = staged.get(g)
+            if seq <= (held[0] if held is not None else tracks[g].fresh):
+                stats["stale"] += 1
+                continue
+            if base and base not in tracks[g].trees:
+                stats["no_base"] += 1
+                continue
+            # kept as it came: checked and applied by commit(), so that a newer entry for the
+            # group staged before then supersedes it unapplied (a client behind skips ahead)
+            new[g] = (seq, body, base)
+        for g in idle:  # unchanged at seq: what this view holds of them is current
+            t = tracks[g]
+            if t.seq and g not in staged:
+                t.fresh = max(t.fresh, seq)
+        if not new:
+            return None
+        staged.update(new)
+        stats["parts"] += 1
+        if seq > self._staged_seq:
+            self._staged_seq, self._staged_count = seq, 0
+            self._staged_extra = msg[7] if len(msg) == 8 else None
+        if seq == self._staged_seq:
+            self._staged_count += 1
+            self._complete = self._staged_count >= nparts
+        if commit:
+            acks = self.commit()
+            if not acks:
+                return None
+            self.acked_groups = acks.get(seq)
+            return seq if seq in acks else None
+        self.acked_groups = sorted(new)
         return seq
+
+    def commit(self) -> dict[int, list[int]]:
+        """Apply the staged group entries (the newest one per group: a client that fell behind
+        applies only the latest): the typed state is rebuilt and validated once, the callbacks
+        fire. Returns what to acknowledge, ``{seq: [groups]}`` (empty when nothing was staged,
+        or the result did not validate: ``invalid``, all of it dropped; an entry that does not
+        fit the schema is dropped alone: ``malformed``)."""
+        staged = self._staged
+        if not staged:
+            return {}
+        groups = self._groups
+        assert groups is not None
+        tracks = self._tracks
+        extra = self._staged_extra
+        root = self.schema.root
+        budget = Budget(self.max_nodes, self.max_entities)
+        built: dict[int, tuple[int, Any, int]] = {}
+        for g, (seq, body, base) in staged.items():
+            try:
+                if base == 0:
+                    gtree = groups.full(g, body, budget)
+                else:
+                    groups.check_change(g, body)
+                    gtree = apply(root, tracks[g].trees[base], body, budget)
+                    groups.check_keys(g, gtree, body)
+            except (BadDelta, LookupError, TypeError, ValueError, ArithmeticError, RecursionError):
+                self.stats["malformed"] += 1  # this group's entry; the others go on
+                continue
+            built[g] = (seq, gtree, base)
+        staged = built
+        if not staged:
+            self._unstage()
+            return {}
+        trees = []
+        for g, t in enumerate(tracks):
+            s = staged.get(g)
+            trees.append(s[1] if s is not None else t.trees.get(t.seq))
+        if any(t is None for t in trees):  # a group never received yet: nothing to show
+            state = None
+            tree = None
+        else:
+            tree = groups.merge(trees)
+            try:
+                state = self.schema.value(tree, self._prev())
+            except ValidationError:
+                self.stats["invalid"] += 1
+                self._unstage()
+                return {}
+            except (TypeError, ValueError, ArithmeticError, RecursionError):
+                self.stats["malformed"] += 1
+                self._unstage()
+                return {}
+        acks: dict[int, list[int]] = {}
+        for g, (seq, gtree, base) in sorted(staged.items()):
+            tracks[g].keep(seq, gtree, base, self.max_baselines)  # a snapshot (base 0) keeps older ones
+            acks.setdefault(seq, []).append(g)
+            self.stats["groups_applied"] += 1
+            if base == 0:
+                self.stats["snapshots"] += 1
+        self._unstage()
+        if tree is not None:
+            self.min_seq = min(t.fresh for t in tracks)
+            self._install(tree, state, max(t.seq for t in tracks), extra)
+        return acks
 
     def _keep(self, seq: int, tree: Any, base: int) -> None:
         trees = self._trees
@@ -273,14 +497,41 @@ def attach(client: Client, view: StateView[Any]) -> Callable[[], None]:
     receives, and acknowledge each applied one (``kcprpc.State/Ack``, unreliable). Returns a
     function that detaches it."""
 
+    timer: asyncio.Handle | None = None
+
+    def flush() -> None:
+        nonlocal timer
+        if timer is not None:
+            timer.cancel()
+            timer = None
+        for seq, groups in view.commit().items():
+            client.notify(StateService.ack, StateAck(name=view.name, seq=seq, groups=groups))
+
     def on_raw(ev: RawEvent) -> None:
+        nonlocal timer
         if ev.name != view.name:
             return
-        seq = view.receive(ev.payload)
-        if seq is not None:
+        seq = view.receive(ev.payload, commit=False)
+        if seq is None:
+            return
+        if view.acked_groups is None:  # a whole message, applied
             client.notify(StateService.ack, StateAck(name=view.name, seq=seq))
+        elif view.complete:  # every part of the tick is in: apply once the datagrams read are
+            if timer is not None:
+                timer.cancel()
+            # handled (a newer tick among them supersedes this one unapplied)
+            timer = asyncio.get_running_loop().call_soon(flush)
+        elif timer is None:  # wait a little for the tick's other parts
+            timer = asyncio.get_running_loop().call_later(COMMIT_DELAY, flush)
 
-    return client.on_raw_event(on_raw)
+    unsubscribe = client.on_raw_event(on_raw)
+
+    def detach() -> None:
+        if timer is not None:
+            timer.cancel()
+        unsubscribe()
+
+    return detach
 
 
 def client_state(

@@ -18,6 +18,7 @@ from state_support import Item, Player, Pos, Room, Settings
 
 from kcprpc import codec
 from kcprpc.state import Interest, StateSync, StateView
+from kcprpc.state.sync import SNAPSHOT_RESEND
 
 floats = st.floats(allow_nan=False, width=64)
 ints = st.integers(-(2**63), 2**64 - 1)
@@ -117,6 +118,49 @@ def test_clients_converge_after_losses_and_acks_move_baselines(
         assert v.state == final
         assert sync.acked(c) == v.seq  # the last one it applied moved its baseline
     assert sync.tick(final) == []  # every client holds its view: nothing to send
+
+
+@given(
+    st.lists(room, min_size=1, max_size=10),
+    st.integers(2, 9),
+    st.sampled_from([64, 200, 1000]),
+    st.integers(0, 2**32),
+    st.floats(0.0, 0.5),
+)
+def test_parts_round_trip_and_converge_after_losses(
+    states: list[Room], groups: int, part_size: int, seed: int, loss: float
+) -> None:
+    """With groups: every part a client keeps gives, once committed, a state whose groups each
+    equal the server's at their seq; parts and acks are lost at random; one lossless tick of the
+    last state makes every client equal to it."""
+    rng = random.Random(seed)
+    sync = StateSync(Room, "r", groups=groups, part_size=part_size)
+    views: dict[Any, StateView[Room]] = {c: StateView(Room, "r") for c in range(2)}
+    for c in views:
+        sync.add_client(c)
+    for s in states:
+        for c, msg in sync.tick(s):
+            if rng.random() < loss:
+                continue
+            commit = rng.random() < 0.5
+            seq = views[c].receive(wire(sync, msg), commit=commit)
+            if commit and seq is not None and rng.random() >= loss:
+                sync.ack(c, seq, views[c].acked_groups)
+        for c, v in views.items():
+            for seq, gs in v.commit().items():
+                if rng.random() >= loss:
+                    sync.ack(c, seq, gs)
+            if v.state is not None and v.min_seq == sync.seq:
+                assert v.state == s  # every group current: the whole state is this tick's
+    for _ in range(SNAPSHOT_RESEND + 2):  # lossless (a group's unacknowledged snapshot waits)
+        for c, msg in sync.tick(states[-1]):
+            views[c].receive(wire(sync, msg), commit=False)
+        for c, v in views.items():
+            for seq, gs in v.commit().items():
+                assert sync.ack(c, seq, gs)
+    for v in views.values():
+        assert v.state == states[-1]
+        assert v.stats["malformed"] == v.stats["invalid"] == 0
 
 
 def any_msgpack() -> st.SearchStrategy[Any]:
@@ -230,3 +274,36 @@ def test_a_filtered_client_holds_exactly_its_view(ticks: list[tuple[Room, set[in
         )
         assert view.state == expected
         assert seen == set(expected.players)
+
+
+def _held_parts() -> tuple[StateSync[Room], StateView[Room], Room]:
+    sync = StateSync(Room, "r", groups=3)
+    view = StateView(Room, "r", max_entities=50, max_nodes=500)
+    sync.add_client("c")
+    s = Room(players={1: Player(items=[Item()]), 2: Player(), 3: Player()}, npcs=[Player()], scores=[1])
+    for _, msg in sync.tick(s):
+        view.receive(wire(sync, msg), commit=False)
+    for seq, gs in view.commit().items():
+        assert sync.ack("c", seq, gs)
+    assert view.state == s
+    return sync, view, s
+
+
+@given(
+    st.lists(st.tuples(st.integers(-1, 4), st.integers(-1, 2), any_msgpack()), min_size=1, max_size=3),
+    st.integers(-1, 4),
+    any_msgpack(),
+    st.booleans(),
+)
+def test_garbage_parts_never_raise(entries: list[Any], groups: int, idle: Any, commit: bool) -> None:
+    """PARTS messages with garbage entries, group counts and idle lists: dropped and counted, or
+    (when they happen to fit the schema and the model) a valid Room."""
+    sync, view, s = _held_parts()
+    before = dict(view.stats)
+    view.receive([2, 2, sync.schema.id, groups, 1, [list(e) for e in entries], idle], commit=commit)
+    view.commit()
+    assert isinstance(view.state, Room)
+    if view.seq == 1:
+        assert view.state == s
+        dropped = sum(view.stats[k] - before[k] for k in ("malformed", "invalid", "stale", "no_base"))
+        assert dropped >= 1 or view.stats["parts"] > before["parts"]

@@ -94,6 +94,8 @@ def test_state_sync_bench_quick_run_measures_both_contenders_through_the_relay()
         assert r["B/client/s"] > 0 and r["cpu us/client/tick"] > 0, r
         assert 0 < r["age p50 ms"] <= r["age p99 ms"] < 1000, r
     assert rows["a"]["B/client/s"] < rows["c"]["B/client/s"], rows  # deltas are smaller than snapshots
+    assert rows["a"]["(a) parts/client/tick"] >= 1, rows  # (a) sends PARTS messages (groups)
+    assert rows["a"]["oldest part age p99 ms"] >= rows["a"]["age p99 ms"], rows
     assert "ratios a/c: bytes" in done.stdout and "goal <= 0.2" in done.stdout
 
 

@@ -1,14 +1,21 @@
-/** End to end in compat mode (kcp-go's format, aes): the suite of support/rpc_e2e.ts. */
+/**
+ * End to end in compat mode (kcp-go's format, aes) on a clean link: the suite of
+ * support/rpc_e2e.ts, a reconnect through `python -m kcp.relay` (killed, back on the same port)
+ * that restores rooms and topics from the client's positions with no push lost, and the server's
+ * drain and restart.
+ */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { e2eSuite } from "./support/rpc_e2e.js";
+import { e2eSuite, relayReconnectTest, type E2eSetup } from "./support/rpc_e2e.js";
 import { connect } from "../src/rpc/net.js";
 import type { Client, RawEvent } from "../src/rpc/client.js";
 import { RpcError, Status } from "../src/rpc/status.js";
 import { startPythonServer, waitFor } from "./support/rpc_python.js";
 
 const KEY = "ts e2e secret";
-e2eSuite({ serverArgs: ["--wire", "compat", "--crypt", "aes", "--key", KEY], wire: { mode: "compat", crypt: "aes", key: KEY } });
+const SETUP: E2eSetup = { serverArgs: ["--wire", "compat", "--crypt", "aes", "--key", KEY], wire: { mode: "compat", crypt: "aes", key: KEY } };
+e2eSuite(SETUP);
+relayReconnectTest(SETUP);
 
 test("a server shutting down drains: GOAWAY, calls in flight finish, new calls fail UNAVAILABLE", async () => {
   const server = await startPythonServer("tests/clients/ts_app.py", ["--wire", "compat", "--crypt", "aes", "--key", KEY]);

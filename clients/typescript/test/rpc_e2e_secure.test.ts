@@ -1,11 +1,12 @@
 /**
  * End to end in secure mode (kcprpc servers' default: Noise handshake, AEAD packets): the suite
  * of support/rpc_e2e.ts, plus resume: a lost connection's session is taken back on a new one
- * with a proof bound to the new handshake hash, rooms and positions intact.
+ * with a proof bound to the new handshake hash, rooms and positions intact; and the same through
+ * `python -m kcp.relay` killed and back on the same port, with no push lost.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { e2eSuite, running } from "./support/rpc_e2e.js";
+import { e2eSuite, relayReconnectTest, running } from "./support/rpc_e2e.js";
 import { Client, type RawEvent } from "../src/rpc/client.js";
 import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
 import type { MuxConnection } from "../src/rpc/connection.js";
@@ -15,6 +16,7 @@ import { waitFor } from "./support/rpc_python.js";
 const KEY = "ts e2e secure passphrase";
 const WIRE = { mode: "secure" as const, passphrase: KEY };
 e2eSuite({ serverArgs: ["--key", KEY], wire: WIRE });
+relayReconnectTest({ serverArgs: ["--key", KEY], wire: WIRE });
 
 test("a lost connection resumes its session: same id, rooms kept, missed room messages replayed", async () => {
   const port = running.server?.port as number;
