@@ -22,8 +22,7 @@ function arg(name: string, dflt: string): string {
 function wireOf(wire: string, key: string): ConnectOptions["wire"] {
   if (wire === "key") return { mode: "secure", passphrase: key };
   if (wire === "compat") return { mode: "compat" };
-  // kcprpc's keyless default: the public anonymous PSK, 32 zero bytes (kcprpc/config.py ANONYMOUS_PSK)
-  if (wire === "secure") return { mode: "secure", psk: new Uint8Array(32) };
+  if (wire === "secure") return { mode: "secure" }; // keyless: connect() uses the public ANONYMOUS_PSK
   throw new Error(`unknown --wire ${wire}: secure, key or compat`);
 }
 
