@@ -17,8 +17,8 @@ anonymous PSK), ``key`` (a passphrase, as in the README), ``compat`` (kcp-go's w
     python bench/ts_client.py                 # 3 rounds, secure and key
     python bench/ts_client.py --quick         # 1 short round, secure
     python bench/ts_client.py --wires secure,key,compat --rounds 2
-    python bench/ts_client.py --node-prof /tmp/prof --wires secure --rounds 1   # node --cpu-prof
-    python bench/ts_client.py --base /tmp/old/clients/typescript   # + node-base: an older src/, A/B
+    python bench/ts_client.py --node-prof prof --wires secure --rounds 1   # node --cpu-prof
+    python bench/ts_client.py --base OLD_CHECKOUT/clients/typescript   # + node-base: an older src/, A/B
 
 The package is built (``npm ci`` when node_modules is missing, ``tsc``) when its compiled load
 generator is older than a source file. Every client run is bounded (``--limit`` seconds).
