@@ -146,18 +146,13 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
             steps.append({"op": "update_keys", "now": now})
             exchange()
             end["epoch"] = cconn.epoch
-        if sc.get("goaway"):
-            now += 1
-            code, msg = sc["goaway"]
-            d = sconn.goaway(code, msg, now)
-            cconn.open(d, SERVER_ADDR, now)
-            steps.append(recv_step(d, None, now))
-        if sc.get("close"):
-            now += 1
-            code, msg = sc["close"]
-            d = sconn.close(code, msg, now)
-            cconn.open(d, SERVER_ADDR, now)
-            steps.append(recv_step(d, None, now))
+        for field, send in (("goaway", sconn.goaway), ("close", sconn.close)):  # a server GOAWAY, then CLOSE
+            if sc.get(field):
+                now += 1
+                code, msg = sc[field]
+                d = send(code, msg, now)
+                cconn.open(d, SERVER_ADDR, now)
+                steps.append(recv_step(d, None, now))
         end["conn_state"] = cconn.state.value
         end["close_code"] = cconn.close_code
         end["close_message"] = cconn.close_message
