@@ -127,23 +127,22 @@ function noiseNonce(n: number, little: boolean): Uint8Array {
   return out;
 }
 
+/** A suite of wire id `id`: Node's native AEAD `native` when it has it, else the pure-JS `make`. */
+function suite(id: number, noiseName: CipherSuite["noiseName"], name: SuiteName, native: NodeAeadName, make: Parameters<typeof wrap>[0], littleNonce: boolean): CipherSuite {
+  return {
+    id,
+    noiseName,
+    name,
+    aead: (key) => (NATIVE_AEAD ? nodeAead(native, key) : wrap(make, key)),
+    nonce: (n) => noiseNonce(n, littleNonce),
+  };
+}
+
 /** ChaCha20-Poly1305 (suite id 1). */
-export const CHACHAPOLY: CipherSuite = {
-  id: 1,
-  noiseName: "ChaChaPoly",
-  name: "chachapoly",
-  aead: (key) => (NATIVE_AEAD ? nodeAead("chacha20-poly1305", key) : wrap(chacha20poly1305, key)),
-  nonce: (n) => noiseNonce(n, true),
-};
+export const CHACHAPOLY: CipherSuite = suite(1, "ChaChaPoly", "chachapoly", "chacha20-poly1305", chacha20poly1305, true);
 
 /** AES-256-GCM (suite id 2). */
-export const AESGCM: CipherSuite = {
-  id: 2,
-  noiseName: "AESGCM",
-  name: "aesgcm",
-  aead: (key) => (NATIVE_AEAD ? nodeAead("aes-256-gcm", key) : wrap(gcm, key)),
-  nonce: (n) => noiseNonce(n, false),
-};
+export const AESGCM: CipherSuite = suite(2, "AESGCM", "aesgcm", "aes-256-gcm", gcm, false);
 
 /** Suites by wire id. */
 export const SUITES: ReadonlyMap<number, CipherSuite> = new Map([
