@@ -64,6 +64,10 @@ class Bench(kcprpc.Service, name="bench.Echo"):
         for _ in range(n):
             yield PAYLOAD
 
+    async def Cpu(self) -> float:
+        """The server process's CPU seconds so far (bench/ts_client.py: server CPU per call)."""
+        return time.process_time()
+
 
 # ---------------------------------------------------------------------------------------- servers
 async def serve_kcprpc(host: str = "127.0.0.1", port: int = 0, wire: str = "secure") -> None:

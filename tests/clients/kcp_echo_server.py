@@ -16,29 +16,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from echo_session import echo  # a sibling: run as a script, this folder is sys.path[0]
+
 import kcp
 from kcp.relay import LossyRelay
-
-
-async def echo(session: kcp.KCPSession) -> None:
-    async def datagrams() -> None:
-        while True:
-            try:
-                d = await session.recv_datagram()
-            except kcp.ConnectionClosedError:
-                return
-            session.send_datagram(d)
-
-    task = asyncio.create_task(datagrams())
-    try:
-        while True:
-            data = await session.read(65536)
-            if not data:
-                return
-            session.write(data)
-            await session.drain()
-    finally:
-        task.cancel()
 
 
 async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> None:

@@ -18,37 +18,27 @@ import argparse
 import asyncio
 from typing import Any
 
+from echo_session import Outcome, echo  # a sibling: run as a script, this folder is sys.path[0]
+
 import kcp
 from kcp.secure import Reason, SecureConfig
 
 
-async def echo(session: kcp.KCPSession) -> None:
-    async def datagrams() -> None:
-        while True:
-            try:
-                d = await session.recv_datagram()
-            except kcp.ConnectionClosedError:
-                return
-            session.send_datagram(d)
+async def close_or_goaway(session: kcp.KCPSession, data: bytes) -> Outcome:
+    """``b"close please"`` closes the session (application, "maintenance window"); ``b"goaway please"`` sends a GOAWAY."""
+    if data == b"close please":
+        await session.drain()
+        session.close(Reason.APPLICATION, "maintenance window")
+        return "stop"
+    if data == b"goaway please":
+        session.goaway(Reason.GOING_AWAY, "draining")
+        session.write(b"goaway sent")
+        return "next"
+    return "echo"
 
-    task = asyncio.create_task(datagrams())
-    try:
-        while True:
-            data = await session.read(65536)
-            if not data:
-                return
-            if data == b"close please":
-                await session.drain()
-                session.close(Reason.APPLICATION, "maintenance window")
-                return
-            if data == b"goaway please":
-                session.goaway(Reason.GOING_AWAY, "draining")
-                session.write(b"goaway sent")
-                continue
-            session.write(data)
-            await session.drain()
-    finally:
-        task.cancel()
+
+async def serve(session: kcp.KCPSession) -> None:
+    await echo(session, close_or_goaway)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -75,7 +65,7 @@ async def main(args: argparse.Namespace) -> None:
         authorize=authorize,
         config=config,
     )
-    listener = await kcp.listen("127.0.0.1", args.port, wire, on_accept=echo)
+    listener = await kcp.listen("127.0.0.1", args.port, wire, on_accept=serve)
     async with listener:
         print(listener.address[1], flush=True)
         await asyncio.Event().wait()

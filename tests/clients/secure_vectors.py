@@ -66,6 +66,16 @@ def _config(spec: dict[str, Any]) -> HandshakeConfig:
     return HandshakeConfig(**kw)
 
 
+def recv_step(datagram: bytes, payload: bytes | None, now: int) -> dict[str, Any]:
+    """The script step of the client receiving ``datagram`` at ``now`` (``payload``: what it opened to, if any)."""
+    return {
+        "op": "recv",
+        "hex": datagram.hex(),
+        "now": now,
+        "payload": None if payload is None else payload.hex(),
+    }
+
+
 def run(sc: dict[str, Any]) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     cli = SecureClient(_config(sc["client"]), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
@@ -92,15 +102,7 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
                         cconn = got
                     steps.append({"op": "recv", "hex": reply.hex(), "now": now, "state": cli.state.value})
                 else:
-                    payload = cconn.open(reply, SERVER_ADDR, now)
-                    steps.append(
-                        {
-                            "op": "recv",
-                            "hex": reply.hex(),
-                            "now": now,
-                            "payload": None if payload is None else payload.hex(),
-                        }
-                    )
+                    steps.append(recv_step(reply, cconn.open(reply, SERVER_ADDR, now), now))
             nxt += cli.datagrams_to_send(now)
             if cconn is not None:
                 nxt += [dg for dg, _ in cconn.datagrams_to_send(now)]
@@ -135,15 +137,7 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
             for p in sc.get("server_data", []):
                 now += 1
                 d = sconn.seal(bytes.fromhex(p), now)
-                payload = cconn.open(d, SERVER_ADDR, now)
-                steps.append(
-                    {
-                        "op": "recv",
-                        "hex": d.hex(),
-                        "now": now,
-                        "payload": None if payload is None else payload.hex(),
-                    }
-                )
+                steps.append(recv_step(d, cconn.open(d, SERVER_ADDR, now), now))
 
         exchange()
         if sc.get("key_update"):
@@ -152,18 +146,13 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
             steps.append({"op": "update_keys", "now": now})
             exchange()
             end["epoch"] = cconn.epoch
-        if sc.get("goaway"):
-            now += 1
-            code, msg = sc["goaway"]
-            d = sconn.goaway(code, msg, now)
-            cconn.open(d, SERVER_ADDR, now)
-            steps.append({"op": "recv", "hex": d.hex(), "now": now, "payload": None})
-        if sc.get("close"):
-            now += 1
-            code, msg = sc["close"]
-            d = sconn.close(code, msg, now)
-            cconn.open(d, SERVER_ADDR, now)
-            steps.append({"op": "recv", "hex": d.hex(), "now": now, "payload": None})
+        for field, send in (("goaway", sconn.goaway), ("close", sconn.close)):  # a server GOAWAY, then CLOSE
+            if sc.get(field):
+                now += 1
+                code, msg = sc[field]
+                d = send(code, msg, now)
+                cconn.open(d, SERVER_ADDR, now)
+                steps.append(recv_step(d, None, now))
         end["conn_state"] = cconn.state.value
         end["close_code"] = cconn.close_code
         end["close_message"] = cconn.close_message

@@ -26,6 +26,7 @@ import kcprpc
 from examples.quickstart.service import Greeter
 from kcprpc import rpc
 from kcprpc.cli.flags import add_transport_args, build_transport
+from tests.integration.cli_server import serve_until_stdin_closes
 
 
 @kcprpc.event("ts.Note")
@@ -146,11 +147,7 @@ async def main() -> None:
         on_restore=restore,
     )
     app.server = server
-    _, port = await server.start()
-    print(f"PORT {port}", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
-    await server.shutdown(grace=0.5)
+    await serve_until_stdin_closes(server)
 
 
 if __name__ == "__main__":

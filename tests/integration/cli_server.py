@@ -62,17 +62,21 @@ def make_server(reflection: bool, transport: kcprpc.Transport) -> kcprpc.Server:
     return server
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--no-reflection", action="store_true")
-    add_transport_args(ap)
-    args = ap.parse_args()
-    server = make_server(not args.no_reflection, build_transport(args))
+async def serve_until_stdin_closes(server: kcprpc.Server) -> None:
+    """Start ``server``, print ``PORT <n>``, serve until stdin closes (the test's end), then shut down."""
     _, port = await server.start()
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)
     await server.shutdown(grace=0.5)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-reflection", action="store_true")
+    add_transport_args(ap)
+    args = ap.parse_args()
+    await serve_until_stdin_closes(make_server(not args.no_reflection, build_transport(args)))
 
 
 if __name__ == "__main__":

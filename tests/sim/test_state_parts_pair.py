@@ -6,32 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from state_pair_helpers import Arena, Unit, until
 
 from kcprpc.state import StateService, StateSync, client_state
 from kcprpc.testing import pair
-
-
-class Unit(BaseModel):
-    x: float = 0.0
-    y: float = 0.0
-    hp: int = 100
-
-
-class Arena(BaseModel):
-    tick: int = 0
-    units: dict[int, Unit] = Field(default_factory=dict)
-
-
-async def until(cond: Any, timeout: float = 10.0) -> None:
-    async def wait() -> None:
-        while not cond():
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(wait(), timeout)
 
 
 @pytest.mark.parametrize("loss", [0.0, 0.2])

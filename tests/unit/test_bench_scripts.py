@@ -97,3 +97,17 @@ def test_state_sync_bench_quick_run_measures_both_contenders_through_the_relay()
     assert rows["a"]["(a) parts/client/tick"] >= 1, rows  # (a) sends PARTS messages (groups)
     assert rows["a"]["oldest part age p99 ms"] >= rows["a"]["age p99 ms"], rows
     assert "ratios a/c: bytes" in done.stdout and "goal <= 0.2" in done.stdout
+
+
+def test_ts_client_bench_quick_run_races_the_node_client_against_the_python_client() -> None:
+    """bench/ts_client.py end to end, small: one Python server, the compiled Node load generator
+    (clients/typescript/bench/load.ts) and the Python client, alternated; both finish their calls
+    and the ratio line is printed with every figure."""
+    done = run_bench("ts_client.py", ["--quick", "--calls", "100"])
+    out = done.stdout
+    for client in ("node", "python"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"secure median {client} "))
+        rate = float(line.split()[3])
+        assert rate > 0, line
+    ratio = next(ln for ln in out.splitlines() if ln.startswith("secure node / python: rate x"))
+    assert "p50 x" in ratio and "client CPU per call x" in ratio and "server CPU per call x" in ratio, ratio

@@ -34,7 +34,7 @@ export { ReedSolomon } from "./kcp/rs.js";
 export { Pipeline, KIND_KCP, KIND_OOB, KIND_KCP_RECOVERED, defaultRandom } from "./kcp/pipeline.js";
 export type { Opened, RandomSource } from "./kcp/pipeline.js";
 export { UdpLink } from "./kcp/link.js";
-export type { LinkCounters } from "./kcp/link.js";
+export type { LinkCounters, LinkRemote } from "./kcp/link.js";
 export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
 export { connect, kcpConnector, KcpTransport, closeStatus, handshakeRpcError, CLOSE_CODE_BASE } from "./rpc/net.js";

@@ -5,6 +5,7 @@ import { CompatPath, type DatagramLink } from "../src/kcp/path.js";
 import { KcpSession } from "../src/kcp/session.js";
 import { DeadLinkError } from "../src/kcp/errors.js";
 import { deriveKey, newCrypt } from "../src/kcp/crypt.js";
+import { within } from "./helpers/session.js";
 
 /** Two in-memory links joined back to back; `drop(datagram)` may lose a datagram on the way. */
 function linkPair(drop: (d: Uint8Array) => boolean = () => false): [MemoryLink, MemoryLink] {
@@ -37,16 +38,6 @@ class MemoryLink implements DatagramLink {
   close(): void {
     this.closed = true;
   }
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout>;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      t = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(t));
 }
 
 test("path: two sessions over any DatagramLink (in memory, 20 % loss, message mode, aes + FEC 3/2)", async () => {

@@ -5,44 +5,7 @@ import { randomBytes } from "node:crypto";
 import { dial, IdleTimeoutError, KcpSession, type CompatWireOptions } from "../src/kcp/session.js";
 import { ConnectionClosedError, KcpUsageError, WireMismatchError } from "../src/kcp/errors.js";
 import { startPython, type PythonServer } from "./helpers/python.js";
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
-
-/** Collects a session's stream bytes; `until(n)` resolves once n bytes arrived in all. */
-class Collector {
-  chunks: Uint8Array[] = [];
-  length = 0;
-  private waiter: { n: number; resolve: () => void } | null = null;
-  constructor(session: KcpSession) {
-    session.onData((d) => {
-      this.chunks.push(d.slice());
-      this.length += d.length;
-      if (this.waiter && this.length >= this.waiter.n) {
-        this.waiter.resolve();
-        this.waiter = null;
-      }
-    });
-  }
-  until(n: number): Promise<void> {
-    if (this.length >= n) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.waiter = { n, resolve };
-    });
-  }
-  take(): Buffer {
-    const all = Buffer.concat(this.chunks);
-    this.chunks = [];
-    this.length = 0;
-    return all;
-  }
-}
+import { Collector, within } from "./helpers/session.js";
 
 async function withServer(args: string[], body: (port: number) => Promise<void>): Promise<void> {
   const server: PythonServer = await startPython(["tests/clients/kcp_echo_server.py", ...args]);

@@ -216,3 +216,21 @@ test("a server that never answers (compat, another key) fails connect() UNAVAILA
     assert.ok(took >= 800 && took < 2500, `rejected after ${took} ms`);
   }, ["--wire", "compat", "--crypt", "aes", "--key", KEY]);
 });
+
+test("no wire at all: the anonymous secure wire, as Python's kcprpc.connect without key= (a keyed server refuses it)", async () => {
+  await withServers(1, async ([server]) => {
+    const c = await connect("127.0.0.1", server!.port, { connectTimeoutMs: 3000 });
+    try {
+      assert.equal((await c.unary<string, { got: string }>("ts.App/echo", "anon")).got, "anon");
+    } finally {
+      await c.close();
+    }
+  }, []);
+  await withServers(1, async ([server]) => {
+    await assert.rejects(connect("127.0.0.1", server!.port, { connectTimeoutMs: 3000 }), (e: unknown) => {
+      assert.ok(e instanceof RpcError && e.code === Status.UNAUTHENTICATED, String(e));
+      return true;
+    });
+  });
+  await assert.rejects(connect("127.0.0.1", 1, { wire: { mode: "tcp" } as never }), UsageError);
+});

@@ -27,6 +27,7 @@ import {
   type SecureWireOptions,
 } from "../src/index.js";
 import { startPython, hex, type PythonServer } from "./helpers/python.js";
+import { Collector, within } from "./helpers/session.js";
 
 const [SERVER_PRIV, SERVER_PUB] = generateKeypair(systemRng);
 const PSK = randomBytes(32);
@@ -57,44 +58,6 @@ after(async () => {
 
 const port = (s: PythonServer): number => Number(s.firstLine);
 const KEYED: SecureWireOptions = { mode: "secure", serverPublicKey: SERVER_PUB, psk: PSK, token: new TextEncoder().encode("letmein") };
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
-
-/** Collects a session's stream bytes; `until(n)` resolves once n bytes arrived in all. */
-class Collector {
-  chunks: Buffer[] = [];
-  length = 0;
-  private waiter: { n: number; resolve: () => void } | null = null;
-  constructor(session: KcpSession) {
-    session.onData((d) => {
-      this.chunks.push(Buffer.from(d));
-      this.length += d.length;
-      if (this.waiter && this.length >= this.waiter.n) {
-        this.waiter.resolve();
-        this.waiter = null;
-      }
-    });
-  }
-  until(n: number): Promise<void> {
-    if (this.length >= n) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.waiter = { n, resolve };
-    });
-  }
-  take(): Buffer {
-    const all = Buffer.concat(this.chunks);
-    this.chunks = [];
-    this.length = 0;
-    return all;
-  }
-}
 
 async function echo(session: KcpSession, got: Collector, msg: Buffer, what: string): Promise<void> {
   session.write(msg);

@@ -10,15 +10,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { HandshakeWireMismatch, dial, generateKeypair, securePathOf, systemRng, type KcpSession } from "../src/index.js";
 import { startPython, hex, type PythonServer } from "./helpers/python.js";
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let t: ReturnType<typeof setTimeout>;
-  const timeout = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
+import { within } from "./helpers/session.js";
 
 /** Run `body` with the processes started by `starts`, killing them all at the end. */
 async function withProcesses(starts: (() => Promise<PythonServer>)[], body: (ps: PythonServer[]) => Promise<void>): Promise<void> {

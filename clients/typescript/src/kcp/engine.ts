@@ -14,6 +14,7 @@
  * copies are off by default there and not ported); the datagrams are byte-identical to the Python
  * engine's with those defaults (test/kcp_engine.test.ts runs both on the same seeded scripts).
  */
+import { concat } from "../bytes.js";
 import { Deque } from "./deque.js";
 import { KcpUsageError } from "./errors.js";
 
@@ -901,18 +902,4 @@ export class Kcp {
       this.incr = this.mss;
     }
   }
-}
-
-/** Concatenate `parts` (of total length `total`, computed when omitted). */
-export function concat(parts: Uint8Array[], total?: number): Uint8Array {
-  if (parts.length === 1 && (total === undefined || total === parts[0]!.length)) return parts[0]!;
-  let n = total ?? 0;
-  if (total === undefined) for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

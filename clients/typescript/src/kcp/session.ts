@@ -46,6 +46,12 @@ export interface SessionOptions {
   stream?: boolean;
   /** Flush acks right after each receive batch. Default true. */
   ackNodelay?: boolean;
+  /**
+   * Delayed acks (ms; docs/tuning.md "Delayed acks"): a receive batch that leaves one lone ack lets
+   * it wait up to this long for data going the same way (the next call); two or more acks go at
+   * once. 0: an ack datagram per receive batch. Default 5, as the Python `SessionConfig.ack_delay`.
+   */
+  ackDelayMs?: number;
   /** Transmissions of one segment that mean a dead link. Default 20. */
   deadLink?: number;
   /** End the session when nothing arrived for this long (ms); 0 or null: never. Default 60000. */
@@ -115,6 +121,9 @@ export class KcpSession implements PathOwner {
   private readonly overhead: number;
   private readonly clock: () => number;
   private readonly ackNodelay: boolean;
+  private readonly ackDelay: number;
+  /** When a delayed lone ack goes alone (-1: none waits). */
+  private ackDue = -1;
   private readonly idleMs: number;
   private readonly lingerMs: number;
   private readonly dgramLimit: number;
@@ -164,6 +173,8 @@ export class KcpSession implements PathOwner {
     eng.stream = options.stream === false ? 0 : 1;
     eng.deadLink = options.deadLink ?? 20;
     this.ackNodelay = options.ackNodelay ?? true;
+    this.ackDelay = options.ackDelayMs ?? 5;
+    if (!(this.ackDelay >= 0)) throw new KcpUsageError(`ackDelayMs must be >= 0, got ${options.ackDelayMs}`);
     const idle = options.idleTimeoutMs === undefined ? 60000 : options.idleTimeoutMs;
     this.idleMs = idle ? idle : 0;
     this.lingerMs = options.closeLingerMs ?? 5000;
@@ -467,8 +478,15 @@ export class KcpSession implements PathOwner {
     if (this.inputDirty || eng.nrcvQue) {
       this.inputDirty = false;
       if (eng.nrcvQue) this.deliver();
-      if (this.ackNodelay && (eng.acksPending() || eng.probe)) this.flushWanted = true;
-      if (eng.waitsnd()) this.flushWanted = true; // acks may have opened the window
+      if (eng.waitsnd() || (this.ackNodelay && eng.probe)) this.flushWanted = true; // acks may have opened the window
+      else if (this.ackNodelay && !this.flushWanted) {
+        // one lone ack may wait for data to ride with (until ackDue); two or more go at once, as
+        // TCP acks every second segment, so bulk flows keep their ack clock
+        const acks = eng.acksPending();
+        if (acks === 1 && this.ackDelay > 0) {
+          if (this.ackDue < 0) this.ackDue = now + this.ackDelay;
+        } else if (acks) this.flushWanted = true;
+      }
     }
     if (this.flushWanted) this.flushNow(now);
     else this.post(now);
@@ -496,6 +514,11 @@ export class KcpSession implements PathOwner {
       return this.finish(now, new IdleTimeoutError(`KCP session ${this.conv}: nothing received for ${this.idleMs} ms`), "idle timeout");
     }
     if (this.st === "closing" && now >= this.lingerUntil) return this.finish(now, null, this.closeReason || "closed");
+    if (this.ackDue >= 0 && this.ackDue <= now) {
+      // the delayed ack found nothing to ride with: it goes alone
+      this.ackDue = -1;
+      if (this.engine.acksPending()) this.engine.flush(now);
+    }
     this.engine.update(now);
     if (this.engine.state !== 0) return this.die(now);
     this.post(now);
@@ -512,12 +535,15 @@ export class KcpSession implements PathOwner {
     }
     if (this.st === "closing" && ws === 0) return this.finish(now, null, this.closeReason || "closed");
     let due: number;
-    if (ws || eng.probe || eng.acksPending() || eng.rmtWnd === 0) {
+    if (this.ackDue >= 0 && !eng.acksPending()) this.ackDue = -1; // a flush took the delayed ack
+    // a delayed ack has its own due time; other pending acks go at the engine's next flush
+    if (ws || eng.probe || (this.ackDue < 0 && eng.acksPending()) || eng.rmtWnd === 0) {
       due = eng.check(now);
       if (this.idleMs) due = Math.min(due, this.lastRecv + this.idleMs);
     } else {
       due = this.idleMs ? this.lastRecv + this.idleMs : -1;
     }
+    if (this.ackDue >= 0 && (due < 0 || this.ackDue < due)) due = this.ackDue;
     if (this.st === "closing" && (due < 0 || this.lingerUntil < due)) due = this.lingerUntil;
     const pt = this.path.timer();
     if (pt >= 0 && (due < 0 || pt < due)) due = pt;

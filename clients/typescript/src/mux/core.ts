@@ -8,8 +8,9 @@
  */
 import {
   CMD_FIN, CMD_NOP, CMD_PSH, CMD_SYN, CMD_UPD, HEADER_SIZE, INITIAL_PEER_WINDOW, MAX_PAYLOAD,
-  MuxProtocolError, MuxUsageError, SmuxFrameDecoder, concat, packHeader, packUpd, unpackUpd,
+  MuxProtocolError, MuxUsageError, SmuxFrameDecoder, packHeader, packUpd, unpackUpd,
 } from "./frame.js";
+import { concat } from "../bytes.js";
 
 /** The session died (transport EOF/failure, keepalive timeout, protocol error, local close). */
 export class MuxClosedError extends Error {

@@ -4,6 +4,7 @@
  * Every frame is an 8-byte little-endian header (version u8, cmd u8, length u16, stream id u32)
  * followed by `length` payload bytes.
  */
+import { concat } from "../bytes.js";
 
 /** Open a stream. */
 export const CMD_SYN = 0;
@@ -93,20 +94,6 @@ export function unpackUpd(payload: Uint8Array): [number, number] {
   if (payload.length !== 8) throw new MuxProtocolError(`UPD payload must be 8 bytes, got ${payload.length}`, "bad_length");
   const v = new DataView(payload.buffer, payload.byteOffset, 8);
   return [v.getUint32(0, true), v.getUint32(4, true)];
-}
-
-/** Concatenate byte arrays into one. */
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0] as Uint8Array;
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /**

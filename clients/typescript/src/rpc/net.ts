@@ -167,11 +167,13 @@ export class KcpTransport implements DatagramTransport {
 /** Options of {@link connect}: the client's, plus the wire, the KCP session's tuning and the mux. */
 export interface ConnectOptions extends ClientOptions {
   /**
-   * The wire (required): `{ mode: "secure", passphrase | psk | serverPublicKey, ... }` (kcprpc
-   * servers' default: Noise handshake, parameters and the smux version negotiated), or compat mode
-   * `{ mode: "compat", crypt, key, fec }` (kcp-go's format; both ends must agree).
+   * The wire: `{ mode: "secure", passphrase | psk | serverPublicKey, ... }` (kcprpc servers'
+   * default: Noise handshake, parameters and the smux version negotiated), or compat mode
+   * `{ mode: "compat", crypt, key, fec }` (kcp-go's format; both ends must agree). Default
+   * `{ mode: "secure" }`; a secure wire with no key at all runs anonymously with the public
+   * {@link ANONYMOUS_PSK}, as a Python `kcprpc.connect` without `key=` (encrypted, not authenticated).
    */
-  wire: SecureWireOptions | CompatWireOptions;
+  wire?: SecureWireOptions | CompatWireOptions;
   /** KCP session tuning. */
   session?: SessionOptions;
   /** smux settings (default: version 2 with 512 KiB windows, as kcprpc servers). */
@@ -184,13 +186,26 @@ export interface ConnectOptions extends ClientOptions {
   fallbacks?: ReadonlyArray<readonly [string, number]>;
 }
 
+/**
+ * The public PSK of an anonymous secure wire (32 zero bytes): what a kcprpc server without any key,
+ * and a client without one, use (Python's `kcprpc.config.ANONYMOUS_PSK`).
+ */
+export const ANONYMOUS_PSK: Uint8Array = new Uint8Array(32);
+
+function anonymousIfKeyless(wire: SecureWireOptions): SecureWireOptions {
+  const keyless = wire.psk === undefined && wire.passphrase === undefined && wire.serverPublicKey === undefined;
+  return keyless ? { ...wire, psk: ANONYMOUS_PSK } : wire;
+}
+
 /** The connector {@link connect} uses: each call dials a new KCP session (secure or compat) and starts the mux on it. */
 export function kcpConnector(host: string, port: number, options: Pick<ConnectOptions, "wire" | "session" | "mux">): () => Promise<MuxConnection> {
   if (typeof host !== "string" || !host) throw new UsageError("connect() needs a host");
-  if (!options || typeof options.wire !== "object" || options.wire === null) {
-    throw new UsageError('connect() needs options.wire: { mode: "secure", passphrase: "..." } (kcprpc servers\' default) or { mode: "compat", crypt, key }');
+  const given = options?.wire ?? { mode: "secure" };
+  if (typeof given !== "object" || given === null || (given.mode !== "secure" && given.mode !== "compat")) {
+    throw new UsageError('connect(): options.wire is { mode: "secure", passphrase: "..." } (kcprpc servers\' default) or { mode: "compat", crypt, key }');
   }
-  const { wire, session, mux } = options;
+  const wire = given.mode === "secure" ? anonymousIfKeyless(given) : given;
+  const { session, mux } = options ?? {};
   const where = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
   return async (): Promise<MuxConnection> => {
     let s: KcpSession;
@@ -216,8 +231,8 @@ export function kcpConnector(host: string, port: number, options: Pick<ConnectOp
  * or the server's refusal status) or the secure handshake's typed error; a reconnect (with
  * `reconnect`) dials again the same way.
  */
-export async function connect(host: string, port: number, options: ConnectOptions): Promise<Client> {
-  const { wire, session, mux, fallbacks, ...clientOptions } = options ?? ({} as ConnectOptions);
+export async function connect(host: string, port: number, options: ConnectOptions = {}): Promise<Client> {
+  const { wire, session, mux, fallbacks, ...clientOptions } = options ?? {};
   const addresses: Array<readonly [string, number]> = [[host, port]];
   if (fallbacks !== undefined) {
     if (!Array.isArray(fallbacks)) throw new UsageError("connect(): fallbacks is an array of [host, port] pairs");
@@ -228,7 +243,7 @@ export async function connect(host: string, port: number, options: ConnectOption
       addresses.push([a[0], a[1]]);
     }
   }
-  const rest = { wire, ...(session ? { session } : {}), ...(mux ? { mux } : {}) };
+  const rest = { ...(wire ? { wire } : {}), ...(session ? { session } : {}), ...(mux ? { mux } : {}) };
   const connectors = addresses.map(([h, p]) => kcpConnector(h, p, rest));
   let at = 0;
   const connector = (): Promise<MuxConnection> => (connectors[at] as () => Promise<MuxConnection>)();

@@ -1,19 +1,12 @@
 /** Small byte helpers of the secure layer (big-endian integers, concatenation, comparison). */
+import { joinBytes } from "../bytes.js";
 
 /** A source of random bytes: `rng(n)` returns `n` fresh bytes. Injected so that tests are deterministic. */
 export type Rng = (n: number) => Uint8Array;
 
-/** The bytes of `parts`, one after the other. */
+/** The bytes of `parts`, one after the other (always a new array). */
 export function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
+  return joinBytes(parts);
 }
 
 /** True if `a` and `b` hold the same bytes (constant time in the length of `a`). */

@@ -17,7 +17,7 @@ export interface E2eSetup {
   /** ts_app.py's transport flags. */
   serverArgs: string[];
   /** The client's wire. */
-  wire: ConnectOptions["wire"];
+  wire: NonNullable<ConnectOptions["wire"]>;
   /**
    * Clients go through `python -m kcp.relay` with this loss (percent, each direction) and seed;
    * omitted: straight to the server on a clean link. Under loss, what is unreliable by contract
