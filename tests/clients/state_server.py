@@ -27,6 +27,7 @@ from kcprpc import RpcError, Status, current_context
 from kcprpc.cli.flags import add_transport_args, build_transport
 from kcprpc.state import Quantized, StateService, StateSync
 from kcprpc.state.schema import LIST, MAP, MODEL, Node
+from tests.integration.cli_server import serve_until_stdin_closes
 
 TICK_HZ = 50
 HISTORY = 400
@@ -142,13 +143,11 @@ async def main() -> None:
     server = kcprpc.Server(
         [svc, svc.states], "127.0.0.1", 0, transport=build_transport(args), on_disconnect=gone
     )
-    _, port = await server.start()
-    ticker = asyncio.ensure_future(svc.run())
-    print(f"PORT {port}", flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
-    ticker.cancel()
-    await server.shutdown(grace=0.5)
+    ticker = asyncio.ensure_future(svc.run())  # syncs to nobody until a client joins
+    try:
+        await serve_until_stdin_closes(server)
+    finally:
+        ticker.cancel()
 
 
 if __name__ == "__main__":
