@@ -9,8 +9,9 @@ Where the generator comes from, first found wins:
 
 1. ``--generator PATH``: the ``bin/kcprpc-gen-ts.js`` script, the package folder holding it, or
    an executable;
-2. ``clients/typescript`` next to the ``kcprpc`` Python package (a checkout), built with
-   ``npm ci && npm run build``;
+2. ``clients/typescript`` of a kcprpc checkout, built with ``npm ci && npm run build``: the one
+   next to the ``kcprpc`` Python package (an editable install), else the one of the checkout
+   holding the current folder (a ``kcprpc`` installed from a wheel, run inside a checkout);
 3. ``node_modules/.bin/kcprpc-gen-ts`` under the current folder (``npm install kcprpc`` there);
 4. ``kcprpc-gen-ts`` on ``PATH``.
 
@@ -42,12 +43,17 @@ _NO_NODE = (
 )
 
 
-def checkout_package() -> Path | None:
-    """``clients/typescript`` of the checkout this ``kcprpc`` runs from, or None (installed)."""
+def checkout_package(cwd: Path | None = None) -> Path | None:
+    """``clients/typescript`` of the checkout this ``kcprpc`` runs from, else of the checkout
+    holding ``cwd`` (default: the current folder) or one of its parents; None outside any."""
     import kcprpc
 
-    pkg = Path(kcprpc.__file__).resolve().parents[1] / "clients" / "typescript"
-    return pkg if (pkg / "package.json").is_file() and (pkg / GENERATOR_SCRIPT).is_file() else None
+    here = (cwd or Path.cwd()).resolve()
+    for root in (Path(kcprpc.__file__).resolve().parents[1], here, *here.parents):
+        pkg = root / "clients" / "typescript"
+        if (pkg / "package.json").is_file() and (pkg / GENERATOR_SCRIPT).is_file():
+            return pkg
+    return None
 
 
 def _script(package: Path, node: str) -> list[str]:
@@ -90,7 +96,7 @@ def find_generator(explicit: str | None = None, cwd: Path | None = None) -> list
         if p.suffix in (".js", ".mjs"):
             return [node, str(p)]
         return [str(p)]
-    pkg = checkout_package()
+    pkg = checkout_package(cwd)
     if pkg is not None:
         return _script(pkg, node)
     local = (cwd or Path.cwd()) / "node_modules" / ".bin" / GENERATOR

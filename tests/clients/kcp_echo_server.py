@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-
-from echo_session import echo  # a sibling: run as a script, this folder is sys.path[0]
+from pathlib import Path
 
 import kcp
 from kcp.relay import LossyRelay
+
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcp
+from tests.clients.echo_session import echo
 
 
 async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> None:

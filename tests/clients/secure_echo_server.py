@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from pathlib import Path
 from typing import Any
-
-from echo_session import Outcome, echo  # a sibling: run as a script, this folder is sys.path[0]
 
 import kcp
 from kcp.secure import Reason, SecureConfig
+
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcp
+from tests.clients.echo_session import Outcome, echo
 
 
 async def close_or_goaway(session: kcp.KCPSession, data: bytes) -> Outcome:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcprpc
 
 import kcprpc
 from kcprpc import RpcError, Status, current_context

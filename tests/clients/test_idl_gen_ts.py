@@ -140,8 +140,10 @@ def test_gen_ts_errors_name_the_fix(
     assert find_generator(str(pkg))[-1] == str(pkg / "bin" / "kcprpc-gen-ts.js")
     with pytest.raises(UsageError, match="a folder without"):
         find_generator(str(tmp_path))
-    # From a checkout, the generator is clients/typescript's script, run with node.
+    # From a checkout, the generator is clients/typescript's script, run with node; a kcprpc
+    # installed from a wheel finds the checkout that holds the current folder.
     assert checkout_package() == PACKAGE
+    assert checkout_package(PACKAGE / "src" / "idl") == PACKAGE
     cmd = find_generator()  # built by the ts_build fixture
     assert cmd[-1] == str(PACKAGE / "bin" / "kcprpc-gen-ts.js") and Path(cmd[0]).name.startswith("node")
 
@@ -151,7 +153,7 @@ def test_gen_ts_without_a_checkout_looks_in_node_modules_then_path(
 ) -> None:
     import kcprpc.idl.gen_ts as gen_ts
 
-    monkeypatch.setattr(gen_ts, "checkout_package", lambda: None)
+    monkeypatch.setattr(gen_ts, "checkout_package", lambda cwd=None: None)
     node_dir = tmp_path / "nodebin"
     node_dir.mkdir()
     (node_dir / "node").write_text("#!/bin/sh\n")

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcprpc
 
 import kcprpc
 from examples.quickstart.service import Greeter
