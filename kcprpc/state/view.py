@@ -72,7 +72,8 @@ def _empty(node: Node) -> Any:
 
 
 class _Track:
-    """The states of one group kept to apply deltas to: seq -> tree, the newest applied seq."""
+    """The states of the whole state, or of one group, kept to apply deltas to: seq -> tree
+    (oldest first), the newest applied seq."""
 
     __slots__ = ("fresh", "pin", "seq", "trees")
 
@@ -80,16 +81,20 @@ class _Track:
         self.seq = 0
         self.fresh = 0  # the newest seq this group's state is known current at (>= seq)
         self.trees: OrderedDict[int, Any] = OrderedDict()
-        self.pin = 0
+        self.pin = 0  # the baseline of the last delta: kept while newer ones come
 
     def keep(self, seq: int, tree: Any, base: int, bound: int) -> None:
+        """Hold ``tree`` (state ``seq``, a delta against ``base``; 0: a snapshot, which keeps the
+        states held before it), at most ``max(2, bound)`` states."""
         trees = self.trees
+        # the server never sends a delta against a baseline older than one it already used
         for s in [s for s in trees if s < base]:
             del trees[s]
         trees[seq] = tree
         self.pin = base
         self.seq = seq
         self.fresh = max(self.fresh, seq)
+        # keep the pinned baseline and the newest state (what this view acknowledges next)
         while len(trees) > max(2, bound):
             s = next(s for s in trees if s != self.pin)
             del trees[s]
@@ -134,8 +139,7 @@ class StateView(Generic[M]):
         with the state, e.g. the sequence number of this client's last input it includes."""
         self.stats: dict[str, int] = dict.fromkeys(VIEW_COUNTERS, 0)
         self._tree: Any = None
-        self._trees: OrderedDict[int, Any] = OrderedDict()  # seq -> tree, oldest first
-        self._pin = 0  # the baseline of the last delta: kept while newer ones come
+        self._whole = _Track()  # whole messages: the states kept to apply deltas to
         self._fields: dict[str, list[Callable[[Any, Any], Any]]] = {}
         self._entries: dict[tuple[str, str], list[Callable[[Any, Any], Any]]] = {}
         self._states: list[Callable[[M], Any]] = []
@@ -156,7 +160,7 @@ class StateView(Generic[M]):
     @property
     def held(self) -> int:
         """How many states this view keeps to apply deltas to (at most ``max(2, max_baselines)``)."""
-        return len(self._trees) + sum(len(t.trees) for t in self._tracks)
+        return len(self._whole.trees) + sum(len(t.trees) for t in self._tracks)
 
     @property
     def seqs(self) -> tuple[int, ...]:
@@ -247,7 +251,7 @@ class StateView(Generic[M]):
                     return None
                 tree = full(root, body, budget)
             elif kind == DELTA:
-                base = self._trees.get(ref)
+                base = self._whole.trees.get(ref)
                 if base is None:
                     stats["no_base"] += 1
                     return None
@@ -272,7 +276,7 @@ class StateView(Generic[M]):
             return None
         # a snapshot keeps the states held before it: an ack for one of them may still be on its
         # way and the server's next delta then comes against it
-        self._keep(seq, tree, ref if kind == DELTA else 0)
+        self._whole.keep(seq, tree, ref if kind == DELTA else 0, self.max_baselines)
         if self._groups is not None:  # the server went back to whole messages: forget the groups
             self._groups, self._tracks = None, []
             self._unstage()
@@ -451,18 +455,6 @@ class StateView(Generic[M]):
             self.min_seq = min(t.fresh for t in tracks)
             self._install(tree, state, max(t.seq for t in tracks), extra)
         return acks
-
-    def _keep(self, seq: int, tree: Any, base: int) -> None:
-        trees = self._trees
-        # the server never sends a delta against a baseline older than one it already used
-        for s in [s for s in trees if s < base]:
-            del trees[s]
-        trees[seq] = tree
-        self._pin = base
-        # keep the pinned baseline and the newest state (what this view acknowledges next)
-        while len(trees) > max(2, self.max_baselines):
-            s = next(s for s in trees if s != self._pin)
-            del trees[s]
 
     def _fire(self, root: Node, old_tree: Any, tree: Any, old: Any, new: Any) -> None:
         change = diff(root, old_tree, tree)
