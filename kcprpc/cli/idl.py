@@ -24,9 +24,8 @@ from kcprpc.errors import UsageError
 
 def cmd_idl_export(args: argparse.Namespace) -> int:
     """``kcprpc idl export``."""
-    from kcprpc.idl.export import export_service
-    from kcprpc.idl.registry import examples_importable, import_attr, render_all
-    from kcprpc.idl.schema import DocumentError, dumps
+    from kcprpc.idl.registry import examples_importable, render_all
+    from kcprpc.idl.schema import dumps
 
     sys.path.insert(0, "")
     if args.all:
@@ -60,18 +59,7 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
         return 0
     if not args.classes:
         raise UsageError("name module:Class targets (or module:app, as serve takes), or use --all")
-    texts = []
-    for target in args.classes:
-        for cls in export_targets(target, import_attr(target)):
-            try:
-                texts.append(dumps(export_service(cls)))
-            except (UsageError, DocumentError):
-                raise
-            except Exception as e:  # pydantic cannot describe a type of the class
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UsageError(
-                    f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}"
-                ) from None
+    texts = [dumps(doc) for target in args.classes for doc in export_documents(target)]
     if args.output:
         out = Path(args.output)
         if len(texts) > 1 or out.is_dir():
@@ -87,6 +75,25 @@ def cmd_idl_export(args: argparse.Namespace) -> int:
 
 
 BUILTIN_SERVICES = ("kcprpc.Health", "kcprpc.Push", "kcprpc.Reflection")
+
+
+def export_documents(target: str) -> list[dict[str, Any]]:
+    """The documents of the service classes ``target`` names (:func:`export_targets`); a class
+    pydantic cannot describe is a :class:`UsageError` naming it."""
+    from kcprpc.idl.export import export_service
+    from kcprpc.idl.registry import import_attr
+    from kcprpc.idl.schema import DocumentError
+
+    docs: list[dict[str, Any]] = []
+    for cls in export_targets(target, import_attr(target)):
+        try:
+            docs.append(export_service(cls))
+        except (UsageError, DocumentError):
+            raise
+        except Exception as e:  # pydantic cannot describe a type of the class
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}") from None
+    return docs
 
 
 def export_targets(target: str, obj: Any) -> list[type]:
@@ -234,9 +241,6 @@ def cmd_idl_gen_python(args: argparse.Namespace) -> int:
 def gen_ts_documents(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The documents ``idl gen-ts`` was given: files, folders or ``git:REF:PATH`` (as ``idl check``
     reads them), and ``--from-app`` targets (as ``idl export`` exports them), by service name."""
-    from kcprpc.idl.export import export_service
-    from kcprpc.idl.registry import import_attr
-
     docs: dict[str, dict[str, Any]] = {}
 
     def add(doc: dict[str, Any], where: str) -> None:
@@ -250,15 +254,8 @@ def gen_ts_documents(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     if args.from_app:
         sys.path.insert(0, "")
     for target in args.from_app:
-        for cls in export_targets(target, import_attr(target)):
-            try:
-                doc = export_service(cls)
-            except UsageError:
-                raise
-            except Exception as e:  # pydantic cannot describe a type of the class
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UsageError(f"cannot export {cls.__qualname__} ({target}): {first}") from None
-            add(dict(doc), target)
+        for doc in export_documents(target):
+            add(doc, target)
     if not docs:
         raise UsageError(
             "name documents (files, folders such as idl/, git:REF:PATH) or --from-app module:app"
