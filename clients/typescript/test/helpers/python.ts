@@ -26,6 +26,57 @@ export function runPython(args: string[], timeoutMs = 60000, input?: string): Pr
   });
 }
 
+/** A Python process started for a test, once its stdout showed it is ready. */
+export interface Spawned<T> {
+  /** What `ready` found in its stdout. */
+  readonly value: T;
+  /** The process. */
+  readonly child: ChildProcess;
+  /** Everything it wrote to stderr so far (the last 100-200 kB). */
+  stderr(): string;
+  /** Resolves when it exited. */
+  readonly exited: Promise<void>;
+  /** Kill it (SIGKILL) and wait for the exit; idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Start `python args...` in the repo root and wait, at most `timeoutMs`, until `ready(stdout so
+ * far)` returns a value; rejects (naming `what` and the stderr) if it exits or times out first.
+ */
+export function spawnPython<T>(args: string[], ready: (out: string) => T | null, timeoutMs: number, what: string): Promise<Spawned<T>> {
+  const child = spawn(PYTHON, args, { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+  };
+  child.stderr!.on("data", (d: Buffer) => {
+    err += d.toString();
+    if (err.length > 200000) err = err.slice(-100000);
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`python ${args.join(" ")} printed no ${what} in ${timeoutMs} ms\n${err}`));
+    }, timeoutMs);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`python ${args.join(" ")} exited ${String(code)} before printing its ${what}\n${err}`));
+    });
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const value = ready(out);
+      if (value !== null) {
+        clearTimeout(timer);
+        resolve({ value, child, stderr: () => err, exited, stop });
+      }
+    });
+  });
+}
+
 /** A Python server process started for a test; `stop()` kills it (idempotent). */
 export interface PythonServer {
   /** The first line the server printed (e.g. its port). */
@@ -37,36 +88,13 @@ export interface PythonServer {
 }
 
 /** Start `python args...` and wait (bounded) for its first stdout line. */
-export function startPython(args: string[], timeoutMs = 20000): Promise<PythonServer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, args, { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    const exited = new Promise<void>((r) => child.once("exit", () => r()));
-    const stop = async (): Promise<void> => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      await exited;
-    };
-    const timer = setTimeout(() => {
-      void stop();
-      reject(new Error(`python ${args.join(" ")} printed nothing in ${timeoutMs} ms\n${err}`));
-    }, timeoutMs);
-    child.stderr!.on("data", (d: Buffer) => {
-      err += d.toString();
-    });
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf("\n");
-      if (nl >= 0) {
-        clearTimeout(timer);
-        resolve({ firstLine: out.slice(0, nl), child, stop });
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`python ${args.join(" ")} exited ${code}\n${err}`));
-    });
-  });
+export async function startPython(args: string[], timeoutMs = 20000): Promise<PythonServer> {
+  const firstLine = (out: string): string | null => {
+    const nl = out.indexOf("\n");
+    return nl >= 0 ? out.slice(0, nl) : null;
+  };
+  const s = await spawnPython(args, firstLine, timeoutMs, "line");
+  return { firstLine: s.value, child: s.child, stop: s.stop };
 }
 
 /** Hex of bytes. */

@@ -1,12 +1,8 @@
 /** Test support: run our Python implementation (KCPRPC_PYTHON in KCPRPC_REPO) from the TS tests. */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
+import { spawnSync, type ChildProcess } from "node:child_process";
+import { hex, PYTHON, REPO, spawnPython, unhex } from "../helpers/python.js";
 
-/** The repository root (KCPRPC_REPO, else four levels above dist/test/support). */
-export const REPO = process.env.KCPRPC_REPO ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../../..");
-/** The Python interpreter (KCPRPC_PYTHON, else the repo's .venv). */
-export const PYTHON = process.env.KCPRPC_PYTHON ?? path.join(REPO, ".venv", "bin", "python");
+export { hex, PYTHON, REPO, unhex };
 
 /** Run a Python script (path relative to the repo) and parse its stdout as JSON. */
 export function pythonJson<T>(script: string, args: string[] = []): T {
@@ -32,48 +28,15 @@ export interface PyServer {
 }
 
 /** Start `script` with `args`; resolves once it printed its port (a line "PORT <n>") on stdout. */
-export function startPythonServer(script: string, args: string[] = [], timeoutMs = 30000): Promise<PyServer> {
-  const proc = spawn(PYTHON, [script, ...args], { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] }); // the app serves until its stdin closes
-  let err = "";
-  let out = "";
-  proc.stderr.on("data", (d: Buffer) => {
-    err += d.toString();
-    if (err.length > 200000) err = err.slice(-100000);
-  });
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  const kill = async (): Promise<void> => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill("SIGKILL");
-      await exited;
-    }
+export async function startPythonServer(script: string, args: string[] = [], timeoutMs = 30000): Promise<PyServer> {
+  // the app serves until its stdin closes
+  const port = (out: string): number | null => {
+    const m = /PORT (\d+)/.exec(out);
+    return m ? Number(m[1]) : null;
   };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void kill();
-      reject(new Error(`${script} printed no port within ${timeoutMs} ms; stderr:\n${err}`));
-    }, timeoutMs);
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${script} exited ${String(code)} before printing its port; stderr:\n${err}`));
-    });
-    proc.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-      const m = /PORT (\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ port: Number(m[1]), proc, stderr: () => err, kill, closeStdin: () => proc.stdin.end(), exited });
-      }
-    });
-  });
-}
-
-/** Hex to bytes. */
-export function unhex(h: string): Uint8Array {
-  return new Uint8Array(Buffer.from(h, "hex"));
-}
-/** Bytes to hex. */
-export function hex(b: Uint8Array): string {
-  return Buffer.from(b).toString("hex");
+  const s = await spawnPython([script, ...args], port, timeoutMs, "port");
+  const proc = s.child;
+  return { port: s.value, proc, stderr: s.stderr, kill: s.stop, closeStdin: () => proc.stdin!.end(), exited: s.exited };
 }
 
 /** Wait until `cond()` holds (polling each few ms), at most `timeoutMs`; throws naming `what`. */
