@@ -72,14 +72,23 @@ class Tick(BaseModel):
     pad: bytes = b""
 
 
-class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick]}):
+class Publication(BaseModel):
+    """A tick to publish on one group's topic (``fanout:GROUP``)."""
+
+    group: str
+    tick: Tick
+
+
+class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick], TOPIC + ":{group}": [Tick]}):
     """The publisher's call: publish one tick on the topic."""
 
     async def Publish(self, tick: Tick) -> int:
-        t0 = time.perf_counter()
-        msg = await current_context().server.push.publish(TOPIC, tick)
-        _PUBLISH_S.append(time.perf_counter() - t0)
-        return msg.seq
+        return await _publish(TOPIC, tick)
+
+    async def PublishTo(self, pub: Publication) -> int:
+        """Publish on the topic of one group of subscribers (``fanout:GROUP``: bench/web_fanout.py
+        keeps two groups on one server and publishes to one at a time)."""
+        return await _publish(group_topic(pub.group), pub.tick)
 
     async def Who(self) -> int:
         """The answering process's id (which worker a session landed on, in bench/scale.py)."""
@@ -87,6 +96,18 @@ class FanoutService(kcprpc.Service, name="bench.Fanout", topics={TOPIC: [Tick]})
 
 
 _PUBLISH_S: list[float] = []  # server side: seconds spent in push.publish per call (the fan-out)
+
+
+def group_topic(group: str) -> str:
+    """The topic of one group of subscribers ("": the one topic of a plain fan-out)."""
+    return f"{TOPIC}:{group}" if group else TOPIC
+
+
+async def _publish(topic: str, tick: Tick) -> int:
+    t0 = time.perf_counter()
+    msg = await current_context().server.push.publish(topic, tick)
+    _PUBLISH_S.append(time.perf_counter() - t0)
+    return msg.seq
 
 
 def _transport(mode: str) -> kcprpc.Transport:
@@ -117,8 +138,18 @@ def fanout_server(mode: str, broker_url: str | None = None) -> kcprpc.Server:
     return kcprpc.Server([FanoutService()], "127.0.0.1", 0, transport=_transport(mode), broker=broker)
 
 
+Listen = Callable[[kcprpc.Server], Awaitable[Any]]
+"""More listeners for a kcprpc server process (run once it serves); what it returns is sent to the
+coordinator after the port (bench/web_fanout.py: a WebSocket listener and its port)."""
+
+
 def _server_proc(
-    conn: Connection, kind: str, mode: str, loop_kind: str, broker_url: str | None = None
+    conn: Connection,
+    kind: str,
+    mode: str,
+    loop_kind: str,
+    broker_url: str | None = None,
+    listen: Listen | None = None,
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -128,6 +159,8 @@ def _server_proc(
             server = fanout_server(mode, broker_url)
             _host, port = await server.start()
         conn.send(port)
+        if listen is not None and kind != "grpcio":
+            conn.send(await listen(server))
         import kcp
 
         for _ in range(100_000):  # bounded: a few commands per step
@@ -207,10 +240,16 @@ Record = Callable[[int, int], None]  # (step, t_ns) of one delivery
 Close = Callable[[], Awaitable[Any]]
 
 
+Dial = Callable[[], kcprpc.Client]
+"""A new (unconnected) client of the server under test: ``kcprpc.connect(...)`` or another
+transport's dial with the same Client (bench/web_fanout.py: ``kcprpc.web.connect_websocket``)."""
+
+
 async def _kcprpc_subscribers(
-    port: int, n: int, mode: str, batch: int, record: Record
+    dial: Dial, n: int, batch: int, record: Record, topic: str = TOPIC
 ) -> tuple[Close, dict[int, int]]:
-    """``n`` subscribed sessions; returns their closer and how many landed on each server process."""
+    """``n`` clients of ``dial`` subscribed to ``topic``; returns their closer and how many landed
+    on each server process."""
     clients: list[kcprpc.Client] = []
     where: dict[int, int] = {}  # the server's process id -> sessions
 
@@ -222,15 +261,12 @@ async def _kcprpc_subscribers(
 
     try:
         for start in range(0, n, batch):
-            chunk = [
-                kcprpc.connect("127.0.0.1", port, transport=_transport(mode))
-                for _ in range(min(batch, n - start))
-            ]
+            chunk = [dial() for _ in range(min(batch, n - start))]
             clients.extend(chunk)
             await asyncio.wait_for(asyncio.gather(*(c.connect() for c in chunk)), 60)
             for c in chunk:
                 c.on(Tick, on_tick)
-            await asyncio.wait_for(asyncio.gather(*(c.subscribe(TOPIC) for c in chunk)), 60)
+            await asyncio.wait_for(asyncio.gather(*(c.subscribe(topic) for c in chunk)), 60)
             pids = await asyncio.wait_for(
                 asyncio.gather(*(c.stub(FanoutService, timeout=30.0).Who() for c in chunk)), 60
             )
@@ -278,8 +314,19 @@ async def _grpc_subscribers(port: int, n: int, batch: int, record: Record) -> Cl
 
 
 def _subscriber_proc(
-    conn: Connection, port: int, n: int, kind: str, mode: str, loop_kind: str, batch: int
+    conn: Connection,
+    port: int,
+    n: int,
+    kind: str,
+    mode: str,
+    loop_kind: str,
+    batch: int,
+    dial: Dial | None = None,
+    topic: str = TOPIC,
 ) -> None:
+    """``n`` subscribers of ``kind`` (grpcio, else kcprpc clients of ``dial``, default
+    ``kcprpc.connect`` to ``port``) on ``topic``, answering the coordinator's commands."""
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         counts: dict[int, int] = {}
@@ -298,7 +345,8 @@ def _subscriber_proc(
         if kind == "grpcio":
             close = await _grpc_subscribers(port, n, batch, record)
         else:
-            close, where = await _kcprpc_subscribers(port, n, mode, batch, record)
+            new = dial or (lambda: kcprpc.connect("127.0.0.1", port, transport=_transport(mode)))
+            close, where = await _kcprpc_subscribers(new, n, batch, record, topic)
         try:
             conn.send(("ready", n, where))
             for _ in range(100_000):  # bounded: the coordinator sends a few commands per step
@@ -322,7 +370,7 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
         loop = asyncio.get_running_loop()
         pad = b"p" * size
         async with contextlib.AsyncExitStack() as stack:
-            publish: Callable[[int, int], Awaitable[Any]]
+            publish: Callable[[int, int, str], Awaitable[Any]]
             where = 0  # the server process the publisher's calls reach (kcprpc)
             if kind == "grpcio":
                 import grpc
@@ -330,7 +378,7 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
                 ch = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{port}"))
                 call = ch.unary_unary("/bench.Fanout/Publish")
 
-                def publish(step: int, seq: int) -> Awaitable[Any]:
+                def publish(step: int, seq: int, _group: str) -> Awaitable[Any]:
                     return call(_GRPC_TICK.pack(step, seq, time.monotonic_ns()) + pad, timeout=10.0)  # type: ignore[no-any-return]
 
             else:
@@ -340,24 +388,27 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
                 stub = client.stub(FanoutService, timeout=10.0)
                 where = await stub.Who()
 
-                def publish(step: int, seq: int) -> Awaitable[Any]:
-                    return stub.Publish(Tick(step=step, seq=seq, t_ns=time.monotonic_ns(), pad=pad))
+                def publish(step: int, seq: int, group: str) -> Awaitable[Any]:
+                    tick = Tick(step=step, seq=seq, t_ns=time.monotonic_ns(), pad=pad)
+                    if group:
+                        return stub.PublishTo(Publication(group=group, tick=tick))
+                    return stub.Publish(tick)
 
             conn.send(("ready", where))
             for _ in range(1000):  # bounded: one command per step
                 cmd = await _wait_cmd(loop, conn)
                 if cmd[0] != "publish":
                     break
-                _, step, rate, seconds = cmd
+                _, step, rate, seconds, group = cmd
                 total = max(1, int(rate * seconds))
                 t0 = time.perf_counter()
                 late = 0.0
                 call_ms: list[float] = []
                 pending: set[asyncio.Task[None]] = set()
 
-                async def one(step: int, seq: int, out: list[float]) -> None:
+                async def one(step: int, seq: int, group: str, out: list[float]) -> None:
                     c0 = time.perf_counter()
-                    await publish(step, seq)
+                    await publish(step, seq, group)
                     out.append((time.perf_counter() - c0) * 1000)
 
                 for i in range(total):
@@ -368,7 +419,7 @@ def _publisher_proc(conn: Connection, port: int, kind: str, mode: str, loop_kind
                         late = max(late, -delay)
                     if len(pending) >= MAX_INFLIGHT:  # calls overlap, up to a bound
                         _done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                    pending.add(loop.create_task(one(step, i, call_ms)))
+                    pending.add(loop.create_task(one(step, i, group, call_ms)))
                 if pending:
                     await asyncio.wait(pending, timeout=30)
                 rest = t0 + total / rate - time.perf_counter()  # the window is total / rate long
@@ -400,7 +451,8 @@ class Run:
 
     ``kind`` is the client side (kcprpc, kcprpc-compat, grpcio); ``label`` names the contender in
     the output. A subclass serves otherwise (bench/scale.py: workers on Redis) by overriding
-    :meth:`start_server`, :meth:`server_pids` and :attr:`others`."""
+    :meth:`start_server`, :meth:`server_pids` and :attr:`others`, or adds listeners to the server
+    process (:attr:`listen`) and groups of subscribers (bench/web_fanout.py)."""
 
     def __init__(self, args: argparse.Namespace, kind: str, label: str | None = None) -> None:
         self.args = args
@@ -417,6 +469,9 @@ class Run:
         """Other processes whose CPU per delivery each step reports (name -> their CPU seconds so
         far; e.g. a broker's)."""
         self.broker_url: str | None = None  # the server's broker (None: its in-process MemoryBroker)
+        self.listen: Listen | None = None  # more listeners in the kcprpc server process
+        self.listened: Any = None  # what :attr:`listen` returned (sent back by the server process)
+        self.group = ""  # the subscribers' group: the publisher publishes on its topic (group_topic)
 
     def start(self, target: Any, *a: Any) -> Connection:
         """Start ``target(conn, *a)`` in a child process; return the parent's end of ``conn``."""
@@ -431,9 +486,12 @@ class Run:
 
     def start_server(self, kind: str, mode: str, loop: str) -> int:
         """Start the server process; return its UDP (or TCP) port."""
-        self.srv = self.start(_server_proc, kind, mode, loop, self.broker_url)
+        self.srv = self.start(_server_proc, kind, mode, loop, self.broker_url, self.listen)
         self.server_pid = self.procs[-1].pid
-        return int(_recv(self.srv, 30))
+        port = int(_recv(self.srv, 30))
+        if self.listen is not None:
+            self.listened = _recv(self.srv, 30)
+        return port
 
     def server_pids(self) -> list[int]:
         """The processes whose CPU is the server's."""
@@ -454,18 +512,29 @@ class Run:
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
         port = self.start_server(kind, mode, loop)
         t0 = time.perf_counter()
-        per = [a.subscribers // a.procs + (1 if i < a.subscribers % a.procs else 0) for i in range(a.procs)]
-        self.subs = [self.start(_subscriber_proc, port, k, kind, mode, loop, 50) for k in per]
-        self.n = 0
-        for c in self.subs:
-            _ready, n, where = _recv(c, 240)
-            self.n += n
-            for pid, count in where.items():
-                self.where[pid] = self.where.get(pid, 0) + count
+        self.subs, self.n = self.start_subscribers(port, kind, mode, loop)
         self.connect_s = time.perf_counter() - t0
         self.pub = self.start(_publisher_proc, port, kind, mode, loop, a.size)
         self.publisher_on = _recv(self.pub, 30)[1]
         return self
+
+    def start_subscribers(
+        self, port: int, kind: str, mode: str, loop: str, dial: Dial | None = None, group: str = ""
+    ) -> tuple[list[Connection], int]:
+        """``--subscribers`` subscribers spread over ``--procs`` processes (kcprpc: clients of
+        ``dial``, default ``kcprpc.connect`` to ``port``), subscribed to ``group``'s topic; returns
+        their processes' commands and how many subscribed, once all have."""
+        a = self.args
+        per = [a.subscribers // a.procs + (1 if i < a.subscribers % a.procs else 0) for i in range(a.procs)]
+        topic = group_topic(group)
+        subs = [self.start(_subscriber_proc, port, k, kind, mode, loop, 50, dial, topic) for k in per]
+        total = 0
+        for c in subs:
+            _ready, n, where = _recv(c, 240)
+            total += n
+            for pid, count in where.items():
+                self.where[pid] = self.where.get(pid, 0) + count
+        return subs, total
 
     def __exit__(self, *exc: object) -> None:
         for c in self.conns:
@@ -495,7 +564,7 @@ class Run:
         snmp0, udp0 = self._counters(), udp_rcvbuf_errors()
         other0 = {k: cpu() for k, cpu in self.others.items()}
         cpu0, w0 = self.server_cpu_s(), time.perf_counter()
-        self.pub.send(("publish", step, rate, seconds))
+        self.pub.send(("publish", step, rate, seconds, self.group))
         pub = _recv(self.pub, seconds * 3 + 30)
         cpu1, w1 = self.server_cpu_s(), time.perf_counter()
         other1 = {k: cpu() for k, cpu in self.others.items()}
@@ -569,48 +638,55 @@ def run_contender(
 
     The steps go on while the delivery holds (:func:`delivered_ok`) and p99 stays within 5x the
     limit; after the first failing step, one step at the midpoint to the last good rate."""
-    steps: list[dict[str, float]] = []
     with run or Run(args, kind) as run_:
-        run, kind = run_, run_.label
-        print(f"# {kind}: {run.n} subscribers connected and subscribed in {run.connect_s:.1f} s", flush=True)
-        if run.describe():
-            print(f"# {kind}: {run.describe()}", flush=True)
-        w = run.step(0, rates[0], 1.0)  # warm-up (first-call paths), not reported
-        print(f"# {kind}: warm-up 1 s at {rates[0]:g}/s, p99 {w['p99_ms']:.1f} ms (not counted)", flush=True)
-        todo = list(rates)
-        good: float | None = None
-        midpoint_done = False
-        for step in range(1, len(rates) + 2):  # bounded: the rates, then one midpoint
-            if not todo:
-                break
-            rate = todo.pop(0)
-            r = run.step(step, rate)
-            steps.append(r)
-            ok = delivered_ok(r) and r["p99_ms"] <= 5 * args.p99_limit
-            verdict = "sustained" if ok and r["p99_ms"] <= args.p99_limit else "delivered" if ok else "FAILED"
-            others = "".join(f", {k} {r[f'{k}_us_per_delivery']:.1f} us" for k in run.others)
-            print(
-                f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
-                f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
-                f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
-                f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % | CPU per delivery: "
-                f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us"
-                f"{others} {verdict}",
-                flush=True,
-            )
-            if args.verbose:
-                print(
-                    "   ", {k: round(v, 2) for k, v in r.items() if k.startswith(("srv_", "udp_", "call_"))}
-                )
-            if ok:
-                good = rate if good is None else max(good, rate)
-            elif args.every_rate:
-                pass  # every rate of --rates runs (same steps in every run: A/B comparisons)
-            else:
-                todo = []
-                if good is not None and rate - good >= 4 and not midpoint_done:
-                    todo = [float(round((good + rate) / 2))]
-                midpoint_done = True
+        return step_rates(args, run_, rates)
+
+
+def step_rates(
+    args: argparse.Namespace, run: Run, rates: list[float], first_step: int = 0
+) -> list[dict[str, float]]:
+    """Step the publish rate up on the subscribers of ``run`` (started): a warm-up step, then
+    :func:`run_contender`'s steps; return every step's figures. The steps are numbered from
+    ``first_step`` (subscribers that stay for several rounds count each round's steps apart)."""
+    steps: list[dict[str, float]] = []
+    kind = run.label
+    print(f"# {kind}: {run.n} subscribers connected and subscribed in {run.connect_s:.1f} s", flush=True)
+    if run.describe():
+        print(f"# {kind}: {run.describe()}", flush=True)
+    w = run.step(first_step, rates[0], 1.0)  # warm-up (first-call paths), not reported
+    print(f"# {kind}: warm-up 1 s at {rates[0]:g}/s, p99 {w['p99_ms']:.1f} ms (not counted)", flush=True)
+    todo = list(rates)
+    good: float | None = None
+    midpoint_done = False
+    for step in range(1, len(rates) + 2):  # bounded: the rates, then one midpoint
+        if not todo:
+            break
+        rate = todo.pop(0)
+        r = run.step(first_step + step, rate)
+        steps.append(r)
+        ok = delivered_ok(r) and r["p99_ms"] <= 5 * args.p99_limit
+        verdict = "sustained" if ok and r["p99_ms"] <= args.p99_limit else "delivered" if ok else "FAILED"
+        others = "".join(f", {k} {r[f'{k}_us_per_delivery']:.1f} us" for k in run.others)
+        print(
+            f"{kind:13} rate {rate:5.1f}/s (achieved {r['achieved_rate']:5.1f}): delivered "
+            f"{100 * r['ratio']:6.2f} % of {r['expected']:.0f}, {r['per_s']:6.0f} msgs/s, p50 {r['p50_ms']:6.1f} ms "
+            f"p99 {r['p99_ms']:6.1f} ms max {r['max_ms']:6.1f} ms | server CPU {r['server_cpu_pct']:5.1f} % "
+            f"RSS {r['server_rss_mb']:.0f} MB | subscribers' CPU {r['subs_cpu_pct']:5.1f} % | CPU per delivery: "
+            f"server {r['server_us_per_delivery']:.1f} us, subscribers {r['subs_us_per_delivery']:.1f} us"
+            f"{others} {verdict}",
+            flush=True,
+        )
+        if args.verbose:
+            print("   ", {k: round(v, 2) for k, v in r.items() if k.startswith(("srv_", "udp_", "call_"))})
+        if ok:
+            good = rate if good is None else max(good, rate)
+        elif args.every_rate:
+            pass  # every rate of --rates runs (same steps in every run: A/B comparisons)
+        else:
+            todo = []
+            if good is not None and rate - good >= 4 and not midpoint_done:
+                todo = [float(round((good + rate) / 2))]
+            midpoint_done = True
     return steps
 
 
