@@ -696,6 +696,23 @@ def highest(steps: list[dict[str, float]], p99_limit: float | None) -> dict[str,
     return max(ok, key=lambda r: r["rate"]) if ok else None
 
 
+def at_rate(steps: list[dict[str, float]], rate: float) -> dict[str, float] | None:
+    """The step at ``rate`` if its delivery held (latency and CPU per delivery compare there: a step
+    that falls behind coalesces publishes, and its CPU per delivery falls)."""
+    return next((r for r in steps if r["rate"] == rate and delivered_ok(r)), None)
+
+
+def median_of(vals: list[float | None]) -> float | None:
+    """The median of the values given (None: a round without one), None if none is."""
+    got = [v for v in vals if v is not None]
+    return statistics.median(got) if got else None
+
+
+def fmt(v: float | None, f: str = ".1f") -> str:
+    """``v`` formatted, "n/a" for None."""
+    return "n/a" if v is None else format(v, f)
+
+
 def summary(r: dict[str, float] | None, n: int) -> str:
     """One line of a step's figures (``r``: None, "none")."""
     if r is None:
@@ -706,21 +723,18 @@ def summary(r: dict[str, float] | None, n: int) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the steps of every contender, one line each, then the highest sustained rates."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_run_args(ap: argparse.ArgumentParser, whose: str = "") -> None:
+    """The options of a fan-out run (subscribers, processes, rate steps, limits, rounds, wire mode,
+    loop) on ``ap``; :func:`run_args` completes them once parsed. ``whose``: "" or " per side"."""
     ap.add_argument("--quick", action="store_true", help="200 subscribers, 2 processes, rates 10,20, 1 s")
-    ap.add_argument("--subscribers", type=int, help="default 1000 (--quick: 200)")
-    ap.add_argument("--procs", type=int, default=4, help="subscriber processes")
+    ap.add_argument("--subscribers", type=int, help=f"default 1000 (--quick: 200){whose}")
+    ap.add_argument("--procs", type=int, default=4, help=f"subscriber processes{whose}")
     ap.add_argument("--rates", default="5,10,15,20,30,40,60,80,100", help="publish rates (msgs/s), ascending")
     ap.add_argument("--seconds", type=float, default=3.0, help="publish window per step")
     ap.add_argument("--drain", type=float, default=5.0, help="max wait for deliveries after a step")
     ap.add_argument("--p99-limit", type=float, default=100.0, help="ms: a sustained step's p99 bound")
     ap.add_argument("--size", type=int, default=32, help="padding bytes per message")
     ap.add_argument("--rounds", type=int, default=1, help="rounds; contenders alternate A B, B A")
-    ap.add_argument(
-        "--contenders", default="kcprpc,grpcio", help="of kcprpc, kcprpc-compat (kcp-go's format), grpcio"
-    )
     ap.add_argument(
         "--mode", choices=["secure", "compat"], default="secure", help="the kcprpc contender's wire mode"
     )
@@ -731,13 +745,27 @@ def main(argv: list[str] | None = None) -> int:
         help="run every rate of --rates, also after a failed step (A/B runs)",
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="publish call times, server KCP counters")
-    args = ap.parse_args(argv)
+
+
+def run_args(args: argparse.Namespace) -> list[float]:
+    """Complete the options of :func:`add_run_args` (``--quick``, defaults); return the rates."""
     if args.quick:
         args.subscribers = args.subscribers or 200
         args.procs, args.rates, args.seconds, args.drain = 2, "10,20", 1.0, 3.0
     args.subscribers = args.subscribers or 1000
-    rates = [float(x) for x in args.rates.split(",")]
     args.procs = max(1, min(args.procs, args.subscribers))
+    return [float(x) for x in args.rates.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the steps of every contender, one line each, then the highest sustained rates."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(ap)
+    ap.add_argument(
+        "--contenders", default="kcprpc,grpcio", help="of kcprpc, kcprpc-compat (kcp-go's format), grpcio"
+    )
+    args = ap.parse_args(argv)
+    rates = run_args(args)
     contenders = [c for c in args.contenders.split(",") if c]
     if not contenders or any(c not in ("kcprpc", "kcprpc-compat", "grpcio") for c in contenders):
         ap.error("--contenders: of kcprpc, kcprpc-compat, grpcio")

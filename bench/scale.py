@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from _common import ROOT
-from fanout import Run, delivered_ok, fanout_server, highest, run_contender, summary
+from fanout import Run, at_rate, fanout_server, fmt, highest, median_of, run_contender, summary
 
 import kcprpc
 
@@ -142,20 +142,6 @@ class ScaleRun(Run):
         return f"subscribers per worker: {counts}; publisher on {names.get(self.publisher_on, '?')}"
 
 
-def _at(steps: list[dict[str, float]], rate: float) -> dict[str, float] | None:
-    """The step at ``rate`` if its delivery held."""
-    return next((r for r in steps if r["rate"] == rate and delivered_ok(r)), None)
-
-
-def _median(vals: list[float | None]) -> float | None:
-    got = [v for v in vals if v is not None]
-    return statistics.median(got) if got else None
-
-
-def _fmt(v: float | None, f: str = ".1f") -> str:
-    return "n/a" if v is None else format(v, f)
-
-
 def report(
     args: argparse.Namespace, results: dict[str, list[list[dict[str, float]]]]
 ) -> dict[str, dict[str, Any]]:
@@ -171,9 +157,9 @@ def report(
                 print(f"{c:12} round {i + 1}: {summary(b, args.subscribers)}")
             m = med.setdefault(c, {})
             m[label] = statistics.median(b["per_s"] if b else 0.0 for b in bests)
-            m[f"{label}_p99"] = _median([b["p99_ms"] if b else None for b in bests])
+            m[f"{label}_p99"] = median_of([b["p99_ms"] if b else None for b in bests])
     for c, rounds in results.items():
-        at = [_at(steps, args.cost_rate) for steps in rounds]
+        at = [at_rate(steps, args.cost_rate) for steps in rounds]
         for k in (
             "p50_ms",
             "p99_ms",
@@ -181,7 +167,7 @@ def report(
             "broker_us_per_delivery",
             "subs_us_per_delivery",
         ):
-            med[c][k] = _median([r.get(k) if r else None for r in at])
+            med[c][k] = median_of([r.get(k) if r else None for r in at])
     base = med.get("1proc", {})
     print(
         f"# medians of {len(next(iter(results.values())))} rounds; latency and CPU per delivery at {args.cost_rate:g} publishes/s"
@@ -193,10 +179,10 @@ def report(
         m["broker_cost_us"] = cost = None if extra is None or broker is None else broker + extra
         print(
             f"{c:12} sustained {m['sustained']:6.0f} deliveries/s, delivered {m['delivered']:6.0f}/s (p99 "
-            f"{_fmt(m['delivered_p99'], '.0f')} ms) | at {args.cost_rate:g}/s: p50 {_fmt(m['p50_ms'])} ms p99 "
-            f"{_fmt(m['p99_ms'])} ms, CPU per delivery: server {_fmt(srv)} us (vs 1proc {_fmt(extra, '+.1f')}), "
-            f"redis-server {_fmt(broker)} us, subscribers {_fmt(m['subs_us_per_delivery'])} us"
-            + ("" if c == "1proc" else f" | broker's cost per delivery {_fmt(cost)} us")
+            f"{fmt(m['delivered_p99'], '.0f')} ms) | at {args.cost_rate:g}/s: p50 {fmt(m['p50_ms'])} ms p99 "
+            f"{fmt(m['p99_ms'])} ms, CPU per delivery: server {fmt(srv)} us (vs 1proc {fmt(extra, '+.1f')}), "
+            f"redis-server {fmt(broker)} us, subscribers {fmt(m['subs_us_per_delivery'])} us"
+            + ("" if c == "1proc" else f" | broker's cost per delivery {fmt(cost)} us")
         )
     for c, m in med.items():
         if c == "1proc" or not base:
