@@ -514,9 +514,13 @@ class Run:
         t0 = time.perf_counter()
         self.subs, self.n = self.start_subscribers(port, kind, mode, loop)
         self.connect_s = time.perf_counter() - t0
-        self.pub = self.start(_publisher_proc, port, kind, mode, loop, a.size)
-        self.publisher_on = _recv(self.pub, 30)[1]
+        self.start_publisher(port, kind, mode, loop)
         return self
+
+    def start_publisher(self, port: int, kind: str, mode: str, loop: str) -> None:
+        """Start the publisher process (its client to ``port``) and wait until it is connected."""
+        self.pub = self.start(_publisher_proc, port, kind, mode, loop, self.args.size)
+        self.publisher_on = _recv(self.pub, 30)[1]
 
     def start_subscribers(
         self, port: int, kind: str, mode: str, loop: str, dial: Dial | None = None, group: str = ""
