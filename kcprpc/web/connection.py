@@ -9,6 +9,7 @@ by the transport's reader).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,8 @@ class WebConnection(MuxConnection):
             channel_binding=binding,
         )
         self.pipe = pipe
+        self.reader_task: asyncio.Future[None] | None = None
+        """The task that feeds the pipe from the network, when the connection's dial made one."""
         self._callbacks: list[Callable[[TransportEvent], None]] = []
 
     async def abort(self, code: int | None = None, message: str = "") -> None:
