@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     with WebRun(args) as run:
         for r in range(args.rounds):  # sides alternate: A B, B A, ...
             for side in args.sides if r % 2 == 0 else args.sides[::-1]:
+                load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+                print(f"# round {r + 1}, {side}: load average {load} (other processes share the cores)")
                 results[side].append(step_rates(args, run.sides[side], rates, first_step=1000 * r))
     report(args, results)
     if args.every_rate:
