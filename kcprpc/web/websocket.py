@@ -253,7 +253,7 @@ class WebSocketListener(WebListenerBase):
             await ws.close(status_close_code(verdict.status), _reason(verdict.message))
             return
         pipe = _make_pipe(ws, verdict.max_datagram, opts.max_receive_buffer)
-        conn = self.serve(pipe, verdict, address)
+        conn = self.serve(pipe, verdict, address, ws)
         try:
             await _pump(ws, pipe, opts.max_message_size, self._bad)
         finally:
@@ -405,6 +405,7 @@ async def dial_websocket(
         binding=msg.binding,
         max_datagram_size=msg.max_datagram,
         remote_address=ws.remote_address,
+        transport=ws,
     )
 
     async def pump() -> None:

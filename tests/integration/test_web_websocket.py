@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -27,6 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_rpc_support import Demo, Pos, Probe, Req, Tick
 
 TIMEOUT = 10.0
+
+
+@kcprpc.event("web.news")
+class News(BaseModel):
+    data: bytes
+
+
 FAST = ClientConfig(
     heartbeat=HeartbeatConfig(interval=0.05, timeout=2.0),
     reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
@@ -350,3 +358,42 @@ async def test_shutdown_closes_the_listener_and_its_clients() -> None:
             await asyncio.open_connection("127.0.0.1", lst.address[1])
     finally:
         await client.close()
+
+
+async def test_a_websocket_client_that_stops_reading_ends_as_a_slow_consumer() -> None:
+    """As over KCP (test_rpc_slow_consumer.py): the client stops reading its TCP socket, the
+    kernel buffers fill, then what the server holds for it (mux, pipe, WebSocket write buffer)
+    grows until max_send_backlog ends the session; the other clients go on."""
+    cfg = ServerConfig(max_message_size=64 * 1024, max_send_backlog=1024 * 1024, slow_consumer_timeout=None)
+    server = kcprpc.Server([Demo()], config=cfg)
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        slow = await connect_websocket(url, config=ClientConfig(reconnect=ReconnectPolicy(max_attempts=0)))
+        other = await connect_websocket(url)
+        try:
+            sid = await slow.stub(Demo, timeout=TIMEOUT).whoami()
+            sess = next(s for s in server.sessions if s.id == sid)
+            lost = asyncio.Event()
+            slow.on_disconnect = lambda _c, _reason: lost.set()
+            link: Any = slow.lifecycle.link
+            link.conn.transport.transport.pause_reading()  # the client reads nothing more off its socket
+            peak = 0
+            for _ in range(8000):  # 32 MB at most: far more than the socket buffers and the bound hold
+                if sess.closed:
+                    break
+                sess.send(News(data=b"n" * 4096))
+                sess.send(Pos(x=0, y=0))  # unreliable: dropped behind the backlog, never held unbounded
+                peak = max(peak, sess.conn.send_bounds.send_backlog())  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            assert sess.closed, "the session was never ended"
+            assert server.stats["slow_consumers"] == 1
+            assert 512 * 1024 < peak <= 1024 * 1024 + 64 * 1024
+            link.conn.transport.transport.resume_reading()
+            await asyncio.wait_for(lost.wait(), TIMEOUT)  # the server closed its connection
+            assert (await other.stub(Demo, timeout=TIMEOUT).hello(Req(name="still"))).text == "hello still"
+        finally:
+            await other.close()
+            await slow.close()
+    finally:
+        await server.shutdown()
