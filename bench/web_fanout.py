@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cost-rate",
         type=float,
-        default=10.0,
+        default=5.0,
         help="publishes/s of the p50/p99 and CPU figures (a rate of --rates)",
     )
     args = ap.parse_args(argv)
