@@ -86,7 +86,7 @@ from kcprpc.web.framing import (
     encode_open,
 )
 from kcprpc.web.listener import Refused, WebListenerBase
-from kcprpc.web.options import DEFAULT_PATH, WebTransportOptions
+from kcprpc.web.options import DEFAULT_PATH, MAX_WEBTRANSPORT_DATAGRAM, WebTransportOptions
 from kcprpc.web.pipe import WebPipe
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kcprpc.web")
 
-MAX_WT_DATAGRAM = 1024
+MAX_WT_DATAGRAM = MAX_WEBTRANSPORT_DATAGRAM
 """The largest RPC datagram over WebTransport: Chromium's ``datagrams.maxDatagramSize`` on a
 1200-byte QUIC path, and what fits one of aioquic's 1200-byte packets with room to spare."""
 
