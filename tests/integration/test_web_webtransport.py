@@ -96,7 +96,9 @@ async def running(
     cert: tuple[DevCertificate, Path, Path], **opts: Any
 ) -> AsyncIterator[Started]:
     dev, cert_path, key_path = cert
-    server = kcprpc.Server([Svc()], "127.0.0.1", 0, key=opts.pop("key", "wt test passphrase"))
+    server = kcprpc.Server(
+        [Svc()], "127.0.0.1", 0, key=opts.pop("key", "wt test passphrase"), config=opts.pop("config", None)
+    )
     await server.start()
     try:
         options = WebTransportOptions(certificate=cert_path, private_key=key_path, **opts)
@@ -179,6 +181,30 @@ async def test_client_notify_goes_as_a_datagram(cert: Any) -> None:
         client.notify(Svc.moved, 3)
         await until(lambda: svc.moves == [3])
         assert conn.pipe.counters["datagrams_out"] == sent + 1
+
+
+@kcprpc.event("wt.blob")
+class Blob(BaseModel):
+    data: str
+
+
+async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) -> None:
+    config = kcprpc.ServerConfig(max_message_size=64 * 1024, max_send_backlog=1024 * 1024)
+    async with running(cert, config=config) as started, client_for(started) as client:
+        server, listener, _ = started
+        await client.health()
+        conn = client.lifecycle.link.conn  # type: ignore[union-attr]
+        proto = conn.pipe._send_stream.__self__.proto  # the client's QUIC connection (test only)
+        proto.datagram_received = lambda data, addr: None  # deaf: no data, no acknowledgements
+        (sess,) = list(server.sessions)
+        for _ in range(200):  # 1.6 MB of reliable events for a client that takes none
+            sess.send(Blob(data="x" * 8000))
+            await asyncio.sleep(0)  # let the writers flush, tick by tick
+        await until(lambda: server.stats["slow_consumers"] == 1, timeout=10)
+        await until(lambda: listener.stats()["connections_open"] == 0, timeout=10)
+        # what the server held for it stayed bounded: the QUIC stream's unacknowledged bytes
+        # stopped at the high-water mark, the rest waited in the mux until the session ended
+        assert server.stats["send_backlog"] <= 2 * 1024 * 1024
 
 
 # -- refusals ------------------------------------------------------------------------------------
