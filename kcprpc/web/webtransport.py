@@ -473,6 +473,16 @@ class WebTransportListener(WebListenerBase):
         await self._closed.wait()
         await self.close_connections()
 
+    def discovery(self) -> dict[str, Any]:
+        """What ``/kcprpc.json`` announces for this listener (docs/wire-format/web.md,
+        "Discovery"): its URL and, for a development certificate, the hashes a browser pins.
+        A listener bound to every address (``0.0.0.0``, ``::``) names that address: a browser
+        client puts the page's host in its place."""
+        wt: dict[str, Any] = {"url": self.url}
+        if self.certificate_hashes:
+            wt["certificateHashes"] = list(self.certificate_hashes)
+        return {"webtransport": wt}
+
     def stats(self) -> dict[str, int]:
         """Counters, ``connections_open`` and the QUIC connections open (``quic_connections``)."""
         out = super().stats()
@@ -705,7 +715,7 @@ class _ServerSession:
             max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
         )
         self.pipe = pipe
-        self.conn = self.listener.serve(pipe, verdict, self.address)
+        self.conn = self.listener.serve(pipe, verdict, self.address, transport=self.proto)
         early, self._early = bytes(self._early), bytearray()
         self._feed(early, self._early_eof)
 
@@ -984,8 +994,15 @@ async def _open_session(
         max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
     )
     proto.pipe = pipe
-    conn = WebConnection(pipe, client=True, mux_config=mux, binding=reply.binding, max_datagram_size=maxd,
-                         remote_address=(host, port))
+    conn = WebConnection(
+        pipe,
+        client=True,
+        mux_config=mux,
+        binding=reply.binding,
+        max_datagram_size=maxd,
+        remote_address=(host, port),
+        transport=proto,
+    )
     proto.conn = conn
     if proto.reader.rest and not pipe.feed_stream(proto.reader.rest):
         pipe.abort(None, "receive buffer overflow")

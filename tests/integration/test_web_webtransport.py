@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEv
 from pydantic import BaseModel
 
 import kcprpc
+import kcprpc.web
 from kcprpc import current_context
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.status import Status
@@ -252,6 +254,23 @@ async def test_wrong_path_is_refused(cert: Any) -> None:
             await connect_webtransport(url, certificate_hashes=[dev.sha256]).connect()
         assert ei.value.status == Status.UNAVAILABLE and "404" in str(ei.value)
         assert listener.stats()["bad_requests"] == 1
+
+
+async def test_discovery_names_the_url_and_the_certificate_hash(cert: Any) -> None:
+    async with running(cert) as started:
+        server, listener, dev = started
+        ws = await kcprpc.web.listen_websocket(server, "127.0.0.1", 0)
+        port = ws.address[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /kcprpc.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        raw_reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        doc = json.loads(raw_reply.split(b"\r\n\r\n", 1)[1])
+        assert doc == {
+            "websocket": "/kcprpc",
+            "webtransport": {"url": listener.url, "certificateHashes": [dev.hash_base64]},
+        }
+        assert listener.url == f"https://127.0.0.1:{listener.address[1]}/kcprpc"
 
 
 def test_usage_errors() -> None:
