@@ -192,3 +192,22 @@ async def nats_server(ctx: Ctx) -> AsyncIterator[None]:
 
     async with _server_in_env("NATS_URL", NatsServer, lambda s: s.url):
         yield
+
+
+@fixture("dev-cert")
+async def dev_cert(ctx: Ctx) -> AsyncIterator[None]:
+    """``dev-cert/cert.pem`` and ``dev-cert/key.pem`` in the block's folder (what ``kcprpc web-cert
+    --out dev-cert`` writes: an earlier block of the page may have made them), and the block runs
+    in that folder (a Python block's relative paths are the reader's current folder)."""
+    import os
+
+    from kcprpc.web.certs import make_dev_certificate
+
+    if not (ctx.cwd / "dev-cert" / "cert.pem").exists():
+        make_dev_certificate().write(ctx.cwd / "dev-cert")
+    old = os.getcwd()
+    os.chdir(ctx.cwd)
+    try:
+        yield
+    finally:
+        os.chdir(old)
