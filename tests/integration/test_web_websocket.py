@@ -427,3 +427,22 @@ async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -
         )
         code, _rest = await asyncio.to_thread(proc.stop)
         assert code == 0
+
+
+async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_426() -> None:
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(max_connections=1))
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        async with connect_websocket(url) as first:
+            await first.stub(Demo, timeout=TIMEOUT).whoami()
+            async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+                assert await closed_with(ws) == 1013
+            assert lst.counters["refused_busy"] == 1
+        await asyncio.wait_for(_until(lambda: not lst.connections), TIMEOUT)
+        async with connect_websocket(url) as again:  # room again
+            await again.stub(Demo, timeout=TIMEOUT).whoami()
+        assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{lst.address[1]}/kcprpc"))[0] == 426
+        assert lst.counters["bad_requests"] == 1
+    finally:
+        await server.shutdown()
