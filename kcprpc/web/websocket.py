@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +121,11 @@ async def _pump(
     pipe: WebPipe,
     max_message: int,
     bad: Any,
+    closed: Callable[[], None] | None = None,
 ) -> None:
     """Feed ``pipe`` with the messages of ``ws`` until it closes (or a protocol error:
-    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002)."""
+    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002); ``closed()`` runs
+    then, before the pipe's end of stream."""
     try:
         while not pipe.closed:
             await pipe.wait_room(max_message)
@@ -153,6 +155,8 @@ async def _pump(
             pipe.abort(1002, "protocol error")
             break
     finally:
+        if closed is not None:
+            closed()
         pipe.feed_eof()
 
 
@@ -429,10 +433,12 @@ async def dial_websocket(
         def bad(counter: str | None, detail: str, m: Any) -> None:
             log.info("websocket %s: %s", url, detail or "a message the client does not take")
 
-        await _pump(ws, pipe, max_message_size, bad)
-        rcvd = ws.protocol.close_rcvd
-        if rcvd is not None:
-            conn.peer_closed(rcvd.code, rcvd.reason)
+        def closed() -> None:
+            rcvd = ws.protocol.close_rcvd
+            if rcvd is not None and rcvd.code != 1000:
+                conn.peer_closed(rcvd.code, rcvd.reason)
+
+        await _pump(ws, pipe, max_message_size, bad, closed)
 
     task = asyncio.ensure_future(pump())
     conn.reader_task = task

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
 from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
 
@@ -446,3 +447,21 @@ async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_4
         assert lst.counters["bad_requests"] == 1
     finally:
         await server.shutdown()
+
+
+async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_calls_with_it(
+    served: Any,
+) -> None:
+    server, _lst, url = served
+    async with connect_websocket(
+        url, config=ClientConfig(reconnect=ReconnectPolicy(max_attempts=0))
+    ) as client:
+        sid = await client.stub(Demo, timeout=TIMEOUT).whoami()
+        probe = server.services[0].probe
+        pending = asyncio.ensure_future(client.stub(Demo, timeout=TIMEOUT).slow(Req(name="s")))
+        await asyncio.wait_for(probe.started.wait(), TIMEOUT)
+        sess = next(s for s in server.sessions if s.id == sid)
+        await sess.conn.abort(close_code(Status.RESOURCE_EXHAUSTED), "go away now")  # WebSocket close 4008
+        with pytest.raises(RpcError) as e:
+            await asyncio.wait_for(pending, TIMEOUT)
+        assert e.value.status == Status.RESOURCE_EXHAUSTED and e.value.message == "go away now"
