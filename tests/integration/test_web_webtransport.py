@@ -457,3 +457,44 @@ async def test_a_second_session_on_one_connection_is_refused(cert: Any) -> None:
                 await c.session()
             assert c.status.result() == 429
         assert listener.stats()["sessions_refused"] == 1
+
+
+async def test_kcprpc_serve_with_wt_and_ws(tmp_path: Path) -> None:
+    import base64
+
+    from serve_process import ServeProcess
+
+    from examples.quickstart.service import Greeter, HelloRequest
+    from kcprpc.cli import main
+
+    assert main(["web-cert", "--out", str(tmp_path), "--days", "2"]) == 0
+    flags = (
+        "--ws", "127.0.0.1:0",
+        "--wt", "127.0.0.1:0", "--wt-cert", str(tmp_path / "cert.pem"), "--wt-key", str(tmp_path / "key.pem"),
+        "--web-origin", "http://localhost:8000",
+    )  # fmt: skip
+    repo = Path(__file__).resolve().parents[2]
+    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+        ws_line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
+        line = await asyncio.to_thread(proc.expect, "webtransport: https://127.0.0.1:")
+        url = line.split()[1]
+        assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
+        hash_line = await asyncio.to_thread(proc.expect, "development certificate")
+        b64 = hash_line.rsplit(" ", 1)[1]
+        pem = (tmp_path / "cert.pem").read_bytes()
+        from kcprpc.web.certs import certificate_hash
+
+        assert base64.b64decode(b64) == certificate_hash(pem)
+        async with connect_webtransport(url, certificate_hashes=[base64.b64decode(b64)]) as client:
+            reply = await client.stub(Greeter).hello(HelloRequest(name="wt"))
+            assert reply.message == "Hello, wt!"
+            stats = await client.stats()
+            assert stats.server["webtransport_accepted"] == 1
+        ws_port = int(ws_line.split()[1].removeprefix("ws://").split("/")[0].rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", ws_port)
+        writer.write(b"GET /kcprpc.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        body = (await asyncio.wait_for(reader.read(), 5)).split(b"\r\n\r\n", 1)[1]
+        writer.close()
+        assert json.loads(body)["webtransport"] == {"url": url, "certificateHashes": [b64]}
+        code, _rest = await asyncio.to_thread(proc.stop)
+        assert code == 0
