@@ -663,6 +663,10 @@ export class Client implements RpcChannel {
   get sessionId(): string | null {
     return this.link?.sessionId ?? null;
   }
+  /** The server's address as the connection names it (`host:port`; a web transport's URL), while connected. */
+  get remoteAddress(): string | null {
+    return this.link?.conn.remoteAddress ?? null;
+  }
   /** True while a link is up and not draining. */
   get connected(): boolean {
     return this.link !== null && this.link.state === "ready";

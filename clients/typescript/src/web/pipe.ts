@@ -5,7 +5,7 @@
  * transport's own (a WebSocket's messages, a WebTransport stream's writer).
  */
 import type { CloseInfo } from "../rpc/connection.js";
-import { Status } from "../rpc/status.js";
+import { RpcError, Status, statusFromWire } from "../rpc/status.js";
 
 /** The counters of a web transport (`client.transportStats()`). */
 export interface WebCounters {
@@ -35,6 +35,12 @@ export function newWebCounters(): WebCounters {
     bytes_sent: 0, bytes_received: 0, datagrams_sent: 0, datagrams_received: 0, datagrams_dropped: 0, datagrams_oversized: 0,
     datagrams_unhandled: 0, protocol_errors: 0, receive_overflows: 0, send_blocked: 0,
   };
+}
+
+/** The RPC error a refusal becomes (a status 0 or out of range is UNKNOWN). */
+export function refusalError(status: number, message: string): RpcError {
+  const code = statusFromWire(status);
+  return new RpcError(code === Status.OK ? Status.UNKNOWN : code, message || `refused by the server (status ${status})`);
 }
 
 /** The close code a web server refusing with `status` closes with (WebSocket: 4000 + status). */

@@ -6,10 +6,10 @@
  * the ACCEPT's binding is its channel binding (session resume is bound to it).
  */
 import type { DatagramTransport } from "../rpc/connection.js";
-import { RpcError, Status, UsageError, statusFromWire } from "../rpc/status.js";
+import { RpcError, Status, UsageError } from "../rpc/status.js";
 import { globalWebSocket, type WebSocketConstructor, type WebSocketEventLike, type WebSocketLike } from "./dom.js";
 import { WEB_SUBPROTOCOL, WebKind, decodeAnswer, decodeMessage, encodeMessage, encodeOpen, tokenBytes, type Accept } from "./framing.js";
-import { WebPipe, webCloseStatus, within } from "./pipe.js";
+import { WebPipe, refusalError, webCloseStatus, within } from "./pipe.js";
 
 /** Options of {@link WebSocketTransport.open}. */
 export interface WebSocketTransportOptions {
@@ -46,12 +46,6 @@ function messageBytes(data: unknown): Uint8Array | null {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return null;
-}
-
-/** The RPC error a refusal becomes (a status 0 or out of range is UNKNOWN). */
-export function refusalError(status: number, message: string): RpcError {
-  const code = statusFromWire(status);
-  return new RpcError(code === Status.OK ? Status.UNKNOWN : code, message || `refused by the server (status ${status})`);
 }
 
 /** A kcprpc connection over a WebSocket: the byte pipe and datagrams under a {@link MuxConnection}. */
