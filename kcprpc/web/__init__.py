@@ -24,6 +24,12 @@ if TYPE_CHECKING:
         dial_websocket,
         listen_websocket,
     )
+    from kcprpc.web.webtransport import (
+        WebTransportListener,
+        connect_webtransport,
+        dial_webtransport,
+        listen_webtransport,
+    )
 
 __all__ = [
     "SUBPROTOCOL",
@@ -32,10 +38,14 @@ __all__ = [
     "WebPipe",
     "WebSocketListener",
     "WebSocketOptions",
+    "WebTransportListener",
     "WebTransportOptions",
     "connect_websocket",
+    "connect_webtransport",
     "dial_websocket",
+    "dial_webtransport",
     "listen_websocket",
+    "listen_webtransport",
 ]
 
 _LAZY = {
@@ -44,11 +54,15 @@ _LAZY = {
     "connect_websocket": "kcprpc.web.websocket",
     "dial_websocket": "kcprpc.web.websocket",
     "listen_websocket": "kcprpc.web.websocket",
+    "WebTransportListener": "kcprpc.web.webtransport",
+    "connect_webtransport": "kcprpc.web.webtransport",
+    "dial_webtransport": "kcprpc.web.webtransport",
+    "listen_webtransport": "kcprpc.web.webtransport",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """The names whose modules need the ``web`` extra (``websockets``), imported on first use."""
+    """The names whose modules need the ``web`` extra (``websockets``, ``aioquic``), imported on first use."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kcprpc.web' has no attribute {name!r}")
