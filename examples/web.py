@@ -1,0 +1,119 @@
+"""Serving an example to browsers: the WebSocket listener (with the pages of examples/browser and
+the discovery document ``/kcprpc.json``) and, when asked, the WebTransport listener with a fresh
+development certificate, beside the example's KCP listener (docs/browser.md).
+
+    python -m examples.live --serve --web 127.0.0.1:8080 [--wt 127.0.0.1:4433]
+    python -m examples.game --serve --web 127.0.0.1:8081 [--wt 127.0.0.1:4434]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kcprpc
+from examples.common import host_port
+
+WEB_ROOT = Path(__file__).resolve().parent / "browser"
+"""The pages (examples/browser): ``live/``, ``game/`` and what they share."""
+
+
+def add_web_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--web HOST:PORT``, ``--wt HOST:PORT``, ``--web-origin ORIGIN``, ``--json``."""
+    ap.add_argument(
+        "--web", type=host_port, metavar="HOST:PORT",
+        help="also listen for browsers over WebSocket there, serving the pages of examples/browser",
+    )  # fmt: skip
+    ap.add_argument(
+        "--wt", type=host_port, metavar="HOST:PORT",
+        help="also listen for WebTransport (UDP) there, with a development certificate made at start",
+    )  # fmt: skip
+    ap.add_argument(
+        "--web-origin", action="append", metavar="ORIGIN",
+        help="an origin allowed to connect (repeatable; default: the page's own, http://HOST:PORT of --web)",
+    )  # fmt: skip
+    ap.add_argument("--json", action="store_true", help="print the addresses as one JSON line (for tests)")
+
+
+@dataclass
+class WebServing:
+    """What :func:`start_web` started: the listeners' addresses and the page URL base."""
+
+    kcp: tuple[str, int]
+    http: str | None = None
+    """``http://HOST:PORT`` of the WebSocket listener (the pages, ``/kcprpc.json``)."""
+    webtransport: str | None = None
+    """``https://HOST:PORT/kcprpc`` of the WebTransport listener."""
+    certificate_hash: str | None = None
+    """The development certificate's SHA-256 (base64), for ``serverCertificateHashes``."""
+    listeners: list[Any] = field(default_factory=list)
+
+    def describe(self, page: str) -> dict[str, Any]:
+        """The addresses, with the URL of ``page`` (e.g. ``"live/"``)."""
+        return {
+            "kcp": f"{self.kcp[0]}:{self.kcp[1]}",
+            "page": f"{self.http}/{page}" if self.http else None,
+            "http": self.http,
+            "webtransport": self.webtransport,
+            "certificate_hash": self.certificate_hash,
+        }
+
+
+async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.Namespace) -> WebServing:
+    """Start the listeners ``args`` asks for (``--web``, ``--wt``) on ``server`` (started);
+    they close with ``server.shutdown()``."""
+    out = WebServing(kcp)
+    if args.wt is not None and args.web is None:
+        raise kcprpc.UsageError("--wt needs --web: the pages and /kcprpc.json come from the WebSocket listener")
+    if args.web is None:
+        return out
+    from kcprpc import web  # the `web` extra: pip install 'kcprpc[web]'
+
+    wt_url = None
+    hashes: list[str] = []
+    if args.wt is not None:
+        cert = web.make_dev_certificate()
+        tmp = tempfile.TemporaryDirectory(prefix="kcprpc-dev-cert-")
+        cert_path, key_path = cert.write(tmp.name)
+        wt = await web.listen_webtransport(
+            server, args.wt[0], args.wt[1], web.WebTransportOptions(certfile=str(cert_path), keyfile=str(key_path))
+        )
+        tmp.cleanup()  # loaded: the files are no longer needed
+        wt_host, wt_port = wt.address[:2]
+        wt_url = f"https://{wt_host}:{wt_port}/kcprpc"
+        hashes = [cert.hash_base64]
+        out.webtransport, out.certificate_hash = wt_url, cert.hash_base64
+        out.listeners.append(wt)
+    host, port = args.web
+    page_origin = f"http://{host}:{port}"
+    ws = await web.listen_websocket(
+        server,
+        host,
+        port,
+        web.WebSocketOptions(
+            origins=tuple(args.web_origin or ()) or ("*" if port == 0 else page_origin,),
+            web_root=str(WEB_ROOT),
+            webtransport_url=wt_url,
+            certificate_hashes=tuple(hashes),
+        ),
+    )
+    h, p = ws.address[:2]
+    out.http = f"http://{h}:{p}"
+    out.listeners.append(ws)
+    return out
+
+
+def announce(serving: WebServing, page: str, as_json: bool) -> None:
+    """Print where the example listens (one JSON line with ``--json``)."""
+    d = serving.describe(page)
+    if as_json:
+        print(json.dumps(d), flush=True)
+        return
+    if d["page"]:
+        print(f"open {d['page']} in a browser", flush=True)
+    if d["webtransport"]:
+        print(f"webtransport on {d['webtransport']} (development certificate sha-256 {d['certificate_hash']})")
