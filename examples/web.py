@@ -22,14 +22,22 @@ WEB_ROOT = Path(__file__).resolve().parent / "browser"
 """The pages (examples/browser): ``live/``, ``game/`` and what they share."""
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``argparse`` type: ``HOST:PORT`` to listen on, port 0 meaning any free one."""
+    head, sep, port = text.rpartition(":")
+    if sep and port == "0":
+        return host_port(f"{head}:1")[0], 0
+    return host_port(text)
+
+
 def add_web_arguments(ap: argparse.ArgumentParser) -> None:
     """``--web HOST:PORT``, ``--wt HOST:PORT``, ``--web-origin ORIGIN``, ``--json``."""
     ap.add_argument(
-        "--web", type=host_port, metavar="HOST:PORT",
+        "--web", type=listen_address, metavar="HOST:PORT",
         help="also listen for browsers over WebSocket there, serving the pages of examples/browser",
     )  # fmt: skip
     ap.add_argument(
-        "--wt", type=host_port, metavar="HOST:PORT",
+        "--wt", type=listen_address, metavar="HOST:PORT",
         help="also listen for WebTransport (UDP) there, with a development certificate made at start",
     )  # fmt: skip
     ap.add_argument(
@@ -71,7 +79,10 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
         raise kcprpc.UsageError("--wt needs --web: the pages and /kcprpc.json come from the WebSocket listener")
     if args.web is None:
         return out
-    from kcprpc import web  # the `web` extra: pip install 'kcprpc[web]'
+    try:
+        from kcprpc import web
+    except ImportError as e:
+        raise kcprpc.UsageError(f"--web needs the web extra: pip install 'kcprpc[web]' ({e})") from None
 
     wt_url = None
     hashes: list[str] = []
