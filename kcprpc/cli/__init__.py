@@ -5,6 +5,7 @@
     kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [transport flags]
     kcprpc list | describe | call | watch | ping | stats  HOST:PORT ... [transport flags]
     kcprpc keygen [-o FILE]
+    kcprpc web-cert --out DIR [--days N]
     kcprpc idl export | check | gen-python | gen-ts | validate ...
 
 Every command that talks to a server, and ``serve`` itself, takes the same transport flags, named
@@ -16,7 +17,7 @@ as kcptun names them (``--crypt``, ``--key``, ``--datashard``, ``--parityshard``
 The package, one module per concern: :mod:`~kcprpc.cli.flags` (the transport flags),
 :mod:`~kcprpc.cli.serve`, :mod:`~kcprpc.cli.commands` and :mod:`~kcprpc.cli.call` (the
 grpcurl-like client commands) with :mod:`~kcprpc.cli.connect`, :mod:`~kcprpc.cli.catalog`,
-:mod:`~kcprpc.cli.schema` and :mod:`~kcprpc.cli.render`; :mod:`~kcprpc.cli.keygen`,
+:mod:`~kcprpc.cli.schema` and :mod:`~kcprpc.cli.render`; :mod:`~kcprpc.cli.keygen`, :mod:`~kcprpc.cli.webcert`,
 :mod:`~kcprpc.cli.idl`; :mod:`~kcprpc.cli.args`, :mod:`~kcprpc.cli.files` and
 :mod:`~kcprpc.cli.runner` (parsing, files, exit codes and the event loop).
 
@@ -39,6 +40,7 @@ from kcprpc.cli.idl import add_idl_commands
 from kcprpc.cli.keygen import add_keygen_command
 from kcprpc.cli.runner import run_command
 from kcprpc.cli.serve import add_serve_command
+from kcprpc.cli.webcert import add_web_cert_command
 
 __all__ = ["build_parser", "main"]
 
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)  # list, describe, call, watch, ping, stats
     add_keygen_command(sub)
     add_idl_commands(sub)  # idl export, check, gen-python, gen-ts, validate (docs/idl.md)
+    add_web_cert_command(sub)  # a development certificate for WebTransport
     return ap
 
 
