@@ -36,19 +36,46 @@ export function status(state, text) {
 }
 
 /**
- * Connect to the page's own server (discovery: GET /kcprpc.json) over the wanted transport, with
- * reconnect and resume (the client takes its session back after a dropped connection). Returns
- * the client and the name of the transport in use.
+ * Connect to the page's own server over the wanted transport: the endpoints come from the
+ * server's discovery document (/kcprpc.json); with "auto", WebTransport when the server offers it
+ * and the browser has it, else (or when it fails) WebSocket. The client reconnects a dropped
+ * connection and resumes its session (`reconnect.restore`), dialling the same way.
+ *
+ * Returns `{client, link}`: `link.transport` names the transport of the current connection
+ * ("websocket" or "webtransport"), `link.drop()` cuts it the hard way (abort, as a lost network
+ * would: the client notices and reconnects).
  */
 export async function connect(hooks = {}) {
-  const client = await kcprpc.connectWeb({
-    discovery: new URL("/kcprpc.json", location.href).href,
-    transport: wantedTransport(),
+  const want = wantedTransport();
+  const endpoints = await kcprpc.discover(new URL("/", location.href).href);
+  const canWT = Boolean(endpoints.webtransport) && typeof globalThis.WebTransport !== "undefined";
+  const order = want === "auto" ? (canWT ? ["webtransport", "websocket"] : ["websocket"]) : [want];
+  const timeout = { connectTimeoutMs: 5000 };
+  const dial = {};
+  for (const name of order) dial[name] = kcprpc.webConnector(endpoints, { transport: name, ...timeout });
+  const link = { transport: null, connection: null, connections: 0 };
+  link.drop = () => link.connection?.transport.abort();
+  const connector = async () => {
+    let failure = null;
+    for (const name of order) {
+      try {
+        const connection = await dial[name]();
+        Object.assign(link, { transport: name, connection, connections: link.connections + 1 });
+        hooks.onTransport?.(name);
+        return connection;
+      } catch (e) {
+        failure = e; // "auto": WebTransport failed, WebSocket next
+      }
+    }
+    throw failure;
+  };
+  const client = await kcprpc.Client.connect(connector, {
+    ...timeout,
     defaultTimeoutMs: 5000,
     heartbeat: { intervalMs: 500, timeoutMs: 2500 },
     reconnect: { initialMs: 100, maximumMs: 1000, restore: true },
     onDisconnect: (reason) => hooks.onDisconnect?.(reason),
     onReconnect: () => hooks.onReconnect?.(),
   });
-  return { client, transport: client.transport ?? wantedTransport() };
+  return { client, link };
 }

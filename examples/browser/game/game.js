@@ -26,7 +26,10 @@ const name = params.get("name") || "web";
 
 const view = {
   state: "loading",
+  /** The transport of the current connection: "websocket" or "webtransport". */
   transport: null,
+  /** The connection (link.drop() cuts it: the client reconnects and resumes). */
+  link: null,
   /** The join reply: {player_id, x, y, tick_hz, state}. */
   joined: null,
   tick: 0,
@@ -45,6 +48,8 @@ const view = {
   reconnects: 0,
 };
 window.gameView = view;
+/** Cut the connection (as a lost network would): the client reconnects and resumes. */
+view.drop = () => view.link?.drop();
 
 const canvas = document.getElementById("room");
 const ctx = canvas.getContext("2d");
@@ -107,7 +112,11 @@ function sync(state) {
 
 async function play() {
   setState("connecting");
-  const { client, transport } = await connect({
+  const { client, link } = await connect({
+    onTransport: (name) => {
+      view.transport = name;
+      show("transport", name);
+    },
     onDisconnect: (reason) => {
       view.disconnects++;
       setState("disconnected", reason);
@@ -118,8 +127,7 @@ async function play() {
     },
   });
   view.client = client;
-  view.transport = transport;
-  show("transport", transport);
+  view.link = link;
   // attached before the join: the first snapshot may come before the reply
   const states = kcprpc.clientState(client, MatchState, `state:${room}`);
   states.onState((s) => {

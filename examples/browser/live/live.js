@@ -26,7 +26,10 @@ const view = {
   items: [],
   /** The last saved position [epoch, offset] (null: none yet). */
   position: null,
+  /** The transport of the current connection: "websocket" or "webtransport". */
   transport: null,
+  /** The connection (link.drop() cuts it: the client reconnects and resumes). */
+  link: null,
   /** The last viewer count (an unreliable event) and how many such events came. */
   viewers: null,
   unreliable: 0,
@@ -46,6 +49,8 @@ const view = {
   client: null,
 };
 window.liveView = view;
+/** Cut the connection (as a lost network would): the client reconnects and resumes. */
+view.drop = () => view.link?.drop();
 
 const list = document.getElementById("messages");
 
@@ -115,7 +120,11 @@ async function live() {
     for (const item of view.items) render(item);
   }
   setState("connecting");
-  const { client, transport } = await connect({
+  const { client, link } = await connect({
+    onTransport: (name) => {
+      view.transport = name;
+      show("transport", name);
+    },
     onDisconnect: (reason) => {
       view.disconnects++;
       setState("disconnected", reason);
@@ -126,8 +135,7 @@ async function live() {
     },
   });
   view.client = client;
-  view.transport = transport;
-  show("transport", transport);
+  view.link = link;
   for (const name of ["live.chat", "live.gift", "live.score"]) client.on(name, (d, info) => onMessage(name, d, info));
   client.on("live.viewers", (d, info) => {
     view.unreliable++;
