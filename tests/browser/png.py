@@ -102,7 +102,7 @@ def parse_colour(css: str) -> tuple[int, int, int]:
 
 def close(px: tuple[int, ...], colour: tuple[int, int, int], tolerance: int = 24) -> bool:
     """Whether ``px``'s RGB is within ``tolerance`` of ``colour`` in every channel."""
-    return all(abs(p - c) <= tolerance for p, c in zip(px[:3], colour))
+    return len(px) >= 3 and all(abs(p - c) <= tolerance for p, c in zip(px[:3], colour, strict=True))
 
 
 def difference(a: Image, b: Image, tolerance: int = 16) -> float:
