@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,14 @@ class WebServing:
     certificate_hash: str | None = None
     """The development certificate's SHA-256 (base64), for ``serverCertificateHashes``."""
     listeners: list[Any] = field(default_factory=list)
+    folder: tempfile.TemporaryDirectory[str] | None = None
+    """The folder the WebSocket listener serves (a copy made at start)."""
+
+    def close(self) -> None:
+        """Remove the served folder (after the server's shutdown)."""
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
 
     def describe(self, page: str) -> dict[str, Any]:
         """The addresses, with the URL of ``page`` (e.g. ``"live/"``)."""
@@ -71,9 +80,27 @@ class WebServing:
         }
 
 
+BUNDLE = Path(__file__).resolve().parents[1] / "clients" / "typescript" / "dist" / "browser" / "kcprpc.js"
+"""The kcprpc browser bundle the pages import as ``/kcprpc.js`` (built in clients/typescript)."""
+
+
+def web_folder(into: Path) -> Path:
+    """The folder the WebSocket listener serves: the pages of examples/browser and the bundle
+    as ``/kcprpc.js``, copied into ``into`` at start (a listener serves nothing from outside its
+    folder, symlinks included, and the bundle lives in clients/typescript)."""
+    if not BUNDLE.is_file():
+        raise kcprpc.UsageError(
+            f"the browser bundle {BUNDLE} is missing: build it first "
+            "(cd clients/typescript && npm ci && npm run build:browser)"
+        )
+    shutil.copytree(WEB_ROOT, into, dirs_exist_ok=True)
+    shutil.copy2(BUNDLE, into / "kcprpc.js")
+    return into
+
+
 async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.Namespace) -> WebServing:
     """Start the listeners ``args`` asks for (``--web``, ``--wt``) on ``server`` (started);
-    they close with ``server.shutdown()``."""
+    they close with ``server.shutdown()``, the served folder with :meth:`WebServing.close`."""
     out = WebServing(kcp)
     if args.wt is not None and args.web is None:
         raise kcprpc.UsageError("--wt needs --web: the pages and /kcprpc.json come from the WebSocket listener")
@@ -84,37 +111,35 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
     except ImportError as e:
         raise kcprpc.UsageError(f"--web needs the web extra: pip install 'kcprpc[web]' ({e})") from None
 
-    wt_url = None
-    hashes: list[str] = []
-    if args.wt is not None:
-        cert = web.make_dev_certificate()
-        tmp = tempfile.TemporaryDirectory(prefix="kcprpc-dev-cert-")
-        cert_path, key_path = cert.write(tmp.name)
-        wt = await web.listen_webtransport(
-            server, args.wt[0], args.wt[1], web.WebTransportOptions(certfile=str(cert_path), keyfile=str(key_path))
-        )
-        tmp.cleanup()  # loaded: the files are no longer needed
-        wt_host, wt_port = wt.address[:2]
-        wt_url = f"https://{wt_host}:{wt_port}/kcprpc"
-        hashes = [cert.hash_base64]
-        out.webtransport, out.certificate_hash = wt_url, cert.hash_base64
-        out.listeners.append(wt)
+    out.folder = tempfile.TemporaryDirectory(prefix="kcprpc-web-")
+    root = web_folder(Path(out.folder.name))
     host, port = args.web
     page_origin = f"http://{host}:{port}"
-    ws = await web.listen_websocket(
-        server,
-        host,
-        port,
-        web.WebSocketOptions(
-            origins=tuple(args.web_origin or ()) or ("*" if port == 0 else page_origin,),
-            web_root=str(WEB_ROOT),
-            webtransport_url=wt_url,
-            certificate_hashes=tuple(hashes),
-        ),
-    )
+    # port 0: the page's origin is known only once listening, so any origin may connect
+    origins = tuple(args.web_origin or ()) or (("*",) if port == 0 else (page_origin,))
+    ws = await web.listen_websocket(server, host, port, web.WebSocketOptions(origins=origins, web_root=root))
     h, p = ws.address[:2]
     out.http = f"http://{h}:{p}"
     out.listeners.append(ws)
+    if args.wt is not None:
+        # discovery (/kcprpc.json on the WebSocket listener) announces this listener and its hash
+        cert = web.make_dev_certificate()
+        cert_path, key_path = cert.write(Path(out.folder.name) / ".cert")
+        wt = await web.listen_webtransport(
+            server,
+            args.wt[0],
+            args.wt[1],
+            web.WebTransportOptions(
+                origins=tuple(args.web_origin or ()) or (out.http,),
+                certificate=cert_path,
+                private_key=key_path,
+                certificate_hashes=(cert.hash_base64,),
+            ),
+        )
+        wt_host, wt_port = wt.address[:2]
+        out.webtransport = f"https://{wt_host}:{wt_port}/kcprpc"
+        out.certificate_hash = cert.hash_base64
+        out.listeners.append(wt)
     return out
 
 

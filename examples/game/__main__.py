@@ -87,9 +87,11 @@ async def main(args: argparse.Namespace) -> int:
     host, port = await server.start()
     if not args.json:
         print(f"game server on kcp://{host}:{port}, matches tick at 20 Hz, state sync to each player", flush=True)
+    serving = None
     try:
         if args.serve:
-            announce(await start_web(server, (host, port), args), "game/", args.json)
+            serving = await start_web(server, (host, port), args)
+            announce(serving, "game/", args.json)
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -110,6 +112,8 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if rep["min_states"] > 0 else 1
     finally:
         await server.shutdown(grace=1.0)
+        if serving is not None:
+            serving.close()
 
 
 def run() -> None:

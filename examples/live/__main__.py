@@ -35,8 +35,10 @@ async def serve(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"live server on kcp://{host}:{port}", flush=True)
     viewers = asyncio.ensure_future(report_viewers(server, "main"))
+    serving = None
     try:
-        announce(await start_web(server, (host, port), args), "live/", args.json)
+        serving = await start_web(server, (host, port), args)
+        announce(serving, "live/", args.json)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -47,6 +49,8 @@ async def serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await viewers
         await server.shutdown(grace=1.0)
+        if serving is not None:
+            serving.close()
 
 
 async def main(args: argparse.Namespace) -> int:
