@@ -51,6 +51,7 @@ class HealthService(Service, name="kcprpc.Health"):
         except Exception:
             transport = {}
         server_stats = dict(ctx.server.stats)
+        server_stats.update(ctx.server.listener_stats())  # web listeners (Server.add_listener)
         server_stats["sessions"] = len(ctx.server.sessions)
         return StatsResponse(
             transport=transport,

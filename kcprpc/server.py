@@ -18,7 +18,7 @@ import inspect
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -59,10 +59,39 @@ loop there), and exited by :meth:`Server.shutdown` after every connection closed
 
 log = logging.getLogger("kcprpc.server")
 
-__all__ = ["PushHub", "Server", "ServerConfig", "ServerContext", "ServerSession", "current_context"]
+__all__ = [
+    "PushHub",
+    "Server",
+    "ServerConfig",
+    "ServerContext",
+    "ServerListener",
+    "ServerSession",
+    "current_context",
+]
 
 _SWEEP_SLICE = 500
 """Sessions the sweep checks before it lets the event loop run other callbacks."""
+
+
+class ServerListener(Protocol):
+    """Something more that brings connections to a server (:meth:`Server.add_listener`): the web
+    listeners of :mod:`kcprpc.web`. It hands each connection to :meth:`Server.handle_connection`."""
+
+    name: str
+    """Prefixes its counters in the server's stats call (``websocket_accepted`` ...)."""
+
+    def close(self) -> None:
+        """Stop listening and end its connections."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Wait until closed."""
+        ...
+
+    def stats(self) -> Mapping[str, int]:
+        """Its counters."""
+        ...
+
 
 BuiltinServices = Callable[[bool], list[object]]
 """Makes the built-in service instances of one server (the argument: with reflection or not)."""
@@ -183,6 +212,8 @@ class Server:
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self._listener: RpcListener | None = None
+        self.listeners: list[ServerListener] = []
+        """The listeners added with :meth:`add_listener` (the KCP listener is not one of them)."""
         self._sweeper: asyncio.Future[None] | None = None
         self._accept_task: asyncio.Future[None] | None = None
         self._serving: asyncio.Future[None] | None = None
@@ -198,6 +229,36 @@ class Server:
                 raise UsageError(f"method {m.wire_name!r} registered twice")
             self._methods[m.wire_name] = (m, getattr(svc, m.attr))
         self.services.append(svc)
+
+    def add_listener(self, listener: ServerListener) -> None:
+        """Add a listener that brings connections (:func:`kcprpc.web.listen_websocket` adds
+        itself): :meth:`shutdown` stops it taking new ones when it begins (its ``drain()``, when
+        it has one), then closes it; its ``stats()`` join the stats call, each counter prefixed
+        with its ``name``."""
+        if self._closing:
+            raise UsageError("add_listener() on a server that is shutting down")
+        for a in ("close", "wait_closed", "stats"):
+            if not callable(getattr(listener, a, None)):
+                raise UsageError(
+                    f"add_listener(): a listener has close(), wait_closed() and stats(); {listener!r} has no {a}()"
+                )
+        if listener not in self.listeners:
+            self.listeners.append(listener)
+
+    def listener_stats(self) -> dict[str, int]:
+        """The counters of the listeners added with :meth:`add_listener`, ``<name>_<counter>``."""
+        out: dict[str, int] = {}
+        for lst in self.listeners:
+            name = getattr(lst, "name", type(lst).__name__)
+            try:
+                stats = lst.stats()
+            except Exception:
+                log.exception("listener %s: stats() raised", name)
+                continue
+            for k, v in stats.items():
+                key = f"{name}_{k}"
+                out[key] = out.get(key, 0) + int(v)
+        return out
 
     @property
     def wire_mode(self) -> Literal["secure", "compat"]:
@@ -589,6 +650,10 @@ class Server:
             self._accept_task.cancel()
         if self._listener is not None:
             self._listener.drain()
+        for lst in self.listeners:
+            drain = getattr(lst, "drain", None)
+            if callable(drain):
+                drain()
         for s in list(self.sessions):
             s.send_frame(s.protocol.goaway(Status.UNAVAILABLE, "server shutting down"))
         loop = asyncio.get_running_loop()
@@ -610,6 +675,12 @@ class Server:
         if self._listener is not None:
             self._listener.close()
             await self._listener.wait_closed()
+        for lst in self.listeners:
+            try:
+                lst.close()
+                await lst.wait_closed()
+            except Exception:
+                log.exception("closing listener %s raised", getattr(lst, "name", lst))
         for t in list(self.tasks):
             t.cancel()
         if self._sweeper is not None:

@@ -563,6 +563,9 @@ class ServerHost(Protocol):
     def backlog_released(self, nbytes: int) -> None:
         """A session that held ``nbytes`` of send backlog ended."""
 
+    def listener_stats(self) -> dict[str, int]:
+        """The counters of the server's added listeners (the web ones), ``<name>_<counter>``."""
+
     def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
         """A fresh resume token for ``session``'s WELCOME (``{"token", "window_ms"}``; the previous
         one is no longer valid), or None when it cannot be resumed."""
