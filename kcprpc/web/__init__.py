@@ -7,3 +7,65 @@ One concern per module: :mod:`~kcprpc.web.framing` (the messages, sans-I/O),
 share: OPEN, authorize, counters). The ``websockets`` and ``aioquic`` packages (the ``web`` extra)
 are imported only by the modules that speak them.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kcprpc.web.connection import WebConnection
+from kcprpc.web.options import WebOptions, WebSocketOptions, WebTransportOptions
+from kcprpc.web.pipe import WebPipe
+
+if TYPE_CHECKING:
+    from kcprpc.web.websocket import (
+        SUBPROTOCOL,
+        WebSocketListener,
+        connect_websocket,
+        dial_websocket,
+        listen_websocket,
+    )
+    from kcprpc.web.webtransport import (
+        WebTransportListener,
+        connect_webtransport,
+        dial_webtransport,
+        listen_webtransport,
+    )
+
+__all__ = [
+    "SUBPROTOCOL",
+    "WebConnection",
+    "WebOptions",
+    "WebPipe",
+    "WebSocketListener",
+    "WebSocketOptions",
+    "WebTransportListener",
+    "WebTransportOptions",
+    "connect_websocket",
+    "connect_webtransport",
+    "dial_websocket",
+    "dial_webtransport",
+    "listen_websocket",
+    "listen_webtransport",
+]
+
+_LAZY = {
+    "SUBPROTOCOL": "kcprpc.web.websocket",
+    "WebSocketListener": "kcprpc.web.websocket",
+    "connect_websocket": "kcprpc.web.websocket",
+    "dial_websocket": "kcprpc.web.websocket",
+    "listen_websocket": "kcprpc.web.websocket",
+    "WebTransportListener": "kcprpc.web.webtransport",
+    "connect_webtransport": "kcprpc.web.webtransport",
+    "dial_webtransport": "kcprpc.web.webtransport",
+    "listen_webtransport": "kcprpc.web.webtransport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names whose modules need the ``web`` extra (``websockets``, ``aioquic``), imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kcprpc.web' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

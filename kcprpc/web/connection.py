@@ -9,6 +9,7 @@ by the transport's reader).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ class WebConnection(MuxConnection):
         binding: bytes,
         max_datagram_size: int,
         remote_address: Any = None,
+        transport: Any = None,
     ) -> None:
         super().__init__(
             MuxSession(pipe, client=client, config=mux_config),
@@ -58,6 +60,11 @@ class WebConnection(MuxConnection):
             channel_binding=binding,
         )
         self.pipe = pipe
+        self.transport = transport
+        """The network connection under the pipe (a ``websockets`` connection, a WebTransport
+        session), for diagnostics and tests."""
+        self.reader_task: asyncio.Future[None] | None = None
+        """The task that feeds the pipe from the network, when the connection's dial made one."""
         self._callbacks: list[Callable[[TransportEvent], None]] = []
 
     async def abort(self, code: int | None = None, message: str = "") -> None:

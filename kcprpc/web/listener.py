@@ -224,9 +224,10 @@ class WebListenerBase:
 
     # -- serving -------------------------------------------------------------------------------------
 
-    def serve(self, pipe: WebPipe, admitted: Admitted, address: Any) -> WebConnection:
+    def serve(self, pipe: WebPipe, admitted: Admitted, address: Any, transport: Any = None) -> WebConnection:
         """Wrap ``pipe`` in a :class:`WebConnection` and hand it to ``server.handle_connection``
-        (in a task this listener holds); returns the connection."""
+        (in a task this listener holds); returns the connection. ``transport``: the network
+        connection under the pipe (kept as ``WebConnection.transport``)."""
         conn = WebConnection(
             pipe,
             client=False,
@@ -234,6 +235,7 @@ class WebListenerBase:
             binding=admitted.binding,
             max_datagram_size=admitted.max_datagram,
             remote_address=address,
+            transport=transport,
         )
         self.counters["accepted"] += 1
         self.connections.add(conn)

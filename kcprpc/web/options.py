@@ -17,11 +17,15 @@ from kcprpc.web.framing import MAX_TOKEN
 
 __all__ = [
     "DEFAULT_PATH",
+    "MAX_WEBTRANSPORT_DATAGRAM",
     "Authorize",
     "WebOptions",
     "WebSocketOptions",
     "WebTransportOptions",
 ]
+
+MAX_WEBTRANSPORT_DATAGRAM = 1024
+"""The largest RPC datagram over WebTransport (docs/wire-format/web.md, "WebTransport notes")."""
 
 DEFAULT_PATH = "/kcprpc"
 """Where a web client connects unless the listener says otherwise."""
@@ -134,16 +138,22 @@ class WebTransportOptions(WebOptions):
       makes a development one);
     * ``certificate_hashes``: the base64 SHA-256 hashes a browser pins with
       ``serverCertificateHashes`` (a development certificate's), announced by discovery;
-    * ``max_datagram`` defaults to what fits one QUIC packet.
+    * ``max_datagram``: at most :data:`MAX_WEBTRANSPORT_DATAGRAM` (1024, the default): what
+      Chromium sends (its ``datagrams.maxDatagramSize``) and what fits one 1200-byte QUIC packet.
     """
 
     certificate: str | Path | None = None
     private_key: str | Path | None = None
     certificate_hashes: tuple[str, ...] = ()
-    max_datagram: int = 1100
+    max_datagram: int = 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_datagram > MAX_WEBTRANSPORT_DATAGRAM:
+            raise UsageError(
+                f"WebTransportOptions: max_datagram must be at most {MAX_WEBTRANSPORT_DATAGRAM} "
+                f"(a browser sends no larger WebTransport datagram), not {self.max_datagram}"
+            )
         object.__setattr__(self, "certificate_hashes", tuple(self.certificate_hashes))
 
 

@@ -1,0 +1,449 @@
+"""kcprpc over WebSocket (docs/wire-format/web.md, "Over WebSocket"), with the ``websockets``
+package's asyncio API: the listener (:func:`listen_websocket`) and the Python client
+(:func:`connect_websocket`).
+
+The listener answers the WebSocket handshake at ``options.path`` only for the subprotocol
+``kcprpc.v1`` and an allowed ``Origin``, then reads the messages: ``OPEN`` within
+``open_timeout``, answered by :class:`~kcprpc.web.listener.WebListenerBase`; then ``STREAM``
+chunks into the connection's :class:`~kcprpc.web.pipe.WebPipe` (under which the mux runs) and
+``DATAGRAM``s into its datagram queue. Anything else ends the connection (1002; 1009 for a
+message over ``max_message_size``) and is counted. Other plain ``GET`` requests are the discovery
+document and the ``web_root`` files (:mod:`kcprpc.web.static`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.http11 import Request, Response
+
+from kcprpc.client import Client
+from kcprpc.client_config import ClientConfig
+from kcprpc.config import RPC_MUX_CONFIG
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.interceptors import ClientInterceptor
+from kcprpc.mux import MuxConfig
+from kcprpc.status import Status
+from kcprpc.web.connection import WebConnection, status_close_code
+from kcprpc.web.framing import (
+    DATAGRAM,
+    STREAM,
+    Accept,
+    Open,
+    Refuse,
+    decode,
+    encode_open,
+)
+from kcprpc.web.listener import Admitted, WebListenerBase
+from kcprpc.web.options import WebSocketOptions
+from kcprpc.web.pipe import WebPipe
+from kcprpc.web.static import DISCOVERY_PATH, HttpReply, discovery_document, discovery_reply, serve_file
+
+if TYPE_CHECKING:
+    from kcprpc.server import Server
+
+__all__ = ["SUBPROTOCOL", "WebSocketListener", "connect_websocket", "dial_websocket", "listen_websocket"]
+
+SUBPROTOCOL = "kcprpc.v1"
+"""The WebSocket subprotocol a kcprpc client offers and the listener requires."""
+
+log = logging.getLogger("kcprpc.web")
+
+_CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take before the TCP connection is cut
+_MAX_REASON = 123  # bytes of a WebSocket close reason
+
+
+def _reason(text: str) -> str:
+    """``text`` cut to what a close frame carries (123 UTF-8 bytes)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= _MAX_REASON:
+        return text
+    return raw[:_MAX_REASON].decode("utf-8", "ignore")
+
+
+def _make_pipe(
+    ws: ServerConnection | ClientConnection, max_datagram: int, max_receive_buffer: int
+) -> WebPipe:
+    """The pipe of one WebSocket: STREAM and DATAGRAM messages out, its close as the pipe's."""
+
+    def backlog() -> int:
+        try:
+            return int(ws.transport.get_write_buffer_size())
+        except Exception:
+            return 0
+
+    async def on_close(code: int | None, reason: str) -> None:
+        closing = asyncio.ensure_future(ws.close(code or 1000, _reason(reason)))
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), 1.0 if code else _CLOSE_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionClosed):
+            ws.transport.abort()  # a peer that does not read does not answer the close either
+
+    return WebPipe(
+        lambda chunk: ws.send(b"\x03" + chunk),
+        lambda data: ws.send(b"\x04" + data),
+        transport_backlog=backlog,
+        on_close=on_close,
+        max_receive_buffer=max_receive_buffer,
+        max_datagram_size=max_datagram,
+    )
+
+
+async def _recv(ws: ServerConnection | ClientConnection) -> bytes | str | None:
+    """The next message, None once the connection closed."""
+    try:
+        return await ws.recv()
+    except ConnectionClosed:
+        return None
+
+
+def _oversized(ws: ServerConnection | ClientConnection) -> bool:
+    """True when this side closed the connection for a message over ``max_size`` (1009)."""
+    sent = ws.protocol.close_sent
+    return sent is not None and sent.code == 1009
+
+
+async def _pump(
+    ws: ServerConnection | ClientConnection,
+    pipe: WebPipe,
+    max_message: int,
+    bad: Any,
+) -> None:
+    """Feed ``pipe`` with the messages of ``ws`` until it closes (or a protocol error:
+    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002)."""
+    try:
+        while not pipe.closed:
+            await pipe.wait_room(max_message)
+            if pipe.closed:
+                break
+            data = await _recv(ws)
+            if data is None:
+                if _oversized(ws):
+                    bad("oversized", f"a message over {max_message} bytes", None)
+                break
+            if isinstance(data, str):
+                bad("text_messages", "a text message", None)
+                pipe.abort(1002, "text message")
+                break
+            # the hot path: no decode() copy for the two kinds that flow
+            if data and data[0] == STREAM and len(data) > 1:
+                if not pipe.feed_stream(data[1:]):
+                    bad("receive_overflows", "stream bytes past the receive buffer", None)
+                    pipe.abort(1002, "receive buffer overflow")
+                    break
+                continue
+            if data and data[0] == DATAGRAM:
+                pipe.feed_datagram(data[1:])
+                continue
+            msg = decode(data)
+            bad(None, "", msg)
+            pipe.abort(1002, "protocol error")
+            break
+    finally:
+        pipe.feed_eof()
+
+
+class WebSocketListener(WebListenerBase):
+    """A WebSocket listener of a :class:`kcprpc.Server` (made by :func:`listen_websocket`).
+
+    ``address`` is the bound (host, port); :meth:`stats` its counters (also in the server's stats
+    call as ``websocket_<counter>``); :meth:`announce` adds to the discovery document."""
+
+    name = "websocket"
+
+    def __init__(self, server: Server, options: WebSocketOptions) -> None:
+        super().__init__(server, options)
+        self.options: WebSocketOptions = options
+        self.counters.update({"subprotocol_refused": 0, "http_files": 0, "http_not_found": 0})
+        self._ws: WsServer | None = None
+        self._announced: dict[str, Any] = {}
+        self.address: tuple[str, int] = ("", 0)
+
+    # -- discovery ----------------------------------------------------------------------------------
+
+    def announce(self, key: str, value: Any) -> None:
+        """Put ``key: value`` in the discovery document (``GET /kcprpc.json``). A listener added
+        to the server with a ``discovery()`` method needs no call: its dict is merged in."""
+        self._announced[key] = value
+
+    def discovery(self) -> dict[str, Any]:
+        """What this listener announces (nothing: its own path is the document's ``websocket``)."""
+        return {}
+
+    def discovery_document(self) -> dict[str, Any]:
+        """The document ``GET /kcprpc.json`` answers."""
+        doc = discovery_document(self.options.path, [lst for lst in self.server.listeners if lst is not self])
+        doc.update(self._announced)
+        return doc
+
+    # -- HTTP ---------------------------------------------------------------------------------------
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        """Before the WebSocket handshake: path, subprotocol and origin checks; plain GETs."""
+        path = request.path.split("?", 1)[0]
+        if path != self.options.path:
+            if path == DISCOVERY_PATH:
+                return _response(discovery_reply(self.discovery_document()))
+            root = self.options.web_root
+            if root is not None:
+                reply = serve_file(root, request.path)  # type: ignore[arg-type]
+                self.count("http_files" if reply.status == 200 else "http_not_found")
+                return _response(reply)
+            self.count("bad_requests", f"GET {path[:100]}")
+            return _response(HttpReply.text(404, "not found\n"))
+        headers = request.headers
+        if not self.origin_allowed(headers.get("Origin")):
+            return _response(HttpReply.text(403, "origin not allowed\n"))
+        if "upgrade" not in headers.get("Connection", "").lower():
+            return None  # websockets answers 426 Upgrade Required
+        offered = [p.strip() for h in headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
+        if SUBPROTOCOL not in offered:
+            self.count("subprotocol_refused", f"subprotocols offered: {offered[:4]}")
+            return _response(HttpReply.text(400, f"the subprotocol {SUBPROTOCOL} is required\n"))
+        if self.draining:
+            return _response(HttpReply.text(503, "server is going away\n"))
+        return None
+
+    # -- a connection ---------------------------------------------------------------------------------
+
+    def _bad(self, counter: str | None, detail: str, msg: Any) -> None:
+        if counter is not None:
+            self.count(counter, detail)
+        else:
+            self.count_unexpected(msg, first=False)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        address = ws.remote_address
+        opts = self.options
+        first = await self.within_open_timeout(_recv(ws))
+        if first is None:
+            if _oversized(ws):
+                self.count("oversized", "a first message over max_message_size")
+            elif ws.protocol.close_rcvd is None and ws.protocol.close_sent is None:
+                await ws.close(1008, "no OPEN in time")
+            return
+        if isinstance(first, str):
+            self.count("text_messages", "a text message")
+            await ws.close(1002, "text message")
+            return
+        msg = decode(first)
+        if not isinstance(msg, Open):
+            self.count_unexpected(msg, first=True)
+            await ws.close(1002, "OPEN expected")
+            return
+        verdict = await self.admit(msg, address)
+        try:
+            await ws.send(verdict.reply)
+        except ConnectionClosed:
+            return
+        if not isinstance(verdict, Admitted):
+            await ws.close(status_close_code(verdict.status), _reason(verdict.message))
+            return
+        pipe = _make_pipe(ws, verdict.max_datagram, opts.max_receive_buffer)
+        conn = self.serve(pipe, verdict, address, ws)
+        try:
+            await _pump(ws, pipe, opts.max_message_size, self._bad)
+        finally:
+            pipe.feed_eof()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
+            del conn
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind and listen."""
+        opts = self.options
+        self._ws = await ws_serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            compression=None,
+            max_size=opts.max_message_size,
+            open_timeout=opts.open_timeout,
+            close_timeout=_CLOSE_TIMEOUT,
+            ssl=opts.ssl,
+            logger=logging.getLogger("kcprpc.web.websockets"),
+        )
+        sock = next(iter(self._ws.sockets))
+        name = sock.getsockname()
+        self.address = (str(name[0]), int(name[1]))
+
+    def close(self) -> None:
+        """Stop listening and close every connection."""
+        if self._ws is not None:
+            self._ws.close(close_connections=True, code=1001, reason="server shutting down")
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and its connections are closed."""
+        await self.close_connections()
+        if self._ws is not None:
+            await self._ws.wait_closed()
+
+
+def _response(reply: HttpReply) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = reply.content_type
+    headers["Content-Length"] = str(len(reply.body))
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Connection"] = "close"
+    return Response(reply.status, http.HTTPStatus(reply.status).phrase, headers, reply.body)
+
+
+async def listen_websocket(
+    server: Server, host: str, port: int, options: WebSocketOptions | None = None
+) -> WebSocketListener:
+    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port``: the listener,
+    added to the server (``Server.add_listener``: closed by its shutdown, counters in its stats)."""
+    if options is None:
+        options = WebSocketOptions()
+    elif not isinstance(options, WebSocketOptions):
+        raise UsageError(
+            f"listen_websocket: options must be a WebSocketOptions, not {type(options).__name__}"
+        )
+    listener = WebSocketListener(server, options)
+    try:
+        await listener.start(host, port)
+    except OSError as e:
+        raise UsageError(f"listen_websocket: cannot listen on {host}:{port}: {e}") from None
+    server.add_listener(listener)
+    return listener
+
+
+# -- the Python client ---------------------------------------------------------------------------------
+
+
+async def dial_websocket(
+    url: str,
+    *,
+    token: bytes | str | None = None,
+    origin: str | None = None,
+    mux: MuxConfig = RPC_MUX_CONFIG,
+    timeout: float = 5.0,
+    max_message_size: int = 1024 * 1024,
+    max_receive_buffer: int = 4 * 1024 * 1024,
+    ssl: Any = None,
+) -> WebConnection:
+    """Open one web connection to ``url`` (``ws://host:port/kcprpc`` or ``wss://``): the
+    WebSocket handshake, ``OPEN`` with ``token``, the server's ``ACCEPT``. Raises
+    :class:`RpcError`: the server's ``REFUSE`` status and message; UNAVAILABLE when nothing answers
+    or the handshake fails (PERMISSION_DENIED for a refused origin)."""
+    raw_token = token.encode() if isinstance(token, str) else bytes(token or b"")
+    hello = encode_open(mux.version, raw_token)  # UsageError for a token too long
+    kwargs: dict[str, Any] = {}
+    if ssl is not None:
+        kwargs["ssl"] = ssl
+    try:
+        ws = await asyncio.wait_for(
+            ws_connect(
+                url,
+                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                origin=origin,  # type: ignore[arg-type]
+                compression=None,
+                max_size=max_message_size,
+                open_timeout=timeout,
+                close_timeout=_CLOSE_TIMEOUT,
+                logger=logging.getLogger("kcprpc.web.websockets"),
+                **kwargs,
+            ),
+            timeout + 1.0,
+        )
+    except InvalidURI as e:
+        raise UsageError(f"connect_websocket: {e}") from None
+    except InvalidStatus as e:
+        code = e.response.status_code
+        status = Status.PERMISSION_DENIED if code == 403 else Status.UNAVAILABLE
+        raise RpcError(status, f"websocket {url}: the server answered HTTP {code}") from None
+    except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: {e or type(e).__name__}") from None
+    try:
+        await ws.send(hello)
+        reply = await asyncio.wait_for(_recv(ws), timeout)
+    except asyncio.TimeoutError:
+        await ws.close()
+        raise RpcError(
+            Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
+        ) from None
+    except ConnectionClosed as e:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed ({e})") from None
+    if reply is None:
+        rcvd = ws.protocol.close_rcvd
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed before ACCEPT ({rcvd})")
+    msg = decode(reply) if isinstance(reply, bytes) else None
+    if isinstance(msg, Refuse):
+        await ws.close()
+        try:
+            status = Status(msg.status)
+        except ValueError:
+            status = Status.UNKNOWN
+        raise RpcError(status, msg.message)
+    if not isinstance(msg, Accept) or not 1 <= msg.mux_version <= mux.version:
+        await ws.close(1002, "ACCEPT expected")
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: the server did not answer OPEN with ACCEPT")
+    cfg = mux if msg.mux_version == mux.version else replace(mux, version=msg.mux_version)
+    pipe = _make_pipe(ws, msg.max_datagram, max_receive_buffer)
+    conn = WebConnection(
+        pipe,
+        client=True,
+        mux_config=cfg,
+        binding=msg.binding,
+        max_datagram_size=msg.max_datagram,
+        remote_address=ws.remote_address,
+        transport=ws,
+    )
+
+    async def pump() -> None:
+        def bad(counter: str | None, detail: str, m: Any) -> None:
+            log.info("websocket %s: %s", url, detail or "a message the client does not take")
+
+        await _pump(ws, pipe, max_message_size, bad)
+        rcvd = ws.protocol.close_rcvd
+        if rcvd is not None:
+            conn.peer_closed(rcvd.code, rcvd.reason)
+
+    task = asyncio.ensure_future(pump())
+    conn.reader_task = task
+    return conn
+
+
+def connect_websocket(
+    url: str,
+    *,
+    token: bytes | str | None = None,
+    origin: str | None = None,
+    config: ClientConfig | None = None,
+    interceptors: Sequence[ClientInterceptor] = (),
+    mux: MuxConfig = RPC_MUX_CONFIG,
+    ssl: Any = None,
+) -> Client:
+    """A :class:`kcprpc.Client` for a server's WebSocket listener at ``url``
+    (``ws://127.0.0.1:8080/kcprpc``): ``async with connect_websocket(url) as client:`` or
+    ``await``. ``token`` goes to the server's ``authorize`` hook; ``origin`` is sent as the
+    ``Origin`` header (as a browser would); reconnects dial again. A refusal raises
+    :class:`RpcError` with the ``REFUSE`` status and message (UNAUTHENTICATED for a refused token)."""
+    cfg = config or ClientConfig()
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
+        raise UsageError(f"connect_websocket: a ws:// or wss:// URL, not {url!r}")
+
+    async def connector() -> WebConnection:
+        return await dial_websocket(
+            url, token=token, origin=origin, mux=mux, timeout=cfg.connect_timeout, ssl=ssl
+        )
+
+    return Client(connector, config=cfg, interceptors=interceptors)

@@ -1,0 +1,121 @@
+"""A real Chromium (Debian's, headless) opens a WebTransport session to the kcprpc WebTransport
+listener with a development certificate pinned by ``serverCertificateHashes``, makes RPC calls on
+the session's one stream and receives an unreliable event as a WebTransport datagram.
+
+The page (wt_roundtrip.html, served from http://127.0.0.1, a secure context) speaks the wire by
+hand: OPEN/ACCEPT, smux v1, HELLO/WELCOME, CALL/REPLY; the full browser client and pages are
+elsewhere (clients/typescript, examples/browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import kcprpc
+from kcprpc import current_context
+from kcprpc.web.certs import make_dev_certificate
+from kcprpc.web.options import WebTransportOptions
+from kcprpc.web.webtransport import listen_webtransport
+from tests.browser.chromium import Chromium
+
+pytestmark = pytest.mark.timeout(90)
+
+PAGE = Path(__file__).with_name("wt_roundtrip.html")
+
+
+@kcprpc.event("wt.pos", delivery="unreliable")
+class Pos(BaseModel):
+    x: int
+
+
+class Svc(kcprpc.Service, name="wt.Svc"):
+    async def echo(self, text: str) -> str:
+        return text.upper()
+
+    async def pos(self, x: int) -> int:
+        current_context().session.send(Pos(x=x))
+        return x + 1
+
+
+@contextlib.asynccontextmanager
+async def page_server(body: bytes) -> AsyncIterator[str]:
+    """A one-page HTTP server on 127.0.0.1 (a secure context for the page); yields its URL."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
+                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_chromium_calls_over_webtransport(tmp_path: Path) -> None:
+    dev = make_dev_certificate(days=3)
+    cert_path, key_path = dev.write(tmp_path)
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, key="wt browser test")
+    await server.start()
+    try:
+        async with page_server(PAGE.read_bytes()) as page_url:
+            origin = page_url.rstrip("/")
+            options = WebTransportOptions(certificate=cert_path, private_key=key_path, origins=(origin,))
+            listener = await listen_webtransport(server, "127.0.0.1", 0, options)
+            assert listener.certificate_hashes  # a development certificate: its hash is announced
+            async with Chromium.launch() as browser:
+                page = await browser.new_page()
+                await page.goto(page_url)
+                result = await page.evaluate(
+                    f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r})", timeout=30
+                )
+                assert result["accept"] == {"mux": 1, "maxDatagram": 1024}, page.console
+                assert result["welcome"] == 2
+                assert result["reply"] == "FROM CHROMIUM"
+                assert result["reply2"] == 43
+                event = result["event"]
+                assert event["type"] == 10 and event["size"] == event["length"] + 9
+                assert event["body"][0] == "wt.pos" and event["body"][1] == {"x": 42}
+                stats = listener.stats()
+                assert stats["accepted"] == 1 and stats["origins_refused"] == 0
+                assert stats["protocol_errors"] == 0
+    finally:
+        await server.shutdown(grace=0.5)
+
+
+async def test_chromium_from_an_origin_outside_the_list_is_refused(tmp_path: Path) -> None:
+    dev = make_dev_certificate(days=3)
+    cert_path, key_path = dev.write(tmp_path)
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, key="wt browser test")
+    await server.start()
+    try:
+        async with page_server(PAGE.read_bytes()) as page_url:
+            options = WebTransportOptions(
+                certificate=cert_path, private_key=key_path, origins=("https://game.example",)
+            )
+            listener = await listen_webtransport(server, "127.0.0.1", 0, options)
+            async with Chromium.launch() as browser:
+                page = await browser.new_page()
+                await page.goto(page_url)
+                err = await page.evaluate(
+                    f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r}).then(() => 'opened', e => String(e))"
+                )
+                assert "Opening handshake failed" in err
+                assert listener.stats()["origins_refused"] == 1
+                assert listener.stats()["accepted"] == 0
+    finally:
+        await server.shutdown(grace=0.5)

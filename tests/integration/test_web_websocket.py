@@ -1,0 +1,429 @@
+"""kcprpc over WebSocket on 127.0.0.1 (docs/wire-format/web.md): a real ``websockets`` listener
+in front of a real Server, the Python client (``kcprpc.web.connect_websocket``) and raw
+``websockets`` clients for the bad input. Every refusal is counted and the server goes on serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import kcprpc
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
+from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+
+from test_rpc_support import Demo, Pos, Probe, Req, Tick
+
+TIMEOUT = 10.0
+
+
+@kcprpc.event("web.news")
+class News(BaseModel):
+    data: bytes
+
+
+FAST = ClientConfig(
+    heartbeat=HeartbeatConfig(interval=0.05, timeout=2.0),
+    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[kcprpc.Server, WebSocketListener, str]]:
+    """A started Server (KCP on a free port) with a WebSocket listener on a free port."""
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    await server.start()
+    lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(open_timeout=0.5))
+    host, port = lst.address
+    try:
+        yield server, lst, f"ws://{host}:{port}/kcprpc"
+    finally:
+        await server.shutdown()
+
+
+async def test_calls_streams_and_pushes_over_websocket(served: Any) -> None:
+    server, lst, url = served
+    async with connect_websocket(url) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        assert (await d.hello(Req(name="web"))).text == "hello web"
+        assert await d.echo(b"\x00" * 100_000) == b"\x00" * 100_000  # many STREAM chunks
+        assert [r.text async for r in d.count(Req(name="n", n=5))] == [f"n{i}" for i in range(5)]
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, ticks.put_nowait)
+        positions: asyncio.Queue[Pos] = asyncio.Queue()
+        client.on(Pos, positions.put_nowait)
+        await d.join(Req(name="arena"))
+        await client.subscribe("news")
+        (sess,) = server.sessions
+        sess.send(Tick(n=1))  # this session only
+        await server.push.to_room("arena", Tick(n=2))
+        await server.push.publish("news", Tick(n=3))
+        assert [await asyncio.wait_for(ticks.get(), TIMEOUT) for _ in range(3)] == [
+            Tick(n=i) for i in (1, 2, 3)
+        ]
+        # unreliable: DATAGRAM messages both ways
+        before = sess.conn.stats()["web_datagrams_out"]
+        await server.push.to_room("arena", Pos(x=1, y=2))
+        assert await asyncio.wait_for(positions.get(), TIMEOUT) == Pos(x=1, y=2)
+        assert sess.conn.stats()["web_datagrams_out"] == before + 1
+        probe = server.services[0].probe
+        await d.position(Pos(x=3, y=4))  # an unreliable notify
+        assert await asyncio.wait_for(probe.notified.get(), TIMEOUT) == Pos(x=3, y=4)
+        assert sess.conn.stats()["web_datagrams_in"] >= 1
+        stats = await client.stats()
+        assert stats.server["websocket_accepted"] == 1 and stats.server["websocket_connections_open"] == 1
+    assert lst.counters["protocol_errors"] == 0
+
+
+async def test_a_client_that_reconnects_resumes_its_session_and_catches_up(served: Any) -> None:
+    server, lst, url = served
+    async with connect_websocket(url, config=FAST) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        await client.subscribe("news")
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, ticks.put_nowait)
+        await server.push.publish("news", Tick(n=1))
+        assert await asyncio.wait_for(ticks.get(), TIMEOUT) == Tick(n=1)
+        sid = client.session_id
+        (sess,) = server.sessions
+        back = asyncio.Event()
+        client.on_reconnect = lambda _c: back.set()
+        # the server's end of the TCP connection is cut (a network failure): no close handshake
+        assert lst._ws is not None
+        ws_conn = next(iter(lst._ws.connections))
+        ws_conn.transport.abort()
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        assert client.session_id == sid and client.resumes == 1  # the binding made resume work
+        assert server.stats["sessions_resumed"] == 1 and server.sessions == {sess}
+        await server.push.publish("news", Tick(n=2))
+        assert await asyncio.wait_for(ticks.get(), TIMEOUT) == Tick(n=2)
+        assert await d.whoami() == sid
+        assert lst.counters["accepted"] == 2
+
+
+async def test_subscribe_since_a_saved_position_after_a_new_client(served: Any) -> None:
+    server, _lst, url = served
+    async with connect_websocket(url) as first:
+        await first.subscribe("news")
+        got: asyncio.Queue[Tick] = asyncio.Queue()
+        first.on(Tick, got.put_nowait)
+        await server.push.publish("news", Tick(n=1))
+        await asyncio.wait_for(got.get(), TIMEOUT)
+        saved = first.position("news")
+    await server.push.publish("news", Tick(n=2))
+    await server.push.publish("news", Tick(n=3))
+    async with connect_websocket(url) as second:
+        missed: asyncio.Queue[Tick] = asyncio.Queue()
+        second.on(Tick, missed.put_nowait)
+        await second.subscribe("news", since=saved)
+        assert [await asyncio.wait_for(missed.get(), TIMEOUT) for _ in range(2)] == [Tick(n=2), Tick(n=3)]
+
+
+async def test_authorize_refuses_a_token_and_on_connect_runs_for_the_accepted() -> None:
+    connected: list[str] = []
+
+    def authorize(token: bytes, key: bytes | None, address: Any) -> str | None:
+        assert key is None and address[0] == "127.0.0.1"
+        return None if token == b"letmein" else "unknown token"
+
+    server = kcprpc.Server(
+        [Demo()],
+        "127.0.0.1",
+        0,
+        transport=kcprpc.Transport(kcprpc.SecureWire(key="k", authorize=authorize)),
+        on_connect=lambda s: connected.append(s.id),
+    )
+    await server.start()
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        with pytest.raises(RpcError) as e:
+            await connect_websocket(url, token="wrong")
+        assert e.value.status == Status.UNAUTHENTICATED and e.value.message == "unknown token"
+        assert connected == [] and lst.counters["refused_unauthenticated"] == 1
+        async with connect_websocket(url, token=b"letmein") as ok:
+            assert await ok.stub(Demo, timeout=TIMEOUT).whoami() == connected[0]
+        # a raw client sees the REFUSE and the close code 4000 + status
+        async with ws_connect(url, subprotocols=["kcprpc.v1"]) as raw:  # type: ignore[list-item]
+            await raw.send(encode_open(2, b"nope"))
+            assert decode(await recv_bytes(raw)) == Refuse(16, "unknown token")
+            with pytest.raises(ConnectionClosed):
+                await raw.recv()
+            assert raw.close_code == 4016 and raw.close_reason == "unknown token"
+    finally:
+        await server.shutdown()
+
+
+async def opened(url: str, **kw: Any) -> ClientConnection:
+    """A raw WebSocket past OPEN/ACCEPT."""
+    ws = await ws_connect(url, subprotocols=["kcprpc.v1"], **kw)  # type: ignore[list-item]
+    await ws.send(encode_open(2))
+    assert isinstance(decode(await recv_bytes(ws)), Accept)
+    return ws
+
+
+async def recv_bytes(ws: ClientConnection) -> bytes:
+    """The next message, which must be binary."""
+    msg = await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(msg, bytes)
+    return msg
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    """Read until the server closes; its close code."""
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    except ConnectionClosed:
+        pass
+    return ws.close_code
+
+
+BAD_FIRST = [
+    (b"\xffgarbage", "unknown_kind"),
+    (b"\x01\x01", "malformed"),  # a short OPEN
+    (encode_stream(b"smux"), "not_open"),  # STREAM before ACCEPT
+    (encode_datagram(b"rpc"), "not_open"),
+    ("hello", "text_messages"),
+]
+
+
+@pytest.mark.parametrize(("first", "counter"), BAD_FIRST)
+async def test_a_bad_first_message_is_counted_and_closed(served: Any, first: Any, counter: str) -> None:
+    _server, lst, url = served
+    async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+        await ws.send(first)
+        assert await closed_with(ws) == 1002
+    assert lst.counters[counter] == 1 and lst.counters["protocol_errors"] == 1
+    async with connect_websocket(url) as ok:  # the server still serves others
+        assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="x"))).text == "hello x"
+
+
+BAD_LATER = [
+    (b"\x07what", "unknown_kind"),
+    (encode_open(2), "second_open"),
+    (b"\x03", "malformed"),  # an empty STREAM
+    ("text", "text_messages"),
+]
+
+
+@pytest.mark.parametrize(("later", "counter"), BAD_LATER)
+async def test_a_bad_message_after_accept_is_counted_and_closed(
+    served: Any, later: Any, counter: str
+) -> None:
+    _server, lst, url = served
+    ws = await opened(url)
+    await ws.send(later)
+    assert await closed_with(ws) == 1002
+    assert lst.counters[counter] == 1 and lst.counters["protocol_errors"] == 1
+    async with connect_websocket(url) as ok:
+        assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="x"))).text == "hello x"
+    await asyncio.wait_for(_until(lambda: lst.stats()["connections_open"] == 0), TIMEOUT)
+
+
+async def _until(cond: Any) -> None:
+    while not cond():
+        await asyncio.sleep(0.01)
+
+
+async def test_an_oversized_message_closes_with_1009(served: Any) -> None:
+    _server, lst, url = served
+    ws = await opened(url)
+    await ws.send(encode_stream(b"x" * (64 * 1024)))  # 64 KiB + the kind byte
+    assert await closed_with(ws) == 1009
+    await asyncio.wait_for(_until(lambda: lst.counters["oversized"] == 1), TIMEOUT)
+
+
+async def test_no_open_within_the_timeout(served: Any) -> None:
+    _server, lst, url = served
+    async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+        assert await closed_with(ws) == 1008
+    assert lst.counters["open_timeouts"] == 1
+
+
+@pytest.mark.parametrize("subprotocols", [None, ["other.v1"]])
+async def test_the_subprotocol_is_required(served: Any, subprotocols: Any) -> None:
+    _server, lst, url = served
+    with pytest.raises(InvalidStatus) as e:
+        await ws_connect(url, subprotocols=subprotocols)
+    assert e.value.response.status_code == 400
+    assert lst.counters["subprotocol_refused"] == 1
+
+
+async def test_only_allowed_origins_connect() -> None:
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(
+            server, "127.0.0.1", 0, WebSocketOptions(origins=("http://game.example",))
+        )
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        with pytest.raises(RpcError) as e:
+            await connect_websocket(url, origin="http://evil.example")
+        assert e.value.status == Status.PERMISSION_DENIED
+        assert lst.counters["origins_refused"] == 1
+        async with connect_websocket(url, origin="http://game.example") as ok:
+            assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="o"))).text == "hello o"
+        async with connect_websocket(url) as no_origin:  # not a browser: allowed
+            assert (await no_origin.stub(Demo, timeout=TIMEOUT).hello(Req(name="n"))).text == "hello n"
+    finally:
+        await server.shutdown()
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+            return r.status, r.headers["Content-Type"], r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read()
+
+
+async def test_static_files_and_discovery(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    (root / "js").mkdir(parents=True)
+    (root / "index.html").write_text("<h1>game</h1>")
+    (root / "js" / "app.js").write_text("console.log(1)")
+    (root / "js" / "app.js.map").write_text("{}")
+    (root / "style.css").write_text("body{}")
+    (root / "logo.png").write_bytes(b"\x89PNG")
+    (root / "data.json").write_text("[]")
+    (tmp_path / "secret.txt").write_text("no")
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(web_root=root))
+
+        class FakeWT:
+            name = "webtransport"
+
+            def close(self) -> None: ...
+
+            async def wait_closed(self) -> None: ...
+
+            def stats(self) -> dict[str, int]:
+                return {}
+
+            def discovery(self) -> dict[str, Any]:
+                return {
+                    "webtransport": {
+                        "url": "https://127.0.0.1:4433/kcprpc",
+                        "certificateHashes": ["aGFzaA=="],
+                    }
+                }
+
+        base = f"http://127.0.0.1:{lst.address[1]}"
+
+        async def get(path: str) -> tuple[int, str, bytes]:
+            return await asyncio.to_thread(_get, base + path)
+
+        assert await get("/") == (200, "text/html; charset=utf-8", b"<h1>game</h1>")
+        assert await get("/js/app.js") == (200, "text/javascript; charset=utf-8", b"console.log(1)")
+        assert (await get("/js/app.js.map"))[:2] == (200, "application/json")
+        assert (await get("/style.css"))[:2] == (200, "text/css; charset=utf-8")
+        assert (await get("/logo.png"))[:2] == (200, "image/png")
+        assert (await get("/data.json?v=1"))[:2] == (200, "application/json")
+        for bad in ("/../secret.txt", "/js/../../secret.txt", "/%2e%2e/secret.txt", "/missing.html"):
+            assert (await get(bad))[0] == 404, bad
+        status, ctype, body = await get("/kcprpc.json")
+        assert status == 200 and ctype == "application/json" and json.loads(body) == {"websocket": "/kcprpc"}
+        server.add_listener(FakeWT())
+        doc = json.loads((await get("/kcprpc.json"))[2])
+        assert doc["webtransport"]["certificateHashes"] == ["aGFzaA=="] and doc["websocket"] == "/kcprpc"
+        assert lst.counters["http_files"] == 6
+    finally:
+        await server.shutdown()
+
+
+async def test_shutdown_closes_the_listener_and_its_clients() -> None:
+    server = kcprpc.Server([Demo()], config=ServerConfig(shutdown_grace=0.5))
+    lst = await listen_websocket(server, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+    client = await connect_websocket(url)
+    try:
+        await client.stub(Demo, timeout=TIMEOUT).whoami()
+        await server.shutdown()
+        assert server.listeners == [lst] and lst.stats()["connections_open"] == 0
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", lst.address[1])
+    finally:
+        await client.close()
+
+
+async def test_a_websocket_client_that_stops_reading_ends_as_a_slow_consumer() -> None:
+    """As over KCP (test_rpc_slow_consumer.py): the client stops reading its TCP socket, the
+    kernel buffers fill, then what the server holds for it (mux, pipe, WebSocket write buffer)
+    grows until max_send_backlog ends the session; the other clients go on."""
+    cfg = ServerConfig(max_message_size=64 * 1024, max_send_backlog=1024 * 1024, slow_consumer_timeout=None)
+    server = kcprpc.Server([Demo()], config=cfg)
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        slow = await connect_websocket(url, config=ClientConfig(reconnect=ReconnectPolicy(max_attempts=0)))
+        other = await connect_websocket(url)
+        try:
+            sid = await slow.stub(Demo, timeout=TIMEOUT).whoami()
+            sess = next(s for s in server.sessions if s.id == sid)
+            lost = asyncio.Event()
+            slow.on_disconnect = lambda _c, _reason: lost.set()
+            link: Any = slow.lifecycle.link
+            link.conn.transport.transport.pause_reading()  # the client reads nothing more off its socket
+            peak = 0
+            for _ in range(8000):  # 32 MB at most: far more than the socket buffers and the bound hold
+                if sess.closed:
+                    break
+                sess.send(News(data=b"n" * 4096))
+                sess.send(Pos(x=0, y=0))  # unreliable: dropped behind the backlog, never held unbounded
+                peak = max(peak, sess.conn.send_bounds.send_backlog())  # type: ignore[union-attr]
+                await asyncio.sleep(0)
+            assert sess.closed, "the session was never ended"
+            assert server.stats["slow_consumers"] == 1
+            assert 512 * 1024 < peak <= 1024 * 1024 + 64 * 1024
+            link.conn.transport.transport.resume_reading()
+            await asyncio.wait_for(lost.wait(), TIMEOUT)  # the server closed its connection
+            assert (await other.stub(Demo, timeout=TIMEOUT).hello(Req(name="still"))).text == "hello still"
+        finally:
+            await other.close()
+            await slow.close()
+    finally:
+        await server.shutdown()
+
+
+async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -> None:
+    from serve_process import ServeProcess
+
+    from examples.quickstart.service import Greeter, HelloRequest
+
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    flags = ("--ws", "127.0.0.1:0", "--web-origin", "http://localhost:8000", "--web-root", str(tmp_path))
+    repo = Path(__file__).resolve().parents[2]
+    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+        line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
+        url = line.split()[1]
+        assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
+        async with connect_websocket(url, origin="http://localhost:8000") as client:
+            reply = await client.stub(Greeter, timeout=TIMEOUT).hello(HelloRequest(name="cli"))
+            assert reply.message == "Hello, cli!"
+            stats = await client.stats()
+            assert stats.server["websocket_accepted"] == 1
+        with pytest.raises(RpcError) as e:
+            await connect_websocket(url, origin="http://elsewhere.example")
+        assert e.value.status == Status.PERMISSION_DENIED
+        base = url.removeprefix("ws://").removesuffix("/kcprpc")
+        assert await asyncio.to_thread(_get, f"http://{base}/") == (
+            200,
+            "text/html; charset=utf-8",
+            b"<p>hi</p>",
+        )
+        code, _rest = await asyncio.to_thread(proc.stop)
+        assert code == 0

@@ -1,0 +1,459 @@
+"""The WebTransport listener against the Python aioquic client, on 127.0.0.1: calls of every
+kind, pushes, unreliable events as WebTransport datagrams, refusals (token, origin, path) and the
+bad-input counters (a second stream, a unidirectional stream, a datagram before ACCEPT, garbage
+instead of OPEN, no OPEN in time, a stream past the receive buffer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3Connection
+from aioquic.h3.events import H3Event, HeadersReceived
+from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived
+from pydantic import BaseModel
+
+import kcprpc
+import kcprpc.web
+from kcprpc import current_context
+from kcprpc.errors import RpcError, UsageError
+from kcprpc.status import Status
+from kcprpc.web.certs import DevCertificate, make_dev_certificate
+from kcprpc.web.framing import encode_open
+from kcprpc.web.options import WebTransportOptions
+from kcprpc.web.webtransport import (
+    WebTransportListener,
+    connect_webtransport,
+    listen_webtransport,
+    quic_client_configuration,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@kcprpc.event("wt.tick")
+class Tick(BaseModel):
+    n: int
+
+
+@kcprpc.event("wt.pos", delivery="unreliable")
+class Pos(BaseModel):
+    x: int
+
+
+class Svc(kcprpc.Service, name="wt.Svc"):
+    async def echo(self, text: str) -> str:
+        return text.upper()
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    async def total(self, nums: AsyncIterator[int]) -> int:
+        return sum([n async for n in nums])
+
+    async def shout(self, words: AsyncIterator[str]) -> AsyncIterator[str]:
+        async for w in words:
+            yield w.upper()
+
+    async def ticks(self, n: int) -> int:
+        for i in range(n):
+            current_context().session.send(Tick(n=i))
+        return n
+
+    async def pos(self, x: int) -> int:
+        current_context().session.send(Pos(x=x))
+        return x
+
+    async def big(self, n: int) -> bytes:
+        return b"x" * n
+
+    @kcprpc.rpc.notify
+    async def moved(self, x: int) -> None:
+        self.moves.append(x)
+
+    def __init__(self) -> None:
+        self.moves: list[int] = []
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevCertificate, Path, Path]:
+    dev = make_dev_certificate(days=3)
+    cert_path, key_path = dev.write(tmp_path_factory.mktemp("wt-cert"))
+    return dev, cert_path, key_path
+
+
+Started = tuple[kcprpc.Server, WebTransportListener, DevCertificate]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    cert: tuple[DevCertificate, Path, Path], **opts: Any
+) -> AsyncIterator[Started]:
+    dev, cert_path, key_path = cert
+    server = kcprpc.Server(
+        [Svc()], "127.0.0.1", 0, key=opts.pop("key", "wt test passphrase"), config=opts.pop("config", None)
+    )
+    await server.start()
+    try:
+        options = WebTransportOptions(certificate=cert_path, private_key=key_path, **opts)
+        listener = await listen_webtransport(server, "127.0.0.1", 0, options)
+        yield server, listener, dev
+    finally:
+        await server.shutdown(grace=0.5)
+
+
+def client_for(started: Started, **kw: Any) -> kcprpc.Client:
+    _, listener, dev = started
+    return connect_webtransport(listener.url, certificate_hashes=[dev.sha256], **kw)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``cond()`` holds: checked after each event-loop turn, bounded."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)  # a turn of the loop; the condition is what is waited on
+
+
+# -- calls ---------------------------------------------------------------------------------------
+
+
+async def test_calls_of_every_kind_over_webtransport(cert: Any) -> None:
+    async with running(cert) as started, client_for(started) as client:
+        server, listener, _ = started
+        assert await client.call(Svc.echo, "hi") == "HI"
+        assert [i async for i in client.stream(Svc.count, 5)] == [0, 1, 2, 3, 4]
+
+        async def nums() -> AsyncIterator[int]:
+            for i in range(10):
+                yield i
+
+        assert await client.stub(Svc).total(nums()) == 45
+
+        async def words() -> AsyncIterator[str]:
+            yield "a"
+            yield "b"
+
+        assert [w async for w in client.stream(Svc.shout, words())] == ["A", "B"]
+        # a reply far bigger than a QUIC packet and than the stream high-water mark
+        assert await client.call(Svc.big, 600_000) == b"x" * 600_000
+        stats = listener.stats()
+        assert stats["accepted"] == 1 and stats["connections_open"] == 1
+        assert server.listener_stats()["webtransport_accepted"] == 1
+
+
+async def test_pushes_arrive_in_order(cert: Any) -> None:
+    async with running(cert) as started, client_for(started) as client:
+        got: list[int] = []
+        client.on(Tick, lambda t: got.append(t.n))
+        assert await client.call(Svc.ticks, 20) == 20
+        await until(lambda: len(got) == 20)
+        assert got == list(range(20))
+
+
+async def test_unreliable_event_arrives_as_a_datagram(cert: Any) -> None:
+    async with running(cert) as started, client_for(started) as client:
+        seen: list[tuple[int, bool]] = []
+        client.on(Pos, lambda p, info: seen.append((p.x, info.unreliable)))
+        conn = client.lifecycle.link.conn  # type: ignore[union-attr]
+        before = conn.pipe.counters["datagrams_in"]
+        assert await client.call(Svc.pos, 7) == 7
+        await until(lambda: bool(seen))
+        assert seen == [(7, True)]
+        assert conn.pipe.counters["datagrams_in"] == before + 1
+
+
+async def test_client_notify_goes_as_a_datagram(cert: Any) -> None:
+    async with running(cert) as started, client_for(started) as client:
+        await client.health()
+        svc = started[0].services[0]
+        assert isinstance(svc, Svc)
+        conn = client.lifecycle.link.conn  # type: ignore[union-attr]
+        sent = conn.pipe.counters["datagrams_out"]
+        client.notify(Svc.moved, 3)
+        await until(lambda: svc.moves == [3])
+        assert conn.pipe.counters["datagrams_out"] == sent + 1
+
+
+@kcprpc.event("wt.blob")
+class Blob(BaseModel):
+    data: str
+
+
+async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) -> None:
+    config = kcprpc.ServerConfig(max_message_size=64 * 1024, max_send_backlog=1024 * 1024)
+    async with running(cert, config=config) as started, client_for(started) as client:
+        server, listener, _ = started
+        await client.health()
+        conn = client.lifecycle.link.conn  # type: ignore[union-attr]
+        proto = conn.pipe._send_stream.__self__.proto  # the client's QUIC connection (test only)
+        proto.datagram_received = lambda data, addr: None  # deaf: no data, no acknowledgements
+        (sess,) = list(server.sessions)
+        for _ in range(200):  # 1.6 MB of reliable events for a client that takes none
+            sess.send(Blob(data="x" * 8000))
+            await asyncio.sleep(0)  # let the writers flush, tick by tick
+        await until(lambda: server.stats["slow_consumers"] == 1, timeout=10)
+        await until(lambda: listener.stats()["connections_open"] == 0, timeout=10)
+        # what the server held for it stayed bounded: the QUIC stream's unacknowledged bytes
+        # stopped at the high-water mark, the rest waited in the mux until the session ended
+        assert server.stats["send_backlog"] <= 2 * 1024 * 1024
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+async def test_refused_token_is_unauthenticated(cert: Any) -> None:
+    def authorize(token: bytes, _static: bytes | None, _addr: Any) -> str | None:
+        return None if token == b"good" else "bad token"
+
+    async with running(cert, authorize=authorize) as started:
+        with pytest.raises(RpcError) as ei:
+            await client_for(started, token="nope").connect()
+        assert ei.value.status == Status.UNAUTHENTICATED and "bad token" in str(ei.value)
+        async with client_for(started, token="good") as client:
+            assert await client.call(Svc.echo, "ok") == "OK"
+        assert started[1].stats()["refused_unauthenticated"] == 1
+
+
+async def test_origin_outside_the_list_is_refused(cert: Any) -> None:
+    async with running(cert, origins=("http://good.test",)) as started:
+        with pytest.raises(RpcError) as ei:
+            await client_for(started, origin="http://evil.test").connect()
+        assert ei.value.status == Status.PERMISSION_DENIED
+        assert started[1].stats()["origins_refused"] == 1
+        async with client_for(started, origin="http://good.test") as client:
+            assert await client.call(Svc.echo, "o") == "O"
+        async with client_for(started) as client:  # no Origin: not a browser, allowed
+            assert await client.call(Svc.echo, "n") == "N"
+
+
+async def test_wrong_certificate_hash_is_refused_before_open(cert: Any) -> None:
+    async with running(cert) as started:
+        _, listener, _ = started
+        with pytest.raises(RpcError) as ei:
+            await connect_webtransport(listener.url, certificate_hashes=[b"\0" * 32]).connect()
+        assert ei.value.status == Status.UNAUTHENTICATED
+        assert listener.stats()["accepted"] == 0
+
+
+async def test_wrong_path_is_refused(cert: Any) -> None:
+    async with running(cert) as started:
+        _, listener, dev = started
+        url = listener.url.replace("/kcprpc", "/other")
+        with pytest.raises(RpcError) as ei:
+            await connect_webtransport(url, certificate_hashes=[dev.sha256]).connect()
+        assert ei.value.status == Status.UNAVAILABLE and "404" in str(ei.value)
+        assert listener.stats()["bad_requests"] == 1
+
+
+async def test_discovery_names_the_url_and_the_certificate_hash(cert: Any) -> None:
+    async with running(cert) as started:
+        server, listener, dev = started
+        ws = await kcprpc.web.listen_websocket(server, "127.0.0.1", 0)
+        port = ws.address[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /kcprpc.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        raw_reply = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        doc = json.loads(raw_reply.split(b"\r\n\r\n", 1)[1])
+        assert doc == {
+            "websocket": "/kcprpc",
+            "webtransport": {"url": listener.url, "certificateHashes": [dev.hash_base64]},
+        }
+        assert listener.url == f"https://127.0.0.1:{listener.address[1]}/kcprpc"
+
+
+def test_usage_errors() -> None:
+    with pytest.raises(UsageError, match="https://HOST:PORT/PATH"):
+        connect_webtransport("wss://127.0.0.1:1/kcprpc")
+    with pytest.raises(UsageError, match="certificate"):
+        asyncio.run(listen_webtransport(None, "127.0.0.1", 0, WebTransportOptions()))  # type: ignore[arg-type]
+
+
+# -- bad input, with a raw WebTransport client ----------------------------------------------------
+
+
+class RawClient(QuicConnectionProtocol):
+    """A bare WebTransport client: a session, then whatever the test sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3: H3Connection | None = None
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.Event()
+        self.received = bytearray()
+        self.mine: set[int] = set()
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id in self.mine:
+            self.received += event.data  # a stream we opened: past aioquic's H3 (it would parse HTTP frames)
+            return
+        if isinstance(event, ProtocolNegotiated):
+            self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        if isinstance(event, ConnectionTerminated):
+            self.closed.set()
+        if self.h3 is not None:
+            for ev in self.h3.handle_event(event):
+                self.h3_event(ev)
+
+    def h3_event(self, ev: H3Event) -> None:
+        if isinstance(ev, HeadersReceived) and not self.status.done():
+            self.status.set_result(int(dict(ev.headers)[b":status"]))
+
+    async def session(self, path: str = "/kcprpc") -> int:
+        assert self.h3 is not None
+        sid = self._quic.get_next_available_stream_id()
+        self.h3.send_headers(
+            sid,
+            [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"webtransport"),
+                (b":scheme", b"https"),
+                (b":authority", b"127.0.0.1"),
+                (b":path", path.encode()),
+            ],
+        )
+        self.transmit()
+        assert await asyncio.wait_for(self.status, 5) == 200
+        return sid
+
+    def stream(self, sid: int, data: bytes, *, uni: bool = False) -> int:
+        assert self.h3 is not None
+        stream_id = self.h3.create_webtransport_stream(sid, is_unidirectional=uni)
+        self.mine.add(stream_id)
+        self._quic.send_stream_data(stream_id, data)
+        self.transmit()
+        return stream_id
+
+    def datagram(self, sid: int, data: bytes) -> None:
+        assert self.h3 is not None
+        self.h3.send_datagram(sid, data)
+        self.transmit()
+
+
+@contextlib.asynccontextmanager
+async def raw(listener: WebTransportListener) -> AsyncIterator[RawClient]:
+    cfg = quic_client_configuration("127.0.0.1", certificate_hashes=[b"\0" * 32], cafile=None, verify=False,
+                                    idle_timeout=10.0)
+    async with connect("127.0.0.1", listener.address[1], configuration=cfg, create_protocol=RawClient) as c:
+        assert isinstance(c, RawClient)
+        yield c
+
+
+BadInput = Callable[[RawClient, int], Awaitable[None]]
+
+
+async def second_stream(c: RawClient, sid: int) -> None:
+    c.stream(sid, encode_open(2))
+    await until(lambda: len(c.received) > 0)  # ACCEPT
+    c.stream(sid, b"again")
+
+
+async def uni_stream(c: RawClient, sid: int) -> None:
+    c.stream(sid, encode_open(2))
+    await until(lambda: len(c.received) > 0)
+    c.stream(sid, b"uni", uni=True)
+
+
+async def datagram_first(c: RawClient, sid: int) -> None:
+    c.datagram(sid, b"early")
+
+
+async def garbage_open(c: RawClient, sid: int) -> None:
+    c.stream(sid, b"\x09garbage")
+
+
+async def overflow(c: RawClient, sid: int) -> None:
+    stream_id = c.stream(sid, encode_open(2))
+    await until(lambda: len(c.received) > 0)  # ACCEPT
+    # more than the 1024-byte receive buffer in one QUIC packet: aioquic opens its windows
+    # whatever the pipe holds, so the buffer is the bound
+    c._quic.send_stream_data(stream_id, b"\0" * 20_000)
+    c.transmit()
+
+
+@pytest.mark.parametrize(
+    ("send", "counter"),
+    [
+        (second_stream, "second_streams"),
+        (uni_stream, "uni_streams"),
+        (datagram_first, "datagrams_before_accept"),
+        (garbage_open, "unknown_kind"),
+    ],
+)
+async def test_bad_input_is_counted_and_closes_the_session(cert: Any, send: BadInput, counter: str) -> None:
+    async with running(cert) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            await send(c, sid)
+            await asyncio.wait_for(c.closed.wait(), 10)
+        stats = listener.stats()
+        assert stats[counter] == 1
+        assert stats["protocol_errors"] >= 1
+        await until(lambda: listener.stats()["connections_open"] == 0)
+        # the listener goes on serving
+        async with client_for(started) as client:
+            assert await client.call(Svc.echo, "still") == "STILL"
+
+
+async def test_no_open_in_time_is_closed(cert: Any) -> None:
+    async with running(cert, open_timeout=0.3) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            await c.session()
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["open_timeouts"] == 1
+
+
+async def test_a_quic_connection_without_a_session_is_closed_in_time(cert: Any) -> None:
+    async with running(cert, open_timeout=0.3) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["open_timeouts"] == 1
+        assert listener.stats()["quic_connections"] == 0
+
+
+async def test_quic_connections_past_max_connections_are_closed(cert: Any) -> None:
+    async with running(cert, max_connections=1) as started:
+        _, listener, _ = started
+        async with raw(listener) as first:
+            await first.session()
+            with pytest.raises(ConnectionError):  # closed during its handshake
+                async with raw(listener):
+                    pass
+            assert listener.stats()["refused_busy"] == 1
+            assert not first.closed.is_set()
+
+
+async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
+    async with running(cert, max_receive_buffer=1024) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            await overflow(c, sid)
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["receive_overflows"] == 1
+
+
+async def test_a_second_session_on_one_connection_is_refused(cert: Any) -> None:
+    async with running(cert) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            await c.session()
+            c.status = asyncio.get_running_loop().create_future()
+            with pytest.raises(AssertionError):
+                await c.session()
+            assert c.status.result() == 429
+        assert listener.stats()["sessions_refused"] == 1
