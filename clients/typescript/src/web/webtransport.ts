@@ -100,7 +100,7 @@ export class WebTransportTransport extends WebPipe implements DatagramTransport 
    * REFUSE's status and message, UNAVAILABLE when the session fails (no HTTP/3 server, a
    * certificate the browser refuses, UDP blocked) or nothing answers within `openTimeoutMs`.
    */
-  static async open(url: string, options: WebTransportTransportOptions = {}): Promise<WebTransportTransport> {
+  static open(url: string, options: WebTransportTransportOptions = {}): Promise<WebTransportTransport> {
     const WT = options.WebTransport ?? globalWebTransport();
     if (!WT) throw new UsageError("no WebTransport in this runtime (a browser without it: use WebSocketTransport)");
     const muxVersion = options.muxVersion ?? 2;
@@ -117,11 +117,23 @@ export class WebTransportTransport extends WebPipe implements DatagramTransport 
       closeLingerMs: positive("closeLingerMs", options.closeLingerMs, 5000, 0),
     };
     const timeoutMs = positive("openTimeoutMs", options.openTimeoutMs, 5000);
+    return WebTransportTransport.dial(WT, url, hashes, open, muxVersion, timeoutMs, o);
+  }
+
+  private static async dial(
+    WT: WebTransportConstructor,
+    url: string,
+    hashes: CertificateHash[],
+    open: Uint8Array,
+    muxVersion: number,
+    timeoutMs: number,
+    o: { maxReceiveBuffer: number; sendHighWater: number; closeLingerMs: number },
+  ): Promise<WebTransportTransport> {
     let wt: WebTransportLike;
     try {
       wt = new WT(url, hashes.length ? { serverCertificateHashes: hashes } : {});
     } catch (e) {
-      throw new UsageError(`not a WebTransport URL: ${url} (${(e as Error).message})`);
+      throw new RpcError(Status.UNAVAILABLE, `cannot open a WebTransport session to ${url}: ${(e as Error).message}`);
     }
     // the session's end, for a refusal carried only by its close code
     const end: { info: { closeCode?: number | undefined; reason?: string | undefined } | null } = { info: null };
