@@ -123,8 +123,9 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
     out.listeners.append(ws)
     if args.wt is not None:
         # discovery (/kcprpc.json on the WebSocket listener) announces this listener and its hash
-        cert = web.make_dev_certificate()
-        cert_path, key_path = cert.write(Path(out.folder.name) / ".cert")
+        from kcprpc.web.certs import make_dev_certificate
+
+        cert_path, key_path = make_dev_certificate().write(Path(out.folder.name) / ".cert")
         wt = await web.listen_webtransport(
             server,
             args.wt[0],
@@ -133,12 +134,10 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
                 origins=tuple(args.web_origin or ()) or (out.http,),
                 certificate=cert_path,
                 private_key=key_path,
-                certificate_hashes=(cert.hash_base64,),
-            ),
+            ),  # a development certificate: the listener announces its hash
         )
-        wt_host, wt_port = wt.address[:2]
-        out.webtransport = f"https://{wt_host}:{wt_port}/kcprpc"
-        out.certificate_hash = cert.hash_base64
+        out.webtransport = wt.url
+        out.certificate_hash = wt.certificate_hashes[0] if wt.certificate_hashes else None
         out.listeners.append(wt)
     return out
 

@@ -129,8 +129,8 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
                     await page.wait_for(f"gameView.reconnects >= 1 && gameView.acked > {acked} + 5", timeout=20)
                     assert await page.evaluate("gameView.transport") == transport
                     assert await page.evaluate("gameView.joined.player_id") == int(web_key)
-                    await page.evaluate("gameView.target = {x: 20, y: 20}")
-                    await until(lambda: at(web_key, 20.0, 20.0), 10, "an input after the reconnect")
+                    await page.evaluate("gameView.target = {x: 40, y: 30}")  # within the bot's view radius (40)
+                    await until(lambda: at(web_key, 40.0, 30.0), 10, "an input after the reconnect")
                     assert states.state is not None and not states.state.players[web_key].away
                 finally:
                     holder.cancel()
