@@ -55,19 +55,26 @@ async def example_server(module: str, *, webtransport: bool) -> AsyncIterator[Ex
     except asyncio.TimeoutError:
         raise AssertionError(f"{' '.join(cmd)} printed no addresses in {START_TIMEOUT_S} s: {output}") from None
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.wait_for(proc.wait(), 10)
+        await stop(proc, signal.SIGTERM)
         if drain is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(drain, 5)
             drain.cancel()
+
+
+async def stop(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """End ``proc`` (started with ``start_new_session``): ``sig``, then SIGKILL to its process
+    group if it has not exited within 10 s."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except asyncio.TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.wait(), 10)
 
 
 async def _first_json(stream: asyncio.StreamReader, output: list[str]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.chromium import Chromium
+from tests.browser.example_server import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "browser.md"
@@ -42,7 +43,7 @@ def docs_page_html() -> str:
 @contextlib.asynccontextmanager
 async def kcprpc_serve(args: list[str], cwd: Path) -> AsyncIterator[list[str]]:
     """``kcprpc serve ARGS`` in ``cwd``; yields its banner lines once it serves (SIGINT at the end,
-    then SIGKILL if it does not stop)."""
+    as Ctrl-C, then SIGKILL if it does not stop)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = await asyncio.create_subprocess_exec(
@@ -71,15 +72,7 @@ async def kcprpc_serve(args: list[str], cwd: Path) -> AsyncIterator[list[str]]:
             ) from None
         yield lines
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.wait_for(proc.wait(), 10)
+        await stop(proc, signal.SIGINT)
 
 
 def _url(lines: list[str], name: str) -> str:
