@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,13 +40,13 @@ async def until(check: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def canvas_image(page: Page) -> tuple[png.Image, tuple[int, int]]:
-    """A screenshot and the canvas's top-left corner in it."""
+async def canvas_image(page: Page, path: Path) -> tuple[png.Image, tuple[int, int]]:
+    """A screenshot (also written to ``path``) and the canvas's top-left corner in it."""
     x, y = await page.evaluate(
         "(() => { const r = document.getElementById('room').getBoundingClientRect();"
         " return [Math.round(r.left) + 1, Math.round(r.top) + 1]; })()"  # inside its 1 px border
     )
-    return png.decode(await page.screenshot()), (x, y)
+    return png.decode(await page.screenshot(path)), (x, y)
 
 
 def failure_context(page: Page, server: ExampleServer) -> str:
@@ -55,7 +56,7 @@ def failure_context(page: Page, server: ExampleServer) -> str:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
-    browser: Chromium, transport: str
+    browser: Chromium, transport: str, tmp_path: Path
 ) -> None:
     async with example_server("examples.game", webtransport=transport == "webtransport") as server:
         page = await browser.new_page()
@@ -110,7 +111,7 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
                     truth = {k: (p.x, p.y) for k, p in states.state.players.items()}
                     assert set(truth) == {web_key, bot_key}
                     await page.wait_for(f"gameView.tick >= {states.state.tick}", timeout=5)
-                    shot, (left, top) = await canvas_image(page)
+                    shot, (left, top) = await canvas_image(page, tmp_path / f"game-{transport}.png")
                     for key, (x, y) in truth.items():
                         px = shot.pixel(left + round(x * SCALE), top + round(y * SCALE))
                         assert png.close(px, png.parse_colour(PALETTE[int(key) % len(PALETTE)])), (key, px)
