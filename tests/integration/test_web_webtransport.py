@@ -209,6 +209,54 @@ async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) ->
         assert server.stats["send_backlog"] <= 2 * 1024 * 1024
 
 
+FAST = kcprpc.ClientConfig(
+    heartbeat=kcprpc.HeartbeatConfig(interval=0.05, timeout=2.0),
+    reconnect=kcprpc.ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+async def test_a_client_whose_connection_is_cut_resumes_its_session(cert: Any) -> None:
+    async with running(cert) as started, client_for(started, config=FAST) as client:
+        server, listener, _ = started
+        await client.subscribe("news")
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, ticks.put_nowait)
+        await server.push.publish("news", Tick(n=1))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=1)
+        sid = client.session_id
+        (sess,) = server.sessions
+        back = asyncio.Event()
+        client.on_reconnect = lambda _c: back.set()
+        (quic,) = listener._protocols  # the server ends the QUIC connection (a network failure)
+        quic.end("cut")
+        await asyncio.wait_for(back.wait(), 10)
+        assert client.session_id == sid and client.resumes == 1  # ACCEPT's binding made resume work
+        assert server.stats["sessions_resumed"] == 1 and server.sessions == {sess}
+        await server.push.publish("news", Tick(n=2))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=2)
+        assert listener.stats()["accepted"] == 2
+
+
+async def test_shutdown_closes_the_listener_and_its_clients(cert: Any) -> None:
+    _, cert_path, key_path = cert
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, config=kcprpc.ServerConfig(shutdown_grace=0.5))
+    listener = await listen_webtransport(
+        server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+    )
+    gone = asyncio.Event()
+    client = connect_webtransport(listener.url, certificate_hashes=[cert[0].sha256])
+    client.on_disconnect = lambda _c, _why: gone.set()
+    try:
+        await client.connect()
+        assert await client.call(Svc.echo, "x") == "X"
+        await server.shutdown()
+        assert server.listeners == [listener] and listener.stats()["connections_open"] == 0
+        assert listener.stats()["quic_connections"] == 0
+        await asyncio.wait_for(gone.wait(), 10)
+    finally:
+        await client.close()
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
