@@ -464,9 +464,13 @@ class WebTransportListener(WebListenerBase):
         self._closed.set()
         self.drain()
         for p in list(self._protocols):
-            p.end("listener closed")
+            p.end("listener closed")  # CONNECTION_CLOSE goes out while the socket is open
         if self._quic_server is not None:
             self._quic_server.close()
+        for p in list(self._protocols):  # no event reaches them once the socket is closed
+            if not p.terminated:
+                p.terminated = True
+                p.connection_ended("listener closed")
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` and every connection's session ended."""
