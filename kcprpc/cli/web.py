@@ -1,8 +1,10 @@
 """``kcprpc serve``'s web options: ``--ws HOST:PORT`` (a WebSocket listener beside the KCP port,
-docs/wire-format/web.md), ``--web-origin ORIGIN`` (repeatable: the browser origins allowed) and
-``--web-root DIR`` (the files of a browser app, served over plain HTTP on the same port). Like
-every ``serve`` option they can come from ``KCPRPC_*`` variables (``KCPRPC_WS``,
-``KCPRPC_WEB_ORIGIN`` as a comma-separated list, ``KCPRPC_WEB_ROOT``)."""
+docs/wire-format/web.md), ``--web-origin ORIGIN`` (repeatable: the browser origins allowed, on
+both web listeners), ``--web-root DIR`` (the files of a browser app, served over plain HTTP on the
+``--ws`` port) and ``--wt HOST:PORT --wt-cert PEM --wt-key PEM`` (a WebTransport listener on that
+UDP port; ``kcprpc web-cert`` makes a development certificate). Like every ``serve`` option they
+can come from ``KCPRPC_*`` variables (``KCPRPC_WS``, ``KCPRPC_WEB_ORIGIN`` as a comma-separated
+list, ``KCPRPC_WEB_ROOT``, ``KCPRPC_WT``, ``KCPRPC_WT_CERT``, ``KCPRPC_WT_KEY``)."""
 
 from __future__ import annotations
 
@@ -40,21 +42,56 @@ def add_web_args(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="serve the files of this folder over HTTP on the --ws port (and /kcprpc.json)",
     )
+    p.add_argument(
+        "--wt",
+        type=metrics_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve WebTransport clients (browsers, HTTP/3 over UDP) there, path /kcprpc "
+        "(needs --wt-cert and --wt-key; port 0: any)",
+    )
+    p.add_argument(
+        "--wt-cert",
+        default=None,
+        metavar="PEM",
+        help="the WebTransport listener's TLS certificate (kcprpc web-cert --out DIR makes a development one)",
+    )
+    p.add_argument("--wt-key", default=None, metavar="PEM", help="the private key of --wt-cert")
 
 
 def check_web_args(args: argparse.Namespace) -> None:
     """The web options that make no sense as given raise :class:`UsageError`."""
     ws = getattr(args, "ws", None)
-    if ws is None and (getattr(args, "web_origin", None) or getattr(args, "web_root", None)):
-        raise UsageError("--web-origin and --web-root need --ws HOST:PORT")
+    wt = getattr(args, "wt", None)
+    if ws is None and getattr(args, "web_root", None):
+        raise UsageError("--web-root needs --ws HOST:PORT")
+    if ws is None and wt is None and getattr(args, "web_origin", None):
+        raise UsageError("--web-origin needs --ws HOST:PORT or --wt HOST:PORT")
     if ws is not None and getattr(args, "workers", 1) > 1:
         raise UsageError("--ws serves from one process: it does not go with --workers")
+    cert, key = getattr(args, "wt_cert", None), getattr(args, "wt_key", None)
+    if wt is None and (cert or key):
+        raise UsageError("--wt-cert and --wt-key need --wt HOST:PORT")
+    if wt is not None:
+        if not cert or not key:
+            raise UsageError("--wt needs --wt-cert PEM and --wt-key PEM (kcprpc web-cert --out DIR makes a pair)")
+        if getattr(args, "workers", 1) > 1:
+            raise UsageError("--wt serves from one process: it does not go with --workers")
 
 
 async def start_web(server: Server, args: argparse.Namespace) -> list[str]:
     """Start the WebSocket listener ``--ws`` asks for (after ``server.start()``); the lines
     ``serve``'s banner prints about it (none without ``--ws``)."""
     check_web_args(args)
+    origins: list[str] = []
+    for item in getattr(args, "web_origin", None) or ():
+        origins.extend(o.strip() for o in item.split(",") if o.strip())
+    lines = await _start_ws(server, args, origins)
+    lines += await _start_wt(server, args, origins)
+    return lines
+
+
+async def _start_ws(server: Server, args: argparse.Namespace, origins: list[str]) -> list[str]:
     where: Any = getattr(args, "ws", None)
     if where is None:
         return []
@@ -62,9 +99,6 @@ async def start_web(server: Server, args: argparse.Namespace) -> list[str]:
         from kcprpc.web import WebSocketOptions, listen_websocket
     except ImportError as e:  # pragma: no cover - the web extra is in dev
         raise UsageError(f"--ws needs the web extra: pip install 'kcprpc[web]' ({e})") from None
-    origins: list[str] = []
-    for item in args.web_origin or ():
-        origins.extend(o.strip() for o in item.split(",") if o.strip())
     options = WebSocketOptions(origins=tuple(origins), web_root=args.web_root)
     host, port = where
     listener = await listen_websocket(server, host, port, options)
@@ -79,4 +113,26 @@ async def start_web(server: Server, args: argparse.Namespace) -> list[str]:
         )
     if options.web_root is not None:
         lines.append(f"web root:  {options.web_root} at http://{shown}:{p}/")
+    return lines
+
+
+async def _start_wt(server: Server, args: argparse.Namespace, origins: list[str]) -> list[str]:
+    where: Any = getattr(args, "wt", None)
+    if where is None:
+        return []
+    try:
+        from kcprpc.web import WebTransportOptions, listen_webtransport
+    except ImportError as e:  # pragma: no cover - the web extra is in dev
+        raise UsageError(f"--wt needs the web extra: pip install 'kcprpc[web]' ({e})") from None
+    options = WebTransportOptions(origins=tuple(origins), certificate=args.wt_cert, private_key=args.wt_key)
+    host, port = where
+    listener = await listen_webtransport(server, host, port, options)
+    lines = [f"webtransport: {listener.url} (origins: {', '.join(origins) or 'none'})"]
+    if listener.certificate_hashes:
+        lines.append(
+            f"           development certificate, serverCertificateHashes sha-256 (base64): "
+            f"{', '.join(listener.certificate_hashes)}"
+        )
+    if listener.authorize is None:
+        lines.append("           its clients are NOT authenticated (an authorize hook checks tokens)")
     return lines

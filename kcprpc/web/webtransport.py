@@ -147,7 +147,7 @@ def close_capsule(code: int = 0, message: str = "") -> bytes:
     return _push_varint(CLOSE_WEBTRANSPORT_SESSION) + _push_varint(len(body)) + body
 
 
-class _Capsules:
+class CapsuleReader:
     """Reads the capsules on a session's CONNECT stream (RFC 9297): only the close matters; others
     (Chromium greases the stream with a reserved type) are skipped. Bounded: a capsule whose
     head says more than ``limit`` bytes is an error."""
@@ -464,9 +464,13 @@ class WebTransportListener(WebListenerBase):
         self._closed.set()
         self.drain()
         for p in list(self._protocols):
-            p.end("listener closed")
+            p.end("listener closed")  # CONNECTION_CLOSE goes out while the socket is open
         if self._quic_server is not None:
             self._quic_server.close()
+        for p in list(self._protocols):  # no event reaches them once the socket is closed
+            if not p.terminated:
+                p.terminated = True
+                p.connection_ended("listener closed")
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` and every connection's session ended."""
@@ -624,7 +628,7 @@ class _ServerSession:
             counters=self.listener.counters,
         )
         self.reader = HandshakeReader("open")
-        self.capsules = _Capsules()
+        self.capsules = CapsuleReader()
         self.pipe: WebPipe | None = None
         self.conn: WebConnection | None = None
         self.ended = False
@@ -831,7 +835,7 @@ class _ClientProtocol(_H3Protocol):
         self.reply: asyncio.Future[Message | FramingError] = asyncio.get_running_loop().create_future()
         self.pipe: WebPipe | None = None
         self.conn: WebConnection | None = None
-        self.capsules = _Capsules()
+        self.capsules = CapsuleReader()
         self.ended = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -1094,6 +1098,7 @@ __all__ = [
     "CLOSE_WEBTRANSPORT_SESSION",
     "MAX_WT_DATAGRAM",
     "WT_COUNTERS",
+    "CapsuleReader",
     "WebTransportListener",
     "close_capsule",
     "connect_webtransport",

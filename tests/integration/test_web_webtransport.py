@@ -209,6 +209,54 @@ async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) ->
         assert server.stats["send_backlog"] <= 2 * 1024 * 1024
 
 
+FAST = kcprpc.ClientConfig(
+    heartbeat=kcprpc.HeartbeatConfig(interval=0.05, timeout=2.0),
+    reconnect=kcprpc.ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+async def test_a_client_whose_connection_is_cut_resumes_its_session(cert: Any) -> None:
+    async with running(cert) as started, client_for(started, config=FAST) as client:
+        server, listener, _ = started
+        await client.subscribe("news")
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, ticks.put_nowait)
+        await server.push.publish("news", Tick(n=1))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=1)
+        sid = client.session_id
+        (sess,) = server.sessions
+        back = asyncio.Event()
+        client.on_reconnect = lambda _c: back.set()
+        (quic,) = listener._protocols  # the server ends the QUIC connection (a network failure)
+        quic.end("cut")
+        await asyncio.wait_for(back.wait(), 10)
+        assert client.session_id == sid and client.resumes == 1  # ACCEPT's binding made resume work
+        assert server.stats["sessions_resumed"] == 1 and server.sessions == {sess}
+        await server.push.publish("news", Tick(n=2))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=2)
+        assert listener.stats()["accepted"] == 2
+
+
+async def test_shutdown_closes_the_listener_and_its_clients(cert: Any) -> None:
+    _, cert_path, key_path = cert
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, config=kcprpc.ServerConfig(shutdown_grace=0.5))
+    listener = await listen_webtransport(
+        server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+    )
+    gone = asyncio.Event()
+    client = connect_webtransport(listener.url, certificate_hashes=[cert[0].sha256])
+    client.on_disconnect = lambda _c, _why: gone.set()
+    try:
+        await client.connect()
+        assert await client.call(Svc.echo, "x") == "X"
+        await server.shutdown()
+        assert server.listeners == [listener] and listener.stats()["connections_open"] == 0
+        assert listener.stats()["quic_connections"] == 0
+        await asyncio.wait_for(gone.wait(), 10)
+    finally:
+        await client.close()
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
@@ -457,3 +505,44 @@ async def test_a_second_session_on_one_connection_is_refused(cert: Any) -> None:
                 await c.session()
             assert c.status.result() == 429
         assert listener.stats()["sessions_refused"] == 1
+
+
+async def test_kcprpc_serve_with_wt_and_ws(tmp_path: Path) -> None:
+    import base64
+
+    from serve_process import ServeProcess
+
+    from examples.quickstart.service import Greeter, HelloRequest
+    from kcprpc.cli import main
+
+    assert main(["web-cert", "--out", str(tmp_path), "--days", "2"]) == 0
+    flags = (
+        "--ws", "127.0.0.1:0",
+        "--wt", "127.0.0.1:0", "--wt-cert", str(tmp_path / "cert.pem"), "--wt-key", str(tmp_path / "key.pem"),
+        "--web-origin", "http://localhost:8000",
+    )  # fmt: skip
+    repo = Path(__file__).resolve().parents[2]
+    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+        ws_line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
+        line = await asyncio.to_thread(proc.expect, "webtransport: https://127.0.0.1:")
+        url = line.split()[1]
+        assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
+        hash_line = await asyncio.to_thread(proc.expect, "development certificate")
+        b64 = hash_line.rsplit(" ", 1)[1]
+        pem = (tmp_path / "cert.pem").read_bytes()
+        from kcprpc.web.certs import certificate_hash
+
+        assert base64.b64decode(b64) == certificate_hash(pem)
+        async with connect_webtransport(url, certificate_hashes=[base64.b64decode(b64)]) as client:
+            reply = await client.stub(Greeter).hello(HelloRequest(name="wt"))
+            assert reply.message == "Hello, wt!"
+            stats = await client.stats()
+            assert stats.server["webtransport_accepted"] == 1
+        ws_port = int(ws_line.split()[1].removeprefix("ws://").split("/")[0].rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", ws_port)
+        writer.write(b"GET /kcprpc.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        body = (await asyncio.wait_for(reader.read(), 5)).split(b"\r\n\r\n", 1)[1]
+        writer.close()
+        assert json.loads(body)["webtransport"] == {"url": url, "certificateHashes": [b64]}
+        code, _rest = await asyncio.to_thread(proc.stop)
+        assert code == 0
