@@ -11,7 +11,8 @@ both beat the app's own settings (``make_server`` applies only what is not ``Non
 
 An environment value goes through the option's own parsing (its type and choices): a bad one
 raises :class:`~kcprpc.UsageError` naming the variable. A flag without a value
-(``store_true``) takes ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``.
+(``store_true``) takes ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``; a
+repeatable option (``action=AppendList``, e.g. ``--web-origin``) takes a comma-separated list.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kcprpc.errors import UsageError
 __all__ = [
     "ENV_PREFIX",
     "NOT_FROM_ENV",
+    "AppendList",
     "NotGiven",
     "apply_env",
     "defer_defaults",
@@ -49,6 +51,24 @@ class NotGiven:
 
     default: Any
     action: argparse.Action
+
+
+class AppendList(argparse.Action):
+    """A repeatable option (``--web-origin A --web-origin B``: ``["A", "B"]``) that works with
+    :func:`defer_defaults` (argparse's ``append`` would append to the :class:`NotGiven` default);
+    its ``KCPRPC_*`` variable is a comma-separated list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = list(current) if isinstance(current, list) else []
+        items.append(values)
+        setattr(namespace, self.dest, items)
 
 
 def env_var(action: argparse.Action) -> str:
@@ -85,8 +105,17 @@ def _from_env(action: argparse.Action, var: str, raw: str) -> Any:
             )
         return action.const if word in _TRUE else action.default.default
     convert = action.type if callable(action.type) else str
+    if isinstance(action, AppendList):
+        items = [part.strip() for part in raw.split(",") if part.strip()]
+        return [_from_env_one(action, var, raw, convert, item) for item in items]
+    return _from_env_one(action, var, raw, convert, raw)
+
+
+def _from_env_one(action: argparse.Action, var: str, raw: str, convert: Any, text: str) -> Any:
+    """One value of the variable ``var`` (``raw``): ``text`` as the option ``action`` parses it."""
+    flag = action.option_strings[-1] if action.option_strings else action.dest
     try:
-        value = convert(raw)
+        value = convert(text)
     except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
         reason = str(e) if isinstance(e, argparse.ArgumentTypeError) else f"not a valid {flag} value"
         raise UsageError(f"{var}={raw!r}: {reason} ({flag})") from None

@@ -92,7 +92,9 @@ def export_documents(target: str) -> list[dict[str, Any]]:
             raise
         except Exception as e:  # pydantic cannot describe a type of the class
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UsageError(f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}") from None
+            raise UsageError(
+                f"cannot export {cls.__module__}.{cls.__qualname__} ({target}): {first}"
+            ) from None
     return docs
 
 

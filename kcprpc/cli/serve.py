@@ -1,5 +1,6 @@
 """``kcprpc serve module:app [--host H] [--port P] [--grace S] [--log-level L] [--log-format F]
-[--metrics HOST:PORT] [--broker URL] [transport flags]``.
+[--metrics HOST:PORT] [--broker URL] [--ws HOST:PORT [--web-origin ORIGIN ...] [--web-root DIR]]
+[transport flags]``.
 
 ``module:app`` names a :class:`~kcprpc.Server`, a list of services, or a factory of either. The
 transport flags given override the app's own settings (:func:`kcprpc.cli.flags.build_transport`
@@ -13,6 +14,7 @@ Every option can come from a ``KCPRPC_*`` variable instead (``KCPRPC_PORT``, ``K
 :mod:`kcprpc.cli.env`): the command line beats the environment, which beats the app's settings.
 ``--log-format``, ``--metrics`` and ``--broker`` are :mod:`kcprpc.cli.ops`' (docs/deploy.md).
 ``--workers N`` serves the port from N processes (:func:`kcprpc.workers.serve_workers`, docs/workers.md).
+``--ws``, ``--web-origin`` and ``--web-root`` are :mod:`kcprpc.cli.web`'s (browsers over WebSocket).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kcprpc.cli.env import apply_env, defer_defaults
 from kcprpc.cli.flags import add_transport_args, build_transport
 from kcprpc.cli.ops import add_ops_args, start_endpoint, use_broker
 from kcprpc.cli.runner import run_loop
+from kcprpc.cli.web import add_web_args, check_web_args, start_web
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.logconfig import LOG_LEVELS, TEXT_FORMAT, configure_logging
@@ -142,7 +145,12 @@ def print_banner(server: Server, host: str, port: int, extra: Sequence[str] = ()
         print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
-async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None = None) -> int:
+async def _serve(
+    server: Server,
+    grace: float,
+    metrics: tuple[str, int] | None = None,
+    args: argparse.Namespace | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     try:
         host, port = await server.start()
@@ -150,6 +158,7 @@ async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None =
         raise listen_error(e, server.host, server.port) from None
     try:
         endpoint = await start_endpoint(server, metrics)  # --metrics: /metrics and /healthz
+        web = await start_web(server, args) if args is not None else []  # --ws: browsers
     except BaseException:
         await server.shutdown(0)
         raise
@@ -158,6 +167,7 @@ async def _serve(server: Server, grace: float, metrics: tuple[str, int] | None =
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     extra = [f"metrics:   {endpoint.url}/metrics and {endpoint.url}/healthz"] if endpoint is not None else []
+    extra += web
     print_banner(server, host, port, extra)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
@@ -184,10 +194,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("serve needs module:app (e.g. examples.quickstart.service:app) or KCPRPC_APP")
     setup_logging(args.log_level, args.log_format)
     sys.path.insert(0, "")
+    check_web_args(args)
     if args.workers > 1:
         return _serve_workers(args)
     server = make_server(load_app(args.app), args)
-    return run_loop(_serve(server, args.grace, args.metrics))
+    return run_loop(_serve(server, args.grace, args.metrics, args))
 
 
 def _serve_workers(args: argparse.Namespace) -> int:
@@ -264,6 +275,7 @@ def add_serve_command(sub: Any) -> None:
         default=1,
         help="worker processes on the port (default 1; Linux; docs/workers.md)",
     )
+    add_web_args(s)  # --ws, --web-origin, --web-root
     add_transport_args(s)
     defer_defaults(s)  # last: every option above can come from KCPRPC_* (kcprpc.cli.env)
     s.set_defaults(func=cmd_serve, is_async=False)

@@ -497,7 +497,33 @@ class _ServerProtocol(_H3Protocol):
         super().__init__(*args, **kwargs)
         self.listener = listener
         self.session: _ServerSession | None = None
+        opts = listener.options
+        # QUIC connections are bounded like sessions (one session each): past max_connections a
+        # new one is closed at once; one that opens no session within open_timeout is closed
+        self._busy = opts.max_connections is not None and len(listener._protocols) >= opts.max_connections
         listener._protocols.add(self)
+        self._session_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            opts.open_timeout, self._no_session
+        )
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        """Close a connection over the bound at its first event; else as :class:`_H3Protocol`."""
+        if self._busy and not self.terminated:
+            self._busy = False
+            self.listener.count("refused_busy", "over max_connections QUIC connections")
+            self._close_quic("server busy")
+        super().quic_event_received(event)
+
+    def _no_session(self) -> None:
+        self._session_timer = None
+        if self.session is None and not self.terminated:
+            self.listener.count("open_timeouts", "no WebTransport session within open_timeout")
+            self._close_quic("no session in time")
+
+    def _close_quic(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            self._quic.close(error_code=0, reason_phrase=reason)
+        self.transmit()
 
     def h3_event_received(self, event: H3Event) -> None:
         """Route one HTTP/3 event."""
@@ -556,6 +582,9 @@ class _ServerProtocol(_H3Protocol):
         h3.send_headers(event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
         self.transmit()
         self.session = _ServerSession(self, event.stream_id)
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
 
     def stream_reset(self, stream_id: int) -> None:
         """A reset of the session's stream or CONNECT stream ends the session."""
@@ -566,6 +595,9 @@ class _ServerProtocol(_H3Protocol):
     def connection_ended(self, reason: str) -> None:
         """The QUIC connection ended: the session too."""
         self.listener._protocols.discard(self)
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
         if self.session is not None:
             self.session.peer_gone(reason)
 
@@ -573,9 +605,7 @@ class _ServerProtocol(_H3Protocol):
         """Close the QUIC connection (the listener closes)."""
         if self.session is not None:
             self.session.abort(reason)
-        with contextlib.suppress(Exception):
-            self._quic.close(error_code=0, reason_phrase=reason)
-            self.transmit()
+        self._close_quic(reason)
 
 
 class _ServerSession:

@@ -397,3 +397,33 @@ async def test_a_websocket_client_that_stops_reading_ends_as_a_slow_consumer() -
             await slow.close()
     finally:
         await server.shutdown()
+
+
+async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -> None:
+    from serve_process import ServeProcess
+
+    from examples.quickstart.service import Greeter, HelloRequest
+
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    flags = ("--ws", "127.0.0.1:0", "--web-origin", "http://localhost:8000", "--web-root", str(tmp_path))
+    repo = Path(__file__).resolve().parents[2]
+    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+        line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
+        url = line.split()[1]
+        assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
+        async with connect_websocket(url, origin="http://localhost:8000") as client:
+            reply = await client.stub(Greeter, timeout=TIMEOUT).hello(HelloRequest(name="cli"))
+            assert reply.message == "Hello, cli!"
+            stats = await client.stats()
+            assert stats.server["websocket_accepted"] == 1
+        with pytest.raises(RpcError) as e:
+            await connect_websocket(url, origin="http://elsewhere.example")
+        assert e.value.status == Status.PERMISSION_DENIED
+        base = url.removeprefix("ws://").removesuffix("/kcprpc")
+        assert await asyncio.to_thread(_get, f"http://{base}/") == (
+            200,
+            "text/html; charset=utf-8",
+            b"<p>hi</p>",
+        )
+        code, _rest = await asyncio.to_thread(proc.stop)
+        assert code == 0

@@ -416,6 +416,27 @@ async def test_no_open_in_time_is_closed(cert: Any) -> None:
         assert listener.stats()["open_timeouts"] == 1
 
 
+async def test_a_quic_connection_without_a_session_is_closed_in_time(cert: Any) -> None:
+    async with running(cert, open_timeout=0.3) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["open_timeouts"] == 1
+        assert listener.stats()["quic_connections"] == 0
+
+
+async def test_quic_connections_past_max_connections_are_closed(cert: Any) -> None:
+    async with running(cert, max_connections=1) as started:
+        _, listener, _ = started
+        async with raw(listener) as first:
+            await first.session()
+            with pytest.raises(ConnectionError):  # closed during its handshake
+                async with raw(listener):
+                    pass
+            assert listener.stats()["refused_busy"] == 1
+            assert not first.closed.is_set()
+
+
 async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
     async with running(cert, max_receive_buffer=1024) as started:
         _, listener, _ = started
