@@ -85,7 +85,12 @@ test("pushes: to the session, a room, a topic; keyed and unreliable (DATAGRAM) e
   await waitFor(() => c.rooms.has("r1"), "the ROOMS frame");
   await c.subscribe("news");
   await c.unary("ts.App/push", { room: "r1", topic: "news" });
-  await waitFor(() => ["ts.Note", "ts.Chat", "ts.Pos", "ts.Blip"].every((n) => events.some((e) => e.name === n)) && events.filter((e) => e.name === "ts.Chat").length === 2, "every pushed event");
+  const arrived = (): boolean =>
+    ["ts.Pos", "ts.Blip"].every((n) => events.some((e) => e.name === n)) &&
+    events.filter((e) => e.name === "ts.Chat").length === 2 &&
+    events.some((e) => e.name === "ts.Note" && e.latestKey === null) &&
+    events.some((e) => e.name === "ts.Note" && e.latestKey === "k1");
+  await waitFor(arrived, "every pushed event");
   const chats = events.filter((e) => e.name === "ts.Chat");
   assert.deepEqual(chats.map((e) => e.key).sort(), ["room:r1", "topic:news"]);
   assert.ok(chats.every((e) => Array.isArray(e.position)), "room and topic messages carry positions");
