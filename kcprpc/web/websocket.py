@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +121,11 @@ async def _pump(
     pipe: WebPipe,
     max_message: int,
     bad: Any,
+    closed: Callable[[], None] | None = None,
 ) -> None:
     """Feed ``pipe`` with the messages of ``ws`` until it closes (or a protocol error:
-    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002)."""
+    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002); ``closed()`` runs
+    then, before the pipe's end of stream."""
     try:
         while not pipe.closed:
             await pipe.wait_room(max_message)
@@ -153,6 +155,8 @@ async def _pump(
             pipe.abort(1002, "protocol error")
             break
     finally:
+        if closed is not None:
+            closed()
         pipe.feed_eof()
 
 
@@ -170,6 +174,7 @@ class WebSocketListener(WebListenerBase):
         self.counters.update({"subprotocol_refused": 0, "http_files": 0, "http_not_found": 0})
         self._ws: WsServer | None = None
         self._announced: dict[str, Any] = {}
+        self._opening = 0  # connections not yet past OPEN
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -208,7 +213,8 @@ class WebSocketListener(WebListenerBase):
         if not self.origin_allowed(headers.get("Origin")):
             return _response(HttpReply.text(403, "origin not allowed\n"))
         if "upgrade" not in headers.get("Connection", "").lower():
-            return None  # websockets answers 426 Upgrade Required
+            self.count("bad_requests", "a plain GET of the WebSocket path")
+            return _response(HttpReply.text(426, "a WebSocket client connects here\n"))
         offered = [p.strip() for h in headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
         if SUBPROTOCOL not in offered:
             self.count("subprotocol_refused", f"subprotocols offered: {offered[:4]}")
@@ -226,41 +232,56 @@ class WebSocketListener(WebListenerBase):
             self.count_unexpected(msg, first=False)
 
     async def _handle(self, ws: ServerConnection) -> None:
-        address = ws.remote_address
         opts = self.options
+        limit = opts.max_connections
+        if limit is not None and len(self.connections) + self._opening >= limit:
+            self.count("refused_busy", f"over {limit} web connections (with those not yet open)")
+            await ws.close(1013, "too many connections")
+            return None
+        self._opening += 1
+        try:
+            pipe = await self._open(ws)
+        finally:
+            self._opening -= 1  # (an accepted one is in self.connections by now)
+        if pipe is not None:
+            try:
+                await _pump(ws, pipe, opts.max_message_size, self._bad)
+            finally:
+                pipe.feed_eof()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
+
+    async def _open(self, ws: ServerConnection) -> WebPipe | None:
+        """The connection until OPEN is answered: the pipe of an accepted one (its session
+        served), None when it ended (refused, a protocol error, no OPEN in time)."""
+        address = ws.remote_address
         first = await self.within_open_timeout(_recv(ws))
         if first is None:
             if _oversized(ws):
                 self.count("oversized", "a first message over max_message_size")
             elif ws.protocol.close_rcvd is None and ws.protocol.close_sent is None:
                 await ws.close(1008, "no OPEN in time")
-            return
+            return None
         if isinstance(first, str):
             self.count("text_messages", "a text message")
             await ws.close(1002, "text message")
-            return
+            return None
         msg = decode(first)
         if not isinstance(msg, Open):
             self.count_unexpected(msg, first=True)
             await ws.close(1002, "OPEN expected")
-            return
+            return None
         verdict = await self.admit(msg, address)
         try:
             await ws.send(verdict.reply)
         except ConnectionClosed:
-            return
+            return None
         if not isinstance(verdict, Admitted):
             await ws.close(status_close_code(verdict.status), _reason(verdict.message))
-            return
-        pipe = _make_pipe(ws, verdict.max_datagram, opts.max_receive_buffer)
-        conn = self.serve(pipe, verdict, address, ws)
-        try:
-            await _pump(ws, pipe, opts.max_message_size, self._bad)
-        finally:
-            pipe.feed_eof()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
-            del conn
+            return None
+        pipe = _make_pipe(ws, verdict.max_datagram, self.options.max_receive_buffer)
+        self.serve(pipe, verdict, address, ws)
+        return pipe
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -412,10 +433,12 @@ async def dial_websocket(
         def bad(counter: str | None, detail: str, m: Any) -> None:
             log.info("websocket %s: %s", url, detail or "a message the client does not take")
 
-        await _pump(ws, pipe, max_message_size, bad)
-        rcvd = ws.protocol.close_rcvd
-        if rcvd is not None:
-            conn.peer_closed(rcvd.code, rcvd.reason)
+        def closed() -> None:
+            rcvd = ws.protocol.close_rcvd
+            if rcvd is not None and rcvd.code != 1000:
+                conn.peer_closed(rcvd.code, rcvd.reason)
+
+        await _pump(ws, pipe, max_message_size, bad, closed)
 
     task = asyncio.ensure_future(pump())
     conn.reader_task = task

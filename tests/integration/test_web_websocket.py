@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
 from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
 
@@ -427,3 +428,40 @@ async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -
         )
         code, _rest = await asyncio.to_thread(proc.stop)
         assert code == 0
+
+
+async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_426() -> None:
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(max_connections=1))
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        async with connect_websocket(url) as first:
+            await first.stub(Demo, timeout=TIMEOUT).whoami()
+            async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+                assert await closed_with(ws) == 1013
+            assert lst.counters["refused_busy"] == 1
+        await asyncio.wait_for(_until(lambda: not lst.connections), TIMEOUT)
+        async with connect_websocket(url) as again:  # room again
+            await again.stub(Demo, timeout=TIMEOUT).whoami()
+        assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{lst.address[1]}/kcprpc"))[0] == 426
+        assert lst.counters["bad_requests"] == 1
+    finally:
+        await server.shutdown()
+
+
+async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_calls_with_it(
+    served: Any,
+) -> None:
+    server, _lst, url = served
+    async with connect_websocket(
+        url, config=ClientConfig(reconnect=ReconnectPolicy(max_attempts=0))
+    ) as client:
+        sid = await client.stub(Demo, timeout=TIMEOUT).whoami()
+        probe = server.services[0].probe
+        pending = asyncio.ensure_future(client.stub(Demo, timeout=TIMEOUT).slow(Req(name="s")))
+        await asyncio.wait_for(probe.started.wait(), TIMEOUT)
+        sess = next(s for s in server.sessions if s.id == sid)
+        await sess.conn.abort(close_code(Status.RESOURCE_EXHAUSTED), "go away now")  # WebSocket close 4008
+        with pytest.raises(RpcError) as e:
+            await asyncio.wait_for(pending, TIMEOUT)
+        assert e.value.status == Status.RESOURCE_EXHAUSTED and e.value.message == "go away now"
