@@ -121,7 +121,8 @@ async function view(o: ViewOptions): Promise<number> {
     });
     const c: Client = client;
     const live = new LiveClient(c);
-    const names: LiveEventName[] = ["live.chat", "live.gift", "live.score"];
+    // the channel's topic events (live.viewers, the viewer count, is a session event: not logged)
+    const names: Array<"live.chat" | "live.gift" | "live.score"> = ["live.chat", "live.gift", "live.score"];
     for (const name of names) {
       live.on(name, (data: LiveEvents[typeof name], info: EventInfo) => {
         if (info.position === null || info.key !== `topic:${liveTopic(o.channel)}`) return; // a topic event always has one
