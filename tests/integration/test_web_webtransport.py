@@ -273,6 +273,40 @@ async def test_refused_token_is_unauthenticated(cert: Any) -> None:
         assert started[1].stats()["refused_unauthenticated"] == 1
 
 
+async def test_the_secure_wires_authorize_hook_and_on_connect_apply(cert: Any) -> None:
+    """Without an authorize in the options the token goes to the server's SecureWire.authorize,
+    the hook a KCP secure client's token goes to; on_connect runs for the accepted session."""
+    connected: list[str] = []
+
+    def authorize(token: bytes, key: bytes | None, address: Any) -> str | None:
+        assert key is None and address[0] == "127.0.0.1"
+        return None if token == b"letmein" else "unknown token"
+
+    _, cert_path, key_path = cert
+    server = kcprpc.Server(
+        [Svc()],
+        "127.0.0.1",
+        0,
+        transport=kcprpc.Transport(kcprpc.SecureWire(key="k", authorize=authorize)),
+        on_connect=lambda s: connected.append(s.id),
+    )
+    await server.start()
+    try:
+        listener = await listen_webtransport(
+            server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+        )
+        url, hashes = listener.url, [cert[0].sha256]
+        with pytest.raises(RpcError) as ei:
+            await connect_webtransport(url, token="wrong", certificate_hashes=hashes).connect()
+        assert ei.value.status == Status.UNAUTHENTICATED and ei.value.message == "unknown token"
+        assert connected == [] and listener.stats()["refused_unauthenticated"] == 1
+        async with connect_webtransport(url, token=b"letmein", certificate_hashes=hashes) as client:
+            assert await client.call(Svc.echo, "in") == "IN"
+            assert client.session_id == connected[0]
+    finally:
+        await server.shutdown(grace=0.5)
+
+
 async def test_origin_outside_the_list_is_refused(cert: Any) -> None:
     async with running(cert, origins=("http://good.test",)) as started:
         with pytest.raises(RpcError) as ei:
