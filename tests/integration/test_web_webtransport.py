@@ -530,6 +530,22 @@ async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
         assert listener.stats()["receive_overflows"] == 1
 
 
+async def test_a_datagram_over_max_datagram_is_dropped_and_counted(cert: Any) -> None:
+    async with running(cert, max_datagram=512) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            c.stream(sid, encode_open(2))
+            await until(lambda: len(c.received) >= 21)  # ACCEPT
+            assert int.from_bytes(c.received[3:5], "big") == 512  # its max datagram
+            (conn,) = listener.connections
+            c.datagram(sid, b"\0" * 513)
+            c.datagram(sid, b"\0" * 600)
+            await until(lambda: conn.pipe.counters["datagrams_in_dropped"] == 2)
+            assert conn.pipe.counters["datagrams_in"] == 0
+            assert not c.closed.is_set() and listener.stats()["protocol_errors"] == 0
+
+
 async def test_a_second_session_on_one_connection_is_refused(cert: Any) -> None:
     async with running(cert) as started:
         _, listener, _ = started
