@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.metrics import families
 from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
 from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
@@ -86,6 +87,9 @@ async def test_calls_streams_and_pushes_over_websocket(served: Any) -> None:
         assert sess.conn.stats()["web_datagrams_in"] >= 1
         stats = await client.stats()
         assert stats.server["websocket_accepted"] == 1 and stats.server["websocket_connections_open"] == 1
+        metrics = {f.name: f for f in families(server)}  # the /metrics endpoint's view
+        assert metrics["kcprpc_listener_websocket_accepted"].samples == [({}, 1.0)]
+        assert metrics["kcprpc_listener_websocket_connections_open"].kind == "gauge"
     assert lst.counters["protocol_errors"] == 0
 
 
