@@ -469,3 +469,59 @@ async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_call
         with pytest.raises(RpcError) as e:
             await asyncio.wait_for(pending, TIMEOUT)
         assert e.value.status == Status.RESOURCE_EXHAUSTED and e.value.message == "go away now"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (PEM files: certificate, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem, key_pem = tmp / "cert.pem", tmp / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_pem, key_pem
+
+
+async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(ssl=server_ctx))
+        url = f"wss://127.0.0.1:{lst.address[1]}/kcprpc"
+        async with connect_websocket(url, ssl=client_ctx) as client:
+            assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="tls"))).text == "hello tls"
+        with pytest.raises(RpcError) as e:  # a client that does not trust the certificate
+            await connect_websocket(url)
+        assert e.value.status == Status.UNAVAILABLE and "certificate" in e.value.message.lower()
+    finally:
+        await server.shutdown()
