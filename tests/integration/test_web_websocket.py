@@ -411,8 +411,7 @@ async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -
 
     (tmp_path / "index.html").write_text("<p>hi</p>")
     flags = ("--ws", "127.0.0.1:0", "--web-origin", "http://localhost:8000", "--web-root", str(tmp_path))
-    repo = Path(__file__).resolve().parents[2]
-    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+    with ServeProcess("examples.quickstart.service:app", *flags) as proc:
         line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
         url = line.split()[1]
         assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
