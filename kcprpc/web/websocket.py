@@ -330,8 +330,12 @@ def _response(reply: HttpReply) -> Response:
 async def listen_websocket(
     server: Server, host: str, port: int, options: WebSocketOptions | None = None
 ) -> WebSocketListener:
-    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port``: the listener,
-    added to the server (``Server.add_listener``: closed by its shutdown, counters in its stats)."""
+    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port`` (port 0: any
+    free one, see the listener's ``address``): the listener, added to the server
+    (``Server.add_listener``: closed by its shutdown, counters in its stats). It hands connections
+    to the server at once: start the server first (``await server.start()``) when it has a
+    lifespan or a broker to start. ``options``: :class:`WebSocketOptions` (default: all defaults);
+    a port that cannot be bound raises :class:`UsageError`."""
     if options is None:
         options = WebSocketOptions()
     elif not isinstance(options, WebSocketOptions):
