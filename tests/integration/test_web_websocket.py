@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.errors import UsageError
 from kcprpc.metrics import families
 from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
@@ -524,3 +526,22 @@ async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
         assert e.value.status == Status.UNAVAILABLE and "certificate" in e.value.message.lower()
     finally:
         await server.shutdown()
+
+
+async def test_misuse_is_a_usage_error_and_nothing_listening_is_unavailable(served: Any) -> None:
+    server, lst, _url = served
+    with pytest.raises(UsageError, match="cannot listen"):
+        await listen_websocket(server, "127.0.0.1", lst.address[1])  # the port is taken
+    with pytest.raises(UsageError, match="WebSocketOptions"):
+        await listen_websocket(server, "127.0.0.1", 0, object())  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="ws://"):
+        connect_websocket("http://127.0.0.1:1/kcprpc")
+    with pytest.raises(UsageError, match="token"):
+        await connect_websocket(f"ws://127.0.0.1:{lst.address[1]}/kcprpc", token=b"t" * 1025)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    with pytest.raises(RpcError) as e:
+        await connect_websocket(f"ws://127.0.0.1:{port}/kcprpc")
+    assert e.value.status == Status.UNAVAILABLE
