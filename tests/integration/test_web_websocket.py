@@ -241,6 +241,12 @@ async def test_a_bad_message_after_accept_is_counted_and_closed(
     await asyncio.wait_for(_until(lambda: lst.stats()["connections_open"] == 0), TIMEOUT)
 
 
+async def still_serves(url: str) -> None:
+    """A well-behaved client is served (after some bad input)."""
+    async with connect_websocket(url) as ok:
+        assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="ok"))).text == "hello ok"
+
+
 async def _until(cond: Any) -> None:
     while not cond():
         await asyncio.sleep(0.01)
@@ -252,6 +258,7 @@ async def test_an_oversized_message_closes_with_1009(served: Any) -> None:
     await ws.send(encode_stream(b"x" * (64 * 1024)))  # 64 KiB + the kind byte
     assert await closed_with(ws) == 1009
     await asyncio.wait_for(_until(lambda: lst.counters["oversized"] == 1), TIMEOUT)
+    await still_serves(url)
 
 
 async def test_no_open_within_the_timeout(served: Any) -> None:
@@ -259,6 +266,7 @@ async def test_no_open_within_the_timeout(served: Any) -> None:
     async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
         assert await closed_with(ws) == 1008
     assert lst.counters["open_timeouts"] == 1
+    await still_serves(url)
 
 
 @pytest.mark.parametrize("subprotocols", [None, ["other.v1"]])
@@ -268,6 +276,7 @@ async def test_the_subprotocol_is_required(served: Any, subprotocols: Any) -> No
         await ws_connect(url, subprotocols=subprotocols)
     assert e.value.response.status_code == 400
     assert lst.counters["subprotocol_refused"] == 1
+    await still_serves(url)
 
 
 async def test_only_allowed_origins_connect() -> None:
