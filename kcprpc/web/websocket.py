@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +121,11 @@ async def _pump(
     pipe: WebPipe,
     max_message: int,
     bad: Any,
+    closed: Callable[[], None] | None = None,
 ) -> None:
     """Feed ``pipe`` with the messages of ``ws`` until it closes (or a protocol error:
-    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002)."""
+    ``bad(counter, detail, message)`` is told and the pipe aborted with 1002); ``closed()`` runs
+    then, before the pipe's end of stream."""
     try:
         while not pipe.closed:
             await pipe.wait_room(max_message)
@@ -153,6 +155,8 @@ async def _pump(
             pipe.abort(1002, "protocol error")
             break
     finally:
+        if closed is not None:
+            closed()
         pipe.feed_eof()
 
 
@@ -170,6 +174,7 @@ class WebSocketListener(WebListenerBase):
         self.counters.update({"subprotocol_refused": 0, "http_files": 0, "http_not_found": 0})
         self._ws: WsServer | None = None
         self._announced: dict[str, Any] = {}
+        self._opening = 0  # connections not yet past OPEN
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -208,7 +213,8 @@ class WebSocketListener(WebListenerBase):
         if not self.origin_allowed(headers.get("Origin")):
             return _response(HttpReply.text(403, "origin not allowed\n"))
         if "upgrade" not in headers.get("Connection", "").lower():
-            return None  # websockets answers 426 Upgrade Required
+            self.count("bad_requests", "a plain GET of the WebSocket path")
+            return _response(HttpReply.text(426, "a WebSocket client connects here\n"))
         offered = [p.strip() for h in headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
         if SUBPROTOCOL not in offered:
             self.count("subprotocol_refused", f"subprotocols offered: {offered[:4]}")
@@ -226,41 +232,56 @@ class WebSocketListener(WebListenerBase):
             self.count_unexpected(msg, first=False)
 
     async def _handle(self, ws: ServerConnection) -> None:
-        address = ws.remote_address
         opts = self.options
+        limit = opts.max_connections
+        if limit is not None and len(self.connections) + self._opening >= limit:
+            self.count("refused_busy", f"over {limit} web connections (with those not yet open)")
+            await ws.close(1013, "too many connections")
+            return None
+        self._opening += 1
+        try:
+            pipe = await self._open(ws)
+        finally:
+            self._opening -= 1  # (an accepted one is in self.connections by now)
+        if pipe is not None:
+            try:
+                await _pump(ws, pipe, opts.max_message_size, self._bad)
+            finally:
+                pipe.feed_eof()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
+
+    async def _open(self, ws: ServerConnection) -> WebPipe | None:
+        """The connection until OPEN is answered: the pipe of an accepted one (its session
+        served), None when it ended (refused, a protocol error, no OPEN in time)."""
+        address = ws.remote_address
         first = await self.within_open_timeout(_recv(ws))
         if first is None:
             if _oversized(ws):
                 self.count("oversized", "a first message over max_message_size")
             elif ws.protocol.close_rcvd is None and ws.protocol.close_sent is None:
                 await ws.close(1008, "no OPEN in time")
-            return
+            return None
         if isinstance(first, str):
             self.count("text_messages", "a text message")
             await ws.close(1002, "text message")
-            return
+            return None
         msg = decode(first)
         if not isinstance(msg, Open):
             self.count_unexpected(msg, first=True)
             await ws.close(1002, "OPEN expected")
-            return
+            return None
         verdict = await self.admit(msg, address)
         try:
             await ws.send(verdict.reply)
         except ConnectionClosed:
-            return
+            return None
         if not isinstance(verdict, Admitted):
             await ws.close(status_close_code(verdict.status), _reason(verdict.message))
-            return
-        pipe = _make_pipe(ws, verdict.max_datagram, opts.max_receive_buffer)
-        conn = self.serve(pipe, verdict, address, ws)
-        try:
-            await _pump(ws, pipe, opts.max_message_size, self._bad)
-        finally:
-            pipe.feed_eof()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
-            del conn
+            return None
+        pipe = _make_pipe(ws, verdict.max_datagram, self.options.max_receive_buffer)
+        self.serve(pipe, verdict, address, ws)
+        return pipe
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -309,8 +330,12 @@ def _response(reply: HttpReply) -> Response:
 async def listen_websocket(
     server: Server, host: str, port: int, options: WebSocketOptions | None = None
 ) -> WebSocketListener:
-    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port``: the listener,
-    added to the server (``Server.add_listener``: closed by its shutdown, counters in its stats)."""
+    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port`` (port 0: any
+    free one, see the listener's ``address``): the listener, added to the server
+    (``Server.add_listener``: closed by its shutdown, counters in its stats). It hands connections
+    to the server at once: start the server first (``await server.start()``) when it has a
+    lifespan or a broker to start. ``options``: :class:`WebSocketOptions` (default: all defaults);
+    a port that cannot be bound raises :class:`UsageError`."""
     if options is None:
         options = WebSocketOptions()
     elif not isinstance(options, WebSocketOptions):
@@ -373,29 +398,10 @@ async def dial_websocket(
     except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
         raise RpcError(Status.UNAVAILABLE, f"websocket {url}: {e or type(e).__name__}") from None
     try:
-        await ws.send(hello)
-        reply = await asyncio.wait_for(_recv(ws), timeout)
-    except asyncio.TimeoutError:
-        await ws.close()
-        raise RpcError(
-            Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
-        ) from None
-    except ConnectionClosed as e:
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed ({e})") from None
-    if reply is None:
-        rcvd = ws.protocol.close_rcvd
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed before ACCEPT ({rcvd})")
-    msg = decode(reply) if isinstance(reply, bytes) else None
-    if isinstance(msg, Refuse):
-        await ws.close()
-        try:
-            status = Status(msg.status)
-        except ValueError:
-            status = Status.UNKNOWN
-        raise RpcError(status, msg.message)
-    if not isinstance(msg, Accept) or not 1 <= msg.mux_version <= mux.version:
-        await ws.close(1002, "ACCEPT expected")
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: the server did not answer OPEN with ACCEPT")
+        msg = await _answer(ws, hello, url, timeout, mux.version)
+    except BaseException:
+        ws.transport.abort()  # refused, no answer, or the dial was cancelled: nothing to linger for
+        raise
     cfg = mux if msg.mux_version == mux.version else replace(mux, version=msg.mux_version)
     pipe = _make_pipe(ws, msg.max_datagram, max_receive_buffer)
     conn = WebConnection(
@@ -412,14 +418,43 @@ async def dial_websocket(
         def bad(counter: str | None, detail: str, m: Any) -> None:
             log.info("websocket %s: %s", url, detail or "a message the client does not take")
 
-        await _pump(ws, pipe, max_message_size, bad)
-        rcvd = ws.protocol.close_rcvd
-        if rcvd is not None:
-            conn.peer_closed(rcvd.code, rcvd.reason)
+        def closed() -> None:
+            rcvd = ws.protocol.close_rcvd
+            if rcvd is not None and rcvd.code != 1000:
+                conn.peer_closed(rcvd.code, rcvd.reason)
+
+        await _pump(ws, pipe, max_message_size, bad, closed)
 
     task = asyncio.ensure_future(pump())
     conn.reader_task = task
     return conn
+
+
+async def _answer(ws: ClientConnection, hello: bytes, url: str, timeout: float, mux_version: int) -> Accept:
+    """Send ``OPEN``, read the server's answer: its ``ACCEPT``, or the :class:`RpcError` of a
+    ``REFUSE`` (its status and message), of no answer, or of anything else."""
+    try:
+        await ws.send(hello)
+        reply = await asyncio.wait_for(_recv(ws), timeout)
+    except asyncio.TimeoutError:
+        raise RpcError(
+            Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
+        ) from None
+    except ConnectionClosed as e:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed ({e})") from None
+    if reply is None:
+        rcvd = ws.protocol.close_rcvd
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed before ACCEPT ({rcvd})")
+    msg = decode(reply) if isinstance(reply, bytes) else None
+    if isinstance(msg, Refuse):
+        try:
+            status = Status(msg.status)
+        except ValueError:
+            status = Status.UNKNOWN
+        raise RpcError(status, msg.message)
+    if not isinstance(msg, Accept) or not 1 <= msg.mux_version <= mux_version:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: the server did not answer OPEN with ACCEPT")
+    return msg
 
 
 def connect_websocket(
