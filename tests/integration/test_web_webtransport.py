@@ -597,3 +597,59 @@ async def test_kcprpc_serve_with_wt_and_ws(tmp_path: Path) -> None:
         assert json.loads(body)["webtransport"] == {"url": url, "certificateHashes": [b64]}
         code, _rest = await asyncio.to_thread(proc.stop)
         assert code == 0
+
+
+def _ca_signed(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed (valid 30 days: no hash would do)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+async def test_a_certificate_from_an_authority_is_verified_with_cafile(tmp_path: Path) -> None:
+    ca, cert_path, key_path = _ca_signed(tmp_path)
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0)
+    try:
+        listener = await listen_webtransport(
+            server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+        )
+        assert listener.certificate_hashes == ()  # not a development certificate: no hash announced
+        assert "certificateHashes" not in listener.discovery()["webtransport"]
+        async with connect_webtransport(listener.url, cafile=str(ca)) as client:
+            assert await client.call(Svc.echo, "ca") == "CA"
+        with pytest.raises(RpcError) as ei:  # the default roots do not know this CA
+            await connect_webtransport(listener.url).connect()
+        assert ei.value.status == Status.UNAVAILABLE
+        assert listener.stats()["accepted"] == 1
+    finally:
+        await server.shutdown(grace=0.5)
