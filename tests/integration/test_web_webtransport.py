@@ -77,10 +77,10 @@ class Svc(kcprpc.Service, name="wt.Svc"):
 
     @kcprpc.rpc.notify
     async def moved(self, x: int) -> None:
-        self.moves.append(x)
+        self.moves.put_nowait(x)
 
     def __init__(self) -> None:
-        self.moves: list[int] = []
+        self.moves: asyncio.Queue[int] = asyncio.Queue()
 
 
 @pytest.fixture(scope="module")
@@ -154,22 +154,20 @@ async def test_calls_of_every_kind_over_webtransport(cert: Any) -> None:
 
 async def test_pushes_arrive_in_order(cert: Any) -> None:
     async with running(cert) as started, client_for(started) as client:
-        got: list[int] = []
-        client.on(Tick, lambda t: got.append(t.n))
+        got: asyncio.Queue[int] = asyncio.Queue()
+        client.on(Tick, lambda t: got.put_nowait(t.n))
         assert await client.call(Svc.ticks, 20) == 20
-        await until(lambda: len(got) == 20)
-        assert got == list(range(20))
+        assert [await asyncio.wait_for(got.get(), 5) for _ in range(20)] == list(range(20))
 
 
 async def test_unreliable_event_arrives_as_a_datagram(cert: Any) -> None:
     async with running(cert) as started, client_for(started) as client:
-        seen: list[tuple[int, bool]] = []
-        client.on(Pos, lambda p, info: seen.append((p.x, info.unreliable)))
+        seen: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
+        client.on(Pos, lambda p, info: seen.put_nowait((p.x, info.unreliable)))
         conn = client.lifecycle.link.conn  # type: ignore[union-attr]
         before = conn.pipe.counters["datagrams_in"]
         assert await client.call(Svc.pos, 7) == 7
-        await until(lambda: bool(seen))
-        assert seen == [(7, True)]
+        assert await asyncio.wait_for(seen.get(), 5) == (7, True)
         assert conn.pipe.counters["datagrams_in"] == before + 1
 
 
@@ -181,7 +179,7 @@ async def test_client_notify_goes_as_a_datagram(cert: Any) -> None:
         conn = client.lifecycle.link.conn  # type: ignore[union-attr]
         sent = conn.pipe.counters["datagrams_out"]
         client.notify(Svc.moved, 3)
-        await until(lambda: svc.moves == [3])
+        assert await asyncio.wait_for(svc.moves.get(), 5) == 3
         assert conn.pipe.counters["datagrams_out"] == sent + 1
 
 
