@@ -170,6 +170,8 @@ test("WebSocket (fake peer): a REFUSE or a close code 4000+status is an RpcError
 
   assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, token: new Uint8Array(1025) }), UsageError);
   assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, sendHighWater: 0 }), UsageError);
+  assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, token: 7 as unknown as string }), /the token is a string or a Uint8Array/);
+  assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, muxVersion: 3 as 2 }), /smux version is 1 or 2/);
 });
 
 test("WebSocket (fake peer): STREAM bytes go to the mux, DATAGRAMs to their receiver; writes are split into STREAM messages", async () => {

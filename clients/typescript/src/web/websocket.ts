@@ -90,11 +90,10 @@ export class WebSocketTransport extends WebPipe implements DatagramTransport {
   static open(url: string, options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
     const WS = options.WebSocket ?? globalWebSocket();
     if (!WS) throw new UsageError("no WebSocket in this runtime: pass options.WebSocket (Node 20: run with --experimental-websocket)");
-    const token = tokenBytes(options.token);
     const muxVersion = options.muxVersion ?? 2;
     let open: Uint8Array;
     try {
-      open = encodeOpen(token, muxVersion);
+      open = encodeOpen(tokenBytes(options.token), muxVersion);
     } catch (e) {
       throw new UsageError(`WebSocketTransport: ${(e as Error).message}`);
     }
