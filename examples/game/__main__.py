@@ -2,6 +2,8 @@
 
 python -m examples.game --bots 20 --seconds 3
 python -m examples.game --serve --port 9100          # server only
+python -m examples.game --serve --web 127.0.0.1:8081 [--wt 127.0.0.1:4434]
+                                                     # and for browsers: open http://127.0.0.1:8081/game/
 python -m examples.game --connect 127.0.0.1:9100     # bots only
 python -m examples.game --reconnect                  # a player keeps their seat across a dropped connection
 """
@@ -29,6 +31,7 @@ from examples.common import (
 from examples.game.bots import BotStats, run_bot
 from examples.game.reconnect import keep_seat
 from examples.game.service import KEY, make_server
+from examples.web import add_web_arguments, announce, start_web
 
 
 async def run_bots(host: str, port: int, bots: int, seconds: float, rooms: int, seed: int) -> list[BotStats]:
@@ -78,11 +81,17 @@ async def main(args: argparse.Namespace) -> int:
         stats = await run_bots(host, port, args.bots, args.seconds, args.rooms, args.seed)
         print_figures(report(stats, args.seconds), 28)
         return 0
+    if not args.serve and (args.web is not None or args.wt is not None):
+        raise kcprpc.UsageError("--web and --wt go with --serve")
     server, world = make_server("127.0.0.1", args.port)
     host, port = await server.start()
-    print(f"game server on kcp://{host}:{port}, matches tick at 20 Hz, state sync to each player")
+    if not args.json:
+        print(f"game server on kcp://{host}:{port}, matches tick at 20 Hz, state sync to each player", flush=True)
+    serving = None
     try:
         if args.serve:
+            serving = await start_web(server, (host, port), args)
+            announce(serving, "game/", args.json)
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -103,6 +112,8 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if rep["min_states"] > 0 else 1
     finally:
         await server.shutdown(grace=1.0)
+        if serving is not None:
+            serving.close()
 
 
 def run() -> None:
@@ -117,6 +128,7 @@ def run() -> None:
     ap.add_argument("--serve", action="store_true", help="run only the server")
     ap.add_argument("--reconnect", action="store_true", help="one player drops the connection and keeps the seat")
     ap.add_argument("--connect", type=host_port, metavar="HOST:PORT", help="run only the bots against HOST:PORT")
+    add_web_arguments(ap)
     exit_with(main(ap.parse_args()))  # Ctrl-C on --serve: the server shuts down in main()'s finally
 
 

@@ -4,6 +4,7 @@ publisher token in the call metadata, checked by a server interceptor."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,6 +40,15 @@ class Score(ChannelEvent):
     away: int
 
 
+@kcprpc.event("live.viewers", delivery="unreliable")
+class Viewers(BaseModel):
+    """How many viewers follow a channel on this server: sent to each of them, unreliable (a
+    lost one is superseded by the next), whenever the figure changes (report_viewers)."""
+
+    channel: str
+    viewers: int = Field(ge=0)
+
+
 class PublishAck(BaseModel):
     seq: int
     epoch: int
@@ -49,7 +59,9 @@ def topic(channel: str) -> str:
     return f"channel:{channel}"
 
 
-class LiveService(kcprpc.Service, name="live.v1.Live", topics={"channel:{channel}": [Chat, Gift, Score]}):
+class LiveService(
+    kcprpc.Service, name="live.v1.Live", topics={"channel:{channel}": [Chat, Gift, Score]}, events=[Viewers]
+):
     """Publishing calls (publisher only)."""
 
     async def chat(self, ev: Chat) -> PublishAck:
@@ -65,6 +77,29 @@ class LiveService(kcprpc.Service, name="live.v1.Live", topics={"channel:{channel
     async def _publish(channel: str, ev: BaseModel) -> PublishAck:
         msg = await current_context().server.push.publish(topic(channel), ev)
         return PublishAck(seq=msg.seq, epoch=msg.epoch)
+
+
+def count_viewers(server: kcprpc.Server, channel: str) -> list[kcprpc.ServerSession]:
+    """The sessions of ``server`` subscribed to ``channel``'s topic."""
+    t = topic(channel)
+    return [s for s in server.sessions if not s.closed and t in s.topics]
+
+
+async def report_viewers(server: kcprpc.Server, channel: str, every: float = 0.2) -> None:
+    """Until cancelled: look at the viewers of ``channel`` every ``every`` seconds and send a
+    :class:`Viewers` event to each of them when their number changed, and to each new viewer
+    (session events, not the topic's: they take no position and no room in its history)."""
+    told: set[kcprpc.ServerSession] = set()
+    while True:
+        viewers = count_viewers(server, channel)
+        now = set(viewers)
+        to = viewers if len(now) != len(told) else [s for s in viewers if s not in told]
+        if to:
+            ev = Viewers(channel=channel, viewers=len(viewers))
+            for s in to:
+                s.send(ev)
+        told = now
+        await asyncio.sleep(every)
 
 
 def publisher_auth(token: str) -> Callable[[ServerContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]:

@@ -6,7 +6,8 @@ that started it). It covers every call kind (``ts.App`` and the quickstart's gre
 failure status (``ts.App/fail`` raises the code it is given; validation, handler crash, unknown
 method, server deadline, refusal at connect with the HELLO token ``"refuse"``), pushes to the
 session, a room and a topic, a keyed (latest-wins) event, unreliable events over datagrams, and
-an unreliable notify the client can read back (``ts.App/notes``).
+an unreliable notify the client can read back (``ts.App/notes``). ``--ws HOST:PORT`` also
+listens for WebSocket clients (``kcprpc.web``) and prints ``WS <port>``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ class App(kcprpc.Service, name="ts.App"):
         """Fire-and-forget (unreliable by default): recorded for ``notes``."""
         self.notes.append(text)
 
+    @rpc.notify
+    async def drop(self) -> None:
+        """Drop this session's connection at once, as a lost network would (the client
+        reconnects and resumes)."""
+        await kcprpc.current_context().session.conn.abort()
+
     async def notes_seen(self) -> list[str]:
         """The notes received so far."""
         return list(self.notes)
@@ -135,6 +142,12 @@ def restore(session: Any, rooms: list[str], topics: list[str]) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=0, help="UDP port (default: one the OS picks)")
+    ap.add_argument(
+        "--ws",
+        default=None,
+        metavar="HOST:PORT",
+        help="also listen for WebSocket clients (prints WS <port>); OPEN token 'refuse' is refused",
+    )
     add_transport_args(ap)
     args = ap.parse_args()
     app = App()
@@ -147,7 +160,23 @@ async def main() -> None:
         on_restore=restore,
     )
     app.server = server
-    await serve_until_stdin_closes(server)
+    if args.ws is not None:
+        host, _, port = args.ws.rpartition(":")
+        await serve_until_stdin_closes(server, lambda: _listen_websocket(server, host, int(port)))
+    else:
+        await serve_until_stdin_closes(server)
+
+
+def authorize_web(token: bytes, static_key: bytes | None, address: Any) -> str | None:
+    """The web listener's hook: the OPEN token ``refuse`` is refused (UNAUTHENTICATED)."""
+    return "bad web token" if token == b"refuse" else None
+
+
+async def _listen_websocket(server: kcprpc.Server, host: str, port: int) -> None:
+    from kcprpc.web import WebSocketOptions, listen_websocket
+
+    listener = await listen_websocket(server, host, port, WebSocketOptions(authorize=authorize_web))
+    print(f"WS {listener.address[1]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -62,9 +62,14 @@ def make_server(reflection: bool, transport: kcprpc.Transport) -> kcprpc.Server:
     return server
 
 
-async def serve_until_stdin_closes(server: kcprpc.Server) -> None:
-    """Start ``server``, print ``PORT <n>``, serve until stdin closes (the test's end), then shut down."""
+async def serve_until_stdin_closes(
+    server: kcprpc.Server, started: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Start ``server``, run ``started`` (e.g. more listeners), print ``PORT <n>``, serve until
+    stdin closes (the test's end), then shut down."""
     _, port = await server.start()
+    if started is not None:
+        await started()
     print(f"PORT {port}", flush=True)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)

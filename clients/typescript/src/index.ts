@@ -46,3 +46,15 @@ export { dial } from "./dial.js";
 
 // delta state sync, client side (src/state/): schemas, StateView, clientState
 export * from "./state/index.js";
+
+// web transports (src/web/): WebTransport and WebSocket, as in the browser bundle (src/browser.ts);
+// in Node 20 the global WebSocket needs --experimental-websocket (or pass options.webSocket.WebSocket)
+export { connectWeb, discover, webConnector } from "./web/connect.js";
+export type { WebConnectOptions, WebEndpoints, FetchLike } from "./web/connect.js";
+export { WebSocketTransport } from "./web/websocket.js";
+export type { WebSocketTransportOptions } from "./web/websocket.js";
+export { WebTransportTransport, certificateHashes } from "./web/webtransport.js";
+export type { WebTransportTransportOptions } from "./web/webtransport.js";
+export { WEB_CLOSE_CODE_BASE, webCloseStatus, refusalError } from "./web/pipe.js";
+export type { WebCounters } from "./web/pipe.js";
+export type { WebSocketLike, WebSocketConstructor, WebTransportLike, WebTransportConstructor, CertificateHash } from "./web/dom.js";

@@ -26,6 +26,14 @@ export interface Score {
   home: number;
   sent_at?: number;
 }
+/**
+ * How many viewers follow a channel on this server: sent to each of them, unreliable (a
+ * lost one is superseded by the next), whenever the figure changes (report_viewers).
+ */
+export interface Viewers {
+  channel: string;
+  viewers: number;
+}
 
 /**
  * Names of live.v1.Live: its wire name, methods (wire name, kind, delivery), events and topics.
@@ -44,6 +52,7 @@ export const LiveService = {
     "live.chat": { delivery: "reliable" },
     "live.gift": { delivery: "reliable" },
     "live.score": { delivery: "reliable" },
+    "live.viewers": { delivery: "unreliable" },
   },
   topics: {
     "channel:{channel}": { events: ["live.chat", "live.gift", "live.score"] },
@@ -57,6 +66,7 @@ export interface LiveEvents {
   "live.chat": Chat;
   "live.gift": Gift;
   "live.score": Score;
+  "live.viewers": Viewers;
 }
 
 /**

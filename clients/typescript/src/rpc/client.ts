@@ -4,7 +4,8 @@
  * positions, latest-wins keys and unreliable datagrams; heartbeats with RTT; reconnect with
  * resume and room/topic recovery. It runs on any {@link RpcConnection}.
  */
-import { createHmac } from "node:crypto";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 } from "@noble/hashes/sha2.js";
 import type { BidiCall, CallOptions, EventInfo, Metadata, NotifyOptions, RpcChannel, ServerStreamCall } from "./channel.js";
 import type { CloseInfo, RpcByteStream, RpcConnection } from "./connection.js";
 import {
@@ -567,13 +568,17 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+const utf8 = new TextEncoder();
+const RESUME_LABEL = utf8.encode("kcprpc-resume-v1");
+
 /** HMAC-SHA256(token, "kcprpc-resume-v1" || sid || channel binding): a HELLO's resume proof. */
 export function resumeProof(token: Uint8Array, sid: string, binding: Uint8Array): Uint8Array {
-  const h = createHmac("sha256", token);
-  h.update(Buffer.from("kcprpc-resume-v1"));
-  h.update(Buffer.from(sid, "utf8"));
+  // @noble/hashes rather than node:crypto: the browser bundle shares this module
+  const h = hmac.create(sha256, token);
+  h.update(RESUME_LABEL);
+  h.update(utf8.encode(sid));
   h.update(binding);
-  return new Uint8Array(h.digest());
+  return h.digest();
 }
 
 /**
@@ -657,6 +662,10 @@ export class Client implements RpcChannel {
   /** The server's session id, while connected. */
   get sessionId(): string | null {
     return this.link?.sessionId ?? null;
+  }
+  /** The server's address as the connection names it (`host:port`; a web transport's URL), while connected. */
+  get remoteAddress(): string | null {
+    return this.link?.conn.remoteAddress ?? null;
   }
   /** True while a link is up and not draining. */
   get connected(): boolean {
@@ -748,7 +757,11 @@ export class Client implements RpcChannel {
       let wt: ReturnType<typeof setTimeout> | null = null;
       const noAnswer = new Promise<never>((_, rej) => {
         wt = setTimeout(
-          () => rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s: is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?`)),
+          () => {
+            // a KCP connection's likely causes; a web transport (no wire mode) got this far over TCP or QUIC
+            const hint = conn.wireMode === null ? "" : ": is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?";
+            rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s${hint}`));
+          },
           timeout,
         );
       });

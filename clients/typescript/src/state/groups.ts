@@ -4,7 +4,7 @@
  * other fields to group 0. A group tree has the root's shape with `undefined` in the fields the
  * group does not own, and only the group's keys in its MAP fields.
  */
-import { crc32 } from "../kcp/crypt.js";
+import { crc32 } from "../crc32.js";
 import { Kind, type MapNode, type ModelNode } from "./schema.js";
 import { BadDelta, type Budget, full, entriesOf, indexOf, isMapLike, keyAs, type Key, type MapTree } from "./tree.js";
 

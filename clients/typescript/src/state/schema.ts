@@ -17,7 +17,7 @@
  * `Map` keeps the key's type and is safe from keys such as `"__proto__"`), a LIST an array, a LEAF
  * the decoded msgpack value (a quantized number: `integer × step`).
  */
-import { crc32 } from "../kcp/crypt.js";
+import { crc32 } from "../crc32.js";
 import { UsageError } from "../rpc/status.js";
 
 /** Node kinds (as the Python schema's). */

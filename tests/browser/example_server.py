@@ -1,0 +1,86 @@
+"""An example's browser server in a child process, as a user starts it:
+``python -m examples.live --serve --web 127.0.0.1:0 [--wt 127.0.0.1:0] --json`` (examples/web.py),
+on free ports of 127.0.0.1. Its addresses come from the one JSON line it prints; the process is
+ended (SIGTERM, then SIGKILL) when the block ends, also on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ExampleServer:
+    """A running example server: its KCP address, its page base URL and the rest it printed."""
+
+    kcp: tuple[str, int]
+    http: str
+    """``http://127.0.0.1:PORT``: the pages (``/live/``, ``/game/``) and ``/kcprpc.json``."""
+    info: dict[str, Any]
+    output: list[str]
+    """What it printed on stdout and stderr (for a failing test's message)."""
+
+
+@contextlib.asynccontextmanager
+async def example_server(module: str, *, webtransport: bool) -> AsyncIterator[ExampleServer]:
+    """Run ``python -m <module> --serve`` with a WebSocket listener (and a WebTransport one)."""
+    cmd = [sys.executable, "-m", module, "--serve", "--web", "127.0.0.1:0", "--json"]
+    if webtransport:
+        cmd += ["--wt", "127.0.0.1:0"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    output: list[str] = []
+    drain: asyncio.Task[None] | None = None
+    try:
+        info = await asyncio.wait_for(_first_json(proc.stdout, output), START_TIMEOUT_S)
+        drain = asyncio.ensure_future(_keep_reading(proc.stdout, output))
+        host, _, port = str(info["kcp"]).rpartition(":")
+        yield ExampleServer((host, int(port)), str(info["http"]), info, output)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{' '.join(cmd)} printed no addresses in {START_TIMEOUT_S} s: {output}") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.wait_for(proc.wait(), 10)
+        if drain is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drain, 5)
+            drain.cancel()
+
+
+async def _first_json(stream: asyncio.StreamReader, output: list[str]) -> dict[str, Any]:
+    while line := await stream.readline():
+        text = line.decode("utf-8", "replace").rstrip()
+        output.append(text)
+        if text.startswith("{"):
+            info: dict[str, Any] = json.loads(text)
+            return info
+    raise AssertionError(f"the server exited before printing its addresses: {output}")
+
+
+async def _keep_reading(stream: asyncio.StreamReader, output: list[str]) -> None:
+    while line := await stream.readline():
+        output.append(line.decode("utf-8", "replace").rstrip())
+        del output[:-200]  # bounded
