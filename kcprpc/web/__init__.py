@@ -4,7 +4,8 @@
 One concern per module: :mod:`~kcprpc.web.framing` (the messages, sans-I/O),
 :mod:`~kcprpc.web.pipe` (the byte pipe and datagram port a web connection's mux runs on),
 :mod:`~kcprpc.web.options` (listener options), :mod:`~kcprpc.web.listener` (what both listeners
-share: OPEN, authorize, counters). The ``websockets`` and ``aioquic`` packages (the ``web`` extra)
+share: OPEN, authorize, counters), :mod:`~kcprpc.web.websocket` and :mod:`~kcprpc.web.webtransport`
+(the listeners and Python clients), :mod:`~kcprpc.web.certs` (a development certificate). The ``websockets`` and ``aioquic`` packages (the ``web`` extra)
 are imported only by the modules that speak them.
 """
 

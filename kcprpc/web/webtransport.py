@@ -29,6 +29,13 @@ bound. A request that is not a WebTransport CONNECT at the path, or from an orig
 
 What a real browser needs (Chromium 150, found by the spike): see docs/wire-format/web.md,
 "WebTransport notes".
+
+aioquic (1.x, the ``web`` extra pins ``<2``) has no public API for some of this, so a few of its
+attributes are read here, each in one place: a stream's unacknowledged bytes
+(``QuicStream.sender._buffer``) and the datagrams it holds (``QuicConnection._datagrams_pending``)
+for the send bounds, the server's certificate (``tls._peer_certificate``) for the client's hash
+check, and the client's address (``_network_paths``). The integration tests (a client that stops
+reading, a pinned hash) fail if they move.
 """
 
 from __future__ import annotations
@@ -839,6 +846,7 @@ class _ClientProtocol(_H3Protocol):
         self.ended = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason = ""
+        self.closer: asyncio.Future[None] | None = None  # closes QUIC once the session ended
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """Our session's stream is read here, past HTTP/3 (aioquic's H3 layer would parse the
@@ -964,8 +972,7 @@ async def dial_webtransport(
     except BaseException:
         await stack.aclose()
         raise
-    closer = asyncio.ensure_future(_close_when_done(proto, stack))
-    proto._closer = closer  # type: ignore[attr-defined]  # held: the task lives as long as the connection
+    proto.closer = asyncio.ensure_future(_close_when_done(proto, stack))  # held as long as the connection
     return conn
 
 

@@ -2,13 +2,14 @@
 Chromium (Debian's, headless), over WebSocket and over WebTransport, against a server in this
 process: the page (ts_bundle.html, imported through an import map as a page's code would) reads
 ``/kcprpc.json``, is refused with a bad token (RpcError UNAUTHENTICATED), makes unary and
-server-stream calls, gets pushes to the session, a room and a topic and unreliable events (as
+server-stream calls (also through a generated stub served beside the bundle), gets pushes to the session, a room and a topic and unreliable events (as
 WebTransport datagrams or WebSocket DATAGRAM messages), then the server drops its connection and
 the client resumes the same session. ``auto`` picks WebTransport when it is offered."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from kcprpc.web.certs import make_dev_certificate
 from kcprpc.web.options import WebTransportOptions
 from kcprpc.web.webtransport import listen_webtransport
 from tests.browser.chromium import Chromium
+from tests.browser.conftest import PACKAGE
 from tests.clients.ts_app import App, authorize_web, refuse, restore
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,6 +38,16 @@ async def _run_page(browser: Chromium, bundle: Path, tmp_path: Path, transport: 
     shutil.copy(PAGE, root / "index.html")
     shutil.copy(bundle, root / "kcprpc.js")
     shutil.copy(bundle.with_name("kcprpc.js.map"), root / "kcprpc.js.map")
+    # the quickstart's generated stub, compiled as a page's build would (esbuild strips its type imports)
+    esbuild = PACKAGE / "node_modules" / ".bin" / "esbuild"
+    stub = PACKAGE / "src" / "generated" / "quickstart.Greeter.ts"
+    (root / "stubs").mkdir()
+    subprocess.run(
+        [str(esbuild), str(stub), "--format=esm", f"--outfile={root / 'stubs' / 'quickstart.Greeter.js'}"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     cert, key = make_dev_certificate(days=3).write(tmp_path)
     app = App()
     server = kcprpc.Server([app, Greeter()], "127.0.0.1", 0, on_connect=refuse, on_restore=restore)
@@ -73,7 +85,7 @@ def _check_common(r: dict[str, Any]) -> None:
     assert r["offered"]["webtransport"] == r["wt_url"] and r["offered"]["hashes"] == 1, r
     assert r["refused"] == {"rpcError": True, "status": "UNAUTHENTICATED", "message": "bad web token"}, r
     assert r["echo"] == {"text": "hi", "bytes": [1, 2, 3]}
-    assert r["greeting"] == "Hello, chromium!"
+    assert r["greeting"] == "Hello, chromium!" and r["greeterCount"] == [1, 2, 3]
     assert r["count"] == [2000, 2000]
     assert r["failed"] == ["NOT_FOUND", "nope"]
     pushes = r["pushes"]

@@ -121,8 +121,7 @@ async function view(o: ViewOptions): Promise<number> {
     });
     const c: Client = client;
     const live = new LiveClient(c);
-    // the channel's topic events (live.viewers, the viewer count, is a session event: not logged)
-    const names: Array<"live.chat" | "live.gift" | "live.score"> = ["live.chat", "live.gift", "live.score"];
+    const names = ["live.chat", "live.gift", "live.score"] as const satisfies readonly LiveEventName[]; // not live.viewers (a session event)
     for (const name of names) {
       live.on(name, (data: LiveEvents[typeof name], info: EventInfo) => {
         if (info.position === null || info.key !== `topic:${liveTopic(o.channel)}`) return; // a topic event always has one
