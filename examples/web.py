@@ -104,6 +104,9 @@ def web_folder(into: Path) -> Path:
         )
     shutil.copytree(WEB_ROOT, into, dirs_exist_ok=True)
     shutil.copy2(BUNDLE, into / "kcprpc.js")
+    source_map = BUNDLE.with_name(BUNDLE.name + ".map")
+    if source_map.is_file():  # for the browser's developer tools
+        shutil.copy2(source_map, into / source_map.name)
     return into
 
 
