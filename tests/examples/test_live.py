@@ -57,8 +57,12 @@ async def test_viewers_are_told_their_number_unreliably_and_only_viewers() -> No
             kcprpc.connect(host, port, key=KEY) as other,
         ):
             seen: dict[str, list[tuple[int, bool]]] = {"a": [], "b": [], "other": []}
+
+            def recorder(name: str) -> Callable[[Viewers, kcprpc.EventInfo], None]:
+                return lambda ev, info: seen[name].append((ev.viewers, info.unreliable))
+
             for name, c in (("a", a), ("b", b), ("other", other)):
-                c.on(Viewers, lambda ev, info, n=name: seen[n].append((ev.viewers, info.unreliable)))
+                c.on(Viewers, recorder(name))
             await a.subscribe(topic("main"))
             await wait_until(lambda: seen["a"] == [(1, True)])
             await b.subscribe(topic("main"))
