@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 import kcprpc
 from examples.game.service import KEY, GameService, JoinRequest, MatchState, PositionUpdate
-from kcprpc.state import client_state
+from kcprpc.state import StateView, client_state
 from tests.browser import png
 from tests.browser.chromium import Chromium, Page
 from tests.browser.example_server import ExampleServer, example_server
@@ -30,14 +31,24 @@ SCALE = 4  # canvas pixels per world unit
 ROOM = "arena"
 
 
-async def until(check: Any, timeout: float, what: str) -> None:
-    """Wait (bounded) until ``check()`` is true, looking again at each state the bot receives."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+class StateWatch:
+    """Waits on a Python player's view of the match: each state it applies wakes the waiters."""
+
+    def __init__(self, states: StateView[MatchState]) -> None:
+        self.states = states
+        self._changed = asyncio.Event()
+        states.on_state(lambda _: self._changed.set())
+
+    async def until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait (bounded) until ``check()`` is true, looking again at each state applied."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not check():
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, end - loop.time()))
+            except asyncio.TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def canvas_image(page: Page, path: Path) -> tuple[png.Image, tuple[int, int]]:
@@ -66,6 +77,7 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
                 # a second player, over KCP, whose view of the match is the server's state
                 game = bot.stub(GameService, timeout=5.0)
                 states = client_state(bot, MatchState, f"state:{ROOM}")
+                until = StateWatch(states).until
                 me = await game.join(JoinRequest(room=ROOM, name="bot"))
                 bot_key = str(me.player_id)
                 seq = 0

@@ -57,9 +57,22 @@ async def test_viewers_are_told_their_number_unreliably_and_only_viewers() -> No
             kcprpc.connect(host, port, key=KEY) as other,
         ):
             seen: dict[str, list[tuple[int, bool]]] = {"a": [], "b": [], "other": []}
+            arrived = asyncio.Event()
 
             def recorder(name: str) -> Callable[[Viewers, kcprpc.EventInfo], None]:
-                return lambda ev, info: seen[name].append((ev.viewers, info.unreliable))
+                def record(ev: Viewers, info: kcprpc.EventInfo) -> None:
+                    seen[name].append((ev.viewers, info.unreliable))
+                    arrived.set()
+
+                return record
+
+            async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+                """Bounded wait for ``check()``, looked at again after each event received."""
+                loop = asyncio.get_running_loop()
+                end = loop.time() + timeout
+                while not check():
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), max(0.0, end - loop.time()))
 
             for name, c in (("a", a), ("b", b), ("other", other)):
                 c.on(Viewers, recorder(name))
@@ -76,12 +89,3 @@ async def test_viewers_are_told_their_number_unreliably_and_only_viewers() -> No
     finally:
         reporter.cancel()
         await server.shutdown(grace=0)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Bounded wait for ``check()`` (looked at again after each event loop turn's I/O)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        assert loop.time() < end, "timed out"
-        await asyncio.sleep(0.01)
