@@ -28,12 +28,9 @@ from kcprpc.status import Status
 from kcprpc.web.certs import DevCertificate, make_dev_certificate
 from kcprpc.web.framing import encode_open
 from kcprpc.web.options import WebTransportOptions
-from kcprpc.web.webtransport import (
-    WebTransportListener,
-    connect_webtransport,
-    listen_webtransport,
-    quic_client_configuration,
-)
+from kcprpc.web.quic import quic_client_configuration
+from kcprpc.web.webtransport import WebTransportListener, listen_webtransport
+from kcprpc.web.webtransport_client import connect_webtransport
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""The capsules on a WebTransport session's CONNECT stream (kcprpc.web.webtransport.CapsuleReader):
+"""The capsules on a WebTransport session's CONNECT stream (kcprpc.web.capsules.CapsuleReader):
 the close capsule ends the session with its code and message, other capsules (Chromium greases the
 stream with a reserved type) are skipped, and a capsule over the bound is an error, whatever way
 the bytes are cut."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcprpc.web.webtransport import CLOSE_WEBTRANSPORT_SESSION, CapsuleReader, close_capsule
+from kcprpc.web.capsules import CLOSE_WEBTRANSPORT_SESSION, CapsuleReader, close_capsule
 
 
 def varint(v: int) -> bytes:
