@@ -31,19 +31,28 @@ def listen_address(text: str) -> tuple[str, int]:
     return host_port(text)
 
 
+WEB_DEFAULT = ("127.0.0.1", 8080)
+"""Where ``--web`` listens when given no address."""
+WT_DEFAULT = ("127.0.0.1", 4433)
+"""Where ``--wt`` listens when given no address."""
+
+
 def add_web_arguments(ap: argparse.ArgumentParser) -> None:
-    """``--web HOST:PORT``, ``--wt HOST:PORT``, ``--web-origin ORIGIN``, ``--json``."""
+    """``--web [HOST:PORT]``, ``--wt [HOST:PORT]``, ``--web-origin ORIGIN``, ``--json``."""
     ap.add_argument(
-        "--web", type=listen_address, metavar="HOST:PORT",
-        help="also listen for browsers over WebSocket there, serving the pages of examples/browser",
+        "--web", type=listen_address, metavar="HOST:PORT", nargs="?", const=WEB_DEFAULT,
+        help="also listen for browsers over WebSocket (default 127.0.0.1:8080; port 0: any free one), "
+        "serving the pages of examples/browser",
     )  # fmt: skip
     ap.add_argument(
-        "--wt", type=listen_address, metavar="HOST:PORT",
-        help="also listen for WebTransport (UDP) there, with a development certificate made at start",
+        "--wt", type=listen_address, metavar="HOST:PORT", nargs="?", const=WT_DEFAULT,
+        help="also listen for WebTransport (UDP; default 127.0.0.1:4433), with a development certificate "
+        "made at start",
     )  # fmt: skip
     ap.add_argument(
         "--web-origin", action="append", metavar="ORIGIN",
-        help="an origin allowed to connect (repeatable; default: the page's own, http://HOST:PORT of --web)",
+        help="an origin allowed to connect (repeatable; default: the pages' own, http://HOST:PORT of --web, "
+        "and its localhost twin)",
     )  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the addresses as one JSON line (for tests)")
 
@@ -95,7 +104,19 @@ def web_folder(into: Path) -> Path:
         )
     shutil.copytree(WEB_ROOT, into, dirs_exist_ok=True)
     shutil.copy2(BUNDLE, into / "kcprpc.js")
+    source_map = BUNDLE.with_name(BUNDLE.name + ".map")
+    if source_map.is_file():  # for the browser's developer tools
+        shutil.copy2(source_map, into / source_map.name)
     return into
+
+
+def page_origins(host: str, port: int) -> tuple[str, ...]:
+    """The origins of pages served from ``http://host:port``: a loopback address's also under
+    the other loopback name (``127.0.0.1`` and ``localhost``)."""
+    names = [host]
+    if host in ("127.0.0.1", "localhost"):
+        names = ["127.0.0.1", "localhost"]
+    return tuple(f"http://{n}:{port}" for n in names)
 
 
 async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.Namespace) -> WebServing:
@@ -114,9 +135,8 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
     out.folder = tempfile.TemporaryDirectory(prefix="kcprpc-web-")
     root = web_folder(Path(out.folder.name))
     host, port = args.web
-    page_origin = f"http://{host}:{port}"
     # port 0: the page's origin is known only once listening, so any origin may connect
-    origins = tuple(args.web_origin or ()) or (("*",) if port == 0 else (page_origin,))
+    origins = tuple(args.web_origin or ()) or (("*",) if port == 0 else page_origins(host, port))
     ws = await web.listen_websocket(server, host, port, web.WebSocketOptions(origins=origins, web_root=root))
     h, p = ws.address[:2]
     out.http = f"http://{h}:{p}"
@@ -131,7 +151,7 @@ async def start_web(server: kcprpc.Server, kcp: tuple[str, int], args: argparse.
             args.wt[0],
             args.wt[1],
             web.WebTransportOptions(
-                origins=tuple(args.web_origin or ()) or (out.http,),
+                origins=tuple(args.web_origin or ()) or page_origins(h, p),  # the pages' own, port known now
                 certificate=cert_path,
                 private_key=key_path,
             ),  # a development certificate: the listener announces its hash

@@ -210,6 +210,14 @@ def families(server: MetricsSource) -> list[Family]:
         else:
             out.append(_one("server_" + metric_name(k), "counter", f"server.stats[{k!r}]", v))
     out.append(errors)
+    # the listeners added with Server.add_listener (the web ones): <name>_<counter>
+    listener_stats = getattr(server, "listener_stats", None)
+    if callable(listener_stats):
+        for k, v in listener_stats().items():
+            lkind: Literal["counter", "gauge"] = "gauge" if k.endswith("_open") else "counter"
+            out.append(
+                _one("listener_" + metric_name(k), lkind, f"listener stats {k!r} (Server.add_listener)", v)
+            )
     # the broker
     broker = server.push.broker
     available, stats = broker_state(broker)

@@ -4,7 +4,10 @@
 One concern per module: :mod:`~kcprpc.web.framing` (the messages, sans-I/O),
 :mod:`~kcprpc.web.pipe` (the byte pipe and datagram port a web connection's mux runs on),
 :mod:`~kcprpc.web.options` (listener options), :mod:`~kcprpc.web.listener` (what both listeners
-share: OPEN, authorize, counters). The ``websockets`` and ``aioquic`` packages (the ``web`` extra)
+share: OPEN, authorize, counters), :mod:`~kcprpc.web.websocket` (the WebSocket listener and Python client),
+:mod:`~kcprpc.web.webtransport` (the WebTransport listener), :mod:`~kcprpc.web.webtransport_client`
+(its Python client), :mod:`~kcprpc.web.quic` (the aioquic pieces both share), :mod:`~kcprpc.web.capsules`
+(the CONNECT stream's capsules, sans-I/O), :mod:`~kcprpc.web.certs` (a development certificate). The ``websockets`` and ``aioquic`` packages (the ``web`` extra)
 are imported only by the modules that speak them.
 """
 
@@ -24,12 +27,8 @@ if TYPE_CHECKING:
         dial_websocket,
         listen_websocket,
     )
-    from kcprpc.web.webtransport import (
-        WebTransportListener,
-        connect_webtransport,
-        dial_webtransport,
-        listen_webtransport,
-    )
+    from kcprpc.web.webtransport import WebTransportListener, listen_webtransport
+    from kcprpc.web.webtransport_client import connect_webtransport, dial_webtransport
 
 __all__ = [
     "SUBPROTOCOL",
@@ -55,8 +54,8 @@ _LAZY = {
     "dial_websocket": "kcprpc.web.websocket",
     "listen_websocket": "kcprpc.web.websocket",
     "WebTransportListener": "kcprpc.web.webtransport",
-    "connect_webtransport": "kcprpc.web.webtransport",
-    "dial_webtransport": "kcprpc.web.webtransport",
+    "connect_webtransport": "kcprpc.web.webtransport_client",
+    "dial_webtransport": "kcprpc.web.webtransport_client",
     "listen_webtransport": "kcprpc.web.webtransport",
 }
 

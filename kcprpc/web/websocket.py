@@ -330,8 +330,12 @@ def _response(reply: HttpReply) -> Response:
 async def listen_websocket(
     server: Server, host: str, port: int, options: WebSocketOptions | None = None
 ) -> WebSocketListener:
-    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port``: the listener,
-    added to the server (``Server.add_listener``: closed by its shutdown, counters in its stats)."""
+    """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port`` (port 0: any
+    free one, see the listener's ``address``): the listener, added to the server
+    (``Server.add_listener``: closed by its shutdown, counters in its stats). It hands connections
+    to the server at once: start the server first (``await server.start()``) when it has a
+    lifespan or a broker to start. ``options``: :class:`WebSocketOptions` (default: all defaults);
+    a port that cannot be bound raises :class:`UsageError`."""
     if options is None:
         options = WebSocketOptions()
     elif not isinstance(options, WebSocketOptions):
@@ -394,29 +398,10 @@ async def dial_websocket(
     except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
         raise RpcError(Status.UNAVAILABLE, f"websocket {url}: {e or type(e).__name__}") from None
     try:
-        await ws.send(hello)
-        reply = await asyncio.wait_for(_recv(ws), timeout)
-    except asyncio.TimeoutError:
-        await ws.close()
-        raise RpcError(
-            Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
-        ) from None
-    except ConnectionClosed as e:
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed ({e})") from None
-    if reply is None:
-        rcvd = ws.protocol.close_rcvd
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed before ACCEPT ({rcvd})")
-    msg = decode(reply) if isinstance(reply, bytes) else None
-    if isinstance(msg, Refuse):
-        await ws.close()
-        try:
-            status = Status(msg.status)
-        except ValueError:
-            status = Status.UNKNOWN
-        raise RpcError(status, msg.message)
-    if not isinstance(msg, Accept) or not 1 <= msg.mux_version <= mux.version:
-        await ws.close(1002, "ACCEPT expected")
-        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: the server did not answer OPEN with ACCEPT")
+        msg = await _answer(ws, hello, url, timeout, mux.version)
+    except BaseException:
+        ws.transport.abort()  # refused, no answer, or the dial was cancelled: nothing to linger for
+        raise
     cfg = mux if msg.mux_version == mux.version else replace(mux, version=msg.mux_version)
     pipe = _make_pipe(ws, msg.max_datagram, max_receive_buffer)
     conn = WebConnection(
@@ -443,6 +428,33 @@ async def dial_websocket(
     task = asyncio.ensure_future(pump())
     conn.reader_task = task
     return conn
+
+
+async def _answer(ws: ClientConnection, hello: bytes, url: str, timeout: float, mux_version: int) -> Accept:
+    """Send ``OPEN``, read the server's answer: its ``ACCEPT``, or the :class:`RpcError` of a
+    ``REFUSE`` (its status and message), of no answer, or of anything else."""
+    try:
+        await ws.send(hello)
+        reply = await asyncio.wait_for(_recv(ws), timeout)
+    except asyncio.TimeoutError:
+        raise RpcError(
+            Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
+        ) from None
+    except ConnectionClosed as e:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed ({e})") from None
+    if reply is None:
+        rcvd = ws.protocol.close_rcvd
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: closed before ACCEPT ({rcvd})")
+    msg = decode(reply) if isinstance(reply, bytes) else None
+    if isinstance(msg, Refuse):
+        try:
+            status = Status(msg.status)
+        except ValueError:
+            status = Status.UNKNOWN
+        raise RpcError(status, msg.message)
+    if not isinstance(msg, Accept) or not 1 <= msg.mux_version <= mux_version:
+        raise RpcError(Status.UNAVAILABLE, f"websocket {url}: the server did not answer OPEN with ACCEPT")
+    return msg
 
 
 def connect_websocket(

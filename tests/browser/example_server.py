@@ -38,8 +38,9 @@ async def example_server(module: str, *, webtransport: bool) -> AsyncIterator[Ex
     cmd = [sys.executable, "-m", module, "--serve", "--web", "127.0.0.1:0", "--json"]
     if webtransport:
         cmd += ["--wt", "127.0.0.1:0"]
+    # the environment as is: `python -m` from the checkout finds examples/ (the compiled build's
+    # run gives it on PYTHONPATH, with PYTHONSAFEPATH, so the installed kcprpc is the one used)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
     proc = await asyncio.create_subprocess_exec(
         *cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,

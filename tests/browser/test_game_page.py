@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import kcprpc
 from examples.game.service import KEY, GameService, JoinRequest, MatchState, PositionUpdate
-from kcprpc.state import client_state
+from kcprpc.state import StateView, client_state
 from tests.browser import png
 from tests.browser.chromium import Chromium, Page
 from tests.browser.example_server import ExampleServer, example_server
@@ -29,23 +31,33 @@ SCALE = 4  # canvas pixels per world unit
 ROOM = "arena"
 
 
-async def until(check: Any, timeout: float, what: str) -> None:
-    """Wait (bounded) until ``check()`` is true, looking again at each state the bot receives."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not check():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+class StateWatch:
+    """Waits on a Python player's view of the match: each state it applies wakes the waiters."""
+
+    def __init__(self, states: StateView[MatchState]) -> None:
+        self.states = states
+        self._changed = asyncio.Event()
+        states.on_state(lambda _: self._changed.set())
+
+    async def until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait (bounded) until ``check()`` is true, looking again at each state applied."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not check():
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, end - loop.time()))
+            except asyncio.TimeoutError:
+                raise AssertionError(f"timed out waiting for {what}") from None
 
 
-async def canvas_image(page: Page) -> tuple[png.Image, tuple[int, int]]:
-    """A screenshot and the canvas's top-left corner in it."""
+async def canvas_image(page: Page, path: Path) -> tuple[png.Image, tuple[int, int]]:
+    """A screenshot (also written to ``path``) and the canvas's top-left corner in it."""
     x, y = await page.evaluate(
         "(() => { const r = document.getElementById('room').getBoundingClientRect();"
         " return [Math.round(r.left) + 1, Math.round(r.top) + 1]; })()"  # inside its 1 px border
     )
-    return png.decode(await page.screenshot()), (x, y)
+    return png.decode(await page.screenshot(path)), (x, y)
 
 
 def failure_context(page: Page, server: ExampleServer) -> str:
@@ -55,7 +67,7 @@ def failure_context(page: Page, server: ExampleServer) -> str:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
-    browser: Chromium, transport: str
+    browser: Chromium, transport: str, tmp_path: Path
 ) -> None:
     async with example_server("examples.game", webtransport=transport == "webtransport") as server:
         page = await browser.new_page()
@@ -65,6 +77,7 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
                 # a second player, over KCP, whose view of the match is the server's state
                 game = bot.stub(GameService, timeout=5.0)
                 states = client_state(bot, MatchState, f"state:{ROOM}")
+                until = StateWatch(states).until
                 me = await game.join(JoinRequest(room=ROOM, name="bot"))
                 bot_key = str(me.player_id)
                 seq = 0
@@ -101,16 +114,20 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
                         f" && gameView.players[{bot_key!r}]?.x === 55",
                         timeout=10,
                     )
-                    counters = await page.evaluate("({sent: gameView.inputsSent, acked: gameView.acked, applied: gameView.statesApplied, tick: gameView.tick})")
-                    assert 1 <= counters["acked"] <= counters["sent"] and counters["applied"] >= 1 and counters["tick"] >= 1
-                    assert await page.evaluate("document.getElementById('acked').textContent") == str(counters["acked"])
+                    counters = await page.evaluate(
+                        "({sent: gameView.inputsSent, acked: gameView.acked, applied: gameView.statesApplied,"
+                        " tick: gameView.tick, shown: document.getElementById('acked').textContent})"
+                    )  # one look: the counters move on at every state
+                    assert 1 <= counters["acked"] <= counters["sent"]
+                    assert counters["applied"] >= 1 and counters["tick"] >= 1
+                    assert counters["shown"] == str(counters["acked"])
 
                     # the canvas: each player of the server's state drawn at its position in its colour
                     assert states.state is not None
                     truth = {k: (p.x, p.y) for k, p in states.state.players.items()}
                     assert set(truth) == {web_key, bot_key}
                     await page.wait_for(f"gameView.tick >= {states.state.tick}", timeout=5)
-                    shot, (left, top) = await canvas_image(page)
+                    shot, (left, top) = await canvas_image(page, tmp_path / f"game-{transport}.png")
                     for key, (x, y) in truth.items():
                         px = shot.pixel(left + round(x * SCALE), top + round(y * SCALE))
                         assert png.close(px, png.parse_colour(PALETTE[int(key) % len(PALETTE)])), (key, px)

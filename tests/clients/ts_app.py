@@ -116,6 +116,12 @@ class App(kcprpc.Service, name="ts.App"):
         """Fire-and-forget (unreliable by default): recorded for ``notes``."""
         self.notes.append(text)
 
+    @rpc.notify
+    async def drop(self) -> None:
+        """Drop this session's connection at once, as a lost network would (the client
+        reconnects and resumes)."""
+        await kcprpc.current_context().session.conn.abort()
+
     async def notes_seen(self) -> list[str]:
         """The notes received so far."""
         return list(self.notes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc.errors import UsageError
+from kcprpc.metrics import families
 from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
 from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
@@ -86,6 +89,9 @@ async def test_calls_streams_and_pushes_over_websocket(served: Any) -> None:
         assert sess.conn.stats()["web_datagrams_in"] >= 1
         stats = await client.stats()
         assert stats.server["websocket_accepted"] == 1 and stats.server["websocket_connections_open"] == 1
+        metrics = {f.name: f for f in families(server)}  # the /metrics endpoint's view
+        assert metrics["kcprpc_listener_websocket_accepted"].samples == [({}, 1.0)]
+        assert metrics["kcprpc_listener_websocket_connections_open"].kind == "gauge"
     assert lst.counters["protocol_errors"] == 0
 
 
@@ -235,6 +241,12 @@ async def test_a_bad_message_after_accept_is_counted_and_closed(
     await asyncio.wait_for(_until(lambda: lst.stats()["connections_open"] == 0), TIMEOUT)
 
 
+async def still_serves(url: str) -> None:
+    """A well-behaved client is served (after some bad input)."""
+    async with connect_websocket(url) as ok:
+        assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="ok"))).text == "hello ok"
+
+
 async def _until(cond: Any) -> None:
     while not cond():
         await asyncio.sleep(0.01)
@@ -246,6 +258,7 @@ async def test_an_oversized_message_closes_with_1009(served: Any) -> None:
     await ws.send(encode_stream(b"x" * (64 * 1024)))  # 64 KiB + the kind byte
     assert await closed_with(ws) == 1009
     await asyncio.wait_for(_until(lambda: lst.counters["oversized"] == 1), TIMEOUT)
+    await still_serves(url)
 
 
 async def test_no_open_within_the_timeout(served: Any) -> None:
@@ -253,6 +266,7 @@ async def test_no_open_within_the_timeout(served: Any) -> None:
     async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
         assert await closed_with(ws) == 1008
     assert lst.counters["open_timeouts"] == 1
+    await still_serves(url)
 
 
 @pytest.mark.parametrize("subprotocols", [None, ["other.v1"]])
@@ -262,6 +276,7 @@ async def test_the_subprotocol_is_required(served: Any, subprotocols: Any) -> No
         await ws_connect(url, subprotocols=subprotocols)
     assert e.value.response.status_code == 400
     assert lst.counters["subprotocol_refused"] == 1
+    await still_serves(url)
 
 
 async def test_only_allowed_origins_connect() -> None:
@@ -407,8 +422,7 @@ async def test_kcprpc_serve_with_ws_answers_a_websocket_client(tmp_path: Path) -
 
     (tmp_path / "index.html").write_text("<p>hi</p>")
     flags = ("--ws", "127.0.0.1:0", "--web-origin", "http://localhost:8000", "--web-root", str(tmp_path))
-    repo = Path(__file__).resolve().parents[2]
-    with ServeProcess("examples.quickstart.service:app", *flags, extra_path=repo) as proc:
+    with ServeProcess("examples.quickstart.service:app", *flags) as proc:
         line = await asyncio.to_thread(proc.expect, "websocket: ws://127.0.0.1:")
         url = line.split()[1]
         assert url.endswith("/kcprpc") and "origins: http://localhost:8000" in line
@@ -465,3 +479,78 @@ async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_call
         with pytest.raises(RpcError) as e:
             await asyncio.wait_for(pending, TIMEOUT)
         assert e.value.status == Status.RESOURCE_EXHAUSTED and e.value.message == "go away now"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (PEM files: certificate, key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem, key_pem = tmp / "cert.pem", tmp / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_pem, key_pem
+
+
+async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(ssl=server_ctx))
+        url = f"wss://127.0.0.1:{lst.address[1]}/kcprpc"
+        async with connect_websocket(url, ssl=client_ctx) as client:
+            assert (await client.stub(Demo, timeout=TIMEOUT).hello(Req(name="tls"))).text == "hello tls"
+        with pytest.raises(RpcError) as e:  # a client that does not trust the certificate
+            await connect_websocket(url)
+        assert e.value.status == Status.UNAVAILABLE and "certificate" in e.value.message.lower()
+    finally:
+        await server.shutdown()
+
+
+async def test_misuse_is_a_usage_error_and_nothing_listening_is_unavailable(served: Any) -> None:
+    server, lst, _url = served
+    with pytest.raises(UsageError, match="cannot listen"):
+        await listen_websocket(server, "127.0.0.1", lst.address[1])  # the port is taken
+    with pytest.raises(UsageError, match="WebSocketOptions"):
+        await listen_websocket(server, "127.0.0.1", 0, object())  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="ws://"):
+        connect_websocket("http://127.0.0.1:1/kcprpc")
+    with pytest.raises(UsageError, match="token"):
+        await connect_websocket(f"ws://127.0.0.1:{lst.address[1]}/kcprpc", token=b"t" * 1025)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    with pytest.raises(RpcError) as e:
+        await connect_websocket(f"ws://127.0.0.1:{port}/kcprpc")
+    assert e.value.status == Status.UNAVAILABLE

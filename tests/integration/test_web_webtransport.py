@@ -28,12 +28,9 @@ from kcprpc.status import Status
 from kcprpc.web.certs import DevCertificate, make_dev_certificate
 from kcprpc.web.framing import encode_open
 from kcprpc.web.options import WebTransportOptions
-from kcprpc.web.webtransport import (
-    WebTransportListener,
-    connect_webtransport,
-    listen_webtransport,
-    quic_client_configuration,
-)
+from kcprpc.web.quic import quic_client_configuration
+from kcprpc.web.webtransport import WebTransportListener, listen_webtransport
+from kcprpc.web.webtransport_client import connect_webtransport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,10 +74,10 @@ class Svc(kcprpc.Service, name="wt.Svc"):
 
     @kcprpc.rpc.notify
     async def moved(self, x: int) -> None:
-        self.moves.append(x)
+        self.moves.put_nowait(x)
 
     def __init__(self) -> None:
-        self.moves: list[int] = []
+        self.moves: asyncio.Queue[int] = asyncio.Queue()
 
 
 @pytest.fixture(scope="module")
@@ -154,22 +151,20 @@ async def test_calls_of_every_kind_over_webtransport(cert: Any) -> None:
 
 async def test_pushes_arrive_in_order(cert: Any) -> None:
     async with running(cert) as started, client_for(started) as client:
-        got: list[int] = []
-        client.on(Tick, lambda t: got.append(t.n))
+        got: asyncio.Queue[int] = asyncio.Queue()
+        client.on(Tick, lambda t: got.put_nowait(t.n))
         assert await client.call(Svc.ticks, 20) == 20
-        await until(lambda: len(got) == 20)
-        assert got == list(range(20))
+        assert [await asyncio.wait_for(got.get(), 5) for _ in range(20)] == list(range(20))
 
 
 async def test_unreliable_event_arrives_as_a_datagram(cert: Any) -> None:
     async with running(cert) as started, client_for(started) as client:
-        seen: list[tuple[int, bool]] = []
-        client.on(Pos, lambda p, info: seen.append((p.x, info.unreliable)))
+        seen: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
+        client.on(Pos, lambda p, info: seen.put_nowait((p.x, info.unreliable)))
         conn = client.lifecycle.link.conn  # type: ignore[union-attr]
         before = conn.pipe.counters["datagrams_in"]
         assert await client.call(Svc.pos, 7) == 7
-        await until(lambda: bool(seen))
-        assert seen == [(7, True)]
+        assert await asyncio.wait_for(seen.get(), 5) == (7, True)
         assert conn.pipe.counters["datagrams_in"] == before + 1
 
 
@@ -181,7 +176,7 @@ async def test_client_notify_goes_as_a_datagram(cert: Any) -> None:
         conn = client.lifecycle.link.conn  # type: ignore[union-attr]
         sent = conn.pipe.counters["datagrams_out"]
         client.notify(Svc.moved, 3)
-        await until(lambda: svc.moves == [3])
+        assert await asyncio.wait_for(svc.moves.get(), 5) == 3
         assert conn.pipe.counters["datagrams_out"] == sent + 1
 
 
@@ -209,6 +204,54 @@ async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) ->
         assert server.stats["send_backlog"] <= 2 * 1024 * 1024
 
 
+FAST = kcprpc.ClientConfig(
+    heartbeat=kcprpc.HeartbeatConfig(interval=0.05, timeout=2.0),
+    reconnect=kcprpc.ReconnectPolicy(initial=0.01, maximum=0.05),
+)
+
+
+async def test_a_client_whose_connection_is_cut_resumes_its_session(cert: Any) -> None:
+    async with running(cert) as started, client_for(started, config=FAST) as client:
+        server, listener, _ = started
+        await client.subscribe("news")
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        client.on(Tick, ticks.put_nowait)
+        await server.push.publish("news", Tick(n=1))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=1)
+        sid = client.session_id
+        (sess,) = server.sessions
+        back = asyncio.Event()
+        client.on_reconnect = lambda _c: back.set()
+        (quic,) = listener._protocols  # the server ends the QUIC connection (a network failure)
+        quic.end("cut")
+        await asyncio.wait_for(back.wait(), 10)
+        assert client.session_id == sid and client.resumes == 1  # ACCEPT's binding made resume work
+        assert server.stats["sessions_resumed"] == 1 and server.sessions == {sess}
+        await server.push.publish("news", Tick(n=2))
+        assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=2)
+        assert listener.stats()["accepted"] == 2
+
+
+async def test_shutdown_closes_the_listener_and_its_clients(cert: Any) -> None:
+    _, cert_path, key_path = cert
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, config=kcprpc.ServerConfig(shutdown_grace=0.5))
+    listener = await listen_webtransport(
+        server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+    )
+    gone = asyncio.Event()
+    client = connect_webtransport(listener.url, certificate_hashes=[cert[0].sha256])
+    client.on_disconnect = lambda _c, _why: gone.set()
+    try:
+        await client.connect()
+        assert await client.call(Svc.echo, "x") == "X"
+        await server.shutdown()
+        assert server.listeners == [listener] and listener.stats()["connections_open"] == 0
+        assert listener.stats()["quic_connections"] == 0
+        await asyncio.wait_for(gone.wait(), 10)
+    finally:
+        await client.close()
+
+
 # -- refusals ------------------------------------------------------------------------------------
 
 
@@ -223,6 +266,40 @@ async def test_refused_token_is_unauthenticated(cert: Any) -> None:
         async with client_for(started, token="good") as client:
             assert await client.call(Svc.echo, "ok") == "OK"
         assert started[1].stats()["refused_unauthenticated"] == 1
+
+
+async def test_the_secure_wires_authorize_hook_and_on_connect_apply(cert: Any) -> None:
+    """Without an authorize in the options the token goes to the server's SecureWire.authorize,
+    the hook a KCP secure client's token goes to; on_connect runs for the accepted session."""
+    connected: list[str] = []
+
+    def authorize(token: bytes, key: bytes | None, address: Any) -> str | None:
+        assert key is None and address[0] == "127.0.0.1"
+        return None if token == b"letmein" else "unknown token"
+
+    _, cert_path, key_path = cert
+    server = kcprpc.Server(
+        [Svc()],
+        "127.0.0.1",
+        0,
+        transport=kcprpc.Transport(kcprpc.SecureWire(key="k", authorize=authorize)),
+        on_connect=lambda s: connected.append(s.id),
+    )
+    await server.start()
+    try:
+        listener = await listen_webtransport(
+            server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+        )
+        url, hashes = listener.url, [cert[0].sha256]
+        with pytest.raises(RpcError) as ei:
+            await connect_webtransport(url, token="wrong", certificate_hashes=hashes).connect()
+        assert ei.value.status == Status.UNAUTHENTICATED and ei.value.message == "unknown token"
+        assert connected == [] and listener.stats()["refused_unauthenticated"] == 1
+        async with connect_webtransport(url, token=b"letmein", certificate_hashes=hashes) as client:
+            assert await client.call(Svc.echo, "in") == "IN"
+            assert client.session_id == connected[0]
+    finally:
+        await server.shutdown(grace=0.5)
 
 
 async def test_origin_outside_the_list_is_refused(cert: Any) -> None:
@@ -422,7 +499,8 @@ async def test_a_quic_connection_without_a_session_is_closed_in_time(cert: Any) 
         async with raw(listener) as c:
             await asyncio.wait_for(c.closed.wait(), 10)
         assert listener.stats()["open_timeouts"] == 1
-        assert listener.stats()["quic_connections"] == 0
+        # the server's side of the connection ends after QUIC's draining period
+        await until(lambda: listener.stats()["quic_connections"] == 0)
 
 
 async def test_quic_connections_past_max_connections_are_closed(cert: Any) -> None:
@@ -445,6 +523,22 @@ async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
             await overflow(c, sid)
             await asyncio.wait_for(c.closed.wait(), 10)
         assert listener.stats()["receive_overflows"] == 1
+
+
+async def test_a_datagram_over_max_datagram_is_dropped_and_counted(cert: Any) -> None:
+    async with running(cert, max_datagram=512) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            c.stream(sid, encode_open(2))
+            await until(lambda: len(c.received) >= 21)  # ACCEPT
+            assert int.from_bytes(c.received[3:5], "big") == 512  # its max datagram
+            (conn,) = listener.connections
+            c.datagram(sid, b"\0" * 513)
+            c.datagram(sid, b"\0" * 600)
+            await until(lambda: conn.pipe.counters["datagrams_in_dropped"] == 2)
+            assert conn.pipe.counters["datagrams_in"] == 0
+            assert not c.closed.is_set() and listener.stats()["protocol_errors"] == 0
 
 
 async def test_a_second_session_on_one_connection_is_refused(cert: Any) -> None:
@@ -498,3 +592,59 @@ async def test_kcprpc_serve_with_wt_and_ws(tmp_path: Path) -> None:
         assert json.loads(body)["webtransport"] == {"url": url, "certificateHashes": [b64]}
         code, _rest = await asyncio.to_thread(proc.stop)
         assert code == 0
+
+
+def _ca_signed(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 it signed (valid 30 days: no hash would do)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+async def test_a_certificate_from_an_authority_is_verified_with_cafile(tmp_path: Path) -> None:
+    ca, cert_path, key_path = _ca_signed(tmp_path)
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0)
+    try:
+        listener = await listen_webtransport(
+            server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
+        )
+        assert listener.certificate_hashes == ()  # not a development certificate: no hash announced
+        assert "certificateHashes" not in listener.discovery()["webtransport"]
+        async with connect_webtransport(listener.url, cafile=str(ca)) as client:
+            assert await client.call(Svc.echo, "ca") == "CA"
+        with pytest.raises(RpcError) as ei:  # the default roots do not know this CA
+            await connect_webtransport(listener.url).connect()
+        assert ei.value.status == Status.UNAVAILABLE
+        assert listener.stats()["accepted"] == 1
+    finally:
+        await server.shutdown(grace=0.5)

@@ -121,7 +121,7 @@ async function view(o: ViewOptions): Promise<number> {
     });
     const c: Client = client;
     const live = new LiveClient(c);
-    const names: LiveEventName[] = ["live.chat", "live.gift", "live.score"];
+    const names = ["live.chat", "live.gift", "live.score"] as const satisfies readonly LiveEventName[]; // not live.viewers (a session event)
     for (const name of names) {
       live.on(name, (data: LiveEvents[typeof name], info: EventInfo) => {
         if (info.position === null || info.key !== `topic:${liveTopic(o.channel)}`) return; // a topic event always has one

@@ -2,7 +2,8 @@
  * The package as a user gets it: `npm pack` of a clean copy (its "prepack" script builds dist/),
  * the tarball installed into a fresh npm project, stubs generated with the installed
  * `kcprpc-gen-ts`, a strict TypeScript program importing `kcprpc` compiled with the project's own
- * tsc and run against a real Python server (calls, a server stream, metadata, a push).
+ * tsc and run against a real Python server (calls, a server stream, metadata, a push); the
+ * browser bundle is in it and `kcprpc/browser` resolves to it.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -51,13 +52,19 @@ test("npm pack → install the tarball in a fresh project → kcprpc-gen-ts + st
   try {
     const tgz = await packClean(tmp);
     const listing = await run("tar", ["-tzf", tgz], tmp);
-    for (const f of ["package/dist/src/index.js", "package/dist/src/index.d.ts", "package/dist/src/idl/gen.d.ts", "package/bin/kcprpc-gen-ts.js", "package/README.md"]) {
+    for (const f of [
+      "package/dist/src/index.js", "package/dist/src/index.d.ts", "package/dist/src/idl/gen.d.ts", "package/bin/kcprpc-gen-ts.js", "package/README.md",
+      "package/dist/browser/kcprpc.js", "package/dist/browser/kcprpc.js.map", "package/dist/src/browser.d.ts",
+    ]) {
       assert.ok(listing.split("\n").includes(f), `the tarball holds ${f}`);
     }
     assert.ok(!listing.includes("package/dist/test/"), "tests are not packed");
     const app = path.join(tmp, "app");
     mkdirSync(app);
     await installInto(app, tgz);
+    // "kcprpc/browser" is the bundle
+    const browser = await run(process.execPath, ["--input-type=module", "-e", 'console.log(import.meta.resolve("kcprpc/browser")); const m = await import("kcprpc/browser"); console.log(typeof m.connectWeb, typeof m.WebTransportTransport)'], app);
+    assert.match(browser, /node_modules\/kcprpc\/dist\/browser\/kcprpc\.js\nfunction function\n$/);
     // the bin of the installed package
     await run("npx", ["--no-install", "kcprpc-gen-ts", "--out", "gen", path.join(REPO, "idl", "quickstart.Greeter.json")], app);
     assert.ok(existsSync(path.join(app, "gen", "quickstart.Greeter.ts")), "kcprpc-gen-ts wrote the stub module");

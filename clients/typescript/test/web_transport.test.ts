@@ -170,6 +170,8 @@ test("WebSocket (fake peer): a REFUSE or a close code 4000+status is an RpcError
 
   assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, token: new Uint8Array(1025) }), UsageError);
   assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, sendHighWater: 0 }), UsageError);
+  assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, token: 7 as unknown as string }), /the token is a string or a Uint8Array/);
+  assert.throws(() => WebSocketTransport.open("ws://fake/kcprpc", { WebSocket: FakeWebSocket, muxVersion: 3 as 2 }), /smux version is 1 or 2/);
 });
 
 test("WebSocket (fake peer): STREAM bytes go to the mux, DATAGRAMs to their receiver; writes are split into STREAM messages", async () => {
@@ -200,7 +202,7 @@ test("WebSocket (fake peer): STREAM bytes go to the mux, DATAGRAMs to their rece
   assert.equal(t.counters.bytes_received, 8);
 });
 
-test("WebSocket (fake peer): a text message, an unknown kind or an empty STREAM after ACCEPT is a protocol error: counted, closed 1002", async () => {
+test("WebSocket (fake peer): a text message, an unknown kind or an empty STREAM after ACCEPT is a protocol error: counted, closed (1000, saying why)", async () => {
   for (const bad of ["text", Uint8Array.from([9, 1]), Uint8Array.from([WebKind.STREAM]), accept()]) {
     const { t, ws } = await openWs();
     const infos: CloseInfo[] = [];
@@ -209,7 +211,9 @@ test("WebSocket (fake peer): a text message, an unknown kind or an empty STREAM 
     t.onClose((e) => Object.assign(ended, { err: e, called: true }));
     ws.message(bad);
     assert.equal(t.counters.protocol_errors, 1);
-    assert.equal(ws.closedWith?.code, 1002);
+    assert.equal(ws.closedWith?.code, 1000, "a browser may not close with 1002");
+    assert.match(ws.closedWith?.reason ?? "", /^the server sent /);
+    assert.ok(new TextEncoder().encode(ws.closedWith?.reason ?? "").length <= 123);
     assert.ok(t.ended && ended.called);
     assert.ok(ended.err instanceof Error, "the mux sees a failure, not EOF");
     assert.match(infos[0]?.reason ?? "", /the server sent/);
@@ -252,7 +256,8 @@ test("WebSocket (fake peer): bytes held while the mux is paused are bounded (max
   t.pause();
   for (let i = 0; i < 4; i++) ws.message(encodeMessage(WebKind.STREAM, new Uint8Array(300)));
   assert.equal(t.counters.receive_overflows, 1);
-  assert.equal(ws.closedWith?.code, 1008);
+  assert.equal(ws.closedWith?.code, 1000);
+  assert.match(ws.closedWith?.reason ?? "", /more than 1000 bytes while the client was not reading/);
   assert.ok(t.ended);
   assert.equal(t.heldBytes, 0, "nothing kept after the overflow");
 });

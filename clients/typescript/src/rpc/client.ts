@@ -757,7 +757,11 @@ export class Client implements RpcChannel {
       let wt: ReturnType<typeof setTimeout> | null = null;
       const noAnswer = new Promise<never>((_, rej) => {
         wt = setTimeout(
-          () => rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s: is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?`)),
+          () => {
+            // a KCP connection's likely causes; a web transport (no wire mode) got this far over TCP or QUIC
+            const hint = conn.wireMode === null ? "" : ": is the server running and reachable over UDP (address, port, firewall), with the same wire mode, key and FEC?";
+            rej(new RpcError(Status.UNAVAILABLE, `no answer from ${conn.remoteAddress} within ${timeout / 1000} s${hint}`));
+          },
           timeout,
         );
       });

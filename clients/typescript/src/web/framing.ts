@@ -83,10 +83,12 @@ export function encodeOpen(token: Uint8Array, muxVersion: number): Uint8Array {
   return out;
 }
 
-/** The token as OPEN carries it: a string is its UTF-8 bytes. */
+/** The token as OPEN carries it: a string is its UTF-8 bytes (RangeError for anything else). */
 export function tokenBytes(token: string | Uint8Array | undefined): Uint8Array {
   if (token === undefined) return new Uint8Array(0);
-  return typeof token === "string" ? utf8.encode(token) : token;
+  if (typeof token === "string") return utf8.encode(token);
+  if (!(token instanceof Uint8Array)) throw new RangeError(`the token is a string or a Uint8Array, not ${typeof token}`);
+  return token;
 }
 
 /**

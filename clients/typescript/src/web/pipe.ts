@@ -120,8 +120,8 @@ export abstract class WebPipe {
 
   /** The transport's hook: its reading stopped (true) or may go on (false). */
   protected pausedChanged(_paused: boolean): void {}
-  /** The transport's hook: end at once after a protocol error (close the socket or session). */
-  protected abstract teardown(code: number, reason: string): void;
+  /** The transport's hook: end at once after a protocol error (close the socket or session) saying `reason`. */
+  protected abstract teardown(reason: string): void;
 
   /** Smux bytes from the server. Returns false when the connection was closed for a full buffer. */
   protected receiveBytes(data: Uint8Array): boolean {
@@ -135,7 +135,7 @@ export abstract class WebPipe {
     this.pendingBytes += data.length;
     if (this.pendingBytes > this.maxReceiveBuffer) {
       this.counters.receive_overflows++;
-      this.fail(`the server sent more than ${this.maxReceiveBuffer} bytes while the client was not reading`, 1008, "receive_overflows");
+      this.fail(`the server sent more than ${this.maxReceiveBuffer} bytes while the client was not reading`, "receive_overflows");
       return false;
     }
     return true;
@@ -152,12 +152,12 @@ export abstract class WebPipe {
     this.dgramCb(data);
   }
 
-  /** The server broke the wire: count it, close with `code`, end with an error. */
-  protected fail(message: string, code = 1002, counted: "protocol_errors" | "receive_overflows" = "protocol_errors"): void {
+  /** The server broke the wire (or the connection failed): count it, close, end with an error. */
+  protected fail(message: string, counted: "protocol_errors" | "receive_overflows" | null = "protocol_errors"): void {
     if (this.ended) return;
     if (counted === "protocol_errors") this.counters.protocol_errors++;
     const error = new Error(message);
-    this.teardown(code, message);
+    this.teardown(message);
     this.finish({ reason: message, error }, error);
   }
 
@@ -194,6 +194,14 @@ export abstract class WebPipe {
       this.dataCb(d);
     }
   }
+}
+
+/** `reason` cut to at most `max` UTF-8 bytes (a WebSocket close reason holds 123). */
+export function shortReason(reason: string, max = 123): string {
+  const enc = new TextEncoder();
+  let r = reason;
+  while (enc.encode(r).length > max) r = r.slice(0, -1);
+  return r;
 }
 
 /** How long to wait for `promise`, then go on anyway (a bounded close linger). */

@@ -9,7 +9,7 @@ import type { DatagramTransport } from "../rpc/connection.js";
 import { RpcError, Status, UsageError } from "../rpc/status.js";
 import { globalWebSocket, type WebSocketConstructor, type WebSocketEventLike, type WebSocketLike } from "./dom.js";
 import { WEB_SUBPROTOCOL, WebKind, decodeAnswer, decodeMessage, encodeMessage, encodeOpen, tokenBytes, type Accept } from "./framing.js";
-import { WebPipe, refusalError, webCloseStatus, within } from "./pipe.js";
+import { WebPipe, refusalError, shortReason, webCloseStatus, within } from "./pipe.js";
 
 /** Options of {@link WebSocketTransport.open}. */
 export interface WebSocketTransportOptions {
@@ -90,11 +90,10 @@ export class WebSocketTransport extends WebPipe implements DatagramTransport {
   static open(url: string, options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
     const WS = options.WebSocket ?? globalWebSocket();
     if (!WS) throw new UsageError("no WebSocket in this runtime: pass options.WebSocket (Node 20: run with --experimental-websocket)");
-    const token = tokenBytes(options.token);
     const muxVersion = options.muxVersion ?? 2;
     let open: Uint8Array;
     try {
-      open = encodeOpen(token, muxVersion);
+      open = encodeOpen(tokenBytes(options.token), muxVersion);
     } catch (e) {
       throw new UsageError(`WebSocketTransport: ${(e as Error).message}`);
     }
@@ -218,9 +217,9 @@ export class WebSocketTransport extends WebPipe implements DatagramTransport {
     return within(this.whenEnded(), this.lingerMs);
   }
 
-  protected teardown(code: number, reason: string): void {
-    // a close reason is at most 123 UTF-8 bytes
-    if (this.ws.readyState < 2) this.ws.close(code, reason.slice(0, 60));
+  protected teardown(reason: string): void {
+    // a browser may close only with 1000 or 3000-4999: 1000, the reason saying what went wrong
+    if (this.ws.readyState < 2) this.ws.close(1000, shortReason(reason));
   }
 
   private onMessage(ev: WebSocketEventLike): void {

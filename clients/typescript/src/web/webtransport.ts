@@ -6,11 +6,11 @@
  * {@link MuxConnection} and the {@link Client} run on it unchanged.
  */
 import { concat } from "../bytes.js";
-import type { DatagramTransport } from "../rpc/connection.js";
+import type { CloseInfo, DatagramTransport } from "../rpc/connection.js";
 import { RpcError, Status, UsageError } from "../rpc/status.js";
 import { globalWebTransport, type CertificateHash, type WebTransportConstructor, type WebTransportLike, type WriterLike } from "./dom.js";
 import { decodeAnswer, encodeOpen, fromBase64, tokenBytes, type Accept } from "./framing.js";
-import { WebPipe, refusalError, webCloseStatus, within } from "./pipe.js";
+import { WebPipe, refusalError, shortReason, webCloseStatus, within } from "./pipe.js";
 
 /** Options of {@link WebTransportTransport.open}. */
 export interface WebTransportTransportOptions {
@@ -219,7 +219,7 @@ export class WebTransportTransport extends WebPipe implements DatagramTransport 
         this.inFlight -= n;
         if (this.inFlight < this.highWater) this.wakeDrainers();
       },
-      (e: unknown) => this.fail(`writing to the stream failed: ${e instanceof Error ? e.message : String(e)}`, 0),
+      (e: unknown) => this.fail(`writing to the stream failed: ${e instanceof Error ? e.message : String(e)}`, null),
     );
     if (this.inFlight < this.highWater) return true;
     this.counters.send_blocked++;
@@ -275,15 +275,21 @@ export class WebTransportTransport extends WebPipe implements DatagramTransport 
     }
   }
 
-  protected teardown(code: number, reason: string): void {
+  protected teardown(reason: string): void {
     this.closing = true;
     void this.reader.cancel(reason).catch(() => undefined);
-    this.endSession(code, reason);
+    this.endSession(0, reason);
+  }
+
+  protected override finish(info: CloseInfo, err?: Error): void {
+    super.finish(info, err);
+    // a stream reader waiting for resume() ends
+    this.pausedChanged(false);
   }
 
   private endSession(code: number, reason: string): void {
     try {
-      this.wt.close({ closeCode: code, reason: reason.slice(0, 60) });
+      this.wt.close({ closeCode: code, reason: shortReason(reason, 1024) });
     } catch {
       // already closed
     }

@@ -41,6 +41,9 @@ export class FakeWebSocket implements WebSocketLike {
     this.onSend?.(copy);
   }
   close(code?: number, reason?: string): void {
+    // as a browser's: only 1000 and 3000-4999, a reason of at most 123 UTF-8 bytes
+    if (code !== undefined && code !== 1000 && !(code >= 3000 && code <= 4999)) throw new Error(`InvalidAccessError: close code ${code}`);
+    if (reason !== undefined && new TextEncoder().encode(reason).length > 123) throw new Error("SyntaxError: close reason over 123 bytes");
     if (this.readyState >= 2) return;
     this.closedWith = { code, reason };
     this.readyState = 2;

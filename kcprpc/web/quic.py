@@ -1,0 +1,260 @@
+"""The aioquic pieces both WebTransport ends use (:mod:`kcprpc.web.webtransport`, the listener, and
+:mod:`kcprpc.web.webtransport_client`): :class:`H3Protocol` (a QUIC connection speaking HTTP/3 with
+WebTransport), :class:`Channel` (one session's stream and datagrams, sent with bounds), the client's
+QUIC configuration and the server certificate it saw.
+
+aioquic (1.x, the ``web`` extra pins ``<2``) has no public API for some of this, so a few of its
+attributes are read here, each in one place: a stream's unacknowledged bytes
+(``QuicStream.sender._buffer``) and the datagrams it holds (``QuicConnection._datagrams_pending``)
+for the send bounds, the server's certificate (``tls._peer_certificate``) for the client's hash
+check, and the client's address (``_network_paths``). The integration tests (a client that stops
+reading, a pinned hash) fail if they move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import (
+    H3Event,
+)
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    ProtocolNegotiated,
+    QuicEvent,
+    StreamReset,
+)
+
+from kcprpc.web.capsules import close_capsule
+from kcprpc.web.options import MAX_WEBTRANSPORT_DATAGRAM
+
+MAX_WT_DATAGRAM = MAX_WEBTRANSPORT_DATAGRAM
+"""The largest RPC datagram over WebTransport: Chromium's ``datagrams.maxDatagramSize`` on a
+1200-byte QUIC path, and what fits one of aioquic's 1200-byte packets with room to spare."""
+
+
+SEND_HIGH_WATER = 256 * 1024
+"""Stream bytes given to QUIC and not acknowledged above which the pipe's sender waits."""
+MAX_DATAGRAM_BACKLOG = 64 * 1024
+"""Datagram bytes QUIC may hold (congestion control) before more are dropped."""
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing session waits for the peer to acknowledge what was sent."""
+IDLE_TIMEOUT = 60.0
+"""QUIC idle timeout (seconds); the mux's keepalives keep a live session busier than that."""
+
+QUIC_DATAGRAM_FRAME = 65536
+"""The ``max_datagram_frame_size`` transport parameter both sides send."""
+
+
+class H3Protocol(QuicConnectionProtocol):
+    """A QUIC connection speaking HTTP/3 with WebTransport; :meth:`progress` wakes whoever waits
+    for the peer to acknowledge data (aioquic has no event for it: each :meth:`transmit`, which
+    follows every received packet and timer, may be one)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.h3: H3Connection | None = None
+        self._progress: asyncio.Future[None] | None = None
+        self.terminated = False
+
+    def transmit(self) -> None:
+        """Send what aioquic has to send; wake :meth:`progress` waiters."""
+        super().transmit()
+        fut = self._progress
+        if fut is not None and not fut.done():
+            self._progress = None
+            fut.set_result(None)
+
+    async def progress(self) -> None:
+        """Wait until the next packet or timer was handled."""
+        if self._progress is None or self._progress.done():
+            self._progress = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._progress)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        """Hand QUIC events to HTTP/3, and HTTP/3 events to :meth:`h3_event_received`."""
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN and self.h3 is None:
+            self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        if isinstance(event, ConnectionTerminated):
+            self.terminated = True
+            self.connection_ended(event.reason_phrase or f"QUIC error 0x{event.error_code:x}")
+        if isinstance(event, StreamReset):
+            self.stream_reset(event.stream_id)
+        if self.h3 is not None:
+            for ev in self.h3.handle_event(event):
+                self.h3_event_received(ev)
+        fut = self._progress  # also the moment the connection ended: waiters must look again
+        if self.terminated and fut is not None and not fut.done():
+            self._progress = None
+            fut.set_result(None)
+
+    def h3_event_received(self, event: H3Event) -> None:
+        """One HTTP/3 event (subclasses)."""
+
+    def connection_ended(self, reason: str) -> None:
+        """The QUIC connection is over (subclasses)."""
+
+    def stream_reset(self, stream_id: int) -> None:
+        """The peer reset a stream (subclasses)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The UDP endpoint closed."""
+        super().connection_lost(exc)
+        if not self.terminated:
+            self.terminated = True
+            self.connection_ended("connection lost")
+
+
+class Channel:
+    """What both ends do with one session's stream and datagrams: send them with bounds, report
+    what the peer has not acknowledged (the pipe's ``transport_backlog``)."""
+
+    def __init__(
+        self,
+        proto: H3Protocol,
+        session_id: int,
+        *,
+        send_high_water: int,
+        max_datagram_backlog: int,
+        counters: dict[str, int],
+    ) -> None:
+        self.proto = proto
+        self.quic: QuicConnection = proto._quic
+        self.session_id = session_id
+        self.stream_id: int | None = None
+        self.send_high_water = send_high_water
+        self.max_datagram_backlog = max_datagram_backlog
+        self.counters = counters
+
+    def stream_unacked(self) -> int:
+        """Stream bytes given to aioquic and not acknowledged by the peer yet."""
+        if self.stream_id is None:
+            return 0
+        stream = self.quic._streams.get(self.stream_id)
+        if stream is None:
+            return 0
+        return len(stream.sender._buffer)
+
+    def datagrams_waiting(self) -> int:
+        """Datagram bytes aioquic holds until congestion control lets them go."""
+        return sum(len(d) for d in self.quic._datagrams_pending)
+
+    def backlog(self) -> int:
+        """Bytes held for the peer below the pipe."""
+        return self.stream_unacked() + self.datagrams_waiting()
+
+    async def send_stream(self, chunk: bytes) -> None:
+        """Send a chunk of the mux byte stream; returns once fewer than ``send_high_water`` bytes
+        wait for the peer's acknowledgement (so a peer that stops reading holds the pipe's queue,
+        which the mux and the server's checks see)."""
+        assert self.stream_id is not None
+        if self.proto.terminated:
+            raise ConnectionError("the QUIC connection ended")
+        self.quic.send_stream_data(self.stream_id, chunk)
+        self.proto.transmit()
+        while self.stream_unacked() > self.send_high_water:
+            if self.proto.terminated:
+                raise ConnectionError("the QUIC connection ended")
+            await self.proto.progress()
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send one RPC datagram as a WebTransport datagram (dropped and counted while
+        ``max_datagram_backlog`` bytes of datagrams wait in aioquic)."""
+        if self.proto.terminated:
+            raise ConnectionError("the QUIC connection ended")
+        if self.datagrams_waiting() + len(data) > self.max_datagram_backlog:
+            self.counters["datagrams_congested"] = self.counters.get("datagrams_congested", 0) + 1
+            return
+        h3 = self.proto.h3
+        assert h3 is not None
+        h3.send_datagram(self.session_id, data)
+        self.proto.transmit()
+
+    def close_session(self, code: int = 0, message: str = "") -> None:
+        """End the session: FIN on our stream, the close capsule with FIN on the CONNECT stream."""
+        if self.proto.terminated:
+            return
+        with contextlib.suppress(Exception):
+            if self.stream_id is not None:
+                self.quic.send_stream_data(self.stream_id, b"", end_stream=True)
+        with contextlib.suppress(Exception):
+            h3 = self.proto.h3
+            if h3 is not None:
+                h3.send_data(self.session_id, close_capsule(code, message), end_stream=True)
+        self.proto.transmit()
+
+
+def peer_address(quic: QuicConnection) -> Any:
+    """The client's (host, port), as aioquic's current network path has it."""
+    paths = getattr(quic, "_network_paths", None)
+    if not paths:
+        return None
+    addr = paths[0].addr
+    host = str(addr[0]).removeprefix("::ffff:")
+    return (host, int(addr[1]))
+
+
+def first_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """HTTP/3 headers as a dict (the first value of a repeated name)."""
+    out: dict[bytes, bytes] = {}
+    for k, v in headers:
+        out.setdefault(k, v)
+    return out
+
+
+def quic_client_configuration(
+    host: str,
+    *,
+    certificate_hashes: list[bytes] | None,
+    cafile: str | None,
+    verify: bool,
+    idle_timeout: float,
+) -> QuicConfiguration:
+    """The aioquic client configuration for a WebTransport dial."""
+    cfg = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=H3_ALPN,
+        max_datagram_frame_size=QUIC_DATAGRAM_FRAME,
+        server_name=host,
+        idle_timeout=idle_timeout,
+    )
+    if certificate_hashes or not verify:
+        cfg.verify_mode = ssl.CERT_NONE  # checked against the hashes once the handshake is done
+    elif cafile is not None:
+        cfg.load_verify_locations(cafile=cafile)
+    return cfg
+
+
+def server_certificate(proto: QuicConnectionProtocol) -> bytes | None:
+    """The DER of the certificate the server showed in the TLS handshake (aioquic keeps it in its
+    TLS context only)."""
+    cert = getattr(proto._quic.tls, "_peer_certificate", None)
+    if cert is None:
+        return None
+    from cryptography.hazmat.primitives import serialization
+
+    der: bytes = cert.public_bytes(serialization.Encoding.DER)
+    return der
+
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_DATAGRAM_BACKLOG",
+    "MAX_WT_DATAGRAM",
+    "QUIC_DATAGRAM_FRAME",
+    "SEND_HIGH_WATER",
+    "Channel",
+    "H3Protocol",
+    "first_headers",
+    "peer_address",
+    "quic_client_configuration",
+    "server_certificate",
+]

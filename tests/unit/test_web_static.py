@@ -1,0 +1,88 @@
+"""kcprpc.web.static: files under web_root only (no traversal, no symlink out, folders give their
+index.html), content types, and the discovery document with what other listeners announce."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kcprpc.web.static import discovery_document, discovery_reply, serve_file
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    (site / "game").mkdir(parents=True)
+    (site / "index.html").write_text("home")
+    (site / "game" / "index.html").write_text("game")
+    (site / "a.js").write_text("js")
+    (site / "a.js.map").write_text("{}")
+    (site / "s.css").write_text("css")
+    (site / "i.png").write_bytes(b"png")
+    (site / "d.json").write_text("[]")
+    (site / "blob.bin").write_bytes(b"\x00")
+    (tmp_path / "secret").write_text("TOP-SECRET")
+    (site / "out").symlink_to(tmp_path / "secret")
+    (site / "outdir").symlink_to(tmp_path)
+    return site.resolve()
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype", "body"),
+    [
+        ("/", "text/html; charset=utf-8", b"home"),
+        ("/game", "text/html; charset=utf-8", b"game"),
+        ("/game/", "text/html; charset=utf-8", b"game"),
+        ("/a.js?v=2#x", "text/javascript; charset=utf-8", b"js"),
+        ("/a.js.map", "application/json", b"{}"),
+        ("/s.css", "text/css; charset=utf-8", b"css"),
+        ("/i.png", "image/png", b"png"),
+        ("/d.json", "application/json", b"[]"),
+        ("/blob.bin", "application/octet-stream", b"\x00"),
+        ("/./a.js", "text/javascript; charset=utf-8", b"js"),
+        ("/%61.js", "text/javascript; charset=utf-8", b"js"),
+    ],
+)
+def test_files(root: Path, path: str, ctype: str, body: bytes) -> None:
+    r = serve_file(root, path)
+    assert (r.status, r.content_type, r.body) == (200, ctype, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/../secret", 404),
+        ("/game/../../secret", 404),
+        ("/%2e%2e/secret", 404),
+        ("/..%2fsecret", 404),
+        ("/out", 404),  # a symlink out of the root
+        ("/outdir/secret", 404),
+        ("/missing", 404),
+        ("/a.js%00.png", 400),
+        ("/a\\b", 400),
+        ("relative", 400),
+    ],
+)
+def test_nothing_outside_the_root(root: Path, path: str, status: int) -> None:
+    r = serve_file(root, path)
+    assert r.status == status and b"TOP-SECRET" not in r.body
+
+
+def test_discovery_merges_what_other_listeners_announce() -> None:
+    class WT:
+        def discovery(self) -> dict[str, Any]:
+            return {"webtransport": {"url": "https://h:1/kcprpc", "certificateHashes": ["x"]}}
+
+    class Quiet:
+        pass
+
+    doc = discovery_document("/kcprpc", [Quiet(), WT()])
+    assert doc == {
+        "websocket": "/kcprpc",
+        "webtransport": {"url": "https://h:1/kcprpc", "certificateHashes": ["x"]},
+    }
+    r = discovery_reply(doc)
+    assert r.status == 200 and r.content_type == "application/json" and json.loads(r.body) == doc
