@@ -122,6 +122,10 @@ def _wait_cmd(loop: asyncio.AbstractEventLoop, conn: Connection) -> asyncio.Futu
 
     def on_readable() -> None:
         loop.remove_reader(conn.fileno())
+        # uvloop's add_reader leaves the socket non-blocking, and a send back on it (a step's
+        # latencies: 8 bytes a delivery, past the socket's buffer at a few 10,000 deliveries)
+        # would fail with EAGAIN: the pipe to the coordinator is blocking again here
+        os.set_blocking(conn.fileno(), True)
         try:
             fut.set_result(conn.recv())
         except EOFError:
