@@ -730,4 +730,24 @@ test("webConnector with rediscover (fake peers): a WebTransport dial failing wit
   FakeWebSocket.last().message(accept());
   assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
   assert.equal(f.reads.length, 5);
+  // that WebTransport failure, with a document that could not be re-read, starts no back-off
+  mode.value = "ok";
+  wt0 = FakeWebTransport.made.length;
+  p = dial();
+  await answerWt(wt0);
+  assert.equal((await p).remoteAddress, "https://app.example:4435/kcprpc");
+  // one with the document re-read (unchanged) does: UDP is blocked, the next dial is WebSocket at once
+  FakeWebTransport.failNext = "UDP blocked";
+  before = FakeWebSocket.made.length;
+  p = dial();
+  await answerWs(before);
+  assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
+  assert.equal(f.reads.length, 6);
+  wt0 = FakeWebTransport.made.length;
+  before = FakeWebSocket.made.length;
+  p = dial();
+  await answerWs(before);
+  assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
+  assert.equal(FakeWebTransport.made.length, wt0, "backed off from WebTransport");
+  assert.equal(f.reads.length, 6);
 });

@@ -138,8 +138,9 @@ const unavailable = (e: unknown): boolean => e instanceof RpcError && e.code ===
  *   (UDP blocked), later calls go straight to WebSocket for `webTransportBackoff.initialMs`
  *   (default five minutes; doubling at each such fallback, up to `maximumMs`, default an hour),
  *   then try WebTransport again. A WebTransport connection that was up and is lost is tried
- *   first again (the loss may be transient), and a failure of both transports (server down)
- *   starts no back-off.
+ *   first again (the loss may be transient); a failure of both transports (server down), or a
+ *   WebTransport failure whose endpoints could not be re-read (the server may be back with new
+ *   ones), starts no back-off.
  * - **Re-reading discovery** (with `rediscover`): a call after a failed call re-reads the
  *   endpoints first; and a call whose WebTransport dial failed with endpoints read before it
  *   re-reads them before falling back, and dials WebTransport once more if its URL or
@@ -178,29 +179,32 @@ export function webConnector(endpoints: WebEndpoints, options: WebConnectorOptio
       ...(token !== undefined ? { token } : {}),
       muxVersion,
     });
-  /** Re-read the endpoints within `timeoutMs`; true when the WebTransport endpoint changed. A failed read keeps them. */
-  const reread = async (timeoutMs: number): Promise<boolean> => {
-    if (!rediscover) return false;
+  /** Re-read the endpoints within `timeoutMs`: whether the WebTransport endpoint "changed", is the "same", or the read "failed" (the endpoints in hand are kept). */
+  const reread = async (timeoutMs: number): Promise<"changed" | "same" | "failed"> => {
+    if (!rediscover) return "failed";
     let fresh: WebEndpoints;
     try {
       fresh = await rediscover(Math.max(1, Math.floor(timeoutMs)));
     } catch {
-      return false;
+      return "failed";
     }
+    if (!usesWT(fresh) && !usesWS(fresh)) return "failed";
     const changed = wtChanged(wtEndpoint(current), wtEndpoint(fresh));
-    if (!usesWT(fresh) && !usesWS(fresh)) return false;
     current = fresh;
-    if (changed) backoff.reset();
-    return changed;
+    if (!changed) return "same";
+    backoff.reset();
+    return "changed";
   };
 
   const dial = async (): Promise<MuxConnection> => {
     const deadline = now() + total;
     const left = (): number => Math.max(1, deadline - now());
     let rereadDone = false;
+    /** The endpoints in hand are known current (read in this call, or given: nothing to re-read). */
+    let fresh = rediscover === null;
     if (stale && rediscover) {
       rereadDone = true;
-      await reread(left() / 2);
+      fresh = (await reread(left() / 2)) !== "failed";
     }
     let wtError: unknown = null;
     const tryWT = async (): Promise<MuxConnection | null> => {
@@ -221,14 +225,18 @@ export function webConnector(endpoints: WebEndpoints, options: WebConnectorOptio
       if (!c && wtError !== null && rediscover && !rereadDone) {
         // the endpoints in hand may be a restarted server's old ones (a new certificate or port)
         rereadDone = true;
-        if (await reread(left() / 2)) c = await tryWT();
+        const r = await reread(left() / 2);
+        fresh = r !== "failed";
+        if (r === "changed") c = await tryWT();
       }
       if (c) return c;
     }
     if (!usesWS(current)) throw wtError ?? new RpcError(Status.UNAVAILABLE, "no endpoint this runtime can use");
     const ws = current.websocket as string;
     const t = await WebSocketTransport.open(ws, { openTimeoutMs: left(), ...(options.webSocket ?? {}), ...(token !== undefined ? { token } : {}), muxVersion });
-    if (wtError !== null && mode === "auto") backoff.fellBack();
+    // WebTransport failed with current endpoints where WebSocket works: UDP is likely blocked (not
+    // after a failed re-read: the server may have come back with new ones, so no back-off then)
+    if (wtError !== null && fresh && mode === "auto") backoff.fellBack();
     return start(t);
   };
   return async (): Promise<MuxConnection> => {
