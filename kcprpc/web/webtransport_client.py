@@ -51,9 +51,6 @@ from kcprpc.web.pipe import WebPipe
 from kcprpc.web.quic import (
     CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
-    MAX_DATAGRAM_BACKLOG,
-    MAX_WT_DATAGRAM,
-    SEND_HIGH_WATER,
     Channel,
     H3Protocol,
     first_headers,
@@ -271,7 +268,7 @@ async def _open_session(proto: _ClientProtocol, target: _Target) -> WebConnectio
         st, msg = _HTTP_STATUS.get(status, (Status.UNAVAILABLE, f"the server answered HTTP {status}"))
         raise RpcError(st, msg)
     stream_id = h3.create_webtransport_stream(sid, is_unidirectional=False)
-    ch = Channel(proto, sid, send_high_water=SEND_HIGH_WATER, max_datagram_backlog=MAX_DATAGRAM_BACKLOG, counters={})
+    ch = Channel(proto, sid, counters={})
     ch.stream_id = stream_id
     proto.channel = ch
     quic.send_stream_data(stream_id, encode_open(mux.version, token))
@@ -287,21 +284,13 @@ async def _open_session(proto: _ClientProtocol, target: _Target) -> WebConnectio
         raise RpcError(Status.FAILED_PRECONDITION, f"the server chose mux version {reply.mux_version}")
     if reply.mux_version != mux.version:
         mux = replace(mux, version=reply.mux_version)
-    maxd = min(reply.max_datagram, MAX_WT_DATAGRAM)
 
     async def on_close(code: int | None, reason: str) -> None:
         ch.close_session(code or 0, reason)
         proto.ended.set()
 
-    pipe = WebPipe(
-        ch.send_stream,
-        ch.send_datagram,
-        transport_backlog=ch.backlog,
-        on_close=on_close,
-        max_datagram_size=maxd,
-        send_high_water=SEND_HIGH_WATER,
-        max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
-    )
+    pipe = ch.pipe(on_close, reply.max_datagram)
+    maxd = pipe.max_datagram_size
     proto.pipe = pipe
     conn = WebConnection(
         pipe,
