@@ -78,9 +78,13 @@ export interface WebOpenOptions {
 
 /** {@link WebOpenOptions} checked, with their defaults, and the OPEN message they make. */
 export interface WebOpenSettings {
+  /** The OPEN message (token and mux version). */
   open: Uint8Array;
+  /** The highest smux version offered. */
   muxVersion: number;
+  /** How long opening may take, in ms. */
   timeoutMs: number;
+  /** The transport's bounds: receive buffer and send high-water mark in bytes, close linger in ms. */
   limits: { maxReceiveBuffer: number; sendHighWater: number; closeLingerMs: number };
 }
 
