@@ -9,8 +9,10 @@ development certificate, beside the example's KCP listener (docs/browser.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,3 +174,12 @@ def announce(serving: WebServing, page: str, as_json: bool) -> None:
         print(f"open {d['page']} in a browser", flush=True)
     if d["webtransport"]:
         print(f"webtransport on {d['webtransport']} (development certificate sha-256 {d['certificate_hash']})")
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (how a server started with ``--serve`` is stopped)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

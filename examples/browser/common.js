@@ -1,5 +1,6 @@
 // What both example pages share: the connection (through the kcprpc browser bundle), the query
-// parameters, and the status line. Plain ES module, no framework.
+// parameters, the status line, and the page's view of its connection (window.liveView,
+// window.gameView: its state, transport, drops and reconnects). Plain ES module, no framework.
 //
 // The bundle (clients/typescript/dist/browser/kcprpc.js, `npm run build:browser` there) is served
 // by the example's server at /kcprpc.js (python -m examples.live --serve --web, see README.md).
@@ -78,4 +79,60 @@ export async function connect(hooks = {}) {
     onReconnect: () => hooks.onReconnect?.(),
   });
   return { client, link };
+}
+
+/**
+ * Set the page's state: `view.state` (for the tests) and the status line (for people).
+ */
+export function setState(view, state, text) {
+  view.state = state;
+  status(state, text);
+}
+
+/**
+ * The page's connection, kept in `view`: `connect` with the state "connecting", then
+ * `view.transport` (also shown in #transport), `view.disconnects` and `view.reconnects` (with the
+ * states "disconnected" and "reconnected") follow it; `view.client` and `view.link` are set once
+ * connected. `view.drop()` cuts the connection (as a lost network would: the client reconnects
+ * and resumes). Returns the client.
+ */
+export async function connectView(view) {
+  setState(view, "connecting");
+  const { client, link } = await connect({
+    onTransport: (name) => {
+      view.transport = name;
+      show("transport", name);
+    },
+    onDisconnect: (reason) => {
+      view.disconnects++;
+      setState(view, "disconnected", reason);
+    },
+    onReconnect: () => {
+      view.reconnects++;
+      setState(view, "reconnected", `${view.reconnects} time(s)`);
+    },
+  });
+  view.client = client;
+  view.link = link;
+  return client;
+}
+
+/**
+ * Publish the page's view as `window[name]` (for the tests) with `view.drop()`: cut the
+ * connection (see connectView; nothing before it is connected).
+ */
+export function publishView(name, view) {
+  view.drop = () => view.link?.drop();
+  window[name] = view;
+  return view;
+}
+
+/** Run the page's `main`; a failure is kept in `view.error` and shown as the state "error". */
+export async function run(view, main) {
+  try {
+    await main();
+  } catch (e) {
+    view.error = e instanceof Error ? e.message : String(e);
+    setState(view, "error", view.error);
+  }
 }

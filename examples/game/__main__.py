@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import signal
 import statistics
 from typing import Any
 
@@ -31,7 +30,7 @@ from examples.common import (
 from examples.game.bots import BotStats, run_bot
 from examples.game.reconnect import keep_seat
 from examples.game.service import KEY, make_server
-from examples.web import add_web_arguments, announce, start_web
+from examples.web import add_web_arguments, announce, start_web, until_signalled
 
 
 async def run_bots(host: str, port: int, bots: int, seconds: float, rooms: int, seed: int) -> list[BotStats]:
@@ -92,10 +91,7 @@ async def main(args: argparse.Namespace) -> int:
         if args.serve:
             serving = await start_web(server, (host, port), args)
             announce(serving, "game/", args.json)
-            stop = asyncio.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await until_signalled()
             print("shutting down")
             return 0
         if args.reconnect:

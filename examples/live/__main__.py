@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 
 import kcprpc
 from examples.common import (
@@ -24,7 +23,7 @@ from examples.common import (
 )
 from examples.live.load import run_load
 from examples.live.service import KEY, Chat, LiveService, make_server, report_viewers
-from examples.web import add_web_arguments, announce, start_web
+from examples.web import add_web_arguments, announce, start_web, until_signalled
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -39,10 +38,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         serving = await start_web(server, (host, port), args)
         announce(serving, "live/", args.json)
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         return 0
     finally:
         viewers.cancel()

@@ -9,7 +9,6 @@ list, ``KCPRPC_WEB_ROOT``, ``KCPRPC_WT``, ``KCPRPC_WT_CERT``, ``KCPRPC_WT_KEY``)
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from kcprpc.cli.env import AppendList
 from kcprpc.cli.ops import metrics_address
@@ -91,20 +90,33 @@ async def start_web(server: Server, args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _wanted(args: argparse.Namespace, flag: str) -> tuple[str, int] | None:
+    """The ``HOST, PORT`` of ``--ws`` or ``--wt`` (``flag``), None when not given; given, the web
+    extra must be installed (else a UsageError naming the flag)."""
+    where: tuple[str, int] | None = getattr(args, flag.removeprefix("--"), None)
+    if where is not None:
+        try:
+            import kcprpc.web  # noqa: F401
+        except ImportError as e:  # pragma: no cover - the web extra is in dev
+            raise UsageError(f"{flag} needs the web extra: pip install 'kcprpc[web]' ({e})") from None
+    return where
+
+
+def _origins(origins: list[str]) -> str:
+    return f"(origins: {', '.join(origins) or 'none'})"
+
+
 async def _start_ws(server: Server, args: argparse.Namespace, origins: list[str]) -> list[str]:
-    where: Any = getattr(args, "ws", None)
+    where = _wanted(args, "--ws")
     if where is None:
         return []
-    try:
-        from kcprpc.web import WebSocketOptions, listen_websocket
-    except ImportError as e:  # pragma: no cover - the web extra is in dev
-        raise UsageError(f"--ws needs the web extra: pip install 'kcprpc[web]' ({e})") from None
+    from kcprpc.web import WebSocketOptions, listen_websocket
+
     options = WebSocketOptions(origins=tuple(origins), web_root=args.web_root)
-    host, port = where
-    listener = await listen_websocket(server, host, port, options)
+    listener = await listen_websocket(server, *where, options)
     h, p = listener.address
     shown = f"[{h}]" if ":" in h else h
-    lines = [f"websocket: ws://{shown}:{p}{options.path} (origins: {', '.join(origins) or 'none'})"]
+    lines = [f"websocket: ws://{shown}:{p}{options.path} {_origins(origins)}"]
     if listener.authorize is not None:
         lines.append("           its clients are authenticated by the app's authorize hook (their token)")
     else:
@@ -117,17 +129,14 @@ async def _start_ws(server: Server, args: argparse.Namespace, origins: list[str]
 
 
 async def _start_wt(server: Server, args: argparse.Namespace, origins: list[str]) -> list[str]:
-    where: Any = getattr(args, "wt", None)
+    where = _wanted(args, "--wt")
     if where is None:
         return []
-    try:
-        from kcprpc.web import WebTransportOptions, listen_webtransport
-    except ImportError as e:  # pragma: no cover - the web extra is in dev
-        raise UsageError(f"--wt needs the web extra: pip install 'kcprpc[web]' ({e})") from None
+    from kcprpc.web import WebTransportOptions, listen_webtransport
+
     options = WebTransportOptions(origins=tuple(origins), certificate=args.wt_cert, private_key=args.wt_key)
-    host, port = where
-    listener = await listen_webtransport(server, host, port, options)
-    lines = [f"webtransport: {listener.url} (origins: {', '.join(origins) or 'none'})"]
+    listener = await listen_webtransport(server, *where, options)
+    lines = [f"webtransport: {listener.url} {_origins(origins)}"]
     if listener.certificate_hashes:
         lines.append(
             f"           development certificate, serverCertificateHashes sha-256 (base64): "

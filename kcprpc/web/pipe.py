@@ -54,6 +54,10 @@ PIPE_COUNTERS = (
 """The counters of one pipe (:attr:`WebPipe.counters`)."""
 
 
+MAX_RECEIVE_BUFFER = 4 * 1024 * 1024
+"""The default bound of the stream bytes a pipe holds for its reader."""
+
+
 class WebPipe:
     """A byte pipe plus a datagram port for one web connection (see the module).
 
@@ -72,7 +76,7 @@ class WebPipe:
         *,
         transport_backlog: Callable[[], int] | None = None,
         on_close: Callable[[int | None, str], Awaitable[None] | None] | None = None,
-        max_receive_buffer: int = 4 * 1024 * 1024,
+        max_receive_buffer: int = MAX_RECEIVE_BUFFER,
         max_datagram_queue: int = 256,
         send_high_water: int = 256 * 1024,
         max_datagram_backlog: int = 256 * 1024,

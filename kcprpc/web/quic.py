@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -34,6 +35,7 @@ from aioquic.quic.events import (
 
 from kcprpc.web.capsules import close_capsule
 from kcprpc.web.options import MAX_WEBTRANSPORT_DATAGRAM
+from kcprpc.web.pipe import MAX_RECEIVE_BUFFER, WebPipe
 
 MAX_WT_DATAGRAM = MAX_WEBTRANSPORT_DATAGRAM
 """The largest RPC datagram over WebTransport: Chromium's ``datagrams.maxDatagramSize`` on a
@@ -121,9 +123,9 @@ class Channel:
         proto: H3Protocol,
         session_id: int,
         *,
-        send_high_water: int,
-        max_datagram_backlog: int,
         counters: dict[str, int],
+        send_high_water: int = SEND_HIGH_WATER,
+        max_datagram_backlog: int = MAX_DATAGRAM_BACKLOG,
     ) -> None:
         self.proto = proto
         self.quic: QuicConnection = proto._quic
@@ -132,6 +134,25 @@ class Channel:
         self.send_high_water = send_high_water
         self.max_datagram_backlog = max_datagram_backlog
         self.counters = counters
+
+    def pipe(
+        self,
+        on_close: Callable[[int | None, str], Awaitable[None]],
+        max_datagram: int,
+        max_receive_buffer: int = MAX_RECEIVE_BUFFER,
+    ) -> WebPipe:
+        """The :class:`WebPipe` over this session's stream and datagrams, with the channel's send
+        bounds: datagrams of at most ``max_datagram`` (the ACCEPT's) and :data:`MAX_WT_DATAGRAM`."""
+        return WebPipe(
+            self.send_stream,
+            self.send_datagram,
+            transport_backlog=self.backlog,
+            on_close=on_close,
+            max_receive_buffer=max_receive_buffer,
+            max_datagram_size=min(max_datagram, MAX_WT_DATAGRAM),
+            send_high_water=self.send_high_water,
+            max_datagram_backlog=self.max_datagram_backlog,
+        )
 
     def stream_unacked(self) -> int:
         """Stream bytes given to aioquic and not acknowledged by the peer yet."""

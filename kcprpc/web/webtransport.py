@@ -72,10 +72,7 @@ from kcprpc.web.pipe import WebPipe
 from kcprpc.web.quic import (
     CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
-    MAX_DATAGRAM_BACKLOG,
-    MAX_WT_DATAGRAM,
     QUIC_DATAGRAM_FRAME,
-    SEND_HIGH_WATER,
     Channel,
     H3Protocol,
     first_headers,
@@ -333,13 +330,7 @@ class _ServerSession:
         self.listener = proto.listener
         self.session_id = session_id
         opts = self.listener.options
-        self.channel = Channel(
-            proto,
-            session_id,
-            send_high_water=SEND_HIGH_WATER,
-            max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
-            counters=self.listener.counters,
-        )
+        self.channel = Channel(proto, session_id, counters=self.listener.counters)
         self.reader = HandshakeReader("open")
         self.capsules = CapsuleReader()
         self.pipe: WebPipe | None = None
@@ -450,17 +441,7 @@ class _ServerSession:
             return
         self.proto._quic.send_stream_data(ch.stream_id, verdict.reply)
         self.proto.transmit()
-        opts = self.listener.options
-        pipe = WebPipe(
-            ch.send_stream,
-            ch.send_datagram,
-            transport_backlog=ch.backlog,
-            on_close=self._pipe_closed,
-            max_receive_buffer=opts.max_receive_buffer,
-            max_datagram_size=min(verdict.max_datagram, MAX_WT_DATAGRAM),
-            send_high_water=SEND_HIGH_WATER,
-            max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
-        )
+        pipe = ch.pipe(self._pipe_closed, verdict.max_datagram, self.listener.options.max_receive_buffer)
         self.pipe = pipe
         self.conn = self.listener.serve(pipe, verdict, self.address, transport=self.proto)
         early, self._early = bytes(self._early), bytearray()

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,9 +51,6 @@ from kcprpc.web.pipe import WebPipe
 from kcprpc.web.quic import (
     CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
-    MAX_DATAGRAM_BACKLOG,
-    MAX_WT_DATAGRAM,
-    SEND_HIGH_WATER,
     Channel,
     H3Protocol,
     first_headers,
@@ -165,10 +162,39 @@ async def dial_webtransport(
     ``token``; returns the connection once ``ACCEPT`` came. Raises :class:`RpcError`: the REFUSE's
     status, ``UNAUTHENTICATED`` for a certificate that matches no hash, ``PERMISSION_DENIED`` for
     a refused origin, ``UNAVAILABLE`` when nothing answers within ``timeout``."""
+    return await _dial(_target(url, token, certificate_hashes, cafile, verify, origin, mux), timeout)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What :func:`dial_webtransport` and :func:`connect_webtransport` are given, checked once."""
+
+    url: str
+    host: str
+    port: int
+    path: str
+    token: bytes
+    hashes: list[bytes]
+    cafile: str | None
+    verify: bool
+    origin: str | None
+    mux: MuxConfig
+
+
+def _target(
+    url: str,
+    token: bytes | str | None,
+    certificate_hashes: list[bytes] | tuple[bytes, ...] | None,
+    cafile: str | None,
+    verify: bool,
+    origin: str | None,
+    mux: MuxConfig | None,
+) -> _Target:
+    """The arguments checked (UsageError for a URL that is not https://, a token too long, a
+    hash that is not 32 bytes) and normalised."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise UsageError(f"a WebTransport URL is https://HOST:PORT/PATH, not {url!r}")
-    host, port, path = parts.hostname, parts.port or 443, parts.path or DEFAULT_PATH
     raw_token = token.encode("utf-8") if isinstance(token, str) else bytes(token or b"")
     if len(raw_token) > MAX_TOKEN:
         raise UsageError(f"the token is {len(raw_token)} bytes, at most {MAX_TOKEN}")
@@ -176,9 +202,16 @@ async def dial_webtransport(
     for h in hashes:
         if len(h) != 32:
             raise UsageError("certificate_hashes are SHA-256 digests (32 bytes each)")
-    mux_config = mux or RPC_MUX_CONFIG
+    return _Target(
+        url, parts.hostname, parts.port or 443, parts.path or DEFAULT_PATH, raw_token, hashes, cafile, verify, origin,
+        mux or RPC_MUX_CONFIG,
+    )  # fmt: skip
+
+
+async def _dial(target: _Target, timeout: float) -> WebConnection:
+    url, host, port, hashes = target.url, target.host, target.port, target.hashes
     cfg = quic_client_configuration(
-        host, certificate_hashes=hashes, cafile=cafile, verify=verify, idle_timeout=IDLE_TIMEOUT
+        host, certificate_hashes=hashes, cafile=target.cafile, verify=target.verify, idle_timeout=IDLE_TIMEOUT
     )
     stack = contextlib.AsyncExitStack()
     try:
@@ -197,7 +230,7 @@ async def dial_webtransport(
             if der is None or hashlib.sha256(der).digest() not in hashes:
                 raise RpcError(Status.UNAUTHENTICATED, f"the certificate of {host}:{port} matches no certificate hash")
         conn = await asyncio.wait_for(
-            _open_session(proto, host, port, path, origin, raw_token, mux_config), timeout
+            _open_session(proto, target), timeout
         )
     except asyncio.TimeoutError:
         await stack.aclose()
@@ -209,9 +242,8 @@ async def dial_webtransport(
     return conn
 
 
-async def _open_session(
-    proto: _ClientProtocol, host: str, port: int, path: str, origin: str | None, token: bytes, mux: MuxConfig
-) -> WebConnection:
+async def _open_session(proto: _ClientProtocol, target: _Target) -> WebConnection:
+    host, port, path, origin, token, mux = target.host, target.port, target.path, target.origin, target.token, target.mux
     h3 = proto.h3
     if h3 is None:
         raise RpcError(Status.UNAVAILABLE, f"{host}:{port} does not speak HTTP/3")
@@ -236,7 +268,7 @@ async def _open_session(
         st, msg = _HTTP_STATUS.get(status, (Status.UNAVAILABLE, f"the server answered HTTP {status}"))
         raise RpcError(st, msg)
     stream_id = h3.create_webtransport_stream(sid, is_unidirectional=False)
-    ch = Channel(proto, sid, send_high_water=SEND_HIGH_WATER, max_datagram_backlog=MAX_DATAGRAM_BACKLOG, counters={})
+    ch = Channel(proto, sid, counters={})
     ch.stream_id = stream_id
     proto.channel = ch
     quic.send_stream_data(stream_id, encode_open(mux.version, token))
@@ -252,21 +284,13 @@ async def _open_session(
         raise RpcError(Status.FAILED_PRECONDITION, f"the server chose mux version {reply.mux_version}")
     if reply.mux_version != mux.version:
         mux = replace(mux, version=reply.mux_version)
-    maxd = min(reply.max_datagram, MAX_WT_DATAGRAM)
 
     async def on_close(code: int | None, reason: str) -> None:
         ch.close_session(code or 0, reason)
         proto.ended.set()
 
-    pipe = WebPipe(
-        ch.send_stream,
-        ch.send_datagram,
-        transport_backlog=ch.backlog,
-        on_close=on_close,
-        max_datagram_size=maxd,
-        send_high_water=SEND_HIGH_WATER,
-        max_datagram_backlog=MAX_DATAGRAM_BACKLOG,
-    )
+    pipe = ch.pipe(on_close, reply.max_datagram)
+    maxd = pipe.max_datagram_size
     proto.pipe = pipe
     conn = WebConnection(
         pipe,
@@ -314,22 +338,11 @@ def connect_webtransport(
     """A :class:`kcprpc.Client` over WebTransport to ``url`` (``https://HOST:PORT/kcprpc``), used
     as ``kcprpc.connect``'s is: ``async with connect_webtransport(url, certificate_hashes=[h]) as c``.
     Every (re)connect dials with :func:`dial_webtransport` (``config.connect_timeout`` bounds it)."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise UsageError(f"a WebTransport URL is https://HOST:PORT/PATH, not {url!r}")
+    target = _target(url, token, certificate_hashes, cafile, verify, origin, mux)
     cfg = config or ClientConfig()
 
     async def connector() -> Connection:
-        return await dial_webtransport(
-            url,
-            token=token,
-            certificate_hashes=certificate_hashes,
-            cafile=cafile,
-            verify=verify,
-            origin=origin,
-            mux=mux,
-            timeout=cfg.connect_timeout,
-        )
+        return await _dial(target, cfg.connect_timeout)
 
     return Client(connector, config=cfg, interceptors=interceptors)
 

@@ -1,7 +1,8 @@
 """An example's browser server in a child process, as a user starts it:
 ``python -m examples.live --serve --web 127.0.0.1:0 [--wt 127.0.0.1:0] --json`` (examples/web.py),
 on free ports of 127.0.0.1. Its addresses come from the one JSON line it prints; the process is
-ended (SIGTERM, then SIGKILL) when the block ends, also on failure."""
+ended (SIGTERM, then SIGKILL) when the block ends, also on failure. ``example_page`` adds a
+Chromium page to it, for the example pages' tests."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.browser.chromium import Chromium, Page
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
+TRANSPORTS = ["websocket", "webtransport"]
+"""The transports an example page is tested over (its ``?transport=``)."""
 
 
 @dataclass
@@ -76,6 +81,23 @@ async def stop(proc: asyncio.subprocess.Process, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
+
+
+@contextlib.asynccontextmanager
+async def example_page(
+    browser: Chromium, module: str, transport: str, viewport: tuple[int, int]
+) -> AsyncIterator[tuple[ExampleServer, Page]]:
+    """The example's server (with a WebTransport listener when ``transport`` is "webtransport")
+    and a fresh page of ``browser`` of the size ``viewport``. When the block fails, the page's
+    console and the server's output are printed (pytest shows them with the failure)."""
+    async with example_server(module, webtransport=transport == "webtransport") as server:
+        page = await browser.new_page()
+        await page.set_viewport(*viewport)
+        try:
+            yield server, page
+        except BaseException:
+            print(f"\npage console: {page.console[-30:]}\nserver output: {server.output[-30:]}")
+            raise
 
 
 async def _first_json(stream: asyncio.StreamReader, output: list[str]) -> dict[str, Any]:

@@ -40,12 +40,19 @@ def docs_page_html() -> str:
     return str(blocks[0])
 
 
+def reader_env() -> dict[str, str]:
+    """The environment of the reader's commands, run in a folder of their own: the checkout after
+    whatever PYTHONPATH holds (``examples.quickstart`` is imported from it)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
+    return env
+
+
 @contextlib.asynccontextmanager
 async def kcprpc_serve(args: list[str], cwd: Path) -> AsyncIterator[list[str]]:
     """``kcprpc serve ARGS`` in ``cwd``; yields its banner lines once it serves (SIGINT at the end,
     as Ctrl-C, then SIGKILL if it does not stop)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = reader_env()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "kcprpc", "serve", *args, cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
@@ -97,7 +104,7 @@ async def test_the_docs_page_calls_the_greeter_over_the_transport_the_server_off
     if transport == "webtransport":
         subprocess.run(
             [sys.executable, "-m", "kcprpc", "web-cert", "--out", "dev-cert"],
-            cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True, capture_output=True, timeout=60,
+            cwd=tmp_path, env=reader_env(), check=True, capture_output=True, timeout=60,
         )  # fmt: skip
         args += ["--wt", "127.0.0.1:0", "--wt-cert", "dev-cert/cert.pem", "--wt-key", "dev-cert/key.pem"]
     async with kcprpc_serve(args, tmp_path) as banner:

@@ -21,9 +21,8 @@ from examples.game.service import KEY, GameService, JoinRequest, MatchState, Pos
 from kcprpc.state import StateView, client_state
 from tests.browser import png
 from tests.browser.chromium import Chromium, Page
-from tests.browser.example_server import ExampleServer, example_server
+from tests.browser.example_server import TRANSPORTS, example_page
 
-TRANSPORTS = ["websocket", "webtransport"]
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 """The page's player colours (examples/browser/game/game.js): PALETTE[player_id % 8]."""
 BACKGROUND = "#101820"
@@ -60,97 +59,89 @@ async def canvas_image(page: Page, path: Path) -> tuple[png.Image, tuple[int, in
     return png.decode(await page.screenshot(path)), (x, y)
 
 
-def failure_context(page: Page, server: ExampleServer) -> str:
-    return f"\npage console: {page.console[-30:]}\nserver output: {server.output[-30:]}"
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
     browser: Chromium, transport: str, tmp_path: Path
 ) -> None:
-    async with example_server("examples.game", webtransport=transport == "webtransport") as server:
-        page = await browser.new_page()
-        await page.set_viewport(1000, 700)
+    async with (
+        example_page(browser, "examples.game", transport, (1000, 700)) as (server, page),
+        kcprpc.connect(*server.kcp, key=KEY) as bot,
+    ):
+        # a second player, over KCP, whose view of the match is the server's state
+        game = bot.stub(GameService, timeout=5.0)
+        states = client_state(bot, MatchState, f"state:{ROOM}")
+        until = StateWatch(states).until
+        me = await game.join(JoinRequest(room=ROOM, name="bot"))
+        bot_key = str(me.player_id)
+        seq = 0
+
+        async def hold_position(x: float, y: float) -> None:
+            nonlocal seq
+            while True:  # an input per tick, as a client sends it
+                seq += 1
+                await game.position(PositionUpdate(seq=seq, x=x, y=y))
+                await asyncio.sleep(0.05)
+
+        holder = asyncio.ensure_future(hold_position(55.0, 55.0))
         try:
-            async with kcprpc.connect(*server.kcp, key=KEY) as bot:
-                # a second player, over KCP, whose view of the match is the server's state
-                game = bot.stub(GameService, timeout=5.0)
-                states = client_state(bot, MatchState, f"state:{ROOM}")
-                until = StateWatch(states).until
-                me = await game.join(JoinRequest(room=ROOM, name="bot"))
-                bot_key = str(me.player_id)
-                seq = 0
+            await page.goto(f"{server.http}/game/?transport={transport}&room={ROOM}&name=web&x=30&y=40")
+            await page.wait_for("gameView.joined !== null || gameView.error", timeout=20)
+            joined: dict[str, Any] = await page.evaluate(
+                "({error: gameView.error, joined: gameView.joined, transport: gameView.transport})"
+            )
+            assert joined["error"] is None, joined
+            assert joined["transport"] == transport
+            web_key = str(joined["joined"]["player_id"])  # the join call's reply
+            assert web_key != bot_key
 
-                async def hold_position(x: float, y: float) -> None:
-                    nonlocal seq
-                    while True:  # an input per tick, as a client sends it
-                        seq += 1
-                        await game.position(PositionUpdate(seq=seq, x=x, y=y))
-                        await asyncio.sleep(0.05)
+            def at(key: str, x: float, y: float) -> bool:
+                s = states.state
+                p = s.players.get(key) if s is not None else None
+                return p is not None and math.isclose(p.x, x) and math.isclose(p.y, y)
 
-                holder = asyncio.ensure_future(hold_position(55.0, 55.0))
-                try:
-                    await page.goto(f"{server.http}/game/?transport={transport}&room={ROOM}&name=web&x=30&y=40")
-                    await page.wait_for("gameView.joined !== null || gameView.error", timeout=20)
-                    joined: dict[str, Any] = await page.evaluate(
-                        "({error: gameView.error, joined: gameView.joined, transport: gameView.transport})"
-                    )
-                    assert joined["error"] is None, joined
-                    assert joined["transport"] == transport
-                    web_key = str(joined["joined"]["player_id"])  # the join call's reply
-                    assert web_key != bot_key
+            # the page's inputs (unreliable notifies) reached the match: the server state has
+            # it where it wants to be, and the state's extra acknowledged one of its inputs
+            await until(lambda: at(web_key, 30.0, 40.0) and at(bot_key, 55.0, 55.0), 20, "both players placed")
+            await page.wait_for(
+                f"gameView.acked >= 1 && gameView.players[{web_key!r}]?.x === 30"
+                f" && gameView.players[{bot_key!r}]?.x === 55",
+                timeout=10,
+            )
+            counters = await page.evaluate(
+                "({sent: gameView.inputsSent, acked: gameView.acked, applied: gameView.statesApplied,"
+                " tick: gameView.tick, shown: document.getElementById('acked').textContent})"
+            )  # one look: the counters move on at every state
+            assert 1 <= counters["acked"] <= counters["sent"]
+            assert counters["applied"] >= 1 and counters["tick"] >= 1
+            assert counters["shown"] == str(counters["acked"])
 
-                    def at(key: str, x: float, y: float) -> bool:
-                        s = states.state
-                        p = s.players.get(key) if s is not None else None
-                        return p is not None and math.isclose(p.x, x) and math.isclose(p.y, y)
+            # the canvas: each player of the server's state drawn at its position in its colour
+            assert states.state is not None
+            truth = {k: (p.x, p.y) for k, p in states.state.players.items()}
+            assert set(truth) == {web_key, bot_key}
+            await page.wait_for(f"gameView.tick >= {states.state.tick}", timeout=5)
+            shot, (left, top) = await canvas_image(page, tmp_path / f"game-{transport}.png")
+            for key, (x, y) in truth.items():
+                px = shot.pixel(left + round(x * SCALE), top + round(y * SCALE))
+                assert png.close(px, png.parse_colour(PALETTE[int(key) % len(PALETTE)])), (key, px)
+            # and nothing where no player is (the background between them)
+            assert png.close(shot.pixel(left + 4 * 80 + 5, top + 4 * 15 + 5), png.parse_colour(BACKGROUND))
 
-                    # the page's inputs (unreliable notifies) reached the match: the server state has
-                    # it where it wants to be, and the state's extra acknowledged one of its inputs
-                    await until(lambda: at(web_key, 30.0, 40.0) and at(bot_key, 55.0, 55.0), 20, "both players placed")
-                    await page.wait_for(
-                        f"gameView.acked >= 1 && gameView.players[{web_key!r}]?.x === 30"
-                        f" && gameView.players[{bot_key!r}]?.x === 55",
-                        timeout=10,
-                    )
-                    counters = await page.evaluate(
-                        "({sent: gameView.inputsSent, acked: gameView.acked, applied: gameView.statesApplied,"
-                        " tick: gameView.tick, shown: document.getElementById('acked').textContent})"
-                    )  # one look: the counters move on at every state
-                    assert 1 <= counters["acked"] <= counters["sent"]
-                    assert counters["applied"] >= 1 and counters["tick"] >= 1
-                    assert counters["shown"] == str(counters["acked"])
+            # a reliable step (game.v1.Game/move): the reply and the state both show it
+            step = await page.evaluate("gameView.step(2, 0)")
+            assert math.isclose(step["x"], 32.0) and math.isclose(step["y"], 40.0)
+            await until(lambda: at(web_key, 32.0, 40.0), 10, "the step in the server's state")
 
-                    # the canvas: each player of the server's state drawn at its position in its colour
-                    assert states.state is not None
-                    truth = {k: (p.x, p.y) for k, p in states.state.players.items()}
-                    assert set(truth) == {web_key, bot_key}
-                    await page.wait_for(f"gameView.tick >= {states.state.tick}", timeout=5)
-                    shot, (left, top) = await canvas_image(page, tmp_path / f"game-{transport}.png")
-                    for key, (x, y) in truth.items():
-                        px = shot.pixel(left + round(x * SCALE), top + round(y * SCALE))
-                        assert png.close(px, png.parse_colour(PALETTE[int(key) % len(PALETTE)])), (key, px)
-                    # and nothing where no player is (the background between them)
-                    assert png.close(shot.pixel(left + 4 * 80 + 5, top + 4 * 15 + 5), png.parse_colour(BACKGROUND))
-
-                    # a reliable step (game.v1.Game/move): the reply and the state both show it
-                    step = await page.evaluate("gameView.step(2, 0)")
-                    assert math.isclose(step["x"], 32.0) and math.isclose(step["y"], 40.0)
-                    await until(lambda: at(web_key, 32.0, 40.0), 10, "the step in the server's state")
-
-                    # a cut connection: the client reconnects and resumes the session, the seat is kept
-                    # (the same player, never left the match) and new inputs are acknowledged again
-                    acked = await page.evaluate("gameView.acked")
-                    await page.evaluate("gameView.drop()")
-                    await page.wait_for(f"gameView.reconnects >= 1 && gameView.acked > {acked} + 5", timeout=20)
-                    assert await page.evaluate("gameView.transport") == transport
-                    assert await page.evaluate("gameView.joined.player_id") == int(web_key)
-                    await page.evaluate("gameView.target = {x: 40, y: 30}")  # within the bot's view radius (40)
-                    await until(lambda: at(web_key, 40.0, 30.0), 10, "an input after the reconnect")
-                    assert states.state is not None and not states.state.players[web_key].away
-                finally:
-                    holder.cancel()
-        except BaseException:
-            print(failure_context(page, server))
-            raise
+            # a cut connection: the client reconnects and resumes the session, the seat is kept
+            # (the same player, never left the match) and new inputs are acknowledged again
+            acked = await page.evaluate("gameView.acked")
+            await page.evaluate("gameView.drop()")
+            await page.wait_for(f"gameView.reconnects >= 1 && gameView.acked > {acked} + 5", timeout=20)
+            assert await page.evaluate("gameView.transport") == transport
+            assert await page.evaluate("gameView.joined.player_id") == int(web_key)
+            await page.evaluate("gameView.target = {x: 40, y: 30}")  # within the bot's view radius (40)
+            await until(lambda: at(web_key, 40.0, 30.0), 10, "an input after the reconnect")
+            assert states.state is not None and not states.state.players[web_key].away
+        finally:
+            holder.cancel()

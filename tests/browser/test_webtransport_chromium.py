@@ -14,32 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
-import kcprpc
-from kcprpc import current_context
-from kcprpc.web.certs import make_dev_certificate
-from kcprpc.web.options import WebTransportOptions
-from kcprpc.web.webtransport import listen_webtransport
-from tests.browser.chromium import Chromium
+from tests.browser.chromium import Chromium, Page
+from tests.integration.web_support import Started, dev_cert, running
 
 pytestmark = pytest.mark.timeout(90)
 
 PAGE = Path(__file__).with_name("wt_roundtrip.html")
-
-
-@kcprpc.event("wt.pos", delivery="unreliable")
-class Pos(BaseModel):
-    x: int
-
-
-class Svc(kcprpc.Service, name="wt.Svc"):
-    async def echo(self, text: str) -> str:
-        return text.upper()
-
-    async def pos(self, x: int) -> int:
-        current_context().session.send(Pos(x=x))
-        return x + 1
 
 
 @contextlib.asynccontextmanager
@@ -66,56 +47,48 @@ async def page_server(body: bytes) -> AsyncIterator[str]:
         await srv.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def wt_page(tmp_path: Path, origins: tuple[str, ...] | None) -> AsyncIterator[tuple[Page, Started]]:
+    """A server with a WebTransport listener (a development certificate; ``origins``, None: the
+    page's own) and a Chromium page at wt_roundtrip.html, served from http://127.0.0.1."""
+    async with page_server(PAGE.read_bytes()) as page_url:
+        allowed = origins if origins is not None else (page_url.rstrip("/"),)
+        async with (
+            running(dev_cert(tmp_path), key="wt browser test", origins=allowed) as started,
+            Chromium.launch() as browser,
+        ):
+            page = await browser.new_page()
+            await page.goto(page_url)
+            yield page, started
+
+
+def round_trip(started: Started) -> str:
+    """The page's round trip to the listener, the certificate pinned by its hash."""
+    _, listener, dev = started
+    return f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r})"
+
+
 async def test_chromium_calls_over_webtransport(tmp_path: Path) -> None:
-    dev = make_dev_certificate(days=3)
-    cert_path, key_path = dev.write(tmp_path)
-    server = kcprpc.Server([Svc()], "127.0.0.1", 0, key="wt browser test")
-    await server.start()
-    try:
-        async with page_server(PAGE.read_bytes()) as page_url:
-            origin = page_url.rstrip("/")
-            options = WebTransportOptions(certificate=cert_path, private_key=key_path, origins=(origin,))
-            listener = await listen_webtransport(server, "127.0.0.1", 0, options)
-            assert listener.certificate_hashes  # a development certificate: its hash is announced
-            async with Chromium.launch() as browser:
-                page = await browser.new_page()
-                await page.goto(page_url)
-                result = await page.evaluate(
-                    f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r})", timeout=30
-                )
-                assert result["accept"] == {"mux": 1, "maxDatagram": 1024}, page.console
-                assert result["welcome"] == 2
-                assert result["reply"] == "FROM CHROMIUM"
-                assert result["reply2"] == 43
-                event = result["event"]
-                assert event["type"] == 10 and event["size"] == event["length"] + 9
-                assert event["body"][0] == "wt.pos" and event["body"][1] == {"x": 42}
-                stats = listener.stats()
-                assert stats["accepted"] == 1 and stats["origins_refused"] == 0
-                assert stats["protocol_errors"] == 0
-    finally:
-        await server.shutdown(grace=0.5)
+    async with wt_page(tmp_path, None) as (page, started):
+        listener = started[1]
+        assert listener.certificate_hashes  # a development certificate: its hash is announced
+        result = await page.evaluate(round_trip(started), timeout=30)
+        assert result["accept"] == {"mux": 1, "maxDatagram": 1024}, page.console
+        assert result["welcome"] == 2
+        assert result["reply"] == "FROM CHROMIUM"
+        assert result["reply2"] == 43
+        event = result["event"]
+        assert event["type"] == 10 and event["size"] == event["length"] + 9
+        assert event["body"][0] == "wt.pos" and event["body"][1] == {"x": 42}
+        stats = listener.stats()
+        assert stats["accepted"] == 1 and stats["origins_refused"] == 0
+        assert stats["protocol_errors"] == 0
 
 
 async def test_chromium_from_an_origin_outside_the_list_is_refused(tmp_path: Path) -> None:
-    dev = make_dev_certificate(days=3)
-    cert_path, key_path = dev.write(tmp_path)
-    server = kcprpc.Server([Svc()], "127.0.0.1", 0, key="wt browser test")
-    await server.start()
-    try:
-        async with page_server(PAGE.read_bytes()) as page_url:
-            options = WebTransportOptions(
-                certificate=cert_path, private_key=key_path, origins=("https://game.example",)
-            )
-            listener = await listen_webtransport(server, "127.0.0.1", 0, options)
-            async with Chromium.launch() as browser:
-                page = await browser.new_page()
-                await page.goto(page_url)
-                err = await page.evaluate(
-                    f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r}).then(() => 'opened', e => String(e))"
-                )
-                assert "Opening handshake failed" in err
-                assert listener.stats()["origins_refused"] == 1
-                assert listener.stats()["accepted"] == 0
-    finally:
-        await server.shutdown(grace=0.5)
+    async with wt_page(tmp_path, ("https://game.example",)) as (page, started):
+        listener = started[1]
+        err = await page.evaluate(f"{round_trip(started)}.then(() => 'opened', e => String(e))")
+        assert "Opening handshake failed" in err
+        assert listener.stats()["origins_refused"] == 1
+        assert listener.stats()["accepted"] == 0

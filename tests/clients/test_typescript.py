@@ -10,44 +10,23 @@ packages; without them these cases fail rather than skip.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "clients" / "typescript"
+from tests.clients.npm import BUILD_TIMEOUT_S, PACKAGE, ROOT, npm_ci, run_npm
+
 TEST_FILES = sorted(p.name for p in (PACKAGE / "test").glob("*.test.ts"))
-BUILD_TIMEOUT_S = 300.0
 FILE_TIMEOUT_S = 180.0
-
-
-def _run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run(
-        cmd, cwd=PACKAGE, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-20000:]}"
-            f"\n--- stderr\n{proc.stderr[-8000:]}",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="session")
 def ts_build() -> Path:
     """The package installed from its lockfile and compiled; fails if Node or npm is missing."""
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed: .ci/run installs Debian's nodejs and npm", pytrace=False)
-    installed = PACKAGE / "node_modules" / ".package-lock.json"
-    lock = PACKAGE / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        _run(["npm", "ci", "--no-audit", "--no-fund"], BUILD_TIMEOUT_S)
-    _run(["npx", "tsc", "-p", "tsconfig.json"], BUILD_TIMEOUT_S)
-    _run(["npm", "run", "--silent", "build:browser"], BUILD_TIMEOUT_S)
+    npm_ci()
+    run_npm(["npx", "tsc", "-p", "tsconfig.json"], BUILD_TIMEOUT_S)
+    run_npm(["npm", "run", "--silent", "build:browser"], BUILD_TIMEOUT_S)
     return PACKAGE / "dist" / "test"
 
 
@@ -57,7 +36,7 @@ def test_typescript(ts_build: Path, name: str) -> None:
     compiled = ts_build / name.replace(".ts", ".js")
     env = dict(os.environ, KCPRPC_PYTHON=sys.executable, KCPRPC_REPO=str(ROOT))
     # Node 20 has its global WebSocket (the web transport's tests) behind a flag
-    _run(
+    run_npm(
         ["node", "--experimental-websocket", "--test", "--test-reporter=tap", str(compiled)],
         FILE_TIMEOUT_S,
         env,

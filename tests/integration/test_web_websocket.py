@@ -20,12 +20,14 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
-from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, RpcError, ServerConfig, Status
+from kcprpc import ClientConfig, ReconnectPolicy, RpcError, ServerConfig, Status
 from kcprpc.errors import UsageError
 from kcprpc.metrics import families
 from kcprpc.transport import close_code
 from kcprpc.web import WebSocketListener, WebSocketOptions, connect_websocket, listen_websocket
+from kcprpc.web.certs import make_dev_certificate
 from kcprpc.web.framing import Accept, Refuse, decode, encode_datagram, encode_open, encode_stream
+from tests.integration.web_support import FAST, authorizing_server, until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
@@ -37,12 +39,6 @@ TIMEOUT = 10.0
 @kcprpc.event("web.news")
 class News(BaseModel):
     data: bytes
-
-
-FAST = ClientConfig(
-    heartbeat=HeartbeatConfig(interval=0.05, timeout=2.0),
-    reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
-)
 
 
 @pytest.fixture
@@ -140,21 +136,7 @@ async def test_subscribe_since_a_saved_position_after_a_new_client(served: Any) 
 
 
 async def test_authorize_refuses_a_token_and_on_connect_runs_for_the_accepted() -> None:
-    connected: list[str] = []
-
-    def authorize(token: bytes, key: bytes | None, address: Any) -> str | None:
-        assert key is None and address[0] == "127.0.0.1"
-        return None if token == b"letmein" else "unknown token"
-
-    server = kcprpc.Server(
-        [Demo()],
-        "127.0.0.1",
-        0,
-        transport=kcprpc.Transport(kcprpc.SecureWire(key="k", authorize=authorize)),
-        on_connect=lambda s: connected.append(s.id),
-    )
-    await server.start()
-    try:
+    async with authorizing_server([Demo()]) as (server, connected):
         lst = await listen_websocket(server, "127.0.0.1", 0)
         url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
         with pytest.raises(RpcError) as e:
@@ -170,8 +152,6 @@ async def test_authorize_refuses_a_token_and_on_connect_runs_for_the_accepted() 
             with pytest.raises(ConnectionClosed):
                 await raw.recv()
             assert raw.close_code == 4016 and raw.close_reason == "unknown token"
-    finally:
-        await server.shutdown()
 
 
 async def opened(url: str, **kw: Any) -> ClientConnection:
@@ -238,7 +218,7 @@ async def test_a_bad_message_after_accept_is_counted_and_closed(
     assert lst.counters[counter] == 1 and lst.counters["protocol_errors"] == 1
     async with connect_websocket(url) as ok:
         assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="x"))).text == "hello x"
-    await asyncio.wait_for(_until(lambda: lst.stats()["connections_open"] == 0), TIMEOUT)
+    await until(lambda: lst.stats()["connections_open"] == 0, TIMEOUT)
 
 
 async def still_serves(url: str) -> None:
@@ -247,17 +227,12 @@ async def still_serves(url: str) -> None:
         assert (await ok.stub(Demo, timeout=TIMEOUT).hello(Req(name="ok"))).text == "hello ok"
 
 
-async def _until(cond: Any) -> None:
-    while not cond():
-        await asyncio.sleep(0.01)
-
-
 async def test_an_oversized_message_closes_with_1009(served: Any) -> None:
     _server, lst, url = served
     ws = await opened(url)
     await ws.send(encode_stream(b"x" * (64 * 1024)))  # 64 KiB + the kind byte
     assert await closed_with(ws) == 1009
-    await asyncio.wait_for(_until(lambda: lst.counters["oversized"] == 1), TIMEOUT)
+    await until(lambda: lst.counters["oversized"] == 1, TIMEOUT)
     await still_serves(url)
 
 
@@ -454,7 +429,7 @@ async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_4
             async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
                 assert await closed_with(ws) == 1013
             assert lst.counters["refused_busy"] == 1
-        await asyncio.wait_for(_until(lambda: not lst.connections), TIMEOUT)
+        await until(lambda: not lst.connections, TIMEOUT)
         async with connect_websocket(url) as again:  # room again
             await again.stub(Demo, timeout=TIMEOUT).whoami()
         assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{lst.address[1]}/kcprpc"))[0] == 426
@@ -481,46 +456,10 @@ async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_call
         assert e.value.status == Status.RESOURCE_EXHAUSTED and e.value.message == "go away now"
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for 127.0.0.1 (PEM files: certificate, key)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem, key_pem = tmp / "cert.pem", tmp / "key.pem"
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_pem, key_pem
-
-
 async def test_wss_with_an_ssl_context(tmp_path: Path) -> None:
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = make_dev_certificate(days=1).write(tmp_path)  # for 127.0.0.1
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
     client_ctx = ssl.create_default_context(cafile=str(cert))

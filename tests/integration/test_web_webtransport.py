@@ -22,104 +22,37 @@ from pydantic import BaseModel
 
 import kcprpc
 import kcprpc.web
-from kcprpc import current_context
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.status import Status
-from kcprpc.web.certs import DevCertificate, make_dev_certificate
 from kcprpc.web.framing import encode_open
 from kcprpc.web.options import WebTransportOptions
 from kcprpc.web.quic import quic_client_configuration
 from kcprpc.web.webtransport import WebTransportListener, listen_webtransport
 from kcprpc.web.webtransport_client import connect_webtransport
+from tests.integration.web_support import (
+    FAST,
+    Cert,
+    Pos,
+    Started,
+    Svc,
+    Tick,
+    authorizing_server,
+    dev_cert,
+    running,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@kcprpc.event("wt.tick")
-class Tick(BaseModel):
-    n: int
-
-
-@kcprpc.event("wt.pos", delivery="unreliable")
-class Pos(BaseModel):
-    x: int
-
-
-class Svc(kcprpc.Service, name="wt.Svc"):
-    async def echo(self, text: str) -> str:
-        return text.upper()
-
-    async def count(self, n: int) -> AsyncIterator[int]:
-        for i in range(n):
-            yield i
-
-    async def total(self, nums: AsyncIterator[int]) -> int:
-        return sum([n async for n in nums])
-
-    async def shout(self, words: AsyncIterator[str]) -> AsyncIterator[str]:
-        async for w in words:
-            yield w.upper()
-
-    async def ticks(self, n: int) -> int:
-        for i in range(n):
-            current_context().session.send(Tick(n=i))
-        return n
-
-    async def pos(self, x: int) -> int:
-        current_context().session.send(Pos(x=x))
-        return x
-
-    async def big(self, n: int) -> bytes:
-        return b"x" * n
-
-    @kcprpc.rpc.notify
-    async def moved(self, x: int) -> None:
-        self.moves.put_nowait(x)
-
-    def __init__(self) -> None:
-        self.moves: asyncio.Queue[int] = asyncio.Queue()
-
-
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[DevCertificate, Path, Path]:
-    dev = make_dev_certificate(days=3)
-    cert_path, key_path = dev.write(tmp_path_factory.mktemp("wt-cert"))
-    return dev, cert_path, key_path
-
-
-Started = tuple[kcprpc.Server, WebTransportListener, DevCertificate]
-
-
-@contextlib.asynccontextmanager
-async def running(
-    cert: tuple[DevCertificate, Path, Path], **opts: Any
-) -> AsyncIterator[Started]:
-    dev, cert_path, key_path = cert
-    server = kcprpc.Server(
-        [Svc()], "127.0.0.1", 0, key=opts.pop("key", "wt test passphrase"), config=opts.pop("config", None)
-    )
-    await server.start()
-    try:
-        options = WebTransportOptions(certificate=cert_path, private_key=key_path, **opts)
-        listener = await listen_webtransport(server, "127.0.0.1", 0, options)
-        yield server, listener, dev
-    finally:
-        await server.shutdown(grace=0.5)
+def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
+    return dev_cert(tmp_path_factory.mktemp("wt-cert"))
 
 
 def client_for(started: Started, **kw: Any) -> kcprpc.Client:
     _, listener, dev = started
     return connect_webtransport(listener.url, certificate_hashes=[dev.sha256], **kw)
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``cond()`` holds: checked after each event-loop turn, bounded."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)  # a turn of the loop; the condition is what is waited on
 
 
 # -- calls ---------------------------------------------------------------------------------------
@@ -163,7 +96,7 @@ async def test_unreliable_event_arrives_as_a_datagram(cert: Any) -> None:
         client.on(Pos, lambda p, info: seen.put_nowait((p.x, info.unreliable)))
         conn = client.lifecycle.link.conn  # type: ignore[union-attr]
         before = conn.pipe.counters["datagrams_in"]
-        assert await client.call(Svc.pos, 7) == 7
+        assert await client.call(Svc.pos, 7) == 8
         assert await asyncio.wait_for(seen.get(), 5) == (7, True)
         assert conn.pipe.counters["datagrams_in"] == before + 1
 
@@ -202,12 +135,6 @@ async def test_a_client_that_stops_reading_ends_as_a_slow_consumer(cert: Any) ->
         # what the server held for it stayed bounded: the QUIC stream's unacknowledged bytes
         # stopped at the high-water mark, the rest waited in the mux until the session ended
         assert server.stats["send_backlog"] <= 2 * 1024 * 1024
-
-
-FAST = kcprpc.ClientConfig(
-    heartbeat=kcprpc.HeartbeatConfig(interval=0.05, timeout=2.0),
-    reconnect=kcprpc.ReconnectPolicy(initial=0.01, maximum=0.05),
-)
 
 
 async def test_a_client_whose_connection_is_cut_resumes_its_session(cert: Any) -> None:
@@ -271,22 +198,8 @@ async def test_refused_token_is_unauthenticated(cert: Any) -> None:
 async def test_the_secure_wires_authorize_hook_and_on_connect_apply(cert: Any) -> None:
     """Without an authorize in the options the token goes to the server's SecureWire.authorize,
     the hook a KCP secure client's token goes to; on_connect runs for the accepted session."""
-    connected: list[str] = []
-
-    def authorize(token: bytes, key: bytes | None, address: Any) -> str | None:
-        assert key is None and address[0] == "127.0.0.1"
-        return None if token == b"letmein" else "unknown token"
-
     _, cert_path, key_path = cert
-    server = kcprpc.Server(
-        [Svc()],
-        "127.0.0.1",
-        0,
-        transport=kcprpc.Transport(kcprpc.SecureWire(key="k", authorize=authorize)),
-        on_connect=lambda s: connected.append(s.id),
-    )
-    await server.start()
-    try:
+    async with authorizing_server([Svc()]) as (server, connected):
         listener = await listen_webtransport(
             server, "127.0.0.1", 0, WebTransportOptions(certificate=cert_path, private_key=key_path)
         )
@@ -298,8 +211,6 @@ async def test_the_secure_wires_authorize_hook_and_on_connect_apply(cert: Any) -
         async with connect_webtransport(url, token=b"letmein", certificate_hashes=hashes) as client:
             assert await client.call(Svc.echo, "in") == "IN"
             assert client.session_id == connected[0]
-    finally:
-        await server.shutdown(grace=0.5)
 
 
 async def test_origin_outside_the_list_is_refused(cert: Any) -> None:
@@ -459,6 +370,20 @@ async def overflow(c: RawClient, sid: int) -> None:
     c.transmit()
 
 
+async def closed_by_the_server(
+    listener: WebTransportListener, send: BadInput | None = None, *, session: bool = True
+) -> dict[str, int]:
+    """A raw client opens a session (unless ``session=False``) and does ``send``; the server must
+    close its connection (a bounded wait). Returns the listener's stats after."""
+    async with raw(listener) as c:
+        if session:
+            sid = await c.session()
+            if send is not None:
+                await send(c, sid)
+        await asyncio.wait_for(c.closed.wait(), 10)
+    return listener.stats()
+
+
 @pytest.mark.parametrize(
     ("send", "counter"),
     [
@@ -471,11 +396,7 @@ async def overflow(c: RawClient, sid: int) -> None:
 async def test_bad_input_is_counted_and_closes_the_session(cert: Any, send: BadInput, counter: str) -> None:
     async with running(cert) as started:
         _, listener, _ = started
-        async with raw(listener) as c:
-            sid = await c.session()
-            await send(c, sid)
-            await asyncio.wait_for(c.closed.wait(), 10)
-        stats = listener.stats()
+        stats = await closed_by_the_server(listener, send)
         assert stats[counter] == 1
         assert stats["protocol_errors"] >= 1
         await until(lambda: listener.stats()["connections_open"] == 0)
@@ -485,20 +406,13 @@ async def test_bad_input_is_counted_and_closes_the_session(cert: Any, send: BadI
 
 
 async def test_no_open_in_time_is_closed(cert: Any) -> None:
-    async with running(cert, open_timeout=0.3) as started:
-        _, listener, _ = started
-        async with raw(listener) as c:
-            await c.session()
-            await asyncio.wait_for(c.closed.wait(), 10)
-        assert listener.stats()["open_timeouts"] == 1
+    async with running(cert, open_timeout=0.3) as (_, listener, _):
+        assert (await closed_by_the_server(listener))["open_timeouts"] == 1
 
 
 async def test_a_quic_connection_without_a_session_is_closed_in_time(cert: Any) -> None:
-    async with running(cert, open_timeout=0.3) as started:
-        _, listener, _ = started
-        async with raw(listener) as c:
-            await asyncio.wait_for(c.closed.wait(), 10)
-        assert listener.stats()["open_timeouts"] == 1
+    async with running(cert, open_timeout=0.3) as (_, listener, _):
+        assert (await closed_by_the_server(listener, session=False))["open_timeouts"] == 1
         # the server's side of the connection ends after QUIC's draining period
         await until(lambda: listener.stats()["quic_connections"] == 0)
 
@@ -516,13 +430,8 @@ async def test_quic_connections_past_max_connections_are_closed(cert: Any) -> No
 
 
 async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
-    async with running(cert, max_receive_buffer=1024) as started:
-        _, listener, _ = started
-        async with raw(listener) as c:
-            sid = await c.session()
-            await overflow(c, sid)
-            await asyncio.wait_for(c.closed.wait(), 10)
-        assert listener.stats()["receive_overflows"] == 1
+    async with running(cert, max_receive_buffer=1024) as (_, listener, _):
+        assert (await closed_by_the_server(listener, overflow))["receive_overflows"] == 1
 
 
 async def test_a_datagram_over_max_datagram_is_dropped_and_counted(cert: Any) -> None:

@@ -7,7 +7,9 @@ export const VERSION = "0.1.0";
 
 // the web transports and connectWeb (src/web/)
 export { connectWeb, discover, webConnector } from "./web/connect.js";
-export type { WebConnectOptions, WebEndpoints, FetchLike } from "./web/connect.js";
+export type { WebConnectOptions, WebConnectorOptions, WebEndpoints, FetchLike } from "./web/connect.js";
+export { WebTransportBackoff } from "./web/fallback.js";
+export type { WebTransportBackoffPolicy } from "./web/fallback.js";
 export { WebSocketTransport } from "./web/websocket.js";
 export type { WebSocketTransportOptions } from "./web/websocket.js";
 export { WebTransportTransport, certificateHashes } from "./web/webtransport.js";

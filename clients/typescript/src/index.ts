@@ -50,7 +50,9 @@ export * from "./state/index.js";
 // web transports (src/web/): WebTransport and WebSocket, as in the browser bundle (src/browser.ts);
 // in Node 20 the global WebSocket needs --experimental-websocket (or pass options.webSocket.WebSocket)
 export { connectWeb, discover, webConnector } from "./web/connect.js";
-export type { WebConnectOptions, WebEndpoints, FetchLike } from "./web/connect.js";
+export type { WebConnectOptions, WebConnectorOptions, WebEndpoints, FetchLike } from "./web/connect.js";
+export { WebTransportBackoff } from "./web/fallback.js";
+export type { WebTransportBackoffPolicy } from "./web/fallback.js";
 export { WebSocketTransport } from "./web/websocket.js";
 export type { WebSocketTransportOptions } from "./web/websocket.js";
 export { WebTransportTransport, certificateHashes } from "./web/webtransport.js";

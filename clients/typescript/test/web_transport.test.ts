@@ -3,7 +3,8 @@
  * and a fake WebTransport whose server end the test plays byte for byte; the real Python server
  * is in web_e2e.test.ts): the codec, OPEN → ACCEPT / REFUSE / close codes as RpcErrors, STREAM
  * and DATAGRAM delivery, protocol errors counted and closed, bounded receive and send queues, a
- * mux session running over them, and connectWeb's discovery and transport choice.
+ * mux session running over them, and connectWeb's discovery and transport choice, with its
+ * reconnect policies (the WebTransport back-off on an injected clock, discovery re-read).
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -14,6 +15,7 @@ import { RpcError, Status, UsageError } from "../src/rpc/status.js";
 import { WebSocketTransport } from "../src/web/websocket.js";
 import { WebTransportTransport } from "../src/web/webtransport.js";
 import { discover, webConnector, type FetchLike } from "../src/web/connect.js";
+import { WebTransportBackoff } from "../src/web/fallback.js";
 import { ACCEPT_SIZE, WebKind, decodeAnswer, decodeMessage, encodeMessage, encodeOpen, fromBase64, parseDiscovery } from "../src/web/framing.js";
 import { FakeWebSocket, FakeWebTransport } from "./support/web_fakes.js";
 import { waitFor } from "./support/rpc_python.js";
@@ -520,4 +522,232 @@ test("webConnector: WebTransport first when offered and present, WebSocket when 
   assert.throws(() => webConnector(endpoints, { transport: "webtransport" }), /no WebTransport/);
   assert.throws(() => webConnector({ websocket: "ws://x/" }, { ...opts, transport: "webtransport" }), /no WebTransport endpoint/);
   assert.throws(() => webConnector({}, opts), UsageError);
+});
+
+// ------------------------------------------------------------------ reconnect policies (fake peers, injected clock)
+
+/** Answer the next WebSocket the connector makes (after `before` were made) with ACCEPT. */
+async function answerWs(before: number): Promise<void> {
+  await waitFor(() => FakeWebSocket.made.length > before, "a WebSocket dial");
+  const ws = FakeWebSocket.last();
+  ws.accept();
+  ws.message(accept());
+}
+/** Answer the next WebTransport the connector makes (after `before` were made) with ACCEPT. */
+async function answerWt(before: number): Promise<FakeWebTransport> {
+  await waitFor(() => FakeWebTransport.made.length > before, "a WebTransport dial");
+  const wt = FakeWebTransport.last();
+  await wt.readStream(5);
+  await wt.streamOut.write(accept());
+  return wt;
+}
+
+test("WebTransportBackoff: skips for initialMs after a fallback, doubling to maximumMs; a WebTransport connection or a reset ends it", () => {
+  let t = 1000;
+  const b = new WebTransportBackoff({ initialMs: 100, maximumMs: 300 }, () => t);
+  assert.equal(b.skip(), false);
+  b.fellBack();
+  assert.equal(b.skippedUntil, 1100);
+  t = 1099;
+  assert.equal(b.skip(), true);
+  t = 1100;
+  assert.equal(b.skip(), false, "tried again after the period");
+  b.fellBack();
+  assert.equal(b.skippedUntil, 1300, "doubled");
+  b.fellBack();
+  b.fellBack();
+  assert.equal(b.skippedUntil, 1400, "at most maximumMs");
+  b.connected();
+  assert.equal(b.skip(), false);
+  b.fellBack();
+  assert.equal(b.skippedUntil, 1200, "the first period again after WebTransport connected");
+  b.reset();
+  assert.equal(b.skippedUntil, null);
+  assert.throws(() => new WebTransportBackoff({ initialMs: -1 }), /initialMs must be a number >= 0/);
+  assert.throws(() => new WebTransportBackoff({ initialMs: 10, maximumMs: 5 }), /maximumMs \(5\) is below initialMs/);
+});
+
+test("webConnector \"auto\" (fake peers, injected clock): after WebTransport failed where WebSocket connected, dials go straight to WebSocket for the back-off period", async () => {
+  let t = 0;
+  const endpoints = { websocket: "ws://fake/kcprpc", webtransport: "https://fake:4433/kcprpc" };
+  const dial = webConnector(endpoints, {
+    webSocket: { WebSocket: FakeWebSocket }, webTransport: { WebTransport: FakeWebTransport }, now: () => t, webTransportBackoff: { initialMs: 1000, maximumMs: 1500 },
+  });
+  const made = (): [number, number] => [FakeWebTransport.made.length, FakeWebSocket.made.length];
+  /** One dial in which WebTransport is unreachable: returns over which transport it connected. */
+  const blocked = async (): Promise<string> => {
+    const [wt0, ws0] = made();
+    FakeWebTransport.failNext = "UDP blocked";
+    const p = dial();
+    await answerWs(ws0);
+    const c = await p;
+    void c.abort();
+    FakeWebTransport.failNext = null;
+    return `${FakeWebTransport.made.length - wt0} WebTransport tried, then ${c.remoteAddress}`;
+  };
+  assert.equal(await blocked(), "1 WebTransport tried, then ws://fake/kcprpc");
+  t = 999;
+  assert.equal(await blocked(), "0 WebTransport tried, then ws://fake/kcprpc", "within the back-off: WebSocket at once");
+  t = 1000;
+  assert.equal(await blocked(), "1 WebTransport tried, then ws://fake/kcprpc", "after it: WebTransport again");
+  t = 2499;
+  assert.equal(await blocked(), "0 WebTransport tried, then ws://fake/kcprpc", "the period doubled (to maximumMs)");
+  // UDP works again: WebTransport connects, and the back-off is over
+  t = 2500;
+  let [wt0] = made();
+  let p = dial();
+  await answerWt(wt0);
+  let c = await p;
+  assert.equal(c.remoteAddress, "https://fake:4433/kcprpc");
+  void c.abort();
+  // a WebTransport connection that was up and is lost: the reconnect tries WebTransport first again
+  t = 2501;
+  [wt0] = made();
+  p = dial();
+  await answerWt(wt0);
+  c = await p;
+  assert.equal(c.remoteAddress, "https://fake:4433/kcprpc");
+  void c.abort();
+  // and a fallback after it starts from initialMs again
+  assert.equal(await blocked(), "1 WebTransport tried, then ws://fake/kcprpc");
+  t = 2501 + 999;
+  assert.equal(await blocked(), "0 WebTransport tried, then ws://fake/kcprpc");
+  t = 2501 + 1000;
+  // both transports failing (the server is down) starts no back-off
+  let ws0: number;
+  [wt0, ws0] = made();
+  FakeWebTransport.failNext = "down";
+  p = dial();
+  await waitFor(() => FakeWebSocket.made.length > ws0, "the WebSocket fallback");
+  FakeWebSocket.last().serverClose(1006);
+  await rejects(p, Status.UNAVAILABLE);
+  [wt0] = made();
+  p = dial();
+  await answerWt(wt0);
+  void (await p).abort();
+  // a refusal over WebTransport is final: no WebSocket, no back-off
+  [wt0, ws0] = made();
+  p = dial();
+  await waitFor(() => FakeWebTransport.made.length > wt0, "a WebTransport dial");
+  await FakeWebTransport.last().readStream(5);
+  await FakeWebTransport.last().streamOut.write(refuse(Status.UNAUTHENTICATED, "no"));
+  await rejects(p, Status.UNAUTHENTICATED);
+  assert.equal(FakeWebSocket.made.length, ws0);
+  [wt0] = made();
+  p = dial();
+  await answerWt(wt0);
+  void (await p).abort();
+  // a forced transport has no back-off: "webtransport" keeps dialling it
+  const only = webConnector(endpoints, { webTransport: { WebTransport: FakeWebTransport }, transport: "webtransport", now: () => t });
+  for (let i = 0; i < 2; i++) {
+    [wt0] = made();
+    FakeWebTransport.failNext = "UDP blocked";
+    await rejects(only(), Status.UNAVAILABLE, /UDP blocked/);
+    assert.equal(FakeWebTransport.made.length, wt0 + 1);
+  }
+});
+
+/** A discovery server whose document the test changes (a restarted server's), counting its reads. */
+function liveFetch(doc: { value: unknown }, mode: { value: "ok" | "down" | "hang" }): FetchLike & { reads: Array<{ url: string; cache: string | undefined }> } {
+  const reads: Array<{ url: string; cache: string | undefined }> = [];
+  const f = async (url: string, init?: { cache?: "no-store" }): Promise<{ ok: boolean; status: number; json(): Promise<unknown> }> => {
+    reads.push({ url, cache: init?.cache });
+    if (mode.value === "down") throw new TypeError("fetch failed");
+    if (mode.value === "hang") return new Promise(() => undefined);
+    const body = doc.value;
+    return { ok: true, status: 200, json: async () => body };
+  };
+  return Object.assign(f, { reads });
+}
+
+test("webConnector with rediscover (fake peers): a WebTransport dial failing with the old document re-reads it and dials the new certificate and port; a failed dial re-reads before the next", async () => {
+  const h1 = Buffer.from(new Uint8Array(32).fill(1)).toString("base64");
+  const h2 = Buffer.from(new Uint8Array(32).fill(2)).toString("base64");
+  const h3 = Buffer.from(new Uint8Array(32).fill(3)).toString("base64");
+  const base = "https://app.example/";
+  const wtDoc = (port: number, hash: string): unknown => ({ websocket: "/kcprpc", webtransport: { url: `https://app.example:${port}/kcprpc`, certificateHashes: [hash] } });
+  const doc = { value: wtDoc(4433, h1) };
+  const mode: { value: "ok" | "down" | "hang" } = { value: "ok" };
+  const f = liveFetch(doc, mode);
+  const rediscoverTimeouts: number[] = [];
+  const dial = webConnector(await discover(base, f), {
+    webSocket: { WebSocket: FakeWebSocket }, webTransport: { WebTransport: FakeWebTransport }, connectTimeoutMs: 400,
+    rediscover: (ms) => {
+      rediscoverTimeouts.push(ms);
+      return discover(base, f, ms);
+    },
+  });
+  assert.equal(f.reads.length, 1);
+  let wt0 = FakeWebTransport.made.length;
+  let p = dial();
+  let wt = await answerWt(wt0);
+  assert.equal((await p).remoteAddress, "https://app.example:4433/kcprpc");
+  assert.equal(f.reads.length, 1, "a dial that works reads nothing");
+  // the server restarts with a new certificate on a new port: the old one fails, the document is re-read, the new one dialled
+  doc.value = wtDoc(4434, h2);
+  const ws0 = FakeWebSocket.made.length;
+  wt0 = FakeWebTransport.made.length;
+  FakeWebTransport.failNext = "certificate hash mismatch";
+  p = dial();
+  wt = await answerWt(wt0 + 1);
+  const c = await p;
+  assert.equal(c.remoteAddress, "https://app.example:4434/kcprpc");
+  assert.deepEqual(wt.options?.serverCertificateHashes?.map((x) => Buffer.from(x.value).toString("base64")), [h2]);
+  assert.equal(FakeWebSocket.made.length, ws0, "WebTransport again, not the WebSocket fallback");
+  assert.deepEqual(f.reads.slice(1), [{ url: "https://app.example/kcprpc.json", cache: "no-store" }], "one re-read, never from the HTTP cache");
+  assert.ok(rediscoverTimeouts.every((ms) => ms >= 1 && ms <= 200), `a re-read has at most half the connect timeout: ${rediscoverTimeouts}`);
+  void c.abort();
+  // the server is down: the dial fails (one re-read, which fails too and keeps the document)
+  mode.value = "down";
+  wt0 = FakeWebTransport.made.length;
+  let before = FakeWebSocket.made.length;
+  FakeWebTransport.failNext = "unreachable";
+  p = dial();
+  await waitFor(() => FakeWebSocket.made.length > before, "the WebSocket fallback");
+  assert.equal(f.reads.length, 3, "one re-read in the dial");
+  assert.equal(FakeWebTransport.made.length, wt0 + 1, "the same endpoint is not dialled twice");
+  FakeWebSocket.last().serverClose(1006);
+  await rejects(p, Status.UNAVAILABLE);
+  // back up with yet another certificate: the next dial re-reads first, then dials it (once)
+  mode.value = "ok";
+  doc.value = wtDoc(4435, h3);
+  wt0 = FakeWebTransport.made.length;
+  let readsAtDial = -1;
+  p = dial();
+  await waitFor(() => FakeWebTransport.made.length > wt0, "a WebTransport dial");
+  readsAtDial = f.reads.length;
+  wt = await answerWt(wt0);
+  assert.equal((await p).remoteAddress, "https://app.example:4435/kcprpc");
+  assert.equal(readsAtDial, 4, "read before dialling");
+  assert.equal(FakeWebTransport.made.length, wt0 + 1);
+  // a discovery that never answers is bounded: the dial goes on with the document in hand
+  mode.value = "hang";
+  before = FakeWebSocket.made.length;
+  FakeWebTransport.failNext = "unreachable";
+  p = dial();
+  await waitFor(() => FakeWebSocket.made.length > before, "the WebSocket fallback after the re-read timed out", 2000);
+  FakeWebSocket.last().accept();
+  FakeWebSocket.last().message(accept());
+  assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
+  assert.equal(f.reads.length, 5);
+  // that WebTransport failure, with a document that could not be re-read, starts no back-off
+  mode.value = "ok";
+  wt0 = FakeWebTransport.made.length;
+  p = dial();
+  await answerWt(wt0);
+  assert.equal((await p).remoteAddress, "https://app.example:4435/kcprpc");
+  // one with the document re-read (unchanged) does: UDP is blocked, the next dial is WebSocket at once
+  FakeWebTransport.failNext = "UDP blocked";
+  before = FakeWebSocket.made.length;
+  p = dial();
+  await answerWs(before);
+  assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
+  assert.equal(f.reads.length, 6);
+  wt0 = FakeWebTransport.made.length;
+  before = FakeWebSocket.made.length;
+  p = dial();
+  await answerWs(before);
+  assert.equal((await p).remoteAddress, "wss://app.example/kcprpc");
+  assert.equal(FakeWebTransport.made.length, wt0, "backed off from WebTransport");
+  assert.equal(f.reads.length, 6);
 });

@@ -6,7 +6,7 @@
 // ?room=room0 ?name=web     the match and the player's name
 // ?x=..&y=..                where to go (default: stay); a click on the canvas sets it too
 // ?transport=websocket|webtransport   force a transport
-import { connect, kcprpc, params, show, status } from "../common.js";
+import { connectView, kcprpc, params, publishView, run, setState, show } from "../common.js";
 
 /** The world is 100 x 100 (examples/game/service.py WORLD); the canvas draws it 4 px per unit. */
 export const WORLD = 100;
@@ -47,17 +47,10 @@ const view = {
   disconnects: 0,
   reconnects: 0,
 };
-window.gameView = view;
-/** Cut the connection (as a lost network would): the client reconnects and resumes. */
-view.drop = () => view.link?.drop();
+publishView("gameView", view);
 
 const canvas = document.getElementById("room");
 const ctx = canvas.getContext("2d");
-
-function setState(state, text) {
-  view.state = state;
-  status(state, text);
-}
 
 /** The colour of player `key` (its id as a string). */
 export function colour(key) {
@@ -111,23 +104,7 @@ function sync(state) {
 }
 
 async function play() {
-  setState("connecting");
-  const { client, link } = await connect({
-    onTransport: (name) => {
-      view.transport = name;
-      show("transport", name);
-    },
-    onDisconnect: (reason) => {
-      view.disconnects++;
-      setState("disconnected", reason);
-    },
-    onReconnect: () => {
-      view.reconnects++;
-      setState("reconnected", `${view.reconnects} time(s)`);
-    },
-  });
-  view.client = client;
-  view.link = link;
+  const client = await connectView(view);
   // attached before the join: the first snapshot may come before the reply
   const states = kcprpc.clientState(client, MatchState, `state:${room}`);
   states.onState((s) => {
@@ -143,7 +120,7 @@ async function play() {
   const x = params.get("x");
   const y = params.get("y");
   if (x !== null && y !== null) view.target = { x: Number(x), y: Number(y) };
-  setState("connected");
+  setState(view, "connected");
   if (states.state) sync(states.state);
   // the input: the position, once per tick (unreliable, newest wins), while there is a target
   let seq = 0;
@@ -177,9 +154,4 @@ addEventListener("keydown", (ev) => {
 
 show("room-name", room);
 draw();
-try {
-  await play();
-} catch (e) {
-  view.error = e instanceof Error ? e.message : String(e);
-  setState("error", view.error);
-}
+await run(view, play);

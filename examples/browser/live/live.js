@@ -13,7 +13,7 @@
 // ?transport=websocket|webtransport   force a transport (default: WebTransport when offered)
 // ?static=["a: 1", ...]    no connection: show these messages (a reference rendering for tests)
 // ?fresh=1                 forget what this tab saved before
-import { connect, params, show, status } from "../common.js";
+import { connectView, params, publishView, run, setState, show } from "../common.js";
 
 const channel = params.get("channel") || "main";
 const topic = `channel:${channel}`;
@@ -48,9 +48,7 @@ const view = {
   error: null,
   client: null,
 };
-window.liveView = view;
-/** Cut the connection (as a lost network would): the client reconnects and resumes. */
-view.drop = () => view.link?.drop();
+publishView("liveView", view);
 
 const list = document.getElementById("messages");
 
@@ -68,11 +66,6 @@ function render(item) {
   list.append(li);
   while (list.childElementCount > MAX_KEPT) list.firstElementChild.remove();
   show("count", view.items.length);
-}
-
-function setState(state, text) {
-  view.state = state;
-  status(state, text);
 }
 
 function load() {
@@ -119,23 +112,7 @@ async function live() {
     view.position = saved.position;
     for (const item of view.items) render(item);
   }
-  setState("connecting");
-  const { client, link } = await connect({
-    onTransport: (name) => {
-      view.transport = name;
-      show("transport", name);
-    },
-    onDisconnect: (reason) => {
-      view.disconnects++;
-      setState("disconnected", reason);
-    },
-    onReconnect: () => {
-      view.reconnects++;
-      setState("reconnected", `${view.reconnects} time(s)`);
-    },
-  });
-  view.client = client;
-  view.link = link;
+  const client = await connectView(view);
   for (const name of ["live.chat", "live.gift", "live.score"]) client.on(name, (d, info) => onMessage(name, d, info));
   client.on("live.viewers", (d, info) => {
     view.unreliable++;
@@ -154,22 +131,19 @@ async function live() {
     view.position = reply.position; // saved at once: a reload before the first message resumes from here
     save();
   }
-  setState("connected");
+  setState(view, "connected");
   await call(client);
 }
 
 function staticMode(texts) {
   view.items = texts.map((text) => ({ text }));
   for (const item of view.items) render(item);
-  setState("static");
+  setState(view, "static");
 }
 
 show("channel", channel);
 const fixed = params.get("static");
-try {
+await run(view, async () => {
   if (fixed !== null) staticMode(JSON.parse(fixed));
   else await live();
-} catch (e) {
-  view.error = e instanceof Error ? e.message : String(e);
-  setState("error", view.error);
-}
+});

@@ -5,7 +5,8 @@
  * transport's own (a WebSocket's messages, a WebTransport stream's writer).
  */
 import type { CloseInfo } from "../rpc/connection.js";
-import { RpcError, Status, statusFromWire } from "../rpc/status.js";
+import { RpcError, Status, UsageError, statusFromWire } from "../rpc/status.js";
+import { encodeOpen, tokenBytes } from "./framing.js";
 
 /** The counters of a web transport (`client.transportStats()`). */
 export interface WebCounters {
@@ -50,6 +51,58 @@ export const WEB_CLOSE_CODE_BASE = 4000;
 export function webCloseStatus(code: number | undefined): Status | undefined {
   if (code === undefined || !(code > WEB_CLOSE_CODE_BASE && code <= WEB_CLOSE_CODE_BASE + Status.UNAUTHENTICATED)) return undefined;
   return (code - WEB_CLOSE_CODE_BASE) as Status;
+}
+
+/** A numeric option: `dflt` when not given, else a finite number of at least `min` (UsageError otherwise). */
+export function positive(name: string, v: number | undefined, dflt: number, min = 1): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw new UsageError(`${name} must be a number >= ${min}, not ${String(v)}`);
+  return v;
+}
+
+/** The options both web transports' `open` take. */
+export interface WebOpenOptions {
+  /** The credential OPEN carries for the server's `authorize` hook (a string is sent as UTF-8; at most 1024 bytes). */
+  token?: string | Uint8Array;
+  /** The highest smux version offered (default 2); the server's ACCEPT picks the one both speak. */
+  muxVersion?: 1 | 2;
+  /** How long opening may take (default 5000 ms). */
+  openTimeoutMs?: number;
+  /** Bytes of smux data held while the mux is paused (default 8 MiB). */
+  maxReceiveBuffer?: number;
+  /** The send queue's high-water mark in bytes (default 1 MiB). */
+  sendHighWater?: number;
+  /** How long `waitClosed()` may wait (default 5000 ms). */
+  closeLingerMs?: number;
+}
+
+/** {@link WebOpenOptions} checked, with their defaults, and the OPEN message they make. */
+export interface WebOpenSettings {
+  /** The OPEN message (token and mux version). */
+  open: Uint8Array;
+  /** The highest smux version offered. */
+  muxVersion: number;
+  /** How long opening may take, in ms. */
+  timeoutMs: number;
+  /** The transport's bounds: receive buffer and send high-water mark in bytes, close linger in ms. */
+  limits: { maxReceiveBuffer: number; sendHighWater: number; closeLingerMs: number };
+}
+
+/** Check `options` for transport `who` (its name in the UsageError of a token too long) and encode OPEN. */
+export function webOpenSettings(who: string, options: WebOpenOptions): WebOpenSettings {
+  const muxVersion = options.muxVersion ?? 2;
+  let open: Uint8Array;
+  try {
+    open = encodeOpen(tokenBytes(options.token), muxVersion);
+  } catch (e) {
+    throw new UsageError(`${who}: ${(e as Error).message}`);
+  }
+  const limits = {
+    maxReceiveBuffer: positive("maxReceiveBuffer", options.maxReceiveBuffer, 8 * 1024 * 1024),
+    sendHighWater: positive("sendHighWater", options.sendHighWater, 1024 * 1024),
+    closeLingerMs: positive("closeLingerMs", options.closeLingerMs, 5000, 0),
+  };
+  return { open, muxVersion, timeoutMs: positive("openTimeoutMs", options.openTimeoutMs, 5000), limits };
 }
 
 /** The receiving half and the end of a web transport. */

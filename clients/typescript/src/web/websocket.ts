@@ -8,15 +8,11 @@
 import type { DatagramTransport } from "../rpc/connection.js";
 import { RpcError, Status, UsageError } from "../rpc/status.js";
 import { globalWebSocket, type WebSocketConstructor, type WebSocketEventLike, type WebSocketLike } from "./dom.js";
-import { WEB_SUBPROTOCOL, WebKind, decodeAnswer, decodeMessage, encodeMessage, encodeOpen, tokenBytes, type Accept } from "./framing.js";
-import { WebPipe, refusalError, shortReason, webCloseStatus, within } from "./pipe.js";
+import { WEB_SUBPROTOCOL, WebKind, decodeAnswer, decodeMessage, encodeMessage, type Accept } from "./framing.js";
+import { WebPipe, positive, refusalError, shortReason, webCloseStatus, webOpenSettings, within, type WebOpenOptions } from "./pipe.js";
 
 /** Options of {@link WebSocketTransport.open}. */
-export interface WebSocketTransportOptions {
-  /** The credential OPEN carries for the server's `authorize` hook (a string is sent as UTF-8; at most 1024 bytes). */
-  token?: string | Uint8Array;
-  /** The highest smux version offered (default 2); the server's ACCEPT picks the one both speak. */
-  muxVersion?: 1 | 2;
+export interface WebSocketTransportOptions extends WebOpenOptions {
   /** How long the WebSocket handshake and the server's answer may take (default 5000 ms). */
   openTimeoutMs?: number;
   /** The largest message sent (default 65536, the server's default `max_message_size`): smux bytes go in STREAM messages of at most this size. */
@@ -34,12 +30,6 @@ export interface WebSocketTransportOptions {
 }
 
 const OPEN = 1;
-
-function positive(name: string, v: number | undefined, dflt: number, min = 1): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw new UsageError(`${name} must be a number >= ${min}, not ${String(v)}`);
-  return v;
-}
 
 /** A binary message's bytes, or null for a text (or other) message. */
 function messageBytes(data: unknown): Uint8Array | null {
@@ -90,21 +80,12 @@ export class WebSocketTransport extends WebPipe implements DatagramTransport {
   static open(url: string, options: WebSocketTransportOptions = {}): Promise<WebSocketTransport> {
     const WS = options.WebSocket ?? globalWebSocket();
     if (!WS) throw new UsageError("no WebSocket in this runtime: pass options.WebSocket (Node 20: run with --experimental-websocket)");
-    const muxVersion = options.muxVersion ?? 2;
-    let open: Uint8Array;
-    try {
-      open = encodeOpen(tokenBytes(options.token), muxVersion);
-    } catch (e) {
-      throw new UsageError(`WebSocketTransport: ${(e as Error).message}`);
-    }
+    const { open, muxVersion, timeoutMs, limits } = webOpenSettings("WebSocketTransport", options);
     const o = {
+      ...limits,
       maxMessageSize: positive("maxMessageSize", options.maxMessageSize, 65536, 64),
-      maxReceiveBuffer: positive("maxReceiveBuffer", options.maxReceiveBuffer, 8 * 1024 * 1024),
-      sendHighWater: positive("sendHighWater", options.sendHighWater, 1024 * 1024),
       drainPollMs: positive("drainPollMs", options.drainPollMs, 10),
-      closeLingerMs: positive("closeLingerMs", options.closeLingerMs, 5000, 0),
     };
-    const timeoutMs = positive("openTimeoutMs", options.openTimeoutMs, 5000);
     if (open.length > o.maxMessageSize) throw new UsageError(`the OPEN message (${open.length} bytes) is over maxMessageSize`);
     let ws: WebSocketLike;
     try {

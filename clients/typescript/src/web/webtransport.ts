@@ -9,15 +9,11 @@ import { concat } from "../bytes.js";
 import type { CloseInfo, DatagramTransport } from "../rpc/connection.js";
 import { RpcError, Status, UsageError } from "../rpc/status.js";
 import { globalWebTransport, type CertificateHash, type WebTransportConstructor, type WebTransportLike, type WriterLike } from "./dom.js";
-import { decodeAnswer, encodeOpen, fromBase64, tokenBytes, type Accept } from "./framing.js";
-import { WebPipe, refusalError, shortReason, webCloseStatus, within } from "./pipe.js";
+import { decodeAnswer, fromBase64, type Accept } from "./framing.js";
+import { WebPipe, refusalError, shortReason, webCloseStatus, webOpenSettings, within, type WebOpenOptions } from "./pipe.js";
 
 /** Options of {@link WebTransportTransport.open}. */
-export interface WebTransportTransportOptions {
-  /** The credential OPEN carries for the server's `authorize` hook (a string is sent as UTF-8; at most 1024 bytes). */
-  token?: string | Uint8Array;
-  /** The highest smux version offered (default 2). */
-  muxVersion?: 1 | 2;
+export interface WebTransportTransportOptions extends WebOpenOptions {
   /**
    * SHA-256 hashes of the server's certificate (bytes, or base64 as `kcprpc web-cert` prints and
    * `/kcprpc.json` gives): the browser then accepts that self-signed development certificate
@@ -34,12 +30,6 @@ export interface WebTransportTransportOptions {
   closeLingerMs?: number;
   /** The `WebTransport` constructor (default the global one). */
   WebTransport?: WebTransportConstructor;
-}
-
-function positive(name: string, v: number | undefined, dflt: number, min = 1): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw new UsageError(`${name} must be a number >= ${min}, not ${String(v)}`);
-  return v;
 }
 
 /** The `serverCertificateHashes` entries for base64 strings or bytes; throws UsageError for a bad one. */
@@ -103,21 +93,9 @@ export class WebTransportTransport extends WebPipe implements DatagramTransport 
   static open(url: string, options: WebTransportTransportOptions = {}): Promise<WebTransportTransport> {
     const WT = options.WebTransport ?? globalWebTransport();
     if (!WT) throw new UsageError("no WebTransport in this runtime (a browser without it: use WebSocketTransport)");
-    const muxVersion = options.muxVersion ?? 2;
-    let open: Uint8Array;
-    try {
-      open = encodeOpen(tokenBytes(options.token), muxVersion);
-    } catch (e) {
-      throw new UsageError(`WebTransportTransport: ${(e as Error).message}`);
-    }
+    const { open, muxVersion, timeoutMs, limits } = webOpenSettings("WebTransportTransport", options);
     const hashes = certificateHashes(options.serverCertificateHashes ?? []);
-    const o = {
-      maxReceiveBuffer: positive("maxReceiveBuffer", options.maxReceiveBuffer, 8 * 1024 * 1024),
-      sendHighWater: positive("sendHighWater", options.sendHighWater, 1024 * 1024),
-      closeLingerMs: positive("closeLingerMs", options.closeLingerMs, 5000, 0),
-    };
-    const timeoutMs = positive("openTimeoutMs", options.openTimeoutMs, 5000);
-    return WebTransportTransport.dial(WT, url, hashes, open, muxVersion, timeoutMs, o);
+    return WebTransportTransport.dial(WT, url, hashes, open, muxVersion, timeoutMs, limits);
   }
 
   private static async dial(
