@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 import kcp
 from kcp.config import SecureWire
@@ -61,6 +61,7 @@ from kcprpc.server import Server
 __all__ = [
     "AppSpec",
     "RestartPolicy",
+    "WebListeners",
     "WorkerInfo",
     "current_worker",
     "serve_workers",
@@ -104,6 +105,56 @@ class RestartPolicy:
     def failures_after(self, previous: int, lived: float) -> int:
         """The count of deaths in a row after one more, by a worker that ran ``lived`` seconds."""
         return 1 if lived >= self.stable_after else previous + 1
+
+
+@dataclass(frozen=True)
+class WebListeners:
+    """The web listeners every worker of :func:`serve_workers` serves beside the UDP port
+    (docs/browser.md, docs/workers.md). ``websocket=(host, port)``: a WebSocket listener
+    (:func:`kcprpc.web.listen_websocket`) with ``websocket_options`` (a
+    :class:`kcprpc.web.WebSocketOptions`, None: the defaults; its ``web_root`` and
+    ``/kcprpc.json`` are served by every worker); the parent binds N TCP sockets to the port with
+    ``SO_REUSEPORT`` and the kernel spreads new connections over them by address hash.
+    ``webtransport=(host, port)``: a WebTransport listener (:func:`kcprpc.web.listen_webtransport`)
+    with ``webtransport_options`` (a :class:`kcprpc.web.WebTransportOptions`, required); N UDP
+    sockets with ``SO_REUSEPORT``, a QUIC connection kept on one worker by the kernel's hash of its
+    addresses (a client that changes address loses its session). Port 0: a free port, the same
+    for every worker. Needs the ``web`` extra (imported in the workers only)."""
+
+    websocket: tuple[str, int] | None = None
+    websocket_options: Any = None
+    webtransport: tuple[str, int] | None = None
+    webtransport_options: Any = None
+
+    def __post_init__(self) -> None:
+        if self.webtransport is not None and self.webtransport_options is None:
+            raise UsageError("WebListeners: webtransport needs webtransport_options (a certificate and key)")
+        if self.websocket is None and self.websocket_options is not None:
+            raise UsageError("WebListeners: websocket_options without websocket=(host, port)")
+        if self.webtransport is None and self.webtransport_options is not None:
+            raise UsageError("WebListeners: webtransport_options without webtransport=(host, port)")
+
+
+def _open_tcp_group(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening, non-blocking TCP sockets bound to ``host:port`` with ``SO_REUSEPORT``
+    (port 0: the first takes a free port, the others the same)."""
+    family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.setblocking(False)
+            s.bind((addr[0], port, *addr[2:]))
+            port = s.getsockname()[1]
+            s.listen(511)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
 
 
 @dataclass(frozen=True)
@@ -177,6 +228,8 @@ def serve_workers(
     route_by_cid: bool = True,
     on_ready: OnReady | None = None,
     metrics: tuple[str, int] | None = None,
+    web: WebListeners | None = None,
+    on_listening: Callable[[WebListeners], None] | None = None,
 ) -> int:
     """Serve ``app`` from ``workers`` processes on one UDP port until SIGTERM or SIGINT; returns
     the exit code (0: every worker drained). Blocks; call it from a program's main thread, with no
@@ -188,8 +241,10 @@ def serve_workers(
     packets to the kernel's address hash too (a client that migrates then loses its session: for
     tests and comparisons only). ``on_ready(app, address, pids)`` runs once every worker serves.
     ``metrics=(host, port)``: each worker serves its own ``/metrics`` and ``/healthz``
-    (:func:`kcprpc.start_metrics`) on ``port + index`` (port 0: any free port).
-    Raises :class:`UsageError` for misuse and ``OSError`` if the port cannot be bound.
+    (:func:`kcprpc.start_metrics`) on ``port + index`` (port 0: any free port). ``web``: the
+    WebSocket and WebTransport listeners every worker serves (:class:`WebListeners`);
+    ``on_listening(web)`` runs once they are bound, before the workers start, with the ports
+    they were bound to. Raises :class:`UsageError` for misuse and ``OSError`` if the port cannot be bound.
     """
     if not sys.platform.startswith("linux"):
         raise UsageError("serve_workers (--workers) needs Linux (SO_REUSEPORT routed by BPF, fork)")
@@ -217,17 +272,33 @@ def serve_workers(
         template.host, template.port, workers, route_by_cid=secure and route_by_cid and workers > 1
     )
     address = socks[0].getsockname()[:2]
+    ws_socks: list[socket.socket] = []
+    wt_socks: list[socket.socket] = []
     try:
+        if web is not None and web.websocket is not None:
+            ws_socks = _open_tcp_group(*web.websocket, workers)
+            web = replace(web, websocket=_bound(ws_socks[0]))
+        if web is not None and web.webtransport is not None:
+            wt_socks = open_reuseport_group(*web.webtransport, workers, route_by_cid=False)
+            web = replace(web, webtransport=_bound(wt_socks[0]))
+        if web is not None and on_listening is not None:
+            on_listening(web)
         sup = _Supervisor(
             _WorkerPlan(
-                app, host, port, workers, _identity(template.transport), reset_key, grace, socks, metrics
+                app, host, port, workers, _identity(template.transport), reset_key, grace, socks, metrics,
+                web, ws_socks, wt_socks,
             ),
             restart or RestartPolicy(),
-        )
+        )  # fmt: skip
         return sup.run(lambda pids: on_ready(template, address, pids) if on_ready else None)
     finally:
-        for s in socks:
+        for s in [*socks, *ws_socks, *wt_socks]:
             s.close()
+
+
+def _bound(sock: socket.socket) -> tuple[str, int]:
+    name = sock.getsockname()
+    return (str(name[0]), int(name[1]))
 
 
 @dataclass(frozen=True)
@@ -241,6 +312,9 @@ class _WorkerPlan:
     grace: float
     socks: list[socket.socket]
     metrics: tuple[str, int] | None = None
+    web: WebListeners | None = None
+    ws_socks: list[socket.socket] | None = None
+    wt_socks: list[socket.socket] | None = None
 
 
 @dataclass
@@ -489,15 +563,29 @@ def _worker_process(plan: _WorkerPlan, index: int, ready_w: int, keep_open: tupl
     if os.getppid() != parent:
         return 1
     sock = plan.socks[index]
-    for i, s in enumerate(plan.socks):
-        if i != index:
-            s.close()
+    for group in (plan.socks, plan.ws_socks or [], plan.wt_socks or []):
+        for i, s in enumerate(group):
+            if i != index:
+                s.close()
     _current = WorkerInfo(index, plan.workers)
     try:
         return kcp.run(_serve_worker(plan, index, sock, ready_w))  # uvloop when installed, as `serve`
     except Exception:
         log.exception("worker %d failed", index)
         return 1
+
+
+async def _start_web(server: Server, plan: _WorkerPlan, index: int) -> None:
+    """Worker ``index``'s web listeners, on its sockets of the groups the parent bound."""
+    web = plan.web
+    if web is None:
+        return
+    from kcprpc import web as kweb  # the web extra: only where web listeners are asked for
+
+    if plan.ws_socks:
+        await kweb.listen_websocket(server, options=web.websocket_options, sock=plan.ws_socks[index])
+    if plan.wt_socks:
+        await kweb.listen_webtransport(server, options=web.webtransport_options, sock=plan.wt_socks[index])
 
 
 def _die_with_parent() -> None:
@@ -522,6 +610,12 @@ async def _serve_worker(plan: _WorkerPlan, index: int, sock: socket.socket, read
         loop.add_signal_handler(sig, stop.set)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # a signal sent meanwhile arrives now
     await server.start(sock=sock)
+    try:
+        await _start_web(server, plan, index)
+    except (OSError, UsageError, ImportError) as e:
+        log.error("worker %d: web listeners: %s", index, e)
+        await server.shutdown(0)
+        return 1
     endpoint = None
     if plan.metrics is not None:
         from kcprpc.metrics import start_metrics  # prometheus-client only where metrics are asked for

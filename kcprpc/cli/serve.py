@@ -35,7 +35,7 @@ from kcprpc.cli.env import apply_env, defer_defaults
 from kcprpc.cli.flags import add_transport_args, build_transport
 from kcprpc.cli.ops import add_ops_args, start_endpoint, use_broker
 from kcprpc.cli.runner import run_loop
-from kcprpc.cli.web import add_web_args, check_web_args, start_web
+from kcprpc.cli.web import add_web_args, check_web_args, start_web, web_lines, web_listeners
 from kcprpc.config import Transport, effective_transport
 from kcprpc.errors import UsageError
 from kcprpc.logconfig import LOG_LEVELS, TEXT_FORMAT, configure_logging
@@ -203,7 +203,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_workers(args: argparse.Namespace) -> int:
     """``--workers N``: N processes on the port, supervised by this one (kcprpc.workers)."""
-    from kcprpc.workers import serve_workers
+    from kcprpc.workers import WebListeners, serve_workers
+
+    web = web_listeners(args)  # --ws/--wt: every worker serves them (the parent binds the ports)
+    bound: list[WebListeners] = []
 
     def on_ready(server: Server, address: tuple[str, int], pids: list[int]) -> None:
         routed = (
@@ -216,6 +219,10 @@ def _serve_workers(args: argparse.Namespace) -> int:
         if args.metrics is not None:
             mhost, mport = args.metrics
             extra.append(f"metrics:   each worker's on {mhost}:{mport}+index (/metrics and /healthz)")
+        if bound:
+            wire = server.transport.wire
+            authorized = getattr(wire, "authorize", None) is not None
+            extra += web_lines(bound[0], authorized)
         print_banner(server, address[0], address[1], extra)
 
     app = load_app(args.app)
@@ -226,6 +233,8 @@ def _serve_workers(args: argparse.Namespace) -> int:
             grace=args.grace,
             on_ready=on_ready,
             metrics=args.metrics,
+            web=web,
+            on_listening=bound.append,
         )
     except OSError as e:
         port = args.port if args.port is not None else "(the app's port)"

@@ -14,8 +14,9 @@ from kcprpc.cli.env import AppendList
 from kcprpc.cli.ops import metrics_address
 from kcprpc.errors import UsageError
 from kcprpc.server import Server
+from kcprpc.workers import WebListeners
 
-__all__ = ["add_web_args", "check_web_args", "start_web"]
+__all__ = ["add_web_args", "check_web_args", "start_web", "web_lines", "web_listeners"]
 
 
 def add_web_args(p: argparse.ArgumentParser) -> None:
@@ -66,25 +67,71 @@ def check_web_args(args: argparse.Namespace) -> None:
         raise UsageError("--web-root needs --ws HOST:PORT")
     if ws is None and wt is None and getattr(args, "web_origin", None):
         raise UsageError("--web-origin needs --ws HOST:PORT or --wt HOST:PORT")
-    if ws is not None and getattr(args, "workers", 1) > 1:
-        raise UsageError("--ws serves from one process: it does not go with --workers")
     cert, key = getattr(args, "wt_cert", None), getattr(args, "wt_key", None)
     if wt is None and (cert or key):
         raise UsageError("--wt-cert and --wt-key need --wt HOST:PORT")
-    if wt is not None:
-        if not cert or not key:
-            raise UsageError("--wt needs --wt-cert PEM and --wt-key PEM (kcprpc web-cert --out DIR makes a pair)")
-        if getattr(args, "workers", 1) > 1:
-            raise UsageError("--wt serves from one process: it does not go with --workers")
+    if wt is not None and (not cert or not key):
+        raise UsageError("--wt needs --wt-cert PEM and --wt-key PEM (kcprpc web-cert --out DIR makes a pair)")
+
+
+def _origin_list(args: argparse.Namespace) -> list[str]:
+    origins: list[str] = []
+    for item in getattr(args, "web_origin", None) or ():
+        origins.extend(o.strip() for o in item.split(",") if o.strip())
+    return origins
+
+
+def web_listeners(args: argparse.Namespace) -> WebListeners | None:
+    """``--workers N`` with ``--ws``/``--wt``: what every worker serves (None: no web listener)."""
+    check_web_args(args)
+    origins = _origin_list(args)
+    ws, wt = _wanted(args, "--ws"), _wanted(args, "--wt")
+    if ws is None and wt is None:
+        return None
+    from kcprpc.web import WebSocketOptions, WebTransportOptions
+
+    return WebListeners(
+        websocket=ws,
+        websocket_options=WebSocketOptions(origins=tuple(origins), web_root=args.web_root) if ws else None,
+        webtransport=wt,
+        webtransport_options=WebTransportOptions(
+            origins=tuple(origins), certificate=args.wt_cert, private_key=args.wt_key
+        )
+        if wt
+        else None,
+    )
+
+
+def web_lines(web: WebListeners, authorized: bool) -> list[str]:
+    """The banner's lines about the web listeners of ``--workers N`` (bound by the parent)."""
+    lines: list[str] = []
+    auth = "authenticated by the app's authorize hook" if authorized else "NOT authenticated"
+    if web.websocket is not None:
+        opts = web.websocket_options
+        h, p = web.websocket
+        shown = f"[{h}]" if ":" in h else h
+        lines.append(f"websocket: ws://{shown}:{p}{opts.path} {_origins(list(opts.origins))} on every worker")
+        lines.append(
+            f"           its clients are {auth}; a reconnect may land on another worker (a fresh session)"
+        )
+        if opts.web_root is not None:
+            lines.append(f"web root:  {opts.web_root} at http://{shown}:{p}/")
+    if web.webtransport is not None:
+        opts = web.webtransport_options
+        h, p = web.webtransport
+        shown = f"[{h}]" if ":" in h else h
+        lines.append(
+            f"webtransport: https://{shown}:{p}{opts.path} {_origins(list(opts.origins))} on every worker "
+            "(by address hash)"
+        )
+    return lines
 
 
 async def start_web(server: Server, args: argparse.Namespace) -> list[str]:
     """Start the WebSocket listener ``--ws`` asks for (after ``server.start()``); the lines
     ``serve``'s banner prints about it (none without ``--ws``)."""
     check_web_args(args)
-    origins: list[str] = []
-    for item in getattr(args, "web_origin", None) or ():
-        origins.extend(o.strip() for o in item.split(",") if o.strip())
+    origins = _origin_list(args)
     lines = await _start_ws(server, args, origins)
     lines += await _start_wt(server, args, origins)
     return lines

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import http
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -285,13 +286,13 @@ class WebSocketListener(WebListenerBase):
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind and listen."""
+    async def start(self, host: str | None, port: int | None, sock: socket.socket | None = None) -> None:
+        """Bind and listen on ``host:port``, or listen on ``sock`` (a bound TCP socket) when given."""
         opts = self.options
+        where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         self._ws = await ws_serve(
             self._handle,
-            host,
-            port,
+            **where,
             process_request=self._process_request,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             compression=None,
@@ -328,14 +329,27 @@ def _response(reply: HttpReply) -> Response:
 
 
 async def listen_websocket(
-    server: Server, host: str, port: int, options: WebSocketOptions | None = None
+    server: Server,
+    host: str | None = None,
+    port: int | None = None,
+    options: WebSocketOptions | None = None,
+    *,
+    sock: socket.socket | None = None,
 ) -> WebSocketListener:
     """Serve ``server``'s services to WebSocket clients (browsers) on ``host:port`` (port 0: any
     free one, see the listener's ``address``): the listener, added to the server
     (``Server.add_listener``: closed by its shutdown, counters in its stats). It hands connections
     to the server at once: start the server first (``await server.start()``) when it has a
     lifespan or a broker to start. ``options``: :class:`WebSocketOptions` (default: all defaults);
-    a port that cannot be bound raises :class:`UsageError`."""
+    a port that cannot be bound raises :class:`UsageError`. ``sock``: a TCP socket already bound
+    (and listening or not) to serve instead of ``host:port``, e.g. one of the ``SO_REUSEPORT``
+    group :func:`kcprpc.serve_workers` binds before it forks (docs/workers.md)."""
+    if sock is None and (host is None or port is None):
+        raise UsageError("listen_websocket needs host and port, or sock=")
+    if sock is not None and (host is not None or port is not None):
+        raise UsageError("listen_websocket takes host and port, or sock=, not both")
+    if sock is not None and sock.type != socket.SOCK_STREAM:
+        raise UsageError("listen_websocket: sock must be a TCP (SOCK_STREAM) socket")
     if options is None:
         options = WebSocketOptions()
     elif not isinstance(options, WebSocketOptions):
@@ -344,9 +358,10 @@ async def listen_websocket(
         )
     listener = WebSocketListener(server, options)
     try:
-        await listener.start(host, port)
+        await listener.start(host, port, sock)
     except OSError as e:
-        raise UsageError(f"listen_websocket: cannot listen on {host}:{port}: {e}") from None
+        where = f"{host}:{port}" if sock is None else "its socket"
+        raise UsageError(f"listen_websocket: cannot listen on {where}: {e}") from None
     server.add_listener(listener)
     return listener
 

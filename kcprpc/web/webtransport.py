@@ -40,6 +40,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,9 @@ WT_COUNTERS = (
 )
 """The WebTransport listener's own counters (besides :data:`kcprpc.web.listener.LISTENER_COUNTERS`)."""
 
-_WT_PROTOCOL_ERRORS = frozenset({"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"})
+_WT_PROTOCOL_ERRORS = frozenset(
+    {"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"}
+)
 
 
 class WebTransportListener(WebListenerBase):
@@ -133,8 +136,8 @@ class WebTransportListener(WebListenerBase):
             host = f"[{host}]"
         return f"https://{host}:{port}{self.options.path}"
 
-    async def start(self, host: str, port: int) -> None:
-        """Bind the UDP socket and serve."""
+    async def start(self, host: str | None, port: int | None, sock: socket.socket | None = None) -> None:
+        """Bind the UDP socket and serve (or serve on ``sock``, a bound UDP socket, when given)."""
         opts = self.options
         cfg = QuicConfiguration(
             is_client=False,
@@ -160,11 +163,18 @@ class WebTransportListener(WebListenerBase):
             return _ServerProtocol(self, *args, **kwargs)
 
         try:
-            self._quic_server = await serve(host, port, configuration=cfg, create_protocol=make)
+            if sock is None:
+                self._quic_server = await serve(
+                    str(host), int(port or 0), configuration=cfg, create_protocol=make
+                )
+            else:  # what aioquic's serve() does, on a socket bound by the caller
+                _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: QuicServer(configuration=cfg, create_protocol=make), sock=sock
+                )
         except OSError as e:
             raise UsageError(f"cannot listen for WebTransport on {host}:{port}: {e.strerror or e}") from None
         transport = self._quic_server._transport
-        sockname = transport.get_extra_info("sockname") if transport is not None else (host, port)
+        sockname = transport.get_extra_info("sockname") if transport is not None else (host, port or 0)
         self.address = (str(sockname[0]), int(sockname[1]))
 
     def close(self) -> None:
@@ -293,7 +303,9 @@ class _ServerProtocol(H3Protocol):
             return
         h3 = self.h3
         assert h3 is not None
-        h3.send_headers(event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
+        h3.send_headers(
+            event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
+        )
         self.transmit()
         self.session = _ServerSession(self, event.stream_id)
         if self._session_timer is not None:
@@ -497,19 +509,32 @@ class _ServerSession:
 
 
 async def listen_webtransport(
-    server: Server, host: str, port: int, options: WebTransportOptions | None = None
+    server: Server,
+    host: str | None = None,
+    port: int | None = None,
+    options: WebTransportOptions | None = None,
+    *,
+    sock: socket.socket | None = None,
 ) -> WebTransportListener:
     """Start a WebTransport listener for ``server`` on UDP ``host:port`` (0: any free port) and
     register it with ``server.add_listener`` (closed by ``server.shutdown()``); returns it (its
     ``address``, ``url`` and ``certificate_hashes`` say where and how a browser connects).
-    ``options.certificate`` and ``options.private_key`` are required (``kcprpc web-cert``)."""
+    ``options.certificate`` and ``options.private_key`` are required (``kcprpc web-cert``).
+    ``sock``: a UDP socket already bound, served instead of ``host:port`` (e.g. one of the
+    ``SO_REUSEPORT`` group :func:`kcprpc.serve_workers` binds before it forks, docs/workers.md)."""
+    if sock is None and (host is None or port is None):
+        raise UsageError("listen_webtransport needs host and port, or sock=")
+    if sock is not None and (host is not None or port is not None):
+        raise UsageError("listen_webtransport takes host and port, or sock=, not both")
+    if sock is not None and sock.type != socket.SOCK_DGRAM:
+        raise UsageError("listen_webtransport: sock must be a UDP (SOCK_DGRAM) socket")
     if options is None or options.certificate is None or options.private_key is None:
         raise UsageError(
             "listen_webtransport needs WebTransportOptions(certificate=..., private_key=...) "
             "(kcprpc web-cert --out DIR makes a development pair)"
         )
     listener = WebTransportListener(server, options)
-    await listener.start(host, port)
+    await listener.start(host, port, sock)
     server.add_listener(listener)
     return listener
 
