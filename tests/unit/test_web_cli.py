@@ -36,7 +36,9 @@ def test_the_flags() -> None:
 
 
 def test_the_webtransport_flags_and_variables() -> None:
-    a = parse("--wt", "127.0.0.1:4433", "--wt-cert", "c.pem", "--wt-key", "k.pem", "--web-origin", "http://a:1")
+    a = parse(
+        "--wt", "127.0.0.1:4433", "--wt-cert", "c.pem", "--wt-key", "k.pem", "--web-origin", "http://a:1"
+    )
     assert a.wt == ("127.0.0.1", 4433) and a.wt_cert == "c.pem" and a.wt_key == "k.pem"
     check_web_args(a)  # --web-origin goes with --wt alone too
     env = {"KCPRPC_WT": "127.0.0.1:0", "KCPRPC_WT_CERT": "/c.pem", "KCPRPC_WT_KEY": "/k.pem"}
@@ -60,11 +62,9 @@ def test_the_variables() -> None:
         (("--web-origin", "http://a:1"), "--web-origin needs --ws HOST:PORT or --wt"),
         (("--web-root", "site"), "--web-root needs --ws"),
         (("--wt", "127.0.0.1:0", "--web-root", "site"), "--web-root needs --ws"),
-        (("--ws", "127.0.0.1:0", "--workers", "2"), "--workers"),
         (("--wt", "127.0.0.1:0"), "--wt needs --wt-cert PEM and --wt-key PEM"),
         (("--wt", "127.0.0.1:0", "--wt-cert", "c.pem"), "--wt needs --wt-cert PEM and --wt-key PEM"),
         (("--wt-cert", "c.pem", "--wt-key", "k.pem"), "need --wt HOST:PORT"),
-        (("--wt", "127.0.0.1:0", "--wt-cert", "c", "--wt-key", "k", "--workers", "2"), "--workers"),
     ],
 )
 def test_what_makes_no_sense_is_refused(argv: tuple[str, ...], match: str) -> None:

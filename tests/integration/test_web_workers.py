@@ -1,0 +1,192 @@
+"""``kcprpc serve --workers 2 --broker redis://... --ws 127.0.0.1:0 --wt 127.0.0.1:0`` on
+127.0.0.1: WebSocket and WebTransport clients are served by both workers (each answers with its
+own pid), a topic published on either worker reaches the web subscribers of both, every worker
+serves ``/kcprpc.json`` and the ``--web-root`` files, and the web clients of a killed worker
+reconnect (to whichever worker the kernel picks: a fresh session there) and restore their topic
+from its positions, nothing missed and nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
+
+from broker_helpers import until as wait_until
+from redis_server import RedisServer
+
+import kcprpc
+from kcprpc import RpcError
+from kcprpc.web import connect_websocket
+from kcprpc.web.webtransport_client import connect_webtransport
+from tests.integration.node_service import Node
+from tests.integration.test_workers import Workers, cli_workers, whoami
+from tests.integration.test_workers_redis import FAST, Member
+from tests.integration.web_support import dev_cert
+
+pytestmark = pytest.mark.timeout(90)
+TIMEOUT = 20.0
+
+
+class WebWorkers:
+    """The supervisor and its workers, with the ``ws`` URL, the ``wt`` URL and the certificate hash."""
+
+    def __init__(self, workers: Workers, ws: str, wt: str, cert_hash: bytes) -> None:
+        self.w = workers
+        self.ws = ws
+        self.wt = wt
+        self.cert_hash = cert_hash
+
+
+@pytest.fixture
+def web(tmp_path: Path, redis: RedisServer) -> Iterator[WebWorkers]:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text("<!doctype html><title>workers</title>")
+    dev, cert, key = dev_cert(tmp_path)
+    w = cli_workers(
+        tmp_path / "serve.log",
+        "--broker", redis.url(), "--ws", "127.0.0.1:0", "--web-root", str(root),
+        "--wt", "127.0.0.1:0", "--wt-cert", str(cert), "--wt-key", str(key),
+        app="tests.integration.workers_app:push_app",
+    )  # fmt: skip
+    log = w.log()
+    ws_line, wt_line = w.expect("websocket:"), w.expect("webtransport:")
+    assert "on every worker" in ws_line and "on every worker" in wt_line, (ws_line, wt_line, log)
+    yield WebWorkers(w, ws_line.split()[1], wt_line.split()[1], dev.sha256)
+    assert w.stop() == 0, w.log()
+
+
+@pytest.fixture
+async def members() -> AsyncIterator[list[Member]]:
+    out: list[Member] = []
+    yield out
+    await asyncio.gather(*(m.client.close() for m in out), return_exceptions=True)
+
+
+async def until(pred: Callable[[], object], what: str) -> None:
+    await wait_until(pred, what, TIMEOUT)
+
+
+async def spread(
+    connect: Callable[[], kcprpc.Client], members: list[Member], per_worker: int
+) -> dict[int, list[Member]]:
+    """Connect web clients until each worker serves ``per_worker`` of them (bounded)."""
+    on: dict[int, list[Member]] = {0: [], 1: []}
+    pids: dict[int, set[int]] = {0: set(), 1: set()}
+    for _ in range(64):
+        c = connect()
+        await asyncio.wait_for(c.connect(), 5)
+        m = Member(c)
+        members.append(m)
+        who = await whoami(c)
+        on[who["worker"]].append(m)
+        pids[who["worker"]].add(who["pid"])
+        if all(len(v) >= per_worker for v in on.values()):
+            assert len(pids[0] | pids[1]) == 2 and pids[0] != pids[1]  # two processes answered
+            return on
+    raise AssertionError(
+        f"64 web clients did not give {per_worker} per worker: {[len(v) for v in on.values()]}"
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.status, r.read()
+
+
+async def test_websocket_clients_on_both_workers_get_the_topic_published_on_either(
+    web: WebWorkers, members: list[Member]
+) -> None:
+    on = await spread(lambda: connect_websocket(web.ws, config=FAST), members, 2)
+    pids = {(await whoami(on[i][0].client))["pid"] for i in (0, 1)}
+    assert pids == set(web.w.pids)  # the workers the supervisor started, one each
+    for m in members:
+        await m.client.subscribe("news")
+    a, b = on[0][0].client.stub(Node, timeout=5), on[1][0].client.stub(Node, timeout=5)
+    for n in range(1, 21):
+        await (a if n % 2 else b).announce(n)  # published by handlers on both workers
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 20, "20 messages on every web client")
+    for m in members:
+        assert m.ns("topic:news") == list(range(1, 21)), m.events
+
+
+async def test_every_worker_serves_discovery_and_the_web_root(web: WebWorkers) -> None:
+    base = web.ws.rsplit("/", 1)[0].replace("ws://", "http://")
+    # 16 connections from 16 source ports: all hashed to one worker's socket with p = 2**-15, and a
+    # socket whose worker did not serve would leave its connection unanswered (a timeout here)
+    pages = await asyncio.gather(*(asyncio.to_thread(get, f"{base}/kcprpc.json") for _ in range(16)))
+    assert {s for s, _ in pages} == {200}
+    doc = json.loads(pages[0][1])
+    assert all(json.loads(body) == doc for _, body in pages)  # the same document from every worker
+    assert doc["websocket"] == "/kcprpc" and doc["webtransport"]["url"] == web.wt, doc
+    index = await asyncio.gather(*(asyncio.to_thread(get, f"{base}/") for _ in range(16)))
+    assert {s for s, _ in index} == {200} and all(b"<title>workers</title>" in body for _, body in index)
+
+
+async def test_a_killed_workers_web_clients_reconnect_elsewhere_and_restore_their_topic(
+    web: WebWorkers, members: list[Member]
+) -> None:
+    on = await spread(lambda: connect_websocket(web.ws, config=FAST), members, 2)
+    for m in members:
+        await m.client.subscribe("news")
+    survivor = on[0][0].client.stub(Node, timeout=5)
+    for n in range(1, 11):
+        await survivor.announce(n)
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 10, "the first 10 messages")
+    victims = on[1]
+    old_sessions = {m.client.session_id for m in victims}
+    os.kill(web.w.pids[1], signal.SIGKILL)
+    for n in range(11, 31):  # published while worker 1 is dead or restarting
+        await survivor.announce(n)
+    landed: set[int] = set()
+    for m in victims:  # their WebSocket closed with the process: they reconnect on their own
+        for _ in range(100):
+            try:
+                who = await whoami(m.client)
+                if m.client.session_id not in old_sessions:
+                    landed.add(who["pid"])
+                    break
+            except RpcError:
+                await asyncio.wait_for(m.client.wait_connected(), 10)
+        assert m.client.reconnects >= 1 and m.client.session_id not in old_sessions
+    assert web.w.pids[1] not in landed  # the dead process serves nobody
+    for n in range(31, 41):
+        await survivor.announce(n)
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 40, "40 messages on every web client")
+    for m in members:
+        assert m.ns("topic:news") == list(range(1, 41)), m.events  # nothing missed, nothing twice
+    for m in victims:
+        assert any(r.key == "topic:news" and r.recovered for r in m.recovered), m.recovered
+        assert any(replayed for k, _, _, replayed in m.events if k == "topic:news")  # from history
+    await until(
+        lambda: "worker 1 restarted" in web.w.log(), "worker 1 restarted (a clean exit code at SIGTERM)"
+    )
+
+
+async def test_webtransport_clients_on_both_workers_get_the_topic(
+    web: WebWorkers, members: list[Member]
+) -> None:
+    on = await spread(
+        lambda: connect_webtransport(web.wt, certificate_hashes=[web.cert_hash], config=FAST), members, 2
+    )
+    for m in members:
+        await m.client.subscribe("news")
+    a, b = on[0][0].client.stub(Node, timeout=5), on[1][0].client.stub(Node, timeout=5)
+    for n in range(1, 11):
+        await (a if n % 2 else b).announce(n)
+    for m in members:
+        await until(lambda m=m: len(m.ns("topic:news")) >= 10, "10 messages on every WebTransport client")
+    for m in members:
+        assert m.ns("topic:news") == list(range(1, 11)), m.events
