@@ -493,3 +493,28 @@ async def test_misuse_is_a_usage_error_and_nothing_listening_is_unavailable(serv
     with pytest.raises(RpcError) as e:
         await connect_websocket(f"ws://127.0.0.1:{port}/kcprpc")
     assert e.value.status == Status.UNAVAILABLE
+
+
+async def test_a_listener_on_a_socket_bound_by_the_caller() -> None:
+    server = kcprpc.Server([Demo()], config=ServerConfig(shutdown_grace=0.5))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # what serve_workers does before it forks (not listening yet)
+    port = sock.getsockname()[1]
+    lst = await listen_websocket(server, sock=sock)
+    try:
+        assert lst.address == ("127.0.0.1", port)
+        async with connect_websocket(f"ws://127.0.0.1:{port}/kcprpc") as client:
+            assert await client.stub(Demo, timeout=TIMEOUT).whoami() is not None
+    finally:
+        await server.shutdown()
+
+
+async def test_listen_websocket_misuse_is_named() -> None:
+    server = kcprpc.Server([Demo()])
+    with pytest.raises(UsageError, match="host and port, or sock="):
+        await listen_websocket(server)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(UsageError, match="TCP"):
+            await listen_websocket(server, sock=udp)
+        with pytest.raises(UsageError, match="not both"):
+            await listen_websocket(server, "127.0.0.1", 0, sock=udp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -331,8 +332,9 @@ class RawClient(QuicConnectionProtocol):
 
 @contextlib.asynccontextmanager
 async def raw(listener: WebTransportListener) -> AsyncIterator[RawClient]:
-    cfg = quic_client_configuration("127.0.0.1", certificate_hashes=[b"\0" * 32], cafile=None, verify=False,
-                                    idle_timeout=10.0)
+    cfg = quic_client_configuration(
+        "127.0.0.1", certificate_hashes=[b"\0" * 32], cafile=None, verify=False, idle_timeout=10.0
+    )
     async with connect("127.0.0.1", listener.address[1], configuration=cfg, create_protocol=RawClient) as c:
         assert isinstance(c, RawClient)
         yield c
@@ -557,3 +559,21 @@ async def test_a_certificate_from_an_authority_is_verified_with_cafile(tmp_path:
         assert listener.stats()["accepted"] == 1
     finally:
         await server.shutdown(grace=0.5)
+
+
+async def test_a_listener_on_a_udp_socket_bound_by_the_caller(cert: Any) -> None:
+    _, cert_path, key_path = cert
+    server = kcprpc.Server([Svc()], "127.0.0.1", 0, config=kcprpc.ServerConfig(shutdown_grace=0.5))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))  # what serve_workers does before it forks (one of a reuseport group)
+    port = sock.getsockname()[1]
+    options = WebTransportOptions(certificate=cert_path, private_key=key_path)
+    with pytest.raises(UsageError, match="UDP"), socket.socket() as tcp:
+        await listen_webtransport(server, options=options, sock=tcp)
+    listener = await listen_webtransport(server, options=options, sock=sock)
+    try:
+        assert listener.address == ("127.0.0.1", port)
+        async with connect_webtransport(listener.url, certificate_hashes=[cert[0].sha256]) as client:
+            assert await client.call(Svc.echo, "x") == "X"
+    finally:
+        await server.shutdown()

@@ -5,13 +5,15 @@ combinations that make no sense refused with a UsageError."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from kcprpc.cli import build_parser
 from kcprpc.cli.env import apply_env
-from kcprpc.cli.web import check_web_args
+from kcprpc.cli.web import check_web_args, web_listeners
 from kcprpc.errors import UsageError
+from kcprpc.workers import WebListeners
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> argparse.Namespace:
@@ -70,3 +72,23 @@ def test_the_variables() -> None:
 def test_what_makes_no_sense_is_refused(argv: tuple[str, ...], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         check_web_args(parse(*argv))
+
+
+def test_workers_with_web_listeners_build_what_every_worker_serves(tmp_path: Path) -> None:
+    web = web_listeners(
+        parse("--workers", "2", "--ws", "127.0.0.1:0", "--web-origin", "http://a:1", "--web-root", str(tmp_path),
+              "--wt", "127.0.0.1:0", "--wt-cert", "c.pem", "--wt-key", "k.pem")
+    )  # fmt: skip
+    assert web is not None and web.websocket == ("127.0.0.1", 0) and web.webtransport == ("127.0.0.1", 0)
+    assert (
+        web.websocket_options.origins == ("http://a:1",) and Path(web.websocket_options.web_root) == tmp_path
+    )
+    assert web.webtransport_options.origins == ("http://a:1",)
+    assert web_listeners(parse("--workers", "2")) is None
+
+
+def test_web_listeners_misuse_is_named() -> None:
+    with pytest.raises(UsageError, match="webtransport needs webtransport_options"):
+        WebListeners(webtransport=("127.0.0.1", 0))
+    with pytest.raises(UsageError, match="websocket_options without websocket"):
+        WebListeners(websocket_options=object())
