@@ -175,6 +175,52 @@ async def test_a_killed_workers_web_clients_reconnect_elsewhere_and_restore_thei
     )
 
 
+async def test_a_web_client_whose_connection_is_cut_resumes_on_its_worker_or_restores_on_another(
+    web: WebWorkers, members: list[Member]
+) -> None:
+    """A new TCP connection goes to a worker by the kernel's hash of its new source port: back on
+    its own worker the session resumes; on the other one, which does not know it, the client gets a
+    fresh session there and restores its topic from its position (nothing missed, nothing twice)."""
+    on = await spread(lambda: connect_websocket(web.ws, config=FAST), members, 1)
+    publisher = on[0][0].client.stub(Node, timeout=5)
+    m = on[1][0]
+    await m.client.subscribe("news")
+    n = 0
+    outcomes: dict[str, int] = {"resumed": 0, "moved": 0}
+    for _ in range(24):  # each cut lands on the other worker with p = 1/2: none in 24 with p = 2**-24
+        n += 1
+        await publisher.announce(n)
+        await until(lambda n=n: m.ns("topic:news")[-1:] == [n], f"message {n}")
+        before_worker, before_sid, before_resumes = (
+            (await whoami(m.client))["worker"],
+            m.client.session_id,
+            m.client.resumes,
+        )
+        link = m.client.lifecycle.link
+        assert link is not None
+        back = asyncio.Event()
+        m.client.on_reconnect = lambda _c, back=back: back.set()
+        link.conn.transport.transport.abort()  # type: ignore[attr-defined]  # the TCP connection cut, no close
+        n += 1
+        await publisher.announce(n)  # while it is away or coming back
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        after = (await whoami(m.client))["worker"]
+        if after == before_worker:
+            assert m.client.session_id == before_sid and m.client.resumes == before_resumes + 1
+            outcomes["resumed"] += 1
+        else:
+            assert m.client.session_id != before_sid  # a fresh session on the other worker
+            outcomes["moved"] += 1
+            if outcomes["resumed"]:
+                break
+    assert outcomes["moved"] >= 1, outcomes
+    n += 1
+    await publisher.announce(n)
+    await until(lambda: m.ns("topic:news")[-1:] == [n], f"message {n}")
+    assert m.ns("topic:news") == list(range(1, n + 1)), m.events  # nothing missed, nothing twice
+    assert any(r.key == "topic:news" and r.recovered for r in m.recovered), m.recovered
+
+
 async def test_webtransport_clients_on_both_workers_get_the_topic(
     web: WebWorkers, members: list[Member]
 ) -> None:
