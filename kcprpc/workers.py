@@ -29,6 +29,11 @@ draws a new key each call) refuses to start. What stays per worker: sessions, re
 resume succeeds on the same worker only), the cookie secret of handshake retries (a retry goes to
 the same worker, by the client's address) and, with the in-process ``MemoryBroker``, rooms, topics
 and presence: give every worker one broker across processes (Redis, NATS) for those.
+
+Browsers (``web=``, :class:`WebListeners`): the parent also binds N listening TCP sockets (WebSocket)
+and N UDP sockets (WebTransport) with ``SO_REUSEPORT``, one of each per worker, and the kernel's
+address hash spreads connections over them. A web client's reconnect comes from a new port, so it
+lands on any worker: on its own it resumes, elsewhere it restores onto a fresh session.
 """
 
 from __future__ import annotations
