@@ -9,6 +9,8 @@ list, ``KCPRPC_WEB_ROOT``, ``KCPRPC_WT``, ``KCPRPC_WT_CERT``, ``KCPRPC_WT_KEY``)
 from __future__ import annotations
 
 import argparse
+import base64
+from pathlib import Path
 
 from kcprpc.cli.env import AppendList
 from kcprpc.cli.ops import metrics_address
@@ -124,6 +126,17 @@ def web_lines(web: WebListeners, authorized: bool) -> list[str]:
             f"webtransport: https://{shown}:{p}{opts.path} {_origins(list(opts.origins))} on every worker "
             "(by address hash)"
         )
+        from kcprpc.web.certs import dev_certificate_hash
+
+        try:
+            digest = dev_certificate_hash(Path(str(opts.certificate)).read_bytes())
+        except (OSError, UsageError):
+            digest = None
+        if digest is not None:
+            lines.append(
+                "           development certificate, serverCertificateHashes sha-256 (base64): "
+                + base64.b64encode(digest).decode("ascii")
+            )
     return lines
 
 

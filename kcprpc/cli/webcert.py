@@ -16,9 +16,7 @@ def cmd_web_cert(args: argparse.Namespace) -> int:
     cert = make_dev_certificate(days=args.days)
     cert_path, key_path = cert.write(args.out)
     print(f"certificate {cert_path}, key {key_path} (mode 600)", file=sys.stderr)
-    print(
-        f"valid until {cert.not_after.isoformat()} (browsers accept a hash only for 14 days)", file=sys.stderr
-    )
+    print(f"valid until {cert.not_after.isoformat()} (browsers accept a hash only for 14 days)", file=sys.stderr)
     print(f"sha256 hex {cert.hash_hex}")
     print(f"sha256 base64 {cert.hash_base64}")
     return 0

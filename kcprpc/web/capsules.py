@@ -70,10 +70,8 @@ class CapsuleReader:
                 return None
             if ctype == CLOSE_WEBTRANSPORT_SESSION:
                 body = bytes(self._buf[at : at + length])
-                self._close = (
-                    int.from_bytes(body[:4], "big") if len(body) >= 4 else 0,
-                    body[4:].decode("utf-8", "replace"),
-                )
+                self._close = (int.from_bytes(body[:4], "big") if len(body) >= 4 else 0,
+                               body[4:].decode("utf-8", "replace"))
                 return "close"
             del self._buf[: at + length]
 
@@ -82,11 +80,5 @@ class CapsuleReader:
         return self._close
 
 
-__all__ = [
-    "CLOSE_WEBTRANSPORT_SESSION",
-    "MAX_CAPSULE_BUFFER",
-    "CapsuleReader",
-    "close_capsule",
-    "pull_varint",
-    "push_varint",
-]
+
+__all__ = ["CLOSE_WEBTRANSPORT_SESSION", "MAX_CAPSULE_BUFFER", "CapsuleReader", "close_capsule", "pull_varint", "push_varint"]

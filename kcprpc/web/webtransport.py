@@ -97,9 +97,7 @@ WT_COUNTERS = (
 )
 """The WebTransport listener's own counters (besides :data:`kcprpc.web.listener.LISTENER_COUNTERS`)."""
 
-_WT_PROTOCOL_ERRORS = frozenset(
-    {"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"}
-)
+_WT_PROTOCOL_ERRORS = frozenset({"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"})
 
 
 class WebTransportListener(WebListenerBase):
@@ -164,9 +162,7 @@ class WebTransportListener(WebListenerBase):
 
         try:
             if sock is None:
-                self._quic_server = await serve(
-                    str(host), int(port or 0), configuration=cfg, create_protocol=make
-                )
+                self._quic_server = await serve(str(host), int(port or 0), configuration=cfg, create_protocol=make)
             else:  # what aioquic's serve() does, on a socket bound by the caller
                 _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
                     lambda: QuicServer(configuration=cfg, create_protocol=make), sock=sock
@@ -303,9 +299,7 @@ class _ServerProtocol(H3Protocol):
             return
         h3 = self.h3
         assert h3 is not None
-        h3.send_headers(
-            event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
-        )
+        h3.send_headers(event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
         self.transmit()
         self.session = _ServerSession(self, event.stream_id)
         if self._session_timer is not None:

@@ -8,6 +8,7 @@ from its positions, nothing missed and nothing twice."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -61,6 +62,8 @@ def web(tmp_path: Path, redis: RedisServer) -> Iterator[WebWorkers]:
     log = w.log()
     ws_line, wt_line = w.expect("websocket:"), w.expect("webtransport:")
     assert "on every worker" in ws_line and "on every worker" in wt_line, (ws_line, wt_line, log)
+    hash_line = w.expect("development certificate")
+    assert hash_line.endswith(base64.b64encode(dev.sha256).decode()), hash_line
     yield WebWorkers(w, ws_line.split()[1], wt_line.split()[1], dev.sha256)
     assert w.stop() == 0, w.log()
 
