@@ -10,27 +10,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "brokers"))
 
-from broker_helpers import until as wait_until
 from redis_server import RedisServer
 
-import kcprpc
-from kcprpc import RpcError
 from kcprpc.web import connect_websocket
 from kcprpc.web.webtransport_client import connect_webtransport
 from tests.integration.node_service import Node
 from tests.integration.test_workers import Workers, cli_workers, whoami
-from tests.integration.test_workers_redis import FAST, Member
+from tests.integration.test_workers_redis import (
+    FAST,
+    Member,
+    kill_worker_1_under_its_clients,
+    spread,
+    until,
+)
 from tests.integration.web_support import dev_cert
 
 pytestmark = pytest.mark.timeout(90)
@@ -75,32 +76,6 @@ async def members() -> AsyncIterator[list[Member]]:
     await asyncio.gather(*(m.client.close() for m in out), return_exceptions=True)
 
 
-async def until(pred: Callable[[], object], what: str) -> None:
-    await wait_until(pred, what, TIMEOUT)
-
-
-async def spread(
-    connect: Callable[[], kcprpc.Client], members: list[Member], per_worker: int
-) -> dict[int, list[Member]]:
-    """Connect web clients until each worker serves ``per_worker`` of them (bounded)."""
-    on: dict[int, list[Member]] = {0: [], 1: []}
-    pids: dict[int, set[int]] = {0: set(), 1: set()}
-    for _ in range(64):
-        c = connect()
-        await asyncio.wait_for(c.connect(), 5)
-        m = Member(c)
-        members.append(m)
-        who = await whoami(c)
-        on[who["worker"]].append(m)
-        pids[who["worker"]].add(who["pid"])
-        if all(len(v) >= per_worker for v in on.values()):
-            assert len(pids[0] | pids[1]) == 2 and pids[0] != pids[1]  # two processes answered
-            return on
-    raise AssertionError(
-        f"64 web clients did not give {per_worker} per worker: {[len(v) for v in on.values()]}"
-    )
-
-
 def get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=5) as r:
         return r.status, r.read()
@@ -139,40 +114,10 @@ async def test_every_worker_serves_discovery_and_the_web_root(web: WebWorkers) -
 async def test_a_killed_workers_web_clients_reconnect_elsewhere_and_restore_their_topic(
     web: WebWorkers, members: list[Member]
 ) -> None:
-    on = await spread(lambda: connect_websocket(web.ws, config=FAST), members, 2)
-    for m in members:
-        await m.client.subscribe("news")
-    survivor = on[0][0].client.stub(Node, timeout=5)
-    for n in range(1, 11):
-        await survivor.announce(n)
-    for m in members:
-        await until(lambda m=m: len(m.ns("topic:news")) >= 10, "the first 10 messages")
-    victims = on[1]
-    old_sessions = {m.client.session_id for m in victims}
-    os.kill(web.w.pids[1], signal.SIGKILL)
-    for n in range(11, 31):  # published while worker 1 is dead or restarting
-        await survivor.announce(n)
-    landed: set[int] = set()
-    for m in victims:  # their WebSocket closed with the process: they reconnect on their own
-        for _ in range(100):
-            try:
-                who = await whoami(m.client)
-                if m.client.session_id not in old_sessions:
-                    landed.add(who["pid"])
-                    break
-            except RpcError:
-                await asyncio.wait_for(m.client.wait_connected(), 10)
-        assert m.client.reconnects >= 1 and m.client.session_id not in old_sessions
-    assert web.w.pids[1] not in landed  # the dead process serves nobody
-    for n in range(31, 41):
-        await survivor.announce(n)
-    for m in members:
-        await until(lambda m=m: len(m.ns("topic:news")) >= 40, "40 messages on every web client")
-    for m in members:
-        assert m.ns("topic:news") == list(range(1, 41)), m.events  # nothing missed, nothing twice
-    for m in victims:
-        assert any(r.key == "topic:news" and r.recovered for r in m.recovered), m.recovered
-        assert any(replayed for k, _, _, replayed in m.events if k == "topic:news")  # from history
+    dead, landed = await kill_worker_1_under_its_clients(
+        lambda: connect_websocket(web.ws, config=FAST), web.w.pids, members
+    )
+    assert dead not in landed  # the dead process serves nobody
     await until(
         lambda: "worker 1 restarted" in web.w.log(), "worker 1 restarted (a clean exit code at SIGTERM)"
     )

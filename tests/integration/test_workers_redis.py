@@ -93,24 +93,36 @@ async def until(pred: Callable[[], object], what: str) -> None:
     await wait_until(pred, what, TIMEOUT)
 
 
-async def spread(port: int, members: list[Member], per_worker: int) -> dict[int, list[Member]]:
-    """Connect clients until each worker has ``per_worker`` of them (bounded)."""
+async def spread(
+    connect: Callable[[], kcprpc.Client], members: list[Member], per_worker: int
+) -> dict[int, list[Member]]:
+    """Connect clients (``connect()`` makes one: KCP, WebSocket or WebTransport) until each worker
+    serves ``per_worker`` of them (bounded); two different processes must have answered."""
     on: dict[int, list[Member]] = {0: [], 1: []}
+    pids: dict[int, set[int]] = {0: set(), 1: set()}
     for _ in range(64):
-        c = kcprpc.connect("127.0.0.1", port, key=KEY, config=FAST)
+        c = connect()
         await asyncio.wait_for(c.connect(), 5)
         m = Member(c)
         members.append(m)
-        on[(await whoami(c))["worker"]].append(m)
+        who = await whoami(c)
+        on[who["worker"]].append(m)
+        pids[who["worker"]].add(who["pid"])
         if all(len(v) >= per_worker for v in on.values()):
+            assert len(pids[0] | pids[1]) == 2 and pids[0] != pids[1]  # two processes answered
             return on
     raise AssertionError(f"64 clients did not give {per_worker} per worker: {[len(v) for v in on.values()]}")
+
+
+def kcp_clients(port: int) -> Callable[[], kcprpc.Client]:
+    """Makes the KCP clients :func:`spread` connects."""
+    return lambda: kcprpc.connect("127.0.0.1", port, key=KEY, config=FAST)
 
 
 async def test_room_and_topic_pushes_reach_every_member_on_both_workers_once_in_order(
     workers: Workers, members: list[Member]
 ) -> None:
-    on = await spread(workers.port, members, 3)
+    on = await spread(kcp_clients(workers.port), members, 3)
     for m in members:
         await m.client.stub(Node, timeout=5).join("lobby")
         await m.client.subscribe("news")
@@ -136,7 +148,19 @@ async def test_room_and_topic_pushes_reach_every_member_on_both_workers_once_in_
 async def test_a_killed_workers_clients_resume_their_topic_from_redis(
     workers: Workers, members: list[Member]
 ) -> None:
-    on = await spread(workers.port, members, 2)
+    dead, landed = await kill_worker_1_under_its_clients(kcp_clients(workers.port), workers.pids, members)
+    assert dead not in landed  # the dead process serves nobody
+
+
+async def kill_worker_1_under_its_clients(
+    connect: Callable[[], kcprpc.Client], pids: list[int], members: list[Member]
+) -> tuple[int, set[int]]:
+    """Clients (``connect()`` makes one: KCP or a web transport) on both workers subscribe to
+    ``news``; 1-10 are published; worker 1 is killed (SIGKILL) and 11-30 published while it is down
+    or restarting; its clients reconnect on their own to a worker that does not know them; 31-40
+    follow. Every client must get 1-40 once and in order, the victims by recovering 11-30 from the
+    history. Returns the dead pid and the pids the victims landed on."""
+    on = await spread(connect, members, 2)
     for m in members:
         await m.client.subscribe("news")
     survivor = on[0][0].client.stub(Node, timeout=5)
@@ -145,15 +169,18 @@ async def test_a_killed_workers_clients_resume_their_topic_from_redis(
     for m in members:
         await until(lambda m=m: len(m.ns("topic:news")) >= 10, "the first 10 messages")
     victims = on[1]
-    old_sessions = [m.client.session_id for m in victims]
-    os.kill(workers.pids[1], signal.SIGKILL)
+    old_sessions = {m.client.session_id for m in victims}
+    dead = pids[1]
+    os.kill(dead, signal.SIGKILL)
     for n in range(11, 31):  # published while worker 1 is dead or restarting
         await survivor.announce(n)
+    landed: set[int] = set()
     for m in victims:  # the next call reaches a worker that does not know the connection
         for _ in range(100):
             try:
-                await whoami(m.client)
+                who = await whoami(m.client)
                 if m.client.session_id not in old_sessions:
+                    landed.add(who["pid"])
                     break
             except RpcError:
                 await asyncio.wait_for(m.client.wait_connected(), 10)
@@ -167,7 +194,7 @@ async def test_a_killed_workers_clients_resume_their_topic_from_redis(
     for m in victims:
         assert any(r.key == "topic:news" and r.recovered for r in m.recovered), m.recovered
         assert any(replayed for k, _, _, replayed in m.events if k == "topic:news")  # from history
-
+    return dead, landed
 
 def scrape(port: int, path: str) -> tuple[int, str]:
     try:
@@ -180,7 +207,7 @@ def scrape(port: int, path: str) -> tuple[int, str]:
 async def test_each_worker_serves_its_metrics_on_port_plus_index(
     workers: Workers, members: list[Member]
 ) -> None:
-    await spread(workers.port, members, 1)
+    await spread(kcp_clients(workers.port), members, 1)
     base = workers.metrics
     pages = [await asyncio.to_thread(scrape, base + i, "/metrics") for i in (0, 1)]
     health = [await asyncio.to_thread(scrape, base + i, "/healthz") for i in (0, 1)]
