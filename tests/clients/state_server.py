@@ -26,7 +26,7 @@ import kcprpc
 from kcprpc import RpcError, Status, current_context
 from kcprpc.cli.flags import add_transport_args, build_transport
 from kcprpc.state import Quantized, StateService, StateSync
-from kcprpc.state.schema import LIST, MAP, MODEL, Node
+from tests.clients.state_canon import canon
 from tests.integration.cli_server import serve_until_stdin_closes
 
 TICK_HZ = 50
@@ -45,18 +45,6 @@ class World(BaseModel):
     phase: str = "play"
     units: dict[int, Unit] = Field(default_factory=dict)
     log: list[str] = Field(default_factory=list)
-
-
-def canon(node: Node, v: Any) -> Any:
-    if node.kind == MODEL:
-        return {n: canon(f, getattr(v, n)) for n, f in zip(node.names, node.fields, strict=True)}
-    if node.kind == MAP:
-        assert node.item is not None
-        return sorted([[f"i{k}" if type(k) is int else f"s{k}", canon(node.item, x)] for k, x in v.items()])
-    if node.kind == LIST:
-        assert node.item is not None
-        return [canon(node.item, x) for x in v]
-    return v
 
 
 class JoinRequest(BaseModel):

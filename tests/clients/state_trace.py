@@ -16,15 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcprpc
+
 from kcprpc import codec
 from kcprpc.codec import encode_frame
 from kcprpc.state import Interest, Quantized, StateSync, StateView
-from kcprpc.state.schema import LIST, MAP, MODEL, Node
+from tests.clients.state_canon import canon, keyrepr
 
 
 class Item(BaseModel):
@@ -72,23 +76,6 @@ FIELD_PATHS = [
     "ratio",
 ]
 COLLECTIONS = ["units", "names", "log", "items", "grid", "scores"]
-
-
-def keyrepr(k: Any) -> str:
-    return f"i{k}" if type(k) is int else f"s{k}"
-
-
-def canon(node: Node, v: Any) -> Any:
-    """A JSON form both sides build: a map as its entries sorted by key (typed: i3, s3)."""
-    if node.kind == MODEL:
-        return {n: canon(f, getattr(v, n)) for n, f in zip(node.names, node.fields, strict=True)}
-    if node.kind == MAP:
-        assert node.item is not None
-        return sorted([keyrepr(k), canon(node.item, x)] for k, x in v.items())
-    if node.kind == LIST:
-        assert node.item is not None
-        return [canon(node.item, x) for x in v]
-    return v
 
 
 NAMES = ["ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jo", "ké", "🙂"]

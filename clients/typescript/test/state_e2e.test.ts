@@ -9,32 +9,15 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "../src/rpc/net.js";
 import type { Client } from "../src/rpc/client.js";
-import { S, Kind, type Node } from "../src/state/schema.js";
+import { S } from "../src/state/schema.js";
 import { clientState, type StateView } from "../src/state/view.js";
 import { startPythonServer, waitFor, type PyServer } from "./support/rpc_python.js";
 import { startPython, type PythonServer } from "./helpers/python.js";
+import { canon } from "./support/state_canon.js";
 
 const KEY = "state e2e";
 const Unit = S.model({ name: S.str(), x: S.quantized(0.01), y: S.quantized(0.01), hp: S.int() });
 const World = S.model({ tick: S.int(), phase: S.str(), units: S.map("int", Unit), log: S.list(S.str()) });
-
-function canon(node: Node, v: unknown): unknown {
-  switch (node.kind) {
-    case Kind.MODEL: {
-      const out: Record<string, unknown> = {};
-      node.names.forEach((n, i) => (out[n] = canon(node.fields[i] as Node, (v as Record<string, unknown>)[n])));
-      return out;
-    }
-    case Kind.MAP:
-      return [...(v as Map<unknown, unknown>).entries()]
-        .map(([k, x]) => [typeof k === "number" ? `i${k}` : `s${String(k)}`, canon(node.item, x)] as [string, unknown])
-        .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    case Kind.LIST:
-      return (v as unknown[]).map((x) => canon(node.item, x));
-    default:
-      return v;
-  }
-}
 
 let server: PyServer;
 let relay: PythonServer | null = null;

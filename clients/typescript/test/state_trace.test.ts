@@ -9,9 +9,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decodeDatagram, FrameType } from "../src/rpc/frames.js";
-import { S, describe, schemaId, type Infer, type Node, Kind } from "../src/state/schema.js";
+import { S, describe, schemaId, type Infer } from "../src/state/schema.js";
 import { StateView } from "../src/state/view.js";
 import { runPython, unhex } from "./helpers/python.js";
+import { canon, keyrepr } from "./support/state_canon.js";
 
 const Item = S.model({ kind: S.str(), n: S.int() });
 const Unit = S.model({
@@ -47,27 +48,6 @@ interface Run {
   schema_id: number;
   describe: string;
   steps: Step[];
-}
-
-const keyrepr = (k: unknown): string => (typeof k === "number" ? `i${k}` : `s${String(k)}`);
-
-function canon(node: Node, v: unknown): unknown {
-  switch (node.kind) {
-    case Kind.MODEL: {
-      const out: Record<string, unknown> = {};
-      node.names.forEach((n, i) => (out[n] = canon(node.fields[i] as Node, (v as Record<string, unknown>)[n])));
-      return out;
-    }
-    case Kind.MAP: {
-      const es = [...(v as Map<unknown, unknown>).entries()].map(([k, x]) => [keyrepr(k), canon(node.item, x)] as [string, unknown]);
-      // Python's sorted(): by the key string, code point order
-      return es.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    }
-    case Kind.LIST:
-      return (v as unknown[]).map((x) => canon(node.item, x));
-    default:
-      return v;
-  }
 }
 
 function payloadOf(frameHex: string): unknown {
