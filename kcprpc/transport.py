@@ -146,17 +146,18 @@ CLOSE_CODE_BASE = 0x4B00
 RPC connection with that :class:`~kcprpc.status.Status`: the client's pending calls fail with it."""
 
 
-def close_code(status: Status) -> int:
-    """The transport close code that carries ``status``."""
-    return CLOSE_CODE_BASE + int(status)
+def close_code(status: Status | int, base: int = CLOSE_CODE_BASE) -> int:
+    """The transport close code that carries ``status``: ``base + status`` (``base``: secure
+    mode's :data:`CLOSE_CODE_BASE`, or a web connection's close code base, :mod:`kcprpc.web.connection`)."""
+    return base + int(status)
 
 
-def close_status(code: int | None) -> Status | None:
-    """The status a transport close code carries (see :func:`close_code`), or None."""
-    if code is None or not CLOSE_CODE_BASE < code <= CLOSE_CODE_BASE + max(Status):
+def close_status(code: int | None, base: int = CLOSE_CODE_BASE) -> Status | None:
+    """The status a transport close code carries (see :func:`close_code`, the same ``base``), or None."""
+    if code is None or not base < code <= base + max(Status):
         return None
     try:
-        return Status(code - CLOSE_CODE_BASE)
+        return Status(code - base)
     except ValueError:
         return None
 

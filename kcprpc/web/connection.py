@@ -16,7 +16,7 @@ from typing import Any
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.net import MuxConnection
 from kcprpc.status import Status
-from kcprpc.transport import close_status
+from kcprpc.transport import close_code, close_status
 from kcprpc.transport_events import PeerClosed, TransportEvent
 from kcprpc.web.pipe import WebPipe
 
@@ -28,14 +28,12 @@ REFUSE_CLOSE_BASE = 4000
 
 def status_close_code(status: Status | int) -> int:
     """The WebSocket close code that carries ``status``."""
-    return REFUSE_CLOSE_BASE + int(status)
+    return close_code(status, REFUSE_CLOSE_BASE)
 
 
 def close_code_status(code: int | None) -> Status | None:
     """The RPC status a WebSocket close code carries, or None."""
-    if code is None or not REFUSE_CLOSE_BASE < code <= REFUSE_CLOSE_BASE + max(Status):
-        return None
-    return Status(code - REFUSE_CLOSE_BASE)
+    return close_status(code, REFUSE_CLOSE_BASE)
 
 
 class WebConnection(MuxConnection):
