@@ -97,6 +97,9 @@ class PacketPath(Protocol):
     def announce_rebind(self, now: int) -> None:
         """After the endpoint moved to a new socket: tell the peer."""
 
+    def ping(self, nonce: int, now: int) -> bool:
+        """Send a keepalive the peer's transport answers; False when the path has none (compat)."""
+
     def add_stats(self, out: dict[str, int]) -> None: ...
 
 
@@ -163,6 +166,9 @@ class CompatPath:
 
     def announce_rebind(self, now: int) -> None:
         raise KCPUsageError("rebind() is for secure-mode client sessions (kcp.dial with a SecureWire)")
+
+    def ping(self, nonce: int, now: int) -> bool:
+        return False  # kcp-go's wire has no PING
 
     def add_stats(self, out: dict[str, int]) -> None:
         return None

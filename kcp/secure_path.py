@@ -34,6 +34,7 @@ from kcp.pipeline import Pipeline
 from kcp.pmtud import Pmtud
 from kcp.secure import (
     ConnectionClosed,
+    Event,
     GoAwayReceived,
     HandshakeConfig,
     HandshakeError,
@@ -42,6 +43,7 @@ from kcp.secure import (
     PathChanged,
     PathFailed,
     PathValidated,
+    PingAnswered,
     Reason,
     SecureClient,
     SecureConfig,
@@ -50,7 +52,7 @@ from kcp.secure import (
 )
 from kcp.secure.connection import reason_text
 from kcp.secure.handshake import ClientState
-from kcp.secure.packet import MAX_PARTS, MIN_TRANSPORT, PART_OVERHEAD
+from kcp.secure.packet import KEEPALIVE_PROBE, MAX_PARTS, MIN_TRANSPORT, PART_OVERHEAD
 from kcp.stats import Counters, fold_secure
 
 __all__ = [
@@ -348,15 +350,30 @@ class SecurePath:
             self.ep.kick()
         self._apply_pmtu()
 
-    def _pmtud_acks(self, now: int) -> None:
+    def _probe_acks(self, now: int) -> None:
+        """PING_ACKs arrived: a keepalive's answer goes to the callbacks, an MTU probe's to the search."""
         conn = self.conn
         acks, conn.probe_acks = conn.probe_acks, []
         pm = self.pmtud
-        if pm is None:
-            return
+        searched = False
         for pid in acks:
-            pm.on_ack(pid, now)
-        self._pmtud_run(now)  # the next probe at once
+            if pid & KEEPALIVE_PROBE:
+                self._notify(PingAnswered(pid ^ KEEPALIVE_PROBE))
+            elif pm is not None:
+                pm.on_ack(pid, now)
+                searched = True
+        if searched:
+            self._pmtud_run(now)  # the next probe at once
+
+    # -- keepalive -------------------------------------------------------------------------------
+    def ping(self, nonce: int, now: int) -> bool:
+        """Send a keepalive: an authenticated PING carrying ``nonce`` that the peer's transport answers
+        (the answer comes back as :class:`~kcp.secure.PingAnswered`)."""
+        conn = self.conn
+        if not conn.is_open:
+            return False
+        self.ep.send(conn.ping(now, 0, KEEPALIVE_PROBE | nonce), conn.peer_addr)
+        return True
 
     # -- receiving -------------------------------------------------------------------------------
     def input(self, datagram: bytes, addr: Address, now: int) -> bool:
@@ -382,7 +399,7 @@ class SecurePath:
             elif authentic:
                 s.touch(now)  # authenticated control traffic (PING, path probes) keeps it alive
         if payload is None and conn.probe_acks:
-            self._pmtud_acks(now)
+            self._probe_acks(now)
         return authentic
 
     def _events(self, now: int) -> None:
@@ -400,15 +417,18 @@ class SecurePath:
                     s.goaway_received = (ev.code, ev.message)
                 elif isinstance(ev, KeyUpdated):
                     self.rekey_due = now + conn.config.rekey_after_ms
-            for cb in tuple(self.callbacks):
-                try:
-                    cb(ev)
-                except Exception as exc:
-                    self.ep.loop.call_exception_handler(
-                        {"message": "KCP session event callback failed", "exception": exc, "event": ev}
-                    )
+            self._notify(ev)
             if isinstance(ev, ConnectionClosed) and ev.by_peer and s is not None:
                 s.peer_closed(now, ev.code, "closed by peer: " + reason_text(ev.code, ev.message))
+
+    def _notify(self, ev: Event) -> None:
+        for cb in tuple(self.callbacks):
+            try:
+                cb(ev)
+            except Exception as exc:
+                self.ep.loop.call_exception_handler(
+                    {"message": "KCP session event callback failed", "exception": exc, "event": ev}
+                )
 
     # -- timers ----------------------------------------------------------------------------------
     def timer(self) -> int:

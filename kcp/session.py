@@ -36,6 +36,7 @@ from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.path import PacketPath
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline, bare_kcp
+from kcp.secure.packet import KEEPALIVE_PROBE
 from kcp.session_cc import SessionCC
 from kcp.session_datagrams import DatagramQueue
 from kcp.session_setup import check_close_code, make_engine, water_marks
@@ -239,6 +240,24 @@ class KCPSession:
     def touch(self, now: int) -> None:
         """Authenticated traffic without a payload arrived (secure mode): the peer is alive."""
         self._last_recv = now
+
+    # -- liveness --------------------------------------------------------------------------------
+    def ping(self, nonce: int) -> bool:
+        """Secure mode: send a keepalive, an authenticated PING carrying ``nonce`` (0 to 2**63 - 1)
+        that the peer's transport answers at once, with no KCP, mux or RPC work on either side. The
+        answer reaches the event callbacks as :class:`kcp.secure.PingAnswered` (``nonce``); a lost
+        PING or answer is simply not answered. Returns False, and sends nothing, in compat mode
+        (kcp-go's wire has no PING) or once the session is closing."""
+        if not 0 <= nonce < KEEPALIVE_PROBE:
+            raise KCPUsageError(f"ping nonce must be in 0..2**63-1, got {nonce}")
+        if self._state is not _OPEN:
+            return False
+        return self._path.ping(nonce, self._timers.now_ms())
+
+    def silent_ms(self) -> int:
+        """Milliseconds since the peer last sent something this session accepted (secure mode: an
+        authenticated datagram, its keepalives included)."""
+        return max(0, self._timers.now_ms() - self._last_recv)
 
     def end(self, now: int, reason: str, *, flush: bool = False) -> None:
         """End the session now for ``reason`` (its host's decision: listener closed, replaced);

@@ -233,6 +233,8 @@ class StreamPump:
             body["resumed"] = resumed
         if resume_error is not None:
             body["resume_error"] = resume_error
+        if sess.conn.silent_ms() is not None:  # its sweep hears the transport's keepalives
+            body["tping"] = True
         self.writer.send(sess.protocol.welcome(body))
 
     async def _handshake(self, restore: Any, resume: Any = None) -> None:

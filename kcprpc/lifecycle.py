@@ -30,7 +30,7 @@ from kcprpc.resume import TOKEN_SIZE, SessionExpired, resume_proof
 from kcprpc.status import Status
 from kcprpc.subscriptions import Subscriptions
 from kcprpc.transport import Connection, maybe_await
-from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, TransportEvent
+from kcprpc.transport_events import PathChanged, PeerClosed, PeerDraining, PingAnswered, TransportEvent
 
 log = logging.getLogger("kcprpc.client")
 
@@ -300,7 +300,9 @@ class Lifecycle:
 
     def _on_transport_event(self, link: Link, ev: TransportEvent) -> None:
         """Events of the transport under ``link`` (secure mode; runs in the receive path)."""
-        if isinstance(ev, PeerDraining):
+        if type(ev) is PingAnswered:  # the transport's answer to a heartbeat (Link.heartbeat)
+            link.pong(ev.nonce)
+        elif isinstance(ev, PeerDraining):
             # a transport GOAWAY (a kcp-level listener.goaway()) drains like the RPC GOAWAY frame
             self._on_goaway(link)
         elif isinstance(ev, PeerClosed):

@@ -92,6 +92,9 @@ class Link:
         self.session_id: str | None = None
         self.welcome: asyncio.Future[Welcome] = self.loop.create_future()
         self.hb = Heartbeat(heartbeat, self.now()) if heartbeat is not None else None
+        # WELCOME said the server hears the transport's keepalives: heartbeats go as those (secure
+        # KCP: an authenticated PING its transport answers) instead of PING frames through the mux
+        self.transport_ping = False
         # what this side sent besides its PINGs (for the heartbeat's skip rule): the mux's framed
         # stream bytes less the PINGs' own; a connection without a mux (in memory) never skips
         mux = getattr(conn, "mux", None)
@@ -177,8 +180,12 @@ class Link:
         call.abort(ev.error, ev.cancel)
 
     def _pong(self, ev: PongReceived) -> None:
+        self.pong(ev.nonce)
+
+    def pong(self, nonce: int) -> None:
+        """The answer to heartbeat ``nonce``: a PONG frame, or the transport's answer to its keepalive."""
         if self.hb is not None:
-            self.hb.on_pong(ev.nonce, self.now())
+            self.hb.on_pong(nonce, self.now())
 
     def _room(self, ev: RoomChanged) -> None:
         self.hooks.on_room(ev.joined, ev.room)
@@ -187,6 +194,7 @@ class Link:
         hb_ms = ev.welcome.heartbeat_ms
         if self.hb is not None and type(hb_ms) is int and hb_ms > 0:
             self.hb.limit_interval(hb_ms * 5 // 2)  # the server sweeps at its own interval
+        self.transport_ping = ev.welcome.transport_ping is True
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
 
@@ -241,7 +249,7 @@ class Link:
             if action is HeartbeatAction.DEAD:
                 self.hooks.on_lost(self, "peer did not answer heartbeats")
                 return
-            if action is HeartbeatAction.PING:
+            if action is HeartbeatAction.PING and not (self.transport_ping and self.conn.ping(nonce)):
                 rtt_us = int(hb.srtt_ms * 1000) if hb.srtt_ms is not None else None
                 ping = Ping(nonce, rtt_us).encode()
                 self._ping_bytes += len(ping)

@@ -247,6 +247,14 @@ class MemoryConnection:
         """Raises :class:`UsageError`: only a secure KCP connection moves."""
         raise UsageError("rebind() needs a secure-mode KCP connection")
 
+    def ping(self, nonce: int) -> bool:
+        """False: no transport keepalive in memory (the RPC heartbeat's PING frames do the work)."""
+        return False
+
+    def silent_ms(self) -> int | None:
+        """None: an in-memory pipe does not track what it hears."""
+        return None
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once (in memory: the same as :meth:`close`)."""
         await self.close()

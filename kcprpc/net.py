@@ -24,6 +24,7 @@ from kcprpc.transport_events import (
     PathValidated,
     PeerClosed,
     PeerDraining,
+    PingAnswered,
     TransportEvent,
 )
 
@@ -188,6 +189,18 @@ class MuxConnection:
             raise UsageError("rebind() needs a secure-mode KCP connection")
         return self.session.rebind()
 
+    def ping(self, nonce: int) -> bool:
+        """Secure KCP: send an authenticated keepalive PING (:meth:`kcp.KCPSession.ping`); its answer
+        arrives as :class:`~kcprpc.transport_events.PingAnswered`. False over compat KCP and web
+        transports, which have none."""
+        return self.session.ping(nonce) if self.session is not None else False
+
+    def silent_ms(self) -> int | None:
+        """Secure KCP: milliseconds since the last authenticated datagram from the peer; None
+        otherwise (compat KCP accepts unauthenticated packets, so they prove nothing)."""
+        s = self.session
+        return s.silent_ms() if s is not None and s.mode == "secure" else None
+
     @property
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""
@@ -227,9 +240,12 @@ def _secure_event_translator() -> Callable[[Any], TransportEvent | None]:
     from kcp.secure import PathChanged as KcpPathChanged
     from kcp.secure import PathFailed as KcpPathFailed
     from kcp.secure import PathValidated as KcpPathValidated
+    from kcp.secure import PingAnswered as KcpPingAnswered
     from kcp.secure.connection import reason_text
 
     def translate(ev: Any) -> TransportEvent | None:
+        if type(ev) is KcpPingAnswered:  # the most frequent: an idle connection's keepalive
+            return PingAnswered(ev.nonce)
         if isinstance(ev, KcpPathChanged):
             return PathChanged(ev.old, ev.new)
         if isinstance(ev, KcpPathValidated):

@@ -73,6 +73,13 @@ _SWEEP_SLICE = 500
 """Sessions the sweep checks before it lets the event loop run other callbacks."""
 
 
+def _silent(conn: Connection, timeout: float) -> bool:
+    """Has the transport under ``conn`` heard nothing for ``timeout`` seconds either? (A client whose
+    WELCOME said ``tping`` sends its heartbeats as transport keepalives, which no frame shows.)"""
+    ms = conn.silent_ms()
+    return ms is None or ms >= timeout * 1000
+
+
 class ServerListener(Protocol):
     """Something more that brings connections to a server (:meth:`Server.add_listener`): the web
     listeners of :mod:`kcprpc.web`. It hands each connection to :meth:`Server.handle_connection`."""
@@ -418,7 +425,7 @@ class Server:
                 if s.closed:
                     s.send_backlog = 0  # out of the total (its teardown subtracts what is left)
                     continue
-                if s.last_receive < limit:
+                if s.last_receive < limit and _silent(s.conn, hb.timeout):
                     log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
                     s.closed = True
                     self._note_release(s.send_backlog)

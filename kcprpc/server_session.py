@@ -164,8 +164,14 @@ class ServerSession:
 
     @property
     def rtt_ms(self) -> float | None:
-        """The client's smoothed RTT in ms, as it reports it in its PINGs."""
-        return self.protocol.rtt_ms
+        """The client's smoothed RTT in ms, as it reports it in its PING frames; until it has (its
+        heartbeats go as transport keepalives, WELCOME's ``tping``), the transport's own estimate
+        (KCP's smoothed RTT of what the server sent), or None when there is none yet."""
+        rtt = self.protocol.rtt_ms
+        if rtt is None:
+            st = self.conn.stats()  # KCP's: an RTT sample comes with the ack of the first segment sent
+            return float(st["srtt"]) if "srtt" in st and st.get("out_segs", 0) > 0 else None
+        return rtt
 
     @property
     def active_calls(self) -> int:
@@ -516,6 +522,14 @@ class DetachedConnection:
     def rebind(self) -> Any:
         """Raises ``ConnectionError``: the connection is gone."""
         raise ConnectionError("session detached")
+
+    def ping(self, nonce: int) -> bool:
+        """False: no connection to ping on."""
+        return False
+
+    def silent_ms(self) -> int | None:
+        """None: no connection."""
+        return None
 
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Nothing to abort."""

@@ -119,6 +119,18 @@ class Connection(Protocol):
         """Move to a new local socket (secure KCP clients); raises :class:`UsageError` otherwise."""
         ...
 
+    def ping(self, nonce: int) -> bool:
+        """Send a transport keepalive that the peer's transport answers by itself (secure KCP: an
+        authenticated PING, answered with no mux or RPC work); the answer arrives as a
+        :class:`~kcprpc.transport_events.PingAnswered` event. False, and nothing sent, when the
+        transport has none (compat KCP, web transports, in memory)."""
+        ...
+
+    def silent_ms(self) -> int | None:
+        """Milliseconds since the transport last heard from the peer (secure KCP: an authenticated
+        datagram, keepalives included), or None when the transport cannot tell."""
+        ...
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once, dropping what waits to be sent; a secure session tells the peer
         ``code`` and ``message`` in its authenticated CLOSE."""

@@ -13,7 +13,15 @@ from typing import Any
 
 from kcprpc.status import Status
 
-__all__ = ["PathChanged", "PathFailed", "PathValidated", "PeerClosed", "PeerDraining", "TransportEvent"]
+__all__ = [
+    "PathChanged",
+    "PathFailed",
+    "PathValidated",
+    "PeerClosed",
+    "PeerDraining",
+    "PingAnswered",
+    "TransportEvent",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,4 +64,11 @@ class PeerClosed:
     reason: str
 
 
-TransportEvent = PathChanged | PathValidated | PathFailed | PeerDraining | PeerClosed
+@dataclass(frozen=True, slots=True)
+class PingAnswered:
+    """The peer's transport answered this side's :meth:`~kcprpc.transport.Connection.ping` ``nonce``."""
+
+    nonce: int
+
+
+TransportEvent = PathChanged | PathValidated | PathFailed | PeerDraining | PeerClosed | PingAnswered

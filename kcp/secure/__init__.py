@@ -37,6 +37,7 @@ from .events import (
     PathChanged,
     PathFailed,
     PathValidated,
+    PingAnswered,
 )
 from .handshake import Received, SecureClient, SecureServer, generate_keypair
 from .packet import Reason, peek_cid
@@ -62,6 +63,7 @@ __all__ = [
     "PathChanged",
     "PathFailed",
     "PathValidated",
+    "PingAnswered",
     "Reason",
     "Received",
     "ReplayWindow",

@@ -54,4 +54,14 @@ class GoAwayReceived:
     message: str
 
 
-Event = PathChanged | PathValidated | PathFailed | KeyUpdated | ConnectionClosed | GoAwayReceived
+@dataclass(frozen=True, slots=True)
+class PingAnswered:
+    """The peer answered our keepalive PING ``nonce`` (:meth:`kcp.KCPSession.ping`): it is alive,
+    and so is the path both ways."""
+
+    nonce: int
+
+
+Event = (
+    PathChanged | PathValidated | PathFailed | KeyUpdated | ConnectionClosed | GoAwayReceived | PingAnswered
+)

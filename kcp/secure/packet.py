@@ -79,9 +79,12 @@ F_PATH_CHALLENGE: Final = 0x02
 F_PATH_RESPONSE: Final = 0x03
 F_CLOSE: Final = 0x04
 F_GOAWAY: Final = 0x05
-F_PING_ACK: Final = 0x06  # probe id (8): answers a PING that carries one (an MTU probe)
+F_PING_ACK: Final = 0x06  # probe id (8): answers a PING that carries one (an MTU probe or a keepalive)
 F_DATA_PART: Final = 0x07  # message id (4) | index (1) | count (1) | piece: a DATA payload in pieces
 PROBE_ID_LEN: Final = 8
+KEEPALIVE_PROBE: Final = 1 << 63
+"""A probe id with this bit set is a keepalive (:meth:`kcp.KCPSession.ping`), without it an MTU probe.
+Only the sender reads the bit: the peer answers every PING that carries an id the same way."""
 PART_HEADER: Final = 4 + 1 + 1  # message id, index, count
 PART_OVERHEAD: Final = (
     TRANSPORT_HEADER + 1 + PART_HEADER + TAG_LEN

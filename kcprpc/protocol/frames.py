@@ -105,9 +105,10 @@ class Hello(NamedTuple):
 
 class Welcome(NamedTuple):
     """s → c, call id 0: ``{"v", "sid", "hb", "epoch", "max_msg", "restored"?, "resume"?,
-    "resumed"?, "resume_error"?}`` (``resume``: ``{"token": bin(32), "window_ms": int}`` when the
-    session can be resumed; ``resumed`` answers a HELLO's ``resume``, with ``resume_error`` when
-    it was not)."""
+    "resumed"?, "resume_error"?, "tping"?}`` (``resume``: ``{"token": bin(32), "window_ms": int}``
+    when the session can be resumed; ``resumed`` answers a HELLO's ``resume``, with ``resume_error``
+    when it was not; ``tping``: true when the server counts the transport's keepalives as
+    heartbeats, so the client may send those instead of PING frames)."""
 
     version: int
     session_id: str | None
@@ -118,6 +119,7 @@ class Welcome(NamedTuple):
     resume: dict[str, Any] | None = None
     resumed: bool | None = None
     resume_error: str | None = None
+    transport_ping: bool | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -135,6 +137,8 @@ class Welcome(NamedTuple):
             body["resumed"] = self.resumed
         if self.resume_error is not None:
             body["resume_error"] = self.resume_error
+        if self.transport_ping is not None:
+            body["tping"] = self.transport_ping
         return encode_frame(codec.WELCOME, 0, body)
 
 
@@ -362,7 +366,7 @@ def _welcome(cid: int, b: Any) -> Frame:
     v, sid, hb, epoch, mx, restored = (
         b.get("v"), b.get("sid"), b.get("hb"), b.get("epoch"), b.get("max_msg"), b.get("restored"),
     )  # fmt: skip
-    resume, resumed, error = b.get("resume"), b.get("resumed"), b.get("resume_error")
+    resume, resumed, error, tping = b.get("resume"), b.get("resumed"), b.get("resume_error"), b.get("tping")
     return Welcome(
         v if type(v) is int else 0,
         sid if type(sid) is str else None,
@@ -373,6 +377,7 @@ def _welcome(cid: int, b: Any) -> Frame:
         resume if type(resume) is dict else None,
         resumed if type(resumed) is bool else None,
         error if type(error) is str else None,
+        tping if type(tping) is bool else None,
     )
 
 

@@ -126,6 +126,9 @@ async def test_a_kcp_client_whose_pings_arrive_but_that_consumes_nothing_is_ende
             reason = await asyncio.wait_for(lost, TIMEOUT)
             assert "RESOURCE_EXHAUSTED" in reason and "none was consumed" in reason
             assert server.stats["slow_consumers_stalled"] == 1 and server.stats["slow_consumers"] == 0
-            assert sess.last_receive > stopped_at + 0.4  # its pings kept arriving all along
+            # its pings (transport keepalives: WELCOME said tping) kept arriving all along
+            silent_ms = sess.conn.silent_ms()
+            assert silent_ms is not None and loop.time() - silent_ms / 1000 > stopped_at + 0.4
+            assert sess.last_receive < stopped_at + 0.4  # none of them was an RPC frame
         finally:
             await slow.close()
