@@ -442,11 +442,12 @@ class Server:
                         f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
                     )
                     continue
-                stall = s.stall
+                stall, progress = s.stall, s.progress_probe
                 if (
                     stall is not None
-                    and s.progress_probe is not None
-                    and stall.observe(now_ms, b, s.progress_probe())
+                    and progress is not None
+                    # nothing waits (an idle session): its progress need not be read
+                    and stall.observe(now_ms, b, progress() if b > 0 else 0)
                 ):
                     s.end_slow_consumer(
                         "slow_consumers_stalled",
