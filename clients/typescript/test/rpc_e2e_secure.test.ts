@@ -86,3 +86,31 @@ test("rebind: the connection moves to a new local socket and its calls carry on"
   }
   await assert.rejects(c.rebind(), /rebind\(\) needs an open secure-mode KCP connection/);
 });
+
+test("heartbeats go as transport keepalives the server's secure layer answers (WELCOME tping)", async () => {
+  const port = running.server?.port as number;
+  const conns: MuxConnection[] = [];
+  const dial = kcpConnector("127.0.0.1", port, { wire: WIRE });
+  const c = await Client.connect(
+    async () => {
+      const m = await dial();
+      conns.push(m);
+      return m;
+    },
+    { heartbeat: { intervalMs: 50, timeoutMs: 2000 } },
+  );
+  try {
+    const transport = conns[0]?.transport as KcpTransport;
+    const st = (): Record<string, number> => transport.stats();
+    await waitFor(() => c.rttMs !== null, "a first answered keepalive", 5000);
+    // quiet from here on: the heartbeats must not go through KCP (no PING frame, no segment)
+    const segs = st()["outSegs"];
+    const acks = st()["secure_mtu_probe_acks"] as number;
+    await waitFor(() => (st()["secure_mtu_probe_acks"] as number) >= acks + 4, "four more answered keepalives", 10000);
+    assert.equal(st()["outSegs"], segs);
+    assert.ok(c.connected);
+    assert.equal(await c.unary("ts.App/sleep", 1), 1);
+  } finally {
+    await c.close();
+  }
+});

@@ -527,11 +527,18 @@ class Link {
     } else this.client.counters.bad_frames++;
   }
 
-  startHeartbeat(cfg: HeartbeatConfig, serverHbMs: number | null, previousSrtt: number | null): void {
+  /**
+   * @param transportPing WELCOME said `tping`: heartbeats go as the transport's keepalives (secure
+   * mode: an authenticated PING the server's secure layer answers), PING frames otherwise
+   */
+  startHeartbeat(cfg: HeartbeatConfig, serverHbMs: number | null, previousSrtt: number | null, transportPing = false): void {
     const hb = new Heartbeat(cfg, this.client.now());
     if (serverHbMs) hb.limitInterval(2.5 * serverHbMs);
     hb.srttMs = previousSrtt;
     this.hb = hb;
+    const conn = this.conn;
+    const keepalive = transportPing && conn.ping !== undefined && conn.onPingAnswered !== undefined;
+    if (keepalive) conn.onPingAnswered?.((nonce) => hb.onPong(nonce, this.client.now()));
     const tick = (): void => {
       if (this.state === "closed") return;
       const now = this.client.now();
@@ -540,7 +547,7 @@ class Link {
         this.client.linkLost(this, "peer did not answer heartbeats");
         return;
       }
-      if (action === "ping") {
+      if (action === "ping" && !(keepalive && conn.ping?.(nonce))) {
         const rtt = hb.srttMs === null ? null : Math.round(hb.srttMs * 1000);
         this.sendFrame(this.control, encodeFrame(T.PING, 0, [nonce, rtt]));
       }
@@ -792,7 +799,7 @@ export class Client implements RpcChannel {
     if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
     const old = this.link;
     const hbCfg = this.opts.heartbeat === undefined ? { intervalMs: 1000, timeoutMs: 5000 } : this.opts.heartbeat;
-    if (hbCfg) link.startHeartbeat(hbCfg, hbMs, old?.hb?.srttMs ?? null);
+    if (hbCfg) link.startHeartbeat(hbCfg, hbMs, old?.hb?.srttMs ?? null, body.tping === true);
     this.link = link;
     this.gaveUp = null;
     const w = this.readyWaiters;

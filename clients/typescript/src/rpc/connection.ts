@@ -66,6 +66,10 @@ export interface RpcConnection {
   onDraining?(cb: (code: number, message: string) => void): void;
   /** Move to a new local socket (secure mode), optional. */
   rebind?(): Promise<void>;
+  /** Send a transport keepalive the peer's transport answers by itself (secure mode); false when there is none, optional. */
+  ping?(nonce: number): boolean;
+  /** Call `cb` with the nonce of each answered {@link ping}, optional. */
+  onPingAnswered?(cb: (nonce: number) => void): void;
 }
 
 /** What a {@link MuxConnection} runs over: a reliable byte pipe plus datagrams (a KCP session). */
@@ -90,6 +94,10 @@ export interface DatagramTransport extends ByteTransport {
   onDraining?(cb: (code: number, message: string) => void): void;
   /** Move to a new local socket (secure mode), optional. */
   rebind?(): Promise<void>;
+  /** Send a transport keepalive (secure mode), optional: see {@link RpcConnection.ping}. */
+  ping?(nonce: number): boolean;
+  /** Call `cb` with the nonce of each answered {@link ping}, optional. */
+  onPingAnswered?(cb: (nonce: number) => void): void;
   /** Resolves once the transport has ended (after its close linger), optional. */
   waitClosed?(): Promise<void>;
   /** End at once, dropping unacknowledged data, optional. */
@@ -143,6 +151,12 @@ export class MuxConnection implements RpcConnection {
   async rebind(): Promise<void> {
     if (!this.transport.rebind) throw new Error("this connection cannot move to a new socket");
     await this.transport.rebind();
+  }
+  ping(nonce: number): boolean {
+    return this.transport.ping?.(nonce) ?? false;
+  }
+  onPingAnswered(cb: (nonce: number) => void): void {
+    this.transport.onPingAnswered?.(cb);
   }
   async openStream(): Promise<RpcByteStream> {
     return new StreamAdapter(this.mux.openStream());

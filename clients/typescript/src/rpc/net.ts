@@ -56,6 +56,7 @@ export function handshakeRpcError(e: HandshakeError): RpcError {
 export class KcpTransport implements DatagramTransport {
   private dataCb: ((d: Uint8Array) => void) | null = null;
   private drainingCbs: Array<(code: number, message: string) => void> = [];
+  private pingCbs: Array<(nonce: number) => void> = [];
   /** Why the transport ended when it was this side's own finding (the peer's port unreachable), else null. */
   failure: Error | null = null;
   /**
@@ -69,7 +70,8 @@ export class KcpTransport implements DatagramTransport {
     unreachableMs = 1000,
   ) {
     securePathOf(session)?.onEvent((e) => {
-      if (e.type === "goAwayReceived") for (const cb of this.drainingCbs) cb(e.code, e.message);
+      if (e.type === "pingAnswered") for (const cb of this.pingCbs) cb(e.nonce);
+      else if (e.type === "goAwayReceived") for (const cb of this.drainingCbs) cb(e.code, e.message);
     });
     if (unreachableMs > 0) this.watchUnreachable(unreachableMs);
   }
@@ -99,6 +101,15 @@ export class KcpTransport implements DatagramTransport {
       this.failure = new PeerUnreachableError(`${this.remoteAddress} is unreachable (${err.code} for ${Math.round(now - since)} ms, nothing received): the server's port is closed`);
       this.session.abort(this.failure.message);
     });
+  }
+  /** Secure mode: send a transport keepalive that the server's secure layer answers by itself; false in compat mode or once closed. */
+  ping(nonce: number): boolean {
+    const path = securePathOf(this.session);
+    return path !== null && this.session.state === "open" && path.keepalive(nonce, this.session.now());
+  }
+  /** Secure mode: call `cb` with the nonce of each answered {@link ping}. */
+  onPingAnswered(cb: (nonce: number) => void): void {
+    this.pingCbs.push(cb);
   }
   /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
   rebind(): Promise<void> {

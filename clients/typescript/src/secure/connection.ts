@@ -49,7 +49,9 @@ export type SecureEvent =
   | { readonly type: "pathFailed"; readonly addr: PeerAddr; readonly revertedTo: PeerAddr }
   | { readonly type: "keyUpdated"; readonly epoch: number; readonly byPeer: boolean }
   | { readonly type: "connectionClosed"; readonly code: number; readonly message: string; readonly byPeer: boolean }
-  | { readonly type: "goAwayReceived"; readonly code: number; readonly message: string };
+  | { readonly type: "goAwayReceived"; readonly code: number; readonly message: string }
+  /** The peer answered our {@link SecureConnection.keepalive} `nonce`. */
+  | { readonly type: "pingAnswered"; readonly nonce: number };
 
 /** Counters of a secure client and its connection (names as the Python `SecureCounters`, camel-cased). */
 export interface SecureCounters {
@@ -336,6 +338,18 @@ export class SecureConnection {
     return this.sealFrame(extra > 0 ? concat(body, new Uint8Array(extra)) : body, now);
   }
 
+  /**
+   * A keepalive: an authenticated PING whose 8-byte probe id has its top bit set (KEEPALIVE_PROBE)
+   * and `nonce` (0 to 2^32 - 1) in its low 32 bits. The peer's transport answers it with a PING_ACK,
+   * reported here as a `pingAnswered` event (docs/security.md, "Keepalives").
+   */
+  keepalive(now: number, nonce: number): Uint8Array {
+    this.checkOpen();
+    if (!Number.isInteger(nonce) || nonce < 0 || nonce > 0xffffffff) throw new RangeError(`keepalive nonce must be in 0..2^32-1, got ${nonce}`);
+    const body = Uint8Array.of(F_PING, 0x80, 0, 0, 0, (nonce >>> 24) & 0xff, (nonce >>> 16) & 0xff, (nonce >>> 8) & 0xff, nonce & 0xff);
+    return this.sealFrame(body, now);
+  }
+
   /** Close now: an authenticated CLOSE datagram (kept in {@link closePacket}). */
   close(code: number = Reason.NONE, message = "", now = 0): Uint8Array {
     if (this.state === "closed") {
@@ -558,7 +572,12 @@ export class SecureConnection {
     }
     if (ft === F_PING_ACK && plaintext.length === 1 + PROBE_ID_LEN) {
       c.mtuProbeAcks++;
-      if (this.probeAcks.length < MAX_PROBE_ACKS) this.probeAcks.push(readU64be(plaintext, 1));
+      if (((plaintext[1] as number) & 0x80) !== 0) {
+        // a keepalive's answer (the id's top bit, KEEPALIVE_PROBE): the nonce is in its low 32 bits
+        const p = plaintext;
+        const nonce = (((p[5] as number) << 24) | ((p[6] as number) << 16) | ((p[7] as number) << 8) | (p[8] as number)) >>> 0;
+        if (this.events.length < MAX_PROBE_ACKS) this.events.push({ type: "pingAnswered", nonce });
+      } else if (this.probeAcks.length < MAX_PROBE_ACKS) this.probeAcks.push(readU64be(plaintext, 1));
       return;
     }
     if (ft === F_PATH_CHALLENGE && plaintext.length === 9) {

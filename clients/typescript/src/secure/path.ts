@@ -100,6 +100,13 @@ export class SecurePath implements Path {
     if (this.conn.isOpen) this.link.send(this.conn.goaway(code, message, now));
   }
 
+  /** A keepalive the peer's transport answers (a `pingAnswered` event to the listeners); false once closed. */
+  keepalive(nonce: number, now: number): boolean {
+    if (!this.conn.isOpen) return false;
+    this.link.send(this.conn.keepalive(now, nonce));
+    return true;
+  }
+
   /** An authenticated PING from the current socket (after a rebind: the server moves the path there). */
   ping(now: number): void {
     if (this.conn.isOpen) this.link.send(this.conn.ping(now));
