@@ -125,6 +125,7 @@ class StreamPump:
         self.loop = sess.loop
         self.decode = sess.receive.decode
         self.eager = False  # start handlers eagerly (the batch on_frames is in holds one frame)
+        self._hello_tping = False  # the control stream's HELLO said tping (its mux needs no NOPs)
 
     @property
     def is_control(self) -> bool:
@@ -194,6 +195,7 @@ class StreamPump:
         sess.control = self.writer
         hello = ev.hello
         sess.metadata = hello.metadata
+        self._hello_tping = hello.transport_ping
         if self.server.on_connect is None and hello.restore is None and hello.resume is None:
             self._welcome(None)
         else:
@@ -235,6 +237,8 @@ class StreamPump:
             body["resume_error"] = resume_error
         if sess.conn.silent_ms() is not None:  # its sweep hears the transport's keepalives
             body["tping"] = True
+            if self._hello_tping:  # and the client needs no mux NOPs: both muxes go quiet
+                sess.conn.use_transport_keepalive()
         self.writer.send(sess.protocol.welcome(body))
 
     async def _handshake(self, restore: Any, resume: Any = None) -> None:

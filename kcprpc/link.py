@@ -195,6 +195,8 @@ class Link:
         if self.hb is not None and type(hb_ms) is int and hb_ms > 0:
             self.hb.limit_interval(hb_ms * 5 // 2)  # the server sweeps at its own interval
         self.transport_ping = ev.welcome.transport_ping is True
+        if self.transport_ping:  # HELLO said tping too: liveness is the transport's, the mux goes quiet
+            self.conn.use_transport_keepalive()
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
 

@@ -255,6 +255,10 @@ class MemoryConnection:
         """None: an in-memory pipe does not track what it hears."""
         return None
 
+    def use_transport_keepalive(self) -> bool:
+        """False: no transport keepalive in memory."""
+        return False
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once (in memory: the same as :meth:`close`)."""
         await self.close()

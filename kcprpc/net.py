@@ -201,6 +201,15 @@ class MuxConnection:
         s = self.session
         return s.silent_ms() if s is not None and s.mode == "secure" else None
 
+    def use_transport_keepalive(self) -> bool:
+        """Secure KCP: stop the mux's keepalive (its NOPs and silence check); the session's
+        authenticated keepalives and the RPC heartbeat prove liveness. False over compat KCP and web
+        transports, whose mux keeps its NOPs."""
+        if self.silent_ms() is None:
+            return False
+        self.mux.stop_keepalive()
+        return True
+
     @property
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""

@@ -531,6 +531,10 @@ class DetachedConnection:
         """None: no connection."""
         return None
 
+    def use_transport_keepalive(self) -> bool:
+        """False: no connection."""
+        return False
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Nothing to abort."""
 

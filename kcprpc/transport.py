@@ -131,6 +131,13 @@ class Connection(Protocol):
         datagram, keepalives included), or None when the transport cannot tell."""
         ...
 
+    def use_transport_keepalive(self) -> bool:
+        """Both ends agreed (HELLO and WELCOME ``tping``) that the transport's keepalives and the RPC
+        heartbeat prove liveness: the mux stops its own keepalive (its NOPs and its silence check),
+        so an idle connection sends nothing but keepalives. False, and nothing changed, when the
+        transport has no keepalives (see :meth:`ping`)."""
+        ...
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once, dropping what waits to be sent; a secure session tells the peer
         ``code`` and ``message`` in its authenticated CLOSE."""

@@ -799,6 +799,12 @@ class MuxCore:
 
     # -- keepalive --------------------------------------------------------------------------------
 
+    def stop_keepalive(self) -> None:
+        """No more NOPs, and no more closing on silence: the layer above keeps the connection alive
+        (an RPC connection whose heartbeats ride on the transport's keepalives). Only for a peer that
+        agreed to it: an smux peer closes a session it hears nothing from for its keepalive timeout."""
+        self._ka = False
+
     def next_timer(self) -> int | None:
         """When :meth:`handle_timer` wants to run next (ms), or None (keepalive off or dead)."""
         if not self._ka or self._state is _S_CLOSED:

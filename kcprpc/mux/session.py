@@ -321,6 +321,11 @@ class MuxSession:
         c["streams_open"] = self._core.num_streams
         return c
 
+    def stop_keepalive(self) -> None:
+        """Send no more NOPs and never close on silence (:meth:`MuxCore.stop_keepalive`): only when the
+        peer agreed, and something else proves liveness both ways."""
+        self._core.stop_keepalive()
+
     def send_backlog(self) -> int:
         """Bytes this side holds for the peer: written to streams and not framed yet (behind closed
         version 2 windows, or waiting for the transport), plus the transport's own

@@ -45,6 +45,7 @@ from kcprpc.protocol.frames import (
     decode,
     encode_goaway,
     encode_pong,
+    hello_frame,
 )
 from kcprpc.protocol.state import ConnState, check_transition
 from kcprpc.status import Status
@@ -202,15 +203,15 @@ class ClientProtocol:
 
     # ------------------------------------------------------------------ sending
     def hello(
-        self, metadata: dict[str, Any], restore: dict[str, Any] | None, resume: dict[str, Any] | None = None
+        self,
+        metadata: dict[str, Any],
+        restore: dict[str, Any] | None,
+        resume: dict[str, Any] | None = None,
+        transport_ping: bool = True,
     ) -> bytes:
-        """The HELLO frame that opens the control stream (``resume``: ``{"sid", "proof"}``)."""
-        body: dict[str, Any] = {"v": codec.PROTOCOL_VERSION, "md": metadata}
-        if restore is not None:
-            body["restore"] = restore
-        if resume is not None:
-            body["resume"] = resume
-        return encode_frame(codec.HELLO, 0, body)
+        """The HELLO frame that opens the control stream (``resume``: ``{"sid", "proof"}``;
+        ``transport_ping``: see :class:`~kcprpc.protocol.frames.Hello`)."""
+        return hello_frame(metadata, restore, resume, transport_ping)
 
     def leaving(self) -> bytes:
         """The GOAWAY a client sends on its control stream before it closes on purpose: its

@@ -85,22 +85,37 @@ def _int(v: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------ frames
+def hello_frame(
+    metadata: dict[str, Any],
+    restore: dict[str, Any] | None,
+    resume: dict[str, Any] | None = None,
+    transport_ping: bool = False,
+    version: int = codec.PROTOCOL_VERSION,
+) -> bytes:
+    """The HELLO frame (see :class:`Hello`)."""
+    body: dict[str, Any] = {"v": version, "md": metadata}
+    if restore is not None:
+        body["restore"] = restore
+    if resume is not None:
+        body["resume"] = resume
+    if transport_ping:
+        body["tping"] = True
+    return encode_frame(codec.HELLO, 0, body)
+
+
 class Hello(NamedTuple):
-    """c → s, call id 0: ``{"v", "md"?, "restore"?, "resume"?}`` (``resume``: ``{"sid", "proof"}``,
-    checked by the server: :func:`kcprpc.resume.parse_claim`)."""
+    """c → s, call id 0: ``{"v", "md"?, "restore"?, "resume"?, "tping"?}`` (``resume``: ``{"sid",
+    "proof"}``, checked by the server: :func:`kcprpc.resume.parse_claim`; ``tping``: true when the
+    client, once WELCOME says ``tping``, heartbeats over the transport and needs no mux NOPs)."""
 
     version: int
     metadata: dict[str, Any]
     restore: dict[str, Any] | None
     resume: dict[str, Any] | None = None
+    transport_ping: bool = False
 
     def encode(self) -> bytes:
-        body: dict[str, Any] = {"v": self.version, "md": self.metadata}
-        if self.restore is not None:
-            body["restore"] = self.restore
-        if self.resume is not None:
-            body["resume"] = self.resume
-        return encode_frame(codec.HELLO, 0, body)
+        return hello_frame(self.metadata, self.restore, self.resume, self.transport_ping, self.version)
 
 
 class Welcome(NamedTuple):
@@ -357,7 +372,9 @@ def _hello(cid: int, b: Any) -> Frame:
         return Malformed(codec.HELLO, cid, "HELLO md/restore is not a map")
     v = b.get("v")
     resume = b.get("resume")
-    return Hello(v if type(v) is int else 0, md or {}, restore, resume if type(resume) is dict else None)
+    return Hello(
+        v if type(v) is int else 0, md or {}, restore, resume if type(resume) is dict else None, b.get("tping") is True
+    )
 
 
 def _welcome(cid: int, b: Any) -> Frame:

@@ -18,7 +18,7 @@ import kcprpc
 from kcp import CompatWire, KCPSession, KCPUsageError
 from kcp.relay import LossyRelay
 from kcp.secure import PingAnswered
-from kcprpc import ClientConfig, HeartbeatConfig, ServerConfig, Transport
+from kcprpc import ClientConfig, HeartbeatConfig, MuxConfig, SecureWire, ServerConfig, Transport
 
 TIMEOUT = 10.0
 
@@ -88,10 +88,15 @@ def _fast_server() -> ServerConfig:
 FAST_CLIENT = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=1.0), reconnect=None)
 
 
+# a mux keepalive short enough to show within the test: NOPs every 0.2 s, closed after 0.6 s of silence
+QUICK_MUX = MuxConfig(version=2, max_stream_buffer=512 * 1024, keepalive_interval=0.2, keepalive_timeout=0.6)
+
+
 async def test_a_quiet_secure_client_stays_alive_on_transport_keepalives_alone() -> None:
-    async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=_fast_server(), key="ka") as server:
+    tr = Transport(SecureWire(key="ka"), mux=QUICK_MUX)
+    async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=_fast_server(), transport=tr) as server:
         host, port = server.address  # type: ignore[misc]
-        client = await kcprpc.connect(host, port, key="ka", config=FAST_CLIENT)
+        client = await kcprpc.connect(host, port, config=FAST_CLIENT, transport=tr)
         try:
             link: Any = client.lifecycle.link
             assert link.transport_ping  # WELCOME said tping
@@ -106,7 +111,10 @@ async def test_a_quiet_secure_client_stays_alive_on_transport_keepalives_alone()
             assert sess.rtt_ms is not None  # the transport's own estimate stands in
             st = sess.conn.stats()
             assert st["secure_mtu_probes_answered"] >= 5
-            assert client.rtt_ms is not None and link.hb.skipped == 0
+            # both muxes went quiet (HELLO and WELCOME said tping): no NOP either way in 1.8 s,
+            # nine of their keepalive intervals, and no silence timeout in three of theirs
+            assert st["mux_nop_out"] == 0 and st["mux_nop_in"] == 0 and st["mux_keepalive_timeouts"] == 0
+            assert client.rtt_ms is not None  # the answers came back
             assert await client.stub(Svc, timeout=TIMEOUT).echo(b"x") == b"x"
         finally:
             await client.close()
@@ -147,7 +155,7 @@ async def test_a_server_whose_answers_stop_is_declared_dead_by_the_client() -> N
 
 
 async def test_a_compat_client_heartbeats_with_ping_frames() -> None:
-    compat = Transport(CompatWire())
+    compat = Transport(CompatWire(), mux=QUICK_MUX)
     async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=_fast_server(), transport=compat) as server:
         host, port = server.address  # type: ignore[misc]
         client = await kcprpc.connect(host, port, config=FAST_CLIENT, transport=compat)
@@ -159,5 +167,21 @@ async def test_a_compat_client_heartbeats_with_ping_frames() -> None:
             quiet_since = sess.last_receive
             await until(lambda: sess.last_receive > quiet_since, "the next PING frame")
             assert sess.conn.silent_ms() is None  # compat: unauthenticated packets prove nothing
+        finally:
+            await client.close()
+
+
+async def test_compat_muxes_keep_their_keepalive() -> None:
+    compat = Transport(CompatWire(), mux=QUICK_MUX)
+    cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.1, timeout=30.0))
+    async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=cfg, transport=compat) as server:
+        host, port = server.address  # type: ignore[misc]
+        quiet = ClientConfig(heartbeat=None, reconnect=None)  # no PING frames: only the muxes speak
+        client = await kcprpc.connect(host, port, config=quiet, transport=compat)
+        try:
+            (sess,) = server.sessions
+            st = sess.conn.stats
+            await until(lambda: st()["mux_nop_in"] >= 2 and st()["mux_nop_out"] >= 2, "NOPs both ways")
+            assert not sess.closed and client.connected
         finally:
             await client.close()

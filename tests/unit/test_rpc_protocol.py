@@ -87,6 +87,18 @@ def test_well_formed_frames_decode_to_their_class() -> None:
     assert fr.decode(codec.HELLO, 0, {"v": 1}) == fr.Hello(1, {}, None)  # md is optional
 
 
+def test_tping_round_trips_in_hello_and_welcome_and_reads_only_true() -> None:
+    hello = fr.Hello(1, {"a": "b"}, None, None, True)
+    assert hello.encode() == codec.encode_frame(codec.HELLO, 0, {"v": 1, "md": {"a": "b"}, "tping": True})
+    assert fr.decode(codec.HELLO, 0, {"v": 1, "tping": True}).transport_ping is True
+    assert fr.decode(codec.HELLO, 0, {"v": 1, "tping": 1}).transport_ping is False  # only true counts
+    assert fr.decode(codec.HELLO, 0, {"v": 1}).transport_ping is False  # an older client
+    assert b"tping" not in fr.Hello(1, {}, None).encode()
+    assert fr.decode(codec.WELCOME, 0, {"v": 1, "tping": True}).transport_ping is True  # type: ignore[union-attr]
+    assert fr.decode(codec.WELCOME, 0, {"v": 1, "tping": "yes"}).transport_ping is None  # type: ignore[union-attr]
+    assert fr.decode(codec.WELCOME, 0, {"v": 1}).transport_ping is None  # type: ignore[union-attr]
+
+
 def test_frames_encode_byte_identical_to_the_codec() -> None:
     assert fr.Call(7, "a/b", None, 100, 1, b"\x00").encode() == codec.encode_frame(
         codec.CALL, 7, ["a/b", None, 100, 1, b"\x00"]

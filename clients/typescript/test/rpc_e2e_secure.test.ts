@@ -90,7 +90,9 @@ test("rebind: the connection moves to a new local socket and its calls carry on"
 test("heartbeats go as transport keepalives the server's secure layer answers (WELCOME tping)", async () => {
   const port = running.server?.port as number;
   const conns: MuxConnection[] = [];
-  const dial = kcpConnector("127.0.0.1", port, { wire: WIRE });
+  // a mux keepalive that would show within the test: NOPs every 0.1 s, closed after 0.3 s of silence
+  const mux = { version: 2, maxStreamBuffer: 512 * 1024, keepaliveInterval: 0.1, keepaliveTimeout: 0.3 };
+  const dial = kcpConnector("127.0.0.1", port, { wire: WIRE, mux });
   const c = await Client.connect(
     async () => {
       const m = await dial();
@@ -106,8 +108,12 @@ test("heartbeats go as transport keepalives the server's secure layer answers (W
     // quiet from here on: the heartbeats must not go through KCP (no PING frame, no segment)
     const segs = st()["outSegs"];
     const acks = st()["secure_mtu_probe_acks"] as number;
-    await waitFor(() => (st()["secure_mtu_probe_acks"] as number) >= acks + 4, "four more answered keepalives", 10000);
+    await waitFor(() => (st()["secure_mtu_probe_acks"] as number) >= acks + 8, "eight more answered keepalives", 10000);
     assert.equal(st()["outSegs"], segs);
+    // both muxes went quiet (HELLO and WELCOME said tping): this side sent no NOP and did not close
+    // on the server mux's silence, over several of its 0.1 s intervals and 0.3 s timeouts
+    assert.equal(conns[0]?.mux.core.counters.nop_out, 0);
+    assert.equal(conns[0]?.mux.core.counters.keepalive_timeouts, 0);
     assert.ok(c.connected);
     assert.equal(await c.unary("ts.App/sleep", 1), 1);
   } finally {

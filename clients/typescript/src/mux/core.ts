@@ -221,7 +221,7 @@ export class MuxCore {
   private sendBuffered = 0;
   private st: SessionState = "open";
   private err: MuxClosedError | null = null;
-  private readonly ka: boolean;
+  private ka: boolean;
   private readonly kaInterval: number;
   private readonly kaTimeout: number;
   private nextPing: number;
@@ -609,6 +609,14 @@ export class MuxCore {
     }
     if (LIVE.has(state)) this.returnTokens(got);
     return concat(parts);
+  }
+
+  /**
+   * No more NOPs, and no more closing on silence: the layer above keeps the connection alive (an
+   * RPC connection whose heartbeats ride on the transport's keepalives). Only for a peer that agreed.
+   */
+  stopKeepalive(): void {
+    this.ka = false;
   }
 
   /** When {@link handleTimer} wants to run next (ms), or null. */

@@ -280,6 +280,13 @@ export class MuxSession {
     this.armTimer();
   }
 
+  /** Send no more NOPs and never close on silence ({@link MuxCore.stopKeepalive}); the pending wake-up is dropped. */
+  stopKeepalive(): void {
+    this.core.stopKeepalive();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
   private armTimer(): void {
     const at = this.core.nextTimer();
     if (at === null) return;

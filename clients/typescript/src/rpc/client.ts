@@ -756,7 +756,8 @@ export class Client implements RpcChannel {
         resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding) };
         if (!claim) claim = { offsets: this.restoreClaim().offsets };
       }
-      const hello: Record<string, unknown> = { v: PROTOCOL_VERSION, md: this.opts.metadata ?? {} };
+      // tping: once WELCOME says tping too, this client heartbeats over the transport and its mux needs no NOPs
+      const hello: Record<string, unknown> = { v: PROTOCOL_VERSION, md: this.opts.metadata ?? {}, tping: true };
       if (claim) hello.restore = claim;
       if (resume) hello.resume = resume;
       l.sendFrame(control, encodeFrame(T.HELLO, 0, hello));
@@ -799,6 +800,8 @@ export class Client implements RpcChannel {
     if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
     const old = this.link;
     const hbCfg = this.opts.heartbeat === undefined ? { intervalMs: 1000, timeoutMs: 5000 } : this.opts.heartbeat;
+    // HELLO and WELCOME both said tping: liveness is the transport's (its keepalives), the mux goes quiet
+    if (body.tping === true) link.conn.useTransportKeepalive?.();
     if (hbCfg) link.startHeartbeat(hbCfg, hbMs, old?.hb?.srttMs ?? null, body.tping === true);
     this.link = link;
     this.gaveUp = null;

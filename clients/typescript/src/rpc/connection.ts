@@ -70,6 +70,8 @@ export interface RpcConnection {
   ping?(nonce: number): boolean;
   /** Call `cb` with the nonce of each answered {@link ping}, optional. */
   onPingAnswered?(cb: (nonce: number) => void): void;
+  /** Both ends agreed (HELLO and WELCOME `tping`): the mux stops its own keepalive (NOPs, silence check), optional. */
+  useTransportKeepalive?(): void;
 }
 
 /** What a {@link MuxConnection} runs over: a reliable byte pipe plus datagrams (a KCP session). */
@@ -157,6 +159,9 @@ export class MuxConnection implements RpcConnection {
   }
   onPingAnswered(cb: (nonce: number) => void): void {
     this.transport.onPingAnswered?.(cb);
+  }
+  useTransportKeepalive(): void {
+    this.mux.stopKeepalive();
   }
   async openStream(): Promise<RpcByteStream> {
     return new StreamAdapter(this.mux.openStream());
