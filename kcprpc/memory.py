@@ -13,7 +13,7 @@ from kcprpc.config import RPC_MUX_CONFIG
 from kcprpc.errors import UsageError
 from kcprpc.mux import MuxConfig
 from kcprpc.net import MuxConnection
-from kcprpc.transport import SendBacklog
+from kcprpc.transport import NoTransportKeepalive, SendBacklog
 from kcprpc.transport_events import TransportEvent
 
 
@@ -102,7 +102,7 @@ class MemoryStream:
         """Nothing to wait for in memory."""
 
 
-class MemoryConnection:
+class MemoryConnection(NoTransportKeepalive):
     """One side of an in-memory connection; build pairs with :func:`connection_pair`."""
 
     def __init__(self, *, max_datagram_size: int = 1200, loss: float = 0.0, seed: int = 0) -> None:
@@ -246,18 +246,6 @@ class MemoryConnection:
     def rebind(self) -> Any:
         """Raises :class:`UsageError`: only a secure KCP connection moves."""
         raise UsageError("rebind() needs a secure-mode KCP connection")
-
-    def ping(self, nonce: int) -> bool:
-        """False: no transport keepalive in memory (the RPC heartbeat's PING frames do the work)."""
-        return False
-
-    def silent_ms(self) -> int | None:
-        """None: an in-memory pipe does not track what it hears."""
-        return None
-
-    def use_transport_keepalive(self) -> bool:
-        """False: no transport keepalive in memory."""
-        return False
 
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once (in memory: the same as :meth:`close`)."""

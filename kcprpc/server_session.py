@@ -26,7 +26,7 @@ from kcprpc.send_lanes import Put, SendLanes, encode_keyed_event
 from kcprpc.server_config import ServerConfig
 from kcprpc.service import Delivery, MethodSpec, event_info, event_send
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, SendBacklog, close_code, spawn
+from kcprpc.transport import ByteStream, Connection, NoTransportKeepalive, SendBacklog, close_code, spawn
 from kcprpc.transport_events import TransportEvent
 
 log = logging.getLogger("kcprpc.server")
@@ -444,7 +444,7 @@ def _detached_parts() -> tuple[ServerProtocol, ReceiveLimits, ParkingLot]:
     return _DETACHED_PARTS[0]
 
 
-class DetachedConnection:
+class DetachedConnection(NoTransportKeepalive):
     """What a detached session holds instead of its lost connection: the last address and the
     peer's key (read by ``remote_address`` / ``peer_public_key``), nothing else (it is closed)."""
 
@@ -522,18 +522,6 @@ class DetachedConnection:
     def rebind(self) -> Any:
         """Raises ``ConnectionError``: the connection is gone."""
         raise ConnectionError("session detached")
-
-    def ping(self, nonce: int) -> bool:
-        """False: no connection to ping on."""
-        return False
-
-    def silent_ms(self) -> int | None:
-        """None: no connection."""
-        return None
-
-    def use_transport_keepalive(self) -> bool:
-        """False: no connection."""
-        return False
 
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Nothing to abort."""

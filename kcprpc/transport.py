@@ -144,6 +144,26 @@ class Connection(Protocol):
         ...
 
 
+class NoTransportKeepalive:
+    """The transport-keepalive capabilities of a :class:`Connection` whose transport has none (in
+    memory, a detached session): :meth:`Connection.ping` sends nothing, :meth:`Connection.silent_ms`
+    cannot tell, and the mux keepalive stays as it is."""
+
+    __slots__ = ()
+
+    def ping(self, nonce: int) -> bool:
+        """False: no transport keepalive (the RPC heartbeat's PING frames do the work)."""
+        return False
+
+    def silent_ms(self) -> int | None:
+        """None: nothing tracks what the transport hears."""
+        return None
+
+    def use_transport_keepalive(self) -> bool:
+        """False: no transport keepalive to rely on."""
+        return False
+
+
 @runtime_checkable
 class SendBacklog(Protocol):
     """What a :class:`Connection` may add so that the server can bound what a client that stops
