@@ -89,6 +89,7 @@ async def main() -> None:
         for _ in range(args.repeat):
             tw = tt = ta = 0.0
             for _ in range(args.rounds):
+                await asyncio.sleep(0.02)  # the loop runs its timers between broadcasts, as a server's does
                 t0 = clock()
                 for s in srvs:
                     s.write(event)
