@@ -59,7 +59,7 @@ from kcprpc import current_context
 
 TOPIC = "fanout"
 MAX_INFLIGHT = 8  # the publisher's overlapping Publish calls: its pace does not wait on each reply
-SNMP_KEYS = ("out_segs", "retrans_segs", "fast_retrans_segs", "lost_segs", "in_pkts", "out_pkts")
+SNMP_KEYS = ("out_segs", "retrans_segs", "fast_retrans_segs", "lost_segs", "in_pkts", "out_pkts", "recv_syscalls", "send_syscalls")
 
 
 @kcprpc.event("bench.Tick")

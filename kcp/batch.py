@@ -321,7 +321,9 @@ def _shared_buffers(n: int, slot: int, gso: bool = False) -> _MMsgBuffers:
 
 
 _Fill = Callable[[Sequence[tuple[bytes, Address]], int, int], tuple[int, list[int] | None, list[int]]]
-"""Packs the send arrays from an index: (messages, datagrams per message or None for 1, bytes per message)."""
+"""Packs the send arrays from an index: (messages, datagrams per message or None for 1, bytes per
+message). ``None`` also says which arrays were packed: the plain ones (one datagram per message,
+fixed iovecs, no control data)."""
 
 
 class DatagramIO:
@@ -551,9 +553,11 @@ class DatagramIO:
     def _send_batches(
         self, items: Sequence[tuple[bytes, Address]], start: int, stop: int, fill: _Fill, msgs_ptr: int
     ) -> int:
-        """Send ``items[start:stop]`` with one sendmmsg per batch that ``fill`` packs."""
+        """Send ``items[start:stop]`` with one sendmmsg per batch that ``fill`` packs (into the
+        arrays at ``msgs_ptr``, or into the plain ones when it reports one datagram per message)."""
         fd = self.fd
         sendmmsg = _sendmmsg
+        plain_ptr = self._b._smsg_ptr
         calls = nbytes = sent = 0
         i = start
         while i < stop:
@@ -567,7 +571,7 @@ class DatagramIO:
                 i += 1
                 continue
             calls += 1
-            got = sendmmsg(fd, msgs_ptr, m, 0)
+            got = sendmmsg(fd, msgs_ptr if counts is not None else plain_ptr, m, 0)
             if got < 0:
                 err = ctypes.get_errno()
                 if err in _AGAIN_ERRNOS:
@@ -607,12 +611,14 @@ class DatagramIO:
         return i - start
 
     def _fill_plain(
-        self, items: Sequence[tuple[bytes, Address]], i: int, stop: int
+        self, items: Sequence[tuple[bytes, Address]], i: int, stop: int, runs: bool = False
     ) -> tuple[int, list[int] | None, list[int]]:
-        """Pack up to ``batch`` datagrams from ``i``, one message each (their iovecs are fixed).
+        """Pack up to ``batch`` datagrams from ``i`` into the plain arrays, one message each
+        (their iovecs are fixed).
 
         Returns the number of messages, ``None`` (one datagram per message) and their sizes; it
-        stops before a datagram larger than a slot.
+        stops before a datagram larger than a slot and, with ``runs``, before one followed by
+        another to the same address (a GSO run, for :meth:`_fill_gso`).
         """
         b = self._b
         slot = self.max_datagram
@@ -626,6 +632,7 @@ class DatagramIO:
         name_off = b._name_off
         namelen = self._namelen
         memmove = ctypes.memmove
+        cached = self._addr_cache.get
         sockaddr = self._sockaddr
         sizes: list[int] = []
         stop = min(stop, i + self.batch)
@@ -633,11 +640,12 @@ class DatagramIO:
         while i < stop:
             data, addr = items[i]
             size = len(data)
-            if size > slot:
+            if size > slot or (runs and i + 1 < stop and items[i + 1][1] == addr):
                 break
             memmove(sbase + k * slot, data, size)
             iov64[k * 2 + 1] = size
-            m64[k * s64 + name_off] = sockaddr(addr)[1]
+            hit = cached(addr)
+            m64[k * s64 + name_off] = (hit if hit is not None else sockaddr(addr))[1]
             m32[k * s32 + nl_off] = namelen
             sizes.append(size)
             k += 1
@@ -646,12 +654,17 @@ class DatagramIO:
 
     def _fill_gso(
         self, items: Sequence[tuple[bytes, Address]], i: int, stop: int
-    ) -> tuple[int, list[int], list[int]]:
+    ) -> tuple[int, list[int] | None, list[int]]:
         """Pack up to ``batch`` datagrams from ``i`` into messages, one per GSO run.
 
         Returns the number of messages and, per message, its datagram count and its bytes; it
-        stops before a datagram larger than a slot.
+        stops before a datagram larger than a slot. A batch that starts with datagrams to
+        different addresses (a fan-out) is packed by :meth:`_fill_plain` as far as the next run.
         """
+        if i + 1 < stop and items[i + 1][1] != items[i][1]:
+            k, _, singles = self._fill_plain(items, i, stop, True)
+            if k:
+                return k, None, singles
         b = self._bg
         n = self.batch
         slot = self.max_datagram

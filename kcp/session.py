@@ -537,8 +537,9 @@ class KCPSession:
             due = self._last_recv + self._idle_ms
         else:
             due = -1
-        if self._cc is not None:
-            t = self._cc.next_send(eng, now)
+        cc = self._cc
+        if cc is not None and eng.snd_queue:  # the pacer only waits with data queued
+            t = cc.next_send(eng, now)
             if t >= 0 and (due < 0 or t < due):
                 due = t
         ack_due = self._ack_due

@@ -121,6 +121,41 @@ def test_a_fan_out_batch_reaches_every_address_in_order(mmsg: bool, gso: bool) -
             s.close()
 
 
+def test_a_fan_out_batch_goes_in_the_plain_arrays_and_a_run_in_the_gso_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Datagrams to different addresses (a fan-out) are packed one per message in the plain arrays,
+    which need no per-message iovec and control setup; a run to one address still goes as one
+    GSO message, in the arrays that carry the segment size."""
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    subs = [open_udp_socket("127.0.0.1", 0) for _ in range(4)]
+    try:
+        tx = DatagramIO(tx_sock, mmsg=True, gso=gso_supported())
+        assert tx.mmsg
+        calls: list[tuple[int, int]] = []
+        real = kcp.batch._sendmmsg
+
+        def spy(fd: int, msgs: int, m: int, flags: int) -> int:
+            calls.append((msgs, m))
+            return int(real(fd, msgs, m, flags))
+
+        monkeypatch.setattr(kcp.batch, "_sendmmsg", spy)
+        items = [(b"f%d" % i, s.getsockname()) for i, s in enumerate(subs)]
+        items += [(b"run%d" % k, subs[0].getsockname()) for k in range(3)]
+        assert tx.send(items) == len(items)
+        if tx.gso:  # the fan-out's 4 datagrams in 4 plain messages, then the run: one GSO message
+            assert tx._b is not tx._bg
+            assert calls == [(tx._b._smsg_ptr, 4), (tx._bg._smsg_ptr, 1)]
+        else:
+            assert calls == [(tx._b._smsg_ptr, 7)]
+        got = [g[0] for g in _recv_n(DatagramIO(subs[0]), 4)]
+        assert got == [b"f0", b"run0", b"run1", b"run2"]
+    finally:
+        tx_sock.close()
+        for s in subs:
+            s.close()
+
+
 def _recv_n(io: DatagramIO, count: int) -> list[tuple[bytes, object]]:
     out: list[tuple[bytes, object]] = []
     while len(out) < count:
