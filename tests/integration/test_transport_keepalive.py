@@ -19,6 +19,8 @@ from kcp import CompatWire, KCPSession, KCPUsageError
 from kcp.relay import LossyRelay
 from kcp.secure import PingAnswered
 from kcprpc import ClientConfig, HeartbeatConfig, MuxConfig, SecureWire, ServerConfig, Transport
+from kcprpc.net import dial
+from kcprpc.protocol.frames import hello_frame
 
 TIMEOUT = 10.0
 
@@ -185,3 +187,23 @@ async def test_compat_muxes_keep_their_keepalive() -> None:
             assert not sess.closed and client.connected
         finally:
             await client.close()
+
+
+async def test_an_older_client_without_tping_in_hello_keeps_the_server_mux_nops() -> None:
+    """An older client's HELLO has no tping: the server still says tping in WELCOME (the client
+    may ignore it) but keeps its mux keepalive, whose NOPs the older client's mux needs."""
+    tr = Transport(SecureWire(key="ka"), mux=QUICK_MUX)
+    cfg = ServerConfig(heartbeat=HeartbeatConfig(interval=0.1, timeout=30.0))
+    async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=cfg, transport=tr) as server:
+        host, port = server.address  # type: ignore[misc]
+        conn = await dial(host, port, tr)
+        try:
+            control = await conn.open_stream()
+            control.write(hello_frame({}, None, None, transport_ping=False))  # as an older client
+            welcome = await asyncio.wait_for(control.read(), TIMEOUT)
+            assert b"tping" in welcome
+            (sess,) = server.sessions
+            await until(lambda: sess.conn.stats()["mux_nop_out"] >= 2, "the server mux's NOPs")
+            assert not sess.closed
+        finally:
+            await conn.close()
