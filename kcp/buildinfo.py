@@ -18,15 +18,12 @@ MODULES: tuple[str, ...] = (
     "kcp.rs",
     "kcp.secure.packet",
     "kcp.secure.replay",
-    "kcp.session",
     "kcp.session_cc",
     "kcp.secure_path",
-    "kcp.secure.connection",
     "kcp.endpoint",
     "kcp.batch",
     "kcp.timers",
     "kcp.demux.address",
-    "kcp.demux.secure",
 )
 """The kcp modules a compiled build compiles (setup.py reads this tuple)."""
 

@@ -17,11 +17,9 @@ MODULES: tuple[str, ...] = (
     "kcprpc.protocol.frames",
     "kcprpc.protocol.client",
     "kcprpc.protocol.server",
-    "kcprpc.mux.session",
     "kcprpc.frame_writer",
     "kcprpc.receive",
     "kcprpc.dispatch",
-    "kcprpc.push",
 )
 """The kcprpc modules a compiled build compiles."""
 

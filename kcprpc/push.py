@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-import pydantic.main  # noqa: F401  (compiled build: mypyc reads BaseModel, the models' base, from pydantic.main)
 from pydantic import BaseModel
 
 from kcprpc.broker import Broker, BrokerMessage, KeyNames, Position, room_key, topic_key
