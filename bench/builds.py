@@ -3,7 +3,7 @@ command, run alternately with each.
 
     python bench/builds.py --rounds 3 --metric 'ours=ours +([\\d.]+)' -- bench/engine.py --quick
     python bench/builds.py --setup ...     # (re)build the compiled venv first (about 1 min)
-    python bench/builds.py --base-venv /tmp/old-compiled ...   # compiled before / after instead
+    python bench/builds.py --base-venv ../base-compiled ...    # compiled before / after instead
 
 The pure side is this tree's ``.venv`` (the README's editable install, pure Python). The compiled
 side is ``.venv-compiled`` (``--venv``): ``pip install '.[dev]'`` of this tree, a wheel whose

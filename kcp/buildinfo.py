@@ -18,6 +18,7 @@ MODULES: tuple[str, ...] = (
     "kcp.rs",
     "kcp.secure.packet",
     "kcp.secure.replay",
+    "kcp.session",
     "kcp.session_cc",
     "kcp.secure_path",
     "kcp.endpoint",
