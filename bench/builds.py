@@ -3,6 +3,7 @@ command, run alternately with each.
 
     python bench/builds.py --rounds 3 --metric 'ours=ours +([\\d.]+)' -- bench/engine.py --quick
     python bench/builds.py --setup ...     # (re)build the compiled venv first (about 1 min)
+    python bench/builds.py --base-venv ../base-compiled ...    # compiled before / after instead
 
 The pure side is this tree's ``.venv`` (the README's editable install, pure Python). The compiled
 side is ``.venv-compiled`` (``--venv``): ``pip install '.[dev]'`` of this tree, a wheel whose
@@ -13,6 +14,11 @@ only one it can import. Before the rounds each side reports ``kcp.compiled``, an
 not the build it stands for stops the run. Rounds alternate the order (pure first on odd rounds);
 each ``--metric NAME=REGEX`` takes the LAST match of REGEX's first group in a run's output; the
 report gives every round's values, the medians and the ratio compiled / pure.
+
+``--base-venv`` compares two compiled builds instead: the base side is that venv (``pip install
+'.[dev]'`` of an older checkout, compiled), run like the compiled side in the mirror of this tree,
+so both sides run this tree's benchmark against their own installed package; the ratio is
+compiled / base.
 """
 
 from __future__ import annotations
@@ -64,25 +70,36 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--venv", type=Path, default=ROOT / ".venv-compiled", help="the compiled build's venv")
     ap.add_argument("--setup", action="store_true", help="(re)build the compiled venv from this tree first")
+    ap.add_argument(
+        "--base-venv",
+        type=Path,
+        help="another compiled build's venv, the base side (instead of the pure build)",
+    )
     args, cmd, metrics = parse_rounds_args(ap)
     venv = args.venv.resolve()
     if args.setup:
         setup_venv(venv)
-    pythons = {"pure": ROOT / ".venv" / "bin" / "python", "compiled": venv / "bin" / "python"}
+    base = "pure" if args.base_venv is None else "base"
+    base_py = (
+        ROOT / ".venv" / "bin" / "python"
+        if args.base_venv is None
+        else args.base_venv.resolve() / "bin" / "python"
+    )
+    pythons = {base: base_py, "compiled": venv / "bin" / "python"}
     for side, py in pythons.items():
         if not py.exists():
             sys.exit(f"{py} is missing: " + ("--setup builds it" if side == "compiled" else "see the README"))
     with tempfile.TemporaryDirectory(prefix="kcprpc-builds-") as tmp:
-        trees = {"pure": ROOT, "compiled": Path(tmp)}
+        trees = {base: ROOT if base == "pure" else Path(tmp), "compiled": Path(tmp)}
         mirror(trees["compiled"])
         probe = "import sys; sys.path.insert(0, '.'); import kcp; print(kcp.compiled, kcp.__file__)"
         for side in pythons:
             flag, where = run(pythons[side], trees[side], ["-c", probe], 60).split(maxsplit=1)
             print(f"# {side:8} kcp.compiled={flag}  {where.strip()}", flush=True)
-            if (flag == "True") is not (side == "compiled"):
+            if (flag == "True") is not (side != "pure"):
                 sys.exit(f"the {side} side runs the wrong build (kcp.compiled is {flag})")
         alternate(
-            ("pure", "compiled"),
+            (base, "compiled"),
             lambda side: run(pythons[side], trees[side], cmd, args.timeout),
             metrics,
             args.rounds,

@@ -23,6 +23,7 @@ lossy anyway) and the error is remembered in :attr:`DatagramIO.last_error`.
 
 from __future__ import annotations
 
+import _ctypes  # noqa: F401  (compiled build: mypyc reads ctypes.Structure from _ctypes, where typeshed defines it)
 import contextlib
 import ctypes
 import ctypes.util
@@ -368,7 +369,7 @@ class DatagramIO:
         self.gso = bool(gso) and gso_supported()
         self.last_error: OSError | None = None
         self._name_cache: dict[bytes, Address] = {}
-        self._addr_cache: dict[Address, tuple[bytes, int]] = {}
+        self._addr_cache: dict[Address, tuple[object, int]] = {}  # (the buffer, kept alive; its address)
         if self.mmsg:
             self._setup_mmsg()
 
@@ -394,17 +395,17 @@ class DatagramIO:
             c.out_pkts += pkts
             c.bytes_sent += nbytes
 
-    def _sockaddr(self, addr: Address) -> tuple[bytes, int]:
+    def _sockaddr(self, addr: Address) -> tuple[object, int]:
         """Packed sockaddr for ``addr`` and a pointer to it (kept alive by the cache)."""
         hit = self._addr_cache.get(addr)
         if hit is None:
             packed = _encode_sockaddr(self.family, addr)
             buf = ctypes.create_string_buffer(packed, len(packed))
-            hit = (buf, ctypes.addressof(buf))  # type: ignore[assignment]
+            hit = (buf, ctypes.addressof(buf))
             if len(self._addr_cache) >= _ADDR_CACHE_LIMIT:
                 self._addr_cache.clear()
-            self._addr_cache[addr] = hit  # type: ignore[assignment]
-        return hit  # type: ignore[return-value]
+            self._addr_cache[addr] = hit
+        return hit
 
     def forget(self, addr: Address) -> None:
         """Drop the cached sockaddr encodings of ``addr`` (a peer the owner no longer serves).

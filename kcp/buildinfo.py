@@ -18,6 +18,13 @@ MODULES: tuple[str, ...] = (
     "kcp.rs",
     "kcp.secure.packet",
     "kcp.secure.replay",
+    "kcp.session",
+    "kcp.session_cc",
+    "kcp.secure_path",
+    "kcp.endpoint",
+    "kcp.batch",
+    "kcp.timers",
+    "kcp.demux.address",
 )
 """The kcp modules a compiled build compiles (setup.py reads this tuple)."""
 

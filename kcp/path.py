@@ -16,6 +16,7 @@ A path talks back to its session through :class:`PathOwner` only.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -28,10 +29,40 @@ from kcp.stats import Counters
 if TYPE_CHECKING:
     from kcp.secure import Event, SecureConnection
 
-__all__ = ["CompatPath", "EventCallback", "PacketPath", "PathOwner"]
+__all__ = ["CompatPath", "EventCallback", "PacketPath", "PathEndpoint", "PathOwner"]
 
 EventCallback = Callable[["Event"], object]
 Output = Callable[[bytes], None]
+
+
+class Clock(Protocol):
+    """The time a path reads (:class:`kcp.timers.TimerHeap`'s)."""
+
+    def now_ms(self) -> int:
+        """Milliseconds on the path's clock."""
+
+
+class PathEndpoint(Protocol):
+    """What a :class:`kcp.secure_path.SecurePath` uses of its socket: a :class:`kcp.endpoint.Endpoint`,
+    or a stand-in in virtual time (tests/sim). A protocol, not the class: the compiled build would
+    refuse a stand-in for its native ``Endpoint``."""
+
+    tx: list[tuple[bytes, Address]]
+
+    @property
+    def timers(self) -> Clock: ...
+
+    @property
+    def sock(self) -> socket.socket: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def kick(self) -> None:
+        """Flush :attr:`tx` soon."""
+
+    def send(self, datagram: bytes, addr: Address) -> None:
+        """Send one datagram now."""
 
 
 class PathOwner(Protocol):

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from kcp.batch import Address
 from kcp.config import SecureWire, SessionConfig
 from kcp.endpoint import Endpoint
-from kcp.path import EventCallback, Output, PathOwner
+from kcp.path import EventCallback, Output, PathEndpoint, PathOwner
 from kcp.pipeline import Pipeline
 from kcp.pmtud import Pmtud
 from kcp.secure import (
@@ -187,7 +187,7 @@ class SecurePath:
 
     def __init__(
         self,
-        ep: Endpoint,
+        ep: PathEndpoint,
         conn: SecureConnection,
         now: int,
         on_end: Callable[[SecureConnection], None] | None = None,

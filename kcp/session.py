@@ -44,6 +44,7 @@ from kcp.session_stats import session_stats
 from kcp.session_timing import dead_link_error, next_wake
 from kcp.snmp import session_closed, session_opened
 from kcp.stats import Counters
+from kcp.weakrefs import weakly_referenced
 
 if TYPE_CHECKING:
     from kcp.secure import Event, SecureConnection
@@ -88,6 +89,7 @@ class SessionHost(Protocol):
         """Move to a new local socket connected to ``remote`` (a dialled session's host only)."""
 
 
+@weakly_referenced
 class KCPSession:
     """A reliable, ordered byte stream (and unreliable datagrams) to one peer over KCP.
 

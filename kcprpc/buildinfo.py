@@ -17,6 +17,9 @@ MODULES: tuple[str, ...] = (
     "kcprpc.protocol.frames",
     "kcprpc.protocol.client",
     "kcprpc.protocol.server",
+    "kcprpc.frame_writer",
+    "kcprpc.receive",
+    "kcprpc.dispatch",
 )
 """The kcprpc modules a compiled build compiles."""
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from kcprpc import codec
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
-from kcprpc.receive import ReceiveSettings
+from kcprpc.receive_settings import ReceiveSettings
 
 __all__ = ["ClientConfig"]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from kcprpc import codec
 from kcprpc.broker import BrokerUnavailable, Position, room_key, topic_key
-from kcprpc.codec import OVERSIZED, Frame, Refused
+from kcprpc.codec import Frame, Refused
 from kcprpc.context import ServerContext, reset_current, set_current
 from kcprpc.eager import start_eager
 from kcprpc.errors import RpcError
@@ -35,6 +35,7 @@ from kcprpc.protocol.server import (
 )
 from kcprpc.push import Recovery
 from kcprpc.reply_hold import collect_holds, settle
+from kcprpc.request_stream import bad_request, request_iter
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
     CANCEL_CLIENT,
@@ -72,7 +73,7 @@ class PumpHost(ServerHost, Protocol):
         """Run ``handler(req)`` behind the server's interceptors."""
 
 
-__all__ = ["PumpHost", "StreamPump", "bad_request", "invoke"]
+__all__ = ["PumpHost", "StreamPump", "invoke"]
 
 SUBSCRIBE = "kcprpc.Push/Subscribe"
 
@@ -96,15 +97,6 @@ def restore_claims(restore: Any, config: ServerConfig) -> tuple[list[str], list[
     rooms = list(dict.fromkeys(r for r in raw_rooms if isinstance(r, str)))
     topics = list(dict.fromkeys(t for t in raw_topics if isinstance(t, str)))
     return rooms, topics, offsets
-
-
-def bad_request(e: ValidationError) -> RpcError:
-    """A request that does not validate: INVALID_ARGUMENT with pydantic's error list."""
-    return RpcError(
-        Status.INVALID_ARGUMENT,
-        "request validation failed",
-        e.errors(include_url=False, include_context=False),
-    )
 
 
 def invoke(handler: Callable[..., Any], spec: MethodSpec, req: Any) -> Any:
@@ -457,7 +449,7 @@ class StreamPump:
         try:
             try:
                 if spec.streams_requests:
-                    req: Any = self._request_iter(call, spec)
+                    req: Any = request_iter(call, spec)
                 elif spec.has_request:
                     req = ctx.request = spec.load_request(payload)
                 else:
@@ -550,21 +542,6 @@ class StreamPump:
                 await w.drain()
         if ctx._initial_md:
             w.send(encode_headers(cid, ctx._initial_md))
-
-    async def _request_iter(self, call: ServerCall, spec: MethodSpec) -> AsyncIterator[Any]:
-        q = call.inbound
-        assert q is not None
-        load = spec.load_request
-        while True:
-            item = await q.get()
-            if item is END_OF_REQUESTS:
-                return
-            if item is OVERSIZED:
-                raise RpcError(Status.RESOURCE_EXHAUSTED, "message larger than max_message_size")
-            try:
-                yield load(item)
-            except ValidationError as e:
-                raise bad_request(e) from None
 
 
 _ON_EVENT: dict[type, Callable[[StreamPump, Any, int], bool]] = {

@@ -20,7 +20,6 @@ from kcprpc.codec import (
     FrameDecoder,
     decode_datagram,
 )
-from kcprpc.errors import UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon, trimmer
 from kcprpc.inbox import ParkingLot
 from kcprpc.transport import ByteStream, Connection
@@ -212,62 +211,6 @@ class _PartialReader:
         self.on_frames = on_frames
         self.since = 0.0  # when its frame last made progress (loop time)
         self.watched = False
-
-
-DEFAULT_MAX_DECODED_BYTES = 8 * 1024 * 1024
-"""``max_decoded_bytes`` when not set (or ``2 * max_message_size`` if that is larger)."""
-
-PARTIAL_FRAME_SLACK = 256 * 1024
-"""Room that ``max_partial_frame_bytes`` leaves by default beside one frame of ``max_message_size``:
-the tails of small frames on other streams fit there while a large frame is in progress."""
-
-
-class ReceiveSettings:
-    """What :class:`~kcprpc.ClientConfig` and :class:`~kcprpc.ServerConfig` share: the fields
-    that bound a connection's receive side, and their effective values."""
-
-    max_message_size: int
-    max_decoded_bytes: int | None
-    max_partial_frame_bytes: int | None
-    partial_frame_timeout: float | None
-
-    def receive_limits(self) -> tuple[int, int]:
-        """The effective ``(max_decoded_bytes, max_partial_frame_bytes)``."""
-        return receive_limit_defaults(
-            self.max_message_size,
-            self.max_decoded_bytes,
-            self.max_partial_frame_bytes,
-            self.partial_frame_timeout,
-        )
-
-
-def receive_limit_defaults(
-    max_message_size: int,
-    max_decoded_bytes: int | None,
-    max_partial_frame_bytes: int | None,
-    partial_frame_timeout: float | None,
-) -> tuple[int, int]:
-    """The effective ``(max_decoded_bytes, max_partial_frame_bytes)`` of a server or client config
-    (None: :data:`DEFAULT_MAX_DECODED_BYTES` or ``2 * max_message_size`` if larger, and
-    ``max_message_size + 9 + 256 KiB``); raises :class:`~kcprpc.errors.UsageError` for values that could not admit one
-    message of ``max_message_size``."""
-    decoded = (
-        max(DEFAULT_MAX_DECODED_BYTES, 2 * max_message_size)
-        if max_decoded_bytes is None
-        else max_decoded_bytes
-    )
-    partial = (
-        max_message_size + HEADER_SIZE + PARTIAL_FRAME_SLACK
-        if max_partial_frame_bytes is None
-        else max_partial_frame_bytes
-    )
-    if decoded < max_message_size:
-        raise UsageError("max_decoded_bytes must be at least max_message_size")
-    if partial < max_message_size + HEADER_SIZE:
-        raise UsageError("max_partial_frame_bytes must be at least max_message_size + 9 (one whole frame)")
-    if partial_frame_timeout is not None and not partial_frame_timeout > 0:
-        raise UsageError("partial_frame_timeout must be positive (or None)")
-    return decoded, partial
 
 
 RECEIVE_COUNTERS = (

@@ -9,7 +9,7 @@ from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig
 from kcprpc.presence import PresenceConfig
-from kcprpc.receive import ReceiveSettings
+from kcprpc.receive_settings import ReceiveSettings
 from kcprpc.send_lanes import LaneConfig
 
 __all__ = ["ServerConfig"]
