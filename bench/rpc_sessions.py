@@ -16,6 +16,7 @@ clients, failed calls, connections lost (heartbeat timeouts or a closed connecti
     python bench/rpc_sessions.py --quick                      # 500 connections, 5 s
     python bench/rpc_sessions.py --sessions 1000,2000,5000    # the issue's rows
     python bench/rpc_sessions.py --sessions 2000 --idle       # heartbeats only
+    python bench/rpc_sessions.py --sessions 2000 --idle --settle 20   # idle, in steady state
     python bench/rpc_sessions.py --sessions 1000 --wire key   # secure mode with a passphrase
 
 Client processes share the machine's cores with the server, so latencies include their
@@ -248,7 +249,9 @@ def _client(
 
 
 # ------------------------------------------------------------------------------------- coordinator
-def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float) -> dict[str, Any]:
+def measure(
+    n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float, settle: float = 1.0
+) -> dict[str, Any]:
     """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors."""
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
@@ -275,7 +278,7 @@ def measure(n: int, procs: int, seconds: float, wire: str, idle: bool, connect_r
         c.start()
     ready = wait_ready(ready_q, clients, [server], 60 + 3 * n / connect_rate)
     setup = time.perf_counter() - t_setup
-    time.sleep(1.0)  # let the last handshakes' work settle
+    time.sleep(settle)  # let the last handshakes' work settle (and, idle, the connects' after-effects)
     parent.send("mark")
     a = parent.recv()
     cpu_a, wall_a, rcvbuf_a = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
@@ -322,6 +325,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="measurement window (default 10)")
     p.add_argument("--wire", choices=("secure", "key", "compat"), default="secure", help="wire mode")
     p.add_argument("--idle", action="store_true", help="no calls: connect, then heartbeats only")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds between the last connect and the window (default 1; idle steady state: 20, past "
+        "the heartbeats' stretching and the path MTU search's first confirmation, 15 s after connect)",
+    )
     p.add_argument("--connect-rate", type=float, default=400.0, help="connects per second, all processes")
     args = p.parse_args(argv)
     counts = [500] if args.quick else [int(x) for x in args.sessions.split(",")]
@@ -332,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     for n in counts:
-        r = measure(n, args.procs, seconds, args.wire, args.idle, args.connect_rate)
+        r = measure(n, args.procs, seconds, args.wire, args.idle, args.connect_rate, args.settle)
         lost = sum(r["lost"].values())
         print(
             f"{n:6d} connections: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
