@@ -143,8 +143,14 @@ class _Sub:
     buf_bytes: int = 0
     nsub: Subscription | None = None
     opening: asyncio.Task[None] | None = None
+    placing: asyncio.Task[None] | None = None  # the fill that reads where the key is (live delivery holds until then)
     filling: bool = False
     again: bool = False  # a fill was asked for while one was running
+
+
+def _pending(sub: _Sub) -> bool:
+    """Is ``sub`` still being opened, or its position still being read?"""
+    return any(t is not None and not t.done() for t in (sub.opening, sub.placing))
 
 
 @dataclass(eq=False)
@@ -623,12 +629,20 @@ class NatsBroker(BrokerBase):
             await nsub.unsubscribe()
 
     def live(self, key: str) -> Awaitable[None] | None:
-        """None once the subscription of ``key`` is in place on the server, else a future done when
-        it is (it never raises; while NATS is unreachable: None, nothing to wait for)."""
+        """None once the subscription of ``key`` is in place on the server and its position read
+        (until then live messages are held, and one published meanwhile would be counted in the
+        position, not delivered), else a task done when both are (it never raises; while NATS is
+        unreachable: None, nothing to wait for)."""
         sub = self._subs.get(key)
-        if sub is None or sub.opening is None or sub.opening.done() or self._nc is None:
+        if sub is None or self._nc is None or not _pending(sub):
             return None
-        return asyncio.shield(sub.opening)
+        return self._spawn(self._until_live(sub))
+
+    async def _until_live(self, sub: _Sub) -> None:
+        if sub.opening is not None:  # it starts the position's fill before it ends
+            await asyncio.wait([sub.opening], timeout=self.timeout)
+        if sub.placing is not None:
+            await asyncio.wait([sub.placing], timeout=self.timeout)
 
     async def _opened(self, key: str) -> None:
         """Wait (bounded) for the subscription of ``key`` being opened, if any: the contract's
@@ -638,11 +652,11 @@ class NatsBroker(BrokerBase):
             await asyncio.wait([sub.opening], timeout=self.timeout)
 
     async def ready(self) -> None:
-        """Wait until every subscription made so far is in place on the server (bounded by
-        ``timeout``): what is published after it reaches them."""
-        pending = [s.opening for s in self._subs.values() if s.opening is not None and not s.opening.done()]
+        """Wait until every subscription made so far is in place on the server and its position
+        read (each step bounded by ``timeout``): what is published after it reaches them."""
+        pending = [self._until_live(s) for s in self._subs.values() if _pending(s)]
         if pending:
-            await asyncio.wait(pending, timeout=self.timeout)
+            await asyncio.gather(*pending)
 
     def _open(self, key: str, sub: _Sub) -> None:
         sub.opening = self._spawn(self._open_sub(key, sub))
@@ -754,7 +768,9 @@ class NatsBroker(BrokerBase):
             sub.again = True  # asked again during a round: one more round after it
             return
         sub.filling = True
-        self._spawn(self._fill_from_history(key, sub))
+        task = self._spawn(self._fill_from_history(key, sub))
+        if sub.last is None:
+            sub.placing = task
 
     async def _fill_from_history(self, key: str, sub: _Sub) -> None:
         """Deliver from the history what live delivery missed (or, first, read where the key is)."""
