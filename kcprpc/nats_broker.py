@@ -639,17 +639,20 @@ class NatsBroker(BrokerBase):
         return self._spawn(self._until_live(sub))
 
     async def _until_live(self, sub: _Sub) -> None:
-        if sub.opening is not None:  # it starts the position's fill before it ends
-            await asyncio.wait([sub.opening], timeout=self.timeout)
-        if sub.placing is not None:
-            await asyncio.wait([sub.placing], timeout=self.timeout)
+        await self._settled(sub.opening)  # it starts the position's fill before it ends
+        await self._settled(sub.placing)
+
+    async def _settled(self, task: asyncio.Task[None] | None) -> None:
+        """Wait (bounded by ``timeout``, never raising) for ``task``, if it is still running."""
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=self.timeout)
 
     async def _opened(self, key: str) -> None:
         """Wait (bounded) for the subscription of ``key`` being opened, if any: the contract's
         "live once a history call after subscribe returned"."""
         sub = self._subs.get(key)
-        if sub is not None and sub.opening is not None and not sub.opening.done():
-            await asyncio.wait([sub.opening], timeout=self.timeout)
+        if sub is not None:
+            await self._settled(sub.opening)
 
     async def ready(self) -> None:
         """Wait until every subscription made so far is in place on the server and its position

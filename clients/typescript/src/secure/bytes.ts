@@ -38,6 +38,11 @@ export function readU64be(b: Uint8Array, pos: number): number {
   return dv.getUint32(0) * 0x100000000 + dv.getUint32(4);
 }
 
+/** The big-endian u32 at `b[pos]`. */
+export function readU32be(b: Uint8Array, pos: number): number {
+  return new DataView(b.buffer, b.byteOffset + pos, 4).getUint32(0);
+}
+
 /** The big-endian u16 at `b[pos]`. */
 export function readU16be(b: Uint8Array, pos: number): number {
   return (((b[pos] as number) << 8) | (b[pos + 1] as number)) >>> 0;

@@ -7,7 +7,7 @@
  * events in {@link SecureConnection.nextEvent}. Nothing from the network throws: bad datagrams
  * are dropped and counted in {@link SecureConnection.counters}.
  */
-import { concat, equal, readU64be, u64be, type Rng } from "./bytes.js";
+import { concat, equal, readU32be, readU64be, u64be, type Rng } from "./bytes.js";
 import type { ClientConfig, SessionParams } from "./config.js";
 import { SecureConnectionClosed, SecureUsageError } from "./errors.js";
 import { EpochKeys } from "./keys.js";
@@ -574,9 +574,7 @@ export class SecureConnection {
       c.mtuProbeAcks++;
       if (((plaintext[1] as number) & 0x80) !== 0) {
         // a keepalive's answer (the id's top bit, KEEPALIVE_PROBE): the nonce is in its low 32 bits
-        const p = plaintext;
-        const nonce = (((p[5] as number) << 24) | ((p[6] as number) << 16) | ((p[7] as number) << 8) | (p[8] as number)) >>> 0;
-        if (this.events.length < MAX_PROBE_ACKS) this.events.push({ type: "pingAnswered", nonce });
+        if (this.events.length < MAX_PROBE_ACKS) this.events.push({ type: "pingAnswered", nonce: readU32be(plaintext, 5) });
       } else if (this.probeAcks.length < MAX_PROBE_ACKS) this.probeAcks.push(readU64be(plaintext, 1));
       return;
     }
