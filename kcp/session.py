@@ -130,6 +130,7 @@ class KCPSession:
         "_rbuf",
         "_read_waiter",
         "_rlimit",
+        "_sink",
         "_state",
         "_timer_entry",
         "_timer_input",
@@ -180,6 +181,7 @@ class KCPSession:
         self._ack_due = -1  # when acks waiting for data to ride with go alone (-1: none wait)
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
+        self._sink: Callable[[bytes], bool] | None = None
         self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -457,8 +459,21 @@ class KCPSession:
                 pass
             return
         rbuf = self._rbuf
-        limit = self._rlimit
         got = False
+        sink = self._sink
+        if sink is not None and not rbuf:
+            # the direct path (set_receiver): each message to the sink in this turn, while it takes
+            # them and nothing waits for read(); the first it refuses starts the read buffer
+            while (m := eng.recv()) is not None:
+                if not m:
+                    continue
+                if not sink(m):
+                    rbuf += m
+                    got = True
+                    break
+                if self._state is not _OPEN:  # the sink closed the session
+                    return
+        limit = self._rlimit
         while len(rbuf) < limit:
             m = eng.recv()
             if m is None:
@@ -575,6 +590,7 @@ class KCPSession:
         if self._state is _CLOSED:
             return
         self._set_state(_CLOSED)
+        self._sink = None
         if exc is not None and self._exc is None:
             self._exc = exc
         self.close_reason = reason
@@ -600,6 +616,16 @@ class KCPSession:
         self._finish(now, None, reason)
 
     # -- reading ---------------------------------------------------------------------------------
+    def set_receiver(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Hand received data to ``sink(data)`` in the loop turn that read it, instead of waking a
+        task waiting in :meth:`read` (``None``: stop). While nothing is buffered for :meth:`read`,
+        each message goes to the sink, in order; the sink returns False when it cannot take one now,
+        and that message and the ones after it are buffered for :meth:`read` (within the same
+        ``read_buffer`` bound) until :meth:`read` has emptied the buffer again. End of stream and
+        errors are still only reported by :meth:`read`. For the layer above (the mux), which then
+        keeps a reader task for what the sink refuses."""
+        self._sink = sink
+
     async def _wait(self, attr: str) -> None:
         if getattr(self, attr) is not None:
             raise KCPUsageError(f"another coroutine is already waiting in {attr.strip('_')}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -262,101 +263,228 @@ async def read_frames(
     refused (``(type, call_id, BUFFER_REFUSED)``, the rest of it skipped). The stream for which
     ``control()`` is true never waits. A reserved frame that gets no byte for
     ``limits.partial_frame_timeout`` seconds is dropped (``STALLED``).
+
+    A stream that can call its reader back (a mux stream's ``set_reader``) is read in the loop
+    turn its data arrives, ``on_frames`` included (:class:`_Reader`); this coroutine then only
+    waits out what makes the reading stop (a pause, a reservation), and ends as above.
     """
-    dec = FrameDecoder(max_message_size, limits.decode if limits is not None else None)
-    read = stream.read
-    feed = dec.feed
-    if limits is None:
-        while True:
-            data = await read(READ_SIZE)
-            if not data:
-                return
-            frames = feed(data)
-            if frames:
-                on_frames(frames, dec.costs)
-                if pause is not None:
-                    w = pause()
-                    if w is not None:
-                        await w
-    decode = limits.decode
-    budget = limits.frames
-    counters = limits.counters
-    unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
-    me = _PartialReader(dec, on_frames)  # watched while a reserved frame is in progress
-    now = asyncio.get_running_loop().time
-    size = READ_SIZE
+    r = _Reader(stream, on_frames, max_message_size, pause, limits, control)
     try:
+        set_reader = getattr(stream, "set_reader", None)
+        if callable(set_reader):
+            await r.run_direct(set_reader)
+        read = stream.read
         while True:
-            data = await read(size)
+            data = await read(r.size)
             if not data:
                 return
-            frames = feed(data)
+            w = r.step(data)
+            if w is not None:
+                await w
+    finally:
+        r.close()
+
+
+_LEAVE: Any = object()  # the direct reader's hand-over: go on with stream.read() (EOF, an error)
+
+
+class _Reader:
+    """:func:`read_frames`'s state between reads, and one read's handling (:meth:`step`), so that
+    either a task that awaits ``stream.read()`` or the stream's own callback (:meth:`run_direct`)
+    can drive it."""
+
+    __slots__ = (
+        "busy",
+        "control",
+        "dec",
+        "fut",
+        "limits",
+        "me",
+        "now",
+        "on_frames",
+        "pause",
+        "size",
+        "stream",
+        "unread",
+    )
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        on_frames: Callable[[list[Frame], list[int]], None],
+        max_message_size: int,
+        pause: Callable[[], Awaitable[None] | None] | None,
+        limits: ReceiveLimits | None,
+        control: Callable[[], bool] | None,
+    ) -> None:
+        self.stream = stream
+        self.on_frames = on_frames
+        self.pause = pause
+        self.limits = limits
+        self.control = control
+        self.dec = FrameDecoder(max_message_size, limits.decode if limits is not None else None)
+        self.unread: Callable[[bytes], None] | None = getattr(stream, "unread", None)
+        self.me = _PartialReader(self.dec, on_frames)  # watched while a reserved frame is in progress
+        self.now = asyncio.get_running_loop().time
+        self.size = READ_SIZE
+        self.busy = False  # direct reading: a drain runs, or the task waits out what step returned
+        self.fut: asyncio.Future[Any] | None = None
+
+    def step(self, data: bytes) -> Awaitable[None] | None:
+        """Decode ``data`` and hand its frames out; what to wait for before the next read, if
+        anything (a pause, or a reservation that must wait)."""
+        dec = self.dec
+        frames = dec.feed(data)
+        limits = self.limits
+        if limits is None:
             if frames:
-                size = READ_SIZE if len(frames) < 64 else READ_SIZE // 4
-                costs = dec.costs
-                on_frames(frames, costs)
-                if dec.charged:
-                    rest = sum(costs)  # what the callee did not keep
-                    if rest:
-                        decode.release(rest)
-                if pause is not None:
-                    w = pause()
-                    if w is not None:
-                        if dec.attention:
-                            _settle(dec, budget)
-                        if unread is not None and dec.buffered:
-                            # a paused stream holds its data in the mux only (one window at most)
-                            unread(dec.take_tail())
-                            if dec.reserved:
-                                budget.release(dec.reserved)
-                                dec.reserved = 0
-                        if me.watched:
-                            limits.unwatch(me)
-                        await w
-                        continue
-            if not dec.attention:  # the hot path: every frame complete, nothing reserved
+                self.on_frames(frames, dec.costs)
+                if self.pause is not None:
+                    return self.pause()
+            return None
+        budget = limits.frames
+        me = self.me
+        unread = self.unread
+        if frames:
+            self.size = READ_SIZE if len(frames) < 64 else READ_SIZE // 4
+            costs = dec.costs
+            self.on_frames(frames, costs)
+            if dec.charged:
+                rest = sum(costs)  # what the callee did not keep
+                if rest:
+                    limits.decode.release(rest)
+            if self.pause is not None:
+                w = self.pause()
+                if w is not None:
+                    if dec.attention:
+                        _settle(dec, budget)
+                    if unread is not None and dec.buffered:
+                        # a paused stream holds its data in the mux only (one window at most)
+                        unread(dec.take_tail())
+                        if dec.reserved:
+                            budget.release(dec.reserved)
+                            dec.reserved = 0
+                    if me.watched:
+                        limits.unwatch(me)
+                    return w
+        if not dec.attention:  # the hot path: every frame complete, nothing reserved
+            if me.watched:
+                limits.unwatch(me)
+            return None
+        _settle(dec, budget)
+        if not dec.reserved:
+            need = dec.partial
+            if not need:
                 if me.watched:
                     limits.unwatch(me)
-                continue
-            _settle(dec, budget)
-            if not dec.reserved:
-                need = dec.partial
-                if not need:
-                    if me.watched:
-                        limits.unwatch(me)
-                    continue
-                if budget.try_reserve(need):
-                    dec.reserved = need
-                elif control is not None and control():
-                    budget.force(need)
-                    dec.reserved = need
-                elif unread is not None and limits.parking.try_park():
-                    counters["recv_frame_waits"] += 1
-                    unread(dec.take_tail())
-                    if me.watched:
-                        limits.unwatch(me)
-                    try:
-                        await budget.reserve(need)
-                    finally:
-                        limits.parking.unpark()
-                    dec.reserved = need  # for the frame at the head of what the stream reads next
-                else:
-                    counters["recv_frame_refused"] += 1
-                    trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
-                    on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
-                    _settle(dec, budget)
-                    if me.watched:
-                        limits.unwatch(me)
-                    continue
-            me.since = now()  # the reserved frame made progress (or just began)
-            if not me.watched:
-                limits.watch(me)
-    finally:
-        if me.watched:
-            limits.unwatch(me)
+                return None
+            if budget.try_reserve(need):
+                dec.reserved = need
+            elif self.control is not None and self.control():
+                budget.force(need)
+                dec.reserved = need
+            elif unread is not None and limits.parking.try_park():
+                limits.counters["recv_frame_waits"] += 1
+                unread(dec.take_tail())
+                if me.watched:
+                    limits.unwatch(me)
+                return self._reserve(need)
+            else:
+                limits.counters["recv_frame_refused"] += 1
+                trim_soon()  # what the peer sends of it is read and dropped: a burst of garbage
+                self.on_frames([dec.refuse_pending(BUFFER_REFUSED)], [0])
+                _settle(dec, budget)
+                if me.watched:
+                    limits.unwatch(me)
+                return None
+        me.since = self.now()  # the reserved frame made progress (or just began)
+        if not me.watched:
+            limits.watch(me)
+        return None
+
+    async def _reserve(self, need: int) -> None:
+        limits = self.limits
+        assert limits is not None
+        try:
+            await limits.frames.reserve(need)
+        finally:
+            limits.parking.unpark()
+        self.dec.reserved = need  # for the frame at the head of what the stream reads next
+
+    def close(self) -> None:
+        limits = self.limits
+        if limits is None:
+            return
+        if self.me.watched:
+            limits.unwatch(self.me)
+        dec = self.dec
         if dec.reserved:
-            budget.release(dec.reserved)
+            limits.frames.release(dec.reserved)
             dec.reserved = 0
+
+    async def run_direct(self, set_reader: Callable[[Callable[[], None] | None], None]) -> None:
+        """Read in the stream's callback until EOF or an error (then :func:`read_frames` goes on
+        with ``stream.read()``, which reports them); the task only waits out what :meth:`step`
+        returns. The callback runs in a copy of this task's context variables."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+
+        def on_readable() -> None:
+            if not self.busy:  # else a drain runs (it reads on) or the task waits (it drains after)
+                context.run(self._drain)
+
+        set_reader(on_readable)
+        try:
+            while True:
+                fut = self.fut = loop.create_future()
+                self.busy = False
+                self._drain()
+                got = await fut
+                if got is _LEAVE:
+                    return
+                if type(got) is _Raised:
+                    raise got.exc
+                await got
+        finally:
+            self.fut = None
+            set_reader(None)
+
+    def _drain(self) -> None:
+        """Take and handle what the stream holds; hand the task what must be waited for."""
+        self.busy = True
+        read_nowait = self.stream.read_nowait  # type: ignore[attr-defined]
+        while True:
+            try:
+                data = read_nowait(self.size)
+            except Exception:
+                self._hand_over(_LEAVE)  # the task's read() raises it again, as without a callback
+                return
+            if data is None:
+                self.busy = False
+                return
+            if not data:
+                self._hand_over(_LEAVE)
+                return
+            try:
+                w = self.step(data)
+            except BaseException as exc:
+                self._hand_over(_Raised(exc))
+                return
+            if w is not None:
+                self._hand_over(w)
+                return
+
+    def _hand_over(self, what: Any) -> None:
+        fut = self.fut
+        if fut is not None and not fut.done():
+            fut.set_result(what)
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 async def read_datagrams(

@@ -71,13 +71,14 @@ class MuxStream:
     :class:`MuxClosedError` (or return EOF if the peer had sent FIN).
     """
 
-    __slots__ = ("_read_waiter", "_session", "_st", "stream_id")
+    __slots__ = ("_on_readable", "_read_waiter", "_session", "_st", "stream_id")
 
     def __init__(self, session: MuxSession, st: StreamRecord) -> None:
         self._session = session
         self._st = st
         self.stream_id: int = st.stream_id
         self._read_waiter: asyncio.Future[None] | None = None
+        self._on_readable: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         st = self._st
@@ -145,6 +146,26 @@ class MuxStream:
             if self._read_waiter is not None:
                 raise MuxUsageError("another coroutine is already reading this stream")
             await self._wait_readable()
+
+    def set_reader(self, on_readable: Callable[[], None] | None) -> None:
+        """Call ``on_readable()`` in the loop turn that data, the peer's FIN or the session's end
+        reaches this stream, instead of waking a coroutine in :meth:`read` (``None``: stop); the
+        reader then takes what is there with :meth:`read_nowait`. It is called after the session
+        has handled the input that caused it, never while a stream's data is half handed out, and
+        may come again while an earlier call is still running (a reader that writes or closes
+        streams): it should notice that and return."""
+        self._on_readable = on_readable
+
+    def read_nowait(self, n: int = -1) -> bytes | None:
+        """What :meth:`read` would return without waiting: up to ``n`` buffered bytes, ``b""`` at
+        EOF, None when nothing is buffered yet; raises as :meth:`read` does."""
+        sess = self._session
+        st = self._st
+        data = sess._core.read(st, n)  # raises the session error once drained
+        if data:
+            sess._after_read()
+            return data
+        return b"" if st.at_eof else None
 
     def unread(self, data: bytes) -> None:
         """Put bytes just returned by :meth:`read` back at the front of the stream: they are read
@@ -219,6 +240,8 @@ class MuxStream:
         wake(self._read_waiter)
         wake(sess._drain_waiters.get(self))
         sess._pump()
+        if self._on_readable is not None:
+            self._on_readable()  # its next read_nowait raises
 
     async def wait_closed(self) -> None:
         """Wait until our FIN has been handed to the transport (or the session died)."""
@@ -296,6 +319,16 @@ class MuxSession:
         self._timer_entry: tuple[int, int] | None = None
         self._timer_at: int | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
+        # The direct path: a transport that can hand its input over in the turn that read it (a
+        # KCP session's ``set_receiver``) feeds the core from there, and the reader task only
+        # takes what the core refused while its receive bucket was empty (one task wake-up less
+        # per input); stream readers registered with MuxStream.set_reader get theirs the same way.
+        receiver = getattr(transport, "set_receiver", None)
+        self._set_receiver: Callable[[Callable[[bytes], bool] | None], None] | None = (
+            receiver if callable(receiver) else None
+        )
+        if self._set_receiver is not None:
+            self._set_receiver(self._received)
         self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
         self._writer = self._loop.create_task(self._write_loop(), name="mux-writer")
         self._arm_timer()
@@ -473,14 +506,34 @@ class MuxSession:
         """After a stream read: tokens came back (maybe resume input) and UPD may be queued."""
         self._pump()
 
-    def _pump(self) -> None:
-        """Dispatch core events, wake waiters and tasks, re-arm the timer."""
+    def _received(self, data: bytes) -> bool:
+        """The transport's direct input (``set_receiver``): False while the core takes none."""
         core = self._core
+        if not core.wants_read:
+            return False
+        try:
+            core.receive_data(data, self._now())
+            self._pump()
+        except Exception as exc:  # a reader's bug must not reach the transport's input path
+            core.connection_lost(exc)
+            self._pump()
+        return True
+
+    def _pump(self) -> None:
+        """Dispatch core events, wake waiters and tasks, call direct readers, re-arm the timer."""
+        core = self._core
+        ready: list[MuxStream] | None = None
         for ev in core.events():
             if isinstance(ev, DataReceived):
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
-                    wake(s._read_waiter)
+                    if s._on_readable is not None:
+                        if ready is None:
+                            ready = [s]
+                        elif s not in ready:
+                            ready.append(s)
+                    else:
+                        wake(s._read_waiter)
             elif isinstance(ev, StreamOpened):
                 st = core.get_stream(ev.stream_id)
                 if st is not None:
@@ -495,18 +548,28 @@ class MuxSession:
             elif isinstance(ev, StreamEnded):
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
-                    wake(s._read_waiter)
+                    if s._on_readable is not None:
+                        if ready is None:
+                            ready = [s]
+                        elif s not in ready:
+                            ready.append(s)
+                    else:
+                        wake(s._read_waiter)
             elif isinstance(ev, StreamReleased):
                 self._streams.pop(ev.stream_id, None)
             elif isinstance(ev, ConnectionTerminated):
                 self._on_dead()
-        if core.closed:
-            return
-        if core.has_data_to_send():
-            self._send_event.set()
-        if core.wants_read:
-            self._resume_event.set()
-        self._arm_timer()
+        if not core.closed:
+            if core.has_data_to_send():
+                self._send_event.set()
+            if core.wants_read:
+                self._resume_event.set()
+            self._arm_timer()
+        if ready is not None:  # last: a reader may write, close or read, which pumps again
+            for s in ready:
+                cb = s._on_readable
+                if cb is not None:
+                    cb()
 
     def _hand_out(self, stream: MuxStream) -> None:
         waiters = self._accept_waiters
@@ -524,6 +587,9 @@ class MuxSession:
         self._fold_counters()  # its counters join the process-wide totals (once)
         self._timers.cancel(self)
         self._timer_at = None
+        if self._set_receiver is not None:
+            self._set_receiver(None)
+        direct = [s._on_readable for s in self._streams.values() if s._on_readable is not None]
         for s in self._streams.values():
             wake(s._read_waiter)
         for waiter in (*self._drain_waiters.values(), *self._close_waiters.values()):
@@ -539,6 +605,8 @@ class MuxSession:
         if not self._closing:
             # died underneath us (EOF, keepalive, protocol error): release the transport
             self._shutdown_task = self._loop.create_task(self._shutdown())
+        for cb in direct:  # their read_nowait now raises the session's error (or says EOF)
+            cb()
 
     async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):

@@ -29,7 +29,7 @@ from kcprpc import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from test_rpc_send_bounds import Svc
+from test_rpc_send_bounds import Svc, stop_reading_transport
 
 TIMEOUT = 20.0
 KIB = 1024
@@ -71,8 +71,7 @@ async def test_a_kcp_client_that_stops_reading_ends_as_a_slow_consumer(mode: str
             await asyncio.wait_for(svc.hang_started.wait(), TIMEOUT)
             sess = next(s for s in server.sessions if s.id == slow.session_id)
             kcp_session: Any = sess.conn.datagrams  # type: ignore[attr-defined]
-            link: Any = slow.lifecycle.link
-            link.conn.mux._reader.cancel()  # the client reads nothing more off its KCP session
+            stop_reading_transport(slow)  # the client reads nothing more off its KCP session
             kcp_peak = sent = 0
             for _ in range(1000):  # 4 MB at most: three times what the client and the bound hold
                 if sess.closed:
@@ -114,8 +113,7 @@ async def test_a_kcp_client_whose_pings_arrive_but_that_consumes_nothing_is_ende
             lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             slow.on_disconnect = lambda _c, reason: lost.done() or lost.set_result(reason)
             (sess,) = server.sessions
-            link: Any = slow.lifecycle.link
-            link.conn.mux._reader.cancel()  # the client reads nothing more off its KCP session
+            stop_reading_transport(slow)  # the client reads nothing more off its KCP session
             loop = asyncio.get_running_loop()
             stopped_at = loop.time()
             # 400 KB: more than the client's KCP takes in before its window closes (its 64 KiB read

@@ -79,8 +79,9 @@ async def test_clients_join_send_inputs_and_see_their_acked_seq_in_the_state() -
         # a second room on the same server
         await client.stub(RoomService, timeout=5.0).join(JoinRoom(room="other"))
         await client.stub(RoomService, timeout=5.0).leave(LeaveRoom(room="other"))
-        await wait_for(lambda: rooms.get("other") is None)
-        assert rooms.stats["rooms_disposed"] == 1
+        await wait_for(lambda: rooms.get("other") is None)  # stopping: no longer running
+        await wait_for(lambda: rooms.stats["rooms_disposed"] == 1)  # then stopped and forgotten
+        assert "other" not in rooms.rooms
     # the pair's exit shut the server down: the client's leave stopped the room, the lifespan the rest
     assert room.stopped.is_set() and room._task is None and rooms.rooms == {}
 

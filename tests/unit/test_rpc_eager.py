@@ -1,6 +1,8 @@
 """Eager handler start (kcprpc/eager.py, StreamPump._start_call): a handler's first step runs in
 the turn that read its request, inside its own task, and everything a task gives a handler still
-holds: current_task, context variables, cancellation, deadlines, interceptors, error mapping."""
+holds: current_task, context variables, cancellation, deadlines, interceptors, error mapping; on
+every link, including those whose input reaches the handler from a transport's callback (the
+direct read path: kcprpc/receive.py, ``_Reader``)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from pydantic import BaseModel
 import kcprpc
 from kcprpc import RpcError, ServerContext, Status
 from kcprpc.eager import EAGER, start_eager
-from kcprpc.testing import pair
+from kcprpc.testing import Link, pair
 
 TIMEOUT = 5.0
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="outer")
+# memory: no mux; mux: stream readers called back by the mux (MuxStream.set_reader); kcp: the KCP
+# session's input handed to the mux in the turn that read it too (KCPSession.set_receiver)
+LINKS: tuple[Link, ...] = ("memory", "mux", "kcp")
 
 
 class Req(BaseModel):
@@ -94,26 +99,46 @@ async def test_reply_leaves_in_the_turn_that_read_the_request() -> None:
         assert turns[0] / n <= 3.1
 
 
-async def test_current_task_is_the_handlers_own() -> None:
+@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
+async def test_kcp_reply_leaves_in_the_turn_that_read_the_request() -> None:
+    # over KCP (both ends in this process): the client's send tick, the server's read (KCP session →
+    # mux → stream reader → handler → reply → flush, one turn with the direct read path), the
+    # client's read (→ the call's future) and the caller's task: 4 turns; 9 with a mux reader task
+    # and a stream reader task woken on each side
+    async with pair([Eager()], link="kcp") as p:
+        stub = p.client.stub(Eager, timeout=TIMEOUT)
+        for _ in range(20):
+            await stub.echo(Req(n=1))
+        turns = _turns(asyncio.get_running_loop())
+        n = 50
+        for i in range(n):
+            assert (await stub.echo(Req(n=i))).n == i
+        assert turns[0] / n <= 4.5
+
+
+@pytest.mark.parametrize("link", LINKS)
+async def test_current_task_is_the_handlers_own(link: Link) -> None:
     svc = Eager()
-    async with pair([svc], link="memory") as p:
+    async with pair([svc], link=link) as p:
         stub = p.client.stub(Eager)
         assert (await asyncio.wait_for(stub.own_task(Req(n=3)), TIMEOUT)).n == -1
         # the timeout cancelled the handler, not the stream that read its request
         assert (await asyncio.wait_for(stub.echo(Req(n=4)), TIMEOUT)).n == 4
 
 
-async def test_context_variables_stay_in_the_handlers_task() -> None:
-    async with pair([Eager()], link="memory") as p:
+@pytest.mark.parametrize("link", LINKS)
+async def test_context_variables_stay_in_the_handlers_task(link: Link) -> None:
+    async with pair([Eager()], link=link) as p:
         stub = p.client.stub(Eager)
         assert (await asyncio.wait_for(stub.set_var(Req(n=7)), TIMEOUT)).n == 1
         # a variable the previous handler set (in its first step) did not leak into the reader
         assert (await asyncio.wait_for(stub.read_var(Req()), TIMEOUT)).n == 0
 
 
-async def test_deadline_cancels_a_suspended_handler_and_runs_its_finally() -> None:
+@pytest.mark.parametrize("link", LINKS)
+async def test_deadline_cancels_a_suspended_handler_and_runs_its_finally(link: Link) -> None:
     svc = Eager()
-    async with pair([svc], link="memory") as p:
+    async with pair([svc], link=link) as p:
         stub = p.client.stub(Eager, timeout=0.05)
         try:
             await asyncio.wait_for(stub.hang(Req()), TIMEOUT)
@@ -124,9 +149,10 @@ async def test_deadline_cancels_a_suspended_handler_and_runs_its_finally() -> No
         await asyncio.wait_for(svc.cleaned.wait(), TIMEOUT)
 
 
-async def test_client_cancel_reaches_a_handler_suspended_in_its_first_step() -> None:
+@pytest.mark.parametrize("link", LINKS)
+async def test_client_cancel_reaches_a_handler_suspended_in_its_first_step(link: Link) -> None:
     svc = Eager()
-    async with pair([svc], link="memory") as p:
+    async with pair([svc], link=link) as p:
         stub = p.client.stub(Eager)
         t = asyncio.ensure_future(stub.hang(Req()))
         await asyncio.wait_for(svc.entered.wait(), TIMEOUT)
@@ -135,8 +161,9 @@ async def test_client_cancel_reaches_a_handler_suspended_in_its_first_step() -> 
         assert p.server.stats["calls_cancelled"] == 1
 
 
-async def test_errors_raised_in_the_first_step_are_mapped() -> None:
-    async with pair([Eager()], link="memory") as p:
+@pytest.mark.parametrize("link", LINKS)
+async def test_errors_raised_in_the_first_step_are_mapped(link: Link) -> None:
+    async with pair([Eager()], link=link) as p:
         stub = p.client.stub(Eager)
         for n, status in ((1, Status.NOT_FOUND), (0, Status.INTERNAL)):
             try:
@@ -147,7 +174,8 @@ async def test_errors_raised_in_the_first_step_are_mapped() -> None:
                 raise AssertionError("no error")
 
 
-async def test_interceptors_see_the_call() -> None:
+@pytest.mark.parametrize("link", LINKS)
+async def test_interceptors_see_the_call(link: Link) -> None:
     seen: list[str] = []
 
     async def icpt(ctx: ServerContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
@@ -155,7 +183,7 @@ async def test_interceptors_see_the_call() -> None:
         await asyncio.sleep(0)  # an interceptor that suspends before the handler
         return await call_next()
 
-    async with pair([Eager()], link="memory", server_interceptors=[icpt]) as p:
+    async with pair([Eager()], link=link, server_interceptors=[icpt]) as p:
         stub = p.client.stub(Eager)
         assert (await asyncio.wait_for(stub.echo(Req(n=5)), TIMEOUT)).n == 5
         assert seen == ["test.Eager/echo"]

@@ -75,9 +75,14 @@ PINGING = ClientConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=60.0))
 
 
 def stop_reading_transport(client: Client) -> None:
-    """The client reads nothing more off its connection (its mux reader stops)."""
+    """The client reads nothing more off its connection: its mux's reader task stops, and a KCP
+    session no longer hands its input to the mux directly (``KCPSession.set_receiver``)."""
     link: Any = client.lifecycle.link
-    link.conn.mux._reader.cancel()
+    mux = link.conn.mux
+    mux._reader.cancel()
+    set_receiver = getattr(mux.transport, "set_receiver", None)
+    if set_receiver is not None:
+        set_receiver(None)
 
 
 def stop_reading_control(client: Client) -> None:

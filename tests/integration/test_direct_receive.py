@@ -1,0 +1,102 @@
+"""``KCPSession.set_receiver``: a session hands its input to the layer above in the loop turn that
+read it, in order with what :meth:`read` returns, over real loopback UDP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+import kcp
+from kcp.session import KCPSession
+
+TIMEOUT = 10.0
+
+
+async def until(cond: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not cond():
+            await asyncio.sleep(0.001)
+
+
+@pytest.fixture
+async def sessions() -> AsyncIterator[tuple[KCPSession, KCPSession]]:
+    accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
+
+    async def on_accept(s: KCPSession) -> None:
+        await accepted.put(s)
+
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept)
+    host, port = lis.address[:2]
+    client = await kcp.dial(host, port)
+    client.write(b"hi")
+    server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+    assert await asyncio.wait_for(server.readexactly(2), TIMEOUT) == b"hi"
+    try:
+        yield client, server
+    finally:
+        client.close()
+        server.close()
+        lis.close()
+        await lis.wait_closed()
+
+
+async def test_input_goes_to_the_receiver_then_to_read_once_it_refuses(
+    sessions: tuple[KCPSession, KCPSession],
+) -> None:
+    client, server = sessions
+    taken = bytearray()
+    open_ = [True]
+
+    def receiver(data: bytes) -> bool:
+        if not open_[0]:
+            return False
+        taken.extend(data)
+        return True
+
+    server.set_receiver(receiver)
+    first = b"".join(b"m%03d" % i for i in range(8))
+    client.write(first)
+    await until(lambda: len(taken) == len(first))
+    assert bytes(taken) == first  # in order, in the turns that read it
+    open_[0] = False  # refused: it and what follows wait for read(), in order
+    second = b"".join(b"n%03d" % i for i in range(8))
+    client.write(second[:16])
+    client.write(second[16:])
+    assert await asyncio.wait_for(server.readexactly(len(second)), TIMEOUT) == second
+    assert bytes(taken) == first
+    # the read buffer is empty again: the receiver gets new input directly
+    open_[0] = True
+    client.write(b"late")
+    await until(lambda: len(taken) == len(first) + 4)
+    assert bytes(taken).endswith(b"late")
+
+
+async def test_a_receiver_that_closes_the_session(sessions: tuple[KCPSession, KCPSession]) -> None:
+    client, server = sessions
+    taken: list[bytes] = []
+
+    def receiver(data: bytes) -> bool:
+        taken.append(data)
+        server.close()
+        return True
+
+    server.set_receiver(receiver)
+    for i in range(5):
+        client.write(b"x%d" % i)
+        await client.drain()
+    await until(lambda: bool(taken))
+    await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+    assert taken[0].startswith(b"x0")
+    assert await asyncio.wait_for(server.read(), TIMEOUT) == b""  # closed: nothing left for read()
+
+
+async def test_no_receiver_after_set_receiver_none(sessions: tuple[KCPSession, KCPSession]) -> None:
+    client, server = sessions
+    taken: list[bytes] = []
+    server.set_receiver(lambda d: taken.append(d) is None)
+    server.set_receiver(None)
+    client.write(b"plain")
+    assert await asyncio.wait_for(server.readexactly(5), TIMEOUT) == b"plain"
+    assert taken == []
