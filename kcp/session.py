@@ -452,7 +452,9 @@ class KCPSession:
             return
         self._post(now)
 
-    def _deliver(self) -> None:
+    def _deliver(self, direct: bool = True) -> None:
+        """Move received messages to the sink (``direct``, see :meth:`set_receiver`) or the read
+        buffer, and wake the reader."""
         eng = self._engine
         if self._state is not _OPEN:
             while eng.recv() is not None:  # nobody reads any more: keep the window open
@@ -460,7 +462,7 @@ class KCPSession:
             return
         rbuf = self._rbuf
         got = False
-        sink = self._sink
+        sink = self._sink if direct else None
         if sink is not None and not rbuf:
             # the direct path (set_receiver): each message to the sink in this turn, while it takes
             # them and nothing waits for read(); the first it refuses starts the read buffer
@@ -688,7 +690,8 @@ class KCPSession:
         eng = self._engine
         if not eng.rcv_queue or self._state is not _OPEN:
             return
-        self._deliver()
+        # to the read buffer even with a sink: the caller of read() still holds older data
+        self._deliver(False)
         if eng.probe & IKCP_ASK_TELL:
             self.request_flush()
 

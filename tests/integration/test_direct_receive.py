@@ -100,3 +100,50 @@ async def test_no_receiver_after_set_receiver_none(sessions: tuple[KCPSession, K
     client.write(b"plain")
     assert await asyncio.wait_for(server.readexactly(5), TIMEOUT) == b"plain"
     assert taken == []
+
+
+async def test_what_read_refills_stays_behind_what_read_returned() -> None:
+    """read() takes the read buffer and refills it from the engine before it returns: the refill must
+    not go to the receiver, or the receiver's data would overtake what the caller of read() holds."""
+    accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
+
+    async def on_accept(s: KCPSession) -> None:
+        await accepted.put(s)
+
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept, session=kcp.SessionConfig(read_buffer=4096))
+    host, port = lis.address[:2]
+    client = await kcp.dial(host, port)
+    try:
+        client.write(b"h")
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert await asyncio.wait_for(server.readexactly(1), TIMEOUT) == b"h"
+        out = bytearray()
+        taking = [False]
+
+        def receiver(data: bytes) -> bool:
+            if taking[0]:
+                out.extend(data)
+            return taking[0]
+
+        server.set_receiver(receiver)
+        payload = bytes(i % 251 for i in range(20_000))
+        client.write(payload[:10_000])  # refused: to the read buffer, past its 4 KiB bound
+        await until(lambda: client.send_backlog() == 0)
+        client.write(payload[10_000:])  # the buffer is full: this waits in the engine
+        await until(lambda: client.send_backlog() == 0)
+        taking[0] = True
+
+        async def reader() -> None:
+            while True:
+                out.extend(await server.read())  # all it buffers: the refill finds it empty
+
+        task = asyncio.ensure_future(reader())
+        try:
+            await until(lambda: len(out) >= len(payload))
+        finally:
+            task.cancel()
+        assert bytes(out) == payload
+    finally:
+        client.close()
+        lis.close()
+        await lis.wait_closed()
