@@ -60,6 +60,10 @@ class SessionState(enum.Enum):
     CLOSED = "closed"
 
 
+DIRECT_INPUTS = 2
+"""The most datagrams a session may get in one receive batch for its input to go straight to its
+receiver (:meth:`KCPSession.set_receiver`)."""
+
 _OPEN, _CLOSING, _CLOSED = SessionState.OPEN, SessionState.CLOSING, SessionState.CLOSED
 SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _OPEN: frozenset({_CLOSING, _CLOSED}),
@@ -112,6 +116,7 @@ class KCPSession:
         "_ep",
         "_event_callbacks",
         "_exc",
+        "_fed",
         "_flush_marked",
         "_high_water",
         "_host",
@@ -182,6 +187,7 @@ class KCPSession:
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
         self._sink: Callable[[bytes], bool] | None = None
+        self._fed = 0  # datagrams fed since the last after_input (one receive batch)
         self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -384,6 +390,7 @@ class KCPSession:
         if self._state is _CLOSED:
             return
         self._last_recv = now
+        self._fed += 1
         c: Any = self.counters
         c.in_pkts += 1
         c.bytes_received += len(data)
@@ -425,11 +432,16 @@ class KCPSession:
     def after_input(self, now: int) -> None:
         """After a receive batch: deliver to the reader, flush acks, re-arm the timer."""
         self._in_dirty = False
+        fed = self._fed
+        self._fed = 0
         if self._state is _CLOSED:
             return
         eng = self._engine
         if eng.rcv_queue:  # an input of acks only has nothing to deliver
-            self._deliver()
+            # a session that got a few datagrams in this batch hands them to its receiver now (one
+            # loop turn saved per message); a busier one leaves them to the reader's task, which
+            # takes what more arrives until it runs in one piece: larger batches above
+            self._deliver(fed <= DIRECT_INPUTS)
         if self._cc is not None:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
@@ -464,17 +476,23 @@ class KCPSession:
         got = False
         sink = self._sink if direct else None
         if sink is not None and not rbuf:
-            # the direct path (set_receiver): each message to the sink in this turn, while it takes
-            # them and nothing waits for read(); the first it refuses starts the read buffer
-            while (m := eng.recv()) is not None:
-                if not m:
-                    continue
-                if not sink(m):
-                    rbuf += m
-                    got = True
-                    break
-                if self._state is not _OPEN:  # the sink closed the session
-                    return
+            # the direct path (set_receiver): what the engine has ready goes to the sink in one
+            # piece (bounded by the receive window), in this turn, while nothing waits for read();
+            # refused, it starts the read buffer
+            m = eng.recv()
+            if m is not None:
+                n = eng.recv()
+                if n is not None:
+                    parts = [m, n]
+                    while (n := eng.recv()) is not None:
+                        parts.append(n)
+                    m = b"".join(parts)
+                if m:
+                    if not sink(m):
+                        rbuf += m
+                        got = True
+                    elif self._state is not _OPEN:  # the sink closed the session
+                        return
         limit = self._rlimit
         while len(rbuf) < limit:
             m = eng.recv()
@@ -621,11 +639,13 @@ class KCPSession:
     def set_receiver(self, sink: Callable[[bytes], bool] | None) -> None:
         """Hand received data to ``sink(data)`` in the loop turn that read it, instead of waking a
         task waiting in :meth:`read` (``None``: stop). While nothing is buffered for :meth:`read`,
-        each message goes to the sink, in order; the sink returns False when it cannot take one now,
-        and that message and the ones after it are buffered for :meth:`read` (within the same
-        ``read_buffer`` bound) until :meth:`read` has emptied the buffer again. End of stream and
-        errors are still only reported by :meth:`read`. For the layer above (the mux), which then
-        keeps a reader task for what the sink refuses."""
+        what a receive batch of at most ``DIRECT_INPUTS`` datagrams completed goes to the sink, in
+        order, in one piece; the sink returns False when it cannot take it now, and it and what
+        follows are buffered for :meth:`read` (within the same ``read_buffer`` bound) until
+        :meth:`read` has emptied the buffer again. A busier batch is buffered for :meth:`read` too
+        (its reader then takes everything that arrived before it ran). End of stream and errors
+        are still only reported by :meth:`read`. For the layer above (the mux), which keeps a
+        reader task for what does not go to the sink."""
         self._sink = sink
 
     async def _wait(self, attr: str) -> None:
