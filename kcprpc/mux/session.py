@@ -524,7 +524,7 @@ class MuxSession:
         core = self._core
         ready: list[MuxStream] | None = None
         for ev in core.events():
-            if isinstance(ev, DataReceived):
+            if isinstance(ev, (DataReceived, StreamEnded)):  # something to read: data or EOF
                 s = self._streams.get(ev.stream_id)
                 if s is not None:
                     if s._on_readable is not None:
@@ -545,16 +545,6 @@ class MuxSession:
                     s = self._streams.get(ev.stream_id)
                     if s is not None:
                         wake(self._drain_waiters.get(s))
-            elif isinstance(ev, StreamEnded):
-                s = self._streams.get(ev.stream_id)
-                if s is not None:
-                    if s._on_readable is not None:
-                        if ready is None:
-                            ready = [s]
-                        elif s not in ready:
-                            ready.append(s)
-                    else:
-                        wake(s._read_waiter)
             elif isinstance(ev, StreamReleased):
                 self._streams.pop(ev.stream_id, None)
             elif isinstance(ev, ConnectionTerminated):
