@@ -170,17 +170,42 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
         budget.take(len(a) + len(added))
         new = dict(old)
         for k in a:
-            if not _key_ok(node, k) or k not in new:
+            if type(k) is not node.key or k not in new:
                 raise BadDelta("removed key not present")
             del new[k]
-        for k, c in changed.items():
-            if not _key_ok(node, k) or k not in new:
-                raise BadDelta("changed key not present")
-            new[k] = c if leaf else apply(item, new[k], c, budget)
-        for k, v in added.items():
-            if not _key_ok(node, k) or k in new:
-                raise BadDelta("added key already present")
-            new[k] = v if leaf else full(item, v, budget)
+        key = node.key
+        if item.flat:  # entities of leaves, inlined (apply and full of a flat model, per entity)
+            nf = len(item.fields)
+            taken = 0
+            for k, c in changed.items():
+                if type(k) is not key or k not in new:
+                    raise BadDelta("changed key not present")
+                if not isinstance(c, dict):
+                    raise BadDelta("a model change must be a map")
+                taken += len(c)
+                out = list(new[k])
+                for i, v in c.items():
+                    if type(i) is not int or not 0 <= i < nf:
+                        raise BadDelta("bad field index")
+                    out[i] = v
+                new[k] = tuple(out)
+            for k, v in added.items():
+                if type(k) is not key or k in new:
+                    raise BadDelta("added key already present")
+                if not isinstance(v, (list, tuple)) or len(v) != nf:
+                    raise BadDelta("a model must be an array of its fields")
+                taken += nf
+                new[k] = tuple(v)
+            budget.take(taken)  # what the entries hold: bounded by the message they came in
+        else:
+            for k, c in changed.items():
+                if type(k) is not key or k not in new:
+                    raise BadDelta("changed key not present")
+                new[k] = c if leaf else apply(item, new[k], c, budget)
+            for k, v in added.items():
+                if type(k) is not key or k in new:
+                    raise BadDelta("added key already present")
+                new[k] = v if leaf else full(item, v, budget)
         if len(new) > budget.max_entities:
             raise BadDelta("too many entities")
         return new

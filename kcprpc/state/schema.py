@@ -53,6 +53,8 @@ class Node:
     key: type | None = None  # MAP: str or int
     item: Node | None = None  # MAP, LIST: the node of an entry
     index: dict[str, int] = field(default_factory=dict)  # MODEL: name -> index
+    flat: bool = False  # MODEL: every field a plain leaf (not quantized): its tree is its values
+
 
     def describe(self) -> str:
         """The canonical description hashed into the schema id (docs/wire-format/state.md)."""
@@ -182,6 +184,7 @@ def _model_node(model: type[BaseModel], seen: tuple[type, ...]) -> Node:
         d if d is NO_DEFAULT else to_tree(f, _dump_default(d)) for d, f in zip(defaults, nodes, strict=True)
     )
     node.index = {n: i for i, n in enumerate(names)}
+    node.flat = all(f.kind == LEAF and f.step is None for f in nodes)
     return node
 
 
@@ -223,13 +226,21 @@ def from_tree(node: Node, tree: Any) -> Any:
     if kind == LEAF:
         return tree if node.step is None else _unq(node.step, tree)
     if kind == MODEL:
+        if node.flat:
+            return dict(zip(node.names, tree, strict=False))
         return {n: from_tree(f, v) for n, f, v in zip(node.names, node.fields, tree, strict=True)}
     item = node.item
     assert item is not None
-    plain = item.kind == LEAF and item.step is None
+    if item.kind == LEAF and item.step is None:
+        return tree if kind == MAP else list(tree)
+    if item.flat:
+        names = item.names
+        if kind == MAP:
+            return {k: dict(zip(names, v, strict=False)) for k, v in tree.items()}
+        return [dict(zip(names, v, strict=False)) for v in tree]
     if kind == MAP:
-        return tree if plain else {k: from_tree(item, v) for k, v in tree.items()}
-    return list(tree) if plain else [from_tree(item, v) for v in tree]
+        return {k: from_tree(item, v) for k, v in tree.items()}
+    return [from_tree(item, v) for v in tree]
 
 
 class Schema:
@@ -269,9 +280,15 @@ class Schema:
             if f.kind == MAP and item is not None and item.kind == MODEL:
                 was, had = old_tree[i], getattr(old_state, name)
                 d: dict[Any, Any] = {}
-                for k, t in tree[i].items():
-                    w = was.get(k, _MISSING)
-                    d[k] = had[k] if w is t or w == t else from_tree(item, t)
+                if item.flat:  # an entity's values in field order: its fields by name
+                    names = item.names
+                    for k, t in tree[i].items():
+                        w = was.get(k, _MISSING)
+                        d[k] = had[k] if w is t or w == t else dict(zip(names, t, strict=False))
+                else:
+                    for k, t in tree[i].items():
+                        w = was.get(k, _MISSING)
+                        d[k] = had[k] if w is t or w == t else from_tree(item, t)
                 out[name] = d
             elif f.kind == LIST and item is not None and item.kind == MODEL:
                 was, had = old_tree[i], getattr(old_state, name)

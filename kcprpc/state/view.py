@@ -88,7 +88,11 @@ class _Track:
         states held before it), at most ``max(2, bound)`` states."""
         trees = self.trees
         # the server never sends a delta against a baseline older than one it already used
-        for s in [s for s in trees if s < base]:
+        # (seqs are kept in increasing order: the oldest first)
+        while trees:
+            s = next(iter(trees))
+            if s >= base:
+                break
             del trees[s]
         trees[seq] = tree
         self.pin = base
