@@ -54,10 +54,18 @@ def record(world: World, model: type[Any], ticks: int, groups: int, ack_lag: int
     return out
 
 
-def replay_parts(model: type[Any], ticks: list[list[bytes]], warm: int) -> tuple[float, int]:
+def replay_parts(
+    model: type[Any], ticks: list[list[bytes]], warm: int, callbacks: bool = False
+) -> tuple[float, int]:
     """Seconds of CPU applying ticks ``warm:`` on a fresh view (the first ones untimed), and how
-    many states it applied."""
+    many states it applied. ``callbacks``: with on_add / on_change / on_remove of the entities
+    and a listen on the tick registered (what a game's client does)."""
     view: StateView[Any] = StateView(model)
+    if callbacks:
+        seen: list[Any] = []
+        for on in (view.on_add, view.on_change, view.on_remove):
+            on("entities", lambda k, e: seen.append(k))
+        view.listen("tick", lambda new, old: seen.clear())
     for msgs in ticks[:warm]:
         for b in msgs:
             view.receive(codec.unpack(b), commit=False)
@@ -88,6 +96,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quantize", action="store_true")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--callbacks", action="store_true", help="(a) also with entity and field callbacks")
     args = p.parse_args()
     warm = 10
     model: type[Any] = QRoomState if args.quantize else RoomState
@@ -100,6 +109,8 @@ def main() -> None:
         label = f"(a) parts, {moving:.0%} moving"
         print(f"{label}: {parts:.1f} messages per tick, {size:.0f} B each", flush=True)
         cases.append((label, lambda ticks=ticks: replay_parts(model, ticks, warm)))
+        if args.callbacks:
+            cases.append((label + " + callbacks", lambda ticks=ticks: replay_parts(model, ticks, warm, True)))
     world = World(args.entities, args.moving[0], args.seed, args.quantize)
     snaps = [codec.pack(world.step().model_dump()) for _ in range(args.ticks)]
     cases.append(("(c) snapshot", lambda: replay_snapshots(model, snaps)))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Final
 
-from kcprpc.state.schema import LEAF, LIST, MAP, MODEL, Node
+from kcprpc.state.schema import LEAF, LIST, MAP, MODEL, Node, entry_changes
 
 
 class _Same:
@@ -137,9 +137,14 @@ def full(node: Node, value: Any, budget: Budget) -> Any:
 
 
 # --------------------------------------------------------------------------------------- apply
-def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
+def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) -> Any:
     """The tree ``old`` with ``change`` (from the network) applied; ``old`` is not modified.
-    :class:`BadDelta` when the change does not fit the schema, the tree or the budget."""
+    :class:`BadDelta` when the change does not fit the schema, the tree or the budget.
+
+    ``ref``: another tree of ``node`` (the one the client holds now, when ``old`` is an older
+    baseline). An entity of a dict of flat entities that comes out equal to ``ref``'s is
+    ``ref``'s object: a delta against an older baseline repeats changes the client has, and
+    keeping their objects lets the typed state find what changed by identity."""
     kind = node.kind
     if kind == LEAF:
         return change
@@ -153,7 +158,7 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
             if type(i) is not int or not 0 <= i < len(fields):
                 raise BadDelta("bad field index")
             f = fields[i]
-            out[i] = c if f.kind == LEAF else apply(f, old[i], c, budget)
+            out[i] = c if f.kind == LEAF else apply(f, old[i], c, budget, None if ref is None else ref[i])
         return tuple(out)
     item = node.item
     assert item is not None
@@ -177,6 +182,7 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
         if item.flat:  # entities of leaves, inlined (apply and full of a flat model, per entity)
             nf = len(item.fields)
             taken = 0
+            held = ref.get if isinstance(ref, dict) else {}.get
             for k, c in changed.items():
                 if type(k) is not key or k not in new:
                     raise BadDelta("changed key not present")
@@ -188,14 +194,18 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
                     if type(i) is not int or not 0 <= i < nf:
                         raise BadDelta("bad field index")
                     out[i] = v
-                new[k] = tuple(out)
+                t = tuple(out)
+                r = held(k)
+                new[k] = r if r is not None and r == t else t
             for k, v in added.items():
                 if type(k) is not key or k in new:
                     raise BadDelta("added key already present")
                 if not isinstance(v, (list, tuple)) or len(v) != nf:
                     raise BadDelta("a model must be an array of its fields")
                 taken += nf
-                new[k] = tuple(v)
+                t = tuple(v)
+                r = held(k)
+                new[k] = r if r is not None and r == t else t
             budget.take(taken)  # what the entries hold: bounded by the message they came in
         else:
             for k, c in changed.items():
@@ -236,35 +246,37 @@ FIELD: Final = "field"
 
 
 def walk(
-    node: Node, old: Any, change: Any, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], str, Any]]:
-    """The changes a :func:`diff` result (``change``, from tree ``old``) makes, outermost first:
-    ``(path, FIELD, None)`` for each model field that changed (its path of names), and ``(path
-    of the collection, ADD | CHANGE | REMOVE, key or index)`` for each dict or list entry. Entries
-    of collections inside entities are not walked (their entity's CHANGE covers them)."""
-    if change is SAME:
+    node: Node, old: Any, new: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], str, list[Any] | None]]:
+    """The changes from model tree ``old`` to ``new``, outermost first: ``(path, FIELD, None)``
+    for each model field that changed (its path of names), and ``(path of the collection, ADD |
+    CHANGE | REMOVE, keys or indexes)`` for the entries of each dict or list field (what
+    :func:`diff` would say, without building the change). Entries of collections inside
+    entities are not walked (their entity's CHANGE covers them)."""
+    if old is new:
         return
-    if node.kind == MODEL:
-        for i, c in change.items():
-            f = node.fields[i]
-            p = (*path, node.names[i])
-            yield p, FIELD, None
-            if f.kind == MODEL:
-                yield from walk(f, old[i], c, p)
-            elif f.kind == MAP:
-                removed, changed, added = c
-                for k in removed:
-                    yield p, REMOVE, k
-                for k in changed:
-                    yield p, CHANGE, k
-                for k in added:
-                    yield p, ADD, k
-            elif f.kind == LIST:
-                n_new, changed, added = c
-                n_old = len(old[i])
-                for k in range(n_new, n_old):
-                    yield p, REMOVE, k
-                for k in changed:
-                    yield p, CHANGE, k
-                for k in range(n_old, n_new):
-                    yield p, ADD, k
+    for i, f in enumerate(node.fields):
+        o, n = old[i], new[i]
+        if o is n or o == n:
+            continue
+        p = (*path, node.names[i])
+        yield p, FIELD, None
+        if f.kind == MODEL:
+            yield from walk(f, o, n, p)
+        elif f.kind == MAP:
+            removed, changed, added = entry_changes(o, n)
+            if removed:
+                yield p, REMOVE, removed
+            if changed:
+                yield p, CHANGE, changed
+            if added:
+                yield p, ADD, added
+        elif f.kind == LIST:
+            n_old, n_new = len(o), len(n)
+            if n_new < n_old:
+                yield p, REMOVE, list(range(n_new, n_old))
+            common = [j for j in range(min(n_old, n_new)) if o[j] is not n[j] and o[j] != n[j]]
+            if common:
+                yield p, CHANGE, common
+            if n_new > n_old:
+                yield p, ADD, list(range(n_old, n_new))

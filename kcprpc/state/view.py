@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kcprpc.errors import UsageError
-from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, diff, full, walk
+from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, full, walk
 from kcprpc.state.groups import MAX_GROUPS, Groups
 from kcprpc.state.schema import LIST, MAP, MODEL, Node, Schema
 from kcprpc.state.service import StateAck, StateService
@@ -259,7 +259,7 @@ class StateView(Generic[M]):
                 if base is None:
                     stats["no_base"] += 1
                     return None
-                tree = apply(root, base, body, budget)
+                tree = apply(root, base, body, budget, self._tree)
             else:
                 stats["malformed"] += 1
                 return None
@@ -418,7 +418,8 @@ class StateView(Generic[M]):
                     gtree = groups.full(g, body, budget)
                 else:
                     groups.check_change(g, body)
-                    gtree = apply(root, tracks[g].trees[base], body, budget)
+                    t = tracks[g]
+                    gtree = apply(root, t.trees[base], body, budget, t.trees.get(t.seq))
                     groups.check_keys(g, gtree, body)
             except (BadDelta, LookupError, TypeError, ValueError, ArithmeticError, RecursionError):
                 self.stats["malformed"] += 1  # this group's entry; the others go on
@@ -461,9 +462,8 @@ class StateView(Generic[M]):
         return acks
 
     def _fire(self, root: Node, old_tree: Any, tree: Any, old: Any, new: Any) -> None:
-        change = diff(root, old_tree, tree)
         fields, entries = self._fields, self._entries
-        for path, what, key in walk(root, old_tree, change, ()):
+        for path, what, keys in walk(root, old_tree, tree, ()):
             p = ".".join(path)
             if what == FIELD:
                 cbs = fields.get(p)
@@ -473,12 +473,13 @@ class StateView(Generic[M]):
                         self._call(cb, a, b)
                 continue
             cbs = entries.get((p, what))
-            if not cbs:
+            if not cbs or keys is None:
                 continue
             coll = _get(old if what == REMOVE else new, path)
-            entity = coll[key]
-            for cb in list(cbs):
-                self._call(cb, key, entity)
+            for key in keys:
+                entity = coll[key]
+                for cb in list(cbs):
+                    self._call(cb, key, entity)
 
     @staticmethod
     def _call(cb: Callable[..., Any], *args: Any) -> None:
