@@ -11,7 +11,7 @@ per room: ``RoomRegistry(Arena, sender=lambda server: SyncSender(ArenaState, sta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -36,7 +36,7 @@ class SyncSender:
         name: str = DEFAULT_ROOM_NAME,
         interest: Callable[[Any, Any], InterestFn | None] | None = None,
         max_baselines: int = 32,
-        groups: int = 1,
+        groups: int | Literal["auto"] = "auto",
         part_size: int = DEFAULT_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
