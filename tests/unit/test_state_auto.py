@@ -136,7 +136,7 @@ def test_clients_converge_across_the_switch_on_a_lossy_link(seed: int) -> None:
     clean ticks every client holds the server's state."""
     r = random.Random(seed)
     sync = StateSync(World, "w")
-    views = {c: StateView(World, "w") for c in "abc"}
+    views: dict[Any, StateView[World]] = {c: StateView(World, "w") for c in "abc"}
     for c in "ab":
         sync.add_client(c)
     w = World(units={i: Unit() for i in range(3)})
