@@ -14,6 +14,7 @@ each round; µs per applied state, median of the rounds (min, max). Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -117,6 +118,7 @@ def main() -> None:
     res: dict[str, list[float]] = {label: [] for label, _ in cases}
     for _ in range(args.rounds):
         for label, fn in cases:
+            gc.collect()  # each contender starts without the garbage of the one before
             cpu, n = fn()
             res[label].append(cpu / max(1, n) * 1e6)
     c = statistics.median(res["(c) snapshot"])

@@ -154,8 +154,9 @@ def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) ->
         budget.take(len(change))
         out = list(old)
         fields = node.fields
+        nf = len(fields)
         for i, c in change.items():
-            if type(i) is not int or not 0 <= i < len(fields):
+            if type(i) is not int or not 0 <= i < nf:
                 raise BadDelta("bad field index")
             f = fields[i]
             out[i] = c if f.kind == LEAF else apply(f, old[i], c, budget, None if ref is None else ref[i])
@@ -168,11 +169,10 @@ def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) ->
     a, changed, added = change
     if not isinstance(changed, dict):
         raise BadDelta("changed entries must be a map")
-    budget.take(len(changed))
     if kind == MAP:
         if not isinstance(a, (list, tuple)) or not isinstance(added, dict):
             raise BadDelta("bad map change")
-        budget.take(len(a) + len(added))
+        budget.take(len(changed) + len(a) + len(added))
         new = dict(old)
         for k in a:
             if type(k) is not node.key or k not in new:
@@ -222,7 +222,7 @@ def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) ->
     # LIST
     if type(a) is not int or not isinstance(added, (list, tuple)):
         raise BadDelta("bad list change")
-    budget.take(len(added))
+    budget.take(len(changed) + len(added))
     n_old = len(old)
     if a < 0 or a > budget.max_entities:
         raise BadDelta("bad list length")

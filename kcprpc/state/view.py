@@ -97,10 +97,11 @@ class _Track:
         trees[seq] = tree
         self.pin = base
         self.seq = seq
-        self.fresh = max(self.fresh, seq)
+        if seq > self.fresh:
+            self.fresh = seq
         # keep the pinned baseline and the newest state (what this view acknowledges next)
-        while len(trees) > max(2, bound):
-            s = next(s for s in trees if s != self.pin)
+        while len(trees) > bound and len(trees) > 2:
+            s = next(s for s in trees if s != base)
             del trees[s]
 
 
@@ -449,12 +450,14 @@ class StateView(Generic[M]):
                 self._unstage()
                 return {}
         acks: dict[int, list[int]] = {}
+        snapshots = 0
+        bound = self.max_baselines
         for g, (seq, gtree, base) in sorted(staged.items()):
-            tracks[g].keep(seq, gtree, base, self.max_baselines)  # a snapshot (base 0) keeps older ones
+            tracks[g].keep(seq, gtree, base, bound)  # a snapshot (base 0) keeps older ones
             acks.setdefault(seq, []).append(g)
-            self.stats["groups_applied"] += 1
-            if base == 0:
-                self.stats["snapshots"] += 1
+            snapshots += base == 0
+        self.stats["groups_applied"] += len(staged)
+        self.stats["snapshots"] += snapshots
         self._unstage()
         if tree is not None:
             self.min_seq = min(t.fresh for t in tracks)
