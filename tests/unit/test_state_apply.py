@@ -9,17 +9,11 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
+from state_support import Unit
 
 from kcprpc.state import StateSync, StateView
 from kcprpc.state.delta import SAME, Budget, apply, diff
 from kcprpc.state.schema import Schema, from_tree
-
-
-class Unit(BaseModel):
-    kind: str = "npc"
-    x: float = 0.0
-    y: float = 0.0
-    hp: int = 100
 
 
 class Deep(BaseModel):  # not flat: a nested model

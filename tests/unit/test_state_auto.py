@@ -9,25 +9,13 @@ import random
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from state_support import Unit, World
 
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.state import StateSync, StateView
 from kcprpc.state.groups import MAX_GROUPS
 from kcprpc.state.sync import DELTA, PARTS, SNAPSHOT, groups_for
-
-
-class Unit(BaseModel):
-    kind: str = "npc"
-    x: float = 0.0
-    y: float = 0.0
-    hp: int = 100
-
-
-class World(BaseModel):
-    tick: int = 0
-    units: dict[int, Unit] = Field(default_factory=dict)
 
 
 def wire(sync: StateSync[Any], msg: list[Any]) -> Any:
