@@ -181,14 +181,15 @@ def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) ->
         key = node.key
         if item.flat:  # entities of leaves, inlined (apply and full of a flat model, per entity)
             nf = len(item.fields)
-            taken = 0
             held = ref.get if isinstance(ref, dict) else {}.get
             for k, c in changed.items():
                 if type(k) is not key or k not in new:
                     raise BadDelta("changed key not present")
                 if not isinstance(c, dict):
                     raise BadDelta("a model change must be a map")
-                taken += len(c)
+                budget.entries -= len(c)  # Budget.take, inlined: before anything is built
+                if budget.entries < 0:
+                    raise BadDelta("frame over its size budget")
                 out = list(new[k])
                 for i, v in c.items():
                     if type(i) is not int or not 0 <= i < nf:
@@ -202,11 +203,10 @@ def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) ->
                     raise BadDelta("added key already present")
                 if not isinstance(v, (list, tuple)) or len(v) != nf:
                     raise BadDelta("a model must be an array of its fields")
-                taken += nf
+                budget.take(nf)
                 t = tuple(v)
                 r = held(k)
                 new[k] = r if r is not None and r == t else t
-            budget.take(taken)  # what the entries hold: bounded by the message they came in
         else:
             for k, c in changed.items():
                 if type(k) is not key or k not in new:
