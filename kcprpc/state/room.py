@@ -26,7 +26,8 @@ class SyncSender:
     (what the client passes to ``client_state``) and is added to ``states`` (the server's
     :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
     a member's interest filter (None: everything). ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
-    (``groups`` > 1: messages cut into datagram-sized parts that apply on their own)."""
+    (``groups="auto"``, the default: whole messages while they fit a datagram, then parts;
+    ``groups`` > 1: always cut into datagram-sized parts that apply on their own)."""
 
     def __init__(
         self,
