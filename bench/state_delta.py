@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, loss: float) -> dict[str, dict[str, float]]:
     res: dict[str, dict[str, float]] = {}
 
     # (a) latest-wins deltas against acknowledged baselines
-    sync = StateSync(model, "bench", max_baselines=args.baselines)
+    sync = StateSync(model, "bench", max_baselines=args.baselines, groups=1)  # whole messages
     views = [StateView(model, "bench", max_baselines=args.baselines) for _ in range(args.clients)]
     down = [Link(loss, args.seed * 1000 + c, args.mtu, args.overhead) for c in range(args.clients)]
     up = [Link(loss, args.seed * 2000 + c, args.mtu, args.overhead) for c in range(args.clients)]

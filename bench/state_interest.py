@@ -46,7 +46,7 @@ def aoi(cx: float, cy: float, r: float, team: int | None) -> Any:
 
 def contender(args: argparse.Namespace, states: list[RoomState], mode: str) -> tuple[Any, dict[str, int]]:
     rng = random.Random(args.seed)
-    sync = StateSync(RoomState, "bench", max_baselines=args.baselines)
+    sync = StateSync(RoomState, "bench", max_baselines=args.baselines, groups=1)  # whole messages
     for c in range(args.clients):
         x, y = rng.uniform(0, SIZE), rng.uniform(0, SIZE)
         f = None if mode == "off" else aoi(x, y, args.radius, c % 2 if mode == "aoi+team" else None)

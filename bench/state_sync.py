@@ -8,7 +8,8 @@ loss, two contenders alternated in the same run:
 * (a) latest-wins deltas: ``SyncSender(..., groups=16)`` (``kcprpc.state``): per client and
   group a snapshot or a delta against the group's acknowledged baseline, in datagram-sized PARTS
   messages, unreliable; the clients apply a tick's parts at once and ack the groups
-  (``client_state``). ``--groups 1``: whole messages (on the stream when over a datagram).
+  (``client_state``). ``--groups 1``: whole messages (on the stream when over a datagram);
+  ``--groups auto``: StateSync's default, parts in as many groups as the state's size needs.
 
 The world is bench/_state_world.py's (the one bench/state_delta.py simulates), plus the server's
 ``time.monotonic_ns()`` at the tick (``stamp_ns``; every process is on this machine, so the
@@ -236,7 +237,7 @@ async def clients_main(args: argparse.Namespace) -> None:
     if prof_to:
         import cProfile
 
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)  # CPU time: descheduled time (the load) is not counted
         prof.enable()
     await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
     cpu = time.process_time() - c0
@@ -394,7 +395,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quantize", action="store_true", help="x, y to 0.01, angle to 0.1 (Quantized)")
     ap.add_argument(
-        "--groups", type=int, default=16, help="(a): StateSync groups (1: whole messages, no parts)"
+        "--groups",
+        type=lambda v: v if v == "auto" else int(v),
+        default=16,
+        help='(a): StateSync groups (1: whole messages, no parts; "auto": by the state\'s size)',
     )
     ap.add_argument("--quick", action="store_true", help="8 clients, 2 s measured, 1 s warm-up")
     ap.add_argument(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Final
 
-from kcprpc.state.schema import LEAF, LIST, MAP, MODEL, Node
+from kcprpc.state.schema import LEAF, LIST, MAP, MODEL, Node, entry_changes
 
 
 class _Same:
@@ -137,9 +137,14 @@ def full(node: Node, value: Any, budget: Budget) -> Any:
 
 
 # --------------------------------------------------------------------------------------- apply
-def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
+def apply(node: Node, old: Any, change: Any, budget: Budget, ref: Any = None) -> Any:
     """The tree ``old`` with ``change`` (from the network) applied; ``old`` is not modified.
-    :class:`BadDelta` when the change does not fit the schema, the tree or the budget."""
+    :class:`BadDelta` when the change does not fit the schema, the tree or the budget.
+
+    ``ref``: another tree of ``node`` (the one the client holds now, when ``old`` is an older
+    baseline). An entity of a dict of flat entities that comes out equal to ``ref``'s is
+    ``ref``'s object: a delta against an older baseline repeats changes the client has, and
+    keeping their objects lets the typed state find what changed by identity."""
     kind = node.kind
     if kind == LEAF:
         return change
@@ -149,11 +154,12 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
         budget.take(len(change))
         out = list(old)
         fields = node.fields
+        nf = len(fields)
         for i, c in change.items():
-            if type(i) is not int or not 0 <= i < len(fields):
+            if type(i) is not int or not 0 <= i < nf:
                 raise BadDelta("bad field index")
             f = fields[i]
-            out[i] = c if f.kind == LEAF else apply(f, old[i], c, budget)
+            out[i] = c if f.kind == LEAF else apply(f, old[i], c, budget, None if ref is None else ref[i])
         return tuple(out)
     item = node.item
     assert item is not None
@@ -163,31 +169,60 @@ def apply(node: Node, old: Any, change: Any, budget: Budget) -> Any:
     a, changed, added = change
     if not isinstance(changed, dict):
         raise BadDelta("changed entries must be a map")
-    budget.take(len(changed))
     if kind == MAP:
         if not isinstance(a, (list, tuple)) or not isinstance(added, dict):
             raise BadDelta("bad map change")
-        budget.take(len(a) + len(added))
+        budget.take(len(changed) + len(a) + len(added))
         new = dict(old)
         for k in a:
-            if not _key_ok(node, k) or k not in new:
+            if type(k) is not node.key or k not in new:
                 raise BadDelta("removed key not present")
             del new[k]
-        for k, c in changed.items():
-            if not _key_ok(node, k) or k not in new:
-                raise BadDelta("changed key not present")
-            new[k] = c if leaf else apply(item, new[k], c, budget)
-        for k, v in added.items():
-            if not _key_ok(node, k) or k in new:
-                raise BadDelta("added key already present")
-            new[k] = v if leaf else full(item, v, budget)
+        key = node.key
+        if item.flat:  # entities of leaves, inlined (apply and full of a flat model, per entity)
+            nf = len(item.fields)
+            held = ref.get if isinstance(ref, dict) else {}.get
+            for k, c in changed.items():
+                if type(k) is not key or k not in new:
+                    raise BadDelta("changed key not present")
+                if not isinstance(c, dict):
+                    raise BadDelta("a model change must be a map")
+                budget.entries -= len(c)  # Budget.take, inlined: before anything is built
+                if budget.entries < 0:
+                    raise BadDelta("frame over its size budget")
+                out = list(new[k])
+                for i, v in c.items():
+                    if type(i) is not int or not 0 <= i < nf:
+                        raise BadDelta("bad field index")
+                    out[i] = v
+                t = tuple(out)
+                r = held(k)
+                new[k] = r if r is not None and r == t else t
+            for k, v in added.items():
+                if type(k) is not key or k in new:
+                    raise BadDelta("added key already present")
+                if not isinstance(v, (list, tuple)) or len(v) != nf:
+                    raise BadDelta("a model must be an array of its fields")
+                budget.take(nf)
+                t = tuple(v)
+                r = held(k)
+                new[k] = r if r is not None and r == t else t
+        else:
+            for k, c in changed.items():
+                if type(k) is not key or k not in new:
+                    raise BadDelta("changed key not present")
+                new[k] = c if leaf else apply(item, new[k], c, budget)
+            for k, v in added.items():
+                if type(k) is not key or k in new:
+                    raise BadDelta("added key already present")
+                new[k] = v if leaf else full(item, v, budget)
         if len(new) > budget.max_entities:
             raise BadDelta("too many entities")
         return new
     # LIST
     if type(a) is not int or not isinstance(added, (list, tuple)):
         raise BadDelta("bad list change")
-    budget.take(len(added))
+    budget.take(len(changed) + len(added))
     n_old = len(old)
     if a < 0 or a > budget.max_entities:
         raise BadDelta("bad list length")
@@ -211,35 +246,37 @@ FIELD: Final = "field"
 
 
 def walk(
-    node: Node, old: Any, change: Any, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], str, Any]]:
-    """The changes a :func:`diff` result (``change``, from tree ``old``) makes, outermost first:
-    ``(path, FIELD, None)`` for each model field that changed (its path of names), and ``(path
-    of the collection, ADD | CHANGE | REMOVE, key or index)`` for each dict or list entry. Entries
-    of collections inside entities are not walked (their entity's CHANGE covers them)."""
-    if change is SAME:
+    node: Node, old: Any, new: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], str, list[Any] | None]]:
+    """The changes from model tree ``old`` to ``new``, outermost first: ``(path, FIELD, None)``
+    for each model field that changed (its path of names), and ``(path of the collection, ADD |
+    CHANGE | REMOVE, keys or indexes)`` for the entries of each dict or list field (what
+    :func:`diff` would say, without building the change). Entries of collections inside
+    entities are not walked (their entity's CHANGE covers them)."""
+    if old is new:
         return
-    if node.kind == MODEL:
-        for i, c in change.items():
-            f = node.fields[i]
-            p = (*path, node.names[i])
-            yield p, FIELD, None
-            if f.kind == MODEL:
-                yield from walk(f, old[i], c, p)
-            elif f.kind == MAP:
-                removed, changed, added = c
-                for k in removed:
-                    yield p, REMOVE, k
-                for k in changed:
-                    yield p, CHANGE, k
-                for k in added:
-                    yield p, ADD, k
-            elif f.kind == LIST:
-                n_new, changed, added = c
-                n_old = len(old[i])
-                for k in range(n_new, n_old):
-                    yield p, REMOVE, k
-                for k in changed:
-                    yield p, CHANGE, k
-                for k in range(n_old, n_new):
-                    yield p, ADD, k
+    for i, f in enumerate(node.fields):
+        o, n = old[i], new[i]
+        if o is n or o == n:
+            continue
+        p = (*path, node.names[i])
+        yield p, FIELD, None
+        if f.kind == MODEL:
+            yield from walk(f, o, n, p)
+        elif f.kind == MAP:
+            removed, changed, added = entry_changes(o, n)
+            if removed:
+                yield p, REMOVE, removed
+            if changed:
+                yield p, CHANGE, changed
+            if added:
+                yield p, ADD, added
+        elif f.kind == LIST:
+            n_old, n_new = len(o), len(n)
+            if n_new < n_old:
+                yield p, REMOVE, list(range(n_new, n_old))
+            common = [j for j in range(min(n_old, n_new)) if o[j] is not n[j] and o[j] != n[j]]
+            if common:
+                yield p, CHANGE, common
+            if n_new > n_old:
+                yield p, ADD, list(range(n_old, n_new))

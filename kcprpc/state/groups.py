@@ -36,7 +36,7 @@ def group_of(key: Any, n: int) -> int:
 class Groups:
     """The grouping of one schema's root into ``n`` groups (1 <= n <= 256)."""
 
-    __slots__ = ("maps", "n", "nfields", "others", "root")
+    __slots__ = ("maps", "n", "nfields", "others", "owned", "root")
 
     def __init__(self, root: Node, n: int) -> None:
         if not 1 <= n <= MAX_GROUPS:
@@ -46,6 +46,8 @@ class Groups:
         self.nfields = len(root.fields)
         self.maps = tuple(i for i, f in enumerate(root.fields) if f.kind == MAP)
         self.others = tuple(i for i, f in enumerate(root.fields) if f.kind != MAP)
+        # the root fields group 0 owns (all), and any other group (the dicts)
+        self.owned = (frozenset(range(self.nfields)), frozenset(self.maps))
 
     def owns(self, g: int, i: int) -> bool:
         """Whether group ``g`` holds root field ``i``."""
@@ -103,9 +105,10 @@ class Groups:
         """A group's change from the network names only fields the group owns."""
         if not isinstance(change, dict):
             raise BadDelta("a model change must be a map")
-        for i in change:
-            if type(i) is not int or not 0 <= i < self.nfields or not self.owns(g, i):
-                raise BadDelta("a change to a field of another group")
+        # by value: an index that is not an int (2.0, True) and equals an owned one is refused
+        # when the change is applied
+        if not change.keys() <= self.owned[g != 0]:
+            raise BadDelta("a change to a field of another group")
 
     def check_keys(self, g: int, tree: Any, change: Any) -> None:
         """The dict keys added by ``change`` (all keys when ``change`` is None) belong to ``g``."""

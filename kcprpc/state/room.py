@@ -11,7 +11,7 @@ per room: ``RoomRegistry(Arena, sender=lambda server: SyncSender(ArenaState, sta
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -26,7 +26,8 @@ class SyncSender:
     (what the client passes to ``client_state``) and is added to ``states`` (the server's
     :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
     a member's interest filter (None: everything). ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
-    (``groups`` > 1: messages cut into datagram-sized parts that apply on their own)."""
+    (``groups="auto"``, the default: whole messages while they fit a datagram, then parts;
+    ``groups`` > 1: always cut into datagram-sized parts that apply on their own)."""
 
     def __init__(
         self,
@@ -36,7 +37,7 @@ class SyncSender:
         name: str = DEFAULT_ROOM_NAME,
         interest: Callable[[Any, Any], InterestFn | None] | None = None,
         max_baselines: int = 32,
-        groups: int = 1,
+        groups: int | Literal["auto"] = "auto",
         part_size: int = DEFAULT_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:

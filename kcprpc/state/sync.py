@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -33,7 +33,7 @@ from kcprpc.errors import UsageError
 from kcprpc.push import route
 from kcprpc.service import Delivery
 from kcprpc.state.delta import SAME, diff
-from kcprpc.state.groups import Groups
+from kcprpc.state.groups import MAX_GROUPS, Groups
 from kcprpc.state.interest import Interest, Views
 from kcprpc.state.schema import Schema
 
@@ -62,6 +62,7 @@ STATE_COUNTERS: Final = (
     "parts",  # PARTS messages made (groups > 1)
     "oversized",  # group entries larger than part_size alone (their part goes on the stream)
     "deferred",  # group entries left for a later tick: over max_parts
+    "regroups",  # groups="auto": the state cut into (more) groups, every client starting them over
 )
 
 InterestFn = Callable[[Any], Interest]
@@ -108,6 +109,16 @@ class _Client(_Base):
 _EMPTY: Final[list[Any]] = []  # a group's view equals its baseline
 
 
+def groups_for(size: int, part_size: int) -> int:
+    """``groups="auto"``: how many groups a state of ``size`` bytes (its encoded full tree) is cut
+    into: the smallest power of two that leaves a group about 3/4 of ``part_size`` or less on
+    average (room for an uneven spread of the keys), from 2 to 256."""
+    n = 2
+    while n < MAX_GROUPS and size > n * part_size * 3 // 4:
+        n *= 2
+    return n
+
+
 def _array_header(n: int) -> bytes:
     if n < 16:
         return bytes((0x90 | n,))
@@ -122,7 +133,13 @@ class StateSync(Generic[M]):
     ``name`` is the wire name of the ``EVENT`` frames (and what a client's
     :class:`~kcprpc.state.StateView` listens to); ``max_baselines`` bounds the unacknowledged
     views kept per client (default 32: 1.6 s at 20 Hz). Clients are any hashable handle; for
-    :meth:`send` they are sessions (``kcprpc.push.Peer``)."""
+    :meth:`send` they are sessions (``kcprpc.push.Peer``).
+
+    ``groups``: ``"auto"`` (the default) sends whole messages while the state's full tree fits
+    ``part_size`` bytes, and cuts it into :func:`groups_for` groups (PARTS messages) from the
+    first tick it does not, into more when a group's average share outgrows ``part_size``
+    again (never back: counted in ``regroups``); ``n``: always ``n`` groups (1: whole messages,
+    a message larger than a datagram going on the control stream)."""
 
     def __init__(
         self,
@@ -130,7 +147,7 @@ class StateSync(Generic[M]):
         name: str = DEFAULT_NAME,
         *,
         max_baselines: int = 32,
-        groups: int = 1,
+        groups: int | Literal["auto"] = "auto",
         part_size: int = DEFAULT_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
@@ -142,9 +159,13 @@ class StateSync(Generic[M]):
             raise UsageError("part_size must be at least 64 bytes")
         if max_parts < 1:
             raise UsageError("max_parts must be at least 1")
+        if groups != "auto" and type(groups) is not int:
+            raise UsageError(f'groups must be "auto" or an int from 1 to {MAX_GROUPS}, not {groups!r}')
         self.max_parts = max_parts
         self.schema = Schema(model)
-        self.groups = Groups(self.schema.root, groups)
+        self.auto = groups == "auto"
+        """Whether the number of groups follows the state's size (``groups="auto"``)."""
+        self.groups = Groups(self.schema.root, 1 if groups == "auto" else groups)
         """The grouping (``groups.n`` > 1: PARTS messages, each group synced on its own)."""
         self.part_size = part_size
         self._enc: dict[int, bytes] = {}  # id(group entry) -> its msgpack, for the tick's frames
@@ -224,15 +245,20 @@ class StateSync(Generic[M]):
         tree = self.schema.tree(state)
         self.seq += 1
         seq = self.seq
+        views = [
+            (handle, c, tree if c.interest is None else self._views.view(tree, c.interest(state)))
+            for handle, c in self._clients.items()
+        ]
+        if self.auto and views:
+            self._adapt(tree, views)
         if self.groups.n > 1:
-            return self._tick_groups(state, tree, seq, extras)
+            return self._tick_groups(views, seq, extras)
         root = self.schema.root
         out: list[tuple[Hashable, list[Any]]] = []
         stats = self.stats
         # clients that see everything and acknowledged the same baseline get the same delta
         shared: dict[int, list[Any]] = {}
-        for handle, c in self._clients.items():
-            view = tree if c.interest is None else self._views.view(tree, c.interest(state))
+        for handle, c, view in views:
             if c.acked_tree is not None and c.waiting and seq - c.waiting >= self.max_baselines:
                 # no ack for max_baselines ticks: the client may no longer hold its baseline
                 # (a long stall); start over with snapshots
@@ -270,8 +296,30 @@ class StateSync(Generic[M]):
             out.append((handle, msg))
         return out
 
+    def _adapt(self, tree: Any, views: list[tuple[Hashable, _Client, Any]]) -> None:
+        """``groups="auto"``: whole messages while every client's view (its full state, what its
+        snapshot holds) fits ``part_size`` encoded; else groups, and more groups when the largest
+        view outgrows ``n`` parts; each client then starts the groups over (group snapshots;
+        what it holds stays its state until it has every group)."""
+        n = self.groups.n
+        limit = n * self.part_size
+        if n >= MAX_GROUPS:
+            return
+        size = len(codec.pack(tree))
+        if size <= limit:  # the views are parts of the whole state: all fit
+            return
+        if any(view is not tree for _, _, view in views):  # interest filters: the views' sizes
+            size = max(len(codec.pack(v)) for v in {id(v): v for _, _, v in views}.values())
+            if size <= limit:
+                return
+        n = groups_for(size, self.part_size)
+        self.groups = Groups(self.schema.root, n)
+        for c in self._clients.values():
+            c.bases = [_Base() for _ in range(n)]
+        self.stats["regroups"] += 1
+
     def _tick_groups(
-        self, state: M, tree: Any, seq: int, extras: Mapping[Any, Any] | None
+        self, views: list[tuple[Hashable, _Client, Any]], seq: int, extras: Mapping[Any, Any] | None
     ) -> list[tuple[Hashable, list[Any]]]:
         """:meth:`tick` with groups: per client and group a full group tree or a change against the
         group's acknowledged baseline, packed into PARTS messages of about ``part_size`` bytes; each names the client's groups with nothing to
@@ -286,8 +334,7 @@ class StateSync(Generic[M]):
         splits: dict[int, list[tuple[Any, ...]]] = {}  # id(view) -> its group trees
         shared: dict[tuple[int, int], list[Any]] = {}  # (group, id(acked tree) or 0) -> entry
         keep: list[Any] = []  # views split this tick (their ids must stay unique)
-        for handle, c in self._clients.items():
-            view = tree if c.interest is None else self._views.view(tree, c.interest(state))
+        for handle, c, view in views:
             parts = splits.get(id(view))
             if parts is None:
                 parts = splits[id(view)] = groups.split(view)

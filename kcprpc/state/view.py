@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kcprpc.errors import UsageError
-from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, diff, full, walk
+from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, full, walk
 from kcprpc.state.groups import MAX_GROUPS, Groups
 from kcprpc.state.schema import LIST, MAP, MODEL, Node, Schema
 from kcprpc.state.service import StateAck, StateService
@@ -88,15 +88,20 @@ class _Track:
         states held before it), at most ``max(2, bound)`` states."""
         trees = self.trees
         # the server never sends a delta against a baseline older than one it already used
-        for s in [s for s in trees if s < base]:
+        # (seqs are kept in increasing order: the oldest first)
+        while trees:
+            s = next(iter(trees))
+            if s >= base:
+                break
             del trees[s]
         trees[seq] = tree
         self.pin = base
         self.seq = seq
-        self.fresh = max(self.fresh, seq)
+        if seq > self.fresh:
+            self.fresh = seq
         # keep the pinned baseline and the newest state (what this view acknowledges next)
-        while len(trees) > max(2, bound):
-            s = next(s for s in trees if s != self.pin)
+        while len(trees) > bound and len(trees) > 2:
+            s = next(s for s in trees if s != base)
             del trees[s]
 
 
@@ -255,7 +260,7 @@ class StateView(Generic[M]):
                 if base is None:
                     stats["no_base"] += 1
                     return None
-                tree = apply(root, base, body, budget)
+                tree = apply(root, base, body, budget, self._tree)
             else:
                 stats["malformed"] += 1
                 return None
@@ -414,7 +419,8 @@ class StateView(Generic[M]):
                     gtree = groups.full(g, body, budget)
                 else:
                     groups.check_change(g, body)
-                    gtree = apply(root, tracks[g].trees[base], body, budget)
+                    t = tracks[g]
+                    gtree = apply(root, t.trees[base], body, budget, t.trees.get(t.seq))
                     groups.check_keys(g, gtree, body)
             except (BadDelta, LookupError, TypeError, ValueError, ArithmeticError, RecursionError):
                 self.stats["malformed"] += 1  # this group's entry; the others go on
@@ -444,12 +450,14 @@ class StateView(Generic[M]):
                 self._unstage()
                 return {}
         acks: dict[int, list[int]] = {}
+        snapshots = 0
+        bound = self.max_baselines
         for g, (seq, gtree, base) in sorted(staged.items()):
-            tracks[g].keep(seq, gtree, base, self.max_baselines)  # a snapshot (base 0) keeps older ones
+            tracks[g].keep(seq, gtree, base, bound)  # a snapshot (base 0) keeps older ones
             acks.setdefault(seq, []).append(g)
-            self.stats["groups_applied"] += 1
-            if base == 0:
-                self.stats["snapshots"] += 1
+            snapshots += base == 0
+        self.stats["groups_applied"] += len(staged)
+        self.stats["snapshots"] += snapshots
         self._unstage()
         if tree is not None:
             self.min_seq = min(t.fresh for t in tracks)
@@ -457,9 +465,8 @@ class StateView(Generic[M]):
         return acks
 
     def _fire(self, root: Node, old_tree: Any, tree: Any, old: Any, new: Any) -> None:
-        change = diff(root, old_tree, tree)
         fields, entries = self._fields, self._entries
-        for path, what, key in walk(root, old_tree, change, ()):
+        for path, what, keys in walk(root, old_tree, tree, ()):
             p = ".".join(path)
             if what == FIELD:
                 cbs = fields.get(p)
@@ -469,12 +476,13 @@ class StateView(Generic[M]):
                         self._call(cb, a, b)
                 continue
             cbs = entries.get((p, what))
-            if not cbs:
+            if not cbs or keys is None:
                 continue
             coll = _get(old if what == REMOVE else new, path)
-            entity = coll[key]
-            for cb in list(cbs):
-                self._call(cb, key, entity)
+            for key in keys:
+                entity = coll[key]
+                for cb in list(cbs):
+                    self._call(cb, key, entity)
 
     @staticmethod
     def _call(cb: Callable[..., Any], *args: Any) -> None:

@@ -60,7 +60,7 @@ class WorldService(kcprpc.Service, name="st.World"):
     def __init__(self) -> None:
         self.world = World(units={i: Unit(name=f"u{i}", x=i, y=2 * i) for i in range(60)})
         self.syncs = {
-            "whole": StateSync(World, "whole"),
+            "whole": StateSync(World, "whole", groups=1),
             "parts": StateSync(World, "parts", groups=8, part_size=200, max_parts=4),
         }
         self.states = StateService(self.syncs.values())

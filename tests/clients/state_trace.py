@@ -19,7 +19,7 @@ import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -191,7 +191,9 @@ def hostile(rng: random.Random, view: StateView[World], sync: StateSync[World], 
     )
 
 
-def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> dict[str, Any]:
+def run(
+    seed: int, ticks: int, groups: int | Literal["auto"], part_size: int, max_parts: int
+) -> dict[str, Any]:
     rng = random.Random(seed)
     sync: StateSync[World] = StateSync(
         World, "trace", max_baselines=8, groups=groups, part_size=part_size, max_parts=max_parts
@@ -256,7 +258,7 @@ def run(seed: int, ticks: int, groups: int, part_size: int, max_parts: int) -> d
                 steps.append(
                     {"op": "recv", "c": c, "frame": frame.hex(), "commit": each, "ret": ret, "groups": gs}
                 )
-                if ret is not None and (each or groups == 1):
+                if ret is not None and (each or gs is None):  # gs None: a whole message, applied
                     acks.append((tick + rng.choice((0, 0, 0, 1, 2)), c, ret, gs))
             if not each:
                 done = views[c].commit()
@@ -302,6 +304,7 @@ def main() -> None:
         run(a.seed, a.ticks, 1, 1100, 8),
         run(a.seed + 1, a.ticks, 4, 64, 2),  # small parts: several per tick, some deferred
         run(a.seed + 2, a.ticks, 16, 1100, 8),
+        run(a.seed + 3, a.ticks, "auto", 200, 8),  # whole while small, then parts, then more groups
     ]
     print(json.dumps({"runs": runs}))
 

@@ -44,6 +44,22 @@ class Room(BaseModel):
     scores: list[int] = Field(default_factory=list)
 
 
+class Unit(BaseModel):
+    """A flat entity (every field a plain value): the parts and auto-groups tests' world."""
+
+    kind: str = "npc"
+    x: float = 0.0
+    y: float = 0.0
+    hp: int = 100
+
+
+class World(BaseModel):
+    tick: int = 0
+    phase: str = "play"
+    units: dict[int, Unit] = Field(default_factory=dict)
+    names: dict[str, int] = Field(default_factory=dict)
+
+
 def wire(sync: StateSync[Any], msg: list[Any]) -> Any:
     """A message through its EVENT frame's bytes and back (what a client decodes)."""
     frame = sync.frame(msg)

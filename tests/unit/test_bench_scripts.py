@@ -130,3 +130,15 @@ def test_web_fanout_bench_quick_run_races_websocket_against_kcp_subscribers_of_o
     ratio = next(ln for ln in out.splitlines() if ln.startswith("ratio ws / kcp: "))
     for figure in ("sustained x", "delivered x", "p50 x", "p99 x"):  # CPU: /proc's ticks may read 0 here
         assert figure in ratio, ratio
+
+
+def test_state_apply_bench_quick_run_times_both_contenders() -> None:
+    """bench/state_apply.py, small: every contender applies states and gets a positive µs figure
+    and a ratio to (c)."""
+    done = run_bench("state_apply.py", ["--rounds", "1", "--ticks", "30", "--entities", "40"])
+    rows = [line.split() for line in done.stdout.splitlines() if "us/state" in line]
+    assert [r[0] for r in rows] == ["(a)", "(a)", "(c)"], done.stdout
+    for r in rows:
+        us = float(r[r.index("us/state") - 1])
+        assert us > 0, r
+    assert done.stdout.rstrip().endswith("1.00 of (c)"), done.stdout

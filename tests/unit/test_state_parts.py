@@ -8,27 +8,13 @@ import random
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from state_support import Unit, World
 
 from kcprpc import codec
 from kcprpc.errors import UsageError
 from kcprpc.state import StateSync, StateView
 from kcprpc.state.groups import MAX_GROUPS, group_of
 from kcprpc.state.sync import PARTS, SNAPSHOT_RESEND
-
-
-class Unit(BaseModel):
-    kind: str = "npc"
-    x: float = 0.0
-    y: float = 0.0
-    hp: int = 100
-
-
-class World(BaseModel):
-    tick: int = 0
-    phase: str = "play"
-    units: dict[int, Unit] = Field(default_factory=dict)
-    names: dict[str, int] = Field(default_factory=dict)
 
 
 def world(n: int = 200, seed: int = 1) -> World:

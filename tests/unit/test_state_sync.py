@@ -446,8 +446,8 @@ def test_sync_sender_follows_room_members_and_sends_their_input_acks() -> None:
     from kcprpc.state import StateService, SyncSender
 
     states = StateService()
-    sender = SyncSender(
-        Room, states, interest=lambda room, m: lambda s: Interest(keys={"players": [int(m.id)]})
+    sender = SyncSender(  # groups=1: whole messages, a big one on the stream
+        Room, states, interest=lambda room, m: lambda s: Interest(keys={"players": [int(m.id)]}), groups=1
     )
     a, b = FakeSession("1"), FakeSession("2")
     sender.on_member_added(FakeRoom(), a)

@@ -1,6 +1,7 @@
 /**
  * Differential test of the state view against our Python implementation: tests/clients/state_trace.py
- * runs kcprpc.state's server (StateSync: whole messages, and groups of 4 and 16 in PARTS) through
+ * runs kcprpc.state's server (StateSync: whole messages, groups of 4 and 16 in PARTS, and groups="auto"
+ * switching from whole messages to PARTS and to more groups as the state grows) through
  * a seeded sequence of random state changes, losses, duplicates, reordering, lost and late acks
  * and hostile messages, with a Python StateView per client; this view replays the exact EVENT
  * frames and must return the same acks and reach the same state, seqs, extra, counters and
@@ -44,7 +45,7 @@ type Step =
   | { op: "commit"; c: number; acks: Array<[number, number[]]> }
   | { op: "check"; c: number; state: unknown; seq: number; seqs: number[]; min_seq: number; extra: unknown; held: number; stats: Record<string, number>; events: string[] };
 interface Run {
-  groups: number;
+  groups: number | "auto";
   schema_id: number;
   describe: string;
   steps: Step[];
