@@ -110,6 +110,7 @@ class KCPSession:
         "_cc",
         "_closed_fut",
         "_config",
+        "_dgram_sink",
         "_dgrams",
         "_drain_waiter",
         "_engine",
@@ -187,6 +188,7 @@ class KCPSession:
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
         self._sink: Callable[[bytes], bool] | None = None
+        self._dgram_sink: Callable[[bytes], None] | None = None
         self._fed = 0  # datagrams fed since the last after_input (one receive batch)
         self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
         self._read_waiter: asyncio.Future[None] | None = None
@@ -442,6 +444,10 @@ class KCPSession:
             # loop turn saved per message); a busier one leaves them to the reader's task, which
             # takes what more arrives until it runs in one piece: larger batches above
             self._deliver(fed <= DIRECT_INPUTS)
+        if self._dgram_sink is not None and self._dgrams.queue:
+            self._hand_datagrams()
+            if self._state is _CLOSED:
+                return
         if self._cc is not None:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
@@ -610,7 +616,7 @@ class KCPSession:
         if self._state is _CLOSED:
             return
         self._set_state(_CLOSED)
-        self._sink = None
+        self._sink = self._dgram_sink = None
         if exc is not None and self._exc is None:
             self._exc = exc
         self.close_reason = reason
@@ -647,6 +653,23 @@ class KCPSession:
         are still only reported by :meth:`read`. For the layer above (the mux), which keeps a
         reader task for what does not go to the sink."""
         self._sink = sink
+
+    def set_datagram_receiver(self, receiver: Callable[[bytes], None] | None) -> None:
+        """Hand each received OOB datagram to ``receiver(data)`` once its receive batch has been
+        read, in that loop turn, instead of queueing it for :meth:`recv_datagram` (``None``: stop;
+        what is queued when it is set goes to it first). :meth:`recv_datagram` then only reports
+        the session's end. The receiver must not raise."""
+        self._dgram_sink = receiver
+        if receiver is not None and self._dgrams.queue:
+            self._hand_datagrams()
+
+    def _hand_datagrams(self) -> None:
+        q = self._dgrams.queue
+        while q:
+            sink = self._dgram_sink
+            if sink is None or self._state is not _OPEN:
+                return
+            sink(q.popleft())
 
     async def _wait(self, attr: str) -> None:
         if getattr(self, attr) is not None:

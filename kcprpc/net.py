@@ -94,6 +94,16 @@ class MuxConnection:
             raise ConnectionError("connection closed")
         return await self.datagrams.recv_datagram()  # raises a ConnectionError once the session ended
 
+    def set_datagram_reader(self, reader: Callable[[bytes], None] | None) -> bool:
+        """Have each received datagram handed to ``reader(data)`` in the loop turn that read it
+        (:meth:`kcp.KCPSession.set_datagram_receiver`) rather than kept for :meth:`recv_datagram`;
+        False when this connection's datagram port cannot (then nothing changed)."""
+        setter = getattr(self.datagrams, "set_datagram_receiver", None)
+        if setter is None:
+            return False
+        setter(reader)
+        return True
+
     @property
     def max_datagram_size(self) -> int:
         """Largest OOB payload now (it follows the session's MTU as path MTU probing moves it)."""

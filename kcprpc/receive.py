@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from kcp.logutil import RateLimitedLog
 from kcprpc.codec import (
     BUFFER_REFUSED,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -24,6 +26,8 @@ from kcprpc.codec import (
 from kcprpc.heap import TRIM_AFTER, trim_soon, trimmer
 from kcprpc.inbox import ParkingLot
 from kcprpc.transport import ByteStream, Connection
+
+_bug_reports = RateLimitedLog(logging.getLogger("kcprpc.receive"), burst=3, interval=60.0)
 
 
 class FrameBudget:
@@ -491,15 +495,43 @@ async def read_datagrams(
     conn: Connection, on_frame: Callable[[int, int, Any], None], on_bad: Callable[[], None]
 ) -> None:
     """Read a connection's OOB datagrams until it ends: each holds one frame, given to
-    ``on_frame(ftype, call_id, body)``; one that does not decode is counted by ``on_bad()``."""
-    while True:
-        try:
-            data = await conn.recv_datagram()
-        except (ConnectionError, OSError, EOFError):
-            return
+    ``on_frame(ftype, call_id, body)``; one that does not decode is counted by ``on_bad()``.
+
+    A connection that can hand its datagrams over in the turn that read them
+    (``set_datagram_reader``, a KCP connection) does so; this coroutine then only waits for the
+    connection's end. An exception ``on_frame`` raises there is reported (a few times a minute)
+    and the reading goes on."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+
+    def take(data: bytes) -> None:
         try:
             ftype, cid, body = decode_datagram(data)
         except Exception:
             on_bad()
-            continue
-        on_frame(ftype, cid, body)
+            return
+        try:
+            context.run(on_frame, ftype, cid, body)
+        except Exception as exc:  # the transport's input path must go on: report, a few times
+            left_out = _bug_reports.allow("datagram frame handling failed")
+            if left_out is not None:
+                more = f" ({left_out} more not reported)" if left_out else ""
+                loop.call_exception_handler({"message": "datagram frame handling failed" + more, "exception": exc})
+
+    setter: Callable[[Callable[[bytes], None] | None], bool] | None = getattr(conn, "set_datagram_reader", None)
+    direct = setter is not None and setter(take)
+    try:
+        while True:
+            try:
+                data = await conn.recv_datagram()
+            except (ConnectionError, OSError, EOFError):
+                return
+            try:
+                ftype, cid, body = decode_datagram(data)
+            except Exception:
+                on_bad()
+                continue
+            on_frame(ftype, cid, body)
+    finally:
+        if direct and setter is not None:
+            setter(None)

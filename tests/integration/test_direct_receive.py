@@ -147,3 +147,43 @@ async def test_what_read_refills_stays_behind_what_read_returned() -> None:
         client.close()
         lis.close()
         await lis.wait_closed()
+
+
+async def test_datagrams_go_to_the_receiver_after_what_was_queued(
+    sessions: tuple[KCPSession, KCPSession],
+) -> None:
+    client, server = sessions
+    client.send_datagram(b"queued")
+    assert await asyncio.wait_for(server.recv_datagram(), TIMEOUT) == b"queued"
+    client.send_datagram(b"first")
+    client.send_datagram(b"second")
+    await until(lambda: server.stats["datagrams_queued"] == 2)
+    got: list[bytes] = []
+    # what waited in the queue goes to the receiver at once, then each one in the turn that read it
+    server.set_datagram_receiver(got.append)
+    assert got == [b"first", b"second"] and server.stats["datagrams_queued"] == 0
+    for i in range(5):
+        client.send_datagram(b"d%d" % i)
+    await until(lambda: len(got) == 7)
+    assert got[2:] == [b"d%d" % i for i in range(5)] and server.stats["datagrams_queued"] == 0
+    server.set_datagram_receiver(None)
+    client.send_datagram(b"back to the queue")
+    assert await asyncio.wait_for(server.recv_datagram(), TIMEOUT) == b"back to the queue"
+
+
+async def test_a_datagram_receiver_that_closes_the_session(sessions: tuple[KCPSession, KCPSession]) -> None:
+    client, server = sessions
+    got: list[bytes] = []
+
+    def receiver(data: bytes) -> None:
+        got.append(data)
+        server.close()
+
+    server.set_datagram_receiver(receiver)
+    waiting = asyncio.ensure_future(server.recv_datagram())
+    client.send_datagram(b"one")
+    client.send_datagram(b"two")
+    await until(lambda: bool(got))
+    with pytest.raises(kcp.ConnectionClosedError):
+        await asyncio.wait_for(waiting, TIMEOUT)  # recv_datagram reports the end
+    assert got[0] == b"one"
