@@ -230,3 +230,56 @@ async def test_read_frames_ends_with_the_sessions_error() -> None:
         await asyncio.wait_for(reader, TIMEOUT)
     await client.close()
     await server.close()
+
+
+# -- read_datagrams on the direct path ---------------------------------------------------------------
+
+
+class _DatagramConnection:
+    """A stand-in connection (unit test) whose datagrams are handed over through
+    ``set_datagram_reader``, as a KCP connection's are; ``recv_datagram`` only reports the end."""
+
+    def __init__(self) -> None:
+        self.reader: Callable[[bytes], None] | None = None
+        self.ended = asyncio.Event()
+
+    def set_datagram_reader(self, reader: Callable[[bytes], None] | None) -> bool:
+        self.reader = reader
+        return True
+
+    async def recv_datagram(self) -> bytes:
+        await self.ended.wait()
+        raise ConnectionError("closed")
+
+
+async def test_read_datagrams_takes_them_in_the_callback_and_survives_a_failing_handler() -> None:
+    from kcprpc.receive import read_datagrams
+
+    conn = _DatagramConnection()
+    got: list[tuple[int, int, Any]] = []
+    bad = [0]
+    reported: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+
+    def on_frame(ftype: int, cid: int, body: Any) -> None:
+        if body == b"boom":
+            raise ValueError("a handler's bug")
+        got.append((ftype, cid, body))
+
+    task = asyncio.ensure_future(read_datagrams(conn, on_frame, lambda: bad.__setitem__(0, bad[0] + 1)))  # type: ignore[arg-type]
+    try:
+        await until(lambda: conn.reader is not None)
+        reader = conn.reader
+        assert reader is not None
+        reader(c.encode_frame(c.EVENT, 0, b"boom"))  # reported, not raised into the transport
+        reader(c.encode_frame(c.EVENT, 0, b"after"))  # the reading goes on
+        reader(b"\x00garbage")
+        assert got == [(c.EVENT, 0, b"after")] and bad[0] == 1
+        assert len(reported) == 1 and isinstance(reported[0]["exception"], ValueError)
+        conn.ended.set()
+        await asyncio.wait_for(task, TIMEOUT)  # the end still comes through recv_datagram
+        assert conn.reader is None
+    finally:
+        loop.set_exception_handler(None)
+        task.cancel()
