@@ -4,6 +4,7 @@ read it, in order with what :meth:`read` returns, over real loopback UDP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -20,26 +21,35 @@ async def until(cond: Callable[[], bool]) -> None:
             await asyncio.sleep(0.001)
 
 
-@pytest.fixture
-async def sessions() -> AsyncIterator[tuple[KCPSession, KCPSession]]:
+@contextlib.asynccontextmanager
+async def connected(session: kcp.SessionConfig | None = None) -> AsyncIterator[tuple[KCPSession, KCPSession]]:
+    """A dialed session and the listener's side of it (``session``: the listener's config)."""
     accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
 
     async def on_accept(s: KCPSession) -> None:
         await accepted.put(s)
 
-    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept)
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept, session=session)
     host, port = lis.address[:2]
     client = await kcp.dial(host, port)
-    client.write(b"hi")
-    server = await asyncio.wait_for(accepted.get(), TIMEOUT)
-    assert await asyncio.wait_for(server.readexactly(2), TIMEOUT) == b"hi"
     try:
-        yield client, server
+        client.write(b"hi")
+        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert await asyncio.wait_for(server.readexactly(2), TIMEOUT) == b"hi"
+        try:
+            yield client, server
+        finally:
+            server.close()
     finally:
         client.close()
-        server.close()
         lis.close()
         await lis.wait_closed()
+
+
+@pytest.fixture
+async def sessions() -> AsyncIterator[tuple[KCPSession, KCPSession]]:
+    async with connected() as pair:
+        yield pair
 
 
 async def test_input_goes_to_the_receiver_then_to_read_once_it_refuses(
@@ -105,18 +115,7 @@ async def test_no_receiver_after_set_receiver_none(sessions: tuple[KCPSession, K
 async def test_what_read_refills_stays_behind_what_read_returned() -> None:
     """read() takes the read buffer and refills it from the engine before it returns: the refill must
     not go to the receiver, or the receiver's data would overtake what the caller of read() holds."""
-    accepted: asyncio.Queue[KCPSession] = asyncio.Queue()
-
-    async def on_accept(s: KCPSession) -> None:
-        await accepted.put(s)
-
-    lis = await kcp.listen("127.0.0.1", 0, on_accept=on_accept, session=kcp.SessionConfig(read_buffer=4096))
-    host, port = lis.address[:2]
-    client = await kcp.dial(host, port)
-    try:
-        client.write(b"h")
-        server = await asyncio.wait_for(accepted.get(), TIMEOUT)
-        assert await asyncio.wait_for(server.readexactly(1), TIMEOUT) == b"h"
+    async with connected(kcp.SessionConfig(read_buffer=4096)) as (client, server):
         out = bytearray()
         taking = [False]
 
@@ -143,10 +142,6 @@ async def test_what_read_refills_stays_behind_what_read_returned() -> None:
         finally:
             task.cancel()
         assert bytes(out) == payload
-    finally:
-        client.close()
-        lis.close()
-        await lis.wait_closed()
 
 
 async def test_datagrams_go_to_the_receiver_after_what_was_queued(
