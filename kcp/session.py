@@ -444,6 +444,8 @@ class KCPSession:
             # loop turn saved per message); a busier one leaves them to the reader's task, which
             # takes what more arrives until it runs in one piece: larger batches above
             self._deliver(fed <= DIRECT_INPUTS)
+            if self._state is _CLOSED:  # its receiver ended it: nothing to flush or re-arm
+                return
         if self._dgram_sink is not None and self._dgrams.queue:
             self._hand_datagrams()
             if self._state is _CLOSED:

@@ -507,9 +507,11 @@ class MuxSession:
         self._pump()
 
     def _received(self, data: bytes) -> bool:
-        """The transport's direct input (``set_receiver``): False while the core takes none."""
+        """The transport's direct input (``set_receiver``): False while the core takes none, or
+        more than the reader task would read at once (what the core holds beyond its receive
+        bucket stays within ``read_size``, as with the task)."""
         core = self._core
-        if not core.wants_read:
+        if not core.wants_read or len(data) > max(self._read_size, core.bucket):
             return False
         try:
             core.receive_data(data, self._now())

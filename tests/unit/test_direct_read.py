@@ -283,3 +283,53 @@ async def test_read_datagrams_takes_them_in_the_callback_and_survives_a_failing_
     finally:
         loop.set_exception_handler(None)
         task.cancel()
+
+
+# -- the mux fed by its transport's callback (KCPSession.set_receiver's shape) ----------------------
+
+
+class _CallbackTransport:
+    """A stand-in byte transport (unit test) that hands its input over through ``set_receiver``,
+    as a KCP session does; its ``read`` never returns anything."""
+
+    def __init__(self) -> None:
+        self.sink: Callable[[bytes], bool] | None = None
+        self.never = asyncio.Event()
+
+    def set_receiver(self, sink: Callable[[bytes], bool] | None) -> None:
+        self.sink = sink
+
+    async def read(self, n: int = -1) -> bytes:
+        await self.never.wait()
+        return b""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.never.set()
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+async def test_mux_takes_its_transports_input_in_the_callback_within_its_bounds() -> None:
+    from kcprpc.mux import MuxConfig, MuxSession
+    from kcprpc.mux.frame import CMD_PSH, CMD_SYN, encode_frame
+
+    t = _CallbackTransport()
+    mux = MuxSession(t, client=False, config=MuxConfig(max_receive_buffer=4096, max_stream_buffer=4096), read_size=1024)
+    sink = t.sink
+    assert sink is not None
+    # a new stream and its data, taken in the call: no reader task ran in between
+    assert sink(encode_frame(1, CMD_SYN, 3) + encode_frame(1, CMD_PSH, 3, b"x" * 100))
+    stream = mux._accept_queue[0]
+    assert stream.read_nowait() == b"x" * 100
+    # more than the reader task would read at once (max(read_size, receive tokens left)): refused,
+    # so that the transport keeps it for the task (the mux's hold past its bucket stays bounded)
+    assert not sink(encode_frame(1, CMD_PSH, 3, b"y" * 5000))
+    await mux.close()
+    assert t.sink is None  # the transport is let go when the mux ends
