@@ -31,22 +31,31 @@ KCP_OPTS: dict[str, Any] = {
 
 
 async def _sessions(
-    relay_loss: float, seed: int
+    relay_loss: float, seed: int, **opts: Any
 ) -> tuple[kcp.KCPSession, kcp.KCPSession, kcp.Listener, LossyRelay]:
-    listener = await kcp.listen("127.0.0.1", 0, session=kcp.SessionConfig(**KCP_OPTS))
+    cfg = kcp.SessionConfig(**{**KCP_OPTS, **opts})
+    listener = await kcp.listen("127.0.0.1", 0, session=cfg)
     relay = LossyRelay(("127.0.0.1", 0), listener.address, loss=relay_loss, dup=1, reorder=2, seed=seed)
     await relay.start()
-    client = await kcp.dial(*relay.address, session=kcp.SessionConfig(**KCP_OPTS))
+    client = await kcp.dial(*relay.address, session=cfg)
     client.write(b"!")  # KCP has no handshake: the listener learns of us from the first packet
     server = await asyncio.wait_for(listener.accept(), 10)
     assert await asyncio.wait_for(server.readexactly(1), 10) == b"!"
     return client, server, listener, relay
 
 
-@pytest.mark.parametrize("version", [1, 2])
-async def test_streams_both_ways_through_lossy_relay(version: int) -> None:
-    ck, sk, listener, relay = await _sessions(10.0, seed=version)
-    cfg = MuxConfig(version=version, max_stream_buffer=32768, max_receive_buffer=512 * 1024)
+@pytest.mark.parametrize(
+    ("version", "tight"),
+    [(1, False), (2, False), (1, True)],
+    ids=["v1", "v2", "v1-tight"],
+)
+async def test_streams_both_ways_through_lossy_relay(version: int, tight: bool) -> None:
+    # tight: a mux receive buffer of 48 KiB and KCP read buffers of 8 KiB, so that the mux often
+    # refuses its KCP session's direct input (bucket spent) and the data takes the read buffer and
+    # the reader task's way, with read() refilling from the engine, then the direct way again
+    ck, sk, listener, relay = await _sessions(10.0, seed=version + 10 * tight, **({"read_buffer": 8192} if tight else {}))
+    receive = 48 * 1024 if tight else 512 * 1024
+    cfg = MuxConfig(version=version, max_stream_buffer=32768, max_receive_buffer=receive)
     client = MuxSession(ck, client=True, config=cfg)
     server = MuxSession(sk, client=False, config=cfg)
     rng = random.Random(version)
