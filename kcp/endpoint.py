@@ -178,12 +178,10 @@ class Endpoint:
             except Exception as exc:  # a bug below must not stop the socket: drop, count, report
                 c: Any = self.counters
                 c.in_errs += 1
-                left_out = _bug_reports.allow("datagram handling failed")
-                if left_out is not None:  # a peer that hits the bug must not write a traceback per packet
-                    more = f" ({left_out} more not reported)" if left_out else ""
-                    self.loop.call_exception_handler(
-                        {"message": "KCP datagram handling failed" + more, "exception": exc, "remote": addr}
-                    )
+                # a peer that hits the bug must not write a traceback per packet
+                _bug_reports.report_exception(
+                    self.loop, "datagram handling failed", "KCP datagram handling failed", exc, remote=addr
+                )
         dirty = self.dirty
         if dirty:
             self.dirty = []

@@ -15,6 +15,7 @@ Used by :mod:`kcp` and :mod:`kcprpc` alike::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -97,6 +98,18 @@ class RateLimitedLog:
             args = (*args, left_out)
         self.logger.log(level, msg, *args)
         self.emitted += 1
+        return True
+
+    def report_exception(
+        self, loop: asyncio.AbstractEventLoop, key: str, message: str, exc: BaseException, **context: object
+    ) -> bool:
+        """Hand ``exc`` (a bug: with its traceback) to ``loop``'s exception handler unless ``key`` is
+        over its limit, the message saying how many were left out since; True if it was reported."""
+        left_out = self.allow(key)
+        if left_out is None:
+            return False
+        more = f" ({left_out} more not reported)" if left_out else ""
+        loop.call_exception_handler({"message": message + more, "exception": exc, **context})
         return True
 
     def debug(self, key: str, msg: str, *args: object) -> bool:

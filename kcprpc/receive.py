@@ -504,19 +504,21 @@ async def read_datagrams(
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
 
-    def take(data: bytes) -> None:
+    def decoded(data: bytes) -> Frame | None:
         try:
-            ftype, cid, body = decode_datagram(data)
+            return decode_datagram(data)
         except Exception:
             on_bad()
+            return None
+
+    def take(data: bytes) -> None:
+        frame = decoded(data)
+        if frame is None:
             return
         try:
-            context.run(on_frame, ftype, cid, body)
+            context.run(on_frame, *frame)
         except Exception as exc:  # the transport's input path must go on: report, a few times
-            left_out = _bug_reports.allow("datagram frame handling failed")
-            if left_out is not None:
-                more = f" ({left_out} more not reported)" if left_out else ""
-                loop.call_exception_handler({"message": "datagram frame handling failed" + more, "exception": exc})
+            _bug_reports.report_exception(loop, "datagram frame handling failed", "datagram frame handling failed", exc)
 
     setter: Callable[[Callable[[bytes], None] | None], bool] | None = getattr(conn, "set_datagram_reader", None)
     direct = setter is not None and setter(take)
@@ -526,12 +528,9 @@ async def read_datagrams(
                 data = await conn.recv_datagram()
             except (ConnectionError, OSError, EOFError):
                 return
-            try:
-                ftype, cid, body = decode_datagram(data)
-            except Exception:
-                on_bad()
-                continue
-            on_frame(ftype, cid, body)
+            frame = decoded(data)
+            if frame is not None:
+                on_frame(*frame)
     finally:
         if direct and setter is not None:
             setter(None)

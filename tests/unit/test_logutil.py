@@ -56,3 +56,27 @@ def test_a_disabled_level_costs_nothing_and_logs_nothing(caplog: pytest.LogCaptu
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="burst >= 1"):
         RateLimitedLog(logging.getLogger("x"), burst=0)
+
+
+def test_report_exception_hands_a_few_to_the_loop_then_says_how_many_were_left_out() -> None:
+    class Loop:  # stands in for the event loop's exception handler (unit test)
+        def __init__(self) -> None:
+            self.reports: list[dict[str, object]] = []
+
+        def call_exception_handler(self, context: dict[str, object]) -> None:
+            self.reports.append(context)
+
+    clock = Clock()
+    log = RateLimitedLog(logging.getLogger("test.logutil"), burst=2, interval=10.0, clock=clock)
+    loop = Loop()
+    exc = ValueError("bug")
+    sent = [log.report_exception(loop, "bug", "handling failed", exc, remote=("h", 1)) for _ in range(5)]  # type: ignore[arg-type]
+    assert sent == [True, True, False, False, False]
+    clock.t += 10.0
+    assert log.report_exception(loop, "bug", "handling failed", exc)  # type: ignore[arg-type]
+    assert [r["message"] for r in loop.reports] == [
+        "handling failed",
+        "handling failed",
+        "handling failed (3 more not reported)",
+    ]
+    assert loop.reports[0]["exception"] is exc and loop.reports[0]["remote"] == ("h", 1)
