@@ -76,6 +76,33 @@ class GcModule(Protocol):
     def set_threshold(self, threshold0: int, threshold1: int = ..., threshold2: int = ..., /) -> None: ...
 
 
+_RAISED: dict[int, tuple[int, tuple[int, int, int]]] = {}
+"""Per collector (``id`` of the gc module: the real one, or a test's fake): how many freezers hold
+the raised young threshold, and the thresholds from before the first of them. The collector is
+process-wide, and a process may run several listeners (a test suite runs hundreds): the last
+freezer to let go restores what was there before the first."""
+
+
+def _hold_young(gcm: GcModule, young: int) -> None:
+    held = _RAISED.get(id(gcm))
+    if held is not None:
+        _RAISED[id(gcm)] = (held[0] + 1, held[1])
+        return
+    t = gcm.get_threshold()
+    _RAISED[id(gcm)] = (1, t)
+    if young > t[0]:
+        gcm.set_threshold(young, *t[1:])
+
+
+def _release_young(gcm: GcModule) -> None:
+    n, t = _RAISED[id(gcm)]
+    if n > 1:
+        _RAISED[id(gcm)] = (n - 1, t)
+        return
+    del _RAISED[id(gcm)]
+    gcm.set_threshold(*t)
+
+
 class GcFreezer:
     """Applies a :class:`GcPolicy`: call :meth:`check` periodically with the live session count
     and the number of sessions started so far (a running total)."""
@@ -83,7 +110,7 @@ class GcFreezer:
     __slots__ = (
         "_ended_at_freeze",
         "_gc",
-        "_thresholds",
+        "_young_held",
         "freezes",
         "frozen_sessions",
         "policy",
@@ -95,9 +122,17 @@ class GcFreezer:
         self._gc: GcModule = gc_module if gc_module is not None else gc
         self.frozen_sessions = 0  # live sessions at the last freeze (0: nothing frozen by us)
         self._ended_at_freeze = 0
-        self._thresholds: tuple[int, int, int] | None = None  # the collector's, before the first freeze
+        self._young_held = False  # this freezer holds the raised young threshold (_RAISED)
         self.freezes = 0  # counters, for tests and the benchmarks
         self.refreezes = 0
+
+    def start(self) -> None:
+        """The listener started: raise the youngest generation's threshold to the policy's
+        ``young_threshold`` (never lower it; an application's higher threshold stays)."""
+        young = self.policy.young_threshold
+        if young is not None and self.policy.freeze and not self._young_held:
+            self._young_held = True
+            _hold_young(self._gc, young)
 
     def check(self, live: int, started: int) -> str:
         """Freeze, refreeze or do nothing; returns ``"freeze"``, ``"refreeze"`` or ``""``."""
@@ -122,11 +157,7 @@ class GcFreezer:
         return ""
 
     def _freeze(self, live: int, ended: int) -> None:
-        young = self.policy.young_threshold
-        if young is not None and self._thresholds is None:
-            self._thresholds = t = self._gc.get_threshold()
-            if young > t[0]:
-                self._gc.set_threshold(young, *t[1:])
+        self.start()  # (a freezer driven without start() raises the threshold at its first freeze)
         self._gc.freeze()
         self.frozen_sessions = live
         self._ended_at_freeze = ended
@@ -134,10 +165,10 @@ class GcFreezer:
 
     def release(self) -> None:
         """The table is gone (its listener closed): give what was frozen back to the collector,
-        and its thresholds."""
+        and its thresholds (once no other freezer in the process holds them raised)."""
         if self.frozen_sessions:
             self._gc.unfreeze()
             self.frozen_sessions = 0
-        if self._thresholds is not None:
-            self._gc.set_threshold(*self._thresholds)
-            self._thresholds = None
+        if self._young_held:
+            self._young_held = False
+            _release_young(self._gc)

@@ -94,6 +94,7 @@ class Listener:
         self.gc_freezer: GcFreezer | None = GcFreezer(gc) if gc is not None and gc.freeze else None
         self._gc_timer: asyncio.TimerHandle | None = None
         if self.gc_freezer is not None:
+            self.gc_freezer.start()
             self._gc_timer = self._loop.call_later(self.gc_freezer.policy.check_interval, self._gc_check)
 
     def _gc_check(self) -> None:

@@ -64,7 +64,38 @@ def test_churn_gives_the_frozen_objects_back_to_the_collector() -> None:
     assert f.frozen_sessions == 0
 
 
-def test_young_threshold_is_raised_at_the_first_freeze_and_restored() -> None:
+def test_young_threshold_is_raised_at_start_and_restored() -> None:
+    g = FakeGc()
+    f = GcFreezer(GcPolicy(min_sessions=10, young_threshold=5000), g)
+    f.start()  # a busy server with one session collects its calls' garbage less often too
+    assert g.threshold == (5000, 10, 10)
+    f.check(live=9, started=9)
+    assert g.threshold == (5000, 10, 10)
+    f.release()
+    assert g.threshold == (700, 10, 10)
+    g.threshold = (20_000, 10, 10)  # an application's own higher threshold is never lowered
+    GcFreezer(GcPolicy(young_threshold=5000), g).start()
+    assert g.threshold == (20_000, 10, 10)
+    GcFreezer(GcPolicy(freeze=False, young_threshold=5000), g2 := FakeGc()).start()
+    assert g2.threshold == (700, 10, 10)  # a policy that is off changes nothing
+
+
+def test_several_listeners_restore_the_threshold_when_the_last_one_closes() -> None:
+    g = FakeGc()
+    a = GcFreezer(GcPolicy(young_threshold=5000), g)
+    b = GcFreezer(GcPolicy(young_threshold=8000), g)
+    a.start()
+    b.start()
+    assert g.threshold == (5000, 10, 10)  # the first raise stands; the second only holds it
+    a.release()
+    assert g.threshold == (5000, 10, 10)  # b's listener still runs: not lowered under it
+    a.release()  # a second release of one freezer does not count twice
+    assert g.threshold == (5000, 10, 10)
+    b.release()
+    assert g.threshold == (700, 10, 10)  # what it was before the first raise
+
+
+def test_young_threshold_is_raised_at_the_first_freeze_without_start_and_restored() -> None:
     g = FakeGc()
     f = GcFreezer(GcPolicy(min_sessions=10, young_threshold=5000), g)
     f.check(live=9, started=9)
