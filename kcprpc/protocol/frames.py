@@ -19,9 +19,6 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
-import msgpack
-from pydantic_core import to_jsonable_python
-
 from kcprpc import codec
 from kcprpc.codec import Refused, encode_frame
 from kcprpc.status import Status
@@ -530,13 +527,12 @@ def decode(ftype: int, call_id: int, body: Any) -> Frame:
 _pack_header = codec.HEADER.pack
 
 
-_packb = msgpack.packb
-_jsonable = to_jsonable_python  # what codec.pack does with values msgpack has no type for
+_pack = codec.pack
 
 
 def encode_reply(call_id: int, payload: Any, initial_md: Any = None, trailing_md: Any = None) -> bytes:
     """A REPLY frame."""
-    data: bytes = _packb([payload, initial_md, trailing_md], default=_jsonable, use_bin_type=True)
+    data = _pack([payload, initial_md, trailing_md])
     return _pack_header(len(data), codec.REPLY, call_id) + data
 
 
@@ -547,7 +543,7 @@ def encode_trailer(call_id: int, code: int, message: str, details: Any = None, m
 
 def encode_msg(call_id: int, payload: Any) -> bytes:
     """A MSG frame."""
-    data: bytes = _packb(payload, default=_jsonable, use_bin_type=True)
+    data = _pack(payload)
     return _pack_header(len(data), codec.MSG, call_id) + data
 
 

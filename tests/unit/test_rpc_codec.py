@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -123,3 +124,28 @@ def test_a_malformed_large_body_is_reported_early() -> None:
     ]
     rest = 200_000 - 5 - 70_000
     assert dec.feed(bytes(rest) + codec.encode_frame(codec.PING, 0, [1])) == [(codec.PING, 0, [1])]
+
+
+def test_pack_matches_packb_and_survives_failures_and_large_messages() -> None:
+    """codec.pack reuses one msgpack Packer per thread: a failed pack leaves no partial bytes for
+    the next one, and a large message does not leave the thread holding a buffer of its size."""
+    import threading
+
+    import msgpack
+
+    value = [b"x" * 64, {"a": 1, "b": [None, True, 1.5]}, "s"]
+    assert codec.pack(value) == msgpack.packb(value, use_bin_type=True)
+    with pytest.raises(OverflowError):
+        codec.pack([b"partial", 2**70])
+    assert codec.pack(value) == msgpack.packb(value, use_bin_type=True)
+    before = codec._local.packer
+    big = b"y" * (codec.PACKER_KEEP + 1)
+    assert codec.unpack(codec.pack([big])) == [big]
+    assert getattr(codec._local, "packer", None) is None  # let go: its buffer grew to the message
+    assert codec.pack(value) == msgpack.packb(value, use_bin_type=True)
+    assert codec._local.packer is not before
+    out: list[bytes] = []
+    t = threading.Thread(target=lambda: out.append(codec.pack(value)))
+    t.start()
+    t.join(10)
+    assert out == [msgpack.packb(value, use_bin_type=True)]  # another thread has its own Packer
