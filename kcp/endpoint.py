@@ -20,7 +20,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from kcp.batch import Address, DatagramIO
 from kcp.logutil import RateLimitedLog
@@ -37,6 +37,10 @@ Dispatch = Callable[[bytes, Address, int], object]
 
 _bug_reports = RateLimitedLog(logging.getLogger("kcp.session"), burst=3, interval=60.0)
 """Datagram handling that raised (a bug): at most 3 reports (with traceback) a minute, the rest counted."""
+
+
+QUIET_BATCH: Final = 2
+"""A receive batch of at most this many datagrams is flushed in the callback that read it."""
 
 
 class EndpointUser(Protocol):
@@ -187,7 +191,14 @@ class Endpoint:
             self.dirty = []
             for s in dirty:
                 s.after_input(now)
-        self.kick()
+        if len(items) <= QUIET_BATCH and self.flushq:
+            # a quiet socket: what this input made (a reply its receiver wrote in this turn, acks
+            # that go at once) leaves now, ahead of the callbacks the input queued (a handler
+            # task's last step); a busier batch leaves it to the tick, after those callbacks,
+            # so that replies and acks of many calls share datagrams
+            self._tick()
+        else:
+            self.kick()
 
     def _tick(self) -> None:
         self.scheduled = False

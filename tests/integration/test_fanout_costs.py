@@ -10,7 +10,7 @@ import pytest
 
 import kcp
 import kcp.batch
-from kcp.batch import DatagramIO, gso_supported, open_udp_socket
+from kcp.batch import Address, DatagramIO, gso_supported, open_udp_socket
 from kcp.endpoint import Endpoint
 from kcp.engine import IKCP_CMD_ACK, KCP, SEGMENT_HEADER
 from kcp.stats import Counters
@@ -201,3 +201,54 @@ async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
     finally:
         ep.close()
         rx.close()
+
+
+class _Replier:
+    """An endpoint user that answers its input: its after_input asks for a flush (a receiver that
+    wrote a reply), whose datagram goes to ``dest``."""
+
+    def __init__(self, ep: Endpoint, dest: tuple[str, int]) -> None:
+        self.ep, self.dest = ep, dest
+
+    def after_input(self, now: int) -> None:
+        self.ep.flushq.append(self)
+
+    def flush_now(self, now: int) -> None:
+        self.ep.tx.append((b"reply", self.dest))
+
+
+@pytest.mark.parametrize(("inputs", "at_once"), [(1, True), (2, True), (3, False)])
+async def test_a_quiet_batch_is_answered_in_the_callback_that_read_it(inputs: int, at_once: bool) -> None:
+    """A receive batch of at most QUIET_BATCH datagrams: what its input made leaves before the read
+    returns (ahead of the callbacks it queued, as a handler task's last step); a busier batch
+    leaves it to the tick, so that many calls' replies and acks share datagrams."""
+    loop = asyncio.get_running_loop()
+    sock = open_udp_socket("127.0.0.1", 0)
+    peer = open_udp_socket("127.0.0.1", 0)
+    ep = Endpoint(loop, sock, Counters())
+    try:
+        user = _Replier(ep, peer.getsockname())
+
+        def dispatch(data: bytes, addr: Address, now: int) -> None:
+            if user not in ep.dirty:
+                ep.dirty.append(user)
+
+        ep.dispatch = dispatch
+        for i in range(inputs):
+            peer.sendto(b"request %d" % i, sock.getsockname())
+        select.select([sock], [], [], 2.0)
+        for _ in range(100):  # loopback delivers at once; bounded, in case the datagrams straggle
+            ep._read(4)
+            if ep.counters.in_pkts >= inputs:
+                break
+            select.select([sock], [], [], 0.05)
+        assert ep.counters.in_pkts == inputs
+        assert ep.counters.out_pkts == (1 if at_once else 0)
+        if not at_once:
+            assert ep.scheduled  # the tick is queued: it sends once the loop runs it
+            await asyncio.sleep(0)
+            assert ep.counters.out_pkts == 1
+        assert [d for d, _ in _recv_n(DatagramIO(peer), 1)] == [b"reply"]
+    finally:
+        ep.close()
+        peer.close()
