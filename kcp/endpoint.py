@@ -151,6 +151,17 @@ class Endpoint:
         self.tx.append((datagram, addr))
         self.kick()
 
+    def queue_flush(self, user: EndpointUser) -> None:
+        """Flush ``user`` at this tick; a queue that reaches a send batch's worth of users (a
+        fan-out's writes) is flushed, sealed and sent at once, so the first peers get theirs while
+        the rest are still being written, not after every write of the fan-out."""
+        q = self.flushq
+        q.append(user)
+        if len(q) >= self.io.batch and not self.writer_armed:
+            self._tick()
+        else:
+            self.kick()
+
     def kick(self) -> None:
         if not self.scheduled:
             self.scheduled = True

@@ -607,8 +607,7 @@ class KCPSession:
         """Flush the engine at the end of this loop tick."""
         if not self._flush_marked:
             self._flush_marked = True
-            self._ep.flushq.append(self)
-            self._ep.kick()
+            self._ep.queue_flush(self)
 
     def _die(self, now: int) -> None:
         self._finish(now, dead_link_error(self._engine, self.remote_address), "dead link")

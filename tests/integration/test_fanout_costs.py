@@ -252,3 +252,31 @@ async def test_a_quiet_batch_is_answered_in_the_callback_that_read_it(inputs: in
     finally:
         ep.close()
         peer.close()
+
+
+async def test_a_fan_out_s_first_batch_leaves_before_its_later_writes() -> None:
+    """Sessions queue their flush as they are written to (``Endpoint.queue_flush``): once a send
+    batch's worth of them waits, they are flushed, sealed and sent at once, so the first peers of
+    a fan-out get theirs while the later sessions are still being written; the rest go at the
+    tick."""
+    loop = asyncio.get_running_loop()
+    tx_sock = open_udp_socket("127.0.0.1", 0)
+    rx = open_udp_socket("127.0.0.1", 0)
+    ep = Endpoint(loop, tx_sock, Counters())
+    try:
+        batch = ep.io.batch
+        log: list[int] = []
+        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * batch + 5)]
+        for i, u in enumerate(users):
+            ep.queue_flush(u)
+            # sent when the batch filled, not one write later: the datagrams of the first i + 1
+            assert ep.counters.out_pkts == (i + 1) // batch * batch
+        assert ep.scheduled  # the last 5 wait for the tick
+        await asyncio.sleep(0)
+        assert ep.counters.out_pkts == len(users)
+        assert ep.counters.send_syscalls == 3
+        got = [g[0] for g in _recv_n(DatagramIO(rx), len(users))]
+        assert got == [b"d%d" % (i + 1) for i in range(len(users))]
+    finally:
+        ep.close()
+        rx.close()
