@@ -64,6 +64,15 @@ DIRECT_INPUTS = 2
 """The most datagrams a session may get in one receive batch for its input to go straight to its
 receiver (:meth:`KCPSession.set_receiver`)."""
 
+LONE_ACKS = 8
+"""After this many delayed acks in a row went alone (nothing to ride with: a session that only
+receives, as a subscriber to a push), a session's lone acks stop waiting: they go at the end of
+the receive batch, in one send with the other sessions' (docs/tuning.md, "Delayed acks")."""
+
+LONE_ACK_PROBE = 32
+"""While lone acks go at once, every this many of them one waits again, to find out whether data
+now goes the same way (a reply, a next call): if it rides, the session delays its acks again."""
+
 _OPEN, _CLOSING, _CLOSED = SessionState.OPEN, SessionState.CLOSING, SessionState.CLOSED
 SESSION_TRANSITIONS: dict[SessionState, frozenset[SessionState]] = {
     _OPEN: frozenset({_CLOSING, _CLOSED}),
@@ -107,6 +116,7 @@ class KCPSession:
         "__weakref__",
         "_ack_delay",
         "_ack_due",
+        "_lone_acks",
         "_cc",
         "_closed_fut",
         "_config",
@@ -185,6 +195,7 @@ class KCPSession:
         self.ack_nodelay = config.ack_nodelay
         self._ack_delay = config.ack_delay
         self._ack_due = -1  # when acks waiting for data to ride with go alone (-1: none wait)
+        self._lone_acks = 0  # delayed acks in a row that went alone (then immediate ones, LONE_ACKS)
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
         self._sink: Callable[[bytes], bool] | None = None
@@ -461,10 +472,14 @@ class KCPSession:
             elif self.ack_nodelay and (acks := eng.acks_pending()):
                 # one lone ack may wait for data to ride with (or for _ack_due); two or more go at
                 # once, as TCP acks every second segment: bulk flows keep their ack clock
-                if self._ack_delay and acks == 1:
+                if self._ack_delay and acks == 1 and self._lone_acks < LONE_ACKS:
                     if self._ack_due < 0:
                         self._ack_due = now + self._ack_delay
                 else:
+                    if acks == 1 and self._ack_delay:  # its lone acks found no ride lately
+                        n = self._lone_acks + 1
+                        # every LONE_ACK_PROBE-th waits again (LONE_ACKS - 1: one more try)
+                        self._lone_acks = LONE_ACKS - 1 if n >= LONE_ACKS + LONE_ACK_PROBE else n
                     self._flush_marked = True
                     self._ep.flushq.append(self)
         if eng.state != 0:
@@ -533,6 +548,8 @@ class KCPSession:
         if 0 <= self._ack_due <= now:  # delayed acks found nothing to ride with: they go alone
             self._ack_due = -1
             if eng.acks_pending():
+                if self._lone_acks < LONE_ACKS:
+                    self._lone_acks += 1
                 if cc is None:
                     eng.flush(now)
                 else:
@@ -591,6 +608,8 @@ class KCPSession:
         if ack_due >= 0:
             if not eng.acks_pending():
                 self._ack_due = -1  # a flush took them
+                if ws:  # with data: they rode
+                    self._lone_acks = 0
             elif due < 0 or ack_due < due:
                 due = ack_due
         if self._state is _CLOSING and (due < 0 or self._linger_until < due):

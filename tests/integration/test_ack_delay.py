@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import kcp
+import kcp.session
 from kcp.engine import KCP
 from kcp.errors import KCPUsageError
 
@@ -124,6 +125,55 @@ async def test_echo_with_delayed_acks_on_both_ends_uses_fewer_datagrams() -> Non
     # next request (client) or with the reply (server)
     assert plain >= 95
     assert delayed <= 0.7 * plain, (plain, delayed)
+
+
+async def test_a_receive_only_session_stops_delaying_its_lone_acks_and_probes_again() -> None:
+    """A subscriber's acks never find data to ride with: after LONE_ACKS lone ones in a row its
+    acks go at the end of the receive batch (one send with the other sessions'), with no timer;
+    every LONE_ACK_PROBE-th waits again, and one that rides turns the delay back on."""
+    async with _session(5) as s:
+        ep = s._ep
+        now = ep.timers.now_ms()
+        sn = 0
+
+        def event() -> None:
+            nonlocal sn
+            ep.flushq.clear()
+            out: list[bytes] = []
+            peer = KCP(s.conv, out.append)
+            peer.nodelay(1, 10, 2, 1)
+            peer.snd_nxt = peer.snd_una = sn  # the peer's next segment (receive order)
+            peer.rcv_nxt = s._engine.snd_nxt  # and its una acknowledges what the session sent
+            peer.send(b"event %d" % sn)
+            peer.update(now)
+            peer.flush(now)
+            sn += 1
+            s.feed(bytes(out[0]), now)
+            s.after_input(now)
+
+        def delayed() -> bool:
+            return s not in ep.flushq and s._engine.acks_pending() == 1
+
+        for _ in range(kcp.session.LONE_ACKS):
+            event()
+            assert delayed()
+            now += 5
+            s._on_timer(now)  # nothing to ride with: it goes alone
+            assert s._engine.acks_pending() == 0
+        for _ in range(kcp.session.LONE_ACK_PROBE):
+            event()
+            assert ep.flushq.count(s) == 1  # at the end of the batch, no wait
+            s.flush_now(now)
+        event()
+        assert delayed()  # the probe: this one waits again
+        s.write(b"reply")  # and data goes its way: the ack rides, the delay is back
+        s.flush_now(now)
+        assert s._engine.acks_pending() == 0
+        for _ in range(kcp.session.LONE_ACKS + 2):
+            event()
+            assert delayed()
+            s.write(b"reply")
+            s.flush_now(now)
 
 
 def test_ack_delay_is_bounded() -> None:
