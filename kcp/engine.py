@@ -97,12 +97,18 @@ IKCP_PROBE_LIMIT: Final = 120000
 IKCP_FASTACK_LIMIT: Final = 5
 
 _MASK: Final = 0xFFFFFFFF
+_POOL_MAX: Final = 512  # dropped send-buffer segment objects a KCP keeps for reuse
 _HALF: Final = 0x80000000
 _BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 _pack: Final = _HDR.pack
 _unpack_from: Final = _HDR.unpack_from
 _CONV: Final = struct.Struct("<I")
+_TS_SN: Final = struct.Struct("<II")
+_ACK_HEAD: Final = struct.Struct("<IBBH").pack  # conv cmd frg wnd
+_ACK_TAIL: Final = _TS_SN.pack  # una len (after the ack's ts sn)
+_PUSH_HEAD: Final = struct.Struct("<IBBHI").pack  # conv cmd frg wnd ts
+_PUSH_TAIL: Final = struct.Struct("<III").pack  # sn una len
 
 OutputFn = Callable[[bytes], object]
 
@@ -283,6 +289,20 @@ class _Seg:
         self.acked = False
         self.copies = copies  # sparse recovery: spaced copies still to send in this round
 
+    def renew(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int) -> None:
+        """Reuse this (dropped) segment object for a new segment: the same fields as ``__init__``."""
+        self.sn = sn
+        self.frg = frg
+        self.data = data
+        self.ts = ts
+        self.ts0 = ts
+        self.resendts = resendts
+        self.rto = rto
+        self.fastack = 0
+        self.xmit = 1
+        self.acked = False
+        self.copies = copies
+
 
 class KCP:
     """One KCP control block (ikcp's ``ikcpcb``), without I/O.
@@ -298,6 +318,7 @@ class KCP:
         "_nacked",
         "_next_resend",
         "_outbox",
+        "_pool",
         "conv",
         "counters",
         "current",
@@ -393,18 +414,24 @@ class KCP:
         self.recovery_auto_lead = 0  # > 0: pick recovery_lead in 0..this from the loss seen
         self.recovery_samples = [0, 0, 0, 0, 0]  # lead_copies="auto"'s estimate (_sample_first_ack)
         # queues and buffers
-        self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
+        # (frg, payload) waiting for the window; a list (appended by send, its front deleted once per
+        # flush): list operations are primitives in the compiled build, deque methods generic calls
+        self.snd_queue: list[tuple[int, bytes]] = []
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
         self.rcv_buf: dict[int, tuple[int, bytes]] = {}  # sn -> (frg, payload), out of order
         self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
         self._buf = self.snd_buf
         self._nacked = 0  # acked segments still sitting in snd_buf
-        # flat [sn, ts, sn, ts, ...]; list[object]: the compiled build keeps them boxed from input
-        # to flush instead of unboxing and boxing them again for struct
-        self._acklist: list[object] = []
+        # one entry per pending ack: the acknowledged segment's ``ts sn`` header bytes as they came
+        # (8 bytes, the same two fields in the same order as in the ack's header), so a flush joins
+        # them between its per-flush header parts instead of packing a header per ack
+        self._acklist: list[bytes] = []
         self._next_resend = 0  # no segment needs a retransmission before this time
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
+        # _Seg objects dropped from snd_buf, reused for new segments (their data released): no
+        # allocation, freeing and young-generation garbage collection per segment
+        self._pool: list[_Seg] = []
 
     # ------------------------------------------------------------------ configuration
 
@@ -449,6 +476,7 @@ class KCP:
         session object itself is collected."""
         self.snd_queue.clear()
         self.snd_buf.clear()
+        self._pool.clear()
         self._nacked = 0
         self._acklist.clear()
         self._outbox.clear()
@@ -460,7 +488,7 @@ class KCP:
     def acks_pending(self) -> int:
         """Acks waiting for the next flush (ikcp's ``ackcount``): a host may skip a flush when this,
         :attr:`probe` and :meth:`waitsnd` are all zero, since it would send nothing."""
-        return len(self._acklist) >> 1
+        return len(self._acklist)
 
     @property
     def nsnd_buf(self) -> int:
@@ -605,13 +633,18 @@ class KCP:
     def _drop_front(self, k: int) -> None:
         """Remove the first ``k`` segments of snd_buf, then any acked ones that follow."""
         buf = self.snd_buf
+        pool = self._pool
         if k:
-            if self._nacked:
-                nacked = self._nacked
-                for seg in buf[:k]:
-                    if seg.acked:
-                        nacked -= 1
-                self._nacked = nacked
+            nacked = self._nacked
+            keep = _POOL_MAX - len(pool)  # segment objects kept for reuse, at most _POOL_MAX
+            for i in range(k):
+                seg = buf[i]
+                if seg.acked:
+                    nacked -= 1
+                if i < keep:
+                    seg.data = b""
+                    pool.append(seg)
+            self._nacked = nacked
             del buf[:k]
         if self._nacked and buf and buf[0].acked:
             i = 1
@@ -619,6 +652,11 @@ class KCP:
             while i < n and buf[i].acked:
                 i += 1
             self._nacked -= i
+            keep = _POOL_MAX - len(pool)
+            for j in range(i if i < keep else keep):
+                seg = buf[j]
+                seg.data = b""
+                pool.append(seg)
             del buf[:i]
         self.snd_una = buf[0].sn if buf else self.snd_nxt
 
@@ -745,8 +783,7 @@ class KCP:
             elif cmd == 81:  # PUSH
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
-                    acklist.append(sn)
-                    acklist.append(ts)
+                    acklist.append(pkt[off - 16 : off - 8])  # ts sn, as the ack header wants them
                     if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
                         rq_append((frg, pkt[off : off + ln]))
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
@@ -760,8 +797,7 @@ class KCP:
                             self._move_rcv_buf()
                             rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
-                    acklist.append(sn)
-                    acklist.append(ts)
+                    acklist.append(pkt[off - 16 : off - 8])
                     repeat += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
@@ -983,22 +1019,27 @@ class KCP:
         ts_now: object = current
         ptr = 0
         nout = 0
-        ack_sn: object = 0
-        ack_ts: object = 0
+        last_ack = b""
+        # a data segment's header: conv cmd frg wnd ts, the same for every frg 0 segment of this
+        # flush (packed once, at the first), then its own sn, una and len
+        push_head: bytes | None = None
 
-        # acknowledgements
+        # acknowledgements: each header is the per-flush conv/cmd/frg/wnd, the acked segment's own
+        # ``ts sn`` bytes (kept by input) and the per-flush una/len
         if acklist:
-            n = len(acklist)
-            nout += n >> 1
-            for i in range(0, n, 2):
+            nout += len(acklist)
+            ack_head = _ACK_HEAD(conv, 82, 0, wnd)
+            ack_tail = _ACK_TAIL(una, 0)
+            for tssn in acklist:
                 if ptr + 24 > mtu:
                     out(b"".join(parts))
                     parts.clear()
                     ptr = 0
-                parts.append(_pack(conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0))
+                parts.append(ack_head)
+                parts.append(tssn)
+                parts.append(ack_tail)
                 ptr += 24
-            ack_sn = acklist[n - 2]
-            ack_ts = acklist[n - 1]
+            last_ack = acklist[-1]
             acklist.clear()
 
         # remote window probing
@@ -1020,6 +1061,8 @@ class KCP:
 
         probe = self.probe
         if probe:
+            # a probe inherits ts and sn from the last ack of this flush (0 without one), as in ikcp
+            ack_ts, ack_sn = _TS_SN.unpack(last_ack) if last_ack else (0, 0)
             for flag, cmd in ((IKCP_ASK_SEND, IKCP_CMD_WASK), (IKCP_ASK_TELL, IKCP_CMD_WINS)):
                 if probe & flag:
                     if ptr + 24 > mtu:
@@ -1110,7 +1153,14 @@ class KCP:
                         out(b"".join(parts))
                         parts.clear()
                     ptr = 0
-                parts.append(_pack(conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln))
+                frg = seg.frg
+                if frg:
+                    parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now))
+                else:
+                    if push_head is None:
+                        push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
+                    parts.append(push_head)
+                parts.append(_PUSH_TAIL(seg.sn, una, ln))
                 ptr += 24
                 if ln:
                     parts.append(data)
@@ -1141,25 +1191,41 @@ class KCP:
                 if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
-                popleft = queue.popleft
-                while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
-                    frg, data = popleft()
-                    buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
-                    ln = len(data)
-                    if ptr + 24 + ln > mtu:
-                        if ptr:
-                            out(b"".join(parts))
-                            parts.clear()
-                        ptr = 0
-                    parts.append(_pack(conv, 81, frg, wnd, ts_now, snd_nxt, una, ln))
-                    ptr += 24
-                    if ln:
-                        parts.append(data)
-                        ptr += ln
-                    out_bytes += ln
-                    nout += 1
-                    snd_nxt = (snd_nxt + 1) & _MASK
-                self.snd_nxt = snd_nxt
+                pool = self._pool
+                taken = 0  # segments moved from the queue's front (deleted once, at the end)
+                try:
+                    while taken < len(queue) and ((snd_nxt - limit) & _MASK) >= _HALF:
+                        frg, data = queue[taken]
+                        taken += 1
+                        if pool:
+                            seg = pool.pop()
+                            seg.renew(snd_nxt, frg, data, current, rx_rto, resendts, lead)
+                            buf.append(seg)
+                        else:
+                            buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
+                        snd_nxt = (snd_nxt + 1) & _MASK
+                        ln = len(data)
+                        if ptr + 24 + ln > mtu:
+                            if ptr:
+                                out(b"".join(parts))
+                                parts.clear()
+                            ptr = 0
+                        if frg:
+                            parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now))
+                        else:
+                            if push_head is None:
+                                push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
+                            parts.append(push_head)
+                        parts.append(_PUSH_TAIL((snd_nxt - 1) & _MASK, una, ln))
+                        ptr += 24
+                        if ln:
+                            parts.append(data)
+                            ptr += ln
+                        out_bytes += ln
+                        nout += 1
+                finally:  # (an output that raises leaves the queue and snd_nxt matching snd_buf)
+                    del queue[:taken]
+                    self.snd_nxt = snd_nxt
                 if self.dead_link <= 1:
                     self.state = -1
                 if not nbuf_old or ((resendts - self._next_resend) & _MASK) >= _HALF:
