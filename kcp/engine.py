@@ -595,21 +595,23 @@ class KCP:
                 self._move_rcv_buf()
             result = parts[0] if len(parts) == 1 else b"".join(parts)
         else:
-            frg, data = q[0]
+            first = q.popleft()
+            frg, data = first
             if frg == 0:
-                q.popleft()
                 result = data
             else:
-                if len(q) < frg + 1:
+                if len(q) < frg:  # the message's other fragments have not all come yet
+                    q.appendleft(first)
                     return None
-                parts = []
+                parts = [data]
                 while q:  # garbage frg values may never reach 0: ikcp then takes the whole queue
                     frg, data = q.popleft()
                     parts.append(data)
                     if frg == 0:
                         break
                 result = b"".join(parts)
-            if self.rcv_nxt in self.rcv_buf:
+            rcv_buf = self.rcv_buf
+            if rcv_buf and self.rcv_nxt in rcv_buf:
                 self._move_rcv_buf()
         if recover and len(q) < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
@@ -687,31 +689,33 @@ class KCP:
         if size < 24:
             return self._in_error(-1)
         native = _NATIVE
-        conv_self = self.conv
-        prev_una = self.snd_una
+        # typed locals: the header fields and the counters are native 64-bit ints in the compiled
+        # build (C arithmetic on them, no boxing); plain ints when interpreted
+        conv_self: i64 = self.conv
+        prev_una: i64 = self.snd_una
         flag = False
-        maxack = 0
-        latest_ts = 0
+        maxack: i64 = 0
+        latest_ts: i64 = 0
         off: i64 = 0
         size_: i64 = size
-        nsegs = 0
-        in_bytes = 0
-        repeat = 0
-        current = self.current
+        nsegs: i64 = 0
+        in_bytes: i64 = 0
+        repeat: i64 = 0
+        current: i64 = self.current
         buf = self.snd_buf
         acklist = self._acklist
         rcv_buf = self.rcv_buf
         rcv_queue = self.rcv_queue
         rq_append = rcv_queue.append
-        rcv_nxt = self.rcv_nxt
-        rcv_wnd = self.rcv_wnd
-        srtt = self.rx_srtt
-        rttval = self.rx_rttval
+        rcv_nxt: i64 = self.rcv_nxt
+        rcv_wnd: i64 = self.rcv_wnd
+        srtt: i64 = self.rx_srtt
+        rttval: i64 = self.rx_rttval
         sampled = False
         rc = 0
-        last_wnd = -1
-        # typed locals: the header fields are native 64-bit ints in the compiled build (C arithmetic
-        # on them, no boxing); plain ints when interpreted
+        last_wnd: i64 = -1
+        d: i64
+        rtt: i64
         conv: i64
         cmd: i64
         frg: i64
@@ -1009,7 +1013,7 @@ class KCP:
         # a datagram is built as a list of parts (headers from struct, payloads as they are), joined
         # once: cheaper than packing into a buffer and copying it out, in both builds
         parts: list[bytes] = []
-        mtu = self.mtu
+        mtu: i64 = self.mtu
         # the header fields that are the same for every segment of this flush, typed object: the
         # compiled build boxes them once here instead of once per header (a no-op when interpreted)
         conv: object = self.conv
@@ -1017,8 +1021,10 @@ class KCP:
         wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
         una: object = self.rcv_nxt
         ts_now: object = current
-        ptr = 0
-        nout = 0
+        # the datagram's size so far and the counters: native ints when compiled
+        ptr: i64 = 0
+        nout: i64 = 0
+        ln: i64
         last_ack = b""
         # a data segment's header: conv cmd frg wnd ts, the same for every frg 0 segment of this
         # flush (packed once, at the first), then its own sn, una and len
@@ -1083,7 +1089,7 @@ class KCP:
         nlost = 0
         nfast = 0
         ncopies = 0
-        out_bytes = 0
+        out_bytes: i64 = 0
         nbuf_old = len(buf)
         # Retransmissions. ikcp walks the whole send buffer on every flush; we only do when the
         # earliest retransmission time has come or a fast resend may be due. Segments moved in
@@ -1183,8 +1189,8 @@ class KCP:
             cwnd = self.cwnd
         queue = self.snd_queue
         if queue:
-            snd_nxt = self.snd_nxt
-            limit = (self.snd_una + cwnd) & _MASK
+            snd_nxt: i64 = self.snd_nxt
+            limit: i64 = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
                 resendts = (current + rx_rto + rtomin) & _MASK
                 lead = 0
