@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from kcp.errors import KCPTypeError, KCPUsageError
@@ -304,6 +303,75 @@ class _Seg:
         self.copies = copies
 
 
+# A _Queue deletes its consumed front once it is this long and at least half the list, so it keeps
+# at most this many consumed pairs (or as many as are still queued) alive. (They are not replaced by
+# a placeholder: the compiled build would box a new tuple for every store.)
+_COMPACT: Final = 16
+
+
+class _Queue:
+    """A FIFO of ``(frg, payload)`` pairs (the send and receive queues): a list read from ``head``
+    on, its consumed front deleted in batches (amortised O(1)). Unlike ``deque``'s methods, list
+    operations are primitives in the compiled build, and the engine's hot paths use ``items`` and
+    ``head`` directly. Reads as a sequence of the pairs still queued (``len``, truth, index, iterate)."""
+
+    __slots__ = ("head", "items")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, bytes]] = []
+        self.head = 0  # items[:head] are consumed
+
+    def __len__(self) -> int:
+        return len(self.items) - self.head
+
+    def __bool__(self) -> bool:
+        return len(self.items) > self.head
+
+    def __getitem__(self, i: int) -> tuple[int, bytes]:
+        n = len(self.items) - self.head
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("queue index out of range")
+        return self.items[self.head + i]
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return iter(self.items[self.head :])
+
+    def __repr__(self) -> str:
+        return f"_Queue({self.items[self.head :]!r})"
+
+    def append(self, item: tuple[int, bytes]) -> None:
+        """Queue ``item`` at the back."""
+        self.items.append(item)
+
+    def popleft(self) -> tuple[int, bytes]:
+        """Remove and return the front pair (IndexError when empty)."""
+        items = self.items
+        h = self.head
+        if h >= len(items):
+            raise IndexError("pop from an empty queue")
+        item = items[h]
+        self.consumed(h + 1)
+        return item
+
+    def consumed(self, head: int) -> None:
+        """Mark ``items[:head]`` consumed (deleted once enough have gathered)."""
+        items = self.items
+        if head >= len(items):
+            items.clear()
+            head = 0
+        elif head >= _COMPACT and 2 * head >= len(items):
+            del items[:head]
+            head = 0
+        self.head = head
+
+    def clear(self) -> None:
+        """Empty the queue."""
+        self.items.clear()
+        self.head = 0
+
+
 class KCP:
     """One KCP control block (ikcp's ``ikcpcb``), without I/O.
 
@@ -414,12 +482,10 @@ class KCP:
         self.recovery_auto_lead = 0  # > 0: pick recovery_lead in 0..this from the loss seen
         self.recovery_samples = [0, 0, 0, 0, 0]  # lead_copies="auto"'s estimate (_sample_first_ack)
         # queues and buffers
-        # (frg, payload) waiting for the window; a list (appended by send, its front deleted once per
-        # flush): list operations are primitives in the compiled build, deque methods generic calls
-        self.snd_queue: list[tuple[int, bytes]] = []
+        self.snd_queue = _Queue()  # (frg, payload) waiting for the window
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
         self.rcv_buf: dict[int, tuple[int, bytes]] = {}  # sn -> (frg, payload), out of order
-        self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
+        self.rcv_queue = _Queue()  # (frg, payload) in order, ready for recv()
         self._buf = self.snd_buf
         self._nacked = 0  # acked segments still sitting in snd_buf
         # one entry per pending ack: the acknowledged segment's ``ts sn`` header bytes as they came
@@ -483,7 +549,8 @@ class KCP:
 
     def waitsnd(self) -> int:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
-        return len(self.snd_buf) - self._nacked + len(self.snd_queue)
+        q = self.snd_queue
+        return len(self.snd_buf) - self._nacked + len(q.items) - q.head
 
     def acks_pending(self) -> int:
         """Acks waiting for the next flush (ikcp's ``ackcount``): a host may skip a flush when this,
@@ -532,12 +599,13 @@ class KCP:
         mss = self.mss
         queue = self.snd_queue
         sent = 0
+        items = queue.items
         if self.stream:
-            if queue:
-                _frg, old = queue[-1]
+            if len(items) > queue.head:
+                _frg, old = items[-1]
                 if len(old) < mss:
                     extend = min(n, mss - len(old))
-                    queue[-1] = (0, old + data[:extend])
+                    items[-1] = (0, old + data[:extend])
                     sent = extend
                     data = data[extend:]
                     n -= extend
@@ -549,11 +617,11 @@ class KCP:
                 return sent
             return -2
         if count == 1:
-            queue.append((0, data))
+            items.append((0, data))
             return sent + n
         stream = self.stream
         for i in range(count):
-            queue.append((0 if stream else count - i - 1, data[i * mss : (i + 1) * mss]))
+            items.append((0 if stream else count - i - 1, data[i * mss : (i + 1) * mss]))
         return sent + n
 
     def peeksize(self) -> int:
@@ -583,50 +651,65 @@ class KCP:
         the peer sent one.
         """
         q = self.rcv_queue
-        if not q:
+        items = q.items
+        h = q.head
+        n = len(items)
+        if h >= n:
             return None
         rcv_wnd = self.rcv_wnd
-        recover = len(q) >= rcv_wnd
+        recover = n - h >= rcv_wnd
         if self.stream:
             parts = []
-            while q:
-                for _ in range(len(q)):
-                    parts.append(q.popleft()[1])
+            while h < n:
+                for i in range(h, n):
+                    parts.append(items[i][1])
+                q.consumed(n)
                 self._move_rcv_buf()
+                h = q.head
+                n = len(items)
             result = parts[0] if len(parts) == 1 else b"".join(parts)
         else:
-            first = q.popleft()
-            frg, data = first
-            if frg == 0:
+            frg, data = items[h]
+            if frg == 0:  # a whole message (q.consumed(h + 1), inline)
+                h += 1
+                if h >= n:
+                    items.clear()
+                    h = 0
+                elif h >= _COMPACT and 2 * h >= n:
+                    del items[:h]
+                    h = 0
+                q.head = h
                 result = data
             else:
-                if len(q) < frg:  # the message's other fragments have not all come yet
-                    q.appendleft(first)
+                if n - h < frg + 1:  # the message's other fragments have not all come yet
                     return None
-                parts = [data]
-                while q:  # garbage frg values may never reach 0: ikcp then takes the whole queue
-                    frg, data = q.popleft()
+                parts = []
+                while h < n:  # garbage frg values may never reach 0: ikcp then takes the whole queue
+                    frg, data = items[h]
+                    h += 1
                     parts.append(data)
                     if frg == 0:
                         break
+                q.consumed(h)
                 result = b"".join(parts)
             rcv_buf = self.rcv_buf
             if rcv_buf and self.rcv_nxt in rcv_buf:
                 self._move_rcv_buf()
-        if recover and len(q) < rcv_wnd:
+        if recover and len(q.items) - q.head < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
         return result
 
     def _move_rcv_buf(self) -> None:
         rcv_buf = self.rcv_buf
         q = self.rcv_queue
+        items = q.items
         nxt = self.rcv_nxt
-        wnd = self.rcv_wnd
-        while rcv_buf and len(q) < wnd:
+        wnd = self.rcv_wnd + q.head  # (len(items) - head < rcv_wnd)
+        while rcv_buf and len(items) < wnd:
             item = rcv_buf.pop(nxt, None)
             if item is None:
                 break
-            q.append(item)
+            items.append(item)
             nxt = (nxt + 1) & _MASK
         self.rcv_nxt = nxt
 
@@ -705,8 +788,8 @@ class KCP:
         buf = self.snd_buf
         acklist = self._acklist
         rcv_buf = self.rcv_buf
-        rcv_queue = self.rcv_queue
-        rq_append = rcv_queue.append
+        rq_items = self.rcv_queue.items  # (input only appends: the queue's head stays)
+        rq_limit = self.rcv_wnd + self.rcv_queue.head  # len(rq_items) below it: the queue has room
         rcv_nxt: i64 = self.rcv_nxt
         rcv_wnd: i64 = self.rcv_wnd
         srtt: i64 = self.rx_srtt
@@ -788,8 +871,8 @@ class KCP:
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
                     acklist.append(pkt[off - 16 : off - 8])  # ts sn, as the ack header wants them
-                    if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                        rq_append((frg, pkt[off : off + ln]))
+                    if d == 0 and not rcv_buf and len(rq_items) < rq_limit:
+                        rq_items.append((frg, pkt[off : off + ln]))
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     elif sn in rcv_buf:
@@ -999,7 +1082,8 @@ class KCP:
         ):
             self.ts_probe = 0
             self.probe_wait = 0
-            if not self.snd_queue:
+            sq = self.snd_queue
+            if len(sq.items) <= sq.head:
                 return
             cwnd = min(self.snd_wnd, self.rmt_wnd)
             if not self.nocwnd:
@@ -1017,7 +1101,8 @@ class KCP:
         # the header fields that are the same for every segment of this flush, typed object: the
         # compiled build boxes them once here instead of once per header (a no-op when interpreted)
         conv: object = self.conv
-        nq = len(self.rcv_queue)
+        rq = self.rcv_queue
+        nq = len(rq.items) - rq.head
         wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
         una: object = self.rcv_nxt
         ts_now: object = current
@@ -1188,20 +1273,24 @@ class KCP:
         if not self.nocwnd and self.cwnd < cwnd:
             cwnd = self.cwnd
         queue = self.snd_queue
-        if queue:
+        q_items = queue.items
+        if len(q_items) > queue.head:
             snd_nxt: i64 = self.snd_nxt
             limit: i64 = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
                 resendts = (current + rx_rto + rtomin) & _MASK
                 lead = 0
-                if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
+                if (
+                    self.recovery_lead
+                    and len(buf) - self._nacked + len(q_items) - queue.head <= self.recovery_flight
+                ):
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
                 pool = self._pool
-                taken = 0  # segments moved from the queue's front (deleted once, at the end)
+                taken = queue.head  # the queue's new head (consumed once, at the end)
                 try:
-                    while taken < len(queue) and ((snd_nxt - limit) & _MASK) >= _HALF:
-                        frg, data = queue[taken]
+                    while taken < len(q_items) and ((snd_nxt - limit) & _MASK) >= _HALF:
+                        frg, data = q_items[taken]
                         taken += 1
                         if pool:
                             seg = pool.pop()
@@ -1230,7 +1319,7 @@ class KCP:
                         out_bytes += ln
                         nout += 1
                 finally:  # (an output that raises leaves the queue and snd_nxt matching snd_buf)
-                    del queue[:taken]
+                    queue.consumed(taken)
                     self.snd_nxt = snd_nxt
                 if self.dead_link <= 1:
                     self.state = -1
