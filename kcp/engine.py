@@ -310,65 +310,72 @@ _COMPACT: Final = 16
 
 
 class _Queue:
-    """A FIFO of ``(frg, payload)`` pairs (the send and receive queues): a list read from ``head``
-    on, its consumed front deleted in batches (amortised O(1)). Unlike ``deque``'s methods, list
-    operations are primitives in the compiled build, and the engine's hot paths use ``items`` and
-    ``head`` directly. Reads as a sequence of the pairs still queued (``len``, truth, index, iterate)."""
+    """A FIFO of ``(frg, payload)`` pairs (the send and receive queues), kept as two parallel lists
+    (``frgs``, ``data``: no tuple per segment) read from ``head`` on, the consumed front deleted in
+    batches (amortised O(1)). Unlike ``deque``'s methods, list operations are primitives in the
+    compiled build; the engine's hot paths use the lists and ``head`` directly. Reads as a sequence
+    of the ``(frg, payload)`` pairs still queued (``len``, truth, index, iteration)."""
 
-    __slots__ = ("head", "items")
+    __slots__ = ("data", "frgs", "head")
 
     def __init__(self) -> None:
-        self.items: list[tuple[int, bytes]] = []
-        self.head = 0  # items[:head] are consumed
+        self.frgs: list[int] = []
+        self.data: list[bytes] = []
+        self.head = 0  # [:head] of both lists are consumed
 
     def __len__(self) -> int:
-        return len(self.items) - self.head
+        return len(self.data) - self.head
 
     def __bool__(self) -> bool:
-        return len(self.items) > self.head
+        return len(self.data) > self.head
 
     def __getitem__(self, i: int) -> tuple[int, bytes]:
-        n = len(self.items) - self.head
+        n = len(self.data) - self.head
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError("queue index out of range")
-        return self.items[self.head + i]
+        i += self.head
+        return self.frgs[i], self.data[i]
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        return iter(self.items[self.head :])
+        h = self.head
+        return zip(self.frgs[h:], self.data[h:], strict=True)
 
     def __repr__(self) -> str:
-        return f"_Queue({self.items[self.head :]!r})"
+        return f"_Queue({list(self)!r})"
 
     def append(self, item: tuple[int, bytes]) -> None:
-        """Queue ``item`` at the back."""
-        self.items.append(item)
+        """Queue the pair ``item`` at the back."""
+        self.frgs.append(item[0])
+        self.data.append(item[1])
 
     def popleft(self) -> tuple[int, bytes]:
         """Remove and return the front pair (IndexError when empty)."""
-        items = self.items
         h = self.head
-        if h >= len(items):
+        if h >= len(self.data):
             raise IndexError("pop from an empty queue")
-        item = items[h]
+        item = (self.frgs[h], self.data[h])
         self.consumed(h + 1)
         return item
 
     def consumed(self, head: int) -> None:
-        """Mark ``items[:head]`` consumed (deleted once enough have gathered)."""
-        items = self.items
-        if head >= len(items):
-            items.clear()
+        """Mark the pairs before ``head`` consumed (deleted once enough have gathered)."""
+        data = self.data
+        if head >= len(data):
+            data.clear()
+            self.frgs.clear()
             head = 0
-        elif head >= _COMPACT and 2 * head >= len(items):
-            del items[:head]
+        elif head >= _COMPACT and 2 * head >= len(data):
+            del data[:head]
+            del self.frgs[:head]
             head = 0
         self.head = head
 
     def clear(self) -> None:
         """Empty the queue."""
-        self.items.clear()
+        self.frgs.clear()
+        self.data.clear()
         self.head = 0
 
 
@@ -550,7 +557,7 @@ class KCP:
     def waitsnd(self) -> int:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
         q = self.snd_queue
-        return len(self.snd_buf) - self._nacked + len(q.items) - q.head
+        return len(self.snd_buf) - self._nacked + len(q.data) - q.head
 
     def acks_pending(self) -> int:
         """Acks waiting for the next flush (ikcp's ``ackcount``): a host may skip a flush when this,
@@ -599,13 +606,15 @@ class KCP:
         mss = self.mss
         queue = self.snd_queue
         sent = 0
-        items = queue.items
+        q_frgs = queue.frgs
+        q_data = queue.data
         if self.stream:
-            if len(items) > queue.head:
-                _frg, old = items[-1]
+            if len(q_data) > queue.head:
+                old = q_data[-1]
                 if len(old) < mss:
                     extend = min(n, mss - len(old))
-                    items[-1] = (0, old + data[:extend])
+                    q_frgs[-1] = 0
+                    q_data[-1] = old + data[:extend]
                     sent = extend
                     data = data[extend:]
                     n -= extend
@@ -617,11 +626,13 @@ class KCP:
                 return sent
             return -2
         if count == 1:
-            items.append((0, data))
+            q_frgs.append(0)
+            q_data.append(data)
             return sent + n
         stream = self.stream
         for i in range(count):
-            items.append((0 if stream else count - i - 1, data[i * mss : (i + 1) * mss]))
+            q_frgs.append(0 if stream else count - i - 1)
+            q_data.append(data[i * mss : (i + 1) * mss])
         return sent + n
 
     def peeksize(self) -> int:
@@ -651,43 +662,45 @@ class KCP:
         the peer sent one.
         """
         q = self.rcv_queue
-        items = q.items
+        q_data = q.data
         h = q.head
-        n = len(items)
+        n = len(q_data)
         if h >= n:
             return None
         rcv_wnd = self.rcv_wnd
         recover = n - h >= rcv_wnd
         if self.stream:
-            parts = []
+            parts: list[bytes] = []
             while h < n:
-                for i in range(h, n):
-                    parts.append(items[i][1])
+                parts += q_data[h:n]
                 q.consumed(n)
                 self._move_rcv_buf()
                 h = q.head
-                n = len(items)
+                n = len(q_data)
             result = parts[0] if len(parts) == 1 else b"".join(parts)
         else:
-            frg, data = items[h]
+            q_frgs = q.frgs
+            frg = q_frgs[h]
             if frg == 0:  # a whole message (q.consumed(h + 1), inline)
+                result = q_data[h]
                 h += 1
                 if h >= n:
-                    items.clear()
+                    q_data.clear()
+                    q_frgs.clear()
                     h = 0
                 elif h >= _COMPACT and 2 * h >= n:
-                    del items[:h]
+                    del q_data[:h]
+                    del q_frgs[:h]
                     h = 0
                 q.head = h
-                result = data
             else:
                 if n - h < frg + 1:  # the message's other fragments have not all come yet
                     return None
                 parts = []
                 while h < n:  # garbage frg values may never reach 0: ikcp then takes the whole queue
-                    frg, data = items[h]
+                    parts.append(q_data[h])
+                    frg = q_frgs[h]
                     h += 1
-                    parts.append(data)
                     if frg == 0:
                         break
                 q.consumed(h)
@@ -695,21 +708,23 @@ class KCP:
             rcv_buf = self.rcv_buf
             if rcv_buf and self.rcv_nxt in rcv_buf:
                 self._move_rcv_buf()
-        if recover and len(q.items) - q.head < rcv_wnd:
+        if recover and len(q_data) - q.head < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
         return result
 
     def _move_rcv_buf(self) -> None:
         rcv_buf = self.rcv_buf
         q = self.rcv_queue
-        items = q.items
+        q_frgs = q.frgs
+        q_data = q.data
         nxt = self.rcv_nxt
-        wnd = self.rcv_wnd + q.head  # (len(items) - head < rcv_wnd)
-        while rcv_buf and len(items) < wnd:
+        wnd = self.rcv_wnd + q.head  # (len(q_data) - head < rcv_wnd)
+        while rcv_buf and len(q_data) < wnd:
             item = rcv_buf.pop(nxt, None)
             if item is None:
                 break
-            items.append(item)
+            q_frgs.append(item[0])
+            q_data.append(item[1])
             nxt = (nxt + 1) & _MASK
         self.rcv_nxt = nxt
 
@@ -788,8 +803,9 @@ class KCP:
         buf = self.snd_buf
         acklist = self._acklist
         rcv_buf = self.rcv_buf
-        rq_items = self.rcv_queue.items  # (input only appends: the queue's head stays)
-        rq_limit = self.rcv_wnd + self.rcv_queue.head  # len(rq_items) below it: the queue has room
+        rq_frgs = self.rcv_queue.frgs  # (input only appends: the queue's head stays)
+        rq_data = self.rcv_queue.data
+        rq_limit = self.rcv_wnd + self.rcv_queue.head  # len(rq_data) below it: the queue has room
         rcv_nxt: i64 = self.rcv_nxt
         rcv_wnd: i64 = self.rcv_wnd
         srtt: i64 = self.rx_srtt
@@ -871,8 +887,9 @@ class KCP:
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
                     acklist.append(pkt[off - 16 : off - 8])  # ts sn, as the ack header wants them
-                    if d == 0 and not rcv_buf and len(rq_items) < rq_limit:
-                        rq_items.append((frg, pkt[off : off + ln]))
+                    if d == 0 and not rcv_buf and len(rq_data) < rq_limit:
+                        rq_frgs.append(frg)
+                        rq_data.append(pkt[off : off + ln])
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     elif sn in rcv_buf:
@@ -1083,7 +1100,7 @@ class KCP:
             self.ts_probe = 0
             self.probe_wait = 0
             sq = self.snd_queue
-            if len(sq.items) <= sq.head:
+            if len(sq.data) <= sq.head:
                 return
             cwnd = min(self.snd_wnd, self.rmt_wnd)
             if not self.nocwnd:
@@ -1102,7 +1119,7 @@ class KCP:
         # compiled build boxes them once here instead of once per header (a no-op when interpreted)
         conv: object = self.conv
         rq = self.rcv_queue
-        nq = len(rq.items) - rq.head
+        nq = len(rq.data) - rq.head
         wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
         una: object = self.rcv_nxt
         ts_now: object = current
@@ -1273,8 +1290,9 @@ class KCP:
         if not self.nocwnd and self.cwnd < cwnd:
             cwnd = self.cwnd
         queue = self.snd_queue
-        q_items = queue.items
-        if len(q_items) > queue.head:
+        q_frgs = queue.frgs
+        q_data = queue.data
+        if len(q_data) > queue.head:
             snd_nxt: i64 = self.snd_nxt
             limit: i64 = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
@@ -1282,15 +1300,16 @@ class KCP:
                 lead = 0
                 if (
                     self.recovery_lead
-                    and len(buf) - self._nacked + len(q_items) - queue.head <= self.recovery_flight
+                    and len(buf) - self._nacked + len(q_data) - queue.head <= self.recovery_flight
                 ):
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
                 pool = self._pool
                 taken = queue.head  # the queue's new head (consumed once, at the end)
                 try:
-                    while taken < len(q_items) and ((snd_nxt - limit) & _MASK) >= _HALF:
-                        frg, data = q_items[taken]
+                    while taken < len(q_data) and ((snd_nxt - limit) & _MASK) >= _HALF:
+                        frg = q_frgs[taken]
+                        data = q_data[taken]
                         taken += 1
                         if pool:
                             seg = pool.pop()
