@@ -17,13 +17,18 @@ Implementation notes (all invisible on the wire):
 
 * the send buffer is a list of slotted :class:`_Seg` objects whose ``sn`` run contiguously from
   ``snd_una``; an ack marks a segment instead of unlinking it, so finding it is an index, and
-  acknowledged segments are dropped from the front as ``snd_una`` advances;
-* the receive buffer is a dict keyed by ``sn``; the receive queue holds ``(frg, payload)`` pairs;
+  acknowledged segments are dropped from the front as ``snd_una`` advances, into a pool of objects
+  that new segments reuse (no allocation or garbage collection per segment);
+* the send and receive queues are :class:`_Queue` objects: ``frg`` and payload in two parallel lists read
+  from a head index (no tuple per segment, list primitives when compiled); they read as sequences of
+  ``(frg, payload)`` pairs; the receive buffer is a dict keyed by ``sn``;
 * :meth:`KCP.flush` remembers the earliest retransmission time, so a flush with nothing due only
   looks at new segments, and it returns at once when there is nothing at all to send.
-* a datagram is a list of parts (``struct`` headers, payloads) joined once; in the mypyc-compiled
-  build :meth:`KCP.input` reads headers byte by byte in native ints (``_NATIVE``), the interpreted
-  build with ``struct`` (docs/BENCHMARKS.md, "Compiled engine").
+* a datagram is a list of parts joined once: per-flush header prefixes, ``struct`` packs of the
+  per-segment fields, payloads; an ack header reuses the acknowledged segment's own ``ts sn`` bytes,
+  which :meth:`KCP.input` keeps in ``_acklist``. In the mypyc-compiled build :meth:`KCP.input`
+  reads headers byte by byte in native ints (``_NATIVE``), the interpreted build with ``struct``
+  (docs/BENCHMARKS.md, "Compiled engine").
 """
 
 from __future__ import annotations
@@ -96,7 +101,6 @@ IKCP_PROBE_LIMIT: Final = 120000
 IKCP_FASTACK_LIMIT: Final = 5
 
 _MASK: Final = 0xFFFFFFFF
-_POOL_MAX: Final = 512  # dropped send-buffer segment objects a KCP keeps for reuse
 _HALF: Final = 0x80000000
 _BIG: Final = 1 << 26  # RTT arithmetic below this cannot overflow C's 32-bit ints
 _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
@@ -503,7 +507,8 @@ class KCP:
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
         # _Seg objects dropped from snd_buf, reused for new segments (their data released): no
-        # allocation, freeing and young-generation garbage collection per segment
+        # allocation, freeing and young-generation garbage collection per segment. At most snd_wnd
+        # of them (as many as one window in flight, which is how many a round of acks can free)
         self._pool: list[_Seg] = []
 
     # ------------------------------------------------------------------ configuration
@@ -736,7 +741,7 @@ class KCP:
         pool = self._pool
         if k:
             nacked = self._nacked
-            keep = _POOL_MAX - len(pool)  # segment objects kept for reuse, at most _POOL_MAX
+            keep = self.snd_wnd - len(pool)  # objects kept for reuse: at most a send window's
             for i in range(k):
                 seg = buf[i]
                 if seg.acked:
@@ -752,7 +757,7 @@ class KCP:
             while i < n and buf[i].acked:
                 i += 1
             self._nacked -= i
-            keep = _POOL_MAX - len(pool)
+            keep = self.snd_wnd - len(pool)
             for j in range(i if i < keep else keep):
                 seg = buf[j]
                 seg.data = b""
