@@ -280,6 +280,10 @@ class _Seg:
     def __init__(
         self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int = 0
     ) -> None:
+        self.renew(sn, frg, data, ts, rto, resendts, copies)
+
+    def renew(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int) -> None:
+        """Set every field for a new segment (also how a dropped segment object is reused)."""
         self.sn = sn
         self.frg = frg
         self.data = data
@@ -291,20 +295,6 @@ class _Seg:
         self.xmit = 1  # created when first sent
         self.acked = False
         self.copies = copies  # sparse recovery: spaced copies still to send in this round
-
-    def renew(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int) -> None:
-        """Reuse this (dropped) segment object for a new segment: the same fields as ``__init__``."""
-        self.sn = sn
-        self.frg = frg
-        self.data = data
-        self.ts = ts
-        self.ts0 = ts
-        self.resendts = resendts
-        self.rto = rto
-        self.fastack = 0
-        self.xmit = 1
-        self.acked = False
-        self.copies = copies
 
 
 # A _Queue deletes its consumed front once it is this long and at least half the list, so it keeps
@@ -1133,9 +1123,7 @@ class KCP:
         nout: i64 = 0
         ln: i64
         last_ack = b""
-        # a data segment's header: conv cmd frg wnd ts, the same for every frg 0 segment of this
-        # flush (packed once, at the first), then its own sn, una and len
-        push_head: bytes | None = None
+        sending: list[_Seg] = []  # the data segments this flush sends (output after the acks)
 
         # acknowledgements: each header is the per-flush conv/cmd/frg/wnd, the acked segment's own
         # ``ts sn`` bytes (kept by input) and the per-flush una/len
@@ -1259,27 +1247,7 @@ class KCP:
                         next_diff = d
                     continue
                 seg.ts = current
-                data = seg.data
-                ln = len(data)
-                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
-                    if ptr:
-                        out(b"".join(parts))
-                        parts.clear()
-                    ptr = 0
-                frg = seg.frg
-                if frg:
-                    parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now))
-                else:
-                    if push_head is None:
-                        push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
-                    parts.append(push_head)
-                parts.append(_PUSH_TAIL(seg.sn, una, ln))
-                ptr += 24
-                if ln:
-                    parts.append(data)
-                    ptr += ln
-                nout += 1
-                out_bytes += ln
+                sending.append(seg)
                 if seg.xmit >= dead_link:
                     self.state = -1
                 d = (seg.resendts - current) & _MASK
@@ -1311,44 +1279,45 @@ class KCP:
                     resendts = (current + self.recovery_gap) & _MASK
                 pool = self._pool
                 taken = queue.head  # the queue's new head (consumed once, at the end)
-                try:
-                    while taken < len(q_data) and ((snd_nxt - limit) & _MASK) >= _HALF:
-                        frg = q_frgs[taken]
-                        data = q_data[taken]
-                        taken += 1
-                        if pool:
-                            seg = pool.pop()
-                            seg.renew(snd_nxt, frg, data, current, rx_rto, resendts, lead)
-                            buf.append(seg)
-                        else:
-                            buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
-                        snd_nxt = (snd_nxt + 1) & _MASK
-                        ln = len(data)
-                        if ptr + 24 + ln > mtu:
-                            if ptr:
-                                out(b"".join(parts))
-                                parts.clear()
-                            ptr = 0
-                        if frg:
-                            parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now))
-                        else:
-                            if push_head is None:
-                                push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
-                            parts.append(push_head)
-                        parts.append(_PUSH_TAIL((snd_nxt - 1) & _MASK, una, ln))
-                        ptr += 24
-                        if ln:
-                            parts.append(data)
-                            ptr += ln
-                        out_bytes += ln
-                        nout += 1
-                finally:  # (an output that raises leaves the queue and snd_nxt matching snd_buf)
-                    queue.consumed(taken)
-                    self.snd_nxt = snd_nxt
+                while taken < len(q_data) and ((snd_nxt - limit) & _MASK) >= _HALF:
+                    if pool:
+                        seg = pool.pop()
+                        seg.renew(snd_nxt, q_frgs[taken], q_data[taken], current, rx_rto, resendts, lead)
+                    else:
+                        seg = _Seg(snd_nxt, q_frgs[taken], q_data[taken], current, rx_rto, resendts, lead)
+                    buf.append(seg)
+                    sending.append(seg)
+                    taken += 1
+                    snd_nxt = (snd_nxt + 1) & _MASK
+                queue.consumed(taken)
+                self.snd_nxt = snd_nxt
                 if self.dead_link <= 1:
                     self.state = -1
                 if not nbuf_old or ((resendts - self._next_resend) & _MASK) >= _HALF:
                     self._next_resend = resendts
+
+        # The data segments of this flush, retransmissions first, after the acks and probes. A
+        # segment's header: conv cmd frg wnd ts, the same for every frg 0 segment of the flush (so
+        # packed once), then its own sn, una and len.
+        if sending:
+            push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
+            for seg in sending:
+                data = seg.data
+                ln = len(data)
+                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
+                    if ptr:
+                        out(b"".join(parts))
+                        parts.clear()
+                    ptr = 0
+                frg = seg.frg
+                parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now) if frg else push_head)
+                parts.append(_PUSH_TAIL(seg.sn, una, ln))
+                ptr += 24
+                if ln:
+                    parts.append(data)
+                    ptr += ln
+                out_bytes += ln
+            nout += len(sending)
 
         if ptr:
             out(b"".join(parts))
