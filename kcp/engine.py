@@ -339,20 +339,6 @@ class _Queue:
     def __repr__(self) -> str:
         return f"_Queue({list(self)!r})"
 
-    def append(self, item: tuple[int, bytes]) -> None:
-        """Queue the pair ``item`` at the back."""
-        self.frgs.append(item[0])
-        self.data.append(item[1])
-
-    def popleft(self) -> tuple[int, bytes]:
-        """Remove and return the front pair (IndexError when empty)."""
-        h = self.head
-        if h >= len(self.data):
-            raise IndexError("pop from an empty queue")
-        item = (self.frgs[h], self.data[h])
-        self.consumed(h + 1)
-        return item
-
     def consumed(self, head: int) -> None:
         """Mark the pairs before ``head`` consumed (deleted once enough have gathered)."""
         data = self.data
