@@ -350,13 +350,19 @@ def test_duplicate_push_is_acked_again_and_counted() -> None:
     assert k.counters is not None and k.counters.repeat_segs == 1
 
 
-def test_send_window_limits_in_flight() -> None:
+def sending(snd_wnd: int, payloads: list[bytes]) -> tuple[KCP, list[bytes]]:
+    """An engine (nodelay, no cwnd) with send window ``snd_wnd`` that sent ``payloads`` at 0."""
     k, out = engine()
     k.nodelay(1, 10, 0, 1)
-    k.wndsize(4, 0)
-    for _ in range(10):
-        k.send(b"z")
+    k.wndsize(snd_wnd, 0)
+    for p in payloads:
+        k.send(p)
     k.flush(0)
+    return k, out
+
+
+def test_send_window_limits_in_flight() -> None:
+    k, out = sending(4, [b"z"] * 10)
     assert len(split(out[0])) == 4 and k.nsnd_buf == 4 and k.nsnd_que == 6
     k.input(seg(IKCP_CMD_ACK, 0, ts=0, una=2))  # una 2 frees two slots
     k.flush(1)
@@ -651,12 +657,7 @@ def test_fragments_split_by_a_partly_consumed_queue_reassemble() -> None:
 
 
 def test_acknowledged_segments_are_reused_and_release_their_payload() -> None:
-    a, a_out = engine()
-    a.nodelay(1, 10, 0, 1)
-    a.wndsize(8, 128)
-    for i in range(8):
-        a.send(b"p%d" % i)
-    a.flush(0)
+    a, a_out = sending(8, [b"p%d" % i for i in range(8)])
     first = list(a.snd_buf)
     assert [s.data for s in first] == [b"p%d" % i for i in range(8)]
     assert a.input(seg(IKCP_CMD_ACK, 7, una=8)) == 0  # una 8: all eight acknowledged
@@ -674,12 +675,7 @@ def test_acknowledged_segments_are_reused_and_release_their_payload() -> None:
 
 
 def test_segment_pool_holds_at_most_one_send_window() -> None:
-    a, _ = engine()
-    a.nodelay(1, 10, 0, 1)
-    a.wndsize(4, 128)
-    for _ in range(4):
-        a.send(b"x")
-    a.flush(0)
+    a, _ = sending(4, [b"x"] * 4)
     a.wndsize(2, 128)  # a smaller window: the pool keeps 2 of the 4 freed objects
     assert a.input(seg(IKCP_CMD_ACK, 3, una=4)) == 0
     assert len(a._pool) == 2
