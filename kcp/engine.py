@@ -873,14 +873,16 @@ class KCP:
                         rq_data.append(pkt[off : off + ln])
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
-                    elif sn in rcv_buf:
-                        repeat += 1
-                    else:
-                        rcv_buf[sn] = (frg, pkt[off : off + ln])
-                        in_bytes += ln
-                        if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
-                            self._move_rcv_buf()
-                            rcv_nxt = self.rcv_nxt
+                    else:  # out of order, or the hole at rcv_nxt with more held: keep it unless held
+                        held = len(rcv_buf)
+                        rcv_buf.setdefault(sn, (frg, pkt[off : off + ln]))  # (one lookup, not two)
+                        if len(rcv_buf) == held:  # it was there already
+                            repeat += 1
+                        else:
+                            in_bytes += ln
+                            if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
+                                self._move_rcv_buf()
+                                rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
                     acklist.append(pkt[off - 16 : off - 8])
                     repeat += 1
