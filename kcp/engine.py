@@ -17,21 +17,25 @@ Implementation notes (all invisible on the wire):
 
 * the send buffer is a list of slotted :class:`_Seg` objects whose ``sn`` run contiguously from
   ``snd_una``; an ack marks a segment instead of unlinking it, so finding it is an index, and
-  acknowledged segments are dropped from the front as ``snd_una`` advances;
-* the receive buffer is a dict keyed by ``sn``; the receive queue holds ``(frg, payload)`` pairs;
+  acknowledged segments are dropped from the front as ``snd_una`` advances, into a pool of objects
+  that new segments reuse (no allocation or garbage collection per segment);
+* the send and receive queues are :class:`_Queue` objects: ``frg`` and payload in two parallel lists read
+  from a head index (no tuple per segment, list primitives when compiled); they read as sequences of
+  ``(frg, payload)`` pairs; the receive buffer is a dict keyed by ``sn``;
 * :meth:`KCP.flush` remembers the earliest retransmission time, so a flush with nothing due only
   looks at new segments, and it returns at once when there is nothing at all to send.
-* a datagram is a list of parts (``struct`` headers, payloads) joined once; in the mypyc-compiled
-  build :meth:`KCP.input` reads headers byte by byte in native ints (``_NATIVE``), the interpreted
-  build with ``struct`` (docs/BENCHMARKS.md, "Compiled engine").
+* a datagram is a list of parts joined once: per-flush header prefixes, ``struct`` packs of the
+  per-segment fields, payloads; an ack header reuses the acknowledged segment's own ``ts sn`` bytes,
+  which :meth:`KCP.input` keeps in ``_acklist``. In the mypyc-compiled build :meth:`KCP.input`
+  reads headers byte by byte in native ints (``_NATIVE``), the interpreted build with ``struct``
+  (docs/BENCHMARKS.md, "Compiled engine").
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
 from kcp.errors import KCPTypeError, KCPUsageError
@@ -103,6 +107,11 @@ _HDR: Final = struct.Struct("<IBBHIIII")  # conv cmd frg wnd ts sn una len
 _pack: Final = _HDR.pack
 _unpack_from: Final = _HDR.unpack_from
 _CONV: Final = struct.Struct("<I")
+_TS_SN: Final = struct.Struct("<II")
+_ACK_HEAD: Final = struct.Struct("<IBBH").pack  # conv cmd frg wnd
+_ACK_TAIL: Final = _TS_SN.pack  # una len (after the ack's ts sn)
+_PUSH_HEAD: Final = struct.Struct("<IBBHI").pack  # conv cmd frg wnd ts
+_PUSH_TAIL: Final = struct.Struct("<III").pack  # sn una len
 
 OutputFn = Callable[[bytes], object]
 
@@ -271,6 +280,10 @@ class _Seg:
     def __init__(
         self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int = 0
     ) -> None:
+        self.renew(sn, frg, data, ts, rto, resendts, copies)
+
+    def renew(self, sn: int, frg: int, data: bytes, ts: int, rto: int, resendts: int, copies: int) -> None:
+        """Set every field for a new segment (also how a dropped segment object is reused)."""
         self.sn = sn
         self.frg = frg
         self.data = data
@@ -282,6 +295,68 @@ class _Seg:
         self.xmit = 1  # created when first sent
         self.acked = False
         self.copies = copies  # sparse recovery: spaced copies still to send in this round
+
+
+# A _Queue deletes its consumed front once it is this long and at least half the list, so it keeps
+# at most this many consumed pairs (or as many as are still queued) alive. (They are not replaced by
+# a placeholder: the compiled build would box a new tuple for every store.)
+_COMPACT: Final = 16
+
+
+class _Queue:
+    """A FIFO of ``(frg, payload)`` pairs (the send and receive queues), kept as two parallel lists
+    (``frgs``, ``data``: no tuple per segment) read from ``head`` on, the consumed front deleted in
+    batches (amortised O(1)). Unlike ``deque``'s methods, list operations are primitives in the
+    compiled build; the engine's hot paths use the lists and ``head`` directly. Reads as a sequence
+    of the ``(frg, payload)`` pairs still queued (``len``, truth, index, iteration)."""
+
+    __slots__ = ("data", "frgs", "head")
+
+    def __init__(self) -> None:
+        self.frgs: list[int] = []
+        self.data: list[bytes] = []
+        self.head = 0  # [:head] of both lists are consumed
+
+    def __len__(self) -> int:
+        return len(self.data) - self.head
+
+    def __bool__(self) -> bool:
+        return len(self.data) > self.head
+
+    def __getitem__(self, i: int) -> tuple[int, bytes]:
+        n = len(self.data) - self.head
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("queue index out of range")
+        i += self.head
+        return self.frgs[i], self.data[i]
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        h = self.head
+        return zip(self.frgs[h:], self.data[h:], strict=True)
+
+    def __repr__(self) -> str:
+        return f"_Queue({list(self)!r})"
+
+    def consumed(self, head: int) -> None:
+        """Mark the pairs before ``head`` consumed (deleted once enough have gathered)."""
+        data = self.data
+        if head >= len(data):
+            data.clear()
+            self.frgs.clear()
+            head = 0
+        elif head >= _COMPACT and 2 * head >= len(data):
+            del data[:head]
+            del self.frgs[:head]
+            head = 0
+        self.head = head
+
+    def clear(self) -> None:
+        """Empty the queue."""
+        self.frgs.clear()
+        self.data.clear()
+        self.head = 0
 
 
 class KCP:
@@ -298,6 +373,7 @@ class KCP:
         "_nacked",
         "_next_resend",
         "_outbox",
+        "_pool",
         "conv",
         "counters",
         "current",
@@ -393,18 +469,23 @@ class KCP:
         self.recovery_auto_lead = 0  # > 0: pick recovery_lead in 0..this from the loss seen
         self.recovery_samples = [0, 0, 0, 0, 0]  # lead_copies="auto"'s estimate (_sample_first_ack)
         # queues and buffers
-        self.snd_queue: deque[tuple[int, bytes]] = deque()  # (frg, payload) waiting for the window
+        self.snd_queue = _Queue()  # (frg, payload) waiting for the window
         self.snd_buf: list[_Seg] = []  # in flight, sn contiguous from snd_una (acked ones marked)
         self.rcv_buf: dict[int, tuple[int, bytes]] = {}  # sn -> (frg, payload), out of order
-        self.rcv_queue: deque[tuple[int, bytes]] = deque()  # in order, ready for recv()
+        self.rcv_queue = _Queue()  # (frg, payload) in order, ready for recv()
         self._buf = self.snd_buf
         self._nacked = 0  # acked segments still sitting in snd_buf
-        # flat [sn, ts, sn, ts, ...]; list[object]: the compiled build keeps them boxed from input
-        # to flush instead of unboxing and boxing them again for struct
-        self._acklist: list[object] = []
+        # one entry per pending ack: the acknowledged segment's ``ts sn`` header bytes as they came
+        # (8 bytes, the same two fields in the same order as in the ack's header), so a flush joins
+        # them between its per-flush header parts instead of packing a header per ack
+        self._acklist: list[bytes] = []
         self._next_resend = 0  # no segment needs a retransmission before this time
         self._fast_pending = False  # some segment may be due for a fast retransmission
         self._outbox: list[bytes] = []
+        # _Seg objects dropped from snd_buf, reused for new segments (their data released): no
+        # allocation, freeing and young-generation garbage collection per segment. At most snd_wnd
+        # of them (as many as one window in flight, which is how many a round of acks can free)
+        self._pool: list[_Seg] = []
 
     # ------------------------------------------------------------------ configuration
 
@@ -449,18 +530,20 @@ class KCP:
         session object itself is collected."""
         self.snd_queue.clear()
         self.snd_buf.clear()
+        self._pool.clear()
         self._nacked = 0
         self._acklist.clear()
         self._outbox.clear()
 
     def waitsnd(self) -> int:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
-        return len(self.snd_buf) - self._nacked + len(self.snd_queue)
+        q = self.snd_queue
+        return len(self.snd_buf) - self._nacked + len(q.data) - q.head
 
     def acks_pending(self) -> int:
         """Acks waiting for the next flush (ikcp's ``ackcount``): a host may skip a flush when this,
         :attr:`probe` and :meth:`waitsnd` are all zero, since it would send nothing."""
-        return len(self._acklist) >> 1
+        return len(self._acklist)
 
     @property
     def nsnd_buf(self) -> int:
@@ -504,12 +587,15 @@ class KCP:
         mss = self.mss
         queue = self.snd_queue
         sent = 0
+        q_frgs = queue.frgs
+        q_data = queue.data
         if self.stream:
-            if queue:
-                _frg, old = queue[-1]
+            if len(q_data) > queue.head:
+                old = q_data[-1]
                 if len(old) < mss:
                     extend = min(n, mss - len(old))
-                    queue[-1] = (0, old + data[:extend])
+                    q_frgs[-1] = 0
+                    q_data[-1] = old + data[:extend]
                     sent = extend
                     data = data[extend:]
                     n -= extend
@@ -521,11 +607,13 @@ class KCP:
                 return sent
             return -2
         if count == 1:
-            queue.append((0, data))
+            q_frgs.append(0)
+            q_data.append(data)
             return sent + n
         stream = self.stream
         for i in range(count):
-            queue.append((0 if stream else count - i - 1, data[i * mss : (i + 1) * mss]))
+            q_frgs.append(0 if stream else count - i - 1)
+            q_data.append(data[i * mss : (i + 1) * mss])
         return sent + n
 
     def peeksize(self) -> int:
@@ -555,48 +643,69 @@ class KCP:
         the peer sent one.
         """
         q = self.rcv_queue
-        if not q:
+        q_data = q.data
+        h = q.head
+        n = len(q_data)
+        if h >= n:
             return None
         rcv_wnd = self.rcv_wnd
-        recover = len(q) >= rcv_wnd
+        recover = n - h >= rcv_wnd
         if self.stream:
-            parts = []
-            while q:
-                for _ in range(len(q)):
-                    parts.append(q.popleft()[1])
+            parts: list[bytes] = []
+            while h < n:
+                parts += q_data[h:n]
+                q.consumed(n)
                 self._move_rcv_buf()
+                h = q.head
+                n = len(q_data)
             result = parts[0] if len(parts) == 1 else b"".join(parts)
         else:
-            frg, data = q[0]
-            if frg == 0:
-                q.popleft()
-                result = data
+            q_frgs = q.frgs
+            frg = q_frgs[h]
+            if frg == 0:  # a whole message (q.consumed(h + 1), inline)
+                result = q_data[h]
+                h += 1
+                if h >= n:
+                    q_data.clear()
+                    q_frgs.clear()
+                    h = 0
+                elif h >= _COMPACT and 2 * h >= n:
+                    del q_data[:h]
+                    del q_frgs[:h]
+                    h = 0
+                q.head = h
             else:
-                if len(q) < frg + 1:
+                if n - h < frg + 1:  # the message's other fragments have not all come yet
                     return None
                 parts = []
-                while q:  # garbage frg values may never reach 0: ikcp then takes the whole queue
-                    frg, data = q.popleft()
-                    parts.append(data)
+                while h < n:  # garbage frg values may never reach 0: ikcp then takes the whole queue
+                    parts.append(q_data[h])
+                    frg = q_frgs[h]
+                    h += 1
                     if frg == 0:
                         break
+                q.consumed(h)
                 result = b"".join(parts)
-            if self.rcv_nxt in self.rcv_buf:
+            rcv_buf = self.rcv_buf
+            if rcv_buf and self.rcv_nxt in rcv_buf:
                 self._move_rcv_buf()
-        if recover and len(q) < rcv_wnd:
+        if recover and len(q_data) - q.head < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
         return result
 
     def _move_rcv_buf(self) -> None:
         rcv_buf = self.rcv_buf
         q = self.rcv_queue
+        q_frgs = q.frgs
+        q_data = q.data
         nxt = self.rcv_nxt
-        wnd = self.rcv_wnd
-        while rcv_buf and len(q) < wnd:
+        wnd = self.rcv_wnd + q.head  # (len(q_data) - head < rcv_wnd)
+        while rcv_buf and len(q_data) < wnd:
             item = rcv_buf.pop(nxt, None)
             if item is None:
                 break
-            q.append(item)
+            q_frgs.append(item[0])
+            q_data.append(item[1])
             nxt = (nxt + 1) & _MASK
         self.rcv_nxt = nxt
 
@@ -605,13 +714,18 @@ class KCP:
     def _drop_front(self, k: int) -> None:
         """Remove the first ``k`` segments of snd_buf, then any acked ones that follow."""
         buf = self.snd_buf
+        pool = self._pool
         if k:
-            if self._nacked:
-                nacked = self._nacked
-                for seg in buf[:k]:
-                    if seg.acked:
-                        nacked -= 1
-                self._nacked = nacked
+            nacked = self._nacked
+            keep = self.snd_wnd - len(pool)  # objects kept for reuse: at most a send window's
+            for i in range(k):
+                seg = buf[i]
+                if seg.acked:
+                    nacked -= 1
+                if i < keep:
+                    seg.data = b""
+                    pool.append(seg)
+            self._nacked = nacked
             del buf[:k]
         if self._nacked and buf and buf[0].acked:
             i = 1
@@ -619,6 +733,11 @@ class KCP:
             while i < n and buf[i].acked:
                 i += 1
             self._nacked -= i
+            keep = self.snd_wnd - len(pool)
+            for j in range(i if i < keep else keep):
+                seg = buf[j]
+                seg.data = b""
+                pool.append(seg)
             del buf[:i]
         self.snd_una = buf[0].sn if buf else self.snd_nxt
 
@@ -649,31 +768,34 @@ class KCP:
         if size < 24:
             return self._in_error(-1)
         native = _NATIVE
-        conv_self = self.conv
-        prev_una = self.snd_una
+        # typed locals: the header fields and the counters are native 64-bit ints in the compiled
+        # build (C arithmetic on them, no boxing); plain ints when interpreted
+        conv_self: i64 = self.conv
+        prev_una: i64 = self.snd_una
         flag = False
-        maxack = 0
-        latest_ts = 0
+        maxack: i64 = 0
+        latest_ts: i64 = 0
         off: i64 = 0
         size_: i64 = size
-        nsegs = 0
-        in_bytes = 0
-        repeat = 0
-        current = self.current
+        nsegs: i64 = 0
+        in_bytes: i64 = 0
+        repeat: i64 = 0
+        current: i64 = self.current
         buf = self.snd_buf
         acklist = self._acklist
         rcv_buf = self.rcv_buf
-        rcv_queue = self.rcv_queue
-        rq_append = rcv_queue.append
-        rcv_nxt = self.rcv_nxt
-        rcv_wnd = self.rcv_wnd
-        srtt = self.rx_srtt
-        rttval = self.rx_rttval
+        rq_frgs = self.rcv_queue.frgs  # (input only appends: the queue's head stays)
+        rq_data = self.rcv_queue.data
+        rq_limit = self.rcv_wnd + self.rcv_queue.head  # len(rq_data) below it: the queue has room
+        rcv_nxt: i64 = self.rcv_nxt
+        rcv_wnd: i64 = self.rcv_wnd
+        srtt: i64 = self.rx_srtt
+        rttval: i64 = self.rx_rttval
         sampled = False
         rc = 0
-        last_wnd = -1
-        # typed locals: the header fields are native 64-bit ints in the compiled build (C arithmetic
-        # on them, no boxing); plain ints when interpreted
+        last_wnd: i64 = -1
+        d: i64
+        rtt: i64
         conv: i64
         cmd: i64
         frg: i64
@@ -745,23 +867,24 @@ class KCP:
             elif cmd == 81:  # PUSH
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
-                    acklist.append(sn)
-                    acklist.append(ts)
-                    if d == 0 and not rcv_buf and len(rcv_queue) < rcv_wnd:
-                        rq_append((frg, pkt[off : off + ln]))
+                    acklist.append(pkt[off - 16 : off - 8])  # ts sn, as the ack header wants them
+                    if d == 0 and not rcv_buf and len(rq_data) < rq_limit:
+                        rq_frgs.append(frg)
+                        rq_data.append(pkt[off : off + ln])
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
-                    elif sn in rcv_buf:
-                        repeat += 1
-                    else:
-                        rcv_buf[sn] = (frg, pkt[off : off + ln])
-                        in_bytes += ln
-                        if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
-                            self._move_rcv_buf()
-                            rcv_nxt = self.rcv_nxt
+                    else:  # out of order, or the hole at rcv_nxt with more held: keep it unless held
+                        held = len(rcv_buf)
+                        rcv_buf.setdefault(sn, (frg, pkt[off : off + ln]))  # (one lookup, not two)
+                        if len(rcv_buf) == held:  # it was there already
+                            repeat += 1
+                        else:
+                            in_bytes += ln
+                            if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
+                                self._move_rcv_buf()
+                                rcv_nxt = self.rcv_nxt
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
-                    acklist.append(sn)
-                    acklist.append(ts)
+                    acklist.append(pkt[off - 16 : off - 8])
                     repeat += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
@@ -959,7 +1082,8 @@ class KCP:
         ):
             self.ts_probe = 0
             self.probe_wait = 0
-            if not self.snd_queue:
+            sq = self.snd_queue
+            if len(sq.data) <= sq.head:
                 return
             cwnd = min(self.snd_wnd, self.rmt_wnd)
             if not self.nocwnd:
@@ -973,32 +1097,38 @@ class KCP:
         # a datagram is built as a list of parts (headers from struct, payloads as they are), joined
         # once: cheaper than packing into a buffer and copying it out, in both builds
         parts: list[bytes] = []
-        mtu = self.mtu
+        mtu: i64 = self.mtu
         # the header fields that are the same for every segment of this flush, typed object: the
         # compiled build boxes them once here instead of once per header (a no-op when interpreted)
         conv: object = self.conv
-        nq = len(self.rcv_queue)
+        rq = self.rcv_queue
+        nq = len(rq.data) - rq.head
         wnd: object = (self.rcv_wnd - nq if nq < self.rcv_wnd else 0) & 0xFFFF  # a 16-bit field, as in C
         una: object = self.rcv_nxt
         ts_now: object = current
-        ptr = 0
-        nout = 0
-        ack_sn: object = 0
-        ack_ts: object = 0
+        # the datagram's size so far and the counters: native ints when compiled
+        ptr: i64 = 0
+        nout: i64 = 0
+        ln: i64
+        last_ack = b""
+        sending: list[_Seg] = []  # the data segments this flush sends (output after the acks)
 
-        # acknowledgements
+        # acknowledgements: each header is the per-flush conv/cmd/frg/wnd, the acked segment's own
+        # ``ts sn`` bytes (kept by input) and the per-flush una/len
         if acklist:
-            n = len(acklist)
-            nout += n >> 1
-            for i in range(0, n, 2):
+            nout += len(acklist)
+            ack_head = _ACK_HEAD(conv, 82, 0, wnd)
+            ack_tail = _ACK_TAIL(una, 0)
+            for tssn in acklist:
                 if ptr + 24 > mtu:
                     out(b"".join(parts))
                     parts.clear()
                     ptr = 0
-                parts.append(_pack(conv, 82, 0, wnd, acklist[i + 1], acklist[i], una, 0))
+                parts.append(ack_head)
+                parts.append(tssn)
+                parts.append(ack_tail)
                 ptr += 24
-            ack_sn = acklist[n - 2]
-            ack_ts = acklist[n - 1]
+            last_ack = acklist[-1]
             acklist.clear()
 
         # remote window probing
@@ -1020,6 +1150,8 @@ class KCP:
 
         probe = self.probe
         if probe:
+            # a probe inherits ts and sn from the last ack of this flush (0 without one), as in ikcp
+            ack_ts, ack_sn = _TS_SN.unpack(last_ack) if last_ack else (0, 0)
             for flag, cmd in ((IKCP_ASK_SEND, IKCP_CMD_WASK), (IKCP_ASK_TELL, IKCP_CMD_WINS)):
                 if probe & flag:
                     if ptr + 24 > mtu:
@@ -1040,7 +1172,7 @@ class KCP:
         nlost = 0
         nfast = 0
         ncopies = 0
-        out_bytes = 0
+        out_bytes: i64 = 0
         nbuf_old = len(buf)
         # Retransmissions. ikcp walks the whole send buffer on every flush; we only do when the
         # earliest retransmission time has come or a fast resend may be due. Segments moved in
@@ -1103,20 +1235,7 @@ class KCP:
                         next_diff = d
                     continue
                 seg.ts = current
-                data = seg.data
-                ln = len(data)
-                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
-                    if ptr:
-                        out(b"".join(parts))
-                        parts.clear()
-                    ptr = 0
-                parts.append(_pack(conv, 81, seg.frg, wnd, ts_now, seg.sn, una, ln))
-                ptr += 24
-                if ln:
-                    parts.append(data)
-                    ptr += ln
-                nout += 1
-                out_bytes += ln
+                sending.append(seg)
                 if seg.xmit >= dead_link:
                     self.state = -1
                 d = (seg.resendts - current) & _MASK
@@ -1132,38 +1251,61 @@ class KCP:
         if not self.nocwnd and self.cwnd < cwnd:
             cwnd = self.cwnd
         queue = self.snd_queue
-        if queue:
-            snd_nxt = self.snd_nxt
-            limit = (self.snd_una + cwnd) & _MASK
+        q_frgs = queue.frgs
+        q_data = queue.data
+        if len(q_data) > queue.head:
+            snd_nxt: i64 = self.snd_nxt
+            limit: i64 = (self.snd_una + cwnd) & _MASK
             if ((snd_nxt - limit) & _MASK) >= _HALF:
                 resendts = (current + rx_rto + rtomin) & _MASK
                 lead = 0
-                if self.recovery_lead and len(buf) - self._nacked + len(queue) <= self.recovery_flight:
+                if (
+                    self.recovery_lead
+                    and len(buf) - self._nacked + len(q_data) - queue.head <= self.recovery_flight
+                ):
                     lead = self.recovery_lead
                     resendts = (current + self.recovery_gap) & _MASK
-                popleft = queue.popleft
-                while queue and ((snd_nxt - limit) & _MASK) >= _HALF:
-                    frg, data = popleft()
-                    buf.append(_Seg(snd_nxt, frg, data, current, rx_rto, resendts, lead))
-                    ln = len(data)
-                    if ptr + 24 + ln > mtu:
-                        if ptr:
-                            out(b"".join(parts))
-                            parts.clear()
-                        ptr = 0
-                    parts.append(_pack(conv, 81, frg, wnd, ts_now, snd_nxt, una, ln))
-                    ptr += 24
-                    if ln:
-                        parts.append(data)
-                        ptr += ln
-                    out_bytes += ln
-                    nout += 1
+                pool = self._pool
+                taken = queue.head  # the queue's new head (consumed once, at the end)
+                while taken < len(q_data) and ((snd_nxt - limit) & _MASK) >= _HALF:
+                    if pool:
+                        seg = pool.pop()
+                        seg.renew(snd_nxt, q_frgs[taken], q_data[taken], current, rx_rto, resendts, lead)
+                    else:
+                        seg = _Seg(snd_nxt, q_frgs[taken], q_data[taken], current, rx_rto, resendts, lead)
+                    buf.append(seg)
+                    sending.append(seg)
+                    taken += 1
                     snd_nxt = (snd_nxt + 1) & _MASK
+                queue.consumed(taken)
                 self.snd_nxt = snd_nxt
                 if self.dead_link <= 1:
                     self.state = -1
                 if not nbuf_old or ((resendts - self._next_resend) & _MASK) >= _HALF:
                     self._next_resend = resendts
+
+        # The data segments of this flush, retransmissions first, after the acks and probes. A
+        # segment's header: conv cmd frg wnd ts, the same for every frg 0 segment of the flush (so
+        # packed once), then its own sn, una and len.
+        if sending:
+            push_head = _PUSH_HEAD(conv, 81, 0, wnd, ts_now)
+            for seg in sending:
+                data = seg.data
+                ln = len(data)
+                if ptr + 24 + ln > mtu:  # (a segment queued before setmtu shrank the mtu goes alone)
+                    if ptr:
+                        out(b"".join(parts))
+                        parts.clear()
+                    ptr = 0
+                frg = seg.frg
+                parts.append(_PUSH_HEAD(conv, 81, frg, wnd, ts_now) if frg else push_head)
+                parts.append(_PUSH_TAIL(seg.sn, una, ln))
+                ptr += 24
+                if ln:
+                    parts.append(data)
+                    ptr += ln
+                out_bytes += ln
+            nout += len(sending)
 
         if ptr:
             out(b"".join(parts))

@@ -350,13 +350,19 @@ def test_duplicate_push_is_acked_again_and_counted() -> None:
     assert k.counters is not None and k.counters.repeat_segs == 1
 
 
-def test_send_window_limits_in_flight() -> None:
+def sending(snd_wnd: int, payloads: list[bytes]) -> tuple[KCP, list[bytes]]:
+    """An engine (nodelay, no cwnd) with send window ``snd_wnd`` that sent ``payloads`` at 0."""
     k, out = engine()
     k.nodelay(1, 10, 0, 1)
-    k.wndsize(4, 0)
-    for _ in range(10):
-        k.send(b"z")
+    k.wndsize(snd_wnd, 0)
+    for p in payloads:
+        k.send(p)
     k.flush(0)
+    return k, out
+
+
+def test_send_window_limits_in_flight() -> None:
+    k, out = sending(4, [b"z"] * 10)
     assert len(split(out[0])) == 4 and k.nsnd_buf == 4 and k.nsnd_que == 6
     k.input(seg(IKCP_CMD_ACK, 0, ts=0, una=2))  # una 2 frees two slots
     k.flush(1)
@@ -608,3 +614,85 @@ def test_fec_recovered_packets_do_not_update_window_or_rtt() -> None:
     k.input(seg(IKCP_CMD_PUSH, 0, data=b"d"), regular=False)
     assert k.recv() == b"d"
     assert k.counters is not None and k.counters.repeat_segs == 0
+
+
+# ------------------------------------------------------------------ internal stores (session 12)
+
+
+def test_receive_queue_reads_in_order_across_compaction() -> None:
+    """recv one message at a time from a long queue (its consumed front is deleted in batches):
+    every message comes once, in order, and the queue reads as the pairs still queued."""
+    k, _ = engine(rcv_wnd=256)
+    k.flush(0)
+    for sn in range(100):
+        assert k.input(seg(IKCP_CMD_PUSH, sn, data=b"m%d" % sn)) == 0
+    q = k.rcv_queue
+    assert len(q) == 100 and bool(q) and q[0] == (0, b"m0") and q[-1] == (0, b"m99")
+    for i in range(60):
+        assert k.recv() == b"m%d" % i
+        assert len(q) == k.nrcv_que == 99 - i and q[0] == (0, b"m%d" % (i + 1))
+    assert list(q) == [(0, b"m%d" % i) for i in range(60, 100)]
+    with pytest.raises(IndexError):
+        q[40]
+    with pytest.raises(IndexError):
+        q[-41]
+    for sn in range(100, 120):  # more arrives while part of the queue is consumed
+        assert k.input(seg(IKCP_CMD_PUSH, sn, data=b"m%d" % sn)) == 0
+    assert [k.recv() for _ in range(60)] == [b"m%d" % i for i in range(60, 120)]
+    assert k.recv() is None and not q and len(q) == 0 and list(q) == []
+
+
+def test_fragments_split_by_a_partly_consumed_queue_reassemble() -> None:
+    """A message whose fragments arrive while earlier messages are half read."""
+    k, _ = engine()
+    k.flush(0)
+    for sn in range(20):
+        assert k.input(seg(IKCP_CMD_PUSH, sn, data=b"a%d" % sn)) == 0
+    assert [k.recv() for _ in range(18)] == [b"a%d" % i for i in range(18)]
+    assert k.input(seg(IKCP_CMD_PUSH, 20, frg=1, data=b"x")) == 0
+    assert k.recv() == b"a18" and k.recv() == b"a19"
+    assert k.peeksize() == -1 and k.recv() is None  # the last fragment has not come
+    assert k.input(seg(IKCP_CMD_PUSH, 21, frg=0, data=b"y")) == 0
+    assert k.peeksize() == 2 and k.recv() == b"xy" and k.recv() is None
+
+
+def test_acknowledged_segments_are_reused_and_release_their_payload() -> None:
+    a, a_out = sending(8, [b"p%d" % i for i in range(8)])
+    first = list(a.snd_buf)
+    assert [s.data for s in first] == [b"p%d" % i for i in range(8)]
+    assert a.input(seg(IKCP_CMD_ACK, 7, una=8)) == 0  # una 8: all eight acknowledged
+    assert not a.snd_buf and all(s.data == b"" for s in first)  # pooled, payloads released
+    for i in range(12):
+        a.send(b"q%d" % i)
+    a.flush(10)
+    assert len(a.snd_buf) == 8 and a.nsnd_que == 4
+    assert {id(s) for s in a.snd_buf} == {id(s) for s in first}  # the same objects, renewed
+    assert [(s.sn, s.data, s.xmit, s.acked, s.ts0) for s in a.snd_buf] == [
+        (8 + i, b"q%d" % i, 1, False, 10) for i in range(8)
+    ]
+    sent = [s for dg in a_out for s in split(dg)]
+    assert [(s[5], s[7]) for s in sent[8:]] == [(8 + i, b"q%d" % i) for i in range(8)]
+
+
+def test_segment_pool_holds_at_most_one_send_window() -> None:
+    a, _ = sending(4, [b"x"] * 4)
+    a.wndsize(2, 128)  # a smaller window: the pool keeps 2 of the 4 freed objects
+    assert a.input(seg(IKCP_CMD_ACK, 3, una=4)) == 0
+    assert len(a._pool) == 2
+
+
+def test_acks_carry_the_acknowledged_segments_ts_and_sn() -> None:
+    k, out = engine()
+    k.flush(0)
+    for sn, ts in ((0, 0xDEADBEEF), (1, 7), (5, 0x12345678)):
+        assert k.input(seg(IKCP_CMD_PUSH, sn, ts=ts, data=b"d")) == 0
+    assert k.acks_pending() == 3
+    k.flush(0)
+    (dg,) = out
+    acks = split(dg)
+    assert [(c, cmd, frg, ts, sn, una, d) for c, cmd, frg, _w, ts, sn, una, d in acks] == [
+        (CONV, IKCP_CMD_ACK, 0, 0xDEADBEEF, 0, 2, b""),
+        (CONV, IKCP_CMD_ACK, 0, 7, 1, 2, b""),
+        (CONV, IKCP_CMD_ACK, 0, 0x12345678, 5, 2, b""),
+    ]
+    assert k.acks_pending() == 0
