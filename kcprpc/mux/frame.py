@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 from .errors import MuxProtocolError, MuxUsageError
@@ -53,14 +52,33 @@ _HEADER_UNPACK_FROM: Final = _HEADER.unpack_from
 U32_MASK: Final = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
 class SmuxFrame:
-    """One decoded smux frame. ``data`` is the raw payload (for UPD: the 8 payload bytes)."""
+    """One decoded smux frame. ``data`` is the raw payload (for UPD: the 8 payload bytes).
 
-    version: int
-    cmd: int
-    stream_id: int
-    data: bytes = b""
+    A value: equal by its fields, hashable, not to be changed (mypy checks the ``Final``
+    attributes). A plain class, not a frozen dataclass, so that the compiled build makes one per
+    frame received with a native constructor (a frozen dataclass's ``__init__`` is interpreted
+    Python setting each field through ``object.__setattr__``: 1.5 µs a frame)."""
+
+    __slots__ = ("cmd", "data", "stream_id", "version")
+
+    def __init__(self, version: int, cmd: int, stream_id: int, data: bytes = b"") -> None:
+        self.version: Final = version
+        self.cmd: Final = cmd
+        self.stream_id: Final = stream_id
+        self.data: Final = data
+
+    def _key(self) -> tuple[int, int, int, bytes]:
+        return (self.version, self.cmd, self.stream_id, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SmuxFrame) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"SmuxFrame(version={self.version!r}, cmd={self.cmd!r}, stream_id={self.stream_id!r}, data={self.data!r})"
 
     def encode(self) -> bytes:
         """Return the wire bytes of this frame (header + payload)."""
