@@ -1,20 +1,22 @@
-"""``@weakly_referenced`` and ``@subclassed``: mark a class that mypyc must compile as an ordinary
-Python class (its methods compiled, its attributes reached the generic way) rather than as a
-native one.
+"""How the compiled build compiles a class that other code holds weak references to or subclasses.
 
 - ``@weakly_referenced``: other code holds weak references to its instances (:mod:`kcp.snmp`'s set
   of live sessions); the native class mypyc would otherwise build has no ``__weakref__`` slot.
-- ``@subclassed``: interpreted code subclasses it ("interpreted classes cannot inherit from
-  compiled" native classes).
-
-Both return the class unchanged. They matter in the compiled build only: mypyc compiles a class
-that carries a decorator it does not know as an ordinary Python class."""
+  It returns the class unchanged; mypyc compiles a class that carries a decorator it does not
+  know as an ordinary Python class (its methods compiled, its attributes reached the generic
+  way), which keeps ``__weakref__``.
+- ``@mypyc_attr(allow_interpreted_subclasses=True)``: interpreted code subclasses it (a native
+  class is final for mypyc otherwise: its compiled methods accept instances of exactly that
+  class). ``mypy_extensions``' decorator when it is installed (mypyc reads it at compile time),
+  else one that returns the class unchanged: the pure build does not need mypy.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["subclassed", "weakly_referenced"]
+__all__ = ["mypyc_attr", "weakly_referenced"]
 
 T = TypeVar("T")
 
@@ -24,6 +26,13 @@ def weakly_referenced(cls: T) -> T:
     return cls
 
 
-def subclassed(cls: T) -> T:
-    """Return ``cls`` as it is (see the module docstring)."""
-    return cls
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr
+else:
+    try:
+        from mypy_extensions import mypyc_attr
+    except ImportError:  # no mypy here: the pure build, where the attributes mean nothing
+
+        def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[Any], Any]:
+            """Return a decorator that returns its class unchanged."""
+            return lambda cls: cls

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kcp.weakrefs import subclassed
+from kcp.weakrefs import mypyc_attr
 from kcprpc.config import SecureWire, Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
@@ -47,7 +47,7 @@ class DatagramPort(Protocol):
         ...
 
 
-@subclassed
+@mypyc_attr(allow_interpreted_subclasses=True)  # kcprpc.web.connection.WebConnection
 class MuxConnection:
     """A :class:`~kcprpc.transport.Connection` made of a mux session and a datagram port.
 
