@@ -241,9 +241,7 @@ class MuxConnection:
 def _forward(
     translate: Callable[[Any], TransportEvent | None], callback: Callable[[TransportEvent], None]
 ) -> Callable[[Any], None]:
-    """The KCP session's event callback: ``callback`` gets what ``translate`` makes of each event.
-    (A module-level function: mypyc cannot compile this closure inside a method of MuxConnection,
-    which it compiles as an ordinary Python class.)"""
+    """The KCP session's event callback: ``callback`` gets what ``translate`` makes of each event."""
 
     def on_event(ev: Any) -> None:
         out = translate(ev)

@@ -23,7 +23,6 @@ from kcp.secure_path import CLOSE_COPIES, SecurePath, conv_of, secure_config
 from kcp.session import KCPSession
 from kcp.snmp import track_secure_source, untrack_secure_source
 from kcp.stats import fold_secure
-from kcp.weakrefs import weakly_referenced
 
 __all__ = ["LOG_BURST", "LOG_INTERVAL", "SecureDemux"]
 
@@ -34,12 +33,10 @@ LOG_BURST: Final = 10
 LOG_INTERVAL: Final = 60.0
 
 
-@weakly_referenced
 class SecureDemux:
     """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
 
     __slots__ = (
-        "__weakref__",
         "_timer_entry",
         "_user_authorize",
         "draining",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from kcp.demux.secure import SecureDemux
 from kcp.session import KCPSession
 from kcp.weakrefs import weakly_referenced
 
@@ -22,12 +21,6 @@ def test_sessions_can_be_weakly_referenced() -> None:
     # kcp.snmp keeps live sessions in a WeakSet; a native (compiled) KCPSession would have no
     # weak-reference slot, and adding one to that set would raise TypeError
     assert KCPSession.__weakrefoffset__ > 0
-
-
-def test_secure_demux_can_be_weakly_referenced() -> None:
-    # kcp.snmp keeps the secure demux's server in its set of sources; the demux itself is weakly
-    # referenced the same way as sessions
-    assert SecureDemux.__weakrefoffset__ > 0
 
 
 def test_mypyc_attr_without_mypy_returns_the_class_itself() -> None:
