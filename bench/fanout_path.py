@@ -11,7 +11,8 @@ sealed and handed to ``sendmmsg``), then each subscriber reads its datagram and 
 ``after_input`` with the timer re-arm). It prints the wall time per delivery of the three server
 steps (``write``, ``tick``, ``acks``) and their sum (``server``), the best of ``--repeat`` runs of
 ``--rounds`` rounds each: the machine's other load only adds, so the minimum is the steadiest
-figure. bench/fanout.py measures the whole server (mux, frames, push, event loop) with
+figure (``--clock cpu``: the process's CPU time instead of wall time, steadier still on a busy
+machine). bench/fanout.py measures the whole server (mux, frames, push, event loop) with
 subscribers in other processes; this one isolates the transport's part of it, the part that
 docs/BENCHMARKS.md "Fan-out" profiles, and is steady enough on a busy machine to A/B small changes
 (bench/ab.py, bench/builds.py).
@@ -64,6 +65,13 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=20, help="broadcasts per run")
     ap.add_argument("--repeat", type=int, default=5, help="runs; the best is reported")
     ap.add_argument("--size", type=int, default=90, help="bytes per event (a push frame of bench/fanout.py)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default) or this process's CPU time (time.process_time: user + system), "
+        "which the machine's other load inflates less",
+    )
     args = ap.parse_args()
     priv, pub = generate_keypair()
     lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(static_private_key=priv))
@@ -83,7 +91,7 @@ async def main() -> None:
         await asyncio.sleep(0.3)  # handshakes settled, first acks in
         ep: Endpoint = srvs[0]._ep
         event = b"e" * args.size
-        clock = time.perf_counter
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
         best: tuple[float, float, float] | None = None
         lost = 0
         for _ in range(args.repeat):
@@ -115,7 +123,8 @@ async def main() -> None:
         w, t, a = (x * k for x in best)
         build = "compiled" if kcp.compiled else "pure"
         print(
-            f"{args.sessions} sessions ({build}), best of {args.repeat} x {args.rounds} rounds, per delivery: "
+            f"{args.sessions} sessions ({build}), best of {args.repeat} x {args.rounds} rounds, {args.clock} time "
+            "per delivery: "
             f"write {w:.2f} us  tick {t:.2f} us  acks {a:.2f} us  server {w + t + a:.2f} us"
             + (f"  ({lost} datagrams not seen by a subscriber)" if lost else "")
         )

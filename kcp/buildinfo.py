@@ -25,6 +25,10 @@ MODULES: tuple[str, ...] = (
     "kcp.batch",
     "kcp.timers",
     "kcp.demux.address",
+    "kcp.demux.secure",
+    "kcp.secure.connection",
+    "kcp.secure.keys",
+    "kcp.pmtud",
 )
 """The kcp modules a compiled build compiles (setup.py reads this tuple)."""
 

@@ -35,6 +35,7 @@ Losing probes never lowers ``plpmtu``: only a black hole does.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 __all__ = ["Pmtud", "PmtudState", "udp_payload_max"]
 
@@ -53,12 +54,12 @@ class PmtudState(str, enum.Enum):
     SEARCH_COMPLETE = "search_complete"
 
 
-IDLE = 1 << 62
+IDLE: Final = 1 << 62
 """What :meth:`Pmtud.timer` returns while nothing is due (an idle session)."""
 
-_KEEP_SENT = 16  # probes whose send time is kept for an RTT sample from a late answer
-SEARCHING = PmtudState.SEARCHING
-SEARCH_COMPLETE = PmtudState.SEARCH_COMPLETE
+_KEEP_SENT: Final = 16  # probes whose send time is kept for an RTT sample from a late answer
+SEARCHING: Final[PmtudState] = PmtudState.SEARCHING
+SEARCH_COMPLETE: Final[PmtudState] = PmtudState.SEARCH_COMPLETE
 
 
 class Pmtud:

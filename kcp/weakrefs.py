@@ -1,15 +1,22 @@
-"""``@weakly_referenced``: marks a class whose instances other code holds weak references to
-(:mod:`kcp.snmp`'s set of live sessions).
+"""How the compiled build compiles a class that other code holds weak references to or subclasses.
 
-It returns the class unchanged. It matters in the compiled build only: mypyc compiles a class
-that carries a decorator it does not know as an ordinary Python class (its methods compiled),
-which keeps ``__weakref__``; the native class it would otherwise build has no such slot."""
+- ``@weakly_referenced``: other code holds weak references to its instances (:mod:`kcp.snmp`'s set
+  of live sessions); the native class mypyc would otherwise build has no ``__weakref__`` slot.
+  It returns the class unchanged; mypyc compiles a class that carries a decorator it does not
+  know as an ordinary Python class (its methods compiled, its attributes reached the generic
+  way), which keeps ``__weakref__``.
+- ``@mypyc_attr(allow_interpreted_subclasses=True)``: interpreted code subclasses it (a native
+  class is final for mypyc otherwise: its compiled methods accept instances of exactly that
+  class). ``mypy_extensions``' decorator when it is installed (mypyc reads it at compile time),
+  else one that returns the class unchanged: the pure build does not need mypy.
+"""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-__all__ = ["weakly_referenced"]
+__all__ = ["mypyc_attr", "weakly_referenced"]
 
 T = TypeVar("T")
 
@@ -17,3 +24,15 @@ T = TypeVar("T")
 def weakly_referenced(cls: T) -> T:
     """Return ``cls`` as it is (see the module docstring)."""
     return cls
+
+
+if TYPE_CHECKING:
+    from mypy_extensions import mypyc_attr
+else:
+    try:
+        from mypy_extensions import mypyc_attr
+    except ImportError:  # no mypy here: the pure build, where the attributes mean nothing
+
+        def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[Any], Any]:
+            """Return a decorator that returns its class unchanged."""
+            return lambda cls: cls

@@ -24,7 +24,7 @@ from kcprpc.interceptors import ClientCallDetails, ClientInterceptor, ServerInte
 from kcprpc.logconfig import configure_logging
 from kcprpc.metrics import MetricsServer, start_metrics
 from kcprpc.presence import Joined, Left, MemberInfo, MemberList, PresenceConfig
-from kcprpc.push import Recovered, ResumeFailed
+from kcprpc.push_events import Recovered, ResumeFailed
 from kcprpc.push_service import HistoryMessage, HistoryPage, SubscribeReply
 from kcprpc.resume import SessionExpired
 from kcprpc.send_lanes import DEFAULT_LANES, Lane, LaneConfig

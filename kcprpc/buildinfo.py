@@ -20,6 +20,11 @@ MODULES: tuple[str, ...] = (
     "kcprpc.frame_writer",
     "kcprpc.receive",
     "kcprpc.dispatch",
+    "kcprpc.mux.session",
+    "kcprpc.push",
+    "kcprpc.subscriptions",
+    "kcprpc.link",
+    "kcprpc.net",
 )
 """The kcprpc modules a compiled build compiles."""
 

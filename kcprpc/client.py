@@ -32,7 +32,8 @@ from kcprpc.lifecycle import Connector, Lifecycle
 from kcprpc.link import Link
 from kcprpc.presence import MemberList
 from kcprpc.protocol.frames import Notify
-from kcprpc.push import Recovered, route
+from kcprpc.push import route
+from kcprpc.push_events import Recovered
 from kcprpc.push_service import HistoryPage, SubscribeReply, SubscribeRequest
 from kcprpc.receive import RECEIVE_COUNTERS
 from kcprpc.service import MethodKind, MethodSpec, method_spec, raw_method, service_spec

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kcp.weakrefs import mypyc_attr
 from kcprpc.config import SecureWire, Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
@@ -46,6 +47,7 @@ class DatagramPort(Protocol):
         ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # kcprpc.web.connection.WebConnection
 class MuxConnection:
     """A :class:`~kcprpc.transport.Connection` made of a mux session and a datagram port.
 
@@ -176,15 +178,8 @@ class MuxConnection:
         nothing) when the connection has no such events (in memory)."""
         if self.session is None:
             return False
-        add = self.session.add_event_callback
         translate = _secure_event_translator() if self.session.mode == "secure" else _compat_event
-
-        def on_event(ev: Any) -> None:
-            out = translate(ev)
-            if out is not None:
-                callback(out)
-
-        add(on_event)
+        self.session.add_event_callback(_forward(translate, callback))
         return True
 
     @property
@@ -241,6 +236,19 @@ class MuxConnection:
         handshake; a server's is the key the client pinned), else None."""
         sec = self.session.secure if self.session is not None else None
         return sec.peer_static if sec is not None else None
+
+
+def _forward(
+    translate: Callable[[Any], TransportEvent | None], callback: Callable[[TransportEvent], None]
+) -> Callable[[Any], None]:
+    """The KCP session's event callback: ``callback`` gets what ``translate`` makes of each event."""
+
+    def on_event(ev: Any) -> None:
+        out = translate(ev)
+        if out is not None:
+            callback(out)
+
+    return on_event
 
 
 def _compat_event(ev: Any) -> TransportEvent | None:

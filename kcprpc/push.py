@@ -11,16 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-from pydantic import BaseModel
-
-from kcprpc.broker import Broker, BrokerMessage, KeyNames, Position, room_key, topic_key
+from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.reply_hold import hold_reply
 from kcprpc.send_lanes import LaneConfig, encode_keyed_event
-from kcprpc.service import Delivery, event, event_info, event_send
+from kcprpc.service import Delivery, event_info, event_send
 from kcprpc.status import Status
 from kcprpc.transport import Connection
 
@@ -92,38 +90,9 @@ class HubHost(Protocol):
     def config(self) -> HubLimits: ...
 
 
-@event("kcprpc.ResumeFailed")
-class ResumeFailed(BaseModel):
-    """Raised on the client (a local event, never sent) after a reconnect for each room or topic
-    the server did not restore: the client is no longer in it (reason ``"not restored"``). Gaps in
-    what was replayed are told by :class:`Recovered`."""
-
-    key: str  # "room:<name>" or "topic:<name>"
-    epoch: int  # the client's last epoch for the key
-    last_seq: int  # the client's last sequence number
-    reason: str
-
-
-@event("kcprpc.Recovered")
-class Recovered(BaseModel, KeyNames):
-    """Raised on the client (a local event) for each room and topic recovered after a reconnect,
-    and for a ``client.subscribe(topic, since=...)``, once the replayed events were handled.
-
-    ``recovered``: every message after the client's position was replayed (nothing lost).
-    ``replayed``: how many were. ``missed``: how many the history no longer held (its size or
-    TTL), ``None`` when unknown (the broker's epoch changed, or the client had no position).
-    ``position``: where the client is now."""
-
-    key: str  # "room:<name>" or "topic:<name>"
-    recovered: bool
-    replayed: int
-    missed: int | None
-    position: Position
-
-
 class Recovery(NamedTuple):
     """The server's report of one key's recovery (``WELCOME.restored.recovery``, the reply to a
-    ``since=`` subscribe): see :class:`Recovered`."""
+    ``since=`` subscribe): see :class:`~kcprpc.push_events.Recovered`."""
 
     recovered: bool
     replayed: int

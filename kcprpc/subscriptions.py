@@ -9,19 +9,18 @@ hands each event to the handlers registered with ``client.on`` / ``client.events
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
-from kcprpc.broker import KeyNames, Position
+from kcprpc.broker import Position
+from kcprpc.event_stream import EventQueues, queued_events
 from kcprpc.protocol.frames import EVENT_REPLAYED, Event
-from kcprpc.push import Recovered, ResumeFailed
+from kcprpc.push_events import EventInfo, RawEvent, Recovered, ResumeFailed
 from kcprpc.service import event_info
 
 log = logging.getLogger("kcprpc.client")
@@ -30,50 +29,11 @@ __all__ = ["EventInfo", "RawEvent", "Subscriptions", "takes_info"]
 
 T = TypeVar("T")
 EventHandler = Callable[..., Any]
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
-MAX_LATEST_KEYS = 65_536
+MAX_LATEST_KEYS: Final = 65_536
 """Latest-wins keys a client remembers (their newest position each); past it the oldest is
 forgotten (``keys_evicted``): a late datagram of a forgotten key is then not recognised as stale."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventInfo(KeyNames):
-    """Where a pushed event comes from, for handlers that take a second parameter
-    (``client.on(Chat, lambda chat, info: ...)``) and for ``client.events(Chat, info=True)``.
-
-    ``key``: ``"room:<name>"`` / ``"topic:<name>"`` (None for an event sent to this session
-    only); ``position``: its :class:`~kcprpc.Position` in that room or topic (what to save for a
-    later ``client.subscribe(topic, since=position)``); ``replayed``: it was replayed from history
-    after a reconnect or a ``since=`` subscribe, not live; ``unreliable``: it came as a datagram."""
-
-    name: str
-    key: str | None
-    position: Position | None
-    replayed: bool
-    unreliable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent(KeyNames):
-    """A pushed event as it came off the wire (see :meth:`Client.on_raw_event`): the event's wire name,
-    its payload as a plain msgpack value, and for room and topic messages the broker key
-    (``"room:<name>"`` / ``"topic:<name>"``), sequence number and epoch; ``replayed``: flagged as
-    replayed from history (not live)."""
-
-    name: str
-    payload: Any
-    key: str | None
-    seq: int | None
-    epoch: int | None
-    unreliable: bool  # came as an OOB datagram
-    replayed: bool = False
-    lw_key: str | None = None  # its latest-wins key (docs/rpc.md, "Latest-wins and priorities")
-
-    @property
-    def position(self) -> Position | None:
-        """``Position(epoch, seq)`` for a room or topic message."""
-        return Position(self.epoch, self.seq) if self.seq is not None and self.epoch is not None else None
 
 
 def takes_info(handler: Callable[..., Any]) -> bool:
@@ -104,7 +64,7 @@ class Subscriptions:
     def __init__(self, spawn: Callable[[Awaitable[Any]], None]) -> None:
         self._spawn = spawn
         self._handlers: dict[str, list[tuple[Any, EventHandler, bool]]] = {}
-        self._queues: dict[str, list[tuple[Any, asyncio.Queue[Any], bool]]] = {}
+        self._queues: EventQueues = {}
         self._raw_handlers: list[Callable[[RawEvent], Any]] = []
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
@@ -145,19 +105,10 @@ class Subscriptions:
 
         return off
 
-    async def events(self, event_type: type[Any], info: bool = False) -> AsyncGenerator[Any, None]:
+    def events(self, event_type: type[Any], info: bool = False) -> AsyncGenerator[Any, None]:
         """Async iterator over pushed events of ``event_type`` (registered when iteration starts);
         with ``info``, ``(event, EventInfo)`` pairs."""
-        name, _, adapter = event_info(event_type)
-        q: asyncio.Queue[Any] = asyncio.Queue()
-        entry = (adapter, q, info)
-        self._queues.setdefault(name, []).append(entry)
-        try:
-            while True:
-                yield await q.get()
-        finally:
-            with contextlib.suppress(ValueError, KeyError):
-                self._queues[name].remove(entry)
+        return queued_events(self._queues, event_type, info)
 
     # ------------------------------------------------------------------ state
     def room(self, joined: bool, room: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from kcp.admission import Admission, AdmissionConfig
 from kcp.batch import Address
@@ -16,7 +16,7 @@ from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
 from kcp.logutil import RateLimitedLog
 from kcp.secure import Reason, SecureConnection, SecureServer
-from kcp.secure.config import Authorizer, Refusal, outside_policy
+from kcp.secure.config import Refusal, outside_policy
 from kcp.secure.connection import reason_text
 from kcp.secure.packet import CID_LEN, TRANSPORT_TYPES
 from kcp.secure_path import CLOSE_COPIES, SecurePath, conv_of, secure_config
@@ -26,17 +26,26 @@ from kcp.stats import fold_secure
 
 __all__ = ["LOG_BURST", "LOG_INTERVAL", "SecureDemux"]
 
-_CID_END = 1 + CID_LEN
-_WARN_REFUSALS = (Reason.PARAMS_REFUSED, Reason.VERSION_MISMATCH, Reason.BAD_TOKEN)
-LOG_BURST = 10
+_CID_END: Final = 1 + CID_LEN
+_WARN_REFUSALS: Final = (Reason.PARAMS_REFUSED, Reason.VERSION_MISMATCH, Reason.BAD_TOKEN)
+LOG_BURST: Final = 10
 """Records per kind and listener that :class:`SecureDemux` logs per ``LOG_INTERVAL`` seconds."""
-LOG_INTERVAL = 60.0
+LOG_INTERVAL: Final = 60.0
 
 
 class SecureDemux:
     """The listener's lookup in secure mode: sessions by connection ID, handshakes by the core."""
 
-    __slots__ = ("__weakref__", "_timer_entry", "draining", "ep", "host", "log", "paths", "server")
+    __slots__ = (
+        "_timer_entry",
+        "_user_authorize",
+        "draining",
+        "ep",
+        "host",
+        "log",
+        "paths",
+        "server",
+    )
 
     mode: Literal["compat", "secure"] = "secure"
 
@@ -47,10 +56,9 @@ class SecureDemux:
         self._timer_entry: tuple[int, int] | None = None
         self.paths: dict[bytes, SecurePath] = {}  # by our connection ID: the hot-path lookup
         self.log = RateLimitedLog(logging.getLogger("kcp.secure"), burst=LOG_BURST, interval=LOG_INTERVAL)
+        self._user_authorize: Callable[[bytes, bytes | None, Any], str | None] | None = wire.authorize
         config = secure_config(wire, host.config, server=True)
-        self.server = SecureServer(
-            config, host.rng, authorize=self._authorize_hook(wire.authorize), now=self.ep.timers.now_ms()
-        )
+        self.server = SecureServer(config, host.rng, authorize=self._authorize, now=self.ep.timers.now_ms())
         track_secure_source(self.server)
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
@@ -195,12 +203,9 @@ class SecureDemux:
         if timer is not None:
             self.ep.timers.schedule(self, timer)
 
-    def _authorize_hook(self, user: Callable[[bytes, bytes | None, Any], str | None] | None) -> Authorizer:
+    def _authorize(self, token: bytes, client_static: bytes | None, addr: Any) -> str | Refusal | None:
         """The hook given to the core: refuses while draining, then asks the user's hook."""
-
-        def authorize(token: bytes, client_static: bytes | None, addr: Any) -> str | Refusal | None:
-            if self.draining:
-                return Refusal(Reason.GOING_AWAY, "server is going away (draining); try another server")
-            return user(token, client_static, addr) if user is not None else None
-
-        return authorize
+        if self.draining:
+            return Refusal(Reason.GOING_AWAY, "server is going away (draining); try another server")
+        user = self._user_authorize
+        return user(token, client_static, addr) if user is not None else None

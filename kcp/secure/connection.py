@@ -11,7 +11,7 @@ import enum
 import hmac
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 
@@ -63,17 +63,17 @@ class ConnectionState(str, enum.Enum):
     CLOSED = "closed"
 
 
-OPEN = ConnectionState.OPEN
-CLOSED = ConnectionState.CLOSED
+OPEN: Final[ConnectionState] = ConnectionState.OPEN
+CLOSED: Final[ConnectionState] = ConnectionState.CLOSED
 CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     OPEN: frozenset({CLOSED}),
     CLOSED: frozenset(),
 }
-_DATA = bytes((F_DATA,))
-MAX_PROBE_ACKS = 64
-MAX_PENDING_PARTS = 8
+_DATA: Final = bytes((F_DATA,))
+MAX_PROBE_ACKS: Final = 64
+MAX_PENDING_PARTS: Final = 8
 """Payloads being reassembled from DATA_PART frames at once; a new one evicts the oldest."""
-PART_TIMEOUT_MS = 2000
+PART_TIMEOUT_MS: Final = 2000
 """An incomplete payload older than this is dropped when the next piece arrives (its pieces are
 sent back to back: the rest was lost, and KCP resends the whole payload in new pieces)."""
 

@@ -9,14 +9,16 @@ under one key while packet numbers only grow.
 
 from __future__ import annotations
 
+from typing import Final
+
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .noise import AEAD, CipherSuite
 
-LABEL_KEY = b"kcprpc key"
-LABEL_IV = b"kcprpc iv"
-LABEL_UPDATE = b"kcprpc ku"
+LABEL_KEY: Final = b"kcprpc key"
+LABEL_IV: Final = b"kcprpc iv"
+LABEL_UPDATE: Final = b"kcprpc ku"
 
 
 def expand(secret: bytes, label: bytes, length: int) -> bytes:

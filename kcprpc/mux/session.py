@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from kcp.timers import TimerHeap
 
@@ -35,7 +35,7 @@ from .core import (
 from .errors import MuxClosedError, MuxUsageError, fresh
 from .totals import session_opened
 
-_DEFAULT_CONFIG = MuxConfig()
+_DEFAULT_CONFIG: Final = MuxConfig()
 
 
 class ByteTransport(Protocol):
@@ -332,8 +332,10 @@ class MuxSession:
         self._reader = self._loop.create_task(self._read_loop(), name="mux-reader")
         self._writer = self._loop.create_task(self._write_loop(), name="mux-writer")
         self._arm_timer()
-        # counted process-wide (kcprpc.mux.totals); _fold_counters() folds them in when it ends
-        self._fold_counters = session_opened(self, self._core.counters)
+        # counted process-wide (kcprpc.mux.totals); _fold_counters() folds them in when it ends,
+        # or when the session is collected: it stands for the session there (the compiled build's
+        # MuxSession has no __weakref__ slot; the future lives and dies with the session)
+        self._fold_counters = session_opened(self._closed_fut, self._core.counters)
 
     # -- public API -------------------------------------------------------------------------------
 

@@ -31,13 +31,14 @@ def _fold(key: int) -> None:
             _ended[name] += counters[name]
 
 
-def session_opened(session: object, counters: dict[str, int]) -> Callable[[], object]:
+def session_opened(owner: object, counters: dict[str, int]) -> Callable[[], object]:
     """A mux session started: ``counters`` (its core's live dict) count in :func:`mux_totals`.
     Returns the call that folds them into the totals when the session ends (once: later calls do
-    nothing); the session being garbage-collected calls it too."""
+    nothing); ``owner`` (weakly referenced: an object that lives and dies with the session) being
+    garbage-collected calls it too."""
     key = next(_ids)
     _live[key] = counters
-    return weakref.finalize(session, _fold, key)
+    return weakref.finalize(owner, _fold, key)
 
 
 def mux_totals() -> dict[str, int]:
