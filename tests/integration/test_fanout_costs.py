@@ -4,7 +4,9 @@ what a session does, and does not do, per datagram it receives and per datagram 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -180,20 +182,18 @@ class _Sealer:
         return None
 
 
-async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
+@contextlib.asynccontextmanager
+async def _fan_out() -> AsyncIterator[tuple[Endpoint, list[_Sealer], list[int]]]:
+    """An endpoint and two send batches and 5 of sealers; at the end, every datagram must have
+    gone in 3 system calls and arrived in order."""
     loop = asyncio.get_running_loop()
     tx_sock = open_udp_socket("127.0.0.1", 0)
     rx = open_udp_socket("127.0.0.1", 0)
     ep = Endpoint(loop, tx_sock, Counters())
     try:
-        batch = ep.io.batch
         log: list[int] = []
-        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * batch + 5)]
-        ep.flushq.extend(users)
-        ep._tick()
-        assert log[batch - 1] == 0  # the first batch fills up ...
-        assert log[batch] == batch  # ... and is on the socket before the next session flushes
-        assert log[2 * batch] == 2 * batch
+        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * ep.io.batch + 5)]
+        yield ep, users, log
         assert ep.counters.out_pkts == len(users)
         assert ep.counters.send_syscalls == 3  # no more system calls than one send at the end
         got = [g[0] for g in _recv_n(DatagramIO(rx), len(users))]
@@ -201,6 +201,16 @@ async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
     finally:
         ep.close()
         rx.close()
+
+
+async def test_a_tick_sends_each_full_batch_as_soon_as_it_is_sealed() -> None:
+    async with _fan_out() as (ep, users, log):
+        batch = ep.io.batch
+        ep.flushq.extend(users)
+        ep._tick()
+        assert log[batch - 1] == 0  # the first batch fills up ...
+        assert log[batch] == batch  # ... and is on the socket before the next session flushes
+        assert log[2 * batch] == 2 * batch
 
 
 class _Replier:
@@ -259,24 +269,11 @@ async def test_a_fan_out_s_first_batch_leaves_before_its_later_writes() -> None:
     batch's worth of them waits, they are flushed, sealed and sent at once, so the first peers of
     a fan-out get theirs while the later sessions are still being written; the rest go at the
     tick."""
-    loop = asyncio.get_running_loop()
-    tx_sock = open_udp_socket("127.0.0.1", 0)
-    rx = open_udp_socket("127.0.0.1", 0)
-    ep = Endpoint(loop, tx_sock, Counters())
-    try:
+    async with _fan_out() as (ep, users, _log):
         batch = ep.io.batch
-        log: list[int] = []
-        users = [_Sealer(ep, rx.getsockname(), log) for _ in range(2 * batch + 5)]
         for i, u in enumerate(users):
             ep.queue_flush(u)
             # sent when the batch filled, not one write later: the datagrams of the first i + 1
             assert ep.counters.out_pkts == (i + 1) // batch * batch
         assert ep.scheduled  # the last 5 wait for the tick
         await asyncio.sleep(0)
-        assert ep.counters.out_pkts == len(users)
-        assert ep.counters.send_syscalls == 3
-        got = [g[0] for g in _recv_n(DatagramIO(rx), len(users))]
-        assert got == [b"d%d" % (i + 1) for i in range(len(users))]
-    finally:
-        ep.close()
-        rx.close()
