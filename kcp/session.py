@@ -485,6 +485,8 @@ class KCPSession:
         if eng.state != 0:
             self._die(now)
             return
+        if self._flush_marked:
+            return  # its flush (this tick, or at once for a quiet batch) re-arms the timer
         self._post(now)
 
     def _deliver(self, direct: bool = True) -> None:
