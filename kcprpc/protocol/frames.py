@@ -524,16 +524,11 @@ def decode(ftype: int, call_id: int, body: Any) -> Frame:
 
 
 # ---------------------------------------------------------- encoding without an object
-_pack_header = codec.HEADER.pack
-
-
-_pack = codec.pack
 
 
 def encode_reply(call_id: int, payload: Any, initial_md: Any = None, trailing_md: Any = None) -> bytes:
     """A REPLY frame."""
-    data = _pack([payload, initial_md, trailing_md])
-    return _pack_header(len(data), codec.REPLY, call_id) + data
+    return encode_frame(codec.REPLY, call_id, [payload, initial_md, trailing_md])
 
 
 def encode_trailer(call_id: int, code: int, message: str, details: Any = None, md: Any = None) -> bytes:
@@ -543,8 +538,7 @@ def encode_trailer(call_id: int, code: int, message: str, details: Any = None, m
 
 def encode_msg(call_id: int, payload: Any) -> bytes:
     """A MSG frame."""
-    data = _pack(payload)
-    return _pack_header(len(data), codec.MSG, call_id) + data
+    return encode_frame(codec.MSG, call_id, payload)
 
 
 def encode_headers(call_id: int, metadata: dict[str, Any]) -> bytes:
