@@ -163,6 +163,44 @@ class Channel:
             return 0
         return len(stream.sender._buffer)
 
+    def _sender_done(self, stream_id: int | None) -> bool:
+        """Whether everything sent on ``stream_id``, its end included when it was sent, is
+        acknowledged (a stream aioquic has let go of is)."""
+        if stream_id is None:
+            return True
+        stream = self.quic._streams.get(stream_id)
+        if stream is None:
+            return True
+        sender = stream.sender
+        return not sender._buffer and (sender._buffer_fin is None or sender.is_finished)
+
+    def _peer_ended(self, stream_id: int | None) -> bool:
+        """Whether the peer ended its side of ``stream_id`` (a stream aioquic has let go of has)."""
+        if stream_id is None:
+            return False
+        stream = self.quic._streams.get(stream_id)
+        return stream is None or stream.receiver.is_finished
+
+    def delivered(self) -> bool:
+        """Whether the peer acknowledged everything sent on this session's stream and on its
+        CONNECT stream (the close capsule), the streams' ends included."""
+        return self._sender_done(self.stream_id) and self._sender_done(self.session_id)
+
+    def peer_closed(self) -> bool:
+        """Whether the peer ended the session (its side of the CONNECT stream: the close capsule,
+        RFC 9297) or its side of the session's stream."""
+        return self._peer_ended(self.session_id) or self._peer_ended(self.stream_id)
+
+    async def wait_for(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``done()`` (looked at after each packet or timer), the QUIC connection
+        ended, or the loop time ``deadline``; returns ``done()``."""
+        loop = asyncio.get_running_loop()
+        proto = self.proto
+        while not (ok := done()) and not proto.terminated and loop.time() < deadline:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proto.progress(), max(0.0, deadline - loop.time()))
+        return ok
+
     def datagrams_waiting(self) -> int:
         """Datagram bytes aioquic holds until congestion control lets them go."""
         return sum(len(d) for d in self.quic._datagrams_pending)
@@ -198,13 +236,21 @@ class Channel:
         h3.send_datagram(self.session_id, data)
         self.proto.transmit()
 
+    def end_stream(self) -> None:
+        """FIN on our stream: the peer reads what was sent, then its end."""
+        if self.proto.terminated or self.stream_id is None:
+            return
+        stream = self.quic._streams.get(self.stream_id)
+        if stream is not None and stream.sender._buffer_fin is None:
+            with contextlib.suppress(Exception):
+                self.quic.send_stream_data(self.stream_id, b"", end_stream=True)
+        self.proto.transmit()
+
     def close_session(self, code: int = 0, message: str = "") -> None:
         """End the session: FIN on our stream, the close capsule with FIN on the CONNECT stream."""
         if self.proto.terminated:
             return
-        with contextlib.suppress(Exception):
-            if self.stream_id is not None:
-                self.quic.send_stream_data(self.stream_id, b"", end_stream=True)
+        self.end_stream()
         with contextlib.suppress(Exception):
             h3 = self.proto.h3
             if h3 is not None:

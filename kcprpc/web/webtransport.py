@@ -342,6 +342,7 @@ class _ServerSession:
         self.pipe: WebPipe | None = None
         self.conn: WebConnection | None = None
         self.ended = False
+        self._aborting = False
         self._opening = False
         self._early = bytearray()  # stream bytes behind OPEN while the authorize hook runs
         self._early_eof = False
@@ -443,7 +444,7 @@ class _ServerSession:
         if isinstance(verdict, Refused):
             with contextlib.suppress(Exception):
                 self.proto._quic.send_stream_data(ch.stream_id, verdict.reply, end_stream=True)
-            self._close_later(status_close_code(verdict.status), verdict.message)
+            self._close_later(status_close_code(verdict.status), verdict.message, linger=True)
             return
         self.proto._quic.send_stream_data(ch.stream_id, verdict.reply)
         self.proto.transmit()
@@ -462,6 +463,7 @@ class _ServerSession:
 
     def abort(self, reason: str) -> None:
         """End the session now (a protocol error, the listener closing)."""
+        self._aborting = True
         if self.pipe is not None:
             self.pipe.abort(None, reason)  # its on_close closes the session
         else:
@@ -477,26 +479,33 @@ class _ServerSession:
             self._close_later(0, reason)
 
     async def _pipe_closed(self, code: int | None, reason: str) -> None:
-        self._close_later(code or 0, reason)
+        self._close_later(code or 0, reason, linger=not self._aborting)
 
-    def _close_later(self, code: int, reason: str) -> None:
+    def _close_later(self, code: int, reason: str, *, linger: bool = False) -> None:
         if self.ended:
             return
         self.ended = True
         if self._open_timer is not None:
             self._open_timer.cancel()
             self._open_timer = None
-        spawn(self.listener.tasks, self._close(code, reason))
+        spawn(self.listener.tasks, self._close(code, reason, linger))
 
-    async def _close(self, code: int, reason: str) -> None:
-        """Close the session, let the peer acknowledge what was sent (bounded), close QUIC."""
+    async def _close(self, code: int, reason: str, linger: bool) -> None:
+        """Close the session, let the peer acknowledge the close capsule, close QUIC; each wait
+        bounded by :data:`CLOSE_TIMEOUT`.
+
+        ``linger`` (a refusal, an orderly close): first end our stream and wait for the client to
+        close the session, so that it reads the stream's last words (``REFUSE``, the mux's
+        GOAWAY) before it learns the session is over. Chromium drops a stream's unread bytes,
+        and at times the close code too ("Connection lost"), when the session closes under
+        them."""
         proto, ch = self.proto, self.channel
-        ch.close_session(code, reason)
         loop = asyncio.get_running_loop()
-        end = loop.time() + CLOSE_TIMEOUT
-        while not proto.terminated and ch.stream_unacked() > 0 and loop.time() < end:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proto.progress(), max(0.0, end - loop.time()))
+        if linger:
+            ch.end_stream()
+            await ch.wait_for(ch.peer_closed, loop.time() + CLOSE_TIMEOUT)
+        ch.close_session(code, reason)
+        await ch.wait_for(ch.delivered, loop.time() + CLOSE_TIMEOUT)
         if not proto.terminated:
             proto._quic.close(error_code=0, reason_phrase=reason[:100])
             proto.transmit()

@@ -313,11 +313,8 @@ async def _close_when_done(proto: _ClientProtocol, stack: contextlib.AsyncExitSt
     try:
         await proto.ended.wait()
         ch = proto.channel
-        loop = asyncio.get_running_loop()
-        end = loop.time() + CLOSE_TIMEOUT
-        while ch is not None and not proto.terminated and ch.stream_unacked() > 0 and loop.time() < end:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(proto.progress(), max(0.0, end - loop.time()))
+        if ch is not None:
+            await ch.wait_for(ch.delivered, asyncio.get_running_loop().time() + CLOSE_TIMEOUT)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stack.aclose(), CLOSE_TIMEOUT)

@@ -17,7 +17,7 @@ import pytest
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3Connection
-from aioquic.h3.events import H3Event, HeadersReceived
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived
 from pydantic import BaseModel
 
@@ -25,9 +25,10 @@ import kcprpc
 import kcprpc.web
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.status import Status
-from kcprpc.web.framing import encode_open
+from kcprpc.web.capsules import CapsuleReader, close_capsule
+from kcprpc.web.framing import REFUSE, encode_open
 from kcprpc.web.options import WebTransportOptions
-from kcprpc.web.quic import quic_client_configuration
+from kcprpc.web.quic import CLOSE_TIMEOUT, quic_client_configuration
 from kcprpc.web.webtransport import WebTransportListener, listen_webtransport
 from kcprpc.web.webtransport_client import connect_webtransport
 from tests.integration.web_support import (
@@ -282,14 +283,22 @@ class RawClient(QuicConnectionProtocol):
         self.closed = asyncio.Event()
         self.received = bytearray()
         self.mine: set[int] = set()
+        self.capsules = CapsuleReader()
+        self.events: list[str] = []  # "close capsule", "terminated", in the order they came
+        self.drop = 0  # incoming datagrams still to drop (a loss the test makes)
+        self.answer_close = True
+        self.stream_ended = False  # the server ended the stream we opened
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamDataReceived) and event.stream_id in self.mine:
             self.received += event.data  # a stream we opened: past aioquic's H3 (it would parse HTTP frames)
+            if event.end_stream:
+                self.stream_ended = True
             return
         if isinstance(event, ProtocolNegotiated):
             self.h3 = H3Connection(self._quic, enable_webtransport=True)
         if isinstance(event, ConnectionTerminated):
+            self.events.append("terminated")
             self.closed.set()
         if self.h3 is not None:
             for ev in self.h3.handle_event(event):
@@ -298,6 +307,17 @@ class RawClient(QuicConnectionProtocol):
     def h3_event(self, ev: H3Event) -> None:
         if isinstance(ev, HeadersReceived) and not self.status.done():
             self.status.set_result(int(dict(ev.headers)[b":status"]))
+        elif isinstance(ev, DataReceived) and self.capsules.feed(ev.data) == "close":
+            self.events.append("close capsule")
+            if self.answer_close:  # as a browser does (RFC 9297): close our side of the CONNECT stream
+                self._quic.send_stream_data(ev.stream_id, b"", end_stream=True)
+                self.transmit()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if self.drop > 0:
+            self.drop -= 1
+            return
+        super().datagram_received(data, addr)
 
     async def session(self, path: str = "/kcprpc") -> int:
         assert self.h3 is not None
@@ -405,6 +425,71 @@ async def test_bad_input_is_counted_and_closes_the_session(cert: Any, send: BadI
         # the listener goes on serving
         async with client_for(started) as client:
             assert await client.call(Svc.echo, "still") == "STILL"
+
+
+async def test_the_quic_close_waits_for_the_client_to_close_the_session(cert: Any) -> None:
+    """The server closes QUIC only once the client acknowledged the session's close capsule and
+    ended the CONNECT stream in turn: a QUIC close that overtook the capsule would end a
+    browser's session as "Connection lost", without the close code and reason (a refusal's
+    status). The client loses the server's next two datagrams (the capsule, then what follows)."""
+    async with running(cert) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            await uni_stream(c, sid)  # after ACCEPT: the server closes the session
+            c.drop = 2
+            await asyncio.wait_for(c.closed.wait(), 10)
+            assert c.events == ["close capsule", "terminated"]
+        assert listener.stats()["uni_streams"] == 1
+
+
+def _refuse_nope(token: bytes, _static: bytes | None, _addr: Any) -> str | None:
+    return None if token == b"good" else "bad token"
+
+
+async def _refused(c: RawClient) -> int:
+    """Open a session with a refused token; returns the session id once REFUSE and the stream's
+    end arrived."""
+    sid = await c.session()
+    c.stream(sid, encode_open(2, b"nope"))
+    await until(lambda: c.stream_ended)
+    assert c.received[0] == REFUSE and c.received.endswith(b"bad token")
+    return sid
+
+
+async def test_a_refusal_waits_for_the_client_to_close_the_session(cert: Any) -> None:
+    """A refused OPEN gets REFUSE and the stream's end, and the session stays open until the
+    client, having read it, closes the session; then the server closes at once (a browser that
+    saw the session close first could lose the unread REFUSE)."""
+    async with running(cert, authorize=_refuse_nope) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await _refused(c)
+            await asyncio.sleep(0.05)  # a window for a capsule the server must not send yet
+            assert c.events == []
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert c.h3 is not None
+            c.h3.send_data(sid, close_capsule(0, "connect failed"), end_stream=True)
+            c.transmit()
+            await asyncio.wait_for(c.closed.wait(), 10)
+            assert loop.time() - t0 < CLOSE_TIMEOUT / 2  # not the linger's bound: the client's close ended it
+        assert listener.stats()["refused_unauthenticated"] == 1
+
+
+async def test_a_refused_client_that_never_closes_is_closed_in_time(cert: Any) -> None:
+    """A refused client that keeps the session open is closed (the capsule, then QUIC) after
+    CLOSE_TIMEOUT."""
+    async with running(cert, authorize=_refuse_nope) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            c.answer_close = False
+            await _refused(c)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await asyncio.wait_for(c.closed.wait(), 10)
+            assert c.events == ["close capsule", "terminated"]
+            assert CLOSE_TIMEOUT - 0.5 < loop.time() - t0 < CLOSE_TIMEOUT * 2 + 3
 
 
 async def test_no_open_in_time_is_closed(cert: Any) -> None:
