@@ -12,18 +12,30 @@ each echo's latency on the clients.
     python bench/many_sessions.py --sessions 1000,5000,10000,20000
 
 Client processes share the machine with the server, so latencies include their scheduling.
+``--client c`` runs the clients as ``bench/loadgen/kcp_echo_load.c`` processes instead (compiled
+with ``cc`` on first use): plain KCP segments from a stop-and-wait C sender, a few percent of a
+core for 20,000 sessions where the Python clients take more than both cores, so that the server
+has a core to itself and the figures are the server's.
+
+    python bench/many_sessions.py --client c --sessions 10000,20000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import hashlib
 import multiprocessing as mp
 import os
 import random
 import resource
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import end_run, gc_pauses, wait_ready
@@ -175,8 +187,69 @@ def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, 
     kcp.run(main())
 
 
-def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict[str, float]:
-    """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures."""
+LOADGEN = Path(__file__).with_name("loadgen") / "kcp_echo_load.c"
+
+
+def loadgen() -> str:
+    """The C load generator, compiled once per version of its source into the temp directory."""
+    digest = hashlib.sha256(LOADGEN.read_bytes()).hexdigest()[:12]
+    exe = Path(tempfile.gettempdir()) / f"kcprpc-kcp-echo-load-{digest}"
+    if not exe.exists():
+        tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
+        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(tmp), str(LOADGEN)], check=True, timeout=120)
+        os.replace(tmp, exe)
+    return str(exe)
+
+
+class CClient:
+    """One C load-generator process, shaped like the ``multiprocessing.Process`` of a Python
+    client for ``wait_ready`` and ``end_run``: a thread turns its ``ready`` and ``result`` lines
+    into items of ``ready_q`` and ``result_q``; :meth:`go` starts its measurement."""
+
+    def __init__(self, idx: int, port: int, n: int, seconds: float, ready_q: Any, result_q: Any) -> None:
+        argv = [loadgen(), "127.0.0.1", str(port), str(n), str(seconds), str(WARM_BATCH), str(idx + 1)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
+        self._reader.start()
+
+    def _read(self, idx: int, ready_q: Any, result_q: Any) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word, *rest = line.split()
+            if word == "ready":
+                ready_q.put(idx)
+            elif word == "result":
+                errors, cpu, wall, count = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
+                lats = [int(x) / 1e6 for x in rest[4 : 4 + count]]
+                result_q.put({"lats": lats, "errors": errors, "cpu": cpu, "wall": wall})
+
+    def start(self) -> None:
+        """Started already (for the Process interface)."""
+
+    def go(self) -> None:
+        """Start the measurement window."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
+def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False, client: str = "python") -> dict[str, float]:
+    """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures.
+    ``client``: ``"python"`` (:func:`kcp.dial` sessions) or ``"c"`` (:class:`CClient`)."""
     ctx = mp.get_context("fork")
     port_q: Any = ctx.Queue()
     parent, child = ctx.Pipe()
@@ -187,11 +260,12 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     result_q: Any = ctx.Queue()
     go = ctx.Event()
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    clients = [
-        ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q))
-        for i in range(procs)
-    ]
     t_setup = time.perf_counter()
+    clients: list[Any] = (
+        [CClient(i, port, per[i], seconds, ready_q, result_q) for i in range(procs)]
+        if client == "c"
+        else [ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q)) for i in range(procs)]
+    )
     for c in clients:
         c.start()
     wait_ready(ready_q, clients, [server], 300)
@@ -202,6 +276,9 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False) -> dict
     parent.send("mark")
     a = parent.recv()
     go.set()
+    for c in clients:
+        if isinstance(c, CClient):
+            c.go()
     time.sleep(seconds)
     parent.send("mark")
     b = parent.recv()
@@ -235,14 +312,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--procs", type=int, default=2, help="client processes")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--gc-freeze", action="store_true", help="server calls gc.freeze() after the warm-up")
+    p.add_argument(
+        "--client",
+        choices=("python", "c"),
+        default="python",
+        help="the clients: kcp.dial sessions in Python, or the C load generator (bench/loadgen/)",
+    )
     args = p.parse_args(argv)
     counts = [1000] if args.quick else [int(x) for x in args.sessions.split(",")]
     seconds = 5.0 if args.quick else args.seconds
     print(
-        f"pid {os.getpid()}: {args.procs} client processes, {seconds:g} s window, 1 msg/s/session of {MSG} B"
+        f"pid {os.getpid()}: {args.procs} client processes ({args.client}), {seconds:g} s window, "
+        f"1 msg/s/session of {MSG} B"
     )
     for n in counts:
-        r = measure(n, args.procs, seconds, args.gc_freeze)
+        r = measure(n, args.procs, seconds, args.gc_freeze, args.client)
         print(
             f"{n:6d} sessions: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
             f"echo p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms max {r['max_ms']:7.2f} ms, "

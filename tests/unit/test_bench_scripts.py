@@ -142,3 +142,14 @@ def test_state_apply_bench_quick_run_times_both_contenders() -> None:
         us = float(r[r.index("us/state") - 1])
         assert us > 0, r
     assert done.stdout.rstrip().endswith("1.00 of (c)"), done.stdout
+
+
+def test_many_sessions_bench_runs_the_c_load_generator() -> None:
+    """bench/many_sessions.py --client c end to end, small: the C load generator
+    (bench/loadgen/kcp_echo_load.c, compiled by the script) speaks KCP to the server's kcp.listen:
+    every session of both client processes echoes every second of the window, without an error."""
+    done = run_bench("many_sessions.py", ["--client", "c", "--sessions", "100", "--seconds", "2"])
+    line = next(x for x in done.stdout.splitlines() if "sessions: server CPU" in x)
+    echoes = int(line.split(" echoes")[0].rsplit(" ", 1)[1])
+    assert " 0 errors" in line and " 100 sessions" in line, line
+    assert 190 <= echoes <= 210, line  # 100 sessions x 1 msg/s x 2 s, each message's phase random
