@@ -206,8 +206,8 @@ class CClient:
     client for ``wait_ready`` and ``end_run``: a thread turns its ``ready`` and ``result`` lines
     into items of ``ready_q`` and ``result_q``; :meth:`go` starts its measurement."""
 
-    def __init__(self, idx: int, port: int, n: int, seconds: float, ready_q: Any, result_q: Any) -> None:
-        argv = [loadgen(), "127.0.0.1", str(port), str(n), str(seconds), str(WARM_BATCH), str(idx + 1)]
+    def __init__(self, exe: str, idx: int, port: int, n: int, seconds: float, ready_q: Any, result_q: Any) -> None:
+        argv = [exe, "127.0.0.1", str(port), str(n), str(seconds), str(WARM_BATCH), str(idx + 1)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
         self._reader.start()
@@ -250,6 +250,7 @@ class CClient:
 def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False, client: str = "python") -> dict[str, float]:
     """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures.
     ``client``: ``"python"`` (:func:`kcp.dial` sessions) or ``"c"`` (:class:`CClient`)."""
+    exe = loadgen() if client == "c" else ""  # compiled before the server starts: a failure ends the run here
     ctx = mp.get_context("fork")
     port_q: Any = ctx.Queue()
     parent, child = ctx.Pipe()
@@ -262,7 +263,7 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False, client:
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     t_setup = time.perf_counter()
     clients: list[Any] = (
-        [CClient(i, port, per[i], seconds, ready_q, result_q) for i in range(procs)]
+        [CClient(exe, i, port, per[i], seconds, ready_q, result_q) for i in range(procs)]
         if client == "c"
         else [ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q)) for i in range(procs)]
     )
