@@ -1,8 +1,10 @@
 /* A KCP echo load generator for bench/many_sessions.py --client c: many client sessions in one
  * process, cheap enough that the server, not the load, is what a 2-core machine measures.
  *
- *   kcp_echo_load HOST PORT SESSIONS SECONDS WARM_BATCH SEED
+ *   kcp_echo_load HOST PORT SESSIONS SECONDS WARM_BATCH SEED [SOURCE]
  *
+ * SOURCE: the local address the sockets bind to (another 127.x address per process: one address
+ * has only the ephemeral port range's ~28,000 ports).
  * Each session has its own UDP socket (connected to HOST:PORT, as kcp-go's dial does) and a random
  * conv. It speaks KCP's segment format (24-byte header: conv u32, cmd u8, frg u8, wnd u16, ts u32,
  * sn u32, una u32, len u32, little-endian; PUSH 81, ACK 82, WASK 83, WINS 84) with no packet layer
@@ -281,8 +283,8 @@ static void pump(int ep, int64_t until) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s HOST PORT SESSIONS SECONDS WARM_BATCH SEED\n", argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s HOST PORT SESSIONS SECONDS WARM_BATCH SEED [SOURCE]\n", argv[0]);
         return 1;
     }
     const char *host = argv[1];
@@ -301,10 +303,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bad host %s\n", host);
         return 1;
     }
+    struct sockaddr_in src = {0};
+    src.sin_family = AF_INET;
+    if (argc == 8 && inet_pton(AF_INET, argv[7], &src.sin_addr) != 1) {
+        fprintf(stderr, "bad source %s\n", argv[7]);
+        return 1;
+    }
     int ep = epoll_create1(0);
     for (int i = 0; i < NS; i++) {
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (fd < 0 || (argc == 8 && bind(fd, (struct sockaddr *)&src, sizeof src) < 0) ||
+            connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
             perror("socket");
             return 2;
         }
