@@ -67,13 +67,13 @@ def hook(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_task_factory(factory)  # type: ignore[arg-type]
 
 
-async def one(link: str, calls: int, inflight: int) -> tuple[float, float]:
+async def one(link: str, calls: int, inflight: int, timeout: float | None = None) -> tuple[float, float]:
     if Counts.profile is not None or TURNS:
         hook(asyncio.get_running_loop())
     new_api = "link" in inspect.signature(testing.pair).parameters
     kw = {"link": link} if new_api else {"transport": link}
     async with testing.pair([Echo()], **kw) as p:  # type: ignore[arg-type]
-        stub = p.client.stub(Echo)
+        stub = p.client.stub(Echo, timeout=timeout) if timeout is not None else p.client.stub(Echo)
         req = Req(data=b"x" * 64)
         for _ in range(300):  # warm up
             await stub.echo(req)
@@ -123,17 +123,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--turns", action="store_true", help="count loop turns and tasks per call (asyncio loop)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one round, print N rows")
+    ap.add_argument(
+        "--timeout", type=float, default=None, help="every call with this deadline, in seconds (the server arms it)"
+    )
     args = ap.parse_args()
     global TURNS
     TURNS = args.turns
     for link in args.links.split(","):
         if args.profile:
             Counts.profile = cProfile.Profile()
-            run(one(link, args.calls, args.inflight))
+            run(one(link, args.calls, args.inflight, args.timeout))
             pstats.Stats(Counts.profile).sort_stats("tottime").print_stats(args.profile)
             Counts.profile = None
             continue
-        res = [run(one(link, args.calls, args.inflight)) for _ in range(args.rounds)]
+        res = [run(one(link, args.calls, args.inflight, args.timeout)) for _ in range(args.rounds)]
         us = statistics.median(r[0] for r in res)
         rate = statistics.median(r[1] for r in res)
         print(f"{link:6} cpu_us_per_call {us:.2f}  calls/s {rate:.0f}", flush=True)

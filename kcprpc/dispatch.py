@@ -419,10 +419,7 @@ class StreamPump:
         loop = self.loop
         call = ServerCall(cid, self.writer)
         call.cost = cost
-        deadline = None
-        if timeout_ms is not None:
-            deadline = loop.time() + timeout_ms / 1000.0
-            call.timer = loop.call_at(deadline, call.cancel, CANCEL_DEADLINE)
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000.0
         ctx = call.ctx = ServerContext(spec, md or {}, sess, deadline, call)
         if spec.streams_requests:
             call.inbound = Inbox(budget=sess.receive.decode)
@@ -432,9 +429,13 @@ class StreamPump:
         if self.eager:
             # the handler's first step runs now, inside its task: a handler that does not suspend
             # has its reply queued in this turn (on_frames flushes it)
-            call.task, _ = start_eager(loop, self._run(call, ctx, handler, request))
+            call.task, done = start_eager(loop, self._run(call, ctx, handler, request))
         else:
-            call.task = loop.create_task(self._run(call, ctx, handler, request))
+            call.task, done = loop.create_task(self._run(call, ctx, handler, request)), False
+        if deadline is not None and not done:
+            # armed once the handler has suspended: no step can be cut short before that, and a
+            # handler that answered in its first step (most do) needs no timer at all
+            call.timer = loop.call_at(deadline, call.cancel, CANCEL_DEADLINE)
         return True
 
     async def _run(

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 import kcprpc
 from kcprpc import RpcError, ServerContext, Status
 from kcprpc.eager import EAGER, start_eager
+from kcprpc.server_session import ServerCall
 from kcprpc.testing import Link, pair
 
 TIMEOUT = 5.0
@@ -136,6 +137,38 @@ async def test_deadline_cancels_a_suspended_handler_and_runs_its_finally(link: L
         else:
             raise AssertionError("no deadline")
         await asyncio.wait_for(svc.cleaned.wait(), TIMEOUT)
+
+
+@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
+@pytest.mark.parametrize("link", LINKS)
+async def test_a_deadline_timer_is_armed_only_for_a_handler_that_suspended(link: Link) -> None:
+    """The server's deadline timer (``ServerCall.cancel`` at the deadline) costs a timer per call:
+    a handler that answered in its first step needs none; one that suspended gets it, and the
+    deadline still ends it."""
+    loop = asyncio.get_running_loop()
+    armed: list[Any] = []
+    call_at = loop.call_at
+
+    def spy(when: float, callback: Any, *args: Any, **kw: Any) -> asyncio.TimerHandle:
+        if isinstance(getattr(callback, "__self__", None), ServerCall):
+            armed.append(callback.__self__)
+        return call_at(when, callback, *args, **kw)
+
+    loop.call_at = spy  # type: ignore[method-assign]
+    try:
+        svc = Eager()
+        async with pair([svc], link=link) as p:
+            stub = p.client.stub(Eager, timeout=TIMEOUT)
+            for i in range(5):
+                assert (await stub.echo(Req(n=i))).n == i
+            assert armed == []
+            with pytest.raises(RpcError) as ei:
+                await asyncio.wait_for(p.client.stub(Eager, timeout=0.05).hang(Req()), TIMEOUT)
+            assert ei.value.status is Status.DEADLINE_EXCEEDED
+            await asyncio.wait_for(svc.cleaned.wait(), TIMEOUT)
+            assert len(armed) == 1
+    finally:
+        del loop.call_at
 
 
 @pytest.mark.parametrize("link", LINKS)
