@@ -44,7 +44,6 @@ from kcp.session_stats import session_stats
 from kcp.session_timing import dead_link_error, next_wake
 from kcp.snmp import session_closed, session_opened
 from kcp.stats import Counters
-from kcp.weakrefs import weakly_referenced
 
 if TYPE_CHECKING:
     from kcp.secure import Event, SecureConnection
@@ -102,7 +101,6 @@ class SessionHost(Protocol):
         """Move to a new local socket connected to ``remote`` (a dialled session's host only)."""
 
 
-@weakly_referenced
 class KCPSession:
     """A reliable, ordered byte stream (and unreliable datagrams) to one peer over KCP.
 
@@ -113,7 +111,6 @@ class KCPSession:
     """
 
     __slots__ = (
-        "__weakref__",
         "_ack_delay",
         "_ack_due",
         "_cc",
@@ -135,6 +132,7 @@ class KCPSession:
         "_last_recv",
         "_last_valid",
         "_linger_until",
+        "_live",
         "_lone_acks",
         "_loop",
         "_low_water",
@@ -215,7 +213,7 @@ class KCPSession:
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
         self._last_recv = self._last_valid = self._timers.now_ms()
-        session_opened(self, passive=host.passive)
+        self._live = session_opened(self.counters, path, passive=host.passive)
         path.attach(self)
         eng.output = path.make_output(self._pipeline, self._plain, self.counters)
         self._post(self._last_recv)
@@ -649,7 +647,7 @@ class KCPSession:
             if w is not None and not w.done():
                 w.set_result(None)
         self._dgrams.wake()
-        session_closed(self)
+        session_closed(self._live)
         self._host.session_ended(self)
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)

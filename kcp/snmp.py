@@ -19,14 +19,29 @@ if TYPE_CHECKING:
 __all__ = ["session_closed", "session_opened", "snmp", "track_secure_source", "untrack_secure_source"]
 
 
-class LiveSession(Protocol):
-    """What :func:`snmp` reads of a live session."""
+class LiveEntry:
+    """A live session's entry in :func:`snmp`'s weak set: what it reads of the session (its
+    counters, its path's secure connection), not the session itself. The session holds its entry
+    (the only strong reference), so an entry lives exactly as long as its session, and a session
+    dropped without being closed leaves the set with it, without the session class having to be
+    weakly referenceable (the compiled build's native classes are not)."""
+
+    __slots__ = ("__weakref__", "_path", "counters")
+
+    def __init__(self, counters: Counters, path: HasConnection) -> None:
+        self.counters = counters
+        self._path = path
 
     @property
-    def counters(self) -> Counters: ...
+    def secure(self) -> SecureConnection | None:
+        return self._path.connection
+
+
+class HasConnection(Protocol):
+    """A session's packet path, as :class:`LiveEntry` reads it."""
 
     @property
-    def secure(self) -> SecureConnection | None: ...
+    def connection(self) -> SecureConnection | None: ...
 
 
 class SecureSource(Protocol):
@@ -71,7 +86,7 @@ _NOT_FOLDED = frozenset(
 )
 # secure_* fields come from kcp.secure's counters (folded with Counters.add_secure), not from sessions'
 _FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
-_live: weakref.WeakSet[LiveSession] = weakref.WeakSet()
+_live: weakref.WeakSet[LiveEntry] = weakref.WeakSet()
 _live_secure: weakref.WeakSet[SecureSource] = weakref.WeakSet()
 _snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
 
@@ -107,9 +122,12 @@ def snmp() -> dict[str, int]:
     return out
 
 
-def session_opened(s: LiveSession, *, passive: bool) -> None:
-    """A session started: count it, and count its counters in :func:`snmp` until it closes."""
-    _live.add(s)
+def session_opened(counters: Counters, path: HasConnection, *, passive: bool) -> LiveEntry:
+    """A session started: count it, and count its ``counters`` (and its ``path``'s secure
+    connection's) in :func:`snmp` until it closes; returns its entry, which the session keeps and
+    hands to :func:`session_closed`."""
+    entry = LiveEntry(counters, path)
+    _live.add(entry)
     _snmp.curr_estab += 1
     if _snmp.curr_estab > _snmp.max_conn:
         _snmp.max_conn = _snmp.curr_estab
@@ -117,11 +135,12 @@ def session_opened(s: LiveSession, *, passive: bool) -> None:
         _snmp.passive_opens += 1
     else:
         _snmp.active_opens += 1
+    return entry
 
 
-def session_closed(s: LiveSession) -> None:
+def session_closed(entry: LiveEntry) -> None:
     """A session ended: fold its own counters into ``SNMP`` (once)."""
-    _live.discard(s)
-    SNMP.add(s.counters, _FOLDED)
+    _live.discard(entry)
+    SNMP.add(entry.counters, _FOLDED)
     _snmp.curr_estab -= 1
     _snmp.closed += 1

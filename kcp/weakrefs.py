@@ -1,10 +1,5 @@
-"""How the compiled build compiles a class that other code holds weak references to or subclasses.
+"""How the compiled build compiles a class that interpreted code subclasses.
 
-- ``@weakly_referenced``: other code holds weak references to its instances (:mod:`kcp.snmp`'s set
-  of live sessions); the native class mypyc would otherwise build has no ``__weakref__`` slot.
-  It returns the class unchanged; mypyc compiles a class that carries a decorator it does not
-  know as an ordinary Python class (its methods compiled, its attributes reached the generic
-  way), which keeps ``__weakref__``.
 - ``@mypyc_attr(allow_interpreted_subclasses=True)``: interpreted code subclasses it (a native
   class is final for mypyc otherwise: its compiled methods accept instances of exactly that
   class). ``mypy_extensions``' decorator when it is installed (mypyc reads it at compile time),
@@ -14,17 +9,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["mypyc_attr", "weakly_referenced"]
-
-T = TypeVar("T")
-
-
-def weakly_referenced(cls: T) -> T:
-    """Return ``cls`` as it is (see the module docstring)."""
-    return cls
-
+__all__ = ["mypyc_attr"]
 
 if TYPE_CHECKING:
     from mypy_extensions import mypyc_attr

@@ -29,7 +29,6 @@ from kcp.logutil import RateLimitedLog
 from kcp.secure import HandshakeConfig, HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
 from kcp.secure.packet import T_TRANSPORT
 from kcp.secure.testing import HostileClient
-from kcp.session import KCPSession
 
 TIMEOUT = 10.0
 KEY = "hostile clients hold this key"
@@ -133,24 +132,22 @@ async def test_a_failure_after_the_handshake_frees_the_connection_and_tells_the_
     loop_errors: list[dict[str, Any]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tried: list[bytes] = []
-    make_session = KCPSession.__init__
+    opened = kcp.session.session_opened
 
-    def broken_session(self: KCPSession, *args: Any, **kwargs: Any) -> None:
-        # the server's sessions only (its connection is not the client's): the client dials as usual.
-        # KCPSession's __init__ is patched, not kcp.demux.secure's name for the class, which the
-        # compiled SecureDemux does not look up
-        conn = args[4].connection  # (host, conv, remote, config, path)
-        if conn.is_client:
-            make_session(self, *args, **kwargs)
-            return
-        tried.append(conn.local_cid)
+    def broken_session(counters: Any, path: Any, *, passive: bool) -> Any:
+        # the server's sessions only (passive): the client dials as usual. A step of KCPSession's
+        # set-up fails (kcp.session's name for kcp.snmp.session_opened, which the compiled module
+        # looks up at each call; the native KCPSession's methods cannot be patched)
+        if not passive:
+            return opened(counters, path, passive=passive)
+        tried.append(path.connection.local_cid)
         raise kcp.KCPUsageError("no session today")
 
     def server_connections() -> list[SecureConnection]:  # the ones this test's server made
         gc.collect()
         return [o for o in gc.get_objects() if isinstance(o, SecureConnection) and o.local_cid in tried]
 
-    monkeypatch.setattr(KCPSession, "__init__", broken_session)
+    monkeypatch.setattr(kcp.session, "session_opened", broken_session)
     caplog.set_level(logging.INFO, logger="kcp")
     async with await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=KEY), on_accept=echo) as lis:
         for _ in range(3):

@@ -1,26 +1,35 @@
-"""kcp.weakrefs: the classes other code holds weak references to stay weakly referenceable in the
-compiled build too (mypyc's native classes have no ``__weakref__`` slot); mypyc_attr without mypy."""
+"""kcp.snmp's live-session entries (held weakly, so that the compiled build's native KCPSession
+need not be weakly referenceable), and kcp.weakrefs' mypyc_attr without mypy."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
-from kcp.session import KCPSession
-from kcp.weakrefs import weakly_referenced
+from kcp.snmp import session_closed, session_opened, snmp
+from kcp.stats import Counters
 
 
-def test_the_decorator_returns_the_class_itself() -> None:
-    class Plain:
-        pass
-
-    assert weakly_referenced(Plain) is Plain
+class _Path:
+    connection = None
 
 
-def test_sessions_can_be_weakly_referenced() -> None:
-    # kcp.snmp keeps live sessions in a WeakSet; a native (compiled) KCPSession would have no
-    # weak-reference slot, and adding one to that set would raise TypeError
-    assert KCPSession.__weakrefoffset__ > 0
+def test_a_live_entry_counts_until_closed_or_dropped() -> None:
+    """A session's entry counts its counters in snmp() while the session holds it: until
+    session_closed folds them into SNMP, or until the session is dropped unclosed (the entry
+    goes with it)."""
+    before = snmp()["retrans_segs"]
+    closed_c, dropped_c = Counters(), Counters()
+    closed_c.retrans_segs, dropped_c.retrans_segs = 3, 5
+    closed = session_opened(closed_c, _Path(), passive=True)
+    dropped = session_opened(dropped_c, _Path(), passive=False)
+    assert snmp()["retrans_segs"] == before + 8
+    session_closed(closed)  # folded into SNMP once: still counted, not twice
+    assert snmp()["retrans_segs"] == before + 8
+    del dropped
+    gc.collect()
+    assert snmp()["retrans_segs"] == before + 3
 
 
 def test_mypyc_attr_without_mypy_returns_the_class_itself() -> None:
