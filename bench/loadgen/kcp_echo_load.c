@@ -150,8 +150,11 @@ static void transmit(Sess *s) {
     (void)send(s->fd, buf, sizeof buf, 0);
 }
 
+static int in_flight; /* messages sent whose echo has not come back (nor their tries run out) */
+
 static void start_message(int idx, int64_t t) {
     Sess *s = &S[idx];
+    in_flight++;
     s->inflight = 1;
     s->acked = 0;
     s->tries = 1;
@@ -166,11 +169,12 @@ static void start_message(int idx, int64_t t) {
 static long errors;
 static int64_t *lats;
 static long nlat, lat_cap;
-static int measuring;
-static int warm_done, warm_next, warm_inflight;
+static int measuring;         /* 0: warm-up; then echoes are timed */
+static int64_t window_end = 0; /* a message due before it is part of the measurement */
 
 static void echo_done(int idx, int64_t t) {
     Sess *s = &S[idx];
+    in_flight--;
     s->inflight = 0;
     s->snd_sn++;
     if (measuring) {
@@ -182,8 +186,6 @@ static void echo_done(int idx, int64_t t) {
         lats[nlat++] = (t - s->t_sent) / 1000;
         arm(idx, s->next_send);
     } else {
-        warm_done++;
-        warm_inflight--;
         gen[idx]++; /* no timer until the measurement */
     }
 }
@@ -230,11 +232,8 @@ static void on_timer(int idx, int64_t t) {
         if (s->tries >= TRIES) {
             s->dead = 1;
             s->inflight = 0;
+            in_flight--;
             errors++;
-            if (!measuring) {
-                warm_inflight--;
-                warm_done++;
-            }
             return;
         }
         s->tries++;
@@ -243,7 +242,7 @@ static void on_timer(int idx, int64_t t) {
         arm(idx, t + s->rto);
         return;
     }
-    if (measuring && t >= s->next_send) {
+    if (measuring && t >= s->next_send && s->next_send < window_end) {
         s->next_send += 1000000000LL;
         start_message(idx, t);
     }
@@ -324,13 +323,11 @@ int main(int argc, char **argv) {
     }
     /* warm-up: every session's first echo, warm_batch in flight at a time */
     int64_t warm_end = now_ns() + 120000000000LL;
-    while (warm_done < NS) {
-        while (warm_next < NS && warm_inflight < warm_batch) {
-            warm_inflight++;
-            start_message(warm_next++, now_ns());
-        }
+    int warm_next = 0;
+    while (warm_next < NS || in_flight > 0) {
+        while (warm_next < NS && in_flight < warm_batch) start_message(warm_next++, now_ns());
         if (now_ns() > warm_end) {
-            fprintf(stderr, "warm-up: %d of %d sessions echoed in 120 s\n", warm_done, NS);
+            fprintf(stderr, "warm-up: %d of %d sessions echoed in 120 s\n", warm_next - in_flight, NS);
             return 2;
         }
         pump(ep, warm_end);
@@ -345,28 +342,22 @@ int main(int argc, char **argv) {
     measuring = 1;
     int64_t start = now_ns();
     double cpu0 = cpu_seconds();
-    int64_t end = start + (int64_t)(seconds * 1e9);
+    int64_t end = window_end = start + (int64_t)(seconds * 1e9);
     for (int i = 0; i < NS; i++) {
         if (S[i].dead) continue;
         S[i].next_send = start + (int64_t)((double)rand() / RAND_MAX * 1e9);
         arm(i, S[i].next_send);
     }
     int64_t hard_end = end + 15000000000LL;
-    for (;;) {
+    for (;;) { /* after the window: the messages due in it, then their echoes still in flight */
         int64_t t = now_ns();
-        int busy = 0;
-        if (t >= end) { /* after the window: only the echoes still in flight */
-            for (int i = 0; i < NS && !busy; i++) busy = S[i].inflight && !S[i].dead;
-            if (!busy || t >= hard_end) break;
-        }
-        pump(ep, t >= end ? hard_end : end);
-        if (t >= end) { /* no new messages after the window */
-            for (int i = 0; i < NS; i++) S[i].next_send = INT64_MAX;
-        }
+        if (t >= end && in_flight == 0 && (heap_n == 0 || heap[0].t >= end)) break;
+        if (t >= hard_end) break;
+        pump(ep, t < end ? end : hard_end);
     }
     double cpu = cpu_seconds() - cpu0;
     double wall = (now_ns() - start) / 1e9;
-    for (int i = 0; i < NS; i++) errors += S[i].inflight && !S[i].dead;
+    errors += in_flight; /* echoes that never came back by the hard end */
     printf("result %ld %.6f %.6f %ld", errors, cpu, wall, nlat);
     for (long i = 0; i < nlat; i++) printf(" %lld", (long long)lats[i]);
     printf("\n");

@@ -184,8 +184,8 @@ class _Sealer:
 
 @contextlib.asynccontextmanager
 async def _fan_out() -> AsyncIterator[tuple[Endpoint, list[_Sealer], list[int]]]:
-    """An endpoint and two send batches and 5 of sealers; at the end, every datagram must have
-    gone in 3 system calls and arrived in order."""
+    """An endpoint and sealers for two full send batches plus 5; at the end, every datagram must
+    have gone in 3 system calls and arrived in order."""
     loop = asyncio.get_running_loop()
     tx_sock = open_udp_socket("127.0.0.1", 0)
     rx = open_udp_socket("127.0.0.1", 0)
