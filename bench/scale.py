@@ -199,29 +199,33 @@ def main(argv: list[str] | None = None) -> int:
     """Run every contender's steps, alternated per round, then the medians and ratios."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--quick", action="store_true", help="200 subscribers, 2 processes, rates 2,4, 1 s, 1 round"
+        "--quick",
+        action="store_true",
+        help="200 subscribers, 2 processes, rates 2,4, 1 s, 1 round (each unless given)",
     )
     ap.add_argument("--subscribers", type=int, help="default 2000 (--quick: 200)")
-    ap.add_argument("--procs", type=int, default=4, help="subscriber processes")
-    ap.add_argument("--rates", default="1,2,3,4,5,6,8,10,12", help="publish rates (msgs/s), ascending")
+    ap.add_argument("--procs", type=int, help="subscriber processes (default 4)")
+    ap.add_argument("--rates", help="publish rates (msgs/s), ascending (default 1,2,3,4,5,6,8,10,12)")
     ap.add_argument(
         "--cost-rate", type=float, help="publishes/s of the CPU-per-delivery comparison (default: 2nd rate)"
     )
-    ap.add_argument("--seconds", type=float, default=3.0, help="publish window per step")
-    ap.add_argument("--drain", type=float, default=5.0, help="max wait for deliveries after a step")
+    ap.add_argument("--seconds", type=float, help="publish window per step (default 3)")
+    ap.add_argument("--drain", type=float, help="max wait for deliveries after a step (default 5)")
     ap.add_argument("--p99-limit", type=float, default=100.0, help="ms: a sustained step's p99 bound")
     ap.add_argument("--size", type=int, default=32, help="padding bytes per message")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds; contenders alternate A B, B A")
+    ap.add_argument("--rounds", type=int, help="rounds; contenders alternate A B, B A (default 2)")
     ap.add_argument("--contenders", default="1proc,2w-redis", help=f"of {', '.join(CONTENDERS)}")
     ap.add_argument("--mode", choices=["secure", "compat"], default="secure", help="the wire mode")
     ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the clients' event loop")
     ap.add_argument("-v", "--verbose", action="store_true", help="publish call times, server KCP counters")
     args = ap.parse_args(argv)
+    defaults: dict[str, Any] = {"subscribers": 2000, "procs": 4, "rates": "1,2,3,4,5,6,8,10,12"}
+    defaults.update(seconds=3.0, drain=5.0, rounds=2)
     if args.quick:
-        args.subscribers = args.subscribers or 200
-        args.procs, args.rates, args.seconds, args.drain = 2, "2,4", 1.0, 3.0
-        args.rounds = 1
-    args.subscribers = args.subscribers or 2000
+        defaults.update(subscribers=200, procs=2, rates="2,4", seconds=1.0, drain=3.0, rounds=1)
+    for name, value in defaults.items():  # an option given wins over --quick's value
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     args.every_rate = False
     rates = [float(x) for x in args.rates.split(",")]
     args.cost_rate = args.cost_rate or rates[min(1, len(rates) - 1)]

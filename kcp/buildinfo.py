@@ -29,6 +29,8 @@ MODULES: tuple[str, ...] = (
     "kcp.secure.connection",
     "kcp.secure.keys",
     "kcp.pmtud",
+    "kcp.stats",
+    "kcp.secure.stats",
 )
 """The kcp modules a compiled build compiles (setup.py reads this tuple)."""
 

@@ -20,7 +20,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 from kcp.batch import Address, DatagramIO
 from kcp.logutil import RateLimitedLog
@@ -191,7 +191,7 @@ class Endpoint:
             try:
                 dispatch(data, addr, now)
             except Exception as exc:  # a bug below must not stop the socket: drop, count, report
-                c: Any = self.counters
+                c = self.counters
                 c.in_errs += 1
                 # a peer that hits the bug must not write a traceback per packet
                 _bug_reports.report_exception(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from kcp.batch import Address
 from kcp.endpoint import Endpoint
@@ -159,7 +159,7 @@ class CompatPath:
         assert self.owner is not None
         tx_append = self.ep.tx.append
         addr = self.owner.remote_address
-        c: Any = counters
+        c = counters
         if plain:
 
             def output(packet: bytes) -> None:

@@ -215,7 +215,7 @@ class SecurePath:
         mean that the path MTU fell."""
         self.sent_large = False
         """A payload longer than :attr:`base_payload` went out since the last retransmission seen."""
-        self._counters: Any = None
+        self._counters: Counters | None = None
         self._retrans_seen = 0
         self._segs_seen = 0
 
@@ -233,7 +233,7 @@ class SecurePath:
         conn = self.conn
         seal = conn.seal
         pseal = pipeline.seal
-        c: Any = counters
+        c = counters
         self._counters = c
         path = self
         now_ms = self.ep.timers.now_ms

@@ -25,7 +25,7 @@ import asyncio
 import enum
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kcp.batch import Address
 from kcp.config import SessionConfig
@@ -402,7 +402,7 @@ class KCPSession:
             return
         self._last_recv = now
         self._fed += 1
-        c: Any = self.counters
+        c = self.counters
         c.in_pkts += 1
         c.bytes_received += len(data)
         eng = self._engine

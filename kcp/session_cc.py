@@ -29,8 +29,6 @@ flush the session makes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from kcp.congestion import BBRLite
 from kcp.engine import KCP
 
@@ -60,7 +58,7 @@ class SessionCC:
 
     def __init__(self, eng: KCP, cc: BBRLite | None = None) -> None:
         self.cc = cc if cc is not None else BBRLite(eng.mss)
-        c: Any = eng.counters
+        c = eng.counters
         self._counters = c
         self._nxt = eng.snd_nxt
         self._minrto = eng.rx_minrto  # the configured floor (nodelay's 30 ms)

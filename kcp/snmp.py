@@ -9,7 +9,7 @@ dials) are folded into the ``secure_*`` fields the same way (:data:`kcp.stats.SE
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kcp.stats import SNMP, Counters, CounterSet
 
@@ -88,7 +88,7 @@ _NOT_FOLDED = frozenset(
 _FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
 _live: weakref.WeakSet[LiveEntry] = weakref.WeakSet()
 _live_secure: weakref.WeakSet[SecureSource] = weakref.WeakSet()
-_snmp: Any = SNMP  # Any: Counters declares its fields through a computed __slots__
+_snmp = SNMP
 
 
 def track_secure_source(source: SecureSource) -> None:

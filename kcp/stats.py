@@ -1,8 +1,9 @@
 """Transport counters, in the spirit of kcp-go's SNMP struct.
 
 One :class:`Counters` object per session, plus one process-wide object (:data:`SNMP`) that every
-session also adds to. Counters are plain integer attributes (slots) so the hot path does a single
-``+=``; :meth:`Counters.snapshot` turns them into a dict for logs, the RPC ``stats`` call and tests.
+session also adds to. Counters are plain integer attributes (slots; in the compiled build, the
+fields of a native class, which compiled code reaches without a lookup by name) so the hot path
+does a single ``+=``; :meth:`Counters.snapshot` turns them into a dict for logs, the RPC ``stats`` call and tests.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+
 from kcp.stats import SNMP, Counters
 
 
@@ -36,7 +38,16 @@ def test_fields_are_slots_not_a_dict() -> None:
 
 
 def test_declared_fields_match_slots() -> None:
-    assert set(Counters.__annotations__) - {"FIELDS"} == set(Counters.FIELDS)
+    """Every counter is an attribute of the class (a slot, or a field of the compiled build's
+    native class) and there is no other; the pure build's annotations name the same fields."""
+    from kcp.secure.stats import SecureCounters
+
+    for cls in (Counters, SecureCounters):
+        fields = {n for n, v in vars(cls).items() if inspect.isdatadescriptor(v) and not n.startswith("__")}
+        assert fields == set(cls.FIELDS), cls
+        assert len(cls.FIELDS) == len(fields), cls  # no name twice
+        declared = set(getattr(cls, "__annotations__", {})) - {"FIELDS"}  # empty when compiled
+        assert not declared or declared == fields, cls
 
 
 def test_one_counters_type_aggregates_and_folds_secure_counters() -> None:
