@@ -159,7 +159,8 @@ class StateSync(Generic[M]):
             raise UsageError("part_size must be at least 64 bytes")
         if max_parts < 1:
             raise UsageError("max_parts must be at least 1")
-        if groups != "auto" and type(groups) is not int:
+        given: object = groups  # as given: the compiled build would cast a narrowed str to int
+        if given != "auto" and type(given) is not int:
             raise UsageError(f'groups must be "auto" or an int from 1 to {MAX_GROUPS}, not {groups!r}')
         self.max_parts = max_parts
         self.schema = Schema(model)
