@@ -25,10 +25,6 @@ MODULES: tuple[str, ...] = (
     "kcprpc.subscriptions",
     "kcprpc.link",
     "kcprpc.net",
-    "kcprpc.state.delta",
-    "kcprpc.state.groups",
-    "kcprpc.state.view",
-    "kcprpc.state.sync",
 )
 """The kcprpc modules a compiled build compiles."""
 
