@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,11 @@ settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHES
 # The compiled build (.ci/run's second run: the installed wheel, KCPRPC_EXPECT_COMPILED=1) must really
 # be running the compiled modules, imported from the installed package rather than this source tree.
 EXPECT_COMPILED = os.environ.get("KCPRPC_EXPECT_COMPILED", "") == "1"
+
+# KCPRPC_GC_EACH_TEST=1: a full collection after each test. With PYTHONMALLOC=debug, against the
+# compiled build, a reference that compiled code dropped once too often then crashes the test that
+# did it (freed memory is overwritten at once), not a collection thousands of tests later.
+GC_EACH_TEST = os.environ.get("KCPRPC_GC_EACH_TEST", "") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +53,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("pure_only")
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=str(marker.kwargs.get("reason", "pure build only"))))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if GC_EACH_TEST:
+        gc.collect()
 
 
 _BROKERS = str(Path(__file__).resolve().parent / "brokers")
