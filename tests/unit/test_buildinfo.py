@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from importlib import import_module
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -49,3 +50,20 @@ def test_version_names_the_build(capsys: pytest.CaptureFixture[str]) -> None:
 def test_compiled_modules_of_an_unknown_name_is_empty() -> None:
     assert buildinfo.compiled_modules(("kcp.no_such_module",)) == []
     assert buildinfo.is_compiled(("kcp.no_such_module",)) is False
+
+
+def test_no_compiled_module_defines_a_generic_class() -> None:
+    """mypy/mypyc 2.4 compiles a class deriving from ``typing.Generic`` into one that crashes the
+    garbage collector once it holds a reference (docs/BENCHMARKS.md, "Session 14: the state sync
+    compiled"), so the modules a compiled build compiles define none: this reads their source."""
+    source_tree = Path(__file__).resolve().parents[2]
+    generic = []
+    for name in ALL:
+        tree = ast.parse((source_tree / (name.replace(".", "/") + ".py")).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for base in node.bases:
+                    target = base.value if isinstance(base, ast.Subscript) else base
+                    if isinstance(target, ast.Name | ast.Attribute) and ast.unparse(target).endswith("Generic"):
+                        generic.append(f"{name}.{node.name}")
+    assert ALL and not generic, generic
