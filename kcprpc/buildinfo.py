@@ -25,6 +25,8 @@ MODULES: tuple[str, ...] = (
     "kcprpc.subscriptions",
     "kcprpc.link",
     "kcprpc.net",
+    "kcprpc.state.delta",
+    "kcprpc.state.groups",
 )
 """The kcprpc modules a compiled build compiles."""
 

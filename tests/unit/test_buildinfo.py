@@ -55,7 +55,8 @@ def test_compiled_modules_of_an_unknown_name_is_empty() -> None:
 def test_no_compiled_module_defines_a_generic_class() -> None:
     """mypy/mypyc 2.4 compiles a class deriving from ``typing.Generic`` into one that crashes the
     garbage collector once it holds a reference (docs/BENCHMARKS.md, "Session 14: the state sync
-    compiled"), so the modules a compiled build compiles define none: this reads their source."""
+    compiled, and half of it taken out again"), so the modules a compiled build compiles define
+    none: this reads their source."""
     source_tree = Path(__file__).resolve().parents[2]
     generic = []
     for name in ALL:
