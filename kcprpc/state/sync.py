@@ -159,7 +159,7 @@ class StateSync(Generic[M]):
             raise UsageError("part_size must be at least 64 bytes")
         if max_parts < 1:
             raise UsageError("max_parts must be at least 1")
-        given: object = groups  # as given: the compiled build would cast a narrowed str to int
+        given: object = groups  # as given: compiled, a str that mypy narrowed to int would be cast
         if given != "auto" and type(given) is not int:
             raise UsageError(f'groups must be "auto" or an int from 1 to {MAX_GROUPS}, not {groups!r}')
         self.max_parts = max_parts
