@@ -172,8 +172,8 @@ class _HintWatch:
         hint = parse_hint(data)
         if hint is None:
             return False
-        c: Any = self.ep.counters
-        s: Any = SNMP
+        c = self.ep.counters
+        s = SNMP
         code, _detail, echo = hint
         # every code but COMPAT_WIRE comes from a secure server (one that took our datagram for a
         # bad initiation says "wrong key" or "wire version": to us it all means "the secure wire")

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AdmissionConfig", "GcPolicy", "Listener", "listen"]
 
-_snmp: Any = SNMP
 
 AcceptCallback = Callable[[KCPSession], "Awaitable[None] | None"]
 
@@ -72,7 +71,6 @@ class Listener:
         self._on_accept = on_accept
         self._rng = rng
         self.counters: Counters = ep.counters
-        self._c: Any = ep.counters
         self._sessions: dict[Any, KCPSession] = {}  # by remote address (compat) or connection ID (secure)
         self._pending: deque[KCPSession] = deque()
         self._accept_waiter: asyncio.Future[None] | None = None
@@ -138,8 +136,8 @@ class Listener:
         return len(self._sessions)
 
     def count(self, name: str) -> None:
-        setattr(self._c, name, getattr(self._c, name) + 1)
-        setattr(_snmp, name, getattr(_snmp, name) + 1)
+        for c in (self.counters, SNMP):
+            setattr(c, name, getattr(c, name) + 1)
 
     def room_for_one(self, replacing: bool = False) -> str | None:
         """None if one more session fits (``replacing``: one that takes a live one's place); else

@@ -88,7 +88,6 @@ _NOT_FOLDED = frozenset(
 _FOLDED = tuple(f for f in Counters.FIELDS if f not in _NOT_FOLDED and not f.startswith("secure_"))
 _live: weakref.WeakSet[LiveEntry] = weakref.WeakSet()
 _live_secure: weakref.WeakSet[SecureSource] = weakref.WeakSet()
-_snmp = SNMP
 
 
 def track_secure_source(source: SecureSource) -> None:
@@ -128,13 +127,13 @@ def session_opened(counters: Counters, path: HasConnection, *, passive: bool) ->
     hands to :func:`session_closed`."""
     entry = LiveEntry(counters, path)
     _live.add(entry)
-    _snmp.curr_estab += 1
-    if _snmp.curr_estab > _snmp.max_conn:
-        _snmp.max_conn = _snmp.curr_estab
+    SNMP.curr_estab += 1
+    if SNMP.curr_estab > SNMP.max_conn:
+        SNMP.max_conn = SNMP.curr_estab
     if passive:
-        _snmp.passive_opens += 1
+        SNMP.passive_opens += 1
     else:
-        _snmp.active_opens += 1
+        SNMP.active_opens += 1
     return entry
 
 
@@ -142,5 +141,5 @@ def session_closed(entry: LiveEntry) -> None:
     """A session ended: fold its own counters into ``SNMP`` (once)."""
     _live.discard(entry)
     SNMP.add(entry.counters, _FOLDED)
-    _snmp.curr_estab -= 1
-    _snmp.closed += 1
+    SNMP.curr_estab -= 1
+    SNMP.closed += 1
