@@ -17,7 +17,16 @@ from kcp.errors import KCPUsageError
 from kcp.path import CompatPath
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
-from kcp.wirehint import HINT_LEN, T_HINT, HintCode, SentLog, WireMismatch, hint_message, parse_hint
+from kcp.wirehint import (
+    HINT_LEN,
+    T_HINT,
+    HintCode,
+    SentLog,
+    WireMismatch,
+    compat_conv,
+    hint_message,
+    parse_hint,
+)
 
 __all__ = ["dial", "run"]
 
@@ -87,7 +96,7 @@ async def dial(
 
     ``wire`` says what goes on the wire: a :class:`kcp.CompatWire` (the default, no crypt, no FEC)
     is kcp-go's ``DialWithOptions``: there is no handshake, so this returns as soon as the socket
-    is ready; ``conv`` defaults to a random 32-bit id. If a secure kcprpc server answers its first
+    is ready; ``conv`` defaults to a random 32-bit id (:func:`kcp.wirehint.compat_conv`). If a secure kcprpc server answers its first
     datagrams with a wire hint (it speaks the secure wire), the session ends at once with that
     reason as ``close_reason``, and its event callbacks get a :class:`kcp.wirehint.WireMismatch`
     first. A :class:`kcp.SecureWire` runs kcprpc's authenticated handshake first
@@ -122,7 +131,7 @@ async def dial(
         sock.connect(remote)
         remote = sock.getpeername()
         if conv is None:
-            conv = int.from_bytes(rng(4), "little")
+            conv = compat_conv(rng(4))
         ep = Endpoint(loop, sock, Counters(), mmsg=io.mmsg, gso=io.gso)
     except BaseException:
         sock.close()

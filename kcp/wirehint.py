@@ -36,6 +36,7 @@ __all__ = [
     "SentLog",
     "WireMismatch",
     "answerable",
+    "compat_conv",
     "encode_hint",
     "hint_message",
     "is_secure_initiation",
@@ -72,6 +73,22 @@ class HintCode(enum.IntEnum):
 _T_INITIATION = 0xC1  # kcp.secure.packet.T_INITIATION: a secure dial's first datagram
 _INITIATION_SIZES = range(256, 1473)  # kcp.secure.SecureConfig.initiation_size's range
 _PATTERNS = (1, 2)  # IKpsk2, NNpsk0
+_T_TRANSPORT = (0xC8, 0xC9)  # kcp.secure.packet.TRANSPORT_TYPES: a secure transport packet's first byte
+
+
+def compat_conv(random4: bytes) -> int:
+    """A compat dial's conv from 4 random bytes (little-endian, as on the wire), with its first
+    byte moved off a secure transport packet's type (0xC8, 0xC9; flipped to 0xD8, 0xD9). Without
+    encryption a kcp-go datagram starts with its conv, and a secure server answers a datagram that
+    looks like a transport packet for a lost connection with a stateless reset, not with a wire
+    hint: such a dial to a secure server would end as "no answer" (2 in 256 of them) instead of
+    at once with the hint's reason."""
+    b = bytearray(random4[:4])
+    if len(b) != 4:
+        raise ValueError(f"compat_conv needs 4 random bytes, got {len(random4)}")
+    if b[0] in _T_TRANSPORT:
+        b[0] ^= 0x10
+    return int.from_bytes(b, "little")
 
 
 def is_secure_initiation(datagram: bytes) -> bool:

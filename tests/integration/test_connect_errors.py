@@ -9,6 +9,7 @@ bound UDP socket that never answers, with a short timeout.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -235,10 +236,26 @@ async def test_compat_client_to_a_secure_listener(
     assert secure_listener.stats["secure_hints_sent"] >= 1
 
 
+@pytest.mark.parametrize("first", [0xC8, 0xC9])
+async def test_a_default_conv_never_looks_like_a_transport_packet(
+    secure_listener: kcp.Listener, first: int
+) -> None:
+    # a random conv whose first byte is a secure transport type would get a stateless reset, not a
+    # hint, and the dial would end as "no answer": compat_conv moves it off those two values
+    def rng(n: int) -> bytes:
+        return bytes([first]) + os.urandom(n - 1)
+
+    session = await kcp.dial("127.0.0.1", secure_listener.address[1], kcp.CompatWire(), rng=rng)
+    assert session.conv & 0xFF == first ^ 0x10
+    session.write(bytes(400))
+    await asyncio.wait_for(session.wait_closed(), BOUND)
+    assert session.close_reason.startswith("wrong wire mode:") and "speaks the secure" in session.close_reason
+    assert session.endpoint_counters.wire_hints_received == 1
+
+
 async def test_wrong_wire_mode_over_kcprpc_both_ways() -> None:
     async with kcprpc.Server([Demo()], "127.0.0.1", 0, key="k") as secure:
         port = secure.address[1]  # type: ignore[index]
-        # with encryption (a random nonce first): without, 2 convs in 256 look like a transport packet
         compat = Transport(CompatWire(crypt="aes", key="x"))
         rpc, took = await _connect_error(port, transport=compat, config=ClientConfig(connect_timeout=10))
         assert rpc.status is Status.FAILED_PRECONDITION and took < 1.0

@@ -20,7 +20,7 @@ from kcp.secure import (
     generate_keypair,
 )
 from kcp.secure.handshake import ClientState
-from kcp.secure.packet import WIRE_VERSION
+from kcp.secure.packet import TRANSPORT_TYPES, WIRE_VERSION
 from kcp.secure.testing import CLIENT_ADDR, SERVER_ADDR, run_handshake, seeded_rng
 from kcp.wirehint import (
     ECHO_LEN,
@@ -30,6 +30,7 @@ from kcp.wirehint import (
     HintLimiter,
     SentLog,
     answerable,
+    compat_conv,
     encode_hint,
     hint_message,
     is_secure_initiation,
@@ -260,8 +261,8 @@ def test_a_compat_datagram_that_starts_like_a_secure_type_still_gets_a_hint(firs
 
 
 def test_a_compat_datagram_that_starts_like_a_transport_packet_gets_a_stateless_reset_only() -> None:
-    # 0xC8/0xC9 with a connection ID we do not know: the stateless reset's path (docs: 2 in 256
-    # compat dials without encryption end as "no answer")
+    # 0xC8/0xC9 with a connection ID we do not know: the stateless reset's path (which is why a
+    # compat dial's default conv never starts with them: compat_conv)
     server = SecureServer(HandshakeConfig(passphrase="pw"), seeded_rng(92))
     ((reply, _),) = server.receive(bytes([0xC8]) + bytes(range(1, 100)), CLIENT_ADDR, 0).replies
     assert parse_hint(reply) is None and server.counters.stateless_resets_sent == 1
@@ -271,3 +272,12 @@ def test_a_compat_listener_recognises_a_secure_initiation_by_its_shape() -> None
     init = SecureClient(HandshakeConfig(passphrase="pw"), seeded_rng(90)).initiate(0)
     assert is_secure_initiation(init)
     assert not is_secure_initiation(KCP_PACKET) and not is_secure_initiation(init[:255])
+
+
+def test_a_compat_conv_never_starts_like_a_transport_packet() -> None:
+    firsts = {compat_conv(bytes([b, 1, 2, 3])) & 0xFF for b in range(256)}
+    assert firsts.isdisjoint(TRANSPORT_TYPES) and len(firsts) == 254  # 0xC8, 0xC9 -> 0xD8, 0xD9
+    assert compat_conv(bytes([0xC8, 1, 2, 3])) == 0x030201D8
+    assert compat_conv(bytes([0x11, 0x22, 0x33, 0x44])) == 0x44332211  # little-endian, as on the wire
+    with pytest.raises(ValueError, match="4 random bytes"):
+        compat_conv(b"abc")

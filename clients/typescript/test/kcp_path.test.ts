@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { CompatPath, type DatagramLink } from "../src/kcp/path.js";
+import { CompatPath, compatConv, type DatagramLink } from "../src/kcp/path.js";
 import { KcpSession } from "../src/kcp/session.js";
-import { DeadLinkError } from "../src/kcp/errors.js";
+import { DeadLinkError, KcpUsageError } from "../src/kcp/errors.js";
 import { deriveKey, newCrypt } from "../src/kcp/crypt.js";
 import { within } from "./helpers/session.js";
 
@@ -115,4 +115,14 @@ test("path: pause() holds data in the engine (the window closes), resume() deliv
   assert.equal(received, total);
   a.abort();
   b.abort();
+});
+
+test("path: a compat dial's default conv never starts like a secure transport packet (0xC8, 0xC9)", () => {
+  const firsts = new Set<number>();
+  for (let b = 0; b < 256; b++) firsts.add(compatConv(Uint8Array.from([b, 1, 2, 3])) & 0xff);
+  assert.equal(firsts.size, 254);
+  assert.ok(!firsts.has(0xc8) && !firsts.has(0xc9));
+  assert.equal(compatConv(Uint8Array.from([0xc8, 1, 2, 3])), 0x030201d8); // the Python compat_conv's value
+  assert.equal(compatConv(Uint8Array.from([0x11, 0x22, 0x33, 0xf4])), 0xf4332211); // little-endian, unsigned
+  assert.throws(() => compatConv(Uint8Array.from([1, 2, 3])), KcpUsageError);
 });

@@ -20,7 +20,7 @@
  * Time: every `now` is the session's clock in milliseconds ({@link PathOwner.now}).
  */
 
-import { WireMismatchError } from "./errors.js";
+import { KcpUsageError, WireMismatchError } from "./errors.js";
 
 /** A connected datagram link to one peer (one UDP socket per dialled session). */
 export interface DatagramLink {
@@ -87,6 +87,23 @@ const ECHO_LEN = 16;
 /** Hint code: the server speaks the secure wire (codes 1–5 all mean that to a compat dial). */
 const HINT_COMPAT_WIRE = 6;
 const SENT_LOG = 32;
+/** A secure transport packet's first byte (0xC8 | key phase). */
+const T_TRANSPORT = [0xc8, 0xc9];
+
+/**
+ * A compat dial's conv from 4 random bytes (little-endian, as on the wire), with its first byte
+ * moved off a secure transport packet's type (0xC8, 0xC9; flipped to 0xD8, 0xD9). Without
+ * encryption a kcp-go datagram starts with its conv, and a secure server answers a datagram that
+ * looks like a transport packet for a lost connection with a stateless reset, not a wire hint: such
+ * a dial would end as "no answer" (2 in 256) instead of at once with the hint's reason. The Python
+ * `kcp.wirehint.compat_conv` does the same.
+ */
+export function compatConv(random4: Uint8Array): number {
+  if (random4.length < 4) throw new KcpUsageError(`compatConv needs 4 random bytes, got ${random4.length}`);
+  let b0 = random4[0]!;
+  if (T_TRANSPORT.includes(b0)) b0 ^= 0x10;
+  return (b0 | (random4[1]! << 8) | (random4[2]! << 16) | (random4[3]! << 24)) >>> 0;
+}
 
 /**
  * kcp-go's packet path: pipeline datagrams go to the link unchanged, and every received datagram

@@ -23,7 +23,7 @@ import { deriveKey, newCrypt, type CryptName, type PacketCrypt } from "./crypt.j
 import { IKCP_ASK_SEND, IKCP_ASK_TELL, Kcp } from "./engine.js";
 import { ConnectionClosedError, DeadLinkError, KcpUsageError } from "./errors.js";
 import { UdpLink } from "./link.js";
-import { CompatPath, type Path, type PathOwner } from "./path.js";
+import { CompatPath, compatConv, type Path, type PathOwner } from "./path.js";
 import { bareKcp, defaultRandom, KIND_KCP, KIND_OOB, Pipeline, type RandomSource } from "./pipeline.js";
 
 /** The session ended because nothing arrived from the peer for `idleTimeoutMs`. */
@@ -86,7 +86,7 @@ export interface DialOptions {
   wire?: CompatWireOptions;
   /** Session tuning. */
   session?: SessionOptions;
-  /** The conversation id. Default: random. */
+  /** The conversation id. Default: random ({@link compatConv}: its first byte never looks like a secure transport packet). */
   conv?: number;
 }
 
@@ -650,10 +650,7 @@ export async function dial(host: string, port: number, options: DialOptions = {}
   const session = options.session ?? {};
   const random = session.random ?? defaultRandom;
   let conv = options.conv;
-  if (conv === undefined) {
-    const b = random(4);
-    conv = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
-  }
+  if (conv === undefined) conv = compatConv(random(4));
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new KcpUsageError(`bad port ${port}`);
   const link = await UdpLink.open(host, port);
   try {
