@@ -19,6 +19,7 @@ MODULES: tuple[str, ...] = (
     "kcp.secure.packet",
     "kcp.secure.replay",
     "kcp.session",
+    "kcp.session_timing",
     "kcp.session_cc",
     "kcp.secure_path",
     "kcp.endpoint",

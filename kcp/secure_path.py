@@ -498,7 +498,7 @@ class _HandshakeTimer:
     __slots__ = ("_timer_entry", "cb")
 
     def __init__(self, cb: Callable[[int], None]) -> None:
-        self._timer_entry: tuple[int, int] | None = None
+        self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self.cb = cb
 
     def _on_timer(self, now: int) -> None:

@@ -208,7 +208,7 @@ class KCPSession:
         self.close_reason = ""
         self._flush_marked = False
         self._in_dirty = False
-        self._timer_entry: tuple[int, int] | None = None
+        self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self._high_water, self._low_water = water_marks(config, eng)
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0

@@ -28,15 +28,25 @@ from __future__ import annotations
 import asyncio
 import heapq
 import weakref
-from typing import Protocol
+from typing import Final, Protocol
 
-__all__ = ["InputSource", "TimerHeap", "TimerTarget"]
+__all__ = ["NO_ENTRY", "InputSource", "TimerHeap", "TimerTarget", "entry_due"]
+
+NO_ENTRY: Final = -1
+"""A target's ``_timer_entry`` when it has no pending wake-up."""
+_SEQ_BITS: Final = 24
+_SEQ_MASK: Final = (1 << _SEQ_BITS) - 1
+
+
+def entry_due(entry: int) -> int:
+    """The due time (ms) of a live entry's key."""
+    return entry >> _SEQ_BITS
 
 
 class TimerTarget(Protocol):
     """What the heap needs from a scheduled object."""
 
-    _timer_entry: tuple[int, int] | None  # (due, seq) of its live entry, owned by the heap
+    _timer_entry: int  # the key of its live entry (see TimerHeap), or NO_ENTRY; owned by the heap
 
     def _on_timer(self, now: int) -> None:
         """Called once the scheduled time has come (possibly early, never much late)."""
@@ -55,9 +65,12 @@ _heaps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerHeap] = weakre
 class TimerHeap:
     """A min-heap of wake-ups driven by one ``loop.call_at`` handle.
 
-    Heap entries are ``(due, seq)`` tuples of ints and the live ones map ``seq`` to their target
-    in a dict: the entries hold no references, so the cyclic garbage collector untracks them and
-    never walks them, however many thousands are pending.
+    A heap entry is one int, ``due << 24 | seq`` (``seq`` counts schedules, modulo 2**24, skipping
+    a key that is live), so entries order by due time and then by when they were scheduled (within
+    one ms, except across a wrap of the count), and the heap compares and stores plain ints: no
+    tuple per entry, and small ints for 8 years of milliseconds. The live ones map their key to
+    their target in a dict: the entries hold no references, so the cyclic garbage collector never
+    walks them, however many are pending.
     """
 
     __slots__ = (
@@ -78,7 +91,7 @@ class TimerHeap:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._base = loop.time()
-        self._heap: list[tuple[int, int]] = []
+        self._heap: list[int] = []
         self._live: dict[int, TimerTarget] = {}
         self._seq = 0
         self._handle: asyncio.TimerHandle | None = None
@@ -113,15 +126,23 @@ class TimerHeap:
         (the target re-evaluates when it fires); one further away is replaced, so a session that
         turns idle does not get a useless wake-up at its old retransmission time.
         """
+        if due < 0:
+            due = 0
         entry = target._timer_entry
-        if entry is not None:
-            if entry[0] <= due and due - entry[0] < self.slack:
+        live = self._live
+        if entry >= 0:
+            pending = entry >> _SEQ_BITS
+            if pending <= due and due - pending < self.slack:
                 return
-            del self._live[entry[1]]  # the old heap entry goes stale
-        self._seq = seq = self._seq + 1
-        entry = (due, seq)
+            del live[entry]  # the old heap entry goes stale
+        seq = (self._seq + 1) & _SEQ_MASK
+        entry = (due << _SEQ_BITS) | seq
+        while entry in live:  # 2**24 schedules after a wake-up still pending at the same ms
+            seq = (seq + 1) & _SEQ_MASK
+            entry = (due << _SEQ_BITS) | seq
+        self._seq = seq
         target._timer_entry = entry
-        self._live[seq] = target
+        live[entry] = target
         heap = self._heap
         heapq.heappush(heap, entry)
         if not self._firing and (self._armed_at < 0 or due < self._armed_at):
@@ -132,9 +153,9 @@ class TimerHeap:
     def cancel(self, target: TimerTarget) -> None:
         """Forget ``target``'s pending wake-up, if any."""
         entry = target._timer_entry
-        if entry is not None:
-            self._live.pop(entry[1], None)
-            target._timer_entry = None
+        if entry >= 0:
+            self._live.pop(entry, None)
+            target._timer_entry = NO_ENTRY
             # thousands of sessions that end together (a flood's idle timeouts) would otherwise
             # leave their entries in the heap until each one's due time
             if len(self._heap) > 2048 and len(self._heap) > 4 * len(self._live):
@@ -142,7 +163,7 @@ class TimerHeap:
 
     def _compact(self) -> None:
         live = self._live
-        self._heap = [e for e in self._heap if e[1] in live]
+        self._heap = [e for e in self._heap if e in live]
         heapq.heapify(self._heap)
 
     def _arm(self, due: int) -> None:
@@ -160,11 +181,12 @@ class TimerHeap:
         limit = now + 1  # the loop may run a handle a hair early; accept 1 ms of slack
         due_targets: list[TimerTarget] = []
         pop = heapq.heappop
-        while heap and heap[0][0] <= limit:
-            target = live.pop(pop(heap)[1], None)
+        top = (limit + 1) << _SEQ_BITS  # every entry due at or before limit is below it
+        while heap and heap[0] < top:
+            target = live.pop(pop(heap), None)
             if target is None:
                 continue  # stale
-            target._timer_entry = None
+            target._timer_entry = NO_ENTRY
             due_targets.append(target)
         self.fired += len(due_targets)
         self._firing = True
@@ -182,10 +204,10 @@ class TimerHeap:
             self._firing = False
         heap = self._heap  # a compaction may have replaced it
         # drop stale entries at the top so the timer is armed for a live one
-        while heap and heap[0][1] not in live:
+        while heap and heap[0] not in live:
             pop(heap)
         if heap:
-            self._arm(heap[0][0])
+            self._arm(heap[0] >> _SEQ_BITS)
 
     def _poll_sources(self, targets: list[TimerTarget]) -> None:
         """Let each distinct input source of ``targets`` read its pending input, once."""
@@ -213,7 +235,7 @@ class TimerHeap:
             self._handle.cancel()
             self._handle = None
         for target in self._live.values():
-            target._timer_entry = None
+            target._timer_entry = NO_ENTRY
         self._live.clear()
         self._heap.clear()
         self._armed_at = -1

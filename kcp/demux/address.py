@@ -47,7 +47,7 @@ class AddressDemux:
         # the probe only learns the conv of a first packet: crypt check, no FEC state kept
         self.probe = Pipeline(self.crypt, 0, 0, host.endpoint.counters, host.rng)
         self.admission = Admission(admission or AdmissionConfig())
-        self._timer_entry: tuple[int, int] | None = None  # the pending table's expiry (TimerTarget)
+        self._timer_entry = -1  # the pending table's expiry (TimerTarget; kcp.timers.NO_ENTRY)
         self._evicted: list[Address] = []  # evicted pending peers whose cached addresses go next tick
         self._lookup = host.table.get
         self.hints = HintLimiter()

@@ -53,7 +53,7 @@ class SecureDemux:
         self.host = host
         self.ep: Endpoint = host.endpoint
         self.draining = False
-        self._timer_entry: tuple[int, int] | None = None
+        self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self.paths: dict[bytes, SecurePath] = {}  # by our connection ID: the hot-path lookup
         self.log = RateLimitedLog(logging.getLogger("kcp.secure"), burst=LOG_BURST, interval=LOG_INTERVAL)
         self._user_authorize: Callable[[bytes, bytes | None, Any], str | None] | None = wire.authorize

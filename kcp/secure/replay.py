@@ -14,32 +14,43 @@ TOO_OLD: Final = 2
 
 
 class ReplayWindow:
-    """Remembers which of the last ``size`` packet numbers below the highest one were seen."""
+    """Remembers which of the last ``size`` packet numbers below the highest one were seen.
 
-    __slots__ = ("_bits", "_mask", "size", "top")
+    RFC 6479's bitmap: a ring of 32-bit blocks, one block more than the window needs, so that
+    moving the top clears whole blocks (the ones the new top passes) and nothing shifts. A packet
+    costs one or two list reads and writes, whatever the window's size."""
+
+    __slots__ = ("_blocks", "_ring", "size", "top")
 
     def __init__(self, size: int = 2048) -> None:
         if size < 64:
             raise ValueError("replay window must be at least 64")
         self.size = size
         self.top = -1  # highest packet number accepted so far
-        self._bits = 0  # bit i set: packet number (top - i) was accepted
-        self._mask = (1 << size) - 1
+        self._ring = (size + 31) // 32 + 1  # blocks: a window's worth plus the one being filled
+        self._blocks: list[int] = [0] * self._ring  # bit (pn & 31) of block (pn >> 5) % ring: seen
 
     def check(self, pn: int) -> int:
         """``OK``, ``DUPLICATE`` or ``TOO_OLD``; does not change the window."""
-        if pn > self.top:
+        top = self.top
+        if pn > top:
             return OK
-        offset = self.top - pn
-        if offset >= self.size:
+        if top - pn >= self.size:
             return TOO_OLD
-        return DUPLICATE if (self._bits >> offset) & 1 else OK
+        return DUPLICATE if (self._blocks[(pn >> 5) % self._ring] >> (pn & 31)) & 1 else OK
 
     def update(self, pn: int) -> None:
         """Mark ``pn`` as received (call only after it authenticated and passed :meth:`check`)."""
-        if pn > self.top:
-            shift = pn - self.top
-            self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.size else 1
+        blocks = self._blocks
+        ring = self._ring
+        top = self.top
+        if pn > top:
+            old = top >> 5 if top >= 0 else -1
+            new = pn >> 5
+            if new > old:
+                # the blocks the top moves into held packet numbers a ring older: clear them
+                for b in range(old + 1, min(new, old + ring) + 1):
+                    blocks[b % ring] = 0
             self.top = pn
-        else:
-            self._bits |= 1 << (self.top - pn)
+        i = (pn >> 5) % ring
+        blocks[i] = blocks[i] | (1 << (pn & 31))

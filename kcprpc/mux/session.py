@@ -316,7 +316,7 @@ class MuxSession:
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         # the keepalive wake-up, on the loop's one timer heap (kcp.timers.TimerTarget)
         self._timers = TimerHeap.for_loop(self._loop)
-        self._timer_entry: tuple[int, int] | None = None
+        self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self._timer_at: int | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         # The direct path: a transport that can hand its input over in the turn that read it (a

@@ -14,6 +14,7 @@ import kcp
 import kcp.session
 from kcp.engine import KCP
 from kcp.errors import KCPUsageError
+from kcp.timers import NO_ENTRY, entry_due
 
 
 def _data_packets(conv: int, payload: bytes, now: int) -> list[bytes]:
@@ -73,7 +74,7 @@ async def test_a_delayed_ack_with_nothing_to_ride_with_goes_alone_when_the_delay
         s.after_input(now)
         assert s._engine.acks_pending() == 1 and s.counters.out_pkts == sent
         entry = s._timer_entry
-        assert entry is not None and entry[0] <= now + 5  # the session wakes for them
+        assert entry != NO_ENTRY and entry_due(entry) <= now + 5  # the session wakes for them
         s._on_timer(now + 5)
         assert s._engine.acks_pending() == 0 and s.counters.out_pkts == sent + 1
 

@@ -14,6 +14,7 @@ from kcp.crypt import CIPHER_NAMES
 from kcp.demo import echo
 from kcp.relay import LossyRelay
 from kcp.session import KCPSession
+from kcp.timers import NO_ENTRY, entry_due
 
 TIMEOUT = 20.0
 
@@ -330,13 +331,13 @@ async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.
         # idle deadline, 30 s away (no per-interval polling, no stale retransmission wake-up)
         assert c.write_buffer_size() == 0
         entry = c._timer_entry
-        assert entry is not None
+        assert entry != NO_ENTRY
         if c._engine.acks_pending():
-            assert entry[0] <= c._last_recv + 5
-            c._on_timer(entry[0])
+            assert entry_due(entry) <= c._last_recv + 5
+            c._on_timer(entry_due(entry))
             assert not c._engine.acks_pending()
             entry = c._timer_entry
-        assert entry is not None and entry[0] == c._last_recv + 30_000
+        assert entry != NO_ENTRY and entry_due(entry) == c._last_recv + 30_000
         c.abort()
 
 

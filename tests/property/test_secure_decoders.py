@@ -100,15 +100,21 @@ def test_tlv_and_hello_decoders_raise_only_decode_error(data: bytes) -> None:
             fn(data)
 
 
-@given(st.lists(st.integers(0, 6000), max_size=300))
-def test_replay_window_matches_a_set_model(pns: list[int]) -> None:
-    w = ReplayWindow(2048)
+@given(
+    st.sampled_from([64, 100, 2048]),
+    st.lists(st.one_of(st.integers(0, 6000), st.integers(0, 2**64 - 1)), max_size=300),
+    st.lists(st.integers(-70, 70), max_size=300),
+)
+def test_replay_window_matches_a_set_model(size: int, pns: list[int], steps: list[int]) -> None:
+    # any packet numbers (jumps of any length), then packets around the top: in order, reordered,
+    # repeated, just inside and just outside the window
+    w = ReplayWindow(size)
     seen: set[int] = set()
     top = -1
-    for pn in pns:
+    for pn in [*pns, *(max(0, (max(pns) if pns else 0) + d * (1 + size // 64)) for d in steps)]:
         if pn > top:
             expect = OK
-        elif top - pn >= 2048:
+        elif top - pn >= size:
             expect = TOO_OLD
         else:
             expect = DUPLICATE if pn in seen else OK

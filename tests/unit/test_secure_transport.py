@@ -66,6 +66,32 @@ def test_replay_window_unit() -> None:
         ReplayWindow(10)
 
 
+@pytest.mark.parametrize("size", [64, 100, 2048])
+def test_replay_window_remembers_every_packet_of_the_window(size: int) -> None:
+    # in order and with every top position inside a 32-bit block: each of the last `size` packet
+    # numbers is a duplicate, the one before them too old (a ring one block short would forget
+    # the oldest block's packets: replays)
+    w = ReplayWindow(size)
+    for top in range(3 * size + 40):
+        w.update(top)
+        assert w.check(top + 1) == OK
+        low = max(0, top - size + 1)
+        edges = {*range(low, min(top, low + 40) + 1), *range(max(low, top - 40), top + 1)}
+        assert all(w.check(pn) == DUPLICATE for pn in edges), top
+        assert top < size or w.check(top - size) == TOO_OLD
+    # out of order: every other packet, then the gaps
+    w = ReplayWindow(size)
+    evens = range(0, 2 * size, 2)
+    for pn in evens:
+        w.update(pn)
+    top = evens[-1]
+    for pn in range(top - size + 1, top):
+        assert w.check(pn) == (DUPLICATE if pn % 2 == 0 else OK)
+        if pn % 2:
+            w.update(pn)
+    assert all(w.check(pn) == DUPLICATE for pn in range(top - size + 1, top + 1))
+
+
 def test_packet_format_and_roundtrip() -> None:
     c, s = pair()
     pkt = c.seal(b"x" * 1400, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kcp.timers import TimerHeap
+from kcp.timers import NO_ENTRY, TimerHeap, entry_due
 
 
 class FakeHandle:
@@ -57,7 +57,7 @@ class Target:
     def __init__(self, name: str, log: list[tuple[str, int]], heap: TimerHeap | None = None) -> None:
         self.name = name
         self.log = log
-        self._timer_entry: tuple[int, int] | None = None
+        self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self.heap = heap
         self.again: int | None = None
 
@@ -110,6 +110,24 @@ def test_rescheduling_much_later_replaces() -> None:
     assert len(heap) == 1 and len(loop.live()) == 1
     loop.advance_to(60_000, heap)
     assert log == [("a", 60_000)]
+
+
+def test_same_due_fires_in_schedule_order_and_keys_stay_unique_when_the_count_wraps() -> None:
+    loop, heap, log = make()
+    first, second, third = Target("first", log), Target("second", log), Target("third", log)
+    heap.schedule(first, 300)
+    heap._seq = (1 << 24) - 1  # the schedule count wraps: the next key would be first's again
+    heap.schedule(second, 300)
+    heap.schedule(third, 300)
+    assert len({first._timer_entry, second._timer_entry, third._timer_entry}) == 3
+    assert [entry_due(t._timer_entry) for t in (first, second, third)] == [300, 300, 300]
+    heap.schedule(first, 0x7FFF_FFFF)  # much later: replaced; a due time of years is still one int
+    heap.schedule(Target("past", log), -5)  # never before 0
+    loop.advance_to(1000, heap)
+    assert log == [("past", 0), ("second", 300), ("third", 300)]
+    assert len(heap) == 1 and entry_due(first._timer_entry) == 0x7FFF_FFFF
+    heap.cancel(first)
+    assert first._timer_entry == NO_ENTRY and len(heap) == 0
 
 
 def test_cancel_and_rearm_after_fire() -> None:
