@@ -9,7 +9,17 @@ wheel is pure Python and still installs. The build stays pure when:
 - the install is editable (``pip install -e .``, the README's commands): editing a .py file must
   take effect, so no extension module is built, and none is ever written into the source tree.
 
-Everything mypyc generates goes under build/ (git-ignored).
+The compiled build also has two hand-written extensions (NATIVE), on Linux only; when one does not
+compile or link, the build goes on without it and the code that uses it falls back:
+
+- kcp.secure._aead (kcp/secure/_aead.c): secure mode's AEADs on OpenSSL's EVP interface with kept
+  contexts (kcp/secure/aead.py picks it, or ``cryptography``'s classes without it). It needs no
+  OpenSSL headers, only the libcrypto that Python's ssl module loads: it links ``-lcrypto``
+  (libcrypto.so, from an OpenSSL development package) or else the runtime library by name
+  (``-l:libcrypto.so.3``).
+- kcp._mmsg (kcp/_mmsg.c): sendmmsg/recvmmsg for kcp.batch, which calls them through ctypes without it.
+
+Everything mypyc generates goes under build/ (git-ignored), and so do the objects of both.
 """
 
 from __future__ import annotations
@@ -19,8 +29,9 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
 
 ROOT = Path(__file__).resolve().parent
 PURE_ENV = "KCPRPC_PURE_BUILD"
@@ -28,6 +39,16 @@ PURE_ENV = "KCPRPC_PURE_BUILD"
 BUILDING = {"bdist_wheel", "build", "build_ext", "install"}
 EDITABLE = {"editable_wheel", "develop"}
 TARGET = Path("build") / "mypyc"  # mypyc's C sources (relative: pip builds in the source tree)
+# the hand-written C modules: name -> (source, the ways to link it, tried in order, what runs without it)
+NATIVE: dict[str, tuple[str, tuple[list[str], ...], str]] = {
+    # libcrypto: the development symlink, else the runtime library Python's ssl module loads
+    "kcp.secure._aead": (
+        "kcp/secure/_aead.c",
+        (["-lcrypto"], ["-l:libcrypto.so.3"]),
+        "secure mode uses cryptography's AEADs",
+    ),
+    "kcp._mmsg": ("kcp/_mmsg.c", ([],), "kcp.batch calls sendmmsg/recvmmsg through ctypes"),
+}
 
 
 def say(msg: str) -> None:
@@ -73,14 +94,29 @@ def compiled_extensions() -> list:  # type: ignore[type-arg]
     try:
         modules = module_paths()
         flags = ["--config-file", mypy_config(modules)]
-        return list(mypycify([*flags, *modules], opt_level="3", target_dir=str(TARGET)))
+        compiled = list(mypycify([*flags, *modules], opt_level="3", target_dir=str(TARGET)))
     except (Exception, SystemExit) as e:  # mypyc reports its errors with SystemExit
         say(f"mypyc failed ({e!r}): pure-Python build")
         return []
+    return [*compiled, *native_extensions()]
+
+
+def native_extensions() -> list[Extension]:
+    """The NATIVE modules, next to mypyc's; OptionalBuildExt builds each if it can."""
+    if not sys.platform.startswith("linux"):
+        for name, (_, _, without) in NATIVE.items():
+            say(f"{name} is built on Linux only: {without}")
+        return []
+    return [Extension(name, [source]) for name, (source, _, _) in NATIVE.items()]
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that falls back to the pure-Python modules when compiling fails."""
+    """build_ext that falls back to the pure-Python modules when compiling fails, and builds the
+    NATIVE modules if it can (the build goes on without them)."""
+
+    def initialize_options(self) -> None:
+        super().initialize_options()
+        self.skipped: list[str] = []  # the optional modules that did not build
 
     def run(self) -> None:
         if self.inplace or getattr(self, "editable_mode", False):
@@ -95,6 +131,38 @@ class OptionalBuildExt(build_ext):
                 Path(out).unlink(missing_ok=True)
             self.extensions = []
             self.distribution.ext_modules = []
+            return
+        if self.skipped:  # not in the wheel's list of outputs either
+            self.extensions = [ext for ext in self.extensions if ext.name not in self.skipped]
+            self.distribution.ext_modules = [
+                ext for ext in self.distribution.ext_modules or [] if ext.name not in self.skipped
+            ]
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name not in NATIVE:
+            super().build_extension(ext)
+            return
+        _, links, without = NATIVE[ext.name]
+        failed = ""
+        for link in links:
+            ext.extra_link_args = list(link)
+            try:
+                super().build_extension(ext)
+            except LinkError:  # no such library: the next way of linking it
+                failed = f"linking it with {' '.join(link)} failed"
+                continue
+            except CompileError:
+                failed = "it did not compile: the compiler's errors are above"
+                break
+            except Exception as e:
+                failed = repr(e)[:300]
+                break
+            linked = f", linked with {' '.join(link)}" if link else ""
+            say(f"{ext.name} built{linked}" + (f" ({failed})" if failed else ""))
+            return
+        Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+        self.skipped.append(ext.name)
+        say(f"{ext.name} did not build ({failed}): {without}")
 
 
 setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,8 +1,10 @@
 """Batched UDP I/O over a non-blocking socket.
 
-On Linux, :class:`DatagramIO` receives with ``recvmmsg(2)`` and sends with ``sendmmsg(2)``, called
-through :mod:`ctypes` on the C library with preallocated ``mmsghdr``/``iovec``/``sockaddr`` arrays,
-so one system call moves up to ``batch`` datagrams. Elsewhere, or when forced (argument
+On Linux, :class:`DatagramIO` receives with ``recvmmsg(2)`` and sends with ``sendmmsg(2)``, so one
+system call moves up to ``batch`` datagrams. The compiled build calls them from a small C module
+(``kcp._mmsg``, kcp/_mmsg.c: the iovecs point at the datagrams' bytes objects, nothing is copied);
+otherwise, and for GSO runs, they are called through :mod:`ctypes` on the C library with
+preallocated ``mmsghdr``/``iovec``/``sockaddr`` arrays. Elsewhere, or when forced (argument
 ``mmsg=False`` or the environment variable ``KCP_NO_MMSG=1``), the same interface is served by
 plain ``recvfrom``/``sendto`` calls. Where the kernel supports UDP GSO (``UDP_SEGMENT``), each run
 of equal-sized datagrams to one address goes out as one super-packet that the kernel splits:
@@ -28,12 +30,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import importlib
 import os
 import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kcp.stats import Counters
@@ -45,6 +48,7 @@ __all__ = [
     "DatagramIO",
     "gso_supported",
     "mmsg_supported",
+    "native_mmsg",
     "open_udp_socket",
 ]
 
@@ -91,6 +95,14 @@ class _MMsgHdr(ctypes.Structure):
 _libc: Any = None
 _recvmmsg: Any = None
 _sendmmsg: Any = None
+_native: Any = None  # kcp._mmsg, when built (the compiled build)
+with contextlib.suppress(ImportError):
+    _native = importlib.import_module("kcp._mmsg")
+
+
+def native_mmsg() -> bool:
+    """True when the C module ``kcp._mmsg`` (the compiled build's) sends and receives batches."""
+    return _native is not None and mmsg_supported()
 
 
 def _load_libc() -> bool:
@@ -321,12 +333,6 @@ def _shared_buffers(n: int, slot: int, gso: bool = False) -> _MMsgBuffers:
     return b
 
 
-_Fill = Callable[[Sequence[tuple[bytes, Address]], int, int], tuple[int, list[int] | None, list[int]]]
-"""Packs the send arrays from an index: (messages, datagrams per message or None for 1, bytes per
-message). ``None`` also says which arrays were packed: the plain ones (one datagram per message,
-fixed iovecs, no control data)."""
-
-
 class DatagramIO:
     """Batched send and receive on one non-blocking UDP socket.
 
@@ -369,7 +375,7 @@ class DatagramIO:
         self.gso = bool(gso) and gso_supported()
         self.last_error: OSError | None = None
         self._name_cache: dict[bytes, Address] = {}
-        self._addr_cache: dict[Address, tuple[object, int]] = {}  # (the buffer, kept alive; its address)
+        self._addr_cache: dict[Address, tuple[bytes, int]] = {}  # (packed sockaddr, its buffer's address)
         if self.mmsg:
             self._setup_mmsg()
 
@@ -395,17 +401,28 @@ class DatagramIO:
             c.out_pkts += pkts
             c.bytes_sent += nbytes
 
-    def _sockaddr(self, addr: Address) -> tuple[object, int]:
-        """Packed sockaddr for ``addr`` and a pointer to it (kept alive by the cache)."""
+    def _sockaddr(self, addr: Address) -> tuple[bytes, int]:
+        """Packed sockaddr for ``addr`` and the address of its bytes (which the cache keeps alive,
+        and a batch being packed keeps alive after a clear)."""
         hit = self._addr_cache.get(addr)
         if hit is None:
             packed = _encode_sockaddr(self.family, addr)
-            buf = ctypes.create_string_buffer(packed, len(packed))
-            hit = (buf, ctypes.addressof(buf))
+            ptr = ctypes.cast(ctypes.c_char_p(packed), ctypes.c_void_p).value  # the bytes' own buffer
+            assert ptr is not None
+            hit = (packed, ptr)
             if len(self._addr_cache) >= _ADDR_CACHE_LIMIT:
                 self._addr_cache.clear()
             self._addr_cache[addr] = hit
         return hit
+
+    def _address(self, key: bytes) -> Address:
+        """The address of a received packed sockaddr (cached)."""
+        cache = self._name_cache
+        addr = _decode_sockaddr(key)
+        if len(cache) >= _ADDR_CACHE_LIMIT:
+            cache.clear()
+        cache[key] = addr
+        return addr
 
     def forget(self, addr: Address) -> None:
         """Drop the cached sockaddr encodings of ``addr`` (a peer the owner no longer serves).
@@ -455,7 +472,36 @@ class DatagramIO:
         self._count_recv(calls, len(out), nbytes)
         return out
 
+    def _recv_native(self, max_batches: int) -> list[tuple[bytes, Address]]:
+        out: list[tuple[bytes, Address]] = []
+        recv = _native.recv
+        fd = self.fd
+        n = self.batch
+        slot = self.max_datagram
+        cache = self._name_cache
+        decode = self._address
+        calls = nbytes = 0
+        for _ in range(max_batches):
+            calls += 1
+            got, size, err = recv(fd, n, slot, cache, decode, out)
+            if got < 0:
+                if err in _AGAIN_ERRNOS:
+                    break
+                if err in _RETRY_ERRNOS:
+                    continue
+                self.last_error = OSError(err, os.strerror(err))
+                if err in _PENDING_ERRNOS:
+                    continue
+                break
+            nbytes += size
+            if got < n:
+                break
+        self._count_recv(calls, len(out), nbytes)
+        return out
+
     def _recv_mmsg(self, max_batches: int) -> list[tuple[bytes, Address]]:
+        if _native is not None:
+            return self._recv_native(max_batches)
         out: list[tuple[bytes, Address]] = []
         b = self._b
         n = self.batch
@@ -492,10 +538,7 @@ class DatagramIO:
                 key = names[i * _SOCKADDR_SIZE : i * _SOCKADDR_SIZE + namelen].tobytes()
                 addr = cache.get(key)
                 if addr is None:
-                    addr = _decode_sockaddr(key)
-                    if len(cache) >= _ADDR_CACHE_LIMIT:
-                        cache.clear()
-                    cache[key] = addr
+                    addr = self._address(key)
                 off = i * slot
                 nbytes += size
                 out.append((bufmv[off : off + size].tobytes(), addr))
@@ -545,24 +588,43 @@ class DatagramIO:
 
     def _send_mmsg(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
         """sendmmsg, one message per datagram."""
-        return self._send_batches(items, start, stop, self._fill_plain, self._b._smsg_ptr)
+        return self._send_batches(items, start, stop, False)
 
     def _send_mmsg_gso(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int) -> int:
         """sendmmsg where each run of equal-sized datagrams to one address is one GSO message."""
-        return self._send_batches(items, start, stop, self._fill_gso, self._bg._smsg_ptr)
+        return self._send_batches(items, start, stop, True)
 
-    def _send_batches(
-        self, items: Sequence[tuple[bytes, Address]], start: int, stop: int, fill: _Fill, msgs_ptr: int
-    ) -> int:
-        """Send ``items[start:stop]`` with one sendmmsg per batch that ``fill`` packs (into the
-        arrays at ``msgs_ptr``, or into the plain ones when it reports one datagram per message)."""
+    def _send_batches(self, items: Sequence[tuple[bytes, Address]], start: int, stop: int, gso: bool) -> int:
+        """Send ``items[start:stop]``, one sendmmsg per batch: with ``gso``, a batch that starts
+        with a run of datagrams to one address is packed into GSO messages (:meth:`_fill_gso`),
+        and one that starts with datagrams to different addresses (a fan-out) one message per
+        datagram as far as the next run; without, one message per datagram. The C module packs
+        and sends the one-per-datagram batches when it is there."""
         fd = self.fd
         sendmmsg = _sendmmsg
+        native = _native.send if _native is not None and type(items) is list else None
         plain_ptr = self._b._smsg_ptr
+        gso_ptr = self._bg._smsg_ptr
+        batch = self.batch
+        slot = self.max_datagram
+        cache = self._addr_cache
+        encode = self._sockaddr
         calls = nbytes = sent = 0
         i = start
         while i < stop:
-            m, counts, sizes = fill(items, i, stop)
+            counts: list[int] | None = None
+            if gso and (i + 1 == stop or items[i + 1][1] == items[i][1]):
+                m, counts, sizes = self._fill_gso(items, i, stop)
+                got = sendmmsg(fd, gso_ptr, m, 0) if m else 0
+                err = ctypes.get_errno() if got < 0 else 0
+                done = (sum(sizes) if got == m else sum(sizes[:got])) if got > 0 else 0
+            elif native is not None:
+                m, got, done, err = native(fd, items, i, stop, batch, slot, gso, cache, encode)
+            else:
+                m, _, sizes = self._fill_plain(items, i, stop, gso)
+                got = sendmmsg(fd, plain_ptr, m, 0) if m else 0
+                err = ctypes.get_errno() if got < 0 else 0
+                done = (sum(sizes) if got == m else sum(sizes[:got])) if got > 0 else 0
             if m == 0:
                 # the datagram at i is larger than a slot: it goes alone through sendto
                 self._count_send(calls, sent, nbytes)
@@ -572,9 +634,7 @@ class DatagramIO:
                 i += 1
                 continue
             calls += 1
-            got = sendmmsg(fd, msgs_ptr if counts is not None else plain_ptr, m, 0)
             if got < 0:
-                err = ctypes.get_errno()
                 if err in _AGAIN_ERRNOS:
                     break
                 if err in _RETRY_ERRNOS:
@@ -607,7 +667,7 @@ class DatagramIO:
                 for x in range(got):
                     sent += counts[x]
                     i += counts[x]
-            nbytes += sum(sizes) if got == m else sum(sizes[:got])
+            nbytes += done
         self._count_send(calls, sent, nbytes)
         return i - start
 
@@ -655,17 +715,13 @@ class DatagramIO:
 
     def _fill_gso(
         self, items: Sequence[tuple[bytes, Address]], i: int, stop: int
-    ) -> tuple[int, list[int] | None, list[int]]:
-        """Pack up to ``batch`` datagrams from ``i`` into messages, one per GSO run.
+    ) -> tuple[int, list[int], list[int]]:
+        """Pack up to ``batch`` datagrams from ``i`` into messages, one per GSO run (a datagram
+        followed by one to another address is a run of one).
 
         Returns the number of messages and, per message, its datagram count and its bytes; it
-        stops before a datagram larger than a slot. A batch that starts with datagrams to
-        different addresses (a fan-out) is packed by :meth:`_fill_plain` as far as the next run.
+        stops before a datagram larger than a slot.
         """
-        if i + 1 < stop and items[i + 1][1] != items[i][1]:
-            k, _, singles = self._fill_plain(items, i, stop, True)
-            if k:
-                return k, None, singles
         b = self._bg
         n = self.batch
         slot = self.max_datagram

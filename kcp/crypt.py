@@ -16,8 +16,9 @@ Names, key sizes and key slicing follow kcptun: the key is ``derive_key(passphra
 and each cipher takes a prefix of it (:data:`KEY_SIZES`). ``new_crypt("null", key)`` is ``None``:
 no crypt layer at all, not even the nonce and crc32.
 
-Implementations (see docs/crypto.md): AES, SM4, Blowfish, CAST5, 3DES and AES-GCM come from
-``cryptography``; Salsa20 from ``pycryptodome``; Twofish, TEA and XTEA are compact pure-Python
+Implementations (see docs/crypto.md): AES, SM4, Blowfish, CAST5 and 3DES come from
+``cryptography``, AES-GCM from :mod:`kcp.secure.aead` (the compiled build's native module on OpenSSL,
+else ``cryptography``'s); Salsa20 from ``pycryptodome``; Twofish, TEA and XTEA are compact pure-Python
 block functions in this module (checked against kcp-go's known answers), driven by the same CFB
 arrangement.
 """
@@ -31,9 +32,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kcp.errors import KCPUsageError
+from kcp.secure.aead import AESGCM
 
 try:  # cryptography >= 47 keeps CFB and the 64-bit ciphers under "decrepit"
     from cryptography.hazmat.decrepit.ciphers import algorithms as _old_algorithms
@@ -544,7 +545,8 @@ class AESGCMCrypt:
     """kcp-go's ``aes-128-gcm``: packet = 12-byte random nonce, AES-GCM ciphertext, 16-byte tag.
 
     There is no crc32 and no 16-byte nonce header: the tag authenticates the packet. No additional
-    data. The ``AESGCM`` object is kept, so sealing or opening is one call into OpenSSL.
+    data. The AEAD object (:data:`kcp.secure.aead.AESGCM`) is kept, so sealing or opening is one call
+    into OpenSSL.
     """
 
     __slots__ = ("_aead", "name", "nonce_size", "overhead")

@@ -10,10 +10,15 @@ Typical use by the session layer::
 
     server = SecureServer(HandshakeConfig(static_key=priv), rng, authorize=hook)
     r = server.receive(datagram, addr, now)       # r.replies, r.connection, r.payload, r.accepted
+
+:data:`NATIVE_AEAD` is True when packets are sealed by the compiled build's native AEAD module
+(OpenSSL, kept contexts) rather than ``cryptography``'s classes; :data:`AEAD_BACKEND` names the one
+in use (:mod:`kcp.secure.aead`).
 """
 
 from __future__ import annotations
 
+from .aead import AEAD_BACKEND, NATIVE_AEAD
 from .config import Authorizer, ClientHello, HandshakeConfig, SecureConfig, SessionParams, derive_psk
 from .connection import SecureConnection
 from .errors import (
@@ -45,6 +50,8 @@ from .replay import ReplayWindow
 from .stats import SecureCounters
 
 __all__ = [
+    "AEAD_BACKEND",
+    "NATIVE_AEAD",
     "Authorizer",
     "ClientHello",
     "ConnectionClosed",

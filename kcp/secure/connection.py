@@ -383,7 +383,7 @@ class SecureConnection:
         self._next_pn = pn + 1
         k = self._send
         header = (self._prefix1 if k.epoch & 1 else self._prefix0) + pn.to_bytes(8, "big")
-        pkt = header + k.aead.encrypt(k.nonce(pn), plaintext, header)
+        pkt = k.aead.seal(header, k.nonce(pn), plaintext)  # header + AEAD(plaintext), header as AD
         self._sent_in_epoch += 1
         self.counters.packets_sealed += 1
         if not self.path_validated:
@@ -418,14 +418,11 @@ class SecureConnection:
             else:
                 c.replay_duplicates += 1
             return None
-        view = memoryview(datagram)
-        header = view[:TRANSPORT_HEADER]
-        body = view[TRANSPORT_HEADER:]
         keys = None
         plaintext = None
         for cand in self._candidates(t & 1, pn, now):
-            try:
-                plaintext = cand.aead.decrypt(cand.nonce(pn), body, header)
+            try:  # the body, with the header as associated data
+                plaintext = cand.aead.open(datagram, TRANSPORT_HEADER, cand.nonce(pn))
             except InvalidTag:
                 continue
             keys = cand

@@ -14,7 +14,8 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from .noise import AEAD, CipherSuite
+from .aead import AEAD
+from .noise import CipherSuite
 
 LABEL_KEY: Final = b"kcprpc key"
 LABEL_IV: Final = b"kcprpc iv"
@@ -27,7 +28,8 @@ def expand(secret: bytes, label: bytes, length: int) -> bytes:
 
 
 class EpochKeys:
-    """The AEAD and IV of one direction in one epoch."""
+    """The AEAD and IV of one direction in one epoch (the AEAD seals and opens whole packets, the
+    header as associated data: :meth:`kcp.secure.aead.AEAD.seal` and :meth:`~kcp.secure.aead.AEAD.open`)."""
 
     __slots__ = ("aead", "epoch", "iv", "secret")
 

@@ -3,7 +3,8 @@
 Only what secure mode needs: DH 25519, ciphers ChaChaPoly and AESGCM, hash SHA256, and the
 patterns ``IKpsk2`` (the client pins the server's static key) and ``NNpsk0`` (a shared PSK only).
 The primitives are X25519, HKDF-SHA256 (``cryptography``'s HKDF equals Noise's HKDF with
-``salt = ck`` and empty info) and the AEADs of ``cryptography``. Names follow the specification:
+``salt = ck`` and empty info) and the AEADs of :mod:`kcp.secure.aead` (the compiled build's native
+module on OpenSSL, else ``cryptography``'s). Names follow the specification:
 :class:`CipherState`, :class:`SymmetricState`, :class:`HandshakeState`.
 """
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from .aead import AEAD, AESGCM, ChaCha20Poly1305
 from .errors import DecodeError
 
 Rng = Callable[[int], bytes]
@@ -35,8 +36,6 @@ class NoiseError(DecodeError):
 
 # ---------------------------------------------------------------------------------------- ciphers
 
-AEAD = ChaCha20Poly1305 | AESGCM
-
 
 @dataclass(frozen=True, slots=True)
 class CipherSuite:
@@ -44,7 +43,7 @@ class CipherSuite:
 
     suite_id: int
     noise_name: str
-    factory: Callable[[bytes], AEAD]
+    factory: Callable[[bytes], AEAD]  # kcp.secure.aead's AESGCM or ChaCha20Poly1305
     nonce_byteorder: str  # "little" for ChaChaPoly, "big" for AESGCM (Noise §12)
 
     def nonce(self, n: int) -> bytes:

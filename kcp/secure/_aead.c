@@ -1,0 +1,547 @@
+/* kcp.secure._aead: AES-GCM and ChaCha20-Poly1305 on OpenSSL's EVP interface, one kept context per
+ * direction and key.
+ *
+ * A drop-in for cryptography's AESGCM(key) and ChaCha20Poly1305(key) as secure mode uses them:
+ * encrypt(nonce, data, associated_data) -> ciphertext + 16-byte tag, decrypt(...) -> plaintext or
+ * cryptography.exceptions.InvalidTag. Each object initialises one EVP_CIPHER_CTX for encryption and
+ * one for decryption with its key once; a call only sets the nonce (EVP_*Init_ex with a NULL cipher
+ * and key), feeds the associated data and the data, and finishes. That per-call setup is what makes
+ * it cheaper than cryptography's, which prepares a context on every call. seal(header, nonce,
+ * plaintext) is encrypt with the header as associated data, returning header + ciphertext + tag in
+ * one allocation (secure mode's packet); open(packet, header_len, nonce) is its inverse, the header
+ * and the body read in place (no slices).
+ *
+ * The tag is checked by OpenSSL (EVP_CTRL_AEAD_SET_TAG, then EVP_DecryptFinal_ex); a failed check
+ * returns no plaintext. Calls hold the GIL: they are short, and the contexts are per object.
+ *
+ * No OpenSSL header is needed to build this: the few EVP functions are declared below with the
+ * prototypes they have had since OpenSSL 1.1.0 (their ABI is the same in 1.1 and 3.x), on opaque
+ * types. setup.py links libcrypto, the library Python's own ssl module loads (only built on Linux).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------ OpenSSL, declared */
+
+typedef struct evp_cipher_st EVP_CIPHER;
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct engine_st ENGINE;
+
+extern EVP_CIPHER_CTX *EVP_CIPHER_CTX_new(void);
+extern void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx); /* cleanses the key schedule */
+extern int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr);
+extern const EVP_CIPHER *EVP_aes_128_gcm(void);
+extern const EVP_CIPHER *EVP_aes_192_gcm(void);
+extern const EVP_CIPHER *EVP_aes_256_gcm(void);
+extern const EVP_CIPHER *EVP_chacha20_poly1305(void);
+extern int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
+                              const unsigned char *key, const unsigned char *iv);
+extern int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+                             const unsigned char *in, int inl);
+extern int EVP_EncryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl);
+extern int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl,
+                              const unsigned char *key, const unsigned char *iv);
+extern int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl,
+                             const unsigned char *in, int inl);
+extern int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl);
+extern void ERR_clear_error(void);
+extern const char *OpenSSL_version(int type);
+
+/* include/openssl/evp.h: EVP_CTRL_AEAD_GET_TAG = EVP_CTRL_GCM_GET_TAG, the SET one likewise */
+#define AEAD_CTRL_GET_TAG 0x10
+#define AEAD_CTRL_SET_TAG 0x11
+#define OPENSSL_VERSION_TEXT_TYPE 0 /* OpenSSL_version(OPENSSL_VERSION) */
+
+#define NONCE_LEN 12 /* the default IV length of both ciphers: never set per context */
+#define TAG_LEN 16
+
+/* ------------------------------------------------------------------------------ module state */
+
+/* Single-phase module (m_size -1): these live as long as the process. */
+static PyObject *InvalidTag = NULL;  /* cryptography.exceptions.InvalidTag */
+static PyObject *AESGCM_Type = NULL;
+static PyObject *ChaCha_Type = NULL;
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *enc;
+    EVP_CIPHER_CTX *dec;
+} AeadObject;
+
+/* ------------------------------------------------------------------------------ arguments */
+
+/* A read-only view of a bytes-like argument: bytes directly, anything else through the buffer
+ * protocol (memoryview slices of a datagram, bytearray). */
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t n;
+    int held; /* view must be released */
+    Py_buffer view;
+} Arg;
+
+static int
+arg_get(PyObject *obj, Arg *a, int none_ok)
+{
+    a->held = 0;
+    if (obj == Py_None && none_ok) {
+        a->p = NULL;
+        a->n = 0;
+        return 0;
+    }
+    if (PyBytes_CheckExact(obj)) {
+        a->p = (const unsigned char *)PyBytes_AS_STRING(obj);
+        a->n = PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyObject_GetBuffer(obj, &a->view, PyBUF_SIMPLE) < 0)
+        return -1;
+    a->held = 1;
+    a->p = (const unsigned char *)a->view.buf;
+    a->n = a->view.len;
+    return 0;
+}
+
+static void
+arg_release(Arg *a)
+{
+    if (a->held) {
+        PyBuffer_Release(&a->view);
+        a->held = 0;
+    }
+}
+
+/* Positional or keyword arguments of a METH_FASTCALL | METH_KEYWORDS method taking exactly three. */
+static int
+parse3(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+       const char *const names[3], PyObject *out[3])
+{
+    Py_ssize_t i, k, nkw;
+    if (nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 3 arguments (%zd given)", fname, nargs);
+        return -1;
+    }
+    for (i = 0; i < 3; i++)
+        out[i] = i < nargs ? args[i] : NULL;
+    nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (i = 0; i < 3; i++) {
+            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
+                found = (int)i;
+                break;
+            }
+        }
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+            return -1;
+        }
+        if (out[found] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                         names[found]);
+            return -1;
+        }
+        out[found] = args[nargs + k];
+    }
+    for (i = 0; i < 3; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+check_lengths(const Arg *nonce, const Arg *data, const Arg *aad)
+{
+    if (nonce->n != NONCE_LEN) {
+        PyErr_SetString(PyExc_ValueError, "Nonce must be 12 bytes");
+        return -1;
+    }
+    if (data->n > INT_MAX || aad->n > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Data or associated data too long. Max 2**31 - 1 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+openssl_failed(const char *what)
+{
+    ERR_clear_error();
+    PyErr_Format(PyExc_RuntimeError, "OpenSSL %s failed", what);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------ the AEAD core */
+
+/* prefix (may be empty) + AEAD(nonce, data, aad) + tag, in one new bytes object. */
+static PyObject *
+seal_into_new(AeadObject *self, const Arg *prefix, const Arg *nonce, const Arg *data, const Arg *aad)
+{
+    EVP_CIPHER_CTX *ctx = self->enc;
+    unsigned char *out, *ct;
+    unsigned char scratch[TAG_LEN];
+    int n = 0, total = 0;
+    PyObject *res;
+    if (prefix->n > PY_SSIZE_T_MAX - TAG_LEN - data->n) {
+        PyErr_SetString(PyExc_OverflowError, "header and data too long");
+        return NULL;
+    }
+    res = PyBytes_FromStringAndSize(NULL, prefix->n + data->n + TAG_LEN);
+    if (res == NULL)
+        return NULL;
+    out = (unsigned char *)PyBytes_AS_STRING(res);
+    if (prefix->n)
+        memcpy(out, prefix->p, (size_t)prefix->n);
+    ct = out + prefix->n;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce->p) != 1)
+        goto fail;
+    if (aad->n && EVP_EncryptUpdate(ctx, NULL, &n, aad->p, (int)aad->n) != 1)
+        goto fail;
+    if (data->n) {
+        if (EVP_EncryptUpdate(ctx, ct, &n, data->p, (int)data->n) != 1)
+            goto fail;
+        total = n;
+    }
+    /* both ciphers are stream modes: Update wrote every byte and Final writes none */
+    if (EVP_EncryptFinal_ex(ctx, scratch, &n) != 1 || n != 0 || total != (int)data->n)
+        goto fail;
+    if (EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_GET_TAG, TAG_LEN, ct + data->n) != 1)
+        goto fail;
+    return res;
+fail:
+    Py_DECREF(res);
+    return openssl_failed("encryption");
+}
+
+static PyObject *
+open_into_new(AeadObject *self, const Arg *nonce, const Arg *data, const Arg *aad)
+{
+    EVP_CIPHER_CTX *ctx = self->dec;
+    unsigned char tag[TAG_LEN];
+    unsigned char scratch[TAG_LEN];
+    Py_ssize_t ct_len;
+    unsigned char *out;
+    int n = 0, total = 0;
+    PyObject *res;
+    if (data->n < TAG_LEN) {
+        PyErr_SetNone(InvalidTag);
+        return NULL;
+    }
+    ct_len = data->n - TAG_LEN;
+    memcpy(tag, data->p + ct_len, TAG_LEN);
+    res = PyBytes_FromStringAndSize(NULL, ct_len);
+    if (res == NULL)
+        return NULL;
+    out = (unsigned char *)PyBytes_AS_STRING(res); /* the shared b"" when ct_len is 0: never written */
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce->p) != 1)
+        goto invalid;
+    if (EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_SET_TAG, TAG_LEN, tag) != 1)
+        goto invalid;
+    if (aad->n && EVP_DecryptUpdate(ctx, NULL, &n, aad->p, (int)aad->n) != 1)
+        goto invalid;
+    if (ct_len) {
+        if (EVP_DecryptUpdate(ctx, out, &n, data->p, (int)ct_len) != 1)
+            goto invalid;
+        total = n;
+    }
+    /* OpenSSL checks the tag here (constant time); any failure before it counts as one too */
+    if (total != (int)ct_len || EVP_DecryptFinal_ex(ctx, scratch, &n) != 1 || n != 0)
+        goto invalid;
+    return res;
+invalid:
+    /* not authentic: the unauthenticated plaintext is wiped, never returned */
+    ERR_clear_error();
+    if (ct_len)
+        memset(out, 0, (size_t)ct_len);
+    Py_DECREF(res);
+    PyErr_SetNone(InvalidTag);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------ methods */
+
+static const char *const CRYPT_ARGS[3] = {"nonce", "data", "associated_data"};
+static const char *const SEAL_ARGS[3] = {"header", "nonce", "plaintext"};
+static const char *const OPEN_ARGS[3] = {"packet", "header_len", "nonce"};
+
+static PyObject *
+aead_encrypt(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3];
+    Arg nonce, data, aad, none;
+    PyObject *res = NULL;
+    if (parse3(args, nargs, kwnames, "encrypt", CRYPT_ARGS, a) < 0)
+        return NULL;
+    if (arg_get(a[0], &nonce, 0) < 0)
+        return NULL;
+    if (arg_get(a[1], &data, 0) < 0)
+        goto done_nonce;
+    if (arg_get(a[2], &aad, 1) < 0)
+        goto done_data;
+    none.p = NULL;
+    none.n = 0;
+    none.held = 0;
+    if (check_lengths(&nonce, &data, &aad) == 0)
+        res = seal_into_new(self, &none, &nonce, &data, &aad);
+    arg_release(&aad);
+done_data:
+    arg_release(&data);
+done_nonce:
+    arg_release(&nonce);
+    return res;
+}
+
+static PyObject *
+aead_decrypt(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3];
+    Arg nonce, data, aad;
+    PyObject *res = NULL;
+    if (parse3(args, nargs, kwnames, "decrypt", CRYPT_ARGS, a) < 0)
+        return NULL;
+    if (arg_get(a[0], &nonce, 0) < 0)
+        return NULL;
+    if (arg_get(a[1], &data, 0) < 0)
+        goto done_nonce;
+    if (arg_get(a[2], &aad, 1) < 0)
+        goto done_data;
+    if (check_lengths(&nonce, &data, &aad) == 0)
+        res = open_into_new(self, &nonce, &data, &aad);
+    arg_release(&aad);
+done_data:
+    arg_release(&data);
+done_nonce:
+    arg_release(&nonce);
+    return res;
+}
+
+static PyObject *
+aead_seal(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3];
+    Arg header, nonce, data;
+    PyObject *res = NULL;
+    if (parse3(args, nargs, kwnames, "seal", SEAL_ARGS, a) < 0)
+        return NULL;
+    if (arg_get(a[0], &header, 0) < 0)
+        return NULL;
+    if (arg_get(a[1], &nonce, 0) < 0)
+        goto done_header;
+    if (arg_get(a[2], &data, 0) < 0)
+        goto done_nonce;
+    if (check_lengths(&nonce, &data, &header) == 0)
+        res = seal_into_new(self, &header, &nonce, &data, &header);
+    arg_release(&data);
+done_nonce:
+    arg_release(&nonce);
+done_header:
+    arg_release(&header);
+    return res;
+}
+
+static PyObject *
+aead_open(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3];
+    Arg packet, nonce, header, body;
+    Py_ssize_t header_len;
+    PyObject *res = NULL;
+    if (parse3(args, nargs, kwnames, "open", OPEN_ARGS, a) < 0)
+        return NULL;
+    header_len = PyLong_AsSsize_t(a[1]);
+    if (header_len == -1 && PyErr_Occurred())
+        return NULL;
+    if (arg_get(a[0], &packet, 0) < 0)
+        return NULL;
+    if (arg_get(a[2], &nonce, 0) < 0)
+        goto done_packet;
+    if (header_len < 0 || header_len > packet.n) {
+        PyErr_SetString(PyExc_ValueError, "header_len must be within the packet");
+        goto done_nonce;
+    }
+    header.p = packet.p;
+    header.n = header_len;
+    header.held = 0;
+    body.p = packet.p + header_len;
+    body.n = packet.n - header_len;
+    body.held = 0;
+    if (check_lengths(&nonce, &body, &header) == 0)
+        res = open_into_new(self, &nonce, &body, &header);
+done_nonce:
+    arg_release(&nonce);
+done_packet:
+    arg_release(&packet);
+    return res;
+}
+
+static PyMethodDef aead_methods[] = {
+    {"encrypt", (PyCFunction)(void (*)(void))aead_encrypt, METH_FASTCALL | METH_KEYWORDS,
+     "encrypt(nonce, data, associated_data) -> ciphertext + 16-byte tag"},
+    {"decrypt", (PyCFunction)(void (*)(void))aead_decrypt, METH_FASTCALL | METH_KEYWORDS,
+     "decrypt(nonce, data, associated_data) -> plaintext; raises InvalidTag"},
+    {"seal", (PyCFunction)(void (*)(void))aead_seal, METH_FASTCALL | METH_KEYWORDS,
+     "seal(header, nonce, plaintext) -> header + ciphertext + tag, the header as associated data"},
+    {"open", (PyCFunction)(void (*)(void))aead_open, METH_FASTCALL | METH_KEYWORDS,
+     "open(packet, header_len, nonce) -> plaintext of packet[header_len:], packet[:header_len] as "
+     "associated data; raises InvalidTag"},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------------------------ objects */
+
+static void
+aead_dealloc(AeadObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->enc != NULL)
+        EVP_CIPHER_CTX_free(self->enc);
+    if (self->dec != NULL)
+        EVP_CIPHER_CTX_free(self->dec);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp); /* a heap type's instances own a reference to it */
+}
+
+static PyObject *
+aead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"key", NULL};
+    PyObject *key_obj;
+    Arg key;
+    const EVP_CIPHER *cipher = NULL;
+    AeadObject *self;
+    int ok;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:__new__", kwlist, &key_obj))
+        return NULL;
+    if (arg_get(key_obj, &key, 0) < 0)
+        return NULL;
+    if ((PyObject *)type == ChaCha_Type) {
+        if (key.n == 32)
+            cipher = EVP_chacha20_poly1305();
+        else
+            PyErr_SetString(PyExc_ValueError, "ChaCha20Poly1305 key must be 32 bytes.");
+    } else if (key.n == 16) {
+        cipher = EVP_aes_128_gcm();
+    } else if (key.n == 24) {
+        cipher = EVP_aes_192_gcm();
+    } else if (key.n == 32) {
+        cipher = EVP_aes_256_gcm();
+    } else {
+        PyErr_SetString(PyExc_ValueError, "AESGCM key must be 128, 192, or 256 bits.");
+    }
+    if (cipher == NULL) {
+        if (!PyErr_Occurred())
+            openssl_failed("cipher lookup");
+        arg_release(&key);
+        return NULL;
+    }
+    self = (AeadObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        arg_release(&key);
+        return NULL;
+    }
+    self->enc = EVP_CIPHER_CTX_new();
+    self->dec = EVP_CIPHER_CTX_new();
+    ok = self->enc != NULL && self->dec != NULL
+         && EVP_EncryptInit_ex(self->enc, cipher, NULL, key.p, NULL) == 1
+         && EVP_DecryptInit_ex(self->dec, cipher, NULL, key.p, NULL) == 1;
+    arg_release(&key);
+    if (!ok) {
+        Py_DECREF(self); /* dealloc frees whichever context exists */
+        return openssl_failed("cipher initialisation");
+    }
+    return (PyObject *)self;
+}
+
+#ifndef Py_TPFLAGS_IMMUTABLETYPE
+#define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
+
+static PyType_Slot aesgcm_slots[] = {
+    {Py_tp_new, aead_new},
+    {Py_tp_dealloc, aead_dealloc},
+    {Py_tp_methods, aead_methods},
+    {Py_tp_doc, "AESGCM(key): AES-GCM with a 16, 24 or 32-byte key, 12-byte nonces, 16-byte tags."},
+    {0, NULL},
+};
+
+static PyType_Slot chacha_slots[] = {
+    {Py_tp_new, aead_new},
+    {Py_tp_dealloc, aead_dealloc},
+    {Py_tp_methods, aead_methods},
+    {Py_tp_doc, "ChaCha20Poly1305(key): ChaCha20-Poly1305 (RFC 8439) with a 32-byte key."},
+    {0, NULL},
+};
+
+static PyType_Spec aesgcm_spec = {
+    "kcp.secure._aead.AESGCM", sizeof(AeadObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, aesgcm_slots,
+};
+
+static PyType_Spec chacha_spec = {
+    "kcp.secure._aead.ChaCha20Poly1305", sizeof(AeadObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, chacha_slots,
+};
+
+/* ------------------------------------------------------------------------------ module */
+
+static PyObject *
+openssl_version(PyObject *module, PyObject *unused)
+{
+    const char *v = OpenSSL_version(OPENSSL_VERSION_TEXT_TYPE);
+    return PyUnicode_FromString(v != NULL ? v : "OpenSSL");
+}
+
+static PyMethodDef module_methods[] = {
+    {"openssl_version", openssl_version, METH_NOARGS,
+     "openssl_version() -> the version text of the libcrypto this module runs on"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef aead_module = {
+    PyModuleDef_HEAD_INIT, "kcp.secure._aead",
+    "AES-GCM and ChaCha20-Poly1305 with kept OpenSSL contexts (drop-ins for cryptography's).", -1,
+    module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__aead(void)
+{
+    PyObject *m, *exceptions;
+    if (InvalidTag == NULL) {
+        exceptions = PyImport_ImportModule("cryptography.exceptions");
+        if (exceptions == NULL)
+            return NULL;
+        InvalidTag = PyObject_GetAttrString(exceptions, "InvalidTag");
+        Py_DECREF(exceptions);
+        if (InvalidTag == NULL)
+            return NULL;
+    }
+    if (AESGCM_Type == NULL && (AESGCM_Type = PyType_FromSpec(&aesgcm_spec)) == NULL)
+        return NULL;
+    if (ChaCha_Type == NULL && (ChaCha_Type = PyType_FromSpec(&chacha_spec)) == NULL)
+        return NULL;
+    m = PyModule_Create(&aead_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(AESGCM_Type);
+    if (PyModule_AddObject(m, "AESGCM", AESGCM_Type) < 0) {
+        Py_DECREF(AESGCM_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(ChaCha_Type);
+    if (PyModule_AddObject(m, "ChaCha20Poly1305", ChaCha_Type) < 0) {
+        Py_DECREF(ChaCha_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
