@@ -11,6 +11,7 @@ from kcp.buildinfo import is_compiled
 
 MODULES: tuple[str, ...] = (
     "kcprpc.mux.frame",
+    "kcprpc.mux.counters",
     "kcprpc.mux.core",
     "kcprpc.codec",
     "kcprpc.msgpack_size",

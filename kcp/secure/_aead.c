@@ -381,6 +381,119 @@ done_packet:
     return res;
 }
 
+/* The packet-numbered forms: the header is prefix + pn (8 bytes, big-endian) and the nonce is iv
+ * XOR pn (pn in the last 8 of its 12 bytes, big-endian): secure mode's transport packets, built
+ * here without the header's and the nonce's intermediate objects. */
+
+#define MAX_PREFIX 64
+
+static int
+nonce_for(const Arg *iv, unsigned long long pn, unsigned char nonce[NONCE_LEN])
+{
+    int i;
+    if (iv->n != NONCE_LEN) {
+        PyErr_SetString(PyExc_ValueError, "IV must be 12 bytes");
+        return -1;
+    }
+    memcpy(nonce, iv->p, NONCE_LEN);
+    for (i = 0; i < 8; i++)
+        nonce[NONCE_LEN - 1 - i] ^= (unsigned char)(pn >> (8 * i));
+    return 0;
+}
+
+static PyObject *
+aead_seal_pn(AeadObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Arg prefix, iv, data, header, nonce;
+    unsigned char hbuf[MAX_PREFIX + 8], nbuf[NONCE_LEN];
+    unsigned long long pn;
+    PyObject *res = NULL;
+    int i;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "seal_pn() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    pn = PyLong_AsUnsignedLongLong(args[1]);
+    if (pn == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (arg_get(args[0], &prefix, 0) < 0)
+        return NULL;
+    if (arg_get(args[2], &iv, 0) < 0)
+        goto done_prefix;
+    if (arg_get(args[3], &data, 0) < 0)
+        goto done_iv;
+    if (prefix.n > MAX_PREFIX) {
+        PyErr_SetString(PyExc_ValueError, "prefix longer than 64 bytes");
+        goto done;
+    }
+    if (nonce_for(&iv, pn, nbuf) < 0)
+        goto done;
+    memcpy(hbuf, prefix.p, (size_t)prefix.n);
+    for (i = 0; i < 8; i++)
+        hbuf[prefix.n + i] = (unsigned char)(pn >> (56 - 8 * i));
+    header.p = hbuf;
+    header.n = prefix.n + 8;
+    header.held = 0;
+    nonce.p = nbuf;
+    nonce.n = NONCE_LEN;
+    nonce.held = 0;
+    if (check_lengths(&nonce, &data, &header) == 0)
+        res = seal_into_new(self, &header, &nonce, &data, &header);
+done:
+    arg_release(&data);
+done_iv:
+    arg_release(&iv);
+done_prefix:
+    arg_release(&prefix);
+    return res;
+}
+
+static PyObject *
+aead_open_pn(AeadObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Arg packet, iv, header, body, nonce;
+    unsigned char nbuf[NONCE_LEN];
+    unsigned long long pn;
+    Py_ssize_t header_len;
+    PyObject *res = NULL;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "open_pn() takes 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    header_len = PyLong_AsSsize_t(args[1]);
+    if (header_len == -1 && PyErr_Occurred())
+        return NULL;
+    pn = PyLong_AsUnsignedLongLong(args[2]);
+    if (pn == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (arg_get(args[0], &packet, 0) < 0)
+        return NULL;
+    if (arg_get(args[3], &iv, 0) < 0)
+        goto done_packet;
+    if (header_len < 0 || header_len > packet.n) {
+        PyErr_SetString(PyExc_ValueError, "header_len must be within the packet");
+        goto done;
+    }
+    if (nonce_for(&iv, pn, nbuf) < 0)
+        goto done;
+    header.p = packet.p;
+    header.n = header_len;
+    header.held = 0;
+    body.p = packet.p + header_len;
+    body.n = packet.n - header_len;
+    body.held = 0;
+    nonce.p = nbuf;
+    nonce.n = NONCE_LEN;
+    nonce.held = 0;
+    if (check_lengths(&nonce, &body, &header) == 0)
+        res = open_into_new(self, &nonce, &body, &header);
+done:
+    arg_release(&iv);
+done_packet:
+    arg_release(&packet);
+    return res;
+}
+
 static PyMethodDef aead_methods[] = {
     {"encrypt", (PyCFunction)(void (*)(void))aead_encrypt, METH_FASTCALL | METH_KEYWORDS,
      "encrypt(nonce, data, associated_data) -> ciphertext + 16-byte tag"},
@@ -391,6 +504,10 @@ static PyMethodDef aead_methods[] = {
     {"open", (PyCFunction)(void (*)(void))aead_open, METH_FASTCALL | METH_KEYWORDS,
      "open(packet, header_len, nonce) -> plaintext of packet[header_len:], packet[:header_len] as "
      "associated data; raises InvalidTag"},
+    {"seal_pn", (PyCFunction)(void (*)(void))aead_seal_pn, METH_FASTCALL,
+     "seal_pn(prefix, pn, iv, plaintext) -> seal(prefix + pn (8 bytes, big-endian), iv XOR pn, plaintext)"},
+    {"open_pn", (PyCFunction)(void (*)(void))aead_open_pn, METH_FASTCALL,
+     "open_pn(packet, header_len, pn, iv) -> open(packet, header_len, iv XOR pn); raises InvalidTag"},
     {NULL, NULL, 0, NULL},
 };
 

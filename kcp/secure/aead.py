@@ -36,6 +36,7 @@ __all__ = [
     "ChaCha20Poly1305",
     "CryptographyAESGCM",
     "CryptographyChaCha20Poly1305",
+    "pn_nonce",
 ]
 
 Buffer = Union[bytes, bytearray, memoryview]  # noqa: UP007  (a runtime alias on Python 3.10 too)
@@ -63,6 +64,20 @@ class AEAD(Protocol):
         """``decrypt(nonce, packet[header_len:], packet[:header_len])``: the inverse of :meth:`seal`."""
         ...
 
+    def seal_pn(self, prefix: bytes, pn: int, iv: bytes, plaintext: Buffer, /) -> bytes:
+        """:meth:`seal` of a numbered packet: the header is ``prefix + pn`` (8 bytes, big-endian),
+        the nonce ``iv`` XOR ``pn`` (:func:`pn_nonce`)."""
+        ...
+
+    def open_pn(self, packet: Buffer, header_len: int, pn: int, iv: bytes, /) -> bytes:
+        """:meth:`open` of a numbered packet, the nonce ``iv`` XOR ``pn``: the inverse of :meth:`seal_pn`."""
+        ...
+
+
+def pn_nonce(iv: bytes, pn: int) -> bytes:
+    """The 12-byte nonce of packet number ``pn`` (0 <= pn < 2**64): ``iv`` XOR ``pn`` as 12 bytes, big-endian."""
+    return (int.from_bytes(iv, "big") ^ pn).to_bytes(12, "big")
+
 
 class _CryptographyAEAD:
     """One of ``cryptography``'s AEADs, with :meth:`seal` and :meth:`open` (the fallback)."""
@@ -82,6 +97,24 @@ class _CryptographyAEAD:
         if not 0 <= header_len <= len(view):
             raise ValueError("header_len must be within the packet")
         return self.decrypt(nonce, view[header_len:], view[:header_len])
+
+    def seal_pn(self, prefix: bytes, pn: int, iv: bytes, plaintext: Buffer, /) -> bytes:
+        _check_pn(prefix, pn, iv)
+        return self.seal(prefix + pn.to_bytes(8, "big"), pn_nonce(iv, pn), plaintext)
+
+    def open_pn(self, packet: Buffer, header_len: int, pn: int, iv: bytes, /) -> bytes:
+        _check_pn(b"", pn, iv)
+        return self.open(packet, header_len, pn_nonce(iv, pn))
+
+
+def _check_pn(prefix: bytes, pn: int, iv: bytes) -> None:
+    """What the native module refuses, refused the same way."""
+    if len(iv) != 12:
+        raise ValueError("IV must be 12 bytes")
+    if len(prefix) > 64:
+        raise ValueError("prefix longer than 64 bytes")
+    if not 0 <= pn < 1 << 64:
+        raise OverflowError("packet number out of range")
 
 
 class CryptographyAESGCM(_CryptographyAEAD):
@@ -126,6 +159,14 @@ def self_test(aesgcm: AEADFactory, chacha: AEADFactory) -> None:
             raise RuntimeError("decryption differs from cryptography's")
         if ours.open(header + sealed, len(header), nonce) != data:
             raise RuntimeError("open differs from decrypt")
+        pn = 0x0123456789ABCDEF
+        numbered = header + pn.to_bytes(8, "big")
+        packet = numbered + ref.encrypt(pn_nonce(nonce, pn), data, numbered)
+        if (
+            ours.seal_pn(header, pn, nonce, data) != packet
+            or ours.open_pn(packet, len(numbered), pn, nonce) != data
+        ):
+            raise RuntimeError("seal_pn or open_pn differs from cryptography's")
         try:
             ours.decrypt(nonce, sealed[:-1] + bytes([sealed[-1] ^ 1]), header)
         except InvalidTag:

@@ -382,8 +382,8 @@ class SecureConnection:
         pn = self._next_pn
         self._next_pn = pn + 1
         k = self._send
-        header = (self._prefix1 if k.epoch & 1 else self._prefix0) + pn.to_bytes(8, "big")
-        pkt = k.aead.seal(header, k.nonce(pn), plaintext)  # header + AEAD(plaintext), header as AD
+        # header (prefix + pn) + AEAD(plaintext), the header as associated data, nonce iv ^ pn
+        pkt = k.aead.seal_pn(self._prefix1 if k.epoch & 1 else self._prefix0, pn, k.iv_bytes, plaintext)
         self._sent_in_epoch += 1
         self.counters.packets_sealed += 1
         if not self.path_validated:
@@ -422,7 +422,7 @@ class SecureConnection:
         plaintext = None
         for cand in self._candidates(t & 1, pn, now):
             try:  # the body, with the header as associated data
-                plaintext = cand.aead.open(datagram, TRANSPORT_HEADER, cand.nonce(pn))
+                plaintext = cand.aead.open_pn(datagram, TRANSPORT_HEADER, pn, cand.iv_bytes)
             except InvalidTag:
                 continue
             keys = cand

@@ -31,13 +31,15 @@ class EpochKeys:
     """The AEAD and IV of one direction in one epoch (the AEAD seals and opens whole packets, the
     header as associated data: :meth:`kcp.secure.aead.AEAD.seal` and :meth:`~kcp.secure.aead.AEAD.open`)."""
 
-    __slots__ = ("aead", "epoch", "iv", "secret")
+    __slots__ = ("aead", "epoch", "iv", "iv_bytes", "secret")
 
     def __init__(self, suite: CipherSuite, secret: bytes, epoch: int) -> None:
         self.secret = secret
         self.epoch = epoch
         self.aead: AEAD = suite.factory(expand(secret, LABEL_KEY, 32))
-        self.iv = int.from_bytes(expand(secret, LABEL_IV, 12), "big")
+        self.iv_bytes = expand(secret, LABEL_IV, 12)
+        """The IV as it is XORed into nonces (:meth:`kcp.secure.aead.AEAD.seal_pn`)."""
+        self.iv = int.from_bytes(self.iv_bytes, "big")
 
     def nonce(self, pn: int) -> bytes:
         """The 12-byte nonce for packet number ``pn``."""

@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from .counters import COUNTER_NAMES, MuxCounters
 from .errors import (
     MuxClosedError,
     MuxKeepaliveTimeoutError,
@@ -95,36 +96,6 @@ _ON_ABORT: Final = transitions_on(StreamEvent.ABORT)
 _ON_FIN_SENT: Final = transitions_on(StreamEvent.FIN_SENT)
 _ON_RECV_FIN: Final = transitions_on(StreamEvent.RECV_FIN)
 _ON_SESSION_END: Final = transitions_on(StreamEvent.SESSION_END)
-
-COUNTER_NAMES: Final = (
-    "frames_in",
-    "frames_out",
-    "bytes_in",  # PSH payload bytes accepted for a live stream
-    "bytes_out",  # PSH payload bytes sent
-    "syn_in",
-    "syn_out",
-    "fin_in",
-    "fin_out",
-    "nop_in",
-    "nop_out",
-    "upd_in",
-    "upd_out",
-    "streams_opened",  # by us
-    "streams_accepted",  # opened by the peer and admitted
-    "streams_refused",  # peer SYN beyond max_streams, answered with FIN
-    "streams_released",  # FIN both ways, left the table
-    "duplicate_syn",  # SYN for an id already open (ignored, as smux)
-    "duplicate_fin",  # FIN after the peer's own FIN on that stream (ignored)
-    "dropped_unknown_stream",  # PSH for no open stream (dropped, as smux)
-    "dropped_after_fin",  # PSH after the peer's own FIN on that stream
-    "bad_version",
-    "bad_cmd",
-    "bad_length",
-    "bad_upd",  # UPD acknowledging bytes never sent
-    "protocol_errors",  # sum of the above four: each closed the session
-    "keepalive_timeouts",
-    "recv_paused",  # times the token bucket ran dry and parsing paused
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +171,11 @@ class MuxStreamEvent:
         return (self.stream_id,)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and isinstance(other, MuxStreamEvent) and self._fields() == other._fields()
+        return (
+            type(other) is type(self)
+            and isinstance(other, MuxStreamEvent)
+            and self._fields() == other._fields()
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._fields()))
@@ -374,7 +349,7 @@ class MuxCore:
         self._send_buffered = 0  # sum of every stream's send_bytes
         self._state = _S_OPEN
         self._error: MuxClosedError | None = None  # set with the CLOSED state: why it died
-        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.counters = MuxCounters()
         # keepalive (milliseconds)
         self._ka = not cfg.keepalive_disabled
         self._ka_interval = max(1, round(cfg.keepalive_interval * 1000))
@@ -475,9 +450,9 @@ class MuxCore:
         self._streams[sid] = st
         self._ctrl.append(pack_header_unchecked(self.version, CMD_SYN, sid, 0))
         c = self.counters
-        c["syn_out"] += 1
-        c["frames_out"] += 1
-        c["streams_opened"] += 1
+        c.syn_out += 1
+        c.frames_out += 1
+        c.streams_opened += 1
         return st
 
     def close_stream(self, st: StreamRecord) -> None:
@@ -510,8 +485,8 @@ class MuxCore:
 
     def _emit_fin(self, stream_id: int, out: list[bytes] | list[bytes | memoryview]) -> None:
         out.append(pack_header_unchecked(self.version, CMD_FIN, stream_id, 0))
-        self.counters["fin_out"] += 1
-        self.counters["frames_out"] += 1
+        self.counters.fin_out += 1
+        self.counters.frames_out += 1
 
     def _send_fin(self, st: StreamRecord, out: list[bytes] | list[bytes | memoryview]) -> None:
         """Our FIN, after the stream's last data: the stream leaves the table if the peer's came."""
@@ -528,7 +503,7 @@ class MuxCore:
         which stay readable unless it was aborted) go back to the bucket, last, since that may
         parse held-back input."""
         self._streams.pop(st.stream_id, None)
-        self.counters["streams_released"] += 1
+        self.counters.streams_released += 1
         self._events.append(StreamReleased(st.stream_id))
         self._return_tokens(tokens)
 
@@ -608,8 +583,8 @@ class MuxCore:
                             pack_upd_unchecked(self.version, st.stream_id, st.num_read, self._stream_buffer)
                         )
                         size += 16
-                        c["upd_out"] += 1
-                        c["frames_out"] += 1
+                        c.upd_out += 1
+                        c.frames_out += 1
             self._upd = []
         rr = self._rr
         v2 = self._v2
@@ -645,8 +620,8 @@ class MuxCore:
                     continue
             if not st.send_bytes and st.state is not _OPEN and st.state in FIN_PENDING:  # OPEN: one test
                 self._send_fin(st, out)
-        c["frames_out"] += frames
-        c["bytes_out"] += payload
+        c.frames_out += frames
+        c.bytes_out += payload
         return b"".join(out)
 
     # -- receiving --------------------------------------------------------------------------------
@@ -672,7 +647,7 @@ class MuxCore:
                 return
             if frame is None:
                 return
-            c["frames_in"] += 1
+            c.frames_in += 1
             cmd = frame.cmd
             sid = frame.stream_id
             if cmd == CMD_PSH:
@@ -681,10 +656,10 @@ class MuxCore:
                     continue
                 st = streams.get(sid)
                 if st is None:
-                    c["dropped_unknown_stream"] += 1
+                    c.dropped_unknown_stream += 1
                     continue
                 if st.state is not _OPEN and st.state not in PEER_SENDING:  # after the peer's FIN
-                    c["dropped_after_fin"] += 1
+                    c.dropped_after_fin += 1
                     continue
                 q = st.recv
                 if q and n < _SMALL and len(q[-1]) < _SMALL:
@@ -696,20 +671,20 @@ class MuxCore:
                 was_empty = not st.recv_bytes
                 st.recv_bytes += n
                 self._bucket -= n
-                c["bytes_in"] += n
+                c.bytes_in += n
                 if was_empty:  # edge-triggered: a reader only waits on an empty buffer
                     events.append(DataReceived(sid, n))
                 if self._bucket <= 0:
-                    c["recv_paused"] += 1
+                    c.recv_paused += 1
             elif cmd == CMD_UPD:
-                c["upd_in"] += 1
+                c.upd_in += 1
                 st = streams.get(sid)
                 if st is None:
                     continue
                 consumed, window = unpack_upd(frame.data)
                 inflight = (st.num_written - consumed) & U32_MASK
                 if inflight > _MAX_INT32:
-                    c["bad_upd"] += 1
+                    c.bad_upd += 1
                     self._protocol_error(
                         MuxProtocolError(f"stream {sid}: peer consumed more than was sent", "bad_upd"),
                         counted=True,
@@ -722,30 +697,30 @@ class MuxCore:
                     self._rr.append(st)
                 events.append(WindowUpdated(sid))
             elif cmd == CMD_NOP:
-                c["nop_in"] += 1
+                c.nop_in += 1
             elif cmd == CMD_SYN:
-                c["syn_in"] += 1
+                c.syn_in += 1
                 if sid in streams:
-                    c["duplicate_syn"] += 1
+                    c.duplicate_syn += 1
                     continue
                 if len(streams) >= self.config.max_streams:
-                    c["streams_refused"] += 1
+                    c.streams_refused += 1
                     if len(self._ctrl) < _MAX_CTRL_BACKLOG:  # a SYN flood must not grow our queue
                         self._ctrl.append(pack_header_unchecked(self.version, CMD_FIN, sid, 0))
-                        c["fin_out"] += 1
-                        c["frames_out"] += 1
+                        c.fin_out += 1
+                        c.frames_out += 1
                     continue
                 streams[sid] = StreamRecord(sid, False)
-                c["streams_accepted"] += 1
+                c.streams_accepted += 1
                 events.append(StreamOpened(sid))
             else:  # CMD_FIN (the decoder admits nothing else)
-                c["fin_in"] += 1
+                c.fin_in += 1
                 st = streams.get(sid)
                 if st is None:
                     continue
                 new = _ON_RECV_FIN.get(st.state)
                 if new is None:  # a second FIN
-                    c["duplicate_fin"] += 1
+                    c.duplicate_fin += 1
                     continue
                 st.state = new
                 events.append(StreamEnded(sid))
@@ -755,8 +730,8 @@ class MuxCore:
     def _protocol_error(self, exc: MuxProtocolError, counted: bool = False) -> None:
         c = self.counters
         if not counted and exc.kind in c:
-            c[exc.kind] += 1
-        c["protocol_errors"] += 1
+            c.add(exc.kind)
+        c.protocol_errors += 1
         err = MuxClosedError(f"session closed: protocol error from peer: {exc}")
         err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)
         self._terminate(err)
@@ -842,11 +817,11 @@ class MuxCore:
             return
         if now >= self._next_ping:
             c = self.counters
-            if c["frames_out"] == self._frames_at_ping:  # other frames already told the peer we live
+            if c.frames_out == self._frames_at_ping:  # other frames already told the peer we live
                 self._ctrl.append(pack_header_unchecked(self.version, CMD_NOP, 0, 0))
-                c["nop_out"] += 1
-                c["frames_out"] += 1
-            self._frames_at_ping = c["frames_out"]
+                c.nop_out += 1
+                c.frames_out += 1
+            self._frames_at_ping = c.frames_out
             self._next_ping += self._ka_interval
             if self._next_ping <= now:
                 self._next_ping = now + self._ka_interval
@@ -857,7 +832,7 @@ class MuxCore:
             if self._data_ready:
                 self._data_ready = False
             elif self._bucket > 0:  # if our bucket is empty, we are the ones not reading
-                self.counters["keepalive_timeouts"] += 1
+                self.counters.keepalive_timeouts += 1
                 self._terminate(
                     MuxKeepaliveTimeoutError(
                         f"session closed: nothing received for {self.config.keepalive_timeout:g} s (keepalive timeout)"

@@ -352,7 +352,7 @@ class MuxSession:
     @property
     def counters(self) -> dict[str, int]:
         """A snapshot of the session counters (frames, bytes, refusals, protocol errors ...)."""
-        c = dict(self._core.counters)
+        c = self._core.counters.as_dict()
         c["streams_open"] = self._core.num_streams
         return c
 
@@ -374,7 +374,7 @@ class MuxSession:
     def bytes_sent(self) -> int:
         """Stream payload bytes framed and handed to the transport so far (grows while the peer's
         windows let data out and the transport takes it)."""
-        return self._core.counters["bytes_out"]
+        return self._core.counters.bytes_out
 
     def send_progress(self) -> int:
         """A count that changes when the peer consumes some of what waits for it (only changes
@@ -385,7 +385,7 @@ class MuxSession:
         tb, ta = self._transport_backlog, self._transport_acked
         if tb is not None and ta is not None and tb() > 0:
             return (ta() << 1) | 1
-        return self._core.counters["bytes_out"] << 1
+        return self._core.counters.bytes_out << 1
 
     @property
     def num_streams(self) -> int:

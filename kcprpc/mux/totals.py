@@ -1,10 +1,10 @@
 """Process-wide mux counters: what every :class:`~kcprpc.mux.MuxSession` of this process counted.
 
 The mux's own :mod:`kcp.snmp`: a live session's counters are read where they are (its core's
-dict, handed over by :func:`session_opened`), and folded into the totals once, when the session
-ends or, should it never end, when it is garbage-collected; the hot path still does one ``+=`` on
-one dict. :func:`mux_totals` is what the metrics endpoint (:mod:`kcprpc.metrics`) reads at scrape
-time; clients in the same process count too.
+:class:`~kcprpc.mux.counters.MuxCounters`, handed over by :func:`session_opened`), and folded into
+the totals once, when the session ends or, should it never end, when it is garbage-collected; the
+hot path still does one ``+=`` on one field. :func:`mux_totals` is what the metrics endpoint
+(:mod:`kcprpc.metrics`) reads at scrape time; clients in the same process count too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import operator
 import weakref
 from collections.abc import Callable
 
-from .core import COUNTER_NAMES
+from .counters import COUNTER_NAMES, MuxCounters
 
 __all__ = ["mux_totals", "session_opened"]
 
-_live: dict[int, dict[str, int]] = {}
+_live: dict[int, MuxCounters] = {}
 _ended: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 _ids = itertools.count()
 _ROW = operator.itemgetter(*COUNTER_NAMES)
@@ -31,8 +31,8 @@ def _fold(key: int) -> None:
             _ended[name] += counters[name]
 
 
-def session_opened(owner: object, counters: dict[str, int]) -> Callable[[], object]:
-    """A mux session started: ``counters`` (its core's live dict) count in :func:`mux_totals`.
+def session_opened(owner: object, counters: MuxCounters) -> Callable[[], object]:
+    """A mux session started: ``counters`` (its core's live counters) count in :func:`mux_totals`.
     Returns the call that folds them into the totals when the session ends (once: later calls do
     nothing); ``owner`` (weakly referenced: an object that lives and dies with the session) being
     garbage-collected calls it too."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import pytest
+
 from kcprpc.mux.core import COUNTER_NAMES
 from kcprpc.mux.testing import memory_pair
 from kcprpc.mux.totals import mux_totals, session_opened
@@ -67,3 +69,21 @@ def test_an_owner_never_closed_is_folded_when_collected() -> None:
     after = mux_totals()
     assert after["sessions_open"] == before["sessions_open"]
     assert after["frames_out"] - before["frames_out"] == 7  # kept, not lost with its owner
+
+
+def test_a_session_s_counters_read_as_a_mapping_of_their_names() -> None:
+    from kcprpc.mux.counters import MuxCounters
+
+    c = MuxCounters()
+    c.frames_out += 3
+    c.add("bad_cmd")
+    c.add("bytes_in", 100)
+    assert c["frames_out"] == 3 and c["bad_cmd"] == 1 and c["bytes_in"] == 100
+    assert dict(c) == c.as_dict() and list(c) == list(COUNTER_NAMES) and len(c) == len(COUNTER_NAMES)
+    assert dict(c)["frames_out"] == 3 and sum(dict(c).values()) == 104
+    assert "frames_out" in c and "nope" not in c
+    for bad in ("nope", "add", "__init__"):  # only counters: no other attribute reads or writes
+        with pytest.raises(KeyError):
+            c[bad]
+        with pytest.raises(KeyError):
+            c.add(bad)

@@ -202,6 +202,42 @@ def test_every_bytes_like_argument(impl: str, cipher: tuple[str, int, Reference]
     assert ours.open(ours.encrypt(nonce, plaintext, None), 0, nonce) == plaintext
 
 
+@pytest.mark.parametrize("pn", [0, 1, 0x0123456789ABCDEF, (1 << 64) - 1])
+def test_numbered_packets_are_seal_with_the_header_and_nonce_they_name(
+    impl: str, cipher: tuple[str, int, Reference], pn: int
+) -> None:
+    # seal_pn/open_pn: header prefix + pn (8 bytes, big-endian), nonce iv XOR pn (secure mode's
+    # transport packets), the same bytes as cryptography's with that header and nonce
+    name, key_len, ref_class = cipher
+    key, iv, prefix, plaintext = os.urandom(key_len), os.urandom(12), os.urandom(9), os.urandom(77)
+    header = prefix + pn.to_bytes(8, "big")
+    nonce = bytes(a ^ b for a, b in zip(iv, pn.to_bytes(12, "big"), strict=True))
+    assert aead.pn_nonce(iv, pn) == nonce
+    packet = header + ref_class(key).encrypt(nonce, plaintext, header)
+    ours = factory(impl, name)(key)
+    assert ours.seal_pn(prefix, pn, iv, plaintext) == packet
+    assert ours.open_pn(packet, len(header), pn, iv) == plaintext
+    assert ours.open_pn(memoryview(b"x" + packet)[1:], len(header), pn, bytearray(iv)) == plaintext
+    for wrong_pn in ((pn + 1) % (1 << 64), pn ^ (1 << 63)):
+        with pytest.raises(InvalidTag):
+            ours.open_pn(packet, len(header), wrong_pn, iv)
+    with pytest.raises(InvalidTag):
+        ours.open_pn(flip(packet, 3), len(header), pn, iv)  # the header is authenticated
+    with pytest.raises(ValueError):
+        ours.seal_pn(prefix, pn, iv[:11], plaintext)
+    with pytest.raises(ValueError):
+        ours.open_pn(packet, len(header), pn, iv + b"x")
+    with pytest.raises(ValueError):
+        ours.seal_pn(bytes(65), pn, iv, plaintext)
+    with pytest.raises(ValueError):
+        ours.open_pn(packet, len(packet) + 1, pn, iv)
+    for bad in (-1, 1 << 64):
+        with pytest.raises(OverflowError):
+            ours.seal_pn(prefix, bad, iv, plaintext)
+        with pytest.raises(OverflowError):
+            ours.open_pn(packet, len(header), bad, iv)
+
+
 # --------------------------------------------------------------------------------- rejection
 
 
