@@ -101,14 +101,7 @@ def packet_contenders() -> list[Contender]:
 
         out.append((f"compat {name} (CFB + crc32) seal+open", 1, compat))
     for suite in ("aesgcm", "chachapoly"):
-        server = SecureServer(HandshakeConfig(static_key=SERVER_PRIV))
-        client = SecureClient(HandshakeConfig(server_public_key=SERVER_PUB, suites=(suite,)))
-        r = server.receive(client.initiate(0), CLIENT_ADDR, 0)
-        c = client.receive(r.replies[0][0], SERVER_ADDR, 0)
-        assert c is not None
-        ((confirm, _),) = c.datagrams_to_send(0)
-        s = server.receive(confirm, CLIENT_ADDR, 0).connection
-        assert s is not None
+        c, s = connected(suite)
         assert s.open(c.seal(pkt, 0), CLIENT_ADDR, 0) == pkt
         clock = [0]
 

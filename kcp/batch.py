@@ -472,6 +472,17 @@ class DatagramIO:
         self._count_recv(calls, len(out), nbytes)
         return out
 
+    def _read_again(self, err: int) -> bool:
+        """After a recvmmsg that failed with ``err``: True to call it again, False to stop reading
+        (nothing more is there, or the socket fails). An error is remembered in :attr:`last_error`;
+        reading goes on after an ICMP error the kernel reports once."""
+        if err in _AGAIN_ERRNOS:
+            return False
+        if err in _RETRY_ERRNOS:
+            return True
+        self.last_error = OSError(err, os.strerror(err))
+        return err in _PENDING_ERRNOS
+
     def _recv_native(self, max_batches: int) -> list[tuple[bytes, Address]]:
         out: list[tuple[bytes, Address]] = []
         recv = _native.recv
@@ -485,12 +496,7 @@ class DatagramIO:
             calls += 1
             got, size, err = recv(fd, n, slot, cache, decode, out)
             if got < 0:
-                if err in _AGAIN_ERRNOS:
-                    break
-                if err in _RETRY_ERRNOS:
-                    continue
-                self.last_error = OSError(err, os.strerror(err))
-                if err in _PENDING_ERRNOS:
+                if self._read_again(err):
                     continue
                 break
             nbytes += size
@@ -521,13 +527,7 @@ class DatagramIO:
             calls += 1
             got = recvmmsg(fd, ptr, n, 0, None)
             if got < 0:
-                err = ctypes.get_errno()
-                if err in _AGAIN_ERRNOS:
-                    break
-                if err in _RETRY_ERRNOS:
-                    continue
-                self.last_error = OSError(err, os.strerror(err))
-                if err in _PENDING_ERRNOS:
+                if self._read_again(ctypes.get_errno()):
                     continue
                 break
             for i in range(got):

@@ -271,78 +271,73 @@ static const char *const CRYPT_ARGS[3] = {"nonce", "data", "associated_data"};
 static const char *const SEAL_ARGS[3] = {"header", "nonce", "plaintext"};
 static const char *const OPEN_ARGS[3] = {"packet", "header_len", "nonce"};
 
+/* The three bytes-like arguments of encrypt, decrypt and seal (the third may be None when
+ * `third_none_ok`: associated_data). On failure nothing is held. */
+static int
+get3(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *fname,
+     const char *const names[3], int third_none_ok, Arg a[3])
+{
+    PyObject *o[3];
+    int i;
+    if (parse3(args, nargs, kwnames, fname, names, o) < 0)
+        return -1;
+    for (i = 0; i < 3; i++) {
+        if (arg_get(o[i], &a[i], i == 2 && third_none_ok) < 0) {
+            while (--i >= 0)
+                arg_release(&a[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+release3(Arg a[3])
+{
+    int i;
+    for (i = 0; i < 3; i++)
+        arg_release(&a[i]);
+}
+
 static PyObject *
 aead_encrypt(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    Arg nonce, data, aad, none;
+    Arg a[3], none; /* nonce, data, associated_data */
     PyObject *res = NULL;
-    if (parse3(args, nargs, kwnames, "encrypt", CRYPT_ARGS, a) < 0)
+    if (get3(args, nargs, kwnames, "encrypt", CRYPT_ARGS, 1, a) < 0)
         return NULL;
-    if (arg_get(a[0], &nonce, 0) < 0)
-        return NULL;
-    if (arg_get(a[1], &data, 0) < 0)
-        goto done_nonce;
-    if (arg_get(a[2], &aad, 1) < 0)
-        goto done_data;
     none.p = NULL;
     none.n = 0;
     none.held = 0;
-    if (check_lengths(&nonce, &data, &aad) == 0)
-        res = seal_into_new(self, &none, &nonce, &data, &aad);
-    arg_release(&aad);
-done_data:
-    arg_release(&data);
-done_nonce:
-    arg_release(&nonce);
+    if (check_lengths(&a[0], &a[1], &a[2]) == 0)
+        res = seal_into_new(self, &none, &a[0], &a[1], &a[2]);
+    release3(a);
     return res;
 }
 
 static PyObject *
 aead_decrypt(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    Arg nonce, data, aad;
+    Arg a[3]; /* nonce, data, associated_data */
     PyObject *res = NULL;
-    if (parse3(args, nargs, kwnames, "decrypt", CRYPT_ARGS, a) < 0)
+    if (get3(args, nargs, kwnames, "decrypt", CRYPT_ARGS, 1, a) < 0)
         return NULL;
-    if (arg_get(a[0], &nonce, 0) < 0)
-        return NULL;
-    if (arg_get(a[1], &data, 0) < 0)
-        goto done_nonce;
-    if (arg_get(a[2], &aad, 1) < 0)
-        goto done_data;
-    if (check_lengths(&nonce, &data, &aad) == 0)
-        res = open_into_new(self, &nonce, &data, &aad);
-    arg_release(&aad);
-done_data:
-    arg_release(&data);
-done_nonce:
-    arg_release(&nonce);
+    if (check_lengths(&a[0], &a[1], &a[2]) == 0)
+        res = open_into_new(self, &a[0], &a[1], &a[2]);
+    release3(a);
     return res;
 }
 
 static PyObject *
 aead_seal(AeadObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *a[3];
-    Arg header, nonce, data;
+    Arg a[3]; /* header (also the associated data), nonce, plaintext */
     PyObject *res = NULL;
-    if (parse3(args, nargs, kwnames, "seal", SEAL_ARGS, a) < 0)
+    if (get3(args, nargs, kwnames, "seal", SEAL_ARGS, 0, a) < 0)
         return NULL;
-    if (arg_get(a[0], &header, 0) < 0)
-        return NULL;
-    if (arg_get(a[1], &nonce, 0) < 0)
-        goto done_header;
-    if (arg_get(a[2], &data, 0) < 0)
-        goto done_nonce;
-    if (check_lengths(&nonce, &data, &header) == 0)
-        res = seal_into_new(self, &header, &nonce, &data, &header);
-    arg_release(&data);
-done_nonce:
-    arg_release(&nonce);
-done_header:
-    arg_release(&header);
+    if (check_lengths(&a[1], &a[2], &a[0]) == 0)
+        res = seal_into_new(self, &a[0], &a[1], &a[2], &a[0]);
+    release3(a);
     return res;
 }
 
