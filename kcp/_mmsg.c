@@ -106,12 +106,16 @@ mmsg_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     struct mmsghdr msgs[MAX_BATCH];
     struct iovec iov[MAX_BATCH];
-    PyObject *held[2 * MAX_BATCH]; /* the data and the sockaddr of each message */
+    PyObject *held[2 * MAX_BATCH]; /* each message's item (its data) and sockaddr entry */
     Py_ssize_t nheld = 0;
     Py_ssize_t m = 0;
     PyObject *result = NULL;
 
     for (Py_ssize_t i = start; i < stop; i++) {
+        /* encode() runs Python code: the list is read again each time, and each item is held
+         * (with it its data and address) until sendmmsg returned */
+        if (i >= PyList_GET_SIZE(items))
+            break;
         PyObject *item = PyList_GET_ITEM(items, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
             PyErr_SetString(PyExc_TypeError, "send(): each item must be a (bytes, address) tuple");
@@ -122,7 +126,9 @@ mmsg_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t size = PyBytes_GET_SIZE(data);
         if (size > slot)
             break;
-        if (runs && i + 1 < stop) {
+        Py_INCREF(item);
+        held[nheld++] = item;
+        if (runs && i + 1 < stop && i + 1 < PyList_GET_SIZE(items)) {
             PyObject *next = PyList_GET_ITEM(items, i + 1);
             if (PyTuple_Check(next) && PyTuple_GET_SIZE(next) == 2) {
                 int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(next, 1), addr, Py_EQ);
@@ -148,8 +154,6 @@ mmsg_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "send(): the cache and encode() must give (packed sockaddr, ...)");
             goto done;
         }
-        Py_INCREF(data);
-        held[nheld++] = data;
         iov[m].iov_base = PyBytes_AS_STRING(data);
         iov[m].iov_len = (size_t)size;
         memset(&msgs[m], 0, sizeof(msgs[m]));

@@ -112,6 +112,27 @@ def test_a_cache_cleared_while_a_batch_is_packed_keeps_its_sockaddrs_alive(
         assert [d for d, _ in _recv(s, 10)] == [b"n%d" % i for i in range(k, 30, 3)]
 
 
+def test_a_list_emptied_by_encode_sends_what_was_packed(
+    socks: tuple[socket.socket, list[socket.socket]],
+) -> None:
+    # encode() is Python code: the items it was handed may change under it; what was packed
+    # (and is held) still goes, nothing is read past the list's end
+    tx, rx = socks
+    io = DatagramIO(tx)
+    items = [
+        (b"first", rx[0].getsockname()),
+        (b"second", rx[1].getsockname()),
+        (b"third", rx[2].getsockname()),
+    ]
+
+    def encode(addr: Any) -> tuple[bytes, int]:
+        items.clear()
+        return io._sockaddr(addr)
+
+    assert native.send(tx.fileno(), items, 0, 3, 64, SLOT, False, {}, encode)[:3] == (1, 1, 5)
+    assert _recv(rx[0], 1) == [(b"first", tx.getsockname())]
+
+
 def test_errors_come_back_as_errno_and_bad_arguments_raise() -> None:
     s = open_udp_socket("127.0.0.1", 0)
     cache, encode = _encoder(DatagramIO(s))
