@@ -613,16 +613,15 @@ class DatagramIO:
         i = start
         while i < stop:
             counts: list[int] | None = None
-            if gso and (i + 1 == stop or items[i + 1][1] == items[i][1]):
-                m, counts, sizes = self._fill_gso(items, i, stop)
-                got = sendmmsg(fd, gso_ptr, m, 0) if m else 0
-                err = ctypes.get_errno() if got < 0 else 0
-                done = (sum(sizes) if got == m else sum(sizes[:got])) if got > 0 else 0
-            elif native is not None:
+            run = gso and (i + 1 == stop or items[i + 1][1] == items[i][1])
+            if native is not None and not run:
                 m, got, done, err = native(fd, items, i, stop, batch, slot, gso, cache, encode)
             else:
-                m, _, sizes = self._fill_plain(items, i, stop, gso)
-                got = sendmmsg(fd, plain_ptr, m, 0) if m else 0
+                if run:
+                    m, counts, sizes = self._fill_gso(items, i, stop)
+                else:
+                    m, _, sizes = self._fill_plain(items, i, stop, gso)
+                got = sendmmsg(fd, gso_ptr if run else plain_ptr, m, 0) if m else 0
                 err = ctypes.get_errno() if got < 0 else 0
                 done = (sum(sizes) if got == m else sum(sizes[:got])) if got > 0 else 0
             if m == 0:

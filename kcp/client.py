@@ -96,10 +96,10 @@ async def dial(
 
     ``wire`` says what goes on the wire: a :class:`kcp.CompatWire` (the default, no crypt, no FEC)
     is kcp-go's ``DialWithOptions``: there is no handshake, so this returns as soon as the socket
-    is ready; ``conv`` defaults to a random 32-bit id (:func:`kcp.wirehint.compat_conv`). If a secure kcprpc server answers its first
-    datagrams with a wire hint (it speaks the secure wire), the session ends at once with that
-    reason as ``close_reason``, and its event callbacks get a :class:`kcp.wirehint.WireMismatch`
-    first. A :class:`kcp.SecureWire` runs kcprpc's authenticated handshake first
+    is ready; ``conv`` defaults to a random 32-bit id (:func:`kcp.wirehint.compat_conv`). If a
+    secure kcprpc server answers its first datagrams with a wire hint (it speaks the secure wire),
+    the session ends at once with that reason as ``close_reason``, and its event callbacks get a
+    :class:`kcp.wirehint.WireMismatch` first. A :class:`kcp.SecureWire` runs kcprpc's authenticated handshake first
     (docs/security.md): MTU, windows and FEC are proposed from ``session`` and the wire and
     negotiated; failures raise a :class:`kcp.secure.HandshakeError` that names ``HOST:PORT`` and
     what to check (``HandshakeUnreachable``, ``HandshakeNoAnswer``, ``HandshakeKeyMismatch``,

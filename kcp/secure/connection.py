@@ -383,7 +383,7 @@ class SecureConnection:
         self._next_pn = pn + 1
         k = self._send
         # header (prefix + pn) + AEAD(plaintext), the header as associated data, nonce iv ^ pn
-        pkt = k.aead.seal_pn(self._prefix1 if k.epoch & 1 else self._prefix0, pn, k.iv_bytes, plaintext)
+        pkt = k.aead.seal_pn(self._prefix1 if k.epoch & 1 else self._prefix0, pn, k.iv, plaintext)
         self._sent_in_epoch += 1
         self.counters.packets_sealed += 1
         if not self.path_validated:
@@ -422,7 +422,7 @@ class SecureConnection:
         plaintext = None
         for cand in self._candidates(t & 1, pn, now):
             try:  # the body, with the header as associated data
-                plaintext = cand.aead.open_pn(datagram, TRANSPORT_HEADER, pn, cand.iv_bytes)
+                plaintext = cand.aead.open_pn(datagram, TRANSPORT_HEADER, pn, cand.iv)
             except InvalidTag:
                 continue
             keys = cand

@@ -28,22 +28,17 @@ def expand(secret: bytes, label: bytes, length: int) -> bytes:
 
 
 class EpochKeys:
-    """The AEAD and IV of one direction in one epoch (the AEAD seals and opens whole packets, the
-    header as associated data: :meth:`kcp.secure.aead.AEAD.seal` and :meth:`~kcp.secure.aead.AEAD.open`)."""
+    """The AEAD and IV of one direction in one epoch. The AEAD seals and opens whole numbered
+    packets, the header as associated data and the nonce ``iv`` XOR the packet number
+    (:meth:`kcp.secure.aead.AEAD.seal_pn` and :meth:`~kcp.secure.aead.AEAD.open_pn`)."""
 
-    __slots__ = ("aead", "epoch", "iv", "iv_bytes", "secret")
+    __slots__ = ("aead", "epoch", "iv", "secret")
 
     def __init__(self, suite: CipherSuite, secret: bytes, epoch: int) -> None:
         self.secret = secret
         self.epoch = epoch
         self.aead: AEAD = suite.factory(expand(secret, LABEL_KEY, 32))
-        self.iv_bytes = expand(secret, LABEL_IV, 12)
-        """The IV as it is XORed into nonces (:meth:`kcp.secure.aead.AEAD.seal_pn`)."""
-        self.iv = int.from_bytes(self.iv_bytes, "big")
-
-    def nonce(self, pn: int) -> bytes:
-        """The 12-byte nonce for packet number ``pn``."""
-        return (self.iv ^ pn).to_bytes(12, "big")
+        self.iv = expand(secret, LABEL_IV, 12)
 
     def next(self, suite: CipherSuite) -> EpochKeys:
         """The keys of the following epoch."""

@@ -45,7 +45,7 @@ class ReplayWindow:
         ring = self._ring
         top = self.top
         if pn > top:
-            old = top >> 5 if top >= 0 else -1
+            old = top >> 5  # -1 before the first packet
             new = pn >> 5
             if new > old:
                 # the blocks the top moves into held packet numbers a ring older: clear them

@@ -730,7 +730,7 @@ class MuxCore:
     def _protocol_error(self, exc: MuxProtocolError, counted: bool = False) -> None:
         c = self.counters
         if not counted and exc.kind in c:
-            c.add(exc.kind)
+            setattr(c, exc.kind, getattr(c, exc.kind) + 1)
         c.protocol_errors += 1
         err = MuxClosedError(f"session closed: protocol error from peer: {exc}")
         err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)

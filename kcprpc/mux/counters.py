@@ -1,14 +1,16 @@
 """A mux session's counters: one native object per session (compiled), a field per counter.
 
 The hot paths add to fields (``c.frames_out += 1``); everything else reads the counters as a
-read-only mapping of :data:`COUNTER_NAMES` (``c["frames_out"]``, ``dict(c)``, :meth:`as_dict`), as it
-read the dict they were before.
+read-only mapping of :data:`COUNTER_NAMES` (``c["frames_out"]``, ``dict(c)``, ``c.snapshot()``), as
+it read the dict they were before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
+from typing import ClassVar, Final
+
+from kcp.stats import CounterSet
 
 __all__ = ["COUNTER_NAMES", "MuxCounters"]
 
@@ -44,49 +46,46 @@ COUNTER_NAMES: Final = (
 _NAMES: Final = frozenset(COUNTER_NAMES)
 
 
-class MuxCounters:
-    """The counters of one mux session (:data:`COUNTER_NAMES`), all 0 to start with."""
+class MuxCounters(CounterSet):
+    """The counters of one mux session (:data:`COUNTER_NAMES`), all 0 to start with: a
+    :class:`kcp.stats.CounterSet` (``snapshot``, ``add``, ``reset``) that also reads as a read-only
+    mapping of its names."""
 
-    def __init__(self) -> None:
-        self.frames_in = 0
-        self.frames_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.syn_in = 0
-        self.syn_out = 0
-        self.fin_in = 0
-        self.fin_out = 0
-        self.nop_in = 0
-        self.nop_out = 0
-        self.upd_in = 0
-        self.upd_out = 0
-        self.streams_opened = 0
-        self.streams_accepted = 0
-        self.streams_refused = 0
-        self.streams_released = 0
-        self.duplicate_syn = 0
-        self.duplicate_fin = 0
-        self.dropped_unknown_stream = 0
-        self.dropped_after_fin = 0
-        self.bad_version = 0
-        self.bad_cmd = 0
-        self.bad_length = 0
-        self.bad_upd = 0
-        self.protocol_errors = 0
-        self.keepalive_timeouts = 0
-        self.recv_paused = 0
+    FIELDS: ClassVar[tuple[str, ...]] = COUNTER_NAMES
+    __slots__ = COUNTER_NAMES
+    frames_in: int
+    frames_out: int
+    bytes_in: int
+    bytes_out: int
+    syn_in: int
+    syn_out: int
+    fin_in: int
+    fin_out: int
+    nop_in: int
+    nop_out: int
+    upd_in: int
+    upd_out: int
+    streams_opened: int
+    streams_accepted: int
+    streams_refused: int
+    streams_released: int
+    duplicate_syn: int
+    duplicate_fin: int
+    dropped_unknown_stream: int
+    dropped_after_fin: int
+    bad_version: int
+    bad_cmd: int
+    bad_length: int
+    bad_upd: int
+    protocol_errors: int
+    keepalive_timeouts: int
+    recv_paused: int
 
     def __getitem__(self, name: str) -> int:
         if name not in _NAMES:
             raise KeyError(name)
         value: int = getattr(self, name)
         return value
-
-    def add(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to the counter called ``name`` (one named at run time)."""
-        if name not in _NAMES:
-            raise KeyError(name)
-        setattr(self, name, getattr(self, name) + n)
 
     def keys(self) -> tuple[str, ...]:
         """:data:`COUNTER_NAMES` (so that ``dict(counters)`` copies them)."""
@@ -100,10 +99,3 @@ class MuxCounters:
 
     def __contains__(self, name: object) -> bool:
         return name in _NAMES
-
-    def as_dict(self) -> dict[str, int]:
-        """A copy: ``{name: value}`` in :data:`COUNTER_NAMES` order."""
-        return {name: getattr(self, name) for name in COUNTER_NAMES}
-
-    def __repr__(self) -> str:
-        return f"MuxCounters({self.as_dict()!r})"

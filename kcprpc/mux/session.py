@@ -352,7 +352,7 @@ class MuxSession:
     @property
     def counters(self) -> dict[str, int]:
         """A snapshot of the session counters (frames, bytes, refusals, protocol errors ...)."""
-        c = self._core.counters.as_dict()
+        c = self._core.counters.snapshot()
         c["streams_open"] = self._core.num_streams
         return c
 

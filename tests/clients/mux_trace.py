@@ -140,7 +140,7 @@ def main() -> None:
         ops.append(op)
     final = [
         {
-            "counters": cores[i].counters.as_dict(),
+            "counters": cores[i].counters.snapshot(),
             "states": {str(sid): int(st.state) for sid, st in sorted(streams[i].items())},
             "closed": cores[i].closed,
         }

@@ -41,8 +41,9 @@ def test_declared_fields_match_slots() -> None:
     """Every counter is an attribute of the class (a slot, or a field of the compiled build's
     native class) and there is no other; the pure build's annotations name the same fields."""
     from kcp.secure.stats import SecureCounters
+    from kcprpc.mux.counters import MuxCounters
 
-    for cls in (Counters, SecureCounters):
+    for cls in (Counters, SecureCounters, MuxCounters):
         fields = {n for n, v in vars(cls).items() if inspect.isdatadescriptor(v) and not n.startswith("__")}
         assert fields == set(cls.FIELDS), cls
         assert len(cls.FIELDS) == len(fields), cls  # no name twice
