@@ -165,9 +165,12 @@ class SecurePath:
 
     __slots__ = (
         "_counters",
+        "_now_ms",
+        "_pipeline_seal",
         "_pmtu_applied",
         "_retrans_seen",
         "_segs_seen",
+        "_tx",
         "base_payload",
         "callbacks",
         "conn",
@@ -216,6 +219,10 @@ class SecurePath:
         self.sent_large = False
         """A payload longer than :attr:`base_payload` went out since the last retransmission seen."""
         self._counters: Counters | None = None
+        # the engine's output (make_output): the endpoint's send batch and clock, the pipeline's seal
+        self._tx: list[tuple[bytes, Address]] = ep.tx
+        self._now_ms: Callable[[], int] = ep.timers.now_ms
+        self._pipeline_seal: Callable[[bytes, int], list[bytes]] | None = None
         self._retrans_seen = 0
         self._segs_seen = 0
 
@@ -230,36 +237,49 @@ class SecurePath:
     # -- sending ---------------------------------------------------------------------------------
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
         """The engine's output: pipeline (FEC) → seal → the endpoint's send batch, to the current path."""
-        conn = self.conn
-        seal = conn.seal
-        pseal = pipeline.seal
-        c = counters
-        self._counters = c
-        path = self
-        now_ms = self.ep.timers.now_ms
-        tx_append = self.ep.tx.append
+        self._counters = counters
+        self._tx = self.ep.tx
+        self._now_ms = self.ep.timers.now_ms
+        if plain:
+            return self._output_plain
+        self._pipeline_seal = pipeline.seal
+        return self._output_pipeline
 
-        def output(packet: bytes) -> None:
-            now = now_ms()
-            try:
-                for payload in (packet,) if plain else pseal(packet, now):
-                    n = len(payload)
-                    if n > path.base_payload:
-                        if n > path.split_payload:
-                            path.send_parts(payload, now)  # sent before the MTU fell: in pieces
-                            continue
-                        path.sent_large = True
-                    d = seal(payload, now)
-                    if not conn.path_validated and not conn.can_send(len(d)):
-                        path.held_back += 1  # new path not validated yet: KCP retransmits later
-                        continue
-                    tx_append((d, conn.peer_addr))
-                    c.out_pkts += 1
-                    c.bytes_sent += len(d)
-            except SecureConnectionClosed:
+    def _output_plain(self, packet: bytes) -> None:
+        try:
+            self._send_payload(packet, self._now_ms())
+        except SecureConnectionClosed:
+            return
+
+    def _output_pipeline(self, packet: bytes) -> None:
+        seal = self._pipeline_seal
+        if seal is None:
+            return
+        now = self._now_ms()
+        try:
+            for payload in seal(packet, now):
+                self._send_payload(payload, now)
+        except SecureConnectionClosed:
+            return
+
+    def _send_payload(self, payload: bytes, now: int) -> None:
+        """Seal one pipeline payload and queue it (the engine's output, per datagram)."""
+        n = len(payload)
+        if n > self.base_payload:
+            if n > self.split_payload:
+                self.send_parts(payload, now)  # sent before the MTU fell: in pieces
                 return
-
-        return output
+            self.sent_large = True
+        conn = self.conn
+        d = conn.seal(payload, now)
+        if not conn.path_validated and not conn.can_send(len(d)):
+            self.held_back += 1  # new path not validated yet: KCP retransmits later
+            return
+        self._tx.append((d, conn.peer_addr))
+        c = self._counters
+        if c is not None:
+            c.out_pkts += 1
+            c.bytes_sent += len(d)
 
     def _apply_pmtu(self) -> None:
         """Give the owner's engine the MTU the search found, if it changed."""

@@ -118,6 +118,7 @@ class KCPSession:
         "_config",
         "_dgram_sink",
         "_dgrams",
+        "_dgrams_fed",
         "_drain_waiter",
         "_engine",
         "_ep",
@@ -200,6 +201,7 @@ class KCPSession:
         self._dgram_sink: Callable[[bytes], None] | None = None
         self._fed = 0  # datagrams fed since the last after_input (one receive batch)
         self._dgrams = DatagramQueue(config.datagram_queue, self._loop)
+        self._dgrams_fed = False  # a datagram was queued in this receive batch (after_input hands it on)
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
@@ -427,6 +429,7 @@ class KCPSession:
                         return
                 elif self._state is _OPEN:
                     self._dgrams.push(payload)
+                    self._dgrams_fed = True
         if not self._in_dirty:
             self._in_dirty = True
             self._ep.dirty.append(self)
@@ -455,10 +458,12 @@ class KCPSession:
             self._deliver(fed <= DIRECT_INPUTS)
             if self._state is _CLOSED:  # its receiver ended it: nothing to flush or re-arm
                 return
-        if self._dgram_sink is not None and self._dgrams.queue:
-            self._hand_datagrams()
-            if self._state is _CLOSED:
-                return
+        if self._dgrams_fed:  # (a flag: the queue is another object, cold in a fan-out's acks)
+            self._dgrams_fed = False
+            if self._dgram_sink is not None and self._dgrams.queue:
+                self._hand_datagrams()
+                if self._state is _CLOSED:
+                    return
         if self._cc is not None:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one

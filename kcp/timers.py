@@ -26,8 +26,8 @@ what its socket already holds, so acks that arrived cancel the retransmissions t
 from __future__ import annotations
 
 import asyncio
-import heapq
 import weakref
+from heapq import heapify, heappop, heappush
 from typing import Final, Protocol
 
 __all__ = ["NO_ENTRY", "InputSource", "TimerHeap", "TimerTarget", "entry_due"]
@@ -144,7 +144,7 @@ class TimerHeap:
         target._timer_entry = entry
         live[entry] = target
         heap = self._heap
-        heapq.heappush(heap, entry)
+        heappush(heap, entry)
         if not self._firing and (self._armed_at < 0 or due < self._armed_at):
             self._arm(due)
         if len(heap) > 2048 and len(heap) > 2 * len(self._live):
@@ -164,7 +164,7 @@ class TimerHeap:
     def _compact(self) -> None:
         live = self._live
         self._heap = [e for e in self._heap if e in live]
-        heapq.heapify(self._heap)
+        heapify(self._heap)
 
     def _arm(self, due: int) -> None:
         if self._handle is not None:
@@ -180,7 +180,7 @@ class TimerHeap:
         now = self.now_ms()
         limit = now + 1  # the loop may run a handle a hair early; accept 1 ms of slack
         due_targets: list[TimerTarget] = []
-        pop = heapq.heappop
+        pop = heappop
         top = (limit + 1) << _SEQ_BITS  # every entry due at or before limit is below it
         while heap and heap[0] < top:
             target = live.pop(pop(heap), None)

@@ -4,8 +4,8 @@
  * A drop-in for cryptography's AESGCM(key) and ChaCha20Poly1305(key) as secure mode uses them:
  * encrypt(nonce, data, associated_data) -> ciphertext + 16-byte tag, decrypt(...) -> plaintext or
  * cryptography.exceptions.InvalidTag. Each object initialises one EVP_CIPHER_CTX for encryption and
- * one for decryption with its key once; a call only sets the nonce (EVP_*Init_ex with a NULL cipher
- * and key), feeds the associated data and the data, and finishes. That per-call setup is what makes
+ * one for decryption with its key once; a call only sets the nonce (see set_nonce), feeds the
+ * associated data and the data, and finishes. That per-call setup is what makes
  * it cheaper than cryptography's, which prepares a context on every call. seal(header, nonce,
  * plaintext) is encrypt with the header as associated data, returning header + ciphertext + tag in
  * one allocation (secure mode's packet); open(packet, header_len, nonce) is its inverse, the header
@@ -54,6 +54,8 @@ extern const char *OpenSSL_version(int type);
 /* include/openssl/evp.h: EVP_CTRL_AEAD_GET_TAG = EVP_CTRL_GCM_GET_TAG, the SET one likewise */
 #define AEAD_CTRL_GET_TAG 0x10
 #define AEAD_CTRL_SET_TAG 0x11
+/* EVP_CTRL_AEAD_SET_IV_FIXED = EVP_CTRL_GCM_SET_IV_FIXED; with length -1 it sets the whole IV */
+#define AEAD_CTRL_SET_IV_FIXED 0x12
 #define OPENSSL_VERSION_TEXT_TYPE 0 /* OpenSSL_version(OPENSSL_VERSION) */
 
 #define NONCE_LEN 12 /* the default IV length of both ciphers: never set per context */
@@ -70,6 +72,7 @@ typedef struct {
     PyObject_HEAD
     EVP_CIPHER_CTX *enc;
     EVP_CIPHER_CTX *dec;
+    int gcm; /* AES-GCM with OpenSSL's IV control (see set_nonce) */
 } AeadObject;
 
 /* ------------------------------------------------------------------------------ arguments */
@@ -180,6 +183,45 @@ openssl_failed(const char *what)
 
 /* ------------------------------------------------------------------------------ the AEAD core */
 
+/* Set the nonce of a keyed context for the next packet. AES-GCM takes it as the whole IV through
+ * EVP_CTRL_AEAD_SET_IV_FIXED with length -1 (as TLS restores a record's IV): in OpenSSL 3 an
+ * EVP_*Init_ex call with only an IV asks the provider for the IV length through its parameter
+ * interface on every call, which cost more than the AES-GCM of a small packet in a fan-out's
+ * profile. ChaCha20-Poly1305 has no such control: its nonce goes through Init_ex. */
+static int
+set_nonce(AeadObject *self, EVP_CIPHER_CTX *ctx, const unsigned char *nonce, int enc)
+{
+    if (self->gcm)
+        return EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_SET_IV_FIXED, -1, (void *)nonce) == 1;
+    if (enc)
+        return EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1;
+    return EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce) == 1;
+}
+
+/* Whether this OpenSSL's AES-GCM takes a whole IV through the control (OpenSSL 3's provider does;
+ * 1.1's legacy cipher accepts the control but then refuses to encrypt): found out once, on the first
+ * AES-GCM object, by sealing an empty message both ways and comparing the tags. -1: not yet known. */
+static int gcm_iv_control = -1;
+
+static int
+probe_gcm_iv_control(EVP_CIPHER_CTX *ctx)
+{
+    static const unsigned char nonce[NONCE_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    unsigned char tag1[TAG_LEN], tag2[TAG_LEN], scratch[TAG_LEN];
+    int n = 0;
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce) != 1
+        || EVP_EncryptFinal_ex(ctx, scratch, &n) != 1
+        || EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_GET_TAG, TAG_LEN, tag1) != 1)
+        return -1; /* the ordinary path failed: the caller reports it */
+    if (EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_SET_IV_FIXED, -1, (void *)nonce) != 1
+        || EVP_EncryptFinal_ex(ctx, scratch, &n) != 1
+        || EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_GET_TAG, TAG_LEN, tag2) != 1) {
+        ERR_clear_error();
+        return 0;
+    }
+    return memcmp(tag1, tag2, TAG_LEN) == 0;
+}
+
 /* prefix (may be empty) + AEAD(nonce, data, aad) + tag, in one new bytes object. */
 static PyObject *
 seal_into_new(AeadObject *self, const Arg *prefix, const Arg *nonce, const Arg *data, const Arg *aad)
@@ -200,7 +242,7 @@ seal_into_new(AeadObject *self, const Arg *prefix, const Arg *nonce, const Arg *
     if (prefix->n)
         memcpy(out, prefix->p, (size_t)prefix->n);
     ct = out + prefix->n;
-    if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, nonce->p) != 1)
+    if (!set_nonce(self, ctx, nonce->p, 1))
         goto fail;
     if (aad->n && EVP_EncryptUpdate(ctx, NULL, &n, aad->p, (int)aad->n) != 1)
         goto fail;
@@ -240,7 +282,7 @@ open_into_new(AeadObject *self, const Arg *nonce, const Arg *data, const Arg *aa
     if (res == NULL)
         return NULL;
     out = (unsigned char *)PyBytes_AS_STRING(res); /* the shared b"" when ct_len is 0: never written */
-    if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, nonce->p) != 1)
+    if (!set_nonce(self, ctx, nonce->p, 0))
         goto invalid;
     if (EVP_CIPHER_CTX_ctrl(ctx, AEAD_CTRL_SET_TAG, TAG_LEN, tag) != 1)
         goto invalid;
@@ -559,12 +601,22 @@ aead_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         arg_release(&key);
         return NULL;
     }
+    self->gcm = (PyObject *)type != ChaCha_Type;
     self->enc = EVP_CIPHER_CTX_new();
     self->dec = EVP_CIPHER_CTX_new();
     ok = self->enc != NULL && self->dec != NULL
          && EVP_EncryptInit_ex(self->enc, cipher, NULL, key.p, NULL) == 1
          && EVP_DecryptInit_ex(self->dec, cipher, NULL, key.p, NULL) == 1;
     arg_release(&key);
+    if (ok && self->gcm) {
+        if (gcm_iv_control < 0) {
+            int probed = probe_gcm_iv_control(self->enc);
+            ok = probed >= 0;
+            if (ok)
+                gcm_iv_control = probed;
+        }
+        self->gcm = gcm_iv_control == 1;
+    }
     if (!ok) {
         Py_DECREF(self); /* dealloc frees whichever context exists */
         return openssl_failed("cipher initialisation");

@@ -196,6 +196,8 @@ class MuxStream:
         session's :class:`MuxClosedError` if the session is dead.
         """
         sess = self._session
+        if type(data) is bytes and sess._write_now(self._st, data):
+            return
         sess._core.send(self._st, data)
         sess._kick_writer()
 
@@ -468,6 +470,24 @@ class MuxSession:
             self._write_direct(self._write_ready)
         else:
             self._send_event.set()
+
+    def _write_now(self, st: StreamRecord, data: bytes) -> bool:
+        """Hand ``data`` to the transport as one frame, bypassing the queue, when the writer is
+        idle, the transport takes more and the core can frame it at once (:meth:`MuxCore.frame_now`).
+        False: it did not go; queue it."""
+        ready = self._write_ready
+        if not self._writer_idle or ready is None or not ready():
+            return False
+        core = self._core
+        frame = core.frame_now(st, data)
+        if frame is None:
+            return False
+        try:
+            self._transport.write(frame)
+        except Exception as exc:
+            core.connection_lost(exc)
+            self._pump()
+        return True
 
     def _write_direct(self, ready: Callable[[], bool]) -> None:
         core = self._core
