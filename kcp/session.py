@@ -41,7 +41,7 @@ from kcp.session_cc import SessionCC
 from kcp.session_datagrams import DatagramQueue
 from kcp.session_setup import check_close_code, make_engine, water_marks
 from kcp.session_stats import session_stats
-from kcp.session_timing import dead_link_error, next_wake
+from kcp.session_timing import NearWake, dead_link_error, next_wake
 from kcp.snmp import session_closed, session_opened
 from kcp.stats import Counters
 
@@ -137,6 +137,7 @@ class KCPSession:
         "_lone_acks",
         "_loop",
         "_low_water",
+        "_near",
         "_overhead",
         "_path",
         "_path_timer",
@@ -211,6 +212,7 @@ class KCPSession:
         self._flush_marked = False
         self._in_dirty = False
         self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
+        self._near = NearWake(self, ep)  # the second heap entry (kcp.session_timing)
         self._high_water, self._low_water = water_marks(config, eng)
         self._idle_ms = int(config.idle_timeout * 1000) if config.idle_timeout else 0
         self._linger_until = 0
@@ -596,27 +598,24 @@ class KCPSession:
         if self._state is _CLOSING and ws == 0:
             self._finish(now, None, self.close_reason or "closed")
             return
-        if ws or eng.probe:
-            due = next_wake(eng, self.ack_nodelay, now)
-            if self._idle_ms and self._last_recv + self._idle_ms < due:
-                due = self._last_recv + self._idle_ms
-        elif self._idle_ms:
-            due = self._last_recv + self._idle_ms
-        else:
-            due = -1
+        # near wake-ups (self._near): retransmission, pacing, delayed acks; they come and go with
+        # each message. Far ones (this session's own entry): the idle deadline, a close's linger,
+        # the path's timers
+        near = next_wake(eng, self.ack_nodelay, now) if ws or eng.probe else -1
         cc = self._cc
         if cc is not None and eng.snd_queue:  # the pacer only waits with data queued
             t = cc.next_send(eng, now)
-            if t >= 0 and (due < 0 or t < due):
-                due = t
+            if t >= 0 and (near < 0 or t < near):
+                near = t
         ack_due = self._ack_due
         if ack_due >= 0:
             if not eng.acks_pending():
                 self._ack_due = -1  # a flush took them
                 if ws:  # with data: they rode
                     self._lone_acks = 0
-            elif due < 0 or ack_due < due:
-                due = ack_due
+            elif near < 0 or ack_due < near:
+                near = ack_due
+        due = self._last_recv + self._idle_ms if self._idle_ms else -1
         if self._state is _CLOSING and (due < 0 or self._linger_until < due):
             due = self._linger_until
         path_timer = self._path_timer
@@ -624,8 +623,13 @@ class KCPSession:
             t = path_timer()
             if due < 0 or t < due:
                 due = t
+        timers = self._timers
+        if near >= 0 and (due < 0 or near < due):
+            timers.schedule(self._near, near)
+        elif self._near._timer_entry >= 0:
+            timers.cancel(self._near)  # the acks came: no retransmission wake-up is left
         if due >= 0:
-            self._timers.schedule(self, due)
+            timers.schedule(self, due, now)  # a far one stays put when it only moves later
 
     def request_flush(self) -> None:
         """Flush the engine at the end of this loop tick."""
@@ -647,6 +651,7 @@ class KCPSession:
         self.close_reason = reason
         self._path.finish(now, self.close_code, reason)  # after the state change: callbacks cannot re-enter
         self._timers.cancel(self)
+        self._timers.cancel(self._near)
         self._engine.drop_unsent()  # a slow reader's megabytes go now, not at the next full GC
         for w in (self._read_waiter, self._drain_waiter):
             if w is not None and not w.done():

@@ -5,11 +5,39 @@ Pure functions over a :class:`kcp.engine.KCP`, used by :class:`kcp.session.KCPSe
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from kcp.batch import Address
 from kcp.engine import KCP
 from kcp.errors import DeadLinkError
+from kcp.timers import NO_ENTRY, InputSource
 
-__all__ = ["dead_link_error", "next_wake"]
+__all__ = ["NearWake", "dead_link_error", "next_wake"]
+
+
+class _Waking(Protocol):
+    def _on_timer(self, now: int) -> None: ...
+
+
+class NearWake:
+    """A session's second entry in the timer heap: its near, short-lived wake-ups (a retransmission,
+    the pacer's next send, acks waiting for data to ride with), apart from its far ones (the idle
+    deadline, the path's timers) in the session's own entry.
+
+    A fan-out's delivery sets a retransmission wake-up and its ack removes it a millisecond later.
+    With one entry, both moved it (the far deadline, then the retransmission, then the far deadline
+    again): two heap insertions per delivery. Here the ack only drops this entry, and the far entry,
+    which moves later at every ack, stays where it is until it fires (kcp.timers, ``horizon``)."""
+
+    __slots__ = ("_timer_entry", "_timer_input", "owner")
+
+    def __init__(self, owner: _Waking, source: InputSource) -> None:
+        self._timer_entry = NO_ENTRY  # TimerTarget
+        self._timer_input = source  # as the session's: pending acks are read before it fires
+        self.owner = owner
+
+    def _on_timer(self, now: int) -> None:
+        self.owner._on_timer(now)
 
 
 def next_wake(eng: KCP, ack_nodelay: bool, now: int) -> int:

@@ -84,6 +84,7 @@ class TimerHeap:
         "_loop",
         "_seq",
         "fired",
+        "horizon",
         "polled",
         "slack",
     )
@@ -100,6 +101,7 @@ class TimerHeap:
         self.fired = 0  # targets woken so far (for tests and benchmarks)
         self.polled = 0  # input sources polled before firing (for tests and benchmarks)
         self.slack = 50  # ms: how much earlier than asked a pending wake-up may stay
+        self.horizon = 1000  # ms: a pending wake-up this far ahead may stay however much earlier
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> TimerHeap:
@@ -119,12 +121,15 @@ class TimerHeap:
         """Number of pending wake-ups."""
         return len(self._live)
 
-    def schedule(self, target: TimerTarget, due: int) -> None:
+    def schedule(self, target: TimerTarget, due: int, now: int = -1) -> None:
         """Wake ``target`` at ``due`` ms.
 
         An already pending wake-up that is earlier, but by less than :attr:`slack` ms, is kept
         (the target re-evaluates when it fires); one further away is replaced, so a session that
-        turns idle does not get a useless wake-up at its old retransmission time.
+        turns idle does not get a useless wake-up at its old retransmission time. Given ``now``,
+        a pending wake-up at least :attr:`horizon` ms ahead is kept too, however much later
+        ``due`` is: a far deadline that moves later at every packet (an idle timeout) then costs
+        one early wake-up per horizon, not a heap insertion per packet.
         """
         if due < 0:
             due = 0
@@ -132,7 +137,9 @@ class TimerHeap:
         live = self._live
         if entry >= 0:
             pending = entry >> _SEQ_BITS
-            if pending <= due and due - pending < self.slack:
+            if pending <= due and (
+                due - pending < self.slack or (now >= 0 and pending - now >= self.horizon)
+            ):
                 return
             del live[entry]  # the old heap entry goes stale
         seq = (self._seq + 1) & _SEQ_MASK

@@ -73,7 +73,7 @@ async def test_a_delayed_ack_with_nothing_to_ride_with_goes_alone_when_the_delay
         s.feed(packet, now)
         s.after_input(now)
         assert s._engine.acks_pending() == 1 and s.counters.out_pkts == sent
-        entry = s._timer_entry
+        entry = s._near._timer_entry  # a near wake-up (kcp.session_timing.NearWake)
         assert entry != NO_ENTRY and entry_due(entry) <= now + 5  # the session wakes for them
         s._on_timer(now + 5)
         assert s._engine.acks_pending() == 0 and s.counters.out_pkts == sent + 1

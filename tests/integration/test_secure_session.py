@@ -521,6 +521,10 @@ async def test_close_reason_reaches_the_peer_at_once() -> None:
         )
         c2.write(b"x")
         srv2 = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        # an answer carries the ack of "x": nothing is left in flight, so the close is at once
+        assert await asyncio.wait_for(srv2.readexactly(1), TIMEOUT) == b"x"
+        srv2.write(b"y")
+        assert await asyncio.wait_for(c2.readexactly(1), TIMEOUT) == b"y"
         mine: list[Any] = []
         c2.add_event_callback(mine.append)
         c2.close(0, "user logged out")

@@ -330,14 +330,40 @@ async def test_idle_sessions_only_wait_for_their_idle_deadline(echo_server: kcp.
         # (ack_delay, 5 ms) for data to ride with; once it went alone, the only wake-up left is the
         # idle deadline, 30 s away (no per-interval polling, no stale retransmission wake-up)
         assert c.write_buffer_size() == 0
-        entry = c._timer_entry
-        assert entry != NO_ENTRY
+        near = c._near._timer_entry  # retransmission, pacing and delayed-ack wake-ups
         if c._engine.acks_pending():
-            assert entry_due(entry) <= c._last_recv + 5
-            c._on_timer(entry_due(entry))
+            assert near != NO_ENTRY and entry_due(near) <= c._last_recv + 5
+            c._on_timer(entry_due(near))
             assert not c._engine.acks_pending()
-            entry = c._timer_entry
-        assert entry != NO_ENTRY and entry_due(entry) == c._last_recv + 30_000
+        assert c._near._timer_entry == NO_ENTRY
+        # the far entry: the idle deadline, where the dial set it (it moves later lazily: it
+        # fires early at most once and then re-arms at the deadline of the time)
+        entry = c._timer_entry
+        now = c._timers.now_ms()
+        assert entry != NO_ENTRY and now + 20_000 <= entry_due(entry) <= c._last_recv + 30_000
+        c.abort()
+
+
+async def test_a_message_and_its_ack_leave_the_far_wakeup_where_it_was() -> None:
+    """A push to a thousand sessions sets a retransmission wake-up per session, and each ack
+    removes it: that is the near entry's (kcp.session_timing.NearWake). The far one (the idle
+    deadline, which every ack moves later) stays where it was: no heap insertion per message."""
+    cfg = kcp.SessionConfig(idle_timeout=30, ack_delay=0)
+    accepted: asyncio.Queue[kcp.KCPSession] = asyncio.Queue()
+    async with await kcp.listen("127.0.0.1", 0, session=cfg, on_accept=accepted.put_nowait) as lis:
+        c = await kcp.dial("127.0.0.1", lis.address[1], session=cfg)
+        c.write(b"hi")
+        s = await asyncio.wait_for(accepted.get(), TIMEOUT)
+        assert await asyncio.wait_for(s.readexactly(2), TIMEOUT) == b"hi"
+        far = s._timer_entry
+        assert far != NO_ENTRY and entry_due(far) > s._timers.now_ms() + 20_000
+        for _ in range(3):
+            s.write(b"event")
+            assert await asyncio.wait_for(c.readexactly(5), TIMEOUT) == b"event"
+            c.write(b"ok")  # rides with (or follows) the client's ack of the event
+            assert await asyncio.wait_for(s.readexactly(2), TIMEOUT) == b"ok"
+            assert s._engine.waitsnd() == 0 and s._near._timer_entry == NO_ENTRY
+            assert s._timer_entry == far
         c.abort()
 
 

@@ -112,6 +112,26 @@ def test_rescheduling_much_later_replaces() -> None:
     assert log == [("a", 60_000)]
 
 
+def test_a_far_wakeup_stays_when_it_only_moves_later_given_now() -> None:
+    loop, heap, log = make()
+    t = Target("a", log)
+    heap.schedule(t, 30_000, now=0)  # an idle deadline
+    entry = t._timer_entry
+    for now in range(100, 1000, 100):  # every packet moves it later: no heap insertion
+        heap.schedule(t, now + 30_000, now=now)
+        assert t._timer_entry == entry
+    assert len(heap._heap) == 1
+    heap.schedule(t, 20_000, now=1000)  # earlier: replaced
+    assert entry_due(t._timer_entry) == 20_000
+    # within the horizon it is an ordinary pending wake-up again: a much later one replaces it
+    heap.schedule(t, 20_000 + heap.slack, now=20_000 - heap.horizon + 1)
+    assert entry_due(t._timer_entry) == 20_000 + heap.slack
+    heap.schedule(t, 40_000)  # without now: replaced, as before
+    assert entry_due(t._timer_entry) == 40_000
+    loop.advance_to(40_000, heap)
+    assert log == [("a", 40_000)]
+
+
 def test_same_due_fires_in_schedule_order_and_keys_stay_unique_when_the_count_wraps() -> None:
     loop, heap, log = make()
     first, second, third = Target("first", log), Target("second", log), Target("third", log)
