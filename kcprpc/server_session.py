@@ -82,6 +82,48 @@ END_OF_REQUESTS: Final = object()
 class ServerSession:
     """One connected client, as seen by the server (``ctx.session`` in handlers)."""
 
+    # its own attributes in slots: a push reads ``closed`` and ``control`` of every member, and a
+    # slot is one read at a fixed offset where the instance dict was a lookup in another object.
+    # ``__dict__`` stays: an application may keep its own attributes on a session
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_drop_unreliable_at",
+        "_lw_epoch",
+        "_lw_seq",
+        "_pump",
+        "backlog_probe",
+        "calls",
+        "closed",
+        "conn",
+        "control",
+        "detached",
+        "expiry",
+        "id",
+        "lanes",
+        "last_receive",
+        "loop",
+        "may_resume",
+        "metadata",
+        "parking",
+        "path_changes",
+        "presence",
+        "progress_probe",
+        "protocol",
+        "receive",
+        "resume_token",
+        "resume_window",
+        "resumed_into",
+        "rooms",
+        "send_backlog",
+        "send_guard",
+        "send_limit",
+        "server",
+        "stall",
+        "state",
+        "topics",
+    )
+
     _ids = itertools.count(1)
 
     def __init__(self, server: ServerHost, conn: Connection) -> None:

@@ -16,9 +16,11 @@ TOO_OLD: Final = 2
 class ReplayWindow:
     """Remembers which of the last ``size`` packet numbers below the highest one were seen.
 
-    RFC 6479's bitmap: a ring of 32-bit blocks, one block more than the window needs, so that
-    moving the top clears whole blocks (the ones the new top passes) and nothing shifts. A packet
-    costs one or two list reads and writes, whatever the window's size."""
+    RFC 6479's bitmap: a ring of blocks, one block more than the window needs, so that moving the
+    top clears whole blocks (the ones the new top passes) and nothing shifts. A packet costs one or
+    two list reads and writes, whatever the window's size. The blocks are 8 bits wide: every value
+    a block takes is one of the interpreter's preallocated small ints, so marking a packet neither
+    allocates an int nor reads one from memory of its own (32-bit blocks did both, per packet)."""
 
     __slots__ = ("_blocks", "_ring", "size", "top")
 
@@ -27,8 +29,8 @@ class ReplayWindow:
             raise ValueError("replay window must be at least 64")
         self.size = size
         self.top = -1  # highest packet number accepted so far
-        self._ring = (size + 31) // 32 + 1  # blocks: a window's worth plus the one being filled
-        self._blocks: list[int] = [0] * self._ring  # bit (pn & 31) of block (pn >> 5) % ring: seen
+        self._ring = (size + 7) // 8 + 1  # blocks: a window's worth plus the one being filled
+        self._blocks: list[int] = [0] * self._ring  # bit (pn & 7) of block (pn >> 3) % ring: seen
 
     def check(self, pn: int) -> int:
         """``OK``, ``DUPLICATE`` or ``TOO_OLD``; does not change the window."""
@@ -37,7 +39,7 @@ class ReplayWindow:
             return OK
         if top - pn >= self.size:
             return TOO_OLD
-        return DUPLICATE if (self._blocks[(pn >> 5) % self._ring] >> (pn & 31)) & 1 else OK
+        return DUPLICATE if (self._blocks[(pn >> 3) % self._ring] >> (pn & 7)) & 1 else OK
 
     def update(self, pn: int) -> None:
         """Mark ``pn`` as received (call only after it authenticated and passed :meth:`check`)."""
@@ -45,12 +47,12 @@ class ReplayWindow:
         ring = self._ring
         top = self.top
         if pn > top:
-            old = top >> 5  # -1 before the first packet
-            new = pn >> 5
+            old = top >> 3  # -1 before the first packet
+            new = pn >> 3
             if new > old:
                 # the blocks the top moves into held packet numbers a ring older: clear them
                 for b in range(old + 1, min(new, old + ring) + 1):
                     blocks[b % ring] = 0
             self.top = pn
-        i = (pn >> 5) % ring
-        blocks[i] = blocks[i] | (1 << (pn & 31))
+        i = (pn >> 3) % ring
+        blocks[i] = blocks[i] | (1 << (pn & 7))

@@ -65,6 +65,7 @@ class Hooks:
 
 def remember(session: kcprpc.ServerSession) -> None:
     session.state["seat"] = "north"
+    session.player = "ana"  # type: ignore[attr-defined]  # an application's own attribute: kept too
 
 
 async def reconnect_after(p: RpcPair, while_down: Callable[[], Any]) -> None:
@@ -112,7 +113,10 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         assert p.client.session_id == sid and p.client.resumes == 1
         assert p.server.sessions == {session} and not session.detached
         assert (
-            session.state == {"seat": "north"} and session.rooms == {"arena"} and session.topics == {"news"}
+            session.state == {"seat": "north"}
+            and session.rooms == {"arena"}
+            and session.topics == {"news"}
+            and session.player == "ana"  # type: ignore[attr-defined]
         )
         assert p.client.rooms == {"arena"} and p.client.topics == {"news"}
         assert hooks.names(sid) == ["on_connect", "on_detach", "on_resume"]  # not gone, not new

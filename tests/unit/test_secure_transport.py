@@ -68,7 +68,7 @@ def test_replay_window_unit() -> None:
 
 @pytest.mark.parametrize("size", [64, 100, 2048])
 def test_replay_window_remembers_every_packet_of_the_window(size: int) -> None:
-    # in order and with every top position inside a 32-bit block: each of the last `size` packet
+    # in order and with every top position inside a ring block: each of the last `size` packet
     # numbers is a duplicate, the one before them too old (a ring one block short would forget
     # the oldest block's packets: replays)
     w = ReplayWindow(size)
