@@ -114,6 +114,8 @@ class SecureConnection:
         "_recv",
         "_recv_next",
         "_recv_prev",
+        "_rekey_ms",
+        "_rekey_packets",
         "_rng",
         "_send",
         "_sent_in_epoch",
@@ -163,6 +165,9 @@ class SecureConnection:
         reset_token: bytes | None = None,
     ) -> None:
         self._cfg = config
+        # read per sealed packet: native ints here, not the frozen dataclass's attributes
+        self._rekey_packets = config.rekey_after_packets
+        self._rekey_ms = config.rekey_after_ms
         self._suite = suite
         self._rng = rng
         self.is_client = is_client
@@ -375,9 +380,7 @@ class SecureConnection:
         """A protected datagram carrying ``plaintext`` as it is: a frame type byte and its body
         (the frames of docs/security.md). :meth:`seal` is the one for data; this one also lets a
         test send what a hostile peer holding the keys could (malformed frames)."""
-        if self._sent_in_epoch >= self._cfg.rekey_after_packets or (
-            now - self._epoch_started >= self._cfg.rekey_after_ms
-        ):
+        if self._sent_in_epoch >= self._rekey_packets or now - self._epoch_started >= self._rekey_ms:
             self.update_keys(now)
         pn = self._next_pn
         self._next_pn = pn + 1
