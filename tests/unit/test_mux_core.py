@@ -534,3 +534,35 @@ def test_unread_gives_bytes_back_without_granting_window_for_them() -> None:
     assert sst1 is not None
     server1.unread(sst1, server1.read(sst1, 60))
     assert server1.bucket == 4900 and sst1.recv_bytes == 100 and server1.data_to_send() == b""
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_frame_now_is_what_the_queue_would_send_and_declines_when_it_cannot(version: int) -> None:
+    cfg = MuxConfig(version=version, max_frame_size=100, max_stream_buffer=300)
+    fast, queued = pair(cfg)[0], pair(cfg)[0]
+    for core in (fast, queued):
+        core.open_stream()
+        core.data_to_send()  # the SYN
+    sf, sq = fast.get_stream(3), queued.get_stream(3)
+    assert sf is not None and sq is not None
+    for payload in (b"event", b"x" * 100):
+        wire = fast.frame_now(sf, payload)
+        queued.send(sq, payload)
+        assert wire is not None and wire == queued.data_to_send()  # the same bytes...
+        assert fast.counters.snapshot() == queued.counters.snapshot()  # ... and counters
+        if version == 2:
+            assert sf.num_written == sq.num_written
+    assert fast.frame_now(sf, b"x" * 101) is None  # more than one frame
+    assert fast.frame_now(sf, b"") is None
+    fast.send(sf, b"queued")
+    assert fast.frame_now(sf, b"later") is None  # behind stream data: it queues
+    fast.data_to_send()
+    other = fast.open_stream()
+    assert fast.frame_now(sf, b"later") is None  # behind a control frame (the SYN) too
+    fast.data_to_send()
+    assert other.stream_id != sf.stream_id and fast.frame_now(sf, b"now") is not None
+    if version == 2:
+        sf.peer_window = 0  # the peer's window is shut: it waits in the queue for an UPD
+        assert fast.frame_now(sf, b"w") is None
+    fast.close_stream(sf)
+    assert fast.frame_now(sf, b"after FIN") is None
