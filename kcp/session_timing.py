@@ -1,6 +1,7 @@
 """When a KCP session next needs its timer, and the error it ends with when the link dies.
 
-Pure functions over a :class:`kcp.engine.KCP`, used by :class:`kcp.session.KCPSession`.
+Functions over a :class:`kcp.engine.KCP`, and :class:`NearWake`, the session's second entry in the
+timer heap; used by :class:`kcp.session.KCPSession`.
 """
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ class TimerHeap:
         turns idle does not get a useless wake-up at its old retransmission time. Given ``now``,
         a pending wake-up at least :attr:`horizon` ms ahead is kept too, however much later
         ``due`` is: a far deadline that moves later at every packet (an idle timeout) then costs
-        one early wake-up per horizon, not a heap insertion per packet.
+        one early wake-up when the old time comes (the target re-arms), not a heap insertion per
+        packet.
         """
         if due < 0:
             due = 0
