@@ -736,6 +736,34 @@ def summary(r: dict[str, float] | None, n: int) -> str:
     )
 
 
+def cpu_ratio_lines(results: dict[str, list[list[dict[str, float]]]], rates: list[float]) -> list[str]:
+    """The server's CPU per delivery against grpcio's, per rate: the ratio of each round (the two
+    contenders ran back to back in it), where both held the rate, and their median."""
+    g_rounds = results.get("grpcio")
+    if not g_rounds:
+        return []
+    lines = []
+    for kind, rounds in results.items():
+        if kind == "grpcio":
+            continue
+        for rate in rates:
+            ratios: list[float | None] = []
+            for mine, theirs in zip(rounds, g_rounds, strict=False):
+                a, b = at_rate(mine, rate), at_rate(theirs, rate)
+                if a is None or b is None or b["server_us_per_delivery"] <= 0:
+                    ratios.append(None)
+                else:
+                    ratios.append(a["server_us_per_delivery"] / b["server_us_per_delivery"])
+            med = median_of(ratios)
+            lines.append(
+                f"{kind} / grpcio server CPU per delivery at {rate:g}/s, per round: "
+                + " ".join(fmt(r, ".2f") for r in ratios)
+                + f"; median x{fmt(med, '.2f')}"
+                + ("" if all(r is not None for r in ratios) else " (n/a: a contender did not hold the rate)")
+            )
+    return lines
+
+
 def add_run_args(ap: argparse.ArgumentParser, whose: str = "") -> None:
     """The options of a fan-out run (subscribers, processes, rate steps, limits, rounds, wire mode,
     loop) on ``ap``; :func:`run_args` completes them once parsed. ``whose``: "" or " per side"."""
@@ -806,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, m in med.items():
             if g and kind != "grpcio":
                 print(f"{kind} / grpcio: x{m[label] / g:.2f}")
+    for line in cpu_ratio_lines(results, rates):
+        print(line)
     if args.every_rate:
         return 0  # a measurement of fixed steps: a failed step is a figure, not an error
     return 0 if all(highest(steps, None) for rounds in results.values() for steps in rounds) else 1

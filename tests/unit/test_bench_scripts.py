@@ -154,3 +154,34 @@ def test_many_sessions_bench_runs_the_c_load_generator() -> None:
     echoes = int(line.split(" echoes")[0].rsplit(" ", 1)[1])
     assert " 0 errors" in line and " 100 sessions" in line, line
     assert 190 <= echoes <= 210, line  # 100 sessions x 1 msg/s x 2 s, each message's phase random
+
+
+def test_fanout_bench_pairs_each_rounds_server_cpu_with_grpcios() -> None:
+    """bench/fanout.py's closing lines: the server's CPU per delivery against grpcio's, round by
+    round (the contenders ran back to back in each), at each rate; a step a contender did not
+    hold has no ratio, and says so."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import fanout
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def step(rate: float, us: float, achieved: float | None = None) -> dict[str, float]:
+        return {
+            "rate": rate,
+            "achieved_rate": rate if achieved is None else achieved,
+            "ratio": 1.0,
+            "server_us_per_delivery": us,
+        }
+
+    results = {
+        "kcprpc": [[step(10, 18.0), step(30, 15.0)], [step(10, 20.0), step(30, 14.0)]],
+        "grpcio": [[step(10, 36.0), step(30, 28.0, achieved=25.0)], [step(10, 32.0), step(30, 28.0)]],
+    }
+    ten, thirty = fanout.cpu_ratio_lines(results, [10.0, 30.0])
+    assert ten == "kcprpc / grpcio server CPU per delivery at 10/s, per round: 0.50 0.62; median x0.56"
+    assert thirty.startswith(
+        "kcprpc / grpcio server CPU per delivery at 30/s, per round: n/a 0.50; median x0.50"
+    )
+    assert thirty.endswith("(n/a: a contender did not hold the rate)")
+    assert fanout.cpu_ratio_lines({"kcprpc": results["kcprpc"]}, [10.0]) == []  # no grpcio: no ratio
