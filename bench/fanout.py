@@ -24,6 +24,8 @@ as CPU per delivery (µs of CPU over the window / the deliveries expected in it)
 runs every rate of ``--rates`` whatever happens (fixed steps for A/B runs of two trees; copy the
 script outside the repository first, since ``_common.py`` puts its own repository on ``sys.path``).
 ``FANOUT_PROFILE=FILE`` runs the server under cProfile (CPU time) and writes its stats to FILE.
+With grpcio among the contenders, the last lines give the server's CPU per delivery against
+grpcio's at each rate: the ratio of each round (the two ran back to back in it) and their median.
 
 The grpcio contender (``--contenders``) is the same shape over TCP: a server-streaming call per
 subscriber (one channel each) fed by its own asyncio.Queue, and a unary ``Publish`` that puts
