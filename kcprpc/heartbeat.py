@@ -28,8 +28,9 @@ class HeartbeatConfig:
     """Ping every ``interval`` seconds; the peer is dead after ``timeout`` seconds of silence.
 
     Liveness rides on the traffic that already flows: a PING that falls due while frames went
-    both ways within the last ``interval`` (calls and their replies) is skipped (one still goes
-    out every ``4 * max_interval``, for a fresh RTT sample), and while the
+    both ways within the last ``interval`` (calls and their replies; over secure KCP also the
+    transport's acks of what arrived, which the server's silence check counts) is skipped (one
+    still goes out every ``4 * max_interval``, for a fresh RTT sample), and while the
     connection is quiet and each PING is answered, the interval doubles up to ``max_interval``
     (None: ``min(timeout / 2, 4 * interval)``). An unanswered PING brings it back to ``interval``.
     A dead peer is still declared ``timeout`` seconds after the last thing it sent, whatever the

@@ -247,6 +247,8 @@ class Link:
         mux = self._mux
         while not self.closed:
             activity = mux.bytes_sent - self._ping_bytes if mux is not None else 0
+            if self.transport_ping:  # our transport's acks reach the server's silence check too
+                activity += self.conn.packets_sent()
             action, nonce = hb.poll(self.now(), activity)
             if action is HeartbeatAction.DEAD:
                 self.hooks.on_lost(self, "peer did not answer heartbeats")

@@ -206,6 +206,12 @@ class MuxConnection:
         s = self.session
         return s.silent_ms() if s is not None and s.mode == "secure" else None
 
+    def packets_sent(self) -> int:
+        """Secure KCP: the session's datagrams out (data and acks; its keepalives are the secure
+        path's and not among them), which the peer authenticates; 0 otherwise."""
+        s = self.session
+        return s.counters.out_pkts if s is not None and s.mode == "secure" else 0
+
     def use_transport_keepalive(self) -> bool:
         """Secure KCP: stop the mux's keepalive (its NOPs and silence check); the session's
         authenticated keepalives and the RPC heartbeat prove liveness. False over compat KCP and web

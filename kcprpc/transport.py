@@ -131,6 +131,14 @@ class Connection(Protocol):
         datagram, keepalives included), or None when the transport cannot tell."""
         ...
 
+    def packets_sent(self) -> int:
+        """Datagrams the transport sent so far that show the peer this side is alive (secure KCP:
+        its authenticated data and acks, which reset the peer's :meth:`silent_ms`; not its
+        keepalives), or 0 when the transport's own traffic proves nothing to the peer (compat KCP,
+        web transports, in memory). The RPC heartbeat counts them as traffic sent: a subscriber
+        whose acks reach the server needs no PING to prove itself."""
+        ...
+
     def use_transport_keepalive(self) -> bool:
         """Both ends agreed (HELLO and WELCOME ``tping``) that the transport's keepalives and the RPC
         heartbeat prove liveness: the mux stops its own keepalive (its NOPs and its silence check),
@@ -147,7 +155,8 @@ class Connection(Protocol):
 class NoTransportKeepalive:
     """The transport-keepalive capabilities of a :class:`Connection` whose transport has none (in
     memory, a detached session): :meth:`Connection.ping` sends nothing, :meth:`Connection.silent_ms`
-    cannot tell, and the mux keepalive stays as it is."""
+    cannot tell, :meth:`Connection.packets_sent` counts nothing, and the mux keepalive stays as it
+    is."""
 
     __slots__ = ()
 
@@ -158,6 +167,10 @@ class NoTransportKeepalive:
     def silent_ms(self) -> int | None:
         """None: nothing tracks what the transport hears."""
         return None
+
+    def packets_sent(self) -> int:
+        """0: the transport's own traffic proves nothing to the peer."""
+        return 0
 
     def use_transport_keepalive(self) -> bool:
         """False: no transport keepalive to rely on."""

@@ -116,6 +116,29 @@ def test_receiving_alone_does_not_skip_pings() -> None:
     assert hb.skipped == 0
 
 
+async def test_a_subscriber_over_secure_kcp_needs_no_ping_while_it_acks_pushes() -> None:
+    """Receiving alone does not skip a PING (the test above), but over secure KCP the subscriber's
+    transport acks every push, and the server's silence check counts those authenticated datagrams
+    (``Connection.packets_sent``): they are traffic sent, and the PINGs are skipped but for the
+    one every ``4 * max_interval`` that samples the RTT."""
+    client_cfg = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=2.0, max_interval=0.05))
+    async with pair([Demo()], link="kcp", client_config=client_cfg) as p:
+        link = p.client.lifecycle.link
+        assert link is not None and link.hb is not None and link.transport_ping
+        hb = link.hb
+        ticks: asyncio.Queue[Tick] = asyncio.Queue()
+        p.client.on(Tick, lambda t, info: ticks.put_nowait(t))
+        await p.client.subscribe("news")
+        pings, skipped = hb._nonce, hb.skipped
+        for n in range(30):  # a push every 20 ms or so, for about 12 heartbeat intervals
+            await p.server.push.publish("news", Tick(n=n))
+            assert (await asyncio.wait_for(ticks.get(), TIMEOUT)).n == n
+            await asyncio.sleep(0.02)  # the publishing pace
+        assert hb.skipped - skipped >= 4, (hb.skipped - skipped, hb._nonce - pings)
+        assert hb._nonce - pings <= 5  # one per 4 intervals (RTT), not one per interval
+        assert len(p.server.sessions) == 1  # and the server never found it silent
+
+
 def test_the_servers_announced_interval_caps_the_stretch() -> None:
     hb = Heartbeat(HeartbeatConfig(interval=0.5, timeout=5.0), now=0)  # would stretch to 2 s
     assert hb.max_interval_ms == 2000
