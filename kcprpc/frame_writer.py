@@ -119,20 +119,6 @@ class FrameWriter:
         elif n > self.high_water:
             self.flush()
 
-    def send_now(self, frame: bytes) -> None:
-        """Write one encoded frame at once when nothing is queued here, else queue it behind what
-        is (as :meth:`send`: the order holds). A push to a thousand sessions then touches each
-        writer once, and each session's frame is on its way before the loop reaches the next."""
-        if self._pending or self.closed:
-            self.send(frame)
-            return
-        try:
-            self.stream.write(frame)
-        except Exception:
-            self.closed = True
-            return
-        self._count(len(frame))
-
     def flush(self) -> None:
         """Write everything queued now."""
         self._scheduled = False
@@ -148,10 +134,6 @@ class FrameWriter:
         except Exception:
             self.closed = True
             return
-        self._count(n)
-
-    def _count(self, n: int) -> None:
-        """``n`` bytes were written: the guard's check runs after every ``every`` bytes."""
         g = self._guard
         if g is not None:
             u = g.unchecked + n

@@ -187,7 +187,7 @@ class PushHub:
                 if unreliable:
                     route(s, frame, msg.delivery)
                 elif s.control is not None:
-                    s.control.send_now(frame)  # each member's frame leaves now (ordered behind its queue)
+                    s.control.send(frame)
             stats["events_sent"] += n
 
         return deliver

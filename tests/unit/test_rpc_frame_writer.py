@@ -93,24 +93,3 @@ async def test_writers_of_one_connection_share_the_send_guard() -> None:
     await asyncio.sleep(0)
     assert checks == [3, 4]
 
-
-async def test_send_now_writes_at_once_unless_frames_wait_and_counts_for_the_guard() -> None:
-    from kcprpc.frame_writer import SendGuard
-
-    log: list[tuple[int, bytes]] = []
-    checks: list[int] = []
-    guard = SendGuard(lambda: checks.append(len(log)), every=100)
-    w = FrameWriter(Sink(log, 0), guard=guard)  # type: ignore[arg-type]
-    w.send_now(b"push1")  # nothing queued: written now, not at the end of the tick
-    assert log == [(0, b"push1")] and guard.unchecked == 5
-    w.send(b"reply")
-    w.send_now(b"push2")  # behind a queued frame: queued too, so the order holds
-    assert log == [(0, b"push1")]
-    await asyncio.sleep(0)
-    assert log == [(0, b"push1"), (0, b"replypush2")]
-    w.send_now(b"x" * 95)  # crosses the guard's 100 bytes: its check runs
-    assert checks == [3] and guard.unchecked == 0
-    w.close()
-    w.send_now(b"late")  # closed: dropped
-    await asyncio.sleep(0)
-    assert log[-1] == (0, b"x" * 95)
