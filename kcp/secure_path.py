@@ -219,7 +219,8 @@ class SecurePath:
         self.sent_large = False
         """A payload longer than :attr:`base_payload` went out since the last retransmission seen."""
         self._counters: Counters | None = None
-        # the engine's output (make_output): the endpoint's send batch and clock, the pipeline's seal
+        # what the engine's output (make_output) uses: the endpoint's send batch and clock, and the
+        # pipeline's seal once make_output named the pipeline
         self._tx: list[tuple[bytes, Address]] = ep.tx
         self._now_ms: Callable[[], int] = ep.timers.now_ms
         self._pipeline_seal: Callable[[bytes, int], list[bytes]] | None = None
@@ -238,8 +239,6 @@ class SecurePath:
     def make_output(self, pipeline: Pipeline, plain: bool, counters: Counters) -> Output:
         """The engine's output: pipeline (FEC) → seal → the endpoint's send batch, to the current path."""
         self._counters = counters
-        self._tx = self.ep.tx
-        self._now_ms = self.ep.timers.now_ms
         if plain:
             return self._output_plain
         self._pipeline_seal = pipeline.seal

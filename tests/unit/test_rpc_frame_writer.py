@@ -92,4 +92,3 @@ async def test_writers_of_one_connection_share_the_send_guard() -> None:
     a.send(b"d" * 250)
     await asyncio.sleep(0)
     assert checks == [3, 4]
-
