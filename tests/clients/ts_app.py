@@ -111,6 +111,15 @@ class App(kcprpc.Service, name="ts.App"):
         session.send(Blip(n=1))
         session.send(Note(text="keyed"), key="k1", delivery="reliable")
 
+    async def notes_to_me(self, count: int, every_ms: int) -> int:
+        """``count`` reliable notes to this session, one every ``every_ms``: a push stream the
+        client only receives (the heartbeat's subscriber case)."""
+        session = kcprpc.current_context().session
+        for i in range(count):
+            session.send(Note(text=str(i)), delivery="reliable")
+            await asyncio.sleep(every_ms / 1000)
+        return count
+
     @rpc.notify
     async def note(self, text: str) -> None:
         """Fire-and-forget (unreliable by default): recorded for ``notes``."""

@@ -11,6 +11,7 @@ import { Client, type RawEvent } from "../src/rpc/client.js";
 import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
 import type { MuxConnection } from "../src/rpc/connection.js";
 import { RpcError, Status } from "../src/rpc/status.js";
+import type { Heartbeat } from "../src/rpc/heartbeat.js";
 import { waitFor } from "./support/rpc_python.js";
 
 const KEY = "ts e2e secure passphrase";
@@ -85,6 +86,30 @@ test("rebind: the connection moves to a new local socket and its calls carry on"
     await c.close();
   }
   await assert.rejects(c.rebind(), /rebind\(\) needs an open secure-mode KCP connection/);
+});
+
+test("a subscriber that only receives sends no PING but the RTT one: its transport's acks prove it to the server", async () => {
+  const port = running.server?.port as number;
+  const c = await Client.connect(kcpConnector("127.0.0.1", port, { wire: WIRE }), {
+    heartbeat: { intervalMs: 50, timeoutMs: 2000, maxIntervalMs: 50 },
+  });
+  try {
+    const notes: RawEvent[] = [];
+    c.onRawEvent((e) => notes.push(e));
+    await waitFor(() => c.rttMs !== null, "a first answered keepalive", 5000);
+    const hb = (c as unknown as { link: { hb: Heartbeat } }).link.hb;
+    const pings = (hb as unknown as { nonce: number }).nonce;
+    const skipped = hb.skipped;
+    // about 600 ms of pushes, 12 heartbeat intervals: one call sent, then only the acks of the pushes
+    assert.equal(await c.unary("ts.App/notes_to_me", { count: 30, every_ms: 20 }), 30);
+    await waitFor(() => notes.filter((e) => e.name === "ts.Note").length >= 30, "the 30 notes", 5000);
+    const sentPings = (hb as unknown as { nonce: number }).nonce - pings;
+    assert.ok(hb.skipped - skipped >= 4, `skipped ${hb.skipped - skipped}, pinged ${sentPings}`);
+    assert.ok(sentPings <= 5, `one PING per 4 intervals (the RTT), not one per interval: ${sentPings}`);
+    assert.ok(c.connected);
+  } finally {
+    await c.close();
+  }
 });
 
 test("heartbeats go as transport keepalives the server's secure layer answers (WELCOME tping)", async () => {

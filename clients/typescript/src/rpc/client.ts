@@ -542,7 +542,9 @@ class Link {
     const tick = (): void => {
       if (this.state === "closed") return;
       const now = this.client.now();
-      const [action, nonce] = hb.poll(now, this.activity);
+      // over secure KCP the transport's acks of what arrived reach the server's silence check too
+      const activity = keepalive ? this.activity + (conn.packetsSent?.() ?? 0) : this.activity;
+      const [action, nonce] = hb.poll(now, activity);
       if (action === "dead") {
         this.client.linkLost(this, "peer did not answer heartbeats");
         return;

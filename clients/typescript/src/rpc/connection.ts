@@ -70,6 +70,13 @@ export interface RpcConnection {
   ping?(nonce: number): boolean;
   /** Call `cb` with the nonce of each answered {@link ping}, optional. */
   onPingAnswered?(cb: (nonce: number) => void): void;
+  /**
+   * Datagrams the transport sent so far that show the peer this side is alive (secure mode: its
+   * authenticated data and acks, which reset the server's silence check; not its keepalives),
+   * optional (absent or 0: the transport's own traffic proves nothing to the peer). The heartbeat
+   * counts them as traffic sent: a subscriber whose acks reach the server needs no PING.
+   */
+  packetsSent?(): number;
   /** Both ends agreed (HELLO and WELCOME `tping`): the mux stops its own keepalive (NOPs, silence check), optional. */
   useTransportKeepalive?(): void;
 }
@@ -100,6 +107,8 @@ export interface DatagramTransport extends ByteTransport {
   ping?(nonce: number): boolean;
   /** Call `cb` with the nonce of each answered {@link ping}, optional. */
   onPingAnswered?(cb: (nonce: number) => void): void;
+  /** Datagrams sent that the peer authenticates, optional: see {@link RpcConnection.packetsSent}. */
+  packetsSent?(): number;
   /** Resolves once the transport has ended (after its close linger), optional. */
   waitClosed?(): Promise<void>;
   /** End at once, dropping unacknowledged data, optional. */
@@ -159,6 +168,9 @@ export class MuxConnection implements RpcConnection {
   }
   onPingAnswered(cb: (nonce: number) => void): void {
     this.transport.onPingAnswered?.(cb);
+  }
+  packetsSent(): number {
+    return this.transport.packetsSent?.() ?? 0;
   }
   useTransportKeepalive(): void {
     this.mux.stopKeepalive();

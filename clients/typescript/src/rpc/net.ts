@@ -111,6 +111,10 @@ export class KcpTransport implements DatagramTransport {
   onPingAnswered(cb: (nonce: number) => void): void {
     this.pingCbs.push(cb);
   }
+  /** Secure mode: the session's datagrams out (data, acks, datagrams; not the path's keepalives), which the server authenticates; 0 in compat mode. */
+  packetsSent(): number {
+    return securePathOf(this.session) === null ? 0 : this.session.counters.outPkts;
+  }
   /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
   rebind(): Promise<void> {
     return rebindSecure(this.session);
