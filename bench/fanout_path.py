@@ -31,7 +31,7 @@ from _common import run_loop
 
 import kcp
 from kcp.endpoint import Endpoint
-from kcp.secure import generate_keypair
+from kcp.secure import SecureConfig, generate_keypair
 
 
 def _answer(cli: kcp.KCPSession) -> int:
@@ -72,8 +72,15 @@ async def main() -> None:
         help="wall time (default) or this process's CPU time (time.process_time: user + system), "
         "which the machine's other load inflates less",
     )
+    ap.add_argument(
+        "--suite",
+        choices=("aesgcm", "chachapoly"),
+        default=SecureConfig().suites[0],
+        help="the AEAD the sessions use (the clients propose it; default: secure mode's first)",
+    )
     args = ap.parse_args()
     priv, pub = generate_keypair()
+    suite = SecureConfig(suites=(args.suite,))
     lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(static_private_key=priv))
     # ack_delay=0: each subscriber acks at once (the bench's subscribers wait up to 5 ms for data to
     # ride with, then ack alone: the same datagram)
@@ -82,7 +89,8 @@ async def main() -> None:
     srvs: list[kcp.KCPSession] = []
     try:
         for _ in range(args.sessions):
-            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(server_public_key=pub), session=cfg)
+            wire = kcp.SecureWire(server_public_key=pub, config=suite)
+            c = await kcp.dial("127.0.0.1", lis.address[1], wire, session=cfg)
             c.write(b"hi")
             clis.append(c)
             srvs.append(await asyncio.wait_for(lis.accept(), 10))
@@ -123,7 +131,8 @@ async def main() -> None:
         w, t, a = (x * k for x in best)
         build = "compiled" if kcp.compiled else "pure"
         print(
-            f"{args.sessions} sessions ({build}), best of {args.repeat} x {args.rounds} rounds, {args.clock} time "
+            f"{args.sessions} sessions ({build}, {args.suite}), best of {args.repeat} x {args.rounds} rounds, "
+            f"{args.clock} time "
             "per delivery: "
             f"write {w:.2f} us  tick {t:.2f} us  acks {a:.2f} us  server {w + t + a:.2f} us"
             + (f"  ({lost} datagrams not seen by a subscriber)" if lost else "")
