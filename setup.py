@@ -19,7 +19,10 @@ compile or link, the build goes on without it and the code that uses it falls ba
   (``-l:libcrypto.so.3``).
 - kcp._mmsg (kcp/_mmsg.c): sendmmsg/recvmmsg for kcp.batch, which calls them through ctypes without it.
 
-Everything mypyc generates goes under build/ (git-ignored), and so do the objects of both.
+Everything mypyc generates goes under build/ (git-ignored), and so do the objects of both. mypyc
+writes a C file per module (``multi_file``) and they compile in parallel, one job per CPU: one
+file for all of them took three times as long to build, for the same speed (docs/BENCHMARKS.md,
+"Session 17").
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import ast
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -94,7 +98,8 @@ def compiled_extensions() -> list:  # type: ignore[type-arg]
     try:
         modules = module_paths()
         flags = ["--config-file", mypy_config(modules)]
-        compiled = list(mypycify([*flags, *modules], opt_level="3", target_dir=str(TARGET)))
+        # one C file per module (multi_file), compiled in parallel by OptionalBuildExt
+        compiled = list(mypycify([*flags, *modules], opt_level="3", target_dir=str(TARGET), multi_file=True))
     except (Exception, SystemExit) as e:  # mypyc reports its errors with SystemExit
         say(f"mypyc failed ({e!r}): pure-Python build")
         return []
@@ -108,6 +113,47 @@ def native_extensions() -> list[Extension]:
             say(f"{name} is built on Linux only: {without}")
         return []
     return [Extension(name, [source]) for name, (source, _, _) in NATIVE.items()]
+
+
+def parallel_compile(compiler: Any) -> None:
+    """Compile an extension's C files in parallel, one job per CPU (mypyc's group of modules is a
+    C file per module): distutils compiles them one after the other. Falls back to that when the
+    compiler object lacks the steps this uses."""
+    if getattr(compiler, "_kcprpc_parallel", False):
+        return
+    jobs = min(8, os.cpu_count() or 1)
+    steps = ("_setup_compile", "_get_cc_args", "_compile")
+    if jobs < 2 or not all(callable(getattr(compiler, step, None)) for step in steps):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def compile(  # the signature of distutils' CCompiler.compile
+        sources: list[str],
+        output_dir: str | None = None,
+        macros: Any = None,
+        include_dirs: Any = None,
+        debug: bool = False,
+        extra_preargs: Any = None,
+        extra_postargs: Any = None,
+        depends: Any = None,
+    ) -> list[str]:
+        macros, objects, extra_postargs, pp_opts, build = compiler._setup_compile(
+            output_dir, macros, include_dirs, sources, depends, extra_postargs
+        )
+        cc_args = compiler._get_cc_args(pp_opts, debug, extra_preargs)
+
+        def one(obj: str) -> None:
+            if obj in build:
+                src, ext = build[obj]
+                compiler._compile(obj, src, ext, cc_args, extra_postargs, pp_opts)
+
+        with ThreadPoolExecutor(jobs) as pool:
+            for _ in pool.map(one, objects):  # re-raises a compile error
+                pass
+        return list(objects)
+
+    compiler.compile = compile
+    compiler._kcprpc_parallel = True
 
 
 class OptionalBuildExt(build_ext):
@@ -140,6 +186,8 @@ class OptionalBuildExt(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         if ext.name not in NATIVE:
+            if len(ext.sources) > 1:
+                parallel_compile(self.compiler)
             super().build_extension(ext)
             return
         _, links, without = NATIVE[ext.name]
