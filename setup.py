@@ -123,7 +123,11 @@ def parallel_compile(compiler: Any) -> None:
         return
     jobs = min(8, os.cpu_count() or 1)
     steps = ("_setup_compile", "_get_cc_args", "_compile")
-    if jobs < 2 or not all(callable(getattr(compiler, step, None)) for step in steps):
+    if (
+        jobs < 2
+        or getattr(compiler, "compiler_type", "") != "unix"  # (MSVC's compile() is its own)
+        or not all(callable(getattr(compiler, step, None)) for step in steps)
+    ):
         return
     from concurrent.futures import ThreadPoolExecutor
 
