@@ -132,8 +132,7 @@ async def main() -> None:
         build = "compiled" if kcp.compiled else "pure"
         print(
             f"{args.sessions} sessions ({build}, {args.suite}), best of {args.repeat} x {args.rounds} rounds, "
-            f"{args.clock} time "
-            "per delivery: "
+            f"{args.clock} time per delivery: "
             f"write {w:.2f} us  tick {t:.2f} us  acks {a:.2f} us  server {w + t + a:.2f} us"
             + (f"  ({lost} datagrams not seen by a subscriber)" if lost else "")
         )
