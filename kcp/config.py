@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from kcp.crypt import PacketCrypt, cipher_known, derive_key, new_crypt
+from kcp.engine import ACK_HOLD_MAX
 from kcp.errors import KCPUsageError
 from kcp.fec import fec_enabled
 
@@ -62,7 +63,13 @@ class SessionConfig:
     overhead, as in kcp-go. ``ack_nodelay`` flushes acks at the end of each receive batch;
     ``ack_delay`` (ms, 0 for none) lets an ack that has nothing to ride with wait that long for
     data going the same way (a reply, a PONG, the next call), so that one datagram carries both;
-    ikcp's own acks wait up to ``interval``. docs/tuning.md, "Delayed acks".
+    ikcp's own acks wait up to ``interval``. ``ack_hold`` (ms, 0 for never, at most 250): a session
+    that only receives (a push subscriber: its delayed acks found nothing to ride with several times
+    in a row) holds each lone ack up to that long, until a second segment comes (both go in one
+    datagram, as TCP acks every second segment) or a segment comes out of order (a loss: acks go at
+    once again until the session looks quiet once more). Only in secure mode, with a peer that
+    agreed to held acks in the handshake (``kcp.secure.SecureConfig.held_acks``): it adds 250 ms to
+    its RTOs while this end holds. docs/tuning.md, "Delayed acks".
     ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
@@ -97,6 +104,7 @@ class SessionConfig:
     stream: bool = True
     ack_nodelay: bool = True
     ack_delay: int = 5
+    ack_hold: int = 200
     dead_link: int = 20
     read_buffer: int = 1 << 20
     write_buffer: int = 0
@@ -125,6 +133,8 @@ class SessionConfig:
             raise KCPUsageError("windows must be >= 1")
         if not 0 <= self.ack_delay <= 100:
             raise KCPUsageError(f"ack_delay must be in 0..100 ms, got {self.ack_delay!r}")
+        if type(self.ack_hold) is not int or not 0 <= self.ack_hold <= ACK_HOLD_MAX:
+            raise KCPUsageError(f"ack_hold must be in 0..{ACK_HOLD_MAX} ms, got {self.ack_hold!r}")
         if not 10 <= self.interval <= 5000:
             raise KCPUsageError("interval must be in 10..5000 ms")
         if self.read_buffer < 1 or self.write_buffer < 0 or self.datagram_queue < 1:

@@ -179,6 +179,10 @@ LEAD_SAMPLES: Final = 32  # segments acknowledged between two picks of the lead 
 LEAD_WINDOW: Final = 256  # ... of which the estimate keeps about this many (halved beyond it)
 LEAD_TARGET: Final = 0.004  # the chance that a segment's first round goes unanswered, aimed for
 BURSTY_COPIES: Final = 4  # recovery copies from which losses count as bursts: no lead copies then
+ACK_HOLD_MAX: Final = 250
+"""The longest a held ack may wait (ms), and what a sender adds to its RTO while its peer holds
+(:meth:`KCP.set_peer_hold`; docs/wire-format/kcp.md, "Held acks")."""
+ACK_HOLD_UNIT: Final = 4  # ms per step of a held ACK's frg byte (frg - 1 steps waited)
 
 
 def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) -> int:
@@ -367,6 +371,7 @@ class KCP:
     """
 
     __slots__ = (
+        "_ack_first_frg",
         "_acklist",
         "_buf",
         "_fast_pending",
@@ -374,13 +379,16 @@ class KCP:
         "_next_resend",
         "_outbox",
         "_pool",
+        "ack_frg",
         "conv",
         "counters",
         "current",
         "cwnd",
         "dead_link",
+        "disorder",
         "fastlimit",
         "fastresend",
+        "hold_aware",
         "incr",
         "interval",
         "mss",
@@ -404,6 +412,7 @@ class KCP:
         "recovery_rounds",
         "recovery_samples",
         "rmt_wnd",
+        "rto_extra",
         "rx_minrto",
         "rx_rto",
         "rx_rttval",
@@ -486,6 +495,12 @@ class KCP:
         # allocation, freeing and young-generation garbage collection per segment. At most snd_wnd
         # of them (as many as one window in flight, which is how many a round of acks can free)
         self._pool: list[_Seg] = []
+        # Held acks (not in ikcp; docs/wire-format/kcp.md "Held acks"). All 0/False: ikcp's wire.
+        self.hold_aware = False  # the peer agreed to held acks: its ACKs' frg says when it holds
+        self.rto_extra = 0  # ms added to every RTO while the peer holds its acks (set_peer_hold)
+        self.ack_frg = 0  # the frg byte of this end's ACKs: 0, or 1 while this end holds acks
+        self._ack_first_frg = 0  # the frg of the next flush's first ACK (hold_first_ack), 0: ack_frg
+        self.disorder = 0  # PUSH segments that came out of order or again (a loss shows as these)
 
     # ------------------------------------------------------------------ configuration
 
@@ -534,6 +549,26 @@ class KCP:
         self._nacked = 0
         self._acklist.clear()
         self._outbox.clear()
+
+    def set_peer_hold(self, holding: bool) -> None:
+        """The peer started (``holding``) or stopped holding its lone acks (an ACK's ``frg``, read by
+        :meth:`input` when :attr:`hold_aware`): every RTO gets :data:`ACK_HOLD_MAX` more, or loses
+        it, and the segments in flight move their retransmission times by as much, so a held ack
+        never looks lost and a loss found by an ack that came at once is resent at once."""
+        extra = ACK_HOLD_MAX if holding else 0
+        delta = extra - self.rto_extra
+        if not delta:
+            return
+        self.rto_extra = extra
+        for seg in self.snd_buf:
+            if not seg.acked:
+                seg.resendts = (seg.resendts + delta) & _MASK
+        self._next_resend = (self._next_resend + delta) & _MASK
+
+    def hold_first_ack(self, held: int) -> None:
+        """The first pending ack waited ``held`` ms (held acks): the next flush writes that into its
+        ``frg`` (:data:`ACK_HOLD_UNIT` ms steps, plus 1), so the sender's RTT sample leaves it out."""
+        self._ack_first_frg = 1 + min(max(held, 0) // ACK_HOLD_UNIT, 254)
 
     def waitsnd(self) -> int:
         """Segments queued or in flight and not yet acknowledged (ikcp_waitsnd)."""
@@ -789,6 +824,9 @@ class KCP:
         rq_limit = self.rcv_wnd + self.rcv_queue.head  # len(rq_data) below it: the queue has room
         rcv_nxt: i64 = self.rcv_nxt
         rcv_wnd: i64 = self.rcv_wnd
+        hold_aware = self.hold_aware
+        peer_hold: i64 = -1  # the last ACK's frg, or 0 after a PUSH (held acks); -1: neither seen
+        disorder: i64 = 0
         srtt: i64 = self.rx_srtt
         rttval: i64 = self.rx_rttval
         sampled = False
@@ -837,6 +875,10 @@ class KCP:
                 self._drop_front(d if d < len(buf) else len(buf))
             if cmd == 82:  # ACK
                 rtt = (current - ts) & _MASK
+                if hold_aware:  # held acks: frg - 1 steps of the wait are not the path's
+                    peer_hold = frg
+                    if frg > 1 and rtt < _HALF:
+                        rtt = rtt - (frg - 1) * ACK_HOLD_UNIT if rtt > (frg - 1) * ACK_HOLD_UNIT else 0
                 if rtt < _HALF and regular:  # RTT sample (ikcp_update_ack; rto derived after the loop)
                     sampled = True
                     if srtt == 0 and rtt < _BIG:
@@ -865,6 +907,8 @@ class KCP:
                     maxack = sn
                     latest_ts = ts
             elif cmd == 81:  # PUSH
+                if hold_aware:  # a peer that sends data holds no acks (docs/wire-format/kcp.md)
+                    peer_hold = 0
                 d = (sn - rcv_nxt) & _MASK
                 if d < rcv_wnd:  # inside the receive window: ack it and keep it (parse_data)
                     acklist.append(pkt[off - 16 : off - 8])  # ts sn, as the ack header wants them
@@ -874,6 +918,8 @@ class KCP:
                         rcv_nxt = self.rcv_nxt = (rcv_nxt + 1) & _MASK
                         in_bytes += ln
                     else:  # out of order, or the hole at rcv_nxt with more held: keep it unless held
+                        if d:
+                            disorder += 1
                         held = len(rcv_buf)
                         rcv_buf.setdefault(sn, (frg, pkt[off : off + ln]))  # (one lookup, not two)
                         if len(rcv_buf) == held:  # it was there already
@@ -886,6 +932,7 @@ class KCP:
                 elif ((d - rcv_wnd) & _MASK) >= _HALF:  # already received: ack again, drop
                     acklist.append(pkt[off - 16 : off - 8])
                     repeat += 1
+                    disorder += 1
                 else:  # beyond the window: dropped without an ack, as ikcp does
                     repeat += 1
             elif cmd == 83:  # WASK
@@ -895,6 +942,10 @@ class KCP:
 
         if last_wnd >= 0:
             self.rmt_wnd = last_wnd
+        if disorder:
+            self.disorder += disorder
+        if peer_hold >= 0 and (peer_hold > 0) != (self.rto_extra > 0):
+            self.set_peer_hold(peer_hold > 0)
         if sampled:
             self.rx_srtt = srtt
             self.rx_rttval = rttval
@@ -1117,14 +1168,20 @@ class KCP:
         # ``ts sn`` bytes (kept by input) and the per-flush una/len
         if acklist:
             nout += len(acklist)
-            ack_head = _ACK_HEAD(conv, 82, 0, wnd)
+            ack_head = _ACK_HEAD(conv, 82, self.ack_frg, wnd)
             ack_tail = _ACK_TAIL(una, 0)
+            first_frg = self._ack_first_frg
             for tssn in acklist:
                 if ptr + 24 > mtu:
                     out(b"".join(parts))
                     parts.clear()
                     ptr = 0
-                parts.append(ack_head)
+                if first_frg:  # a held ack: its wait, for the sender's RTT sample
+                    parts.append(_ACK_HEAD(conv, 82, first_frg, wnd))
+                    first_frg = 0
+                    self._ack_first_frg = 0
+                else:
+                    parts.append(ack_head)
                 parts.append(tssn)
                 parts.append(ack_tail)
                 ptr += 24
@@ -1165,7 +1222,7 @@ class KCP:
 
         resent = self.fastresend if self.fastresend > 0 else 0xFFFFFFFF
         nodelay = self.nodelay_
-        rx_rto = self.rx_rto
+        rx_rto = self.rx_rto + self.rto_extra  # (extra: while the peer holds its acks)
         rtomin = (rx_rto >> 3) if nodelay == 0 else 0
         change = 0
         lost = False

@@ -103,6 +103,8 @@ class PacketPath(Protocol):
     callbacks: list[EventCallback]
     has_timer: bool
     """True if :meth:`timer` may ask for wake-ups (the session then asks it on every re-arm)."""
+    held_acks: bool
+    """The peer agreed to held acks (secure mode's handshake; docs/wire-format/kcp.md "Held acks")."""
 
     @property
     def connection(self) -> SecureConnection | None: ...
@@ -142,6 +144,7 @@ class CompatPath:
     mode: Literal["compat", "secure"] = "compat"
     overhead = 0
     has_timer = False
+    held_acks = False  # kcp-go's peers never agreed to them
 
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep

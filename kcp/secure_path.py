@@ -175,6 +175,7 @@ class SecurePath:
         "callbacks",
         "conn",
         "ep",
+        "held_acks",
         "held_back",
         "on_end",
         "owner",
@@ -198,6 +199,7 @@ class SecurePath:
         self.ep = ep
         self.conn = conn
         self.on_end = on_end  # a listener's: the core forgets the connection
+        self.held_acks = conn.params.held_acks
         self.rekey_due = now + conn.config.rekey_after_ms  # time-based key update, even when idle
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []

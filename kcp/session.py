@@ -68,6 +68,10 @@ LONE_ACKS = 8
 receives, as a subscriber to a push), a session's lone acks stop waiting: they go at the end of
 the receive batch, in one send with the other sessions' (docs/tuning.md, "Delayed acks")."""
 
+HOLD_QUIET = 64
+"""After a loss ends the holding of acks (``SessionConfig.ack_hold``), this many delayed acks in a
+row must go alone before lone acks are held again."""
+
 LONE_ACK_PROBE = 32
 """While lone acks go at once, every this many of them one waits again, to find out whether data
 now goes the same way (a reply, a next call): if it rides, the session delays its acks again."""
@@ -119,6 +123,7 @@ class KCPSession:
         "_dgram_sink",
         "_dgrams",
         "_dgrams_fed",
+        "_disorder",
         "_drain_waiter",
         "_engine",
         "_ep",
@@ -126,7 +131,9 @@ class KCPSession:
         "_exc",
         "_fed",
         "_flush_marked",
+        "_held_at",
         "_high_water",
+        "_hold",
         "_host",
         "_idle_ms",
         "_in_dirty",
@@ -196,6 +203,11 @@ class KCPSession:
         self._ack_delay = config.ack_delay
         self._ack_due = -1  # when acks waiting for data to ride with go alone (-1: none wait)
         self._lone_acks = 0  # delayed acks in a row that went alone (then immediate ones, LONE_ACKS)
+        # held acks (docs/tuning.md "Delayed acks"): only with a peer that agreed to them
+        eng.hold_aware = path.held_acks
+        self._hold = config.ack_hold if path.held_acks else 0  # ms a lone ack may wait, once LONE_ACKS
+        self._held_at = -1  # when the ack being held came (-1: none held)
+        self._disorder = 0  # the engine's disorder count when last looked at (a new one: a loss)
         self._rbuf = bytearray()
         self._rlimit = config.read_buffer
         self._sink: Callable[[bytes], bool] | None = None
@@ -470,6 +482,12 @@ class KCPSession:
             self._cc.after_input(eng, now)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
         # per fan-out delivery, asks for none: docs/BENCHMARKS.md "Fan-out")
+        lost = False
+        if self._hold and eng.disorder != self._disorder:  # a segment out of order or again: a loss
+            self._disorder = eng.disorder
+            lost = self._lone_acks >= LONE_ACKS  # holding: acks go at once until quiet again
+            if lost:
+                self._stop_hold(now)
         if not self._flush_marked:
             if eng.waitsnd() or (self.ack_nodelay and eng.probe):
                 self._flush_marked = True
@@ -477,11 +495,22 @@ class KCPSession:
             elif self.ack_nodelay and (acks := eng.acks_pending()):
                 # one lone ack may wait for data to ride with (or for _ack_due); two or more go at
                 # once, as TCP acks every second segment: bulk flows keep their ack clock
-                if self._ack_delay and acks == 1 and self._lone_acks < LONE_ACKS:
+                if lost:
+                    self._flush_marked = True
+                    self._ep.flushq.append(self)
+                elif self._ack_delay and acks == 1 and self._lone_acks < LONE_ACKS:
                     if self._ack_due < 0:
                         self._ack_due = now + self._ack_delay
+                elif acks == 1 and self._hold:  # a receive-only session holds its lone ack
+                    if self._held_at < 0:
+                        self._held_at = now
+                        self._ack_due = now + self._hold
                 else:
-                    if acks == 1 and self._ack_delay:  # its lone acks found no ride lately
+                    if self._held_at >= 0:  # a second segment came: both acks go now
+                        eng.hold_first_ack(now - self._held_at)
+                        self._held_at = -1
+                        self._ack_due = -1
+                    elif acks == 1 and self._ack_delay:  # its lone acks found no ride lately
                         n = self._lone_acks + 1
                         # every LONE_ACK_PROBE-th waits again (LONE_ACKS - 1: one more try)
                         self._lone_acks = LONE_ACKS - 1 if n >= LONE_ACKS + LONE_ACK_PROBE else n
@@ -555,12 +584,19 @@ class KCPSession:
         if 0 <= self._ack_due <= now:  # delayed acks found nothing to ride with: they go alone
             self._ack_due = -1
             if eng.acks_pending():
-                if self._lone_acks < LONE_ACKS:
+                if self._held_at >= 0:  # a held ack's time is up
+                    eng.hold_first_ack(now - self._held_at)
+                    self._held_at = -1
+                elif self._lone_acks < LONE_ACKS:
                     self._lone_acks += 1
+                    if self._lone_acks == LONE_ACKS and self._hold:
+                        eng.ack_frg = 1  # this ack tells the peer, before any is held
                 if cc is None:
                     eng.flush(now)
                 else:
                     cc.flush(eng, now)
+        elif self._held_at >= 0:  # the update below may send the held ack: with its wait
+            eng.hold_first_ack(now - self._held_at)
         if cc is None:
             eng.update(now)
         else:
@@ -577,6 +613,9 @@ class KCPSession:
         if self._state is _CLOSED:
             return
         eng = self._engine
+        if self._held_at >= 0:  # the held ack goes with what this flush sends
+            eng.hold_first_ack(now - self._held_at)
+            self._held_at = -1
         cc = self._cc
         if cc is None:
             eng.flush(now)
@@ -601,6 +640,9 @@ class KCPSession:
         # near wake-ups (self._near): retransmission, pacing, delayed acks; they come and go with
         # each message. Far ones (this session's own entry): the idle deadline, a close's linger,
         # the path's timers
+        if ws and eng.ack_frg:  # it sends data now: no longer receive-only, its acks go at once
+            eng.ack_frg = 0
+            self._lone_acks = 0
         near = next_wake(eng, self.ack_nodelay, now) if ws or eng.probe else -1
         cc = self._cc
         if cc is not None and eng.snd_queue:  # the pacer only waits with data queued
@@ -611,6 +653,7 @@ class KCPSession:
         if ack_due >= 0:
             if not eng.acks_pending():
                 self._ack_due = -1  # a flush took them
+                self._held_at = -1
                 if ws:  # with data: they rode
                     self._lone_acks = 0
             elif near < 0 or ack_due < near:
@@ -630,6 +673,16 @@ class KCPSession:
             timers.cancel(self._near)  # the acks came: no retransmission wake-up is left
         if due >= 0:
             timers.schedule(self, due, now)  # a far one stays put when it only moves later
+
+    def _stop_hold(self, now: int) -> None:
+        """Acks go at once again (a loss): the held one, if any, says how long it waited; the rest
+        (``frg`` 0) tell the peer that acks no longer wait (docs/wire-format/kcp.md "Held acks")."""
+        if self._held_at >= 0:
+            self._engine.hold_first_ack(now - self._held_at)
+            self._held_at = -1
+            self._ack_due = -1
+        self._engine.ack_frg = 0
+        self._lone_acks = LONE_ACKS - HOLD_QUIET
 
     def request_flush(self) -> None:
         """Flush the engine at the end of this loop tick."""

@@ -15,6 +15,7 @@ from .errors import SecureUsageError
 from .noise import SUITE_BY_NAME, SUITES
 from .packet import (
     FEATURE_DATA_PARTS,
+    FEATURE_HELD_ACKS,
     INIT_FIXED,
     TAG_FEATURES,
     TAG_FEC,
@@ -58,15 +59,22 @@ class SessionParams:
     parity_shards: int
     mux_version: int
     features: int = 0
-    """Optional protocol features both ends use (a bit set: ``FEATURE_DATA_PARTS``)."""
+    """Optional protocol features both ends use (a bit set: ``FEATURE_DATA_PARTS``,
+    ``FEATURE_HELD_ACKS``)."""
 
     @property
     def data_parts(self) -> bool:
         """Both ends take DATA_PART frames: a payload larger than the path MTU goes in pieces."""
         return bool(self.features & FEATURE_DATA_PARTS)
 
+    @property
+    def held_acks(self) -> bool:
+        """Both ends read a KCP ACK's ``frg`` as "its sender holds lone acks" (docs/wire-format/kcp.md,
+        "Held acks"): either end may then hold them, as ``kcp.SessionConfig.ack_hold`` says."""
+        return bool(self.features & FEATURE_HELD_ACKS)
 
-KNOWN_FEATURES = FEATURE_DATA_PARTS
+
+KNOWN_FEATURES = FEATURE_DATA_PARTS | FEATURE_HELD_ACKS
 """The feature bits this version understands (others in a client's offer are ignored)."""
 
 PMTUD_LIMIT = 2048
@@ -82,7 +90,10 @@ class SecureConfig:
     black hole; the probe timeout follows the path's RTT up to ``pmtud_probe_timeout_ms``;
     docs/tuning.md "Path MTU"). ``data_parts`` offers DATA_PART frames in the handshake: when both
     ends do, a datagram that no longer fits the path MTU (a KCP segment sent before the MTU fell)
-    is sent in pieces and reassembled by the peer (docs/security.md). A :class:`kcp.SecureWire` carries one (``config=``).
+    is sent in pieces and reassembled by the peer (docs/security.md). ``held_acks`` offers held
+    acks: when both ends do, a KCP ACK's ``frg`` tells whether its sender holds lone acks, and a
+    session may hold its own (``kcp.SessionConfig.ack_hold``; docs/tuning.md "Delayed acks").
+    A :class:`kcp.SecureWire` carries one (``config=``).
 
     What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
     :class:`kcp.SecureWire`, the MTU and windows on :class:`kcp.SessionConfig`; the handshake core
@@ -139,6 +150,7 @@ class SecureConfig:
     pmtud_confirm_ms: int = 15_000
     pmtud_raise_ms: int = 600_000
     data_parts: bool = True
+    held_acks: bool = True
 
     def __post_init__(self) -> None:
         need = _need(type(self).__name__)
@@ -464,7 +476,7 @@ def negotiate(server: HandshakeConfig, hello: ClientHello, suite_id: int) -> Ses
 
 def config_features(cfg: SecureConfig) -> int:
     """The feature bits an endpoint with ``cfg`` offers (a client) or accepts (a server)."""
-    return FEATURE_DATA_PARTS if cfg.data_parts else 0
+    return (FEATURE_DATA_PARTS if cfg.data_parts else 0) | (FEATURE_HELD_ACKS if cfg.held_acks else 0)
 
 
 def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:

@@ -123,6 +123,7 @@ TAG_CID: Final = 10  # server's connection id (8)
 TAG_RESET: Final = 11  # stateless reset token for the server's connection id (16)
 TAG_FEATURES: Final = 12  # u8 bit set: the client's offer; in the answer, what both ends use
 FEATURE_DATA_PARTS: Final = 0x01  # DATA_PART frames (a payload larger than the path MTU in pieces)
+FEATURE_HELD_ACKS: Final = 0x02  # a KCP ACK's frg says its sender holds lone acks (docs/wire-format/kcp.md)
 RESET_TOKEN_LEN: Final = 16
 MIN_RESET_TRIGGER: Final = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
 MAX_RESET: Final = 64

@@ -1,0 +1,201 @@
+"""Held acks (``SessionConfig.ack_hold``, docs/tuning.md "Delayed acks"): a secure session that
+only receives holds each lone ack until a second segment comes or ``ack_hold`` ms pass, once its
+peer agreed to it in the handshake; a loss (a segment out of order) sends acks at once again. The
+state machine is driven by hand on a real secure session (the datagrams its engine writes are
+read before they are sealed); then a real pair over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import kcp
+import kcp.session
+from kcp.engine import ACK_HOLD_MAX, ACK_HOLD_UNIT, IKCP_CMD_ACK, KCP, SEGMENT_HEADER
+from kcp.secure import SecureConfig
+from kcp.timers import NO_ENTRY, entry_due
+
+PSK = bytes(range(32))
+TIMEOUT = 20.0
+
+
+def _ack_frgs(datagrams: list[bytes]) -> list[list[int]]:
+    """Per datagram, the ``frg`` of each ACK segment in it."""
+    out = []
+    for d in datagrams:
+        frgs, off = [], 0
+        while off + SEGMENT_HEADER.size <= len(d):
+            _c, cmd, frg, _w, _ts, _sn, _una, ln = SEGMENT_HEADER.unpack_from(d, off)
+            if cmd == IKCP_CMD_ACK:
+                frgs.append(frg)
+            off += SEGMENT_HEADER.size + ln
+        out.append(frgs)
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _secure_session(server_agrees: bool = True) -> AsyncIterator[kcp.KCPSession]:
+    wire = kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=server_agrees))
+    lis = await kcp.listen("127.0.0.1", 0, wire)
+    s = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK))
+    try:
+        yield s
+    finally:
+        s.abort()
+        lis.close()
+        await lis.wait_closed()
+
+
+class _Driver:
+    """Feeds a session one peer segment at a time at a chosen time, and keeps what it sends."""
+
+    def __init__(self, s: kcp.KCPSession) -> None:
+        self.s = s
+        self.ep = s._ep
+        self.now = self.ep.timers.now_ms()
+        self.sn = 0
+        self.sent: list[bytes] = []
+        eng = s._engine
+        out = eng.output
+        assert out is not None
+
+        def tap(packet: bytes) -> None:
+            self.sent.append(bytes(packet))
+            out(packet)
+
+        eng.output = tap
+
+    def event(self, skip: int = 0) -> None:
+        self.ep.flushq.clear()
+        out: list[bytes] = []
+        peer = KCP(self.s.conv, out.append)
+        peer.nodelay(1, 10, 2, 1)
+        peer.snd_nxt = peer.snd_una = self.sn + skip
+        peer.send(b"event %d" % (self.sn + skip))
+        peer.flush(self.now)
+        if not skip:
+            self.sn += 1
+        self.s.feed(bytes(out[0]), self.now)
+        self.s.after_input(self.now)
+
+    def waiting(self) -> bool:
+        return self.s not in self.ep.flushq and self.s._engine.acks_pending() == 1
+
+    def held_until(self) -> int:
+        """When the held ack goes alone; the session wakes by then (its near timer, or an earlier
+        wake-up of its own: the path's timers)."""
+        due = self.s._ack_due
+        entries = [e for e in (self.s._near._timer_entry, self.s._timer_entry) if e != NO_ENTRY]
+        assert entries and min(entry_due(e) for e in entries) <= due
+        return due
+
+    def flush(self) -> list[list[int]]:
+        """Flush as the endpoint's tick does; the ACK frgs it sent."""
+        before = len(self.sent)
+        self.s.flush_now(self.now)
+        return _ack_frgs(self.sent[before:])
+
+    def timer(self, advance: int) -> list[list[int]]:
+        before = len(self.sent)
+        self.now += advance
+        self.s._on_timer(self.now)
+        return _ack_frgs(self.sent[before:])
+
+
+async def test_a_receive_only_session_holds_its_lone_acks_and_pairs_them() -> None:
+    async with _secure_session() as s:
+        assert s._engine.hold_aware and s.config.ack_hold == 200
+        d = _Driver(s)
+        for i in range(kcp.session.LONE_ACKS):  # the usual delayed acks, going alone
+            d.event()
+            assert d.waiting()
+            # the last of them tells the peer (frg 1) before any ack is held
+            assert d.timer(5) == [[1 if i == kcp.session.LONE_ACKS - 1 else 0]]
+        d.event()
+        assert d.waiting()  # held: no flush at the end of the batch, a wake-up when the hold ends
+        assert d.held_until() == d.now + s.config.ack_hold
+        d.now += 30
+        d.event()  # a second segment: both acks go at once, the first says it waited 30 ms
+        assert s in d.ep.flushq
+        assert d.flush() == [[1 + 30 // ACK_HOLD_UNIT, 1]]
+        d.event()
+        assert d.waiting()
+        assert d.timer(s.config.ack_hold) == [[1 + s.config.ack_hold // ACK_HOLD_UNIT]]  # time up: alone
+
+
+async def test_a_loss_sends_acks_at_once_and_holding_waits_for_a_quiet_link() -> None:
+    async with _secure_session() as s:
+        d = _Driver(s)
+        for _ in range(kcp.session.LONE_ACKS):
+            d.event()
+            d.timer(5)
+        d.event()
+        assert d.waiting()
+        d.now += 12
+        d.event(skip=1)  # sn + 1 came, sn did not: a loss
+        assert s in d.ep.flushq
+        # the held ack says how long it waited, the other (frg 0) that acks no longer wait
+        assert d.flush() == [[1 + 12 // ACK_HOLD_UNIT, 0]]
+        d.event()  # the lost one, resent: the usual short delay again, not a hold
+        assert d.waiting()
+        assert d.timer(5) == [[0]]
+        for _ in range(kcp.session.HOLD_QUIET - 2):  # quiet again only after HOLD_QUIET alone
+            d.event()
+            d.timer(5)
+        d.event()
+        assert d.timer(5) == [[1]]  # announcing
+        d.event()
+        assert d.waiting() and d.held_until() == d.now + s.config.ack_hold  # held
+
+
+async def test_without_the_peers_agreement_acks_are_never_held() -> None:
+    async with _secure_session(server_agrees=False) as s:
+        assert not s._engine.hold_aware
+        d = _Driver(s)
+        for _ in range(kcp.session.LONE_ACKS):
+            d.event()
+            assert d.timer(5) == [[0]]
+        for _ in range(4):
+            d.event()
+            assert s in d.ep.flushq  # a subscriber's lone acks go at the end of the batch
+            assert d.flush() == [[0]]
+
+
+async def test_a_subscriber_pair_over_loopback_sends_fewer_acks_and_no_ack_looks_lost() -> None:
+    """The server writes 30 events 40 ms apart (beyond its RTO floor, so a held ack the server
+    did not allow for would look lost) to a client that only reads."""
+
+    async def run(agree: bool) -> tuple[int, int, int]:
+        accepted: asyncio.Queue[kcp.KCPSession] = asyncio.Queue()
+        wire = kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=agree))
+        lis = await kcp.listen("127.0.0.1", 0, wire, on_accept=accepted.put)
+        try:
+            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK))
+            try:
+                c.write(b"hi")
+                srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
+                assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+                sent_before = c.counters.out_pkts
+                extra_seen = 0
+                for i in range(30):
+                    srv.write(b"event %02d" % i)
+                    assert await asyncio.wait_for(c.readexactly(8), TIMEOUT) == b"event %02d" % i
+                    extra_seen = max(extra_seen, srv._engine.rto_extra)
+                    await asyncio.sleep(0.04)  # the publisher's pace, not a synchronisation
+                await asyncio.wait_for(srv.drain(), TIMEOUT)
+                retrans = srv.counters.retrans_segs
+                return c.counters.out_pkts - sent_before, retrans, extra_seen
+            finally:
+                c.abort()
+        finally:
+            lis.close()
+            await lis.wait_closed()
+
+    held, held_retrans, extra = await run(True)
+    plain, plain_retrans, no_extra = await run(False)
+    assert extra == ACK_HOLD_MAX and no_extra == 0
+    assert held_retrans == 0 and plain_retrans == 0
+    # every event's ack went alone without holding; with it, after LONE_ACKS, one per two events
+    assert plain >= 30
+    assert held <= kcp.session.LONE_ACKS + 30 // 2 + 4, (held, plain)
