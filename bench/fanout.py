@@ -57,12 +57,22 @@ from typing import Any
 from _common import percentile, proc_cpu_s, proc_rss_mb, run_loop, udp_rcvbuf_errors
 from pydantic import BaseModel
 
+import kcp
 import kcprpc
 from kcprpc import current_context
 
 TOPIC = "fanout"
 MAX_INFLIGHT = 8  # the publisher's overlapping Publish calls: its pace does not wait on each reply
-SNMP_KEYS = ("out_segs", "retrans_segs", "fast_retrans_segs", "lost_segs", "in_pkts", "out_pkts", "recv_syscalls", "send_syscalls")
+SNMP_KEYS = (
+    "out_segs",
+    "retrans_segs",
+    "fast_retrans_segs",
+    "lost_segs",
+    "in_pkts",
+    "out_pkts",
+    "recv_syscalls",
+    "send_syscalls",
+)
 
 
 @kcprpc.event("bench.Tick")
@@ -113,9 +123,18 @@ async def _publish(topic: str, tick: Tick) -> int:
     return msg.seq
 
 
+HELD_ACKS_MS = 200
+"""The subscribers' ``SessionConfig.ack_hold`` of the ``kcprpc-held`` contender."""
+
+
 def _transport(mode: str) -> kcprpc.Transport:
-    """The wire mode ``mode``: secure (anonymous: no key) or compat (no cipher)."""
-    return kcprpc.Transport(kcprpc.SecureWire() if mode == "secure" else kcprpc.CompatWire())
+    """The wire mode ``mode``: secure (anonymous: no key), secure with held acks (``secure-held``:
+    receive-only sessions ack every second segment, docs/tuning.md "Delayed acks") or compat (no
+    cipher)."""
+    if mode == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire())
+    hold = HELD_ACKS_MS if mode == "secure-held" else 0
+    return kcprpc.Transport(kcprpc.SecureWire(), session=kcp.SessionConfig(ack_hold=hold))
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -460,7 +479,7 @@ def _recv(conn: Connection, timeout: float) -> Any:
 class Run:
     """The server, subscriber and publisher processes of one fan-out run (always reaped on exit).
 
-    ``kind`` is the client side (kcprpc, kcprpc-compat, grpcio); ``label`` names the contender in
+    ``kind`` is the client side (kcprpc, kcprpc-held, kcprpc-compat, grpcio); ``label`` names the contender in
     the output. A subclass serves otherwise (bench/scale.py: workers on Redis) by overriding
     :meth:`start_server`, :meth:`server_pids` and :attr:`others`, or adds listeners to the server
     process (:attr:`listen`) and groups of subscribers (bench/web_fanout.py)."""
@@ -520,6 +539,8 @@ class Run:
         a, kind, mode = self.args, self.kind, self.args.mode
         if kind == "kcprpc-compat":  # kcprpc in kcp-go's packet format, no cipher
             kind, mode = "kcprpc", "compat"
+        elif kind == "kcprpc-held":  # the subscribers hold their acks (docs/tuning.md "Delayed acks")
+            kind, mode = "kcprpc", "secure-held"
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
         port = self.start_server(kind, mode, loop)
         t0 = time.perf_counter()
@@ -805,13 +826,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(ap)
     ap.add_argument(
-        "--contenders", default="kcprpc,grpcio", help="of kcprpc, kcprpc-compat (kcp-go's format), grpcio"
+        "--contenders",
+        default="kcprpc,grpcio",
+        help="of kcprpc, kcprpc-held (subscribers with SessionConfig(ack_hold=200)), kcprpc-compat (kcp-go's format), grpcio",
     )
     args = ap.parse_args(argv)
     rates = run_args(args)
     contenders = [c for c in args.contenders.split(",") if c]
-    if not contenders or any(c not in ("kcprpc", "kcprpc-compat", "grpcio") for c in contenders):
-        ap.error("--contenders: of kcprpc, kcprpc-compat, grpcio")
+    if not contenders or any(
+        c not in ("kcprpc", "kcprpc-held", "kcprpc-compat", "grpcio") for c in contenders
+    ):
+        ap.error("--contenders: of kcprpc, kcprpc-held, kcprpc-compat, grpcio")
     print(
         f"# push fan-out: 1 publisher process -> 1 topic -> {args.subscribers} subscribers in {args.procs} "
         f"processes; server in its own process; kcprpc mode={args.mode} loop={args.loop}, grpcio asyncio "

@@ -68,7 +68,7 @@ LONE_ACKS = 8
 receives, as a subscriber to a push), a session's lone acks stop waiting: they go at the end of
 the receive batch, in one send with the other sessions' (docs/tuning.md, "Delayed acks")."""
 
-HOLD_QUIET = 64
+HOLD_QUIET = 512
 """After a loss ends the holding of acks (``SessionConfig.ack_hold``), this many delayed acks in a
 row must go alone before lone acks are held again."""
 

@@ -17,6 +17,7 @@ from kcp.secure import SecureConfig
 from kcp.timers import NO_ENTRY, entry_due
 
 PSK = bytes(range(32))
+HOLD = kcp.SessionConfig(ack_hold=200)  # (the default, 0, never holds)
 TIMEOUT = 20.0
 
 
@@ -38,7 +39,7 @@ def _ack_frgs(datagrams: list[bytes]) -> list[list[int]]:
 async def _secure_session(server_agrees: bool = True) -> AsyncIterator[kcp.KCPSession]:
     wire = kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=server_agrees))
     lis = await kcp.listen("127.0.0.1", 0, wire)
-    s = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK))
+    s = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK), session=HOLD)
     try:
         yield s
     finally:
@@ -171,7 +172,7 @@ async def test_a_subscriber_pair_over_loopback_sends_fewer_acks_and_no_ack_looks
         wire = kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=agree))
         lis = await kcp.listen("127.0.0.1", 0, wire, on_accept=accepted.put)
         try:
-            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK))
+            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK), session=HOLD)
             try:
                 c.write(b"hi")
                 srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
@@ -199,3 +200,24 @@ async def test_a_subscriber_pair_over_loopback_sends_fewer_acks_and_no_ack_looks
     # every event's ack went alone without holding; with it, after LONE_ACKS, one per two events
     assert plain >= 30
     assert held <= kcp.session.LONE_ACKS + 30 // 2 + 4, (held, plain)
+
+
+async def test_by_default_a_session_never_holds_but_still_reads_its_peers_holds() -> None:
+    wire = kcp.SecureWire(key=PSK)
+    lis = await kcp.listen("127.0.0.1", 0, wire)
+    try:
+        s = await kcp.dial("127.0.0.1", lis.address[1], wire)
+        try:
+            assert s.config.ack_hold == 0 and s._engine.hold_aware
+            d = _Driver(s)
+            for _ in range(kcp.session.LONE_ACKS + 4):
+                d.event()
+                if d.waiting():  # the short delay, then alone (never frg >= 1)
+                    assert d.timer(5) == [[0]]
+                else:
+                    assert d.flush() == [[0]]
+        finally:
+            s.abort()
+    finally:
+        lis.close()
+        await lis.wait_closed()
