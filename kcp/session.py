@@ -505,6 +505,7 @@ class KCPSession:
                     if self._held_at < 0:
                         self._held_at = now
                         self._ack_due = now + self._hold
+                        self.counters.acks_held += 1
                 else:
                     if self._held_at >= 0:  # a second segment came: both acks go now
                         eng.hold_first_ack(now - self._held_at)

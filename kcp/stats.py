@@ -30,6 +30,7 @@ _FIELDS: tuple[str, ...] = (
     "lost_segs",  # retransmitted because the RTO expired
     "copy_segs",  # spaced copies sent by the sparse-flight loss recovery (kcp.engine)
     "repeat_segs",  # duplicate segments received
+    "acks_held",  # lone acks held for a second segment (kcp.SessionConfig.ack_hold)
     "kcp_in_errors",  # engine refused the packet (bad conv, bad cmd, lying length)
     # packet layer
     "in_errs",  # packets dropped before the engine for any reason below
@@ -161,6 +162,7 @@ class Counters(CounterSet):
     lost_segs: int
     copy_segs: int
     repeat_segs: int
+    acks_held: int
     kcp_in_errors: int
     in_errs: int
     in_csum_errors: int

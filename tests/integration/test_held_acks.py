@@ -123,6 +123,7 @@ async def test_a_receive_only_session_holds_its_lone_acks_and_pairs_them() -> No
         d.event()
         assert d.waiting()
         assert d.timer(s.config.ack_hold) == [[1 + s.config.ack_hold // ACK_HOLD_UNIT]]  # time up: alone
+        assert s.counters.acks_held == 2
 
 
 async def test_a_loss_sends_acks_at_once_and_holding_waits_for_a_quiet_link() -> None:
@@ -216,6 +217,7 @@ async def test_by_default_a_session_never_holds_but_still_reads_its_peers_holds(
                     assert d.timer(5) == [[0]]
                 else:
                     assert d.flush() == [[0]]
+            assert s.counters.acks_held == 0
         finally:
             s.abort()
     finally:
