@@ -153,10 +153,6 @@ def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None
 
 
 # ------------------------------------------------------------------------------------------ clients
-CLIENT_YOUNG_THRESHOLD = 50_000
-"""The client processes' youngest-generation threshold once connected (CPython's is 700)."""
-
-
 def _client(
     idx: int,
     port: int,
@@ -206,10 +202,6 @@ def _client(
         # full collections out of the latencies (the server does as its GcPolicy says)
         gc.collect()
         gc.freeze()
-        # and its young collections: with thousands of calls in flight each one walked the calls'
-        # live objects (a fifth of the client processes' CPU at 5,000 connections, perf): fewer
-        # of them, as the server's GcPolicy.young_threshold does
-        gc.set_threshold(CLIENT_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         ready_q.put((idx, len(clients), connect_errors))
         await loop.run_in_executor(None, go.wait)
         lost.clear()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import kcp
 import kcp.session
 from kcp.engine import ACK_HOLD_MAX, ACK_HOLD_UNIT, IKCP_CMD_ACK, KCP, SEGMENT_HEADER
+from kcp.relay import LossyRelay
 from kcp.secure import SecureConfig
 from kcp.timers import NO_ENTRY, entry_due
 
@@ -221,5 +222,53 @@ async def test_by_default_a_session_never_holds_but_still_reads_its_peers_holds(
         finally:
             s.abort()
     finally:
+        lis.close()
+        await lis.wait_closed()
+
+
+async def test_a_push_lost_while_holding_stops_the_holding_and_nothing_is_lost() -> None:
+    """Events 15 ms apart through a relay; once the subscriber holds, one event is lost on the way
+    down (the relay drops everything for that one datagram): the next shows the gap, the acks go at
+    once, the server resends, every event arrives in order, and the subscriber holds no more."""
+    accepted: asyncio.Queue[kcp.KCPSession] = asyncio.Queue()
+    lis = await kcp.listen("127.0.0.1", 0, kcp.SecureWire(key=PSK), on_accept=accepted.put)
+    relay = LossyRelay(("127.0.0.1", 0), ("127.0.0.1", lis.address[1]), delay=2.0, seed=3)
+    await relay.start()
+    loop = asyncio.get_running_loop()
+    try:
+        c = await kcp.dial("127.0.0.1", relay.address[1], kcp.SecureWire(key=PSK), session=HOLD)
+        try:
+            c.write(b"hi")
+            srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
+            assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+            sent = 0
+
+            def event() -> None:
+                nonlocal sent
+                srv.write(b"event %03d" % sent)
+                sent += 1
+
+            while c.counters.acks_held < 3 and sent < 200:  # bounded: holding starts after 8
+                event()
+                await asyncio.sleep(0.015)  # the publisher's pace
+            assert c.counters.acks_held >= 3
+            relay.loss = (0.0, 1.0)  # the next datagram down is lost
+            event()
+            deadline = loop.time() + TIMEOUT
+            while not relay.stats["down_dropped"] and loop.time() < deadline:
+                await asyncio.sleep(0.001)
+            relay.loss = (0.0, 0.0)
+            assert relay.stats["down_dropped"] == 1
+            for _ in range(10):
+                event()
+                await asyncio.sleep(0.015)
+            got = await asyncio.wait_for(c.readexactly(9 * sent), TIMEOUT)
+            assert got == b"".join(b"event %03d" % i for i in range(sent))
+            assert c._engine.disorder >= 1 and srv.counters.retrans_segs >= 1
+            assert c._lone_acks < kcp.session.LONE_ACKS  # holding stopped at the loss
+        finally:
+            c.abort()
+    finally:
+        await relay.close()
         lis.close()
         await lis.wait_closed()
