@@ -57,7 +57,6 @@ from typing import Any
 from _common import percentile, proc_cpu_s, proc_rss_mb, run_loop, udp_rcvbuf_errors
 from pydantic import BaseModel
 
-import kcp
 import kcprpc
 from kcprpc import current_context
 
@@ -124,17 +123,13 @@ async def _publish(topic: str, tick: Tick) -> int:
 
 
 HELD_ACKS_MS = 200
-"""The subscribers' ``SessionConfig.ack_hold`` of the ``kcprpc-held`` contender."""
+"""The ``kcprpc-held`` contender's ``ServerConfig.ack_hold``: its WELCOME asks the subscribers to
+hold their lone acks (docs/tuning.md "Delayed acks")."""
 
 
 def _transport(mode: str) -> kcprpc.Transport:
-    """The wire mode ``mode``: secure (anonymous: no key), secure with held acks (``secure-held``:
-    receive-only sessions ack every second segment, docs/tuning.md "Delayed acks") or compat (no
-    cipher)."""
-    if mode == "compat":
-        return kcprpc.Transport(kcprpc.CompatWire())
-    hold = HELD_ACKS_MS if mode == "secure-held" else 0
-    return kcprpc.Transport(kcprpc.SecureWire(), session=kcp.SessionConfig(ack_hold=hold))
+    """The wire mode ``mode``: secure (anonymous: no key; ``secure-held`` too) or compat (no cipher)."""
+    return kcprpc.Transport(kcprpc.CompatWire() if mode == "compat" else kcprpc.SecureWire())
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -161,7 +156,10 @@ def fanout_server(mode: str, broker_url: str | None = None) -> kcprpc.Server:
     """The kcprpc server under test (not started): :class:`FanoutService` on 127.0.0.1, any port,
     wire ``mode``, on the broker of ``broker_url`` (None: the in-process MemoryBroker)."""
     broker = kcprpc.broker_from_url(broker_url) if broker_url else None
-    return kcprpc.Server([FanoutService()], "127.0.0.1", 0, transport=_transport(mode), broker=broker)
+    config = kcprpc.ServerConfig(ack_hold=HELD_ACKS_MS) if mode == "secure-held" else None
+    return kcprpc.Server(
+        [FanoutService()], "127.0.0.1", 0, transport=_transport(mode), broker=broker, config=config
+    )
 
 
 Listen = Callable[[kcprpc.Server], Awaitable[Any]]
@@ -539,7 +537,7 @@ class Run:
         a, kind, mode = self.args, self.kind, self.args.mode
         if kind == "kcprpc-compat":  # kcprpc in kcp-go's packet format, no cipher
             kind, mode = "kcprpc", "compat"
-        elif kind == "kcprpc-held":  # the subscribers hold their acks (docs/tuning.md "Delayed acks")
+        elif kind == "kcprpc-held":  # the server asks its subscribers to hold their acks
             kind, mode = "kcprpc", "secure-held"
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
         port = self.start_server(kind, mode, loop)
@@ -828,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--contenders",
         default="kcprpc,grpcio",
-        help="of kcprpc, kcprpc-held (subscribers with SessionConfig(ack_hold=200)), kcprpc-compat (kcp-go's format), grpcio",
+        help="of kcprpc, kcprpc-held (a server with ServerConfig(ack_hold=200)), kcprpc-compat (kcp-go's format), grpcio",
     )
     args = ap.parse_args(argv)
     rates = run_args(args)

@@ -32,7 +32,7 @@ from kcp.config import SessionConfig
 from kcp.congestion import BBRLite
 from kcp.crypt import PacketCrypt
 from kcp.endpoint import Endpoint
-from kcp.engine import IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
+from kcp.engine import ACK_HOLD_MAX, IKCP_ASK_SEND, IKCP_ASK_TELL, IKCP_OVERHEAD, KCP
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.path import PacketPath
 from kcp.pipeline import KIND_KCP, KIND_OOB, Pipeline, bare_kcp
@@ -674,6 +674,16 @@ class KCPSession:
             timers.cancel(self._near)  # the acks came: no retransmission wake-up is left
         if due >= 0:
             timers.schedule(self, due, now)  # a far one stays put when it only moves later
+
+    def hold_acks(self, ms: int) -> bool:
+        """Hold lone acks up to ``ms`` once this session only receives, as ``SessionConfig.ack_hold``
+        would (a kcprpc server's WELCOME asks it: ``kcprpc.ServerConfig.ack_hold``). False, and
+        nothing changed, when the peer did not agree to held acks (compat mode, an older peer), the
+        session's own ``ack_hold`` is set (it wins), or ``ms`` is not in 1..250."""
+        if not self._engine.hold_aware or self._config.ack_hold or not 0 < ms <= ACK_HOLD_MAX:
+            return False
+        self._hold = ms
+        return True
 
     def _stop_hold(self, now: int) -> None:
         """Acks go at once again (a loss): the held one, if any, says how long it waited; the rest

@@ -227,6 +227,8 @@ class StreamPump:
             body["resumed"] = resumed
         if resume_error is not None:
             body["resume_error"] = resume_error
+        if server.config.ack_hold and sess.conn.wire_mode == "secure":  # held acks (docs/tuning.md)
+            body["ackhold"] = server.config.ack_hold
         if sess.conn.silent_ms() is not None:  # its sweep hears the transport's keepalives
             body["tping"] = True
             if self._hello_tping:  # and the client needs no mux NOPs: both muxes go quiet

@@ -197,6 +197,9 @@ class Link:
         self.transport_ping = ev.welcome.transport_ping is True
         if self.transport_ping:  # HELLO said tping too: liveness is the transport's, the mux goes quiet
             self.conn.use_transport_keepalive()
+        ack_hold = ev.welcome.ack_hold
+        if type(ack_hold) is int and ack_hold > 0:  # the server asks for held acks (docs/tuning.md)
+            self.conn.hold_acks(ack_hold)
         if not self.welcome.done():
             self.welcome.set_result(ev.welcome)
 

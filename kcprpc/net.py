@@ -221,6 +221,12 @@ class MuxConnection:
         self.mux.stop_keepalive()
         return True
 
+    def hold_acks(self, ms: int) -> bool:
+        """Secure KCP: the session holds its lone acks up to ``ms`` once it only receives
+        (:meth:`kcp.KCPSession.hold_acks`); False otherwise."""
+        s = self.session
+        return s.hold_acks(ms) if s is not None else False
+
     @property
     def wire_mode(self) -> str | None:
         """``"secure"`` or ``"compat"`` for a KCP session, None in memory."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kcp.engine import ACK_HOLD_MAX
 from kcp.gcpolicy import GcPolicy
 from kcprpc import codec
 from kcprpc.errors import UsageError
@@ -73,6 +74,14 @@ class ServerConfig(ReceiveSettings):
     """A frame received in part that gets no further byte for this long is dropped (its call fails
     with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
 
+    ack_hold: int = 0
+    """Held acks for subscribers (docs/tuning.md "Delayed acks"): WELCOME asks every secure-mode
+    KCP client to hold its transport's lone acks up to this many ms once it only receives, so
+    that it acks every second push (1..250; 0: not asked, the default). Less server CPU per push,
+    at the cost of a slower recovery of a push lost while its client holds. A client whose own
+    ``kcp.SessionConfig.ack_hold`` is set keeps it; the TypeScript client and web transports ack
+    every push."""
+
     def __post_init__(self) -> None:
         if (
             self.max_message_size <= 0
@@ -96,4 +105,6 @@ class ServerConfig(ReceiveSettings):
             raise UsageError("resume_window must be None or seconds >= 0")
         if self.slow_consumer_timeout is not None and self.slow_consumer_timeout <= 0:
             raise UsageError("slow_consumer_timeout must be positive or None")
+        if type(self.ack_hold) is not int or not 0 <= self.ack_hold <= ACK_HOLD_MAX:
+            raise UsageError(f"ack_hold must be in 0..{ACK_HOLD_MAX} ms, got {self.ack_hold!r}")
         self.receive_limits()

@@ -146,6 +146,13 @@ class Connection(Protocol):
         transport has no keepalives (see :meth:`ping`)."""
         ...
 
+    def hold_acks(self, ms: int) -> bool:
+        """Let the transport, once it only receives, hold each lone ack up to ``ms`` for a second
+        segment (held acks, WELCOME ``ackhold``: docs/tuning.md "Delayed acks"). False, and nothing
+        changed, when it cannot (compat KCP, a peer that did not agree, web transports, in memory)
+        or its own configuration already says (``kcp.SessionConfig.ack_hold``)."""
+        ...
+
     async def abort(self, code: int | None = None, message: str = "") -> None:
         """Close at once, dropping what waits to be sent; a secure session tells the peer
         ``code`` and ``message`` in its authenticated CLOSE."""
@@ -174,6 +181,10 @@ class NoTransportKeepalive:
 
     def use_transport_keepalive(self) -> bool:
         """False: no transport keepalive to rely on."""
+        return False
+
+    def hold_acks(self, ms: int) -> bool:
+        """False: no transport acks to hold."""
         return False
 
 

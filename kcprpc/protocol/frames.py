@@ -117,10 +117,11 @@ class Hello(NamedTuple):
 
 class Welcome(NamedTuple):
     """s → c, call id 0: ``{"v", "sid", "hb", "epoch", "max_msg", "restored"?, "resume"?,
-    "resumed"?, "resume_error"?, "tping"?}`` (``resume``: ``{"token": bin(32), "window_ms": int}``
-    when the session can be resumed; ``resumed`` answers a HELLO's ``resume``, with ``resume_error``
-    when it was not; ``tping``: true when the server counts the transport's keepalives as
-    heartbeats, so the client may send those instead of PING frames)."""
+    "resumed"?, "resume_error"?, "tping"?, "ackhold"?}`` (``resume``: ``{"token": bin(32),
+    "window_ms": int}`` when the session can be resumed; ``resumed`` answers a HELLO's ``resume``,
+    with ``resume_error`` when it was not; ``tping``: true when the server counts the transport's
+    keepalives as heartbeats, so the client may send those instead of PING frames; ``ackhold``:
+    ms a receive-only client may hold its transport's lone acks, held acks over secure KCP)."""
 
     version: int
     session_id: str | None
@@ -132,6 +133,7 @@ class Welcome(NamedTuple):
     resumed: bool | None = None
     resume_error: str | None = None
     transport_ping: bool | None = None
+    ack_hold: int | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -151,6 +153,8 @@ class Welcome(NamedTuple):
             body["resume_error"] = self.resume_error
         if self.transport_ping is not None:
             body["tping"] = self.transport_ping
+        if self.ack_hold is not None:
+            body["ackhold"] = self.ack_hold
         return encode_frame(codec.WELCOME, 0, body)
 
 
@@ -370,7 +374,11 @@ def _hello(cid: int, b: Any) -> Frame:
     v = b.get("v")
     resume = b.get("resume")
     return Hello(
-        v if type(v) is int else 0, md or {}, restore, resume if type(resume) is dict else None, b.get("tping") is True
+        v if type(v) is int else 0,
+        md or {},
+        restore,
+        resume if type(resume) is dict else None,
+        b.get("tping") is True,
     )
 
 
@@ -381,6 +389,7 @@ def _welcome(cid: int, b: Any) -> Frame:
         b.get("v"), b.get("sid"), b.get("hb"), b.get("epoch"), b.get("max_msg"), b.get("restored"),
     )  # fmt: skip
     resume, resumed, error, tping = b.get("resume"), b.get("resumed"), b.get("resume_error"), b.get("tping")
+    ack_hold = b.get("ackhold")
     return Welcome(
         v if type(v) is int else 0,
         sid if type(sid) is str else None,
@@ -392,6 +401,7 @@ def _welcome(cid: int, b: Any) -> Frame:
         resumed if type(resumed) is bool else None,
         error if type(error) is str else None,
         tping if type(tping) is bool else None,
+        ack_hold if _int(ack_hold) else None,
     )
 
 

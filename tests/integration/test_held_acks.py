@@ -272,3 +272,28 @@ async def test_a_push_lost_while_holding_stops_the_holding_and_nothing_is_lost()
         await relay.close()
         lis.close()
         await lis.wait_closed()
+
+
+async def test_hold_acks_is_refused_without_the_peers_agreement_or_over_an_own_setting() -> None:
+    async with _secure_session() as s:  # its own ack_hold (200) wins
+        assert s.hold_acks(100) is False and s.config.ack_hold == 200
+    async with _secure_session(server_agrees=False) as s:
+        assert s.hold_acks(100) is False
+    wire = kcp.SecureWire(key=PSK)
+    lis = await kcp.listen("127.0.0.1", 0, wire)
+    try:
+        s = await kcp.dial("127.0.0.1", lis.address[1], wire)
+        try:
+            assert s.hold_acks(0) is False and s.hold_acks(251) is False
+            assert s.hold_acks(100) is True  # what a kcprpc server's WELCOME asks
+            d = _Driver(s)
+            for _ in range(kcp.session.LONE_ACKS + 1):
+                d.event()
+                d.timer(5)
+            d.event()
+            assert d.waiting() and d.held_until() == d.now + 100
+        finally:
+            s.abort()
+    finally:
+        lis.close()
+        await lis.wait_closed()
