@@ -37,16 +37,27 @@ def _ack_frgs(datagrams: list[bytes]) -> list[list[int]]:
 
 
 @contextlib.asynccontextmanager
-async def _secure_session(server_agrees: bool = True) -> AsyncIterator[kcp.KCPSession]:
-    wire = kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=server_agrees))
-    lis = await kcp.listen("127.0.0.1", 0, wire)
-    s = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK), session=HOLD)
-    try:
+async def _secure_session(
+    server_agrees: bool = True, session: kcp.SessionConfig = HOLD
+) -> AsyncIterator[kcp.KCPSession]:
+    """A secure session dialled with ``session`` to a listener that agrees to held acks or not."""
+    async with contextlib.AsyncExitStack() as stack:
+        lis = await kcp.listen(
+            "127.0.0.1", 0, kcp.SecureWire(key=PSK, config=SecureConfig(held_acks=server_agrees))
+        )
+        stack.push_async_callback(lis.wait_closed)
+        stack.callback(lis.close)
+        s = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK), session=session)
+        stack.callback(s.abort)
         yield s
-    finally:
-        s.abort()
-        lis.close()
-        await lis.wait_closed()
+
+
+async def _greeted(c: kcp.KCPSession, accepted: asyncio.Queue[kcp.KCPSession]) -> kcp.KCPSession:
+    """The server's side of ``c``, once a first message crossed (the session is accepted)."""
+    c.write(b"hi")
+    srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
+    assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+    return srv
 
 
 class _Driver:
@@ -176,9 +187,7 @@ async def test_a_subscriber_pair_over_loopback_sends_fewer_acks_and_no_ack_looks
         try:
             c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=PSK), session=HOLD)
             try:
-                c.write(b"hi")
-                srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
-                assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+                srv = await _greeted(c, accepted)
                 sent_before = c.counters.out_pkts
                 extra_seen = 0
                 for i in range(30):
@@ -205,25 +214,16 @@ async def test_a_subscriber_pair_over_loopback_sends_fewer_acks_and_no_ack_looks
 
 
 async def test_by_default_a_session_never_holds_but_still_reads_its_peers_holds() -> None:
-    wire = kcp.SecureWire(key=PSK)
-    lis = await kcp.listen("127.0.0.1", 0, wire)
-    try:
-        s = await kcp.dial("127.0.0.1", lis.address[1], wire)
-        try:
-            assert s.config.ack_hold == 0 and s._engine.hold_aware
-            d = _Driver(s)
-            for _ in range(kcp.session.LONE_ACKS + 4):
-                d.event()
-                if d.waiting():  # the short delay, then alone (never frg >= 1)
-                    assert d.timer(5) == [[0]]
-                else:
-                    assert d.flush() == [[0]]
-            assert s.counters.acks_held == 0
-        finally:
-            s.abort()
-    finally:
-        lis.close()
-        await lis.wait_closed()
+    async with _secure_session(session=kcp.SessionConfig()) as s:
+        assert s.config.ack_hold == 0 and s._engine.hold_aware
+        d = _Driver(s)
+        for _ in range(kcp.session.LONE_ACKS + 4):
+            d.event()
+            if d.waiting():  # the short delay, then alone (never frg >= 1)
+                assert d.timer(5) == [[0]]
+            else:
+                assert d.flush() == [[0]]
+        assert s.counters.acks_held == 0
 
 
 async def test_a_push_lost_while_holding_stops_the_holding_and_nothing_is_lost() -> None:
@@ -238,9 +238,7 @@ async def test_a_push_lost_while_holding_stops_the_holding_and_nothing_is_lost()
     try:
         c = await kcp.dial("127.0.0.1", relay.address[1], kcp.SecureWire(key=PSK), session=HOLD)
         try:
-            c.write(b"hi")
-            srv = await asyncio.wait_for(accepted.get(), TIMEOUT)
-            assert await asyncio.wait_for(srv.readexactly(2), TIMEOUT) == b"hi"
+            srv = await _greeted(c, accepted)
             sent = 0
 
             def event() -> None:
@@ -277,23 +275,14 @@ async def test_a_push_lost_while_holding_stops_the_holding_and_nothing_is_lost()
 async def test_hold_acks_is_refused_without_the_peers_agreement_or_over_an_own_setting() -> None:
     async with _secure_session() as s:  # its own ack_hold (200) wins
         assert s.hold_acks(100) is False and s.config.ack_hold == 200
-    async with _secure_session(server_agrees=False) as s:
+    async with _secure_session(server_agrees=False, session=kcp.SessionConfig()) as s:
         assert s.hold_acks(100) is False
-    wire = kcp.SecureWire(key=PSK)
-    lis = await kcp.listen("127.0.0.1", 0, wire)
-    try:
-        s = await kcp.dial("127.0.0.1", lis.address[1], wire)
-        try:
-            assert s.hold_acks(0) is False and s.hold_acks(251) is False
-            assert s.hold_acks(100) is True  # what a kcprpc server's WELCOME asks
-            d = _Driver(s)
-            for _ in range(kcp.session.LONE_ACKS + 1):
-                d.event()
-                d.timer(5)
+    async with _secure_session(session=kcp.SessionConfig()) as s:
+        assert s.hold_acks(0) is False and s.hold_acks(251) is False
+        assert s.hold_acks(100) is True  # what a kcprpc server's WELCOME asks
+        d = _Driver(s)
+        for _ in range(kcp.session.LONE_ACKS + 1):
             d.event()
-            assert d.waiting() and d.held_until() == d.now + 100
-        finally:
-            s.abort()
-    finally:
-        lis.close()
-        await lis.wait_closed()
+            d.timer(5)
+        d.event()
+        assert d.waiting() and d.held_until() == d.now + 100
