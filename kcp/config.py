@@ -69,7 +69,8 @@ class SessionConfig:
     datagram, as TCP acks every second segment) or a segment comes out of order (a loss: acks go at
     once again until the session looks quiet once more). Only in secure mode, with a peer that
     agreed to held acks in the handshake (``kcp.secure.SecureConfig.held_acks``): it adds 250 ms to
-    its RTOs while this end holds. docs/tuning.md, "Delayed acks".
+    its RTOs while this end holds. Holding starts from the delayed acks, so it needs ``ack_delay``.
+    docs/tuning.md, "Delayed acks".
     ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the

@@ -501,7 +501,7 @@ class KCPSession:
                 elif self._ack_delay and acks == 1 and self._lone_acks < LONE_ACKS:
                     if self._ack_due < 0:
                         self._ack_due = now + self._ack_delay
-                elif acks == 1 and self._hold:  # a receive-only session holds its lone ack
+                elif acks == 1 and self._hold and eng.ack_frg:  # receive-only, and the peer was told
                     if self._held_at < 0:
                         self._held_at = now
                         self._ack_due = now + self._hold
@@ -683,6 +683,8 @@ class KCPSession:
         if not self._engine.hold_aware or self._config.ack_hold or not 0 < ms <= ACK_HOLD_MAX:
             return False
         self._hold = ms
+        if self._lone_acks >= LONE_ACKS and not self._engine.ack_frg:
+            self._lone_acks = LONE_ACKS - 1  # the next lone ack tells the peer, then they are held
         return True
 
     def _stop_hold(self, now: int) -> None:

@@ -286,3 +286,24 @@ async def test_hold_acks_is_refused_without_the_peers_agreement_or_over_an_own_s
             d.timer(5)
         d.event()
         assert d.waiting() and d.held_until() == d.now + 100
+
+
+async def test_a_hold_asked_once_the_session_acks_at_once_is_announced_before_any_ack_waits() -> None:
+    async with _secure_session(session=kcp.SessionConfig()) as s:
+        d = _Driver(s)
+        for _ in range(kcp.session.LONE_ACKS):  # a subscriber already: its lone acks go at once
+            d.event()
+            d.timer(5)
+        d.event()
+        assert s in d.ep.flushq and d.flush() == [[0]]
+        assert s.hold_acks(100) is True
+        d.event()  # the next lone ack waits the short delay and tells the peer
+        assert d.waiting() and d.timer(5) == [[1]]
+        d.event()
+        assert d.waiting() and d.held_until() == d.now + 100
+    async with _secure_session(session=kcp.SessionConfig(ack_delay=0, ack_hold=100)) as s:
+        d = _Driver(s)  # without delayed acks nothing tells the peer: acks go at once, never held
+        for _ in range(kcp.session.LONE_ACKS + 4):
+            d.event()
+            assert s in d.ep.flushq and d.flush() == [[0]]
+        assert s.counters.acks_held == 0
