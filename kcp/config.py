@@ -64,7 +64,8 @@ class SessionConfig:
     ``ack_delay`` (ms, 0 for none) lets an ack that has nothing to ride with wait that long for
     data going the same way (a reply, a PONG, the next call), so that one datagram carries both;
     ikcp's own acks wait up to ``interval``. ``ack_hold`` (ms, 0 for never: the default; at most
-    250; 200 pairs the acks of a subscriber's pushes from 5 a second on): a session that only receives (a push subscriber: its delayed acks found nothing to ride with several times
+    250; 200 pairs the acks of a subscriber's pushes from 5 a second on): a session that only
+    receives (a push subscriber: its delayed acks found nothing to ride with several times
     in a row) holds each lone ack up to that long, until a second segment comes (both go in one
     datagram, as TCP acks every second segment) or a segment comes out of order (a loss: acks go at
     once again until the session looks quiet once more). Only in secure mode, with a peer that

@@ -878,7 +878,8 @@ class KCP:
                 if hold_aware:  # held acks: frg - 1 steps of the wait are not the path's
                     peer_hold = frg
                     if frg > 1 and rtt < _HALF:
-                        rtt = rtt - (frg - 1) * ACK_HOLD_UNIT if rtt > (frg - 1) * ACK_HOLD_UNIT else 0
+                        waited = (frg - 1) * ACK_HOLD_UNIT
+                        rtt = rtt - waited if rtt > waited else 0
                 if rtt < _HALF and regular:  # RTT sample (ikcp_update_ack; rto derived after the loop)
                     sampled = True
                     if srtt == 0 and rtt < _BIG:
@@ -1170,16 +1171,16 @@ class KCP:
             nout += len(acklist)
             ack_head = _ACK_HEAD(conv, 82, self.ack_frg, wnd)
             ack_tail = _ACK_TAIL(una, 0)
-            first_frg = self._ack_first_frg
+            first_frg = self._ack_first_frg  # a held first ack: its wait, for the sender's RTT sample
+            self._ack_first_frg = 0
             for tssn in acklist:
                 if ptr + 24 > mtu:
                     out(b"".join(parts))
                     parts.clear()
                     ptr = 0
-                if first_frg:  # a held ack: its wait, for the sender's RTT sample
+                if first_frg:
                     parts.append(_ACK_HEAD(conv, 82, first_frg, wnd))
                     first_frg = 0
-                    self._ack_first_frg = 0
                 else:
                     parts.append(ack_head)
                 parts.append(tssn)
