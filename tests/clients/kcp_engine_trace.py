@@ -7,8 +7,12 @@ update/flush emitted (hex), send/input return codes, recv results, check values,
 visible state at the end. Inputs name a datagram by its index in the sender's output list, so a
 replay feeds the replaying engine's own datagrams and any difference shows up as a mismatch.
 
+``python tests/clients/kcp_engine_trace.py picks`` prints the recovery's copy picks over a grid.
+
 Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
-stall, stream, mtu)
+stall, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
+recovery_blackout: the sparse-flight loss recovery of docs/tuning.md, on small messages, with
+random or Gilbert-Elliott burst loss, or an outage)
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import random
 import sys
 from typing import Any
 
-from kcp.engine import KCP
+from kcp.engine import KCP, lead_copies_for, recovery_copies_for
 
 CONV = 0x0A0B0C0D
 STATE = ("snd_una", "snd_nxt", "rcv_nxt", "cwnd", "ssthresh", "rx_rto", "rx_srtt", "rx_rttval",
@@ -32,6 +36,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "stream": {"nodelay": (1, 10, 2, 1), "stream": True, "steps": 900, "loss": 0.1, "max_size": 5000},
     "mtu": {"mtu": 576, "nodelay": (0, 30, 3, 1), "steps": 900, "loss": 0.1, "max_size": 3000},
 }
+# the sparse-flight loss recovery (kcp.session_setup.make_engine's "adaptive" settings), on flights
+# of a few small messages; "ge": Gilbert-Elliott bursts (enter, leave: bursts of 1 / leave packets)
+_ADAPTIVE = {"flight": 8, "adaptive": True, "copies": 2, "max_copies": 6, "gap": 10}
+_SPARSE = {"nodelay": (1, 10, 2, 1), "steps": 1500, "max_size": 300, "send_p": 0.08}
+CONFIGS.update(
+    {
+        "recovery": {**_SPARSE, "loss": 0.1, "recovery": _ADAPTIVE},
+        "recovery_burst": {**_SPARSE, "loss": 0.02, "ge": (0.06, 0.15), "steps": 4000, "recovery": _ADAPTIVE},
+        "recovery_lead": {**_SPARSE, "loss": 0.08, "recovery": {**_ADAPTIVE, "lead": 1}},
+        "recovery_auto": {**_SPARSE, "loss": 0.06, "steps": 2500, "recovery": {**_ADAPTIVE, "auto_lead": 2}},
+        # a 2.5 s outage both ways: rounds past the quick ones, their backoff up to its cap
+        "recovery_blackout": {**_SPARSE, "loss": 0.05, "blackout": (4000, 6500), "recovery": _ADAPTIVE},
+        "recovery_auto_burst": {
+            **_SPARSE, "loss": 0.04, "ge": (0.04, 0.2), "steps": 4000, "recovery": {**_ADAPTIVE, "auto_lead": 2}
+        },
+    }
+)
+RECOVERY = ("recovery_copies", "recovery_lead", "recovery_rounds", "recovery_samples")
 
 
 def run(seed: int, name: str) -> dict[str, Any]:
@@ -42,8 +64,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
     ops: list[dict[str, Any]] = []
     results: list[Any] = []
     start = rng.choice([0, 1000, 0xFFFFFFFF - 20000])  # some runs cross the 32-bit clock wrap
+    rec = cfg.get("recovery")
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
-                "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu")})  # fmt: skip
+                "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec})  # fmt: skip
     results.append(None)
     for eng in engines:
         if cfg.get("nodelay"):
@@ -53,6 +76,15 @@ def run(seed: int, name: str) -> dict[str, Any]:
         if cfg.get("mtu"):
             eng.setmtu(cfg["mtu"])
         eng.stream = 1 if cfg.get("stream") else 0
+        if rec:
+            eng.recovery_flight = rec["flight"]
+            eng.recovery_adaptive = rec["adaptive"]
+            eng.recovery_copies = rec["copies"]
+            eng.recovery_max_copies = rec["max_copies"]
+            eng.recovery_gap = rec["gap"]
+            eng.recovery_lead = rec.get("lead", 0)
+            eng.recovery_auto_lead = rec.get("auto_lead", 0)
+    bad = [False, False]  # Gilbert-Elliott state per direction (cfg "ge")
     in_flight: list[tuple[int, int, int]] = []  # (deliver_at, to, index in outs[1 - to])
     seen = [0, 0]
     now = start
@@ -60,7 +92,14 @@ def run(seed: int, name: str) -> dict[str, Any]:
     def collect(e: int) -> list[str]:
         new = outs[e][seen[e] :]
         for i in range(seen[e], len(outs[e])):
-            if rng.random() >= cfg["loss"]:
+            lost = rng.random() < cfg["loss"]
+            if "blackout" in cfg:
+                lost = lost or cfg["blackout"][0] <= now - start < cfg["blackout"][1]
+            if "ge" in cfg:
+                enter, leave = cfg["ge"]
+                lost = lost or bad[e]
+                bad[e] = rng.random() >= leave if bad[e] else rng.random() < enter
+            if not lost:
                 in_flight.append((now + rng.randint(5, 80), 1 - e, i))
             if rng.random() < 0.02:  # a duplicate
                 in_flight.append((now + rng.randint(5, 120), 1 - e, i))
@@ -71,7 +110,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
         now += rng.randint(1, cfg.get("dt", 25))
         e = rng.randrange(2)
         r = rng.random()
-        if r < 0.15:
+        if r < cfg.get("send_p", 0.15):
             size = rng.choice([0, 1, rng.randint(1, 200), rng.randint(1, cfg["max_size"])])
             data = bytes(rng.getrandbits(8) for _ in range(size))
             ops.append({"op": "send", "e": e, "data": data.hex()})
@@ -108,8 +147,25 @@ def run(seed: int, name: str) -> dict[str, Any]:
             results.append(collect(k))
     ops.append({"op": "state"})
     results.append([{f: getattr(eng, f) for f in STATE} for eng in engines])
+    if rec:
+        ops.append({"op": "recovery"})
+        results.append([{f: getattr(eng, f) for f in RECOVERY} for eng in engines])
     return {"seed": seed, "config": name, "ops": ops, "results": results}
 
 
+def picks() -> dict[str, list[list[int]]]:
+    """The recovery's two picks over a grid of arguments, each row ``[*args, result]`` (``picks``)."""
+    copies = [[r, f, c, m, recovery_copies_for(r, f, c, m)]
+              for r in (0, 1, 8, 32, 100) for f in range(0, 9, 2) if f <= r
+              for c in (1, 2, 3, 6) for m in (1, 4, 6, 16)]  # fmt: skip
+    lead = [[n, f, c, m, lead_copies_for(n, f, c, m)]
+            for n in (1, 31, 32, 127, 128, 255) for f in (0, 1, 2, 5, 9, 30, 60) if f <= n
+            for c in (0, 1, 2) for m in (1, 2)]  # fmt: skip
+    return {"copies": copies, "lead": lead}
+
+
 if __name__ == "__main__":
-    json.dump(run(int(sys.argv[1]), sys.argv[2]), sys.stdout)
+    if sys.argv[1] == "picks":
+        json.dump(picks(), sys.stdout)
+    else:
+        json.dump(run(int(sys.argv[1]), sys.argv[2]), sys.stdout)

@@ -1,6 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Kcp, newEngineCounters } from "../src/kcp/engine.js";
+import {
+  Kcp,
+  leadCopiesFor,
+  newEngineCounters,
+  recoveryCopiesFor,
+  type EngineCounters,
+} from "../src/kcp/engine.js";
 import { hex, runPython, unhex } from "./helpers/python.js";
 
 interface Op {
@@ -13,6 +19,18 @@ interface Op {
   wnd?: [number, number] | null;
   stream?: boolean;
   mtu?: number | null;
+  recovery?: Recovery | null;
+}
+
+/** The sparse-flight loss recovery's settings of a trace (tests/clients/kcp_engine_trace.py). */
+interface Recovery {
+  flight: number;
+  adaptive: boolean;
+  copies: number;
+  max_copies: number;
+  gap: number;
+  lead?: number;
+  auto_lead?: number;
 }
 
 interface Trace {
@@ -30,7 +48,7 @@ const PY_STATE = [
 ];
 
 /** Replay the Python engine's trace on two TS engines; every result must match, step by step. */
-function replay(trace: Trace): void {
+function replay(trace: Trace): EngineCounters[] {
   const outs: Uint8Array[][] = [[], []];
   const engines = [new Kcp(0x0a0b0c0d, (d) => outs[0]!.push(d)), new Kcp(0x0a0b0c0d, (d) => outs[1]!.push(d))];
   const seen = [0, 0];
@@ -51,6 +69,16 @@ function replay(trace: Trace): void {
           if (op.mtu) eng.setMtu(op.mtu);
           eng.stream = op.stream ? 1 : 0;
           eng.counters = newEngineCounters();
+          const rec = op.recovery;
+          if (rec) {
+            eng.recoveryFlight = rec.flight;
+            eng.recoveryAdaptive = rec.adaptive;
+            eng.recoveryCopies = rec.copies;
+            eng.recoveryMaxCopies = rec.max_copies;
+            eng.recoveryGap = rec.gap;
+            eng.recoveryLead = rec.lead ?? 0;
+            eng.recoveryAutoLead = rec.auto_lead ?? 0;
+          }
         }
         got = null;
         break;
@@ -83,6 +111,14 @@ function replay(trace: Trace): void {
       case "state":
         got = engines.map((eng) => Object.fromEntries(STATE.map((f, j) => [PY_STATE[j], eng[f]])));
         break;
+      case "recovery":
+        got = engines.map((eng) => ({
+          recovery_copies: eng.recoveryCopies,
+          recovery_lead: eng.recoveryLead,
+          recovery_rounds: eng.recoveryRounds,
+          recovery_samples: eng.recoverySamples,
+        }));
+        break;
       default:
         throw new Error(`unknown op ${op.op}`);
     }
@@ -93,6 +129,7 @@ function replay(trace: Trace): void {
   const c1 = engines[1]!.counters!;
   assert.ok(c0.inSegs > 100 && c1.inSegs > 100);
   assert.ok(c0.retransSegs + c1.retransSegs > 0);
+  return [c0, c1];
 }
 
 for (const config of ["normal", "fast", "smallwnd", "stall", "stream", "mtu"]) {
@@ -104,6 +141,38 @@ for (const config of ["normal", "fast", "smallwnd", "stall", "stream", "mtu"]) {
     }
   });
 }
+
+// the sparse-flight loss recovery (docs/tuning.md "Loss recovery"): spaced copies, capped backoff,
+// copies picked from the loss, lead copies (fixed and "auto"), under random and burst loss
+for (const config of ["recovery", "recovery_burst", "recovery_lead", "recovery_auto", "recovery_auto_burst", "recovery_blackout"]) {
+  test(`engine: loss recovery identical to the Python engine (${config}, 3 seeds)`, async () => {
+    let copies = 0;
+    let rounds = 0;
+    for (const seed of [1, 2, 3]) {
+      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+      const last = trace.ops[trace.ops.length - 1]!;
+      assert.equal(last.op, "recovery");
+      for (const c of replay(trace)) copies += c.copySegs;
+      const state = trace.results[trace.results.length - 1] as { recovery_rounds: number[] }[];
+      rounds += state[0]!.recovery_rounds[0]! + state[1]!.recovery_rounds[0]!;
+    }
+    assert.ok(copies > 20, `the recovery sent its spaced copies (${copies})`);
+    assert.ok(rounds > 0);
+  });
+}
+
+test("engine: the copies per recovery round and the lead copies picked as the Python engine picks them", async () => {
+  const grid = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", "picks"])) as {
+    copies: number[][];
+    lead: number[][];
+  };
+  assert.ok(grid.copies.length > 100 && grid.lead.length > 100);
+  for (const [r, f, c, m, want] of grid.copies) assert.equal(recoveryCopiesFor(r!, f!, c!, m!), want, `copies(${r}, ${f}, ${c}, ${m})`);
+  for (const [n, f, c, m, want] of grid.lead) assert.equal(leadCopiesFor(n!, f!, c!, m!), want, `lead(${n}, ${f}, ${c}, ${m})`);
+  // the picks vary over the grid (not a constant)
+  assert.ok(new Set(grid.copies.map((row) => row[4])).size >= 4);
+  assert.ok(new Set(grid.lead.map((row) => row[4])).size >= 3);
+});
 
 test("engine: garbage input returns ikcp's codes and never throws", () => {
   const k = new Kcp(7);

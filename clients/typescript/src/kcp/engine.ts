@@ -64,6 +64,60 @@ export const IKCP_FASTACK_LIMIT = 5;
 const HALF = 0x80000000;
 const BIG = 1 << 26;
 
+// Sparse-flight loss recovery (not in ikcp; the Python engine's, docs/tuning.md "Loss recovery").
+/** Recovery rounds between two picks of the copies per round. */
+const ADAPT_SAMPLES = 32;
+/** ... or as soon as this many rounds were lost whole (escalate fast). */
+const ADAPT_FAILED = 4;
+/** A sparse flight's rounds back off to at most this many RTOs apart. */
+const SPARSE_RTO_CAP = 4;
+/** The chance that all copies of a round are lost, aimed for. */
+const ROUND_FAILURE_TARGET = 0.02;
+/** Segments acknowledged between two picks of the lead copies. */
+const LEAD_SAMPLES = 32;
+/** ... of which the estimate keeps about this many (halved beyond it). */
+const LEAD_WINDOW = 256;
+/** The chance that a segment's first round goes unanswered, aimed for. */
+const LEAD_TARGET = 0.004;
+/** Recovery copies from which losses count as bursts: no lead copies then. */
+const BURSTY_COPIES = 4;
+
+/**
+ * The copies per recovery round that make losing a whole round unlikely: `rounds` rounds were
+ * sent with `copies` copies each and `failed` of them were all lost. The loss of a copy given the
+ * previous one was lost is estimated as `q = (failed / rounds) ** (1 / copies)`, and
+ * `q ** n <= 2 %` solved for `n`, within `1..maxCopies` (the Python engine's
+ * `recovery_copies_for`).
+ */
+export function recoveryCopiesFor(rounds: number, failed: number, copies: number, maxCopies: number): number {
+  const f = (failed + 0.1) / (rounds + 1);
+  const q = f ** (1.0 / Math.max(1, copies));
+  if (q >= 0.999) return maxCopies;
+  const n = q > 0 ? Math.ceil(Math.log(ROUND_FAILURE_TARGET) / Math.log(q)) : 1;
+  return Math.max(1, Math.min(maxCopies, n));
+}
+
+/**
+ * The spaced copies to send right behind each new small flight (`leadCopies: "auto"`): `failed`
+ * of the last `samples` segments acknowledged were answered only after their first transmission.
+ * Goes up one step per pick to the least `k` with `p ** (k + 1) <= 0.4 %`, and down only after
+ * `LEAD_WINDOW / 2` samples (the Python engine's `lead_copies_for`).
+ */
+export function leadCopiesFor(samples: number, failed: number, current: number, maxLead: number): number {
+  const need = (f: number, target: number): number => {
+    const p = 1.0 - Math.sqrt(1.0 - Math.min(1.0, f));
+    let k = 0;
+    while (k < maxLead && p ** (k + 1) > target) k++;
+    return k;
+  };
+  const f = (failed + 0.05) / (samples + 1);
+  const settled = samples >= LEAD_WINDOW / 2;
+  if (need(f, LEAD_TARGET) > current && (current === 0 || settled)) return current + 1;
+  if (!settled) return current;
+  const down = need(f, 0.75 * LEAD_TARGET);
+  return down < current ? down : current;
+}
+
 /** Counters an engine adds to (all optional to read; names follow the Python `kcp.stats.Counters`). */
 export interface EngineCounters {
   /** Segments accepted by input(). */
@@ -84,6 +138,8 @@ export interface EngineCounters {
   fastRetransSegs: number;
   /** lostSegs + fastRetransSegs. */
   retransSegs: number;
+  /** Spaced copies sent by the sparse-flight loss recovery (a round's later copies, lead copies). */
+  copySegs: number;
 }
 
 /** A fresh set of zero counters. */
@@ -98,6 +154,7 @@ export function newEngineCounters(): EngineCounters {
     lostSegs: 0,
     fastRetransSegs: 0,
     retransSegs: 0,
+    copySegs: 0,
   };
 }
 
@@ -146,6 +203,8 @@ class Seg {
   fastack = 0;
   xmit = 1;
   acked = false;
+  /** The first transmission's time (an ack that echoes it answered that one). */
+  readonly ts0: number;
   constructor(
     readonly sn: number,
     readonly frg: number,
@@ -153,8 +212,11 @@ class Seg {
     ts: number,
     rto: number,
     resendts: number,
+    /** Sparse recovery: spaced copies still to send in this round. */
+    public copies = 0,
   ) {
     this.ts = ts;
+    this.ts0 = ts;
     this.rto = rto;
     this.resendts = resendts;
   }
@@ -233,6 +295,26 @@ export class Kcp {
   xmit = 0;
   /** Transmissions of one segment that mean a dead link. */
   deadLink = IKCP_DEADLINK;
+
+  // Sparse-flight loss recovery (not in ikcp; off with recoveryFlight 0). See flush().
+  /** The recovery applies while at most this many segments are unacked (0: ikcp's retransmission). */
+  recoveryFlight = 0;
+  /** Transmissions per recovery round (1: a plain retransmission). */
+  recoveryCopies = 1;
+  /** Spaced copies sent after a new segment's first transmission. */
+  recoveryLead = 0;
+  /** ms between the copies of a round. */
+  recoveryGap = 10;
+  /** Segments that needed >= 1, 2, 3, 4 recovery rounds (since the last pick). */
+  recoveryRounds = [0, 0, 0, 0];
+  /** Pick recoveryCopies from the loss seen ({@link recoveryCopiesFor}). */
+  recoveryAdaptive = false;
+  /** ... at most this many (the bandwidth budget of a round). */
+  recoveryMaxCopies = 6;
+  /** > 0: pick recoveryLead in 0..this from the loss seen ({@link leadCopiesFor}). */
+  recoveryAutoLead = 0;
+  /** leadCopies "auto"'s estimate: [acked, first lost, first lost under a lead, rescued, hold]. */
+  recoverySamples = [0, 0, 0, 0, 0];
 
   private sndQueue = new Deque<Item>();
   private sndBuf: Seg[] = [];
@@ -514,7 +596,10 @@ export class Kcp {
         break;
       }
       nsegs++;
-      if (regular) lastWnd = wnd;
+      if (regular) {
+        lastWnd = wnd;
+        if (cmd === IKCP_CMD_ACK && this.recoveryAutoLead) this.sampleFirstAck(sn, ts);
+      }
       const buf = this.sndBuf;
       let d = u32(una - this.sndUna);
       if (d > 0 && d < HALF && buf.length) this.dropFront(d < buf.length ? d : buf.length);
@@ -686,6 +771,52 @@ export class Kcp {
     return now + minimal;
   }
 
+  /**
+   * `leadCopies: "auto"`: the first acknowledgement of segment `sn` (before the packet's `una`
+   * removes it) tells whether its first transmission was answered.
+   */
+  private sampleFirstAck(sn: number, ts: number): void {
+    const buf = this.sndBuf;
+    const d = u32(sn - this.sndUna);
+    if (d >= buf.length) return;
+    const seg = buf[d]!;
+    if (seg.acked) return;
+    const samples = this.recoverySamples;
+    samples[0]!++;
+    const lead = this.recoveryLead;
+    const lost = ts !== seg.ts0;
+    if (lost) {
+      samples[1]!++;
+      if (lead) {
+        samples[2]!++;
+        if (seg.xmit === 1) samples[3]!++; // no recovery round yet: a lead copy got through
+      }
+    }
+    if (samples[4]) samples[4]--;
+    if (samples[0]! % LEAD_SAMPLES && !(lost && !lead)) return; // picks: every 32, or a first loss
+    if (lead && samples[2]! >= 4 && 2 * samples[3]! < samples[2]!) {
+      // the lead copies were lost with their originals more often than not: bursts; the recovery
+      // rounds' copies, an RTO apart, do the work then, and no lead copies for a while
+      this.recoveryLead = 0;
+      samples[2] = samples[3] = 0;
+      samples[4] = LEAD_WINDOW;
+    } else if (samples[4] || this.recoveryCopies >= BURSTY_COPIES) {
+      this.recoveryLead = 0; // bursts (seen either way)
+    } else {
+      this.recoveryLead = leadCopiesFor(samples[0]!, samples[1]!, lead, this.recoveryAutoLead);
+    }
+    if (samples[0]! >= LEAD_WINDOW) {
+      for (let i = 0; i < 4; i++) samples[i] = Math.floor(samples[i]! / 2);
+    }
+  }
+
+  /** Re-pick recoveryCopies from the recovery rounds seen since the last pick, then forget half. */
+  private adapt(): void {
+    const rounds = this.recoveryRounds;
+    this.recoveryCopies = recoveryCopiesFor(rounds[0]!, rounds[1]!, this.recoveryCopies, this.recoveryMaxCopies);
+    for (let i = 0; i < 4; i++) rounds[i] = Math.floor(rounds[i]! / 2);
+  }
+
   // ---------------------------------------------------------------- flush
 
   /**
@@ -803,6 +934,7 @@ export class Kcp {
     let lost = false;
     let nlost = 0;
     let nfast = 0;
+    let ncopies = 0;
     let outBytes = 0;
     const nbufOld = buf.length;
     const pushData = (frg: number, sn: number, data: Uint8Array): void => {
@@ -822,10 +954,31 @@ export class Kcp {
       const fastlimit = this.fastlimit;
       let nextDiff = 0x7fffffff;
       let fastPending = false;
+      const sparse = buf.length - this.nacked > 0 && buf.length - this.nacked <= this.recoveryFlight;
       for (const seg of buf) {
         if (seg.acked) continue;
         let d = u32(current - seg.resendts);
-        if (d < HALF) {
+        if (d < HALF && (sparse || seg.copies)) {
+          // sparse flight: spaced copies, capped backoff
+          if (seg.copies > 0) {
+            seg.copies--; // the next copy of this round (not a loss)
+            ncopies++;
+          } else {
+            // the round's copies all went unanswered: a new round
+            seg.xmit++;
+            this.xmit++;
+            const rounds = this.recoveryRounds;
+            const k = seg.xmit - 2;
+            if (k < 4) rounds[k]!++;
+            if (seg.xmit > 4) seg.rto = Math.min(seg.rto + Math.floor(seg.rto / 2), SPARSE_RTO_CAP * rxRto);
+            else seg.rto = rxRto;
+            if (this.recoveryAdaptive && (rounds[0]! >= ADAPT_SAMPLES || rounds[1]! >= ADAPT_FAILED)) this.adapt();
+            seg.copies = this.recoveryCopies - 1;
+            lost = true;
+            nlost++;
+          }
+          seg.resendts = u32(current + (seg.copies > 0 ? this.recoveryGap : seg.rto));
+        } else if (d < HALF) {
           seg.xmit++;
           this.xmit++;
           if (nodelay === 0) seg.rto += seg.rto > rxRto ? seg.rto : rxRto;
@@ -863,10 +1016,15 @@ export class Kcp {
       let sndNxt = this.sndNxt;
       const limit = u32(this.sndUna + cwnd);
       if (u32(sndNxt - limit) >= HALF) {
-        const resendts = u32(current + rxRto + rtomin);
+        let resendts = u32(current + rxRto + rtomin);
+        let lead = 0;
+        if (this.recoveryLead && buf.length - this.nacked + queue.length <= this.recoveryFlight) {
+          lead = this.recoveryLead;
+          resendts = u32(current + this.recoveryGap);
+        }
         while (queue.length && u32(sndNxt - limit) >= HALF) {
           const [frg, data] = queue.shift() as Item;
-          buf.push(new Seg(sndNxt, frg, data, current, rxRto, resendts));
+          buf.push(new Seg(sndNxt, frg, data, current, rxRto, resendts, lead));
           pushData(frg, sndNxt, data);
           sndNxt = u32(sndNxt + 1);
         }
@@ -885,6 +1043,7 @@ export class Kcp {
       c.lostSegs += nlost;
       c.fastRetransSegs += nfast;
       c.retransSegs += nlost + nfast;
+      c.copySegs += ncopies;
     }
     if (change) {
       const inflight = u32(this.sndNxt - this.sndUna);

@@ -31,6 +31,35 @@ export class IdleTimeoutError extends ConnectionClosedError {}
 
 /** kcp-go's initial remote window (its IKCP_WND_RCV), assumed until the peer's first packet. */
 export const KCPGO_INITIAL_RMT_WND = 32;
+/** Segments unacked at most for the sparse-flight loss recovery (a call, an event). */
+export const SPARSE_FLIGHT = 8;
+/** `leadCopies: "auto"` picks 0..this many copies ahead of any loss. */
+export const AUTO_LEAD_MAX = 2;
+
+/** Set the engine's sparse-flight loss recovery from `options` (the Python `make_engine`'s part). */
+function setLossRecovery(eng: Kcp, options: SessionOptions): void {
+  const mode = options.lossRecovery ?? "adaptive";
+  const maxCopies = options.maxCopies ?? 6;
+  const gap = options.copyGapMs ?? 10;
+  const lead = options.leadCopies ?? 0;
+  if (mode !== "adaptive" && mode !== "ikcp") {
+    throw new KcpUsageError(`lossRecovery must be "adaptive" or "ikcp", got ${String(mode)}`);
+  }
+  if (lead !== "auto" && !(Number.isInteger(lead) && lead >= 0 && lead <= 8)) {
+    throw new KcpUsageError(`leadCopies must be "auto" or in 0..8, got ${String(lead)}`);
+  }
+  if (!(Number.isInteger(maxCopies) && maxCopies >= 1 && maxCopies <= 16) || !(Number.isInteger(gap) && gap >= 1 && gap <= 1000)) {
+    throw new KcpUsageError(`maxCopies must be in 1..16, copyGapMs in 1..1000 ms, got ${maxCopies} and ${gap}`);
+  }
+  if (mode !== "adaptive") return;
+  eng.recoveryFlight = SPARSE_FLIGHT;
+  eng.recoveryAdaptive = true;
+  eng.recoveryMaxCopies = maxCopies;
+  eng.recoveryCopies = Math.min(2, maxCopies);
+  eng.recoveryGap = gap;
+  if (lead === "auto") eng.recoveryAutoLead = AUTO_LEAD_MAX;
+  else eng.recoveryLead = lead;
+}
 
 /** Tuning of one session (defaults as the Python `kcp.SessionConfig`). */
 export interface SessionOptions {
@@ -54,6 +83,25 @@ export interface SessionOptions {
   ackDelayMs?: number;
   /** Transmissions of one segment that mean a dead link. Default 20. */
   deadLink?: number;
+  /**
+   * How a small flight (a call, an event: at most 8 segments unacked) is retransmitted, as the
+   * Python `SessionConfig.loss_recovery` (docs/tuning.md "Loss recovery"): `"adaptive"` (the
+   * default) sends each recovery round as up to `maxCopies` copies `copyGapMs` apart, as many as
+   * the loss seen on this session calls for, with no backoff for the first four rounds and then
+   * one capped at 4 RTOs; `"ikcp"` is ikcp's one retransmission per RTO with its backoff.
+   * Sender-side only: any peer is unaffected.
+   */
+  lossRecovery?: "adaptive" | "ikcp";
+  /** The most copies of one recovery round (1..16). Default 6. */
+  maxCopies?: number;
+  /** ms between the copies of a round (1..1000; rounded up to the flush interval). Default 10. */
+  copyGapMs?: number;
+  /**
+   * Spaced copies of every small flight sent right away (0..8), or `"auto"`: 0 to 2, picked from
+   * the loss this session sees (none on a clean link or under bursts). Bandwidth for p99 under
+   * random loss. Default 0.
+   */
+  leadCopies?: number | "auto";
   /** End the session when nothing arrived for this long (ms); 0 or null: never. Default 60000. */
   idleTimeoutMs?: number | null;
   /** How long close() waits for sent data to be acknowledged (ms). Default 5000. */
@@ -172,6 +220,7 @@ export class KcpSession implements PathOwner {
     }
     eng.stream = options.stream === false ? 0 : 1;
     eng.deadLink = options.deadLink ?? 20;
+    setLossRecovery(eng, options);
     this.ackNodelay = options.ackNodelay ?? true;
     this.ackDelay = options.ackDelayMs ?? 5;
     if (!(this.ackDelay >= 0)) throw new KcpUsageError(`ackDelayMs must be >= 0, got ${options.ackDelayMs}`);
