@@ -6,10 +6,17 @@ directions apply, from separate seeded random streams, loss, duplication, a fixe
 jitter, and reordering (a reordered datagram is held back by an extra delay so later ones pass
 it). With no delay configured, forwarded datagrams leave in the same loop tick.
 
+Loss is random (Bernoulli) by default. ``ge_p``/``ge_r`` (``--ge-p``/``--ge-r``, percentages, as
+linkemu's options of the same names) make it Gilbert-Elliott burst loss: per datagram, a direction
+moves from its Good state to Bad with ``ge_p`` % and back with ``ge_r`` %; it loses ``ge_bad_loss``
+% (default 100) in Bad and ``loss`` % in Good. ``--ge-p 1 --ge-r 25`` loses 1/26 (3.85 %) of the
+datagrams, in bursts of 4 on average.
+
 Command line::
 
     python -m kcp.relay --listen 127.0.0.1:9000 --target 127.0.0.1:9001 \\
         --loss 10 --delay 25 --jitter 5 --dup 1 --reorder 1 --seed 1
+    python -m kcp.relay --listen 127.0.0.1:9000 --target 127.0.0.1:9001 --ge-p 1 --ge-r 25 --delay 40
 
 In-process (an async context manager)::
 
@@ -46,10 +53,11 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 class _Direction:
     """Impairment of one direction: its own random stream and counters."""
 
-    __slots__ = ("delivered", "dropped", "duplicated", "reordered", "rng")
+    __slots__ = ("bad", "delivered", "dropped", "duplicated", "reordered", "rng")
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
+        self.bad = False  # Gilbert-Elliott: in the Bad state
         self.delivered = 0
         self.dropped = 0
         self.duplicated = 0
@@ -60,6 +68,7 @@ class LossyRelay:
     """A UDP relay that impairs traffic in both directions (percentages and milliseconds).
 
     ``loss_up``/``loss_down`` override ``loss`` for one direction (up is client to target).
+    ``ge_p``/``ge_r`` > 0 make the loss Gilbert-Elliott bursts (module docstring), in both directions.
     ``max_clients`` bounds the number of client addresses (one upstream socket each); datagrams
     from further addresses are dropped and counted.
     """
@@ -77,6 +86,9 @@ class LossyRelay:
         dup: float = 0.0,
         reorder: float = 0.0,
         reorder_delay: float = 5.0,
+        ge_p: float = 0.0,
+        ge_r: float = 25.0,
+        ge_bad_loss: float = 100.0,
         seed: int = 1,
         max_clients: int = 4096,
     ) -> None:
@@ -86,6 +98,9 @@ class LossyRelay:
             ("loss_down", loss_down),
             ("dup", dup),
             ("reorder", reorder),
+            ("ge_p", ge_p),
+            ("ge_r", ge_r),
+            ("ge_bad_loss", ge_bad_loss),
         ):
             if value is not None and not 0.0 <= value <= 100.0:
                 raise ValueError(f"{name} must be a percentage in 0..100")
@@ -102,6 +117,9 @@ class LossyRelay:
         self.dup = dup / 100.0
         self.reorder = reorder / 100.0
         self.reorder_delay = reorder_delay
+        self.ge_p = ge_p / 100.0
+        self.ge_r = ge_r / 100.0
+        self.ge_bad_loss = ge_bad_loss / 100.0
         self.max_clients = max_clients
         self._dirs = (_Direction(seed * 2 + 1), _Direction(seed * 2 + 2))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +220,14 @@ class LossyRelay:
     def _impair(self, direction: int, data: bytes, io: DatagramIO, addr: Address) -> None:
         d = self._dirs[direction]
         rng = d.rng
-        if rng.random() < self.loss[direction]:
+        p_loss = self.loss[direction]
+        if self.ge_p > 0:  # Gilbert-Elliott: this datagram's state, then the next one's
+            if d.bad:
+                p_loss = self.ge_bad_loss
+                d.bad = rng.random() >= self.ge_r
+            else:
+                d.bad = rng.random() < self.ge_p
+        if rng.random() < p_loss:
             d.dropped += 1
             return
         copies = 1
@@ -287,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=0.0, help="+/- jitter, ms")
     p.add_argument("--dup", type=float, default=0.0, help="duplication %%")
     p.add_argument("--reorder", type=float, default=0.0, help="reordering %%")
+    p.add_argument("--ge-p", type=float, default=0.0, help="burst loss: Good->Bad %% per datagram (0: off)")
+    p.add_argument("--ge-r", type=float, default=25.0, help="burst loss: Bad->Good %% per datagram")
+    p.add_argument("--ge-bad-loss", type=float, default=100.0, help="burst loss: loss %% in Bad")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-clients", type=int, default=4096)
     p.add_argument(
@@ -305,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             jitter=args.jitter,
             dup=args.dup,
             reorder=args.reorder,
+            ge_p=args.ge_p,
+            ge_r=args.ge_r,
+            ge_bad_loss=args.ge_bad_loss,
             seed=args.seed,
             max_clients=args.max_clients,
         )

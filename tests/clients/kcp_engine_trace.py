@@ -49,7 +49,11 @@ CONFIGS.update(
         # a 2.5 s outage both ways: rounds past the quick ones, their backoff up to its cap
         "recovery_blackout": {**_SPARSE, "loss": 0.05, "blackout": (4000, 6500), "recovery": _ADAPTIVE},
         "recovery_auto_burst": {
-            **_SPARSE, "loss": 0.04, "ge": (0.04, 0.2), "steps": 4000, "recovery": {**_ADAPTIVE, "auto_lead": 2}
+            **_SPARSE,
+            "loss": 0.04,
+            "ge": (0.04, 0.2),
+            "steps": 4000,
+            "recovery": {**_ADAPTIVE, "auto_lead": 2},
         },
     }
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 
 import pytest
@@ -108,6 +109,46 @@ async def test_loss_is_seeded_and_near_the_rate() -> None:
     server.close()
 
 
+async def test_burst_loss_is_seeded_and_comes_in_runs() -> None:
+    """Gilbert-Elliott (ge_p 1 %, ge_r 25 %): 1/26 of the datagrams lost each way, in runs of about
+    4, where random loss at the same rate would lose them one at a time."""
+    server, _ = await _echo_server()
+    drops = []
+    for _ in range(2):
+        async with LossyRelay(target=server.get_extra_info("sockname"), ge_p=1, ge_r=25, seed=11) as relay:
+            tr, c = await _client(relay, 10**9)
+            for i in range(3000):
+                tr.sendto(b"%d" % i)
+                if i % 100 == 99:
+                    await asyncio.sleep(0)  # (the socket buffers stay far from full)
+            # sentinels until one comes back (a burst may swallow a few): the link is FIFO, so
+            # everything sent before it has come back or was lost
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            quiet = True  # nothing came back in the last wait: (another) sentinel
+            while b"end" not in c.got and loop.time() < deadline:
+                c.expect = len(c.got) + 1
+                c.done = loop.create_future()
+                if quiet:
+                    tr.sendto(b"end")
+                try:
+                    await asyncio.wait_for(asyncio.shield(c.done), 0.3)
+                    quiet = False
+                except asyncio.TimeoutError:
+                    quiet = True
+            assert b"end" in c.got
+            got = {int(x) for x in c.got if x != b"end"}
+            drops.append(sorted(set(range(3000)) - got))
+            tr.close()
+    assert drops[0] == drops[1]  # same seed, same datagrams lost
+    lost = drops[0]
+    # both ways lose 1/26: about 7.5 % of the round trips
+    assert 0.04 * 3000 <= len(lost) <= 0.12 * 3000
+    runs = 1 + sum(1 for a, b in itertools.pairwise(lost) if b != a + 1)
+    assert len(lost) / runs >= 2.5  # bursts (random loss: about 1.04 per run)
+    server.close()
+
+
 async def test_delay_and_duplication() -> None:
     server, _ = await _echo_server()
     async with LossyRelay(target=server.get_extra_info("sockname"), delay=20, dup=100, seed=3) as relay:
@@ -140,6 +181,8 @@ async def test_reorder_swaps_datagrams() -> None:
 def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError):
         LossyRelay(loss=150)
+    with pytest.raises(ValueError, match="ge_r"):
+        LossyRelay(ge_p=1, ge_r=101)
     for direction in ("loss_up", "loss_down"):
         with pytest.raises(ValueError, match=direction):
             LossyRelay(**{direction: 150.0})

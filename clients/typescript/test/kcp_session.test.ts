@@ -160,6 +160,53 @@ test("session: 10 % loss each way (Python relay): FEC 10/3 rebuilds, KCP resends
   });
 });
 
+test("session: loss recovery as the Python SessionConfig's; small messages at 10 % loss recover with spaced copies", async () => {
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  const port = sock.address().port;
+  try {
+    const def = await dial("127.0.0.1", port);
+    assert.equal(def.engine.recoveryFlight, 8); // "adaptive" by default
+    assert.ok(def.engine.recoveryAdaptive);
+    assert.equal(def.engine.recoveryCopies, 2);
+    assert.equal(def.engine.recoveryLead, 0);
+    def.abort();
+    const ikcp = await dial("127.0.0.1", port, { session: { lossRecovery: "ikcp" } });
+    assert.equal(ikcp.engine.recoveryFlight, 0);
+    ikcp.abort();
+    const auto = await dial("127.0.0.1", port, { session: { leadCopies: "auto", maxCopies: 3, copyGapMs: 20 } });
+    assert.equal(auto.engine.recoveryAutoLead, 2);
+    assert.equal(auto.engine.recoveryMaxCopies, 3);
+    assert.equal(auto.engine.recoveryGap, 20);
+    auto.abort();
+  } finally {
+    sock.close();
+  }
+  for (const bad of [{ lossRecovery: "tcp" as "ikcp" }, { leadCopies: 9 }, { maxCopies: 0 }, { copyGapMs: 0 }]) {
+    await assert.rejects(dial("127.0.0.1", 9, { session: bad }), KcpUsageError);
+  }
+  // one small message at a time (a call), 10 % loss each way: the recovery rounds send spaced
+  // copies (copySegs), ikcp's do not; every echo arrives either way
+  await withServer(["null", "-", "0", "0", "10"], async (p) => {
+    const copies: Record<string, number> = {};
+    for (const lossRecovery of ["adaptive", "ikcp"] as const) {
+      const s = await dial("127.0.0.1", p, { session: { lossRecovery } });
+      const got = new Collector(s);
+      for (let i = 0; i < 60; i++) {
+        const msg = randomBytes(40);
+        s.write(msg);
+        await within(got.until(40), 10000, `echo ${i}`);
+        assert.ok(got.take().equals(msg));
+      }
+      assert.ok(s.counters.lostSegs > 0, `${lossRecovery}: nothing was lost (lostSegs 0)`);
+      copies[lossRecovery] = s.counters.copySegs;
+      s.abort();
+    }
+    assert.ok(copies.adaptive! > 0, `adaptive sent no spaced copies`);
+    assert.equal(copies.ikcp, 0);
+  });
+});
+
 test("session: a compat dial to a secure-wire server ends at once with WireMismatchError (the server's wire hint)", async () => {
   await withServer(["secure", "a passphrase", "0", "0"], async (port) => {
     for (const wire of [{ crypt: "aes", key: "a passphrase" }, {}] as CompatWireOptions[]) {
