@@ -1,6 +1,6 @@
 """A compat-mode KCP echo server for the TypeScript session tests (clients/typescript/test/kcp_session.test.ts).
 
-Usage: python tests/clients/kcp_echo_server.py CRYPT KEY DATA_SHARDS PARITY_SHARDS [LOSS_PERCENT]
+Usage: python tests/clients/kcp_echo_server.py CRYPT KEY DATA_SHARDS PARITY_SHARDS [LOSS_PERCENT [DELAY_MS]]
 
 CRYPT is a kcptun cipher name for a compat server, or ``secure`` for a secure-wire server with
 passphrase KEY.
@@ -24,7 +24,7 @@ sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after
 from tests.clients.echo_session import echo
 
 
-async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> None:
+async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None, delay: float = 2.0) -> None:
     wire: kcp.CompatWire | kcp.SecureWire
     if crypt == "secure":  # a secure-wire server (what a compat dial must recognise by its hint)
         wire = kcp.SecureWire(key=key, fec=(ds, ps))
@@ -36,11 +36,12 @@ async def main(crypt: str, key: str, ds: int, ps: int, loss: float | None) -> No
             print(listener.address[1], flush=True)
             await asyncio.Event().wait()
             return
-        async with LossyRelay(target=listener.address, loss=loss, delay=2.0, seed=7) as relay:
+        async with LossyRelay(target=listener.address, loss=loss, delay=delay, seed=7) as relay:
             print(relay.address[1], flush=True)
             await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
     a = sys.argv
-    kcp.run(main(a[1], a[2], int(a[3]), int(a[4]), float(a[5]) if len(a) > 5 else None))
+    loss, delay = (float(a[5]) if len(a) > 5 else None), (float(a[6]) if len(a) > 6 else 2.0)
+    kcp.run(main(a[1], a[2], int(a[3]), int(a[4]), loss, delay))

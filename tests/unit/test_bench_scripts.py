@@ -114,6 +114,22 @@ def test_ts_client_bench_quick_run_races_the_node_client_against_the_python_clie
     assert "p50 x" in ratio and "client CPU per call x" in ratio and "server CPU per call x" in ratio, ratio
 
 
+def test_ts_loss_bench_quick_run_crosses_a_lossy_relay_with_each_recovery() -> None:
+    """bench/ts_loss.py end to end, small: the Node client with each loss recovery and the Python
+    client, each across its own seeded relay (5 ms each way, 10 % loss); every contender finishes
+    its calls, no faster than the link allows, and the node / node-ikcp ratios are printed."""
+    done = run_bench("ts_loss.py", ["--quick", "--calls", "40", "--delay", "5", "--links", "r10=--loss 10"])
+    out = done.stdout
+    for c in ("node", "node-ikcp", "python"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"r10 median {c} "))
+        f = line.split()
+        p50, p99, max_ms, per_call = float(f[4]), float(f[6]), float(f[8]), float(f[10])
+        assert 10 <= p50 <= p99 <= max_ms, line  # 5 ms each way
+        assert per_call > 64 * 2, line  # the payload both ways, plus the headers
+    ratio = next(ln for ln in out.splitlines() if ln.startswith("r10 node / node-ikcp: p99 x"))
+    assert "max x" in ratio and "bytes x" in ratio, ratio
+
+
 def test_web_fanout_bench_quick_run_races_websocket_against_kcp_subscribers_of_one_server() -> None:
     """bench/web_fanout.py end to end, small: 20 subscribers per side (KCP and WebSocket) on one
     server, one 0.5 s step per side and round, 2 rounds (the sides alternate). Both sides keep the

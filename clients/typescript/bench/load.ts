@@ -3,14 +3,18 @@
  *
  *   node dist/bench/load.js --port 9000 [--wire secure|key|compat] [--seconds 2] [--calls 2000]
  *       [--inflight 64] [--warmup 200] [--key "bench passphrase"] [--cpu-seconds 0]
+ *       [--loss-recovery adaptive|ikcp] [--lead-copies N|auto]
  *
  * Calls `bench.Echo/Echo` (bench/rpc.py's service) with 64-byte payloads: `--warmup` calls, then
  * `--inflight` calls in flight for `--seconds` (calls/s), then `--calls` sequential calls (p50/p99).
  * Prints one JSON line: rate, p50_ms, p99_ms, and the process CPU (user + system) per call of each
  * phase in µs, the server's (from `bench.Echo/Cpu`), and the datagrams sent and received per call in each phase. Calls have no deadline
- * (as the Python contender's); the whole run is bounded (`--limit`, 120 s).
+ * (as the Python contender's); the whole run is bounded (`--limit`, 120 s). `--seconds 0` skips the
+ * rate phase (bench/ts_loss.py: sequential calls across a lossy link, with their max latency and
+ * the session's loss recovery, `--loss-recovery` and `--lead-copies`, as `SessionOptions`).
  */
 import { connect, type Client, type ConnectOptions } from "../src/index.js";
+import type { SessionOptions } from "../src/kcp/session.js";
 
 const PAYLOAD = new Uint8Array(64).fill(0x78);
 
@@ -47,8 +51,14 @@ async function main(): Promise<void> {
     process.exit(3);
   }, limitS * 1000);
   limit.unref();
+  const lead = arg("lead-copies", "0");
+  const session: SessionOptions = {
+    lossRecovery: arg("loss-recovery", "adaptive") as SessionOptions["lossRecovery"],
+    leadCopies: lead === "auto" ? "auto" : Number(lead),
+  };
   const client: Client = await connect("127.0.0.1", port, {
     wire: wireOf(arg("wire", "secure"), arg("key", "bench passphrase")),
+    session,
   });
   // the server's process time in seconds (bench/rpc.py's bench.Echo/Cpu)
   const serverCpu = (): Promise<number> => client.unary<null, number>("bench.Echo/Cpu", null);
@@ -71,12 +81,12 @@ async function main(): Promise<void> {
         done++;
       }
     };
-    await Promise.all(Array.from({ length: inflight }, worker));
+    if (seconds > 0) await Promise.all(Array.from({ length: inflight }, worker));
     const rate = done / ((performance.now() - t0) / 1000);
-    const cpuRate = (cpuUs() - c0) / done;
+    const cpuRate = done ? (cpuUs() - c0) / done : 0;
     const s1 = client.transportStats();
     const sv1 = await serverCpu();
-    const perCall = (k: string): number => ((s1[k] ?? 0) - (s0[k] ?? 0)) / done;
+    const perCall = (k: string): number => (done ? ((s1[k] ?? 0) - (s0[k] ?? 0)) / done : 0);
     // (a) latency: one call in flight
     const lat: number[] = [];
     const sv2 = await serverCpu();
@@ -98,7 +108,9 @@ async function main(): Promise<void> {
       p99_ms: percentile(lat, 0.99),
       cpu_us_rate: cpuRate,
       cpu_us_lat: cpuLat,
-      server_us_rate: ((sv1 - sv0) / done) * 1e6,
+      max_ms: lat[lat.length - 1] ?? 0,
+      bytes_lat: perSeq("bytesSent") + perSeq("bytesReceived"),
+      server_us_rate: done ? ((sv1 - sv0) / done) * 1e6 : 0,
       server_us_lat: ((sv3 - sv2) / calls) * 1e6,
       out_pkts: perCall("outPkts"),
       in_pkts: perCall("inPkts"),
