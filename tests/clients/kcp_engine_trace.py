@@ -57,7 +57,14 @@ CONFIGS.update(
         },
     }
 )
+# held acks (docs/wire-format/kcp.md): both engines hold-aware, engine 1 only receives and acks,
+# holding its acks (ack_frg 1, now and then 0 for a while; its first ack of a flush says how long
+# it waited), so engine 0 adds the hold to its RTO and leaves the wait out of its RTT samples
+CONFIGS["held"] = {**_SPARSE, "loss": 0.05, "held": True, "senders": (0,), "steps": 2500,
+                   "recovery": _ADAPTIVE}  # fmt: skip
+CONFIGS["held_lossy"] = {**_SPARSE, "loss": 0.15, "held": True, "senders": (0,), "steps": 2500}
 RECOVERY = ("recovery_copies", "recovery_lead", "recovery_rounds", "recovery_samples")
+HELD = ("rto_extra", "ack_frg", "disorder")
 
 
 def run(seed: int, name: str) -> dict[str, Any]:
@@ -69,8 +76,10 @@ def run(seed: int, name: str) -> dict[str, Any]:
     results: list[Any] = []
     start = rng.choice([0, 1000, 0xFFFFFFFF - 20000])  # some runs cross the 32-bit clock wrap
     rec = cfg.get("recovery")
+    held = bool(cfg.get("held"))
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
-                "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec})  # fmt: skip
+                "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec,
+                "held": held})  # fmt: skip
     results.append(None)
     for eng in engines:
         if cfg.get("nodelay"):
@@ -88,6 +97,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
             eng.recovery_gap = rec["gap"]
             eng.recovery_lead = rec.get("lead", 0)
             eng.recovery_auto_lead = rec.get("auto_lead", 0)
+        eng.hold_aware = held
+    if held:
+        engines[1].ack_frg = 1
     bad = [False, False]  # Gilbert-Elliott state per direction (cfg "ge")
     in_flight: list[tuple[int, int, int]] = []  # (deliver_at, to, index in outs[1 - to])
     seen = [0, 0]
@@ -112,7 +124,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
 
     for _step in range(cfg["steps"]):
         now += rng.randint(1, cfg.get("dt", 25))
-        e = rng.randrange(2)
+        e = rng.choice(cfg.get("senders", (0, 1)))
         r = rng.random()
         if r < cfg.get("send_p", 0.15):
             size = rng.choice([0, 1, rng.randint(1, 200), rng.randint(1, cfg["max_size"])])
@@ -138,6 +150,17 @@ def run(seed: int, name: str) -> dict[str, Any]:
             while (m := engines[k].recv()) is not None:
                 got.append(m.hex())
             results.append(got)
+        if held:  # engine 1 holds: its first ack says how long it waited; now and then it stops
+            if rng.random() < 0.01:
+                frg = 1 - engines[1].ack_frg
+                ops.append({"op": "ack_frg", "e": 1, "frg": frg})
+                results.append(None)
+                engines[1].ack_frg = frg
+            if engines[1].ack_frg and rng.random() < 0.5:
+                waited = rng.randint(0, 300)
+                ops.append({"op": "hold_first_ack", "e": 1, "ms": waited})
+                results.append(None)
+                engines[1].hold_first_ack(waited)
         for k in (0, 1):
             ops.append({"op": "update", "e": k, "now": now})
             engines[k].update(now)
@@ -154,6 +177,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
     if rec:
         ops.append({"op": "recovery"})
         results.append([{f: getattr(eng, f) for f in RECOVERY} for eng in engines])
+    if held:
+        ops.append({"op": "held"})
+        results.append([{f: getattr(eng, f) for f in HELD} for eng in engines])
     return {"seed": seed, "config": name, "ops": ops, "results": results}
 
 

@@ -7,7 +7,8 @@ failure status (``ts.App/fail`` raises the code it is given; validation, handler
 method, server deadline, refusal at connect with the HELLO token ``"refuse"``), pushes to the
 session, a room and a topic, a keyed (latest-wins) event, unreliable events over datagrams, and
 an unreliable notify the client can read back (``ts.App/notes``). ``--ws HOST:PORT`` also
-listens for WebSocket clients (``kcprpc.web``) and prints ``WS <port>``.
+listens for WebSocket clients (``kcprpc.web``) and prints ``WS <port>``; ``--ack-hold MS`` asks
+the clients to hold their acks (``ServerConfig.ack_hold``).
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ async def main() -> None:
         metavar="HOST:PORT",
         help="also listen for WebSocket clients (prints WS <port>); OPEN token 'refuse' is refused",
     )
+    ap.add_argument(
+        "--ack-hold", type=int, default=0, help="ServerConfig.ack_hold: ask clients to hold acks (ms)"
+    )
     add_transport_args(ap)
     args = ap.parse_args()
     app = App()
@@ -167,6 +171,7 @@ async def main() -> None:
         transport=build_transport(args),
         on_connect=refuse,
         on_restore=restore,
+        config=kcprpc.ServerConfig(ack_hold=args.ack_hold),
     )
     app.server = server
     if args.ws is not None:

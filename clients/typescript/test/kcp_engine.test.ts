@@ -20,6 +20,9 @@ interface Op {
   stream?: boolean;
   mtu?: number | null;
   recovery?: Recovery | null;
+  held?: boolean;
+  frg?: number;
+  ms?: number;
 }
 
 /** The sparse-flight loss recovery's settings of a trace (tests/clients/kcp_engine_trace.py). */
@@ -79,7 +82,9 @@ function replay(trace: Trace): EngineCounters[] {
             eng.recoveryLead = rec.lead ?? 0;
             eng.recoveryAutoLead = rec.auto_lead ?? 0;
           }
+          eng.holdAware = op.held ?? false;
         }
+        if (op.held) engines[1]!.ackFrg = 1;
         got = null;
         break;
       case "send":
@@ -110,6 +115,17 @@ function replay(trace: Trace): EngineCounters[] {
         break;
       case "state":
         got = engines.map((eng) => Object.fromEntries(STATE.map((f, j) => [PY_STATE[j], eng[f]])));
+        break;
+      case "ack_frg":
+        k.ackFrg = op.frg!;
+        got = null;
+        break;
+      case "hold_first_ack":
+        k.holdFirstAck(op.ms!);
+        got = null;
+        break;
+      case "held":
+        got = engines.map((eng) => ({ rto_extra: eng.rtoExtra, ack_frg: eng.ackFrg, disorder: eng.disorder }));
         break;
       case "recovery":
         got = engines.map((eng) => ({
@@ -158,6 +174,24 @@ for (const config of ["recovery", "recovery_burst", "recovery_lead", "recovery_a
     }
     assert.ok(copies > 20, `the recovery sent its spaced copies (${copies})`);
     assert.ok(rounds > 0);
+  });
+}
+
+// held acks (docs/wire-format/kcp.md "Held acks"): engine 1 holds its acks and says how long in
+// their frg; engine 0 leaves the wait out of its RTT samples and adds the hold to its RTOs
+for (const config of ["held", "held_lossy"]) {
+  test(`engine: held acks identical to the Python engine (${config}, 3 seeds)`, async () => {
+    let extra = 0;
+    for (const seed of [1, 2, 3]) {
+      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+      const holds = trace.ops.filter((o) => o.op === "hold_first_ack").length;
+      assert.ok(holds > 100, `the trace holds acks (${holds})`);
+      replay(trace);
+      const held = trace.results[trace.results.length - 1] as { rto_extra: number; disorder: number }[];
+      extra += held[0]!.rto_extra;
+      assert.ok(held[1]!.disorder > 0);
+    }
+    assert.ok(extra > 0, "engine 0 ended a trace with its RTO extra on");
   });
 }
 

@@ -179,10 +179,15 @@ test("session: loss recovery as the Python SessionConfig's; small messages at 10
     assert.equal(auto.engine.recoveryMaxCopies, 3);
     assert.equal(auto.engine.recoveryGap, 20);
     auto.abort();
+    // held acks need secure mode's agreement: a compat session refuses them
+    const compat = await dial("127.0.0.1", port, { session: { ackHoldMs: 100 } });
+    assert.equal(compat.engine.holdAware, false);
+    assert.equal(compat.holdAcks(100), false);
+    compat.abort();
   } finally {
     sock.close();
   }
-  for (const bad of [{ lossRecovery: "tcp" as "ikcp" }, { leadCopies: 9 }, { maxCopies: 0 }, { copyGapMs: 0 }]) {
+  for (const bad of [{ lossRecovery: "tcp" as "ikcp" }, { leadCopies: 9 }, { maxCopies: 0 }, { copyGapMs: 0 }, { ackHoldMs: 251 }]) {
     await assert.rejects(dial("127.0.0.1", 9, { session: bad }), KcpUsageError);
   }
   // one small message at a time (a call), 10 % loss each way, 15 ms each way (so that a round's

@@ -100,6 +100,7 @@ function tsOptions(c: Record<string, unknown>): SecureOptions {
   if (typeof c["fec_strict"] === "boolean") o.fecStrict = c["fec_strict"];
   if (Array.isArray(c["suites"])) o.suites = c["suites"] as ("aesgcm" | "chachapoly")[];
   if (typeof c["data_parts"] === "boolean") o.dataParts = c["data_parts"];
+  if (typeof c["held_acks"] === "boolean") o.heldAcks = c["held_acks"];
   return o;
 }
 
@@ -141,8 +142,8 @@ const SCENARIOS: Scenario[] = [
   },
   {
     ...base,
-    name: "NNpsk0 passphrase (the quickstart mode), no DATA_PART offered",
-    client: { passphrase: "correct horse battery staple", data_parts: false },
+    name: "NNpsk0 passphrase (the quickstart mode), no DATA_PART and no held acks offered",
+    client: { passphrase: "correct horse battery staple", data_parts: false, held_acks: false },
     server: { passphrase: "correct horse battery staple" },
     data: DATA,
     server_data: SERVER_DATA,

@@ -26,6 +26,8 @@ export interface Counters extends EngineCounters, FecCounters {
   oobDropped: number;
   /** Send errors reported by the socket. */
   sendErrors: number;
+  /** Lone acks held for a second segment (held acks, secure mode). */
+  acksHeld: number;
 }
 
 /** A fresh set of zero counters. */
@@ -48,5 +50,6 @@ export function newCounters(): Counters {
     oobOut: 0,
     oobDropped: 0,
     sendErrors: 0,
+    acksHeld: 0,
   };
 }

@@ -81,6 +81,13 @@ const LEAD_WINDOW = 256;
 const LEAD_TARGET = 0.004;
 /** Recovery copies from which losses count as bursts: no lead copies then. */
 const BURSTY_COPIES = 4;
+/**
+ * The longest a held ack may wait (ms), and what a sender adds to its RTO while its peer holds
+ * ({@link Kcp.setPeerHold}; docs/wire-format/kcp.md, "Held acks").
+ */
+export const ACK_HOLD_MAX = 250;
+/** ms per step of a held ACK's frg byte (frg − 1 steps waited). */
+export const ACK_HOLD_UNIT = 4;
 
 /**
  * The copies per recovery round that make losing a whole round unlikely: `rounds` rounds were
@@ -315,6 +322,17 @@ export class Kcp {
   recoveryAutoLead = 0;
   /** leadCopies "auto"'s estimate: [acked, first lost, first lost under a lead, rescued, hold]. */
   recoverySamples = [0, 0, 0, 0, 0];
+
+  // Held acks (secure mode, agreed in the handshake; not in ikcp). docs/wire-format/kcp.md.
+  /** The peer agreed to held acks: its ACKs' frg says when it holds, and this end's say the same. */
+  holdAware = false;
+  /** ms added to every RTO while the peer holds its acks ({@link setPeerHold}). */
+  rtoExtra = 0;
+  /** The frg byte of this end's ACKs: 0, or 1 while this end holds acks. */
+  ackFrg = 0;
+  /** PUSH segments that came out of order or again (a loss shows as these). */
+  disorder = 0;
+  private ackFirstFrg = 0;
 
   private sndQueue = new Deque<Item>();
   private sndBuf: Seg[] = [];
@@ -573,6 +591,9 @@ export class Kcp {
     let sampled = false;
     let rc = 0;
     let lastWnd = -1;
+    const holdAware = this.holdAware;
+    let peerHold = -1; // the last ACK's frg, or 0 after a PUSH (held acks); -1: neither seen
+    let disorder = 0;
     while (size - off >= 24) {
       const conv = dv.getUint32(off, true);
       const cmd = pkt[off + 4]!;
@@ -604,7 +625,15 @@ export class Kcp {
       let d = u32(una - this.sndUna);
       if (d > 0 && d < HALF && buf.length) this.dropFront(d < buf.length ? d : buf.length);
       if (cmd === IKCP_CMD_ACK) {
-        const rtt = u32(current - ts);
+        let rtt = u32(current - ts);
+        if (holdAware) {
+          // held acks: frg − 1 steps of the wait are not the path's
+          peerHold = frg;
+          if (frg > 1 && rtt < HALF) {
+            const waited = (frg - 1) * ACK_HOLD_UNIT;
+            rtt = rtt > waited ? rtt - waited : 0;
+          }
+        }
         if (rtt < HALF && regular) {
           sampled = true;
           if (srtt === 0 && rtt < BIG) {
@@ -641,6 +670,7 @@ export class Kcp {
           }
         }
       } else if (cmd === IKCP_CMD_PUSH) {
+        if (holdAware) peerHold = 0; // a peer that sends data holds no acks
         const rcvNxt = this.rcvNxt;
         d = u32(sn - rcvNxt);
         if (d < rcvWnd) {
@@ -650,8 +680,10 @@ export class Kcp {
             this.rcvNxt = u32(rcvNxt + 1);
             inBytes += ln;
           } else if (rcvBuf.has(sn)) {
+            if (d) disorder++;
             repeat++;
           } else {
+            if (d) disorder++;
             rcvBuf.set(sn, [frg, pkt.slice(off, off + ln)]);
             inBytes += ln;
             if (d === 0) this.moveRcvBuf();
@@ -659,6 +691,7 @@ export class Kcp {
         } else if (u32(d - rcvWnd) >= HALF) {
           acklist.push(sn, ts);
           repeat++;
+          disorder++;
         } else {
           repeat++;
         }
@@ -668,6 +701,8 @@ export class Kcp {
       off += ln;
     }
     if (lastWnd >= 0) this.rmtWnd = lastWnd;
+    if (disorder) this.disorder += disorder;
+    if (peerHold >= 0 && peerHold > 0 !== this.rtoExtra > 0) this.setPeerHold(peerHold > 0);
     if (sampled) {
       this.rxSrtt = srtt;
       this.rxRttval = rttval;
@@ -810,6 +845,29 @@ export class Kcp {
     }
   }
 
+  /**
+   * The peer started (`holding`) or stopped holding its lone acks (an ACK's frg, read by
+   * {@link input} when {@link holdAware}): every RTO gets {@link ACK_HOLD_MAX} more, or loses it,
+   * and the segments in flight move their retransmission times by as much, so a held ack never
+   * looks lost and a loss found by an ack that came at once is resent at once.
+   */
+  setPeerHold(holding: boolean): void {
+    const extra = holding ? ACK_HOLD_MAX : 0;
+    const delta = extra - this.rtoExtra;
+    if (!delta) return;
+    this.rtoExtra = extra;
+    for (const seg of this.sndBuf) if (!seg.acked) seg.resendts = u32(seg.resendts + delta);
+    this.nextResend = u32(this.nextResend + delta);
+  }
+
+  /**
+   * The first pending ack waited `held` ms (held acks): the next flush writes that into its frg
+   * ({@link ACK_HOLD_UNIT} ms steps, plus 1), so the sender's RTT sample leaves it out.
+   */
+  holdFirstAck(held: number): void {
+    this.ackFirstFrg = 1 + Math.min(Math.floor(Math.max(held, 0) / ACK_HOLD_UNIT), 254);
+  }
+
   /** Re-pick recoveryCopies from the recovery rounds seen since the last pick, then forget half. */
   private adapt(): void {
     const rounds = this.recoveryRounds;
@@ -884,9 +942,12 @@ export class Kcp {
     if (acklist.length) {
       const n = acklist.length;
       nout += n >> 1;
+      let frg = this.ackFirstFrg || this.ackFrg; // a held first ack: its wait, for the sender's RTT sample
+      this.ackFirstFrg = 0;
       for (let i = 0; i < n; i += 2) {
         if (ptr + 24 > mtu) emit();
-        parts.push(header(IKCP_CMD_ACK, 0, acklist[i + 1]!, acklist[i]!, 0));
+        parts.push(header(IKCP_CMD_ACK, frg, acklist[i + 1]!, acklist[i]!, 0));
+        frg = this.ackFrg;
         ptr += 24;
       }
       ackSn = acklist[n - 2]!;
@@ -928,7 +989,7 @@ export class Kcp {
 
     const resent = this.fastresend > 0 ? this.fastresend : 0xffffffff;
     const nodelay = this.nodelayMode;
-    const rxRto = this.rxRto;
+    const rxRto = this.rxRto + this.rtoExtra; // (extra: while the peer holds its acks)
     const rtomin = nodelay === 0 ? rxRto >>> 3 : 0;
     let change = 0;
     let lost = false;

@@ -64,6 +64,8 @@ export interface Path {
   readonly mode: "compat" | "secure";
   /** Bytes the path adds to each pipeline datagram (0 for compat). */
   readonly overhead: number;
+  /** Both ends agreed to held acks (secure mode's handshake; never in compat mode). */
+  readonly heldAcks: boolean;
   /** The peer's current address, if known (secure mode: it may move). */
   readonly remote?: { address: string; port: number };
   /** Called once by the session's constructor; the path starts delivering received datagrams to `owner`. */
@@ -120,6 +122,8 @@ export class CompatPath implements Path {
   readonly mode = "compat" as const;
   /** Compat mode adds nothing beyond the pipeline. */
   readonly overhead = 0;
+  /** kcp-go's peers never agreed to held acks. */
+  readonly heldAcks = false;
   private owner: PathOwner | null = null;
   private sent = 0;
   private sentLog: Uint8Array[] | null = [];

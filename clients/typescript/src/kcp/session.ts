@@ -20,7 +20,7 @@
 import type { Counters } from "./counters.js";
 import { newCounters } from "./counters.js";
 import { deriveKey, newCrypt, type CryptName, type PacketCrypt } from "./crypt.js";
-import { IKCP_ASK_SEND, IKCP_ASK_TELL, Kcp } from "./engine.js";
+import { ACK_HOLD_MAX, IKCP_ASK_SEND, IKCP_ASK_TELL, Kcp } from "./engine.js";
 import { ConnectionClosedError, DeadLinkError, KcpUsageError } from "./errors.js";
 import { UdpLink } from "./link.js";
 import { CompatPath, compatConv, type Path, type PathOwner } from "./path.js";
@@ -31,6 +31,12 @@ export class IdleTimeoutError extends ConnectionClosedError {}
 
 /** kcp-go's initial remote window (its IKCP_WND_RCV), assumed until the peer's first packet. */
 export const KCPGO_INITIAL_RMT_WND = 32;
+/** Lone acks in a row that found no data to ride with, after which lone acks go at once. */
+export const LONE_ACKS = 8;
+/** Every LONE_ACK_PROBE-th lone ack after that waits again (one more try at a ride). */
+export const LONE_ACK_PROBE = 32;
+/** Lone acks sent at once after a loss before a holding session holds again. */
+export const HOLD_QUIET = 512;
 /** Segments unacked at most for the sparse-flight loss recovery (a call, an event). */
 export const SPARSE_FLIGHT = 8;
 /** `leadCopies: "auto"` picks 0..this many copies ahead of any loss. */
@@ -81,6 +87,14 @@ export interface SessionOptions {
    * once. 0: an ack datagram per receive batch. Default 5, as the Python `SessionConfig.ack_delay`.
    */
   ackDelayMs?: number;
+  /**
+   * Held acks (ms, 0..250; docs/tuning.md "Delayed acks"): a session that only receives (a
+   * subscriber) holds a lone ack up to this long for a second segment, so that one datagram acks
+   * both. Only in secure mode, with a server that agreed to held acks in the handshake; a server's
+   * WELCOME may ask for it too (`ackhold`), this setting wins. Default 0: off, as the Python
+   * `SessionConfig.ack_hold`.
+   */
+  ackHoldMs?: number;
   /** Transmissions of one segment that mean a dead link. Default 20. */
   deadLink?: number;
   /**
@@ -172,6 +186,11 @@ export class KcpSession implements PathOwner {
   private readonly ackDelay: number;
   /** When a delayed lone ack goes alone (-1: none waits). */
   private ackDue = -1;
+  private loneAcks = 0; // lone acks in a row that found no data to ride with (delayed, then sent alone)
+  private hold = 0; // ms a lone ack may wait once this session only receives (held acks), 0: off
+  private readonly ownHold: number; // SessionOptions.ackHoldMs (wins over a server's ask)
+  private heldAt = -1; // when the ack being held started waiting
+  private disorderSeen = 0; // the engine's disorder count last looked at
   private readonly idleMs: number;
   private readonly lingerMs: number;
   private readonly dgramLimit: number;
@@ -221,6 +240,13 @@ export class KcpSession implements PathOwner {
     eng.stream = options.stream === false ? 0 : 1;
     eng.deadLink = options.deadLink ?? 20;
     setLossRecovery(eng, options);
+    const hold = options.ackHoldMs ?? 0;
+    if (!(Number.isInteger(hold) && hold >= 0 && hold <= ACK_HOLD_MAX)) {
+      throw new KcpUsageError(`ackHoldMs must be in 0..${ACK_HOLD_MAX}, got ${hold}`);
+    }
+    this.ownHold = hold;
+    eng.holdAware = path.heldAcks;
+    this.hold = path.heldAcks ? hold : 0;
     this.ackNodelay = options.ackNodelay ?? true;
     this.ackDelay = options.ackDelayMs ?? 5;
     if (!(this.ackDelay >= 0)) throw new KcpUsageError(`ackDelayMs must be >= 0, got ${options.ackDelayMs}`);
@@ -293,6 +319,34 @@ export class KcpSession implements PathOwner {
   // -------------------------------------------------------------- tuning
 
   /** ikcp nodelay(): e.g. (1, 10, 2, 1) for the fastest retransmission. */
+  /**
+   * Hold lone acks up to `ms` once this session only receives, as {@link SessionOptions.ackHoldMs}
+   * would (a kcprpc server's WELCOME asks it: `ServerConfig.ack_hold`). False, and nothing changed,
+   * when the peer did not agree to held acks (compat mode, an older server), the session's own
+   * `ackHoldMs` is set (it wins), or `ms` is not in 1..250.
+   */
+  holdAcks(ms: number): boolean {
+    if (!this.engine.holdAware || this.ownHold || !(Number.isInteger(ms) && ms > 0 && ms <= ACK_HOLD_MAX)) return false;
+    this.hold = ms;
+    // already acking at once: the next lone ack tells the peer, then they are held
+    if (this.loneAcks >= LONE_ACKS && !this.engine.ackFrg) this.loneAcks = LONE_ACKS - 1;
+    return true;
+  }
+
+  /**
+   * Acks go at once again (a loss): the held one, if any, says how long it waited; the rest (frg
+   * 0) tell the peer that acks no longer wait (docs/wire-format/kcp.md "Held acks").
+   */
+  private stopHold(now: number): void {
+    if (this.heldAt >= 0) {
+      this.engine.holdFirstAck(now - this.heldAt);
+      this.heldAt = -1;
+      this.ackDue = -1;
+    }
+    this.engine.ackFrg = 0;
+    this.loneAcks = LONE_ACKS - HOLD_QUIET;
+  }
+
   setNodelay(nodelay: number, interval: number, resend: number, nc: number): void {
     this.engine.nodelay(nodelay, interval, resend, nc);
   }
@@ -527,14 +581,43 @@ export class KcpSession implements PathOwner {
     if (this.inputDirty || eng.nrcvQue) {
       this.inputDirty = false;
       if (eng.nrcvQue) this.deliver();
+      let lost = false;
+      if (this.hold && eng.disorder !== this.disorderSeen) {
+        // a segment out of order or again: a loss; acks go at once until the session is quiet again
+        this.disorderSeen = eng.disorder;
+        lost = this.loneAcks >= LONE_ACKS;
+        if (lost) this.stopHold(now);
+      }
       if (eng.waitsnd() || (this.ackNodelay && eng.probe)) this.flushWanted = true; // acks may have opened the window
       else if (this.ackNodelay && !this.flushWanted) {
         // one lone ack may wait for data to ride with (until ackDue); two or more go at once, as
         // TCP acks every second segment, so bulk flows keep their ack clock
         const acks = eng.acksPending();
-        if (acks === 1 && this.ackDelay > 0) {
+        if (!acks) {
+          // nothing to ack
+        } else if (lost) this.flushWanted = true;
+        else if (this.ackDelay > 0 && acks === 1 && this.loneAcks < LONE_ACKS) {
           if (this.ackDue < 0) this.ackDue = now + this.ackDelay;
-        } else if (acks) this.flushWanted = true;
+        } else if (acks === 1 && this.hold && eng.ackFrg) {
+          // receive-only, and the peer was told: the ack waits for a second segment
+          if (this.heldAt < 0) {
+            this.heldAt = now;
+            this.ackDue = now + this.hold;
+            this.counters.acksHeld++;
+          }
+        } else {
+          if (this.heldAt >= 0) {
+            // a second segment came: both acks go now
+            eng.holdFirstAck(now - this.heldAt);
+            this.heldAt = -1;
+            this.ackDue = -1;
+          } else if (acks === 1 && this.ackDelay > 0) {
+            // its lone acks found no ride lately; every LONE_ACK_PROBE-th waits again
+            const n = this.loneAcks + 1;
+            this.loneAcks = n >= LONE_ACKS + LONE_ACK_PROBE ? LONE_ACKS - 1 : n;
+          }
+          this.flushWanted = true;
+        }
       }
     }
     if (this.flushWanted) this.flushNow(now);
@@ -544,6 +627,11 @@ export class KcpSession implements PathOwner {
   private flushNow(now: number): void {
     this.flushWanted = false;
     if (this.st === "closed") return;
+    if (this.heldAt >= 0) {
+      // the held ack goes with what this flush sends
+      this.engine.holdFirstAck(now - this.heldAt);
+      this.heldAt = -1;
+    }
     this.engine.flush(now);
     if (this.engine.state !== 0) return this.die(now);
     this.post(now);
@@ -563,11 +651,22 @@ export class KcpSession implements PathOwner {
       return this.finish(now, new IdleTimeoutError(`KCP session ${this.conv}: nothing received for ${this.idleMs} ms`), "idle timeout");
     }
     if (this.st === "closing" && now >= this.lingerUntil) return this.finish(now, null, this.closeReason || "closed");
+    const eng = this.engine;
     if (this.ackDue >= 0 && this.ackDue <= now) {
       // the delayed ack found nothing to ride with: it goes alone
       this.ackDue = -1;
-      if (this.engine.acksPending()) this.engine.flush(now);
-    }
+      if (eng.acksPending()) {
+        if (this.heldAt >= 0) {
+          // a held ack's time is up
+          eng.holdFirstAck(now - this.heldAt);
+          this.heldAt = -1;
+        } else if (this.loneAcks < LONE_ACKS) {
+          this.loneAcks++;
+          if (this.loneAcks === LONE_ACKS && this.hold) eng.ackFrg = 1; // this ack tells the peer, before any is held
+        }
+        eng.flush(now);
+      }
+    } else if (this.heldAt >= 0) eng.holdFirstAck(now - this.heldAt); // the update below may send the held ack
     this.engine.update(now);
     if (this.engine.state !== 0) return this.die(now);
     this.post(now);
@@ -584,7 +683,17 @@ export class KcpSession implements PathOwner {
     }
     if (this.st === "closing" && ws === 0) return this.finish(now, null, this.closeReason || "closed");
     let due: number;
-    if (this.ackDue >= 0 && !eng.acksPending()) this.ackDue = -1; // a flush took the delayed ack
+    if (ws && eng.ackFrg) {
+      // it sends data now: no longer receive-only, its acks go at once
+      eng.ackFrg = 0;
+      this.loneAcks = 0;
+    }
+    if (this.ackDue >= 0 && !eng.acksPending()) {
+      // a flush took the delayed ack (with data: it rode)
+      this.ackDue = -1;
+      this.heldAt = -1;
+      if (ws) this.loneAcks = 0;
+    }
     // a delayed ack has its own due time; other pending acks go at the engine's next flush
     if (ws || eng.probe || (this.ackDue < 0 && eng.acksPending()) || eng.rmtWnd === 0) {
       due = eng.check(now);

@@ -787,6 +787,8 @@ export class Client implements RpcChannel {
       throw e;
     }
     link.sessionId = typeof body.sid === "string" ? body.sid : null;
+    // the server asks for held acks (docs/tuning.md "Delayed acks"); the session's own setting wins
+    if (isInt(body.ackhold) && body.ackhold > 0) conn.holdAcks?.(body.ackhold);
     const hbMs = isInt(body.hb) ? body.hb : null;
     this.welcomeInfo = { epoch: isInt(body.epoch) ? body.epoch : null, maxMessage: isInt(body.max_msg) ? body.max_msg : null, heartbeatMs: hbMs };
     const previous = this.ticket;

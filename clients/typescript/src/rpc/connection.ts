@@ -79,6 +79,8 @@ export interface RpcConnection {
   packetsSent?(): number;
   /** Both ends agreed (HELLO and WELCOME `tping`): the mux stops its own keepalive (NOPs, silence check), optional. */
   useTransportKeepalive?(): void;
+  /** The server's WELCOME asks for held acks (`ackhold`, ms): hold lone acks once receive-only; false when the transport cannot, optional. */
+  holdAcks?(ms: number): boolean;
 }
 
 /** What a {@link MuxConnection} runs over: a reliable byte pipe plus datagrams (a KCP session). */
@@ -113,6 +115,8 @@ export interface DatagramTransport extends ByteTransport {
   waitClosed?(): Promise<void>;
   /** End at once, dropping unacknowledged data, optional. */
   abort?(): void;
+  /** Held acks (see {@link RpcConnection.holdAcks}), optional. */
+  holdAcks?(ms: number): boolean;
 }
 
 class StreamAdapter implements RpcByteStream {
@@ -215,6 +219,9 @@ export class MuxConnection implements RpcConnection {
   async close(): Promise<void> {
     this.mux.close();
     await this.transport.waitClosed?.();
+  }
+  holdAcks(ms: number): boolean {
+    return this.transport.holdAcks?.(ms) ?? false;
   }
   stats(): Record<string, number> {
     const out: Record<string, number> = {};

@@ -115,6 +115,10 @@ export class KcpTransport implements DatagramTransport {
   packetsSent(): number {
     return securePathOf(this.session) === null ? 0 : this.session.counters.outPkts;
   }
+  /** Held acks, as the server's WELCOME asks (`ackhold`): see {@link KcpSession.holdAcks}. */
+  holdAcks(ms: number): boolean {
+    return this.session.holdAcks(ms);
+  }
   /** Secure mode: move to a new local UDP socket (the connection and its calls carry on). */
   rebind(): Promise<void> {
     return rebindSecure(this.session);

@@ -10,6 +10,7 @@ import { SUITE_BY_NAME, type SuiteName } from "./noise.js";
 import {
   CID_LEN,
   FEATURE_DATA_PARTS,
+  FEATURE_HELD_ACKS,
   TAG_FEATURES,
   TAG_FEC,
   TAG_MTU,
@@ -82,6 +83,8 @@ export interface SecureOptions {
   amplificationFactor?: number;
   /** Offer DATA_PART frames (default true, as the Python client). */
   dataParts?: boolean;
+  /** Offer held acks (default true, as the Python client: docs/tuning.md "Delayed acks"). */
+  heldAcks?: boolean;
 }
 
 /** {@link SecureOptions} validated, with every default filled in. */
@@ -225,7 +228,7 @@ export function clientConfig(o: SecureOptions): ClientConfig {
     pathProbeIntervalMs: t(o.pathProbeIntervalMs, 500, "pathProbeIntervalMs"),
     pathProbeAttempts: t(o.pathProbeAttempts, 4, "pathProbeAttempts"),
     amplificationFactor: t(o.amplificationFactor, 3, "amplificationFactor"),
-    features: (o.dataParts ?? true) ? FEATURE_DATA_PARTS : 0,
+    features: ((o.dataParts ?? true) ? FEATURE_DATA_PARTS : 0) | ((o.heldAcks ?? true) ? FEATURE_HELD_ACKS : 0),
   };
 }
 

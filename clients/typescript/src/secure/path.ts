@@ -10,7 +10,7 @@
 import type { DatagramLink, Path, PathOwner } from "../kcp/path.js";
 import { SecureConnectionClosed } from "./errors.js";
 import type { SecureConnection, SecureCounters, SecureEvent } from "./connection.js";
-import { Reason, SECURE_OVERHEAD, reasonText } from "./packet.js";
+import { FEATURE_HELD_ACKS, Reason, SECURE_OVERHEAD, reasonText } from "./packet.js";
 
 /** A lost CLOSE costs the peer an idle timeout: it is sent twice. */
 export const CLOSE_COPIES = 2;
@@ -27,6 +27,10 @@ export class SecurePath implements Path {
   readonly mode = "secure" as const;
   /** 34 bytes per datagram: header 17, frame type 1, tag 16. */
   readonly overhead = SECURE_OVERHEAD;
+  /** Both ends agreed to held acks in the handshake. */
+  get heldAcks(): boolean {
+    return (this.conn.params.features & FEATURE_HELD_ACKS) !== 0;
+  }
   /** Datagrams not sent to an unvalidated new path (KCP resends them). */
   heldBack = 0;
   /** Datagrams that came from the link and did not authenticate (dropped and counted). */
