@@ -318,7 +318,6 @@ export class KcpSession implements PathOwner {
 
   // -------------------------------------------------------------- tuning
 
-  /** ikcp nodelay(): e.g. (1, 10, 2, 1) for the fastest retransmission. */
   /**
    * Hold lone acks up to `ms` once this session only receives, as {@link SessionOptions.ackHoldMs}
    * would (a kcprpc server's WELCOME asks it: `ServerConfig.ack_hold`). False, and nothing changed,
@@ -347,6 +346,7 @@ export class KcpSession implements PathOwner {
     this.loneAcks = LONE_ACKS - HOLD_QUIET;
   }
 
+  /** ikcp nodelay(): e.g. (1, 10, 2, 1) for the fastest retransmission. */
   setNodelay(nodelay: number, interval: number, resend: number, nc: number): void {
     this.engine.nodelay(nodelay, interval, resend, nc);
   }
