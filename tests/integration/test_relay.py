@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+from typing import Any
 
 import pytest
 
@@ -184,10 +185,10 @@ def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(ValueError, match="ge_r"):
         LossyRelay(ge_p=1, ge_r=101)
     for direction in ("loss_up", "loss_down"):
-        with pytest.raises(ValueError, match=direction):
-            LossyRelay(**{direction: 150.0})
-        with pytest.raises(ValueError, match=direction):
-            LossyRelay(**{direction: -1.0})
+        for bad in (150.0, -1.0):
+            kwargs: dict[str, Any] = {direction: bad}
+            with pytest.raises(ValueError, match=direction):
+                LossyRelay(**kwargs)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
