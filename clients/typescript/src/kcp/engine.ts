@@ -702,7 +702,7 @@ export class Kcp {
     }
     if (lastWnd >= 0) this.rmtWnd = lastWnd;
     if (disorder) this.disorder += disorder;
-    if (peerHold >= 0 && peerHold > 0 !== this.rtoExtra > 0) this.setPeerHold(peerHold > 0);
+    if (peerHold >= 0 && (peerHold > 0) !== (this.rtoExtra > 0)) this.setPeerHold(peerHold > 0);
     if (sampled) {
       this.rxSrtt = srtt;
       this.rxRttval = rttval;
