@@ -76,9 +76,11 @@ async def py_client(
                 await call()
                 done += 1
 
-        await asyncio.gather(*[worker() for _ in range(inflight)])
+        if seconds > 0:  # (bench/ts_loss.py: --seconds 0, sequential calls only, as load.ts)
+            await asyncio.gather(*[worker() for _ in range(inflight)])
         rate = done / (time.perf_counter() - t0)
-        cpu_rate = (time.process_time() - c0) / done * 1e6
+        per = 1 / done if done else 0.0
+        cpu_rate = (time.process_time() - c0) * per * 1e6
         st1 = client.transport_stats()
         sv1 = await stub.Cpu()
         lat = []
@@ -93,16 +95,19 @@ async def py_client(
         st3 = client.transport_stats()
         sv3 = await stub.Cpu()
         lat.sort()
+        moved = sum(st3.get(k, 0) - st2.get(k, 0) for k in ("bytes_sent", "bytes_received"))
         return {
             "rate": rate,
             "p50_ms": percentile(lat, 0.5),
             "p99_ms": percentile(lat, 0.99),
+            "max_ms": lat[-1],
+            "bytes_lat": moved / calls,
             "cpu_us_rate": cpu_rate,
             "cpu_us_lat": cpu_lat,
-            "server_us_rate": (sv1 - sv0) / done * 1e6,
+            "server_us_rate": (sv1 - sv0) * per * 1e6,
             "server_us_lat": (sv3 - sv2) / calls * 1e6,
-            "out_pkts": (st1.get("out_pkts", 0) - st0.get("out_pkts", 0)) / done,
-            "in_pkts": (st1.get("in_pkts", 0) - st0.get("in_pkts", 0)) / done,
+            "out_pkts": (st1.get("out_pkts", 0) - st0.get("out_pkts", 0)) * per,
+            "in_pkts": (st1.get("in_pkts", 0) - st0.get("in_pkts", 0)) * per,
             "out_pkts_lat": (st3.get("out_pkts", 0) - st2.get("out_pkts", 0)) / calls,
             "in_pkts_lat": (st3.get("in_pkts", 0) - st2.get("in_pkts", 0)) / calls,
         }

@@ -29,37 +29,12 @@ import json
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from _common import ROOT, medians, stop_process
 from ts_client import LOAD_JS, build
 
 CONTENDERS = ("node", "node-ikcp", "python")
-PY_CLIENT = """
-import asyncio, json, sys, time
-sys.path.insert(0, "bench")
-import kcp, kcprpc
-from rpc import Bench
-
-async def main(port: int, calls: int) -> None:
-    async with kcprpc.connect("127.0.0.1", port) as client:
-        stub = client.stub(Bench)
-        for _ in range(20):
-            await stub.Echo(b"x" * 64)
-        st0 = client.transport_stats()
-        lat = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            r = await stub.Echo(b"x" * 64)
-            lat.append((time.perf_counter() - t) * 1000)
-            assert len(r) == 64
-        st1 = client.transport_stats()
-        lat.sort()
-        moved = sum(st1[k] - st0[k] for k in ("bytes_sent", "bytes_received"))
-        print(json.dumps({"p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, len(lat) * 99 // 100)],
-                          "max_ms": lat[-1], "bytes_lat": moved / calls}))
-
-kcp.run(main(int(sys.argv[1]), int(sys.argv[2])))
-"""
 
 
 def start_relay(target: int, link: str, delay: float, seed: int) -> tuple[subprocess.Popen[str], int]:
@@ -75,8 +50,9 @@ def start_relay(target: int, link: str, delay: float, seed: int) -> tuple[subpro
 
 
 def run_one(kind: str, port: int, args: argparse.Namespace) -> dict[str, float]:
-    if kind == "python":
-        cmd = [sys.executable, "-c", PY_CLIENT, str(port), str(args.calls)]
+    if kind == "python":  # bench/ts_client.py's Python contender, sequential calls only
+        cmd = [sys.executable, str(Path(__file__).with_name("ts_client.py")), "--py-client", "--port", str(port),
+               "--seconds", "0", "--warmup", "20", "--calls", str(args.calls)]  # fmt: skip
     else:
         recovery = "ikcp" if kind == "node-ikcp" else "adaptive"
         cmd = ["node", str(LOAD_JS), "--port", str(port), "--seconds", "0", "--warmup", "20",
