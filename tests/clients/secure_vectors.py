@@ -66,12 +66,6 @@ def _config(spec: dict[str, Any]) -> HandshakeConfig:
     return HandshakeConfig(**kw)
 
 
-def _client_config(sc: dict[str, Any]) -> HandshakeConfig:
-    """The scenario's client: the TypeScript client's offer (DATA_PART and held acks, as the
-    Python client's defaults)."""
-    return _config(sc["client"])
-
-
 def recv_step(datagram: bytes, payload: bytes | None, now: int) -> dict[str, Any]:
     """The script step of the client receiving ``datagram`` at ``now`` (``payload``: what it opened to, if any)."""
     return {
@@ -84,7 +78,7 @@ def recv_step(datagram: bytes, payload: bytes | None, now: int) -> dict[str, Any
 
 def run(sc: dict[str, Any]) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
-    cli = SecureClient(_client_config(sc), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
+    cli = SecureClient(_config(sc["client"]), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
     srv = SecureServer(_config(sc["server"]), stream_rng(sc["server_seed"]))
     cconn: SecureConnection | None = None
     sconn: SecureConnection | None = None
@@ -171,7 +165,7 @@ def run(sc: dict[str, Any]) -> dict[str, Any]:
         for i in range(len(answer)):
             bad = bytearray(answer)
             bad[i] ^= 1
-            c = SecureClient(_client_config(sc), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
+            c = SecureClient(_config(sc["client"]), stream_rng(sc["client_seed"]), peer=sc.get("peer", ""))
             c.initiate(0)
             before = c.counters.snapshot()
             c.receive(bytes(bad), SERVER_ADDR, 2)

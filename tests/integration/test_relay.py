@@ -57,21 +57,24 @@ async def _client(relay: LossyRelay, expect: int) -> tuple[asyncio.DatagramTrans
 
 
 async def _until_sentinel_returns(tr: asyncio.DatagramTransport, c: Client) -> None:
-    """The link is FIFO here: once a sentinel comes back, everything sent before it was handled."""
-    for _ in range(50):
-        c.done = asyncio.get_running_loop().create_future()
+    """Sentinels until one comes back: the link is FIFO here, so once it has, everything sent
+    before it came back or was lost. Another goes only after 0.3 s with nothing back (a loss, or
+    a burst that swallowed a few), never while the datagrams sent before it are still coming."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    quiet = True
+    while b"end" not in c.got:
+        if loop.time() >= deadline:
+            raise AssertionError("no sentinel came back")
         c.expect = len(c.got) + 1
-        tr.sendto(b"end")
+        c.done = loop.create_future()
+        if quiet:
+            tr.sendto(b"end")
         try:
-            await asyncio.wait_for(asyncio.shield(c.done), 0.5)
+            await asyncio.wait_for(asyncio.shield(c.done), 0.3)
+            quiet = False
         except asyncio.TimeoutError:
-            continue  # the sentinel itself was lost: send another
-        while c.got and c.got[-1] != b"end":
-            c.expect = len(c.got) + 1
-            c.done = asyncio.get_running_loop().create_future()
-            await asyncio.wait_for(c.done, 2)
-        return
-    raise AssertionError("no sentinel came back")
+            quiet = True
 
 
 async def test_relay_forwards_both_ways_with_one_upstream_per_client() -> None:
@@ -122,22 +125,7 @@ async def test_burst_loss_is_seeded_and_comes_in_runs() -> None:
                 tr.sendto(b"%d" % i)
                 if i % 100 == 99:
                     await asyncio.sleep(0)  # (the socket buffers stay far from full)
-            # sentinels until one comes back (a burst may swallow a few): the link is FIFO, so
-            # everything sent before it has come back or was lost
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            quiet = True  # nothing came back in the last wait: (another) sentinel
-            while b"end" not in c.got and loop.time() < deadline:
-                c.expect = len(c.got) + 1
-                c.done = loop.create_future()
-                if quiet:
-                    tr.sendto(b"end")
-                try:
-                    await asyncio.wait_for(asyncio.shield(c.done), 0.3)
-                    quiet = False
-                except asyncio.TimeoutError:
-                    quiet = True
-            assert b"end" in c.got
+            await _until_sentinel_returns(tr, c)  # (a burst may swallow a few sentinels)
             got = {int(x) for x in c.got if x != b"end"}
             drops.append(sorted(set(range(3000)) - got))
             tr.close()
