@@ -72,7 +72,6 @@ class BBRLite:
         "_phase_start",
         "_probe_rtt_done",
         "_queue_drain",
-        "_round_delivered",
         "_round_low_gain",
         "_round_max",
         "_round_retrans",
@@ -80,7 +79,6 @@ class BBRLite:
         "_round_start",
         "_rtt",
         "_rtt_window_min",
-        "_sent",
         "burst_ms",
         "bw",
         "bw_rounds",
@@ -139,14 +137,12 @@ class BBRLite:
         self._last_refill: int | None = None
         self._measured = False  # a delivery rate measured while the sender had more to send
         self._delivered = 0  # bytes acknowledged, cumulative
-        self._sent = 0
         self._hist: deque[tuple[int, int]] = deque()  # (time, delivered) for the rate samples
         self._bw_samples: deque[float] = deque()  # the max delivery rate of each recent round
         self._round_max = 0.0
         self._round_low_gain = False
         self._rtt = 0
         self._round_start = 0
-        self._round_delivered = 0
         self.lost_segs = 0
         self.loss_comp = 1.0
         self._round_sent = 0
@@ -236,7 +232,6 @@ class BBRLite:
         t = self.tokens - nbytes
         floor = -self._rate() * self.burst_ms
         self.tokens = t if t > floor or floor == 0 else floor  # a retransmission storm is not owed
-        self._sent += nbytes
         self._round_sent += nbytes
 
     def on_loss(self, now: int, nsegs: int) -> None:
@@ -255,7 +250,6 @@ class BBRLite:
             self._update_min_rtt(now, rtt)
         if acked_bytes > 0:
             self._delivered += acked_bytes
-            self._round_delivered += acked_bytes
             self._sample_rate(now, app_limited)
         self._advance_round(now, app_limited)
         self._update_state(now, rtt, inflight)
@@ -322,7 +316,6 @@ class BBRLite:
         if sent >= 16 * self.mss:
             lost = sum(x[1] for x in lh) / sent
             self.loss_comp = 1.0 / (1.0 - (lost if lost < MAX_LOSS else MAX_LOSS))
-        self._round_delivered = 0
         if self.state is CCState.STARTUP and not app_limited and self.bw:
             if self.bw >= self._full_bw * 1.25:
                 self._full_bw = self.bw

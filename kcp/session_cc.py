@@ -134,7 +134,7 @@ class SessionCC:
         allow = cc.cwnd + self._sacked
         if cc.pacing_rate > 0:
             q = cc.quota(now)
-            paced = used + (int(q // eng.mss) + 1 if q > 0 else 0)
+            paced = used + (int(q / eng.mss) + 1 if q > 0 else 0)
             if paced < allow:
                 allow = paced
         eng.cwnd = allow if allow > 1 else 1

@@ -422,6 +422,11 @@ export class Kcp {
     return this.sndBuf.length - this.nacked;
   }
 
+  /** Segments in flight the peer already acknowledged out of order (still in ikcp's window). */
+  get nsacked(): number {
+    return this.nacked;
+  }
+
   /** Segments waiting for the send window. */
   get nsndQue(): number {
     return this.sndQueue.length;

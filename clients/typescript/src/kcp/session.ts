@@ -20,11 +20,13 @@
 import type { Counters } from "./counters.js";
 import { newCounters } from "./counters.js";
 import { deriveKey, newCrypt, type CryptName, type PacketCrypt } from "./crypt.js";
+import type { BbrLite } from "./congestion.js";
 import { ACK_HOLD_MAX, IKCP_ASK_SEND, IKCP_ASK_TELL, Kcp } from "./engine.js";
 import { ConnectionClosedError, DeadLinkError, KcpUsageError } from "./errors.js";
 import { UdpLink } from "./link.js";
 import { CompatPath, compatConv, type Path, type PathOwner } from "./path.js";
 import { bareKcp, defaultRandom, KIND_KCP, KIND_OOB, Pipeline, type RandomSource } from "./pipeline.js";
+import { SessionCc } from "./sessionCc.js";
 
 /** The session ended because nothing arrived from the peer for `idleTimeoutMs`. */
 export class IdleTimeoutError extends ConnectionClosedError {}
@@ -116,6 +118,16 @@ export interface SessionOptions {
    * random loss. Default 0.
    */
   leadCopies?: number | "auto";
+  /**
+   * The sender's congestion control, as the Python `SessionConfig.congestion` (docs/tuning.md
+   * "Congestion control"): `"bbr"` (the default) paces bulk data to the measured bottleneck
+   * bandwidth and keeps about one bandwidth-delay product in flight, so a rate-limited link's
+   * queue stays short, and reads random loss as loss, not congestion; calls and events (at most 8
+   * segments queued or in flight, nothing measured yet) are sent exactly as with `"ikcp"`, which
+   * is ikcp's own window with the configured `nc` (none with the default nodelay). Sender-side
+   * only: any peer is unaffected.
+   */
+  congestion?: "bbr" | "ikcp";
   /** End the session when nothing arrived for this long (ms); 0 or null: never. Default 60000. */
   idleTimeoutMs?: number | null;
   /** How long close() waits for sent data to be acknowledged (ms). Default 5000. */
@@ -179,6 +191,7 @@ export class KcpSession implements PathOwner {
   error: Error | null = null;
 
   private readonly pipeline: Pipeline;
+  private readonly cc: SessionCc | null;
   private readonly plain: boolean;
   private readonly overhead: number;
   private readonly clock: () => number;
@@ -240,6 +253,11 @@ export class KcpSession implements PathOwner {
     eng.stream = options.stream === false ? 0 : 1;
     eng.deadLink = options.deadLink ?? 20;
     setLossRecovery(eng, options);
+    const congestion = options.congestion ?? "bbr";
+    if (congestion !== "bbr" && congestion !== "ikcp") {
+      throw new KcpUsageError(`congestion must be "bbr" or "ikcp", got ${String(congestion)}`);
+    }
+    this.cc = congestion === "bbr" ? new SessionCc(eng) : null;
     const hold = options.ackHoldMs ?? 0;
     if (!(Number.isInteger(hold) && hold >= 0 && hold <= ACK_HOLD_MAX)) {
       throw new KcpUsageError(`ackHoldMs must be in 0..${ACK_HOLD_MAX}, got ${hold}`);
@@ -294,6 +312,11 @@ export class KcpSession implements PathOwner {
   /** Resolves once the session has fully ended. */
   whenClosed(): Promise<void> {
     return this.closedPromise;
+  }
+
+  /** The sender's controller with `congestion: "bbr"` (its `bw`, `minRtt`, `cwnd`, `state`, `pacingRate`), else null. */
+  get congestionController(): BbrLite | null {
+    return this.cc !== null ? this.cc.cc : null;
   }
 
   /** The counters plus the engine's RTT and window state, as one flat record. */
@@ -581,6 +604,7 @@ export class KcpSession implements PathOwner {
     if (this.inputDirty || eng.nrcvQue) {
       this.inputDirty = false;
       if (eng.nrcvQue) this.deliver();
+      if (this.cc !== null) this.cc.afterInput(eng, now);
       let lost = false;
       if (this.hold && eng.disorder !== this.disorderSeen) {
         // a segment out of order or again: a loss; acks go at once until the session is quiet again
@@ -632,9 +656,15 @@ export class KcpSession implements PathOwner {
       this.engine.holdFirstAck(now - this.heldAt);
       this.heldAt = -1;
     }
-    this.engine.flush(now);
+    this.flushEngine(now);
     if (this.engine.state !== 0) return this.die(now);
     this.post(now);
+  }
+
+  /** The engine's flush, under the congestion controller when there is one. */
+  private flushEngine(now: number): void {
+    if (this.cc !== null) this.cc.flush(this.engine, now);
+    else this.engine.flush(now);
   }
 
   private onTimer(): void {
@@ -664,10 +694,11 @@ export class KcpSession implements PathOwner {
           this.loneAcks++;
           if (this.loneAcks === LONE_ACKS && this.hold) eng.ackFrg = 1; // this ack tells the peer, before any is held
         }
-        eng.flush(now);
+        this.flushEngine(now);
       }
     } else if (this.heldAt >= 0) eng.holdFirstAck(now - this.heldAt); // the update below may send the held ack
-    this.engine.update(now);
+    if (this.cc !== null) this.cc.update(eng, now);
+    else eng.update(now);
     if (this.engine.state !== 0) return this.die(now);
     this.post(now);
   }
@@ -697,6 +728,11 @@ export class KcpSession implements PathOwner {
     // a delayed ack has its own due time; other pending acks go at the engine's next flush
     if (ws || eng.probe || (this.ackDue < 0 && eng.acksPending()) || eng.rmtWnd === 0) {
       due = eng.check(now);
+      if (this.cc !== null && eng.nsndQue) {
+        // the pacer only waits with data queued
+        const t = this.cc.nextSend(eng, now);
+        if (t >= 0 && t < due) due = t;
+      }
       if (this.idleMs) due = Math.min(due, this.lastRecv + this.idleMs);
     } else {
       due = this.idleMs ? this.lastRecv + this.idleMs : -1;
