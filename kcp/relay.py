@@ -12,6 +12,12 @@ moves from its Good state to Bad with ``ge_p`` % and back with ``ge_r`` %; it lo
 % (default 100) in Bad and ``loss`` % in Good. ``--ge-p 1 --ge-r 25`` loses 1/26 (3.85 %) of the
 datagrams, in bursts of 4 on average.
 
+``rate`` (``--rate``, kbit/s, 0: none) makes each direction a bottleneck of that rate, after the
+loss: a datagram (its size plus 28 bytes of IP and UDP headers) leaves when the ones before it
+have, and a tail-drop queue holds at most ``queue`` ms (``--queue``, default 50) of it; what does
+not fit is dropped and counted (``up_overflow``, ``down_overflow``). The delay comes after the
+bottleneck, as on linkemu's links.
+
 Command line::
 
     python -m kcp.relay --listen 127.0.0.1:9000 --target 127.0.0.1:9001 \\
@@ -53,7 +59,7 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 class _Direction:
     """Impairment of one direction: its own random stream and counters."""
 
-    __slots__ = ("bad", "delivered", "dropped", "duplicated", "reordered", "rng")
+    __slots__ = ("bad", "delivered", "dropped", "duplicated", "link_free", "overflow", "reordered", "rng")
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -62,6 +68,8 @@ class _Direction:
         self.dropped = 0
         self.duplicated = 0
         self.reordered = 0
+        self.overflow = 0  # dropped by the rate limit's full queue
+        self.link_free = 0.0  # ms: when the bottleneck has sent what it queued so far
 
 
 class LossyRelay:
@@ -89,6 +97,8 @@ class LossyRelay:
         ge_p: float = 0.0,
         ge_r: float = 25.0,
         ge_bad_loss: float = 100.0,
+        rate: float = 0.0,
+        queue: float = 50.0,
         seed: int = 1,
         max_clients: int = 4096,
     ) -> None:
@@ -106,6 +116,8 @@ class LossyRelay:
                 raise ValueError(f"{name} must be a percentage in 0..100")
         if delay < 0 or jitter < 0 or reorder_delay < 0:
             raise ValueError("delay, jitter and reorder_delay must be >= 0")
+        if rate < 0 or queue < 0:
+            raise ValueError("rate and queue must be >= 0")
         self.listen_addr = listen
         self.target = target
         self.loss = (
@@ -120,6 +132,8 @@ class LossyRelay:
         self.ge_p = ge_p / 100.0
         self.ge_r = ge_r / 100.0
         self.ge_bad_loss = ge_bad_loss / 100.0
+        self.rate = rate  # kbit/s = bits per ms
+        self.queue = queue
         self.max_clients = max_clients
         self._dirs = (_Direction(seed * 2 + 1), _Direction(seed * 2 + 2))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,6 +202,7 @@ class LossyRelay:
             out[f"{name}_dropped"] = d.dropped
             out[f"{name}_duplicated"] = d.duplicated
             out[f"{name}_reordered"] = d.reordered
+            out[f"{name}_overflow"] = d.overflow
         return out
 
     # -- forwarding ------------------------------------------------------------------------------
@@ -230,6 +245,15 @@ class LossyRelay:
         if rng.random() < p_loss:
             d.dropped += 1
             return
+        bottleneck = -1.0  # when the rate limit lets this datagram out (ms; -1: no limit)
+        if self.rate:
+            assert self._loop is not None
+            now = self._loop.time() * 1000.0
+            start = d.link_free if d.link_free > now else now
+            if start - now > self.queue:  # the queue is full: tail drop
+                d.overflow += 1
+                return
+            bottleneck = d.link_free = start + (len(data) + 28) * 8 / self.rate
         copies = 1
         if self.dup and rng.random() < self.dup:
             copies = 2
@@ -239,9 +263,9 @@ class LossyRelay:
             if self.reorder and rng.random() < self.reorder:
                 extra = self.reorder_delay + self.jitter
                 d.reordered += 1
-            if self.delay or self.jitter or extra:
+            if self.delay or self.jitter or extra or bottleneck >= 0:
                 assert self._loop is not None
-                now = self._loop.time() * 1000.0
+                now = bottleneck if bottleneck >= 0 else self._loop.time() * 1000.0
                 due = now + self.delay + (rng.uniform(-self.jitter, self.jitter) if self.jitter else 0.0)
                 if extra:
                     due += extra
@@ -315,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ge-p", type=float, default=0.0, help="burst loss: Good->Bad %% per datagram (0: off)")
     p.add_argument("--ge-r", type=float, default=25.0, help="burst loss: Bad->Good %% per datagram")
     p.add_argument("--ge-bad-loss", type=float, default=100.0, help="burst loss: loss %% in Bad")
+    p.add_argument("--rate", type=float, default=0.0, help="bottleneck rate each way, kbit/s (0: none)")
+    p.add_argument(
+        "--queue", type=float, default=50.0, help="the bottleneck's tail-drop queue, ms of its rate"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-clients", type=int, default=4096)
     p.add_argument(
@@ -336,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             ge_p=args.ge_p,
             ge_r=args.ge_r,
             ge_bad_loss=args.ge_bad_loss,
+            rate=args.rate,
+            queue=args.queue,
             seed=args.seed,
             max_clients=args.max_clients,
         )

@@ -167,6 +167,28 @@ async def test_reorder_swaps_datagrams() -> None:
     server.close()
 
 
+async def test_rate_limit_paces_and_tail_drops() -> None:
+    """2,000 kbit/s with a 50 ms queue: 30 datagrams of 1,000 B sent at once (4.1 ms each on the
+    link, with 28 B of headers): 13 fit in the queue and come back spread over about 50 ms, the
+    rest are dropped and counted."""
+    server, _ = await _echo_server()
+    async with LossyRelay(target=server.get_extra_info("sockname"), rate=2000, queue=50) as relay:
+        tr, c = await _client(relay, 10**9)
+        for i in range(30):
+            tr.sendto(b"%04d" % i + bytes(996))
+        await _until_sentinel_returns(tr, c)
+        got = [x for x in c.got if x != b"end"]
+        st = relay.stats
+        assert 12 <= len(got) <= 14 and st["up_delivered"] == len(got) + c.got.count(b"end")
+        # (a sentinel sent while the queue was still full overflows too)
+        assert 30 - len(got) <= st["up_overflow"] <= 30 - len(got) + 2 and st["down_overflow"] == 0
+        assert [int(x[:4]) for x in got] == list(range(len(got)))  # the first ones, in order
+        span = c.times[len(got) - 1] - c.times[0]
+        assert 0.040 <= span <= 0.2  # paced at the rate, not forwarded at once
+        tr.close()
+    server.close()
+
+
 def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError):
         LossyRelay(loss=150)
@@ -177,6 +199,8 @@ def test_bad_parameters_and_cli_duration(capsys: pytest.CaptureFixture[str]) -> 
             kwargs: dict[str, Any] = {direction: bad}
             with pytest.raises(ValueError, match=direction):
                 LossyRelay(**kwargs)
+    with pytest.raises(ValueError, match="rate"):
+        LossyRelay(rate=-1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

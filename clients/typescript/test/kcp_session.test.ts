@@ -213,6 +213,56 @@ test("session: loss recovery as the Python SessionConfig's; small messages at 10
   });
 });
 
+test("session: congestion control as the Python SessionConfig's; bulk through an 8 Mbit/s bottleneck keeps its queue short with bbr", async () => {
+  const sock = dgram.createSocket("udp4");
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  try {
+    const def = await dial("127.0.0.1", sock.address().port);
+    assert.equal(def.congestionController?.state, "startup"); // "bbr" by default
+    def.abort();
+    const ikcp = await dial("127.0.0.1", sock.address().port, { session: { congestion: "ikcp" } });
+    assert.equal(ikcp.congestionController, null);
+    ikcp.abort();
+  } finally {
+    sock.close();
+  }
+  await assert.rejects(dial("127.0.0.1", 9, { session: { congestion: "cubic" as "bbr" } }), KcpUsageError);
+  // 1 MB up to a sink through the relay's bottleneck: 8,000 kbit/s, a 100 ms queue, 10 ms each
+  // way (a base RTT of about 22 ms). ikcp keeps its whole window (128 segments, 180 kB) in flight,
+  // so the queue fills and the RTT is the queue's; bbr paces to the bottleneck
+  await withServer(["null", "-", "0", "0", "0", "10", "8000", "100", "sink"], async (port) => {
+    const rtt: Record<string, number> = {};
+    const secs: Record<string, number> = {};
+    for (const congestion of ["bbr", "ikcp"] as const) {
+      const s = await dial("127.0.0.1", port, { session: { congestion } });
+      const got = new Collector(s);
+      const payload = randomBytes(1 << 20);
+      const srtts: number[] = [];
+      const sampler = setInterval(() => srtts.push(s.engine.rxSrtt), 20);
+      const t0 = performance.now();
+      for (let off = 0; off < payload.length; off += 16384) {
+        if (!s.write(payload.subarray(off, off + 16384))) await within(s.drained(), 10000, "drain");
+      }
+      await within(got.until(payload.length / 16384), 20000, `${congestion}: 1 MB received`);
+      clearInterval(sampler);
+      secs[congestion] = (performance.now() - t0) / 1000;
+      const tail = srtts.slice(srtts.length >> 2).sort((a, b) => a - b);
+      rtt[congestion] = tail[tail.length >> 1]!;
+      const cc = s.congestionController;
+      if (congestion === "bbr") {
+        // it measured the bottleneck (payload bytes per ms: 1,000 less the headers' share) and paced
+        assert.ok(cc !== null && cc.bw > 700 && cc.bw < 1300, `bbr: bw ${cc?.bw} B/ms`);
+        assert.ok(cc.pacingRate > 0 && cc.state !== "startup", `bbr: ${cc.state}`);
+      }
+      s.abort();
+    }
+    assert.ok(rtt.bbr! < 60, `bbr: the median srtt is ${rtt.bbr} ms (ikcp: ${rtt.ikcp} ms)`);
+    assert.ok(rtt.ikcp! > rtt.bbr! + 30, `ikcp fills the queue: median srtt ${rtt.ikcp} ms against bbr's ${rtt.bbr}`);
+    // and the short queue costs no throughput (1 MB at 8 Mbit/s: about 1.1 s)
+    assert.ok(secs.bbr! < 1.3 * secs.ikcp!, `bbr took ${secs.bbr} s, ikcp ${secs.ikcp} s`);
+  });
+});
+
 test("session: a compat dial to a secure-wire server ends at once with WireMismatchError (the server's wire hint)", async () => {
   await withServer(["secure", "a passphrase", "0", "0"], async (port) => {
     for (const wire of [{ crypt: "aes", key: "a passphrase" }, {}] as CompatWireOptions[]) {
