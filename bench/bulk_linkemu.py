@@ -1,9 +1,12 @@
 """Bulk transfer over a rate-limited, lossy linkemu link (issue 15): TCP bbr vs KCP ("ikcp" and
 "bbr" congestion control), alternated on the same link, with throughput and queueing delay.
+``node-bbr`` and ``node-ikcp`` are the TypeScript client's session (clients/typescript/bench/bulk.ts)
+with each congestion control.
 
     python bench/bulk_linkemu.py run                      # 10 Mbit/s, 20 ms one way, 1 % and 0 % loss, 10 s
     python bench/bulk_linkemu.py run --seconds 30 --rounds 3 --losses "1 0 5" --queue 200
     python bench/bulk_linkemu.py run --losses "1" --seconds 20 --contenders "kcp-bbr+tcp-bbr kcp-bbr+tcp-cubic"
+    python bench/bulk_linkemu.py run --losses "1 5" --contenders "tcp-bbr node-ikcp node-bbr kcp-bbr"
 
 Each run sends for ``--seconds`` from side a to side b while a separate process pings b over UDP
 every 10 ms (64 B, timestamped, echoed). The pings share the bottleneck's FIFO queue with the bulk
@@ -40,6 +43,7 @@ TCP_BULK = str(ROOT / ".." / "shared" / "tools" / "linkemu" / "bench" / "tcp_bul
 NAME = "i15cc"
 B = "10.77.0.2"
 KCP_PORT, ECHO_PORT, TCP_PORT = 9400, 9401, 9402
+BULK_JS = ROOT / "clients" / "typescript" / "dist" / "bench" / "bulk.js"
 
 
 # ------------------------------------------------------------------------------------- roles
@@ -91,7 +95,7 @@ async def _sink(args: argparse.Namespace) -> None:
 async def _send(args: argparse.Namespace) -> None:
     import kcp
 
-    s = await kcp.dial(args.host, KCP_PORT, session=_session_config(args, args.congestion))
+    s = await kcp.dial(args.host, args.port, session=_session_config(args, args.congestion))
     buf = b"\0" * 65536
     written = 0
     t0 = time.perf_counter()
@@ -191,15 +195,16 @@ def _pct(xs: list[float], p: float) -> float:
 
 def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> subprocess.Popen[str]:
     """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control, to
-    the server on ``port``) or ``kcp-<congestion>`` (this script's ``send`` role)."""
+    the server on ``port``), ``kcp-<congestion>`` (this script's ``send`` role) or
+    ``node-<congestion>`` (the TypeScript client's bulk.ts, the same role in Node)."""
     py = sys.executable
     kind, cc = contender.split("-", 1)
     if kind == "tcp":
         cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(port), "--seconds", str(args.seconds), "--cc", cc]
         return _exec_a(cmd, args.seconds + 120)
-    me = str(Path(__file__).resolve())
-    cmd = [py, me, "send", "--host", B, "--seconds", str(args.seconds), "--congestion", cc, "--wnd", str(args.wnd)]
-    return _exec_a(cmd, args.seconds + 60)
+    role = [py, str(Path(__file__).resolve()), "send"] if kind == "kcp" else ["node", str(BULK_JS)]
+    cmd = [*role, "--host", B, "--port", str(KCP_PORT), "--seconds", str(args.seconds), "--congestion", cc]
+    return _exec_a([*cmd, "--wnd", str(args.wnd), "--mtu", str(args.mtu)], args.seconds + 60)
 
 
 def _finish(args: argparse.Namespace, contender: str, p: subprocess.Popen[str]) -> dict[str, Any]:
@@ -262,6 +267,10 @@ def _run(args: argparse.Namespace) -> None:
     py = sys.executable
     me = str(Path(__file__).resolve())
     contenders = args.contenders.split()
+    if any(p.startswith("node-") for c in contenders for p in c.split("+")):
+        from ts_client import build  # (bench/: compiles the TypeScript package if it is stale)
+
+        build()
     _le("down", check=False)
     servers: list[subprocess.Popen[Any]] = []
     try:
@@ -341,6 +350,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("role", choices=("run", "sink", "send", "ping"))
     ap.add_argument("--host", default=B)
+    ap.add_argument("--port", type=int, default=KCP_PORT, help="send: the sink's port")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--congestion", default="bbr", choices=("ikcp", "bbr"))

@@ -36,6 +36,8 @@ export type { Opened, RandomSource } from "./kcp/pipeline.js";
 export { UdpLink } from "./kcp/link.js";
 export type { LinkCounters, LinkRemote } from "./kcp/link.js";
 export { KcpSession, compatWire, IdleTimeoutError, KCPGO_INITIAL_RMT_WND } from "./kcp/session.js";
+export { BbrLite } from "./kcp/congestion.js";
+export type { BbrOptions, CcState } from "./kcp/congestion.js";
 export type { SessionOptions, KcpSessionOptions, CompatWireOptions, DialOptions, SessionState } from "./kcp/session.js";
 export { connect, kcpConnector, KcpTransport, closeStatus, handshakeRpcError, CLOSE_CODE_BASE } from "./rpc/net.js";
 export type { ConnectOptions } from "./rpc/net.js";
