@@ -24,7 +24,8 @@ scheduling (each freezes its heap after connecting, so that its own full garbage
 out of the latencies); read the figures as ratios against another tree run the same way
 (bench/ab.py).
 ``KCPRPC_BENCH_PROFILE=FILE`` writes a cProfile of the server process over the measurement
-window (not the connects) to ``FILE``; ``KCPRPC_BENCH_DEBUG=1`` prints its CPU and garbage
+window (not the connects) to ``FILE``, ``KCPRPC_BENCH_CLIENT_PROFILE=FILE`` one of the first client
+process; ``KCPRPC_BENCH_DEBUG=1`` prints its CPU and garbage
 collections every second.
 """
 
@@ -205,6 +206,12 @@ def _client(
         ready_q.put((idx, len(clients), connect_errors))
         await loop.run_in_executor(None, go.wait)
         lost.clear()
+        prof_file = os.environ.get("KCPRPC_BENCH_CLIENT_PROFILE") if idx == 0 else None
+        if prof_file:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         reconnects0 = sum(c.reconnects for c in clients)
         start = loop.time()
         cpu0 = _self_cpu()
@@ -233,6 +240,9 @@ def _client(
         else:
             await asyncio.gather(*(run(c) for c in clients))
         wall = loop.time() - start
+        if prof_file:
+            profiler.disable()
+            profiler.dump_stats(prof_file)
         result_q.put(
             {
                 "lats": lats,
