@@ -52,8 +52,8 @@ def _session_config(args: argparse.Namespace, congestion: Any) -> Any:
 
     return kcp.SessionConfig(
         mtu=args.mtu,
-        snd_wnd=args.wnd,
-        rcv_wnd=args.wnd,
+        snd_wnd=args.wnd or kcp.SessionConfig().snd_wnd,
+        rcv_wnd=args.wnd or kcp.SessionConfig().rcv_wnd,
         read_buffer=4 << 20,
         congestion=congestion,
         idle_timeout=30.0,
@@ -354,7 +354,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--congestion", default="bbr", choices=("ikcp", "bbr"))
-    ap.add_argument("--wnd", type=int, default=128, help="KCP send/receive windows (segments)")
+    ap.add_argument("--wnd", type=int, default=0, help="KCP send/receive windows (segments; 0: the default)")
     ap.add_argument("--mtu", type=int, default=1400, help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does")
     ap.add_argument("--rate", type=float, default=10.0, help="bottleneck, Mbit/s")
     ap.add_argument("--delay", type=int, default=20, help="one-way delay, ms")

@@ -72,6 +72,12 @@ class SessionConfig:
     agreed to held acks in the handshake (``kcp.secure.SecureConfig.held_acks``): it adds 250 ms to
     its RTOs while this end holds. Holding starts from the delayed acks, so it needs ``ack_delay``.
     docs/tuning.md, "Delayed acks".
+    ``snd_wnd``/``rcv_wnd`` are the send and receive windows in segments (512: kcptun's server
+    runs 1024). A bulk flow keeps up to ``snd_wnd`` segments past the oldest unacknowledged one, so
+    the window bounds its throughput at about ``snd_wnd x mss / RTT`` (128 segments: 14 Mbit/s at
+    100 ms), and under loss each hole holds it for a round trip or two more; the receiver buffers
+    at most ``rcv_wnd`` segments out of order. Calls and events use a few. docs/tuning.md,
+    "Congestion control".
     ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
@@ -97,8 +103,8 @@ class SessionConfig:
     """
 
     mtu: int = 1400
-    snd_wnd: int = 128
-    rcv_wnd: int = 128
+    snd_wnd: int = 512
+    rcv_wnd: int = 512
     nodelay: int = 1
     interval: int = 10
     resend: int = 2

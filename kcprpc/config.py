@@ -36,8 +36,8 @@ RPC_MUX_CONFIG = MuxConfig(version=2, max_stream_buffer=512 * 1024)
 """kcprpc peers speak smux v2 (per-stream flow control) unless told otherwise; both sides must agree
 on the version. Each side announces a 512 KiB window per stream (smux's default, 64 KiB, held one
 bulk stream to 0.67 of the raw KCP session's throughput in bench/mux.py; 512 KiB gives 0.86): the
-reader grants more every half window read, so the sender always has at least 256 KiB, more than
-KCP's default window holds in flight (128 segments). Memory stays bounded per connection by the
+reader grants more every half window read, so the sender always has at least 256 KiB (KCP's default
+window, 512 segments, holds more: several streams share it). Memory stays bounded per connection by the
 session-wide receive buffer (smux's 4 MiB): at most 7 streams may stall with a full window
 (``MuxConnection.max_paused_streams``); docs/rpc.md, Flow control."""
 

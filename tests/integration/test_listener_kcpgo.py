@@ -64,7 +64,15 @@ async def test_replayed_kcp_go_client_is_accepted(rec: dict[str, Any]) -> None:
             (kind, challenge), *_ = pipe.open(sock.recv(4096), 0)
             assert kind == KIND_KCP and len(challenge) == 24
             c_conv, cmd, frg, wnd, ts, sn, una, ln = _HDR.unpack_from(challenge)
-            assert (c_conv, cmd, frg, wnd, sn, una, ln) == (conv, 81, 0, 128, 0xFFFFFFFF, 0, 0)
+            assert (c_conv, cmd, frg, wnd, sn, una, ln) == (
+                conv,
+                81,
+                0,
+                kcp.SessionConfig().rcv_wnd,
+                0xFFFFFFFF,
+                0,
+                0,
+            )
             # ... which kcp-go's engine acknowledges (ikcp acks a segment below its window, echoing
             # sn and ts, and delivers nothing): this ack proves the peer
             sock.sendto(pipe.seal(_HDR.pack(conv, 82, 0, 128, ts, sn, 0, 0), 0)[0], lis.address)

@@ -106,7 +106,9 @@ async def test_a_kcp_client_whose_pings_arrive_but_that_consumes_nothing_is_ende
     async with kcprpc.Server([Svc()], "127.0.0.1", 0, config=cfg, key="stall") as server:
         host, port = server.address  # type: ignore[misc]
         pinging = ClientConfig(heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0))
-        slow_side = Transport(SecureWire(key="stall"), session=SessionConfig(read_buffer=64 * KIB))
+        slow_side = Transport(
+            SecureWire(key="stall"), session=SessionConfig(read_buffer=64 * KIB, rcv_wnd=128)
+        )
         slow = await kcprpc.connect(host, port, config=pinging, transport=slow_side)
         try:
             await slow.subscribe("news")

@@ -115,11 +115,11 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
             "127.0.0.1",
             port,
             kcp.SecureWire(key="one line", static_private_key=cpriv, server_public_key=PUB, token=b"good"),
-            session=kcp.SessionConfig(mtu=1200, snd_wnd=64, rcv_wnd=256),
+            session=kcp.SessionConfig(mtu=1200, snd_wnd=64, rcv_wnd=1024),
         )
         p = c.secure.params if c.secure else None
-        # the server -> client window is capped by the listener's own send window (128, the default)
-        assert p is not None and (p.mtu, p.snd_wnd, p.rcv_wnd) == (1200, 64, 128)
+        # the server -> client window is capped by the listener's own send window (512, the default)
+        assert p is not None and (p.mtu, p.snd_wnd, p.rcv_wnd) == (1200, 64, 512)
         assert (p.data_shards, p.parity_shards) == (0, 0)  # a non-strict server takes the client's FEC
         assert c.mode == "secure" and c.engine.mtu == 1200 - 34
         await _roundtrip(c)
@@ -133,7 +133,7 @@ async def test_handshake_ik_and_passphrase_and_token() -> None:
         await _wait_until(lambda: len(lis) == 2, "both sessions accepted")
         srv = next(s for s in lis.sessions.values() if s.conv == c.conv)
         assert srv.secure is not None and srv.secure.peer_static == cpub
-        assert (srv.engine.snd_wnd, srv.engine.rcv_wnd) == (128, 128)  # mirrored (ikcp: rcv_wnd >= 128)
+        assert (srv.engine.snd_wnd, srv.engine.rcv_wnd) == (512, 128)  # mirrored (ikcp: rcv_wnd >= 128)
         for s in (c, c2):
             s.close()
             await s.wait_closed()

@@ -155,7 +155,7 @@ def test_fec_group_too_large_names_the_flags() -> None:
 def test_mode_presets(mode: str) -> None:
     s = build("--mode", mode).session
     assert (s.nodelay, s.interval, s.resend, s.nc) == MODES[mode]
-    assert (s.mtu, s.snd_wnd, s.rcv_wnd) == (1400, 128, 128)  # the rest stays
+    assert (s.mtu, s.snd_wnd, s.rcv_wnd) == (1400, 512, 512)  # the rest stays
 
 
 def test_mode_manual_takes_each_knob() -> None:

@@ -3,7 +3,7 @@
  * session that writes bulk data for `--seconds`, as that script's Python `send` role does.
  *
  *   node dist/bench/bulk.js --host 10.77.0.2 --port 9400 [--seconds 10] [--congestion bbr|ikcp]
- *       [--wnd 128] [--mtu 1400]
+ *       [--wnd 0] [--mtu 1400]
  *
  * Prints one JSON line: `mbit` (the bytes the peer acknowledged by the end, over the run), the
  * retransmissions (`retrans`, of which `rto_retrans` by timeout), `out_segs` and the final `srtt`.
@@ -17,11 +17,10 @@ function arg(name: string, dflt: string): string {
 
 async function main(): Promise<void> {
   const seconds = Number(arg("seconds", "10"));
-  const wnd = Number(arg("wnd", "128"));
+  const wnd = Number(arg("wnd", "0")); // 0: the default windows
   const session: SessionOptions = {
     mtu: Number(arg("mtu", "1400")),
-    sndWnd: wnd,
-    rcvWnd: wnd,
+    ...(wnd > 0 ? { sndWnd: wnd, rcvWnd: wnd } : {}),
     congestion: arg("congestion", "bbr") as SessionOptions["congestion"],
     idleTimeoutMs: 30000,
   };

@@ -86,7 +86,7 @@ test("path: a peer that never answers ends the session with DeadLinkError after 
 test("path: pause() holds data in the engine (the window closes), resume() delivers it", async () => {
   const [la, lb] = linkPair();
   const a = new KcpSession(new CompatPath(la), 1, { idleTimeoutMs: 0 });
-  const b = new KcpSession(new CompatPath(lb), 1, { idleTimeoutMs: 0 });
+  const b = new KcpSession(new CompatPath(lb), 1, { idleTimeoutMs: 0, rcvWnd: 128 });
   let received = 0;
   b.onData((d) => {
     received += d.length;

@@ -187,7 +187,7 @@ test("session: loss recovery as the Python SessionConfig's; small messages at 10
   } finally {
     sock.close();
   }
-  for (const bad of [{ lossRecovery: "tcp" as "ikcp" }, { leadCopies: 9 }, { maxCopies: 0 }, { copyGapMs: 0 }, { ackHoldMs: 251 }]) {
+  for (const bad of [{ lossRecovery: "tcp" as "ikcp" }, { leadCopies: 9 }, { maxCopies: 0 }, { copyGapMs: 0 }, { ackHoldMs: 251 }, { sndWnd: 0 }, { rcvWnd: 70000 }]) {
     await assert.rejects(dial("127.0.0.1", 9, { session: bad }), KcpUsageError);
   }
   // one small message at a time (a call), 10 % loss each way, 15 ms each way (so that a round's
@@ -219,6 +219,7 @@ test("session: congestion control as the Python SessionConfig's; bulk through an
   try {
     const def = await dial("127.0.0.1", sock.address().port);
     assert.equal(def.congestionController?.state, "startup"); // "bbr" by default
+    assert.deepEqual([def.engine.sndWnd, def.engine.rcvWnd], [512, 512]); // as the Python SessionConfig's
     def.abort();
     const ikcp = await dial("127.0.0.1", sock.address().port, { session: { congestion: "ikcp" } });
     assert.equal(ikcp.congestionController, null);

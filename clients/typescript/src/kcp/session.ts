@@ -31,6 +31,8 @@ import { SessionCc } from "./sessionCc.js";
 /** The session ended because nothing arrived from the peer for `idleTimeoutMs`. */
 export class IdleTimeoutError extends ConnectionClosedError {}
 
+/** The default send and receive windows (segments), as the Python `SessionConfig`'s. */
+export const DEFAULT_WND = 512;
 /** kcp-go's initial remote window (its IKCP_WND_RCV), assumed until the peer's first packet. */
 export const KCPGO_INITIAL_RMT_WND = 32;
 /** Lone acks in a row that found no data to ride with, after which lone acks go at once. */
@@ -73,9 +75,13 @@ function setLossRecovery(eng: Kcp, options: SessionOptions): void {
 export interface SessionOptions {
   /** UDP payload size; the engine gets this minus the packet-layer and path overheads. Default 1400. */
   mtu?: number;
-  /** Send window in segments. Default 128. */
+  /**
+   * Send window in segments. Default 512, as the Python `SessionConfig.snd_wnd`: a bulk flow keeps
+   * up to this many segments past the oldest unacknowledged one, so it bounds its throughput at
+   * about `sndWnd × mss / RTT`.
+   */
   sndWnd?: number;
-  /** Receive window in segments (at least 128). Default 128. */
+  /** Receive window in segments (at least 128): at most this many are buffered out of order. Default 512. */
   rcvWnd?: number;
   /** ikcp's nodelay(nodelay, interval, resend, nc). Default [1, 10, 2, 1]. */
   nodelay?: [nodelay: number, interval: number, resend: number, nc: number];
@@ -245,7 +251,12 @@ export class KcpSession implements PathOwner {
     eng.counters = this.counters;
     const [nd, interval, resend, nc] = options.nodelay ?? [1, 10, 2, 1];
     eng.nodelay(nd, interval, resend, nc);
-    eng.wndsize(options.sndWnd ?? 128, options.rcvWnd ?? 128);
+    const sndWnd = options.sndWnd ?? DEFAULT_WND;
+    const rcvWnd = options.rcvWnd ?? DEFAULT_WND;
+    if (!(Number.isInteger(sndWnd) && Number.isInteger(rcvWnd) && sndWnd >= 1 && rcvWnd >= 1 && sndWnd <= 65535 && rcvWnd <= 65535)) {
+      throw new KcpUsageError(`sndWnd and rcvWnd must be in 1..65535, got ${sndWnd} and ${rcvWnd}`);
+    }
+    eng.wndsize(sndWnd, rcvWnd);
     eng.rmtWnd = KCPGO_INITIAL_RMT_WND;
     if (eng.setMtu((options.mtu ?? 1400) - this.overhead) < 0) {
       throw new KcpUsageError(`mtu ${options.mtu ?? 1400} is too small for the packet-layer overhead (${this.overhead})`);

@@ -6,7 +6,7 @@
  * `rcvWnd` are this client's proposal; the server's policy may lower them.
  */
 import { KcpUsageError } from "../kcp/errors.js";
-import { KcpSession, type SessionOptions } from "../kcp/session.js";
+import { DEFAULT_WND, KcpSession, type SessionOptions } from "../kcp/session.js";
 import type { Rng } from "./bytes.js";
 import type { SecureOptions } from "./config.js";
 import { defaultClock, secureHandshake } from "./handshake.js";
@@ -42,8 +42,8 @@ export async function dialSecure(host: string, port: number, options: SecureDial
     ...identity,
     mtu,
     minMtu: Math.min(wire.minMtu ?? 576, mtu),
-    sndWnd: session.sndWnd ?? 128,
-    rcvWnd: session.rcvWnd ?? 128,
+    sndWnd: session.sndWnd ?? DEFAULT_WND,
+    rcvWnd: session.rcvWnd ?? DEFAULT_WND,
   };
   const clock = session.clock ?? defaultClock;
   const link = await SecureUdpLink.open(host, port);
