@@ -80,8 +80,9 @@ class SessionConfig:
     "Congestion control".
     ``stream`` is KCP stream mode (kcptun's default). ``read_buffer`` bounds the bytes held for a
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
-    queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: twice the
-    send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
+    queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: 256, or
+    twice the congestion controller's window once a bulk flow has a larger one; with
+    ``congestion="ikcp"``, twice the send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
     nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
 
     ``loss_recovery`` is how a small flight (a call, an event: at most 8 segments unacked) is

@@ -478,8 +478,11 @@ class KCPSession:
                 self._hand_datagrams()
                 if self._state is _CLOSED:
                     return
-        if self._cc is not None:
-            self._cc.after_input(eng, now)
+        cc = self._cc
+        if cc is not None:
+            cc.after_input(eng, now)
+            if cc.measuring and not self._config.write_buffer:  # a bulk flow: a write buffer for its window
+                self._high_water, self._low_water = water_marks(self._config, eng, cc.cc.cwnd)
         # a flush only for what it would send: acks, a probe, or data (an input of pure acks, one
         # per fan-out delivery, asks for none: docs/BENCHMARKS.md "Fan-out")
         lost = False

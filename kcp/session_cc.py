@@ -71,6 +71,11 @@ class SessionCC:
         self._out_bytes = c.out_bytes if c is not None else 0
         self._retrans = c.retrans_segs if c is not None else 0
 
+    @property
+    def measuring(self) -> bool:
+        """Whether the controller has measured a bulk flow (from then on it is never quiet)."""
+        return self._measuring
+
     def quiet(self, eng: KCP) -> bool:
         """Calls and events: the controller is not measuring (never had data waiting) and at
         most :data:`BULK_FLIGHT` segments are queued or in flight (its window, at least

@@ -45,9 +45,25 @@ def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Count
     return eng
 
 
-def water_marks(config: SessionConfig, eng: KCP) -> tuple[int, int]:
-    """The write buffer's (high, low) marks in segments: ``drain()`` waits above high until below low."""
-    high = max(config.write_buffer or 2 * eng.snd_wnd, 1)
+WRITE_BUFFER = 256
+"""The default write buffer (segments) of a session with ``congestion="bbr"`` (``write_buffer=0``);
+a bulk flow whose controller's window is larger gets twice that window (:func:`water_marks`)."""
+
+
+def water_marks(config: SessionConfig, eng: KCP, cwnd: int = 0) -> tuple[int, int]:
+    """The write buffer's (high, low) marks in segments: ``drain()`` waits above high until below low.
+
+    ``write_buffer=0``: with ``congestion="bbr"``, :data:`WRITE_BUFFER` or twice ``cwnd`` (the
+    controller's window, segments) if larger: enough queued to keep a bulk flow's window full,
+    and no deeper (a deeper queue only holds more of a stream in memory); with ``"ikcp"``, which
+    sends its whole window, twice the send window.
+    """
+    if config.write_buffer:
+        high = config.write_buffer
+    elif config.congestion == "bbr":
+        high = 2 * cwnd if cwnd > WRITE_BUFFER // 2 else WRITE_BUFFER
+    else:
+        high = 2 * eng.snd_wnd
     return high, max(high // 2, 1)
 
 

@@ -67,10 +67,16 @@ def test_make_engine_applies_the_config_and_the_overhead() -> None:
         make_engine(7, SessionConfig(mtu=100), 90, Counters())
 
 
-def test_water_marks_default_to_twice_the_send_window() -> None:
+def test_water_marks_follow_the_window_that_sends() -> None:
     eng = make_engine(1, SessionConfig(snd_wnd=64), 0, Counters())
-    assert water_marks(SessionConfig(snd_wnd=64), eng) == (128, 64)
-    assert water_marks(SessionConfig(snd_wnd=64, write_buffer=10), eng) == (10, 5)
+    # "ikcp" sends its whole send window: twice that
+    assert water_marks(SessionConfig(snd_wnd=64, congestion="ikcp"), eng) == (128, 64)
+    # "bbr": 256 segments, or twice the controller's window once a bulk flow has a larger one
+    assert water_marks(SessionConfig(snd_wnd=64), eng) == (256, 128)
+    assert water_marks(SessionConfig(snd_wnd=64), eng, cwnd=100) == (256, 128)
+    assert water_marks(SessionConfig(snd_wnd=64), eng, cwnd=400) == (800, 400)
+    # a configured write buffer wins
+    assert water_marks(SessionConfig(snd_wnd=64, write_buffer=10), eng, cwnd=400) == (10, 5)
 
 
 def test_check_close_code_bounds() -> None:

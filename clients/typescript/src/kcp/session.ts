@@ -31,6 +31,11 @@ import { SessionCc } from "./sessionCc.js";
 /** The session ended because nothing arrived from the peer for `idleTimeoutMs`. */
 export class IdleTimeoutError extends ConnectionClosedError {}
 
+/**
+ * The default write buffer (segments) with `congestion: "bbr"`; a bulk flow whose controller's
+ * window is larger gets twice that window (the Python `kcp.session_setup.WRITE_BUFFER`).
+ */
+export const WRITE_BUFFER = 256;
 /** The default send and receive windows (segments), as the Python `SessionConfig`'s. */
 export const DEFAULT_WND = 512;
 /** kcp-go's initial remote window (its IKCP_WND_RCV), assumed until the peer's first packet. */
@@ -140,7 +145,11 @@ export interface SessionOptions {
   closeLingerMs?: number;
   /** Received OOB datagrams kept while no onDatagram handler is set (more are dropped and counted). Default 256. */
   datagramQueue?: number;
-  /** Send-queue high-water mark in segments (write() returns false above it). Default 2 × sndWnd. */
+  /**
+   * Send-queue high-water mark in segments (write() returns false above it). Default: 256, or twice
+   * the congestion controller's window once a bulk flow has a larger one; with `congestion: "ikcp"`,
+   * twice `sndWnd`. As the Python `SessionConfig.write_buffer`.
+   */
   writeBuffer?: number;
   /** The clock in ms (monotonic). Default: `performance.now()` floored. */
   clock?: () => number;
@@ -213,8 +222,9 @@ export class KcpSession implements PathOwner {
   private readonly idleMs: number;
   private readonly lingerMs: number;
   private readonly dgramLimit: number;
-  private readonly highWater: number;
-  private readonly lowWater: number;
+  private readonly ownWriteBuffer: number; // SessionOptions.writeBuffer (0: follow the window that sends)
+  private highWater: number;
+  private lowWater: number;
   private st: SessionState = "open";
   private lastRecv: number;
   private lingerUntil = 0;
@@ -283,7 +293,11 @@ export class KcpSession implements PathOwner {
     this.idleMs = idle ? idle : 0;
     this.lingerMs = options.closeLingerMs ?? 5000;
     this.dgramLimit = options.datagramQueue ?? 256;
-    this.highWater = Math.max(options.writeBuffer ?? 2 * eng.sndWnd, 1);
+    this.ownWriteBuffer = options.writeBuffer ?? 0;
+    if (!(Number.isInteger(this.ownWriteBuffer) && this.ownWriteBuffer >= 0)) {
+      throw new KcpUsageError(`writeBuffer must be an integer >= 0 (0: the default), got ${this.ownWriteBuffer}`);
+    }
+    this.highWater = this.ownWriteBuffer || (this.cc !== null ? WRITE_BUFFER : 2 * eng.sndWnd);
     this.lowWater = Math.max(this.highWater >> 1, 1);
     this.lastRecv = this.clock();
     this.closedPromise = new Promise((r) => {
@@ -615,7 +629,16 @@ export class KcpSession implements PathOwner {
     if (this.inputDirty || eng.nrcvQue) {
       this.inputDirty = false;
       if (eng.nrcvQue) this.deliver();
-      if (this.cc !== null) this.cc.afterInput(eng, now);
+      const cc = this.cc;
+      if (cc !== null) {
+        cc.afterInput(eng, now);
+        if (cc.measuring && !this.ownWriteBuffer) {
+          // a bulk flow: a write buffer that keeps its window full, and no deeper
+          const cwnd = cc.cc.cwnd;
+          this.highWater = cwnd > WRITE_BUFFER >> 1 ? 2 * cwnd : WRITE_BUFFER;
+          this.lowWater = this.highWater >> 1;
+        }
+      }
       let lost = false;
       if (this.hold && eng.disorder !== this.disorderSeen) {
         // a segment out of order or again: a loss; acks go at once until the session is quiet again

@@ -29,7 +29,7 @@ export class SessionCc {
   private nxt: number;
   private readonly minrto: number; // the configured floor (nodelay's 30 ms)
   private readonly nocwnd: number; // the configured nc, for quiet flushes
-  private measuring: boolean; // once true, never quiet again
+  private everMeasured: boolean; // once true, never quiet again
   private inQuiet = true; // the engine has its configured window and RTO
   private sent = 0; // new segments sent, cumulative
   private delivered = 0; // of those, acknowledged
@@ -42,10 +42,15 @@ export class SessionCc {
     this.nxt = eng.sndNxt;
     this.minrto = eng.rxMinrto;
     this.nocwnd = eng.nocwnd;
-    this.measuring = this.cc.measured;
+    this.everMeasured = this.cc.measured;
     const c = eng.counters;
     this.outBytes = c !== null ? c.outBytes : 0;
     this.retrans = c !== null ? c.retransSegs : 0;
+  }
+
+  /** Whether the controller has measured a bulk flow (from then on it is never quiet). */
+  get measuring(): boolean {
+    return this.everMeasured;
   }
 
   /**
@@ -53,7 +58,7 @@ export class SessionCc {
    * are queued or in flight (its window, at least `initialCwnd`, and its pacer, off, hold none back).
    */
   quiet(eng: Kcp): boolean {
-    return !this.measuring && eng.nsndBuf + eng.nsacked + eng.nsndQue <= BULK_FLIGHT;
+    return !this.everMeasured && eng.nsndBuf + eng.nsacked + eng.nsndQue <= BULK_FLIGHT;
   }
 
   /** After a receive batch: what the acks delivered, to the controller. */
@@ -69,7 +74,7 @@ export class SessionCc {
     if (this.quiet(eng)) return;
     const cc = this.cc;
     cc.onAck(now, acked * eng.mss, eng.rxSrtt, unacked, !eng.nsndQue);
-    this.measuring = cc.measured;
+    this.everMeasured = cc.measured;
   }
 
   /** Whether the coming flush is quiet; if so, the engine gets its own window and RTO back for it. */
