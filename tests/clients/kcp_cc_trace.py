@@ -20,12 +20,15 @@ import json
 import random
 import sys
 import zlib
+from pathlib import Path
 from typing import Any
 
 from kcp.congestion import BBRLite
-from kcp.engine import KCP
 from kcp.session_cc import SessionCC
 from kcp.stats import Counters
+
+sys.path.append(str(Path(__file__).resolve().parents[2]))  # the checkout, after an installed kcp
+from tests.clients.kcp_engine_trace import engine_pair, set_recovery
 
 CONV = 0x01020304
 # the Python session's defaults (kcp.session_setup.make_engine): nodelay, windows, adaptive recovery
@@ -66,8 +69,7 @@ def cc_state(cc: BBRLite) -> list[Any]:
 def run(seed: int, name: str) -> dict[str, Any]:
     cfg = CONFIGS[name]
     rng = random.Random(seed)
-    outs: list[list[bytes]] = [[], []]
-    engines = [KCP(CONV, outs[0].append), KCP(CONV, outs[1].append)]
+    outs, engines = engine_pair(CONV)
     ops: list[dict[str, Any]] = []
     results: list[Any] = []
     bbr = cfg.get("bbr", {})
@@ -78,11 +80,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
         eng.wndsize(128, 128)
         eng.setmtu(1400)
         eng.stream = 1
-        eng.recovery_flight = RECOVERY["flight"]
-        eng.recovery_adaptive = RECOVERY["adaptive"]
-        eng.recovery_copies = RECOVERY["copies"]
-        eng.recovery_max_copies = RECOVERY["max_copies"]
-        eng.recovery_gap = RECOVERY["gap"]
+        set_recovery(eng, RECOVERY)
     engines[0].counters = Counters()
     sc = SessionCC(engines[0], BBRLite(engines[0].mss, **bbr))
     rate, delay = cfg["rate"], cfg["delay"]

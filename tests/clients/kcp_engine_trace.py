@@ -67,11 +67,27 @@ RECOVERY = ("recovery_copies", "recovery_lead", "recovery_rounds", "recovery_sam
 HELD = ("rto_extra", "ack_frg", "disorder")
 
 
+def engine_pair(conv: int) -> tuple[list[list[bytes]], list[KCP]]:
+    """Two engines whose datagrams collect in ``outs[0]`` and ``outs[1]``: ``(outs, engines)``."""
+    outs: list[list[bytes]] = [[], []]
+    return outs, [KCP(conv, outs[0].append), KCP(conv, outs[1].append)]
+
+
+def set_recovery(eng: KCP, rec: dict[str, Any]) -> None:
+    """The sparse-flight loss recovery's settings of a trace's config (``recovery``)."""
+    eng.recovery_flight = rec["flight"]
+    eng.recovery_adaptive = rec["adaptive"]
+    eng.recovery_copies = rec["copies"]
+    eng.recovery_max_copies = rec["max_copies"]
+    eng.recovery_gap = rec["gap"]
+    eng.recovery_lead = rec.get("lead", 0)
+    eng.recovery_auto_lead = rec.get("auto_lead", 0)
+
+
 def run(seed: int, name: str) -> dict[str, Any]:
     cfg = CONFIGS[name]
     rng = random.Random(seed)
-    outs: list[list[bytes]] = [[], []]
-    engines = [KCP(CONV, outs[0].append), KCP(CONV, outs[1].append)]
+    outs, engines = engine_pair(CONV)
     ops: list[dict[str, Any]] = []
     results: list[Any] = []
     start = rng.choice([0, 1000, 0xFFFFFFFF - 20000])  # some runs cross the 32-bit clock wrap
@@ -90,13 +106,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
             eng.setmtu(cfg["mtu"])
         eng.stream = 1 if cfg.get("stream") else 0
         if rec:
-            eng.recovery_flight = rec["flight"]
-            eng.recovery_adaptive = rec["adaptive"]
-            eng.recovery_copies = rec["copies"]
-            eng.recovery_max_copies = rec["max_copies"]
-            eng.recovery_gap = rec["gap"]
-            eng.recovery_lead = rec.get("lead", 0)
-            eng.recovery_auto_lead = rec.get("auto_lead", 0)
+            set_recovery(eng, rec)
         eng.hold_aware = held
     if held:
         engines[1].ack_frg = 1
