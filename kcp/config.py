@@ -82,8 +82,9 @@ class SessionConfig:
     slow reader (beyond it the engine's receive window closes); ``write_buffer`` is the number of
     queued plus in-flight segments above which :meth:`KCPSession.drain` waits (``0``: 256, or
     twice the congestion controller's window once a bulk flow has a larger one; with
-    ``congestion="ikcp"``, twice the send window). ``idle_timeout`` (seconds, ``None`` for never) closes a session that received
-    nothing for that long; ``close_linger`` bounds how long ``close()`` waits for unacked data.
+    ``congestion="ikcp"``, twice the send window). ``idle_timeout`` (seconds, ``None`` for never)
+    closes a session that received nothing for that long; ``close_linger`` bounds how long
+    ``close()`` waits for unacked data.
 
     ``loss_recovery`` is how a small flight (a call, an event: at most 8 segments unacked) is
     retransmitted: ``"adaptive"`` (the default) sends each recovery round as up to ``max_copies``
