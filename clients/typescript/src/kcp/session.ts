@@ -402,6 +402,11 @@ export class KcpSession implements PathOwner {
   /** Send and receive windows, in segments (the receive window is at least 128). */
   setWindow(sndWnd: number, rcvWnd: number): void {
     this.engine.wndsize(sndWnd, rcvWnd);
+    if (!this.ownWriteBuffer && this.cc === null) {
+      // "ikcp" sends its whole window: a write buffer of twice it (as the Python set_window)
+      this.highWater = 2 * this.engine.sndWnd;
+      this.lowWater = Math.max(this.highWater >> 1, 1);
+    }
   }
 
   /** PathOwner and user: the UDP payload size; the engine gets `mtu` minus all overheads. */
