@@ -11,7 +11,7 @@ small message. As in kcp.session, engine 0's receive batches are followed by
 returned (``results``): the datagrams each flush emitted (length and CRC-32), the wake-up times, and the
 controller's and the engine's state after each of engine 0's steps, so a replay compares them all.
 
-Usage: python tests/clients/kcp_cc_trace.py SEED CONFIG  (CONFIG: bulk, lossy, bursts, mtu, probe_rtt)
+Usage: python tests/clients/kcp_cc_trace.py SEED CONFIG  (CONFIG: bulk, lossy, bursts, trickle, mtu, probe_rtt)
 """
 
 from __future__ import annotations
@@ -40,6 +40,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "lossy": {"rate": 500, "delay": 40, "queue_ms": 100, "loss": 0.1, "steps": 3000},
     # the application pauses: app-limited rounds, quiet flushes, small messages between bursts
     "bursts": {"rate": 2500, "delay": 10, "queue_ms": 30, "loss": 0.02, "steps": 3000, "pause_p": 0.02},
+    # bulk, then a trickle of full segments under loss: the loss compensation's sample falls to
+    # about 16 segments over its 10 rounds, the least it counts
+    "trickle": {
+        "rate": 1250,
+        "delay": 20,
+        "queue_ms": 50,
+        "loss": 0.1,
+        "steps": 5000,
+        "trickle_after": 1200,
+        "trickle_p": 0.035,
+    },
     # the segment size changes mid-flow (a path MTU probe, set_mtu)
     "mtu": {"rate": 1250, "delay": 15, "queue_ms": 40, "loss": 0.02, "steps": 2500, "mtu_at": 1200},
     # a short min RTT window: PROBE_RTT, then a deeper queue that the RTT reading drains
@@ -128,7 +139,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
         if now >= paused_until and rng.random() < cfg.get("pause_p", 0.0):
             paused_until = now + rng.randint(50, 600)
         n = 0
-        if now >= paused_until and e0.waitsnd() < 256:
+        if step >= cfg.get("trickle_after", cfg["steps"]):  # after the bulk: a segment now and then
+            n = e0.mss if rng.random() < cfg["trickle_p"] else 0
+        elif now >= paused_until and e0.waitsnd() < 256:
             n = rng.choice([64, 4000, 20000])
         elif rng.random() < 0.01:
             n = rng.randint(1, 200)

@@ -137,6 +137,7 @@ const CONFIGS: [string, CcState[]][] = [
   ["lossy", ["startup", "drain", "probe_bw"]],
   ["bursts", ["startup", "drain", "probe_bw"]],
   ["mtu", ["startup", "drain", "probe_bw"]],
+  ["trickle", ["startup", "drain", "probe_bw"]],
   ["probe_rtt", ["startup", "drain", "probe_bw", "probe_rtt"]],
 ];
 
