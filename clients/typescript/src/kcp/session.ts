@@ -223,8 +223,8 @@ export class KcpSession implements PathOwner {
   private readonly lingerMs: number;
   private readonly dgramLimit: number;
   private readonly ownWriteBuffer: number; // SessionOptions.writeBuffer (0: follow the window that sends)
-  private highWater: number;
-  private lowWater: number;
+  private highWater = 0;
+  private lowWater = 0;
   private st: SessionState = "open";
   private lastRecv: number;
   private lingerUntil = 0;
@@ -297,8 +297,7 @@ export class KcpSession implements PathOwner {
     if (!(Number.isInteger(this.ownWriteBuffer) && this.ownWriteBuffer >= 0)) {
       throw new KcpUsageError(`writeBuffer must be an integer >= 0 (0: the default), got ${this.ownWriteBuffer}`);
     }
-    this.highWater = this.ownWriteBuffer || (this.cc !== null ? WRITE_BUFFER : 2 * eng.sndWnd);
-    this.lowWater = Math.max(this.highWater >> 1, 1);
+    this.setWaterMarks(0);
     this.lastRecv = this.clock();
     this.closedPromise = new Promise((r) => {
       this.resolveClosed = r;
@@ -402,11 +401,20 @@ export class KcpSession implements PathOwner {
   /** Send and receive windows, in segments (the receive window is at least 128). */
   setWindow(sndWnd: number, rcvWnd: number): void {
     this.engine.wndsize(sndWnd, rcvWnd);
-    if (!this.ownWriteBuffer && this.cc === null) {
-      // "ikcp" sends its whole window: a write buffer of twice it (as the Python set_window)
-      this.highWater = 2 * this.engine.sndWnd;
-      this.lowWater = Math.max(this.highWater >> 1, 1);
-    }
+    if (this.cc === null) this.setWaterMarks(0); // "ikcp"'s follow the send window
+  }
+
+  /**
+   * The write buffer's marks (write() is false above high; drained() resolves below low), as the
+   * Python `water_marks`: `writeBuffer` if set; with `"bbr"`, {@link WRITE_BUFFER} or twice `cwnd`
+   * (the controller's window) if larger, enough queued to keep a bulk flow's window full and no
+   * deeper; with `"ikcp"`, which sends its whole window, twice `sndWnd`.
+   */
+  private setWaterMarks(cwnd: number): void {
+    let high = this.ownWriteBuffer;
+    if (!high) high = this.cc === null ? 2 * this.engine.sndWnd : cwnd > WRITE_BUFFER >> 1 ? 2 * cwnd : WRITE_BUFFER;
+    this.highWater = high;
+    this.lowWater = Math.max(high >> 1, 1);
   }
 
   /** PathOwner and user: the UDP payload size; the engine gets `mtu` minus all overheads. */
@@ -637,12 +645,7 @@ export class KcpSession implements PathOwner {
       const cc = this.cc;
       if (cc !== null) {
         cc.afterInput(eng, now);
-        if (cc.measuring && !this.ownWriteBuffer) {
-          // a bulk flow: a write buffer that keeps its window full, and no deeper
-          const cwnd = cc.cc.cwnd;
-          this.highWater = cwnd > WRITE_BUFFER >> 1 ? 2 * cwnd : WRITE_BUFFER;
-          this.lowWater = this.highWater >> 1;
-        }
+        if (cc.measuring && !this.ownWriteBuffer) this.setWaterMarks(cc.cc.cwnd); // a bulk flow's window
       }
       let lost = false;
       if (this.hold && eng.disorder !== this.disorderSeen) {
