@@ -14,6 +14,9 @@ streams, which a well-behaved :class:`kcprpc.Client` never sends:
   ``max_partial_frame_bytes`` (and the parking budget: a stream that cannot wait is refused),
   ``partial_frame_timeout`` (a stalled frame is dropped). Counters: ``server.recv_frame_waits``,
   ``server.recv_frame_refused``, ``server.recv_frame_timeouts``.
+* ``receive-hoard``: many connections, each sending all but the end of one 4 MiB ``CALL``: each
+  within its own bound, together far past what one process should hold. Bound:
+  ``ServerConfig.max_receive_total`` (the largest holders are ended). Counter: ``server.receive_shed``.
 
 Each attack returns its own counters (connections, streams, bytes written, answers by status).
 """
@@ -225,7 +228,23 @@ def _default_counter(initial: dict[str, int]) -> dict[str, int]:
     return c
 
 
+async def receive_hoard(target: Target, seconds: float) -> dict[str, int]:
+    """48 connections, each sending all but the last KiB of a 4 MiB ``CALL`` on one stream and then
+    nothing: every one within its own bound, 200 MB together."""
+    return await partial_frames(target, seconds, connections=48, streams=1, first=BODY - 1024)
+
+
 ATTACKS: list[Attack] = [
+    Attack(
+        name="receive-hoard",
+        item=3,
+        mode="secure",
+        run=receive_hoard,
+        description=(
+            "48 connections, each sending all but the last KiB of a 4 MiB CALL and then nothing "
+            "(each within its own bound, 200 MB together), while their control streams ping"
+        ),
+    ),
     Attack(
         name="msgpack-bomb",
         item=2,

@@ -46,7 +46,7 @@ RSS_BUDGET_MB = 50.0
 RELEASE_SLACK_MB = 10.0  # "released": back within this of the RSS before the attack
 INTERESTING = ("drop", "refus", "denied", "reject", "fail", "error", "slow", "closed", "evict", "limit",
                "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale", "detached", "resum",
-               "ignored", "unknown")
+               "ignored", "unknown", "shed")
 
 
 def all_attacks() -> list[Attack]:

@@ -894,6 +894,13 @@ class KCPSession:
         eng = self._engine
         return eng.waitsnd() * eng.mss
 
+    def receive_held(self) -> int:
+        """Bytes received and held for the reader: the read buffer, plus the engine's in-order and
+        out-of-order segments (as segments times the MSS, an upper bound). Bounded by
+        ``read_buffer`` and twice ``rcv_wnd`` segments."""
+        eng = self._engine
+        return len(self._rbuf) + (eng.nrcv_que + eng.nrcv_buf) * eng.mss
+
     def send_acked(self) -> int:
         """The engine's ``snd_una`` (u32, wraps): it moves exactly when the peer acknowledges the
         oldest data waiting for it, never because more was written behind it."""

@@ -13,7 +13,7 @@ from kcprpc.config import RPC_MUX_CONFIG
 from kcprpc.errors import UsageError
 from kcprpc.mux import MuxConfig
 from kcprpc.net import MuxConnection
-from kcprpc.transport import NoTransportKeepalive, SendBacklog
+from kcprpc.transport import NoTransportKeepalive, ReceiveHeld, SendBacklog
 from kcprpc.transport_events import TransportEvent
 
 
@@ -216,6 +216,11 @@ class MemoryConnection(NoTransportKeepalive):
     @property
     def send_bounds(self) -> SendBacklog | None:
         """None: writes land in the peer at once, nothing is held for it."""
+        return None
+
+    @property
+    def receive_bounds(self) -> ReceiveHeld | None:
+        """None: reads come from the peer's writes, nothing is buffered between them."""
         return None
 
     @property

@@ -18,7 +18,7 @@ from kcprpc.config import SecureWire, Transport, effective_transport
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.mux import MuxConfig, MuxSession
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, SendBacklog, close_status
+from kcprpc.transport import ByteStream, ReceiveHeld, SendBacklog, close_status
 from kcprpc.transport_events import (
     PathChanged,
     PathFailed,
@@ -152,6 +152,10 @@ class MuxConnection:
         session has not had acknowledged (:meth:`kcprpc.mux.MuxSession.send_backlog`)."""
         return self.mux.send_backlog()
 
+    def receive_held(self) -> int:
+        """Bytes received from the peer and not read yet: :meth:`kcprpc.mux.MuxSession.receive_held`."""
+        return self.mux.receive_held()
+
     def send_progress(self) -> int:
         """A count that changes whenever the peer consumes some of what waits for it (KCP
         acknowledgements, mux windows): :meth:`kcprpc.mux.MuxSession.send_progress`."""
@@ -185,6 +189,11 @@ class MuxConnection:
     @property
     def send_bounds(self) -> SendBacklog:
         """What this connection holds for its peer (the server bounds it for slow consumers)."""
+        return self
+
+    @property
+    def receive_bounds(self) -> ReceiveHeld:
+        """What this connection holds from its peer (the server bounds it for all clients together)."""
         return self
 
     def rebind(self) -> Any:

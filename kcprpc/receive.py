@@ -30,6 +30,38 @@ from kcprpc.transport import ByteStream, Connection
 _bug_reports = RateLimitedLog(logging.getLogger("kcprpc.receive"), burst=3, interval=60.0)
 
 
+class ReceiveTotal:
+    """The bytes that the :class:`FrameBudget` of every connection of a server reserve together (one
+    process), and the process-wide bound on what its clients make it hold on the receive side.
+
+    Each budget reports its changes (:meth:`add`); the budgets that hold something are
+    :attr:`holders`, so that the server looks only at those when it sheds. Past ``limit``,
+    ``over()`` is called (the server sheds the largest holders soon: docs/rpc.md, "Flow control and
+    memory per connection")."""
+
+    __slots__ = ("holders", "limit", "over", "peak", "reserved")
+
+    def __init__(self, limit: int, over: Callable[[], None]) -> None:
+        self.limit = limit
+        self.over = over
+        self.reserved = 0
+        self.peak = 0
+        self.holders: set[FrameBudget] = set()
+
+    def add(self, budget: FrameBudget, n: int) -> None:
+        """``budget`` reserved ``n`` more bytes (less, when negative)."""
+        self.reserved += n
+        if budget.used > 0:
+            self.holders.add(budget)
+        else:
+            self.holders.discard(budget)
+        if n > 0:
+            if self.reserved > self.peak:
+                self.peak = self.reserved
+            if self.reserved > self.limit:
+                self.over()
+
+
 class FrameBudget:
     """The bytes of partial frames that the stream readers of one connection may hold together.
 
@@ -39,30 +71,47 @@ class FrameBudget:
     order as others give theirs back. Since no waiting reader holds any of the budget (it gives the
     bytes it read back to its stream first), and ``limit`` fits the largest frame, every
     reservation is granted eventually while the peer completes its frames. The control stream never
-    waits: :meth:`force` charges its frame even past the limit (at most one frame at a time)."""
+    waits: :meth:`force` charges its frame even past the limit (at most one frame at a time).
 
-    __slots__ = ("_waiters", "limit", "peak", "used")
+    With a ``total`` (a server's :class:`ReceiveTotal`), every change is reported to it too, until
+    :meth:`detach`; ``owner`` is what the total's holder stands for (the server's session)."""
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("_waiters", "limit", "owner", "peak", "total", "used")
+
+    def __init__(self, limit: int, total: ReceiveTotal | None = None, owner: object = None) -> None:
         self.limit = limit
         self.used = 0
         self.peak = 0  # most reserved at once
+        self.total = total
+        self.owner = owner
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    def _take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.peak:
+            self.peak = self.used
+        if self.total is not None:
+            self.total.add(self, n)
 
     def try_reserve(self, n: int) -> bool:
         """Reserve ``n`` bytes if that needs no wait."""
         if not self._waiters and self.used + n <= self.limit:
-            self.used += n
-            if self.used > self.peak:
-                self.peak = self.used
+            self._take(n)
             return True
         return False
 
     def force(self, n: int) -> None:
         """Reserve ``n`` bytes now, past the limit if need be (the control stream's frame)."""
-        self.used += n
-        if self.used > self.peak:
-            self.peak = self.used
+        self._take(n)
+
+    def detach(self) -> None:
+        """The connection ended: what it still reserves leaves the process total, and later changes
+        stay local (its readers may still give back reservations as they stop)."""
+        total = self.total
+        if total is not None:
+            self.total = None
+            total.reserved -= self.used
+            total.holders.discard(self)
 
     async def reserve(self, n: int) -> None:
         """Wait (FIFO) until ``n`` bytes can be reserved, and reserve them."""
@@ -85,6 +134,8 @@ class FrameBudget:
     def release(self, n: int) -> None:
         """Give back ``n`` reserved bytes."""
         self.used -= n
+        if self.total is not None:
+            self.total.add(self, -n)
         if n >= TRIM_AFTER:  # a large frame's buffer is free now
             trim_soon()
         if self._waiters:
@@ -99,9 +150,7 @@ class FrameBudget:
                 continue
             if self.used + n > self.limit:
                 return
-            self.used += n
-            if self.used > self.peak:
-                self.peak = self.used
+            self._take(n)
             waiters.popleft()
             fut.set_result(None)
 
@@ -121,7 +170,9 @@ class ReceiveLimits:
       received in part (the control stream may hold one more frame past it);
     * ``parking``: the :class:`ParkingLot` of streams that may stop being read;
     * ``partial_frame_timeout``: how long a reserved frame may wait for its next byte before it is
-      dropped (None: forever).
+      dropped (None: forever);
+    * ``total``: a server's :class:`ReceiveTotal`, which ``frames`` reports to (its holder stands
+      for ``owner``).
 
     Counters go to ``counters``: ``recv_decode_scanned``, ``recv_decode_refused`` (see
     :class:`~kcprpc.codec.DecodeBudget`), ``recv_frame_waits`` (a stream stopped reading until its
@@ -140,12 +191,14 @@ class ReceiveLimits:
         held_types: Iterable[int],
         parking: ParkingLot,
         counters: dict[str, int],
+        total: ReceiveTotal | None = None,
+        owner: object = None,
     ) -> None:
         for k in RECEIVE_COUNTERS:
             counters.setdefault(k, 0)
         self.counters = counters
         self.decode = DecodeBudget(max_decoded_bytes, held_types, counters)
-        self.frames = FrameBudget(max_partial_frame_bytes)
+        self.frames = FrameBudget(max_partial_frame_bytes, total, owner)
         self.parking = parking
         self.partial_frame_timeout = partial_frame_timeout
         self._watched: set[_PartialReader] = set()
@@ -153,13 +206,18 @@ class ReceiveLimits:
 
     def close(self) -> None:
         """The connection ended: if it ever held large frames, give the freed memory back to the OS
-        a little later (:class:`_Trimmer`)."""
+        a little later (:class:`_Trimmer`). Its reservations leave the process total."""
+        self.frames.detach()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._watched.clear()
         if self.frames.peak >= TRIM_AFTER:
             trimmer.after_close()
+
+    def held(self) -> int:
+        """Bytes held now: frames received in part (reserved whole) and decoded bodies held."""
+        return self.frames.used + self.decode.held
 
     # -- stalled frames: one timer per connection while frames are being received in part
     def watch(self, reader: _PartialReader) -> None:
@@ -518,9 +576,13 @@ async def read_datagrams(
         try:
             context.run(on_frame, *frame)
         except Exception as exc:  # the transport's input path must go on: report, a few times
-            _bug_reports.report_exception(loop, "datagram frame handling failed", "datagram frame handling failed", exc)
+            _bug_reports.report_exception(
+                loop, "datagram frame handling failed", "datagram frame handling failed", exc
+            )
 
-    setter: Callable[[Callable[[bytes], None] | None], bool] | None = getattr(conn, "set_datagram_reader", None)
+    setter: Callable[[Callable[[bytes], None] | None], bool] | None = getattr(
+        conn, "set_datagram_reader", None
+    )
     direct = setter is not None and setter(take)
     try:
         while True:

@@ -32,7 +32,7 @@ from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.protocol.server import StartNotify
 from kcprpc.push import RECOVERY_COUNTERS, PushHub
-from kcprpc.receive import RECEIVE_COUNTERS, read_datagrams, read_frames
+from kcprpc.receive import RECEIVE_COUNTERS, ReceiveTotal, read_datagrams, read_frames
 from kcprpc.send_lanes import LANE_COUNTERS
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import (
@@ -70,6 +70,26 @@ __all__ = [
 ]
 
 _SWEEP_SLICE = 500
+_RECEIVE_SWEEP = 4  # every 4th sweep also counts what every session holds on the receive side
+
+
+def shed_largest(
+    sized: list[tuple[int, ServerSession]], total: int, cap: int
+) -> list[tuple[int, ServerSession]]:
+    """Which of ``sized`` (bytes held, session) to end so that ``total`` (their sum) comes back
+    under 90 % of ``cap``: none while ``total <= cap``, else the largest first."""
+    if total <= cap:
+        return []
+    target = cap - cap // 10
+    out: list[tuple[int, ServerSession]] = []
+    for held, s in sorted(sized, key=lambda t: t[0], reverse=True):
+        if total <= target or held <= 0:
+            break
+        out.append((held, s))
+        total -= held
+    return out
+
+
 """Sessions the sweep checks before it lets the event loop run other callbacks."""
 
 
@@ -196,10 +216,17 @@ class Server:
             "slow_consumers_shed": 0,  # ended: the largest backlogs, all past max_send_backlog_total
             "unreliable_dropped": 0,  # unreliable events not queued behind a backlog
             "send_backlog": 0,  # bytes held for all clients at the last sweep (a gauge)
+            # the receive side, all clients together (ServerConfig.max_receive_total)
+            "receive_shed": 0,  # ended: the largest holders, all past max_receive_total
+            "receive_held": 0,  # bytes held from all clients at the last count (a gauge)
             "replies_hold_timeouts": 0,  # replies sent before what they waited for (a room's subscription)
         }
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False
+        self.receive_total = ReceiveTotal(self.config.receive_total(), self._shed_receive_soon)
+        """Frames received in part, all connections together (their budgets report here)."""
+        self._receive_shedding = False
+        self._sweeps = 0
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
@@ -410,7 +437,9 @@ class Server:
     async def _sweep(self) -> None:
         """Once per heartbeat interval, for all sessions: close those silent for longer than the
         heartbeat timeout, end those that consumed nothing for ``slow_consumer_timeout`` although
-        data waited for them (their pings do not count), and recount the send backlog."""
+        data waited for them (their pings do not count), and recount the send backlog; every
+        ``_RECEIVE_SWEEP`` sweeps, also what every session holds on the receive side (frames in
+        part alone are counted as they come: :class:`ReceiveTotal`)."""
         hb = self.config.heartbeat
         loop = asyncio.get_running_loop()
         while self.sessions:
@@ -419,6 +448,8 @@ class Server:
             limit = now - hb.timeout
             now_ms = int(now * 1000)
             total = 0
+            self._sweeps += 1
+            held: list[tuple[int, ServerSession]] | None = [] if not self._sweeps % _RECEIVE_SWEEP else None
             for i, s in enumerate(list(self.sessions)):
                 if i and not i % _SWEEP_SLICE:
                     await asyncio.sleep(0)  # let I/O in between slices: 10,000 sessions are ~20 ms
@@ -432,6 +463,8 @@ class Server:
                     s.send_backlog = 0
                     spawn(self.tasks, s.conn.close())  # concurrently: a dead peer's close may linger
                     continue
+                if held is not None and (h := s.receive_held()) > 0:
+                    held.append((h, s))
                 backlog = s.backlog_probe
                 if backlog is None:
                     continue
@@ -459,6 +492,8 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
+            if held is not None:
+                self._receive_over([(h, s) for h, s in held if not s.closed])
 
     # -- the send bounds (ServerHost: sessions report their backlog here)
     @property
@@ -505,19 +540,39 @@ class Server:
                 total += b
                 sized.append((b, s))
         self._backlog_total = total
-        if total <= cap:
-            return
-        sized.sort(key=lambda t: t[0], reverse=True)
-        target = cap - cap // 10
-        for b, s in sized:
-            if total <= target or b <= 0:
-                break
+        for b, s in shed_largest(sized, total, cap):
             s.end_slow_consumer(
                 "slow_consumers_shed",
                 f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
                 f"were over max_send_backlog_total ({cap})",
             )
-            total -= b
+
+    # -- the receive bound of all clients together (ServerConfig.max_receive_total)
+    def _shed_receive_soon(self) -> None:
+        if not self._receive_shedding:
+            self._receive_shedding = True
+            asyncio.get_running_loop().call_soon(self._shed_receive)
+
+    def _shed_receive(self) -> None:
+        """The frames received in part, all connections together, passed ``max_receive_total``:
+        count what their connections hold and shed the largest."""
+        self._receive_shedding = False
+        owners = [b.owner for b in self.receive_total.holders]
+        self._receive_over([(s.receive_held(), s) for s in owners if isinstance(s, ServerSession)])
+
+    def _receive_over(self, sized: list[tuple[int, ServerSession]]) -> None:
+        """``sized``: what sessions hold on the receive side. Past ``max_receive_total`` in all, end
+        the largest until the total is back under 90 % of it."""
+        cap = self.receive_total.limit
+        total = sum(h for h, _s in sized)
+        self.stats["receive_held"] = total
+        for h, s in shed_largest(sized, total, cap):
+            s.end_exhausted(
+                "receive_shed",
+                "receive memory",
+                f"{h} bytes held for it (a frame in part counts whole), one of the largest while all "
+                f"clients together were over max_receive_total ({cap})",
+            )
 
     async def _datagram_loop(self, sess: ServerSession, conn: Connection) -> None:
         def on_frame(ftype: int, cid: int, body: Any) -> None:

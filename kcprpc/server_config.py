@@ -16,6 +16,10 @@ from kcprpc.send_lanes import LaneConfig
 __all__ = ["ServerConfig"]
 
 
+DEFAULT_RECEIVE_TOTAL = 24 * 1024 * 1024
+"""``ServerConfig.max_receive_total``'s default floor (4 x ``max_partial_frame_bytes`` when larger)."""
+
+
 @dataclass(frozen=True)
 class ServerConfig(ReceiveSettings):
     """Limits and timings of a server (per connection unless said otherwise)."""
@@ -73,6 +77,13 @@ class ServerConfig(ReceiveSettings):
     partial_frame_timeout: float | None = 10.0
     """A frame received in part that gets no further byte for this long is dropped (its call fails
     with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
+    max_receive_total: int | None = None
+    """What all clients together may make the server hold on the receive side (per process): frames
+    received in part, decoded bodies held, and bytes received and not read yet (mux buffers, KCP
+    queues). Past it the clients holding the most are ended with RESOURCE_EXHAUSTED ("receive
+    memory"), the largest first, until the total is under 90 % of it (``receive_shed``). None:
+    24 MiB, or 4 x ``max_partial_frame_bytes`` if larger. Raise it for a server that takes many large
+    messages at once: each one in progress holds up to its size."""
 
     ack_hold: int = 0
     """Held acks for subscribers (docs/tuning.md "Delayed acks"): WELCOME asks every secure-mode
@@ -107,4 +118,17 @@ class ServerConfig(ReceiveSettings):
             raise UsageError("slow_consumer_timeout must be positive or None")
         if type(self.ack_hold) is not int or not 0 <= self.ack_hold <= ACK_HOLD_MAX:
             raise UsageError(f"ack_hold must be in 0..{ACK_HOLD_MAX} ms, got {self.ack_hold!r}")
-        self.receive_limits()
+        self.receive_total()
+
+    def receive_total(self) -> int:
+        """The effective ``max_receive_total``; raises :class:`~kcprpc.errors.UsageError` when one
+        connection's frames in part (``max_partial_frame_bytes``) would not fit in it."""
+        _decoded, partial = self.receive_limits()
+        if self.max_receive_total is None:
+            return max(DEFAULT_RECEIVE_TOTAL, 4 * partial)
+        if self.max_receive_total < partial:
+            raise UsageError(
+                f"max_receive_total ({self.max_receive_total}) must be at least one connection's "
+                f"max_partial_frame_bytes ({partial})"
+            )
+        return self.max_receive_total

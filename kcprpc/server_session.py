@@ -21,12 +21,20 @@ from kcprpc.inbox import INBOX_LIMIT, Inbox, ParkingLot
 from kcprpc.protocol.frames import encode_goaway
 from kcprpc.protocol.server import MethodEntry, ServerLimits, ServerProtocol
 from kcprpc.push import PushHub, route, send_datagram
-from kcprpc.receive import ReceiveLimits
+from kcprpc.receive import ReceiveLimits, ReceiveTotal
 from kcprpc.send_lanes import Put, SendLanes, encode_keyed_event
 from kcprpc.server_config import ServerConfig
 from kcprpc.service import Delivery, MethodSpec, event_info, event_send
 from kcprpc.status import Status
-from kcprpc.transport import ByteStream, Connection, NoTransportKeepalive, SendBacklog, close_code, spawn
+from kcprpc.transport import (
+    ByteStream,
+    Connection,
+    NoTransportKeepalive,
+    ReceiveHeld,
+    SendBacklog,
+    close_code,
+    spawn,
+)
 from kcprpc.transport_events import TransportEvent
 
 log = logging.getLogger("kcprpc.server")
@@ -34,7 +42,8 @@ log = logging.getLogger("kcprpc.server")
 __all__ = ["END_OF_REQUESTS", "DetachedConnection", "ServerCall", "ServerHost", "ServerSession"]
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
-"""Slow consumers ended: at most 10 lines a minute (a flood of them must not flood the log)."""
+"""Sessions ended for what they made the server hold (slow consumers, receive memory): at most 10
+lines a minute per label (a flood of them must not flood the log)."""
 
 
 # why a call's task was cancelled
@@ -197,7 +206,11 @@ class ServerSession:
             held_types=(CALL, MSG),
             parking=self.parking,
             counters=server.stats,
+            total=server.receive_total,  # all clients together: max_receive_total
+            owner=self,
         )
+        held = conn.receive_bounds
+        self.receive_probe: Callable[[], int] | None = held.receive_held if held is not None else None
 
     @property
     def ready(self) -> bool:
@@ -277,6 +290,19 @@ class ServerSession:
         """End this session now because it does not read what it is sent: count it (``counter``),
         tell the client (RESOURCE_EXHAUSTED "slow consumer: <why>", as an OOB GOAWAY datagram and,
         in secure mode, in the transport's authenticated CLOSE), drop what waits for it."""
+        self.end_exhausted(counter, "slow consumer", why)
+
+    def receive_held(self) -> int:
+        """Bytes this client made the server hold on the receive side: frames received in part,
+        decoded bodies held, and what the connection received and nobody read yet."""
+        probe = self.receive_probe
+        return self.receive.held() + (probe() if probe is not None else 0)
+
+    def end_exhausted(self, counter: str, label: str, why: str) -> None:
+        """End this session now, as a penalty (never resumable), for holding too much: count it
+        (``counter``), tell the client (RESOURCE_EXHAUSTED "<label>: <why>", as an OOB GOAWAY
+        datagram and, in secure mode, in the transport's authenticated CLOSE), drop what waits for
+        it. ``label`` is "slow consumer" (the send side) or "receive memory"."""
         if self.closed:
             return
         self.closed = True
@@ -285,8 +311,8 @@ class ServerSession:
         server.stats[counter] += 1
         server.backlog_released(self.send_backlog)
         self.send_backlog = 0
-        message = f"slow consumer: {why}"
-        _slow_log.warning("slow consumer", "session %s (%s): %s", self.id, self.remote_address, message)
+        message = f"{label}: {why}"
+        _slow_log.warning(label, "session %s (%s): %s", self.id, self.remote_address, message)
         if self.control is not None:
             self.control.discard()
         self._stop_lanes()
@@ -538,6 +564,11 @@ class DetachedConnection(NoTransportKeepalive):
         return None
 
     @property
+    def receive_bounds(self) -> ReceiveHeld | None:
+        """None: nothing is held."""
+        return None
+
+    @property
     def max_paused_streams(self) -> int | None:
         """0: no streams."""
         return 0
@@ -586,6 +617,7 @@ class ServerHost(Protocol):
     config: ServerConfig
     stats: dict[str, int]
     push: PushHub
+    receive_total: ReceiveTotal
     services: list[object]
     sessions: set[ServerSession]
     tasks: set[asyncio.Task[Any]]

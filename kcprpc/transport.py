@@ -89,6 +89,12 @@ class Connection(Protocol):
         ...
 
     @property
+    def receive_bounds(self) -> ReceiveHeld | None:
+        """What the connection holds that its peer sent and nobody read yet (a server bounds it for
+        all clients together), or None when nothing is held (in memory)."""
+        ...
+
+    @property
     def max_paused_streams(self) -> int | None:
         """How many streams may stop being read at once (:class:`kcprpc.inbox.ParkingLot`); None: no limit."""
         ...
@@ -201,6 +207,17 @@ class SendBacklog(Protocol):
     def send_progress(self) -> int:
         """A count that changes whenever the peer consumes some of what waits for it (any unit;
         only changes matter), and only then: not when more is written behind data that waits."""
+        ...
+
+
+@runtime_checkable
+class ReceiveHeld(Protocol):
+    """What a :class:`Connection` may add so that the server can bound what all its clients make it
+    hold on the receive side together (``ServerConfig.max_receive_total``). :class:`kcprpc.net.MuxConnection`
+    has it."""
+
+    def receive_held(self) -> int:
+        """Bytes received from the peer and not read yet (mux buffers, the transport's queues)."""
         ...
 
 

@@ -307,6 +307,8 @@ class MuxSession:
         # ``write_ready()``), without waking the task (one task step per session saved on a
         # push to a thousand sessions). Anything else still goes through the writer task.
         self._write_ready: Callable[[], bool] | None = getattr(transport, "write_ready", None)
+        held = getattr(transport, "receive_held", None)
+        self._transport_held: Callable[[], int] | None = held if callable(held) else None
         backlog = getattr(transport, "send_backlog", None)
         acked = getattr(transport, "send_acked", None)
         self._transport_backlog: Callable[[], int] | None = backlog if callable(backlog) else None
@@ -371,6 +373,14 @@ class MuxSession:
         if tb is None:
             return self._core.send_buffered
         return self._core.send_buffered + tb()
+
+    def receive_held(self) -> int:
+        """Bytes received from the peer and not read yet: stream buffers, frames not parsed yet,
+        plus the transport's own ``receive_held()`` when it has one (a KCP session's queues)."""
+        core = self._core
+        own = self.config.max_receive_buffer - core.bucket + core.buffered_input
+        th = self._transport_held
+        return own if th is None else own + th()
 
     @property
     def bytes_sent(self) -> int:

@@ -319,6 +319,10 @@ class WebPipe:
         held = tb() if tb is not None else 0
         return self._out_bytes + self._out_dgram_bytes + held
 
+    def receive_held(self) -> int:
+        """Stream bytes received and not read by the mux yet (at most ``max_receive_buffer``)."""
+        return self._rbytes
+
     def send_acked(self) -> int:
         """A count that grows only as the peer takes data: bytes the send callables took, less
         what the transport below still holds."""
