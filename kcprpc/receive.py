@@ -105,8 +105,10 @@ class FrameBudget:
         self._take(n)
 
     def detach(self) -> None:
-        """The connection ended: what it still reserves leaves the process total, and later changes
-        stay local (its readers may still give back reservations as they stop)."""
+        """The connection ended: what it still reserves leaves the process total, later changes stay
+        local (its readers may still give back reservations as they stop), and ``owner`` is
+        forgotten."""
+        self.owner = None  # (the session that owns this budget: no cycle left once it ended)
         total = self.total
         if total is not None:
             self.total = None

@@ -447,7 +447,7 @@ class ServerSession:
     # -- resume: the session outlives its connection (docs/rpc.md, "Resume")
     def release(self) -> None:
         """The connection is lost and the session kept for a resume (``detached``): let go of the
-        connection's parts (the connection itself, its writers and send bounds; its calls were
+        connection's parts (the connection itself, its writers, send and receive bounds; its calls were
         cancelled). Its id, ``state``, ``metadata``, rooms and topics stay; nothing is sent to it."""
         self.closed = True
         self.detached = True
@@ -455,7 +455,7 @@ class ServerSession:
         self.conn = DetachedConnection(self.conn.remote_address, self.conn.peer_public_key)
         self.control = None
         self.calls = set()
-        self.backlog_probe = self.progress_probe = None
+        self.backlog_probe = self.progress_probe = self.receive_probe = None
         self.send_guard = None
         self.stall = None
         self.send_backlog = 0
@@ -482,6 +482,8 @@ class ServerSession:
             self.send_guard.check = self.check_send
         self.stall = new.stall
         self.receive = new.receive
+        self.receive.frames.owner = self  # what the process total sheds is this session now
+        self.receive_probe = new.receive_probe
         self.path_changes += new.path_changes
         self.detached = False
         self.closed = False

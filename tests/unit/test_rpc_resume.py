@@ -98,10 +98,13 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         sid = p.client.session_id
         assert sid is not None and p.client.lifecycle.resumable
         (session,) = p.server.sessions
+        probed = link != "memory"  # a mux connection reports what it holds unread
+        assert (session.receive_probe is not None) == probed
 
         async def while_detached() -> None:
             await hooks.wait_for("on_detach", sid)
             assert p.server.detached_sessions == 1 and session.detached
+            assert session.receive_probe is None  # nothing of the lost connection is kept alive
             assert p.server.push.members("arena") == {session}  # the seat is kept
             await p.server.push.to_room("arena", Tick(n=2))  # nothing is sent to it now...
             await p.server.push.publish("news", Tick(n=3))
@@ -112,6 +115,8 @@ async def test_a_reconnect_inside_the_window_resumes_the_same_session(link: Any)
         assert flags == [(0, False), (1, False), (2, True), (3, True)]  # told apart from live ones
         assert p.client.session_id == sid and p.client.resumes == 1
         assert p.server.sessions == {session} and not session.detached
+        # the new connection's receive bounds are this session's: the process total sheds it
+        assert (session.receive_probe is not None) == probed and session.receive.frames.owner is session
         assert (
             session.state == {"seat": "north"}
             and session.rooms == {"arena"}
