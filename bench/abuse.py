@@ -44,9 +44,32 @@ from bench._abuse_common import Attack, Target  # noqa: E402
 
 RSS_BUDGET_MB = 50.0
 RELEASE_SLACK_MB = 10.0  # "released": back within this of the RSS before the attack
-INTERESTING = ("drop", "refus", "denied", "reject", "fail", "error", "slow", "closed", "evict", "limit",
-               "overflow", "exhaust", "reset", "bad", "pending", "replay", "expired", "oversized", "stale", "detached", "resum",
-               "ignored", "unknown", "shed")
+INTERESTING = (
+    "drop",
+    "refus",
+    "denied",
+    "reject",
+    "fail",
+    "error",
+    "slow",
+    "closed",
+    "evict",
+    "limit",
+    "overflow",
+    "exhaust",
+    "reset",
+    "bad",
+    "pending",
+    "replay",
+    "expired",
+    "oversized",
+    "stale",
+    "detached",
+    "resum",
+    "ignored",
+    "unknown",
+    "shed",
+)
 
 
 def all_attacks() -> list[Attack]:
@@ -73,8 +96,12 @@ def _target(attack: Attack, port: int, pid: int) -> Target:
     from bench._abuse_common import COMPAT_CRYPT
 
     return Target(
-        "127.0.0.1", port, attack.mode, crypt=COMPAT_CRYPT if attack.mode == "compat" else None,
-        fec=attack.fec, pid=pid,
+        "127.0.0.1",
+        port,
+        attack.mode,
+        crypt=COMPAT_CRYPT if attack.mode == "compat" else None,
+        fec=attack.fec,
+        pid=pid,
     )
 
 
@@ -184,7 +211,10 @@ class _Server:
 def _child(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -207,16 +237,27 @@ def run_one(attack: Attack, seconds: float, settle: float) -> dict[str, Any]:
     with tempfile.TemporaryFile("w+") as log:
         server = _Server(attack, log)
         try:
-            legit = _child(["--legit-child", attack.name, "--port", str(server.port),
-                            "--seconds", str(seconds + 3.0)])
+            legit = _child(
+                ["--legit-child", attack.name, "--port", str(server.port), "--seconds", str(seconds + 3.0)]
+            )
             assert legit.stdout is not None
             legit.stdout.readline()  # ready: connected
             time.sleep(1.0)  # a baseline second of legitimate calls
             before = server.stats()
             cpu0, t0 = _cpu_seconds(server.pid), time.monotonic()
             wall0 = time.time()
-            attacker = _child(["--attack-child", attack.name, "--port", str(server.port),
-                               "--pid", str(server.pid), "--seconds", str(seconds)])
+            attacker = _child(
+                [
+                    "--attack-child",
+                    attack.name,
+                    "--port",
+                    str(server.port),
+                    "--pid",
+                    str(server.pid),
+                    "--seconds",
+                    str(seconds),
+                ]
+            )
             peak = before["rss_kib"]
             peak_sessions = before["sessions"]
             while attacker.poll() is None and time.monotonic() - t0 < seconds + 30:
@@ -236,8 +277,10 @@ def run_one(attack: Attack, seconds: float, settle: float) -> dict[str, Any]:
             while time.monotonic() < settle_end:
                 after = server.stats()
                 peak = max(peak, after["rss_kib"])
-                if after["sessions"] <= before["sessions"] and after["detached"] <= before["detached"] and (
-                    after["rss_kib"] - before["rss_kib"] < RELEASE_SLACK_MB * 1024
+                if (
+                    after["sessions"] <= before["sessions"]
+                    and after["detached"] <= before["detached"]
+                    and (after["rss_kib"] - before["rss_kib"] < RELEASE_SLACK_MB * 1024)
                 ):
                     break
                 time.sleep(0.25)
@@ -246,8 +289,12 @@ def run_one(attack: Attack, seconds: float, settle: float) -> dict[str, Any]:
             server.stop()
         log.seek(0)
         server_log = log.read()
-    legit_res = _last_json(l_out) or {"lat": [], "failures": ["legit client printed nothing"],
-                                      "connects": 0, "connect_failures": 0}
+    legit_res = _last_json(l_out) or {
+        "lat": [],
+        "failures": ["legit client printed nothing"],
+        "connects": 0,
+        "connect_failures": 0,
+    }
     during_lat = [lat * 1000 for (t, lat) in legit_res["lat"] if wall0 <= t <= wall1]
     base_lat = [lat * 1000 for (t, lat) in legit_res["lat"] if t < wall0]
     moved = {
@@ -347,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print_row(row)
     failing = [r["name"] for r in rows if verdict(r)]
-    print(f"\n# {len(rows) - len(failing)} of {len(rows)} hold" + (f"; failing: {', '.join(failing)}" if failing else ""))
+    print(
+        f"\n# {len(rows) - len(failing)} of {len(rows)} hold"
+        + (f"; failing: {', '.join(failing)}" if failing else "")
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 1 if failing else 0
