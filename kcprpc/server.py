@@ -31,7 +31,7 @@ from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.protocol.server import StartNotify
-from kcprpc.push import RECOVERY_COUNTERS, PushHub
+from kcprpc.push import RECOVERY_COUNTERS, PushHub, membership_bytes
 from kcprpc.receive import RECEIVE_COUNTERS, ReceiveTotal, read_datagrams, read_frames
 from kcprpc.send_lanes import LANE_COUNTERS
 from kcprpc.server_config import ServerConfig
@@ -218,6 +218,7 @@ class Server:
             "send_backlog": 0,  # bytes held for all clients at the last sweep (a gauge)
             # the receive side, all clients together (ServerConfig.max_receive_total)
             "receive_shed": 0,  # ended: the largest holders, all past max_receive_total
+            "memberships_shed": 0,  # ended: in the most rooms and topics, all past max_membership_bytes
             "receive_held": 0,  # bytes held from all clients at the last count (a gauge)
             "replies_hold_timeouts": 0,  # replies sent before what they waited for (a room's subscription)
         }
@@ -226,6 +227,7 @@ class Server:
         self.receive_total = ReceiveTotal(self.config.receive_total(), self._shed_receive_soon)
         """Frames received in part, all connections together (their budgets report here)."""
         self._receive_shedding = False
+        self._memberships_shedding = False
         self._sweeps = 0
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
@@ -546,6 +548,30 @@ class Server:
                 f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
                 f"were over max_send_backlog_total ({cap})",
             )
+
+    # -- the rooms and topics of all sessions together (ServerConfig.max_membership_bytes)
+    def memberships_over(self) -> None:
+        """The hub's memberships passed ``max_membership_bytes`` (a join or subscribe just did)."""
+        if not self._memberships_shedding:
+            self._memberships_shedding = True
+            asyncio.get_running_loop().call_soon(self._shed_memberships)
+
+    def _shed_memberships(self) -> None:
+        """End the live sessions in the most rooms and topics until the hub's total is under 90 % of
+        ``max_membership_bytes``; each leaves its rooms and topics at once. (Detached sessions keep
+        theirs under ``max_detached_bytes``.)"""
+        self._memberships_shedding = False
+        cap = self.config.max_membership_bytes
+        hub = self.push
+        sized = [(membership_bytes(s), s) for s in self.sessions if not s.closed]
+        for h, s in shed_largest(sized, hub.held, cap):
+            s.end_exhausted(
+                "memberships_shed",
+                "memberships",
+                f"in {len(s.rooms)} rooms and {len(s.topics)} topics ({h} bytes), one of the most while all "
+                f"sessions together were over max_membership_bytes ({cap})",
+            )
+            hub.drop(s)
 
     # -- the receive bound of all clients together (ServerConfig.max_receive_total)
     def _shed_receive_soon(self) -> None:

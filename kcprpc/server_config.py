@@ -32,6 +32,14 @@ class ServerConfig(ReceiveSettings):
     stream_high_water: int = 64 * 1024
     max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
+    max_membership_bytes: int = 32 * 1024 * 1024
+    """What the rooms and topics of all sessions together may cost the server (per process), each
+    membership charged what it was measured to cost (``kcprpc.push.MEMBERSHIP_COST`` plus its name,
+    about 300 to 550 bytes, and a room or topic's first member ``KEY_COST`` more, about 1 KB): past
+    it the sessions in the most are ended with RESOURCE_EXHAUSTED ("memberships"), the largest
+    first, until the total is under 90 % of it (``memberships_shed``). About 100,000 memberships of
+    shared topics, or 25,000 sessions with a topic of their own, fit in the default: raise it for a
+    server that keeps more."""
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
     presence: PresenceConfig = field(default_factory=PresenceConfig)  # rooms/topics with presence
@@ -100,6 +108,7 @@ class ServerConfig(ReceiveSettings):
             or self.max_subscriptions < 0
             or self.max_rooms < 0
             or self.max_name_length <= 0
+            or self.max_membership_bytes <= 0
             or self.max_concurrent_notifications <= 0
             or self.max_metadata_size <= 0
             or self.max_detached_sessions < 0

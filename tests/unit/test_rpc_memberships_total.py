@@ -1,0 +1,106 @@
+"""What the rooms and topics of all sessions together may cost a server
+(``ServerConfig.max_membership_bytes``, docs/rpc.md "Rooms and topics of all clients together"):
+each membership is charged as it is made; past the bound the sessions in the most are ended with
+RESOURCE_EXHAUSTED "memberships", the largest first, and leave their rooms and topics at once.
+
+One client that holds the key may subscribe to ``max_subscriptions`` topics of its own on each of
+many connections: this is the bound that holds then."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+import kcprpc
+from kcprpc import Client, RpcError, ServerConfig, Status
+from kcprpc.push import KEY_COST, MEMBERSHIP_COST, membership_bytes
+from kcprpc.testing import pair
+
+TIMEOUT = 5.0
+
+
+class News(BaseModel):
+    text: str
+
+
+class Lobby(kcprpc.Service, name="test.Lobby", events=[News]):
+    async def join(self, room: str) -> None:
+        kcprpc.current_context().session.join(room)
+
+
+async def test_every_membership_is_charged_and_given_back() -> None:
+    async with pair([Lobby()], link="mux") as p:
+        hub = p.server.push
+        other = Client(p.connector)
+        await other.connect()
+        await p.client.subscribe("news")
+        first = next(s for s in p.server.sessions if s.id == p.client.session_id)
+        one_key = KEY_COST + len("topic:news")
+        assert hub.held == one_key + MEMBERSHIP_COST + len("topic:news")
+        await other.subscribe("news")  # a second member: the key is charged once
+        await other.stub(Lobby).join("arena")
+        second = next(s for s in p.server.sessions if s is not first)
+        assert membership_bytes(first) == MEMBERSHIP_COST + len("topic:news")
+        assert membership_bytes(second) == 2 * MEMBERSHIP_COST + len("topic:news") + len("room:arena")
+        assert hub.held == one_key + KEY_COST + len("room:arena") + membership_bytes(
+            first
+        ) + membership_bytes(second)
+        await other.unsubscribe("news")
+        await other.close()
+        for _ in range(100):
+            if len(p.server.sessions) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert hub.held == one_key + membership_bytes(first)
+        await p.client.unsubscribe("news")
+        assert hub.held == 0
+
+
+async def test_sessions_in_the_most_topics_are_shed_past_the_process_bound() -> None:
+    """Three hostile connections subscribe to topics of their own, 300 each: each within its own
+    ``max_subscriptions``, together past the process bound. The first that passes it is ended with
+    RESOURCE_EXHAUSTED "memberships" and leaves its topics at once; the total stays under the
+    bound and one subscription; a client in two shared topics keeps its calls and events."""
+    cap = 300 * 1024
+    cfg = ServerConfig(max_membership_bytes=cap)
+    async with pair([Lobby()], link="mux", server_config=cfg) as p:
+        hub = p.server.push
+        got: list[News] = []
+        p.client.on(News, got.append)
+        await p.client.subscribe("news")
+        await p.client.stub(Lobby).join("arena")
+        hostile = [Client(p.connector) for _ in range(3)]
+        for h in hostile:
+            await h.connect()
+        outcomes: list[str] = []
+        peak = 0
+        for i, h in enumerate(hostile):
+            try:
+                for j in range(300):
+                    await h.subscribe(f"mine-{i}-{j:04d}-" + "x" * 200)
+                    peak = max(peak, hub.held)
+                outcomes.append("kept")
+            except RpcError as e:
+                assert e.status is Status.RESOURCE_EXHAUSTED and "memberships" in e.message
+                outcomes.append("shed")
+        assert p.server.stats["memberships_shed"] >= 1 and "shed" in outcomes
+        assert peak <= cap + KEY_COST + MEMBERSHIP_COST + 300
+        assert hub.held <= cap
+        # the legitimate client was never among the largest: it is still in both, and served
+        await p.server.push.publish("news", News(text="still"))
+        await p.server.push.to_room("arena", News(text="here"))
+        for _ in range(100):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [n.text for n in got] == ["still", "here"]
+        for h in hostile:
+            await h.close()
+
+
+def test_the_bound_must_be_positive() -> None:
+    assert ServerConfig().max_membership_bytes == 32 * 1024 * 1024
+    with pytest.raises(kcprpc.UsageError):
+        ServerConfig(max_membership_bytes=0)
