@@ -17,6 +17,9 @@ streams, which a well-behaved :class:`kcprpc.Client` never sends:
 * ``receive-hoard``: many connections, each sending all but the end of one 4 MiB ``CALL``: each
   within its own bound, together far past what one process should hold. Bound:
   ``ServerConfig.max_receive_total`` (the largest holders are ended). Counter: ``server.receive_shed``.
+* ``stream-hoard``: many connections, each opening thousands of streams that never send a byte.
+  Bounds: the mux's ``max_streams`` per connection (1,024 in ``RPC_MUX_CONFIG``) and
+  ``ServerConfig.max_streams_total``. Counters: ``server.streams_refused``, ``server.streams_shed``.
 
 Each attack returns its own counters (connections, streams, bytes written, answers by status).
 """
@@ -234,7 +237,45 @@ async def receive_hoard(target: Target, seconds: float) -> dict[str, int]:
     return await partial_frames(target, seconds, connections=48, streams=1, first=BODY - 1024)
 
 
+async def _idle_streams(peer: RawPeer, n: int, deadline: float, counters: dict[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    held = []
+    for _ in range(n):
+        if loop.time() >= deadline:
+            break
+        try:
+            held.append(await peer.conn.open_stream())
+        except Exception:
+            counters["open_failed"] += 1
+            break
+        counters["streams"] += 1
+    await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+
+async def stream_hoard(target: Target, seconds: float) -> dict[str, int]:
+    """8 connections, each opening 4,000 streams that never send a byte."""
+    counters = _default_counter({"connections": 0, "streams": 0})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    peers: list[RawPeer] = []
+    try:
+        await _connect_peers(target, 8, deadline, peers, counters)
+        await asyncio.gather(
+            *(_idle_streams(p, 4000, deadline, counters) for p in peers), return_exceptions=True
+        )
+    finally:
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+    return dict(counters)
+
+
 ATTACKS: list[Attack] = [
+    Attack(
+        name="stream-hoard",
+        item=3,
+        mode="secure",
+        run=stream_hoard,
+        description="8 connections, each opening 4,000 streams that never send a byte (about 5 KB each on the server)",
+    ),
     Attack(
         name="receive-hoard",
         item=3,

@@ -32,14 +32,17 @@ __all__ = [
     "effective_transport",
 ]
 
-RPC_MUX_CONFIG = MuxConfig(version=2, max_stream_buffer=512 * 1024)
+RPC_MUX_CONFIG = MuxConfig(version=2, max_stream_buffer=512 * 1024, max_streams=1024)
 """kcprpc peers speak smux v2 (per-stream flow control) unless told otherwise; both sides must agree
 on the version. Each side announces a 512 KiB window per stream (smux's default, 64 KiB, held one
 bulk stream to 0.67 of the raw KCP session's throughput in bench/mux.py; 512 KiB gives 0.86): the
 reader grants more every half window read, so the sender always has at least 256 KiB (KCP's default
 window, 512 segments, holds more: several streams share it). Memory stays bounded per connection by the
 session-wide receive buffer (smux's 4 MiB): at most 7 streams may stall with a full window
-(``MuxConnection.max_paused_streams``); docs/rpc.md, Flow control."""
+(``MuxConnection.max_paused_streams``); docs/rpc.md, Flow control. A connection has at most 1,024
+streams open (smux has no bound; the mux's own default is 4,096): a session runs at most
+``max_subscriptions`` (1,000) streaming calls beside its control stream, and each stream a client
+opens costs the server about 5 KB, so a SYN past 1,024 is refused before any of it is made."""
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,9 @@ class Server:
             # the receive side, all clients together (ServerConfig.max_receive_total)
             "receive_shed": 0,  # ended: the largest holders, all past max_receive_total
             "memberships_shed": 0,  # ended: in the most rooms and topics, all past max_membership_bytes
+            "streams_shed": 0,  # ended: the most streams open, all past max_streams_total
+            "streams_open": 0,  # streams open besides the control streams (a gauge)
+            "streams_refused": 0,  # streams closed at once: the count was at max_streams_total
             "receive_held": 0,  # bytes held from all clients at the last count (a gauge)
             "replies_hold_timeouts": 0,  # replies sent before what they waited for (a room's subscription)
         }
@@ -228,6 +231,8 @@ class Server:
         """Frames received in part, all connections together (their budgets report here)."""
         self._receive_shedding = False
         self._memberships_shedding = False
+        self._streams_shedding = False
+        self._stream_owners: dict[ServerSession, int] = {}  # a connection's first session -> its streams
         self._sweeps = 0
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
@@ -347,7 +352,11 @@ class Server:
                     stream = await conn.accept_stream()
                 except (ConnectionError, OSError, EOFError):
                     break
-                spawn(tasks, self._serve_stream(sess.resumed_into or sess, stream, conn))
+                if not self._stream_opened(sess):  # over max_streams_total (the shed makes room)
+                    abort = getattr(stream, "abort", None)  # a mux stream leaves the table at once
+                    abort() if callable(abort) else stream.close()
+                    continue
+                spawn(tasks, self._serve_stream(sess.resumed_into or sess, stream, conn, sess))
         finally:
             if sess.conn is conn:  # (a session taken over by a resume runs on another one now)
                 sess.closed = True
@@ -573,6 +582,49 @@ class Server:
             )
             hub.drop(s)
 
+    # -- the streams of all connections together (ServerConfig.max_streams_total)
+    def _stream_opened(self, owner: ServerSession) -> bool:
+        """May ``owner``'s connection open one more stream? Each connection's first stream (its
+        control stream) is free; the others count against ``max_streams_total``. At the bound the
+        stream is refused (``streams_refused``: synchronously, so that a burst of thousands of
+        SYNs in one loop turn cannot pass it) and the connections with the most are shed soon."""
+        n = owner.streams
+        if n > 0:
+            if self.stats["streams_open"] >= self.config.max_streams_total:
+                self.stats["streams_refused"] += 1
+                if not self._streams_shedding:
+                    self._streams_shedding = True
+                    asyncio.get_running_loop().call_soon(self._shed_streams)
+                return False
+            self.stats["streams_open"] += 1
+        owner.streams = n + 1
+        self._stream_owners[owner] = n + 1
+        return True
+
+    def _stream_closed(self, owner: ServerSession) -> None:
+        n = owner.streams = owner.streams - 1
+        if n > 0:
+            self._stream_owners[owner] = n
+            self.stats["streams_open"] -= 1
+        else:
+            self._stream_owners.pop(owner, None)
+
+    def _shed_streams(self) -> None:
+        """The count reached ``max_streams_total``: end the connections with the most streams until
+        it is under 90 % of it."""
+        self._streams_shedding = False
+        cap = self.config.max_streams_total
+        sized = [(n - 1, s.resumed_into or s) for s, n in self._stream_owners.items() if n > 1]
+        live = [(n, s) for n, s in sized if not s.closed]  # (the ended ones' streams are closing)
+        # (streams stop at the bound, so reaching it is what counts as over it here)
+        for n, s in shed_largest(live, sum(n for n, _s in live), cap - 1):
+            s.end_exhausted(
+                "streams_shed",
+                "streams",
+                f"{n} streams open, one of the most while all connections together were over "
+                f"max_streams_total ({cap})",
+            )
+
     # -- the receive bound of all clients together (ServerConfig.max_receive_total)
     def _shed_receive_soon(self) -> None:
         if not self._receive_shedding:
@@ -615,7 +667,9 @@ class Server:
     def _bad_datagram(self) -> None:
         self.stats["bad_frames"] += 1
 
-    async def _serve_stream(self, sess: ServerSession, stream: ByteStream, conn: Connection) -> None:
+    async def _serve_stream(
+        self, sess: ServerSession, stream: ByteStream, conn: Connection, owner: ServerSession
+    ) -> None:
         ch = StreamPump(self, sess, stream)
         try:
             await read_frames(
@@ -629,6 +683,7 @@ class Server:
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._stream_closed(owner)
             ch.on_eof()
             if ch.is_control and not conn.closed:  # this stream's connection (a resume may move the session)
                 await conn.close()

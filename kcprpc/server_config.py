@@ -32,6 +32,12 @@ class ServerConfig(ReceiveSettings):
     stream_high_water: int = 64 * 1024
     max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
+    max_streams_total: int = 4096
+    """Streams open on all connections together besides each one's control stream (per process):
+    streaming calls, and streams a client opened and left idle. Each costs the server about 5.4 KB
+    while idle (its reader, decoder and mux buffers). Past it the connections with the most are
+    ended with RESOURCE_EXHAUSTED ("streams"), the largest first, until the count is under 90 % of
+    it (``streams_shed``). Raise it for a server that keeps more streaming calls open at once."""
     max_membership_bytes: int = 32 * 1024 * 1024
     """What the rooms and topics of all sessions together may cost the server (per process), each
     membership charged what it was measured to cost (``kcprpc.push.MEMBERSHIP_COST`` plus its name,
@@ -109,6 +115,7 @@ class ServerConfig(ReceiveSettings):
             or self.max_rooms < 0
             or self.max_name_length <= 0
             or self.max_membership_bytes <= 0
+            or self.max_streams_total <= 0
             or self.max_concurrent_notifications <= 0
             or self.max_metadata_size <= 0
             or self.max_detached_sessions < 0

@@ -120,6 +120,7 @@ class ServerSession:
         "progress_probe",
         "protocol",
         "receive",
+        "receive_probe",
         "resume_token",
         "resume_window",
         "resumed_into",
@@ -130,6 +131,7 @@ class ServerSession:
         "server",
         "stall",
         "state",
+        "streams",
         "topics",
     )
 
@@ -145,6 +147,7 @@ class ServerSession:
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
         self.path_changes = 0  # secure mode: times this client moved to a new address
+        self.streams = 0  # streams open on this session's connection (the server's stream bound)
         self.closed = False
         cfg = server.config
         # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --

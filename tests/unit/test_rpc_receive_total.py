@@ -190,3 +190,37 @@ async def test_a_real_client_whose_stream_is_shed_is_told_why() -> None:
         assert "receive memory" in e.value.message and "max_receive_total" in e.value.message
         assert p.server.stats["receive_shed"] == 1
         sink.go.set()
+
+
+# --------------------------------------------------------------------------- streams
+async def test_streams_past_the_process_bound_are_refused_and_the_most_shed() -> None:
+    """Two connections open 30 idle streams each against a bound of 50 (control streams are free):
+    the 51st is refused at once, and the connection with the most is ended with
+    RESOURCE_EXHAUSTED "streams"; a third connection's calls go on, and every count comes back to
+    zero once they are gone."""
+    server = Server([Demo()], config=ServerConfig(max_streams_total=50))
+    legit, a, b = Peer(server), Peer(server), Peer(server)
+    for p in (legit, a, b):
+        await p.hello()
+    sa, sb = (next(s for s in server.sessions if s.conn is p.sc) for p in (a, b))
+    held = [await a.cc.open_stream() for _ in range(30)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert server.stats["streams_open"] == 30
+    held += [await b.cc.open_stream() for _ in range(30)]
+    for _ in range(100):
+        if server.stats["streams_shed"]:
+            break
+        await asyncio.sleep(0.01)
+    assert server.stats["streams_refused"] >= 1 and server.stats["streams_shed"] == 1
+    assert server.stats["streams_open"] <= 50
+    assert sa.closed and not sa.may_resume and not sb.closed  # a (30 streams) was the largest
+    assert await legit.call(5, "test.Demo/Echo", b"ok") == (c.REPLY, 5, [b"ok", None, None])
+    for p in (legit, a, b):
+        await p.cc.close()
+    for _ in range(100):
+        if not server.sessions:
+            break
+        await asyncio.sleep(0.01)
+    await server.shutdown(grace=0)
+    assert server.stats["streams_open"] == 0
