@@ -30,8 +30,10 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.presence import PRESENCE_COUNTERS
+from kcprpc.process_bounds import COUNTERS as BOUNDS_COUNTERS
+from kcprpc.process_bounds import ProcessBounds, shed_largest
 from kcprpc.protocol.server import StartNotify
-from kcprpc.push import RECOVERY_COUNTERS, PushHub, membership_bytes
+from kcprpc.push import RECOVERY_COUNTERS, PushHub
 from kcprpc.receive import RECEIVE_COUNTERS, ReceiveTotal, read_datagrams, read_frames
 from kcprpc.send_lanes import LANE_COUNTERS
 from kcprpc.server_config import ServerConfig
@@ -70,27 +72,9 @@ __all__ = [
 ]
 
 _SWEEP_SLICE = 500
-_RECEIVE_SWEEP = 4  # every 4th sweep also counts what every session holds on the receive side
-
-
-def shed_largest(
-    sized: list[tuple[int, ServerSession]], total: int, cap: int
-) -> list[tuple[int, ServerSession]]:
-    """Which of ``sized`` (bytes held, session) to end so that ``total`` (their sum) comes back
-    under 90 % of ``cap``: none while ``total <= cap``, else the largest first."""
-    if total <= cap:
-        return []
-    target = cap - cap // 10
-    out: list[tuple[int, ServerSession]] = []
-    for held, s in sorted(sized, key=lambda t: t[0], reverse=True):
-        if total <= target or held <= 0:
-            break
-        out.append((held, s))
-        total -= held
-    return out
-
-
 """Sessions the sweep checks before it lets the event loop run other callbacks."""
+_RECEIVE_SWEEP = 4
+"""Every 4th sweep also counts what every session holds on the receive side."""
 
 
 def _silent(conn: Connection, timeout: float) -> bool:
@@ -216,26 +200,19 @@ class Server:
             "slow_consumers_shed": 0,  # ended: the largest backlogs, all past max_send_backlog_total
             "unreliable_dropped": 0,  # unreliable events not queued behind a backlog
             "send_backlog": 0,  # bytes held for all clients at the last sweep (a gauge)
-            # the receive side, all clients together (ServerConfig.max_receive_total)
-            "receive_shed": 0,  # ended: the largest holders, all past max_receive_total
-            "memberships_shed": 0,  # ended: in the most rooms and topics, all past max_membership_bytes
-            "streams_shed": 0,  # ended: the most streams open, all past max_streams_total
-            "streams_open": 0,  # streams open besides the control streams (a gauge)
-            "streams_refused": 0,  # streams closed at once: the count was at max_streams_total
-            "receive_held": 0,  # bytes held from all clients at the last count (a gauge)
             "replies_hold_timeouts": 0,  # replies sent before what they waited for (a room's subscription)
         }
         self._backlog_total = 0  # bytes held for all clients (updated on every check)
         self._shedding = False
-        self.receive_total = ReceiveTotal(self.config.receive_total(), self._shed_receive_soon)
+        self.bounds = ProcessBounds(self)
+        """What all clients together may make this process hold (receive side, streams, rooms and
+        topics): :mod:`kcprpc.process_bounds`."""
+        self.receive_total: ReceiveTotal = self.bounds.receive
         """Frames received in part, all connections together (their budgets report here)."""
-        self._receive_shedding = False
-        self._memberships_shedding = False
-        self._streams_shedding = False
-        self._stream_owners: dict[ServerSession, int] = {}  # a connection's first session -> its streams
         self._sweeps = 0
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
+        self.stats.update(dict.fromkeys(BOUNDS_COUNTERS, 0))  # all clients together (ProcessBounds)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
         self.stats.update(dict.fromkeys(LANE_COUNTERS, 0))  # send lanes (kcprpc.send_lanes)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
@@ -352,7 +329,7 @@ class Server:
                     stream = await conn.accept_stream()
                 except (ConnectionError, OSError, EOFError):
                     break
-                if not self._stream_opened(sess):  # over max_streams_total (the shed makes room)
+                if not self.bounds.stream_opened(sess):  # over max_streams_total (the shed makes room)
                     abort = getattr(stream, "abort", None)  # a mux stream leaves the table at once
                     abort() if callable(abort) else stream.close()
                     continue
@@ -504,7 +481,7 @@ class Server:
             if total > self.config.max_send_backlog_total:
                 self._shed()
             if held is not None:
-                self._receive_over([(h, s) for h, s in held if not s.closed])
+                self.bounds.receive_over([(h, s) for h, s in held if not s.closed])
 
     # -- the send bounds (ServerHost: sessions report their backlog here)
     @property
@@ -558,99 +535,10 @@ class Server:
                 f"were over max_send_backlog_total ({cap})",
             )
 
-    # -- the rooms and topics of all sessions together (ServerConfig.max_membership_bytes)
+    # -- the rooms and topics of all sessions together (push.HubHost)
     def memberships_over(self) -> None:
         """The hub's memberships passed ``max_membership_bytes`` (a join or subscribe just did)."""
-        if not self._memberships_shedding:
-            self._memberships_shedding = True
-            asyncio.get_running_loop().call_soon(self._shed_memberships)
-
-    def _shed_memberships(self) -> None:
-        """End the live sessions in the most rooms and topics until the hub's total is under 90 % of
-        ``max_membership_bytes``; each leaves its rooms and topics at once. (Detached sessions keep
-        theirs under ``max_detached_bytes``.)"""
-        self._memberships_shedding = False
-        cap = self.config.max_membership_bytes
-        hub = self.push
-        sized = [(membership_bytes(s), s) for s in self.sessions if not s.closed]
-        for h, s in shed_largest(sized, hub.held, cap):
-            s.end_exhausted(
-                "memberships_shed",
-                "memberships",
-                f"in {len(s.rooms)} rooms and {len(s.topics)} topics ({h} bytes), one of the most while all "
-                f"sessions together were over max_membership_bytes ({cap})",
-            )
-            hub.drop(s)
-
-    # -- the streams of all connections together (ServerConfig.max_streams_total)
-    def _stream_opened(self, owner: ServerSession) -> bool:
-        """May ``owner``'s connection open one more stream? Each connection's first stream (its
-        control stream) is free; the others count against ``max_streams_total``. At the bound the
-        stream is refused (``streams_refused``: synchronously, so that a burst of thousands of
-        SYNs in one loop turn cannot pass it) and the connections with the most are shed soon."""
-        n = owner.streams
-        if n > 0:
-            if self.stats["streams_open"] >= self.config.max_streams_total:
-                self.stats["streams_refused"] += 1
-                if not self._streams_shedding:
-                    self._streams_shedding = True
-                    asyncio.get_running_loop().call_soon(self._shed_streams)
-                return False
-            self.stats["streams_open"] += 1
-        owner.streams = n + 1
-        self._stream_owners[owner] = n + 1
-        return True
-
-    def _stream_closed(self, owner: ServerSession) -> None:
-        n = owner.streams = owner.streams - 1
-        if n > 0:
-            self._stream_owners[owner] = n
-            self.stats["streams_open"] -= 1
-        else:
-            self._stream_owners.pop(owner, None)
-
-    def _shed_streams(self) -> None:
-        """The count reached ``max_streams_total``: end the connections with the most streams until
-        it is under 90 % of it."""
-        self._streams_shedding = False
-        cap = self.config.max_streams_total
-        sized = [(n - 1, s.resumed_into or s) for s, n in self._stream_owners.items() if n > 1]
-        live = [(n, s) for n, s in sized if not s.closed]  # (the ended ones' streams are closing)
-        # (streams stop at the bound, so reaching it is what counts as over it here)
-        for n, s in shed_largest(live, sum(n for n, _s in live), cap - 1):
-            s.end_exhausted(
-                "streams_shed",
-                "streams",
-                f"{n} streams open, one of the most while all connections together were over "
-                f"max_streams_total ({cap})",
-            )
-
-    # -- the receive bound of all clients together (ServerConfig.max_receive_total)
-    def _shed_receive_soon(self) -> None:
-        if not self._receive_shedding:
-            self._receive_shedding = True
-            asyncio.get_running_loop().call_soon(self._shed_receive)
-
-    def _shed_receive(self) -> None:
-        """The frames received in part, all connections together, passed ``max_receive_total``:
-        count what their connections hold and shed the largest."""
-        self._receive_shedding = False
-        owners = [b.owner for b in self.receive_total.holders]
-        self._receive_over([(s.receive_held(), s) for s in owners if isinstance(s, ServerSession)])
-
-    def _receive_over(self, sized: list[tuple[int, ServerSession]]) -> None:
-        """``sized``: what sessions hold on the receive side. Past ``max_receive_total`` in all, end
-        the largest until the total is back under 90 % of it."""
-        cap = self.receive_total.limit
-        total = sum(h for h, _s in sized)
-        self.stats["receive_held"] = total
-        for h, s in shed_largest(sized, total, cap):
-            s.end_exhausted(
-                "receive_shed",
-                "receive memory",
-                f"{h} bytes held for it (a frame in part counts whole), one of the largest while all "
-                f"clients together were over max_receive_total ({cap})",
-            )
+        self.bounds.memberships_over()
 
     async def _datagram_loop(self, sess: ServerSession, conn: Connection) -> None:
         def on_frame(ftype: int, cid: int, body: Any) -> None:
@@ -683,7 +571,7 @@ class Server:
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._stream_closed(owner)
+            self.bounds.stream_closed(owner)
             ch.on_eof()
             if ch.is_control and not conn.closed:  # this stream's connection (a resume may move the session)
                 await conn.close()

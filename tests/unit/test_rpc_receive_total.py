@@ -19,8 +19,8 @@ from test_rpc_support import Demo
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, RpcError, Server, ServerConfig, Status
 from kcprpc import codec as c
+from kcprpc.process_bounds import shed_largest
 from kcprpc.receive import FrameBudget, ReceiveTotal
-from kcprpc.server import shed_largest
 from kcprpc.testing import pair
 
 KiB = 1024

@@ -1,0 +1,163 @@
+"""What all clients together may make one server process hold (docs/security.md, the threat table;
+docs/rpc.md, "Flow control and memory per connection" and "Rooms and topics of all clients
+together").
+
+Every player holds the key, and one of them can open many connections, each within its own
+bounds. So three resources are also bounded per process, each counted as it grows:
+
+* the receive side (``ServerConfig.max_receive_total``): frames received in part, counted whole as
+  they are reserved (:class:`kcprpc.receive.ReceiveTotal`), and what the connections hold besides
+  (decoded bodies, bytes received and not read yet), counted when the total passes and by the
+  server's sweep;
+* the streams (``max_streams_total``): each connection's streams besides its control stream; a
+  stream past the bound is refused at once;
+* the rooms and topics (``max_membership_bytes``): each membership charged as it is made
+  (:attr:`kcprpc.push.PushHub.held`).
+
+Past a bound the sessions holding the most of it are ended with RESOURCE_EXHAUSTED, the largest
+first, until the total is under 90 % of it (:func:`shed_largest`, which the send side's
+``max_send_backlog_total`` uses too): a client that holds little is never among them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from kcprpc.push import membership_bytes
+from kcprpc.receive import ReceiveTotal
+from kcprpc.server_session import ServerHost, ServerSession
+
+T = TypeVar("T")
+
+COUNTERS = (
+    "receive_shed",  # ended: the largest receive-side holders, all past max_receive_total
+    "receive_held",  # bytes held from all clients at the last count (a gauge)
+    "memberships_shed",  # ended: in the most rooms and topics, all past max_membership_bytes
+    "streams_shed",  # ended: the most streams open, all past max_streams_total
+    "streams_refused",  # streams closed at once: the count was at max_streams_total
+    "streams_open",  # streams open besides the control streams (a gauge)
+)
+"""The counters of :class:`ProcessBounds` (in ``Server.stats``)."""
+
+
+def shed_largest(sized: list[tuple[int, T]], total: int, cap: int) -> list[tuple[int, T]]:
+    """Which of ``sized`` (amount held, holder) to end so that ``total`` (their sum, or more) comes
+    back under 90 % of ``cap``: none while ``total <= cap``, else the largest first."""
+    if total <= cap:
+        return []
+    target = cap - cap // 10
+    out: list[tuple[int, T]] = []
+    for held, s in sorted(sized, key=lambda t: t[0], reverse=True):
+        if total <= target or held <= 0:
+            break
+        out.append((held, s))
+        total -= held
+    return out
+
+
+class ProcessBounds:
+    """The process-wide bounds of one server: counts what grows, and sheds the largest holders
+    (soon: once per loop turn at most, whatever the number of triggers)."""
+
+    def __init__(self, server: ServerHost) -> None:
+        self.server = server
+        self.receive = ReceiveTotal(server.config.receive_total(), lambda: self._soon("receive"))
+        """Frames received in part, all connections together (their budgets report here)."""
+        self._streams: dict[ServerSession, int] = {}  # a connection's first session -> its streams
+        self._pending: set[str] = set()
+        self._shed: dict[str, Callable[[], None]] = {
+            "receive": self._shed_receive,
+            "memberships": self._shed_memberships,
+            "streams": self._shed_streams,
+        }
+
+    def _soon(self, what: str) -> None:
+        if what not in self._pending:
+            self._pending.add(what)
+            asyncio.get_running_loop().call_soon(self._run, what)
+
+    def _run(self, what: str) -> None:
+        self._pending.discard(what)
+        self._shed[what]()
+
+    # -- the receive side
+    def receive_over(self, sized: list[tuple[int, ServerSession]]) -> None:
+        """``sized``: what sessions hold on the receive side (the sweep's count, or the holders'
+        when the frames' total passed). Past ``max_receive_total`` in all, end the largest."""
+        cap = self.receive.limit
+        total = sum(h for h, _s in sized)
+        self.server.stats["receive_held"] = total
+        for h, s in shed_largest(sized, total, cap):
+            s.end_exhausted(
+                "receive_shed",
+                "receive memory",
+                f"{h} bytes held for it (a frame in part counts whole), one of the largest while all "
+                f"clients together were over max_receive_total ({cap})",
+            )
+
+    def _shed_receive(self) -> None:
+        owners = [b.owner for b in self.receive.holders]
+        self.receive_over([(s.receive_held(), s) for s in owners if isinstance(s, ServerSession)])
+
+    # -- rooms and topics
+    def memberships_over(self) -> None:
+        """The hub's memberships passed ``max_membership_bytes`` (a join or a subscribe did)."""
+        self._soon("memberships")
+
+    def _shed_memberships(self) -> None:
+        """End the live sessions in the most rooms and topics; each leaves them at once. (Detached
+        sessions keep theirs under ``max_detached_bytes``.)"""
+        server = self.server
+        cap = server.config.max_membership_bytes
+        hub = server.push
+        sized = [(membership_bytes(s), s) for s in server.sessions if not s.closed]
+        for h, s in shed_largest(sized, hub.held, cap):
+            s.end_exhausted(
+                "memberships_shed",
+                "memberships",
+                f"in {len(s.rooms)} rooms and {len(s.topics)} topics ({h} bytes), one of the most "
+                f"while all sessions together were over max_membership_bytes ({cap})",
+            )
+            hub.drop(s)
+
+    # -- streams
+    def stream_opened(self, owner: ServerSession) -> bool:
+        """May ``owner``'s connection (its first session) open one more stream? Each connection's
+        first stream (its control stream) is free; the others count against
+        ``max_streams_total``. At the bound the stream is refused (``streams_refused``: at once, so
+        that a burst of SYNs in one loop turn cannot pass it) and the connections with the most
+        are shed soon."""
+        stats = self.server.stats
+        n = owner.streams
+        if n > 0:
+            if stats["streams_open"] >= self.server.config.max_streams_total:
+                stats["streams_refused"] += 1
+                self._soon("streams")
+                return False
+            stats["streams_open"] += 1
+        owner.streams = self._streams[owner] = n + 1
+        return True
+
+    def stream_closed(self, owner: ServerSession) -> None:
+        """A stream :meth:`stream_opened` let open ended."""
+        n = owner.streams = owner.streams - 1
+        if n > 0:
+            self._streams[owner] = n
+            self.server.stats["streams_open"] -= 1
+        else:
+            self._streams.pop(owner, None)
+
+    def _shed_streams(self) -> None:
+        cap = self.server.config.max_streams_total
+        live = [(n - 1, s.resumed_into or s) for s, n in self._streams.items() if n > 1]
+        live = [(n, s) for n, s in live if not s.closed]  # (the ended ones' streams are closing)
+        # streams stop at the bound, so reaching it is what counts as over it here
+        for n, s in shed_largest(live, sum(n for n, _s in live), cap - 1):
+            s.end_exhausted(
+                "streams_shed",
+                "streams",
+                f"{n} streams open, one of the most while all connections together were over "
+                f"max_streams_total ({cap})",
+            )
