@@ -7,8 +7,8 @@ bounds. So three resources are also bounded per process, each counted as it grow
 
 * the receive side (``ServerConfig.max_receive_total``): frames received in part, counted whole as
   they are reserved (:class:`kcprpc.receive.ReceiveTotal`), and what the connections hold besides
-  (decoded bodies, bytes received and not read yet), counted when the total passes and by the
-  server's sweep;
+  (bytes received and not read yet: mux buffers, KCP queues), counted when the total passes and by
+  the server's sweep;
 * the streams (``max_streams_total``): each connection's streams besides its control stream; a
   stream past the bound is refused at once;
 * the rooms and topics (``max_membership_bytes``): each membership charged as it is made

@@ -217,10 +217,6 @@ class ReceiveLimits:
         if self.frames.peak >= TRIM_AFTER:
             trimmer.after_close()
 
-    def held(self) -> int:
-        """Bytes held now: frames received in part (reserved whole) and decoded bodies held."""
-        return self.frames.used + self.decode.held
-
     # -- stalled frames: one timer per connection while frames are being received in part
     def watch(self, reader: _PartialReader) -> None:
         """``reader`` holds a reservation for a frame in progress (its ``since`` is kept fresh)."""

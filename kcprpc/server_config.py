@@ -32,7 +32,7 @@ class ServerConfig(ReceiveSettings):
     stream_high_water: int = 64 * 1024
     max_rooms: int = 256  # rooms one session may be in (ServerSession.join past it: RESOURCE_EXHAUSTED)
     max_name_length: int = 256  # characters in a room or topic name (longer: INVALID_ARGUMENT)
-    max_streams_total: int = 4096
+    max_streams_total: int = 16384
     """Streams open on all connections together besides each one's control stream (per process):
     streaming calls, and streams a client opened and left idle. Each costs the server about 5.4 KB
     while idle (its reader, decoder and mux buffers). Past it the connections with the most are
@@ -93,8 +93,8 @@ class ServerConfig(ReceiveSettings):
     with RESOURCE_EXHAUSTED) and its buffer space given back. None: never."""
     max_receive_total: int | None = None
     """What all clients together may make the server hold on the receive side (per process): frames
-    received in part, decoded bodies held, and bytes received and not read yet (mux buffers, KCP
-    queues). Past it the clients holding the most are ended with RESOURCE_EXHAUSTED ("receive
+    received in part and bytes received and not read yet (mux buffers, KCP queues; decoded bodies
+    are bounded per connection by ``max_decoded_bytes``). Past it the clients holding the most are ended with RESOURCE_EXHAUSTED ("receive
     memory"), the largest first, until the total is under 90 % of it (``receive_shed``). None:
     24 MiB, or 4 x ``max_partial_frame_bytes`` if larger. Raise it for a server that takes many large
     messages at once: each one in progress holds up to its size."""

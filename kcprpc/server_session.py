@@ -296,10 +296,13 @@ class ServerSession:
         self.end_exhausted(counter, "slow consumer", why)
 
     def receive_held(self) -> int:
-        """Bytes this client made the server hold on the receive side: frames received in part,
-        decoded bodies held, and what the connection received and nobody read yet."""
+        """Bytes this client made the server hold on the receive side: frames received in part
+        (reserved whole) and what the connection received and nobody read yet. Not the decode
+        budget's charges: they are worst-case estimates per running call (a server with
+        thousands of long calls holds them legitimately), bounded per connection by
+        ``max_decoded_bytes``."""
         probe = self.receive_probe
-        return self.receive.held() + (probe() if probe is not None else 0)
+        return self.receive.frames.used + (probe() if probe is not None else 0)
 
     def end_exhausted(self, counter: str, label: str, why: str) -> None:
         """End this session now, as a penalty (never resumable), for holding too much: count it

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from test_rpc_receive_limits import Peer, frame_start
-from test_rpc_support import Demo
+from test_rpc_support import Demo, Probe
 
 import kcprpc
 from kcprpc import ClientConfig, HeartbeatConfig, RpcError, Server, ServerConfig, Status
@@ -224,3 +224,43 @@ async def test_streams_past_the_process_bound_are_refused_and_the_most_shed() ->
         await asyncio.sleep(0.01)
     await server.shutdown(grace=0)
     assert server.stats["streams_open"] == 0
+
+
+async def test_many_running_calls_are_not_receive_memory() -> None:
+    """120 connections each wait on a long call (a long poll): the decode budget charges each
+    running call's small request its worst case (a few KB), over 400 KB in all, past this
+    server's bound. That is an estimate, not bytes held: the process total counts bytes buffered (frames in
+    part, unread mux and KCP data) and sheds nobody here."""
+    probe = Probe()
+    cfg = ServerConfig(
+        max_message_size=64 * KiB,
+        max_receive_total=340 * KiB,
+        heartbeat=HeartbeatConfig(interval=0.02, timeout=5.0),
+    )
+    server = Server([Demo(probe)], config=cfg)
+    peers = [Peer(server) for _ in range(120)]
+    for i, p in enumerate(peers):
+        await p.hello()
+        p.ctrl.write(
+            c.encode_frame(c.CALL, 1, ["test.Demo/slow", None, 30_000, c.FLAG_END, {"name": str(i)}])
+        )
+    for _ in range(200):
+        if sum(s.receive.decode.held for s in server.sessions) > cfg.receive_total():
+            break
+        await asyncio.sleep(0.005)
+    charged = sum(s.receive.decode.held for s in server.sessions)
+    assert charged > cfg.receive_total()  # what the decode budgets hold against each connection
+    for _ in range(3):  # three counts of every session (every 4th sweep: 0.08 s)
+        server.stats["receive_held"] = -1
+        for _ in range(100):
+            if server.stats["receive_held"] != -1:
+                break
+            await asyncio.sleep(0.01)
+        assert server.stats["receive_held"] != -1, "no count came"
+    assert server.stats["receive_shed"] == 0 and server.stats["receive_held"] < cfg.receive_total()
+    probe.release.set()
+    for p in peers:
+        frame = await p.next(p.ctrl)
+        assert frame[0] == c.REPLY
+        await p.cc.close()
+    await server.shutdown(grace=0)
