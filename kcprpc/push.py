@@ -41,6 +41,7 @@ class Member(Protocol):
     presence: dict[str, Any]  # the info presence lists (kcprpc.presence)
     rooms: set[str]
     topics: set[str]
+    memberships: int  # bytes its rooms and topics cost, as the hub counts them (MEMBERSHIP_COST + key each)
     closed: bool
     control: FrameWriter | None
 
@@ -108,11 +109,16 @@ callback, the broker's subscription): 1,000 topics of one session each measured 
 membership with 20-character names, 1,492 with 256."""
 
 
+MEMBERSHIP_ALLOWANCE = 4096
+"""Bytes of memberships each session has free of :attr:`PushHub.held` (about 13 rooms or topics
+with short names): a server whose sessions are each in a few rooms and topics never counts them,
+however many sessions it serves (the listener's ``max_sessions`` bounds them)."""
+
+
 def membership_bytes(session: Member) -> int:
-    """What ``session``'s rooms and topics cost the server, as :attr:`PushHub.held` charged them
-    (without the cost of the keys it was the first local member of)."""
-    rooms = sum(MEMBERSHIP_COST + len(room_key(r)) for r in session.rooms)
-    return rooms + sum(MEMBERSHIP_COST + len(topic_key(t)) for t in session.topics)
+    """What ``session``'s rooms and topics add to :attr:`PushHub.held`: their cost past its
+    :data:`MEMBERSHIP_ALLOWANCE` (not the cost of the keys it was the first local member of)."""
+    return max(0, session.memberships - MEMBERSHIP_ALLOWANCE)
 
 
 class Recovery(NamedTuple):
@@ -188,8 +194,10 @@ class PushHub:
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}
         self.held = 0
-        """Bytes the memberships of all local sessions cost, their keys included
-        (:data:`MEMBERSHIP_COST`, :data:`KEY_COST`): bounded by ``max_membership_bytes``."""
+        """Bytes the rooms and topics of all local sessions cost: every key with local members
+        (:data:`KEY_COST` plus its length), and each session's memberships past its
+        :data:`MEMBERSHIP_ALLOWANCE` (:data:`MEMBERSHIP_COST` plus the key's length each). Bounded
+        by ``max_membership_bytes``."""
 
     def _fanout(self, key: str) -> Callable[[BrokerMessage], None]:
         members = self._local[key]
@@ -258,7 +266,10 @@ class PushHub:
             self.held += KEY_COST + len(key)
         if session not in members:
             members.add(session)
-            self.held += MEMBERSHIP_COST + len(key)
+            old = session.memberships
+            new = session.memberships = old + MEMBERSHIP_COST + len(key)
+            if new > MEMBERSHIP_ALLOWANCE:
+                self.held += new - max(old, MEMBERSHIP_ALLOWANCE)
             if self.held > self.server.config.max_membership_bytes:
                 self.server.memberships_over()
         self.presence.joined(session, key)
@@ -269,7 +280,10 @@ class PushHub:
             return
         if session in members:
             members.discard(session)
-            self.held -= MEMBERSHIP_COST + len(key)
+            old = session.memberships
+            new = session.memberships = old - MEMBERSHIP_COST - len(key)
+            if old > MEMBERSHIP_ALLOWANCE:
+                self.held -= old - max(new, MEMBERSHIP_ALLOWANCE)
         self.presence.left(session, key)
         if not members:
             del self._local[key]

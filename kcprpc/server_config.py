@@ -39,13 +39,14 @@ class ServerConfig(ReceiveSettings):
     ended with RESOURCE_EXHAUSTED ("streams"), the largest first, until the count is under 90 % of
     it (``streams_shed``). Raise it for a server that keeps more streaming calls open at once."""
     max_membership_bytes: int = 32 * 1024 * 1024
-    """What the rooms and topics of all sessions together may cost the server (per process), each
-    membership charged what it was measured to cost (``kcprpc.push.MEMBERSHIP_COST`` plus its name,
-    about 300 to 550 bytes, and a room or topic's first member ``KEY_COST`` more, about 1 KB): past
-    it the sessions in the most are ended with RESOURCE_EXHAUSTED ("memberships"), the largest
-    first, until the total is under 90 % of it (``memberships_shed``). About 100,000 memberships of
-    shared topics, or 25,000 sessions with a topic of their own, fit in the default: raise it for a
-    server that keeps more."""
+    """What the rooms and topics of all sessions together may cost the server (per process): each
+    room or topic with local members (``kcprpc.push.KEY_COST`` plus its name, about 1 KB), and each
+    session's memberships past its first 4 KiB (``MEMBERSHIP_ALLOWANCE``; ``MEMBERSHIP_COST`` plus
+    the name each, about 300 to 550 bytes), as measured. Past it the sessions in the most are ended
+    with RESOURCE_EXHAUSTED ("memberships"), the largest first, until the total is under 90 % of it
+    (``memberships_shed``). Sessions each in a few rooms and topics are never counted; past that,
+    about 100,000 memberships of shared topics fit in the default: raise it for a server that keeps
+    more."""
     max_concurrent_notifications: int = 64  # notify handlers running per session; past it they are dropped
     max_metadata_size: int = 16 * 1024  # bytes of HELLO metadata a session keeps (more: RESOURCE_EXHAUSTED)
     presence: PresenceConfig = field(default_factory=PresenceConfig)  # rooms/topics with presence

@@ -113,6 +113,7 @@ class ServerSession:
         "last_receive",
         "loop",
         "may_resume",
+        "memberships",
         "metadata",
         "parking",
         "path_changes",
@@ -146,6 +147,7 @@ class ServerSession:
         self.presence: dict[str, Any] = {}  # its info in presence listings and events (kcprpc.presence)
         self.rooms: set[str] = set()
         self.topics: set[str] = set()
+        self.memberships = 0  # bytes its rooms and topics cost (kcprpc.push.PushHub counts them)
         self.path_changes = 0  # secure mode: times this client moved to a new address
         self.streams = 0  # streams open on this session's connection (the server's stream bound)
         self.closed = False

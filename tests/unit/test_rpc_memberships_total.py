@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import kcprpc
 from kcprpc import Client, RpcError, ServerConfig, Status
-from kcprpc.push import KEY_COST, MEMBERSHIP_COST, membership_bytes
+from kcprpc.push import KEY_COST, MEMBERSHIP_ALLOWANCE, MEMBERSHIP_COST, membership_bytes
 from kcprpc.testing import pair
 
 TIMEOUT = 5.0
@@ -30,32 +30,48 @@ class Lobby(kcprpc.Service, name="test.Lobby", events=[News]):
         kcprpc.current_context().session.join(room)
 
 
-async def test_every_membership_is_charged_and_given_back() -> None:
+async def test_every_membership_is_charged_past_the_allowance_and_given_back() -> None:
+    """Every room or topic with local members is charged; a session's own memberships only past
+    its allowance (a few rooms and topics are free, whatever the number of sessions)."""
     async with pair([Lobby()], link="mux") as p:
         hub = p.server.push
         other = Client(p.connector)
         await other.connect()
         await p.client.subscribe("news")
         first = next(s for s in p.server.sessions if s.id == p.client.session_id)
-        one_key = KEY_COST + len("topic:news")
-        assert hub.held == one_key + MEMBERSHIP_COST + len("topic:news")
+        news = len("topic:news")
+        assert first.memberships == MEMBERSHIP_COST + news and membership_bytes(first) == 0
+        assert hub.held == KEY_COST + news  # the key; the membership is within the allowance
         await other.subscribe("news")  # a second member: the key is charged once
         await other.stub(Lobby).join("arena")
         second = next(s for s in p.server.sessions if s is not first)
-        assert membership_bytes(first) == MEMBERSHIP_COST + len("topic:news")
-        assert membership_bytes(second) == 2 * MEMBERSHIP_COST + len("topic:news") + len("room:arena")
-        assert hub.held == one_key + KEY_COST + len("room:arena") + membership_bytes(
-            first
-        ) + membership_bytes(second)
-        await other.unsubscribe("news")
+        assert second.memberships == 2 * MEMBERSHIP_COST + news + len("room:arena")
+        keys = 2 * KEY_COST + news + len("room:arena")
+        assert hub.held == keys
+        # past the allowance: each membership is charged whole
+        names = [f"t{i:03d}" for i in range(MEMBERSHIP_ALLOWANCE // MEMBERSHIP_COST + 5)]
+        for name in names:
+            await p.client.subscribe(name)
+        own = sum(MEMBERSHIP_COST + len("topic:" + n) for n in names) + MEMBERSHIP_COST + news
+        assert first.memberships == own and membership_bytes(first) == own - MEMBERSHIP_ALLOWANCE > 0
+        keys += sum(KEY_COST + len("topic:" + n) for n in names)
+        assert hub.held == keys + membership_bytes(first)
+        for name in names[:3]:  # giving some back, still past the allowance
+            await p.client.unsubscribe(name)
+            keys -= KEY_COST + len("topic:" + name)
+        assert hub.held == keys + membership_bytes(first) and membership_bytes(first) > 0
+        for name in names[3:]:
+            await p.client.unsubscribe(name)
+            keys -= KEY_COST + len("topic:" + name)
+        assert membership_bytes(first) == 0 and hub.held == keys
         await other.close()
         for _ in range(100):
             if len(p.server.sessions) == 1:
                 break
             await asyncio.sleep(0.01)
-        assert hub.held == one_key + membership_bytes(first)
+        assert hub.held == KEY_COST + news
         await p.client.unsubscribe("news")
-        assert hub.held == 0
+        assert hub.held == 0 and first.memberships == 0
 
 
 async def test_sessions_in_the_most_topics_are_shed_past_the_process_bound() -> None:
