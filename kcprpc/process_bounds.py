@@ -22,14 +22,18 @@ first, until the total is under 90 % of it (:func:`shed_largest`, which the send
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from kcp.logutil import RateLimitedLog
 from kcprpc.push import membership_bytes
 from kcprpc.receive import ReceiveTotal
 from kcprpc.server_session import ServerHost, ServerSession
 
 T = TypeVar("T")
+
+_log = RateLimitedLog(logging.getLogger("kcprpc.server"), burst=3, interval=60.0)
 
 COUNTERS = (
     "receive_shed",  # ended: the largest receive-side holders, all past max_receive_total
@@ -66,6 +70,7 @@ class ProcessBounds:
         self.receive = ReceiveTotal(server.config.receive_total(), lambda: self._soon("receive"))
         """Frames received in part, all connections together (their budgets report here)."""
         self._streams: dict[ServerSession, int] = {}  # a connection's first session -> its streams
+        self._memberships_quiet = 0  # no membership shed is tried below this total (see there)
         self._pending: set[str] = set()
         self._shed: dict[str, Callable[[], None]] = {
             "receive": self._shed_receive,
@@ -104,7 +109,8 @@ class ProcessBounds:
     # -- rooms and topics
     def memberships_over(self) -> None:
         """The hub's memberships passed ``max_membership_bytes`` (a join or a subscribe did)."""
-        self._soon("memberships")
+        if self.server.push.held >= self._memberships_quiet:
+            self._soon("memberships")
 
     def _shed_memberships(self) -> None:
         """End the live sessions in the most rooms and topics; each leaves them at once. (Detached
@@ -113,7 +119,22 @@ class ProcessBounds:
         cap = server.config.max_membership_bytes
         hub = server.push
         sized = [(membership_bytes(s), s) for s in server.sessions if not s.closed]
-        for h, s in shed_largest(sized, hub.held, cap):
+        shed = shed_largest(sized, hub.held, cap)
+        if not shed and hub.held > cap:
+            # the rooms and topics themselves (and the sessions kept for a resume) are over the
+            # bound, and no live session holds more than its allowance: nothing to shed; try again
+            # only once the total grew by a tenth of the bound (a pass reads every session)
+            self._memberships_quiet = hub.held + cap // 10
+            _log.warning(
+                "memberships",
+                "rooms and topics with local members cost %d bytes, over max_membership_bytes (%d), "
+                "and no session is in more than its allowance: raise the bound",
+                hub.held,
+                cap,
+            )
+            return
+        self._memberships_quiet = 0
+        for h, s in shed:
             s.end_exhausted(
                 "memberships_shed",
                 "memberships",

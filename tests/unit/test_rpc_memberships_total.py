@@ -120,3 +120,25 @@ def test_the_bound_must_be_positive() -> None:
     assert ServerConfig().max_membership_bytes == 32 * 1024 * 1024
     with pytest.raises(kcprpc.UsageError):
         ServerConfig(max_membership_bytes=0)
+
+
+async def test_sessions_within_their_allowance_are_never_shed(caplog: pytest.LogCaptureFixture) -> None:
+    """Twelve sessions, each with a topic of its own (a user's feed): the topics alone pass a bound
+    of 8 KiB, but no session is in more than its allowance, so nobody is shed: the server says to
+    raise the bound, and its calls go on."""
+    cfg = ServerConfig(max_membership_bytes=8 * 1024)
+    async with pair([Lobby()], link="mux", server_config=cfg) as p:
+        clients = [Client(p.connector) for _ in range(12)]
+        for i, cl in enumerate(clients):
+            await cl.connect()
+            await cl.subscribe(f"user:{i}")
+        for _ in range(10):  # the shed pass runs in a later loop turn: it must end nobody
+            if any("raise the bound" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0)
+        assert any("raise the bound" in r.getMessage() for r in caplog.records)
+        assert p.server.push.held > 8 * 1024 and p.server.stats["memberships_shed"] == 0
+        await asyncio.gather(*(cl.stub(Lobby).join("lobby") for cl in clients))
+        assert p.server.stats["memberships_shed"] == 0 and all(cl.connected for cl in clients)
+        for cl in clients:
+            await cl.close()
