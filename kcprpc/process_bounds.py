@@ -35,6 +35,11 @@ T = TypeVar("T")
 
 _log = RateLimitedLog(logging.getLogger("kcprpc.server"), burst=3, interval=60.0)
 
+STREAM_ALLOWANCE = 8
+"""A connection with at most this many streams besides its control stream is never ended for its
+streams: at ``max_streams_total`` its new streams are refused like anyone's, and only connections
+with more are shed."""
+
 COUNTERS = (
     "receive_shed",  # ended: the largest receive-side holders, all past max_receive_total
     "receive_held",  # bytes held from all clients at the last count (a gauge)
@@ -71,6 +76,7 @@ class ProcessBounds:
         """Frames received in part, all connections together (their budgets report here)."""
         self._streams: dict[ServerSession, int] = {}  # a connection's first session -> its streams
         self._memberships_quiet = 0  # no membership shed is tried below this total (see there)
+        self._streams_quiet = 0.0  # no stream shed is tried before this loop time (see there)
         self._pending: set[str] = set()
         self._shed: dict[str, Callable[[], None]] = {
             "receive": self._shed_receive,
@@ -155,7 +161,8 @@ class ProcessBounds:
         if n > 0:
             if stats["streams_open"] >= self.server.config.max_streams_total:
                 stats["streams_refused"] += 1
-                self._soon("streams")
+                if asyncio.get_running_loop().time() >= self._streams_quiet:
+                    self._soon("streams")
                 return False
             stats["streams_open"] += 1
         owner.streams = self._streams[owner] = n + 1
@@ -174,8 +181,24 @@ class ProcessBounds:
         cap = self.server.config.max_streams_total
         live = [(n - 1, s.resumed_into or s) for s, n in self._streams.items() if n > 1]
         live = [(n, s) for n, s in live if not s.closed]  # (the ended ones' streams are closing)
+        total = sum(n for n, _s in live)
+        # only connections past their allowance may be shed (the others' excess counts as 0);
         # streams stop at the bound, so reaching it is what counts as over it here
-        for n, s in shed_largest(live, sum(n for n, _s in live), cap - 1):
+        sized = [(n if n > STREAM_ALLOWANCE else 0, s) for n, s in live]
+        shed = shed_largest(sized, total, cap - 1)
+        if not shed and total >= cap:
+            # every connection is within its allowance: keep refusing new streams, shed nobody,
+            # and try again in a second at the earliest (a pass reads every connection)
+            self._streams_quiet = asyncio.get_running_loop().time() + 1.0
+            _log.warning(
+                "streams",
+                "%d streams open, at max_streams_total, and no connection has more than %d: new "
+                "streams are refused; raise the bound",
+                total,
+                STREAM_ALLOWANCE,
+            )
+            return
+        for n, s in shed:
             s.end_exhausted(
                 "streams_shed",
                 "streams",

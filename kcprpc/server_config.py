@@ -35,9 +35,11 @@ class ServerConfig(ReceiveSettings):
     max_streams_total: int = 16384
     """Streams open on all connections together besides each one's control stream (per process):
     streaming calls, and streams a client opened and left idle. Each costs the server about 5.4 KB
-    while idle (its reader, decoder and mux buffers). Past it the connections with the most are
-    ended with RESOURCE_EXHAUSTED ("streams"), the largest first, until the count is under 90 % of
-    it (``streams_shed``). Raise it for a server that keeps more streaming calls open at once."""
+    while idle (its reader, decoder and mux buffers). At it a new stream is refused
+    (``streams_refused``) and the connections with the most (more than 8:
+    ``kcprpc.process_bounds.STREAM_ALLOWANCE``) are ended with RESOURCE_EXHAUSTED ("streams"), the
+    largest first, until the count is under 90 % of it (``streams_shed``). Raise it for a server
+    that keeps more streaming calls open at once."""
     max_membership_bytes: int = 32 * 1024 * 1024
     """What the rooms and topics of all sessions together may cost the server (per process): each
     room or topic with local members (``kcprpc.push.KEY_COST`` plus its name, about 1 KB), and each

@@ -264,3 +264,29 @@ async def test_many_running_calls_are_not_receive_memory() -> None:
         assert frame[0] == c.REPLY
         await p.cc.close()
     await server.shutdown(grace=0)
+
+
+async def test_connections_within_their_stream_allowance_are_refused_not_shed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Twenty connections with three streams each against a bound of 50: the streams past it are
+    refused, but no connection has more than its allowance, so nobody is ended."""
+    server = Server([Demo()], config=ServerConfig(max_streams_total=50))
+    peers = [Peer(server) for _ in range(20)]
+    for p in peers:
+        await p.hello()
+        for _ in range(3):
+            await p.cc.open_stream()
+    for _ in range(100):
+        if server.stats["streams_refused"] >= 10 and any(
+            "raise the bound" in r.getMessage() for r in caplog.records
+        ):
+            break
+        await asyncio.sleep(0.005)
+    assert server.stats["streams_open"] == 50 and server.stats["streams_refused"] == 10
+    assert server.stats["streams_shed"] == 0 and not any(s.closed for s in server.sessions)
+    assert any("raise the bound" in r.getMessage() for r in caplog.records)
+    assert await peers[0].call(5, "test.Demo/Echo", b"ok") == (c.REPLY, 5, [b"ok", None, None])
+    for p in peers:
+        await p.cc.close()
+    await server.shutdown(grace=0)
