@@ -73,6 +73,8 @@ __all__ = [
 
 _SWEEP_SLICE = 500
 """Sessions the sweep checks before it lets the event loop run other callbacks."""
+_RECEIVE_SWEEP = 4
+"""Every 4th sweep also counts what every session holds on the receive side."""
 
 
 def _silent(conn: Connection, timeout: float) -> bool:
@@ -207,6 +209,7 @@ class Server:
         topics): :mod:`kcprpc.process_bounds`."""
         self.receive_total: ReceiveTotal = self.bounds.receive
         """Frames received in part, all connections together (their budgets report here)."""
+        self._sweeps = 0
         self._released = 0  # send backlog of the sessions ended since the heap was last trimmed
         self.stats.update(dict.fromkeys(RECEIVE_COUNTERS, 0))  # receive budgets (ReceiveLimits)
         self.stats.update(dict.fromkeys(BOUNDS_COUNTERS, 0))  # all clients together (ProcessBounds)
@@ -422,9 +425,9 @@ class Server:
     async def _sweep(self) -> None:
         """Once per heartbeat interval, for all sessions: close those silent for longer than the
         heartbeat timeout, end those that consumed nothing for ``slow_consumer_timeout`` although
-        data waited for them (their pings do not count), and recount the send backlog and what every
-        session holds on the receive side (frames in part alone are counted as they come:
-        :class:`ReceiveTotal`)."""
+        data waited for them (their pings do not count), and recount the send backlog; every
+        ``_RECEIVE_SWEEP`` sweeps, also what every session holds on the receive side (frames in
+        part alone are counted as they come: :class:`ReceiveTotal`)."""
         hb = self.config.heartbeat
         loop = asyncio.get_running_loop()
         while self.sessions:
@@ -433,7 +436,8 @@ class Server:
             limit = now - hb.timeout
             now_ms = int(now * 1000)
             total = 0
-            held: list[tuple[int, ServerSession]] = []
+            self._sweeps += 1
+            held: list[tuple[int, ServerSession]] | None = [] if not self._sweeps % _RECEIVE_SWEEP else None
             for i, s in enumerate(list(self.sessions)):
                 if i and not i % _SWEEP_SLICE:
                     await asyncio.sleep(0)  # let I/O in between slices: 10,000 sessions are ~20 ms
@@ -447,7 +451,7 @@ class Server:
                     s.send_backlog = 0
                     spawn(self.tasks, s.conn.close())  # concurrently: a dead peer's close may linger
                     continue
-                if (h := s.receive_held()) > 0:
+                if held is not None and (h := s.receive_held()) > 0:
                     held.append((h, s))
                 backlog = s.backlog_probe
                 if backlog is None:
@@ -476,7 +480,8 @@ class Server:
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
-            self.bounds.receive_over([(h, s) for h, s in held if not s.closed])
+            if held is not None:
+                self.bounds.receive_over([(h, s) for h, s in held if not s.closed])
 
     # -- the send bounds (ServerHost: sessions report their backlog here)
     @property

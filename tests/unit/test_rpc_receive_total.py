@@ -137,7 +137,7 @@ class Sink(kcprpc.Service, name="test.Sink"):
 
 async def test_the_sweep_counts_what_connections_hold_unread() -> None:
     """Bytes that no frame reserves (a streaming call whose handler reads nothing: its inbox, then
-    the mux's stream buffer) are counted by the sweep, every heartbeat interval: past the
+    the mux's stream buffer) are counted by the sweep, every fourth heartbeat interval: past the
     bound the holder is shed."""
     sink = Sink()
     cfg = ServerConfig(
@@ -250,7 +250,7 @@ async def test_many_running_calls_are_not_receive_memory() -> None:
         await asyncio.sleep(0.005)
     charged = sum(s.receive.decode.held for s in server.sessions)
     assert charged > cfg.receive_total()  # what the decode budgets hold against each connection
-    for _ in range(3):  # three counts of every session (one each sweep: 0.02 s)
+    for _ in range(3):  # three counts of every session (every 4th sweep: 0.08 s)
         server.stats["receive_held"] = -1
         for _ in range(100):
             if server.stats["receive_held"] != -1:
