@@ -152,10 +152,6 @@ class MuxConnection:
         session has not had acknowledged (:meth:`kcprpc.mux.MuxSession.send_backlog`)."""
         return self.mux.send_backlog()
 
-    def receive_held(self) -> int:
-        """Bytes received from the peer and not read yet: :meth:`kcprpc.mux.MuxSession.receive_held`."""
-        return self.mux.receive_held()
-
     def send_progress(self) -> int:
         """A count that changes whenever the peer consumes some of what waits for it (KCP
         acknowledgements, mux windows): :meth:`kcprpc.mux.MuxSession.send_progress`."""
@@ -193,8 +189,9 @@ class MuxConnection:
 
     @property
     def receive_bounds(self) -> ReceiveHeld:
-        """What this connection holds from its peer (the server bounds it for all clients together)."""
-        return self
+        """What this connection holds from its peer (the server bounds it for all clients together):
+        its mux session's :meth:`~kcprpc.mux.MuxSession.receive_held`, with no call between."""
+        return self.mux
 
     def rebind(self) -> Any:
         """Secure client connections: move to a new local UDP socket (a phone changing networks);

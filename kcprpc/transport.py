@@ -213,8 +213,8 @@ class SendBacklog(Protocol):
 @runtime_checkable
 class ReceiveHeld(Protocol):
     """What a :class:`Connection` may add so that the server can bound what all its clients make it
-    hold on the receive side together (``ServerConfig.max_receive_total``). :class:`kcprpc.net.MuxConnection`
-    has it."""
+    hold on the receive side together (``ServerConfig.max_receive_total``): a
+    :class:`kcprpc.net.MuxConnection`'s mux session."""
 
     def receive_held(self) -> int:
         """Bytes received from the peer and not read yet (mux buffers, the transport's queues)."""
