@@ -74,7 +74,7 @@ class ProcessBounds:
         self.server = server
         self.receive = ReceiveTotal(server.config.receive_total(), lambda: self._soon("receive"))
         """Frames received in part, all connections together (their budgets report here)."""
-        self._streams: dict[ServerSession, int] = {}  # a connection's first session -> its streams
+        self._streams: set[ServerSession] = set()  # connections (first sessions) with streams open
         self._memberships_quiet = 0  # no membership shed is tried below this total (see there)
         self._streams_quiet = 0.0  # no stream shed is tried before this loop time (see there)
         self._pending: set[str] = set()
@@ -165,21 +165,21 @@ class ProcessBounds:
                     self._soon("streams")
                 return False
             stats["streams_open"] += 1
-        owner.streams = self._streams[owner] = n + 1
+        owner.streams = n + 1
+        self._streams.add(owner)
         return True
 
     def stream_closed(self, owner: ServerSession) -> None:
         """A stream :meth:`stream_opened` let open ended."""
         n = owner.streams = owner.streams - 1
         if n > 0:
-            self._streams[owner] = n
             self.server.stats["streams_open"] -= 1
         else:
-            self._streams.pop(owner, None)
+            self._streams.discard(owner)
 
     def _shed_streams(self) -> None:
         cap = self.server.config.max_streams_total
-        live = [(n - 1, s.resumed_into or s) for s, n in self._streams.items() if n > 1]
+        live = [(s.streams - 1, s.resumed_into or s) for s in self._streams if s.streams > 1]
         live = [(n, s) for n, s in live if not s.closed]  # (the ended ones' streams are closing)
         total = sum(n for n, _s in live)
         # only connections past their allowance may be shed (the others' excess counts as 0);
