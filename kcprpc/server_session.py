@@ -42,8 +42,9 @@ log = logging.getLogger("kcprpc.server")
 __all__ = ["END_OF_REQUESTS", "DetachedConnection", "ServerCall", "ServerHost", "ServerSession"]
 
 _slow_log = RateLimitedLog(log, burst=10, interval=60.0)
-"""Sessions ended for what they made the server hold (slow consumers, receive memory): at most 10
-lines a minute per label (a flood of them must not flood the log)."""
+"""Sessions ended for what they made the server hold (slow consumers; receive memory, streams and
+memberships past the process-wide bounds): at most 10 lines a minute per label (a flood of them
+must not flood the log)."""
 
 
 # why a call's task was cancelled
@@ -310,7 +311,8 @@ class ServerSession:
         """End this session now, as a penalty (never resumable), for holding too much: count it
         (``counter``), tell the client (RESOURCE_EXHAUSTED "<label>: <why>", as an OOB GOAWAY
         datagram and, in secure mode, in the transport's authenticated CLOSE), drop what waits for
-        it. ``label`` is "slow consumer" (the send side) or "receive memory"."""
+        it. ``label`` is "slow consumer" (the send side), or "receive memory", "streams" or
+        "memberships" (:mod:`kcprpc.process_bounds`)."""
         if self.closed:
             return
         self.closed = True
