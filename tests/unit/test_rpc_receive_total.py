@@ -80,18 +80,13 @@ def test_the_default_follows_the_message_size_and_a_bound_must_fit_one_connectio
 
 
 # --------------------------------------------------------------------------- against a server
-def small_server(**kw: object) -> Server:
-    """Messages up to 1 MiB: a connection's frames in part take up to 1.25 MiB; all of them 3 MiB."""
-    cfg = ServerConfig(max_message_size=MiB, max_receive_total=3 * MiB, **kw)  # type: ignore[arg-type]
-    return Server([Demo()], config=cfg)
-
-
 async def test_connections_that_stall_large_frames_are_shed_past_the_process_bound() -> None:
     """Five connections each start a 1 MiB CALL (600 KiB of it) and stall: each is within its own
     bound, but together they pass 3 MiB. The server ends the largest holders with RESOURCE_EXHAUSTED
     "receive memory" as soon as the total passes, so it never holds more than the bound and one
     frame; a connection that only makes small calls goes on."""
-    server = small_server()
+    # messages up to 1 MiB: a connection's frames in part take up to 1.25 MiB; all of them 3 MiB
+    server = Server([Demo()], config=ServerConfig(max_message_size=MiB, max_receive_total=3 * MiB))
     legit = Peer(server)
     await legit.hello()
     peers = [Peer(server) for _ in range(5)]
