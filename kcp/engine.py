@@ -52,6 +52,7 @@ __all__ = [
     "IKCP_ASK_TELL",
     "IKCP_CMD_ACK",
     "IKCP_CMD_PUSH",
+    "IKCP_CMD_REACK",
     "IKCP_CMD_WASK",
     "IKCP_CMD_WINS",
     "IKCP_DEADLINK",
@@ -85,6 +86,7 @@ IKCP_CMD_PUSH: Final = 81
 IKCP_CMD_ACK: Final = 82
 IKCP_CMD_WASK: Final = 83  # window probe (ask)
 IKCP_CMD_WINS: Final = 84  # window size (tell)
+IKCP_CMD_REACK: Final = 85  # not ikcp's: a repeated ACK (secure mode, negotiated; ``KCP.ack_repeat``)
 IKCP_ASK_SEND: Final = 1
 IKCP_ASK_TELL: Final = 2
 IKCP_WND_SND: Final = 32
@@ -183,6 +185,8 @@ ACK_HOLD_MAX: Final = 250
 """The longest a held ack may wait (ms), and what a sender adds to its RTO while its peer holds
 (:meth:`KCP.set_peer_hold`; docs/wire-format/kcp.md, "Held acks")."""
 ACK_HOLD_UNIT: Final = 4  # ms per step of a held ACK's frg byte (frg - 1 steps waited)
+ACK_REPEATS: Final = 2
+"""How many more times an ACK of a segment that came out of order is sent (``KCP.ack_repeat``)."""
 
 
 def recovery_copies_for(rounds: int, failed: int, copies: int, max_copies: int) -> int:
@@ -379,7 +383,9 @@ class KCP:
         "_next_resend",
         "_outbox",
         "_pool",
+        "_reacks",
         "ack_frg",
+        "ack_repeat",
         "conv",
         "counters",
         "current",
@@ -501,6 +507,12 @@ class KCP:
         self.ack_frg = 0  # the frg byte of this end's ACKs: 0, or 1 while this end holds acks
         self._ack_first_frg = 0  # the frg of the next flush's first ACK (hold_first_ack), 0: ack_frg
         self.disorder = 0  # PUSH segments that came out of order or again (a loss shows as these)
+        # Repeated acks (not in ikcp; docs/wire-format/kcp.md "Repeated acks"). Off: ikcp's wire.
+        self.ack_repeat = False  # both ends agreed: send and take REACK segments
+        # the ``ts sn`` of the ACKs to repeat, a list per ACK-sending flush: [ACK_REPEATS] gathers
+        # those of the segments input stores above a hole (their ACKs go with the next such flush),
+        # and each flush repeats lists [0, ACK_REPEATS) and moves every list one place down
+        self._reacks: list[list[bytes]] = [[] for _ in range(ACK_REPEATS + 1)]
 
     # ------------------------------------------------------------------ configuration
 
@@ -548,6 +560,8 @@ class KCP:
         self._pool.clear()
         self._nacked = 0
         self._acklist.clear()
+        for r in self._reacks:
+            r.clear()
         self._outbox.clear()
 
     def set_peer_hold(self, holding: bool) -> None:
@@ -861,13 +875,13 @@ class KCP:
             if size - off < ln:
                 rc = -2
                 break
-            if cmd < 81 or cmd > 84:
+            if (cmd < 81 or cmd > 84) and (cmd != IKCP_CMD_REACK or not self.ack_repeat):
                 rc = -3
                 break
             nsegs += 1
             if regular:
                 last_wnd = wnd  # rmt_wnd: the last good segment's window (stored after the loop)
-                if cmd == 82 and self.recovery_auto_lead:
+                if (cmd == 82 or cmd == 85) and self.recovery_auto_lead:
                     self._sample_first_ack(sn, ts)
             # parse_una + shrink_buf
             d = (una - self.snd_una) & _MASK
@@ -927,6 +941,8 @@ class KCP:
                             repeat += 1
                         else:
                             in_bytes += ln
+                            if d and self.ack_repeat:  # above a hole: its ack is repeated
+                                self._reacks[ACK_REPEATS].append(pkt[off - 16 : off - 8])
                             if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
                                 self._move_rcv_buf()
                                 rcv_nxt = self.rcv_nxt
@@ -938,6 +954,8 @@ class KCP:
                     repeat += 1
             elif cmd == 83:  # WASK
                 self.probe |= IKCP_ASK_TELL
+            elif cmd == 85:  # REACK (ack_repeat): an ACK again, without an RTT sample or a fast-ack count
+                self._reacked(sn)
             # WINS: nothing beyond the window update above
             off += ln
 
@@ -1020,6 +1038,24 @@ class KCP:
             for i in range(4):
                 samples[i] //= 2
 
+    def _reacked(self, sn: int) -> None:
+        """A REACK for ``sn``: the segment is acknowledged, as by its ACK, whose packet may have been
+        lost (then this saves a fast resend of a segment that arrived: ``counters.reacks_useful``)."""
+        buf = self.snd_buf
+        d = (sn - self.snd_una) & _MASK
+        if d >= len(buf):
+            return
+        seg = buf[d]
+        if seg.acked:
+            return
+        seg.acked = True
+        self._nacked += 1
+        if d == 0:
+            self._drop_front(0)
+        c = self.counters
+        if c is not None:
+            c.reacks_useful += 1
+
     def _in_error(self, rc: int) -> int:
         c = self.counters
         if c is not None:
@@ -1042,6 +1078,41 @@ class KCP:
                     pending = True
         if pending:
             self._fast_pending = True
+
+    def _repeat_acks(
+        self, parts: list[bytes], ptr: i64, mtu: i64, head: bytes, tail: bytes, out: OutputFn
+    ) -> tuple[i64, i64]:
+        """Append this flush's REACKs to the datagram being built (``parts``, ``ptr`` bytes so far):
+        the ACKs of segments that came above a hole in the last :data:`ACK_REPEATS` ACK-sending
+        flushes, unless ``rcv_nxt`` has passed them (the ``una`` of every segment acks those).
+        Returns the new ``ptr`` and how many were added."""
+        lists = self._reacks
+        nxt = self.rcv_nxt
+        wnd = self.rcv_wnd
+        n: i64 = 0
+        for i in range(ACK_REPEATS):
+            for tssn in lists[i]:
+                if ((_u32le(tssn, 4) - nxt) & _MASK) >= wnd:
+                    continue
+                if ptr + 24 > mtu:
+                    out(b"".join(parts))
+                    parts.clear()
+                    ptr = 0
+                parts.append(head)
+                parts.append(tssn)
+                parts.append(tail)
+                ptr += 24
+                n += 1
+        # each list moves one flush on (the newest, whose ACKs this flush sent, will be repeated
+        # next); the oldest has had all its repeats and is reused, empty, as the newest
+        oldest = lists.pop(0)
+        oldest.clear()
+        lists.append(oldest)
+        if n:
+            c = self.counters
+            if c is not None:
+                c.reacks_sent += n
+        return ptr, n
 
     # ------------------------------------------------------------------ timers
 
@@ -1188,6 +1259,11 @@ class KCP:
                 ptr += 24
             last_ack = acklist[-1]
             acklist.clear()
+            if self.ack_repeat:
+                ptr, nrep = self._repeat_acks(
+                    parts, ptr, mtu, _ACK_HEAD(conv, IKCP_CMD_REACK, 0, wnd), ack_tail, out
+                )
+                nout += nrep
 
         # remote window probing
         if self.rmt_wnd == 0:

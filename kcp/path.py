@@ -105,6 +105,9 @@ class PacketPath(Protocol):
     """True if :meth:`timer` may ask for wake-ups (the session then asks it on every re-arm)."""
     held_acks: bool
     """The peer agreed to held acks (secure mode's handshake; docs/wire-format/kcp.md "Held acks")."""
+    ack_repeat: bool
+    """The peer agreed to repeated acks (secure mode's handshake; docs/wire-format/kcp.md
+    "Repeated acks")."""
 
     @property
     def connection(self) -> SecureConnection | None: ...
@@ -145,6 +148,7 @@ class CompatPath:
     overhead = 0
     has_timer = False
     held_acks = False  # kcp-go's peers never agreed to them
+    ack_repeat = False  # nor to these: ikcp and kcp-go refuse a REACK and the rest of its datagram
 
     def __init__(self, ep: Endpoint) -> None:
         self.ep = ep

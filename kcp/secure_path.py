@@ -171,6 +171,7 @@ class SecurePath:
         "_retrans_seen",
         "_segs_seen",
         "_tx",
+        "ack_repeat",
         "base_payload",
         "callbacks",
         "conn",
@@ -200,6 +201,7 @@ class SecurePath:
         self.conn = conn
         self.on_end = on_end  # a listener's: the core forgets the connection
         self.held_acks = conn.params.held_acks
+        self.ack_repeat = conn.params.ack_repeat
         self.rekey_due = now + conn.config.rekey_after_ms  # time-based key update, even when idle
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []

@@ -205,6 +205,7 @@ class KCPSession:
         self._lone_acks = 0  # delayed acks in a row that went alone (then immediate ones, LONE_ACKS)
         # held acks (docs/tuning.md "Delayed acks"): only with a peer that agreed to them
         eng.hold_aware = path.held_acks
+        eng.ack_repeat = path.ack_repeat  # (docs/tuning.md "Repeated acks")
         self._hold = config.ack_hold if path.held_acks else 0  # ms a lone ack may wait, once LONE_ACKS
         self._held_at = -1  # when the ack being held came (-1: none held)
         self._disorder = 0  # the engine's disorder count when last looked at (a new one: a loss)

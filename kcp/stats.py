@@ -31,6 +31,8 @@ _FIELDS: tuple[str, ...] = (
     "copy_segs",  # spaced copies sent by the sparse-flight loss recovery (kcp.engine)
     "repeat_segs",  # duplicate segments received
     "acks_held",  # lone acks held for a second segment (kcp.SessionConfig.ack_hold)
+    "reacks_sent",  # ACKs repeated as REACKs (secure mode's repeated acks)
+    "reacks_useful",  # REACKs that acknowledged a segment its ACK had not: a spurious resend saved
     "kcp_in_errors",  # engine refused the packet (bad conv, bad cmd, lying length)
     # packet layer
     "in_errs",  # packets dropped before the engine for any reason below
@@ -163,6 +165,8 @@ class Counters(CounterSet):
     copy_segs: int
     repeat_segs: int
     acks_held: int
+    reacks_sent: int
+    reacks_useful: int
     kcp_in_errors: int
     in_errs: int
     in_csum_errors: int

@@ -14,6 +14,7 @@ from kcp.rs import MAX_TOTAL_SHARDS
 from .errors import SecureUsageError
 from .noise import SUITE_BY_NAME, SUITES
 from .packet import (
+    FEATURE_ACK_REPEAT,
     FEATURE_DATA_PARTS,
     FEATURE_HELD_ACKS,
     INIT_FIXED,
@@ -60,7 +61,7 @@ class SessionParams:
     mux_version: int
     features: int = 0
     """Optional protocol features both ends use (a bit set: ``FEATURE_DATA_PARTS``,
-    ``FEATURE_HELD_ACKS``)."""
+    ``FEATURE_HELD_ACKS``, ``FEATURE_ACK_REPEAT``)."""
 
     @property
     def data_parts(self) -> bool:
@@ -73,8 +74,14 @@ class SessionParams:
         "Held acks"): either end may then hold them, as ``kcp.SessionConfig.ack_hold`` says."""
         return bool(self.features & FEATURE_HELD_ACKS)
 
+    @property
+    def ack_repeat(self) -> bool:
+        """Both ends send and take KCP REACK segments: the ACK of a segment that came above a hole
+        goes twice more (docs/wire-format/kcp.md, "Repeated acks")."""
+        return bool(self.features & FEATURE_ACK_REPEAT)
 
-KNOWN_FEATURES = FEATURE_DATA_PARTS | FEATURE_HELD_ACKS
+
+KNOWN_FEATURES = FEATURE_DATA_PARTS | FEATURE_HELD_ACKS | FEATURE_ACK_REPEAT
 """The feature bits this version understands (others in a client's offer are ignored)."""
 
 PMTUD_LIMIT = 2048
@@ -93,6 +100,9 @@ class SecureConfig:
     is sent in pieces and reassembled by the peer (docs/security.md). ``held_acks`` offers held
     acks: when both ends do, a KCP ACK's ``frg`` tells whether its sender holds lone acks, and a
     session may hold its own (``kcp.SessionConfig.ack_hold``; docs/tuning.md "Delayed acks").
+    ``ack_repeat`` offers repeated acks: when both ends do, the ACK of a segment that came above a
+    hole goes again with the next two flushes that send ACKs, so a lost ACK no longer costs a
+    resend of a segment that arrived (docs/tuning.md "Repeated acks").
     A :class:`kcp.SecureWire` carries one (``config=``).
 
     What is declared elsewhere, once: the identity (keys, PSK/passphrase, token) and FEC on the
@@ -151,6 +161,7 @@ class SecureConfig:
     pmtud_raise_ms: int = 600_000
     data_parts: bool = True
     held_acks: bool = True
+    ack_repeat: bool = True
 
     def __post_init__(self) -> None:
         need = _need(type(self).__name__)
@@ -476,7 +487,11 @@ def negotiate(server: HandshakeConfig, hello: ClientHello, suite_id: int) -> Ses
 
 def config_features(cfg: SecureConfig) -> int:
     """The feature bits an endpoint with ``cfg`` offers (a client) or accepts (a server)."""
-    return (FEATURE_DATA_PARTS if cfg.data_parts else 0) | (FEATURE_HELD_ACKS if cfg.held_acks else 0)
+    return (
+        (FEATURE_DATA_PARTS if cfg.data_parts else 0)
+        | (FEATURE_HELD_ACKS if cfg.held_acks else 0)
+        | (FEATURE_ACK_REPEAT if cfg.ack_repeat else 0)
+    )
 
 
 def outside_policy(server: HandshakeConfig, p: SessionParams) -> str | None:

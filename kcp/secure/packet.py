@@ -124,6 +124,7 @@ TAG_RESET: Final = 11  # stateless reset token for the server's connection id (1
 TAG_FEATURES: Final = 12  # u8 bit set: the client's offer; in the answer, what both ends use
 FEATURE_DATA_PARTS: Final = 0x01  # DATA_PART frames (a payload larger than the path MTU in pieces)
 FEATURE_HELD_ACKS: Final = 0x02  # a KCP ACK's frg says its sender holds lone acks (docs/wire-format/kcp.md)
+FEATURE_ACK_REPEAT: Final = 0x04  # KCP REACK segments repeat out-of-order ACKs (docs/wire-format/kcp.md)
 RESET_TOKEN_LEN: Final = 16
 MIN_RESET_TRIGGER: Final = MIN_TRANSPORT + 1  # a reset is always smaller than what triggered it
 MAX_RESET: Final = 64

@@ -11,7 +11,14 @@ import pytest
 from kcp.secure import HandshakeConfig, SecureConnection, SecureUsageError, generate_keypair
 from kcp.secure.config import PMTUD_LIMIT
 from kcp.secure.connection import MAX_PENDING_PARTS, PART_TIMEOUT_MS
-from kcp.secure.packet import F_DATA_PART, FEATURE_DATA_PARTS, FEATURE_HELD_ACKS, MAX_PARTS, PART_OVERHEAD
+from kcp.secure.packet import (
+    F_DATA_PART,
+    FEATURE_ACK_REPEAT,
+    FEATURE_DATA_PARTS,
+    FEATURE_HELD_ACKS,
+    MAX_PARTS,
+    PART_OVERHEAD,
+)
 from kcp.secure.testing import CLIENT_ADDR, HostileClient, run_handshake, seal_raw, seeded_rng
 
 PRIV, PUB = generate_keypair(seeded_rng(4))
@@ -48,7 +55,7 @@ def test_unknown_feature_bits_of_a_client_are_not_granted() -> None:
     )
     assert (
         run.server_conn is not None
-        and run.server_conn.params.features == FEATURE_DATA_PARTS | FEATURE_HELD_ACKS
+        and run.server_conn.params.features == FEATURE_DATA_PARTS | FEATURE_HELD_ACKS | FEATURE_ACK_REPEAT
     )
 
 
