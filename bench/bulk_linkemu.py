@@ -1,12 +1,16 @@
 """Bulk transfer over a rate-limited, lossy linkemu link (issue 15): TCP bbr vs KCP ("ikcp" and
 "bbr" congestion control), alternated on the same link, with throughput and queueing delay.
 ``node-bbr`` and ``node-ikcp`` are the TypeScript client's session (clients/typescript/bench/bulk.ts)
-with each congestion control.
+with each congestion control. ``kcp-*`` and ``node-*`` run compat mode (no cipher, as kcp-go's
+peers); ``secure-bbr`` is the same Python session in secure mode (a passphrase, every feature its
+handshake offers: repeated acks among them), ``secure-bbr-noreack`` the same without repeated acks
+(``SecureConfig(ack_repeat=False)``: docs/tuning.md "Repeated acks").
 
     python bench/bulk_linkemu.py run                      # 10 Mbit/s, 20 ms one way, 1 % and 0 % loss, 10 s
     python bench/bulk_linkemu.py run --seconds 30 --rounds 3 --losses "1 0 5" --queue 200
     python bench/bulk_linkemu.py run --losses "1" --seconds 20 --contenders "kcp-bbr+tcp-bbr kcp-bbr+tcp-cubic"
     python bench/bulk_linkemu.py run --losses "1 5" --contenders "tcp-bbr node-ikcp node-bbr kcp-bbr"
+    python bench/bulk_linkemu.py run --losses "5 10" --contenders "tcp-bbr secure-bbr-noreack secure-bbr"
 
 Each run sends for ``--seconds`` from side a to side b while a separate process pings b over UDP
 every 10 ms (64 B, timestamped, echoed). The pings share the bottleneck's FIFO queue with the bulk
@@ -43,6 +47,8 @@ TCP_BULK = str(ROOT / ".." / "shared" / "tools" / "linkemu" / "bench" / "tcp_bul
 NAME = "i15cc"
 B = "10.77.0.2"
 KCP_PORT, ECHO_PORT, TCP_PORT = 9400, 9401, 9402
+SECURE_PORT = 9420  # the sink's secure-mode listener (TCP servers take 9402 and up)
+PSK = "bulk-linkemu"  # the secure contenders' passphrase
 BULK_JS = ROOT / "clients" / "typescript" / "dist" / "bench" / "bulk.js"
 
 
@@ -79,23 +85,29 @@ async def _sink(args: argparse.Namespace) -> None:
             pass
 
     tasks: set[asyncio.Task[None]] = set()
-    lst = await kcp.listen(args.host, KCP_PORT, session=_session_config(args, "ikcp"))
-    async with lst:
-        deadline = loop.time() + args.max_seconds
-        while loop.time() < deadline:
-            try:
-                s = await asyncio.wait_for(lst.accept(), 1.0)
-            except TimeoutError:
-                continue
-            t = loop.create_task(drain(s))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
+
+    def accepted(s: Any) -> None:
+        t = loop.create_task(drain(s))
+        tasks.add(t)
+        t.add_done_callback(tasks.discard)
+
+    cfg = _session_config(args, "ikcp")
+    async with (
+        await kcp.listen(args.host, KCP_PORT, session=cfg, on_accept=accepted),
+        await kcp.listen(args.host, SECURE_PORT, kcp.SecureWire(key=PSK), session=cfg, on_accept=accepted),
+    ):
+        await asyncio.sleep(args.max_seconds)
 
 
 async def _send(args: argparse.Namespace) -> None:
     import kcp
+    from kcp.secure import SecureConfig
 
-    s = await kcp.dial(args.host, args.port, session=_session_config(args, args.congestion))
+    if args.wire == "compat":
+        wire: Any = kcp.CompatWire()
+    else:  # secure; "secure-noreack": without repeated acks
+        wire = kcp.SecureWire(key=PSK, config=SecureConfig(ack_repeat=args.wire == "secure"))
+    s = await kcp.dial(args.host, args.port, wire, session=_session_config(args, args.congestion))
     buf = b"\0" * 65536
     written = 0
     t0 = time.perf_counter()
@@ -132,6 +144,7 @@ async def _send(args: argparse.Namespace) -> None:
                 "rto_retrans": st.get("lost_segs", 0),
                 "out_segs": st.get("out_segs", 0),
                 "srtt": s.engine.rx_srtt,
+                "reacks_useful": st.get("reacks_useful", 0),
             }
         )
     )
@@ -195,15 +208,34 @@ def _pct(xs: list[float], p: float) -> float:
 
 def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> subprocess.Popen[str]:
     """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control, to
-    the server on ``port``), ``kcp-<congestion>`` (this script's ``send`` role) or
-    ``node-<congestion>`` (the TypeScript client's bulk.ts, the same role in Node)."""
+    the server on ``port``), ``kcp-<congestion>`` (this script's ``send`` role), ``secure-bbr`` or
+    ``secure-bbr-noreack`` (the same in secure mode) or ``node-<congestion>`` (the TypeScript
+    client's bulk.ts, the same role in Node)."""
     py = sys.executable
     kind, cc = contender.split("-", 1)
     if kind == "tcp":
-        cmd = [py, TCP_BULK, "client", "--host", B, "--port", str(port), "--seconds", str(args.seconds), "--cc", cc]
+        cmd = [
+            py,
+            TCP_BULK,
+            "client",
+            "--host",
+            B,
+            "--port",
+            str(port),
+            "--seconds",
+            str(args.seconds),
+            "--cc",
+            cc,
+        ]
         return _exec_a(cmd, args.seconds + 120)
-    role = [py, str(Path(__file__).resolve()), "send"] if kind == "kcp" else ["node", str(BULK_JS)]
-    cmd = [*role, "--host", B, "--port", str(KCP_PORT), "--seconds", str(args.seconds), "--congestion", cc]
+    if kind == "node":
+        role = ["node", str(BULK_JS)]
+    else:
+        wire = "compat" if kind == "kcp" else "secure" + ("-noreack" if cc.endswith("-noreack") else "")
+        cc = cc.removesuffix("-noreack")
+        role = [py, str(Path(__file__).resolve()), "send", "--wire", wire]
+    kport = KCP_PORT if kind != "secure" else SECURE_PORT
+    cmd = [*role, "--host", B, "--port", str(kport), "--seconds", str(args.seconds), "--congestion", cc]
     return _exec_a([*cmd, "--wnd", str(args.wnd), "--mtu", str(args.mtu)], args.seconds + 60)
 
 
@@ -292,10 +324,31 @@ def _run(args: argparse.Namespace) -> None:
             limit = args.seconds * 4 * args.rounds * len(contenders) + 300
             ntcp = max((sum(p.startswith("tcp-") for p in c.split("+")) for c in contenders), default=0)
             for cmd in (
-                [py, me, "sink", "--host", B, "--wnd", str(args.wnd), "--mtu", str(args.mtu),
-                 "--max-seconds", str(limit)],
+                [
+                    py,
+                    me,
+                    "sink",
+                    "--host",
+                    B,
+                    "--wnd",
+                    str(args.wnd),
+                    "--mtu",
+                    str(args.mtu),
+                    "--max-seconds",
+                    str(limit),
+                ],
                 *(
-                    [py, TCP_BULK, "server", "--host", B, "--port", str(TCP_PORT + i), "--max-seconds", str(limit)]
+                    [
+                        py,
+                        TCP_BULK,
+                        "server",
+                        "--host",
+                        B,
+                        "--port",
+                        str(TCP_PORT + i),
+                        "--max-seconds",
+                        str(limit),
+                    ]
                     for i in range(ntcp)
                 ),
             ):
@@ -332,9 +385,13 @@ def _run(args: argparse.Namespace) -> None:
                 if "+" in c:
                     print(f"shared bottleneck, {c}, per round:")
                     for x in rows[c]:
-                        print("   " + ", ".join(
-                            f"{p} {x[f'mbit {p}']:.2f} Mbit/s ({100 * x[f'share {p}']:.0f} %)" for p in c.split("+")
-                        ))
+                        print(
+                            "   "
+                            + ", ".join(
+                                f"{p} {x[f'mbit {p}']:.2f} Mbit/s ({100 * x[f'share {p}']:.0f} %)"
+                                for p in c.split("+")
+                            )
+                        )
             print(flush=True)
             for s in servers:
                 s.terminate()
@@ -354,8 +411,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--congestion", default="bbr", choices=("ikcp", "bbr"))
+    ap.add_argument(
+        "--wire", default="compat", choices=("compat", "secure", "secure-noreack"), help="send: the wire mode"
+    )
     ap.add_argument("--wnd", type=int, default=0, help="KCP send/receive windows (segments; 0: the default)")
-    ap.add_argument("--mtu", type=int, default=1400, help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does")
+    ap.add_argument(
+        "--mtu",
+        type=int,
+        default=1400,
+        help="KCP mtu (UDP payload); 1472 fills a 1500-byte packet as TCP does",
+    )
     ap.add_argument("--rate", type=float, default=10.0, help="bottleneck, Mbit/s")
     ap.add_argument("--delay", type=int, default=20, help="one-way delay, ms")
     ap.add_argument("--queue", type=int, default=50, help="bottleneck queue, ms (tail drop)")
@@ -366,7 +431,8 @@ def main() -> None:
     ap.add_argument(
         "--contenders",
         default="tcp-bbr kcp-ikcp kcp-bbr",
-        help="senders run one after the other: tcp-<linux cc> or kcp-<congestion>; several joined by + "
+        help="senders run one after the other: tcp-<linux cc>, kcp-<congestion>, secure-bbr[-noreack] or "
+        "node-<congestion>; several joined by + "
         "share the bottleneck at the same time (e.g. kcp-bbr+tcp-bbr, kcp-bbr+tcp-cubic, tcp-bbr+tcp-cubic)",
     )
     args = ap.parse_args()

@@ -383,6 +383,7 @@ class KCP:
         "_next_resend",
         "_outbox",
         "_pool",
+        "_reack_pending",
         "_reacks",
         "ack_frg",
         "ack_repeat",
@@ -513,6 +514,7 @@ class KCP:
         # those of the segments input stores above a hole (their ACKs go with the next such flush),
         # and each flush repeats lists [0, ACK_REPEATS) and moves every list one place down
         self._reacks: list[list[bytes]] = [[] for _ in range(ACK_REPEATS + 1)]
+        self._reack_pending = 0  # entries in those lists (0: a flush has no REACK to look for)
 
     # ------------------------------------------------------------------ configuration
 
@@ -562,6 +564,7 @@ class KCP:
         self._acklist.clear()
         for r in self._reacks:
             r.clear()
+        self._reack_pending = 0
         self._outbox.clear()
 
     def set_peer_hold(self, holding: bool) -> None:
@@ -943,6 +946,7 @@ class KCP:
                             in_bytes += ln
                             if d and self.ack_repeat:  # above a hole: its ack is repeated
                                 self._reacks[ACK_REPEATS].append(pkt[off - 16 : off - 8])
+                                self._reack_pending += 1
                             if d == 0:  # it fills the hole at rcv_nxt: move what is now in order
                                 self._move_rcv_buf()
                                 rcv_nxt = self.rcv_nxt
@@ -1106,6 +1110,7 @@ class KCP:
         # each list moves one flush on (the newest, whose ACKs this flush sent, will be repeated
         # next); the oldest has had all its repeats and is reused, empty, as the newest
         oldest = lists.pop(0)
+        self._reack_pending -= len(oldest)
         oldest.clear()
         lists.append(oldest)
         if n:
@@ -1259,7 +1264,7 @@ class KCP:
                 ptr += 24
             last_ack = acklist[-1]
             acklist.clear()
-            if self.ack_repeat:
+            if self._reack_pending:  # (only with ack_repeat)
                 ptr, nrep = self._repeat_acks(
                     parts, ptr, mtu, _ACK_HEAD(conv, IKCP_CMD_REACK, 0, wnd), ack_tail, out
                 )

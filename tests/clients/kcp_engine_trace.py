@@ -12,7 +12,8 @@ replay feeds the replaying engine's own datagrams and any difference shows up as
 Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
 stall, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
 recovery_blackout: the sparse-flight loss recovery of docs/tuning.md, on small messages, with
-random or Gilbert-Elliott burst loss, or an outage)
+random or Gilbert-Elliott burst loss, or an outage; held, held_lossy: held acks; reack,
+reack_stream: repeated acks)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 from typing import Any
 
 from kcp.engine import KCP, lead_copies_for, recovery_copies_for
+from kcp.stats import Counters
 
 CONV = 0x0A0B0C0D
 STATE = ("snd_una", "snd_nxt", "rcv_nxt", "cwnd", "ssthresh", "rx_rto", "rx_srtt", "rx_rttval",
@@ -65,6 +67,12 @@ CONFIGS["held"] = {**_SPARSE, "loss": 0.05, "held": True, "senders": (0,), "step
 CONFIGS["held_lossy"] = {**_SPARSE, "loss": 0.15, "held": True, "senders": (0,), "steps": 2500}
 RECOVERY = ("recovery_copies", "recovery_lead", "recovery_rounds", "recovery_samples")
 HELD = ("rto_extra", "ack_frg", "disorder")
+# repeated acks (docs/wire-format/kcp.md "Repeated acks"): both engines agreed, large messages in
+# wide windows through loss, so segments come above holes and their ACKs go again as REACKs
+CONFIGS["reack"] = {"nodelay": (1, 10, 2, 1), "wnd": (128, 128), "steps": 1200, "loss": 0.15, "max_size": 20000,
+                    "reack": True}  # fmt: skip
+CONFIGS["reack_stream"] = {**CONFIGS["reack"], "stream": True, "loss": 0.08}
+REACK = ("reacks_sent", "reacks_useful", "repeat_segs", "retrans_segs")
 
 
 def engine_pair(conv: int) -> tuple[list[list[bytes]], list[KCP]]:
@@ -93,9 +101,10 @@ def run(seed: int, name: str) -> dict[str, Any]:
     start = rng.choice([0, 1000, 0xFFFFFFFF - 20000])  # some runs cross the 32-bit clock wrap
     rec = cfg.get("recovery")
     held = bool(cfg.get("held"))
+    reack = bool(cfg.get("reack"))
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
                 "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec,
-                "held": held})  # fmt: skip
+                "held": held, "reack": reack})  # fmt: skip
     results.append(None)
     for eng in engines:
         if cfg.get("nodelay"):
@@ -108,6 +117,8 @@ def run(seed: int, name: str) -> dict[str, Any]:
         if rec:
             set_recovery(eng, rec)
         eng.hold_aware = held
+        eng.ack_repeat = reack
+        eng.counters = Counters()
     if held:
         engines[1].ack_frg = 1
     bad = [False, False]  # Gilbert-Elliott state per direction (cfg "ge")
@@ -190,6 +201,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
     if held:
         ops.append({"op": "held"})
         results.append([{f: getattr(eng, f) for f in HELD} for eng in engines])
+    if reack:
+        ops.append({"op": "reack"})
+        results.append([{f: getattr(eng.counters, f) for f in REACK} for eng in engines])
     return {"seed": seed, "config": name, "ops": ops, "results": results}
 
 

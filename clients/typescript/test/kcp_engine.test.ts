@@ -21,6 +21,7 @@ interface Op {
   mtu?: number | null;
   recovery?: Recovery | null;
   held?: boolean;
+  reack?: boolean;
   frg?: number;
   ms?: number;
 }
@@ -83,6 +84,7 @@ function replay(trace: Trace): EngineCounters[] {
             eng.recoveryAutoLead = rec.auto_lead ?? 0;
           }
           eng.holdAware = op.held ?? false;
+          eng.ackRepeat = op.reack ?? false;
         }
         if (op.held) engines[1]!.ackFrg = 1;
         got = null;
@@ -126,6 +128,14 @@ function replay(trace: Trace): EngineCounters[] {
         break;
       case "held":
         got = engines.map((eng) => ({ rto_extra: eng.rtoExtra, ack_frg: eng.ackFrg, disorder: eng.disorder }));
+        break;
+      case "reack":
+        got = engines.map((eng) => ({
+          reacks_sent: eng.counters!.reacksSent,
+          reacks_useful: eng.counters!.reacksUseful,
+          repeat_segs: eng.counters!.repeatSegs,
+          retrans_segs: eng.counters!.retransSegs,
+        }));
         break;
       case "recovery":
         got = engines.map((eng) => ({
@@ -192,6 +202,20 @@ for (const config of ["held", "held_lossy"]) {
       assert.ok(held[1]!.disorder > 0);
     }
     assert.ok(extra > 0, "engine 0 ended a trace with its RTO extra on");
+  });
+}
+
+// repeated acks (docs/wire-format/kcp.md "Repeated acks"): both engines send the ACKs of segments
+// above a hole again as REACKs and take them without an RTT sample or a fast-ack count
+for (const config of ["reack", "reack_stream"]) {
+  test(`engine: repeated acks identical to the Python engine (${config}, 3 seeds)`, async () => {
+    for (const seed of [1, 2, 3]) {
+      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+      replay(trace);
+      const counts = trace.results[trace.results.length - 1] as { reacks_sent: number; reacks_useful: number }[];
+      assert.ok(counts[0]!.reacks_sent + counts[1]!.reacks_sent > 50, `REACKs sent (${JSON.stringify(counts)})`);
+      assert.ok(counts[0]!.reacks_useful + counts[1]!.reacks_useful > 0, `REACKs spared resends (${JSON.stringify(counts)})`);
+    }
   });
 }
 

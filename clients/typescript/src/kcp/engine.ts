@@ -34,6 +34,10 @@ export const IKCP_CMD_ACK = 82;
 export const IKCP_CMD_WASK = 83;
 /** Command: window size (tell). */
 export const IKCP_CMD_WINS = 84;
+/** Command, not ikcp's: a repeated ACK (secure mode, agreed in the handshake; {@link Kcp.ackRepeat}). */
+export const IKCP_CMD_REACK = 85;
+/** How many more times the ACK of a segment that came above a hole is sent ({@link Kcp.ackRepeat}). */
+export const ACK_REPEATS = 2;
 /** Probe flag: send a WASK at the next flush. */
 export const IKCP_ASK_SEND = 1;
 /** Probe flag: send a WINS at the next flush. */
@@ -147,6 +151,10 @@ export interface EngineCounters {
   retransSegs: number;
   /** Spaced copies sent by the sparse-flight loss recovery (a round's later copies, lead copies). */
   copySegs: number;
+  /** ACKs repeated as REACKs (repeated acks). */
+  reacksSent: number;
+  /** REACKs that acknowledged a segment its ACK had not: a spurious resend saved. */
+  reacksUseful: number;
 }
 
 /** A fresh set of zero counters. */
@@ -162,6 +170,8 @@ export function newEngineCounters(): EngineCounters {
     fastRetransSegs: 0,
     retransSegs: 0,
     copySegs: 0,
+    reacksSent: 0,
+    reacksUseful: 0,
   };
 }
 
@@ -333,6 +343,17 @@ export class Kcp {
   /** PUSH segments that came out of order or again (a loss shows as these). */
   disorder = 0;
   private ackFirstFrg = 0;
+  // Repeated acks (secure mode, agreed in the handshake; not in ikcp). docs/wire-format/kcp.md.
+  /** Both ends agreed to repeated acks: send and take REACK segments. */
+  ackRepeat = false;
+  /**
+   * The `sn, ts` pairs of the ACKs to repeat, a list per ACK-sending flush: [ACK_REPEATS] gathers
+   * those of the segments input stores above a hole, and each flush repeats [0, ACK_REPEATS) and
+   * moves every list one place down.
+   */
+  private reacks: number[][] = Array.from({ length: ACK_REPEATS + 1 }, () => []);
+  /** Pairs in those lists (0: a flush has no REACK to look for). */
+  private reackPending = 0;
 
   private sndQueue = new Deque<Item>();
   private sndBuf: Seg[] = [];
@@ -394,6 +415,8 @@ export class Kcp {
     this.sndBuf = [];
     this.nacked = 0;
     this.acklist = [];
+    this.reacks = Array.from({ length: ACK_REPEATS + 1 }, () => []);
+    this.reackPending = 0;
     this.outbox = [];
   }
 
@@ -617,14 +640,14 @@ export class Kcp {
         rc = -2;
         break;
       }
-      if (cmd < 81 || cmd > 84) {
+      if ((cmd < 81 || cmd > 84) && (cmd !== IKCP_CMD_REACK || !this.ackRepeat)) {
         rc = -3;
         break;
       }
       nsegs++;
       if (regular) {
         lastWnd = wnd;
-        if (cmd === IKCP_CMD_ACK && this.recoveryAutoLead) this.sampleFirstAck(sn, ts);
+        if ((cmd === IKCP_CMD_ACK || cmd === IKCP_CMD_REACK) && this.recoveryAutoLead) this.sampleFirstAck(sn, ts);
       }
       const buf = this.sndBuf;
       let d = u32(una - this.sndUna);
@@ -692,6 +715,10 @@ export class Kcp {
             rcvBuf.set(sn, [frg, pkt.slice(off, off + ln)]);
             inBytes += ln;
             if (d === 0) this.moveRcvBuf();
+            else if (this.ackRepeat) {
+              this.reacks[ACK_REPEATS]!.push(sn, ts); // above a hole: its ACK is repeated
+              this.reackPending++;
+            }
           }
         } else if (u32(d - rcvWnd) >= HALF) {
           acklist.push(sn, ts);
@@ -702,6 +729,8 @@ export class Kcp {
         }
       } else if (cmd === IKCP_CMD_WASK) {
         this.probe |= IKCP_ASK_TELL;
+      } else if (cmd === IKCP_CMD_REACK) {
+        this.reacked(sn); // an ACK again, without an RTT sample or a fast-ack count
       }
       off += ln;
     }
@@ -744,6 +773,22 @@ export class Kcp {
   private inError(rc: number): number {
     if (this.counters !== null) this.counters.kcpInErrors++;
     return rc;
+  }
+
+  /**
+   * A REACK for `sn`: the segment is acknowledged, as by its ACK, whose packet may have been lost
+   * (then this saves a fast resend of a segment that arrived: `reacksUseful`).
+   */
+  private reacked(sn: number): void {
+    const buf = this.sndBuf;
+    const d = u32(sn - this.sndUna);
+    if (d >= buf.length) return;
+    const seg = buf[d]!;
+    if (seg.acked) return;
+    seg.acked = true;
+    this.nacked++;
+    if (d === 0) this.dropFront(0);
+    if (this.counters !== null) this.counters.reacksUseful++;
   }
 
   private parseFastack(sn: number, ts: number): void {
@@ -958,6 +1003,26 @@ export class Kcp {
       ackSn = acklist[n - 2]!;
       ackTs = acklist[n - 1]!;
       this.acklist = [];
+      if (this.reackPending) {
+        // (only with ackRepeat) REACKs: the ACKs of segments that came above a hole in the last ACK_REPEATS ACK-sending
+        // flushes, unless rcv_nxt has passed them (every segment's una acknowledges those)
+        const lists = this.reacks;
+        let reps = 0;
+        for (let k = 0; k < ACK_REPEATS; k++) {
+          const l = lists[k]!;
+          for (let i = 0; i < l.length; i += 2) {
+            if (u32(l[i]! - una) >= this.rcvWnd) continue;
+            if (ptr + 24 > mtu) emit();
+            parts.push(header(IKCP_CMD_REACK, 0, l[i + 1]!, l[i]!, 0));
+            ptr += 24;
+            reps++;
+          }
+        }
+        this.reackPending -= lists.shift()!.length >> 1; // each list moves one flush on; the oldest had all its repeats
+        lists.push([]);
+        nout += reps;
+        if (reps && this.counters !== null) this.counters.reacksSent += reps;
+      }
     }
 
     if (this.rmtWnd === 0) {

@@ -66,6 +66,8 @@ export interface Path {
   readonly overhead: number;
   /** Both ends agreed to held acks (secure mode's handshake; never in compat mode). */
   readonly heldAcks: boolean;
+  /** Both ends agreed to repeated acks (secure mode's handshake; never in compat mode). */
+  readonly ackRepeat: boolean;
   /** The peer's current address, if known (secure mode: it may move). */
   readonly remote?: { address: string; port: number };
   /** Called once by the session's constructor; the path starts delivering received datagrams to `owner`. */
@@ -124,6 +126,8 @@ export class CompatPath implements Path {
   readonly overhead = 0;
   /** kcp-go's peers never agreed to held acks. */
   readonly heldAcks = false;
+  /** Nor to repeated acks: ikcp and kcp-go refuse a REACK and the rest of its datagram. */
+  readonly ackRepeat = false;
   private owner: PathOwner | null = null;
   private sent = 0;
   private sentLog: Uint8Array[] | null = [];

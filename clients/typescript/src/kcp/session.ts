@@ -285,6 +285,7 @@ export class KcpSession implements PathOwner {
     }
     this.ownHold = hold;
     eng.holdAware = path.heldAcks;
+    eng.ackRepeat = path.ackRepeat; // (docs/tuning.md "Repeated acks")
     this.hold = path.heldAcks ? hold : 0;
     this.ackNodelay = options.ackNodelay ?? true;
     this.ackDelay = options.ackDelayMs ?? 5;

@@ -10,6 +10,7 @@ import { SUITE_BY_NAME, type SuiteName } from "./noise.js";
 import {
   CID_LEN,
   FEATURE_DATA_PARTS,
+  FEATURE_ACK_REPEAT,
   FEATURE_HELD_ACKS,
   TAG_FEATURES,
   TAG_FEC,
@@ -85,6 +86,8 @@ export interface SecureOptions {
   dataParts?: boolean;
   /** Offer held acks (default true, as the Python client: docs/tuning.md "Delayed acks"). */
   heldAcks?: boolean;
+  /** Offer repeated acks (default true, as the Python client: docs/tuning.md "Repeated acks"). */
+  ackRepeat?: boolean;
 }
 
 /** {@link SecureOptions} validated, with every default filled in. */
@@ -228,7 +231,10 @@ export function clientConfig(o: SecureOptions): ClientConfig {
     pathProbeIntervalMs: t(o.pathProbeIntervalMs, 500, "pathProbeIntervalMs"),
     pathProbeAttempts: t(o.pathProbeAttempts, 4, "pathProbeAttempts"),
     amplificationFactor: t(o.amplificationFactor, 3, "amplificationFactor"),
-    features: ((o.dataParts ?? true) ? FEATURE_DATA_PARTS : 0) | ((o.heldAcks ?? true) ? FEATURE_HELD_ACKS : 0),
+    features:
+      ((o.dataParts ?? true) ? FEATURE_DATA_PARTS : 0) |
+      ((o.heldAcks ?? true) ? FEATURE_HELD_ACKS : 0) |
+      ((o.ackRepeat ?? true) ? FEATURE_ACK_REPEAT : 0),
   };
 }
 

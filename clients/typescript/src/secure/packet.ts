@@ -152,12 +152,14 @@ export const TAG_MESSAGE = 9;
 export const TAG_CID = 10;
 /** Tag 11: the stateless reset token of the server's connection ID. */
 export const TAG_RESET = 11;
-/** Tag 12: feature bits (bit 0: DATA_PART, bit 1: held acks). */
+/** Tag 12: feature bits (bit 0: DATA_PART, bit 1: held acks, bit 2: repeated acks). */
 export const TAG_FEATURES = 12;
 /** Feature bit: DATA_PART frames. */
 export const FEATURE_DATA_PARTS = 0x01;
 /** Feature bit: a KCP ACK's frg says its sender holds lone acks (docs/wire-format/kcp.md, "Held acks"). */
 export const FEATURE_HELD_ACKS = 0x02;
+/** Feature bit: REACK segments repeat the ACKs of segments above a hole (docs/wire-format/kcp.md, "Repeated acks"). */
+export const FEATURE_ACK_REPEAT = 0x04;
 
 /** `tag (1) | length (2, big-endian) | value`, repeated. */
 export function encodeTlv(items: [number, Uint8Array][]): Uint8Array {

@@ -10,7 +10,7 @@
 import type { DatagramLink, Path, PathOwner } from "../kcp/path.js";
 import { SecureConnectionClosed } from "./errors.js";
 import type { SecureConnection, SecureCounters, SecureEvent } from "./connection.js";
-import { FEATURE_HELD_ACKS, Reason, SECURE_OVERHEAD, reasonText } from "./packet.js";
+import { FEATURE_ACK_REPEAT, FEATURE_HELD_ACKS, Reason, SECURE_OVERHEAD, reasonText } from "./packet.js";
 
 /** A lost CLOSE costs the peer an idle timeout: it is sent twice. */
 export const CLOSE_COPIES = 2;
@@ -30,6 +30,10 @@ export class SecurePath implements Path {
   /** Both ends agreed to held acks in the handshake. */
   get heldAcks(): boolean {
     return (this.conn.params.features & FEATURE_HELD_ACKS) !== 0;
+  }
+  /** Both ends agreed to repeated acks in the handshake. */
+  get ackRepeat(): boolean {
+    return (this.conn.params.features & FEATURE_ACK_REPEAT) !== 0;
   }
   /** Datagrams not sent to an unvalidated new path (KCP resends them). */
   heldBack = 0;
