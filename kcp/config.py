@@ -94,7 +94,9 @@ class SessionConfig:
     ``"ikcp"`` is ikcp's one retransmission per RTO with its backoff. ``lead_copies`` sends that
     many spaced copies of every small flight right away (bandwidth for p99 under random loss;
     default 0); ``"auto"`` picks 0 to 2 from the loss this session sees (none on a clean link or
-    under bursts, one from about 1 % random loss). Sender-side only: any ikcp or kcp-go peer is unaffected.
+    under bursts, one from about 1 % random loss). ``"adaptive"`` also probes a closed receive
+    window after 100 ms, backing off to 1 s, where ikcp waits 7 s (so a lost window update costs
+    under a second, not 7). Sender-side only: any ikcp or kcp-go peer is unaffected.
     docs/tuning.md, "Loss recovery".
 
     ``congestion`` is the sender's congestion control: ``"bbr"`` (the default) is

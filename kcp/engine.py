@@ -404,6 +404,8 @@ class KCP:
         "nodelay_",
         "output",
         "probe",
+        "probe_init",
+        "probe_limit",
         "probe_wait",
         "rcv_buf",
         "rcv_nxt",
@@ -449,6 +451,11 @@ class KCP:
         self.rcv_nxt = 0
         self.ts_probe = 0
         self.probe_wait = 0
+        # the wait before the first window probe (WASK) while the peer's window is 0, and the
+        # floor of the waits after it, which grow by half each time up to probe_limit; ikcp's
+        # constants (7 s, 120 s) unless a session asks for quicker probes
+        self.probe_init = IKCP_PROBE_INIT
+        self.probe_limit = IKCP_PROBE_LIMIT
         self.snd_wnd = IKCP_WND_SND
         self.rcv_wnd = IKCP_WND_RCV
         self.rmt_wnd = IKCP_WND_RCV
@@ -1273,14 +1280,14 @@ class KCP:
         # remote window probing
         if self.rmt_wnd == 0:
             if self.probe_wait == 0:
-                self.probe_wait = IKCP_PROBE_INIT
+                self.probe_wait = self.probe_init
                 self.ts_probe = (current + self.probe_wait) & _MASK
             elif _s32(current - self.ts_probe) >= 0:
-                if self.probe_wait < IKCP_PROBE_INIT:
-                    self.probe_wait = IKCP_PROBE_INIT
+                if self.probe_wait < self.probe_init:
+                    self.probe_wait = self.probe_init
                 self.probe_wait += self.probe_wait // 2
-                if self.probe_wait > IKCP_PROBE_LIMIT:
-                    self.probe_wait = IKCP_PROBE_LIMIT
+                if self.probe_wait > self.probe_limit:
+                    self.probe_wait = self.probe_limit
                 self.ts_probe = (current + self.probe_wait) & _MASK
                 self.probe |= IKCP_ASK_SEND
         else:

@@ -10,11 +10,25 @@ from kcp.engine import KCP
 from kcp.errors import KCPUsageError
 from kcp.stats import Counters
 
-__all__ = ["AUTO_LEAD_MAX", "KCPGO_INITIAL_RMT_WND", "check_close_code", "make_engine", "water_marks"]
+__all__ = [
+    "AUTO_LEAD_MAX",
+    "KCPGO_INITIAL_RMT_WND",
+    "WINDOW_PROBE_INIT",
+    "WINDOW_PROBE_LIMIT",
+    "check_close_code",
+    "make_engine",
+    "water_marks",
+]
 
 KCPGO_INITIAL_RMT_WND = 32  # kcp-go's IKCP_WND_RCV, the peer window assumed before any packet
 SPARSE_FLIGHT = 8  # segments unacked at most for the sparse-flight loss recovery (a call, an event)
 AUTO_LEAD_MAX = 2  # lead_copies="auto" picks 0..this many copies ahead of any loss
+WINDOW_PROBE_INIT = 100
+"""ms before the first window probe while the peer's receive window is 0 (``loss_recovery="adaptive"``;
+ikcp waits 7 s): the peer's window update is one datagram, and when it is lost the sender learns
+the window only from a probe's answer."""
+WINDOW_PROBE_LIMIT = 1000
+"""ms between window probes at most (``loss_recovery="adaptive"``; ikcp: 120 s)."""
 
 
 def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Counters) -> KCP:
@@ -38,6 +52,8 @@ def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Count
         eng.recovery_max_copies = config.max_copies
         eng.recovery_copies = min(2, config.max_copies)
         eng.recovery_gap = config.copy_gap
+        eng.probe_init = WINDOW_PROBE_INIT
+        eng.probe_limit = WINDOW_PROBE_LIMIT
         if config.lead_copies == "auto":
             eng.recovery_auto_lead = AUTO_LEAD_MAX
         else:

@@ -10,7 +10,7 @@ replay feeds the replaying engine's own datagrams and any difference shows up as
 ``python tests/clients/kcp_engine_trace.py picks`` prints the recovery's copy picks over a grid.
 
 Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
-stall, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
+stall, stall_probe, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
 recovery_blackout: the sparse-flight loss recovery of docs/tuning.md, on small messages, with
 random or Gilbert-Elliott burst loss, or an outage; held, held_lossy: held acks; reack,
 reack_stream: repeated acks)
@@ -35,6 +35,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "fast": {"nodelay": (1, 10, 2, 1), "wnd": (64, 128), "steps": 900, "loss": 0.15, "max_size": 6000},
     "smallwnd": {"nodelay": (2, 20, 1, 0), "wnd": (4, 128), "steps": 900, "loss": 0.2, "max_size": 3000},
     "stall": {"steps": 1500, "loss": 0.05, "max_size": 9000, "stall_until": 30000, "dt": 40},
+    # the same with kcp.session's quicker window probes (loss_recovery="adaptive": 100 ms, at most 1 s)
+    "stall_probe": {
+        "steps": 1500,
+        "loss": 0.05,
+        "max_size": 9000,
+        "stall_until": 30000,
+        "dt": 40,
+        "probe": (100, 1000),
+    },
     "stream": {"nodelay": (1, 10, 2, 1), "stream": True, "steps": 900, "loss": 0.1, "max_size": 5000},
     "mtu": {"mtu": 576, "nodelay": (0, 30, 3, 1), "steps": 900, "loss": 0.1, "max_size": 3000},
 }
@@ -104,7 +113,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
     reack = bool(cfg.get("reack"))
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
                 "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec,
-                "held": held, "reack": reack})  # fmt: skip
+                "held": held, "reack": reack, "probe": cfg.get("probe")})  # fmt: skip
     results.append(None)
     for eng in engines:
         if cfg.get("nodelay"):
@@ -118,6 +127,8 @@ def run(seed: int, name: str) -> dict[str, Any]:
             set_recovery(eng, rec)
         eng.hold_aware = held
         eng.ack_repeat = reack
+        if cfg.get("probe"):
+            eng.probe_init, eng.probe_limit = cfg["probe"]
         eng.counters = Counters()
     if held:
         engines[1].ack_frg = 1

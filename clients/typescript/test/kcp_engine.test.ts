@@ -22,6 +22,7 @@ interface Op {
   recovery?: Recovery | null;
   held?: boolean;
   reack?: boolean;
+  probe?: [number, number] | null;
   frg?: number;
   ms?: number;
 }
@@ -85,6 +86,7 @@ function replay(trace: Trace): EngineCounters[] {
           }
           eng.holdAware = op.held ?? false;
           eng.ackRepeat = op.reack ?? false;
+          if (op.probe) [eng.probeInit, eng.probeLimit] = op.probe;
         }
         if (op.held) engines[1]!.ackFrg = 1;
         got = null;
@@ -158,7 +160,7 @@ function replay(trace: Trace): EngineCounters[] {
   return [c0, c1];
 }
 
-for (const config of ["normal", "fast", "smallwnd", "stall", "stream", "mtu"]) {
+for (const config of ["normal", "fast", "smallwnd", "stall", "stall_probe", "stream", "mtu"]) {
   test(`engine: datagrams identical to the Python engine (${config}, 3 seeds)`, async () => {
     for (const seed of [1, 2, 3]) {
       const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;

@@ -262,6 +262,14 @@ export class Kcp {
   tsProbe = 0;
   /** Current window-probe wait (ms). */
   probeWait = 0;
+  /**
+   * The wait before the first window probe (WASK) while the peer's window is 0, and the floor of
+   * the waits after it, which grow by half each time up to {@link probeLimit}: ikcp's constants
+   * (7 s, 120 s) unless a session asks for quicker probes.
+   */
+  probeInit = IKCP_PROBE_INIT;
+  /** The longest wait between window probes (ms). */
+  probeLimit = IKCP_PROBE_LIMIT;
   /** Send window (segments). */
   sndWnd = IKCP_WND_SND;
   /** Receive window (segments). */
@@ -1027,12 +1035,12 @@ export class Kcp {
 
     if (this.rmtWnd === 0) {
       if (this.probeWait === 0) {
-        this.probeWait = IKCP_PROBE_INIT;
+        this.probeWait = this.probeInit;
         this.tsProbe = u32(current + this.probeWait);
       } else if (s32(current - this.tsProbe) >= 0) {
-        if (this.probeWait < IKCP_PROBE_INIT) this.probeWait = IKCP_PROBE_INIT;
+        if (this.probeWait < this.probeInit) this.probeWait = this.probeInit;
         this.probeWait += Math.floor(this.probeWait / 2);
-        if (this.probeWait > IKCP_PROBE_LIMIT) this.probeWait = IKCP_PROBE_LIMIT;
+        if (this.probeWait > this.probeLimit) this.probeWait = this.probeLimit;
         this.tsProbe = u32(current + this.probeWait);
         this.probe |= IKCP_ASK_SEND;
       }

@@ -50,6 +50,10 @@ export const HOLD_QUIET = 512;
 export const SPARSE_FLIGHT = 8;
 /** `leadCopies: "auto"` picks 0..this many copies ahead of any loss. */
 export const AUTO_LEAD_MAX = 2;
+/** ms before the first window probe while the peer's window is 0 (`lossRecovery: "adaptive"`; ikcp: 7 s). */
+export const WINDOW_PROBE_INIT = 100;
+/** ms between window probes at most (`lossRecovery: "adaptive"`; ikcp: 120 s). */
+export const WINDOW_PROBE_LIMIT = 1000;
 
 /** Set the engine's sparse-flight loss recovery from `options` (the Python `make_engine`'s part). */
 function setLossRecovery(eng: Kcp, options: SessionOptions): void {
@@ -72,6 +76,8 @@ function setLossRecovery(eng: Kcp, options: SessionOptions): void {
   eng.recoveryMaxCopies = maxCopies;
   eng.recoveryCopies = Math.min(2, maxCopies);
   eng.recoveryGap = gap;
+  eng.probeInit = WINDOW_PROBE_INIT;
+  eng.probeLimit = WINDOW_PROBE_LIMIT;
   if (lead === "auto") eng.recoveryAutoLead = AUTO_LEAD_MAX;
   else eng.recoveryLead = lead;
 }
@@ -115,7 +121,8 @@ export interface SessionOptions {
    * Python `SessionConfig.loss_recovery` (docs/tuning.md "Loss recovery"): `"adaptive"` (the
    * default) sends each recovery round as up to `maxCopies` copies `copyGapMs` apart, as many as
    * the loss seen on this session calls for, with no backoff for the first four rounds and then
-   * one capped at 4 RTOs; `"ikcp"` is ikcp's one retransmission per RTO with its backoff.
+   * one capped at 4 RTOs, and probes a closed receive window after 100 ms, backing off to 1 s
+   * (ikcp: 7 s); `"ikcp"` is ikcp's one retransmission per RTO with its backoff, and its probes.
    * Sender-side only: any peer is unaffected.
    */
   lossRecovery?: "adaptive" | "ikcp";
