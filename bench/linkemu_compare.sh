@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Calls under loss (issue 6, benchmark 3; issue 15): kcprpc vs grpcio, sequential unary calls (64 B echo)
+# Calls under loss (issue 6, benchmark 3; issue 15): kcprpc vs grpcio, sequential unary calls (a 64 B echo; --size)
 # across linkemu (25 ms one-way delay by default, loss on both ways), contenders alternated on the same link.
 #
 #   bash bench/linkemu_compare.sh            # 5 % loss: 2 rounds (A B A B); 0 % and 1 %: 1 round; 2,000 calls
@@ -16,7 +16,8 @@
 #   --kcp "LABEL=OPTS;LABEL=OPTS" (kcprpc contenders; OPTS are rpc_loss.py transport options given to
 #     both sides, e.g. "fast3=;fec1/1=--fec 1/1"), --py PYTHON (needs grpcio), --name NAME (linkemu
 #     instance, default kcprpcbench), --json FILE (write every run and the summary rows as JSON lines),
-#   --deadline S (per call, both probes; default 10), --report FILE (no runs: print the table of a --json FILE).
+#   --deadline S (per call, both probes; default 10), --size B (the echo's payload, both probes; default 64),
+#   --report FILE (no runs: print the table of a --json FILE).
 # Needs root. Uses its own linkemu instance (--name; namespaces NAME-a/-b, addresses 10.77.0.1/10.77.0.2):
 # servers run in b, clients in a. The instance is always brought down on exit.
 # Prints a table with each contender's p50/p99/max (median over rounds), the kcprpc/grpc ratios of p50,
@@ -52,6 +53,7 @@ SEED=1
 JSON_OUT=""
 REPORT=""
 DEADLINE=10
+SIZE=64
 KCP="fast3=;fast3+fec1/1=--fec 1/1"
 
 while [ $# -gt 0 ]; do
@@ -70,6 +72,7 @@ while [ $# -gt 0 ]; do
         --py) PY=$2; shift ;;
         --name) NAME=$2; shift ;;
         --deadline) DEADLINE=$2; shift ;;
+        --size) SIZE=$2; shift ;;
         --report) REPORT=$2; shift ;;
         --json) JSON_OUT=$2; case "$JSON_OUT" in /*) ;; *) JSON_OUT="$CALLER_PWD/$JSON_OUT" ;; esac; shift ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
@@ -78,6 +81,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 case "$DEADLINE" in ''|*[!0-9]*) echo "--deadline takes whole seconds: $DEADLINE" >&2; exit 2 ;; esac
+case "$SIZE" in ''|*[!0-9]*) echo "--size takes bytes: $SIZE" >&2; exit 2 ;; esac
 case "$NAME" in ''|*[!A-Za-z0-9_.-]*) echo "bad --name: $NAME" >&2; exit 2 ;; esac
 summarize() {  # RESULTS.jsonl [JSON_OUT]: the table (and the JSON lines) from the run records
     "$PY" - "$1" "${2:-}" <<'EOF'
@@ -273,11 +277,11 @@ run_one() {  # link-label link-opts round label impl opts
     # waits for a foreground command to finish)
     if [ "$impl" = grpc ]; then
         "$LE" --name "$NAME" exec a -- timeout "$CLIENT_LIMIT" "$PY" "$GRPC_PROBE" client --host "$B" --port "$port" \
-            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 >"$WORK/client.out" 2>"$WORK/client.err" &
+            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size "$SIZE" >"$WORK/client.out" 2>"$WORK/client.err" &
     else
         # shellcheck disable=SC2086
         "$LE" --name "$NAME" exec a -- timeout "$CLIENT_LIMIT" "$PY" bench/rpc_loss.py client --host "$B" --port "$port" \
-            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size 64 $opts >"$WORK/client.out" 2>"$WORK/client.err" &
+            -n "$N" --warmup "$WARMUP" --deadline "$DEADLINE" --size "$SIZE" $opts >"$WORK/client.out" 2>"$WORK/client.err" &
     fi
     CPID=$!
     wait "$CPID"
@@ -366,7 +370,7 @@ done
 
 le down >/dev/null 2>&1
 le up --delay "$DELAY" --seed "$SEED" >/dev/null || { echo "linkemu up failed" >&2; exit 1; }
-echo "# kcprpc vs grpcio: sequential unary 64 B echo across linkemu ($NAME), ${DELAY} ms one-way delay, seed $SEED, $N calls per run"
+echo "# kcprpc vs grpcio: sequential unary ${SIZE} B echo across linkemu ($NAME), ${DELAY} ms one-way delay, seed $SEED, $N calls per run"
 echo "# $(date -u +%FT%TZ); kernel $(uname -r); $(nproc) CPUs; loadavg $(cut -d' ' -f1-3 /proc/loadavg);" \
      "TCP cc $(le exec a -- sysctl -n net.ipv4.tcp_congestion_control); grpcio $("$PY" -c 'import grpc; print(grpc.__version__)')"
 echo "# cpu pressure at start: $(head -1 /proc/pressure/cpu 2>/dev/null)"
