@@ -123,11 +123,14 @@ class SessionCC:
             cc.mss = eng.mss
         srtt = eng.rx_srtt
         used = (eng.snd_nxt - eng.snd_una) & _MASK
-        if srtt and used > BULK_FLIGHT:
+        if srtt and used > BULK_FLIGHT and self._measuring:
             # The pacer keeps the RTT steady, so ikcp's RTO (srtt + max(interval, 4 x rttval))
             # comes within a few ms of it and a probe, a burst or a queue building up fires
             # retransmissions of segments that were only queued. Fast resend repairs random
-            # loss in a bulk flight; its RTO is for tail losses and may wait 2 x srtt.
+            # loss in a bulk flight; its RTO is for tail losses and may wait 2 x srtt. A flight
+            # the controller never paced (a response or a state snapshot of a few dozen segments,
+            # sent at once and app-limited) keeps ikcp's RTO: its tail is often what is lost, and
+            # no later segment can fast-resend it.
             floor = 2 * srtt
             if floor < self._minrto:
                 floor = self._minrto

@@ -103,10 +103,12 @@ export class SessionCc {
     if (cc.mss !== eng.mss) cc.mss = eng.mss; // setMtu() changed the segment size
     const srtt = eng.rxSrtt;
     const used = (eng.sndNxt - eng.sndUna) >>> 0;
-    if (srtt && used > BULK_FLIGHT) {
+    if (srtt && used > BULK_FLIGHT && this.everMeasured) {
       // The pacer keeps the RTT steady, so ikcp's RTO comes within a few ms of it, and a probe or
       // a queue building up would fire retransmissions of segments that were only queued: fast
       // resend repairs random loss in a bulk flight; its RTO is for tail losses and waits 2 × srtt.
+      // A flight the controller never paced (a response or a snapshot of a few dozen segments,
+      // app-limited) keeps ikcp's RTO: its tail is often what is lost, and nothing fast-resends it.
       const floor = Math.max(2 * srtt, this.minrto);
       eng.rxMinrto = floor;
       if (eng.rxRto < floor) eng.rxRto = floor;
