@@ -1013,12 +1013,8 @@ class KCP:
     def _sample_first_ack(self, sn: int, ts: int) -> None:
         """``lead_copies="auto"``: the first acknowledgement of segment ``sn`` (called before the
         packet's ``una`` removes it) tells whether its first transmission was answered."""
-        buf = self.snd_buf
-        d = (sn - self.snd_una) & _MASK
-        if d >= len(buf):
-            return
-        seg = buf[d]
-        if seg.acked:
+        seg = self._in_flight(sn)
+        if seg is None:
             return
         samples = self.recovery_samples  # [acked, first lost, first lost under a lead, rescued, hold]
         samples[0] += 1
@@ -1049,19 +1045,24 @@ class KCP:
             for i in range(4):
                 samples[i] //= 2
 
-    def _reacked(self, sn: int) -> None:
-        """A REACK for ``sn``: the segment is acknowledged, as by its ACK, whose packet may have been
-        lost (then this saves a fast resend of a segment that arrived: ``counters.reacks_useful``)."""
+    def _in_flight(self, sn: int) -> _Seg | None:
+        """Segment ``sn`` if it is in flight and not yet acknowledged."""
         buf = self.snd_buf
         d = (sn - self.snd_una) & _MASK
         if d >= len(buf):
-            return
+            return None
         seg = buf[d]
-        if seg.acked:
+        return None if seg.acked else seg
+
+    def _reacked(self, sn: int) -> None:
+        """A REACK for ``sn``: the segment is acknowledged, as by its ACK, whose packet may have been
+        lost (then this saves a fast resend of a segment that arrived: ``counters.reacks_useful``)."""
+        seg = self._in_flight(sn)
+        if seg is None:
             return
         seg.acked = True
         self._nacked += 1
-        if d == 0:
+        if sn == self.snd_una:
             self._drop_front(0)
         c = self.counters
         if c is not None:

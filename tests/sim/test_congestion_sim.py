@@ -5,6 +5,7 @@ deep ``limit`` queue), driven as :class:`kcp.session.KCPSession` drives it: ``co
 from __future__ import annotations
 
 import pytest
+from kcp_pair_helpers import exchange
 
 from kcp.engine import KCP
 from kcp.session_cc import SessionCC
@@ -139,16 +140,7 @@ def _calls(with_cc: bool, loss: float) -> tuple[list[tuple[int, bytes]], Session
     r.output = ba.send
     cc = SessionCC(s) if with_cc else None
     for now in range(6000):
-        ab.now = ba.now = now
-        for d in ab.deliver(now):
-            r.input(d, now)
-        while r.recv() is not None:
-            pass
-        r.flush(now)
-        acked = False
-        for d in ba.deliver(now):
-            s.input(d, now)
-            acked = True
+        _read, acked = exchange(ab, ba, s, r, now)
         if now % 97 == 0:
             s.send(bytes((now // 97) % 256 for _ in range(100 + now % 2000)))  # 1 or 2 segments
         if cc is None:

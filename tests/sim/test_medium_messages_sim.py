@@ -12,6 +12,7 @@ delay. A bulk flow still gets its floor (``test_a_paced_bulk_flow_keeps_its_rto_
 from __future__ import annotations
 
 import pytest
+from kcp_pair_helpers import exchange
 
 from kcp.config import SessionConfig
 from kcp.session_cc import SessionCC
@@ -34,22 +35,14 @@ def messages(size: int, loss: float, seed: int, n: int = 300, think: int = 50) -
     now = got = next_send = 0
     t0 = -1
     while len(lat) < n:
-        ab.now = ba.now = now
         if t0 < 0 and now >= next_send:
             s.send(bytes(size))
             t0, got = now, 0
-        for d in ab.deliver(now):
-            r.input(d, now)
-        while (m := r.recv()) is not None:
-            got += len(m)
+        read, acked = exchange(ab, ba, s, r, now)
+        got += read
         if t0 >= 0 and got >= size:
             lat.append(now - t0)
             t0, next_send = -1, now + think
-        r.flush(now)
-        acked = False
-        for d in ba.deliver(now):
-            s.input(d, now)
-            acked = True
         if acked:
             cc.after_input(s, now)
         cc.update(s, now)
@@ -78,16 +71,7 @@ def test_a_paced_bulk_flow_keeps_its_rto_floor() -> None:
     cc = SessionCC(s)
     floors = []
     for now in range(3000):
-        ab.now = ba.now = now
-        for d in ab.deliver(now):
-            r.input(d, now)
-        while r.recv() is not None:
-            pass
-        r.flush(now)
-        acked = False
-        for d in ba.deliver(now):
-            s.input(d, now)
-            acked = True
+        _read, acked = exchange(ab, ba, s, r, now)
         while s.waitsnd() < 256:
             s.send(bytes(16384))
         if acked:

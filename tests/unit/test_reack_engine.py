@@ -52,6 +52,19 @@ def _pushes(n: int) -> list[bytes]:
     return sent
 
 
+def _above_a_hole(n: int) -> tuple[KCP, list[bytes], list[bytes]]:
+    """A receiver that got sn 0 and 2 of ``n`` pushes (1 lost) and flushed their ACKs: the
+    receiver, its output (cleared) and the pushes."""
+    pushes = _pushes(n)
+    out: list[bytes] = []
+    rx = _engine(out)
+    rx.input(pushes[0], 10)
+    rx.input(pushes[2], 10)
+    rx.flush(10)
+    out.clear()
+    return rx, out, pushes
+
+
 def _reacks(out: list[bytes]) -> list[int]:
     return [sn for cmd, sn, _una in _segments(out) if cmd == IKCP_CMD_REACK]
 
@@ -90,13 +103,7 @@ def test_an_ack_above_a_hole_goes_again_with_the_next_two_ack_flushes() -> None:
 
 
 def test_no_repeat_once_rcv_nxt_passes_the_segment() -> None:
-    pushes = _pushes(4)
-    out: list[bytes] = []
-    rx = _engine(out)
-    rx.input(pushes[0], 10)
-    rx.input(pushes[2], 10)
-    rx.flush(10)
-    out.clear()
+    rx, out, pushes = _above_a_hole(4)
     rx.input(pushes[1], 20)  # the hole is filled: every segment's una now acknowledges sn 2
     rx.flush(20)
     assert _segments(out) == [(IKCP_CMD_ACK, 1, 3)]
@@ -172,14 +179,8 @@ def test_a_reack_gives_no_rtt_sample() -> None:
 
 
 def test_drop_unsent_forgets_the_repeats() -> None:
-    pushes = _pushes(3)
-    out: list[bytes] = []
-    rx = _engine(out)
-    rx.input(pushes[0], 10)
-    rx.input(pushes[2], 10)
-    rx.flush(10)
+    rx, out, pushes = _above_a_hole(3)
     rx.drop_unsent()
-    out.clear()
     rx.input(pushes[2], 20)  # a duplicate: acked again, but sn 2's repeats were forgotten
     rx.flush(20)
     assert _reacks(out) == []

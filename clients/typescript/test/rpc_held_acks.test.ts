@@ -6,24 +6,16 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client, type RawEvent } from "../src/rpc/client.js";
-import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
-import type { MuxConnection } from "../src/rpc/connection.js";
+import type { RawEvent } from "../src/rpc/client.js";
+import { connectKcp } from "./support/kcp_client.js";
 import { startPythonServer, waitFor } from "./support/rpc_python.js";
 
 const KEY = "ts held acks passphrase";
 
 /** 60 reliable notes to the client, one every 30 ms; the client's datagrams out meanwhile and its counters. */
 async function receiveNotes(port: number, heldAcks: boolean): Promise<{ sent: number; held: number; asked: boolean }> {
-  const conns: MuxConnection[] = [];
-  const dial = kcpConnector("127.0.0.1", port, { wire: { mode: "secure", passphrase: KEY, heldAcks } });
-  const c = await Client.connect(async () => {
-    const m = await dial();
-    conns.push(m);
-    return m;
-  }, {});
+  const { client: c, transport } = await connectKcp(port, { mode: "secure", passphrase: KEY, heldAcks });
   try {
-    const transport = conns[0]!.transport as KcpTransport;
     const notes: string[] = [];
     c.onRawEvent((e: RawEvent) => {
       if (e.name === "ts.Note") notes.push((e.payload as { text: string }).text);

@@ -7,24 +7,15 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Client } from "../src/rpc/client.js";
-import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
-import type { MuxConnection } from "../src/rpc/connection.js";
+import { connectKcp } from "./support/kcp_client.js";
 import { startPythonServer } from "./support/rpc_python.js";
 import { startRelay } from "./support/rpc_e2e.js";
 
 const KEY = "ts reack passphrase";
 
 async function echoes(port: number, ackRepeat: boolean): Promise<{ agreed: boolean; sent: number; useful: number }> {
-  const conns: MuxConnection[] = [];
-  const dial = kcpConnector("127.0.0.1", port, { wire: { mode: "secure", passphrase: KEY, ackRepeat } });
-  const c = await Client.connect(async () => {
-    const m = await dial();
-    conns.push(m);
-    return m;
-  }, {});
+  const { client: c, transport } = await connectKcp(port, { mode: "secure", passphrase: KEY, ackRepeat });
   try {
-    const transport = conns[0]!.transport as KcpTransport;
     for (let i = 0; i < 4; i++) {
       const text = String(i).repeat(120_000); // about 90 segments each way
       const got = (await c.unary("ts.App/echo", text)) as { got: string };
