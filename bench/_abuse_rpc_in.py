@@ -17,6 +17,11 @@ streams, which a well-behaved :class:`kcprpc.Client` never sends:
 * ``receive-hoard``: many connections, each sending all but the end of one 4 MiB ``CALL``: each
   within its own bound, together far past what one process should hold. Bound:
   ``ServerConfig.max_receive_total`` (the largest holders are ended). Counter: ``server.receive_shed``.
+* ``ooo-hoard``: many connections, each losing one of its own KCP segments for good and sending on
+  (four streams of 256 KiB, their windows), so the server holds every segment after the hole out
+  of order, up to its receive window (about 700 KB a connection), and nothing reaches the mux.
+  Bound: ``ServerConfig.max_receive_total`` (the KCP session reports its out-of-order buffer as it
+  grows). Counter: ``server.receive_shed``.
 * ``stream-hoard``: many connections, each opening thousands of streams that never send a byte.
   Bounds: the mux's ``max_streams`` per connection (1,024 in ``RPC_MUX_CONFIG``) and
   ``ServerConfig.max_streams_total``. Counters: ``server.streams_refused``, ``server.streams_shed``.
@@ -237,6 +242,50 @@ async def receive_hoard(target: Target, seconds: float) -> dict[str, int]:
     return await partial_frames(target, seconds, connections=48, streams=1, first=BODY - 1024)
 
 
+def _lose_for_good(conn: Any) -> None:
+    """Make the KCP session under ``conn`` lose its next segment on every send, and never give up."""
+    eng = conn.datagrams._engine
+    hole, out = eng.snd_nxt, eng.output
+    eng.dead_link = 1 << 30
+
+    def output(d: bytes) -> None:
+        off = 0
+        while off + 24 <= len(d):
+            cmd, sn, ln = (
+                d[off + 4],
+                int.from_bytes(d[off + 12 : off + 16], "little"),
+                int.from_bytes(d[off + 20 : off + 24], "little"),
+            )
+            if cmd == 81 and sn == hole:
+                return
+            off += 24 + ln
+        out(d)
+
+    eng.output = output
+
+
+async def ooo_hoard(target: Target, seconds: float, *, connections: int = 160) -> dict[str, int]:
+    """``connections`` connections, each holding ~700 KB out of order on the server (110 MB together)."""
+    counters = _default_counter({"connections": 0, "streams": 0, "bytes_written": 0})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    peers: list[RawPeer] = []
+    try:
+        await _connect_peers(target, connections, deadline, peers, counters)
+        for p in peers:
+            _lose_for_good(p.conn)
+            for _ in range(4):  # a stream's window is 256 KiB: no more leaves unacknowledged
+                s = await p.conn.open_stream()
+                s.write(bytes(256 * 1024))
+                counters["streams"] += 1
+                counters["bytes_written"] += 256 * 1024
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        counters["ended"] = sum(1 for p in peers if p.conn.datagrams.close_code is not None)
+    finally:
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+    return dict(counters)
+
+
 async def _idle_streams(peer: RawPeer, n: int, deadline: float, counters: dict[str, int]) -> None:
     loop = asyncio.get_running_loop()
     held = []
@@ -269,6 +318,16 @@ async def stream_hoard(target: Target, seconds: float) -> dict[str, int]:
 
 
 ATTACKS: list[Attack] = [
+    Attack(
+        name="ooo-hoard",
+        item=3,
+        mode="secure",
+        run=ooo_hoard,
+        description=(
+            "160 connections, each losing one of its own KCP segments for good and sending on, so "
+            "the server holds ~700 KB after each hole out of order (110 MB together)"
+        ),
+    ),
     Attack(
         name="stream-hoard",
         item=3,

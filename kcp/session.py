@@ -68,6 +68,11 @@ LONE_ACKS = 8
 receives, as a subscriber to a push), a session's lone acks stop waiting: they go at the end of
 the receive batch, in one send with the other sessions' (docs/tuning.md, "Delayed acks")."""
 
+OUT_OF_ORDER_STEP = 64
+"""Segments: each time a session's out-of-order receive buffer grows by this many since it was
+last told, it calls the callback given to :meth:`KCPSession.watch_receive` (a server counts what
+all its clients make it hold as it grows, not only on its periodic count)."""
+
 HOLD_QUIET = 512
 """After a loss ends the holding of acks (``SessionConfig.ack_hold``), this many delayed acks in a
 row must go alone before lone acks are held again."""
@@ -145,6 +150,8 @@ class KCPSession:
         "_loop",
         "_low_water",
         "_near",
+        "_ooo_mark",
+        "_ooo_watch",
         "_overhead",
         "_path",
         "_path_timer",
@@ -224,6 +231,8 @@ class KCPSession:
         self.close_reason = ""
         self._flush_marked = False
         self._in_dirty = False
+        self._ooo_watch: Callable[[], None] | None = None  # watch_receive's callback
+        self._ooo_mark = 0  # out-of-order segments when it was last called (or fewer, since)
         self._timer_entry = -1  # TimerTarget: kcp.timers.NO_ENTRY
         self._near = NearWake(self, ep)  # the second heap entry (kcp.session_timing)
         self._high_water, self._low_water = water_marks(config, eng)
@@ -479,6 +488,16 @@ class KCPSession:
                 self._hand_datagrams()
                 if self._state is _CLOSED:
                     return
+        watch = self._ooo_watch
+        if watch is not None:  # (a server's: what its clients make it hold, as it grows)
+            n = len(eng.rcv_buf)
+            if n >= self._ooo_mark + OUT_OF_ORDER_STEP:
+                self._ooo_mark = n
+                watch()
+                if self._state is _CLOSED:  # it ended this session
+                    return
+            elif n < self._ooo_mark:
+                self._ooo_mark = n
         cc = self._cc
         if cc is not None:
             cc.after_input(eng, now)
@@ -722,7 +741,9 @@ class KCPSession:
         self._path.finish(now, self.close_code, reason)  # after the state change: callbacks cannot re-enter
         self._timers.cancel(self)
         self._timers.cancel(self._near)
-        self._engine.drop_unsent()  # a slow reader's megabytes go now, not at the next full GC
+        eng = self._engine
+        eng.drop_unsent()  # a slow reader's megabytes go now, not at the next full GC
+        eng.rcv_buf.clear()  # and what came above a hole: no input fills it now
         for w in (self._read_waiter, self._drain_waiter):
             if w is not None and not w.done():
                 w.set_result(None)
@@ -901,6 +922,14 @@ class KCPSession:
         ``read_buffer`` and twice ``rcv_wnd`` segments."""
         eng = self._engine
         return len(self._rbuf) + (eng.nrcv_que + eng.nrcv_buf) * eng.mss
+
+    def watch_receive(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` after a receive batch in which the segments held out of order (above a
+        hole, :meth:`receive_held` counts them) grew by :data:`OUT_OF_ORDER_STEP` since it was
+        last called; ``None`` stops it. A peer that never fills a hole makes a receiver hold up to
+        ``rcv_wnd`` segments this way, and a server wants to know before its next periodic count."""
+        self._ooo_watch = callback
+        self._ooo_mark = len(self._engine.rcv_buf)
 
     def send_acked(self) -> int:
         """The engine's ``snd_una`` (u32, wraps): it moves exactly when the peer acknowledges the

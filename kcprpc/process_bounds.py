@@ -40,6 +40,10 @@ STREAM_ALLOWANCE = 8
 streams: at ``max_streams_total`` its new streams are refused like anyone's, and only connections
 with more are shed."""
 
+GROWN_KEEP = 64 * 1024
+"""A connection whose transport reported a growing out-of-order buffer (:meth:`ReceiveTotal.grew`)
+is counted at every check of the receive total until it holds less than this (bytes)."""
+
 COUNTERS = (
     "receive_shed",  # ended: the largest receive-side holders, all past max_receive_total
     "receive_held",  # bytes held from all clients at the last count (a gauge)
@@ -109,8 +113,12 @@ class ProcessBounds:
             )
 
     def _shed_receive(self) -> None:
-        owners = [b.owner for b in self.receive.holders]
-        self.receive_over([(s.receive_held(), s) for s in owners if isinstance(s, ServerSession)])
+        receive = self.receive
+        owners = {b.owner for b in receive.holders} | receive.grown
+        sized = [(s.receive_held(), s) for s in owners if isinstance(s, ServerSession)]
+        # a connection whose out-of-order buffer grew stays counted here until it holds little
+        receive.grown = {s for h, s in sized if h >= GROWN_KEEP and not s.closed and s in receive.grown}
+        self.receive_over(sized)
 
     # -- rooms and topics
     def memberships_over(self) -> None:

@@ -37,9 +37,11 @@ class ReceiveTotal:
     Each budget reports its changes (:meth:`add`); the budgets that hold something are
     :attr:`holders`, so that the server looks only at those when it sheds. Past ``limit``,
     ``over()`` is called (the server sheds the largest holders soon: docs/rpc.md, "Flow control and
-    memory per connection")."""
+    memory per connection"). A connection whose transport holds more and more out of order (what
+    no frame reserves) reports that too (:meth:`grew`): it joins :attr:`grown`, and the server
+    counts again soon."""
 
-    __slots__ = ("holders", "limit", "over", "peak", "reserved")
+    __slots__ = ("grown", "holders", "limit", "over", "peak", "reserved")
 
     def __init__(self, limit: int, over: Callable[[], None]) -> None:
         self.limit = limit
@@ -47,6 +49,12 @@ class ReceiveTotal:
         self.reserved = 0
         self.peak = 0
         self.holders: set[FrameBudget] = set()
+        self.grown: set[object] = set()  # owners whose transport reported growth (pruned on a count)
+
+    def grew(self, owner: object) -> None:
+        """``owner``'s connection holds more out of order than when it last reported: count soon."""
+        self.grown.add(owner)
+        self.over()
 
     def add(self, budget: FrameBudget, n: int) -> None:
         """``budget`` reserved ``n`` more bytes (less, when negative)."""

@@ -217,6 +217,8 @@ class ServerSession:
         )
         held = conn.receive_bounds
         self.receive_probe: Callable[[], int] | None = held.receive_held if held is not None else None
+        if held is not None:  # an out-of-order buffer that grows is counted as it grows
+            held.watch_receive(self._receive_grew)
 
     @property
     def ready(self) -> bool:
@@ -306,6 +308,12 @@ class ServerSession:
         ``max_decoded_bytes``."""
         probe = self.receive_probe
         return self.receive.frames.used + (probe() if probe is not None else 0)
+
+    def _receive_grew(self) -> None:
+        """The connection holds more out of order (a KCP receive buffer above a hole, grown by a
+        step): the process total counts it now, not at its next periodic count."""
+        if not self.closed:
+            self.server.receive_total.grew(self)
 
     def end_exhausted(self, counter: str, label: str, why: str) -> None:
         """End this session now, as a penalty (never resumable), for holding too much: count it
@@ -462,6 +470,9 @@ class ServerSession:
         self.closed = True
         self.detached = True
         self._stop_lanes()
+        held = self.conn.receive_bounds
+        if held is not None:
+            held.watch_receive(None)
         self.conn = DetachedConnection(self.conn.remote_address, self.conn.peer_public_key)
         self.control = None
         self.calls = set()
@@ -494,6 +505,9 @@ class ServerSession:
         self.receive = new.receive
         self.receive.frames.owner = self  # what the process total sheds is this session now
         self.receive_probe = new.receive_probe
+        held = self.conn.receive_bounds
+        if held is not None:
+            held.watch_receive(self._receive_grew)
         self.path_changes += new.path_changes
         self.detached = False
         self.closed = False

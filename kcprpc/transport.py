@@ -220,6 +220,10 @@ class ReceiveHeld(Protocol):
         """Bytes received from the peer and not read yet (mux buffers, the transport's queues)."""
         ...
 
+    def watch_receive(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` as what the transport holds out of order grows (``None``: stop)."""
+        ...
+
 
 CLOSE_CODE_BASE = 0x4B00
 """A transport close code (secure mode's authenticated CLOSE) ``CLOSE_CODE_BASE + status`` ends an

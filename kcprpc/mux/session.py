@@ -382,6 +382,13 @@ class MuxSession:
         th = self._transport_held
         return own if th is None else own + th()
 
+    def watch_receive(self, callback: Callable[[], None] | None) -> None:
+        """Have the transport call ``callback`` as what it holds out of order grows (a KCP session:
+        :meth:`kcp.KCPSession.watch_receive`); a transport without such a buffer never calls it."""
+        watch = getattr(self._transport, "watch_receive", None)
+        if callable(watch):
+            watch(callback)
+
     @property
     def bytes_sent(self) -> int:
         """Stream payload bytes framed and handed to the transport so far (grows while the peer's
