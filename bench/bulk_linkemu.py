@@ -4,7 +4,8 @@
 with each congestion control. ``kcp-*`` and ``node-*`` run compat mode (no cipher, as kcp-go's
 peers); ``secure-bbr`` is the same Python session in secure mode (a passphrase, every feature its
 handshake offers: repeated acks among them), ``secure-bbr-noreack`` the same without repeated acks
-(``SecureConfig(ack_repeat=False)``: docs/tuning.md "Repeated acks").
+(``SecureConfig(ack_repeat=False)``: docs/tuning.md "Repeated acks"); ``node-secure-bbr`` and
+``node-secure-bbr-noreack`` are the TypeScript client's in the same two ways.
 
     python bench/bulk_linkemu.py run                      # 10 Mbit/s, 20 ms one way, 1 % and 0 % loss, 10 s
     python bench/bulk_linkemu.py run --seconds 30 --rounds 3 --losses "1 0 5" --queue 200
@@ -209,8 +210,8 @@ def _pct(xs: list[float], p: float) -> float:
 def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> subprocess.Popen[str]:
     """One sender on side a: ``tcp-<cc>`` (tcp_bulk.py with that Linux congestion control, to
     the server on ``port``), ``kcp-<congestion>`` (this script's ``send`` role), ``secure-bbr`` or
-    ``secure-bbr-noreack`` (the same in secure mode) or ``node-<congestion>`` (the TypeScript
-    client's bulk.ts, the same role in Node)."""
+    ``secure-bbr-noreack`` (the same in secure mode) or ``node-<congestion>`` and
+    ``node-secure-bbr[-noreack]`` (the TypeScript client's bulk.ts, the same roles in Node)."""
     py = sys.executable
     kind, cc = contender.split("-", 1)
     if kind == "tcp":
@@ -228,13 +229,14 @@ def _start(args: argparse.Namespace, contender: str, port: int = TCP_PORT) -> su
             cc,
         ]
         return _exec_a(cmd, args.seconds + 120)
+    secure = kind == "secure" or cc.startswith("secure-")
+    wire = "secure" + ("-noreack" if cc.endswith("-noreack") else "") if secure else "compat"
+    cc = cc.removeprefix("secure-").removesuffix("-noreack")
     if kind == "node":
-        role = ["node", str(BULK_JS)]
+        role = ["node", str(BULK_JS), "--wire", wire]
     else:
-        wire = "compat" if kind == "kcp" else "secure" + ("-noreack" if cc.endswith("-noreack") else "")
-        cc = cc.removesuffix("-noreack")
         role = [py, str(Path(__file__).resolve()), "send", "--wire", wire]
-    kport = KCP_PORT if kind != "secure" else SECURE_PORT
+    kport = SECURE_PORT if secure else KCP_PORT
     cmd = [*role, "--host", B, "--port", str(kport), "--seconds", str(args.seconds), "--congestion", cc]
     return _exec_a([*cmd, "--wnd", str(args.wnd), "--mtu", str(args.mtu)], args.seconds + 60)
 
@@ -431,8 +433,8 @@ def main() -> None:
     ap.add_argument(
         "--contenders",
         default="tcp-bbr kcp-ikcp kcp-bbr",
-        help="senders run one after the other: tcp-<linux cc>, kcp-<congestion>, secure-bbr[-noreack] or "
-        "node-<congestion>; several joined by + "
+        help="senders run one after the other: tcp-<linux cc>, kcp-<congestion>, secure-bbr[-noreack], "
+        "node-<congestion> or node-secure-bbr[-noreack]; several joined by + "
         "share the bottleneck at the same time (e.g. kcp-bbr+tcp-bbr, kcp-bbr+tcp-cubic, tcp-bbr+tcp-cubic)",
     )
     args = ap.parse_args()

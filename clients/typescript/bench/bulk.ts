@@ -1,14 +1,19 @@
 /**
- * The Node contenders of bench/bulk_linkemu.py (`node-bbr`, `node-ikcp`): one compat-mode KCP
- * session that writes bulk data for `--seconds`, as that script's Python `send` role does.
+ * The Node contenders of bench/bulk_linkemu.py (`node-bbr`, `node-ikcp`, `node-secure-bbr`,
+ * `node-secure-bbr-noreack`): one KCP session that writes bulk data for `--seconds`, as that
+ * script's Python `send` role does; compat mode, or secure mode with that script's passphrase
+ * (`--wire secure`, or `secure-noreack`: without repeated acks).
  *
  *   node dist/bench/bulk.js --host 10.77.0.2 --port 9400 [--seconds 10] [--congestion bbr|ikcp]
- *       [--wnd 0] [--mtu 1400]
+ *       [--wnd 0] [--mtu 1400] [--wire compat|secure|secure-noreack]
  *
  * Prints one JSON line: `mbit` (the bytes the peer acknowledged by the end, over the run), the
  * retransmissions (`retrans`, of which `rto_retrans` by timeout), `out_segs` and the final `srtt`.
  */
-import { dial, type SessionOptions } from "../src/kcp/session.js";
+import { dial } from "../src/dial.js";
+import type { SessionOptions } from "../src/kcp/session.js";
+
+const PSK = "bulk-linkemu"; // bench/bulk_linkemu.py's secure contenders' passphrase
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,7 +34,13 @@ async function main(): Promise<void> {
     process.exit(3);
   }, (seconds + 60) * 1000);
   limit.unref();
-  const s = await dial(arg("host", "127.0.0.1"), Number(arg("port", "0")), { session });
+  const wire = arg("wire", "compat");
+  const host = arg("host", "127.0.0.1");
+  const port = Number(arg("port", "0"));
+  const s =
+    wire === "compat"
+      ? await dial(host, port, { session })
+      : await dial(host, port, { session, wire: { mode: "secure", passphrase: PSK, ackRepeat: wire === "secure" } });
   const buf = new Uint8Array(65536);
   let written = 0;
   const t0 = performance.now();

@@ -23,7 +23,7 @@ export interface SecureWireOptions extends Omit<SecureOptions, "mtu" | "sndWnd" 
 export interface SecureDialOptions {
   /** The secure wire: identity, FEC and the handshake's knobs. */
   wire: SecureWireOptions;
-  /** Session tuning; `mtu`, `sndWnd`, `rcvWnd` (defaults 1400, 128, 128) are proposed in the handshake. */
+  /** Session tuning; `mtu`, `sndWnd`, `rcvWnd` (defaults 1400, 512, 512) are proposed in the handshake. */
   session?: SessionOptions;
   /** Randomness for the handshake (default: the OS CSPRNG). */
   rng?: Rng;
