@@ -783,19 +783,25 @@ export class Kcp {
     return rc;
   }
 
+  /** Segment `sn` if it is in flight and not yet acknowledged. */
+  private inFlight(sn: number): Seg | null {
+    const buf = this.sndBuf;
+    const d = u32(sn - this.sndUna);
+    if (d >= buf.length) return null;
+    const seg = buf[d]!;
+    return seg.acked ? null : seg;
+  }
+
   /**
    * A REACK for `sn`: the segment is acknowledged, as by its ACK, whose packet may have been lost
    * (then this saves a fast resend of a segment that arrived: `reacksUseful`).
    */
   private reacked(sn: number): void {
-    const buf = this.sndBuf;
-    const d = u32(sn - this.sndUna);
-    if (d >= buf.length) return;
-    const seg = buf[d]!;
-    if (seg.acked) return;
+    const seg = this.inFlight(sn);
+    if (seg === null) return;
     seg.acked = true;
     this.nacked++;
-    if (d === 0) this.dropFront(0);
+    if (sn === this.sndUna) this.dropFront(0);
     if (this.counters !== null) this.counters.reacksUseful++;
   }
 
@@ -869,11 +875,8 @@ export class Kcp {
    * removes it) tells whether its first transmission was answered.
    */
   private sampleFirstAck(sn: number, ts: number): void {
-    const buf = this.sndBuf;
-    const d = u32(sn - this.sndUna);
-    if (d >= buf.length) return;
-    const seg = buf[d]!;
-    if (seg.acked) return;
+    const seg = this.inFlight(sn);
+    if (seg === null) return;
     const samples = this.recoverySamples;
     samples[0]!++;
     const lead = this.recoveryLead;
@@ -1012,8 +1015,8 @@ export class Kcp {
       ackTs = acklist[n - 1]!;
       this.acklist = [];
       if (this.reackPending) {
-        // (only with ackRepeat) REACKs: the ACKs of segments that came above a hole in the last ACK_REPEATS ACK-sending
-        // flushes, unless rcv_nxt has passed them (every segment's una acknowledges those)
+        // (only with ackRepeat) REACKs: the ACKs of segments that came above a hole in the last
+        // ACK_REPEATS ACK-sending flushes, unless rcv_nxt has passed them (una acknowledges those)
         const lists = this.reacks;
         let reps = 0;
         for (let k = 0; k < ACK_REPEATS; k++) {
@@ -1026,7 +1029,8 @@ export class Kcp {
             reps++;
           }
         }
-        this.reackPending -= lists.shift()!.length >> 1; // each list moves one flush on; the oldest had all its repeats
+        // each list moves one flush on; the oldest had all its repeats
+        this.reackPending -= lists.shift()!.length >> 1;
         lists.push([]);
         nout += reps;
         if (reps && this.counters !== null) this.counters.reacksSent += reps;
