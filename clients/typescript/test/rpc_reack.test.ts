@@ -16,8 +16,9 @@ const KEY = "ts reack passphrase";
 async function echoes(port: number, ackRepeat: boolean): Promise<{ agreed: boolean; sent: number; useful: number }> {
   const { client: c, transport } = await connectKcp(port, { mode: "secure", passphrase: KEY, ackRepeat });
   try {
-    for (let i = 0; i < 4; i++) {
-      const text = String(i).repeat(120_000); // about 90 segments each way
+    // 8 echoes of about 175 segments each way: enough lost ACKs above holes, whatever the batching
+    for (let i = 0; i < 8; i++) {
+      const text = String(i).repeat(240_000);
       const got = (await c.unary("ts.App/echo", text)) as { got: string };
       assert.ok(got.got === text, `echo ${i} came back whole`);
     }
