@@ -75,8 +75,17 @@ def target_transport(mode: str, key: str, crypt: str | None, fec: tuple[int, int
     compat with the kcp-go cipher ``crypt``; FEC ``fec`` (None: off)."""
     if mode == "compat":
         return kcprpc.Transport(kcprpc.CompatWire(crypt=crypt, key=key, fec=fec or (0, 0)))
-    return kcprpc.Transport(kcprpc.SecureWire(key=key, fec=fec or (0, 0)))
+    from kcp.secure import SecureConfig
 
+    # the legitimate client and most attacks run on 127.0.0.1; an attack that floods handshakes
+    # sends from ATTACKER_HOST, which the server's handshake budget then limits
+    config = SecureConfig(handshake_exempt=("127.0.0.1/32", "::1/128"))
+    return kcprpc.Transport(kcprpc.SecureWire(key=key, fec=fec or (0, 0), config=config))
+
+
+ATTACKER_HOST = "127.0.0.2"
+"""A second loopback address (Linux routes all of 127/8 to lo) for attacks that must not share
+127.0.0.1 with the legitimate client: the server limits handshakes per address."""
 
 AttackRun = Callable[[Target, float], Awaitable[dict[str, int]]]
 

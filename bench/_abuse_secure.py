@@ -34,10 +34,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import kcprpc
-from bench._abuse_common import AbuseService, Attack, BlobRequest, EchoMsg, Target
+from bench._abuse_common import ATTACKER_HOST, AbuseService, Attack, BlobRequest, EchoMsg, Target
 from kcp.secure import HandshakeConfig, HandshakeRefused, SecureClient, SecureConnection
-from kcp.secure.packet import F_DATA_PART, T_TRANSPORT
-from kcp.secure.testing import HostileClient, seal_raw
+from kcp.secure.packet import F_DATA_PART, T_RESPONSE, T_RETRY, T_TRANSPORT
+from kcp.secure.testing import CookieClient, HostileClient, seal_raw
 
 _WORKERS = 4
 _REPLY_TIMEOUT = 1.0
@@ -260,6 +260,59 @@ def _part(mid: int, index: int, count: int, piece: bytes) -> bytes:
     return bytes((F_DATA_PART,)) + (mid & 0xFFFFFFFF).to_bytes(4, "big") + bytes((index, count)) + piece
 
 
+# ------------------------------------------------------------------------------------ handshake-flood
+
+
+async def handshake_flood(target: Target, seconds: float) -> dict[str, int]:
+    """Initiations with the key and fresh ephemeral keys from one address, as fast as it can send,
+    never confirmed: each costs the server a DH and a half-open entry (the RETRY's cookie is
+    fetched once and every later initiation carries its mac2, so "under load" proves nothing)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    cfg = HandshakeConfig(passphrase=target.key)
+    out = {"initiations": 0, "responses": 0, "retries": 0, "hints": 0}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind((ATTACKER_HOST, 0))
+    sock.connect((target.host, target.port))
+    waiting: dict[bytes, CookieClient] = {}
+    cookie: bytes | None = None
+    try:
+        while loop.time() < deadline:
+            for _ in range(32):
+                client = CookieClient(cfg, cookie)
+                first = client.initiate(_now_ms())
+                waiting[bytes(client.local_cid)] = client
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(first)
+                    out["initiations"] += 1
+            while len(waiting) > 4096:
+                waiting.pop(next(iter(waiting)))
+            while True:
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    break
+                kind = data[0]
+                if kind == T_RESPONSE:
+                    out["responses"] += 1  # never confirmed: the entry stays half-open
+                elif kind == T_RETRY:
+                    out["retries"] += 1
+                    c = waiting.get(bytes(data[2 : 2 + 8]))
+                    if c is not None:
+                        c.receive(data, sock.getpeername(), _now_ms())
+                        for d in c.datagrams_to_send(_now_ms()):
+                            with contextlib.suppress(BlockingIOError):
+                                sock.send(d)
+                        cookie = c.cookie
+                else:
+                    out["hints"] += 1
+            await asyncio.sleep(0)
+    finally:
+        sock.close()
+    return out
+
+
 ATTACKS: list[Attack] = [
     Attack(
         name="fec-oversize",
@@ -292,5 +345,12 @@ ATTACKS: list[Attack] = [
         mode="secure",
         run=data_parts,
         description="authenticated DATA_PART pieces that never complete, are too large or contradict",
+    ),
+    Attack(
+        name="handshake-flood",
+        item=5,
+        mode="secure",
+        run=handshake_flood,
+        description="initiations with the key from one address as fast as it can send (cookie reused), never confirmed",
     ),
 ]

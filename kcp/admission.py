@@ -43,12 +43,12 @@ Every table is bounded; every refusal is counted by the listener (``kcp.stats.Co
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from kcp.errors import KCPUsageError
+from kcp.ratelimit import LOOPBACK, PrefixLimiter, parse_networks
 
 __all__ = ["ALIVE", "REPLACE", "RESTART_POKES", "WAIT", "Admission", "AdmissionConfig", "Pending"]
 
@@ -85,7 +85,7 @@ class AdmissionConfig:
     prefix_v4: int = 24
     prefix_v6: int = 64
     max_prefixes: int = 16384
-    exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    exempt: tuple[str, ...] = LOOPBACK
     restart_quiet: float = 2.0
 
     def __post_init__(self) -> None:
@@ -100,8 +100,7 @@ class AdmissionConfig:
         if not 0 <= self.prefix_v4 <= 32 or not 0 <= self.prefix_v6 <= 128:
             raise KCPUsageError("prefix_v4 must be in 0..32 and prefix_v6 in 0..128")
         try:
-            for net in self.exempt:
-                ipaddress.ip_network(net, strict=False)
+            parse_networks(self.exempt)
         except ValueError as exc:
             raise KCPUsageError(f"bad exempt network: {exc}") from None
 
@@ -156,10 +155,17 @@ class Admission:
         # pending peer or a live session); copies from any other address are replays
         self._seen: dict[int, Address] = {}
         self._owned: dict[Address, tuple[int, ...]] = {}  # a live session's digests, to forget them
-        self._buckets: OrderedDict[Any, list[float]] = OrderedDict()  # prefix -> [tokens, last ms]
+        self.limiter = PrefixLimiter(
+            config.rate,
+            config.burst,
+            prefix_v4=config.prefix_v4,
+            prefix_v6=config.prefix_v6,
+            max_prefixes=config.max_prefixes,
+            exempt=config.exempt,
+        )
+        """New sessions per source prefix (:mod:`kcp.ratelimit`)."""
         self._timeout_ms = int(config.pending_timeout * 1000)
         self._quiet_ms = int(config.restart_quiet * 1000)
-        self._exempt = tuple(ipaddress.ip_network(n, strict=False) for n in config.exempt)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -271,7 +277,7 @@ class Admission:
                 del pending[addr]
                 self._removed(addr, p)
                 out.append((addr, p))
-        self._prune_buckets(now)
+        self.limiter.prune(now)
         return out
 
     def next_due(self) -> int | None:
@@ -318,55 +324,11 @@ class Admission:
     # -- the rate limit per source prefix --------------------------------------------------------
     def prefix(self, addr: Address) -> Any:
         """The rate-limit key of ``addr`` (its network prefix), or None when exempt or unparsable."""
-        host = addr[0] if isinstance(addr, tuple) and addr else addr
-        if not isinstance(host, str):
-            return None
-        try:
-            ip = ipaddress.ip_address(host.partition("%")[0])
-        except ValueError:
-            return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self._exempt):
-            return None
-        bits = self.config.prefix_v4 if ip.version == 4 else self.config.prefix_v6
-        return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+        return self.limiter.key(addr)
 
     def allow(self, addr: Address, now: int) -> bool:
         """Take one token from ``addr``'s prefix bucket; False when it is empty."""
-        cfg = self.config
-        if cfg.rate <= 0:
-            return True
-        key = self.prefix(addr)
-        if key is None:
-            return True
-        buckets = self._buckets
-        b = buckets.get(key)
-        if b is None:
-            while len(buckets) >= cfg.max_prefixes:
-                buckets.popitem(last=False)
-            b = buckets[key] = [float(cfg.burst), float(now)]
-        else:
-            buckets.move_to_end(key)
-            b[0] = min(float(cfg.burst), b[0] + (now - b[1]) * cfg.rate / 1000.0)
-            b[1] = float(now)
-        if b[0] < 1.0:
-            return False
-        b[0] -= 1.0
-        return True
-
-    def _prune_buckets(self, now: int) -> None:
-        """Drop buckets that have refilled (they are the same as no bucket)."""
-        cfg = self.config
-        buckets = self._buckets
-        if not buckets or cfg.rate <= 0:
-            return
-        full_ms = cfg.burst * 1000.0 / cfg.rate
-        while buckets:
-            key, b = next(iter(buckets.items()))
-            if now - b[1] < full_ms:
-                break
-            del buckets[key]
+        return self.limiter.allow(addr, now)
 
     # -- introspection ---------------------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
@@ -377,7 +339,7 @@ class Admission:
             "restart_candidates": len(self.restarts),
             "seen_digests": len(self._seen),
             "owned": len(self._owned),
-            "prefix_buckets": len(self._buckets),
+            "prefix_buckets": len(self.limiter),
         }
 
     def clear(self) -> None:
@@ -387,4 +349,4 @@ class Admission:
         self.bytes = 0
         self._seen.clear()
         self._owned.clear()
-        self._buckets.clear()
+        self.limiter.clear()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kcp.ratelimit import LOOPBACK, parse_networks
 from kcp.rs import MAX_TOTAL_SHARDS
 
 from .errors import SecureUsageError
@@ -131,6 +132,14 @@ class SecureConfig:
     retry_threshold: int = 64
     retry_rate: int = 500
     always_retry: bool = False
+    handshake_rate: float = 50.0
+    """Under load, initiations that cost the server a handshake (Diffie-Hellman work) per second
+    from one IPv4 address or IPv6 /64, once a cookie proved the address (0: no limit)."""
+    handshake_burst: int = 100
+    """How many of those one address may make at once (the bucket's depth)."""
+    handshake_exempt: tuple[str, ...] = LOOPBACK
+    """Networks (CIDR strings) that ``handshake_rate`` never limits: loopback by default (a local
+    relay or proxy puts its clients behind one loopback address)."""
     half_open_timeout_ms: int = 10_000
     cookie_rotate_ms: int = 120_000
     replay_cache: int = 8192
@@ -190,6 +199,14 @@ class SecureConfig:
         )
         need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
         need(self.hint_rate >= 0 and self.hint_rate_per_source >= 0, "hint rates must be >= 0 (0: no hints)")
+        need(
+            self.handshake_rate >= 0 and (self.handshake_rate == 0 or self.handshake_burst >= 1),
+            "handshake_rate must be >= 0 (0: no limit) and handshake_burst >= 1",
+        )
+        try:
+            parse_networks(self.handshake_exempt)
+        except (TypeError, ValueError) as exc:
+            need(False, f"bad handshake_exempt network: {exc}")
         need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")
         need(
             self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kcp.ratelimit import PrefixLimiter
 from kcp.wirehint import (
     HintCode,
     HintLimiter,
@@ -103,6 +104,9 @@ ZERO_PSK = bytes(32)
 _MIN_INITIATION = 256
 _MAX_INITIATION = 1472
 _MAX_REFUSALS_KEPT = 1024
+HANDSHAKE_SOURCES = 4096
+"""Addresses whose handshake budget (``SecureConfig.handshake_rate``) a server remembers at once
+(the least recently used goes first)."""
 _PATTERNS: dict[int, Pattern] = {PATTERN_IKPSK2: IKPSK2, PATTERN_NNPSK0: NNPSK0}
 
 PSK_MISMATCH_MESSAGE = (
@@ -607,6 +611,15 @@ class SecureServer:
         self._reset_count = 0
         self.hints = HintLimiter(config.hint_rate_per_source, config.hint_rate)
         """Rate limits of wire hints (kcp.wirehint): per source address and in total, per second."""
+        self.handshake_limiter = PrefixLimiter(
+            config.handshake_rate,
+            config.handshake_burst,
+            prefix_v4=32,
+            prefix_v6=64,
+            max_prefixes=HANDSHAKE_SOURCES,
+            exempt=config.handshake_exempt,
+        )
+        """Under load, the handshakes (DH work) one address may cost per second (kcp.ratelimit)."""
 
     @property
     def public_key(self) -> bytes | None:
@@ -631,6 +644,7 @@ class SecureServer:
             "refusals": len(self._refusals),
             "connections": len(self.connections),
             "hint_sources": self.hints.size(),
+            "handshake_sources": len(self.handshake_limiter),
         }
 
     def connection_for(self, datagram: bytes) -> SecureConnection | None:
@@ -654,6 +668,7 @@ class SecureServer:
         """Expire half-open handshakes and rotate the cookie secret."""
         self._jar.rotate_if_due(now)
         self._expire(now)
+        self.handshake_limiter.prune(now)
 
     def _expire(self, now: int) -> None:
         limit = now - self.config.half_open_timeout_ms
@@ -798,6 +813,11 @@ class SecureServer:
             return self._reply(refused[1], n, addr)
         if known is not None or e_pub in self._seen:
             c.initiation_replays += 1
+            return Received()
+        # the address is proven (mac2) when under load: what it may cost is then its own budget, so
+        # that one client holding the key cannot take the DH work (and the half-open table) for itself
+        if under_load and not self.handshake_limiter.allow(addr, now):
+            c.handshakes_rate_limited += 1
             return Received()
         self._rate_count += 1
         pattern = _PATTERNS[pattern_id]

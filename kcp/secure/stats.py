@@ -18,6 +18,7 @@ _FIELDS: tuple[str, ...] = (
     "bad_mac1",  # wrong server key / PSK, or garbage: dropped silently
     "bad_mac2",  # cookie missing or stale while under load
     "retries_sent",
+    "handshakes_rate_limited",  # initiations dropped under load: their address was over handshake_rate
     "initiation_replays",  # an initiation whose ephemeral key was already used
     "initiation_retransmits",  # same initiation again: the stored response is sent again
     "handshake_decrypt_errors",
@@ -85,6 +86,7 @@ class SecureCounters(CounterSet):
     bad_mac1: int
     bad_mac2: int
     retries_sent: int
+    handshakes_rate_limited: int
     initiation_replays: int
     initiation_retransmits: int
     handshake_decrypt_errors: int

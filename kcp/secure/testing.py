@@ -37,6 +37,28 @@ class HostileClient(SecureClient):
         return dataclasses.replace(super()._hello(), **self._changes)
 
 
+class CookieClient(SecureClient):
+    """A client whose initiations carry the mac2 of a cookie fetched earlier (``cookie``; None: none
+    until a RETRY brings one), as a flooding attacker's do once one RETRY proved its address: a
+    server under load then answers them without asking again. :attr:`cookie` is the one it holds.
+    For tests and the abuse bench: the server's handshake budget per address must stop them."""
+
+    def __init__(
+        self, config: HandshakeConfig, cookie: bytes | None = None, rng: Callable[[int], bytes] = os.urandom
+    ) -> None:
+        self._given = cookie
+        super().__init__(config, rng)
+
+    def _start(self, now: int) -> bytes:
+        super()._start(now)
+        self._cookie = self._given
+        return self._current()
+
+    @property
+    def cookie(self) -> bytes | None:
+        return self._cookie
+
+
 class HandshakeRun:
     """The outcome of :func:`run_handshake`: both endpoints, connections, and every datagram seen."""
 
