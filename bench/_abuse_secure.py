@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -313,6 +314,45 @@ async def handshake_flood(target: Target, seconds: float) -> dict[str, int]:
     return out
 
 
+# ------------------------------------------------------------------------------------ connection-hoard
+
+HOARD_TABLE = 320
+"""The target's session table in this attack (``ServerConfig.max_connections``): small, so that
+one Python process can try to fill it; the default is 16,384, which a client written for it fills
+the same way."""
+
+
+async def connection_hoard(target: Target, seconds: float) -> dict[str, int]:
+    """Real RPC connections with the key from one address (127.0.0.2), as many as the server
+    takes, each kept alive by its heartbeats until the attack ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+    out = {"connected": 0, "refused": 0, "other_failures": 0}
+    clients: list[kcprpc.Client] = []
+
+    async def one() -> None:
+        client = kcprpc.connect(target.host, target.port, transport=transport)
+        try:
+            await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
+        except Exception as exc:  # refused (RpcError); anything else is counted by its type
+            out["refused" if "from one address" in str(exc) else "other_failures"] += 1
+            out[f"error {type(exc).__name__}"] = out.get(f"error {type(exc).__name__}", 0) + 1
+            await client.close()
+            return
+        clients.append(client)
+        out["connected"] += 1
+
+    try:
+        while loop.time() < deadline - 1.0 and out["refused"] < 64:
+            await asyncio.gather(*(one() for _ in range(32)))  # 32 connects at a time, the table's fill
+        await asyncio.sleep(max(0.0, deadline - loop.time()))  # hold them: their heartbeats go on
+        out["held_at_end"] = sum(1 for c in clients if c.connected)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return out
+
+
 ATTACKS: list[Attack] = [
     Attack(
         name="fec-oversize",
@@ -352,5 +392,13 @@ ATTACKS: list[Attack] = [
         mode="secure",
         run=handshake_flood,
         description="initiations with the key from one address as fast as it can send (cookie reused), never confirmed",
+    ),
+    Attack(
+        name="connection-hoard",
+        item=5,
+        mode="secure",
+        run=connection_hoard,
+        description=f"RPC connections from one address held open, to fill a table of {HOARD_TABLE} sessions",
+        server_args=("--max-connections", str(HOARD_TABLE)),
     ),
 ]

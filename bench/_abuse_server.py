@@ -96,13 +96,35 @@ async def state_ticker(sync: Any) -> None:
         sync.send(world)
 
 
+def server_config(args: argparse.Namespace) -> kcprpc.ServerConfig:
+    """The target's ServerConfig: the defaults, changed only as the attack's server_args say."""
+    changes: dict[str, Any] = {}
+    if args.presence:
+        changes["presence"] = PRESENCE
+    if args.max_connections is not None:
+        changes["max_connections"] = args.max_connections
+    if args.per_address is not None:
+        changes["max_connections_per_address"] = None if args.per_address == "none" else int(args.per_address)
+    return kcprpc.ServerConfig(**changes)
+
+
 async def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--mode", choices=("secure", "compat"), default="secure")
     ap.add_argument("--datashard", type=int, default=0)
     ap.add_argument("--parityshard", type=int, default=0)
-    ap.add_argument("--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)")
-    ap.add_argument("--state", action="store_true", help="a state sync with groups to every session (bench/_abuse_state.py)")
+    ap.add_argument(
+        "--presence", action="store_true", help="presence on presence.* topics (bench/_abuse_presence.py)"
+    )
+    ap.add_argument(
+        "--state",
+        action="store_true",
+        help="a state sync with groups to every session (bench/_abuse_state.py)",
+    )
+    ap.add_argument("--max-connections", type=int, default=None, help="ServerConfig.max_connections")
+    ap.add_argument(
+        "--per-address", default=None, help="ServerConfig.max_connections_per_address ('none': no limit)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     fec = (args.datashard, args.parityshard) if args.datashard else None
@@ -113,7 +135,7 @@ async def main(argv: list[str] | None = None) -> None:
         0,
         transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec),
         interceptors=[refuse_secret_topics],
-        config=kcprpc.ServerConfig(presence=PRESENCE) if args.presence else None,
+        config=server_config(args),
         on_connect=(lambda s: sync.add_client(s)) if sync is not None else None,
         on_disconnect=(lambda s: sync.remove_client(s)) if sync is not None else None,
     )

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from kcp.admission import AdmissionConfig
 from kcp.batch import Address, open_udp_socket
 from kcp.client import check_wire
-from kcp.config import CompatWire, IOOptions, SessionConfig, Wire
+from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.demux import Demux
 from kcp.demux.address import AddressDemux
 from kcp.endpoint import Endpoint
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.gcpolicy import GcFreezer, GcPolicy
+from kcp.ratelimit import LOOPBACK, SourceKeys, SourceTally
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
 
@@ -62,6 +63,7 @@ class Listener:
         rng: Callable[[int], bytes],
         admission: AdmissionConfig | None = None,
         gc: GcPolicy | None = None,
+        max_sessions_per_address: int | None = None,
     ) -> None:
         self._ep = ep
         self._loop = ep.loop
@@ -78,6 +80,13 @@ class Listener:
         self._closed = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._admission_config = admission or AdmissionConfig()
+        exempt = self._admission_config.exempt
+        if isinstance(wire, SecureWire):
+            exempt = wire.config.exempt if wire.config is not None else LOOPBACK
+        self._sources = SourceTally(
+            SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt), max_sessions_per_address
+        )
+        """Sessions per IPv4 address or IPv6 /64, against ``max_sessions_per_address``."""
         self._demux: Demux
         self._secure: SecureDemux | None = None
         if isinstance(wire, CompatWire):
@@ -139,12 +148,15 @@ class Listener:
         for c in (self.counters, SNMP):
             setattr(c, name, getattr(c, name) + 1)
 
-    def room_for_one(self, replacing: bool = False) -> str | None:
-        """None if one more session fits (``replacing``: one that takes a live one's place); else
-        count the drop and say why."""
+    def room_for_one(self, replacing: bool = False, addr: Address = None) -> str | None:
+        """None if one more session from ``addr`` fits (``replacing``: one that takes the place of
+        a live one of the same address); else count the drop and say why."""
         if len(self._sessions) - replacing >= self._max_sessions:
             self.count("dropped_table_full")
             return "session table full"
+        if addr is not None and self._sources.over(addr, replacing):
+            self.count("dropped_address_full")
+            return f"too many sessions from one address (max_sessions_per_address {self._sources.cap})"
         if self._on_accept is None and len(self._pending) >= self.backlog:
             self.count("dropped_backlog_full")
             return "accept backlog full"
@@ -153,6 +165,7 @@ class Listener:
     def register(self, key: Any, s: KCPSession) -> None:
         """Put a new session in the table (by address or connection ID) and hand it out."""
         self._sessions[key] = s
+        self._sources.add(key, s.remote_address)
         self.sessions_started += 1
         if self._on_accept is not None:
             self._run_callback(s)
@@ -173,6 +186,7 @@ class Listener:
         removed = self._sessions.get(key) is session
         if removed:
             del self._sessions[key]
+            self._sources.remove(key)
         self._demux.session_gone(key, removed)
         self._ep.kick()
 
@@ -348,6 +362,7 @@ async def listen(
     session: SessionConfig | None = None,
     io: IOOptions | None = None,
     max_sessions: int = 16384,
+    max_sessions_per_address: int | None = 256,
     backlog: int = 1024,
     admission: AdmissionConfig | None = None,
     on_accept: AcceptCallback | None = None,
@@ -371,6 +386,13 @@ async def listen(
     themselves may cost: the pending table, the rate of new sessions per source prefix, and when a
     new conversation may replace a live one from the same address.
 
+    ``max_sessions`` bounds the session table, and ``max_sessions_per_address`` what one IPv4
+    address or IPv6 /64 may hold of it (None: no limit), so that one client cannot fill the table
+    for everyone else: a new session past it is refused (secure mode: an authenticated
+    ``SERVER_BUSY`` with the reason; counter ``dropped_address_full``). The networks of
+    ``SecureConfig.exempt`` (secure) or ``AdmissionConfig.exempt`` (compat), loopback by default,
+    are not limited.
+
     ``gc`` (:class:`kcp.GcPolicy`) moves the long-lived session table out of the garbage
     collector's full collections (``gc.freeze()`` as the table grows, docs/tuning.md, "Many
     sessions"); ``None`` or ``GcPolicy(freeze=False)`` leaves the collector alone.
@@ -382,6 +404,8 @@ async def listen(
     wire = check_wire(wire)
     if max_sessions < 1 or backlog < 1:
         raise KCPUsageError("max_sessions and backlog must be >= 1")
+    if max_sessions_per_address is not None and max_sessions_per_address < 1:
+        raise KCPUsageError("max_sessions_per_address must be >= 1 (None: no limit per address)")
     cfg = session or SessionConfig()
     io = io or IOOptions()
     if not isinstance(wire, CompatWire):
@@ -409,6 +433,7 @@ async def listen(
             rng=rng,
             admission=admission,
             gc=gc,
+            max_sessions_per_address=max_sessions_per_address,
         )
     except BaseException:
         ep.close()

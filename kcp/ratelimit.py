@@ -1,10 +1,12 @@
 """Token buckets per source network: how much one network may cost the server per second.
 
-Two places use it, both sans-I/O (``now`` in milliseconds):
+Three places use it, all sans-I/O (``now`` in milliseconds):
 
 * compat mode's admission (:mod:`kcp.admission`): new sessions per IPv4 /24 or IPv6 /64;
 * the secure handshake under load (:class:`kcp.secure.SecureServer`): the Diffie-Hellman work of
-  initiations per IPv4 address or IPv6 /64, once the address is proven by a cookie.
+  initiations per IPv4 address or IPv6 /64, once the address is proven by a cookie;
+* the listener's session table (:class:`SourceTally`): at most ``max_sessions_per_address``
+  sessions per IPv4 address or IPv6 /64, so that one client cannot fill the table.
 
 A bucket holds at most ``burst`` tokens and refills at ``rate`` per second; one unit of work takes
 one token. The table keeps at most ``max_prefixes`` buckets (the least recently used goes first,
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
-__all__ = ["LOOPBACK", "PrefixLimiter", "parse_networks"]
+__all__ = ["LOOPBACK", "PrefixLimiter", "SourceKeys", "SourceTally", "parse_networks"]
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 """The default exemption: loopback cannot be spoofed from the network, and a local relay or
@@ -33,45 +36,36 @@ def parse_networks(networks: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-class PrefixLimiter:
-    """A token bucket per source network of ``prefix_v4``/``prefix_v6`` bits (see the module
-    docstring). ``rate=0`` turns the limit off."""
+class SourceKeys:
+    """The network a source address counts as: its IPv4 prefix of ``prefix_v4`` bits or its IPv6
+    prefix of ``prefix_v6`` bits (an IPv4-mapped IPv6 address counts as IPv4), or None for an
+    address in ``exempt`` or one that is no IP address. Parsed keys are cached (at most
+    ``max_cached``; the cache of a pure function is simply cleared when full)."""
 
-    __slots__ = ("_buckets", "_exempt", "_keys", "burst", "max_prefixes", "prefix_v4", "prefix_v6", "rate")
+    __slots__ = ("_cache", "_exempt", "max_cached", "prefix_v4", "prefix_v6")
 
     def __init__(
-        self,
-        rate: float,
-        burst: int,
-        *,
-        prefix_v4: int,
-        prefix_v6: int,
-        max_prefixes: int,
-        exempt: tuple[str, ...] = LOOPBACK,
+        self, *, prefix_v4: int, prefix_v6: int, exempt: tuple[str, ...] = LOOPBACK, max_cached: int = 4096
     ) -> None:
-        self.rate = rate
-        self.burst = burst
         self.prefix_v4 = prefix_v4
         self.prefix_v6 = prefix_v6
-        self.max_prefixes = max_prefixes
+        self.max_cached = max_cached
         self._exempt = parse_networks(exempt)
-        self._buckets: OrderedDict[Network, list[float]] = OrderedDict()  # network -> [tokens, last ms]
-        self._keys: dict[str, Network | None] = {}  # host -> key(): parsing costs more than the bucket
+        self._cache: dict[str, Network | None] = {}  # host -> key: parsing costs more than a bucket
 
     def key(self, addr: Any) -> Network | None:
-        """The network ``addr`` (a socket address or a host string) is limited as, or None when it
-        is exempt or no IP address."""
+        """The network of ``addr`` (a socket address or a host string), or None (not limited)."""
         host = addr[0] if isinstance(addr, tuple) and addr else addr
         if not isinstance(host, str):
             return None
-        keys = self._keys
+        cache = self._cache
         try:
-            return keys[host]
+            return cache[host]
         except KeyError:
             pass
-        if len(keys) >= self.max_prefixes:
-            keys.clear()  # a cache of a pure function: forgetting costs only the parsing again
-        k = keys[host] = self._parse(host)
+        if len(cache) >= self.max_cached:
+            cache.clear()
+        k = cache[host] = self._parse(host)
         return k
 
     def _parse(self, host: str) -> Network | None:
@@ -86,11 +80,47 @@ class PrefixLimiter:
         bits = self.prefix_v4 if ip.version == 4 else self.prefix_v6
         return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
 
+    def cached(self) -> int:
+        """Parsed keys held (bounded by ``max_cached``)."""
+        return len(self._cache)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class PrefixLimiter:
+    """A token bucket per source network (:class:`SourceKeys`; see the module docstring).
+    ``rate=0`` turns the limit off."""
+
+    __slots__ = ("_buckets", "burst", "keys", "max_prefixes", "rate")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        prefix_v4: int,
+        prefix_v6: int,
+        max_prefixes: int,
+        exempt: tuple[str, ...] = LOOPBACK,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_prefixes = max_prefixes
+        self.keys = SourceKeys(
+            prefix_v4=prefix_v4, prefix_v6=prefix_v6, exempt=exempt, max_cached=max_prefixes
+        )
+        self._buckets: OrderedDict[Network, list[float]] = OrderedDict()  # network -> [tokens, last ms]
+
+    def key(self, addr: Any) -> Network | None:
+        """The network ``addr`` is limited as (:meth:`SourceKeys.key`)."""
+        return self.keys.key(addr)
+
     def allow(self, addr: Any, now: int) -> bool:
         """Take one token from ``addr``'s bucket; False (and nothing taken) when it is empty."""
         if self.rate <= 0:
             return True
-        key = self.key(addr)
+        key = self.keys.key(addr)
         if key is None:
             return True
         buckets = self._buckets
@@ -125,4 +155,57 @@ class PrefixLimiter:
 
     def clear(self) -> None:
         self._buckets.clear()
-        self._keys.clear()
+        self.keys.clear()
+
+
+class SourceTally:
+    """How many sessions each source network (:class:`SourceKeys`) holds, against ``cap`` (None: no
+    cap). A session is charged by its owner key (what the session table files it under) to the
+    network of the address that opened it, and released by the same key; charging an owner again
+    (a session replaced under its key) moves the charge."""
+
+    __slots__ = ("_counts", "_owners", "cap", "keys")
+
+    def __init__(self, keys: SourceKeys, cap: int | None) -> None:
+        self.keys = keys
+        self.cap = cap
+        self._counts: dict[Network, int] = {}
+        self._owners: dict[Hashable, Network] = {}
+
+    def over(self, addr: Any, replacing: bool = False) -> bool:
+        """True when one more session from ``addr`` would pass the cap (``replacing``: it takes the
+        place of one of that network's own)."""
+        cap = self.cap
+        if cap is None:
+            return False
+        k = self.keys.key(addr)
+        return k is not None and self._counts.get(k, 0) - replacing >= cap
+
+    def add(self, owner: Hashable, addr: Any) -> None:
+        self.remove(owner)
+        k = self.keys.key(addr)
+        if k is not None:
+            self._owners[owner] = k
+            self._counts[k] = self._counts.get(k, 0) + 1
+
+    def remove(self, owner: Hashable) -> None:
+        k = self._owners.pop(owner, None)
+        if k is not None:
+            n = self._counts[k] - 1
+            if n:
+                self._counts[k] = n
+            else:
+                del self._counts[k]
+
+    def count(self, addr: Any) -> int:
+        """Sessions charged to ``addr``'s network (0 when exempt)."""
+        k = self.keys.key(addr)
+        return 0 if k is None else self._counts.get(k, 0)
+
+    def __len__(self) -> int:
+        """Networks holding at least one session."""
+        return len(self._counts)
+
+    def clear(self) -> None:
+        self._counts.clear()
+        self._owners.clear()

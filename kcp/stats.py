@@ -53,6 +53,7 @@ _FIELDS: tuple[str, ...] = (
     "closed",
     "dropped_no_session",  # listener: packet for no session and no room to create one
     "dropped_table_full",
+    "dropped_address_full",  # a new session from an address holding max_sessions_per_address
     "dropped_bad_conv",
     "dropped_backlog_full",
     # compat-mode admission (kcp.admission): unproven peers, replays, rate limit, restarts
@@ -186,6 +187,7 @@ class Counters(CounterSet):
     closed: int
     dropped_no_session: int
     dropped_table_full: int
+    dropped_address_full: int
     dropped_bad_conv: int
     dropped_backlog_full: int
     dropped_replay: int

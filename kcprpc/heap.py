@@ -9,6 +9,12 @@ from collections.abc import Callable
 TRIM_AFTER = 1024 * 1024
 """A frame reservation this large, given back, asks for :func:`trim_soon`."""
 
+CONNECTION_HEAP = 48 * 1024
+"""About what an ended connection hands back to the heap on the server (its KCP session, mux and
+session state: 256 idle secure connections held 15 MB in ``bench/abuse.py --only
+connection-hoard``), counted towards :data:`TRIM_AFTER`: a wave of about 20 disconnects asks for a
+trim."""
+
 
 class _Trimmer:
     """glibc keeps the memory of freed buffers (the holes of a fragmented heap, large chunks below its

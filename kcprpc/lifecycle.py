@@ -174,10 +174,13 @@ class Lifecycle:
                 welcome = await asyncio.wait_for(asyncio.shield(link.welcome), timeout)
             except asyncio.TimeoutError:
                 raise RpcError(Status.UNAVAILABLE, no_answer(conn.remote_address, timeout)) from None
-        except BaseException:
+        except BaseException as exc:
             if link is not None:
                 link.shutdown(RpcError(Status.UNAVAILABLE, "connect failed"))
             await conn.abort()  # the peer never answered: nothing to linger for
+            if isinstance(exc, (ConnectionError, EOFError)):  # the transport ended (a server's CLOSE
+                # right after the handshake: the mux error says why) before HELLO was answered
+                raise RpcError(Status.UNAVAILABLE, f"connect failed: {exc}") from None
             raise
         link.session_id = welcome.session_id
         previous = self._resume

@@ -219,7 +219,8 @@ class Link:
 
     # ------------------------------------------------------------------ tasks
     async def read_control(self) -> None:
-        with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
+        ended = "connection closed"
+        try:
             await read_frames(
                 self.control,
                 self.on_frames,
@@ -227,7 +228,10 @@ class Link:
                 limits=self.receive,
                 control=_always,
             )
-        self.hooks.on_lost(self, self.peer_reason or "connection closed")
+        except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            if isinstance(exc, ConnectionError) and str(exc):  # the mux's error says why the transport ended
+                ended = f"connection closed ({exc})"
+        self.hooks.on_lost(self, self.peer_reason or ended)
 
     async def read_datagrams(self) -> None:
         await read_datagrams(self.conn, self._on_datagram, self._bad_datagram)

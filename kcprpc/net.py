@@ -434,16 +434,29 @@ async def listen(
     gc: GcPolicy | None = None,
     *,
     sock: socket.socket | None = None,
+    max_sessions: int = 16384,
+    max_sessions_per_address: int | None = 256,
 ) -> RpcListener:
     """Listen for KCP sessions on ``host:port``: ``transport`` as
     :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged;
     ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off); ``sock``:
-    a bound UDP socket to serve on instead (a worker's, ``kcprpc.workers``)."""
+    a bound UDP socket to serve on instead (a worker's, ``kcprpc.workers``); ``max_sessions`` and
+    ``max_sessions_per_address``: the session table's bounds (:func:`kcp.listen`)."""
     import kcp
 
     run = effective_transport(transport, side="server")
     try:
-        listener = await kcp.listen(host, port, run.wire, session=run.session, io=run.io, gc=gc, sock=sock)
+        listener = await kcp.listen(
+            host,
+            port,
+            run.wire,
+            session=run.session,
+            io=run.io,
+            gc=gc,
+            sock=sock,
+            max_sessions=max_sessions,
+            max_sessions_per_address=max_sessions_per_address,
+        )
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None
     return RpcListener(listener, run.mux)

@@ -27,7 +27,7 @@ from kcprpc.config import SecureWire, Transport, described_transport, effective_
 from kcprpc.context import ServerContext, current_context, set_current
 from kcprpc.dispatch import STATUS_COUNTERS, StreamPump, invoke
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.heap import TRIM_AFTER, trim_soon
+from kcprpc.heap import CONNECTION_HEAP, TRIM_AFTER, trim_soon
 from kcprpc.interceptors import ServerInterceptor, chain_server
 from kcprpc.presence import PRESENCE_COUNTERS
 from kcprpc.process_bounds import COUNTERS as BOUNDS_COUNTERS
@@ -363,7 +363,7 @@ class Server:
         s.receive.close()
         for call in list(s.calls):
             call.cancel(CANCEL_CLIENT)
-        self._note_release(s.send_backlog)
+        self._note_release(s.send_backlog + CONNECTION_HEAP)
         self._backlog_total -= s.send_backlog
         s.send_backlog = 0
 
@@ -629,7 +629,16 @@ class Server:
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
         await self.push.broker.start()  # BrokerUnavailable: nothing bound, nothing to undo
-        self._listener = await listen(self.host, self.port, self.transport, gc=self.config.gc, sock=sock)
+        cfg = self.config
+        self._listener = await listen(
+            self.host,
+            self.port,
+            self.transport,
+            gc=cfg.gc,
+            sock=sock,
+            max_sessions=cfg.max_connections,
+            max_sessions_per_address=cfg.max_connections_per_address,
+        )
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting
             cm = self.lifespan(self)

@@ -25,6 +25,14 @@ class ServerConfig(ReceiveSettings):
     """Limits and timings of a server (per connection unless said otherwise)."""
 
     max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE
+    max_connections: int = 16384
+    """KCP connections at once (per process; the listener's session table). Past it a new one is
+    refused (secure mode: SERVER_BUSY, which the client's connect raises as UNAVAILABLE)."""
+    max_connections_per_address: int | None = 256
+    """What one IPv4 address or IPv6 /64 may hold of ``max_connections``, so that one client that
+    holds the key cannot fill the table for everyone else (``dropped_address_full`` in the
+    listener's stats). Loopback is exempt (``SecureConfig.exempt``). None: no limit. Raise it for
+    players behind a carrier NAT that puts more than this many of them on one address."""
     max_concurrent_calls: int = 1000
     max_subscriptions: int = 1000  # topics plus streaming calls open at once
     heartbeat: HeartbeatConfig = field(default_factory=lambda: HeartbeatConfig(interval=1.0, timeout=10.0))
@@ -113,6 +121,8 @@ class ServerConfig(ReceiveSettings):
     def __post_init__(self) -> None:
         if (
             self.max_message_size <= 0
+            or self.max_connections <= 0
+            or (self.max_connections_per_address is not None and self.max_connections_per_address <= 0)
             or self.max_concurrent_calls <= 0
             or self.max_subscriptions < 0
             or self.max_rooms < 0

@@ -57,8 +57,9 @@ class DemuxHost(SessionHost, Protocol):
 
     def session_count(self) -> int: ...
 
-    def room_for_one(self, replacing: bool = False) -> str | None:
-        """None if one more session fits; else the drop is counted and the reason returned."""
+    def room_for_one(self, replacing: bool = False, addr: Any = None) -> str | None:
+        """None if one more session (from ``addr``: within its share per address) fits; else the
+        drop is counted and the reason returned."""
 
     def register(self, key: Any, session: KCPSession) -> None:
         """Put a new session in the table and hand it out."""

@@ -122,7 +122,7 @@ class AddressDemux:
                 self.ep.io.forget(addr)
             return
         if old is None:
-            if host.room_for_one() is not None:
+            if host.room_for_one(addr=addr) is not None:
                 self.ep.io.forget(addr)
                 return
             conv = self._probe_packet(data, now)[0]
@@ -192,7 +192,7 @@ class AddressDemux:
         if not adm.allow(addr, now):
             host.count("dropped_rate_limited")
             return False
-        if host.room_for_one(replacing=old is not None) is not None:
+        if host.room_for_one(replacing=old is not None, addr=addr) is not None:
             return False
         if old is not None:
             old.end(now, "replaced by a new conversation")

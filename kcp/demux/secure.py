@@ -130,7 +130,7 @@ class SecureDemux:
                 reason_text(conn.close_code or 0, conn.close_message),
             )
             return
-        refusal = host.room_for_one()
+        refusal = host.room_for_one(addr=conn.peer_addr)
         if refusal is not None or host.closed:
             # the table is full (or we are closing): tell the client at once, authenticated
             self._refuse(conn, addr, Reason.SERVER_BUSY, refusal or "listener closed", now)

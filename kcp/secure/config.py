@@ -137,9 +137,10 @@ class SecureConfig:
     from one IPv4 address or IPv6 /64, once a cookie proved the address (0: no limit)."""
     handshake_burst: int = 100
     """How many of those one address may make at once (the bucket's depth)."""
-    handshake_exempt: tuple[str, ...] = LOOPBACK
-    """Networks (CIDR strings) that ``handshake_rate`` never limits: loopback by default (a local
-    relay or proxy puts its clients behind one loopback address)."""
+    exempt: tuple[str, ...] = LOOPBACK
+    """Networks (CIDR strings) that the limits per address never limit: ``handshake_rate`` and a
+    listener's ``max_sessions_per_address``. Loopback by default (a local relay or proxy puts all
+    of its clients behind one loopback address)."""
     half_open_timeout_ms: int = 10_000
     cookie_rotate_ms: int = 120_000
     replay_cache: int = 8192
@@ -204,9 +205,9 @@ class SecureConfig:
             "handshake_rate must be >= 0 (0: no limit) and handshake_burst >= 1",
         )
         try:
-            parse_networks(self.handshake_exempt)
+            parse_networks(self.exempt)
         except (TypeError, ValueError) as exc:
-            need(False, f"bad handshake_exempt network: {exc}")
+            need(False, f"bad exempt network: {exc}")
         need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")
         need(
             self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,

@@ -617,7 +617,7 @@ class SecureServer:
             prefix_v4=32,
             prefix_v6=64,
             max_prefixes=HANDSHAKE_SOURCES,
-            exempt=config.handshake_exempt,
+            exempt=config.exempt,
         )
         """Under load, the handshakes (DH work) one address may cost per second (kcp.ratelimit)."""
 

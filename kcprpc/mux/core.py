@@ -880,12 +880,13 @@ class MuxCore:
             self.close_stream(st)
         self._session_event(SessionEvent.CLOSE)
 
-    def connection_lost(self, exc: BaseException | None = None) -> None:
-        """The transport ended (EOF if ``exc`` is None) or failed."""
+    def connection_lost(self, exc: BaseException | None = None, reason: str = "") -> None:
+        """The transport ended (EOF if ``exc`` is None; ``reason``: why, when the transport says) or
+        failed."""
         if self._state is _S_CLOSED:
             return
         if exc is None:
-            err = MuxClosedError("session closed: the transport reached EOF")
+            err = MuxClosedError(f"session closed: {reason or 'the transport reached EOF'}")
         else:
             err = MuxClosedError(f"session closed: transport failed: {exc}")
             err.__cause__ = exc.with_traceback(None)  # no frames pinned by the stored error (see fresh)

@@ -678,7 +678,9 @@ class MuxSession:
                     continue
                 data = await transport.read(max(size, core.bucket))
                 if not data:
-                    core.connection_lost(None)
+                    # why the transport ended, when it says (a KCP session closed by its peer does)
+                    why = getattr(transport, "close_reason", "")
+                    core.connection_lost(None, why if isinstance(why, str) and why != "closed" else "")
                     break
                 core.receive_data(data, self._now())
                 self._pump()

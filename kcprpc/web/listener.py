@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kcp.logutil import RateLimitedLog
+from kcp.ratelimit import LOOPBACK, SourceKeys, SourceTally
 from kcprpc.config import SecureWire
 from kcprpc.mux import MuxConfig
 from kcprpc.status import Status
@@ -51,6 +52,7 @@ LISTENER_COUNTERS = (
     "refused_unauthenticated",  # the authorize hook said no (REFUSE UNAUTHENTICATED)
     "refused_version",  # a web wire or mux version this server does not speak (FAILED_PRECONDITION)
     "refused_busy",  # over max_connections, or the server shutting down (RESOURCE_EXHAUSTED/UNAVAILABLE)
+    "refused_address_full",  # over ServerConfig.max_connections_per_address from one address (RESOURCE_EXHAUSTED)
     "open_timeouts",  # no OPEN within open_timeout
     "origins_refused",  # a browser Origin not in the allow-list
     "bad_requests",  # not a handshake for this listener: wrong path, subprotocol missing (HTTP 4xx)
@@ -128,6 +130,14 @@ class WebListenerBase:
             self.authorize = server.transport.wire.authorize
         self.draining = False
         self._rlog = RateLimitedLog(log)
+        wire = server.transport.wire
+        exempt = wire.config.exempt if isinstance(wire, SecureWire) and wire.config is not None else LOOPBACK
+        self.sources = SourceTally(
+            SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt), server.config.max_connections_per_address
+        )
+        """Connections per IPv4 address or IPv6 /64 (``ServerConfig.max_connections_per_address``;
+        a proxy forwards from its own address: loopback is exempt, another one belongs in
+        ``SecureConfig.exempt``)."""
 
     # -- counting ----------------------------------------------------------------------------------
 
@@ -205,6 +215,12 @@ class WebListenerBase:
         limit = self.options.max_connections
         if limit is not None and len(self.connections) >= limit:
             return self._refuse(Status.RESOURCE_EXHAUSTED, f"over {limit} web connections", "refused_busy")
+        if self.sources.over(address):
+            return self._refuse(
+                Status.RESOURCE_EXHAUSTED,
+                f"over {self.sources.cap} web connections from one address",
+                "refused_address_full",
+            )
         hook = self.authorize
         if hook is not None:
             try:
@@ -239,12 +255,14 @@ class WebListenerBase:
         )
         self.counters["accepted"] += 1
         self.connections.add(conn)
+        self.sources.add(conn, address)
 
         async def run() -> None:
             try:
                 await self.server.handle_connection(conn)
             finally:
                 self.connections.discard(conn)
+                self.sources.remove(conn)
 
         spawn(self.tasks, run())
         return conn

@@ -33,7 +33,8 @@ def test_dial_and_listen_take_the_transport_description_and_no_old_keywords() ->
     listen = inspect.signature(kcp.listen).parameters
     assert list(dial) == ["host", "port", "wire", "session", "io", "conv", "rng"]
     assert list(listen) == [
-        "host", "port", "wire", "session", "io", "max_sessions", "backlog", "admission", "on_accept", "rng", "gc",
+        "host", "port", "wire", "session", "io", "max_sessions", "max_sessions_per_address", "backlog",
+        "admission", "on_accept", "rng", "gc",
         "sock",  # a bound socket instead of host:port (a worker's: kcp.reuseport, kcprpc.workers)
     ]  # fmt: skip
     assert dial["wire"].default == kcp.CompatWire() == listen["wire"].default

@@ -362,6 +362,18 @@ def test_dead_session_drains_buffer_then_raises() -> None:
         server.open_stream()
 
 
+def test_transport_eof_with_its_reason_names_it() -> None:
+    """A transport that says why it ended (a KCP session closed by its peer) has its reason in the
+    session's error, which a connect failing at that moment reports."""
+    _client, server = pair()
+    server.connection_lost(None, "closed by peer: server busy: too many sessions from one address")
+    assert (
+        str(server.error) == "session closed: closed by peer: server busy: too many sessions from one address"
+    )
+    with pytest.raises(MuxClosedError, match="server busy"):
+        server.open_stream()
+
+
 def test_dead_session_after_fin_reads_eof_not_error() -> None:
     client, server = pair()
     st = client.open_stream()

@@ -1,0 +1,60 @@
+"""kcp.ratelimit: the token buckets per source network (compat admission, the secure handshake
+budget) and the tally of sessions per source network (``max_sessions_per_address``)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from kcp.ratelimit import PrefixLimiter, SourceKeys, SourceTally
+
+
+def test_prefix_limiter_buckets_keys_and_bounds() -> None:
+    lim = PrefixLimiter(10.0, 3, prefix_v4=24, prefix_v6=64, max_prefixes=2)
+    addr = ("192.0.2.7", 1)
+    assert [lim.allow(addr, 0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow(("192.0.2.200", 5), 0) is False  # the same /24
+    assert lim.allow(addr, 99) is False and lim.allow(addr, 100) is True  # 10/s: one per 100 ms
+    assert lim.key(addr) == ipaddress.ip_network("192.0.2.0/24")
+    assert lim.key(("::ffff:192.0.2.7", 1, 0, 0)) == ipaddress.ip_network("192.0.2.0/24")
+    assert lim.key(("127.0.0.5", 1)) is None and lim.key(("not an address", 1)) is None
+    for i in range(5):
+        lim.allow((f"198.51.{i}.1", 1), 0)
+    assert len(lim) == 2  # the least recently used buckets went
+    keys = [lim.key((f"203.0.{i}.1", 1)) for i in range(5)]  # the parse cache stays bounded too
+    assert keys[-1] == ipaddress.ip_network("203.0.4.0/24") and lim.keys.cached() <= 2
+    lim.clear()
+    assert len(lim) == 0
+
+
+def test_source_tally_charges_releases_and_caps_per_network() -> None:
+    tally = SourceTally(SourceKeys(prefix_v4=32, prefix_v6=64), cap=2)
+    a1, a2, b = ("198.51.100.7", 1000), ("198.51.100.7", 1001), ("198.51.100.8", 1000)
+    assert not tally.over(a1)
+    tally.add("cid-1", a1)
+    tally.add("cid-2", a2)  # another port of the same address: the same network
+    assert tally.over(a1) and tally.over(("198.51.100.7", 9)) and not tally.over(b)
+    assert not tally.over(a1, replacing=True)  # one of its own is being replaced
+    assert tally.count(a1) == 2 and len(tally) == 1
+    tally.add("cid-2", b)  # the owner charged again: the charge moves
+    assert tally.count(a1) == 1 and tally.count(b) == 1 and not tally.over(a1)
+    tally.remove("cid-1")
+    tally.remove("cid-1")  # twice: no effect
+    assert tally.count(a1) == 0 and len(tally) == 1
+    v6 = SourceTally(SourceKeys(prefix_v4=32, prefix_v6=64), cap=1)
+    v6.add("x", ("2001:db8:1:2::1", 1, 0, 0))
+    assert v6.over(("2001:db8:1:2:ffff::9", 1, 0, 0)) and not v6.over(("2001:db8:1:3::1", 1, 0, 0))
+
+
+def test_source_tally_exempt_and_uncapped() -> None:
+    tally = SourceTally(SourceKeys(prefix_v4=32, prefix_v6=64), cap=1)
+    for i in range(5):
+        tally.add(i, ("127.0.0.1", 1000 + i))  # loopback is exempt by default: never charged
+    assert not tally.over(("127.0.0.1", 1)) and len(tally) == 0
+    tally.add("unix", "/run/socket")  # not an IP address: not charged
+    assert len(tally) == 0
+    free = SourceTally(SourceKeys(prefix_v4=32, prefix_v6=64, exempt=()), cap=None)
+    for i in range(5):
+        free.add(i, ("127.0.0.1", 1000 + i))
+    assert free.count(("127.0.0.1", 1)) == 5 and not free.over(("127.0.0.1", 1))
+    free.clear()
+    assert len(free) == 0
