@@ -52,7 +52,7 @@ LISTENER_COUNTERS = (
     "refused_unauthenticated",  # the authorize hook said no (REFUSE UNAUTHENTICATED)
     "refused_version",  # a web wire or mux version this server does not speak (FAILED_PRECONDITION)
     "refused_busy",  # over max_connections, or the server shutting down (RESOURCE_EXHAUSTED/UNAVAILABLE)
-    "refused_address_full",  # over ServerConfig.max_connections_per_address from one address (RESOURCE_EXHAUSTED)
+    "refused_address_full",  # over ServerConfig.max_connections_per_address from one address (closed before OPEN)
     "open_timeouts",  # no OPEN within open_timeout
     "origins_refused",  # a browser Origin not in the allow-list
     "bad_requests",  # not a handshake for this listener: wrong path, subprotocol missing (HTTP 4xx)
@@ -174,6 +174,22 @@ class WebListenerBase:
         out["connections_open"] = len(self.connections)
         return out
 
+    # -- connections per address ---------------------------------------------------------------------
+
+    def arrived(self, owner: object, address: Any) -> bool:
+        """A new network connection (``owner``) from ``address``, before its ``OPEN``: False (and
+        counted) when that address already holds ``ServerConfig.max_connections_per_address``
+        connections, opening or open; else it is charged until :meth:`left`."""
+        if self.sources.over(address):
+            self.count("refused_address_full", f"over {self.sources.cap} web connections from {address!r}")
+            return False
+        self.sources.add(owner, address)
+        return True
+
+    def left(self, owner: object) -> None:
+        """The connection charged by :meth:`arrived` ended."""
+        self.sources.remove(owner)
+
     # -- OPEN ----------------------------------------------------------------------------------------
 
     async def within_open_timeout(self, first: Awaitable[T]) -> T | None:
@@ -215,12 +231,6 @@ class WebListenerBase:
         limit = self.options.max_connections
         if limit is not None and len(self.connections) >= limit:
             return self._refuse(Status.RESOURCE_EXHAUSTED, f"over {limit} web connections", "refused_busy")
-        if self.sources.over(address):
-            return self._refuse(
-                Status.RESOURCE_EXHAUSTED,
-                f"over {self.sources.cap} web connections from one address",
-                "refused_address_full",
-            )
         hook = self.authorize
         if hook is not None:
             try:
@@ -255,14 +265,12 @@ class WebListenerBase:
         )
         self.counters["accepted"] += 1
         self.connections.add(conn)
-        self.sources.add(conn, address)
 
         async def run() -> None:
             try:
                 await self.server.handle_connection(conn)
             finally:
                 self.connections.discard(conn)
-                self.sources.remove(conn)
 
         spawn(self.tasks, run())
         return conn

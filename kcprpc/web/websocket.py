@@ -239,18 +239,24 @@ class WebSocketListener(WebListenerBase):
             self.count("refused_busy", f"over {limit} web connections (with those not yet open)")
             await ws.close(1013, "too many connections")
             return None
-        self._opening += 1
+        if not self.arrived(ws, ws.remote_address):
+            await ws.close(1013, "too many connections from one address")
+            return None
         try:
-            pipe = await self._open(ws)
-        finally:
-            self._opening -= 1  # (an accepted one is in self.connections by now)
-        if pipe is not None:
+            self._opening += 1
             try:
-                await _pump(ws, pipe, opts.max_message_size, self._bad)
+                pipe = await self._open(ws)
             finally:
-                pipe.feed_eof()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
+                self._opening -= 1  # (an accepted one is in self.connections by now)
+            if pipe is not None:
+                try:
+                    await _pump(ws, pipe, opts.max_message_size, self._bad)
+                finally:
+                    pipe.feed_eof()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(pipe.wait_closed(), _CLOSE_TIMEOUT * 2)
+        finally:
+            self.left(ws)
 
     async def _open(self, ws: ServerConnection) -> WebPipe | None:
         """The connection until OPEN is answered: the pipe of an accepted one (its session

@@ -97,7 +97,9 @@ WT_COUNTERS = (
 )
 """The WebTransport listener's own counters (besides :data:`kcprpc.web.listener.LISTENER_COUNTERS`)."""
 
-_WT_PROTOCOL_ERRORS = frozenset({"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"})
+_WT_PROTOCOL_ERRORS = frozenset(
+    {"second_streams", "uni_streams", "datagrams_before_accept", "capsule_errors"}
+)
 
 
 class WebTransportListener(WebListenerBase):
@@ -162,7 +164,9 @@ class WebTransportListener(WebListenerBase):
 
         try:
             if sock is None:
-                self._quic_server = await serve(str(host), int(port or 0), configuration=cfg, create_protocol=make)
+                self._quic_server = await serve(
+                    str(host), int(port or 0), configuration=cfg, create_protocol=make
+                )
             else:  # what aioquic's serve() does, on a socket bound by the caller
                 _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
                     lambda: QuicServer(configuration=cfg, create_protocol=make), sock=sock
@@ -222,16 +226,21 @@ class _ServerProtocol(H3Protocol):
         # new one is closed at once; one that opens no session within open_timeout is closed
         self._busy = opts.max_connections is not None and len(listener._protocols) >= opts.max_connections
         listener._protocols.add(self)
+        self._charged = False  # counted against its address's share (WebListenerBase.arrived)
         self._session_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             opts.open_timeout, self._no_session
         )
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        """Close a connection over the bound at its first event; else as :class:`H3Protocol`."""
+        """Close a connection over the bounds at its first event; else as :class:`H3Protocol`."""
         if self._busy and not self.terminated:
             self._busy = False
             self.listener.count("refused_busy", "over max_connections QUIC connections")
             self._close_quic("server busy")
+        elif not self._charged and not self.terminated:  # its address is known from the first event
+            self._charged = True
+            if not self.listener.arrived(self, peer_address(self._quic)):
+                self._close_quic("too many connections from one address")
         super().quic_event_received(event)
 
     def _no_session(self) -> None:
@@ -299,7 +308,9 @@ class _ServerProtocol(H3Protocol):
             return
         h3 = self.h3
         assert h3 is not None
-        h3.send_headers(event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
+        h3.send_headers(
+            event.stream_id, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")]
+        )
         self.transmit()
         self.session = _ServerSession(self, event.stream_id)
         if self._session_timer is not None:
@@ -315,6 +326,7 @@ class _ServerProtocol(H3Protocol):
     def connection_ended(self, reason: str) -> None:
         """The QUIC connection ended: the session too."""
         self.listener._protocols.discard(self)
+        self.listener.left(self)
         if self._session_timer is not None:
             self._session_timer.cancel()
             self._session_timer = None

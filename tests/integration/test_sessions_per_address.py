@@ -18,8 +18,7 @@ import kcprpc
 from kcp.admission import AdmissionConfig
 from kcp.demo import echo
 from kcp.secure import SecureConfig
-from kcprpc.web.framing import Open
-from kcprpc.web.listener import Refused, WebListenerBase
+from kcprpc.web.listener import WebListenerBase
 from kcprpc.web.options import WebOptions
 
 TIMEOUT = 10.0
@@ -131,16 +130,14 @@ class _Web(WebListenerBase):
     name = "test"
 
 
-async def test_web_listener_refuses_an_open_past_the_cap() -> None:
+async def test_web_listener_charges_each_address_until_its_connections_end() -> None:
     server = kcprpc.Server([], config=kcprpc.ServerConfig(max_connections_per_address=2))
     lst = _Web(server, WebOptions())
     other = ("198.51.100.9", 5000)
-    for i in range(2):
-        lst.sources.add(f"conn-{i}", (other[0], other[1] + i))  # what serve() charges
-    refused = await lst.admit(Open(1, 2, b""), other)
-    assert isinstance(refused, Refused) and refused.status == kcprpc.Status.RESOURCE_EXHAUSTED
-    assert "from one address" in refused.message and lst.stats()["refused_address_full"] == 1
-    assert not isinstance(await lst.admit(Open(1, 2, b""), ("198.51.100.10", 5000)), Refused)
-    assert not isinstance(await lst.admit(Open(1, 2, b""), ("127.0.0.1", 5000)), Refused)  # loopback
-    lst.sources.remove("conn-0")
-    assert not isinstance(await lst.admit(Open(1, 2, b""), other), Refused)
+    assert lst.arrived("ws-0", other) and lst.arrived("ws-1", (other[0], 5001))
+    assert not lst.arrived("ws-2", (other[0], 5002))  # a third from the same address: refused
+    assert lst.stats()["refused_address_full"] == 1
+    assert lst.arrived("ws-3", ("198.51.100.10", 5000))  # another address
+    assert lst.arrived("ws-4", ("127.0.0.1", 5000))  # loopback: exempt by default
+    lst.left("ws-0")
+    assert lst.arrived("ws-5", other)

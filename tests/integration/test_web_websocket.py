@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import kcprpc
+from kcp.secure import SecureConfig
 from kcprpc import ClientConfig, ReconnectPolicy, RpcError, ServerConfig, Status
 from kcprpc.errors import UsageError
 from kcprpc.metrics import families
@@ -434,6 +435,28 @@ async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_4
             await again.stub(Demo, timeout=TIMEOUT).whoami()
         assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{lst.address[1]}/kcprpc"))[0] == 426
         assert lst.counters["bad_requests"] == 1
+    finally:
+        await server.shutdown()
+
+
+async def test_connections_past_the_cap_per_address_are_closed_before_open() -> None:
+    """ServerConfig.max_connections_per_address on a WebSocket listener: one address holds at most
+    that many connections, opening or open (127.0.0.1 is not exempt here)."""
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    server = kcprpc.Server(
+        [Demo()], transport=kcprpc.Transport(wire), config=kcprpc.ServerConfig(max_connections_per_address=1)
+    )
+    try:
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions())
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        async with connect_websocket(url) as first:
+            await first.stub(Demo, timeout=TIMEOUT).whoami()
+            async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+                assert await closed_with(ws) == 1013
+            assert lst.counters["refused_address_full"] == 1
+        await until(lambda: len(lst.sources) == 0, TIMEOUT)  # its share is given back
+        async with connect_websocket(url) as again:
+            await again.stub(Demo, timeout=TIMEOUT).whoami()
     finally:
         await server.shutdown()
 

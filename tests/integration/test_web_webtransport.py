@@ -516,6 +516,22 @@ async def test_quic_connections_past_max_connections_are_closed(cert: Any) -> No
             assert not first.closed.is_set()
 
 
+async def test_quic_connections_past_the_cap_per_address_are_closed(cert: Any) -> None:
+    config = kcprpc.ServerConfig(max_connections_per_address=1)
+    async with running(cert, exempt=(), config=config) as started:
+        _, listener, _ = started
+        async with raw(listener) as first:
+            await first.session()
+            with pytest.raises(ConnectionError):  # closed at its first event
+                async with raw(listener):
+                    pass
+            assert listener.stats()["refused_address_full"] == 1
+            assert not first.closed.is_set()
+        await until(lambda: len(listener.sources) == 0)  # given back when the connection ended
+        async with raw(listener) as again:
+            await again.session()
+
+
 async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
     async with running(cert, max_receive_buffer=1024) as (_, listener, _):
         assert (await closed_by_the_server(listener, overflow))["receive_overflows"] == 1

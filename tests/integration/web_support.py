@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import kcprpc
+from kcp.secure import SecureConfig
 from kcprpc import current_context
 from kcprpc.web.certs import DevCertificate, make_dev_certificate
 from kcprpc.web.options import WebTransportOptions
@@ -88,8 +89,11 @@ async def running(cert: Cert, **opts: Any) -> AsyncIterator[Started]:
     WebTransport listener on a free port of 127.0.0.1 (the rest of ``opts`` are its
     WebTransportOptions); shut down at the end."""
     dev, cert_path, key_path = cert
+    key = opts.pop("key", "wt test passphrase")
+    exempt = opts.pop("exempt", None)  # SecureConfig.exempt (the limits per address), else loopback
+    wire = kcprpc.SecureWire(key=key, config=SecureConfig(exempt=exempt) if exempt is not None else None)
     server = kcprpc.Server(
-        [Svc()], "127.0.0.1", 0, key=opts.pop("key", "wt test passphrase"), config=opts.pop("config", None)
+        [Svc()], "127.0.0.1", 0, transport=kcprpc.Transport(wire), config=opts.pop("config", None)
     )
     await server.start()
     try:
@@ -108,7 +112,9 @@ def letmein(token: bytes, key: bytes | None, address: Any) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def authorizing_server(services: Sequence[kcprpc.Service]) -> AsyncIterator[tuple[kcprpc.Server, list[str]]]:
+async def authorizing_server(
+    services: Sequence[kcprpc.Service],
+) -> AsyncIterator[tuple[kcprpc.Server, list[str]]]:
     """A started Server (KCP on a free port) whose SecureWire authorizes tokens with
     :func:`letmein`, and the ids of the sessions its ``on_connect`` saw; shut down at the end."""
     connected: list[str] = []
