@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from web_support import until
 
 import kcp
 import kcprpc
@@ -27,14 +28,6 @@ OTHER = ("127.0.0.2", 0)
 SECURE = kcp.SecureWire(key=KEY, config=SecureConfig(exempt=("127.0.0.1/32",)))
 COMPAT = kcp.CompatWire(crypt="aes", key=KEY)
 FROM_OTHER = kcp.IOOptions(local_address=OTHER)
-
-
-async def _until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def _round_trip(s: kcp.KCPSession, data: bytes) -> bytes:
@@ -65,7 +58,7 @@ async def test_secure_listener_refuses_a_session_past_the_cap_and_counts_it() ->
         player = await kcp.dial("127.0.0.1", port, SECURE)  # 127.0.0.1: another address (exempt here)
         assert await _round_trip(player, b"hello") == b"hello"
         mine[0].close()
-        await _until(lambda: listener.session_count() == 3)  # its place is free again
+        await until(lambda: listener.session_count() == 3)  # its place is free again
         again = await kcp.dial("127.0.0.1", port, SECURE, io=FROM_OTHER)
         assert await _round_trip(again, b"again") == b"again"
         assert listener.stats["dropped_address_full"] == 1
@@ -82,7 +75,7 @@ async def test_compat_listener_keeps_a_peer_past_the_cap_pending() -> None:
             assert await _round_trip(s, b"ping %d" % i) == b"ping %d" % i
         third = await kcp.dial("127.0.0.1", port, COMPAT, io=FROM_OTHER)
         third.write(b"let me in")
-        await _until(lambda: listener.stats["dropped_address_full"] >= 1)
+        await until(lambda: listener.stats["dropped_address_full"] >= 1)
         assert listener.session_count() == 2
         player = await kcp.dial("127.0.0.1", port, COMPAT)  # 127.0.0.1: exempt
         assert await _round_trip(player, b"hello") == b"hello"
