@@ -353,6 +353,33 @@ async def connection_hoard(target: Target, seconds: float) -> dict[str, int]:
     return out
 
 
+# ------------------------------------------------------------------------------------ connect-churn
+
+
+async def connect_churn(target: Target, seconds: float) -> dict[str, int]:
+    """RPC connections from one address (127.0.0.2) opened and closed again as fast as 16 at a time
+    go: each costs the server a handshake and a session set up and torn down."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+    out = {"connected": 0, "failed": 0}
+
+    async def worker() -> None:
+        while loop.time() < deadline:
+            client = kcprpc.connect(target.host, target.port, transport=transport)
+            try:
+                await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
+                out["connected"] += 1
+            except Exception as exc:  # refused or slowed down: counted by its type
+                out["failed"] += 1
+                out[f"error {type(exc).__name__}"] = out.get(f"error {type(exc).__name__}", 0) + 1
+            finally:
+                await client.close()
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+    return out
+
+
 ATTACKS: list[Attack] = [
     Attack(
         name="fec-oversize",
@@ -400,5 +427,12 @@ ATTACKS: list[Attack] = [
         run=connection_hoard,
         description=f"RPC connections from one address held open, to fill a table of {HOARD_TABLE} sessions",
         server_args=("--max-connections", str(HOARD_TABLE)),
+    ),
+    Attack(
+        name="connect-churn",
+        item=5,
+        mode="secure",
+        run=connect_churn,
+        description="RPC connections from one address opened and closed again, 16 at a time, as fast as they go",
     ),
 ]

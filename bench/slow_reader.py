@@ -5,10 +5,15 @@ One process: a ``kcp.listen`` server, a :class:`kcp.relay.LossyRelay` (``--loss`
 it for ``--seconds``. The server's application reads for ``--read-ms`` out of every ``--period-ms``
 (a consumer slower than the link), so the receive window fills, closes and reopens again and
 again, and each time the sender waits for the one window update (WINS) the receiver sends when it
-reads again. Contenders differ only in the sender's ``SessionConfig.loss_recovery``:
+reads again. A contender is the sender's ``SessionConfig.loss_recovery``, optionally followed by
+``/`` and the receiver's (default ``adaptive``):
 
-* ``adaptive`` (the default): window probes after 100 ms, backing off to 1 s;
-* ``ikcp``: ikcp's probes, 7 s after the window closed, then 10.5 s later, up to 120 s apart.
+* the sender's ``adaptive`` (the default): window probes after 100 ms, backing off to 1 s;
+  ``ikcp``: ikcp's probes (kcp-go's too), 7 s after the window closed, then 10.5 s later, up to
+  120 s apart;
+* the receiver's ``adaptive``: the window update that reopens a full window is repeated after an
+  RTO, two and four while no data comes; ``ikcp``: sent once. ``ikcp/ikcp`` is a kcp-go sender
+  and receiver, ``ikcp/adaptive`` a kcp-go sender to a kcprpc receiver.
 
 Per contender and round: the bytes read, the longest gap between two reads that returned data,
 and the gaps longer than 2 x ``--period-ms`` (a stall beyond the reader's own pauses). Contenders
@@ -23,7 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 from _common import run_loop
 
@@ -33,15 +38,18 @@ from kcp.relay import LossyRelay
 KEY = "slow reader"
 
 
-async def one(args: argparse.Namespace, recovery: Any, seed: int) -> dict[str, float]:
+async def one(args: argparse.Namespace, contender: str, seed: int) -> dict[str, float]:
+    recovery, _, receiver = contender.partition("/")
     wire: Any = kcp.SecureWire(key=KEY) if args.wire == "secure" else kcp.CompatWire()
     accepted: asyncio.Queue[kcp.KCPSession] = asyncio.Queue()
     wnd = args.wnd or kcp.SessionConfig().rcv_wnd
-    server_cfg = kcp.SessionConfig(read_buffer=args.read_buffer, snd_wnd=wnd, rcv_wnd=wnd)
+    server_cfg = kcp.SessionConfig(
+        read_buffer=args.read_buffer, snd_wnd=wnd, rcv_wnd=wnd, loss_recovery=receiver or "adaptive"
+    )
     lis = await kcp.listen("127.0.0.1", 0, wire, session=server_cfg, on_accept=accepted.put)
     relay = LossyRelay(("127.0.0.1", 0), lis.address, loss=args.loss, delay=args.delay, seed=seed)
     await relay.start()
-    cfg = kcp.SessionConfig(loss_recovery=recovery, snd_wnd=wnd, rcv_wnd=wnd)
+    cfg = kcp.SessionConfig(loss_recovery=cast(Any, recovery), snd_wnd=wnd, rcv_wnd=wnd)
     client = await kcp.dial("127.0.0.1", relay.address[1], wire, session=cfg)
     loop = asyncio.get_running_loop()
     end = loop.time() + args.seconds
@@ -100,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
             res = await one(args, c, args.seed + r)
             rows[c].append(res)
             print(
-                f"round {r + 1} {c:9} {res['mbit']:6.2f} Mbit/s read, longest gap {res['max_gap_ms']:7.0f} ms, "
+                f"round {r + 1} {c:13} {res['mbit']:6.2f} Mbit/s read, longest gap {res['max_gap_ms']:7.0f} ms, "
                 f"{res['stalls']} stalls over {2 * args.period_ms} ms ({time.perf_counter() - t:.0f} s)",
                 flush=True,
             )
@@ -113,12 +121,16 @@ async def main(args: argparse.Namespace) -> None:
         mbit = ", ".join(f"{x['mbit']:.2f}" for x in xs)
         gap = ", ".join(f"{x['max_gap_ms']:.0f}" for x in xs)
         stalls = ", ".join(str(int(x["stalls"])) for x in xs)
-        print(f"{c:9} Mbit/s read {mbit}; longest gap {gap} ms; stalls {stalls}")
+        print(f"{c:13} Mbit/s read {mbit}; longest gap {gap} ms; stalls {stalls}")
 
 
 def cli() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--contenders", default="adaptive,ikcp", help="loss_recovery values of the sender")
+    ap.add_argument(
+        "--contenders",
+        default="adaptive,ikcp",
+        help="SENDER[/RECEIVER] loss_recovery values (receiver: adaptive)",
+    )
     ap.add_argument("--wire", choices=("compat", "secure"), default="compat")
     ap.add_argument("--loss", type=float, default=5.0, help="%% lost each way")
     ap.add_argument("--delay", type=float, default=20.0, help="ms one way")

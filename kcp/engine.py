@@ -385,6 +385,10 @@ class KCP:
         "_pool",
         "_reack_pending",
         "_reacks",
+        "_wins_due",
+        "_wins_gap",
+        "_wins_left",
+        "_wins_mark",
         "ack_frg",
         "ack_repeat",
         "conv",
@@ -437,6 +441,7 @@ class KCP:
         "ts_flush",
         "ts_probe",
         "updated",
+        "wins_repeat",
         "xmit",
     )
 
@@ -456,6 +461,16 @@ class KCP:
         # constants (7 s, 120 s) unless a session asks for quicker probes
         self.probe_init = IKCP_PROBE_INIT
         self.probe_limit = IKCP_PROBE_LIMIT
+        # The receiver's side of it: the window update (WINS) sent when reading reopens a full
+        # window is one datagram. ikcp sends it once; when it is lost the sender learns the window
+        # only from its own probe (ikcp and kcp-go: 7 s later). With wins_repeat > 0 it goes again
+        # after an RTO, then twice that ..., at most wins_repeat more times, until a data segment
+        # comes (the sender heard it) or the window is full again. Off (0) by default: ikcp's.
+        self.wins_repeat = 0
+        self._wins_left = 0  # repeats still to send of the last window update
+        self._wins_due = 0  # when the next one goes
+        self._wins_gap = 0  # ms until it, doubling
+        self._wins_mark = (0, 0)  # (rcv_nxt, segments held out of order) when the update went
         self.snd_wnd = IKCP_WND_SND
         self.rcv_wnd = IKCP_WND_RCV
         self.rmt_wnd = IKCP_WND_RCV
@@ -750,6 +765,9 @@ class KCP:
                 self._move_rcv_buf()
         if recover and len(q_data) - q.head < rcv_wnd:
             self.probe |= IKCP_ASK_TELL
+            if self.wins_repeat:
+                self._wins_left = self.wins_repeat
+                self._wins_gap = 0
         return result
 
     def _move_rcv_buf(self) -> None:
@@ -1146,6 +1164,31 @@ class KCP:
             self.ts_flush = ts_flush
             self.flush()
 
+    def _repeat_wins(self, current: int) -> None:
+        """Repeat the window update that reopened a full window (``wins_repeat``), or stop: once
+        data came after it (the sender heard) or the window is full again (nothing to tell)."""
+        mark = (self.rcv_nxt, len(self.rcv_buf))
+        if (self._wins_gap and mark != self._wins_mark) or len(self.rcv_queue) >= self.rcv_wnd:
+            self._wins_left = 0
+            return
+        if self.probe & IKCP_ASK_TELL:  # the update itself goes in this flush: the first wait starts
+            gap = self.rx_rto if self.rx_rto > self.interval else self.interval
+        elif _s32(current - self._wins_due) >= 0:
+            self.probe |= IKCP_ASK_TELL
+            self._wins_left -= 1
+            gap = 2 * self._wins_gap
+            if self.counters is not None:
+                self.counters.wins_repeated += 1
+        else:
+            return
+        self._wins_gap = gap
+        self._wins_due = (current + gap) & _MASK
+        self._wins_mark = mark
+
+    def wins_pending(self) -> bool:
+        """A window update may still be repeated (``wins_repeat``): the session keeps flushing."""
+        return self._wins_left > 0
+
     def check(self, now: int) -> int:
         """ikcp_check: when :meth:`update` should next be called, in the caller's clock.
 
@@ -1295,6 +1338,8 @@ class KCP:
             self.ts_probe = 0
             self.probe_wait = 0
 
+        if self._wins_left:
+            self._repeat_wins(current)
         probe = self.probe
         if probe:
             # a probe inherits ts and sn from the last ack of this flush (0 without one), as in ikcp

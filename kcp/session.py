@@ -667,7 +667,7 @@ class KCPSession:
         if ws and eng.ack_frg:  # it sends data now: no longer receive-only, its acks go at once
             eng.ack_frg = 0
             self._lone_acks = 0
-        near = next_wake(eng, self.ack_nodelay, now) if ws or eng.probe else -1
+        near = next_wake(eng, self.ack_nodelay, now) if ws or eng.probe or eng.wins_pending() else -1
         cc = self._cc
         if cc is not None and eng.snd_queue:  # the pacer only waits with data queued
             t = cc.next_send(eng, now)

@@ -15,6 +15,7 @@ __all__ = [
     "KCPGO_INITIAL_RMT_WND",
     "WINDOW_PROBE_INIT",
     "WINDOW_PROBE_LIMIT",
+    "WINDOW_UPDATE_REPEATS",
     "check_close_code",
     "make_engine",
     "water_marks",
@@ -29,6 +30,11 @@ ikcp waits 7 s): the peer's window update is one datagram, and when it is lost t
 the window only from a probe's answer."""
 WINDOW_PROBE_LIMIT = 1000
 """ms between window probes at most (``loss_recovery="adaptive"``; ikcp: 120 s)."""
+WINDOW_UPDATE_REPEATS = 3
+"""How many more times a receiver sends the window update (WINS) that reopened its full receive
+window, after an RTO, then two, then four, while no data comes (``loss_recovery="adaptive"``;
+ikcp sends it once): a sender that waits for it only because it was lost, which ikcp and kcp-go
+would learn from their own probe 7 s later, hears it again instead."""
 
 
 def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Counters) -> KCP:
@@ -54,6 +60,7 @@ def make_engine(conv: int, config: SessionConfig, overhead: int, counters: Count
         eng.recovery_gap = config.copy_gap
         eng.probe_init = WINDOW_PROBE_INIT
         eng.probe_limit = WINDOW_PROBE_LIMIT
+        eng.wins_repeat = WINDOW_UPDATE_REPEATS
         if config.lead_copies == "auto":
             eng.recovery_auto_lead = AUTO_LEAD_MAX
         else:

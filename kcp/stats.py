@@ -33,6 +33,7 @@ _FIELDS: tuple[str, ...] = (
     "acks_held",  # lone acks held for a second segment (kcp.SessionConfig.ack_hold)
     "reacks_sent",  # ACKs repeated as REACKs (secure mode's repeated acks)
     "reacks_useful",  # REACKs that acknowledged a segment its ACK had not: a spurious resend saved
+    "wins_repeated",  # window updates sent again: no data came after the one that reopened the window
     "kcp_in_errors",  # engine refused the packet (bad conv, bad cmd, lying length)
     # packet layer
     "in_errs",  # packets dropped before the engine for any reason below
@@ -169,6 +170,7 @@ class Counters(CounterSet):
     acks_held: int
     reacks_sent: int
     reacks_useful: int
+    wins_repeated: int
     kcp_in_errors: int
     in_errs: int
     in_csum_errors: int

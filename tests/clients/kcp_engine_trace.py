@@ -10,7 +10,7 @@ replay feeds the replaying engine's own datagrams and any difference shows up as
 ``python tests/clients/kcp_engine_trace.py picks`` prints the recovery's copy picks over a grid.
 
 Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
-stall, stall_probe, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
+stall, stall_probe, stall_wins, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
 recovery_blackout: the sparse-flight loss recovery of docs/tuning.md, on small messages, with
 random or Gilbert-Elliott burst loss, or an outage; held, held_lossy: held acks; reack,
 reack_stream: repeated acks)
@@ -43,6 +43,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "stall_until": 30000,
         "dt": 40,
         "probe": (100, 1000),
+    },
+    # a slow reader (its window closes and reopens again and again) with ikcp's probes and the
+    # receiver's repeated window updates (loss_recovery="adaptive"'s wins_repeat)
+    "stall_wins": {
+        "nodelay": (1, 10, 2, 1),
+        "wnd": (128, 128),
+        "steps": 3000,
+        "loss": 0.15,
+        "max_size": 30000,
+        "dt": 40,
+        "senders": (0,),
+        "send_p": 0.6,
+        "read_period": (900, 150),
+        "wins": 3,
     },
     "stream": {"nodelay": (1, 10, 2, 1), "stream": True, "steps": 900, "loss": 0.1, "max_size": 5000},
     "mtu": {"mtu": 576, "nodelay": (0, 30, 3, 1), "steps": 900, "loss": 0.1, "max_size": 3000},
@@ -113,7 +127,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
     reack = bool(cfg.get("reack"))
     ops.append({"op": "config", "nodelay": cfg.get("nodelay"), "wnd": cfg.get("wnd"),
                 "stream": bool(cfg.get("stream")), "mtu": cfg.get("mtu"), "recovery": rec,
-                "held": held, "reack": reack, "probe": cfg.get("probe")})  # fmt: skip
+                "held": held, "reack": reack, "probe": cfg.get("probe"), "wins": cfg.get("wins", 0)})  # fmt: skip
     results.append(None)
     for eng in engines:
         if cfg.get("nodelay"):
@@ -129,6 +143,7 @@ def run(seed: int, name: str) -> dict[str, Any]:
         eng.ack_repeat = reack
         if cfg.get("probe"):
             eng.probe_init, eng.probe_limit = cfg["probe"]
+        eng.wins_repeat = cfg.get("wins", 0)
         eng.counters = Counters()
     if held:
         engines[1].ack_frg = 1
@@ -177,6 +192,10 @@ def run(seed: int, name: str) -> dict[str, Any]:
         for k in (0, 1):
             if k == 1 and now - start < cfg.get("stall_until", 0):
                 continue
+            if k == 1 and "read_period" in cfg:  # a slow reader: reads `reading` ms of every `period`
+                period, reading = cfg["read_period"]
+                if (now - start) % period >= reading:
+                    continue
             ops.append({"op": "recv", "e": k})
             got = []
             while (m := engines[k].recv()) is not None:
@@ -215,6 +234,9 @@ def run(seed: int, name: str) -> dict[str, Any]:
     if reack:
         ops.append({"op": "reack"})
         results.append([{f: getattr(eng.counters, f) for f in REACK} for eng in engines])
+    if cfg.get("wins"):
+        ops.append({"op": "wins"})
+        results.append([{"wins_repeated": eng.counters.wins_repeated} for eng in engines])
     return {"seed": seed, "config": name, "ops": ops, "results": results}
 
 

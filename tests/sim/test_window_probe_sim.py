@@ -15,12 +15,20 @@ from kcp.simlink import SimLink
 from kcp.stats import Counters
 
 
-def slow_reader(config: SessionConfig, *, seed: int, loss: float = 0.05, ms: int = 40_000) -> tuple[int, int]:
-    """(bytes read, the longest gap in ms between two reads) over ``ms`` of virtual time."""
+def slow_reader(
+    config: SessionConfig,
+    *,
+    seed: int,
+    loss: float = 0.05,
+    ms: int = 40_000,
+    receiver: SessionConfig | None = None,
+) -> tuple[int, int]:
+    """(bytes read, the longest gap in ms between two reads) over ``ms`` of virtual time; the
+    sender runs ``config``, the receiver ``receiver`` (default: the same)."""
     ab = SimLink(seed=seed, loss=loss, delay=20)
     ba = SimLink(seed=seed + 1, loss=loss, delay=20)
     s = make_engine(1, config, 0, Counters())
-    r = make_engine(1, config, 0, Counters())
+    r = make_engine(1, receiver or config, 0, Counters())
     for e in (s, r):
         e.wndsize(128, 128)
     s.output, r.output = ab.send, ba.send
@@ -57,3 +65,16 @@ def test_without_loss_the_probes_change_nothing() -> None:
     assert slow_reader(SessionConfig(), seed=1, loss=0.0, ms=10_000) == slow_reader(
         SessionConfig(loss_recovery="ikcp"), seed=1, loss=0.0, ms=10_000
     )
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_a_stock_sender_hears_a_lost_window_update_again(seed: int) -> None:
+    """The sender is ikcp's (kcp-go's probes: 7 s, then 10.5 s ...), the receiver a session's
+    (``loss_recovery="adaptive"``): it repeats the update that reopened its window after an RTO,
+    then two and four, so the sender's wait for a lost one is about an RTO, not its first probe."""
+    stock = SessionConfig(loss_recovery="ikcp")
+    base_got, base_gap = slow_reader(stock, seed=seed)
+    got, gap = slow_reader(stock, seed=seed, receiver=SessionConfig())
+    assert base_gap > 6_000
+    assert gap < 2_000
+    assert got > 1.2 * base_got

@@ -23,6 +23,7 @@ interface Op {
   held?: boolean;
   reack?: boolean;
   probe?: [number, number] | null;
+  wins?: number;
   frg?: number;
   ms?: number;
 }
@@ -87,6 +88,7 @@ function replay(trace: Trace): EngineCounters[] {
           eng.holdAware = op.held ?? false;
           eng.ackRepeat = op.reack ?? false;
           if (op.probe) [eng.probeInit, eng.probeLimit] = op.probe;
+          eng.winsRepeat = op.wins ?? 0;
         }
         if (op.held) engines[1]!.ackFrg = 1;
         got = null;
@@ -139,6 +141,9 @@ function replay(trace: Trace): EngineCounters[] {
           retrans_segs: eng.counters!.retransSegs,
         }));
         break;
+      case "wins":
+        got = engines.map((eng) => ({ wins_repeated: eng.counters!.winsRepeated }));
+        break;
       case "recovery":
         got = engines.map((eng) => ({
           recovery_copies: eng.recoveryCopies,
@@ -169,6 +174,20 @@ for (const config of ["normal", "fast", "smallwnd", "stall", "stall_probe", "str
     }
   });
 }
+
+// a slow reader's repeated window updates (winsRepeat): its window closes and reopens again and
+// again over a lossy link, and a lost update with no data after it for an RTO is sent again
+test("engine: repeated window updates identical to the Python engine (stall_wins, 3 seeds)", async () => {
+  let repeated = 0;
+  for (const seed of [2, 4, 5]) {
+    const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), "stall_wins"])) as Trace;
+    assert.ok(trace.ops.length > 1000);
+    replay(trace);
+    const counts = trace.results[trace.results.length - 1] as { wins_repeated: number }[];
+    repeated += counts[1]!.wins_repeated;
+  }
+  assert.ok(repeated > 0, "the traces repeat some window updates");
+});
 
 // the sparse-flight loss recovery (docs/tuning.md "Loss recovery"): spaced copies, capped backoff,
 // copies picked from the loss, lead copies (fixed and "auto"), under random and burst loss

@@ -155,6 +155,8 @@ export interface EngineCounters {
   reacksSent: number;
   /** REACKs that acknowledged a segment its ACK had not: a spurious resend saved. */
   reacksUseful: number;
+  /** Window updates sent again: no data came after the one that reopened the window ({@link Kcp.winsRepeat}). */
+  winsRepeated: number;
 }
 
 /** A fresh set of zero counters. */
@@ -172,6 +174,7 @@ export function newEngineCounters(): EngineCounters {
     copySegs: 0,
     reacksSent: 0,
     reacksUseful: 0,
+    winsRepeated: 0,
   };
 }
 
@@ -270,6 +273,19 @@ export class Kcp {
   probeInit = IKCP_PROBE_INIT;
   /** The longest wait between window probes (ms). */
   probeLimit = IKCP_PROBE_LIMIT;
+  /**
+   * The receiver's side: the window update (WINS) sent when reading reopens a full window is one
+   * datagram, sent once by ikcp; when it is lost the sender learns the window only from its own
+   * probe (ikcp and kcp-go: 7 s later). With `winsRepeat` > 0 it goes again after an RTO, then twice
+   * that ..., at most `winsRepeat` more times, until a data segment comes or the window is full
+   * again. Off (0) by default: ikcp's. (The Python engine's `wins_repeat`.)
+   */
+  winsRepeat = 0;
+  private winsLeft = 0;
+  private winsDue = 0;
+  private winsGap = 0;
+  private winsMarkNxt = 0;
+  private winsMarkBuf = 0;
   /** Send window (segments). */
   sndWnd = IKCP_WND_SND;
   /** Receive window (segments). */
@@ -562,7 +578,13 @@ export class Kcp {
       }
       if (this.rcvBuf.has(this.rcvNxt)) this.moveRcvBuf();
     }
-    if (recover && q.length < rcvWnd) this.probe |= IKCP_ASK_TELL;
+    if (recover && q.length < rcvWnd) {
+      this.probe |= IKCP_ASK_TELL;
+      if (this.winsRepeat) {
+        this.winsLeft = this.winsRepeat;
+        this.winsGap = 0;
+      }
+    }
     return result;
   }
 
@@ -844,6 +866,39 @@ export class Kcp {
     }
   }
 
+  /**
+   * Repeat the window update that reopened a full window ({@link winsRepeat}), or stop: once data
+   * came after it (the sender heard) or the window is full again (nothing to tell).
+   */
+  private repeatWins(current: number): void {
+    const markNxt = this.rcvNxt;
+    const markBuf = this.rcvBuf.size;
+    if ((this.winsGap && (markNxt !== this.winsMarkNxt || markBuf !== this.winsMarkBuf)) || this.rcvQueue.length >= this.rcvWnd) {
+      this.winsLeft = 0;
+      return;
+    }
+    let gap: number;
+    if (this.probe & IKCP_ASK_TELL) {
+      gap = this.rxRto > this.interval ? this.rxRto : this.interval; // the update goes in this flush
+    } else if (s32(current - this.winsDue) >= 0) {
+      this.probe |= IKCP_ASK_TELL;
+      this.winsLeft--;
+      gap = 2 * this.winsGap;
+      if (this.counters !== null) this.counters.winsRepeated++;
+    } else {
+      return;
+    }
+    this.winsGap = gap;
+    this.winsDue = u32(current + gap);
+    this.winsMarkNxt = markNxt;
+    this.winsMarkBuf = markBuf;
+  }
+
+  /** A window update may still be repeated ({@link winsRepeat}): the session keeps flushing. */
+  winsPending(): boolean {
+    return this.winsLeft > 0;
+  }
+
   /** ikcp_check: when {@link update} should next be called, in the caller's clock (`now` if due). */
   check(now: number): number {
     if (!this.updated) return now;
@@ -1053,6 +1108,7 @@ export class Kcp {
       this.probeWait = 0;
     }
 
+    if (this.winsLeft) this.repeatWins(current);
     const probe = this.probe;
     if (probe) {
       for (const [flag, cmd] of [

@@ -54,6 +54,11 @@ export const AUTO_LEAD_MAX = 2;
 export const WINDOW_PROBE_INIT = 100;
 /** ms between window probes at most (`lossRecovery: "adaptive"`; ikcp: 120 s). */
 export const WINDOW_PROBE_LIMIT = 1000;
+/**
+ * How many more times a receiver sends the window update that reopened its full receive window
+ * (after an RTO, then two, then four, while no data comes; `lossRecovery: "adaptive"`; ikcp: once).
+ */
+export const WINDOW_UPDATE_REPEATS = 3;
 
 /** Set the engine's sparse-flight loss recovery from `options` (the Python `make_engine`'s part). */
 function setLossRecovery(eng: Kcp, options: SessionOptions): void {
@@ -78,6 +83,7 @@ function setLossRecovery(eng: Kcp, options: SessionOptions): void {
   eng.recoveryGap = gap;
   eng.probeInit = WINDOW_PROBE_INIT;
   eng.probeLimit = WINDOW_PROBE_LIMIT;
+  eng.winsRepeat = WINDOW_UPDATE_REPEATS;
   if (lead === "auto") eng.recoveryAutoLead = AUTO_LEAD_MAX;
   else eng.recoveryLead = lead;
 }
@@ -776,7 +782,7 @@ export class KcpSession implements PathOwner {
       if (ws) this.loneAcks = 0;
     }
     // a delayed ack has its own due time; other pending acks go at the engine's next flush
-    if (ws || eng.probe || (this.ackDue < 0 && eng.acksPending()) || eng.rmtWnd === 0) {
+    if (ws || eng.probe || (this.ackDue < 0 && eng.acksPending()) || eng.rmtWnd === 0 || eng.winsPending()) {
       due = eng.check(now);
       if (this.cc !== null && eng.nsndQue) {
         // the pacer only waits with data queued
