@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -161,17 +162,29 @@ async def main() -> None:
     ap.add_argument(
         "--ack-hold", type=int, default=0, help="ServerConfig.ack_hold: ask clients to hold acks (ms)"
     )
+    ap.add_argument(
+        "--per-address",
+        type=int,
+        default=None,
+        help="ServerConfig.max_connections_per_address, with no address exempt (not even loopback)",
+    )
     add_transport_args(ap)
     args = ap.parse_args()
     app = App()
+    transport = build_transport(args)
+    limits: dict[str, Any] = {"ack_hold": args.ack_hold}
+    if args.per_address is not None:
+        limits["max_connections_per_address"] = args.per_address
+        if isinstance(transport.wire, kcprpc.SecureWire):
+            transport = dataclasses.replace(transport, wire=transport.wire.with_config(exempt=()))
     server = kcprpc.Server(
         [app, Greeter()],
         "127.0.0.1",
         args.port,
-        transport=build_transport(args),
+        transport=transport,
         on_connect=refuse,
         on_restore=restore,
-        config=kcprpc.ServerConfig(ack_hold=args.ack_hold),
+        config=kcprpc.ServerConfig(**limits),
     )
     app.server = server
     if args.ws is not None:

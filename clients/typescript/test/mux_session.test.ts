@@ -188,3 +188,23 @@ test("a transport above its high-water mark gets nothing more until it drains", 
   (release as unknown as () => void)();
   await waitFor(() => written.length === 2, "the next write after drained()");
 });
+
+test("a transport that ends with its reason has it in the session's error (a KCP session closed by its peer)", () => {
+  let closeCb: ((err?: Error) => void) | null = null;
+  const transport = {
+    closeReason: "",
+    write: () => true,
+    close: () => undefined,
+    onData: () => undefined,
+    onClose: (cb: (err?: Error) => void) => {
+      closeCb = cb;
+    },
+  };
+  const s = new MuxSession(transport, { client: true, config: NO_KA });
+  transport.closeReason = "closed by peer: server busy: too many sessions from one address";
+  closeCb!();
+  assert.equal(s.core.error?.message, "session closed: closed by peer: server busy: too many sessions from one address");
+  const core = new MuxCore({ ...NO_KA }, true, 0);
+  core.connectionLost();
+  assert.equal(core.error?.message, "session closed: the transport reached EOF");
+});

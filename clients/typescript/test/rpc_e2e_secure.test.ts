@@ -12,7 +12,7 @@ import { KcpTransport, kcpConnector } from "../src/rpc/net.js";
 import type { MuxConnection } from "../src/rpc/connection.js";
 import { RpcError, Status } from "../src/rpc/status.js";
 import type { Heartbeat } from "../src/rpc/heartbeat.js";
-import { waitFor } from "./support/rpc_python.js";
+import { startPythonServer, waitFor } from "./support/rpc_python.js";
 
 const KEY = "ts e2e secure passphrase";
 const WIRE = { mode: "secure" as const, passphrase: KEY };
@@ -143,5 +143,25 @@ test("heartbeats go as transport keepalives the server's secure layer answers (W
     assert.equal(await c.unary("ts.App/sleep", 1), 1);
   } finally {
     await c.close();
+  }
+});
+
+test("a connection past the server's cap per address is refused with the reason", async () => {
+  // ts_app.py --per-address 1 exempts no address, so a second client from 127.0.0.1 is one too many
+  const server = await startPythonServer("tests/clients/ts_app.py", ["--key", KEY, "--per-address", "1"]);
+  const dial = kcpConnector("127.0.0.1", server.port, { wire: WIRE });
+  let first: Client | null = null;
+  try {
+    first = await Client.connect(dial, {});
+    await assert.rejects(Client.connect(dial, {}), (e: unknown) => {
+      assert.ok(e instanceof RpcError, String(e));
+      assert.equal(e.code, Status.UNAVAILABLE);
+      assert.match(e.message, /too many sessions from one address/);
+      return true;
+    });
+    assert.ok(first.connected, "the first client is not disturbed");
+  } finally {
+    await first?.close();
+    await server.kill();
   }
 });

@@ -657,10 +657,12 @@ export class MuxCore {
     this.st = "closing";
   }
 
-  /** The transport ended (EOF when `err` is undefined) or failed. */
-  connectionLost(err?: Error): void {
+  /** The transport ended (EOF when `err` is undefined; `reason`: why, when the transport says) or failed. */
+  connectionLost(err?: Error, reason = ""): void {
     if (this.st === "closed") return;
-    this.terminateWith(new MuxClosedError(err ? `session closed: transport failed: ${err.message}` : "session closed: the transport reached EOF"));
+    this.terminateWith(
+      new MuxClosedError(err ? `session closed: transport failed: ${err.message}` : `session closed: ${reason || "the transport reached EOF"}`),
+    );
   }
 
   /** Kill the session now. */

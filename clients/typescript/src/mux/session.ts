@@ -15,6 +15,8 @@ export interface ByteTransport {
   onData(cb: (data: Uint8Array) => void): void;
   /** Register the callback for the end of the transport (EOF when `err` is undefined). */
   onClose(cb: (err?: Error) => void): void;
+  /** Why the transport ended, when it knows (a KCP session closed by its peer: "closed by peer: ..."). */
+  readonly closeReason?: string;
   /** Stop delivering data (backpressure), optional. */
   pause?(): void;
   /** Resume delivering data, optional. */
@@ -129,7 +131,9 @@ export class MuxSession {
       this.pump();
     });
     transport.onClose((err) => {
-      this.core.connectionLost(err);
+      // why the transport ended, when it says (a KCP session closed by its peer does)
+      const why = transport.closeReason ?? "";
+      this.core.connectionLost(err, why === "closed" ? "" : why);
       this.pump();
     });
     this.armTimer();

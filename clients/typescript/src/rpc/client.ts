@@ -15,6 +15,7 @@ import {
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
 import { RpcError, Status, UsageError, statusFromWire } from "./status.js";
 import { FrameBudget, partialFrameLimit } from "./receive.js";
+import { MuxClosedError } from "../mux/core.js";
 
 /** Client settings (kcprpc.client_config.ClientConfig). */
 export interface ClientOptions {
@@ -784,6 +785,9 @@ export class Client implements RpcChannel {
       link?.shutdown(new RpcError(Status.UNAVAILABLE, "connect failed"));
       // the peer never answered: nothing to linger for
       await (conn.abort ? conn.abort() : conn.close()).catch(() => undefined);
+      // the transport ended before HELLO was answered (a server's CLOSE right after the handshake):
+      // the mux error says why
+      if (e instanceof MuxClosedError) throw new RpcError(Status.UNAVAILABLE, `connect failed: ${e.message}`);
       throw e;
     }
     link.sessionId = typeof body.sid === "string" ? body.sid : null;

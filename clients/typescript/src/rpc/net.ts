@@ -140,6 +140,10 @@ export class KcpTransport implements DatagramTransport {
   onClose(cb: (err?: Error) => void): void {
     this.session.onClose((err) => cb(err ?? undefined));
   }
+  /** Why the KCP session ended ("" while open). */
+  get closeReason(): string {
+    return this.session.closeReason;
+  }
   onCloseInfo(cb: (info: CloseInfo) => void): void {
     this.session.onClose(() => {
       if (this.failure) return cb({ reason: this.failure.message, error: this.failure });
