@@ -9,7 +9,7 @@ import json
 import socket
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -424,15 +424,7 @@ async def test_connections_over_max_connections_are_refused_and_a_plain_get_is_4
     server = kcprpc.Server([Demo()])
     try:
         lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions(max_connections=1))
-        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
-        async with connect_websocket(url) as first:
-            await first.stub(Demo, timeout=TIMEOUT).whoami()
-            async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
-                assert await closed_with(ws) == 1013
-            assert lst.counters["refused_busy"] == 1
-        await until(lambda: not lst.connections, TIMEOUT)
-        async with connect_websocket(url) as again:  # room again
-            await again.stub(Demo, timeout=TIMEOUT).whoami()
+        await _one_too_many(lst, "refused_busy", lambda: not lst.connections)
         assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{lst.address[1]}/kcprpc"))[0] == 426
         assert lst.counters["bad_requests"] == 1
     finally:
@@ -448,17 +440,25 @@ async def test_connections_past_the_cap_per_address_are_closed_before_open() -> 
     )
     try:
         lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions())
-        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
-        async with connect_websocket(url) as first:
-            await first.stub(Demo, timeout=TIMEOUT).whoami()
-            async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
-                assert await closed_with(ws) == 1013
-            assert lst.counters["refused_address_full"] == 1
-        await until(lambda: len(lst.sources) == 0, TIMEOUT)  # its share is given back
-        async with connect_websocket(url) as again:
-            await again.stub(Demo, timeout=TIMEOUT).whoami()
+        await _one_too_many(
+            lst, "refused_address_full", lambda: len(lst.sources) == 0
+        )  # its share given back
     finally:
         await server.shutdown()
+
+
+async def _one_too_many(lst: Any, counter: str, freed: Callable[[], bool]) -> None:
+    """With one client connected, a second connection is closed with 1013 (``counter`` counts it);
+    once the first is gone (``freed``), another one connects."""
+    url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+    async with connect_websocket(url) as first:
+        await first.stub(Demo, timeout=TIMEOUT).whoami()
+        async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+            assert await closed_with(ws) == 1013
+        assert lst.counters[counter] == 1
+    await until(freed, TIMEOUT)
+    async with connect_websocket(url) as again:  # room again
+        await again.stub(Demo, timeout=TIMEOUT).whoami()
 
 
 async def test_a_server_that_ends_a_session_with_a_status_fails_the_clients_calls_with_it(
