@@ -19,11 +19,21 @@ from kcp.crypt import PacketCrypt, cipher_known, derive_key, new_crypt
 from kcp.engine import ACK_HOLD_MAX
 from kcp.errors import KCPUsageError
 from kcp.fec import fec_enabled
+from kcp.ratelimit import LOOPBACK
 
 if TYPE_CHECKING:
     from kcp.secure.config import SecureConfig
 
-__all__ = ["Authorize", "CompatWire", "IOOptions", "SecureWire", "SessionConfig", "Wire", "check_fec"]
+__all__ = [
+    "Authorize",
+    "CompatWire",
+    "IOOptions",
+    "SecureWire",
+    "SessionConfig",
+    "Wire",
+    "check_fec",
+    "exempt_networks",
+]
 
 Authorize = Callable[[bytes, "bytes | None", Any], "str | None"]
 """A secure server's hook: ``authorize(token, client_static_public_key, address)`` returns None to
@@ -280,4 +290,15 @@ class SecureWire:
 
 
 Wire = CompatWire | SecureWire
+
+
+def exempt_networks(wire: Wire, compat: tuple[str, ...] = LOOPBACK) -> tuple[str, ...]:
+    """The networks the limits per address never limit (:mod:`kcp.ratelimit`): a secure wire's
+    ``SecureConfig.exempt`` (loopback by default), else ``compat`` (a listener's
+    ``AdmissionConfig.exempt``)."""
+    if isinstance(wire, SecureWire):
+        return wire.config.exempt if wire.config is not None else LOOPBACK
+    return compat
+
+
 """The two wire formats; ``wire.mode`` is ``"compat"`` or ``"secure"``."""

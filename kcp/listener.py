@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 from kcp.admission import AdmissionConfig
 from kcp.batch import Address, open_udp_socket
 from kcp.client import check_wire
-from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
+from kcp.config import CompatWire, IOOptions, SessionConfig, Wire, exempt_networks
 from kcp.demux import Demux
 from kcp.demux.address import AddressDemux
 from kcp.endpoint import Endpoint
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.gcpolicy import GcFreezer, GcPolicy
-from kcp.ratelimit import LOOPBACK, SourceKeys, SourceTally
+from kcp.ratelimit import SourceTally, address_keys
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
 
@@ -80,12 +80,8 @@ class Listener:
         self._closed = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._admission_config = admission or AdmissionConfig()
-        exempt = self._admission_config.exempt
-        if isinstance(wire, SecureWire):
-            exempt = wire.config.exempt if wire.config is not None else LOOPBACK
-        self._sources = SourceTally(
-            SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt), max_sessions_per_address
-        )
+        exempt = exempt_networks(wire, self._admission_config.exempt)
+        self._sources = SourceTally(address_keys(exempt), max_sessions_per_address)
         """Sessions per IPv4 address or IPv6 /64, against ``max_sessions_per_address``."""
         self._demux: Demux
         self._secure: SecureDemux | None = None

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-__all__ = ["LOOPBACK", "PrefixLimiter", "SourceKeys", "SourceTally", "parse_networks"]
+__all__ = ["LOOPBACK", "PrefixLimiter", "SourceKeys", "SourceTally", "address_keys", "parse_networks"]
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 """The default exemption: loopback cannot be spoofed from the network, and a local relay or
@@ -86,6 +86,11 @@ class SourceKeys:
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+def address_keys(exempt: tuple[str, ...] = LOOPBACK) -> SourceKeys:
+    """Keys of the limits per address: an IPv4 address, an IPv6 /64 (what one subscriber gets)."""
+    return SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt)
 
 
 class PrefixLimiter:

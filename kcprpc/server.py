@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import ValidationError
 
+from kcp.config import exempt_networks
+from kcp.ratelimit import address_keys
 from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
@@ -217,7 +219,9 @@ class Server:
         self.stats.update(dict.fromkeys(LANE_COUNTERS, 0))  # send lanes (kcprpc.send_lanes)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
-        self.resumable = ResumeTable(self.config, self.stats)
+        self.resumable = ResumeTable(
+            self.config, self.stats, keys=address_keys(exempt_networks(self.transport.wire))
+        )
         """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
         self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
+from kcp.ratelimit import SourceKeys, address_keys
 from kcprpc.codec import pack
 from kcprpc.errors import RpcError
 from kcprpc.resume import TOKEN_SIZE, parse_claim, resume_proof
@@ -66,18 +67,32 @@ RESUME_COUNTERS: Final = (
 
 class ResumeTable:
     """Sessions holding a valid resume token (connected or detached), and the detached ones in the
-    order they detached (the oldest is evicted first). ``rng`` draws the tokens."""
+    order they detached (the oldest is evicted first). ``rng`` draws the tokens.
+
+    One address (``keys``: an IPv4 address or IPv6 /64, :func:`kcp.ratelimit.address_keys`) keeps
+    at most ``ServerConfig.max_connections_per_address`` detached sessions: past it its own oldest
+    goes, so a client that connects and vanishes again and again cannot push everyone else's
+    sessions out of the table."""
 
     def __init__(
-        self, config: ServerConfig, stats: dict[str, int], rng: Callable[[int], bytes] = os.urandom
+        self,
+        config: ServerConfig,
+        stats: dict[str, int],
+        rng: Callable[[int], bytes] = os.urandom,
+        keys: SourceKeys | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self.rng = rng
+        self.keys = keys if keys is not None else address_keys()
         self.by_id: dict[str, ServerSession] = {}
         self.detached: OrderedDict[str, ServerSession] = OrderedDict()
         self.detached_bytes = 0  # the detached sessions' charge (detached_cost) against max_detached_bytes
         self._cost: dict[str, int] = {}
+        self._by_source: dict[
+            Any, OrderedDict[str, ServerSession]
+        ] = {}  # address -> its detached, oldest first
+        self._source: dict[str, Any] = {}  # a detached session's id -> its address's key
         for k in RESUME_COUNTERS:
             stats.setdefault(k, 0)
 
@@ -138,11 +153,18 @@ class ResumeTable:
         self._keep(session)
 
     def detach(self, session: ServerSession) -> list[ServerSession]:
-        """``session`` is detached now: the sessions evicted to make room (the oldest first, no
-        longer resumable; the caller ends them)."""
+        """``session`` is detached now: the sessions evicted to make room (its address's oldest
+        past that address's share, then the oldest of all; no longer resumable; the caller ends
+        them)."""
         self._keep(session)
         evicted: list[ServerSession] = []
         cfg = self.config
+        mine = self._by_source.get(self._source.get(session.id))
+        cap = cfg.max_connections_per_address
+        while mine is not None and cap is not None and len(mine) > cap:
+            oldest = next(iter(mine.values()))
+            self.forget(oldest)
+            evicted.append(oldest)
         while len(self.detached) > cfg.max_detached_sessions or (
             self.detached_bytes > cfg.max_detached_bytes and self.detached
         ):
@@ -153,9 +175,14 @@ class ResumeTable:
 
     def _keep(self, session: ServerSession) -> None:
         cost = detached_cost(session)
-        self.detached[session.id] = session
-        self.detached_bytes += cost - self._cost.get(session.id, 0)
-        self._cost[session.id] = cost
+        sid = session.id
+        self.detached[sid] = session
+        self.detached_bytes += cost - self._cost.get(sid, 0)
+        self._cost[sid] = cost
+        key = self.keys.key(session.remote_address)
+        if key is not None and sid not in self._source:
+            self._source[sid] = key
+            self._by_source.setdefault(key, OrderedDict())[sid] = session
 
     def waiting(self, session: ServerSession) -> bool:
         """True while ``session`` is detached and still resumable."""
@@ -172,6 +199,12 @@ class ResumeTable:
             del self.detached[session.id]
             cost = self._cost.pop(session.id, 0)
             self.detached_bytes -= cost
+            key = self._source.pop(session.id, None)
+            if key is not None:
+                mine = self._by_source[key]
+                del mine[session.id]
+                if not mine:
+                    del self._by_source[key]
         if session.expiry is not None:
             session.expiry.cancel()
             session.expiry = None

@@ -19,8 +19,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kcp.config import exempt_networks
 from kcp.logutil import RateLimitedLog
-from kcp.ratelimit import LOOPBACK, SourceKeys, SourceTally
+from kcp.ratelimit import SourceTally, address_keys
 from kcprpc.config import SecureWire
 from kcprpc.mux import MuxConfig
 from kcprpc.status import Status
@@ -130,11 +131,8 @@ class WebListenerBase:
             self.authorize = server.transport.wire.authorize
         self.draining = False
         self._rlog = RateLimitedLog(log)
-        wire = server.transport.wire
-        exempt = wire.config.exempt if isinstance(wire, SecureWire) and wire.config is not None else LOOPBACK
-        self.sources = SourceTally(
-            SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt), server.config.max_connections_per_address
-        )
+        keys = address_keys(exempt_networks(server.transport.wire))
+        self.sources = SourceTally(keys, server.config.max_connections_per_address)
         """Connections per IPv4 address or IPv6 /64 (``ServerConfig.max_connections_per_address``;
         a proxy forwards from its own address: loopback is exempt, another one belongs in
         ``SecureConfig.exempt``)."""

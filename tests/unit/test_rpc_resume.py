@@ -381,6 +381,46 @@ async def test_max_detached_sessions_evicts_the_oldest() -> None:
     await server.shutdown(grace=0)
 
 
+class FromAddress(MemoryConnection):
+    """A server side whose peer is at ``addr`` (an IP address, as over UDP or TCP)."""
+
+    addr: Any = None
+
+    @property
+    def remote_address(self) -> Any:
+        return self.addr
+
+
+def pair_from(host: str, port: int) -> tuple[MemoryConnection, MemoryConnection]:
+    cl, sv = MemoryConnection(), FromAddress()
+    sv.addr = (host, port)
+    cl.peer, sv.peer = sv, cl
+    cl.binding = sv.binding = os.urandom(32)
+    return cl, sv
+
+
+async def test_one_address_keeps_at_most_its_share_of_detached_sessions() -> None:
+    """A client that connects and vanishes again and again cannot push other players' sessions out
+    of the table: past max_connections_per_address its own oldest go."""
+    hooks = Hooks()
+    server = await served(hooks, ServerConfig(max_connections_per_address=2, max_detached_sessions=4))
+    player = Raw(server, pair_from("203.0.113.5", 1))
+    wp = await player.hello()
+    await player.lose()
+    welcomes = []
+    for i in range(6):
+        r = Raw(server, pair_from("198.51.100.9", 1000 + i))
+        welcomes.append(await r.hello())
+        await r.lose()
+    for w in welcomes[:4]:
+        await hooks.wait_for("on_disconnect", w["sid"])  # the vanishing address's own oldest went
+    assert server.stats["detached_evicted"] == 4 and server.detached_sessions == 3
+    back = Raw(server, pair_from("203.0.113.5", 2))
+    wb = await back.hello(resume=back.proof(wp))
+    assert wb["resumed"] is True  # the other player's session was kept
+    await server.shutdown(grace=0)
+
+
 async def test_max_detached_bytes_evicts_the_oldest_and_charges_metadata() -> None:
     from kcprpc.session_table import DETACHED_BASE
 
