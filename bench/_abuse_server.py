@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -33,6 +37,12 @@ from bench._abuse_common import (
     refuse_secret_topics,
     target_transport,
 )
+
+
+def malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: free pages back to the OS (a no-op without it)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
 
 
 def rss_kib() -> int:
@@ -154,6 +164,10 @@ async def main(argv: list[str] | None = None) -> None:
                 out.update({f"state.{k}": v for k, v in sync.stats.items()})
                 out["state.acks_unknown"] = states.acks_unknown
             print(json.dumps(out), flush=True)
+        elif line == "trim":  # what live objects hold: collect, and hand free pages back to the OS
+            gc.collect()
+            malloc_trim()
+            print(json.dumps(counters(server)), flush=True)
         elif line in ("quit", ""):
             break
     pub.cancel()
