@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kcp.errors import KCPUsageError
-from kcp.ratelimit import LOOPBACK, PrefixLimiter, parse_networks
+from kcp.ratelimit import LOOPBACK, PrefixLimiter, SourceKeys, parse_networks
 
 __all__ = ["ALIVE", "REPLACE", "RESTART_POKES", "WAIT", "Admission", "AdmissionConfig", "Pending"]
 
@@ -155,14 +155,13 @@ class Admission:
         # pending peer or a live session); copies from any other address are replays
         self._seen: dict[int, Address] = {}
         self._owned: dict[Address, tuple[int, ...]] = {}  # a live session's digests, to forget them
-        self.limiter = PrefixLimiter(
-            config.rate,
-            config.burst,
+        keys = SourceKeys(
             prefix_v4=config.prefix_v4,
             prefix_v6=config.prefix_v6,
-            max_prefixes=config.max_prefixes,
             exempt=config.exempt,
+            max_cached=config.max_prefixes,
         )
+        self.limiter = PrefixLimiter(config.rate, config.burst, keys, max_prefixes=config.max_prefixes)
         """New sessions per source prefix (:mod:`kcp.ratelimit`)."""
         self._timeout_ms = int(config.pending_timeout * 1000)
         self._quiet_ms = int(config.restart_quiet * 1000)
@@ -324,7 +323,7 @@ class Admission:
     # -- the rate limit per source prefix --------------------------------------------------------
     def prefix(self, addr: Address) -> Any:
         """The rate-limit key of ``addr`` (its network prefix), or None when exempt or unparsable."""
-        return self.limiter.key(addr)
+        return self.limiter.keys.key(addr)
 
     def allow(self, addr: Address, now: int) -> bool:
         """Take one token from ``addr``'s prefix bucket; False when it is empty."""

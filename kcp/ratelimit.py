@@ -88,38 +88,23 @@ class SourceKeys:
         self._cache.clear()
 
 
-def address_keys(exempt: tuple[str, ...] = LOOPBACK) -> SourceKeys:
+def address_keys(exempt: tuple[str, ...] = LOOPBACK, max_cached: int = 4096) -> SourceKeys:
     """Keys of the limits per address: an IPv4 address, an IPv6 /64 (what one subscriber gets)."""
-    return SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt)
+    return SourceKeys(prefix_v4=32, prefix_v6=64, exempt=exempt, max_cached=max_cached)
 
 
 class PrefixLimiter:
-    """A token bucket per source network (:class:`SourceKeys`; see the module docstring).
-    ``rate=0`` turns the limit off."""
+    """A token bucket per source network (``keys``: what network an address counts as; see the
+    module docstring). ``rate=0`` turns the limit off."""
 
     __slots__ = ("_buckets", "burst", "keys", "max_prefixes", "rate")
 
-    def __init__(
-        self,
-        rate: float,
-        burst: int,
-        *,
-        prefix_v4: int,
-        prefix_v6: int,
-        max_prefixes: int,
-        exempt: tuple[str, ...] = LOOPBACK,
-    ) -> None:
+    def __init__(self, rate: float, burst: int, keys: SourceKeys, *, max_prefixes: int) -> None:
         self.rate = rate
         self.burst = burst
+        self.keys = keys
         self.max_prefixes = max_prefixes
-        self.keys = SourceKeys(
-            prefix_v4=prefix_v4, prefix_v6=prefix_v6, exempt=exempt, max_cached=max_prefixes
-        )
         self._buckets: OrderedDict[Network, list[float]] = OrderedDict()  # network -> [tokens, last ms]
-
-    def key(self, addr: Any) -> Network | None:
-        """The network ``addr`` is limited as (:meth:`SourceKeys.key`)."""
-        return self.keys.key(addr)
 
     def allow(self, addr: Any, now: int) -> bool:
         """Take one token from ``addr``'s bucket; False (and nothing taken) when it is empty."""

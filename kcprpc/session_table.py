@@ -89,9 +89,8 @@ class ResumeTable:
         self.detached: OrderedDict[str, ServerSession] = OrderedDict()
         self.detached_bytes = 0  # the detached sessions' charge (detached_cost) against max_detached_bytes
         self._cost: dict[str, int] = {}
-        self._by_source: dict[
-            Any, OrderedDict[str, ServerSession]
-        ] = {}  # address -> its detached, oldest first
+        # a detached session's address (its key) -> that address's detached sessions, oldest first
+        self._by_source: dict[Any, OrderedDict[str, ServerSession]] = {}
         self._source: dict[str, Any] = {}  # a detached session's id -> its address's key
         for k in RESUME_COUNTERS:
             stats.setdefault(k, 0)

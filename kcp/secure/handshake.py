@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcp.ratelimit import PrefixLimiter
+from kcp.ratelimit import PrefixLimiter, address_keys
 from kcp.wirehint import (
     HintCode,
     HintLimiter,
@@ -614,10 +614,8 @@ class SecureServer:
         self.handshake_limiter = PrefixLimiter(
             config.handshake_rate,
             config.handshake_burst,
-            prefix_v4=32,
-            prefix_v6=64,
+            address_keys(config.exempt, HANDSHAKE_SOURCES),
             max_prefixes=HANDSHAKE_SOURCES,
-            exempt=config.exempt,
         )
         """Under load, the handshakes (DH work) one address may cost per second (kcp.ratelimit)."""
 

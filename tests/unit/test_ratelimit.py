@@ -9,18 +9,18 @@ from kcp.ratelimit import PrefixLimiter, SourceKeys, SourceTally
 
 
 def test_prefix_limiter_buckets_keys_and_bounds() -> None:
-    lim = PrefixLimiter(10.0, 3, prefix_v4=24, prefix_v6=64, max_prefixes=2)
+    lim = PrefixLimiter(10.0, 3, SourceKeys(prefix_v4=24, prefix_v6=64, max_cached=2), max_prefixes=2)
     addr = ("192.0.2.7", 1)
     assert [lim.allow(addr, 0) for _ in range(4)] == [True, True, True, False]
     assert lim.allow(("192.0.2.200", 5), 0) is False  # the same /24
     assert lim.allow(addr, 99) is False and lim.allow(addr, 100) is True  # 10/s: one per 100 ms
-    assert lim.key(addr) == ipaddress.ip_network("192.0.2.0/24")
-    assert lim.key(("::ffff:192.0.2.7", 1, 0, 0)) == ipaddress.ip_network("192.0.2.0/24")
-    assert lim.key(("127.0.0.5", 1)) is None and lim.key(("not an address", 1)) is None
+    assert lim.keys.key(addr) == ipaddress.ip_network("192.0.2.0/24")
+    assert lim.keys.key(("::ffff:192.0.2.7", 1, 0, 0)) == ipaddress.ip_network("192.0.2.0/24")
+    assert lim.keys.key(("127.0.0.5", 1)) is None and lim.keys.key(("not an address", 1)) is None
     for i in range(5):
         lim.allow((f"198.51.{i}.1", 1), 0)
     assert len(lim) == 2  # the least recently used buckets went
-    keys = [lim.key((f"203.0.{i}.1", 1)) for i in range(5)]  # the parse cache stays bounded too
+    keys = [lim.keys.key((f"203.0.{i}.1", 1)) for i in range(5)]  # the parse cache stays bounded too
     assert keys[-1] == ipaddress.ip_network("203.0.4.0/24") and lim.keys.cached() <= 2
     lim.clear()
     assert len(lim) == 0
