@@ -23,27 +23,59 @@ Client processes share the machine's cores with the server, so latencies include
 scheduling (each freezes its heap after connecting, so that its own full garbage collections stay
 out of the latencies); read the figures as ratios against another tree run the same way
 (bench/ab.py).
+
 ``KCPRPC_BENCH_PROFILE=FILE`` writes a cProfile of the server process over the measurement
 window (not the connects) to ``FILE``, ``KCPRPC_BENCH_CLIENT_PROFILE=FILE`` one of the first client
 process; ``KCPRPC_BENCH_DEBUG=1`` prints its CPU and garbage
-collections every second.
+collections every second (and the C clients' counts of their traffic).
+
+``--client c`` runs the clients as ``bench/loadgen/rpc_load.c`` processes instead (compiled with
+``cc`` and OpenSSL's libcrypto on first use, into the temp directory; it needs OpenSSL's headers,
+Debian's ``libssl-dev``): each process holds its share of the connections, every one with its own
+UDP socket on its own 127.0.0.x source address, and speaks what a ``kcprpc.connect`` client
+speaks on the secure wire (the handshake with its RETRY cookie, transport packets, KCP with the
+Python session's delayed acks, smux v2, HELLO/WELCOME, the calls, transport keepalives as
+heartbeats, answers to the server's path MTU probes and probes of its own), so that the server
+gets the same datagrams per connection for a fraction of the clients' CPU: on 2 cores the Python
+clients take more CPU than the server from a few thousand connections on, and 10,000 cannot be
+measured with them. Like the Python clients, they reconnect a lost connection (with a resume
+claim) and fail the calls due while it is down; they do not speak ``--wire compat``.
+
+The server gets the same datagrams from either client, but not grouped the same way in time: a
+Python client process runs a thousand clients on one event loop, and the links it makes in one
+loop turn share a heartbeat schedule for good, so their keepalives reach the server in bursts
+that it reads in one batch; the C clients' arrive one by one, as independent devices' do. With
+calls the two agree; idle, the server's cost per keepalive is higher with the C clients (the pure
+build's cost is mostly per receive batch). ``--group-ms 25`` groups the C clients' heartbeats
+about as the Python clients' were grouped on a 2-core machine, for comparisons with figures
+measured with them.
+
+    python bench/rpc_sessions.py --client c --sessions 5000,10000 --seconds 8
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import hashlib
 import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from _common import (
+    BENCH_KEY,
     end_run,
     gc_pauses,
     proc_cpu_s,
@@ -258,11 +290,143 @@ def _client(
     kcp.run(main())
 
 
+# ------------------------------------------------------------------------------------ C clients
+LOADGEN = Path(__file__).resolve().with_name("loadgen") / "rpc_load.c"
+CONNECTS_IN_FLIGHT = 64  # per client process, as the Python clients' gate
+
+
+def loadgen() -> str:
+    """The C load generator, compiled once per version of its source into the temp directory (with
+    ``$CC``, default ``cc``, and OpenSSL's libcrypto). A missing compiler or missing OpenSSL headers
+    end the run with a message that says what to install."""
+    cc = os.environ.get("CC", "cc")
+    if not LOADGEN.exists():
+        sys.exit(f"--client c: {LOADGEN} is missing (run this script from the repository's bench/)")
+    digest = hashlib.sha256(LOADGEN.read_bytes()).hexdigest()[:12]
+    exe = Path(tempfile.gettempdir()) / f"kcprpc-rpc-load-{digest}"
+    if exe.exists():
+        return str(exe)
+    if shutil.which(cc) is None:
+        sys.exit(f"--client c needs a C compiler ({cc!r} not found; Debian: apt-get install gcc libssl-dev)")
+    tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
+    done = subprocess.run(
+        [cc, "-O2", "-o", str(tmp), str(LOADGEN), "-lcrypto"], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        hint = (
+            " OpenSSL's headers are missing (Debian: apt-get install libssl-dev)."
+            if "openssl/" in done.stderr or "lcrypto" in done.stderr
+            else ""
+        )
+        sys.exit(f"--client c: compiling {LOADGEN.name} failed.{hint}\n{done.stderr.strip()[-2000:]}")
+    os.replace(tmp, exe)
+    return str(exe)
+
+
+class CClient:
+    """One C load-generator process, shaped like the ``multiprocessing.Process`` of a Python
+    client for ``wait_ready`` and ``end_run``: a thread turns its ``ready`` and ``result`` lines
+    into items of ``ready_q`` and ``result_q`` (the Python clients' shapes); :meth:`go` starts its
+    measurement."""
+
+    def __init__(
+        self,
+        exe: str,
+        idx: int,
+        port: int,
+        n: int,
+        seconds: float,
+        wire: str,
+        idle: bool,
+        connect_rate: float,
+        ready_q: Any,
+        result_q: Any,
+        group_ms: int = 0,
+    ) -> None:
+        # each process's sockets on their own loopback address: one address has ~28,000 ports
+        source = f"127.0.0.{idx + 1}"
+        argv = [exe, "127.0.0.1", str(port), str(n), str(seconds), str(connect_rate), str(idx + 1), source]
+        argv += ["--inflight", str(CONNECTS_IN_FLIGHT)]
+        if idle:
+            argv.append("--idle")
+        if group_ms:
+            argv += ["--group-ms", str(group_ms)]
+        if wire == "key":
+            argv += ["--key", BENCH_KEY]
+        if os.environ.get("KCPRPC_BENCH_DEBUG"):
+            argv.append("--stats")  # its traffic's counts on stderr
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
+        self._reader.start()
+
+    def _read(self, idx: int, ready_q: Any, result_q: Any) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word, *rest = line.split()
+            if word == "ready":
+                ready_q.put((idx, int(rest[0]), int(rest[1])))
+            elif word == "result":
+                failed, cpu, wall, reconnects = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
+                why, count = rest[4], int(rest[5])
+                lost = {} if why == "-" else {k: int(v) for k, v in (x.split(":") for x in why.split(","))}
+                lats = [int(x) / 1e6 for x in rest[6 : 6 + count]]
+                result_q.put(
+                    {
+                        "lats": lats,
+                        "failed": failed,
+                        "lost": lost,
+                        "reconnects": reconnects,
+                        "cpu": cpu,
+                        "wall": wall,
+                    }
+                )
+
+    def start(self) -> None:
+        """Started already (for the Process interface)."""
+
+    def go(self) -> None:
+        """Start the measurement window."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Close its stdin (it then closes its connections and exits: after the window, so that no
+        CLOSE lands in the server's measurement) and wait for it to exit."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+
 # ------------------------------------------------------------------------------------- coordinator
 def measure(
-    n: int, procs: int, seconds: float, wire: str, idle: bool, connect_rate: float, settle: float = 1.0
+    n: int,
+    procs: int,
+    seconds: float,
+    wire: str,
+    idle: bool,
+    connect_rate: float,
+    settle: float = 1.0,
+    client: str = "python",
+    group_ms: int = 0,
 ) -> dict[str, Any]:
-    """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors."""
+    """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors.
+    ``client``: ``"python"`` (:func:`kcprpc.connect` clients) or ``"c"`` (:class:`CClient`, whose
+    connections made within one ``group_ms`` slot share a heartbeat schedule when it is set)."""
+    exe = loadgen() if client == "c" else ""  # compiled before the server starts: a failure ends the run here
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
     server = ctx.Process(target=_server, args=(child, wire), daemon=True)
@@ -275,14 +439,23 @@ def measure(
     result_q: Any = ctx.Queue()
     go = ctx.Event()
     per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
-    clients = [
-        ctx.Process(
-            target=_client,
-            args=(i, port, per[i], wire, connect_rate / procs, idle, seconds, ready_q, go, result_q),
-            daemon=True,
-        )
-        for i in range(procs)
-    ]
+    clients: list[Any] = (
+        [
+            CClient(
+                exe, i, port, per[i], seconds, wire, idle, connect_rate / procs, ready_q, result_q, group_ms
+            )
+            for i in range(procs)
+        ]
+        if client == "c"
+        else [
+            ctx.Process(
+                target=_client,
+                args=(i, port, per[i], wire, connect_rate / procs, idle, seconds, ready_q, go, result_q),
+                daemon=True,
+            )
+            for i in range(procs)
+        ]
+    )
     t_setup = time.perf_counter()
     for c in clients:
         c.start()
@@ -294,6 +467,9 @@ def measure(
     cpu_a, wall_a, rcvbuf_a = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
     drops_a = udp_socket_drops(port)
     go.set()
+    for c in clients:
+        if isinstance(c, CClient):
+            c.go()
     time.sleep(seconds)
     cpu_b, wall_b, rcvbuf_b = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
     drops_b = udp_socket_drops(port)
@@ -343,16 +519,44 @@ def main(argv: list[str] | None = None) -> None:
         "the heartbeats' stretching and the path MTU search's first confirmation, 15 s after connect)",
     )
     p.add_argument("--connect-rate", type=float, default=400.0, help="connects per second, all processes")
+    p.add_argument(
+        "--client",
+        choices=("python", "c"),
+        default="python",
+        help="the clients: kcprpc.connect in Python (default), or the C load generator "
+        "(bench/loadgen/rpc_load.c: the same wire for a fraction of the CPU; needs cc and libssl-dev)",
+    )
+    p.add_argument(
+        "--group-ms",
+        type=int,
+        default=0,
+        help="--client c: connections made within one such slot share a heartbeat schedule, as the Python "
+        "clients' links made in one event-loop turn do, so that their keepalives reach the server in one "
+        "batch (default 0: each its own, as independent devices)",
+    )
     args = p.parse_args(argv)
+    if args.client == "c" and args.wire == "compat":
+        p.error("--client c speaks the secure wire only (--wire secure or key), not --wire compat")
     counts = [500] if args.quick else [int(x) for x in args.sessions.split(",")]
     seconds = 5.0 if args.quick else args.seconds
     mode = "idle (heartbeats only)" if args.idle else "1 unary call/s per connection"
     print(
-        f"pid {os.getpid()}: wire {args.wire}, {args.procs} client processes, {seconds:g} s window, {mode}",
+        f"pid {os.getpid()}: wire {args.wire}, {args.procs} client processes ({args.client}), {seconds:g} s "
+        f"window, {mode}",
         flush=True,
     )
     for n in counts:
-        r = measure(n, args.procs, seconds, args.wire, args.idle, args.connect_rate, args.settle)
+        r = measure(
+            n,
+            args.procs,
+            seconds,
+            args.wire,
+            args.idle,
+            args.connect_rate,
+            args.settle,
+            args.client,
+            args.group_ms,
+        )
         lost = sum(r["lost"].values())
         print(
             f"{n:6d} connections: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "

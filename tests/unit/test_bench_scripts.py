@@ -172,6 +172,20 @@ def test_many_sessions_bench_runs_the_c_load_generator() -> None:
     assert 190 <= echoes <= 210, line  # 100 sessions x 1 msg/s x 2 s, each message's phase random
 
 
+def test_rpc_sessions_bench_runs_the_c_load_generator() -> None:
+    """bench/rpc_sessions.py --client c end to end, small: the C load generator
+    (bench/loadgen/rpc_load.c, compiled by the script with OpenSSL's libcrypto) connects to a
+    kcprpc.Server as kcprpc.connect does (secure handshake, KCP, smux, HELLO/WELCOME, a warm-up
+    call): every connection of both client processes connects and makes its call every second of
+    the window, none fails and none is lost. Without a C compiler or OpenSSL's headers (Debian's
+    libssl-dev) the script exits saying what to install, and this test fails with that message."""
+    done = run_bench("rpc_sessions.py", ["--client", "c", "--sessions", "100", "--seconds", "2"])
+    line = next(x for x in done.stdout.splitlines() if "connections: server CPU" in x)
+    calls = int(line.split(" calls,")[0].rsplit(" ", 1)[1])
+    assert " 0 failed, 0 lost " in line and "(connected 100, 0 connect errors" in line, line
+    assert 190 <= calls <= 200, line  # 100 connections x 1 call/s x 2 s, each call's phase random
+
+
 def test_fanout_bench_pairs_each_rounds_server_cpu_with_grpcios() -> None:
     """bench/fanout.py's closing lines: the server's CPU per delivery against grpcio's, round by
     round (the contenders ran back to back in each), at each rate; a step a contender did not
