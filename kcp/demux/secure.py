@@ -181,10 +181,7 @@ class SecureDemux:
         (nearly) no room for more sessions is under load as well.
         """
         host = self.host
-        server = self.server
-        busy = self.draining or host.session_count() * 10 >= host.max_sessions * 9
-        if server.config.always_retry != busy:
-            server.config = dataclasses.replace(server.config, always_retry=busy)
+        self.server.host_busy = self.draining or host.session_count() * 10 >= host.max_sessions * 9
 
     def close(self) -> None:
         """The listener closed: forget every half-open handshake and leave the timer heap."""

@@ -597,6 +597,9 @@ class SecureServer:
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._refusals: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()
         self.connections: dict[bytes, SecureConnection] = {}
+        self.host_busy = False
+        """Set by the listener while its session table is nearly full or it drains: cookies first,
+        as ``config.always_retry`` asks for always (which the listener never changes)."""
         self._rate_start = now
         self._rate_count = 0
         if config.reset_key is not None:
@@ -781,6 +784,7 @@ class SecureServer:
         client_cid = bytes(d[4:12])
         under_load = (
             cfg.always_retry
+            or self.host_busy
             or len(self._half_open) >= cfg.retry_threshold
             or self._rate_count >= cfg.retry_rate
         )

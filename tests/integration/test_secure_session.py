@@ -623,7 +623,7 @@ async def test_full_table_closes_new_sessions_with_server_busy() -> None:
     ) as lis:
         c1 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="full"))
         await _roundtrip(c1)
-        assert lis.secure_server is not None and lis.secure_server.config.always_retry  # full: cookies first
+        assert lis.secure_server is not None and lis.secure_server.host_busy  # full: cookies first
         c2 = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="full"))
         await asyncio.wait_for(c2.wait_closed(), 5)
         assert c2.close_code == 5 and c2.close_reason == "closed by peer: server busy: session table full"
@@ -632,7 +632,22 @@ async def test_full_table_closes_new_sessions_with_server_busy() -> None:
         c1.close()
         await c1.wait_closed()
         await _wait_until(lambda: len(lis) == 0, "the first session ends")
-        assert not lis.secure_server.config.always_retry
+        assert not lis.secure_server.host_busy
+
+
+async def test_always_retry_stays_on_after_sessions_come_and_go() -> None:
+    """``SecureConfig(always_retry=True)`` is the operator's: the listener's own verdict (table
+    nearly full, draining) goes beside it and never turns it off."""
+    wire = kcp.SecureWire(key="always", config=SecureConfig(always_retry=True))
+    async with await kcp.listen("127.0.0.1", 0, wire, on_accept=echo) as lis:
+        for i in range(1, 3):
+            c = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key="always"))
+            await _roundtrip(c)
+            assert lis.stats["secure_retries_sent"] == i  # every handshake proved its address first
+            c.close()
+            await c.wait_closed()
+        assert lis.secure_server is not None and lis.secure_server.config.always_retry
+        assert not lis.secure_server.host_busy
 
 
 # ------------------------------------------------------------------------------------ flood
