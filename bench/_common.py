@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -155,6 +159,89 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
     proc.wait(5)
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+LOADGEN_DIR = Path(__file__).resolve().with_name("loadgen")
+
+
+def compile_loadgen(name: str, libs: tuple[str, ...] = (), hint: str = "") -> str:
+    """``bench/loadgen/NAME.c``, compiled once per version of the load generators' sources (the
+    ``.c`` and the shared headers) into the temp directory, with ``$CC`` (default ``cc``) and
+    ``libs`` (``-lcrypto`` ...). A missing compiler or a failed compile ends the run with a message,
+    ``hint`` added to it when the compiler's output names a library (what to install)."""
+    source = LOADGEN_DIR / f"{name}.c"
+    if not source.exists():
+        sys.exit(f"{source} is missing (run this script from the repository's bench/)")
+    h = hashlib.sha256(source.read_bytes())
+    for header in sorted(LOADGEN_DIR.glob("*.h")):
+        h.update(header.read_bytes())
+    exe = Path(tempfile.gettempdir()) / f"kcprpc-{name.replace('_', '-')}-{h.hexdigest()[:12]}"
+    if exe.exists():
+        return str(exe)
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        sys.exit(f"{source.name} needs a C compiler ({cc!r} not found; Debian: apt-get install gcc){hint}")
+    tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
+    done = subprocess.run(
+        [cc, "-O2", "-o", str(tmp), str(source), *libs], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        # a header or a library not found (gcc's and ld's words): say what to install
+        named = hint if "No such file" in done.stderr or "cannot find -l" in done.stderr else ""
+        sys.exit(f"compiling {source.name} failed.{named}\n{done.stderr.strip()[-2000:]}")
+    os.replace(tmp, exe)
+    return str(exe)
+
+
+class LoadgenProcess:
+    """A C load-generator process (bench/loadgen/), shaped like the ``multiprocessing.Process`` of
+    a Python client for :func:`wait_ready`, :func:`end_run` and :func:`join_processes`: a thread
+    hands each line it prints to :meth:`parse` (which puts its ``ready`` and ``result`` lines on
+    the queues, in the Python clients' shapes); :meth:`go` starts its measurement."""
+
+    def __init__(self, argv: list[str], idx: int, ready_q: Any, result_q: Any) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
+        self._reader.start()
+
+    def _read(self, idx: int, ready_q: Any, result_q: Any) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word, *rest = line.split()
+            self.parse(word, rest, idx, ready_q, result_q)
+
+    def parse(self, word: str, rest: list[str], idx: int, ready_q: Any, result_q: Any) -> None:
+        """One line of the process's output: its first word and the rest."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Started already (for the Process interface)."""
+
+    def go(self) -> None:
+        """Start the measurement window."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Close its stdin (after the window: rpc_load.c then closes its connections and exits, so
+        that no CLOSE lands in the server's measurement) and wait for it to exit."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
 
 
 Contender = tuple[str, int, Callable[[], None]]

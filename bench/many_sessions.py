@@ -25,20 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import multiprocessing as mp
 import os
 import random
 import resource
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from _common import end_run, gc_pauses, wait_ready
+from _common import LoadgenProcess, compile_loadgen, end_run, gc_pauses, wait_ready
 
 import kcp
 from kcp.session import KCPSession
@@ -188,69 +183,34 @@ def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, 
     kcp.run(main())
 
 
-LOADGEN = Path(__file__).with_name("loadgen") / "kcp_echo_load.c"
-
-
 def loadgen() -> str:
-    """The C load generator, compiled once per version of its source into the temp directory."""
-    digest = hashlib.sha256(LOADGEN.read_bytes()).hexdigest()[:12]
-    exe = Path(tempfile.gettempdir()) / f"kcprpc-kcp-echo-load-{digest}"
-    if not exe.exists():
-        tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
-        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(tmp), str(LOADGEN)], check=True, timeout=120)
-        os.replace(tmp, exe)
-    return str(exe)
+    """The C load generator (bench/loadgen/kcp_echo_load.c), compiled once per version."""
+    return compile_loadgen("kcp_echo_load")
 
 
-class CClient:
-    """One C load-generator process, shaped like the ``multiprocessing.Process`` of a Python
-    client for ``wait_ready`` and ``end_run``: a thread turns its ``ready`` and ``result`` lines
-    into items of ``ready_q`` and ``result_q``; :meth:`go` starts its measurement."""
+class CClient(LoadgenProcess):
+    """One C load-generator process (:class:`LoadgenProcess`) holding ``n`` sessions."""
 
-    def __init__(self, exe: str, idx: int, port: int, n: int, seconds: float, ready_q: Any, result_q: Any) -> None:
+    def __init__(
+        self, exe: str, idx: int, port: int, n: int, seconds: float, ready_q: Any, result_q: Any
+    ) -> None:
         # each process's sockets on their own loopback address: one address has ~28,000 ports
         source = f"127.0.0.{idx + 1}"
         argv = [exe, "127.0.0.1", str(port), str(n), str(seconds), str(WARM_BATCH), str(idx + 1), source]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
-        self._reader.start()
+        super().__init__(argv, idx, ready_q, result_q)
 
-    def _read(self, idx: int, ready_q: Any, result_q: Any) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            word, *rest = line.split()
-            if word == "ready":
-                ready_q.put(idx)
-            elif word == "result":
-                errors, cpu, wall, count = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
-                lats = [int(x) / 1e6 for x in rest[4 : 4 + count]]
-                result_q.put({"lats": lats, "errors": errors, "cpu": cpu, "wall": wall})
-
-    def start(self) -> None:
-        """Started already (for the Process interface)."""
-
-    def go(self) -> None:
-        """Start the measurement window."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def is_alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.proc.poll()
-
-    def join(self, timeout: float | None = None) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        self.proc.kill()
+    def parse(self, word: str, rest: list[str], idx: int, ready_q: Any, result_q: Any) -> None:
+        if word == "ready":
+            ready_q.put(idx)
+        elif word == "result":
+            errors, cpu, wall, count = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
+            lats = [int(x) / 1e6 for x in rest[4 : 4 + count]]
+            result_q.put({"lats": lats, "errors": errors, "cpu": cpu, "wall": wall})
 
 
-def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False, client: str = "python") -> dict[str, float]:
+def measure(
+    n: int, procs: int, seconds: float, gc_freeze: bool = False, client: str = "python"
+) -> dict[str, float]:
     """One run with ``n`` sessions; returns the server's CPU %, RSS and echo latency figures.
     ``client``: ``"python"`` (:func:`kcp.dial` sessions) or ``"c"`` (:class:`CClient`)."""
     exe = loadgen() if client == "c" else ""  # compiled before the server starts: a failure ends the run here
@@ -268,7 +228,10 @@ def measure(n: int, procs: int, seconds: float, gc_freeze: bool = False, client:
     clients: list[Any] = (
         [CClient(exe, i, port, per[i], seconds, ready_q, result_q) for i in range(procs)]
         if client == "c"
-        else [ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q)) for i in range(procs)]
+        else [
+            ctx.Process(target=_client, args=(i, port, per[i], ready_q, go, seconds, result_q))
+            for i in range(procs)
+        ]
     )
     for c in clients:
         c.start()

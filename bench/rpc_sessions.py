@@ -57,25 +57,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
-import hashlib
 import multiprocessing as mp
 import os
 import random
 import resource
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from _common import (
     BENCH_KEY,
+    LoadgenProcess,
+    compile_loadgen,
     end_run,
     gc_pauses,
     proc_cpu_s,
@@ -291,44 +286,19 @@ def _client(
 
 
 # ------------------------------------------------------------------------------------ C clients
-LOADGEN = Path(__file__).resolve().with_name("loadgen") / "rpc_load.c"
 CONNECTS_IN_FLIGHT = 64  # per client process, as the Python clients' gate
 
 
 def loadgen() -> str:
-    """The C load generator, compiled once per version of its source into the temp directory (with
-    ``$CC``, default ``cc``, and OpenSSL's libcrypto). A missing compiler or missing OpenSSL headers
-    end the run with a message that says what to install."""
-    cc = os.environ.get("CC", "cc")
-    if not LOADGEN.exists():
-        sys.exit(f"--client c: {LOADGEN} is missing (run this script from the repository's bench/)")
-    digest = hashlib.sha256(LOADGEN.read_bytes()).hexdigest()[:12]
-    exe = Path(tempfile.gettempdir()) / f"kcprpc-rpc-load-{digest}"
-    if exe.exists():
-        return str(exe)
-    if shutil.which(cc) is None:
-        sys.exit(f"--client c needs a C compiler ({cc!r} not found; Debian: apt-get install gcc libssl-dev)")
-    tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
-    done = subprocess.run(
-        [cc, "-O2", "-o", str(tmp), str(LOADGEN), "-lcrypto"], capture_output=True, text=True, timeout=120
+    """The C load generator (bench/loadgen/rpc_load.c), compiled once per version with OpenSSL's
+    libcrypto; a missing compiler or missing OpenSSL headers end the run saying what to install."""
+    return compile_loadgen(
+        "rpc_load", ("-lcrypto",), " OpenSSL's headers are missing (Debian: apt-get install libssl-dev)."
     )
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        hint = (
-            " OpenSSL's headers are missing (Debian: apt-get install libssl-dev)."
-            if "openssl/" in done.stderr or "lcrypto" in done.stderr
-            else ""
-        )
-        sys.exit(f"--client c: compiling {LOADGEN.name} failed.{hint}\n{done.stderr.strip()[-2000:]}")
-    os.replace(tmp, exe)
-    return str(exe)
 
 
-class CClient:
-    """One C load-generator process, shaped like the ``multiprocessing.Process`` of a Python
-    client for ``wait_ready`` and ``end_run``: a thread turns its ``ready`` and ``result`` lines
-    into items of ``ready_q`` and ``result_q`` (the Python clients' shapes); :meth:`go` starts its
-    measurement."""
+class CClient(LoadgenProcess):
+    """One C load-generator process (:class:`LoadgenProcess`) holding ``n`` connections."""
 
     def __init__(
         self,
@@ -356,59 +326,26 @@ class CClient:
             argv += ["--key", BENCH_KEY]
         if os.environ.get("KCPRPC_BENCH_DEBUG"):
             argv.append("--stats")  # its traffic's counts on stderr
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._reader = threading.Thread(target=self._read, args=(idx, ready_q, result_q), daemon=True)
-        self._reader.start()
+        super().__init__(argv, idx, ready_q, result_q)
 
-    def _read(self, idx: int, ready_q: Any, result_q: Any) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            word, *rest = line.split()
-            if word == "ready":
-                ready_q.put((idx, int(rest[0]), int(rest[1])))
-            elif word == "result":
-                failed, cpu, wall, reconnects = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
-                why, count = rest[4], int(rest[5])
-                lost = {} if why == "-" else {k: int(v) for k, v in (x.split(":") for x in why.split(","))}
-                lats = [int(x) / 1e6 for x in rest[6 : 6 + count]]
-                result_q.put(
-                    {
-                        "lats": lats,
-                        "failed": failed,
-                        "lost": lost,
-                        "reconnects": reconnects,
-                        "cpu": cpu,
-                        "wall": wall,
-                    }
-                )
-
-    def start(self) -> None:
-        """Started already (for the Process interface)."""
-
-    def go(self) -> None:
-        """Start the measurement window."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def is_alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.proc.poll()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Close its stdin (it then closes its connections and exits: after the window, so that no
-        CLOSE lands in the server's measurement) and wait for it to exit."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        self.proc.kill()
+    def parse(self, word: str, rest: list[str], idx: int, ready_q: Any, result_q: Any) -> None:
+        if word == "ready":
+            ready_q.put((idx, int(rest[0]), int(rest[1])))
+        elif word == "result":
+            failed, cpu, wall, reconnects = int(rest[0]), float(rest[1]), float(rest[2]), int(rest[3])
+            why, count = rest[4], int(rest[5])
+            lost = {} if why == "-" else {k: int(v) for k, v in (x.split(":") for x in why.split(","))}
+            lats = [int(x) / 1e6 for x in rest[6 : 6 + count]]
+            result_q.put(
+                {
+                    "lats": lats,
+                    "failed": failed,
+                    "lost": lost,
+                    "reconnects": reconnects,
+                    "cpu": cpu,
+                    "wall": wall,
+                }
+            )
 
 
 # ------------------------------------------------------------------------------------- coordinator

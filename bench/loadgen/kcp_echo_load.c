@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timer_heap.h"
+
 #define MSG 32
 #define HDR 24
 #define CMD_PUSH 81
@@ -62,16 +64,8 @@ typedef struct {
     uint8_t payload[MSG];
 } Sess;
 
-typedef struct {
-    int64_t t;
-    int idx;
-    uint32_t gen;
-} Ev;
-
 static Sess *S;
 static int NS;
-static Ev *heap;
-static int heap_n, heap_cap;
 static uint32_t *gen;
 
 static int64_t now_ns(void) {
@@ -107,40 +101,9 @@ static void seg(uint8_t *p, uint32_t conv, uint8_t cmd, uint32_t ts, uint32_t sn
     put32(p + 20, len);
 }
 
-/* -- a min-heap of timer events, invalidated lazily by a per-session generation -- */
-static void heap_push(int64_t t, int idx) {
-    if (heap_n == heap_cap) {
-        heap_cap = heap_cap ? heap_cap * 2 : 1024;
-        heap = realloc(heap, sizeof(Ev) * heap_cap);
-        if (!heap) exit(3);
-    }
-    int i = heap_n++;
-    Ev e = {t, idx, gen[idx]};
-    while (i > 0) {
-        int p = (i - 1) / 2;
-        if (heap[p].t <= t) break;
-        heap[i] = heap[p];
-        i = p;
-    }
-    heap[i] = e;
-}
-static Ev heap_pop(void) {
-    Ev top = heap[0], last = heap[--heap_n];
-    int i = 0;
-    for (;;) {
-        int c = 2 * i + 1;
-        if (c >= heap_n) break;
-        if (c + 1 < heap_n && heap[c + 1].t < heap[c].t) c++;
-        if (heap[c].t >= last.t) break;
-        heap[i] = heap[c];
-        i = c;
-    }
-    if (heap_n > 0) heap[i] = last;
-    return top;
-}
 static void arm(int idx, int64_t t) {
     gen[idx]++;
-    heap_push(t, idx);
+    heap_push(t, idx, gen[idx]);
 }
 
 static void transmit(Sess *s) {

@@ -99,6 +99,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timer_heap.h"
+
 /* ------------------------------------------------------------------------------- constants */
 #define NS_PER_MS 1000000LL
 #define NS_PER_S 1000000000LL
@@ -472,44 +474,7 @@ static int measuring;         /* 0: warm-up and settle; 1: window; 2: after the 
 static int64_t window_end;
 
 /* ------------------------------------------------------------------------------- timer heap */
-typedef struct {
-    int64_t t;
-    int idx;
-    uint32_t gen;
-} Ev;
-static Ev *heap;
-static int heap_n, heap_cap;
-
-static void heap_push(int64_t t, int idx, uint32_t g) {
-    if (heap_n == heap_cap) {
-        heap_cap = heap_cap ? heap_cap * 2 : 4096;
-        heap = realloc(heap, sizeof(Ev) * heap_cap);
-        if (!heap) die("out of memory");
-    }
-    int i = heap_n++;
-    Ev e = {t, idx, g};
-    while (i > 0) {
-        int p = (i - 1) / 2;
-        if (heap[p].t <= t) break;
-        heap[i] = heap[p];
-        i = p;
-    }
-    heap[i] = e;
-}
-static Ev heap_pop(void) {
-    Ev top = heap[0], last = heap[--heap_n];
-    int i = 0;
-    for (;;) {
-        int c = 2 * i + 1;
-        if (c >= heap_n) break;
-        if (c + 1 < heap_n && heap[c + 1].t < heap[c].t) c++;
-        if (heap[c].t >= last.t) break;
-        heap[i] = heap[c];
-        i = c;
-    }
-    if (heap_n > 0) heap[i] = last;
-    return top;
-}
+/* timer_heap.h (included above): heap_push(t, idx, gen) and heap_pop() */
 
 /* ------------------------------------------------------------------------------- sending */
 static void udp_send(Conn *c, const uint8_t *d, int n) {
