@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "le_bytes.h"
 #include "timer_heap.h"
 
 #define MSG 32
@@ -76,29 +77,15 @@ static int64_t now_ns(void) {
 
 static uint32_t now_ms(void) { return (uint32_t)(now_ns() / 1000000LL); }
 
-static void put32(uint8_t *p, uint32_t v) {
-    p[0] = v;
-    p[1] = v >> 8;
-    p[2] = v >> 16;
-    p[3] = v >> 24;
-}
-static void put16(uint8_t *p, uint16_t v) {
-    p[0] = v;
-    p[1] = v >> 8;
-}
-static uint32_t get32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static void seg(uint8_t *p, uint32_t conv, uint8_t cmd, uint32_t ts, uint32_t sn, uint32_t una, uint32_t len) {
-    put32(p, conv);
+    put32le(p, conv);
     p[4] = cmd;
     p[5] = 0;
-    put16(p + 6, WND);
-    put32(p + 8, ts);
-    put32(p + 12, sn);
-    put32(p + 16, una);
-    put32(p + 20, len);
+    put16le(p + 6, WND);
+    put32le(p + 8, ts);
+    put32le(p + 12, sn);
+    put32le(p + 16, una);
+    put32le(p + 20, len);
 }
 
 static void arm(int idx, int64_t t) {
@@ -158,7 +145,7 @@ static void on_datagram(int idx, const uint8_t *p, ssize_t n, int64_t t) {
     uint8_t out[1500];
     int on = 0;
     while (n >= HDR) {
-        uint32_t conv = get32(p), ts = get32(p + 8), sn = get32(p + 12), una = get32(p + 16), len = get32(p + 20);
+        uint32_t conv = get32le(p), ts = get32le(p + 8), sn = get32le(p + 12), una = get32le(p + 16), len = get32le(p + 20);
         uint8_t cmd = p[4];
         if (conv != s->conv || (ssize_t)(HDR + len) > n) break;
         if (s->inflight && (int32_t)(una - s->snd_sn) > 0) s->acked = 1;
@@ -183,7 +170,7 @@ static void on_datagram(int idx, const uint8_t *p, ssize_t n, int64_t t) {
         n -= HDR + len;
     }
     if (on) {
-        for (int i = 0; i < on; i += HDR) put32(out + i + 16, s->rcv_nxt); /* una: what we hold */
+        for (int i = 0; i < on; i += HDR) put32le(out + i + 16, s->rcv_nxt); /* una: what we hold */
         (void)send(s->fd, out, on, 0);
     }
 }

@@ -99,6 +99,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "le_bytes.h"
 #include "timer_heap.h"
 
 /* ------------------------------------------------------------------------------- constants */
@@ -188,20 +189,7 @@ static void die(const char *what) {
 }
 
 /* ------------------------------------------------------------------------------- bytes */
-static void put32le(uint8_t *p, uint32_t v) {
-    p[0] = v;
-    p[1] = v >> 8;
-    p[2] = v >> 16;
-    p[3] = v >> 24;
-}
-static void put16le(uint8_t *p, uint16_t v) {
-    p[0] = v;
-    p[1] = v >> 8;
-}
-static uint32_t get32le(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint16_t get16le(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+/* le_bytes.h (included above): put32le, put16le, get32le, get16le */
 static void put32be(uint8_t *p, uint32_t v) {
     p[0] = v >> 24;
     p[1] = v >> 16;
