@@ -214,14 +214,16 @@ async def test_live_messages_held_during_a_fill_are_bounded_and_read_again(
     # here: a test seam, not a mock of Redis) returns only after 25 more live messages reached a
     # and were held, so the fill meets a held batch past max_fill_bytes on every run.
     read = a._history
-    overlapped: list[int] = []
+    started: list[int] = []
+    overlapped: list[int] = []  # set once the held batch overflowed (not when the fill began)
 
     async def history_then_live(*args: Any, **kw: Any) -> Any:
         hist = await read(*args, **kw)
-        if not overlapped:
-            overlapped.append(1)
+        if not started:
+            started.append(1)
             await asyncio.gather(*[b.publish("topic:t", "tick", {"n": 0}) for _ in range(25)])
             await until(lambda: a.stats()["fill_overflows"] >= 1, "a held batch over max_fill_bytes")
+            overlapped.append(1)
         return hist
 
     a._history = history_then_live  # type: ignore[method-assign]
