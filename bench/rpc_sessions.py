@@ -51,6 +51,11 @@ about as the Python clients' were grouped on a 2-core machine, for comparisons w
 measured with them.
 
     python bench/rpc_sessions.py --client c --sessions 5000,10000 --seconds 8
+    python bench/rpc_sessions.py --client c --sessions 10000 --workers 2   # kcprpc.serve_workers
+
+``--workers N`` serves the same app from N processes on the one port (:func:`kcprpc.serve_workers`,
+docs/workers.md); the server CPU is then theirs together, and the per-process counts (sessions,
+collections) are not read.
 """
 
 from __future__ import annotations
@@ -157,6 +162,28 @@ def _server(ctl: Connection, wire: str) -> None:
         await server.shutdown(grace=0.5)
 
     kcp.run(main())
+
+
+def _workers_server(ctl: Connection, wire: str, workers: int) -> None:
+    """``--workers N``: the same app served by :func:`kcprpc.serve_workers` (N processes on one
+    port); sends ``(port, worker pids)`` once they serve, answers the coordinator's marks with
+    unknown counts (each worker has its own) and ends the workers on ``"stop"``."""
+    import signal
+    import threading
+
+    def make_app() -> kcprpc.Server:
+        return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
+
+    def serve_ctl() -> None:
+        while ctl.recv() != "stop":
+            ctl.send({"sessions": -1, "connections": -1, "gc": [0, 0, 0]})
+        os.kill(os.getpid(), signal.SIGTERM)  # serve_workers drains the workers and returns
+
+    def on_ready(_app: kcprpc.Server, address: tuple[str, int], pids: list[int]) -> None:
+        ctl.send((address[1], list(pids)))
+        threading.Thread(target=serve_ctl, daemon=True).start()
+
+    kcprpc.serve_workers(make_app, workers, host="127.0.0.1", port=0, grace=0.5, on_ready=on_ready)
 
 
 def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
@@ -359,19 +386,24 @@ def measure(
     settle: float = 1.0,
     client: str = "python",
     group_ms: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors.
+    """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors
+    (``workers`` > 1: the server's N worker processes together, :func:`kcprpc.serve_workers`).
     ``client``: ``"python"`` (:func:`kcprpc.connect` clients) or ``"c"`` (:class:`CClient`, whose
     connections made within one ``group_ms`` slot share a heartbeat schedule when it is set)."""
     exe = loadgen() if client == "c" else ""  # compiled before the server starts: a failure ends the run here
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
-    server = ctx.Process(target=_server, args=(child, wire), daemon=True)
+    if workers > 1:
+        server = ctx.Process(target=_workers_server, args=(child, wire, workers))
+    else:
+        server = ctx.Process(target=_server, args=(child, wire), daemon=True)
     server.start()
     if not parent.poll(30):
         raise RuntimeError("the server did not start")
-    port = parent.recv()
     assert server.pid is not None
+    port, pids = parent.recv() if workers > 1 else (parent.recv(), [server.pid])
     ready_q: Any = ctx.Queue()
     result_q: Any = ctx.Queue()
     go = ctx.Event()
@@ -401,16 +433,16 @@ def measure(
     time.sleep(settle)  # let the last handshakes' work settle (and, idle, the connects' after-effects)
     parent.send("mark")
     a = parent.recv()
-    cpu_a, wall_a, rcvbuf_a = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    cpu_a, wall_a, rcvbuf_a = sum(map(proc_cpu_s, pids)), time.perf_counter(), udp_rcvbuf_errors()
     drops_a = udp_socket_drops(port)
     go.set()
     for c in clients:
         if isinstance(c, CClient):
             c.go()
     time.sleep(seconds)
-    cpu_b, wall_b, rcvbuf_b = proc_cpu_s(server.pid), time.perf_counter(), udp_rcvbuf_errors()
+    cpu_b, wall_b, rcvbuf_b = sum(map(proc_cpu_s, pids)), time.perf_counter(), udp_rcvbuf_errors()
     drops_b = udp_socket_drops(port)
-    rss = proc_rss_mb(server.pid)
+    rss = sum(map(proc_rss_mb, pids))
     parent.send("mark")
     b = parent.recv()
     results, lats, q = end_run(parent, result_q, clients, server)
@@ -471,6 +503,13 @@ def main(argv: list[str] | None = None) -> None:
         "clients' links made in one event-loop turn do, so that their keepalives reach the server in one "
         "batch (default 0: each its own, as independent devices)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server worker processes on the one port (kcprpc.serve_workers; default 1: one process); "
+        "the server CPU is theirs together (one core = 100 %%)",
+    )
     args = p.parse_args(argv)
     if args.client == "c" and args.wire == "compat":
         p.error("--client c speaks the secure wire only (--wire secure or key), not --wire compat")
@@ -479,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     mode = "idle (heartbeats only)" if args.idle else "1 unary call/s per connection"
     print(
         f"pid {os.getpid()}: wire {args.wire}, {args.procs} client processes ({args.client}), {seconds:g} s "
-        f"window, {mode}",
+        f"window, {mode}, {args.workers} server process(es)",
         flush=True,
     )
     for n in counts:
@@ -493,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
             args.settle,
             args.client,
             args.group_ms,
+            args.workers,
         )
         lost = sum(r["lost"].values())
         print(
