@@ -168,7 +168,7 @@ def compile_loadgen(name: str, libs: tuple[str, ...] = (), hint: str = "") -> st
     """``bench/loadgen/NAME.c``, compiled once per version of the load generators' sources (the
     ``.c`` and the shared headers) into the temp directory, with ``$CC`` (default ``cc``) and
     ``libs`` (``-lcrypto`` ...). A missing compiler or a failed compile ends the run with a message,
-    ``hint`` added to it when the compiler's output names a library (what to install)."""
+    ``hint`` (what to install) added to it when the compiler did not find a header or a library."""
     source = LOADGEN_DIR / f"{name}.c"
     if not source.exists():
         sys.exit(f"{source} is missing (run this script from the repository's bench/)")
@@ -180,7 +180,7 @@ def compile_loadgen(name: str, libs: tuple[str, ...] = (), hint: str = "") -> st
         return str(exe)
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
-        sys.exit(f"{source.name} needs a C compiler ({cc!r} not found; Debian: apt-get install gcc){hint}")
+        sys.exit(f"{source.name} needs a C compiler ({cc!r} not found; Debian: apt-get install gcc)")
     tmp = exe.with_name(f"{exe.name}.{os.getpid()}")
     done = subprocess.run(
         [cc, "-O2", "-o", str(tmp), str(source), *libs], capture_output=True, text=True, timeout=120

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import multiprocessing as mp
 import os
@@ -118,6 +119,11 @@ def _self_cpu() -> float:
 
 
 # ------------------------------------------------------------------------------------------ server
+def make_server(wire: str) -> kcprpc.Server:
+    """The measured server: the benchmark service on 127.0.0.1 (any port), in ``wire`` mode."""
+    return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
+
+
 def _server(ctl: Connection, wire: str) -> None:
     import cProfile
 
@@ -125,7 +131,7 @@ def _server(ctl: Connection, wire: str) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
+        server = make_server(wire)
         _host, port = await server.start()
         ctl.send(port)
         done = loop.create_future()
@@ -171,9 +177,6 @@ def _workers_server(ctl: Connection, wire: str, workers: int) -> None:
     import signal
     import threading
 
-    def make_app() -> kcprpc.Server:
-        return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
-
     def serve_ctl() -> None:
         while ctl.recv() != "stop":
             ctl.send({"sessions": -1, "connections": -1, "gc": [0, 0, 0]})
@@ -183,7 +186,9 @@ def _workers_server(ctl: Connection, wire: str, workers: int) -> None:
         ctl.send((address[1], list(pids)))
         threading.Thread(target=serve_ctl, daemon=True).start()
 
-    kcprpc.serve_workers(make_app, workers, host="127.0.0.1", port=0, grace=0.5, on_ready=on_ready)
+    kcprpc.serve_workers(
+        functools.partial(make_server, wire), workers, host="127.0.0.1", port=0, grace=0.5, on_ready=on_ready
+    )
 
 
 def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
