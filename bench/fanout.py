@@ -128,8 +128,12 @@ hold their lone acks (docs/tuning.md "Delayed acks")."""
 
 
 def _transport(mode: str) -> kcprpc.Transport:
-    """The wire mode ``mode``: secure (anonymous: no key; ``secure-held`` too) or compat (no cipher)."""
-    return kcprpc.Transport(kcprpc.CompatWire() if mode == "compat" else kcprpc.SecureWire())
+    """The wire mode ``mode``: secure (anonymous: no key; ``secure-held`` too; ``secure-coalesce``:
+    a listener's ``IOOptions(read_coalesce_ms=1)``, which a dial ignores) or compat (no cipher)."""
+    if mode == "compat":
+        return kcprpc.Transport(kcprpc.CompatWire())
+    io = kcprpc.IOOptions(read_coalesce_ms=1 if mode == "secure-coalesce" else 0)
+    return kcprpc.Transport(kcprpc.SecureWire(), io=io)
 
 
 # ------------------------------------------------------------------------------------ processes
@@ -477,7 +481,7 @@ def _recv(conn: Connection, timeout: float) -> Any:
 class Run:
     """The server, subscriber and publisher processes of one fan-out run (always reaped on exit).
 
-    ``kind`` is the client side (kcprpc, kcprpc-held, kcprpc-compat, grpcio); ``label`` names the contender in
+    ``kind`` is the client side (kcprpc, kcprpc-held, kcprpc-coalesce, kcprpc-compat, grpcio); ``label`` names the contender in
     the output. A subclass serves otherwise (bench/scale.py: workers on Redis) by overriding
     :meth:`start_server`, :meth:`server_pids` and :attr:`others`, or adds listeners to the server
     process (:attr:`listen`) and groups of subscribers (bench/web_fanout.py)."""
@@ -539,6 +543,8 @@ class Run:
             kind, mode = "kcprpc", "compat"
         elif kind == "kcprpc-held":  # the server asks its subscribers to hold their acks
             kind, mode = "kcprpc", "secure-held"
+        elif kind == "kcprpc-coalesce":  # the server reads its busy socket every ms (docs/tuning.md)
+            kind, mode = "kcprpc", "secure-coalesce"
         loop = "asyncio" if kind == "grpcio" else a.loop  # grpcio's asyncio API wants asyncio's loop
         port = self.start_server(kind, mode, loop)
         t0 = time.perf_counter()
@@ -826,15 +832,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--contenders",
         default="kcprpc,grpcio",
-        help="of kcprpc, kcprpc-held (a server with ServerConfig(ack_hold=200)), kcprpc-compat (kcp-go's format), grpcio",
+        help="of kcprpc, kcprpc-held (a server with ServerConfig(ack_hold=200)), kcprpc-coalesce (a server "
+        "with IOOptions(read_coalesce_ms=1)), kcprpc-compat (kcp-go's format), grpcio",
     )
     args = ap.parse_args(argv)
     rates = run_args(args)
     contenders = [c for c in args.contenders.split(",") if c]
     if not contenders or any(
-        c not in ("kcprpc", "kcprpc-held", "kcprpc-compat", "grpcio") for c in contenders
+        c not in ("kcprpc", "kcprpc-held", "kcprpc-coalesce", "kcprpc-compat", "grpcio") for c in contenders
     ):
-        ap.error("--contenders: of kcprpc, kcprpc-held, kcprpc-compat, grpcio")
+        ap.error("--contenders: of kcprpc, kcprpc-held, kcprpc-coalesce, kcprpc-compat, grpcio")
     print(
         f"# push fan-out: 1 publisher process -> 1 topic -> {args.subscribers} subscribers in {args.procs} "
         f"processes; server in its own process; kcprpc mode={args.mode} loop={args.loop}, grpcio asyncio "

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import gc
 import multiprocessing as mp
@@ -119,19 +120,21 @@ def _self_cpu() -> float:
 
 
 # ------------------------------------------------------------------------------------------ server
-def make_server(wire: str) -> kcprpc.Server:
-    """The measured server: the benchmark service on 127.0.0.1 (any port), in ``wire`` mode."""
-    return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport_for(wire))
+def make_server(wire: str, coalesce_ms: int = 0) -> kcprpc.Server:
+    """The measured server: the benchmark service on 127.0.0.1 (any port), in ``wire`` mode, its
+    socket read with ``IOOptions.read_coalesce_ms=coalesce_ms`` (0, the default: off)."""
+    transport = dataclasses.replace(transport_for(wire), io=kcprpc.IOOptions(read_coalesce_ms=coalesce_ms))
+    return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport)
 
 
-def _server(ctl: Connection, wire: str) -> None:
+def _server(ctl: Connection, wire: str, coalesce_ms: int) -> None:
     import cProfile
 
     profiler = cProfile.Profile()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        server = make_server(wire)
+        server = make_server(wire, coalesce_ms)
         _host, port = await server.start()
         ctl.send(port)
         done = loop.create_future()
@@ -170,7 +173,7 @@ def _server(ctl: Connection, wire: str) -> None:
     kcp.run(main())
 
 
-def _workers_server(ctl: Connection, wire: str, workers: int) -> None:
+def _workers_server(ctl: Connection, wire: str, workers: int, coalesce_ms: int) -> None:
     """``--workers N``: the same app served by :func:`kcprpc.serve_workers` (N processes on one
     port); sends ``(port, worker pids)`` once they serve, answers the coordinator's marks with
     unknown counts (each worker has its own) and ends the workers on ``"stop"``."""
@@ -187,7 +190,12 @@ def _workers_server(ctl: Connection, wire: str, workers: int) -> None:
         threading.Thread(target=serve_ctl, daemon=True).start()
 
     kcprpc.serve_workers(
-        functools.partial(make_server, wire), workers, host="127.0.0.1", port=0, grace=0.5, on_ready=on_ready
+        functools.partial(make_server, wire, coalesce_ms),
+        workers,
+        host="127.0.0.1",
+        port=0,
+        grace=0.5,
+        on_ready=on_ready,
     )
 
 
@@ -392,6 +400,7 @@ def measure(
     client: str = "python",
     group_ms: int = 0,
     workers: int = 1,
+    coalesce_ms: int = 0,
 ) -> dict[str, Any]:
     """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors
     (``workers`` > 1: the server's N worker processes together, :func:`kcprpc.serve_workers`).
@@ -401,9 +410,9 @@ def measure(
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe()
     if workers > 1:
-        server = ctx.Process(target=_workers_server, args=(child, wire, workers))
+        server = ctx.Process(target=_workers_server, args=(child, wire, workers, coalesce_ms))
     else:
-        server = ctx.Process(target=_server, args=(child, wire), daemon=True)
+        server = ctx.Process(target=_server, args=(child, wire, coalesce_ms), daemon=True)
     server.start()
     if not parent.poll(30):
         raise RuntimeError("the server did not start")
@@ -515,7 +524,14 @@ def main(argv: list[str] | None = None) -> None:
         help="server worker processes on the one port (kcprpc.serve_workers; default 1: one process); "
         "the server CPU is theirs together (one core = 100 %%)",
     )
+    p.add_argument(
+        "--coalesce-ms",
+        default="0",
+        help="the server's IOOptions.read_coalesce_ms, comma-separated to compare several in one run "
+        "(each connection count runs each value, alternated; default 0: read at each arrival)",
+    )
     args = p.parse_args(argv)
+    coalesce = [int(x) for x in args.coalesce_ms.split(",")]
     if args.client == "c" and args.wire == "compat":
         p.error("--client c speaks the secure wire only (--wire secure or key), not --wire compat")
     counts = [500] if args.quick else [int(x) for x in args.sessions.split(",")]
@@ -526,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         f"window, {mode}, {args.workers} server process(es)",
         flush=True,
     )
-    for n in counts:
+    for n, coalesce_ms in [(n, c) for n in counts for c in coalesce]:
         r = measure(
             n,
             args.procs,
@@ -538,10 +554,11 @@ def main(argv: list[str] | None = None) -> None:
             args.client,
             args.group_ms,
             args.workers,
+            coalesce_ms,
         )
         lost = sum(r["lost"].values())
         print(
-            f"{n:6d} connections: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
+            f"{n:6d} connections, read coalescing {coalesce_ms} ms: server CPU {r['cpu_pct']:5.1f} % of one core, RSS {r['rss_mb']:6.1f} MB, "
             f"call p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:7.2f} ms max {r['max_ms']:7.1f} ms, "
             f"{r['calls']} calls, {r['failed']} failed, {lost} lost {r['lost'] or ''} "
             f"{r['reconnects']} reconnects (connected {r['connected']}, {r['connect_errors']} connect errors, "

@@ -10,7 +10,10 @@
   as soon as it is sealed (a fan-out's first peers do not wait for its last);
 * timers: the loop's :class:`kcp.timers.TimerHeap`; before it fires a batch of wake-ups it reads
   the socket once (:meth:`Endpoint.poll_input`), so acks already waiting there cancel
-  retransmissions that a long loop callback made overdue.
+  retransmissions that a long loop callback made overdue;
+* read coalescing (a listener's socket, opt-in: ``IOOptions.read_coalesce_ms``): while datagrams arrive
+  one by one faster than the loop should wake for each, the socket is read on a timer instead of
+  at each readiness (:class:`kcp.coalesce.ReadCoalescer` decides when).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from kcp.batch import Address, DatagramIO
+from kcp.coalesce import ReadCoalescer
 from kcp.logutil import RateLimitedLog
 from kcp.stats import SNMP, Counters
 from kcp.timers import TimerHeap
@@ -71,6 +75,7 @@ class Endpoint:
 
     __slots__ = (
         "closed",
+        "coalesce",
         "counters",
         "dirty",
         "dispatch",
@@ -81,6 +86,7 @@ class Endpoint:
         "mmsg",
         "on_refused",
         "on_sent",
+        "poll_handle",
         "scheduled",
         "sock",
         "timers",
@@ -97,6 +103,7 @@ class Endpoint:
         *,
         mmsg: bool | None = None,
         gso: bool | None = None,
+        coalesce_ms: int = 0,
     ) -> None:
         self.loop = loop
         self.sock = sock
@@ -119,6 +126,9 @@ class Endpoint:
         self.on_sent: Callable[[bytes], object] | None = None
         """Called with each datagram as it is handed to the socket; a compat dial sets it until
         the server answered (to recognise a wire hint bound to what it sent, kcp.wirehint)."""
+        self.coalesce = ReadCoalescer(coalesce_ms) if coalesce_ms else None
+        """Read coalescing (None: off): the socket is read on a timer while it is busy."""
+        self.poll_handle: asyncio.TimerHandle | None = None  # the next timed read, while coalescing
         loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -135,6 +145,7 @@ class Endpoint:
         """Move to a new socket (a client's rebinding): the old one is closed, queued sends stay."""
         old = self.sock
         fd = old.fileno()
+        self._stop_timed_reads()
         if fd >= 0:
             self.loop.remove_reader(fd)
             if self.writer_armed:
@@ -170,6 +181,32 @@ class Endpoint:
     def _on_readable(self) -> None:
         # at most 256 datagrams per callback: acks and reads go out between batches
         self._read(4)
+        c = self.coalesce
+        if c is not None and c.woke(self.loop.time()):
+            # busy with datagrams that come one by one: read on the timer from now on
+            self.loop.remove_reader(self.sock.fileno())
+            self.poll_handle = self.loop.call_later(c.hold, self._on_timed_read)
+
+    def _on_timed_read(self) -> None:
+        self.poll_handle = None
+        c = self.coalesce
+        if self.closed or c is None:
+            return
+        began = self.loop.time()
+        got = self._read(16)
+        if c.read(began, got):
+            # every hold from the last read's start: the time spent on a batch is not added to
+            # the next one's wait (a read that took longer than hold is followed at once)
+            self.poll_handle = self.loop.call_at(began + c.hold, self._on_timed_read)
+        else:
+            self.loop.add_reader(self.sock.fileno(), self._on_readable)
+
+    def _stop_timed_reads(self) -> None:
+        if self.poll_handle is not None:
+            self.poll_handle.cancel()
+            self.poll_handle = None
+        if self.coalesce is not None:
+            self.coalesce.reset()
 
     def poll_input(self) -> None:
         """Read what the socket already holds (called by the timer heap before it fires).
@@ -179,12 +216,13 @@ class Endpoint:
         if not self.closed:
             self._read(16)
 
-    def _read(self, max_batches: int) -> None:
+    def _read(self, max_batches: int) -> int:
+        """Read and dispatch up to ``max_batches`` receive batches; returns the datagrams read."""
         items = self.io.recv(max_batches)
         if not items:
             if self.on_refused is not None and _refused(self.io):
                 self.on_refused()
-            return
+            return 0
         now = self.timers.now_ms()
         dispatch = self.dispatch
         for data, addr in items:
@@ -210,6 +248,7 @@ class Endpoint:
             self._tick()
         else:
             self.kick()
+        return len(items)
 
     def _tick(self) -> None:
         self.scheduled = False
@@ -261,6 +300,7 @@ class Endpoint:
         if self.tx and not self.writer_armed:
             self.send_now()  # last acks and data, best effort
         self.closed = True
+        self._stop_timed_reads()
         fd = self.sock.fileno()
         if fd >= 0:
             self.loop.remove_reader(fd)

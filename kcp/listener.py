@@ -414,7 +414,7 @@ async def listen(
     else:
         sock.setblocking(False)
     try:
-        ep = Endpoint(loop, sock, Counters(), mmsg=io.mmsg, gso=io.gso)
+        ep = Endpoint(loop, sock, Counters(), mmsg=io.mmsg, gso=io.gso, coalesce_ms=io.read_coalesce_ms)
     except BaseException:
         sock.close()
         raise
