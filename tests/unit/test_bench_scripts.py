@@ -180,7 +180,7 @@ def test_rpc_sessions_bench_runs_the_c_load_generator() -> None:
     the window, none fails and none is lost. Without a C compiler or OpenSSL's headers (Debian's
     libssl-dev) the script exits saying what to install, and this test fails with that message."""
     done = run_bench("rpc_sessions.py", ["--client", "c", "--sessions", "100", "--seconds", "2"])
-    line = next(x for x in done.stdout.splitlines() if "connections: server CPU" in x)
+    line = next(x for x in done.stdout.splitlines() if " connections, read coalescing 0 ms: server CPU" in x)
     calls = int(line.split(" calls,")[0].rsplit(" ", 1)[1])
     assert " 0 failed, 0 lost " in line and "(connected 100, 0 connect errors" in line, line
     assert 190 <= calls <= 200, line  # 100 connections x 1 call/s x 2 s, each call's phase random
