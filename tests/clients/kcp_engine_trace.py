@@ -9,7 +9,9 @@ replay feeds the replaying engine's own datagrams and any difference shows up as
 
 ``python tests/clients/kcp_engine_trace.py picks`` prints the recovery's copy picks over a grid.
 
-Usage: python tests/clients/kcp_engine_trace.py SEED CONFIG  (CONFIG: normal, fast, smallwnd,
+Usage: python tests/clients/kcp_engine_trace.py SEEDS CONFIG  (SEEDS: one seed, or several
+comma-separated, which print a JSON list of their traces: one interpreter for a test's seeds;
+CONFIG: normal, fast, smallwnd,
 stall, stall_probe, stall_wins, stream, mtu; recovery, recovery_burst, recovery_lead, recovery_auto, recovery_auto_burst,
 recovery_blackout: the sparse-flight loss recovery of docs/tuning.md, on small messages, with
 random or Gilbert-Elliott burst loss, or an outage; held, held_lossy: held acks; reack,
@@ -255,4 +257,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "picks":
         json.dump(picks(), sys.stdout)
     else:
-        json.dump(run(int(sys.argv[1]), sys.argv[2]), sys.stdout)
+        seeds = [int(x) for x in sys.argv[1].split(",")]
+        traces = [run(seed, sys.argv[2]) for seed in seeds]
+        json.dump(traces if "," in sys.argv[1] else traces[0], sys.stdout)

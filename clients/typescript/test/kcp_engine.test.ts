@@ -53,6 +53,11 @@ const PY_STATE = [
   "rmt_wnd", "probe_wait", "ts_probe", "xmit", "incr", "ts_flush", "state",
 ];
 
+/** The Python engine's traces of `config` for each of `seeds`, from one interpreter. */
+async function traces(config: string, seeds: number[]): Promise<Trace[]> {
+  return JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", seeds.join(","), config], 120000)) as Trace[];
+}
+
 /** Replay the Python engine's trace on two TS engines; every result must match, step by step. */
 function replay(trace: Trace): EngineCounters[] {
   const outs: Uint8Array[][] = [[], []];
@@ -167,8 +172,7 @@ function replay(trace: Trace): EngineCounters[] {
 
 for (const config of ["normal", "fast", "smallwnd", "stall", "stall_probe", "stream", "mtu"]) {
   test(`engine: datagrams identical to the Python engine (${config}, 3 seeds)`, async () => {
-    for (const seed of [1, 2, 3]) {
-      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+    for (const trace of await traces(config, [1, 2, 3])) {
       assert.ok(trace.ops.length > 1000);
       replay(trace);
     }
@@ -179,8 +183,7 @@ for (const config of ["normal", "fast", "smallwnd", "stall", "stall_probe", "str
 // again over a lossy link, and a lost update with no data after it for an RTO is sent again
 test("engine: repeated window updates identical to the Python engine (stall_wins, 3 seeds)", async () => {
   let repeated = 0;
-  for (const seed of [2, 4, 5]) {
-    const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), "stall_wins"])) as Trace;
+  for (const trace of await traces("stall_wins", [2, 4, 5])) {
     assert.ok(trace.ops.length > 1000);
     replay(trace);
     const counts = trace.results[trace.results.length - 1] as { wins_repeated: number }[];
@@ -195,8 +198,7 @@ for (const config of ["recovery", "recovery_burst", "recovery_lead", "recovery_a
   test(`engine: loss recovery identical to the Python engine (${config}, 3 seeds)`, async () => {
     let copies = 0;
     let rounds = 0;
-    for (const seed of [1, 2, 3]) {
-      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+    for (const trace of await traces(config, [1, 2, 3])) {
       const last = trace.ops[trace.ops.length - 1]!;
       assert.equal(last.op, "recovery");
       for (const c of replay(trace)) copies += c.copySegs;
@@ -213,8 +215,7 @@ for (const config of ["recovery", "recovery_burst", "recovery_lead", "recovery_a
 for (const config of ["held", "held_lossy"]) {
   test(`engine: held acks identical to the Python engine (${config}, 3 seeds)`, async () => {
     let extra = 0;
-    for (const seed of [1, 2, 3]) {
-      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+    for (const trace of await traces(config, [1, 2, 3])) {
       const holds = trace.ops.filter((o) => o.op === "hold_first_ack").length;
       assert.ok(holds > 100, `the trace holds acks (${holds})`);
       replay(trace);
@@ -230,8 +231,7 @@ for (const config of ["held", "held_lossy"]) {
 // above a hole again as REACKs and take them without an RTT sample or a fast-ack count
 for (const config of ["reack", "reack_stream"]) {
   test(`engine: repeated acks identical to the Python engine (${config}, 3 seeds)`, async () => {
-    for (const seed of [1, 2, 3]) {
-      const trace = JSON.parse(await runPython(["tests/clients/kcp_engine_trace.py", String(seed), config])) as Trace;
+    for (const trace of await traces(config, [1, 2, 3])) {
       replay(trace);
       const counts = trace.results[trace.results.length - 1] as { reacks_sent: number; reacks_useful: number }[];
       assert.ok(counts[0]!.reacks_sent + counts[1]!.reacks_sent > 50, `REACKs sent (${JSON.stringify(counts)})`);
