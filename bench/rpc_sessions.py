@@ -200,20 +200,41 @@ def _workers_server(ctl: Connection, wire: str, workers: int, coalesce_ms: int) 
 
 
 def _debug_ticks(loop: asyncio.AbstractEventLoop, server: kcprpc.Server) -> None:
-    """Print the server's CPU and garbage collections once a second (``KCPRPC_BENCH_DEBUG=1``)."""
+    """Print the server's CPU, garbage collections, datagrams per system call and timer wake-ups
+    once a second (``KCPRPC_BENCH_DEBUG=1``)."""
+    from kcp.stats import SNMP
+    from kcp.timers import TimerHeap
+
     gc_t = gc_pauses()
-    last = {"cpu": _self_cpu(), "t": time.perf_counter()}
+    heap = TimerHeap.for_loop(loop)
+
+    def counts() -> dict[str, float]:
+        return {
+            "cpu": _self_cpu(),
+            "t": time.perf_counter(),
+            "in": SNMP.in_pkts,
+            "recvs": SNMP.recv_syscalls,
+            "out": SNMP.out_pkts,
+            "sends": SNMP.send_syscalls,
+            "fired": heap.fired,
+            "polled": heap.polled,
+        }
+
+    last = counts()
 
     def tick() -> None:
-        now = time.perf_counter()
+        now = counts()
+        d = {k: now[k] - last[k] for k in now}
         print(
-            f"[server] cpu {100 * (_self_cpu() - last['cpu']) / (now - last['t']):5.1f} % "
+            f"[server] cpu {100 * d['cpu'] / d['t']:5.1f} % "
             f"sessions {len(server.sessions)} gc {gc_t['n']:.0f} runs {gc_t['total'] * 1000:.0f} ms "
-            f"max {gc_t['max'] * 1000:.0f} ms gens {[g['collections'] for g in gc.get_stats()]} frozen {gc.get_freeze_count()} counts {gc.get_count()}",
+            f"max {gc_t['max'] * 1000:.0f} ms gens {[g['collections'] for g in gc.get_stats()]} frozen {gc.get_freeze_count()} counts {gc.get_count()} "
+            f"| in {d['in']:.0f} in {d['recvs']:.0f} reads, out {d['out']:.0f} in {d['sends']:.0f} sends, "
+            f"timers {d['fired']:.0f} fired, {d['polled']:.0f} input polls",
             file=sys.stderr,
             flush=True,
         )
-        last.update(cpu=_self_cpu(), t=now)
+        last.update(now)
         gc_t.update(total=0.0, n=0.0, max=0.0)
         loop.call_later(1.0, tick)
 
