@@ -225,28 +225,42 @@ class Endpoint:
             return 0
         now = self.timers.now_ms()
         dispatch = self.dispatch
-        for data, addr in items:
-            try:
-                dispatch(data, addr, now)
-            except Exception as exc:  # a bug below must not stop the socket: drop, count, report
-                c = self.counters
-                c.in_errs += 1
-                # a peer that hits the bug must not write a traceback per packet
-                _bug_reports.report_exception(
-                    self.loop, "datagram handling failed", "KCP datagram handling failed", exc, remote=addr
-                )
-        dirty = self.dirty
-        if dirty:
-            self.dirty = []
-            for s in dirty:
-                s.after_input(now)
-        if len(items) <= QUIET_BATCH and self.flushq:
+        # what the input queues to send does not schedule a tick of its own (kick() is a no-op
+        # while this is set): this read's end sends it, or schedules the one tick
+        ticking = self.scheduled
+        self.scheduled = True
+        try:
+            for data, addr in items:
+                try:
+                    dispatch(data, addr, now)
+                except Exception as exc:  # a bug below must not stop the socket: drop, count, report
+                    c = self.counters
+                    c.in_errs += 1
+                    # a peer that hits the bug must not write a traceback per packet
+                    _bug_reports.report_exception(
+                        self.loop,
+                        "datagram handling failed",
+                        "KCP datagram handling failed",
+                        exc,
+                        remote=addr,
+                    )
+            dirty = self.dirty
+            if dirty:
+                self.dirty = []
+                for s in dirty:
+                    s.after_input(now)
+        finally:
+            self.scheduled = ticking
+        if len(items) <= QUIET_BATCH and (self.flushq or self.tx):
             # a quiet socket: what this input made (a reply its receiver wrote in this turn, acks
-            # that go at once) leaves now, ahead of the callbacks the input queued (a handler
-            # task's last step); a busier batch leaves it to the tick, after those callbacks,
-            # so that replies and acks of many calls share datagrams
+            # that go at once, a keepalive's answer) leaves now, ahead of the callbacks the input
+            # queued (a handler task's last step), and with no loop turn of its own; a busier
+            # batch leaves it to the tick, after those callbacks, so that replies and acks of
+            # many calls share datagrams
             self._tick()
         else:
+            # a tick after the callbacks this input queued (a caller woken by its reply), which
+            # sends what they write in the same loop turn (its next call)
             self.kick()
         return len(items)
 

@@ -280,6 +280,37 @@ async def test_a_quiet_batch_is_answered_in_the_callback_that_read_it(inputs: in
         peer.close()
 
 
+async def test_a_quiet_read_sends_a_control_answer_without_a_loop_turn() -> None:
+    """A datagram whose handling queues a datagram straight on the endpoint (a keepalive's
+    PING_ACK, ``Endpoint.send``): it leaves before the read returns, and no tick is left
+    scheduled for it; a read that queues nothing schedules a tick, which sends what the callbacks
+    it queued write (a caller's next call)."""
+    loop = asyncio.get_running_loop()
+    sock = open_udp_socket("127.0.0.1", 0)
+    peer = open_udp_socket("127.0.0.1", 0)
+    ep = Endpoint(loop, sock, Counters())
+    try:
+        answer = {b"ping": True, b"quiet": False}
+
+        def dispatch(data: bytes, addr: Address, now: int) -> None:
+            if answer[data]:
+                ep.send(b"pong", addr)
+
+        ep.dispatch = dispatch
+        for data, sent in ((b"ping", 1), (b"quiet", 1), (b"ping", 2)):
+            peer.sendto(data, sock.getsockname())
+            select.select([sock], [], [], 2.0)
+            assert ep._read(4) == 1
+            assert ep.counters.out_pkts == sent
+            assert ep.scheduled is (data == b"quiet")  # no loop turn queued for an answer sent
+            await asyncio.sleep(0)  # the quiet read's tick runs
+            assert not ep.scheduled
+        assert [d for d, _ in _recv_n(DatagramIO(peer), 2)] == [b"pong", b"pong"]
+    finally:
+        ep.close()
+        peer.close()
+
+
 async def test_a_fan_out_s_first_batch_leaves_before_its_later_writes() -> None:
     """Sessions queue their flush as they are written to (``Endpoint.queue_flush``): once a send
     batch's worth of them waits, they are flushed, sealed and sent at once, so the first peers of
