@@ -44,9 +44,22 @@ def pytest_configure(config: pytest.Config) -> None:
             )
 
 
+_TESTS = Path(__file__).resolve().parent
+_NODE = ("clients", "browser", "examples/test_web_serve.py")
+"""The tests that build the TypeScript package (npm ci, tsc, its browser bundle) in its one folder."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import kcp
 
+    # with pytest-xdist (-n N --dist loadgroup): the tests that build the TypeScript package run on
+    # one worker, so two never build it at once; the broker tests share one worker's servers
+    for item in items:
+        rel = Path(str(item.path)).resolve().relative_to(_TESTS).as_posix()
+        if rel.startswith(_NODE):
+            item.add_marker(pytest.mark.xdist_group("node"))
+        elif rel.startswith("brokers/"):
+            item.add_marker(pytest.mark.xdist_group("brokers"))
     if not kcp.compiled:
         return
     for item in items:
