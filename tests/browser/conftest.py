@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.chromium import Chromium
-from tests.clients.npm import PACKAGE, npm_ci, run_npm
+from tests.clients.npm import PACKAGE, ensure_built
 
 BUNDLE = PACKAGE / "dist" / "browser" / "kcprpc.js"
 
@@ -18,8 +18,7 @@ BUNDLE = PACKAGE / "dist" / "browser" / "kcprpc.js"
 def bundle() -> Path:
     """clients/typescript/dist/browser/kcprpc.js, built from the lockfile (`npm ci`, then
     `npm run build:browser`): what the example pages import (as /kcprpc.js)."""
-    npm_ci()
-    run_npm(["npm", "run", "build:browser"])
+    ensure_built(tsc=False)
     return BUNDLE
 
 

@@ -1,7 +1,8 @@
 """The TypeScript client's own tests (clients/typescript/test/*.test.ts), run from pytest.
 
 The package is installed from its lockfile (`npm ci`), compiled with `tsc` and its browser bundle
-built (`npm run build:browser`) once per run; each test file then runs under Node's test runner as
+built (`npm run build:browser`) when they are older than their sources (tests/clients/npm.py,
+under a lock: other test processes may want them too); each test file then runs under Node's test runner as
 its own pytest case, so a failure names the file and shows Node's report. The TypeScript tests start real Python servers with the interpreter and
 the tree given in KCPRPC_PYTHON and KCPRPC_REPO. `.ci/run` installs Node and npm from Debian's
 packages; without them these cases fail rather than skip.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.clients.npm import BUILD_TIMEOUT_S, PACKAGE, ROOT, npm_ci, run_npm
+from tests.clients.npm import PACKAGE, ROOT, ensure_built, run_npm
 
 TEST_FILES = sorted(p.name for p in (PACKAGE / "test").glob("*.test.ts"))
 FILE_TIMEOUT_S = 180.0
@@ -24,9 +25,7 @@ FILE_TIMEOUT_S = 180.0
 @pytest.fixture(scope="session")
 def ts_build() -> Path:
     """The package installed from its lockfile and compiled; fails if Node or npm is missing."""
-    npm_ci()
-    run_npm(["npx", "tsc", "-p", "tsconfig.json"], BUILD_TIMEOUT_S)
-    run_npm(["npm", "run", "--silent", "build:browser"], BUILD_TIMEOUT_S)
+    ensure_built(tsc=True)
     return PACKAGE / "dist" / "test"
 
 
