@@ -45,15 +45,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _TESTS = Path(__file__).resolve().parent
-_NODE = ("clients", "browser", "examples/test_web_serve.py")
-"""The tests that build the TypeScript package (npm ci, tsc, its browser bundle) in its one folder."""
+_NODE = ("clients/", "browser/")
+"""The tests that use the TypeScript package's one folder (clients/typescript: its build, its
+dist/ that `npm pack` rewrites, the browser bundle the pages load)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import kcp
 
-    # with pytest-xdist (-n N --dist loadgroup): the tests that build the TypeScript package run on
-    # one worker, so two never build it at once; the broker tests share one worker's servers
+    # with pytest-xdist (-n N --dist loadgroup): the tests that use the TypeScript package's folder
+    # run on one worker, so none reads dist/ while another's `npm pack` rewrites it (its install
+    # and build take a lock of their own, tests/clients/npm.py); the broker tests share one
+    # worker's servers
     for item in items:
         rel = Path(str(item.path)).resolve().relative_to(_TESTS).as_posix()
         if rel.startswith(_NODE):
