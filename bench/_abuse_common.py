@@ -24,6 +24,7 @@ default :class:`kcprpc.ServerConfig` (the defaults are what is judged):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -70,9 +71,12 @@ class Target:
         return target_transport(self.mode, self.key, self.crypt, self.fec)
 
 
-def target_transport(mode: str, key: str, crypt: str | None, fec: tuple[int, int] | None) -> kcprpc.Transport:
+def target_transport(
+    mode: str, key: str, crypt: str | None, fec: tuple[int, int] | None, datagram_rate: float | None = None
+) -> kcprpc.Transport:
     """The target's transport (server and clients): secure with ``key`` as the passphrase, or
-    compat with the kcp-go cipher ``crypt``; FEC ``fec`` (None: off)."""
+    compat with the kcp-go cipher ``crypt``; FEC ``fec`` (None: off); ``datagram_rate``: secure
+    mode's ``SecureConfig.datagram_rate`` (None: the default)."""
     if mode == "compat":
         return kcprpc.Transport(kcprpc.CompatWire(crypt=crypt, key=key, fec=fec or (0, 0)))
     from kcp.secure import SecureConfig
@@ -80,6 +84,8 @@ def target_transport(mode: str, key: str, crypt: str | None, fec: tuple[int, int
     # the legitimate client and most attacks run on 127.0.0.1; an attack that floods handshakes
     # sends from ATTACKER_HOST, which the server's handshake budget then limits
     config = SecureConfig(exempt=("127.0.0.1/32", "::1/128"))
+    if datagram_rate is not None:
+        config = dataclasses.replace(config, datagram_rate=datagram_rate)
     return kcprpc.Transport(kcprpc.SecureWire(key=key, fec=fec or (0, 0), config=config))
 
 

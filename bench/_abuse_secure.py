@@ -44,13 +44,15 @@ _WORKERS = 4
 _REPLY_TIMEOUT = 1.0
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(asyncio.get_running_loop().time() * 1000)
 
 
-def _udp(target: Target) -> socket.socket:
+def _udp(target: Target, source: str | None = None) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
+    if source is not None:
+        sock.bind((source, 0))
     sock.connect((target.host, target.port))
     return sock
 
@@ -58,35 +60,35 @@ def _udp(target: Target) -> socket.socket:
 async def _handshake(sock: socket.socket, client: SecureClient, deadline: float) -> None:
     """Drive ``client``'s handshake over ``sock`` until it ends or ``deadline`` (loop time)."""
     loop = asyncio.get_running_loop()
-    sock.send(client.initiate(_now_ms()))
+    sock.send(client.initiate(now_ms()))
     while client.state == "initiating":
         left = min(deadline, loop.time() + _REPLY_TIMEOUT) - loop.time()
         if left <= 0:
-            client.abandon(_now_ms())
+            client.abandon(now_ms())
             return
         try:
             data = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
         except asyncio.TimeoutError:
-            client.handle_timer(_now_ms())
-            for d in client.datagrams_to_send(_now_ms()):
+            client.handle_timer(now_ms())
+            for d in client.datagrams_to_send(now_ms()):
                 sock.send(d)
             continue
-        client.receive(data, sock.getpeername(), _now_ms())
-        for d in client.datagrams_to_send(_now_ms()):
+        client.receive(data, sock.getpeername(), now_ms())
+        for d in client.datagrams_to_send(now_ms()):
             sock.send(d)
     if client.connection is not None:  # confirm the keys: the server then builds the session
-        for d, _addr in client.connection.datagrams_to_send(_now_ms()):
+        for d, _addr in client.connection.datagrams_to_send(now_ms()):
             sock.send(d)
 
 
 @contextlib.asynccontextmanager
-async def _connected(
-    target: Target, deadline: float, out: dict[str, int]
+async def connected(
+    target: Target, deadline: float, out: dict[str, int], source: str | None = None
 ) -> AsyncIterator[tuple[socket.socket, SecureConnection | None]]:
-    """A socket and a secure connection over it with the target's key (None: the handshake
-    failed), counted in ``out`` (``connections`` or ``handshake_failed``); the socket is closed
-    on exit."""
-    sock = _udp(target)
+    """A socket (bound to the address ``source``, if given) and a secure connection over it with
+    the target's key (None: the handshake failed), counted in ``out`` (``connections`` or
+    ``handshake_failed``); the socket is closed on exit."""
+    sock = _udp(target, source)
     try:
         client = SecureClient(HandshakeConfig(passphrase=target.key))
         await _handshake(sock, client, deadline)
@@ -183,10 +185,10 @@ async def junk_keepalive(target: Target, seconds: float) -> dict[str, int]:
     alive_ms: list[int] = []
 
     async def one(seed: int) -> None:
-        async with _connected(target, deadline, out) as (sock, conn):
+        async with connected(target, deadline, out) as (sock, conn):
             if conn is None:
                 return
-            authentic = conn.ping(_now_ms())  # the last authentic packet: later only replayed
+            authentic = conn.ping(now_ms())  # the last authentic packet: later only replayed
             sock.send(authentic)
             silent_since = loop.time()
             ended = asyncio.Event()
@@ -218,7 +220,7 @@ async def _watch(sock: socket.socket, conn: SecureConnection, ended: asyncio.Eve
     loop = asyncio.get_running_loop()
     while not conn.closed:
         data = await loop.sock_recv(sock, 65536)
-        conn.open(data, sock.getpeername(), _now_ms())
+        conn.open(data, sock.getpeername(), now_ms())
     ended.set()
 
 
@@ -231,7 +233,7 @@ async def data_parts(target: Target, seconds: float) -> dict[str, int]:
     out = {"connections": 0, "agreed": 0, "pieces_sent": 0, "handshake_failed": 0}
 
     async def one(seed: int) -> None:
-        async with _connected(target, deadline, out) as (sock, conn):
+        async with connected(target, deadline, out) as (sock, conn):
             if conn is None:
                 return
             out["agreed"] += int(conn.params.data_parts)
@@ -244,12 +246,12 @@ async def data_parts(target: Target, seconds: float) -> dict[str, int]:
                     if kind == 0:  # the first of 16 pieces, never the rest: the server must evict
                         frame = _part(mid, 0, 16, rnd.randbytes(1200))
                     elif kind == 1:  # two pieces that add up to more than any datagram may hold
-                        sock.send(seal_raw(conn, _part(mid, 0, 2, rnd.randbytes(1400)), _now_ms()))
+                        sock.send(seal_raw(conn, _part(mid, 0, 2, rnd.randbytes(1400)), now_ms()))
                         frame = _part(mid, 1, 2, rnd.randbytes(1400))
                         out["pieces_sent"] += 1
                     else:  # a piece that contradicts an earlier one (another count)
                         frame = _part(mid - 1, 1, 3, rnd.randbytes(600))
-                    sock.send(seal_raw(conn, frame, _now_ms()))
+                    sock.send(seal_raw(conn, frame, now_ms()))
                     out["pieces_sent"] += 1
                 await asyncio.sleep(0.002)  # pacing: ~10,000 pieces/s per connection at most
 
@@ -282,7 +284,7 @@ async def handshake_flood(target: Target, seconds: float) -> dict[str, int]:
         while loop.time() < deadline:
             for _ in range(32):
                 client = CookieClient(cfg, cookie)
-                first = client.initiate(_now_ms())
+                first = client.initiate(now_ms())
                 waiting[bytes(client.local_cid)] = client
                 with contextlib.suppress(BlockingIOError):
                     sock.send(first)
@@ -301,8 +303,8 @@ async def handshake_flood(target: Target, seconds: float) -> dict[str, int]:
                     out["retries"] += 1
                     c = waiting.get(bytes(data[2 : 2 + 8]))
                     if c is not None:
-                        c.receive(data, sock.getpeername(), _now_ms())
-                        for d in c.datagrams_to_send(_now_ms()):
+                        c.receive(data, sock.getpeername(), now_ms())
+                        for d in c.datagrams_to_send(now_ms()):
                             with contextlib.suppress(BlockingIOError):
                                 sock.send(d)
                         cookie = c.cookie

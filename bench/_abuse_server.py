@@ -135,6 +135,12 @@ async def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--per-address", default=None, help="ServerConfig.max_connections_per_address ('none': no limit)"
     )
+    ap.add_argument(
+        "--datagram-rate",
+        type=float,
+        default=None,
+        help="secure mode: SecureConfig.datagram_rate (0: no limit; default: the library's)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     fec = (args.datashard, args.parityshard) if args.datashard else None
@@ -143,7 +149,7 @@ async def main(argv: list[str] | None = None) -> None:
         [AbuseService(), *([states] if states is not None else [])],
         "127.0.0.1",
         0,
-        transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec),
+        transport=target_transport(args.mode, KEY, COMPAT_CRYPT, fec, datagram_rate=args.datagram_rate),
         interceptors=[refuse_secret_topics],
         config=server_config(args),
         on_connect=(lambda s: sync.add_client(s)) if sync is not None else None,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -386,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="attack names")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="one more argument of every target server (repeatable), e.g. --server-arg=--datagram-rate=0 "
+        "to see an attack without that bound (python -m bench._abuse_server --help)",
+    )
     ap.add_argument("--attack-child", help=argparse.SUPPRESS)
     ap.add_argument("--legit-child", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -404,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.only:
         attacks = [find(n) for n in args.only]
+    if args.server_arg:
+        attacks = [dataclasses.replace(a, server_args=(*a.server_args, *args.server_arg)) for a in attacks]
     print(f"# abuse bench: {len(attacks)} attacks, {args.seconds:g} s each, 127.0.0.1")
     rows = []
     for a in attacks:

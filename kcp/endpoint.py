@@ -46,6 +46,12 @@ _bug_reports = RateLimitedLog(logging.getLogger("kcp.session"), burst=3, interva
 QUIET_BATCH: Final = 2
 """A receive batch of at most this many datagrams is flushed in the callback that read it."""
 
+BUSY_READ: Final = 128
+"""A read that finds this many datagrams waiting (half of what one readiness callback takes; about
+what a default 208 KiB socket buffer holds of small datagrams) means the loop is behind its socket."""
+BUSY_HOLD_MS: Final = 2000
+"""How long the endpoint counts as busy (:attr:`Endpoint.busy_until`) after such a read."""
+
 
 class EndpointUser(Protocol):
     """What the endpoint calls on a session it serves."""
@@ -74,6 +80,7 @@ class Endpoint:
     """One UDP socket shared by one session (client) or many (listener)."""
 
     __slots__ = (
+        "busy_until",
         "closed",
         "coalesce",
         "counters",
@@ -129,6 +136,10 @@ class Endpoint:
         self.coalesce = ReadCoalescer(coalesce_ms) if coalesce_ms else None
         """Read coalescing (None: off): the socket is read on a timer while it is busy."""
         self.poll_handle: asyncio.TimerHandle | None = None  # the next timed read, while coalescing
+        self.busy_until = 0
+        """Until this time (ms, :attr:`timers`' clock) the socket counts as busy: a read found at
+        least ``BUSY_READ`` datagrams waiting (up to ``BUSY_HOLD_MS`` before). A listener's limits
+        that apply under load only (``kcp.secure.SecureConfig.datagram_rate``) read it."""
         loop.add_reader(sock.fileno(), self._on_readable)
 
     @property
@@ -224,6 +235,8 @@ class Endpoint:
                 self.on_refused()
             return 0
         now = self.timers.now_ms()
+        if len(items) >= BUSY_READ:
+            self.busy_until = now + BUSY_HOLD_MS  # that much was waiting: the loop is behind its socket
         dispatch = self.dispatch
         # what the input queues to send does not schedule a tick of its own (kick() is a no-op
         # while this is set): this read's end sends it, or schedules the one tick

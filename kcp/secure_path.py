@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from kcp.batch import Address
 from kcp.config import SecureWire, SessionConfig
+from kcp.datagram_budget import AddressBudget
 from kcp.endpoint import Endpoint
 from kcp.path import EventCallback, Output, PathEndpoint, PathOwner
 from kcp.pipeline import Pipeline
@@ -173,6 +174,7 @@ class SecurePath:
         "_tx",
         "ack_repeat",
         "base_payload",
+        "budget",
         "callbacks",
         "conn",
         "ep",
@@ -206,6 +208,9 @@ class SecurePath:
         self.held_back = 0  # datagrams not sent to an unvalidated new path (KCP resends them)
         self.callbacks: list[EventCallback] = []
         self.owner: PathOwner | None = None
+        self.budget: AddressBudget | None = None
+        """A listener's: the datagram budget of the address the connection was admitted from
+        (:mod:`kcp.datagram_budget`; None: not limited)."""
         pm = new_pmtud(conn, now)
         sock = getattr(ep, "sock", None)
         if pm is not None and sock is not None and not set_dont_fragment(sock):

@@ -79,6 +79,7 @@ _FIELDS: tuple[str, ...] = (
     "secure_bad_mac1",  # initiations dropped silently: wrong server key / PSK, or garbage
     "secure_retries_sent",  # stateless cookie retries (the server was under load)
     "secure_handshakes_rate_limited",  # initiations dropped under load: over handshake_rate per address
+    "secure_datagrams_rate_limited",  # transport datagrams dropped under load: over datagram_rate per address
     "secure_refused",  # authenticated refusals (bad token, version, parameters, draining)
     "secure_half_open_dropped",  # unconfirmed handshakes evicted or expired
     "secure_decrypt_errors",  # packets whose AEAD tag did not verify
@@ -210,6 +211,7 @@ class Counters(CounterSet):
     secure_bad_mac1: int
     secure_retries_sent: int
     secure_handshakes_rate_limited: int
+    secure_datagrams_rate_limited: int
     secure_refused: int
     secure_half_open_dropped: int
     secure_decrypt_errors: int
@@ -246,6 +248,7 @@ SECURE_SUMMARY: dict[str, tuple[str, ...]] = {
     "secure_bad_mac1": ("bad_mac1",),
     "secure_retries_sent": ("retries_sent",),
     "secure_handshakes_rate_limited": ("handshakes_rate_limited",),
+    "secure_datagrams_rate_limited": ("datagrams_rate_limited",),
     "secure_refused": ("refused", "accept_failed"),
     "secure_half_open_dropped": ("half_open_evicted", "half_open_expired"),
     "secure_decrypt_errors": ("decrypt_errors", "handshake_decrypt_errors"),

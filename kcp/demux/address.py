@@ -70,7 +70,7 @@ class AddressDemux:
                 self.ep.io.forget(key)
 
     def sizes(self) -> dict[str, int]:
-        return self.admission.sizes()
+        return {**self.admission.sizes(), "datagram_budgets": 0}  # secure mode's (kcp.datagram_budget)
 
     def _new_peer(self, data: bytes, addr: Address, now: int) -> None:
         """A datagram from an address without a session: hold, promote or drop it (kcp.admission)."""

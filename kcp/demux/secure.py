@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 from kcp.admission import Admission, AdmissionConfig
 from kcp.batch import Address
 from kcp.config import SecureWire
+from kcp.datagram_budget import DatagramBudget
 from kcp.demux import DemuxHost
 from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
@@ -39,6 +40,7 @@ class SecureDemux:
     __slots__ = (
         "_timer_entry",
         "_user_authorize",
+        "budget",
         "draining",
         "ep",
         "host",
@@ -59,6 +61,8 @@ class SecureDemux:
         self._user_authorize: Callable[[bytes, bytes | None, Any], str | None] | None = wire.authorize
         config = secure_config(wire, host.config, server=True)
         self.server = SecureServer(config, host.rng, authorize=self._authorize, now=self.ep.timers.now_ms())
+        self.budget = DatagramBudget(config.datagram_rate, config.datagram_burst, config.exempt)
+        """Under load, the datagrams per second the connections of one address may cost."""
         track_secure_source(self.server)
 
     def dispatch(self, data: bytes, addr: Address, now: int) -> None:
@@ -66,6 +70,11 @@ class SecureDemux:
         if data and data[0] in TRANSPORT_TYPES:
             path = self.paths.get(bytes(data[1:_CID_END]))
             if path is not None:
+                budget = path.budget
+                if budget is not None and now < self.ep.busy_until and not budget.take(now):
+                    # behind the socket, and this address is over its share: not even decrypted
+                    self.server.counters.datagrams_rate_limited += 1
+                    return
                 if not path.input(data, addr, now):
                     self.server.counters.transport_rejected += 1
                 return
@@ -94,11 +103,16 @@ class SecureDemux:
 
     def session_gone(self, key: Any, removed: bool) -> None:
         """A session ended: its connection ID no longer routes."""
-        self.paths.pop(key, None)
+        path = self.paths.pop(key, None)
+        if path is not None and path.budget is not None:
+            self.budget.release(path.budget)
+            path.budget = None
         self.update_load()
 
     def sizes(self) -> dict[str, int]:
-        return dict.fromkeys(Admission(AdmissionConfig()).sizes(), 0)
+        out = dict.fromkeys(Admission(AdmissionConfig()).sizes(), 0)
+        out["datagram_budgets"] = len(self.budget)  # addresses with a live connection (and a budget)
+        return out
 
     def _log_refusal(self, code: int, message: str, addr: Address) -> None:
         if code in _WARN_REFUSALS and not self.draining:
@@ -165,6 +179,7 @@ class SecureDemux:
                 str(exc),  # not the exception: a kept record must not hold its frames (and the connection)
             )
             return
+        path.budget = self.budget.charge(conn.peer_addr, now)
         self.paths[conn.local_cid] = path
         host.register(conn.local_cid, s)
         if conn.outbox or conn.events:
@@ -185,6 +200,10 @@ class SecureDemux:
 
     def close(self) -> None:
         """The listener closed: forget every half-open handshake and leave the timer heap."""
+        for path in self.paths.values():
+            if path.budget is not None:
+                self.budget.release(path.budget)
+                path.budget = None
         self.paths.clear()
         self.ep.timers.cancel(self)
         server = self.server

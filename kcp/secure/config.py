@@ -137,9 +137,17 @@ class SecureConfig:
     from one IPv4 address or IPv6 /64, once a cookie proved the address (0: no limit)."""
     handshake_burst: int = 100
     """How many of those one address may make at once (the bucket's depth)."""
+    datagram_rate: float = 10_000.0
+    """Under load (the listener's reads find more datagrams waiting than they take at once, within
+    the last 2 s), the datagrams per second that the connections admitted from one IPv4 address or
+    IPv6 /64 may have the server open and process, together; the rest are dropped before they are
+    decrypted and counted (``secure_datagrams_rate_limited``), so that one client flooding
+    authenticated datagrams cannot take the core from everyone else (0: no limit)."""
+    datagram_burst: int = 10_000
+    """How many of those one address may have processed at once (the bucket's depth)."""
     exempt: tuple[str, ...] = LOOPBACK
-    """Networks (CIDR strings) that the limits per address never limit: ``handshake_rate`` and a
-    listener's ``max_sessions_per_address``. Loopback by default (a local relay or proxy puts all
+    """Networks (CIDR strings) that the limits per address never limit: ``handshake_rate``,
+    ``datagram_rate`` and a listener's ``max_sessions_per_address``. Loopback by default (a local relay or proxy puts all
     of its clients behind one loopback address)."""
     half_open_timeout_ms: int = 10_000
     cookie_rotate_ms: int = 120_000
@@ -203,6 +211,10 @@ class SecureConfig:
         need(
             self.handshake_rate >= 0 and (self.handshake_rate == 0 or self.handshake_burst >= 1),
             "handshake_rate must be >= 0 (0: no limit) and handshake_burst >= 1",
+        )
+        need(
+            self.datagram_rate >= 0 and (self.datagram_rate == 0 or self.datagram_burst >= 1),
+            "datagram_rate must be >= 0 (0: no limit) and datagram_burst >= 1",
         )
         try:
             parse_networks(self.exempt)

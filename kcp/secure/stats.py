@@ -48,6 +48,7 @@ _FIELDS: tuple[str, ...] = (
     "frame_errors",
     "after_close",  # packets received after the connection closed
     "transport_rejected",  # listener: datagrams to a live connection ID that did not authenticate
+    "datagrams_rate_limited",  # listener, under load: datagrams of an address over datagram_rate, not opened
     "key_updates",
     "key_updates_by_peer",
     "prev_key_used",
@@ -115,6 +116,7 @@ class SecureCounters(CounterSet):
     frame_errors: int
     after_close: int
     transport_rejected: int
+    datagrams_rate_limited: int
     key_updates: int
     key_updates_by_peer: int
     prev_key_used: int

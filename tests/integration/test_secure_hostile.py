@@ -1,6 +1,7 @@
 """Hostile clients that hold the key, against a real secure listener over loopback UDP.
 
-Item 5: FEC proposals the server's policy does not allow (more than 256 shards, or more parity
+A flood of authenticated datagrams from one address is cut to that address's budget once the
+listener is behind its socket, and other clients keep being served. Item 5: FEC proposals the server's policy does not allow (more than 256 shards, or more parity
 than the server runs) are refused or lowered in the handshake, counted and logged with a rate
 limit; a failure after the handshake frees the connection and tells the client with an
 authenticated CLOSE. Item 6: junk and replayed datagrams sent to a live connection ID do not keep
@@ -27,7 +28,7 @@ from kcp.demo import echo
 from kcp.demux import secure as demux
 from kcp.logutil import RateLimitedLog
 from kcp.secure import HandshakeConfig, HandshakeRefused, Reason, SecureClient, SecureConfig, SecureConnection
-from kcp.secure.packet import T_TRANSPORT
+from kcp.secure.packet import KEEPALIVE_PROBE, T_TRANSPORT
 from kcp.secure.testing import HostileClient
 
 TIMEOUT = 10.0
@@ -327,3 +328,92 @@ async def test_a_bug_hit_by_every_datagram_is_reported_a_few_times_not_per_packe
         sock.close()
         await _until(lambda: lis.stats["in_errs"] >= 100)
     assert len(loop_errors) == 3 and isinstance(loop_errors[0]["exception"], RuntimeError)
+
+
+# ------------------------------------------------------------------- CPU: authenticated floods
+
+BURST = 200
+"""Datagrams a flood sends at once: above the listener's busy read (kcp.endpoint.BUSY_READ), and
+few enough that a socket buffer at Linux's default size (208 KiB) holds them all."""
+
+
+async def test_a_flood_of_authenticated_datagrams_is_cut_to_its_addresss_budget_under_load(
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    rate, burst = 100.0, 50
+    config = SecureConfig(exempt=(), datagram_rate=rate, datagram_burst=burst)  # loopback is limited too
+    async with await kcp.listen(
+        "127.0.0.1", 0, kcp.SecureWire(key=KEY, config=config), on_accept=echo
+    ) as lis:
+        assert kcp.endpoint.BUSY_READ <= BURST
+        server = lis.secure_server
+        assert server is not None
+        player = await kcp.dial("127.0.0.1", lis.address[1], kcp.SecureWire(key=KEY))
+        flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flooder.setblocking(False)
+        flooder.bind(("127.0.0.2", 0))  # an address of its own: its own budget
+        flooder.connect(lis.address)
+        elsewhere = _udp(lis.address)  # the same connection's datagrams from another address
+        try:
+            client = SecureClient(CLIENT)
+            await _raw_handshake(flooder, client)
+            conn = client.connection
+            assert conn is not None
+            await _until(lambda: len(lis) == 2)
+            (theirs,) = [s for s in lis.sessions.values() if s.remote_address[0] == "127.0.0.2"]
+            assert theirs.secure is not None
+            sc = theirs.secure.counters
+            nonce = 0
+
+            def pings(sock: socket.socket, n: int) -> None:
+                nonlocal nonce
+                for _ in range(n):
+                    nonce += 1
+                    sock.send(conn.ping(_now(), probe_id=KEEPALIVE_PROBE | nonce))
+
+            def handled() -> int:  # every keepalive the server took: answered or dropped unopened
+                return sc.mtu_probes_answered + server.counters.datagrams_rate_limited
+
+            async def answered(n: int) -> None:
+                await _until(lambda: sc.mtu_probes_answered >= n)
+
+            async def taken(n: int) -> None:
+                await _until(lambda: handled() >= n)
+
+            # keeping up: a few keepalives at a time are all answered, none limited
+            for i in range(1, 6):
+                pings(flooder, 10)
+                await answered(10 * i)
+            assert server.counters.datagrams_rate_limited == 0 and lis.state_sizes()["datagram_budgets"] == 2
+
+            # behind: each burst is read at once, and the address gets its budget, no more
+            t0 = asyncio.get_running_loop().time()
+            before = sc.mtu_probes_answered
+            for i in range(1, 6):
+                pings(flooder, BURST)
+                await taken(50 + i * BURST)
+            elapsed = asyncio.get_running_loop().time() - t0
+            got = sc.mtu_probes_answered - before
+            assert burst <= got <= burst + rate * elapsed + 1
+            assert server.counters.datagrams_rate_limited >= 5 * BURST - got
+
+            # the same connection's datagrams from another address still spend the budget of the
+            # address that made the connection (a spoofed source spends nobody else's): no new burst
+            before_spoof = sc.mtu_probes_answered
+            limited = server.counters.datagrams_rate_limited
+            pings(elsewhere, BURST)
+            await taken(before_spoof + limited + BURST)
+            assert sc.mtu_probes_answered - before_spoof < burst // 2
+            elapsed = asyncio.get_running_loop().time() - t0
+            assert sc.mtu_probes_answered - before <= burst + rate * elapsed + 1
+
+            # the other client, from its own address, was served all along
+            player.write(b"still served")
+            assert await asyncio.wait_for(player.readexactly(12), TIMEOUT) == b"still served"
+            assert lis.stats["secure_datagrams_rate_limited"] == server.counters.datagrams_rate_limited
+        finally:
+            flooder.close()
+            elsewhere.close()
+            player.close()
+            await player.wait_closed()
+    assert not loop_errors
