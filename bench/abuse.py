@@ -11,11 +11,14 @@ process for ``--seconds``. Then it prints, per attack:
   back to the OS (``gc.collect()``, glibc's ``malloc_trim``): memory the allocator keeps for
   reuse is not memory the attack still holds, so "released" is judged on that figure;
 - the server's CPU during the attack (percent of one core);
-- the legitimate client's p50/p99 during the attack, and its calls and connects that failed;
+- the legitimate client's calls during the attack (of those its pace would have made), their
+  p50/p99, and its calls and connects that failed;
 - the tracebacks in the server's log;
 - the server's counters that moved (drops, refusals, closes) and the attack's own counters.
 
-Pass/fail against the targets: RSS growth under 50 MB and released, no failed legitimate call, no
+Pass/fail against the targets: RSS growth under 50 MB and released, no failed legitimate call, the
+legitimate client served (at least 80 % of the calls its pace would have made during the attack:
+latency may rise, but a client that gets through half of its calls is not being served), no
 traceback. Bounded: every loop stops at its deadline; only 127.0.0.1 is used.
 
     python bench/abuse.py                      # every attack, 5 s each
@@ -48,6 +51,8 @@ from bench._abuse_common import Attack, Target  # noqa: E402
 
 RSS_BUDGET_MB = 50.0
 RELEASE_SLACK_MB = 10.0  # "released": back within this of the RSS before the attack
+LEGIT_INTERVAL = 0.02  # the legitimate client's pace: one call every 20 ms
+SERVED_SHARE = 0.8  # "served": at least this share of the calls that pace makes in the attack's window
 INTERESTING = (
     "drop",
     "refus",
@@ -164,7 +169,7 @@ def run_legit_child(name: str, port: int, seconds: float) -> None:
                 lat.append((time.time(), time.perf_counter() - t0))
             except Exception as e:
                 failures.append(f"call: {e}")
-            next_at += 0.02
+            next_at += LEGIT_INTERVAL
             await asyncio.sleep(max(0.0, next_at - loop.time()))
         await side
         await client.close()
@@ -331,6 +336,7 @@ def run_one(attack: Attack, seconds: float, settle: float) -> dict[str, Any]:
         "peak_sessions": peak_sessions,
         "cpu_pct": cpu * 100,
         "legit_calls": len(during_lat),
+        "legit_paced": int((wall1 - wall0) / LEGIT_INTERVAL),  # what its pace would have made
         "legit_p50_ms": _pct(during_lat, 0.5),
         "legit_p99_ms": _pct(during_lat, 0.99),
         "baseline_p99_ms": _pct(base_lat, 0.99),
@@ -356,6 +362,8 @@ def verdict(row: dict[str, Any]) -> list[str]:
         )
     if row["legit_failed"]:
         bad.append(f"{row['legit_failed']} legitimate calls/connects failed")
+    if row["legit_calls"] < SERVED_SHARE * row["legit_paced"]:
+        bad.append(f"legitimate client not served ({row['legit_calls']} of {row['legit_paced']} calls)")
     if row["tracebacks"]:
         bad.append(f"{row['tracebacks']} tracebacks")
     return bad
@@ -368,7 +376,7 @@ def print_row(row: dict[str, Any]) -> None:
         f"  server RSS  {row['rss_before_mb']:.1f} MB before, {row['rss_peak_mb']:.1f} peak, "
         f"{row['rss_after_mb']:.1f} after, {row['rss_trimmed_mb']:.1f} after a trim  (peak sessions {row['peak_sessions']})\n"
         f"  server CPU  {row['cpu_pct']:.0f} % of a core during the attack\n"
-        f"  legit       {row['legit_calls']} calls, p50 {row['legit_p50_ms']:.2f} ms, "
+        f"  legit       {row['legit_calls']} of {row['legit_paced']} calls, p50 {row['legit_p50_ms']:.2f} ms, "
         f"p99 {row['legit_p99_ms']:.2f} ms (before the attack {row['baseline_p99_ms']:.2f} ms); "
         f"{row['legit_failed']} failed, {row['connects']} fresh connects\n"
         f"  log         {row['tracebacks']} tracebacks, {row['log_lines']} lines\n"
