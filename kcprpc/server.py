@@ -182,6 +182,7 @@ class Server:
             "calls_ok": 0,
             "calls_failed": 0,
             "calls_cancelled": 0,
+            "calls_refused": 0,  # over max_concurrent_calls or max_subscriptions: RESOURCE_EXHAUSTED, no handler
             "notifications": 0,
             "notifications_dropped": 0,  # malformed, unknown, invalid, or over max_concurrent_notifications
             "notifications_refused": 0,  # an interceptor or the handler raised RpcError

@@ -176,7 +176,7 @@ class ServerProtocol:
         self.methods = methods
         self.limits = limits
         self.counters = counters
-        for k in ("bad_frames", "stale_frames", "hellos_refused", "notifications_dropped"):
+        for k in ("bad_frames", "stale_frames", "hellos_refused", "notifications_dropped", "calls_refused"):
             counters.setdefault(k, 0)
         self.topics = topics  # the session's topics: they count against max_subscriptions
         self.state = ConnState.AWAITING_HELLO
@@ -322,9 +322,11 @@ class ServerStream:
             return encode_trailer(cid, Status.UNAVAILABLE, "no handshake")
         limits = conn.limits
         if conn.active_calls >= limits.max_concurrent_calls:
+            self.counters["calls_refused"] += 1
             return encode_trailer(cid, Status.RESOURCE_EXHAUSTED, "too many concurrent calls")
         streaming = spec.streams_responses
         if streaming and len(conn.topics) + conn.streaming_calls >= limits.max_subscriptions:
+            self.counters["calls_refused"] += 1
             return encode_trailer(cid, Status.RESOURCE_EXHAUSTED, "too many subscriptions")
         if spec.kind is MethodKind.NOTIFY:
             return encode_trailer(cid, Status.UNIMPLEMENTED, "notify methods take no calls")

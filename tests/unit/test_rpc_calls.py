@@ -305,6 +305,7 @@ async def test_limits_give_resource_exhausted() -> None:
         with pytest.raises(RpcError) as ei:
             await d.hello(Req(name="x"))
         assert ei.value.status is Status.RESOURCE_EXHAUSTED
+        assert p.server.stats["calls_refused"] == 1  # counted in the server's stats
         p.server.services[0].probe.release.set()  # type: ignore[attr-defined]
         assert [r.text for r in await asyncio.gather(*slow)] == ["done", "done"]
         # subscriptions: one topic allowed

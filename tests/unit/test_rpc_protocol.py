@@ -155,7 +155,9 @@ def test_server_states_and_admission() -> None:
     assert isinstance(start, StartCall) and start.request == {"n": 1} and start.call_id == 1
     ctl.opened(1, "handle")
     assert ctl.receive(codec.CALL, 1, call) is None  # its id is taken: dropped, counted
+    assert counters["calls_refused"] == 0
     assert _trailer(ctl.receive(codec.CALL, 2, call))[0] is Status.RESOURCE_EXHAUSTED  # max 1
+    assert counters["calls_refused"] == 1  # every refusal is counted
     ctl.closed(1, False)
     assert proto.active_calls == 0
     assert _trailer(ctl.receive(codec.CALL, 3, ["x/y", None, None, 1, None]))[0] is Status.UNIMPLEMENTED
