@@ -23,6 +23,7 @@ import kcprpc
 from bench._abuse_common import ATTACKER_HOST, AbuseService, Attack, EchoMsg, Target
 from bench._abuse_secure import connected, now_ms
 from kcp.secure.packet import KEEPALIVE_PROBE
+from kcprpc import codec
 
 _CONNECTIONS = 2
 _BATCH = 64
@@ -56,6 +57,7 @@ async def ping_flood(target: Target, seconds: float) -> dict[str, int]:
 
 
 _IN_FLIGHT = 256
+_SPRAY_BACKLOG = 1 << 20  # call-spray: bytes the attacker lets wait in its connection before it yields
 
 
 async def call_flood(target: Target, seconds: float) -> dict[str, int]:
@@ -92,6 +94,47 @@ async def call_flood(target: Target, seconds: float) -> dict[str, int]:
     return out
 
 
+async def call_spray(target: Target, seconds: float) -> dict[str, int]:
+    """CALL frames written straight onto the control stream as fast as Python encodes them, never
+    waiting for a reply (the client library's own bookkeeping left out): the most calls a key
+    holder's connection can make the server start or refuse."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+    out = {"connections": 0, "frames": 0, "errors": 0}
+    method = "abuse.Target/echo"
+
+    async def one() -> None:
+        client = kcprpc.connect(target.host, target.port, transport=transport)
+        try:
+            await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
+            out["connections"] += 1
+            link = client.lifecycle.link
+            assert link is not None
+            writer = link.writer
+            cid = 1_000_001  # far above the client's own ids; the replies are ignored as stale
+            while loop.time() < deadline and not link.closed:
+                for _ in range(256):
+                    writer.send(
+                        codec.encode_frame(
+                            codec.CALL, cid, [method, None, None, codec.FLAG_END, {"data": b"x"}]
+                        )
+                    )
+                    cid += 2
+                    out["frames"] += 1
+                writer.flush()
+                await asyncio.sleep(0)
+                while writer.stream_backlog() > _SPRAY_BACKLOG and loop.time() < deadline:
+                    await asyncio.sleep(0.001)  # the connection's window is full: let it drain
+        except (kcprpc.RpcError, asyncio.TimeoutError, ConnectionError):
+            out["errors"] += 1
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(one() for _ in range(_CONNECTIONS)))
+    return out
+
+
 ATTACKS: list[Attack] = [
     Attack(
         name="ping-flood",
@@ -109,5 +152,12 @@ ATTACKS: list[Attack] = [
         mode="secure",
         run=call_flood,
         description=f"{_CONNECTIONS} connections from one address make trivial unary calls, {_IN_FLIGHT} in flight each",
+    ),
+    Attack(
+        name="call-spray",
+        item=5,
+        mode="secure",
+        run=call_spray,
+        description=f"{_CONNECTIONS} connections from one address write CALL frames as fast as Python encodes them, never reading a reply",
     ),
 ]
