@@ -340,7 +340,7 @@ few enough that a socket buffer at Linux's default size (208 KiB) holds them all
 async def test_a_flood_of_authenticated_datagrams_is_cut_to_its_addresss_budget_under_load(
     loop_errors: list[dict[str, Any]],
 ) -> None:
-    rate, burst = 100.0, 50
+    rate, burst = 20.0, 50  # a slow refill: a stalled test machine adds few tokens between bursts
     config = SecureConfig(exempt=(), datagram_rate=rate, datagram_burst=burst)  # loopback is limited too
     async with await kcp.listen(
         "127.0.0.1", 0, kcp.SecureWire(key=KEY, config=config), on_accept=echo
@@ -403,7 +403,7 @@ async def test_a_flood_of_authenticated_datagrams_is_cut_to_its_addresss_budget_
             limited = server.counters.datagrams_rate_limited
             pings(elsewhere, BURST)
             await taken(before_spoof + limited + BURST)
-            assert sc.mtu_probes_answered - before_spoof < burst // 2
+            assert sc.mtu_probes_answered - before_spoof < burst  # a bucket of its own would answer 50
             elapsed = asyncio.get_running_loop().time() - t0
             assert sc.mtu_probes_answered - before <= burst + rate * elapsed + 1
 
