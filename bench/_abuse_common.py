@@ -70,6 +70,11 @@ class Target:
         """The :class:`kcprpc.Transport` a client of this target dials with."""
         return target_transport(self.mode, self.key, self.crypt, self.fec)
 
+    def attacker_transport(self) -> kcprpc.Transport:
+        """The same, dialling from :data:`ATTACKER_HOST` (an address of the attacker's own, which
+        the server's limits per address then apply to)."""
+        return dataclasses.replace(self.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+
 
 def target_transport(
     mode: str, key: str, crypt: str | None, fec: tuple[int, int] | None, datagram_rate: float | None = None

@@ -11,13 +11,16 @@ legitimate clients keep being served").
   hundreds in flight each. Their datagrams stay under that budget (many calls ride in one), so
   only ``ServerConfig.max_concurrent_calls`` bounds them: the measure is what the legitimate
   client's latency becomes.
+- ``call-spray``: the same connections write CALL frames straight onto their control streams, as
+  fast as Python encodes them, and never read a reply: the most calls one key holder's
+  connection makes the server start or refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import socket
+from collections.abc import Awaitable, Callable
 
 import kcprpc
 from bench._abuse_common import ATTACKER_HOST, AbuseService, Attack, EchoMsg, Target
@@ -60,37 +63,54 @@ _IN_FLIGHT = 256
 _SPRAY_BACKLOG = 1 << 20  # call-spray: bytes the attacker lets wait in its connection before it yields
 
 
-async def call_flood(target: Target, seconds: float) -> dict[str, int]:
-    """Unary calls as fast as the client library makes them, ``_IN_FLIGHT`` at a time per
-    connection: the handler is trivial, so the server's cost is the call path itself."""
+async def _each_client(
+    target: Target,
+    seconds: float,
+    out: dict[str, int],
+    attack: Callable[[kcprpc.Client, float], Awaitable[None]],
+) -> None:
+    """``attack(client, deadline)`` on ``_CONNECTIONS`` RPC clients from :data:`ATTACKER_HOST` at
+    once, each connected first (``out``: ``connections``, and ``errors`` for a connect or an
+    attack that ended with an RPC or connection error); every client is closed at the end."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
-    out = {"connections": 0, "calls": 0, "refused": 0, "errors": 0}
+    transport = target.attacker_transport()
 
     async def one() -> None:
         client = kcprpc.connect(target.host, target.port, transport=transport)
         try:
             await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
             out["connections"] += 1
-            stub = client.stub(AbuseService)
-            msg = EchoMsg(data=b"x" * 16)
-
-            async def caller() -> None:
-                while loop.time() < deadline:
-                    try:
-                        await stub.echo(msg)
-                        out["calls"] += 1
-                    except kcprpc.RpcError as exc:
-                        out["refused" if exc.status is kcprpc.Status.RESOURCE_EXHAUSTED else "errors"] += 1
-
-            await asyncio.gather(*(caller() for _ in range(_IN_FLIGHT)))
-        except (kcprpc.RpcError, asyncio.TimeoutError):
+            await attack(client, deadline)
+        except (kcprpc.RpcError, asyncio.TimeoutError, ConnectionError):
             out["errors"] += 1
         finally:
             await client.close()
 
     await asyncio.gather(*(one() for _ in range(_CONNECTIONS)))
+
+
+async def call_flood(target: Target, seconds: float) -> dict[str, int]:
+    """Unary calls as fast as the client library makes them, ``_IN_FLIGHT`` at a time per
+    connection: the handler is trivial, so the server's cost is the call path itself."""
+    loop = asyncio.get_running_loop()
+    out = {"connections": 0, "calls": 0, "refused": 0, "errors": 0}
+    msg = EchoMsg(data=b"x" * 16)
+
+    async def flood(client: kcprpc.Client, deadline: float) -> None:
+        stub = client.stub(AbuseService)
+
+        async def caller() -> None:
+            while loop.time() < deadline:
+                try:
+                    await stub.echo(msg)
+                    out["calls"] += 1
+                except kcprpc.RpcError as exc:
+                    out["refused" if exc.status is kcprpc.Status.RESOURCE_EXHAUSTED else "errors"] += 1
+
+        await asyncio.gather(*(caller() for _ in range(_IN_FLIGHT)))
+
+    await _each_client(target, seconds, out, flood)
     return out
 
 
@@ -99,39 +119,25 @@ async def call_spray(target: Target, seconds: float) -> dict[str, int]:
     waiting for a reply (the client library's own bookkeeping left out): the most calls a key
     holder's connection can make the server start or refuse."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
     out = {"connections": 0, "frames": 0, "errors": 0}
-    method = "abuse.Target/echo"
+    body = ["abuse.Target/echo", None, None, codec.FLAG_END, {"data": b"x"}]
 
-    async def one() -> None:
-        client = kcprpc.connect(target.host, target.port, transport=transport)
-        try:
-            await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
-            out["connections"] += 1
-            link = client.lifecycle.link
-            assert link is not None
-            writer = link.writer
-            cid = 1_000_001  # far above the client's own ids; the replies are ignored as stale
-            while loop.time() < deadline and not link.closed:
-                for _ in range(256):
-                    writer.send(
-                        codec.encode_frame(
-                            codec.CALL, cid, [method, None, None, codec.FLAG_END, {"data": b"x"}]
-                        )
-                    )
-                    cid += 2
-                    out["frames"] += 1
-                writer.flush()
-                await asyncio.sleep(0)
-                while writer.stream_backlog() > _SPRAY_BACKLOG and loop.time() < deadline:
-                    await asyncio.sleep(0.001)  # the connection's window is full: let it drain
-        except (kcprpc.RpcError, asyncio.TimeoutError, ConnectionError):
-            out["errors"] += 1
-        finally:
-            await client.close()
+    async def spray(client: kcprpc.Client, deadline: float) -> None:
+        link = client.lifecycle.link
+        assert link is not None
+        writer = link.writer
+        cid = 1_000_001  # far above the client's own ids; the replies are ignored as stale
+        while loop.time() < deadline and not link.closed:
+            for _ in range(256):
+                writer.send(codec.encode_frame(codec.CALL, cid, body))
+                cid += 2
+                out["frames"] += 1
+            writer.flush()
+            await asyncio.sleep(0)
+            while writer.stream_backlog() > _SPRAY_BACKLOG and loop.time() < deadline:
+                await asyncio.sleep(0.001)  # the connection's window is full: let it drain
 
-    await asyncio.gather(*(one() for _ in range(_CONNECTIONS)))
+    await _each_client(target, seconds, out, spray)
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -329,7 +328,7 @@ async def connection_hoard(target: Target, seconds: float) -> dict[str, int]:
     takes, each kept alive by its heartbeats until the attack ends."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+    transport = target.attacker_transport()
     out = {"connected": 0, "refused": 0, "other_failures": 0}
     clients: list[kcprpc.Client] = []
 
@@ -363,7 +362,7 @@ async def connect_churn(target: Target, seconds: float) -> dict[str, int]:
     go: each costs the server a handshake and a session set up and torn down."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    transport = dataclasses.replace(target.transport(), io=kcprpc.IOOptions(local_address=(ATTACKER_HOST, 0)))
+    transport = target.attacker_transport()
     out = {"connected": 0, "failed": 0}
 
     async def worker() -> None:

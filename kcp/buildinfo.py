@@ -26,6 +26,7 @@ MODULES: tuple[str, ...] = (
     "kcp.batch",
     "kcp.timers",
     "kcp.demux.address",
+    "kcp.token_bucket",
     "kcp.datagram_budget",
     "kcp.demux.secure",
     "kcp.secure.connection",

@@ -21,34 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 from kcp.ratelimit import LOOPBACK, SourceKeys, address_keys
+from kcp.token_bucket import TokenBucket
 
 __all__ = ["AddressBudget", "DatagramBudget"]
 
 
-class AddressBudget:
+class AddressBudget(TokenBucket):
     """The token bucket of one address (shared by the connections admitted from it)."""
 
-    __slots__ = ("burst", "key", "last", "per_ms", "tokens", "users")
+    __slots__ = ("key", "users")
 
     def __init__(self, key: Any, rate: float, burst: int, now: int) -> None:
+        super().__init__(rate, burst, now)
         self.key = key  # its address's network
-        self.per_ms = rate / 1000.0
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.last = now
         self.users = 0  # connections charged to it
-
-    def take(self, now: int) -> bool:
-        """One datagram's token; False (nothing taken) when the bucket is empty."""
-        tokens = self.tokens
-        if now > self.last:
-            tokens = min(self.burst, tokens + (now - self.last) * self.per_ms)
-            self.last = now
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
 
 
 class DatagramBudget:

@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
+from kcp.token_bucket import TokenBucket
+
 __all__ = ["LOOPBACK", "PrefixLimiter", "SourceKeys", "SourceTally", "address_keys", "parse_networks"]
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
@@ -104,7 +106,7 @@ class PrefixLimiter:
         self.burst = burst
         self.keys = keys
         self.max_prefixes = max_prefixes
-        self._buckets: OrderedDict[Network, list[float]] = OrderedDict()  # network -> [tokens, last ms]
+        self._buckets: OrderedDict[Network, TokenBucket] = OrderedDict()
 
     def allow(self, addr: Any, now: int) -> bool:
         """Take one token from ``addr``'s bucket; False (and nothing taken) when it is empty."""
@@ -118,15 +120,10 @@ class PrefixLimiter:
         if b is None:
             while len(buckets) >= self.max_prefixes:
                 buckets.popitem(last=False)
-            b = buckets[key] = [float(self.burst), float(now)]
+            b = buckets[key] = TokenBucket(self.rate, self.burst, now)
         else:
             buckets.move_to_end(key)
-            b[0] = min(float(self.burst), b[0] + (now - b[1]) * self.rate / 1000.0)
-            b[1] = float(now)
-        if b[0] < 1.0:
-            return False
-        b[0] -= 1.0
-        return True
+        return b.take(now)
 
     def prune(self, now: int) -> None:
         """Drop the buckets that have refilled since they were last used."""
@@ -136,7 +133,7 @@ class PrefixLimiter:
         full_ms = self.burst * 1000.0 / self.rate
         while buckets:
             key, b = next(iter(buckets.items()))
-            if now - b[1] < full_ms:
+            if now - b.last < full_ms:
                 break
             del buckets[key]
 

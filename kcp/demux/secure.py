@@ -104,10 +104,15 @@ class SecureDemux:
     def session_gone(self, key: Any, removed: bool) -> None:
         """A session ended: its connection ID no longer routes."""
         path = self.paths.pop(key, None)
-        if path is not None and path.budget is not None:
+        if path is not None:
+            self._release_budget(path)
+        self.update_load()
+
+    def _release_budget(self, path: SecurePath) -> None:
+        """The connection under ``path`` no longer spends its address's datagram budget."""
+        if path.budget is not None:
             self.budget.release(path.budget)
             path.budget = None
-        self.update_load()
 
     def sizes(self) -> dict[str, int]:
         out = dict.fromkeys(Admission(AdmissionConfig()).sizes(), 0)
@@ -201,9 +206,7 @@ class SecureDemux:
     def close(self) -> None:
         """The listener closed: forget every half-open handshake and leave the timer heap."""
         for path in self.paths.values():
-            if path.budget is not None:
-                self.budget.release(path.budget)
-                path.budget = None
+            self._release_budget(path)
         self.paths.clear()
         self.ep.timers.cancel(self)
         server = self.server

@@ -1,0 +1,31 @@
+"""A token bucket (sans-I/O: ``now`` in milliseconds): at most ``burst`` tokens, refilled at
+``rate`` a second; one unit of work takes one. The per-network limits of :mod:`kcp.ratelimit` and
+the datagram budget of :mod:`kcp.datagram_budget` keep one per network."""
+
+from __future__ import annotations
+
+__all__ = ["TokenBucket"]
+
+
+class TokenBucket:
+    """Full at ``now``; :meth:`take` spends one token when there is one."""
+
+    __slots__ = ("burst", "last", "per_ms", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: int) -> None:
+        self.per_ms = rate / 1000.0
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.last = now  # when the tokens were last counted
+
+    def take(self, now: int) -> bool:
+        """One token; False (nothing taken) when the bucket is empty."""
+        tokens = self.tokens
+        if now > self.last:
+            tokens = min(self.burst, tokens + (now - self.last) * self.per_ms)
+            self.last = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
