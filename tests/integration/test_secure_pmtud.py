@@ -49,13 +49,16 @@ async def _roundtrip(c: KCPSession, msg: bytes) -> None:
     assert await asyncio.wait_for(c.readexactly(len(msg)), TIMEOUT) == msg
 
 
-async def _until_pmtu(c: KCPSession, want: int) -> None:
-    """Echo round trips (real traffic, no sleeps) until the session's MTU reaches ``want``."""
+async def _until_pmtu(c: KCPSession, want: int, watched: KCPSession | None = None) -> None:
+    """Echo round trips from ``c`` (real traffic, no sleeps) until the MTU of ``watched`` (``c``
+    itself by default; the server's end of the session, which only its echo handler reads)
+    reaches ``want``."""
+    s = c if watched is None else watched
     for _ in range(200):
-        if c.stats["pmtu"] >= want:
+        if s.stats["pmtu"] >= want:
             return
         await _roundtrip(c, b"x")
-    raise AssertionError(f"pmtu stuck at {c.stats['pmtu']}, wanted {want}")
+    raise AssertionError(f"pmtu stuck at {s.stats['pmtu']}, wanted {want}")
 
 
 async def test_loopback_search_stops_at_the_configured_maximum() -> None:
@@ -70,7 +73,7 @@ async def test_loopback_search_stops_at_the_configured_maximum() -> None:
     async with _session(server, kcp.SecureWire(key=PSK, server_public_key=PUB, config=cfg), on_accept) as c:
         await asyncio.wait_for(_until_pmtu(c, 1472), TIMEOUT)
         assert accepted
-        await asyncio.wait_for(_until_pmtu(accepted[0], 1472), TIMEOUT)
+        await asyncio.wait_for(_until_pmtu(c, 1472, accepted[0]), TIMEOUT)
         payload = random.Random(3).randbytes(300_000)
         await _roundtrip(c, payload)
         for s in (c, accepted[0]):

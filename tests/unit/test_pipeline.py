@@ -246,6 +246,38 @@ def test_fec_packets_reach_a_pipeline_without_fec() -> None:
     assert counters.fec_recovered == 10
 
 
+def test_parity_of_a_bulk_streams_first_group_never_reaches_kcp_without_fec() -> None:
+    """A receiver without FEC must never take a parity shard for data.
+
+    A bulk stream's first group is ten full PUSH segments with sn 0..9 and equal headers. The code
+    is systematic Reed-Solomon over evaluation points 0..12 and sn = point is a polynomial of
+    degree 1, so each parity shard of that group parses as a valid PUSH of the same conversation
+    and length with sn 10, 11 and 12: the next segments, with a mix of the ten as payload. A
+    receiver that hands such a shard to KCP as data puts the mix in the stream and then drops the
+    real segment as a duplicate: kcptun 20210922 (kcp-go v5.6.1) without FEC does this to a
+    sender with FEC 10/3 (docs/interop.md). Ours, whose decoder starts as (1, 1) and tunes itself
+    to the sender's parameters, delivers exactly the data shards.
+    """
+    tx, _ = pipe("null", 10, 3)
+    rx, counters = pipe("null", 0, 0)
+    conv, rnd = 0x11223344, random.Random(7)
+    packets = [
+        struct.pack("<IBBHIIII", conv, 81, 0, 256, 1000 + sn, sn, 0, 1298) + rnd.randbytes(1298)
+        for sn in range(30)
+    ]
+    wires = [w for i, p in enumerate(packets) for w in tx.seal(p, now=i)]
+    parity = [w for w in wires if struct.unpack_from("<H", w, 4)[0] == TYPE_PARITY]
+    # the premise: the first group's parity reads as segments 10..12 of the same conversation
+    heads = [struct.unpack_from("<IBBHIIII", w, 8) for w in parity[:3]]
+    assert [(c, cmd, sn, ln) for c, cmd, _, _, _, sn, _, ln in heads] == [
+        (conv, 81, sn, 1298) for sn in (10, 11, 12)
+    ]
+    got = [(kind, payload) for w in wires for kind, payload in rx.open(w, now=0)]
+    assert got == [(KIND_KCP, p) for p in packets]
+    # one mismatch of flag and position started its tuning; nothing was rebuilt meanwhile
+    assert counters.fec_errs == 1 and counters.fec_recovered == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # FEC through the pipeline
 # ---------------------------------------------------------------------------------------------
