@@ -92,6 +92,7 @@ async def test_out_of_order_hoards_are_shed_as_they_grow() -> None:
                 assert server.stats["receive_shed"] >= 3, dict(server.stats)
                 held = sum(s.receive_held() for s in server.sessions if not s.closed)
                 assert held <= 5 * MiB
+
                 # an ended session lets go of what it held above the hole at once
                 def gone() -> list[Any]:
                     return [k for k in kcp_sessions if k.state is kcp.SessionState.CLOSED]
@@ -100,7 +101,14 @@ async def test_out_of_order_hoards_are_shed_as_they_grow() -> None:
                     await asyncio.sleep(0.05)  # (its abort runs in a task of its own)
                 assert len(gone()) >= 3 and all(not k._engine.rcv_buf for k in gone())
                 ended = [s for _c, s in hoarders if s.close_code is not None]
-                assert ended and all(s.close_code == 0x4B00 + Status.RESOURCE_EXHAUSTED for s in ended)
+                # each was told why: by the transport's authenticated CLOSE with the status, unless
+                # its client acted first on the GOAWAY datagram that goes out just before (its link
+                # drains and closes its side itself, code 0: seen once in 6 compiled runs on 3.13)
+                told = 0x4B00 + Status.RESOURCE_EXHAUSTED
+                assert ended and all(s.close_code in (told, 0) for s in ended), [
+                    s.close_reason for s in ended
+                ]
+                assert any(s.close_code == told for s in ended)
                 assert (await d.hello(Req(name="after"))).text == "hello after"
             finally:
                 for c, _s in hoarders:
