@@ -76,30 +76,31 @@ class GcModule(Protocol):
     def set_threshold(self, threshold0: int, threshold1: int = ..., threshold2: int = ..., /) -> None: ...
 
 
-_RAISED: dict[int, tuple[int, tuple[int, int, int]]] = {}
-"""Per collector (``id`` of the gc module: the real one, or a test's fake): how many freezers hold
-the raised young threshold, and the thresholds from before the first of them. The collector is
-process-wide, and a process may run several listeners (a test suite runs hundreds): the last
-freezer to let go restores what was there before the first."""
+_RAISED: dict[GcModule, tuple[int, tuple[int, int, int]]] = {}
+"""Per collector (the gc module, or a test's fake): how many freezers hold the raised young
+threshold, and the thresholds from before the first of them. The collector is process-wide, and a
+process may run several listeners (a test suite runs hundreds): the last freezer to let go restores
+what was there before the first. Keyed by the object itself, which the entry keeps alive: an ``id``
+could be reused by another fake once the first is gone, and pass for one already held."""
 
 
 def _hold_young(gcm: GcModule, young: int) -> None:
-    held = _RAISED.get(id(gcm))
+    held = _RAISED.get(gcm)
     if held is not None:
-        _RAISED[id(gcm)] = (held[0] + 1, held[1])
+        _RAISED[gcm] = (held[0] + 1, held[1])
         return
     t = gcm.get_threshold()
-    _RAISED[id(gcm)] = (1, t)
+    _RAISED[gcm] = (1, t)
     if young > t[0]:
         gcm.set_threshold(young, *t[1:])
 
 
 def _release_young(gcm: GcModule) -> None:
-    n, t = _RAISED[id(gcm)]
+    n, t = _RAISED[gcm]
     if n > 1:
-        _RAISED[id(gcm)] = (n - 1, t)
+        _RAISED[gcm] = (n - 1, t)
         return
-    del _RAISED[id(gcm)]
+    del _RAISED[gcm]
     gcm.set_threshold(*t)
 
 

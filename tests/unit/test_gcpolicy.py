@@ -80,6 +80,20 @@ def test_young_threshold_is_raised_at_start_and_restored() -> None:
     assert g2.threshold == (700, 10, 10)  # a policy that is off changes nothing
 
 
+def test_a_collector_held_by_a_freezer_that_never_let_go_is_not_taken_for_a_new_one() -> None:
+    """A listener that ends without releasing its freezer (a test's, say) keeps its collector
+    held; a new collector must not pass for it. Keyed by ``id``, a new fake could take the freed
+    fake's address and find its threshold "already raised" (seen on Python 3.13)."""
+    a = FakeGc()
+    GcFreezer(GcPolicy(young_threshold=5000), a).start()  # never released
+    gone = id(a)
+    del a
+    fakes = [FakeGc() for _ in range(100)]
+    assert all(id(f) != gone for f in fakes)  # the held one is still alive: its id stays its own
+    GcFreezer(GcPolicy(young_threshold=5000), fakes[0]).start()
+    assert fakes[0].threshold == (5000, 10, 10)
+
+
 def test_several_listeners_restore_the_threshold_when_the_last_one_closes() -> None:
     g = FakeGc()
     a = GcFreezer(GcPolicy(young_threshold=5000), g)
@@ -117,7 +131,13 @@ def test_off_and_invalid_policies() -> None:
     f = GcFreezer(GcPolicy(freeze=False, min_sessions=1), g)
     assert f.check(live=10_000, started=10_000) == ""
     assert g.calls == []
-    for bad in ({"min_sessions": 0}, {"growth": 0}, {"churn": -1}, {"check_interval": 0}, {"young_threshold": 0}):
+    for bad in (
+        {"min_sessions": 0},
+        {"growth": 0},
+        {"churn": -1},
+        {"check_interval": 0},
+        {"young_threshold": 0},
+    ):
         with pytest.raises(kcp.KCPUsageError):
             GcPolicy(**bad)  # type: ignore[arg-type]
 
