@@ -82,7 +82,7 @@ async def _each_client(
             await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
             out["connections"] += 1
             await attack(client, deadline)
-        except (kcprpc.RpcError, asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, kcprpc.RpcError, ConnectionError):
             out["errors"] += 1
         finally:
             await client.close()

@@ -94,7 +94,7 @@ async def first_frame(stream: Any, deadline: float) -> codec.Frame | None:
     while (left := deadline - loop.time()) > 0:
         try:
             data = await asyncio.wait_for(stream.read(65536), left)
-        except (asyncio.TimeoutError, ConnectionError, OSError, EOFError):
+        except (TimeoutError, ConnectionError, OSError, EOFError):
             return None
         except Exception:
             return None
@@ -180,7 +180,7 @@ async def _pinger(peer: RawPeer, deadline: float, counters: dict[str, int]) -> N
         while (left := end - loop.time()) > 0:
             try:
                 data = await asyncio.wait_for(peer.ctrl.read(65536), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             except Exception:
                 counters["control_lost"] += 1

@@ -98,7 +98,7 @@ class _Run:
                     ),
                     max(0.1, min(5.0, self.left())),
                 )
-            except (kcprpc.RpcError, asyncio.TimeoutError, OSError):
+            except (TimeoutError, kcprpc.RpcError, OSError):
                 c["connect_failures"] += 1
                 await asyncio.sleep(min(0.2, max(0.0, self.left())))
                 continue
@@ -150,7 +150,7 @@ class _Run:
                 c["bytes_sent"] += len(frame)
             try:
                 await asyncio.wait_for(writer.drain(), max(0.01, self.left()))
-            except (asyncio.TimeoutError, ConnectionError, OSError):
+            except (TimeoutError, ConnectionError, OSError):
                 return
             except Exception:
                 return

@@ -67,7 +67,7 @@ async def _handshake(sock: socket.socket, client: SecureClient, deadline: float)
             return
         try:
             data = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             client.handle_timer(now_ms())
             for d in client.datagrams_to_send(now_ms()):
                 sock.send(d)
@@ -140,7 +140,7 @@ async def fec_amplify(target: Target, seconds: float) -> dict[str, int]:
     client = kcprpc.connect(target.host, target.port, transport=greedy)
     try:
         await asyncio.wait_for(client.connect(), max(0.1, deadline - loop.time()))
-    except (kcprpc.RpcError, asyncio.TimeoutError):
+    except (TimeoutError, kcprpc.RpcError):
         out["connect_failed"] = 1
         await client.close()
         return out

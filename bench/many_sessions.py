@@ -169,7 +169,7 @@ def _client(idx: int, port: int, n: int, ready_q: Any, go: Any, seconds: float, 
                 s.write(t0.hex().encode().ljust(MSG)[:MSG])
                 try:
                     await asyncio.wait_for(s.readexactly(MSG), 5)
-                except (asyncio.TimeoutError, asyncio.IncompleteReadError, kcp.KCPError):
+                except (TimeoutError, asyncio.IncompleteReadError, kcp.KCPError):
                     errors += 1
                     return
                 lats.append(time.perf_counter() - t0)

@@ -103,7 +103,7 @@ async def serve(a: argparse.Namespace) -> int:
     print(json.dumps({"listening": f"{host}:{port}", "config": describe(a)}), flush=True)
     try:
         await asyncio.wait_for(server.serve(), a.max_seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     finally:
         await server.shutdown(grace=0.5)
@@ -156,7 +156,7 @@ async def client(a: argparse.Namespace) -> int:
             try:
                 r = await stub.Echo(payload)
                 ok = r == payload
-            except (kcprpc.RpcError, ConnectionError, asyncio.TimeoutError) as e:
+            except (TimeoutError, kcprpc.RpcError, ConnectionError) as e:
                 ok = False
                 first_error = first_error or f"{type(e).__name__}: {e}"
             dt = (time.perf_counter() - t0) * 1e3
@@ -254,9 +254,13 @@ def main() -> int:
     g.add_argument("--loss-recovery", choices=("adaptive", "ikcp"), default="adaptive", help="small flights")
     g.add_argument("--max-copies", type=int, default=6, help="copies per recovery round at most")
     g.add_argument(
-        "--lead-copies", default=None, help="spaced copies of every small flight: N or auto (SessionConfig's default)"
+        "--lead-copies",
+        default=None,
+        help="spaced copies of every small flight: N or auto (SessionConfig's default)",
     )
-    g.add_argument("--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)")
+    g.add_argument(
+        "--ack-delay", type=int, default=None, help="ms a lone ack waits for data (SessionConfig's default)"
+    )
     a = ap.parse_args()
     if a.n < 1 or a.size < 0:
         ap.error("-n must be >= 1 and --size >= 0")

@@ -332,7 +332,7 @@ class Client:
             t0 = asyncio.get_running_loop().time()
             try:
                 await lifecycle.wait_connected(timeout)  # raises at once once reconnecting gave up
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RpcError(
                     Status.DEADLINE_EXCEEDED, "deadline exceeded while waiting for a connection"
                 ) from None

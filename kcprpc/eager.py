@@ -7,15 +7,13 @@ builds it from asyncio's own pieces (``create_task(context=)``, and the current-
 makes around each of its steps): the task wraps an :class:`_Eager` coroutine whose first step is the
 one already taken. During that first step ``asyncio.current_task()`` is the new task (as in a
 normal first step), so ``asyncio.timeout()``, ``current_task().cancel()`` and the like act on the
-handler's own task, and the step runs in the task's own copy of the context variables. On Python
-3.10 (no ``create_task(context=)``) the task starts as any task does, at the next turn.
+handler's own task, and the step runs in the task's own copy of the context variables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -26,9 +24,6 @@ _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 
 _NOTHING: Any = object()
-
-EAGER = sys.version_info >= (3, 11)
-"""False on Python 3.10: handlers start at their task's first scheduled step."""
 
 
 class _Eager(Coroutine[Any, Any, None]):
@@ -99,11 +94,9 @@ def start_eager(
 ) -> tuple[asyncio.Task[None], bool]:
     """Make ``coro`` a task and run its first step now; returns the task and whether the coroutine
     already finished (the task then ends at its first scheduled step, with nothing left to run)."""
-    if not EAGER:
-        return loop.create_task(coro), False
     eager = _Eager(coro)
     context = contextvars.copy_context()
-    task: asyncio.Task[None] = loop.create_task(eager, context=context)  # type: ignore[call-arg,unused-ignore]
+    task: asyncio.Task[None] = loop.create_task(eager, context=context)
     current = asyncio.current_task(loop)
     if current is not None:
         _leave_task(loop, current)

@@ -147,7 +147,7 @@ class Lifecycle:
             # a secure handshake gives up after connect_timeout with its own reason; the slack lets
             # that reason (not this generic one) reach the caller
             conn = await asyncio.wait_for(self._connector(), timeout + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RpcError(Status.UNAVAILABLE, f"no connection to the server within {timeout:g} s") from None
         link: Link | None = None
         try:
@@ -172,7 +172,7 @@ class Lifecycle:
             link.tasks.append(reader)
             try:
                 welcome = await asyncio.wait_for(asyncio.shield(link.welcome), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RpcError(Status.UNAVAILABLE, no_answer(conn.remote_address, timeout)) from None
         except BaseException as exc:
             if link is not None:
@@ -339,7 +339,7 @@ class Lifecycle:
             attempt += 1
             try:
                 await self.connect_once(restore=policy.restore)
-            except (ConnectionError, OSError, asyncio.TimeoutError, EOFError, RpcError) as e:
+            except (TimeoutError, ConnectionError, OSError, EOFError, RpcError) as e:
                 last = e
                 continue
             owner = self._owner

@@ -335,7 +335,7 @@ class MetricsServer:
         plain = "text/plain; charset=utf-8"
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "", 408, plain, b"request head not received in time\n"
         except asyncio.LimitOverrunError:
             return "", 431, plain, b"request head too large\n"

@@ -143,7 +143,9 @@ class _Sub:
     buf_bytes: int = 0
     nsub: Subscription | None = None
     opening: asyncio.Task[None] | None = None
-    placing: asyncio.Task[None] | None = None  # the fill that reads where the key is (live delivery holds until then)
+    placing: asyncio.Task[None] | None = (
+        None  # the fill that reads where the key is (live delivery holds until then)
+    )
     filling: bool = False
     again: bool = False  # a fill was asked for while one was running
 
@@ -978,7 +980,7 @@ class NatsBroker(BrokerBase):
         self._queue(_Op(key, None, 0, fut))
         try:
             await asyncio.wait_for(asyncio.shield(fut), self.timeout * 4)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable(f"NATS at {self.url}: background writes on {key!r} are stuck") from None
 
     async def _work(self) -> None:

@@ -565,7 +565,7 @@ class RedisBroker(BrokerBase):
         if s is not None and s.ready is not None and not s.ready.done():
             try:
                 await asyncio.wait_for(asyncio.shield(s.ready), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BrokerUnavailable(f"{self.where}: subscribing to {key!r} timed out") from None
 
     async def publish(
@@ -642,7 +642,7 @@ class RedisBroker(BrokerBase):
             self._stats["reads_waited"] += 1
             try:
                 await asyncio.wait_for(self._reads.acquire(), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._stats["reads_busy"] += 1
                 raise BrokerUnavailable(
                     f"{self.where}: {self.max_reads} history reads busy for {self.timeout:g} s"

@@ -109,7 +109,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
                 break
             try:
                 ev = await asyncio.wait_for(q.get(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             if ev.topic != args.topic:
                 continue

@@ -81,7 +81,7 @@ async def _connected(client: Client, args: argparse.Namespace) -> None:
                 flush=True,
             )
         connecting.result()
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         raise CliError(
             Status.UNAVAILABLE, f"no answer from {address} (wrong address, or transport flags?)"
         ) from None

@@ -69,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
     except UsageError as e:
         print(f"kcprpc: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         return _report(Status.DEADLINE_EXCEEDED, "timed out")
     except (ConnectionError, OSError) as e:
         return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)

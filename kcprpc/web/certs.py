@@ -93,7 +93,9 @@ def make_dev_certificate(
     """A new self-signed ECDSA P-256 certificate valid for ``days`` days (1 to 14) from a few
     minutes ago, for ``hosts`` (DNS names and IP addresses, in its subject alternative names)."""
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"days must be an integer from 1 to {MAX_DAYS} (browsers refuse longer), got {days!r}")
+        raise UsageError(
+            f"days must be an integer from 1 to {MAX_DAYS} (browsers refuse longer), got {days!r}"
+        )
     if not hosts:
         raise UsageError("hosts must name at least one host")
     names: list[x509.GeneralName] = []
@@ -106,7 +108,7 @@ def make_dev_certificate(
             names.append(x509.DNSName(h))
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - _BACKDATE
+    start = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - _BACKDATE
     end = start + datetime.timedelta(days=days)
     cert = (
         x509.CertificateBuilder()
@@ -118,9 +120,7 @@ def make_dev_certificate(
         .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
     return DevCertificate(

@@ -195,7 +195,7 @@ class WebListenerBase:
         None (counted as ``open_timeouts``) when it did not come in time."""
         try:
             return await asyncio.wait_for(first, self.options.open_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.count("open_timeouts", f"no OPEN within {self.options.open_timeout:g} s")
             return None
 

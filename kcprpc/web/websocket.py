@@ -90,7 +90,7 @@ def _make_pipe(
         closing = asyncio.ensure_future(ws.close(code or 1000, _reason(reason)))
         try:
             await asyncio.wait_for(asyncio.shield(closing), 1.0 if code else _CLOSE_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionClosed):
+        except (TimeoutError, ConnectionClosed):
             ws.transport.abort()  # a peer that does not read does not answer the close either
 
     return WebPipe(
@@ -416,7 +416,7 @@ async def dial_websocket(
         code = e.response.status_code
         status = Status.PERMISSION_DENIED if code == 403 else Status.UNAVAILABLE
         raise RpcError(status, f"websocket {url}: the server answered HTTP {code}") from None
-    except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError, InvalidHandshake) as e:
         raise RpcError(Status.UNAVAILABLE, f"websocket {url}: {e or type(e).__name__}") from None
     try:
         msg = await _answer(ws, hello, url, timeout, mux.version)
@@ -457,7 +457,7 @@ async def _answer(ws: ClientConnection, hello: bytes, url: str, timeout: float, 
     try:
         await ws.send(hello)
         reply = await asyncio.wait_for(_recv(ws), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RpcError(
             Status.UNAVAILABLE, f"websocket {url}: no answer to OPEN within {timeout:g} s"
         ) from None

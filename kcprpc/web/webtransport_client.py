@@ -60,6 +60,7 @@ from kcprpc.web.quic import (
 
 log = logging.getLogger("kcprpc.web")
 
+
 class _ClientProtocol(H3Protocol):
     """The client's QUIC connection: one session, its stream and datagrams."""
 
@@ -217,22 +218,26 @@ async def _dial(target: _Target, timeout: float) -> WebConnection:
     try:
         try:
             proto = await asyncio.wait_for(
-                stack.enter_async_context(connect(host, port, configuration=cfg, create_protocol=_ClientProtocol)),
+                stack.enter_async_context(
+                    connect(host, port, configuration=cfg, create_protocol=_ClientProtocol)
+                ),
                 timeout,
             )
-        except asyncio.TimeoutError:
-            raise RpcError(Status.UNAVAILABLE, f"no QUIC answer from {host}:{port} within {timeout} s") from None
+        except TimeoutError:
+            raise RpcError(
+                Status.UNAVAILABLE, f"no QUIC answer from {host}:{port} within {timeout} s"
+            ) from None
         except ConnectionError as e:
             raise RpcError(Status.UNAVAILABLE, f"WebTransport to {host}:{port}: {e}") from None
         assert isinstance(proto, _ClientProtocol)
         if hashes:
             der = server_certificate(proto)
             if der is None or hashlib.sha256(der).digest() not in hashes:
-                raise RpcError(Status.UNAUTHENTICATED, f"the certificate of {host}:{port} matches no certificate hash")
-        conn = await asyncio.wait_for(
-            _open_session(proto, target), timeout
-        )
-    except asyncio.TimeoutError:
+                raise RpcError(
+                    Status.UNAUTHENTICATED, f"the certificate of {host}:{port} matches no certificate hash"
+                )
+        conn = await asyncio.wait_for(_open_session(proto, target), timeout)
+    except TimeoutError:
         await stack.aclose()
         raise RpcError(Status.UNAVAILABLE, f"WebTransport to {url}: no ACCEPT within {timeout} s") from None
     except BaseException:
@@ -243,7 +248,14 @@ async def _dial(target: _Target, timeout: float) -> WebConnection:
 
 
 async def _open_session(proto: _ClientProtocol, target: _Target) -> WebConnection:
-    host, port, path, origin, token, mux = target.host, target.port, target.path, target.origin, target.token, target.mux
+    host, port, path, origin, token, mux = (
+        target.host,
+        target.port,
+        target.path,
+        target.origin,
+        target.token,
+        target.mux,
+    )
     h3 = proto.h3
     if h3 is None:
         raise RpcError(Status.UNAVAILABLE, f"{host}:{port} does not speak HTTP/3")
@@ -275,8 +287,10 @@ async def _open_session(proto: _ClientProtocol, target: _Target) -> WebConnectio
     proto.transmit()
     reply = await proto.reply
     if isinstance(reply, Refuse):
-        raise RpcError(Status(reply.status) if reply.status in Status._value2member_map_ else Status.UNAVAILABLE,
-                       reply.message)
+        raise RpcError(
+            Status(reply.status) if reply.status in Status._value2member_map_ else Status.UNAVAILABLE,
+            reply.message,
+        )
     if not isinstance(reply, Accept):
         detail = reply.detail if isinstance(reply, FramingError) else type(reply).__name__
         raise RpcError(Status.UNAVAILABLE, f"WebTransport: not an ACCEPT from the server: {detail}")

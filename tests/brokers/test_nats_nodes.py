@@ -62,7 +62,7 @@ async def nodes(nats_server: NatsServer) -> AsyncIterator[list[NodeProc]]:
         for n in started:
             try:
                 await asyncio.wait_for(n.proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 n.kill()
                 await n.proc.wait()
 

@@ -101,8 +101,14 @@ class Page:
         bounded by ``timeout``); returns its value."""
         ms, quoted = int(timeout * 1000), json.dumps(expression)
         js = (
-            "(async () => { const end = Date.now() + " + str(ms) + "; for (;;) { const v = (" + expression + ");"
-            " if (v) return v; if (Date.now() > end) throw new Error('timed out waiting for: ' + " + quoted + ");"
+            "(async () => { const end = Date.now() + "
+            + str(ms)
+            + "; for (;;) { const v = ("
+            + expression
+            + ");"
+            " if (v) return v; if (Date.now() > end) throw new Error('timed out waiting for: ' + "
+            + quoted
+            + ");"
             " await new Promise(r => setTimeout(r, 20)); } })()"
         )
         return await self.evaluate(js, timeout=timeout + 5)
@@ -153,7 +159,12 @@ class Chromium:
             raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
         profile = tempfile.mkdtemp(prefix="kcprpc-chromium-")
         proc = await asyncio.create_subprocess_exec(
-            CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", *extra_flags, "about:blank",
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            *extra_flags,
+            "about:blank",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -167,7 +178,7 @@ class Chromium:
             ws = await asyncio.wait_for(websockets.connect(ws_url, max_size=None), timeout)
             browser = cls(proc, ws, stderr)
             yield browser
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RuntimeError(f"chromium did not start in {timeout} s: {stderr.text()}") from None
         finally:
             if browser is not None:
@@ -182,7 +193,12 @@ class Chromium:
             shutil.rmtree(profile, ignore_errors=True)
 
     async def send(
-        self, method: str, params: dict[str, Any] | None = None, *, session_id: str | None = None, timeout: float = 30.0
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        timeout: float = 30.0,
     ) -> Any:
         """Send one DevTools command; returns its result (raises :class:`CdpError` on an error)."""
         i = next(self._ids)
@@ -228,7 +244,9 @@ class Chromium:
                     fut = self._pending.get(msg["id"])
                     if fut is not None and not fut.done():
                         if "error" in msg:
-                            fut.set_exception(CdpError(f"{msg['error'].get('message')}: {msg['error'].get('data', '')}"))
+                            fut.set_exception(
+                                CdpError(f"{msg['error'].get('message')}: {msg['error'].get('data', '')}")
+                            )
                         else:
                             fut.set_result(msg.get("result", {}))
                     continue
@@ -250,7 +268,9 @@ class Chromium:
                 page.console.append(f"{params.get('type')}: {args}")
             elif method == "Runtime.exceptionThrown":
                 d = params.get("exceptionDetails", {})
-                page.console.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
+                page.console.append(
+                    "exception: " + str(d.get("exception", {}).get("description") or d.get("text"))
+                )
         keep = []
         for w in self._waiters:
             m, s, fut = w

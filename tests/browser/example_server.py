@@ -58,8 +58,10 @@ async def example_server(module: str, *, webtransport: bool) -> AsyncIterator[Ex
         drain = asyncio.ensure_future(_keep_reading(proc.stdout, output))
         host, _, port = str(info["kcp"]).rpartition(":")
         yield ExampleServer((host, int(port)), str(info["http"]), info, output)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"{' '.join(cmd)} printed no addresses in {START_TIMEOUT_S} s: {output}") from None
+    except TimeoutError:
+        raise AssertionError(
+            f"{' '.join(cmd)} printed no addresses in {START_TIMEOUT_S} s: {output}"
+        ) from None
     finally:
         await stop(proc, signal.SIGTERM)
         if drain is not None:
@@ -77,7 +79,7 @@ async def stop(proc: asyncio.subprocess.Process, sig: int) -> None:
         proc.send_signal(sig)
     try:
         await asyncio.wait_for(proc.wait(), 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)

@@ -73,7 +73,7 @@ async def kcprpc_serve(args: list[str], cwd: Path) -> AsyncIterator[list[str]]:
     try:
         try:
             await asyncio.wait_for(banner(), START_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(
                 f"kcprpc serve printed no listener within {START_TIMEOUT_S} s: {lines}"
             ) from None

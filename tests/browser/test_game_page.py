@@ -46,7 +46,7 @@ class StateWatch:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, end - loop.time()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(f"timed out waiting for {what}") from None
 
 
@@ -102,7 +102,9 @@ async def test_game_page_joins_inputs_draws_the_server_state_and_keeps_its_seat(
 
             # the page's inputs (unreliable notifies) reached the match: the server state has
             # it where it wants to be, and the state's extra acknowledged one of its inputs
-            await until(lambda: at(web_key, 30.0, 40.0) and at(bot_key, 55.0, 55.0), 20, "both players placed")
+            await until(
+                lambda: at(web_key, 30.0, 40.0) and at(bot_key, 55.0, 55.0), 20, "both players placed"
+            )
             await page.wait_for(
                 f"gameView.acked >= 1 && gameView.players[{web_key!r}]?.x === 30"
                 f" && gameView.players[{bot_key!r}]?.x === 55",

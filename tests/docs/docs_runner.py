@@ -72,7 +72,7 @@ async def run_command(cmd: str, cwd: Path, log: io.StringIO) -> None:
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), COMMAND_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
@@ -107,7 +107,7 @@ async def start_server(cmd: str, cwd: Path, log: io.StringIO) -> asyncio.subproc
     assert proc.stdout is not None and proc.stderr is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), BANNER_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         line = b""
     if not line.startswith(b"kcprpc serving "):
         proc.kill()
@@ -122,7 +122,7 @@ async def stop_server(cmd: str, proc: asyncio.subprocess.Process, log: io.String
         proc.send_signal(signal.SIGINT)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 20)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise AssertionError(f"`{cmd}` did not stop on SIGINT") from None

@@ -73,7 +73,7 @@ async def _until_sentinel_returns(tr: asyncio.DatagramTransport, c: Client) -> N
         try:
             await asyncio.wait_for(asyncio.shield(c.done), 0.3)
             quiet = False
-        except asyncio.TimeoutError:
+        except TimeoutError:
             quiet = True
 
 

@@ -241,7 +241,7 @@ async def test_backpressure_bounds_memory_of_a_slow_reader() -> None:
             written += len(chunk)
             try:
                 await asyncio.wait_for(c.drain(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 stalled = True
                 break
         assert stalled, "drain() never applied backpressure"

@@ -192,7 +192,7 @@ async def _tcp_roundtrip(port: int, seed: int, size: int) -> None:
 async def _bounded(aw: Awaitable[object], peer: Kcptun) -> None:
     try:
         await asyncio.wait_for(aw, DEADLINE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"no echo within {DEADLINE} s; {peer.role} log:\n{peer.log()}")
 
 

@@ -16,8 +16,6 @@ from kcp.secure import HandshakeNoAnswer, SecureConfig
 BOUND = 10.0
 
 
-
-
 async def _until(cond: object, what: str) -> None:
     async def wait() -> None:
         while not cond():  # type: ignore[operator]
@@ -25,7 +23,7 @@ async def _until(cond: object, what: str) -> None:
 
     try:
         await asyncio.wait_for(wait(), BOUND)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
 

@@ -47,7 +47,7 @@ def test_undecodable_body_is_reported_not_raised() -> None:
 
 def test_non_msgpack_types_go_through_pydantic() -> None:
     u = uuid.UUID(int=5)
-    d = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    d = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
     assert codec.unpack(codec.pack([u, d])) == [str(u), "2026-01-02T03:04:05Z"]
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 import kcprpc
 from kcprpc import RpcError, ServerContext, Status
-from kcprpc.eager import EAGER, start_eager
+from kcprpc.eager import start_eager
 from kcprpc.server_session import ServerCall
 from kcprpc.testing import Link, pair
 
@@ -85,7 +85,6 @@ def _turns(loop: asyncio.AbstractEventLoop) -> list[int]:
     return count
 
 
-@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 @pytest.mark.parametrize(("link", "most"), [("memory", 3.1), ("kcp", 3.5)])
 async def test_reply_leaves_in_the_turn_that_read_the_request(link: Link, most: float) -> None:
     # memory link: the request is read in one turn, the reply must be written in that same turn;
@@ -139,7 +138,6 @@ async def test_deadline_cancels_a_suspended_handler_and_runs_its_finally(link: L
         await asyncio.wait_for(svc.cleaned.wait(), TIMEOUT)
 
 
-@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 @pytest.mark.parametrize("link", LINKS)
 async def test_a_deadline_timer_is_armed_only_for_a_handler_that_suspended(link: Link) -> None:
     """The server's deadline timer (``ServerCall.cancel`` at the deadline) costs a timer per call:
@@ -214,7 +212,6 @@ async def test_interceptors_see_the_call(link: Link) -> None:
 # ------------------------------------------------------------- start_eager itself
 
 
-@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 async def test_start_eager_finished_and_suspended() -> None:
     loop = asyncio.get_running_loop()
     me = asyncio.current_task()
@@ -242,7 +239,6 @@ async def test_start_eager_finished_and_suspended() -> None:
     assert got == [9]
 
 
-@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 async def test_start_eager_cancel_before_the_tasks_first_step() -> None:
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -263,7 +259,6 @@ async def test_start_eager_cancel_before_the_tasks_first_step() -> None:
     assert log == ["cancelled inside"] and fut.cancelled()
 
 
-@pytest.mark.skipif(not EAGER, reason="Python 3.10: no eager start")
 async def test_start_eager_exception_in_first_step_goes_to_the_task() -> None:
     async def bad() -> None:
         raise KeyError("x")

@@ -252,7 +252,7 @@ async def test_stalled_partial_frames_are_capped_per_connection() -> None:
     async def outcome(s: Any) -> int | None:
         try:
             ftype, _cid, body = await peer.next(s, timeout=1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         assert ftype == c.TRAILER
         return int(body[0])

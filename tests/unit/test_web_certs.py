@@ -45,7 +45,7 @@ def test_dev_certificate_is_ecdsa_p256_self_signed_for_the_loopback_names() -> N
 
 
 def test_validity_is_at_most_14_days_and_started_already() -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for days in (1, 7, MAX_DAYS):
         cert = x509.load_pem_x509_certificate(make_dev_certificate(days=days).cert_pem)
         assert cert.not_valid_after_utc - cert.not_valid_before_utc == datetime.timedelta(days=days)
@@ -79,7 +79,7 @@ def test_hosts_must_be_given() -> None:
 
 def _self_signed(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, days: int) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    start = datetime.datetime.now(datetime.timezone.utc)
+    start = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
