@@ -19,6 +19,15 @@ anything else is a plain KCP packet (a KCP ``cmd``/``frg`` pair never reads as 0
 malformed datagram is dropped and counted in :class:`kcp.stats.Counters`; :meth:`Pipeline.open`
 never raises on input from the network.
 
+With FEC on, parity goes out only once the peer is known to run FEC too: until its first packet
+comes, each KCP packet goes out as a data shard alone (the group's seqids are still consumed, as
+when the encoder skips a late group's parity), and if that first packet is a plain KCP packet, the
+peer has FEC off, and every packet goes out plain from then on (``fec_peer_off`` counts such
+sessions). A kcp-go session without FEC decodes FEC shards anyway, with a (1, 1) decoder that
+takes parity shards for data before it has tuned itself; a bulk stream's first group makes their
+bytes valid-looking segments (docs/interop.md). Data shards alone are safe there (what it rebuilds
+from one is that same segment), and plain packets are what it expects.
+
 OOB packets (kcp-go's ``SendOOB``) bypass FEC: ``seqid 0xffffffff | 0x00f3 | size | conv | payload``,
 then the crypt layer. kcp-go only sends and delivers them on sessions with FEC enabled; this
 pipeline seals and opens them with or without FEC (the bytes are the same).
@@ -40,6 +49,10 @@ from kcp.stats import Counters
 
 if TYPE_CHECKING:
     from kcp.crypt import PacketCrypt
+
+_PEER_UNKNOWN: Final = 0
+_PEER_FEC: Final = 1
+_PEER_PLAIN: Final = 2
 
 __all__ = [
     "CONV_SIZE",
@@ -113,8 +126,10 @@ class Pipeline:
     """kcp-go's packet layer for one session: FEC, then nonce + crc32 + cipher (or the AEAD).
 
     ``crypt`` is what :func:`kcp.crypt.new_crypt` returns (``None`` for ``null``). FEC is on when
-    both shard counts are positive, as in kcp-go. ``rng(n)`` supplies the nonces (default: the OS
-    CSPRNG, drawn in 4 KiB batches). Drops are counted in ``counters``.
+    both shard counts are positive, as in kcp-go; ``peer_fec`` says the peer runs the same FEC
+    (parity from the first group on; otherwise its first packet tells, see the module docstring).
+    ``rng(n)`` supplies the nonces (default: the OS CSPRNG, drawn in 4 KiB batches). Drops are
+    counted in ``counters``.
     """
 
     __slots__ = (
@@ -122,6 +137,7 @@ class Pipeline:
         "_block",
         "_dec",
         "_enc",
+        "_peer_fec",
         "_rng",
         "counters",
         "crypt",
@@ -139,6 +155,8 @@ class Pipeline:
         parity_shards: int,
         counters: Counters,
         rng: Callable[[int], bytes] = os.urandom,
+        *,
+        peer_fec: bool = False,
     ) -> None:
         self.crypt = crypt
         self.counters = counters
@@ -165,6 +183,9 @@ class Pipeline:
         self.parity_shards = parity_shards if self.fec_enabled else 0
         self._enc: fec.FECEncoder | None = None
         self._dec: fec.FECDecoder | None = None
+        # what the peer's first KCP packet showed (module docstring), unless the caller knows
+        # (``peer_fec``: secure mode, whose handshake agreed on the FEC both ends run)
+        self._peer_fec = _PEER_FEC if peer_fec else _PEER_UNKNOWN
         if self.fec_enabled:
             self._enc = fec.FECEncoder(data_shards, parity_shards)
             self._dec = fec.FECDecoder(data_shards, parity_shards, counters)
@@ -180,9 +201,13 @@ class Pipeline:
 
     def seal(self, kcp_packet: bytes, now: int) -> list[bytes]:
         """Turn one KCP packet into UDP payloads: its data shard (or itself) and any parity shards."""
-        if self._enc is not None:
-            bodies = self._enc.encode(kcp_packet, now)
-            return [self._protect(body) for body in bodies]
+        enc = self._enc
+        if enc is not None:
+            peer = self._peer_fec
+            if peer == _PEER_FEC:
+                return [self._protect(body) for body in enc.encode(kcp_packet, now)]
+            if peer == _PEER_UNKNOWN:  # its data shard only: no parity before the peer shows FEC
+                return [self._protect(enc.encode(kcp_packet, now)[0])]
         return [self._protect(kcp_packet)]
 
     def seal_oob(self, payload: bytes, conv: int) -> bytes:
@@ -262,6 +287,8 @@ class Pipeline:
             return []
         flag = _unpack_u16_from(data, 4)[0]
         if flag in (TYPE_DATA, TYPE_PARITY):
+            if self._peer_fec == _PEER_UNKNOWN:
+                self._peer_fec = _PEER_FEC
             return self._open_fec(data, flag, now)
         if flag == TYPE_OOB:
             if _unpack_u16_from(data, FEC_HEADER_SIZE)[0] != n - FEC_HEADER_SIZE:
@@ -270,6 +297,10 @@ class Pipeline:
                 return []
             c.oob_in += 1
             return [(KIND_OOB, data[FEC_HEADER_SIZE_PLUS2 + CONV_SIZE :])]
+        if self._peer_fec == _PEER_UNKNOWN:
+            self._peer_fec = _PEER_PLAIN
+            if self._enc is not None:  # FEC here, none there: plain from now on
+                c.fec_peer_off += 1
         return [(KIND_KCP, data)]
 
     def _open_fec(self, data: bytes, flag: int, now: int) -> list[tuple[int, bytes]]:

@@ -196,7 +196,8 @@ class KCPSession:
         self.remote_address: Address = remote
         self.local_address: Address = ep.local_address
         self.counters = Counters()
-        self._pipeline = Pipeline(crypt, fec[0], fec[1], self.counters, rng)
+        # a secure handshake agreed on the FEC both ends run; a compat peer shows it (kcp.pipeline)
+        self._pipeline = Pipeline(crypt, fec[0], fec[1], self.counters, rng, peer_fec=path.mode == "secure")
         self._plain = crypt is None and not self._pipeline.fec_enabled
         self._path = path
         self._path_timer = path.timer if path.has_timer else None

@@ -3,7 +3,7 @@ kcp-go v5.6.1, smux 1.5.16), all on 127.0.0.1.
 
 * our ``kcp.dial`` + ``MuxSession`` (client) -> ``kcptun-server`` -> a local TCP echo server;
 * a TCP client -> ``kcptun-client`` -> our ``kcp.listen`` + ``MuxSession`` (server) that echoes;
-* kcptun's defaults against ours, FEC on kcptun's side only, FIN from the far side, ``--conn 2``;
+* kcptun's defaults against ours, FEC on one side only, FIN from the far side, ``--conn 2``;
 * both directions again through our seeded lossy relay (FEC recovery checked on both ends);
 * flow control and liveness: smux v2 stream window, a closed KCP window reopened by our WINS,
   keepalive NOPs;
@@ -316,18 +316,26 @@ async def test_defaults_kcptun_client_to_our_server(kcptun: None) -> None:
         await echo.close()
 
 
-async def test_fec_on_the_peer_only(kcptun: None) -> None:
-    """kcptun with FEC 10/3 against us without FEC still carries the data: we take its data shards
-    (and tune a decoder to its parameters). The other way round is not safe: kcptun 20210922
-    without FEC takes parity shards of ours for data now and then (docs/interop.md;
-    tests/unit/test_pipeline.py shows why a bulk stream's first group is the case)."""
-    o = PeerOptions(crypt="aes", datashard=10, parityshard=3)
+@pytest.mark.parametrize(
+    ("peer_fec", "our_fec"), [((10, 3), (0, 0)), ((0, 0), (10, 3))], ids=["peer-fec", "our-fec"]
+)
+async def test_fec_on_one_side_only(
+    kcptun: None, peer_fec: tuple[int, int], our_fec: tuple[int, int]
+) -> None:
+    """FEC on one end only still carries the data. kcptun with FEC against us without: we take
+    its data shards (and tune a decoder to its parameters). We with FEC against kcptun without: our
+    first packets go out as data shards alone, and once kcptun's come plain, ours do too
+    (``fec_peer_off``): kcptun 20210922 without FEC takes parity shards for data, and a bulk
+    stream's first group makes those valid-looking segments (docs/interop.md). With parity sent
+    from the start, this echo came back with a segment replaced on Python 3.12 and 3.13."""
+    o = PeerOptions(crypt="aes", datashard=peer_fec[0], parityshard=peer_fec[1])
     async with _tcp_echo() as echo_port, Kcptun.server(echo_port, o) as peer:
-        s = await kcp.dial(*peer.address, **_ours(o, fec=(0, 0)))
+        s = await kcp.dial(*peer.address, **_ours(o, fec=our_fec))
         mux = MuxSession(s, client=True, config=_mux_config(o))
         try:
             await _bounded(_stream_roundtrip(mux, 80, 100_000), peer)
             assert s.stats["in_csum_errors"] == 0 and s.stats["kcp_in_errors"] == 0
+            assert s.stats["fec_peer_off"] == (1 if our_fec != (0, 0) else 0)
         finally:
             await mux.close()
 

@@ -43,9 +43,13 @@ def kcp_packet(rnd: random.Random, size: int, conv: int = 0x11223344) -> bytes:
     )
 
 
-def pipe(name: str, ds: int = 0, ps: int = 0, seed: int = 1) -> tuple[Pipeline, Counters]:
+def pipe(
+    name: str, ds: int = 0, ps: int = 0, seed: int = 1, *, peer_fec: bool = True
+) -> tuple[Pipeline, Counters]:
+    """A pipeline whose peer is known to run FEC (as a secure handshake says) unless ``peer_fec``
+    is False: then its first packet from the peer tells."""
     counters = Counters()
-    return Pipeline(new_crypt(name, KEY), ds, ps, counters, rng=_rng(seed)), counters
+    return Pipeline(new_crypt(name, KEY), ds, ps, counters, rng=_rng(seed), peer_fec=peer_fec), counters
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +280,42 @@ def test_parity_of_a_bulk_streams_first_group_never_reaches_kcp_without_fec() ->
     assert got == [(KIND_KCP, p) for p in packets]
     # one mismatch of flag and position started its tuning; nothing was rebuilt meanwhile
     assert counters.fec_errs == 1 and counters.fec_recovered == 0
+
+
+def test_parity_waits_until_the_peer_shows_it_runs_fec() -> None:
+    """A compat peer's FEC is not known until its first packet: data shards go out alone (their
+    seqids still consumed), then parity once a shard of the peer's arrives."""
+    tx, _ = pipe("aes", 3, 2, peer_fec=False)
+    peer, _ = pipe("aes", 3, 2, seed=2)
+    rnd = random.Random(4)
+    packets = [kcp_packet(rnd, 60 + i) for i in range(6)]
+    before = [w for i, p in enumerate(packets[:3]) for w in tx.seal(p, now=i)]
+    assert len(before) == 3  # a whole group: no parity
+    got = [payload for w in before for kind, payload in peer.open(w, now=0) if kind == KIND_KCP]
+    assert got == packets[:3]
+    assert [k for w in peer.seal(kcp_packet(rnd, 40), now=0) for k, _ in tx.open(w, now=0)] == [KIND_KCP]
+    after = [w for i, p in enumerate(packets[3:]) for w in tx.seal(p, now=10 + i)]
+    assert len(after) == 5  # the next group, whose seqids start at 5: 3 data shards and 2 parity
+    lost_one = [w for i, w in enumerate(after) if i != 1]
+    got = [payload for w in lost_one for _, payload in peer.open(w, now=0)]
+    assert sorted(got) == sorted(packets[3:])  # the lost shard comes back from the parity
+
+
+def test_a_peer_without_fec_gets_plain_packets() -> None:
+    """FEC here, none at the peer (a kcp-go session without FEC, which would take parity shards
+    for data): once its first packet comes plain, every packet goes out plain, and it is counted."""
+    tx, counters = pipe("null", 10, 3, peer_fec=False)
+    peer, _ = pipe("null", 0, 0, seed=2)
+    rnd = random.Random(5)
+    first = kcp_packet(rnd, 100)
+    (wire,) = tx.seal(first, now=0)
+    assert wire == struct.pack("<IHH", 0, TYPE_DATA, len(first) + 2) + first  # a data shard alone
+    assert [p for k, p in peer.open(wire, now=0) if k == KIND_KCP] == [first]
+    for w in peer.seal(kcp_packet(rnd, 40), now=0):
+        tx.open(w, now=0)
+    assert counters.fec_peer_off == 1
+    packets = [kcp_packet(rnd, 200) for _ in range(20)]
+    assert [w for i, p in enumerate(packets) for w in tx.seal(p, now=i)] == packets  # plain, no parity
 
 
 # ---------------------------------------------------------------------------------------------
