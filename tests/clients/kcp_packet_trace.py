@@ -45,8 +45,10 @@ def run(seed: int, crypt_name: str, fec: tuple[int, int]) -> dict[str, Any]:
     rng = random.Random(f"{seed}/{crypt_name}/{fec}")
     key = derive_key(PASSPHRASE)
     tx_c, rx_c = Counters(), Counters()
-    tx = Pipeline(new_crypt(crypt_name, key), fec[0], fec[1], tx_c, CounterRng())
-    rx = Pipeline(new_crypt(crypt_name, key), fec[0], fec[1], rx_c, CounterRng())
+    # peers known to run the FEC (parity from the first group, as kcp-go and the TypeScript client
+    # send it; a compat session learns it from its peer's first packet: kcp.pipeline)
+    tx = Pipeline(new_crypt(crypt_name, key), fec[0], fec[1], tx_c, CounterRng(), peer_fec=True)
+    rx = Pipeline(new_crypt(crypt_name, key), fec[0], fec[1], rx_c, CounterRng(), peer_fec=True)
     steps: list[dict[str, Any]] = []
     now = 1_000_000
     for _ in range(120):
