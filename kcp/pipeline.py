@@ -19,11 +19,13 @@ anything else is a plain KCP packet (a KCP ``cmd``/``frg`` pair never reads as 0
 malformed datagram is dropped and counted in :class:`kcp.stats.Counters`; :meth:`Pipeline.open`
 never raises on input from the network.
 
-With FEC on, parity goes out only once the peer is known to run FEC too: until its first packet
-comes, each KCP packet goes out as a data shard alone (the group's seqids are still consumed, as
-when the encoder skips a late group's parity), and if that first packet is a plain KCP packet, the
-peer has FEC off, and every packet goes out plain from then on (``fec_peer_off`` counts such
-sessions). A kcp-go session without FEC decodes FEC shards anyway, with a (1, 1) decoder that
+With FEC on, parity goes out only once the peer is known to run FEC too, which an FEC shard from
+it shows. Until the peer's first packet comes, each KCP packet goes out as a data shard alone (the
+group's seqids are still consumed, as when the encoder skips a late group's parity). While the
+peer has sent plain KCP packets and no FEC shard, every packet goes out plain
+(``fec_plain_out`` counts them): a peer with FEC on sends nothing but shards once its session
+runs, and a plain packet before that (a kcprpc listener's admission challenge) gives way to its
+first shard. A kcp-go session without FEC decodes FEC shards anyway, with a (1, 1) decoder that
 takes parity shards for data before it has tuned itself; a bulk stream's first group makes their
 bytes valid-looking segments (docs/interop.md). Data shards alone are safe there (what it rebuilds
 from one is that same segment), and plain packets are what it expects.
@@ -208,6 +210,7 @@ class Pipeline:
                 return [self._protect(body) for body in enc.encode(kcp_packet, now)]
             if peer == _PEER_UNKNOWN:  # its data shard only: no parity before the peer shows FEC
                 return [self._protect(enc.encode(kcp_packet, now)[0])]
+            self.counters.fec_plain_out += 1  # the peer sends plain: so do we
         return [self._protect(kcp_packet)]
 
     def seal_oob(self, payload: bytes, conv: int) -> bytes:
@@ -287,8 +290,7 @@ class Pipeline:
             return []
         flag = _unpack_u16_from(data, 4)[0]
         if flag in (TYPE_DATA, TYPE_PARITY):
-            if self._peer_fec == _PEER_UNKNOWN:
-                self._peer_fec = _PEER_FEC
+            self._peer_fec = _PEER_FEC  # (also after plain packets: an FEC shard settles it)
             return self._open_fec(data, flag, now)
         if flag == TYPE_OOB:
             if _unpack_u16_from(data, FEC_HEADER_SIZE)[0] != n - FEC_HEADER_SIZE:
@@ -298,9 +300,7 @@ class Pipeline:
             c.oob_in += 1
             return [(KIND_OOB, data[FEC_HEADER_SIZE_PLUS2 + CONV_SIZE :])]
         if self._peer_fec == _PEER_UNKNOWN:
-            self._peer_fec = _PEER_PLAIN
-            if self._enc is not None:  # FEC here, none there: plain from now on
-                c.fec_peer_off += 1
+            self._peer_fec = _PEER_PLAIN  # until an FEC shard comes
         return [(KIND_KCP, data)]
 
     def _open_fec(self, data: bytes, flag: int, now: int) -> list[tuple[int, bytes]]:

@@ -44,7 +44,7 @@ _FIELDS: tuple[str, ...] = (
     "fec_errs",  # shards that could not be used (bad size, reconstruct failure)
     "fec_parity_shards",  # parity shards received
     "fec_short_shards",  # groups given up because too few shards arrived
-    "fec_peer_off",  # sessions with FEC whose peer sends without: they send plain (kcp.pipeline)
+    "fec_plain_out",  # packets a session with FEC sent plain: its peer sends plain (kcp.pipeline)
     "oob_in",
     "oob_out",
     # sessions
@@ -182,7 +182,7 @@ class Counters(CounterSet):
     fec_errs: int
     fec_parity_shards: int
     fec_short_shards: int
-    fec_peer_off: int
+    fec_plain_out: int
     oob_in: int
     oob_out: int
     active_opens: int

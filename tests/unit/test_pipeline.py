@@ -313,9 +313,26 @@ def test_a_peer_without_fec_gets_plain_packets() -> None:
     assert [p for k, p in peer.open(wire, now=0) if k == KIND_KCP] == [first]
     for w in peer.seal(kcp_packet(rnd, 40), now=0):
         tx.open(w, now=0)
-    assert counters.fec_peer_off == 1
     packets = [kcp_packet(rnd, 200) for _ in range(20)]
     assert [w for i, p in enumerate(packets) for w in tx.seal(p, now=i)] == packets  # plain, no parity
+    assert counters.fec_plain_out == 20
+
+
+def test_a_plain_packet_before_the_peers_first_shard_gives_way_to_it() -> None:
+    """A kcprpc listener with FEC answers a new peer first with a plain admission challenge, then
+    its session sends shards: the first shard puts parity back on, in the group in progress."""
+    tx, counters = pipe("null", 3, 2, peer_fec=False)
+    peer, _ = pipe("null", 3, 2, seed=2)
+    rnd = random.Random(6)
+    tx.seal(kcp_packet(rnd, 50), now=0)  # a data shard alone, seqid 0
+    challenge = struct.pack("<IBBHIIII", 0x11223344, 81, 0, 128, 7, 0xFFFFFFFF, 0, 0)
+    assert tx.open(challenge, now=0) == [(KIND_KCP, challenge)]
+    assert tx.seal(kcp_packet(rnd, 50), now=1)[0][4:6] != struct.pack("<H", TYPE_DATA)  # plain
+    for w in peer.seal(kcp_packet(rnd, 40), now=0):
+        tx.open(w, now=0)
+    assert len(tx.seal(kcp_packet(rnd, 50), now=2)) == 1  # seqid 1
+    assert len(tx.seal(kcp_packet(rnd, 50), now=3)) == 3  # seqid 2 ends the group: + 2 parity
+    assert counters.fec_plain_out == 1
 
 
 # ---------------------------------------------------------------------------------------------
