@@ -199,8 +199,13 @@ class FECEncoder:
             raise KCPUsageError("cannot move next_seqid in the middle of a group")
         self._next = value
 
-    def encode(self, packet: bytes | bytearray | memoryview, now: int) -> list[bytes]:
+    def encode(
+        self, packet: bytes | bytearray | memoryview, now: int, with_parity: bool = True
+    ) -> list[bytes]:
         """Seal one KCP packet as a data shard; return it, followed by the parity shards if it ends a group.
+
+        ``with_parity=False`` skips a group's parity as the continuity limit does (its seqids are still
+        consumed): :mod:`kcp.pipeline` sends none before the peer has shown it runs FEC.
 
         The encoder keeps the returned data shards until the group's parity is made; they are new
         ``bytes``, so the caller may reuse ``packet``'s buffer.
@@ -233,7 +238,7 @@ class FECEncoder:
         size = self._max_len + 2  # RS runs from the size field on: bodies are size field + packet
         self._shards = []
         self._max_len = 0
-        if last is None or now - last >= self.rto:
+        if not with_parity or last is None or now - last >= self.rto:
             self._next = (seq + self.parity_shards) % self._paws
             return [shard]
         out = [shard]

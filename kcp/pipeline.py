@@ -209,7 +209,7 @@ class Pipeline:
             if peer == _PEER_FEC:
                 return [self._protect(body) for body in enc.encode(kcp_packet, now)]
             if peer == _PEER_UNKNOWN:  # its data shard only: no parity before the peer shows FEC
-                return [self._protect(enc.encode(kcp_packet, now)[0])]
+                return [self._protect(enc.encode(kcp_packet, now, with_parity=False)[0])]
             self.counters.fec_plain_out += 1  # the peer sends plain: so do we
         return [self._protect(kcp_packet)]
 
