@@ -5,7 +5,7 @@ import path from "node:path";
 import { newCounters, type Counters } from "../src/kcp/counters.js";
 import { crc32, deriveKey, newCrypt } from "../src/kcp/crypt.js";
 import { FecDecoder, FecEncoder } from "../src/kcp/fec.js";
-import { KIND_KCP, KIND_KCP_RECOVERED, KIND_OOB, Pipeline } from "../src/kcp/pipeline.js";
+import { defaultRandom, KIND_KCP, KIND_KCP_RECOVERED, KIND_OOB, Pipeline } from "../src/kcp/pipeline.js";
 import { ReedSolomon } from "../src/kcp/rs.js";
 import { hex, REPO, runPython, unhex } from "./helpers/python.js";
 
@@ -142,8 +142,9 @@ test("packet: the pipeline seals and opens exactly as the Python pipeline (6 cip
       const key = deriveKey("it's a secrect");
       const txc = newCounters();
       const rxc = newCounters();
-      const tx = new Pipeline(newCrypt(t.crypt, key), t.fec[0], t.fec[1], txc, counterRng());
-      const rx = new Pipeline(newCrypt(t.crypt, key), t.fec[0], t.fec[1], rxc, counterRng());
+      // peers known to run the FEC, as the Python trace's (parity from the first group)
+      const tx = new Pipeline(newCrypt(t.crypt, key), t.fec[0], t.fec[1], txc, counterRng(), true);
+      const rx = new Pipeline(newCrypt(t.crypt, key), t.fec[0], t.fec[1], rxc, counterRng(), true);
       assert.equal(tx.overhead, t.overhead);
       for (const [i, s] of t.steps.entries()) {
         const where = `${t.crypt} ${t.fec} step ${i}`;
@@ -170,4 +171,69 @@ test("packet: OOB datagrams round-trip; kinds are told apart", () => {
   assert.equal(KIND_KCP_RECOVERED, 2);
   assert.equal(a.overhead, 36);
   assert.equal(new Pipeline(newCrypt("aes", key), 0, 0, newCounters()).overhead, 20);
+});
+
+/** A KCP-like packet: a PUSH header with `sn`, then `n` bytes of `fill`. */
+function kcpPacket(sn: number, n: number, fill = sn): Uint8Array {
+  const p = new Uint8Array(24 + n).fill(fill & 0xff);
+  const v = new DataView(p.buffer);
+  v.setUint32(0, 0x11223344, true);
+  p[4] = 81;
+  p[5] = 0;
+  v.setUint16(6, 128, true);
+  v.setUint32(8, 0, true);
+  v.setUint32(12, sn, true);
+  v.setUint32(16, 0, true);
+  v.setUint32(20, n, true);
+  return p;
+}
+
+const flagOf = (d: Uint8Array): number => new DataView(d.buffer, d.byteOffset).getUint16(4, true);
+
+test("packet: a compat pipeline sends parity only once the peer has sent an FEC shard; the skipped group's seqids stay consumed", () => {
+  const key = deriveKey("k");
+  const tx = new Pipeline(newCrypt("aes", key), 3, 2, newCounters());
+  const peer = new Pipeline(newCrypt("aes", key), 3, 2, newCounters(), defaultRandom, true);
+  const packets = Array.from({ length: 6 }, (_, i) => kcpPacket(i, 60 + i));
+  const before = packets.slice(0, 3).flatMap((p, i) => tx.seal(p, i));
+  assert.equal(before.length, 3); // a whole group: no parity
+  const got = before.flatMap((w) => peer.open(w)).filter(([k]) => k === KIND_KCP).map(([, p]) => hex(p));
+  assert.deepEqual(got, packets.slice(0, 3).map(hex));
+  for (const w of peer.seal(kcpPacket(0, 40), 0)) assert.deepEqual(tx.open(w).map(([k]) => k), [KIND_KCP]);
+  const after = packets.slice(3).flatMap((p, i) => tx.seal(p, 10 + i));
+  assert.equal(after.length, 5); // the next group (seqids from 5): 3 data shards and 2 parity
+  const rebuilt = after.filter((_, i) => i !== 1).flatMap((w) => peer.open(w)).map(([, p]) => hex(p));
+  assert.deepEqual(rebuilt.sort(), packets.slice(3).map(hex).sort()); // the lost shard comes back from the parity
+});
+
+test("packet: a compat peer that sends plain packets (kcp-go without FEC) gets plain packets, counted", () => {
+  const counters = newCounters();
+  const tx = new Pipeline(null, 10, 3, counters);
+  const peer = new Pipeline(null, 0, 0, newCounters());
+  const first = kcpPacket(0, 100);
+  const [wire, ...rest] = tx.seal(first, 0);
+  assert.equal(rest.length, 0);
+  assert.equal(flagOf(wire!), 0xf1); // a data shard alone
+  assert.equal(new DataView(wire!.buffer).getUint32(0, true), 0); // seqid 0
+  assert.deepEqual(peer.open(wire!).filter(([k]) => k === KIND_KCP).map(([, p]) => hex(p)), [hex(first)]);
+  for (const w of peer.seal(kcpPacket(0, 40), 0)) tx.open(w);
+  const packets = Array.from({ length: 20 }, (_, i) => kcpPacket(1 + i, 200));
+  assert.deepEqual(packets.flatMap((p, i) => tx.seal(p, i)).map(hex), packets.map(hex)); // plain, no parity
+  assert.equal(counters.fecPlainOut, 20);
+});
+
+test("packet: a plain packet before the peer's first shard (a kcprpc listener's admission challenge) gives way to it", () => {
+  const counters = newCounters();
+  const tx = new Pipeline(null, 3, 2, counters);
+  const peer = new Pipeline(null, 3, 2, newCounters(), defaultRandom, true);
+  assert.equal(tx.seal(kcpPacket(0, 50), 0).length, 1); // a data shard alone, seqid 0
+  const challenge = kcpPacket(0, 0);
+  assert.deepEqual(tx.open(challenge).map(([k, p]) => [k, hex(p)]), [[KIND_KCP, hex(challenge)]]);
+  const plain = tx.seal(kcpPacket(1, 50), 1);
+  assert.equal(plain.length, 1);
+  assert.notEqual(flagOf(plain[0]!), 0xf1);
+  for (const w of peer.seal(kcpPacket(0, 40), 0)) tx.open(w);
+  assert.equal(tx.seal(kcpPacket(2, 50), 2).length, 1); // seqid 1
+  assert.equal(tx.seal(kcpPacket(3, 50), 3).length, 3); // seqid 2 ends the group: + 2 parity
+  assert.equal(counters.fecPlainOut, 1);
 });

@@ -18,6 +18,8 @@ export interface Counters extends EngineCounters, FecCounters {
   inCsumErrors: number;
   /** AEAD: the tag did not verify (corrupt or wrong key). */
   decryptErrors: number;
+  /** KCP packets a session with FEC sent plain: its peer sends plain (compat mode: pipeline.ts). */
+  fecPlainOut: number;
   /** Out-of-band datagrams received. */
   oobIn: number;
   /** Out-of-band datagrams sent. */
@@ -46,6 +48,7 @@ export function newCounters(): Counters {
     inErrs: 0,
     inCsumErrors: 0,
     decryptErrors: 0,
+    fecPlainOut: 0,
     oobIn: 0,
     oobOut: 0,
     oobDropped: 0,

@@ -100,8 +100,12 @@ export class FecEncoder {
     return this.next;
   }
 
-  /** Seal one KCP packet as a data shard; returns it, followed by the parity shards if it ends a group. `now`: a non-wrapping ms clock. */
-  encode(packet: Uint8Array, now: number): Uint8Array[] {
+  /**
+   * Seal one KCP packet as a data shard; returns it, followed by the parity shards if it ends a group. `now`: a non-wrapping ms clock.
+   * `withParity = false` skips a group's parity as the continuity limit does (its seqids are still consumed): the
+   * the pipeline (pipeline.ts) sends none before the peer has shown it runs FEC.
+   */
+  encode(packet: Uint8Array, now: number, withParity = true): Uint8Array[] {
     const n = packet.length;
     if (n > 0xffff - 2) throw new KcpUsageError(`packet too long for the FEC size field (${n} bytes)`);
     let seq = this.next;
@@ -123,7 +127,7 @@ export class FecEncoder {
     const group = this.shards;
     this.shards = [];
     this.maxLen = 0;
-    if (last === null || now - last >= this.rto) {
+    if (!withParity || last === null || now - last >= this.rto) {
       this.next = (seq + this.parityShards) % this.paws;
       return [shard];
     }

@@ -4,6 +4,16 @@
  *
  * {@link Pipeline.open} never throws on input from the network: every malformed datagram is
  * dropped and counted in the session's {@link Counters}.
+ *
+ * With FEC on, parity goes out only once the peer is known to run FEC too, which an FEC shard from
+ * it shows (or secure mode's handshake, which agreed on it: `peerFec`). Until the peer's first
+ * packet comes, each KCP packet goes out as a data shard alone (the group's seqids are still
+ * consumed, as when the encoder skips a late group's parity). While the peer has sent plain KCP
+ * packets and no FEC shard, every packet goes out plain (counter `fecPlainOut`); its first shard
+ * puts parity back on. The reason: kcp-go receivers without FEC as old as kcptun 20210922's decode
+ * shards with a (1, 1) decoder that takes parity for data before it has tuned itself, and the
+ * parity of a bulk stream's first group reads as valid segments (docs/wire-format/fec.md, "Parity
+ * timing").
  */
 import { randomBytes } from "node:crypto";
 import type { Counters } from "./counters.js";
@@ -51,6 +61,9 @@ export function bareKcp(d: Uint8Array): boolean {
   return !(d.length > 5 && d[4]! >= 0xf1 && d[4]! <= 0xf3 && d[5] === 0);
 }
 
+/** What a pipeline with FEC knows of its peer's FEC: nothing yet, it runs FEC, it sends plain packets. */
+type PeerFec = "unknown" | "fec" | "plain";
+
 /** The packet layer: `seal` KCP packets into UDP payloads, `open` them back. */
 export class Pipeline {
   /** True when FEC is on. */
@@ -63,15 +76,21 @@ export class Pipeline {
   private readonly aead: AeadCrypt | null = null;
   private readonly enc: FecEncoder | null = null;
   private dec: FecDecoder | null = null;
+  private peer: PeerFec;
 
-  /** `crypt` from {@link newCrypt} (null: no crypt layer); FEC is on when both shard counts are positive. */
+  /**
+   * `crypt` from {@link newCrypt} (null: no crypt layer); FEC is on when both shard counts are positive.
+   * `peerFec`: the peer is known to run the same FEC (secure mode's handshake agreed on it), so parity goes out from the first group.
+   */
   constructor(
     readonly crypt: PacketCrypt | null,
     readonly dataShards: number,
     readonly parityShards: number,
     readonly counters: Counters,
     private readonly random: RandomSource = defaultRandom,
+    peerFec = false,
   ) {
+    this.peer = peerFec ? "fec" : "unknown";
     let header = 0;
     let tail = 0;
     if (crypt !== null && crypt.kind === "aead") {
@@ -94,7 +113,12 @@ export class Pipeline {
 
   /** One KCP packet → its UDP payloads (the data shard or the packet itself, then any parity shards). `now`: a non-wrapping ms clock. */
   seal(kcpPacket: Uint8Array, now: number): Uint8Array[] {
-    if (this.enc !== null) return this.enc.encode(kcpPacket, now).map((b) => this.protect(b));
+    const enc = this.enc;
+    if (enc !== null) {
+      if (this.peer === "fec") return enc.encode(kcpPacket, now).map((b) => this.protect(b));
+      if (this.peer === "unknown") return [this.protect(enc.encode(kcpPacket, now, false)[0]!)]; // no parity before the peer shows FEC
+      this.counters.fecPlainOut++; // the peer sends plain: so do we
+    }
     return [this.protect(kcpPacket)];
   }
 
@@ -164,12 +188,16 @@ export class Pipeline {
     if (n < MIN_PACKET_SIZE) return this.drop("shortPackets");
     const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
     const flag = v.getUint16(4, true);
-    if (flag === TYPE_DATA || flag === TYPE_PARITY) return this.openFec(data, v, flag);
+    if (flag === TYPE_DATA || flag === TYPE_PARITY) {
+      this.peer = "fec"; // (also after plain packets: an FEC shard settles it)
+      return this.openFec(data, v, flag);
+    }
     if (flag === TYPE_OOB) {
       if (v.getUint16(FEC_HEADER_SIZE, true) !== n - FEC_HEADER_SIZE) return this.drop("fecErrs");
       this.counters.oobIn++;
       return [[KIND_OOB, data.slice(FEC_HEADER_SIZE_PLUS2 + 4)]];
     }
+    if (this.peer === "unknown") this.peer = "plain"; // until an FEC shard comes
     return [[KIND_KCP, data]];
   }
 

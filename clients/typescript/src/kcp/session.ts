@@ -267,7 +267,8 @@ export class KcpSession implements PathOwner {
   ) {
     this.clock = options.clock ?? defaultClock;
     const fec = options.fec ?? [0, 0];
-    this.pipeline = new Pipeline(options.crypt ?? null, fec[0], fec[1], this.counters, options.random ?? defaultRandom);
+    // secure mode's handshake agreed on the FEC both ends run; a compat peer shows it with its packets
+    this.pipeline = new Pipeline(options.crypt ?? null, fec[0], fec[1], this.counters, options.random ?? defaultRandom, path.mode === "secure");
     this.plain = (options.crypt ?? null) === null && !this.pipeline.fecEnabled;
     this.overhead = this.pipeline.overhead + path.overhead;
     const eng = (this.engine = new Kcp(conv, (d) => this.output(d)));
