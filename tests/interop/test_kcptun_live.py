@@ -139,9 +139,11 @@ class _MuxEchoServer:
 
 
 @asynccontextmanager
-async def _our_server(o: PeerOptions) -> AsyncIterator[tuple[kcp.Listener, _MuxEchoServer]]:
+async def _our_server(
+    o: PeerOptions, fec: tuple[int, int] | None = None
+) -> AsyncIterator[tuple[kcp.Listener, _MuxEchoServer]]:
     echo = _MuxEchoServer(o)
-    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo.on_accept, **_ours(o))
+    lis = await kcp.listen("127.0.0.1", 0, on_accept=echo.on_accept, **_ours(o, fec=fec))
     try:
         yield lis, echo
     finally:
@@ -338,6 +340,23 @@ async def test_fec_on_one_side_only(
             assert (s.stats["fec_plain_out"] > 0) == (our_fec != (0, 0))
         finally:
             await mux.close()
+
+
+@pytest.mark.parametrize(
+    ("peer_fec", "our_fec"), [((10, 3), (0, 0)), ((0, 0), (10, 3))], ids=["peer-fec", "our-fec"]
+)
+async def test_fec_on_one_side_only_kcptun_client_to_our_server(
+    kcptun: None, peer_fec: tuple[int, int], our_fec: tuple[int, int]
+) -> None:
+    """The same through kcptun-client to our listener: the 100 KB echo is our bulk stream to kcp-go.
+    With FEC here only, kcptun-client's first packet comes plain, so everything we send is plain."""
+    o = PeerOptions(crypt="aes", datashard=peer_fec[0], parityshard=peer_fec[1])
+    async with _our_server(o, fec=our_fec) as (lis, echo), Kcptun.client(lis.address[1], o) as peer:
+        await _bounded(_tcp_roundtrip(peer.port, 81, 100_000), peer)
+        stats = echo.sessions[0].stats
+        assert stats["in_csum_errors"] == 0 and stats["kcp_in_errors"] == 0, stats
+        assert (stats["fec_plain_out"] > 0) == (our_fec != (0, 0)), stats
+        await echo.close()
 
 
 async def test_fin_from_the_far_side_first(kcptun: None) -> None:
