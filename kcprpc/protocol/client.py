@@ -219,9 +219,14 @@ class ClientProtocol:
         return encode_goaway(int(Status.OK), "client closed")
 
     def next_id(self) -> int:
-        """The next call id: 1, 2, 3 … wrapping at 2³², never 0."""
-        self._next = (self._next + 1) & 0xFFFFFFFF or 1
-        return self._next
+        """The next call id: 1, 2, 3 … wrapping at 2³², never 0, and never one a call in flight
+        still holds (after the wrap, a subscription opened 2³² calls ago may still run)."""
+        nid = (self._next + 1) & 0xFFFFFFFF or 1
+        calls = self.calls
+        while nid in calls:  # bounded: at most as many calls as the server lets run at once
+            nid = (nid + 1) & 0xFFFFFFFF or 1
+        self._next = nid
+        return nid
 
     def call(
         self,

@@ -214,3 +214,22 @@ def test_call_ids_never_zero_and_wrap(n: int) -> None:
     proto._next = 0xFFFFFFFF - 4  # start near the wrap
     ids = [proto.next_id() for _ in range(n)]
     assert 0 not in ids and len(set(ids)) == len(ids)
+
+
+@given(st.sets(st.integers(1, 12), max_size=8), st.integers(0, 12))
+def test_call_ids_after_the_wrap_skip_calls_still_in_flight(live: set[int], n: int) -> None:
+    """After 2³² calls a subscription opened at the start may still run: a new call never takes
+    its id (the server would drop the CALL as a duplicate, and the old call's frames would reach
+    the new one)."""
+    proto = ClientProtocol(4096, {})
+    for cid in live:
+        proto.call(object(), cid, "svc/sub", None, None, True, None)
+    proto._next = 0xFFFFFFFF - 2  # near the wrap
+    ids = []
+    for _ in range(n):
+        cid = proto.next_id()
+        ids.append(cid)
+        proto.call(object(), cid, "svc/m", None, None, True, None)
+    assert not set(ids) & live and 0 not in ids and len(set(ids)) == len(ids)
+    expected = [0xFFFFFFFE, 0xFFFFFFFF] + [i for i in range(1, 40) if i not in live]
+    assert ids == expected[:n]

@@ -427,3 +427,21 @@ test("events(): an async iterable of one event name, bounded, unregistered when 
   assert.equal((await iter.next()).done, true);
   await client.close();
 });
+
+test("call ids after the wrap at 2^32 skip a call still in flight: a subscription opened first keeps its id and its frames", async () => {
+  const { client, servers } = await setup();
+  const bidi = client.bidi<string, { echo: string }>("t.S/bidi");
+  const it = bidi[Symbol.asyncIterator]();
+  await bidi.send("x");
+  assert.deepEqual((await it.next()).value, { echo: "x" });
+  const first = servers[0]!.log.find((f) => f.type === T.CALL)!.callId;
+  assert.equal(first, 1);
+  (client as unknown as { nextCallId: number }).nextCallId = 0xfffffffe; // 2^32 - 2 calls later
+  for (let i = 0; i < 2; i++) assert.deepEqual(await client.call("t.S", "echo", i), { got: i, md: null });
+  const ids = servers[0]!.log.filter((f) => f.type === T.CALL).map((f) => f.callId);
+  assert.deepEqual(ids, [1, 0xffffffff, 2]); // not 0, not 1
+  await bidi.send("y"); // the subscription's frames still reach it
+  assert.deepEqual((await it.next()).value, { echo: "y" });
+  bidi.cancel();
+  await client.close();
+});

@@ -913,9 +913,12 @@ export class Client implements RpcChannel {
     return l;
   }
 
-  private newCallId(): number {
-    this.nextCallId = (this.nextCallId + 1) >>> 0 || 1;
-    return this.nextCallId;
+  /** The next call id: 1, 2, 3 … wrapping at 2³², never 0, and never one a call in flight on `link` still holds (after the wrap, a subscription opened 2³² calls ago may still run). */
+  private newCallId(link: Link): number {
+    let id = (this.nextCallId + 1) >>> 0 || 1;
+    while (link.calls.has(id)) id = (id + 1) >>> 0 || 1; // bounded: at most as many calls as the server lets run at once
+    this.nextCallId = id;
+    return id;
   }
 
   private async begin<Res>(method: string, kind: Kind, payload: unknown, opts: CallOptions): Promise<ActiveCall<Res>> {
@@ -937,7 +940,7 @@ export class Client implements RpcChannel {
     }
     const link = this.requireLink();
     const end = kind === "unary" || kind === "server";
-    const id = this.newCallId();
+    const id = this.newCallId(link);
     const frame = encodeFrame(T.CALL, id, [method, opts.metadata ?? null, timeoutMs === undefined ? null : Math.max(0, Math.floor(timeoutMs)), end ? FLAG_END : 0, end ? payload : null]);
     if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
     const framing = kind === "unary" ? (this.opts.unaryFraming ?? "shared") : (this.opts.streamFraming ?? "stream");
