@@ -87,6 +87,7 @@ class Endpoint:
         "dirty",
         "dispatch",
         "flushq",
+        "forgets",
         "gso",
         "io",
         "loop",
@@ -120,6 +121,7 @@ class Endpoint:
         self.io = DatagramIO(sock, (counters, SNMP), mmsg=mmsg, gso=gso)
         self.timers = TimerHeap.for_loop(loop)
         self.tx: list[tuple[bytes, Address]] = []
+        self.forgets: list[Address] = []  # addresses to drop from the io's caches once tx is sent
         self.flushq: list[EndpointUser] = []
         self.dirty: list[EndpointUser] = []
         self.scheduled = False
@@ -167,6 +169,15 @@ class Endpoint:
         self.io = DatagramIO(sock, (self.counters, SNMP), mmsg=self.mmsg, gso=self.gso)
         self.loop.add_reader(sock.fileno(), self._on_readable)
         self.kick()
+
+    def forget(self, addr: Address) -> None:
+        """Drop ``addr`` from the socket's address caches (a peer no longer served:
+        :meth:`kcp.batch.DatagramIO.forget`), once what is queued now has been sent, since sending
+        it would cache the address again (a session's last datagrams, its CLOSE)."""
+        if not self.tx:
+            self.io.forget(addr)
+        elif len(self.forgets) < TX_LIMIT:  # (past it, the caches' own bound applies)
+            self.forgets.append(addr)
 
     def send(self, datagram: bytes, addr: Address) -> None:
         """Queue one datagram and make sure this tick's batch goes out."""
@@ -306,6 +317,10 @@ class Endpoint:
         n = self.io.send(tx)
         if n >= len(tx):
             tx.clear()
+            if self.forgets:
+                forgets, self.forgets = self.forgets, []
+                for addr in forgets:
+                    self.io.forget(addr)
             return
         del tx[:n]
         if len(tx) > TX_LIMIT:
@@ -335,3 +350,4 @@ class Endpoint:
                 self.loop.remove_writer(fd)
         self.sock.close()
         self.tx.clear()
+        self.forgets.clear()

@@ -64,6 +64,9 @@ class PathEndpoint(Protocol):
     def send(self, datagram: bytes, addr: Address) -> None:
         """Send one datagram now."""
 
+    def forget(self, addr: Address) -> None:
+        """``addr`` is no longer a peer's (the peer moved): drop it from the socket's caches."""
+
 
 class PathOwner(Protocol):
     """What a packet path may do to its session."""

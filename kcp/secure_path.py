@@ -437,6 +437,8 @@ class SecurePath:
             if s is not None:
                 if isinstance(ev, PathChanged | PathFailed):
                     s.remote_address = conn.peer_addr
+                    # the address left behind (a path that failed validation: the one tried)
+                    self.ep.forget(ev.old if isinstance(ev, PathChanged) else ev.addr)
                 elif isinstance(ev, PathValidated):
                     s.request_flush()  # segments held back from the new path may go now
                     if self.pmtud is not None:

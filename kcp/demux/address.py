@@ -67,7 +67,7 @@ class AddressDemux:
         if removed:
             self.admission.session_closed(key)
             if not self.ep.closed:
-                self.ep.io.forget(key)
+                self.ep.forget(key)  # after its last datagrams have gone
 
     def sizes(self) -> dict[str, int]:
         return {**self.admission.sizes(), "datagram_budgets": 0}  # secure mode's (kcp.datagram_budget)

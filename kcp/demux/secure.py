@@ -91,6 +91,8 @@ class SecureDemux:
             self.log.info("clamped", "secure handshake from %s: %s (the server's policy)", addr, r.clamped)
         if r.accepted and r.connection is not None:
             self._accept(r.connection, r.payload, addr, now)
+        else:  # a handshake step, a reset, garbage: no session here to keep the address cached for
+            self.ep.forget(addr)
 
     def conv_mismatch(self, s: KCPSession, datagram: bytes, packet: bytes, now: int) -> bool:
         self.host.count("dropped_bad_conv")
@@ -102,10 +104,14 @@ class SecureDemux:
         return conn.local_cid
 
     def session_gone(self, key: Any, removed: bool) -> None:
-        """A session ended: its connection ID no longer routes."""
+        """A session ended: its connection ID no longer routes, and the socket's address caches
+        forget its peer's address (else every address that ever connected stays cached until the
+        caches fill: :meth:`kcp.endpoint.Endpoint.forget`)."""
         path = self.paths.pop(key, None)
         if path is not None:
             self._release_budget(path)
+            if not self.ep.closed:
+                self.ep.forget(path.conn.peer_addr)
         self.update_load()
 
     def _release_budget(self, path: SecurePath) -> None:

@@ -745,9 +745,58 @@ async def test_spoofed_initiation_flood_while_a_real_client_connects() -> None:
         assert st["secure_retries_sent"] > 1_000  # under load: stateless cookies, no state kept
         assert sizes["half_open"] <= max_half_open and st["secure_half_open_max"] <= 40
         assert sizes["connections"] == 1 and len(lis) == 1 and st["secure_accepted"] == 1
+        # the 100,000 spoofed sources are not kept in the socket's address caches: the client's is
+        caches = lis.state_sizes()
+        assert caches["recv_addr_cache"] <= 1 and caches["send_addr_cache"] <= 1, caches
         assert time.monotonic() - t0 < 30
         c.close()
         await c.wait_closed()
+
+
+async def test_per_peer_tables_return_to_zero_after_clients_come_and_go() -> None:
+    """Clients that close, abort, move to a new port first, vanish (a relay that stops carrying
+    them: the idle timeout ends their sessions), send garbage, or reach the server after their
+    session ended (a stateless reset answers) leave nothing behind: every table of the listener,
+    the socket's address caches included, is back to 0. (Secure mode kept every address that
+    ever reached it in those caches until they filled: 65,536 entries each.)"""
+    wire = kcp.SecureWire(key=PSK)
+    async with await kcp.listen(
+        "127.0.0.1", 0, wire, session=kcp.SessionConfig(idle_timeout=0.5), on_accept=echo
+    ) as lis:
+        dst = lis.address
+        for rnd in range(3):
+            relay = LossyRelay(target=dst)
+            await relay.start()
+            direct = await asyncio.gather(*(kcp.dial("127.0.0.1", dst[1], wire) for _ in range(6)))
+            hidden = await asyncio.gather(*(kcp.dial("127.0.0.1", relay.address[1], wire) for _ in range(2)))
+            await asyncio.gather(*(_roundtrip(c, b"round %d" % rnd) for c in direct + hidden))
+            cids = [s.secure.local_cid for s in lis.sessions.values() if s.secure is not None]
+            assert len(cids) == 8
+            for i, c in enumerate(direct):
+                if i % 3 == 0:
+                    c.rebind()  # the session moves to the new port: the old address is left behind
+                    await _roundtrip(c, b"moved")
+                if i % 3 == 2:
+                    c.abort()  # an authenticated CLOSE
+                else:
+                    c.close()
+                    await c.wait_closed()
+            await relay.close()  # the hidden clients vanish
+            for c in hidden:
+                c.abort()
+            await _wait_until(lambda: len(lis) == 0, "every session ended")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as late:
+                late.sendto(b"garbage" * 20, dst)  # no session, not a handshake
+                for cid in cids:  # a packet for a session that ended: a stateless reset answers
+                    late.sendto(bytes((0xC8,)) + cid + os.urandom(64), dst)
+                late.setblocking(False)
+                reset = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(late, 2048), TIMEOUT)
+                assert 0 < len(reset) < 64 + 1 + len(cid)  # a reset: shorter than its trigger
+                resets = 8 * (rnd + 1)
+                await _wait_until(lambda: lis.stats["secure_stateless_resets_sent"] >= resets, "the resets")  # noqa: B023
+            await asyncio.sleep(0)  # the resets leave
+            sizes = lis.state_sizes()
+            assert all(v == 0 for v in sizes.values()), sizes
 
 
 async def test_secure_counters_reach_the_process_wide_snmp() -> None:

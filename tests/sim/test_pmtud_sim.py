@@ -71,6 +71,9 @@ class _Endpoint:
     def send(self, datagram: bytes, addr: Any) -> None:
         self.tx.append((datagram, addr))
 
+    def forget(self, addr: Any) -> None:
+        return None
+
 
 class Side:
     """One end: a KCP engine, its pipeline and a real SecurePath; the path's owner (PathOwner)."""
