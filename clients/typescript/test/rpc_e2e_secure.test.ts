@@ -165,3 +165,43 @@ test("a connection past the server's cap per address is refused with the reason"
     await server.kill();
   }
 });
+
+test("20 lost connections in a row, each resumed: the client holds no more sockets or timers than after the first", async () => {
+  const port = running.server?.port as number;
+  const conns: MuxConnection[] = [];
+  const dial = kcpConnector("127.0.0.1", port, { wire: WIRE });
+  const c = await Client.connect(
+    async () => {
+      const m = await dial();
+      conns.push(m);
+      return m;
+    },
+    { reconnect: { initialMs: 10, maximumMs: 50, maxAttempts: 20 } },
+  );
+  const resources = (): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const r of process.getActiveResourcesInfo()) out[r] = (out[r] ?? 0) + 1;
+    return out;
+  };
+  try {
+    await c.unary("ts.App/join", "churn");
+    const sid = c.sessionId;
+    let first: Record<string, number> = {};
+    for (let k = 0; k < 20; k++) {
+      (conns[conns.length - 1]?.transport as KcpTransport).session.abort("test: connection lost");
+      await waitFor(() => !c.connected, "the loss to be seen", 5000);
+      await c.waitConnected(10000);
+      assert.equal(await c.unary("ts.App/sleep", 1), 1);
+      if (k === 0) first = resources();
+    }
+    assert.equal(c.sessionId, sid);
+    assert.equal(c.resumes, 20);
+    assert.equal(conns.length, 21);
+    for (const m of conns.slice(0, -1)) assert.ok((m.transport as KcpTransport).session.closed, "an old connection's session ended");
+    const last = resources();
+    assert.ok((first.UDPWrap ?? 0) >= 1, `the client's socket is counted: ${JSON.stringify(first)}`);
+    for (const kind of ["UDPWrap", "Timeout"]) assert.ok((last[kind] ?? 0) <= (first[kind] ?? 0) + 1, `${kind}: ${JSON.stringify(first)} then ${JSON.stringify(last)}`);
+  } finally {
+    await c.close();
+  }
+});
