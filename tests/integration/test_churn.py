@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import time
 from collections import Counter
@@ -111,4 +112,42 @@ async def test_clients_that_come_and_go_leave_nothing_behind() -> None:
         grown = {n: after[-1][n] - after[0][n] for n in TRACKED if after[-1][n] > after[0][n] + 1}
         assert not grown, (grown, after)  # (a session or two may still be on its way out)
     finally:
+        await server.shutdown(grace=0)
+
+
+async def test_a_client_that_loses_its_connection_again_and_again_holds_no_more() -> None:
+    """20 lost connections in a row, each resumed: the client's sockets and objects stay as after
+    the first (each old connection's socket closed, its session and mux gone)."""
+    server = kcprpc.Server([Demo()], "127.0.0.1", 0, key="churn", config=ServerConfig(resume_window=5.0))
+    host, port = await server.start()
+    config = ClientConfig(
+        heartbeat=HeartbeatConfig(interval=0.1, timeout=2.0),
+        reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
+    )
+    client = await kcprpc.connect(host, port, key="churn", config=config)
+    try:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        await d.join(Req(name="r"))
+        sid = await d.whoami()
+        seen: list[tuple[int, Counter[str]]] = []
+        for k in range(20):
+            (session,) = server.sessions
+            await session.conn.abort()  # the server's side goes: the client must reconnect
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                assert time.monotonic() < deadline, "no reconnect"
+                try:
+                    assert (await d.hello(Req(name="x"))).text == "hello x"
+                    break
+                except kcprpc.RpcError:
+                    await asyncio.sleep(0.01)
+            if k in (0, 19):
+                seen.append((len(os.listdir("/proc/self/fd")), _tracked()))
+        assert await d.whoami() == sid and server.stats["sessions_resumed"] == 20
+        (fds0, first), (fds1, last) = seen
+        assert fds1 <= fds0, (fds0, fds1)
+        grown = {n: last[n] - first[n] for n in TRACKED if last[n] > first[n] + 1}
+        assert not grown, (grown, first, last)
+    finally:
+        await client.close()
         await server.shutdown(grace=0)
