@@ -375,6 +375,7 @@ class DatagramIO:
         self.gso = bool(gso) and gso_supported()
         self.last_error: OSError | None = None
         self._name_cache: dict[bytes, Address] = {}
+        self._name_keys: dict[Address, bytes] = {}  # the name cache's keys by address (for forget)
         self._addr_cache: dict[Address, tuple[bytes, int]] = {}  # (packed sockaddr, its buffer's address)
         if self.mmsg:
             self._setup_mmsg()
@@ -421,7 +422,9 @@ class DatagramIO:
         addr = _decode_sockaddr(key)
         if len(cache) >= _ADDR_CACHE_LIMIT:
             cache.clear()
+            self._name_keys.clear()
         cache[key] = addr
+        self._name_keys[addr] = key
         return addr
 
     def forget(self, addr: Address) -> None:
@@ -432,11 +435,8 @@ class DatagramIO:
         cache fills, holding memory the allocator cannot return while they live.
         """
         self._addr_cache.pop(addr, None)
-        if self._name_cache:
-            try:
-                key = _encode_sockaddr(self.family, addr)
-            except (OSError, ValueError, TypeError, IndexError):
-                return
+        key = self._name_keys.pop(addr, None)
+        if key is not None:
             self._name_cache.pop(key, None)
 
     def cache_sizes(self) -> tuple[int, int]:
