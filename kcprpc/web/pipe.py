@@ -128,6 +128,7 @@ class WebPipe:
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._send_ev = asyncio.Event()
         self._closing = False  # close() or abort(): no more writes
+        self._force: asyncio.TimerHandle | None = None  # close()'s deadline, cancelled when the pipe ends
         self._dead = False  # the pipe is over: reads end, the sender stops
         self._close_code: int | None = None
         self._close_reason = ""
@@ -257,7 +258,7 @@ class WebPipe:
             self.abort()
             return
         self._send_ev.set()
-        self._loop.call_later(self.close_timeout, self._force_end)
+        self._force = self._loop.call_later(self.close_timeout, self._force_end)
 
     def abort(self, code: int | None = None, reason: str = "") -> None:
         """Close at once, dropping what waits to be sent; ``on_close(code, reason)``."""
@@ -401,6 +402,9 @@ class WebPipe:
             return
         self._dead = True
         self._closing = True
+        if self._force is not None:  # (its handle would keep this pipe alive until it fired)
+            self._force.cancel()
+            self._force = None
         for w in (self._read_waiter, self._dgram_waiter, self._room_waiter, *self._drain_waiters):
             _wake(w)
         if self._sender is not asyncio.current_task() and not self._sender.done():

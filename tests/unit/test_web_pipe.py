@@ -5,6 +5,8 @@ datagram queues, send backlog and progress, close and abort."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -170,6 +172,19 @@ async def test_close_sends_what_is_queued_then_calls_on_close() -> None:
     assert b"".join(out) == b"hello world" and closed == [(None, "")] and p.closed
     with pytest.raises(ConnectionError):
         await p.drain()
+
+
+async def test_a_closed_pipe_is_freed_at_once_not_when_its_close_deadline_would_have_come() -> None:
+    """close() bounds the sending of what is queued by ``close_timeout``; once the pipe ended
+    sooner, that deadline's timer is cancelled: it held the pipe (and its buffers) until it fired."""
+    p = WebPipe([].append, close_timeout=60.0)
+    p.write(b"bytes")
+    p.close()
+    await asyncio.wait_for(p.wait_closed(), TIMEOUT)
+    gone = weakref.ref(p)
+    del p
+    gc.collect()
+    assert gone() is None
 
 
 async def test_abort_drops_what_waits_and_gives_its_code() -> None:
