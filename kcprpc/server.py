@@ -668,6 +668,7 @@ class Server:
             except (ConnectionError, OSError, EOFError):
                 return
             spawn(self.tasks, self.handle_connection(conn))
+            del conn  # (else the last connection, ended long ago, stays referenced here)
 
     async def serve(self) -> None:
         """Start (if needed) and serve until :meth:`shutdown` (or cancellation)."""
