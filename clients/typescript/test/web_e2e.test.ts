@@ -187,3 +187,40 @@ test("the link dropped under the client: it reconnects and resumes its session (
     await proxy.close();
   }
 });
+
+test("20 drops in a row, each resumed: the client holds no more sockets or timers than after the first", async () => {
+  const proxy = await tcpProxy(state.ws);
+  const resources = (): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const r of process.getActiveResourcesInfo()) out[r] = (out[r] ?? 0) + 1;
+    return out;
+  };
+  try {
+    const disconnects: string[] = [];
+    const c = await open(`ws://127.0.0.1:${proxy.port}/kcprpc`, {
+      reconnect: { initialMs: 10, maximumMs: 50 },
+      heartbeat: { intervalMs: 200, timeoutMs: 2000 },
+      onDisconnect: (r) => disconnects.push(r),
+    });
+    try {
+      await c.unary("ts.App/join", "churn");
+      const sid = c.sessionId;
+      let first: Record<string, number> = {};
+      for (let k = 0; k < 20; k++) {
+        proxy.drop();
+        await waitFor(() => disconnects.length === k + 1, "the client saw the link go");
+        await waitFor(() => c.resumes === k + 1 && c.connected, "the session resumed", 10000);
+        assert.equal((await c.unary<string, { got: string }>("ts.App/echo", "x")).got, "x");
+        if (k === 0) first = resources();
+      }
+      assert.equal(c.sessionId, sid);
+      const last = resources();
+      assert.ok((first.TCPSocketWrap ?? 0) >= 1, `the client's socket is counted: ${JSON.stringify(first)}`);
+      for (const kind of ["TCPSocketWrap", "Timeout"]) assert.ok((last[kind] ?? 0) <= (first[kind] ?? 0) + 1, `${kind}: ${JSON.stringify(first)} then ${JSON.stringify(last)}`);
+    } finally {
+      await c.close();
+    }
+  } finally {
+    await proxy.close();
+  }
+});
