@@ -8,6 +8,7 @@ the client resumes the same session. ``auto`` picks WebTransport when it is offe
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,6 +71,13 @@ async def _run_page(browser: Chromium, bundle: Path, tmp_path: Path, transport: 
         await page.goto(f"{origin}/")
         await page.wait_for("window.kcprpcBundle", timeout=10)
         result: dict[str, Any] = await page.evaluate(f"window.kcprpcBundle.run({transport!r})", timeout=60)
+        # the page closed its client: its session ends for good (not kept for a resume)
+        deadline = asyncio.get_running_loop().time() + 10
+        while server.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        result["sessions_after_close"] = len(server.sessions)
+        result["detached_after_close"] = server.detached_sessions
+        result["server_stats"] = dict(server.stats)
         result["ws_stats"] = ws.stats()
         result["wt_stats"] = wt.stats()
         result["wt_url"] = wt.url
@@ -98,6 +106,9 @@ def _check_common(r: dict[str, Any]) -> None:
     assert resumed["sameSession"] is True and resumed["resumes"] == 1 and resumed["reconnects"] == 1, resumed
     assert resumed["rooms"] == ["r1"] and resumed["topics"] == ["news"], resumed
     assert resumed["echo"] == "after"
+    # the close at the end: the session ended, and only the drop ever detached it
+    assert r["sessions_after_close"] == 0 and r["detached_after_close"] == 0, r["server_stats"]
+    assert r["server_stats"]["sessions_detached"] == 1, r["server_stats"]
 
 
 @pytest.mark.parametrize("transport", ["websocket", "webtransport"])
