@@ -209,6 +209,9 @@ class Link:
         self.hooks.on_draining(self)
 
     def _draining(self, ev: Draining) -> None:
+        if self.peer_reason is None:  # why the link will end, unless the server says more then
+            err = ev.error
+            self.peer_reason = f"the server is draining: {err.status.name}: {err.message}"
         self.hooks.on_draining(self)
 
     def _closed_by_server(self, ev: ClosedByServer) -> None:

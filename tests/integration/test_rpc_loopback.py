@@ -108,6 +108,8 @@ async def test_graceful_shutdown_over_kcp_finishes_in_flight_calls() -> None:
     server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
     host, port = await server.start()
     async with kcprpc.connect(host, port) as client:
+        reasons: list[str] = []
+        client.on_disconnect = lambda _c, reason: reasons.append(reason)
         d = client.stub(Demo, timeout=TIMEOUT)
         pr = server.services[0].probe  # type: ignore[attr-defined]
         call = asyncio.ensure_future(d.slow(Req(name="x")))
@@ -124,6 +126,12 @@ async def test_graceful_shutdown_over_kcp_finishes_in_flight_calls() -> None:
         pr.release.set()
         assert (await call).text == "done"
         await asyncio.wait_for(shut, TIMEOUT)
+        for _ in range(1000):
+            if reasons:
+                break
+            await asyncio.sleep(0.01)
+        # the client learns why its connection ended: not just "connection closed"
+        assert reasons == ["the server is draining: UNAVAILABLE: server shutting down"], reasons
 
 
 @pytest.mark.parametrize("mode", ["secure", "compat"])

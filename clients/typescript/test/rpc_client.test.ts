@@ -141,6 +141,11 @@ class FakeServer {
           case "t.S/drop":
             this.transport.close(); // the server's side goes away
             return;
+          case "t.S/shutdown":
+            // what a server that shuts down does: GOAWAY on the control stream, then it closes
+            this.send(this.control!, T.GOAWAY, 0, [14, "server shutting down"]);
+            setTimeout(() => this.transport.close(), 20);
+            return;
         }
         if (!(flags & 1)) inbox.set(id, []);
         else this.send(s, T.TRAILER, id, [12, `unknown method ${method}`, null, null]);
@@ -443,5 +448,14 @@ test("call ids after the wrap at 2^32 skip a call still in flight: a subscriptio
   await bidi.send("y"); // the subscription's frames still reach it
   assert.deepEqual((await it.next()).value, { echo: "y" });
   bidi.cancel();
+  await client.close();
+});
+
+test("a server that shuts down: onDisconnect says it drained, not just that the connection closed", async () => {
+  const reasons: string[] = [];
+  const { client } = await setup({ onDisconnect: (r) => reasons.push(r) });
+  void client.unary("t.S/shutdown", null).catch(() => undefined);
+  await waitFor(() => reasons.length === 1, "the disconnect");
+  assert.deepEqual(reasons, ["the server is draining: UNAVAILABLE: server shutting down"]);
   await client.close();
 });

@@ -296,6 +296,8 @@ class Link {
   hb: Heartbeat | null = null;
   sessionId: string | null = null;
   peerError: RpcError | null = null;
+  /** Why the link will end once the server's GOAWAY drained it (unless the server says more then). */
+  drainReason: string | null = null;
   private hbTimer: ReturnType<typeof setTimeout> | null = null;
   private welcomeResolve!: (body: Record<string, unknown>) => void;
   private welcomeReject!: (e: RpcError) => void;
@@ -402,7 +404,7 @@ class Link {
     this.watched.delete(r);
     if (r.reserved) this.budget.release(r.reserved);
     if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
-    if (!owner) this.client.linkLost(this, "connection closed");
+    if (!owner) this.client.linkLost(this, this.drainReason ?? "connection closed");
   }
 
   onFrame(f: Frame, stream: RpcByteStream): void {
@@ -500,6 +502,7 @@ class Link {
           this.welcomeReject(err);
         } else if (this.state === "ready") {
           this.state = "draining";
+          this.drainReason ??= `the server is draining: ${Status[err.code]}: ${err.statusMessage}`;
           this.client.onGoaway(this);
         }
         return;
@@ -744,7 +747,8 @@ export class Client implements RpcChannel {
           l.peerError = new RpcError(Status.UNAVAILABLE, info.reason);
           l.peerError.cause = info.error;
         }
-        this.linkLost(l, info.reason);
+        // a close without a status after the server's GOAWAY: the drain says why
+        this.linkLost(l, info.status === undefined && !info.error && l.drainReason !== null ? l.drainReason : info.reason);
       });
       conn.onDatagram((d) => l.onDatagram(d));
       conn.onDraining?.(() => {
