@@ -147,15 +147,20 @@ async function tcpProxy(target: number): Promise<{ port: number; drop(): void; c
   };
 }
 
+/** A client through the test's TCP proxy that reconnects (after `initialMs`, at most 5 times that) and records its disconnects. */
+function throughProxy(port: number, initialMs: number, disconnects: string[]): Promise<Client> {
+  return open(`ws://127.0.0.1:${port}/kcprpc`, {
+    reconnect: { initialMs, maximumMs: initialMs * 5 },
+    heartbeat: { intervalMs: 200, timeoutMs: 2000 },
+    onDisconnect: (r) => disconnects.push(r),
+  });
+}
+
 test("the link dropped under the client: it reconnects and resumes its session (same id, room and topic kept, missed pushes replayed)", async () => {
   const proxy = await tcpProxy(state.ws);
   try {
     const disconnects: string[] = [];
-    const c = await open(`ws://127.0.0.1:${proxy.port}/kcprpc`, {
-      reconnect: { initialMs: 50, maximumMs: 200 },
-      heartbeat: { intervalMs: 200, timeoutMs: 2000 },
-      onDisconnect: (r) => disconnects.push(r),
-    });
+    const c = await throughProxy(proxy.port, 50, disconnects);
     const other = await open(wsUrl());
     const events: RawEvent[] = [];
     c.onRawEvent((e) => events.push(e));
@@ -197,11 +202,7 @@ test("20 drops in a row, each resumed: the client holds no more sockets or timer
   };
   try {
     const disconnects: string[] = [];
-    const c = await open(`ws://127.0.0.1:${proxy.port}/kcprpc`, {
-      reconnect: { initialMs: 10, maximumMs: 50 },
-      heartbeat: { intervalMs: 200, timeoutMs: 2000 },
-      onDisconnect: (r) => disconnects.push(r),
-    });
+    const c = await throughProxy(proxy.port, 10, disconnects);
     try {
       await c.unary("ts.App/join", "churn");
       const sid = c.sessionId;
