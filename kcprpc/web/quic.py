@@ -114,6 +114,48 @@ class H3Protocol(QuicConnectionProtocol):
             self.connection_ended("connection lost")
 
 
+class CloseAfterStream:
+    """When a session whose close capsule came may end. The peer ends the session's stream before
+    it sends the capsule, but the two travel on different QUIC streams and the capsule may arrive
+    first: what the stream still carries (the mux's last frames, a GOAWAY) is read to its end
+    (FIN or reset) before ``end()`` runs, at most :data:`CLOSE_TIMEOUT` after the capsule."""
+
+    __slots__ = ("_end", "_timer", "stream_ended")
+
+    def __init__(self, end: Callable[[], None]) -> None:
+        self._end = end
+        self._timer: asyncio.TimerHandle | None = None
+        self.stream_ended = False
+        """The session's stream ended (its FIN was fed to the pipe, or it was reset)."""
+
+    def capsule(self, may_wait: bool) -> None:
+        """The close capsule (or the CONNECT stream's end) came; ``may_wait``: the stream is still
+        read (a pipe runs on it and QUIC is up). Ends now, or once the stream ends."""
+        if may_wait and not self.stream_ended:
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._over)
+            return
+        self._end()
+
+    def on_stream_end(self) -> None:
+        """The session's stream ended: a capsule that came first ends the session now."""
+        self.stream_ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._end()
+
+    def cancel(self) -> None:
+        """The session ended otherwise: no wait any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _over(self) -> None:
+        self._timer = None
+        self._end()
+
+
 class Channel:
     """What both ends do with one session's stream and datagrams: send them with bounds, report
     what the peer has not acknowledged (the pipe's ``transport_backlog``)."""
@@ -319,6 +361,7 @@ __all__ = [
     "QUIC_DATAGRAM_FRAME",
     "SEND_HIGH_WATER",
     "Channel",
+    "CloseAfterStream",
     "H3Protocol",
     "first_headers",
     "peer_address",

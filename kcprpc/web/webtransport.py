@@ -75,6 +75,7 @@ from kcprpc.web.quic import (
     IDLE_TIMEOUT,
     QUIC_DATAGRAM_FRAME,
     Channel,
+    CloseAfterStream,
     H3Protocol,
     first_headers,
     peer_address,
@@ -358,8 +359,7 @@ class _ServerSession:
         self._opening = False
         self._early = bytearray()  # stream bytes behind OPEN while the authorize hook runs
         self._early_eof = False
-        self._stream_ended = False  # the client's FIN on its stream came
-        self._close_wait: asyncio.TimerHandle | None = None  # a close capsule waiting for that FIN
+        self._close_wait = CloseAfterStream(lambda: self.peer_gone("the client closed the session"))
         loop = asyncio.get_running_loop()
         self._open_timer: asyncio.TimerHandle | None = loop.call_later(opts.open_timeout, self._open_timeout)
         self.address = peer_address(proto._quic)
@@ -417,12 +417,8 @@ class _ServerSession:
             self.abort("receive buffer overflow")
             return
         if ended:
-            self._stream_ended = True
             pipe.feed_eof()
-            if self._close_wait is not None:  # the close capsule came first: the session ends now
-                self._close_wait.cancel()
-                self._close_wait = None
-                self.peer_gone("the client closed the session")
+            self._close_wait.on_stream_end()
 
     def on_datagram(self, data: bytes) -> None:
         """One WebTransport datagram of this session."""
@@ -441,19 +437,8 @@ class _ServerSession:
         if verdict == "error":
             self.protocol_error("capsule_errors", "a capsule over its bound")
         elif verdict == "close" or ended:
-            if self.pipe is not None and not self._stream_ended and not self.proto.terminated:
-                # the client ends its stream before it sends the close capsule, but QUIC may hand
-                # us the capsule first: what the stream still carries (a client's GOAWAY, which
-                # ends its session for good instead of keeping it for a resume) is waited for
-                if self._close_wait is None:
-                    loop = asyncio.get_running_loop()
-                    self._close_wait = loop.call_later(CLOSE_TIMEOUT, self._close_wait_over)
-                return
-            self.peer_gone("the client closed the session")
-
-    def _close_wait_over(self) -> None:
-        self._close_wait = None
-        self.peer_gone("the client closed the session")
+            # (a client's GOAWAY behind the capsule ends its session for good, not kept for a resume)
+            self._close_wait.capsule(self.pipe is not None and not self.proto.terminated)
 
     # -- OPEN ----------------------------------------------------------------------------------------
 
@@ -519,9 +504,7 @@ class _ServerSession:
         if self._open_timer is not None:
             self._open_timer.cancel()
             self._open_timer = None
-        if self._close_wait is not None:
-            self._close_wait.cancel()
-            self._close_wait = None
+        self._close_wait.cancel()
         spawn(self.listener.tasks, self._close(code, reason, linger))
 
     async def _close(self, code: int, reason: str, linger: bool) -> None:

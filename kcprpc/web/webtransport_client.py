@@ -52,6 +52,7 @@ from kcprpc.web.quic import (
     CLOSE_TIMEOUT,
     IDLE_TIMEOUT,
     Channel,
+    CloseAfterStream,
     H3Protocol,
     first_headers,
     quic_client_configuration,
@@ -78,8 +79,7 @@ class _ClientProtocol(H3Protocol):
         self.close_code: int | None = None
         self.close_reason = ""
         self.closer: asyncio.Future[None] | None = None  # closes QUIC once the session ended
-        self.stream_ended = False  # the server's FIN on our session's stream came
-        self._close_wait: asyncio.TimerHandle | None = None  # a close capsule waiting for that FIN
+        self.close_wait = CloseAfterStream(self._session_ended)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """Our session's stream is read here, past HTTP/3 (aioquic's H3 layer would parse the
@@ -103,12 +103,8 @@ class _ClientProtocol(H3Protocol):
         if data and not self.pipe.feed_stream(data):
             self.pipe.abort(None, "receive buffer overflow")
         if ended:
-            self.stream_ended = True
             self.pipe.feed_eof()
-            if self._close_wait is not None:  # the close capsule came first: the session ends now
-                self._close_wait.cancel()
-                self._close_wait = None
-                self._session_ended()
+            self.close_wait.on_stream_end()
 
     def h3_event_received(self, event: H3Event) -> None:
         """Route one HTTP/3 event of our session."""
@@ -124,28 +120,13 @@ class _ClientProtocol(H3Protocol):
             if verdict == "close":
                 self.close_code, self.close_reason = self.capsules.close_info()
             if verdict is not None or event.stream_ended:
-                if self.pipe is not None and not self.stream_ended and self._close_wait is None:
-                    # the server ends its stream before its close capsule, but QUIC may hand us
-                    # the capsule first: what the stream still carries (the server's last
-                    # frames, a GOAWAY) is waited for
-                    loop = asyncio.get_running_loop()
-                    self._close_wait = loop.call_later(CLOSE_TIMEOUT, self._close_wait_over)
-                elif self._close_wait is None:
-                    self._session_ended()
-
-    def _close_wait_over(self) -> None:
-        self._close_wait = None
-        self._session_ended()
+                self.close_wait.capsule(self.pipe is not None)
 
     def stream_reset(self, stream_id: int) -> None:
         """The server reset our session's stream: nothing more comes on it."""
         ch = self.channel
         if ch is not None and stream_id == ch.stream_id:
-            self.stream_ended = True
-            if self._close_wait is not None:
-                self._close_wait.cancel()
-                self._close_wait = None
-                self._session_ended()
+            self.close_wait.on_stream_end()
 
     def _session_ended(self) -> None:
         if self.conn is not None and not self.ended.is_set():
@@ -158,9 +139,7 @@ class _ClientProtocol(H3Protocol):
 
     def connection_ended(self, reason: str) -> None:
         """The QUIC connection is over."""
-        if self._close_wait is not None:
-            self._close_wait.cancel()
-            self._close_wait = None
+        self.close_wait.cancel()
         if not self.close_reason:
             self.close_reason = reason
         self._session_ended()
