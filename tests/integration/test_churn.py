@@ -179,7 +179,8 @@ async def test_clients_that_come_and_go_leave_nothing_behind(kind: str, cert: Ce
         moved = str({k: v for k, v in st.items() if v})
         assert st["connections"] == ROUNDS * CLIENTS * 4 // 3, moved  # the resumed ones connected twice
         assert st["sessions_resumed"] == ROUNDS * CLIENTS // 3, moved
-        assert st["sessions_expired"] == ROUNDS * CLIENTS // 3, moved  # the lost ones, once their window ended
+        # the lost ones, once their window ended
+        assert st["sessions_expired"] == ROUNDS * CLIENTS // 3, moved
         # a connection's objects may outlive it briefly (a QUIC connection waits for the peer to
         # acknowledge its close, bounded by 2 s): leaked ones never go
         deadline = time.monotonic() + TIMEOUT
