@@ -96,6 +96,7 @@ class Endpoint:
         "on_sent",
         "poll_handle",
         "scheduled",
+        "sinks",
         "sock",
         "timers",
         "tx",
@@ -112,13 +113,17 @@ class Endpoint:
         mmsg: bool | None = None,
         gso: bool | None = None,
         coalesce_ms: int = 0,
+        snmp: bool = True,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.counters = counters
         self.mmsg = mmsg
         self.gso = gso
-        self.io = DatagramIO(sock, (counters, SNMP), mmsg=mmsg, gso=gso)
+        # the counters the socket's traffic goes to: the endpoint's, and the process's KCP totals
+        # (:data:`kcp.stats.SNMP`) unless ``snmp`` is false (a socket that carries no KCP)
+        self.sinks = (counters, SNMP) if snmp else (counters,)
+        self.io = DatagramIO(sock, self.sinks, mmsg=mmsg, gso=gso)
         self.timers = TimerHeap.for_loop(loop)
         self.tx: list[tuple[bytes, Address]] = []
         self.forgets: list[Address] = []  # addresses to drop from the io's caches once tx is sent
@@ -166,7 +171,7 @@ class Endpoint:
                 self.writer_armed = False
         old.close()
         self.sock = sock
-        self.io = DatagramIO(sock, (self.counters, SNMP), mmsg=self.mmsg, gso=self.gso)
+        self.io = DatagramIO(sock, self.sinks, mmsg=self.mmsg, gso=self.gso)
         self.loop.add_reader(sock.fileno(), self._on_readable)
         self.kick()
 

@@ -7,8 +7,9 @@ aioquic (1.x, the ``web`` extra pins ``<2``) has no public API for some of this,
 attributes are read here, each in one place: a stream's unacknowledged bytes
 (``QuicStream.sender._buffer``) and the datagrams it holds (``QuicConnection._datagrams_pending``)
 for the send bounds, the server's certificate (``tls._peer_certificate``) for the client's hash
-check, and the client's address (``_network_paths``). The integration tests (a client that stops
-reading, a pinned hash) fail if they move.
+check, the client's address (``_network_paths``), and the UDP transport under a connection
+(``_transport``, which the client closes itself when its close timed out). The integration tests
+(a client that stops reading, a pinned hash, a close that is never acknowledged) fail if they move.
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ class H3Protocol(QuicConnectionProtocol):
         if self.terminated and fut is not None and not fut.done():
             self._progress = None
             fut.set_result(None)
+
+    def close_transport(self) -> None:
+        """Close the UDP endpoint under this connection (its socket), whatever state QUIC is in."""
+        transport = self._transport
+        if transport is not None:
+            transport.close()
 
     def h3_event_received(self, event: H3Event) -> None:
         """One HTTP/3 event (subclasses)."""
@@ -310,6 +317,12 @@ def peer_address(quic: QuicConnection) -> Any:
     return (host, int(addr[1]))
 
 
+def path_addresses(quic: QuicConnection) -> list[Any]:
+    """Every address the connection has sent from or to (its network paths), as the socket gave
+    them (to forget them from the socket's caches when it ends)."""
+    return [path.addr for path in getattr(quic, "_network_paths", ())]
+
+
 def first_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     """HTTP/3 headers as a dict (the first value of a repeated name)."""
     out: dict[bytes, bytes] = {}
@@ -364,6 +377,7 @@ __all__ = [
     "CloseAfterStream",
     "H3Protocol",
     "first_headers",
+    "path_addresses",
     "peer_address",
     "quic_client_configuration",
     "server_certificate",

@@ -44,7 +44,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.h3.connection import H3_ALPN
 from aioquic.h3.events import (
     DatagramReceived,
@@ -58,6 +58,7 @@ from aioquic.quic.events import (
     QuicEvent,
 )
 
+from kcp.batch import open_udp_socket
 from kcprpc.errors import UsageError
 from kcprpc.transport import spawn
 from kcprpc.web.capsules import CapsuleReader
@@ -78,8 +79,10 @@ from kcprpc.web.quic import (
     CloseAfterStream,
     H3Protocol,
     first_headers,
+    path_addresses,
     peer_address,
 )
+from kcprpc.web.udp import BatchedDatagramTransport
 
 if TYPE_CHECKING:
     from kcprpc.server import Server
@@ -120,6 +123,7 @@ class WebTransportListener(WebListenerBase):
         """Base64 SHA-256 hashes a browser pins (``serverCertificateHashes``): the options', else
         the certificate's own when it is a development certificate (:mod:`kcprpc.web.certs`)."""
         self._quic_server: QuicServer | None = None
+        self._udp: BatchedDatagramTransport | None = None
         self._protocols: set[_ServerProtocol] = set()
         self._closed = asyncio.Event()
 
@@ -165,17 +169,13 @@ class WebTransportListener(WebListenerBase):
 
         try:
             if sock is None:
-                self._quic_server = await serve(
-                    str(host), int(port or 0), configuration=cfg, create_protocol=make
-                )
-            else:  # what aioquic's serve() does, on a socket bound by the caller
-                _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: QuicServer(configuration=cfg, create_protocol=make), sock=sock
-                )
+                sock = open_udp_socket(str(host), int(port or 0))
         except OSError as e:
             raise UsageError(f"cannot listen for WebTransport on {host}:{port}: {e.strerror or e}") from None
-        transport = self._quic_server._transport
-        sockname = transport.get_extra_info("sockname") if transport is not None else (host, port or 0)
+        self._quic_server = QuicServer(configuration=cfg, create_protocol=make)
+        # (batched reads and sends, not asyncio's transport: kcprpc.web.udp says why)
+        self._udp = BatchedDatagramTransport(sock, self._quic_server)
+        sockname = sock.getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
 
     def close(self) -> None:
@@ -209,9 +209,15 @@ class WebTransportListener(WebListenerBase):
         return {"webtransport": wt}
 
     def stats(self) -> dict[str, int]:
-        """Counters, ``connections_open`` and the QUIC connections open (``quic_connections``)."""
+        """Counters, ``connections_open``, the QUIC connections open (``quic_connections``), and
+        the socket's: ``packets_in``, ``packets_out``, ``packets_send_dropped`` (past the bound of
+        datagrams waiting for a full socket buffer)."""
         out = super().stats()
         out["quic_connections"] = len(self._protocols)
+        udp = self._udp
+        out["packets_in"] = udp.counters.in_pkts if udp is not None else 0
+        out["packets_out"] = udp.counters.out_pkts if udp is not None else 0
+        out["packets_send_dropped"] = udp.send_dropped if udp is not None else 0
         return out
 
 
@@ -328,6 +334,10 @@ class _ServerProtocol(H3Protocol):
         """The QUIC connection ended: the session too."""
         self.listener._protocols.discard(self)
         self.listener.left(self)
+        udp = self.listener._udp
+        if udp is not None:
+            for addr in path_addresses(self._quic):
+                udp.forget(addr)
         if self._session_timer is not None:
             self._session_timer.cancel()
             self._session_timer = None
@@ -518,14 +528,20 @@ class _ServerSession:
         them."""
         proto, ch = self.proto, self.channel
         loop = asyncio.get_running_loop()
-        if linger:
-            ch.end_stream()
-            await ch.wait_for(ch.peer_closed, loop.time() + CLOSE_TIMEOUT)
-        ch.close_session(code, reason)
-        await ch.wait_for(ch.delivered, loop.time() + CLOSE_TIMEOUT)
-        if not proto.terminated:
-            proto._quic.close(error_code=0, reason_phrase=reason[:100])
-            proto.transmit()
+        try:
+            if linger:
+                ch.end_stream()
+                await ch.wait_for(ch.peer_closed, loop.time() + CLOSE_TIMEOUT)
+            ch.close_session(code, reason)
+            await ch.wait_for(ch.delivered, loop.time() + CLOSE_TIMEOUT)
+            if not proto.terminated:
+                proto._quic.close(error_code=0, reason_phrase=reason[:100])
+                proto.transmit()
+        finally:
+            # the pipe is over: the QUIC connection, which drains for three probe timeouts more
+            # (seconds on a slow path), holds none of the RPC connection's objects meanwhile
+            self.pipe = None
+            self.conn = None
 
 
 async def listen_webtransport(

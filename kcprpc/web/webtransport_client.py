@@ -342,6 +342,10 @@ async def _close_when_done(proto: _ClientProtocol, stack: contextlib.AsyncExitSt
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stack.aclose(), CLOSE_TIMEOUT)
+        # aioquic's connect() closes its socket only after the connection has drained (three
+        # probe timeouts, seconds after a stall or on a lossy path): when the wait above ran out,
+        # that never happened, and the socket and the connection's objects stayed for good
+        proto.close_transport()
 
 
 def connect_webtransport(

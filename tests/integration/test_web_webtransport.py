@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ from pydantic import BaseModel
 
 import kcprpc
 import kcprpc.web
+from kcp.relay import LossyRelay
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.status import Status
+from kcprpc.web import webtransport, webtransport_client
 from kcprpc.web.capsules import CapsuleReader, close_capsule
 from kcprpc.web.framing import REFUSE, encode_open
 from kcprpc.web.options import WebTransportOptions
@@ -159,6 +163,62 @@ async def test_a_client_whose_connection_is_cut_resumes_its_session(cert: Any) -
         await server.push.publish("news", Tick(n=2))
         assert await asyncio.wait_for(ticks.get(), 10) == Tick(n=2)
         assert listener.stats()["accepted"] == 2
+
+
+async def test_a_client_whose_close_is_never_acknowledged_still_closes_its_socket(
+    cert: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path (100 ms each way) dies, then the client closes: nothing it sends is acknowledged,
+    its QUIC close drains for three probe timeouts (seconds, on this path), and once its close
+    waits ran out its UDP socket is closed all the same (it was kept, with the connection's
+    objects, for good)."""
+    monkeypatch.setattr(webtransport_client, "CLOSE_TIMEOUT", 0.2)
+    async with running(cert) as started:
+        _, listener, dev = started
+        async with LossyRelay(("127.0.0.1", 0), listener.address, delay=100) as relay:
+            host, port = relay.address
+            url = f"https://{host}:{port}{listener.options.path}"
+            conn = await kcprpc.web.dial_webtransport(url, certificate_hashes=[dev.sha256])
+            proto = conn.transport
+            assert isinstance(proto, webtransport_client._ClientProtocol)
+            sock = proto._transport.get_extra_info("socket")
+            assert sock.fileno() >= 0
+            relay.loss = (1.0, 1.0)  # the path is gone both ways
+            await conn.abort()
+            assert proto.closer is not None
+            await asyncio.wait_for(proto.closer, 5)
+            assert proto._transport.is_closing()  # (QUIC itself never heard back)
+            await until(lambda: sock.fileno() == -1)
+
+
+async def test_a_closed_session_leaves_its_objects_while_quic_drains(
+    cert: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends a session whose path (100 ms each way) then dies: its QUIC connection
+    drains for three probe timeouts, seconds on this path, and holds the connection's objects
+    no longer than the session's close (they were kept until QUIC ended)."""
+    monkeypatch.setattr(webtransport, "CLOSE_TIMEOUT", 0.2)
+    async with running(cert, config=kcprpc.ServerConfig(resume_window=0)) as started:
+        server, listener, dev = started
+        async with LossyRelay(("127.0.0.1", 0), listener.address, delay=100) as relay:
+            host, port = relay.address
+            url = f"https://{host}:{port}{listener.options.path}"
+            async with kcprpc.web.connect_webtransport(url, certificate_hashes=[dev.sha256]) as client:
+                assert await client.call(Svc.echo, "x") == "X"
+                (sess,) = server.sessions
+                (quic,) = listener._protocols
+                conn = weakref.ref(sess.conn)
+                relay.loss = (1.0, 1.0)
+                await sess.conn.abort()
+                del sess
+
+                def freed() -> bool:
+                    gc.collect()
+                    return conn() is None
+
+                await until(freed)
+                assert not quic.terminated and quic in listener._protocols  # QUIC still drains
+                await until(lambda: quic.terminated, timeout=20)
 
 
 async def test_shutdown_closes_the_listener_and_its_clients(cert: Any) -> None:
