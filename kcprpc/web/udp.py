@@ -49,9 +49,15 @@ class BatchedDatagramTransport(asyncio.DatagramTransport):
             self._protocol.datagram_received(data, addr)
 
     def sendto(self, data: Any, addr: Any = None) -> None:
-        """Queue one datagram to ``addr`` (sent at the end of this loop turn); nothing once closing."""
-        if not self._closing:
-            self._endpoint.send(bytes(data), addr)
+        """Queue one datagram to ``addr``; nothing once closing. The queue leaves at the end of
+        this loop turn, or as soon as it fills a send batch: a fan-out's first peers do not wait
+        until every connection has written."""
+        if self._closing:
+            return
+        ep = self._endpoint
+        ep.send(bytes(data), addr)
+        if len(ep.tx) >= ep.io.batch and not ep.writer_armed:
+            ep.send_now()
 
     def forget(self, addr: Address) -> None:
         """``addr`` is no longer served: out of the socket's address caches (once what is queued

@@ -131,22 +131,23 @@ def test_ts_loss_bench_quick_run_crosses_a_lossy_relay_with_each_recovery() -> N
 
 
 def test_web_fanout_bench_quick_run_races_websocket_against_kcp_subscribers_of_one_server() -> None:
-    """bench/web_fanout.py end to end, small: 20 subscribers per side (KCP and WebSocket) on one
-    server, one 0.5 s step per side and round, 2 rounds (the sides alternate). Both sides keep the
-    rate in both rounds (exit code 0), every round is reported per side, and the WS / KCP ratios
-    are printed."""
+    """bench/web_fanout.py end to end, small: 20 subscribers per side (KCP, WebSocket and
+    WebTransport) on one server, one 0.5 s step per side and round, 2 rounds (the sides
+    alternate). Every side keeps the rate in both rounds (exit code 0), every round is reported
+    per side, and each web side's ratios to KCP are printed."""
     argv = ["--subscribers", "20", "--procs", "1", "--rates", "4", "--cost-rate", "4", "--seconds", "0.5"]
-    done = run_bench("web_fanout.py", [*argv, "--drain", "3", "--rounds", "2"])
+    done = run_bench("web_fanout.py", [*argv, "--drain", "3", "--rounds", "2", "--sides", "kcp,ws,wt"])
     out = done.stdout
-    for side in ("kcp", "ws"):
+    for side in ("kcp", "ws", "wt"):
         assert f"# {side}: 20 subscribers connected and subscribed" in out, out
         rounds = [ln for ln in out.splitlines() if ln.startswith(f"{side:4} round ")]
         assert len(rounds) == 2 and all("4 publishes/s x 20" in r for r in rounds), rounds
         med = next(ln for ln in out.splitlines() if ln.startswith(f"{side:4} sustained "))
         assert "p50 n/a" not in med and "p99 n/a" not in med, med
-    ratio = next(ln for ln in out.splitlines() if ln.startswith("ratio ws / kcp: "))
-    for figure in ("sustained x", "delivered x", "p50 x", "p99 x"):  # CPU: /proc's ticks may read 0 here
-        assert figure in ratio, ratio
+    for side in ("ws", "wt"):
+        ratio = next(ln for ln in out.splitlines() if ln.startswith(f"ratio {side} / kcp: "))
+        for figure in ("sustained x", "delivered x", "p50 x", "p99 x"):  # CPU: /proc's ticks may read 0 here
+            assert figure in ratio, ratio
 
 
 def test_state_apply_bench_quick_run_times_both_contenders() -> None:
