@@ -53,6 +53,13 @@ measured with them.
     python bench/rpc_sessions.py --client c --sessions 5000,10000 --seconds 8
     python bench/rpc_sessions.py --client c --sessions 10000 --workers 2   # kcprpc.serve_workers
 
+``--over ws`` or ``--over wt`` runs the Python clients over a browser's transport instead: the
+server process also listens for WebSocket (``kcprpc.web.listen_websocket``) or WebTransport
+(``kcprpc.web.listen_webtransport``, a development certificate it makes), and every client is
+``kcprpc.web.connect_websocket`` or ``connect_webtransport`` (QUIC and TLS in Python):
+
+    python bench/rpc_sessions.py --sessions 200,1000 --idle --settle 5 --over wt
+
 ``--workers N`` serves the same app from N processes on the one port (:func:`kcprpc.serve_workers`,
 docs/workers.md); the server CPU is then theirs together, and the per-process counts (sessions,
 collections) are not read.
@@ -70,8 +77,10 @@ import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -127,7 +136,38 @@ def make_server(wire: str, coalesce_ms: int = 0) -> kcprpc.Server:
     return kcprpc.Server([Sessions()], "127.0.0.1", 0, transport=transport)
 
 
-def _server(ctl: Connection, wire: str, coalesce_ms: int) -> None:
+async def _listen_web(server: kcprpc.Server, over: str) -> Any:
+    """``--over ws``: a WebSocket listener beside the server's KCP one, its URL; ``wt``: a
+    WebTransport listener on a new development certificate, its URL and the certificate's hash."""
+    from kcprpc.web import WebTransportOptions, listen_websocket, listen_webtransport
+    from kcprpc.web.certs import make_dev_certificate
+
+    if over == "ws":
+        ws = await listen_websocket(server, "127.0.0.1", 0)
+        return f"ws://127.0.0.1:{ws.address[1]}/kcprpc"
+    dev = make_dev_certificate(days=3)
+    cert, key = dev.write(Path(tempfile.mkdtemp(prefix="kcprpc-bench-wt-")))
+    wt = await listen_webtransport(
+        server, "127.0.0.1", 0, WebTransportOptions(certificate=cert, private_key=key)
+    )
+    return (wt.url, dev.sha256)
+
+
+def _dial_for(over: str, web: Any, port: int, transport: Any, cfg: ClientConfig) -> kcprpc.Client:
+    """A client of the server: ``kcprpc.connect`` to ``port``, or over the web listener ``web``."""
+    if over == "ws":
+        from kcprpc.web import connect_websocket
+
+        return connect_websocket(web, config=cfg)
+    if over == "wt":
+        from kcprpc.web import connect_webtransport
+
+        url, sha256 = web
+        return connect_webtransport(url, certificate_hashes=[sha256], config=cfg)
+    return kcprpc.connect("127.0.0.1", port, transport=transport, config=cfg)
+
+
+def _server(ctl: Connection, wire: str, coalesce_ms: int, over: str = "kcp") -> None:
     import cProfile
 
     profiler = cProfile.Profile()
@@ -137,6 +177,8 @@ def _server(ctl: Connection, wire: str, coalesce_ms: int) -> None:
         server = make_server(wire, coalesce_ms)
         _host, port = await server.start()
         ctl.send(port)
+        if over != "kcp":
+            ctl.send(await _listen_web(server, over))
         done = loop.create_future()
         prof_file = os.environ.get("KCPRPC_BENCH_PROFILE")
         marks = 0
@@ -256,6 +298,8 @@ def _client(
     ready_q: Any,
     go: Any,
     result_q: Any,
+    over: str = "kcp",
+    web: Any = None,
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -276,7 +320,7 @@ def _client(
             nonlocal connect_errors
             await asyncio.sleep(max(0.0, at - loop.time()))
             async with gate:
-                c = kcprpc.connect("127.0.0.1", port, transport=transport, config=cfg)
+                c = _dial_for(over, web, port, transport, cfg)
                 c.on_disconnect = on_disconnect
                 try:
                     await c.connect()
@@ -425,9 +469,11 @@ def measure(
     group_ms: int = 0,
     workers: int = 1,
     coalesce_ms: int = 0,
+    over: str = "kcp",
 ) -> dict[str, Any]:
     """One run with ``n`` connections; returns the server's CPU %, RSS, call latency and errors
-    (``workers`` > 1: the server's N worker processes together, :func:`kcprpc.serve_workers`).
+    (``workers`` > 1: the server's N worker processes together, :func:`kcprpc.serve_workers`;
+    ``over``: the Python clients' transport, kcp, ws or wt).
     ``client``: ``"python"`` (:func:`kcprpc.connect` clients) or ``"c"`` (:class:`CClient`, whose
     connections made within one ``group_ms`` slot share a heartbeat schedule when it is set)."""
     exe = loadgen() if client == "c" else ""  # compiled before the server starts: a failure ends the run here
@@ -436,12 +482,13 @@ def measure(
     if workers > 1:
         server = ctx.Process(target=_workers_server, args=(child, wire, workers, coalesce_ms))
     else:
-        server = ctx.Process(target=_server, args=(child, wire, coalesce_ms), daemon=True)
+        server = ctx.Process(target=_server, args=(child, wire, coalesce_ms, over), daemon=True)
     server.start()
     if not parent.poll(30):
         raise RuntimeError("the server did not start")
     assert server.pid is not None
     port, pids = parent.recv() if workers > 1 else (parent.recv(), [server.pid])
+    web = parent.recv() if over != "kcp" else None  # the web listener's URL (and hash)
     ready_q: Any = ctx.Queue()
     result_q: Any = ctx.Queue()
     go = ctx.Event()
@@ -457,7 +504,20 @@ def measure(
         else [
             ctx.Process(
                 target=_client,
-                args=(i, port, per[i], wire, connect_rate / procs, idle, seconds, ready_q, go, result_q),
+                args=(
+                    i,
+                    port,
+                    per[i],
+                    wire,
+                    connect_rate / procs,
+                    idle,
+                    seconds,
+                    ready_q,
+                    go,
+                    result_q,
+                    over,
+                    web,
+                ),
                 daemon=True,
             )
             for i in range(procs)
@@ -554,15 +614,24 @@ def main(argv: list[str] | None = None) -> None:
         help="the server's IOOptions.read_coalesce_ms, comma-separated to compare several in one run "
         "(each connection count runs each value, alternated; default 0: read at each arrival)",
     )
+    p.add_argument(
+        "--over",
+        choices=("kcp", "ws", "wt"),
+        default="kcp",
+        help="the Python clients' transport: KCP (default), or a WebSocket or WebTransport listener of "
+        "the same server (kcprpc.web)",
+    )
     args = p.parse_args(argv)
     coalesce = [int(x) for x in args.coalesce_ms.split(",")]
     if args.client == "c" and args.wire == "compat":
         p.error("--client c speaks the secure wire only (--wire secure or key), not --wire compat")
+    if args.over != "kcp" and (args.client == "c" or args.workers > 1):
+        p.error("--over ws/wt: Python clients (--client python) and one server process (--workers 1)")
     counts = [500] if args.quick else [int(x) for x in args.sessions.split(",")]
     seconds = 5.0 if args.quick else args.seconds
     mode = "idle (heartbeats only)" if args.idle else "1 unary call/s per connection"
     print(
-        f"pid {os.getpid()}: wire {args.wire}, {args.procs} client processes ({args.client}), {seconds:g} s "
+        f"pid {os.getpid()}: wire {args.wire} over {args.over}, {args.procs} client processes ({args.client}), {seconds:g} s "
         f"window, {mode}, {args.workers} server process(es)",
         flush=True,
     )
@@ -579,6 +648,7 @@ def main(argv: list[str] | None = None) -> None:
             args.group_ms,
             args.workers,
             coalesce_ms,
+            args.over,
         )
         lost = sum(r["lost"].values())
         print(

@@ -9,6 +9,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
@@ -185,6 +187,20 @@ def test_rpc_sessions_bench_runs_the_c_load_generator() -> None:
     calls = int(line.split(" calls,")[0].rsplit(" ", 1)[1])
     assert " 0 failed, 0 lost " in line and "(connected 100, 0 connect errors" in line, line
     assert 190 <= calls <= 200, line  # 100 connections x 1 call/s x 2 s, each call's phase random
+
+
+@pytest.mark.parametrize("over", ["ws", "wt"])
+def test_rpc_sessions_bench_runs_its_clients_over_a_web_transport(over: str) -> None:
+    """bench/rpc_sessions.py --over ws/wt, small: 20 Python clients of the server's WebSocket or
+    WebTransport listener each make their call every second of the window; none fails or is lost."""
+    done = run_bench(
+        "rpc_sessions.py", ["--over", over, "--sessions", "20", "--seconds", "2", "--procs", "1"]
+    )
+    assert f"over {over}," in done.stdout, done.stdout
+    line = next(x for x in done.stdout.splitlines() if " connections, read coalescing 0 ms: server CPU" in x)
+    calls = int(line.split(" calls,")[0].rsplit(" ", 1)[1])
+    assert " 0 failed, 0 lost " in line and "(connected 20, 0 connect errors" in line, line
+    assert 36 <= calls <= 40, line  # 20 connections x 1 call/s x 2 s, each call's phase random
 
 
 def test_fanout_bench_pairs_each_rounds_server_cpu_with_grpcios() -> None:
