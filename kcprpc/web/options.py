@@ -139,13 +139,19 @@ class WebTransportOptions(WebOptions):
     * ``certificate_hashes``: the base64 SHA-256 hashes a browser pins with
       ``serverCertificateHashes`` (a development certificate's), announced by discovery;
     * ``max_datagram``: at most :data:`MAX_WEBTRANSPORT_DATAGRAM` (1024, the default): what
-      Chromium sends (its ``datagrams.maxDatagramSize``) and what fits one 1200-byte QUIC packet.
+      Chromium sends (its ``datagrams.maxDatagramSize``) and what fits one 1200-byte QUIC packet;
+    * ``handshake_rate`` and ``handshake_burst``: new QUIC connections a second (and at once) that
+      may start a TLS handshake before their address is proven; past them a new connection gets a
+      stateless Retry, and under load a proven address may start this many a second
+      (:mod:`kcprpc.web.quic_admission`). ``handshake_rate=0``: a Retry for every new connection.
     """
 
     certificate: str | Path | None = None
     private_key: str | Path | None = None
     certificate_hashes: tuple[str, ...] = ()
     max_datagram: int = 1024
+    handshake_rate: float = 50.0
+    handshake_burst: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +161,17 @@ class WebTransportOptions(WebOptions):
                 f"(a browser sends no larger WebTransport datagram), not {self.max_datagram}"
             )
         object.__setattr__(self, "certificate_hashes", tuple(self.certificate_hashes))
+        rate = self.handshake_rate
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, (int, float))
+            or not math.isfinite(rate)
+            or rate < 0
+        ):
+            raise UsageError(
+                f"WebTransportOptions: handshake_rate must be a number >= 0 (a second), not {rate!r}"
+            )
+        _int("WebTransportOptions", "handshake_burst", self.handshake_burst, 1)
 
 
 def _positive(owner: str, name: str, v: object) -> None:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # (its C module's, re-exported)
 from aioquic.h3.connection import H3_ALPN
 from aioquic.h3.events import (
     DatagramReceived,
@@ -57,6 +58,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
     QuicEvent,
 )
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from kcp.batch import open_udp_socket
 from kcprpc.errors import UsageError
@@ -82,6 +85,7 @@ from kcprpc.web.quic import (
     path_addresses,
     peer_address,
 )
+from kcprpc.web.quic_admission import DROP, RETRY, QuicAdmission
 from kcprpc.web.udp import BatchedDatagramTransport
 
 if TYPE_CHECKING:
@@ -98,6 +102,9 @@ WT_COUNTERS = (
     "datagrams_before_accept",  # a datagram before ACCEPT
     "capsule_errors",  # a capsule on the CONNECT stream over its bound
     "datagrams_congested",  # datagrams dropped while max_datagram_backlog bytes of them waited in QUIC
+    "quic_retries",  # new QUIC connections answered with a Retry (past handshake_rate: under load)
+    "invalid_tokens",  # Initials whose Retry token did not validate (dropped)
+    "handshakes_rate_limited",  # proven Initials over their address's budget under load (dropped)
 )
 """The WebTransport listener's own counters (besides :data:`kcprpc.web.listener.LISTENER_COUNTERS`)."""
 
@@ -172,7 +179,7 @@ class WebTransportListener(WebListenerBase):
                 sock = open_udp_socket(str(host), int(port or 0))
         except OSError as e:
             raise UsageError(f"cannot listen for WebTransport on {host}:{port}: {e.strerror or e}") from None
-        self._quic_server = QuicServer(configuration=cfg, create_protocol=make)
+        self._quic_server = _AdmittingQuicServer(self, configuration=cfg, create_protocol=make)
         # (batched reads and sends, not asyncio's transport: kcprpc.web.udp says why)
         self._udp = BatchedDatagramTransport(sock, self._quic_server)
         sockname = sock.getsockname()
@@ -219,6 +226,55 @@ class WebTransportListener(WebListenerBase):
         out["packets_out"] = udp.counters.out_pkts if udp is not None else 0
         out["packets_send_dropped"] = udp.send_dropped if udp is not None else 0
         return out
+
+
+class _AdmittingQuicServer(QuicServer):
+    """aioquic's server, with the listener's budget of new connections in front of it
+    (:mod:`kcprpc.web.quic_admission`): an Initial of a new connection starts its handshake, gets
+    a Retry (aioquic makes it, with its address-bound token), or is dropped; one whose token does
+    not validate is dropped and counted (``invalid_tokens``) without an answer."""
+
+    def __init__(self, listener: WebTransportListener, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._listener = listener
+        self._tokens = QuicRetryTokenHandler()
+        opts = listener.options
+        self.admission = QuicAdmission(opts.handshake_rate, opts.handshake_burst, listener.sources.keys, 0)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """Admit (or not) an Initial of a new connection; hand the datagram to aioquic."""
+        raw = data if isinstance(data, bytes) else data.encode()
+        if len(raw) >= 1200 and raw[0] & 0x80:  # a long header, the size of an Initial
+            try:
+                header = pull_quic_header(
+                    Buffer(data=raw), host_cid_length=self._configuration.connection_id_length
+                )
+            except ValueError:
+                return  # (aioquic drops it too)
+            new = (
+                header.packet_type == QuicPacketType.INITIAL and header.destination_cid not in self._protocols
+            )
+            if new and not self._admit(header.token, header.destination_cid, addr):
+                return
+        super().datagram_received(raw, addr)
+
+    def _admit(self, token: bytes, dcid: bytes, addr: Any) -> bool:
+        now = self._loop.time()
+        if token:
+            try:
+                self._tokens.validate_token(address=addr, destination_cid=dcid, token=token, now=now)
+            except ValueError:
+                self._listener.count("invalid_tokens", f"a Retry token that does not validate from {addr!r}")
+                return False
+        verdict = self.admission.initial(addr, bool(token), int(now * 1000))
+        if verdict == RETRY:
+            self._listener.count("quic_retries")
+        elif verdict == DROP:
+            self._listener.count("handshakes_rate_limited", f"new QUIC connections over budget from {addr!r}")
+            return False
+        # aioquic answers with a Retry, or checks the token, when it has a token handler
+        self._retry = self._tokens if verdict == RETRY or token else None  # type: ignore[assignment]
+        return True
 
 
 class _ServerProtocol(H3Protocol):

@@ -48,13 +48,16 @@ async def page_server(body: bytes) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def wt_page(tmp_path: Path, origins: tuple[str, ...] | None) -> AsyncIterator[tuple[Page, Started]]:
+async def wt_page(
+    tmp_path: Path, origins: tuple[str, ...] | None, **opts: object
+) -> AsyncIterator[tuple[Page, Started]]:
     """A server with a WebTransport listener (a development certificate; ``origins``, None: the
-    page's own) and a Chromium page at wt_roundtrip.html, served from http://127.0.0.1."""
+    page's own; ``opts``: more of its options) and a Chromium page at wt_roundtrip.html, served
+    from http://127.0.0.1."""
     async with page_server(PAGE.read_bytes()) as page_url:
         allowed = origins if origins is not None else (page_url.rstrip("/"),)
         async with (
-            running(dev_cert(tmp_path), key="wt browser test", origins=allowed) as started,
+            running(dev_cert(tmp_path), key="wt browser test", origins=allowed, **opts) as started,
             Chromium.launch() as browser,
         ):
             page = await browser.new_page()
@@ -68,8 +71,11 @@ def round_trip(started: Started) -> str:
     return f"window.kcprpcRoundTrip({listener.url!r}, {dev.hash_hex!r})"
 
 
-async def test_chromium_calls_over_webtransport(tmp_path: Path) -> None:
-    async with wt_page(tmp_path, None) as (page, started):
+@pytest.mark.parametrize("retry", [False, True], ids=["direct", "through-a-retry"])
+async def test_chromium_calls_over_webtransport(tmp_path: Path, retry: bool) -> None:
+    """``through-a-retry``: the listener answers every new connection with a Retry first
+    (``handshake_rate=0``, what it does under load) and Chromium comes back with the token."""
+    async with wt_page(tmp_path, None, **({"handshake_rate": 0} if retry else {})) as (page, started):
         listener = started[1]
         assert listener.certificate_hashes  # a development certificate: its hash is announced
         result = await page.evaluate(round_trip(started), timeout=30)
@@ -83,6 +89,8 @@ async def test_chromium_calls_over_webtransport(tmp_path: Path) -> None:
         stats = listener.stats()
         assert stats["accepted"] == 1 and stats["origins_refused"] == 0
         assert stats["protocol_errors"] == 0
+        # (Chromium's first flight was two Initials here, and each gets a Retry)
+        assert (stats["quic_retries"] > 0) == retry and stats["invalid_tokens"] == 0
 
 
 async def test_chromium_from_an_origin_outside_the_list_is_refused(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, ProtocolNegotiated, QuicEvent, StreamDataReceived
 from pydantic import BaseModel
 
@@ -239,6 +241,69 @@ async def test_shutdown_closes_the_listener_and_its_clients(cert: Any) -> None:
         await asyncio.wait_for(gone.wait(), 10)
     finally:
         await client.close()
+
+
+# -- new connections under a budget -------------------------------------------------------------
+
+
+def _initial(addr: tuple[str, int], token: bytes = b"") -> bytes:
+    """A client's first datagram (an Initial with a new connection ID), as a browser's would be."""
+    c = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, token=token))
+    c.connect(addr, now=0.0)
+    return c.datagrams_to_send(now=0.0)[0][0]
+
+
+async def test_a_client_connects_through_a_retry(cert: Any) -> None:
+    """``handshake_rate=0``: every new connection gets a Retry first; the client answers it with
+    the token and its session works."""
+    async with running(cert, handshake_rate=0) as started, client_for(started) as client:
+        assert await client.call(Svc.echo, "x") == "X"
+        assert started[1].stats()["quic_retries"] == 1
+
+
+async def test_a_flood_of_new_connections_past_the_budget_gets_retries_and_holds_nothing(cert: Any) -> None:
+    """Initials from 12 sources (as a spoofing attacker sends them) against a budget of 2: two
+    start handshakes, the other 10 get a Retry each (smaller than the Initial) and leave no
+    connection behind; a real client still connects (through a Retry: the server is under load)."""
+    async with running(cert, handshake_rate=0.5, handshake_burst=2) as started:
+        listener = started[1]
+        socks = []
+        try:
+            for i in range(12):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind((f"127.0.3.{i + 1}", 0))
+                s.setblocking(False)
+                s.sendto(_initial(listener.address), listener.address)
+            await until(lambda: listener.stats()["quic_retries"] == 10)
+            assert listener.stats()["quic_connections"] == 2
+            loop = asyncio.get_running_loop()
+            sizes = []
+            for s in socks:  # each source got an answer: a Retry (54-ish bytes) or a handshake
+                data = await asyncio.wait_for(loop.sock_recv(s, 2048), 5)
+                sizes.append((len(data), data[0] & 0x30 == 0x30))  # long header type 3: Retry
+            retries = [n for n, retry in sizes if retry]
+            assert len(retries) == 10 and all(n < 200 for n in retries), sizes
+        finally:
+            for s in socks:
+                s.close()
+        async with client_for(started) as client:
+            assert await client.call(Svc.echo, "x") == "X"
+        assert listener.stats()["quic_retries"] == 11
+
+
+async def test_an_initial_with_a_forged_token_is_dropped_and_counted(cert: Any) -> None:
+    async with running(cert) as started:
+        listener = started[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            s.sendto(_initial(listener.address, token=b"\x01" * 40), listener.address)
+            await until(lambda: listener.stats()["invalid_tokens"] == 1)
+            assert listener.stats()["quic_connections"] == 0
+            await asyncio.sleep(0.05)  # (nothing answers it)
+            with pytest.raises(BlockingIOError):
+                s.recv(2048)
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -203,6 +203,17 @@ def test_rpc_sessions_bench_runs_its_clients_over_a_web_transport(over: str) -> 
     assert 36 <= calls <= 40, line  # 20 connections x 1 call/s x 2 s, each call's phase random
 
 
+def test_wt_flood_bench_sends_retries_past_the_budget_and_the_client_is_served() -> None:
+    """bench/wt_flood.py, small: 400 spoofed Initials in 1 s against the default budget (100 at
+    once, 50 a second): the rest get Retries, the legitimate client's calls all succeed."""
+    done = run_bench("wt_flood.py", ["--rates", "400", "--seconds", "1", "--contenders", "budget"])
+    line = next(x for x in done.stdout.splitlines() if x.startswith("budget "))
+    retries = int(line.split("Retries ")[1].split(";")[0])
+    held = int(line.split("QUIC connections held ")[1].split(",")[0])
+    assert retries >= 200 and held <= 160, line  # 400 sent; at most 100 + 50/s handshakes (+ the client)
+    assert " 0 failed" in line and " legitimate client 0 of" not in line, line
+
+
 def test_fanout_bench_pairs_each_rounds_server_cpu_with_grpcios() -> None:
     """bench/fanout.py's closing lines: the server's CPU per delivery against grpcio's, round by
     round (the contenders ran back to back in each), at each rate; a step a contender did not
