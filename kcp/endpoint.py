@@ -88,6 +88,7 @@ class Endpoint:
         "dispatch",
         "flushq",
         "forgets",
+        "forgets_skipped",
         "gso",
         "io",
         "loop",
@@ -127,6 +128,9 @@ class Endpoint:
         self.timers = TimerHeap.for_loop(loop)
         self.tx: list[tuple[bytes, Address]] = []
         self.forgets: list[Address] = []  # addresses to drop from the io's caches once tx is sent
+        self.forgets_skipped = 0
+        """Forgets not kept while :data:`TX_LIMIT` waited (the socket could not send): those
+        addresses stay in the caches until their own bound clears them."""
         self.flushq: list[EndpointUser] = []
         self.dirty: list[EndpointUser] = []
         self.scheduled = False
@@ -181,8 +185,10 @@ class Endpoint:
         it would cache the address again (a session's last datagrams, its CLOSE)."""
         if not self.tx:
             self.io.forget(addr)
-        elif len(self.forgets) < TX_LIMIT:  # (past it, the caches' own bound applies)
+        elif len(self.forgets) < TX_LIMIT:
             self.forgets.append(addr)
+        else:  # (the caches' own bound applies to what is skipped)
+            self.forgets_skipped += 1
 
     def send(self, datagram: bytes, addr: Address) -> None:
         """Queue one datagram and make sure this tick's batch goes out."""

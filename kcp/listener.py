@@ -249,6 +249,7 @@ class Listener:
         out = {"sessions": len(self._sessions), "backlog": len(self._pending)}
         out.update(self._demux.sizes())
         out["recv_addr_cache"], out["send_addr_cache"] = self._ep.io.cache_sizes()
+        out["forgets_waiting"] = len(self._ep.forgets)
         return out
 
     @property
@@ -260,6 +261,7 @@ class Listener:
         out["backlog"] = len(self._pending)
         out["pending"] = self._demux.sizes()["pending"]
         out["tx_dropped"] = self._ep.tx_dropped
+        out["forgets_skipped"] = self._ep.forgets_skipped
         if self._secure is not None:
             for k, v in self._secure.server.counters.snapshot().items():
                 out["secure_" + k] = v

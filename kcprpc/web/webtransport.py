@@ -232,7 +232,10 @@ class _AdmittingQuicServer(QuicServer):
     """aioquic's server, with the listener's budget of new connections in front of it
     (:mod:`kcprpc.web.quic_admission`): an Initial of a new connection starts its handshake, gets
     a Retry (aioquic makes it, with its address-bound token), or is dropped; one whose token does
-    not validate is dropped and counted (``invalid_tokens``) without an answer."""
+    not validate is dropped and counted (``invalid_tokens``) without an answer. aioquic has no
+    hook for this: the server's connections by ID (``_protocols``) are read and its token handler
+    (``_retry``) set for each new connection's Initial; the integration tests (a client through a
+    Retry, a flood past the budget, a forged token) fail if they move."""
 
     def __init__(self, listener: WebTransportListener, **kwargs: Any) -> None:
         super().__init__(**kwargs)
