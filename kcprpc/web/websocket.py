@@ -39,6 +39,7 @@ from kcprpc.interceptors import ClientInterceptor
 from kcprpc.mux import MuxConfig
 from kcprpc.status import Status
 from kcprpc.web.connection import WebConnection, status_close_code
+from kcprpc.web.fdlimit import ensure_fd_limit
 from kcprpc.web.framing import (
     DATAGRAM,
     STREAM,
@@ -295,6 +296,8 @@ class WebSocketListener(WebListenerBase):
     async def start(self, host: str | None, port: int | None, sock: socket.socket | None = None) -> None:
         """Bind and listen on ``host:port``, or listen on ``sock`` (a bound TCP socket) when given."""
         opts = self.options
+        # a socket per connection: room for max_connections of them (kcprpc.web.fdlimit)
+        ensure_fd_limit(opts.max_connections, what="WebSocket listener")
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         self._ws = await ws_serve(
             self._handle,
