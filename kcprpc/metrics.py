@@ -214,7 +214,9 @@ def families(server: MetricsSource) -> list[Family]:
     listener_stats = getattr(server, "listener_stats", None)
     if callable(listener_stats):
         for k, v in listener_stats().items():
-            lkind: Literal["counter", "gauge"] = "gauge" if k.endswith("_open") else "counter"
+            # (what is open now, and a WebTransport listener's QUIC connections, are gauges)
+            gauge = k.endswith(("_open", "_quic_connections"))
+            lkind: Literal["counter", "gauge"] = "gauge" if gauge else "counter"
             out.append(
                 _one("listener_" + metric_name(k), lkind, f"listener stats {k!r} (Server.add_listener)", v)
             )

@@ -31,6 +31,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.http11 import Request, Response
 
+from kcp.ratelimit import SourceTally
 from kcprpc.client import Client
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import RPC_MUX_CONFIG
@@ -177,6 +178,9 @@ class WebSocketListener(WebListenerBase):
         self._ws: WsServer | None = None
         self._announced: dict[str, Any] = {}
         self._opening = 0  # connections not yet past OPEN
+        # TCP connections still in their HTTP handshake, per address and in all (_Accepted)
+        self.handshaking = SourceTally(self.sources.keys, server.config.max_connections_per_address)
+        self._handshaking: set[ServerConnection] = set()
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -195,6 +199,41 @@ class WebSocketListener(WebListenerBase):
         doc = discovery_document(self.options.path, [lst for lst in self.server.listeners if lst is not self])
         doc.update(self._announced)
         return doc
+
+    def stats(self) -> dict[str, int]:
+        """Counters, ``connections_open``, and the TCP connections still in their HTTP handshake
+        (``handshakes_open``)."""
+        out = super().stats()
+        out["handshakes_open"] = len(self._handshaking)
+        return out
+
+    # -- TCP ----------------------------------------------------------------------------------------
+
+    def tcp_accepted(self, conn: ServerConnection, peer: Any) -> bool:
+        """A TCP connection from ``peer`` before its HTTP request: False (counted; the caller
+        resets it) when that address already has ``max_connections_per_address`` of them in
+        their handshake, or ``max_connections`` are; else it is charged until
+        :meth:`tcp_done`. Before this, a client that never finished its request held a socket for
+        ``open_timeout`` uncounted, as many as it could open (a slowloris)."""
+        limit = self.options.max_connections
+        if limit is not None and len(self._handshaking) >= limit:
+            self.count("refused_handshaking", f"over {limit} TCP connections in their HTTP handshake")
+            return False
+        if self.handshaking.over(peer):
+            self.count(
+                "refused_handshaking",
+                f"over {self.handshaking.cap} TCP connections in their HTTP handshake from {peer!r}",
+            )
+            return False
+        self.handshaking.add(conn, peer)
+        self._handshaking.add(conn)
+        return True
+
+    def tcp_done(self, conn: ServerConnection) -> None:
+        """``conn``'s handshake is over (the handler runs, or the connection is gone)."""
+        if conn in self._handshaking:
+            self._handshaking.discard(conn)
+            self.handshaking.remove(conn)
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -234,6 +273,7 @@ class WebSocketListener(WebListenerBase):
             self.count_unexpected(msg, first=False)
 
     async def _handle(self, ws: ServerConnection) -> None:
+        self.tcp_done(ws)
         opts = self.options
         limit = opts.max_connections
         if limit is not None and len(self.connections) + self._opening >= limit:
@@ -299,9 +339,25 @@ class WebSocketListener(WebListenerBase):
         # a socket per connection: room for max_connections of them (kcprpc.web.fdlimit)
         ensure_fd_limit(opts.max_connections, what="WebSocket listener")
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
+        listener = self
+
+        class _Accepted(ServerConnection):
+            """Charged against the listener's bounds from the TCP accept (:meth:`tcp_accepted`)."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                if not listener.tcp_accepted(self, transport.get_extra_info("peername")):
+                    assert isinstance(transport, asyncio.Transport)
+                    transport.abort()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                listener.tcp_done(self)
+                super().connection_lost(exc)
+
         self._ws = await ws_serve(
             self._handle,
             **where,
+            create_connection=_Accepted,
             process_request=self._process_request,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             compression=None,

@@ -89,6 +89,7 @@ async def test_calls_streams_and_pushes_over_websocket(served: Any) -> None:
         metrics = {f.name: f for f in families(server)}  # the /metrics endpoint's view
         assert metrics["kcprpc_listener_websocket_accepted"].samples == [({}, 1.0)]
         assert metrics["kcprpc_listener_websocket_connections_open"].kind == "gauge"
+        assert metrics["kcprpc_listener_websocket_handshakes_open"].kind == "gauge"
     assert lst.counters["protocol_errors"] == 0
 
 
@@ -444,6 +445,46 @@ async def test_connections_past_the_cap_per_address_are_closed_before_open() -> 
             lst, "refused_address_full", lambda: len(lst.sources) == 0
         )  # its share given back
     finally:
+        await server.shutdown()
+
+
+@pytest.mark.parametrize("bound", ["per-address", "in-all"])
+async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound: str) -> None:
+    """A slowloris: TCP connections that send half an HTTP request and wait. One address may hold
+    ``max_connections_per_address`` of them (127.0.0.1 is not exempt here), all addresses together
+    ``max_connections``; the rest are reset at once and counted (before, each held a socket for
+    ``open_timeout``, uncounted). A client from another address is served meanwhile, and the
+    charges go when the sockets do."""
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    per_address = 3 if bound == "per-address" else 100
+    server = kcprpc.Server(
+        [Demo()],
+        transport=kcprpc.Transport(wire),
+        config=kcprpc.ServerConfig(max_connections_per_address=per_address),
+    )
+    loop = asyncio.get_running_loop()
+    socks: list[socket.socket] = []
+    try:
+        opts = WebSocketOptions(max_connections=3 if bound == "in-all" else 10_000)
+        lst = await listen_websocket(server, "127.0.0.1", 0, opts)
+        for i in range(6):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.2" if bound == "per-address" else f"127.0.0.{2 + i}", 0))
+            s.setblocking(False)
+            await loop.sock_connect(s, lst.address)
+            await loop.sock_sendall(s, b"GET /kcprpc HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+        await until(lambda: lst.counters["refused_handshaking"] == 3, TIMEOUT)
+        assert lst.stats()["handshakes_open"] == 3  # the three let in wait for their requests
+        if bound == "per-address":  # another address is served meanwhile
+            async with connect_websocket(f"ws://127.0.0.1:{lst.address[1]}/kcprpc") as c:
+                await c.stub(Demo, timeout=TIMEOUT).whoami()
+        for s in socks:
+            s.close()
+        await until(lambda: lst.stats()["handshakes_open"] == 0 and len(lst.handshaking) == 0, TIMEOUT)
+    finally:
+        for s in socks:
+            s.close()
         await server.shutdown()
 
 

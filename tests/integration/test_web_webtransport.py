@@ -29,6 +29,7 @@ import kcprpc
 import kcprpc.web
 from kcp.relay import LossyRelay
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.metrics import families
 from kcprpc.status import Status
 from kcprpc.web import webtransport, webtransport_client
 from kcprpc.web.capsules import CapsuleReader, close_capsule
@@ -88,6 +89,9 @@ async def test_calls_of_every_kind_over_webtransport(cert: Any) -> None:
         stats = listener.stats()
         assert stats["accepted"] == 1 and stats["connections_open"] == 1
         assert server.listener_stats()["webtransport_accepted"] == 1
+        metrics = {f.name: f for f in families(server)}  # the /metrics endpoint's view
+        assert metrics["kcprpc_listener_webtransport_quic_connections"].kind == "gauge"
+        assert metrics["kcprpc_listener_webtransport_packets_in"].kind == "counter"
 
 
 async def test_pushes_arrive_in_order(cert: Any) -> None:
