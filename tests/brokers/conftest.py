@@ -7,9 +7,11 @@ why), so nothing is skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -95,11 +97,25 @@ class Brokers:
                 await b.close()
 
 
+STUCK_AFTER = 100.0
+"""Seconds after which a broker test prints every asyncio task's stack (pytest-timeout ends it at
+120 s and shows only the threads', where an idle loop waits in ``select``): which await never
+ended. Once, in CI, a Redis presence test hung so, and nothing showed where."""
+
+
+def _print_tasks() -> None:
+    print(f"=== a broker test still runs after {STUCK_AFTER:g} s: its asyncio tasks ===", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
 @pytest.fixture
 async def broker(backend: Backend) -> AsyncIterator[Brokers]:
     """A factory of fresh brokers of one backend (see :class:`Brokers`)."""
     f = Brokers(backend)
+    stuck = asyncio.get_running_loop().call_later(STUCK_AFTER, _print_tasks)
     try:
         yield f
     finally:
         await f.aclose()
+        stuck.cancel()
