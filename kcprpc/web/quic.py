@@ -148,8 +148,7 @@ class CloseAfterStream:
         """The session's stream ended: a capsule that came first ends the session now."""
         self.stream_ended = True
         if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+            self.cancel()
             self._end()
 
     def cancel(self) -> None:

@@ -62,7 +62,7 @@ class QuicAdmission:
                 return ADMIT
             self._loaded_until = now + LOAD_HOLD_MS
             return RETRY
-        if now >= self._loaded_until or self.per_address.allow(address, now):  # (rate 0: no limit)
+        if not self.under_load(now) or self.per_address.allow(address, now):  # (rate 0: no limit)
             return ADMIT
         return DROP
 

@@ -179,8 +179,8 @@ class WebSocketListener(WebListenerBase):
         self._announced: dict[str, Any] = {}
         self._opening = 0  # connections not yet past OPEN
         # TCP connections still in their HTTP handshake, per address and in all (_Accepted)
-        self.handshaking = SourceTally(self.sources.keys, server.config.max_connections_per_address)
-        self._handshaking: set[ServerConnection] = set()
+        self.handshake_sources = SourceTally(self.sources.keys, server.config.max_connections_per_address)
+        self._handshakes: set[ServerConnection] = set()
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -204,7 +204,7 @@ class WebSocketListener(WebListenerBase):
         """Counters, ``connections_open``, and the TCP connections still in their HTTP handshake
         (``handshakes_open``)."""
         out = super().stats()
-        out["handshakes_open"] = len(self._handshaking)
+        out["handshakes_open"] = len(self._handshakes)
         return out
 
     # -- TCP ----------------------------------------------------------------------------------------
@@ -216,24 +216,24 @@ class WebSocketListener(WebListenerBase):
         :meth:`tcp_done`. Before this, a client that never finished its request held a socket for
         ``open_timeout`` uncounted, as many as it could open (a slowloris)."""
         limit = self.options.max_connections
-        if limit is not None and len(self._handshaking) >= limit:
+        if limit is not None and len(self._handshakes) >= limit:
             self.count("refused_handshaking", f"over {limit} TCP connections in their HTTP handshake")
             return False
-        if self.handshaking.over(peer):
+        if self.handshake_sources.over(peer):
             self.count(
                 "refused_handshaking",
-                f"over {self.handshaking.cap} TCP connections in their HTTP handshake from {peer!r}",
+                f"over {self.handshake_sources.cap} TCP connections in their HTTP handshake from {peer!r}",
             )
             return False
-        self.handshaking.add(conn, peer)
-        self._handshaking.add(conn)
+        self.handshake_sources.add(conn, peer)
+        self._handshakes.add(conn)
         return True
 
     def tcp_done(self, conn: ServerConnection) -> None:
         """``conn``'s handshake is over (the handler runs, or the connection is gone)."""
-        if conn in self._handshaking:
-            self._handshaking.discard(conn)
-            self.handshaking.remove(conn)
+        if conn in self._handshakes:
+            self._handshakes.discard(conn)
+            self.handshake_sources.remove(conn)
 
     # -- HTTP ---------------------------------------------------------------------------------------
 

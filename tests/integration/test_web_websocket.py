@@ -481,7 +481,7 @@ async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound
                 await c.stub(Demo, timeout=TIMEOUT).whoami()
         for s in socks:
             s.close()
-        await until(lambda: lst.stats()["handshakes_open"] == 0 and len(lst.handshaking) == 0, TIMEOUT)
+        await until(lambda: lst.stats()["handshakes_open"] == 0 and len(lst.handshake_sources) == 0, TIMEOUT)
     finally:
         for s in socks:
             s.close()

@@ -11,6 +11,7 @@ import pytest
 
 from kcp.batch import open_udp_socket
 from kcprpc.web.udp import BatchedDatagramTransport
+from tests.integration.web_support import until
 
 
 class Recorder(asyncio.DatagramProtocol):
@@ -30,14 +31,6 @@ class Recorder(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.append(exc)
-
-
-async def until(cond: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
