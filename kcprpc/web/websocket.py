@@ -18,9 +18,10 @@ import contextlib
 import http
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -39,6 +40,7 @@ from kcprpc.errors import RpcError, UsageError
 from kcprpc.interceptors import ClientInterceptor
 from kcprpc.mux import MuxConfig
 from kcprpc.status import Status
+from kcprpc.transport import spawn
 from kcprpc.web.connection import WebConnection, status_close_code
 from kcprpc.web.fdlimit import ensure_fd_limit
 from kcprpc.web.framing import (
@@ -54,6 +56,7 @@ from kcprpc.web.listener import Admitted, WebListenerBase
 from kcprpc.web.options import WebSocketOptions
 from kcprpc.web.pipe import WebPipe
 from kcprpc.web.static import DISCOVERY_PATH, HttpReply, discovery_document, discovery_reply, serve_file
+from kcprpc.web.tls_accept import accept_tls
 
 if TYPE_CHECKING:
     from kcprpc.server import Server
@@ -67,6 +70,7 @@ log = logging.getLogger("kcprpc.web")
 
 _CLOSE_TIMEOUT = 2.0  # seconds a close handshake may take before the TCP connection is cut
 _MAX_REASON = 123  # bytes of a WebSocket close reason
+_MAX_EARLY_TLS = 64 * 1024  # bytes read before a TLS handshake began (uvloop): a ClientHello's room
 
 
 def _reason(text: str) -> str:
@@ -174,13 +178,22 @@ class WebSocketListener(WebListenerBase):
     def __init__(self, server: Server, options: WebSocketOptions) -> None:
         super().__init__(server, options)
         self.options: WebSocketOptions = options
-        self.counters.update({"subprotocol_refused": 0, "http_files": 0, "http_not_found": 0})
+        self.counters.update(
+            {
+                "subprotocol_refused": 0,
+                "http_files": 0,
+                "http_not_found": 0,
+                "refused_handshaking": 0,
+                "tls_failed": 0,
+            }
+        )
         self._ws: WsServer | None = None
         self._announced: dict[str, Any] = {}
         self._opening = 0  # connections not yet past OPEN
-        # TCP connections still in their HTTP handshake, per address and in all (_Accepted)
+        # TCP connections still in their handshake (TLS, HTTP), per address and in all (_Accepted)
         self.handshake_sources = SourceTally(self.sources.keys, server.config.max_connections_per_address)
         self._handshakes: set[ServerConnection] = set()
+        self._tls: set[asyncio.Future[Any]] = set()  # TLS handshakes under way (begin_tls)
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -201,8 +214,8 @@ class WebSocketListener(WebListenerBase):
         return doc
 
     def stats(self) -> dict[str, int]:
-        """Counters, ``connections_open``, and the TCP connections still in their HTTP handshake
-        (``handshakes_open``)."""
+        """Counters, ``connections_open``, and the TCP connections still in their handshake
+        (TLS, HTTP: ``handshakes_open``)."""
         out = super().stats()
         out["handshakes_open"] = len(self._handshakes)
         return out
@@ -210,19 +223,19 @@ class WebSocketListener(WebListenerBase):
     # -- TCP ----------------------------------------------------------------------------------------
 
     def tcp_accepted(self, conn: ServerConnection, peer: Any) -> bool:
-        """A TCP connection from ``peer`` before its HTTP request: False (counted; the caller
+        """A TCP connection from ``peer`` before its handshake (TLS, HTTP): False (counted; the caller
         resets it) when that address already has ``max_connections_per_address`` of them in
         their handshake, or ``max_connections`` are; else it is charged until
         :meth:`tcp_done`. Before this, a client that never finished its request held a socket for
         ``open_timeout`` uncounted, as many as it could open (a slowloris)."""
         limit = self.options.max_connections
         if limit is not None and len(self._handshakes) >= limit:
-            self.count("refused_handshaking", f"over {limit} TCP connections in their HTTP handshake")
+            self.count("refused_handshaking", f"over {limit} TCP connections in their handshake")
             return False
         if self.handshake_sources.over(peer):
             self.count(
                 "refused_handshaking",
-                f"over {self.handshake_sources.cap} TCP connections in their HTTP handshake from {peer!r}",
+                f"over {self.handshake_sources.cap} TCP connections in their handshake from {peer!r}",
             )
             return False
         self.handshake_sources.add(conn, peer)
@@ -234,6 +247,36 @@ class WebSocketListener(WebListenerBase):
         if conn in self._handshakes:
             self._handshakes.discard(conn)
             self.handshake_sources.remove(conn)
+
+    def begin_tls(
+        self,
+        conn: ServerConnection,
+        transport: asyncio.Transport,
+        context: ssl.SSLContext,
+        early: Callable[[], bytes],
+    ) -> None:
+        """Run ``conn``'s TLS handshake (charged since its accept) within ``open_timeout``; then
+        its WebSocket handshake begins on the TLS transport. One that fails or times out is closed
+        and counted (``tls_failed``), and its charge goes."""
+
+        async def run() -> None:
+            try:
+                await accept_tls(
+                    transport,
+                    conn,
+                    context,
+                    handshake_timeout=self.options.open_timeout,
+                    shutdown_timeout=_CLOSE_TIMEOUT,
+                    early=early,
+                )
+            except Exception as e:  # ssl.SSLError and a timeout's ConnectionAbortedError are OSErrors
+                self.tcp_done(conn)
+                self.count("tls_failed", f"TLS handshake from {transport.get_extra_info('peername')!r}: {e}")
+            except asyncio.CancelledError:  # the listener closing
+                self.tcp_done(conn)
+                raise
+
+        spawn(self._tls, run())
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -341,18 +384,52 @@ class WebSocketListener(WebListenerBase):
         where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port}
         listener = self
 
+        tls = opts.ssl
+
         class _Accepted(ServerConnection):
-            """Charged against the listener's bounds from the TCP accept (:meth:`tcp_accepted`)."""
+            """Charged against the listener's bounds from the TCP accept (:meth:`tcp_accepted`),
+            before its TLS handshake when it has one (:meth:`begin_tls`)."""
+
+            made = False  # websockets' connection has its transport
+            in_tls = False  # its TLS handshake has begun: the next connection_made is the result
+            raw: asyncio.Transport
+            early: bytearray
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                # (asyncio's or uvloop's: the latter's are no asyncio.Transport subclasses)
+                transport = cast(asyncio.Transport, transport)
+                if not self.in_tls:
+                    if not listener.tcp_accepted(self, transport.get_extra_info("peername")):
+                        transport.abort()  # websockets never hears of it
+                        return
+                    if tls is not None:
+                        self.in_tls, self.raw, self.early = True, transport, bytearray()
+                        transport.pause_reading()  # (uvloop reads all the same: data_received)
+                        listener.begin_tls(self, transport, tls, self.take_early)
+                        return
+                self.made = True
                 super().connection_made(transport)
-                if not listener.tcp_accepted(self, transport.get_extra_info("peername")):
-                    assert isinstance(transport, asyncio.Transport)
-                    transport.abort()
+
+            def data_received(self, data: bytes) -> None:
+                if self.made:
+                    super().data_received(data)
+                elif len(self.early) + len(data) <= _MAX_EARLY_TLS:
+                    self.early += data  # uvloop: read before the TLS handshake took the transport
+                else:
+                    self.raw.abort()
+
+            def eof_received(self) -> None:
+                if self.made:  # (before TLS: None closes the connection)
+                    super().eof_received()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 listener.tcp_done(self)
-                super().connection_lost(exc)
+                if self.made:
+                    super().connection_lost(exc)
+
+            def take_early(self) -> bytes:
+                data, self.early = bytes(self.early), bytearray()
+                return data
 
         self._ws = await ws_serve(
             self._handle,
@@ -364,7 +441,6 @@ class WebSocketListener(WebListenerBase):
             max_size=opts.max_message_size,
             open_timeout=opts.open_timeout,
             close_timeout=_CLOSE_TIMEOUT,
-            ssl=opts.ssl,
             logger=logging.getLogger("kcprpc.web.websockets"),
         )
         sock = next(iter(self._ws.sockets))
@@ -373,6 +449,8 @@ class WebSocketListener(WebListenerBase):
 
     def close(self) -> None:
         """Stop listening and close every connection."""
+        for t in list(self._tls):
+            t.cancel()
         if self._ws is not None:
             self._ws.close(close_connections=True, code=1001, reason="server shutting down")
 

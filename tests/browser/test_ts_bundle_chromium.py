@@ -9,12 +9,17 @@ the client resumes the same session. ``auto`` picks WebTransport when it is offe
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import kcprpc
 from examples.quickstart.service import Greeter
@@ -31,9 +36,12 @@ pytestmark = pytest.mark.timeout(120)
 PAGE = Path(__file__).with_name("ts_bundle.html")
 
 
-async def _run_page(browser: Chromium, bundle: Path, tmp_path: Path, transport: str) -> dict[str, Any]:
-    """Serve the page and the bundle (WebSocket listener's web root) beside a WebTransport
-    listener with a development certificate, run the page's checks over ``transport``."""
+async def _run_page(
+    browser: Chromium, bundle: Path, tmp_path: Path, transport: str, tls: ssl.SSLContext | None = None
+) -> dict[str, Any]:
+    """Serve the page and the bundle (WebSocket listener's web root; ``tls``: over https and
+    wss) beside a WebTransport listener with a development certificate, run the page's checks
+    over ``transport``."""
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(PAGE, root / "index.html")
@@ -56,9 +64,12 @@ async def _run_page(browser: Chromium, bundle: Path, tmp_path: Path, transport: 
     await server.start()
     try:
         ws = await listen_websocket(
-            server, "127.0.0.1", 0, WebSocketOptions(web_root=root, origins=("*",), authorize=authorize_web)
+            server,
+            "127.0.0.1",
+            0,
+            WebSocketOptions(web_root=root, origins=("*",), authorize=authorize_web, ssl=tls),
         )
-        origin = f"http://127.0.0.1:{ws.address[1]}"
+        origin = f"{'https' if tls else 'http'}://127.0.0.1:{ws.address[1]}"
         wt = await listen_webtransport(
             server,
             "127.0.0.1",
@@ -87,9 +98,9 @@ async def _run_page(browser: Chromium, bundle: Path, tmp_path: Path, transport: 
         await server.shutdown(grace=0.5)
 
 
-def _check_common(r: dict[str, Any]) -> None:
+def _check_common(r: dict[str, Any], scheme: str = "ws") -> None:
     """What holds over either transport."""
-    assert r["offered"]["websocket"].startswith("ws://127.0.0.1:"), r
+    assert r["offered"]["websocket"].startswith(f"{scheme}://127.0.0.1:"), r
     assert r["offered"]["webtransport"] == r["wt_url"] and r["offered"]["hashes"] == 1, r
     assert r["refused"] == {"rpcError": True, "status": "UNAUTHENTICATED", "message": "bad web token"}, r
     assert r["echo"] == {"text": "hi", "bytes": [1, 2, 3]}
@@ -124,6 +135,25 @@ async def test_bundle_over_each_transport(
     assert r[used]["refused_unauthenticated"] == 1 and r[used]["accepted"] == 2, r[used]
     assert r[unused]["accepted"] == 0, r[unused]
     assert r[used]["protocol_errors"] == 0, r[used]
+
+
+async def test_bundle_over_wss_served_by_the_listener(bundle: Path, tmp_path: Path) -> None:
+    """The page and the WebSocket over TLS that the listener runs itself (``WebSocketOptions.ssl``:
+    the handshake after the TCP accept, kcprpc.web.tls_accept), Chromium trusting the development
+    certificate by its key's hash as a browser trusts a CA's."""
+    dev = make_dev_certificate(days=3)
+    cert, key = dev.write(tmp_path / "wss")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    spki = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = spki.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pin = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    async with Chromium.launch(f"--ignore-certificate-errors-spki-list={pin}") as browser:
+        r = await _run_page(browser, bundle, tmp_path, "websocket", tls=ctx)
+    _check_common(r, "wss")
+    assert r["remote"] == r["offered"]["websocket"] == r["resumed"]["remote"], r
+    assert r["ws_stats"]["refused_unauthenticated"] == 1 and r["ws_stats"]["accepted"] == 2, r["ws_stats"]
+    assert r["ws_stats"]["tls_failed"] == 0 and r["ws_stats"]["handshakes_open"] == 0, r["ws_stats"]
 
 
 async def test_auto_prefers_webtransport(browser: Chromium, bundle: Path, tmp_path: Path) -> None:

@@ -449,12 +449,28 @@ async def test_connections_past_the_cap_per_address_are_closed_before_open() -> 
 
 
 @pytest.mark.parametrize("bound", ["per-address", "in-all"])
-async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound: str) -> None:
-    """A slowloris: TCP connections that send half an HTTP request and wait. One address may hold
-    ``max_connections_per_address`` of them (127.0.0.1 is not exempt here), all addresses together
-    ``max_connections``; the rest are reset at once and counted (before, each held a socket for
-    ``open_timeout``, uncounted). A client from another address is served meanwhile, and the
-    charges go when the sockets do."""
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+async def test_tcp_connections_that_never_finish_their_request_are_bounded(
+    bound: str, tls: bool, tmp_path: Path
+) -> None:
+    """A slowloris: TCP connections that send half an HTTP request (``wss://``: half a TLS
+    ClientHello) and wait. One address may hold ``max_connections_per_address`` of them
+    (127.0.0.1 is not exempt here), all addresses together ``max_connections``; the rest are reset
+    at once and counted (before, each held a socket for ``open_timeout``, uncounted; with TLS,
+    whose handshake asyncio ran before the listener saw the connection, still so until session
+    30). A client from another address is served meanwhile, and the charges go when the sockets
+    do."""
+    import ssl
+
+    server_ctx: ssl.SSLContext | None = None
+    client_ctx: ssl.SSLContext | None = None
+    if tls:
+        cert, key = make_dev_certificate(days=1).write(tmp_path)
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+    # a ClientHello's first bytes (a TLS record header that promises 512 bytes), and nothing more
+    half = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" if tls else b"GET /kcprpc HTTP/1.1\r\nHost: x\r\n"
     wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
     per_address = 3 if bound == "per-address" else 100
     server = kcprpc.Server(
@@ -465,7 +481,7 @@ async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
     try:
-        opts = WebSocketOptions(max_connections=3 if bound == "in-all" else 10_000)
+        opts = WebSocketOptions(max_connections=3 if bound == "in-all" else 10_000, ssl=server_ctx)
         lst = await listen_websocket(server, "127.0.0.1", 0, opts)
         for i in range(6):
             s = socket.socket()
@@ -473,11 +489,14 @@ async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound
             s.bind(("127.0.0.2" if bound == "per-address" else f"127.0.0.{2 + i}", 0))
             s.setblocking(False)
             await loop.sock_connect(s, lst.address)
-            await loop.sock_sendall(s, b"GET /kcprpc HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+            await loop.sock_sendall(s, half)  # and nothing more
         await until(lambda: lst.counters["refused_handshaking"] == 3, TIMEOUT)
         assert lst.stats()["handshakes_open"] == 3  # the three let in wait for their requests
         if bound == "per-address":  # another address is served meanwhile
-            async with connect_websocket(f"ws://127.0.0.1:{lst.address[1]}/kcprpc") as c:
+            scheme = "wss" if tls else "ws"
+            async with connect_websocket(
+                f"{scheme}://127.0.0.1:{lst.address[1]}/kcprpc", ssl=client_ctx
+            ) as c:
                 await c.stub(Demo, timeout=TIMEOUT).whoami()
         for s in socks:
             s.close()
@@ -486,6 +505,78 @@ async def test_tcp_connections_that_never_finish_their_request_are_bounded(bound
         for s in socks:
             s.close()
         await server.shutdown()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_handshakes_that_fail_or_stall_are_closed_counted_and_given_back(
+    loop: str, tmp_path: Path
+) -> None:
+    """wss:// on either event loop (uvloop's transports are no asyncio subclasses): the listener
+    runs TLS itself after the accept. A connection that sends no TLS, and one that stalls in its
+    ClientHello past ``open_timeout``, are closed and counted (``tls_failed``) and their charges
+    go; a client in the middle of it all is served, its first bytes after the handshake intact."""
+    import ssl
+
+    import kcp
+
+    cert, key = make_dev_certificate(days=1).write(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> None:
+        server = kcprpc.Server([Demo()])
+        aio = asyncio.get_running_loop()
+        try:
+            lst = await listen_websocket(
+                server, "127.0.0.1", 0, WebSocketOptions(ssl=server_ctx, open_timeout=0.5)
+            )
+            garbage, stall = socket.socket(), socket.socket()
+            for s in (garbage, stall):
+                s.setblocking(False)
+                await aio.sock_connect(s, lst.address)
+            await aio.sock_sendall(garbage, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # no TLS at all
+            await aio.sock_sendall(stall, b"\x16\x03\x01\x02\x00")  # a ClientHello's record header
+            url = f"wss://127.0.0.1:{lst.address[1]}/kcprpc"
+            async with connect_websocket(url, ssl=client_ctx) as c:
+                assert (await c.stub(Demo, timeout=TIMEOUT).hello(Req(name="tls"))).text == "hello tls"
+                await until(
+                    lambda: lst.counters["tls_failed"] == 2, TIMEOUT
+                )  # garbage at once, stall at 0.5 s
+                assert lst.stats()["handshakes_open"] == 0 and len(lst.handshake_sources) == 0
+                for s in (garbage, stall):  # both closed by the server (after an alert, or reset)
+                    assert await asyncio.wait_for(_until_closed(aio, s), TIMEOUT)
+                    s.close()
+            pending = socket.socket()  # in its handshake when the server shuts down
+            pending.setblocking(False)
+            await aio.sock_connect(pending, lst.address)
+            await aio.sock_sendall(pending, b"\x16\x03\x01\x02\x00")
+            await until(lambda: lst.stats()["handshakes_open"] == 1, TIMEOUT)
+            await asyncio.wait_for(server.shutdown(), TIMEOUT)
+            assert lst.stats()["handshakes_open"] == 0
+            assert await asyncio.wait_for(_until_closed(aio, pending), TIMEOUT)
+            pending.close()
+        finally:
+            await server.shutdown()
+
+    if loop == "uvloop":
+        kcp.run(main())
+    else:
+        asyncio.run(main())
+
+
+async def _until_closed(loop: asyncio.AbstractEventLoop, s: socket.socket) -> bool:
+    """Read ``s`` until the peer closes it (True; reset counts) or 64 KiB came without an end."""
+    got = 0
+    while got < 65536:
+        try:
+            data = await loop.sock_recv(s, 4096)
+        except ConnectionResetError:
+            return True
+        if not data:
+            return True
+        got += len(data)
+    return False
 
 
 async def _one_too_many(lst: Any, counter: str, freed: Callable[[], bool]) -> None:
