@@ -510,6 +510,9 @@ class RedisBroker(BrokerBase):
             except _LINK_ERRORS as e:
                 await self._drop_links()
                 log.debug("%s: reconnect failed: %s", self.where, e)
+            except Exception:  # not documented by redis-py: keep trying (a dead task never would)
+                await self._drop_links()
+                log.warning("%s: reconnect failed unexpectedly", self.where, exc_info=True)
         if self._closing:
             return
         self._available = True
@@ -533,17 +536,17 @@ class RedisBroker(BrokerBase):
             self._wake.clear()
             while self._ops and self._available:
                 batch = [self._ops.popleft() for _ in range(min(256, len(self._ops)))]
-                pipe = self._redis.pipeline(transaction=False)
-                for op in batch:
-                    if op.script == "PUBLISH":
-                        pipe.publish(*op.args)
-                    else:
-                        pipe.evalsha(self._shas[op.script], len(op.keys), *op.keys, *op.args)
                 try:
-                    results = await asyncio.wait_for(pipe.execute(raise_on_error=False), self.timeout * 2)
+                    results = await asyncio.wait_for(self._execute(batch), self.timeout * 2)
                 except _LINK_ERRORS as e:
                     for op in batch:
                         self._settle_failed(op)
+                    self._down(e)
+                    break
+                except Exception as e:  # not documented by redis-py: fail the batch, keep the writer
+                    log.warning("%s: writing to Redis failed unexpectedly", self.where, exc_info=True)
+                    for op in batch:
+                        self._settle_failed(op, BrokerUnavailable(f"{self.where}: {type(e).__name__}: {e}"))
                     self._down(e)
                     break
                 noscript = False
@@ -558,6 +561,17 @@ class RedisBroker(BrokerBase):
                         op.fut.set_result(res)
                 if noscript:  # Redis restarted under us: reload everything
                     self._down("scripts lost")
+
+    async def _execute(self, batch: list[_Op]) -> list[Any]:
+        """Send ``batch`` in one pipeline; each op's result or error, in order."""
+        pipe = self._redis.pipeline(transaction=False)
+        for op in batch:
+            if op.script == "PUBLISH":
+                pipe.publish(*op.args)
+            else:
+                pipe.evalsha(self._shas[op.script], len(op.keys), *op.keys, *op.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     # ------------------------------------------------------------------ publish
     async def _ready(self, key: str) -> None:

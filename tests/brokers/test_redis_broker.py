@@ -250,3 +250,38 @@ async def test_a_burst_of_history_reads_waits_for_a_slot_and_is_no_outage(make: 
     s = b.stats()
     assert s["reads_waited"] > 0 and s["reads_busy"] == 0, s
     assert s["outages"] == 0 and s["reconnects"] == 0 and b.available, s
+
+
+async def test_an_unexpected_error_from_redis_py_fails_the_batch_and_the_writer_goes_on(
+    redis: RedisServer, make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py raising what it does not document (a RuntimeError, an AttributeError of a
+    connection closed under it: seen in its issues) once in the writer's pipeline: the calls in
+    that batch fail loudly with BrokerUnavailable and are logged with the error; the writer lives
+    on, so the next calls go through (before, the writer's task died silently and every later
+    publish and presence call waited forever). The fault is injected into the real pipeline
+    against the real Redis."""
+    from redis.asyncio.client import Pipeline
+
+    b = await make()
+    assert (await b.publish("topic:t", "tick", {"n": 1})).seq == 1
+    real = Pipeline.execute
+    failures = [RuntimeError("injected: something redis-py does not document")]
+
+    async def once(self: Pipeline, raise_on_error: bool = True) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(self, raise_on_error=raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", once)
+    caplog.set_level(logging.WARNING, logger="kcprpc.broker")
+    with pytest.raises(BrokerUnavailable, match="injected"):
+        await asyncio.wait_for(b.publish("topic:t", "tick", {"n": 2}), 5)
+    assert [
+        r for r in caplog.records if r.exc_info and "injected" in str(r.exc_info[1])
+    ]  # with its traceback
+    await until(lambda: b.available, "the broker back")
+    assert (
+        await asyncio.wait_for(b.publish("topic:t", "tick", {"n": 3}), 5)
+    ).seq == 2  # 2 never reached Redis
+    assert await asyncio.wait_for(b.presence("room:r", None), 5) == ([], 0)
