@@ -272,13 +272,24 @@ class Listener:
         try:
             result = self._on_accept(s)
         except Exception as exc:
-            self._loop.call_exception_handler({"message": "KCP accept callback failed", "exception": exc})
-            s.abort()
+            self._callback_failed(s, exc)
             return
         if asyncio.iscoroutine(result):
             task = self._loop.create_task(result)
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda t: self._callback_done(s, t))
+
+    def _callback_done(self, s: KCPSession, task: asyncio.Task[Any]) -> None:
+        """An async callback ended: one that raised aborts its session as a plain one does (before,
+        the session stayed in the table, counted against its bounds, the error unseen until the
+        task was collected)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._callback_failed(s, exc)
+
+    def _callback_failed(self, s: KCPSession, exc: BaseException) -> None:
+        self._loop.call_exception_handler({"message": "KCP accept callback failed", "exception": exc})
+        s.abort()
 
     # -- accepting -------------------------------------------------------------------------------
     async def accept(self) -> KCPSession:

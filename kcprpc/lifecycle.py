@@ -286,8 +286,8 @@ class Lifecycle:
         if self.closing or not current:
             return  # an old link (replaced after a GOAWAY) ending changes nothing
         owner = self._owner
-        if owner.on_disconnect is not None:
-            owner.on_disconnect(owner, reason)
+        if owner.on_disconnect is not None:  # (one that raises must not keep the reconnect from starting)
+            self._call_hook("on_disconnect", owner.on_disconnect, owner, reason)
         self._start_reconnect()
 
     def _on_goaway(self, link: Link) -> None:
@@ -345,7 +345,10 @@ class Lifecycle:
             owner = self._owner
             owner.reconnects += 1
             if owner.on_reconnect is not None:
-                await maybe_await(owner.on_reconnect(owner))
+                try:
+                    await maybe_await(owner.on_reconnect(owner))
+                except Exception:  # the connection is up all the same
+                    log.exception("on_reconnect handler raised")
             return
 
     def _give_up(self, attempts: int, last: BaseException | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -42,6 +43,8 @@ from kcprpc.receive import ReceiveLimits, read_datagrams, read_frames
 from kcprpc.transport import ByteStream, Connection
 
 __all__ = ["EventSink", "Link", "LinkHooks"]
+
+log = logging.getLogger("kcprpc.client")
 
 
 class EventSink(Protocol):
@@ -234,6 +237,11 @@ class Link:
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
             if isinstance(exc, ConnectionError) and str(exc):  # the mux's error says why the transport ended
                 ended = f"connection closed ({exc})"
+        except (
+            Exception
+        ) as exc:  # a bug in handling what came: the link is lost (and reconnects), never silent
+            log.exception("reading the control stream failed")
+            ended = f"internal error reading the control stream: {type(exc).__name__}: {exc}"
         self.hooks.on_lost(self, self.peer_reason or ended)
 
     async def read_datagrams(self) -> None:

@@ -563,8 +563,8 @@ async def read_datagrams(
 
     A connection that can hand its datagrams over in the turn that read them
     (``set_datagram_reader``, a KCP connection) does so; this coroutine then only waits for the
-    connection's end. An exception ``on_frame`` raises there is reported (a few times a minute)
-    and the reading goes on."""
+    connection's end. An exception ``on_frame`` raises is reported (a few times a minute) and the
+    reading goes on, on either path."""
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
 
@@ -581,7 +581,7 @@ async def read_datagrams(
             return
         try:
             context.run(on_frame, *frame)
-        except Exception as exc:  # the transport's input path must go on: report, a few times
+        except Exception as exc:  # the input path must go on: report, a few times
             _bug_reports.report_exception(
                 loop, "datagram frame handling failed", "datagram frame handling failed", exc
             )
@@ -596,9 +596,7 @@ async def read_datagrams(
                 data = await conn.recv_datagram()
             except (ConnectionError, OSError, EOFError):
                 return
-            frame = decoded(data)
-            if frame is not None:
-                on_frame(*frame)
+            take(data)  # (guarded as the direct path is: one bad frame must not end the reading)
     finally:
         if direct and setter is not None:
             setter(None)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import ValidationError
 
 from kcp.config import exempt_networks
+from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import address_keys
 from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
@@ -62,6 +63,7 @@ by :meth:`Server.start` once the socket is bound and before any client is accept
 loop there), and exited by :meth:`Server.shutdown` after every connection closed (stop it there)."""
 
 log = logging.getLogger("kcprpc.server")
+_bug_log = RateLimitedLog(log, burst=3, interval=60.0)  # app bugs a client's input can trigger at will
 
 __all__ = [
     "PushHub",
@@ -587,9 +589,13 @@ class Server:
         frame, spec, handler = start
         try:
             req = spec.load_request(frame.payload)
-        except ValidationError:
+        except Exception as exc:  # ValidationError; anything else is the app validator's bug
             self.stats["notifications_dropped"] += 1
-            sess.protocol.notify_done()
+            sess.protocol.notify_done()  # (its slot: before, a non-ValidationError kept it for good)
+            if not isinstance(exc, ValidationError) and _bug_log.allow("notify validator") is not None:
+                log.exception(
+                    "validating a notify of %s raised (not a ValidationError): dropped", spec.wire_name
+                )
             return
         self.stats["notifications"] += 1
         ctx = ServerContext(spec, frame.metadata or {}, sess, None, None)

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from kcp.logutil import RateLimitedLog
 from kcprpc.broker import Position
 from kcprpc.event_stream import EventQueues, queued_events
 from kcprpc.protocol.frames import EVENT_REPLAYED, Event
@@ -24,6 +25,8 @@ from kcprpc.push_events import EventInfo, RawEvent, Recovered, ResumeFailed
 from kcprpc.service import event_info
 
 log = logging.getLogger("kcprpc.client")
+_bug_log = RateLimitedLog(log, burst=3, interval=60.0)
+_DROPPED: Final = object()  # what _validated returns for an event it dropped
 
 __all__ = ["EventInfo", "RawEvent", "Subscriptions", "takes_info"]
 
@@ -217,10 +220,8 @@ class Subscriptions:
                     log.exception("raw event handler raised")
         info: EventInfo | None = None
         for adapter, handler, wants_info in self._handlers.get(name, ()):
-            try:
-                ev = adapter.validate_python(payload)
-            except ValidationError:
-                self.events_dropped += 1
+            ev = self._validated(adapter, payload, name)
+            if ev is _DROPPED:
                 continue
             try:
                 if wants_info:
@@ -234,10 +235,8 @@ class Subscriptions:
             except Exception:
                 log.exception("event handler for %s raised", name)
         for adapter, q, with_info in self._queues.get(name, ()):
-            try:
-                ev = adapter.validate_python(payload)
-            except ValidationError:
-                self.events_dropped += 1
+            ev = self._validated(adapter, payload, name)
+            if ev is _DROPPED:
                 continue
             if with_info:
                 if info is None:
@@ -245,6 +244,21 @@ class Subscriptions:
                 q.put_nowait((ev, info))
             else:
                 q.put_nowait(ev)
+
+    def _validated(self, adapter: Any, payload: Any, name: str) -> Any:
+        """``payload`` as the handler's type, or :data:`_DROPPED` (counted in ``events_dropped``)
+        when it does not validate, or when the app's validator raised what pydantic passes
+        through (anything but ValueError and AssertionError: an app's bug, logged a few times a
+        minute; before, it ended the reading of the connection's control stream for good)."""
+        try:
+            return adapter.validate_python(payload)
+        except ValidationError:
+            self.events_dropped += 1
+        except Exception:
+            self.events_dropped += 1
+            if _bug_log.allow("validator") is not None:
+                log.exception("validating event %s raised (not a ValidationError): dropped", name)
+        return _DROPPED
 
     def _keep_keyed(
         self, key: str | None, lw: str, seq: int | None, epoch: int | None, unreliable: bool

@@ -49,7 +49,7 @@ ROOM_COUNTERS = (
     "ticks_missed",  # ticks skipped: due while the loop was late, past max_catch_up
     "sends",  # states handed to the sender
     "update_errors",  # update() raised (logged; the room goes on)
-    "send_errors",  # the sender raised (logged; the room goes on)
+    "send_errors",  # get_state() or the sender raised (logged; the room goes on)
     *INPUT_COUNTERS,
 )
 """The counters of one room (``room.stats``)."""
@@ -339,7 +339,9 @@ class TickRoom:
 
     def _tick_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:  # a bug: step() contains the app's errors
-            log.error("room %s: the tick task died", self.name, exc_info=task.exception())
+            log.error("room %s: the tick task died: stopping the room", self.name, exc_info=task.exception())
+            if not self._stopping:  # a room that no longer ticks must not take members (nor its name)
+                self._stop_task = asyncio.ensure_future(self.stop())
 
     async def _run(self) -> None:
         sched = self.schedule
@@ -379,15 +381,15 @@ class TickRoom:
         """Hand the current state to the sender (the tick does it at ``send_hz``)."""
         if self.sender is None:
             return
-        snap = Snapshot(
-            room=self.name,
-            tick=self.tick,
-            state=self.get_state(),
-            members=tuple(m for m in self.members.values() if not m.detached and not m.closed),
-            acks={mid: q.acked for mid, q in self._inputs.items()},
-        )
         self.stats["sends"] += 1
         try:
+            snap = Snapshot(
+                room=self.name,
+                tick=self.tick,
+                state=self.get_state(),  # the app's: its error is a failed send, not the tick's end
+                members=tuple(m for m in self.members.values() if not m.detached and not m.closed),
+                acks={mid: q.acked for mid, q in self._inputs.items()},
+            )
             await maybe_await(self.sender.send(snap))
         except Exception:
             self.stats["send_errors"] += 1
@@ -429,7 +431,7 @@ class TickRoom:
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # (a death is logged: _tick_ended)
                 await task
         for m in list(self.members.values()):
             await self.remove_member(m)

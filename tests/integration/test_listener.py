@@ -6,6 +6,7 @@ import asyncio
 import random
 import socket
 
+import pytest
 from raw_peer import RawPeer, push
 
 import kcp
@@ -261,5 +262,35 @@ async def test_garbage_into_crypt_and_fec_listener_is_counted_not_raised() -> No
             assert server_side.stats["in_csum_errors"] + server_side.stats["short_packets"] >= 195
             g.close()
             c.close()
+    finally:
+        loop.set_exception_handler(None)
+
+
+@pytest.mark.parametrize("kind", ["plain", "async"])
+async def test_an_accept_callback_that_raises_aborts_its_session(kind: str) -> None:
+    """Either kind of ``on_accept`` that raises: the error goes to the loop's exception handler
+    and the session is aborted, leaving the table (before, an async one's session stayed in it,
+    counted against ``max_sessions`` and its address's share, its error unseen until the task was
+    collected)."""
+    errors: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx["exception"]))
+
+    def plain(s: KCPSession) -> None:
+        raise RuntimeError("app bug in on_accept")
+
+    async def coro(s: KCPSession) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("app bug in on_accept")
+
+    try:
+        async with await kcp.listen("127.0.0.1", 0, on_accept=plain if kind == "plain" else coro) as lis:
+            c = await kcp.dial("127.0.0.1", lis.address[1])
+            c.write(b"hi")
+            deadline = loop.time() + TIMEOUT
+            while (len(lis) or not errors) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert len(lis) == 0 and [str(e) for e in errors] == ["app bug in on_accept"]
+            c.abort()
     finally:
         loop.set_exception_handler(None)

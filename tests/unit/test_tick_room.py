@@ -335,7 +335,56 @@ async def test_a_refused_join_leaves_no_member_behind() -> None:
     with pytest.raises(RpcError) as e:
         await room.add_member(FakeMember("x"))
     assert e.value.status is Status.RESOURCE_EXHAUSTED
-    assert set(room.members) == {"a"} and room.acked("banned") == -1 and not room.push_input("x", 1, {"dx": 1})
+    assert (
+        set(room.members) == {"a"} and room.acked("banned") == -1 and not room.push_input("x", 1, {"dx": 1})
+    )
     assert rec.added == ["a", "banned"] and rec.removed == ["banned"]  # the sender let it go again
     assert room.events == ["join a"]  # no on_leave for a member that never joined
     await room.stop()
+
+
+class BadState(Counter):
+    """get_state() raises on its second call: an app's bug."""
+
+    def on_create(self) -> None:
+        super().on_create()
+        self.gets = 0
+
+    def get_state(self) -> Any:
+        self.gets += 1
+        if self.gets == 2:
+            raise KeyError("app bug in get_state")
+        return dict(self.state)
+
+
+async def test_a_get_state_that_raises_is_a_failed_send_and_the_room_ticks_on() -> None:
+    """Before, get_state() ran outside the send's guard: its error ended the tick task, the room
+    went on taking members without ticking, and stopping it raised the error again, so it never
+    finished and its name was taken for good."""
+    clock, rec = Clock(), Recorder()
+    room = await started(BadState("arena", sender=rec, clock=clock))
+    t0 = clock.t
+    for n in range(12):
+        await room.step(t0 + n / 60)
+    assert room.stats["ticks"] == 12 and room.stats["sends"] == 4 and room.stats["send_errors"] == 1
+    assert [s.tick for s in rec.sent] == [0, 6, 9]  # the send at tick 3 failed, the others went
+    await asyncio.wait_for(room.stop(), 5)
+    assert room.stopped.is_set() and room.events[-1] == "dispose"
+
+
+async def test_a_tick_task_that_dies_stops_its_room_and_frees_its_name() -> None:
+    """The tick task keeps the app's errors in (update, get_state, the sender); should it die all
+    the same (a bug of kcprpc's), the room stops itself, logged, so that a join of its name makes
+    a new room instead of joining one that no longer ticks."""
+    rooms = RoomRegistry(lambda name: Counter(name, sender=Recorder()))
+    room = await rooms.join("one", FakeMember("a"))
+
+    async def broken(now: float) -> int:
+        raise RuntimeError("a bug in the tick")
+
+    room.step = broken  # type: ignore[method-assign]
+    await asyncio.wait_for(room.stopped.wait(), 5)
+    assert room.events[-2:] == ["leave a", "dispose"] and rooms.get("one") is None
+    again = await asyncio.wait_for(rooms.join("one", FakeMember("b")), 5)
+    assert again is not room and again.running
+    await rooms.close()
