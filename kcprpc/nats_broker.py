@@ -376,8 +376,10 @@ class NatsBroker(BrokerBase):
                 break
             except BrokerUnavailable as e:
                 log.debug("NATS at %s: streams not ready yet: %s", self.url, e)
-                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
-                delay = min(delay * 2, 10.0)
+            except Exception:  # (a UsageError: a stream kcprpc did not make; nats-py's undocumented)
+                log.warning("NATS at %s: checking the streams failed: retrying", self.url, exc_info=True)
+            await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+            delay = min(delay * 2, 10.0)
         else:
             return
         self._available = True

@@ -668,6 +668,10 @@ class RedisBroker(BrokerBase):
         except _LINK_ERRORS as e:
             self._down(e)
             raise BrokerUnavailable(f"{self.where}: {e or type(e).__name__}") from e
+        except Exception as e:  # not documented by redis-py: as loud, and a gap fill retries it
+            log.warning("%s: a history read failed unexpectedly", self.where, exc_info=True)
+            self._down(e)
+            raise BrokerUnavailable(f"{self.where}: {type(e).__name__}: {e}") from e
         finally:
             self._reads.release()
         epoch, last, missed, entries = int(r[0]), int(r[1]), int(r[2]), r[3]
@@ -733,6 +737,9 @@ class RedisBroker(BrokerBase):
             await (ps.subscribe if what == "subscribe" else ps.unsubscribe)(self._ch + key)
         except _LINK_ERRORS as e:
             self._down(e)
+        except Exception as e:  # not documented by redis-py: the link is suspect, reconnect it
+            log.warning("%s: %s failed unexpectedly", self.where, what, exc_info=True)
+            self._down(e)
 
     def _spawn(self, coro: Any) -> None:
         spawn(self._tasks, coro)
@@ -745,7 +752,11 @@ class RedisBroker(BrokerBase):
                     self._on_pubsub(m)
         except asyncio.CancelledError:
             raise
-        except _READ_ERRORS as e:
+        except Exception as e:  # _READ_ERRORS; anything else (redis-py's, or ours) is logged
+            if not isinstance(e, _READ_ERRORS):
+                log.warning(
+                    "%s: reading the subscription link failed unexpectedly", self.where, exc_info=True
+                )
             if self._pubsub is ps:
                 self._reader = None  # this task ends here: not cancelled by _drop_links
                 self._down(e)

@@ -326,3 +326,30 @@ async def test_live_messages_nats_py_drops_past_its_bound_are_filled_from_histor
     assert got.seqs == list(range(1, 21)) and [m.payload["n"] for m in got.msgs] == list(range(20))
     s = a.stats()
     assert s["slow_consumer_drops"] >= 1 and s["gap_fills"] >= 1
+
+
+async def test_an_unexpected_error_checking_the_streams_after_a_reconnect_is_retried(
+    server, brokers, monkeypatch, caplog
+) -> None:
+    """The first check of the streams after NATS is back raises what it does not expect (injected
+    into the real broker against the real server): logged, retried after the backoff, and the
+    broker is available again. Before, the recovery task ended with the error unseen and the
+    broker stayed unavailable until the next disconnect."""
+    b = await brokers(timeout=0.3)
+    await b.publish(KEY, "tick", {})
+    await asyncio.to_thread(server.stop)
+    await until(lambda: not b.available, "the broker to notice")
+    real = b._ensure_streams
+    failures = [RuntimeError("injected: not what the broker expects")]
+
+    async def once() -> None:
+        if failures:
+            raise failures.pop()
+        await real()
+
+    monkeypatch.setattr(b, "_ensure_streams", once)
+    caplog.set_level(logging.WARNING, logger="kcprpc.broker")
+    await asyncio.to_thread(server.start)
+    await until(lambda: b.available, "the broker back after the retry")
+    assert not failures and (await b.publish(KEY, "tick", {})).seq == 2
+    assert [r for r in caplog.records if r.exc_info and "injected" in str(r.exc_info[1])]

@@ -285,3 +285,35 @@ async def test_an_unexpected_error_from_redis_py_fails_the_batch_and_the_writer_
         await asyncio.wait_for(b.publish("topic:t", "tick", {"n": 3}), 5)
     ).seq == 2  # 2 never reached Redis
     assert await asyncio.wait_for(b.presence("room:r", None), 5) == ([], 0)
+
+
+async def test_an_unexpected_error_reading_the_subscription_link_reconnects_and_fills_the_gap(
+    redis: RedisServer, make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error the reader does not expect while handling a live message (injected into the real
+    broker): logged with its traceback, the link treated as down and reconnected, and the
+    messages meanwhile filled from the history, in order. Before, the reader's task ended; only
+    the heartbeat's unanswered PING brought the link back, and the cause was never logged."""
+    a = await make()
+    b = await make()
+    got: list[BrokerMessage] = []
+    a.subscribe("topic:t", got.append)
+    await a.history("topic:t", None, 0)
+    await b.publish("topic:t", "tick", {"n": 1})
+    await until(lambda: len(got) == 1, "the first")
+    real = a._on_pubsub
+    failures = [AttributeError("injected: 'NoneType' object has no attribute 'read'")]
+
+    def once(m: dict[str, Any]) -> None:
+        if failures and m.get("type") == "message":
+            raise failures.pop()
+        real(m)
+
+    monkeypatch.setattr(a, "_on_pubsub", once)
+    caplog.set_level(logging.WARNING, logger="kcprpc.broker")
+    for i in range(2, 6):
+        await b.publish("topic:t", "tick", {"n": i})
+    await until(lambda: len(got) >= 5, "all five")
+    assert [m.payload["n"] for m in got] == [1, 2, 3, 4, 5]
+    assert a.stats()["reconnects"] >= 1 and a.available
+    assert [r for r in caplog.records if r.exc_info and "injected" in str(r.exc_info[1])]
