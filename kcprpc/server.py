@@ -448,47 +448,58 @@ class Server:
             for i, s in enumerate(list(self.sessions)):
                 if i and not i % _SWEEP_SLICE:
                     await asyncio.sleep(0)  # let I/O in between slices: 10,000 sessions are ~20 ms
-                if s.closed:
-                    s.send_backlog = 0  # out of the total (its teardown subtracts what is left)
-                    continue
-                if s.last_receive < limit and _silent(s.conn, hb.timeout):
-                    log.info("session %s silent for %.1fs: closing", s.id, hb.timeout)
-                    s.closed = True
-                    self._note_release(s.send_backlog)
-                    s.send_backlog = 0
-                    spawn(self.tasks, s.conn.close())  # concurrently: a dead peer's close may linger
-                    continue
-                if held is not None and (h := s.receive_held()) > 0:
-                    held.append((h, s))
-                backlog = s.backlog_probe
-                if backlog is None:
-                    continue
-                b = s.send_backlog = backlog()
-                if b > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
-                    s.end_slow_consumer(
-                        "slow_consumers",
-                        f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
-                    )
-                    continue
-                stall, progress = s.stall, s.progress_probe
-                if (
-                    stall is not None
-                    and progress is not None
-                    # nothing waits (an idle session): its progress need not be read
-                    and stall.observe(now_ms, b, progress() if b > 0 else 0)
-                ):
-                    s.end_slow_consumer(
-                        "slow_consumers_stalled",
-                        f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
-                    )
-                    continue
-                total += b
+                try:
+                    total += self._sweep_session(s, limit, now_ms, held)
+                except Exception:  # one session's probe must not end the sweep of them all
+                    if _bug_log.allow("sweep") is not None:
+                        log.exception("sweeping session %s failed", s.id)
             self._backlog_total = total
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
                 self._shed()
             if held is not None:
                 self.bounds.receive_over([(h, s) for h, s in held if not s.closed])
+
+    def _sweep_session(
+        self, s: ServerSession, limit: float, now_ms: int, held: list[tuple[int, ServerSession]] | None
+    ) -> int:
+        """One session's part of :meth:`_sweep`: its send backlog to count (0 once it ends)."""
+        if s.closed:
+            s.send_backlog = 0  # out of the total (its teardown subtracts what is left)
+            return 0
+        timeout = self.config.heartbeat.timeout
+        if s.last_receive < limit and _silent(s.conn, timeout):
+            log.info("session %s silent for %.1fs: closing", s.id, timeout)
+            s.closed = True
+            self._note_release(s.send_backlog)
+            s.send_backlog = 0
+            spawn(self.tasks, s.conn.close())  # concurrently: a dead peer's close may linger
+            return 0
+        if held is not None and (h := s.receive_held()) > 0:
+            held.append((h, s))
+        backlog = s.backlog_probe
+        if backlog is None:
+            return 0
+        b = s.send_backlog = backlog()
+        if b > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
+            s.end_slow_consumer(
+                "slow_consumers",
+                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
+            )
+            return 0
+        stall, progress = s.stall, s.progress_probe
+        if (
+            stall is not None
+            and progress is not None
+            # nothing waits (an idle session): its progress need not be read
+            and stall.observe(now_ms, b, progress() if b > 0 else 0)
+        ):
+            s.end_slow_consumer(
+                "slow_consumers_stalled",
+                f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
+            )
+            return 0
+        return b
 
     # -- the send bounds (ServerHost: sessions report their backlog here)
     @property
@@ -671,10 +682,23 @@ class Server:
         while True:
             try:
                 conn = await self._listener.accept()
-            except (ConnectionError, OSError, EOFError):
+            except (ConnectionError, OSError, EOFError) as exc:
+                if not self._closing:  # the listener ended under a serving server: not silently
+                    self._accept_failed(exc)
+                return
+            except Exception as exc:
+                self._accept_failed(exc)
                 return
             spawn(self.tasks, self.handle_connection(conn))
             del conn  # (else the last connection, ended long ago, stays referenced here)
+
+    def _accept_failed(self, exc: BaseException) -> None:
+        """The listener stopped handing over connections before :meth:`shutdown`: logged, and
+        :meth:`serve` raises it, so that a process (or a worker, restarted by its supervisor)
+        does not stay up accepting nothing."""
+        log.error("accepting KCP connections failed: the server no longer accepts any", exc_info=exc)
+        if self._serving is not None and not self._serving.done():
+            self._serving.set_exception(exc)
 
     async def serve(self) -> None:
         """Start (if needed) and serve until :meth:`shutdown` (or cancellation)."""

@@ -1,7 +1,9 @@
-"""What an application's bug must not break: a validator that raises what pydantic passes through
-(anything but ValueError and AssertionError), a hook that raises. The framework drops what the
-bug touched, logs it (a few times a minute where a peer can trigger it at will), and goes on;
-before, each of these ended a background task silently and left the connection hung."""
+"""What a bug must not break: an application's validator that raises what pydantic passes through
+(anything but ValueError and AssertionError), a hook that raises, and the server's own loops (the
+sweep, the accept loop) meeting an error. The framework drops what the bug touched, logs it (a
+few times a minute where a peer can trigger it at will), and goes on, or, where it cannot go on,
+says so; before, each of these ended a background task silently and left a connection hung or a
+server serving nothing."""
 
 from __future__ import annotations
 
@@ -155,3 +157,52 @@ async def test_a_connection_hook_that_raises_is_logged_and_the_client_reconnects
             lambda: [r for r in caplog.records if r.exc_info and f"app bug in {hook}" in str(r.exc_info[1])],
             "the hook's error logged",
         )
+
+
+# ------------------------------------------------------------------ the server's own loops
+async def test_a_session_whose_probe_raises_does_not_stop_the_sweep_of_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sweep (silent sessions, slow consumers, the send backlog) runs over every session once
+    per heartbeat interval; one session's probe raising is logged (rate-limited) and skipped, and
+    the others are still swept: here, a silent client is closed. Before, the error ended the sweep
+    task for every session until the next connection arrived."""
+    hb = kcprpc.HeartbeatConfig(interval=0.05, timeout=0.3)
+    cfg = kcprpc.ServerConfig(heartbeat=hb)
+    quiet = ClientConfig(heartbeat=kcprpc.HeartbeatConfig(interval=30.0, timeout=60.0))
+    async with pair([Demo(Probe())], link="memory", server_config=cfg, client_config=quiet) as p:
+        broken = next(iter(p.server.sessions))
+
+        def boom() -> int:
+            raise RuntimeError("a probe's bug")
+
+        broken.backlog_probe = boom
+        broken.last_receive = float("inf")  # (never silent: the probe runs every sweep)
+        second = kcprpc.Client(p.connector, config=quiet)  # pings every 30 s: silent past 0.3 s
+        await second.connect()
+        try:
+            await _until(lambda: len(p.server.sessions) == 1, "the silent client closed by the sweep")
+            assert p.server.sessions == {broken}
+            assert (
+                len([r for r in caplog.records if r.exc_info and "a probe's bug" in str(r.exc_info[1])]) <= 3
+            )
+        finally:
+            await second.close()
+
+
+async def test_accepting_that_fails_under_a_serving_server_ends_serve_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The KCP listener failing to hand over connections (its socket gone under the server) makes
+    ``serve()`` raise, logged, instead of a process that stays up and accepts nothing."""
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0)
+    await server.start()
+    serving = asyncio.ensure_future(server.serve())
+    await asyncio.sleep(0)
+    listener = server._listener
+    assert listener is not None
+    listener.close()  # the listener ends without a shutdown
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(serving, TIMEOUT)
+    assert [r for r in caplog.records if "no longer accepts" in r.getMessage()]
+    assert server._closing  # serve() shut the server down on its way out
