@@ -86,8 +86,9 @@ class RateLimitedLog:
         left_out, w.suppressed = w.suppressed, 0
         return left_out
 
-    def log(self, level: int, key: str, msg: str, *args: object) -> bool:
-        """Log ``msg % args`` at ``level`` unless ``key`` is over its limit; True if it was logged."""
+    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``msg % args`` at ``level`` (``exc_info``: with the exception being handled) unless
+        ``key`` is over its limit; True if it was logged."""
         if not self.logger.isEnabledFor(level):
             return False
         left_out = self.allow(key)
@@ -96,9 +97,15 @@ class RateLimitedLog:
         if left_out:
             msg += " (%d similar messages suppressed)"
             args = (*args, left_out)
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info or None)
         self.emitted += 1
         return True
+
+    def exception(self, key: str, msg: str, *args: object) -> bool:
+        """:meth:`log` at ERROR with the traceback of the exception being handled: for a bug that a
+        peer's input can trigger at will (an app handler's), where one traceback per call would
+        let it flood the log."""
+        return self.log(logging.ERROR, key, msg, *args, exc_info=True)
 
     def report_exception(
         self, loop: asyncio.AbstractEventLoop, key: str, message: str, exc: BaseException, **context: object

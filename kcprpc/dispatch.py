@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.broker import BrokerUnavailable, Position, room_key, topic_key
 from kcprpc.codec import Frame, Refused
@@ -53,6 +54,9 @@ from kcprpc.status import Status
 from kcprpc.transport import ByteStream, maybe_await, spawn
 
 log = logging.getLogger("kcprpc.server")
+_handler_log = RateLimitedLog(log, burst=10, interval=60.0)
+"""A handler's tracebacks, per method: 10 a minute, then how many were left out (a client that
+finds an input a handler fails on must not flood the log with one traceback per call)."""
 
 STATUS_COUNTERS: dict[Status, str] = {s: f"status_{s.name.lower()}" for s in Status if s is not Status.OK}
 """The server counter (``server.stats``) of each non-OK status a handler's call ended with
@@ -500,7 +504,7 @@ class StreamPump:
                 self._trailer(cid, Status.CANCELLED, "cancelled")
         except Exception:
             server.stats["calls_failed"] += 1
-            log.exception("handler %s raised", spec.wire_name)
+            _handler_log.exception(spec.wire_name, "handler %s raised", spec.wire_name)
             self._trailer(cid, Status.INTERNAL, "internal error")
         finally:
             if call.timer is not None:

@@ -63,7 +63,7 @@ by :meth:`Server.start` once the socket is bound and before any client is accept
 loop there), and exited by :meth:`Server.shutdown` after every connection closed (stop it there)."""
 
 log = logging.getLogger("kcprpc.server")
-_bug_log = RateLimitedLog(log, burst=3, interval=60.0)  # app bugs a client's input can trigger at will
+_bug_log = RateLimitedLog(log, burst=10, interval=60.0)  # bugs a client's input can trigger at will
 
 __all__ = [
     "PushHub",
@@ -451,8 +451,7 @@ class Server:
                 try:
                     total += self._sweep_session(s, limit, now_ms, held)
                 except Exception:  # one session's probe must not end the sweep of them all
-                    if _bug_log.allow("sweep") is not None:
-                        log.exception("sweeping session %s failed", s.id)
+                    _bug_log.exception("sweep", "sweeping session %s failed", s.id)
             self._backlog_total = total
             self.stats["send_backlog"] = total
             if total > self.config.max_send_backlog_total:
@@ -603,9 +602,11 @@ class Server:
         except Exception as exc:  # ValidationError; anything else is the app validator's bug
             self.stats["notifications_dropped"] += 1
             sess.protocol.notify_done()  # (its slot: before, a non-ValidationError kept it for good)
-            if not isinstance(exc, ValidationError) and _bug_log.allow("notify validator") is not None:
-                log.exception(
-                    "validating a notify of %s raised (not a ValidationError): dropped", spec.wire_name
+            if not isinstance(exc, ValidationError):
+                _bug_log.exception(
+                    "notify validator",
+                    "validating a notify of %s raised (not a ValidationError): dropped",
+                    spec.wire_name,
                 )
             return
         self.stats["notifications"] += 1
@@ -631,7 +632,7 @@ class Server:
             self.stats["notifications_refused"] += 1  # an interceptor or the handler said no: no one to tell
         except Exception:
             self.stats["notifications_failed"] += 1
-            log.exception("notify handler %s failed", ctx.method)
+            _bug_log.exception(ctx.method, "notify handler %s failed", ctx.method)
         finally:
             ctx.session.protocol.notify_done()
 

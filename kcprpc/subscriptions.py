@@ -256,8 +256,9 @@ class Subscriptions:
             self.events_dropped += 1
         except Exception:
             self.events_dropped += 1
-            if _bug_log.allow("validator") is not None:
-                log.exception("validating event %s raised (not a ValidationError): dropped", name)
+            _bug_log.exception(
+                "validator", "validating event %s raised (not a ValidationError): dropped", name
+            )
         return _DROPPED
 
     def _keep_keyed(

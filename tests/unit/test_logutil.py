@@ -1,4 +1,5 @@
-"""kcp.logutil.RateLimitedLog: at most ``burst`` records per interval per key, no tracebacks."""
+"""kcp.logutil.RateLimitedLog: at most ``burst`` records per interval per key (tracebacks only
+through ``exception``, limited alike)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,26 @@ def test_report_exception_hands_a_few_to_the_loop_then_says_how_many_were_left_o
         "handling failed (3 more not reported)",
     ]
     assert loop.reports[0]["exception"] is exc and loop.reports[0]["remote"] == ("h", 1)
+
+
+def test_exception_logs_the_traceback_within_the_same_limit(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    log = RateLimitedLog(logging.getLogger("test.logutil3"), burst=2, interval=60.0, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="test.logutil3"):
+        for i in range(5):
+            try:
+                raise KeyError(f"bug {i}")
+            except KeyError:
+                log.exception("x.Y/z", "handler %s raised", "x.Y/z")
+        clock.t += 60.0
+        try:
+            raise KeyError("bug 5")
+        except KeyError:
+            assert log.exception("x.Y/z", "handler %s raised", "x.Y/z")
+    assert [r.getMessage() for r in caplog.records] == [
+        "handler x.Y/z raised",
+        "handler x.Y/z raised",
+        "handler x.Y/z raised (3 similar messages suppressed)",
+    ]
+    assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["'bug 0'", "'bug 1'", "'bug 5'"]
+    assert all(r.levelno == logging.ERROR for r in caplog.records)
