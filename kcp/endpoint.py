@@ -283,7 +283,10 @@ class Endpoint:
             if dirty:
                 self.dirty = []
                 for s in dirty:
-                    s.after_input(now)
+                    try:
+                        s.after_input(now)
+                    except Exception as exc:  # a bug in one session must not leave the rest undelivered
+                        self._session_bug("a session's delivery failed", exc)
         finally:
             self.scheduled = ticking
         if len(items) <= QUIET_BATCH and (self.flushq or self.tx):
@@ -308,7 +311,10 @@ class Endpoint:
             tx = self.tx
             chunk = self.io.batch
             for s in q:
-                s.flush_now(now)
+                try:
+                    s.flush_now(now)
+                except Exception as exc:  # a bug in one session must not leave the rest unflushed
+                    self._session_bug("a session's flush failed", exc)
                 # a fan-out flushes a thousand sessions in one tick: each full sendmmsg batch goes
                 # as soon as it is sealed (no extra system call), so the first peers get theirs
                 # while the rest are still being flushed, not after the whole tick
@@ -316,6 +322,11 @@ class Endpoint:
                     self.send_now()
         if self.tx and not self.writer_armed:
             self.send_now()
+
+    def _session_bug(self, what: str, exc: Exception) -> None:
+        """Report a session's bug (a few times a minute: its peer may trigger it at every packet)."""
+        self.counters.in_errs += 1
+        _bug_reports.report_exception(self.loop, what, "KCP " + what, exc)
 
     def send_now(self) -> None:
         if self.closed:
