@@ -459,3 +459,49 @@ test("a server that shuts down: onDisconnect says it drained, not just that the 
   assert.deepEqual(reasons, ["the server is draining: UNAVAILABLE: server shutting down"]);
   await client.close();
 });
+
+/** Run `f` with console.error captured: resolves to what was logged, one array of arguments per call. */
+async function consoleErrors(f: () => Promise<void>): Promise<unknown[][]> {
+  const logged: unknown[][] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void logged.push(a);
+  try {
+    await f();
+  } finally {
+    console.error = orig;
+  }
+  return logged;
+}
+
+test("a connection's close callback that throws is reported; the ones after it run (the client's among them)", async () => {
+  const logged = await consoleErrors(async () => {
+    const [a, b] = memoryTransportPair();
+    const conn = new MuxConnection(a, { ...RPC_MUX_CONFIG, keepaliveDisabled: true });
+    const seen: string[] = [];
+    conn.onClose(() => {
+      throw new Error("a bad close callback");
+    });
+    conn.onClose((i) => seen.push(i.reason));
+    b.close();
+    await waitFor(() => seen.length === 1, "the second close callback");
+    await new Promise((r) => setImmediate(r));
+  });
+  assert.equal(logged.length, 1);
+  assert.match(String(logged[0]?.[0]), /a connection's close callback threw/);
+  assert.match(String(logged[0]?.[1]), /a bad close callback/);
+});
+
+test("a reconnect loop that fails (here: the injected randomness throws) is reported and gives up: waiting for the link fails instead of hanging", async () => {
+  const errors: Array<[string, unknown]> = [];
+  const { client } = await setup({
+    reconnect: { initialMs: 5, maximumMs: 20, maxAttempts: 5 },
+    random: () => {
+      throw new Error("a bad random");
+    },
+    onCallbackError: (e, where) => errors.push([where, e]),
+  });
+  await assert.rejects(client.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+  await assert.rejects(client.waitConnected(3000), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE && /reconnecting failed: a bad random/.test(e.statusMessage));
+  assert.deepEqual(errors.map(([w]) => w), ["the reconnect loop"]);
+  await client.close();
+});

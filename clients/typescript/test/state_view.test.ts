@@ -276,3 +276,33 @@ test("a leaf value nested deeper than the stack is applied, compared and replace
   assert.equal(v.stats.malformed, 0);
 });
 
+
+test("a callback that throws without onCallbackError is reported (console.error); an async callback's rejection goes to onCallbackError", async () => {
+  const logged: unknown[][] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void logged.push(a);
+  try {
+    const v = new StateView(W, "w");
+    const seen: string[] = [];
+    v.onState(() => {
+      throw new Error("a bad state callback");
+    });
+    v.onState((s) => seen.push(s.phase));
+    v.receive(snapshot(1));
+    assert.deepEqual(seen, ["lobby"], "the others run");
+  } finally {
+    console.error = orig;
+  }
+  assert.equal(logged.length, 1);
+  assert.match(String(logged[0]?.[0]), /a state callback of w threw/);
+  assert.match(String(logged[0]?.[1]), /a bad state callback/);
+  const errors: unknown[] = [];
+  const v = new StateView(W, "w", { onCallbackError: (e) => errors.push(e) });
+  v.listen("phase", async () => {
+    throw new Error("a bad async callback");
+  });
+  v.receive(snapshot(1));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(errors.length, 1);
+  assert.match(String(errors[0]), /a bad async callback/);
+});

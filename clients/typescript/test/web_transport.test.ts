@@ -448,6 +448,31 @@ test("WebTransport (fake peer): the session ending with 4000+status is the close
   assert.deepEqual(infos[0], { reason: "server shutting down", status: Status.UNAVAILABLE });
 });
 
+test("WebTransport (fake peer): a datagram receiver that throws is reported; the datagrams after it are still read and delivered", async () => {
+  const { t, wt } = await openWt();
+  const logged: unknown[][] = [];
+  const orig = console.error;
+  console.error = (...a: unknown[]) => void logged.push(a);
+  try {
+    const got: string[] = [];
+    t.onDatagram((d) => {
+      const s = new TextDecoder().decode(d);
+      if (s === "bad") throw new Error("a bad datagram receiver");
+      got.push(s);
+    });
+    await wt.dgramOut.write(bytes("bad"));
+    await wt.dgramOut.write(bytes("good"));
+    await waitFor(() => got.length === 1, "the datagram after the bad one");
+    assert.deepEqual(got, ["good"]);
+    assert.equal(t.counters.datagrams_received, 2);
+  } finally {
+    console.error = orig;
+  }
+  assert.equal(logged.length, 1);
+  assert.match(String(logged[0]?.[0]), /a datagram receiver threw/);
+  assert.match(String(logged[0]?.[1]), /a bad datagram receiver/);
+});
+
 // ------------------------------------------------------------------ discovery and connectWeb's choice
 
 function fakeFetch(docs: Record<string, unknown>): FetchLike & { asked: string[] } {

@@ -15,6 +15,7 @@ import {
 import { Heartbeat, reconnectDelay, type HeartbeatConfig, type ReconnectPolicy } from "./heartbeat.js";
 import { RpcError, Status, UsageError, statusFromWire } from "./status.js";
 import { FrameBudget, partialFrameLimit } from "./receive.js";
+import { callGuarded, rateLimitedReporter, type CallbackErrorReporter } from "./guard.js";
 import { MuxClosedError } from "../mux/core.js";
 
 /** Client settings (kcprpc.client_config.ClientConfig). */
@@ -51,12 +52,19 @@ export interface ClientOptions {
   now?: () => number;
   /** Randomness 0..1 (backoff jitter). */
   random?: () => number;
-  /** Called when the link is lost (before any reconnect). */
+  /** Called when the link is lost (before any reconnect). May be async; one that throws is reported and the reconnect starts all the same. */
   onDisconnect?: (reason: string) => void;
-  /** Called after a reconnect succeeded. */
+  /** Called after a reconnect succeeded. May be async; one that throws is reported. */
   onReconnect?: () => void;
-  /** Called when reconnecting gave up. */
+  /** Called when reconnecting gave up. May be async; one that throws is reported. */
   onGiveUp?: (err: RpcError) => void;
+  /**
+   * Called with what an application callback threw (an event handler, a raw event handler, a
+   * hook; or the rejection of the promise it returned) and where (`"event handler for Chat"`),
+   * and with an error the client's own reading of the connection hit (then the link is dropped
+   * and reconnects). The client goes on either way. Default: `console.error`, at most 10 a minute.
+   */
+  onCallbackError?: CallbackErrorReporter;
   /**
    * Client interceptors (kcprpc.interceptors.ClientInterceptor), the first the outermost: each gets
    * the call's {@link ClientCallDetails} (metadata, deadline and request may be changed) and
@@ -137,6 +145,8 @@ export interface ClientCounters {
   recv_frame_waits: number;
   /** Frames received in part dropped after `partialFrameTimeoutMs` without a new byte. */
   recv_frame_timeouts: number;
+  /** Errors application callbacks threw (event handlers, hooks): reported (`onCallbackError`), the client went on. */
+  callback_errors: number;
 }
 
 /** Bytes asked from a stream per read (kcprpc.receive.READ_SIZE). */
@@ -387,10 +397,16 @@ class Link {
   async readLoop(stream: RpcByteStream, owner: ActiveCall<unknown> | null): Promise<void> {
     const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
     const r: PartialReader = { dec, reserved: 0, since: 0 };
+    let failed: string | null = null;
     try {
       for (;;) {
         if (owner) await owner.space();
-        const data = await stream.read(READ_SIZE);
+        let data: Uint8Array;
+        try {
+          data = await stream.read(READ_SIZE);
+        } catch {
+          break; // the connection died
+        }
         if (!data.length) break;
         const frames = dec.feed(data);
         for (const f of frames) this.onFrame(f, stream);
@@ -398,13 +414,18 @@ class Link {
         const wait = this.settle(r, frames.length > 0, owner === null);
         if (wait) await wait;
       }
-    } catch {
-      // the connection died
+    } catch (e) {
+      // a bug in handling what came (application callbacks are guarded): reported, and the link
+      // is lost (and reconnects) or the call fails, never silently
+      const where = owner ? "reading a call's stream" : "reading the control stream";
+      this.client.reportInternal(e, where);
+      failed = `internal error ${where}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`;
     }
     this.watched.delete(r);
     if (r.reserved) this.budget.release(r.reserved);
-    if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
-    if (!owner) this.client.linkLost(this, this.drainReason ?? "connection closed");
+    if (owner && failed) owner.cancel(new RpcError(Status.INTERNAL, failed));
+    else if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
+    if (!owner) this.client.linkLost(this, failed ?? this.drainReason ?? "connection closed");
   }
 
   onFrame(f: Frame, stream: RpcByteStream): void {
@@ -603,6 +624,7 @@ export class Client implements RpcChannel {
   /** Counters. */
   readonly counters: ClientCounters = {
     bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0, recv_frame_waits: 0, recv_frame_timeouts: 0,
+    callback_errors: 0,
   };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
@@ -623,6 +645,8 @@ export class Client implements RpcChannel {
   /** The clock (ms). */
   readonly now: () => number;
   private readonly opts: ClientOptions;
+  /** Where application callbacks' errors (and the client's own reading errors) are reported. */
+  private readonly report: CallbackErrorReporter;
   private readonly connector: () => Promise<RpcConnection>;
   private link: Link | null = null;
   private nextCallId = 0;
@@ -650,6 +674,19 @@ export class Client implements RpcChannel {
     this.maxPartialFrameBytes = partialFrameLimit(this.maxMessageSize, opts.maxPartialFrameBytes, opts.partialFrameTimeoutMs);
     this.partialFrameTimeoutMs = opts.partialFrameTimeoutMs === undefined ? 10000 : opts.partialFrameTimeoutMs;
     this.now = opts.now ?? (() => performance.now());
+    this.report = opts.onCallbackError ?? rateLimitedReporter();
+  }
+
+  /** @internal call application code `f` (named `where`): what it throws or rejects with is reported and counted, never passed on */
+  guarded(where: string, f: () => unknown): void {
+    callGuarded(this.report, where, f, () => this.counters.callback_errors++);
+  }
+
+  /** @internal report an error of the client's own (a bug: the caller drops what it was handling) */
+  reportInternal(err: unknown, where: string): void {
+    callGuarded(this.report, where, () => {
+      throw err;
+    });
   }
 
   /**
@@ -750,7 +787,14 @@ export class Client implements RpcChannel {
         // a close without a status after the server's GOAWAY: the drain says why
         this.linkLost(l, info.status === undefined && !info.error && l.drainReason !== null ? l.drainReason : info.reason);
       });
-      conn.onDatagram((d) => l.onDatagram(d));
+      conn.onDatagram((d) => {
+        try {
+          l.onDatagram(d);
+        } catch (e) {
+          // a bug in handling one datagram: it is dropped (reported), the next ones are handled
+          this.reportInternal(e, "handling a datagram");
+        }
+      });
       conn.onDraining?.(() => {
         // a secure-mode transport GOAWAY drains like the RPC GOAWAY frame
         if (l.state === "ready") {
@@ -828,7 +872,9 @@ export class Client implements RpcChannel {
     link.shutdown(link.peerError ?? new RpcError(Status.UNAVAILABLE, reason));
     void link.conn.close().catch(() => undefined);
     if (this.closing || this.link !== link) return;
-    this.opts.onDisconnect?.(reason);
+    const hook = this.opts.onDisconnect;
+    // (one that throws must not keep the reconnect from starting, nor throw into the transport)
+    if (hook) this.guarded("onDisconnect", () => hook(reason));
     this.startReconnect();
   }
 
@@ -842,9 +888,18 @@ export class Client implements RpcChannel {
   private startReconnect(): void {
     const policy = this.opts.reconnect;
     if (!policy || this.reconnecting) return;
-    this.reconnecting = this.reconnectLoop(policy).finally(() => {
-      this.reconnecting = null;
-    });
+    this.reconnecting = this.reconnectLoop(policy)
+      .catch((e: unknown) => {
+        // a bug in the loop itself: not silent, and calls waiting for the link fail instead of waiting on
+        this.reportInternal(e, "the reconnect loop");
+        this.gaveUp = new RpcError(Status.UNAVAILABLE, `reconnecting failed: ${e instanceof Error ? e.message : String(e)}`);
+        const w = this.readyWaiters;
+        this.readyWaiters = [];
+        for (const f of w) f();
+      })
+      .finally(() => {
+        this.reconnecting = null;
+      });
   }
 
   private async reconnectLoop(policy: ReconnectPolicy): Promise<void> {
@@ -857,7 +912,9 @@ export class Client implements RpcChannel {
         const w = this.readyWaiters;
         this.readyWaiters = [];
         for (const f of w) f();
-        this.opts.onGiveUp?.(this.gaveUp);
+        const hook = this.opts.onGiveUp;
+        const err = this.gaveUp;
+        if (hook) this.guarded("onGiveUp", () => hook(err));
         return;
       }
       await sleep(reconnectDelay(policy, attempt, this.opts.random));
@@ -870,7 +927,9 @@ export class Client implements RpcChannel {
         continue;
       }
       this.reconnects++;
-      this.opts.onReconnect?.();
+      const hook = this.opts.onReconnect;
+      // (the connection is up all the same)
+      if (hook) this.guarded("onReconnect", () => hook());
       return;
     }
   }
@@ -1208,21 +1267,10 @@ export class Client implements RpcChannel {
   }
 
   private deliver(ev: RawEvent): void {
-    for (const h of [...this.rawHandlers]) {
-      try {
-        h(ev);
-      } catch {
-        // a handler's error is the application's; the connection goes on
-      }
-    }
+    // a handler's error (or an async handler's rejection) is the application's: reported, the connection goes on
+    for (const h of [...this.rawHandlers]) this.guarded("raw event handler", () => h(ev));
     const { payload, ...info } = ev;
-    for (const h of [...(this.handlers.get(ev.name) ?? [])]) {
-      try {
-        h(payload, info);
-      } catch {
-        // as above
-      }
-    }
+    for (const h of [...(this.handlers.get(ev.name) ?? [])]) this.guarded(`event handler for ${ev.name}`, () => h(payload, info));
   }
 
   private keepKeyed(key: string | null, lw: string, seq: number | null, epoch: number | null, unreliable: boolean): boolean {

@@ -7,6 +7,7 @@
 import { MuxSession, type ByteTransport, type MuxStream } from "../mux/session.js";
 import type { MuxConfig } from "../mux/core.js";
 import { RPC_MUX_CONFIG } from "../mux/core.js";
+import { callGuarded, defaultReporter } from "./guard.js";
 
 /** A reliable ordered byte stream (a mux stream). */
 export interface RpcByteStream {
@@ -157,7 +158,8 @@ export class MuxConnection implements RpcConnection {
       this.info = i;
       const cbs = this.closeCbs;
       this.closeCbs = [];
-      for (const cb of cbs) cb(i);
+      // one that throws must not keep the others (the client's: the link is lost) from running
+      for (const cb of cbs) callGuarded(defaultReporter, "a connection's close callback", () => cb(i));
     });
   }
   onDraining(cb: (code: number, message: string) => void): void {

@@ -11,6 +11,7 @@
  * `maxEntities` per message.
  */
 import type { Client, RawEvent } from "../rpc/client.js";
+import { callGuarded, defaultReporter } from "../rpc/guard.js";
 import { UsageError } from "../rpc/status.js";
 import { Groups, MAX_GROUPS } from "./groups.js";
 import { Kind, nodeAt, schemaId, type Infer, type ModelNode, type Node } from "./schema.js";
@@ -74,7 +75,7 @@ export interface StateViewOptions {
   maxEntities?: number;
   /** Nodes in one message (default 200,000). */
   maxNodes?: number;
-  /** Called with an error a callback threw (default: ignored). */
+  /** Called with an error a callback threw, or the rejection of the promise it returned (default: `console.error`, at most 10 a minute). */
   onCallbackError?: (err: unknown) => void;
 }
 
@@ -177,7 +178,8 @@ export class StateView<M extends ModelNode> {
     this.maxBaselines = maxBaselines;
     this.maxEntities = maxEntities;
     this.maxNodes = maxNodes;
-    this.onCallbackError = options.onCallbackError ?? (() => undefined);
+    const onError = options.onCallbackError;
+    this.onCallbackError = onError ? (e) => onError(e) : (e) => defaultReporter(e, `a state callback of ${name}`);
   }
 
   /** With groups: the seq each group is current at; else `[seq]`. */
@@ -498,15 +500,8 @@ export class StateView<M extends ModelNode> {
   }
 
   private call(f: () => void): void {
-    try {
-      f();
-    } catch (e) {
-      try {
-        this.onCallbackError(e);
-      } catch {
-        // the error handler's own error: nothing more to do
-      }
-    }
+    // the application's error: reported, the other callbacks run (the new state is in place already)
+    callGuarded(this.onCallbackError, "a state callback", f);
   }
 }
 

@@ -5,6 +5,7 @@
  * transport's own (a WebSocket's messages, a WebTransport stream's writer).
  */
 import type { CloseInfo } from "../rpc/connection.js";
+import { callGuarded, defaultReporter } from "../rpc/guard.js";
 import { RpcError, Status, UsageError, statusFromWire } from "../rpc/status.js";
 import { encodeOpen, tokenBytes } from "./framing.js";
 
@@ -202,7 +203,10 @@ export abstract class WebPipe {
       return;
     }
     this.counters.datagrams_received++;
-    this.dgramCb(data);
+    const cb = this.dgramCb;
+    // a receiver that throws is the application's bug: reported, and the reading goes on (a
+    // WebTransport's datagram loop ended on it: every later datagram was lost)
+    callGuarded(defaultReporter, "a datagram receiver", () => cb(data));
   }
 
   /** The server broke the wire (or the connection failed): count it, close, end with an error. */
