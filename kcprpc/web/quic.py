@@ -7,8 +7,10 @@ aioquic (1.x, the ``web`` extra pins ``<2``) has no public API for some of this,
 attributes are read here, each in one place: a stream's unacknowledged bytes
 (``QuicStream.sender._buffer``) and the datagrams it holds (``QuicConnection._datagrams_pending``)
 for the send bounds, the server's certificate (``tls._peer_certificate``) for the client's hash
-check, the client's address (``_network_paths``), and the UDP transport under a connection
-(``_transport``, which the client closes itself when its close timed out). The integration tests
+check, the client's address (``_network_paths``), the UDP transport under a connection
+(``_transport``, which the client closes itself when its close timed out), and, for the listener's
+receive bounds, the streams the peer may open (``_local_max_streams_*``) and what is held
+received (``QuicStream.receiver._buffer``, ``H3Stream.buffer``). The integration tests
 (a client that stops reading, a pinned hash, a close that is never acknowledged) fail if they move.
 """
 
@@ -320,6 +322,24 @@ def path_addresses(quic: QuicConnection) -> list[Any]:
     """Every address the connection has sent from or to (its network paths), as the socket gave
     them (to forget them from the socket's caches when it ends)."""
     return [path.addr for path in getattr(quic, "_network_paths", ())]
+
+
+def limit_peer_streams(quic: QuicConnection, bidi: int, uni: int) -> None:
+    """Let the peer open at most ``bidi`` bidirectional and ``uni`` unidirectional streams (aioquic
+    grants 128 of each and never more): call before the handshake, whose transport parameters
+    announce them. Each stream the peer may open is one more buffer :func:`receive_held` sums."""
+    for limit, n in ((quic._local_max_streams_bidi, bidi), (quic._local_max_streams_uni, uni)):
+        limit.value = limit.sent = n
+
+
+def receive_held(quic: QuicConnection, h3: H3Connection | None) -> tuple[int, int]:
+    """What aioquic holds of a connection's received bytes, not handed to the application: QUIC's
+    per stream, behind a gap (its reassembly buffers, which the peer fills out of order), and
+    HTTP/3's, of frames not yet complete (a HEADERS or SETTINGS frame waits whole). aioquic opens
+    its receive windows as data arrives, whatever was read, so neither has a bound of its own."""
+    reassembly = sum(len(stream.receiver._buffer) for stream in quic._streams.values())
+    frames = sum(len(stream.buffer) for stream in h3._stream.values()) if h3 is not None else 0
+    return reassembly, frames
 
 
 def first_headers(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:

@@ -18,8 +18,13 @@ one session and one stream, and the bounds aioquic has not:
   unacknowledged bytes count in the connection's ``send_backlog``, so a browser that stops
   reading is bounded by the server's slow-consumer checks exactly as a KCP session is.
 * aioquic opens its receive windows as data arrives, whether the application read it or not: the
-  pipe's receive buffer (``max_receive_buffer`` bytes) is a hard bound, and a peer past it is
-  closed and counted (``receive_overflows``).
+  pipe's receive buffer (``max_receive_buffer`` bytes) is a hard bound on what reaches it, and a
+  peer past it is closed and counted (``receive_overflows``). What aioquic itself holds is bounded
+  too: bytes behind a gap in a stream (reassembly: twice ``max_receive_buffer``) and HTTP/3 frames
+  not yet complete (a frame that claims terabytes is held whole: :data:`MAX_HELD_FRAME_BYTES`),
+  summed every :data:`HELD_CHECK_BYTES` received; past either, the connection is closed and
+  counted (``receive_overflows``). A client may open :data:`PEER_BIDI_STREAMS` and
+  :data:`PEER_UNI_STREAMS` streams (aioquic grants 128 of each).
 
 Bad input (each counted in :meth:`WebTransportListener.stats`, then the session closed): a second
 bidirectional stream, a unidirectional stream, a datagram before ``ACCEPT``, an ``OPEN`` that is not
@@ -82,8 +87,10 @@ from kcprpc.web.quic import (
     CloseAfterStream,
     H3Protocol,
     first_headers,
+    limit_peer_streams,
     path_addresses,
     peer_address,
+    receive_held,
 )
 from kcprpc.web.quic_admission import DROP, RETRY, QuicAdmission
 from kcprpc.web.udp import BatchedDatagramTransport
@@ -92,6 +99,18 @@ if TYPE_CHECKING:
     from kcprpc.server import Server
 
 log = logging.getLogger("kcprpc.web")
+
+PEER_BIDI_STREAMS = 4
+"""Bidirectional streams a client may open on one QUIC connection: the session's CONNECT stream and
+its one stream, and room to spare (aioquic grants 128)."""
+PEER_UNI_STREAMS = 8
+"""Unidirectional streams: HTTP/3's control and QPACK streams, and room for a browser's others."""
+HELD_CHECK_BYTES = 64 * 1024
+"""Stream bytes received between two sums of what aioquic holds (:func:`~kcprpc.web.quic.receive_held`):
+the check costs nothing while a client sends acks and small calls."""
+MAX_HELD_FRAME_BYTES = 64 * 1024
+"""HTTP/3 bytes held in frames not yet complete (a request's HEADERS are a few hundred bytes); a
+frame that claims more would be held whole, and aioquic's buffer grows by copying itself."""
 
 # -- the listener --------------------------------------------------------------------------------
 
@@ -296,6 +315,28 @@ class _ServerProtocol(H3Protocol):
         self._session_timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             opts.open_timeout, self._no_session
         )
+        # what aioquic may hold received (receive_held): streams the client may open, and the
+        # received bytes at which it is next summed
+        limit_peer_streams(self._quic, bidi=PEER_BIDI_STREAMS, uni=PEER_UNI_STREAMS)
+        self._held_checked = 0
+        self._max_reassembly = 2 * opts.max_receive_buffer
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """As :class:`H3Protocol`; then, every :data:`HELD_CHECK_BYTES` of stream data received, what
+        aioquic holds of it is summed: past its bounds the connection is closed and counted."""
+        super().datagram_received(data, addr)
+        received = self._quic._local_max_data.used  # stream bytes received, every stream (aioquic's)
+        if received - self._held_checked >= HELD_CHECK_BYTES and not self.terminated:
+            self._held_checked = received
+            reassembly, frames = receive_held(self._quic, self.h3)
+            if reassembly > self._max_reassembly or frames > MAX_HELD_FRAME_BYTES:
+                what = (
+                    f"{reassembly} bytes behind gaps"
+                    if reassembly > self._max_reassembly
+                    else (f"{frames} bytes of unfinished HTTP/3 frames")
+                )
+                self.listener.count("receive_overflows", f"aioquic held {what}")
+                self._close_quic("receive bound")
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """Close a connection over the bounds at its first event; else as :class:`H3Protocol`."""

@@ -666,6 +666,71 @@ async def test_stream_past_the_receive_buffer_is_closed(cert: Any) -> None:
         assert (await closed_by_the_server(listener, overflow))["receive_overflows"] == 1
 
 
+async def _send_paced(c: RawClient, stream_id: int, total: int) -> None:
+    """``total`` bytes on ``stream_id`` in 16 KiB writes, as fast as the server's windows let them go
+    (or until the server closed the connection)."""
+    chunk = b"\0" * 16384
+    sent = 0
+    while sent < total and not c.closed.is_set():
+        c._quic.send_stream_data(stream_id, chunk)
+        c.transmit()
+        sent += len(chunk)
+        for _ in range(100):  # the client's own unsent data: wait for the windows
+            if c.closed.is_set() or len(c._quic._streams[stream_id].sender._buffer) < 256 * 1024:
+                break
+            await asyncio.sleep(0.005)
+
+
+async def test_a_frame_that_claims_terabytes_on_a_request_stream_is_bounded(cert: Any) -> None:
+    """An authenticated client opens another HTTP/3 request stream and sends a HEADERS frame that
+    claims 2^40 bytes, then its body: aioquic holds a frame whole until it is complete, and opens its
+    windows as the bytes arrive. Before, all of it was held (4 MiB sent: 4 MiB held, 1.5 s of CPU
+    copying aioquic's growing buffer; 16 MiB stalled the loop for a minute), counted nowhere. Now
+    the connection is closed once more than 64 KiB wait in unfinished frames, and counted."""
+    async with running(cert) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            c.stream(sid, encode_open(2))
+            await until(lambda: len(c.received) > 0)  # ACCEPT: authenticated
+            request = c._quic.get_next_available_stream_id()
+            c._quic.send_stream_data(request, bytes([0x01, 0xC0, 0, 0, 1, 0, 0, 0, 0]))  # HEADERS, 2^40
+            await _send_paced(c, request, 2 * 1024 * 1024)
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["receive_overflows"] == 1
+        async with client_for(started) as client:  # the listener goes on serving
+            assert await client.call(Svc.echo, "still") == "STILL"
+
+
+async def test_stream_bytes_behind_a_gap_are_bounded(cert: Any) -> None:
+    """A client leaves the first byte of a stream out and sends what follows: QUIC holds it all for
+    reassembly, and aioquic's window doubles as it arrives. Now the connection is closed once more
+    than twice ``max_receive_buffer`` wait behind gaps, and counted."""
+    async with running(cert, max_receive_buffer=64 * 1024) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            sid = await c.session()
+            stream_id = c.stream(sid, encode_open(2))
+            await until(lambda: len(c.received) > 0)  # ACCEPT
+            sender = c._quic._streams[stream_id].sender
+            hole = sender._buffer_stop  # the byte after what was sent: never sent
+            sender._buffer_start = sender._buffer_stop = hole + 1
+            await _send_paced(c, stream_id, 2 * 1024 * 1024)
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert listener.stats()["receive_overflows"] == 1
+
+
+async def test_a_client_may_open_only_the_streams_a_session_needs(cert: Any) -> None:
+    """aioquic grants 128 streams of each kind; the listener announces 4 bidirectional and 8
+    unidirectional, so there are few buffers to hold or to sum."""
+    async with running(cert) as started:
+        _, listener, _ = started
+        async with raw(listener) as c:
+            await c.session()
+            assert c._quic._remote_max_streams_bidi == webtransport.PEER_BIDI_STREAMS
+            assert c._quic._remote_max_streams_uni == webtransport.PEER_UNI_STREAMS
+
+
 async def test_a_datagram_over_max_datagram_is_dropped_and_counted(cert: Any) -> None:
     async with running(cert, max_datagram=512) as started:
         _, listener, _ = started
