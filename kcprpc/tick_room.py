@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from kcp.config import exempt_networks
+from kcp.ratelimit import Network, SourceKeys, address_keys
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.service import Delivery, event
 from kcprpc.status import Status
@@ -485,8 +487,12 @@ class RoomRegistry(Generic[R]):
     lifespan attaches the registry to the server (:meth:`attach`) and stops every room at
     shutdown. :meth:`attach` chains the server's ``on_detach``, ``on_resume`` and
     ``on_disconnect`` hooks (the app's run first): set yours on the server before it.
-    ``max_rooms`` bounds the rooms alive at once (RESOURCE_EXHAUSTED past it); ``sender`` makes
-    each room's sender (default: a :class:`PushStateSender` of the server).
+    ``max_rooms`` bounds the rooms alive at once (RESOURCE_EXHAUSTED past it); since a client
+    creates a room by joining it, one member may be in at most ``max_rooms_per_member`` rooms, and
+    the clients of one address (IPv4, or IPv6 /64, as the server counts connections; loopback
+    exempt) may have created at most ``max_rooms_per_address`` of the rooms alive, so that one
+    client cannot take every room of the process (each ticks) from the other players. ``sender``
+    makes each room's sender (default: a :class:`PushStateSender` of the server).
     """
 
     def __init__(
@@ -494,19 +500,32 @@ class RoomRegistry(Generic[R]):
         factory: RoomFactory[R],
         *,
         max_rooms: int = 1000,
+        max_rooms_per_member: int = 8,
+        max_rooms_per_address: int = 64,
         sender: Callable[[Server], StateSender] | None = None,
         max_name_length: int = 64,
     ) -> None:
-        if max_rooms < 1:
-            raise UsageError("max_rooms must be at least 1")
+        if max_rooms < 1 or max_rooms_per_member < 1 or max_rooms_per_address < 1:
+            raise UsageError("max_rooms, max_rooms_per_member and max_rooms_per_address must be at least 1")
         self.factory = factory
         self.max_rooms = max_rooms
+        self.max_rooms_per_member = max_rooms_per_member
+        self.max_rooms_per_address = max_rooms_per_address
         self.max_name_length = max_name_length
         self._make_sender = sender
         self.server: Server | None = None
         self.rooms: dict[str, R] = {}
         self._creating: dict[str, asyncio.Future[R]] = {}
-        self.stats: dict[str, int] = {"rooms_created": 0, "rooms_disposed": 0, "joins_refused": 0}
+        self._keys: SourceKeys | None = None  # the server's keys per address (attach)
+        self._created_by: dict[Network, int] = {}  # rooms alive per creating address
+        self._creator: dict[str, Network] = {}  # room name -> the address that created it
+        self.stats: dict[str, int] = {
+            "rooms_created": 0,
+            "rooms_disposed": 0,
+            "joins_refused": 0,
+            "rooms_refused_member": 0,
+            "rooms_refused_address": 0,
+        }
 
     # ---------------------------------------------------------------- the server
     def attach(self, server: Server) -> None:
@@ -516,6 +535,7 @@ class RoomRegistry(Generic[R]):
         if self.server is not None:
             raise UsageError("this RoomRegistry is already attached to another server")
         self.server = server
+        self._keys = address_keys(exempt_networks(server.transport.wire))
         app_detach, app_resume, app_gone = server.on_detach, server.on_resume, server.on_disconnect
 
         async def on_detach(session: Any) -> None:
@@ -564,9 +584,10 @@ class RoomRegistry(Generic[R]):
         """The rooms ``member`` is in."""
         return [r for r in self.rooms.values() if member.id in r.members]
 
-    async def get_or_create(self, name: str) -> R:
+    async def get_or_create(self, name: str, creator: Any = None) -> R:
         """The running room ``name``, created and started if there is none (INVALID_ARGUMENT for
-        a bad name, RESOURCE_EXHAUSTED past ``max_rooms``)."""
+        a bad name, RESOURCE_EXHAUSTED past ``max_rooms``, or past ``max_rooms_per_address`` for
+        the address of ``creator``, a session, when it would create it)."""
         if not name or len(name) > self.max_name_length:
             raise RpcError(
                 Status.INVALID_ARGUMENT, f"room name must have 1 to {self.max_name_length} characters"
@@ -582,8 +603,15 @@ class RoomRegistry(Generic[R]):
             await old.stopped.wait()
         if len(self.rooms) + len(self._creating) >= self.max_rooms:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
+        key = self._address_key(creator)
+        if key is not None and self._created_by.get(key, 0) >= self.max_rooms_per_address:
+            self.stats["rooms_refused_address"] += 1
+            raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms created from one address")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._creating[name] = fut
+        if key is not None:  # charged while it is made, so that concurrent joins see it
+            self._created_by[key] = self._created_by.get(key, 0) + 1
+            self._creator[name] = key
         try:
             room = self.factory(name)
             if room.sender is None:
@@ -598,20 +626,43 @@ class RoomRegistry(Generic[R]):
             fut.set_result(room)
             return room
         except BaseException as e:
+            self._uncharge(name)
             fut.set_exception(e)
             fut.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         finally:
             del self._creating[name]
 
+    def _address_key(self, creator: Any) -> Network | None:
+        address = getattr(creator, "remote_address", None)
+        return self._keys.key(address) if self._keys is not None and address is not None else None
+
+    def _uncharge(self, name: str) -> None:
+        key = self._creator.pop(name, None)
+        if key is not None:
+            left = self._created_by[key] - 1
+            if left:
+                self._created_by[key] = left
+            else:
+                del self._created_by[key]
+
     def _stopped(self, room: TickRoom) -> None:
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
+            self._uncharge(room.name)
             self.stats["rooms_disposed"] += 1
 
     async def join(self, name: str, member: Any) -> R:
-        """Put ``member`` in room ``name`` (created if needed): RESOURCE_EXHAUSTED when full."""
-        room = await self.get_or_create(name)
+        """Put ``member`` in room ``name`` (created if needed): RESOURCE_EXHAUSTED when full, or when
+        ``member`` is in ``max_rooms_per_member`` rooms already."""
+        current = self.get(name)
+        if (current is None or member.id not in current.members) and (
+            len(self.rooms_of(member)) >= self.max_rooms_per_member
+        ):
+            self.stats["joins_refused"] += 1
+            self.stats["rooms_refused_member"] += 1
+            raise RpcError(Status.RESOURCE_EXHAUSTED, f"in {self.max_rooms_per_member} rooms already")
+        room = await self.get_or_create(name, member)
         try:
             await room.add_member(member)
         except RpcError:

@@ -388,3 +388,55 @@ async def test_a_tick_task_that_dies_stops_its_room_and_frees_its_name() -> None
     again = await asyncio.wait_for(rooms.join("one", FakeMember("b")), 5)
     assert again is not room and again.running
     await rooms.close()
+
+
+@dataclass(eq=False)
+class NetMember(FakeMember):
+    remote_address: tuple[str, int] = ("127.0.0.2", 5000)
+
+
+async def test_one_member_joins_at_most_max_rooms_per_member() -> None:
+    """A client creates a room by joining it, and each room ticks: one member may be in
+    ``max_rooms_per_member`` rooms (a join of a room it is in already is not another)."""
+    rooms = RoomRegistry(lambda name: Counter(name, sender=Recorder()), max_rooms_per_member=3)
+    a = FakeMember("a")
+    for n in range(3):
+        await rooms.join(f"r{n}", a)
+    assert await rooms.join("r0", a) is rooms.get("r0")  # already in it
+    with pytest.raises(RpcError) as e:
+        await rooms.join("r3", a)
+    assert e.value.status is Status.RESOURCE_EXHAUSTED and "3 rooms" in e.value.message
+    assert rooms.get("r3") is None and rooms.stats["rooms_refused_member"] == 1
+    await rooms.leave("r0", a)
+    assert (await rooms.join("r3", a)).name == "r3"  # room again
+    await rooms.close()
+
+
+async def test_the_clients_of_one_address_create_at_most_max_rooms_per_address() -> None:
+    """Many sessions from one address (each under its own member cap) cannot take every room of
+    the process: the rooms alive that an address created are capped, and counted; the address may
+    still join rooms others made; another address creates meanwhile; a room that stops gives its
+    share back. The server's keys per address apply (loopback is exempt unless configured)."""
+    import kcprpc
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    server = kcprpc.Server([], transport=kcprpc.Transport(wire))
+    rooms = RoomRegistry(lambda name: Counter(name, sender=Recorder()), max_rooms_per_address=2)
+    rooms.attach(server)
+    hoarders = [NetMember(f"h{i}", remote_address=("127.0.0.2", 5000 + i)) for i in range(3)]
+    await rooms.join("h0", hoarders[0])
+    await rooms.join("h1", hoarders[1])
+    with pytest.raises(RpcError) as e:
+        await rooms.join("h2", hoarders[2])
+    assert e.value.status is Status.RESOURCE_EXHAUSTED and "one address" in e.value.message
+    assert rooms.stats["rooms_refused_address"] == 1 and rooms.get("h2") is None
+    other = NetMember("o", remote_address=("127.0.0.3", 6000))
+    await rooms.join("o", other)  # another address creates meanwhile
+    assert (await rooms.join("o", hoarders[2])).name == "o"  # and the first may join it
+    h0 = rooms.get("h0")
+    assert h0 is not None
+    await rooms.leave("h0", hoarders[0])  # h0 empties and stops: its share goes back
+    await asyncio.wait_for(h0.stopped.wait(), 5)
+    assert (await rooms.join("h2", hoarders[2])).name == "h2"
+    await rooms.close()
