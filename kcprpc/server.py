@@ -476,10 +476,9 @@ class Server:
             return 0
         if held is not None and (h := s.receive_held()) > 0:
             held.append((h, s))
-        backlog = s.backlog_probe
-        if backlog is None:
+        if s.backlog_probe is None:
             return 0
-        b = s.send_backlog = backlog()
+        b = s.send_backlog = s.held_for_client()  # (its lanes' events too)
         if b > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
             s.end_slow_consumer(
                 "slow_consumers",
@@ -541,14 +540,14 @@ class Server:
         total = 0
         for s in self.sessions:
             if not s.closed and s.backlog_probe is not None:
-                b = s.send_backlog = s.backlog_probe()
+                b = s.send_backlog = s.held_for_client()
                 total += b
                 sized.append((b, s))
         self._backlog_total = total
         for b, s in shed_largest(sized, total, cap):
             s.end_slow_consumer(
                 "slow_consumers_shed",
-                f"{b} bytes unsent or unacknowledged, one of the largest while all clients together "
+                f"{b} bytes unsent, unacknowledged or waiting in lanes, one of the largest while all clients together "
                 f"were over max_send_backlog_total ({cap})",
             )
 

@@ -278,10 +278,9 @@ class ServerSession:
         """After every ``SendGuard.every`` bytes this session's writers wrote (O(1)), and from the
         sweep: past ``max_send_backlog`` the session ends as a slow consumer; past
         ``max_send_backlog_total`` the server sheds the largest backlogs."""
-        backlog = self.backlog_probe
-        if backlog is None or self.closed:
+        if self.backlog_probe is None or self.closed:
             return
-        b = backlog()
+        b = self.held_for_client()
         server = self.server
         delta = b - self.send_backlog
         self.send_backlog = b
@@ -293,6 +292,15 @@ class ServerSession:
             )
         else:
             server.backlog_changed(delta)
+
+    def held_for_client(self) -> int:
+        """Bytes held for this client: what its transport holds unsent or unacknowledged, and the
+        events waiting in its send lanes (each lane bounded per session; all of it counts against
+        ``max_send_backlog`` and the process-wide ``max_send_backlog_total``)."""
+        probe = self.backlog_probe
+        held = probe() if probe is not None else 0
+        lanes = self.lanes
+        return held + lanes.queued_bytes if lanes is not None else held
 
     def end_slow_consumer(self, counter: str, why: str) -> None:
         """End this session now because it does not read what it is sent: count it (``counter``),

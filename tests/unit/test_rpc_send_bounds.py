@@ -362,3 +362,40 @@ def test_config_validates_the_send_bounds() -> None:
         64 * 1024 * KIB,
         10.0,
     )
+
+
+async def test_events_waiting_in_send_lanes_count_in_the_process_wide_backlog() -> None:
+    """Lanes hold a client's events back while its transport holds ``lanes.window``; each lane is
+    bounded per session (bulk: 1 MiB, refusing past it), but what they held was in no backlog
+    figure: clients that read just enough made the server hold 1.5 MiB each, past
+    ``max_send_backlog_total`` and never shed. Now the sweep counts it: past the total the largest
+    are shed."""
+    from kcprpc.send_lanes import LaneConfig
+
+    cfg = small(
+        max_send_backlog=512 * KIB,
+        max_send_backlog_total=512 * KIB,
+        lanes=LaneConfig(window=8 * KIB),
+        heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0),
+    )
+    async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
+        slow = [p.client]
+        for _ in range(2):
+            c = Client(p.connector, config=PINGING)
+            await c.connect()
+            slow.append(c)
+        try:
+            lost = [watch_disconnect(c) for c in slow]
+            for c in slow:
+                stop_reading_transport(c)
+            sessions = list(p.server.sessions)
+            for _ in range(300):  # 300 KiB in each one's bulk lane: 900 KiB together
+                for s in sessions:
+                    s.send(News(data=b"n" * KIB), lane="bulk")
+            assert all(s.lanes is not None and s.lanes.queued_bytes > 256 * KIB for s in sessions)
+            await until(lambda: p.server.stats["slow_consumers_shed"] >= 1)
+            done, _ = await asyncio.wait(lost, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            assert done and all("slow consumer" in f.result() for f in done)
+        finally:
+            for c in slow[1:]:
+                await c.close()
