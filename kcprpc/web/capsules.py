@@ -52,9 +52,13 @@ class CapsuleReader:
         self._buf = bytearray()
         self._limit = limit
         self._close: tuple[int, str] = (0, "")
+        self._closed = False
 
     def feed(self, data: bytes) -> str | None:
-        """``"close"`` once a close capsule is whole, ``"error"`` past the bound, else None."""
+        """``"close"`` once a close capsule is whole (and for anything after it, which is not
+        kept), ``"error"`` past the bound, else None."""
+        if self._closed:
+            return "close"
         self._buf += data
         while True:
             t = pull_varint(self._buf, 0)
@@ -72,6 +76,8 @@ class CapsuleReader:
                 body = bytes(self._buf[at : at + length])
                 self._close = (int.from_bytes(body[:4], "big") if len(body) >= 4 else 0,
                                body[4:].decode("utf-8", "replace"))
+                self._closed = True
+                self._buf.clear()
                 return "close"
             del self._buf[: at + length]
 

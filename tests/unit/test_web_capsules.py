@@ -48,3 +48,14 @@ def test_a_short_close_body_reads_as_code_zero() -> None:
     r = CapsuleReader()
     assert r.feed(capsule(CLOSE_WEBTRANSPORT_SESSION, b"\x01")) == "close"
     assert r.close_info() == (0, "")
+
+
+def test_what_comes_after_the_close_is_not_kept() -> None:
+    """The close capsule is the session's last word: bytes after it (a client that goes on
+    sending while the server waits up to CLOSE_TIMEOUT for the stream's end) are dropped, not
+    appended to a buffer without a bound, and the close stays what it was."""
+    r = CapsuleReader(limit=100)
+    assert r.feed(close_capsule(9, "done")) == "close"
+    for _ in range(1000):
+        assert r.feed(b"\x00" * 10_000) == "close"
+    assert len(r._buf) == 0 and r.close_info() == (9, "done")
