@@ -238,7 +238,7 @@ class StateSync(Generic[M]):
     # ------------------------------------------------------------------ ticks
     def tick(self, state: M, extras: Mapping[Any, Any] | None = None) -> list[tuple[Hashable, list[Any]]]:
         """Number ``state`` (the next seq) and return each client's message (clients with nothing
-        new are left out). Each interest filter is called once. Clients without a filter that
+        new, and sessions detached for a resume, are left out). Each interest filter is called once. Clients without a filter that
         acknowledged the same baseline share one message object (computed once).
 
         ``extras``: per client, a value its message carries as a 5th element (``StateView.extra``
@@ -249,6 +249,9 @@ class StateSync(Generic[M]):
         views = [
             (handle, c, tree if c.interest is None else self._views.view(tree, c.interest(state)))
             for handle, c in self._clients.items()
+            # a session kept for a resume gets nothing (nor costs its filter and its delta); back,
+            # it goes on from its acknowledged baseline, or from a snapshot once that is too old
+            if not getattr(handle, "detached", False)
         ]
         if self.auto and views:
             self._adapt(tree, views)

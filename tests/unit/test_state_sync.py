@@ -511,3 +511,48 @@ def test_quantized_numbers_go_as_integers_and_small_changes_are_not_sent() -> No
             m: Annotated[Mob, Quantized(1.0)]
 
         Schema(Bad)
+
+
+def test_a_detached_session_is_skipped_until_it_is_back() -> None:
+    """A session kept for a resume (``detached``) is left out of the ticks: no message, no
+    interest filter call, no delta to compute (before, each detached member cost its filter and a
+    delta that grew every tick, for the whole resume window). Back, it goes on from its
+    acknowledged baseline, or from a snapshot once that is too old."""
+
+    class Peer:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.detached = False
+
+    sync: StateSync[Room] = StateSync(Room, "room", max_baselines=4)
+    a, b = Peer("a"), Peer("b")
+    calls: list[str] = []
+
+    def watch(name: str) -> Any:
+        def interest(state: Room) -> Interest:
+            calls.append(name)
+            return Interest()
+
+        return interest
+
+    sync.add_client(a, watch("a"))
+    sync.add_client(b, watch("b"))
+    room = Room()
+    views = {a: StateView(Room, "room"), b: StateView(Room, "room")}
+    step(sync, views, room)
+    b.detached = True
+    calls.clear()
+    room.round = 1
+    assert [p for p, _ in sync.tick(room)] == [a] and calls == ["a"]
+    b.detached = False
+    room.round = 2
+    out = dict(sync.tick(room))
+    assert out[b][0] == DELTA and out[b][2] == 1  # against its acknowledged seq 1
+    assert views[b].receive(wire(sync, out[b])) == 3 and views[b].state == room
+    b.detached = True
+    for r in range(3, 10):  # longer than max_baselines
+        room.round = r
+        sync.tick(room)
+    b.detached = False
+    [msg] = [m for p, m in sync.tick(room) if p is b]
+    assert msg[0] == SNAPSHOT
