@@ -24,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from kcp.config import exempt_networks
 from kcp.ratelimit import Network, SourceKeys, address_keys
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery, event
 from kcprpc.status import Status
 from kcprpc.tick import TickSchedule, sends_between
@@ -133,14 +134,23 @@ class PushStateSender:
         await self.server.push.to_room(snapshot.room, msg, delivery=self.delivery)
 
 
+_SIZE_LIMIT = 1 << 24  # past this an input's estimate stops: it is over any queue's bound anyway
+
+
 def _size(payload: Any) -> int:
-    """The msgpack size of a validated input payload (its bytes bound)."""
+    """What an input payload takes, as the queues count it (``max_input_bytes``): the estimate of
+    the Python objects its msgpack form decodes into (kcprpc.msgpack_size), not its wire size, so
+    that 16 KB of nested empty lists (a megabyte decoded) counts as the megabyte it is held as."""
     if isinstance(payload, BaseModel):
         payload = payload.model_dump(mode="json")
     try:
-        return len(msgpack.packb(payload, use_bin_type=True))
+        packed = msgpack.packb(payload, use_bin_type=True)
     except (TypeError, ValueError, OverflowError):
         return len(repr(payload))
+    held = decoded_size(packed, _SIZE_LIMIT)
+    if held == -1:
+        return _SIZE_LIMIT + 1
+    return max(held, len(packed))
 
 
 class TickRoom:
@@ -166,7 +176,7 @@ class TickRoom:
     dispose_after: ClassVar[float] = 0.0
     input_model: ClassVar[Any] = Any
     max_inputs: ClassVar[int] = 64
-    max_input_bytes: ClassVar[int] = 16 * 1024
+    max_input_bytes: ClassVar[int] = 64 * 1024
     inputs_per_tick: ClassVar[int | None] = None
 
     def __init__(

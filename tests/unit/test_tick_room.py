@@ -440,3 +440,22 @@ async def test_the_clients_of_one_address_create_at_most_max_rooms_per_address()
     await asyncio.wait_for(h0.stopped.wait(), 5)
     assert (await rooms.join("h2", hoarders[2])).name == "h2"
     await rooms.close()
+
+
+async def test_inputs_count_what_they_take_decoded_not_their_wire_size() -> None:
+    """A member's input queue is bounded in bytes as the inputs are held: decoded. 8 KB of nested
+    empty lists (about 640 KB of Python objects) is refused alone, where its wire size passed;
+    small inputs (three fields: about 600 bytes each) fill the default 64 KiB only past the
+    default 64 inputs."""
+
+    class Open(TickRoom):  # input_model: Any (the default)
+        tick_hz = 20
+
+    room = await started(Open("arena", sender=Recorder(), clock=Clock()))
+    await room.add_member(FakeMember("a"))
+    assert not room.push_input("a", 1, [[]] * 8000)
+    assert room.stats["inputs_invalid"] == 1
+    for seq in range(2, 66):
+        assert room.push_input("a", seq, {"dx": 1, "dy": -1, "fire": True})
+    assert room.stats["inputs_dropped"] == 0 and room.stats["inputs_invalid"] == 1
+    await room.stop()
