@@ -171,14 +171,17 @@ async def _serve(
     print_banner(server, host, port, extra)
     serving = asyncio.ensure_future(server.serve())
     await asyncio.wait({serving, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-    print("shutting down", flush=True)
+    failed = serving.done() and not serving.cancelled() and serving.exception() is not None
+    print("serving failed: shutting down" if failed else "shutting down", flush=True)
     await server.shutdown(grace)
     serving.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(
+        Exception, asyncio.CancelledError
+    ):  # (a failure: logged, and the exit code says it)
         await serving
     if endpoint is not None:
         await endpoint.close()  # last: /healthz says 503 while the server drains
-    return 0
+    return 1 if failed else 0
 
 
 def setup_logging(level: str, format: str = "text") -> None:
