@@ -422,6 +422,10 @@ class StreamPump:
         sess = self.sess
         if sess.resumed_into is not None:  # a stream opened before its connection resumed a session
             self.sess = sess = sess.resumed_into
+        if sess.closed:  # ended (a penalty, a shutdown): what it queued runs no handler
+            self.proto.closed(cid, spec.streams_responses)
+            self.server.stats["calls_refused"] += 1
+            return False
         loop = self.loop
         call = ServerCall(cid, self.writer)
         call.cost = cost

@@ -342,6 +342,8 @@ class ServerSession:
         if self.control is not None:
             self.control.discard()
         self._stop_lanes()
+        for call in list(self.calls):  # their replies would not be read: stop the work now
+            call.cancel(CANCEL_CLIENT)
         goaway = encode_goaway(Status.RESOURCE_EXHAUSTED, message[:200])
         for _ in range(2):  # a lost datagram costs the client a heartbeat timeout; a duplicate nothing
             send_datagram(self.conn, goaway, self.conn.max_datagram_size)

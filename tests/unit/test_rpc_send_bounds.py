@@ -399,3 +399,39 @@ async def test_events_waiting_in_send_lanes_count_in_the_process_wide_backlog() 
         finally:
             for c in slow[1:]:
                 await c.close()
+
+
+class Heavy(kcprpc.Service, name="test.Heavy"):
+    """A handler that waits on something first (a broker's history, a database), then answers big."""
+
+    def __init__(self) -> None:
+        self.ran = 0
+
+    async def page(self, n: int) -> bytes:
+        await asyncio.sleep(0.001)  # (a round trip to the broker)
+        self.ran += 1
+        return b"x" * n
+
+
+async def test_a_session_ended_as_a_slow_consumer_runs_none_of_the_calls_it_queued() -> None:
+    """A client pipelines many calls whose handlers wait on something and then answer big (a
+    ``History`` of a room over Redis), and reads nothing: the session ends as a slow consumer after
+    a few replies, and its calls stop there: the running ones are cancelled and the queued ones
+    run no handler. Before, every one ran to its end after the session was over (the audit: 150
+    such calls cost the server seconds of CPU)."""
+    heavy = Heavy()
+    cfg = small(max_message_size=64 * KIB, max_send_backlog=128 * KIB, max_send_backlog_total=1024 * KIB)
+    async with pair([heavy], link="mux", server_config=cfg, client_config=PINGING) as p:
+        c = p.client
+        lost = watch_disconnect(c)
+        stop_reading_transport(c)
+        stub = c.stub(Heavy)
+        calls = [asyncio.ensure_future(stub.page(60 * KIB)) for _ in range(60)]
+        reason = await asyncio.wait_for(lost, TIMEOUT)
+        assert "slow consumer" in reason
+        await asyncio.wait(calls, timeout=TIMEOUT)
+        assert all(f.done() for f in calls)
+        for f in calls:
+            f.exception()  # retrieved
+        await asyncio.sleep(0.05)  # what was cancelled would have finished by now
+        assert heavy.ran <= 10, heavy.ran
