@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
+from kcp.ratelimit import Network, SourceKeys
 from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import RpcError, UsageError
@@ -80,6 +81,11 @@ class PresenceConfig:
     a broker write and, with events, a Joined and a Left to every member: a client churning a
     subscription must not make every member's traffic."""
     join_burst: int = 64  # as many as max_keys: a fresh session restoring all its keys fits
+    address_join_rate: float = 40.0
+    """The same, for all the sessions of one address (IPv4, or IPv6 /64; loopback exempt, as the
+    server counts connections), with a bucket of ``address_join_burst``: a client that churns
+    sessions, each with a fresh ``join_burst``, still makes every member's traffic no faster."""
+    address_join_burst: int = 256
 
     def __post_init__(self) -> None:
         for name in ("keys", "events"):
@@ -100,6 +106,8 @@ class PresenceConfig:
             or self.max_members <= 0
             or not self.join_rate > 0
             or self.join_burst <= 0
+            or not self.address_join_rate > 0
+            or self.address_join_burst <= 0
         ):
             raise UsageError(
                 "PresenceConfig: max_info_size, max_keys, max_members, join_rate and join_burst must be positive"
@@ -151,6 +159,11 @@ class PresenceSession(Protocol):
     topics: set[str]
 
     @property
+    def remote_address(self) -> Any:
+        """The client's address (the join budget per address)."""
+        ...
+
+    @property
     def presence(self) -> Mapping[str, Any]:
         """The info its entries carry (``session.presence``)."""
         ...
@@ -175,6 +188,10 @@ class PresenceHost(Protocol):
     def config(self) -> PresenceLimits: ...
 
 
+MAX_ADDRESS_BUCKETS = 4096
+"""Address buckets kept before the full ones are forgotten (a full bucket is what a new one is)."""
+
+
 def _compile(patterns: Sequence[str]) -> re.Pattern[str] | None:
     if not patterns:
         return None
@@ -189,7 +206,11 @@ class Presence:
     """The presence of the rooms and topics of one server (``server.push.presence``)."""
 
     def __init__(
-        self, server: PresenceHost, broker: Broker, clock: Callable[[], float] = time.monotonic
+        self,
+        server: PresenceHost,
+        broker: Broker,
+        clock: Callable[[], float] = time.monotonic,
+        keys: SourceKeys | None = None,
     ) -> None:
         self.server = server
         self.broker = broker
@@ -205,6 +226,10 @@ class Presence:
             weakref.WeakKeyDictionary()
         )
         self._clock = clock
+        # address (its key) -> (tokens, when): the address_join_rate bucket (``keys``: the server's
+        # keys per address; None: no budget per address)
+        self._addresses = keys
+        self._address_buckets: dict[Network, tuple[float, float]] = {}
 
     def keeps(self, key: str) -> bool:
         """True if ``key`` (``"room:<name>"`` / ``"topic:<name>"``) keeps presence."""
@@ -241,7 +266,30 @@ class Presence:
                 Status.RESOURCE_EXHAUSTED,
                 f"joining rooms and topics with presence faster than join_rate ({cfg.join_rate:g}/s)",
             )
+        addresses = self._addresses
+        net = addresses.key(getattr(session, "remote_address", None)) if addresses is not None else None
+        if net is not None:
+            a_tokens, a_then = self._address_buckets.get(net, (float(cfg.address_join_burst), now))
+            a_tokens = min(float(cfg.address_join_burst), a_tokens + (now - a_then) * cfg.address_join_rate)
+            if a_tokens < 1.0:
+                self.server.stats["presence_refused"] += 1
+                raise RpcError(
+                    Status.RESOURCE_EXHAUSTED,
+                    "joining rooms and topics with presence from one address faster than "
+                    f"address_join_rate ({cfg.address_join_rate:g}/s)",
+                )
+            self._address_buckets[net] = (a_tokens - 1.0, now)
+            if len(self._address_buckets) > MAX_ADDRESS_BUCKETS:
+                self._forget_full(now)
         self._buckets[session] = (tokens - 1.0, now)
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the address buckets that have refilled (they hold nothing a new one would not)."""
+        cfg = self.config
+        full = float(cfg.address_join_burst)
+        for net, (tokens, then) in list(self._address_buckets.items()):
+            if tokens + (now - then) * cfg.address_join_rate >= full:
+                del self._address_buckets[net]
 
     def joined(self, session: PresenceSession, key: str) -> None:
         """``session`` joined ``key`` (after :meth:`check`): record it, push Joined."""

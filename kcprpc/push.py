@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
+from kcp.ratelimit import SourceKeys
 from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
@@ -44,6 +45,9 @@ class Member(Protocol):
     memberships: int  # bytes its rooms and topics cost, as the hub counts them (MEMBERSHIP_COST + key each)
     closed: bool
     control: FrameWriter | None
+
+    @property
+    def remote_address(self) -> Any: ...
 
     @property
     def streaming_calls(self) -> int: ...
@@ -184,12 +188,12 @@ def route(peer: Peer, frame: bytes, delivery: Delivery) -> None:
 class PushHub:
     """Local membership of rooms and topics, wired to the broker (``server.push``)."""
 
-    def __init__(self, server: HubHost, broker: Broker) -> None:
+    def __init__(self, server: HubHost, broker: Broker, keys: SourceKeys | None = None) -> None:
         self.server = server
         self.broker = broker
         self._local: dict[str, set[Member]] = {}
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
-        self.presence = Presence(server, broker)
+        self.presence = Presence(server, broker, keys=keys)
         """Who is in a room or topic that keeps presence, on every server (``kcprpc.presence``)."""
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}

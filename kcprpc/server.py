@@ -170,7 +170,9 @@ class Server:
         effective_transport(self.transport, side="server")  # a wrong transport fails here, not at start()
         self.config = config or ServerConfig()
         self.interceptors = tuple(interceptors)
-        self.push = PushHub(self, broker or MemoryBroker())
+        self.push = PushHub(
+            self, broker or MemoryBroker(), keys=address_keys(exempt_networks(self.transport.wire))
+        )
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_restore = on_restore

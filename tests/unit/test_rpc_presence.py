@@ -321,6 +321,34 @@ async def test_join_rate_bounds_subscription_churn() -> None:
         await p.client.unsubscribe("news")
 
 
+async def test_new_sessions_of_one_address_share_its_join_budget() -> None:
+    """Each session starts with a full ``join_burst``, so a client that churns connections used to
+    churn a room's Joined and Left at will (the audit: 1.2 s of server CPU per connection against
+    200 members). The sessions of one address also share ``address_join_rate`` /
+    ``address_join_burst``; another address keeps its own. Over KCP on 127.0.0.1, not exempt here."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    cfg = config(
+        events=["topic:chat"], join_rate=0.001, join_burst=3, address_join_rate=0.001, address_join_burst=4
+    )
+    async with lobby(cfg, link="kcp", transport=kcprpc.Transport(wire)) as p:
+        first = p.client
+        for _ in range(3):  # the first session's own burst
+            await first.subscribe("chat")
+            await first.unsubscribe("chat")
+        second = await kcprpc.connect(*p.server.address, transport=kcprpc.Transport(wire))  # type: ignore[misc]
+        try:
+            await second.subscribe("chat")  # the address's fourth
+            await second.unsubscribe("chat")
+            with pytest.raises(RpcError) as e:  # its own burst has 2 left; the address's none
+                await second.subscribe("chat")
+            assert e.value.status is Status.RESOURCE_EXHAUSTED and "address_join_rate" in e.value.message
+            assert p.server.stats["presence_refused"] == 1
+        finally:
+            await second.close()
+
+
 async def test_topic_events_open_no_gap_and_stay_out_of_history() -> None:
     broker = MemoryBroker()
     async with lobby(config(events=["topic:chat"]), broker=broker) as p, clients(p.connector, "bo") as (bo,):
@@ -334,7 +362,10 @@ async def test_topic_events_open_no_gap_and_stay_out_of_history() -> None:
         assert [await got(pings), await got(pings)] == [Ping(n=1), Ping(n=2)]
         assert p.client.topic_offsets["topic:chat"] == (broker.epoch, 2)
         assert broker.last_seq("topic:chat") == 2
-        assert [m.event for m in broker.history_nowait("topic:chat", 0).messages] == ["test.Ping", "test.Ping"]
+        assert [m.event for m in broker.history_nowait("topic:chat", 0).messages] == [
+            "test.Ping",
+            "test.Ping",
+        ]
 
 
 async def test_two_servers_share_presence_through_one_broker() -> None:
