@@ -125,6 +125,16 @@ class PrefixLimiter:
             buckets.move_to_end(key)
         return b.take(now)
 
+    def charge(self, addr: Any, n: float, now: int) -> None:
+        """Spend ``n`` more tokens of ``addr``'s bucket (after :meth:`allow` let its work start),
+        into debt if need be: its next work waits until it is paid back."""
+        if self.rate <= 0:
+            return
+        key = self.keys.key(addr)
+        b = self._buckets.get(key) if key is not None else None
+        if b is not None:
+            b.charge(n, now)
+
     def prune(self, now: int) -> None:
         """Drop the buckets that have refilled since they were last used."""
         buckets = self._buckets

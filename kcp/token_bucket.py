@@ -29,3 +29,11 @@ class TokenBucket:
             return False
         self.tokens = tokens - 1.0
         return True
+
+    def charge(self, n: float, now: int) -> None:
+        """Spend ``n`` tokens, into debt if the bucket holds fewer (for work whose cost is known
+        only once it is done: :meth:`take` then says no until the debt is paid back)."""
+        if now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.per_ms)
+            self.last = now
+        self.tokens -= n

@@ -31,6 +31,7 @@ RECOVERY_COUNTERS = (
     "history_fetches",  # kcprpc.Push/History calls answered
     "history_fetched",  # messages they returned
     "history_truncated",  # answers cut by max_history_fetch or max_message_size
+    "history_refused",  # History calls refused: the address's history_rate bucket was empty
 )
 """The server counters of recovery and history (``server.stats``)."""
 

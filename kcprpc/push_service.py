@@ -9,10 +9,13 @@ Wire names: ``kcprpc.Push/Subscribe``, ``kcprpc.Push/Unsubscribe``, ``kcprpc.Pus
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from kcp.config import exempt_networks
+from kcp.ratelimit import PrefixLimiter, address_keys
 from kcprpc.broker import BrokerUnavailable, Position
 from kcprpc.errors import RpcError
 from kcprpc.presence import Joined, Left, MemberList
@@ -137,6 +140,14 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
         self._templates: list[str] | None = (
             None  # one instance per server (kcprpc.builtins.default_services())
         )
+        self._history_budget: PrefixLimiter | None = None  # history_rate per address (made at first use)
+
+    def _budget(self, server: Any) -> PrefixLimiter:
+        if self._history_budget is None:
+            cfg = server.config
+            keys = address_keys(exempt_networks(server.transport.wire))
+            self._history_budget = PrefixLimiter(cfg.history_rate, cfg.history_burst, keys, max_prefixes=4096)
+        return self._history_budget
 
     def _declared(self, server: Any) -> list[str]:
         if self._templates is None:
@@ -205,6 +216,14 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
             if req.room not in sess.rooms:
                 raise RpcError(Status.FAILED_PRECONDITION, f"not in room {req.room!r}")
             key = room_key(req.room)
+        budget, address = self._budget(server), sess.remote_address
+        now = int(time.monotonic() * 1000)
+        if not budget.allow(address, now):
+            server.stats["history_refused"] += 1
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED,
+                f"history read faster than history_rate ({server.config.history_rate} bytes a second per address)",
+            )
         cap = server.config.max_history_fetch
         limit = cap if req.limit is None else min(req.limit, cap)
         broker = server.push.broker
@@ -214,16 +233,20 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
             hist = await broker.history(key, None, limit)
         else:
             hist = await broker.history(key, since.offset if same else 0, limit)
-        budget = server.config.max_message_size - 1024  # the reply's own fields
+        room = server.config.max_message_size - 1024  # the reply's own fields
         msgs = hist.messages
         out: list[HistoryMessage] = []
         cut = False
+        taken = 0
         for m in msgs if since is not None else reversed(msgs):  # the tail keeps the newest
-            budget -= len(m.frame())  # the message's size on the wire, near enough
-            if budget < 0:
+            size = len(m.frame())  # the message's size on the wire, near enough
+            room -= size
+            if room < 0:
                 cut = True
                 break
+            taken += size
             out.append(HistoryMessage(name=m.event, payload=m.payload, position=m.position))
+        budget.charge(address, taken, now)  # (the token allow() took stands for the call itself)
         if since is None:
             out.reverse()
         capped = (req.limit is None or req.limit > cap) and len(msgs) == limit > 0

@@ -66,6 +66,14 @@ class ServerConfig(ReceiveSettings):
     (docs/tuning.md, "Many sessions"). None: the collector is left alone."""
     # -- recovery (docs/rpc.md, "Recovery: positions, replay and history") --
     max_history_fetch: int = 1000  # messages one kcprpc.Push/History call returns at most
+    history_rate: int = 1024 * 1024
+    """Bytes of kept messages a second that ``kcprpc.Push/History`` returns to the sessions of one
+    address (IPv4, or IPv6 /64; loopback exempt), on average: a bucket of ``history_burst``. A call
+    is refused (RESOURCE_EXHAUSTED) while the address's bucket is empty; one call's answer may take
+    it into debt. An answer costs the server about 30-90 ms of CPU per megabyte of messages (each
+    payload is dumped and packed again), so without this one client calling History on a room with
+    large states could take the server's core."""
+    history_burst: int = 4 * 1024 * 1024
     recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up
     # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
     resume_window: float | None = 30.0
@@ -137,6 +145,8 @@ class ServerConfig(ReceiveSettings):
             raise UsageError("limits must be positive")
         if self.max_history_fetch <= 0 or self.recovery_buffer < 0:
             raise UsageError("max_history_fetch must be positive and recovery_buffer 0 or more")
+        if self.history_rate <= 0 or self.history_burst <= 0:
+            raise UsageError("history_rate and history_burst must be positive")
         if self.max_send_backlog <= self.max_message_size:
             raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
         if self.max_send_backlog_total < self.max_send_backlog:

@@ -163,7 +163,12 @@ async def test_since_resumes_a_restarted_client_with_nothing_missed() -> None:
             await publish(p, [7])
             await fence(again)
             assert seen.ns == [4, 5, 6, 7] and seen.replayed() == [4, 5, 6]
-            assert [(r.replayed, r.seq) for r in raw if r.name == "tick"] == [(True, 4), (True, 5), (True, 6), (False, 7)]
+            assert [(r.replayed, r.seq) for r in raw if r.name == "tick"] == [
+                (True, 4),
+                (True, 5),
+                (True, 6),
+                (False, 7),
+            ]
             assert raw[0].position == Position(saved.epoch, 4)
             assert (reply.recovered, reply.replayed, reply.missed) == (True, 3, 0)
             assert reply.position == Position(saved.epoch, 6)
@@ -241,6 +246,35 @@ async def test_history_stays_under_max_message_size_and_counts_the_missed() -> N
         page = await p.client.history("big", since=Position(epoch, 0))
         assert page.truncated and 0 < len(page.messages) < 50
         assert page.missed == 10 and page.messages[0].position.offset == 11
+
+
+@pytest.mark.parametrize("exempt", [False, True], ids=["address", "loopback-exempt"])
+async def test_history_reads_are_budgeted_in_bytes_per_address(exempt: bool) -> None:
+    """Each History answer costs the server about 30-90 ms of CPU per megabyte (its payloads dumped
+    and packed again): one client calling it in a loop on large messages took the server's core
+    (an audit: 380-1,240 times an echo call's CPU per call). The sessions of one address get
+    ``history_rate`` bytes a second (a bucket of ``history_burst``); past it a call is refused
+    until the debt is paid back. Loopback is exempt unless configured otherwise."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=None if exempt else SecureConfig(exempt=()))
+    config = ServerConfig(history_rate=1000, history_burst=20_000)
+    async with pair([Demo()], server_config=config, link="kcp", transport=kcprpc.Transport(wire)) as p:
+        await p.client.subscribe("big")
+        for i in range(40):
+            await p.server.push.publish("big", Req(name="x" * 1000, n=i))  # type: ignore[arg-type]
+        first = await p.client.history("big")  # allowed, and ~40 KB: the bucket is in debt
+        assert len(first.messages) == 40
+        if exempt:
+            for _ in range(3):
+                assert len((await p.client.history("big")).messages) == 40
+            assert p.server.stats["history_refused"] == 0
+            return
+        with pytest.raises(RpcError) as e:
+            await p.client.history("big", limit=1)
+        assert e.value.status is Status.RESOURCE_EXHAUSTED and "history_rate" in e.value.message
+        assert p.server.stats["history_refused"] == 1 and p.server.stats["history_fetches"] == 1
+        assert await p.client.stub(Demo).hello(Req(name="still")) is not None  # other calls go on
 
 
 async def test_room_history_is_for_members_and_an_interceptor_can_refuse_history() -> None:
