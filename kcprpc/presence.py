@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
-from kcp.ratelimit import Network, SourceKeys
+from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import RpcError, UsageError
@@ -189,7 +189,7 @@ class PresenceHost(Protocol):
 
 
 MAX_ADDRESS_BUCKETS = 4096
-"""Address buckets kept before the full ones are forgotten (a full bucket is what a new one is)."""
+"""Addresses whose join buckets are kept (the least recently used go first)."""
 
 
 def _compile(patterns: Sequence[str]) -> re.Pattern[str] | None:
@@ -226,10 +226,14 @@ class Presence:
             weakref.WeakKeyDictionary()
         )
         self._clock = clock
-        # address (its key) -> (tokens, when): the address_join_rate bucket (``keys``: the server's
-        # keys per address; None: no budget per address)
-        self._addresses = keys
-        self._address_buckets: dict[Network, tuple[float, float]] = {}
+        # the address_join_rate buckets (``keys``: the server's keys per address; None: none)
+        self._by_address = (
+            PrefixLimiter(
+                cfg.address_join_rate, cfg.address_join_burst, keys, max_prefixes=MAX_ADDRESS_BUCKETS
+            )
+            if keys is not None
+            else None
+        )
 
     def keeps(self, key: str) -> bool:
         """True if ``key`` (``"room:<name>"`` / ``"topic:<name>"``) keeps presence."""
@@ -266,30 +270,17 @@ class Presence:
                 Status.RESOURCE_EXHAUSTED,
                 f"joining rooms and topics with presence faster than join_rate ({cfg.join_rate:g}/s)",
             )
-        addresses = self._addresses
-        net = addresses.key(getattr(session, "remote_address", None)) if addresses is not None else None
-        if net is not None:
-            a_tokens, a_then = self._address_buckets.get(net, (float(cfg.address_join_burst), now))
-            a_tokens = min(float(cfg.address_join_burst), a_tokens + (now - a_then) * cfg.address_join_rate)
-            if a_tokens < 1.0:
-                self.server.stats["presence_refused"] += 1
-                raise RpcError(
-                    Status.RESOURCE_EXHAUSTED,
-                    "joining rooms and topics with presence from one address faster than "
-                    f"address_join_rate ({cfg.address_join_rate:g}/s)",
-                )
-            self._address_buckets[net] = (a_tokens - 1.0, now)
-            if len(self._address_buckets) > MAX_ADDRESS_BUCKETS:
-                self._forget_full(now)
+        by_address = self._by_address
+        if by_address is not None and not by_address.allow(
+            getattr(session, "remote_address", None), int(now * 1000)
+        ):
+            self.server.stats["presence_refused"] += 1
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED,
+                "joining rooms and topics with presence from one address faster than "
+                f"address_join_rate ({cfg.address_join_rate:g}/s)",
+            )
         self._buckets[session] = (tokens - 1.0, now)
-
-    def _forget_full(self, now: float) -> None:
-        """Drop the address buckets that have refilled (they hold nothing a new one would not)."""
-        cfg = self.config
-        full = float(cfg.address_join_burst)
-        for net, (tokens, then) in list(self._address_buckets.items()):
-            if tokens + (now - then) * cfg.address_join_rate >= full:
-                del self._address_buckets[net]
 
     def joined(self, session: PresenceSession, key: str) -> None:
         """``session`` joined ``key`` (after :meth:`check`): record it, push Joined."""

@@ -22,7 +22,7 @@ import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kcp.config import exempt_networks
-from kcp.ratelimit import Network, SourceKeys, address_keys
+from kcp.ratelimit import SourceTally, address_keys
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery, event
@@ -526,9 +526,7 @@ class RoomRegistry(Generic[R]):
         self.server: Server | None = None
         self.rooms: dict[str, R] = {}
         self._creating: dict[str, asyncio.Future[R]] = {}
-        self._keys: SourceKeys | None = None  # the server's keys per address (attach)
-        self._created_by: dict[Network, int] = {}  # rooms alive per creating address
-        self._creator: dict[str, Network] = {}  # room name -> the address that created it
+        self._created_by: SourceTally | None = None  # rooms alive per creating address (attach)
         self.stats: dict[str, int] = {
             "rooms_created": 0,
             "rooms_disposed": 0,
@@ -545,7 +543,8 @@ class RoomRegistry(Generic[R]):
         if self.server is not None:
             raise UsageError("this RoomRegistry is already attached to another server")
         self.server = server
-        self._keys = address_keys(exempt_networks(server.transport.wire))
+        keys = address_keys(exempt_networks(server.transport.wire))
+        self._created_by = SourceTally(keys, self.max_rooms_per_address)
         app_detach, app_resume, app_gone = server.on_detach, server.on_resume, server.on_disconnect
 
         async def on_detach(session: Any) -> None:
@@ -613,15 +612,14 @@ class RoomRegistry(Generic[R]):
             await old.stopped.wait()
         if len(self.rooms) + len(self._creating) >= self.max_rooms:
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms")
-        key = self._address_key(creator)
-        if key is not None and self._created_by.get(key, 0) >= self.max_rooms_per_address:
+        tally, address = self._created_by, getattr(creator, "remote_address", None)
+        if tally is not None and tally.over(address):
             self.stats["rooms_refused_address"] += 1
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms created from one address")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._creating[name] = fut
-        if key is not None:  # charged while it is made, so that concurrent joins see it
-            self._created_by[key] = self._created_by.get(key, 0) + 1
-            self._creator[name] = key
+        if tally is not None:  # charged while it is made, so that concurrent joins see it
+            tally.add(name, address)
         try:
             room = self.factory(name)
             if room.sender is None:
@@ -643,18 +641,9 @@ class RoomRegistry(Generic[R]):
         finally:
             del self._creating[name]
 
-    def _address_key(self, creator: Any) -> Network | None:
-        address = getattr(creator, "remote_address", None)
-        return self._keys.key(address) if self._keys is not None and address is not None else None
-
     def _uncharge(self, name: str) -> None:
-        key = self._creator.pop(name, None)
-        if key is not None:
-            left = self._created_by[key] - 1
-            if left:
-                self._created_by[key] = left
-            else:
-                del self._created_by[key]
+        if self._created_by is not None:
+            self._created_by.remove(name)
 
     def _stopped(self, room: TickRoom) -> None:
         if self.rooms.get(room.name) is room:

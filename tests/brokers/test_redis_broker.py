@@ -151,14 +151,22 @@ async def test_an_outage_is_logged_once_and_counted(
     assert (await b.publish("topic:t", "tick", {})).seq >= 1
 
 
-async def test_a_gap_is_filled_from_history(redis: RedisServer, make: Any) -> None:
-    a = await make(reconnect_initial=0.3, reconnect_max=0.3)
+async def _two_nodes_after_one_message(
+    make: Any, **a_settings: Any
+) -> tuple[RedisBroker, RedisBroker, list[BrokerMessage]]:
+    """Node ``a`` subscribed to ``topic:t`` (live), node ``b`` publishing; ``a`` got b's first."""
+    a = await make(**a_settings)
     b = await make()
     got: list[BrokerMessage] = []
     a.subscribe("topic:t", got.append)
     await a.history("topic:t", None, 0)
     await b.publish("topic:t", "tick", {"n": 1})
     await until(lambda: len(got) == 1, "the first")
+    return a, b, got
+
+
+async def test_a_gap_is_filled_from_history(redis: RedisServer, make: Any) -> None:
+    a, b, got = await _two_nodes_after_one_message(make, reconnect_initial=0.3, reconnect_max=0.3)
     ids = pubsub_ids(redis, a)
     assert ids
     cmd(redis, "CLIENT", "KILL", "ID", ids[0])
@@ -294,13 +302,7 @@ async def test_an_unexpected_error_reading_the_subscription_link_reconnects_and_
     broker): logged with its traceback, the link treated as down and reconnected, and the
     messages meanwhile filled from the history, in order. Before, the reader's task ended; only
     the heartbeat's unanswered PING brought the link back, and the cause was never logged."""
-    a = await make()
-    b = await make()
-    got: list[BrokerMessage] = []
-    a.subscribe("topic:t", got.append)
-    await a.history("topic:t", None, 0)
-    await b.publish("topic:t", "tick", {"n": 1})
-    await until(lambda: len(got) == 1, "the first")
+    a, b, got = await _two_nodes_after_one_message(make)
     real = a._on_pubsub
     failures = [AttributeError("injected: 'NoneType' object has no attribute 'read'")]
 

@@ -106,6 +106,16 @@ def backlog(sess: ServerSession) -> int:
     return int(fn()) if fn is not None else 0
 
 
+async def more_clients(p: RpcPair, n: int) -> list[Client]:
+    """``n`` more pinging clients of ``p``'s server, connected (the caller closes them)."""
+    out = []
+    for _ in range(n):
+        c = Client(p.connector, config=PINGING)
+        await c.connect()
+        out.append(c)
+    return out
+
+
 def only_session(p: RpcPair) -> ServerSession:
     (sess,) = p.server.sessions
     return sess
@@ -167,11 +177,7 @@ async def test_a_subscriber_that_stops_reading_ends_as_a_slow_consumer_and_is_to
 async def test_past_the_process_wide_bound_the_largest_backlogs_end_first() -> None:
     cfg = small(max_send_backlog=256 * KIB, max_send_backlog_total=512 * KIB)
     async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
-        slow = [p.client]
-        for _ in range(2):
-            c = Client(p.connector, config=PINGING)
-            await c.connect()
-            slow.append(c)
+        slow = [p.client, *await more_clients(p, 2)]
         reader = Client(p.connector)  # reads everything
         await reader.connect()
         try:
@@ -379,11 +385,7 @@ async def test_events_waiting_in_send_lanes_count_in_the_process_wide_backlog() 
         heartbeat=HeartbeatConfig(interval=0.05, timeout=60.0),
     )
     async with pair([Svc()], link="mux", server_config=cfg, client_config=PINGING) as p:
-        slow = [p.client]
-        for _ in range(2):
-            c = Client(p.connector, config=PINGING)
-            await c.connect()
-            slow.append(c)
+        slow = [p.client, *await more_clients(p, 2)]
         try:
             lost = [watch_disconnect(c) for c in slow]
             for c in slow:
