@@ -8,10 +8,11 @@ message out to its local sessions, encoding the frame once for all of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
-from kcp.ratelimit import SourceKeys
+from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
 from kcprpc.codec import ROOMS, encode_frame
 from kcprpc.errors import RpcError
@@ -32,6 +33,7 @@ RECOVERY_COUNTERS = (
     "history_fetched",  # messages they returned
     "history_truncated",  # answers cut by max_history_fetch or max_message_size
     "history_refused",  # History calls refused: the address's history_rate bucket was empty
+    "replays_refused",  # recoveries not replayed (reported as missed): the address's replay_rate bucket was empty
 )
 """The server counters of recovery and history (``server.stats``)."""
 
@@ -82,6 +84,12 @@ class HubLimits(Protocol):
 
     @property
     def recovery_buffer(self) -> int: ...
+
+    @property
+    def replay_rate(self) -> int: ...
+
+    @property
+    def replay_burst(self) -> int: ...
 
     @property
     def lanes(self) -> LaneConfig: ...
@@ -195,6 +203,13 @@ class PushHub:
         self._local: dict[str, set[Member]] = {}
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
         self.presence = Presence(server, broker, keys=keys)
+        cfg = server.config
+        # bytes replayed a second per address (ServerConfig.replay_rate; None keys: no budget)
+        self._replays = (
+            PrefixLimiter(cfg.replay_rate, cfg.replay_burst, keys, max_prefixes=4096)
+            if keys is not None
+            else None
+        )
         """Who is in a room or topic that keeps presence, on every server (``kcprpc.presence``)."""
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}
@@ -406,11 +421,24 @@ class PushHub:
             # given up: nothing replayed; what was held back and dropped is lost, later ones went live
             lost = h.dropped - since.offset if h.dropped and same and since is not None else None
             return Recovery(False, 0, lost, Position(hist.epoch, max(h.dropped, hist.last)))
-        n = 0
+        budget, address = self._replays, session.remote_address
+        now = int(time.monotonic() * 1000)
+        # the address replayed its share: what this one would have replayed is reported missed
+        refused = bool(hist.messages) and budget is not None and not budget.allow(address, now)
+        n = sent = skipped = 0
         for m in hist.messages:
             if m.delivery is Delivery.RELIABLE:
-                session.send_frame(m.replay_frame())
+                if refused:
+                    skipped += 1
+                    continue
+                frame = m.replay_frame()
+                session.send_frame(frame)
+                sent += len(frame)
                 n += 1
+        if refused:
+            stats["replays_refused"] += 1
+        elif budget is not None:
+            budget.charge(address, sent, now)
         self.release(session, key)  # live messages go straight to the session from here
         cursor = hist.last
         for m in h.buf:
@@ -420,8 +448,8 @@ class PushHub:
                 route(session, m.frame(), m.delivery)
         stats["recovered_replayed"] += n
         if same:
-            missed: int | None = hist.missed
-            ok = hist.missed == 0
+            missed: int | None = hist.missed + skipped
+            ok = missed == 0
         else:
             missed, ok = None, False
         if not ok and since is not None:

@@ -277,6 +277,37 @@ async def test_history_reads_are_budgeted_in_bytes_per_address(exempt: bool) -> 
         assert await p.client.stub(Demo).hello(Req(name="still")) is not None  # other calls go on
 
 
+@pytest.mark.parametrize("exempt", [False, True], ids=["address", "loopback-exempt"])
+async def test_replays_are_budgeted_in_bytes_per_address(exempt: bool) -> None:
+    """A ``since=`` subscribe (or a reconnect's restore) replays what the history holds after the
+    position; a client repeating it made the server replay whole histories again and again (an
+    audit: a HELLO naming 50 topics replayed 51,200 messages, 144 ms of CPU, per connection). The
+    sessions of one address get ``replay_rate`` bytes a second (a bucket of ``replay_burst``); a
+    recovery that starts while it is in debt replays nothing and reports what it skipped as missed,
+    which ``client.history`` can still read. Loopback is exempt unless configured otherwise."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=None if exempt else SecureConfig(exempt=()))
+    config = ServerConfig(replay_rate=1000, replay_burst=5000)
+    async with pair([Demo()], server_config=config, link="kcp", transport=kcprpc.Transport(wire)) as p:
+        await p.client.subscribe("big")
+        for i in range(40):
+            await p.server.push.publish("big", Req(name="x" * 500, n=i))  # type: ignore[arg-type]
+        start = Position(p.server.push.broker.epoch, 0)
+        await p.client.unsubscribe("big")
+        first = await p.client.subscribe("big", since=start)  # replayed, ~20 KB: the bucket is in debt
+        assert (first.recovered, first.replayed, first.missed) == (True, 40, 0)
+        await p.client.unsubscribe("big")
+        again = await p.client.subscribe("big", since=start)
+        if exempt:
+            assert (again.recovered, again.replayed) == (True, 40)
+            assert p.server.stats["replays_refused"] == 0
+            return
+        assert (again.recovered, again.replayed, again.missed) == (False, 0, 40)
+        assert again.position == first.position and p.server.stats["replays_refused"] == 1
+        assert "big" in p.client.topics  # subscribed all the same: live events flow
+
+
 async def test_room_history_is_for_members_and_an_interceptor_can_refuse_history() -> None:
     async def no_secret_history(ctx: kcprpc.ServerContext, call_next: Any) -> Any:
         req = ctx.request
