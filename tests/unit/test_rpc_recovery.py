@@ -6,6 +6,8 @@ a replay even when the broker's history is a round trip (with a bounded hold-bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -248,6 +250,20 @@ async def test_history_stays_under_max_message_size_and_counts_the_missed() -> N
         assert page.missed == 10 and page.messages[0].position.offset == 11
 
 
+@contextlib.asynccontextmanager
+async def _big_topic(config: ServerConfig, exempt: bool, size: int) -> AsyncIterator[RpcPair]:
+    """A pair over KCP on 127.0.0.1 (exempt from the budgets per address or not) whose client is
+    subscribed to topic ``big``, which holds 40 messages of about ``size`` bytes."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=None if exempt else SecureConfig(exempt=()))
+    async with pair([Demo()], server_config=config, link="kcp", transport=kcprpc.Transport(wire)) as p:
+        await p.client.subscribe("big")
+        for i in range(40):
+            await p.server.push.publish("big", Req(name="x" * size, n=i))  # type: ignore[arg-type]
+        yield p
+
+
 @pytest.mark.parametrize("exempt", [False, True], ids=["address", "loopback-exempt"])
 async def test_history_reads_are_budgeted_in_bytes_per_address(exempt: bool) -> None:
     """Each History answer costs the server about 30-90 ms of CPU per megabyte (its payloads dumped
@@ -255,14 +271,7 @@ async def test_history_reads_are_budgeted_in_bytes_per_address(exempt: bool) -> 
     (an audit: 380-1,240 times an echo call's CPU per call). The sessions of one address get
     ``history_rate`` bytes a second (a bucket of ``history_burst``); past it a call is refused
     until the debt is paid back. Loopback is exempt unless configured otherwise."""
-    from kcp.secure import SecureConfig
-
-    wire = kcprpc.SecureWire(key="k", config=None if exempt else SecureConfig(exempt=()))
-    config = ServerConfig(history_rate=1000, history_burst=20_000)
-    async with pair([Demo()], server_config=config, link="kcp", transport=kcprpc.Transport(wire)) as p:
-        await p.client.subscribe("big")
-        for i in range(40):
-            await p.server.push.publish("big", Req(name="x" * 1000, n=i))  # type: ignore[arg-type]
+    async with _big_topic(ServerConfig(history_rate=1000, history_burst=20_000), exempt, 1000) as p:
         first = await p.client.history("big")  # allowed, and ~40 KB: the bucket is in debt
         assert len(first.messages) == 40
         if exempt:
@@ -285,14 +294,7 @@ async def test_replays_are_budgeted_in_bytes_per_address(exempt: bool) -> None:
     sessions of one address get ``replay_rate`` bytes a second (a bucket of ``replay_burst``); a
     recovery that starts while it is in debt replays nothing and reports what it skipped as missed,
     which ``client.history`` can still read. Loopback is exempt unless configured otherwise."""
-    from kcp.secure import SecureConfig
-
-    wire = kcprpc.SecureWire(key="k", config=None if exempt else SecureConfig(exempt=()))
-    config = ServerConfig(replay_rate=1000, replay_burst=5000)
-    async with pair([Demo()], server_config=config, link="kcp", transport=kcprpc.Transport(wire)) as p:
-        await p.client.subscribe("big")
-        for i in range(40):
-            await p.server.push.publish("big", Req(name="x" * 500, n=i))  # type: ignore[arg-type]
+    async with _big_topic(ServerConfig(replay_rate=1000, replay_burst=5000), exempt, 500) as p:
         start = Position(p.server.push.broker.epoch, 0)
         await p.client.unsubscribe("big")
         first = await p.client.subscribe("big", since=start)  # replayed, ~20 KB: the bucket is in debt
