@@ -18,12 +18,17 @@ class TokenBucket:
         self.tokens = float(burst)
         self.last = now  # when the tokens were last counted
 
-    def take(self, now: int) -> bool:
-        """One token; False (nothing taken) when the bucket is empty."""
+    def _refilled(self, now: int) -> float:
+        """The tokens at ``now`` (counted from then on)."""
         tokens = self.tokens
         if now > self.last:
             tokens = min(self.burst, tokens + (now - self.last) * self.per_ms)
             self.last = now
+        return tokens
+
+    def take(self, now: int) -> bool:
+        """One token; False (nothing taken) when the bucket is empty."""
+        tokens = self._refilled(now)
         if tokens < 1.0:
             self.tokens = tokens
             return False
@@ -33,7 +38,4 @@ class TokenBucket:
     def charge(self, n: float, now: int) -> None:
         """Spend ``n`` tokens, into debt if the bucket holds fewer (for work whose cost is known
         only once it is done: :meth:`take` then says no until the debt is paid back)."""
-        if now > self.last:
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.per_ms)
-            self.last = now
-        self.tokens -= n
+        self.tokens = self._refilled(now) - n

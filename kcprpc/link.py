@@ -237,9 +237,8 @@ class Link:
         except (ConnectionError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
             if isinstance(exc, ConnectionError) and str(exc):  # the mux's error says why the transport ended
                 ended = f"connection closed ({exc})"
-        except (
-            Exception
-        ) as exc:  # a bug in handling what came: the link is lost (and reconnects), never silent
+        except Exception as exc:
+            # a bug in handling what came: the link is lost (and reconnects), never silent
             log.exception("reading the control stream failed")
             ended = f"internal error reading the control stream: {type(exc).__name__}: {exc}"
         self.hooks.on_lost(self, self.peer_reason or ended)

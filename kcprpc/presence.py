@@ -110,7 +110,8 @@ class PresenceConfig:
             or self.address_join_burst <= 0
         ):
             raise UsageError(
-                "PresenceConfig: max_info_size, max_keys, max_members, join_rate and join_burst must be positive"
+                "PresenceConfig: max_info_size, max_keys, max_members, join_rate, join_burst, "
+                "address_join_rate and address_join_burst must be positive"
             )
 
 
@@ -271,9 +272,7 @@ class Presence:
                 f"joining rooms and topics with presence faster than join_rate ({cfg.join_rate:g}/s)",
             )
         by_address = self._by_address
-        if by_address is not None and not by_address.allow(
-            getattr(session, "remote_address", None), int(now * 1000)
-        ):
+        if by_address is not None and not by_address.allow(session.remote_address, int(now * 1000)):
             self.server.stats["presence_refused"] += 1
             raise RpcError(
                 Status.RESOURCE_EXHAUSTED,

@@ -92,6 +92,12 @@ class HubLimits(Protocol):
     def replay_burst(self) -> int: ...
 
     @property
+    def history_rate(self) -> int: ...
+
+    @property
+    def history_burst(self) -> int: ...
+
+    @property
     def lanes(self) -> LaneConfig: ...
 
     @property
@@ -203,14 +209,15 @@ class PushHub:
         self._local: dict[str, set[Member]] = {}
         self._callbacks: dict[str, Callable[[BrokerMessage], None]] = {}
         self.presence = Presence(server, broker, keys=keys)
-        cfg = server.config
-        # bytes replayed a second per address (ServerConfig.replay_rate; None keys: no budget)
-        self._replays = (
-            PrefixLimiter(cfg.replay_rate, cfg.replay_burst, keys, max_prefixes=4096)
-            if keys is not None
-            else None
-        )
         """Who is in a room or topic that keeps presence, on every server (``kcprpc.presence``)."""
+        # bytes replayed (ServerConfig.replay_rate) and answered by kcprpc.Push/History
+        # (history_rate) a second per address; None keys: no budgets
+        self._replays: PrefixLimiter | None = None
+        self.history_budget: PrefixLimiter | None = None
+        if keys is not None:
+            cfg = server.config
+            self._replays = PrefixLimiter(cfg.replay_rate, cfg.replay_burst, keys, max_prefixes=4096)
+            self.history_budget = PrefixLimiter(cfg.history_rate, cfg.history_burst, keys, max_prefixes=4096)
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}
         self.held = 0

@@ -14,8 +14,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from kcp.config import exempt_networks
-from kcp.ratelimit import PrefixLimiter, address_keys
 from kcprpc.broker import BrokerUnavailable, Position
 from kcprpc.errors import RpcError
 from kcprpc.presence import Joined, Left, MemberList
@@ -140,14 +138,6 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
         self._templates: list[str] | None = (
             None  # one instance per server (kcprpc.builtins.default_services())
         )
-        self._history_budget: PrefixLimiter | None = None  # history_rate per address (made at first use)
-
-    def _budget(self, server: Any) -> PrefixLimiter:
-        if self._history_budget is None:
-            cfg = server.config
-            keys = address_keys(exempt_networks(server.transport.wire))
-            self._history_budget = PrefixLimiter(cfg.history_rate, cfg.history_burst, keys, max_prefixes=4096)
-        return self._history_budget
 
     def _declared(self, server: Any) -> list[str]:
         if self._templates is None:
@@ -216,9 +206,9 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
             if req.room not in sess.rooms:
                 raise RpcError(Status.FAILED_PRECONDITION, f"not in room {req.room!r}")
             key = room_key(req.room)
-        budget, address = self._budget(server), sess.remote_address
+        budget, address = server.push.history_budget, sess.remote_address
         now = int(time.monotonic() * 1000)
-        if not budget.allow(address, now):
+        if budget is not None and not budget.allow(address, now):
             server.stats["history_refused"] += 1
             raise RpcError(
                 Status.RESOURCE_EXHAUSTED,
@@ -246,7 +236,8 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
                 break
             taken += size
             out.append(HistoryMessage(name=m.event, payload=m.payload, position=m.position))
-        budget.charge(address, taken, now)  # (the token allow() took stands for the call itself)
+        if budget is not None:
+            budget.charge(address, taken, now)  # (the token allow() took stands for the call itself)
         if since is None:
             out.reverse()
         capped = (req.limit is None or req.limit > cap) and len(msgs) == limit > 0

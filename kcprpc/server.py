@@ -170,9 +170,10 @@ class Server:
         effective_transport(self.transport, side="server")  # a wrong transport fails here, not at start()
         self.config = config or ServerConfig()
         self.interceptors = tuple(interceptors)
-        self.push = PushHub(
-            self, broker or MemoryBroker(), keys=address_keys(exempt_networks(self.transport.wire))
-        )
+        self.source_keys = address_keys(exempt_networks(self.transport.wire))
+        """What network a client's address counts as for every limit per address (an IPv4 address
+        or an IPv6 /64; ``SecureConfig.exempt``, loopback by default, is not limited)."""
+        self.push = PushHub(self, broker or MemoryBroker(), keys=self.source_keys)
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_restore = on_restore
@@ -224,9 +225,7 @@ class Server:
         self.stats.update(dict.fromkeys(LANE_COUNTERS, 0))  # send lanes (kcprpc.send_lanes)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
-        self.resumable = ResumeTable(
-            self.config, self.stats, keys=address_keys(exempt_networks(self.transport.wire))
-        )
+        self.resumable = ResumeTable(self.config, self.stats, keys=self.source_keys)
         """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
         self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
@@ -549,8 +548,8 @@ class Server:
         for b, s in shed_largest(sized, total, cap):
             s.end_slow_consumer(
                 "slow_consumers_shed",
-                f"{b} bytes unsent, unacknowledged or waiting in lanes, one of the largest while all clients together "
-                f"were over max_send_backlog_total ({cap})",
+                f"{b} bytes unsent, unacknowledged or waiting in lanes, one of the largest while all "
+                f"clients together were over max_send_backlog_total ({cap})",
             )
 
     # -- the rooms and topics of all sessions together (push.HubHost)

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kcp.config import exempt_networks
-from kcp.ratelimit import SourceTally, address_keys
+from kcp.ratelimit import SourceTally
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery, event
@@ -543,8 +542,7 @@ class RoomRegistry(Generic[R]):
         if self.server is not None:
             raise UsageError("this RoomRegistry is already attached to another server")
         self.server = server
-        keys = address_keys(exempt_networks(server.transport.wire))
-        self._created_by = SourceTally(keys, self.max_rooms_per_address)
+        self._created_by = SourceTally(server.source_keys, self.max_rooms_per_address)
         app_detach, app_resume, app_gone = server.on_detach, server.on_resume, server.on_disconnect
 
         async def on_detach(session: Any) -> None:

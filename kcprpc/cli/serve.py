@@ -175,9 +175,8 @@ async def _serve(
     print("serving failed: shutting down" if failed else "shutting down", flush=True)
     await server.shutdown(grace)
     serving.cancel()
-    with contextlib.suppress(
-        Exception, asyncio.CancelledError
-    ):  # (a failure: logged, and the exit code says it)
+    # a failure is logged by the server, and the exit code says it
+    with contextlib.suppress(Exception, asyncio.CancelledError):
         await serving
     if endpoint is not None:
         await endpoint.close()  # last: /healthz says 503 while the server drains

@@ -238,8 +238,9 @@ class StateSync(Generic[M]):
     # ------------------------------------------------------------------ ticks
     def tick(self, state: M, extras: Mapping[Any, Any] | None = None) -> list[tuple[Hashable, list[Any]]]:
         """Number ``state`` (the next seq) and return each client's message (clients with nothing
-        new, and sessions detached for a resume, are left out). Each interest filter is called once. Clients without a filter that
-        acknowledged the same baseline share one message object (computed once).
+        new, and sessions detached for a resume, are left out). Each interest filter is called
+        once. Clients without a filter that acknowledged the same baseline share one message
+        object (computed once).
 
         ``extras``: per client, a value its message carries as a 5th element (``StateView.extra``
         on the client), e.g. the sequence number of the client's last input the state includes."""

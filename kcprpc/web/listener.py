@@ -19,9 +19,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kcp.config import exempt_networks
 from kcp.logutil import RateLimitedLog
-from kcp.ratelimit import SourceTally, address_keys
+from kcp.ratelimit import SourceTally
 from kcprpc.config import SecureWire
 from kcprpc.mux import MuxConfig
 from kcprpc.status import Status
@@ -131,8 +130,7 @@ class WebListenerBase:
             self.authorize = server.transport.wire.authorize
         self.draining = False
         self._rlog = RateLimitedLog(log)
-        keys = address_keys(exempt_networks(server.transport.wire))
-        self.sources = SourceTally(keys, server.config.max_connections_per_address)
+        self.sources = SourceTally(server.source_keys, server.config.max_connections_per_address)
         """Connections per IPv4 address or IPv6 /64 (``ServerConfig.max_connections_per_address``;
         a proxy forwards from its own address: loopback is exempt, another one belongs in
         ``SecureConfig.exempt``)."""

@@ -9,8 +9,9 @@ attributes are read here, each in one place: a stream's unacknowledged bytes
 for the send bounds, the server's certificate (``tls._peer_certificate``) for the client's hash
 check, the client's address (``_network_paths``), the UDP transport under a connection
 (``_transport``, which the client closes itself when its close timed out), and, for the listener's
-receive bounds, the streams the peer may open (``_local_max_streams_*``) and what is held
-received (``QuicStream.receiver._buffer``, ``H3Stream.buffer``). The integration tests
+receive bounds, the streams the peer may open (``_local_max_streams_*``), the stream bytes
+received (``_local_max_data.used``) and what is held of them (``QuicStream.receiver._buffer``,
+``H3Stream.buffer``). The integration tests
 (a client that stops reading, a pinned hash, a close that is never acknowledged) fail if they move.
 """
 
@@ -330,6 +331,11 @@ def limit_peer_streams(quic: QuicConnection, bidi: int, uni: int) -> None:
     announce them. Each stream the peer may open is one more buffer :func:`receive_held` sums."""
     for limit, n in ((quic._local_max_streams_bidi, bidi), (quic._local_max_streams_uni, uni)):
         limit.value = limit.sent = n
+
+
+def stream_bytes_received(quic: QuicConnection) -> int:
+    """Stream bytes the peer has sent on all streams so far (aioquic's connection-level count)."""
+    return int(quic._local_max_data.used)
 
 
 def receive_held(quic: QuicConnection, h3: H3Connection | None) -> tuple[int, int]:

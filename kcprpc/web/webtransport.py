@@ -91,6 +91,7 @@ from kcprpc.web.quic import (
     path_addresses,
     peer_address,
     receive_held,
+    stream_bytes_received,
 )
 from kcprpc.web.quic_admission import DROP, RETRY, QuicAdmission
 from kcprpc.web.udp import BatchedDatagramTransport
@@ -325,18 +326,20 @@ class _ServerProtocol(H3Protocol):
         """As :class:`H3Protocol`; then, every :data:`HELD_CHECK_BYTES` of stream data received, what
         aioquic holds of it is summed: past its bounds the connection is closed and counted."""
         super().datagram_received(data, addr)
-        received = self._quic._local_max_data.used  # stream bytes received, every stream (aioquic's)
-        if received - self._held_checked >= HELD_CHECK_BYTES and not self.terminated:
-            self._held_checked = received
-            reassembly, frames = receive_held(self._quic, self.h3)
-            if reassembly > self._max_reassembly or frames > MAX_HELD_FRAME_BYTES:
-                what = (
-                    f"{reassembly} bytes behind gaps"
-                    if reassembly > self._max_reassembly
-                    else (f"{frames} bytes of unfinished HTTP/3 frames")
-                )
-                self.listener.count("receive_overflows", f"aioquic held {what}")
-                self._close_quic("receive bound")
+        received = stream_bytes_received(self._quic)
+        if received - self._held_checked < HELD_CHECK_BYTES or self.terminated:
+            return
+        self._held_checked = received
+        reassembly, frames = receive_held(self._quic, self.h3)
+        if reassembly > self._max_reassembly:
+            self.listener.count("receive_overflows", f"aioquic held {reassembly} bytes behind gaps")
+        elif frames > MAX_HELD_FRAME_BYTES:
+            self.listener.count(
+                "receive_overflows", f"aioquic held {frames} bytes of unfinished HTTP/3 frames"
+            )
+        else:
+            return
+        self._close_quic("receive bound")
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """Close a connection over the bounds at its first event; else as :class:`H3Protocol`."""
