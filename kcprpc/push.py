@@ -478,6 +478,27 @@ class PushHub:
         for key in [k for k, held in self._holds.items() if session in held]:
             self.release(session, key)
 
+    def send_local(self, room: str, frame: bytes, delivery: Delivery) -> int:
+        """Send the encoded EVENT ``frame`` to this server's members of ``room``, around the
+        broker: it is neither numbered nor kept in the history, and other servers' members do not
+        get it (a tick room's states: :class:`kcprpc.tick_room.PushStateSender`). Returns how many
+        sessions it went to."""
+        members = self._local.get(room_key(room))
+        if not members:
+            return 0
+        unreliable = delivery is Delivery.UNRELIABLE
+        n = 0
+        for s in tuple(members):
+            if s.closed:
+                continue
+            n += 1
+            if unreliable:
+                route(s, frame, delivery)
+            elif s.control is not None:
+                s.control.send(frame)
+        self.server.stats["events_sent"] += n
+        return n
+
     async def to_room(
         self, room: str, event: Any, *, delivery: Delivery | str | None = None
     ) -> BrokerMessage:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -22,9 +23,11 @@ import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kcp.ratelimit import SourceTally
+from kcprpc.broker import room_key
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.msgpack_size import decoded_size
-from kcprpc.service import Delivery, event
+from kcprpc.send_lanes import encode_keyed_event
+from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
 from kcprpc.tick import TickSchedule, sends_between
 from kcprpc.tick_inputs import INPUT_COUNTERS, InputQueue, TickInput
@@ -110,12 +113,28 @@ class RoomState(BaseModel):
 
 class PushStateSender:
     """The default sender: each member is in the push room of the room's name, and each send is
-    one :class:`RoomState` event to that push room (``delivery``: unreliable by default, the
-    newest state replaces a lost one). Needs the server: :meth:`RoomRegistry.attach` gives it."""
+    one :class:`RoomState` event to that push room's members on this server (``delivery``:
+    unreliable by default, the newest state replaces a lost one). Needs the server:
+    :meth:`RoomRegistry.attach` gives it.
 
-    def __init__(self, server: Server, delivery: Delivery | str = Delivery.UNRELIABLE) -> None:
+    States go straight to the sessions, not through the broker: a room's members are this
+    server's sessions, and a state is stale once the next is sent, so none is numbered in the
+    room's sequence or kept in its history (before, every state of every room stayed in the
+    broker's history, 1,024 per room for good with the default policy). An unreliable state is a
+    latest-wins event (key ``kcprpc.RoomState``) numbered by this sender: a client drops one
+    older than a state it already has, as it does for any datagram that arrives late."""
+
+    def __init__(
+        self,
+        server: Server,
+        delivery: Delivery | str = Delivery.UNRELIABLE,
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
         self.server = server
         self.delivery = Delivery(delivery)
+        self._epoch = int.from_bytes(rng(4), "big") or 1
+        self._seq = 0
 
     def on_member_added(self, room: TickRoom, member: Any) -> None:
         """Join the member to the push room ``room.name``."""
@@ -125,12 +144,23 @@ class PushStateSender:
         """Take the member out of the push room."""
         self.server.push.leave(member, room.name)
 
-    async def send(self, snapshot: Snapshot) -> None:
-        """Push one :class:`RoomState` to the room."""
-        msg = RoomState(
-            room=snapshot.room, tick=snapshot.tick, acks=dict(snapshot.acks), state=snapshot.state
+    def send(self, snapshot: Snapshot) -> None:
+        """Send one :class:`RoomState` to the room's members on this server."""
+        payload = _ROOM_STATE.dump_python(
+            RoomState(room=snapshot.room, tick=snapshot.tick, acks=dict(snapshot.acks), state=snapshot.state)
         )
-        await self.server.push.to_room(snapshot.room, msg, delivery=self.delivery)
+        key = room_key(snapshot.room)
+        if self.delivery is Delivery.UNRELIABLE:
+            self._seq += 1
+            frame = encode_keyed_event(
+                _ROOM_STATE_NAME, payload, key, self._seq, self._epoch, _ROOM_STATE_NAME
+            )
+        else:  # on the stream, in order: unnumbered, so that it never moves the room's resume offset
+            frame = encode_keyed_event(_ROOM_STATE_NAME, payload, key, None, None, _ROOM_STATE_NAME)
+        self.server.push.send_local(snapshot.room, frame, self.delivery)
+
+
+_ROOM_STATE_NAME, _, _ROOM_STATE = event_info(RoomState)
 
 
 _SIZE_LIMIT = 1 << 24  # past this an input's estimate stops: it is over any queue's bound anyway

@@ -55,7 +55,9 @@ async def test_clients_join_send_inputs_and_see_their_acked_seq_in_the_state() -
     async with pair([RoomService(rooms)], link="kcp", lifespan=rooms.lifespan) as p:
         client = p.client
         states: list[RoomState] = []
+        infos: list[kcprpc.EventInfo] = []
         client.on(RoomState, states.append)
+        client.on(RoomState, lambda _state, info: infos.append(info))
         joined = await client.stub(RoomService, timeout=5.0).join(JoinRoom(room="field"))
         assert (joined.tick_hz, joined.send_hz) == (30, 15)
         room = rooms.get("field")
@@ -76,6 +78,14 @@ async def test_clients_join_send_inputs_and_see_their_acked_seq_in_the_state() -
         assert room.stats["inputs_invalid"] >= 1 and room.stats["inputs_processed"] == 5
         ticks = [s.tick for s in states]
         assert ticks == sorted(ticks) and len(set(ticks)) == len(ticks)  # one state per send slot
+        # states go straight to the members: the broker neither numbers nor keeps them (before,
+        # every state stayed in the room's history, 1,024 per room for good)
+        broker = p.server.push.broker
+        assert (await broker.history("room:field")).messages == [] and broker.stats()["published"] == 0
+        # ...and each is a latest-wins datagram numbered by the sender, so that a late one is dropped
+        assert infos and all(i.unreliable and i.position is not None for i in infos)
+        offsets = [i.position.offset for i in infos if i.position is not None]
+        assert offsets == sorted(set(offsets))
         # a second room on the same server
         await client.stub(RoomService, timeout=5.0).join(JoinRoom(room="other"))
         await client.stub(RoomService, timeout=5.0).leave(LeaveRoom(room="other"))
