@@ -16,15 +16,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
-from kcprpc.codec import EVENT, encode_frame_raw, pack
+from kcprpc.codec import EVENT, HEADER_SIZE, encode_frame_raw, pack
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery
 from kcprpc.status import Status
 
 __all__ = [
     "BROKER_COUNTERS",
+    "MEMORY_BROKER_COUNTERS",
+    "MESSAGE_OVERHEAD",
     "REPLAYED",
     "Broker",
     "BrokerCallback",
@@ -85,6 +88,7 @@ class BrokerMessage:
     at: float = 0.0
     _frame: bytes | None = field(default=None, repr=False)
     _replayed: bytes | None = field(default=None, repr=False)
+    _held: int = field(default=0, repr=False)  # MemoryBroker: bytes charged while kept (0: not kept)
 
     @property
     def topic(self) -> str:
@@ -269,14 +273,26 @@ def policy_of(policies: HistoryPolicies | None, default: HistoryPolicy, key: str
     return default
 
 
-class _Key:
-    """One key of a :class:`MemoryBroker`: its sequence, its kept messages and their policy."""
+MESSAGE_OVERHEAD = 400
+"""Bytes :class:`MemoryBroker` charges a kept message besides its frame and its payload's decoded
+estimate: the message object, its position and its place in the queues."""
 
-    __slots__ = ("kept", "seq", "ttl")
+MEMORY_BROKER_COUNTERS = ("history_bytes", "history_evicted", "keys")
+""":class:`MemoryBroker`'s own :meth:`~MemoryBroker.stats`: the bytes its history holds (a gauge,
+at most ``max_history_bytes``), the messages evicted to stay under that bound, and the keys it
+knows (a gauge: a key whose messages have all gone keeps only its sequence number)."""
+
+
+class _Key:
+    """One key of a :class:`MemoryBroker`: its sequence, its kept messages (None: none) and their
+    policy."""
+
+    __slots__ = ("kept", "seq", "size", "ttl")
 
     def __init__(self, policy: HistoryPolicy) -> None:
         self.seq = 0
-        self.kept: deque[BrokerMessage] | None = deque(maxlen=policy.size) if policy.size else None
+        self.kept: deque[BrokerMessage] | None = None
+        self.size = policy.size
         self.ttl = policy.ttl
 
 
@@ -288,7 +304,18 @@ class MemoryBroker:
     them per key: a mapping of :mod:`fnmatch` patterns over broker keys (``"topic:chat:*"``,
     ``"room:*"``; the first that matches wins) to :class:`HistoryPolicy`, or a callable
     ``key -> HistoryPolicy``; a key's policy is looked up once, on its first message. ``now`` is
-    the clock TTLs are measured on (seconds; inject one for tests)."""
+    the clock TTLs are measured on (seconds; inject one for tests).
+
+    ``max_history_bytes`` bounds what the history of every key together holds (each message's
+    frame, its payload's decoded estimate and :data:`MESSAGE_OVERHEAD`): past it the oldest
+    messages of any key go first (``history_evicted``), as if their keys' size had been smaller,
+    so a later reader counts them in ``missed``. Expired messages are released as the history
+    moves past them, not only when their key is read or written. A key whose messages have all
+    gone keeps only its sequence number (about 200 bytes), so that its numbering goes on where
+    it was."""
+
+    stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes", "keys"})
+    """The entries of :meth:`stats` that are gauges (``kcprpc.metrics``)."""
 
     def __init__(
         self,
@@ -296,9 +323,18 @@ class MemoryBroker:
         history: int = 1024,
         history_ttl: float | None = None,
         policies: HistoryPolicies | None = None,
+        max_history_bytes: int = 64 * 1024 * 1024,
         now: Callable[[], float] = time.monotonic,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        if (
+            isinstance(max_history_bytes, bool)
+            or not isinstance(max_history_bytes, int)
+            or max_history_bytes < 0
+        ):
+            raise UsageError(
+                f"MemoryBroker: max_history_bytes must be an int >= 0, not {max_history_bytes!r}"
+            )
         self._epoch = int.from_bytes(rng(4), "big") or 1
         self._subs: dict[str, list[BrokerCallback]] = {}
         self._keys: dict[str, _Key] = {}
@@ -307,6 +343,13 @@ class MemoryBroker:
         self._now = now
         self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
         self._stats = dict.fromkeys(BROKER_COUNTERS, 0)
+        self.max_history_bytes = max_history_bytes
+        self._held = 0  # bytes of every kept message
+        self._evicted = 0
+        # every kept message in publish order (and some that went since: their _held is 0, skipped
+        # when they reach the front, compacted when they outnumber the kept ones)
+        self._order: deque[tuple[_Key, BrokerMessage]] = deque()
+        self._live = 0  # kept messages in _order
 
     @property
     def epoch(self) -> int:
@@ -325,8 +368,13 @@ class MemoryBroker:
         return True
 
     def stats(self) -> dict[str, int]:
-        """``published`` and ``delivered`` (callback calls); the others stay 0 in one process."""
-        return dict(self._stats)
+        """``published`` and ``delivered`` (callback calls); the others of :data:`BROKER_COUNTERS`
+        stay 0 in one process; and :data:`MEMORY_BROKER_COUNTERS`."""
+        out = dict(self._stats)
+        out["history_bytes"] = self._held
+        out["history_evicted"] = self._evicted
+        out["keys"] = len(self._keys)
+        return out
 
     def policy(self, key: str) -> HistoryPolicy:
         """The history policy of ``key``."""
@@ -359,20 +407,64 @@ class MemoryBroker:
             k = self._keys[key] = _Key(self.policy(key))
         seq = k.seq = k.seq + 1
         msg = BrokerMessage(key, event, payload, seq, self._epoch, delivery)
-        kept = k.kept
-        if kept is not None:
-            if k.ttl is not None:
-                now = msg.at = self._now()
-                cutoff = now - k.ttl
-                while kept and kept[0].at <= cutoff:
-                    kept.popleft()
-            kept.append(msg)
+        if k.size:
+            self._keep(k, msg)
         subs = self._subs.get(key, ())
         self._stats["published"] += 1
         self._stats["delivered"] += len(subs)
         for cb in list(subs):
             cb(msg)
         return msg
+
+    def _keep(self, k: _Key, msg: BrokerMessage) -> None:
+        """Add ``msg`` to its key's history; then drop what its key's size and TTL, and the bytes
+        of every key together, no longer allow."""
+        now = msg.at = self._now()
+        if k.kept is not None:
+            if k.ttl is not None:
+                self._expire(k, now)
+            if k.kept is not None and len(k.kept) >= k.size:
+                self._drop(k)
+        kept = k.kept
+        if kept is None:
+            kept = k.kept = deque()
+        frame = msg.frame()
+        held = msg._held = len(frame) + decoded_size(frame[HEADER_SIZE:], 1 << 30) + MESSAGE_OVERHEAD
+        kept.append(msg)
+        self._held += held
+        order = self._order
+        order.append((k, msg))
+        self._live += 1
+        while order:  # the oldest message of any key: over the bytes, or expired
+            k0, m0 = order[0]
+            if not m0._held:
+                order.popleft()
+                continue
+            if self._held > self.max_history_bytes:
+                self._evicted += 1
+            elif k0.ttl is None or m0.at > now - k0.ttl:
+                break
+            self._drop(k0)  # m0 is its key's oldest kept message
+        if len(order) > 2 * self._live + 64:
+            self._order = deque(x for x in order if x[1]._held)
+
+    def _drop(self, k: _Key) -> None:
+        """Release the oldest kept message of ``k``."""
+        kept = k.kept
+        assert kept is not None
+        m = kept.popleft()
+        self._held -= m._held
+        m._held = 0
+        self._live -= 1
+        if not kept:
+            k.kept = None
+
+    def _expire(self, k: _Key, now: float) -> None:
+        """Release the messages of ``k`` older than its TTL."""
+        assert k.ttl is not None
+        cutoff = now - k.ttl
+        while k.kept and k.kept[0].at <= cutoff:
+            self._drop(k)
 
     async def publish(
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
@@ -391,11 +483,9 @@ class MemoryBroker:
         if k is None:
             return BrokerHistory([], self._epoch, 0, 0)
         last = k.seq
+        if k.kept and k.ttl is not None:
+            self._expire(k, self._now())
         kept = k.kept
-        if kept is not None and k.ttl is not None:
-            cutoff = self._now() - k.ttl
-            while kept and kept[0].at <= cutoff:
-                kept.popleft()
         if since is None:
             if not kept or limit == 0:
                 return BrokerHistory([], self._epoch, last, 0)

@@ -1,6 +1,6 @@
 """MemoryBroker's own behaviour (the contract's cases run for every broker in tests/brokers):
-expired messages released on write, its trivial lifecycle, policy checks, and the REPLAYED frame
-encoded once."""
+expired messages released on write, the bound on the bytes of every key's history together, its
+trivial lifecycle, policy checks, and the REPLAYED frame encoded once."""
 
 from __future__ import annotations
 
@@ -46,6 +46,48 @@ async def test_expired_messages_are_released_when_the_key_is_written_not_only_wh
     assert seqs(h) == [6] and h.missed == 5
 
 
+def test_the_history_of_every_key_together_stays_under_max_history_bytes() -> None:
+    # one room per match, each with its chat, never read again: before, every room's last 1,024
+    # messages stayed for good
+    b = MemoryBroker(max_history_bytes=200_000)
+    for match in range(400):
+        for i in range(10):
+            b.publish_nowait(f"room:match-{match}", "chat", {"text": "x" * 100, "i": i})
+    s = b.stats()
+    assert 190_000 < s["history_bytes"] <= 200_000
+    assert s["history_evicted"] > 3000 and s["keys"] == 400
+    # the oldest went first, and a reader is told what it lost
+    old = b.history_nowait("room:match-0", 0)
+    assert old.messages == [] and old.missed == 10 and old.last == 10
+    new = b.history_nowait("room:match-399", 0)
+    assert seqs(new) == list(range(1, 11)) and new.missed == 0
+    # numbering goes on where it was
+    assert b.publish_nowait("room:match-0", "chat", {}).seq == 11
+    # a message larger than the whole bound is delivered, not kept
+    got: list[int] = []
+    b.subscribe("topic:big", lambda m: got.append(m.seq))
+    b.publish_nowait("topic:big", "blob", {"b": b"x" * 300_000})
+    assert got == [1] and b.history_nowait("topic:big", 0).missed == 1
+    assert b.stats()["history_bytes"] <= 200_000
+
+
+def test_expired_messages_are_released_as_other_keys_are_written() -> None:
+    clock = Clock()
+    b = MemoryBroker(history_ttl=10.0, now=clock)
+    fill(b, "topic:a", 5)
+    held = b.stats()["history_bytes"]
+    clock.t += 11
+    b.publish_nowait("topic:b", "tick", {})  # topic:a is neither written nor read again
+    assert b.stats()["history_bytes"] < held / 4
+    assert b._keys["topic:a"].kept is None  # only its sequence number is left
+    assert b.publish_nowait("topic:a", "tick", {}).seq == 6
+
+
+def test_max_history_bytes_is_checked() -> None:
+    with pytest.raises(UsageError, match="max_history_bytes"):
+        MemoryBroker(max_history_bytes=-1)
+
+
 async def test_memory_broker_lifecycle_is_trivial_and_counts() -> None:
     b = MemoryBroker()
     await b.start()
@@ -54,7 +96,17 @@ async def test_memory_broker_lifecycle_is_trivial_and_counts() -> None:
     b.publish_nowait("topic:a", "tick", {})
     b.publish_nowait("topic:b", "tick", {})
     s = b.stats()
-    assert s == {"published": 2, "delivered": 1, "publish_errors": 0, "reconnects": 0, "unavailable": 0}
+    assert s["history_bytes"] > 0
+    del s["history_bytes"]
+    assert s == {
+        "published": 2,
+        "delivered": 1,
+        "publish_errors": 0,
+        "reconnects": 0,
+        "unavailable": 0,
+        "history_evicted": 0,
+        "keys": 2,
+    }
     await b.close()
 
 
