@@ -24,7 +24,15 @@ from typing import Any
 
 from kcp.token_bucket import TokenBucket
 
-__all__ = ["LOOPBACK", "PrefixLimiter", "SourceKeys", "SourceTally", "address_keys", "parse_networks"]
+__all__ = [
+    "LOOPBACK",
+    "PrefixLimiter",
+    "SourceBytes",
+    "SourceKeys",
+    "SourceTally",
+    "address_keys",
+    "parse_networks",
+]
 
 LOOPBACK: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 """The default exemption: loopback cannot be spoofed from the network, and a local relay or
@@ -153,6 +161,55 @@ class PrefixLimiter:
     def clear(self) -> None:
         self._buckets.clear()
         self.keys.clear()
+
+
+class SourceBytes:
+    """Bytes held by owners (connections), against ``total`` for all of them and ``per_network``
+    for those of one source network (:class:`SourceKeys`; an exempt address counts only in the
+    total). One charge larger than a bound passes while nothing is held against it, so that no
+    single charge is refused for good. An owner holds one charge at a time; :meth:`release`
+    gives it back."""
+
+    __slots__ = ("_by_network", "_owners", "held", "keys", "per_network", "total")
+
+    def __init__(self, keys: SourceKeys, total: int, per_network: int) -> None:
+        self.keys = keys
+        self.total = total
+        self.per_network = per_network
+        self.held = 0
+        """Bytes charged now."""
+        self._by_network: dict[Network, int] = {}
+        self._owners: dict[Hashable, tuple[Network | None, int]] = {}
+
+    def charge(self, owner: Hashable, addr: Any, n: int) -> bool:
+        """Charge ``n`` bytes to ``owner`` (opened from ``addr``) in place of what it held; False
+        (nothing charged) when that would pass the total or its network's share."""
+        self.release(owner)
+        if self.held and self.held + n > self.total:
+            return False
+        k = self.keys.key(addr)
+        if k is not None:
+            mine = self._by_network.get(k, 0)
+            if mine and mine + n > self.per_network:
+                return False
+            self._by_network[k] = mine + n
+        self._owners[owner] = (k, n)
+        self.held += n
+        return True
+
+    def release(self, owner: Hashable) -> None:
+        """Give back what ``owner`` holds (nothing if it holds nothing)."""
+        entry = self._owners.pop(owner, None)
+        if entry is None:
+            return
+        k, n = entry
+        self.held -= n
+        if k is not None:
+            left = self._by_network[k] - n
+            if left:
+                self._by_network[k] = left
+            else:
+                del self._by_network[k]
 
 
 class SourceTally:

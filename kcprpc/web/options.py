@@ -109,11 +109,18 @@ class WebSocketOptions(WebOptions):
     * ``ssl``: a server :class:`ssl.SSLContext` (``wss://`` and ``https://``), None: plain;
     * ``web_root``: a folder whose files are served on plain ``GET`` (the pages of a browser app);
       ``GET /kcprpc.json`` tells a browser where to connect (docs/wire-format/web.md, "Discovery");
+    * ``max_static_bytes``: the bytes of ``web_root`` files this listener may have sent and not
+      yet seen delivered (a reply counts until its connection closes), a quarter of it per IPv4
+      address or IPv6 /64 (loopback exempt); past it a ``GET`` gets 503 (``http_busy``), but a
+      file larger than a bound is served while nothing else is held against it. A
+      client that asks for a large file and never reads it held the whole file in the server's
+      send buffer, per connection;
     * ``max_datagram`` must fit a message: at most ``max_message_size - 1``.
     """
 
     ssl: ssl.SSLContext | None = None
     web_root: str | Path | None = None
+    max_static_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -123,6 +130,7 @@ class WebSocketOptions(WebOptions):
             raise UsageError(
                 "WebSocketOptions: max_datagram must be below max_message_size (a DATAGRAM message)"
             )
+        _int("WebSocketOptions", "max_static_bytes", self.max_static_bytes, 0)
         if self.web_root is not None:
             root = Path(self.web_root)
             if not root.is_dir():

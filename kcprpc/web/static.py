@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,10 @@ __all__ = [
     "CONTENT_TYPES",
     "DISCOVERY_PATH",
     "MAX_FILE_SIZE",
+    "FileCache",
     "HttpReply",
     "discovery_document",
+    "find_file",
     "serve_file",
 ]
 
@@ -80,10 +83,11 @@ def discovery_reply(doc: Mapping[str, Any]) -> HttpReply:
     return HttpReply(200, "application/json", json.dumps(doc, separators=(",", ":")).encode())
 
 
-def serve_file(root: Path, request_path: str) -> HttpReply:
+def find_file(root: Path, request_path: str) -> Path | HttpReply:
     """The file under ``root`` (an absolute, resolved folder) that ``request_path`` (the path of a
-    GET, with its query) names; ``/`` and folders give their ``index.html``. Nothing outside
-    ``root`` is ever read (``..``, symlinks out, encoded separators: 404); only regular files."""
+    GET, with its query) names, or the error reply; ``/`` and folders give their ``index.html``.
+    Nothing outside ``root`` is ever named (``..``, symlinks out, encoded separators: 404); only
+    regular files."""
     path = urllib.parse.unquote(request_path.split("?", 1)[0].split("#", 1)[0])
     if "\x00" in path or "\\" in path or not path.startswith("/"):
         return HttpReply.text(400, "bad path\n")
@@ -99,10 +103,66 @@ def serve_file(root: Path, request_path: str) -> HttpReply:
             resolved = resolved / "index.html"
         if not resolved.is_file():
             return HttpReply.text(404, "not found\n")
-        if resolved.stat().st_size > MAX_FILE_SIZE:
-            return HttpReply.text(413, "file too large\n")
-        body = resolved.read_bytes()
     except (OSError, ValueError):
         return HttpReply.text(404, "not found\n")
-    ctype = CONTENT_TYPES.get(resolved.suffix.lower(), "application/octet-stream")
-    return HttpReply(200, ctype, body)
+    return resolved
+
+
+def _content_type(path: Path) -> str:
+    return CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+
+
+def serve_file(root: Path, request_path: str) -> HttpReply:
+    """The answer to a GET of ``request_path`` under ``root``: the file read whole (at most
+    :data:`MAX_FILE_SIZE`: 413), or the error of :func:`find_file`."""
+    found = find_file(root, request_path)
+    return found if isinstance(found, HttpReply) else _read(found)
+
+
+def _read(path: Path) -> HttpReply:
+    try:
+        if path.stat().st_size > MAX_FILE_SIZE:
+            return HttpReply.text(413, "file too large\n")
+        body = path.read_bytes()
+    except OSError:
+        return HttpReply.text(404, "not found\n")
+    return HttpReply(200, _content_type(path), body)
+
+
+class FileCache:
+    """:func:`serve_file` answers, the files' bytes kept (at most ``max_bytes`` of them, the least
+    recently served going first) and read again only when a file's size or modification time
+    changed: a page's files are not read from disk at every GET."""
+
+    def __init__(self, root: Path, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.held = 0
+        self._files: OrderedDict[Path, tuple[int, int, HttpReply]] = OrderedDict()
+
+    def get(self, request_path: str) -> HttpReply:
+        """The answer to a GET of ``request_path``."""
+        found = find_file(self.root, request_path)
+        if isinstance(found, HttpReply):
+            return found
+        try:
+            st = found.stat()
+        except OSError:
+            return HttpReply.text(404, "not found\n")
+        files = self._files
+        entry = files.get(found)
+        if entry is not None:
+            if entry[0] == st.st_mtime_ns and entry[1] == st.st_size:
+                files.move_to_end(found)
+                return entry[2]
+            del files[found]
+            self.held -= len(entry[2].body)
+        reply = _read(found)
+        n = len(reply.body)
+        if reply.status == 200 and n <= self.max_bytes:
+            while files and self.held + n > self.max_bytes:
+                _, (_, _, old) = files.popitem(last=False)
+                self.held -= len(old.body)
+            files[found] = (st.st_mtime_ns, st.st_size, reply)
+            self.held += n
+        return reply

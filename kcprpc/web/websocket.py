@@ -21,6 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from websockets.asyncio.client import ClientConnection
@@ -32,7 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.http11 import Request, Response
 
-from kcp.ratelimit import SourceTally
+from kcp.ratelimit import SourceBytes, SourceTally
 from kcprpc.client import Client
 from kcprpc.client_config import ClientConfig
 from kcprpc.config import RPC_MUX_CONFIG
@@ -55,7 +56,7 @@ from kcprpc.web.framing import (
 from kcprpc.web.listener import Admitted, WebListenerBase
 from kcprpc.web.options import WebSocketOptions
 from kcprpc.web.pipe import WebPipe
-from kcprpc.web.static import DISCOVERY_PATH, HttpReply, discovery_document, discovery_reply, serve_file
+from kcprpc.web.static import DISCOVERY_PATH, FileCache, HttpReply, discovery_document, discovery_reply
 from kcprpc.web.tls_accept import accept_tls
 
 if TYPE_CHECKING:
@@ -183,6 +184,7 @@ class WebSocketListener(WebListenerBase):
                 "subprotocol_refused": 0,
                 "http_files": 0,
                 "http_not_found": 0,
+                "http_busy": 0,
                 "refused_handshaking": 0,
                 "tls_failed": 0,
             }
@@ -194,6 +196,12 @@ class WebSocketListener(WebListenerBase):
         self.handshake_sources = SourceTally(self.sources.keys, server.config.max_connections_per_address)
         self._handshakes: set[ServerConnection] = set()
         self._tls: set[asyncio.Future[Any]] = set()  # TLS handshakes under way (begin_tls)
+        root = options.web_root
+        self._files = FileCache(root) if isinstance(root, Path) else None
+        # file replies sent and not yet known delivered: charged until their connection closes
+        self.static_bytes = SourceBytes(
+            self.sources.keys, options.max_static_bytes, options.max_static_bytes // 4
+        )
         self.address: tuple[str, int] = ("", 0)
 
     # -- discovery ----------------------------------------------------------------------------------
@@ -244,6 +252,7 @@ class WebSocketListener(WebListenerBase):
 
     def tcp_done(self, conn: ServerConnection) -> None:
         """``conn``'s handshake is over (the handler runs, or the connection is gone)."""
+        self.static_bytes.release(conn)
         if conn in self._handshakes:
             self._handshakes.discard(conn)
             self.handshake_sources.remove(conn)
@@ -286,10 +295,16 @@ class WebSocketListener(WebListenerBase):
         if path != self.options.path:
             if path == DISCOVERY_PATH:
                 return _response(discovery_reply(self.discovery_document()))
-            root = self.options.web_root
-            if root is not None:
-                reply = serve_file(root, request.path)  # type: ignore[arg-type]
-                self.count("http_files" if reply.status == 200 else "http_not_found")
+            files = self._files
+            if files is not None:
+                reply = files.get(request.path)
+                if reply.status != 200:
+                    self.count("http_not_found")
+                elif not self.static_bytes.charge(conn, conn.remote_address, len(reply.body)):
+                    self.count("http_busy", f"GET {path[:100]} over max_static_bytes")
+                    return _response(HttpReply.text(503, "busy: try again\n"))
+                else:
+                    self.count("http_files")
                 return _response(reply)
             self.count("bad_requests", f"GET {path[:100]}")
             return _response(HttpReply.text(404, "not found\n"))

@@ -338,6 +338,40 @@ async def test_static_files_and_discovery(tmp_path: Path) -> None:
         await server.shutdown()
 
 
+async def test_file_replies_not_yet_delivered_are_bounded_in_bytes(tmp_path: Path) -> None:
+    # a client that asks for a large file and never reads the answer held the whole file in the
+    # server's send buffer, per connection: 20 such GETs of a 32 MB file took 1.3 GB
+    (tmp_path / "big.bin").write_bytes(b"x" * 6_000_000)  # more than a socket buffer takes
+    server = kcprpc.Server([Demo()])
+    try:
+        lst = await listen_websocket(
+            server, "127.0.0.1", 0, WebSocketOptions(web_root=tmp_path, max_static_bytes=15_000_000)
+        )
+        loop = asyncio.get_running_loop()
+
+        async def stalled_get() -> tuple[socket.socket, bytes]:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            await loop.sock_connect(s, lst.address)
+            await loop.sock_sendall(s, b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            return s, await loop.sock_recv(s, 12)  # the status line's start, then never read
+
+        held = [await stalled_get() for _ in range(3)]
+        assert [head for _, head in held] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 503"]
+        assert lst.stats()["http_busy"] == 1 and lst.static_bytes.held == 12_000_000
+        held[0][0].close()  # a connection that goes gives its bytes back
+        async with asyncio.timeout(10):
+            while lst.static_bytes.held > 6_000_000:
+                await asyncio.sleep(0.01)
+        s, head = await stalled_get()
+        assert head == b"HTTP/1.1 200"
+        for sock in [s, *(x for x, _ in held[1:])]:
+            sock.close()
+    finally:
+        await server.shutdown()
+
+
 async def test_shutdown_closes_the_listener_and_its_clients() -> None:
     server = kcprpc.Server([Demo()], config=ServerConfig(shutdown_grace=0.5))
     lst = await listen_websocket(server, "127.0.0.1", 0)

@@ -1,11 +1,12 @@
 """kcp.ratelimit: the token buckets per source network (compat admission, the secure handshake
-budget) and the tally of sessions per source network (``max_sessions_per_address``)."""
+budget), the tally of sessions per source network (``max_sessions_per_address``) and the bytes
+held per source network (``SourceBytes``)."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from kcp.ratelimit import PrefixLimiter, SourceKeys, SourceTally
+from kcp.ratelimit import PrefixLimiter, SourceBytes, SourceKeys, SourceTally
 
 
 def test_prefix_limiter_buckets_keys_and_bounds() -> None:
@@ -58,3 +59,26 @@ def test_source_tally_exempt_and_uncapped() -> None:
     assert free.count(("127.0.0.1", 1)) == 5 and not free.over(("127.0.0.1", 1))
     free.clear()
     assert len(free) == 0
+
+
+def test_source_bytes_bounds_the_total_and_each_networks_share() -> None:
+    held = SourceBytes(SourceKeys(prefix_v4=32, prefix_v6=64), total=1000, per_network=400)
+    a, b, local = ("198.51.100.7", 1), ("198.51.100.8", 1), ("127.0.0.1", 1)
+    assert held.charge("a1", a, 300)
+    assert not held.charge("a2", a, 200)  # 500 past a's 400
+    assert held.charge("a2", a, 100) and held.held == 400
+    assert held.charge("b1", b, 400)
+    assert held.charge("l1", local, 150)  # loopback is exempt from the share, not the total
+    assert not held.charge("l2", local, 100) and held.held == 950
+    held.release("a1")
+    held.release("a1")  # twice: no effect
+    assert held.held == 650 and held.charge("a3", a, 300)
+    assert held.charge("b1", b, 50) and held.held == 600  # charged again: in place of what it held
+    for owner in ("a2", "a3", "b1", "l1"):
+        held.release(owner)
+    assert held.held == 0 and held._by_network == {}
+    # one charge larger than a bound passes while nothing is held against it
+    assert held.charge("huge", a, 5000) and not held.charge("more", b, 1)
+    held.release("huge")
+    assert held.charge("a-big", a, 600) and held.charge("b-small", b, 10)
+    assert not held.charge("a-more", a, 1)

@@ -1,5 +1,6 @@
 """kcprpc.web.static: files under web_root only (no traversal, no symlink out, folders give their
-index.html), content types, and the discovery document with what other listeners announce."""
+index.html), content types, the cache of their bytes, and the discovery document with what other
+listeners announce."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kcprpc.web.static import discovery_document, discovery_reply, serve_file
+from kcprpc.web.static import FileCache, discovery_document, discovery_reply, serve_file
 
 
 @pytest.fixture
@@ -86,3 +87,17 @@ def test_discovery_merges_what_other_listeners_announce() -> None:
     }
     r = discovery_reply(doc)
     assert r.status == 200 and r.content_type == "application/json" and json.loads(r.body) == doc
+
+
+def test_the_cache_reads_a_file_once_until_it_changes_and_stays_under_its_bound(root: Path) -> None:
+    cache = FileCache(root, max_bytes=10)
+    first = cache.get("/a.js")
+    assert first.body == b"js" and cache.get("/a.js?v=3") is first  # not read again
+    (root / "a.js").write_text("new js")  # another size: read again
+    assert cache.get("/a.js").body == b"new js"
+    assert cache.get("/s.css").body == b"css" and cache.held == 9
+    assert cache.get("/index.html").body == b"home" and cache.held <= 10  # the least recent went
+    assert cache.get("/out").status == 404 and cache.get("/../secret").status == 404
+    big = root / "big.txt"
+    big.write_text("x" * 11)  # larger than the whole cache: served, not kept
+    assert cache.get("/big.txt").body == b"x" * 11 and cache.held <= 10
