@@ -349,6 +349,30 @@ async def test_new_sessions_of_one_address_share_its_join_budget() -> None:
             await second.close()
 
 
+async def test_member_lists_of_one_address_are_budgeted_in_bytes() -> None:
+    """A listing of a large room costs the server about 70 echo calls' CPU, and a client could
+    ask for it in a loop. The bytes of listings answered to one address go through a bucket
+    (``list_rate`` / ``list_burst``); past it a listing fails, and it refills. Over KCP on
+    127.0.0.1, not exempt here."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    cfg = config(keys=["topic:chat"], list_rate=1, list_burst=2000)
+    async with lobby(cfg, link="kcp", transport=kcprpc.Transport(wire)) as p:
+        await p.client.subscribe("chat")
+        for i in range(40):  # 40 members, about 40 bytes each
+            p.server.push.presence.broker.presence_add("topic:chat", f"member-{i:04d}", {"n": i})
+        listed = 0
+        with pytest.raises(RpcError) as e:
+            for _ in range(10):
+                m = await p.client.members(topic="chat")
+                assert m.total == 41 and len(m.members) == 41
+                listed += 1
+        assert e.value.status is Status.RESOURCE_EXHAUSTED and "list_rate" in e.value.message
+        assert listed == 2  # the burst held two listings of 41 members
+        assert p.server.stats["presence_lists_refused"] == 1 and p.server.stats["presence_lists"] == 2
+
+
 async def test_topic_events_open_no_gap_and_stay_out_of_history() -> None:
     broker = MemoryBroker()
     async with lobby(config(events=["topic:chat"]), broker=broker) as p, clients(p.connector, "bo") as (bo,):
