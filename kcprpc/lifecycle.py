@@ -100,6 +100,8 @@ class Lifecycle:
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until (re)connected; raises :attr:`gave_up` once reconnecting has given up."""
         while not self.ready.is_set():
+            if self.closing:
+                raise RpcError(Status.CANCELLED, "client closed")
             if self.gave_up is not None:
                 raise self.gave_up
             self._settled.clear()
@@ -223,6 +225,7 @@ class Lifecycle:
             link.shutdown(RpcError(Status.CANCELLED, "client closed"))
             await link.conn.close()
         self.ready.clear()
+        self._settled.set()  # what waits for a connection fails now (it waited for good)
 
     # ------------------------------------------------------------------ resume
     def _resume_claim(self, conn: Connection) -> dict[str, Any] | None:
@@ -325,7 +328,10 @@ class Lifecycle:
     # ------------------------------------------------------------------ reconnects
     def _start_reconnect(self) -> None:
         policy = self._owner.config.reconnect
-        if policy is not None and (self._reconnect_task is None or self._reconnect_task.done()):
+        if policy is None:  # nothing will connect again but client.connect(): fail what waits for it
+            self.gave_up = RpcError(Status.UNAVAILABLE, "connection lost, and no reconnect policy")
+            self._settled.set()
+        elif self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(policy))
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:

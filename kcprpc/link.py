@@ -40,6 +40,7 @@ from kcprpc.protocol.client import (
 from kcprpc.protocol.frames import Event, Ping, Welcome
 from kcprpc.push import send_datagram
 from kcprpc.receive import ReceiveLimits, read_datagrams, read_frames
+from kcprpc.status import Status
 from kcprpc.transport import ByteStream, Connection
 
 __all__ = ["EventSink", "Link", "LinkHooks"]
@@ -308,6 +309,11 @@ class Link:
                 pause=pause,
                 limits=self.receive,
             )
+        # the stream ended (the server refused it at max_streams_total, the mux reset it) and the
+        # call is still waiting for its status: an EOF before the end cancels the call (without
+        # this, a call with no deadline waited for good)
+        if box and not box[0].done and not self.closed:
+            box[0].fail(RpcError(Status.CANCELLED, "the server ended the call's stream before its status"))
 
     def shutdown(self, err: RpcError) -> None:
         if self.closed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 
 import pytest
 from test_rpc_support import Demo, Probe, Req, Tick, rejoin_open_rooms
@@ -330,6 +331,33 @@ async def test_wait_for_ready_calls_ride_out_a_reconnect() -> None:
         with pytest.raises(RpcError) as ei:
             await p.client.stub(Demo, timeout=0.05).hello(Req(name="late"))
         assert ei.value.status is Status.DEADLINE_EXCEEDED
+
+
+async def test_a_call_waiting_for_a_connection_ends_when_nothing_will_connect_again() -> None:
+    """A ``wait_for_ready`` call without a deadline waited for good after ``client.close()``, and
+    after a lost connection when there is no reconnect policy: now it fails (CANCELLED, and
+    UNAVAILABLE with why), and ``client.connect()`` may still try again."""
+    cfg = ClientConfig(
+        heartbeat=None, reconnect=ReconnectPolicy(initial=0.01, maximum=0.02), wait_for_ready=True
+    )
+    async with pair([Demo()], client_config=cfg) as p:
+        await drop_and_refuse(p)
+        waiting = asyncio.ensure_future(p.client.stub(Demo).hello(Req(name="x")))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        await p.client.close()
+        with pytest.raises(RpcError) as ei:
+            await asyncio.wait_for(waiting, TIMEOUT)
+        assert ei.value.status is Status.CANCELLED
+    async with pair([Demo()], client_config=replace(cfg, reconnect=None)) as p:
+        await drop_and_refuse(p)
+        with pytest.raises(RpcError) as ei:
+            await asyncio.wait_for(p.client.stub(Demo).hello(Req(name="y")), TIMEOUT)
+        assert ei.value.status is Status.UNAVAILABLE and "no reconnect policy" in ei.value.message
+        p.refuse = False
+        await p.client.connect()
+        assert (await p.client.stub(Demo, timeout=TIMEOUT).hello(Req(name="z"))).text == "hello z"
 
 
 async def test_giving_up_on_reconnecting_is_said_once_and_fails_what_waits() -> None:

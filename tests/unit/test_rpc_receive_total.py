@@ -285,3 +285,27 @@ async def test_connections_within_their_stream_allowance_are_refused_not_shed(
     for p in peers:
         await p.cc.close()
     await server.shutdown(grace=0)
+
+
+class Watch(kcprpc.Service, name="test.Watch"):
+    async def watch(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+        await asyncio.Event().wait()  # the stream stays open
+
+
+@pytest.mark.parametrize("link", ["kcp", "mux"])
+async def test_a_call_whose_stream_the_server_refuses_fails_instead_of_waiting_for_good(link: str) -> None:
+    """At ``max_streams_total`` the server closes a new call's stream at once, before reading its
+    CALL: the client's call (no deadline) waited for its status for good. An EOF before the
+    status cancels the call (docs/wire-format/rpc.md, "Framing")."""
+    async with pair([Watch()], link=link, server_config=ServerConfig(max_streams_total=1)) as p:
+        stub = p.client.stub(Watch)
+        first = stub.watch(1)
+        assert await asyncio.wait_for(first.__anext__(), 5) == 0
+        second = stub.watch(1)
+        with pytest.raises(RpcError) as e:
+            await asyncio.wait_for(second.__anext__(), 5)
+        assert e.value.status is Status.CANCELLED and "before its status" in e.value.message
+        assert p.server.stats["streams_refused"] == 1 and p.client.connected
+        first.cancel()
