@@ -19,7 +19,7 @@ from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.reply_hold import hold_reply
-from kcprpc.send_lanes import LaneConfig, encode_keyed_event
+from kcprpc.send_lanes import LaneConfig, SendLanes, encode_keyed_event
 from kcprpc.service import Delivery, event_info, event_send
 from kcprpc.status import Status
 from kcprpc.transport import Connection
@@ -61,7 +61,12 @@ class Member(Protocol):
 
     def send(self, event: Any, *, delivery: Delivery | str | None = None) -> None: ...
 
-    def enqueue(self, frame: bytes, lane: str, key: str | None, unreliable: bool) -> None: ...
+    def enqueue(
+        self, frame: bytes, lane: str, key: str | None, unreliable: bool, order: str | None = None
+    ) -> None: ...
+
+    @property
+    def lanes(self) -> SendLanes | None: ...
 
 
 class HubLimits(Protocol):
@@ -250,7 +255,12 @@ class PushHub:
                 if unreliable:
                     route(s, frame, msg.delivery)
                 elif s.control is not None:
-                    s.control.send(frame)
+                    lanes = s.lanes  # reliable frames of this key waiting in a lane go first
+                    lane = lanes.holding(key) if lanes is not None and lanes.queued_bytes else None
+                    if lane is None:
+                        s.control.send(frame)
+                    else:
+                        s.enqueue(frame, lane, None, False, key)
             stats["events_sent"] += n
 
         return deliver
@@ -281,7 +291,7 @@ class PushHub:
             if holds is not None and msg.seq and s in holds and self._held(holds[s], msg):
                 continue
             n += 1
-            s.enqueue(frame, lane_name, qkey, unreliable)
+            s.enqueue(frame, lane_name, qkey, unreliable, key)
         self.server.stats["events_sent"] += n
 
     def _add(self, session: Member, key: str) -> None:

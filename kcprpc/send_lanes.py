@@ -12,10 +12,16 @@ wait:
 * lanes are served by priority (a lower number first, strictly), and lanes of equal priority
   share the link by ``weight`` (weighted fair queueing over bytes), as GameNetworkingSockets' lanes
   do; frames of one lane leave in the order they were queued;
-* each lane holds at most ``max_bytes``; past it the oldest keyed frame of the lane is dropped
-  first (``lanes_dropped``: a newer frame of that key repairs it), and if that is not enough the
-  lane's ``overflow`` applies: ``"refuse"`` the new frame (``lanes_refused``) or ``"end"`` the
-  session as a slow consumer (the existing ``slow_consumers`` path).
+* each lane holds at most ``max_bytes``; past it the oldest *unreliable* keyed frame of the lane
+  is dropped first (``lanes_dropped``: a newer frame of that key repairs it). If that is not
+  enough, an unreliable frame meets the lane's ``overflow``: ``"refuse"`` (``lanes_refused``) or
+  ``"end"`` the session as a slow consumer (the existing ``slow_consumers`` path). A reliable
+  frame is never dropped or refused: one that does not fit ends the session, whose client is
+  replayed what it missed when it resumes (nothing accepted is lost silently);
+* the reliable frames of one room or topic reach the client in the order they were sent, whatever
+  their lanes: one that would overtake reliable frames of its room or topic still waiting in
+  another lane waits behind them there (the client tracks one offset per room or topic and
+  would drop the earlier ones as already seen).
 
 RPC replies, control frames and events sent with neither a key nor a lane never enter a lane: they
 go to the control stream at once, as before (the top class).
@@ -124,12 +130,13 @@ def encode_keyed_event(
 
 
 class _Item:
-    __slots__ = ("frame", "key", "unreliable")
+    __slots__ = ("frame", "key", "order", "unreliable")
 
-    def __init__(self, frame: bytes | None, key: str | None, unreliable: bool) -> None:
+    def __init__(self, frame: bytes | None, key: str | None, unreliable: bool, order: str | None) -> None:
         self.frame = frame  # None: dropped (skipped when its turn comes)
         self.key = key
         self.unreliable = unreliable
+        self.order = order  # a reliable frame's room or topic (counted in SendLanes._holding)
 
 
 class _Queue:
@@ -165,6 +172,24 @@ class SendLanes:
         self._queues = {lane.name: _Queue(lane) for lane in self.config.lanes}
         self._order = sorted(self._queues.values(), key=lambda q: q.lane.priority)
         self.queued_bytes = 0
+        # room or topic -> (the lane its reliable frames wait in, how many): a later reliable
+        # frame of that room or topic waits behind them there, whatever its own lane
+        self._holding: dict[str, tuple[str, int]] = {}
+
+    def holding(self, order: str) -> str | None:
+        """The lane where reliable frames of the room or topic ``order`` wait (None: none): a
+        reliable frame of it sent now must wait behind them, or it would arrive first, and the
+        client, which tracks one offset per room or topic, would drop the earlier ones."""
+        h = self._holding.get(order)
+        return h[0] if h is not None else None
+
+    def _hold(self, order: str, lane: str, n: int) -> None:
+        h = self._holding.get(order)
+        left = (h[1] if h is not None else 0) + n
+        if left > 0:
+            self._holding[order] = (lane, left)
+        else:
+            del self._holding[order]
 
     def __len__(self) -> int:
         """Frames waiting."""
@@ -174,9 +199,24 @@ class SendLanes:
         """Bytes waiting in lane ``name``."""
         return self._queues[name].bytes
 
-    def put(self, frame: bytes, lane: str, key: str | None = None, unreliable: bool = False) -> str:
+    def put(
+        self,
+        frame: bytes,
+        lane: str,
+        key: str | None = None,
+        unreliable: bool = False,
+        order: str | None = None,
+    ) -> str:
         """Queue ``frame`` in ``lane`` (a :class:`Put` value says what happened). With ``key``, an
-        older frame of that key still waiting in the lane is replaced by this one."""
+        older frame of that key still waiting in the lane is replaced by this one. ``order``: the
+        room or topic (broker key) of a reliable frame: while reliable frames of it wait in
+        another lane, this one waits behind them there, so that they reach the client in order."""
+        if unreliable:
+            order = None
+        elif order is not None:
+            h = self._holding.get(order)
+            if h is not None:
+                lane = h[0]
         q = self._queues.get(lane)
         if q is None:
             raise UsageError(f"no send lane {lane!r}")
@@ -187,16 +227,23 @@ class SendLanes:
             if old is not None and old.frame is not None:
                 delta = n - len(old.frame)
                 if q.bytes + delta > q.lane.max_bytes and not self._make_room(q, delta, old):
-                    return self._full(q)
+                    return self._full(q, unreliable)
                 old.frame = frame
                 old.unreliable = unreliable
+                if old.order is not None:
+                    self._hold(old.order, lane, -1)
+                old.order = order
+                if order is not None:
+                    self._hold(order, lane, 1)
                 q.bytes += delta
                 self.queued_bytes += delta
                 st["lanes_conflated"] += 1
                 return Put.REPLACED
         if q.bytes + n > q.lane.max_bytes and not self._make_room(q, n, None):
-            return self._full(q)
-        item = _Item(frame, key, unreliable)
+            return self._full(q, unreliable)
+        item = _Item(frame, key, unreliable, order)
+        if order is not None:
+            self._hold(order, lane, 1)
         if q.live == 0:  # a lane that was idle does not bank credit: start at its peers' time
             q.vtime = max(q.vtime, self._peer_vtime(q))
         q.items.append(item)
@@ -213,13 +260,14 @@ class SendLanes:
         return min(times) if times else 0.0
 
     def _make_room(self, q: _Queue, need: int, keep: _Item | None) -> bool:
-        """Drop the oldest keyed frames of ``q`` (not ``keep``) until ``need`` more bytes fit."""
+        """Drop the oldest unreliable keyed frames of ``q`` (not ``keep``) until ``need`` more
+        bytes fit. A reliable frame is never dropped: its key may never be sent again."""
         if need > q.lane.max_bytes:
             return False
         for item in q.items:
             if q.bytes + need <= q.lane.max_bytes:
                 break
-            if item.key is None or item.frame is None or item is keep:
+            if item.key is None or item.frame is None or item is keep or not item.unreliable:
                 continue
             self._drop(q, item)
             self.stats["lanes_dropped"] += 1
@@ -241,8 +289,11 @@ class SendLanes:
         if item.key is not None and q.keyed.get(item.key) is item:
             del q.keyed[item.key]
 
-    def _full(self, q: _Queue) -> str:
-        if q.lane.overflow == "refuse":
+    def _full(self, q: _Queue, unreliable: bool) -> str:
+        """A frame does not fit ``q``: an unreliable one is refused when the lane says so; a
+        reliable one never is (nothing accepted is lost silently): the session ends as a slow
+        consumer, and a client that resumes is replayed what it missed from the history."""
+        if unreliable and q.lane.overflow == "refuse":
             self.stats["lanes_refused"] += 1
             return Put.REFUSED
         return Put.OVERFLOW
@@ -279,6 +330,8 @@ class SendLanes:
             self.queued_bytes -= n
             if item.key is not None and q.keyed.get(item.key) is item:
                 del q.keyed[item.key]
+            if item.order is not None:
+                self._hold(item.order, q.lane.name, -1)
             q.vtime += n / q.lane.weight
             if not q.live:
                 q.items.clear()  # dropped items left behind
@@ -294,3 +347,4 @@ class SendLanes:
             q.keyed.clear()
             q.bytes = q.live = q.dead = 0
         self.queued_bytes = 0
+        self._holding.clear()

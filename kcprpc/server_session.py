@@ -402,17 +402,20 @@ class ServerSession:
         self.enqueue(frame, lane_name, None if key is None else "\0" + key, d is Delivery.UNRELIABLE)
 
     # -- send lanes (kcprpc.send_lanes) --
-    def enqueue(self, frame: bytes, lane: str, key: str | None, unreliable: bool) -> None:
+    def enqueue(
+        self, frame: bytes, lane: str, key: str | None, unreliable: bool, order: str | None = None
+    ) -> None:
         """Queue an EVENT frame in ``lane`` (``key``: replace an older frame of that key still
-        waiting); the pump hands it to the transport while it holds less than
-        ``ServerConfig.lanes.window`` bytes for this client. A full lane whose overflow is
-        ``"end"`` ends this session as a slow consumer."""
+        waiting; ``order``: the room or topic of a reliable frame, kept in order with its others);
+        the pump hands it to the transport while it holds less than ``ServerConfig.lanes.window``
+        bytes for this client. A full lane ends this session as a slow consumer (an unreliable
+        frame may be refused instead: ``"refuse"``)."""
         if self.closed or self.control is None:
             return
         lanes = self.lanes
         if lanes is None:
             lanes = self.lanes = SendLanes(self.server.config.lanes, self.server.stats)
-        if lanes.put(frame, lane, key, unreliable) == Put.OVERFLOW:
+        if lanes.put(frame, lane, key, unreliable, order) == Put.OVERFLOW:
             self.end_slow_consumer("slow_consumers", f"send lane {lane!r} over its max_bytes")
             return
         if self._pump is None:

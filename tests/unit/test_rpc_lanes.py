@@ -215,7 +215,12 @@ async def test_a_full_lane_ending_the_session_is_a_slow_consumer() -> None:
         assert s.lanes is not None and s.lanes.queued_bytes == 0
 
 
-async def test_a_full_refusing_lane_counts() -> None:
+async def test_a_full_refusing_lane_refuses_unreliable_frames_and_ends_the_session_for_a_reliable_one() -> (
+    None
+):
+    """ "refuse" drops (and counts) what may be dropped. A reliable frame refused was lost without a
+    word: the client's offset moved past it with the next one delivered, and its resume reported
+    nothing missed. Now it ends the session, whose client is replayed the rest when it resumes."""
     lanes = LaneConfig(
         lanes=(Lane("state", 1), Lane("chat", 2, max_bytes=1000, overflow="refuse")), interval=3600.0
     )
@@ -223,9 +228,35 @@ async def test_a_full_refusing_lane_counts() -> None:
         s = session_of(p)
         s.backlog_probe = Backlog(10**6)
         for i in range(50):
-            s.send(Chat(text=f"{i:0>100}"))
+            s.send(Chat(text=f"{i:0>100}"), delivery="unreliable")
         assert not s.closed
         assert p.server.stats["lanes_refused"] == 50 - p.server.stats["lanes_queued"] > 0
+        s.send(Chat(text="r" * 100))
+        assert s.closed and p.server.stats["slow_consumers"] == 1
+
+
+@kcprpc.event("test.Line", lane="chat")
+class Line(BaseModel):
+    text: str
+
+
+@pytest.mark.parametrize("link", ["memory", "kcp"])
+async def test_reliable_events_of_one_topic_arrive_in_order_whatever_their_lanes(link: str) -> None:
+    """An event in a lane, then one without (sent at once) on the same topic: the second reached
+    the client first, and the client dropped the first as already seen (offset 1 after 2),
+    counting nothing, on an idle link. Now the second waits behind the first."""
+    async with pair([Demo()], link=link) as p:
+        got: list[tuple[str, int]] = []
+        p.client.on(Line, lambda e, i: got.append((e.text, i.position.offset)))
+        p.client.on(Tick, lambda e, i: got.append((str(e.n), i.position.offset)))
+        await p.client.subscribe("match")
+        await p.server.push.publish("match", Line(text="gg"))  # offset 1, in the "chat" lane
+        await p.server.push.publish("match", Tick(n=10))  # offset 2, no lane
+        await p.server.push.publish("match", Line(text="again"))  # offset 3
+        async with asyncio.timeout(5):
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+        assert got == [("gg", 1), ("10", 2), ("again", 3)]
 
 
 async def test_usage_errors() -> None:

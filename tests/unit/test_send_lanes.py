@@ -218,18 +218,50 @@ def test_an_idle_lane_banks_no_credit() -> None:
 
 
 # ---------------------------------------------------------------------- bounds
-def test_a_full_lane_drops_its_oldest_keyed_frame_first() -> None:
+def test_a_full_lane_drops_its_oldest_unreliable_keyed_frame_first() -> None:
+    lanes = lanes_of(Lane("s", priority=1, max_bytes=300, overflow="refuse"))
+    assert lanes.put(frame("A1"), "s", "A", unreliable=True) == Put.QUEUED
+    assert lanes.put(frame("m1"), "s", unreliable=True) == Put.QUEUED
+    assert lanes.put(frame("B1"), "s", "B", unreliable=True) == Put.QUEUED
+    assert lanes.put(frame("m2"), "s", unreliable=True) == Put.QUEUED  # A1 (oldest keyed) made room
+    assert lanes.stats["lanes_dropped"] == 1
+    assert lanes.put(frame("m3"), "s", unreliable=True) == Put.QUEUED  # then B1
+    assert lanes.put(frame("m4"), "s", unreliable=True) == Put.REFUSED  # nothing keyed left: refused
+    assert lanes.stats["lanes_dropped"] == 2 and lanes.stats["lanes_refused"] == 1
+    assert [tag(f) for f, _ in lanes.take(10**9)] == ["m1", "m2", "m3"]
+    assert lanes.lane_bytes("s") == 0 and lanes.queued_bytes == 0
+
+
+def test_a_reliable_frame_is_never_dropped_or_refused() -> None:
+    """A reliable keyed frame dropped to make room was lost unless its key was sent again, and a
+    reliable frame refused was lost without a word: a full lane now says OVERFLOW for it (the
+    session ends; its client is replayed the rest when it resumes), whatever its ``overflow``."""
     lanes = lanes_of(Lane("s", priority=1, max_bytes=300, overflow="refuse"))
     assert lanes.put(frame("A1"), "s", "A") == Put.QUEUED
     assert lanes.put(frame("m1"), "s") == Put.QUEUED
     assert lanes.put(frame("B1"), "s", "B") == Put.QUEUED
-    assert lanes.put(frame("m2"), "s") == Put.QUEUED  # A1 (oldest keyed) made room
-    assert lanes.stats["lanes_dropped"] == 1
-    assert lanes.put(frame("m3"), "s") == Put.QUEUED  # then B1
-    assert lanes.put(frame("m4"), "s") == Put.REFUSED  # nothing keyed left: refused
-    assert lanes.stats["lanes_dropped"] == 2 and lanes.stats["lanes_refused"] == 1
-    assert [tag(f) for f, _ in lanes.take(10**9)] == ["m1", "m2", "m3"]
-    assert lanes.lane_bytes("s") == 0 and lanes.queued_bytes == 0
+    assert lanes.put(frame("m2"), "s") == Put.OVERFLOW  # A1 and B1 stay
+    assert lanes.put(frame("u1"), "s", unreliable=True) == Put.REFUSED  # an unreliable one may go
+    assert lanes.stats["lanes_dropped"] == 0 and lanes.stats["lanes_refused"] == 1
+    assert [tag(f) for f, _ in lanes.take(10**9)] == ["A1", "m1", "B1"]
+
+
+def test_reliable_frames_of_one_room_or_topic_keep_their_order_across_lanes() -> None:
+    """A reliable frame of a room or topic whose earlier reliable frames wait in a lower lane
+    waits behind them there: before, it went first, and the client, which keeps one offset per
+    room or topic, dropped the earlier ones as already seen. Other keys still go by priority."""
+    lanes = lanes_of(Lane("hi", priority=1), Lane("lo", priority=2))
+    assert lanes.put(frame("t1"), "lo", order="topic:t") == Put.QUEUED
+    assert lanes.holding("topic:t") == "lo" and lanes.holding("topic:u") is None
+    assert lanes.put(frame("t2"), "hi", order="topic:t") == Put.QUEUED  # waits in "lo"
+    assert lanes.put(frame("u1"), "hi", order="topic:u") == Put.QUEUED
+    assert lanes.put(frame("t3"), "hi", order="topic:t", unreliable=True) == Put.QUEUED  # may pass
+    assert [tag(f) for f, _ in lanes.take(10**9)] == ["u1", "t3", "t1", "t2"]
+    assert lanes.holding("topic:t") is None  # all sent: the next one goes by its own lane
+    assert lanes.put(frame("t4"), "hi", order="topic:t") == Put.QUEUED
+    assert lanes.holding("topic:t") == "hi"
+    lanes.clear()
+    assert lanes.holding("topic:t") is None
 
 
 def test_a_full_lane_that_ends_says_overflow() -> None:
@@ -242,10 +274,10 @@ def test_a_full_lane_that_ends_says_overflow() -> None:
 
 def test_a_replacement_that_grows_past_the_bound() -> None:
     lanes = lanes_of(Lane("s", priority=1, max_bytes=300, overflow="refuse"))
-    lanes.put(frame("A1"), "s", "A")
-    lanes.put(frame("B1"), "s", "B")
+    lanes.put(frame("A1"), "s", "A", unreliable=True)
+    lanes.put(frame("B1"), "s", "B", unreliable=True)
     # A2 grows A's frame by 150 bytes: B1 (the oldest other keyed frame) is dropped to make room
-    assert lanes.put(frame("A2", 250), "s", "A") == Put.REPLACED
+    assert lanes.put(frame("A2", 250), "s", "A", unreliable=True) == Put.REPLACED
     assert lanes.stats["lanes_dropped"] == 1 and lanes.queued_bytes == 250
     assert [tag(f) for f, _ in lanes.take(10**9)] == ["A2"]
 
@@ -253,7 +285,7 @@ def test_a_replacement_that_grows_past_the_bound() -> None:
 def test_memory_stays_bounded_with_many_dropped_frames() -> None:
     lanes = lanes_of(Lane("s", priority=1, max_bytes=1000, overflow="refuse"))
     for i in range(10_000):
-        lanes.put(frame(f"k{i}"), "s", f"k{i}")  # each new key drops the oldest
+        lanes.put(frame(f"k{i}"), "s", f"k{i}", unreliable=True)  # each new key drops the oldest
     assert lanes.queued_bytes <= 1000
     q = lanes._queues["s"]
     assert len(q.items) <= 2 * 10 + 17 and len(q.keyed) == 10
