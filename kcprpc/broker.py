@@ -10,10 +10,11 @@ they are its :class:`Position`, from which a client resumes.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -41,9 +42,12 @@ __all__ = [
     "Position",
     "policy_of",
     "room_key",
+    "run_callbacks",
     "topic_key",
     "unnumbered",
 ]
+
+log = logging.getLogger("kcprpc.broker")
 
 REPLAYED = 1
 """EVENT flags bit 0: the event is replayed from history after a reconnect or a ``since=``
@@ -277,10 +281,11 @@ MESSAGE_OVERHEAD = 400
 """Bytes :class:`MemoryBroker` charges a kept message besides its frame and its payload's decoded
 estimate: the message object, its position and its place in the queues."""
 
-MEMORY_BROKER_COUNTERS = ("history_bytes", "history_evicted", "keys")
-""":class:`MemoryBroker`'s own :meth:`~MemoryBroker.stats`: the bytes its history holds (a gauge,
-at most ``max_history_bytes``), the messages evicted to stay under that bound, and the keys it
-knows (a gauge: a key whose messages have all gone keeps only its sequence number)."""
+MEMORY_BROKER_COUNTERS = ("callback_errors", "history_bytes", "history_evicted", "keys")
+""":class:`MemoryBroker`'s own :meth:`~MemoryBroker.stats`: the subscriber callbacks that raised
+(each logged; the other subscribers still got the message), the bytes its history holds (a
+gauge, at most ``max_history_bytes``), the messages evicted to stay under that bound, and the
+keys it knows (a gauge)."""
 
 
 class _Key:
@@ -343,6 +348,7 @@ class MemoryBroker:
         self._now = now
         self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
         self._stats = dict.fromkeys(BROKER_COUNTERS, 0)
+        self._stats["callback_errors"] = 0
         self.max_history_bytes = max_history_bytes
         self._held = 0  # bytes of every kept message
         self._evicted = 0
@@ -410,10 +416,11 @@ class MemoryBroker:
         if k.size:
             self._keep(k, msg)
         subs = self._subs.get(key, ())
-        self._stats["published"] += 1
-        self._stats["delivered"] += len(subs)
-        for cb in list(subs):
-            cb(msg)
+        stats = self._stats
+        stats["published"] += 1
+        stats["delivered"] += len(subs)
+        if subs:
+            run_callbacks(subs, msg, stats)
         return msg
 
     def _keep(self, k: _Key, msg: BrokerMessage) -> None:
@@ -513,9 +520,9 @@ class MemoryBroker:
         self, key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE
     ) -> None:
         """Deliver now, unnumbered and not kept (presence's Joined / Left)."""
-        msg = unnumbered(key, event, payload, delivery)
-        for cb in list(self._subs.get(key, ())):
-            cb(msg)
+        subs = self._subs.get(key)
+        if subs:
+            run_callbacks(subs, unnumbered(key, event, payload, delivery), self._stats)
 
     def presence_add(self, key: str, member: str, info: dict[str, Any]) -> None:
         """Record a member."""
@@ -535,6 +542,18 @@ class MemoryBroker:
         items = members.items()
         entries = list(items if limit is None else islice(items, limit))
         return entries, len(members)
+
+
+def run_callbacks(callbacks: Sequence[BrokerCallback], msg: BrokerMessage, stats: dict[str, int]) -> None:
+    """Call each of ``callbacks`` (a snapshot: one may unsubscribe meanwhile) with ``msg``; an
+    exception is counted in ``stats["callback_errors"]`` and logged on ``kcprpc.broker``, and the
+    others still get the message."""
+    for cb in tuple(callbacks):
+        try:
+            cb(msg)
+        except Exception:
+            stats["callback_errors"] += 1
+            log.exception("broker callback for %r raised", msg.key)
 
 
 class KeyNames:

@@ -1,21 +1,15 @@
 """What the brokers that span processes (:class:`~kcprpc.redis_broker.RedisBroker`,
 :class:`~kcprpc.nats_broker.NatsBroker`) do the same way: ``epoch``, ``available`` and
-``stats()`` (:class:`BrokerBase`), the background tasks they own, and handing one message to a
-key's callbacks (one callback's exception neither stops the others nor reaches the broker: it is
-counted and logged)."""
+``stats()`` (:class:`BrokerBase`) and the background tasks they own (a key's callbacks are run
+by :func:`kcprpc.broker.run_callbacks`, as in every broker)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
-from kcprpc.broker import BrokerCallback, BrokerMessage
-
-__all__ = ["BrokerBase", "run_callbacks", "spawn"]
-
-log = logging.getLogger("kcprpc.broker")
+__all__ = ["BrokerBase", "spawn"]
 
 
 class BrokerBase:
@@ -52,14 +46,3 @@ def spawn(tasks: set[asyncio.Task[Any]], coro: Awaitable[Any]) -> asyncio.Task[A
     tasks.add(t)
     t.add_done_callback(tasks.discard)
     return t
-
-
-def run_callbacks(callbacks: Sequence[BrokerCallback], msg: BrokerMessage, stats: dict[str, int]) -> None:
-    """Call each of ``callbacks`` (a snapshot: one may unsubscribe meanwhile) with ``msg``; an
-    exception is counted in ``stats["callback_errors"]`` and logged on ``kcprpc.broker``."""
-    for cb in tuple(callbacks):
-        try:
-            cb(msg)
-        except Exception:
-            stats["callback_errors"] += 1
-            log.exception("broker callback for %r raised", msg.key)

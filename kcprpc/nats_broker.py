@@ -52,9 +52,10 @@ from kcprpc.broker import (
     HistoryPolicies,
     HistoryPolicy,
     policy_of,
+    run_callbacks,
     unnumbered,
 )
-from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
+from kcprpc.broker_support import BrokerBase, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery

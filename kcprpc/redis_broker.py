@@ -46,9 +46,10 @@ from kcprpc.broker import (
     HistoryPolicy,
     Position,
     policy_of,
+    run_callbacks,
     unnumbered,
 )
-from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
+from kcprpc.broker_support import BrokerBase, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery

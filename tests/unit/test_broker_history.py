@@ -106,8 +106,25 @@ async def test_memory_broker_lifecycle_is_trivial_and_counts() -> None:
         "unavailable": 0,
         "history_evicted": 0,
         "keys": 2,
+        "callback_errors": 0,
     }
     await b.close()
+
+
+def test_a_subscriber_that_raises_neither_stops_the_others_nor_fails_the_publish() -> None:
+    """Redis and NATS isolated their callbacks; MemoryBroker let one raise out of the publish
+    (after the message was numbered and kept): the other subscribers never got it."""
+    b = MemoryBroker()
+    got: list[int] = []
+
+    def bad(m: object) -> None:
+        raise KeyError("an app's bug")
+
+    b.subscribe("room:r", bad)
+    b.subscribe("room:r", lambda m: got.append(m.seq))
+    assert b.publish_nowait("room:r", "tick", {}).seq == 1
+    b.publish_unnumbered("room:r", "kcprpc.Joined", {})
+    assert got == [1, 0] and b.stats()["callback_errors"] == 2
 
 
 def test_policy_values_are_checked() -> None:
