@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 from kcp.ratelimit import SourceKeys, address_keys
 from kcprpc.codec import pack
 from kcprpc.errors import RpcError
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.resume import TOKEN_SIZE, parse_claim, resume_proof
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import ServerSession, SessionHook
@@ -45,9 +46,15 @@ protocol state, sets and dicts; measured as the server's RSS growth per session)
 
 
 def detached_cost(session: ServerSession) -> int:
-    """What ``session`` is charged against ``max_detached_bytes`` while it is detached."""
+    """What ``session`` is charged against ``max_detached_bytes`` while it is detached: its
+    metadata and presence info as they are held (decoded estimates, not their packed size)."""
     names = sum(len(r) for r in session.rooms) + sum(len(t) for t in session.topics)
-    return DETACHED_BASE + len(pack(session.metadata)) + len(pack(session.presence)) + 2 * names
+    return DETACHED_BASE + _held(session.metadata) + _held(session.presence) + 2 * names
+
+
+def _held(value: Any) -> int:
+    packed = pack(value)
+    return max(len(packed), decoded_size(packed, 1 << 30))
 
 
 EXPIRED: Final = "session expired"

@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from kcprpc import codec
 from kcprpc.codec import Refused
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.protocol.frames import (
     Call,
     Cancel,
@@ -59,6 +60,13 @@ __all__ = [
 ]
 
 MethodEntry = tuple[MethodSpec, Callable[..., Any]]
+
+
+METADATA_DECODED_FACTOR: Final = 4
+"""HELLO metadata is kept decoded for the session's life (and its resume window): besides its
+``max_metadata_size`` packed, its decoded estimate (:func:`kcprpc.msgpack_size.decoded_size`) may
+be at most this many times that (strings and small maps fit; 16 KiB of empty lists, a megabyte of
+objects, does not)."""
 
 
 class ServerLimits(NamedTuple):
@@ -385,9 +393,16 @@ class ServerStream:
         if not self._claim_control():
             return None
         limit = self.conn.limits.max_metadata_size
-        if f.metadata and len(codec.pack(f.metadata)) > limit:
+        if f.metadata:
+            packed = codec.pack(f.metadata)
+            if len(packed) > limit:
+                message = f"HELLO metadata larger than {limit} bytes"
+            elif decoded_size(packed, METADATA_DECODED_FACTOR * limit) < 0:
+                # the session keeps it decoded: 16 KiB of empty lists is a megabyte of objects
+                message = f"HELLO metadata takes more than {METADATA_DECODED_FACTOR} x {limit} bytes decoded"
+            else:
+                return HelloAccepted(f)
             self.counters["hellos_refused"] += 1
-            message = f"HELLO metadata larger than {limit} bytes"
             return HelloRefused(
                 Status.RESOURCE_EXHAUSTED, message, encode_goaway(Status.RESOURCE_EXHAUSTED, message)
             )

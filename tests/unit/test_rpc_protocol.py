@@ -124,10 +124,10 @@ def test_transition_table() -> None:
     assert ConnState.READY not in TRANSITIONS[ConnState.DRAINING]  # a drain is never undone
 
 
-def _server() -> tuple[ServerProtocol, dict[str, int]]:
+def _server(max_metadata_size: int = 16) -> tuple[ServerProtocol, dict[str, int]]:
     counters: dict[str, int] = {}
     return ServerProtocol(
-        METHODS, ServerLimits(max_concurrent_calls=1, max_metadata_size=16), counters
+        METHODS, ServerLimits(max_concurrent_calls=1, max_metadata_size=max_metadata_size), counters
     ), counters
 
 
@@ -183,6 +183,18 @@ def test_server_refuses_large_or_malformed_hello() -> None:
     proto, counters = _server()
     out = proto.open_stream().receive(codec.HELLO, 0, ["not", "a", "map"])
     assert isinstance(out, HelloRefused) and out.code is Status.INVALID_ARGUMENT
+
+
+def test_server_refuses_hello_metadata_that_takes_too_much_decoded() -> None:
+    """The session keeps its metadata decoded: 16 KiB of empty lists (1 byte each packed) was a
+    megabyte of objects per session, and the detached sessions were charged its packed size."""
+    proto, counters = _server(max_metadata_size=1024)
+    out = proto.open_stream().receive(codec.HELLO, 0, {"v": 1, "md": {"m": [[] for _ in range(1000)]}})
+    assert isinstance(out, HelloRefused) and out.code is Status.RESOURCE_EXHAUSTED
+    assert "decoded" in out.message and counters["hellos_refused"] == 1
+    proto, counters = _server(max_metadata_size=1024)
+    out = proto.open_stream().receive(codec.HELLO, 0, {"v": 1, "md": {"token": "x" * 1000}})
+    assert isinstance(out, HelloAccepted) and counters["hellos_refused"] == 0
 
 
 def test_server_answers_ping_with_pong_and_keeps_the_rtt() -> None:
