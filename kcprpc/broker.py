@@ -13,7 +13,8 @@ import fnmatch
 import logging
 import os
 import time
-from collections import deque
+import zlib
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -281,21 +282,30 @@ MESSAGE_OVERHEAD = 400
 """Bytes :class:`MemoryBroker` charges a kept message besides its frame and its payload's decoded
 estimate: the message object, its position and its place in the queues."""
 
-MEMORY_BROKER_COUNTERS = ("callback_errors", "history_bytes", "history_evicted", "keys")
+MEMORY_BROKER_COUNTERS = ("callback_errors", "history_bytes", "history_evicted", "keys", "keys_forgotten")
 """:class:`MemoryBroker`'s own :meth:`~MemoryBroker.stats`: the subscriber callbacks that raised
 (each logged; the other subscribers still got the message), the bytes its history holds (a
-gauge, at most ``max_history_bytes``), the messages evicted to stay under that bound, and the
-keys it knows (a gauge)."""
+gauge, at most ``max_history_bytes``), the messages evicted to stay under that bound, the keys it
+knows (a gauge), and the idle keys it forgot past ``max_idle_keys``."""
+
+
+_FLOOR_SLOTS = 4096
+
+
+def _slot(key: str) -> int:
+    """The floor slot of a key's name (a stable hash: the same in every run)."""
+    return zlib.crc32(key.encode()) & (_FLOOR_SLOTS - 1)
 
 
 class _Key:
     """One key of a :class:`MemoryBroker`: its sequence, its kept messages (None: none) and their
     policy."""
 
-    __slots__ = ("kept", "seq", "size", "ttl")
+    __slots__ = ("kept", "name", "seq", "size", "ttl")
 
-    def __init__(self, policy: HistoryPolicy) -> None:
-        self.seq = 0
+    def __init__(self, name: str, policy: HistoryPolicy, seq: int) -> None:
+        self.name = name
+        self.seq = seq
         self.kept: deque[BrokerMessage] | None = None
         self.size = policy.size
         self.ttl = policy.ttl
@@ -317,7 +327,9 @@ class MemoryBroker:
     so a later reader counts them in ``missed``. Expired messages are released as the history
     moves past them, not only when their key is read or written. A key whose messages have all
     gone keeps only its sequence number (about 200 bytes), so that its numbering goes on where
-    it was."""
+    it was; past ``max_idle_keys`` such keys without a subscriber, the one idle longest is
+    forgotten (``keys_forgotten``), and a key written again after that numbers on above every
+    number it had (a floor kept per hash of the name, so that no client's offset goes back)."""
 
     stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes", "keys"})
     """The entries of :meth:`stats` that are gauges (``kcprpc.metrics``)."""
@@ -329,17 +341,13 @@ class MemoryBroker:
         history_ttl: float | None = None,
         policies: HistoryPolicies | None = None,
         max_history_bytes: int = 64 * 1024 * 1024,
+        max_idle_keys: int = 65536,
         now: Callable[[], float] = time.monotonic,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        if (
-            isinstance(max_history_bytes, bool)
-            or not isinstance(max_history_bytes, int)
-            or max_history_bytes < 0
-        ):
-            raise UsageError(
-                f"MemoryBroker: max_history_bytes must be an int >= 0, not {max_history_bytes!r}"
-            )
+        for name, v in (("max_history_bytes", max_history_bytes), ("max_idle_keys", max_idle_keys)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UsageError(f"MemoryBroker: {name} must be an int >= 0, not {v!r}")
         self._epoch = int.from_bytes(rng(4), "big") or 1
         self._subs: dict[str, list[BrokerCallback]] = {}
         self._keys: dict[str, _Key] = {}
@@ -356,6 +364,12 @@ class MemoryBroker:
         # when they reach the front, compacted when they outnumber the kept ones)
         self._order: deque[tuple[_Key, BrokerMessage]] = deque()
         self._live = 0  # kept messages in _order
+        self.max_idle_keys = max_idle_keys
+        # keys with nothing kept and no subscriber, the one idle longest first
+        self._idle: OrderedDict[str, None] = OrderedDict()
+        # per hash slot of a name: the highest number a forgotten key of that slot had
+        self._floors = [0] * _FLOOR_SLOTS
+        self._forgotten = 0
 
     @property
     def epoch(self) -> int:
@@ -380,6 +394,7 @@ class MemoryBroker:
         out["history_bytes"] = self._held
         out["history_evicted"] = self._evicted
         out["keys"] = len(self._keys)
+        out["keys_forgotten"] = self._forgotten
         return out
 
     def policy(self, key: str) -> HistoryPolicy:
@@ -391,6 +406,7 @@ class MemoryBroker:
         subs = self._subs.setdefault(key, [])
         if callback not in subs:
             subs.append(callback)
+        self._idle.pop(key, None)
 
     def unsubscribe(self, key: str, callback: BrokerCallback) -> None:
         """Remove a subscriber."""
@@ -399,6 +415,26 @@ class MemoryBroker:
             subs.remove(callback)
             if not subs:
                 del self._subs[key]
+                k = self._keys.get(key)
+                if k is not None and k.kept is None:
+                    self._idled(k)
+
+    def _idled(self, k: _Key) -> None:
+        """``k`` keeps nothing: when nobody is subscribed it is idle, and past ``max_idle_keys``
+        idle keys the one idle longest is forgotten, its number kept in its slot's floor."""
+        name = k.name
+        if name in self._subs:
+            return
+        idle = self._idle
+        idle[name] = None
+        idle.move_to_end(name)
+        while len(idle) > self.max_idle_keys:
+            old, _ = idle.popitem(last=False)
+            gone = self._keys.pop(old)
+            slot = _slot(old)
+            if gone.seq > self._floors[slot]:
+                self._floors[slot] = gone.seq
+            self._forgotten += 1
 
     def live(self, key: str) -> None:
         """Always None: a subscription is live as soon as it is made."""
@@ -410,7 +446,10 @@ class MemoryBroker:
         """Publish without awaiting (in-memory only)."""
         k = self._keys.get(key)
         if k is None:
-            k = self._keys[key] = _Key(self.policy(key))
+            floor = self._floors[_slot(key)] if self._forgotten else 0
+            k = self._keys[key] = _Key(key, self.policy(key), floor)
+        elif self._idle:
+            self._idle.pop(key, None)
         seq = k.seq = k.seq + 1
         msg = BrokerMessage(key, event, payload, seq, self._epoch, delivery)
         if k.size:
@@ -421,6 +460,8 @@ class MemoryBroker:
         stats["delivered"] += len(subs)
         if subs:
             run_callbacks(subs, msg, stats)
+        if k.kept is None:
+            self._idled(k)
         return msg
 
     def _keep(self, k: _Key, msg: BrokerMessage) -> None:
@@ -436,7 +477,8 @@ class MemoryBroker:
         if kept is None:
             kept = k.kept = deque()
         frame = msg.frame()
-        held = msg._held = len(frame) + decoded_size(frame[HEADER_SIZE:], 1 << 30) + MESSAGE_OVERHEAD
+        # the frame twice: a replay caches its REPLAYED copy on the message (replay_frame)
+        held = msg._held = 2 * len(frame) + decoded_size(frame[HEADER_SIZE:], 1 << 30) + MESSAGE_OVERHEAD
         kept.append(msg)
         self._held += held
         order = self._order
@@ -452,6 +494,8 @@ class MemoryBroker:
             elif k0.ttl is None or m0.at > now - k0.ttl:
                 break
             self._drop(k0)  # m0 is its key's oldest kept message
+            if k0.kept is None and k0 is not k:
+                self._idled(k0)
         if len(order) > 2 * self._live + 64:
             self._order = deque(x for x in order if x[1]._held)
 
@@ -480,18 +524,24 @@ class MemoryBroker:
         return self.publish_nowait(key, event, payload, delivery)
 
     def last_seq(self, key: str) -> int:
-        """Last sequence number on ``key`` (0 if none)."""
+        """Last sequence number on ``key`` (0 if none; for a forgotten key, its slot's floor)."""
         k = self._keys.get(key)
-        return k.seq if k is not None else 0
+        if k is not None:
+            return k.seq
+        return self._floors[_slot(key)] if self._forgotten else 0
 
     def history_nowait(self, key: str, since: int | None = None, limit: int | None = None) -> BrokerHistory:
         """:meth:`history` without awaiting (in-memory only)."""
         k = self._keys.get(key)
-        if k is None:
-            return BrokerHistory([], self._epoch, 0, 0)
+        if k is None:  # never written, or forgotten: nothing kept, numbered up to its floor
+            last = self.last_seq(key)
+            missed = last - since if since is not None and 0 <= since < last else 0
+            return BrokerHistory([], self._epoch, last, missed)
         last = k.seq
         if k.kept and k.ttl is not None:
             self._expire(k, self._now())
+            if k.kept is None:
+                self._idled(k)
         kept = k.kept
         if since is None:
             if not kept or limit == 0:

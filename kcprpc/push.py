@@ -512,13 +512,18 @@ class PushHub:
     async def to_room(
         self, room: str, event: Any, *, delivery: Delivery | str | None = None
     ) -> BrokerMessage:
-        """Push a typed event to every member of ``room`` (on every server sharing the broker)."""
+        """Push a typed event to every member of ``room`` (on every server sharing the broker).
+        INVALID_ARGUMENT for an empty name or one longer than ``max_name_length``, as for a join:
+        the broker keeps every name it was given."""
+        self._check_name("room", room)
         return await self._publish(room_key(room), event, delivery)
 
     async def publish(
         self, topic: str, event: Any, *, delivery: Delivery | str | None = None
     ) -> BrokerMessage:
-        """Publish a typed event on ``topic``."""
+        """Publish a typed event on ``topic`` (INVALID_ARGUMENT for an empty name or one longer
+        than ``max_name_length``, as for a subscribe)."""
+        self._check_name("topic", topic)
         return await self._publish(topic_key(topic), event, delivery)
 
     async def _publish(self, key: str, event: Any, delivery: Delivery | str | None) -> BrokerMessage:

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from kcprpc.broker import BrokerMessage, unnumbered
-from kcprpc.broker_support import BrokerBase, run_callbacks, spawn
+from kcprpc.broker import BrokerMessage, run_callbacks, unnumbered
+from kcprpc.broker_support import BrokerBase, spawn
 
 
 def test_a_raising_callback_is_counted_logged_and_the_others_still_run(

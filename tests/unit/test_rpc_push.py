@@ -232,3 +232,20 @@ async def test_a_held_reply_goes_after_reply_hold_s_and_is_counted(monkeypatch: 
         await asyncio.wait_for(p.client.stub(Demo).join(Req(name="lobby")), TIMEOUT)
         assert p.server.stats["replies_hold_timeouts"] == 1
         assert p.client.rooms == {"lobby"}
+
+
+async def test_a_publish_checks_its_name_as_a_join_does() -> None:
+    """The broker keeps every name it is given: an app that publishes to a name its client
+    picked (a channel field) kept a 100,000 character name per publish (an audit)."""
+    from kcprpc import RpcError, Status
+
+    async with pair([Demo()]) as p:
+        for bad in ("", "x" * 257):
+            with pytest.raises(RpcError) as e:
+                await p.server.push.publish(bad, Tick(n=1))
+            assert e.value.status is Status.INVALID_ARGUMENT and "topic name" in e.value.message
+            with pytest.raises(RpcError) as e:
+                await p.server.push.to_room(bad, Tick(n=1))
+            assert e.value.status is Status.INVALID_ARGUMENT and "room name" in e.value.message
+        assert p.server.push.broker.stats()["published"] == 0
+        assert (await p.server.push.publish("x" * 256, Tick(n=1))).seq == 1
