@@ -408,6 +408,13 @@ class Server:
         if self.resumable.waiting(session):
             await self._gone(session)
 
+    def detached_grew(self, session: ServerSession) -> None:
+        """A detached ``session`` holds more (events sent to it): charge it against
+        ``max_detached_bytes``, ending the detached sessions evicted past it."""
+        for old in self.resumable.recharge(session):
+            self.stats["detached_evicted"] += 1
+            spawn(self.tasks, self._gone(old))
+
     @property
     def detached_sessions(self) -> int:
         """Sessions kept for a resume now."""

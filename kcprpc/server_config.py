@@ -93,6 +93,13 @@ class ServerConfig(ReceiveSettings):
     """Sessions kept for a resume at once (per process); past it the one detached longest ago is
     gone at once (``detached_evicted``). 0: no resume."""
     max_detached_bytes: int = 32 * 1024 * 1024
+    detached_send_buffer: int = 64 * 1024
+    """Bytes of reliable events sent to one session (``session.send``, a reliable tick-room state)
+    while it is detached, held for its resume and sent right after its WELCOME; they count in
+    ``max_detached_bytes``. Past it the session is gone (its client's resume fails with
+    ``SessionExpired``: nothing it was sent is lost without its knowing). Unreliable ones are
+    dropped (``unreliable_dropped``). Rooms and topics need none of this: their messages are
+    replayed from the broker's history."""
     """Memory the sessions kept for a resume may hold at once (per process), estimated per session
     as :data:`kcprpc.session_table.DETACHED_BASE` plus its metadata, presence info and room and
     topic names (``session.state`` is the application's to keep small); past it the ones detached
@@ -150,6 +157,7 @@ class ServerConfig(ReceiveSettings):
             or self.max_metadata_size <= 0
             or self.max_detached_sessions < 0
             or self.max_detached_bytes < 0
+            or self.detached_send_buffer < 0
         ):
             raise UsageError("limits must be positive")
         if self.max_history_fetch <= 0 or self.recovery_buffer < 0:

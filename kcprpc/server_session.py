@@ -99,6 +99,7 @@ class ServerSession:
         "__dict__",
         "__weakref__",
         "_drop_unreliable_at",
+        "_held_events",
         "_lw_epoch",
         "_lw_seq",
         "_pump",
@@ -109,6 +110,7 @@ class ServerSession:
         "control",
         "detached",
         "expiry",
+        "held_events_bytes",
         "id",
         "lanes",
         "last_receive",
@@ -201,6 +203,9 @@ class ServerSession:
         )
         # send lanes (docs/rpc.md, "Latest-wins and priorities"): made on first use
         self.lanes: SendLanes | None = None
+        # reliable events sent while detached, for the resume (hold); past the buffer: None
+        self._held_events: list[bytes] | None = None
+        self.held_events_bytes = 0
         self._pump: asyncio.Handle | None = None
         self._lw_seq = 0  # keyed events sent to this session only: their order
         self._lw_epoch = int.from_bytes(os.urandom(4), "big") >> 1  # ... within this session
@@ -266,12 +271,51 @@ class ServerSession:
     def send_frame(self, frame: bytes, unreliable: bool = False) -> None:
         """Queue a frame on the control stream. An ``unreliable`` frame (an unreliable event too big
         for a datagram) is dropped and counted instead while much is already waiting for this
-        client (more than ``max_send_backlog // 8``): it is never worth queueing behind a backlog."""
+        client (more than ``max_send_backlog // 8``): it is never worth queueing behind a backlog.
+        While the session is detached a reliable frame is held for its resume (:meth:`hold`)."""
         if self.control is not None:
             if unreliable and self.send_backlog > self._drop_unreliable_at:
                 self.server.stats["unreliable_dropped"] += 1
                 return
             self.control.send(frame)
+        elif self.detached:
+            self.hold(frame, unreliable)
+
+    def hold(self, frame: bytes, unreliable: bool) -> None:
+        """An event frame for this detached session: a reliable one is held for its resume (sent
+        after its WELCOME), an unreliable one dropped (``unreliable_dropped``). Past
+        ``ServerConfig.detached_send_buffer`` bytes the session is gone: its client's resume then
+        fails with ``SessionExpired``, so it knows it missed something (before, such events were
+        dropped and counted as sent)."""
+        server = self.server
+        if unreliable:
+            server.stats["unreliable_dropped"] += 1
+            return
+        held = self._held_events
+        if held is None:
+            if self.held_events_bytes:  # over the buffer already: the session is being ended
+                return
+            held = self._held_events = []
+        n = self.held_events_bytes + len(frame)
+        if n > server.config.detached_send_buffer:
+            server.stats["detached_events_overflowed"] += 1
+            self._held_events = None
+            self.held_events_bytes = n
+            spawn(server.tasks, server.end_detached(self))
+            return
+        held.append(frame)
+        self.held_events_bytes = n
+        server.stats["detached_events_held"] += 1
+        server.detached_grew(self)
+
+    def send_held(self) -> None:
+        """After a resume's WELCOME: send what was held for this session while it was detached."""
+        held, self._held_events = self._held_events, None
+        self.held_events_bytes = 0
+        control = self.control
+        if held and control is not None:
+            for frame in held:
+                control.send(frame)
 
     # -- the send bounds --
     def check_send(self) -> None:
@@ -376,7 +420,8 @@ class ServerSession:
         default to what the event type declares (``@event(key=..., lane=...)``); with neither, the
         event is sent at once, as before (docs/rpc.md, "Latest-wins and priorities")."""
         name, default, adapter = event_info(type(event))
-        self.server.stats["events_sent"] += 1
+        if self.control is not None:  # (detached: held for the resume, counted there)
+            self.server.stats["events_sent"] += 1
         decl = event_send(name)
         if decl is None and key is None and lane is None:  # the default path, as before
             frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
@@ -411,6 +456,8 @@ class ServerSession:
         bytes for this client. A full lane ends this session as a slow consumer (an unreliable
         frame may be refused instead: ``"refuse"``)."""
         if self.closed or self.control is None:
+            if self.detached:
+                self.hold(frame, unreliable)
             return
         lanes = self.lanes
         if lanes is None:
@@ -691,6 +738,10 @@ class ServerHost(Protocol):
 
     async def end_detached(self, session: ServerSession) -> None:
         """A detached ``session`` is gone now (out of its rooms and topics, ``on_disconnect``)."""
+
+    def detached_grew(self, session: ServerSession) -> None:
+        """A detached ``session`` holds more (events sent to it): charge it against
+        ``max_detached_bytes``, ending the detached sessions evicted past it."""
 
     async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
         """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed

@@ -49,7 +49,13 @@ def detached_cost(session: ServerSession) -> int:
     """What ``session`` is charged against ``max_detached_bytes`` while it is detached: its
     metadata and presence info as they are held (decoded estimates, not their packed size)."""
     names = sum(len(r) for r in session.rooms) + sum(len(t) for t in session.topics)
-    return DETACHED_BASE + _held(session.metadata) + _held(session.presence) + 2 * names
+    return (
+        DETACHED_BASE
+        + _held(session.metadata)
+        + _held(session.presence)
+        + 2 * names
+        + session.held_events_bytes
+    )
 
 
 def _held(value: Any) -> int:
@@ -69,6 +75,8 @@ RESUME_COUNTERS: Final = (
     "sessions_expired",  # ... and gone when their window ended (or was set to 0)
     "resumes_refused",  # resume claims refused: malformed, unknown sid, bad proof, identity, on_resume
     "detached_evicted",  # detached sessions gone at once past max_detached_sessions
+    "detached_events_held",  # reliable events sent to detached sessions, held for their resume
+    "detached_events_overflowed",  # detached sessions gone: sent more than detached_send_buffer
 )
 
 
@@ -171,6 +179,18 @@ class ResumeTable:
             oldest = next(iter(mine.values()))
             self.forget(oldest)
             evicted.append(oldest)
+        return self._evict(evicted)
+
+    def recharge(self, session: ServerSession) -> list[ServerSession]:
+        """A detached ``session`` holds more now (events sent to it): charge it again; returns
+        the sessions evicted past the bounds (the caller ends them)."""
+        if not self.waiting(session):
+            return []
+        self._keep(session)
+        return self._evict([])
+
+    def _evict(self, evicted: list[ServerSession]) -> list[ServerSession]:
+        cfg = self.config
         while len(self.detached) > cfg.max_detached_sessions or (
             self.detached_bytes > cfg.max_detached_bytes and self.detached
         ):

@@ -445,6 +445,54 @@ async def test_max_detached_bytes_evicts_the_oldest_and_charges_metadata() -> No
     assert server.resumable.detached_bytes == 0
 
 
+async def test_events_sent_to_a_detached_session_reach_it_when_it_resumes() -> None:
+    """``session.send`` to a session kept for a resume was dropped and counted as sent (an
+    audit): the client resumed and never knew. Now reliable events are held for the resume and
+    sent right after its WELCOME, in order; past ``detached_send_buffer`` the session is gone,
+    and the client's resume fails with SessionExpired, so it knows."""
+    hooks = Hooks()
+    sessions: list[kcprpc.ServerSession] = []
+    async with pair([Demo()], client_config=FAST, **hooks.kwargs(on_connect=sessions.append)) as p:
+        got: list[int] = []
+        expired: list[kcprpc.SessionExpired] = []
+        p.client.on(Tick, lambda t: got.append(t.n))
+        p.client.on(kcprpc.SessionExpired, expired.append)
+        sess = sessions[0]
+        sess.send(Tick(n=0))
+        await p.client.health()  # delivered before the connection drops
+
+        async def while_down() -> None:
+            await hooks.wait_for("on_detach", sess.id)
+            for n in (1, 2, 3):
+                sess.send(Tick(n=n))
+            sess.send(Tick(n=99), delivery="unreliable")  # dropped, counted
+            assert p.server.stats["detached_events_held"] == 3
+            assert p.server.stats["unreliable_dropped"] == 1
+
+        await reconnect_after(p, while_down)
+        sess.send(Tick(n=4))
+        await p.client.health()
+        assert got == [0, 1, 2, 3, 4] and expired == [] and p.client.resumes == 1
+    sessions.clear()
+    cfg = ServerConfig(detached_send_buffer=200)
+    async with pair(
+        [Demo()], client_config=FAST, server_config=cfg, **hooks.kwargs(on_connect=sessions.append)
+    ) as p:
+        p.client.on(kcprpc.SessionExpired, expired.append)
+        sess = sessions[0]
+
+        async def overflow() -> None:
+            await hooks.wait_for("on_detach", sess.id)
+            for n in range(20):  # about 30 bytes each
+                sess.send(Tick(n=n))
+            await hooks.wait_for("on_disconnect", sess.id)
+
+        await reconnect_after(p, overflow)
+        await p.client.health()
+        assert p.server.stats["detached_events_overflowed"] == 1 and len(expired) == 1
+        assert p.client.resumes == 0 and p.client.session_id != sess.id
+
+
 async def test_shutdown_ends_every_detached_session() -> None:
     hooks = Hooks()
     server = await served(hooks)
