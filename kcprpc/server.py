@@ -192,6 +192,7 @@ class Server:
             "notifications_dropped": 0,  # malformed, unknown, invalid, or over max_concurrent_notifications
             "notifications_refused": 0,  # an interceptor or the handler raised RpcError
             "notifications_failed": 0,  # the handler raised something else (logged)
+            "notifications_cancelled": 0,  # handlers still running when shutdown's grace ended
             "events_sent": 0,
             "bad_frames": 0,
             "path_changes": 0,  # secure mode: a client moved to a new address (NAT rebinding, new network)
@@ -237,6 +238,7 @@ class Server:
             self.add_service(svc)
         self._closing = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._notifies: set[asyncio.Future[Any]] = set()  # notify handlers running (also in tasks)
         self._listener: RpcListener | None = None
         self.listeners: list[ServerListener] = []
         """The listeners added with :meth:`add_listener` (the KCP listener is not one of them)."""
@@ -619,7 +621,9 @@ class Server:
         self.stats["notifications"] += 1
         ctx = ServerContext(spec, frame.metadata or {}, sess, None, None)
         ctx.request = req
-        spawn(self.tasks, self._run_notify(ctx, handler, req))
+        t = spawn(self.tasks, self._run_notify(ctx, handler, req))
+        self._notifies.add(t)
+        t.add_done_callback(self._notifies.discard)
 
     def through_interceptors(
         self, ctx: ServerContext, handler: Callable[..., Any], req: Any
@@ -640,6 +644,9 @@ class Server:
         except Exception:
             self.stats["notifications_failed"] += 1
             _bug_log.exception(ctx.method, "notify handler %s failed", ctx.method)
+        except asyncio.CancelledError:  # the shutdown's grace ended before it did
+            self.stats["notifications_cancelled"] += 1
+            raise
         finally:
             ctx.session.protocol.notify_done()
 
@@ -743,7 +750,12 @@ class Server:
             s.send_frame(s.protocol.goaway(Status.UNAVAILABLE, "server shutting down"))
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
-        calls = [c.task for s in self.sessions for c in s.calls if c.task is not None]
+        # in-flight calls and the notify handlers accepted (a reliable notify was acknowledged to
+        # its client) finish within the grace; what is left is cancelled and counted
+        calls: list[asyncio.Future[Any]] = [
+            c.task for s in self.sessions for c in s.calls if c.task is not None
+        ]
+        calls += self._notifies
         if calls:
             await asyncio.wait(calls, timeout=max(0.0, end - loop.time()))
         for s in list(self.sessions):
