@@ -231,3 +231,31 @@ async def test_testing_pair_over_kcp_uses_the_servers_wire_settings() -> None:
         with pytest.raises(UsageError, match="secure-mode"):
             p.client.rebind()
         assert p.server.public_key is None
+
+
+async def test_an_async_path_change_hook_runs_once_at_a_time_per_session() -> None:
+    """Each authenticated datagram from a new address is a path change, and an async
+    ``on_path_change`` made one task per change, without bound (an audit: 301 tasks in 1.5 s
+    from a client that hopped ports). While a session's hook still runs, later changes skip it
+    (``path_hooks_skipped``); the counters still count every move."""
+    gate = asyncio.Event()
+    running: list[Any] = []
+
+    async def hook(sess: Any, old: Any, new: Any) -> None:
+        running.append(new)
+        await gate.wait()
+
+    server = kcprpc.Server([Demo(Probe())], "127.0.0.1", 0, key=KEY, on_path_change=hook)
+    host, port = await server.start()
+    async with server, kcprpc.Client(lambda: dial(host, port, Transport(SecureWire(key=KEY)))) as client:
+        d = client.stub(Demo, timeout=TIMEOUT)
+        for i in range(20):
+            client.rebind()
+            assert (await d.hello(Req(name=str(i)))).text == f"hello {i}"
+        assert server.stats["path_changes"] == 20 and len(running) == 1
+        assert server.stats["path_hooks_skipped"] == 19
+        gate.set()
+        await asyncio.sleep(0)
+        client.rebind()
+        await d.hello(Req(name="again"))
+        assert len(running) == 2  # the hook is free again
