@@ -126,6 +126,7 @@ class PrefixLimiter:
         buckets = self._buckets
         b = buckets.get(key)
         if b is None:
+            self.prune(now)  # a new network: the table lets go of those whose buckets refilled
             while len(buckets) >= self.max_prefixes:
                 buckets.popitem(last=False)
             b = buckets[key] = TokenBucket(self.rate, self.burst, now)
@@ -144,14 +145,16 @@ class PrefixLimiter:
             b.charge(n, now)
 
     def prune(self, now: int) -> None:
-        """Drop the buckets that have refilled since they were last used."""
+        """Drop the buckets, least recently used first, that are full again (one in debt after
+        :meth:`charge` stays until it is paid back): forgetting them changes nothing."""
         buckets = self._buckets
         if not buckets or self.rate <= 0:
             return
-        full_ms = self.burst * 1000.0 / self.rate
+        per_ms = self.rate / 1000.0
+        burst = self.burst
         while buckets:
             key, b = next(iter(buckets.items()))
-            if now - b.last < full_ms:
+            if b.tokens + (now - b.last) * per_ms < burst:
                 break
             del buckets[key]
 
