@@ -580,6 +580,7 @@ class Client:
         from kcprpc.push_service import PushService, SubscribeRequest
 
         self.topics.discard(topic)
+        self.subscriptions.forget("topic:" + topic)
         await self._unary(
             service_spec(PushService).methods["Unsubscribe"], SubscribeRequest(topic=topic), None, None, None
         )

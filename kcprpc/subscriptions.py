@@ -120,6 +120,13 @@ class Subscriptions:
             self.rooms.add(room)
         else:
             self.rooms.discard(room)
+            self.forget("room:" + room)
+
+    def forget(self, key: str) -> None:
+        """This client left ``key`` (a room, or a topic it unsubscribed from): its offsets go (a
+        client that went through many rooms kept every one's for good)."""
+        self.offsets.pop(key, None)
+        self._latest.pop(key, None)
 
     def position(self, key: str) -> Position | None:
         """The position of the last stream event received on ``key`` (or the one the server

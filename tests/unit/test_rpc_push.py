@@ -249,3 +249,18 @@ async def test_a_publish_checks_its_name_as_a_join_does() -> None:
             assert e.value.status is Status.INVALID_ARGUMENT and "room name" in e.value.message
         assert p.server.push.broker.stats()["published"] == 0
         assert (await p.server.push.publish("x" * 256, Tick(n=1))).seq == 1
+
+
+async def test_the_client_forgets_the_offsets_of_what_it_left() -> None:
+    """A client that went through many rooms and topics kept every one's offset for good."""
+    async with pair([Demo()]) as p:
+        await p.client.stub(Demo).join(Req(name="r"))
+        await p.client.subscribe("t")
+        await p.server.push.to_room("r", Tick(n=1))
+        await p.server.push.publish("t", Tick(n=2))
+        await p.client.health()
+        assert set(p.client.topic_offsets) == {"room:r", "topic:t"}
+        await p.client.stub(Demo).leave(Req(name="r"))
+        await p.client.unsubscribe("t")
+        await p.client.health()
+        assert p.client.topic_offsets == {} and p.client.rooms == set()
