@@ -28,6 +28,7 @@ from kcprpc.status import Status
 
 __all__ = [
     "BROKER_COUNTERS",
+    "GAP_EVENT",
     "MEMORY_BROKER_COUNTERS",
     "MESSAGE_OVERHEAD",
     "REPLAYED",
@@ -41,6 +42,7 @@ __all__ = [
     "KeyNames",
     "MemoryBroker",
     "Position",
+    "gap_report",
     "policy_of",
     "room_key",
     "run_callbacks",
@@ -634,6 +636,20 @@ def room_key(room: str) -> str:
 def topic_key(topic: str) -> str:
     """Broker key of a topic."""
     return "topic:" + topic
+
+
+GAP_EVENT = "kcprpc.Recovered"
+"""The event of :func:`gap_report` (:class:`kcprpc.Recovered`'s wire name)."""
+
+
+def gap_report(key: str, epoch: int, missed: int, offset: int) -> BrokerMessage:
+    """What a broker across processes hands the subscribers of ``key`` when its live delivery had
+    a gap that the history no longer held (``missed`` messages; ``offset``: where delivery goes
+    on): an unnumbered ``kcprpc.Recovered`` (``recovered=False``), which the server sends to
+    every member, so that each client learns what it lost, as after a recovery that could not
+    replay everything (before, only the broker's ``lost`` / ``gap_lost`` counted it)."""
+    payload = {"key": key, "recovered": False, "replayed": 0, "missed": missed, "position": [epoch, offset]}
+    return unnumbered(key, GAP_EVENT, payload)
 
 
 def unnumbered(key: str, event: str, payload: Any, delivery: Delivery = Delivery.RELIABLE) -> BrokerMessage:

@@ -51,6 +51,7 @@ from kcprpc.broker import (
     BrokerUnavailable,
     HistoryPolicies,
     HistoryPolicy,
+    gap_report,
     policy_of,
     run_callbacks,
     unnumbered,
@@ -802,6 +803,7 @@ class NatsBroker(BrokerBase):
                 if h.missed:
                     self._stats["gap_lost"] += h.missed
                     sub.last += h.missed
+                    run_callbacks(sub.callbacks, gap_report(key, h.epoch, h.missed, sub.last), self._stats)
                 for m in h.messages:
                     if m.seq > sub.last:
                         sub.last = m.seq

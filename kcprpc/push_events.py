@@ -75,7 +75,9 @@ class ResumeFailed(BaseModel):
 @event("kcprpc.Recovered")
 class Recovered(BaseModel, KeyNames):
     """Raised on the client (a local event) for each room and topic recovered after a reconnect,
-    and for a ``client.subscribe(topic, since=...)``, once the replayed events were handled.
+    and for a ``client.subscribe(topic, since=...)``, once the replayed events were handled. The
+    server also pushes one (``recovered=False``) when a broker across processes could not fill a
+    gap in a key's live delivery from its history: ``missed`` messages are gone.
 
     ``recovered``: every message after the client's position was replayed (nothing lost).
     ``replayed``: how many were. ``missed``: how many the history no longer held (its size or

@@ -45,6 +45,7 @@ from kcprpc.broker import (
     HistoryPolicies,
     HistoryPolicy,
     Position,
+    gap_report,
     policy_of,
     run_callbacks,
     unnumbered,
@@ -870,6 +871,8 @@ class RedisBroker(BrokerBase):
                     hist = await self._history(key, 0, None)
                 elif hist.missed:
                     self._stats["lost"] += hist.missed
+                    at = hist.messages[0].seq - 1 if hist.messages else hist.last
+                    run_callbacks(s.callbacks, gap_report(key, hist.epoch, hist.missed, at), self._stats)
                 if s.last is None and ref is not None and hist.epoch == ref.epoch:
                     s.last = ref  # the base: what was before it is not this subscription's
                 for m in hist.messages:

@@ -12,7 +12,15 @@ import pytest
 from broker_helpers import Got
 from conftest import Brokers
 
-from kcprpc.broker import Broker, BrokerHistory, BrokerMessage, BrokerUnavailable, HistoryPolicy, Position
+from kcprpc.broker import (
+    GAP_EVENT,
+    Broker,
+    BrokerHistory,
+    BrokerMessage,
+    BrokerUnavailable,
+    HistoryPolicy,
+    Position,
+)
 from kcprpc.codec import HEADER_SIZE
 from kcprpc.service import Delivery
 
@@ -308,6 +316,31 @@ async def test_a_cut_subscription_is_resubscribed_and_its_gap_filled_from_histor
     await broker.until(lambda: len(got.msgs) >= 31, "the one after")
     assert got.seqs == list(range(1, 32)) and got.ns == list(range(1, 32))
     assert a.stats()["reconnects"] >= 1
+
+
+@pytest.mark.needs("nodes", "cut")
+async def test_a_gap_the_history_no_longer_holds_is_reported_to_the_subscribers(broker: Brokers) -> None:
+    """A subscription cut while more was published than the history holds: the messages it
+    missed are gone. Only the broker counted them (``lost`` / ``gap_lost``) and delivery went on
+    past the hole; now the subscribers get an unnumbered ``kcprpc.Recovered`` (recovered False,
+    missed N) in order before the rest, which the server sends on to every member."""
+    a = await broker(history=5)
+    b = await broker.node(a, history=5)
+    got = Got()
+    await live(a, KEY, got)
+    await fill(b, KEY, 2)
+    await broker.until(lambda: len(got.msgs) == 2, "the first two")
+    await broker.backend.cut(a)
+    await fill(b, KEY, 20, start=3)  # 3..22 while a is away: the history keeps 18..22
+    await broker.until(lambda: any(m.seq == 22 for m in got.msgs), "the last one")
+    reports = [m for m in got.msgs if m.event == GAP_EVENT]
+    assert len(reports) == 1 and reports[0].seq == 0
+    rep = reports[0].payload
+    assert rep["key"] == KEY and rep["recovered"] is False and rep["missed"] == 15
+    assert rep["position"] == [b.epoch, 17]
+    numbered = [m.seq for m in got.msgs if m.seq]
+    assert numbered == [1, 2, 18, 19, 20, 21, 22]
+    assert got.msgs.index(reports[0]) == 2  # in order: before what comes after the hole
 
 
 @pytest.mark.needs("nodes", "restart")
