@@ -30,6 +30,7 @@ from kcp.logutil import RateLimitedLog
 from kcprpc.push import membership_bytes
 from kcprpc.receive import ReceiveTotal
 from kcprpc.server_session import ServerHost, ServerSession
+from kcprpc.transport import spawn
 
 T = TypeVar("T")
 
@@ -127,12 +128,14 @@ class ProcessBounds:
             self._soon("memberships")
 
     def _shed_memberships(self) -> None:
-        """End the live sessions in the most rooms and topics; each leaves them at once. (Detached
-        sessions keep theirs under ``max_detached_bytes``.)"""
+        """End the sessions in the most rooms and topics, live or kept for a resume; each leaves
+        them at once. (Before, only live ones: a client that filled the bound with sessions it
+        then abandoned, which keep their rooms while detached, had honest players shed.)"""
         server = self.server
         cap = server.config.max_membership_bytes
         hub = server.push
         sized = [(membership_bytes(s), s) for s in server.sessions if not s.closed]
+        sized += [(membership_bytes(s), s) for s in server.kept_sessions()]
         shed = shed_largest(sized, hub.held, cap)
         if not shed and hub.held > cap:
             # the rooms and topics themselves (and the sessions kept for a resume) are over the
@@ -149,6 +152,11 @@ class ProcessBounds:
             return
         self._memberships_quiet = 0
         for h, s in shed:
+            if s.detached:  # kept for a resume: gone now, its rooms and topics at once
+                server.stats["memberships_shed"] += 1
+                hub.drop(s)
+                spawn(server.tasks, server.end_detached(s))
+                continue
             s.end_exhausted(
                 "memberships_shed",
                 "memberships",

@@ -412,6 +412,10 @@ class Server:
         if self.resumable.waiting(session):
             await self._gone(session)
 
+    def kept_sessions(self) -> Iterable[ServerSession]:
+        """The sessions kept for a resume now (detached)."""
+        return self.resumable.detached.values()
+
     def detached_grew(self, session: ServerSession) -> None:
         """A detached ``session`` holds more (events sent to it): charge it against
         ``max_detached_bytes``, ending the detached sessions evicted past it."""

@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 from kcp.logutil import RateLimitedLog
@@ -738,6 +738,9 @@ class ServerHost(Protocol):
 
     async def end_detached(self, session: ServerSession) -> None:
         """A detached ``session`` is gone now (out of its rooms and topics, ``on_disconnect``)."""
+
+    def kept_sessions(self) -> Iterable[ServerSession]:
+        """The sessions kept for a resume now (detached)."""
 
     def detached_grew(self, session: ServerSession) -> None:
         """A detached ``session`` holds more (events sent to it): charge it against

@@ -142,3 +142,30 @@ async def test_sessions_within_their_allowance_are_never_shed(caplog: pytest.Log
         assert p.server.stats["memberships_shed"] == 0 and all(cl.connected for cl in clients)
         for cl in clients:
             await cl.close()
+
+
+async def test_sessions_kept_for_a_resume_are_shed_too() -> None:
+    """A client that fills most of the bound and then drops its connection keeps its topics
+    while its session waits for a resume. Only live sessions were candidates, so an honest client
+    that then passed the bound was shed in its place (an audit). Now the kept session, the one in
+    the most, goes: gone for good, out of its topics at once."""
+    cfg = ServerConfig(max_membership_bytes=300 * 1024)
+    async with pair([Lobby()], link="mux", server_config=cfg) as p:
+        hub = p.server.push
+        honest = p.client
+        hostile = Client(p.connector)  # the pair's current connection
+        await hostile.connect()
+        for j in range(150):
+            await hostile.subscribe(f"mine-{j:04d}-" + "x" * 200)
+        hostile_id = hostile.session_id
+        p.refuse = True
+        await p.drop()  # the hostile session is detached, its topics kept
+        async with asyncio.timeout(TIMEOUT):
+            while not p.server.detached_sessions:
+                await asyncio.sleep(0.01)
+        for j in range(100):
+            await honest.subscribe(f"feed-{j:04d}-" + "y" * 200)
+        assert p.server.stats["memberships_shed"] == 1 and honest.connected
+        assert hub.held <= 300 * 1024 and p.server.detached_sessions == 0
+        assert all(s.id != hostile_id for s in p.server.sessions)
+        await hostile.close()
