@@ -64,6 +64,7 @@ class Listener:
         admission: AdmissionConfig | None = None,
         gc: GcPolicy | None = None,
         max_sessions_per_address: int | None = None,
+        sources: SourceTally | None = None,
     ) -> None:
         self._ep = ep
         self._loop = ep.loop
@@ -81,8 +82,11 @@ class Listener:
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         self._admission_config = admission or AdmissionConfig()
         exempt = exempt_networks(wire, self._admission_config.exempt)
-        self._sources = SourceTally(address_keys(exempt), max_sessions_per_address)
-        """Sessions per IPv4 address or IPv6 /64, against ``max_sessions_per_address``."""
+        self._sources = (
+            sources if sources is not None else SourceTally(address_keys(exempt), max_sessions_per_address)
+        )
+        """Sessions per IPv4 address or IPv6 /64, against ``max_sessions_per_address`` (or a
+        tally the caller shares with its other listeners: ``sources``)."""
         self._demux: Demux
         self._secure: SecureDemux | None = None
         if isinstance(wire, CompatWire):
@@ -378,6 +382,7 @@ async def listen(
     rng: Callable[[int], bytes] = os.urandom,
     gc: GcPolicy | None = GcPolicy(),  # noqa: B008 - frozen, validated once
     sock: socket.socket | None = None,
+    sources: SourceTally | None = None,
 ) -> Listener:
     """Listen for KCP sessions on ``host:port`` (kcp-go's ``ListenWithOptions``).
 
@@ -409,6 +414,8 @@ async def listen(
     ``sock``: serve on this bound UDP socket instead of opening one (``host``, ``port`` and
     ``io.reuse_port`` are then unused): a worker's socket of a reuseport group
     (:func:`kcp.reuseport.open_reuseport_group`). The listener owns it from here and closes it.
+    ``sources``: the tally of sessions per address to count against, shared with the caller's
+    other listeners (its cap stands for ``max_sessions_per_address``); None: the listener's own.
     """
     wire = check_wire(wire)
     if max_sessions < 1 or backlog < 1:
@@ -443,6 +450,7 @@ async def listen(
             admission=admission,
             gc=gc,
             max_sessions_per_address=max_sessions_per_address,
+            sources=sources,
         )
     except BaseException:
         ep.close()

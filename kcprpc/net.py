@@ -32,6 +32,7 @@ from kcprpc.transport_events import (
 if TYPE_CHECKING:
     from kcp.gcpolicy import GcPolicy
     from kcp.listener import Listener
+    from kcp.ratelimit import SourceTally
     from kcp.session import KCPSession
 
 
@@ -436,12 +437,14 @@ async def listen(
     sock: socket.socket | None = None,
     max_sessions: int = 16384,
     max_sessions_per_address: int | None = 256,
+    sources: SourceTally | None = None,
 ) -> RpcListener:
     """Listen for KCP sessions on ``host:port``: ``transport`` as
     :func:`kcprpc.config.effective_transport` completes it, its parts passed down unchanged;
     ``gc``: the listener's garbage-collector tuning (:class:`kcp.GcPolicy`, None: off); ``sock``:
     a bound UDP socket to serve on instead (a worker's, ``kcprpc.workers``); ``max_sessions`` and
-    ``max_sessions_per_address``: the session table's bounds (:func:`kcp.listen`)."""
+    ``max_sessions_per_address``: the session table's bounds (:func:`kcp.listen`); ``sources``:
+    a tally of connections per address shared with other listeners (``Server.connection_sources``)."""
     import kcp
 
     run = effective_transport(transport, side="server")
@@ -456,6 +459,7 @@ async def listen(
             sock=sock,
             max_sessions=max_sessions,
             max_sessions_per_address=max_sessions_per_address,
+            sources=sources,
         )
     except kcp.KCPUsageError as e:
         raise UsageError(str(e)) from None

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from kcp.config import exempt_networks
 from kcp.logutil import RateLimitedLog
-from kcp.ratelimit import address_keys
+from kcp.ratelimit import SourceTally, address_keys
 from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
@@ -228,6 +228,9 @@ class Server:
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
         self.resumable = ResumeTable(self.config, self.stats, keys=self.source_keys)
+        self.connection_sources = SourceTally(self.source_keys, self.config.max_connections_per_address)
+        """Connections per IPv4 address or IPv6 /64 on every transport of this server together
+        (KCP, WebSocket, WebTransport), against ``max_connections_per_address``."""
         """Sessions that may be resumed: tokens, and the detached ones (``kcprpc.session_table``)."""
         self._keeper = SessionKeeper(self, self.resumable, self._end_connection, self._gone)
         self._methods: dict[str, tuple[MethodSpec, Callable[..., Any]]] = {}
@@ -695,6 +698,7 @@ class Server:
             sock=sock,
             max_sessions=cfg.max_connections,
             max_sessions_per_address=cfg.max_connections_per_address,
+            sources=self.connection_sources,
         )
         self.address = self._listener.address
         if self.lifespan is not None:  # the app's startup: bound, not yet accepting

@@ -29,7 +29,8 @@ class ServerConfig(ReceiveSettings):
     """KCP connections at once (per process; the listener's session table). Past it a new one is
     refused (secure mode: SERVER_BUSY, which the client's connect raises as UNAVAILABLE)."""
     max_connections_per_address: int | None = 256
-    """What one IPv4 address or IPv6 /64 may hold of ``max_connections``, so that one client that
+    """What one IPv4 address or IPv6 /64 may hold of ``max_connections`` and of the web listeners'
+    connections, all transports together (``Server.connection_sources``), so that one client that
     holds the key cannot fill the table for everyone else (``dropped_address_full`` in the
     listener's stats). Loopback is exempt (``SecureConfig.exempt``). None: no limit. Raise it for
     players behind a carrier NAT that puts more than this many of them on one address."""

@@ -130,10 +130,10 @@ class WebListenerBase:
             self.authorize = server.transport.wire.authorize
         self.draining = False
         self._rlog = RateLimitedLog(log)
-        self.sources = SourceTally(server.source_keys, server.config.max_connections_per_address)
-        """Connections per IPv4 address or IPv6 /64 (``ServerConfig.max_connections_per_address``;
-        a proxy forwards from its own address: loopback is exempt, another one belongs in
-        ``SecureConfig.exempt``)."""
+        self.sources: SourceTally = server.connection_sources
+        """Connections per IPv4 address or IPv6 /64, the server's over all its transports
+        (``ServerConfig.max_connections_per_address``; a proxy forwards from its own address:
+        loopback is exempt, another one belongs in ``SecureConfig.exempt``)."""
 
     # -- counting ----------------------------------------------------------------------------------
 

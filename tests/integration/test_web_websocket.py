@@ -482,6 +482,39 @@ async def test_connections_past_the_cap_per_address_are_closed_before_open() -> 
         await server.shutdown()
 
 
+async def test_the_cap_per_address_counts_the_connections_of_every_transport_together() -> None:
+    """One address held ``max_connections_per_address`` on KCP, as many again on WebSocket (and on
+    WebTransport): each listener had its own tally. Now the server's one tally
+    (``Server.connection_sources``) counts them all (127.0.0.1 is not exempt here)."""
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    server = kcprpc.Server(
+        [Demo()],
+        "127.0.0.1",
+        0,
+        transport=kcprpc.Transport(wire),
+        config=kcprpc.ServerConfig(max_connections_per_address=1),
+    )
+    try:
+        host, port = await server.start()
+        lst = await listen_websocket(server, "127.0.0.1", 0, WebSocketOptions())
+        url = f"ws://127.0.0.1:{lst.address[1]}/kcprpc"
+        kcp_client = await kcprpc.connect(host, port, transport=kcprpc.Transport(wire))
+        await kcp_client.stub(Demo, timeout=TIMEOUT).whoami()
+        assert len(server.connection_sources) == 1 and lst.sources is server.connection_sources
+        async with ws_connect(url, subprotocols=["kcprpc.v1"]) as ws:  # type: ignore[list-item]
+            assert await closed_with(ws) == 1013  # the address's one is taken, on KCP
+        assert lst.counters["refused_address_full"] == 1
+        await kcp_client.close()
+        await until(lambda: len(server.connection_sources) == 0, TIMEOUT)
+        async with connect_websocket(url) as web:
+            await web.stub(Demo, timeout=TIMEOUT).whoami()
+            with pytest.raises(RpcError) as e:  # and now the KCP side is the one refused
+                await kcprpc.connect(host, port, transport=kcprpc.Transport(wire))
+            assert e.value.status is Status.UNAVAILABLE
+    finally:
+        await server.shutdown()
+
+
 @pytest.mark.parametrize("bound", ["per-address", "in-all"])
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
 async def test_tcp_connections_that_never_finish_their_request_are_bounded(
