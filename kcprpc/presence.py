@@ -29,6 +29,7 @@ from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import RpcError, UsageError
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
 
@@ -54,6 +55,10 @@ PRESENCE_COUNTERS = (
 """The counters presence keeps in ``server.stats``."""
 
 _REPLY_SLACK = 1024  # bytes of a member list besides its entries (frame header, key, counts)
+
+INFO_DECODED_FACTOR = 16
+"""A session's presence info is kept decoded: besides ``max_info_size`` packed, its decoded
+estimate may be at most this many times that (256 bytes of empty lists are 16 KB of objects)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,10 @@ class Presence:
             weakref.WeakKeyDictionary()
         )
         self._clock = clock
+        # session -> (its info packed, decoded): the copy its keys share
+        self._decoded: weakref.WeakKeyDictionary[PresenceSession, tuple[bytes, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
         # the address_join_rate buckets (``keys``: the server's keys per address; None: none)
         self._by_address = (
             PrefixLimiter(
@@ -335,13 +344,18 @@ class Presence:
         except Exception as e:
             raise UsageError(f"session.presence cannot be encoded: {e}") from None
         limit = self.config.max_info_size
-        if len(packed) > limit:
+        if len(packed) > limit or decoded_size(packed, INFO_DECODED_FACTOR * limit) < 0:
             self.server.stats["presence_refused"] += 1
             raise RpcError(
                 Status.RESOURCE_EXHAUSTED,
-                f"presence info is {len(packed)} bytes, over max_info_size ({limit})",
+                f"presence info is {len(packed)} bytes (or more than {INFO_DECODED_FACTOR} times that "
+                f"decoded), over max_info_size ({limit})",
             )
+        cached = self._decoded.get(session)
+        if cached is not None and cached[0] == packed:
+            return cached[1]  # one copy for every key the session is in (it was one per key)
         out: dict[str, Any] = unpack(packed)
+        self._decoded[session] = (packed, out)
         return out
 
     def _publish(self, key: str, kind: tuple[str, Delivery, TypeAdapter[Any]], ev: BaseModel) -> None:

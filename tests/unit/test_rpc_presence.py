@@ -266,6 +266,24 @@ async def test_listing_fits_the_message_size() -> None:
         assert p.server.stats["presence_lists_truncated"] == 1
 
 
+async def test_info_is_kept_once_per_session_and_bounded_decoded() -> None:
+    """A session's info was decoded again for each of its keys (up to 64 copies), and 256 bytes of
+    empty lists are 16 KB of objects: now its keys share one copy, and an info whose decoded
+    estimate passes 16 times ``max_info_size`` is refused like a larger one."""
+    async with lobby(config(keys=["room:*"])) as p:
+        stub = p.client.stub(Lobby)
+        for room in ("a", "b", "c"):
+            await stub.join(room)
+        broker = p.server.push.broker
+        infos = [(await broker.presence("room:" + r, None))[0][0][1] for r in ("a", "b", "c")]
+        assert infos[0] == {"name": "ana"} and infos[0] is infos[1] is infos[2]
+        session = next(iter(p.server.sessions))
+        session.presence = {"m": [[] for _ in range(200)]}  # 205 bytes packed
+        with pytest.raises(RpcError) as e:
+            await stub.join("d")
+        assert e.value.status is Status.RESOURCE_EXHAUSTED and "decoded" in e.value.message
+
+
 async def test_info_over_the_bound_refuses_the_join() -> None:
     async with lobby(config(keys=["room:*", "topic:*"], max_info_size=64)) as p:
         stub = p.client.stub(Lobby)
