@@ -23,6 +23,7 @@ from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.inbox import INBOX_LIMIT, Inbox
 from kcprpc.interceptors import ServerInterceptor, chain_server
+from kcprpc.packed import Packed
 from kcprpc.protocol.frames import encode_headers, encode_msg, encode_reply, encode_trailer
 from kcprpc.protocol.server import (
     CallCancel,
@@ -483,7 +484,7 @@ class StreamPump:
                 if holds and not await settle(holds):
                     server.stats["replies_hold_timeouts"] += 1
                 try:
-                    out = spec.dump_response(result)
+                    out = result if type(result) is Packed else spec.dump_response(result)
                 except Exception:
                     log.exception("%s: cannot serialize the response", spec.wire_name)
                     raise RpcError(Status.INTERNAL, "response serialization failed") from None

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import msgpack
 from pydantic import BaseModel, Field, ValidationError
 
-from kcprpc.broker import BrokerUnavailable, Position
+from kcprpc.broker import BrokerMessage, BrokerUnavailable, Position
+from kcprpc.codec import HEADER_SIZE, pack
 from kcprpc.errors import RpcError
+from kcprpc.packed import Packed
 from kcprpc.presence import Joined, Left, MemberList
 from kcprpc.service import Service, event_info
 from kcprpc.status import Status
@@ -63,6 +66,27 @@ class HistoryMessage(BaseModel):
         """The payload as ``event_type`` (raises pydantic's ValidationError if it is not one)."""
         _, _, adapter = event_info(event_type)
         return adapter.validate_python(self.payload)  # type: ignore[no-any-return]
+
+
+_HEAD = msgpack.Packer()
+_MESSAGES, _POSITION, _MISSED, _TRUNCATED = (pack(k) for k in ("messages", "position", "missed", "truncated"))
+_NAME, _PAYLOAD = pack("name"), pack("payload")
+
+
+def history_entry(m: BrokerMessage) -> bytes:
+    """One :class:`HistoryMessage` of a page, encoded: its payload's bytes taken from the
+    message's EVENT frame (``[event, payload, key, seq, epoch]``, encoded once per message)."""
+    frame = m.frame()
+    up = msgpack.Unpacker()
+    up.feed(memoryview(frame)[HEADER_SIZE:])
+    up.read_array_header()
+    up.skip()  # the event's name
+    start = HEADER_SIZE + up.tell()
+    up.skip()
+    payload = frame[start : HEADER_SIZE + up.tell()]
+    return b"".join(
+        (_HEAD.pack_map_header(3), _NAME, pack(m.event), _PAYLOAD, payload, _POSITION, pack([m.epoch, m.seq]))
+    )
 
 
 class HistoryPage(BaseModel):
@@ -225,17 +249,17 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
             hist = await broker.history(key, since.offset if same else 0, limit)
         room = server.config.max_message_size - 1024  # the reply's own fields
         msgs = hist.messages
-        out: list[HistoryMessage] = []
+        out: list[bytes] = []
         cut = False
         taken = 0
         for m in msgs if since is not None else reversed(msgs):  # the tail keeps the newest
-            size = len(m.frame())  # the message's size on the wire, near enough
-            room -= size
+            entry = history_entry(m)
+            room -= len(entry)
             if room < 0:
                 cut = True
                 break
-            taken += size
-            out.append(HistoryMessage(name=m.event, payload=m.payload, position=m.position))
+            taken += len(entry)
+            out.append(entry)
         if budget is not None:
             budget.charge(address, taken, now)  # (the token allow() took stands for the call itself)
         if since is None:
@@ -248,7 +272,23 @@ class PushService(Service, name="kcprpc.Push", events=[Joined, Left]):
         stats["history_fetched"] += len(out)
         stats["history_truncated"] += cut
         missed = hist.missed if same else (0 if since is None else None)
-        return HistoryPage(messages=out, position=hist.position, missed=missed, truncated=cut)
+        # the page, encoded from the messages' own frames: dumping and packing each payload again
+        # cost 190 ms of CPU per megabyte answered
+        page = b"".join(
+            (
+                _HEAD.pack_map_header(4),
+                _MESSAGES,
+                _HEAD.pack_array_header(len(out)),
+                *out,
+                _POSITION,
+                pack(list(hist.position)),
+                _MISSED,
+                pack(missed),
+                _TRUNCATED,
+                pack(cut),
+            )
+        )
+        return cast(HistoryPage, Packed(page))  # what HistoryPage(...) would encode into
 
     async def Members(self, req: MembersRequest) -> MemberList:
         """The members of a room the calling session is in, or the subscribers of a topic it is

@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 
 from kcprpc import codec
 from kcprpc.codec import Refused, encode_frame
+from kcprpc.packed import Packed
 from kcprpc.status import Status
 
 __all__ = [
@@ -537,7 +538,10 @@ def decode(ftype: int, call_id: int, body: Any) -> Frame:
 
 
 def encode_reply(call_id: int, payload: Any, initial_md: Any = None, trailing_md: Any = None) -> bytes:
-    """A REPLY frame."""
+    """A REPLY frame (a :class:`~kcprpc.packed.Packed` payload is spliced in as it is)."""
+    if type(payload) is Packed:
+        body = b"\x93" + payload + codec.pack(initial_md) + codec.pack(trailing_md)  # fixarray of 3
+        return codec.encode_frame_raw(codec.REPLY, call_id, body)
     return encode_frame(codec.REPLY, call_id, [payload, initial_md, trailing_md])
 
 
