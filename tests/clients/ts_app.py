@@ -8,7 +8,8 @@ method, server deadline, refusal at connect with the HELLO token ``"refuse"``), 
 session, a room and a topic, a keyed (latest-wins) event, unreliable events over datagrams, and
 an unreliable notify the client can read back (``ts.App/notes``). ``--ws HOST:PORT`` also
 listens for WebSocket clients (``kcprpc.web``) and prints ``WS <port>``; ``--ack-hold MS`` asks
-the clients to hold their acks (``ServerConfig.ack_hold``).
+the clients to hold their acks (``ServerConfig.ack_hold``); ``--max-streams-total N`` refuses call
+streams past N (``ServerConfig.max_streams_total``).
 """
 
 from __future__ import annotations
@@ -168,6 +169,12 @@ async def main() -> None:
         default=None,
         help="ServerConfig.max_connections_per_address, with no address exempt (not even loopback)",
     )
+    ap.add_argument(
+        "--max-streams-total",
+        type=int,
+        default=None,
+        help="ServerConfig.max_streams_total: call streams past it are refused (closed at once)",
+    )
     add_transport_args(ap)
     args = ap.parse_args()
     app = App()
@@ -177,6 +184,8 @@ async def main() -> None:
         limits["max_connections_per_address"] = args.per_address
         if isinstance(transport.wire, kcprpc.SecureWire):
             transport = dataclasses.replace(transport, wire=transport.wire.with_config(exempt=()))
+    if args.max_streams_total is not None:
+        limits["max_streams_total"] = args.max_streams_total
     server = kcprpc.Server(
         [app, Greeter()],
         "127.0.0.1",

@@ -23,7 +23,9 @@ class FakeServer {
   readonly datagrams: Frame[] = [];
   control: MuxStream | null = null;
   hello: Record<string, unknown> | null = null;
-  constructor(readonly transport: MemoryTransport, readonly opts: { refuse?: [number, string]; sid?: string; resumed?: boolean } = {}) {
+  private accepted = 0;
+  /** @param opts.callStreams call streams it serves at most (as a server at `max_streams_total`): those past it are closed at once, unread */
+  constructor(readonly transport: MemoryTransport, readonly opts: { refuse?: [number, string]; sid?: string; resumed?: boolean; callStreams?: number } = {}) {
     this.mux = new MuxSession(transport, { client: false, config: { ...RPC_MUX_CONFIG, keepaliveDisabled: true } });
     transport.onDatagram((d) => {
       const f = decodeDatagram(d);
@@ -38,6 +40,10 @@ class FakeServer {
         s = await this.mux.acceptStream();
       } catch {
         return;
+      }
+      if (this.opts.callStreams !== undefined && ++this.accepted > this.opts.callStreams + 1) {
+        s.abort();
+        continue;
       }
       void this.serve(s);
     }
@@ -377,6 +383,51 @@ test("waitForReady: a call made while reconnecting waits for the new link", asyn
   assert.deepEqual(await client.unary("t.S/echo", 7, { timeoutMs: 3000 }), { got: 7, md: null });
   assert.equal(client.reconnects, 1);
   await client.close();
+});
+
+test("a call whose own stream the server ends before its status (refused at max_streams_total) is cancelled instead of waiting for good; the connection goes on", async () => {
+  const { client } = await setup({}, [{ callStreams: 1 }]);
+  const first = client.bidi<string, { echo: string }>("t.S/bidi");
+  const it = first[Symbol.asyncIterator]();
+  await first.send("x");
+  assert.deepEqual((await it.next()).value, { echo: "x" });
+  // no deadline: before, a call ended UNAVAILABLE "the call's stream ended early", not as the wire format's EOF says
+  const second = client.serverStream<{ n: number }, number>("t.S/count", { n: 3 });
+  await assert.rejects(second[Symbol.asyncIterator]().next(), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED && e.statusMessage === "the server ended the call's stream before its status");
+  await assert.rejects(second.trailers(), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED);
+  assert.ok(client.connected);
+  await first.send("y"); // the first call and the connection go on
+  assert.deepEqual((await it.next()).value, { echo: "y" });
+  assert.deepEqual(await client.unary("t.S/echo", 1), { got: 1, md: null });
+  first.cancel();
+  await client.close();
+});
+
+test("waiting for a connection fails once nothing will connect again: lost without a reconnect policy (UNAVAILABLE), or the client closed (CANCELLED)", async () => {
+  const { client } = await setup({ waitForReady: true });
+  await assert.rejects(client.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+  const t0 = Date.now();
+  // before, waitConnected waited for its whole timeout (a minute here), then said only "not connected"
+  const noPolicy = (e: unknown): boolean => e instanceof RpcError && e.code === Status.UNAVAILABLE && e.statusMessage === "connection lost, and no reconnect policy";
+  await assert.rejects(client.waitConnected(60000), noPolicy);
+  await assert.rejects(client.unary("t.S/echo", 1), noPolicy);
+  assert.ok(Date.now() - t0 < 2000, `failed after ${Date.now() - t0} ms`);
+  await client.close();
+  await assert.rejects(client.waitConnected(60000), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED && e.statusMessage === "client closed");
+  // a call waiting for a reconnect that will not come (every dial fails) ends at close()
+  let dials = 0;
+  const c = await Client.connect(async () => {
+    if (dials++) throw new RpcError(Status.UNAVAILABLE, "no server any more");
+    const [a, b] = memoryTransportPair(new Uint8Array(32).fill(1));
+    new FakeServer(b);
+    return new MuxConnection(a, { ...RPC_MUX_CONFIG, keepaliveDisabled: true });
+  }, { heartbeat: null, waitForReady: true, reconnect: { initialMs: 5, maximumMs: 20 } });
+  await assert.rejects(c.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+  const waiting = c.unary("t.S/echo", 2);
+  const waited = c.waitConnected(60000);
+  await waitFor(() => dials > 2, "failed reconnects");
+  await c.close();
+  for (const p of [waiting, waited]) await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED && e.statusMessage === "client closed");
 });
 
 test("a server that floods a call on the shared stream fails it RESOURCE_EXHAUSTED; the connection goes on", async () => {

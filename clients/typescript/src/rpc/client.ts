@@ -24,7 +24,7 @@ export interface ClientOptions {
   metadata?: Metadata;
   /** Heartbeat policy; null disables it (default 1 s / 5 s). */
   heartbeat?: HeartbeatConfig | null;
-  /** Reconnect policy; null (default) does not reconnect. */
+  /** Reconnect policy; null (default) does not reconnect (what waits for a connection fails once it is lost). */
   reconnect?: ReconnectPolicy | null;
   /** How long to wait for the connection and WELCOME (default 5000 ms). */
   connectTimeoutMs?: number;
@@ -398,6 +398,7 @@ class Link {
     const dec = new FrameDecoder(this.client.maxMessageSize, this.client.maxDecodedBytes);
     const r: PartialReader = { dec, reserved: 0, since: 0 };
     let failed: string | null = null;
+    let died = false;
     try {
       for (;;) {
         if (owner) await owner.space();
@@ -405,6 +406,7 @@ class Link {
         try {
           data = await stream.read(READ_SIZE);
         } catch {
+          died = true;
           break; // the connection died
         }
         if (!data.length) break;
@@ -424,7 +426,12 @@ class Link {
     this.watched.delete(r);
     if (r.reserved) this.budget.release(r.reserved);
     if (owner && failed) owner.cancel(new RpcError(Status.INTERNAL, failed));
-    else if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
+    else if (owner && !owner.ended && !died && this.state !== "closed" && !this.conn.closed) {
+      // the server ended the stream (refused it at max_streams_total, or the mux reset it) and the
+      // call is still waiting for its status: an EOF before the end cancels the call
+      // (docs/wire-format/rpc.md, "Framing")
+      owner.finish(new RpcError(Status.CANCELLED, "the server ended the call's stream before its status"), {});
+    } else if (owner && !owner.ended) owner.finish(new RpcError(Status.UNAVAILABLE, "the call's stream ended early"), {});
     if (!owner) this.client.linkLost(this, failed ?? this.drainReason ?? "connection closed");
   }
 
@@ -887,7 +894,15 @@ export class Client implements RpcChannel {
 
   private startReconnect(): void {
     const policy = this.opts.reconnect;
-    if (!policy || this.reconnecting) return;
+    if (!policy) {
+      // nothing will connect again: what waits for a connection fails now (it waited for its whole timeout)
+      this.gaveUp = new RpcError(Status.UNAVAILABLE, "connection lost, and no reconnect policy");
+      const w = this.readyWaiters;
+      this.readyWaiters = [];
+      for (const f of w) f();
+      return;
+    }
+    if (this.reconnecting) return;
     this.reconnecting = this.reconnectLoop(policy)
       .catch((e: unknown) => {
         // a bug in the loop itself: not silent, and calls waiting for the link fail instead of waiting on
@@ -934,12 +949,16 @@ export class Client implements RpcChannel {
     }
   }
 
-  /** Wait until connected (or the reconnect policy gave up), at most `timeoutMs`. */
+  /**
+   * Wait until connected, at most `timeoutMs`. Fails at once when nothing will connect again: with
+   * CANCELLED after {@link close}, with the give-up's UNAVAILABLE once the reconnect policy gave up
+   * (or, without a policy, once the connection is lost).
+   */
   async waitConnected(timeoutMs = 10000): Promise<void> {
     const deadline = this.now() + timeoutMs;
     while (!this.connected) {
-      if (this.gaveUp) throw this.gaveUp;
       if (this.closing) throw new RpcError(Status.CANCELLED, "client closed");
+      if (this.gaveUp) throw this.gaveUp;
       const left = deadline - this.now();
       if (left <= 0) throw new RpcError(Status.UNAVAILABLE, "not connected");
       await Promise.race([new Promise<void>((r) => this.readyWaiters.push(r)), sleep(Math.min(left, 50))]);
