@@ -62,3 +62,12 @@ def no_answer(address: Any, timeout: float) -> str:
         f"no answer from {where} within {timeout:g} s: is the server running and reachable over UDP "
         "(address, port, firewall), with the same wire mode, key and FEC?"
     )
+
+
+def shown(name: str, limit: int = 100) -> str:
+    """A name a client sent, as an error message shows it: its ``repr``, cut to ``limit``
+    characters (an unknown method or topic of megabytes made a reply of megabytes, four times its
+    size for control characters: an audit)."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"

@@ -28,7 +28,7 @@ from pydantic import BaseModel, TypeAdapter
 from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
-from kcprpc.errors import RpcError, UsageError
+from kcprpc.errors import RpcError, UsageError, shown
 from kcprpc.msgpack_size import decoded_size
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
@@ -392,10 +392,14 @@ class Presence:
             key = _key(room, topic, _invalid)
             mine = room in session.rooms if room is not None else topic in session.topics
             if not mine:
-                what = f"in room {room!r}" if room is not None else f"subscribed to topic {topic!r}"
+                what = (
+                    f"in room {shown(room)}"
+                    if room is not None
+                    else f"subscribed to topic {shown(topic or '')}"
+                )
                 raise RpcError(Status.PERMISSION_DENIED, f"not {what}")
             if not self.keeps(key):
-                raise RpcError(Status.FAILED_PRECONDITION, f"{key!r} does not keep presence")
+                raise RpcError(Status.FAILED_PRECONDITION, f"{shown(key)} does not keep presence")
         except RpcError:
             stats["presence_lists_denied"] += 1
             raise

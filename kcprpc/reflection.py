@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kcprpc.errors import RpcError
+from kcprpc.errors import RpcError, shown
 from kcprpc.service import Service, service_spec
 from kcprpc.status import Status
 
@@ -97,7 +97,7 @@ class ReflectionService(Service, name="kcprpc.Reflection"):
         docs = self._documents(server)
         text = docs.get(req.service)
         if text is None:
-            raise RpcError(Status.NOT_FOUND, f"no service {req.service!r} on this server")
+            raise RpcError(Status.NOT_FOUND, f"no service {shown(req.service)} on this server")
         if not text:
             raise RpcError(Status.INTERNAL, f"cannot describe {req.service}: {self._errors.get(req.service)}")
         return GetDocumentResponse(document=text)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from kcprpc.context import current_context
-from kcprpc.errors import RpcError
+from kcprpc.errors import RpcError, shown
 from kcprpc.service import Service, rpc
 from kcprpc.status import Status
 from kcprpc.tick_room import RoomRegistry, RoomState
@@ -82,7 +82,7 @@ class RoomService(Service, name="kcprpc.Rooms", events=[RoomState]):
         session = current_context().session
         room = self.registry.get(req.room)
         if room is None or session.id not in room.members:
-            raise RpcError(Status.NOT_FOUND, f"not in room {req.room!r}")
+            raise RpcError(Status.NOT_FOUND, f"not in room {shown(req.room)}")
         await room.remove_member(session)
 
     @rpc.notify

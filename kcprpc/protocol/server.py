@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from kcprpc import codec
 from kcprpc.codec import Refused
+from kcprpc.errors import shown
 from kcprpc.msgpack_size import decoded_size
 from kcprpc.protocol.frames import (
     Call,
@@ -318,7 +319,7 @@ class ServerStream:
         conn = self.conn
         entry = conn.methods.get(method)
         if entry is None:
-            return encode_trailer(cid, Status.UNIMPLEMENTED, f"unknown method {method!r}")
+            return encode_trailer(cid, Status.UNIMPLEMENTED, f"unknown method {shown(method)}")
         if cid in self.calls:
             self.counters["bad_frames"] += 1
             return None

@@ -36,6 +36,7 @@ def test_dial_and_listen_take_the_transport_description_and_no_old_keywords() ->
         "host", "port", "wire", "session", "io", "max_sessions", "max_sessions_per_address", "backlog",
         "admission", "on_accept", "rng", "gc",
         "sock",  # a bound socket instead of host:port (a worker's: kcp.reuseport, kcprpc.workers)
+        "sources",  # a tally of sessions per address shared with other listeners (kcprpc's web ones)
     ]  # fmt: skip
     assert dial["wire"].default == kcp.CompatWire() == listen["wire"].default
     assert not hasattr(kcp, "RemoteProtocolError")

@@ -161,6 +161,10 @@ def test_server_states_and_admission() -> None:
     ctl.closed(1, False)
     assert proto.active_calls == 0
     assert _trailer(ctl.receive(codec.CALL, 3, ["x/y", None, None, 1, None]))[0] is Status.UNIMPLEMENTED
+    # an unknown method's name is cut in the answer: a megabyte of name was a megabyte of trailer,
+    # four times that for control characters (an audit)
+    code, message = _trailer(ctl.receive(codec.CALL, 3, ["\x00" * 100_000, None, None, 1, None]))
+    assert code is Status.UNIMPLEMENTED and len(message) < 600 and "100000 characters" in message
     assert _trailer(ctl.receive(codec.CALL, 3, ["x/y"]))[0] is Status.INVALID_ARGUMENT
     assert _trailer(ctl.receive(codec.CALL, 3, codec.OVERSIZED))[0] is Status.RESOURCE_EXHAUSTED
     assert _trailer(ctl.receive(codec.CALL, 3, codec.DECODE_REFUSED)) == (
