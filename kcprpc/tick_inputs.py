@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple
 
+from kcp.token_bucket import TokenBucket
+
 __all__ = ["INPUT_COUNTERS", "InputQueue", "TickInput"]
 
 INPUT_COUNTERS = (
@@ -21,6 +23,7 @@ INPUT_COUNTERS = (
     "inputs_stale",  # sequence number not above the last accepted one (duplicate, reordered)
     "inputs_dropped",  # the oldest, pushed out past max_inputs or max_input_bytes
     "inputs_invalid",  # refused by the room's input model, or larger than max_input_bytes alone
+    "inputs_rate_limited",  # new inputs past the member's max_input_rate (dropped before any work)
 )
 """The input counters of a room (``room.stats``)."""
 
@@ -36,10 +39,14 @@ class InputQueue:
     """The queued inputs of one client, at most ``max_inputs`` and ``max_bytes`` (sizes as given
     to :meth:`push`); ``stats`` receives the counters of :data:`INPUT_COUNTERS`."""
 
-    __slots__ = ("_items", "acked", "bytes", "last_seq", "max_bytes", "max_inputs", "stats")
+    __slots__ = ("_items", "acked", "bucket", "bytes", "last_seq", "max_bytes", "max_inputs", "stats")
 
-    def __init__(self, max_inputs: int, max_bytes: int, stats: dict[str, int]) -> None:
+    def __init__(
+        self, max_inputs: int, max_bytes: int, stats: dict[str, int], bucket: TokenBucket | None = None
+    ) -> None:
         self._items: deque[tuple[TickInput, int]] = deque()
+        self.bucket = bucket
+        """The member's new inputs a second (``TickRoom.max_input_rate``; None: no bound)."""
         self.max_inputs = max_inputs
         self.max_bytes = max_bytes
         self.stats = stats
@@ -51,6 +58,17 @@ class InputQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def admit(self, seq: int, now_ms: int) -> bool:
+        """Before an input is validated and measured: False (counted) when it is stale, or new
+        but past the member's rate, so that neither costs more than this check."""
+        if seq <= self.last_seq:
+            self.stats["inputs_stale"] += 1
+            return False
+        if self.bucket is not None and not self.bucket.take(now_ms):
+            self.stats["inputs_rate_limited"] += 1
+            return False
+        return True
 
     def push(self, seq: int, payload: Any, size: int) -> bool:
         """Queue an input of ``size`` bytes; False when it was dropped (stale or too large)."""

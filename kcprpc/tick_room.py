@@ -23,6 +23,7 @@ import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kcp.ratelimit import SourceTally
+from kcp.token_bucket import TokenBucket
 from kcprpc.broker import room_key
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.msgpack_size import decoded_size
@@ -195,7 +196,9 @@ class TickRoom:
     ``dispose_after`` (seconds an empty room waits for a member before it stops),
     ``input_model`` (the pydantic type of an input's payload, validated on arrival),
     ``max_inputs`` and ``max_input_bytes`` (per member: past them the oldest inputs are dropped,
-    counted), ``inputs_per_tick`` (per member and tick, None: all queued).
+    counted), ``inputs_per_tick`` (per member and tick, None: all queued), ``max_input_rate``
+    (new inputs a second per member, in bursts of ``max_inputs``; None: 8 x ``tick_hz``; past it
+    they are dropped before they are validated, ``inputs_rate_limited``).
     """
 
     tick_hz: ClassVar[int] = 20
@@ -207,6 +210,7 @@ class TickRoom:
     max_inputs: ClassVar[int] = 64
     max_input_bytes: ClassVar[int] = 64 * 1024
     inputs_per_tick: ClassVar[int | None] = None
+    max_input_rate: ClassVar[float | None] = None
 
     def __init__(
         self,
@@ -239,6 +243,11 @@ class TickRoom:
             raise UsageError("max_inputs and max_input_bytes must be at least 1")
         if self.inputs_per_tick is not None and self.inputs_per_tick < 1:
             raise UsageError("inputs_per_tick must be at least 1 (or None)")
+        rate = self.max_input_rate
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
+        ):
+            raise UsageError(f"max_input_rate must be a number > 0 (inputs a second), not {rate!r}")
         self._input_adapter: TypeAdapter[Any] = TypeAdapter(self.input_model)
         self.schedule: TickSchedule | None = None
         self.state: Any = None
@@ -320,7 +329,9 @@ class TickRoom:
             raise RpcError(Status.RESOURCE_EXHAUSTED, f"room {self.name!r} is full")
         self._cancel_dispose()
         self.members[member.id] = member
-        self._inputs[member.id] = InputQueue(self.max_inputs, self.max_input_bytes, self.stats)
+        rate = self.max_input_rate if self.max_input_rate is not None else 8.0 * self.tick_hz
+        bucket = TokenBucket(rate, self.max_inputs, int(self._now() * 1000))
+        self._inputs[member.id] = InputQueue(self.max_inputs, self.max_input_bytes, self.stats, bucket)
         added = False
         try:
             if self.sender is not None:
@@ -356,7 +367,7 @@ class TickRoom:
         """Validate ``payload`` with ``input_model`` and queue it for ``member_id``'s next tick;
         False when it was dropped (not a member, invalid, stale or too large: counted)."""
         q = self._inputs.get(member_id)
-        if q is None:
+        if q is None or not q.admit(seq, int(self._now() * 1000)):
             return False
         try:
             value = self._input_adapter.validate_python(payload)
@@ -510,6 +521,7 @@ _SETTINGS = frozenset(
         "max_inputs",
         "max_input_bytes",
         "inputs_per_tick",
+        "max_input_rate",
     }
 )
 

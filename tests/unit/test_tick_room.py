@@ -451,11 +451,40 @@ async def test_inputs_count_what_they_take_decoded_not_their_wire_size() -> None
     class Open(TickRoom):  # input_model: Any (the default)
         tick_hz = 20
 
-    room = await started(Open("arena", sender=Recorder(), clock=Clock()))
+    clock = Clock()
+    room = await started(Open("arena", sender=Recorder(), clock=clock))
     await room.add_member(FakeMember("a"))
     assert not room.push_input("a", 1, [[]] * 8000)
     assert room.stats["inputs_invalid"] == 1
+    clock.t += 1.0  # the member's input rate refills (max_input_rate)
     for seq in range(2, 66):
         assert room.push_input("a", seq, {"dx": 1, "dy": -1, "fire": True})
     assert room.stats["inputs_dropped"] == 0 and room.stats["inputs_invalid"] == 1
+    await room.stop()
+
+
+async def test_a_members_new_inputs_are_rate_limited_and_stale_ones_cost_nothing() -> None:
+    """An input was validated and measured (about 10 echo calls' CPU for a 1 KB one) before its
+    sequence number was checked, and a member's new inputs had no rate: a client could send them
+    as fast as it liked (an audit). Now a stale one is dropped first, and new ones past
+    ``max_input_rate`` (default 8 x tick_hz a second, in bursts of ``max_inputs``) are dropped
+    before any work, counted."""
+
+    class Paced(TickRoom):
+        tick_hz = 20
+        max_inputs = 10
+        max_input_rate = 20.0
+
+    clock = Clock()
+    room = await started(Paced("arena", sender=Recorder(), clock=clock))
+    await room.add_member(FakeMember("a"))
+    accepted = [room.push_input("a", seq, {"dx": 1}) for seq in range(1, 31)]
+    assert accepted == [True] * 10 + [False] * 20  # the burst, then the rate
+    assert room.stats["inputs_rate_limited"] == 20
+    assert not room.push_input("a", 5, {"dx": 1}) and room.stats["inputs_stale"] == 1
+    clock.t += 0.5  # ten more tokens
+    assert sum(room.push_input("a", seq, {"dx": 1}) for seq in range(100, 120)) == 10
+    assert Paced("x", max_input_rate=None).max_input_rate is None  # the default: 8 x tick_hz
+    with pytest.raises(UsageError, match="max_input_rate"):
+        Paced("x", max_input_rate=0)
     await room.stop()
