@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -306,8 +307,15 @@ class StreamPump:
             stats["restores_refused"] += 1
             return self._restored(None)
         rooms, topics, offsets = claims
-        # live messages of the claimed keys are held back from now until their replay is sent
         hub = server.push
+        budget, address = hub.restore_budget, sess.remote_address
+        if budget is not None and (rooms or topics):
+            now = int(time.monotonic() * 1000)
+            if not budget.allow(address, now):  # the address restored its share: nothing now
+                stats["restores_refused"] += 1
+                return self._restored(None)
+            budget.charge(address, len(rooms) + len(topics) - 1, now)
+        # live messages of the claimed keys are held back from now until their replay is sent
         held = [room_key(r) for r in rooms] + [topic_key(t) for t in topics]
         for key in held:
             hub.hold(sess, key)

@@ -103,6 +103,12 @@ class HubLimits(Protocol):
     def history_burst(self) -> int: ...
 
     @property
+    def restore_rate(self) -> int: ...
+
+    @property
+    def restore_burst(self) -> int: ...
+
+    @property
     def lanes(self) -> LaneConfig: ...
 
     @property
@@ -219,10 +225,12 @@ class PushHub:
         # (history_rate) a second per address; None keys: no budgets
         self._replays: PrefixLimiter | None = None
         self.history_budget: PrefixLimiter | None = None
+        self.restore_budget: PrefixLimiter | None = None  # rooms and topics restored (HELLO.restore)
         if keys is not None:
             cfg = server.config
             self._replays = PrefixLimiter(cfg.replay_rate, cfg.replay_burst, keys, max_prefixes=4096)
             self.history_budget = PrefixLimiter(cfg.history_rate, cfg.history_burst, keys, max_prefixes=4096)
+            self.restore_budget = PrefixLimiter(cfg.restore_rate, cfg.restore_burst, keys, max_prefixes=4096)
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}
         self.held = 0

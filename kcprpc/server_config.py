@@ -84,6 +84,14 @@ class ServerConfig(ReceiveSettings):
     could make the server replay whole histories again and again (a HELLO naming 50 topics
     replayed 51,200 messages, 144 ms of CPU, per connection)."""
     replay_burst: int = 8 * 1024 * 1024
+    restore_rate: int = 2000
+    """Rooms and topics a second that reconnecting clients' HELLOs may name to restore, for all the
+    sessions of one address (IPv4, or IPv6 /64; loopback exempt), on average: a bucket of
+    ``restore_burst``. A HELLO whose restore starts while the bucket is empty restores nothing
+    (``restores_refused``; its client gets ``ResumeFailed`` for each and may subscribe again).
+    Each restored topic is a whole Subscribe: a HELLO naming 1,000 topics cost 50 ms of CPU, and
+    a client reconnecting again and again could take the server's core (an audit)."""
+    restore_burst: int = 20_000
     recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up
     # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
     resume_window: float | None = 30.0
@@ -168,8 +176,13 @@ class ServerConfig(ReceiveSettings):
             or self.history_burst <= 0
             or self.replay_rate <= 0
             or self.replay_burst <= 0
+            or self.restore_rate <= 0
+            or self.restore_burst <= 0
         ):
-            raise UsageError("history_rate, history_burst, replay_rate and replay_burst must be positive")
+            raise UsageError(
+                "history_rate, history_burst, replay_rate, replay_burst, restore_rate and restore_burst "
+                "must be positive"
+            )
         if self.max_send_backlog <= self.max_message_size:
             raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
         if self.max_send_backlog_total < self.max_send_backlog:

@@ -255,3 +255,30 @@ async def test_hello_metadata_over_the_limit_refuses_the_connection() -> None:
     assert "metadata" in ei.value.message
     async with pair([Demo()], client_config=ClientConfig(metadata={"token": "ok"})) as p:
         assert next(iter(p.server.sessions)).metadata == {"token": "ok"}
+
+
+async def test_the_restores_of_one_address_are_budgeted() -> None:
+    """Each restored topic is a whole Subscribe: a HELLO naming 1,000 topics cost 50 ms of CPU, and
+    a client reconnecting again and again could take the server's core (an audit). The rooms and
+    topics restored for one address go through a bucket (``restore_rate``, ``restore_burst``; one
+    restore may take it into debt); past it a HELLO restores nothing and its client is told. Over
+    KCP on 127.0.0.1, not exempt here."""
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    config = ServerConfig(resume_window=None, restore_rate=1, restore_burst=6)
+    async with pair(
+        [Demo()], link="kcp", transport=kcprpc.Transport(wire), client_config=FAST, server_config=config
+    ) as p:
+        topics = {"a", "b", "c", "d"}
+        for t in sorted(topics):
+            await p.client.subscribe(t)
+        await reconnect(p)  # 4 of the 6: restored
+        assert p.client.topics == topics and p.server.stats["restores_refused"] == 0
+        await reconnect(p)  # into debt: restored
+        assert p.client.topics == topics
+        _, failed = collect(p.client)
+        await reconnect(p)  # the bucket is empty: nothing
+        assert p.server.stats["restores_refused"] == 1 and p.client.topics == set()
+        assert sorted(f.key for f in failed) == [f"topic:{t}" for t in sorted(topics)]
+        assert (await p.client.stub(Demo).hello(Req(name="ok"))).text == "hello ok"
