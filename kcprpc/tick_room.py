@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kcp.ratelimit import SourceTally
+from kcp.ratelimit import PrefixLimiter, SourceTally
 from kcp.token_bucket import TokenBucket
 from kcprpc.broker import room_key
 from kcprpc.errors import RpcError, UsageError
@@ -183,6 +184,21 @@ def _size(payload: Any) -> int:
     return max(held, len(packed))
 
 
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def _input_adapter(model: Any) -> TypeAdapter[Any]:
+    """The input model's adapter, built once per model (each room built its own: most of what
+    creating a room cost)."""
+    try:
+        adapter = _ADAPTERS.get(model)
+    except TypeError:  # an unhashable model
+        return TypeAdapter(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    return adapter
+
+
 class TickRoom:
     """A room with a fixed-rate simulation tick. Subclass it and override what you need:
     :meth:`on_create`, :meth:`on_join`, :meth:`on_leave`, :meth:`on_detach`, :meth:`on_resume`,
@@ -248,7 +264,7 @@ class TickRoom:
             isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
         ):
             raise UsageError(f"max_input_rate must be a number > 0 (inputs a second), not {rate!r}")
-        self._input_adapter: TypeAdapter[Any] = TypeAdapter(self.input_model)
+        self._input_adapter = _input_adapter(self.input_model)
         self.schedule: TickSchedule | None = None
         self.state: Any = None
         """The room's state (what :meth:`get_state` returns unless overridden)."""
@@ -542,8 +558,10 @@ class RoomRegistry(Generic[R]):
     creates a room by joining it, one member may be in at most ``max_rooms_per_member`` rooms, and
     the clients of one address (IPv4, or IPv6 /64, as the server counts connections; loopback
     exempt) may have created at most ``max_rooms_per_address`` of the rooms alive, so that one
-    client cannot take every room of the process (each ticks) from the other players. ``sender``
-    makes each room's sender (default: a :class:`PushStateSender` of the server).
+    client cannot take every room of the process (each ticks) from the other players; and they
+    may create ``create_rate`` rooms a second, in bursts of ``create_burst`` (a room made and
+    disposed costs about 10 echo calls' CPU: joining and leaving new names in a loop took a core).
+    ``sender`` makes each room's sender (default: a :class:`PushStateSender` of the server).
     """
 
     def __init__(
@@ -555,9 +573,16 @@ class RoomRegistry(Generic[R]):
         max_rooms_per_address: int = 64,
         sender: Callable[[Server], StateSender] | None = None,
         max_name_length: int = 64,
+        create_rate: float = 10.0,
+        create_burst: int = 64,
     ) -> None:
         if max_rooms < 1 or max_rooms_per_member < 1 or max_rooms_per_address < 1:
             raise UsageError("max_rooms, max_rooms_per_member and max_rooms_per_address must be at least 1")
+        if not create_rate > 0 or create_burst < 1:
+            raise UsageError("create_rate must be > 0 and create_burst at least 1")
+        self.create_rate = create_rate
+        self.create_burst = create_burst
+        self._creations: PrefixLimiter | None = None  # rooms created a second per address (attach)
         self.factory = factory
         self.max_rooms = max_rooms
         self.max_rooms_per_member = max_rooms_per_member
@@ -574,6 +599,7 @@ class RoomRegistry(Generic[R]):
             "joins_refused": 0,
             "rooms_refused_member": 0,
             "rooms_refused_address": 0,
+            "rooms_refused_rate": 0,
         }
 
     # ---------------------------------------------------------------- the server
@@ -585,6 +611,9 @@ class RoomRegistry(Generic[R]):
             raise UsageError("this RoomRegistry is already attached to another server")
         self.server = server
         self._created_by = SourceTally(server.source_keys, self.max_rooms_per_address)
+        self._creations = PrefixLimiter(
+            self.create_rate, self.create_burst, server.source_keys, max_prefixes=4096
+        )
         app_detach, app_resume, app_gone = server.on_detach, server.on_resume, server.on_disconnect
 
         async def on_detach(session: Any) -> None:
@@ -656,6 +685,13 @@ class RoomRegistry(Generic[R]):
         if tally is not None and tally.over(address):
             self.stats["rooms_refused_address"] += 1
             raise RpcError(Status.RESOURCE_EXHAUSTED, "too many rooms created from one address")
+        creations = self._creations
+        if creations is not None and not creations.allow(address, int(time.monotonic() * 1000)):
+            self.stats["rooms_refused_rate"] += 1
+            raise RpcError(
+                Status.RESOURCE_EXHAUSTED,
+                f"rooms created from one address faster than create_rate ({self.create_rate:g} a second)",
+            )
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._creating[name] = fut
         if tally is not None:  # charged while it is made, so that concurrent joins see it

@@ -442,6 +442,34 @@ async def test_the_clients_of_one_address_create_at_most_max_rooms_per_address()
     await rooms.close()
 
 
+async def test_the_clients_of_one_address_create_rooms_at_most_at_create_rate() -> None:
+    """Joining a new name and leaving it again made and disposed a room each time (about 10 echo
+    calls' CPU a pair; an audit), with nothing but the rooms alive capped. The rooms an address
+    creates go through a bucket (``create_rate``, ``create_burst``); joining rooms others made
+    does not count."""
+    import kcprpc
+    from kcp.secure import SecureConfig
+
+    wire = kcprpc.SecureWire(key="k", config=SecureConfig(exempt=()))
+    server = kcprpc.Server([], transport=kcprpc.Transport(wire))
+    rooms = RoomRegistry(lambda name: Counter(name, sender=Recorder()), create_rate=0.001, create_burst=3)
+    rooms.attach(server)
+    churner = NetMember("c", remote_address=("127.0.0.2", 5000))
+    for i in range(3):
+        await rooms.join(f"r{i}", churner)
+        await rooms.leave(f"r{i}", churner)
+    with pytest.raises(RpcError) as e:
+        await rooms.join("r3", churner)
+    assert e.value.status is Status.RESOURCE_EXHAUSTED and "create_rate" in e.value.message
+    assert rooms.stats["rooms_refused_rate"] == 1
+    other = NetMember("o", remote_address=("127.0.0.3", 6000))
+    await rooms.join("o", other)  # another address creates meanwhile
+    assert (await rooms.join("o", churner)).name == "o"  # and the churner may join it
+    with pytest.raises(UsageError, match="create_rate"):
+        RoomRegistry(Counter, create_rate=0)
+    await rooms.close()
+
+
 async def test_inputs_count_what_they_take_decoded_not_their_wire_size() -> None:
     """A member's input queue is bounded in bytes as the inputs are held: decoded. 8 KB of nested
     empty lists (about 640 KB of Python objects) is refused alone, where its wire size passed;
