@@ -279,8 +279,6 @@ class StreamPump:
             return
         if not sess.closed:
             self._welcome(restored, resumed, error)
-            if resumed:
-                sess.send_held()  # what was sent to it while it was detached
 
     async def _refuse(self, code: Status, message: str) -> None:
         """Refuse the connection at its HELLO: GOAWAY with the reason (the client's ``connect()``

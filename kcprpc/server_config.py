@@ -103,8 +103,8 @@ class ServerConfig(ReceiveSettings):
     gone at once (``detached_evicted``). 0: no resume."""
     max_detached_bytes: int = 32 * 1024 * 1024
     detached_send_buffer: int = 64 * 1024
-    """Bytes of reliable events sent to one session (``session.send``, a reliable tick-room state)
-    while it is detached, held for its resume and sent right after its WELCOME; they count in
+    """Bytes of reliable events sent to one session (``session.send``)
+    while it is detached, held for its resume and sent first when it resumes; they count in
     ``max_detached_bytes``. Past it the session is gone (its client's resume fails with
     ``SessionExpired``: nothing it was sent is lost without its knowing). Unreliable ones are
     dropped (``unreliable_dropped``). Rooms and topics need none of this: their messages are

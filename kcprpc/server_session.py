@@ -283,7 +283,7 @@ class ServerSession:
 
     def hold(self, frame: bytes, unreliable: bool) -> None:
         """An event frame for this detached session: a reliable one is held for its resume (sent
-        after its WELCOME), an unreliable one dropped (``unreliable_dropped``). Past
+        first when it resumes), an unreliable one dropped (``unreliable_dropped``). Past
         ``ServerConfig.detached_send_buffer`` bytes the session is gone: its client's resume then
         fails with ``SessionExpired``, so it knows it missed something (before, such events were
         dropped and counted as sent)."""
@@ -309,7 +309,8 @@ class ServerSession:
         server.detached_grew(self)
 
     def send_held(self) -> None:
-        """After a resume's WELCOME: send what was held for this session while it was detached."""
+        """On a resume (:meth:`adopt`): send what was held for this session while it was detached,
+        before anything sent to it from then on."""
         held, self._held_events = self._held_events, None
         self.held_events_bytes = 0
         control = self.control
@@ -573,6 +574,7 @@ class ServerSession:
         self.closed = False
         new.resumed_into = self
         new.closed = True
+        self.send_held()  # first: before what is sent to it from now on (its replays, its WELCOME)
 
 
 _DETACHED_PARTS: list[tuple[ServerProtocol, ReceiveLimits, ParkingLot]] = []
