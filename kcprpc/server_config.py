@@ -102,19 +102,18 @@ class ServerConfig(ReceiveSettings):
     """Sessions kept for a resume at once (per process); past it the one detached longest ago is
     gone at once (``detached_evicted``). 0: no resume."""
     max_detached_bytes: int = 32 * 1024 * 1024
-    detached_send_buffer: int = 64 * 1024
-    """Bytes of reliable events sent to one session (``session.send``)
-    while it is detached, held for its resume and sent first when it resumes; they count in
-    ``max_detached_bytes``. Past it the session is gone (its client's resume fails with
-    ``SessionExpired``: nothing it was sent is lost without its knowing). Unreliable ones are
-    dropped (``unreliable_dropped``). Rooms and topics need none of this: their messages are
-    replayed from the broker's history."""
     """Memory the sessions kept for a resume may hold at once (per process), estimated per session
     as :data:`kcprpc.session_table.DETACHED_BASE` plus its metadata, presence info and room and
     topic names (``session.state`` is the application's to keep small); past it the ones detached
     longest ago are gone at once (``detached_evicted``). About 5,000 sessions with little metadata
     fit in the default: raise it (and the count) for a server that must keep more across a mass
     disconnect."""
+    detached_send_buffer: int = 64 * 1024
+    """Bytes of reliable events sent to one session (``session.send``) while it is detached, held
+    for its resume and sent first when it resumes; they count in ``max_detached_bytes``. Past it the session is gone (its client's resume fails with
+    ``SessionExpired``: nothing it was sent is lost without its knowing). Unreliable ones are
+    dropped (``unreliable_dropped``). Rooms and topics need none of this: their messages are
+    replayed from the broker's history."""
     # -- the send side: clients that stop reading (docs/rpc.md, "Clients that stop reading") --
     max_send_backlog: int = 8 * 1024 * 1024  # bytes held for one client: past it, "slow consumer"
     max_send_backlog_total: int = 64 * 1024 * 1024  # the same for every client together (per process)
