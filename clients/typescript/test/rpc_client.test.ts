@@ -24,8 +24,11 @@ class FakeServer {
   control: MuxStream | null = null;
   hello: Record<string, unknown> | null = null;
   private accepted = 0;
-  /** @param opts.callStreams call streams it serves at most (as a server at `max_streams_total`): those past it are closed at once, unread */
-  constructor(readonly transport: MemoryTransport, readonly opts: { refuse?: [number, string]; sid?: string; resumed?: boolean; callStreams?: number } = {}) {
+  /**
+   * @param opts.callStreams call streams it serves at most (as a server at `max_streams_total`): those past it are closed at once, unread
+   * @param opts.holdWelcome WELCOME goes out once this resolves
+   */
+  constructor(readonly transport: MemoryTransport, readonly opts: { refuse?: [number, string]; sid?: string; resumed?: boolean; callStreams?: number; holdWelcome?: Promise<void> } = {}) {
     this.mux = new MuxSession(transport, { client: false, config: { ...RPC_MUX_CONFIG, keepaliveDisabled: true } });
     transport.onDatagram((d) => {
       const f = decodeDatagram(d);
@@ -91,7 +94,8 @@ class FakeServer {
           welcome.restored = { rooms: ["r1"], topics: [], recovery: { "room:r1": [true, 1, 0, [1, 6]] } };
           this.send(s, T.EVENT, 0, ["Chat", { text: "replayed" }, "room:r1", 6, 1, 1]);
         }
-        this.send(s, T.WELCOME, 0, welcome);
+        if (this.opts.holdWelcome) void this.opts.holdWelcome.then(() => this.send(s, T.WELCOME, 0, welcome));
+        else this.send(s, T.WELCOME, 0, welcome);
         return;
       }
       case T.PING:
@@ -428,6 +432,41 @@ test("waiting for a connection fails once nothing will connect again: lost witho
   await waitFor(() => dials > 2, "failed reconnects");
   await c.close();
   for (const p of [waiting, waited]) await assert.rejects(p, (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED && e.statusMessage === "client closed");
+});
+
+test("close() while a reconnect attempt dials or waits for WELCOME abandons it: a connection that comes up anyway is closed at once, never the client's link", async () => {
+  for (const phase of ["dial", "welcome"] as const) {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const conns: MuxConnection[] = [];
+    const servers: FakeServer[] = [];
+    let dials = 0;
+    const connector = async (): Promise<MuxConnection> => {
+      const n = ++dials;
+      if (n === 2 && phase === "dial") await held; // the dial of the reconnect hangs until released
+      const [a, b] = memoryTransportPair(new Uint8Array(32).fill(n));
+      servers.push(new FakeServer(b, n === 2 && phase === "welcome" ? { holdWelcome: held } : {}));
+      const conn = new MuxConnection(a, { ...RPC_MUX_CONFIG, keepaliveDisabled: true });
+      conns.push(conn);
+      return conn;
+    };
+    const client = await Client.connect(connector, { heartbeat: null, reconnect: { initialMs: 5, maximumMs: 20 } });
+    await assert.rejects(client.unary("t.S/drop", null), (e: unknown) => e instanceof RpcError && e.code === Status.UNAVAILABLE);
+    if (phase === "dial") await waitFor(() => dials === 2, "the reconnect's dial");
+    else await waitFor(() => servers[1]?.hello != null, "the reconnect's HELLO");
+    await client.close();
+    // the attempt ends with close(), not at its timeouts (their timers held the process for 5 s and more)
+    await waitFor(() => (client as unknown as { reconnecting: unknown }).reconnecting === null, `the reconnect loop to end (${phase})`, 1000);
+    release();
+    // the connection comes up all the same (the dial resolves, the server WELCOMEs): it is closed, the client stays closed
+    await waitFor(() => conns.length === 2 && (conns[1] as MuxConnection).closed && (servers[1] as FakeServer).mux.closed, `the late connection to be closed (${phase})`, 2000);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(client.connected, false, phase);
+    assert.notEqual((client as unknown as { link: { conn: unknown } | null }).link?.conn, conns[1], phase);
+    assert.equal(client.reconnects, 0, phase);
+    assert.equal(dials, 2, phase);
+    await assert.rejects(client.unary("t.S/echo", 1), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED);
+  }
 });
 
 test("a server that floods a call on the shared stream fails it RESOURCE_EXHAUSTED; the connection goes on", async () => {

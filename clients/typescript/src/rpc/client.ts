@@ -665,6 +665,8 @@ export class Client implements RpcChannel {
   private readonly handlers = new Map<string, Array<(payload: unknown, info: EventInfo) => void>>();
   private readonly rawHandlers: Array<(ev: RawEvent) => void> = [];
   private reconnecting: Promise<void> | null = null;
+  /** Ends what close() must not wait for: the reconnect loop's pause, or the attempt to connect in flight (rejected with why). */
+  private interrupt: ((err: RpcError) => void) | null = null;
   private readyWaiters: Array<() => void> = [];
   private gaveUp: RpcError | null = null;
   /** Server info from the last WELCOME. */
@@ -758,23 +760,36 @@ export class Client implements RpcChannel {
   }
 
   private async connectOnce(restore: boolean): Promise<void> {
+    // close() abandons the attempt at once (it waits neither for the dial nor for WELCOME)
+    const abandoned = new Promise<never>((_, rej) => (this.interrupt = rej));
+    void abandoned.catch(() => undefined);
     try {
-      await this.connectOnceHere(restore);
+      if (this.closing) throw new RpcError(Status.CANCELLED, "client closed");
+      await this.connectOnceHere(restore, abandoned);
     } catch (e) {
       this.rotation?.rotate();
       throw e;
+    } finally {
+      this.interrupt = null;
     }
   }
 
-  private async connectOnceHere(restore: boolean): Promise<void> {
+  /** @param abandoned rejects when close() is called */
+  private async connectOnceHere(restore: boolean, abandoned: Promise<never>): Promise<void> {
     const timeout = this.opts.connectTimeoutMs ?? 5000;
     let timer: ReturnType<typeof setTimeout> | null = null;
     const timedOut = new Promise<never>((_, rej) => {
       timer = setTimeout(() => rej(new RpcError(Status.UNAVAILABLE, `no connection to the server within ${timeout / 1000} s`)), timeout + 1000);
     });
     let conn: RpcConnection;
+    let dialing: Promise<RpcConnection> | null = null;
     try {
-      conn = await Promise.race([this.connector(), timedOut]);
+      dialing = this.connector();
+      conn = await Promise.race([dialing, timedOut, abandoned]);
+    } catch (e) {
+      // a connection that comes up after all (the client closed, or the dial took too long) is closed at once
+      void dialing?.then((c) => (c.abort ? c.abort() : c.close()).catch(() => undefined), () => undefined);
+      throw e;
     } finally {
       if (timer) clearTimeout(timer);
     }
@@ -832,10 +847,12 @@ export class Client implements RpcChannel {
         );
       });
       try {
-        body = await Promise.race([l.welcome, noAnswer]);
+        body = await Promise.race([l.welcome, noAnswer, abandoned]);
       } finally {
         if (wt) clearTimeout(wt);
       }
+      // WELCOME came, but close() ran before this went on: the connection is not the client's
+      if (this.closing) throw new RpcError(Status.CANCELLED, "client closed");
     } catch (e) {
       link?.shutdown(new RpcError(Status.UNAVAILABLE, "connect failed"));
       // the peer never answered: nothing to linger for
@@ -932,7 +949,7 @@ export class Client implements RpcChannel {
         if (hook) this.guarded("onGiveUp", () => hook(err));
         return;
       }
-      await sleep(reconnectDelay(policy, attempt, this.opts.random));
+      await this.pause(reconnectDelay(policy, attempt, this.opts.random));
       attempt++;
       if (this.closing) return;
       try {
@@ -947,6 +964,19 @@ export class Client implements RpcChannel {
       if (hook) this.guarded("onReconnect", () => hook());
       return;
     }
+  }
+
+  /** Wait `ms` before the next reconnect attempt, or until close(). */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.interrupt = null;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.interrupt = done;
+    });
   }
 
   /**
@@ -969,11 +999,14 @@ export class Client implements RpcChannel {
    * Close: tell the server (GOAWAY [0, "client closed"]: the session ends for good), fail calls
    * with CANCELLED. What is still queued (reliable notifies, the GOAWAY) goes out first: resolves
    * once the transport has ended, after at most its close linger (`session.closeLingerMs`, 5 s)
-   * while sent data is unacknowledged.
+   * while sent data is unacknowledged. A reconnect attempt in flight (dialing, or waiting for
+   * WELCOME) is abandoned: a connection it makes all the same is closed at once.
    */
   async close(): Promise<void> {
     this.closing = true;
     this.ticket = null;
+    // a reconnect attempt in flight is abandoned: its connection, should it come up, is closed, never the link
+    this.interrupt?.(new RpcError(Status.CANCELLED, "client closed"));
     const link = this.link;
     if (link && link.state !== "closed") {
       link.sendFrame(link.control, encodeFrame(T.GOAWAY, 0, [0, "client closed"]));
