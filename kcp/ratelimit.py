@@ -134,6 +134,15 @@ class PrefixLimiter:
             buckets.move_to_end(key)
         return b.take(now)
 
+    def empty(self, addr: Any, now: int) -> bool:
+        """True when ``addr``'s bucket holds less than one token now (nothing is taken): work that
+        :meth:`allow` would refuse can be skipped before it is done."""
+        if self.rate <= 0:
+            return False
+        key = self.keys.key(addr)
+        b = self._buckets.get(key) if key is not None else None
+        return b is not None and b.tokens + max(0, now - b.last) * b.per_ms < 1.0
+
     def charge(self, addr: Any, n: float, now: int) -> None:
         """Spend ``n`` more tokens of ``addr``'s bucket (after :meth:`allow` let its work start),
         into debt if need be: its next work waits until it is paid back."""

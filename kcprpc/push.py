@@ -431,9 +431,14 @@ class PushHub:
         if since is not None:
             stats["recoveries"] += 1
         same = since is not None and since.epoch == broker.epoch
+        budget, address = self._replays, session.remote_address
+        now = int(time.monotonic() * 1000)
+        # the address replayed its share: nothing is read or sent, what this one would have
+        # replayed is reported missed (read first and skipped, it cost 5-7 echo calls: an audit)
+        empty = since is not None and budget is not None and budget.empty(address, now)
         try:
-            if since is None:
-                hist = await broker.history(key, None, 0)
+            if since is None or empty:
+                hist = await broker.history(key, None if since is None else since.offset if same else 0, 0)
             else:
                 hist = await broker.history(key, since.offset if same else 0)
         except BaseException:
@@ -446,11 +451,11 @@ class PushHub:
             # given up: nothing replayed; what was held back and dropped is lost, later ones went live
             lost = h.dropped - since.offset if h.dropped and same and since is not None else None
             return Recovery(False, 0, lost, Position(hist.epoch, max(h.dropped, hist.last)))
-        budget, address = self._replays, session.remote_address
-        now = int(time.monotonic() * 1000)
-        # the address replayed its share: what this one would have replayed is reported missed
         refused = bool(hist.messages) and budget is not None and not budget.allow(address, now)
         n = sent = skipped = 0
+        if empty and since is not None:  # every message after since, of any delivery
+            skipped = max(0, hist.last - since.offset - hist.missed) if same else 0
+            refused = skipped > 0 if same else hist.last > 0
         for m in hist.messages:
             if m.delivery is Delivery.RELIABLE:
                 if refused:

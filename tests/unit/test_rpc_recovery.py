@@ -310,6 +310,20 @@ async def test_replays_are_budgeted_in_bytes_per_address(exempt: bool) -> None:
         assert (again.recovered, again.replayed, again.missed) == (False, 0, 40)
         assert again.position == first.position and p.server.stats["replays_refused"] == 1
         assert "big" in p.client.topics  # subscribed all the same: live events flow
+        # refused before the history is read: a refused recovery cost 5-7 echo calls (an audit)
+        reads: list[tuple[Any, Any]] = []
+        broker = p.server.push.broker
+        read = broker.history
+
+        async def counted(key: str, since: Any = None, limit: Any = None) -> Any:
+            reads.append((since, limit))
+            return await read(key, since, limit)
+
+        broker.history = counted  # type: ignore[method-assign]
+        await p.client.unsubscribe("big")
+        third = await p.client.subscribe("big", since=start)
+        assert (third.recovered, third.missed) == (False, 40) and p.server.stats["replays_refused"] == 2
+        assert all(limit == 0 for _, limit in reads)  # the position only, no message read
 
 
 async def test_room_history_is_for_members_and_an_interceptor_can_refuse_history() -> None:
