@@ -141,7 +141,7 @@ class PrefixLimiter:
             return False
         key = self.keys.key(addr)
         b = self._buckets.get(key) if key is not None else None
-        return b is not None and b.tokens + max(0, now - b.last) * b.per_ms < 1.0
+        return b is not None and b.level(now) < 1.0
 
     def charge(self, addr: Any, n: float, now: int) -> None:
         """Spend ``n`` more tokens of ``addr``'s bucket (after :meth:`allow` let its work start),
@@ -159,11 +159,9 @@ class PrefixLimiter:
         buckets = self._buckets
         if not buckets or self.rate <= 0:
             return
-        per_ms = self.rate / 1000.0
-        burst = self.burst
         while buckets:
             key, b = next(iter(buckets.items()))
-            if b.tokens + (now - b.last) * per_ms < burst:
+            if b.level(now) < b.burst:
                 break
             del buckets[key]
 

@@ -18,11 +18,16 @@ class TokenBucket:
         self.tokens = float(burst)
         self.last = now  # when the tokens were last counted
 
+    def level(self, now: int) -> float:
+        """The tokens at ``now`` (nothing is taken or counted)."""
+        if now > self.last:
+            return min(self.burst, self.tokens + (now - self.last) * self.per_ms)
+        return self.tokens
+
     def _refilled(self, now: int) -> float:
         """The tokens at ``now`` (counted from then on)."""
-        tokens = self.tokens
+        tokens = self.level(now)
         if now > self.last:
-            tokens = min(self.burst, tokens + (now - self.last) * self.per_ms)
             self.last = now
         return tokens
 

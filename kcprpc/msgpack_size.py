@@ -225,6 +225,13 @@ def decoded_size(data: bytes | bytearray | memoryview, limit: int) -> int:
     return -2 if r >= 0 and walk.need else r
 
 
+def held_size(packed: bytes, limit: int = 1 << 30) -> int:
+    """What a msgpack value takes when it is kept decoded, for a bound in bytes: its decoded
+    estimate (:func:`decoded_size`), at least its own length; ``limit + 1`` past ``limit``."""
+    held = decoded_size(packed, limit)
+    return limit + 1 if held == -1 else max(held, len(packed))
+
+
 SMALL_BODY: Final = 4096
 
 

@@ -211,6 +211,21 @@ def route(peer: Peer, frame: bytes, delivery: Delivery) -> None:
     peer.send_frame(frame)
 
 
+def send_event(s: Member, frame: bytes, unreliable: bool, key: str | None) -> None:
+    """Send an EVENT ``frame`` to one session: unreliable as :func:`route` does, reliable on its
+    control stream, unless reliable frames of its room or topic ``key`` (None: a frame outside
+    the key's numbering) still wait in one of its lanes: then behind them there, in order."""
+    if unreliable:
+        route(s, frame, Delivery.UNRELIABLE)
+    elif s.control is not None:
+        lanes = s.lanes
+        lane = lanes.holding(key) if key is not None and lanes is not None and lanes.queued_bytes else None
+        if lane is None:
+            s.control.send(frame)
+        else:
+            s.enqueue(frame, lane, None, False, key)
+
+
 class PushHub:
     """Local membership of rooms and topics, wired to the broker (``server.push``)."""
 
@@ -260,15 +275,7 @@ class PushHub:
                 if held is not None and msg.seq and s in held and self._held(held[s], msg):
                     continue
                 n += 1
-                if unreliable:
-                    route(s, frame, msg.delivery)
-                elif s.control is not None:
-                    lanes = s.lanes  # reliable frames of this key waiting in a lane go first
-                    lane = lanes.holding(key) if lanes is not None and lanes.queued_bytes else None
-                    if lane is None:
-                        s.control.send(frame)
-                    else:
-                        s.enqueue(frame, lane, None, False, key)
+                send_event(s, frame, unreliable, key)
             stats["events_sent"] += n
 
         return deliver
@@ -436,11 +443,9 @@ class PushHub:
         # the address replayed its share: nothing is read or sent, what this one would have
         # replayed is reported missed (read first and skipped, it cost 5-7 echo calls: an audit)
         empty = since is not None and budget is not None and budget.empty(address, now)
-        try:
-            if since is None or empty:
-                hist = await broker.history(key, None if since is None else since.offset if same else 0, 0)
-            else:
-                hist = await broker.history(key, since.offset if same else 0)
+        start = None if since is None else since.offset if same else 0
+        try:  # without since, or refused: the key's position only
+            hist = await broker.history(key, start, 0 if since is None or empty else None)
         except BaseException:
             self.release(session, key)
             raise
@@ -451,11 +456,12 @@ class PushHub:
             # given up: nothing replayed; what was held back and dropped is lost, later ones went live
             lost = h.dropped - since.offset if h.dropped and same and since is not None else None
             return Recovery(False, 0, lost, Position(hist.epoch, max(h.dropped, hist.last)))
-        refused = bool(hist.messages) and budget is not None and not budget.allow(address, now)
         n = sent = skipped = 0
         if empty and since is not None:  # every message after since, of any delivery
             skipped = max(0, hist.last - since.offset - hist.missed) if same else 0
             refused = skipped > 0 if same else hist.last > 0
+        else:
+            refused = bool(hist.messages) and budget is not None and not budget.allow(address, now)
         for m in hist.messages:
             if m.delivery is Delivery.RELIABLE:
                 if refused:
@@ -512,13 +518,9 @@ class PushHub:
         unreliable = delivery is Delivery.UNRELIABLE
         n = 0
         for s in tuple(members):
-            if s.closed:
-                continue
-            n += 1
-            if unreliable:
-                route(s, frame, delivery)
-            elif s.control is not None:
-                s.control.send(frame)
+            if not s.closed:
+                n += 1
+                send_event(s, frame, unreliable, None)
         self.server.stats["events_sent"] += n
         return n
 

@@ -419,10 +419,10 @@ class Server:
         """The sessions kept for a resume now (detached)."""
         return self.resumable.detached.values()
 
-    def detached_grew(self, session: ServerSession) -> None:
-        """A detached ``session`` holds more (events sent to it): charge it against
-        ``max_detached_bytes``, ending the detached sessions evicted past it."""
-        for old in self.resumable.recharge(session):
+    def detached_grew(self, session: ServerSession, grew: int) -> None:
+        """A detached ``session`` holds ``grew`` bytes more (events sent to it): charge them
+        against ``max_detached_bytes``, ending the detached sessions evicted past it."""
+        for old in self.resumable.recharge(session, grew):
             self.stats["detached_evicted"] += 1
             spawn(self.tasks, self._gone(old))
 

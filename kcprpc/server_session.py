@@ -306,7 +306,7 @@ class ServerSession:
         held.append(frame)
         self.held_events_bytes = n
         server.stats["detached_events_held"] += 1
-        server.detached_grew(self)
+        server.detached_grew(self, len(frame))
 
     def send_held(self) -> None:
         """On a resume (:meth:`adopt`): send what was held for this session while it was detached,
@@ -744,9 +744,9 @@ class ServerHost(Protocol):
     def kept_sessions(self) -> Iterable[ServerSession]:
         """The sessions kept for a resume now (detached)."""
 
-    def detached_grew(self, session: ServerSession) -> None:
-        """A detached ``session`` holds more (events sent to it): charge it against
-        ``max_detached_bytes``, ending the detached sessions evicted past it."""
+    def detached_grew(self, session: ServerSession, grew: int) -> None:
+        """A detached ``session`` holds ``grew`` bytes more (events sent to it): charge them
+        against ``max_detached_bytes``, ending the detached sessions evicted past it."""
 
     async def resume(self, session: ServerSession, claim: Any) -> ServerSession | str:
         """A HELLO on ``session`` (new, not welcomed) asks to resume with ``claim``: the resumed

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 from kcp.ratelimit import SourceKeys, address_keys
 from kcprpc.codec import pack
 from kcprpc.errors import RpcError
-from kcprpc.msgpack_size import decoded_size
+from kcprpc.msgpack_size import held_size
 from kcprpc.resume import TOKEN_SIZE, parse_claim, resume_proof
 from kcprpc.server_config import ServerConfig
 from kcprpc.server_session import ServerSession, SessionHook
@@ -51,16 +51,11 @@ def detached_cost(session: ServerSession) -> int:
     names = sum(len(r) for r in session.rooms) + sum(len(t) for t in session.topics)
     return (
         DETACHED_BASE
-        + _held(session.metadata)
-        + _held(session.presence)
+        + held_size(pack(session.metadata))
+        + held_size(pack(session.presence))
         + 2 * names
         + session.held_events_bytes
     )
-
-
-def _held(value: Any) -> int:
-    packed = pack(value)
-    return max(len(packed), decoded_size(packed, 1 << 30))
 
 
 EXPIRED: Final = "session expired"
@@ -181,12 +176,13 @@ class ResumeTable:
             evicted.append(oldest)
         return self._evict(evicted)
 
-    def recharge(self, session: ServerSession) -> list[ServerSession]:
-        """A detached ``session`` holds more now (events sent to it): charge it again; returns
-        the sessions evicted past the bounds (the caller ends them)."""
+    def recharge(self, session: ServerSession, grew: int) -> list[ServerSession]:
+        """A detached ``session`` holds ``grew`` bytes more (events sent to it): add them to its
+        charge; returns the sessions evicted past the bounds (the caller ends them)."""
         if not self.waiting(session):
             return []
-        self._keep(session)
+        self._cost[session.id] += grew
+        self.detached_bytes += grew
         return self._evict([])
 
     def _evict(self, evicted: list[ServerSession]) -> list[ServerSession]:

@@ -27,7 +27,7 @@ from kcp.ratelimit import PrefixLimiter, SourceTally
 from kcp.token_bucket import TokenBucket
 from kcprpc.broker import room_key
 from kcprpc.errors import RpcError, UsageError
-from kcprpc.msgpack_size import decoded_size
+from kcprpc.msgpack_size import held_size
 from kcprpc.send_lanes import encode_keyed_event
 from kcprpc.service import Delivery, event, event_info
 from kcprpc.status import Status
@@ -178,10 +178,7 @@ def _size(payload: Any) -> int:
         packed = msgpack.packb(payload, use_bin_type=True)
     except (TypeError, ValueError, OverflowError):
         return len(repr(payload))
-    held = decoded_size(packed, _SIZE_LIMIT)
-    if held == -1:
-        return _SIZE_LIMIT + 1
-    return max(held, len(packed))
+    return held_size(packed, _SIZE_LIMIT)
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}

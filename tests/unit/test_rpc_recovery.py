@@ -457,8 +457,8 @@ async def test_a_hold_given_up_while_another_key_replays_stays_given_up() -> Non
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payloads=st.lists(any_msgpack(text=40, items=5, key=8, entries=5, leaves=30), max_size=6))
 def test_a_history_page_is_encoded_from_the_frames_as_the_model_would_be(payloads: list[Any]) -> None:
-    """``kcprpc.Push/History`` encodes its page from the messages' EVENT frames (dumping and
-    packing each payload again cost 190 ms of CPU per megabyte answered): the bytes decode into
+    """``kcprpc.Push/History`` encodes its page from the messages' EVENT frames (a model per
+    message, dumped and packed again, cost 7 times the CPU: bench/history_page.py): the bytes decode into
     exactly what the HistoryPage model's own encoding does."""
     from kcprpc.broker import MemoryBroker
     from kcprpc.codec import pack, unpack
