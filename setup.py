@@ -9,7 +9,7 @@ wheel is pure Python and still installs. The build stays pure when:
 - the install is editable (``pip install -e .``, the README's commands): editing a .py file must
   take effect, so no extension module is built, and none is ever written into the source tree.
 
-The compiled build also has two hand-written extensions (NATIVE), on Linux only; when one does not
+The compiled build also has three hand-written extensions (NATIVE), on Linux only; when one does not
 compile or link, the build goes on without it and the code that uses it falls back:
 
 - kcp.secure._aead (kcp/secure/_aead.c): secure mode's AEADs on OpenSSL's EVP interface with kept
@@ -18,6 +18,8 @@ compile or link, the build goes on without it and the code that uses it falls ba
   (libcrypto.so, from an OpenSSL development package) or else the runtime library by name
   (``-l:libcrypto.so.3``).
 - kcp._mmsg (kcp/_mmsg.c): sendmmsg/recvmmsg for kcp.batch, which calls them through ctypes without it.
+- kcprpc._msgsize (kcprpc/_msgsize.c): the decoded-size walk of kcprpc.msgpack_size, which walks
+  in Python without it.
 
 Everything mypyc generates goes under build/ (git-ignored), and so do the objects of both. mypyc
 writes a C file per module (``multi_file``) and they compile in parallel, one job per CPU: one
@@ -52,6 +54,7 @@ NATIVE: dict[str, tuple[str, tuple[list[str], ...], str]] = {
         "secure mode uses cryptography's AEADs",
     ),
     "kcp._mmsg": ("kcp/_mmsg.c", ([],), "kcp.batch calls sendmmsg/recvmmsg through ctypes"),
+    "kcprpc._msgsize": ("kcprpc/_msgsize.c", ([],), "kcprpc.msgpack_size walks bodies in Python"),
 }
 
 
