@@ -1,6 +1,8 @@
 """The decoded-size walk (``kcprpc.msgpack_size``) in C against the same walk in Python, in one
 process, alternated: CPU time per body for a few body shapes, msgpack's own decode of the body
-beside them, and a ``MemoryBroker`` publish kept in the history (which walks its payload).
+beside them (``unpack``: the garbage collector on; ``paused``: ``kcprpc.codec.unpack``, which
+pauses it for bodies over 4 KiB), and a ``MemoryBroker`` publish kept in the history (which
+walks its payload).
 
 The C walk (``kcprpc._msgsize``) exists in the compiled build only; in a pure build the script
 says so and measures the Python walk alone.
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from kcprpc import MemoryBroker, msgpack_size
+from kcprpc import MemoryBroker, codec, msgpack_size
 from kcprpc.buildinfo import build_name
 
 CHAT = {"text": "hello world", "user": "u123", "n": 5}
@@ -71,10 +73,12 @@ def main() -> None:
         for name, body in BODIES.items():
             us = per_call(lambda body=body: msgpack.unpackb(body, strict_map_key=False), args.seconds)  # type: ignore[misc]
             got.setdefault((name, "unpack"), []).append(us)
+            us = per_call(lambda body=body: codec.unpack(body), args.seconds)  # type: ignore[misc]
+            got.setdefault((name, "paused"), []).append(us)
     msgpack_size.use_native(True)
     print(f"CPU µs per body, median of {args.rounds} rounds (walks alternated)")
     head = f"{'body':24s} {'bytes':>6s} " + " ".join(f"{w:>9s}" for w in walks)
-    print(head + (f" {'C/Python':>9s}" if has_c else "") + f" {'unpack':>9s}")
+    print(head + (f" {'C/Python':>9s}" if has_c else "") + f" {'unpack':>9s} {'paused':>9s}")
     for name in [*BODIES, "kept publish (chat)"]:
         med = {w: statistics.median(got[(name, w)]) for w in walks}
         row = f"{name:24s} {len(BODIES.get(name, b'')) or '':>6} " + " ".join(f"{med[w]:9.2f}" for w in walks)
@@ -82,6 +86,7 @@ def main() -> None:
             row += f" {med['C'] / med['Python']:9.3f}"
         if (name, "unpack") in got:
             row += f" {statistics.median(got[(name, 'unpack')]):9.2f}"
+            row += f" {statistics.median(got[(name, 'paused')]):9.2f}"
         print(row)
 
 

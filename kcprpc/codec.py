@@ -12,6 +12,7 @@ datagrams. See ``docs/wire-format/rpc.md``.
 
 from __future__ import annotations
 
+import gc
 import struct
 import threading
 from collections.abc import Callable, Iterable
@@ -160,7 +161,25 @@ def pack(obj: Any) -> bytes:
 def unpack(data: bytes | bytearray | memoryview) -> Any:
     """Decode one msgpack value; raises ``ValueError`` subclasses on garbage (ext types included:
     kcprpc never sends them, see docs/wire-format/rpc.md)."""
+    if len(data) > SMALL_BODY:
+        return unpack_large(data)
     return msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+
+
+def unpack_large(data: bytes | bytearray | memoryview) -> Any:
+    """:func:`unpack` with the garbage collector paused while msgpack builds the value (msgpack's
+    own advice for large messages): each container it makes counts towards a collection, and the
+    collections it would trigger traverse the value being built again and again, 3-5 times the
+    decode's own cost for a body dense in arrays or maps (docs/rpc.md, "Decoded bodies"). The
+    decode holds the GIL and runs no Python code, so the pause covers it alone; a collector that
+    was off stays off."""
+    if not gc.isenabled():
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+    gc.disable()
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+    finally:
+        gc.enable()
 
 
 class DecodeBudget:
@@ -226,7 +245,7 @@ class DecodeBudget:
                 self.counters["recv_decode_refused"] += 1
                 return DECODE_REFUSED, 0
         try:
-            body = msgpack.unpackb(data, raw=False, strict_map_key=False, max_ext_len=0)
+            body = unpack(data)
         except Exception:
             return UNDECODABLE, 0
         if held:
@@ -274,6 +293,8 @@ _VIEW_ABOVE: Final = 64 * 1024
 
 def _decode_fast(data: memoryview, cost: int) -> tuple[Any, int]:
     try:
+        if len(data) > SMALL_BODY:
+            return unpack_large(data), cost
         return _unpackb(data, raw=False, strict_map_key=False, max_ext_len=0), cost
     except Exception:
         return UNDECODABLE, 0
@@ -447,7 +468,10 @@ class FrameDecoder:
                         cost = 0
                 if cost >= 0:
                     try:
-                        body = _unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
+                        if n > 4096:  # SMALL_BODY
+                            body = unpack_large(chunk)
+                        else:
+                            body = _unpackb(chunk, raw=False, strict_map_key=False, max_ext_len=0)
                     except Exception:
                         body = UNDECODABLE
                         cost = 0

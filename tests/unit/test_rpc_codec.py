@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import uuid
+from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -149,3 +152,47 @@ def test_pack_matches_packb_and_survives_failures_and_large_messages() -> None:
     t.start()
     t.join(10)
     assert out == [msgpack.packb(value, use_bin_type=True)]  # another thread has its own Packer
+
+
+def _collections_during(fn: Any) -> int:
+    """How many collections the garbage collector started while ``fn()`` ran (at most one more:
+    the one that the allocations after it may start once a paused collector is back)."""
+    gc.collect()
+    before = sum(s["collections"] for s in gc.get_stats())
+    fn()
+    return sum(s["collections"] for s in gc.get_stats()) - before
+
+
+def dense(n: int) -> bytes:
+    return b"\xdc" + n.to_bytes(2, "big") + b"\x91\x01" * n  # n one-element arrays, 2n bytes
+
+
+@pytest.mark.parametrize("n", [20_000, 40_000])  # 40 KB: the hot path; 80 KB: read through a view
+@pytest.mark.parametrize("path", ["unpack", "decoder", "budget"])
+def test_a_large_body_is_decoded_with_the_collector_paused(path: str, n: int) -> None:
+    """``n`` containers would start a collection every 700 (msgpack's advice: pause it for large
+    messages); the pause covers the decode only, and a collector that was off stays off."""
+    body = dense(n)
+    frame = codec.encode_frame_raw(codec.CALL, 1, body)
+    decoders = {
+        "unpack": lambda: codec.unpack(body),
+        "decoder": lambda: codec.FrameDecoder().feed(frame),
+        "budget": lambda: codec.FrameDecoder(budget=codec.DecodeBudget(1 << 26, [codec.CALL])).feed(frame),
+    }
+    out: list[Any] = []
+    assert gc.isenabled()
+    assert _collections_during(lambda: out.append(decoders[path]())) <= 1
+    assert gc.isenabled()
+    got = out[0] if path == "unpack" else out[0][0][2]
+    assert len(got) == n and got[-1] == [1]
+    # the same arrays without the pause: the collector runs during the decode
+    assert _collections_during(lambda: msgpack.unpackb(body)) >= 20
+    gc.disable()
+    try:
+        codec.unpack(body)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ValueError):
+        codec.unpack(body[:-1])  # truncated: the collector is back on after the error too
+    assert gc.isenabled()
