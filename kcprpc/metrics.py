@@ -58,6 +58,8 @@ REQUEST_TIMEOUT = 5.0
 SERVER_GAUGES: dict[str, tuple[str, str]] = {
     "send_backlog": ("server_send_backlog_bytes", "bytes held for all clients at the last sweep"),
     "presence_entries": ("server_presence_entries", "this server's sessions recorded in a presence"),
+    "streams_open": ("server_streams_open", "streams open besides the control streams"),
+    "receive_held": ("server_receive_held_bytes", "bytes held from all clients at the last count"),
 }
 """The ``server.stats`` entries that are gauges (metric name without ``kcprpc_``, help); every
 other entry is a counter, ``kcprpc_server_<name>_total``."""

@@ -199,6 +199,15 @@ def test_names_follow_prometheus_conventions() -> None:
     assert "kcprpc_kcp_sent_bytes" in seen and "kcprpc_kcp_kcp_in_errors" not in seen
     assert "kcprpc_server_send_backlog_bytes" in seen and "kcprpc_mux_in_bytes" in seen
     assert "kcprpc_server_detached_sessions" in seen and "kcprpc_server_sessions_detached" in seen
+    # the stats that go down are gauges (rate() of a counter that falls reads as a reset)
+    types = {f.name: f.kind for f in families(server)}
+    for gauge in (
+        "server_send_backlog_bytes",
+        "server_presence_entries",
+        "server_streams_open",
+        "server_receive_held_bytes",
+    ):
+        assert types["kcprpc_" + gauge] == "gauge", gauge
 
 
 async def test_missing_extra_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:

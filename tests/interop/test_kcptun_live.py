@@ -286,7 +286,7 @@ async def test_kcptun_client_to_our_server(kcptun: None, opts: PeerOptions, conn
 
 
 # kcptun's own defaults (mode fast, mtu 1350, FEC 10/3, server windows 1024/1024, client 128/512,
-# streambuf 2 MiB) against ours (fast3, mtu 1400, windows 128/128): only cipher, key, FEC, smux
+# streambuf 2 MiB) against ours (fast3, mtu 1400, windows 512/512): only cipher, key, FEC, smux
 # version and --nocomp have to agree.
 KCPTUN_SERVER_DEFAULTS = PeerOptions(mode="fast", datashard=10, parityshard=3)
 KCPTUN_CLIENT_DEFAULTS = replace(KCPTUN_SERVER_DEFAULTS, sndwnd=128, rcvwnd=512)
