@@ -47,6 +47,7 @@ class Member(Protocol):
     topics: set[str]
     memberships: int  # bytes its rooms and topics cost, as the hub counts them (MEMBERSHIP_COST + key each)
     closed: bool
+    detached: bool  # kept for a resume (closed too): what it is sent is held
     control: FrameWriter | None
 
     @property
@@ -350,8 +351,10 @@ class PushHub:
     def join(self, session: Member, room: str) -> None:
         """Add a session to a room and tell its client. RESOURCE_EXHAUSTED past the server's
         ``max_rooms`` per session, INVALID_ARGUMENT for an empty name or one longer than
-        ``max_name_length``."""
-        if room in session.rooms or session.closed:
+        ``max_name_length``. A session detached for a resume joins too (in ``on_resume``, say):
+        its client is told when it resumes, and gets the room's recovery report (what it missed
+        there unknown)."""
+        if room in session.rooms or (session.closed and not session.detached):
             return
         self._check_name("room", room)
         if len(session.rooms) >= self.server.config.max_rooms:
@@ -371,7 +374,7 @@ class PushHub:
             return
         session.rooms.discard(room)
         self._remove(session, room_key(room))
-        if not session.closed:
+        if not session.closed or session.detached:  # a detached session's client is told on its resume
             session.send_frame(encode_frame(ROOMS, 0, [False, room]))
 
     def subscribe(self, session: Member, topic: str) -> None:

@@ -364,8 +364,9 @@ class Server:
                 keeper = self._keeper
                 if keeper.may_detach(s):
                     evicted = keeper.detach(s)  # at once: a resume may come while the close lingers
+                    this = s.detaches
                     await conn.close()
-                    await keeper.detached(s, evicted)
+                    await keeper.detached(s, evicted, this)
                 else:
                     await self._gone(s, conn)
             await conn.close()  # idempotent; also ends the KCP session under a dead mux

@@ -109,6 +109,7 @@ class ServerSession:
         "conn",
         "control",
         "detached",
+        "detaches",
         "expiry",
         "held_events_bytes",
         "id",
@@ -160,6 +161,7 @@ class ServerSession:
         """Seconds this session is kept for a resume once its connection is lost (read when it
         detaches: set it in ``on_connect`` or ``on_detach``; None or 0: gone at once)."""
         self.detached = False  # its connection was lost; it may resume (nothing is sent to it)
+        self.detaches = 0  # times its connection was lost and it was kept for a resume
         self.may_resume = True  # False once it ended on purpose or as a penalty (slow consumer)
         self.resume_token: bytes | None = None  # the token of its last WELCOME (used once)
         self.resumed_into: ServerSession | None = None  # a new connection's session that resumed another
@@ -301,6 +303,7 @@ class ServerSession:
             server.stats["detached_events_overflowed"] += 1
             self._held_events = None
             self.held_events_bytes = n
+            self.may_resume = False  # also when a resume has already claimed it (on_resume runs)
             spawn(server.tasks, server.end_detached(self))
             return
         held.append(frame)
@@ -530,7 +533,11 @@ class ServerSession:
         cancelled). Its id, ``state``, ``metadata``, rooms and topics stay; nothing is sent to it."""
         self.closed = True
         self.detached = True
+        lanes = self.lanes
+        waiting = list(lanes.take(lanes.queued_bytes)) if lanes is not None and lanes.queued_bytes else []
         self._stop_lanes()
+        for frame, unreliable in waiting:  # accepted and not yet handed to the transport: held
+            self.hold(frame, unreliable)
         held = self.conn.receive_bounds
         if held is not None:
             held.watch_receive(None)

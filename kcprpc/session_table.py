@@ -140,7 +140,9 @@ class ResumeTable:
             return REFUSED
         old = self.by_id.get(claim.sid)
         token = old.resume_token if old is not None else None
-        if old is None or token is None or old is new:
+        # not may_resume: ended meanwhile (session.close(), a penalty, more events than
+        # detached_send_buffer) while its teardown has not run yet
+        if old is None or token is None or old is new or not old.may_resume:
             stats["resumes_refused"] += 1
             return EXPIRED
         binding = new.conn.channel_binding
@@ -154,12 +156,14 @@ class ResumeTable:
         self.forget(old)  # the token is used: once
         return old, token
 
-    def put_back(self, session: ServerSession, token: bytes) -> None:
+    def put_back(self, session: ServerSession, token: bytes) -> list[ServerSession]:
         """A proven resume did not complete (its new connection was lost meanwhile): the session is
-        detached again with the token the client still holds (its window starts again)."""
+        detached again with the token the client still holds (its window starts again). Returns
+        the sessions evicted past the bounds to make room for it again (the caller ends them)."""
         session.resume_token = token
         self.by_id[session.id] = session
         self._keep(session)
+        return self._evict([])
 
     def detach(self, session: ServerSession) -> list[ServerSession]:
         """``session`` is detached now: the sessions evicted to make room (its address's oldest
@@ -285,28 +289,35 @@ class SessionKeeper:
         (nothing is sent to it). Returns the sessions evicted to make room for it (past
         ``max_detached_sessions``, the ones detached longest ago), for :meth:`detached`."""
         s.release()
+        s.detaches += 1
         self.host.stats["sessions_detached"] += 1
         evicted = self.table.detach(s)
         self.host.stats["detached_evicted"] += len(evicted)
         return evicted
 
-    async def detached(self, s: ServerSession, evicted: list[ServerSession]) -> None:
-        """After :meth:`detach`: the evicted sessions are gone, ``on_detach`` runs, then the window
-        of ``s`` (``s.resume_window``, read now) starts."""
+    async def detached(self, s: ServerSession, evicted: list[ServerSession], this: int) -> None:
+        """After :meth:`detach` (``this``: ``s.detaches`` right after it): the evicted sessions
+        are gone, ``on_detach`` runs, then the window of ``s`` (``s.resume_window``, read now)
+        starts. Nothing runs for ``s`` when it was resumed and detached again meanwhile (while
+        the lost connection's close lingered): that detach runs its own."""
         for old in evicted:
             await self.gone(old)
+        if s.detaches != this:
+            return
         if self.host.on_detach is not None and self.table.waiting(s):
             try:
                 await maybe_await(self.host.on_detach(s))
             except Exception:
                 log.exception("on_detach hook failed")
-        if not self.table.waiting(s):
+        if not self.table.waiting(s) or s.detaches != this:
             return  # resumed, evicted or gone meanwhile
         window = s.resume_window
         if not window or window <= 0:
             self.host.stats["sessions_expired"] += 1
             await self.gone(s)
             return
+        if s.expiry is not None:
+            s.expiry.cancel()
         s.expiry = asyncio.get_running_loop().call_later(window, self.expire, s)
 
     def expire(self, s: ServerSession) -> None:
@@ -337,19 +348,28 @@ class SessionKeeper:
         if self.host.on_resume is not None:
             try:
                 await maybe_await(self.host.on_resume(old))
+            except asyncio.CancelledError:  # the server shut down meanwhile (it cancels its tasks)
+                await self.gone(old)
+                raise
             except Exception as e:
                 if not isinstance(e, RpcError):
                     log.exception("on_resume hook failed")
                 self.host.stats["resumes_refused"] += 1
                 await self.gone(old)
                 return REFUSED
-        if self.host.closing:
+        if self.host.closing or not old.may_resume:
+            # shutting down, or the session was ended meanwhile: session.close(), more events
+            # held for it than detached_send_buffer (the client's resume fails: it missed some)
             await self.gone(old)
             return EXPIRED
         if session.closed:  # the new connection was lost meanwhile: the session waits again
-            self.table.put_back(old, token)
-            window = old.resume_window or self.host.config.resume_window or 0.0
-            old.expiry = asyncio.get_running_loop().call_later(window, self.expire, old)
+            evicted = self.table.put_back(old, token)  # (it may be one of them, past the bytes bound)
+            if self.table.waiting(old):
+                window = old.resume_window or self.host.config.resume_window or 0.0
+                old.expiry = asyncio.get_running_loop().call_later(window, self.expire, old)
+            self.host.stats["detached_evicted"] += len(evicted)
+            for other in evicted:
+                await self.gone(other)
             return EXPIRED
         old.adopt(session)
         self.host.sessions.discard(session)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from test_rpc_support import Demo, Req, Tick
 
 import kcprpc
@@ -23,6 +24,13 @@ from kcprpc.resume import resume_proof
 from kcprpc.testing import RpcPair, pair
 
 TIMEOUT = 5.0
+
+
+@kcprpc.event("test.resume.blob")
+class Blob(BaseModel):
+    data: bytes
+
+
 FAST = ClientConfig(
     heartbeat=HeartbeatConfig(interval=0.05, timeout=1.0),
     reconnect=ReconnectPolicy(initial=0.01, maximum=0.05),
@@ -232,19 +240,34 @@ class Raw:
         self.server = server
         self.task = asyncio.ensure_future(server.handle_connection(served))
         self.binding = self.client.channel_binding
+        self.dec = c.FrameDecoder()
+        self.frames: list[c.Frame] = []  # every frame read on the control stream
+
+    async def send_hello(self, **body: Any) -> None:
+        """Send HELLO with ``body`` (the WELCOME is read by :meth:`read_until`)."""
+        self.ctrl = await self.client.open_stream()
+        self.ctrl.write(c.encode_frame(c.HELLO, 0, {"v": 1, "md": {}, **body}))
+
+    async def read_until(self, ftype: int) -> c.Frame:
+        """The first frame of ``ftype`` read on the control stream (read on until it comes)."""
+        while True:
+            for f in self.frames:
+                if f[0] == ftype:
+                    return f
+            data = await asyncio.wait_for(self.ctrl.read(65536), TIMEOUT)
+            assert data, "the server closed the connection"
+            self.frames += self.dec.feed(data)
 
     async def hello(self, **body: Any) -> dict[str, Any]:
         """Send HELLO with ``body``; the WELCOME's body."""
-        self.ctrl = await self.client.open_stream()
-        self.ctrl.write(c.encode_frame(c.HELLO, 0, {"v": 1, "md": {}, **body}))
-        dec = c.FrameDecoder()
-        while True:
-            data = await asyncio.wait_for(self.ctrl.read(65536), TIMEOUT)
-            assert data, "the server closed the connection"
-            for ftype, _, frame in dec.feed(data):
-                if ftype == c.WELCOME:
-                    assert isinstance(frame, dict)
-                    return frame
+        await self.send_hello(**body)
+        frame = (await self.read_until(c.WELCOME))[2]
+        assert isinstance(frame, dict)
+        return frame
+
+    def ticks(self) -> list[int]:
+        """The ``n`` of every Tick event read so far."""
+        return [f[2][1]["n"] for f in self.frames if f[0] == c.EVENT and f[2][0] == "tick"]
 
     def proof(self, welcome: dict[str, Any], binding: bytes | None = None) -> dict[str, Any]:
         """A resume claim for ``welcome``'s session, bound to ``binding`` (default: this one's)."""
@@ -626,3 +649,220 @@ async def test_a_detached_member_stays_present_until_it_is_gone() -> None:
             assert (await observer.members(room="arena")).total == 1
         finally:
             await observer.close()
+
+
+# ------------------------------------------------------- what happens while a resume is under way
+class Gate:
+    """An async ``on_resume`` that waits (a database lookup, say) until :meth:`open`."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, session: kcprpc.ServerSession) -> None:
+        self.started.set()
+        await self.gate.wait()
+
+
+async def lost_and_claimed(
+    server: Server, gate: Gate, **first: Any
+) -> tuple[kcprpc.ServerSession, Raw, dict[str, Any]]:
+    """A session whose connection was lost, and a new connection whose resume of it waits in
+    ``on_resume``: (the session, the new connection, the first WELCOME)."""
+    r1 = Raw(server)
+    w1 = await r1.hello(**first)
+    (session,) = server.sessions
+    session.join("arena")
+    await r1.lose()
+    r2 = Raw(server)
+    await r2.send_hello(resume=r2.proof(w1))
+    await asyncio.wait_for(gate.started.wait(), TIMEOUT)
+    return session, r2, w1
+
+
+async def test_events_past_the_buffer_while_on_resume_runs_fail_the_resume() -> None:
+    """Events held for a session while its resume's ``on_resume`` ran overflowed
+    ``detached_send_buffer``: the buffer was dropped and the resume succeeded anyway, so the
+    client never learned it missed them (an audit). The resume fails now (SessionExpired), and
+    the session is gone."""
+    hooks, gate = Hooks(), Gate()
+    kw = hooks.kwargs()
+    kw["on_resume"] = gate
+    server = Server([Demo()], config=ServerConfig(detached_send_buffer=200), **kw)
+    session, r2, w1 = await lost_and_claimed(server, gate)
+    for n in range(20):  # about 30 bytes each
+        session.send(Tick(n=n))
+    gate.gate.set()
+    w2 = (await r2.read_until(c.WELCOME))[2]
+    assert w2["resumed"] is False and w2["resume_error"] == "session expired" and w2["sid"] != w1["sid"]
+    assert server.stats["detached_events_overflowed"] == 1
+    await hooks.wait_for("on_disconnect", w1["sid"])
+    assert session not in server.sessions and server.push.members("arena") == set()
+    await server.shutdown(grace=0)
+
+
+async def test_a_session_closed_while_a_resume_is_under_way_stays_ended() -> None:
+    """``session.close()`` (a kick) while its resume's ``on_resume`` ran was a no-op: the session
+    came back to life in its rooms, and ``on_disconnect`` never ran (an audit). Now the resume
+    fails and the session is gone."""
+    hooks, gate = Hooks(), Gate()
+    kw = hooks.kwargs()
+    kw["on_resume"] = gate
+    server = Server([Demo()], **kw)
+    session, r2, w1 = await lost_and_claimed(server, gate)
+    await session.close()
+    gate.gate.set()
+    w2 = (await r2.read_until(c.WELCOME))[2]
+    assert w2["resumed"] is False and w2["resume_error"] == "session expired"
+    await hooks.wait_for("on_disconnect", w1["sid"])
+    assert session not in server.sessions and session.rooms == set() and not session.may_resume
+    await server.shutdown(grace=0)
+
+
+@pytest.mark.parametrize("end", ["close", "slow consumer"])
+async def test_a_resume_arriving_as_the_server_ends_the_session_is_refused(end: str) -> None:
+    """A resume HELLO handled in the same loop turn as ``session.close()`` or a penalty, before
+    the old connection's teardown, took the session back and served calls on it (an audit)."""
+    server = Server([Demo()])
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    (session,) = server.sessions
+    r2 = Raw(server)
+    r2.ctrl = await r2.client.open_stream()
+    await asyncio.sleep(0)  # the server accepts the stream: the HELLO is read in the same turn
+    closing = asyncio.ensure_future(session.close()) if end == "close" else None
+    if closing is None:
+        session.end_slow_consumer("slow_consumers", "test")
+    r2.ctrl.write(c.encode_frame(c.HELLO, 0, {"v": 1, "md": {}, "resume": r2.proof(w1)}))
+    w2 = (await r2.read_until(c.WELCOME))[2]
+    assert w2["resumed"] is False and w2["resume_error"] == "session expired" and w2["sid"] != w1["sid"]
+    if closing is not None:
+        await closing
+    await server.shutdown(grace=0)
+
+
+async def test_a_shutdown_while_on_resume_runs_ends_the_session() -> None:
+    """``server.shutdown()`` cancelled a resume inside its ``on_resume``; the session was then in
+    neither the live set nor the detached table, so it was never ended: no ``on_disconnect``, and
+    it stayed in its room (an audit)."""
+    hooks, gate = Hooks(), Gate()
+    kw = hooks.kwargs()
+    kw["on_resume"] = gate  # never opened
+    server = Server([Demo()], **kw)
+    session, _, w1 = await lost_and_claimed(server, gate)
+    await asyncio.wait_for(server.shutdown(grace=0), TIMEOUT)
+    await hooks.wait_for("on_disconnect", w1["sid"])
+    assert server.push.members("arena") == set() and session.rooms == set()
+    assert server.resumable.by_id == {} and server.detached_sessions == 0
+
+
+async def test_events_waiting_in_send_lanes_are_held_when_the_connection_is_lost() -> None:
+    """Reliable events accepted into a send lane and not yet handed to the transport were cleared
+    when the session detached: its client resumed with a silent gap while an event sent a moment
+    later reached it (an audit). They are held for the resume now, in order, before it."""
+    from kcprpc.memory import mux_memory_pair
+
+    server = Server([Demo()])
+    r1 = Raw(server, mux_memory_pair())
+    w1 = await r1.hello()
+    (session,) = server.sessions
+    window = server.config.lanes.window
+    for _ in range(window // 8192 + 2):  # the client reads nothing: the transport holds a window
+        session.send(Blob(data=b"x" * 10_000))
+    for n in (1, 2, 3):
+        session.send(Tick(n=n), lane="chat")
+    lanes = session.lanes
+    assert lanes is not None and lanes.queued_bytes > 0  # waiting in the lane
+    await r1.lose()
+    assert server.detached_sessions == 1 and server.stats["detached_events_held"] == 3
+    session.send(Tick(n=4))
+    r2 = Raw(server, mux_memory_pair())
+    assert (await r2.hello(resume=r2.proof(w1)))["resumed"] is True
+    while len(r2.ticks()) < 4:
+        r2.frames += r2.dec.feed(await asyncio.wait_for(r2.ctrl.read(65536), TIMEOUT))
+    assert r2.ticks() == [1, 2, 3, 4]
+    await server.shutdown(grace=0)
+
+
+async def test_a_detach_superseded_while_its_close_lingers_runs_nothing() -> None:
+    """A resume came while the lost connection's close lingered, and the resumed session lost its
+    new connection too: when the first close returned, ``on_detach`` ran a second time and armed a
+    second expiry timer over the first, which then ended the session early (an audit)."""
+
+    class SlowClose(MemoryConnection):
+        gate = asyncio.Event()
+
+        async def close(self) -> None:
+            await super().close()
+            await self.gate.wait()  # a KCP/mux close lingering for a dead peer
+
+    client, served_conn = MemoryConnection(), SlowClose()
+    client.peer, served_conn.peer = served_conn, client
+    client.binding = served_conn.binding = os.urandom(32)
+    hooks = Hooks()
+    server = Server([Demo()], config=ServerConfig(resume_window=60.0), **hooks.kwargs())
+    r1 = Raw(server, (client, served_conn))
+    w1 = await r1.hello()
+    (session,) = server.sessions
+    await r1.client.close()  # lost; its close lingers
+    while not session.detached:
+        await asyncio.sleep(0)
+    r2 = Raw(server)
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True
+    await r2.lose()  # lost again, while the first close still lingers
+    await hooks.wait_for("on_detach", w1["sid"])
+    first_timer = session.expiry
+    assert first_timer is not None and session.detaches == 2
+    SlowClose.gate.set()
+    await asyncio.wait_for(r1.task, TIMEOUT)  # the first teardown goes on
+    assert hooks.names(w1["sid"]) == ["on_connect", "on_resume", "on_detach"]  # not a 2nd on_detach
+    assert session.expiry is first_timer and not first_timer.cancelled()
+    await server.shutdown(grace=0)
+    assert first_timer.cancelled()
+
+
+async def test_a_session_may_join_a_room_in_on_resume() -> None:
+    """``session.join()`` from ``on_resume`` (a returning player put back in the lobby) did
+    nothing, without an error (an audit): the session is detached until it runs on the new
+    connection. It joins now; the client hears of it when it resumes."""
+
+    def back_to_lobby(session: kcprpc.ServerSession) -> None:
+        session.join("lobby")
+
+    server = Server([Demo()], on_resume=back_to_lobby)
+    r1 = Raw(server)
+    w1 = await r1.hello()
+    (session,) = server.sessions
+    await r1.lose()
+    r2 = Raw(server)
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is True and w2["restored"]["rooms"] == ["lobby"]
+    assert session.rooms == {"lobby"} and server.push.members("lobby") == {session}
+    rooms = await r2.read_until(c.ROOMS)
+    assert rooms[2] == [True, "lobby"]
+    await server.shutdown(grace=0)
+
+
+async def test_a_resume_whose_new_connection_is_lost_waits_again_within_the_bounds() -> None:
+    """The new connection of a resume was lost while ``on_resume`` ran: the session waits again
+    with the token its client still holds, and counts against ``max_detached_sessions`` again
+    (it did not: one over the bound per such resume, an audit), the oldest going."""
+    hooks, gate = Hooks(), Gate()
+    kw = hooks.kwargs()
+    kw["on_resume"] = gate
+    server = Server([Demo()], config=ServerConfig(max_detached_sessions=1), **kw)
+    session, r2, w1 = await lost_and_claimed(server, gate)
+    other = Raw(server)
+    wo = await other.hello()
+    await other.lose()  # detached meanwhile: the only one in the table now
+    await hooks.wait_for("on_detach", wo["sid"])
+    await r2.client.close()  # the resume's new connection is lost during on_resume
+    gate.gate.set()
+    await hooks.wait_for("on_disconnect", wo["sid"])  # evicted: the bound holds
+    assert server.detached_sessions == 1 and server.stats["detached_evicted"] == 1
+    assert server.resumable.waiting(session) and session.expiry is not None
+    r3 = Raw(server)
+    w3 = await r3.hello(resume=r3.proof(w1))  # the first token still works: it was never welcomed
+    assert w3["resumed"] is True and w3["sid"] == w1["sid"] and session in server.sessions
+    await server.shutdown(grace=0)
