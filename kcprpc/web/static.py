@@ -11,6 +11,8 @@ returning a dict (the WebTransport listener returns ``{"webtransport": {"url": .
 from __future__ import annotations
 
 import json
+import os
+import stat
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -88,6 +90,13 @@ def find_file(root: Path, request_path: str) -> Path | HttpReply:
     GET, with its query) names, or the error reply; ``/`` and folders give their ``index.html``.
     Nothing outside ``root`` is ever named (``..``, symlinks out, encoded separators: 404); only
     regular files."""
+    found = _find(root, request_path)
+    return found if isinstance(found, HttpReply) else found[0]
+
+
+def _find(root: Path, request_path: str) -> tuple[Path, os.stat_result] | HttpReply:
+    """:func:`find_file`, with the file's ``stat`` (one per GET: the cache compares it, the read
+    checks its size)."""
     path = urllib.parse.unquote(request_path.split("?", 1)[0].split("#", 1)[0])
     if "\x00" in path or "\\" in path or not path.startswith("/"):
         return HttpReply.text(400, "bad path\n")
@@ -96,16 +105,18 @@ def find_file(root: Path, request_path: str) -> Path | HttpReply:
         return HttpReply.text(404, "not found\n")
     target = root.joinpath(*parts)
     try:
-        resolved = target.resolve()
+        resolved = Path(os.path.realpath(target))  # (Path.resolve stats it once more; a loop fails the stat)
         if not resolved.is_relative_to(root):
             return HttpReply.text(404, "not found\n")
-        if resolved.is_dir():
+        st = resolved.stat()
+        if stat.S_ISDIR(st.st_mode):
             resolved = resolved / "index.html"
-        if not resolved.is_file():
+            st = resolved.stat()
+        if not stat.S_ISREG(st.st_mode):
             return HttpReply.text(404, "not found\n")
     except (OSError, ValueError):
         return HttpReply.text(404, "not found\n")
-    return resolved
+    return resolved, st
 
 
 def _content_type(path: Path) -> str:
@@ -115,14 +126,14 @@ def _content_type(path: Path) -> str:
 def serve_file(root: Path, request_path: str) -> HttpReply:
     """The answer to a GET of ``request_path`` under ``root``: the file read whole (at most
     :data:`MAX_FILE_SIZE`: 413), or the error of :func:`find_file`."""
-    found = find_file(root, request_path)
-    return found if isinstance(found, HttpReply) else _read(found)
+    found = _find(root, request_path)
+    return found if isinstance(found, HttpReply) else _read(*found)
 
 
-def _read(path: Path) -> HttpReply:
+def _read(path: Path, st: os.stat_result) -> HttpReply:
+    if st.st_size > MAX_FILE_SIZE:
+        return HttpReply.text(413, "file too large\n")
     try:
-        if path.stat().st_size > MAX_FILE_SIZE:
-            return HttpReply.text(413, "file too large\n")
         body = path.read_bytes()
     except OSError:
         return HttpReply.text(404, "not found\n")
@@ -142,13 +153,10 @@ class FileCache:
 
     def get(self, request_path: str) -> HttpReply:
         """The answer to a GET of ``request_path``."""
-        found = find_file(self.root, request_path)
-        if isinstance(found, HttpReply):
-            return found
-        try:
-            st = found.stat()
-        except OSError:
-            return HttpReply.text(404, "not found\n")
+        got = _find(self.root, request_path)
+        if isinstance(got, HttpReply):
+            return got
+        found, st = got
         files = self._files
         entry = files.get(found)
         if entry is not None:
@@ -157,7 +165,7 @@ class FileCache:
                 return entry[2]
             del files[found]
             self.held -= len(entry[2].body)
-        reply = _read(found)
+        reply = _read(found, st)
         n = len(reply.body)
         if reply.status == 200 and n <= self.max_bytes:
             while files and self.held + n > self.max_bytes:

@@ -101,3 +101,27 @@ def test_the_cache_reads_a_file_once_until_it_changes_and_stays_under_its_bound(
     big = root / "big.txt"
     big.write_text("x" * 11)  # larger than the whole cache: served, not kept
     assert cache.get("/big.txt").body == b"x" * 11 and cache.held <= 10
+
+
+@pytest.mark.parametrize("path", ["/a.js", "/game/"])
+def test_a_get_stats_the_file_once(root: Path, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GET looks at the file once (a folder's index twice): the cache compares that stat, the
+    read checks its size (it was stat'ed three or four times: is_dir, is_file, the cache, the
+    read)."""
+    import os
+
+    cache = FileCache(root)
+    calls: list[str] = []
+    real = os.stat
+
+    def counting(p: Any, *a: Any, **kw: Any) -> os.stat_result:
+        if kw.get("follow_symlinks", True):
+            calls.append(str(p))
+        return real(p, *a, **kw)
+
+    monkeypatch.setattr(os, "stat", counting)
+    body = b"js" if path == "/a.js" else b"game"
+    for _ in range(2):  # a miss, then a hit
+        calls.clear()
+        assert cache.get(path).body == body
+        assert len(calls) == (1 if path == "/a.js" else 2), calls
