@@ -84,9 +84,15 @@ NATS_COUNTERS = (
     "trims",  # purges of a key's history down to its policy size
     "history_seeks",  # history reads of a short gap that searched where it starts
     "slow_consumer_drops",  # live messages nats-py dropped past its pending bound (then filled)
+    "last_forgotten",  # keys' last numbers forgotten past LAST_KEYS (the next publish reads it again)
 )
 """The counters of :meth:`NatsBroker.stats` (plus the gauges ``unavailable``, ``queued_bytes``,
 ``reorder_bytes`` and ``subscriptions``)."""
+
+LAST_KEYS = 65536
+"""Keys whose last number a :class:`NatsBroker` remembers for its publishes (the least recently
+published is forgotten first, counted in ``last_forgotten``: its next publish reads it again,
+one more request to NATS)."""
 
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's JSStreamWrongLastSequenceErrF
 _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
@@ -556,8 +562,9 @@ class NatsBroker(BrokerBase):
         last = self._last
         last[key] = state
         last.move_to_end(key)
-        if len(last) > 65536:  # bounded: a forgotten key costs one read on its next publish
+        if len(last) > LAST_KEYS:  # bounded: a forgotten key costs one read on its next publish
             last.popitem(last=False)
+            self._stats["last_forgotten"] += 1
 
     async def _read_last(self, key: str) -> tuple[int, int]:
         """(stream sequence, key sequence) of the key's last message; (0, 0) if none."""

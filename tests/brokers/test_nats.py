@@ -353,3 +353,20 @@ async def test_an_unexpected_error_checking_the_streams_after_a_reconnect_is_ret
     await until(lambda: b.available, "the broker back after the retry")
     assert not failures and (await b.publish(KEY, "tick", {})).seq == 2
     assert [r for r in caplog.records if r.exc_info and "injected" in str(r.exc_info[1])]
+
+
+async def test_the_last_numbers_kept_for_publishing_are_bounded_and_counted(
+    brokers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key's last number is remembered for its next publish, for at most LAST_KEYS keys (a
+    client that publishes to ever new keys cannot grow it): past that the least recently published
+    key is forgotten and counted, and its next publish reads its number again, without a gap."""
+    import kcprpc.nats_broker as nb
+
+    monkeypatch.setattr(nb, "LAST_KEYS", 3)
+    b = await brokers()
+    for k in range(5):
+        await b.publish(f"topic:k{k}", "tick", {"n": 0})
+    assert b.stats()["last_forgotten"] == 2
+    again = await b.publish("topic:k0", "tick", {"n": 1})  # forgotten: read from NATS, numbered on
+    assert again.seq == 2 and b.stats()["last_forgotten"] == 3
