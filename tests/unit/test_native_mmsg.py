@@ -6,27 +6,17 @@ test_fanout_costs.py) run through it too wherever it is built. The compiled CI r
 from __future__ import annotations
 
 import errno
-import importlib
-import os
 import select
 import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from native_support import native_module
 
 from kcp.batch import DatagramIO, _decode_sockaddr, open_udp_socket
 
-try:
-    native: Any = importlib.import_module("kcp._mmsg")
-except ImportError:
-    native = None
-
-if os.environ.get("KCPRPC_EXPECT_COMPILED") == "1" and sys.platform.startswith("linux"):
-    assert native is not None, (
-        "the compiled build has no kcp._mmsg (setup.py's 'kcprpc setup:' lines say why)"
-    )
+native: Any = native_module("kcp._mmsg")
 pytestmark = pytest.mark.skipif(native is None, reason="kcp._mmsg is built by the compiled build only")
 
 SLOT = 2048
