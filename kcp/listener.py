@@ -17,6 +17,7 @@ the ``pending_*``/``restart_deferred``/``sessions_replaced`` counters in
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections import deque
@@ -32,6 +33,7 @@ from kcp.demux.address import AddressDemux
 from kcp.endpoint import Endpoint
 from kcp.errors import ConnectionClosedError, KCPUsageError
 from kcp.gcpolicy import GcFreezer, GcPolicy
+from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import SourceTally, address_keys
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
@@ -39,6 +41,9 @@ from kcp.stats import SNMP, Counters
 if TYPE_CHECKING:
     from kcp.demux.secure import SecureDemux
     from kcp.secure import SecureServer
+
+# a peer decides how often the accept callback runs: what it raises is reported 10 times a minute at most
+_callback_log = RateLimitedLog(logging.getLogger("kcp.listener"), burst=10, interval=60.0)
 
 __all__ = ["AdmissionConfig", "GcPolicy", "Listener", "listen"]
 
@@ -292,7 +297,8 @@ class Listener:
             self._callback_failed(s, exc)
 
     def _callback_failed(self, s: KCPSession, exc: BaseException) -> None:
-        self._loop.call_exception_handler({"message": "KCP accept callback failed", "exception": exc})
+        # a peer decides how often the callback runs: reported at most 10 times a minute
+        _callback_log.report_exception(self._loop, "accept", "KCP accept callback failed", exc)
         s.abort()
 
     # -- accepting -------------------------------------------------------------------------------

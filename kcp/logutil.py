@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitFilter", "RateLimitedLog", "limit_logger"]
 
 
 class _Window:
@@ -130,3 +130,36 @@ class RateLimitedLog:
 
     def error(self, key: str, msg: str, *args: object) -> bool:
         return self.log(logging.ERROR, key, msg, *args)
+
+
+class RateLimitFilter(logging.Filter):
+    """A :class:`RateLimitedLog`'s limit as a filter, for a library's logger that a peer can make
+    speak at will (aioquic's ``quic``, the websockets library's): at most ``burst`` records per
+    ``interval`` seconds per logger and message template; the next one that gets through says how
+    many were left out."""
+
+    def __init__(self, *, burst: int = 10, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.limit = RateLimitedLog(logging.getLogger(__name__), burst=burst, interval=interval, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        left_out = self.limit.allow(f"{record.name}:{template[:100]}")
+        if left_out is None:
+            return False
+        if left_out:
+            record.msg = f"{record.msg} (%d similar messages suppressed)"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()), left_out)
+        return True
+
+
+def limit_logger(name: str, *, burst: int = 10, interval: float = 60.0) -> RateLimitFilter:
+    """Put a :class:`RateLimitFilter` on the logger ``name`` (once: the one already there is
+    returned). Only the records logged on that logger itself go through it."""
+    logger = logging.getLogger(name)
+    for f in logger.filters:
+        if isinstance(f, RateLimitFilter):
+            return f
+    f = RateLimitFilter(burst=burst, interval=interval)
+    logger.addFilter(f)
+    return f

@@ -273,7 +273,7 @@ class StreamPump:
             if isinstance(e, RpcError):
                 code, message = e.status, e.message
             else:
-                log.exception("on_connect/on_restore failed")
+                _handler_log.exception("on_connect", "on_connect/on_restore failed")
                 code, message = Status.INTERNAL, "internal error"
             await self._refuse(code, message)
             return
@@ -358,7 +358,7 @@ class StreamPump:
         except (RpcError, ValidationError):
             return False
         except Exception:
-            log.exception("restoring topic %r failed", topic)
+            _handler_log.exception("restore", "restoring topic %r failed", topic[:100])
             return False
         finally:
             reset_current(token)
@@ -492,7 +492,7 @@ class StreamPump:
                 try:
                     out = result if type(result) is Packed else spec.dump_response(result)
                 except Exception:
-                    log.exception("%s: cannot serialize the response", spec.wire_name)
+                    _handler_log.exception(spec.wire_name, "%s: cannot serialize the response", spec.wire_name)
                     raise RpcError(Status.INTERNAL, "response serialization failed") from None
                 frame = encode_reply(cid, out, ctx._initial_md, ctx._trailing_md)
                 if len(frame) - codec.HEADER_SIZE > server.config.max_message_size:

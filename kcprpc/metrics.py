@@ -311,7 +311,10 @@ class MetricsServer:
             return (200 if ok else 503), "text/plain; charset=utf-8", (why + "\n").encode()
         from prometheus_client.exposition import choose_encoder
 
-        encoder, content_type = choose_encoder(accept)
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except Exception:  # prometheus-client raises on a malformed version= (a traceback per request)
+            return 400, "text/plain; charset=utf-8", b"bad Accept header\n"
         self.scrapes += 1
         return 200, content_type, encoder(self.registry)
 

@@ -397,7 +397,7 @@ class Server:
             try:
                 await maybe_await(self.on_disconnect(s))
             except Exception:
-                log.exception("on_disconnect hook failed")
+                _bug_log.exception("on_disconnect", "on_disconnect hook failed")
 
     # ------------------------------------------------------------------ resume (kcprpc.session_table)
     def resume_ticket(self, session: ServerSession) -> dict[str, Any] | None:
@@ -447,7 +447,7 @@ class Server:
                         self._path_hooks.add(sess)
                         spawn(self.tasks, self._path_hook(sess, r))
                 except Exception:
-                    log.exception("on_path_change hook failed")
+                    _bug_log.exception("on_path_change", "on_path_change hook failed")
         elif isinstance(ev, PathValidated):
             self.stats["paths_validated"] += 1
         elif isinstance(ev, PathFailed):
@@ -459,7 +459,7 @@ class Server:
         try:
             await r
         except Exception:
-            log.exception("on_path_change hook failed")
+            _bug_log.exception("on_path_change", "on_path_change hook failed")
         finally:
             self._path_hooks.discard(sess)
 

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
+from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import SourceKeys, address_keys
 from kcprpc.codec import pack
 from kcprpc.errors import RpcError
@@ -28,6 +29,7 @@ from kcprpc.server_session import ServerSession, SessionHook
 from kcprpc.transport import maybe_await, spawn
 
 log = logging.getLogger("kcprpc.server")
+_hook_log = RateLimitedLog(log, burst=10, interval=60.0)  # a client decides how often hooks run
 
 __all__ = [
     "DETACHED_BASE",
@@ -308,7 +310,7 @@ class SessionKeeper:
             try:
                 await maybe_await(self.host.on_detach(s))
             except Exception:
-                log.exception("on_detach hook failed")
+                _hook_log.exception("on_detach", "on_detach hook failed")
         if not self.table.waiting(s) or s.detaches != this:
             return  # resumed, evicted or gone meanwhile
         window = s.resume_window
@@ -353,7 +355,7 @@ class SessionKeeper:
                 raise
             except Exception as e:
                 if not isinstance(e, RpcError):
-                    log.exception("on_resume hook failed")
+                    _hook_log.exception("on_resume", "on_resume hook failed")
                 self.host.stats["resumes_refused"] += 1
                 await self.gone(old)
                 return REFUSED

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import PrefixLimiter, SourceTally
 from kcp.token_bucket import TokenBucket
 from kcprpc.broker import room_key
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("kcprpc.rooms")
+_hook_log = RateLimitedLog(log, burst=10, interval=60.0)  # members decide how often hooks run
 
 ROOM_COUNTERS = (
     "ticks",  # update() calls
@@ -372,7 +374,9 @@ class TickRoom:
             try:
                 await maybe_await(self.sender.on_member_removed(self, member))
             except Exception:
-                log.exception("room %s: the sender's on_member_removed failed", self.name)
+                _hook_log.exception(
+                    "on_member_removed", "room %s: the sender's on_member_removed failed", self.name
+                )
         if not self.members:
             self.schedule_dispose()
 
@@ -436,7 +440,7 @@ class TickRoom:
                 await maybe_await(self.update(dt, {k: v for k, v in inputs.items() if v}))
             except Exception:
                 self.stats["update_errors"] += 1
-                log.exception("room %s: update failed at tick %d", self.name, tick)
+                _hook_log.exception("update", "room %s: update failed at tick %d", self.name, tick)
         if sends_between(self._last_send_tick, self.tick, self.tick_hz, self._send_hz):
             self._last_send_tick = self.tick
             await self.send_now()
@@ -458,7 +462,7 @@ class TickRoom:
             await maybe_await(self.sender.send(snap))
         except Exception:
             self.stats["send_errors"] += 1
-            log.exception("room %s: send failed at tick %d", self.name, self.tick)
+            _hook_log.exception("send", "room %s: send failed at tick %d", self.name, self.tick)
 
     async def _sweep(self) -> None:
         """Remove members gone for good whose leave no hook reported (closed, not kept for a
@@ -516,11 +520,11 @@ class TickRoom:
         except RpcError:
             if refusable:
                 raise
-            log.exception(
-                "room %s: %s refused, which it cannot", self.name, getattr(fn, "__name__", "a hook")
-            )
+            name = getattr(fn, "__name__", "a hook")
+            _hook_log.exception(f"refused:{name}", "room %s: %s refused, which it cannot", self.name, name)
         except Exception:
-            log.exception("room %s: %s failed", self.name, getattr(fn, "__name__", "a hook"))
+            name = getattr(fn, "__name__", "a hook")
+            _hook_log.exception(f"hook:{name}", "room %s: %s failed", self.name, name)
 
 
 _SETTINGS = frozenset(

@@ -33,6 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.http11 import Request, Response
 
+from kcp.logutil import limit_logger
 from kcp.ratelimit import SourceBytes, SourceTally
 from kcprpc.client import Client
 from kcprpc.client_config import ClientConfig
@@ -309,9 +310,13 @@ class WebSocketListener(WebListenerBase):
             self.count("bad_requests", f"GET {path[:100]}")
             return _response(HttpReply.text(404, "not found\n"))
         headers = request.headers
-        if not self.origin_allowed(headers.get("Origin")):
+        origins = headers.get_all("Origin")  # (get() raises on a repeated header: a 500 and a traceback)
+        if len(origins) > 1:
+            self.count("bad_requests", "more than one Origin header")
+            return _response(HttpReply.text(400, "one Origin header at most\n"))
+        if not self.origin_allowed(origins[0] if origins else None):
             return _response(HttpReply.text(403, "origin not allowed\n"))
-        if "upgrade" not in headers.get("Connection", "").lower():
+        if "upgrade" not in ",".join(headers.get_all("Connection")).lower():
             self.count("bad_requests", "a plain GET of the WebSocket path")
             return _response(HttpReply.text(426, "a WebSocket client connects here\n"))
         offered = [p.strip() for h in headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
@@ -446,6 +451,8 @@ class WebSocketListener(WebListenerBase):
                 data, self.early = bytes(self.early), bytearray()
                 return data
 
+        # the library logs per TCP connection, and a traceback for a request its own checks trip on
+        limit_logger("kcprpc.web.websockets")
         self._ws = await ws_serve(
             self._handle,
             **where,

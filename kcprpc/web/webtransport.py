@@ -67,6 +67,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
 
 from kcp.batch import open_udp_socket
+from kcp.logutil import limit_logger
 from kcprpc.errors import UsageError
 from kcprpc.transport import spawn
 from kcprpc.web.capsules import CapsuleReader
@@ -171,6 +172,7 @@ class WebTransportListener(WebListenerBase):
     async def start(self, host: str | None, port: int | None, sock: socket.socket | None = None) -> None:
         """Bind the UDP socket and serve (or serve on ``sock``, a bound UDP socket, when given)."""
         opts = self.options
+        limit_logger("quic")  # aioquic logs a WARNING for a wrong ALPN or too many streams, per peer
         cfg = QuicConfiguration(
             is_client=False,
             alpn_protocols=H3_ALPN,

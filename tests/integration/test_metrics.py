@@ -108,7 +108,14 @@ async def test_openmetrics_head_404_and_bounds() -> None:
         assert (await raw(b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
         big = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * MAX_REQUEST_HEAD + b"\r\n\r\n"
         assert (await raw(big)).startswith(b"HTTP/1.1 431 ")
-        assert endpoint.scrapes == 1
+        # a malformed version= in Accept made prometheus-client raise: an unhandled exception
+        # and its traceback per request, and no answer (an audit); now a 400
+        reported: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+        for accept in (b"application/openmetrics-text; version=a", b"text/plain; version=x.y"):
+            got = await raw(b"GET /metrics HTTP/1.1\r\nAccept: " + accept + b"\r\n\r\n")
+            assert got.startswith(b"HTTP/1.1 400 ") and b"bad Accept header" in got
+        assert reported == [] and endpoint.scrapes == 1
     finally:
         await endpoint.close()
         await server.shutdown(0)

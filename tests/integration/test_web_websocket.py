@@ -5,6 +5,7 @@ in front of a real Server, the Python client (``kcprpc.web.connect_websocket``) 
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import socket
 import sys
@@ -740,3 +741,31 @@ async def test_listen_websocket_misuse_is_named() -> None:
             await listen_websocket(server, sock=udp)
         with pytest.raises(UsageError, match="not both"):
             await listen_websocket(server, "127.0.0.1", 0, sock=udp)
+
+
+async def test_a_repeated_header_is_a_counted_400_not_a_traceback(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two ``Origin`` headers made the origin check raise inside the websockets library, which
+    logged an ERROR with its traceback for each such request and answered 500, uncounted (an
+    audit: 100 requests, 100 tracebacks, no key needed). Now a 400, counted; a repeated
+    ``Connection`` header is read whole."""
+    _, lst, url = served
+    port = int(url.split(":")[2].split("/")[0])
+    upgrade = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+    async def get(headers: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET /kcprpc HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        writer.close()
+        return head.split(b"\r\n", 1)[0]
+
+    caplog.set_level(logging.INFO)
+    for _ in range(20):
+        assert b" 400 " in await get(f"Origin: http://a\r\nOrigin: http://b\r\nConnection: Upgrade\r\n{upgrade}")
+    assert lst.counters["bad_requests"] == 20
+    # Connection split over two headers still asks for the upgrade (the subprotocol check is next)
+    assert b" 400 " in await get(f"Connection: keep-alive\r\nConnection: Upgrade\r\n{upgrade}")
+    assert lst.counters["subprotocol_refused"] == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kcp.logutil import RateLimitedLog
+from kcp.logutil import RateLimitedLog, RateLimitFilter, limit_logger
 
 
 class Clock:
@@ -104,3 +104,35 @@ def test_exception_logs_the_traceback_within_the_same_limit(caplog: pytest.LogCa
     ]
     assert [str(r.exc_info[1]) for r in caplog.records if r.exc_info] == ["'bug 0'", "'bug 1'", "'bug 5'"]
     assert all(r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_a_library_logger_is_limited_per_message_template(caplog: pytest.LogCaptureFixture) -> None:
+    """RateLimitFilter on a library's logger (aioquic's ``quic``, websockets'): a peer that makes
+    it log a warning per connection gets ``burst`` records per template and interval, then one
+    that says how many were left out; other templates have their own share; limit_logger puts
+    one filter on a logger, once."""
+    clock = Clock()
+    name = "test.logutil.library"
+    lib = logging.getLogger(name)
+    f = RateLimitFilter(burst=2, interval=10.0, clock=clock)
+    lib.addFilter(f)
+    try:
+        with caplog.at_level(logging.INFO, logger=name):
+            for i in range(50):
+                lib.warning("No common ALPN protocols (%d)", i)
+                lib.info("Stream %d reset by peer", i)
+            clock.t += 10.0
+            lib.warning("No common ALPN protocols (%d)", 50)
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages == [
+            "No common ALPN protocols (0)",
+            "Stream 0 reset by peer",
+            "No common ALPN protocols (1)",
+            "Stream 1 reset by peer",
+            "No common ALPN protocols (50) (48 similar messages suppressed)",
+        ]
+    finally:
+        lib.removeFilter(f)
+    other = "test.logutil.once"
+    assert limit_logger(other) is limit_logger(other)
+    assert sum(isinstance(x, RateLimitFilter) for x in logging.getLogger(other).filters) == 1
