@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     from kcp.secure import SecureServer
 
 # a peer decides how often the accept callback runs: what it raises is reported 10 times a minute at most
-_callback_log = RateLimitedLog(logging.getLogger("kcp.listener"), burst=10, interval=60.0)
+_callback_log = RateLimitedLog(
+    logging.getLogger("kcp.listener"), burst=10, interval=60.0
+)  # (reports to the loop)
 
 __all__ = ["AdmissionConfig", "GcPolicy", "Listener", "listen"]
 

@@ -138,9 +138,16 @@ class RateLimitFilter(logging.Filter):
     ``interval`` seconds per logger and message template; the next one that gets through says how
     many were left out."""
 
-    def __init__(self, *, burst: int = 10, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = 10,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
-        self.limit = RateLimitedLog(logging.getLogger(__name__), burst=burst, interval=interval, clock=clock)
+        self.limit = RateLimitedLog(logger, burst=burst, interval=interval, clock=clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
@@ -160,6 +167,6 @@ def limit_logger(name: str, *, burst: int = 10, interval: float = 60.0) -> RateL
     for f in logger.filters:
         if isinstance(f, RateLimitFilter):
             return f
-    f = RateLimitFilter(burst=burst, interval=interval)
+    f = RateLimitFilter(logger, burst=burst, interval=interval)
     logger.addFilter(f)
     return f
