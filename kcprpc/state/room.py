@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from kcprpc.state.interest import Interest
 from kcprpc.state.service import StateService
 from kcprpc.state.sync import DEFAULT_MAX_PARTS, DEFAULT_PART_SIZE, InterestFn, StateSync
 
@@ -24,8 +25,10 @@ DEFAULT_ROOM_NAME = "state:{room}"
 class SyncSender:
     """Sync ``model`` to the members of one room. The sync is named ``name.format(room=room.name)``
     (what the client passes to ``client_state``) and is added to ``states`` (the server's
-    :class:`StateService`, for the acks) while it has members. ``interest(room, member)`` returns
-    a member's interest filter (None: everything). ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
+    :class:`StateService`, for the acks) while it has members. ``interest(room, member)``, called
+    when a member joins, returns that member's filter: a function ``state -> Interest`` called once
+    a tick, an :class:`~kcprpc.state.Interest` that stays the same, or None (everything); e.g.
+    ``interest=lambda room, member: (lambda state: Interest(keys={"units": state.seen_by(member.id)}))``. ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
     (``groups="auto"``, the default: whole messages while they fit a datagram, then parts;
     ``groups`` > 1: always cut into datagram-sized parts that apply on their own)."""
 
@@ -35,7 +38,7 @@ class SyncSender:
         states: StateService,
         *,
         name: str = DEFAULT_ROOM_NAME,
-        interest: Callable[[Any, Any], InterestFn | None] | None = None,
+        interest: Callable[[Any, Any], InterestFn | Interest | None] | None = None,
         max_baselines: int = 32,
         groups: int | Literal["auto"] = "auto",
         part_size: int = DEFAULT_PART_SIZE,

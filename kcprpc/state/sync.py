@@ -21,12 +21,14 @@ that acknowledged nothing for ``max_baselines`` ticks gets snapshots again until
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.codec import encode_frame, encode_frame_raw
 from kcprpc.errors import UsageError
@@ -63,7 +65,10 @@ STATE_COUNTERS: Final = (
     "oversized",  # group entries larger than part_size alone (their part goes on the stream)
     "deferred",  # group entries left for a later tick: over max_parts
     "regroups",  # groups="auto": the state cut into (more) groups, every client starting them over
+    "interest_errors",  # a client's interest filter raised: that client skipped for the tick (logged)
 )
+
+_log = RateLimitedLog(logging.getLogger("kcprpc.state"), burst=10, interval=60.0)
 
 InterestFn = Callable[[Any], Interest]
 
@@ -127,6 +132,16 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+def _interest_fn(interest: InterestFn | Interest | None) -> InterestFn | None:
+    """A client's filter as a function of the state (an :class:`Interest` given: the same one)."""
+    if isinstance(interest, Interest):
+        fixed = interest
+        return lambda _state: fixed
+    if interest is None or callable(interest):
+        return interest
+    raise UsageError(f"an interest filter is a function state -> Interest, or an Interest, not {interest!r}")
+
+
 class StateSync(Generic[M]):
     """Sync a state model to many clients: ``sync = StateSync(RoomState, name="game.state")``.
 
@@ -178,14 +193,15 @@ class StateSync(Generic[M]):
         self._clients: dict[Hashable, _Client] = {}
 
     # ------------------------------------------------------------------ clients
-    def add_client(self, client: Hashable, interest: InterestFn | None = None) -> None:
+    def add_client(self, client: Hashable, interest: InterestFn | Interest | None = None) -> None:
         """Start syncing to ``client``: it gets a snapshot at the next tick. ``interest(state) ->
-        Interest`` filters what it sees (None: everything). Adding it again restarts it."""
-        self._clients[client] = _Client(interest, self.groups.n)
+        Interest`` filters what it sees, called once a tick (an :class:`Interest`: the same one
+        every tick; None: everything). Adding it again restarts it."""
+        self._clients[client] = _Client(_interest_fn(interest), self.groups.n)
 
-    def set_interest(self, client: Hashable, interest: InterestFn | None) -> None:
+    def set_interest(self, client: Hashable, interest: InterestFn | Interest | None) -> None:
         """Change a client's interest filter (from the next tick)."""
-        self._client(client).interest = interest
+        self._client(client).interest = _interest_fn(interest)
 
     def remove_client(self, client: Hashable) -> None:
         """Stop syncing to ``client`` and forget its baselines (no-op when unknown)."""
@@ -247,13 +263,24 @@ class StateSync(Generic[M]):
         tree = self.schema.tree(state)
         self.seq += 1
         seq = self.seq
-        views = [
-            (handle, c, tree if c.interest is None else self._views.view(tree, c.interest(state)))
-            for handle, c in self._clients.items()
+        views: list[tuple[Hashable, _Client, Any]] = []
+        for handle, c in self._clients.items():
             # a session kept for a resume gets nothing (nor costs its filter and its delta); back,
             # it goes on from its acknowledged baseline, or from a snapshot once that is too old
-            if not getattr(handle, "detached", False)
-        ]
+            if getattr(handle, "detached", False):
+                continue
+            if c.interest is None:
+                views.append((handle, c, tree))
+                continue
+            try:
+                views.append((handle, c, self._views.view(tree, c.interest(state))))
+            except UsageError:  # an Interest that does not fit the model: the app's bug, loud
+                raise
+            except Exception:  # one client's filter failed: the others still get their state
+                self.stats["interest_errors"] += 1
+                _log.exception(
+                    "interest", "state sync %s: an interest filter raised: its client skipped", self.name
+                )
         if self.auto and views:
             self._adapt(tree, views)
         if self.groups.n > 1:

@@ -556,3 +556,30 @@ def test_a_detached_session_is_skipped_until_it_is_back() -> None:
     b.detached = False
     [msg] = [m for p, m in sync.tick(room) if p is b]
     assert msg[0] == SNAPSHOT
+
+
+def test_a_filter_that_raises_skips_its_client_only_and_an_interest_may_be_given_as_is() -> None:
+    """One member's filter raising stopped the state of every client of the sync (a newcomer's
+    report: the others' views were made in one expression); now that client is skipped for the
+    tick, counted (``interest_errors``) and logged within a limit. An :class:`Interest` is taken
+    as it is (the same every tick); anything else is refused at once."""
+
+    def fails(room: Room) -> Interest:
+        raise KeyError("no such team")
+
+    sync = StateSync(Room, "room")
+    views = {"ok": StateView(Room, "room"), "fixed": StateView(Room, "room")}
+    sync.add_client("bad", interest=fails)
+    sync.add_client("ok")
+    sync.add_client("fixed", interest=Interest(keys={"players": [1]}))
+    room = Room(players={1: Player(pos=Pos(x=1)), 2: Player(pos=Pos(x=2))})
+    for _ in range(3):
+        room.players[2].pos.x += 1
+        msgs = dict(sync.tick(room))
+        assert "bad" not in msgs and "ok" in msgs  # ("fixed" only while what it sees changes)
+        for name, msg in msgs.items():
+            assert sync.ack(name, views[name].receive(wire(sync, msg)))
+    assert views["ok"].state == room and set(views["fixed"].state.players) == {1}  # type: ignore[union-attr]
+    assert sync.stats["interest_errors"] == 3
+    with pytest.raises(UsageError, match="a function state -> Interest"):
+        sync.add_client("typo", interest="team-a")  # type: ignore[arg-type]
