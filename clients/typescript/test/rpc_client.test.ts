@@ -302,6 +302,11 @@ test("notify goes as a datagram when it fits, else on the control stream", async
   assert.deepEqual(s.datagrams[0]?.body, ["t.S/note", { a: 1 }, null]);
   assert.deepEqual(s.log.filter((f) => f.type === T.NOTIFY).map((f) => (f.body as unknown[])[2]), [null, { m: 1 }]);
   await client.close();
+  // fire-and-forget: not connected (here after close; likewise during a reconnect) it is dropped
+  // and counted, as the Python client does; it threw UNAVAILABLE, which crashed a bot's input loop
+  client.notify("t.S/note", { a: 2 });
+  assert.equal(client.counters.notifications_dropped, 1);
+  assert.equal(s.datagrams.length, 1);
 });
 
 test("heartbeats measure the RTT; a server that stops answering is declared dead", async () => {

@@ -147,6 +147,8 @@ export interface ClientCounters {
   recv_frame_timeouts: number;
   /** Errors application callbacks threw (event handlers, hooks): reported (`onCallbackError`), the client went on. */
   callback_errors: number;
+  /** Notifies dropped because the client was not connected (before `connect`, during a reconnect, after `close`). */
+  notifications_dropped: number;
 }
 
 /** Bytes asked from a stream per read (kcprpc.receive.READ_SIZE). */
@@ -631,7 +633,7 @@ export class Client implements RpcChannel {
   /** Counters. */
   readonly counters: ClientCounters = {
     bad_frames: 0, stale_frames: 0, events_stale: 0, events_stale_keyed: 0, keys_evicted: 0, events_dropped: 0, recv_frame_waits: 0, recv_frame_timeouts: 0,
-    callback_errors: 0,
+    callback_errors: 0, notifications_dropped: 0,
   };
   /** Rooms the server put this client in (ROOMS frames). */
   readonly rooms = new Set<string>();
@@ -1212,9 +1214,18 @@ export class Client implements RpcChannel {
     };
   }
 
-  /** Fire-and-forget: a datagram when it fits (unreliable), else on the control stream. */
+  /**
+   * Fire-and-forget: a datagram when it fits (unreliable), else on the control stream. Nothing
+   * comes back, so nothing fails: while the client is not connected (before `connect`, during a
+   * reconnect, after `close`) the message is dropped and counted in `counters.notifications_dropped`,
+   * as the Python client does (it threw UNAVAILABLE, which a game loop sending inputs did not expect).
+   */
   notify(method: string, payload: unknown, options: NotifyOptions = {}): void {
-    const link = this.requireLink();
+    const link = this.link;
+    if (this.closing || !link || link.state === "closed" || link.state === "draining") {
+      this.counters.notifications_dropped++;
+      return;
+    }
     const frame = encodeFrame(T.NOTIFY, 0, [method, payload, options.metadata ?? null]);
     if (frame.length - FRAME_HEADER_SIZE > this.maxMessageSize) throw new RpcError(Status.RESOURCE_EXHAUSTED, "request larger than max_message_size");
     link.activity++;
