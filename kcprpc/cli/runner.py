@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import sys
 from typing import Any
@@ -71,6 +72,10 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except TimeoutError:
         return _report(Status.DEADLINE_EXCEEDED, "timed out")
+    except BrokenPipeError as e:
+        if _stdout_gone():  # `kcprpc call ... | head`: the reader left, the server did nothing wrong
+            return EXIT_BROKEN_PIPE
+        return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)
     except (ConnectionError, OSError) as e:
         return _report(Status.UNAVAILABLE, str(e) or type(e).__name__)
     except KeyboardInterrupt:
@@ -84,6 +89,29 @@ def run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+EXIT_BROKEN_PIPE = 141
+"""The exit status when standard output was closed under the command (128 + SIGPIPE, as a
+command killed by the signal has), without a message: ``kcprpc call ... | head -2``."""
+
+
+def _stdout_gone() -> bool:
+    """True when standard output is a pipe whose reader left (its write end polls as an error);
+    it is then pointed at /dev/null, so that Python's own flush at exit prints nothing."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(mask & select.POLLERR for _, mask in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a file, or no poll() on this platform
+        return False
+    if gone:
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    return gone
 
 
 def run_loop(coro: Any) -> int:

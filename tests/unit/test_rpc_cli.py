@@ -218,3 +218,24 @@ def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[st
         main(["--version"])
     assert ei.value.code == 0
     assert capsys.readouterr().out.strip() == f"kcprpc {kcprpc.__version__} ({build_name()})"
+
+
+def test_output_closed_under_the_command_is_a_quiet_exit() -> None:
+    """``kcprpc call ... | head -2``: the reader leaving reported ``UNAVAILABLE: [Errno 32] Broken
+    pipe`` and exit status 78, as if the server had failed (a newcomer's report). Now a quiet exit
+    with 141 (128 + SIGPIPE), and nothing from Python's flush at exit."""
+    code = (
+        "import argparse, sys\n"
+        "from kcprpc.cli.runner import run_command\n"
+        "def func(args):\n"
+        "    for i in range(1_000_000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "sys.exit(run_command(argparse.Namespace(func=func)))\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()  # the reader leaves
+    assert p.wait(30) == 141
+    assert p.stderr.read() == b""
