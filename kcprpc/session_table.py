@@ -70,7 +70,8 @@ RESUME_COUNTERS: Final = (
     "sessions_detached",  # connections lost whose session was kept for a resume
     "sessions_resumed",  # ... and taken back by their client
     "sessions_expired",  # ... and gone when their window ended (or was set to 0)
-    "resumes_refused",  # resume claims refused: malformed, unknown sid, bad proof, identity, on_resume
+    "resumes_refused",  # resume claims refused: malformed, bad proof, another identity, on_resume
+    "resumes_expired",  # resume claims of a session no longer kept (its window ended, a restart: honest)
     "detached_evicted",  # detached sessions gone at once past max_detached_sessions
     "detached_events_held",  # reliable events sent to detached sessions, held for their resume
     "detached_events_overflowed",  # detached sessions gone: sent more than detached_send_buffer
@@ -145,7 +146,7 @@ class ResumeTable:
         # not may_resume: ended meanwhile (session.close(), a penalty, more events than
         # detached_send_buffer) while its teardown has not run yet
         if old is None or token is None or old is new or not old.may_resume:
-            stats["resumes_refused"] += 1
+            stats["resumes_expired"] += 1
             return EXPIRED
         binding = new.conn.channel_binding
         if binding is None or not hmac.compare_digest(resume_proof(token, claim.sid, binding), claim.proof):
@@ -362,6 +363,7 @@ class SessionKeeper:
         if self.host.closing or not old.may_resume:
             # shutting down, or the session was ended meanwhile: session.close(), more events
             # held for it than detached_send_buffer (the client's resume fails: it missed some)
+            self.host.stats["resumes_expired"] += 1
             await self.gone(old)
             return EXPIRED
         if session.closed:  # the new connection was lost meanwhile: the session waits again

@@ -51,6 +51,7 @@ TARGETS: dict[str, str] = {
     "kcprpc.Health": "kcprpc.health:HealthService",
     "kcprpc.Push": "kcprpc.push_service:PushService",
     "kcprpc.Reflection": "kcprpc.reflection:ReflectionService",
+    "kcprpc.Rooms": "kcprpc.room_service:RoomService",
     "quickstart.Greeter": "examples.quickstart.service:Greeter",
     "game.v1.Game": "examples.game.service:GameService",
     "live.v1.Live": "examples.live.service:LiveService",

@@ -138,8 +138,16 @@ function adjust(schema: JsonValue): JsonValue {
       out["additionalItems"] = rest;
     }
   }
+  // a schema that constrains nothing (Python's `Any`: `{"default": null}`) is any value, not the
+  // object json-schema-to-typescript makes of it (`{[k: string]: unknown}`: a number would not compile)
+  if (!ANY_VALUE_KEYS.some((k) => k in out) && !ROOT_ONLY_KEYS.some((k) => k in out)) out["tsType"] = "unknown";
   return out;
 }
+
+/** The keys of a schema that say something of the value's type. */
+const ANY_VALUE_KEYS = ["type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "items", "properties", "additionalProperties", "patternProperties", "not", "tsType"];
+/** Keys of a document's root or `$defs` container, never of an unconstrained value. */
+const ROOT_ONLY_KEYS = ["$defs", "definitions"];
 
 /** The `$defs` key a schema `{"$ref": "#/$defs/KEY"}` names, or undefined. */
 function refKey(schema: JsonSchema): string | undefined {
