@@ -323,6 +323,18 @@ class SessionKeeper:
             s.expiry.cancel()
         s.expiry = asyncio.get_running_loop().call_later(window, self.expire, s)
 
+    def wait_again(self, s: ServerSession, token: bytes) -> None:
+        """A proven resume of ``s`` did not complete (its new connection was lost): ``s`` is
+        detached again, resumable with ``token``, its window started again; the sessions evicted
+        to make room for it (it may be one of them, past the bytes bound) are ended."""
+        evicted = self.table.put_back(s, token)
+        if self.table.waiting(s):
+            window = s.resume_window or self.host.config.resume_window or 0.0
+            s.expiry = asyncio.get_running_loop().call_later(window, self.expire, s)
+        self.host.stats["detached_evicted"] += len(evicted)
+        for other in evicted:
+            spawn(self.host.tasks, self.gone(other))
+
     def expire(self, s: ServerSession) -> None:
         """The window of a detached ``s`` ended: it is gone (its timer's callback)."""
         s.expiry = None
@@ -351,8 +363,11 @@ class SessionKeeper:
         if self.host.on_resume is not None:
             try:
                 await maybe_await(self.host.on_resume(old))
-            except asyncio.CancelledError:  # the server shut down meanwhile (it cancels its tasks)
-                await self.gone(old)
+            except asyncio.CancelledError:  # the server shuts down, or the new connection was lost
+                if self.host.closing:
+                    await self.gone(old)
+                else:
+                    self.wait_again(old, token)
                 raise
             except Exception as e:
                 if not isinstance(e, RpcError):
@@ -367,13 +382,7 @@ class SessionKeeper:
             await self.gone(old)
             return EXPIRED
         if session.closed:  # the new connection was lost meanwhile: the session waits again
-            evicted = self.table.put_back(old, token)  # (it may be one of them, past the bytes bound)
-            if self.table.waiting(old):
-                window = old.resume_window or self.host.config.resume_window or 0.0
-                old.expiry = asyncio.get_running_loop().call_later(window, self.expire, old)
-            self.host.stats["detached_evicted"] += len(evicted)
-            for other in evicted:
-                await self.gone(other)
+            self.wait_again(old, token)
             return EXPIRED
         old.adopt(session)
         self.host.sessions.discard(session)

@@ -660,8 +660,10 @@ class Gate:
     def __init__(self) -> None:
         self.started = asyncio.Event()
         self.gate = asyncio.Event()
+        self.task: asyncio.Task[Any] | None = None  # the resume's, waiting in the hook
 
     async def __call__(self, session: kcprpc.ServerSession) -> None:
+        self.task = asyncio.current_task()
         self.started.set()
         await self.gate.wait()
 
@@ -867,4 +869,29 @@ async def test_a_resume_whose_new_connection_is_lost_waits_again_within_the_boun
     r3 = Raw(server)
     w3 = await r3.hello(resume=r3.proof(w1))  # the first token still works: it was never welcomed
     assert w3["resumed"] is True and w3["sid"] == w1["sid"] and session in server.sessions
+    await server.shutdown(grace=0)
+
+
+async def test_a_resume_cancelled_in_on_resume_leaves_the_session_waiting() -> None:
+    """The resume's task cancelled inside ``on_resume`` (its connection's teardown) while the
+    server goes on: the session waits again for its client, resumable with the same token (it
+    was left in neither the live set nor the detached table)."""
+    hooks, gate = Hooks(), Gate()
+    kw = hooks.kwargs()
+    kw["on_resume"] = gate
+    server = Server([Demo()], **kw)
+    session, _, w1 = await lost_and_claimed(server, gate)
+    assert gate.task is not None
+    gate.task.cancel()
+
+    async def waiting() -> None:
+        while not server.resumable.waiting(session):
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(waiting(), TIMEOUT)
+    assert session.expiry is not None and "on_disconnect" not in hooks.names(w1["sid"])
+    gate.gate.set()
+    r3 = Raw(server)
+    assert (await r3.hello(resume=r3.proof(w1)))["resumed"] is True
+    assert session in server.sessions and session.rooms == {"arena"}
     await server.shutdown(grace=0)
