@@ -136,18 +136,11 @@ class RateLimitFilter(logging.Filter):
     """A :class:`RateLimitedLog`'s limit as a filter, for a library's logger that a peer can make
     speak at will (aioquic's ``quic``, the websockets library's): at most ``burst`` records per
     ``interval`` seconds per logger and message template; the next one that gets through says how
-    many were left out."""
+    many were left out. ``limit`` keeps the counts (its own logger is not used)."""
 
-    def __init__(
-        self,
-        logger: logging.Logger,
-        *,
-        burst: int = 10,
-        interval: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, limit: RateLimitedLog) -> None:
         super().__init__()
-        self.limit = RateLimitedLog(logger, burst=burst, interval=interval, clock=clock)
+        self.limit = limit
 
     def filter(self, record: logging.LogRecord) -> bool:
         template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
@@ -167,6 +160,6 @@ def limit_logger(name: str, *, burst: int = 10, interval: float = 60.0) -> RateL
     for f in logger.filters:
         if isinstance(f, RateLimitFilter):
             return f
-    f = RateLimitFilter(logger, burst=burst, interval=interval)
+    f = RateLimitFilter(RateLimitedLog(logger, burst=burst, interval=interval))
     logger.addFilter(f)
     return f

@@ -114,7 +114,7 @@ def test_a_library_logger_is_limited_per_message_template(caplog: pytest.LogCapt
     clock = Clock()
     name = "test.logutil.library"
     lib = logging.getLogger(name)
-    f = RateLimitFilter(lib, burst=2, interval=10.0, clock=clock)
+    f = RateLimitFilter(RateLimitedLog(lib, burst=2, interval=10.0, clock=clock))
     lib.addFilter(f)
     try:
         with caplog.at_level(logging.INFO, logger=name):
