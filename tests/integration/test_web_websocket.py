@@ -5,8 +5,8 @@ in front of a real Server, the Python client (``kcprpc.web.connect_websocket``) 
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import socket
 import sys
 import urllib.request
