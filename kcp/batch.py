@@ -39,6 +39,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from kcp.errors import KCPUsageError
+from kcp.fieldcheck import check_port
 from kcp.stats import Counters
 
 __all__ = [
@@ -166,7 +168,11 @@ def open_udp_socket(
     ``SO_REUSEPORT`` so that several processes can share the port (the kernel spreads remote
     addresses over them). Buffer sizes are requests; the kernel may cap them.
     """
-    infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
+    check_port(port, KCPUsageError)
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise OSError(e.errno, f"cannot resolve {host!r}: {e.strerror}") from None
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
     fam, typ, proto, _, addr = infos[0]

@@ -14,6 +14,7 @@ from kcp.batch import Address, open_udp_socket
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
+from kcp.fieldcheck import check_port
 from kcp.path import CompatPath
 from kcp.session import KCPSession
 from kcp.stats import SNMP, Counters
@@ -119,7 +120,11 @@ async def dial(
     else:
         packet_crypt = wire.packet_crypt()
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    check_port(port, KCPUsageError)
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as e:
+        raise OSError(e.errno, f"cannot resolve {host!r}: {e.strerror}") from None
     if not infos:
         raise OSError(f"cannot resolve {host!r}")
     family, _, _, _, remote = infos[0]

@@ -19,6 +19,7 @@ from kcp.crypt import PacketCrypt, cipher_known, derive_key, new_crypt
 from kcp.engine import ACK_HOLD_MAX
 from kcp.errors import KCPUsageError
 from kcp.fec import fec_enabled
+from kcp.fieldcheck import check_fields
 from kcp.ratelimit import LOOPBACK
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class SessionConfig:
     congestion: Literal["ikcp", "bbr"] = "bbr"
 
     def __post_init__(self) -> None:
+        check_fields(self, KCPUsageError)
         if self.loss_recovery not in ("adaptive", "ikcp"):
             raise KCPUsageError(f"loss_recovery must be 'adaptive' or 'ikcp', got {self.loss_recovery!r}")
         lead = self.lead_copies

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kcp.fieldcheck import check_fields
 from kcprpc import codec
+from kcprpc.errors import UsageError
 from kcprpc.heartbeat import HeartbeatConfig, ReconnectPolicy
 from kcprpc.receive_settings import ReceiveSettings
 
@@ -39,4 +41,11 @@ class ClientConfig(ReceiveSettings):
     partial_frame_timeout: float | None = 10.0
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
+        if self.max_message_size <= 0:
+            raise UsageError(f"ClientConfig.max_message_size must be positive, not {self.max_message_size}")
+        if self.connect_timeout <= 0:
+            raise UsageError(f"ClientConfig.connect_timeout must be positive, not {self.connect_timeout}")
+        if self.default_timeout is not None and self.default_timeout <= 0:
+            raise UsageError(f"ClientConfig.default_timeout must be positive, not {self.default_timeout}")
         self.receive_limits()

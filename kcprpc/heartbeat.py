@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from kcp.fieldcheck import check_fields
 from kcprpc.errors import UsageError
 
 
@@ -45,6 +46,7 @@ class HeartbeatConfig:
     max_interval: float | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         if self.interval <= 0 or self.timeout <= self.interval:
             raise UsageError("heartbeat needs 0 < interval < timeout")
         if self.max_interval is not None and not self.interval <= self.max_interval < self.timeout:
@@ -202,6 +204,21 @@ class ReconnectPolicy:
     jitter: float = 0.2
     max_attempts: int | None = None
     restore: bool = True  # re-join rooms and re-subscribe topics after reconnecting
+
+    def __post_init__(self) -> None:
+        check_fields(self, UsageError)
+        if self.initial < 0 or self.maximum < self.initial:
+            raise UsageError(
+                f"ReconnectPolicy needs 0 <= initial <= maximum, not {self.initial}, {self.maximum}"
+            )
+        if self.multiplier < 1 or not 0 <= self.jitter <= 1:
+            raise UsageError(
+                f"ReconnectPolicy needs multiplier >= 1 and 0 <= jitter <= 1, not {self.multiplier}, {self.jitter}"
+            )
+        if self.max_attempts is not None and self.max_attempts < 0:
+            raise UsageError(
+                f"ReconnectPolicy.max_attempts must be None (forever) or 0 or more, not {self.max_attempts}"
+            )
 
     def delay(self, attempt: int, rng: Callable[[int], bytes] = os.urandom) -> float:
         """Seconds to wait before attempt number ``attempt`` (0-based)."""

@@ -331,7 +331,8 @@ class Lifecycle:
         if policy is None:  # nothing will connect again but client.connect(): fail what waits for it
             self.gave_up = RpcError(Status.UNAVAILABLE, "connection lost, and no reconnect policy")
             self._settled.set()
-        elif self._reconnect_task is None or self._reconnect_task.done():
+        elif self.gave_up is None and (self._reconnect_task is None or self._reconnect_task.done()):
+            # (once given up, only client.connect() starts over: a second loss told nothing new)
             self._reconnect_task = asyncio.ensure_future(self._reconnect_loop(policy))
 
     async def _reconnect_loop(self, policy: ReconnectPolicy) -> None:

@@ -168,8 +168,22 @@ class Server:
         self.port = port
         self.transport = described_transport(key, transport, where="kcprpc.Server")
         effective_transport(self.transport, side="server")  # a wrong transport fails here, not at start()
+        if config is not None and not isinstance(config, ServerConfig):
+            raise UsageError(f"Server(config=...) must be a kcprpc.ServerConfig, not {config!r}")
         self.config = config or ServerConfig()
         self.interceptors = tuple(interceptors)
+        for hook_name, hook in (
+            ("on_connect", on_connect),
+            ("on_disconnect", on_disconnect),
+            ("on_restore", on_restore),
+            ("on_path_change", on_path_change),
+            ("on_detach", on_detach),
+            ("on_resume", on_resume),
+        ):
+            if hook is not None and not callable(hook):
+                raise UsageError(f"Server({hook_name}=...) must be a function, not {hook!r}")
+        if not all(callable(i) for i in self.interceptors):
+            raise UsageError("Server(interceptors=...) must be functions (kcprpc.interceptors)")
         self.source_keys = address_keys(exempt_networks(self.transport.wire))
         """What network a client's address counts as for every limit per address (an IPv4 address
         or an IPv6 /64; ``SecureConfig.exempt``, loopback by default, is not limited)."""
@@ -238,6 +252,12 @@ class Server:
         if builtins is None:
             make = type(self).default_builtins
             builtins = make(reflection) if make is not None else ()
+        if (
+            isinstance(services, (str, bytes))
+            or not isinstance(services, Iterable)
+            or hasattr(services, "__rpc_name__")
+        ):
+            raise UsageError(f"Server(services, ...) takes a list of service instances, not {services!r}")
         for svc in [*services, *builtins]:
             self.add_service(svc)
         self._closing = False
@@ -256,6 +276,8 @@ class Server:
         """Register a service instance (before serving)."""
         if isinstance(svc, type):
             raise UsageError("pass service instances, not classes")
+        if getattr(type(svc), "__module__", None) == "builtins":
+            raise UsageError(f"{svc!r} is not a service: pass instances of kcprpc.Service subclasses")
         spec = service_spec(type(svc))
         for m in spec.methods.values():
             if m.wire_name in self._methods:
@@ -682,6 +704,8 @@ class Server:
         :func:`kcprpc.serve_workers` serves on its socket of the group)."""
         from kcprpc.net import listen
 
+        if self._closing:  # it would bind a socket and refuse every client: a shut-down server stays down
+            raise UsageError("start(): this server was shut down (make a new Server)")
         if self._listener is not None:
             assert self.address is not None
             return self.address

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kcp.engine import ACK_HOLD_MAX
+from kcp.fieldcheck import check_fields
 from kcp.gcpolicy import GcPolicy
 from kcprpc import codec
 from kcprpc.errors import UsageError
@@ -151,6 +152,7 @@ class ServerConfig(ReceiveSettings):
     every push."""
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         if (
             self.max_message_size <= 0
             or self.max_connections <= 0

@@ -324,6 +324,10 @@ def _build_method(service: str, cls: type, attr: str, fn: Any) -> MethodSpec:
     delivery = opts.delivery or default_delivery
     if delivery is Delivery.UNRELIABLE and kind is not MethodKind.NOTIFY:
         raise UsageError(f"{cls.__name__}.{attr}: only notify methods can be unreliable")
+    if opts.name is not None and (type(opts.name) is not str or not opts.name or "/" in opts.name):
+        raise UsageError(
+            f"{cls.__name__}.{attr}: a method name is a non-empty str without '/', not {opts.name!r}"
+        )
     wire = f"{service}/{opts.name or attr}"
     return MethodSpec(
         service=service,
@@ -412,6 +416,17 @@ class Service:
     ) -> None:
         super().__init_subclass__(**kwargs)
         if name is not None:
+            if (
+                type(name) is not str
+                or not name
+                or "/" in name
+                or not name.isprintable()
+                or name != name.strip()
+            ):
+                raise UsageError(
+                    f"{cls.__name__}: a service name is a non-empty printable str without '/' or spaces "
+                    f"around it (the wire name is service/method), not {name!r}"
+                )
             cls.__rpc_name__ = name
         elif "__rpc_name__" not in cls.__dict__:
             cls.__rpc_name__ = cls.__name__
@@ -498,6 +513,11 @@ def event_info(tp: Any) -> tuple[str, Delivery, TypeAdapter[Any]]:
     """(wire name, default delivery, adapter) for an event type; built once per type."""
     info = _EVENT_ADAPTERS.get(tp)
     if info is None:
+        if getattr(tp, "__module__", None) == "builtins":  # send({"a": 1}) went out as an event "dict"
+            raise UsageError(
+                f"a {getattr(tp, '__name__', tp)} is not an event: send an instance of a pydantic model "
+                "(optionally declared with @kcprpc.event)"
+            )
         name = getattr(tp, "__rpc_event__", None) or getattr(tp, "__name__", None) or str(tp)
         info = (name, getattr(tp, "__rpc_delivery__", Delivery.RELIABLE), TypeAdapter(tp))
         _EVENT_ADAPTERS[tp] = info

@@ -51,7 +51,13 @@ def make_server(app: Any, args: argparse.Namespace) -> Server:
     the app's own settings (and so do ``KCPRPC_*`` variables for what the command line left out)."""
     apply_env(args)
     if callable(app) and not isinstance(app, Server) and not isinstance(app, type):
-        app = app()
+        try:
+            app = app()
+        except UsageError:
+            raise
+        except Exception as e:  # the app's factory failed: its bug, not the command's
+            name = getattr(app, "__qualname__", None) or repr(app)
+            raise UsageError(f"the app factory {name}() raised {type(e).__name__}: {e}") from None
     if isinstance(app, Server):
         server = app
     elif isinstance(app, (list, tuple)):

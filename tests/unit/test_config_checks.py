@@ -1,0 +1,167 @@
+"""A user's wrong value is refused where it is given, naming the class, the field and the value
+(an audit: a string, a float or NaN where a number or an int goes, None where a config object
+goes, were accepted and failed later, deep inside, or left a server refusing every client)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import kcp
+import kcprpc
+from kcp.fieldcheck import check_port
+from kcprpc import ClientConfig, HeartbeatConfig, ReconnectPolicy, ServerConfig, UsageError
+
+NAN = math.nan
+
+BAD: list[tuple[Callable[[], Any], str]] = [
+    (lambda: ServerConfig(heartbeat=None), "ServerConfig.heartbeat must be a HeartbeatConfig, not None"),  # type: ignore[arg-type]
+    (lambda: ServerConfig(max_message_size=1.5), "ServerConfig.max_message_size must be an int, not 1.5"),  # type: ignore[arg-type]
+    (lambda: ServerConfig(presence=None), "ServerConfig.presence must be a PresenceConfig"),  # type: ignore[arg-type]
+    (lambda: ServerConfig(gc="x"), "ServerConfig.gc must be a GcPolicy or None, not 'x'"),  # type: ignore[arg-type]
+    (lambda: ServerConfig(shutdown_grace="x"), "ServerConfig.shutdown_grace must be a finite number"),  # type: ignore[arg-type]
+    (
+        lambda: ServerConfig(max_concurrent_calls=NAN),
+        "ServerConfig.max_concurrent_calls must be an int, not nan",
+    ),  # type: ignore[arg-type]
+    (lambda: ServerConfig(lanes=None), "ServerConfig.lanes must be a LaneConfig"),  # type: ignore[arg-type]
+    (lambda: ClientConfig(connect_timeout="x"), "ClientConfig.connect_timeout must be a finite number"),  # type: ignore[arg-type]
+    (lambda: ClientConfig(max_message_size=-1), "ClientConfig.max_message_size must be positive"),
+    (lambda: ClientConfig(unary_framing="bogus"), "ClientConfig.unary_framing must be 'shared' or 'stream'"),  # type: ignore[arg-type]
+    (lambda: ClientConfig(reconnect="x"), "ClientConfig.reconnect must be a ReconnectPolicy or None"),  # type: ignore[arg-type]
+    (lambda: ClientConfig(default_timeout=-1), "ClientConfig.default_timeout must be positive"),
+    (lambda: HeartbeatConfig(interval=NAN, timeout=10), "HeartbeatConfig.interval must be a finite number"),
+    (lambda: ReconnectPolicy(initial="x"), "ReconnectPolicy.initial must be a finite number"),  # type: ignore[arg-type]
+    (
+        lambda: ReconnectPolicy(max_attempts=-1),
+        "ReconnectPolicy.max_attempts must be None (forever) or 0 or more",
+    ),
+    (lambda: ReconnectPolicy(jitter=5), "ReconnectPolicy needs multiplier >= 1 and 0 <= jitter <= 1"),
+    (lambda: kcp.SessionConfig(nodelay="x"), "SessionConfig.nodelay must be an int, not 'x'"),  # type: ignore[arg-type]
+    (lambda: kcp.SessionConfig(snd_wnd=1.5), "SessionConfig.snd_wnd must be an int, not 1.5"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("make", "message"), BAD, ids=[m for _, m in BAD])
+def test_a_wrong_value_is_refused_where_it_is_given(make: Callable[[], Any], message: str) -> None:
+    with pytest.raises(ValueError) as e:  # UsageError, KCPUsageError: both ValueErrors
+        make()
+    assert message in str(e.value)
+
+
+def test_the_defaults_and_ints_for_numbers_pass() -> None:
+    ServerConfig(shutdown_grace=3, heartbeat=HeartbeatConfig(interval=1, timeout=4))
+    ClientConfig(connect_timeout=2, reconnect=ReconnectPolicy(initial=0, maximum=1, max_attempts=3))
+    kcp.SessionConfig()
+
+
+@pytest.mark.parametrize("port", [70000, -1, "abc", 1.5, True])
+async def test_a_port_outside_0_65535_is_refused_not_wrapped(port: Any) -> None:
+    """A port of 70,000 bound and dialed 4,464 (the resolver wraps it); -1 or "abc" gave the
+    resolver's "Servname not supported"."""
+    with pytest.raises(ValueError, match=r"port must be an int in 0\.\.65535"):
+        check_port(port, ValueError)
+    server = kcprpc.Server([], "127.0.0.1", port)
+    with pytest.raises(ValueError, match=r"port must be an int in 0\.\.65535"):
+        await server.start()
+    with pytest.raises(ValueError, match=r"port must be an int in 0\.\.65535"):
+        await kcprpc.connect("127.0.0.1", port, key="k")
+
+
+async def test_a_server_shut_down_does_not_start_again() -> None:
+    """start() after shutdown() bound a socket whose server refused every client, and a second
+    shutdown() left it open."""
+    server = kcprpc.Server([], "127.0.0.1", 0)
+    await server.start()
+    await server.shutdown(0)
+    with pytest.raises(UsageError, match="was shut down"):
+        await server.start()
+
+
+def test_the_cli_names_an_app_factory_that_raises(tmp_path: Any) -> None:
+    """``kcprpc serve module:factory`` whose factory raises said "internal error ... (a bug)"
+    and exited 70, blaming kcprpc; now the factory is named, exit 2."""
+    (tmp_path / "badapp.py").write_text("def factory():\n    raise RuntimeError('boom in factory')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "kcprpc", "serve", "badapp:factory", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "factory() raised RuntimeError: boom in factory" in done.stderr
+    assert "internal error" not in done.stderr
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, 5, "hello", None])
+async def test_sending_what_is_not_an_event_is_refused(value: Any) -> None:
+    """``session.send({"a": 1})`` went out as an event called ``dict`` (``5``: ``int``)."""
+    from kcprpc.testing import pair
+
+    async with pair([]) as p:
+        (session,) = p.server.sessions
+        with pytest.raises(UsageError, match="is not an event: send an instance of a pydantic model"):
+            session.send(value)
+        with pytest.raises(UsageError, match="is not an event"):
+            await p.server.push.to_room("r", value)
+
+
+async def test_max_attempts_0_gives_up_once() -> None:
+    """``ReconnectPolicy(max_attempts=0)`` (no reconnect, but tell me): ``on_give_up`` ran twice
+    when the server shut down (its GOAWAY and the connection's end each started a reconnect that
+    gave up at once), and "gave up reconnecting" was logged twice (an audit)."""
+    import asyncio
+
+    server = kcprpc.Server([], "127.0.0.1", 0)
+    host, port = await server.start()
+    cfg = ClientConfig(
+        reconnect=ReconnectPolicy(max_attempts=0), heartbeat=HeartbeatConfig(interval=0.2, timeout=1.0)
+    )
+    client = await kcprpc.connect(host, port, config=cfg)
+    calls: list[str] = []
+    first, second = asyncio.Event(), asyncio.Event()
+
+    def on_give_up(_client: Any, err: Exception) -> None:
+        calls.append(str(err))
+        (second if first.is_set() else first).set()
+
+    client.on_give_up = on_give_up
+    try:
+        await server.shutdown(grace=0)
+        await asyncio.wait_for(first.wait(), 5.0)
+        with pytest.raises(TimeoutError):  # no second report (it came within a few ms)
+            await asyncio.wait_for(second.wait(), 1.0)
+        assert len(calls) == 1, calls
+    finally:
+        await client.close()
+
+
+def test_server_arguments_and_service_names_are_checked_where_given() -> None:
+    """``Server(Greeter())`` raised "Value after * must be an iterable", ``Server([42])`` an
+    attribute error of ``int``, ``config="x"`` or a hook that is not a function failed at start
+    or at every connection (INTERNAL), and a ``/`` in a service name was served but never
+    callable (the wire name is ``service/method``)."""
+    from examples.quickstart.service import Greeter
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: kcprpc.Server(Greeter()), "takes a list of service instances"),  # type: ignore[arg-type]
+        (lambda: kcprpc.Server([42]), "42 is not a service"),
+        (lambda: kcprpc.Server([Greeter()], config="x"), "must be a kcprpc.ServerConfig, not 'x'"),  # type: ignore[arg-type]
+        (lambda: kcprpc.Server([Greeter()], on_connect="x"), "Server(on_connect=...) must be a function"),  # type: ignore[arg-type]
+        (lambda: kcprpc.Server([Greeter()], interceptors=[1]), "must be functions"),  # type: ignore[list-item]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    with pytest.raises(UsageError, match="a service name is a non-empty printable str without '/'"):
+
+        class Slash(kcprpc.Service, name="a/b"):
+            async def f(self) -> int:
+                return 1
