@@ -8,8 +8,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["BrokerBase", "spawn"]
+from kcprpc.errors import UsageError
+
+__all__ = ["BrokerBase", "check_urls", "spawn"]
+
+
+def check_urls(url: object, schemes: tuple[str, ...], who: str) -> str:
+    """``url`` (a comma-separated list of URLs too) when each has one of ``schemes`` and, but for
+    a ``unix://`` path, a host and a port in 0..65535; else a :class:`UsageError` naming it, where
+    the client library would fail at start (or report a bad URL as an outage)."""
+    if not isinstance(url, str) or not url.strip():
+        raise UsageError(f"{who}: the server URL must be a non-empty str, not {url!r}")
+    for one in url.split(","):
+        try:
+            parts = urlsplit(one.strip())
+            parts.port  # noqa: B018 (raises ValueError past 65535 or for a port that is not a number)
+        except ValueError as e:
+            raise UsageError(f"{who}: bad server URL {one.strip()!r}: {e}") from None
+        if parts.scheme not in schemes:
+            raise UsageError(
+                f"{who}: server URL {one.strip()!r} must start with {' or '.join(s + '://' for s in schemes)}"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise UsageError(f"{who}: server URL {one.strip()!r} names no host")
+    return url
 
 
 class BrokerBase:

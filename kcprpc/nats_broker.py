@@ -56,7 +56,7 @@ from kcprpc.broker import (
     run_callbacks,
     unnumbered,
 )
-from kcprpc.broker_support import BrokerBase, spawn
+from kcprpc.broker_support import BrokerBase, check_urls, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -215,7 +215,7 @@ class NatsBroker(BrokerBase):
             raise UsageError(
                 "NatsBroker: max_reorder_bytes, max_queued_bytes, max_fetch_bytes and max_conflicts must be positive"
             )
-        self.url = url
+        self.url = check_urls(url, ("nats", "tls", "ws", "wss"), "NatsBroker")
         self.prefix = prefix
         base = prefix.upper().replace("-", "_")
         self.stream = base + "_HISTORY"

@@ -50,7 +50,7 @@ from kcprpc.broker import (
     run_callbacks,
     unnumbered,
 )
-from kcprpc.broker_support import BrokerBase, spawn
+from kcprpc.broker_support import BrokerBase, check_urls, spawn
 from kcprpc.codec import pack, unpack
 from kcprpc.errors import UsageError
 from kcprpc.service import Delivery
@@ -284,7 +284,7 @@ class RedisBroker(BrokerBase):
             )
         if max_pending_bytes <= 0 or max_fill_bytes <= 0 or max_reads <= 0:
             raise UsageError("RedisBroker: max_pending_bytes, max_fill_bytes and max_reads must be positive")
-        self.url = url
+        self.url = check_urls(url, ("redis", "rediss", "unix"), "RedisBroker")
         self.prefix = prefix
         self._default = HistoryPolicy(history, history_ttl)
         self._policies = policies

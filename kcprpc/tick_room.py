@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -244,16 +245,27 @@ class TickRoom:
         self.name = name
         self.sender = sender
         self._clock = clock
+        tick_hz = self.tick_hz
+        if not isinstance(tick_hz, int) or isinstance(tick_hz, bool) or tick_hz < 1:
+            raise UsageError(f"tick_hz must be a positive integer, not {tick_hz!r}")
         send_hz = self.tick_hz if self.send_hz is None else self.send_hz
         if not isinstance(send_hz, int) or isinstance(send_hz, bool) or not 1 <= send_hz <= self.tick_hz:
             raise UsageError(
                 f"send_hz must be an integer from 1 to tick_hz ({self.tick_hz}), not {send_hz!r}"
             )
         self._send_hz = send_hz
-        if self.max_clients is not None and self.max_clients < 1:
-            raise UsageError("max_clients must be at least 1 (or None)")
-        if self.dispose_after < 0:
-            raise UsageError("dispose_after must be >= 0")
+        if self.max_clients is not None and (
+            not isinstance(self.max_clients, int)
+            or isinstance(self.max_clients, bool)
+            or self.max_clients < 1
+        ):
+            raise UsageError(
+                f"max_clients must be an integer of at least 1 (or None), not {self.max_clients!r}"
+            )
+        if not isinstance(self.dispose_after, (int, float)) or not 0 <= self.dispose_after < math.inf:
+            raise UsageError(
+                f"dispose_after must be a finite number of seconds >= 0, not {self.dispose_after!r}"
+            )
         if self.max_inputs < 1 or self.max_input_bytes < 1:
             raise UsageError("max_inputs and max_input_bytes must be at least 1")
         if self.inputs_per_tick is not None and self.inputs_per_tick < 1:

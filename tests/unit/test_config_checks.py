@@ -165,3 +165,30 @@ def test_server_arguments_and_service_names_are_checked_where_given() -> None:
         class Slash(kcprpc.Service, name="a/b"):
             async def f(self) -> int:
                 return 1
+
+
+def test_broker_urls_and_room_settings_are_checked_where_given() -> None:
+    """A malformed broker URL was taken, then failed at start with the client library's own error
+    (``kcprpc serve --broker redis://...:99999`` said "internal error ... a bug"), or was reported
+    as an outage (NATS); ``TickRoom(tick_hz=0)`` blamed send_hz, and a NaN ``dispose_after`` or a
+    float ``max_clients`` was accepted."""
+    from kcprpc.nats_broker import NatsBroker
+    from kcprpc.redis_broker import RedisBroker
+    from kcprpc.tick_room import TickRoom
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: RedisBroker("garbage"), "must start with redis:// or rediss:// or unix://"),
+        (lambda: RedisBroker("redis://127.0.0.1:99999/0"), "Port out of range"),
+        (lambda: RedisBroker(None), "must be a non-empty str, not None"),  # type: ignore[arg-type]
+        (lambda: NatsBroker("nats://a:4222,nats://b:99999"), "bad server URL 'nats://b:99999'"),
+        (lambda: NatsBroker("garbage"), "must start with nats://"),
+        (lambda: TickRoom("r", tick_hz=0), "tick_hz must be a positive integer, not 0"),
+        (lambda: TickRoom("r", dispose_after=NAN), "dispose_after must be a finite number"),
+        (lambda: TickRoom("r", max_clients=1.5), "max_clients must be an integer"),
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    RedisBroker("unix:///run/redis.sock")  # a socket path has no host
+    NatsBroker("nats://a:4222, tls://b:4443")
