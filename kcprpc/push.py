@@ -345,7 +345,7 @@ class PushHub:
 
     def _check_name(self, kind: str, name: str) -> None:
         limit = self.server.config.max_name_length
-        if not name or len(name) > limit:
+        if type(name) is not str or not name or len(name) > limit:
             raise RpcError(Status.INVALID_ARGUMENT, f"{kind} name must have 1 to {limit} characters")
 
     def join(self, session: Member, room: str) -> None:

@@ -15,6 +15,7 @@ from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.broker import BrokerMessage
 from kcprpc.codec import CALL, MSG, Refused, encode_frame
+from kcprpc.errors import UsageError
 from kcprpc.frame_writer import FrameWriter, SendGuard
 from kcprpc.heartbeat import SendStall
 from kcprpc.inbox import INBOX_LIMIT, Inbox, ParkingLot
@@ -424,6 +425,8 @@ class ServerSession:
         default to what the event type declares (``@event(key=..., lane=...)``); with neither, the
         event is sent at once, as before (docs/rpc.md, "Latest-wins and priorities")."""
         name, default, adapter = event_info(type(event))
+        if key is not None and type(key) is not str:
+            raise UsageError(f"send(key=...) is a str (a latest-wins key, e.g. an entity id), not {key!r}")
         if self.control is not None:  # (detached: held for the resume, counted there)
             self.server.stats["events_sent"] += 1
         decl = event_send(name)

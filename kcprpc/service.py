@@ -65,6 +65,12 @@ class Delivery(str, Enum):
     RELIABLE = "reliable"  # ordered, on a mux stream (the default)
     UNRELIABLE = "unreliable"  # one OOB datagram, may be lost or reordered
 
+    @classmethod
+    def _missing_(cls, value: object) -> Delivery:
+        # Delivery("bogus") said "'bogus' is not a valid Delivery", naming neither the parameter
+        # nor what it may be
+        raise UsageError(f"delivery must be 'reliable' or 'unreliable' (kcprpc.Delivery), not {value!r}")
+
 
 @dataclass(frozen=True)
 class _Options:

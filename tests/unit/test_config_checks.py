@@ -192,3 +192,24 @@ def test_broker_urls_and_room_settings_are_checked_where_given() -> None:
         assert message in str(e.value)
     RedisBroker("unix:///run/redis.sock")  # a socket path has no host
     NatsBroker("nats://a:4222, tls://b:4443")
+
+
+async def test_send_arguments_are_named_when_wrong() -> None:
+    """``delivery="bogus"`` said "'bogus' is not a valid Delivery"; ``send(ev, key=5)`` raised
+    "can only concatenate str"; ``push.join(session, 5)`` "object of type 'int' has no len()"."""
+    from test_rpc_support import Tick
+
+    from kcprpc.service import Delivery
+    from kcprpc.testing import pair
+
+    with pytest.raises(UsageError, match="delivery must be 'reliable' or 'unreliable'"):
+        Delivery("bogus")
+    async with pair([]) as p:
+        (session,) = p.server.sessions
+        with pytest.raises(UsageError, match="delivery must be 'reliable' or 'unreliable'"):
+            session.send(Tick(n=1), delivery="bogus")
+        with pytest.raises(UsageError, match=r"send\(key=\.\.\.\) is a str"):
+            session.send(Tick(n=1), key=5)  # type: ignore[arg-type]
+        # (the compiled build's push module checks the argument's type itself: a TypeError there)
+        with pytest.raises((kcprpc.RpcError, TypeError), match="room name must have|str"):
+            session.join(5)  # type: ignore[arg-type]
