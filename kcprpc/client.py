@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar, cast, overload
 
 from pydantic import ValidationError
 
+from kcp.fieldcheck import check_port
 from kcprpc.broker import Position
 from kcprpc.calls import ClientCall, StreamCall, UnaryCall, bad_response
 from kcprpc.client_config import ClientConfig
@@ -675,6 +676,8 @@ def connect(
     for a in addresses[1:]:
         if not (isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) and type(a[1]) is int):
             raise UsageError(f"kcprpc.connect: fallbacks are (host, port) pairs, not {a!r}")
+    for _, p in addresses:
+        check_port(p, UsageError)
     at = 0  # the address the connector dials
     route = [b""]  # the server worker of the last connection: a reconnect asks for it (docs/workers.md)
 

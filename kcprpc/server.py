@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from pydantic import ValidationError
 
 from kcp.config import exempt_networks
+from kcp.fieldcheck import check_port
 from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import SourceTally, address_keys
 from kcprpc.broker import Broker, MemoryBroker
@@ -713,6 +714,7 @@ class Server:
             self.host, self.port = sock.getsockname()[:2]
         if self.host is None or self.port is None:
             raise UsageError("Server needs host and port to listen")
+        check_port(self.port, UsageError)
         await self.push.broker.start()  # BrokerUnavailable: nothing bound, nothing to undo
         cfg = self.config
         self._listener = await listen(
