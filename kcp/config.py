@@ -194,6 +194,7 @@ class IOOptions:
     read_coalesce_ms: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self, KCPUsageError)
         if type(self.read_coalesce_ms) is not int or not 0 <= self.read_coalesce_ms <= 50:
             raise KCPUsageError(f"read_coalesce_ms must be an int in 0..50, got {self.read_coalesce_ms!r}")
 

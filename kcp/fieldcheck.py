@@ -52,6 +52,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return value in typing.get_args(hint)
     if origin is Callable or hint is Callable:
         return callable(value)
+    if origin is tuple:  # a list of them is as good (it was always taken)
+        return isinstance(value, (tuple, list))
     if origin is not None:
         return not isinstance(origin, type) or isinstance(value, origin)
     if isinstance(hint, type):

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
 
+from kcp.fieldcheck import check_fields
 from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, KeyNames, room_key, topic_key
 from kcprpc.codec import pack, unpack
@@ -101,6 +102,7 @@ class PresenceConfig:
     list_burst: int = 1024 * 1024
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         for name in ("keys", "events"):
             patterns = getattr(self, name)
             if isinstance(patterns, str):

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from kcp.fieldcheck import check_fields
 from kcprpc.codec import EVENT, encode_frame
 from kcprpc.errors import UsageError
 
@@ -74,6 +75,7 @@ class Lane:
     overflow: Overflow = "end"
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         if not self.name or self.weight <= 0 or self.max_bytes <= 0 or self.priority < 0:
             raise UsageError(f"lane {self.name!r}: needs a name, weight > 0, max_bytes > 0, priority >= 0")
         if self.overflow not in ("refuse", "end"):
@@ -101,6 +103,7 @@ class LaneConfig:
     default_lane: str = "state"
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         names = [lane.name for lane in self.lanes]
         if len(set(names)) != len(names) or "control" in names:
             raise UsageError("lane names must be unique and not 'control'")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from kcp.fieldcheck import check_fields
 from kcp.ratelimit import LOOPBACK, parse_networks
 from kcp.rs import MAX_TOTAL_SHARDS
 
@@ -182,6 +183,7 @@ class SecureConfig:
     ack_repeat: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self, SecureUsageError)
         need = _need(type(self).__name__)
         need(
             self.reset_key is None or (isinstance(self.reset_key, bytes) and len(self.reset_key) == 32),

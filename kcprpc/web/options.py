@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kcp.fieldcheck import check_fields
 from kcprpc.errors import UsageError
 from kcprpc.mux import MuxConfig
 from kcprpc.web.framing import MAX_TOKEN
@@ -84,6 +85,7 @@ class WebOptions:
                     f"{name}: an origin is 'scheme://host[:port]' (no path, no trailing '/') or '*', not {o!r}"
                 )
         object.__setattr__(self, "origins", origins)
+        check_fields(self, UsageError)  # (after origins: a str or a list of them is taken)
         if self.authorize is not None and not callable(self.authorize):
             raise UsageError(f"{name}: authorize must be a callable (token, None, address) -> str | None")
         _positive(name, "open_timeout", self.open_timeout)

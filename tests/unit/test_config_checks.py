@@ -216,3 +216,36 @@ async def test_send_arguments_are_named_when_wrong() -> None:
         # (the compiled build's push module checks the argument's type itself: a TypeError there)
         with pytest.raises((kcprpc.RpcError, TypeError), match=r"room name must have|str"):
             session.join(5)  # type: ignore[arg-type]
+
+
+def test_the_other_config_objects_check_their_fields_too() -> None:
+    """SecureConfig took NaN and strings for its timers and budgets (``versions=5`` failed with
+    "object of type 'int' has no len()"), PresenceConfig(keys=None) and LaneConfig(lanes="x")
+    failed deep inside, IOOptions(reuse_port="x") was taken."""
+    from kcp.config import IOOptions
+    from kcp.secure import SecureConfig
+    from kcprpc.presence import PresenceConfig
+    from kcprpc.send_lanes import LaneConfig
+    from kcprpc.web import WebSocketOptions
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (
+            lambda: SecureConfig(half_open_timeout_ms=NAN),
+            "SecureConfig.half_open_timeout_ms must be an int, not nan",
+        ),  # type: ignore[arg-type]
+        (lambda: SecureConfig(versions=5), "SecureConfig.versions must be a tuple, not 5"),  # type: ignore[arg-type]
+        (lambda: WebSocketOptions(origins=5), "origins must be a list of origins, not 5"),  # type: ignore[arg-type]
+        (lambda: PresenceConfig(keys=None), "PresenceConfig.keys must be a Sequence, not None"),  # type: ignore[arg-type]
+        (lambda: LaneConfig(lanes="x"), "LaneConfig.lanes must be a tuple, not 'x'"),  # type: ignore[arg-type]
+        (lambda: WebSocketOptions(web_root=5), "WebSocketOptions.web_root must be a str or a Path or None"),  # type: ignore[arg-type]
+        (lambda: IOOptions(reuse_port="x"), "IOOptions.reuse_port must be True or False, not 'x'"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(ValueError) as e:
+            make()
+        assert message in str(e.value)
+    # what was always taken still is: a str or a list of origins, a list of lanes
+    from kcprpc.send_lanes import DEFAULT_LANES
+
+    assert WebSocketOptions(origins="https://a.example").origins == ("https://a.example",)
+    assert LaneConfig(lanes=list(DEFAULT_LANES)).lane("state").name == "state"
