@@ -52,6 +52,7 @@ __all__ = [
     "mmsg_supported",
     "native_mmsg",
     "open_udp_socket",
+    "unresolved",
 ]
 
 Address = Any
@@ -153,6 +154,13 @@ def gso_supported() -> bool:
     return _gso_cache
 
 
+def unresolved(host: str, e: socket.gaierror | None = None) -> OSError:
+    """The error for ``host`` when it does not resolve (the resolver's own names no host)."""
+    if e is None:
+        return OSError(f"cannot resolve {host!r}")
+    return OSError(e.errno, f"cannot resolve {host!r}: {e.strerror}")
+
+
 def open_udp_socket(
     host: str,
     port: int,
@@ -172,9 +180,9 @@ def open_udp_socket(
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_PASSIVE)
     except socket.gaierror as e:
-        raise OSError(e.errno, f"cannot resolve {host!r}: {e.strerror}") from None
+        raise unresolved(host, e) from None
     if not infos:
-        raise OSError(f"cannot resolve {host!r}")
+        raise unresolved(host)
     fam, typ, proto, _, addr = infos[0]
     sock = socket.socket(fam, typ, proto)
     try:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from kcp.batch import Address, open_udp_socket
+from kcp.batch import Address, open_udp_socket, unresolved
 from kcp.config import CompatWire, IOOptions, SecureWire, SessionConfig, Wire
 from kcp.endpoint import Endpoint
 from kcp.errors import KCPUsageError
@@ -124,9 +124,9 @@ async def dial(
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as e:
-        raise OSError(e.errno, f"cannot resolve {host!r}: {e.strerror}") from None
+        raise unresolved(host, e) from None
     if not infos:
-        raise OSError(f"cannot resolve {host!r}")
+        raise unresolved(host)
     family, _, _, _, remote = infos[0]
     local_addr = io.local_address
     if local_addr is None:

@@ -16,9 +16,9 @@ import math
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeGuard, Union
 
-__all__ = ["check_fields", "check_port"]
+__all__ = ["check_fields", "check_port", "is_int", "is_number"]
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
@@ -34,6 +34,16 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
+def is_int(value: object) -> TypeGuard[int]:
+    """An int, not a bool (``True`` is an int to Python, never a count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """A finite int or float, not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _matches(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
@@ -42,9 +52,9 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_int(value)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return is_number(value)
     origin = typing.get_origin(hint)
     if origin is Union or origin is types.UnionType:
         return any(_matches(value, arm) for arm in typing.get_args(hint))
@@ -102,6 +112,6 @@ def check_fields(obj: Any, error: type[Exception]) -> None:
 def check_port(port: object, error: type[Exception]) -> int:
     """``port`` if it is an int in 0..65535 (0: any free port), else ``error`` naming it: the
     resolver takes 70,000 as 4,464 and reports -1 as "Servname not supported"."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+    if not is_int(port) or not 0 <= port <= 65535:
         raise error(f"port must be an int in 0..65535, not {port!r}")
     return port

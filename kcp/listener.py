@@ -42,10 +42,9 @@ if TYPE_CHECKING:
     from kcp.demux.secure import SecureDemux
     from kcp.secure import SecureServer
 
-# a peer decides how often the accept callback runs: what it raises is reported 10 times a minute at most
-_callback_log = RateLimitedLog(
-    logging.getLogger("kcp.listener"), burst=10, interval=60.0
-)  # (reports to the loop)
+# a peer decides how often the accept callback runs: what it raises goes to the loop's exception
+# handler 10 times a minute at most
+_callback_log = RateLimitedLog(logging.getLogger("kcp.listener"), burst=10, interval=60.0)
 
 __all__ = ["AdmissionConfig", "GcPolicy", "Listener", "listen"]
 
@@ -299,7 +298,6 @@ class Listener:
             self._callback_failed(s, exc)
 
     def _callback_failed(self, s: KCPSession, exc: BaseException) -> None:
-        # a peer decides how often the callback runs: reported at most 10 times a minute
         _callback_log.report_exception(self._loop, "accept", "KCP accept callback failed", exc)
         s.abort()
 

@@ -292,10 +292,9 @@ _VIEW_ABOVE: Final = 64 * 1024
 
 
 def _decode_fast(data: memoryview, cost: int) -> tuple[Any, int]:
+    """A body over ``_VIEW_ABOVE``, decoded in place (always a large one: the collector paused)."""
     try:
-        if len(data) > SMALL_BODY:
-            return unpack_large(data), cost
-        return _unpackb(data, raw=False, strict_map_key=False, max_ext_len=0), cost
+        return unpack_large(data), cost
     except Exception:
         return UNDECODABLE, 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from kcp.fieldcheck import is_int, is_number
 from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import PrefixLimiter, SourceTally
 from kcp.token_bucket import TokenBucket
@@ -245,24 +245,19 @@ class TickRoom:
         self.name = name
         self.sender = sender
         self._clock = clock
-        tick_hz = self.tick_hz
-        if not isinstance(tick_hz, int) or isinstance(tick_hz, bool) or tick_hz < 1:
-            raise UsageError(f"tick_hz must be a positive integer, not {tick_hz!r}")
+        if not is_int(self.tick_hz) or self.tick_hz < 1:
+            raise UsageError(f"tick_hz must be a positive integer, not {self.tick_hz!r}")
         send_hz = self.tick_hz if self.send_hz is None else self.send_hz
-        if not isinstance(send_hz, int) or isinstance(send_hz, bool) or not 1 <= send_hz <= self.tick_hz:
+        if not is_int(send_hz) or not 1 <= send_hz <= self.tick_hz:
             raise UsageError(
                 f"send_hz must be an integer from 1 to tick_hz ({self.tick_hz}), not {send_hz!r}"
             )
         self._send_hz = send_hz
-        if self.max_clients is not None and (
-            not isinstance(self.max_clients, int)
-            or isinstance(self.max_clients, bool)
-            or self.max_clients < 1
-        ):
+        if self.max_clients is not None and (not is_int(self.max_clients) or self.max_clients < 1):
             raise UsageError(
                 f"max_clients must be an integer of at least 1 (or None), not {self.max_clients!r}"
             )
-        if not isinstance(self.dispose_after, (int, float)) or not 0 <= self.dispose_after < math.inf:
+        if not is_number(self.dispose_after) or self.dispose_after < 0:
             raise UsageError(
                 f"dispose_after must be a finite number of seconds >= 0, not {self.dispose_after!r}"
             )

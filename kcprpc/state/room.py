@@ -28,7 +28,8 @@ class SyncSender:
     :class:`StateService`, for the acks) while it has members. ``interest(room, member)``, called
     when a member joins, returns that member's filter: a function ``state -> Interest`` called once
     a tick, an :class:`~kcprpc.state.Interest` that stays the same, or None (everything); e.g.
-    ``interest=lambda room, member: (lambda state: Interest(keys={"units": state.seen_by(member.id)}))``. ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
+    ``interest=lambda room, member: lambda state: Interest(keys={"units": state.seen_by(member.id)})``.
+    ``groups``, ``part_size``, ``max_parts``: :class:`StateSync`'s
     (``groups="auto"``, the default: whole messages while they fit a datagram, then parts;
     ``groups`` > 1: always cut into datagram-sized parts that apply on their own)."""
 
