@@ -51,6 +51,7 @@ PING: Final = 12  # either way: [nonce, rtt_us|nil]
 PONG: Final = 13  # either way: [nonce]
 GOAWAY: Final = 14  # server -> client: [code, message]; no new calls on this connection
 ROOMS: Final = 15  # server -> client: [joined: bool, room]; lets a client restore rooms after reconnect
+EVENT_ACK: Final = 16  # client -> server: the number of the last numbered direct EVENT it handled
 
 FRAME_NAMES: Final = {
     HELLO: "HELLO",
@@ -68,6 +69,7 @@ FRAME_NAMES: Final = {
     PONG: "PONG",
     GOAWAY: "GOAWAY",
     ROOMS: "ROOMS",
+    EVENT_ACK: "EVENT_ACK",
 }
 
 # CALL flags

@@ -31,6 +31,7 @@ from kcprpc.protocol.server import (
     CallEnd,
     CallMessage,
     ClientLeaving,
+    EventsAcked,
     HelloAccepted,
     HelloRefused,
     StartCall,
@@ -193,6 +194,7 @@ class StreamPump:
         sess.control = self.writer
         hello = ev.hello
         sess.metadata = hello.metadata
+        sess.numbered = hello.numbered  # it takes numbered direct events (kcprpc.direct_events)
         self._hello_tping = hello.transport_ping
         if self.server.on_connect is None and hello.restore is None and hello.resume is None:
             self._welcome(None)
@@ -203,6 +205,14 @@ class StreamPump:
     def _on_hello_refused(self, ev: HelloRefused, cost: int) -> bool:
         self.sess.control = self.writer
         spawn(self.server.tasks, self._refuse(ev.code, ev.message))
+        return False
+
+    def _on_events_acked(self, ev: EventsAcked, cost: int) -> bool:
+        ring = self.sess.direct
+        if ring is None:  # nothing numbered was sent on this session
+            self.server.stats["bad_frames"] += 1
+        else:
+            ring.ack(ev.number)
         return False
 
     def _on_leaving(self, ev: ClientLeaving, cost: int) -> bool:
@@ -233,6 +243,9 @@ class StreamPump:
             body["resumed"] = resumed
         if resume_error is not None:
             body["resume_error"] = resume_error
+        if sess.direct_report is not None:  # a resume: its numbered direct events sent again, missed
+            body["direct"] = sess.direct_report
+            sess.direct_report = None
         if server.config.ack_hold and sess.conn.wire_mode == "secure":  # held acks (docs/tuning.md)
             body["ackhold"] = server.config.ack_hold
         if sess.conn.silent_ms() is not None:  # its sweep hears the transport's keepalives
@@ -573,6 +586,7 @@ _ON_EVENT: dict[type, Callable[[StreamPump, Any, int], bool]] = {
     HelloRefused: StreamPump._on_hello_refused,
     StartNotify: StreamPump._on_notify,
     ClientLeaving: StreamPump._on_leaving,
+    EventsAcked: StreamPump._on_events_acked,
 }
 """What the pump does with each event of the protocol (one table for all streams); True: the
 frame's decode budget stays with what it was given to."""

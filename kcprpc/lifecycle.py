@@ -199,6 +199,10 @@ class Lifecycle:
                 )
         if restore or resume is not None:
             self._subscriptions.restored(welcome.restored)
+        resumed = resume is not None and welcome.resumed is True
+        link.release_numbered(resume["last"] if resume is not None and resumed else 0)
+        if resumed and welcome.direct is not None and any(welcome.direct):  # replayed or missed some
+            self._subscriptions.direct_recovered(welcome.direct, link.last_direct)
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
         old = self.link
         if link.hb is not None:
@@ -238,7 +242,8 @@ class Lifecycle:
         if binding is None:
             return None
         sid, token = self._resume
-        return {"sid": sid, "proof": resume_proof(token, sid, binding)}
+        last = self.link.last_direct if self.link is not None else 0  # numbered direct events handled
+        return {"sid": sid, "proof": resume_proof(token, sid, binding), "last": last}
 
     @staticmethod
     def _ticket(welcome: Welcome) -> tuple[str, bytes] | None:

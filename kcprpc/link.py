@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 from kcprpc.calls import ClientCall
 from kcprpc.codec import Frame
+from kcprpc.direct_events import ACK_DELAY, ACK_EVERY
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
 from kcprpc.heartbeat import Heartbeat, HeartbeatAction, HeartbeatConfig
@@ -30,6 +31,7 @@ from kcprpc.protocol.client import (
     ConnectRefused,
     Draining,
     HeadersReceived,
+    NumberedEvent,
     PongReceived,
     Replied,
     RoomChanged,
@@ -37,7 +39,7 @@ from kcprpc.protocol.client import (
     Trailed,
     Welcomed,
 )
-from kcprpc.protocol.frames import Event, Ping, Welcome
+from kcprpc.protocol.frames import Event, EventAck, Ping, Welcome
 from kcprpc.push import send_datagram
 from kcprpc.receive import ReceiveLimits, read_datagrams, read_frames
 from kcprpc.status import Status
@@ -106,6 +108,13 @@ class Link:
         self._ping_bytes = 0
         self.tasks: list[asyncio.Task[Any]] = []
         self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
+        # numbered direct events (kcprpc.direct_events): held until the client knows which session
+        # they are of (its WELCOME handled: release_numbered), then handled and acknowledged
+        self._numbered_held: list[NumberedEvent] | None = []
+        self.last_direct = 0
+        """The number of the last numbered direct event handled for the session (0: none)."""
+        self._unacked = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
         decoded, partial, partial_timeout = receive
         self.receive = ReceiveLimits(
             max_decoded_bytes=decoded,
@@ -123,6 +132,7 @@ class Link:
             HeadersReceived: self._headers,
             CallAborted: self._aborted,
             Event: hooks.on_event,  # a reliable push: on_event(event), unreliable=False
+            NumberedEvent: self._numbered,
             PongReceived: self._pong,
             RoomChanged: self._room,
             Welcomed: self._welcomed,
@@ -182,6 +192,37 @@ class Link:
     def _aborted(self, ev: CallAborted) -> None:
         call: ClientCall = ev.handle
         call.abort(ev.error, ev.cancel)
+
+    def _numbered(self, ev: NumberedEvent) -> None:
+        held = self._numbered_held
+        if held is not None:
+            held.append(ev)
+            return
+        self.hooks.on_event(ev.event)
+        self.last_direct = ev.number
+        self._unacked += 1
+        if self._unacked >= ACK_EVERY:
+            self.send_ack()
+        elif self._ack_timer is None:
+            self._ack_timer = self.loop.call_later(ACK_DELAY, self.send_ack)
+
+    def release_numbered(self, last: int) -> None:
+        """The WELCOME was handled: ``last`` is the number of the last direct event handled for
+        its session (the claim's on a resume, 0 for a new session); handle the numbered events
+        held until now, in order."""
+        held, self._numbered_held = self._numbered_held, None
+        self.last_direct = last
+        for ev in held or ():
+            self._numbered(ev)
+
+    def send_ack(self) -> None:
+        """Acknowledge the numbered direct events handled so far (an EVENT_ACK frame)."""
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._unacked and not self.closed:
+            self._unacked = 0
+            self.writer.send(EventAck(self.last_direct).encode())
 
     def _pong(self, ev: PongReceived) -> None:
         self.pong(ev.nonce)
@@ -319,6 +360,9 @@ class Link:
         if self.closed:
             return
         self.closed = True
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if not self.welcome.done():  # lost before WELCOME: the connect fails now, with why
             self.welcome.set_exception(err)
             self.welcome.exception()  # retrieved: a connect that gave up already does not log it

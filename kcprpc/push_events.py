@@ -82,9 +82,13 @@ class Recovered(BaseModel, KeyNames):
     ``recovered``: every message after the client's position was replayed (nothing lost).
     ``replayed``: how many were. ``missed``: how many the history no longer held (its size or
     TTL), ``None`` when unknown (the broker's epoch changed, or the client had no position).
-    ``position``: where the client is now."""
+    ``position``: where the client is now.
 
-    key: str  # "room:<name>" or "topic:<name>"
+    After a resume that sent some of the session's own reliable events again (``session.send``)
+    or missed some, one more with ``key`` ``"session"``; its ``position`` is ``(0, the number of
+    the last one handled)`` (docs/wire-format/rpc.md, "Numbered direct events")."""
+
+    key: str  # "room:<name>", "topic:<name>", or "session" (the session's own events)
     recovered: bool
     replayed: int
     missed: int | None

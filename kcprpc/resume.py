@@ -33,21 +33,25 @@ def resume_proof(token: bytes, sid: str, channel_binding: bytes) -> bytes:
 
 
 class ResumeClaim(NamedTuple):
-    """A HELLO's ``resume``: the session id to take back, and the proof of owning it."""
+    """A HELLO's ``resume``: the session id to take back, the proof of owning it, and the number
+    of the last numbered direct event the client handled (0: none, or it takes none;
+    :mod:`kcprpc.direct_events`)."""
 
     sid: str
     proof: bytes
+    last: int = 0
 
 
 def parse_claim(value: Any) -> ResumeClaim | None:
     """The claim of a HELLO's ``resume`` field, or None when it is not ``{"sid": str, "proof":
-    bin(32)}`` (such a claim is refused and counted, never an exception)."""
+    bin(32), "last"?: int}`` (such a claim is refused and counted, never an exception; a ``last``
+    that is not a number in 0 .. 2³² - 1 reads as 0)."""
     if type(value) is not dict:
         return None
-    sid, proof = value.get("sid"), value.get("proof")
+    sid, proof, last = value.get("sid"), value.get("proof"), value.get("last")
     if type(sid) is not str or not 0 < len(sid) <= _MAX_SID or type(proof) is not bytes or len(proof) != 32:
         return None
-    return ResumeClaim(sid, proof)
+    return ResumeClaim(sid, proof, last if type(last) is int and 0 <= last <= 0xFFFFFFFF else 0)
 
 
 @event("kcprpc.SessionExpired")

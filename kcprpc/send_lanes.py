@@ -314,9 +314,10 @@ class SendLanes:
                 best = q
         return best
 
-    def take(self, budget: int) -> Iterator[tuple[bytes, bool]]:
-        """Yield ``(frame, unreliable)`` in sending order while ``budget`` bytes last (the frame
-        that crosses it still goes: one frame is never split)."""
+    def take(self, budget: int) -> Iterator[tuple[bytes, bool, bool]]:
+        """Yield ``(frame, unreliable, direct)`` in sending order while ``budget`` bytes last (the
+        frame that crosses it still goes: one frame is never split); ``direct``: a frame sent to
+        this session alone, not a room's or topic's (put without an ``order``)."""
         st = self.stats
         while budget > 0:
             q = self._next()
@@ -341,7 +342,7 @@ class SendLanes:
                 q.dead = 0
             budget -= n
             st["lanes_sent"] += 1
-            yield frame, item.unreliable
+            yield frame, item.unreliable, item.order is None
 
     def clear(self) -> None:
         """Drop everything waiting (the session ended)."""

@@ -29,6 +29,7 @@ from kcp.ratelimit import SourceTally, address_keys
 from kcprpc.broker import Broker, MemoryBroker
 from kcprpc.config import SecureWire, Transport, described_transport, effective_transport
 from kcprpc.context import ServerContext, current_context, set_current
+from kcprpc.direct_events import DIRECT_COUNTERS
 from kcprpc.dispatch import STATUS_COUNTERS, StreamPump, invoke
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.heap import CONNECTION_HEAP, TRIM_AFTER, trim_soon
@@ -240,6 +241,7 @@ class Server:
         self.stats.update(dict.fromkeys(BOUNDS_COUNTERS, 0))  # all clients together (ProcessBounds)
         self.stats.update(dict.fromkeys(PRESENCE_COUNTERS, 0))  # presence (kcprpc.presence)
         self.stats.update(dict.fromkeys(LANE_COUNTERS, 0))  # send lanes (kcprpc.send_lanes)
+        self.stats.update(dict.fromkeys(DIRECT_COUNTERS, 0))  # numbered direct events (kcprpc.direct_events)
         self.stats.update(dict.fromkeys(RECOVERY_COUNTERS, 0))  # kcprpc.push: replay and history
         self.stats.update(dict.fromkeys(STATUS_COUNTERS.values(), 0))  # calls ended with an error status
         self.resumable = ResumeTable(self.config, self.stats, keys=self.source_keys)

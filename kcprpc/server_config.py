@@ -111,7 +111,11 @@ class ServerConfig(ReceiveSettings):
     disconnect."""
     detached_send_buffer: int = 64 * 1024
     """Bytes of reliable events sent to one session (``session.send``) while it is detached, held
-    for its resume and sent first when it resumes; they count in ``max_detached_bytes``. Past it the session is gone (its client's resume fails with
+    for its resume and sent first when it resumes; they count in ``max_detached_bytes``. For a
+    client that takes numbered direct events (the Python and TypeScript clients), also what it has
+    not acknowledged while connected (each event plus 64 bytes): past it the oldest are forgotten,
+    and its resume reports exactly how many it missed (``kcprpc.Recovered(key="session")``). For
+    any other client, past it the session is gone (its client's resume fails with
     ``SessionExpired``: nothing it was sent is lost without its knowing). Unreliable ones are
     dropped (``unreliable_dropped``). Rooms and topics need none of this: their messages are
     replayed from the broker's history."""

@@ -15,6 +15,7 @@ from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.broker import BrokerMessage
 from kcprpc.codec import CALL, MSG, Refused, encode_frame
+from kcprpc.direct_events import DirectRing
 from kcprpc.errors import UsageError
 from kcprpc.frame_writer import FrameWriter, SendGuard
 from kcprpc.heartbeat import SendStall
@@ -111,6 +112,8 @@ class ServerSession:
         "control",
         "detached",
         "detaches",
+        "direct",
+        "direct_report",
         "expiry",
         "held_events_bytes",
         "id",
@@ -120,6 +123,7 @@ class ServerSession:
         "may_resume",
         "memberships",
         "metadata",
+        "numbered",
         "parking",
         "path_changes",
         "presence",
@@ -209,6 +213,10 @@ class ServerSession:
         # reliable events sent while detached, for the resume (hold); past the buffer: None
         self._held_events: list[bytes] | None = None
         self.held_events_bytes = 0
+        # numbered direct events (kcprpc.direct_events), for a client that takes them (its HELLO)
+        self.numbered = False
+        self.direct: DirectRing | None = None  # made on the first one
+        self.direct_report: list[int] | None = None  # a resume's [replayed, missed], for its WELCOME
         self._pump: asyncio.Handle | None = None
         self._lw_seq = 0  # keyed events sent to this session only: their order
         self._lw_epoch = int.from_bytes(os.urandom(4), "big") >> 1  # ... within this session
@@ -284,15 +292,37 @@ class ServerSession:
         elif self.detached:
             self.hold(frame, unreliable)
 
-    def hold(self, frame: bytes, unreliable: bool) -> None:
-        """An event frame for this detached session: a reliable one is held for its resume (sent
-        first when it resumes), an unreliable one dropped (``unreliable_dropped``). Past
-        ``ServerConfig.detached_send_buffer`` bytes the session is gone: its client's resume then
-        fails with ``SessionExpired``, so it knows it missed something (before, such events were
-        dropped and counted as sent)."""
+    def send_direct(self, frame: bytes) -> None:
+        """A reliable EVENT frame for this session alone: numbered when its client takes numbered
+        events (kept until it acknowledges it, for a resume), then queued on the control stream;
+        while detached, held (:meth:`hold`)."""
+        if not self.numbered:
+            self.send_frame(frame)
+            return
+        control = self.control
+        if control is not None:
+            ring = self.direct
+            if ring is None:
+                ring = self.direct = DirectRing(self.server.stats)
+            control.send(ring.number(frame))
+            ring.trim(self.server.config.detached_send_buffer)
+        elif self.detached:
+            self.hold(frame, False, True)
+
+    def hold(self, frame: bytes, unreliable: bool, direct: bool = False) -> None:
+        """A frame for this detached session (``direct``: a reliable event sent to it alone): a
+        reliable one is held for its resume (sent first when it resumes), an unreliable one
+        dropped (``unreliable_dropped``). Past ``ServerConfig.detached_send_buffer`` bytes the
+        session is gone: its client's resume then fails with ``SessionExpired``, so it knows it
+        missed something (before, such events were dropped and counted as sent). A client that
+        takes numbered events is told exactly instead: the oldest numbered ones are forgotten
+        first, and its resume reports how many it missed."""
         server = self.server
         if unreliable:
             server.stats["unreliable_dropped"] += 1
+            return
+        if self.numbered:
+            self._hold_numbered(frame, direct)
             return
         held = self._held_events
         if held is None:
@@ -312,9 +342,42 @@ class ServerSession:
         server.stats["detached_events_held"] += 1
         server.detached_grew(self, len(frame))
 
-    def send_held(self) -> None:
+    def _hold_numbered(self, frame: bytes, direct: bool) -> None:
+        server = self.server
+        if not self.may_resume:  # over the buffer already (or ended): the session is being ended
+            return
+        ring = self.direct
+        if ring is None:
+            ring = self.direct = DirectRing(server.stats)
+        before = ring.bytes
+        if direct:
+            ring.number(frame)
+        else:
+            ring.hold(frame)
+        if ring.trim(server.config.detached_send_buffer):  # held frames alone are over the buffer
+            server.stats["detached_events_overflowed"] += 1
+            self.direct = None
+            self.may_resume = False
+            spawn(server.tasks, server.end_detached(self))
+            return
+        server.stats["detached_events_held"] += 1
+        server.detached_grew(self, ring.bytes - before)
+
+    def send_held(self, last: int = 0) -> None:
         """On a resume (:meth:`adopt`): send what was held for this session while it was detached,
-        before anything sent to it from then on."""
+        before anything sent to it from then on; to a client that takes numbered events, also
+        what it had not received of them (after ``last``, the number it names)."""
+        ring = self.direct
+        if ring is not None:
+            frames, replayed, missed = ring.resume(last)
+            self.direct_report = [replayed, missed]
+            control = self.control
+            if control is not None:
+                for frame in frames:
+                    control.send(frame)
+            return
+        if self.numbered:
+            self.direct_report = [0, 0]
         held, self._held_events = self._held_events, None
         self.held_events_bytes = 0
         control = self.control
@@ -343,13 +406,18 @@ class ServerSession:
             server.backlog_changed(delta)
 
     def held_for_client(self) -> int:
-        """Bytes held for this client: what its transport holds unsent or unacknowledged, and the
-        events waiting in its send lanes (each lane bounded per session; all of it counts against
-        ``max_send_backlog`` and the process-wide ``max_send_backlog_total``)."""
+        """Bytes held for this client: what its transport holds unsent or unacknowledged, the
+        events waiting in its send lanes (each lane bounded per session), and the numbered direct
+        events it has not acknowledged (bounded by ``detached_send_buffer``; those the transport
+        still holds count twice). All of it counts against ``max_send_backlog`` and the
+        process-wide ``max_send_backlog_total``."""
         probe = self.backlog_probe
         held = probe() if probe is not None else 0
         lanes = self.lanes
-        return held + lanes.queued_bytes if lanes is not None else held
+        if lanes is not None:
+            held += lanes.queued_bytes
+        ring = self.direct
+        return held + ring.bytes if ring is not None else held
 
     def end_slow_consumer(self, counter: str, why: str) -> None:
         """End this session now because it does not read what it is sent: count it (``counter``),
@@ -432,7 +500,11 @@ class ServerSession:
         decl = event_send(name)
         if decl is None and key is None and lane is None:  # the default path, as before
             frame = encode_frame(codec.EVENT, 0, [name, adapter.dump_python(event), None, None, None])
-            route(self, frame, Delivery(delivery) if delivery is not None else default)
+            d = Delivery(delivery) if delivery is not None else default
+            if d is Delivery.RELIABLE:
+                self.send_direct(frame)
+            else:
+                route(self, frame, d)
             return
         if decl is not None:
             if key is None and decl.key_field is not None:
@@ -441,7 +513,11 @@ class ServerSession:
         payload = adapter.dump_python(event)
         d = Delivery(delivery) if delivery is not None else default
         if key is None and lane is None:
-            route(self, encode_frame(codec.EVENT, 0, [name, payload, None, None, None]), d)
+            frame = encode_frame(codec.EVENT, 0, [name, payload, None, None, None])
+            if d is Delivery.RELIABLE:
+                self.send_direct(frame)
+            else:
+                route(self, frame, d)
             return
         cfg = self.server.config.lanes
         lane_name = lane if lane is not None else cfg.default_lane
@@ -464,7 +540,7 @@ class ServerSession:
         frame may be refused instead: ``"refuse"``)."""
         if self.closed or self.control is None:
             if self.detached:
-                self.hold(frame, unreliable)
+                self.hold(frame, unreliable, order is None)
             return
         lanes = self.lanes
         if lanes is None:
@@ -492,9 +568,11 @@ class ServerSession:
         probe = self.backlog_probe
         budget = cfg.window - control.pending_bytes - (probe() if probe is not None else 0)
         if budget > 0:
-            for frame, unreliable in lanes.take(budget):
+            for frame, unreliable, direct in lanes.take(budget):
                 if unreliable:
                     route(self, frame, Delivery.UNRELIABLE)
+                elif direct:
+                    self.send_direct(frame)
                 else:
                     control.send(frame)
         if lanes.queued_bytes and not self.closed:
@@ -539,8 +617,8 @@ class ServerSession:
         lanes = self.lanes
         waiting = list(lanes.take(lanes.queued_bytes)) if lanes is not None and lanes.queued_bytes else []
         self._stop_lanes()
-        for frame, unreliable in waiting:  # accepted and not yet handed to the transport: held
-            self.hold(frame, unreliable)
+        for frame, unreliable, direct in waiting:  # accepted, not yet handed to the transport: held
+            self.hold(frame, unreliable, direct)
         held = self.conn.receive_bounds
         if held is not None:
             held.watch_receive(None)
@@ -553,10 +631,11 @@ class ServerSession:
         self.send_backlog = 0
         self.protocol, self.receive, self.parking = _detached_parts()  # shared, closed: ~1 KiB a session
 
-    def adopt(self, new: ServerSession) -> None:
+    def adopt(self, new: ServerSession, last: int = 0) -> None:
         """Resume: take the connection of ``new`` (the session a resuming HELLO arrived on, not yet
         welcomed) as this session's own. ``new`` forwards to this one from now on
-        (``new.resumed_into``), for the pumps of its connection."""
+        (``new.resumed_into``), for the pumps of its connection. ``last``: the last numbered
+        direct event its client handled (its claim says)."""
         self.conn = new.conn
         self.protocol = new.protocol
         self.protocol.topics = self.topics  # they count against max_subscriptions
@@ -584,7 +663,7 @@ class ServerSession:
         self.closed = False
         new.resumed_into = self
         new.closed = True
-        self.send_held()  # first: before what is sent to it from now on (its replays, its WELCOME)
+        self.send_held(last)  # first: before what is sent to it from now on (its replays, its WELCOME)
 
 
 _DETACHED_PARTS: list[tuple[ServerProtocol, ReceiveLimits, ParkingLot]] = []

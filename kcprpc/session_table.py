@@ -57,6 +57,7 @@ def detached_cost(session: ServerSession) -> int:
         + held_size(pack(session.presence))
         + 2 * names
         + session.held_events_bytes
+        + (session.direct.bytes if session.direct is not None else 0)
     )
 
 
@@ -131,11 +132,12 @@ class ResumeTable:
         self.by_id[session.id] = session
         return {"token": token, "window_ms": int(window * 1000)}
 
-    def claim(self, new: ServerSession, value: Any) -> tuple[ServerSession, bytes] | str:
+    def claim(self, new: ServerSession, value: Any) -> tuple[ServerSession, bytes, int] | str:
         """Check a HELLO's ``resume`` claim arriving on ``new``'s connection. Proven: the session it
-        names and the token it used, which is void from now on (the session is out of the detached
-        list, its timer stopped). Else :data:`EXPIRED` or :data:`REFUSED` (counted); the session a
-        forged claim names is not touched."""
+        names, the token it used, which is void from now on (the session is out of the detached
+        list, its timer stopped), and the last numbered direct event the client says it handled.
+        Else :data:`EXPIRED` or :data:`REFUSED` (counted); the session a forged claim names is not
+        touched."""
         stats = self.stats
         claim = parse_claim(value)
         if claim is None:
@@ -157,7 +159,7 @@ class ResumeTable:
             stats["resumes_refused"] += 1
             return REFUSED
         self.forget(old)  # the token is used: once
-        return old, token
+        return old, token, claim.last
 
     def put_back(self, session: ServerSession, token: bytes) -> list[ServerSession]:
         """A proven resume did not complete (its new connection was lost meanwhile): the session is
@@ -353,7 +355,7 @@ class SessionKeeper:
         got = self.table.claim(session, claim)
         if isinstance(got, str):
             return got
-        old, token = got
+        old, token, last = got
         if not old.detached:  # its old connection is not known to be lost yet: end it now
             conn = old.conn
             self.end_connection(old)
@@ -384,7 +386,7 @@ class SessionKeeper:
         if session.closed:  # the new connection was lost meanwhile: the session waits again
             self.wait_again(old, token)
             return EXPIRED
-        old.adopt(session)
+        old.adopt(session, last)
         self.host.sessions.discard(session)
         self.host.sessions.add(old)
         self.host.stats["sessions_resumed"] += 1

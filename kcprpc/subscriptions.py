@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from kcp.logutil import RateLimitedLog
 from kcprpc.broker import Position
+from kcprpc.direct_events import SESSION_KEY
 from kcprpc.event_stream import EventQueues, queued_events
 from kcprpc.protocol.frames import EVENT_REPLAYED, Event
 from kcprpc.push_events import EventInfo, RawEvent, Recovered, ResumeFailed
@@ -193,6 +194,22 @@ class Subscriptions:
         position = Position(*self.offsets[key])
         self.local(
             Recovered(key=key, recovered=ok is True, replayed=replayed, missed=missed, position=position)
+        )
+
+    def direct_recovered(self, report: list[int], last: int) -> None:
+        """A resume's report on the session's numbered direct events (``WELCOME.direct``:
+        ``[replayed, missed]``, the replayed ones handled by then; some were replayed or missed):
+        raise :class:`Recovered` with key ``"session"`` (its position: ``(0, the number of the
+        last one handled)``)."""
+        replayed, missed = report
+        self.local(
+            Recovered(
+                key=SESSION_KEY,
+                recovered=missed == 0,
+                replayed=replayed,
+                missed=missed,
+                position=Position(0, last),
+            )
         )
 
     def local(self, ev: Any) -> None:

@@ -10,7 +10,8 @@ on the control stream, on a call's own stream or in an OOB datagram, into what t
 * an event: for a call (:class:`Replied`, :class:`Streamed`, :class:`Trailed`,
   :class:`HeadersReceived`, :class:`CallAborted`, each with the pump's handle of the call) or for
   the connection (:class:`Welcomed`, :class:`ConnectRefused`, :class:`Draining`,
-  :class:`ClosedByServer`, :class:`RoomChanged`, :class:`PongReceived`), or a pushed
+  :class:`ClosedByServer`, :class:`RoomChanged`, :class:`PongReceived`), a
+  :class:`NumberedEvent` (a reliable event sent to this session alone, numbered), or a pushed
   :class:`~kcprpc.protocol.frames.Event` as it is (reliable from :meth:`ClientProtocol.receive`,
   unreliable from :meth:`ClientProtocol.receive_datagram`).
 
@@ -57,6 +58,7 @@ __all__ = [
     "ConnectRefused",
     "Draining",
     "HeadersReceived",
+    "NumberedEvent",
     "PongReceived",
     "Replied",
     "RoomChanged",
@@ -139,6 +141,14 @@ class RoomChanged(NamedTuple):
     room: str
 
 
+class NumberedEvent(NamedTuple):
+    """An EVENT whose call id is a number: a reliable event sent to this client's session alone
+    (:mod:`kcprpc.direct_events`); the client acknowledges ``number`` once it handled it."""
+
+    number: int
+    event: Event
+
+
 class PongReceived(NamedTuple):
     """PONG: the answer to the heartbeat's PING ``nonce``."""
 
@@ -156,6 +166,7 @@ ClientEvent = (
     | Draining
     | ClosedByServer
     | Event
+    | NumberedEvent
     | RoomChanged
     | PongReceived
 )
@@ -208,10 +219,11 @@ class ClientProtocol:
         restore: dict[str, Any] | None,
         resume: dict[str, Any] | None = None,
         transport_ping: bool = True,
+        numbered: bool = True,
     ) -> bytes:
-        """The HELLO frame that opens the control stream (``resume``: ``{"sid", "proof"}``;
-        ``transport_ping``: see :class:`~kcprpc.protocol.frames.Hello`)."""
-        return hello_frame(metadata, restore, resume, transport_ping)
+        """The HELLO frame that opens the control stream (``resume``: ``{"sid", "proof", "last"}``;
+        ``transport_ping``, ``numbered``: see :class:`~kcprpc.protocol.frames.Hello`)."""
+        return hello_frame(metadata, restore, resume, transport_ping, numbered=numbered)
 
     def leaving(self) -> bytes:
         """The GOAWAY a client sends on its control stream before it closes on purpose: its
@@ -277,6 +289,8 @@ class ClientProtocol:
             )
         frame = decode(ftype, call_id, body)
         if call_id:
+            if type(frame) is Event:  # numbered: sent to this session alone
+                return NumberedEvent(call_id, frame)
             on_call = _CALL_FRAMES.get(type(frame))
             if on_call is None:
                 return self._bad(frame)

@@ -30,6 +30,7 @@ __all__ = [
     "Cancel",
     "End",
     "Event",
+    "EventAck",
     "Frame",
     "FrameType",
     "GoAway",
@@ -68,6 +69,7 @@ class FrameType(IntEnum):
     PONG = codec.PONG
     GOAWAY = codec.GOAWAY
     ROOMS = codec.ROOMS
+    EVENT_ACK = codec.EVENT_ACK
 
 
 Marker = Any  # codec.OVERSIZED, codec.UNDECODABLE or a codec.Refused
@@ -89,6 +91,7 @@ def hello_frame(
     resume: dict[str, Any] | None = None,
     transport_ping: bool = False,
     version: int = codec.PROTOCOL_VERSION,
+    numbered: bool = False,
 ) -> bytes:
     """The HELLO frame (see :class:`Hello`)."""
     body: dict[str, Any] = {"v": version, "md": metadata}
@@ -98,31 +101,40 @@ def hello_frame(
         body["resume"] = resume
     if transport_ping:
         body["tping"] = True
+    if numbered:
+        body["numbered"] = True
     return encode_frame(codec.HELLO, 0, body)
 
 
 class Hello(NamedTuple):
-    """c → s, call id 0: ``{"v", "md"?, "restore"?, "resume"?, "tping"?}`` (``resume``: ``{"sid",
-    "proof"}``, checked by the server: :func:`kcprpc.resume.parse_claim`; ``tping``: true when the
-    client, once WELCOME says ``tping``, heartbeats over the transport and needs no mux NOPs)."""
+    """c → s, call id 0: ``{"v", "md"?, "restore"?, "resume"?, "tping"?, "numbered"?}``
+    (``resume``: ``{"sid", "proof", "last"?}``, checked by the server:
+    :func:`kcprpc.resume.parse_claim`; ``tping``: true when the client, once WELCOME says
+    ``tping``, heartbeats over the transport and needs no mux NOPs; ``numbered``: true when the
+    client takes numbered direct events, :mod:`kcprpc.direct_events`)."""
 
     version: int
     metadata: dict[str, Any]
     restore: dict[str, Any] | None
     resume: dict[str, Any] | None = None
     transport_ping: bool = False
+    numbered: bool = False
 
     def encode(self) -> bytes:
-        return hello_frame(self.metadata, self.restore, self.resume, self.transport_ping, self.version)
+        return hello_frame(
+            self.metadata, self.restore, self.resume, self.transport_ping, self.version, self.numbered
+        )
 
 
 class Welcome(NamedTuple):
     """s → c, call id 0: ``{"v", "sid", "hb", "epoch", "max_msg", "restored"?, "resume"?,
-    "resumed"?, "resume_error"?, "tping"?, "ackhold"?}`` (``resume``: ``{"token": bin(32),
+    "resumed"?, "resume_error"?, "tping"?, "ackhold"?, "direct"?}`` (``resume``: ``{"token": bin(32),
     "window_ms": int}`` when the session can be resumed; ``resumed`` answers a HELLO's ``resume``,
     with ``resume_error`` when it was not; ``tping``: true when the server counts the transport's
     keepalives as heartbeats, so the client may send those instead of PING frames; ``ackhold``:
-    ms a receive-only client may hold its transport's lone acks, held acks over secure KCP)."""
+    ms a receive-only client may hold its transport's lone acks, held acks over secure KCP;
+    ``direct``: ``[replayed, missed]``, a resumed session's numbered direct events sent again and
+    those the server no longer had, :mod:`kcprpc.direct_events`)."""
 
     version: int
     session_id: str | None
@@ -135,6 +147,7 @@ class Welcome(NamedTuple):
     resume_error: str | None = None
     transport_ping: bool | None = None
     ack_hold: int | None = None
+    direct: list[int] | None = None
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -156,6 +169,8 @@ class Welcome(NamedTuple):
             body["tping"] = self.transport_ping
         if self.ack_hold is not None:
             body["ackhold"] = self.ack_hold
+        if self.direct is not None:
+            body["direct"] = self.direct
         return encode_frame(codec.WELCOME, 0, body)
 
 
@@ -245,9 +260,11 @@ EVENT_REPLAYED = 1
 
 
 class Event(NamedTuple):
-    """s → c, call id 0: ``[event name, payload, key|nil, seq|nil, epoch|nil, flags?, lw key?]``;
+    """s → c: ``[event name, payload, key|nil, seq|nil, epoch|nil, flags?, lw key?]``;
     ``flags`` (bit 0: :data:`EVENT_REPLAYED`) is left out of live frames unless a latest-wins key
-    follows (docs/wire-format/rpc.md, "Latest-wins keys")."""
+    follows (docs/wire-format/rpc.md, "Latest-wins keys"). Its call id is 0, or, for a client
+    that takes them (HELLO ``numbered``), the number of a reliable event sent to that session
+    alone (:mod:`kcprpc.direct_events`)."""
 
     name: str
     payload: Any
@@ -316,6 +333,16 @@ class Rooms(NamedTuple):
         return encode_frame(codec.ROOMS, 0, [self.joined, self.room])
 
 
+class EventAck(NamedTuple):
+    """c → s, call id 0, on the control stream: the number of the last numbered direct EVENT the
+    client handled (an int in 1 .. 2³² - 1; :mod:`kcprpc.direct_events`)."""
+
+    number: int
+
+    def encode(self) -> bytes:
+        return encode_frame(codec.EVENT_ACK, 0, self.number)
+
+
 # ---------------------------------------------------------------- what is not a good frame
 class Rejected(NamedTuple):
     """A frame whose body was not decoded: ``marker`` is ``codec.OVERSIZED`` (over
@@ -358,6 +385,7 @@ Frame = (
     | Pong
     | GoAway
     | Rooms
+    | EventAck
     | Rejected
     | Malformed
     | Unknown
@@ -380,6 +408,7 @@ def _hello(cid: int, b: Any) -> Frame:
         restore,
         resume if type(resume) is dict else None,
         b.get("tping") is True,
+        b.get("numbered") is True,
     )
 
 
@@ -390,7 +419,7 @@ def _welcome(cid: int, b: Any) -> Frame:
         b.get("v"), b.get("sid"), b.get("hb"), b.get("epoch"), b.get("max_msg"), b.get("restored"),
     )  # fmt: skip
     resume, resumed, error, tping = b.get("resume"), b.get("resumed"), b.get("resume_error"), b.get("tping")
-    ack_hold = b.get("ackhold")
+    ack_hold, direct = b.get("ackhold"), b.get("direct")
     return Welcome(
         v if type(v) is int else 0,
         sid if type(sid) is str else None,
@@ -403,6 +432,9 @@ def _welcome(cid: int, b: Any) -> Frame:
         error if type(error) is str else None,
         tping if type(tping) is bool else None,
         ack_hold if _int(ack_hold) else None,
+        direct
+        if type(direct) is list and len(direct) == 2 and all(_int(x) and x >= 0 for x in direct)
+        else None,
     )
 
 
@@ -503,6 +535,12 @@ def _rooms(cid: int, b: Any) -> Frame:
     return Rooms(bool(b[0]), b[1])
 
 
+def _event_ack(cid: int, b: Any) -> Frame:
+    if type(b) is not int or not 0 < b <= 0xFFFFFFFF:
+        return Malformed(codec.EVENT_ACK, cid, "EVENT_ACK body is not a number in 1 .. 2**32 - 1")
+    return EventAck(b)
+
+
 _DECODERS: Final = {
     codec.HELLO: _hello,
     codec.WELCOME: _welcome,
@@ -519,6 +557,7 @@ _DECODERS: Final = {
     codec.PONG: _pong,
     codec.GOAWAY: _goaway,
     codec.ROOMS: _rooms,
+    codec.EVENT_ACK: _event_ack,
 }
 _MARKERS: Final = (codec.OVERSIZED, codec.UNDECODABLE)
 _get_decoder = _DECODERS.get

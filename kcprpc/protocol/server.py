@@ -30,6 +30,7 @@ from kcprpc.protocol.frames import (
     Call,
     Cancel,
     End,
+    EventAck,
     GoAway,
     Hello,
     Malformed,
@@ -51,6 +52,7 @@ __all__ = [
     "CallEnd",
     "CallMessage",
     "ClientLeaving",
+    "EventsAcked",
     "HelloAccepted",
     "HelloRefused",
     "ServerLimits",
@@ -134,6 +136,13 @@ class ClientLeaving(NamedTuple):
     message: str
 
 
+class EventsAcked(NamedTuple):
+    """An EVENT_ACK on the control stream: the client handled every numbered direct event up to
+    ``number`` (:mod:`kcprpc.direct_events`)."""
+
+    number: int
+
+
 class StartNotify(NamedTuple):
     """An admitted NOTIFY (the pump validates its payload and runs the handler, then
     :meth:`ServerProtocol.notify_done`)."""
@@ -152,6 +161,7 @@ ServerEvent = (
     | HelloRefused
     | StartNotify
     | ClientLeaving
+    | EventsAcked
 )
 Output = ServerEvent | bytes | None
 
@@ -415,6 +425,12 @@ class ServerStream:
             return None
         return ClientLeaving(f.message)
 
+    def _event_ack(self, f: EventAck) -> Output:
+        if not self.is_control:  # numbered events come on the control stream only
+            self.counters["bad_frames"] += 1
+            return None
+        return EventsAcked(f.number)
+
     def _bad_hello(self, code: Status, message: str) -> Output:
         if not self._claim_control():
             return None
@@ -459,6 +475,7 @@ _STREAM_FRAMES: Final[dict[type, Callable[[ServerStream, Any], Output]]] = {
     Notify: ServerStream._notify,
     Hello: ServerStream._hello,
     GoAway: ServerStream._goaway,
+    EventAck: ServerStream._event_ack,
     Rejected: ServerStream._rejected,
 }
 """What a stream does with each frame class (one table for all streams: no per-stream cycle)."""

@@ -134,6 +134,15 @@ class App(kcprpc.Service, name="ts.App"):
         reconnects and resumes)."""
         await kcprpc.current_context().session.conn.abort()
 
+    @rpc.notify
+    async def notes_then_drop(self, count: int) -> None:
+        """``count`` reliable notes to this session, then its connection dropped in the same turn:
+        the transport never sends them (the resume must)."""
+        session = kcprpc.current_context().session
+        for i in range(count):
+            session.send(Note(text=str(i)), delivery="reliable")
+        await session.conn.abort()
+
     async def notes_seen(self) -> list[str]:
         """The notes received so far."""
         return list(self.notes)

@@ -65,6 +65,10 @@ UNARY = service_spec(Svc).methods["unary"].wire_name
         (codec.GOAWAY, []),
         (codec.ROOMS, [True]),
         (codec.ROOMS, [True, 5]),
+        (codec.EVENT_ACK, 0),
+        (codec.EVENT_ACK, 2**32),
+        (codec.EVENT_ACK, True),
+        (codec.EVENT_ACK, [5]),
     ],
 )
 def test_malformed_bodies_are_refused(ftype: int, body: Any) -> None:

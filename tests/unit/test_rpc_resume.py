@@ -473,8 +473,8 @@ async def test_max_detached_bytes_evicts_the_oldest_and_charges_metadata() -> No
 async def test_events_sent_to_a_detached_session_reach_it_when_it_resumes() -> None:
     """``session.send`` to a session kept for a resume was dropped and counted as sent (an
     audit): the client resumed and never knew. Now reliable events are held for the resume and
-    sent right after its WELCOME, in order; past ``detached_send_buffer`` the session is gone,
-    and the client's resume fails with SessionExpired, so it knows."""
+    sent right after its WELCOME, in order; past ``detached_send_buffer`` the oldest are
+    forgotten, and the client is told how many it missed."""
     hooks = Hooks()
     sessions: list[kcprpc.ServerSession] = []
     async with pair([Demo()], client_config=FAST, **hooks.kwargs(on_connect=sessions.append)) as p:
@@ -503,19 +503,45 @@ async def test_events_sent_to_a_detached_session_reach_it_when_it_resumes() -> N
     async with pair(
         [Demo()], client_config=FAST, server_config=cfg, **hooks.kwargs(on_connect=sessions.append)
     ) as p:
+        got.clear()
+        reports: list[kcprpc.Recovered] = []
+        p.client.on(Tick, lambda t: got.append(t.n))
         p.client.on(kcprpc.SessionExpired, expired.append)
+        p.client.on(kcprpc.Recovered, reports.append)
         sess = sessions[0]
 
         async def overflow() -> None:
             await hooks.wait_for("on_detach", sess.id)
-            for n in range(20):  # about 30 bytes each
+            for n in range(20):  # about 30 bytes each, and 64 for its entry: two fit
                 sess.send(Tick(n=n))
-            await hooks.wait_for("on_disconnect", sess.id)
 
+        # a client that takes numbered direct events keeps its session, and is told exactly how
+        # many it missed (the oldest are forgotten first)
         await reconnect_after(p, overflow)
         await p.client.health()
-        assert p.server.stats["detached_events_overflowed"] == 1 and len(expired) == 1
-        assert p.client.resumes == 0 and p.client.session_id != sess.id
+        assert p.client.resumes == 1 and p.client.session_id == sess.id and expired == []
+        assert got == [18, 19] and p.server.stats["detached_events_overflowed"] == 0
+        assert [(r.key, r.recovered, r.replayed, r.missed) for r in reports] == [("session", False, 2, 18)]
+        assert p.server.stats["direct_forgotten"] == 18 and p.server.stats["direct_missed"] == 18
+
+
+async def test_a_client_without_numbered_events_loses_its_session_past_the_buffer() -> None:
+    """Past ``detached_send_buffer`` the session of a client that does not take numbered direct
+    events is gone, and its resume fails with SessionExpired, so it knows it missed something."""
+    hooks = Hooks()
+    server = await served(hooks, ServerConfig(detached_send_buffer=200))
+    r1 = Raw(server)
+    w1 = await r1.hello()  # no "numbered"
+    await r1.lose()
+    (sess,) = server.resumable.detached.values()
+    for n in range(20):
+        sess.send(Tick(n=n))
+    await hooks.wait_for("on_disconnect", sess.id)
+    r2 = Raw(server)
+    w2 = await r2.hello(resume=r2.proof(w1))
+    assert w2["resumed"] is False and w2["resume_error"] == "session expired"
+    assert server.stats["detached_events_overflowed"] == 1 and "direct" not in w2
+    await server.shutdown(grace=0)
 
 
 async def test_shutdown_ends_every_detached_session() -> None:
@@ -895,3 +921,41 @@ async def test_a_resume_cancelled_in_on_resume_leaves_the_session_waiting() -> N
     assert (await r3.hello(resume=r3.proof(w1)))["resumed"] is True
     assert session in server.sessions and session.rooms == {"arena"}
     await server.shutdown(grace=0)
+
+
+@pytest.mark.parametrize("link", ["memory", "mux"])
+async def test_direct_events_lost_with_the_connection_are_sent_again_when_it_resumes(link: Any) -> None:
+    """A reliable ``session.send`` that the transport had taken and the client never received was
+    lost with the connection, and the client resumed without being told (session 32's audit).
+    Now such events are numbered: the client names the last one it handled, and the server sends
+    the rest again, once each and in order."""
+    hooks = Hooks()
+    config = ServerConfig(heartbeat=HeartbeatConfig(interval=0.02, timeout=0.2))
+    async with pair([Demo()], link=link, client_config=FAST, server_config=config, **hooks.kwargs()) as p:
+        got: list[int] = []
+        reports: list[kcprpc.Recovered] = []
+        p.client.on(Tick, lambda t: got.append(t.n))
+        p.client.on(kcprpc.Recovered, reports.append)
+        (sess,) = p.server.sessions
+        for n in range(5):
+            sess.send(Tick(n=n))
+        await p.client.health()
+        assert got == [0, 1, 2, 3, 4] and sess.direct is not None and len(sess.direct.entries) == 5
+        p.client.lifecycle.link.send_ack()  # (its timer would, ACK_DELAY later)
+        await p.client.health()
+        assert not sess.direct.entries and sess.direct.bytes == 0  # acknowledged: forgotten
+        back = asyncio.Event()
+        p.client.on_reconnect = lambda _: back.set()
+        p.refuse = True
+        p.blackhole()  # taken by the transport from now on, never delivered
+        for n in range(5, 10):
+            sess.send(Tick(n=n))
+        await hooks.wait_for("on_detach", sess.id)
+        sess.send(Tick(n=10))  # held while detached
+        p.refuse = False
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        sess.send(Tick(n=11))
+        await p.client.health()
+        assert got == list(range(12)) and p.client.resumes == 1
+        assert [(r.key, r.recovered, r.replayed, r.missed) for r in reports] == [("session", True, 6, 0)]
+        assert p.server.stats["direct_replayed"] == 6 and p.server.stats["direct_missed"] == 0

@@ -49,7 +49,7 @@ def pump(lanes: SendLanes, link: SimLink, window: int) -> None:
     """The session's pump: hand frames over while the transport holds less than ``window``."""
     budget = window - link.backlog
     if budget > 0:
-        for frame, _ in lanes.take(budget):
+        for frame, _, _ in lanes.take(budget):
             link.write(frame)
 
 
@@ -131,7 +131,7 @@ def test_unkeyed_frames_in_a_lane_keep_their_order_and_a_replaced_key_keeps_its_
     lanes = SendLanes(LaneConfig())
     for t, key in [("m1", None), ("A1", "A"), ("m2", None), ("A2", "A"), ("m3", None)]:
         lanes.put(frame(t), "chat", key)
-    out = [tag(f) for f, _ in lanes.take(10**9)]
+    out = [tag(f) for f, _, _ in lanes.take(10**9)]
     assert out == ["m1", "A2", "m2", "m3"]
 
 
@@ -139,7 +139,7 @@ def test_unreliable_flag_travels_with_the_newest_frame() -> None:
     lanes = SendLanes(LaneConfig())
     lanes.put(frame("A1"), "state", "A", unreliable=False)
     lanes.put(frame("A2"), "state", "A", unreliable=True)
-    assert [(tag(f), u) for f, u in lanes.take(10**9)] == [("A2", True)]
+    assert [(tag(f), u) for f, u, _ in lanes.take(10**9)] == [("A2", True)]
 
 
 # ---------------------------------------------------------------------- priorities
@@ -198,7 +198,7 @@ def test_weights_are_in_bytes_not_frames() -> None:
     for i in range(200):
         lanes.put(frame(f"a{i}", 400), "a")
         lanes.put(frame(f"b{i}", 100), "b")
-    out = [f for f, _ in lanes.take(40_000)]
+    out = [f for f, _, _ in lanes.take(40_000)]
     got: Counter[str] = Counter()
     for f in out:
         got[tag(f)[0]] += len(f)
@@ -213,7 +213,7 @@ def test_an_idle_lane_banks_no_credit() -> None:
     assert len(list(lanes.take(3000))) == 30  # a alone: 30 frames sent
     for i in range(50):
         lanes.put(frame(f"b{i}"), "b")
-    nxt = [tag(f)[0] for f, _ in lanes.take(1000)]
+    nxt = [tag(f)[0] for f, _, _ in lanes.take(1000)]
     assert Counter(nxt) == Counter({"a": 5, "b": 5})
 
 
@@ -228,7 +228,7 @@ def test_a_full_lane_drops_its_oldest_unreliable_keyed_frame_first() -> None:
     assert lanes.put(frame("m3"), "s", unreliable=True) == Put.QUEUED  # then B1
     assert lanes.put(frame("m4"), "s", unreliable=True) == Put.REFUSED  # nothing keyed left: refused
     assert lanes.stats["lanes_dropped"] == 2 and lanes.stats["lanes_refused"] == 1
-    assert [tag(f) for f, _ in lanes.take(10**9)] == ["m1", "m2", "m3"]
+    assert [tag(f) for f, _, _ in lanes.take(10**9)] == ["m1", "m2", "m3"]
     assert lanes.lane_bytes("s") == 0 and lanes.queued_bytes == 0
 
 
@@ -243,7 +243,7 @@ def test_a_reliable_frame_is_never_dropped_or_refused() -> None:
     assert lanes.put(frame("m2"), "s") == Put.OVERFLOW  # A1 and B1 stay
     assert lanes.put(frame("u1"), "s", unreliable=True) == Put.REFUSED  # an unreliable one may go
     assert lanes.stats["lanes_dropped"] == 0 and lanes.stats["lanes_refused"] == 1
-    assert [tag(f) for f, _ in lanes.take(10**9)] == ["A1", "m1", "B1"]
+    assert [tag(f) for f, _, _ in lanes.take(10**9)] == ["A1", "m1", "B1"]
 
 
 def test_reliable_frames_of_one_room_or_topic_keep_their_order_across_lanes() -> None:
@@ -256,7 +256,7 @@ def test_reliable_frames_of_one_room_or_topic_keep_their_order_across_lanes() ->
     assert lanes.put(frame("t2"), "hi", order="topic:t") == Put.QUEUED  # waits in "lo"
     assert lanes.put(frame("u1"), "hi", order="topic:u") == Put.QUEUED
     assert lanes.put(frame("t3"), "hi", order="topic:t", unreliable=True) == Put.QUEUED  # may pass
-    assert [tag(f) for f, _ in lanes.take(10**9)] == ["u1", "t3", "t1", "t2"]
+    assert [tag(f) for f, _, _ in lanes.take(10**9)] == ["u1", "t3", "t1", "t2"]
     assert lanes.holding("topic:t") is None  # all sent: the next one goes by its own lane
     assert lanes.put(frame("t4"), "hi", order="topic:t") == Put.QUEUED
     assert lanes.holding("topic:t") == "hi"
@@ -279,7 +279,7 @@ def test_a_replacement_that_grows_past_the_bound() -> None:
     # A2 grows A's frame by 150 bytes: B1 (the oldest other keyed frame) is dropped to make room
     assert lanes.put(frame("A2", 250), "s", "A", unreliable=True) == Put.REPLACED
     assert lanes.stats["lanes_dropped"] == 1 and lanes.queued_bytes == 250
-    assert [tag(f) for f, _ in lanes.take(10**9)] == ["A2"]
+    assert [tag(f) for f, _, _ in lanes.take(10**9)] == ["A2"]
 
 
 def test_memory_stays_bounded_with_many_dropped_frames() -> None:

@@ -67,6 +67,33 @@ test("a lost connection resumes its session: same id, rooms kept, missed room me
   await assert.rejects(c.unary("ts.App/sleep", 1), (e: unknown) => e instanceof RpcError && e.code === Status.CANCELLED);
 });
 
+test("events sent to the session and lost with its connection arrive once each after the resume", async () => {
+  const port = running.server?.port as number;
+  const c = await Client.connect(kcpConnector("127.0.0.1", port, { wire: WIRE }), {
+    reconnect: { initialMs: 20, maximumMs: 200, maxAttempts: 20 },
+  });
+  try {
+    const notes: string[] = [];
+    const recovered: unknown[] = [];
+    c.onRawEvent((e) => {
+      if (e.name === "ts.Note") notes.push((e.payload as { text: string }).text);
+      if (e.name === "kcprpc.Recovered") recovered.push(e.payload);
+    });
+    const sid = c.sessionId;
+    await c.unary("ts.App/sleep", 1);
+    // 30 notes queued, then the connection dropped before the transport sent them
+    c.notify("ts.App/notes_then_drop", 30, { reliable: true });
+    await waitFor(() => c.resumes === 1 && notes.length >= 30, "the resume and the notes", 10000);
+    assert.equal(c.sessionId, sid);
+    assert.deepEqual(notes, Array.from({ length: 30 }, (_, i) => String(i)));
+    assert.deepEqual(recovered, [{ key: "session", recovered: true, replayed: 30, missed: 0, position: [0, 30] }]);
+    assert.equal(await c.unary("ts.App/sleep", 1), 1);
+    assert.deepEqual(notes.length, 30); // none twice
+  } finally {
+    await c.close();
+  }
+});
+
 test("rebind: the connection moves to a new local socket and its calls carry on", async () => {
   const port = running.server?.port as number;
   const c = await Client.connect(kcpConnector("127.0.0.1", port, { wire: WIRE }), {});

@@ -166,6 +166,9 @@ interface PartialReader {
 const MAX_LATEST_KEYS = 65536;
 const STREAM_PAUSE_AT = 256;
 const SHARED_QUEUE_LIMIT = 4096;
+/** Numbered direct events: acknowledge after this many ms, or at once after ACK_EVERY unacknowledged. */
+const ACK_DELAY_MS = 100;
+const ACK_EVERY = 32;
 type Kind = "unary" | "server" | "client" | "bidi";
 
 function isMap(v: unknown): v is Record<string, unknown> {
@@ -322,6 +325,13 @@ class Link {
   readonly budget: FrameBudget;
   private readonly watched = new Set<PartialReader>();
   private partialTimer: ReturnType<typeof setTimeout> | null = null;
+  // numbered direct events (docs/wire-format/rpc.md, "Numbered direct events"): held until the
+  // WELCOME was handled (the client then knows which session they are of), then acknowledged
+  private numberedHeld: Array<[number, unknown]> | null = [];
+  /** The number of the last numbered direct event handled for the session (0: none). */
+  lastDirect = 0;
+  private unacked = 0;
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly client: Client,
@@ -442,6 +452,10 @@ class Link {
     if (this.hb) this.hb.lastReceive = this.client.now();
     const { type, callId, body } = f;
     if (callId) {
+      if (type === T.EVENT && stream === this.control) {
+        this.numbered(callId, body);
+        return;
+      }
       if (type !== T.REPLY && type !== T.MSG && type !== T.HEADERS && type !== T.TRAILER) {
         c.bad_frames++;
         return;
@@ -543,6 +557,39 @@ class Link {
     void stream;
   }
 
+  private numbered(n: number, body: unknown): void {
+    if (this.numberedHeld) {
+      this.numberedHeld.push([n, body]);
+      return;
+    }
+    this.client.handleEvent(body, false);
+    this.lastDirect = n;
+    this.unacked++;
+    if (this.unacked >= ACK_EVERY) this.sendAck();
+    else if (!this.ackTimer) {
+      this.ackTimer = setTimeout(() => this.sendAck(), ACK_DELAY_MS);
+      this.ackTimer.unref?.();
+    }
+  }
+
+  /** @internal the WELCOME was handled: `last` is the number of the last direct event handled for its session (the claim's on a resume, 0 for a new session); handle those held until now, in order */
+  releaseNumbered(last: number): void {
+    const held = this.numberedHeld ?? [];
+    this.numberedHeld = null;
+    this.lastDirect = last;
+    for (const [n, body] of held) this.numbered(n, body);
+  }
+
+  /** @internal acknowledge the numbered direct events handled so far (an EVENT_ACK frame) */
+  sendAck(): void {
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (this.unacked && this.state !== "closed") {
+      this.unacked = 0;
+      this.sendFrame(this.control, encodeFrame(T.EVENT_ACK, 0, this.lastDirect));
+    }
+  }
+
   onDatagram(data: Uint8Array): void {
     const f = decodeDatagram(data);
     if (!f) {
@@ -598,6 +645,7 @@ class Link {
     if (this.state === "closed") return;
     this.state = "closed";
     if (this.hbTimer) clearTimeout(this.hbTimer);
+    if (this.ackTimer) clearTimeout(this.ackTimer);
     if (this.partialTimer) clearTimeout(this.partialTimer);
     this.watched.clear();
     this.budget.abandon();
@@ -797,7 +845,7 @@ export class Client implements RpcChannel {
     }
     let link: Link | null = null;
     let body: Record<string, unknown>;
-    let resume: { sid: string; proof: Uint8Array } | null = null;
+    let resume: { sid: string; proof: Uint8Array; last: number } | null = null;
     try {
       const control = await conn.openStream();
       link = new Link(this, conn, control);
@@ -828,11 +876,13 @@ export class Client implements RpcChannel {
       });
       let claim: Record<string, unknown> | null = restore ? this.restoreClaim() : null;
       if (this.ticket && conn.channelBinding) {
-        resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding) };
+        const last = this.link?.lastDirect ?? 0; // the numbered direct events handled
+        resume = { sid: this.ticket.sid, proof: resumeProof(this.ticket.token, this.ticket.sid, conn.channelBinding), last };
         if (!claim) claim = { offsets: this.restoreClaim().offsets };
       }
       // tping: once WELCOME says tping too, this client heartbeats over the transport and its mux needs no NOPs
-      const hello: Record<string, unknown> = { v: PROTOCOL_VERSION, md: this.opts.metadata ?? {}, tping: true };
+      // numbered: this client takes numbered direct events (they survive a resume exactly)
+      const hello: Record<string, unknown> = { v: PROTOCOL_VERSION, md: this.opts.metadata ?? {}, tping: true, numbered: true };
       if (claim) hello.restore = claim;
       if (resume) hello.resume = resume;
       l.sendFrame(control, encodeFrame(T.HELLO, 0, hello));
@@ -880,6 +930,13 @@ export class Client implements RpcChannel {
       }
     }
     if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
+    const resumed = resume !== null && body.resumed === true;
+    link.releaseNumbered(resumed && resume ? resume.last : 0);
+    const direct = body.direct;
+    if (resumed && Array.isArray(direct) && direct.length === 2 && direct.every((x) => isInt(x) && x >= 0) && (direct[0] || direct[1])) {
+      // its numbered direct events sent again, and those the server no longer had
+      this.local("kcprpc.Recovered", { key: "session", recovered: direct[1] === 0, replayed: direct[0], missed: direct[1], position: [0, link.lastDirect] });
+    }
     const old = this.link;
     const hbCfg = this.opts.heartbeat === undefined ? { intervalMs: 1000, timeoutMs: 5000 } : this.opts.heartbeat;
     // HELLO and WELCOME both said tping: liveness is the transport's (its keepalives), the mux goes quiet

@@ -22,6 +22,7 @@ export const FrameType = {
   PONG: 13,
   GOAWAY: 14,
   ROOMS: 15,
+  EVENT_ACK: 16,
 } as const;
 
 /** Header size in bytes. */
