@@ -305,7 +305,9 @@ class ServerSession:
             if ring is None:
                 ring = self.direct = DirectRing(self.server.stats)
             control.send(ring.number(frame))
-            ring.trim(self.server.config.detached_send_buffer)
+            limit = self.server.config.detached_send_buffer
+            if ring.bytes > limit:
+                ring.trim(limit)
         elif self.detached:
             self.hold(frame, False, True)
 

@@ -188,6 +188,23 @@ def _goaway_error(f: GoAway) -> RpcError:
     return trailer_error(f.code, f.message, None, None) or RpcError(Status.UNAVAILABLE, "refused")
 
 
+def _live_event(body: list[Any]) -> Event:
+    """The :class:`Event` of a live EVENT body of 5 elements (its name checked: a str)."""
+    name, payload, key, seq, epoch = body
+    return _new(  # Event(...), without its __new__
+        Event,
+        (
+            name,
+            payload,
+            key if type(key) is str else None,
+            seq if type(seq) is int else None,
+            epoch if type(epoch) is int else None,
+            0,  # a live frame (a replayed or keyed one has more elements: decoded by decode())
+            None,
+        ),
+    )
+
+
 class ClientProtocol:
     """One connection, client side (sans-I/O; see the module docstring)."""
 
@@ -273,20 +290,10 @@ class ClientProtocol:
                 imd, tmd = body[1], body[2]
                 if (imd is None or type(imd) is dict) and (tmd is None or type(tmd) is dict):
                     return _new(Replied, (handle, body[0], imd, tmd))  # Replied(...), without its __new__
+            if ftype == 10 and type(body) is list and len(body) == 5 and type(body[0]) is str:
+                return _new(NumberedEvent, (call_id, _live_event(body)))  # a numbered EVENT
         elif ftype == 10 and type(body) is list and len(body) == 5 and type(body[0]) is str:  # EVENT
-            name, payload, key, seq, epoch = body
-            return _new(  # Event(...), without its __new__
-                Event,
-                (
-                    name,
-                    payload,
-                    key if type(key) is str else None,
-                    seq if type(seq) is int else None,
-                    epoch if type(epoch) is int else None,
-                    0,  # a live frame (a replayed or keyed one has more elements: decoded below)
-                    None,
-                ),
-            )
+            return _live_event(body)
         frame = decode(ftype, call_id, body)
         if call_id:
             if type(frame) is Event:  # numbered: sent to this session alone
