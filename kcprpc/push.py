@@ -14,9 +14,10 @@ from typing import Any, NamedTuple, Protocol
 
 from kcp.ratelimit import PrefixLimiter, SourceKeys
 from kcprpc.broker import Broker, BrokerMessage, Position, room_key, topic_key
-from kcprpc.codec import ROOMS, encode_frame
+from kcprpc.codec import HEADER_SIZE, ROOMS, encode_frame
 from kcprpc.errors import RpcError
 from kcprpc.frame_writer import FrameWriter
+from kcprpc.msgpack_size import decoded_size
 from kcprpc.presence import Presence, PresenceConfig
 from kcprpc.reply_hold import hold_reply
 from kcprpc.send_lanes import LaneConfig, SendLanes, encode_keyed_event
@@ -27,7 +28,7 @@ from kcprpc.transport import Connection
 RECOVERY_COUNTERS = (
     "recoveries",  # rooms and topics recovered (after a reconnect, a since= subscribe)
     "recoveries_failed",  # ... that were not whole (history too short, another epoch, given up)
-    "recoveries_overflowed",  # ... given up: more than recovery_buffer live messages held back
+    "recoveries_overflowed",  # ... given up: more than recovery_buffer live messages, or recovery_buffer_bytes, held back
     "recovered_replayed",  # messages replayed by them
     "history_fetches",  # kcprpc.Push/History calls answered
     "history_fetched",  # messages they returned
@@ -90,6 +91,9 @@ class HubLimits(Protocol):
 
     @property
     def recovery_buffer(self) -> int: ...
+
+    @property
+    def recovery_buffer_bytes(self) -> int: ...
 
     @property
     def replay_rate(self) -> int: ...
@@ -166,13 +170,28 @@ class Recovery(NamedTuple):
         return [self.recovered, self.replayed, self.missed, list(self.position)]
 
 
+HOLD_OVERHEAD = 400
+"""Bytes a held-back message costs besides its EVENT frame and its payload's decoded estimate
+(:func:`held_size`): the message object and its place in the hold (as
+:data:`kcprpc.broker.MESSAGE_OVERHEAD`)."""
+
+
+def held_size(msg: BrokerMessage) -> int:
+    """What holding ``msg`` back keeps alive: its EVENT frame (encoded once, shared), its decoded
+    payload (estimated from the frame) and :data:`HOLD_OVERHEAD`. Counted per session holding it:
+    an upper bound, since sessions holding the same message share it."""
+    frame = msg.frame()
+    return len(frame) + max(0, decoded_size(frame[HEADER_SIZE:], 1 << 30)) + HOLD_OVERHEAD
+
+
 class _Hold:
     """Live messages of one key held back for one session while its history is replayed."""
 
-    __slots__ = ("buf", "dropped")
+    __slots__ = ("buf", "bytes", "dropped")
 
     def __init__(self) -> None:
         self.buf: list[BrokerMessage] = []
+        self.bytes = 0  # held_size of what buf holds, counted in PushHub.hold_bytes[session]
         self.dropped = 0  # > 0: the buffer overflowed; the last offset given up
 
 
@@ -249,6 +268,10 @@ class PushHub:
             self.restore_budget = PrefixLimiter(cfg.restore_rate, cfg.restore_burst, keys, max_prefixes=4096)
         # recovery: key -> the sessions whose live messages are held back while they replay
         self._holds: dict[str, dict[Member, _Hold]] = {}
+        self.hold_bytes: dict[Member, int] = {}
+        """Per session, the bytes of live messages held back for it, all its keys together
+        (:func:`held_size` each; bounded by ``recovery_buffer_bytes``). Sessions holding none
+        are not in it."""
         self.held = 0
         """Bytes the rooms and topics of all local sessions cost: every key with local members
         (:data:`KEY_COST` plus its length), and each session's memberships past its
@@ -273,7 +296,7 @@ class PushHub:
                 if s.closed:
                     continue
                 # unnumbered messages (presence) are outside the replayed stream: never held
-                if held is not None and msg.seq and s in held and self._held(held[s], msg):
+                if held is not None and msg.seq and s in held and self._held(held[s], msg, s):
                     continue
                 n += 1
                 send_event(s, frame, unreliable, key)
@@ -304,7 +327,7 @@ class PushHub:
         for s in tuple(members):
             if s.closed:
                 continue
-            if holds is not None and msg.seq and s in holds and self._held(holds[s], msg):
+            if holds is not None and msg.seq and s in holds and self._held(holds[s], msg, s):
                 continue
             n += 1
             s.enqueue(frame, lane_name, qkey, unreliable, key)
@@ -408,19 +431,42 @@ class PushHub:
         """Stop holding ``key`` back for ``session``; what was held is dropped (it was not
         recovered, e.g. the session is not in the key after all)."""
         held = self._holds.get(key)
-        if held is not None and held.pop(session, None) is not None and not held:
+        if held is None:
+            return
+        h = held.pop(session, None)
+        if h is None:
+            return
+        if not held:
             del self._holds[key]
+        if h.bytes:
+            self._unheld(session, h)
 
-    def _held(self, h: _Hold, msg: BrokerMessage) -> bool:
-        """Hold ``msg`` back; False once the hold was given up (the message goes out live)."""
+    def _unheld(self, session: Member, h: _Hold) -> None:
+        """Stop counting what ``h`` holds in its session's :attr:`hold_bytes`."""
+        left = self.hold_bytes.get(session, 0) - h.bytes
+        h.bytes = 0
+        if left > 0:
+            self.hold_bytes[session] = left
+        else:
+            self.hold_bytes.pop(session, None)
+
+    def _held(self, h: _Hold, msg: BrokerMessage, session: Member) -> bool:
+        """Hold ``msg`` back for ``session``; False once the hold was given up (the message goes
+        out live)."""
         if h.dropped:
             return False
         h.buf.append(msg)
-        if len(h.buf) > self.server.config.recovery_buffer:
-            # bounded: give the recovery up; live messages flow again from the next one, and the
-            # recovery reports what was lost instead of replaying
+        size = held_size(msg)
+        h.bytes += size
+        total = self.hold_bytes[session] = self.hold_bytes.get(session, 0) + size
+        cfg = self.server.config
+        if len(h.buf) > cfg.recovery_buffer or total > cfg.recovery_buffer_bytes:
+            # bounded (in messages per key, in bytes per session): give this key's recovery up;
+            # live messages flow again from the next one, and the recovery reports what was
+            # lost instead of replaying
             h.dropped = msg.seq
             h.buf = []
+            self._unheld(session, h)
             self.server.stats["recoveries_overflowed"] += 1
         return True
 
@@ -430,7 +476,8 @@ class PushHub:
 
         Live messages are held back from the call (or an earlier :meth:`hold`) until the history
         was sent, so none overtakes the replay, even with a broker whose ``history`` is a round
-        trip. Past ``ServerConfig.recovery_buffer`` held messages the recovery is given up (nothing
+        trip. Past ``ServerConfig.recovery_buffer`` held messages of the key, or past
+        ``recovery_buffer_bytes`` held for the session (all its keys), the recovery is given up (nothing
         replayed, ``missed`` counts what was lost). Same epoch: what the history still holds is
         replayed and the rest counted in ``missed``. Another epoch (or no ``since``): what the
         current epoch holds is replayed (without ``since``: nothing), ``missed`` unknown (None)."""

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -69,6 +69,8 @@ REDIS_COUNTERS = (
     "filled",  # messages those fills handed to the callbacks
     "lost",  # messages a fill could not find any more (history too short)
     "fill_overflows",  # fills whose held-back live messages went over max_fill_bytes
+    "history_evicted",  # kept messages this process's publishes evicted past max_history_bytes
+    "history_bytes",  # a gauge: the bytes every key's history holds, as this process's last publish saw
     "bad_messages",  # messages from Redis that did not parse: dropped
     "callback_errors",  # subscriber callbacks that raised
     "reads_waited",  # history reads that waited for one of the max_reads slots
@@ -79,19 +81,73 @@ REDIS_COUNTERS = (
 _DELIVERY = {Delivery.RELIABLE: 0, Delivery.UNRELIABLE: 1}
 _DELIVERIES = (Delivery.RELIABLE, Delivery.UNRELIABLE)
 
+ENTRY_OVERHEAD = 64
+"""Bytes ``max_history_bytes`` counts for a kept entry besides its message ``m`` (its ID, its
+time ``t``, the stream's node)."""
+
 _TRIM = """
-local function trim(h, cutoff)
+-- the history's bytes (P:hbytes), each key's (P:hsize: K -> bytes) and each key's oldest kept
+-- entry's time (P:hkeys: K -> ms), so that max_history_bytes bounds every key's history together
+local function entry_size(e) return #e[2][2] + ENTRY_OVERHEAD end
+local function account(acct, k, h, freed)
+  local have = tonumber(redis.call('HGET', acct[3], k) or '0')
+  if freed > have then freed = have end  -- entries from before the accounting were never counted
+  if freed > 0 then
+    redis.call('DECRBY', acct[1], freed)
+    have = have - freed
+  end
+  local first = redis.call('XRANGE', h, '-', '+', 'COUNT', 1)
+  if #first == 0 then
+    redis.call('ZREM', acct[2], k)
+    redis.call('HDEL', acct[3], k)
+    if have > 0 then redis.call('DECRBY', acct[1], have) end
+  else
+    redis.call('HSET', acct[3], k, have)
+    redis.call('ZADD', acct[2], tonumber(first[1][2][4]), k)
+  end
+end
+local function drop_oldest(acct, k, h, n)
+  local es = redis.call('XRANGE', h, '-', '+', 'COUNT', n)
+  if #es == 0 then account(acct, k, h, 0); return 0 end
+  local freed = 0
+  for i = 1, #es do freed = freed + entry_size(es[i]) end
+  redis.call('XTRIM', h, 'MINID', (tonumber(string.match(es[#es][1], '^%d+')) + 1) .. '-0')
+  account(acct, k, h, freed)
+  return #es
+end
+local function trim(acct, k, h, cutoff)
+  local freed = 0
   for _ = 1, 64 do
     local es = redis.call('XRANGE', h, '-', '+', 'COUNT', 64)
-    if #es == 0 then return end
+    if #es == 0 then break end
+    local stop = false
     for i = 1, #es do
       if tonumber(es[i][2][4]) > cutoff then
         if i > 1 then redis.call('XTRIM', h, 'MINID', es[i][1]) end
-        return
+        stop = true
+        break
       end
+      freed = freed + entry_size(es[i])
     end
+    if stop then break end
     redis.call('XTRIM', h, 'MINID', (tonumber(string.match(es[#es][1], '^%d+')) + 1) .. '-0')
   end
+  if freed > 0 then account(acct, k, h, freed) end
+end
+-- past max bytes, the oldest entries of any key go first; a key whose stream expired (a TTL)
+-- gives its count back. Returns how many entries went.
+local function evict(acct, hist_prefix, max)
+  local n = 0
+  for _ = 1, 1024 do
+    if tonumber(redis.call('GET', acct[1]) or '0') <= max then break end
+    local oldest = redis.call('ZRANGE', acct[2], 0, 0)
+    if #oldest == 0 then redis.call('SET', acct[1], 0); break end
+    local k = oldest[1]
+    local h = hist_prefix .. k
+    if redis.call('EXISTS', h) == 0 then account(acct, k, h, 0)
+    else n = n + drop_oldest(acct, k, h, 1) end
+  end
+  return n
 end
 local function epoch(k, candidate)
   local e = redis.call('GET', k)
@@ -102,44 +158,56 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-"""
+""".replace("ENTRY_OVERHEAD", str(ENTRY_OVERHEAD))
 
-# KEYS: epoch, seq, hist; ARGV: candidate epoch, channel, message, size, ttl (ms, 0: none)
+# KEYS: epoch, seq, hist, hbytes, hkeys, hsize; ARGV: candidate epoch, channel, message, size,
+# ttl (ms, 0: none), key, hist prefix, max history bytes
 _PUBLISH = (
     _TRIM
     + """
+local acct = {KEYS[4], KEYS[5], KEYS[6]}
+local k = ARGV[6]
 local e = epoch(KEYS[1], ARGV[1])
 local now = now_ms()
 local seq = redis.call('INCR', KEYS[2])
 local size = tonumber(ARGV[4])
+local evicted = 0
 if size > 0 then
-  local r = redis.pcall('XADD', KEYS[3], 'MAXLEN', size, seq .. '-0', 'm', ARGV[3], 't', now)
+  if redis.call('EXISTS', KEYS[3]) == 0 then account(acct, k, KEYS[3], 0) end  -- expired: uncount
+  local r = redis.pcall('XADD', KEYS[3], seq .. '-0', 'm', ARGV[3], 't', now)
   if type(r) == 'table' and r.err then
     -- the counter was lost but not the stream: go on from the stream's last number
     local top = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
     seq = tonumber(string.match(top[1][1], '^%d+')) + 1
     redis.call('SET', KEYS[2], seq)
-    redis.call('XADD', KEYS[3], 'MAXLEN', size, seq .. '-0', 'm', ARGV[3], 't', now)
+    redis.call('XADD', KEYS[3], seq .. '-0', 'm', ARGV[3], 't', now)
   end
+  local added = #ARGV[3] + ENTRY_OVERHEAD
+  redis.call('INCRBY', KEYS[4], added)
+  if redis.call('HINCRBY', KEYS[6], k, added) == added then redis.call('ZADD', KEYS[5], now, k) end
+  local over = redis.call('XLEN', KEYS[3]) - size
+  if over > 0 then drop_oldest(acct, k, KEYS[3], over) end
   local ttl = tonumber(ARGV[5])
   if ttl > 0 then
-    trim(KEYS[3], now - ttl)
+    trim(acct, k, KEYS[3], now - ttl)
     redis.call('PEXPIRE', KEYS[3], ttl)
   end
+  evicted = evict(acct, ARGV[7], tonumber(ARGV[8]))
 end
 redis.call('PUBLISH', ARGV[2], 'n ' .. e .. ' ' .. seq .. ' ' .. now .. ' ' .. ARGV[3])
-return {e, seq, now}
-"""
+return {e, seq, now, evicted, tonumber(redis.call('GET', KEYS[4]) or '0')}
+""".replace("ENTRY_OVERHEAD", str(ENTRY_OVERHEAD))
 )
 
-# KEYS: epoch, seq, hist; ARGV: candidate epoch, since (-1: none), limit (-1: none), ttl (ms, 0: none)
+# KEYS: epoch, seq, hist, hbytes, hkeys, hsize; ARGV: candidate epoch, since (-1: none),
+# limit (-1: none), ttl (ms, 0: none), key
 _HISTORY = (
     _TRIM
     + """
 local e = epoch(KEYS[1], ARGV[1])
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then trim(KEYS[3], now_ms() - ttl) end
+if ttl > 0 then trim({KEYS[4], KEYS[5], KEYS[6]}, ARGV[5], KEYS[3], now_ms() - ttl) end
 local since = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 if since < 0 then
@@ -255,9 +323,15 @@ class RedisBroker(BrokerBase):
     ``max_pending_bytes``: bytes of writes queued for Redis at most (past it publishes raise
     BrokerUnavailable and background writes are dropped, counted). ``max_fill_bytes``: bytes of
     live messages held back per key while its gap is filled from the history (past it they are
-    dropped and read from the history again). ``max_reads``: history reads sent to Redis at once
+    dropped and read from the history again). ``max_history_bytes``: bytes the history of every key
+    together holds in Redis (each entry's message and :data:`ENTRY_OVERHEAD`): past it the oldest
+    entries of any key go first (``history_evicted``), as in :class:`~kcprpc.broker.MemoryBroker`
+    (every process on the prefix must use the same). ``max_reads``: history reads sent to Redis at once
     (each takes a pooled connection; more wait their turn, up to ``timeout``, so that a burst of
     subscribes is no outage). ``rng``: the source of epoch candidates."""
+
+    stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes"})
+    """The entries of :meth:`stats` that are gauges besides ``kcprpc.metrics.BROKER_GAUGES``."""
 
     def __init__(
         self,
@@ -273,6 +347,7 @@ class RedisBroker(BrokerBase):
         reconnect_max: float = 2.0,
         max_pending_bytes: int = 1 << 20,
         max_fill_bytes: int = 1 << 20,
+        max_history_bytes: int = 256 << 20,
         max_reads: int = 32,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -284,6 +359,12 @@ class RedisBroker(BrokerBase):
             )
         if max_pending_bytes <= 0 or max_fill_bytes <= 0 or max_reads <= 0:
             raise UsageError("RedisBroker: max_pending_bytes, max_fill_bytes and max_reads must be positive")
+        if (
+            isinstance(max_history_bytes, bool)
+            or not isinstance(max_history_bytes, int)
+            or max_history_bytes < 0
+        ):
+            raise UsageError(f"RedisBroker: max_history_bytes must be an int >= 0, not {max_history_bytes!r}")
         self.url = check_urls(url, ("redis", "rediss", "unix"), "RedisBroker")
         self.prefix = prefix
         self._default = HistoryPolicy(history, history_ttl)
@@ -294,6 +375,7 @@ class RedisBroker(BrokerBase):
         self.reconnect_max = reconnect_max
         self.max_pending_bytes = max_pending_bytes
         self.max_fill_bytes = max_fill_bytes
+        self.max_history_bytes = max_history_bytes
         self.max_reads = max_reads
         self._reads = asyncio.Semaphore(max_reads)
         self._rng = rng
@@ -323,6 +405,19 @@ class RedisBroker(BrokerBase):
     # ------------------------------------------------------------------ names
     def _k(self, kind: str, key: str) -> str:
         return f"{self.prefix}:{kind}:{key}"
+
+    def _history_keys(self, key: str) -> tuple[str, ...]:
+        """The Redis keys the publish and history scripts touch for ``key``: the epoch, its
+        counter and stream, and the history's byte accounting."""
+        p = self.prefix
+        return (
+            f"{p}:epoch",
+            self._k("seq", key),
+            self._k("hist", key),
+            f"{p}:hbytes",
+            f"{p}:hkeys",
+            f"{p}:hsize",
+        )
 
     @property
     def where(self) -> str:
@@ -601,17 +696,26 @@ class RedisBroker(BrokerBase):
         blob = pack([event, payload, _DELIVERY[delivery]])
         ttl = 0 if pol.ttl is None else max(1, round(pol.ttl * 1000))
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        keys = (f"{self.prefix}:epoch", self._k("seq", key), self._k("hist", key))
-        op = _Op(
-            "publish", keys, (self._candidate(), self._ch + key, blob, pol.size, ttl), len(blob) + 64, fut
+        args = (
+            self._candidate(),
+            self._ch + key,
+            blob,
+            pol.size,
+            ttl,
+            key,
+            f"{self.prefix}:hist:",
+            self.max_history_bytes,
         )
+        op = _Op("publish", self._history_keys(key), args, len(blob) + 64, fut)
         if not self._enqueue(op):
             self._stats["backlog_full"] += 1
             self._stats["publish_errors"] += 1
             raise BrokerUnavailable(f"{self.where}: {self.max_pending_bytes} bytes already queued")
-        e, seq, at = await fut
+        e, seq, at, evicted, held = await fut
         self._note_epoch(int(e))
         self._stats["published"] += 1
+        self._stats["history_evicted"] += int(evicted)
+        self._stats["history_bytes"] = int(held)
         return BrokerMessage(key, event, payload, int(seq), int(e), delivery, at=int(at) / 1000)
 
     def publish_unnumbered(
@@ -652,8 +756,9 @@ class RedisBroker(BrokerBase):
             -1 if since is None else max(0, since),
             -1 if limit is None else max(0, limit),
             ttl,
+            key,
         )
-        keys = (f"{self.prefix}:epoch", self._k("seq", key), self._k("hist", key))
+        keys = self._history_keys(key)
         if self._reads.locked():  # max_reads in flight: wait for a slot (a busy process, not an outage)
             self._stats["reads_waited"] += 1
             try:
@@ -666,7 +771,7 @@ class RedisBroker(BrokerBase):
         else:
             await self._reads.acquire()
         try:
-            r = await self._redis.evalsha(self._shas["history"], 3, *keys, *args)
+            r = await self._redis.evalsha(self._shas["history"], len(keys), *keys, *args)
         except _LINK_ERRORS as e:
             self._down(e)
             raise BrokerUnavailable(f"{self.where}: {e or type(e).__name__}") from e

@@ -94,6 +94,16 @@ class ServerConfig(ReceiveSettings):
     a client reconnecting again and again could take the server's core (an audit)."""
     restore_burst: int = 20_000
     recovery_buffer: int = 1024  # live messages held per session and key while it replays; past it, given up
+    recovery_buffer_bytes: int = 16 * 1024 * 1024
+    """Bytes of live messages held back for one session, all its rooms and topics together, while
+    their history is replayed (each message's EVENT frame, its payload's decoded estimate and 400
+    bytes: ``kcprpc.push.held_size``); past it the recovery of the key whose message went over is
+    given up as past ``recovery_buffer`` (``recoveries_overflowed``). ``recovery_buffer`` alone let
+    one session pin 1024 messages of up to ``max_message_size`` for each of its ``max_rooms`` +
+    ``max_subscriptions`` keys. The default holds one message of the default ``max_message_size``
+    (about 8 MiB counted: frame and decoded payload), or 2.4 s of a 60 Hz room whose states list
+    200 entities (115 KB counted each, 5.5 KB on the wire), far more than a history round trip
+    takes. A message held for several sessions is one object: the sum is an upper bound."""
     # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
     resume_window: float | None = 30.0
     """Seconds a session whose connection was lost is kept (its id, state, rooms, topics) for its
@@ -174,8 +184,10 @@ class ServerConfig(ReceiveSettings):
             or self.detached_send_buffer < 0
         ):
             raise UsageError("limits must be positive")
-        if self.max_history_fetch <= 0 or self.recovery_buffer < 0:
-            raise UsageError("max_history_fetch must be positive and recovery_buffer 0 or more")
+        if self.max_history_fetch <= 0 or self.recovery_buffer < 0 or self.recovery_buffer_bytes < 0:
+            raise UsageError(
+                "max_history_fetch must be positive, recovery_buffer and recovery_buffer_bytes 0 or more"
+            )
         if (
             self.history_rate <= 0
             or self.history_burst <= 0

@@ -319,3 +319,57 @@ async def test_an_unexpected_error_reading_the_subscription_link_reconnects_and_
     assert [m.payload["n"] for m in got] == [1, 2, 3, 4, 5]
     assert a.stats()["reconnects"] >= 1 and a.available
     assert [r for r in caplog.records if r.exc_info and "injected" in str(r.exc_info[1])]
+
+
+async def kept_bytes(redis: RedisServer, prefix: str) -> tuple[int, dict[str, int]]:
+    """What the history holds in Redis: the accounting's total, and per key the bytes its stream
+    really holds (each entry's message and ENTRY_OVERHEAD)."""
+    import redis.asyncio as aioredis
+
+    from kcprpc.redis_broker import ENTRY_OVERHEAD
+
+    r = aioredis.Redis.from_url(redis.url())
+    try:
+        per: dict[str, int] = {}
+        async for name in r.scan_iter(match=f"{prefix}:hist:*"):
+            entries = await r.xrange(name)
+            per[name.decode().split(":hist:", 1)[1]] = sum(len(f[b"m"]) + ENTRY_OVERHEAD for _, f in entries)
+        total = int(await r.get(f"{prefix}:hbytes") or 0)
+        return total, per
+    finally:
+        await r.aclose()
+
+
+async def test_the_history_of_every_key_together_is_bounded_in_bytes(redis: RedisServer, make: Any) -> None:
+    """``history`` counted messages per key: a client that makes the server publish large
+    messages on many keys (a room per match, a topic per player) grew Redis without bound.
+    ``max_history_bytes`` evicts the oldest entries of any key past it, as MemoryBroker does."""
+    b = await make(history=100, max_history_bytes=100_000)
+    big = "x" * 10_000
+    for i in range(30):
+        await b.publish(f"topic:t{i}", "big", big)
+    total, per = await kept_bytes(redis, b.prefix)
+    assert total == sum(per.values()) <= 100_000
+    assert sum(1 for v in per.values() if v) == 9  # the newest keys' messages, about 10 KB each
+    assert all(per.get(f"topic:t{i}", 0) for i in range(21, 30))
+    s = b.stats()
+    assert s["history_evicted"] == 21 and s["history_bytes"] == total
+    h = await b.history("topic:t0", 0)  # evicted: counted as missed, its numbering goes on
+    assert (h.messages, h.last, h.missed) == ([], 1, 1)
+    assert (await b.publish("topic:t0", "big", "y")).seq == 2
+
+
+async def test_the_history_bytes_follow_the_size_trim_and_an_expired_stream(
+    redis: RedisServer, make: Any
+) -> None:
+    b = await make(history=2, max_history_bytes=50_000)
+    for n in range(5):
+        await b.publish("topic:a", "big", "x" * (1000 * (n + 1)))  # 4 KB and 5 KB are kept
+    total, per = await kept_bytes(redis, b.prefix)
+    assert total == per["topic:a"] and 9000 < total < 10_000
+    await b.publish("topic:b", "big", "x" * 30_000)
+    cmd(redis, "DEL", f"{b.prefix}:hist:topic:a")  # as if it expired (a TTL)
+    await b.publish("topic:c", "big", "x" * 15_000)  # over 50 KB as counted: "a" gives its bytes back
+    total, per = await kept_bytes(redis, b.prefix)
+    assert total == per["topic:b"] + per["topic:c"] and set(per) == {"topic:b", "topic:c"}
+    assert b.stats()["history_evicted"] == 0

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from test_rpc_support import Demo, Req, Tick, any_msgpack, rejoin_open_rooms
 
 import kcprpc
@@ -31,6 +32,7 @@ from kcprpc import (
     ServerConfig,
     Status,
 )
+from kcprpc.broker import BrokerMessage
 from kcprpc.testing import RpcPair, pair
 
 TIMEOUT = 5.0
@@ -452,6 +454,71 @@ async def test_a_hold_given_up_while_another_key_replays_stays_given_up() -> Non
         assert (reports["topic:a"].recovered, reports["topic:a"].replayed) == (True, 0)
         b = reports["topic:b"]
         assert (b.recovered, b.replayed, b.missed, b.position.offset) == (False, 0, 4, 6)
+
+
+@kcprpc.event("test.Blob")
+class Blob(BaseModel):
+    data: str
+
+
+async def test_holding_back_is_bounded_in_bytes_by_default() -> None:
+    """``recovery_buffer`` counts messages: 1024 of up to ``max_message_size`` each (4 MiB) were
+    held per session and key. ``recovery_buffer_bytes`` (16 MiB) gives the recovery up on the
+    third 3 MiB message (about 6 MiB counted each: frame and decoded payload)."""
+    broker = SlowHistoryBroker()
+    async with pair([Demo()], broker=broker) as p:
+        await publish(p, [1])
+        task = await slow_since_subscribe(p, broker, Position(broker.epoch, 0))
+        hub = p.server.push
+        for i in range(2):
+            await hub.publish("news", Blob(data=str(i) * (3 << 20)))
+        assert p.server.stats["recoveries_overflowed"] == 0
+        await hub.publish("news", Blob(data="2" * (3 << 20)))
+        assert p.server.stats["recoveries_overflowed"] == 1
+        assert hub.hold_bytes == {}  # what was held is let go at once, not when the replay ends
+        broker.gate.set()
+        reply = await asyncio.wait_for(task, TIMEOUT)
+        assert (reply.recovered, reply.replayed, reply.missed) == (False, 0, 4)
+
+
+async def test_holding_back_is_bounded_in_bytes_per_session_across_keys() -> None:
+    from kcprpc.push import held_size
+
+    broker = SlowHistoryBroker()
+    size = held_size(BrokerMessage("topic:b", "tick", {"n": 12}, 3, broker.epoch))
+    config = ServerConfig(recovery_buffer_bytes=size * 5 // 2)  # two ticks, not three
+    async with pair([Demo()], broker=broker, client_config=FAST, server_config=config) as p:
+        seen = Seen(p.client)
+        await p.client.subscribe("a")  # recovered first (keys in order), slowly
+        await p.client.subscribe("b")
+        await publish(p, [1], "a")
+        await publish(p, [10], "b")
+        await fence(p.client)
+        back = await drop_and_hold(p)
+        await publish(p, [11], "b")  # missed, in the history
+        broker.slow = True
+        p.refuse = False
+        await asyncio.wait_for(broker.entered.wait(), TIMEOUT)  # "topic:a" is being read
+        await publish(p, [2], "a")  # held for "a": one tick
+        await publish(p, [12], "b")  # held for "b": two ticks for the session
+        assert p.server.stats["recoveries_overflowed"] == 0
+        await publish(p, [13], "b")  # three: over the session's bytes, "b" is given up
+        assert p.server.stats["recoveries_overflowed"] == 1
+        await publish(p, [14], "b")  # live
+        broker.gate.set()
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        await fence(p.client)
+        assert p.server.push.hold_bytes == {}
+        assert sorted(seen.ns) == [1, 2, 10, 14] and seen.replayed() == [2]
+        reports = {r.key: r for r in seen.recovered}
+        assert (reports["topic:a"].recovered, reports["topic:a"].replayed) == (True, 1)
+        b = reports["topic:b"]
+        assert (b.recovered, b.replayed, b.missed, b.position.offset) == (False, 0, 3, 5)
+
+
+def test_recovery_buffer_bytes_is_checked() -> None:
+    with pytest.raises(kcprpc.UsageError, match="recovery_buffer_bytes"):
+        ServerConfig(recovery_buffer_bytes=-1)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
