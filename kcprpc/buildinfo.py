@@ -24,6 +24,7 @@ MODULES: tuple[str, ...] = (
     "kcprpc.mux.session",
     "kcprpc.push",
     "kcprpc.subscriptions",
+    "kcprpc.direct_events",
     "kcprpc.link",
     "kcprpc.net",
     "kcprpc.state.delta",

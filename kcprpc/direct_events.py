@@ -40,8 +40,10 @@ __all__ = [
 MASK: Final = 0xFFFFFFFF
 _HALF: Final = 1 << 31
 
-ACK_DELAY: Final = 0.1
-"""Seconds a client waits before it acknowledges what it handled (more events may follow)."""
+ACK_DELAY: Final = 1.0
+"""Seconds a client waits before it acknowledges what it handled (more events may follow). Long
+enough that a client that only receives stays a receiver (its transport's held acks go on: an
+ack sent every 100 ms stopped them), short enough that the server keeps about a second of them."""
 ACK_EVERY: Final = 32
 """Unacknowledged events after which a client acknowledges at once."""
 ENTRY_COST: Final = 64

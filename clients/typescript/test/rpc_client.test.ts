@@ -129,7 +129,7 @@ class FakeServer {
             this.send(s, T.EVENT, 0, ["Chat", { text: "b" }, "room:r1", 2, 1]);
             this.send(s, T.EVENT, 0, ["Hi", "you", null, null, null]);
             this.send(s, T.EVENT, 0, ["Bad"]); // malformed: counted
-            this.send(s, T.EVENT, 5, ["Hi", "x", null, null, null]); // an EVENT with a call id: bad
+            this.send(s, T.EVENT, 5, ["Hi", "x", null, null, null]); // numbered: a direct event, acknowledged
             this.datagram(T.EVENT, 0, ["Pos", { x: 2 }, "room:r1", 5, 1, 0, "e1"]);
             this.send(s, T.REPLY, id, [null, null, null]);
             return;
@@ -268,7 +268,7 @@ test("deadlines and AbortSignal fail the call locally and send CANCEL", async ()
 });
 
 test("events: positions, replay duplicates dropped, keyed and unkeyed datagrams latest-wins, bad frames counted", async () => {
-  const { client } = await setup();
+  const { client, servers } = await setup();
   const chats: Array<[unknown, unknown]> = [];
   const pos: unknown[] = [];
   client.on("Chat", (p, info) => chats.push([p, info.position]));
@@ -278,10 +278,10 @@ test("events: positions, replay duplicates dropped, keyed and unkeyed datagrams 
   client.on("Note", (p) => notes.push(p));
   await client.unary("t.S/push", null);
   await waitFor(() => pos.length === 1, "the datagram event");
-  assert.deepEqual(chats, [[{ text: "a" }, [1, 1]], [{ text: "b" }, [1, 2]], ["you", null]]);
+  assert.deepEqual(chats, [[{ text: "a" }, [1, 1]], [{ text: "b" }, [1, 2]], ["you", null], ["x", null]]);
   assert.deepEqual([...client.rooms], ["r1"]);
   assert.deepEqual(client.position(null, "r1"), [1, 2]);
-  assert.equal(client.counters.bad_frames, 2);
+  assert.equal(client.counters.bad_frames, 1);
   await client.unary("t.S/pushdgram", null);
   await waitFor(() => notes.length === 1 && pos.length === 2, "the datagrams");
   assert.deepEqual(pos, [[{ x: 2 }, "e1", true], [{ x: 3 }, "e2", true]]);
@@ -289,6 +289,8 @@ test("events: positions, replay duplicates dropped, keyed and unkeyed datagrams 
   assert.equal(client.counters.events_stale_keyed, 1);
   assert.equal(client.counters.events_stale, 2);
   assert.deepEqual(client.position(null, "r1"), [1, 2]); // datagrams never move the resume offset
+  const s = servers[0] as FakeServer; // the numbered event is acknowledged (after ACK_DELAY_MS)
+  await waitFor(() => s.log.some((f) => f.type === T.EVENT_ACK && f.body === 5), "its EVENT_ACK", 3000);
   await client.close();
 });
 
