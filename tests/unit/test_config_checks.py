@@ -249,3 +249,41 @@ def test_the_other_config_objects_check_their_fields_too() -> None:
 
     assert WebSocketOptions(origins="https://a.example").origins == ("https://a.example",)
     assert LaneConfig(lanes=list(DEFAULT_LANES)).lane("state").name == "state"
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"half_open_timeout_ms": 0}, "SecureConfig.half_open_timeout_ms must be >= 1, not 0"),
+        ({"cookie_rotate_ms": -5}, "SecureConfig.cookie_rotate_ms must be >= 1, not -5"),
+        ({"retry_rate": -1}, "SecureConfig.retry_rate must be >= 0"),
+        ({"replay_cache": -1}, "SecureConfig.replay_cache must be >= 1"),
+        ({"reset_rate": -1}, "SecureConfig.reset_rate must be >= 0 (0: no stateless resets), not -1"),
+        ({"path_probe_interval_ms": 0}, "SecureConfig.path_probe_interval_ms must be >= 1, not 0"),
+        ({"path_probe_attempts": 0}, "SecureConfig.path_probe_attempts must be >= 1, not 0"),
+        ({"amplification_factor": -1}, "SecureConfig.amplification_factor must be >= 0"),
+        # these two were refused as "half-open limits" and "rekey limits", naming no field
+        ({"max_half_open": 0}, "SecureConfig.max_half_open must be >= 1, not 0"),
+        ({"key_grace_ms": -1}, "SecureConfig.key_grace_ms must be >= 0, not -1"),
+        ({"handshake_retry_max_ms": 0}, "SecureConfig.handshake_retry_max_ms must be >= 1, not 0"),
+        ({"max_window": 70000}, "SecureConfig.max_window must be 1..65535, not 70000"),
+    ],
+)
+def test_secure_config_numbers_are_checked_by_name(knobs: dict[str, Any], message: str) -> None:
+    """A negative or zero timer or budget of SecureConfig was taken (a half-open timeout of 0
+    expired every handshake, a negative replay_cache raised KeyError at the first initiation,
+    path_probe_interval_ms=0 sent every probe at once and gave the new path up), and two messages
+    named no field."""
+    from kcp.secure import SecureConfig, SecureUsageError
+
+    with pytest.raises(SecureUsageError) as e:
+        SecureConfig(**knobs)
+    assert message in str(e.value)
+
+
+def test_secure_config_zero_where_zero_means_something() -> None:
+    from kcp.secure import SecureConfig
+
+    SecureConfig(
+        retry_rate=0, retry_threshold=0, reset_rate=0, hint_rate=0, amplification_factor=0, key_grace_ms=0
+    )
