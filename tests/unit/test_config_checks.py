@@ -287,3 +287,67 @@ def test_secure_config_zero_where_zero_means_something() -> None:
     SecureConfig(
         retry_rate=0, retry_threshold=0, reset_rate=0, hint_rate=0, amplification_factor=0, key_grace_ms=0
     )
+
+
+def test_state_sync_and_view_arguments_are_checked_where_given() -> None:
+    """``StateSync(M, 5)`` raised "object of type 'int' has no len()", ``max_baselines="x"`` a
+    comparison TypeError; ``max_baselines=1.5``, NaN or True, ``part_size=100.5`` were taken;
+    ``StateView`` took any name (5, "", 300 characters: its acks then failed) and NaN bounds;
+    ``SyncSender`` took all of them and failed the first join of every room."""
+    from pydantic import BaseModel
+
+    from kcprpc.state import StateService, StateSync, StateView, SyncSender
+
+    class Model(BaseModel):
+        x: int = 0
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: StateSync(Model, 5), "StateSync: name must be a str of 1 to 128 characters, not 5"),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines="x"),
+            "StateSync: max_baselines must be an int >= 1, not 'x'",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines=1.5),
+            "StateSync: max_baselines must be an int >= 1, not 1.5",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines=True),
+            "StateSync: max_baselines must be an int >= 1, not True",
+        ),
+        (lambda: StateSync(Model, part_size=100.5), "StateSync: part_size (bytes) must be an int >= 64"),  # type: ignore[arg-type]
+        (lambda: StateSync(Model, max_parts=NAN), "StateSync: max_parts must be an int >= 1, not nan"),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, groups=0),
+            'StateSync: groups must be "auto" or an int from 1 to 256, not 0',
+        ),
+        (lambda: StateView(Model, 5), "StateView: name must be a str of 1 to 128 characters, not 5"),  # type: ignore[arg-type]
+        (lambda: StateView(Model, ""), "StateView: name must be a str of 1 to 128 characters, not ''"),
+        (
+            lambda: StateView(Model, "n" * 200),
+            "StateView: name must be a str of 1 to 128 characters, not 'nnn",
+        ),
+        (
+            lambda: StateView(Model, max_baselines="x"),
+            "StateView: max_baselines must be an int >= 1, not 'x'",
+        ),  # type: ignore[arg-type]
+        (lambda: StateView(Model, max_entities=NAN), "StateView: max_entities must be an int >= 1, not nan"),  # type: ignore[arg-type]
+        (lambda: StateView(Model, max_nodes=0), "StateView: max_nodes must be an int >= 1, not 0"),
+        (
+            lambda: SyncSender(Model, StateService(), name=5),
+            "SyncSender: name must be a str, a template of {room}",
+        ),  # type: ignore[arg-type]
+        (lambda: SyncSender(Model, StateService(), name="{x}"), "SyncSender: name must be a str, a template"),
+        (
+            lambda: SyncSender(Model, StateService(), max_baselines=0),
+            "SyncSender: max_baselines must be an int >= 1",
+        ),
+        (lambda: SyncSender(Model, StateService(), interest=5), "SyncSender: interest must be a function"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    StateSync(Model, "s", max_baselines=1, part_size=64, max_parts=1, groups=3)
+    StateView(Model, "s", max_baselines=1, max_entities=1, max_nodes=1)
+    SyncSender(Model, StateService(), name="game:{room}", groups="auto")
