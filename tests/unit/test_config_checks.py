@@ -351,3 +351,38 @@ def test_state_sync_and_view_arguments_are_checked_where_given() -> None:
     StateSync(Model, "s", max_baselines=1, part_size=64, max_parts=1, groups=3)
     StateView(Model, "s", max_baselines=1, max_entities=1, max_nodes=1)
     SyncSender(Model, StateService(), name="game:{room}", groups="auto")
+
+
+def test_room_registry_arguments_are_checked_where_given() -> None:
+    """``RoomRegistry(5)`` was taken and failed every first join (``int`` is not callable);
+    ``max_name_length=0`` refused every room name, ``"x"`` raised a comparison TypeError at the
+    first join; ``max_rooms=1.5``, ``create_burst=2.5`` and ``sender=5`` were taken."""
+    from kcprpc.tick_room import RoomRegistry, TickRoom
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: RoomRegistry(5), "RoomRegistry: factory must make a room from its name"),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(None), "RoomRegistry: factory must make a room from its name"),  # type: ignore[arg-type]
+        (
+            lambda: RoomRegistry(TickRoom, max_name_length=0),
+            "RoomRegistry: max_name_length must be an int >= 1, not 0",
+        ),
+        (
+            lambda: RoomRegistry(TickRoom, max_name_length="x"),
+            "RoomRegistry: max_name_length must be an int >= 1",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: RoomRegistry(TickRoom, max_rooms=1.5),
+            "RoomRegistry: max_rooms must be an int >= 1, not 1.5",
+        ),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(TickRoom, create_burst=2.5), "RoomRegistry: create_burst must be an int >= 1"),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(TickRoom, create_rate=NAN), "RoomRegistry: create_rate must be a number > 0"),
+        (
+            lambda: RoomRegistry(TickRoom, sender=5),
+            "RoomRegistry: sender must be a function server -> StateSender",
+        ),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    RoomRegistry(lambda name: TickRoom(name), max_name_length=1, sender=None)
