@@ -46,6 +46,7 @@ from kcprpc.broker import (
     HistoryPolicy,
     Position,
     gap_report,
+    history_settings,
     policy_of,
     run_callbacks,
     unnumbered,
@@ -286,8 +287,7 @@ class RedisBroker(BrokerBase):
             raise UsageError("RedisBroker: max_pending_bytes, max_fill_bytes and max_reads must be positive")
         self.url = check_urls(url, ("redis", "rediss", "unix"), "RedisBroker")
         self.prefix = prefix
-        self._default = HistoryPolicy(history, history_ttl)
-        self._policies = policies
+        self._default, self._policies = history_settings("RedisBroker", history, history_ttl, policies)
         self.presence_ttl = presence_ttl
         self.timeout = timeout
         self.reconnect_initial = reconnect_initial

@@ -386,3 +386,39 @@ def test_room_registry_arguments_are_checked_where_given() -> None:
             make()
         assert message in str(e.value)
     RoomRegistry(lambda name: TickRoom(name), max_name_length=1, sender=None)
+
+
+async def test_broker_history_settings_are_checked_where_given() -> None:
+    """``MemoryBroker(history="x")`` (and Redis's, NATS's) raised "'<' not supported", 1.5 and
+    True were taken; ``policies=5``, ``{"room:*": 5}`` or a str were taken and raised an
+    AttributeError at the first publish of a key (a policy function returning something else
+    too)."""
+    from kcprpc.broker import HistoryPolicy, MemoryBroker
+    from kcprpc.nats_broker import NatsBroker
+    from kcprpc.redis_broker import RedisBroker
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: MemoryBroker(history="x"), "MemoryBroker: history must be an int >= 0, not 'x'"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(history=1.5), "MemoryBroker: history must be an int >= 0, not 1.5"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(history_ttl="x"), "MemoryBroker: history_ttl must be a number of seconds > 0"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(policies=5), "MemoryBroker: policies must be a mapping of key patterns"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(policies="room:*"), "MemoryBroker: policies must be a mapping"),  # type: ignore[arg-type]
+        (
+            lambda: MemoryBroker(policies={"room:*": 5}),  # type: ignore[dict-item]
+            "MemoryBroker: policies maps key patterns (str) to HistoryPolicy, not 'room:*' to 5",
+        ),
+        (lambda: RedisBroker(history="x"), "RedisBroker: history must be an int >= 0, not 'x'"),  # type: ignore[arg-type]
+        (lambda: RedisBroker(policies={"a": {"size": 5}}), "RedisBroker: policies maps key patterns"),  # type: ignore[dict-item]
+        (lambda: NatsBroker(history=-1), "NatsBroker: history must be an int >= 0, not -1"),
+        (lambda: NatsBroker(policies=[HistoryPolicy()]), "NatsBroker: policies must be a mapping"),  # type: ignore[arg-type]
+        (lambda: HistoryPolicy(size="x"), "HistoryPolicy.size must be an int, not 'x'"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    broker = MemoryBroker(policies=lambda key: 5)  # type: ignore[arg-type,return-value]
+    with pytest.raises(UsageError, match=r"policies\('room:a'\) returned 5, not a HistoryPolicy"):
+        await broker.publish("room:a", "Ev", b"x")
+    small = MemoryBroker(history=0, history_ttl=2, policies={"room:*": HistoryPolicy(size=1)})
+    await small.publish("room:a", "Ev", b"x")
