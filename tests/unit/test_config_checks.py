@@ -422,3 +422,96 @@ async def test_broker_history_settings_are_checked_where_given() -> None:
         await broker.publish("room:a", "Ev", b"x")
     small = MemoryBroker(history=0, history_ttl=2, policies={"room:*": HistoryPolicy(size=1)})
     await small.publish("room:a", "Ev", b"x")
+
+
+def test_service_definition_mistakes_are_named() -> None:
+    """``@kcprpc.rpc`` (bare or called) said "'_Rpc' object is not callable"; ``@rpc.unary("join")``
+    raised an AttributeError of str; a decorated method named ``_join`` was left out of the
+    service without a word; ``events=[1]``, ``events=Model`` or ``topics={"t": [1]}`` were kept
+    (or raised "object is not iterable") and failed only when the interface document was made.
+    A plain ``def`` is a helper and stays one; a decorated one was already refused."""
+    from pydantic import BaseModel
+
+    from kcprpc import rpc
+
+    class Ev(BaseModel):
+        x: int = 0
+
+    def bare_rpc() -> None:
+        class A(kcprpc.Service):
+            @kcprpc.rpc  # type: ignore[operator]
+            async def join(self) -> int:
+                return 1
+
+    def called_rpc() -> None:
+        class A(kcprpc.Service):
+            @kcprpc.rpc()  # type: ignore[operator]
+            async def join(self) -> int:
+                return 1
+
+    def positional_name() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary("join")  # type: ignore[call-overload]
+            async def f(self) -> int:
+                return 1
+
+    def private() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary(name="join")
+            async def _join(self) -> int:
+                return 1
+
+    def sync() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary  # type: ignore[type-var]
+            def join(self) -> int:
+                return 1
+
+    def events(value: Any) -> Callable[[], None]:
+        def make() -> None:
+            class A(kcprpc.Service, events=value):
+                async def f(self) -> int:
+                    return 1
+
+        return make
+
+    def topics(value: Any) -> Callable[[], None]:
+        def make() -> None:
+            class A(kcprpc.Service, topics=value):
+                async def f(self) -> int:
+                    return 1
+
+        return make
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (
+            bare_rpc,
+            "@kcprpc.rpc on test_service_definition_mistakes_are_named.<locals>.bare_rpc.<locals>.A.join:",
+        ),
+        (called_rpc, "rpc is the namespace of the method decorators, not one: use @rpc.method"),
+        (positional_name, "its wire name is a keyword: @kcprpc.rpc.unary(name='join')"),
+        (private, "A._join: a method whose name starts with '_' is not served"),
+        (sync, "A.join: RPC methods must be 'async def'"),
+        (events([1]), "A: events holds 1, which is not an event type"),
+        (events([dict]), "A: events holds <class 'dict'>, which is not an event type"),
+        (events(Ev), "A: events must be a list of event types, not <class"),
+        (topics({"t": [1]}), "A: topics['t'] holds 1, which is not an event type"),
+        (topics(5), "A: topics must be a mapping of topic templates"),
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+
+    class Fine(kcprpc.Service, events=[Ev], topics={"t:{x}": [Ev]}):
+        def helper(self) -> int:  # a plain def: not served, not an error
+            return 1
+
+        async def _private_helper(self) -> int:
+            return 1
+
+        async def join(self) -> int:
+            return self.helper()
+
+    assert list(kcprpc.service_spec(Fine).methods) == ["join"]
+    assert Fine.__rpc_events__ == (Ev,) and Fine.__rpc_topics__ == {"t:{x}": (Ev,)}
