@@ -18,7 +18,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Literal, TypeGuard, Union
 
-__all__ = ["check_fields", "check_port", "is_int", "is_number"]
+__all__ = ["check_count", "check_fields", "check_port", "is_int", "is_number", "shown"]
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
@@ -42,6 +42,12 @@ def is_int(value: object) -> TypeGuard[int]:
 def is_number(value: object) -> TypeGuard[float]:
     """A finite int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -103,10 +109,16 @@ def check_fields(obj: Any, error: type[Exception]) -> None:
             continue
         value = getattr(obj, f.name)
         if not _matches(value, hint):
-            shown = repr(value)
-            if len(shown) > 60:
-                shown = shown[:57] + "..."
-            raise error(f"{cls.__name__}.{f.name} must be {_describe(hint)}, not {shown}")
+            raise error(f"{cls.__name__}.{f.name} must be {_describe(hint)}, not {shown(value)}")
+
+
+def check_count(value: object, what: str, error: type[Exception], least: int = 0) -> int:
+    """``value`` if it is an int (not a bool) of at least ``least``, else ``error`` naming ``what``
+    (the owner and the parameter: ``"StateSync: max_baselines"``) and the value: the check of a
+    constructor's count that is not a dataclass field."""
+    if not is_int(value) or value < least:
+        raise error(f"{what} must be an int >= {least}, not {shown(value)}")
+    return value
 
 
 def check_port(port: object, error: type[Exception]) -> int:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, ClassVar, NamedTuple, Protocol
 
+from kcp.fieldcheck import check_count, check_fields, is_number, shown
 from kcprpc.codec import EVENT, HEADER_SIZE, encode_frame_raw, pack
 from kcprpc.errors import RpcError, UsageError
 from kcprpc.msgpack_size import decoded_size
@@ -156,14 +157,44 @@ class HistoryPolicy:
     ttl: float | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, UsageError)
         if self.size < 0:
-            raise UsageError("HistoryPolicy.size must be 0 or more")
+            raise UsageError(f"HistoryPolicy.size must be 0 or more, not {self.size!r}")
         if self.ttl is not None and not self.ttl > 0:
-            raise UsageError("HistoryPolicy.ttl must be positive or None")
+            raise UsageError(f"HistoryPolicy.ttl must be positive or None, not {self.ttl!r}")
 
 
 BrokerCallback = Callable[[BrokerMessage], None]
 HistoryPolicies = Callable[[str], HistoryPolicy] | Mapping[str, HistoryPolicy]
+
+
+def history_settings(
+    who: str, history: int, history_ttl: float | None, policies: HistoryPolicies | None
+) -> tuple[HistoryPolicy, HistoryPolicies | None]:
+    """A broker's ``history``, ``history_ttl`` and ``policies`` (every broker takes them) as its
+    default :class:`HistoryPolicy` and its policies, checked where they are given: a
+    :class:`UsageError` naming ``who``, the parameter and the value (``history="x"`` raised a
+    comparison TypeError, a policy that is not a :class:`HistoryPolicy` an AttributeError at
+    the first publish of a key it matched)."""
+    check_count(history, f"{who}: history", UsageError, 0)
+    if history_ttl is not None and (not is_number(history_ttl) or history_ttl <= 0):
+        raise UsageError(
+            f"{who}: history_ttl must be a number of seconds > 0 or None, not {shown(history_ttl)}"
+        )
+    given: object = policies
+    if isinstance(given, Mapping):
+        for pattern, pol in given.items():
+            if not isinstance(pattern, str) or not isinstance(pol, HistoryPolicy):
+                raise UsageError(
+                    f"{who}: policies maps key patterns (str) to HistoryPolicy, not {shown(pattern)} "
+                    f"to {shown(pol)}"
+                )
+    elif given is not None and not callable(given):
+        raise UsageError(
+            f"{who}: policies must be a mapping of key patterns to HistoryPolicy, or a function "
+            f"key -> HistoryPolicy, not {shown(given)}"
+        )
+    return HistoryPolicy(history, history_ttl), policies
 
 
 class Broker(Protocol):
@@ -273,7 +304,10 @@ def policy_of(policies: HistoryPolicies | None, default: HistoryPolicy, key: str
     if policies is None:
         return default
     if callable(policies):
-        return policies(key)
+        pol = policies(key)
+        if not isinstance(pol, HistoryPolicy):
+            raise UsageError(f"policies({key!r}) returned {shown(pol)}, not a HistoryPolicy")
+        return pol
     for pattern, pol in policies.items():
         if fnmatch.fnmatchcase(key, pattern):
             return pol
@@ -353,8 +387,7 @@ class MemoryBroker:
         self._epoch = int.from_bytes(rng(4), "big") or 1
         self._subs: dict[str, list[BrokerCallback]] = {}
         self._keys: dict[str, _Key] = {}
-        self._default = HistoryPolicy(history, history_ttl)
-        self._policies = policies
+        self._default, self._policies = history_settings("MemoryBroker", history, history_ttl, policies)
         self._now = now
         self._presence: dict[str, dict[str, dict[str, Any]]] = {}  # key -> member -> info
         self._stats = dict.fromkeys(BROKER_COUNTERS, 0)

@@ -52,6 +52,7 @@ from kcprpc.broker import (
     HistoryPolicies,
     HistoryPolicy,
     gap_report,
+    history_settings,
     policy_of,
     run_callbacks,
     unnumbered,
@@ -220,8 +221,7 @@ class NatsBroker(BrokerBase):
         base = prefix.upper().replace("-", "_")
         self.stream = base + "_HISTORY"
         self.presence_stream = base + "_PRESENCE"
-        self._default = HistoryPolicy(history, history_ttl)
-        self._policies = policies
+        self._default, self._policies = history_settings("NatsBroker", history, history_ttl, policies)
         self.presence_ttl = presence_ttl
         self.timeout = timeout
         self.reconnect_wait = reconnect_wait

@@ -46,6 +46,7 @@ from kcprpc.broker import (
     HistoryPolicy,
     Position,
     gap_report,
+    history_settings,
     policy_of,
     run_callbacks,
     unnumbered,
@@ -367,8 +368,7 @@ class RedisBroker(BrokerBase):
             raise UsageError(f"RedisBroker: max_history_bytes must be an int >= 0, not {max_history_bytes!r}")
         self.url = check_urls(url, ("redis", "rediss", "unix"), "RedisBroker")
         self.prefix = prefix
-        self._default = HistoryPolicy(history, history_ttl)
-        self._policies = policies
+        self._default, self._policies = history_settings("RedisBroker", history, history_ttl, policies)
         self.presence_ttl = presence_ttl
         self.timeout = timeout
         self.reconnect_initial = reconnect_initial

@@ -18,6 +18,7 @@ class name and the method name to the attribute name, and either can be set.
 
 from __future__ import annotations
 
+import builtins
 import collections.abc
 import contextlib
 import functools
@@ -31,6 +32,7 @@ from typing import Any, ClassVar, TypeVar, overload
 from pydantic import TypeAdapter, create_model
 from pydantic_core import SchemaSerializer, SchemaValidator
 
+from kcp.fieldcheck import shown
 from kcprpc.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any] | AsyncIterator[Any]])
@@ -100,6 +102,12 @@ class MethodDecorator:
     def __call__(
         self, fn: Any = None, *, name: str | None = None, delivery: Delivery | str | None = None
     ) -> Any:
+        if fn is not None and not callable(fn):  # @rpc.unary("join") raised an AttributeError of str
+            raise UsageError(
+                f"@{self} decorates an async def method; its wire name is a keyword: @{self}(name={fn!r})"
+                if isinstance(fn, str)
+                else f"@{self} decorates an async def method, not {shown(fn)}"
+            )
         opts = _Options(self.kind, name, Delivery(delivery) if delivery is not None else None)
 
         def apply(f: Any) -> Any:
@@ -108,10 +116,27 @@ class MethodDecorator:
 
         return apply(fn) if fn is not None else apply
 
+    def __str__(self) -> str:
+        return f"kcprpc.rpc.{self.kind.value if self.kind is not None else 'method'}"
+
 
 class _Rpc:
     """Method decorators: ``@rpc.unary``, ``@rpc.server_stream``, ``@rpc.client_stream``, ``@rpc.bidi``,
-    ``@rpc.notify``, ``@rpc.method(name=...)`` (kind inferred). Each accepts ``name=`` and ``delivery=``."""
+    ``@rpc.notify``, ``@rpc.method(name=...)`` (kind inferred). Each accepts ``name=`` and ``delivery=``.
+    ``rpc`` itself is no decorator (``@kcprpc.rpc`` is a UsageError naming these; a type error
+    to mypy)."""
+
+    if not typing.TYPE_CHECKING:
+
+        def __call__(self, fn: Any = None, /, *args: Any, **kwargs: Any) -> Any:
+            # '_Rpc' object is not callable, said @kcprpc.rpc and @kcprpc.rpc(); the type checker
+            # still sees no __call__
+            where = f" on {fn.__qualname__}" if callable(fn) and hasattr(fn, "__qualname__") else ""
+            raise UsageError(
+                f"@kcprpc.rpc{where}: rpc is the namespace of the method decorators, not one: use "
+                "@rpc.method (the kind read from the annotations) or @rpc.unary, @rpc.server_stream, "
+                "@rpc.client_stream, @rpc.bidi, @rpc.notify"
+            )
 
     unary = MethodDecorator(MethodKind.UNARY)
     server_stream = MethodDecorator(MethodKind.SERVER_STREAM)
@@ -268,6 +293,11 @@ def _public_methods(cls: type) -> dict[str, Any]:
         if klass in (object, Service):
             continue
         for attr, fn in vars(klass).items():
+            if attr.startswith("_") and callable(fn) and hasattr(fn, _ATTR):  # left out without a word
+                raise UsageError(
+                    f"{cls.__name__}.{attr}: a method whose name starts with '_' is not served; "
+                    "name it without (and set its wire name with name=...) or drop the decorator"
+                )
             if attr.startswith("_") or not callable(fn):
                 continue
             if hasattr(fn, _ATTR) or inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
@@ -437,12 +467,36 @@ class Service:
         elif "__rpc_name__" not in cls.__dict__:
             cls.__rpc_name__ = cls.__name__
         if events is not None:
-            cls.__rpc_events__ = tuple(events)
+            cls.__rpc_events__ = _event_types(cls, "events", events)
         if topics is not None:
-            cls.__rpc_topics__ = {str(t): tuple(evs) for t, evs in topics.items()}
+            if not isinstance(topics, Mapping):
+                raise UsageError(
+                    f"{cls.__name__}: topics must be a mapping of topic templates to lists of event "
+                    f"types, not {shown(topics)}"
+                )
+            for t in topics:
+                if not isinstance(t, str):
+                    raise UsageError(f"{cls.__name__}: a topic template is a str, not {shown(t)}")
+            cls.__rpc_topics__ = {t: _event_types(cls, f"topics[{t!r}]", evs) for t, evs in topics.items()}
         # forward references are resolved by service_spec() at registration instead
         with contextlib.suppress(NameError):
             service_spec(cls)
+
+
+def _event_types(cls: type, where: str, events: object) -> tuple[type, ...]:
+    """``events`` (declared by ``cls`` as ``where``) as a tuple of event types, else a
+    :class:`UsageError` naming the one that is not (``events=[1]`` was kept and failed only
+    when the interface document was exported)."""
+    if isinstance(events, (str, bytes, type)) or not isinstance(events, Iterable):
+        raise UsageError(f"{cls.__name__}: {where} must be a list of event types, not {shown(events)}")
+    out = tuple(events)
+    for tp in out:
+        if not isinstance(tp, type) or getattr(builtins, tp.__name__, None) is tp or tp is type(None):
+            raise UsageError(
+                f"{cls.__name__}: {where} holds {shown(tp)}, which is not an event type (a pydantic "
+                "model class, optionally declared with @kcprpc.event)"
+            )
+    return out
 
 
 @overload

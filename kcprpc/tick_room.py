@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 import msgpack
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kcp.fieldcheck import is_int, is_number
+from kcp.fieldcheck import check_count, is_int, is_number, shown
 from kcp.logutil import RateLimitedLog
 from kcp.ratelimit import PrefixLimiter, SourceTally
 from kcp.token_bucket import TokenBucket
@@ -584,10 +584,26 @@ class RoomRegistry(Generic[R]):
         create_rate: float = 10.0,
         create_burst: int = 64,
     ) -> None:
-        if max_rooms < 1 or max_rooms_per_member < 1 or max_rooms_per_address < 1:
-            raise UsageError("max_rooms, max_rooms_per_member and max_rooms_per_address must be at least 1")
-        if not create_rate > 0 or create_burst < 1:
-            raise UsageError("create_rate must be > 0 and create_burst at least 1")
+        if not callable(factory):  # a room class or a function name -> room; 5 failed at the first join
+            raise UsageError(
+                f"RoomRegistry: factory must make a room from its name (a TickRoom class), not {shown(factory)}"
+            )
+        for what, count in (
+            ("max_rooms", max_rooms),
+            ("max_rooms_per_member", max_rooms_per_member),
+            ("max_rooms_per_address", max_rooms_per_address),
+            ("max_name_length", max_name_length),
+            ("create_burst", create_burst),
+        ):
+            check_count(count, f"RoomRegistry: {what}", UsageError, 1)
+        if not is_number(create_rate) or create_rate <= 0:
+            raise UsageError(
+                f"RoomRegistry: create_rate must be a number > 0 (rooms a second), not {shown(create_rate)}"
+            )
+        if sender is not None and not callable(sender):
+            raise UsageError(
+                f"RoomRegistry: sender must be a function server -> StateSender, or None, not {shown(sender)}"
+            )
         self.create_rate = create_rate
         self.create_burst = create_burst
         self._creations: PrefixLimiter | None = None  # rooms created a second per address (attach)

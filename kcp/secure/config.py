@@ -91,6 +91,39 @@ PMTUD_LIMIT = 2048
 truncates larger datagrams."""
 
 
+_BOUNDS: dict[str, tuple[float, float | None, str]] = {
+    # field: (least, most or None, what the edge means); a value past them refused by name
+    "min_mtu": (576, 65000, ""),
+    "max_window": (1, 65535, ""),
+    "initiation_size": (256, 1472, ""),
+    "handshake_timeout_ms": (1, None, ""),
+    "handshake_retry_ms": (1, None, ""),
+    "handshake_retry_max_ms": (1, None, ""),
+    "max_half_open": (1, None, ""),
+    "retry_threshold": (0, None, " (0: every initiation asks for a cookie)"),
+    "retry_rate": (0, None, " (0: every initiation asks for a cookie)"),
+    "handshake_rate": (0, None, " (0: no limit)"),
+    "datagram_rate": (0, None, " (0: no limit)"),
+    "half_open_timeout_ms": (1, None, ""),
+    "cookie_rotate_ms": (1, None, ""),
+    "replay_cache": (1, None, " (the initiations remembered against replays)"),
+    "reset_rate": (0, None, " (0: no stateless resets)"),
+    "hint_rate": (0, None, " (0: no hints)"),
+    "hint_rate_per_source": (0, None, " (0: no hints)"),
+    "replay_window": (64, None, " (default 2048)"),
+    "rekey_after_packets": (1, None, ""),
+    "rekey_after_ms": (1, None, ""),
+    "key_grace_ms": (0, None, ""),
+    "path_probe_interval_ms": (1, None, ""),
+    "path_probe_attempts": (1, None, ""),
+    "amplification_factor": (0, None, " (0: nothing but path probes to a path not yet validated)"),
+    "pmtud_probe_timeout_ms": (1, None, ""),
+    "pmtud_confirm_ms": (1, None, ""),
+    "pmtud_raise_ms": (1, None, ""),
+}
+"""The range of each number of :class:`SecureConfig` (its type is checked first)."""
+
+
 @dataclass(frozen=True)
 class SecureConfig:
     """Secure mode's knobs (frozen, validated): versions, suites and limits of the handshake,
@@ -198,44 +231,31 @@ class SecureConfig:
             len(self.suites) > 0 and all(s in SUITE_BY_NAME for s in self.suites),
             f"suites must be among {sorted(SUITE_BY_NAME)}",
         )
-        need(576 <= self.min_mtu <= 65000, "need 576 <= min_mtu <= 65000")
-        need(0 < self.max_window <= 65535, "max_window must be 1..65535")
         need(
-            len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions), "mux versions 1..255"
+            len(self.mux_versions) > 0 and all(0 < v < 256 for v in self.mux_versions),
+            "mux_versions must be 1..255",
         )
-        need(256 <= self.initiation_size <= 1472, "initiation_size must be 256..1472")
+        for name, (least, most, note) in _BOUNDS.items():
+            value = getattr(self, name)
+            if value < least or (most is not None and value > most):
+                bound = f"{least}..{most}" if most is not None else f">= {least}"
+                raise SecureUsageError(f"{type(self).__name__}.{name} must be {bound}{note}, not {value!r}")
         need(
-            self.handshake_timeout_ms > 0 and self.handshake_retry_ms > 0 and self.handshake_retry_max_ms > 0,
-            "handshake timers must be > 0",
-        )
-        need(self.max_half_open > 0 and self.retry_threshold >= 0, "half-open limits")
-        need(self.hint_rate >= 0 and self.hint_rate_per_source >= 0, "hint rates must be >= 0 (0: no hints)")
-        need(
-            self.handshake_rate >= 0 and (self.handshake_rate == 0 or self.handshake_burst >= 1),
+            self.handshake_rate == 0 or self.handshake_burst >= 1,
             "handshake_rate must be >= 0 (0: no limit) and handshake_burst >= 1",
         )
         need(
-            self.datagram_rate >= 0 and (self.datagram_rate == 0 or self.datagram_burst >= 1),
+            self.datagram_rate == 0 or self.datagram_burst >= 1,
             "datagram_rate must be >= 0 (0: no limit) and datagram_burst >= 1",
         )
         try:
             parse_networks(self.exempt)
         except (TypeError, ValueError) as exc:
             need(False, f"bad exempt network: {exc}")
-        need(self.replay_window >= 64, "replay_window must be >= 64 (default 2048)")
-        need(
-            self.rekey_after_packets > 0 and self.rekey_after_ms > 0 and self.key_grace_ms >= 0,
-            "rekey limits",
-        )
-
         need(
             576 <= self.pmtud_base <= self.pmtud_max <= PMTUD_LIMIT,
             f"need 576 <= pmtud_base <= pmtud_max <= {PMTUD_LIMIT} (UDP payload sizes; "
             "1472 is a 1500-byte IPv4 path)",
-        )
-        need(
-            self.pmtud_probe_timeout_ms > 0 and self.pmtud_confirm_ms > 0 and self.pmtud_raise_ms > 0,
-            "pmtud timers must be > 0",
         )
 
     def suite_ids(self) -> list[int]:

@@ -15,9 +15,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from kcp.fieldcheck import shown
+from kcprpc.errors import UsageError
 from kcprpc.state.interest import Interest
 from kcprpc.state.service import StateService
-from kcprpc.state.sync import DEFAULT_MAX_PARTS, DEFAULT_PART_SIZE, InterestFn, StateSync
+from kcprpc.state.sync import (
+    DEFAULT_MAX_PARTS,
+    DEFAULT_PART_SIZE,
+    InterestFn,
+    StateSync,
+    check_name,
+    check_sync_settings,
+)
 
 DEFAULT_ROOM_NAME = "state:{room}"
 
@@ -45,6 +54,18 @@ class SyncSender:
         part_size: int = DEFAULT_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
+        # checked here: a wrong value failed the first join of every room
+        try:
+            check_name("SyncSender", name.format(room="r"))
+        except (AttributeError, LookupError, ValueError):
+            raise UsageError(
+                f'SyncSender: name must be a str, a template of {{room}} ("state:{{room}}"), not {shown(name)}'
+            ) from None
+        check_sync_settings("SyncSender", max_baselines, groups, part_size, max_parts)
+        if interest is not None and not callable(interest):
+            raise UsageError(
+                f"SyncSender: interest must be a function (room, member) -> filter, or None, not {shown(interest)}"
+            )
         self.model = model
         self.states = states
         self.name = name

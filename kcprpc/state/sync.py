@@ -28,6 +28,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from kcp.fieldcheck import check_count, is_int, shown
 from kcp.logutil import RateLimitedLog
 from kcprpc import codec
 from kcprpc.codec import encode_frame, encode_frame_raw
@@ -51,6 +52,31 @@ SNAPSHOT_RESEND: Final = 4  # ticks between snapshots of a group while none is a
 
 DEFAULT_NAME: Final = "kcprpc.state"
 MAX_NAME: Final = 128
+
+
+def check_name(owner: str, name: object) -> str:
+    """``name`` if it names a sync (a str of 1 to :data:`MAX_NAME` characters: what a client's
+    ``kcprpc.State/Ack`` may carry), else a :class:`UsageError` naming ``owner``."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+        raise UsageError(f"{owner}: name must be a str of 1 to {MAX_NAME} characters, not {shown(name)}")
+    return name
+
+
+def check_sync_settings(
+    owner: str, max_baselines: object, groups: object, part_size: object, max_parts: object
+) -> None:
+    """A :class:`UsageError` naming ``owner`` and the parameter for a :class:`StateSync` setting
+    out of its range (a :class:`~kcprpc.state.SyncSender` checks its own when it is made, not
+    at the first join)."""
+    check_count(max_baselines, f"{owner}: max_baselines", UsageError, 1)
+    check_count(part_size, f"{owner}: part_size (bytes)", UsageError, 64)
+    check_count(max_parts, f"{owner}: max_parts", UsageError, 1)
+    # (typed object: a wrong type is this error, not a TypeError, in a compiled build too)
+    if groups != "auto" and not (is_int(groups) and 1 <= groups <= MAX_GROUPS):
+        raise UsageError(
+            f'{owner}: groups must be "auto" or an int from 1 to {MAX_GROUPS}, not {shown(groups)}'
+        )
+
 
 STATE_COUNTERS: Final = (
     "snapshots",  # snapshot messages made (a client with no acknowledged baseline)
@@ -166,17 +192,8 @@ class StateSync(Generic[M]):
         part_size: int = DEFAULT_PART_SIZE,
         max_parts: int = DEFAULT_MAX_PARTS,
     ) -> None:
-        if not name or len(name) > MAX_NAME:
-            raise UsageError(f"state sync name must have 1 to {MAX_NAME} characters")
-        if max_baselines < 1:
-            raise UsageError("max_baselines must be at least 1")
-        if part_size < 64:
-            raise UsageError("part_size must be at least 64 bytes")
-        if max_parts < 1:
-            raise UsageError("max_parts must be at least 1")
-        given: object = groups  # as given: compiled, a str that mypy narrowed to int would be cast
-        if given != "auto" and type(given) is not int:
-            raise UsageError(f'groups must be "auto" or an int from 1 to {MAX_GROUPS}, not {groups!r}')
+        check_name("StateSync", name)
+        check_sync_settings("StateSync", max_baselines, groups, part_size, max_parts)
         self.max_parts = max_parts
         self.schema = Schema(model)
         self.auto = groups == "auto"

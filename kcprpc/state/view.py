@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from kcp.fieldcheck import check_count
 from kcprpc.errors import UsageError
 from kcprpc.state.delta import ADD, CHANGE, FIELD, REMOVE, BadDelta, Budget, apply, full, walk
 from kcprpc.state.groups import MAX_GROUPS, Groups
 from kcprpc.state.schema import LIST, MAP, MODEL, Node, Schema
 from kcprpc.state.service import StateAck, StateService
-from kcprpc.state.sync import DEFAULT_NAME, DELTA, PARTS, SNAPSHOT
+from kcprpc.state.sync import DEFAULT_NAME, DELTA, PARTS, SNAPSHOT, check_name
 
 if TYPE_CHECKING:
     from kcprpc.client import Client
@@ -128,8 +129,10 @@ class StateView(Generic[M]):
         max_entities: int = 10_000,
         max_nodes: int = 200_000,
     ) -> None:
-        if max_baselines < 1 or max_entities < 1 or max_nodes < 1:
-            raise UsageError("max_baselines, max_entities and max_nodes must be at least 1")
+        check_name("StateView", name)
+        check_count(max_baselines, "StateView: max_baselines", UsageError, 1)
+        check_count(max_entities, "StateView: max_entities", UsageError, 1)
+        check_count(max_nodes, "StateView: max_nodes", UsageError, 1)
         self.schema = Schema(model)
         self.name = name
         self.max_baselines = max_baselines

@@ -249,3 +249,269 @@ def test_the_other_config_objects_check_their_fields_too() -> None:
 
     assert WebSocketOptions(origins="https://a.example").origins == ("https://a.example",)
     assert LaneConfig(lanes=list(DEFAULT_LANES)).lane("state").name == "state"
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"half_open_timeout_ms": 0}, "SecureConfig.half_open_timeout_ms must be >= 1, not 0"),
+        ({"cookie_rotate_ms": -5}, "SecureConfig.cookie_rotate_ms must be >= 1, not -5"),
+        ({"retry_rate": -1}, "SecureConfig.retry_rate must be >= 0"),
+        ({"replay_cache": -1}, "SecureConfig.replay_cache must be >= 1"),
+        ({"reset_rate": -1}, "SecureConfig.reset_rate must be >= 0 (0: no stateless resets), not -1"),
+        ({"path_probe_interval_ms": 0}, "SecureConfig.path_probe_interval_ms must be >= 1, not 0"),
+        ({"path_probe_attempts": 0}, "SecureConfig.path_probe_attempts must be >= 1, not 0"),
+        ({"amplification_factor": -1}, "SecureConfig.amplification_factor must be >= 0"),
+        # these two were refused as "half-open limits" and "rekey limits", naming no field
+        ({"max_half_open": 0}, "SecureConfig.max_half_open must be >= 1, not 0"),
+        ({"key_grace_ms": -1}, "SecureConfig.key_grace_ms must be >= 0, not -1"),
+        ({"handshake_retry_max_ms": 0}, "SecureConfig.handshake_retry_max_ms must be >= 1, not 0"),
+        ({"max_window": 70000}, "SecureConfig.max_window must be 1..65535, not 70000"),
+    ],
+)
+def test_secure_config_numbers_are_checked_by_name(knobs: dict[str, Any], message: str) -> None:
+    """A negative or zero timer or budget of SecureConfig was taken (a half-open timeout of 0
+    expired every handshake, a negative replay_cache raised KeyError at the first initiation,
+    path_probe_interval_ms=0 sent every probe at once and gave the new path up), and two messages
+    named no field."""
+    from kcp.secure import SecureConfig, SecureUsageError
+
+    with pytest.raises(SecureUsageError) as e:
+        SecureConfig(**knobs)
+    assert message in str(e.value)
+
+
+def test_secure_config_zero_where_zero_means_something() -> None:
+    from kcp.secure import SecureConfig
+
+    SecureConfig(
+        retry_rate=0, retry_threshold=0, reset_rate=0, hint_rate=0, amplification_factor=0, key_grace_ms=0
+    )
+
+
+def test_state_sync_and_view_arguments_are_checked_where_given() -> None:
+    """``StateSync(M, 5)`` raised "object of type 'int' has no len()", ``max_baselines="x"`` a
+    comparison TypeError; ``max_baselines=1.5``, NaN or True, ``part_size=100.5`` were taken;
+    ``StateView`` took any name (5, "", 300 characters: its acks then failed) and NaN bounds;
+    ``SyncSender`` took all of them and failed the first join of every room."""
+    from pydantic import BaseModel
+
+    from kcprpc.state import StateService, StateSync, StateView, SyncSender
+
+    class Model(BaseModel):
+        x: int = 0
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: StateSync(Model, 5), "StateSync: name must be a str of 1 to 128 characters, not 5"),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines="x"),
+            "StateSync: max_baselines must be an int >= 1, not 'x'",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines=1.5),
+            "StateSync: max_baselines must be an int >= 1, not 1.5",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, max_baselines=True),
+            "StateSync: max_baselines must be an int >= 1, not True",
+        ),
+        (lambda: StateSync(Model, part_size=100.5), "StateSync: part_size (bytes) must be an int >= 64"),  # type: ignore[arg-type]
+        (lambda: StateSync(Model, max_parts=NAN), "StateSync: max_parts must be an int >= 1, not nan"),  # type: ignore[arg-type]
+        (
+            lambda: StateSync(Model, groups=0),
+            'StateSync: groups must be "auto" or an int from 1 to 256, not 0',
+        ),
+        (lambda: StateView(Model, 5), "StateView: name must be a str of 1 to 128 characters, not 5"),  # type: ignore[arg-type]
+        (lambda: StateView(Model, ""), "StateView: name must be a str of 1 to 128 characters, not ''"),
+        (
+            lambda: StateView(Model, "n" * 200),
+            "StateView: name must be a str of 1 to 128 characters, not 'nnn",
+        ),
+        (
+            lambda: StateView(Model, max_baselines="x"),
+            "StateView: max_baselines must be an int >= 1, not 'x'",
+        ),  # type: ignore[arg-type]
+        (lambda: StateView(Model, max_entities=NAN), "StateView: max_entities must be an int >= 1, not nan"),  # type: ignore[arg-type]
+        (lambda: StateView(Model, max_nodes=0), "StateView: max_nodes must be an int >= 1, not 0"),
+        (
+            lambda: SyncSender(Model, StateService(), name=5),
+            "SyncSender: name must be a str, a template of {room}",
+        ),  # type: ignore[arg-type]
+        (lambda: SyncSender(Model, StateService(), name="{x}"), "SyncSender: name must be a str, a template"),
+        (
+            lambda: SyncSender(Model, StateService(), max_baselines=0),
+            "SyncSender: max_baselines must be an int >= 1",
+        ),
+        (lambda: SyncSender(Model, StateService(), interest=5), "SyncSender: interest must be a function"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    StateSync(Model, "s", max_baselines=1, part_size=64, max_parts=1, groups=3)
+    StateView(Model, "s", max_baselines=1, max_entities=1, max_nodes=1)
+    SyncSender(Model, StateService(), name="game:{room}", groups="auto")
+
+
+def test_room_registry_arguments_are_checked_where_given() -> None:
+    """``RoomRegistry(5)`` was taken and failed every first join (``int`` is not callable);
+    ``max_name_length=0`` refused every room name, ``"x"`` raised a comparison TypeError at the
+    first join; ``max_rooms=1.5``, ``create_burst=2.5`` and ``sender=5`` were taken."""
+    from kcprpc.tick_room import RoomRegistry, TickRoom
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: RoomRegistry(5), "RoomRegistry: factory must make a room from its name"),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(None), "RoomRegistry: factory must make a room from its name"),  # type: ignore[arg-type]
+        (
+            lambda: RoomRegistry(TickRoom, max_name_length=0),
+            "RoomRegistry: max_name_length must be an int >= 1, not 0",
+        ),
+        (
+            lambda: RoomRegistry(TickRoom, max_name_length="x"),
+            "RoomRegistry: max_name_length must be an int >= 1",
+        ),  # type: ignore[arg-type]
+        (
+            lambda: RoomRegistry(TickRoom, max_rooms=1.5),
+            "RoomRegistry: max_rooms must be an int >= 1, not 1.5",
+        ),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(TickRoom, create_burst=2.5), "RoomRegistry: create_burst must be an int >= 1"),  # type: ignore[arg-type]
+        (lambda: RoomRegistry(TickRoom, create_rate=NAN), "RoomRegistry: create_rate must be a number > 0"),
+        (
+            lambda: RoomRegistry(TickRoom, sender=5),
+            "RoomRegistry: sender must be a function server -> StateSender",
+        ),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    RoomRegistry(lambda name: TickRoom(name), max_name_length=1, sender=None)
+
+
+async def test_broker_history_settings_are_checked_where_given() -> None:
+    """``MemoryBroker(history="x")`` (and Redis's, NATS's) raised "'<' not supported", 1.5 and
+    True were taken; ``policies=5``, ``{"room:*": 5}`` or a str were taken and raised an
+    AttributeError at the first publish of a key (a policy function returning something else
+    too)."""
+    from kcprpc.broker import HistoryPolicy, MemoryBroker
+    from kcprpc.nats_broker import NatsBroker
+    from kcprpc.redis_broker import RedisBroker
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (lambda: MemoryBroker(history="x"), "MemoryBroker: history must be an int >= 0, not 'x'"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(history=1.5), "MemoryBroker: history must be an int >= 0, not 1.5"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(history_ttl="x"), "MemoryBroker: history_ttl must be a number of seconds > 0"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(policies=5), "MemoryBroker: policies must be a mapping of key patterns"),  # type: ignore[arg-type]
+        (lambda: MemoryBroker(policies="room:*"), "MemoryBroker: policies must be a mapping"),  # type: ignore[arg-type]
+        (
+            lambda: MemoryBroker(policies={"room:*": 5}),  # type: ignore[dict-item]
+            "MemoryBroker: policies maps key patterns (str) to HistoryPolicy, not 'room:*' to 5",
+        ),
+        (lambda: RedisBroker(history="x"), "RedisBroker: history must be an int >= 0, not 'x'"),  # type: ignore[arg-type]
+        (lambda: RedisBroker(policies={"a": {"size": 5}}), "RedisBroker: policies maps key patterns"),  # type: ignore[dict-item]
+        (lambda: NatsBroker(history=-1), "NatsBroker: history must be an int >= 0, not -1"),
+        (lambda: NatsBroker(policies=[HistoryPolicy()]), "NatsBroker: policies must be a mapping"),  # type: ignore[arg-type]
+        (lambda: HistoryPolicy(size="x"), "HistoryPolicy.size must be an int, not 'x'"),  # type: ignore[arg-type]
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+    broker = MemoryBroker(policies=lambda key: 5)  # type: ignore[arg-type,return-value]
+    with pytest.raises(UsageError, match=r"policies\('room:a'\) returned 5, not a HistoryPolicy"):
+        await broker.publish("room:a", "Ev", b"x")
+    small = MemoryBroker(history=0, history_ttl=2, policies={"room:*": HistoryPolicy(size=1)})
+    await small.publish("room:a", "Ev", b"x")
+
+
+def test_service_definition_mistakes_are_named() -> None:
+    """``@kcprpc.rpc`` (bare or called) said "'_Rpc' object is not callable"; ``@rpc.unary("join")``
+    raised an AttributeError of str; a decorated method named ``_join`` was left out of the
+    service without a word; ``events=[1]``, ``events=Model`` or ``topics={"t": [1]}`` were kept
+    (or raised "object is not iterable") and failed only when the interface document was made.
+    A plain ``def`` is a helper and stays one; a decorated one was already refused."""
+    from pydantic import BaseModel
+
+    from kcprpc import rpc
+
+    class Ev(BaseModel):
+        x: int = 0
+
+    def bare_rpc() -> None:
+        class A(kcprpc.Service):
+            @kcprpc.rpc  # type: ignore[operator]
+            async def join(self) -> int:
+                return 1
+
+    def called_rpc() -> None:
+        class A(kcprpc.Service):
+            @kcprpc.rpc()  # type: ignore[operator]
+            async def join(self) -> int:
+                return 1
+
+    def positional_name() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary("join")  # type: ignore[call-overload]
+            async def f(self) -> int:
+                return 1
+
+    def private() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary(name="join")
+            async def _join(self) -> int:
+                return 1
+
+    def sync() -> None:
+        class A(kcprpc.Service):
+            @rpc.unary  # type: ignore[type-var]
+            def join(self) -> int:
+                return 1
+
+    def events(value: Any) -> Callable[[], None]:
+        def make() -> None:
+            class A(kcprpc.Service, events=value):
+                async def f(self) -> int:
+                    return 1
+
+        return make
+
+    def topics(value: Any) -> Callable[[], None]:
+        def make() -> None:
+            class A(kcprpc.Service, topics=value):
+                async def f(self) -> int:
+                    return 1
+
+        return make
+
+    cases: list[tuple[Callable[[], Any], str]] = [
+        (
+            bare_rpc,
+            "@kcprpc.rpc on test_service_definition_mistakes_are_named.<locals>.bare_rpc.<locals>.A.join:",
+        ),
+        (called_rpc, "rpc is the namespace of the method decorators, not one: use @rpc.method"),
+        (positional_name, "its wire name is a keyword: @kcprpc.rpc.unary(name='join')"),
+        (private, "A._join: a method whose name starts with '_' is not served"),
+        (sync, "A.join: RPC methods must be 'async def'"),
+        (events([1]), "A: events holds 1, which is not an event type"),
+        (events([dict]), "A: events holds <class 'dict'>, which is not an event type"),
+        (events(Ev), "A: events must be a list of event types, not <class"),
+        (topics({"t": [1]}), "A: topics['t'] holds 1, which is not an event type"),
+        (topics(5), "A: topics must be a mapping of topic templates"),
+    ]
+    for make, message in cases:
+        with pytest.raises(UsageError) as e:
+            make()
+        assert message in str(e.value)
+
+    class Fine(kcprpc.Service, events=[Ev], topics={"t:{x}": [Ev]}):
+        def helper(self) -> int:  # a plain def: not served, not an error
+            return 1
+
+        async def _private_helper(self) -> int:
+            return 1
+
+        async def join(self) -> int:
+            return self.helper()
+
+    assert list(kcprpc.service_spec(Fine).methods) == ["join"]
+    assert Fine.__rpc_events__ == (Ev,) and Fine.__rpc_topics__ == {"t:{x}": (Ev,)}

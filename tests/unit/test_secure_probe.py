@@ -74,6 +74,6 @@ def test_pmtud_knobs_are_validated() -> None:
         SecureConfig(pmtud_max=4000)
     with pytest.raises(SecureUsageError, match="pmtud_base"):
         SecureConfig(pmtud_base=1500, pmtud_max=1472)
-    with pytest.raises(SecureUsageError, match="pmtud timers"):
+    with pytest.raises(SecureUsageError, match="pmtud_probe_timeout_ms must be >= 1"):
         SecureConfig(pmtud_probe_timeout_ms=0)
     assert SecureConfig().pmtud and SecureConfig().pmtud_max == 1472
