@@ -197,10 +197,12 @@ class Lifecycle:
                 self._subscriptions.handle(
                     Event("kcprpc.SessionExpired", expired.model_dump(), None, None, None)
                 )
+        resumed = resume is not None and welcome.resumed is True
+        # what came before the WELCOME (replays, the session's own events), after SessionExpired
+        # and before the recovery reports
+        link.release_held(resume["last"] if resume is not None and resumed else 0)
         if restore or resume is not None:
             self._subscriptions.restored(welcome.restored)
-        resumed = resume is not None and welcome.resumed is True
-        link.release_numbered(resume["last"] if resume is not None and resumed else 0)
         if resumed and welcome.direct is not None and any(welcome.direct):  # replayed or missed some
             self._subscriptions.direct_recovered(welcome.direct, link.last_direct)
         link.tasks.append(link.loop.create_task(link.read_datagrams()))

@@ -108,9 +108,11 @@ class Link:
         self._ping_bytes = 0
         self.tasks: list[asyncio.Task[Any]] = []
         self.parking = ParkingLot(conn.max_paused_streams, INBOX_LIMIT)
-        # numbered direct events (kcprpc.direct_events): held until the client knows which session
-        # they are of (its WELCOME handled: release_numbered), then handled and acknowledged
-        self._numbered_held: list[NumberedEvent] | None = []
+        # pushed events that come before the WELCOME (replays, the session's own events) are held
+        # until it was handled (release_held): only then does the client know which session they
+        # are of, so a new session's events follow the news that the old one is gone; numbered
+        # direct events (kcprpc.direct_events) are then handled and acknowledged
+        self._held: list[Event | NumberedEvent] | None = []
         self.last_direct = 0
         """The number of the last numbered direct event handled for the session (0: none)."""
         self._unacked = 0
@@ -131,7 +133,7 @@ class Link:
             Trailed: self._trailed,
             HeadersReceived: self._headers,
             CallAborted: self._aborted,
-            Event: hooks.on_event,  # a reliable push: on_event(event), unreliable=False
+            Event: self._event,  # a reliable push: on_event(event), unreliable=False
             NumberedEvent: self._numbered,
             PongReceived: self._pong,
             RoomChanged: self._room,
@@ -193,8 +195,15 @@ class Link:
         call: ClientCall = ev.handle
         call.abort(ev.error, ev.cancel)
 
+    def _event(self, ev: Event) -> None:
+        held = self._held
+        if held is not None:
+            held.append(ev)
+            return
+        self.hooks.on_event(ev)
+
     def _numbered(self, ev: NumberedEvent) -> None:
-        held = self._numbered_held
+        held = self._held
         if held is not None:
             held.append(ev)
             return
@@ -206,14 +215,17 @@ class Link:
         elif self._ack_timer is None:
             self._ack_timer = self.loop.call_later(ACK_DELAY, self.send_ack)
 
-    def release_numbered(self, last: int) -> None:
-        """The WELCOME was handled: ``last`` is the number of the last direct event handled for
-        its session (the claim's on a resume, 0 for a new session); handle the numbered events
-        held until now, in order."""
-        held, self._numbered_held = self._numbered_held, None
+    def release_held(self, last: int) -> None:
+        """The WELCOME was handled: handle the events held until now, in order. ``last``: the
+        number of the last direct event handled for its session (the claim's on a resume, 0 for a
+        new session)."""
+        held, self._held = self._held, None
         self.last_direct = last
         for ev in held or ():
-            self._numbered(ev)
+            if type(ev) is NumberedEvent:
+                self._numbered(ev)
+            else:
+                self.hooks.on_event(ev)
 
     def send_ack(self) -> None:
         """Acknowledge the numbered direct events handled so far (an EVENT_ACK frame)."""

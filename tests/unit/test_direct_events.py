@@ -302,3 +302,39 @@ async def test_what_a_client_has_not_acknowledged_counts_in_its_send_backlog() -
         p.client.lifecycle.link.send_ack()
         await p.client.health()
         assert s.held_for_client() == 0
+
+
+async def test_after_a_failed_resume_the_restores_presence_event_follows_session_expired() -> None:
+    """A resume that fails (the session is gone) goes on with a fresh session whose ``on_restore``
+    joins the room again: its presence ``Joined`` reached the client before the WELCOME, so before
+    the client's ``SessionExpired`` (a newcomer audit). Every event before the WELCOME is now
+    handled once it was read."""
+    hooks = Hooks()
+    sessions: list[kcprpc.ServerSession] = []
+    cfg = ServerConfig(presence=kcprpc.PresenceConfig(events=["room:arena"]))
+
+    def on_restore(session: kcprpc.ServerSession, rooms: list[str], topics: list[str]) -> None:
+        for room in rooms:
+            session.join(room)
+
+    async with pair(
+        [Demo()],
+        client_config=FAST,
+        server_config=cfg,
+        on_restore=on_restore,
+        **hooks.kwargs(on_connect=sessions.append),
+    ) as p:
+        from test_rpc_support import Req
+
+        await p.client.stub(Demo, timeout=TIMEOUT).join(Req(name="arena"))
+        seen: list[str] = []
+        p.client.on(kcprpc.Joined, lambda e: seen.append("joined"))
+        p.client.on(kcprpc.SessionExpired, lambda e: seen.append("expired"))
+
+        async def gone() -> None:
+            await hooks.wait_for("on_detach", sessions[0].id)
+            await sessions[0].close()
+
+        await reconnect_after(p, gone)
+        await p.client.health()
+        assert seen == ["expired", "joined"] and p.client.rooms == {"arena"}

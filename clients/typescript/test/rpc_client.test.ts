@@ -93,6 +93,11 @@ class FakeServer {
           if (!welcome.resumed) welcome.resume_error = "session expired";
           welcome.restored = { rooms: ["r1"], topics: [], recovery: { "room:r1": [true, 1, 0, [1, 6]] } };
           this.send(s, T.EVENT, 0, ["Chat", { text: "replayed" }, "room:r1", 6, 1, 1]);
+          // the session's own event, before the WELCOME: number 1 of a new session if the resume failed
+          if (!welcome.resumed) {
+            this.send(s, T.EVENT, 0, ["Hi", "joined", "room:r1", null, null]); // unnumbered (a presence event)
+            this.send(s, T.EVENT, 1, ["Hi", "fresh", null, null, null]);
+          }
         }
         if (this.opts.holdWelcome) void this.opts.holdWelcome.then(() => this.send(s, T.WELCOME, 0, welcome));
         else this.send(s, T.WELCOME, 0, welcome);
@@ -373,6 +378,10 @@ test("a resume the server refuses raises kcprpc.SessionExpired; the session goes
   await client.waitConnected(3000);
   assert.equal(client.sessionId, "s2");
   assert.deepEqual(events.find(([n]) => n === "kcprpc.SessionExpired")?.[1], { session_id: "s1", reason: "session expired" });
+  // what came before the WELCOME follows the news that the old session is gone
+  const at = (name: string, payload?: unknown): number => events.findIndex(([n, p]) => n === name && (payload === undefined || p === payload));
+  const expired = at("kcprpc.SessionExpired");
+  assert.ok(expired >= 0 && expired < at("Hi", "joined") && at("Hi", "joined") < at("Hi", "fresh"), events.map(([n]) => n).join(","));
   await client.close();
 });
 

@@ -325,9 +325,11 @@ class Link {
   readonly budget: FrameBudget;
   private readonly watched = new Set<PartialReader>();
   private partialTimer: ReturnType<typeof setTimeout> | null = null;
-  // numbered direct events (docs/wire-format/rpc.md, "Numbered direct events"): held until the
-  // WELCOME was handled (the client then knows which session they are of), then acknowledged
-  private numberedHeld: Array<[number, unknown]> | null = [];
+  // pushed events that come before the WELCOME (replays, the session's own events) are held until
+  // it was handled (the client then knows which session they are of: a new session's events
+  // follow the news that the old one is gone); numbered direct events (docs/wire-format/rpc.md,
+  // "Numbered direct events", number > 0) are then acknowledged
+  private held: Array<[number, unknown]> | null = [];
   /** The number of the last numbered direct event handled for the session (0: none). */
   lastDirect = 0;
   private unacked = 0;
@@ -510,7 +512,8 @@ class Link {
     }
     switch (type) {
       case T.EVENT:
-        this.client.handleEvent(body, false);
+        if (this.held) this.held.push([0, body]);
+        else this.client.handleEvent(body, false);
         return;
       case T.PING:
         if (Array.isArray(body) && body.length) {
@@ -558,8 +561,8 @@ class Link {
   }
 
   private numbered(n: number, body: unknown): void {
-    if (this.numberedHeld) {
-      this.numberedHeld.push([n, body]);
+    if (this.held) {
+      this.held.push([n, body]);
       return;
     }
     this.client.handleEvent(body, false);
@@ -572,12 +575,15 @@ class Link {
     }
   }
 
-  /** @internal the WELCOME was handled: `last` is the number of the last direct event handled for its session (the claim's on a resume, 0 for a new session); handle those held until now, in order */
-  releaseNumbered(last: number): void {
-    const held = this.numberedHeld ?? [];
-    this.numberedHeld = null;
+  /** @internal the WELCOME was handled: handle the events held until now, in order (`last`: the number of the last direct event handled for its session, the claim's on a resume, 0 for a new session) */
+  releaseHeld(last: number): void {
+    const held = this.held ?? [];
+    this.held = null;
     this.lastDirect = last;
-    for (const [n, body] of held) this.numbered(n, body);
+    for (const [n, body] of held) {
+      if (n) this.numbered(n, body);
+      else this.client.handleEvent(body, false);
+    }
   }
 
   /** @internal acknowledge the numbered direct events handled so far (an EVENT_ACK frame) */
@@ -929,9 +935,10 @@ export class Client implements RpcChannel {
         this.local("kcprpc.SessionExpired", { session_id: previous.sid, reason });
       }
     }
-    if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
     const resumed = resume !== null && body.resumed === true;
-    link.releaseNumbered(resumed && resume ? resume.last : 0);
+    // what came before the WELCOME (replays, the session's own events): after SessionExpired, before the recovery reports
+    link.releaseHeld(resumed && resume ? resume.last : 0);
+    if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
     const direct = body.direct;
     if (resumed && Array.isArray(direct) && direct.length === 2 && direct.every((x) => isInt(x) && x >= 0) && (direct[0] || direct[1])) {
       // its numbered direct events sent again, and those the server no longer had
