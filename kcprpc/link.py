@@ -222,7 +222,7 @@ class Link:
         held, self._held = self._held, None
         self.last_direct = last
         for ev in held or ():
-            if type(ev) is NumberedEvent:
+            if isinstance(ev, NumberedEvent):
                 self._numbered(ev)
             else:
                 self.hooks.on_event(ev)
