@@ -31,6 +31,7 @@ __all__ = [
     "ENTRY_COST",
     "SESSION_KEY",
     "DirectRing",
+    "advance",
     "after",
     "distance",
     "next_number",
@@ -72,6 +73,11 @@ def distance(a: int, b: int) -> int:
     """How many numbers come after ``b`` up to ``a`` included (``a`` after ``b``; 0 is skipped)."""
     d = (a - b) & MASK
     return d - 1 if a < b else d
+
+
+def advance(n: int, k: int) -> int:
+    """The number ``k`` numbers after ``n`` (0: before the first)."""
+    return ((n - 1 + k) % MASK) + 1 if k else n
 
 
 def numbered(frame: bytes, n: int) -> bytes:
@@ -141,11 +147,15 @@ class DirectRing:
             popleft()
             freed += len(frame) + ENTRY_COST
         self.bytes -= freed
+        f = self.forgotten
+        if f and not after(f, n):  # the client handled past it: never to be reported
+            self.forgotten = 0
 
     def resume(self, last: int) -> tuple[list[bytes], int, int]:
         """The client resumes, having handled every number up to ``last`` (0: none): the frames
         to send first (the numbered ones after ``last``, and the held ones, in order), how many
-        numbered ones those are, and how many after ``last`` were forgotten."""
+        numbered ones those are, and how many after ``last`` were forgotten (reported once: the
+        client then counts them as handled, its last number moved on by as many)."""
         out: list[bytes] = []
         kept: deque[tuple[int, bytes]] = deque()
         replayed = 0
@@ -162,6 +172,7 @@ class DirectRing:
         self.bytes = size
         f = self.forgotten
         missed = distance(f, last) if f and after(f, last) else 0
+        self.forgotten = 0  # reported once: the client counts them as handled (advance)
         self.stats["direct_replayed"] += replayed
         self.stats["direct_missed"] += missed
         return out, replayed, missed

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kcprpc.client_config import ClientConfig
+from kcprpc.direct_events import advance
 from kcprpc.errors import RpcError, UsageError, no_answer
 from kcprpc.heartbeat import ReconnectPolicy
 from kcprpc.link import Link, LinkHooks
@@ -200,7 +201,10 @@ class Lifecycle:
         resumed = resume is not None and welcome.resumed is True
         # what came before the WELCOME (replays, the session's own events), after SessionExpired
         # and before the recovery reports
-        link.release_held(resume["last"] if resume is not None and resumed else 0)
+        last = resume["last"] if resume is not None and resumed else 0
+        if resumed and welcome.direct is not None:  # the missed ones follow last: told once, then passed
+            last = advance(last, welcome.direct[1])
+        link.release_held(last)
         if restore or resume is not None:
             self._subscriptions.restored(welcome.restored)
         if resumed and welcome.direct is not None and any(welcome.direct):  # replayed or missed some

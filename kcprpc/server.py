@@ -414,6 +414,8 @@ class Server:
         self._note_release(self.resumable.forget(s))  # a detached session's memory, handed back
         s.detached = False
         s.may_resume = False
+        s.direct = None  # what it kept for a resume
+        s.direct_report = None
         self.push.drop(s)
         self.sessions.discard(s)
         if conn is not None:
@@ -537,11 +539,12 @@ class Server:
             held.append((h, s))
         if s.backlog_probe is None:
             return 0
-        b = s.send_backlog = s.held_for_client()  # (its lanes' events too)
-        if b > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
+        b = s.send_backlog = s.held_for_client()  # (its lanes' and unacknowledged events too)
+        waits = b - s.direct_held  # what the client has yet to read (direct_held: to acknowledge)
+        if waits > s.send_limit:  # grown since its last check (which runs every 64 KiB written)
             s.end_slow_consumer(
                 "slow_consumers",
-                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
+                f"{waits} bytes unsent or unacknowledged, over max_send_backlog ({s.send_limit})",
             )
             return 0
         stall, progress = s.stall, s.progress_probe
@@ -549,11 +552,11 @@ class Server:
             stall is not None
             and progress is not None
             # nothing waits (an idle session): its progress need not be read
-            and stall.observe(now_ms, b, progress() if b > 0 else 0)
+            and stall.observe(now_ms, waits, progress() if waits > 0 else 0)
         ):
             s.end_slow_consumer(
                 "slow_consumers_stalled",
-                f"{b} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
+                f"{waits} bytes waited and none was consumed for {self.config.slow_consumer_timeout:g} s",
             )
             return 0
         return b

@@ -299,6 +299,8 @@ class ServerSession:
         if not self.numbered:
             self.send_frame(frame)
             return
+        if self.closed and not self.detached:  # gone: nothing is kept for it
+            return
         control = self.control
         if control is not None:
             ring = self.direct
@@ -398,21 +400,23 @@ class ServerSession:
         server = self.server
         delta = b - self.send_backlog
         self.send_backlog = b
-        if b > self.send_limit:
+        waits = b - self.direct_held  # (direct_held: read, and not acknowledged yet)
+        if waits > self.send_limit:
             server.backlog_changed(delta, shed=False)
             self.end_slow_consumer(
                 "slow_consumers",
-                f"{b} bytes unsent or unacknowledged, over max_send_backlog ({self.send_limit})",
+                f"{waits} bytes unsent or unacknowledged, over max_send_backlog ({self.send_limit})",
             )
         else:
             server.backlog_changed(delta)
 
     def held_for_client(self) -> int:
         """Bytes held for this client: what its transport holds unsent or unacknowledged, the
-        events waiting in its send lanes (each lane bounded per session), and the numbered direct
-        events it has not acknowledged (bounded by ``detached_send_buffer``; those the transport
-        still holds count twice). All of it counts against ``max_send_backlog`` and the
-        process-wide ``max_send_backlog_total``."""
+        events waiting in its send lanes (each lane bounded per session; both count against
+        ``max_send_backlog``), and the numbered direct events it has not acknowledged
+        (:attr:`direct_held`, bounded by ``detached_send_buffer`` instead: a client acknowledges
+        them only every second). All of it counts against the process-wide
+        ``max_send_backlog_total``."""
         probe = self.backlog_probe
         held = probe() if probe is not None else 0
         lanes = self.lanes
@@ -420,6 +424,12 @@ class ServerSession:
             held += lanes.queued_bytes
         ring = self.direct
         return held + ring.bytes if ring is not None else held
+
+    @property
+    def direct_held(self) -> int:
+        """Bytes of numbered direct events kept until the client acknowledges them."""
+        ring = self.direct
+        return ring.bytes if ring is not None else 0
 
     def end_slow_consumer(self, counter: str, why: str) -> None:
         """End this session now because it does not read what it is sent: count it (``counter``),

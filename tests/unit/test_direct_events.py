@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_rpc_resume import FAST, TIMEOUT, Hooks, Raw, reconnect_after, served
+from test_rpc_resume import FAST, TIMEOUT, Blob, Hooks, Raw, reconnect_after, served
 from test_rpc_support import Demo, Tick
 
 import kcprpc
@@ -338,3 +338,177 @@ async def test_after_a_failed_resume_the_restores_presence_event_follows_session
         await reconnect_after(p, gone)
         await p.client.health()
         assert seen == ["expired", "joined"] and p.client.rooms == {"arena"}
+
+
+# -- found by a review of the feature (each failed before its fix)
+async def test_missed_events_are_reported_once_not_again_at_the_next_resume() -> None:
+    """The client is told it missed 1 event; the next resume (nothing new sent) tells it again."""
+    hooks = Hooks()
+    cfg = ServerConfig(detached_send_buffer=150)
+    async with pair([Demo()], server_config=cfg, client_config=FAST, **hooks.kwargs()) as p:
+        reports: list[kcprpc.Recovered] = []
+        p.client.on(kcprpc.Recovered, reports.append)
+        (sess,) = p.server.sessions
+
+        async def big_while_detached() -> None:
+            await hooks.wait_for("on_detach", sess.id)
+            sess.send(Blob(data=b"x" * 300))  # over the buffer alone: forgotten at once
+
+        await reconnect_after(p, big_while_detached)
+        await p.client.health()
+        assert [(r.key, r.replayed, r.missed) for r in reports] == [("session", 0, 1)]
+        await reconnect_after(
+            p, lambda: hooks.wait_for("on_detach", sess.id)
+        )  # lost again, nothing sent meanwhile
+        await p.client.health()
+        assert p.client.resumes == 2
+        # the client missed ONE event in total; it is told about it once
+        assert [(r.key, r.replayed, r.missed) for r in reports] == [("session", 0, 1)], reports
+        assert p.server.stats["direct_missed"] == 1
+
+
+def test_a_number_forgotten_long_ago_is_not_reported_missed_after_the_numbers_move_on() -> None:
+    """``DirectRing.forgotten`` is never cleared: once the numbers moved on by 2**31 (serial
+    arithmetic), an old forgotten number reads as 'after' the client's last again."""
+    stats = dict.fromkeys(("direct_replayed", "direct_forgotten", "direct_missed"), 0)
+    ring = DirectRing(stats)
+    ev = c.encode_frame(c.EVENT, 0, ["tick", {"n": 0}, None, None, None])
+    ring.number(ev)
+    ring.trim(0)  # number 1 forgotten (say, a burst past the buffer long ago; the client got it)
+    assert ring.forgotten == 1
+    ring.number(ev)
+    ring.ack(2)  # the client handled 2 (and acks on and on, as it does)
+    ring.next = 1 + (1 << 31) + 5  # ... and the session went on for 2**31 more events, all handled
+    n = ring.next
+    ring.number(ev)
+    ring.ack(n)
+    _, replayed, missed = ring.resume(n)  # the client handled everything
+    assert (replayed, missed) == (0, 0), missed
+
+
+async def test_a_gone_session_keeps_no_ring_and_numbers_nothing_more() -> None:
+    """A session gone for good (the client closed) still holds its unacknowledged events, and
+    session.send() to it keeps numbering and keeping frames (up to detached_send_buffer)."""
+    hooks = Hooks()
+    async with pair([Demo()], client_config=FAST, **hooks.kwargs()) as p:
+        (sess,) = p.server.sessions
+        for n in range(5):
+            sess.send(Tick(n=n))
+        await p.client.health()
+        await p.client.close()
+        await hooks.wait_for("on_disconnect", sess.id)
+        before = sess.direct.bytes if sess.direct is not None else 0
+        for _ in range(1000):
+            sess.send(Blob(data=b"x" * 100))  # an app sending to a player that just left
+        after = sess.direct.bytes if sess.direct is not None else 0
+        assert (before, after) == (0, 0), (before, after)
+
+
+async def test_takeover_with_direct_events_in_lanes_replays_everything_once_in_order() -> None:
+    from test_rpc_lanes import MANUAL, Backlog, Ent
+
+    hooks = Hooks()
+    server = await served(hooks, ServerConfig(lanes=MANUAL))
+    r1 = Raw(server)
+    w1 = await r1.hello(numbered=True)
+    (sess,) = server.sessions
+    sess.send(Tick(n=1))
+    sess.send(Tick(n=2))
+    sess.backlog_probe = Backlog(10**6)  # congested: the keyed ones wait in their lane
+    sess.send(Ent(id=7, x=1))
+    sess.send(Ent(id=7, x=2))  # replaces x=1
+    sess.send(Ent(id=8, x=3))
+    await r1.read_until(c.EVENT)
+    # the client thinks r1 lost (it is not: takeover); it had handled 1
+    r2 = Raw(server)
+    w2 = await r2.hello(numbered=True, resume={**r2.proof(w1), "last": 1})
+    assert w2["resumed"] is True
+    got = [(f[1], f[2][0], f[2][1]) for f in r2.frames if f[0] == c.EVENT]
+    assert got == [
+        (2, "tick", {"n": 2}),
+        (3, "test.Ent", {"id": 7, "x": 2}),
+        (4, "test.Ent", {"id": 8, "x": 3}),
+    ], got
+    assert w2["direct"] == [3, 0]
+    sess.send(Tick(n=5))
+    f = [x for x in (await _more(r2)) if x[0] == c.EVENT]
+    assert f[0][1] == 5
+    await server.shutdown(grace=0)
+
+
+async def _more(r: Raw) -> list[Any]:
+    data = await asyncio.wait_for(r.ctrl.read(65536), TIMEOUT)
+    return r.dec.feed(data)
+
+
+async def test_events_of_an_on_resume_whose_connection_was_lost_come_with_the_next_resume() -> None:
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def on_resume(session: kcprpc.ServerSession) -> None:
+        session.send(Tick(n=100))
+        entered.set()
+        await gate.wait()
+        session.send(Tick(n=101))
+
+    server = kcprpc.Server([Demo()], on_resume=on_resume)
+    r1 = Raw(server)
+    w1 = await r1.hello(numbered=True)
+    (sess,) = server.sessions
+    sess.send(Tick(n=1))
+    await r1.read_until(c.EVENT)
+    await r1.lose()
+    sess.send(Tick(n=2))
+    r2 = Raw(server)
+    await r2.send_hello(numbered=True, resume={**r2.proof(w1), "last": 1})
+    await asyncio.wait_for(entered.wait(), TIMEOUT)
+    await r2.client.close()
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.sleep(0.05)
+    entered.clear()
+    gate.clear()
+    r3 = Raw(server)
+    await r3.send_hello(numbered=True, resume={**r3.proof(w1), "last": 1})
+    await asyncio.wait_for(entered.wait(), TIMEOUT)
+    gate.set()
+    w3 = (await r3.read_until(c.WELCOME))[2]
+    assert w3["resumed"] is True, w3
+    got = [(f[1], f[2][1]["n"]) for f in r3.frames if f[0] == c.EVENT]
+    assert got == [(2, 2), (3, 100), (4, 101), (5, 100), (6, 101)], got
+    assert w3["direct"] == [5, 0]
+    await server.shutdown(grace=0)
+
+
+async def test_a_healthy_client_is_not_a_slow_consumer_for_events_it_has_not_acked_yet() -> None:
+    """max_send_backlog below detached_send_buffer (a valid config): the unacknowledged ring
+    (acked at most every 1 s / 32 events) counts in the backlog, and a client that reads
+    everything at once is ended as a slow consumer."""
+    cfg = ServerConfig(max_message_size=4096, max_send_backlog=16 * 1024)
+    async with pair([Demo()], link="mux", server_config=cfg, client_config=FAST) as p:
+        got: list[int] = []
+        p.client.on(Blob, lambda b: got.append(len(b.data)))
+        (sess,) = p.server.sessions
+        for _ in range(10):
+            for _ in range(3):
+                sess.send(Blob(data=b"x" * 1000))
+            await asyncio.sleep(0.02)  # the client reads each burst
+            sess.check_send()
+        await asyncio.sleep(0.1)
+        assert p.server.stats["slow_consumers"] == 0, (p.server.stats["slow_consumers"], len(got))
+
+
+async def test_unreliable_events_too_big_for_a_datagram_stay_unnumbered() -> None:
+    hooks = Hooks()
+    server = await served(hooks, ServerConfig(lanes=LaneConfig(interval=3600.0)))
+    r1 = Raw(server)
+    await r1.hello(numbered=True)
+    (sess,) = server.sessions
+    sess.send(Blob(data=b"x" * 5000), delivery="unreliable")
+    sess.send(Tick(n=1))
+    while len([f for f in r1.frames if f[0] == c.EVENT]) < 2:
+        r1.frames += await _more(r1)
+    ev = [(f[1], f[2][0]) for f in r1.frames if f[0] == c.EVENT]
+    assert ev == [(0, "test.resume.blob"), (1, "tick")], ev
+    assert sess.direct is not None and [n for n, _ in sess.direct.entries] == [1]
+    await server.shutdown(grace=0)

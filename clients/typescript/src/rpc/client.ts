@@ -937,7 +937,11 @@ export class Client implements RpcChannel {
     }
     const resumed = resume !== null && body.resumed === true;
     // what came before the WELCOME (replays, the session's own events): after SessionExpired, before the recovery reports
-    link.releaseHeld(resumed && resume ? resume.last : 0);
+    let last = resumed && resume ? resume.last : 0;
+    const missed = resumed && Array.isArray(body.direct) && isInt(body.direct[1]) ? body.direct[1] : 0;
+    // the missed ones follow last: told once (the Recovered below), then passed
+    if (missed > 0) last = ((last - 1 + missed) % 0xffffffff) + 1;
+    link.releaseHeld(last);
     if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
     const direct = body.direct;
     if (resumed && Array.isArray(direct) && direct.length === 2 && direct.every((x) => isInt(x) && x >= 0) && (direct[0] || direct[1])) {
