@@ -5,7 +5,14 @@ Layout (``P`` is ``prefix``, ``T`` a key's subject token: its UTF-8 bytes in unp
 
 * stream ``<PREFIX>_HISTORY`` keeps every numbered message under ``P.h.T``. Its description holds
   the broker's epoch (random, written when the stream is created): a stream that is recreated or
-  whose store was wiped gets a new epoch; a restart that keeps the store keeps it.
+  whose store was wiped gets a new epoch; a restart that keeps the store keeps it. Its
+  ``MaxBytes`` is ``max_history_bytes``: past it NATS discards the oldest messages of any key.
+* a key with no message left (new, or all of its messages discarded) numbers on above the
+  *floor*: the stream sequence of the first floor mark still kept (subject ``P.h.~floor``) minus
+  one. Discarding goes oldest first, so every message discarded is older than the mark, and a key
+  number is never above its message's stream sequence: the floor is above every number such a key
+  had. The stream's creator writes the first mark as its first message (floor 0: keys number from
+  1 until the bound first discards); when the mark is discarded, the next reader writes another.
 * one gap-free sequence per key, across processes: a message carries its key's sequence number
   in its body, and is published with ``Nats-Expected-Last-Subject-Sequence`` set to the stream
   sequence of the key's last message, so the stream stores it only if no other publisher got
@@ -34,7 +41,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import nats
 import nats.errors
@@ -86,9 +93,20 @@ NATS_COUNTERS = (
     "history_seeks",  # history reads of a short gap that searched where it starts
     "slow_consumer_drops",  # live messages nats-py dropped past its pending bound (then filled)
     "last_forgotten",  # keys' last numbers forgotten past LAST_KEYS (the next publish reads it again)
+    "history_evicted",  # messages NATS discarded past max_history_bytes (the stream's, as sampled: see below)
+    "history_bytes",  # a gauge: the bytes the history stream holds, as this process last sampled it
+    "history_floors",  # publishes on a key with no message left numbered on above the floor (not from 1)
 )
 """The counters of :meth:`NatsBroker.stats` (plus the gauges ``unavailable``, ``queued_bytes``,
-``reorder_bytes`` and ``subscriptions``)."""
+``reorder_bytes``, ``subscriptions`` and ``history_bytes``). ``history_evicted`` is sampled from
+the stream (at most every :data:`SAMPLE_EVERY` seconds while this process publishes): how far
+the stream's first sequence moved while the stream was full (7/8 of ``max_history_bytes`` or
+more), so every process sees the whole stream's (do not add them up), and a purge of the oldest
+messages down to a key's size while full counts too."""
+
+SAMPLE_EVERY = 1.0
+"""Seconds between two samples of the history stream's state (``history_bytes``,
+``history_evicted``) while this process publishes."""
 
 LAST_KEYS = 65536
 """Keys whose last number a :class:`NatsBroker` remembers for its publishes (the least recently
@@ -100,6 +118,9 @@ _STREAM_NOT_FOUND = 10059  # JSStreamNotFoundErr
 _SEEK_GAP = 64  # history(since) this close to the key's end ...
 _SEEK_ABOVE = 256  # ... of a key keeping more than this: seek the start instead of reading all
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+_EXPECTED_STREAM_LAST = "Nats-Expected-Last-Sequence"
+_NO_MESSAGE = 10037  # JSNoMessageFoundErr
+_FLOOR_TOKEN = "~floor"  # not base64url: no key's subject token
 _UNNUMBERED = "Kcprpc-Unnumbered"
 _DELIVERIES = (Delivery.RELIABLE, Delivery.UNRELIABLE)
 _EPOCH = re.compile(r"kcprpc epoch=(\d+)")
@@ -185,9 +206,15 @@ class NatsBroker(BrokerBase):
     request may take before the call fails with :class:`BrokerUnavailable`. ``reconnect_wait``:
     seconds between reconnection attempts. ``max_reorder_bytes``: live messages held back per key
     while a gap is filled; ``max_queued_bytes``: background operations (presence writes,
-    unnumbered messages) queued. ``now``: the wall clock history TTLs are measured on (the same on
-    every server); ``rng``: the source of a new epoch. ``options``: more keyword arguments for
-    ``nats.connect`` (credentials, TLS)."""
+    unnumbered messages) queued. ``max_history_bytes``: the history stream's ``MaxBytes``, every key
+    together (NATS discards the oldest messages of any key past it; a key with none left numbers on
+    above the floor, see the module doc; every server sharing the prefix must use the same).
+    ``now``: the wall clock history TTLs are measured on (the same on every server); ``rng``: the
+    source of a new epoch. ``options``: more keyword arguments for ``nats.connect`` (credentials,
+    TLS)."""
+
+    stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes"})
+    """The entries of :meth:`stats` that are gauges besides ``kcprpc.metrics.BROKER_GAUGES``."""
 
     def __init__(
         self,
@@ -204,6 +231,7 @@ class NatsBroker(BrokerBase):
         max_queued_bytes: int = 1 << 20,
         max_fetch_bytes: int = 16 << 20,
         max_conflicts: int = 1000,
+        max_history_bytes: int = 256 << 20,
         now: Callable[[], float] = time.time,
         rng: Callable[[int], bytes] = os.urandom,
         options: Mapping[str, Any] | None = None,
@@ -216,6 +244,12 @@ class NatsBroker(BrokerBase):
             raise UsageError(
                 "NatsBroker: max_reorder_bytes, max_queued_bytes, max_fetch_bytes and max_conflicts must be positive"
             )
+        if (
+            isinstance(max_history_bytes, bool)
+            or not isinstance(max_history_bytes, int)
+            or max_history_bytes <= 0
+        ):
+            raise UsageError(f"NatsBroker: max_history_bytes must be an int > 0, not {max_history_bytes!r}")
         self.url = check_urls(url, ("nats", "tls", "ws", "wss"), "NatsBroker")
         self.prefix = prefix
         base = prefix.upper().replace("-", "_")
@@ -229,6 +263,10 @@ class NatsBroker(BrokerBase):
         self.max_queued_bytes = max_queued_bytes
         self.max_fetch_bytes = max_fetch_bytes
         self.max_conflicts = max_conflicts
+        self.max_history_bytes = max_history_bytes
+        self._floor_subject = f"{prefix}.h.{_FLOOR_TOKEN}"
+        self._sampled = -SAMPLE_EVERY  # time.monotonic() of the last sample of the stream's state
+        self._first_seq: int | None = None  # the stream's first sequence at that sample
         self._now = now
         self._rng = rng
         self._options = dict(options or {})
@@ -418,6 +456,7 @@ class NatsBroker(BrokerBase):
             storage=api.StorageType.FILE,
             discard=api.DiscardPolicy.OLD,
             max_msgs_per_subject=-1,  # each key is trimmed to its own policy (the last message always stays)
+            max_bytes=self.max_history_bytes,  # every key together: the oldest of any key go first
             allow_direct=True,
             republish=api.RePublish(src=f"{p}.h.>", dest=f"{p}.l.>"),
         )
@@ -432,7 +471,7 @@ class NatsBroker(BrokerBase):
             allow_direct=True,
         )
         try:
-            info = await self._stream_info(jsm, history)
+            info, created = await self._stream_info(jsm, history)
             await self._stream_info(jsm, presence)
         except (APIError, *_TRANSIENT) as e:
             raise self._failed("creating the streams", e) from None
@@ -441,7 +480,17 @@ class NatsBroker(BrokerBase):
             raise UsageError(
                 f"stream {self.stream} exists but was not made by kcprpc (no epoch in its description)"
             )
+        try:
+            if created:
+                await self._first_floor_mark(nc)
+            elif info.config.max_bytes != self.max_history_bytes:
+                info = await self._bound_history(jsm, info)
+        except (APIError, *_TRANSIENT) as e:
+            raise self._failed("bounding the history stream", e) from None
         new = int(m.group(1))
+        if info.state is not None and (new != self._epoch or self._first_seq is None):
+            self._first_seq = max(1, info.state.first_seq)  # where history_evicted counts from
+            self._stats["history_bytes"] = info.state.bytes
         if new != self._epoch:
             if self._epoch:
                 log.warning(
@@ -453,18 +502,45 @@ class NatsBroker(BrokerBase):
                 self._new_epoch()
             self._epoch = new
 
-    async def _stream_info(self, jsm: Any, config: api.StreamConfig) -> api.StreamInfo:
+    async def _stream_info(self, jsm: Any, config: api.StreamConfig) -> tuple[api.StreamInfo, bool]:
+        """The stream's info, and whether this call created it."""
         try:
             info: api.StreamInfo = await jsm.stream_info(config.name)
-            return info
+            return info, False
         except NotFoundError:
             pass
         try:
             info = await jsm.add_stream(config)
-            return info
+            return info, True
         except APIError:  # another process created it first, with its own epoch
             info = await jsm.stream_info(config.name)
-            return info
+            return info, False
+
+    async def _first_floor_mark(self, nc: Client) -> None:
+        """Write the floor mark as the new stream's first message (floor 0: keys number from 1).
+        If another message was first, the mark is written where the floor is next read."""
+        with contextlib.suppress(APIError):  # 10071: not empty any more
+            await nc.jetstream(timeout=self.timeout).publish(
+                self._floor_subject, b"", headers={_EXPECTED_STREAM_LAST: "0"}
+            )
+
+    async def _bound_history(self, jsm: Any, info: api.StreamInfo) -> api.StreamInfo:
+        """Set the history stream's ``MaxBytes`` to ``max_history_bytes`` (a stream made by an
+        older kcprpc had none: its history grew without bound)."""
+        old = info.config.max_bytes
+        if old is not None and old > 0:  # another process set another bound: the same for all
+            log.warning(
+                "NATS stream %s was bounded at %d bytes, this process says max_history_bytes=%d: "
+                "set the same on every process of prefix %r",
+                self.stream,
+                old,
+                self.max_history_bytes,
+                self.prefix,
+            )
+        updated: api.StreamInfo = await jsm.update_stream(
+            info.config.evolve(max_bytes=self.max_history_bytes)
+        )
+        return updated
 
     def _new_epoch(self) -> None:
         """The history was lost: numbering restarts; every subscription reads the new epoch from 0."""
@@ -522,9 +598,10 @@ class NatsBroker(BrokerBase):
         for _ in range(self.max_conflicts):
             if state is None:
                 state = await self._read_last(key)
-                if known and state == (0, 0):  # it had messages, it has none: a new stream?
+                if known and state[0] == 0:  # it had messages, it has none: discarded, or a new stream?
                     await self._ensure_streams()
                     known = False
+                    state = await self._read_last(key)  # a new stream: numbered from its floor
             stream_seq, seq = state
             at = self._now()
             epoch = self._epoch
@@ -554,7 +631,10 @@ class NatsBroker(BrokerBase):
                 raise self._failed("publish", e) from None
             self._remember(key, (ack.seq, seq + 1))
             self._stats["published"] += 1
+            if stream_seq == 0 and seq:
+                self._stats["history_floors"] += 1
             self._trim(key, seq + 1)
+            self._sample_soon()
             return BrokerMessage(key, event, payload, seq + 1, epoch, Delivery(delivery), at=at)
         raise BrokerUnavailable(f"publish on {key!r}: {self.max_conflicts} conflicts in a row")
 
@@ -567,9 +647,68 @@ class NatsBroker(BrokerBase):
             self._stats["last_forgotten"] += 1
 
     async def _read_last(self, key: str) -> tuple[int, int]:
-        """(stream sequence, key sequence) of the key's last message; (0, 0) if none."""
+        """(stream sequence, key sequence) of the key's last message; (0, the floor) if none."""
         m = await self._get_last(key)
-        return (0, 0) if m is None else (m[0], m[1].seq)
+        return (0, await self._floor()) if m is None else (m[0], m[1].seq)
+
+    async def _floor(self) -> int:
+        """The number a key with no message left numbers on above: the stream sequence of the
+        first floor mark kept, minus one (see the module doc). When the bound discarded every
+        mark, one is written at the end of the stream (one writer wins) and read again."""
+        nc = self._check()
+        jsm = nc.jsm(timeout=self.timeout)
+        for attempt in range(3):
+            try:
+                raw = await jsm.get_msg(self.stream, seq=1, subject=self._floor_subject, next=True)
+                if raw.seq is None:
+                    raise BrokerUnavailable(f"the floor mark in {self.stream} has no sequence")
+                return raw.seq - 1
+            except NotFoundError as e:
+                if e.err_code == _STREAM_NOT_FOUND:
+                    if attempt:
+                        raise self._failed("reading the floor", e) from None
+                    await self._ensure_streams()  # deleted under us: recreated, with a new epoch
+                    continue
+                if e.err_code != _NO_MESSAGE:
+                    raise self._failed("reading the floor", e) from None
+            except (APIError, *_TRANSIENT) as e:
+                raise self._failed("reading the floor", e) from None
+            try:  # no mark left: write one (only if still none; else another process did)
+                await nc.jetstream(timeout=self.timeout).publish(
+                    self._floor_subject, b"", headers={_EXPECTED_LAST: "0"}
+                )
+            except APIError as e:
+                if e.err_code != _WRONG_LAST_SEQUENCE:
+                    raise self._failed("writing the floor mark", e) from None
+            except _TRANSIENT as e:
+                raise self._failed("writing the floor mark", e) from None
+        raise BrokerUnavailable(f"NATS at {self.url}: the floor mark of {self.stream} keeps being discarded")
+
+    def _sample_soon(self) -> None:
+        """Sample the history stream's state in the background, at most every SAMPLE_EVERY s."""
+        now = time.monotonic()
+        if now - self._sampled < SAMPLE_EVERY:
+            return
+        self._sampled = now
+        self._queue(_Op("", self.sample_history, 64))
+
+    async def sample_history(self) -> None:
+        """Read the history stream's state now: ``history_bytes``, and ``history_evicted`` (how
+        far its first sequence moved since the last sample, when the stream is full). Done in
+        the background while this process publishes; :class:`BrokerUnavailable` if NATS fails."""
+        nc = self._check()
+        try:
+            info = await nc.jsm(timeout=self.timeout).stream_info(self.stream)
+        except (APIError, *_TRANSIENT) as e:
+            raise self._failed("reading the history stream's state", e) from None
+        state = info.state
+        if state is None:
+            return
+        self._stats["history_bytes"] = state.bytes
+        first, before = state.first_seq, self._first_seq
+        self._first_seq = first
+        if before is not None and first > before and state.bytes * 8 >= self.max_history_bytes * 7:
+            self._stats["history_evicted"] += first - before
 
     async def _get_last(self, key: str) -> tuple[int, BrokerMessage] | None:
         nc = self._check()
@@ -834,9 +973,13 @@ class NatsBroker(BrokerBase):
         self._check()
         await self._opened(key)
         got = await self._get_last(key)
+        if got is None:  # none kept: the key is where its next number goes on from
+            floor = await self._floor()
+            epoch = self._epoch
+            if since is None or since >= floor:
+                return BrokerHistory([], epoch, floor, 0)
+            return BrokerHistory([], epoch, floor, floor - max(0, since))
         epoch = self._epoch
-        if got is None:
-            return BrokerHistory([], epoch, 0, 0)
         last_sseq, last_msg = got
         last = last_msg.seq
         if limit is not None and limit < 0:

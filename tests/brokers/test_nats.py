@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import nats
 import pytest
 from broker_helpers import Got, until
+from nats.js import api
 from nats_server import NatsServer
 
 from kcprpc.broker import BrokerUnavailable, HistoryPolicy
@@ -229,6 +230,9 @@ def test_settings_are_checked() -> None:
         NatsBroker(timeout=0)
     with pytest.raises(UsageError, match="max_queued_bytes"):
         NatsBroker(max_queued_bytes=0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(UsageError, match="max_history_bytes"):
+            NatsBroker(max_history_bytes=bad)  # type: ignore[arg-type]
 
 
 async def test_history_is_trimmed_to_the_policy_but_the_numbering_goes_on(server, brokers) -> None:
@@ -370,3 +374,132 @@ async def test_the_last_numbers_kept_for_publishing_are_bounded_and_counted(
     assert b.stats()["last_forgotten"] == 2
     again = await b.publish("topic:k0", "tick", {"n": 1})  # forgotten: read from NATS, numbered on
     assert again.seq == 2 and b.stats()["last_forgotten"] == 3
+
+
+async def stream_state(server: NatsServer, stream: str, subject: str | None = None) -> api.StreamState:
+    nc = await nats.connect(server.url)
+    try:
+        info = await nc.jsm().stream_info(stream, subjects_filter=subject)
+        assert info.state is not None
+        return info.state
+    finally:
+        await nc.close()
+
+
+async def test_the_history_of_every_key_together_is_bounded_in_bytes(server, brokers) -> None:
+    """The stream had no byte bound (no MaxBytes, no MaxAge; the TTL only filtered reads, and
+    each key's last message was kept for good as its counter): large messages on many keys (a
+    room per match, a topic per player) grew NATS's store without bound. ``max_history_bytes`` is
+    the stream's MaxBytes: the oldest messages of any key go first."""
+    b = await brokers(history=100, max_history_bytes=100_000)
+    assert b.max_history_bytes == 100_000
+    assert NatsBroker().max_history_bytes == 256 << 20  # the default
+    big = "x" * 10_000
+    for i in range(30):
+        for _ in range(3):
+            await b.publish(f"topic:t{i}", "big", big)
+    state = await stream_state(server, b.stream)
+    assert 80_000 < state.bytes <= 100_000 and state.messages <= 10
+    for i in range(27, 30):  # the newest keys keep theirs (numbered above the floor by now)
+        h = await b.history(f"topic:t{i}", 0)
+        first = h.messages[0].seq
+        assert [m.seq for m in h.messages] == [first, first + 1, first + 2] and h.missed == first - 1
+    await b.sample_history()
+    s = b.stats()
+    assert s["history_bytes"] == state.bytes and s["history_evicted"] >= 80
+
+
+async def test_a_key_whose_messages_were_all_discarded_numbers_on_above_them(server, brokers) -> None:
+    """Each key's number was its last message's: once the bound discarded it, the key would have
+    numbered from 1 again in the same epoch, and every client holding a position on it would
+    have dropped the new messages as already seen. It numbers on above the floor instead, and a
+    reader from before is told what it missed."""
+    b = await brokers(history=100, max_history_bytes=60_000)
+    other = await brokers(history=100, max_history_bytes=60_000)  # another process on the prefix
+    got = Got()
+    other.subscribe(KEY, got)
+    await other.history(KEY, None, 0)
+    for n in range(3):
+        await b.publish(KEY, "tick", {"n": n})
+    await until(lambda: got.seqs == [1, 2, 3], "3 messages")
+    for i in range(20):  # every message of KEY is discarded
+        await b.publish(f"topic:filler{i}", "big", "x" * 10_000)
+    assert not (await stream_state(server, b.stream, b._subject("h", KEY))).subjects
+    h = await b.history(KEY, 1)  # none kept: where it numbers on from, what was missed
+    floor = h.last
+    assert h.messages == [] and floor >= 3 and h.missed == floor - 1
+    assert await b.history(KEY, floor) == type(h)([], h.epoch, floor, 0)
+    floors = b.stats()["history_floors"]  # each filler published once the first mark went
+    m = await b.publish(KEY, "tick", {"n": 3})  # b has KEY's old last message cached: refused, re-read
+    assert m.seq == floor + 1 and m.epoch == h.epoch
+    assert (await other.publish(KEY, "tick", {"n": 4})).seq == floor + 2
+    await until(lambda: len(got.msgs) >= 5, "the messages after the discard, and a gap report")
+    gap, *after = got.msgs[3:]
+    assert gap.event == "kcprpc.Recovered" and gap.payload["missed"] == floor - 3  # not silently dropped
+    assert [x.seq for x in after] == [floor + 1, floor + 2]
+    h = await other.history(KEY, 2)
+    assert [x.seq for x in h.messages] == [floor + 1, floor + 2] and h.missed == floor - 2
+    assert b.stats()["history_floors"] == floors + 1
+
+
+async def test_a_reader_past_what_was_discarded_is_told_exactly_what_it_missed(server, brokers) -> None:
+    b = await brokers(history=100, max_history_bytes=60_000)
+    for n in range(10):
+        await b.publish(KEY, "big", {"n": n, "x": "x" * 10_000})
+    h = await b.history(KEY, 0)
+    kept = [m.seq for m in h.messages]
+    assert 3 <= len(kept) <= 6 and kept == list(range(11 - len(kept), 11))
+    assert h.last == 10 and h.missed == 10 - len(kept)  # exact: the key still has messages
+    h = await b.history(KEY, 2, 1)
+    assert [m.seq for m in h.messages] == kept[:1] and h.missed == kept[0] - 3
+
+
+async def test_keys_number_from_1_until_the_bound_discards_and_a_position_on_an_empty_key_holds(
+    server, brokers
+) -> None:
+    """The floor moves only when its mark is discarded, not with every message: a position read
+    on a key with no message is where its first message goes (no gap reported for nothing)."""
+    b = await brokers(history=100, max_history_bytes=60_000)
+    for i in range(5):
+        assert (await b.publish(f"topic:new{i}", "tick", {})).seq == 1
+    assert b.stats()["history_floors"] == 0
+    for i in range(12):  # past the bound: the first mark goes
+        await b.publish(f"topic:filler{i}", "big", "x" * 10_000)
+    got = Got()
+    b.subscribe("topic:late", got)
+    h = await b.history("topic:late", None, 0)
+    assert h.last > 0 and h.messages == []
+    for i in range(3):  # more is discarded, short of the new mark
+        await b.publish(f"topic:more{i}", "big", "x" * 10_000)
+    floors = b.stats()["history_floors"]  # the fillers published since the mark went too
+    m = await b.publish("topic:late", "tick", {})
+    assert m.seq == h.last + 1 and b.stats()["history_floors"] == floors + 1
+    await until(lambda: got.msgs, "the message")
+    assert got.seqs == [h.last + 1]
+
+
+async def test_a_stream_made_without_a_byte_bound_is_bounded_on_start(server, brokers) -> None:
+    """A stream an older kcprpc made has no MaxBytes: the broker sets it; its keys number on."""
+    old = await brokers()
+    for n in range(3):
+        await old.publish(KEY, "tick", {"n": n})
+    nc = await nats.connect(server.url)
+    try:
+        jsm = nc.jsm()
+        info = await jsm.stream_info(old.stream)
+        await jsm.update_stream(info.config.evolve(max_bytes=-1))
+        await jsm.purge_stream(old.stream, subject=old._floor_subject)  # as made before marks
+    finally:
+        await nc.close()
+    b = await brokers(max_history_bytes=50_000)
+    nc = await nats.connect(server.url)
+    try:
+        assert (await nc.jsm().stream_info(b.stream)).config.max_bytes == 50_000
+    finally:
+        await nc.close()
+    assert (await b.publish(KEY, "tick", {})).seq == 4
+    assert (await b.publish("topic:new", "tick", {})).seq > 4  # above every number made before
+    for i in range(10):
+        await b.publish(f"topic:filler{i}", "big", "x" * 10_000)
+    assert (await stream_state(server, b.stream)).bytes <= 50_000
+    assert (await b.publish(KEY, "tick", {})).seq > 5
