@@ -41,11 +41,13 @@ __all__ = [
 MASK: Final = 0xFFFFFFFF
 _HALF: Final = 1 << 31
 
-ACK_DELAY: Final = 1.0
+ACK_DELAY: Final = 2.0
 """Seconds a client waits before it acknowledges what it handled (more events may follow). Long
 enough that a client that only receives stays a receiver (its transport's held acks go on: an
-ack sent every 100 ms stopped them), short enough that the server keeps about a second of them."""
-ACK_EVERY: Final = 32
+ack every 100 ms stopped them, one a second halved them), and it matters little for a resume:
+the server keeps the newest ``detached_send_buffer`` bytes of them whatever the client
+acknowledged, and those are what a lost connection may have left undelivered."""
+ACK_EVERY: Final = 256
 """Unacknowledged events after which a client acknowledges at once."""
 ENTRY_COST: Final = 64
 """Bytes a kept frame is charged besides its own (its entry), so that tiny events are bounded too."""

@@ -415,7 +415,7 @@ class ServerSession:
         events waiting in its send lanes (each lane bounded per session; both count against
         ``max_send_backlog``), and the numbered direct events it has not acknowledged
         (:attr:`direct_held`, bounded by ``detached_send_buffer`` instead: a client acknowledges
-        them only every second). All of it counts against the process-wide
+        them only every 2 s). All of it counts against the process-wide
         ``max_send_backlog_total``."""
         probe = self.backlog_probe
         held = probe() if probe is not None else 0

@@ -69,7 +69,7 @@ def run(seed: int, loss: float) -> tuple[Client, SendLanes, int]:
         # the session's pump: the transport's backlog is KCP's unacknowledged queue
         budget = lanes.config.window - s.waitsnd() * s.mss
         if budget > 0:
-            for frame, _ in lanes.take(budget):
+            for frame, _, _ in lanes.take(budget):
                 s.send(frame)
         client.read(now)
         blobs = sum(1 for _, b in client.events if b[0] == "blob")

@@ -167,8 +167,8 @@ const MAX_LATEST_KEYS = 65536;
 const STREAM_PAUSE_AT = 256;
 const SHARED_QUEUE_LIMIT = 4096;
 /** Numbered direct events: acknowledge after this many ms, or at once after ACK_EVERY unacknowledged. */
-const ACK_DELAY_MS = 1000;
-const ACK_EVERY = 32;
+const ACK_DELAY_MS = 2000;
+const ACK_EVERY = 256;
 type Kind = "unary" | "server" | "client" | "bidi";
 
 function isMap(v: unknown): v is Record<string, unknown> {
