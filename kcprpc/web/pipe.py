@@ -12,8 +12,9 @@ at a time, from the pipe's sender task.
 Bounds: received stream bytes wait in a buffer of at most ``max_receive_buffer`` bytes (the
 reader awaits :meth:`WebPipe.wait_room` before it takes the next message off the network, so the
 peer is held back by TCP/QUIC flow control; a feed past the bound is refused and counted);
-received datagrams wait in a queue of at most ``max_datagram_queue`` (more are dropped and
-counted). Sent stream bytes wait up to ``send_high_water`` (:meth:`WebPipe.drain` waits above it);
+received datagrams wait in a queue of at most ``max_datagram_queue`` datagrams and
+``max_datagram_queue_bytes`` bytes (more are dropped and counted; they count in
+:meth:`WebPipe.receive_held`, so in the server's process-wide ``max_receive_total`` too). Sent stream bytes wait up to ``send_high_water`` (:meth:`WebPipe.drain` waits above it);
 sent datagrams are dropped and counted while ``max_datagram_backlog`` bytes of them wait.
 :meth:`WebPipe.send_backlog` and :meth:`WebPipe.send_acked` give the mux (and through it the
 server's slow-consumer checks, docs/rpc.md "Clients that stop reading") what the peer has not
@@ -46,7 +47,7 @@ PIPE_COUNTERS = (
     "stream_bytes_out",
     "datagrams_in",
     "datagrams_out",
-    "datagrams_in_dropped",  # received while max_datagram_queue waited unread
+    "datagrams_in_dropped",  # received while max_datagram_queue (or _bytes) waited unread
     "datagrams_out_dropped",  # sent while max_datagram_backlog bytes of datagrams waited (or too big)
     "receive_overflows",  # stream bytes fed past max_receive_buffer (the peer ignored flow control)
     "send_errors",  # the send callable raised (the connection is over)
@@ -78,6 +79,7 @@ class WebPipe:
         on_close: Callable[[int | None, str], Awaitable[None] | None] | None = None,
         max_receive_buffer: int = MAX_RECEIVE_BUFFER,
         max_datagram_queue: int = 256,
+        max_datagram_queue_bytes: int = 256 * 1024,
         send_high_water: int = 256 * 1024,
         max_datagram_backlog: int = 256 * 1024,
         max_datagram_size: int = 65535,
@@ -87,6 +89,7 @@ class WebPipe:
         for name, v in (
             ("max_receive_buffer", max_receive_buffer),
             ("max_datagram_queue", max_datagram_queue),
+            ("max_datagram_queue_bytes", max_datagram_queue_bytes),
             ("send_high_water", send_high_water),
             ("max_datagram_backlog", max_datagram_backlog),
             ("max_datagram_size", max_datagram_size),
@@ -103,6 +106,7 @@ class WebPipe:
         self._on_close = on_close
         self.max_receive_buffer = max_receive_buffer
         self.max_datagram_queue = max_datagram_queue
+        self.max_datagram_queue_bytes = max_datagram_queue_bytes
         self.send_high_water = send_high_water
         self.max_datagram_backlog = max_datagram_backlog
         self.max_datagram_size = max_datagram_size
@@ -118,6 +122,7 @@ class WebPipe:
         self._room_waiter: asyncio.Future[None] | None = None
         self._room_need = 0
         self._dgrams: deque[bytes] = deque()
+        self._dgram_bytes = 0
         self._dgram_waiter: asyncio.Future[None] | None = None
         # send side
         self._out: deque[bytes] = deque()
@@ -170,13 +175,21 @@ class WebPipe:
                 self._room_waiter = None
 
     def feed_datagram(self, data: bytes) -> bool:
-        """One datagram from the peer; False (dropped and counted) when ``max_datagram_queue`` wait
-        unread or it is over ``max_datagram_size``."""
+        """One datagram from the peer; False (dropped and counted) when ``max_datagram_queue``
+        datagrams or ``max_datagram_queue_bytes`` bytes wait unread, or it is over
+        ``max_datagram_size``. (A WebSocket's datagrams may be 16 KiB: 256 of them held 4 MiB a
+        connection, which no process-wide bound counted.)"""
         if self._dead:
             return False
-        if len(self._dgrams) >= self.max_datagram_queue or len(data) > self.max_datagram_size:
+        n = len(data)
+        if (
+            len(self._dgrams) >= self.max_datagram_queue
+            or n > self.max_datagram_size
+            or self._dgram_bytes + n > self.max_datagram_queue_bytes
+        ):
             self.counters["datagrams_in_dropped"] += 1
             return False
+        self._dgram_bytes += n
         self._dgrams.append(bytes(data))
         self.counters["datagrams_in"] += 1
         _wake(self._dgram_waiter)
@@ -309,7 +322,9 @@ class WebPipe:
                 await fut
             finally:
                 self._dgram_waiter = None
-        return self._dgrams.popleft()
+        data = self._dgrams.popleft()
+        self._dgram_bytes -= len(data)
+        return data
 
     # -- the send bounds (the mux reads them: send_backlog / send_acked) ---------------------------
 
@@ -321,8 +336,9 @@ class WebPipe:
         return self._out_bytes + self._out_dgram_bytes + held
 
     def receive_held(self) -> int:
-        """Stream bytes received and not read by the mux yet (at most ``max_receive_buffer``)."""
-        return self._rbytes
+        """Bytes received and not read yet: stream bytes (at most ``max_receive_buffer``) and
+        datagrams (at most ``max_datagram_queue_bytes``)."""
+        return self._rbytes + self._dgram_bytes
 
     def send_acked(self) -> int:
         """A count that grows only as the peer takes data: bytes the send callables took, less

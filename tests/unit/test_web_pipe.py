@@ -138,6 +138,23 @@ async def test_the_receive_buffer_is_bounded_and_wait_room_holds_the_reader() ->
     await asyncio.wait_for(p.wait_closed(), TIMEOUT)
 
 
+async def test_received_datagrams_are_bounded_in_bytes_and_counted_as_held() -> None:
+    """A WebSocket's datagrams may be 16 KiB: 256 of them waited unread, 4 MiB a connection that
+    no process-wide bound counted. Now at most max_datagram_queue_bytes, in receive_held()."""
+    p = WebPipe(lambda d: None, lambda d: None, max_datagram_size=16 * 1024, max_datagram_queue_bytes=40_000)
+    big = b"x" * 16 * 1024
+    assert p.feed_datagram(big) and p.feed_datagram(big)
+    assert not p.feed_datagram(big)  # 49,152 bytes > 40,000: dropped though the queue has room
+    assert p.counters["datagrams_in_dropped"] == 1
+    p.feed_stream(b"s" * 100)
+    assert p.receive_held() == 2 * len(big) + 100
+    assert await p.recv_datagram() == big
+    assert p.receive_held() == len(big) + 100 and p.feed_datagram(big)
+    p.close()
+    await asyncio.wait_for(p.wait_closed(), TIMEOUT)
+    assert WebPipe(lambda d: None).max_datagram_queue_bytes == 256 * 1024
+
+
 async def test_datagram_queues_are_bounded_and_drops_counted() -> None:
     sent: list[bytes] = []
     p = WebPipe(
