@@ -66,7 +66,9 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=20_000, help="events per round (default 20000)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of each, alternated (default 5)")
     args = ap.parse_args()
-    print(f"# session.send of a small reliable event, in memory, {build_name()} build, {args.events} events/round")
+    print(
+        f"# session.send of a small reliable event, in memory, {build_name()} build, {args.events} events/round"
+    )
     plain: list[float] = []
     numbered: list[float] = []
     for r in range(args.rounds):

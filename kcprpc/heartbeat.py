@@ -33,7 +33,10 @@ class HeartbeatConfig:
     transport's acks of what arrived, which the server's silence check counts) is skipped (one
     still goes out every ``4 * max_interval``, for a fresh RTT sample), and while the
     connection is quiet and each PING is answered, the interval doubles up to ``max_interval``
-    (None: ``min(timeout / 2, 4 * interval)``). An unanswered PING brings it back to ``interval``.
+    (None: ``min(timeout / 2, 4 * interval)``). An unanswered PING brings it back to ``interval``,
+    counted from that PING: a PING not answered within ``interval`` is followed by the next one
+    then, not a stretched interval later (one lost PING on a quiet, lossy link used to be enough
+    to declare the peer dead: the next went out as the timeout ran out).
     A dead peer is still declared ``timeout`` seconds after the last thing it sent, whatever the
     interval. ``max_interval=interval`` pings at a fixed rate (the behaviour before issue 16). A
     client never stretches beyond 2.5 times the heartbeat interval its server announces in
@@ -126,11 +129,16 @@ class Heartbeat:
         self.srtt_ms = rtt if self.srtt_ms is None else self.srtt_ms + (rtt - self.srtt_ms) / 8
         return rtt
 
+    def _wait_ms(self) -> int:
+        """The interval before the next PING: ``interval`` while the last one is unanswered."""
+        nonce = self._nonce
+        return self.interval_ms if nonce != 0 and nonce in self._sent else self.current_ms
+
     def poll(self, now: int, activity: int = 0) -> tuple[HeartbeatAction, int]:
         """(action, nonce to send with a PING). ``activity``: see the class docstring."""
         if now - self.last_receive >= self.timeout_ms:
             return HeartbeatAction.DEAD, 0
-        if now - self.last_ping < self.current_ms:
+        if now - self.last_ping < self._wait_ms():
             return HeartbeatAction.NONE, 0
         sent_something = activity != self._activity
         self._activity = activity
@@ -153,7 +161,7 @@ class Heartbeat:
 
     def next_wakeup(self, now: int) -> int:
         """Milliseconds until :meth:`poll` may act."""
-        return max(1, min(self.last_ping + self.current_ms, self.last_receive + self.timeout_ms) - now)
+        return max(1, min(self.last_ping + self._wait_ms(), self.last_receive + self.timeout_ms) - now)
 
 
 class SendStall:

@@ -68,7 +68,7 @@ export class Heartbeat {
   /** The action now, and the nonce to send with a PING. `activity` grows with our non-PING sends. */
   poll(now: number, activity = 0): [HeartbeatAction, number] {
     if (now - this.lastReceive >= this.timeoutMs) return ["dead", 0];
-    if (now - this.lastPing < this.currentMs) return ["none", 0];
+    if (now - this.lastPing < this.waitMs()) return ["none", 0];
     const sentSomething = activity !== this.activity;
     this.activity = activity;
     this.lastPing = now;
@@ -84,9 +84,14 @@ export class Heartbeat {
     if (this.sent.size > 64) this.sent.delete(Math.min(...this.sent.keys()));
     return ["ping", this.nonce];
   }
+  /** The interval before the next PING: the base interval while the last one is unanswered (one lost PING on a quiet, lossy link must not be enough to declare the peer dead). */
+  private waitMs(): number {
+    return this.nonce !== 0 && this.sent.has(this.nonce) ? this.intervalMs : this.currentMs;
+  }
+
   /** Milliseconds until {@link poll} may act. */
   nextWakeup(now: number): number {
-    return Math.max(1, Math.min(this.lastPing + this.currentMs, this.lastReceive + this.timeoutMs) - now);
+    return Math.max(1, Math.min(this.lastPing + this.waitMs(), this.lastReceive + this.timeoutMs) - now);
   }
 }
 
