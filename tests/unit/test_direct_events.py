@@ -21,7 +21,7 @@ from kcprpc.protocol.client import ClientProtocol, NumberedEvent
 from kcprpc.protocol.server import EventsAcked, ServerLimits, ServerProtocol
 from kcprpc.resume import parse_claim
 from kcprpc.send_lanes import LaneConfig
-from kcprpc.testing import pair
+from kcprpc.testing import RpcPair, pair
 
 
 def event(n: int) -> bytes:
@@ -247,6 +247,18 @@ async def test_a_detached_session_is_charged_for_what_it_keeps(limit: Any) -> No
     await server.shutdown(grace=0)
 
 
+async def resume_after_the_session_ended(p: RpcPair, hooks: Hooks, session: kcprpc.ServerSession) -> None:
+    """Drop the connection, end ``session`` while it is detached (so the resume fails), let the
+    client back and wait until it is."""
+
+    async def gone() -> None:
+        await hooks.wait_for("on_detach", session.id)
+        await session.close()
+
+    await reconnect_after(p, gone)
+    await p.client.health()
+
+
 async def test_a_new_sessions_first_events_follow_the_news_that_the_old_one_is_gone() -> None:
     """Events ``on_connect`` sends reach the client before the WELCOME; they are handled once it
     was read, so the client hears of ``SessionExpired`` first, then of the new session's events."""
@@ -262,12 +274,7 @@ async def test_a_new_sessions_first_events_follow_the_news_that_the_old_one_is_g
         p.client.on(Tick, lambda t: seen.append(t.n))
         p.client.on(kcprpc.SessionExpired, lambda e: seen.append("expired"))
 
-        async def gone() -> None:
-            await hooks.wait_for("on_detach", sessions[0].id)
-            await sessions[0].close()
-
-        await reconnect_after(p, gone)
-        await p.client.health()
+        await resume_after_the_session_ended(p, hooks, sessions[0])
         assert seen == ["expired", 2]
 
 
@@ -331,12 +338,7 @@ async def test_after_a_failed_resume_the_restores_presence_event_follows_session
         p.client.on(kcprpc.Joined, lambda e: seen.append("joined"))
         p.client.on(kcprpc.SessionExpired, lambda e: seen.append("expired"))
 
-        async def gone() -> None:
-            await hooks.wait_for("on_detach", sessions[0].id)
-            await sessions[0].close()
-
-        await reconnect_after(p, gone)
-        await p.client.health()
+        await resume_after_the_session_ended(p, hooks, sessions[0])
         assert seen == ["expired", "joined"] and p.client.rooms == {"arena"}
 
 

@@ -430,21 +430,29 @@ async def test_holding_back_is_bounded_and_gives_the_recovery_up() -> None:
         assert [(r.recovered, r.missed) for r in seen.recovered] == [(False, 6)]
 
 
+async def reconnect_while_a_replays(p: RpcPair, broker: SlowHistoryBroker) -> tuple[Seen, asyncio.Event]:
+    """Topics "a" and "b" with a position each; the connection is dropped, "b" gets a message
+    meanwhile, and the client comes back: returns while "topic:a"'s history is being read (slowly,
+    until ``broker.gate`` is set), so that live messages of both keys are held back."""
+    seen = Seen(p.client)
+    await p.client.subscribe("a")  # recovered first (keys in order), slowly
+    await p.client.subscribe("b")
+    await publish(p, [1], "a")
+    await publish(p, [10], "b")
+    await fence(p.client)
+    back = await drop_and_hold(p)
+    await publish(p, [11], "b")  # missed, in the history
+    broker.slow = True
+    p.refuse = False
+    await asyncio.wait_for(broker.entered.wait(), TIMEOUT)  # "topic:a" is being read
+    return seen, back
+
+
 async def test_a_hold_given_up_while_another_key_replays_stays_given_up() -> None:
     broker = SlowHistoryBroker()
     config = ServerConfig(recovery_buffer=2)
     async with pair([Demo()], broker=broker, client_config=FAST, server_config=config) as p:
-        seen = Seen(p.client)
-        await p.client.subscribe("a")  # recovered first (keys in order), slowly
-        await p.client.subscribe("b")
-        await publish(p, [1], "a")
-        await publish(p, [10], "b")
-        await fence(p.client)
-        back = await drop_and_hold(p)
-        await publish(p, [11], "b")  # missed, in the history
-        broker.slow = True
-        p.refuse = False
-        await asyncio.wait_for(broker.entered.wait(), TIMEOUT)  # "topic:a" is being read
+        seen, back = await reconnect_while_a_replays(p, broker)
         await publish(p, [12, 13, 14, 15], "b")  # "b" is held back: overflows at 14, 15 goes live
         broker.gate.set()
         await asyncio.wait_for(back.wait(), TIMEOUT)
@@ -488,17 +496,7 @@ async def test_holding_back_is_bounded_in_bytes_per_session_across_keys() -> Non
     size = held_size(BrokerMessage("topic:b", "tick", {"n": 12}, 3, broker.epoch))
     config = ServerConfig(recovery_buffer_bytes=size * 5 // 2)  # two ticks, not three
     async with pair([Demo()], broker=broker, client_config=FAST, server_config=config) as p:
-        seen = Seen(p.client)
-        await p.client.subscribe("a")  # recovered first (keys in order), slowly
-        await p.client.subscribe("b")
-        await publish(p, [1], "a")
-        await publish(p, [10], "b")
-        await fence(p.client)
-        back = await drop_and_hold(p)
-        await publish(p, [11], "b")  # missed, in the history
-        broker.slow = True
-        p.refuse = False
-        await asyncio.wait_for(broker.entered.wait(), TIMEOUT)  # "topic:a" is being read
+        seen, back = await reconnect_while_a_replays(p, broker)
         await publish(p, [2], "a")  # held for "a": one tick
         await publish(p, [12], "b")  # held for "b": two ticks for the session
         assert p.server.stats["recoveries_overflowed"] == 0
