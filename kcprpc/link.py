@@ -158,8 +158,17 @@ class Link:
 
     # ------------------------------------------------------------------ frames in
     def on_frames(self, frames: list[Frame], costs: list[int]) -> None:
-        """A batch of frames. The client's decoder charges no frame type to its budget (each body is
-        only checked against ``max_decoded_bytes`` on its own), so ``costs`` is empty."""
+        """A batch of frames from the control stream. The client's decoder charges no frame type
+        to its budget (each body is only checked against ``max_decoded_bytes`` on its own), so
+        ``costs`` is empty."""
+        self._on_frames(frames, True)
+
+    def on_call_frames(self, frames: list[Frame], costs: list[int]) -> None:
+        """A batch of frames from a call's own stream (numbered events come on the control stream
+        only: one here is a bad frame)."""
+        self._on_frames(frames, False)
+
+    def _on_frames(self, frames: list[Frame], control: bool) -> None:
         if self.hb is not None:
             self.hb.last_receive = self.now()
         receive = self.protocol.receive
@@ -167,6 +176,9 @@ class Link:
         for ftype, cid, body in frames:
             out = receive(ftype, cid, body)
             if out is None:
+                continue
+            if not control and type(out) is NumberedEvent:
+                self.protocol.counters["bad_frames"] += 1
                 continue
             if type(out) is Replied:  # the hot path: a unary reply, inline (as _replied)
                 out.handle.on_reply(out.payload, out.initial_metadata, out.trailing_metadata)
@@ -357,7 +369,7 @@ class Link:
         with contextlib.suppress(ConnectionError, OSError, EOFError, asyncio.IncompleteReadError):
             await read_frames(
                 stream,
-                self.on_frames,
+                self.on_call_frames,
                 max_message_size=self.max_message_size,
                 pause=pause,
                 limits=self.receive,

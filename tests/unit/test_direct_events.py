@@ -514,3 +514,18 @@ async def test_unreliable_events_too_big_for_a_datagram_stay_unnumbered() -> Non
     assert ev == [(0, "test.resume.blob"), (1, "tick")], ev
     assert sess.direct is not None and [n for n, _ in sess.direct.entries] == [1]
     await server.shutdown(grace=0)
+
+
+async def test_a_numbered_event_on_a_calls_own_stream_is_a_bad_frame() -> None:
+    """Numbered events come on the control stream only (the wire spec; the TypeScript client
+    already counted one elsewhere as a bad frame, the Python client handled it)."""
+    async with pair([Demo()]) as p:
+        got: list[int] = []
+        p.client.on(Tick, lambda t: got.append(t.n))
+        link = p.client.lifecycle.link
+        assert link is not None
+        bad = p.client.counters["bad_frames"]
+        link.on_call_frames([(c.EVENT, 7, ["tick", {"n": 1}, None, None, None])], [])
+        assert got == [] and p.client.counters["bad_frames"] == bad + 1 and link.last_direct == 0
+        link.on_frames([(c.EVENT, 7, ["tick", {"n": 2}, None, None, None])], [])
+        assert got == [2] and link.last_direct == 7
