@@ -104,7 +104,7 @@ class StateSender(Protocol):
         ...
 
 
-@event("kcprpc.RoomState")
+@event("kcprpc.RoomState", delivery="unreliable")  # what the default sender sends (a per-send choice)
 class RoomState(BaseModel):
     """The state event of :class:`PushStateSender`: the room, the tick, the last input sequence
     number processed per member id (a client finds its own under its member id, the ``member``

@@ -516,3 +516,13 @@ async def test_a_members_new_inputs_are_rate_limited_and_stale_ones_cost_nothing
     with pytest.raises(UsageError, match="max_input_rate"):
         Paced("x", max_input_rate=0)
     await room.stop()
+
+
+def test_room_states_are_declared_as_the_default_sender_sends_them() -> None:
+    """The interface document (and the TypeScript stub made from it) said kcprpc.RoomState was
+    reliable while the default sender sends it unreliably (a newcomer audit, session 32)."""
+    from kcprpc.service import Delivery, event_info
+    from kcprpc.tick_room import PushStateSender, RoomState
+
+    assert event_info(RoomState)[1] is Delivery.UNRELIABLE
+    assert PushStateSender.__init__.__defaults__ == (Delivery.UNRELIABLE,)

@@ -62,7 +62,7 @@ export const RoomsService = {
     leave: { wireName: "kcprpc.Rooms/leave", kind: "unary", delivery: "reliable" },
   },
   events: {
-    "kcprpc.RoomState": { delivery: "reliable" },
+    "kcprpc.RoomState": { delivery: "unreliable" },
   },
   topics: {},
 } as const;
