@@ -517,6 +517,98 @@ async def test_holding_back_is_bounded_in_bytes_per_session_across_keys() -> Non
 def test_recovery_buffer_bytes_is_checked() -> None:
     with pytest.raises(kcprpc.UsageError, match="recovery_buffer_bytes"):
         ServerConfig(recovery_buffer_bytes=-1)
+    with pytest.raises(kcprpc.UsageError, match="recovery_buffer_total"):
+        ServerConfig(recovery_buffer_total=1 << 20)  # under recovery_buffer_bytes (16 MiB)
+
+
+def tick_size(key: str, n: int, seq: int, epoch: int) -> int:
+    """What holding one tick back counts (:func:`kcprpc.push.held_size`)."""
+    from kcprpc.push import held_size
+
+    return held_size(BrokerMessage(key, "tick", {"n": n}, seq, epoch))
+
+
+@contextlib.asynccontextmanager
+async def slow_subscribers(
+    p: RpcPair, broker: SlowHistoryBroker, topics: list[str]
+) -> AsyncIterator[tuple[list[Client], list[asyncio.Task[Any]]]]:
+    """A client per topic (the first is ``p.client``), each subscribing with ``since=`` its
+    topic's start; returns once every history read waits for ``broker.gate``."""
+    clients = [p.client] + [Client(p.connector, config=ClientConfig(heartbeat=None)) for _ in topics[1:]]
+    for c in clients[1:]:
+        await c.connect()
+    try:
+        broker.slow = True
+        tasks = []
+        for c, topic in zip(clients, topics, strict=True):
+            broker.entered.clear()
+            tasks.append(asyncio.ensure_future(c.subscribe(topic, since=Position(broker.epoch, 0))))
+            await asyncio.wait_for(broker.entered.wait(), TIMEOUT)
+        yield clients, tasks
+    finally:
+        for c in clients[1:]:
+            await c.close()
+
+
+async def test_holding_back_is_bounded_for_all_sessions_the_largest_holds_given_up() -> None:
+    """Every session within its ``recovery_buffer_bytes``, many of them held sessions x 16 MiB:
+    ``recovery_buffer_total`` bounds them all. The largest hold is given up (``recoveries_shed``),
+    not the small one whose message crossed the bound, and its recovery reports what it lost."""
+    broker = SlowHistoryBroker()
+    size = tick_size("topic:a", 1, 1, broker.epoch)
+    cap = size * 7 // 2  # three and a half ticks, for one session and for all of them
+    config = ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap)
+    async with pair([Demo()], broker=broker, server_config=config) as p:
+        hub, stats = p.server.push, p.server.stats
+        async with slow_subscribers(p, broker, ["a", "b"]) as ([a, b], [ta, tb]):
+            seen_a, seen_b = Seen(a), Seen(b)
+            await publish(p, [1, 2, 3], "a")  # held for a: three ticks, within either bound
+            assert hub.hold_total == stats["recovery_held"] == 3 * size
+            await publish(p, [10], "b")  # held for b: four ticks in all, over the total
+            assert stats["recoveries_shed"] == 1 and stats["recoveries_overflowed"] == 0
+            assert hub.hold_total == stats["recovery_held"] == size  # b's only: a's let go at once
+            assert list(hub.hold_bytes.values()) == [size]
+            await publish(p, [4], "a")  # a's messages go live again
+            await fence(a)
+            assert seen_a.ns == [4]
+            broker.gate.set()
+            ra, rb = await asyncio.wait_for(asyncio.gather(ta, tb), TIMEOUT)
+            await fence(a)
+            await fence(b)
+        assert (ra.recovered, ra.replayed, ra.missed, ra.position.offset) == (False, 0, 3, 4)  # 4 went live
+        assert [(r.recovered, r.missed) for r in seen_a.recovered] == [(False, 3)]
+        assert seen_a.ns == [4]
+        assert (rb.recovered, rb.replayed, rb.missed) == (True, 1, 0)
+        assert seen_b.ns == [10] and seen_b.replayed() == [10]
+        assert hub.hold_total == stats["recovery_held"] == 0 and hub.hold_bytes == {}
+        assert stats["recoveries_shed"] == 1
+
+
+async def test_a_message_held_for_many_sessions_counts_once_for_all_of_them() -> None:
+    """Sessions holding the same messages (a mass reconnect into one busy room) share them: the
+    process-wide total counts each once, and 16 bytes for each further session, so that it gives
+    nothing up where the sum of the sessions' own counts (nine ticks) would have."""
+    from kcprpc.push import HOLD_REF
+
+    broker = SlowHistoryBroker()
+    sizes = [tick_size("topic:news", n, n, broker.epoch) for n in (1, 2, 3)]
+    cap = sizes[0] * 7 // 2
+    config = ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap)
+    async with pair([Demo()], broker=broker, server_config=config) as p:
+        hub, stats = p.server.push, p.server.stats
+        async with slow_subscribers(p, broker, ["news"] * 3) as (clients, tasks):
+            seen = [Seen(c) for c in clients]
+            await publish(p, [1, 2, 3])
+            assert sorted(hub.hold_bytes.values()) == [sum(sizes)] * 3  # each session's own count
+            assert hub.hold_total == sum(sizes) + 6 * HOLD_REF
+            assert stats["recoveries_shed"] == stats["recoveries_overflowed"] == 0
+            broker.gate.set()
+            replies = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+            for c in clients:
+                await fence(c)
+        assert [(r.recovered, r.replayed, r.missed) for r in replies] == [(True, 3, 0)] * 3
+        assert [s.ns for s in seen] == [[1, 2, 3]] * 3
+        assert hub.hold_total == 0 and hub.hold_bytes == {}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
