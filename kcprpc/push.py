@@ -521,7 +521,8 @@ class PushHub:
         holds (session and key, by what each counts for its session), largest first, until the
         total is under 90 % of it. Not the hold that crossed it: a client that filled the bound
         with slow recoveries would have every other one given up (a session holding little is
-        never given up while larger holds remain)."""
+        never given up while larger holds remain). A pass reads every hold; the next one comes
+        only once the total grew by a tenth of the bound again."""
         target = cap - cap // 10
         holds = [(h.bytes, s, h) for held in self._holds.values() for s, h in held.items() if h.bytes]
         holds.sort(key=lambda t: t[0], reverse=True)
