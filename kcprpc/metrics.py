@@ -60,6 +60,7 @@ SERVER_GAUGES: dict[str, tuple[str, str]] = {
     "presence_entries": ("server_presence_entries", "this server's sessions recorded in a presence"),
     "streams_open": ("server_streams_open", "streams open besides the control streams"),
     "receive_held": ("server_receive_held_bytes", "bytes held from all clients at the last count"),
+    "recovery_held": ("server_recovery_held_bytes", "live messages held back while recoveries replay"),
 }
 """The ``server.stats`` entries that are gauges (metric name without ``kcprpc_``, help); every
 other entry is a counter, ``kcprpc_server_<name>_total``."""

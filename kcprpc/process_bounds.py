@@ -17,6 +17,10 @@ bounds. So three resources are also bounded per process, each counted as it grow
 Past a bound the sessions holding the most of it are ended with RESOURCE_EXHAUSTED, the largest
 first, until the total is under 90 % of it (:func:`shed_largest`, which the send side's
 ``max_send_backlog_total`` uses too): a client that holds little is never among them.
+
+Live messages held back while recoveries replay (``recovery_buffer_total``) are bounded the same
+way in :class:`kcprpc.push.PushHub`, at once as they are held: past it the largest holds are given
+up (their recoveries report what they lost), not their sessions ended.
 """
 
 from __future__ import annotations

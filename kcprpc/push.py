@@ -29,6 +29,8 @@ RECOVERY_COUNTERS = (
     "recoveries",  # rooms and topics recovered (after a reconnect, a since= subscribe)
     "recoveries_failed",  # ... that were not whole (history too short, another epoch, given up)
     "recoveries_overflowed",  # ... given up: more than recovery_buffer live messages, or recovery_buffer_bytes, held back
+    "recoveries_shed",  # ... given up: among the largest holds while all together were over recovery_buffer_total
+    "recovery_held",  # bytes held back for all sessions together, each message once (a gauge: PushHub.hold_total)
     "recovered_replayed",  # messages replayed by them
     "history_fetches",  # kcprpc.Push/History calls answered
     "history_fetched",  # messages they returned
@@ -94,6 +96,9 @@ class HubLimits(Protocol):
 
     @property
     def recovery_buffer_bytes(self) -> int: ...
+
+    @property
+    def recovery_buffer_total(self) -> int: ...
 
     @property
     def replay_rate(self) -> int: ...
@@ -176,10 +181,16 @@ HOLD_OVERHEAD = 400
 :data:`kcprpc.broker.MESSAGE_OVERHEAD`)."""
 
 
+HOLD_REF = 16
+"""Bytes a held-back message costs each further session holding it (:attr:`PushHub.hold_total`):
+its place in that session's hold (a list slot and the list's over-allocation)."""
+
+
 def held_size(msg: BrokerMessage) -> int:
     """What holding ``msg`` back keeps alive: its EVENT frame (encoded once, shared), its decoded
-    payload (estimated from the frame) and :data:`HOLD_OVERHEAD`. Counted per session holding it:
-    an upper bound, since sessions holding the same message share it."""
+    payload (estimated from the frame) and :data:`HOLD_OVERHEAD`. Counted per session holding it
+    in :attr:`PushHub.hold_bytes` (an upper bound, since sessions holding the same message share
+    it), once in :attr:`PushHub.hold_total`."""
     frame = msg.frame()
     return len(frame) + max(0, decoded_size(frame[HEADER_SIZE:], 1 << 30)) + HOLD_OVERHEAD
 
@@ -192,7 +203,7 @@ class _Hold:
     def __init__(self) -> None:
         self.buf: list[BrokerMessage] = []
         self.bytes = 0  # held_size of what buf holds, counted in PushHub.hold_bytes[session]
-        self.dropped = 0  # > 0: the buffer overflowed; the last offset given up
+        self.dropped = 0  # > 0: the hold was given up; the last offset it gave up
 
 
 class Peer(Protocol):
@@ -272,6 +283,11 @@ class PushHub:
         """Per session, the bytes of live messages held back for it, all its keys together
         (:func:`held_size` each; bounded by ``recovery_buffer_bytes``). Sessions holding none
         are not in it."""
+        self.hold_total = 0
+        """Bytes held back for all sessions together (bounded by ``recovery_buffer_total``): each
+        message once (:func:`held_size`), however many sessions hold it (they share the one
+        object the broker delivered), and :data:`HOLD_REF` for each further session holding it."""
+        self._refs: dict[int, list[int]] = {}  # id(held message) -> [sessions holding it, held_size]
         self.held = 0
         """Bytes the rooms and topics of all local sessions cost: every key with local members
         (:data:`KEY_COST` plus its length), and each session's memberships past its
@@ -442,13 +458,34 @@ class PushHub:
             self._unheld(session, h)
 
     def _unheld(self, session: Member, h: _Hold) -> None:
-        """Stop counting what ``h`` holds in its session's :attr:`hold_bytes`."""
+        """Stop counting what ``h`` holds in its session's :attr:`hold_bytes` and in
+        :attr:`hold_total` (a message no other hold keeps leaves it whole)."""
         left = self.hold_bytes.get(session, 0) - h.bytes
         h.bytes = 0
         if left > 0:
             self.hold_bytes[session] = left
         else:
             self.hold_bytes.pop(session, None)
+        refs = self._refs
+        freed = 0
+        for m in h.buf:
+            ref = refs[id(m)]
+            ref[0] -= 1
+            if ref[0]:
+                freed += HOLD_REF
+            else:
+                freed += ref[1]
+                del refs[id(m)]
+        self.hold_total -= freed
+        self.server.stats["recovery_held"] = self.hold_total
+
+    def _give_up(self, session: Member, h: _Hold) -> None:
+        """Give up ``h`` (its key's recovery for ``session``): what it held is let go at once, the
+        key's live messages go to the session from the next one, and the recovery reports what
+        was lost (``missed``) instead of replaying."""
+        h.dropped = h.buf[-1].seq
+        self._unheld(session, h)
+        h.buf = []
 
     def _held(self, h: _Hold, msg: BrokerMessage, session: Member) -> bool:
         """Hold ``msg`` back for ``session``; False once the hold was given up (the message goes
@@ -456,19 +493,45 @@ class PushHub:
         if h.dropped:
             return False
         h.buf.append(msg)
-        size = held_size(msg)
+        ref = self._refs.get(id(msg))
+        if ref is None:  # the first session holding it: counted whole in the process's total
+            size = held_size(msg)
+            self._refs[id(msg)] = [1, size]
+            self.hold_total += size
+        else:  # one more: shared, the place in its hold only
+            ref[0] += 1
+            size = ref[1]
+            self.hold_total += HOLD_REF
         h.bytes += size
         total = self.hold_bytes[session] = self.hold_bytes.get(session, 0) + size
         cfg = self.server.config
+        stats = self.server.stats
         if len(h.buf) > cfg.recovery_buffer or total > cfg.recovery_buffer_bytes:
-            # bounded (in messages per key, in bytes per session): give this key's recovery up;
-            # live messages flow again from the next one, and the recovery reports what was
-            # lost instead of replaying
-            h.dropped = msg.seq
-            h.buf = []
-            self._unheld(session, h)
-            self.server.stats["recoveries_overflowed"] += 1
+            # bounded (in messages per key, in bytes per session): give this key's recovery up
+            self._give_up(session, h)
+            stats["recoveries_overflowed"] += 1
+        elif self.hold_total > cfg.recovery_buffer_total:
+            self._shed_holds(cfg.recovery_buffer_total)
+        else:
+            stats["recovery_held"] = self.hold_total
         return True
+
+    def _shed_holds(self, cap: int) -> None:
+        """All sessions together hold more than ``recovery_buffer_total`` back: give up the largest
+        holds (session and key, by what each counts for its session), largest first, until the
+        total is under 90 % of it. Not the hold that crossed it: a client that filled the bound
+        with slow recoveries would have every other one given up (a session holding little is
+        never given up while larger holds remain). A pass reads every hold; the next one comes
+        only once the total grew by a tenth of the bound again."""
+        target = cap - cap // 10
+        holds = [(h.bytes, s, h) for held in self._holds.values() for s, h in held.items() if h.bytes]
+        holds.sort(key=lambda t: t[0], reverse=True)
+        stats = self.server.stats
+        for _n, s, h in holds:
+            if self.hold_total <= target:
+                break
+            self._give_up(s, h)
+            stats["recoveries_shed"] += 1
 
     async def recover(self, session: Member, key: str, since: Position | None) -> Recovery:
         """Replay to ``session`` (a member of ``key``) the reliable messages of ``key`` after
@@ -477,7 +540,8 @@ class PushHub:
         Live messages are held back from the call (or an earlier :meth:`hold`) until the history
         was sent, so none overtakes the replay, even with a broker whose ``history`` is a round
         trip. Past ``ServerConfig.recovery_buffer`` held messages of the key, or past
-        ``recovery_buffer_bytes`` held for the session (all its keys), the recovery is given up (nothing
+        ``recovery_buffer_bytes`` held for the session (all its keys), or among the largest holds
+        past ``recovery_buffer_total`` for all sessions, the recovery is given up (nothing
         replayed, ``missed`` counts what was lost). Same epoch: what the history still holds is
         replayed and the rest counted in ``missed``. Another epoch (or no ``since``): what the
         current epoch holds is replayed (without ``since``: nothing), ``missed`` unknown (None)."""

@@ -104,6 +104,19 @@ class ServerConfig(ReceiveSettings):
     (about 8 MiB counted: frame and decoded payload), or 2.4 s of a 60 Hz room whose states list
     200 entities (115 KB counted each, 5.5 KB on the wire), far more than a history round trip
     takes. A message held for several sessions is one object: the sum is an upper bound."""
+    recovery_buffer_total: int = 64 * 1024 * 1024
+    """Bytes of live messages held back for all sessions together (per process), each message
+    counted once (as in ``recovery_buffer_bytes``) however many sessions hold it, and 16 bytes for
+    each further one (``kcprpc.push.HOLD_REF``): what the holds really keep alive. Past it the
+    largest holds (a session's hold of one key, by what it counts for its session) are given up
+    as past ``recovery_buffer`` (their recoveries report what they lost), largest first, until the
+    total is under 90 % of it (``recoveries_shed``): a session holding little is never given up
+    while larger holds remain. Without it sessions x ``recovery_buffer_bytes`` could be held (a
+    client opening connections whose ``since=`` subscribes read a slow history, each holding
+    16 MiB of distinct keys' messages). The default is four sessions at their own bound; a mass
+    reconnect into the same rooms holds each message once, so it counts little (1,000 sessions
+    holding the same 115 KB-counted tick: 131 KB). Raise it for a server whose many sessions
+    recover different busy keys at once over a slow broker. At least ``recovery_buffer_bytes``."""
     # -- resume (docs/rpc.md, "Resume: the same session after a reconnect") --
     resume_window: float | None = 30.0
     """Seconds a session whose connection was lost is kept (its id, state, rooms, topics) for its
@@ -202,6 +215,8 @@ class ServerConfig(ReceiveSettings):
             )
         if self.max_send_backlog <= self.max_message_size:
             raise UsageError("max_send_backlog must be larger than max_message_size (one reply must fit)")
+        if self.recovery_buffer_total < self.recovery_buffer_bytes:
+            raise UsageError("recovery_buffer_total must be at least recovery_buffer_bytes")
         if self.max_send_backlog_total < self.max_send_backlog:
             raise UsageError("max_send_backlog_total must be at least max_send_backlog")
         if self.resume_window is not None and not self.resume_window >= 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -517,6 +517,183 @@ async def test_holding_back_is_bounded_in_bytes_per_session_across_keys() -> Non
 def test_recovery_buffer_bytes_is_checked() -> None:
     with pytest.raises(kcprpc.UsageError, match="recovery_buffer_bytes"):
         ServerConfig(recovery_buffer_bytes=-1)
+    with pytest.raises(kcprpc.UsageError, match="recovery_buffer_total"):
+        ServerConfig(recovery_buffer_total=1 << 20)  # under recovery_buffer_bytes (16 MiB)
+
+
+def tick_size(key: str, n: int, seq: int, epoch: int) -> int:
+    """What holding one tick back counts (:func:`kcprpc.push.held_size`)."""
+    from kcprpc.push import held_size
+
+    return held_size(BrokerMessage(key, "tick", {"n": n}, seq, epoch))
+
+
+@contextlib.asynccontextmanager
+async def slow_subscribers(
+    p: RpcPair, broker: SlowHistoryBroker, topics: list[str]
+) -> AsyncIterator[tuple[list[Client], list[asyncio.Task[Any]]]]:
+    """A client per topic (the first is ``p.client``), each subscribing with ``since=`` its
+    topic's start; returns once every history read waits for ``broker.gate``."""
+    clients = [p.client] + [Client(p.connector, config=ClientConfig(heartbeat=None)) for _ in topics[1:]]
+    for c in clients[1:]:
+        await c.connect()
+    try:
+        broker.slow = True
+        tasks = []
+        for c, topic in zip(clients, topics, strict=True):
+            broker.entered.clear()
+            tasks.append(asyncio.ensure_future(c.subscribe(topic, since=Position(broker.epoch, 0))))
+            await asyncio.wait_for(broker.entered.wait(), TIMEOUT)
+        yield clients, tasks
+    finally:
+        for c in clients[1:]:
+            await c.close()
+
+
+async def test_holding_back_is_bounded_for_all_sessions_the_largest_holds_given_up() -> None:
+    """Every session within its ``recovery_buffer_bytes``, many of them held sessions x 16 MiB:
+    ``recovery_buffer_total`` bounds them all. The largest hold is given up (``recoveries_shed``),
+    not the small one whose message crossed the bound, and its recovery reports what it lost."""
+    broker = SlowHistoryBroker()
+    size = tick_size("topic:a", 1, 1, broker.epoch)
+    cap = size * 7 // 2  # three and a half ticks, for one session and for all of them
+    config = ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap)
+    async with pair([Demo()], broker=broker, server_config=config) as p:
+        hub, stats = p.server.push, p.server.stats
+        async with slow_subscribers(p, broker, ["a", "b"]) as ([a, b], [ta, tb]):
+            seen_a, seen_b = Seen(a), Seen(b)
+            await publish(p, [1, 2, 3], "a")  # held for a: three ticks, within either bound
+            assert hub.hold_total == stats["recovery_held"] == 3 * size
+            await publish(p, [10], "b")  # held for b: four ticks in all, over the total
+            assert stats["recoveries_shed"] == 1 and stats["recoveries_overflowed"] == 0
+            assert hub.hold_total == stats["recovery_held"] == size  # b's only: a's let go at once
+            assert list(hub.hold_bytes.values()) == [size]
+            await publish(p, [4], "a")  # a's messages go live again
+            await fence(a)
+            assert seen_a.ns == [4]
+            broker.gate.set()
+            ra, rb = await asyncio.wait_for(asyncio.gather(ta, tb), TIMEOUT)
+            await fence(a)
+            await fence(b)
+        assert (ra.recovered, ra.replayed, ra.missed, ra.position.offset) == (False, 0, 3, 4)  # 4 went live
+        assert [(r.recovered, r.missed) for r in seen_a.recovered] == [(False, 3)]
+        assert seen_a.ns == [4]
+        assert (rb.recovered, rb.replayed, rb.missed) == (True, 1, 0)
+        assert seen_b.ns == [10] and seen_b.replayed() == [10]
+        assert hub.hold_total == stats["recovery_held"] == 0 and hub.hold_bytes == {}
+        assert stats["recoveries_shed"] == 1
+
+
+async def test_a_hold_given_up_as_another_session_holds_the_same_message_loses_no_more() -> None:
+    """The bound is crossed while one message of a key is fanned out to its holders: the largest
+    hold is given up then, before or after that message reached it. Before, the message goes live
+    to it; after, it counts in what was lost. Either way, nothing is delivered twice or lost
+    unreported."""
+    broker = SlowHistoryBroker()
+    size = tick_size("topic:news", 1, 1, broker.epoch)
+    cap = size * 7 // 2
+    config = ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap)
+    async with pair([Demo()], broker=broker, server_config=config) as p:
+        stats = p.server.stats
+        others = [Client(p.connector, config=ClientConfig(heartbeat=None)) for _ in range(2)]
+        for c in others:
+            await c.connect()
+        try:
+            a, b, c = p.client, *others
+            seen_a = Seen(a)
+            broker.slow = True
+            tasks = []
+            for client, topic, first in ((a, "news", [1]), (b, "news", []), (c, "x", [1])):
+                broker.entered.clear()
+                tasks.append(asyncio.ensure_future(client.subscribe(topic, since=Position(broker.epoch, 0))))
+                await asyncio.wait_for(broker.entered.wait(), TIMEOUT)
+                await publish(p, first, topic)
+            await publish(p, [2])  # shared by a and b: three ticks and 16 bytes in all
+            assert stats["recoveries_shed"] == 0
+            await publish(p, [3])  # four: a (the largest) is given up as 3 is fanned out
+            assert stats["recoveries_shed"] == 1 and stats["recoveries_overflowed"] == 0
+            broker.gate.set()
+            ra, rb, rc = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+            await fence(a)
+        finally:
+            for client in others:
+                await client.close()
+        assert (ra.recovered, ra.replayed, ra.position.offset) == (False, 0, 3)
+        assert ra.missed in (2, 3), ra.missed
+        assert seen_a.ns == list(range(ra.missed + 1, 4))  # 3 went live if a was given up first
+        assert [(r.recovered, r.missed) for r in (rb, rc)] == [(True, 0), (True, 0)]
+        assert p.server.push.hold_total == 0
+
+
+@pytest.mark.parametrize("a_first", [True, False])
+def test_giving_up_mid_fanout_marks_what_each_hold_lost(a_first: bool) -> None:
+    """The same, in both orders of the fan-out (a set's: the test above gets one), on the hub
+    itself: a hold given up before the message reached it lost up to the one before (the message
+    then goes out live), one given up after it lost that message too."""
+    from types import SimpleNamespace
+
+    from kcprpc.push import RECOVERY_COUNTERS, PushHub
+
+    broker = MemoryBroker()
+    size = tick_size("topic:news", 1, 1, broker.epoch)
+    cap = size * 7 // 2
+    host = SimpleNamespace(
+        config=ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap),
+        stats=dict.fromkeys(RECOVERY_COUNTERS, 0),
+    )
+    hub = PushHub(cast(Any, host), broker)
+    a, b, c = (cast(Any, object()) for _ in range(3))  # members: only their identity counts
+
+    def tick(key: str, n: int) -> BrokerMessage:
+        return BrokerMessage(key, "tick", {"n": n}, n, broker.epoch)
+
+    for s, key in ((a, "topic:news"), (b, "topic:news"), (c, "topic:x")):
+        hub.hold(s, key)
+    news, x = hub._holds["topic:news"], hub._holds["topic:x"]
+    m1, m2, m3 = tick("topic:news", 1), tick("topic:news", 2), tick("topic:news", 3)
+    assert hub._held(news[a], m1, a)
+    assert hub._held(x[c], tick("topic:x", 1), c)
+    for s in (a, b):
+        assert hub._held(news[s], m2, s)
+    order = (a, b) if a_first else (b, a)
+    held = [hub._held(news[s], m3, s) for s in order]
+    assert host.stats["recoveries_shed"] == 1 and host.stats["recoveries_overflowed"] == 0
+    assert news[a].dropped == (3 if a_first else 2) and news[a].buf == []
+    assert held == ([True, True] if a_first else [True, False])  # False: m3 goes live to a
+    assert [m.seq for m in news[b].buf] == [2, 3] and not news[b].dropped
+    left = tick_size("topic:news", 2, 2, broker.epoch) + tick_size("topic:news", 3, 3, broker.epoch)
+    left += tick_size("topic:x", 1, 1, broker.epoch)  # b's two and c's one: a's let go
+    assert hub.hold_total == host.stats["recovery_held"] == left <= cap - cap // 10
+    for s, key in ((a, "topic:news"), (b, "topic:news"), (c, "topic:x")):
+        hub.release(s, key)
+    assert hub.hold_total == 0 and hub.hold_bytes == {} and hub._refs == {}
+
+
+async def test_a_message_held_for_many_sessions_counts_once_for_all_of_them() -> None:
+    """Sessions holding the same messages (a mass reconnect into one busy room) share them: the
+    process-wide total counts each once, and 16 bytes for each further session, so that it gives
+    nothing up where the sum of the sessions' own counts (nine ticks) would have."""
+    from kcprpc.push import HOLD_REF
+
+    broker = SlowHistoryBroker()
+    sizes = [tick_size("topic:news", n, n, broker.epoch) for n in (1, 2, 3)]
+    cap = sizes[0] * 7 // 2
+    config = ServerConfig(recovery_buffer_bytes=cap, recovery_buffer_total=cap)
+    async with pair([Demo()], broker=broker, server_config=config) as p:
+        hub, stats = p.server.push, p.server.stats
+        async with slow_subscribers(p, broker, ["news"] * 3) as (clients, tasks):
+            seen = [Seen(c) for c in clients]
+            await publish(p, [1, 2, 3])
+            assert sorted(hub.hold_bytes.values()) == [sum(sizes)] * 3  # each session's own count
+            assert hub.hold_total == sum(sizes) + 6 * HOLD_REF
+            assert stats["recoveries_shed"] == stats["recoveries_overflowed"] == 0
+            broker.gate.set()
+            replies = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)
+            for c in clients:
+                await fence(c)
+        assert [(r.recovered, r.replayed, r.missed) for r in replies] == [(True, 3, 0)] * 3
+        assert [s.ns for s in seen] == [[1, 2, 3]] * 3
+        assert hub.hold_total == 0 and hub.hold_bytes == {}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
