@@ -8,10 +8,15 @@ Redis key layout (``P`` is ``prefix``, ``K`` a broker key such as ``topic:news``
 
 * ``P:epoch`` (string): the epoch, a random 32-bit number set by the first script that finds none,
   so a Redis that lost its data (restarted without persistence, flushed) gets a new one;
-* ``P:seq:K`` (string): the key's sequence counter (``INCR``), never expired;
+* ``P:seq:K`` (string): the key's sequence counter (``INCR``); no TTL, but past ``max_idle_keys``
+  keys with no message kept and no subscriber, the one idle longest is forgotten (its counter and
+  empty stream deleted, its number kept in ``P:seqfloor``);
 * ``P:hist:K`` (stream): the kept messages, entry ID ``<seq>-0``, fields ``m`` (msgpack
   ``[event, payload, delivery]``) and ``t`` (Redis time, ms); ``MAXLEN`` the key's history size;
   with a TTL, entries older than it are trimmed and the stream expires when idle that long;
+* ``P:idle`` (sorted set K -> ms): the keys with a counter and no message kept, since when;
+  ``P:seqfloor`` (hash slot -> number): per hash slot of the names (:data:`FLOOR_SLOTS`), the
+  highest number a forgotten key had: a key with no counter numbers on above its slot's floor;
 * ``P:ch:K`` (channel): live messages, ``"n <epoch> <seq> <t> " + m`` or ``"u " + m`` (unnumbered);
 * ``P:pres:K`` (sorted set member -> expiry, ms) and ``P:presi:K`` (hash member ->
   ``"<order> " + msgpack(info)``): presence; ``P:presn`` (string): the order counter;
@@ -72,6 +77,8 @@ REDIS_COUNTERS = (
     "fill_overflows",  # fills whose held-back live messages went over max_fill_bytes
     "history_evicted",  # kept messages this process's publishes evicted past max_history_bytes
     "history_bytes",  # a gauge: the bytes every key's history holds, as this process's last publish saw
+    "idle_keys",  # a gauge: keys with a counter and no message kept, as this process's last publish saw
+    "keys_forgotten",  # idle keys this process's publishes forgot past max_idle_keys
     "bad_messages",  # messages from Redis that did not parse: dropped
     "callback_errors",  # subscriber callbacks that raised
     "reads_waited",  # history reads that waited for one of the max_reads slots
@@ -86,9 +93,32 @@ ENTRY_OVERHEAD = 64
 """Bytes ``max_history_bytes`` counts for a kept entry besides its message ``m`` (its ID, its
 time ``t``, the stream's node)."""
 
+FLOOR_SLOTS = 4096
+"""The hash slots of the names that ``P:seqfloor`` keeps a floor for (as MemoryBroker's)."""
+
+
+def floor_slot(key: str) -> int:
+    """The ``P:seqfloor`` slot of ``key`` (what the scripts compute: ``h = (h * 31 + byte) % 4096``
+    over its UTF-8 bytes)."""
+    h = 0
+    for c in key.encode():
+        h = (h * 31 + c) % FLOOR_SLOTS
+    return h
+
+
 _TRIM = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function slot(k)
+  local h = 0
+  for i = 1, #k do h = (h * 31 + string.byte(k, i)) % FLOOR_SLOTS end
+  return h
+end
 -- the history's bytes (P:hbytes), each key's (P:hsize: K -> bytes) and each key's oldest kept
--- entry's time (P:hkeys: K -> ms), so that max_history_bytes bounds every key's history together
+-- entry's time (P:hkeys: K -> ms), so that max_history_bytes bounds every key's history together;
+-- a key with nothing left becomes idle (P:idle: K -> ms, acct[4])
 local function entry_size(e) return #e[2][2] + ENTRY_OVERHEAD end
 local function account(acct, k, h, freed)
   local have = tonumber(redis.call('HGET', acct[3], k) or '0')
@@ -102,6 +132,7 @@ local function account(acct, k, h, freed)
     redis.call('ZREM', acct[2], k)
     redis.call('HDEL', acct[3], k)
     if have > 0 then redis.call('DECRBY', acct[1], have) end
+    redis.call('ZADD', acct[4], now_ms(), k)
   else
     redis.call('HSET', acct[3], k, have)
     redis.call('ZADD', acct[2], tonumber(first[1][2][4]), k)
@@ -150,29 +181,73 @@ local function evict(acct, hist_prefix, max)
   end
   return n
 end
+-- past max idle keys (a counter, no message kept), the one idle longest is forgotten: its counter
+-- and its empty stream go, its number stays in its slot's floor (P:seqfloor); a key with a
+-- subscriber is idle again from now instead. p: the prefix. Returns how many were forgotten, and
+-- how many idle keys are left.
+local function forget(idle, floors, p, max, now)
+  local n = 0
+  local card = redis.call('ZCARD', idle)
+  if card <= max then return n, card end
+  -- the oldest, and a few more in case some are subscribed (at most 64 a publish)
+  local ks = redis.call('ZRANGE', idle, 0, math.min(card - max, 56) + 7)
+  for i = 1, #ks do
+    if card <= max then break end
+    local k = ks[i]
+    local h = p .. ':hist:' .. k
+    if redis.call('XLEN', h) > 0 then
+      redis.call('ZREM', idle, k)  -- it has messages again: counted in P:hkeys
+      card = card - 1
+    elseif redis.call('PUBSUB', 'NUMSUB', p .. ':ch:' .. k)[2] > 0 then
+      redis.call('ZADD', idle, now, k)
+    else
+      redis.call('ZREM', idle, k)
+      card = card - 1
+      local c = p .. ':seq:' .. k
+      local seq = tonumber(redis.call('GET', c) or '0')
+      if seq > 0 then
+        local s = slot(k)
+        if seq > tonumber(redis.call('HGET', floors, s) or '0') then redis.call('HSET', floors, s, seq) end
+        n = n + 1
+      end
+      redis.call('DEL', c, h)
+    end
+  end
+  return n, card
+end
+-- the key's last number: its counter, or (forgotten, or never written) its slot's floor
+local function last_of(c, floors, k)
+  local v = redis.call('GET', c)
+  if v then return tonumber(v) end
+  return tonumber(redis.call('HGET', floors, slot(k)) or '0')
+end
 local function epoch(k, candidate)
   local e = redis.call('GET', k)
   if not e then redis.call('SET', k, candidate); e = candidate end
   return e
 end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-""".replace("ENTRY_OVERHEAD", str(ENTRY_OVERHEAD))
+""".replace("ENTRY_OVERHEAD", str(ENTRY_OVERHEAD)).replace("FLOOR_SLOTS", str(FLOOR_SLOTS))
 
-# KEYS: epoch, seq, hist, hbytes, hkeys, hsize; ARGV: candidate epoch, channel, message, size,
-# ttl (ms, 0: none), key, hist prefix, max history bytes
+# KEYS: epoch, seq, hist, hbytes, hkeys, hsize, idle, seqfloor; ARGV: candidate epoch, channel,
+# message, size, ttl (ms, 0: none), key, hist prefix, max history bytes, prefix, max idle keys
 _PUBLISH = (
     _TRIM
     + """
-local acct = {KEYS[4], KEYS[5], KEYS[6]}
+local acct = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
 local k = ARGV[6]
 local e = epoch(KEYS[1], ARGV[1])
 local now = now_ms()
 local seq = redis.call('INCR', KEYS[2])
+if seq == 1 then  -- no counter: never written, or forgotten: on above its slot's floor
+  local f = tonumber(redis.call('HGET', KEYS[8], slot(k)) or '0')
+  if f > 0 then
+    seq = f + 1
+    redis.call('SET', KEYS[2], seq)
+  end
+end
 local size = tonumber(ARGV[4])
 local evicted = 0
+if size == 0 then redis.call('ZADD', KEYS[7], now, k) end  -- keeps nothing: idle
 if size > 0 then
   if redis.call('EXISTS', KEYS[3]) == 0 then account(acct, k, KEYS[3], 0) end  -- expired: uncount
   local r = redis.pcall('XADD', KEYS[3], seq .. '-0', 'm', ARGV[3], 't', now)
@@ -185,7 +260,10 @@ if size > 0 then
   end
   local added = #ARGV[3] + ENTRY_OVERHEAD
   redis.call('INCRBY', KEYS[4], added)
-  if redis.call('HINCRBY', KEYS[6], k, added) == added then redis.call('ZADD', KEYS[5], now, k) end
+  if redis.call('HINCRBY', KEYS[6], k, added) == added then  -- its first kept entry: not idle
+    redis.call('ZADD', KEYS[5], now, k)
+    redis.call('ZREM', KEYS[7], k)
+  end
   local over = redis.call('XLEN', KEYS[3]) - size
   if over > 0 then drop_oldest(acct, k, KEYS[3], over) end
   local ttl = tonumber(ARGV[5])
@@ -195,20 +273,21 @@ if size > 0 then
   end
   evicted = evict(acct, ARGV[7], tonumber(ARGV[8]))
 end
+local forgotten, idle = forget(KEYS[7], KEYS[8], ARGV[9], tonumber(ARGV[10]), now)
 redis.call('PUBLISH', ARGV[2], 'n ' .. e .. ' ' .. seq .. ' ' .. now .. ' ' .. ARGV[3])
-return {e, seq, now, evicted, tonumber(redis.call('GET', KEYS[4]) or '0')}
+return {e, seq, now, evicted, tonumber(redis.call('GET', KEYS[4]) or '0'), forgotten, idle}
 """.replace("ENTRY_OVERHEAD", str(ENTRY_OVERHEAD))
 )
 
-# KEYS: epoch, seq, hist, hbytes, hkeys, hsize; ARGV: candidate epoch, since (-1: none),
-# limit (-1: none), ttl (ms, 0: none), key
+# KEYS: epoch, seq, hist, hbytes, hkeys, hsize, idle, seqfloor; ARGV: candidate epoch, since
+# (-1: none), limit (-1: none), ttl (ms, 0: none), key
 _HISTORY = (
     _TRIM
     + """
 local e = epoch(KEYS[1], ARGV[1])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local last = last_of(KEYS[2], KEYS[8], ARGV[5])
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then trim({KEYS[4], KEYS[5], KEYS[6]}, ARGV[5], KEYS[3], now_ms() - ttl) end
+if ttl > 0 then trim({KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, ARGV[5], KEYS[3], now_ms() - ttl) end
 local since = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 if since < 0 then
@@ -327,11 +406,16 @@ class RedisBroker(BrokerBase):
     dropped and read from the history again). ``max_history_bytes``: bytes the history of every key
     together holds in Redis (each entry's message and :data:`ENTRY_OVERHEAD`): past it the oldest
     entries of any key go first (``history_evicted``), as in :class:`~kcprpc.broker.MemoryBroker`
-    (every process on the prefix must use the same). ``max_reads``: history reads sent to Redis at once
+    (every process on the prefix must use the same). ``max_idle_keys``: keys with a counter but no
+    message kept (all evicted or expired, or a history size of 0) and no subscriber that Redis
+    keeps at most: past it the one idle longest is forgotten (``keys_forgotten``), and numbers on
+    above every number it had when written again (the highest forgotten per hash slot of the
+    names stays in ``P:seqfloor``), as in MemoryBroker (the same on every process of the prefix).
+    ``max_reads``: history reads sent to Redis at once
     (each takes a pooled connection; more wait their turn, up to ``timeout``, so that a burst of
     subscribes is no outage). ``rng``: the source of epoch candidates."""
 
-    stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes"})
+    stats_gauges: ClassVar[frozenset[str]] = frozenset({"history_bytes", "idle_keys"})
     """The entries of :meth:`stats` that are gauges besides ``kcprpc.metrics.BROKER_GAUGES``."""
 
     def __init__(
@@ -349,6 +433,7 @@ class RedisBroker(BrokerBase):
         max_pending_bytes: int = 1 << 20,
         max_fill_bytes: int = 1 << 20,
         max_history_bytes: int = 256 << 20,
+        max_idle_keys: int = 65536,
         max_reads: int = 32,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -360,12 +445,9 @@ class RedisBroker(BrokerBase):
             )
         if max_pending_bytes <= 0 or max_fill_bytes <= 0 or max_reads <= 0:
             raise UsageError("RedisBroker: max_pending_bytes, max_fill_bytes and max_reads must be positive")
-        if (
-            isinstance(max_history_bytes, bool)
-            or not isinstance(max_history_bytes, int)
-            or max_history_bytes < 0
-        ):
-            raise UsageError(f"RedisBroker: max_history_bytes must be an int >= 0, not {max_history_bytes!r}")
+        for name, v in (("max_history_bytes", max_history_bytes), ("max_idle_keys", max_idle_keys)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UsageError(f"RedisBroker: {name} must be an int >= 0, not {v!r}")
         self.url = check_urls(url, ("redis", "rediss", "unix"), "RedisBroker")
         self.prefix = prefix
         self._default, self._policies = history_settings("RedisBroker", history, history_ttl, policies)
@@ -376,6 +458,7 @@ class RedisBroker(BrokerBase):
         self.max_pending_bytes = max_pending_bytes
         self.max_fill_bytes = max_fill_bytes
         self.max_history_bytes = max_history_bytes
+        self.max_idle_keys = max_idle_keys
         self.max_reads = max_reads
         self._reads = asyncio.Semaphore(max_reads)
         self._rng = rng
@@ -408,7 +491,7 @@ class RedisBroker(BrokerBase):
 
     def _history_keys(self, key: str) -> tuple[str, ...]:
         """The Redis keys the publish and history scripts touch for ``key``: the epoch, its
-        counter and stream, and the history's byte accounting."""
+        counter and stream, the history's byte accounting, the idle keys and the floors."""
         p = self.prefix
         return (
             f"{p}:epoch",
@@ -417,6 +500,8 @@ class RedisBroker(BrokerBase):
             f"{p}:hbytes",
             f"{p}:hkeys",
             f"{p}:hsize",
+            f"{p}:idle",
+            f"{p}:seqfloor",
         )
 
     @property
@@ -705,17 +790,21 @@ class RedisBroker(BrokerBase):
             key,
             f"{self.prefix}:hist:",
             self.max_history_bytes,
+            self.prefix,
+            self.max_idle_keys,
         )
         op = _Op("publish", self._history_keys(key), args, len(blob) + 64, fut)
         if not self._enqueue(op):
             self._stats["backlog_full"] += 1
             self._stats["publish_errors"] += 1
             raise BrokerUnavailable(f"{self.where}: {self.max_pending_bytes} bytes already queued")
-        e, seq, at, evicted, held = await fut
+        e, seq, at, evicted, held, forgotten, idle = await fut
         self._note_epoch(int(e))
         self._stats["published"] += 1
         self._stats["history_evicted"] += int(evicted)
         self._stats["history_bytes"] = int(held)
+        self._stats["keys_forgotten"] += int(forgotten)
+        self._stats["idle_keys"] = int(idle)
         return BrokerMessage(key, event, payload, int(seq), int(e), delivery, at=int(at) / 1000)
 
     def publish_unnumbered(

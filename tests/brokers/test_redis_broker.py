@@ -373,3 +373,113 @@ async def test_the_history_bytes_follow_the_size_trim_and_an_expired_stream(
     total, per = await kept_bytes(redis, b.prefix)
     assert total == per["topic:b"] + per["topic:c"] and set(per) == {"topic:b", "topic:c"}
     assert b.stats()["history_evicted"] == 0
+
+
+async def redis_keys(redis: RedisServer, pattern: str) -> set[str]:
+    """The names of the Redis keys matching ``pattern``."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis.url())
+    try:
+        return {k.decode() async for k in r.scan_iter(match=pattern, count=1000)}
+    finally:
+        await r.aclose()
+
+
+async def test_the_counters_of_idle_keys_are_bounded_and_counted(redis: RedisServer, make: Any) -> None:
+    """Each key's counter never expired: an app that publishes to ever-new names (a room per
+    match, a topic per player) left one Redis key per name for good. Past ``max_idle_keys`` keys
+    with no message kept and no subscriber, the one idle longest is forgotten, as in MemoryBroker."""
+    b = await make(history=0, max_idle_keys=5)
+    for i in range(40):
+        assert (await b.publish(f"room:m{i}", "end", {"i": i})).seq == 1  # no floor in their slots
+    p = b.prefix
+    assert await redis_keys(redis, f"{p}:seq:*") == {f"{p}:seq:room:m{i}" for i in range(35, 40)}
+    s = b.stats()
+    assert (s["keys_forgotten"], s["idle_keys"]) == (35, 5)
+
+
+async def test_keys_whose_messages_were_evicted_become_idle_and_their_streams_go(
+    redis: RedisServer, make: Any
+) -> None:
+    b = await make(history=10, max_history_bytes=20_000, max_idle_keys=3)
+    for i in range(30):
+        await b.publish(f"topic:t{i}", "big", "x" * 5_000)  # the bytes keep the newest 3 or so
+    p = b.prefix
+    counters = await redis_keys(redis, f"{p}:seq:*")
+    streams = await redis_keys(redis, f"{p}:hist:*")
+    kept = {k for k in streams if int(cmd(redis, "XLEN", k)[1:-2])}
+    # every counter is a key with a message kept, or one of the 3 idle ones: no empty stream is left
+    assert len(kept) == 3 and len(counters) == 6 and len(streams) <= 6
+    assert {k.replace(":hist:", ":seq:") for k in streams} <= counters
+    assert b.stats()["keys_forgotten"] == 24
+
+
+async def test_a_forgotten_key_numbers_on_above_every_number_it_had(redis: RedisServer, make: Any) -> None:
+    """A key written again after its counter was dropped must not number from 1 in the same
+    epoch: a client holding a position on it would take the new messages for ones it had seen."""
+    a = await make(history=0, max_idle_keys=2)
+    other = await make(history=0, max_idle_keys=2)  # another process on the prefix: the same numbering
+    for _ in range(7):
+        await a.publish("room:r", "tick", {})
+    for i in range(3):
+        await a.publish(f"room:x{i}", "tick", {})  # room:r is the one idle longest: forgotten
+    assert not await redis_keys(redis, f"{a.prefix}:seq:room:r")
+    h = await other.history("room:r", 4)  # a reader from before: honest about what it missed
+    assert (h.epoch, h.last, h.missed, h.messages) == (a.epoch, 7, 3, [])
+    assert (await other.history("room:r", 7)).missed == 0
+    m = await other.publish("room:r", "tick", {})
+    assert m.position.epoch == a.epoch and m.seq == 8  # the floor of its slot: alone in it, exactly
+    assert (await a.history("room:r", 4)).missed == 4  # 5..8, none kept (history 0)
+
+
+async def test_the_floor_is_per_slot_and_above_every_forgotten_number_in_it(
+    redis: RedisServer, make: Any
+) -> None:
+    from kcprpc.redis_broker import floor_slot
+
+    b = await make(history=0, max_idle_keys=0)
+    names = [f"room:{i}" for i in range(20_000)]
+    s0 = floor_slot(names[0])
+    same = [n for n in names if floor_slot(n) == s0][:2]
+    assert len(same) == 2
+    for _ in range(9):
+        await b.publish(same[0], "tick", {})
+    floors = cmd(redis, "HGET", f"{b.prefix}:seqfloor", str(s0))
+    assert floors == b"$1\r\n9\r\n"  # Lua's slot is floor_slot's
+    # a key never written in that slot reads the floor as its position, numbers on above it
+    assert (await b.history(same[1])).last == 9
+    assert (await b.publish(same[1], "tick", {})).seq == 10
+    assert (await b.publish(same[0], "tick", {})).seq == 11
+    other = next(n for n in names if floor_slot(n) != s0 and n not in same)
+    assert (await b.publish(other, "tick", {})).seq == 1
+
+
+async def test_a_subscribed_idle_key_is_not_forgotten(redis: RedisServer, make: Any) -> None:
+    """An idle room whose members wait in it keeps its counter: forgetting it would make its next
+    message jump above the floor, a gap every subscriber would report."""
+    a = await make(history=0, max_idle_keys=1)
+    b = await make(history=0, max_idle_keys=1)
+    got: list[BrokerMessage] = []
+    lobbies = [f"room:lobby{i}" for i in range(3)]
+    for k in lobbies:
+        b.subscribe(k, got.append)
+        await b.history(k, None, 0)  # live
+        await a.publish(k, "hi", {})
+    for i in range(5):  # the subscribed ones are the idle longest: the others go all the same
+        await a.publish(f"room:m{i}", "end", {})
+    assert await redis_keys(redis, f"{a.prefix}:seq:room:m*") == set()
+    assert a.stats()["keys_forgotten"] == 5
+    for k in lobbies:
+        assert (await a.publish(k, "hi", {})).seq == 2
+    await until(lambda: len(got) == 6, "every message")
+    assert sorted((x.key, x.seq) for x in got) == sorted((k, n) for k in lobbies for n in (1, 2))
+    assert b.stats()["lost"] == 0
+
+
+async def test_max_idle_keys_is_checked(redis: RedisServer) -> None:
+    from kcprpc.errors import UsageError
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UsageError):
+            RedisBroker(redis.url(), max_idle_keys=bad)  # type: ignore[arg-type]
