@@ -199,16 +199,17 @@ class Lifecycle:
                     Event("kcprpc.SessionExpired", expired.model_dump(), None, None, None)
                 )
         resumed = resume is not None and welcome.resumed is True
+        direct = welcome.direct if resumed else None  # [sent again, missed]: a resumed session's
         # what came before the WELCOME (replays, the session's own events), after SessionExpired
         # and before the recovery reports
         last = resume["last"] if resume is not None and resumed else 0
-        if resumed and welcome.direct is not None:  # the missed ones follow last: told once, then passed
-            last = advance(last, welcome.direct[1])
+        if direct is not None:  # the missed ones follow last: told once, then passed
+            last = advance(last, direct[1])
         link.release_held(last)
         if restore or resume is not None:
             self._subscriptions.restored(welcome.restored)
-        if resumed and welcome.direct is not None and any(welcome.direct):  # replayed or missed some
-            self._subscriptions.direct_recovered(welcome.direct, link.last_direct)
+        if direct is not None and any(direct):  # replayed or missed some
+            self._subscriptions.direct_recovered(direct, link.last_direct)
         link.tasks.append(link.loop.create_task(link.read_datagrams()))
         old = self.link
         if link.hb is not None:

@@ -14,8 +14,9 @@ reader awaits :meth:`WebPipe.wait_room` before it takes the next message off the
 peer is held back by TCP/QUIC flow control; a feed past the bound is refused and counted);
 received datagrams wait in a queue of at most ``max_datagram_queue`` datagrams and
 ``max_datagram_queue_bytes`` bytes (more are dropped and counted; they count in
-:meth:`WebPipe.receive_held`, so in the server's process-wide ``max_receive_total`` too). Sent stream bytes wait up to ``send_high_water`` (:meth:`WebPipe.drain` waits above it);
-sent datagrams are dropped and counted while ``max_datagram_backlog`` bytes of them wait.
+:meth:`WebPipe.receive_held`, so in the server's process-wide ``max_receive_total`` too). Sent
+stream bytes wait up to ``send_high_water`` (:meth:`WebPipe.drain` waits above it); sent
+datagrams are dropped and counted while ``max_datagram_backlog`` bytes of them wait.
 :meth:`WebPipe.send_backlog` and :meth:`WebPipe.send_acked` give the mux (and through it the
 server's slow-consumer checks, docs/rpc.md "Clients that stop reading") what the peer has not
 taken yet.

@@ -936,15 +936,16 @@ export class Client implements RpcChannel {
       }
     }
     const resumed = resume !== null && body.resumed === true;
+    // a resumed session's numbered direct events: [sent again, missed] (anything else reads as absent)
+    const d = body.direct;
+    const direct = resumed && Array.isArray(d) && d.length === 2 && d.every((x) => isInt(x) && x >= 0) ? (d as [number, number]) : null;
     // what came before the WELCOME (replays, the session's own events): after SessionExpired, before the recovery reports
     let last = resumed && resume ? resume.last : 0;
-    const missed = resumed && Array.isArray(body.direct) && isInt(body.direct[1]) ? body.direct[1] : 0;
     // the missed ones follow last: told once (the Recovered below), then passed
-    if (missed > 0) last = ((last - 1 + missed) % 0xffffffff) + 1;
+    if (direct && direct[1] > 0) last = ((last - 1 + direct[1]) % 0xffffffff) + 1;
     link.releaseHeld(last);
     if (restore || resume) this.restored(isMap(body.restored) ? body.restored : null);
-    const direct = body.direct;
-    if (resumed && Array.isArray(direct) && direct.length === 2 && direct.every((x) => isInt(x) && x >= 0) && (direct[0] || direct[1])) {
+    if (direct && (direct[0] || direct[1])) {
       // its numbered direct events sent again, and those the server no longer had
       this.local("kcprpc.Recovered", { key: "session", recovered: direct[1] === 0, replayed: direct[0], missed: direct[1], position: [0, link.lastDirect] });
     }
